@@ -1,0 +1,113 @@
+//! The caller of a request: the project it addresses and the credential it presents.
+//! Checks return grants (`ScopeGrant`, `AdminGrant`) that only this module can make,
+//! so a privileged service function cannot be reached without its check.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::auth::scopes::ADMIN;
+use crate::bus::Event;
+use crate::error::{AppError, AppResult};
+use crate::services::projects::Project;
+
+/// An API key that has been verified for the addressed project.
+#[derive(Debug, Clone)]
+pub struct ApiKeyGrant {
+    pub key_id: String,
+    pub project_id: String,
+    pub scopes: BTreeSet<String>,
+}
+
+impl ApiKeyGrant {
+    pub fn is_admin(&self) -> bool {
+        self.scopes.contains(ADMIN)
+    }
+
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.is_admin() || self.scopes.contains(scope)
+    }
+}
+
+/// What the caller proved about itself.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// No credential: a guest.
+    Anonymous,
+    /// A valid API key.
+    Key(ApiKeyGrant),
+}
+
+/// The caller of one request or one WebSocket connection.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub project: Arc<Project>,
+    pub credential: Credential,
+}
+
+/// Proof that the caller's key holds `scope` in the addressed project.
+#[derive(Debug, Clone, Copy)]
+pub struct ScopeGrant {
+    scope: &'static str,
+}
+
+impl ScopeGrant {
+    /// The scope that was checked.
+    pub fn scope(&self) -> &'static str {
+        self.scope
+    }
+}
+
+/// Proof that the caller holds the server-wide `admin` scope.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminGrant {
+    _private: (),
+}
+
+impl Caller {
+    pub fn key(&self) -> Option<&ApiKeyGrant> {
+        match &self.credential {
+            Credential::Key(key) => Some(key),
+            Credential::Anonymous => None,
+        }
+    }
+
+    /// The caller's key must hold `scope`.
+    pub fn require_scope(&self, scope: &'static str) -> AppResult<ScopeGrant> {
+        match self.key() {
+            None => Err(AppError::Unauthenticated),
+            Some(key) if key.has_scope(scope) => Ok(ScopeGrant { scope }),
+            Some(_) => Err(AppError::ScopeMissing {
+                scope: scope.to_string(),
+            }),
+        }
+    }
+
+    /// The caller's key must be an `admin` key.
+    pub fn require_admin(&self) -> AppResult<AdminGrant> {
+        self.require_scope(ADMIN)
+            .map(|_| AdminGrant { _private: () })
+    }
+
+    /// The roles of the caller, in the permission model's terms.
+    pub fn roles(&self) -> Vec<String> {
+        match &self.credential {
+            Credential::Anonymous => vec!["any".into(), "guests".into()],
+            Credential::Key(_) => vec!["any".into()],
+        }
+    }
+
+    /// Whether this caller may receive `event`: keys need the event's scope; anyone
+    /// else needs one of the roles allowed to read the resource.
+    pub fn may_receive(&self, event: &Event) -> bool {
+        if event.project_id != self.project.id {
+            return false;
+        }
+        match &self.credential {
+            Credential::Key(key) => key.has_scope(&event.key_scope),
+            Credential::Anonymous => {
+                let roles = self.roles();
+                event.read_roles.iter().any(|r| roles.contains(r))
+            }
+        }
+    }
+}

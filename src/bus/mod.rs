@@ -1,0 +1,182 @@
+//! The event bus: every write publishes here, every subscription listens here, and
+//! replicas tell each other about changes (e.g. a project's schema) here. Backed by
+//! Redis pub/sub when `NIMBUS_REDIS_URL` is set, by a tokio broadcast otherwise.
+//!
+//! Subscribers always listen to the local broadcast channel. With Redis, a listener
+//! task forwards the Redis channel into it and reconnects by itself, so subscribers
+//! survive a Redis restart without noticing more than the gap. Delivery is at most
+//! once: a message published while Redis is down is lost (and logged).
+
+mod redis_bus;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+pub use redis_bus::RedisBus;
+
+/// Messages kept for subscribers that fall behind; one that falls further is dropped.
+const LOCAL_CAPACITY: usize = 4096;
+
+/// What travels on the bus.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum BusMessage {
+    /// A resource changed; subscriptions deliver it to the callers allowed to read it.
+    Event(Event),
+    /// A project was updated or deleted: replicas drop what they cached about it
+    /// (its schema included).
+    ProjectChanged {
+        #[serde(rename = "projectId")]
+        project_id: String,
+    },
+}
+
+/// A change to a resource, as realtime subscribers see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub project_id: String,
+    /// Appwrite-style event names, most specific first, e.g. `keys.K.create`, `keys.*.create`.
+    pub events: Vec<String>,
+    /// Channels the event is published on, e.g. `keys`, `keys.K`.
+    pub channels: Vec<String>,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// The resource after the change (before it, for a delete).
+    pub payload: serde_json::Value,
+    /// Roles that may read the resource (`any`, `user:ID`, `team:ID/owner`, ...).
+    pub read_roles: Vec<String>,
+    /// The scope an API key needs to receive it.
+    pub key_scope: String,
+}
+
+/// Health of the bus for `/health`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BusHealth {
+    pub kind: &'static str,
+    pub up: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A handle on the bus: cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    local: broadcast::Sender<Arc<BusMessage>>,
+    redis: Option<Arc<RedisBus>>,
+}
+
+impl Bus {
+    /// The in-process bus of a single replica.
+    pub fn in_process() -> Self {
+        let (local, _) = broadcast::channel(LOCAL_CAPACITY);
+        Bus { local, redis: None }
+    }
+
+    /// The Redis-backed bus shared by replicas; fails when Redis cannot be reached now.
+    pub async fn redis(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let (local, _) = broadcast::channel(LOCAL_CAPACITY);
+        let redis = RedisBus::connect(url, prefix, local.clone()).await?;
+        Ok(Bus {
+            local,
+            redis: Some(Arc::new(redis)),
+        })
+    }
+
+    /// Publishes a message to every replica. A failure is logged and returned; the
+    /// write that caused it has already happened and stays.
+    pub async fn publish(&self, message: BusMessage) -> anyhow::Result<()> {
+        match &self.redis {
+            Some(redis) => redis.publish(&message).await.inspect_err(|err| {
+                metrics::counter!("nimbus_bus_publish_failures_total").increment(1);
+                tracing::warn!(error = %err, "bus publish failed; the event is lost");
+            }),
+            None => {
+                // No receiver is not an error: nobody is listening right now.
+                let _ = self.local.send(Arc::new(message));
+                Ok(())
+            }
+        }
+    }
+
+    /// A receiver of every message published from now on, on any replica.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<BusMessage>> {
+        self.local.subscribe()
+    }
+
+    pub async fn health(&self) -> BusHealth {
+        match &self.redis {
+            None => BusHealth {
+                kind: "in-process",
+                up: true,
+                error: None,
+            },
+            Some(redis) => {
+                let error = redis.check().await.err().map(|e| e.to_string());
+                BusHealth {
+                    kind: "redis",
+                    up: error.is_none(),
+                    error,
+                }
+            }
+        }
+    }
+
+    /// Stops background tasks (the Redis listener) of this bus.
+    pub fn shutdown(&self) {
+        if let Some(redis) = &self.redis {
+            redis.shutdown();
+        }
+    }
+}
+
+/// Whether a subscriber's channel pattern matches an event channel: segments are
+/// separated by `.` and a `*` segment matches any one segment.
+pub fn channel_matches(pattern: &str, channel: &str) -> bool {
+    let mut pattern_parts = pattern.split('.');
+    let mut channel_parts = channel.split('.');
+    loop {
+        match (pattern_parts.next(), channel_parts.next()) {
+            (None, None) => return true,
+            (Some(p), Some(c)) if p == "*" || p == c => continue,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_segments_match_exactly_one_segment() {
+        assert!(channel_matches("keys", "keys"));
+        assert!(channel_matches("keys.*", "keys.abc"));
+        assert!(!channel_matches("keys.*", "keys"));
+        assert!(!channel_matches("keys", "keys.abc"));
+        assert!(channel_matches(
+            "databases.*.collections.c1.documents",
+            "databases.d.collections.c1.documents"
+        ));
+    }
+
+    #[tokio::test]
+    async fn in_process_bus_delivers_to_every_subscriber() {
+        let bus = Bus::in_process();
+        let mut first = bus.subscribe();
+        let mut second = bus.subscribe();
+        bus.publish(BusMessage::ProjectChanged {
+            project_id: "p".into(),
+        })
+        .await
+        .unwrap();
+        for rx in [&mut first, &mut second] {
+            let msg = rx.recv().await.unwrap();
+            assert!(
+                matches!(&*msg, BusMessage::ProjectChanged { project_id } if project_id == "p")
+            );
+        }
+    }
+}

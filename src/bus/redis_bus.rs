@@ -1,0 +1,164 @@
+//! The Redis side of the bus: a publisher over a self-healing `ConnectionManager`,
+//! and a listener task that owns the pub/sub connection, reconnects with backoff
+//! when Redis goes away, and forwards every message into the local broadcast.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures_util::StreamExt as _;
+use redis::AsyncCommands as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use super::BusMessage;
+
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+pub struct RedisBus {
+    publisher: ConnectionManager,
+    channel: String,
+    listening: Arc<AtomicBool>,
+    listener: JoinHandle<()>,
+}
+
+impl RedisBus {
+    pub(super) async fn connect(
+        url: &str,
+        prefix: &str,
+        local: broadcast::Sender<Arc<BusMessage>>,
+    ) -> anyhow::Result<Self> {
+        let shown = crate::db::redact_url(url);
+        let client =
+            redis::Client::open(url).with_context(|| format!("invalid Redis URL {shown}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(MAX_BACKOFF);
+        let publisher = tokio::time::timeout(
+            COMMAND_TIMEOUT * 2,
+            client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out"))
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .with_context(|| format!("cannot connect to Redis at {shown}"))?;
+
+        let channel = format!("{prefix}:bus");
+        let listening = Arc::new(AtomicBool::new(false));
+        // Subscribe before returning, so a message published right after start-up is
+        // not missed by this replica.
+        let first = subscribe(&client, &channel)
+            .await
+            .with_context(|| format!("cannot subscribe to Redis at {shown}"))?;
+        listening.store(true, Ordering::SeqCst);
+        let listener = tokio::spawn(listen(
+            client,
+            channel.clone(),
+            first,
+            local,
+            listening.clone(),
+        ));
+        Ok(RedisBus {
+            publisher,
+            channel,
+            listening,
+            listener,
+        })
+    }
+
+    pub(super) async fn publish(&self, message: &BusMessage) -> anyhow::Result<()> {
+        let payload = serde_json::to_string(message)?;
+        let mut conn = self.publisher.clone();
+        tokio::time::timeout(
+            COMMAND_TIMEOUT,
+            conn.publish::<_, _, ()>(&self.channel, payload),
+        )
+        .await
+        .context("Redis PUBLISH timed out")?
+        .context("Redis PUBLISH failed")
+    }
+
+    /// Ok when Redis answers PING and the listener is subscribed.
+    pub(super) async fn check(&self) -> anyhow::Result<()> {
+        let mut conn = self.publisher.clone();
+        let pong: String =
+            tokio::time::timeout(COMMAND_TIMEOUT, redis::cmd("PING").query_async(&mut conn))
+                .await
+                .context("Redis PING timed out")?
+                .context("Redis PING failed")?;
+        anyhow::ensure!(pong == "PONG", "unexpected PING answer");
+        anyhow::ensure!(
+            self.listening.load(Ordering::SeqCst),
+            "the bus listener is reconnecting to Redis"
+        );
+        Ok(())
+    }
+
+    pub(super) fn shutdown(&self) {
+        self.listener.abort();
+    }
+}
+
+async fn subscribe(
+    client: &redis::Client,
+    channel: &str,
+) -> redis::RedisResult<redis::aio::PubSub> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    Ok(pubsub)
+}
+
+/// Forwards the Redis channel into the local broadcast for as long as the bus lives,
+/// re-subscribing after every disconnect.
+async fn listen(
+    client: redis::Client,
+    channel: String,
+    first: redis::aio::PubSub,
+    local: broadcast::Sender<Arc<BusMessage>>,
+    listening: Arc<AtomicBool>,
+) {
+    let mut pubsub = Some(first);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connection = match pubsub.take() {
+            Some(connection) => Ok(connection),
+            None => tokio::time::timeout(COMMAND_TIMEOUT, subscribe(&client, &channel))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "connect timed out",
+                    )))
+                }),
+        };
+        match connection {
+            Ok(connection) => {
+                if !listening.swap(true, Ordering::SeqCst) {
+                    tracing::info!("bus listener re-subscribed to Redis");
+                }
+                backoff = Duration::from_millis(100);
+                let mut messages = connection.into_on_message();
+                while let Some(msg) = messages.next().await {
+                    match serde_json::from_slice::<BusMessage>(msg.get_payload_bytes()) {
+                        Ok(message) => {
+                            let _ = local.send(Arc::new(message));
+                        }
+                        Err(err) => tracing::warn!(error = %err, "ignoring malformed bus message"),
+                    }
+                }
+                listening.store(false, Ordering::SeqCst);
+                tracing::warn!("lost the Redis bus subscription; reconnecting");
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "Redis bus reconnect failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Server configuration: every setting is a `nimbus serve` flag and a `NIMBUS_*`
+//! environment variable, with defaults that start a working server on a laptop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Settings of a Nimbus server. Doc comments become `nimbus serve --help`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address and port the HTTP and WebSocket server listens on.
+    #[arg(long, env = "NIMBUS_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory for the SQLite database, local file storage and generated secrets.
+    #[arg(long, env = "NIMBUS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Database URL: `sqlite://PATH` or `mysql://USER:PASSWORD@HOST:PORT/DB` (MariaDB).
+    /// Unset: a SQLite file `nimbus.db` in the data directory.
+    #[arg(long, env = "NIMBUS_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Maximum number of pooled database connections.
+    #[arg(long, env = "NIMBUS_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+
+    /// Redis URL (`redis://HOST:PORT`) for the event bus shared by replicas.
+    /// Unset: an in-process bus (one replica).
+    #[arg(long, env = "NIMBUS_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis channel Nimbus uses, so deployments can share one Redis.
+    #[arg(long, env = "NIMBUS_REDIS_PREFIX", default_value = "nimbus")]
+    pub redis_prefix: String,
+
+    /// Server secret used to sign and encrypt (at least 32 characters).
+    /// Unset: generated on first start and kept in `DATA_DIR/secret`; replicas must share it.
+    #[arg(long, env = "NIMBUS_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+
+    /// Log filter, in `tracing` env-filter syntax (`info`, `nimbus=debug,info`, ...).
+    #[arg(long, env = "NIMBUS_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Log format: `text` for people, `json` for log collectors.
+    #[arg(long, env = "NIMBUS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+
+    /// Whether GraphQL introspection (and so the playground's docs and code generators) is on.
+    #[arg(long, env = "NIMBUS_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub introspection: bool,
+
+    /// Deepest selection nesting a query may have.
+    #[arg(long, env = "NIMBUS_GRAPHQL_MAX_DEPTH", default_value_t = 15)]
+    pub graphql_max_depth: usize,
+
+    /// Highest complexity (number of fields selected, lists weighted) a query may have.
+    #[arg(long, env = "NIMBUS_GRAPHQL_MAX_COMPLEXITY", default_value_t = 5000)]
+    pub graphql_max_complexity: usize,
+
+    /// Most aliased fields a query document may contain.
+    #[arg(long, env = "NIMBUS_GRAPHQL_MAX_ALIASES", default_value_t = 100)]
+    pub graphql_max_aliases: usize,
+
+    /// Largest GraphQL query text accepted, in bytes.
+    #[arg(long, env = "NIMBUS_GRAPHQL_MAX_QUERY_BYTES", default_value_t = 256 * 1024)]
+    pub graphql_max_query_bytes: usize,
+
+    /// Most operations in one batched (JSON array) request; 0 turns batching off.
+    #[arg(long, env = "NIMBUS_GRAPHQL_MAX_BATCH", default_value_t = 10)]
+    pub graphql_max_batch: usize,
+
+    /// Largest request body accepted on `/v1/graphql`, in bytes (multipart uploads excepted).
+    #[arg(long, env = "NIMBUS_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest file accepted in a multipart GraphQL upload, in bytes.
+    #[arg(long, env = "NIMBUS_MAX_UPLOAD_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_upload_bytes: usize,
+
+    /// Most subscriptions one WebSocket connection may hold at once.
+    #[arg(long, env = "NIMBUS_WS_MAX_SUBSCRIPTIONS", default_value_t = 100)]
+    pub ws_max_subscriptions: usize,
+
+    /// Seconds a new WebSocket has to send `connection_init` before it is closed.
+    #[arg(long, env = "NIMBUS_WS_INIT_TIMEOUT", default_value_t = 10)]
+    pub ws_init_timeout_secs: u64,
+}
+
+impl Config {
+    /// A configuration with every default, rooted at `data_dir`; tests and embedders
+    /// change fields from here.
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: Config,
+        }
+        // Parse an empty command line so the defaults stay in one place: the
+        // attributes above. Every field has a default, so this cannot fail.
+        let mut config = Defaults::try_parse_from(["nimbus"])
+            .expect("every setting has a default")
+            .config;
+        config.data_dir = data_dir.into();
+        config
+    }
+
+    /// The database URL in effect: the configured one or the SQLite file in the data dir.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("nimbus.db").display()
+            ),
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The database: one sqlx `Any` pool over SQLite or MariaDB, the migrations of each
+//! dialect, and [`Dialect`], the one place where SQL differs between the two.
+//! Timestamps are stored as `BIGINT` milliseconds since the Unix epoch in both.
+
+pub mod ids;
+pub mod page;
+
+pub use page::Page;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor as _};
+
+use crate::config::Config;
+
+/// Which SQL dialect the pool speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    MySql,
+}
+
+impl Dialect {
+    /// The dialect of a database URL, or an error naming the accepted schemes.
+    pub fn of_url(url: &str) -> anyhow::Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Dialect::Sqlite)
+        } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+            Ok(Dialect::MySql)
+        } else {
+            anyhow::bail!("unsupported database URL: expected sqlite://… or mysql://…")
+        }
+    }
+
+    /// `INSERT` that silently skips rows whose key already exists.
+    pub fn insert_ignore(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "INSERT OR IGNORE",
+            Dialect::MySql => "INSERT IGNORE",
+        }
+    }
+
+    /// Short name for logs and health output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "sqlite",
+            Dialect::MySql => "mariadb",
+        }
+    }
+}
+
+/// The shared database handle: cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/mysql");
+
+impl Db {
+    /// Opens the pool for the configured URL. Fails within `connect_timeout` with a
+    /// message that names the database (never its password) when it is unreachable.
+    pub async fn connect(config: &Config, connect_timeout: Duration) -> anyhow::Result<Self> {
+        install_default_drivers();
+        let url = config.effective_database_url();
+        let dialect = Dialect::of_url(&url)?;
+        let shown = redact_url(&url);
+        if dialect == Dialect::Sqlite {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!("cannot create data directory {}", config.data_dir.display())
+            })?;
+        }
+        let mut options = AnyPoolOptions::new()
+            .max_connections(config.database_max_connections.max(1))
+            .acquire_timeout(connect_timeout);
+        if dialect == Dialect::Sqlite {
+            options = options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // WAL lets readers proceed during a write; busy_timeout makes
+                    // concurrent writers wait instead of failing with SQLITE_BUSY.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
+                         PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = tokio::time::timeout(connect_timeout, options.connect(&url))
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out after {connect_timeout:?}"))
+            .and_then(|r| r.map_err(anyhow::Error::from))
+            .with_context(|| format!("cannot connect to the database at {shown}"))?;
+        Ok(Db { pool, dialect })
+    }
+
+    /// Applies the pending migrations of this dialect.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let migrator = match self.dialect {
+            Dialect::Sqlite => &SQLITE_MIGRATIONS,
+            Dialect::MySql => &MYSQL_MIGRATIONS,
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .context("applying database migrations failed")
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Round-trip time of a trivial query, for `/health`.
+    pub async fn ping(&self) -> Result<Duration, sqlx::Error> {
+        let started = Instant::now();
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(started.elapsed())
+    }
+
+    /// Connections in use and idle, for `/metrics`.
+    pub fn pool_usage(&self) -> (u32, usize) {
+        let idle = self.pool.num_idle();
+        (self.pool.size(), idle)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Milliseconds since the Unix epoch: the stored form of every timestamp.
+pub fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The URL with any password replaced, safe for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Turns a unique-constraint failure into the `Conflict` error of a resource.
+pub trait DbErrorExt<T> {
+    fn conflict_as(self, what: &'static str, id: &str) -> Result<T, crate::error::AppError>;
+}
+
+impl<T> DbErrorExt<T> for Result<T, sqlx::Error> {
+    fn conflict_as(self, what: &'static str, id: &str) -> Result<T, crate::error::AppError> {
+        self.map_err(|err| match crate::error::DbError::from(err) {
+            crate::error::DbError::UniqueViolation => crate::error::AppError::Conflict {
+                what,
+                id: id.to_string(),
+            },
+            other => crate::error::AppError::from(other),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_the_password_of_a_database_url() {
+        assert_eq!(
+            redact_url("mysql://nimbus:hunter2@db:3306/nimbus"),
+            "mysql://nimbus:***@db:3306/nimbus"
+        );
+    }
+
+    #[test]
+    fn refuses_unknown_database_schemes() {
+        assert!(Dialect::of_url("postgres://x").is_err());
+        assert_eq!(Dialect::of_url("mysql://x").unwrap(), Dialect::MySql);
+    }
+}

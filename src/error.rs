@@ -1,0 +1,243 @@
+//! `AppError`, the one error type of Nimbus, and how it reaches a client: every
+//! GraphQL error carries a stable `extensions.code`; database and internal failures
+//! are logged with their cause and reach the client only as a generic message.
+
+use async_graphql::ErrorExtensions;
+
+/// Result of anything that can fail with an [`AppError`].
+pub type AppResult<T> = Result<T, AppError>;
+
+/// Everything that can go wrong while serving a request.
+///
+/// It deliberately does not implement `Display`: async-graphql turns any `Display`
+/// error into a client message, which would drop the code (and, for a raw cause,
+/// leak it). [`AppError::to_graphql`] is the only way out.
+#[derive(Debug)]
+pub enum AppError {
+    /// `UNAUTHENTICATED`: the operation needs an API key or a signed-in user.
+    Unauthenticated,
+    /// `INVALID_API_KEY`: the key is malformed, unknown, revoked or for another project.
+    InvalidApiKey,
+    /// `API_KEY_EXPIRED`: the key's `expiresAt` has passed.
+    ApiKeyExpired,
+    /// `SCOPE_MISSING`: the API key lacks a scope the operation needs.
+    ScopeMissing { scope: String },
+    /// `PERMISSION_DENIED`: the caller may not do this.
+    PermissionDenied { reason: String },
+    /// `PROJECT_NOT_FOUND`: the `X-Nimbus-Project` header names no project.
+    ProjectNotFound { id: String },
+    /// `<WHAT>_NOT_FOUND`, e.g. `API_KEY_NOT_FOUND`.
+    NotFound { what: &'static str, id: String },
+    /// `<WHAT>_ALREADY_EXISTS`, e.g. `PROJECT_ALREADY_EXISTS`.
+    Conflict { what: &'static str, id: String },
+    /// The code given (`INVALID_ID`, `INVALID_SCOPE`, `BAD_USER_INPUT`, ...): an input
+    /// value is wrong; `field` names it.
+    Invalid {
+        code: &'static str,
+        field: String,
+        reason: String,
+    },
+    /// `OPERATION_NOT_ALLOWED`: the request is well formed but refused by a rule.
+    NotAllowed(String),
+    /// `RATE_LIMITED`: too many attempts; retry after the given seconds.
+    RateLimited { retry_after: u64 },
+    /// `SERVICE_UNAVAILABLE`: a dependency (database, bus) is down.
+    Unavailable,
+    /// `INTERNAL`: a database failure; its cause is logged, never sent.
+    Db(DbError),
+    /// `INTERNAL`: anything unexpected; its cause is logged, never sent.
+    Internal(anyhow::Error),
+}
+
+impl AppError {
+    /// A bad value for `field` with the generic `BAD_USER_INPUT` code.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        AppError::Invalid {
+            code: "BAD_USER_INPUT",
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The message a client reads.
+    pub fn message(&self) -> String {
+        match self {
+            AppError::Unauthenticated => "authentication required".into(),
+            AppError::InvalidApiKey => {
+                "the API key is invalid, revoked, or not valid for this project".into()
+            }
+            AppError::ApiKeyExpired => "the API key has expired".into(),
+            AppError::ScopeMissing { scope } => format!("the API key lacks the `{scope}` scope"),
+            AppError::PermissionDenied { reason } => format!("permission denied: {reason}"),
+            AppError::ProjectNotFound { id } => format!("project `{id}` does not exist"),
+            AppError::NotFound { what, id } => format!("{what} `{id}` does not exist"),
+            AppError::Conflict { what, id } => format!("{what} `{id}` already exists"),
+            AppError::Invalid { field, reason, .. } => format!("invalid `{field}`: {reason}"),
+            AppError::NotAllowed(reason) => reason.clone(),
+            AppError::RateLimited { retry_after } => {
+                format!("too many requests; retry after {retry_after} s")
+            }
+            AppError::Unavailable => "a backing service is unavailable, try again shortly".into(),
+            AppError::Db(_) | AppError::Internal(_) => "internal server error".into(),
+        }
+    }
+
+    /// For the command line, where the operator may see the whole cause.
+    pub fn into_anyhow(self) -> anyhow::Error {
+        match self {
+            AppError::Internal(cause) => cause,
+            AppError::Db(cause) => anyhow::Error::new(cause),
+            other => anyhow::anyhow!("{} ({})", other.message(), other.code()),
+        }
+    }
+
+    /// The stable `extensions.code` of this error.
+    pub fn code(&self) -> String {
+        match self {
+            AppError::Unauthenticated => "UNAUTHENTICATED".into(),
+            AppError::InvalidApiKey => "INVALID_API_KEY".into(),
+            AppError::ApiKeyExpired => "API_KEY_EXPIRED".into(),
+            AppError::ScopeMissing { .. } => "SCOPE_MISSING".into(),
+            AppError::PermissionDenied { .. } => "PERMISSION_DENIED".into(),
+            AppError::ProjectNotFound { .. } => "PROJECT_NOT_FOUND".into(),
+            AppError::NotFound { what, .. } => format!("{}_NOT_FOUND", screaming(what)),
+            AppError::Conflict { what, .. } => format!("{}_ALREADY_EXISTS", screaming(what)),
+            AppError::Invalid { code, .. } => (*code).into(),
+            AppError::NotAllowed(_) => "OPERATION_NOT_ALLOWED".into(),
+            AppError::RateLimited { .. } => "RATE_LIMITED".into(),
+            AppError::Unavailable => "SERVICE_UNAVAILABLE".into(),
+            AppError::Db(_) | AppError::Internal(_) => "INTERNAL".into(),
+        }
+    }
+
+    /// The HTTP status this error earns when it stops a request before execution.
+    pub fn http_status(&self) -> axum::http::StatusCode {
+        use axum::http::StatusCode as S;
+        match self {
+            AppError::Unauthenticated | AppError::InvalidApiKey | AppError::ApiKeyExpired => {
+                S::UNAUTHORIZED
+            }
+            AppError::ScopeMissing { .. } | AppError::PermissionDenied { .. } => S::FORBIDDEN,
+            AppError::ProjectNotFound { .. } | AppError::NotFound { .. } => S::NOT_FOUND,
+            AppError::Conflict { .. } => S::CONFLICT,
+            AppError::Invalid { .. } | AppError::NotAllowed(_) => S::BAD_REQUEST,
+            AppError::RateLimited { .. } => S::TOO_MANY_REQUESTS,
+            AppError::Unavailable => S::SERVICE_UNAVAILABLE,
+            AppError::Db(_) | AppError::Internal(_) => S::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// This error as a GraphQL error: message plus `extensions.code` (and details
+    /// such as `field` or `retryAfter` where they help a client).
+    pub fn to_graphql(&self) -> async_graphql::Error {
+        match self {
+            AppError::Db(cause) => tracing::error!(error = ?cause, "database error"),
+            AppError::Internal(cause) => tracing::error!(error = ?cause, "internal error"),
+            _ => {}
+        }
+        let code = self.code();
+        async_graphql::Error::new(self.message()).extend_with(|_, ext| {
+            ext.set("code", code);
+            match self {
+                AppError::Invalid { field, .. } => ext.set("field", field.as_str()),
+                AppError::ScopeMissing { scope } => ext.set("scope", scope.as_str()),
+                AppError::RateLimited { retry_after } => ext.set("retryAfter", *retry_after),
+                _ => {}
+            }
+        })
+    }
+}
+
+impl From<AppError> for async_graphql::Error {
+    fn from(err: AppError) -> Self {
+        err.to_graphql()
+    }
+}
+
+/// `API_KEY` from `"API key"`, `PROJECT` from `"project"`.
+fn screaming(what: &str) -> String {
+    what.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// A database failure, classified so services can react to the cases that matter.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The statement expected a row and found none.
+    #[error("row not found")]
+    NotFound,
+    /// A unique constraint refused the write.
+    #[error("unique constraint violated")]
+    UniqueViolation,
+    /// The pool could not hand out a connection in time (database down or overloaded).
+    #[error("database unavailable: {0}")]
+    Unavailable(sqlx::Error),
+    /// Anything else.
+    #[error(transparent)]
+    Other(sqlx::Error),
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::RowNotFound => DbError::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => DbError::UniqueViolation,
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                DbError::Unavailable(err)
+            }
+            _ => DbError::Other(err),
+        }
+    }
+}
+
+impl From<DbError> for AppError {
+    fn from(err: DbError) -> Self {
+        match err {
+            DbError::Unavailable(cause) => {
+                tracing::error!(error = %cause, "database unavailable");
+                AppError::Unavailable
+            }
+            other => AppError::Db(other),
+        }
+    }
+}
+
+impl From<anyhow::Error> for AppError {
+    fn from(err: anyhow::Error) -> Self {
+        AppError::Internal(err)
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(err: sqlx::Error) -> Self {
+        DbError::from(err).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_codes_are_screaming_snake_case() {
+        let err = AppError::NotFound {
+            what: "API key",
+            id: "k1".into(),
+        };
+        assert_eq!(err.code(), "API_KEY_NOT_FOUND");
+    }
+
+    #[test]
+    fn internal_errors_never_show_their_cause() {
+        let err = AppError::Internal(anyhow::anyhow!("SELECT secret FROM keys failed"));
+        let gql = err.to_graphql();
+        assert_eq!(gql.message, "internal server error");
+    }
+}

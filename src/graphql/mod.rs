@@ -1,0 +1,166 @@
+//! The per-project GraphQL schema: each service adds its fields through
+//! `register(&mut SchemaParts)`, this module stitches them into one
+//! `async_graphql::dynamic` schema with the shared scalars and limits, and caches it
+//! per project until the bus announces that the project changed.
+
+pub mod limits;
+pub mod types;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_graphql::dynamic::{Field, Object, Schema, Subscription, SubscriptionField, Type};
+use tokio::sync::RwLock;
+
+use crate::AppState;
+use crate::config::Config;
+use crate::error::{AppError, AppResult};
+use crate::services::{self, projects::Project};
+
+/// The fields and types that services contribute to a project's schema.
+#[derive(Default)]
+pub struct SchemaParts {
+    query: Vec<Field>,
+    mutation: Vec<Field>,
+    subscription: Vec<SubscriptionField>,
+    types: Vec<Type>,
+}
+
+impl SchemaParts {
+    pub fn query(&mut self, field: Field) {
+        self.query.push(field);
+    }
+
+    pub fn mutation(&mut self, field: Field) {
+        self.mutation.push(field);
+    }
+
+    pub fn subscription(&mut self, field: SubscriptionField) {
+        self.subscription.push(field);
+    }
+
+    pub fn add_type(&mut self, ty: impl Into<Type>) {
+        self.types.push(ty.into());
+    }
+
+    pub fn add_types(&mut self, types: impl IntoIterator<Item = Type>) {
+        self.types.extend(types);
+    }
+}
+
+/// Builds the schema of `project`. `state` is attached as schema data when given
+/// (a running server); `nimbus schema print` builds without it.
+pub fn build_schema(
+    config: &Config,
+    project: &Project,
+    state: Option<AppState>,
+) -> AppResult<Schema> {
+    let mut parts = SchemaParts::default();
+    parts.add_types(types::scalars());
+    parts.add_type(types::page_info());
+    services::register_all(&mut parts, project);
+
+    let query = parts.query.into_iter().fold(
+        Object::new("Query").description("Reads of every Nimbus service."),
+        Object::field,
+    );
+    let mutation = parts.mutation.into_iter().fold(
+        Object::new("Mutation").description("Writes of every Nimbus service."),
+        Object::field,
+    );
+    let subscription = parts.subscription.into_iter().fold(
+        Subscription::new("Subscription").description("Realtime events, over `/v1/graphql/ws`."),
+        Subscription::field,
+    );
+    let mut builder = Schema::build("Query", Some("Mutation"), Some("Subscription"))
+        .register(query)
+        .register(mutation)
+        .register(subscription)
+        .enable_uploading()
+        .limit_recursive_depth(64)
+        .limit_directives(16)
+        .extension(limits::QueryLimits {
+            max_depth: config.graphql_max_depth,
+            max_complexity: config.graphql_max_complexity,
+            max_aliases: config.graphql_max_aliases,
+            max_query_bytes: config.graphql_max_query_bytes,
+        });
+    for ty in parts.types {
+        builder = builder.register(ty);
+    }
+    if !config.introspection {
+        builder = builder.disable_introspection();
+    }
+    if let Some(state) = state {
+        builder = builder.data(state);
+    }
+    builder
+        .finish()
+        .map_err(|err| AppError::Internal(anyhow::anyhow!("building the schema failed: {err}")))
+}
+
+/// The SDL of a project with no collections: what `schema/core.graphql` holds.
+pub fn core_sdl(config: &Config) -> AppResult<String> {
+    let project = Project::placeholder("default");
+    Ok(build_schema(config, &project, None)?.sdl())
+}
+
+/// A project and its built schema, as cached.
+pub struct LoadedProject {
+    pub project: Arc<Project>,
+    pub schema: Schema,
+}
+
+/// Loaded projects, by id. Bounded: past `MAX_CACHED` entries an arbitrary one is
+/// dropped (it is rebuilt on its next request).
+#[derive(Default)]
+pub struct ProjectSchemas {
+    loaded: RwLock<HashMap<String, Arc<LoadedProject>>>,
+    /// Bumped by every invalidation, so a load that raced with one is not cached.
+    generation: AtomicU64,
+}
+
+const MAX_CACHED: usize = 512;
+
+impl ProjectSchemas {
+    /// The loaded project `id`, building its schema on first use.
+    pub async fn get(&self, state: &AppState, id: &str) -> AppResult<Arc<LoadedProject>> {
+        if let Some(loaded) = self.loaded.read().await.get(id) {
+            return Ok(loaded.clone());
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let project = services::projects::service::load_project(state, id)
+            .await?
+            .ok_or_else(|| AppError::ProjectNotFound { id: id.to_string() })?;
+        let schema = build_schema(&state.config, &project, Some(state.clone()))?;
+        let loaded = Arc::new(LoadedProject {
+            project: Arc::new(project),
+            schema,
+        });
+        let mut map = self.loaded.write().await;
+        if self.generation.load(Ordering::SeqCst) == generation {
+            if map.len() >= MAX_CACHED
+                && let Some(evicted) = map.keys().next().cloned()
+            {
+                map.remove(&evicted);
+            }
+            map.insert(id.to_string(), loaded.clone());
+        }
+        Ok(loaded)
+    }
+
+    /// Forgets project `id`; its next request reloads it.
+    pub async fn invalidate(&self, id: &str) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.loaded.write().await.remove(id);
+    }
+}
+
+impl ProjectSchemas {
+    /// Forgets every project.
+    pub async fn invalidate_all(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.loaded.write().await.clear();
+    }
+}

@@ -1,0 +1,340 @@
+//! Building blocks shared by every service's part of the schema: the `DateTime` and
+//! `JSON` scalars, fields read from plain values, Relay connections with keyset
+//! cursors, and access to the request's state from a resolver.
+
+use async_graphql::dynamic::{
+    Field, FieldFuture, FieldValue, InputValue, Object, ResolverContext, Scalar, Type, TypeRef,
+};
+use async_graphql::{Name, Value};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::SecondsFormat;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{AppError, AppResult};
+
+pub const DATETIME: &str = "DateTime";
+pub const JSON: &str = "JSON";
+
+/// Most nodes one page of a connection may hold.
+pub const MAX_PAGE_SIZE: usize = 100;
+/// Nodes in a page when the client asks for neither `first` nor `last`.
+pub const DEFAULT_PAGE_SIZE: usize = 20;
+
+/// The scalars every project schema has.
+pub fn scalars() -> Vec<Type> {
+    vec![
+        Scalar::new(DATETIME)
+            .description("A date and time in RFC 3339 form with milliseconds, always UTC, e.g. `2026-01-31T12:00:00.000Z`.")
+            .specified_by_url("https://datatracker.ietf.org/doc/html/rfc3339")
+            .validator(|value| matches!(value, Value::String(s) if chrono::DateTime::parse_from_rfc3339(s).is_ok()))
+            .into(),
+        Scalar::new(JSON)
+            .description("Any JSON value.")
+            .specified_by_url("https://www.rfc-editor.org/rfc/rfc8259")
+            .into(),
+    ]
+}
+
+/// The `DateTime` text of a stored millisecond timestamp.
+pub fn datetime(millis: i64) -> Value {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .map(|t| Value::String(t.to_rfc3339_opts(SecondsFormat::Millis, true)))
+        .unwrap_or(Value::Null)
+}
+
+/// Milliseconds of a `DateTime` argument, or a `BAD_USER_INPUT` error naming `field`.
+pub fn parse_datetime(field: &str, text: &str) -> AppResult<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| AppError::invalid(field, "expected an RFC 3339 date-time"))
+}
+
+/// A field that reads the entry `name` of its parent, a plain object value.
+pub fn prop(name: &'static str, ty: impl Into<TypeRef>, description: &str) -> Field {
+    Field::new(name, ty, move |ctx| {
+        FieldFuture::new(async move {
+            let value = match ctx.parent_value.as_value() {
+                Some(Value::Object(map)) => map.get(name).cloned(),
+                _ => None,
+            };
+            Ok(value.filter(|v| *v != Value::Null).map(FieldValue::value))
+        })
+    })
+    .description(description)
+}
+
+/// A plain object value from `(name, value)` pairs, for [`prop`] fields to read.
+pub fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    Value::Object(
+        entries
+            .into_iter()
+            .map(|(k, v)| (Name::new(k), v))
+            .collect(),
+    )
+}
+
+/// The shared server state from inside a resolver.
+pub fn app<'a>(ctx: &ResolverContext<'a>) -> AppResult<&'a AppState> {
+    ctx.data::<AppState>()
+        .map_err(|_| AppError::Internal(anyhow::anyhow!("AppState missing from schema data")))
+}
+
+/// Who is calling, from inside a resolver.
+pub fn caller<'a>(ctx: &ResolverContext<'a>) -> AppResult<&'a Caller> {
+    ctx.data::<Caller>()
+        .map_err(|_| AppError::Internal(anyhow::anyhow!("Caller missing from request data")))
+}
+
+/// An optional string argument.
+pub fn opt_string(ctx: &ResolverContext<'_>, name: &str) -> AppResult<Option<String>> {
+    match ctx.args.get(name) {
+        None => Ok(None),
+        Some(v) if v.is_null() => Ok(None),
+        Some(v) => v
+            .string()
+            .map(|s| Some(s.to_string()))
+            .map_err(|_| AppError::invalid(name, "expected a string")),
+    }
+}
+
+/// The `input` argument of a mutation, as a JSON object for serde to read.
+pub fn input<T: serde::de::DeserializeOwned>(ctx: &ResolverContext<'_>) -> AppResult<T> {
+    let value = ctx
+        .args
+        .get("input")
+        .map(|v| v.as_value().clone())
+        .unwrap_or(Value::Null);
+    let json = value
+        .into_json()
+        .map_err(|e| AppError::invalid("input", e.to_string()))?;
+    serde_json::from_value(json).map_err(|e| AppError::invalid("input", e.to_string()))
+}
+
+/// The object types behind a Relay connection of `node` (`{node}Connection` and
+/// `{node}Edge`); `PageInfo` is registered once by [`page_info`].
+pub fn connection_types(node: &str, plural_description: &str) -> Vec<Type> {
+    let connection = format!("{node}Connection");
+    let edge = format!("{node}Edge");
+    vec![
+        Object::new(connection.as_str())
+            .description(format!("A page of {plural_description}."))
+            .field(prop(
+                "edges",
+                TypeRef::named_nn_list_nn(edge.as_str()),
+                "The nodes of this page with their cursors.",
+            ))
+            .field(prop(
+                "nodes",
+                TypeRef::named_nn_list_nn(node),
+                "The nodes of this page.",
+            ))
+            .field(prop(
+                "pageInfo",
+                TypeRef::named_nn("PageInfo"),
+                "Where this page is in the whole list.",
+            ))
+            .field(prop(
+                "totalCount",
+                TypeRef::named_nn(TypeRef::INT),
+                "How many nodes the whole list has.",
+            ))
+            .into(),
+        Object::new(edge.as_str())
+            .description(format!("One of {plural_description}, with its cursor."))
+            .field(prop(
+                "cursor",
+                TypeRef::named_nn(TypeRef::STRING),
+                "Opaque cursor: pass it as `after` or `before`.",
+            ))
+            .field(prop("node", TypeRef::named_nn(node), "The node."))
+            .into(),
+    ]
+}
+
+/// The `PageInfo` type of every connection.
+pub fn page_info() -> Type {
+    Object::new("PageInfo")
+        .description("Where a page is within a list, for Relay pagination.")
+        .field(prop(
+            "hasNextPage",
+            TypeRef::named_nn(TypeRef::BOOLEAN),
+            "Whether nodes follow this page.",
+        ))
+        .field(prop(
+            "hasPreviousPage",
+            TypeRef::named_nn(TypeRef::BOOLEAN),
+            "Whether nodes precede this page.",
+        ))
+        .field(prop(
+            "startCursor",
+            TypeRef::named(TypeRef::STRING),
+            "Cursor of the first node of the page.",
+        ))
+        .field(prop(
+            "endCursor",
+            TypeRef::named(TypeRef::STRING),
+            "Cursor of the last node of the page.",
+        ))
+        .into()
+}
+
+/// Adds `first`, `after`, `last`, `before` to a list field.
+pub fn with_connection_args(field: Field) -> Field {
+    field
+        .argument(
+            InputValue::new("first", TypeRef::named(TypeRef::INT)).description(format!(
+                "Return the first n nodes (at most {MAX_PAGE_SIZE})."
+            )),
+        )
+        .argument(
+            InputValue::new("after", TypeRef::named(TypeRef::STRING))
+                .description("Return nodes after this cursor."),
+        )
+        .argument(
+            InputValue::new("last", TypeRef::named(TypeRef::INT)).description(format!(
+                "Return the last n nodes (at most {MAX_PAGE_SIZE})."
+            )),
+        )
+        .argument(
+            InputValue::new("before", TypeRef::named(TypeRef::STRING))
+                .description("Return nodes before this cursor."),
+        )
+}
+
+/// The connection arguments of a list field, as a keyset page.
+pub type PageRequest = crate::db::Page;
+
+/// Reads and checks the connection arguments of the current field.
+pub fn page_request(ctx: &ResolverContext<'_>) -> AppResult<PageRequest> {
+    let count = |name: &str| -> AppResult<Option<usize>> {
+        match ctx.args.get(name) {
+            None => Ok(None),
+            Some(v) if v.is_null() => Ok(None),
+            Some(v) => {
+                let n = v
+                    .i64()
+                    .map_err(|_| AppError::invalid(name, "expected an integer"))?;
+                if !(0..=MAX_PAGE_SIZE as i64).contains(&n) {
+                    return Err(AppError::invalid(
+                        name,
+                        format!("must be between 0 and {MAX_PAGE_SIZE}"),
+                    ));
+                }
+                Ok(Some(n as usize))
+            }
+        }
+    };
+    let first = count("first")?;
+    let last = count("last")?;
+    if first.is_some() && last.is_some() {
+        return Err(AppError::invalid(
+            "last",
+            "pass either `first` or `last`, not both",
+        ));
+    }
+    let after = opt_string(ctx, "after")?
+        .map(|c| decode_cursor("after", &c))
+        .transpose()?;
+    let before = opt_string(ctx, "before")?
+        .map(|c| decode_cursor("before", &c))
+        .transpose()?;
+    Ok(PageRequest {
+        after,
+        before,
+        limit: last.or(first).unwrap_or(DEFAULT_PAGE_SIZE),
+        from_end: last.is_some(),
+    })
+}
+
+/// The opaque cursor of a node id.
+pub fn encode_cursor(id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("id:{id}"))
+}
+
+fn decode_cursor(field: &str, cursor: &str) -> AppResult<String> {
+    let invalid = || AppError::Invalid {
+        code: "INVALID_CURSOR",
+        field: field.to_string(),
+        reason: "not a cursor returned by this list".to_string(),
+    };
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let id = text.strip_prefix("id:").ok_or_else(invalid)?;
+    crate::db::ids::validate(field, id).map_err(|_| invalid())?;
+    Ok(id.to_string())
+}
+
+/// Assembles a connection value from the rows a store returned for `page`: up to
+/// `page.limit + 1` rows in the page's direction (the extra one only tells that more
+/// exist). `to_node` turns a row into its node value; `id_of` gives its id.
+pub fn connection<R>(
+    page: &PageRequest,
+    mut rows: Vec<R>,
+    total_count: i64,
+    id_of: impl Fn(&R) -> &str,
+    to_node: impl Fn(&R) -> Value,
+) -> Value {
+    let has_more = rows.len() > page.limit;
+    rows.truncate(page.limit);
+    if page.from_end {
+        rows.reverse();
+    }
+    let (has_next, has_previous) = if page.from_end {
+        (page.before.is_some(), has_more)
+    } else {
+        (has_more, page.after.is_some())
+    };
+    let cursors: Vec<String> = rows.iter().map(|r| encode_cursor(id_of(r))).collect();
+    let nodes: Vec<Value> = rows.iter().map(to_node).collect();
+    let edges = nodes
+        .iter()
+        .zip(&cursors)
+        .map(|(node, cursor)| {
+            object([
+                ("cursor", Value::from(cursor.as_str())),
+                ("node", node.clone()),
+            ])
+        })
+        .collect::<Vec<_>>();
+    let cursor_value = |c: Option<&String>| c.map_or(Value::Null, |c| Value::from(c.as_str()));
+    object([
+        ("edges", Value::List(edges)),
+        ("nodes", Value::List(nodes)),
+        (
+            "pageInfo",
+            object([
+                ("hasNextPage", Value::from(has_next)),
+                ("hasPreviousPage", Value::from(has_previous)),
+                ("startCursor", cursor_value(cursors.first())),
+                ("endCursor", cursor_value(cursors.last())),
+            ]),
+        ),
+        ("totalCount", Value::from(total_count)),
+    ])
+}
+
+/// Whether the current field's selection asks for `totalCount`, so it is counted
+/// only when wanted.
+pub fn wants_total_count(ctx: &ResolverContext<'_>) -> bool {
+    ctx.look_ahead().field("totalCount").exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_forgeries_are_refused() {
+        let cursor = encode_cursor("abc");
+        assert_eq!(decode_cursor("after", &cursor).unwrap(), "abc");
+        assert!(decode_cursor("after", "bm90IGEgY3Vyc29y").is_err());
+        assert!(decode_cursor("after", &URL_SAFE_NO_PAD.encode("id:../x")).is_err());
+    }
+
+    #[test]
+    fn datetimes_print_in_utc_with_milliseconds() {
+        assert_eq!(datetime(0), Value::from("1970-01-01T00:00:00.000Z"));
+    }
+}

@@ -1,0 +1,488 @@
+//! GraphQL over HTTP at `/v1/graphql`, following the GraphQL-over-HTTP
+//! specification: `application/graphql-response+json` or `application/json` by
+//! `Accept`; 4xx when a request fails before execution (under the former); 405 for
+//! a mutation over GET; batches capped; CSRF-safe (no form posts; multipart only
+//! with a header that forces a CORS preflight). Also serves the project's SDL.
+
+use std::time::Instant;
+
+use async_graphql::http::MultipartOptions;
+use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::{BatchRequest, Request, Response as GqlResponse, ServerError};
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::TryStreamExt as _;
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::error::AppError;
+use crate::http::identity;
+
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+const JSON: &str = "application/json";
+/// Headers whose presence proves a CORS preflight happened (a browser form cannot
+/// send them), required for multipart requests.
+const PREFLIGHT_HEADERS: &[&str] = &[
+    "apollo-require-preflight",
+    "x-apollo-operation-name",
+    identity::PROJECT_HEADER,
+    identity::KEY_HEADER,
+];
+
+/// The media type of the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaType {
+    GraphqlResponse,
+    Json,
+}
+
+impl MediaType {
+    fn as_str(self) -> &'static str {
+        match self {
+            MediaType::GraphqlResponse => GRAPHQL_RESPONSE_JSON,
+            MediaType::Json => JSON,
+        }
+    }
+}
+
+/// Picks the answer's media type from `Accept`; `None` when neither is acceptable.
+pub fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        // The specification: no Accept header means application/json.
+        return Some(MediaType::Json);
+    };
+    let mut best: Option<(f32, MediaType)> = None;
+    for range in accept.split(',') {
+        let mut params = range.split(';');
+        let essence = params.next().unwrap_or("").trim().to_ascii_lowercase();
+        let quality = params
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let media = match essence.as_str() {
+            GRAPHQL_RESPONSE_JSON => MediaType::GraphqlResponse,
+            // Generic ranges (curl sends */*) get the form every client can read.
+            JSON | "application/*" | "*/*" => MediaType::Json,
+            _ => continue,
+        };
+        if quality <= 0.0 {
+            continue;
+        }
+        let better = match best {
+            None => true,
+            Some((q, current)) => {
+                quality > q
+                    || (quality == q && media == MediaType::GraphqlResponse && current != media)
+            }
+        };
+        if better {
+            best = Some((quality, media));
+        }
+    }
+    best.map(|(_, media)| media)
+}
+
+/// A response carrying only `errors`, for failures outside GraphQL execution.
+pub fn plain_error(status: StatusCode, code: &str, message: &str) -> Response {
+    error_response(status, MediaType::Json, code, message)
+}
+
+fn error_response(status: StatusCode, media: MediaType, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": code } }]
+    });
+    json_response(status, media, &body)
+}
+
+fn json_response(status: StatusCode, media: MediaType, body: &serde_json::Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(media.as_str()),
+        )],
+        bytes,
+    )
+        .into_response()
+}
+
+fn app_error_response(err: &AppError, media: MediaType) -> Response {
+    let gql = err.to_graphql();
+    let body = serde_json::json!({ "errors": [gql.into_server_error(Default::default())] });
+    json_response(err.http_status(), media, &body)
+}
+
+/// What a panic turns into: a generic 500, the panic itself only in the log.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %detail, "a request handler panicked");
+    plain_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+        "internal server error",
+    )
+}
+
+/// Reads at most `limit` bytes of body.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ()> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| ())
+}
+
+fn content_type_essence(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+}
+
+/// `POST /v1/graphql`.
+pub async fn graphql_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable();
+    };
+    let too_large = || {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            media,
+            "REQUEST_TOO_LARGE",
+            &format!(
+                "the request body exceeds {} bytes",
+                state.config.max_body_bytes
+            ),
+        )
+    };
+    let batch = match content_type_essence(&headers).as_deref() {
+        Some(JSON) => {
+            let Ok(bytes) = read_body(body, state.config.max_body_bytes).await else {
+                return too_large();
+            };
+            match serde_json::from_slice::<BatchRequest>(&bytes) {
+                Ok(batch) => batch,
+                Err(err) => {
+                    let reason = if err.is_syntax() || err.is_eof() {
+                        format!(
+                            "the body is not valid JSON (line {}, column {})",
+                            err.line(),
+                            err.column()
+                        )
+                    } else {
+                        "the body is not a GraphQL request: expected {\"query\": ..., \"variables\": ..., \"operationName\": ...}".to_string()
+                    };
+                    return error_response(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", &reason);
+                }
+            }
+        }
+        Some("application/graphql") => {
+            let Ok(bytes) = read_body(body, state.config.max_body_bytes).await else {
+                return too_large();
+            };
+            match String::from_utf8(bytes.to_vec()) {
+                Ok(query) => BatchRequest::Single(Request::new(query)),
+                Err(_) => {
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        media,
+                        "BAD_REQUEST",
+                        "the body is not UTF-8",
+                    );
+                }
+            }
+        }
+        Some("multipart/form-data") => {
+            if !PREFLIGHT_HEADERS.iter().any(|h| headers.contains_key(*h)) {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    media,
+                    "CSRF_PREFLIGHT_REQUIRED",
+                    "multipart requests must carry a header that forces a CORS preflight, e.g. `Apollo-Require-Preflight: true` or `X-Nimbus-Project`",
+                );
+            }
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let reader = body
+                .into_data_stream()
+                .map_err(std::io::Error::other)
+                .into_async_read();
+            let options = MultipartOptions::default()
+                .max_file_size(state.config.max_upload_bytes)
+                .max_num_files(16);
+            match async_graphql::http::receive_batch_body(content_type, reader, options).await {
+                Ok(batch) => batch,
+                Err(err) => {
+                    let (status, code) = match err {
+                        async_graphql::ParseRequestError::PayloadTooLarge => {
+                            (StatusCode::PAYLOAD_TOO_LARGE, "REQUEST_TOO_LARGE")
+                        }
+                        _ => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+                    };
+                    return error_response(
+                        status,
+                        media,
+                        code,
+                        &format!("invalid multipart request: {err}"),
+                    );
+                }
+            }
+        }
+        _ => {
+            return error_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                media,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "send `Content-Type: application/json` (or application/graphql, or multipart/form-data for uploads)",
+            );
+        }
+    };
+    execute(&state, &headers, batch, media, Method::Post).await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetParams {
+    query: Option<String>,
+    variables: Option<String>,
+    operation_name: Option<String>,
+    extensions: Option<String>,
+}
+
+/// `GET /v1/graphql?query=…&variables=…&operationName=…`: queries only.
+pub async fn graphql_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<GetParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable();
+    };
+    let bad = |reason: &str| error_response(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", reason);
+    let Ok(Query(params)) = params else {
+        return bad("malformed query string");
+    };
+    let Some(query) = params.query else {
+        return bad("the `query` parameter is missing");
+    };
+    let mut request = Request::new(query);
+    if let Some(name) = params.operation_name.filter(|n| !n.is_empty()) {
+        request = request.operation_name(name);
+    }
+    if let Some(variables) = params.variables.filter(|v| !v.is_empty()) {
+        match serde_json::from_str::<serde_json::Value>(&variables) {
+            Ok(json @ serde_json::Value::Object(_)) => {
+                request = request.variables(async_graphql::Variables::from_json(json));
+            }
+            _ => return bad("`variables` must be a JSON object"),
+        }
+    }
+    if let Some(extensions) = params.extensions.filter(|v| !v.is_empty())
+        && serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&extensions).is_err()
+    {
+        return bad("`extensions` must be a JSON object");
+    }
+    execute(
+        &state,
+        &headers,
+        BatchRequest::Single(request),
+        media,
+        Method::Get,
+    )
+    .await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
+}
+
+/// The type of the operation a request would run, parsing its query once (the
+/// parsed document is kept on the request, so it is not parsed again).
+fn operation_type(request: &mut Request) -> Option<OperationType> {
+    let name = request.operation_name.clone();
+    let document = request.parsed_query().ok()?;
+    match (&document.operations, name) {
+        (DocumentOperations::Single(op), _) => Some(op.node.ty),
+        (DocumentOperations::Multiple(ops), Some(name)) => {
+            ops.get(name.as_str()).map(|op| op.node.ty)
+        }
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
+            ops.values().next().map(|op| op.node.ty)
+        }
+        _ => None,
+    }
+}
+
+async fn execute(
+    state: &AppState,
+    headers: &HeaderMap,
+    batch: BatchRequest,
+    media: MediaType,
+    method: Method,
+) -> Response {
+    let is_batch = matches!(batch, BatchRequest::Batch(_));
+    let mut requests = match batch {
+        BatchRequest::Single(request) => vec![request],
+        BatchRequest::Batch(requests) => {
+            let max = state.config.graphql_max_batch;
+            if max == 0 {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    media,
+                    "BATCHING_DISABLED",
+                    "batched requests are turned off on this server",
+                );
+            }
+            if requests.is_empty() || requests.len() > max {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    media,
+                    "BATCH_TOO_LARGE",
+                    &format!("a batch holds 1 to {max} operations"),
+                );
+            }
+            requests
+        }
+    };
+    let addressed = match identity::from_headers(state, headers).await {
+        Ok(addressed) => addressed,
+        Err(err) => return app_error_response(&err, media),
+    };
+
+    let mut responses = Vec::with_capacity(requests.len());
+    for request in requests.iter_mut() {
+        if request.query.len() > state.config.graphql_max_query_bytes {
+            // Refused before parsing: a huge query costs nothing more than its bytes.
+            responses.push(Some(GqlResponse::from_errors(vec![
+                crate::graphql::limits::coded(
+                    format!(
+                        "the query is {} bytes long; the limit is {}",
+                        request.query.len(),
+                        state.config.graphql_max_query_bytes
+                    ),
+                    "QUERY_TOO_LARGE",
+                ),
+            ])));
+            continue;
+        }
+        match operation_type(request) {
+            Some(OperationType::Mutation) if method == Method::Get => {
+                let mut response = error_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    media,
+                    "METHOD_NOT_ALLOWED",
+                    "mutations are not allowed over GET; use POST",
+                );
+                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+                return response;
+            }
+            Some(OperationType::Subscription) => responses.push(Some(GqlResponse::from_errors(vec![
+                crate::graphql::limits::coded(
+                    "subscriptions are served over WebSocket at /v1/graphql/ws (graphql-transport-ws or graphql-ws)",
+                    "SUBSCRIPTION_OVER_HTTP",
+                ),
+            ]))),
+            _ => responses.push(None),
+        }
+    }
+
+    let mut answered = Vec::with_capacity(requests.len());
+    for (request, early) in requests.into_iter().zip(responses) {
+        let response = match early {
+            Some(response) => response,
+            None => {
+                let operation = request.operation_name.clone();
+                let started = Instant::now();
+                let response = addressed
+                    .loaded
+                    .schema
+                    .execute(request.data(addressed.caller.clone()))
+                    .await;
+                crate::http::metrics::record_operation(
+                    operation.as_deref(),
+                    started.elapsed(),
+                    response.errors.is_empty(),
+                );
+                response
+            }
+        };
+        answered.push(response);
+    }
+    let (status, body) = match answered.as_slice() {
+        [response] if !is_batch => (status_of(response, media), response_json(response)),
+        list => (
+            StatusCode::OK,
+            serde_json::Value::Array(list.iter().map(response_json).collect()),
+        ),
+    };
+    json_response(status, media, &body)
+}
+
+/// A response that failed before execution: no data, and no error from a field.
+fn is_request_error(response: &GqlResponse) -> bool {
+    response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response
+            .errors
+            .iter()
+            .all(|e: &ServerError| e.path.is_empty())
+}
+
+fn status_of(response: &GqlResponse, media: MediaType) -> StatusCode {
+    if media == MediaType::GraphqlResponse && is_request_error(response) {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    }
+}
+
+/// The JSON of a response; a request error has no `data` entry at all.
+fn response_json(response: &GqlResponse) -> serde_json::Value {
+    let mut json = serde_json::to_value(response).unwrap_or_default();
+    if is_request_error(response)
+        && let Some(map) = json.as_object_mut()
+    {
+        map.remove("data");
+    }
+    json
+}
+
+fn not_acceptable() -> Response {
+    plain_error(
+        StatusCode::NOT_ACCEPTABLE,
+        "NOT_ACCEPTABLE",
+        "accept application/graphql-response+json or application/json",
+    )
+}
+
+/// `GET /v1/graphql/schema.graphql`: the SDL of the addressed project, for code generators.
+pub async fn schema_sdl(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match identity::from_headers(&state, &headers).await {
+        Ok(addressed) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/graphql; charset=utf-8"),
+            )],
+            addressed.loaded.schema.sdl(),
+        )
+            .into_response(),
+        Err(err) => app_error_response(&err, MediaType::Json),
+    }
+}

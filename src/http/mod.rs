@@ -1,0 +1,75 @@
+//! The HTTP and WebSocket surface of Nimbus: the router, and `serve` used by
+//! `nimbus serve` and by the tests.
+
+pub mod graphql;
+pub mod health;
+pub mod identity;
+pub mod metrics;
+pub mod playground;
+pub mod ws;
+
+use std::future::Future;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Method};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::AppState;
+
+/// Every route of the server.
+pub fn router(state: AppState) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            axum::http::header::CONTENT_TYPE,
+            axum::http::header::ACCEPT,
+            axum::http::header::AUTHORIZATION,
+            HeaderName::from_static(identity::PROJECT_HEADER),
+            HeaderName::from_static(identity::KEY_HEADER),
+            HeaderName::from_static("apollo-require-preflight"),
+            HeaderName::from_static("x-apollo-operation-name"),
+        ]);
+    Router::new()
+        .route(
+            "/v1/graphql",
+            get(graphql::graphql_get).post(graphql::graphql_post),
+        )
+        .route("/v1/graphql/ws", get(ws::graphql_ws))
+        .route("/v1/graphql/schema.graphql", get(graphql::schema_sdl))
+        .route("/health", get(health::health))
+        .route("/metrics", get(metrics::metrics))
+        .merge(playground::router())
+        .fallback(not_found)
+        // The GraphQL handler reads its body itself, with its own limit and error.
+        .layer(DefaultBodyLimit::disable())
+        .layer(cors)
+        .layer(CatchPanicLayer::custom(graphql::panic_response))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found() -> impl IntoResponse {
+    graphql::plain_error(
+        axum::http::StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "no such endpoint; GraphQL is served at /v1/graphql",
+    )
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,224 @@
+//! GraphQL over WebSocket at `/v1/graphql/ws`, with both the current
+//! `graphql-transport-ws` and the legacy `graphql-ws` subprotocols. The project and
+//! key come from the `connection_init` payload (`X-Nimbus-Project`, `X-Nimbus-Key`,
+//! top level or under `headers`, any case), else from `?project=` and the upgrade
+//! request's headers. A connection may hold a bounded number of subscriptions.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use async_graphql::dynamic::Schema;
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
+use async_graphql::{Data, Executor, Request, Response};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response as HttpResponse;
+use futures_util::StreamExt as _;
+use futures_util::stream::{self, BoxStream};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::graphql::limits::coded;
+use crate::http::identity::{self, KEY_HEADER, PROJECT_HEADER};
+
+/// Largest message a client may send.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// Small buffers keep an idle connection cheap; tungstenite grows them when needed.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+#[derive(Deserialize)]
+pub struct WsParams {
+    project: Option<String>,
+}
+
+/// `GET /v1/graphql/ws`: upgrades to a GraphQL WebSocket.
+pub async fn graphql_ws(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<WsParams>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> HttpResponse {
+    let project = params
+        .project
+        .or_else(|| identity::header(&headers, PROJECT_HEADER).map(str::to_string));
+    let key = identity::header(&headers, KEY_HEADER).map(str::to_string);
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| serve_socket(state, socket, protocol, project, key))
+}
+
+/// Counts an open connection in `/metrics` while it lives.
+struct OpenConnection;
+
+impl OpenConnection {
+    fn start() -> Self {
+        metrics::gauge!("nimbus_websocket_connections").increment(1.0);
+        OpenConnection
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!("nimbus_websocket_connections").decrement(1.0);
+    }
+}
+
+async fn serve_socket(
+    state: AppState,
+    socket: WebSocket,
+    protocol: GraphQLProtocol,
+    url_project: Option<String>,
+    header_key: Option<String>,
+) {
+    let _open = OpenConnection::start();
+    let executor = ConnectionExecutor {
+        schema: Arc::new(OnceLock::new()),
+        active: Arc::new(AtomicUsize::new(0)),
+        max_active: state.config.ws_max_subscriptions,
+    };
+    let schema_slot = executor.schema.clone();
+    GraphQLWebSocket::new(socket, executor, protocol)
+        .on_connection_init(move |payload| async move {
+            let project = payload_value(&payload, PROJECT_HEADER).or(url_project);
+            let key = payload_value(&payload, KEY_HEADER).or(header_key);
+            match identity::resolve(&state, project.as_deref(), key.as_deref()).await {
+                Ok(addressed) => {
+                    let _ = schema_slot.set(addressed.loaded.schema.clone());
+                    let mut data = Data::default();
+                    data.insert(addressed.caller);
+                    Ok(data)
+                }
+                Err(err) => Err(async_graphql::Error::new(close_reason(
+                    &err.code(),
+                    &err.message(),
+                ))),
+            }
+        })
+        .serve()
+        .await;
+}
+
+/// A WebSocket close reason is at most 123 bytes: `CODE: message`, cut at a char boundary.
+fn close_reason(code: &str, message: &str) -> String {
+    let mut reason = format!("{code}: {message}");
+    if reason.len() > 120 {
+        let mut end = 120;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}
+
+/// A string entry of the `connection_init` payload, matched case-insensitively, at
+/// the top level or under `headers`.
+fn payload_value(payload: &serde_json::Value, name: &str) -> Option<String> {
+    let find = |object: &serde_json::Value| {
+        object.as_object()?.iter().find_map(|(k, v)| {
+            (k.eq_ignore_ascii_case(name))
+                .then(|| v.as_str())
+                .flatten()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        })
+    };
+    find(payload).or_else(|| payload.get("headers").and_then(find))
+}
+
+/// Runs operations of one connection on the schema of the project chosen at
+/// `connection_init`, holding at most `max_active` subscriptions at once.
+#[derive(Clone)]
+struct ConnectionExecutor {
+    schema: Arc<OnceLock<Schema>>,
+    active: Arc<AtomicUsize>,
+    max_active: usize,
+}
+
+/// Releases a subscription slot of its connection when dropped.
+struct SubscriptionSlot(Arc<AtomicUsize>);
+
+impl Drop for SubscriptionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn error_stream(message: &str, code: &str) -> BoxStream<'static, Response> {
+    stream::once(futures_util::future::ready(Response::from_errors(vec![
+        coded(message, code),
+    ])))
+    .boxed()
+}
+
+impl Executor for ConnectionExecutor {
+    async fn execute(&self, request: Request) -> Response {
+        match self.schema.get() {
+            Some(schema) => schema.execute(request).await,
+            None => Response::from_errors(vec![coded(
+                "send connection_init first",
+                "CONNECTION_NOT_INITIALISED",
+            )]),
+        }
+    }
+
+    fn execute_stream(
+        &self,
+        request: Request,
+        session_data: Option<Arc<Data>>,
+    ) -> BoxStream<'static, Response> {
+        let Some(schema) = self.schema.get() else {
+            return error_stream("send connection_init first", "CONNECTION_NOT_INITIALISED");
+        };
+        let taken = self.active.fetch_add(1, Ordering::SeqCst);
+        let slot = SubscriptionSlot(self.active.clone());
+        if taken >= self.max_active {
+            return error_stream(
+                &format!(
+                    "a connection holds at most {} subscriptions",
+                    self.max_active
+                ),
+                "TOO_MANY_SUBSCRIPTIONS",
+            );
+        }
+        schema
+            .execute_stream_with_session_data(request, session_data.unwrap_or_default())
+            .map(move |response| {
+                let _held = &slot;
+                response
+            })
+            .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_payload_entries_in_any_case_and_under_headers() {
+        let flat = serde_json::json!({"X-Nimbus-Key": "k", "x-nimbus-project": "p"});
+        assert_eq!(payload_value(&flat, KEY_HEADER).as_deref(), Some("k"));
+        assert_eq!(payload_value(&flat, PROJECT_HEADER).as_deref(), Some("p"));
+        let nested = serde_json::json!({"headers": {"X-NIMBUS-KEY": "k2"}});
+        assert_eq!(payload_value(&nested, KEY_HEADER).as_deref(), Some("k2"));
+        assert_eq!(
+            payload_value(&serde_json::json!({"X-Nimbus-Key": ""}), KEY_HEADER),
+            None
+        );
+    }
+
+    #[test]
+    fn close_reasons_fit_a_close_frame() {
+        let reason = close_reason("INVALID_API_KEY", &"é".repeat(200));
+        assert!(reason.len() <= 123);
+    }
+}

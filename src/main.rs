@@ -1,0 +1,217 @@
+//! The `nimbus` command: `serve`, `migrate`, `schema print`, `key create`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use nimbus::auth::scopes::SCOPES;
+use nimbus::config::Config;
+use nimbus::error::AppError;
+use nimbus::services::keys::service::{NewApiKey, create_key_as_operator};
+use nimbus::{AppState, Server};
+
+#[derive(Parser)]
+#[command(
+    name = "nimbus",
+    version,
+    about = "A GraphQL-first backend for app developers, in one binary."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        #[command(flatten)]
+        config: Config,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        config: Config,
+    },
+    /// Print GraphQL schemas.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
+    /// Manage API keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Print a project's SDL; without --project, the SDL of an empty project
+    /// (what schema/core.graphql holds).
+    Print {
+        /// The project whose live schema to print (reads the database).
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        config: Config,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create an API key and print its secret (shown only once) on standard output.
+    Create {
+        /// The project the key belongs to.
+        #[arg(long, default_value = "default")]
+        project: String,
+        /// Comma-separated scopes, e.g. `admin` or `users.read,documents.write`.
+        #[arg(long, value_delimiter = ',', required = true, help = scopes_help())]
+        scopes: Vec<String>,
+        /// What the key is for.
+        #[arg(long, default_value = "command line")]
+        name: String,
+        #[command(flatten)]
+        config: Config,
+    },
+}
+
+fn scopes_help() -> String {
+    let names: Vec<&str> = SCOPES.iter().map(|(name, _)| *name).collect();
+    format!("Comma-separated scopes. Known scopes: {}", names.join(", "))
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { config } => {
+            init_logging(&config);
+            serve(config).await
+        }
+        Command::Migrate { config } => {
+            init_logging(&config);
+            let state = AppState::open(config).await?;
+            state.close().await;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::Schema {
+            command: SchemaCommand::Print { project, config },
+        } => {
+            let sdl = match project {
+                None => nimbus::graphql::core_sdl(&config).map_err(AppError::into_anyhow)?,
+                Some(id) => {
+                    let state = AppState::open(config).await?;
+                    let loaded = state.schemas.get(&state, &id).await;
+                    state.close().await;
+                    loaded.map_err(AppError::into_anyhow)?.schema.sdl()
+                }
+            };
+            print!("{sdl}");
+            Ok(())
+        }
+        Command::Key {
+            command:
+                KeyCommand::Create {
+                    project,
+                    scopes,
+                    name,
+                    config,
+                },
+        } => {
+            let state = AppState::open(config).await?;
+            let created = create_key_as_operator(
+                &state,
+                NewApiKey {
+                    project_id: Some(project),
+                    name,
+                    scopes,
+                    expires_at: None,
+                },
+            )
+            .await;
+            state.close().await;
+            let (key, secret) = created.map_err(AppError::into_anyhow)?;
+            eprintln!(
+                "created API key {} in project {} with scopes {}",
+                key.id,
+                key.project_id,
+                key.scopes.join(",")
+            );
+            println!("{secret}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = Server::start(config).await?;
+    let address = server.local_addr();
+    let shown = if address.ip().is_unspecified() {
+        format!("http://localhost:{}", address.port())
+    } else {
+        format!("http://{address}")
+    };
+    println!("Nimbus is running.");
+    println!(
+        "  GraphQL:    {shown}/v1/graphql  (WebSocket: {}/v1/graphql/ws)",
+        shown.replacen("http", "ws", 1)
+    );
+    println!("  Playground: {shown}/playground");
+    println!("  Health:     {shown}/health   Metrics: {shown}/metrics");
+    if let Some(secret) = server.first_admin_key() {
+        println!();
+        println!(
+            "First start: an admin API key was created. It is shown only now; store it safely:"
+        );
+        println!("  X-Nimbus-Key: {secret}");
+        println!("More keys: nimbus key create --project default --scopes admin");
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,274 @@
+//! API key rules: verifying a presented secret for a project, creating keys with no
+//! more power than the creator holds, listing and revoking them, the first admin key,
+//! and the realtime events `keys.K.create` / `keys.K.delete`.
+
+use std::collections::BTreeSet;
+
+use crate::AppState;
+use crate::auth::scopes::{self, ADMIN};
+use crate::auth::{ApiKeyGrant, Caller, ScopeGrant, secrets};
+use crate::bus::{BusMessage, Event};
+use crate::db::{Page, ids, now_millis};
+use crate::error::{AppError, AppResult};
+use crate::services::projects::{DEFAULT_PROJECT, service::load_project};
+
+use super::{ApiKey, store};
+
+/// A request to create a key.
+#[derive(Debug)]
+pub struct NewApiKey {
+    /// The project the key is for; `None`: the addressed project.
+    pub project_id: Option<String>,
+    pub name: String,
+    pub scopes: Vec<String>,
+    /// Milliseconds since the epoch after which the key stops working.
+    pub expires_at: Option<i64>,
+}
+
+const MAX_NAME: usize = 128;
+/// Marks in `server_state` that the first admin key was generated.
+const FIRST_ADMIN_KEY: &str = "first_admin_key";
+
+/// Verifies `secret` for a request addressing `project_id`.
+pub async fn authenticate(
+    state: &AppState,
+    project_id: &str,
+    secret: &str,
+) -> AppResult<ApiKeyGrant> {
+    let key_id = secrets::key_id_of(secret).ok_or(AppError::InvalidApiKey)?;
+    if ids::validate("key", key_id).is_err() {
+        return Err(AppError::InvalidApiKey);
+    }
+    let row = store::find_key(state.db.pool(), key_id)
+        .await?
+        .ok_or(AppError::InvalidApiKey)?;
+    if !secrets::matches(secret, &row.secret_hash) {
+        return Err(AppError::InvalidApiKey);
+    }
+    let key = row.to_key();
+    let grant = ApiKeyGrant {
+        key_id: key.id,
+        project_id: key.project_id,
+        scopes: key.scopes.into_iter().collect::<BTreeSet<_>>(),
+    };
+    if grant.project_id != project_id && !grant.is_admin() {
+        return Err(AppError::InvalidApiKey);
+    }
+    if key.expires_at.is_some_and(|at| at <= now_millis()) {
+        return Err(AppError::ApiKeyExpired);
+    }
+    Ok(grant)
+}
+
+fn check_new_key(new: &NewApiKey) -> AppResult<()> {
+    let length = new.name.chars().count();
+    if new.name.trim().is_empty() || length > MAX_NAME || new.name.chars().any(char::is_control) {
+        return Err(AppError::invalid(
+            "name",
+            format!("must be 1 to {MAX_NAME} printable characters"),
+        ));
+    }
+    if new.scopes.is_empty() {
+        return Err(AppError::Invalid {
+            code: "INVALID_SCOPE",
+            field: "scopes".into(),
+            reason: "a key needs at least one scope".into(),
+        });
+    }
+    if let Some(unknown) = new.scopes.iter().find(|s| !scopes::is_known(s)) {
+        return Err(AppError::Invalid {
+            code: "INVALID_SCOPE",
+            field: "scopes".into(),
+            reason: format!("unknown scope `{unknown}`; the `apiKeyScopes` query lists them"),
+        });
+    }
+    if new.expires_at.is_some_and(|at| at <= now_millis()) {
+        return Err(AppError::invalid("expiresAt", "must be in the future"));
+    }
+    Ok(())
+}
+
+/// The project a key operation targets: the addressed one, or another with `admin`.
+async fn target_project(
+    state: &AppState,
+    caller: &Caller,
+    requested: Option<String>,
+) -> AppResult<String> {
+    match requested {
+        None => Ok(caller.project.id.clone()),
+        Some(id) if id == caller.project.id => Ok(id),
+        Some(id) => {
+            caller.require_admin()?;
+            load_project(state, &id)
+                .await?
+                .map(|p| p.id)
+                .ok_or(AppError::ProjectNotFound { id })
+        }
+    }
+}
+
+/// Creates a key on behalf of an API caller holding `keys.write`. A key can only
+/// hand out scopes it holds itself; only `admin` can hand out `admin`.
+pub async fn create_key(
+    state: &AppState,
+    caller: &Caller,
+    _: ScopeGrant,
+    mut new: NewApiKey,
+) -> AppResult<(ApiKey, String)> {
+    new.project_id = Some(target_project(state, caller, new.project_id.take()).await?);
+    if let Some(key) = caller.key()
+        && let Some(beyond) = new.scopes.iter().find(|s| !key.has_scope(s))
+    {
+        return Err(AppError::PermissionDenied {
+            reason: format!("a key cannot grant the scope `{beyond}`, which it does not hold"),
+        });
+    }
+    create_key_as_operator(state, new).await
+}
+
+/// Creates a key with no caller check: for the operator's command line and the
+/// first start, who own the database anyway.
+pub async fn create_key_as_operator(
+    state: &AppState,
+    new: NewApiKey,
+) -> AppResult<(ApiKey, String)> {
+    let mut scopes = new.scopes.clone();
+    scopes.sort();
+    scopes.dedup();
+    let new = NewApiKey { scopes, ..new };
+    check_new_key(&new)?;
+    let project_id = new
+        .project_id
+        .unwrap_or_else(|| DEFAULT_PROJECT.to_string());
+    if load_project(state, &project_id).await?.is_none() {
+        return Err(AppError::ProjectNotFound { id: project_id });
+    }
+    let now = now_millis();
+    let key = ApiKey {
+        id: ids::generate(),
+        project_id,
+        name: new.name,
+        scopes: new.scopes,
+        expires_at: new.expires_at,
+        created_at: now,
+        updated_at: now,
+    };
+    let (secret, digest) = secrets::new_key_secret(&key.id);
+    store::insert_key(state.db.pool(), &key, &digest).await?;
+    tracing::info!(key = %key.id, project = %key.project_id, "API key created");
+    publish(state, &key, "create").await;
+    Ok((key, secret))
+}
+
+pub async fn list_keys(
+    state: &AppState,
+    caller: &Caller,
+    _: ScopeGrant,
+    project_id: Option<String>,
+    page: &Page,
+    with_total: bool,
+) -> AppResult<(Vec<ApiKey>, i64)> {
+    let project_id = target_project(state, caller, project_id).await?;
+    let rows = store::list_keys(state.db.pool(), &project_id, page).await?;
+    let total = if with_total {
+        store::count_keys(state.db.pool(), &project_id).await?
+    } else {
+        0
+    };
+    Ok((rows.iter().map(|r| r.to_key()).collect(), total))
+}
+
+/// Revokes a key of the addressed project (any project's, with `admin`). It stops
+/// working at once, on every replica: keys are verified against the database on
+/// every request.
+pub async fn delete_key(
+    state: &AppState,
+    caller: &Caller,
+    _: ScopeGrant,
+    id: &str,
+) -> AppResult<ApiKey> {
+    let not_found = || AppError::NotFound {
+        what: "API key",
+        id: id.to_string(),
+    };
+    ids::validate("id", id)?;
+    let key = store::find_key(state.db.pool(), id)
+        .await?
+        .map(|row| row.to_key())
+        .ok_or_else(not_found)?;
+    if key.project_id != caller.project.id && caller.require_admin().is_err() {
+        return Err(not_found());
+    }
+    if !store::delete_key(state.db.pool(), id).await? {
+        return Err(not_found());
+    }
+    tracing::info!(key = %key.id, project = %key.project_id, "API key deleted");
+    publish(state, &key, "delete").await;
+    Ok(key)
+}
+
+/// On the very first start of a server (across all replicas), creates an `admin`
+/// key in the default project and returns its secret to be shown once.
+pub async fn bootstrap_admin_key(state: &AppState) -> AppResult<Option<String>> {
+    let mut tx = state.db.pool().begin().await?;
+    let first = store::claim_server_fact(
+        &mut *tx,
+        state.db.dialect(),
+        FIRST_ADMIN_KEY,
+        &now_millis().to_string(),
+    )
+    .await?;
+    if !first {
+        return Ok(None);
+    }
+    let now = now_millis();
+    let key = ApiKey {
+        id: ids::generate(),
+        project_id: DEFAULT_PROJECT.into(),
+        name: "admin (first start)".into(),
+        scopes: vec![ADMIN.into()],
+        expires_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let (secret, digest) = secrets::new_key_secret(&key.id);
+    store::insert_key(&mut *tx, &key, &digest).await?;
+    // Marker and key commit together: a crash in between leaves neither, and the
+    // next start tries again.
+    tx.commit().await?;
+    Ok(Some(secret))
+}
+
+/// The JSON of a key as realtime subscribers receive it (never the secret).
+pub fn key_json(key: &ApiKey) -> serde_json::Value {
+    let time = |ms: i64| {
+        crate::graphql::types::datetime(ms)
+            .into_json()
+            .unwrap_or_default()
+    };
+    serde_json::json!({
+        "id": key.id,
+        "projectId": key.project_id,
+        "name": key.name,
+        "scopes": key.scopes,
+        "expiresAt": key.expires_at.map(time),
+        "createdAt": time(key.created_at),
+        "updatedAt": time(key.updated_at),
+    })
+}
+
+async fn publish(state: &AppState, key: &ApiKey, action: &str) {
+    let event = Event {
+        project_id: key.project_id.clone(),
+        events: vec![
+            format!("keys.{}.{action}", key.id),
+            format!("keys.*.{action}"),
+        ],
+        channels: vec!["keys".into(), format!("keys.{}", key.id)],
+        timestamp: now_millis(),
+        payload: key_json(key),
+        read_roles: Vec::new(),
+        key_scope: "keys.read".into(),
+    };
+    let _ = state.bus.publish(BusMessage::Event(event)).await;
+}

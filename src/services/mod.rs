@@ -1,0 +1,16 @@
+//! The services of Nimbus, one folder each. Every service owns its part of the
+//! schema (`register`), its domain logic (`service`) and its SQL (`store`).
+
+pub mod keys;
+pub mod projects;
+pub mod realtime;
+
+use crate::graphql::SchemaParts;
+use projects::Project;
+
+/// Adds every service's fields and types to a project's schema.
+pub fn register_all(parts: &mut SchemaParts, project: &Project) {
+    projects::register(parts, project);
+    keys::register(parts, project);
+    realtime::register(parts, project);
+}

@@ -1,0 +1,226 @@
+//! GraphQL of projects: `project`, `projects`, `createProject`, `updateProject`,
+//! `deleteProject`.
+
+use async_graphql::Value;
+use async_graphql::dynamic::{
+    Field, FieldFuture, FieldValue, InputObject, InputValue, Object, TypeRef,
+};
+use serde::Deserialize;
+
+use crate::graphql::SchemaParts;
+use crate::graphql::types::{
+    DATETIME, app, caller, connection, connection_types, datetime, input, object, opt_string,
+    page_request, prop, wants_total_count, with_connection_args,
+};
+
+use super::Project;
+use super::service::{self, NewProject, ProjectChanges};
+
+/// The GraphQL value of a project.
+pub fn project_value(project: &Project) -> Value {
+    object([
+        ("id", Value::from(project.id.as_str())),
+        ("name", Value::from(project.name.as_str())),
+        ("description", Value::from(project.description.as_str())),
+        ("createdAt", datetime(project.created_at)),
+        ("updatedAt", datetime(project.updated_at)),
+    ])
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateProjectInput {
+    id: Option<String>,
+    name: String,
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpdateProjectInput {
+    id: String,
+    name: Option<String>,
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DeleteProjectInput {
+    id: String,
+}
+
+pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
+    parts.add_type(
+        Object::new("Project")
+            .description(
+                "An isolated tenant of the server: its users, data, files and keys are its own.",
+            )
+            .field(prop(
+                "id",
+                TypeRef::named_nn(TypeRef::ID),
+                "Unique id, chosen at creation.",
+            ))
+            .field(prop(
+                "name",
+                TypeRef::named_nn(TypeRef::STRING),
+                "Display name.",
+            ))
+            .field(prop(
+                "description",
+                TypeRef::named_nn(TypeRef::STRING),
+                "Free text about the project.",
+            ))
+            .field(prop(
+                "createdAt",
+                TypeRef::named_nn(DATETIME),
+                "When the project was created.",
+            ))
+            .field(prop(
+                "updatedAt",
+                TypeRef::named_nn(DATETIME),
+                "When the project last changed.",
+            )),
+    );
+    parts.add_types(connection_types("Project", "projects"));
+    parts.add_type(
+        InputObject::new("CreateProjectInput")
+            .description("A new project.")
+            .field(InputValue::new("id", TypeRef::named(TypeRef::ID)).description("Id to give the project (1-36 of `a-zA-Z0-9._-`); omitted or `unique()` generates one."))
+            .field(InputValue::new("name", TypeRef::named_nn(TypeRef::STRING)).description("Display name, 1-128 characters."))
+            .field(InputValue::new("description", TypeRef::named(TypeRef::STRING)).description("Free text, at most 1024 characters.")),
+    );
+    parts.add_type(
+        InputObject::new("UpdateProjectInput")
+            .description("Changes to a project; omitted fields stay as they are.")
+            .field(
+                InputValue::new("id", TypeRef::named_nn(TypeRef::ID))
+                    .description("The project to change."),
+            )
+            .field(
+                InputValue::new("name", TypeRef::named(TypeRef::STRING))
+                    .description("New display name."),
+            )
+            .field(
+                InputValue::new("description", TypeRef::named(TypeRef::STRING))
+                    .description("New description."),
+            ),
+    );
+    parts.add_type(
+        InputObject::new("DeleteProjectInput")
+            .description("The project to delete, with everything in it.")
+            .field(
+                InputValue::new("id", TypeRef::named_nn(TypeRef::ID))
+                    .description("The project to delete."),
+            ),
+    );
+    parts.add_type(
+        Object::new("DeleteProjectPayload")
+            .description("The result of `deleteProject`.")
+            .field(prop(
+                "deletedId",
+                TypeRef::named_nn(TypeRef::ID),
+                "Id of the deleted project.",
+            )),
+    );
+
+    parts.query(
+        Field::new("project", TypeRef::named_nn("Project"), |ctx| {
+            FieldFuture::new(async move {
+                let caller = caller(&ctx)?;
+                let project = match opt_string(&ctx, "id")? {
+                    None => {
+                        caller.require_scope("project.read")?;
+                        (*caller.project).clone()
+                    }
+                    Some(id) => service::get_project(app(&ctx)?, caller.require_admin()?, &id).await?,
+                };
+                Ok(Some(FieldValue::value(project_value(&project))))
+            })
+        })
+        .description("A project: the one this request addresses (scope `project.read`), or any by id (scope `admin`).")
+        .argument(InputValue::new("id", TypeRef::named(TypeRef::ID)).description("The project; omitted: the addressed one.")),
+    );
+    parts.query(
+        with_connection_args(Field::new(
+            "projects",
+            TypeRef::named_nn("ProjectConnection"),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let admin = caller(&ctx)?.require_admin()?;
+                    let page = page_request(&ctx)?;
+                    let (projects, total) =
+                        service::list_projects(app(&ctx)?, admin, &page, wants_total_count(&ctx))
+                            .await?;
+                    Ok(Some(FieldValue::value(connection(
+                        &page,
+                        projects,
+                        total,
+                        |p| &p.id,
+                        project_value,
+                    ))))
+                })
+            },
+        ))
+        .description("Every project of the server, by id (scope `admin`)."),
+    );
+    parts.mutation(
+        Field::new("createProject", TypeRef::named_nn("Project"), |ctx| {
+            FieldFuture::new(async move {
+                let admin = caller(&ctx)?.require_admin()?;
+                let input: CreateProjectInput = input(&ctx)?;
+                let project = service::create_project(
+                    app(&ctx)?,
+                    admin,
+                    NewProject {
+                        id: input.id,
+                        name: input.name,
+                        description: input.description,
+                    },
+                )
+                .await?;
+                Ok(Some(FieldValue::value(project_value(&project))))
+            })
+        })
+        .description("Creates a project (scope `admin`).")
+        .argument(InputValue::new(
+            "input",
+            TypeRef::named_nn("CreateProjectInput"),
+        )),
+    );
+    parts.mutation(
+        Field::new("updateProject", TypeRef::named_nn("Project"), |ctx| {
+            FieldFuture::new(async move {
+                let admin = caller(&ctx)?.require_admin()?;
+                let input: UpdateProjectInput = input(&ctx)?;
+                let project = service::update_project(
+                    app(&ctx)?,
+                    admin,
+                    ProjectChanges {
+                        id: input.id,
+                        name: input.name,
+                        description: input.description,
+                    },
+                )
+                .await?;
+                Ok(Some(FieldValue::value(project_value(&project))))
+            })
+        })
+        .description("Changes a project's name or description (scope `admin`).")
+        .argument(InputValue::new(
+            "input",
+            TypeRef::named_nn("UpdateProjectInput"),
+        )),
+    );
+    parts.mutation(
+        Field::new("deleteProject", TypeRef::named_nn("DeleteProjectPayload"), |ctx| {
+            FieldFuture::new(async move {
+                let admin = caller(&ctx)?.require_admin()?;
+                let input: DeleteProjectInput = input(&ctx)?;
+                service::delete_project(app(&ctx)?, admin, &input.id).await?;
+                Ok(Some(FieldValue::value(object([("deletedId", Value::from(input.id))]))))
+            })
+        })
+        .description("Deletes a project and everything in it: keys, users, data, files (scope `admin`). The `default` project cannot be deleted.")
+        .argument(InputValue::new("input", TypeRef::named_nn("DeleteProjectInput"))),
+    );
+}

@@ -1,0 +1,174 @@
+//! Project rules: who may manage projects (admin keys), valid names, the default
+//! project that cannot be deleted, and telling every replica when a project changes.
+
+use crate::AppState;
+use crate::auth::AdminGrant;
+use crate::bus::BusMessage;
+use crate::db::{DbErrorExt as _, Page, ids, now_millis};
+use crate::error::{AppError, AppResult};
+
+use super::{DEFAULT_PROJECT, Project, store};
+
+/// A request to create a project.
+#[derive(Debug)]
+pub struct NewProject {
+    pub id: Option<String>,
+    pub name: String,
+    pub description: Option<String>,
+}
+
+/// A request to change a project; absent fields stay as they are.
+#[derive(Debug)]
+pub struct ProjectChanges {
+    pub id: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+const MAX_NAME: usize = 128;
+const MAX_DESCRIPTION: usize = 1024;
+
+fn check_name(name: &str) -> AppResult<()> {
+    let length = name.chars().count();
+    if name.trim().is_empty() || length > MAX_NAME {
+        return Err(AppError::invalid(
+            "name",
+            format!("must be 1 to {MAX_NAME} characters"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(AppError::invalid(
+            "name",
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn check_description(description: &str) -> AppResult<()> {
+    if description.chars().count() > MAX_DESCRIPTION || description.contains('\0') {
+        return Err(AppError::invalid(
+            "description",
+            format!("must be at most {MAX_DESCRIPTION} characters, without NUL"),
+        ));
+    }
+    Ok(())
+}
+
+/// The project `id`, if it exists; used to address requests, so no grant is needed.
+pub async fn load_project(state: &AppState, id: &str) -> AppResult<Option<Project>> {
+    if ids::validate("project", id).is_err() {
+        return Ok(None);
+    }
+    Ok(store::find_project(state.db.pool(), id)
+        .await?
+        .map(Project::from))
+}
+
+/// Makes sure the `default` project exists.
+pub async fn ensure_default_project(state: &AppState) -> AppResult<()> {
+    let now = now_millis();
+    let project = Project {
+        id: DEFAULT_PROJECT.into(),
+        name: "Default".into(),
+        description: "The project addressed when a request names none.".into(),
+        created_at: now,
+        updated_at: now,
+    };
+    store::insert_project_if_missing(state.db.pool(), state.db.dialect(), &project).await?;
+    Ok(())
+}
+
+pub async fn create_project(
+    state: &AppState,
+    _: AdminGrant,
+    new: NewProject,
+) -> AppResult<Project> {
+    let id = ids::resolve("id", new.id.as_deref())?;
+    check_name(&new.name)?;
+    let description = new.description.unwrap_or_default();
+    check_description(&description)?;
+    let now = now_millis();
+    let project = Project {
+        id,
+        name: new.name,
+        description,
+        created_at: now,
+        updated_at: now,
+    };
+    store::insert_project(state.db.pool(), &project)
+        .await
+        .conflict_as("project", &project.id)?;
+    tracing::info!(project = %project.id, "project created");
+    Ok(project)
+}
+
+pub async fn get_project(state: &AppState, _: AdminGrant, id: &str) -> AppResult<Project> {
+    load_project(state, id)
+        .await?
+        .ok_or_else(|| AppError::ProjectNotFound { id: id.into() })
+}
+
+pub async fn list_projects(
+    state: &AppState,
+    _: AdminGrant,
+    page: &Page,
+    with_total: bool,
+) -> AppResult<(Vec<Project>, i64)> {
+    let rows = store::list_projects(state.db.pool(), page).await?;
+    let total = if with_total {
+        store::count_projects(state.db.pool()).await?
+    } else {
+        0
+    };
+    Ok((rows.into_iter().map(Project::from).collect(), total))
+}
+
+pub async fn update_project(
+    state: &AppState,
+    admin: AdminGrant,
+    changes: ProjectChanges,
+) -> AppResult<Project> {
+    let mut project = get_project(state, admin, &changes.id).await?;
+    if let Some(name) = changes.name {
+        check_name(&name)?;
+        project.name = name;
+    }
+    if let Some(description) = changes.description {
+        check_description(&description)?;
+        project.description = description;
+    }
+    project.updated_at = now_millis();
+    if !store::update_project(state.db.pool(), &project).await? {
+        return Err(AppError::ProjectNotFound { id: project.id });
+    }
+    announce_change(state, &project.id).await;
+    Ok(project)
+}
+
+pub async fn delete_project(state: &AppState, _: AdminGrant, id: &str) -> AppResult<()> {
+    if id == DEFAULT_PROJECT {
+        return Err(AppError::NotAllowed(
+            "the default project cannot be deleted".into(),
+        ));
+    }
+    if !store::delete_project(state.db.pool(), id).await? {
+        return Err(AppError::ProjectNotFound { id: id.into() });
+    }
+    tracing::info!(project = %id, "project deleted");
+    announce_change(state, id).await;
+    Ok(())
+}
+
+/// Tells every replica (this one included) to drop what it cached about the project.
+async fn announce_change(state: &AppState, id: &str) {
+    // This replica forgets at once, so its next request already sees the change even
+    // when the bus is down; the others learn it from the bus.
+    state.schemas.invalidate(id).await;
+    let _ = state
+        .bus
+        .publish(BusMessage::ProjectChanged {
+            project_id: id.to_string(),
+        })
+        .await;
+}

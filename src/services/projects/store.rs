@@ -1,0 +1,112 @@
+//! SQL of projects.
+
+use sqlx::{Any, AnyPool, Executor, FromRow};
+
+use crate::db::{Dialect, Page};
+
+use super::Project;
+
+#[derive(Debug, FromRow)]
+pub struct ProjectRow {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<ProjectRow> for Project {
+    fn from(row: ProjectRow) -> Self {
+        Project {
+            id: row.id,
+            name: row.name,
+            description: row.description,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, name, description, created_at, updated_at";
+
+pub async fn insert_project<'e>(
+    db: impl Executor<'e, Database = Any>,
+    project: &Project,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO projects (id, name, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&project.id)
+    .bind(&project.name)
+    .bind(&project.description)
+    .bind(project.created_at)
+    .bind(project.updated_at)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+/// Inserts the project unless one with its id exists.
+pub async fn insert_project_if_missing<'e>(
+    db: impl Executor<'e, Database = Any>,
+    dialect: Dialect,
+    project: &Project,
+) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "{} INTO projects (id, name, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+        dialect.insert_ignore()
+    );
+    sqlx::query(&sql)
+        .bind(&project.id)
+        .bind(&project.name)
+        .bind(&project.description)
+        .bind(project.created_at)
+        .bind(project.updated_at)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
+pub async fn find_project(pool: &AnyPool, id: &str) -> Result<Option<ProjectRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM projects WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn list_projects(pool: &AnyPool, page: &Page) -> Result<Vec<ProjectRow>, sqlx::Error> {
+    let (keyset, binds) = page.keyset_sql("id");
+    let sql = format!("SELECT {COLUMNS} FROM projects WHERE 1 = 1{keyset}");
+    binds
+        .iter()
+        .fold(sqlx::query_as(&sql), |q, b| q.bind(b))
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn count_projects(pool: &AnyPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM projects")
+        .fetch_one(pool)
+        .await
+}
+
+/// Writes name and description; false when no such project exists.
+pub async fn update_project(pool: &AnyPool, project: &Project) -> Result<bool, sqlx::Error> {
+    sqlx::query("UPDATE projects SET name = ?, description = ?, updated_at = ? WHERE id = ?")
+        .bind(&project.name)
+        .bind(&project.description)
+        .bind(project.updated_at)
+        .bind(&project.id)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+}
+
+/// Deletes the project and, by cascade, everything in it; false when it did not exist.
+pub async fn delete_project(pool: &AnyPool, id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query("DELETE FROM projects WHERE id = ?")
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+}
