@@ -84,10 +84,16 @@ impl Extension for QueryLimits {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        let document = next
-            .run(ctx, query, variables)
-            .await
-            .map_err(|err| with_code(err, PARSE_FAILED))?;
+        let document = next.run(ctx, query, variables).await.map_err(|err| {
+            // The parser's own recursion guard (nesting through selections and
+            // fragments) is a depth limit as far as a client is concerned.
+            let code = if err.message.contains("recursion depth") {
+                "QUERY_TOO_DEEP"
+            } else {
+                PARSE_FAILED
+            };
+            with_code(err, code)
+        })?;
         // Counted before validation: overlapping-field validation is quadratic in the
         // number of fields, so thousands of aliases must never reach it.
         let aliases = count_aliases(&document);

@@ -337,6 +337,14 @@ async fn execute(
     media: MediaType,
     method: Method,
 ) -> Response {
+    if batch.iter().any(|request| request.query.trim().is_empty()) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            media,
+            "BAD_REQUEST",
+            "the request has no `query`: expected {\"query\": ..., \"variables\": ..., \"operationName\": ...}",
+        );
+    }
     let is_batch = matches!(batch, BatchRequest::Batch(_));
     let mut requests = match batch {
         BatchRequest::Single(request) => vec![request],

@@ -1,1 +1,13 @@
+//! The integration suite: real servers on free ports, driven over HTTP and
+//! WebSocket like a client app. Runs on SQLite + in-process bus by default, and on
+//! MariaDB + Redis when `NIMBUS_TEST_DATABASE_URL` / `NIMBUS_TEST_REDIS_URL` are set.
 
+mod helpers;
+
+mod cli;
+mod limits;
+mod observability;
+mod projects;
+mod realtime;
+mod schema;
+mod transport;

@@ -1,0 +1,260 @@
+//! Starting servers for tests and talking to them.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use nimbus::Server;
+use nimbus::config::Config;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+/// How long a test waits for anything that should arrive.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestApp {
+    pub url: String,
+    pub ws_url: String,
+    pub admin_key: String,
+    pub server: Option<Server>,
+    pub client: reqwest::Client,
+    pub config: Config,
+    _dir: tempfile::TempDir,
+}
+
+/// Where the suite's shared dependencies are, from the environment.
+pub fn test_database_server() -> Option<String> {
+    std::env::var("NIMBUS_TEST_DATABASE_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+pub fn test_redis() -> Option<String> {
+    std::env::var("NIMBUS_TEST_REDIS_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+/// A fresh, empty MariaDB database on the test server, when one is configured.
+pub async fn fresh_database() -> Option<String> {
+    use sqlx::Connection as _;
+    let server = test_database_server()?;
+    let name = format!("nimbus_test_{}", nimbus::db::ids::generate());
+    let mut conn = sqlx::mysql::MySqlConnection::connect(&server)
+        .await
+        .expect("connect to the test MariaDB server");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create a test database");
+    Some(format!("{}/{name}", server.trim_end_matches('/')))
+}
+
+/// A configuration for a test server: port 0, a temp data dir, the test database
+/// (fresh) and Redis (with a unique prefix, so tests never see each other's events).
+pub async fn test_config(dir: &std::path::Path) -> Config {
+    let mut config = Config::with_data_dir(dir);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.database_url = fresh_database().await;
+    config.redis_url = test_redis();
+    config.redis_prefix = format!("nimbus-test-{}", nimbus::db::ids::generate());
+    config.database_max_connections = 8;
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path()).await;
+    spawn_with(config, dir).await
+}
+
+/// Starts a server with this configuration; the first start must create an admin key.
+pub async fn spawn_with(config: Config, dir: tempfile::TempDir) -> TestApp {
+    let server = Server::start(config.clone()).await.expect("server starts");
+    let admin_key = server
+        .first_admin_key()
+        .expect("a fresh database gets a first admin key")
+        .to_string();
+    from_server(server, admin_key, config, dir)
+}
+
+pub fn from_server(
+    server: Server,
+    admin_key: String,
+    config: Config,
+    dir: tempfile::TempDir,
+) -> TestApp {
+    let addr = server.local_addr();
+    TestApp {
+        url: format!("http://{addr}"),
+        ws_url: format!("ws://{addr}/v1/graphql/ws"),
+        admin_key,
+        server: Some(server),
+        client: reqwest::Client::new(),
+        config,
+        _dir: dir,
+    }
+}
+
+/// A GraphQL answer: HTTP status and body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Answer {
+    /// The `extensions.code` of the first error.
+    pub fn code(&self) -> &str {
+        self.body["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or("<none>")
+    }
+
+    /// Panics with the whole answer unless it has data and no errors.
+    pub fn ok(self) -> Value {
+        assert!(
+            self.body.get("errors").is_none(),
+            "unexpected errors: {:#}",
+            self.body
+        );
+        self.body["data"].clone()
+    }
+}
+
+impl TestApp {
+    pub async fn post(&self, body: Value, headers: &[(&str, &str)]) -> Answer {
+        let mut request = self
+            .client
+            .post(format!("{}/v1/graphql", self.url))
+            .json(&body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Answer { status, body }
+    }
+
+    /// A query as the admin, on the default project.
+    pub async fn admin(&self, query: &str, variables: Value) -> Answer {
+        self.post(
+            json!({"query": query, "variables": variables}),
+            &[("x-nimbus-key", &self.admin_key)],
+        )
+        .await
+    }
+
+    /// A query with a given key and project.
+    pub async fn as_key(&self, key: &str, project: &str, query: &str, variables: Value) -> Answer {
+        self.post(
+            json!({"query": query, "variables": variables}),
+            &[("x-nimbus-key", key), ("x-nimbus-project", project)],
+        )
+        .await
+    }
+
+    /// Creates a key in `project` with `scopes` as the admin; returns its secret.
+    pub async fn create_key(&self, project: &str, scopes: &[&str]) -> String {
+        let data = self
+            .admin(
+                "mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { secret apiKey { id } } }",
+                json!({"input": {"projectId": project, "name": "test", "scopes": scopes}}),
+            )
+            .await
+            .ok();
+        data["createApiKey"]["secret"].as_str().unwrap().to_string()
+    }
+
+    pub async fn create_project(&self, id: &str) {
+        self.admin(
+            "mutation($id: ID!) { createProject(input: {id: $id, name: \"Test\"}) { id } }",
+            json!({"id": id}),
+        )
+        .await
+        .ok();
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// A GraphQL WebSocket client speaking one of the two subprotocols.
+pub struct WsClient {
+    pub socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    pub legacy: bool,
+}
+
+impl WsClient {
+    /// Connects with `graphql-transport-ws` (or the legacy `graphql-ws` when `legacy`).
+    pub async fn connect(url: &str, legacy: bool) -> WsClient {
+        let mut request = url.into_client_request().unwrap();
+        let protocol = if legacy {
+            "graphql-ws"
+        } else {
+            "graphql-transport-ws"
+        };
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", protocol.parse().unwrap());
+        let (socket, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket connects");
+        assert_eq!(response.headers()["sec-websocket-protocol"], protocol);
+        WsClient { socket, legacy }
+    }
+
+    pub async fn send(&mut self, message: Value) {
+        self.socket
+            .send(Message::text(message.to_string()))
+            .await
+            .unwrap();
+    }
+
+    /// The next JSON message, skipping pings/keep-alives; None when the socket closed
+    /// (with the close frame's code and reason in the Err).
+    pub async fn next_json(&mut self) -> Result<Value, (u16, String)> {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("a message within the wait")
+                .unwrap_or(Ok(Message::Close(None)));
+            match message {
+                Ok(Message::Text(text)) => {
+                    let value: Value = serde_json::from_str(&text).unwrap();
+                    if matches!(value["type"].as_str(), Some("ka" | "ping" | "pong")) {
+                        continue;
+                    }
+                    return Ok(value);
+                }
+                Ok(Message::Close(frame)) => {
+                    return Err(frame
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((1005, String::new())));
+                }
+                Ok(_) => continue,
+                Err(err) => return Err((1006, err.to_string())),
+            }
+        }
+    }
+
+    /// `connection_init` with this payload; returns the server's answer.
+    pub async fn init(&mut self, payload: Value) -> Result<Value, (u16, String)> {
+        self.send(json!({"type": "connection_init", "payload": payload}))
+            .await;
+        self.next_json().await
+    }
+
+    pub async fn subscribe(&mut self, id: &str, query: &str) {
+        let kind = if self.legacy { "start" } else { "subscribe" };
+        self.send(json!({"id": id, "type": kind, "payload": {"query": query}}))
+            .await;
+    }
+}
