@@ -4,7 +4,8 @@
 //! top level or under `headers`, any case), else from `?project=` and the upgrade
 //! request's headers. A connection may hold a bounded number of subscriptions.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 use std::sync::{Arc, OnceLock};
 
 use async_graphql::dynamic::Schema;
@@ -84,8 +85,12 @@ async fn serve_socket(
         max_active: state.config.ws_max_subscriptions,
     };
     let schema_slot = executor.schema.clone();
-    GraphQLWebSocket::new(socket, executor, protocol)
+    let initialised = Arc::new(AtomicBool::new(false));
+    let init_seen = initialised.clone();
+    let init_timeout = Duration::from_secs(state.config.ws_init_timeout_secs);
+    let serving = GraphQLWebSocket::new(socket, executor, protocol)
         .on_connection_init(move |payload| async move {
+            init_seen.store(true, Ordering::SeqCst);
             let project = payload_value(&payload, PROJECT_HEADER).or(url_project);
             let key = payload_value(&payload, KEY_HEADER).or(header_key);
             match identity::resolve(&state, project.as_deref(), key.as_deref()).await {
@@ -95,14 +100,21 @@ async fn serve_socket(
                     data.insert(addressed.caller);
                     Ok(data)
                 }
-                Err(err) => Err(async_graphql::Error::new(close_reason(
-                    &err.code(),
-                    &err.message(),
-                ))),
+                Err(err) => Err(async_graphql::Error::new(close_reason(&err.code(), &err.message()))),
             }
         })
-        .serve()
-        .await;
+        .serve();
+    tokio::pin!(serving);
+    tokio::select! {
+        () = &mut serving => return,
+        () = tokio::time::sleep(init_timeout) => {}
+    }
+    if initialised.load(Ordering::SeqCst) {
+        serving.await;
+    } else {
+        // A socket that never says who it is holds memory for nothing: drop it.
+        tracing::debug!("closing a WebSocket that sent no connection_init in time");
+    }
 }
 
 /// A WebSocket close reason is at most 123 bytes: `CODE: message`, cut at a char boundary.

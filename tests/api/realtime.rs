@@ -435,3 +435,15 @@ async fn subscriptions_survive_a_redis_restart() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_socket_that_never_initialises_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.ws_init_timeout_secs = 1;
+    let app = spawn_with(config, dir).await;
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    let closed = ws.next_json().await;
+    assert!(closed.is_err(), "the server kept a silent socket open: {closed:?}");
+    app.shutdown().await;
+}
