@@ -1,6 +1,7 @@
 -- Projects: isolated tenants of one server. Every table of every service carries a
 -- project_id, and every query filters on it. Binary collation keeps ids and names
--- case-sensitive, as they are on SQLite.
+-- case-sensitive, as they are on SQLite. Strings are VARCHAR, never TEXT: through
+-- sqlx's Any driver a MariaDB TEXT column reads only as bytes (see ADR 0001).
 CREATE TABLE projects (
     id          VARCHAR(36) NOT NULL PRIMARY KEY,
     name        VARCHAR(128) NOT NULL,
@@ -16,7 +17,7 @@ CREATE TABLE api_keys (
     project_id  VARCHAR(36) NOT NULL,
     name        VARCHAR(128) NOT NULL,
     secret_hash CHAR(64) NOT NULL,
-    scopes      TEXT NOT NULL,
+    scopes      VARCHAR(2048) NOT NULL,
     expires_at  BIGINT NULL,
     created_at  BIGINT NOT NULL,
     updated_at  BIGINT NOT NULL,
@@ -28,5 +29,5 @@ CREATE TABLE api_keys (
 -- makes "first" true on exactly one replica.
 CREATE TABLE server_state (
     name  VARCHAR(64) NOT NULL PRIMARY KEY,
-    value TEXT NOT NULL
+    value VARCHAR(1024) NOT NULL
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;

@@ -62,6 +62,19 @@ pub async fn test_config(dir: &std::path::Path) -> Config {
     config
 }
 
+/// Server logs go to the test's output (shown for failing tests); `NIMBUS_TEST_LOG`
+/// sets the filter (default `warn`).
+fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = std::env::var("NIMBUS_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    });
+}
+
 pub async fn spawn_app() -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let config = test_config(dir.path()).await;
@@ -70,6 +83,7 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a server with this configuration; the first start must create an admin key.
 pub async fn spawn_with(config: Config, dir: tempfile::TempDir) -> TestApp {
+    init_logging();
     let server = Server::start(config.clone()).await.expect("server starts");
     let admin_key = server
         .first_admin_key()
