@@ -79,6 +79,23 @@ fn operation_label(name: Option<&str>) -> String {
     }
 }
 
+/// Raises a gauge while alive and lowers it when dropped: an open connection, a live
+/// subscription.
+pub struct GaugeGuard(&'static str);
+
+impl GaugeGuard {
+    pub fn raise(name: &'static str) -> Self {
+        metrics::gauge!(name).increment(1.0);
+        GaugeGuard(name)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        metrics::gauge!(self.0).decrement(1.0);
+    }
+}
+
 /// Counts one executed operation.
 pub fn record_operation(name: Option<&str>, elapsed: Duration, ok: bool) {
     let operation = operation_label(name);

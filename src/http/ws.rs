@@ -5,8 +5,8 @@
 //! request's headers. A connection may hold a bounded number of subscriptions.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use async_graphql::dynamic::Schema;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
@@ -23,6 +23,7 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::graphql::limits::coded;
 use crate::http::identity::{self, KEY_HEADER, PROJECT_HEADER};
+use crate::http::metrics::GaugeGuard;
 
 /// Largest message a client may send.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
@@ -55,22 +56,6 @@ pub async fn graphql_ws(
         .on_upgrade(move |socket| serve_socket(state, socket, protocol, project, key))
 }
 
-/// Counts an open connection in `/metrics` while it lives.
-struct OpenConnection;
-
-impl OpenConnection {
-    fn start() -> Self {
-        metrics::gauge!("nimbus_websocket_connections").increment(1.0);
-        OpenConnection
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        metrics::gauge!("nimbus_websocket_connections").decrement(1.0);
-    }
-}
-
 async fn serve_socket(
     state: AppState,
     socket: WebSocket,
@@ -78,7 +63,7 @@ async fn serve_socket(
     url_project: Option<String>,
     header_key: Option<String>,
 ) {
-    let _open = OpenConnection::start();
+    let _open = GaugeGuard::raise("nimbus_websocket_connections");
     let executor = ConnectionExecutor {
         schema: Arc::new(OnceLock::new()),
         active: Arc::new(AtomicUsize::new(0)),
@@ -100,7 +85,10 @@ async fn serve_socket(
                     data.insert(addressed.caller);
                     Ok(data)
                 }
-                Err(err) => Err(async_graphql::Error::new(close_reason(&err.code(), &err.message()))),
+                Err(err) => Err(async_graphql::Error::new(close_reason(
+                    &err.code(),
+                    &err.message(),
+                ))),
             }
         })
         .serve();

@@ -33,17 +33,7 @@ pub async fn insert_project<'e>(
     db: impl Executor<'e, Database = Any>,
     project: &Project,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO projects (id, name, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(&project.id)
-    .bind(&project.name)
-    .bind(&project.description)
-    .bind(project.created_at)
-    .bind(project.updated_at)
-    .execute(db)
-    .await
-    .map(|_| ())
+    insert(db, "INSERT", project).await
 }
 
 /// Inserts the project unless one with its id exists.
@@ -52,19 +42,25 @@ pub async fn insert_project_if_missing<'e>(
     dialect: Dialect,
     project: &Project,
 ) -> Result<(), sqlx::Error> {
-    let sql = format!(
-        "{} INTO projects (id, name, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-        dialect.insert_ignore()
-    );
-    sqlx::query(&sql)
-        .bind(&project.id)
-        .bind(&project.name)
-        .bind(&project.description)
-        .bind(project.created_at)
-        .bind(project.updated_at)
-        .execute(db)
-        .await
-        .map(|_| ())
+    insert(db, dialect.insert_ignore(), project).await
+}
+
+async fn insert<'e>(
+    db: impl Executor<'e, Database = Any>,
+    verb: &str,
+    project: &Project,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "{verb} INTO projects ({COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+    ))
+    .bind(&project.id)
+    .bind(&project.name)
+    .bind(&project.description)
+    .bind(project.created_at)
+    .bind(project.updated_at)
+    .execute(db)
+    .await
+    .map(|_| ())
 }
 
 pub async fn find_project(pool: &AnyPool, id: &str) -> Result<Option<ProjectRow>, sqlx::Error> {

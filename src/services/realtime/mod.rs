@@ -14,6 +14,7 @@ use crate::bus::{BusMessage, Event, channel_matches};
 use crate::error::{AppError, AppResult};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{DATETIME, JSON, app, caller, datetime, object, prop};
+use crate::http::metrics::GaugeGuard;
 
 const MAX_CHANNELS: usize = 100;
 const MAX_CHANNEL_LENGTH: usize = 256;
@@ -60,22 +61,6 @@ fn event_value(event: &Event) -> Value {
     ])
 }
 
-/// Counts a live subscription in `/metrics` for as long as it is held.
-struct ActiveSubscription;
-
-impl ActiveSubscription {
-    fn start() -> Self {
-        metrics::gauge!("nimbus_subscriptions_active").increment(1.0);
-        ActiveSubscription
-    }
-}
-
-impl Drop for ActiveSubscription {
-    fn drop(&mut self) {
-        metrics::gauge!("nimbus_subscriptions_active").decrement(1.0);
-    }
-}
-
 pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
     parts.add_type(
         Object::new("RealtimeEvent")
@@ -116,7 +101,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                 check_channels(&channels)?;
                 let own_key_revoked = caller.key().map(|k| format!("keys.{}.delete", k.key_id));
                 let mut messages = state.bus.subscribe();
-                let active = ActiveSubscription::start();
+                let active = GaugeGuard::raise("nimbus_subscriptions_active");
                 Ok(async_stream::stream! {
                     let _active = active;
                     loop {
