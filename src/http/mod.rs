@@ -23,9 +23,10 @@ use crate::AppState;
 
 /// Every route of the server.
 pub fn router(state: AppState) -> Router {
+    // API keys travel in headers, never cookies, so any origin may call without
+    // credentials; per-project allowed origins come with cookie sessions.
     let cors = CorsLayer::new()
-        .allow_origin(AllowOrigin::mirror_request())
-        .allow_credentials(true)
+        .allow_origin(AllowOrigin::any())
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers([
             axum::http::header::CONTENT_TYPE,

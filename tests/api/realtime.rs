@@ -444,6 +444,9 @@ async fn a_socket_that_never_initialises_is_closed() {
     let app = spawn_with(config, dir).await;
     let mut ws = WsClient::connect(&app.ws_url, false).await;
     let closed = ws.next_json().await;
-    assert!(closed.is_err(), "the server kept a silent socket open: {closed:?}");
+    assert!(
+        closed.is_err(),
+        "the server kept a silent socket open: {closed:?}"
+    );
     app.shutdown().await;
 }
