@@ -38,6 +38,10 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
 
+    /// Mark session cookies `Secure` (sent over HTTPS only): turn on behind TLS.
+    #[arg(long, env = "NIMBUS_COOKIE_SECURE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub cookie_secure: bool,
+
     /// Log filter, in `tracing` env-filter syntax (`info`, `nimbus=debug,info`, ...).
     #[arg(long, env = "NIMBUS_LOG", default_value = "info")]
     pub log: String,

@@ -20,6 +20,15 @@ pub enum AppError {
     InvalidApiKey,
     /// `API_KEY_EXPIRED`: the key's `expiresAt` has passed.
     ApiKeyExpired,
+    /// `INVALID_CREDENTIALS`: wrong email or password (never says which).
+    InvalidCredentials,
+    /// `INVALID_SESSION`: the session secret is malformed, unknown, signed out, or for
+    /// another project.
+    InvalidSession,
+    /// `SESSION_EXPIRED`: the session outlived its lifetime; sign in again.
+    SessionExpired,
+    /// `USER_BLOCKED`: the user was blocked by the project's administrators.
+    UserBlocked,
     /// `SCOPE_MISSING`: the API key lacks a scope the operation needs.
     ScopeMissing { scope: String },
     /// `PERMISSION_DENIED`: the caller may not do this.
@@ -67,6 +76,12 @@ impl AppError {
                 "the API key is invalid, revoked, or not valid for this project".into()
             }
             AppError::ApiKeyExpired => "the API key has expired".into(),
+            AppError::InvalidCredentials => "invalid email or password".into(),
+            AppError::InvalidSession => {
+                "the session is invalid, signed out, or not valid for this project".into()
+            }
+            AppError::SessionExpired => "the session has expired; sign in again".into(),
+            AppError::UserBlocked => "this user is blocked".into(),
             AppError::ScopeMissing { scope } => format!("the API key lacks the `{scope}` scope"),
             AppError::PermissionDenied { reason } => format!("permission denied: {reason}"),
             AppError::ProjectNotFound { id } => format!("project `{id}` does not exist"),
@@ -97,6 +112,10 @@ impl AppError {
             AppError::Unauthenticated => "UNAUTHENTICATED".into(),
             AppError::InvalidApiKey => "INVALID_API_KEY".into(),
             AppError::ApiKeyExpired => "API_KEY_EXPIRED".into(),
+            AppError::InvalidCredentials => "INVALID_CREDENTIALS".into(),
+            AppError::InvalidSession => "INVALID_SESSION".into(),
+            AppError::SessionExpired => "SESSION_EXPIRED".into(),
+            AppError::UserBlocked => "USER_BLOCKED".into(),
             AppError::ScopeMissing { .. } => "SCOPE_MISSING".into(),
             AppError::PermissionDenied { .. } => "PERMISSION_DENIED".into(),
             AppError::ProjectNotFound { .. } => "PROJECT_NOT_FOUND".into(),
@@ -114,9 +133,13 @@ impl AppError {
     pub fn http_status(&self) -> axum::http::StatusCode {
         use axum::http::StatusCode as S;
         match self {
-            AppError::Unauthenticated | AppError::InvalidApiKey | AppError::ApiKeyExpired => {
-                S::UNAUTHORIZED
-            }
+            AppError::Unauthenticated
+            | AppError::InvalidApiKey
+            | AppError::ApiKeyExpired
+            | AppError::InvalidCredentials
+            | AppError::InvalidSession
+            | AppError::SessionExpired
+            | AppError::UserBlocked => S::UNAUTHORIZED,
             AppError::ScopeMissing { .. } | AppError::PermissionDenied { .. } => S::FORBIDDEN,
             AppError::ProjectNotFound { .. } | AppError::NotFound { .. } => S::NOT_FOUND,
             AppError::Conflict { .. } => S::CONFLICT,

@@ -46,6 +46,7 @@ pub struct AppInner {
     pub bus: Bus,
     pub files: FileStore,
     pub schemas: ProjectSchemas,
+    pub sessions: auth::session_cache::SessionCache,
     /// The server secret, for signing and encryption.
     pub secret: String,
 }
@@ -79,6 +80,7 @@ impl AppState {
             bus,
             files,
             schemas: ProjectSchemas::default(),
+            sessions: Default::default(),
             secret,
         }));
         services::projects::service::ensure_default_project(&state)
@@ -112,7 +114,7 @@ fn load_or_create_secret(config: &Config) -> anyhow::Result<String> {
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-    let (secret, _) = auth::secrets::new_key_secret("server");
+    let secret = auth::secrets::random_token();
     write_private(&path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
     tracing::info!(path = %path.display(), "generated the server secret");
     Ok(secret)
@@ -208,19 +210,28 @@ impl Server {
     }
 }
 
-/// Drops cached project state whenever any replica announces a project change.
+/// Drops cached project and session state whenever any replica announces a change.
 async fn follow_project_changes(state: AppState) {
     let mut messages = state.bus.subscribe();
     loop {
         match messages.recv().await {
-            Ok(message) => {
-                if let BusMessage::ProjectChanged { project_id } = &*message {
+            Ok(message) => match &*message {
+                BusMessage::ProjectChanged { project_id } => {
                     state.schemas.invalidate(project_id).await;
+                    state.sessions.evict_project(project_id);
                 }
-            }
+                BusMessage::UserChanged {
+                    project_id,
+                    user_id,
+                } => {
+                    state.sessions.evict_user(project_id, user_id);
+                }
+                BusMessage::Event(_) => {}
+            },
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                 // Changes may have been missed: forget everything rather than serve stale.
                 state.schemas.invalidate_all().await;
+                state.sessions.clear();
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }

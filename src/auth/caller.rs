@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use crate::auth::permissions::RoleSet;
 use crate::auth::scopes::ADMIN;
+use crate::auth::session_cache::ResolvedSession;
 use crate::bus::Event;
 use crate::error::{AppError, AppResult};
 use crate::services::projects::Project;
@@ -35,6 +37,8 @@ pub enum Credential {
     Anonymous,
     /// A valid API key.
     Key(ApiKeyGrant),
+    /// A signed-in user's session.
+    Session(Arc<ResolvedSession>),
 }
 
 /// The caller of one request or one WebSocket connection.
@@ -67,13 +71,26 @@ impl Caller {
     pub fn key(&self) -> Option<&ApiKeyGrant> {
         match &self.credential {
             Credential::Key(key) => Some(key),
-            Credential::Anonymous => None,
+            _ => None,
+        }
+    }
+
+    /// The signed-in user's session, or `UNAUTHENTICATED`.
+    pub fn require_session(&self) -> AppResult<&ResolvedSession> {
+        match &self.credential {
+            Credential::Session(session) => Ok(session),
+            _ => Err(AppError::Unauthenticated),
         }
     }
 
     /// The caller's key must hold `scope`.
     pub fn require_scope(&self, scope: &'static str) -> AppResult<ScopeGrant> {
         match self.key() {
+            None if matches!(self.credential, Credential::Session(_)) => {
+                Err(AppError::PermissionDenied {
+                    reason: format!("this needs an API key with the `{scope}` scope"),
+                })
+            }
             None => Err(AppError::Unauthenticated),
             Some(key) if key.has_scope(scope) => Ok(ScopeGrant { scope }),
             Some(_) => Err(AppError::ScopeMissing {
@@ -88,11 +105,16 @@ impl Caller {
             .map(|_| AdminGrant { _private: () })
     }
 
-    /// The roles of the caller, in the permission model's terms.
-    pub fn roles(&self) -> Vec<String> {
+    /// The roles of the caller, in the permission model's terms. A key holds only
+    /// `any`: keys bypass permissions through their scopes instead.
+    pub fn roles(&self) -> RoleSet {
         match &self.credential {
-            Credential::Anonymous => vec!["any".into(), "guests".into()],
-            Credential::Key(_) => vec!["any".into()],
+            Credential::Anonymous => RoleSet::guest(),
+            Credential::Key(_) => RoleSet::from_iter([]),
+            Credential::Session(session) => {
+                let user = &session.user;
+                RoleSet::for_user(&user.id, user.verified(), &[], &user.labels)
+            }
         }
     }
 
@@ -104,8 +126,8 @@ impl Caller {
         }
         match &self.credential {
             Credential::Key(key) => key.has_scope(&event.key_scope),
-            Credential::Anonymous => {
-                let roles = self.roles();
+            Credential::Anonymous | Credential::Session(_) => {
+                let roles = self.roles().as_strings();
                 event.read_roles.iter().any(|r| roles.contains(r))
             }
         }

@@ -1,9 +1,13 @@
-//! Who is calling and what they may do: API key secrets and scopes, and the
-//! [`Caller`] every resolver receives, whose checks hand back grants that the
-//! privileged service functions take as arguments.
+//! Who is calling and what they may do: API key and session secrets, scopes,
+//! passwords, the permission engine, and the [`Caller`] every resolver receives,
+//! whose checks hand back grants that the privileged service functions take as
+//! arguments.
 
 pub mod caller;
+pub mod passwords;
+pub mod permissions;
 pub mod scopes;
 pub mod secrets;
+pub mod session_cache;
 
 pub use caller::{AdminGrant, ApiKeyGrant, Caller, Credential, ScopeGrant};

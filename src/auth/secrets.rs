@@ -1,6 +1,7 @@
-//! API key secrets: generated with the OS random source, stored only as SHA-256
-//! digests, compared in constant time. A secret reads `nk_<key id>_<random>`, so the
-//! key can be found by id without scanning digests.
+//! Bearer secrets (API keys, sessions): generated from a CSPRNG, stored only as
+//! SHA-256 digests, compared in constant time. A secret reads `<prefix><id>_<random>`
+//! (`nk_` for keys, `ns_` for sessions), so its row is found by id without scanning
+//! digests.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -8,21 +9,40 @@ use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
-const PREFIX: &str = "nk_";
+/// What a secret opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    ApiKey,
+    Session,
+}
 
-/// A new secret for key `key_id`, and the digest to store.
-pub fn new_key_secret(key_id: &str) -> (String, String) {
+impl SecretKind {
+    fn prefix(self) -> &'static str {
+        match self {
+            SecretKind::ApiKey => "nk_",
+            SecretKind::Session => "ns_",
+        }
+    }
+}
+
+/// 32 random bytes as 43 characters of base64url.
+pub fn random_token() -> String {
     let mut random = [0u8; 32];
     // ThreadRng is a CSPRNG seeded from, and periodically reseeded by, the OS.
     rand::rng().fill_bytes(&mut random);
-    let secret = format!("{PREFIX}{key_id}_{}", URL_SAFE_NO_PAD.encode(random));
+    URL_SAFE_NO_PAD.encode(random)
+}
+
+/// A new secret for the row `id`, and the digest to store.
+pub fn new_secret(kind: SecretKind, id: &str) -> (String, String) {
+    let secret = format!("{}{id}_{}", kind.prefix(), random_token());
     let digest = digest(&secret);
     (secret, digest)
 }
 
-/// The key id a presented secret claims, when it has the right shape.
-pub fn key_id_of(secret: &str) -> Option<&str> {
-    let rest = secret.strip_prefix(PREFIX)?;
+/// The row id a presented secret of this kind claims, when it has the right shape.
+pub fn id_of(kind: SecretKind, secret: &str) -> Option<&str> {
+    let rest = secret.strip_prefix(kind.prefix())?;
     let (id, random) = rest.split_once('_')?;
     (!id.is_empty() && !random.is_empty()).then_some(id)
 }
@@ -46,8 +66,12 @@ mod tests {
 
     #[test]
     fn a_new_secret_names_its_key_and_matches_its_digest() {
-        let (secret, stored) = new_key_secret("0123456789abcdef0123");
-        assert_eq!(key_id_of(&secret), Some("0123456789abcdef0123"));
+        let (secret, stored) = new_secret(SecretKind::Session, "0123456789abcdef0123");
+        assert_eq!(
+            id_of(SecretKind::Session, &secret),
+            Some("0123456789abcdef0123")
+        );
+        assert_eq!(id_of(SecretKind::ApiKey, &secret), None);
         assert!(matches(&secret, &stored));
         assert!(!matches(&format!("{secret}x"), &stored));
     }
@@ -55,7 +79,7 @@ mod tests {
     #[test]
     fn malformed_secrets_name_no_key() {
         for bad in ["", "nk_", "nk_abc", "xx_abc_def", "nk__def"] {
-            assert_eq!(key_id_of(bad), None, "{bad:?}");
+            assert_eq!(id_of(SecretKind::ApiKey, bad), None, "{bad:?}");
         }
     }
 }

@@ -31,6 +31,14 @@ pub enum BusMessage {
         #[serde(rename = "projectId")]
         project_id: String,
     },
+    /// A user changed (blocked, deleted, signed out, new password): replicas drop
+    /// their cached sessions of that user, so the change takes effect at once.
+    UserChanged {
+        #[serde(rename = "projectId")]
+        project_id: String,
+        #[serde(rename = "userId")]
+        user_id: String,
+    },
 }
 
 /// A change to a resource, as realtime subscribers see it.

@@ -10,7 +10,9 @@ use async_graphql::http::MultipartOptions;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{BatchRequest, Request, Response as GqlResponse, ServerError};
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt as _;
@@ -19,6 +21,7 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::error::AppError;
 use crate::http::identity;
+use crate::services::users::service::ClientInfo;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 const JSON: &str = "application/json";
@@ -151,6 +154,7 @@ fn content_type_essence(headers: &HeaderMap) -> Option<String> {
 /// `POST /v1/graphql`.
 pub async fn graphql_post(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -252,7 +256,7 @@ pub async fn graphql_post(
             );
         }
     };
-    execute(&state, &headers, batch, media, Method::Post).await
+    execute(&state, &headers, peer, batch, media, Method::Post).await
 }
 
 #[derive(Deserialize)]
@@ -267,6 +271,7 @@ pub struct GetParams {
 /// `GET /v1/graphql?query=…&variables=…&operationName=…`: queries only.
 pub async fn graphql_get(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     params: Result<Query<GetParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -300,6 +305,7 @@ pub async fn graphql_get(
     execute(
         &state,
         &headers,
+        peer,
         BatchRequest::Single(request),
         media,
         Method::Get,
@@ -333,6 +339,7 @@ fn operation_type(request: &mut Request) -> Option<OperationType> {
 async fn execute(
     state: &AppState,
     headers: &HeaderMap,
+    peer: SocketAddr,
     batch: BatchRequest,
     media: MediaType,
     method: Method,
@@ -411,6 +418,12 @@ async fn execute(
         }
     }
 
+    let client = ClientInfo {
+        ip: peer.ip().to_string(),
+        user_agent: identity::header(headers, "user-agent")
+            .unwrap_or_default()
+            .to_string(),
+    };
     let mut answered = Vec::with_capacity(requests.len());
     for (request, early) in requests.into_iter().zip(responses) {
         let response = match early {
@@ -421,7 +434,7 @@ async fn execute(
                 let response = addressed
                     .loaded
                     .schema
-                    .execute(request.data(addressed.caller.clone()))
+                    .execute(request.data(addressed.caller.clone()).data(client.clone()))
                     .await;
                 crate::http::metrics::record_operation(
                     operation.as_deref(),
@@ -440,7 +453,12 @@ async fn execute(
             serde_json::Value::Array(list.iter().map(response_json).collect()),
         ),
     };
-    json_response(status, media, &body)
+    let mut response = json_response(status, media, &body);
+    // Headers resolvers asked for, e.g. the session cookie of a sign-in.
+    for (name, value) in answered.iter().flat_map(|r| r.http_headers.iter()) {
+        response.headers_mut().append(name.clone(), value.clone());
+    }
+    response
 }
 
 /// A response that failed before execution: no data, and no error from a field.

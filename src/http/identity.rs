@@ -1,5 +1,6 @@
 //! Finds the project a request addresses and the credential it presents:
-//! `X-Nimbus-Project` (default `default`) and `X-Nimbus-Key`.
+//! `X-Nimbus-Project` (default `default`); then an API key in `X-Nimbus-Key`, or a
+//! session secret in `Authorization: Bearer …` or the project's session cookie.
 
 use std::sync::Arc;
 
@@ -11,9 +12,51 @@ use crate::error::{AppError, AppResult};
 use crate::graphql::LoadedProject;
 use crate::services::keys::service::authenticate;
 use crate::services::projects::DEFAULT_PROJECT;
+use crate::services::users::service::resolve_session;
 
 pub const PROJECT_HEADER: &str = "x-nimbus-project";
 pub const KEY_HEADER: &str = "x-nimbus-key";
+
+/// The name of the session cookie of a project.
+pub fn session_cookie_name(project_id: &str) -> String {
+    format!("nimbus_session_{project_id}")
+}
+
+/// The credentials a request presents.
+#[derive(Debug, Default, Clone)]
+pub struct Presented {
+    pub project: Option<String>,
+    pub key: Option<String>,
+    pub session: Option<String>,
+}
+
+impl Presented {
+    /// Reads the headers of an HTTP request (or a WebSocket upgrade).
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let project = header(headers, PROJECT_HEADER).map(str::to_string);
+        let cookie_name = session_cookie_name(project.as_deref().unwrap_or(DEFAULT_PROJECT));
+        let bearer = header(headers, "authorization")
+            .and_then(|value| {
+                value
+                    .strip_prefix("Bearer ")
+                    .or_else(|| value.strip_prefix("bearer "))
+            })
+            .map(|token| token.trim().to_string());
+        let cookie = headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, _)| *name == cookie_name)
+            .map(|(_, value)| value.to_string());
+        Presented {
+            project,
+            key: header(headers, KEY_HEADER).map(str::to_string),
+            session: bearer.or(cookie),
+        }
+    }
+}
 
 /// The caller of a request and the project it addresses, with its schema.
 pub struct Addressed {
@@ -30,18 +73,20 @@ pub fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .filter(|v| !v.is_empty())
 }
 
-/// Resolves the addressed project and the caller.
-pub async fn resolve(
-    state: &AppState,
-    project: Option<&str>,
-    key: Option<&str>,
-) -> AppResult<Addressed> {
+/// Resolves the addressed project and the caller. A key wins over a session.
+pub async fn resolve(state: &AppState, presented: &Presented) -> AppResult<Addressed> {
+    let project = presented.project.as_deref();
     check_project_id(project)?;
     let project_id = project.unwrap_or(DEFAULT_PROJECT);
     let loaded = state.schemas.get(state, project_id).await?;
-    let credential = match key {
-        None => Credential::Anonymous,
-        Some(secret) => Credential::Key(authenticate(state, &loaded.project.id, secret).await?),
+    let credential = match (&presented.key, &presented.session) {
+        (Some(secret), _) => {
+            Credential::Key(authenticate(state, &loaded.project.id, secret).await?)
+        }
+        (None, Some(secret)) => {
+            Credential::Session(resolve_session(state, &loaded.project.id, secret).await?)
+        }
+        (None, None) => Credential::Anonymous,
     };
     Ok(Addressed {
         caller: Caller {
@@ -54,12 +99,7 @@ pub async fn resolve(
 
 /// Resolves from the request headers.
 pub async fn from_headers(state: &AppState, headers: &HeaderMap) -> AppResult<Addressed> {
-    resolve(
-        state,
-        header(headers, PROJECT_HEADER),
-        header(headers, KEY_HEADER),
-    )
-    .await
+    resolve(state, &Presented::from_headers(headers)).await
 }
 
 /// Rejects a malformed project id early with `INVALID_ID` rather than "not found".

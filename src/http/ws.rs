@@ -1,8 +1,9 @@
 //! GraphQL over WebSocket at `/v1/graphql/ws`, with both the current
 //! `graphql-transport-ws` and the legacy `graphql-ws` subprotocols. The project and
-//! key come from the `connection_init` payload (`X-Nimbus-Project`, `X-Nimbus-Key`,
-//! top level or under `headers`, any case), else from `?project=` and the upgrade
-//! request's headers. A connection may hold a bounded number of subscriptions.
+//! credential come from the `connection_init` payload (`X-Nimbus-Project`,
+//! `X-Nimbus-Key`, `Authorization: Bearer <session secret>`; top level or under
+//! `headers`, any case), else from `?project=` and the upgrade request's headers and
+//! session cookie. A connection may hold a bounded number of subscriptions.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -22,7 +23,7 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::graphql::limits::coded;
-use crate::http::identity::{self, KEY_HEADER, PROJECT_HEADER};
+use crate::http::identity::{self, KEY_HEADER, PROJECT_HEADER, Presented};
 use crate::http::metrics::GaugeGuard;
 
 /// Largest message a client may send.
@@ -43,25 +44,24 @@ pub async fn graphql_ws(
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> HttpResponse {
-    let project = params
-        .project
-        .or_else(|| identity::header(&headers, PROJECT_HEADER).map(str::to_string));
-    let key = identity::header(&headers, KEY_HEADER).map(str::to_string);
+    let mut presented = Presented::from_headers(&headers);
+    if params.project.is_some() {
+        presented.project = params.project;
+    }
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| serve_socket(state, socket, protocol, project, key))
+        .on_upgrade(move |socket| serve_socket(state, socket, protocol, presented))
 }
 
 async fn serve_socket(
     state: AppState,
     socket: WebSocket,
     protocol: GraphQLProtocol,
-    url_project: Option<String>,
-    header_key: Option<String>,
+    upgrade: Presented,
 ) {
     let _open = GaugeGuard::raise("nimbus_websocket_connections");
     let executor = ConnectionExecutor {
@@ -76,9 +76,14 @@ async fn serve_socket(
     let serving = GraphQLWebSocket::new(socket, executor, protocol)
         .on_connection_init(move |payload| async move {
             init_seen.store(true, Ordering::SeqCst);
-            let project = payload_value(&payload, PROJECT_HEADER).or(url_project);
-            let key = payload_value(&payload, KEY_HEADER).or(header_key);
-            match identity::resolve(&state, project.as_deref(), key.as_deref()).await {
+            let presented = Presented {
+                project: payload_value(&payload, PROJECT_HEADER).or(upgrade.project),
+                key: payload_value(&payload, KEY_HEADER).or(upgrade.key),
+                session: payload_value(&payload, "authorization")
+                    .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()))
+                    .or(upgrade.session),
+            };
+            match identity::resolve(&state, &presented).await {
                 Ok(addressed) => {
                     let _ = schema_slot.set(addressed.loaded.schema.clone());
                     let mut data = Data::default();

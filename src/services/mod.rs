@@ -1,9 +1,11 @@
 //! The services of Nimbus, one folder each. Every service owns its part of the
 //! schema (`register`), its domain logic (`service`) and its SQL (`store`).
 
+pub mod account;
 pub mod keys;
 pub mod projects;
 pub mod realtime;
+pub mod users;
 
 use crate::graphql::SchemaParts;
 use projects::Project;
@@ -12,5 +14,7 @@ use projects::Project;
 pub fn register_all(parts: &mut SchemaParts, project: &Project) {
     projects::register(parts, project);
     keys::register(parts, project);
+    users::register(parts, project);
+    account::register(parts, project);
     realtime::register(parts, project);
 }

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod cli;
+mod identity;
 mod limits;
 mod observability;
 mod projects;

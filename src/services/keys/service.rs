@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use crate::AppState;
 use crate::auth::scopes::{self, ADMIN};
+use crate::auth::secrets::SecretKind;
 use crate::auth::{ApiKeyGrant, Caller, ScopeGrant, secrets};
 use crate::bus::{BusMessage, Event};
 use crate::db::{Page, ids, now_millis};
@@ -35,7 +36,7 @@ pub async fn authenticate(
     project_id: &str,
     secret: &str,
 ) -> AppResult<ApiKeyGrant> {
-    let key_id = secrets::key_id_of(secret).ok_or(AppError::InvalidApiKey)?;
+    let key_id = secrets::id_of(SecretKind::ApiKey, secret).ok_or(AppError::InvalidApiKey)?;
     if ids::validate("key", key_id).is_err() {
         return Err(AppError::InvalidApiKey);
     }
@@ -153,7 +154,7 @@ pub async fn create_key_as_operator(
         created_at: now,
         updated_at: now,
     };
-    let (secret, digest) = secrets::new_key_secret(&key.id);
+    let (secret, digest) = secrets::new_secret(SecretKind::ApiKey, &key.id);
     store::insert_key(state.db.pool(), &key, &digest).await?;
     tracing::info!(key = %key.id, project = %key.project_id, "API key created");
     publish(state, &key, "create").await;
@@ -231,7 +232,7 @@ pub async fn bootstrap_admin_key(state: &AppState) -> AppResult<Option<String>> 
         created_at: now,
         updated_at: now,
     };
-    let (secret, digest) = secrets::new_key_secret(&key.id);
+    let (secret, digest) = secrets::new_secret(SecretKind::ApiKey, &key.id);
     store::insert_key(&mut *tx, &key, &digest).await?;
     // Marker and key commit together: a crash in between leaves neither, and the
     // next start tries again.

@@ -1,0 +1,8 @@
+//! Account: the signed-in user acting on themselves — sign-up, sign-in (email and
+//! password, anonymous), their sessions, profile, password and preferences. Browsers
+//! get the session as an HttpOnly cookie; apps send its secret as
+//! `Authorization: Bearer`.
+
+pub mod schema;
+
+pub use schema::register;

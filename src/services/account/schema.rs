@@ -1,0 +1,433 @@
+//! GraphQL of the account: `account`, `accountSessions`, `createAccount`,
+//! `createEmailPasswordSession`, `createAnonymousSession`, `deleteSession`,
+//! `deleteSessions`, `updateName`, `updateEmail`, `updatePassword`, `updatePhone`,
+//! `updatePrefs`.
+
+use async_graphql::Value;
+use async_graphql::dynamic::{
+    Field, FieldFuture, FieldValue, InputObject, InputValue, Object, ResolverContext, TypeRef,
+};
+use serde::Deserialize;
+
+use crate::graphql::SchemaParts;
+use crate::graphql::types::{JSON, app, caller, input, object, prop};
+use crate::http::identity::session_cookie_name;
+use crate::services::users::Session;
+use crate::services::users::schema::{session_value, user_value};
+use crate::services::users::service::{self, ClientInfo, UserChanges};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateAccountInput {
+    id: Option<String>,
+    email: String,
+    password: String,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EmailPasswordInput {
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct IdInput {
+    id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NameInput {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EmailInput {
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PasswordInput {
+    password: String,
+    old_password: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PhoneInput {
+    phone: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PrefsInput {
+    prefs: serde_json::Map<String, serde_json::Value>,
+}
+
+fn client(ctx: &ResolverContext<'_>) -> ClientInfo {
+    ctx.data::<ClientInfo>().cloned().unwrap_or_default()
+}
+
+/// Answers a sign-in: sets the session cookie for browsers, returns the secret for apps.
+fn signed_in(
+    ctx: &ResolverContext<'_>,
+    session: &Session,
+    secret: String,
+) -> async_graphql::Result<Option<FieldValue<'static>>> {
+    let secure = app(ctx)?.config.cookie_secure;
+    let max_age = ((session.expires_at - session.created_at) / 1000).max(0);
+    ctx.append_http_header(
+        "set-cookie",
+        format!(
+            "{}={secret}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
+            session_cookie_name(&session.project_id),
+            if secure { "; Secure" } else { "" }
+        ),
+    );
+    Ok(Some(FieldValue::value(object([
+        ("session", session_value(session, Some(&session.id))),
+        ("secret", Value::from(secret)),
+    ]))))
+}
+
+fn input_object(name: &str, description: &str, fields: &[(&str, TypeRef, &str)]) -> InputObject {
+    fields.iter().fold(
+        InputObject::new(name).description(description),
+        |object, (field, ty, about)| {
+            object.field(InputValue::new(*field, ty.clone()).description(*about))
+        },
+    )
+}
+
+/// Reads a self-update's input: the changes, and the current password confirming them.
+type ReadChanges =
+    fn(&ResolverContext<'_>) -> crate::error::AppResult<(UserChanges, Option<String>)>;
+
+/// Registers a mutation on the signed-in user that returns the changed `User`.
+fn self_update(
+    parts: &mut SchemaParts,
+    name: &'static str,
+    input_type: &'static str,
+    description: &str,
+    changes: ReadChanges,
+) {
+    parts.mutation(
+        Field::new(name, TypeRef::named_nn("User"), move |ctx| {
+            FieldFuture::new(async move {
+                let me = caller(&ctx)?.require_session()?;
+                let (changes, password) = changes(&ctx)?;
+                let user = service::update_own(app(&ctx)?, me, changes, password).await?;
+                Ok(Some(FieldValue::value(user_value(&user))))
+            })
+        })
+        .description(description)
+        .argument(InputValue::new("input", TypeRef::named_nn(input_type))),
+    );
+}
+
+pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
+    let string = || TypeRef::named_nn(TypeRef::STRING);
+    parts.add_type(
+        Object::new("SessionPayload")
+            .description("A new session and its secret.")
+            .field(prop("session", TypeRef::named_nn("Session"), "The session."))
+            .field(prop("secret", TypeRef::named_nn(TypeRef::STRING), "Send as `Authorization: Bearer <secret>` (apps); browsers also get it as an HttpOnly cookie. Shown only now.")),
+    );
+    parts.add_type(
+        Object::new("DeleteSessionPayload")
+            .description("The result of `deleteSession`.")
+            .field(prop(
+                "deletedId",
+                TypeRef::named_nn(TypeRef::ID),
+                "Id of the deleted session.",
+            )),
+    );
+    parts.add_type(input_object(
+        "CreateAccountInput",
+        "A new account.",
+        &[
+            (
+                "id",
+                TypeRef::named(TypeRef::ID),
+                "Id to give the user; omitted or `unique()` generates one.",
+            ),
+            ("email", string(), "Email address, unique in the project."),
+            ("password", string(), "Password, at least 8 characters."),
+            (
+                "name",
+                TypeRef::named(TypeRef::STRING),
+                "Display name, at most 128 characters.",
+            ),
+        ],
+    ));
+    parts.add_type(input_object(
+        "CreateEmailPasswordSessionInput",
+        "Credentials to sign in with.",
+        &[
+            ("email", string(), "The account's email."),
+            ("password", string(), "The account's password."),
+        ],
+    ));
+    parts.add_type(input_object(
+        "DeleteSessionInput",
+        "A session of the caller.",
+        &[(
+            "id",
+            TypeRef::named_nn(TypeRef::ID),
+            "The session; `current` for the one in use.",
+        )],
+    ));
+    parts.add_type(input_object(
+        "UpdateNameInput",
+        "A new name.",
+        &[("name", string(), "Display name, at most 128 characters.")],
+    ));
+    parts.add_type(input_object(
+        "UpdateEmailInput",
+        "A new email, confirmed with the password (an anonymous account sets its password with `updatePassword` first).",
+        &[("email", string(), "The new email."), ("password", string(), "The current password.")],
+    ));
+    parts.add_type(input_object(
+        "UpdatePasswordInput",
+        "A new password.",
+        &[
+            (
+                "password",
+                string(),
+                "The new password, at least 8 characters.",
+            ),
+            (
+                "oldPassword",
+                TypeRef::named(TypeRef::STRING),
+                "The current password; not needed when the account has none yet.",
+            ),
+        ],
+    ));
+    parts.add_type(input_object(
+        "UpdatePhoneInput",
+        "A new phone number, confirmed with the password.",
+        &[
+            ("phone", string(), "E.164 phone number."),
+            ("password", string(), "The current password."),
+        ],
+    ));
+    parts.add_type(input_object(
+        "UpdatePrefsInput",
+        "New preferences.",
+        &[(
+            "prefs",
+            TypeRef::named_nn(JSON),
+            "A JSON object of at most 64 KiB; replaces the old one.",
+        )],
+    ));
+
+    parts.query(
+        Field::new("account", TypeRef::named("User"), |ctx| {
+            FieldFuture::new(async move {
+                let caller = caller(&ctx)?;
+                match caller.require_session() {
+                    Ok(me) => {
+                        let user = service::own_user(app(&ctx)?, me).await?;
+                        Ok(Some(FieldValue::value(user_value(&user))))
+                    }
+                    Err(_) => Ok(None),
+                }
+            })
+        })
+        .description("The signed-in user; null for guests."),
+    );
+    parts.query(
+        Field::new(
+            "accountSessions",
+            TypeRef::named_nn_list_nn("Session"),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let me = caller(&ctx)?.require_session()?;
+                    let sessions = service::own_sessions(app(&ctx)?, me).await?;
+                    let current = me.session.id.as_str();
+                    Ok(Some(FieldValue::list(sessions.iter().map(|s| {
+                        FieldValue::value(session_value(s, Some(current)))
+                    }))))
+                })
+            },
+        )
+        .description("The signed-in user's sessions, newest first."),
+    );
+    parts.mutation(
+        Field::new("createAccount", TypeRef::named_nn("User"), |ctx| {
+            FieldFuture::new(async move {
+                let caller = caller(&ctx)?;
+                let input: CreateAccountInput = input(&ctx)?;
+                let user = service::sign_up(
+                    app(&ctx)?,
+                    &caller.project.id,
+                    input.id,
+                    &input.email,
+                    input.password,
+                    input.name,
+                )
+                .await?;
+                Ok(Some(FieldValue::value(user_value(&user))))
+            })
+        })
+        .description(
+            "Signs up with email and password. Sign in next with `createEmailPasswordSession`.",
+        )
+        .argument(InputValue::new(
+            "input",
+            TypeRef::named_nn("CreateAccountInput"),
+        )),
+    );
+    parts.mutation(
+        Field::new("createEmailPasswordSession", TypeRef::named_nn("SessionPayload"), |ctx| {
+            FieldFuture::new(async move {
+                let caller = caller(&ctx)?;
+                let input: EmailPasswordInput = input(&ctx)?;
+                let (session, secret) =
+                    service::sign_in_with_password(app(&ctx)?, &caller.project.id, &input.email, input.password, client(&ctx)).await?;
+                signed_in(&ctx, &session, secret)
+            })
+        })
+        .description("Signs in with email and password. Wrong email and wrong password give the same `INVALID_CREDENTIALS`.")
+        .argument(InputValue::new("input", TypeRef::named_nn("CreateEmailPasswordSessionInput"))),
+    );
+    parts.mutation(
+        Field::new("createAnonymousSession", TypeRef::named_nn("SessionPayload"), |ctx| {
+            FieldFuture::new(async move {
+                let caller = caller(&ctx)?;
+                let (session, secret) = service::sign_in_anonymously(app(&ctx)?, &caller.project.id, client(&ctx)).await?;
+                signed_in(&ctx, &session, secret)
+            })
+        })
+        .description("Creates an anonymous user and signs it in; it becomes a full account by setting a password, then an email."),
+    );
+    parts.mutation(
+        Field::new("deleteSession", TypeRef::named_nn("DeleteSessionPayload"), |ctx| {
+            FieldFuture::new(async move {
+                let me = caller(&ctx)?.require_session()?;
+                let input: IdInput = input(&ctx)?;
+                let deleted = service::delete_own_session(app(&ctx)?, me, &input.id).await?;
+                if deleted == me.session.id {
+                    ctx.append_http_header(
+                        "set-cookie",
+                        format!("{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax", session_cookie_name(&me.session.project_id)),
+                    );
+                }
+                Ok(Some(FieldValue::value(object([("deletedId", Value::from(deleted))]))))
+            })
+        })
+        .description("Signs out one session of the caller (`current`: this one). It stops working at once, everywhere.")
+        .argument(InputValue::new("input", TypeRef::named_nn("DeleteSessionInput"))),
+    );
+    parts.mutation(
+        Field::new(
+            "deleteSessions",
+            TypeRef::named_nn("DeleteSessionsPayload"),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let me = caller(&ctx)?.require_session()?;
+                    let count = service::delete_own_sessions(app(&ctx)?, me).await?;
+                    ctx.append_http_header(
+                        "set-cookie",
+                        format!(
+                            "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax",
+                            session_cookie_name(&me.session.project_id)
+                        ),
+                    );
+                    Ok(Some(FieldValue::value(object([(
+                        "deletedCount",
+                        Value::from(count),
+                    )]))))
+                })
+            },
+        )
+        .description("Signs the caller out of every device."),
+    );
+    self_update(
+        parts,
+        "updateName",
+        "UpdateNameInput",
+        "Changes the caller's name.",
+        |ctx| {
+            let input: NameInput = input(ctx)?;
+            Ok((
+                UserChanges {
+                    name: Some(input.name),
+                    ..Default::default()
+                },
+                None,
+            ))
+        },
+    );
+    self_update(
+        parts,
+        "updateEmail",
+        "UpdateEmailInput",
+        "Changes the caller's email (needs the password); the new email is unverified.",
+        |ctx| {
+            let input: EmailInput = input(ctx)?;
+            Ok((
+                UserChanges {
+                    email: Some(input.email),
+                    ..Default::default()
+                },
+                Some(input.password),
+            ))
+        },
+    );
+    self_update(
+        parts,
+        "updatePassword",
+        "UpdatePasswordInput",
+        "Changes the caller's password (needs the old one, if any).",
+        |ctx| {
+            let input: PasswordInput = input(ctx)?;
+            Ok((
+                UserChanges {
+                    password: Some(input.password),
+                    ..Default::default()
+                },
+                input.old_password,
+            ))
+        },
+    );
+    self_update(
+        parts,
+        "updatePhone",
+        "UpdatePhoneInput",
+        "Changes the caller's phone number (needs the password); the new number is unverified.",
+        |ctx| {
+            let input: PhoneInput = input(ctx)?;
+            Ok((
+                UserChanges {
+                    phone: Some(input.phone),
+                    ..Default::default()
+                },
+                Some(input.password),
+            ))
+        },
+    );
+    self_update(
+        parts,
+        "updatePrefs",
+        "UpdatePrefsInput",
+        "Replaces the caller's preferences.",
+        |ctx| {
+            let input: PrefsInput = input(ctx)?;
+            Ok((
+                UserChanges {
+                    prefs: Some(input.prefs),
+                    ..Default::default()
+                },
+                None,
+            ))
+        },
+    );
+}

@@ -1,0 +1,517 @@
+//! GraphQL of users for servers (API keys with `users.read` / `users.write`):
+//! `user`, `users`, `userSessions`, `createUser`, `updateUser`, `deleteUser`,
+//! `deleteUserSessions`. The `User` and `Session` types are shared with `account`.
+
+use async_graphql::Value;
+use async_graphql::dynamic::{
+    Field, FieldFuture, FieldValue, InputObject, InputValue, Object, TypeRef,
+};
+use serde::Deserialize;
+
+use crate::graphql::SchemaParts;
+use crate::graphql::types::{
+    DATETIME, JSON, app, caller, connection, connection_types, datetime, input, object, opt_string,
+    page_request, prop, wants_total_count, with_connection_args,
+};
+
+use super::service::{self, NewUser, UserChanges};
+use super::{Session, User};
+
+fn strings(items: &[String]) -> Value {
+    Value::List(items.iter().map(|s| Value::from(s.as_str())).collect())
+}
+
+fn optional(value: Option<&str>) -> Value {
+    value.map_or(Value::Null, Value::from)
+}
+
+/// The GraphQL value of a user (never the password hash).
+pub fn user_value(user: &User) -> Value {
+    object([
+        ("id", Value::from(user.id.as_str())),
+        ("name", Value::from(user.name.as_str())),
+        ("email", optional(user.email.as_deref())),
+        ("phone", optional(user.phone.as_deref())),
+        ("emailVerified", Value::from(user.email_verified)),
+        ("phoneVerified", Value::from(user.phone_verified)),
+        ("blocked", Value::from(user.blocked)),
+        ("anonymous", Value::from(user.anonymous())),
+        ("labels", strings(&user.labels)),
+        (
+            "prefs",
+            Value::from_json(serde_json::Value::Object(user.prefs.clone())).unwrap_or(Value::Null),
+        ),
+        (
+            "passwordUpdatedAt",
+            user.password_updated_at.map_or(Value::Null, datetime),
+        ),
+        ("accessedAt", user.accessed_at.map_or(Value::Null, datetime)),
+        ("createdAt", datetime(user.created_at)),
+        ("updatedAt", datetime(user.updated_at)),
+    ])
+}
+
+/// The GraphQL value of a session; `current` marks the caller's own.
+pub fn session_value(session: &Session, current_id: Option<&str>) -> Value {
+    object([
+        ("id", Value::from(session.id.as_str())),
+        ("userId", Value::from(session.user_id.as_str())),
+        ("provider", Value::from(session.provider.as_str())),
+        ("ip", Value::from(session.ip.as_str())),
+        ("userAgent", Value::from(session.user_agent.as_str())),
+        (
+            "current",
+            Value::from(current_id == Some(session.id.as_str())),
+        ),
+        ("expiresAt", datetime(session.expires_at)),
+        ("createdAt", datetime(session.created_at)),
+        ("updatedAt", datetime(session.updated_at)),
+    ])
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateUserInput {
+    id: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+    name: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpdateUserInput {
+    id: String,
+    name: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+    password: Option<String>,
+    blocked: Option<bool>,
+    email_verified: Option<bool>,
+    phone_verified: Option<bool>,
+    labels: Option<Vec<String>>,
+    prefs: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct IdInput {
+    id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UserIdInput {
+    user_id: String,
+}
+
+fn user_type() -> Object {
+    Object::new("User")
+        .description("A user of the project: someone who signs in to its apps.")
+        .field(prop(
+            "id",
+            TypeRef::named_nn(TypeRef::ID),
+            "Unique id within the project.",
+        ))
+        .field(prop(
+            "name",
+            TypeRef::named_nn(TypeRef::STRING),
+            "Display name; may be empty.",
+        ))
+        .field(prop(
+            "email",
+            TypeRef::named(TypeRef::STRING),
+            "Email address, lowercased; null for anonymous and phone-only users.",
+        ))
+        .field(prop(
+            "phone",
+            TypeRef::named(TypeRef::STRING),
+            "Phone number in E.164 form.",
+        ))
+        .field(prop(
+            "emailVerified",
+            TypeRef::named_nn(TypeRef::BOOLEAN),
+            "Whether the email address was verified.",
+        ))
+        .field(prop(
+            "phoneVerified",
+            TypeRef::named_nn(TypeRef::BOOLEAN),
+            "Whether the phone number was verified.",
+        ))
+        .field(prop(
+            "blocked",
+            TypeRef::named_nn(TypeRef::BOOLEAN),
+            "A blocked user cannot sign in, and their sessions stop working.",
+        ))
+        .field(prop(
+            "anonymous",
+            TypeRef::named_nn(TypeRef::BOOLEAN),
+            "Signed in anonymously and not yet given an email and password.",
+        ))
+        .field(prop(
+            "labels",
+            TypeRef::named_nn_list_nn(TypeRef::STRING),
+            "Labels set by the server; each gives the role `label:NAME`.",
+        ))
+        .field(prop(
+            "prefs",
+            TypeRef::named_nn(JSON),
+            "The user's preferences: a JSON object of at most 64 KiB.",
+        ))
+        .field(prop(
+            "passwordUpdatedAt",
+            TypeRef::named(DATETIME),
+            "When the password last changed; null without a password.",
+        ))
+        .field(prop(
+            "accessedAt",
+            TypeRef::named(DATETIME),
+            "When the user last signed in.",
+        ))
+        .field(prop(
+            "createdAt",
+            TypeRef::named_nn(DATETIME),
+            "When the user was created.",
+        ))
+        .field(prop(
+            "updatedAt",
+            TypeRef::named_nn(DATETIME),
+            "When the user last changed.",
+        ))
+}
+
+fn session_type() -> Object {
+    Object::new("Session")
+        .description("A signed-in device of a user. Its secret is shown once, when it is created.")
+        .field(prop(
+            "id",
+            TypeRef::named_nn(TypeRef::ID),
+            "Unique id within the project.",
+        ))
+        .field(prop(
+            "userId",
+            TypeRef::named_nn(TypeRef::ID),
+            "The user signed in.",
+        ))
+        .field(prop(
+            "provider",
+            TypeRef::named_nn(TypeRef::STRING),
+            "How the session was created: `email` or `anonymous`.",
+        ))
+        .field(prop(
+            "ip",
+            TypeRef::named_nn(TypeRef::STRING),
+            "The IP address that created the session.",
+        ))
+        .field(prop(
+            "userAgent",
+            TypeRef::named_nn(TypeRef::STRING),
+            "The user agent that created the session.",
+        ))
+        .field(prop(
+            "current",
+            TypeRef::named_nn(TypeRef::BOOLEAN),
+            "Whether this is the session of the request.",
+        ))
+        .field(prop(
+            "expiresAt",
+            TypeRef::named_nn(DATETIME),
+            "When the session stops working.",
+        ))
+        .field(prop(
+            "createdAt",
+            TypeRef::named_nn(DATETIME),
+            "When the user signed in.",
+        ))
+        .field(prop(
+            "updatedAt",
+            TypeRef::named_nn(DATETIME),
+            "When the session last changed.",
+        ))
+}
+
+pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
+    parts.add_type(user_type());
+    parts.add_type(session_type());
+    parts.add_types(connection_types("User", "users"));
+    parts.add_type(
+        InputObject::new("CreateUserInput")
+            .description("A new user, created by a server.")
+            .field(
+                InputValue::new("id", TypeRef::named(TypeRef::ID))
+                    .description("Id to give the user; omitted or `unique()` generates one."),
+            )
+            .field(
+                InputValue::new("email", TypeRef::named(TypeRef::STRING))
+                    .description("Email address, unique in the project."),
+            )
+            .field(
+                InputValue::new("phone", TypeRef::named(TypeRef::STRING))
+                    .description("Phone number in E.164 form, unique in the project."),
+            )
+            .field(
+                InputValue::new("name", TypeRef::named(TypeRef::STRING))
+                    .description("Display name, at most 128 characters."),
+            )
+            .field(
+                InputValue::new("password", TypeRef::named(TypeRef::STRING))
+                    .description("Password, at least 8 characters; stored as an argon2id hash."),
+            ),
+    );
+    parts.add_type(
+        InputObject::new("UpdateUserInput")
+            .description("Changes to a user; omitted fields stay as they are.")
+            .field(
+                InputValue::new("id", TypeRef::named_nn(TypeRef::ID))
+                    .description("The user to change."),
+            )
+            .field(
+                InputValue::new("name", TypeRef::named(TypeRef::STRING))
+                    .description("New display name."),
+            )
+            .field(
+                InputValue::new("email", TypeRef::named(TypeRef::STRING))
+                    .description("New email; clears `emailVerified` when it changes."),
+            )
+            .field(
+                InputValue::new("phone", TypeRef::named(TypeRef::STRING))
+                    .description("New phone number; clears `phoneVerified` when it changes."),
+            )
+            .field(
+                InputValue::new("password", TypeRef::named(TypeRef::STRING))
+                    .description("New password."),
+            )
+            .field(
+                InputValue::new("blocked", TypeRef::named(TypeRef::BOOLEAN)).description(
+                    "Block (true) or unblock (false); a block ends the user's sessions at once.",
+                ),
+            )
+            .field(
+                InputValue::new("emailVerified", TypeRef::named(TypeRef::BOOLEAN))
+                    .description("Mark the email verified or not."),
+            )
+            .field(
+                InputValue::new("phoneVerified", TypeRef::named(TypeRef::BOOLEAN))
+                    .description("Mark the phone verified or not."),
+            )
+            .field(
+                InputValue::new("labels", TypeRef::named_nn_list(TypeRef::STRING))
+                    .description("Replace the labels: up to 100, each 1-36 letters and digits."),
+            )
+            .field(
+                InputValue::new("prefs", TypeRef::named(JSON))
+                    .description("Replace the preferences: a JSON object of at most 64 KiB."),
+            ),
+    );
+    parts.add_type(
+        InputObject::new("DeleteUserInput")
+            .description("The user to delete, with their sessions.")
+            .field(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)).description("The user.")),
+    );
+    parts.add_type(
+        InputObject::new("DeleteUserSessionsInput")
+            .description("The user to sign out everywhere.")
+            .field(
+                InputValue::new("userId", TypeRef::named_nn(TypeRef::ID)).description("The user."),
+            ),
+    );
+    parts.add_type(
+        Object::new("DeleteUserPayload")
+            .description("The result of `deleteUser`.")
+            .field(prop(
+                "deletedId",
+                TypeRef::named_nn(TypeRef::ID),
+                "Id of the deleted user.",
+            )),
+    );
+    parts.add_type(
+        Object::new("DeleteSessionsPayload")
+            .description("The result of deleting several sessions.")
+            .field(prop(
+                "deletedCount",
+                TypeRef::named_nn(TypeRef::INT),
+                "How many sessions were deleted.",
+            )),
+    );
+
+    parts.query(
+        Field::new("user", TypeRef::named("User"), |ctx| {
+            FieldFuture::new(async move {
+                let caller = caller(&ctx)?;
+                let grant = caller.require_scope("users.read")?;
+                let id = opt_string(&ctx, "id")?.unwrap_or_default();
+                let user = service::get_user(app(&ctx)?, &caller.project.id, grant, &id).await?;
+                Ok(Some(FieldValue::value(user_value(&user))))
+            })
+        })
+        .description("A user of the addressed project (scope `users.read`).")
+        .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)).description("The user.")),
+    );
+    parts.query(
+        with_connection_args(Field::new(
+            "users",
+            TypeRef::named_nn("UserConnection"),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let caller = caller(&ctx)?;
+                    let grant = caller.require_scope("users.read")?;
+                    let page = page_request(&ctx)?;
+                    let search = opt_string(&ctx, "search")?;
+                    let (users, total) = service::list_users(
+                        app(&ctx)?,
+                        &caller.project.id,
+                        grant,
+                        search.as_deref(),
+                        &page,
+                        wants_total_count(&ctx),
+                    )
+                    .await?;
+                    Ok(Some(FieldValue::value(connection(
+                        &page,
+                        users,
+                        total,
+                        |u| &u.id,
+                        user_value,
+                    ))))
+                })
+            },
+        ))
+        .description("The users of the addressed project, by id (scope `users.read`).")
+        .argument(
+            InputValue::new("search", TypeRef::named(TypeRef::STRING))
+                .description("Only users whose name or email starts with this text."),
+        ),
+    );
+    parts.query(
+        Field::new(
+            "userSessions",
+            TypeRef::named_nn_list_nn("Session"),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let caller = caller(&ctx)?;
+                    let grant = caller.require_scope("users.read")?;
+                    let user_id = opt_string(&ctx, "userId")?.unwrap_or_default();
+                    let sessions = service::list_user_sessions(
+                        app(&ctx)?,
+                        &caller.project.id,
+                        grant,
+                        &user_id,
+                    )
+                    .await?;
+                    Ok(Some(FieldValue::list(
+                        sessions
+                            .iter()
+                            .map(|s| FieldValue::value(session_value(s, None))),
+                    )))
+                })
+            },
+        )
+        .description("A user's sessions, newest first (scope `users.read`).")
+        .argument(
+            InputValue::new("userId", TypeRef::named_nn(TypeRef::ID)).description("The user."),
+        ),
+    );
+    parts.mutation(
+        Field::new("createUser", TypeRef::named_nn("User"), |ctx| {
+            FieldFuture::new(async move {
+                let caller = caller(&ctx)?;
+                let grant = caller.require_scope("users.write")?;
+                let input: CreateUserInput = input(&ctx)?;
+                let new = NewUser {
+                    id: input.id,
+                    email: input.email,
+                    phone: input.phone,
+                    name: input.name,
+                    password: input.password,
+                    password_hash: None,
+                };
+                let user = service::create_user(app(&ctx)?, &caller.project.id, grant, new).await?;
+                Ok(Some(FieldValue::value(user_value(&user))))
+            })
+        })
+        .description("Creates a user (scope `users.write`).")
+        .argument(InputValue::new(
+            "input",
+            TypeRef::named_nn("CreateUserInput"),
+        )),
+    );
+    parts.mutation(
+        Field::new("updateUser", TypeRef::named_nn("User"), |ctx| {
+            FieldFuture::new(async move {
+                let caller = caller(&ctx)?;
+                let grant = caller.require_scope("users.write")?;
+                let input: UpdateUserInput = input(&ctx)?;
+                let changes = UserChanges {
+                    name: input.name,
+                    email: input.email,
+                    phone: input.phone,
+                    password: input.password,
+                    blocked: input.blocked,
+                    email_verified: input.email_verified,
+                    phone_verified: input.phone_verified,
+                    labels: input.labels,
+                    prefs: input.prefs,
+                };
+                let user = service::update_user(app(&ctx)?, &caller.project.id, grant, &input.id, changes).await?;
+                Ok(Some(FieldValue::value(user_value(&user))))
+            })
+        })
+        .description("Changes a user: profile, password, block, verification, labels, prefs (scope `users.write`).")
+        .argument(InputValue::new("input", TypeRef::named_nn("UpdateUserInput"))),
+    );
+    parts.mutation(
+        Field::new(
+            "deleteUser",
+            TypeRef::named_nn("DeleteUserPayload"),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let caller = caller(&ctx)?;
+                    let grant = caller.require_scope("users.write")?;
+                    let input: IdInput = input(&ctx)?;
+                    service::delete_user(app(&ctx)?, &caller.project.id, grant, &input.id).await?;
+                    Ok(Some(FieldValue::value(object([(
+                        "deletedId",
+                        Value::from(input.id),
+                    )]))))
+                })
+            },
+        )
+        .description(
+            "Deletes a user and their sessions; they are signed out at once (scope `users.write`).",
+        )
+        .argument(InputValue::new(
+            "input",
+            TypeRef::named_nn("DeleteUserInput"),
+        )),
+    );
+    parts.mutation(
+        Field::new(
+            "deleteUserSessions",
+            TypeRef::named_nn("DeleteSessionsPayload"),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let caller = caller(&ctx)?;
+                    let grant = caller.require_scope("users.write")?;
+                    let input: UserIdInput = input(&ctx)?;
+                    let count = service::delete_user_sessions(
+                        app(&ctx)?,
+                        &caller.project.id,
+                        grant,
+                        &input.user_id,
+                    )
+                    .await?;
+                    Ok(Some(FieldValue::value(object([(
+                        "deletedCount",
+                        Value::from(count),
+                    )]))))
+                })
+            },
+        )
+        .description("Signs a user out of every device (scope `users.write`).")
+        .argument(InputValue::new(
+            "input",
+            TypeRef::named_nn("DeleteUserSessionsInput"),
+        )),
+    );
+}

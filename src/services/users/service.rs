@@ -1,0 +1,648 @@
+//! Rules for users and sessions: validation of emails, names, passwords and prefs;
+//! password hashing off the async runtime; sign-up and sign-in; resolving a session
+//! secret to its user (cached, and evicted everywhere when the user changes); and the
+//! server-side management that API keys with `users.*` scopes may do.
+
+use std::sync::Arc;
+
+use crate::AppState;
+use crate::auth::ScopeGrant;
+use crate::auth::passwords::{self, StoredHash};
+use crate::auth::secrets::{self, SecretKind};
+use crate::auth::session_cache::ResolvedSession;
+use crate::bus::BusMessage;
+use crate::db::{DbErrorExt as _, Page, ids, now_millis};
+use crate::error::{AppError, AppResult};
+
+use super::{Session, User, store};
+
+const MAX_NAME: usize = 128;
+const MAX_EMAIL: usize = 320;
+const MIN_PASSWORD: usize = 8;
+const MAX_PREFS_BYTES: usize = 64 * 1024;
+const MAX_LABELS: usize = 100;
+/// How long a session lasts (Appwrite's default: one year).
+const SESSION_LIFETIME_MS: i64 = 365 * 24 * 3600 * 1000;
+
+/// Where a request came from, recorded on its session.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: String,
+    pub user_agent: String,
+}
+
+/// A request to create a user.
+#[derive(Debug, Default)]
+pub struct NewUser {
+    pub id: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub name: Option<String>,
+    /// A plain password, hashed with argon2id.
+    pub password: Option<String>,
+    /// Or a hash imported from another system.
+    pub password_hash: Option<StoredHash>,
+}
+
+/// Changes to a user; absent fields stay as they are.
+#[derive(Debug, Default)]
+pub struct UserChanges {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub password: Option<String>,
+    pub blocked: Option<bool>,
+    pub email_verified: Option<bool>,
+    pub phone_verified: Option<bool>,
+    pub labels: Option<Vec<String>>,
+    pub prefs: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+pub fn normalize_email(field: &str, email: &str) -> AppResult<String> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= MAX_EMAIL
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+        })
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !valid {
+        return Err(AppError::Invalid {
+            code: "INVALID_EMAIL",
+            field: field.into(),
+            reason: "not an email address".into(),
+        });
+    }
+    Ok(email)
+}
+
+fn check_phone(phone: &str) -> AppResult<()> {
+    let digits = phone.strip_prefix('+').unwrap_or("");
+    if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(AppError::Invalid {
+            code: "INVALID_PHONE",
+            field: "phone".into(),
+            reason: "use E.164: + and up to 15 digits".into(),
+        });
+    }
+    Ok(())
+}
+
+fn check_name(name: &str) -> AppResult<()> {
+    if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(AppError::invalid(
+            "name",
+            format!("at most {MAX_NAME} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_password(password: &str) -> AppResult<()> {
+    if password.chars().count() < MIN_PASSWORD {
+        return Err(AppError::Invalid {
+            code: "PASSWORD_TOO_SHORT",
+            field: "password".into(),
+            reason: format!("at least {MIN_PASSWORD} characters"),
+        });
+    }
+    if password.len() > passwords::MAX_PASSWORD_BYTES {
+        return Err(AppError::Invalid {
+            code: "PASSWORD_TOO_LONG",
+            field: "password".into(),
+            reason: format!("at most {} bytes", passwords::MAX_PASSWORD_BYTES),
+        });
+    }
+    Ok(())
+}
+
+fn check_prefs(prefs: &serde_json::Map<String, serde_json::Value>) -> AppResult<()> {
+    let size = serde_json::to_vec(prefs)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > MAX_PREFS_BYTES {
+        return Err(AppError::Invalid {
+            code: "PREFS_TOO_LARGE",
+            field: "prefs".into(),
+            reason: format!("{size} bytes of JSON; the limit is {MAX_PREFS_BYTES}"),
+        });
+    }
+    Ok(())
+}
+
+fn check_labels(labels: &[String]) -> AppResult<()> {
+    if labels.len() > MAX_LABELS {
+        return Err(AppError::invalid(
+            "labels",
+            format!("at most {MAX_LABELS} labels"),
+        ));
+    }
+    if let Some(bad) = labels
+        .iter()
+        .find(|l| l.is_empty() || l.len() > 36 || !l.bytes().all(|b| b.is_ascii_alphanumeric()))
+    {
+        return Err(AppError::invalid(
+            "labels",
+            format!("`{bad}`: a label is 1 to 36 letters and digits"),
+        ));
+    }
+    Ok(())
+}
+
+/// Hashes on the blocking pool: argon2id takes tens of milliseconds of CPU.
+async fn hash(password: String) -> AppResult<String> {
+    tokio::task::spawn_blocking(move || passwords::hash_password(&password))
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("password hashing task failed: {e}")))?
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("password hashing failed: {e}")))
+}
+
+async fn verify(password: String, stored: String) -> AppResult<bool> {
+    tokio::task::spawn_blocking(move || {
+        StoredHash::from_stored(&stored)
+            .and_then(|hash| passwords::verify_password(&password, &hash))
+    })
+    .await
+    .map_err(|e| AppError::Internal(anyhow::anyhow!("password check task failed: {e}")))?
+    .map_err(|e| AppError::Internal(anyhow::anyhow!("stored password hash unreadable: {e}")))
+}
+
+/// Tells every replica to forget what it cached about this user.
+async fn announce_user_change(state: &AppState, project_id: &str, user_id: &str) {
+    state.sessions.evict_user(project_id, user_id);
+    let _ = state
+        .bus
+        .publish(BusMessage::UserChanged {
+            project_id: project_id.to_string(),
+            user_id: user_id.to_string(),
+        })
+        .await;
+}
+
+async fn insert_new_user(state: &AppState, project_id: &str, new: NewUser) -> AppResult<User> {
+    let id = ids::resolve("id", new.id.as_deref())?;
+    let email = new
+        .email
+        .as_deref()
+        .map(|e| normalize_email("email", e))
+        .transpose()?;
+    if let Some(phone) = &new.phone {
+        check_phone(phone)?;
+    }
+    let name = new.name.unwrap_or_default();
+    check_name(&name)?;
+    let password_hash: Option<String> = match (new.password, new.password_hash) {
+        (Some(_), Some(_)) => {
+            return Err(AppError::invalid(
+                "password",
+                "give a password or a hash, not both",
+            ));
+        }
+        (Some(password), None) => {
+            check_password(&password)?;
+            Some(hash(password).await?)
+        }
+        (None, Some(imported)) => Some(imported.to_stored()),
+        (None, None) => None,
+    };
+    let now = now_millis();
+    let user = User {
+        project_id: project_id.to_string(),
+        id,
+        name,
+        email,
+        phone: new.phone,
+        password_updated_at: password_hash.as_ref().map(|_| now),
+        password_hash,
+        blocked: false,
+        email_verified: false,
+        phone_verified: false,
+        labels: Vec::new(),
+        prefs: Default::default(),
+        accessed_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    store::insert_user(state.db.pool(), &user)
+        .await
+        .map_err(|err| {
+            // Unique violations are on the id, the email or the phone: say which can clash.
+            match crate::error::DbError::from(err) {
+                crate::error::DbError::UniqueViolation => AppError::Conflict {
+                    what: "user",
+                    id: user
+                        .email
+                        .clone()
+                        .or_else(|| user.phone.clone())
+                        .unwrap_or_else(|| user.id.clone()),
+                },
+                other => other.into(),
+            }
+        })?;
+    Ok(user)
+}
+
+// ---- server side (API keys with users.* scopes) ----
+
+pub async fn create_user(
+    state: &AppState,
+    project_id: &str,
+    _: ScopeGrant,
+    new: NewUser,
+) -> AppResult<User> {
+    insert_new_user(state, project_id, new).await
+}
+
+pub async fn get_user(
+    state: &AppState,
+    project_id: &str,
+    _: ScopeGrant,
+    id: &str,
+) -> AppResult<User> {
+    load_user(state, project_id, id).await
+}
+
+async fn load_user(state: &AppState, project_id: &str, id: &str) -> AppResult<User> {
+    ids::validate("id", id)?;
+    store::find_user(state.db.pool(), project_id, id)
+        .await?
+        .map(|row| row.to_user())
+        .ok_or_else(|| AppError::NotFound {
+            what: "user",
+            id: id.into(),
+        })
+}
+
+pub async fn list_users(
+    state: &AppState,
+    project_id: &str,
+    _: ScopeGrant,
+    search: Option<&str>,
+    page: &Page,
+    with_total: bool,
+) -> AppResult<(Vec<User>, i64)> {
+    let search = search.map(str::trim).filter(|s| !s.is_empty());
+    if search.is_some_and(|s| s.len() > 256) {
+        return Err(AppError::invalid("search", "at most 256 characters"));
+    }
+    let rows = store::list_users(state.db.pool(), project_id, search, page).await?;
+    let total = if with_total {
+        store::count_users(state.db.pool(), project_id, search).await?
+    } else {
+        0
+    };
+    Ok((rows.iter().map(|r| r.to_user()).collect(), total))
+}
+
+/// Applies changes as a key with `users.write`: anything, including blocking.
+pub async fn update_user(
+    state: &AppState,
+    project_id: &str,
+    _: ScopeGrant,
+    id: &str,
+    changes: UserChanges,
+) -> AppResult<User> {
+    apply_changes(state, project_id, id, changes).await
+}
+
+async fn apply_changes(
+    state: &AppState,
+    project_id: &str,
+    id: &str,
+    changes: UserChanges,
+) -> AppResult<User> {
+    ids::validate("id", id)?;
+    let row = store::find_user(state.db.pool(), project_id, id)
+        .await?
+        .ok_or_else(|| AppError::NotFound {
+            what: "user",
+            id: id.into(),
+        })?;
+    let mut user = row.to_user();
+    let mut history = row.password_history();
+    let now = now_millis();
+    if let Some(name) = changes.name {
+        check_name(&name)?;
+        user.name = name;
+    }
+    if let Some(email) = changes.email {
+        let email = normalize_email("email", &email)?;
+        if user.email.as_deref() != Some(email.as_str()) {
+            user.email_verified = false;
+        }
+        user.email = Some(email);
+    }
+    if let Some(phone) = changes.phone {
+        check_phone(&phone)?;
+        if user.phone.as_deref() != Some(phone.as_str()) {
+            user.phone_verified = false;
+        }
+        user.phone = Some(phone);
+    }
+    if let Some(password) = changes.password {
+        check_password(&password)?;
+        if let Some(old) = user.password_hash.take() {
+            history.insert(0, old);
+            history.truncate(20);
+        }
+        user.password_hash = Some(hash(password).await?);
+        user.password_updated_at = Some(now);
+    }
+    if let Some(blocked) = changes.blocked {
+        user.blocked = blocked;
+    }
+    if let Some(verified) = changes.email_verified {
+        user.email_verified = verified;
+    }
+    if let Some(verified) = changes.phone_verified {
+        user.phone_verified = verified;
+    }
+    if let Some(labels) = changes.labels {
+        check_labels(&labels)?;
+        user.labels = labels;
+    }
+    if let Some(prefs) = changes.prefs {
+        check_prefs(&prefs)?;
+        user.prefs = prefs;
+    }
+    user.updated_at = now;
+    let written = store::update_user(state.db.pool(), &user, &history)
+        .await
+        .conflict_as("user", user.email.as_deref().unwrap_or(&user.id))?;
+    if !written {
+        return Err(AppError::NotFound {
+            what: "user",
+            id: id.into(),
+        });
+    }
+    announce_user_change(state, project_id, id).await;
+    Ok(user)
+}
+
+/// Deletes a user with their sessions; their open sessions stop working at once.
+pub async fn delete_user(
+    state: &AppState,
+    project_id: &str,
+    _: ScopeGrant,
+    id: &str,
+) -> AppResult<()> {
+    ids::validate("id", id)?;
+    if !store::delete_user(state.db.pool(), project_id, id).await? {
+        return Err(AppError::NotFound {
+            what: "user",
+            id: id.into(),
+        });
+    }
+    announce_user_change(state, project_id, id).await;
+    Ok(())
+}
+
+pub async fn list_user_sessions(
+    state: &AppState,
+    project_id: &str,
+    _: ScopeGrant,
+    user_id: &str,
+) -> AppResult<Vec<Session>> {
+    load_user(state, project_id, user_id).await?;
+    sessions_of(state, project_id, user_id).await
+}
+
+async fn sessions_of(state: &AppState, project_id: &str, user_id: &str) -> AppResult<Vec<Session>> {
+    let rows = store::list_sessions(state.db.pool(), project_id, user_id).await?;
+    Ok(rows.iter().map(|r| r.to_session()).collect())
+}
+
+/// Deletes every session of a user (signs them out everywhere).
+pub async fn delete_user_sessions(
+    state: &AppState,
+    project_id: &str,
+    _: ScopeGrant,
+    user_id: &str,
+) -> AppResult<u64> {
+    load_user(state, project_id, user_id).await?;
+    let deleted = store::delete_sessions(state.db.pool(), project_id, user_id).await?;
+    announce_user_change(state, project_id, user_id).await;
+    Ok(deleted)
+}
+
+// ---- the account side: the caller acting on itself ----
+
+/// `createAccount`: a new user with email and password.
+pub async fn sign_up(
+    state: &AppState,
+    project_id: &str,
+    id: Option<String>,
+    email: &str,
+    password: String,
+    name: Option<String>,
+) -> AppResult<User> {
+    insert_new_user(
+        state,
+        project_id,
+        NewUser {
+            id,
+            email: Some(email.to_string()),
+            name,
+            password: Some(password),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// `createEmailPasswordSession`: the same error for an unknown email and a wrong
+/// password, so the answer does not tell which emails have accounts.
+pub async fn sign_in_with_password(
+    state: &AppState,
+    project_id: &str,
+    email: &str,
+    password: String,
+    client: ClientInfo,
+) -> AppResult<(Session, String)> {
+    let invalid = || AppError::InvalidCredentials;
+    let email = normalize_email("email", email)?;
+    if password.len() > passwords::MAX_PASSWORD_BYTES {
+        return Err(invalid());
+    }
+    let row = store::find_user_by_email(state.db.pool(), project_id, &email).await?;
+    let Some(row) = row else {
+        // Spend the time a real check takes, so timing does not reveal unknown emails.
+        let _ = hash(password).await;
+        return Err(invalid());
+    };
+    let user = row.to_user();
+    let Some(stored) = user.password_hash.clone() else {
+        return Err(invalid());
+    };
+    if !verify(password.clone(), stored.clone()).await? {
+        return Err(invalid());
+    }
+    if user.blocked {
+        return Err(AppError::UserBlocked);
+    }
+    // Imported hashes (and old argon2 parameters) are replaced on the first sign-in.
+    if StoredHash::from_stored(&stored).is_ok_and(|h| h.needs_rehash()) {
+        let mut rehashed = user.clone();
+        rehashed.password_hash = Some(hash(password).await?);
+        store::update_user(state.db.pool(), &rehashed, &row.password_history()).await?;
+    }
+    create_session(state, &user, "email", client).await
+}
+
+/// `createAnonymousSession`: a user with no email or password, signed in.
+pub async fn sign_in_anonymously(
+    state: &AppState,
+    project_id: &str,
+    client: ClientInfo,
+) -> AppResult<(Session, String)> {
+    let user = insert_new_user(state, project_id, NewUser::default()).await?;
+    create_session(state, &user, "anonymous", client).await
+}
+
+async fn create_session(
+    state: &AppState,
+    user: &User,
+    provider: &str,
+    client: ClientInfo,
+) -> AppResult<(Session, String)> {
+    let now = now_millis();
+    let session = Session {
+        project_id: user.project_id.clone(),
+        id: ids::generate(),
+        user_id: user.id.clone(),
+        provider: provider.to_string(),
+        ip: client.ip.chars().take(64).collect(),
+        user_agent: client.user_agent.chars().take(512).collect(),
+        expires_at: now + SESSION_LIFETIME_MS,
+        created_at: now,
+        updated_at: now,
+    };
+    let (secret, digest) = secrets::new_secret(SecretKind::Session, &session.id);
+    store::insert_session(state.db.pool(), &session, &digest).await?;
+    let _ = store::touch_user(state.db.pool(), &user.project_id, &user.id, now).await;
+    Ok((session, secret))
+}
+
+/// The session a secret opens in `project_id`, with its user; cached.
+pub async fn resolve_session(
+    state: &AppState,
+    project_id: &str,
+    secret: &str,
+) -> AppResult<Arc<ResolvedSession>> {
+    let digest = secrets::digest(secret);
+    let resolved = match state.sessions.get(&digest) {
+        Some(resolved) => resolved,
+        None => {
+            let session_id =
+                secrets::id_of(SecretKind::Session, secret).ok_or(AppError::InvalidSession)?;
+            if ids::validate("session", session_id).is_err() {
+                return Err(AppError::InvalidSession);
+            }
+            let row = store::find_session(state.db.pool(), project_id, session_id)
+                .await?
+                .ok_or(AppError::InvalidSession)?;
+            if !secrets::matches(secret, &row.secret_hash) {
+                return Err(AppError::InvalidSession);
+            }
+            let user = store::find_user(state.db.pool(), project_id, &row.user_id)
+                .await?
+                .ok_or(AppError::InvalidSession)?
+                .to_user();
+            let resolved = Arc::new(ResolvedSession {
+                session: row.to_session(),
+                user,
+            });
+            state.sessions.insert(digest, resolved.clone());
+            resolved
+        }
+    };
+    if resolved.session.project_id != project_id {
+        return Err(AppError::InvalidSession);
+    }
+    if resolved.session.expires_at <= now_millis() {
+        return Err(AppError::SessionExpired);
+    }
+    if resolved.user.blocked {
+        return Err(AppError::UserBlocked);
+    }
+    Ok(resolved)
+}
+
+/// The signed-in user's own record, fresh from the database.
+pub async fn own_user(state: &AppState, me: &ResolvedSession) -> AppResult<User> {
+    load_user(state, &me.user.project_id, &me.user.id).await
+}
+
+pub async fn own_sessions(state: &AppState, me: &ResolvedSession) -> AppResult<Vec<Session>> {
+    sessions_of(state, &me.user.project_id, &me.user.id).await
+}
+
+/// Deletes one of the caller's sessions (`current` names the one in use).
+pub async fn delete_own_session(
+    state: &AppState,
+    me: &ResolvedSession,
+    id: &str,
+) -> AppResult<String> {
+    let id = if id == "current" {
+        me.session.id.clone()
+    } else {
+        id.to_string()
+    };
+    ids::validate("id", &id)?;
+    if !store::delete_session(state.db.pool(), &me.user.project_id, &me.user.id, &id).await? {
+        return Err(AppError::NotFound {
+            what: "session",
+            id,
+        });
+    }
+    announce_user_change(state, &me.user.project_id, &me.user.id).await;
+    Ok(id)
+}
+
+pub async fn delete_own_sessions(state: &AppState, me: &ResolvedSession) -> AppResult<u64> {
+    let deleted = store::delete_sessions(state.db.pool(), &me.user.project_id, &me.user.id).await?;
+    announce_user_change(state, &me.user.project_id, &me.user.id).await;
+    Ok(deleted)
+}
+
+/// Changes the caller may make to themselves: name, prefs; email and password only
+/// with the current password.
+pub async fn update_own(
+    state: &AppState,
+    me: &ResolvedSession,
+    mut changes: UserChanges,
+    current_password: Option<String>,
+) -> AppResult<User> {
+    let sensitive =
+        changes.email.is_some() || changes.phone.is_some() || changes.password.is_some();
+    if sensitive {
+        let user = own_user(state, me).await?;
+        match user.password_hash {
+            Some(stored) => {
+                let given = current_password.ok_or_else(|| {
+                    AppError::invalid("oldPassword", "the current password is required")
+                })?;
+                if !verify(given, stored).await? {
+                    return Err(AppError::InvalidCredentials);
+                }
+            }
+            // An account without a password (anonymous) gets one here: the password
+            // that confirms a new email or phone becomes the account's password.
+            None if changes.password.is_none() => {
+                changes.password = Some(current_password.ok_or_else(|| {
+                    AppError::invalid("password", "choose a password for the account")
+                })?);
+            }
+            None => {}
+        }
+    }
+    // What only a server may change.
+    changes.blocked = None;
+    changes.email_verified = None;
+    changes.phone_verified = None;
+    changes.labels = None;
+    apply_changes(state, &me.user.project_id, &me.user.id, changes).await
+}

@@ -1,0 +1,350 @@
+//! SQL of users and sessions. Every statement is scoped by project id.
+
+use sqlx::{Any, AnyPool, Executor, FromRow};
+
+use crate::db::Page;
+
+use super::{Session, User};
+
+#[derive(Debug, FromRow)]
+pub struct UserRow {
+    pub project_id: String,
+    pub id: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub password_hash: Option<String>,
+    pub password_history: Option<Vec<u8>>,
+    pub password_updated_at: Option<i64>,
+    pub status: i16,
+    pub email_verified: i16,
+    pub phone_verified: i16,
+    pub labels: String,
+    pub prefs: Option<Vec<u8>>,
+    pub accessed_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl UserRow {
+    pub fn to_user(&self) -> User {
+        User {
+            project_id: self.project_id.clone(),
+            id: self.id.clone(),
+            name: self.name.clone(),
+            email: self.email.clone(),
+            phone: self.phone.clone(),
+            password_hash: self.password_hash.clone(),
+            password_updated_at: self.password_updated_at,
+            blocked: self.status == 0,
+            email_verified: self.email_verified != 0,
+            phone_verified: self.phone_verified != 0,
+            // Both are written only by this module from valid JSON; a hand-edited row
+            // that no longer parses reads as empty rather than failing every request.
+            labels: serde_json::from_str(&self.labels).unwrap_or_default(),
+            prefs: self
+                .prefs
+                .as_deref()
+                .and_then(|bytes| serde_json::from_slice(bytes).ok())
+                .unwrap_or_default(),
+            accessed_at: self.accessed_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+
+    /// Stored hashes of earlier passwords, most recent first.
+    pub fn password_history(&self) -> Vec<String> {
+        self.password_history
+            .as_deref()
+            .and_then(|bytes| serde_json::from_slice(bytes).ok())
+            .unwrap_or_default()
+    }
+}
+
+const USER_COLUMNS: &str = "project_id, id, name, email, phone, password_hash, password_history, \
+     password_updated_at, status, email_verified, phone_verified, labels, prefs, accessed_at, \
+     created_at, updated_at";
+
+fn json_bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec())
+}
+
+pub async fn insert_user<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user: &User,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO users ({USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ))
+    .bind(&user.project_id)
+    .bind(&user.id)
+    .bind(&user.name)
+    .bind(&user.email)
+    .bind(&user.phone)
+    .bind(&user.password_hash)
+    .bind(None::<Vec<u8>>)
+    .bind(user.password_updated_at)
+    .bind(i16::from(!user.blocked))
+    .bind(i16::from(user.email_verified))
+    .bind(i16::from(user.phone_verified))
+    .bind(serde_json::to_string(&user.labels).unwrap_or_else(|_| "[]".into()))
+    .bind(json_bytes(&user.prefs))
+    .bind(user.accessed_at)
+    .bind(user.created_at)
+    .bind(user.updated_at)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+pub async fn find_user(
+    pool: &AnyPool,
+    project_id: &str,
+    id: &str,
+) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE project_id = ? AND id = ?"
+    ))
+    .bind(project_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn find_user_by_email(
+    pool: &AnyPool,
+    project_id: &str,
+    email: &str,
+) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE project_id = ? AND email = ?"
+    ))
+    .bind(project_id)
+    .bind(email)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Users by id, optionally those whose name or email starts with `search`.
+pub async fn list_users(
+    pool: &AnyPool,
+    project_id: &str,
+    search: Option<&str>,
+    page: &Page,
+) -> Result<Vec<UserRow>, sqlx::Error> {
+    let (keyset, binds) = page.keyset_sql("id");
+    let filter = if search.is_some() {
+        " AND (name LIKE ? ESCAPE '!' OR email LIKE ? ESCAPE '!')"
+    } else {
+        ""
+    };
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE project_id = ?{filter}{keyset}");
+    let mut query = sqlx::query_as(&sql).bind(project_id);
+    if let Some(search) = search {
+        let pattern = format!("{}%", like_escape(search));
+        query = query.bind(pattern.clone()).bind(pattern);
+    }
+    binds
+        .iter()
+        .fold(query, |q, b| q.bind(b))
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn count_users(
+    pool: &AnyPool,
+    project_id: &str,
+    search: Option<&str>,
+) -> Result<i64, sqlx::Error> {
+    let filter = if search.is_some() {
+        " AND (name LIKE ? ESCAPE '!' OR email LIKE ? ESCAPE '!')"
+    } else {
+        ""
+    };
+    let sql = format!("SELECT COUNT(*) FROM users WHERE project_id = ?{filter}");
+    let mut query = sqlx::query_scalar(&sql).bind(project_id);
+    if let Some(search) = search {
+        let pattern = format!("{}%", like_escape(search));
+        query = query.bind(pattern.clone()).bind(pattern);
+    }
+    query.fetch_one(pool).await
+}
+
+/// `search` with LIKE's wildcards escaped (escape character `!`).
+fn like_escape(search: &str) -> String {
+    search
+        .replace('!', "!!")
+        .replace('%', "!%")
+        .replace('_', "!_")
+}
+
+/// Writes every mutable field of the user; false when it does not exist.
+pub async fn update_user<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user: &User,
+    password_history: &[String],
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE users SET name = ?, email = ?, phone = ?, password_hash = ?, password_history = ?, \
+         password_updated_at = ?, status = ?, email_verified = ?, phone_verified = ?, labels = ?, \
+         prefs = ?, updated_at = ? WHERE project_id = ? AND id = ?",
+    )
+    .bind(&user.name)
+    .bind(&user.email)
+    .bind(&user.phone)
+    .bind(&user.password_hash)
+    .bind(json_bytes(&password_history))
+    .bind(user.password_updated_at)
+    .bind(i16::from(!user.blocked))
+    .bind(i16::from(user.email_verified))
+    .bind(i16::from(user.phone_verified))
+    .bind(serde_json::to_string(&user.labels).unwrap_or_else(|_| "[]".into()))
+    .bind(json_bytes(&user.prefs))
+    .bind(user.updated_at)
+    .bind(&user.project_id)
+    .bind(&user.id)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
+pub async fn touch_user(
+    pool: &AnyPool,
+    project_id: &str,
+    id: &str,
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET accessed_at = ? WHERE project_id = ? AND id = ?")
+        .bind(at)
+        .bind(project_id)
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+/// Deletes the user and, by cascade, their sessions; false when it did not exist.
+pub async fn delete_user(pool: &AnyPool, project_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query("DELETE FROM users WHERE project_id = ? AND id = ?")
+        .bind(project_id)
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+}
+
+#[derive(Debug, FromRow)]
+pub struct SessionRow {
+    pub project_id: String,
+    pub id: String,
+    pub user_id: String,
+    pub secret_hash: String,
+    pub provider: String,
+    pub ip: String,
+    pub user_agent: String,
+    pub expires_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl SessionRow {
+    pub fn to_session(&self) -> Session {
+        Session {
+            project_id: self.project_id.clone(),
+            id: self.id.clone(),
+            user_id: self.user_id.clone(),
+            provider: self.provider.clone(),
+            ip: self.ip.clone(),
+            user_agent: self.user_agent.clone(),
+            expires_at: self.expires_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+const SESSION_COLUMNS: &str = "project_id, id, user_id, secret_hash, provider, ip, user_agent, expires_at, created_at, updated_at";
+
+pub async fn insert_session<'e>(
+    db: impl Executor<'e, Database = Any>,
+    session: &Session,
+    secret_hash: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ))
+    .bind(&session.project_id)
+    .bind(&session.id)
+    .bind(&session.user_id)
+    .bind(secret_hash)
+    .bind(&session.provider)
+    .bind(&session.ip)
+    .bind(&session.user_agent)
+    .bind(session.expires_at)
+    .bind(session.created_at)
+    .bind(session.updated_at)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+pub async fn find_session(
+    pool: &AnyPool,
+    project_id: &str,
+    id: &str,
+) -> Result<Option<SessionRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE project_id = ? AND id = ?"
+    ))
+    .bind(project_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A user's sessions, newest first.
+pub async fn list_sessions(
+    pool: &AnyPool,
+    project_id: &str,
+    user_id: &str,
+) -> Result<Vec<SessionRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE project_id = ? AND user_id = ? \
+         ORDER BY created_at DESC, id DESC"
+    ))
+    .bind(project_id)
+    .bind(user_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Deletes one session of a user; false when there was none.
+pub async fn delete_session<'e>(
+    db: impl Executor<'e, Database = Any>,
+    project_id: &str,
+    user_id: &str,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query("DELETE FROM sessions WHERE project_id = ? AND user_id = ? AND id = ?")
+        .bind(project_id)
+        .bind(user_id)
+        .bind(id)
+        .execute(db)
+        .await
+        .map(|r| r.rows_affected() == 1)
+}
+
+/// Deletes every session of a user; returns how many there were.
+pub async fn delete_sessions(
+    pool: &AnyPool,
+    project_id: &str,
+    user_id: &str,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query("DELETE FROM sessions WHERE project_id = ? AND user_id = ?")
+        .bind(project_id)
+        .bind(user_id)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
+}

@@ -1,0 +1,466 @@
+//! Accounts, sessions and server-side user management.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Answer, TestApp, spawn_app};
+
+const SIGN_IN: &str = "mutation($email: String!, $password: String!) { createEmailPasswordSession(input: {email: $email, password: $password}) { secret session { id userId provider current } } }";
+
+async fn sign_up(app: &TestApp, email: &str, password: &str) -> Value {
+    app.post(
+        json!({"query": "mutation($email: String!, $password: String!) { createAccount(input: {email: $email, password: $password, name: \"Ann\"}) { id email name anonymous } }",
+               "variables": {"email": email, "password": password}}),
+        &[],
+    )
+    .await
+    .ok()["createAccount"]
+        .clone()
+}
+
+async fn sign_in(app: &TestApp, email: &str, password: &str) -> Answer {
+    app.post(
+        json!({"query": SIGN_IN, "variables": {"email": email, "password": password}}),
+        &[],
+    )
+    .await
+}
+
+async fn session_secret(app: &TestApp, email: &str, password: &str) -> String {
+    sign_in(app, email, password).await.ok()["createEmailPasswordSession"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn as_session(app: &TestApp, secret: &str, query: &str, variables: Value) -> Answer {
+    let bearer = format!("Bearer {secret}");
+    app.post(
+        json!({"query": query, "variables": variables}),
+        &[("authorization", &bearer)],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_user_signs_up_signs_in_and_reads_their_account() {
+    let app = spawn_app().await;
+    let user = sign_up(&app, "Ann@Example.com", "correct horse").await;
+    assert_eq!(
+        user["email"], "ann@example.com",
+        "emails are stored lowercased"
+    );
+    assert_eq!(user["anonymous"], false);
+
+    let signed_in = sign_in(&app, "ann@example.com", "correct horse").await;
+    let payload = signed_in.ok()["createEmailPasswordSession"].clone();
+    assert_eq!(payload["session"]["userId"], user["id"]);
+    assert_eq!(payload["session"]["provider"], "email");
+    let secret = payload["secret"].as_str().unwrap();
+    assert!(secret.starts_with("ns_"));
+
+    let account = as_session(
+        &app,
+        secret,
+        "{ account { id email name } accountSessions { id current } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(account["account"]["id"], user["id"]);
+    assert_eq!(account["accountSessions"][0]["current"], true);
+
+    let guest = app
+        .post(json!({"query": "{ account { id } }"}), &[])
+        .await
+        .ok();
+    assert_eq!(guest["account"], Value::Null);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn browsers_get_an_http_only_cookie_that_works_as_the_session() {
+    let app = spawn_app().await;
+    sign_up(&app, "cookie@example.com", "cookie-password").await;
+    let response = app
+        .client
+        .post(format!("{}/v1/graphql", app.url))
+        .json(&json!({"query": SIGN_IN, "variables": {"email": "cookie@example.com", "password": "cookie-password"}}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(cookie.starts_with("nimbus_session_default=ns_"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap();
+    let account = app
+        .post(
+            json!({"query": "{ account { email } }"}),
+            &[("cookie", pair)],
+        )
+        .await
+        .ok();
+    assert_eq!(account["account"]["email"], "cookie@example.com");
+    // The cookie of one project is not a session in another.
+    app.create_project("other").await;
+    let elsewhere = app
+        .post(
+            json!({"query": "{ account { email } }"}),
+            &[("cookie", pair), ("x-nimbus-project", "other")],
+        )
+        .await
+        .ok();
+    assert_eq!(elsewhere["account"], Value::Null);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_credentials_do_not_tell_which_part_was_wrong() {
+    let app = spawn_app().await;
+    sign_up(&app, "bob@example.com", "bob-password").await;
+    let wrong_password = sign_in(&app, "bob@example.com", "not-bobs").await;
+    let unknown_email = sign_in(&app, "nobody@example.com", "bob-password").await;
+    assert_eq!(wrong_password.code(), "INVALID_CREDENTIALS");
+    assert_eq!(unknown_email.code(), "INVALID_CREDENTIALS");
+    assert_eq!(
+        wrong_password.body["errors"][0]["message"],
+        unknown_email.body["errors"][0]["message"]
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_sign_up_input_is_refused_with_codes_and_nothing_is_written() {
+    let app = spawn_app().await;
+    let attempt = |email: &'static str, password: String, name: String| {
+        app.post(
+            json!({"query": "mutation($e: String!, $p: String!, $n: String) { createAccount(input: {email: $e, password: $p, name: $n}) { id } }",
+                   "variables": {"e": email, "p": password, "n": name}}),
+            &[],
+        )
+    };
+    assert_eq!(
+        attempt("not-an-email", "long enough".into(), "A".into())
+            .await
+            .code(),
+        "INVALID_EMAIL"
+    );
+    assert_eq!(
+        attempt("a@b.co", "short".into(), "A".into()).await.code(),
+        "PASSWORD_TOO_SHORT"
+    );
+    assert_eq!(
+        attempt("a@b.co", "x".repeat(300), "A".into()).await.code(),
+        "PASSWORD_TOO_LONG"
+    );
+    assert_eq!(
+        attempt("a@b.co", "long enough".into(), "n".repeat(129))
+            .await
+            .code(),
+        "BAD_USER_INPUT"
+    );
+    assert_eq!(
+        attempt("a@b.co", "long enough".into(), "nul\0name".into())
+            .await
+            .code(),
+        "BAD_USER_INPUT"
+    );
+    attempt("a@b.co", "long enough".into(), "A".into())
+        .await
+        .ok();
+    assert_eq!(
+        attempt("A@B.CO", "long enough".into(), "A".into())
+            .await
+            .code(),
+        "USER_ALREADY_EXISTS"
+    );
+    let listed = app.create_key("default", &["users.read"]).await;
+    let count = app
+        .as_key(&listed, "default", "{ users { totalCount } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(
+        count["users"]["totalCount"], 1,
+        "only the valid sign-up was stored"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_deleted_session_stops_working_at_once() {
+    let app = spawn_app().await;
+    sign_up(&app, "carol@example.com", "carol-password").await;
+    let first = session_secret(&app, "carol@example.com", "carol-password").await;
+    let second = session_secret(&app, "carol@example.com", "carol-password").await;
+    // Warm the session cache, so the test proves eviction rather than a cold lookup.
+    as_session(&app, &first, "{ account { id } }", json!({}))
+        .await
+        .ok();
+    as_session(
+        &app,
+        &first,
+        "mutation { deleteSession(input: {id: \"current\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let gone = as_session(&app, &first, "{ account { id } }", json!({})).await;
+    assert_eq!(gone.status, 401);
+    assert_eq!(gone.code(), "INVALID_SESSION");
+    as_session(&app, &second, "{ account { id } }", json!({}))
+        .await
+        .ok();
+    let all = as_session(
+        &app,
+        &second,
+        "mutation { deleteSessions { deletedCount } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(all["deleteSessions"]["deletedCount"], 1);
+    assert_eq!(
+        as_session(&app, &second, "{ account { id } }", json!({}))
+            .await
+            .code(),
+        "INVALID_SESSION"
+    );
+    assert_eq!(
+        as_session(&app, "ns_forged_secret", "{ account { id } }", json!({}))
+            .await
+            .code(),
+        "INVALID_SESSION"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn anonymous_users_become_full_accounts() {
+    let app = spawn_app().await;
+    let anonymous = app
+        .post(
+            json!({"query": "mutation { createAnonymousSession { secret session { provider } } }"}),
+            &[],
+        )
+        .await
+        .ok();
+    assert_eq!(
+        anonymous["createAnonymousSession"]["session"]["provider"],
+        "anonymous"
+    );
+    let secret = anonymous["createAnonymousSession"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let account = as_session(&app, &secret, "{ account { anonymous email } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(
+        account["account"],
+        json!({"anonymous": true, "email": null})
+    );
+    let upgraded = as_session(
+        &app,
+        &secret,
+        "mutation { updateEmail(input: {email: \"dan@example.com\", password: \"dan-password\"}) { anonymous email } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        upgraded["updateEmail"],
+        json!({"anonymous": false, "email": "dan@example.com"})
+    );
+    session_secret(&app, "dan@example.com", "dan-password").await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn password_changes_need_the_old_password_and_replace_it() {
+    let app = spawn_app().await;
+    sign_up(&app, "erin@example.com", "first-password").await;
+    let secret = session_secret(&app, "erin@example.com", "first-password").await;
+    let wrong = as_session(&app, &secret, "mutation { updatePassword(input: {password: \"second-password\", oldPassword: \"nope-nope\"}) { id } }", json!({})).await;
+    assert_eq!(wrong.code(), "INVALID_CREDENTIALS");
+    let missing = as_session(
+        &app,
+        &secret,
+        "mutation { updatePassword(input: {password: \"second-password\"}) { id } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(missing.code(), "BAD_USER_INPUT");
+    as_session(&app, &secret, "mutation { updatePassword(input: {password: \"second-password\", oldPassword: \"first-password\"}) { passwordUpdatedAt } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(
+        sign_in(&app, "erin@example.com", "first-password")
+            .await
+            .code(),
+        "INVALID_CREDENTIALS"
+    );
+    session_secret(&app, "erin@example.com", "second-password").await;
+
+    let prefs = as_session(
+        &app,
+        &secret,
+        "mutation($p: JSON!) { updatePrefs(input: {prefs: $p}) { prefs } }",
+        json!({"p": {"theme": "dark"}}),
+    )
+    .await
+    .ok();
+    assert_eq!(prefs["updatePrefs"]["prefs"], json!({"theme": "dark"}));
+    let huge = json!({"blob": "x".repeat(70 * 1024)});
+    let refused = as_session(
+        &app,
+        &secret,
+        "mutation($p: JSON!) { updatePrefs(input: {prefs: $p}) { id } }",
+        json!({"p": huge}),
+    )
+    .await;
+    assert_eq!(refused.code(), "PREFS_TOO_LARGE");
+    let renamed = as_session(
+        &app,
+        &secret,
+        "mutation { updateName(input: {name: \"Erin E.\"}) { name } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(renamed["updateName"]["name"], "Erin E.");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn servers_manage_users_and_a_block_ends_sessions_at_once() {
+    let app = spawn_app().await;
+    let key = app
+        .create_key("default", &["users.read", "users.write"])
+        .await;
+    let created = app
+        .as_key(&key, "default", "mutation { createUser(input: {id: \"frank\", email: \"frank@example.com\", password: \"frank-password\", name: \"Frank\"}) { id email } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(created["createUser"]["id"], "frank");
+    app.as_key(
+        &key,
+        "default",
+        "mutation { createUser(input: {email: \"grace@example.com\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let found = app
+        .as_key(
+            &key,
+            "default",
+            "{ users(search: \"fra\") { totalCount nodes { id name } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(found["users"]["totalCount"], 1);
+    assert_eq!(found["users"]["nodes"][0]["name"], "Frank");
+    let wildcard = app
+        .as_key(
+            &key,
+            "default",
+            "{ users(search: \"%\") { totalCount } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        wildcard["users"]["totalCount"], 0,
+        "LIKE wildcards in a search are literal"
+    );
+
+    let secret = session_secret(&app, "frank@example.com", "frank-password").await;
+    as_session(&app, &secret, "{ account { id } }", json!({}))
+        .await
+        .ok();
+    let sessions = app
+        .as_key(
+            &key,
+            "default",
+            "{ userSessions(userId: \"frank\") { id provider } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(sessions["userSessions"].as_array().unwrap().len(), 1);
+
+    let blocked = app
+        .as_key(&key, "default", "mutation { updateUser(input: {id: \"frank\", blocked: true, labels: [\"vip\"]}) { blocked labels } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(
+        blocked["updateUser"],
+        json!({"blocked": true, "labels": ["vip"]})
+    );
+    let refused = as_session(&app, &secret, "{ account { id } }", json!({})).await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.code(), "USER_BLOCKED");
+    assert_eq!(
+        sign_in(&app, "frank@example.com", "frank-password")
+            .await
+            .code(),
+        "USER_BLOCKED"
+    );
+
+    app.as_key(
+        &key,
+        "default",
+        "mutation { updateUser(input: {id: \"frank\", blocked: false}) { blocked } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    as_session(&app, &secret, "{ account { id } }", json!({}))
+        .await
+        .ok();
+    app.as_key(
+        &key,
+        "default",
+        "mutation { deleteUser(input: {id: \"frank\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        as_session(&app, &secret, "{ account { id } }", json!({}))
+            .await
+            .code(),
+        "INVALID_SESSION"
+    );
+    let missing = app
+        .as_key(&key, "default", "{ user(id: \"frank\") { id } }", json!({}))
+        .await;
+    assert_eq!(missing.code(), "USER_NOT_FOUND");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn signed_in_users_cannot_reach_server_operations() {
+    let app = spawn_app().await;
+    sign_up(&app, "henry@example.com", "henry-password").await;
+    let secret = session_secret(&app, "henry@example.com", "henry-password").await;
+    let users = as_session(&app, &secret, "{ users { totalCount } }", json!({})).await;
+    assert_eq!(users.code(), "PERMISSION_DENIED");
+    let reader = app.create_key("default", &["users.read"]).await;
+    let write = app
+        .as_key(
+            &reader,
+            "default",
+            "mutation { deleteUser(input: {id: \"x\"}) { deletedId } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(write.code(), "SCOPE_MISSING");
+    app.shutdown().await;
+}
