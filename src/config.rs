@@ -38,6 +38,11 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
 
+    /// Abuse limits on sign-up, sign-in and password changes (e.g. 10 sign-ins per
+    /// email and IP per hour), shared by replicas through Redis. `false` turns them off.
+    #[arg(long, env = "NIMBUS_RATE_LIMITS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rate_limits: bool,
+
     /// Mark session cookies `Secure` (sent over HTTPS only): turn on behind TLS.
     #[arg(long, env = "NIMBUS_COOKIE_SECURE", default_value_t = false, action = clap::ArgAction::Set)]
     pub cookie_secure: bool,

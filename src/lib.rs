@@ -47,6 +47,7 @@ pub struct AppInner {
     pub files: FileStore,
     pub schemas: ProjectSchemas,
     pub sessions: auth::session_cache::SessionCache,
+    pub rate_limiter: auth::rate_limit::RateLimiter,
     /// The server secret, for signing and encryption.
     pub secret: String,
 }
@@ -74,6 +75,11 @@ impl AppState {
         };
         let files = FileStore::local(config.data_dir.join("files"))?;
         let secret = load_or_create_secret(&config)?;
+        let rate_limiter = auth::rate_limit::RateLimiter::new(
+            config.rate_limits,
+            &config.redis_prefix,
+            bus.redis_connection(),
+        );
         let state = AppState(Arc::new(AppInner {
             config,
             db,
@@ -81,6 +87,7 @@ impl AppState {
             files,
             schemas: ProjectSchemas::default(),
             sessions: Default::default(),
+            rate_limiter,
             secret,
         }));
         services::projects::service::ensure_default_project(&state)

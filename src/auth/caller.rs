@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::auth::permissions::RoleSet;
+use crate::auth::permissions::{RoleSet, TeamMembership};
 use crate::auth::scopes::ADMIN;
 use crate::auth::session_cache::ResolvedSession;
 use crate::bus::Event;
@@ -113,7 +113,16 @@ impl Caller {
             Credential::Key(_) => RoleSet::from_iter([]),
             Credential::Session(session) => {
                 let user = &session.user;
-                RoleSet::for_user(&user.id, user.verified(), &[], &user.labels)
+                let memberships: Vec<TeamMembership<'_>> = session
+                    .memberships
+                    .iter()
+                    .map(|m| TeamMembership {
+                        team_id: &m.team_id,
+                        membership_id: &m.id,
+                        roles: &m.roles,
+                    })
+                    .collect();
+                RoleSet::for_user(&user.id, user.verified(), &memberships, &user.labels)
             }
         }
     }

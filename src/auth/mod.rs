@@ -6,6 +6,7 @@
 pub mod caller;
 pub mod passwords;
 pub mod permissions;
+pub mod rate_limit;
 pub mod scopes;
 pub mod secrets;
 pub mod session_cache;

@@ -7,17 +7,20 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::services::teams::Membership;
 use crate::services::users::{Session, User};
 
 const TTL: Duration = Duration::from_secs(60);
 /// Past this many entries the cache is cleared: a bound on memory, not a policy.
 const MAX_ENTRIES: usize = 100_000;
 
-/// A session with its user, as of when it was loaded.
+/// A session with its user and the user's confirmed memberships (their team roles),
+/// as of when it was loaded.
 #[derive(Debug)]
 pub struct ResolvedSession {
     pub session: Session,
     pub user: User,
+    pub memberships: Vec<Membership>,
 }
 
 #[derive(Default)]

@@ -132,6 +132,11 @@ impl Bus {
         }
     }
 
+    /// The Redis command connection, when the bus runs on Redis.
+    pub fn redis_connection(&self) -> Option<redis::aio::ConnectionManager> {
+        self.redis.as_ref().map(|redis| redis.connection())
+    }
+
     /// Stops background tasks (the Redis listener) of this bus.
     pub fn shutdown(&self) {
         if let Some(redis) = &self.redis {

@@ -99,6 +99,12 @@ impl RedisBus {
         Ok(())
     }
 
+    /// A handle on the self-healing command connection, for other Redis users
+    /// (rate limits).
+    pub(super) fn connection(&self) -> ConnectionManager {
+        self.publisher.clone()
+    }
+
     pub(super) fn shutdown(&self) {
         self.listener.abort();
     }

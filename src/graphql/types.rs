@@ -3,7 +3,8 @@
 //! cursors, and access to the request's state from a resolver.
 
 use async_graphql::dynamic::{
-    Field, FieldFuture, FieldValue, InputValue, Object, ResolverContext, Scalar, Type, TypeRef,
+    Field, FieldFuture, FieldValue, InputObject, InputValue, Object, ResolverContext, Scalar, Type,
+    TypeRef,
 };
 use async_graphql::{Name, Value};
 use base64::Engine as _;
@@ -110,6 +111,20 @@ pub fn input<T: serde::de::DeserializeOwned>(ctx: &ResolverContext<'_>) -> AppRe
         .into_json()
         .map_err(|e| AppError::invalid("input", e.to_string()))?;
     serde_json::from_value(json).map_err(|e| AppError::invalid("input", e.to_string()))
+}
+
+/// An input object from `(field, type, description)` triples.
+pub fn input_object(
+    name: &str,
+    description: &str,
+    fields: &[(&str, TypeRef, &str)],
+) -> InputObject {
+    fields.iter().fold(
+        InputObject::new(name).description(description),
+        |object, (field, ty, about)| {
+            object.field(InputValue::new(*field, ty.clone()).description(*about))
+        },
+    )
 }
 
 /// The object types behind a Relay connection of `node` (`{node}Connection` and

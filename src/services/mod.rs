@@ -5,6 +5,7 @@ pub mod account;
 pub mod keys;
 pub mod projects;
 pub mod realtime;
+pub mod teams;
 pub mod users;
 
 use crate::graphql::SchemaParts;
@@ -16,5 +17,6 @@ pub fn register_all(parts: &mut SchemaParts, project: &Project) {
     keys::register(parts, project);
     users::register(parts, project);
     account::register(parts, project);
+    teams::register(parts, project);
     realtime::register(parts, project);
 }

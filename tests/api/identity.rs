@@ -464,3 +464,27 @@ async fn signed_in_users_cannot_reach_server_operations() {
     assert_eq!(write.code(), "SCOPE_MISSING");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn repeated_sign_in_attempts_are_rate_limited() {
+    let app = spawn_app().await;
+    sign_up(&app, "ivan@example.com", "ivan-password").await;
+    for _ in 0..10 {
+        assert_eq!(
+            sign_in(&app, "ivan@example.com", "wrong-password")
+                .await
+                .code(),
+            "INVALID_CREDENTIALS"
+        );
+    }
+    let limited = sign_in(&app, "ivan@example.com", "ivan-password").await;
+    assert_eq!(limited.code(), "RATE_LIMITED");
+    let retry_after = limited.body["errors"][0]["extensions"]["retryAfter"]
+        .as_u64()
+        .unwrap();
+    assert!((3000..=3600).contains(&retry_after), "{retry_after}");
+    // Another email from the same client is not affected.
+    sign_up(&app, "judy@example.com", "judy-password").await;
+    session_secret(&app, "judy@example.com", "judy-password").await;
+    app.shutdown().await;
+}

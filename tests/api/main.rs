@@ -11,4 +11,5 @@ mod observability;
 mod projects;
 mod realtime;
 mod schema;
+mod teams;
 mod transport;

@@ -5,12 +5,12 @@
 
 use async_graphql::Value;
 use async_graphql::dynamic::{
-    Field, FieldFuture, FieldValue, InputObject, InputValue, Object, ResolverContext, TypeRef,
+    Field, FieldFuture, FieldValue, InputValue, Object, ResolverContext, TypeRef,
 };
 use serde::Deserialize;
 
 use crate::graphql::SchemaParts;
-use crate::graphql::types::{JSON, app, caller, input, object, prop};
+use crate::graphql::types::{JSON, app, caller, input, input_object, object, prop};
 use crate::http::identity::session_cookie_name;
 use crate::services::users::Session;
 use crate::services::users::schema::{session_value, user_value};
@@ -95,15 +95,6 @@ fn signed_in(
         ("session", session_value(session, Some(&session.id))),
         ("secret", Value::from(secret)),
     ]))))
-}
-
-fn input_object(name: &str, description: &str, fields: &[(&str, TypeRef, &str)]) -> InputObject {
-    fields.iter().fold(
-        InputObject::new(name).description(description),
-        |object, (field, ty, about)| {
-            object.field(InputValue::new(*field, ty.clone()).description(*about))
-        },
-    )
 }
 
 /// Reads a self-update's input: the changes, and the current password confirming them.
@@ -272,6 +263,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                     &input.email,
                     input.password,
                     input.name,
+                    &client(&ctx),
                 )
                 .await?;
                 Ok(Some(FieldValue::value(user_value(&user))))

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::AppState;
 use crate::auth::ScopeGrant;
 use crate::auth::passwords::{self, StoredHash};
+use crate::auth::rate_limit::Limit;
 use crate::auth::secrets::{self, SecretKind};
 use crate::auth::session_cache::ResolvedSession;
 use crate::bus::BusMessage;
@@ -21,6 +22,11 @@ const MAX_EMAIL: usize = 320;
 const MIN_PASSWORD: usize = 8;
 const MAX_PREFS_BYTES: usize = 64 * 1024;
 const MAX_LABELS: usize = 100;
+/// Abuse limits, as Appwrite sets them.
+const SIGN_IN_LIMIT: Limit = Limit::per_hour(10);
+const SIGN_UP_LIMIT: Limit = Limit::per_hour(10);
+const ANONYMOUS_LIMIT: Limit = Limit::per_hour(50);
+const PASSWORD_CHANGE_LIMIT: Limit = Limit::per_hour(10);
 /// How long a session lasts (Appwrite's default: one year).
 const SESSION_LIFETIME_MS: i64 = 365 * 24 * 3600 * 1000;
 
@@ -171,7 +177,7 @@ async fn verify(password: String, stored: String) -> AppResult<bool> {
 }
 
 /// Tells every replica to forget what it cached about this user.
-async fn announce_user_change(state: &AppState, project_id: &str, user_id: &str) {
+pub(crate) async fn announce_user_change(state: &AppState, project_id: &str, user_id: &str) {
     state.sessions.evict_user(project_id, user_id);
     let _ = state
         .bus
@@ -438,7 +444,12 @@ pub async fn sign_up(
     email: &str,
     password: String,
     name: Option<String>,
+    client: &ClientInfo,
 ) -> AppResult<User> {
+    state
+        .rate_limiter
+        .hit(&format!("signup:{project_id}:{}", client.ip), SIGN_UP_LIMIT)
+        .await?;
     insert_new_user(
         state,
         project_id,
@@ -464,6 +475,13 @@ pub async fn sign_in_with_password(
 ) -> AppResult<(Session, String)> {
     let invalid = || AppError::InvalidCredentials;
     let email = normalize_email("email", email)?;
+    state
+        .rate_limiter
+        .hit(
+            &format!("signin:{project_id}:{email}:{}", client.ip),
+            SIGN_IN_LIMIT,
+        )
+        .await?;
     if password.len() > passwords::MAX_PASSWORD_BYTES {
         return Err(invalid());
     }
@@ -498,6 +516,8 @@ pub async fn sign_in_anonymously(
     project_id: &str,
     client: ClientInfo,
 ) -> AppResult<(Session, String)> {
+    let key = format!("anonymous:{project_id}:{}", client.ip);
+    state.rate_limiter.hit(&key, ANONYMOUS_LIMIT).await?;
     let user = insert_new_user(state, project_id, NewUser::default()).await?;
     create_session(state, &user, "anonymous", client).await
 }
@@ -551,9 +571,19 @@ pub async fn resolve_session(
                 .await?
                 .ok_or(AppError::InvalidSession)?
                 .to_user();
+            let memberships = crate::services::teams::store::confirmed_memberships_of_user(
+                state.db.pool(),
+                project_id,
+                &user.id,
+            )
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect();
             let resolved = Arc::new(ResolvedSession {
                 session: row.to_session(),
                 user,
+                memberships,
             });
             state.sessions.insert(digest, resolved.clone());
             resolved
@@ -619,6 +649,8 @@ pub async fn update_own(
     let sensitive =
         changes.email.is_some() || changes.phone.is_some() || changes.password.is_some();
     if sensitive {
+        let key = format!("credentials:{}:{}", me.user.project_id, me.user.id);
+        state.rate_limiter.hit(&key, PASSWORD_CHANGE_LIMIT).await?;
         let user = own_user(state, me).await?;
         match user.password_hash {
             Some(stored) => {

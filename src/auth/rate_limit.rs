@@ -1,0 +1,150 @@
+//! Abuse limits: at most `limit` attempts per key (route plus email, IP or user) in a
+//! fixed window. Counted in Redis when the server has one, so every replica shares
+//! the count; in memory otherwise. If Redis cannot be reached the attempt is allowed
+//! (and logged): a broken cache must not lock every user out.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+
+use crate::error::{AppError, AppResult};
+
+/// One limit: how many attempts in how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Limit {
+    pub attempts: u32,
+    pub window: Duration,
+}
+
+impl Limit {
+    pub const fn per_hour(attempts: u32) -> Self {
+        Limit {
+            attempts,
+            window: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Past this many tracked keys, expired windows are swept from memory.
+const SWEEP_AT: usize = 50_000;
+const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub struct RateLimiter {
+    enabled: bool,
+    prefix: String,
+    redis: Option<ConnectionManager>,
+    local: Mutex<HashMap<String, (Instant, u32)>>,
+}
+
+impl RateLimiter {
+    /// Counts in Redis when a connection is given, else in memory; `enabled: false`
+    /// turns every limit off.
+    pub fn new(enabled: bool, prefix: &str, redis: Option<ConnectionManager>) -> Self {
+        RateLimiter {
+            enabled,
+            prefix: format!("{prefix}:abuse:"),
+            redis,
+            local: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one attempt on `key`; `RATE_LIMITED` with the seconds until the window
+    /// ends when the limit is passed.
+    pub async fn hit(&self, key: &str, limit: Limit) -> AppResult<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let (count, retry_after) = match &self.redis {
+            Some(redis) => match self.hit_redis(redis.clone(), key, limit).await {
+                Ok(counted) => counted,
+                Err(err) => {
+                    tracing::warn!(error = %err, "rate limit not counted: Redis unavailable");
+                    return Ok(());
+                }
+            },
+            None => self.hit_local(key, limit),
+        };
+        if count > limit.attempts {
+            return Err(AppError::RateLimited {
+                retry_after: retry_after.max(1),
+            });
+        }
+        Ok(())
+    }
+
+    async fn hit_redis(
+        &self,
+        mut redis: ConnectionManager,
+        key: &str,
+        limit: Limit,
+    ) -> anyhow::Result<(u32, u64)> {
+        let key = format!("{}{key}", self.prefix);
+        let seconds = limit.window.as_secs().max(1);
+        // The window starts with the first attempt: SET NX gives the key its expiry once.
+        let (count, ttl): (u32, i64) = tokio::time::timeout(
+            REDIS_TIMEOUT,
+            redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(&key)
+                .arg(0)
+                .arg("EX")
+                .arg(seconds)
+                .arg("NX")
+                .ignore()
+                .cmd("INCR")
+                .arg(&key)
+                .cmd("TTL")
+                .arg(&key)
+                .query_async(&mut redis),
+        )
+        .await??;
+        Ok((count, u64::try_from(ttl).unwrap_or(seconds)))
+    }
+
+    fn hit_local(&self, key: &str, limit: Limit) -> (u32, u64) {
+        let Ok(mut windows) = self.local.lock() else {
+            return (0, 0);
+        };
+        let now = Instant::now();
+        if windows.len() >= SWEEP_AT {
+            windows.retain(|_, (started, _)| now.duration_since(*started) < limit.window);
+        }
+        let entry = windows.entry(key.to_string()).or_insert((now, 0));
+        if now.duration_since(entry.0) >= limit.window {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+        let left = limit.window.saturating_sub(now.duration_since(entry.0));
+        (entry.1, left.as_secs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_attempt_after_the_limit_is_refused_with_a_retry_time() {
+        let limiter = RateLimiter::new(true, "t", None);
+        let limit = Limit::per_hour(3);
+        for _ in 0..3 {
+            limiter.hit("k", limit).await.unwrap();
+        }
+        match limiter.hit("k", limit).await {
+            Err(AppError::RateLimited { retry_after }) => assert!(retry_after > 3500),
+            other => panic!("expected RATE_LIMITED, got {other:?}"),
+        }
+        limiter.hit("other key", limit).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_disabled_limiter_never_refuses() {
+        let limiter = RateLimiter::new(false, "t", None);
+        for _ in 0..100 {
+            limiter.hit("k", Limit::per_hour(1)).await.unwrap();
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Teams and memberships. A confirmed membership gives its user the roles
+//! `team:T`, `team:T/ROLE` per role and `member:M`; members with the `owner` role
+//! manage the team. Servers (keys with `teams.*` scopes) manage every team.
+
+pub mod schema;
+pub mod service;
+pub mod store;
+
+pub use schema::register;
+
+/// The team role that may rename and delete a team and manage its memberships.
+pub const OWNER: &str = "owner";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Team {
+    pub project_id: String,
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub project_id: String,
+    pub id: String,
+    pub team_id: String,
+    pub user_id: String,
+    pub roles: Vec<String>,
+    pub confirmed: bool,
+    pub joined_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}

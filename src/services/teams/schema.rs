@@ -1,0 +1,397 @@
+//! GraphQL of teams: `team`, `teams`, `memberships`, `createTeam`, `updateTeamName`,
+//! `deleteTeam`, `createMembership`, `updateMembership`, `updateMembershipStatus`,
+//! `deleteMembership`.
+
+use async_graphql::Value;
+use async_graphql::dynamic::{Field, FieldFuture, FieldValue, InputValue, Object, TypeRef};
+use serde::Deserialize;
+
+use crate::graphql::SchemaParts;
+use crate::graphql::types::{
+    DATETIME, app, caller, connection, connection_types, datetime, input, input_object, object,
+    opt_string, page_request, prop, wants_total_count, with_connection_args,
+};
+
+use super::service;
+use super::{Membership, Team};
+
+pub fn team_value(team: &Team) -> Value {
+    object([
+        ("id", Value::from(team.id.as_str())),
+        ("name", Value::from(team.name.as_str())),
+        ("createdAt", datetime(team.created_at)),
+        ("updatedAt", datetime(team.updated_at)),
+    ])
+}
+
+pub fn membership_value(membership: &Membership) -> Value {
+    object([
+        ("id", Value::from(membership.id.as_str())),
+        ("teamId", Value::from(membership.team_id.as_str())),
+        ("userId", Value::from(membership.user_id.as_str())),
+        (
+            "roles",
+            Value::List(
+                membership
+                    .roles
+                    .iter()
+                    .map(|r| Value::from(r.as_str()))
+                    .collect(),
+            ),
+        ),
+        ("confirmed", Value::from(membership.confirmed)),
+        (
+            "joinedAt",
+            membership.joined_at.map_or(Value::Null, datetime),
+        ),
+        ("createdAt", datetime(membership.created_at)),
+        ("updatedAt", datetime(membership.updated_at)),
+    ])
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateTeamInput {
+    id: Option<String>,
+    name: String,
+    roles: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpdateTeamNameInput {
+    id: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct IdInput {
+    id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateMembershipInput {
+    team_id: String,
+    user_id: String,
+    roles: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MembershipRolesInput {
+    team_id: String,
+    membership_id: String,
+    roles: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MembershipRefInput {
+    team_id: String,
+    membership_id: String,
+}
+
+pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
+    let id = || TypeRef::named_nn(TypeRef::ID);
+    let roles = || TypeRef::named_nn_list_nn(TypeRef::STRING);
+    parts.add_type(
+        Object::new("Team")
+            .description(
+                "A group of users; its members hold the roles `team:ID` and `team:ID/ROLE`.",
+            )
+            .field(prop(
+                "id",
+                TypeRef::named_nn(TypeRef::ID),
+                "Unique id within the project.",
+            ))
+            .field(prop(
+                "name",
+                TypeRef::named_nn(TypeRef::STRING),
+                "Display name.",
+            ))
+            .field(prop(
+                "createdAt",
+                TypeRef::named_nn(DATETIME),
+                "When the team was created.",
+            ))
+            .field(prop(
+                "updatedAt",
+                TypeRef::named_nn(DATETIME),
+                "When the team last changed.",
+            )),
+    );
+    parts.add_types(connection_types("Team", "teams"));
+    parts.add_type(
+        Object::new("Membership")
+            .description("A user's place in a team. Until `confirmed`, it is an invitation and grants no roles.")
+            .field(prop("id", TypeRef::named_nn(TypeRef::ID), "Unique id; gives its user the role `member:ID`."))
+            .field(prop("teamId", TypeRef::named_nn(TypeRef::ID), "The team."))
+            .field(prop("userId", TypeRef::named_nn(TypeRef::ID), "The member."))
+            .field(prop("roles", TypeRef::named_nn_list_nn(TypeRef::STRING), "The member's roles in the team; `owner` manages it."))
+            .field(prop("confirmed", TypeRef::named_nn(TypeRef::BOOLEAN), "Whether the user accepted (or a server added them)."))
+            .field(prop("joinedAt", TypeRef::named(DATETIME), "When the membership was confirmed."))
+            .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When the membership was created."))
+            .field(prop("updatedAt", TypeRef::named_nn(DATETIME), "When the membership last changed.")),
+    );
+    parts.add_type(
+        Object::new("DeleteTeamPayload")
+            .description("The result of `deleteTeam`.")
+            .field(prop(
+                "deletedId",
+                TypeRef::named_nn(TypeRef::ID),
+                "Id of the deleted team.",
+            )),
+    );
+    parts.add_type(
+        Object::new("DeleteMembershipPayload")
+            .description("The result of `deleteMembership`.")
+            .field(prop(
+                "deletedId",
+                TypeRef::named_nn(TypeRef::ID),
+                "Id of the deleted membership.",
+            )),
+    );
+    parts.add_type(input_object(
+        "CreateTeamInput",
+        "A new team.",
+        &[
+            (
+                "id",
+                TypeRef::named(TypeRef::ID),
+                "Id to give the team; omitted or `unique()` generates one.",
+            ),
+            (
+                "name",
+                TypeRef::named_nn(TypeRef::STRING),
+                "Display name, 1-128 characters.",
+            ),
+            (
+                "roles",
+                TypeRef::named_nn_list(TypeRef::STRING),
+                "The signed-in creator's roles in the team; default `[\"owner\"]`.",
+            ),
+        ],
+    ));
+    parts.add_type(input_object(
+        "UpdateTeamNameInput",
+        "A team's new name.",
+        &[
+            ("id", id(), "The team."),
+            (
+                "name",
+                TypeRef::named_nn(TypeRef::STRING),
+                "Display name, 1-128 characters.",
+            ),
+        ],
+    ));
+    parts.add_type(input_object(
+        "DeleteTeamInput",
+        "The team to delete, with its memberships.",
+        &[("id", id(), "The team.")],
+    ));
+    parts.add_type(input_object(
+        "CreateMembershipInput",
+        "A user to add to a team.",
+        &[
+            ("teamId", id(), "The team."),
+            ("userId", id(), "The user."),
+            ("roles", roles(), "The user's roles in the team."),
+        ],
+    ));
+    parts.add_type(input_object(
+        "UpdateMembershipInput",
+        "A member's new roles.",
+        &[
+            ("teamId", id(), "The team."),
+            ("membershipId", id(), "The membership."),
+            ("roles", roles(), "The new roles."),
+        ],
+    ));
+    parts.add_type(input_object(
+        "UpdateMembershipStatusInput",
+        "An invitation to accept.",
+        &[
+            ("teamId", id(), "The team."),
+            ("membershipId", id(), "The membership (invitation)."),
+        ],
+    ));
+    parts.add_type(input_object(
+        "DeleteMembershipInput",
+        "A membership to remove.",
+        &[
+            ("teamId", id(), "The team."),
+            ("membershipId", id(), "The membership."),
+        ],
+    ));
+
+    parts.query(
+        Field::new("team", TypeRef::named_nn("Team"), |ctx| {
+            FieldFuture::new(async move {
+                let id = opt_string(&ctx, "id")?.unwrap_or_default();
+                let team = service::get_team(app(&ctx)?, caller(&ctx)?, &id).await?;
+                Ok(Some(FieldValue::value(team_value(&team))))
+            })
+        })
+        .description(
+            "A team: any for a server (scope `teams.read`); for a user, one they belong to.",
+        )
+        .argument(InputValue::new("id", id()).description("The team.")),
+    );
+    parts.query(
+        with_connection_args(Field::new("teams", TypeRef::named_nn("TeamConnection"), |ctx| {
+            FieldFuture::new(async move {
+                let page = page_request(&ctx)?;
+                let (teams, total) = service::list_teams(app(&ctx)?, caller(&ctx)?, &page, wants_total_count(&ctx)).await?;
+                Ok(Some(FieldValue::value(connection(&page, teams, total, |t| &t.id, team_value))))
+            })
+        }))
+        .description("Teams by id: every team for a server (scope `teams.read`); for a user, the teams they belong to."),
+    );
+    parts.query(
+        Field::new(
+            "memberships",
+            TypeRef::named_nn_list_nn("Membership"),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let team_id = opt_string(&ctx, "teamId")?.unwrap_or_default();
+                    let memberships =
+                        service::list_memberships(app(&ctx)?, caller(&ctx)?, &team_id).await?;
+                    Ok(Some(FieldValue::list(
+                        memberships
+                            .iter()
+                            .map(|m| FieldValue::value(membership_value(m))),
+                    )))
+                })
+            },
+        )
+        .description(
+            "A team's memberships, oldest first (a server with `teams.read`, or a member).",
+        )
+        .argument(InputValue::new("teamId", id()).description("The team.")),
+    );
+    parts.mutation(
+        Field::new("createTeam", TypeRef::named_nn("Team"), |ctx| {
+            FieldFuture::new(async move {
+                let input: CreateTeamInput = input(&ctx)?;
+                let team = service::create_team(app(&ctx)?, caller(&ctx)?, input.id, input.name, input.roles).await?;
+                Ok(Some(FieldValue::value(team_value(&team))))
+            })
+        })
+        .description("Creates a team; a signed-in creator becomes its member (default role `owner`). Servers need `teams.write`.")
+        .argument(InputValue::new("input", TypeRef::named_nn("CreateTeamInput"))),
+    );
+    parts.mutation(
+        Field::new("updateTeamName", TypeRef::named_nn("Team"), |ctx| {
+            FieldFuture::new(async move {
+                let input: UpdateTeamNameInput = input(&ctx)?;
+                let team =
+                    service::rename_team(app(&ctx)?, caller(&ctx)?, &input.id, input.name).await?;
+                Ok(Some(FieldValue::value(team_value(&team))))
+            })
+        })
+        .description("Renames a team (a server with `teams.write`, or an owner).")
+        .argument(InputValue::new(
+            "input",
+            TypeRef::named_nn("UpdateTeamNameInput"),
+        )),
+    );
+    parts.mutation(
+        Field::new("deleteTeam", TypeRef::named_nn("DeleteTeamPayload"), |ctx| {
+            FieldFuture::new(async move {
+                let input: IdInput = input(&ctx)?;
+                service::delete_team(app(&ctx)?, caller(&ctx)?, &input.id).await?;
+                Ok(Some(FieldValue::value(object([("deletedId", Value::from(input.id))]))))
+            })
+        })
+        .description("Deletes a team and its memberships; members lose its roles at once (a server with `teams.write`, or an owner).")
+        .argument(InputValue::new("input", TypeRef::named_nn("DeleteTeamInput"))),
+    );
+    parts.mutation(
+        Field::new("createMembership", TypeRef::named_nn("Membership"), |ctx| {
+            FieldFuture::new(async move {
+                let input: CreateMembershipInput = input(&ctx)?;
+                let membership =
+                    service::create_membership(app(&ctx)?, caller(&ctx)?, &input.team_id, &input.user_id, input.roles).await?;
+                Ok(Some(FieldValue::value(membership_value(&membership))))
+            })
+        })
+        .description("Adds an existing user to a team: at once for a server (`teams.write`); as an invitation the user accepts with `updateMembershipStatus` when an owner does it.")
+        .argument(InputValue::new("input", TypeRef::named_nn("CreateMembershipInput"))),
+    );
+    parts.mutation(
+        Field::new("updateMembership", TypeRef::named_nn("Membership"), |ctx| {
+            FieldFuture::new(async move {
+                let input: MembershipRolesInput = input(&ctx)?;
+                let membership = service::update_membership_roles(
+                    app(&ctx)?,
+                    caller(&ctx)?,
+                    &input.team_id,
+                    &input.membership_id,
+                    input.roles,
+                )
+                .await?;
+                Ok(Some(FieldValue::value(membership_value(&membership))))
+            })
+        })
+        .description("Changes a member's roles (a server with `teams.write`, or an owner).")
+        .argument(InputValue::new(
+            "input",
+            TypeRef::named_nn("UpdateMembershipInput"),
+        )),
+    );
+    parts.mutation(
+        Field::new(
+            "updateMembershipStatus",
+            TypeRef::named_nn("Membership"),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let input: MembershipRefInput = input(&ctx)?;
+                    let membership = service::accept_membership(
+                        app(&ctx)?,
+                        caller(&ctx)?,
+                        &input.team_id,
+                        &input.membership_id,
+                    )
+                    .await?;
+                    Ok(Some(FieldValue::value(membership_value(&membership))))
+                })
+            },
+        )
+        .description("Accepts an invitation, signed in as the invited user.")
+        .argument(InputValue::new(
+            "input",
+            TypeRef::named_nn("UpdateMembershipStatusInput"),
+        )),
+    );
+    parts.mutation(
+        Field::new(
+            "deleteMembership",
+            TypeRef::named_nn("DeleteMembershipPayload"),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let input: MembershipRefInput = input(&ctx)?;
+                    service::delete_membership(
+                        app(&ctx)?,
+                        caller(&ctx)?,
+                        &input.team_id,
+                        &input.membership_id,
+                    )
+                    .await?;
+                    Ok(Some(FieldValue::value(object([(
+                        "deletedId",
+                        Value::from(input.membership_id),
+                    )]))))
+                })
+            },
+        )
+        .description(
+            "Removes a membership: a server with `teams.write`, an owner, or the member leaving.",
+        )
+        .argument(InputValue::new(
+            "input",
+            TypeRef::named_nn("DeleteMembershipInput"),
+        )),
+    );
+}

@@ -1,0 +1,361 @@
+//! Team rules: who may see and manage a team (servers with `teams.*` scopes, its
+//! members, its owners), valid names and roles, invitations of existing users that
+//! the invitee accepts while signed in, and refreshing the roles of every user whose
+//! memberships change.
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::auth::session_cache::ResolvedSession;
+use crate::db::{DbErrorExt as _, Page, ids, now_millis};
+use crate::error::{AppError, AppResult};
+use crate::services::users::service::announce_user_change;
+
+use super::{Membership, OWNER, Team, store};
+
+const MAX_NAME: usize = 128;
+const MAX_ROLES: usize = 100;
+
+/// Who acts on a team: a server (API key holding the scope) or a signed-in user.
+enum Actor<'a> {
+    Server,
+    User(&'a ResolvedSession),
+}
+
+fn actor<'a>(caller: &'a Caller, scope: &'static str) -> AppResult<Actor<'a>> {
+    if caller.key().is_some() {
+        caller.require_scope(scope)?;
+        return Ok(Actor::Server);
+    }
+    caller.require_session().map(Actor::User)
+}
+
+fn check_name(name: &str) -> AppResult<()> {
+    if name.trim().is_empty()
+        || name.chars().count() > MAX_NAME
+        || name.chars().any(char::is_control)
+    {
+        return Err(AppError::invalid(
+            "name",
+            format!("1 to {MAX_NAME} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_roles(roles: &[String]) -> AppResult<Vec<String>> {
+    if roles.len() > MAX_ROLES {
+        return Err(AppError::invalid(
+            "roles",
+            format!("at most {MAX_ROLES} roles"),
+        ));
+    }
+    for role in roles {
+        ids::validate("roles", role).map_err(|_| {
+            AppError::invalid(
+                "roles",
+                format!("`{role}`: a role is 1 to 36 of a-z, A-Z, 0-9, '.', '_', '-'"),
+            )
+        })?;
+    }
+    let mut roles = roles.to_vec();
+    roles.sort();
+    roles.dedup();
+    Ok(roles)
+}
+
+async fn load_team(state: &AppState, project_id: &str, id: &str) -> AppResult<Team> {
+    ids::validate("id", id)?;
+    store::find_team(state.db.pool(), project_id, id)
+        .await?
+        .map(Team::from)
+        .ok_or_else(|| AppError::NotFound {
+            what: "team",
+            id: id.into(),
+        })
+}
+
+/// The caller's confirmed membership of the team, if any.
+async fn own_membership(
+    state: &AppState,
+    me: &ResolvedSession,
+    team_id: &str,
+) -> AppResult<Option<Membership>> {
+    Ok(
+        store::membership_of(state.db.pool(), &me.user.project_id, team_id, &me.user.id)
+            .await?
+            .map(Membership::from)
+            .filter(|m| m.confirmed),
+    )
+}
+
+/// The team, if the actor may see it (a server, or a member). A non-member gets
+/// "not found", so team ids cannot be probed.
+async fn visible_team(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    scope: &'static str,
+) -> AppResult<(Team, Option<Membership>)> {
+    let actor = actor(caller, scope)?;
+    let team = load_team(state, &caller.project.id, id).await?;
+    match actor {
+        Actor::Server => Ok((team, None)),
+        Actor::User(me) => match own_membership(state, me, id).await? {
+            Some(membership) => Ok((team, Some(membership))),
+            None => Err(AppError::NotFound {
+                what: "team",
+                id: id.into(),
+            }),
+        },
+    }
+}
+
+/// Like [`visible_team`], but a user must also be an owner.
+async fn managed_team(state: &AppState, caller: &Caller, id: &str) -> AppResult<Team> {
+    let (team, membership) = visible_team(state, caller, id, "teams.write").await?;
+    if membership.is_some_and(|m| !m.roles.iter().any(|r| r == OWNER)) {
+        return Err(AppError::PermissionDenied {
+            reason: "only the team's owners may do this".into(),
+        });
+    }
+    Ok(team)
+}
+
+/// Creates a team; a signed-in creator joins it with `roles` (default `owner`).
+pub async fn create_team(
+    state: &AppState,
+    caller: &Caller,
+    id: Option<String>,
+    name: String,
+    roles: Option<Vec<String>>,
+) -> AppResult<Team> {
+    let actor = actor(caller, "teams.write")?;
+    check_name(&name)?;
+    let roles = check_roles(&roles.unwrap_or_else(|| vec![OWNER.to_string()]))?;
+    let now = now_millis();
+    let team = Team {
+        project_id: caller.project.id.clone(),
+        id: ids::resolve("id", id.as_deref())?,
+        name,
+        created_at: now,
+        updated_at: now,
+    };
+    let mut tx = state.db.pool().begin().await?;
+    store::insert_team(&mut *tx, &team)
+        .await
+        .conflict_as("team", &team.id)?;
+    if let Actor::User(me) = actor {
+        let membership = Membership {
+            project_id: team.project_id.clone(),
+            id: ids::generate(),
+            team_id: team.id.clone(),
+            user_id: me.user.id.clone(),
+            roles,
+            confirmed: true,
+            joined_at: Some(now),
+            created_at: now,
+            updated_at: now,
+        };
+        store::insert_membership(&mut *tx, &membership).await?;
+        tx.commit().await?;
+        announce_user_change(state, &team.project_id, &me.user.id).await;
+    } else {
+        tx.commit().await?;
+    }
+    Ok(team)
+}
+
+pub async fn get_team(state: &AppState, caller: &Caller, id: &str) -> AppResult<Team> {
+    visible_team(state, caller, id, "teams.read")
+        .await
+        .map(|(team, _)| team)
+}
+
+/// Every team for a server; the teams they belong to for a user.
+pub async fn list_teams(
+    state: &AppState,
+    caller: &Caller,
+    page: &Page,
+    with_total: bool,
+) -> AppResult<(Vec<Team>, i64)> {
+    let member = match actor(caller, "teams.read")? {
+        Actor::Server => None,
+        Actor::User(me) => Some(me.user.id.as_str()),
+    };
+    let pool = state.db.pool();
+    let rows = store::list_teams(pool, &caller.project.id, member, page).await?;
+    let total = if with_total {
+        store::count_teams(pool, &caller.project.id, member).await?
+    } else {
+        0
+    };
+    Ok((rows.into_iter().map(Team::from).collect(), total))
+}
+
+pub async fn rename_team(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    name: String,
+) -> AppResult<Team> {
+    let mut team = managed_team(state, caller, id).await?;
+    check_name(&name)?;
+    team.name = name;
+    team.updated_at = now_millis();
+    store::rename_team(
+        state.db.pool(),
+        &team.project_id,
+        &team.id,
+        &team.name,
+        team.updated_at,
+    )
+    .await?;
+    Ok(team)
+}
+
+/// Deletes the team and its memberships; the members lose its roles at once.
+pub async fn delete_team(state: &AppState, caller: &Caller, id: &str) -> AppResult<()> {
+    let team = managed_team(state, caller, id).await?;
+    let members = store::list_memberships(state.db.pool(), &team.project_id, &team.id).await?;
+    store::delete_team(state.db.pool(), &team.project_id, &team.id).await?;
+    for member in members {
+        announce_user_change(state, &team.project_id, &member.user_id).await;
+    }
+    Ok(())
+}
+
+pub async fn list_memberships(
+    state: &AppState,
+    caller: &Caller,
+    team_id: &str,
+) -> AppResult<Vec<Membership>> {
+    let (team, _) = visible_team(state, caller, team_id, "teams.read").await?;
+    let rows = store::list_memberships(state.db.pool(), &team.project_id, &team.id).await?;
+    Ok(rows.into_iter().map(Membership::from).collect())
+}
+
+/// Adds an existing user to a team: confirmed at once when a server does it; an
+/// invitation the user accepts (`updateMembershipStatus`) when an owner does.
+pub async fn create_membership(
+    state: &AppState,
+    caller: &Caller,
+    team_id: &str,
+    user_id: &str,
+    roles: Vec<String>,
+) -> AppResult<Membership> {
+    let team = managed_team(state, caller, team_id).await?;
+    let roles = check_roles(&roles)?;
+    ids::validate("userId", user_id)?;
+    if crate::services::users::store::find_user(state.db.pool(), &team.project_id, user_id)
+        .await?
+        .is_none()
+    {
+        return Err(AppError::NotFound {
+            what: "user",
+            id: user_id.into(),
+        });
+    }
+    let by_server = caller.key().is_some();
+    let now = now_millis();
+    let membership = Membership {
+        project_id: team.project_id.clone(),
+        id: ids::generate(),
+        team_id: team.id.clone(),
+        user_id: user_id.to_string(),
+        roles,
+        confirmed: by_server,
+        joined_at: by_server.then_some(now),
+        created_at: now,
+        updated_at: now,
+    };
+    store::insert_membership(state.db.pool(), &membership)
+        .await
+        .conflict_as("membership", user_id)?;
+    announce_user_change(state, &team.project_id, user_id).await;
+    Ok(membership)
+}
+
+async fn load_membership(
+    state: &AppState,
+    project_id: &str,
+    team_id: &str,
+    id: &str,
+) -> AppResult<Membership> {
+    ids::validate("membershipId", id)?;
+    store::find_membership(state.db.pool(), project_id, team_id, id)
+        .await?
+        .map(Membership::from)
+        .ok_or_else(|| AppError::NotFound {
+            what: "membership",
+            id: id.into(),
+        })
+}
+
+/// The invited user accepts an invitation, signed in as themselves.
+pub async fn accept_membership(
+    state: &AppState,
+    caller: &Caller,
+    team_id: &str,
+    id: &str,
+) -> AppResult<Membership> {
+    let me = caller.require_session()?;
+    let mut membership = load_membership(state, &me.user.project_id, team_id, id).await?;
+    if membership.user_id != me.user.id {
+        return Err(AppError::NotFound {
+            what: "membership",
+            id: id.into(),
+        });
+    }
+    if !membership.confirmed {
+        let now = now_millis();
+        store::confirm_membership(state.db.pool(), &membership.project_id, &membership.id, now)
+            .await?;
+        membership.confirmed = true;
+        membership.joined_at = Some(now);
+        membership.updated_at = now;
+        announce_user_change(state, &membership.project_id, &membership.user_id).await;
+    }
+    Ok(membership)
+}
+
+pub async fn update_membership_roles(
+    state: &AppState,
+    caller: &Caller,
+    team_id: &str,
+    id: &str,
+    roles: Vec<String>,
+) -> AppResult<Membership> {
+    let team = managed_team(state, caller, team_id).await?;
+    let mut membership = load_membership(state, &team.project_id, &team.id, id).await?;
+    membership.roles = check_roles(&roles)?;
+    membership.updated_at = now_millis();
+    store::update_membership_roles(state.db.pool(), &membership).await?;
+    announce_user_change(state, &membership.project_id, &membership.user_id).await;
+    Ok(membership)
+}
+
+/// Removes a membership: a server, an owner, or the member leaving.
+pub async fn delete_membership(
+    state: &AppState,
+    caller: &Caller,
+    team_id: &str,
+    id: &str,
+) -> AppResult<()> {
+    let project_id = caller.project.id.clone();
+    let membership = match caller.require_session() {
+        Ok(me) if caller.key().is_none() => {
+            let membership = load_membership(state, &project_id, team_id, id).await?;
+            if membership.user_id != me.user.id {
+                managed_team(state, caller, team_id).await?;
+            }
+            membership
+        }
+        _ => {
+            let team = managed_team(state, caller, team_id).await?;
+            load_membership(state, &project_id, &team.id, id).await?
+        }
+    };
+    store::delete_membership(state.db.pool(), &project_id, &membership.id).await?;
+    announce_user_change(state, &project_id, &membership.user_id).await;
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! SQL of teams and memberships.
+
+use sqlx::{Any, AnyPool, Executor, FromRow};
+
+use crate::db::Page;
+
+use super::{Membership, Team};
+
+#[derive(Debug, FromRow)]
+pub struct TeamRow {
+    pub project_id: String,
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<TeamRow> for Team {
+    fn from(row: TeamRow) -> Self {
+        Team {
+            project_id: row.project_id,
+            id: row.id,
+            name: row.name,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, FromRow)]
+pub struct MembershipRow {
+    pub project_id: String,
+    pub id: String,
+    pub team_id: String,
+    pub user_id: String,
+    pub roles: String,
+    pub confirmed: i16,
+    pub joined_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<MembershipRow> for Membership {
+    fn from(row: MembershipRow) -> Self {
+        Membership {
+            project_id: row.project_id,
+            id: row.id,
+            team_id: row.team_id,
+            user_id: row.user_id,
+            // Written only by this module from a Vec<String>.
+            roles: serde_json::from_str(&row.roles).unwrap_or_default(),
+            confirmed: row.confirmed != 0,
+            joined_at: row.joined_at,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+const TEAM_COLUMNS: &str = "project_id, id, name, created_at, updated_at";
+const MEMBERSHIP_COLUMNS: &str =
+    "project_id, id, team_id, user_id, roles, confirmed, joined_at, created_at, updated_at";
+
+pub async fn insert_team<'e>(
+    db: impl Executor<'e, Database = Any>,
+    team: &Team,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO teams ({TEAM_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+    ))
+    .bind(&team.project_id)
+    .bind(&team.id)
+    .bind(&team.name)
+    .bind(team.created_at)
+    .bind(team.updated_at)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+pub async fn find_team(
+    pool: &AnyPool,
+    project_id: &str,
+    id: &str,
+) -> Result<Option<TeamRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {TEAM_COLUMNS} FROM teams WHERE project_id = ? AND id = ?"
+    ))
+    .bind(project_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Teams by id; only those `member` belongs to (confirmed) when given.
+pub async fn list_teams(
+    pool: &AnyPool,
+    project_id: &str,
+    member: Option<&str>,
+    page: &Page,
+) -> Result<Vec<TeamRow>, sqlx::Error> {
+    let (keyset, binds) = page.keyset_sql("t.id");
+    let filter = if member.is_some() {
+        " AND EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = t.project_id \
+         AND m.team_id = t.id AND m.user_id = ? AND m.confirmed = 1)"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT t.project_id, t.id, t.name, t.created_at, t.updated_at FROM teams t \
+         WHERE t.project_id = ?{filter}{keyset}"
+    );
+    let mut query = sqlx::query_as(&sql).bind(project_id);
+    if let Some(member) = member {
+        query = query.bind(member);
+    }
+    binds
+        .iter()
+        .fold(query, |q, b| q.bind(b))
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn count_teams(
+    pool: &AnyPool,
+    project_id: &str,
+    member: Option<&str>,
+) -> Result<i64, sqlx::Error> {
+    let filter = if member.is_some() {
+        " AND EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = t.project_id \
+         AND m.team_id = t.id AND m.user_id = ? AND m.confirmed = 1)"
+    } else {
+        ""
+    };
+    let sql = format!("SELECT COUNT(*) FROM teams t WHERE t.project_id = ?{filter}");
+    let mut query = sqlx::query_scalar(&sql).bind(project_id);
+    if let Some(member) = member {
+        query = query.bind(member);
+    }
+    query.fetch_one(pool).await
+}
+
+pub async fn rename_team(
+    pool: &AnyPool,
+    project_id: &str,
+    id: &str,
+    name: &str,
+    at: i64,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query("UPDATE teams SET name = ?, updated_at = ? WHERE project_id = ? AND id = ?")
+        .bind(name)
+        .bind(at)
+        .bind(project_id)
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+}
+
+/// Deletes the team and, by cascade, its memberships.
+pub async fn delete_team(pool: &AnyPool, project_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query("DELETE FROM teams WHERE project_id = ? AND id = ?")
+        .bind(project_id)
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+}
+
+pub async fn insert_membership<'e>(
+    db: impl Executor<'e, Database = Any>,
+    membership: &Membership,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO memberships ({MEMBERSHIP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ))
+    .bind(&membership.project_id)
+    .bind(&membership.id)
+    .bind(&membership.team_id)
+    .bind(&membership.user_id)
+    .bind(serde_json::to_string(&membership.roles).unwrap_or_else(|_| "[]".into()))
+    .bind(i16::from(membership.confirmed))
+    .bind(membership.joined_at)
+    .bind(membership.created_at)
+    .bind(membership.updated_at)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+pub async fn find_membership(
+    pool: &AnyPool,
+    project_id: &str,
+    team_id: &str,
+    id: &str,
+) -> Result<Option<MembershipRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {MEMBERSHIP_COLUMNS} FROM memberships WHERE project_id = ? AND team_id = ? AND id = ?"
+    ))
+    .bind(project_id)
+    .bind(team_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The membership of `user_id` in `team_id`, confirmed or not.
+pub async fn membership_of(
+    pool: &AnyPool,
+    project_id: &str,
+    team_id: &str,
+    user_id: &str,
+) -> Result<Option<MembershipRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {MEMBERSHIP_COLUMNS} FROM memberships WHERE project_id = ? AND team_id = ? AND user_id = ?"
+    ))
+    .bind(project_id)
+    .bind(team_id)
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn list_memberships(
+    pool: &AnyPool,
+    project_id: &str,
+    team_id: &str,
+) -> Result<Vec<MembershipRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {MEMBERSHIP_COLUMNS} FROM memberships WHERE project_id = ? AND team_id = ? ORDER BY created_at, id"
+    ))
+    .bind(project_id)
+    .bind(team_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// A user's confirmed memberships: what their roles are made of.
+pub async fn confirmed_memberships_of_user(
+    pool: &AnyPool,
+    project_id: &str,
+    user_id: &str,
+) -> Result<Vec<MembershipRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {MEMBERSHIP_COLUMNS} FROM memberships WHERE project_id = ? AND user_id = ? AND confirmed = 1"
+    ))
+    .bind(project_id)
+    .bind(user_id)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn update_membership_roles(
+    pool: &AnyPool,
+    membership: &Membership,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query("UPDATE memberships SET roles = ?, updated_at = ? WHERE project_id = ? AND id = ?")
+        .bind(serde_json::to_string(&membership.roles).unwrap_or_else(|_| "[]".into()))
+        .bind(membership.updated_at)
+        .bind(&membership.project_id)
+        .bind(&membership.id)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+}
+
+pub async fn confirm_membership(
+    pool: &AnyPool,
+    project_id: &str,
+    id: &str,
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE memberships SET confirmed = 1, joined_at = ?, updated_at = ? WHERE project_id = ? AND id = ?")
+        .bind(at)
+        .bind(at)
+        .bind(project_id)
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+pub async fn delete_membership(
+    pool: &AnyPool,
+    project_id: &str,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query("DELETE FROM memberships WHERE project_id = ? AND id = ?")
+        .bind(project_id)
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+}

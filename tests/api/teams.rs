@@ -1,0 +1,260 @@
+//! Teams and memberships, and the roles they give.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Answer, TestApp, spawn_app};
+
+async fn signed_in_user(app: &TestApp, email: &str) -> (String, String) {
+    let created = app
+        .post(
+            json!({"query": "mutation($e: String!) { createAccount(input: {email: $e, password: \"team-password\"}) { id } }", "variables": {"e": email}}),
+            &[],
+        )
+        .await
+        .ok();
+    let signed = app
+        .post(
+            json!({"query": "mutation($e: String!) { createEmailPasswordSession(input: {email: $e, password: \"team-password\"}) { secret } }", "variables": {"e": email}}),
+            &[],
+        )
+        .await
+        .ok();
+    (
+        created["createAccount"]["id"].as_str().unwrap().to_string(),
+        signed["createEmailPasswordSession"]["secret"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    )
+}
+
+async fn as_user(app: &TestApp, secret: &str, query: &str, variables: Value) -> Answer {
+    let bearer = format!("Bearer {secret}");
+    app.post(
+        json!({"query": query, "variables": variables}),
+        &[("authorization", &bearer)],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_user_creates_a_team_invites_a_member_who_accepts() {
+    let app = spawn_app().await;
+    let (_, owner) = signed_in_user(&app, "owner@example.com").await;
+    let (member_id, member) = signed_in_user(&app, "member@example.com").await;
+    let (_, outsider) = signed_in_user(&app, "outsider@example.com").await;
+
+    let team = as_user(
+        &app,
+        &owner,
+        "mutation { createTeam(input: {id: \"crew\", name: \"Crew\"}) { id name } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(team["createTeam"], json!({"id": "crew", "name": "Crew"}));
+    let owned = as_user(
+        &app,
+        &owner,
+        "{ teams { totalCount nodes { id } } memberships(teamId: \"crew\") { roles confirmed } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(owned["teams"]["totalCount"], 1);
+    assert_eq!(
+        owned["memberships"],
+        json!([{"roles": ["owner"], "confirmed": true}])
+    );
+
+    let invite = as_user(
+        &app,
+        &owner,
+        "mutation($u: ID!) { createMembership(input: {teamId: \"crew\", userId: $u, roles: [\"editor\"]}) { id confirmed } }",
+        json!({"u": member_id}),
+    )
+    .await
+    .ok();
+    assert_eq!(invite["createMembership"]["confirmed"], false);
+    let membership_id = invite["createMembership"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // An invitation grants nothing: the team stays invisible until accepted.
+    let before = as_user(&app, &member, "{ teams { totalCount } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(before["teams"]["totalCount"], 0);
+    let hidden = as_user(&app, &member, "{ team(id: \"crew\") { id } }", json!({})).await;
+    assert_eq!(hidden.code(), "TEAM_NOT_FOUND");
+    let stolen = as_user(
+        &app,
+        &outsider,
+        "mutation($m: ID!) { updateMembershipStatus(input: {teamId: \"crew\", membershipId: $m}) { confirmed } }",
+        json!({"m": membership_id}),
+    )
+    .await;
+    assert_eq!(stolen.code(), "MEMBERSHIP_NOT_FOUND");
+
+    let accepted = as_user(
+        &app,
+        &member,
+        "mutation($m: ID!) { updateMembershipStatus(input: {teamId: \"crew\", membershipId: $m}) { confirmed joinedAt } }",
+        json!({"m": membership_id}),
+    )
+    .await
+    .ok();
+    assert_eq!(accepted["updateMembershipStatus"]["confirmed"], true);
+    let after = as_user(&app, &member, "{ teams { nodes { id name } } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(
+        after["teams"]["nodes"],
+        json!([{"id": "crew", "name": "Crew"}])
+    );
+
+    // Only owners manage the team.
+    let rename = as_user(
+        &app,
+        &member,
+        "mutation { updateTeamName(input: {id: \"crew\", name: \"Mine\"}) { name } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(rename.code(), "PERMISSION_DENIED");
+    let outsider_sees = as_user(
+        &app,
+        &outsider,
+        "{ memberships(teamId: \"crew\") { id } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(outsider_sees.code(), "TEAM_NOT_FOUND");
+    let renamed = as_user(
+        &app,
+        &owner,
+        "mutation { updateTeamName(input: {id: \"crew\", name: \"The Crew\"}) { name } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(renamed["updateTeamName"]["name"], "The Crew");
+
+    // The member leaves; the team is theirs no more.
+    as_user(
+        &app,
+        &member,
+        "mutation($m: ID!) { deleteMembership(input: {teamId: \"crew\", membershipId: $m}) { deletedId } }",
+        json!({"m": membership_id}),
+    )
+    .await
+    .ok();
+    let left = as_user(&app, &member, "{ teams { totalCount } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(left["teams"]["totalCount"], 0);
+
+    as_user(
+        &app,
+        &owner,
+        "mutation { deleteTeam(input: {id: \"crew\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let gone = as_user(&app, &owner, "{ teams { totalCount } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(gone["teams"]["totalCount"], 0);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn servers_manage_every_team_and_add_members_directly() {
+    let app = spawn_app().await;
+    let (user_id, user) = signed_in_user(&app, "direct@example.com").await;
+    let key = app
+        .create_key("default", &["teams.read", "teams.write"])
+        .await;
+    let created = app
+        .as_key(
+            &key,
+            "default",
+            "mutation { createTeam(input: {id: \"ops\", name: \"Ops\"}) { id } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(created["createTeam"]["id"], "ops");
+    let empty = app
+        .as_key(
+            &key,
+            "default",
+            "{ memberships(teamId: \"ops\") { id } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        empty["memberships"],
+        json!([]),
+        "a server creating a team does not join it"
+    );
+
+    // The user's session is cached before the membership: the new role must show at once.
+    as_user(&app, &user, "{ teams { totalCount } }", json!({}))
+        .await
+        .ok();
+    let added = app
+        .as_key(&key, "default", "mutation($u: ID!) { createMembership(input: {teamId: \"ops\", userId: $u, roles: [\"owner\"]}) { id confirmed roles } }", json!({"u": user_id}))
+        .await
+        .ok();
+    assert_eq!(added["createMembership"]["confirmed"], true);
+    let membership_id = added["createMembership"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let visible = as_user(&app, &user, "{ teams { nodes { id } } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(visible["teams"]["nodes"], json!([{"id": "ops"}]));
+
+    let duplicate = app
+        .as_key(&key, "default", "mutation($u: ID!) { createMembership(input: {teamId: \"ops\", userId: $u, roles: []}) { id } }", json!({"u": user_id}))
+        .await;
+    assert_eq!(duplicate.code(), "MEMBERSHIP_ALREADY_EXISTS");
+    let bad_role = app
+        .as_key(&key, "default", "mutation($u: ID!) { updateMembership(input: {teamId: \"ops\", membershipId: $u, roles: [\"no spaces\"]}) { id } }", json!({"u": membership_id}))
+        .await;
+    assert_eq!(bad_role.code(), "BAD_USER_INPUT");
+    let demoted = app
+        .as_key(&key, "default", "mutation($m: ID!) { updateMembership(input: {teamId: \"ops\", membershipId: $m, roles: [\"viewer\"]}) { roles } }", json!({"m": membership_id}))
+        .await
+        .ok();
+    assert_eq!(demoted["updateMembership"]["roles"], json!(["viewer"]));
+    let not_owner = as_user(
+        &app,
+        &user,
+        "mutation { deleteTeam(input: {id: \"ops\"}) { deletedId } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(not_owner.code(), "PERMISSION_DENIED");
+
+    let reader = app.create_key("default", &["teams.read"]).await;
+    let refused = app
+        .as_key(
+            &reader,
+            "default",
+            "mutation { deleteTeam(input: {id: \"ops\"}) { deletedId } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(refused.code(), "SCOPE_MISSING");
+    let guest = app
+        .post(json!({"query": "{ teams { totalCount } }"}), &[])
+        .await;
+    assert_eq!(guest.code(), "UNAUTHENTICATED");
+    app.shutdown().await;
+}
