@@ -259,6 +259,23 @@ impl WsClient {
         }
     }
 
+    /// Sends `ping` and waits for the `pong` (graphql-transport-ws).
+    pub async fn ping_pong(&mut self) {
+        self.send(json!({"type": "ping"})).await;
+        loop {
+            let message = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("a pong within the wait")
+                .expect("socket open")
+                .expect("no socket error");
+            if let Message::Text(text) = message
+                && serde_json::from_str::<Value>(&text).unwrap()["type"] == "pong"
+            {
+                return;
+            }
+        }
+    }
+
     /// `connection_init` with this payload; returns the server's answer.
     pub async fn init(&mut self, payload: Value) -> Result<Value, (u16, String)> {
         self.send(json!({"type": "connection_init", "payload": payload}))

@@ -488,3 +488,86 @@ async fn repeated_sign_in_attempts_are_rate_limited() {
     session_secret(&app, "judy@example.com", "judy-password").await;
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn signing_out_ends_the_sessions_open_subscriptions() {
+    let app = spawn_app().await;
+    sign_up(&app, "kate@example.com", "kate-password").await;
+    let secret = session_secret(&app, "kate@example.com", "kate-password").await;
+    let mut ws = crate::helpers::WsClient::connect(&app.ws_url, false).await;
+    let ack = ws
+        .init(json!({"Authorization": format!("Bearer {secret}")}))
+        .await
+        .expect("ack");
+    assert_eq!(ack["type"], "connection_ack");
+    ws.subscribe(
+        "1",
+        "subscription { realtime(channels: [\"account\"]) { events } }",
+    )
+    .await;
+    // Let the subscription start: a ping round trip on the socket, then a request.
+    ws.ping_pong().await;
+    as_session(&app, &secret, "{ account { id } }", json!({}))
+        .await
+        .ok();
+
+    as_session(
+        &app,
+        &secret,
+        "mutation { deleteSession(input: {id: \"current\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let message = ws.next_json().await.expect("the subscription ends");
+    assert_eq!(message["id"], "1");
+    assert_eq!(
+        message["payload"]["errors"][0]["extensions"]["code"], "INVALID_SESSION",
+        "{message}"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn users_imported_with_foreign_hashes_sign_in_with_their_old_passwords() {
+    let app = spawn_app().await;
+    let key = app.create_key("default", &["users.write"]).await;
+    let md5 = format!("{:032x}", md5_of("appwrite-password"));
+    let created = app
+        .as_key(
+            &key,
+            "default",
+            "mutation($h: PasswordHashInput!) { createUser(input: {email: \"legacy@example.com\", passwordHash: $h}) { id passwordUpdatedAt } }",
+            json!({"h": {"algorithm": "MD5", "hash": md5}}),
+        )
+        .await
+        .ok();
+    assert!(created["createUser"]["passwordUpdatedAt"].is_string());
+    assert_eq!(
+        sign_in(&app, "legacy@example.com", "not-the-password")
+            .await
+            .code(),
+        "INVALID_CREDENTIALS"
+    );
+    // The first sign-in verifies the MD5 digest and re-hashes with argon2id; the
+    // second verifies the new hash.
+    session_secret(&app, "legacy@example.com", "appwrite-password").await;
+    session_secret(&app, "legacy@example.com", "appwrite-password").await;
+
+    let bad = app
+        .as_key(
+            &key,
+            "default",
+            "mutation { createUser(input: {email: \"bad@example.com\", passwordHash: {algorithm: SCRYPT, hash: \"00\"}}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(bad.code(), "INVALID_PASSWORD_HASH");
+    app.shutdown().await;
+}
+
+/// MD5 of a text, computed here so the test does not trust the server's code.
+fn md5_of(text: &str) -> u128 {
+    use md5::Digest as _;
+    u128::from_be_bytes(md5::Md5::digest(text.as_bytes()).into())
+}

@@ -2,7 +2,9 @@
 //! addressed project on the given channels, each only to callers allowed to read
 //! the resource. A subscriber that falls too far behind is ended with
 //! `SUBSCRIBER_TOO_SLOW` instead of buffering without bound; a key revoked while
-//! subscribed ends its subscriptions with `INVALID_API_KEY`.
+//! subscribed ends its subscriptions with `INVALID_API_KEY`; a session signed out, or
+//! its user blocked or deleted, ends them with that error; new team roles apply at
+//! once.
 
 use async_graphql::Value;
 use async_graphql::dynamic::{
@@ -10,11 +12,13 @@ use async_graphql::dynamic::{
 };
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::auth::Credential;
 use crate::bus::{BusMessage, Event, channel_matches};
 use crate::error::{AppError, AppResult};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{DATETIME, JSON, app, caller, datetime, object, prop};
 use crate::http::metrics::GaugeGuard;
+use crate::services::users::service::reload_session;
 
 const MAX_CHANNELS: usize = 100;
 const MAX_CHANNEL_LENGTH: usize = 256;
@@ -90,7 +94,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
         SubscriptionField::new("realtime", TypeRef::named_nn("RealtimeEvent"), |ctx| {
             SubscriptionFieldFuture::new(async move {
                 let state = app(&ctx)?.clone();
-                let caller = caller(&ctx)?.clone();
+                let mut caller = caller(&ctx)?.clone();
                 let channels: Vec<String> = ctx
                     .args
                     .try_get("channels")?
@@ -117,7 +121,26 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                             }
                             Err(RecvError::Closed) => break,
                         };
-                        let BusMessage::Event(event) = &*message else { continue };
+                        let event = match &*message {
+                            BusMessage::Event(event) => event,
+                            BusMessage::UserChanged { project_id, user_id } => {
+                                // The subscriber's own user changed: signed out, blocked,
+                                // deleted, or new team roles. Reload or end.
+                                let Credential::Session(session) = &caller.credential else { continue };
+                                if session.user.project_id != *project_id || session.user.id != *user_id {
+                                    continue;
+                                }
+                                match reload_session(&state, session).await {
+                                    Ok(reloaded) => caller.credential = Credential::Session(reloaded),
+                                    Err(err) => {
+                                        yield Err(err.to_graphql());
+                                        break;
+                                    }
+                                }
+                                continue;
+                            }
+                            BusMessage::ProjectChanged { .. } => continue,
+                        };
                         if event.project_id != caller.project.id {
                             continue;
                         }

@@ -4,7 +4,7 @@
 
 use async_graphql::Value;
 use async_graphql::dynamic::{
-    Field, FieldFuture, FieldValue, InputObject, InputValue, Object, TypeRef,
+    Enum, EnumItem, Field, FieldFuture, FieldValue, InputObject, InputValue, Object, TypeRef,
 };
 use serde::Deserialize;
 
@@ -14,7 +14,7 @@ use crate::graphql::types::{
     page_request, prop, wants_total_count, with_connection_args,
 };
 
-use super::service::{self, NewUser, UserChanges};
+use super::service::{self, ImportedHash, NewUser, UserChanges};
 use super::{Session, User};
 
 fn strings(items: &[String]) -> Value {
@@ -77,7 +77,58 @@ struct CreateUserInput {
     phone: Option<String>,
     name: Option<String>,
     password: Option<String>,
+    password_hash: Option<PasswordHashInput>,
 }
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PasswordHashInput {
+    algorithm: String,
+    hash: String,
+    salt: Option<String>,
+    salt_separator: Option<String>,
+    signer_key: Option<String>,
+    cost_cpu: Option<i64>,
+    cost_memory: Option<i64>,
+    cost_parallel: Option<i64>,
+    length: Option<i64>,
+    sha_version: Option<String>,
+}
+
+/// GraphQL enum values of the algorithms, and the names the service knows them by.
+const ALGORITHMS: &[(&str, &str, &str)] = &[
+    (
+        "ARGON2",
+        "argon2",
+        "An Argon2 PHC string (`$argon2id$v=19$...`).",
+    ),
+    (
+        "BCRYPT",
+        "bcrypt",
+        "A bcrypt string (`$2a$`, `$2b$`, `$2y$`).",
+    ),
+    (
+        "SCRYPT",
+        "scrypt",
+        "Hex scrypt output, with `salt`, `costCpu`, `costMemory`, `costParallel`, `length`.",
+    ),
+    (
+        "SCRYPT_MODIFIED",
+        "scryptModified",
+        "Firebase's modified scrypt (base64), with `salt`, `saltSeparator`, `signerKey`.",
+    ),
+    (
+        "SHA",
+        "sha",
+        "A hex SHA digest of the password; `shaVersion` picks the variant (default sha3-512).",
+    ),
+    ("MD5", "md5", "A hex MD5 digest of the password."),
+    (
+        "PHPASS",
+        "phpass",
+        "A phpass string (`$P$`, `$H$`), as WordPress stores them.",
+    ),
+];
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -257,7 +308,32 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
             .field(
                 InputValue::new("password", TypeRef::named(TypeRef::STRING))
                     .description("Password, at least 8 characters; stored as an argon2id hash."),
+            )
+            .field(
+                InputValue::new("passwordHash", TypeRef::named("PasswordHashInput"))
+                    .description("Or a password hash imported from another system."),
             ),
+    );
+    parts.add_type(
+        ALGORITHMS.iter().fold(
+            Enum::new("PasswordHashAlgorithm")
+                .description("Algorithms of password hashes that can be imported."),
+            |e, (name, _, about)| e.item(EnumItem::new(*name).description(*about)),
+        ),
+    );
+    parts.add_type(
+        InputObject::new("PasswordHashInput")
+            .description("A password hash from another system, verified at sign-in and replaced by an argon2id hash then.")
+            .field(InputValue::new("algorithm", TypeRef::named_nn("PasswordHashAlgorithm")).description("How the hash was made."))
+            .field(InputValue::new("hash", TypeRef::named_nn(TypeRef::STRING)).description("The hash, in the form the algorithm describes."))
+            .field(InputValue::new("salt", TypeRef::named(TypeRef::STRING)).description("Salt (SCRYPT: text; SCRYPT_MODIFIED: base64)."))
+            .field(InputValue::new("saltSeparator", TypeRef::named(TypeRef::STRING)).description("SCRYPT_MODIFIED: base64 salt separator."))
+            .field(InputValue::new("signerKey", TypeRef::named(TypeRef::STRING)).description("SCRYPT_MODIFIED: base64 signer key."))
+            .field(InputValue::new("costCpu", TypeRef::named(TypeRef::INT)).description("SCRYPT: N."))
+            .field(InputValue::new("costMemory", TypeRef::named(TypeRef::INT)).description("SCRYPT: r."))
+            .field(InputValue::new("costParallel", TypeRef::named(TypeRef::INT)).description("SCRYPT: p."))
+            .field(InputValue::new("length", TypeRef::named(TypeRef::INT)).description("SCRYPT: output length in bytes."))
+            .field(InputValue::new("shaVersion", TypeRef::named(TypeRef::STRING)).description("SHA: sha1, sha224, sha256, sha384, sha512/224, sha512/256, sha512, sha3-224, sha3-256, sha3-384 or sha3-512.")),
     );
     parts.add_type(
         InputObject::new("UpdateUserInput")
@@ -418,13 +494,36 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                 let caller = caller(&ctx)?;
                 let grant = caller.require_scope("users.write")?;
                 let input: CreateUserInput = input(&ctx)?;
+                let password_hash = input
+                    .password_hash
+                    .map(|h| {
+                        let algorithm = ALGORITHMS
+                            .iter()
+                            .find(|(graphql, _, _)| *graphql == h.algorithm)
+                            .map(|(_, name, _)| name.to_string())
+                            .unwrap_or(h.algorithm);
+                        ImportedHash {
+                            algorithm,
+                            hash: h.hash,
+                            salt: h.salt,
+                            salt_separator: h.salt_separator,
+                            signer_key: h.signer_key,
+                            cost_cpu: h.cost_cpu,
+                            cost_memory: h.cost_memory,
+                            cost_parallel: h.cost_parallel,
+                            length: h.length,
+                            sha_version: h.sha_version,
+                        }
+                        .into_stored()
+                    })
+                    .transpose()?;
                 let new = NewUser {
                     id: input.id,
                     email: input.email,
                     phone: input.phone,
                     name: input.name,
                     password: input.password,
-                    password_hash: None,
+                    password_hash,
                 };
                 let user = service::create_user(app(&ctx)?, &caller.project.id, grant, new).await?;
                 Ok(Some(FieldValue::value(user_value(&user))))

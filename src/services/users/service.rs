@@ -50,6 +50,73 @@ pub struct NewUser {
     pub password_hash: Option<StoredHash>,
 }
 
+/// A password hash imported from another system, with its parameters, as Appwrite's
+/// `create*User` endpoints take them.
+#[derive(Debug, Default)]
+pub struct ImportedHash {
+    /// `argon2`, `bcrypt`, `scrypt`, `scryptModified`, `sha`, `md5` or `phpass`.
+    pub algorithm: String,
+    pub hash: String,
+    pub salt: Option<String>,
+    pub salt_separator: Option<String>,
+    pub signer_key: Option<String>,
+    pub cost_cpu: Option<i64>,
+    pub cost_memory: Option<i64>,
+    pub cost_parallel: Option<i64>,
+    pub length: Option<i64>,
+    pub sha_version: Option<String>,
+}
+
+impl ImportedHash {
+    /// Checks the hash and its parameters.
+    pub fn into_stored(self) -> AppResult<StoredHash> {
+        let invalid = |reason: String| AppError::Invalid {
+            code: "INVALID_PASSWORD_HASH",
+            field: "passwordHash".into(),
+            reason,
+        };
+        let need = |value: Option<String>, name: &str| {
+            value.ok_or_else(|| invalid(format!("`{name}` is required for this algorithm")))
+        };
+        let need_number = |value: Option<i64>, name: &str| {
+            value.ok_or_else(|| invalid(format!("`{name}` is required for this algorithm")))
+        };
+        let hash = &self.hash;
+        let imported = match self.algorithm.as_str() {
+            "argon2" => StoredHash::import_argon2(hash),
+            "bcrypt" => StoredHash::import_bcrypt(hash),
+            "md5" => StoredHash::import_md5(hash),
+            "phpass" => StoredHash::import_phpass(hash),
+            "sha" => {
+                let variant = match self.sha_version.as_deref() {
+                    None => passwords::ShaVariant::default(),
+                    Some(name) => passwords::ShaVariant::from_name(name)
+                        .ok_or_else(|| invalid(format!("unknown shaVersion `{name}`")))?,
+                };
+                StoredHash::import_sha(hash, variant)
+            }
+            "scrypt" => StoredHash::import_scrypt(
+                hash,
+                &need(self.salt, "salt")?,
+                need_number(self.cost_cpu, "costCpu")?,
+                need_number(self.cost_memory, "costMemory")?,
+                need_number(self.cost_parallel, "costParallel")?,
+                need_number(self.length, "length")?,
+            ),
+            "scryptModified" => StoredHash::import_scrypt_modified(
+                hash,
+                &need(self.salt, "salt")?,
+                &need(self.salt_separator, "saltSeparator")?,
+                &need(self.signer_key, "signerKey")?,
+                StoredHash::FIREBASE_DEFAULT_ROUNDS,
+                StoredHash::FIREBASE_DEFAULT_MEMORY_COST,
+            ),
+            other => return Err(invalid(format!("unknown algorithm `{other}`"))),
+        };
+        imported.map_err(|err| invalid(err.to_string()))
+    }
+}
+
 /// Changes to a user; absent fields stay as they are.
 #[derive(Debug, Default)]
 pub struct UserChanges {
@@ -567,24 +634,7 @@ pub async fn resolve_session(
             if !secrets::matches(secret, &row.secret_hash) {
                 return Err(AppError::InvalidSession);
             }
-            let user = store::find_user(state.db.pool(), project_id, &row.user_id)
-                .await?
-                .ok_or(AppError::InvalidSession)?
-                .to_user();
-            let memberships = crate::services::teams::store::confirmed_memberships_of_user(
-                state.db.pool(),
-                project_id,
-                &user.id,
-            )
-            .await?
-            .into_iter()
-            .map(Into::into)
-            .collect();
-            let resolved = Arc::new(ResolvedSession {
-                session: row.to_session(),
-                user,
-                memberships,
-            });
+            let resolved = Arc::new(load_resolved(state, row.to_session()).await?);
             state.sessions.insert(digest, resolved.clone());
             resolved
         }
@@ -592,13 +642,56 @@ pub async fn resolve_session(
     if resolved.session.project_id != project_id {
         return Err(AppError::InvalidSession);
     }
+    check_usable(&resolved)?;
+    Ok(resolved)
+}
+
+/// The session's user and confirmed memberships, loaded now.
+async fn load_resolved(state: &AppState, session: Session) -> AppResult<ResolvedSession> {
+    let pool = state.db.pool();
+    let user = store::find_user(pool, &session.project_id, &session.user_id)
+        .await?
+        .ok_or(AppError::InvalidSession)?
+        .to_user();
+    let memberships = crate::services::teams::store::confirmed_memberships_of_user(
+        pool,
+        &session.project_id,
+        &user.id,
+    )
+    .await?
+    .into_iter()
+    .map(Into::into)
+    .collect();
+    Ok(ResolvedSession {
+        session,
+        user,
+        memberships,
+    })
+}
+
+fn check_usable(resolved: &ResolvedSession) -> AppResult<()> {
     if resolved.session.expires_at <= now_millis() {
         return Err(AppError::SessionExpired);
     }
     if resolved.user.blocked {
         return Err(AppError::UserBlocked);
     }
-    Ok(resolved)
+    Ok(())
+}
+
+/// The same session as now stored: for long-lived connections (subscriptions) when
+/// their user changed. Fails when it was signed out, or the user blocked or deleted.
+pub async fn reload_session(
+    state: &AppState,
+    current: &ResolvedSession,
+) -> AppResult<Arc<ResolvedSession>> {
+    let session = &current.session;
+    let row = store::find_session(state.db.pool(), &session.project_id, &session.id)
+        .await?
+        .ok_or(AppError::InvalidSession)?;
+    let resolved = load_resolved(state, row.to_session()).await?;
+    check_usable(&resolved)?;
+    Ok(Arc::new(resolved))
 }
 
 /// The signed-in user's own record, fresh from the database.
