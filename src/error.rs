@@ -29,6 +29,11 @@ pub enum AppError {
     SessionExpired,
     /// `USER_BLOCKED`: the user was blocked by the project's administrators.
     UserBlocked,
+    /// `INVALID_JWT`: the JWT is malformed, forged, for another project, or its session
+    /// was signed out.
+    InvalidJwt,
+    /// `JWT_EXPIRED`: the JWT outlived its 15 minutes; ask for a new one.
+    JwtExpired,
     /// `SCOPE_MISSING`: the API key lacks a scope the operation needs.
     ScopeMissing { scope: String },
     /// `PERMISSION_DENIED`: the caller may not do this.
@@ -82,6 +87,8 @@ impl AppError {
             }
             AppError::SessionExpired => "the session has expired; sign in again".into(),
             AppError::UserBlocked => "this user is blocked".into(),
+            AppError::InvalidJwt => "the JWT is invalid".into(),
+            AppError::JwtExpired => "the JWT has expired".into(),
             AppError::ScopeMissing { scope } => format!("the API key lacks the `{scope}` scope"),
             AppError::PermissionDenied { reason } => format!("permission denied: {reason}"),
             AppError::ProjectNotFound { id } => format!("project `{id}` does not exist"),
@@ -116,6 +123,8 @@ impl AppError {
             AppError::InvalidSession => "INVALID_SESSION".into(),
             AppError::SessionExpired => "SESSION_EXPIRED".into(),
             AppError::UserBlocked => "USER_BLOCKED".into(),
+            AppError::InvalidJwt => "INVALID_JWT".into(),
+            AppError::JwtExpired => "JWT_EXPIRED".into(),
             AppError::ScopeMissing { .. } => "SCOPE_MISSING".into(),
             AppError::PermissionDenied { .. } => "PERMISSION_DENIED".into(),
             AppError::ProjectNotFound { .. } => "PROJECT_NOT_FOUND".into(),
@@ -139,7 +148,9 @@ impl AppError {
             | AppError::InvalidCredentials
             | AppError::InvalidSession
             | AppError::SessionExpired
-            | AppError::UserBlocked => S::UNAUTHORIZED,
+            | AppError::UserBlocked
+            | AppError::InvalidJwt
+            | AppError::JwtExpired => S::UNAUTHORIZED,
             AppError::ScopeMissing { .. } | AppError::PermissionDenied { .. } => S::FORBIDDEN,
             AppError::ProjectNotFound { .. } | AppError::NotFound { .. } => S::NOT_FOUND,
             AppError::Conflict { .. } => S::CONFLICT,

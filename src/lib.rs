@@ -48,6 +48,8 @@ pub struct AppInner {
     pub schemas: ProjectSchemas,
     pub sessions: auth::session_cache::SessionCache,
     pub rate_limiter: auth::rate_limit::RateLimiter,
+    /// Signs and verifies the short-lived JWTs of `createJWT`.
+    pub jwt: auth::jwt::JwtKeys,
     /// The server secret, for signing and encryption.
     pub secret: String,
 }
@@ -88,6 +90,7 @@ impl AppState {
             schemas: ProjectSchemas::default(),
             sessions: Default::default(),
             rate_limiter,
+            jwt: auth::jwt::JwtKeys::new(&secret),
             secret,
         }));
         services::projects::service::ensure_default_project(&state)

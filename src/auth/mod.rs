@@ -4,11 +4,13 @@
 //! arguments.
 
 pub mod caller;
+pub mod jwt;
 pub mod passwords;
 pub mod permissions;
 pub mod rate_limit;
 pub mod scopes;
 pub mod secrets;
 pub mod session_cache;
+pub mod totp;
 
 pub use caller::{AdminGrant, ApiKeyGrant, Caller, Credential, ScopeGrant};

@@ -1,6 +1,7 @@
 //! Finds the project a request addresses and the credential it presents:
 //! `X-Nimbus-Project` (default `default`); then an API key in `X-Nimbus-Key`, or a
-//! session secret in `Authorization: Bearer …` or the project's session cookie.
+//! session secret (or a JWT from `createJWT`) in `Authorization: Bearer …`, or the
+//! project's session cookie.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use crate::error::{AppError, AppResult};
 use crate::graphql::LoadedProject;
 use crate::services::keys::service::authenticate;
 use crate::services::projects::DEFAULT_PROJECT;
-use crate::services::users::service::resolve_session;
+use crate::services::users::service::{resolve_jwt, resolve_session};
 
 pub const PROJECT_HEADER: &str = "x-nimbus-project";
 pub const KEY_HEADER: &str = "x-nimbus-key";
@@ -82,6 +83,10 @@ pub async fn resolve(state: &AppState, presented: &Presented) -> AppResult<Addre
     let credential = match (&presented.key, &presented.session) {
         (Some(secret), _) => {
             Credential::Key(authenticate(state, &loaded.project.id, secret).await?)
+        }
+        // Session secrets start `ns_`; anything else with dots is a JWT.
+        (None, Some(token)) if !token.starts_with("ns_") && token.contains('.') => {
+            Credential::Session(resolve_jwt(state, &loaded.project.id, token).await?)
         }
         (None, Some(secret)) => {
             Credential::Session(resolve_session(state, &loaded.project.id, secret).await?)

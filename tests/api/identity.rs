@@ -571,3 +571,72 @@ fn md5_of(text: &str) -> u128 {
     use md5::Digest as _;
     u128::from_be_bytes(md5::Md5::digest(text.as_bytes()).into())
 }
+
+#[tokio::test]
+async fn a_jwt_acts_as_its_session_until_the_session_ends() {
+    let app = spawn_app().await;
+    sign_up(&app, "liam@example.com", "liam-password").await;
+    let secret = session_secret(&app, "liam@example.com", "liam-password").await;
+    let issued = as_session(
+        &app,
+        &secret,
+        "mutation { createJWT { jwt expiresAt } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let jwt = issued["createJWT"]["jwt"].as_str().unwrap().to_string();
+    assert_eq!(jwt.split('.').count(), 3);
+    let account = as_session(&app, &jwt, "{ account { email } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(account["account"]["email"], "liam@example.com");
+
+    // Forged: the payload changed, or the algorithm swapped for none.
+    let mut parts: Vec<&str> = jwt.split('.').collect();
+    let none_header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
+    parts[0] = none_header;
+    let unsigned = format!("{}.{}.", parts[0], parts[1]);
+    assert_eq!(
+        as_session(&app, &unsigned, "{ account { id } }", json!({}))
+            .await
+            .code(),
+        "INVALID_JWT"
+    );
+    let tampered = format!("{}x", jwt);
+    assert_eq!(
+        as_session(&app, &tampered, "{ account { id } }", json!({}))
+            .await
+            .code(),
+        "INVALID_JWT"
+    );
+    // Another project does not accept it.
+    app.create_project("elsewhere").await;
+    let bearer = format!("Bearer {jwt}");
+    let other = app
+        .post(
+            json!({"query": "{ account { id } }"}),
+            &[
+                ("authorization", &bearer),
+                ("x-nimbus-project", "elsewhere"),
+            ],
+        )
+        .await;
+    assert_eq!(other.code(), "INVALID_JWT");
+
+    as_session(
+        &app,
+        &secret,
+        "mutation { deleteSessions { deletedCount } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        as_session(&app, &jwt, "{ account { id } }", json!({}))
+            .await
+            .code(),
+        "INVALID_JWT"
+    );
+    app.shutdown().await;
+}

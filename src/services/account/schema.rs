@@ -132,6 +132,25 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
             .field(prop("secret", TypeRef::named_nn(TypeRef::STRING), "Send as `Authorization: Bearer <secret>` (apps); browsers also get it as an HttpOnly cookie. Shown only now.")),
     );
     parts.add_type(
+        Object::new("JwtPayload")
+            .description("A JWT acting as the signed-in user.")
+            .field(prop("jwt", TypeRef::named_nn(TypeRef::STRING), "Send as `Authorization: Bearer <jwt>`; works until `expiresAt` or until its session is signed out."))
+            .field(prop("expiresAt", TypeRef::named_nn(crate::graphql::types::DATETIME), "When the JWT stops working (15 minutes).")),
+    );
+    parts.mutation(
+        Field::new("createJWT", TypeRef::named_nn("JwtPayload"), |ctx| {
+            FieldFuture::new(async move {
+                let me = caller(&ctx)?.require_session()?;
+                let (jwt, expires_at) = service::issue_jwt(app(&ctx)?, me);
+                Ok(Some(FieldValue::value(object([
+                    ("jwt", Value::from(jwt)),
+                    ("expiresAt", crate::graphql::types::datetime(expires_at)),
+                ]))))
+            })
+        })
+        .description("A short-lived JWT (HS256, 15 minutes) for the caller's session, so a backend can act as this user."),
+    );
+    parts.add_type(
         Object::new("DeleteSessionPayload")
             .description("The result of `deleteSession`.")
             .field(prop(

@@ -679,6 +679,43 @@ fn check_usable(resolved: &ResolvedSession) -> AppResult<()> {
     Ok(())
 }
 
+/// A JWT for the caller's session: 15 minutes of acting as this user, for a backend.
+pub fn issue_jwt(state: &AppState, me: &ResolvedSession) -> (String, i64) {
+    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+    let ttl = crate::auth::jwt::DEFAULT_TTL_SECS;
+    let token = state.jwt.issue(
+        &me.session.project_id,
+        &me.user.id,
+        &me.session.id,
+        now,
+        ttl,
+    );
+    (token, i64::try_from((now + ttl) * 1000).unwrap_or(i64::MAX))
+}
+
+/// The session a JWT was issued for, if the JWT is valid and the session still is.
+pub async fn resolve_jwt(
+    state: &AppState,
+    project_id: &str,
+    token: &str,
+) -> AppResult<Arc<ResolvedSession>> {
+    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+    let claims = state
+        .jwt
+        .verify(project_id, token, now)
+        .map_err(|err| match err {
+            crate::auth::jwt::JwtError::Expired => AppError::JwtExpired,
+            crate::auth::jwt::JwtError::Invalid => AppError::InvalidJwt,
+        })?;
+    let row = store::find_session(state.db.pool(), project_id, &claims.session_id)
+        .await?
+        .filter(|row| row.user_id == claims.user_id)
+        .ok_or(AppError::InvalidJwt)?;
+    let resolved = load_resolved(state, row.to_session()).await?;
+    check_usable(&resolved)?;
+    Ok(Arc::new(resolved))
+}
+
 /// The same session as now stored: for long-lived connections (subscriptions) when
 /// their user changed. Fails when it was signed out, or the user blocked or deleted.
 pub async fn reload_session(
