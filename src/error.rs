@@ -51,6 +51,8 @@ pub enum AppError {
         field: String,
         reason: String,
     },
+    /// `AUTH_METHOD_DISABLED`: the project turned this sign-in method off.
+    MethodDisabled { method: &'static str },
     /// `OPERATION_NOT_ALLOWED`: the request is well formed but refused by a rule.
     NotAllowed(String),
     /// `RATE_LIMITED`: too many attempts; retry after the given seconds.
@@ -95,6 +97,9 @@ impl AppError {
             AppError::NotFound { what, id } => format!("{what} `{id}` does not exist"),
             AppError::Conflict { what, id } => format!("{what} `{id}` already exists"),
             AppError::Invalid { field, reason, .. } => format!("invalid `{field}`: {reason}"),
+            AppError::MethodDisabled { method } => {
+                format!("the {method} sign-in method is disabled for this project")
+            }
             AppError::NotAllowed(reason) => reason.clone(),
             AppError::RateLimited { retry_after } => {
                 format!("too many requests; retry after {retry_after} s")
@@ -131,6 +136,7 @@ impl AppError {
             AppError::NotFound { what, .. } => format!("{}_NOT_FOUND", screaming(what)),
             AppError::Conflict { what, .. } => format!("{}_ALREADY_EXISTS", screaming(what)),
             AppError::Invalid { code, .. } => (*code).into(),
+            AppError::MethodDisabled { .. } => "AUTH_METHOD_DISABLED".into(),
             AppError::NotAllowed(_) => "OPERATION_NOT_ALLOWED".into(),
             AppError::RateLimited { .. } => "RATE_LIMITED".into(),
             AppError::Unavailable => "SERVICE_UNAVAILABLE".into(),
@@ -151,7 +157,9 @@ impl AppError {
             | AppError::UserBlocked
             | AppError::InvalidJwt
             | AppError::JwtExpired => S::UNAUTHORIZED,
-            AppError::ScopeMissing { .. } | AppError::PermissionDenied { .. } => S::FORBIDDEN,
+            AppError::ScopeMissing { .. }
+            | AppError::PermissionDenied { .. }
+            | AppError::MethodDisabled { .. } => S::FORBIDDEN,
             AppError::ProjectNotFound { .. } | AppError::NotFound { .. } => S::NOT_FOUND,
             AppError::Conflict { .. } => S::CONFLICT,
             AppError::Invalid { .. } | AppError::NotAllowed(_) => S::BAD_REQUEST,

@@ -640,3 +640,102 @@ async fn a_jwt_acts_as_its_session_until_the_session_ends() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_projects_password_and_session_policy_is_enforced() {
+    let app = spawn_app().await;
+    app.create_project("strict").await;
+    let updated = app
+        .admin(
+            "mutation { updateProjectAuth(input: {projectId: \"strict\", passwordMinLength: 10, passwordDictionary: true, personalDataCheck: true, passwordHistory: 2, maxSessions: 2, anonymous: false}) { auth { passwordMinLength passwordDictionary maxSessions anonymous emailPassword sessionLength } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        updated["updateProjectAuth"]["auth"],
+        json!({"passwordMinLength": 10, "passwordDictionary": true, "maxSessions": 2, "anonymous": false, "emailPassword": true, "sessionLength": 31536000})
+    );
+    let out_of_range = app.admin("mutation { updateProjectAuth(input: {projectId: \"strict\", maxSessions: 1000}) { id } }", json!({})).await;
+    assert_eq!(out_of_range.code(), "BAD_USER_INPUT");
+
+    let strict = [("x-nimbus-project", "strict")];
+    let sign_up = |email: &'static str, password: &'static str, name: &'static str| {
+        app.post(
+            json!({"query": "mutation($e: String!, $p: String!, $n: String) { createAccount(input: {email: $e, password: $p, name: $n}) { id } }",
+                   "variables": {"e": email, "p": password, "n": name}}),
+            &strict,
+        )
+    };
+    assert_eq!(
+        sign_up("m@example.com", "short-one", "Mia").await.code(),
+        "PASSWORD_TOO_SHORT"
+    );
+    assert_eq!(
+        sign_up("m@example.com", "password123", "Mia").await.code(),
+        "PASSWORD_TOO_COMMON"
+    );
+    assert_eq!(
+        sign_up("mia.rossi@example.com", "xx-mia.rossi-xx", "Mia")
+            .await
+            .code(),
+        "PASSWORD_PERSONAL_DATA"
+    );
+    sign_up("mia@example.com", "Quiet-Harbor-71", "Mia")
+        .await
+        .ok();
+    let anonymous = app
+        .post(
+            json!({"query": "mutation { createAnonymousSession { secret } }"}),
+            &strict,
+        )
+        .await;
+    assert_eq!(anonymous.code(), "AUTH_METHOD_DISABLED");
+
+    let sign_in = json!({"query": "mutation { createEmailPasswordSession(input: {email: \"mia@example.com\", password: \"Quiet-Harbor-71\"}) { secret } }"});
+    let mut secrets = Vec::new();
+    for _ in 0..3 {
+        let data = app.post(sign_in.clone(), &strict).await.ok();
+        secrets.push(
+            data["createEmailPasswordSession"]["secret"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let account = json!({"query": "{ account { id } }"});
+    let oldest = in_strict(&app, &secrets[0], account.clone()).await;
+    assert_eq!(
+        oldest.code(),
+        "INVALID_SESSION",
+        "the oldest session ended past maxSessions"
+    );
+    in_strict(&app, &secrets[1], account.clone()).await.ok();
+    in_strict(&app, &secrets[2], account).await.ok();
+
+    let change = |password: &str, old: &str| json!({"query": "mutation($p: String!, $o: String) { updatePassword(input: {password: $p, oldPassword: $o}) { id } }", "variables": {"p": password, "o": old}});
+    in_strict(
+        &app,
+        &secrets[1],
+        change("Second-Harbor-72", "Quiet-Harbor-71"),
+    )
+    .await
+    .ok();
+    let reused = in_strict(
+        &app,
+        &secrets[1],
+        change("Quiet-Harbor-71", "Second-Harbor-72"),
+    )
+    .await;
+    assert_eq!(reused.code(), "PASSWORD_RECENTLY_USED");
+    app.shutdown().await;
+}
+
+async fn in_strict(app: &TestApp, secret: &str, body: Value) -> Answer {
+    let bearer = format!("Bearer {secret}");
+    app.post(
+        body,
+        &[("x-nimbus-project", "strict"), ("authorization", &bearer)],
+    )
+    .await
+}

@@ -18,8 +18,46 @@ pub struct Project {
     pub id: String,
     pub name: String,
     pub description: String,
+    pub auth: AuthSettings,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// How the project's users sign in: password rules, sessions, enabled methods.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AuthSettings {
+    /// Fewest characters a password may have.
+    pub password_min_length: u32,
+    /// How many earlier passwords a new one may not repeat (0: no check).
+    pub password_history: u32,
+    /// Refuse passwords found in a list of commonly used passwords.
+    pub password_dictionary: bool,
+    /// Refuse passwords containing the user's name, email, phone or id.
+    pub personal_data_check: bool,
+    /// Most sessions a user may hold; signing in past it ends the oldest.
+    pub max_sessions: u32,
+    /// How long a session lasts, in seconds.
+    pub session_length_secs: u64,
+    /// Whether sign-up and sign-in with email and password are enabled.
+    pub email_password: bool,
+    /// Whether anonymous sessions are enabled.
+    pub anonymous: bool,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            password_min_length: 8,
+            password_history: 0,
+            password_dictionary: false,
+            personal_data_check: false,
+            max_sessions: 10,
+            session_length_secs: 365 * 24 * 3600,
+            email_password: true,
+            anonymous: true,
+        }
+    }
 }
 
 impl Project {
@@ -29,6 +67,7 @@ impl Project {
             id: id.to_string(),
             name: id.to_string(),
             description: String::new(),
+            auth: AuthSettings::default(),
             created_at: 0,
             updated_at: 0,
         }

@@ -14,14 +14,28 @@ use crate::graphql::types::{
 };
 
 use super::Project;
-use super::service::{self, NewProject, ProjectChanges};
+use super::service::{self, AuthChanges, NewProject, ProjectChanges};
 
 /// The GraphQL value of a project.
 pub fn project_value(project: &Project) -> Value {
+    let auth = &project.auth;
     object([
         ("id", Value::from(project.id.as_str())),
         ("name", Value::from(project.name.as_str())),
         ("description", Value::from(project.description.as_str())),
+        (
+            "auth",
+            object([
+                ("passwordMinLength", Value::from(auth.password_min_length)),
+                ("passwordHistory", Value::from(auth.password_history)),
+                ("passwordDictionary", Value::from(auth.password_dictionary)),
+                ("personalDataCheck", Value::from(auth.personal_data_check)),
+                ("maxSessions", Value::from(auth.max_sessions)),
+                ("sessionLength", Value::from(auth.session_length_secs)),
+                ("emailPassword", Value::from(auth.email_password)),
+                ("anonymous", Value::from(auth.anonymous)),
+            ]),
+        ),
         ("createdAt", datetime(project.created_at)),
         ("updatedAt", datetime(project.updated_at)),
     ])
@@ -41,6 +55,20 @@ struct UpdateProjectInput {
     id: String,
     name: Option<String>,
     description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpdateProjectAuthInput {
+    project_id: String,
+    password_min_length: Option<u32>,
+    password_history: Option<u32>,
+    password_dictionary: Option<bool>,
+    personal_data_check: Option<bool>,
+    max_sessions: Option<u32>,
+    session_length: Option<u64>,
+    email_password: Option<bool>,
+    anonymous: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -71,6 +99,11 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
                 "Free text about the project.",
             ))
             .field(prop(
+                "auth",
+                TypeRef::named_nn("ProjectAuth"),
+                "How the project's users sign in.",
+            ))
+            .field(prop(
                 "createdAt",
                 TypeRef::named_nn(DATETIME),
                 "When the project was created.",
@@ -82,6 +115,72 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
             )),
     );
     parts.add_types(connection_types("Project", "projects"));
+    let int = || TypeRef::named_nn(TypeRef::INT);
+    let boolean = || TypeRef::named_nn(TypeRef::BOOLEAN);
+    const AUTH_FIELDS: &[(&str, bool, &str)] = &[
+        (
+            "passwordMinLength",
+            false,
+            "Fewest characters a password may have (6-256; default 8).",
+        ),
+        (
+            "passwordHistory",
+            false,
+            "How many earlier passwords a new one may not repeat (0-20; default 0, no check).",
+        ),
+        (
+            "passwordDictionary",
+            true,
+            "Refuse passwords found among commonly used ones.",
+        ),
+        (
+            "personalDataCheck",
+            true,
+            "Refuse passwords containing the user's name, email, phone or id.",
+        ),
+        (
+            "maxSessions",
+            false,
+            "Most sessions per user (1-100; default 10); signing in past it ends the oldest.",
+        ),
+        (
+            "sessionLength",
+            false,
+            "Session lifetime in seconds (60 to ten years; default one year).",
+        ),
+        (
+            "emailPassword",
+            true,
+            "Whether sign-up and sign-in with email and password are enabled.",
+        ),
+        ("anonymous", true, "Whether anonymous sessions are enabled."),
+    ];
+    parts.add_type(AUTH_FIELDS.iter().fold(
+        Object::new("ProjectAuth").description("A project's sign-in policy."),
+        |object, (name, is_bool, about)| {
+            object.field(prop(name, if *is_bool { boolean() } else { int() }, about))
+        },
+    ));
+    parts.add_type(
+        AUTH_FIELDS.iter().fold(
+            InputObject::new("UpdateProjectAuthInput")
+                .description(
+                    "Changes to a project's sign-in policy; omitted fields stay as they are.",
+                )
+                .field(
+                    InputValue::new("projectId", TypeRef::named_nn(TypeRef::ID))
+                        .description("The project."),
+                ),
+            |object, (name, is_bool, about)| {
+                let ty = if *is_bool {
+                    TypeRef::named(TypeRef::BOOLEAN)
+                } else {
+                    TypeRef::named(TypeRef::INT)
+                };
+                object.field(InputValue::new(*name, ty).description(*about))
+            },
+        ),
+    );
     parts.add_type(
         InputObject::new("CreateProjectInput")
             .description("A new project.")
@@ -209,6 +308,33 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
         .argument(InputValue::new(
             "input",
             TypeRef::named_nn("UpdateProjectInput"),
+        )),
+    );
+    parts.mutation(
+        Field::new("updateProjectAuth", TypeRef::named_nn("Project"), |ctx| {
+            FieldFuture::new(async move {
+                let admin = caller(&ctx)?.require_admin()?;
+                let input: UpdateProjectAuthInput = input(&ctx)?;
+                let changes = AuthChanges {
+                    password_min_length: input.password_min_length,
+                    password_history: input.password_history,
+                    password_dictionary: input.password_dictionary,
+                    personal_data_check: input.personal_data_check,
+                    max_sessions: input.max_sessions,
+                    session_length_secs: input.session_length,
+                    email_password: input.email_password,
+                    anonymous: input.anonymous,
+                };
+                let project =
+                    service::update_project_auth(app(&ctx)?, admin, &input.project_id, changes)
+                        .await?;
+                Ok(Some(FieldValue::value(project_value(&project))))
+            })
+        })
+        .description("Changes a project's sign-in policy (scope `admin`).")
+        .argument(InputValue::new(
+            "input",
+            TypeRef::named_nn("UpdateProjectAuthInput"),
         )),
     );
     parts.mutation(

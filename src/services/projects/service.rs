@@ -7,7 +7,7 @@ use crate::bus::BusMessage;
 use crate::db::{DbErrorExt as _, Page, ids, now_millis};
 use crate::error::{AppError, AppResult};
 
-use super::{DEFAULT_PROJECT, Project, store};
+use super::{AuthSettings, DEFAULT_PROJECT, Project, store};
 
 /// A request to create a project.
 #[derive(Debug)]
@@ -72,6 +72,7 @@ pub async fn ensure_default_project(state: &AppState) -> AppResult<()> {
         id: DEFAULT_PROJECT.into(),
         name: "Default".into(),
         description: "The project addressed when a request names none.".into(),
+        auth: AuthSettings::default(),
         created_at: now,
         updated_at: now,
     };
@@ -93,6 +94,7 @@ pub async fn create_project(
         id,
         name: new.name,
         description,
+        auth: AuthSettings::default(),
         created_at: now,
         updated_at: now,
     };
@@ -137,6 +139,75 @@ pub async fn update_project(
     if let Some(description) = changes.description {
         check_description(&description)?;
         project.description = description;
+    }
+    project.updated_at = now_millis();
+    if !store::update_project(state.db.pool(), &project).await? {
+        return Err(AppError::ProjectNotFound { id: project.id });
+    }
+    announce_change(state, &project.id).await;
+    Ok(project)
+}
+
+/// Changes to a project's sign-in policy; absent fields stay as they are.
+#[derive(Debug, Default)]
+pub struct AuthChanges {
+    pub password_min_length: Option<u32>,
+    pub password_history: Option<u32>,
+    pub password_dictionary: Option<bool>,
+    pub personal_data_check: Option<bool>,
+    pub max_sessions: Option<u32>,
+    pub session_length_secs: Option<u64>,
+    pub email_password: Option<bool>,
+    pub anonymous: Option<bool>,
+}
+
+fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+    field: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> AppResult<T> {
+    if value < min || value > max {
+        return Err(AppError::invalid(
+            field,
+            format!("must be between {min} and {max}"),
+        ));
+    }
+    Ok(value)
+}
+
+pub async fn update_project_auth(
+    state: &AppState,
+    admin: AdminGrant,
+    id: &str,
+    changes: AuthChanges,
+) -> AppResult<Project> {
+    let mut project = get_project(state, admin, id).await?;
+    let auth = &mut project.auth;
+    if let Some(v) = changes.password_min_length {
+        // Passwords are at most 256 bytes, so a longer minimum could never be met.
+        auth.password_min_length = in_range("passwordMinLength", v, 6, 256)?;
+    }
+    if let Some(v) = changes.password_history {
+        auth.password_history = in_range("passwordHistory", v, 0, 20)?;
+    }
+    if let Some(v) = changes.max_sessions {
+        auth.max_sessions = in_range("maxSessions", v, 1, 100)?;
+    }
+    if let Some(v) = changes.session_length_secs {
+        auth.session_length_secs = in_range("sessionLength", v, 60, 10 * 365 * 24 * 3600)?;
+    }
+    if let Some(v) = changes.password_dictionary {
+        auth.password_dictionary = v;
+    }
+    if let Some(v) = changes.personal_data_check {
+        auth.personal_data_check = v;
+    }
+    if let Some(v) = changes.email_password {
+        auth.email_password = v;
+    }
+    if let Some(v) = changes.anonymous {
+        auth.anonymous = v;
     }
     project.updated_at = now_millis();
     if !store::update_project(state.db.pool(), &project).await? {

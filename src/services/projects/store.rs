@@ -11,6 +11,8 @@ pub struct ProjectRow {
     pub id: String,
     pub name: String,
     pub description: String,
+    /// JSON of `AuthSettings`.
+    pub auth: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -21,13 +23,16 @@ impl From<ProjectRow> for Project {
             id: row.id,
             name: row.name,
             description: row.description,
+            // Written only by this module from `AuthSettings`; unreadable JSON (a
+            // hand-edited row) falls back to the defaults.
+            auth: serde_json::from_str(&row.auth).unwrap_or_default(),
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
     }
 }
 
-const COLUMNS: &str = "id, name, description, created_at, updated_at";
+const COLUMNS: &str = "id, name, description, auth, created_at, updated_at";
 
 pub async fn insert_project<'e>(
     db: impl Executor<'e, Database = Any>,
@@ -51,11 +56,12 @@ async fn insert<'e>(
     project: &Project,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "{verb} INTO projects ({COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+        "{verb} INTO projects ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
     ))
     .bind(&project.id)
     .bind(&project.name)
     .bind(&project.description)
+    .bind(auth_json(project))
     .bind(project.created_at)
     .bind(project.updated_at)
     .execute(db)
@@ -86,16 +92,23 @@ pub async fn count_projects(pool: &AnyPool) -> Result<i64, sqlx::Error> {
         .await
 }
 
-/// Writes name and description; false when no such project exists.
+fn auth_json(project: &Project) -> String {
+    serde_json::to_string(&project.auth).unwrap_or_else(|_| "{}".into())
+}
+
+/// Writes name, description and auth settings; false when no such project exists.
 pub async fn update_project(pool: &AnyPool, project: &Project) -> Result<bool, sqlx::Error> {
-    sqlx::query("UPDATE projects SET name = ?, description = ?, updated_at = ? WHERE id = ?")
-        .bind(&project.name)
-        .bind(&project.description)
-        .bind(project.updated_at)
-        .bind(&project.id)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected() == 1)
+    sqlx::query(
+        "UPDATE projects SET name = ?, description = ?, auth = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(&project.name)
+    .bind(&project.description)
+    .bind(auth_json(project))
+    .bind(project.updated_at)
+    .bind(&project.id)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected() == 1)
 }
 
 /// Deletes the project and, by cascade, everything in it; false when it did not exist.

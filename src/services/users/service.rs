@@ -16,10 +16,10 @@ use crate::db::{DbErrorExt as _, Page, ids, now_millis};
 use crate::error::{AppError, AppResult};
 
 use super::{Session, User, store};
+use crate::services::projects::AuthSettings;
 
 const MAX_NAME: usize = 128;
 const MAX_EMAIL: usize = 320;
-const MIN_PASSWORD: usize = 8;
 const MAX_PREFS_BYTES: usize = 64 * 1024;
 const MAX_LABELS: usize = 100;
 /// Abuse limits, as Appwrite sets them.
@@ -27,8 +27,6 @@ const SIGN_IN_LIMIT: Limit = Limit::per_hour(10);
 const SIGN_UP_LIMIT: Limit = Limit::per_hour(10);
 const ANONYMOUS_LIMIT: Limit = Limit::per_hour(50);
 const PASSWORD_CHANGE_LIMIT: Limit = Limit::per_hour(10);
-/// How long a session lasts (Appwrite's default: one year).
-const SESSION_LIFETIME_MS: i64 = 365 * 24 * 3600 * 1000;
 
 /// Where a request came from, recorded on its session.
 #[derive(Debug, Clone, Default)]
@@ -174,22 +172,95 @@ fn check_name(name: &str) -> AppResult<()> {
     Ok(())
 }
 
-fn check_password(password: &str) -> AppResult<()> {
-    if password.chars().count() < MIN_PASSWORD {
-        return Err(AppError::Invalid {
-            code: "PASSWORD_TOO_SHORT",
-            field: "password".into(),
-            reason: format!("at least {MIN_PASSWORD} characters"),
-        });
+/// A password refused by the project's policy, with the code that says why.
+fn weak_password(code: &'static str, reason: impl Into<String>) -> AppError {
+    AppError::Invalid {
+        code,
+        field: "password".into(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks a new password against the project's policy. `personal` holds the user's
+/// id, name, email and phone, for the personal-data rule.
+fn check_password(password: &str, policy: &AuthSettings, personal: &[&str]) -> AppResult<()> {
+    let min = policy.password_min_length as usize;
+    if password.chars().count() < min {
+        return Err(weak_password(
+            "PASSWORD_TOO_SHORT",
+            format!("at least {min} characters"),
+        ));
     }
     if password.len() > passwords::MAX_PASSWORD_BYTES {
-        return Err(AppError::Invalid {
-            code: "PASSWORD_TOO_LONG",
-            field: "password".into(),
-            reason: format!("at most {} bytes", passwords::MAX_PASSWORD_BYTES),
-        });
+        return Err(weak_password(
+            "PASSWORD_TOO_LONG",
+            format!("at most {} bytes", passwords::MAX_PASSWORD_BYTES),
+        ));
+    }
+    if policy.personal_data_check {
+        let lowered = password.to_lowercase();
+        let email_name = personal
+            .iter()
+            .filter_map(|p| p.split_once('@').map(|(local, _)| local));
+        if personal
+            .iter()
+            .copied()
+            .chain(email_name)
+            .map(str::to_lowercase)
+            .any(|part| part.chars().count() >= 3 && lowered.contains(&part))
+        {
+            return Err(weak_password(
+                "PASSWORD_PERSONAL_DATA",
+                "must not contain your name, email, phone or id",
+            ));
+        }
+    }
+    if policy.password_dictionary && is_common_password(password) {
+        return Err(weak_password(
+            "PASSWORD_TOO_COMMON",
+            "is among the most commonly used passwords",
+        ));
     }
     Ok(())
+}
+
+/// Whether the whole password is one of the commonly used passwords zxcvbn knows
+/// (its frequency list of about 30,000 leaked passwords), ignoring case and l33t
+/// spellings.
+fn is_common_password(password: &str) -> bool {
+    use zxcvbn::matching::patterns::MatchPattern;
+    let length = password.chars().count();
+    zxcvbn::zxcvbn(password, &[]).sequence().iter().any(|m| {
+        // zxcvbn does not export its dictionary enum; the password list is its default.
+        m.i == 0
+            && m.j + 1 == length
+            && matches!(&m.pattern, MatchPattern::Dictionary(d) if d.dictionary_name == Default::default())
+    })
+}
+
+/// Refuses a sign-in method the project turned off.
+async fn require_method(
+    state: &AppState,
+    project_id: &str,
+    enabled: fn(&AuthSettings) -> bool,
+    method: &'static str,
+) -> AppResult<()> {
+    if enabled(&policy(state, project_id).await?) {
+        Ok(())
+    } else {
+        Err(AppError::MethodDisabled { method })
+    }
+}
+
+/// The project's sign-in policy, from the cached project.
+async fn policy(state: &AppState, project_id: &str) -> AppResult<AuthSettings> {
+    Ok(state
+        .schemas
+        .get(state, project_id)
+        .await?
+        .project
+        .auth
+        .clone())
 }
 
 fn check_prefs(prefs: &serde_json::Map<String, serde_json::Value>) -> AppResult<()> {
@@ -275,7 +346,13 @@ async fn insert_new_user(state: &AppState, project_id: &str, new: NewUser) -> Ap
             ));
         }
         (Some(password), None) => {
-            check_password(&password)?;
+            let personal = [
+                id.as_str(),
+                name.as_str(),
+                email.as_deref().unwrap_or(""),
+                new.phone.as_deref().unwrap_or(""),
+            ];
+            check_password(&password, &policy(state, project_id).await?, &personal)?;
             Some(hash(password).await?)
         }
         (None, Some(imported)) => Some(imported.to_stored()),
@@ -416,7 +493,33 @@ async fn apply_changes(
         user.phone = Some(phone);
     }
     if let Some(password) = changes.password {
-        check_password(&password)?;
+        let policy = policy(state, project_id).await?;
+        let personal = [
+            user.id.as_str(),
+            user.name.as_str(),
+            user.email.as_deref().unwrap_or(""),
+            user.phone.as_deref().unwrap_or(""),
+        ];
+        check_password(&password, &policy, &personal)?;
+        let recent = user
+            .password_hash
+            .iter()
+            .chain(history.iter())
+            .take(policy.password_history as usize);
+        for stored in recent {
+            if verify(password.clone(), stored.clone())
+                .await
+                .unwrap_or(false)
+            {
+                return Err(weak_password(
+                    "PASSWORD_RECENTLY_USED",
+                    format!(
+                        "must differ from your last {} passwords",
+                        policy.password_history
+                    ),
+                ));
+            }
+        }
         if let Some(old) = user.password_hash.take() {
             history.insert(0, old);
             history.truncate(20);
@@ -513,6 +616,7 @@ pub async fn sign_up(
     name: Option<String>,
     client: &ClientInfo,
 ) -> AppResult<User> {
+    require_method(state, project_id, |p| p.email_password, "email-password").await?;
     state
         .rate_limiter
         .hit(&format!("signup:{project_id}:{}", client.ip), SIGN_UP_LIMIT)
@@ -541,6 +645,7 @@ pub async fn sign_in_with_password(
     client: ClientInfo,
 ) -> AppResult<(Session, String)> {
     let invalid = || AppError::InvalidCredentials;
+    require_method(state, project_id, |p| p.email_password, "email-password").await?;
     let email = normalize_email("email", email)?;
     state
         .rate_limiter
@@ -583,6 +688,7 @@ pub async fn sign_in_anonymously(
     project_id: &str,
     client: ClientInfo,
 ) -> AppResult<(Session, String)> {
+    require_method(state, project_id, |p| p.anonymous, "anonymous").await?;
     let key = format!("anonymous:{project_id}:{}", client.ip);
     state.rate_limiter.hit(&key, ANONYMOUS_LIMIT).await?;
     let user = insert_new_user(state, project_id, NewUser::default()).await?;
@@ -595,7 +701,10 @@ async fn create_session(
     provider: &str,
     client: ClientInfo,
 ) -> AppResult<(Session, String)> {
+    let policy = policy(state, &user.project_id).await?;
     let now = now_millis();
+    let lifetime_ms =
+        i64::try_from(policy.session_length_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let session = Session {
         project_id: user.project_id.clone(),
         id: ids::generate(),
@@ -603,13 +712,26 @@ async fn create_session(
         provider: provider.to_string(),
         ip: client.ip.chars().take(64).collect(),
         user_agent: client.user_agent.chars().take(512).collect(),
-        expires_at: now + SESSION_LIFETIME_MS,
+        expires_at: now.saturating_add(lifetime_ms),
         created_at: now,
         updated_at: now,
     };
+    let pool = state.db.pool();
     let (secret, digest) = secrets::new_secret(SecretKind::Session, &session.id);
-    store::insert_session(state.db.pool(), &session, &digest).await?;
-    let _ = store::touch_user(state.db.pool(), &user.project_id, &user.id, now).await;
+    store::insert_session(pool, &session, &digest).await?;
+    let _ = store::touch_user(pool, &user.project_id, &user.id, now).await;
+    // Past the project's maximum, the oldest sessions end.
+    let sessions = store::list_sessions(pool, &user.project_id, &user.id).await?;
+    let excess: Vec<_> = sessions
+        .iter()
+        .skip(policy.max_sessions.max(1) as usize)
+        .collect();
+    if !excess.is_empty() {
+        for old in excess {
+            store::delete_session(pool, &user.project_id, &user.id, &old.id).await?;
+        }
+        announce_user_change(state, &user.project_id, &user.id).await;
+    }
     Ok((session, secret))
 }
 

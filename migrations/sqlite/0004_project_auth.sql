@@ -1,0 +1,3 @@
+-- Per-project sign-in policy (password rules, sessions, enabled methods) as a JSON
+-- object; absent keys take the defaults of src/services/projects/mod.rs.
+ALTER TABLE projects ADD COLUMN auth TEXT NOT NULL DEFAULT '{}';
