@@ -38,6 +38,20 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
 
+    /// SMTP server for outgoing email: `smtp://[user:password@]host[:port]` (STARTTLS
+    /// when offered; required with credentials) or `smtps://…` (TLS). Unset: messages
+    /// are written as .eml files to `DATA_DIR/outbox`.
+    #[arg(long, env = "NIMBUS_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+
+    /// Sender of outgoing email, e.g. `Acme <no-reply@acme.example>`.
+    #[arg(
+        long,
+        env = "NIMBUS_MAIL_FROM",
+        default_value = "Nimbus <no-reply@nimbus.localhost>"
+    )]
+    pub mail_from: String,
+
     /// Abuse limits on sign-up, sign-in and password changes (e.g. 10 sign-ins per
     /// email and IP per hour), shared by replicas through Redis. `false` turns them off.
     #[arg(long, env = "NIMBUS_RATE_LIMITS", default_value_t = true, action = clap::ArgAction::Set)]

@@ -18,6 +18,8 @@ pub mod files;
 pub mod graphql;
 /// The HTTP and WebSocket surface: router, GraphQL transport, health, metrics, playground.
 pub mod http;
+/// Outgoing email: SMTP, or an outbox folder for development.
+pub mod mail;
 /// The services, one folder each.
 pub mod services;
 
@@ -45,6 +47,7 @@ pub struct AppInner {
     pub db: Db,
     pub bus: Bus,
     pub files: FileStore,
+    pub mailer: mail::Mailer,
     pub schemas: ProjectSchemas,
     pub sessions: auth::session_cache::SessionCache,
     pub rate_limiter: auth::rate_limit::RateLimiter,
@@ -76,6 +79,12 @@ impl AppState {
             None => Bus::in_process(),
         };
         let files = FileStore::local(config.data_dir.join("files"))?;
+        let mailer = mail::Mailer::from_config(
+            config.smtp_url.as_deref(),
+            &config.mail_from,
+            &config.data_dir.join("outbox"),
+        )?;
+        tracing::info!(mail = %mailer.describe(), "outgoing email");
         let secret = load_or_create_secret(&config)?;
         let rate_limiter = auth::rate_limit::RateLimiter::new(
             config.rate_limits,
@@ -87,6 +96,7 @@ impl AppState {
             db,
             bus,
             files,
+            mailer,
             schemas: ProjectSchemas::default(),
             sessions: Default::default(),
             rate_limiter,

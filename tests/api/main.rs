@@ -5,11 +5,13 @@
 mod helpers;
 
 mod cli;
+mod email_flows;
 mod identity;
 mod limits;
 mod observability;
 mod projects;
 mod realtime;
 mod schema;
+mod smtp_server;
 mod teams;
 mod transport;

@@ -4,5 +4,6 @@
 //! `Authorization: Bearer`.
 
 pub mod schema;
+pub mod service;
 
 pub use schema::register;

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{JSON, app, caller, input, input_object, object, prop};
 use crate::http::identity::session_cookie_name;
+use crate::services::account::service::{self as account, IssuedToken};
 use crate::services::users::Session;
 use crate::services::users::schema::{session_value, user_value};
 use crate::services::users::service::{self, ClientInfo, UserChanges};
@@ -29,6 +30,40 @@ struct CreateAccountInput {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct EmailPasswordInput {
     email: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UrlInput {
+    url: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SecretInput {
+    user_id: String,
+    secret: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EmailUrlInput {
+    email: String,
+    url: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EmailOnlyInput {
+    email: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RecoveryInput {
+    user_id: String,
+    secret: String,
     password: String,
 }
 
@@ -123,7 +158,219 @@ fn self_update(
     );
 }
 
+fn token_value(token: &IssuedToken) -> FieldValue<'static> {
+    FieldValue::value(object([
+        ("userId", Value::from(token.user_id.as_str())),
+        (
+            "expiresAt",
+            crate::graphql::types::datetime(token.expires_at),
+        ),
+    ]))
+}
+
+/// The email flows: verification, recovery, magic link, emailed code.
+fn register_email_flows(parts: &mut SchemaParts) {
+    let string = || TypeRef::named_nn(TypeRef::STRING);
+    let id = || TypeRef::named_nn(TypeRef::ID);
+    parts.add_type(
+        Object::new("Token")
+            .description("A one-time secret sent by email: to whom, and until when it works.")
+            .field(prop(
+                "userId",
+                TypeRef::named_nn(TypeRef::ID),
+                "The user it was sent to.",
+            ))
+            .field(prop(
+                "expiresAt",
+                TypeRef::named_nn(crate::graphql::types::DATETIME),
+                "When it stops working.",
+            )),
+    );
+    let url_about = "Page of your app the link opens; `userId` and `secret` are added to it. Its host must be one of the project's redirect hosts.";
+    parts.add_type(input_object(
+        "CreateVerificationInput",
+        "Where the verification link leads.",
+        &[("url", string(), url_about)],
+    ));
+    parts.add_type(input_object(
+        "UpdateVerificationInput",
+        "The values from the verification link.",
+        &[
+            ("userId", id(), "`userId` from the link."),
+            ("secret", string(), "`secret` from the link."),
+        ],
+    ));
+    parts.add_type(input_object(
+        "CreateRecoveryInput",
+        "Who forgot their password, and where the link leads.",
+        &[
+            ("email", string(), "The account's email."),
+            ("url", string(), url_about),
+        ],
+    ));
+    parts.add_type(input_object(
+        "UpdateRecoveryInput",
+        "The values from the recovery link, and the new password.",
+        &[
+            ("userId", id(), "`userId` from the link."),
+            ("secret", string(), "`secret` from the link."),
+            ("password", string(), "The new password."),
+        ],
+    ));
+    parts.add_type(input_object(
+        "CreateMagicUrlTokenInput",
+        "Who signs in, and where the link leads.",
+        &[
+            (
+                "email",
+                string(),
+                "The email; a new user is created for an unknown one.",
+            ),
+            ("url", string(), url_about),
+        ],
+    ));
+    parts.add_type(input_object(
+        "CreateEmailTokenInput",
+        "Who signs in.",
+        &[(
+            "email",
+            string(),
+            "The email; a new user is created for an unknown one.",
+        )],
+    ));
+    parts.add_type(input_object(
+        "CreateSessionInput",
+        "The values from a magic link, or the emailed code.",
+        &[
+            ("userId", id(), "`userId` from the link or the `Token`."),
+            (
+                "secret",
+                string(),
+                "`secret` from the link, or the 6-digit code.",
+            ),
+        ],
+    ));
+
+    parts.mutation(
+        Field::new("createVerification", TypeRef::named_nn("Token"), |ctx| {
+            FieldFuture::new(async move {
+                let me = caller(&ctx)?.require_session()?;
+                let input: UrlInput = input(&ctx)?;
+                let token = account::create_verification(app(&ctx)?, me, &input.url).await?;
+                Ok(Some(token_value(&token)))
+            })
+        })
+        .description("Emails the signed-in user a link that verifies their email (valid 7 days).")
+        .argument(InputValue::new(
+            "input",
+            TypeRef::named_nn("CreateVerificationInput"),
+        )),
+    );
+    parts.mutation(
+        Field::new("updateVerification", TypeRef::named_nn("User"), |ctx| {
+            FieldFuture::new(async move {
+                let caller = caller(&ctx)?;
+                let input: SecretInput = input(&ctx)?;
+                let user = account::confirm_verification(
+                    app(&ctx)?,
+                    &caller.project.id,
+                    &input.user_id,
+                    &input.secret,
+                )
+                .await?;
+                Ok(Some(FieldValue::value(user_value(&user))))
+            })
+        })
+        .description(
+            "Marks the email verified with the values from the link. Each link works once.",
+        )
+        .argument(InputValue::new(
+            "input",
+            TypeRef::named_nn("UpdateVerificationInput"),
+        )),
+    );
+    parts.mutation(
+        Field::new("createRecovery", TypeRef::named_nn(TypeRef::BOOLEAN), |ctx| {
+            FieldFuture::new(async move {
+                let caller = caller(&ctx)?;
+                let input: EmailUrlInput = input(&ctx)?;
+                account::create_recovery(app(&ctx)?, &caller.project.id, &input.email, &input.url).await?;
+                Ok(Some(FieldValue::value(true)))
+            })
+        })
+        .description("Emails a password-reset link (valid 1 hour). Answers `true` whether or not the email has an account.")
+        .argument(InputValue::new("input", TypeRef::named_nn("CreateRecoveryInput"))),
+    );
+    parts.mutation(
+        Field::new("updateRecovery", TypeRef::named_nn(TypeRef::BOOLEAN), |ctx| {
+            FieldFuture::new(async move {
+                let caller = caller(&ctx)?;
+                let input: RecoveryInput = input(&ctx)?;
+                account::complete_recovery(app(&ctx)?, &caller.project.id, &input.user_id, &input.secret, input.password).await?;
+                Ok(Some(FieldValue::value(true)))
+            })
+        })
+        .description("Sets a new password with the values from the recovery link, and signs the user out everywhere.")
+        .argument(InputValue::new("input", TypeRef::named_nn("UpdateRecoveryInput"))),
+    );
+    parts.mutation(
+        Field::new("createMagicUrlToken", TypeRef::named_nn("Token"), |ctx| {
+            FieldFuture::new(async move {
+                let caller = caller(&ctx)?;
+                let input: EmailUrlInput = input(&ctx)?;
+                let token = account::create_magic_url(
+                    app(&ctx)?,
+                    &caller.project.id,
+                    &input.email,
+                    &input.url,
+                )
+                .await?;
+                Ok(Some(token_value(&token)))
+            })
+        })
+        .description("Emails a sign-in link (valid 1 hour); finish with `createSession`.")
+        .argument(InputValue::new(
+            "input",
+            TypeRef::named_nn("CreateMagicUrlTokenInput"),
+        )),
+    );
+    parts.mutation(
+        Field::new("createEmailToken", TypeRef::named_nn("Token"), |ctx| {
+            FieldFuture::new(async move {
+                let caller = caller(&ctx)?;
+                let input: EmailOnlyInput = input(&ctx)?;
+                let token =
+                    account::create_email_code(app(&ctx)?, &caller.project.id, &input.email)
+                        .await?;
+                Ok(Some(token_value(&token)))
+            })
+        })
+        .description(
+            "Emails a 6-digit sign-in code (valid 15 minutes); finish with `createSession`.",
+        )
+        .argument(InputValue::new(
+            "input",
+            TypeRef::named_nn("CreateEmailTokenInput"),
+        )),
+    );
+    parts.mutation(
+        Field::new("createSession", TypeRef::named_nn("SessionPayload"), |ctx| {
+            FieldFuture::new(async move {
+                let caller = caller(&ctx)?;
+                let input: SecretInput = input(&ctx)?;
+                let (session, secret) =
+                    account::create_session_from_token(app(&ctx)?, &caller.project.id, &input.user_id, &input.secret, client(&ctx))
+                        .await?;
+                signed_in(&ctx, &session, secret)
+            })
+        })
+        .description("Signs in with a magic link's values or an emailed code. Each works once; the email becomes verified.")
+        .argument(InputValue::new("input", TypeRef::named_nn("CreateSessionInput"))),
+    );
+}
+
 pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
+    register_email_flows(parts);
     let string = || TypeRef::named_nn(TypeRef::STRING);
     parts.add_type(
         Object::new("SessionPayload")

@@ -43,6 +43,13 @@ pub struct AuthSettings {
     pub email_password: bool,
     /// Whether anonymous sessions are enabled.
     pub anonymous: bool,
+    /// Whether sign-in by a link sent by email is enabled.
+    pub magic_url: bool,
+    /// Whether sign-in by a code sent by email is enabled.
+    pub email_otp: bool,
+    /// Host names that links in emails (verification, recovery, magic URL) may point
+    /// to, so nobody can have the server mail a user a link to another site.
+    pub redirect_hosts: Vec<String>,
 }
 
 impl Default for AuthSettings {
@@ -56,6 +63,9 @@ impl Default for AuthSettings {
             session_length_secs: 365 * 24 * 3600,
             email_password: true,
             anonymous: true,
+            magic_url: true,
+            email_otp: true,
+            redirect_hosts: vec!["localhost".to_string()],
         }
     }
 }

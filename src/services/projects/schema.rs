@@ -34,6 +34,17 @@ pub fn project_value(project: &Project) -> Value {
                 ("sessionLength", Value::from(auth.session_length_secs)),
                 ("emailPassword", Value::from(auth.email_password)),
                 ("anonymous", Value::from(auth.anonymous)),
+                ("magicUrl", Value::from(auth.magic_url)),
+                ("emailOtp", Value::from(auth.email_otp)),
+                (
+                    "redirectHosts",
+                    Value::List(
+                        auth.redirect_hosts
+                            .iter()
+                            .map(|h| Value::from(h.as_str()))
+                            .collect(),
+                    ),
+                ),
             ]),
         ),
         ("createdAt", datetime(project.created_at)),
@@ -69,6 +80,9 @@ struct UpdateProjectAuthInput {
     session_length: Option<u64>,
     email_password: Option<bool>,
     anonymous: Option<bool>,
+    magic_url: Option<bool>,
+    email_otp: Option<bool>,
+    redirect_hosts: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -154,13 +168,31 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
             "Whether sign-up and sign-in with email and password are enabled.",
         ),
         ("anonymous", true, "Whether anonymous sessions are enabled."),
+        (
+            "magicUrl",
+            true,
+            "Whether sign-in by a link sent by email is enabled.",
+        ),
+        (
+            "emailOtp",
+            true,
+            "Whether sign-in by a code sent by email is enabled.",
+        ),
     ];
-    parts.add_type(AUTH_FIELDS.iter().fold(
-        Object::new("ProjectAuth").description("A project's sign-in policy."),
-        |object, (name, is_bool, about)| {
-            object.field(prop(name, if *is_bool { boolean() } else { int() }, about))
-        },
-    ));
+    parts.add_type(
+        AUTH_FIELDS.iter().fold(
+            Object::new("ProjectAuth")
+                .description("A project's sign-in policy.")
+                .field(prop(
+                    "redirectHosts",
+                    TypeRef::named_nn_list_nn(TypeRef::STRING),
+                    "Host names that links in emails may point to (default `localhost`).",
+                )),
+            |object, (name, is_bool, about)| {
+                object.field(prop(name, if *is_bool { boolean() } else { int() }, about))
+            },
+        ),
+    );
     parts.add_type(
         AUTH_FIELDS.iter().fold(
             InputObject::new("UpdateProjectAuthInput")
@@ -170,6 +202,10 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
                 .field(
                     InputValue::new("projectId", TypeRef::named_nn(TypeRef::ID))
                         .description("The project."),
+                )
+                .field(
+                    InputValue::new("redirectHosts", TypeRef::named_nn_list(TypeRef::STRING))
+                        .description("Replace the host names that links in emails may point to."),
                 ),
             |object, (name, is_bool, about)| {
                 let ty = if *is_bool {
@@ -324,6 +360,9 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
                     session_length_secs: input.session_length,
                     email_password: input.email_password,
                     anonymous: input.anonymous,
+                    magic_url: input.magic_url,
+                    email_otp: input.email_otp,
+                    redirect_hosts: input.redirect_hosts,
                 };
                 let project =
                     service::update_project_auth(app(&ctx)?, admin, &input.project_id, changes)

@@ -159,6 +159,9 @@ pub struct AuthChanges {
     pub session_length_secs: Option<u64>,
     pub email_password: Option<bool>,
     pub anonymous: Option<bool>,
+    pub magic_url: Option<bool>,
+    pub email_otp: Option<bool>,
+    pub redirect_hosts: Option<Vec<String>>,
 }
 
 fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
@@ -208,6 +211,34 @@ pub async fn update_project_auth(
     }
     if let Some(v) = changes.anonymous {
         auth.anonymous = v;
+    }
+    if let Some(v) = changes.magic_url {
+        auth.magic_url = v;
+    }
+    if let Some(v) = changes.email_otp {
+        auth.email_otp = v;
+    }
+    if let Some(hosts) = changes.redirect_hosts {
+        if hosts.len() > 100 {
+            return Err(AppError::invalid("redirectHosts", "at most 100 hosts"));
+        }
+        let mut normalized = Vec::with_capacity(hosts.len());
+        for host in hosts {
+            let host = host.trim().to_ascii_lowercase();
+            let valid = !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
+            if !valid {
+                return Err(AppError::invalid(
+                    "redirectHosts",
+                    format!("`{host}` is not a host name"),
+                ));
+            }
+            normalized.push(host);
+        }
+        auth.redirect_hosts = normalized;
     }
     project.updated_at = now_millis();
     if !store::update_project(state.db.pool(), &project).await? {

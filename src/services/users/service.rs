@@ -239,7 +239,7 @@ fn is_common_password(password: &str) -> bool {
 }
 
 /// Refuses a sign-in method the project turned off.
-async fn require_method(
+pub(crate) async fn require_method(
     state: &AppState,
     project_id: &str,
     enabled: fn(&AuthSettings) -> bool,
@@ -253,7 +253,7 @@ async fn require_method(
 }
 
 /// The project's sign-in policy, from the cached project.
-async fn policy(state: &AppState, project_id: &str) -> AppResult<AuthSettings> {
+pub(crate) async fn policy(state: &AppState, project_id: &str) -> AppResult<AuthSettings> {
     Ok(state
         .schemas
         .get(state, project_id)
@@ -326,7 +326,11 @@ pub(crate) async fn announce_user_change(state: &AppState, project_id: &str, use
         .await;
 }
 
-async fn insert_new_user(state: &AppState, project_id: &str, new: NewUser) -> AppResult<User> {
+pub(crate) async fn insert_new_user(
+    state: &AppState,
+    project_id: &str,
+    new: NewUser,
+) -> AppResult<User> {
     let id = ids::resolve("id", new.id.as_deref())?;
     let email = new
         .email
@@ -458,7 +462,7 @@ pub async fn update_user(
     apply_changes(state, project_id, id, changes).await
 }
 
-async fn apply_changes(
+pub(crate) async fn apply_changes(
     state: &AppState,
     project_id: &str,
     id: &str,
@@ -695,7 +699,7 @@ pub async fn sign_in_anonymously(
     create_session(state, &user, "anonymous", client).await
 }
 
-async fn create_session(
+pub(crate) async fn create_session(
     state: &AppState,
     user: &User,
     provider: &str,

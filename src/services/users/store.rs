@@ -348,3 +348,70 @@ pub async fn delete_sessions(
         .await
         .map(|r| r.rows_affected())
 }
+
+#[derive(Debug, FromRow)]
+pub struct TokenRow {
+    pub id: String,
+    pub secret_hash: String,
+    pub kind: String,
+    pub expires_at: i64,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_token(
+    pool: &AnyPool,
+    project_id: &str,
+    id: &str,
+    user_id: &str,
+    kind: &str,
+    secret_hash: &str,
+    expires_at: i64,
+    created_at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO tokens (project_id, id, user_id, kind, secret_hash, expires_at, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(project_id)
+    .bind(id)
+    .bind(user_id)
+    .bind(kind)
+    .bind(secret_hash)
+    .bind(expires_at)
+    .bind(created_at)
+    .execute(pool)
+    .await
+    .map(|_| ())
+}
+
+/// A user's tokens of the given kinds, newest first.
+pub async fn tokens_of(
+    pool: &AnyPool,
+    project_id: &str,
+    user_id: &str,
+    kinds: &[&str],
+) -> Result<Vec<TokenRow>, sqlx::Error> {
+    let placeholders = vec!["?"; kinds.len().max(1)].join(", ");
+    let sql = format!(
+        "SELECT id, secret_hash, kind, expires_at FROM tokens WHERE project_id = ? AND user_id = ? \
+         AND kind IN ({placeholders}) ORDER BY created_at DESC LIMIT 50"
+    );
+    kinds
+        .iter()
+        .fold(
+            sqlx::query_as(&sql).bind(project_id).bind(user_id),
+            |q, k| q.bind(*k),
+        )
+        .fetch_all(pool)
+        .await
+}
+
+/// Deletes one token; false when another request used it first.
+pub async fn delete_token(pool: &AnyPool, project_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query("DELETE FROM tokens WHERE project_id = ? AND id = ?")
+        .bind(project_id)
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+}

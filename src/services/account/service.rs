@@ -1,0 +1,368 @@
+//! Account flows that go through the user's mailbox: email verification, password
+//! recovery, sign-in by magic link and by emailed code. Each sends a one-time secret
+//! (stored only as a digest, deleted when used, expiring) in a link to a host the
+//! project allows, or as a 6-digit code.
+
+use rand::Rng as _;
+
+use crate::AppState;
+use crate::auth::rate_limit::Limit;
+use crate::auth::secrets;
+use crate::auth::session_cache::ResolvedSession;
+use crate::db::{ids, now_millis};
+use crate::error::{AppError, AppResult};
+use crate::mail::templates;
+use crate::services::projects::AuthSettings;
+use crate::services::users::service::{
+    ClientInfo, NewUser, UserChanges, announce_user_change, apply_changes, create_session,
+    insert_new_user, normalize_email, policy, require_method,
+};
+use crate::services::users::{Session, User, store};
+
+const VERIFICATION: &str = "verification";
+const RECOVERY: &str = "recovery";
+const MAGIC_URL: &str = "magic-url";
+const EMAIL_OTP: &str = "email-otp";
+
+const MINUTE_MS: i64 = 60 * 1000;
+const VERIFICATION_TTL: i64 = 7 * 24 * 60 * MINUTE_MS;
+const RECOVERY_TTL: i64 = 60 * MINUTE_MS;
+const MAGIC_URL_TTL: i64 = 60 * MINUTE_MS;
+const EMAIL_OTP_TTL: i64 = 15 * MINUTE_MS;
+/// Appwrite's limits for these routes.
+const MAIL_LIMIT: Limit = Limit::per_hour(10);
+const TOKEN_ATTEMPTS_LIMIT: Limit = Limit::per_hour(10);
+
+/// A secret that was sent: whose, and until when it works.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub user_id: String,
+    pub expires_at: i64,
+}
+
+/// `url` with `userId` and `secret` added, if its host is one the project allows.
+fn link(policy: &AuthSettings, url: &str, user_id: &str, secret: &str) -> AppResult<String> {
+    let invalid = |reason: String| AppError::Invalid {
+        code: "INVALID_REDIRECT_URL",
+        field: "url".into(),
+        reason,
+    };
+    let mut parsed = url::Url::parse(url).map_err(|_| invalid("not an absolute URL".into()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid("use an http or https URL".into()));
+    }
+    let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
+    if !policy.redirect_hosts.contains(&host) {
+        return Err(invalid(format!(
+            "`{host}` is not among the project's redirect hosts (updateProjectAuth redirectHosts)"
+        )));
+    }
+    parsed
+        .query_pairs_mut()
+        .append_pair("userId", user_id)
+        .append_pair("secret", secret);
+    Ok(parsed.into())
+}
+
+async fn issue(
+    state: &AppState,
+    user: &User,
+    kind: &str,
+    secret: &str,
+    ttl: i64,
+) -> AppResult<IssuedToken> {
+    let now = now_millis();
+    let expires_at = now + ttl;
+    store::insert_token(
+        state.db.pool(),
+        &user.project_id,
+        &ids::generate(),
+        &user.id,
+        kind,
+        &secrets::digest(secret),
+        expires_at,
+        now,
+    )
+    .await?;
+    Ok(IssuedToken {
+        user_id: user.id.clone(),
+        expires_at,
+    })
+}
+
+/// Uses up a token of one of `kinds`; returns its kind.
+async fn consume(
+    state: &AppState,
+    project_id: &str,
+    user_id: &str,
+    kinds: &[&str],
+    secret: &str,
+) -> AppResult<String> {
+    let invalid = || AppError::Invalid {
+        code: "INVALID_TOKEN",
+        field: "secret".into(),
+        reason: "the secret is wrong, was already used, or belongs to another user".into(),
+    };
+    ids::validate("userId", user_id).map_err(|_| invalid())?;
+    state
+        .rate_limiter
+        .hit(
+            &format!("token:{project_id}:{user_id}"),
+            TOKEN_ATTEMPTS_LIMIT,
+        )
+        .await?;
+    let tokens = store::tokens_of(state.db.pool(), project_id, user_id, kinds).await?;
+    let token = tokens
+        .into_iter()
+        .find(|t| secrets::matches(secret, &t.secret_hash))
+        .ok_or_else(invalid)?;
+    // Deleting first makes a token single-use even when two requests race.
+    if !store::delete_token(state.db.pool(), project_id, &token.id).await? {
+        return Err(invalid());
+    }
+    if token.expires_at <= now_millis() {
+        return Err(AppError::Invalid {
+            code: "TOKEN_EXPIRED",
+            field: "secret".into(),
+            reason: "the link or code has expired; ask for a new one".into(),
+        });
+    }
+    Ok(token.kind)
+}
+
+async fn send(state: &AppState, to: &str, content: templates::MailContent) -> AppResult<()> {
+    state.mailer.send(content.to(to)).await.map_err(|err| {
+        tracing::error!(error = %err, "sending email failed");
+        AppError::Unavailable
+    })
+}
+
+async fn project_name(state: &AppState, project_id: &str) -> AppResult<String> {
+    Ok(state
+        .schemas
+        .get(state, project_id)
+        .await?
+        .project
+        .name
+        .clone())
+}
+
+/// Mails the signed-in user a link that verifies their email.
+pub async fn create_verification(
+    state: &AppState,
+    me: &ResolvedSession,
+    url: &str,
+) -> AppResult<IssuedToken> {
+    let user = &me.user;
+    let email = user
+        .email
+        .clone()
+        .ok_or_else(|| AppError::NotAllowed("the account has no email to verify".into()))?;
+    state
+        .rate_limiter
+        .hit(
+            &format!("verification:{}:{}", user.project_id, user.id),
+            MAIL_LIMIT,
+        )
+        .await?;
+    let policy = policy(state, &user.project_id).await?;
+    let secret = secrets::random_token();
+    let link = link(&policy, url, &user.id, &secret)?;
+    let token = issue(state, user, VERIFICATION, &secret, VERIFICATION_TTL).await?;
+    send(
+        state,
+        &email,
+        templates::verification(&project_name(state, &user.project_id).await?, &link),
+    )
+    .await?;
+    Ok(token)
+}
+
+/// Marks the email verified, with the secret from the link.
+pub async fn confirm_verification(
+    state: &AppState,
+    project_id: &str,
+    user_id: &str,
+    secret: &str,
+) -> AppResult<User> {
+    consume(state, project_id, user_id, &[VERIFICATION], secret).await?;
+    apply_changes(
+        state,
+        project_id,
+        user_id,
+        UserChanges {
+            email_verified: Some(true),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Mails a password-reset link. Answers the same whether or not the email has an
+/// account, so the answer does not reveal who has one.
+pub async fn create_recovery(
+    state: &AppState,
+    project_id: &str,
+    email: &str,
+    url: &str,
+) -> AppResult<()> {
+    let email = normalize_email("email", email)?;
+    state
+        .rate_limiter
+        .hit(&format!("recovery:{project_id}:{email}"), MAIL_LIMIT)
+        .await?;
+    let policy = policy(state, project_id).await?;
+    // Checked before the lookup, so a bad URL is refused for every email alike.
+    link(&policy, url, "check", "check")?;
+    let Some(row) = store::find_user_by_email(state.db.pool(), project_id, &email).await? else {
+        return Ok(());
+    };
+    let user = row.to_user();
+    if user.blocked {
+        return Ok(());
+    }
+    let secret = secrets::random_token();
+    let link = link(&policy, url, &user.id, &secret)?;
+    issue(state, &user, RECOVERY, &secret, RECOVERY_TTL).await?;
+    send(
+        state,
+        &email,
+        templates::password_recovery(&project_name(state, project_id).await?, &link),
+    )
+    .await
+}
+
+/// Sets a new password with the secret from the recovery link, and signs the user
+/// out everywhere.
+pub async fn complete_recovery(
+    state: &AppState,
+    project_id: &str,
+    user_id: &str,
+    secret: &str,
+    password: String,
+) -> AppResult<()> {
+    consume(state, project_id, user_id, &[RECOVERY], secret).await?;
+    apply_changes(
+        state,
+        project_id,
+        user_id,
+        UserChanges {
+            password: Some(password),
+            ..Default::default()
+        },
+    )
+    .await?;
+    store::delete_sessions(state.db.pool(), project_id, user_id).await?;
+    announce_user_change(state, project_id, user_id).await;
+    Ok(())
+}
+
+/// The user with this email, created (without a password) when there is none.
+async fn user_for_email(state: &AppState, project_id: &str, email: &str) -> AppResult<User> {
+    if let Some(row) = store::find_user_by_email(state.db.pool(), project_id, email).await? {
+        return Ok(row.to_user());
+    }
+    match insert_new_user(
+        state,
+        project_id,
+        NewUser {
+            email: Some(email.to_string()),
+            ..Default::default()
+        },
+    )
+    .await
+    {
+        // Created concurrently by another request: take that one.
+        Err(AppError::Conflict { .. }) => {
+            store::find_user_by_email(state.db.pool(), project_id, email)
+                .await?
+                .map(|row| row.to_user())
+                .ok_or(AppError::InvalidCredentials)
+        }
+        other => other,
+    }
+}
+
+/// Mails a sign-in link (creating the user on first use).
+pub async fn create_magic_url(
+    state: &AppState,
+    project_id: &str,
+    email: &str,
+    url: &str,
+) -> AppResult<IssuedToken> {
+    require_method(state, project_id, |p| p.magic_url, "magic-url").await?;
+    let email = normalize_email("email", email)?;
+    state
+        .rate_limiter
+        .hit(&format!("magic:{project_id}:{email}"), MAIL_LIMIT)
+        .await?;
+    let policy = policy(state, project_id).await?;
+    link(&policy, url, "check", "check")?;
+    let user = user_for_email(state, project_id, &email).await?;
+    if user.blocked {
+        return Err(AppError::UserBlocked);
+    }
+    let secret = secrets::random_token();
+    let link = link(&policy, url, &user.id, &secret)?;
+    let token = issue(state, &user, MAGIC_URL, &secret, MAGIC_URL_TTL).await?;
+    send(
+        state,
+        &email,
+        templates::magic_url(&project_name(state, project_id).await?, &link),
+    )
+    .await?;
+    Ok(token)
+}
+
+/// Mails a 6-digit sign-in code (creating the user on first use).
+pub async fn create_email_code(
+    state: &AppState,
+    project_id: &str,
+    email: &str,
+) -> AppResult<IssuedToken> {
+    require_method(state, project_id, |p| p.email_otp, "email-otp").await?;
+    let email = normalize_email("email", email)?;
+    state
+        .rate_limiter
+        .hit(&format!("otp:{project_id}:{email}"), MAIL_LIMIT)
+        .await?;
+    let user = user_for_email(state, project_id, &email).await?;
+    if user.blocked {
+        return Err(AppError::UserBlocked);
+    }
+    let code = format!("{:06}", rand::rng().random_range(0..1_000_000u32));
+    let token = issue(state, &user, EMAIL_OTP, &code, EMAIL_OTP_TTL).await?;
+    send(
+        state,
+        &email,
+        templates::email_otp(&project_name(state, project_id).await?, &code, None),
+    )
+    .await?;
+    Ok(token)
+}
+
+/// `createSession`: finishes a magic-link or emailed-code sign-in. The email is
+/// verified by it.
+pub async fn create_session_from_token(
+    state: &AppState,
+    project_id: &str,
+    user_id: &str,
+    secret: &str,
+    client: ClientInfo,
+) -> AppResult<(Session, String)> {
+    let kind = consume(state, project_id, user_id, &[MAGIC_URL, EMAIL_OTP], secret).await?;
+    let user = apply_changes(
+        state,
+        project_id,
+        user_id,
+        UserChanges {
+            email_verified: Some(true),
+            ..Default::default()
+        },
+    )
+    .await?;
+    if user.blocked {
+        return Err(AppError::UserBlocked);
+    }
+    create_session(state, &user, &kind, client).await
+}
