@@ -29,6 +29,8 @@ pub enum AppError {
     SessionExpired,
     /// `USER_BLOCKED`: the user was blocked by the project's administrators.
     UserBlocked,
+    /// `MFA_REQUIRED`: the session must pass its second factor first.
+    MfaRequired,
     /// `INVALID_JWT`: the JWT is malformed, forged, for another project, or its session
     /// was signed out.
     InvalidJwt,
@@ -89,6 +91,9 @@ impl AppError {
             }
             AppError::SessionExpired => "the session has expired; sign in again".into(),
             AppError::UserBlocked => "this user is blocked".into(),
+            AppError::MfaRequired => {
+                "this session must pass the second factor first (updateMfaChallenge)".into()
+            }
             AppError::InvalidJwt => "the JWT is invalid".into(),
             AppError::JwtExpired => "the JWT has expired".into(),
             AppError::ScopeMissing { scope } => format!("the API key lacks the `{scope}` scope"),
@@ -128,6 +133,7 @@ impl AppError {
             AppError::InvalidSession => "INVALID_SESSION".into(),
             AppError::SessionExpired => "SESSION_EXPIRED".into(),
             AppError::UserBlocked => "USER_BLOCKED".into(),
+            AppError::MfaRequired => "MFA_REQUIRED".into(),
             AppError::InvalidJwt => "INVALID_JWT".into(),
             AppError::JwtExpired => "JWT_EXPIRED".into(),
             AppError::ScopeMissing { .. } => "SCOPE_MISSING".into(),
@@ -156,7 +162,8 @@ impl AppError {
             | AppError::SessionExpired
             | AppError::UserBlocked
             | AppError::InvalidJwt
-            | AppError::JwtExpired => S::UNAUTHORIZED,
+            | AppError::JwtExpired
+            | AppError::MfaRequired => S::UNAUTHORIZED,
             AppError::ScopeMissing { .. }
             | AppError::PermissionDenied { .. }
             | AppError::MethodDisabled { .. } => S::FORBIDDEN,

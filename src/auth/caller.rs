@@ -75,8 +75,18 @@ impl Caller {
         }
     }
 
-    /// The signed-in user's session, or `UNAUTHENTICATED`.
+    /// The signed-in user's session, or `UNAUTHENTICATED` (`MFA_REQUIRED` while the
+    /// session owes its second factor).
     pub fn require_session(&self) -> AppResult<&ResolvedSession> {
+        let session = self.require_session_owing_mfa()?;
+        if session.mfa_pending() {
+            return Err(AppError::MfaRequired);
+        }
+        Ok(session)
+    }
+
+    /// The session even while it owes its second factor: for the MFA challenge.
+    pub fn require_session_owing_mfa(&self) -> AppResult<&ResolvedSession> {
         match &self.credential {
             Credential::Session(session) => Ok(session),
             _ => Err(AppError::Unauthenticated),
@@ -111,6 +121,8 @@ impl Caller {
         match &self.credential {
             Credential::Anonymous => RoleSet::guest(),
             Credential::Key(_) => RoleSet::from_iter([]),
+            // Until the second factor, a session holds no user roles.
+            Credential::Session(session) if session.mfa_pending() => RoleSet::guest(),
             Credential::Session(session) => {
                 let user = &session.user;
                 let memberships: Vec<TeamMembership<'_>> = session

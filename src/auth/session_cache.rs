@@ -23,6 +23,13 @@ pub struct ResolvedSession {
     pub memberships: Vec<Membership>,
 }
 
+impl ResolvedSession {
+    /// Signed in, but still owing the second factor: only MFA operations work.
+    pub fn mfa_pending(&self) -> bool {
+        self.user.mfa && !self.session.mfa_verified
+    }
+}
+
 #[derive(Default)]
 pub struct SessionCache {
     entries: RwLock<HashMap<String, (Instant, Arc<ResolvedSession>)>>,

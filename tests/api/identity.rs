@@ -739,3 +739,161 @@ async fn in_strict(app: &TestApp, secret: &str, body: Value) -> Answer {
     )
     .await
 }
+
+fn totp_now(secret: &str) -> String {
+    let secret = nimbus::auth::totp::TotpSecret::from_base32(secret).unwrap();
+    nimbus::auth::totp::code_at(&secret, chrono::Utc::now().timestamp() as u64)
+}
+
+#[tokio::test]
+async fn with_mfa_a_new_session_must_pass_the_second_factor() {
+    let app = spawn_app().await;
+    sign_up(&app, "mona@example.com", "mona-password").await;
+    let first = session_secret(&app, "mona@example.com", "mona-password").await;
+    let added = as_session(
+        &app,
+        &first,
+        "mutation { createMfaAuthenticator { secret uri } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let secret = added["createMfaAuthenticator"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        added["createMfaAuthenticator"]["uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpauth://totp/")
+    );
+    let early = as_session(
+        &app,
+        &first,
+        "mutation { updateMfa(input: {enabled: true}) { mfa } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        early.code(),
+        "OPERATION_NOT_ALLOWED",
+        "MFA needs a confirmed authenticator"
+    );
+    let wrong = as_session(
+        &app,
+        &first,
+        "mutation { verifyMfaAuthenticator(input: {code: \"000000x\"}) }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(wrong.code(), "INVALID_MFA_CODE");
+    let code = totp_now(&secret);
+    as_session(
+        &app,
+        &first,
+        "mutation($c: String!) { verifyMfaAuthenticator(input: {code: $c}) }",
+        json!({"c": code}),
+    )
+    .await
+    .ok();
+    let replay = as_session(
+        &app,
+        &first,
+        "mutation($c: String!) { deleteMfaAuthenticator(input: {code: $c}) }",
+        json!({"c": code}),
+    )
+    .await;
+    assert_eq!(replay.code(), "INVALID_MFA_CODE", "a code works once");
+    let codes = as_session(
+        &app,
+        &first,
+        "mutation { createMfaRecoveryCodes }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let recovery: Vec<String> =
+        serde_json::from_value(codes["createMfaRecoveryCodes"].clone()).unwrap();
+    assert_eq!(recovery.len(), 10);
+    let on = as_session(
+        &app,
+        &first,
+        "mutation { updateMfa(input: {enabled: true}) { mfa } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(on["updateMfa"]["mfa"], true);
+    // The session that turned MFA on keeps working.
+    as_session(&app, &first, "{ account { id } }", json!({}))
+        .await
+        .ok();
+
+    // A new sign-in owes the second factor: everything else answers MFA_REQUIRED.
+    let second = session_secret(&app, "mona@example.com", "mona-password").await;
+    let blocked = as_session(&app, &second, "{ account { id } }", json!({})).await;
+    assert_eq!(blocked.code(), "MFA_REQUIRED");
+    let factors = as_session(
+        &app,
+        &second,
+        "{ accountMfaFactors { totp recoveryCode } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        factors["accountMfaFactors"],
+        json!({"totp": true, "recoveryCode": true})
+    );
+    let challenge = "mutation($f: MfaFactor!, $c: String!) { updateMfaChallenge(input: {factor: $f, code: $c}) }";
+    let bad = as_session(
+        &app,
+        &second,
+        challenge,
+        json!({"f": "RECOVERY_CODE", "c": "not-a-code"}),
+    )
+    .await;
+    assert_eq!(bad.code(), "INVALID_MFA_CODE");
+    as_session(
+        &app,
+        &second,
+        challenge,
+        json!({"f": "RECOVERY_CODE", "c": recovery[0]}),
+    )
+    .await
+    .ok();
+    as_session(&app, &second, "{ account { id } }", json!({}))
+        .await
+        .ok();
+
+    // A used recovery code does not work again.
+    let third = session_secret(&app, "mona@example.com", "mona-password").await;
+    let reused = as_session(
+        &app,
+        &third,
+        challenge,
+        json!({"f": "RECOVERY_CODE", "c": recovery[0]}),
+    )
+    .await;
+    assert_eq!(reused.code(), "INVALID_MFA_CODE");
+
+    // A server can turn MFA off for a user who lost their factors.
+    let key = app.create_key("default", &["users.write"]).await;
+    let user_id = as_session(&app, &first, "{ account { id } }", json!({}))
+        .await
+        .ok()["account"]["id"]
+        .clone();
+    app.as_key(
+        &key,
+        "default",
+        "mutation($u: ID!) { updateUser(input: {id: $u, mfa: false}) { mfa } }",
+        json!({"u": user_id}),
+    )
+    .await
+    .ok();
+    as_session(&app, &third, "{ account { id } }", json!({}))
+        .await
+        .ok();
+    app.shutdown().await;
+}

@@ -3,6 +3,7 @@
 //! get the session as an HttpOnly cookie; apps send its secret as
 //! `Authorization: Bearer`.
 
+pub mod mfa;
 pub mod schema;
 pub mod service;
 

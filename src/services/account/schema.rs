@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{JSON, app, caller, input, input_object, object, prop};
 use crate::http::identity::session_cookie_name;
+use crate::services::account::mfa;
 use crate::services::account::service::{self as account, IssuedToken};
 use crate::services::users::Session;
 use crate::services::users::schema::{session_value, user_value};
@@ -369,8 +370,206 @@ fn register_email_flows(parts: &mut SchemaParts) {
     );
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CodeInput {
+    code: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MfaInput {
+    enabled: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ChallengeInput {
+    factor: String,
+    code: String,
+}
+
+/// Multi-factor sign-in: authenticator, recovery codes, on/off, the challenge.
+fn register_mfa(parts: &mut SchemaParts) {
+    let string = || TypeRef::named_nn(TypeRef::STRING);
+    parts.add_type(
+        Object::new("MfaAuthenticator")
+            .description("A new TOTP authenticator: enter the secret in an authenticator app (or scan the URI as a QR code), then confirm with `verifyMfaAuthenticator`.")
+            .field(prop("secret", TypeRef::named_nn(TypeRef::STRING), "The shared secret, base32."))
+            .field(prop("uri", TypeRef::named_nn(TypeRef::STRING), "`otpauth://` URI for a QR code.")),
+    );
+    parts.add_type(
+        Object::new("MfaFactors")
+            .description("The second factors the signed-in user has.")
+            .field(prop(
+                "totp",
+                TypeRef::named_nn(TypeRef::BOOLEAN),
+                "A confirmed authenticator app.",
+            ))
+            .field(prop(
+                "recoveryCode",
+                TypeRef::named_nn(TypeRef::BOOLEAN),
+                "Unused recovery codes.",
+            )),
+    );
+    parts.add_type(
+        async_graphql::dynamic::Enum::new("MfaFactor")
+            .description("A second factor for `updateMfaChallenge`.")
+            .item(
+                async_graphql::dynamic::EnumItem::new("TOTP")
+                    .description("A code from the authenticator app."),
+            )
+            .item(
+                async_graphql::dynamic::EnumItem::new("RECOVERY_CODE")
+                    .description("One of the recovery codes; each works once."),
+            ),
+    );
+    parts.add_type(input_object(
+        "MfaCodeInput",
+        "A code from the authenticator app.",
+        &[("code", string(), "The 6-digit code.")],
+    ));
+    parts.add_type(input_object(
+        "UpdateMfaInput",
+        "MFA on or off.",
+        &[(
+            "enabled",
+            TypeRef::named_nn(TypeRef::BOOLEAN),
+            "Require a second factor at sign-in.",
+        )],
+    ));
+    parts.add_type(input_object(
+        "UpdateMfaChallengeInput",
+        "The second factor of this session.",
+        &[
+            ("factor", TypeRef::named_nn("MfaFactor"), "Which factor."),
+            (
+                "code",
+                string(),
+                "The authenticator code or a recovery code.",
+            ),
+        ],
+    ));
+
+    parts.query(
+        Field::new(
+            "accountMfaFactors",
+            TypeRef::named_nn("MfaFactors"),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let me = caller(&ctx)?.require_session_owing_mfa()?;
+                    let factors = mfa::factors(app(&ctx)?, me).await?;
+                    Ok(Some(FieldValue::value(object([
+                        ("totp", Value::from(factors.totp)),
+                        ("recoveryCode", Value::from(factors.recovery_code)),
+                    ]))))
+                })
+            },
+        )
+        .description("The signed-in user's second factors (also while the session owes one)."),
+    );
+    parts.mutation(
+        Field::new(
+            "createMfaAuthenticator",
+            TypeRef::named_nn("MfaAuthenticator"),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let me = caller(&ctx)?.require_session()?;
+                    let added = mfa::create_authenticator(app(&ctx)?, me).await?;
+                    Ok(Some(FieldValue::value(object([
+                        ("secret", Value::from(added.secret)),
+                        ("uri", Value::from(added.uri)),
+                    ]))))
+                })
+            },
+        )
+        .description("Starts adding a TOTP authenticator app."),
+    );
+    parts.mutation(
+        Field::new(
+            "verifyMfaAuthenticator",
+            TypeRef::named_nn(TypeRef::BOOLEAN),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let me = caller(&ctx)?.require_session()?;
+                    let input: CodeInput = input(&ctx)?;
+                    mfa::verify_authenticator(app(&ctx)?, me, &input.code).await?;
+                    Ok(Some(FieldValue::value(true)))
+                })
+            },
+        )
+        .description("Confirms the authenticator with a code from the app.")
+        .argument(InputValue::new("input", TypeRef::named_nn("MfaCodeInput"))),
+    );
+    parts.mutation(
+        Field::new(
+            "deleteMfaAuthenticator",
+            TypeRef::named_nn(TypeRef::BOOLEAN),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let me = caller(&ctx)?.require_session()?;
+                    let input: CodeInput = input(&ctx)?;
+                    mfa::delete_authenticator(app(&ctx)?, me, &input.code).await?;
+                    Ok(Some(FieldValue::value(true)))
+                })
+            },
+        )
+        .description("Removes the authenticator (with a current code); MFA turns off.")
+        .argument(InputValue::new("input", TypeRef::named_nn("MfaCodeInput"))),
+    );
+    parts.mutation(
+        Field::new(
+            "createMfaRecoveryCodes",
+            TypeRef::named_nn_list_nn(TypeRef::STRING),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let me = caller(&ctx)?.require_session()?;
+                    let codes = mfa::create_recovery_codes(app(&ctx)?, me).await?;
+                    Ok(Some(FieldValue::list(
+                        codes.into_iter().map(FieldValue::value),
+                    )))
+                })
+            },
+        )
+        .description(
+            "Ten new recovery codes, replacing any old ones. Shown only now; each works once.",
+        ),
+    );
+    parts.mutation(
+        Field::new("updateMfa", TypeRef::named_nn("User"), |ctx| {
+            FieldFuture::new(async move {
+                let me = caller(&ctx)?.require_session()?;
+                let input: MfaInput = input(&ctx)?;
+                let state = app(&ctx)?;
+                mfa::set_enabled(state, me, input.enabled).await?;
+                Ok(Some(FieldValue::value(user_value(
+                    &service::own_user(state, me).await?,
+                ))))
+            })
+        })
+        .description("Turns the second factor on (needs a confirmed authenticator) or off.")
+        .argument(InputValue::new(
+            "input",
+            TypeRef::named_nn("UpdateMfaInput"),
+        )),
+    );
+    parts.mutation(
+        Field::new("updateMfaChallenge", TypeRef::named_nn(TypeRef::BOOLEAN), |ctx| {
+            FieldFuture::new(async move {
+                let me = caller(&ctx)?.require_session_owing_mfa()?;
+                let input: ChallengeInput = input(&ctx)?;
+                mfa::complete_challenge(app(&ctx)?, me, &input.factor, &input.code).await?;
+                Ok(Some(FieldValue::value(true)))
+            })
+        })
+        .description("Passes this session's second factor; until then only MFA operations work and `MFA_REQUIRED` answers the rest.")
+        .argument(InputValue::new("input", TypeRef::named_nn("UpdateMfaChallengeInput"))),
+    );
+}
+
 pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
     register_email_flows(parts);
+    register_mfa(parts);
     let string = || TypeRef::named_nn(TypeRef::STRING);
     parts.add_type(
         Object::new("SessionPayload")
@@ -493,6 +692,9 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                     Ok(me) => {
                         let user = service::own_user(app(&ctx)?, me).await?;
                         Ok(Some(FieldValue::value(user_value(&user))))
+                    }
+                    Err(crate::error::AppError::MfaRequired) => {
+                        Err(crate::error::AppError::MfaRequired.into())
                     }
                     Err(_) => Ok(None),
                 }

@@ -25,6 +25,8 @@ pub struct User {
     pub labels: Vec<String>,
     pub prefs: serde_json::Map<String, serde_json::Value>,
     pub accessed_at: Option<i64>,
+    /// Whether signing in needs a second factor.
+    pub mfa: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -52,6 +54,8 @@ pub struct Session {
     pub ip: String,
     pub user_agent: String,
     pub expires_at: i64,
+    /// Whether the session passed the second factor.
+    pub mfa_verified: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }

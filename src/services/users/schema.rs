@@ -36,6 +36,7 @@ pub fn user_value(user: &User) -> Value {
         ("phoneVerified", Value::from(user.phone_verified)),
         ("blocked", Value::from(user.blocked)),
         ("anonymous", Value::from(user.anonymous())),
+        ("mfa", Value::from(user.mfa)),
         ("labels", strings(&user.labels)),
         (
             "prefs",
@@ -63,6 +64,7 @@ pub fn session_value(session: &Session, current_id: Option<&str>) -> Value {
             "current",
             Value::from(current_id == Some(session.id.as_str())),
         ),
+        ("mfaVerified", Value::from(session.mfa_verified)),
         ("expiresAt", datetime(session.expires_at)),
         ("createdAt", datetime(session.created_at)),
         ("updatedAt", datetime(session.updated_at)),
@@ -143,6 +145,7 @@ struct UpdateUserInput {
     phone_verified: Option<bool>,
     labels: Option<Vec<String>>,
     prefs: Option<serde_json::Map<String, serde_json::Value>>,
+    mfa: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -199,6 +202,11 @@ fn user_type() -> Object {
             "anonymous",
             TypeRef::named_nn(TypeRef::BOOLEAN),
             "Signed in anonymously and not yet given an email and password.",
+        ))
+        .field(prop(
+            "mfa",
+            TypeRef::named_nn(TypeRef::BOOLEAN),
+            "Whether signing in needs a second factor.",
         ))
         .field(prop(
             "labels",
@@ -264,6 +272,11 @@ fn session_type() -> Object {
             "current",
             TypeRef::named_nn(TypeRef::BOOLEAN),
             "Whether this is the session of the request.",
+        ))
+        .field(prop(
+            "mfaVerified",
+            TypeRef::named_nn(TypeRef::BOOLEAN),
+            "Whether the session passed the second factor.",
         ))
         .field(prop(
             "expiresAt",
@@ -378,6 +391,11 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
             .field(
                 InputValue::new("prefs", TypeRef::named(JSON))
                     .description("Replace the preferences: a JSON object of at most 64 KiB."),
+            )
+            .field(
+                InputValue::new("mfa", TypeRef::named(TypeRef::BOOLEAN)).description(
+                    "Require a second factor, or not (e.g. for a user who lost theirs).",
+                ),
             ),
     );
     parts.add_type(
@@ -551,6 +569,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                     phone_verified: input.phone_verified,
                     labels: input.labels,
                     prefs: input.prefs,
+                    mfa: input.mfa,
                 };
                 let user = service::update_user(app(&ctx)?, &caller.project.id, grant, &input.id, changes).await?;
                 Ok(Some(FieldValue::value(user_value(&user))))

@@ -127,6 +127,8 @@ pub struct UserChanges {
     pub phone_verified: Option<bool>,
     pub labels: Option<Vec<String>>,
     pub prefs: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Require a second factor (servers only; users go through `updateMfa`).
+    pub mfa: Option<bool>,
 }
 
 pub fn normalize_email(field: &str, email: &str) -> AppResult<String> {
@@ -377,6 +379,7 @@ pub(crate) async fn insert_new_user(
         labels: Vec::new(),
         prefs: Default::default(),
         accessed_at: None,
+        mfa: false,
         created_at: now,
         updated_at: now,
     };
@@ -548,6 +551,9 @@ pub(crate) async fn apply_changes(
         check_prefs(&prefs)?;
         user.prefs = prefs;
     }
+    if let Some(mfa) = changes.mfa {
+        user.mfa = mfa;
+    }
     user.updated_at = now;
     let written = store::update_user(state.db.pool(), &user, &history)
         .await
@@ -717,6 +723,7 @@ pub(crate) async fn create_session(
         ip: client.ip.chars().take(64).collect(),
         user_agent: client.user_agent.chars().take(512).collect(),
         expires_at: now.saturating_add(lifetime_ms),
+        mfa_verified: false,
         created_at: now,
         updated_at: now,
     };
@@ -928,6 +935,7 @@ pub async fn update_own(
         }
     }
     // What only a server may change.
+    changes.mfa = None;
     changes.blocked = None;
     changes.email_verified = None;
     changes.phone_verified = None;

@@ -24,6 +24,7 @@ pub struct UserRow {
     pub accessed_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    pub mfa: i16,
 }
 
 impl UserRow {
@@ -48,6 +49,7 @@ impl UserRow {
                 .and_then(|bytes| serde_json::from_slice(bytes).ok())
                 .unwrap_or_default(),
             accessed_at: self.accessed_at,
+            mfa: self.mfa != 0,
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
@@ -65,6 +67,11 @@ impl UserRow {
 const USER_COLUMNS: &str = "project_id, id, name, email, phone, password_hash, password_history, \
      password_updated_at, status, email_verified, phone_verified, labels, prefs, accessed_at, \
      created_at, updated_at";
+
+/// What `SELECT`s read: the inserted columns and those managed by their own statements.
+const USER_SELECT: &str = "project_id, id, name, email, phone, password_hash, password_history, \
+     password_updated_at, status, email_verified, phone_verified, labels, prefs, accessed_at, \
+     created_at, updated_at, mfa";
 
 fn json_bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec())
@@ -104,7 +111,7 @@ pub async fn find_user(
     id: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE project_id = ? AND id = ?"
+        "SELECT {USER_SELECT} FROM users WHERE project_id = ? AND id = ?"
     ))
     .bind(project_id)
     .bind(id)
@@ -118,7 +125,7 @@ pub async fn find_user_by_email(
     email: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE project_id = ? AND email = ?"
+        "SELECT {USER_SELECT} FROM users WHERE project_id = ? AND email = ?"
     ))
     .bind(project_id)
     .bind(email)
@@ -139,7 +146,7 @@ pub async fn list_users(
     } else {
         ""
     };
-    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE project_id = ?{filter}{keyset}");
+    let sql = format!("SELECT {USER_SELECT} FROM users WHERE project_id = ?{filter}{keyset}");
     let mut query = sqlx::query_as(&sql).bind(project_id);
     if let Some(search) = search {
         let pattern = format!("{}%", like_escape(search));
@@ -188,7 +195,7 @@ pub async fn update_user<'e>(
     sqlx::query(
         "UPDATE users SET name = ?, email = ?, phone = ?, password_hash = ?, password_history = ?, \
          password_updated_at = ?, status = ?, email_verified = ?, phone_verified = ?, labels = ?, \
-         prefs = ?, updated_at = ? WHERE project_id = ? AND id = ?",
+         prefs = ?, mfa = ?, updated_at = ? WHERE project_id = ? AND id = ?",
     )
     .bind(&user.name)
     .bind(&user.email)
@@ -201,6 +208,7 @@ pub async fn update_user<'e>(
     .bind(i16::from(user.phone_verified))
     .bind(serde_json::to_string(&user.labels).unwrap_or_else(|_| "[]".into()))
     .bind(json_bytes(&user.prefs))
+    .bind(i16::from(user.mfa))
     .bind(user.updated_at)
     .bind(&user.project_id)
     .bind(&user.id)
@@ -246,6 +254,7 @@ pub struct SessionRow {
     pub expires_at: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    pub mfa_verified: i16,
 }
 
 impl SessionRow {
@@ -258,11 +267,15 @@ impl SessionRow {
             ip: self.ip.clone(),
             user_agent: self.user_agent.clone(),
             expires_at: self.expires_at,
+            mfa_verified: self.mfa_verified != 0,
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
     }
 }
+
+const SESSION_SELECT: &str = "project_id, id, user_id, secret_hash, provider, ip, user_agent, \
+     expires_at, created_at, updated_at, mfa_verified";
 
 const SESSION_COLUMNS: &str = "project_id, id, user_id, secret_hash, provider, ip, user_agent, expires_at, created_at, updated_at";
 
@@ -295,7 +308,7 @@ pub async fn find_session(
     id: &str,
 ) -> Result<Option<SessionRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {SESSION_COLUMNS} FROM sessions WHERE project_id = ? AND id = ?"
+        "SELECT {SESSION_SELECT} FROM sessions WHERE project_id = ? AND id = ?"
     ))
     .bind(project_id)
     .bind(id)
@@ -310,7 +323,7 @@ pub async fn list_sessions(
     user_id: &str,
 ) -> Result<Vec<SessionRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {SESSION_COLUMNS} FROM sessions WHERE project_id = ? AND user_id = ? \
+        "SELECT {SESSION_SELECT} FROM sessions WHERE project_id = ? AND user_id = ? \
          ORDER BY created_at DESC, id DESC"
     ))
     .bind(project_id)
@@ -414,4 +427,143 @@ pub async fn delete_token(pool: &AnyPool, project_id: &str, id: &str) -> Result<
         .execute(pool)
         .await
         .map(|r| r.rows_affected() == 1)
+}
+
+/// A user's second-factor state.
+#[derive(Debug, FromRow)]
+pub struct MfaRow {
+    pub mfa: i16,
+    pub totp_secret: Option<String>,
+    pub totp_verified: i16,
+    pub totp_last_step: Option<i64>,
+    /// JSON array of recovery-code digests.
+    pub recovery_codes: Option<String>,
+}
+
+pub async fn find_mfa(
+    pool: &AnyPool,
+    project_id: &str,
+    user_id: &str,
+) -> Result<Option<MfaRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT mfa, totp_secret, totp_verified, totp_last_step, recovery_codes FROM users \
+         WHERE project_id = ? AND id = ?",
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Sets (or with `None`, removes) the TOTP secret; a new one starts unconfirmed.
+pub async fn set_totp(
+    pool: &AnyPool,
+    project_id: &str,
+    user_id: &str,
+    secret: Option<&str>,
+    verified: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE users SET totp_secret = ?, totp_verified = ?, totp_last_step = NULL WHERE project_id = ? AND id = ?",
+    )
+    .bind(secret)
+    .bind(i16::from(verified))
+    .bind(project_id)
+    .bind(user_id)
+    .execute(pool)
+    .await
+    .map(|_| ())
+}
+
+pub async fn confirm_totp(
+    pool: &AnyPool,
+    project_id: &str,
+    user_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET totp_verified = 1 WHERE project_id = ? AND id = ?")
+        .bind(project_id)
+        .bind(user_id)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+/// Records that TOTP time step `step` was used; false when it (or a later one)
+/// already was, so each code works once even under concurrent requests.
+pub async fn use_totp_step(
+    pool: &AnyPool,
+    project_id: &str,
+    user_id: &str,
+    step: i64,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE users SET totp_last_step = ? WHERE project_id = ? AND id = ? \
+         AND (totp_last_step IS NULL OR totp_last_step < ?)",
+    )
+    .bind(step)
+    .bind(project_id)
+    .bind(user_id)
+    .bind(step)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
+/// Replaces the recovery-code digests if they are still `expected` (compare and swap,
+/// so a code is consumed once under concurrent requests).
+pub async fn swap_recovery_codes(
+    pool: &AnyPool,
+    project_id: &str,
+    user_id: &str,
+    expected: Option<&str>,
+    new: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let result = match expected {
+        Some(expected) => {
+            sqlx::query("UPDATE users SET recovery_codes = ? WHERE project_id = ? AND id = ? AND recovery_codes = ?")
+                .bind(new)
+                .bind(project_id)
+                .bind(user_id)
+                .bind(expected)
+                .execute(pool)
+                .await?
+        }
+        None => {
+            sqlx::query("UPDATE users SET recovery_codes = ? WHERE project_id = ? AND id = ?")
+                .bind(new)
+                .bind(project_id)
+                .bind(user_id)
+                .execute(pool)
+                .await?
+        }
+    };
+    Ok(result.rows_affected() == 1)
+}
+
+pub async fn set_mfa(
+    pool: &AnyPool,
+    project_id: &str,
+    user_id: &str,
+    enabled: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET mfa = ? WHERE project_id = ? AND id = ?")
+        .bind(i16::from(enabled))
+        .bind(project_id)
+        .bind(user_id)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+pub async fn mark_session_mfa_verified(
+    pool: &AnyPool,
+    project_id: &str,
+    session_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sessions SET mfa_verified = 1 WHERE project_id = ? AND id = ?")
+        .bind(project_id)
+        .bind(session_id)
+        .execute(pool)
+        .await
+        .map(|_| ())
 }

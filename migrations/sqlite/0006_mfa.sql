@@ -1,0 +1,10 @@
+-- Multi-factor sign-in: a user's TOTP authenticator (its shared secret, whether it was
+-- confirmed, the last time step used, so a code works once), the digests of their
+-- recovery codes, and whether a second factor is required. A session records whether
+-- it passed the second factor.
+ALTER TABLE users ADD COLUMN mfa SMALLINT NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN totp_secret TEXT NULL;
+ALTER TABLE users ADD COLUMN totp_verified SMALLINT NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN totp_last_step BIGINT NULL;
+ALTER TABLE users ADD COLUMN recovery_codes TEXT NULL;
+ALTER TABLE sessions ADD COLUMN mfa_verified SMALLINT NOT NULL DEFAULT 0;

@@ -1,0 +1,220 @@
+//! Multi-factor sign-in with a TOTP authenticator app and recovery codes. With MFA on,
+//! a new session is limited (only these operations work, and it holds no user roles)
+//! until it passes a challenge with the authenticator's code or a recovery code. Each
+//! code works once; attempts are rate limited.
+
+use crate::AppState;
+use crate::auth::rate_limit::Limit;
+use crate::auth::session_cache::ResolvedSession;
+use crate::auth::totp;
+use crate::error::{AppError, AppResult};
+use crate::services::users::service::announce_user_change;
+use crate::services::users::store;
+
+/// Appwrite's limit on MFA challenges.
+const ATTEMPTS_LIMIT: Limit = Limit::per_hour(10);
+
+/// A new authenticator: the secret to enter in an app, as text and as a QR-code URI.
+pub struct NewAuthenticator {
+    pub secret: String,
+    pub uri: String,
+}
+
+/// The second factors a user has.
+pub struct Factors {
+    pub totp: bool,
+    pub recovery_code: bool,
+}
+
+fn invalid_code() -> AppError {
+    AppError::Invalid {
+        code: "INVALID_MFA_CODE",
+        field: "code".into(),
+        reason: "the code is wrong, expired, or was already used".into(),
+    }
+}
+
+async fn mfa_row(state: &AppState, me: &ResolvedSession) -> AppResult<store::MfaRow> {
+    store::find_mfa(state.db.pool(), &me.user.project_id, &me.user.id)
+        .await?
+        .ok_or(AppError::InvalidSession)
+}
+
+fn unix_now() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0)
+}
+
+pub async fn factors(state: &AppState, me: &ResolvedSession) -> AppResult<Factors> {
+    let row = mfa_row(state, me).await?;
+    Ok(Factors {
+        totp: row.totp_verified != 0,
+        recovery_code: row
+            .recovery_codes
+            .as_deref()
+            .is_some_and(|codes| codes != "[]"),
+    })
+}
+
+/// Starts adding an authenticator; it counts once confirmed with a code.
+pub async fn create_authenticator(
+    state: &AppState,
+    me: &ResolvedSession,
+) -> AppResult<NewAuthenticator> {
+    if mfa_row(state, me).await?.totp_verified != 0 {
+        return Err(AppError::Conflict {
+            what: "authenticator",
+            id: "totp".into(),
+        });
+    }
+    let secret = totp::new_secret();
+    let encoded = secret.to_base32();
+    store::set_totp(
+        state.db.pool(),
+        &me.user.project_id,
+        &me.user.id,
+        Some(&encoded),
+        false,
+    )
+    .await?;
+    let project = state
+        .schemas
+        .get(state, &me.user.project_id)
+        .await?
+        .project
+        .name
+        .clone();
+    let account = me.user.email.clone().unwrap_or_else(|| me.user.id.clone());
+    Ok(NewAuthenticator {
+        uri: totp::otpauth_uri(&secret, &project, &account),
+        secret: encoded,
+    })
+}
+
+/// Checks an authenticator code and uses it up.
+async fn check_totp(state: &AppState, me: &ResolvedSession, code: &str) -> AppResult<()> {
+    let key = format!("mfa:{}:{}", me.user.project_id, me.user.id);
+    state.rate_limiter.hit(&key, ATTEMPTS_LIMIT).await?;
+    let row = mfa_row(state, me).await?;
+    let secret = row
+        .totp_secret
+        .as_deref()
+        .and_then(totp::TotpSecret::from_base32)
+        .ok_or_else(invalid_code)?;
+    let last = row.totp_last_step.and_then(|s| u64::try_from(s).ok());
+    let step = totp::verify(&secret, code.trim(), unix_now(), last).ok_or_else(invalid_code)?;
+    let step = i64::try_from(step).map_err(|_| invalid_code())?;
+    if !store::use_totp_step(state.db.pool(), &me.user.project_id, &me.user.id, step).await? {
+        return Err(invalid_code());
+    }
+    Ok(())
+}
+
+/// Confirms the authenticator with a code from the app; this session counts as
+/// having passed the second factor.
+pub async fn verify_authenticator(
+    state: &AppState,
+    me: &ResolvedSession,
+    code: &str,
+) -> AppResult<()> {
+    check_totp(state, me, code).await?;
+    let pool = state.db.pool();
+    store::confirm_totp(pool, &me.user.project_id, &me.user.id).await?;
+    store::mark_session_mfa_verified(pool, &me.user.project_id, &me.session.id).await?;
+    announce_user_change(state, &me.user.project_id, &me.user.id).await;
+    Ok(())
+}
+
+/// Removes the authenticator (a current code proves possession). Without any factor
+/// left, MFA turns off.
+pub async fn delete_authenticator(
+    state: &AppState,
+    me: &ResolvedSession,
+    code: &str,
+) -> AppResult<()> {
+    check_totp(state, me, code).await?;
+    let pool = state.db.pool();
+    store::set_totp(pool, &me.user.project_id, &me.user.id, None, false).await?;
+    store::set_mfa(pool, &me.user.project_id, &me.user.id, false).await?;
+    announce_user_change(state, &me.user.project_id, &me.user.id).await;
+    Ok(())
+}
+
+/// New recovery codes, replacing any old ones; shown only now.
+pub async fn create_recovery_codes(
+    state: &AppState,
+    me: &ResolvedSession,
+) -> AppResult<Vec<String>> {
+    let codes = totp::new_recovery_codes();
+    let digests: Vec<String> = codes.iter().map(|c| totp::digest_code(c)).collect();
+    let json = serde_json::to_string(&digests).map_err(anyhow::Error::from)?;
+    store::swap_recovery_codes(
+        state.db.pool(),
+        &me.user.project_id,
+        &me.user.id,
+        None,
+        Some(&json),
+    )
+    .await?;
+    Ok(codes)
+}
+
+/// Turns the second factor on or off for the caller; on needs a confirmed authenticator.
+pub async fn set_enabled(state: &AppState, me: &ResolvedSession, enabled: bool) -> AppResult<()> {
+    if enabled && mfa_row(state, me).await?.totp_verified == 0 {
+        return Err(AppError::NotAllowed(
+            "add and confirm an authenticator before turning MFA on".into(),
+        ));
+    }
+    let pool = state.db.pool();
+    store::set_mfa(pool, &me.user.project_id, &me.user.id, enabled).await?;
+    if enabled {
+        // The session that turns MFA on has just proven the factor.
+        store::mark_session_mfa_verified(pool, &me.user.project_id, &me.session.id).await?;
+    }
+    announce_user_change(state, &me.user.project_id, &me.user.id).await;
+    Ok(())
+}
+
+/// The second factor of a signed-in session: `TOTP` (an authenticator code) or
+/// `RECOVERY_CODE` (used up).
+pub async fn complete_challenge(
+    state: &AppState,
+    me: &ResolvedSession,
+    factor: &str,
+    code: &str,
+) -> AppResult<()> {
+    match factor {
+        "TOTP" => check_totp(state, me, code).await?,
+        "RECOVERY_CODE" => {
+            let key = format!("mfa:{}:{}", me.user.project_id, me.user.id);
+            state.rate_limiter.hit(&key, ATTEMPTS_LIMIT).await?;
+            let row = mfa_row(state, me).await?;
+            let stored = row.recovery_codes.ok_or_else(invalid_code)?;
+            let mut digests: Vec<String> = serde_json::from_str(&stored).unwrap_or_default();
+            if !totp::consume_recovery_code(code, &mut digests) {
+                return Err(invalid_code());
+            }
+            let remaining = serde_json::to_string(&digests).map_err(anyhow::Error::from)?;
+            let swapped = store::swap_recovery_codes(
+                state.db.pool(),
+                &me.user.project_id,
+                &me.user.id,
+                Some(&stored),
+                Some(&remaining),
+            )
+            .await?;
+            if !swapped {
+                return Err(invalid_code());
+            }
+        }
+        other => {
+            return Err(AppError::invalid(
+                "factor",
+                format!("unknown factor `{other}`"),
+            ));
+        }
+    }
+    store::mark_session_mfa_verified(state.db.pool(), &me.user.project_id, &me.session.id).await?;
+    announce_user_change(state, &me.user.project_id, &me.user.id).await;
+    Ok(())
+}
