@@ -897,3 +897,105 @@ async fn with_mfa_a_new_session_must_pass_the_second_factor() {
         .ok();
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_activity_log_records_sign_ins_changes_and_sign_outs() {
+    let app = spawn_app().await;
+    sign_up(&app, "otto@example.com", "otto-password").await;
+    let secret = session_secret(&app, "otto@example.com", "otto-password").await;
+    as_session(
+        &app,
+        &secret,
+        "mutation { updateName(input: {name: \"Otto\"}) { name } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let logs = as_session(
+        &app,
+        &secret,
+        "{ accountLogs { totalCount nodes { event ip } } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let events: Vec<&str> = logs["accountLogs"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["user.create", "session.create.email", "user.update.name"]
+    );
+    assert_eq!(logs["accountLogs"]["nodes"][1]["ip"], "127.0.0.1");
+    let newest = as_session(
+        &app,
+        &secret,
+        "{ accountLogs(last: 1) { nodes { event } } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        newest["accountLogs"]["nodes"][0]["event"],
+        "user.update.name"
+    );
+
+    let key = app
+        .create_key("default", &["users.read", "teams.write"])
+        .await;
+    let user_id = as_session(&app, &secret, "{ account { id } }", json!({}))
+        .await
+        .ok()["account"]["id"]
+        .clone();
+    as_session(
+        &app,
+        &secret,
+        "mutation { deleteSession(input: {id: \"current\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let server_view = app
+        .as_key(
+            &key,
+            "default",
+            "query($u: ID!) { userLogs(userId: $u, last: 1) { totalCount nodes { event } } }",
+            json!({"u": user_id}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        server_view["userLogs"]["nodes"][0]["event"],
+        "session.delete"
+    );
+    assert_eq!(server_view["userLogs"]["totalCount"], 4);
+
+    app.as_key(
+        &key,
+        "default",
+        "mutation { createTeam(input: {id: \"t1\", name: \"T\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.as_key(&key, "default", "mutation($u: ID!) { createMembership(input: {teamId: \"t1\", userId: $u, roles: [\"member\"]}) { id } }", json!({"u": user_id}))
+        .await
+        .ok();
+    let memberships = app
+        .as_key(
+            &key,
+            "default",
+            "query($u: ID!) { userMemberships(userId: $u) { teamId roles confirmed } }",
+            json!({"u": user_id}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        memberships["userMemberships"],
+        json!([{"teamId": "t1", "roles": ["member"], "confirmed": true}])
+    );
+    app.shutdown().await;
+}

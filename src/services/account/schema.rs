@@ -703,6 +703,31 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
         .description("The signed-in user; null for guests."),
     );
     parts.query(
+        crate::graphql::types::with_connection_args(Field::new(
+            "accountLogs",
+            TypeRef::named_nn("LogConnection"),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let me = caller(&ctx)?.require_session()?;
+                    let page = crate::graphql::types::page_request(&ctx)?;
+                    let with_total = crate::graphql::types::wants_total_count(&ctx);
+                    let (logs, total) =
+                        service::own_logs(app(&ctx)?, me, &page, with_total).await?;
+                    Ok(Some(FieldValue::value(crate::graphql::types::connection(
+                        &page,
+                        logs,
+                        total,
+                        |l| &l.id,
+                        crate::services::users::schema::log_value,
+                    ))))
+                })
+            },
+        ))
+        .description(
+            "The signed-in user's activity log, oldest first; `last: n` gives the newest.",
+        ),
+    );
+    parts.query(
         Field::new(
             "accountSessions",
             TypeRef::named_nn_list_nn("Session"),

@@ -71,6 +71,17 @@ pub fn session_value(session: &Session, current_id: Option<&str>) -> Value {
     ])
 }
 
+/// The GraphQL value of an activity log entry.
+pub fn log_value(log: &super::store::LogRow) -> Value {
+    object([
+        ("id", Value::from(log.id.as_str())),
+        ("event", Value::from(log.event.as_str())),
+        ("ip", Value::from(log.ip.as_str())),
+        ("userAgent", Value::from(log.user_agent.as_str())),
+        ("createdAt", datetime(log.created_at)),
+    ])
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateUserInput {
@@ -296,6 +307,75 @@ fn session_type() -> Object {
 }
 
 pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
+    parts.add_type(
+        Object::new("Log")
+            .description("An entry of a user's activity log.")
+            .field(prop("id", TypeRef::named_nn(TypeRef::ID), "Unique id; ids grow with time."))
+            .field(prop("event", TypeRef::named_nn(TypeRef::STRING), "What happened: `user.create`, `session.create.email`, `session.delete`, `user.update.password`, ..."))
+            .field(prop("ip", TypeRef::named_nn(TypeRef::STRING), "The IP address of the device."))
+            .field(prop("userAgent", TypeRef::named_nn(TypeRef::STRING), "The user agent of the device."))
+            .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When it happened.")),
+    );
+    parts.add_types(connection_types("Log", "log entries"));
+    parts.query(
+        with_connection_args(Field::new(
+            "userLogs",
+            TypeRef::named_nn("LogConnection"),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let caller = caller(&ctx)?;
+                    let grant = caller.require_scope("users.read")?;
+                    let page = page_request(&ctx)?;
+                    let user_id = opt_string(&ctx, "userId")?.unwrap_or_default();
+                    let (logs, total) = service::user_logs(
+                        app(&ctx)?,
+                        &caller.project.id,
+                        grant,
+                        &user_id,
+                        &page,
+                        wants_total_count(&ctx),
+                    )
+                    .await?;
+                    Ok(Some(FieldValue::value(connection(
+                        &page,
+                        logs,
+                        total,
+                        |l| &l.id,
+                        log_value,
+                    ))))
+                })
+            },
+        ))
+        .description(
+            "A user's activity log, oldest first; `last: n` gives the newest (scope `users.read`).",
+        )
+        .argument(
+            InputValue::new("userId", TypeRef::named_nn(TypeRef::ID)).description("The user."),
+        ),
+    );
+    parts.query(
+        Field::new(
+            "userMemberships",
+            TypeRef::named_nn_list_nn("Membership"),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let caller = caller(&ctx)?;
+                    let grant = caller.require_scope("users.read")?;
+                    let user_id = opt_string(&ctx, "userId")?.unwrap_or_default();
+                    let memberships =
+                        service::user_memberships(app(&ctx)?, &caller.project.id, grant, &user_id)
+                            .await?;
+                    Ok(Some(FieldValue::list(memberships.iter().map(|m| {
+                        FieldValue::value(crate::services::teams::schema::membership_value(m))
+                    }))))
+                })
+            },
+        )
+        .description("A user's team memberships, confirmed or invited (scope `users.read`).")
+        .argument(
+            InputValue::new("userId", TypeRef::named_nn(TypeRef::ID)).description("The user."),
+        ),
+    );
     parts.add_type(user_type());
     parts.add_type(session_type());
     parts.add_types(connection_types("User", "users"));

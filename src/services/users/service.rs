@@ -316,6 +316,43 @@ async fn verify(password: String, stored: String) -> AppResult<bool> {
     .map_err(|e| AppError::Internal(anyhow::anyhow!("stored password hash unreadable: {e}")))
 }
 
+/// Appends to the user's activity log. A failure is logged, never fails the action
+/// it records.
+pub(crate) async fn record(
+    state: &AppState,
+    project_id: &str,
+    user_id: &str,
+    event: &str,
+    ip: &str,
+    user_agent: &str,
+) {
+    let log = store::LogRow {
+        id: ids::generate(),
+        user_id: user_id.to_string(),
+        event: event.to_string(),
+        ip: ip.chars().take(64).collect(),
+        user_agent: user_agent.chars().take(512).collect(),
+        created_at: now_millis(),
+    };
+    if let Err(err) = store::insert_log(state.db.pool(), project_id, &log).await {
+        tracing::warn!(error = %err, event, "activity log entry not written");
+    }
+}
+
+/// Records an action of the signed-in user, from the device of their session.
+async fn record_own(state: &AppState, me: &ResolvedSession, event: &str) {
+    let session = &me.session;
+    record(
+        state,
+        &session.project_id,
+        &session.user_id,
+        event,
+        &session.ip,
+        &session.user_agent,
+    )
+    .await;
+}
+
 /// Tells every replica to forget what it cached about this user.
 pub(crate) async fn announce_user_change(state: &AppState, project_id: &str, user_id: &str) {
     state.sessions.evict_user(project_id, user_id);
@@ -631,7 +668,7 @@ pub async fn sign_up(
         .rate_limiter
         .hit(&format!("signup:{project_id}:{}", client.ip), SIGN_UP_LIMIT)
         .await?;
-    insert_new_user(
+    let user = insert_new_user(
         state,
         project_id,
         NewUser {
@@ -642,7 +679,17 @@ pub async fn sign_up(
             ..Default::default()
         },
     )
-    .await
+    .await?;
+    record(
+        state,
+        project_id,
+        &user.id,
+        "user.create",
+        &client.ip,
+        &client.user_agent,
+    )
+    .await;
+    Ok(user)
 }
 
 /// `createEmailPasswordSession`: the same error for an unknown email and a wrong
@@ -731,6 +778,15 @@ pub(crate) async fn create_session(
     let (secret, digest) = secrets::new_secret(SecretKind::Session, &session.id);
     store::insert_session(pool, &session, &digest).await?;
     let _ = store::touch_user(pool, &user.project_id, &user.id, now).await;
+    record(
+        state,
+        &user.project_id,
+        &user.id,
+        &format!("session.create.{provider}"),
+        &session.ip,
+        &session.user_agent,
+    )
+    .await;
     // Past the project's maximum, the oldest sessions end.
     let sessions = store::list_sessions(pool, &user.project_id, &user.id).await?;
     let excess: Vec<_> = sessions
@@ -892,12 +948,14 @@ pub async fn delete_own_session(
         });
     }
     announce_user_change(state, &me.user.project_id, &me.user.id).await;
+    record_own(state, me, "session.delete").await;
     Ok(id)
 }
 
 pub async fn delete_own_sessions(state: &AppState, me: &ResolvedSession) -> AppResult<u64> {
     let deleted = store::delete_sessions(state.db.pool(), &me.user.project_id, &me.user.id).await?;
     announce_user_change(state, &me.user.project_id, &me.user.id).await;
+    record_own(state, me, "sessions.delete").await;
     Ok(deleted)
 }
 
@@ -940,5 +998,73 @@ pub async fn update_own(
     changes.email_verified = None;
     changes.phone_verified = None;
     changes.labels = None;
-    apply_changes(state, &me.user.project_id, &me.user.id, changes).await
+    let fields: Vec<&str> = [
+        ("name", changes.name.is_some()),
+        ("email", changes.email.is_some()),
+        ("phone", changes.phone.is_some()),
+        ("password", changes.password.is_some()),
+        ("prefs", changes.prefs.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(field, changed)| changed.then_some(field))
+    .collect();
+    let user = apply_changes(state, &me.user.project_id, &me.user.id, changes).await?;
+    for field in fields {
+        record_own(state, me, &format!("user.update.{field}")).await;
+    }
+    Ok(user)
+}
+
+/// The caller's activity log.
+pub async fn own_logs(
+    state: &AppState,
+    me: &ResolvedSession,
+    page: &Page,
+    with_total: bool,
+) -> AppResult<(Vec<store::LogRow>, i64)> {
+    logs_of(state, &me.user.project_id, &me.user.id, page, with_total).await
+}
+
+/// A user's activity log, for a server.
+pub async fn user_logs(
+    state: &AppState,
+    project_id: &str,
+    _: ScopeGrant,
+    user_id: &str,
+    page: &Page,
+    with_total: bool,
+) -> AppResult<(Vec<store::LogRow>, i64)> {
+    load_user(state, project_id, user_id).await?;
+    logs_of(state, project_id, user_id, page, with_total).await
+}
+
+async fn logs_of(
+    state: &AppState,
+    project_id: &str,
+    user_id: &str,
+    page: &Page,
+    with_total: bool,
+) -> AppResult<(Vec<store::LogRow>, i64)> {
+    let pool = state.db.pool();
+    let rows = store::list_logs(pool, project_id, user_id, page).await?;
+    let total = if with_total {
+        store::count_logs(pool, project_id, user_id).await?
+    } else {
+        0
+    };
+    Ok((rows, total))
+}
+
+/// A user's memberships (confirmed or invited), for a server.
+pub async fn user_memberships(
+    state: &AppState,
+    project_id: &str,
+    _: ScopeGrant,
+    user_id: &str,
+) -> AppResult<Vec<crate::services::teams::Membership>> {
+    load_user(state, project_id, user_id).await?;
+    let rows =
+        crate::services::teams::store::memberships_of_user(state.db.pool(), project_id, user_id)
+            .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
 }

@@ -567,3 +567,65 @@ pub async fn mark_session_mfa_verified(
         .await
         .map(|_| ())
 }
+
+/// One entry of a user's activity log.
+#[derive(Debug, FromRow)]
+pub struct LogRow {
+    pub id: String,
+    pub user_id: String,
+    pub event: String,
+    pub ip: String,
+    pub user_agent: String,
+    pub created_at: i64,
+}
+
+pub async fn insert_log(pool: &AnyPool, project_id: &str, log: &LogRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO activity_logs (project_id, id, user_id, event, ip, user_agent, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(project_id)
+    .bind(&log.id)
+    .bind(&log.user_id)
+    .bind(&log.event)
+    .bind(&log.ip)
+    .bind(&log.user_agent)
+    .bind(log.created_at)
+    .execute(pool)
+    .await
+    .map(|_| ())
+}
+
+/// A user's log entries by id (ids are time-ordered: `first` is oldest, `last` newest).
+pub async fn list_logs(
+    pool: &AnyPool,
+    project_id: &str,
+    user_id: &str,
+    page: &Page,
+) -> Result<Vec<LogRow>, sqlx::Error> {
+    let (keyset, binds) = page.keyset_sql("id");
+    let sql = format!(
+        "SELECT id, user_id, event, ip, user_agent, created_at FROM activity_logs \
+         WHERE project_id = ? AND user_id = ?{keyset}"
+    );
+    binds
+        .iter()
+        .fold(
+            sqlx::query_as(&sql).bind(project_id).bind(user_id),
+            |q, b| q.bind(b),
+        )
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn count_logs(
+    pool: &AnyPool,
+    project_id: &str,
+    user_id: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM activity_logs WHERE project_id = ? AND user_id = ?")
+        .bind(project_id)
+        .bind(user_id)
+        .fetch_one(pool)
+        .await
+}
