@@ -8,10 +8,9 @@ pub mod types;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_graphql::dynamic::{Field, Object, Schema, Subscription, SubscriptionField, Type};
-use tokio::sync::RwLock;
+use tokio::sync::{OnceCell, RwLock};
 
 use crate::AppState;
 use crate::config::Config;
@@ -112,13 +111,13 @@ pub struct LoadedProject {
     pub schema: Schema,
 }
 
-/// Loaded projects, by id. Bounded: past `MAX_CACHED` entries an arbitrary one is
-/// dropped (it is rebuilt on its next request).
+/// Loaded projects, by id. Each project's schema is built once even when many
+/// requests (or reconnecting WebSockets) ask for it at the same moment: they wait on
+/// one cell. Bounded: past `MAX_CACHED` entries an arbitrary one is dropped (it is
+/// rebuilt on its next request).
 #[derive(Default)]
 pub struct ProjectSchemas {
-    loaded: RwLock<HashMap<String, Arc<LoadedProject>>>,
-    /// Bumped by every invalidation, so a load that raced with one is not cached.
-    generation: AtomicU64,
+    loaded: RwLock<HashMap<String, Arc<OnceCell<Arc<LoadedProject>>>>>,
 }
 
 const MAX_CACHED: usize = 512;
@@ -126,33 +125,48 @@ const MAX_CACHED: usize = 512;
 impl ProjectSchemas {
     /// The loaded project `id`, building its schema on first use.
     pub async fn get(&self, state: &AppState, id: &str) -> AppResult<Arc<LoadedProject>> {
-        if let Some(loaded) = self.loaded.read().await.get(id) {
-            return Ok(loaded.clone());
-        }
-        let generation = self.generation.load(Ordering::SeqCst);
-        let project = services::projects::service::load_project(state, id)
-            .await?
-            .ok_or_else(|| AppError::ProjectNotFound { id: id.to_string() })?;
-        let schema = build_schema(&state.config, &project, Some(state.clone()))?;
-        let loaded = Arc::new(LoadedProject {
-            project: Arc::new(project),
-            schema,
-        });
-        let mut map = self.loaded.write().await;
-        if self.generation.load(Ordering::SeqCst) == generation {
-            if map.len() >= MAX_CACHED
-                && let Some(evicted) = map.keys().next().cloned()
-            {
-                map.remove(&evicted);
+        let cached = self.loaded.read().await.get(id).cloned();
+        let cell = match cached {
+            Some(cell) => cell,
+            None => {
+                let mut map = self.loaded.write().await;
+                if !map.contains_key(id)
+                    && map.len() >= MAX_CACHED
+                    && let Some(evicted) = map.keys().next().cloned()
+                {
+                    map.remove(&evicted);
+                }
+                map.entry(id.to_string()).or_default().clone()
             }
-            map.insert(id.to_string(), loaded.clone());
+        };
+        let loaded = cell
+            .get_or_try_init(|| async {
+                let project = services::projects::service::load_project(state, id)
+                    .await?
+                    .ok_or_else(|| AppError::ProjectNotFound { id: id.to_string() })?;
+                let schema = build_schema(&state.config, &project, Some(state.clone()))?;
+                Ok::<_, AppError>(Arc::new(LoadedProject {
+                    project: Arc::new(project),
+                    schema,
+                }))
+            })
+            .await;
+        match loaded {
+            Ok(loaded) => Ok(loaded.clone()),
+            Err(err) => {
+                // Unknown projects must not fill the cache with empty cells.
+                let mut map = self.loaded.write().await;
+                if map.get(id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                    map.remove(id);
+                }
+                Err(err)
+            }
         }
-        Ok(loaded)
     }
 
-    /// Forgets project `id`; its next request reloads it.
+    /// Forgets project `id`; its next request reloads it. A load already under way
+    /// finishes for its waiters but is not kept.
     pub async fn invalidate(&self, id: &str) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
         self.loaded.write().await.remove(id);
     }
 }
@@ -160,7 +174,6 @@ impl ProjectSchemas {
 impl ProjectSchemas {
     /// Forgets every project.
     pub async fn invalidate_all(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
         self.loaded.write().await.clear();
     }
 }

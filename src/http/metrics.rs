@@ -34,6 +34,18 @@ pub fn install_recorder() {
             .build_recorder();
         let handle = recorder.handle();
         metrics::set_global_recorder(recorder).ok()?;
+        // Histogram samples pile up until upkeep folds them in; without a regular
+        // upkeep, memory would grow with every request between scrapes.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let upkeep = handle.clone();
+            runtime.spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+                loop {
+                    every.tick().await;
+                    upkeep.run_upkeep();
+                }
+            });
+        }
         metrics::describe_counter!(
             "nimbus_graphql_requests_total",
             "GraphQL operations executed, by operation name and outcome."

@@ -28,8 +28,9 @@ use crate::http::metrics::GaugeGuard;
 
 /// Largest message a client may send.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
-/// Small buffers keep an idle connection cheap; tungstenite grows them when needed.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Small buffers keep an idle connection cheap (10,000 of them are the goal);
+/// tungstenite grows them when a larger message arrives.
+const READ_BUFFER_BYTES: usize = 1024;
 
 #[derive(Deserialize)]
 pub struct WsParams {

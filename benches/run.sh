@@ -1,0 +1,378 @@
+#!/usr/bin/env bash
+# Measures Nimbus against a bare axum handler in one run, on loopback only:
+#   (a) the reference handler under the load tool and under wrk,
+#   (b) Nimbus `{ __typename }` over POST the same two ways,
+#   (c) Nimbus's resident memory right after start and after the HTTP load,
+#   (d) the memory 10,000 idle WebSocket subscribers add, and one event's fan-out.
+# Prints the machine, every figure, the Nimbus/reference ratios and the goals.
+#
+# Usage: benches/run.sh            (from anywhere; builds the release binaries first)
+# Knobs (environment): DURATION=10s WARMUP=2s CONNECTIONS=32 WS_CONNECTIONS=10000
+#                      REFERENCE_PORT=18181 NIMBUS_PORT=18180 QUIET_WAIT=120
+# The load generator shares the machine with the server, so anything else using the
+# CPU skews the figures: before each throughput measurement the script waits up to
+# QUIET_WAIT seconds for the machine to be idle, and says so when it was not.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+CONNECTIONS=${CONNECTIONS:-32}
+WS_CONNECTIONS=${WS_CONNECTIONS:-10000}
+REFERENCE_PORT=${REFERENCE_PORT:-18181}
+NIMBUS_PORT=${NIMBUS_PORT:-18180}
+QUIET_WAIT=${QUIET_WAIT:-120}
+BODY='{"query":"{ __typename }"}'
+
+work=$(mktemp -d)
+started_pids=()
+cleanup() {
+    local pid
+    for pid in "${started_pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say() { printf '%s\n' "$*"; }
+section() { printf '\n== %s ==\n' "$*"; }
+
+# Every connection is a file descriptor on both ends: the server and the load tool
+# each need more than WS_CONNECTIONS.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+if (($(ulimit -n) < WS_CONNECTIONS + 1000)); then
+    say "error: ulimit -n is $(ulimit -n); $WS_CONNECTIONS connections need more" >&2
+    exit 1
+fi
+
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# `wait_for_port PORT PID LOG`: waits until PID listens on PORT; shows LOG if it dies.
+wait_for_port() {
+    local port=$1 pid=$2 log=$3 tries=0
+    until port_taken "$port"; do
+        tries=$((tries + 1))
+        if ! kill -0 "$pid" 2>/dev/null; then
+            say "error: the server on port $port exited; its output:" >&2
+            cat "$log" >&2
+            exit 1
+        fi
+        if ((tries > 600)); then
+            say "error: nothing listens on 127.0.0.1:$port after 60 s" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+}
+for port in "$REFERENCE_PORT" "$NIMBUS_PORT"; do
+    if port_taken "$port"; then
+        say "error: 127.0.0.1:$port is already in use (set REFERENCE_PORT / NIMBUS_PORT)" >&2
+        exit 1
+    fi
+done
+
+# Percent of CPU time the whole machine spent busy over one second.
+cpu_busy() {
+    local _ user nice system idle iowait irq softirq steal total1 idle1
+    read -r _ user nice system idle iowait irq softirq steal _ </proc/stat
+    total1=$((user + nice + system + idle + iowait + irq + softirq + steal))
+    idle1=$((idle + iowait))
+    sleep 1
+    read -r _ user nice system idle iowait irq softirq steal _ </proc/stat
+    local total=$((user + nice + system + idle + iowait + irq + softirq + steal - total1))
+    local idle_delta=$((idle + iowait - idle1))
+    echo $((total > 0 ? 100 * (total - idle_delta) / total : 0))
+}
+# Waits (up to QUIET_WAIT s) until less than 10% of the CPU is busy; the servers
+# started here are idle at that moment, so what is busy is someone else.
+wait_for_quiet() {
+    local busy waited=0
+    busy=$(cpu_busy)
+    while ((busy >= 10 && waited < QUIET_WAIT)); do
+        sleep 4
+        waited=$((waited + 5))
+        busy=$(cpu_busy)
+    done
+    if ((busy >= 10)); then
+        say "WARNING: the machine is ${busy}% busy with other work; the figures below are skewed"
+        noisy=yes
+    else
+        say "(machine idle: ${busy}% CPU busy before this measurement)"
+    fi
+}
+noisy=no
+
+rss_mib() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+# `field NAME LINE`: the value of NAME=... in a `RESULT` line.
+field() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k { print $2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f%%", 100 * a / b; else print "n/a" }'; }
+# wrk prints latencies as 512.00us, 1.23ms or 1.01s; this gives milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+        else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+        else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+        else print "n/a" }'
+}
+
+section "Machine"
+say "date:     $(date -u '+%Y-%m-%d %H:%M UTC')"
+if commit=$(git rev-parse --short HEAD 2>/dev/null); then
+    git diff --quiet HEAD -- src migrations build.rs Cargo.toml Cargo.lock ||
+        commit+=" (with uncommitted changes)"
+else
+    commit="unknown (not a git checkout)"
+fi
+say "commit:   $commit"
+say "cpu:      $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)" \
+    "(family $(awk -F': ' '/^cpu family/ { print $2; exit }' /proc/cpuinfo)," \
+    "model $(awk -F': ' '/^model[[:space:]]*:/ { print $2; exit }' /proc/cpuinfo)," \
+    "$(awk -F': ' '/^cpu MHz/ { printf "%.0f MHz", $2; exit }' /proc/cpuinfo))" \
+    "$(grep -q '^flags.* hypervisor' /proc/cpuinfo && echo 'virtual machine' || echo 'bare metal')"
+say "memory:   $(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+say "kernel:   $(uname -sr)"
+say "rustc:    $(rustc --version)"
+if command -v wrk >/dev/null; then
+    say "wrk:      $(wrk -v 2>&1 | head -n 1 || true)"
+else
+    say "wrk:      not installed (apt-get install wrk); the wrk rows are left out"
+fi
+say "ulimit:   -n $(ulimit -n)"
+
+section "Build"
+# Just the two binaries (`--benches` would also build the library's own test harness).
+cargo build --release --bin nimbus --bench load --message-format=json-render-diagnostics \
+    >"$work/build.json"
+# The paths cargo reports, so CARGO_TARGET_DIR and the like are honoured.
+executable() {
+    jq -r --arg kind "$1" --arg name "$2" 'select(.reason == "compiler-artifact"
+        and .target.name == $name and .target.kind == [$kind] and .executable != null)
+        | .executable' "$work/build.json" | tail -n 1
+}
+# Copies, so a build started meanwhile in the same target directory cannot swap them.
+cp "$(executable bench load)" "$work/load"
+cp "$(executable bin nimbus)" "$work/nimbus"
+load=$work/load
+nimbus=$work/nimbus
+say "built:     $(executable bin nimbus), $(executable bench load)"
+
+cat >"$work/post.lua" <<EOF
+wrk.method = "POST"
+wrk.body = '$BODY'
+wrk.headers["Content-Type"] = "application/json"
+EOF
+
+# CPU ticks the whole machine has been busy, and ticks elapsed over all its cores.
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat; }
+# CPU ticks process PID has used.
+process_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+# CPU seconds used by the children this shell has waited for, into `children`. The
+# `times` builtin must run in this shell, not in a $(subshell), to see them.
+children=0
+children_seconds() {
+    times >"$work/times"
+    children=$(awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, /m|s/); t += p[1] * 60 + p[2] } print t }' "$work/times")
+}
+# `watched SERVER_PID OUT COMMAND...`: runs the load generator COMMAND into OUT and
+# sets `others` to the share of the machine (percent) that neither it nor the server
+# used meanwhile: other work that would skew the figure.
+others=0
+watched() {
+    local server=$1 out=$2 busy0 all0 busy1 all1 server0 client0
+    shift 2
+    read -r busy0 all0 < <(machine_ticks)
+    server0=$(process_ticks "$server")
+    children_seconds
+    client0=$children
+    "$@" >"$out" 2>&1 &
+    wait $!
+    read -r busy1 all1 < <(machine_ticks)
+    children_seconds
+    others=$(awk -v busy=$((busy1 - busy0)) -v all=$((all1 - all0)) \
+        -v server=$(($(process_ticks "$server") - server0)) \
+        -v client="$(awk -v a="$children" -v b="$client0" 'BEGIN { print a - b }')" \
+        -v hz="$(getconf CLK_TCK)" 'BEGIN {
+            o = busy - server - client * hz; if (o < 0) o = 0; printf "%.0f", (all > 0) ? 100 * o / all : 0 }')
+    cat "$out"
+}
+# `measured SERVER_PID OUT COMMAND...`: `watched`, again (up to 3 times in all) when
+# other work used more than 10% of the machine meanwhile.
+measured() {
+    local attempt
+    for attempt in 1 2 3; do
+        wait_for_quiet
+        watched "$@"
+        if ((others <= 10)); then
+            say "(other work used ${others}% of the machine during this measurement)"
+            return
+        fi
+        say "DISTURBED: other work used ${others}% of the machine during attempt $attempt"
+    done
+    noisy=yes
+}
+
+# Figures by "NAME.tool" (the load tool's RESULT line) and "NAME.wrk_rps" etc.
+declare -A result=()
+# `measure NAME SERVER_PID URL`: the load tool then wrk against URL, into `result`.
+measure() {
+    local name=$1 server=$2 url=$3
+    say "-- load tool: $CONNECTIONS connections, $DURATION after $WARMUP warm-up"
+    measured "$server" "$work/$name.tool" "$load" http --url "$url" --body "$BODY" \
+        --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP"
+    result[$name.tool]=$(grep '^RESULT' "$work/$name.tool")
+    result[$name.tool_others]=$others
+    if command -v wrk >/dev/null; then
+        say "-- wrk -t1 -c$CONNECTIONS -d$DURATION"
+        measured "$server" "$work/$name.wrk" \
+            wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$work/post.lua" "$url"
+        result[$name.wrk_rps]=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$work/$name.wrk")
+        result[$name.wrk_p50]=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$work/$name.wrk")")
+        result[$name.wrk_p99]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$work/$name.wrk")")
+        result[$name.wrk_bad]=$(awk '/Non-2xx/ { n = $NF } END { print n + 0 }' "$work/$name.wrk")
+        result[$name.wrk_others]=$others
+    fi
+}
+
+section "(a) Reference: bare axum handler"
+"$load" reference --listen "127.0.0.1:$REFERENCE_PORT" >"$work/reference.out" 2>&1 &
+started_pids+=($!)
+reference_pid=$!
+wait_for_port "$REFERENCE_PORT" "$reference_pid" "$work/reference.out"
+measure reference "$reference_pid" "http://127.0.0.1:$REFERENCE_PORT/"
+kill "$reference_pid"
+wait "$reference_pid" 2>/dev/null || true
+
+# `start_nimbus NAME PORT`: a Nimbus on a fresh data directory; sets `nimbus_pid` and
+# `admin_key` (the key it prints on first start).
+start_nimbus() {
+    local name=$1 port=$2
+    "$nimbus" serve --listen "127.0.0.1:$port" --data-dir "$work/data-$name" \
+        >"$work/$name.out" 2>"$work/$name.err" &
+    started_pids+=($!)
+    nimbus_pid=$!
+    wait_for_port "$port" "$nimbus_pid" "$work/$name.err"
+    for _ in $(seq 100); do
+        grep -q 'X-Nimbus-Key:' "$work/$name.out" && break
+        sleep 0.1
+    done
+    admin_key=$(awk '/X-Nimbus-Key:/ { print $2; exit }' "$work/$name.out")
+    [[ -n $admin_key ]] || { say "error: Nimbus printed no admin key" >&2; cat "$work/$name.out" >&2; exit 1; }
+    sleep 1
+}
+# `stop PID`: ends a server this script started.
+stop() {
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+# `ws_idle PORT PID OUT [--fanout]`: the subscribers' measurement, shown and kept in OUT.
+ws_idle() {
+    local port=$1 pid=$2 out=$3
+    shift 3
+    "$load" ws-idle --url "ws://127.0.0.1:$port/v1/graphql/ws" --key "$admin_key" \
+        --connections "$WS_CONNECTIONS" --server-pid "$pid" "$@" | tee "$out"
+}
+# Operations Nimbus has executed, from its own counter. Reading /metrics also drains
+# the latency samples the exporter holds until then, so it comes after the RSS reading.
+operations_served() {
+    curl -fsS "http://127.0.0.1:$1/metrics" |
+        awk '/^nimbus_graphql_requests_total/ { n += $NF } END { printf "%.0f", n }'
+}
+
+section "(b, c) Nimbus { __typename } over POST"
+start_nimbus nimbus "$NIMBUS_PORT"
+main_pid=$nimbus_pid
+rss_start=$(rss_mib "$main_pid")
+say "Nimbus pid $main_pid, RSS right after start: $rss_start MiB"
+measure nimbus "$main_pid" "http://127.0.0.1:$NIMBUS_PORT/v1/graphql"
+sleep 2
+rss_after_http=$(rss_mib "$main_pid")
+served=$(operations_served "$NIMBUS_PORT")
+say "Nimbus RSS 2 s after the HTTP load: $rss_after_http MiB, having executed $served operations"
+
+section "(d) $WS_CONNECTIONS idle WebSocket subscribers, on the server that took the HTTP load"
+ws_idle "$NIMBUS_PORT" "$main_pid" "$work/ws.out" --fanout
+ws=$(grep '^RESULT' "$work/ws.out")
+stop "$main_pid"
+
+section "(d') $WS_CONNECTIONS idle WebSocket subscribers, on a fresh server"
+start_nimbus fresh "$NIMBUS_PORT"
+rss_fresh_start=$(rss_mib "$nimbus_pid")
+ws_idle "$NIMBUS_PORT" "$nimbus_pid" "$work/ws-fresh.out"
+ws_fresh=$(grep '^RESULT' "$work/ws-fresh.out")
+stop "$nimbus_pid"
+
+for name in nimbus fresh; do
+    if grep -qiE 'panic|ERROR' "$work/$name.err"; then
+        section "Nimbus ($name) logged errors (first 20 lines)"
+        grep -iE 'panic|ERROR' "$work/$name.err" | head -n 20
+    fi
+done
+
+section "Summary"
+nimbus_tool=${result[nimbus.tool]}
+reference_tool=${result[reference.tool]}
+has_wrk=${result[reference.wrk_rps]+yes}
+goal() { awk -v v="$1" -v limit="$2" -v op="$3" 'BEGIN {
+    ok = (op == "ge") ? (v + 0 >= limit + 0) : (v + 0 < limit + 0); print ok ? "MET" : "MISSED" }'; }
+tool_ratio=$(ratio "$(field rps "$nimbus_tool")" "$(field rps "$reference_tool")")
+printf '%-34s %14s %14s %9s\n' "" "Nimbus" "reference" "ratio"
+printf '%-34s %14s %14s %9s\n' "load tool req/s" "$(field rps "$nimbus_tool")" "$(field rps "$reference_tool")" "$tool_ratio"
+printf '%-34s %14s %14s\n' "load tool p50 / p99 ms" \
+    "$(field p50_ms "$nimbus_tool") / $(field p99_ms "$nimbus_tool")" \
+    "$(field p50_ms "$reference_tool") / $(field p99_ms "$reference_tool")"
+printf '%-34s %14s %14s\n' "load tool: others' CPU share %" "${result[nimbus.tool_others]}" "${result[reference.tool_others]}"
+printf '%-34s %14s %14s\n' "load tool max ms" "$(field max_ms "$nimbus_tool")" "$(field max_ms "$reference_tool")"
+printf '%-34s %14s %14s\n' "load tool non-2xx / conn errors" \
+    "$(field non_2xx "$nimbus_tool") / $(field io_errors "$nimbus_tool")" \
+    "$(field non_2xx "$reference_tool") / $(field io_errors "$reference_tool")"
+if [[ -n $has_wrk ]]; then
+    wrk_ratio=$(ratio "${result[nimbus.wrk_rps]}" "${result[reference.wrk_rps]}")
+    printf '%-34s %14s %14s %9s\n' "wrk req/s" "${result[nimbus.wrk_rps]}" "${result[reference.wrk_rps]}" "$wrk_ratio"
+    printf '%-34s %14s %14s\n' "wrk p50 / p99 ms" \
+        "${result[nimbus.wrk_p50]} / ${result[nimbus.wrk_p99]}" \
+        "${result[reference.wrk_p50]} / ${result[reference.wrk_p99]}"
+    printf '%-34s %14s %14s\n' "wrk: others' CPU share %" "${result[nimbus.wrk_others]}" "${result[reference.wrk_others]}"
+    printf '%-34s %14s %14s\n' "wrk non-2xx" "${result[nimbus.wrk_bad]}" "${result[reference.wrk_bad]}"
+fi
+printf '%-34s %14s\n' "RSS right after start, MiB" "$rss_start"
+printf '%-34s %14s\n' "RSS after the HTTP load, MiB" "$rss_after_http"
+printf '%-34s %14s\n' "  operations executed by then" "$served"
+printf '%-34s %14s\n' "RSS before the subscribers, MiB" "$(field rss_before_mib "$ws")"
+printf '%-34s %14s\n' "RSS with $(field connections "$ws") subscribers, MiB" "$(field rss_after_mib "$ws")"
+printf '%-34s %14s\n' "  added, MiB (KiB per connection)" "$(field added_mib "$ws") ($(field kib_per_connection "$ws"))"
+printf '%-34s %14s\n' "RSS after they closed, MiB" "$(field rss_closed_mib "$ws")"
+printf '%-34s %14s\n' "fresh server: RSS before, MiB" "$rss_fresh_start"
+printf '%-34s %14s\n' "  with $(field connections "$ws_fresh") subscribers, MiB" "$(field rss_after_mib "$ws_fresh")"
+printf '%-34s %14s\n' "  added, MiB (KiB per connection)" "$(field added_mib "$ws_fresh") ($(field kib_per_connection "$ws_fresh"))"
+printf '%-34s %14s\n' "fan-out p50 / p99 / max ms" \
+    "$(field fanout_p50_ms "$ws") / $(field fanout_p99_ms "$ws") / $(field fanout_max_ms "$ws")"
+printf '%-34s %14s\n' "  received / mutation ms" "$(field fanout_received "$ws") / $(field fanout_mutation_ms "$ws")"
+
+section "Goals"
+if [[ $noisy == yes ]]; then
+    say "WARNING: other work used the CPU during this run; the throughput figures are skewed"
+fi
+percent() { awk -v a="$1" -v b="$2" 'BEGIN { print (b > 0) ? 100 * a / b : 0 }'; }
+say "{ __typename } >= 50% of the reference's req/s (load tool): $tool_ratio" \
+    "$(goal "$(percent "$(field rps "$nimbus_tool")" "$(field rps "$reference_tool")")" 50 ge)"
+if [[ -n $has_wrk ]]; then
+    say "{ __typename } >= 50% of the reference's req/s (wrk):       $wrk_ratio" \
+        "$(goal "$(percent "${result[nimbus.wrk_rps]}" "${result[reference.wrk_rps]}")" 50 ge)"
+fi
+say "idle server memory < 50 MiB (after start):        $rss_start MiB  $(goal "$rss_start" 50 lt)"
+say "idle server memory < 50 MiB (after HTTP load):    $rss_after_http MiB  $(goal "$rss_after_http" 50 lt)"
+# `ws_goal LABEL RESULT`: the subscribers' goal on the server's whole RSS.
+ws_goal() {
+    local total
+    total=$(field rss_after_mib "$2")
+    if [[ $(field connections "$2") == "$WS_CONNECTIONS" ]]; then
+        say "$WS_CONNECTIONS idle subscribers < 200 MiB ($1): $total MiB  $(goal "$total" 200 lt)"
+    else
+        say "$WS_CONNECTIONS idle subscribers < 200 MiB ($1): only $(field connections "$2") opened  MISSED"
+    fi
+}
+ws_goal "after the HTTP load" "$ws"
+ws_goal "fresh server" "$ws_fresh"
