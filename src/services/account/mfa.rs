@@ -90,10 +90,22 @@ pub async fn create_authenticator(
     })
 }
 
+/// Counts one code attempt against the user's hourly limit.
+async fn count_attempt(state: &AppState, me: &ResolvedSession) -> AppResult<()> {
+    let key = format!("mfa:{}:{}", me.user.project_id, me.user.id);
+    state.rate_limiter.hit(&key, ATTEMPTS_LIMIT).await
+}
+
+/// Marks this session as having passed the second factor, on every replica.
+async fn session_passed(state: &AppState, me: &ResolvedSession) -> AppResult<()> {
+    store::mark_session_mfa_verified(state.db.pool(), &me.user.project_id, &me.session.id).await?;
+    announce_user_change(state, &me.user.project_id, &me.user.id).await;
+    Ok(())
+}
+
 /// Checks an authenticator code and uses it up.
 async fn check_totp(state: &AppState, me: &ResolvedSession, code: &str) -> AppResult<()> {
-    let key = format!("mfa:{}:{}", me.user.project_id, me.user.id);
-    state.rate_limiter.hit(&key, ATTEMPTS_LIMIT).await?;
+    count_attempt(state, me).await?;
     let row = mfa_row(state, me).await?;
     let secret = row
         .totp_secret
@@ -117,11 +129,8 @@ pub async fn verify_authenticator(
     code: &str,
 ) -> AppResult<()> {
     check_totp(state, me, code).await?;
-    let pool = state.db.pool();
-    store::confirm_totp(pool, &me.user.project_id, &me.user.id).await?;
-    store::mark_session_mfa_verified(pool, &me.user.project_id, &me.session.id).await?;
-    announce_user_change(state, &me.user.project_id, &me.user.id).await;
-    Ok(())
+    store::confirm_totp(state.db.pool(), &me.user.project_id, &me.user.id).await?;
+    session_passed(state, me).await
 }
 
 /// Removes the authenticator (a current code proves possession). Without any factor
@@ -165,14 +174,9 @@ pub async fn set_enabled(state: &AppState, me: &ResolvedSession, enabled: bool) 
             "add and confirm an authenticator before turning MFA on".into(),
         ));
     }
-    let pool = state.db.pool();
-    store::set_mfa(pool, &me.user.project_id, &me.user.id, enabled).await?;
-    if enabled {
-        // The session that turns MFA on has just proven the factor.
-        store::mark_session_mfa_verified(pool, &me.user.project_id, &me.session.id).await?;
-    }
-    announce_user_change(state, &me.user.project_id, &me.user.id).await;
-    Ok(())
+    store::set_mfa(state.db.pool(), &me.user.project_id, &me.user.id, enabled).await?;
+    // The session that turns MFA on has just proven the factor.
+    session_passed(state, me).await
 }
 
 /// The second factor of a signed-in session: `TOTP` (an authenticator code) or
@@ -186,8 +190,7 @@ pub async fn complete_challenge(
     match factor {
         "TOTP" => check_totp(state, me, code).await?,
         "RECOVERY_CODE" => {
-            let key = format!("mfa:{}:{}", me.user.project_id, me.user.id);
-            state.rate_limiter.hit(&key, ATTEMPTS_LIMIT).await?;
+            count_attempt(state, me).await?;
             let row = mfa_row(state, me).await?;
             let stored = row.recovery_codes.ok_or_else(invalid_code)?;
             let mut digests: Vec<String> = serde_json::from_str(&stored).unwrap_or_default();
@@ -214,7 +217,5 @@ pub async fn complete_challenge(
             ));
         }
     }
-    store::mark_session_mfa_verified(state.db.pool(), &me.user.project_id, &me.session.id).await?;
-    announce_user_change(state, &me.user.project_id, &me.user.id).await;
-    Ok(())
+    session_passed(state, me).await
 }

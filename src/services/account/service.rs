@@ -283,6 +283,26 @@ async fn user_for_email(state: &AppState, project_id: &str, email: &str) -> AppR
     }
 }
 
+/// The user an emailed sign-in (`flow`) goes to, created on first use, once the
+/// abuse limit allows; with the normalized email.
+async fn email_sign_in_user(
+    state: &AppState,
+    project_id: &str,
+    email: &str,
+    flow: &str,
+) -> AppResult<(String, User)> {
+    let email = normalize_email("email", email)?;
+    state
+        .rate_limiter
+        .hit(&format!("{flow}:{project_id}:{email}"), MAIL_LIMIT)
+        .await?;
+    let user = user_for_email(state, project_id, &email).await?;
+    if user.blocked {
+        return Err(AppError::UserBlocked);
+    }
+    Ok((email, user))
+}
+
 /// Mails a sign-in link (creating the user on first use).
 pub async fn create_magic_url(
     state: &AppState,
@@ -291,17 +311,9 @@ pub async fn create_magic_url(
     url: &str,
 ) -> AppResult<IssuedToken> {
     require_method(state, project_id, |p| p.magic_url, "magic-url").await?;
-    let email = normalize_email("email", email)?;
-    state
-        .rate_limiter
-        .hit(&format!("magic:{project_id}:{email}"), MAIL_LIMIT)
-        .await?;
     let policy = policy(state, project_id).await?;
     link(&policy, url, "check", "check")?;
-    let user = user_for_email(state, project_id, &email).await?;
-    if user.blocked {
-        return Err(AppError::UserBlocked);
-    }
+    let (email, user) = email_sign_in_user(state, project_id, email, MAGIC_URL).await?;
     let secret = secrets::random_token();
     let link = link(&policy, url, &user.id, &secret)?;
     let token = issue(state, &user, MAGIC_URL, &secret, MAGIC_URL_TTL).await?;
@@ -321,15 +333,7 @@ pub async fn create_email_code(
     email: &str,
 ) -> AppResult<IssuedToken> {
     require_method(state, project_id, |p| p.email_otp, "email-otp").await?;
-    let email = normalize_email("email", email)?;
-    state
-        .rate_limiter
-        .hit(&format!("otp:{project_id}:{email}"), MAIL_LIMIT)
-        .await?;
-    let user = user_for_email(state, project_id, &email).await?;
-    if user.blocked {
-        return Err(AppError::UserBlocked);
-    }
+    let (email, user) = email_sign_in_user(state, project_id, email, EMAIL_OTP).await?;
     let code = format!("{:06}", rand::rng().random_range(0..1_000_000u32));
     let token = issue(state, &user, EMAIL_OTP, &code, EMAIL_OTP_TTL).await?;
     send(
