@@ -689,10 +689,10 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
             FieldFuture::new(async move {
                 let caller = caller(&ctx)?;
                 match caller.require_session() {
-                    Ok(me) => {
-                        let user = service::own_user(app(&ctx)?, me).await?;
-                        Ok(Some(FieldValue::value(user_value(&user))))
-                    }
+                    // Served from the session cache: no database round trip.
+                    Ok(me) => Ok(Some(FieldValue::value(user_value(&service::cached_user(
+                        me,
+                    ))))),
                     Err(crate::error::AppError::MfaRequired) => {
                         Err(crate::error::AppError::MfaRequired.into())
                     }

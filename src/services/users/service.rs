@@ -299,7 +299,22 @@ fn check_labels(labels: &[String]) -> AppResult<()> {
 }
 
 /// Hashes on the blocking pool: argon2id takes tens of milliseconds of CPU.
+/// Password hashing runs at most this many at once: each argon2id computation holds
+/// 19 MiB, and the blocking pool would otherwise run hundreds side by side (and the
+/// allocator keep each thread's memory), so a burst of sign-ins could take gigabytes.
+fn password_work() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
 async fn hash(password: String) -> AppResult<String> {
+    let _permit = password_work()
+        .acquire()
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("password work queue closed: {e}")))?;
     tokio::task::spawn_blocking(move || passwords::hash_password(&password))
         .await
         .map_err(|e| AppError::Internal(anyhow::anyhow!("password hashing task failed: {e}")))?
@@ -307,6 +322,10 @@ async fn hash(password: String) -> AppResult<String> {
 }
 
 async fn verify(password: String, stored: String) -> AppResult<bool> {
+    let _permit = password_work()
+        .acquire()
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("password work queue closed: {e}")))?;
     tokio::task::spawn_blocking(move || {
         StoredHash::from_stored(&stored)
             .and_then(|hash| passwords::verify_password(&password, &hash))
@@ -921,6 +940,12 @@ pub async fn reload_session(
 }
 
 /// The signed-in user's own record, fresh from the database.
+/// The signed-in user as cached with the session: kept current because every change
+/// to a user evicts its sessions from the cache on every replica.
+pub fn cached_user(me: &ResolvedSession) -> User {
+    me.user.clone()
+}
+
 pub async fn own_user(state: &AppState, me: &ResolvedSession) -> AppResult<User> {
     load_user(state, &me.user.project_id, &me.user.id).await
 }
