@@ -299,39 +299,69 @@ fn check_labels(labels: &[String]) -> AppResult<()> {
 }
 
 /// Hashes on the blocking pool: argon2id takes tens of milliseconds of CPU.
-/// Password hashing runs at most this many at once: each argon2id computation holds
-/// 19 MiB, and the blocking pool would otherwise run hundreds side by side (and the
-/// allocator keep each thread's memory), so a burst of sign-ins could take gigabytes.
-fn password_work() -> &'static tokio::sync::Semaphore {
-    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    PERMITS.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        tokio::sync::Semaphore::new(cores)
-    })
+/// Runs password hashing on a few long-lived threads, one per core. Each argon2id
+/// computation takes 19 MiB; spread over the runtime's blocking pool it would run on
+/// hundreds of threads at once, and the allocator keeps memory per thread, so a burst
+/// of sign-ins could hold gigabytes. Here at most one computation per core runs, and
+/// only those threads' memory is kept.
+async fn on_password_threads<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> AppResult<T> {
+    type Job = Box<dyn FnOnce() + Send>;
+    static QUEUE: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =
+        std::sync::OnceLock::new();
+    let queue = QUEUE.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel::<Job>();
+        let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        for index in 0..threads {
+            let receiver = receiver.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("nimbus-passwords-{index}"))
+                .spawn(move || {
+                    loop {
+                        let job = match receiver.lock() {
+                            Ok(receiver) => receiver.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(err) = spawned {
+                tracing::error!(error = %err, "cannot start a password hashing thread");
+            }
+        }
+        std::sync::Mutex::new(sender)
+    });
+    let (done, result) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move || {
+        let _ = done.send(work());
+    });
+    queue
+        .lock()
+        .map_err(|_| AppError::Internal(anyhow::anyhow!("password queue poisoned")))?
+        .send(job)
+        .map_err(|_| AppError::Internal(anyhow::anyhow!("password threads are gone")))?;
+    result
+        .await
+        .map_err(|_| AppError::Internal(anyhow::anyhow!("password work was dropped")))
 }
 
 async fn hash(password: String) -> AppResult<String> {
-    let _permit = password_work()
-        .acquire()
-        .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("password work queue closed: {e}")))?;
-    tokio::task::spawn_blocking(move || passwords::hash_password(&password))
-        .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("password hashing task failed: {e}")))?
+    on_password_threads(move || passwords::hash_password(&password))
+        .await?
         .map_err(|e| AppError::Internal(anyhow::anyhow!("password hashing failed: {e}")))
 }
 
 async fn verify(password: String, stored: String) -> AppResult<bool> {
-    let _permit = password_work()
-        .acquire()
-        .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("password work queue closed: {e}")))?;
-    tokio::task::spawn_blocking(move || {
+    on_password_threads(move || {
         StoredHash::from_stored(&stored)
             .and_then(|hash| passwords::verify_password(&password, &hash))
     })
-    .await
-    .map_err(|e| AppError::Internal(anyhow::anyhow!("password check task failed: {e}")))?
+    .await?
     .map_err(|e| AppError::Internal(anyhow::anyhow!("stored password hash unreadable: {e}")))
 }
 
