@@ -1,13 +1,17 @@
 //! Nimbus's own load tool, run as `cargo bench --bench load -- <mode> [options]`
-//! (`benches/run.sh` drives it). Three modes:
+//! (`benches/run.sh` drives it). Four modes:
 //!
 //! - `http`: N keep-alive HTTP/1.1 connections, each sending one request after the
-//!   other, for a fixed time; prints requests/s, p50/p99/max latency and errors.
+//!   other, for a fixed time; prints requests/s, p50/p99/max latency and errors
+//!   (with `--expect`, also the responses whose body lacks a given text).
 //! - `reference`: a bare axum handler answering `POST /` with a fixed GraphQL
 //!   response, the ceiling Nimbus's own `{ __typename }` is measured against.
 //! - `ws-idle`: N graphql-transport-ws connections holding one `realtime`
 //!   subscription each; prints what they cost in the server's resident memory and,
 //!   with `--fanout`, how long one event takes to reach every subscriber.
+//! - `argon2`: how many password checks one core does with the Argon2id parameters
+//!   Nimbus hashes new passwords with (`nimbus::auth::passwords`), the cost that
+//!   dominates a sign-in.
 //!
 //! Every mode prints a last line starting with `RESULT` (space-separated `key=value`)
 //! for scripts. It sends traffic only to the addresses it is given, stops by itself
@@ -36,9 +40,10 @@ const USAGE: &str = "\
 usage: cargo bench --bench load -- <mode> [options]
 
 modes:
-  http --url URL [--body JSON] [--method POST] [--header K:V]...
+  http --url URL [--body JSON] [--method POST] [--header K:V]... [--expect TEXT]
        [--connections 32] [--duration 10s] [--warmup 2s] [--threads 1]
       keep-alive HTTP/1.1 load; prints requests/s, p50/p99/max latency, errors
+      (--expect: a response whose body lacks TEXT counts as unexpected)
   reference --listen ADDR [--threads 2]
       a bare axum handler answering POST / with {\"data\":{\"__typename\":\"Query\"}}
   ws-idle --url ws://HOST:PORT/v1/graphql/ws --key KEY --server-pid PID
@@ -46,6 +51,8 @@ modes:
        [--http-url http://HOST:PORT/v1/graphql] [--metrics-url http://HOST:PORT/metrics]
       N idle connections with one realtime subscription each; prints the server's
       resident memory before and after, and with --fanout the delivery time of one event
+  argon2 [--duration 5s]
+      password checks per second on one core, with Nimbus's Argon2id parameters
 
 --threads is the number of runtime threads of this tool (1, like `wrk -t1`).
 Durations: 10s, 500ms, 2m, or plain seconds.";
@@ -73,6 +80,7 @@ fn main() {
         "http" => run(options.threads(1)?, http_mode(options)),
         "reference" => run(options.threads(2)?, reference_mode(options)),
         "ws-idle" => run(options.threads(1)?, ws_idle_mode(options)),
+        "argon2" => argon2_mode(&options),
         "help" => {
             println!("{USAGE}");
             Ok(())
@@ -239,12 +247,22 @@ impl Target {
     }
 }
 
-/// What every request of a run carries.
+/// What every request of a run carries, and what every response should contain.
 struct RequestTemplate {
     target: Target,
     method: Method,
     headers: Vec<(hyper::header::HeaderName, HeaderValue)>,
     body: Bytes,
+    expect: Option<Vec<u8>>,
+}
+
+impl RequestTemplate {
+    /// Whether a response body has the expected text (always, when none is set).
+    fn as_expected(&self, body: &[u8]) -> bool {
+        self.expect
+            .as_deref()
+            .is_none_or(|text| body.windows(text.len()).any(|w| w == text))
+    }
 }
 
 impl RequestTemplate {
@@ -298,6 +316,8 @@ struct WorkerStats {
     /// Latency of each measured request, in microseconds.
     latencies_us: Vec<u32>,
     non_2xx: u64,
+    /// 2xx responses whose body lacks the `--expect` text.
+    unexpected: u64,
     /// Connections that failed or broke (each is opened again).
     io_errors: u64,
 }
@@ -329,20 +349,22 @@ async fn http_worker(
                         .into_body()
                         .collect()
                         .await
-                        .map(|_| status)
+                        .map(|body| (status, body.to_bytes()))
                         .map_err(BoxError::from)
                 }
                 Err(err) => Err(err.into()),
             };
             let measured = started >= measure_from;
             match outcome {
-                Ok(status) if measured => {
+                Ok((status, body)) if measured => {
                     let micros = started.elapsed().as_micros();
                     stats
                         .latencies_us
                         .push(u32::try_from(micros).unwrap_or(u32::MAX));
                     if !status.is_success() {
                         stats.non_2xx += 1;
+                    } else if !template.as_expected(&body) {
+                        stats.unexpected += 1;
                     }
                 }
                 Ok(_) => {}
@@ -377,6 +399,7 @@ async fn http_mode(options: Options) -> Result<()> {
         "body",
         "method",
         "header",
+        "expect",
         "connections",
         "duration",
         "warmup",
@@ -412,6 +435,7 @@ async fn http_mode(options: Options) -> Result<()> {
         method,
         headers,
         body: Bytes::from(body),
+        expect: options.get("expect").map(|t| t.as_bytes().to_vec()),
     });
 
     // One request first, so a wrong URL or body fails loudly instead of as a
@@ -429,6 +453,13 @@ async fn http_mode(options: Options) -> Result<()> {
         "probe: {status} {}",
         String::from_utf8_lossy(&sample[..sample.len().min(200)])
     );
+    if !status.is_success() || !template.as_expected(&sample) {
+        return Err(format!(
+            "the first response is not what was expected: {status} {}",
+            String::from_utf8_lossy(&sample)
+        )
+        .into());
+    }
 
     println!(
         "http: {} {}{} with {connections} connections for {:?} after {:?} of warm-up",
@@ -440,11 +471,12 @@ async fn http_mode(options: Options) -> Result<()> {
         .map(|_| tokio::spawn(http_worker(template.clone(), measure_from, end)))
         .collect();
     let mut latencies = Vec::new();
-    let (mut non_2xx, mut io_errors) = (0, 0);
+    let (mut non_2xx, mut unexpected, mut io_errors) = (0, 0, 0);
     for worker in workers {
         let stats = worker.await?;
         latencies.extend(stats.latencies_us);
         non_2xx += stats.non_2xx;
+        unexpected += stats.unexpected;
         io_errors += stats.io_errors;
     }
     latencies.sort_unstable();
@@ -458,9 +490,52 @@ async fn http_mode(options: Options) -> Result<()> {
     println!("  requests:   {requests}");
     println!("  requests/s: {rps:.0}");
     println!("  latency:    p50 {p50:.3} ms   p99 {p99:.3} ms   max {max:.3} ms");
-    println!("  errors:     {non_2xx} non-2xx, {io_errors} connection errors");
     println!(
-        "RESULT mode=http requests={requests} rps={rps:.0} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3} non_2xx={non_2xx} io_errors={io_errors}"
+        "  errors:     {non_2xx} non-2xx, {unexpected} without the expected text, {io_errors} connection errors"
+    );
+    println!(
+        "RESULT mode=http requests={requests} rps={rps:.0} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3} non_2xx={non_2xx} unexpected={unexpected} io_errors={io_errors}"
+    );
+    Ok(())
+}
+
+/// Checks one password against an Argon2id hash made by Nimbus, over and over on this
+/// one thread: what a sign-in costs in CPU, without the server around it.
+fn argon2_mode(options: &Options) -> Result<()> {
+    use nimbus::auth::passwords::{StoredHash, hash_password, verify_password};
+
+    options.only(&["duration"])?;
+    let duration = options.duration("duration", Duration::from_secs(5))?;
+    let password = "correct horse battery staple";
+    let phc = hash_password(password)?;
+    // `$argon2id$v=19$m=19456,t=2,p=1$salt$hash`: the parameters, as stored.
+    let params = phc.split('$').nth(3).unwrap_or_default().to_string();
+    let param = |name: &str| {
+        params
+            .split(',')
+            .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or("?")
+            .to_string()
+    };
+    let stored = StoredHash::from_stored(&phc)?;
+    println!("argon2: checking one password against {params} for {duration:?} on one thread");
+    let started = Instant::now();
+    let mut checks = 0u64;
+    while started.elapsed() < duration {
+        if !verify_password(password, &stored)? {
+            return Err("the password did not verify against its own hash".into());
+        }
+        checks += 1;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let per_second = checks as f64 / seconds;
+    let ms_each = 1000.0 * seconds / checks.max(1) as f64;
+    println!("  {checks} checks, {per_second:.1} per second, {ms_each:.1} ms each");
+    println!(
+        "RESULT mode=argon2 m_kib={} t={} p={} checks={checks} per_second={per_second:.1} ms_each={ms_each:.1}",
+        param("m"),
+        param("t"),
+        param("p")
     );
     Ok(())
 }
