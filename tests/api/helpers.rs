@@ -170,6 +170,16 @@ impl TestApp {
         .await
     }
 
+    /// A query as a signed-in user, with the session secret as a bearer token.
+    pub async fn as_session(&self, secret: &str, query: &str, variables: Value) -> Answer {
+        let bearer = format!("Bearer {secret}");
+        self.post(
+            json!({"query": query, "variables": variables}),
+            &[("authorization", &bearer)],
+        )
+        .await
+    }
+
     /// Creates a key in `project` with `scopes` as the admin; returns its secret.
     pub async fn create_key(&self, project: &str, scopes: &[&str]) -> String {
         let data = self

@@ -32,15 +32,6 @@ async fn session_secret(app: &TestApp, email: &str, password: &str) -> String {
         .to_string()
 }
 
-async fn as_session(app: &TestApp, secret: &str, query: &str, variables: Value) -> Answer {
-    let bearer = format!("Bearer {secret}");
-    app.post(
-        json!({"query": query, "variables": variables}),
-        &[("authorization", &bearer)],
-    )
-    .await
-}
-
 #[tokio::test]
 async fn a_user_signs_up_signs_in_and_reads_their_account() {
     let app = spawn_app().await;
@@ -58,14 +49,14 @@ async fn a_user_signs_up_signs_in_and_reads_their_account() {
     let secret = payload["secret"].as_str().unwrap();
     assert!(secret.starts_with("ns_"));
 
-    let account = as_session(
-        &app,
-        secret,
-        "{ account { id email name } accountSessions { id current } }",
-        json!({}),
-    )
-    .await
-    .ok();
+    let account = app
+        .as_session(
+            secret,
+            "{ account { id email name } accountSessions { id current } }",
+            json!({}),
+        )
+        .await
+        .ok();
     assert_eq!(account["account"]["id"], user["id"]);
     assert_eq!(account["accountSessions"][0]["current"], true);
 
@@ -198,40 +189,41 @@ async fn a_deleted_session_stops_working_at_once() {
     let first = session_secret(&app, "carol@example.com", "carol-password").await;
     let second = session_secret(&app, "carol@example.com", "carol-password").await;
     // Warm the session cache, so the test proves eviction rather than a cold lookup.
-    as_session(&app, &first, "{ account { id } }", json!({}))
+    app.as_session(&first, "{ account { id } }", json!({}))
         .await
         .ok();
-    as_session(
-        &app,
+    app.as_session(
         &first,
         "mutation { deleteSession(input: {id: \"current\"}) { deletedId } }",
         json!({}),
     )
     .await
     .ok();
-    let gone = as_session(&app, &first, "{ account { id } }", json!({})).await;
+    let gone = app
+        .as_session(&first, "{ account { id } }", json!({}))
+        .await;
     assert_eq!(gone.status, 401);
     assert_eq!(gone.code(), "INVALID_SESSION");
-    as_session(&app, &second, "{ account { id } }", json!({}))
+    app.as_session(&second, "{ account { id } }", json!({}))
         .await
         .ok();
-    let all = as_session(
-        &app,
-        &second,
-        "mutation { deleteSessions { deletedCount } }",
-        json!({}),
-    )
-    .await
-    .ok();
+    let all = app
+        .as_session(
+            &second,
+            "mutation { deleteSessions { deletedCount } }",
+            json!({}),
+        )
+        .await
+        .ok();
     assert_eq!(all["deleteSessions"]["deletedCount"], 1);
     assert_eq!(
-        as_session(&app, &second, "{ account { id } }", json!({}))
+        app.as_session(&second, "{ account { id } }", json!({}))
             .await
             .code(),
         "INVALID_SESSION"
     );
     assert_eq!(
-        as_session(&app, "ns_forged_secret", "{ account { id } }", json!({}))
+        app.as_session("ns_forged_secret", "{ account { id } }", json!({}))
             .await
             .code(),
         "INVALID_SESSION"
@@ -257,16 +249,15 @@ async fn anonymous_users_become_full_accounts() {
         .as_str()
         .unwrap()
         .to_string();
-    let account = as_session(&app, &secret, "{ account { anonymous email } }", json!({}))
+    let account = app
+        .as_session(&secret, "{ account { anonymous email } }", json!({}))
         .await
         .ok();
     assert_eq!(
         account["account"],
         json!({"anonymous": true, "email": null})
     );
-    let upgraded = as_session(
-        &app,
-        &secret,
+    let upgraded = app.as_session(&secret,
         "mutation { updateEmail(input: {email: \"dan@example.com\", password: \"dan-password\"}) { anonymous email } }",
         json!({}),
     )
@@ -285,17 +276,17 @@ async fn password_changes_need_the_old_password_and_replace_it() {
     let app = spawn_app().await;
     sign_up(&app, "erin@example.com", "first-password").await;
     let secret = session_secret(&app, "erin@example.com", "first-password").await;
-    let wrong = as_session(&app, &secret, "mutation { updatePassword(input: {password: \"second-password\", oldPassword: \"nope-nope\"}) { id } }", json!({})).await;
+    let wrong = app.as_session(&secret, "mutation { updatePassword(input: {password: \"second-password\", oldPassword: \"nope-nope\"}) { id } }", json!({})).await;
     assert_eq!(wrong.code(), "INVALID_CREDENTIALS");
-    let missing = as_session(
-        &app,
-        &secret,
-        "mutation { updatePassword(input: {password: \"second-password\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    let missing = app
+        .as_session(
+            &secret,
+            "mutation { updatePassword(input: {password: \"second-password\"}) { id } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(missing.code(), "BAD_USER_INPUT");
-    as_session(&app, &secret, "mutation { updatePassword(input: {password: \"second-password\", oldPassword: \"first-password\"}) { passwordUpdatedAt } }", json!({}))
+    app.as_session(&secret, "mutation { updatePassword(input: {password: \"second-password\", oldPassword: \"first-password\"}) { passwordUpdatedAt } }", json!({}))
         .await
         .ok();
     assert_eq!(
@@ -306,32 +297,32 @@ async fn password_changes_need_the_old_password_and_replace_it() {
     );
     session_secret(&app, "erin@example.com", "second-password").await;
 
-    let prefs = as_session(
-        &app,
-        &secret,
-        "mutation($p: JSON!) { updatePrefs(input: {prefs: $p}) { prefs } }",
-        json!({"p": {"theme": "dark"}}),
-    )
-    .await
-    .ok();
+    let prefs = app
+        .as_session(
+            &secret,
+            "mutation($p: JSON!) { updatePrefs(input: {prefs: $p}) { prefs } }",
+            json!({"p": {"theme": "dark"}}),
+        )
+        .await
+        .ok();
     assert_eq!(prefs["updatePrefs"]["prefs"], json!({"theme": "dark"}));
     let huge = json!({"blob": "x".repeat(70 * 1024)});
-    let refused = as_session(
-        &app,
-        &secret,
-        "mutation($p: JSON!) { updatePrefs(input: {prefs: $p}) { id } }",
-        json!({"p": huge}),
-    )
-    .await;
+    let refused = app
+        .as_session(
+            &secret,
+            "mutation($p: JSON!) { updatePrefs(input: {prefs: $p}) { id } }",
+            json!({"p": huge}),
+        )
+        .await;
     assert_eq!(refused.code(), "PREFS_TOO_LARGE");
-    let renamed = as_session(
-        &app,
-        &secret,
-        "mutation { updateName(input: {name: \"Erin E.\"}) { name } }",
-        json!({}),
-    )
-    .await
-    .ok();
+    let renamed = app
+        .as_session(
+            &secret,
+            "mutation { updateName(input: {name: \"Erin E.\"}) { name } }",
+            json!({}),
+        )
+        .await
+        .ok();
     assert_eq!(renamed["updateName"]["name"], "Erin E.");
     app.shutdown().await;
 }
@@ -381,7 +372,7 @@ async fn servers_manage_users_and_a_block_ends_sessions_at_once() {
     );
 
     let secret = session_secret(&app, "frank@example.com", "frank-password").await;
-    as_session(&app, &secret, "{ account { id } }", json!({}))
+    app.as_session(&secret, "{ account { id } }", json!({}))
         .await
         .ok();
     let sessions = app
@@ -403,7 +394,9 @@ async fn servers_manage_users_and_a_block_ends_sessions_at_once() {
         blocked["updateUser"],
         json!({"blocked": true, "labels": ["vip"]})
     );
-    let refused = as_session(&app, &secret, "{ account { id } }", json!({})).await;
+    let refused = app
+        .as_session(&secret, "{ account { id } }", json!({}))
+        .await;
     assert_eq!(refused.status, 401);
     assert_eq!(refused.code(), "USER_BLOCKED");
     assert_eq!(
@@ -421,7 +414,7 @@ async fn servers_manage_users_and_a_block_ends_sessions_at_once() {
     )
     .await
     .ok();
-    as_session(&app, &secret, "{ account { id } }", json!({}))
+    app.as_session(&secret, "{ account { id } }", json!({}))
         .await
         .ok();
     app.as_key(
@@ -433,7 +426,7 @@ async fn servers_manage_users_and_a_block_ends_sessions_at_once() {
     .await
     .ok();
     assert_eq!(
-        as_session(&app, &secret, "{ account { id } }", json!({}))
+        app.as_session(&secret, "{ account { id } }", json!({}))
             .await
             .code(),
         "INVALID_SESSION"
@@ -450,7 +443,9 @@ async fn signed_in_users_cannot_reach_server_operations() {
     let app = spawn_app().await;
     sign_up(&app, "henry@example.com", "henry-password").await;
     let secret = session_secret(&app, "henry@example.com", "henry-password").await;
-    let users = as_session(&app, &secret, "{ users { totalCount } }", json!({})).await;
+    let users = app
+        .as_session(&secret, "{ users { totalCount } }", json!({}))
+        .await;
     assert_eq!(users.code(), "PERMISSION_DENIED");
     let reader = app.create_key("default", &["users.read"]).await;
     let write = app
@@ -507,12 +502,11 @@ async fn signing_out_ends_the_sessions_open_subscriptions() {
     .await;
     // Let the subscription start: a ping round trip on the socket, then a request.
     ws.ping_pong().await;
-    as_session(&app, &secret, "{ account { id } }", json!({}))
+    app.as_session(&secret, "{ account { id } }", json!({}))
         .await
         .ok();
 
-    as_session(
-        &app,
+    app.as_session(
         &secret,
         "mutation { deleteSession(input: {id: \"current\"}) { deletedId } }",
         json!({}),
@@ -577,17 +571,18 @@ async fn a_jwt_acts_as_its_session_until_the_session_ends() {
     let app = spawn_app().await;
     sign_up(&app, "liam@example.com", "liam-password").await;
     let secret = session_secret(&app, "liam@example.com", "liam-password").await;
-    let issued = as_session(
-        &app,
-        &secret,
-        "mutation { createJWT { jwt expiresAt } }",
-        json!({}),
-    )
-    .await
-    .ok();
+    let issued = app
+        .as_session(
+            &secret,
+            "mutation { createJWT { jwt expiresAt } }",
+            json!({}),
+        )
+        .await
+        .ok();
     let jwt = issued["createJWT"]["jwt"].as_str().unwrap().to_string();
     assert_eq!(jwt.split('.').count(), 3);
-    let account = as_session(&app, &jwt, "{ account { email } }", json!({}))
+    let account = app
+        .as_session(&jwt, "{ account { email } }", json!({}))
         .await
         .ok();
     assert_eq!(account["account"]["email"], "liam@example.com");
@@ -598,14 +593,14 @@ async fn a_jwt_acts_as_its_session_until_the_session_ends() {
     parts[0] = none_header;
     let unsigned = format!("{}.{}.", parts[0], parts[1]);
     assert_eq!(
-        as_session(&app, &unsigned, "{ account { id } }", json!({}))
+        app.as_session(&unsigned, "{ account { id } }", json!({}))
             .await
             .code(),
         "INVALID_JWT"
     );
     let tampered = format!("{}x", jwt);
     assert_eq!(
-        as_session(&app, &tampered, "{ account { id } }", json!({}))
+        app.as_session(&tampered, "{ account { id } }", json!({}))
             .await
             .code(),
         "INVALID_JWT"
@@ -624,8 +619,7 @@ async fn a_jwt_acts_as_its_session_until_the_session_ends() {
         .await;
     assert_eq!(other.code(), "INVALID_JWT");
 
-    as_session(
-        &app,
+    app.as_session(
         &secret,
         "mutation { deleteSessions { deletedCount } }",
         json!({}),
@@ -633,7 +627,7 @@ async fn a_jwt_acts_as_its_session_until_the_session_ends() {
     .await
     .ok();
     assert_eq!(
-        as_session(&app, &jwt, "{ account { id } }", json!({}))
+        app.as_session(&jwt, "{ account { id } }", json!({}))
             .await
             .code(),
         "INVALID_JWT"
@@ -750,14 +744,14 @@ async fn with_mfa_a_new_session_must_pass_the_second_factor() {
     let app = spawn_app().await;
     sign_up(&app, "mona@example.com", "mona-password").await;
     let first = session_secret(&app, "mona@example.com", "mona-password").await;
-    let added = as_session(
-        &app,
-        &first,
-        "mutation { createMfaAuthenticator { secret uri } }",
-        json!({}),
-    )
-    .await
-    .ok();
+    let added = app
+        .as_session(
+            &first,
+            "mutation { createMfaAuthenticator { secret uri } }",
+            json!({}),
+        )
+        .await
+        .ok();
     let secret = added["createMfaAuthenticator"]["secret"]
         .as_str()
         .unwrap()
@@ -768,119 +762,116 @@ async fn with_mfa_a_new_session_must_pass_the_second_factor() {
             .unwrap()
             .starts_with("otpauth://totp/")
     );
-    let early = as_session(
-        &app,
-        &first,
-        "mutation { updateMfa(input: {enabled: true}) { mfa } }",
-        json!({}),
-    )
-    .await;
+    let early = app
+        .as_session(
+            &first,
+            "mutation { updateMfa(input: {enabled: true}) { mfa } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(
         early.code(),
         "OPERATION_NOT_ALLOWED",
         "MFA needs a confirmed authenticator"
     );
-    let wrong = as_session(
-        &app,
-        &first,
-        "mutation { verifyMfaAuthenticator(input: {code: \"000000x\"}) }",
-        json!({}),
-    )
-    .await;
+    let wrong = app
+        .as_session(
+            &first,
+            "mutation { verifyMfaAuthenticator(input: {code: \"000000x\"}) }",
+            json!({}),
+        )
+        .await;
     assert_eq!(wrong.code(), "INVALID_MFA_CODE");
     let code = totp_now(&secret);
-    as_session(
-        &app,
+    app.as_session(
         &first,
         "mutation($c: String!) { verifyMfaAuthenticator(input: {code: $c}) }",
         json!({"c": code}),
     )
     .await
     .ok();
-    let replay = as_session(
-        &app,
-        &first,
-        "mutation($c: String!) { deleteMfaAuthenticator(input: {code: $c}) }",
-        json!({"c": code}),
-    )
-    .await;
+    let replay = app
+        .as_session(
+            &first,
+            "mutation($c: String!) { deleteMfaAuthenticator(input: {code: $c}) }",
+            json!({"c": code}),
+        )
+        .await;
     assert_eq!(replay.code(), "INVALID_MFA_CODE", "a code works once");
-    let codes = as_session(
-        &app,
-        &first,
-        "mutation { createMfaRecoveryCodes }",
-        json!({}),
-    )
-    .await
-    .ok();
+    let codes = app
+        .as_session(&first, "mutation { createMfaRecoveryCodes }", json!({}))
+        .await
+        .ok();
     let recovery: Vec<String> =
         serde_json::from_value(codes["createMfaRecoveryCodes"].clone()).unwrap();
     assert_eq!(recovery.len(), 10);
-    let on = as_session(
-        &app,
-        &first,
-        "mutation { updateMfa(input: {enabled: true}) { mfa } }",
-        json!({}),
-    )
-    .await
-    .ok();
+    let on = app
+        .as_session(
+            &first,
+            "mutation { updateMfa(input: {enabled: true}) { mfa } }",
+            json!({}),
+        )
+        .await
+        .ok();
     assert_eq!(on["updateMfa"]["mfa"], true);
     // The session that turned MFA on keeps working.
-    as_session(&app, &first, "{ account { id } }", json!({}))
+    app.as_session(&first, "{ account { id } }", json!({}))
         .await
         .ok();
 
     // A new sign-in owes the second factor: everything else answers MFA_REQUIRED.
     let second = session_secret(&app, "mona@example.com", "mona-password").await;
-    let blocked = as_session(&app, &second, "{ account { id } }", json!({})).await;
+    let blocked = app
+        .as_session(&second, "{ account { id } }", json!({}))
+        .await;
     assert_eq!(blocked.code(), "MFA_REQUIRED");
-    let factors = as_session(
-        &app,
-        &second,
-        "{ accountMfaFactors { totp recoveryCode } }",
-        json!({}),
-    )
-    .await
-    .ok();
+    let factors = app
+        .as_session(
+            &second,
+            "{ accountMfaFactors { totp recoveryCode } }",
+            json!({}),
+        )
+        .await
+        .ok();
     assert_eq!(
         factors["accountMfaFactors"],
         json!({"totp": true, "recoveryCode": true})
     );
     let challenge = "mutation($f: MfaFactor!, $c: String!) { updateMfaChallenge(input: {factor: $f, code: $c}) }";
-    let bad = as_session(
-        &app,
-        &second,
-        challenge,
-        json!({"f": "RECOVERY_CODE", "c": "not-a-code"}),
-    )
-    .await;
+    let bad = app
+        .as_session(
+            &second,
+            challenge,
+            json!({"f": "RECOVERY_CODE", "c": "not-a-code"}),
+        )
+        .await;
     assert_eq!(bad.code(), "INVALID_MFA_CODE");
-    as_session(
-        &app,
+    app.as_session(
         &second,
         challenge,
         json!({"f": "RECOVERY_CODE", "c": recovery[0]}),
     )
     .await
     .ok();
-    as_session(&app, &second, "{ account { id } }", json!({}))
+    app.as_session(&second, "{ account { id } }", json!({}))
         .await
         .ok();
 
     // A used recovery code does not work again.
     let third = session_secret(&app, "mona@example.com", "mona-password").await;
-    let reused = as_session(
-        &app,
-        &third,
-        challenge,
-        json!({"f": "RECOVERY_CODE", "c": recovery[0]}),
-    )
-    .await;
+    let reused = app
+        .as_session(
+            &third,
+            challenge,
+            json!({"f": "RECOVERY_CODE", "c": recovery[0]}),
+        )
+        .await;
     assert_eq!(reused.code(), "INVALID_MFA_CODE");
 
     // A server can turn MFA off for a user who lost their factors.
     let key = app.create_key("default", &["users.write"]).await;
-    let user_id = as_session(&app, &first, "{ account { id } }", json!({}))
+    let user_id = app
+        .as_session(&first, "{ account { id } }", json!({}))
         .await
         .ok()["account"]["id"]
         .clone();
@@ -892,7 +883,7 @@ async fn with_mfa_a_new_session_must_pass_the_second_factor() {
     )
     .await
     .ok();
-    as_session(&app, &third, "{ account { id } }", json!({}))
+    app.as_session(&third, "{ account { id } }", json!({}))
         .await
         .ok();
     app.shutdown().await;
@@ -903,22 +894,21 @@ async fn the_activity_log_records_sign_ins_changes_and_sign_outs() {
     let app = spawn_app().await;
     sign_up(&app, "otto@example.com", "otto-password").await;
     let secret = session_secret(&app, "otto@example.com", "otto-password").await;
-    as_session(
-        &app,
+    app.as_session(
         &secret,
         "mutation { updateName(input: {name: \"Otto\"}) { name } }",
         json!({}),
     )
     .await
     .ok();
-    let logs = as_session(
-        &app,
-        &secret,
-        "{ accountLogs { totalCount nodes { event ip } } }",
-        json!({}),
-    )
-    .await
-    .ok();
+    let logs = app
+        .as_session(
+            &secret,
+            "{ accountLogs { totalCount nodes { event ip } } }",
+            json!({}),
+        )
+        .await
+        .ok();
     let events: Vec<&str> = logs["accountLogs"]["nodes"]
         .as_array()
         .unwrap()
@@ -930,14 +920,14 @@ async fn the_activity_log_records_sign_ins_changes_and_sign_outs() {
         ["user.create", "session.create.email", "user.update.name"]
     );
     assert_eq!(logs["accountLogs"]["nodes"][1]["ip"], "127.0.0.1");
-    let newest = as_session(
-        &app,
-        &secret,
-        "{ accountLogs(last: 1) { nodes { event } } }",
-        json!({}),
-    )
-    .await
-    .ok();
+    let newest = app
+        .as_session(
+            &secret,
+            "{ accountLogs(last: 1) { nodes { event } } }",
+            json!({}),
+        )
+        .await
+        .ok();
     assert_eq!(
         newest["accountLogs"]["nodes"][0]["event"],
         "user.update.name"
@@ -946,12 +936,12 @@ async fn the_activity_log_records_sign_ins_changes_and_sign_outs() {
     let key = app
         .create_key("default", &["users.read", "teams.write"])
         .await;
-    let user_id = as_session(&app, &secret, "{ account { id } }", json!({}))
+    let user_id = app
+        .as_session(&secret, "{ account { id } }", json!({}))
         .await
         .ok()["account"]["id"]
         .clone();
-    as_session(
-        &app,
+    app.as_session(
         &secret,
         "mutation { deleteSession(input: {id: \"current\"}) { deletedId } }",
         json!({}),

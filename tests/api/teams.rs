@@ -1,8 +1,8 @@
 //! Teams and memberships, and the roles they give.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{Answer, TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_app};
 
 async fn signed_in_user(app: &TestApp, email: &str) -> (String, String) {
     let created = app
@@ -28,15 +28,6 @@ async fn signed_in_user(app: &TestApp, email: &str) -> (String, String) {
     )
 }
 
-async fn as_user(app: &TestApp, secret: &str, query: &str, variables: Value) -> Answer {
-    let bearer = format!("Bearer {secret}");
-    app.post(
-        json!({"query": query, "variables": variables}),
-        &[("authorization", &bearer)],
-    )
-    .await
-}
-
 #[tokio::test]
 async fn a_user_creates_a_team_invites_a_member_who_accepts() {
     let app = spawn_app().await;
@@ -44,18 +35,16 @@ async fn a_user_creates_a_team_invites_a_member_who_accepts() {
     let (member_id, member) = signed_in_user(&app, "member@example.com").await;
     let (_, outsider) = signed_in_user(&app, "outsider@example.com").await;
 
-    let team = as_user(
-        &app,
-        &owner,
-        "mutation { createTeam(input: {id: \"crew\", name: \"Crew\"}) { id name } }",
-        json!({}),
-    )
-    .await
-    .ok();
+    let team = app
+        .as_session(
+            &owner,
+            "mutation { createTeam(input: {id: \"crew\", name: \"Crew\"}) { id name } }",
+            json!({}),
+        )
+        .await
+        .ok();
     assert_eq!(team["createTeam"], json!({"id": "crew", "name": "Crew"}));
-    let owned = as_user(
-        &app,
-        &owner,
+    let owned = app.as_session(&owner,
         "{ teams { totalCount nodes { id } } memberships(teamId: \"crew\") { roles confirmed } }",
         json!({}),
     )
@@ -67,9 +56,7 @@ async fn a_user_creates_a_team_invites_a_member_who_accepts() {
         json!([{"roles": ["owner"], "confirmed": true}])
     );
 
-    let invite = as_user(
-        &app,
-        &owner,
+    let invite = app.as_session(&owner,
         "mutation($u: ID!) { createMembership(input: {teamId: \"crew\", userId: $u, roles: [\"editor\"]}) { id confirmed } }",
         json!({"u": member_id}),
     )
@@ -82,31 +69,31 @@ async fn a_user_creates_a_team_invites_a_member_who_accepts() {
         .to_string();
 
     // An invitation grants nothing: the team stays invisible until accepted.
-    let before = as_user(&app, &member, "{ teams { totalCount } }", json!({}))
+    let before = app
+        .as_session(&member, "{ teams { totalCount } }", json!({}))
         .await
         .ok();
     assert_eq!(before["teams"]["totalCount"], 0);
-    let hidden = as_user(&app, &member, "{ team(id: \"crew\") { id } }", json!({})).await;
+    let hidden = app
+        .as_session(&member, "{ team(id: \"crew\") { id } }", json!({}))
+        .await;
     assert_eq!(hidden.code(), "TEAM_NOT_FOUND");
-    let stolen = as_user(
-        &app,
-        &outsider,
+    let stolen = app.as_session(&outsider,
         "mutation($m: ID!) { updateMembershipStatus(input: {teamId: \"crew\", membershipId: $m}) { confirmed } }",
         json!({"m": membership_id}),
     )
     .await;
     assert_eq!(stolen.code(), "MEMBERSHIP_NOT_FOUND");
 
-    let accepted = as_user(
-        &app,
-        &member,
+    let accepted = app.as_session(&member,
         "mutation($m: ID!) { updateMembershipStatus(input: {teamId: \"crew\", membershipId: $m}) { confirmed joinedAt } }",
         json!({"m": membership_id}),
     )
     .await
     .ok();
     assert_eq!(accepted["updateMembershipStatus"]["confirmed"], true);
-    let after = as_user(&app, &member, "{ teams { nodes { id name } } }", json!({}))
+    let after = app
+        .as_session(&member, "{ teams { nodes { id name } } }", json!({}))
         .await
         .ok();
     assert_eq!(
@@ -115,55 +102,54 @@ async fn a_user_creates_a_team_invites_a_member_who_accepts() {
     );
 
     // Only owners manage the team.
-    let rename = as_user(
-        &app,
-        &member,
-        "mutation { updateTeamName(input: {id: \"crew\", name: \"Mine\"}) { name } }",
-        json!({}),
-    )
-    .await;
+    let rename = app
+        .as_session(
+            &member,
+            "mutation { updateTeamName(input: {id: \"crew\", name: \"Mine\"}) { name } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(rename.code(), "PERMISSION_DENIED");
-    let outsider_sees = as_user(
-        &app,
-        &outsider,
-        "{ memberships(teamId: \"crew\") { id } }",
-        json!({}),
-    )
-    .await;
+    let outsider_sees = app
+        .as_session(
+            &outsider,
+            "{ memberships(teamId: \"crew\") { id } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(outsider_sees.code(), "TEAM_NOT_FOUND");
-    let renamed = as_user(
-        &app,
-        &owner,
-        "mutation { updateTeamName(input: {id: \"crew\", name: \"The Crew\"}) { name } }",
-        json!({}),
-    )
-    .await
-    .ok();
+    let renamed = app
+        .as_session(
+            &owner,
+            "mutation { updateTeamName(input: {id: \"crew\", name: \"The Crew\"}) { name } }",
+            json!({}),
+        )
+        .await
+        .ok();
     assert_eq!(renamed["updateTeamName"]["name"], "The Crew");
 
     // The member leaves; the team is theirs no more.
-    as_user(
-        &app,
-        &member,
+    app.as_session(&member,
         "mutation($m: ID!) { deleteMembership(input: {teamId: \"crew\", membershipId: $m}) { deletedId } }",
         json!({"m": membership_id}),
     )
     .await
     .ok();
-    let left = as_user(&app, &member, "{ teams { totalCount } }", json!({}))
+    let left = app
+        .as_session(&member, "{ teams { totalCount } }", json!({}))
         .await
         .ok();
     assert_eq!(left["teams"]["totalCount"], 0);
 
-    as_user(
-        &app,
+    app.as_session(
         &owner,
         "mutation { deleteTeam(input: {id: \"crew\"}) { deletedId } }",
         json!({}),
     )
     .await
     .ok();
-    let gone = as_user(&app, &owner, "{ teams { totalCount } }", json!({}))
+    let gone = app
+        .as_session(&owner, "{ teams { totalCount } }", json!({}))
         .await
         .ok();
     assert_eq!(gone["teams"]["totalCount"], 0);
@@ -203,7 +189,7 @@ async fn servers_manage_every_team_and_add_members_directly() {
     );
 
     // The user's session is cached before the membership: the new role must show at once.
-    as_user(&app, &user, "{ teams { totalCount } }", json!({}))
+    app.as_session(&user, "{ teams { totalCount } }", json!({}))
         .await
         .ok();
     let added = app
@@ -215,7 +201,8 @@ async fn servers_manage_every_team_and_add_members_directly() {
         .as_str()
         .unwrap()
         .to_string();
-    let visible = as_user(&app, &user, "{ teams { nodes { id } } }", json!({}))
+    let visible = app
+        .as_session(&user, "{ teams { nodes { id } } }", json!({}))
         .await
         .ok();
     assert_eq!(visible["teams"]["nodes"], json!([{"id": "ops"}]));
@@ -233,13 +220,13 @@ async fn servers_manage_every_team_and_add_members_directly() {
         .await
         .ok();
     assert_eq!(demoted["updateMembership"]["roles"], json!(["viewer"]));
-    let not_owner = as_user(
-        &app,
-        &user,
-        "mutation { deleteTeam(input: {id: \"ops\"}) { deletedId } }",
-        json!({}),
-    )
-    .await;
+    let not_owner = app
+        .as_session(
+            &user,
+            "mutation { deleteTeam(input: {id: \"ops\"}) { deletedId } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(not_owner.code(), "PERMISSION_DENIED");
 
     let reader = app.create_key("default", &["teams.read"]).await;
