@@ -690,9 +690,15 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                 let caller = caller(&ctx)?;
                 match caller.require_session() {
                     // Served from the session cache: no database round trip.
-                    Ok(me) => Ok(Some(FieldValue::value(user_value(&service::cached_user(
-                        me,
-                    ))))),
+                    // Only the selected fields are built.
+                    Ok(me) => {
+                        let selection = ctx.look_ahead();
+                        let user =
+                            crate::services::users::schema::user_value_where(&me.user, |field| {
+                                selection.field(field).exists()
+                            });
+                        Ok(Some(FieldValue::value(user)))
+                    }
                     Err(crate::error::AppError::MfaRequired) => {
                         Err(crate::error::AppError::MfaRequired.into())
                     }

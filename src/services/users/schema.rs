@@ -27,29 +27,40 @@ fn optional(value: Option<&str>) -> Value {
 
 /// The GraphQL value of a user (never the password hash).
 pub fn user_value(user: &User) -> Value {
-    object([
-        ("id", Value::from(user.id.as_str())),
-        ("name", Value::from(user.name.as_str())),
-        ("email", optional(user.email.as_deref())),
-        ("phone", optional(user.phone.as_deref())),
-        ("emailVerified", Value::from(user.email_verified)),
-        ("phoneVerified", Value::from(user.phone_verified)),
-        ("blocked", Value::from(user.blocked)),
-        ("anonymous", Value::from(user.anonymous())),
-        ("mfa", Value::from(user.mfa)),
-        ("labels", strings(&user.labels)),
-        (
-            "prefs",
-            Value::from_json(serde_json::Value::Object(user.prefs.clone())).unwrap_or(Value::Null),
-        ),
-        (
-            "passwordUpdatedAt",
-            user.password_updated_at.map_or(Value::Null, datetime),
-        ),
-        ("accessedAt", user.accessed_at.map_or(Value::Null, datetime)),
-        ("createdAt", datetime(user.created_at)),
-        ("updatedAt", datetime(user.updated_at)),
-    ])
+    user_value_where(user, |_| true)
+}
+
+/// The GraphQL value of a user with only the fields `wanted` says yes to: formatting
+/// dates and converting prefs costs more than a small selection is worth.
+pub fn user_value_where(user: &User, wanted: impl Fn(&str) -> bool) -> Value {
+    let mut map = async_graphql::indexmap::IndexMap::new();
+    let mut put = |name: &'static str, make: &dyn Fn() -> Value| {
+        if wanted(name) {
+            map.insert(async_graphql::Name::new(name), make());
+        }
+    };
+    put("id", &|| Value::from(user.id.as_str()));
+    put("name", &|| Value::from(user.name.as_str()));
+    put("email", &|| optional(user.email.as_deref()));
+    put("phone", &|| optional(user.phone.as_deref()));
+    put("emailVerified", &|| Value::from(user.email_verified));
+    put("phoneVerified", &|| Value::from(user.phone_verified));
+    put("blocked", &|| Value::from(user.blocked));
+    put("anonymous", &|| Value::from(user.anonymous()));
+    put("mfa", &|| Value::from(user.mfa));
+    put("labels", &|| strings(&user.labels));
+    put("prefs", &|| {
+        Value::from_json(serde_json::Value::Object(user.prefs.clone())).unwrap_or(Value::Null)
+    });
+    put("passwordUpdatedAt", &|| {
+        user.password_updated_at.map_or(Value::Null, datetime)
+    });
+    put("accessedAt", &|| {
+        user.accessed_at.map_or(Value::Null, datetime)
+    });
+    put("createdAt", &|| datetime(user.created_at));
+    put("updatedAt", &|| datetime(user.updated_at));
+    Value::Object(map)
 }
 
 /// The GraphQL value of a session; `current` marks the caller's own.

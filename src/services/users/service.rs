@@ -970,12 +970,6 @@ pub async fn reload_session(
 }
 
 /// The signed-in user's own record, fresh from the database.
-/// The signed-in user as cached with the session: kept current because every change
-/// to a user evicts its sessions from the cache on every replica.
-pub fn cached_user(me: &ResolvedSession) -> User {
-    me.user.clone()
-}
-
 pub async fn own_user(state: &AppState, me: &ResolvedSession) -> AppResult<User> {
     load_user(state, &me.user.project_id, &me.user.id).await
 }
