@@ -113,6 +113,13 @@ pub fn input<T: serde::de::DeserializeOwned>(ctx: &ResolverContext<'_>) -> AppRe
     serde_json::from_value(json).map_err(|e| AppError::invalid("input", e.to_string()))
 }
 
+/// The `input` of a mutation that names one resource by id (`deleteX(input: {id})`).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IdInput {
+    pub id: String,
+}
+
 /// An input object from `(field, type, description)` triples.
 pub fn input_object(
     name: &str,

@@ -10,7 +10,7 @@ use async_graphql::dynamic::{
 use serde::Deserialize;
 
 use crate::graphql::SchemaParts;
-use crate::graphql::types::{JSON, app, caller, input, input_object, object, prop};
+use crate::graphql::types::{IdInput, JSON, app, caller, input, input_object, object, prop};
 use crate::http::identity::session_cookie_name;
 use crate::services::account::mfa;
 use crate::services::account::service::{self as account, IssuedToken};
@@ -66,12 +66,6 @@ struct RecoveryInput {
     user_id: String,
     secret: String,
     password: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct IdInput {
-    id: String,
 }
 
 #[derive(Deserialize)]

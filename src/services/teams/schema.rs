@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
-    DATETIME, app, caller, connection, connection_types, datetime, input, input_object, object,
-    opt_string, page_request, prop, wants_total_count, with_connection_args,
+    DATETIME, IdInput, app, caller, connection, connection_types, datetime, input, input_object,
+    object, opt_string, page_request, prop, wants_total_count, with_connection_args,
 };
 
 use super::service;
@@ -62,12 +62,6 @@ struct CreateTeamInput {
 struct UpdateTeamNameInput {
     id: String,
     name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct IdInput {
-    id: String,
 }
 
 #[derive(Deserialize)]

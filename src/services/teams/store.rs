@@ -235,29 +235,22 @@ pub async fn list_memberships(
     .await
 }
 
-/// Every membership of a user, confirmed or invited.
+/// A user's memberships: all of them, or only the confirmed ones (what their roles are
+/// made of).
 pub async fn memberships_of_user(
     pool: &AnyPool,
     project_id: &str,
     user_id: &str,
+    confirmed_only: bool,
 ) -> Result<Vec<MembershipRow>, sqlx::Error> {
+    let filter = if confirmed_only {
+        " AND confirmed = 1"
+    } else {
+        ""
+    };
     sqlx::query_as(&format!(
-        "SELECT {MEMBERSHIP_COLUMNS} FROM memberships WHERE project_id = ? AND user_id = ? ORDER BY created_at, id"
-    ))
-    .bind(project_id)
-    .bind(user_id)
-    .fetch_all(pool)
-    .await
-}
-
-/// A user's confirmed memberships: what their roles are made of.
-pub async fn confirmed_memberships_of_user(
-    pool: &AnyPool,
-    project_id: &str,
-    user_id: &str,
-) -> Result<Vec<MembershipRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {MEMBERSHIP_COLUMNS} FROM memberships WHERE project_id = ? AND user_id = ? AND confirmed = 1"
+        "SELECT {MEMBERSHIP_COLUMNS} FROM memberships WHERE project_id = ? AND user_id = ?{filter} \
+         ORDER BY created_at, id"
     ))
     .bind(project_id)
     .bind(user_id)

@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
-    DATETIME, JSON, app, caller, connection, connection_types, datetime, input, object, opt_string,
-    page_request, prop, wants_total_count, with_connection_args,
+    DATETIME, IdInput, JSON, app, caller, connection, connection_types, datetime, input, object,
+    opt_string, page_request, prop, wants_total_count, with_connection_args,
 };
 
 use super::service::{self, ImportedHash, NewUser, UserChanges};
@@ -168,12 +168,6 @@ struct UpdateUserInput {
     labels: Option<Vec<String>>,
     prefs: Option<serde_json::Map<String, serde_json::Value>>,
     mfa: Option<bool>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct IdInput {
-    id: String,
 }
 
 #[derive(Deserialize)]

@@ -891,10 +891,11 @@ async fn load_resolved(state: &AppState, session: Session) -> AppResult<Resolved
         .await?
         .ok_or(AppError::InvalidSession)?
         .to_user();
-    let memberships = crate::services::teams::store::confirmed_memberships_of_user(
+    let memberships = crate::services::teams::store::memberships_of_user(
         pool,
         &session.project_id,
         &user.id,
+        true,
     )
     .await?
     .into_iter()
@@ -1112,8 +1113,12 @@ pub async fn user_memberships(
     user_id: &str,
 ) -> AppResult<Vec<crate::services::teams::Membership>> {
     load_user(state, project_id, user_id).await?;
-    let rows =
-        crate::services::teams::store::memberships_of_user(state.db.pool(), project_id, user_id)
-            .await?;
+    let rows = crate::services::teams::store::memberships_of_user(
+        state.db.pool(),
+        project_id,
+        user_id,
+        false,
+    )
+    .await?;
     Ok(rows.into_iter().map(Into::into).collect())
 }
