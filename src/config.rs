@@ -61,6 +61,12 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_COOKIE_SECURE", default_value_t = false, action = clap::ArgAction::Set)]
     pub cookie_secure: bool,
 
+    /// The address browsers reach this server at (`https://api.example.com`): the base
+    /// of the OAuth2 callback URL registered with providers. Unset: taken from the
+    /// request's `Host` header (and `X-Forwarded-Proto`), fine for local development.
+    #[arg(long, env = "NIMBUS_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
     /// Log filter, in `tracing` env-filter syntax (`info`, `nimbus=debug,info`, ...).
     #[arg(long, env = "NIMBUS_LOG", default_value = "info")]
     pub log: String,

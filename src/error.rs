@@ -61,6 +61,9 @@ pub enum AppError {
     RateLimited { retry_after: u64 },
     /// `SERVICE_UNAVAILABLE`: a dependency (database, bus) is down.
     Unavailable,
+    /// The code given (`OAUTH2_PROVIDER_FAILED`, ...): a third-party service the
+    /// request relies on answered wrongly; its full answer is logged, not sent.
+    Upstream { code: &'static str, reason: String },
     /// `INTERNAL`: a database failure; its cause is logged, never sent.
     Db(DbError),
     /// `INTERNAL`: anything unexpected; its cause is logged, never sent.
@@ -110,6 +113,7 @@ impl AppError {
                 format!("too many requests; retry after {retry_after} s")
             }
             AppError::Unavailable => "a backing service is unavailable, try again shortly".into(),
+            AppError::Upstream { reason, .. } => reason.clone(),
             AppError::Db(_) | AppError::Internal(_) => "internal server error".into(),
         }
     }
@@ -146,6 +150,7 @@ impl AppError {
             AppError::NotAllowed(_) => "OPERATION_NOT_ALLOWED".into(),
             AppError::RateLimited { .. } => "RATE_LIMITED".into(),
             AppError::Unavailable => "SERVICE_UNAVAILABLE".into(),
+            AppError::Upstream { code, .. } => (*code).into(),
             AppError::Db(_) | AppError::Internal(_) => "INTERNAL".into(),
         }
     }
@@ -172,6 +177,7 @@ impl AppError {
             AppError::Invalid { .. } | AppError::NotAllowed(_) => S::BAD_REQUEST,
             AppError::RateLimited { .. } => S::TOO_MANY_REQUESTS,
             AppError::Unavailable => S::SERVICE_UNAVAILABLE,
+            AppError::Upstream { .. } => S::BAD_GATEWAY,
             AppError::Db(_) | AppError::Internal(_) => S::INTERNAL_SERVER_ERROR,
         }
     }

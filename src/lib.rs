@@ -55,6 +55,8 @@ pub struct AppInner {
     pub jwt: auth::jwt::JwtKeys,
     /// The server secret, for signing and encryption.
     pub secret: String,
+    /// Calls to third parties (OAuth2 providers): no redirects followed, bounded time.
+    pub http: reqwest::Client,
 }
 
 /// A cheap handle on [`AppInner`].
@@ -102,6 +104,12 @@ impl AppState {
             rate_limiter,
             jwt: auth::jwt::JwtKeys::new(&secret),
             secret,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(15))
+                .user_agent(concat!("nimbus/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .context("cannot build the HTTP client")?,
         }));
         services::projects::service::ensure_default_project(&state)
             .await

@@ -9,6 +9,7 @@ pub mod passwords;
 pub mod permissions;
 pub mod rate_limit;
 pub mod scopes;
+pub mod sealing;
 pub mod secrets;
 pub mod session_cache;
 pub mod totp;

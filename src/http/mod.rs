@@ -5,6 +5,7 @@ pub mod graphql;
 pub mod health;
 pub mod identity;
 pub mod metrics;
+pub mod oauth2;
 pub mod playground;
 pub mod ws;
 
@@ -44,6 +45,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/graphql/ws", get(ws::graphql_ws))
         .route("/v1/graphql/schema.graphql", get(graphql::schema_sdl))
+        .route("/v1/account/oauth2/{provider}", get(oauth2::start))
+        .route(
+            "/v1/account/oauth2/callback/{provider}/{project}",
+            get(oauth2::callback),
+        )
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::metrics))
         .merge(playground::router())

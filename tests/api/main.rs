@@ -8,6 +8,8 @@ mod cli;
 mod email_flows;
 mod identity;
 mod limits;
+mod oauth2;
+mod oauth_provider;
 mod observability;
 mod projects;
 mod realtime;

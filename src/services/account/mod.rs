@@ -4,6 +4,8 @@
 //! `Authorization: Bearer`.
 
 pub mod mfa;
+pub mod oauth2;
+pub mod oauth2_schema;
 pub mod schema;
 pub mod service;
 

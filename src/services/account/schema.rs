@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{IdInput, JSON, app, caller, input, input_object, object, prop};
-use crate::http::identity::session_cookie_name;
+use crate::http::identity::{cleared_session_cookie, session_cookie};
 use crate::services::account::mfa;
 use crate::services::account::service::{self as account, IssuedToken};
 use crate::services::users::Session;
@@ -112,15 +112,7 @@ fn signed_in(
     secret: String,
 ) -> async_graphql::Result<Option<FieldValue<'static>>> {
     let secure = app(ctx)?.config.cookie_secure;
-    let max_age = ((session.expires_at - session.created_at) / 1000).max(0);
-    ctx.append_http_header(
-        "set-cookie",
-        format!(
-            "{}={secret}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
-            session_cookie_name(&session.project_id),
-            if secure { "; Secure" } else { "" }
-        ),
-    );
+    ctx.append_http_header("set-cookie", session_cookie(session, &secret, secure));
     Ok(Some(FieldValue::value(object([
         ("session", session_value(session, Some(&session.id))),
         ("secret", Value::from(secret)),
@@ -564,6 +556,7 @@ fn register_mfa(parts: &mut SchemaParts) {
 pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
     register_email_flows(parts);
     register_mfa(parts);
+    super::oauth2_schema::register(parts);
     let string = || TypeRef::named_nn(TypeRef::STRING);
     parts.add_type(
         Object::new("SessionPayload")
@@ -802,7 +795,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                 if deleted == me.session.id {
                     ctx.append_http_header(
                         "set-cookie",
-                        format!("{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax", session_cookie_name(&me.session.project_id)),
+                        cleared_session_cookie(&me.session.project_id),
                     );
                 }
                 Ok(Some(FieldValue::value(object([("deletedId", Value::from(deleted))]))))
@@ -821,10 +814,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                     let count = service::delete_own_sessions(app(&ctx)?, me).await?;
                     ctx.append_http_header(
                         "set-cookie",
-                        format!(
-                            "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax",
-                            session_cookie_name(&me.session.project_id)
-                        ),
+                        cleared_session_cookie(&me.session.project_id),
                     );
                     Ok(Some(FieldValue::value(object([(
                         "deletedCount",

@@ -345,8 +345,8 @@ pub async fn create_email_code(
     Ok(token)
 }
 
-/// `createSession`: finishes a magic-link or emailed-code sign-in. The email is
-/// verified by it.
+/// `createSession`: finishes a magic-link, emailed-code or OAuth2 (token mode)
+/// sign-in. A link or code also verifies the email.
 pub async fn create_session_from_token(
     state: &AppState,
     project_id: &str,
@@ -354,13 +354,23 @@ pub async fn create_session_from_token(
     secret: &str,
     client: ClientInfo,
 ) -> AppResult<(Session, String)> {
-    let kind = consume(state, project_id, user_id, &[MAGIC_URL, EMAIL_OTP], secret).await?;
+    let kind = consume(
+        state,
+        project_id,
+        user_id,
+        &[MAGIC_URL, EMAIL_OTP, super::oauth2::OAUTH2_TOKEN],
+        secret,
+    )
+    .await?;
+    // A link or code that reached the mailbox proves the email; an OAuth2 hand-over
+    // says nothing about it.
+    let verified = (kind != super::oauth2::OAUTH2_TOKEN).then_some(true);
     let user = apply_changes(
         state,
         project_id,
         user_id,
         UserChanges {
-            email_verified: Some(true),
+            email_verified: verified,
             ..Default::default()
         },
     )

@@ -1,0 +1,207 @@
+//! The browser side of OAuth2 sign-in: `GET /v1/account/oauth2/{provider}` sends the
+//! browser to the provider; `GET /v1/account/oauth2/callback/{provider}/{project}`
+//! takes it back, signs the user in and redirects to the app's `success` URL (with
+//! the session cookie, or with a one-time `userId` + `secret` in token mode), or to
+//! its `failure` URL with `error=<CODE>`.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::error::AppError;
+use crate::http::graphql::plain_error;
+use crate::http::identity::{self, session_cookie};
+use crate::services::account::oauth2::{self, Callback, Failed, Finished, Start};
+use crate::services::projects::DEFAULT_PROJECT;
+use crate::services::users::service::ClientInfo;
+
+#[derive(Debug, Deserialize)]
+pub struct StartQuery {
+    project: Option<String>,
+    success: Option<String>,
+    failure: Option<String>,
+    /// `session` (default): set the session cookie; `token`: hand over a one-time
+    /// secret for `createSession`, for apps whose cookies live on another domain.
+    mode: Option<String>,
+    /// Space-separated scopes replacing the provider's configured ones.
+    scopes: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+fn error_page(err: &AppError) -> Response {
+    plain_error(err.http_status(), &err.code(), &err.message())
+}
+
+fn redirect(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(value) => (StatusCode::FOUND, [(header::LOCATION, value)]).into_response(),
+        Err(_) => error_page(&AppError::Internal(anyhow::anyhow!(
+            "redirect URL is not a valid header value"
+        ))),
+    }
+}
+
+/// The failure URL with `error` and `message` added.
+fn redirect_failure(failed: Failed) -> Response {
+    let Ok(mut url) = url::Url::parse(&failed.failure_url) else {
+        return error_page(&failed.error);
+    };
+    url.query_pairs_mut()
+        .append_pair("error", &failed.error.code())
+        .append_pair("message", &failed.error.message());
+    if let AppError::Db(_) | AppError::Internal(_) = failed.error {
+        // Logs the cause; what the browser sees stays generic.
+        let _ = failed.error.to_graphql();
+    }
+    redirect(url.as_str())
+}
+
+/// Where browsers reach this server: the configured public URL, or the request's
+/// own host.
+fn public_base(state: &AppState, headers: &HeaderMap) -> Result<String, AppError> {
+    if let Some(url) = &state.config.public_url {
+        return Ok(url.trim_end_matches('/').to_string());
+    }
+    let host = identity::header(headers, "host")
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        })
+        .ok_or_else(|| AppError::invalid("Host", "the request has no usable Host header"))?;
+    let scheme = match identity::header(headers, "x-forwarded-proto") {
+        Some("https") => "https",
+        _ => "http",
+    };
+    Ok(format!("{scheme}://{host}"))
+}
+
+fn callback_url(base: &str, provider: &str, project: &str) -> String {
+    format!("{base}/v1/account/oauth2/callback/{provider}/{project}")
+}
+
+pub async fn start(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    Query(query): Query<StartQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let project_id = query.project.as_deref().unwrap_or(DEFAULT_PROJECT);
+    let project = match state.schemas.get(&state, project_id).await {
+        Ok(loaded) => loaded.project.clone(),
+        Err(err) => return error_page(&err),
+    };
+    let Some(success) = query.success.as_deref() else {
+        return error_page(&AppError::invalid(
+            "success",
+            "give the URL to return to after signing in",
+        ));
+    };
+    let success_url = match oauth2::check_return_url(&project.auth, "success", success) {
+        Ok(url) => url,
+        Err(err) => return error_page(&err),
+    };
+    let failure_url = match query.failure.as_deref() {
+        Some(failure) => match oauth2::check_return_url(&project.auth, "failure", failure) {
+            Ok(url) => url,
+            Err(err) => return error_page(&err),
+        },
+        None => success_url.clone(),
+    };
+    let token_mode = match query.mode.as_deref() {
+        None | Some("session") => false,
+        Some("token") => true,
+        Some(_) => {
+            return redirect_failure(Failed {
+                failure_url,
+                error: AppError::invalid("mode", "use `session` or `token`"),
+            });
+        }
+    };
+    let scopes = query
+        .scopes
+        .as_deref()
+        .map(|s| s.split_whitespace().take(50).map(String::from).collect())
+        .unwrap_or_default();
+    let base = match public_base(&state, &headers) {
+        Ok(base) => base,
+        Err(error) => return redirect_failure(Failed { failure_url, error }),
+    };
+    let start = Start {
+        provider: provider.clone(),
+        success_url,
+        failure_url: failure_url.clone(),
+        token_mode,
+        scopes,
+    };
+    match oauth2::begin(
+        &state,
+        &project.id,
+        &callback_url(&base, &provider, &project.id),
+        start,
+    )
+    .await
+    {
+        Ok(authorize) => redirect(&authorize),
+        Err(error) => redirect_failure(Failed { failure_url, error }),
+    }
+}
+
+pub async fn callback(
+    State(state): State<AppState>,
+    Path((provider, project_id)): Path<(String, String)>,
+    Query(query): Query<CallbackQuery>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let base = match public_base(&state, &headers) {
+        Ok(base) => base,
+        Err(err) => return error_page(&err),
+    };
+    let client = ClientInfo {
+        ip: peer.ip().to_string(),
+        user_agent: identity::header(&headers, "user-agent")
+            .unwrap_or_default()
+            .to_string(),
+    };
+    let finished = oauth2::finish(
+        &state,
+        &project_id,
+        &provider,
+        &callback_url(&base, &provider, &project_id),
+        Callback {
+            code: query.code,
+            state: query.state,
+            error: query.error,
+        },
+        client,
+    )
+    .await;
+    match finished {
+        Ok(Finished::Session {
+            session,
+            secret,
+            success_url,
+        }) => {
+            let mut response = redirect(&success_url);
+            let cookie = session_cookie(&session, &secret, state.config.cookie_secure);
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().append(header::SET_COOKIE, value);
+            }
+            response
+        }
+        Ok(Finished::Token { success_url }) => redirect(&success_url),
+        Err(Ok(failed)) => redirect_failure(failed),
+        Err(Err(err)) => error_page(&err),
+    }
+}
