@@ -265,3 +265,127 @@ async fn without_smtp_mail_is_written_to_the_outbox_folder() {
     assert!(text.contains("To: quinn@example.com"), "{text}");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_team_invitation_by_email_reaches_a_new_user_whose_link_signs_them_in() {
+    let (app, smtp) = app_with_mail().await;
+    let owner = account_with_session(&app, "olga@example.com").await;
+    run(
+        &app,
+        "mutation { createTeam(input: {id: \"band\", name: \"The Band\"}) { id } }",
+        json!({}),
+        Some(&owner),
+    )
+    .await
+    .ok();
+    let invite = "mutation($input: CreateMembershipInput!) { createMembership(input: $input) { id userId confirmed roles } }";
+
+    // Inviting by email needs the page that accepts invitations, on an allowed host.
+    let no_url = run(
+        &app,
+        invite,
+        json!({"input": {"teamId": "band", "email": "new@example.com", "roles": ["drums"]}}),
+        Some(&owner),
+    )
+    .await;
+    assert_eq!(no_url.code(), "BAD_USER_INPUT");
+    let foreign = run(&app, invite, json!({"input": {"teamId": "band", "email": "new@example.com", "roles": ["drums"], "url": "https://evil.example/join"}}), Some(&owner)).await;
+    assert_eq!(foreign.code(), "INVALID_REDIRECT_URL");
+    let nobody = app
+        .admin(
+            "{ users(search: \"new@example.com\") { totalCount } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        nobody["users"]["totalCount"], 0,
+        "a refused invitation creates no user"
+    );
+
+    let invited = run(&app, invite, json!({"input": {"teamId": "band", "email": "New@Example.com", "name": "Nico", "roles": ["drums"], "url": "http://localhost/join"}}), Some(&owner))
+        .await
+        .ok();
+    assert_eq!(invited["createMembership"]["confirmed"], false);
+    let membership_id = invited["createMembership"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let user_id = invited["createMembership"]["userId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mail = smtp.wait_for_message_to("new@example.com", WAIT).await;
+    assert!(mail.subject().contains("The Band"), "{}", mail.subject());
+    let link = mail.first_link().expect("a link");
+    assert!(link.starts_with("http://localhost/join?"), "{link}");
+    assert_eq!(
+        mail.link_param("membershipId").as_deref(),
+        Some(membership_id.as_str())
+    );
+    assert_eq!(mail.link_param("userId").as_deref(), Some(user_id.as_str()));
+    assert_eq!(mail.link_param("teamId").as_deref(), Some("band"));
+    let secret = mail.link_param("secret").unwrap();
+
+    let accept = "mutation($m: ID!, $u: ID!, $s: String!) { updateMembershipStatus(input: {teamId: \"band\", membershipId: $m, userId: $u, secret: $s}) { membership { confirmed roles } session { secret session { userId } } } }";
+    let wrong = run(
+        &app,
+        accept,
+        json!({"m": membership_id, "u": user_id, "s": "not-the-secret"}),
+        None,
+    )
+    .await;
+    assert_eq!(wrong.code(), "INVALID_TOKEN");
+    let accepted = run(
+        &app,
+        accept,
+        json!({"m": membership_id, "u": user_id, "s": secret}),
+        None,
+    )
+    .await
+    .ok();
+    let status = &accepted["updateMembershipStatus"];
+    assert_eq!(
+        status["membership"],
+        json!({"confirmed": true, "roles": ["drums"]})
+    );
+    assert_eq!(status["session"]["session"]["userId"], user_id.as_str());
+    let session = status["session"]["secret"].as_str().unwrap();
+    let me = run(
+        &app,
+        "{ account { name email emailVerified } teams { nodes { id } } }",
+        json!({}),
+        Some(session),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        me["account"],
+        json!({"name": "Nico", "email": "new@example.com", "emailVerified": true})
+    );
+    assert_eq!(me["teams"]["nodes"], json!([{"id": "band"}]));
+
+    let replay = run(
+        &app,
+        accept,
+        json!({"m": membership_id, "u": user_id, "s": secret}),
+        None,
+    )
+    .await;
+    assert_eq!(replay.code(), "INVALID_TOKEN");
+
+    // A server adds by email at once, without mail.
+    let key = app.create_key("default", &["teams.write"]).await;
+    let added = app
+        .as_key(
+            &key,
+            "default",
+            invite,
+            json!({"input": {"teamId": "band", "email": "roadie@example.com", "roles": []}}),
+        )
+        .await
+        .ok();
+    assert_eq!(added["createMembership"]["confirmed"], true);
+    assert!(smtp.messages_to("roadie@example.com").is_empty());
+}

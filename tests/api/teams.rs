@@ -1,6 +1,6 @@
 //! Teams and memberships, and the roles they give.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app};
 
@@ -79,19 +79,23 @@ async fn a_user_creates_a_team_invites_a_member_who_accepts() {
         .await;
     assert_eq!(hidden.code(), "TEAM_NOT_FOUND");
     let stolen = app.as_session(&outsider,
-        "mutation($m: ID!) { updateMembershipStatus(input: {teamId: \"crew\", membershipId: $m}) { confirmed } }",
+        "mutation($m: ID!) { updateMembershipStatus(input: {teamId: \"crew\", membershipId: $m}) { membership { confirmed } } }",
         json!({"m": membership_id}),
     )
     .await;
     assert_eq!(stolen.code(), "MEMBERSHIP_NOT_FOUND");
 
     let accepted = app.as_session(&member,
-        "mutation($m: ID!) { updateMembershipStatus(input: {teamId: \"crew\", membershipId: $m}) { confirmed joinedAt } }",
+        "mutation($m: ID!) { updateMembershipStatus(input: {teamId: \"crew\", membershipId: $m}) { membership { confirmed joinedAt } session { secret } } }",
         json!({"m": membership_id}),
     )
     .await
     .ok();
-    assert_eq!(accepted["updateMembershipStatus"]["confirmed"], true);
+    assert_eq!(
+        accepted["updateMembershipStatus"]["membership"]["confirmed"],
+        true
+    );
+    assert_eq!(accepted["updateMembershipStatus"]["session"], Value::Null);
     let after = app
         .as_session(&member, "{ teams { nodes { id name } } }", json!({}))
         .await

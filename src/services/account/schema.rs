@@ -105,18 +105,27 @@ fn client(ctx: &ResolverContext<'_>) -> ClientInfo {
     ctx.data::<ClientInfo>().cloned().unwrap_or_default()
 }
 
+/// A `SessionPayload` for a new session; sets its cookie for browsers on the way.
+pub(crate) fn session_payload(
+    ctx: &ResolverContext<'_>,
+    session: &Session,
+    secret: String,
+) -> async_graphql::Result<Value> {
+    let secure = app(ctx)?.config.cookie_secure;
+    ctx.append_http_header("set-cookie", session_cookie(session, &secret, secure));
+    Ok(object([
+        ("session", session_value(session, Some(&session.id))),
+        ("secret", Value::from(secret)),
+    ]))
+}
+
 /// Answers a sign-in: sets the session cookie for browsers, returns the secret for apps.
 fn signed_in(
     ctx: &ResolverContext<'_>,
     session: &Session,
     secret: String,
 ) -> async_graphql::Result<Option<FieldValue<'static>>> {
-    let secure = app(ctx)?.config.cookie_secure;
-    ctx.append_http_header("set-cookie", session_cookie(session, &secret, secure));
-    Ok(Some(FieldValue::value(object([
-        ("session", session_value(session, Some(&session.id))),
-        ("secret", Value::from(secret)),
-    ]))))
+    session_payload(ctx, session, secret).map(|value| Some(FieldValue::value(value)))
 }
 
 /// Reads a self-update's input: the changes, and the current password confirming them.

@@ -40,14 +40,19 @@ pub struct IssuedToken {
     pub expires_at: i64,
 }
 
-/// `url` with `userId` and `secret` added, if its host is one the project allows.
-fn link(policy: &AuthSettings, url: &str, user_id: &str, secret: &str) -> AppResult<String> {
+/// A URL the server may send a browser to, or mail a secret in: absolute http(s),
+/// to a host the project allows (`redirectHosts`), so nobody can have the server
+/// hand a user's secret to another site.
+pub fn check_redirect_url(policy: &AuthSettings, field: &str, url: &str) -> AppResult<url::Url> {
     let invalid = |reason: String| AppError::Invalid {
         code: "INVALID_REDIRECT_URL",
-        field: "url".into(),
+        field: field.into(),
         reason,
     };
-    let mut parsed = url::Url::parse(url).map_err(|_| invalid("not an absolute URL".into()))?;
+    if url.len() > 2048 {
+        return Err(invalid("longer than 2048 characters".into()));
+    }
+    let parsed = url::Url::parse(url).map_err(|_| invalid("not an absolute URL".into()))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(invalid("use an http or https URL".into()));
     }
@@ -57,11 +62,19 @@ fn link(policy: &AuthSettings, url: &str, user_id: &str, secret: &str) -> AppRes
             "`{host}` is not among the project's redirect hosts (updateProjectAuth redirectHosts)"
         )));
     }
-    parsed
-        .query_pairs_mut()
-        .append_pair("userId", user_id)
-        .append_pair("secret", secret);
+    Ok(parsed)
+}
+
+/// `url`, checked by [`check_redirect_url`], with `params` added to its query.
+pub fn link_with(policy: &AuthSettings, url: &str, params: &[(&str, &str)]) -> AppResult<String> {
+    let mut parsed = check_redirect_url(policy, "url", url)?;
+    parsed.query_pairs_mut().extend_pairs(params);
     Ok(parsed.into())
+}
+
+/// `url` with `userId` and `secret` added, if its host is one the project allows.
+fn link(policy: &AuthSettings, url: &str, user_id: &str, secret: &str) -> AppResult<String> {
+    link_with(policy, url, &[("userId", user_id), ("secret", secret)])
 }
 
 async fn issue(
@@ -130,14 +143,18 @@ async fn consume(
     Ok(token.kind)
 }
 
-async fn send(state: &AppState, to: &str, content: templates::MailContent) -> AppResult<()> {
+pub(crate) async fn send(
+    state: &AppState,
+    to: &str,
+    content: templates::MailContent,
+) -> AppResult<()> {
     state.mailer.send(content.to(to)).await.map_err(|err| {
         tracing::error!(error = %err, "sending email failed");
         AppError::Unavailable
     })
 }
 
-async fn project_name(state: &AppState, project_id: &str) -> AppResult<String> {
+pub(crate) async fn project_name(state: &AppState, project_id: &str) -> AppResult<String> {
     Ok(state
         .schemas
         .get(state, project_id)

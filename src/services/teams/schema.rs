@@ -14,6 +14,9 @@ use crate::graphql::types::{
 
 use super::service;
 use super::{Membership, Team};
+use crate::error::AppError;
+use crate::services::account::schema::session_payload;
+use crate::services::users::service::ClientInfo;
 
 pub fn team_value(team: &Team) -> Value {
     object([
@@ -68,8 +71,11 @@ struct UpdateTeamNameInput {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateMembershipInput {
     team_id: String,
-    user_id: String,
+    user_id: Option<String>,
+    email: Option<String>,
+    name: Option<String>,
     roles: Vec<String>,
+    url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -85,6 +91,15 @@ struct MembershipRolesInput {
 struct MembershipRefInput {
     team_id: String,
     membership_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MembershipStatusInput {
+    team_id: String,
+    membership_id: String,
+    user_id: Option<String>,
+    secret: Option<String>,
 }
 
 pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
@@ -139,6 +154,20 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
             )),
     );
     parts.add_type(
+        Object::new("UpdateMembershipStatusPayload")
+            .description("The result of `updateMembershipStatus`.")
+            .field(prop(
+                "membership",
+                TypeRef::named_nn("Membership"),
+                "The accepted membership.",
+            ))
+            .field(prop(
+                "session",
+                TypeRef::named("SessionPayload"),
+                "The invitee's new session, when accepted through the emailed link.",
+            )),
+    );
+    parts.add_type(
         Object::new("DeleteMembershipPayload")
             .description("The result of `deleteMembership`.")
             .field(prop(
@@ -190,8 +219,11 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
         "A user to add to a team.",
         &[
             ("teamId", id(), "The team."),
-            ("userId", id(), "The user."),
+            ("userId", TypeRef::named(TypeRef::ID), "An existing user (or give `email`)."),
+            ("email", TypeRef::named(TypeRef::STRING), "Whom to invite by email; a user without a password is created when none has this email."),
+            ("name", TypeRef::named(TypeRef::STRING), "Name of a user created for `email`."),
             ("roles", roles(), "The user's roles in the team."),
+            ("url", TypeRef::named(TypeRef::STRING), "Your app's page that accepts invitations (a `redirectHosts` host): the emailed link goes there with `membershipId`, `userId`, `secret` and `teamId`. Needed when an owner invites by email."),
         ],
     ));
     parts.add_type(input_object(
@@ -205,10 +237,12 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     ));
     parts.add_type(input_object(
         "UpdateMembershipStatusInput",
-        "An invitation to accept.",
+        "An invitation to accept: signed in as the invitee, or with `userId` and `secret` from the emailed link.",
         &[
             ("teamId", id(), "The team."),
             ("membershipId", id(), "The membership (invitation)."),
+            ("userId", TypeRef::named(TypeRef::ID), "From the emailed link."),
+            ("secret", TypeRef::named(TypeRef::STRING), "From the emailed link; accepting with it also signs the invitee in."),
         ],
     ));
     parts.add_type(input_object(
@@ -306,12 +340,19 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
         Field::new("createMembership", TypeRef::named_nn("Membership"), |ctx| {
             FieldFuture::new(async move {
                 let input: CreateMembershipInput = input(&ctx)?;
-                let membership =
-                    service::create_membership(app(&ctx)?, caller(&ctx)?, &input.team_id, &input.user_id, input.roles).await?;
+                let new = service::NewMembership {
+                    team_id: input.team_id,
+                    user_id: input.user_id,
+                    email: input.email,
+                    name: input.name,
+                    roles: input.roles,
+                    url: input.url,
+                };
+                let membership = service::create_membership(app(&ctx)?, caller(&ctx)?, new).await?;
                 Ok(Some(FieldValue::value(membership_value(&membership))))
             })
         })
-        .description("Adds an existing user to a team: at once for a server (`teams.write`); as an invitation the user accepts with `updateMembershipStatus` when an owner does it.")
+        .description("Adds a user (by id, or by email, creating the user when needed) to a team: at once for a server (`teams.write`); as an invitation when an owner does it, emailed when `url` is given, which the user accepts with `updateMembershipStatus`.")
         .argument(InputValue::new("input", TypeRef::named_nn("CreateMembershipInput"))),
     );
     parts.mutation(
@@ -338,22 +379,53 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.mutation(
         Field::new(
             "updateMembershipStatus",
-            TypeRef::named_nn("Membership"),
+            TypeRef::named_nn("UpdateMembershipStatusPayload"),
             |ctx| {
                 FieldFuture::new(async move {
-                    let input: MembershipRefInput = input(&ctx)?;
-                    let membership = service::accept_membership(
-                        app(&ctx)?,
-                        caller(&ctx)?,
-                        &input.team_id,
-                        &input.membership_id,
-                    )
-                    .await?;
-                    Ok(Some(FieldValue::value(membership_value(&membership))))
+                    let input: MembershipStatusInput = input(&ctx)?;
+                    let state = app(&ctx)?;
+                    let caller = caller(&ctx)?;
+                    let (membership, session) = match (input.user_id, input.secret) {
+                        (Some(user_id), Some(secret)) => {
+                            let client = ctx.data::<ClientInfo>().cloned().unwrap_or_default();
+                            let (membership, session, secret) = service::accept_invitation(
+                                state,
+                                &caller.project.id,
+                                &input.team_id,
+                                &input.membership_id,
+                                &user_id,
+                                &secret,
+                                client,
+                            )
+                            .await?;
+                            (membership, session_payload(&ctx, &session, secret)?)
+                        }
+                        (None, None) => {
+                            let membership = service::accept_membership(
+                                state,
+                                caller,
+                                &input.team_id,
+                                &input.membership_id,
+                            )
+                            .await?;
+                            (membership, Value::Null)
+                        }
+                        _ => {
+                            return Err(AppError::invalid(
+                                "secret",
+                                "give both `userId` and `secret` from the link, or neither",
+                            )
+                            .into());
+                        }
+                    };
+                    Ok(Some(FieldValue::value(object([
+                        ("membership", membership_value(&membership)),
+                        ("session", session),
+                    ]))))
                 })
             },
         )
-        .description("Accepts an invitation, signed in as the invited user.")
+        .description("Accepts an invitation: signed in as the invitee, or with `userId` and `secret` from the emailed link, which also signs the invitee in (session cookie, and `session.secret` for apps).")
         .argument(InputValue::new(
             "input",
             TypeRef::named_nn("UpdateMembershipStatusInput"),

@@ -1,14 +1,22 @@
 //! Team rules: who may see and manage a team (servers with `teams.*` scopes, its
-//! members, its owners), valid names and roles, invitations of existing users that
-//! the invitee accepts while signed in, and refreshing the roles of every user whose
-//! memberships change.
+//! members, its owners), valid names and roles, invitations (accepted signed in,
+//! or through an emailed link that also signs the invitee in), and refreshing the
+//! roles of every user whose memberships change.
 
 use crate::AppState;
 use crate::auth::Caller;
+use crate::auth::rate_limit::Limit;
+use crate::auth::secrets;
 use crate::auth::session_cache::ResolvedSession;
 use crate::db::{DbErrorExt as _, Page, ids, now_millis};
 use crate::error::{AppError, AppResult};
-use crate::services::users::service::announce_user_change;
+use crate::mail::templates;
+use crate::services::account::service::{check_redirect_url, link_with, project_name, send};
+use crate::services::users::service::{
+    ClientInfo, NewUser, UserChanges, announce_user_change, apply_changes, create_session,
+    insert_new_user, normalize_email, policy,
+};
+use crate::services::users::{Session, User, store as users_store};
 
 use super::{Membership, OWNER, Team, store};
 
@@ -234,44 +242,177 @@ pub async fn list_memberships(
     Ok(rows.into_iter().map(Membership::from).collect())
 }
 
-/// Adds an existing user to a team: confirmed at once when a server does it; an
-/// invitation the user accepts (`updateMembershipStatus`) when an owner does.
+/// A request to add someone to a team.
+#[derive(Debug, Default)]
+pub struct NewMembership {
+    pub team_id: String,
+    /// An existing user…
+    pub user_id: Option<String>,
+    /// …or an email, whose user is created (without a password) when there is none.
+    pub email: Option<String>,
+    /// The name of a user created for `email`.
+    pub name: Option<String>,
+    pub roles: Vec<String>,
+    /// The app's page that accepts invitations: the emailed link goes there with
+    /// `membershipId`, `userId`, `secret` and `teamId`.
+    pub url: Option<String>,
+}
+
+/// How long the invitation routes may be hit per team and hour.
+const INVITE_LIMIT: Limit = Limit::per_hour(50);
+const ACCEPT_ATTEMPTS_LIMIT: Limit = Limit::per_hour(10);
+
+/// The user to add: the one named, or the one with the email (created if missing).
+async fn invitee(state: &AppState, project_id: &str, new: &NewMembership) -> AppResult<User> {
+    let pool = state.db.pool();
+    match (&new.user_id, &new.email) {
+        (Some(user_id), None) => {
+            ids::validate("userId", user_id)?;
+            users_store::find_user(pool, project_id, user_id)
+                .await?
+                .map(|row| row.to_user())
+                .ok_or_else(|| AppError::NotFound {
+                    what: "user",
+                    id: user_id.clone(),
+                })
+        }
+        (None, Some(email)) => {
+            let email = normalize_email("email", email)?;
+            if let Some(row) = users_store::find_user_by_email(pool, project_id, &email).await? {
+                return Ok(row.to_user());
+            }
+            let created = insert_new_user(
+                state,
+                project_id,
+                NewUser {
+                    email: Some(email.clone()),
+                    name: new.name.clone(),
+                    ..Default::default()
+                },
+            )
+            .await;
+            match created {
+                // Created concurrently: take that one.
+                Err(AppError::Conflict { .. }) => {
+                    users_store::find_user_by_email(pool, project_id, &email)
+                        .await?
+                        .map(|row| row.to_user())
+                        .ok_or(AppError::Conflict {
+                            what: "user",
+                            id: email,
+                        })
+                }
+                other => other,
+            }
+        }
+        _ => Err(AppError::invalid(
+            "userId",
+            "give either `userId` or `email`",
+        )),
+    }
+}
+
+/// Adds a user to a team. A server (`teams.write`) adds them at once. An owner
+/// invites: the membership waits until the user accepts, either signed in
+/// (`updateMembershipStatus`) or through the emailed link (with `url`; inviting by
+/// `email` always sends one), which also signs them in.
 pub async fn create_membership(
     state: &AppState,
     caller: &Caller,
-    team_id: &str,
-    user_id: &str,
-    roles: Vec<String>,
+    new: NewMembership,
 ) -> AppResult<Membership> {
-    let team = managed_team(state, caller, team_id).await?;
-    let roles = check_roles(&roles)?;
-    ids::validate("userId", user_id)?;
-    if crate::services::users::store::find_user(state.db.pool(), &team.project_id, user_id)
-        .await?
-        .is_none()
-    {
-        return Err(AppError::NotFound {
-            what: "user",
-            id: user_id.into(),
-        });
-    }
+    let team = managed_team(state, caller, &new.team_id).await?;
+    let roles = check_roles(&new.roles)?;
     let by_server = caller.key().is_some();
+    let policy = policy(state, &team.project_id).await?;
+    let mail_to = match &new.url {
+        Some(url) if !by_server => Some(check_redirect_url(&policy, "url", url)?),
+        _ if !by_server && new.email.is_some() => {
+            return Err(AppError::invalid(
+                "url",
+                "give the page of your app that accepts invitations; the emailed link goes there",
+            ));
+        }
+        _ => None,
+    };
+    if mail_to.is_some() {
+        state
+            .rate_limiter
+            .hit(
+                &format!("invite:{}:{}", team.project_id, team.id),
+                INVITE_LIMIT,
+            )
+            .await?;
+    }
+    let user = invitee(state, &team.project_id, &new).await?;
+    if mail_to.is_some() && user.email.is_none() {
+        return Err(AppError::invalid(
+            "userId",
+            "this user has no email to send the invitation to",
+        ));
+    }
     let now = now_millis();
     let membership = Membership {
         project_id: team.project_id.clone(),
         id: ids::generate(),
         team_id: team.id.clone(),
-        user_id: user_id.to_string(),
+        user_id: user.id.clone(),
         roles,
         confirmed: by_server,
         joined_at: by_server.then_some(now),
         created_at: now,
         updated_at: now,
     };
-    store::insert_membership(state.db.pool(), &membership)
+    let secret = mail_to.as_ref().map(|_| secrets::random_token());
+    let mut tx = state.db.pool().begin().await?;
+    store::insert_membership(&mut *tx, &membership)
         .await
-        .conflict_as("membership", user_id)?;
-    announce_user_change(state, &team.project_id, user_id).await;
+        .conflict_as("membership", &user.id)?;
+    if let Some(secret) = &secret {
+        store::set_invite_secret(
+            &mut *tx,
+            &membership.project_id,
+            &membership.id,
+            &secrets::digest(secret),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    if let (Some(url), Some(secret), Some(email)) = (&mail_to, &secret, &user.email) {
+        let link = link_with(
+            &policy,
+            url.as_str(),
+            &[
+                ("membershipId", &membership.id),
+                ("userId", &user.id),
+                ("secret", secret),
+                ("teamId", &team.id),
+            ],
+        )?;
+        let inviter = match actor(caller, "teams.write")? {
+            Actor::User(me) if !me.user.name.is_empty() => me.user.name.clone(),
+            Actor::User(me) => me
+                .user
+                .email
+                .clone()
+                .unwrap_or_else(|| "A team owner".into()),
+            Actor::Server => "A team owner".into(),
+        };
+        let content = templates::team_invitation(
+            &project_name(state, &team.project_id).await?,
+            &team.name,
+            &inviter,
+            &link,
+        );
+        if let Err(err) = send(state, email, content).await {
+            // An invitation nobody received would block inviting again.
+            let _ =
+                store::delete_membership(state.db.pool(), &membership.project_id, &membership.id)
+                    .await;
+            return Err(err);
+        }
+    }
+    announce_user_change(state, &team.project_id, &user.id).await;
     Ok(membership)
 }
 
@@ -316,6 +457,71 @@ pub async fn accept_membership(
         announce_user_change(state, &membership.project_id, &membership.user_id).await;
     }
     Ok(membership)
+}
+
+/// The invited user accepts through the emailed link, signed in or not: the
+/// membership is confirmed, the email counts as verified (the link reached it) and
+/// the user gets a session.
+pub async fn accept_invitation(
+    state: &AppState,
+    project_id: &str,
+    team_id: &str,
+    id: &str,
+    user_id: &str,
+    secret: &str,
+    client: ClientInfo,
+) -> AppResult<(Membership, Session, String)> {
+    let invalid = || AppError::Invalid {
+        code: "INVALID_TOKEN",
+        field: "secret".into(),
+        reason: "the invitation secret is wrong or the invitation was already accepted".into(),
+    };
+    ids::validate("membershipId", id)?;
+    state
+        .rate_limiter
+        .hit(
+            &format!("invite-accept:{project_id}:{id}"),
+            ACCEPT_ATTEMPTS_LIMIT,
+        )
+        .await?;
+    let mut membership = load_membership(state, project_id, team_id, id).await?;
+    if membership.user_id != user_id {
+        return Err(invalid());
+    }
+    let digest = store::invite_secret(state.db.pool(), project_id, id)
+        .await?
+        .ok_or_else(invalid)?;
+    if !secrets::matches(secret, &digest) {
+        return Err(invalid());
+    }
+    let user = users_store::find_user(state.db.pool(), project_id, user_id)
+        .await?
+        .map(|row| row.to_user())
+        .ok_or_else(invalid)?;
+    if user.blocked {
+        return Err(AppError::UserBlocked);
+    }
+    let now = now_millis();
+    // Whoever confirms first owns the secret: a replayed link fails here.
+    if !store::confirm_membership(state.db.pool(), project_id, id, now).await? {
+        return Err(invalid());
+    }
+    membership.confirmed = true;
+    membership.joined_at = Some(now);
+    membership.updated_at = now;
+    let user = apply_changes(
+        state,
+        project_id,
+        user_id,
+        UserChanges {
+            email_verified: Some(true),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let (session, secret) = create_session(state, &user, "invite", client).await?;
+    announce_user_change(state, project_id, user_id).await;
+    Ok((membership, session, secret))
 }
 
 pub async fn update_membership_roles(

@@ -272,20 +272,56 @@ pub async fn update_membership_roles(
         .map(|r| r.rows_affected() == 1)
 }
 
+/// Confirms a pending membership and forgets its invitation secret; false when it
+/// was confirmed already (by a concurrent request, say).
 pub async fn confirm_membership(
     pool: &AnyPool,
     project_id: &str,
     id: &str,
     at: i64,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE memberships SET confirmed = 1, invite_secret_hash = NULL, joined_at = ?, updated_at = ? \
+         WHERE project_id = ? AND id = ? AND confirmed = 0",
+    )
+    .bind(at)
+    .bind(at)
+    .bind(project_id)
+    .bind(id)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
+pub async fn set_invite_secret<'e>(
+    db: impl Executor<'e, Database = Any>,
+    project_id: &str,
+    id: &str,
+    secret_hash: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE memberships SET confirmed = 1, joined_at = ?, updated_at = ? WHERE project_id = ? AND id = ?")
-        .bind(at)
-        .bind(at)
+    sqlx::query("UPDATE memberships SET invite_secret_hash = ? WHERE project_id = ? AND id = ?")
+        .bind(secret_hash)
         .bind(project_id)
         .bind(id)
-        .execute(pool)
+        .execute(db)
         .await
         .map(|_| ())
+}
+
+/// The digest of a pending membership's invitation secret, if it was sent one.
+pub async fn invite_secret(
+    pool: &AnyPool,
+    project_id: &str,
+    id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT invite_secret_hash FROM memberships WHERE project_id = ? AND id = ? AND confirmed = 0",
+    )
+    .bind(project_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map(Option::flatten)
 }
 
 pub async fn delete_membership(
