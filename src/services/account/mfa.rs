@@ -5,6 +5,7 @@
 
 use crate::AppState;
 use crate::auth::rate_limit::Limit;
+use crate::auth::sealing::Sealer;
 use crate::auth::session_cache::ResolvedSession;
 use crate::auth::totp;
 use crate::error::{AppError, AppResult};
@@ -72,7 +73,7 @@ pub async fn create_authenticator(
         state.db.pool(),
         &me.user.project_id,
         &me.user.id,
-        Some(&encoded),
+        Some(&totp_sealer(state).seal(&encoded)),
         false,
     )
     .await?;
@@ -88,6 +89,21 @@ pub async fn create_authenticator(
         uri: totp::otpauth_uri(&secret, &project, &account),
         secret: encoded,
     })
+}
+
+/// TOTP seeds must be readable to check codes, so they are sealed, not hashed.
+fn totp_sealer(state: &AppState) -> Sealer {
+    Sealer::new(&state.secret, "totp-secret")
+}
+
+/// The stored seed: sealed, or plain base32 as stored before seeds were sealed.
+fn open_totp_secret(state: &AppState, stored: &str) -> Option<totp::TotpSecret> {
+    if stored.starts_with("v1.") {
+        let opened = totp_sealer(state).open(stored).ok()?;
+        totp::TotpSecret::from_base32(&opened)
+    } else {
+        totp::TotpSecret::from_base32(stored)
+    }
 }
 
 /// Counts one code attempt against the user's hourly limit.
@@ -110,7 +126,7 @@ async fn check_totp(state: &AppState, me: &ResolvedSession, code: &str) -> AppRe
     let secret = row
         .totp_secret
         .as_deref()
-        .and_then(totp::TotpSecret::from_base32)
+        .and_then(|stored| open_totp_secret(state, stored))
         .ok_or_else(invalid_code)?;
     let last = row.totp_last_step.and_then(|s| u64::try_from(s).ok());
     let step = totp::verify(&secret, code.trim(), unix_now(), last).ok_or_else(invalid_code)?;

@@ -1,1 +1,1051 @@
-//! stub
+//! The DDL of user-defined collections, for both dialects: the table of a
+//! collection and its permission side table ([`create_table_sql`]), columns
+//! added and dropped as attributes come and go, and the indexes a collection
+//! declares ([`Index`], validated against its attributes).
+//!
+//! Every function returns the statements to run in order, or an error before
+//! any SQL is produced. Identifiers are either fixed, or the caller's table name
+//! (checked by [`check_table_name`]), or derived from validated keys (`a_<key>`,
+//! `i_…`), always quoted per dialect. Defaults are the only values rendered into
+//! DDL (DDL takes no bind parameters); they were validated first and are
+//! rendered as literals with quotes doubled.
+//!
+//! The MariaDB schema stays within what sqlx's `Any` driver reads (ADR 0001):
+//! `VARCHAR`/`LONGTEXT`, `BIGINT`, `DOUBLE`, `SMALLINT`. String columns use
+//! `utf8mb4_nopad_bin`, so that comparisons are exact like SQLite's `BINARY`
+//! (the `utf8mb4_bin` of the table default ignores trailing spaces, which would
+//! make `"a"` and `"a "` one value for equality and unique indexes on MariaDB
+//! only). MariaDB 10.6 or later is assumed.
+//!
+//! Index names: SQLite's are global to the database and MariaDB's are per table
+//! but at most 64 characters. So SQLite gets `i_<table>__<key>` (the table name
+//! has no `__`, so the name is unique) and MariaDB `i_<key>`. The indexes the
+//! system needs are `s_…`.
+
+use std::collections::HashSet;
+
+use super::model::{
+    Attribute, AttributeKind, MAX_ATTRIBUTES, SqlDialect, SqlValue, ValueError, is_valid_key,
+    shown, validate_attributes,
+};
+
+/// Longest table name: `<table>_perms` must fit in MariaDB's 64 characters.
+pub const MAX_TABLE_NAME_LEN: usize = 58;
+
+/// MariaDB's limit on the declared width of a row, in bytes.
+pub const MAX_ROW_WIDTH: usize = 65_535;
+
+/// InnoDB's limit on the width of one index key, in bytes.
+pub const MAX_INDEX_KEY_WIDTH: usize = 3072;
+
+/// Most attributes in one index.
+pub const MAX_INDEX_ATTRIBUTES: usize = 8;
+
+/// Characters of a long string column that a MariaDB key or unique index
+/// covers. A unique index on such a column compares only this prefix: two
+/// values that share their first 191 characters collide on MariaDB.
+pub const INDEX_PREFIX_CHARS: u32 = 191;
+
+const MYSQL_TABLE_OPTIONS: &str = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
+const MYSQL_TEXT_COLLATION: &str = "CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin";
+
+/// Why a DDL request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DdlError {
+    /// `INTERNAL`: the table name the caller chose is not acceptable; a bug in
+    /// the caller, never client input.
+    #[error("invalid table name {name}: {reason}")]
+    InvalidTable { name: String, reason: String },
+    /// An attribute definition was refused (its own code).
+    #[error(transparent)]
+    Attribute(#[from] ValueError),
+    /// `ATTRIBUTE_NOT_FOUND`: an operation names an attribute the collection
+    /// does not have.
+    #[error("the collection has no attribute {key}")]
+    UnknownAttribute { key: String },
+    /// `INDEX_INVALID`: an index definition was refused.
+    #[error("invalid index {key}: {reason}")]
+    InvalidIndex { key: String, reason: String },
+    /// `ATTRIBUTE_LIMIT_EXCEEDED`: the attributes would not fit in a MariaDB row.
+    #[error(
+        "the attributes need {width} bytes per row, more than the {max} a row can hold; \
+         use fewer or shorter string attributes (strings over 16383 characters take little room)"
+    )]
+    TooWide { width: usize, max: usize },
+}
+
+impl DdlError {
+    /// The stable `extensions.code` this error reaches a client with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DdlError::InvalidTable { .. } => "INTERNAL",
+            DdlError::Attribute(err) => err.code(),
+            DdlError::UnknownAttribute { .. } => "ATTRIBUTE_NOT_FOUND",
+            DdlError::InvalidIndex { .. } => "INDEX_INVALID",
+            DdlError::TooWide { .. } => "ATTRIBUTE_LIMIT_EXCEEDED",
+        }
+    }
+}
+
+/// Checks a physical table name: an ASCII letter, then letters, digits and
+/// `_`, at most [`MAX_TABLE_NAME_LEN`], with no `__`, no trailing `_` and not
+/// ending in `_perms` (so that no table, side table or index of one collection
+/// can have the name of another's). `c_<32 hex digits>` is fine.
+pub fn check_table_name(name: &str) -> Result<(), DdlError> {
+    let fail = |reason: &str| {
+        Err(DdlError::InvalidTable {
+            name: shown(name),
+            reason: reason.into(),
+        })
+    };
+    let mut bytes = name.bytes();
+    if !matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic()) {
+        return fail("it must start with a letter");
+    }
+    if !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return fail("it may contain only letters, digits and `_`");
+    }
+    if name.len() > MAX_TABLE_NAME_LEN {
+        return fail("it is longer than 58 characters");
+    }
+    if name.contains("__") || name.ends_with('_') {
+        return fail("it may not contain `__` nor end with `_`");
+    }
+    if name.to_ascii_lowercase().ends_with("_perms") {
+        return fail("it may not end with `_perms`");
+    }
+    Ok(())
+}
+
+/// The permission side table of a collection table: `(resource_id, action,
+/// role)` rows, as `auth::permissions::push_permission_filter` reads them.
+pub fn perms_table(table: &str) -> String {
+    format!("{table}_perms")
+}
+
+/// The column type of an attribute.
+fn column_type(dialect: SqlDialect, attr: &Attribute) -> String {
+    match dialect {
+        SqlDialect::Sqlite => match &attr.kind {
+            _ if attr.array => "TEXT",
+            kind if kind.is_textual() => "TEXT",
+            AttributeKind::Float { .. } => "REAL",
+            _ => "INTEGER",
+        }
+        .to_string(),
+        SqlDialect::MySql => {
+            if attr.array {
+                return format!("LONGTEXT {MYSQL_TEXT_COLLATION}");
+            }
+            match &attr.kind {
+                kind if kind.is_textual() => match kind.max_chars() {
+                    Some(n) => format!("VARCHAR({n}) {MYSQL_TEXT_COLLATION}"),
+                    None => format!("LONGTEXT {MYSQL_TEXT_COLLATION}"),
+                },
+                AttributeKind::Float { .. } => "DOUBLE".into(),
+                AttributeKind::Boolean => "SMALLINT".into(),
+                _ => "BIGINT".into(),
+            }
+        }
+    }
+}
+
+/// A validated default as an SQL literal. Strings double their single quotes
+/// (standard SQL) and, on MariaDB, their backslashes (which MariaDB treats as
+/// escapes unless `NO_BACKSLASH_ESCAPES` is set; with it set, the default gains
+/// backslashes but the literal still cannot end early). NUL was refused by
+/// validation.
+fn literal(dialect: SqlDialect, value: &SqlValue) -> String {
+    match value {
+        SqlValue::Null => "NULL".into(),
+        SqlValue::Int(i) => i.to_string(),
+        // Exponent form: exact (shortest round-trip digits) and short for any
+        // magnitude, and both dialects read `1.5e-7` as a double.
+        SqlValue::Float(f) => format!("{f:e}"),
+        SqlValue::Bool(b) => if *b { "1" } else { "0" }.into(),
+        SqlValue::Text(s) => {
+            let mut out = String::with_capacity(s.len() + 2);
+            out.push('\'');
+            for c in s.chars() {
+                match c {
+                    '\'' => out.push_str("''"),
+                    '\\' if dialect == SqlDialect::MySql => out.push_str("\\\\"),
+                    c => out.push(c),
+                }
+            }
+            out.push('\'');
+            out
+        }
+    }
+}
+
+/// `"a_key" TYPE [NOT NULL] [DEFAULT literal]`. SQLite refuses `ADD COLUMN …
+/// NOT NULL` without a non-null default, so an added required column there is
+/// `CHECK (col IS NOT NULL)` instead: it holds for new rows alike, and SQLite
+/// (3.37+) checks it against the rows already there.
+fn column_def(dialect: SqlDialect, attr: &Attribute, adding: bool) -> String {
+    let name = dialect.quote(&attr.column());
+    let mut def = format!("{name} {}", column_type(dialect, attr));
+    if attr.required {
+        if adding && dialect == SqlDialect::Sqlite {
+            def.push_str(&format!(" CHECK ({name} IS NOT NULL)"));
+        } else {
+            def.push_str(" NOT NULL");
+        }
+    }
+    if let Some(default) = attr.default_sql_value() {
+        def.push_str(" DEFAULT ");
+        def.push_str(&literal(dialect, &default));
+    }
+    def
+}
+
+/// The width an attribute's column adds to a MariaDB row, in bytes: utf8mb4
+/// `VARCHAR(n)` is up to `4n` plus 1 or 2 length bytes, `LONGTEXT` (stored off
+/// the row) counts 12.
+fn mysql_column_width(attr: &Attribute) -> usize {
+    if attr.array {
+        return 12;
+    }
+    match (&attr.kind, attr.kind.max_chars()) {
+        (_, Some(n)) => {
+            let bytes = n as usize * 4;
+            bytes + if bytes > 255 { 2 } else { 1 }
+        }
+        (kind, None) if kind.is_textual() => 12,
+        (AttributeKind::Boolean, None) => 2,
+        _ => 8,
+    }
+}
+
+/// The declared width of a row of a collection with these attributes on
+/// MariaDB, system columns and NULL bitmap included. It is enforced on both
+/// dialects, so that a collection made on SQLite also fits on MariaDB.
+pub fn row_width(attrs: &[Attribute]) -> usize {
+    let system = 145 + 8 + 8;
+    let nullable = attrs.iter().filter(|a| !a.required).count();
+    system + attrs.iter().map(mysql_column_width).sum::<usize>() + nullable.div_ceil(8)
+}
+
+fn check_width(attrs: &[Attribute]) -> Result<(), DdlError> {
+    let width = row_width(attrs);
+    if width > MAX_ROW_WIDTH {
+        return Err(DdlError::TooWide {
+            width,
+            max: MAX_ROW_WIDTH,
+        });
+    }
+    Ok(())
+}
+
+/// The statements creating a collection's table, its system indexes on
+/// `(created_at, id)` and `(updated_at, id)`, and its permission side table
+/// with a unique key on `(resource_id, action, role)`, an index on `(action,
+/// role, resource_id)` and rows deleted with their document.
+pub fn create_table_sql(
+    dialect: SqlDialect,
+    table: &str,
+    attrs: &[Attribute],
+) -> Result<Vec<String>, DdlError> {
+    check_table_name(table)?;
+    validate_attributes(attrs)?;
+    check_width(attrs)?;
+    let q = |name: &str| dialect.quote(name);
+    let t = q(table);
+    let perms = q(&perms_table(table));
+    let mut columns = Vec::with_capacity(attrs.len() + 3);
+    match dialect {
+        SqlDialect::Sqlite => columns.push(format!("{} TEXT NOT NULL PRIMARY KEY", q("id"))),
+        SqlDialect::MySql => columns.push(format!(
+            "{} VARCHAR(36) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL",
+            q("id")
+        )),
+    }
+    columns.push(format!("{} BIGINT NOT NULL", q("created_at")));
+    columns.push(format!("{} BIGINT NOT NULL", q("updated_at")));
+    columns.extend(attrs.iter().map(|a| column_def(dialect, a, false)));
+    let (id, created, updated) = (q("id"), q("created_at"), q("updated_at"));
+    let (resource, action, role) = (q("resource_id"), q("action"), q("role"));
+    Ok(match dialect {
+        SqlDialect::Sqlite => vec![
+            format!("CREATE TABLE {t} ({})", columns.join(", ")),
+            format!(
+                "CREATE INDEX {} ON {t} ({created}, {id})",
+                q(&format!("s_{table}__created"))
+            ),
+            format!(
+                "CREATE INDEX {} ON {t} ({updated}, {id})",
+                q(&format!("s_{table}__updated"))
+            ),
+            format!(
+                "CREATE TABLE {perms} ({resource} TEXT NOT NULL REFERENCES {t} ({id}) \
+                 ON DELETE CASCADE, {action} TEXT NOT NULL, {role} TEXT NOT NULL, \
+                 PRIMARY KEY ({resource}, {action}, {role}))"
+            ),
+            format!(
+                "CREATE INDEX {} ON {perms} ({action}, {role}, {resource})",
+                q(&format!("s_{table}__perms"))
+            ),
+        ],
+        SqlDialect::MySql => vec![
+            format!(
+                "CREATE TABLE {t} ({}, PRIMARY KEY ({id}), KEY {} ({created}, {id}), \
+                 KEY {} ({updated}, {id})) {MYSQL_TABLE_OPTIONS}",
+                columns.join(", "),
+                q("s_created"),
+                q("s_updated"),
+            ),
+            format!(
+                "CREATE TABLE {perms} ({resource} VARCHAR(36) NOT NULL, \
+                 {action} VARCHAR(16) NOT NULL, {role} VARCHAR(128) NOT NULL, \
+                 PRIMARY KEY ({resource}, {action}, {role}), \
+                 KEY {} ({action}, {role}, {resource}), \
+                 FOREIGN KEY ({resource}) REFERENCES {t} ({id}) ON DELETE CASCADE) \
+                 {MYSQL_TABLE_OPTIONS}",
+                q("s_role"),
+            ),
+        ],
+    })
+}
+
+/// The statements dropping a collection: its side table, then its table (with
+/// their indexes).
+pub fn drop_table_sql(dialect: SqlDialect, table: &str) -> Result<Vec<String>, DdlError> {
+    check_table_name(table)?;
+    Ok(vec![
+        format!("DROP TABLE {}", dialect.quote(&perms_table(table))),
+        format!("DROP TABLE {}", dialect.quote(table)),
+    ])
+}
+
+/// The statement adding `attr` to a collection that has `existing`. The
+/// attribute is checked against the others (a key that differs only in case is
+/// refused) and the row width. A required attribute is `NOT NULL` (SQLite:
+/// `CHECK … IS NOT NULL`); on MariaDB adding one to a table with rows would
+/// fill them with `''` or `0`, so the caller refuses that.
+pub fn add_column_sql(
+    dialect: SqlDialect,
+    table: &str,
+    existing: &[Attribute],
+    attr: &Attribute,
+) -> Result<Vec<String>, DdlError> {
+    check_table_name(table)?;
+    attr.validate()?;
+    if existing.len() >= MAX_ATTRIBUTES {
+        return Err(ValueError::InvalidAttribute {
+            key: shown(&attr.key),
+            reason: format!("a collection has at most {MAX_ATTRIBUTES} attributes"),
+        }
+        .into());
+    }
+    if existing
+        .iter()
+        .any(|a| a.key.eq_ignore_ascii_case(&attr.key))
+    {
+        return Err(ValueError::InvalidAttribute {
+            key: shown(&attr.key),
+            reason: "another attribute has the same key (keys are compared ignoring case)".into(),
+        }
+        .into());
+    }
+    let mut all = existing.to_vec();
+    all.push(attr.clone());
+    check_width(&all)?;
+    Ok(vec![format!(
+        "ALTER TABLE {} ADD COLUMN {}",
+        dialect.quote(table),
+        column_def(dialect, attr, true)
+    )])
+}
+
+/// The statements dropping the column of attribute `key`: first every index in
+/// `indexes` that uses it (SQLite cannot drop an indexed column, and MariaDB
+/// would silently narrow a composite index, turning `unique(a, b)` into
+/// `unique(b)`), then the column. The caller deletes the metadata of those
+/// indexes too ([`indexes_using`]).
+pub fn drop_column_sql(
+    dialect: SqlDialect,
+    table: &str,
+    key: &str,
+    indexes: &[Index],
+) -> Result<Vec<String>, DdlError> {
+    check_table_name(table)?;
+    if !is_valid_key(key) {
+        return Err(DdlError::UnknownAttribute { key: shown(key) });
+    }
+    let mut statements = Vec::new();
+    for index in indexes_using(indexes, key) {
+        statements.extend(drop_index_sql(dialect, table, index)?);
+    }
+    statements.push(format!(
+        "ALTER TABLE {} DROP COLUMN {}",
+        dialect.quote(table),
+        dialect.quote(&format!("a_{key}"))
+    ));
+    Ok(statements)
+}
+
+/// The indexes that use attribute `key`.
+pub fn indexes_using<'a>(indexes: &'a [Index], key: &'a str) -> impl Iterator<Item = &'a Index> {
+    indexes
+        .iter()
+        .filter(move |i| i.attributes.iter().any(|a| a == key))
+}
+
+/// What an index does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexKind {
+    Key,
+    Unique,
+    /// Full-text search on string attributes. MariaDB only: on SQLite no
+    /// statement is made, and search scans with `LIKE` (see `filter`).
+    Fulltext,
+}
+
+/// The order of one attribute in an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum IndexOrder {
+    Asc,
+    Desc,
+}
+
+/// An index a collection declares, as stored in its metadata. `attributes`
+/// are attribute keys, or `$id`, `$createdAt`, `$updatedAt` for the system
+/// fields (as in Appwrite); `orders` is empty or one per attribute.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Index {
+    pub key: String,
+    pub kind: IndexKind,
+    pub attributes: Vec<String>,
+    #[serde(default)]
+    pub orders: Vec<IndexOrder>,
+}
+
+/// A column an index covers.
+enum IndexColumn<'a> {
+    Id,
+    Timestamp(&'static str),
+    Attr(&'a Attribute),
+}
+
+impl IndexColumn<'_> {
+    fn name(&self) -> String {
+        match self {
+            IndexColumn::Id => "id".into(),
+            IndexColumn::Timestamp(name) => (*name).into(),
+            IndexColumn::Attr(attr) => attr.column(),
+        }
+    }
+
+    /// Characters of a MariaDB key or unique index on it, when a prefix is needed.
+    fn mysql_prefix(&self) -> Option<u32> {
+        match self {
+            IndexColumn::Attr(attr) if attr.kind.is_textual() => match attr.kind.max_chars() {
+                Some(n) if n <= INDEX_PREFIX_CHARS => None,
+                _ => Some(INDEX_PREFIX_CHARS),
+            },
+            _ => None,
+        }
+    }
+
+    /// Bytes of a MariaDB key on it (utf8mb4 text is 4 bytes a character).
+    fn key_width(&self) -> usize {
+        match self {
+            IndexColumn::Id => 36 * 4 + 2,
+            IndexColumn::Timestamp(_) => 8,
+            IndexColumn::Attr(attr) => match attr.kind.max_chars() {
+                Some(n) => n.min(INDEX_PREFIX_CHARS) as usize * 4 + 2,
+                None if attr.kind.is_textual() => INDEX_PREFIX_CHARS as usize * 4 + 2,
+                None if attr.kind == AttributeKind::Boolean => 2,
+                None => 8,
+            },
+        }
+    }
+}
+
+impl Index {
+    fn invalid(&self, reason: impl Into<String>) -> DdlError {
+        DdlError::InvalidIndex {
+            key: shown(&self.key),
+            reason: reason.into(),
+        }
+    }
+
+    fn resolve<'a>(&self, attrs: &'a [Attribute]) -> Result<Vec<IndexColumn<'a>>, DdlError> {
+        self.attributes
+            .iter()
+            .map(|name| match name.as_str() {
+                "$id" => Ok(IndexColumn::Id),
+                "$createdAt" => Ok(IndexColumn::Timestamp("created_at")),
+                "$updatedAt" => Ok(IndexColumn::Timestamp("updated_at")),
+                key => attrs
+                    .iter()
+                    .find(|a| a.key == key)
+                    .map(IndexColumn::Attr)
+                    .ok_or_else(|| {
+                        self.invalid(format!("the collection has no attribute {}", shown(key)))
+                    }),
+            })
+            .collect()
+    }
+
+    /// Checks the index against the collection's attributes: the key, 1 to 8
+    /// distinct attributes that exist, orders matching, full-text only on
+    /// string attributes, no arrays in key or unique indexes (their JSON text
+    /// is no useful key), and a key no wider than InnoDB allows (string columns
+    /// counted at their prefix of 191 characters).
+    pub fn validate(&self, attrs: &[Attribute]) -> Result<(), DdlError> {
+        if !is_valid_key(&self.key) {
+            return Err(self.invalid(
+                "a key starts with a letter and has 1 to 62 letters, digits and `_`",
+            ));
+        }
+        if self.attributes.is_empty() || self.attributes.len() > MAX_INDEX_ATTRIBUTES {
+            return Err(self.invalid(format!(
+                "an index has 1 to {MAX_INDEX_ATTRIBUTES} attributes"
+            )));
+        }
+        let mut seen = HashSet::new();
+        if let Some(twice) = self.attributes.iter().find(|a| !seen.insert(a.as_str())) {
+            return Err(self.invalid(format!("the attribute {} is listed twice", shown(twice))));
+        }
+        if !self.orders.is_empty() && self.orders.len() != self.attributes.len() {
+            return Err(self.invalid("give one order per attribute, or none"));
+        }
+        let columns = self.resolve(attrs)?;
+        match self.kind {
+            IndexKind::Fulltext => {
+                if !self.orders.is_empty() {
+                    return Err(self.invalid("a full-text index has no order"));
+                }
+                for column in &columns {
+                    let IndexColumn::Attr(attr) = column else {
+                        return Err(self.invalid("a full-text index covers string attributes only"));
+                    };
+                    if !attr.kind.is_textual() || attr.array {
+                        return Err(self.invalid(format!(
+                            "a full-text index covers string attributes only, and {} is {}",
+                            shown(&attr.key),
+                            if attr.array { "an array" } else { attr.kind.name() }
+                        )));
+                    }
+                }
+            }
+            IndexKind::Key | IndexKind::Unique => {
+                if let Some(IndexColumn::Attr(attr)) = columns
+                    .iter()
+                    .find(|c| matches!(c, IndexColumn::Attr(a) if a.array))
+                {
+                    return Err(self.invalid(format!(
+                        "{} is an array; arrays can only be searched with contains",
+                        shown(&attr.key)
+                    )));
+                }
+                let width: usize = columns.iter().map(IndexColumn::key_width).sum();
+                if width > MAX_INDEX_KEY_WIDTH {
+                    return Err(self.invalid(format!(
+                        "the key would be {width} bytes wide, more than {MAX_INDEX_KEY_WIDTH}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks all the indexes of a collection: each one, and no two keys that
+/// differ only in case (MariaDB index names ignore case).
+pub fn validate_indexes(indexes: &[Index], attrs: &[Attribute]) -> Result<(), DdlError> {
+    let mut seen = HashSet::new();
+    for index in indexes {
+        index.validate(attrs)?;
+        if !seen.insert(index.key.to_ascii_lowercase()) {
+            return Err(index.invalid("another index has the same key (compared ignoring case)"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a full-text index on exactly the attribute `key` exists: what a
+/// MariaDB `MATCH (col) AGAINST (…)` needs before `search` can run.
+pub fn fulltext_index_covers(indexes: &[Index], key: &str) -> bool {
+    indexes
+        .iter()
+        .any(|i| i.kind == IndexKind::Fulltext && i.attributes.len() == 1 && i.attributes.first().is_some_and(|a| a == key))
+}
+
+/// The name of a user index in the database (see the module doc).
+pub fn index_name(dialect: SqlDialect, table: &str, key: &str) -> String {
+    match dialect {
+        SqlDialect::Sqlite => format!("i_{table}__{key}"),
+        SqlDialect::MySql => format!("i_{key}"),
+    }
+}
+
+/// The statements creating `index` (validated first): none for a full-text
+/// index on SQLite. On MariaDB, string columns longer than 191 characters are
+/// indexed by their first 191 ([`INDEX_PREFIX_CHARS`]).
+pub fn create_index_sql(
+    dialect: SqlDialect,
+    table: &str,
+    attrs: &[Attribute],
+    index: &Index,
+) -> Result<Vec<String>, DdlError> {
+    check_table_name(table)?;
+    index.validate(attrs)?;
+    if index.kind == IndexKind::Fulltext && dialect == SqlDialect::Sqlite {
+        return Ok(Vec::new());
+    }
+    let columns = index.resolve(attrs)?;
+    let parts: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, column)| {
+            let mut part = dialect.quote(&column.name());
+            if dialect == SqlDialect::MySql
+                && index.kind != IndexKind::Fulltext
+                && let Some(prefix) = column.mysql_prefix()
+            {
+                part.push_str(&format!("({prefix})"));
+            }
+            match index.orders.get(i) {
+                Some(IndexOrder::Asc) => part.push_str(" ASC"),
+                Some(IndexOrder::Desc) => part.push_str(" DESC"),
+                None => {}
+            }
+            part
+        })
+        .collect();
+    let kind = match index.kind {
+        IndexKind::Key => "INDEX",
+        IndexKind::Unique => "UNIQUE INDEX",
+        IndexKind::Fulltext => "FULLTEXT INDEX",
+    };
+    Ok(vec![format!(
+        "CREATE {kind} {} ON {} ({})",
+        dialect.quote(&index_name(dialect, table, &index.key)),
+        dialect.quote(table),
+        parts.join(", ")
+    )])
+}
+
+/// The statements dropping `index`: none for a full-text index on SQLite,
+/// which was never created.
+pub fn drop_index_sql(
+    dialect: SqlDialect,
+    table: &str,
+    index: &Index,
+) -> Result<Vec<String>, DdlError> {
+    check_table_name(table)?;
+    if !is_valid_key(&index.key) {
+        return Err(index.invalid("not a valid index key"));
+    }
+    let name = dialect.quote(&index_name(dialect, table, &index.key));
+    Ok(match (dialect, index.kind) {
+        (SqlDialect::Sqlite, IndexKind::Fulltext) => Vec::new(),
+        (SqlDialect::Sqlite, _) => vec![format!("DROP INDEX {name}")],
+        (SqlDialect::MySql, _) => vec![format!("DROP INDEX {name} ON {}", dialect.quote(table))],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use sqlx::Row as _;
+
+    fn attr(key: &str, kind: AttributeKind) -> Attribute {
+        Attribute {
+            key: key.into(),
+            kind,
+            required: false,
+            array: false,
+            default: None,
+        }
+    }
+
+    fn collection() -> Vec<Attribute> {
+        vec![
+            Attribute {
+                required: true,
+                ..attr("title", AttributeKind::String { size: 100 })
+            },
+            Attribute {
+                default: Some(json!("it's a \\ test")),
+                ..attr("note", AttributeKind::String { size: 300 })
+            },
+            attr("body", AttributeKind::String { size: 20_000 }),
+            Attribute {
+                default: Some(json!(7)),
+                ..attr("count", AttributeKind::Integer { min: None, max: None })
+            },
+            Attribute {
+                default: Some(json!(-0.5)),
+                ..attr("price", AttributeKind::Float { min: None, max: None })
+            },
+            Attribute {
+                default: Some(json!(true)),
+                ..attr("done", AttributeKind::Boolean)
+            },
+            Attribute {
+                default: Some(json!("1970-01-01T00:00:01Z")),
+                ..attr("due", AttributeKind::Datetime)
+            },
+            attr("mail", AttributeKind::Email),
+            attr("site", AttributeKind::Url),
+            attr("addr", AttributeKind::Ip),
+            attr(
+                "status",
+                AttributeKind::Enum {
+                    elements: vec!["open".into(), "closed".into()],
+                },
+            ),
+            Attribute {
+                array: true,
+                ..attr("tags", AttributeKind::String { size: 20 })
+            },
+        ]
+    }
+
+    fn index(key: &str, kind: IndexKind, attributes: &[&str]) -> Index {
+        Index {
+            key: key.into(),
+            kind,
+            attributes: attributes.iter().map(|a| a.to_string()).collect(),
+            orders: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn table_names_are_checked() {
+        for good in ["c_3f2a9b", "docs", "C1"] {
+            assert!(check_table_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "", "_c", "1c", "c-1", "c 1", "c;drop", "c__x", "c_", "c_perms", "C_PERMS",
+            &"c".repeat(59), "c\"x",
+        ] {
+            assert_eq!(check_table_name(bad).unwrap_err().code(), "INTERNAL", "{bad}");
+            assert!(create_table_sql(SqlDialect::Sqlite, bad, &[]).is_err());
+        }
+    }
+
+    #[test]
+    fn mysql_create_table_text() {
+        let attrs = vec![
+            Attribute {
+                required: true,
+                ..attr("title", AttributeKind::String { size: 100 })
+            },
+            Attribute {
+                default: Some(json!("it's a \\ test")),
+                ..attr("note", AttributeKind::String { size: 20_000 })
+            },
+            Attribute {
+                default: Some(json!(1.5e-7)),
+                ..attr("price", AttributeKind::Float { min: None, max: None })
+            },
+            Attribute {
+                default: Some(json!(false)),
+                ..attr("done", AttributeKind::Boolean)
+            },
+            attr("due", AttributeKind::Datetime),
+            attr("n", AttributeKind::Integer { min: None, max: None }),
+            attr("mail", AttributeKind::Email),
+            attr("site", AttributeKind::Url),
+            attr("addr", AttributeKind::Ip),
+            attr("status", AttributeKind::Enum { elements: vec!["a".into()] }),
+            Attribute {
+                array: true,
+                ..attr("tags", AttributeKind::Integer { min: None, max: None })
+            },
+        ];
+        let sql = create_table_sql(SqlDialect::MySql, "c_1", &attrs).unwrap();
+        let text = "CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin";
+        assert_eq!(
+            sql,
+            vec![
+                format!(
+                    "CREATE TABLE `c_1` (`id` VARCHAR(36) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, \
+                     `created_at` BIGINT NOT NULL, `updated_at` BIGINT NOT NULL, \
+                     `a_title` VARCHAR(100) {text} NOT NULL, \
+                     `a_note` LONGTEXT {text} DEFAULT 'it''s a \\\\ test', \
+                     `a_price` DOUBLE DEFAULT 1.5e-7, `a_done` SMALLINT DEFAULT 0, \
+                     `a_due` BIGINT, `a_n` BIGINT, `a_mail` VARCHAR(255) {text}, \
+                     `a_site` VARCHAR(2048) {text}, `a_addr` VARCHAR(45) {text}, \
+                     `a_status` VARCHAR(255) {text}, `a_tags` LONGTEXT {text}, \
+                     PRIMARY KEY (`id`), KEY `s_created` (`created_at`, `id`), \
+                     KEY `s_updated` (`updated_at`, `id`)) \
+                     ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+                ),
+                "CREATE TABLE `c_1_perms` (`resource_id` VARCHAR(36) NOT NULL, \
+                 `action` VARCHAR(16) NOT NULL, `role` VARCHAR(128) NOT NULL, \
+                 PRIMARY KEY (`resource_id`, `action`, `role`), \
+                 KEY `s_role` (`action`, `role`, `resource_id`), \
+                 FOREIGN KEY (`resource_id`) REFERENCES `c_1` (`id`) ON DELETE CASCADE) \
+                 ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+                    .to_string(),
+            ]
+        );
+        assert_eq!(
+            drop_table_sql(SqlDialect::MySql, "c_1").unwrap(),
+            ["DROP TABLE `c_1_perms`", "DROP TABLE `c_1`"]
+        );
+    }
+
+    #[test]
+    fn mysql_column_and_index_text() {
+        let attrs = collection();
+        let new = Attribute {
+            required: true,
+            ..attr("rank", AttributeKind::Integer { min: None, max: None })
+        };
+        assert_eq!(
+            add_column_sql(SqlDialect::MySql, "c_1", &attrs, &new).unwrap(),
+            ["ALTER TABLE `c_1` ADD COLUMN `a_rank` BIGINT NOT NULL"]
+        );
+        let idx = Index {
+            orders: vec![IndexOrder::Asc, IndexOrder::Desc, IndexOrder::Asc, IndexOrder::Asc],
+            ..index("by_title", IndexKind::Unique, &["title", "note", "addr", "$createdAt"])
+        };
+        assert_eq!(
+            create_index_sql(SqlDialect::MySql, "c_1", &attrs, &idx).unwrap(),
+            ["CREATE UNIQUE INDEX `i_by_title` ON `c_1` \
+              (`a_title` ASC, `a_note`(191) DESC, `a_addr` ASC, `created_at` ASC)"]
+        );
+        let long = index("by_body", IndexKind::Key, &["body", "mail", "site"]);
+        assert_eq!(
+            create_index_sql(SqlDialect::MySql, "c_1", &attrs, &long).unwrap(),
+            ["CREATE INDEX `i_by_body` ON `c_1` (`a_body`(191), `a_mail`(191), `a_site`(191))"]
+        );
+        let ft = index("search", IndexKind::Fulltext, &["body", "title"]);
+        assert_eq!(
+            create_index_sql(SqlDialect::MySql, "c_1", &attrs, &ft).unwrap(),
+            ["CREATE FULLTEXT INDEX `i_search` ON `c_1` (`a_body`, `a_title`)"]
+        );
+        assert_eq!(
+            drop_index_sql(SqlDialect::MySql, "c_1", &ft).unwrap(),
+            ["DROP INDEX `i_search` ON `c_1`"]
+        );
+        assert_eq!(
+            drop_column_sql(SqlDialect::MySql, "c_1", "title", &[idx.clone(), long.clone(), ft.clone()])
+                .unwrap(),
+            [
+                "DROP INDEX `i_by_title` ON `c_1`",
+                "DROP INDEX `i_search` ON `c_1`",
+                "ALTER TABLE `c_1` DROP COLUMN `a_title`"
+            ]
+        );
+        // SQLite has no full-text index: nothing to create or drop.
+        assert!(create_index_sql(SqlDialect::Sqlite, "c_1", &attrs, &ft).unwrap().is_empty());
+        assert!(drop_index_sql(SqlDialect::Sqlite, "c_1", &ft).unwrap().is_empty());
+        assert!(fulltext_index_covers(&[ft.clone(), index("b", IndexKind::Fulltext, &["body"])], "body"));
+        assert!(!fulltext_index_covers(&[ft], "body"));
+    }
+
+    #[test]
+    fn indexes_are_validated() {
+        let attrs = collection();
+        let cases = [
+            index("bad-key", IndexKind::Key, &["title"]),
+            index("none", IndexKind::Key, &[]),
+            index("nine", IndexKind::Key, &["title", "count", "price", "done", "due", "addr", "$id", "$createdAt", "$updatedAt"]),
+            index("missing", IndexKind::Key, &["nope"]),
+            index("twice", IndexKind::Key, &["title", "title"]),
+            Index {
+                orders: vec![IndexOrder::Asc],
+                ..index("orders", IndexKind::Key, &["title", "count"])
+            },
+            index("ft_int", IndexKind::Fulltext, &["count"]),
+            index("ft_arr", IndexKind::Fulltext, &["tags"]),
+            index("ft_sys", IndexKind::Fulltext, &["$id"]),
+            Index {
+                orders: vec![IndexOrder::Asc],
+                ..index("ft_order", IndexKind::Fulltext, &["title"])
+            },
+            index("arr", IndexKind::Unique, &["tags"]),
+            index("wide", IndexKind::Key, &["note", "body", "mail", "site", "status"]),
+        ];
+        for idx in cases {
+            let err = idx.validate(&attrs).unwrap_err();
+            assert_eq!(err.code(), "INDEX_INVALID", "{idx:?}");
+            assert!(create_index_sql(SqlDialect::Sqlite, "c_1", &attrs, &idx).is_err());
+        }
+        let fine = index("four", IndexKind::Key, &["note", "body", "mail", "site"]);
+        assert!(fine.validate(&attrs).is_ok());
+        let twins = [index("a", IndexKind::Key, &["title"]), index("A", IndexKind::Key, &["count"])];
+        assert_eq!(validate_indexes(&twins, &attrs).unwrap_err().code(), "INDEX_INVALID");
+    }
+
+    #[test]
+    fn rows_must_fit_in_a_mariadb_row() {
+        let strings = |sizes: &[u32]| -> Vec<Attribute> {
+            sizes
+                .iter()
+                .enumerate()
+                .map(|(i, size)| attr(&format!("s{i}"), AttributeKind::String { size: *size }))
+                .collect()
+        };
+        // 161 bytes of system columns, 4 bytes a character plus 2, one bitmap byte.
+        assert_eq!(row_width(&strings(&[16_342])), 65_532);
+        assert_eq!(row_width(&strings(&[16_343])), 65_536);
+        assert!(create_table_sql(SqlDialect::Sqlite, "c_1", &strings(&[16_342])).is_ok());
+        let err = create_table_sql(SqlDialect::Sqlite, "c_1", &strings(&[16_343])).unwrap_err();
+        assert_eq!(err.code(), "ATTRIBUTE_LIMIT_EXCEEDED");
+        let two = strings(&[8000, 9000]);
+        let err = add_column_sql(SqlDialect::MySql, "c_1", &two[..1], &two[1]).unwrap_err();
+        assert_eq!(err.code(), "ATTRIBUTE_LIMIT_EXCEEDED");
+        let long: Vec<Attribute> = (0..200)
+            .map(|i| attr(&format!("s{i}"), AttributeKind::String { size: 100_000 }))
+            .collect();
+        assert!(create_table_sql(SqlDialect::MySql, "c_1", &long).is_ok());
+        let dup = attr("TITLE", AttributeKind::Boolean);
+        assert_eq!(
+            add_column_sql(SqlDialect::Sqlite, "c_1", &collection(), &dup).unwrap_err().code(),
+            "ATTRIBUTE_INVALID"
+        );
+    }
+
+    async fn pool() -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::query("PRAGMA foreign_keys = ON").execute(&pool).await.unwrap();
+        pool
+    }
+
+    async fn run(pool: &sqlx::AnyPool, statements: &[String]) {
+        for statement in statements {
+            sqlx::query(statement)
+                .execute(pool)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite_ddl_runs_and_behaves() {
+        let pool = pool().await;
+        let mut attrs = collection();
+        run(&pool, &create_table_sql(SqlDialect::Sqlite, "c_1", &attrs).unwrap()).await;
+
+        // Defaults fill what an insert leaves out; required is enforced.
+        sqlx::query("INSERT INTO c_1 (id, created_at, updated_at, a_title) VALUES ('d1', 1, 1, 't')")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let row = sqlx::query("SELECT * FROM c_1 WHERE id = 'd1'").fetch_one(&pool).await.unwrap();
+        let value = |key: &str| attrs.iter().find(|a| a.key == key).unwrap().from_sql(&row).unwrap();
+        assert_eq!(value("note"), json!("it's a \\ test"));
+        assert_eq!(value("count"), json!(7));
+        assert_eq!(value("price"), json!(-0.5));
+        assert_eq!(value("done"), json!(true));
+        assert_eq!(value("due"), json!("1970-01-01T00:00:01.000Z"));
+        assert_eq!(value("mail"), json!(null));
+        assert!(
+            sqlx::query("INSERT INTO c_1 (id, created_at, updated_at) VALUES ('d2', 1, 1)")
+                .execute(&pool)
+                .await
+                .is_err()
+        );
+
+        // A new column with a default fills the existing rows; a required one is checked.
+        let extra = Attribute {
+            default: Some(json!("x'y")),
+            ..attr("extra", AttributeKind::String { size: 10 })
+        };
+        run(&pool, &add_column_sql(SqlDialect::Sqlite, "c_1", &attrs, &extra).unwrap()).await;
+        attrs.push(extra);
+        let got: String = sqlx::query_scalar("SELECT a_extra FROM c_1 WHERE id = 'd1'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(got, "x'y");
+        let rank = Attribute {
+            required: true,
+            ..attr("rank", AttributeKind::Integer { min: None, max: None })
+        };
+        let add_rank = add_column_sql(SqlDialect::Sqlite, "c_1", &attrs, &rank).unwrap();
+        assert!(sqlx::query(&add_rank[0]).execute(&pool).await.is_err(), "rows without rank exist");
+        sqlx::query("DELETE FROM c_1").execute(&pool).await.unwrap();
+        run(&pool, &add_rank).await;
+        attrs.push(rank);
+        assert!(
+            sqlx::query("INSERT INTO c_1 (id, created_at, updated_at, a_title) VALUES ('d3', 1, 1, 't')")
+                .execute(&pool)
+                .await
+                .is_err()
+        );
+
+        // A unique index refuses duplicates; the permission rows go with their document.
+        let unique = Index {
+            orders: vec![IndexOrder::Desc, IndexOrder::Asc],
+            ..index("uniq", IndexKind::Unique, &["title", "rank"])
+        };
+        let by_note = index("by_note", IndexKind::Key, &["note", "$createdAt"]);
+        let search = index("search", IndexKind::Fulltext, &["body"]);
+        for idx in [&unique, &by_note, &search] {
+            run(&pool, &create_index_sql(SqlDialect::Sqlite, "c_1", &attrs, idx).unwrap()).await;
+        }
+        let insert = "INSERT INTO c_1 (id, created_at, updated_at, a_title, a_rank) VALUES (?, 1, 1, 't', 1)";
+        sqlx::query(insert).bind("d4").execute(&pool).await.unwrap();
+        assert!(sqlx::query(insert).bind("d5").execute(&pool).await.is_err());
+        sqlx::query("INSERT INTO c_1_perms (resource_id, action, role) VALUES ('d4', 'read', 'any')")
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert!(
+            sqlx::query("INSERT INTO c_1_perms (resource_id, action, role) VALUES ('d4', 'read', 'any')")
+                .execute(&pool)
+                .await
+                .is_err()
+        );
+        assert!(
+            sqlx::query("INSERT INTO c_1_perms (resource_id, action, role) VALUES ('nope', 'read', 'any')")
+                .execute(&pool)
+                .await
+                .is_err()
+        );
+        sqlx::query("DELETE FROM c_1 WHERE id = 'd4'").execute(&pool).await.unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM c_1_perms")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+
+        // SQLite refuses to drop an indexed column, so the indexes go first.
+        let indexes = [unique.clone(), by_note.clone(), search.clone()];
+        let plain = format!("ALTER TABLE {} DROP COLUMN {}", "c_1", "a_title");
+        assert!(sqlx::query(&plain).execute(&pool).await.is_err());
+        let drop = drop_column_sql(SqlDialect::Sqlite, "c_1", "title", &indexes).unwrap();
+        assert_eq!(
+            drop,
+            ["DROP INDEX \"i_c_1__uniq\"", "ALTER TABLE \"c_1\" DROP COLUMN \"a_title\""]
+        );
+        run(&pool, &drop).await;
+        run(&pool, &drop_column_sql(SqlDialect::Sqlite, "c_1", "rank", &[]).unwrap()).await;
+        let names: Vec<String> = sqlx::query("SELECT name FROM pragma_index_list('c_1') ORDER BY name")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>(0))
+            .collect();
+        assert_eq!(
+            names,
+            ["i_c_1__by_note", "s_c_1__created", "s_c_1__updated", "sqlite_autoindex_c_1_1"]
+        );
+        run(&pool, &drop_index_sql(SqlDialect::Sqlite, "c_1", &by_note).unwrap()).await;
+        run(&pool, &drop_table_sql(SqlDialect::Sqlite, "c_1").unwrap()).await;
+        let tables: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(tables, 0);
+    }
+}

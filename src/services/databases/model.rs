@@ -353,8 +353,9 @@ impl SqlValue {
         }
     }
 
-    /// The value as an element of a stored JSON array.
-    fn to_json_element(&self) -> Value {
+    /// The value as an element of a stored JSON array (booleans as JSON
+    /// `true`/`false`).
+    pub fn to_json_element(&self) -> Value {
         match self {
             SqlValue::Null => Value::Null,
             SqlValue::Int(i) => Value::from(*i),
