@@ -15,6 +15,7 @@ use tokio::sync::{OnceCell, RwLock};
 use crate::AppState;
 use crate::config::Config;
 use crate::error::{AppError, AppResult};
+use crate::services::databases::DataModel;
 use crate::services::{self, projects::Project};
 
 /// The fields and types that services contribute to a project's schema.
@@ -53,12 +54,13 @@ impl SchemaParts {
 pub fn build_schema(
     config: &Config,
     project: &Project,
+    model: &Arc<DataModel>,
     state: Option<AppState>,
 ) -> AppResult<Schema> {
     let mut parts = SchemaParts::default();
     parts.add_types(types::scalars());
     parts.add_type(types::page_info());
-    services::register_all(&mut parts, project);
+    services::register_all(&mut parts, project, model);
 
     let query = parts.query.into_iter().fold(
         Object::new("Query").description("Reads of every Nimbus service."),
@@ -91,6 +93,7 @@ pub fn build_schema(
     if !config.introspection {
         builder = builder.disable_introspection();
     }
+    builder = builder.data(model.clone());
     if let Some(state) = state {
         builder = builder.data(state);
     }
@@ -102,12 +105,13 @@ pub fn build_schema(
 /// The SDL of a project with no collections: what `schema/core.graphql` holds.
 pub fn core_sdl(config: &Config) -> AppResult<String> {
     let project = Project::placeholder("default");
-    Ok(build_schema(config, &project, None)?.sdl())
+    Ok(build_schema(config, &project, &Arc::default(), None)?.sdl())
 }
 
-/// A project and its built schema, as cached.
+/// A project, its collections and its built schema, as cached.
 pub struct LoadedProject {
     pub project: Arc<Project>,
+    pub model: Arc<DataModel>,
     pub schema: Schema,
 }
 
@@ -144,9 +148,11 @@ impl ProjectSchemas {
                 let project = services::projects::service::load_project(state, id)
                     .await?
                     .ok_or_else(|| AppError::ProjectNotFound { id: id.to_string() })?;
-                let schema = build_schema(&state.config, &project, Some(state.clone()))?;
+                let model = Arc::new(services::databases::store::load_model(state, id).await?);
+                let schema = build_schema(&state.config, &project, &model, Some(state.clone()))?;
                 Ok::<_, AppError>(Arc::new(LoadedProject {
                     project: Arc::new(project),
+                    model,
                     schema,
                 }))
             })

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::error::AppError;
 use crate::http::identity;
+use crate::services::databases::tx::RequestTx;
 use crate::services::users::service::ClientInfo;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -431,11 +432,23 @@ async fn execute(
             None => {
                 let operation = request.operation_name.clone();
                 let started = Instant::now();
-                let response = addressed
+                let tx = RequestTx::new(&state.db);
+                let mut response = addressed
                     .loaded
                     .schema
-                    .execute(request.data(addressed.caller.clone()).data(client.clone()))
+                    .execute(
+                        request
+                            .data(addressed.caller.clone())
+                            .data(client.clone())
+                            .data(tx.clone()),
+                    )
                     .await;
+                // Document writes of the request commit together, or not at all.
+                if let Err(err) = tx.finish(state, response.errors.is_empty()).await {
+                    response = GqlResponse::from_errors(vec![
+                        err.to_graphql().into_server_error(Default::default()),
+                    ]);
+                }
                 crate::http::metrics::record_operation(
                     operation.as_deref(),
                     started.elapsed(),

@@ -25,6 +25,7 @@ use crate::AppState;
 use crate::graphql::limits::coded;
 use crate::http::identity::{self, KEY_HEADER, PROJECT_HEADER, Presented};
 use crate::http::metrics::GaugeGuard;
+use crate::services::databases::tx::RequestTx;
 
 /// Largest message a client may send.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
@@ -66,6 +67,7 @@ async fn serve_socket(
 ) {
     let _open = GaugeGuard::raise("nimbus_websocket_connections");
     let executor = ConnectionExecutor {
+        state: state.clone(),
         schema: Arc::new(OnceLock::new()),
         active: Arc::new(AtomicUsize::new(0)),
         max_active: state.config.ws_max_subscriptions,
@@ -144,6 +146,7 @@ fn payload_value(payload: &serde_json::Value, name: &str) -> Option<String> {
 /// `connection_init`, holding at most `max_active` subscriptions at once.
 #[derive(Clone)]
 struct ConnectionExecutor {
+    state: AppState,
     schema: Arc<OnceLock<Schema>>,
     active: Arc<AtomicUsize>,
     max_active: usize,
@@ -168,7 +171,16 @@ fn error_stream(message: &str, code: &str) -> BoxStream<'static, Response> {
 impl Executor for ConnectionExecutor {
     async fn execute(&self, request: Request) -> Response {
         match self.schema.get() {
-            Some(schema) => schema.execute(request).await,
+            Some(schema) => {
+                let tx = RequestTx::new(&self.state.db);
+                let response = schema.execute(request.data(tx.clone())).await;
+                match tx.finish(&self.state, response.errors.is_empty()).await {
+                    Ok(()) => response,
+                    Err(err) => Response::from_errors(vec![
+                        err.to_graphql().into_server_error(Default::default()),
+                    ]),
+                }
+            }
             None => Response::from_errors(vec![coded(
                 "send connection_init first",
                 "CONNECTION_NOT_INITIALISED",
@@ -195,8 +207,26 @@ impl Executor for ConnectionExecutor {
                 "TOO_MANY_SUBSCRIPTIONS",
             );
         }
+        // Queries and mutations come through here too: each response ends the
+        // request's document transaction (subscriptions never open one).
+        let tx = RequestTx::new(&self.state.db);
+        let state = self.state.clone();
         schema
-            .execute_stream_with_session_data(request, session_data.unwrap_or_default())
+            .execute_stream_with_session_data(
+                request.data(tx.clone()),
+                session_data.unwrap_or_default(),
+            )
+            .then(move |response| {
+                let (tx, state) = (tx.clone(), state.clone());
+                async move {
+                    match tx.finish(&state, response.errors.is_empty()).await {
+                        Ok(()) => response,
+                        Err(err) => Response::from_errors(vec![
+                            err.to_graphql().into_server_error(Default::default()),
+                        ]),
+                    }
+                }
+            })
             .map(move |response| {
                 let _held = &slot;
                 response

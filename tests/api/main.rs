@@ -5,6 +5,7 @@
 mod helpers;
 
 mod cli;
+mod databases;
 mod email_flows;
 mod identity;
 mod limits;

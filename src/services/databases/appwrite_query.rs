@@ -1,1 +1,939 @@
-//! stub
+//! Appwrite's query language, in the JSON form its SDKs send since 1.5:
+//! `{"method":"equal","attribute":"title","values":["a","b"]}`, each query a
+//! JSON object or a JSON string holding one, with `and`/`or` nesting queries in
+//! their `values`. [`parse_queries`] turns a list of them into a [`Filter`],
+//! the selected attributes, the orders, a cursor and a limit or offset.
+//!
+//! Only the shape is checked here (methods, value counts and JSON types);
+//! whether an attribute exists and a value fits its type is `filter`'s job, and
+//! `$id`, `$createdAt`, `$updatedAt` become the system fields. Errors are all
+//! `QUERY_INVALID` and say which query (by position, `#2` or nested `#2.0`)
+//! and which method is wrong.
+
+use std::io;
+
+use serde_json::{Map, Value};
+
+use super::filter::{CmpOp, Field, Filter, MAX_CONDITIONS, MAX_DEPTH, OrderBy};
+use super::model::shown;
+
+/// Most queries in one request, nested ones included.
+pub const MAX_QUERIES: usize = 100;
+
+/// Longest query, as a JSON string or once serialized.
+pub const MAX_QUERY_LEN: usize = 4096;
+
+/// Most values in one query.
+pub const MAX_VALUES: usize = 100;
+
+/// Largest `limit`.
+pub const MAX_LIMIT: u32 = 5000;
+
+/// Deepest nesting of `and`/`or` inside a top-level query, so that the filter
+/// built stays within `filter::MAX_DEPTH` (the whole list is one `And`, and a
+/// `contains` with several values one more `Or`).
+pub const MAX_NESTING: usize = MAX_DEPTH - 3;
+
+/// What a list of queries asks for.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ParsedQueries {
+    /// All the filter queries, and-ed (an empty `And` matches everything).
+    pub filter: Filter,
+    /// The attributes of `select` queries, in order; `None` without any.
+    pub select: Option<Vec<String>>,
+    /// `orderAsc`/`orderDesc`, in order.
+    pub orders: Vec<OrderBy>,
+    /// The document id of `cursorAfter`.
+    pub cursor_after: Option<String>,
+    /// The document id of `cursorBefore`.
+    pub cursor_before: Option<String>,
+    pub limit: Option<u32>,
+    pub offset: Option<u32>,
+}
+
+/// Why a list of queries was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// One query is malformed.
+    #[error("invalid query {position}: {reason}")]
+    Invalid { position: String, reason: String },
+    /// More than [`MAX_QUERIES`] queries.
+    #[error("too many queries: at most {max} are allowed, nested ones included")]
+    TooMany { max: usize },
+}
+
+impl QueryError {
+    /// The stable `extensions.code` this error reaches a client with.
+    pub fn code(&self) -> &'static str {
+        "QUERY_INVALID"
+    }
+}
+
+/// Parses a list of queries, each a JSON object or a JSON string of one.
+pub fn parse_queries(queries: &[Value]) -> Result<ParsedQueries, QueryError> {
+    if queries.len() > MAX_QUERIES {
+        return Err(QueryError::TooMany { max: MAX_QUERIES });
+    }
+    let mut parser = Parser::default();
+    let mut filters = Vec::new();
+    for (i, query) in queries.iter().enumerate() {
+        let position = format!("#{i}");
+        if let Some(filter) = parser.query(query, &position, 0)? {
+            filters.push(filter);
+        }
+    }
+    parser.parsed.filter = Filter::And(filters);
+    Ok(parser.parsed)
+}
+
+/// Parses queries given as JSON strings (as Appwrite's `queries[]` parameter).
+pub fn parse_query_strings<S: AsRef<str>>(queries: &[S]) -> Result<ParsedQueries, QueryError> {
+    if queries.len() > MAX_QUERIES {
+        return Err(QueryError::TooMany { max: MAX_QUERIES });
+    }
+    let values: Vec<Value> = queries
+        .iter()
+        .map(|q| Value::String(q.as_ref().to_string()))
+        .collect();
+    parse_queries(&values)
+}
+
+/// A writer that only counts, and fails past [`MAX_QUERY_LEN`], so that
+/// measuring a huge query stops early.
+struct LengthLimit(usize);
+
+impl io::Write for LengthLimit {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len();
+        if self.0 > MAX_QUERY_LEN {
+            return Err(io::Error::other("too long"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Parser {
+    parsed: ParsedQueries,
+    /// Queries seen, nested ones included.
+    count: usize,
+    /// Filter conditions produced.
+    conditions: usize,
+}
+
+/// One query being parsed, for its messages.
+struct At<'a> {
+    position: &'a str,
+    method: &'a str,
+}
+
+impl At<'_> {
+    fn err(&self, reason: impl Into<String>) -> QueryError {
+        QueryError::Invalid {
+            position: format!("{} ({})", self.position, shown(self.method)),
+            reason: reason.into(),
+        }
+    }
+}
+
+fn invalid(position: &str, reason: impl Into<String>) -> QueryError {
+    QueryError::Invalid {
+        position: position.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl Parser {
+    /// Parses one query; `Some` filter for a filter method, `None` for the
+    /// others (recorded in `parsed`). `depth` is the `and`/`or` nesting.
+    fn query(
+        &mut self,
+        query: &Value,
+        position: &str,
+        depth: usize,
+    ) -> Result<Option<Filter>, QueryError> {
+        self.count += 1;
+        if self.count > MAX_QUERIES {
+            return Err(QueryError::TooMany { max: MAX_QUERIES });
+        }
+        let owned;
+        let object: &Map<String, Value> = match query {
+            Value::Object(map) => {
+                if serde_json::to_writer(LengthLimit(0), query).is_err() {
+                    return Err(invalid(
+                        position,
+                        format!("a query has at most {MAX_QUERY_LEN} characters"),
+                    ));
+                }
+                map
+            }
+            Value::String(text) => {
+                if text.len() > MAX_QUERY_LEN {
+                    return Err(invalid(
+                        position,
+                        format!("a query has at most {MAX_QUERY_LEN} characters"),
+                    ));
+                }
+                match serde_json::from_str::<Value>(text) {
+                    Ok(Value::Object(map)) => {
+                        owned = map;
+                        &owned
+                    }
+                    _ => {
+                        return Err(invalid(
+                            position,
+                            "expected a JSON object such as \
+                             {\"method\":\"equal\",\"attribute\":\"title\",\"values\":[\"a\"]}",
+                        ));
+                    }
+                }
+            }
+            _ => {
+                return Err(invalid(
+                    position,
+                    "a query is a JSON object or a JSON string holding one",
+                ));
+            }
+        };
+        let Some(method) = object.get("method").and_then(Value::as_str) else {
+            return Err(invalid(position, "the query has no `method`"));
+        };
+        let at = At { position, method };
+        let attribute = match object.get("attribute") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.is_empty() => None,
+            Some(Value::String(s)) => Some(s.as_str()),
+            Some(_) => return Err(at.err("`attribute` must be a string")),
+        };
+        let values: &[Value] = match object.get("values") {
+            None | Some(Value::Null) => &[],
+            Some(Value::Array(values)) => values,
+            Some(_) => return Err(at.err("`values` must be an array")),
+        };
+        if values.len() > MAX_VALUES {
+            return Err(at.err(format!("a query has at most {MAX_VALUES} values")));
+        }
+        // Conditions this query adds to the filter.
+        let mut leaves = 1;
+        let filter = match method {
+            "equal" | "notEqual" => {
+                let field = field(&at, attribute)?;
+                let values = scalars(&at, values, 1..=MAX_VALUES)?;
+                let negate = method == "notEqual";
+                match values.as_slice() {
+                    [one] => Filter::Cmp {
+                        field,
+                        op: if negate { CmpOp::Ne } else { CmpOp::Eq },
+                        value: one.clone(),
+                    },
+                    _ => Filter::In {
+                        field,
+                        values,
+                        negate,
+                    },
+                }
+            }
+            "lessThan" | "lessThanEqual" | "greaterThan" | "greaterThanEqual" => {
+                let op = match method {
+                    "lessThan" => CmpOp::Lt,
+                    "lessThanEqual" => CmpOp::Le,
+                    "greaterThan" => CmpOp::Gt,
+                    _ => CmpOp::Ge,
+                };
+                let field = field(&at, attribute)?;
+                let mut values = scalars(&at, values, 1..=1)?;
+                Filter::Cmp {
+                    field,
+                    op,
+                    value: values.pop().unwrap_or(Value::Null),
+                }
+            }
+            "between" => {
+                let field = field(&at, attribute)?;
+                let mut values = scalars(&at, values, 2..=2)?.into_iter();
+                let (Some(low), Some(high)) = (values.next(), values.next()) else {
+                    return Err(at.err("between takes two values"));
+                };
+                Filter::Between { field, low, high }
+            }
+            "isNull" | "isNotNull" => {
+                let field = field(&at, attribute)?;
+                if !values.is_empty() {
+                    return Err(at.err("takes no values"));
+                }
+                Filter::IsNull {
+                    field,
+                    is_null: method == "isNull",
+                }
+            }
+            "startsWith" | "endsWith" | "search" => {
+                let field = field(&at, attribute)?;
+                let value = one_string(&at, values)?;
+                match method {
+                    "startsWith" => Filter::StartsWith { field, value },
+                    "endsWith" => Filter::EndsWith { field, value },
+                    _ => Filter::Search {
+                        field,
+                        query: value,
+                    },
+                }
+            }
+            "contains" => {
+                let field = field(&at, attribute)?;
+                let mut values = scalars(&at, values, 1..=MAX_VALUES)?;
+                if values.len() == 1 {
+                    Filter::Contains {
+                        field,
+                        value: values.pop().unwrap_or(Value::Null),
+                    }
+                } else {
+                    leaves = values.len();
+                    Filter::Or(
+                        values
+                            .into_iter()
+                            .map(|value| Filter::Contains {
+                                field: field.clone(),
+                                value,
+                            })
+                            .collect(),
+                    )
+                }
+            }
+            "and" | "or" => {
+                if depth >= MAX_NESTING {
+                    return Err(at.err(format!("and/or nest at most {MAX_NESTING} levels deep")));
+                }
+                if values.is_empty() {
+                    return Err(at.err("takes at least one query in `values`"));
+                }
+                // The nested queries count their own conditions.
+                leaves = 0;
+                let mut filters = Vec::with_capacity(values.len());
+                for (i, nested) in values.iter().enumerate() {
+                    let position = format!("{position}.{i}");
+                    match self.query(nested, &position, depth + 1)? {
+                        Some(filter) => filters.push(filter),
+                        None => {
+                            return Err(invalid(
+                                &position,
+                                "only filter queries may be nested in and/or",
+                            ));
+                        }
+                    }
+                }
+                if method == "and" {
+                    Filter::And(filters)
+                } else {
+                    Filter::Or(filters)
+                }
+            }
+            "select" | "orderAsc" | "orderDesc" | "cursorAfter" | "cursorBefore" | "limit"
+            | "offset" => {
+                if depth > 0 {
+                    return Err(at.err("only filter queries may be nested in and/or"));
+                }
+                self.option(&at, attribute, values)?;
+                return Ok(None);
+            }
+            _ => return Err(at.err(format!("unknown method {}", shown(method)))),
+        };
+        self.conditions += leaves;
+        if self.conditions > MAX_CONDITIONS {
+            return Err(at.err(format!(
+                "the queries hold more than {MAX_CONDITIONS} conditions in all"
+            )));
+        }
+        Ok(Some(filter))
+    }
+
+    /// The methods that are not filters.
+    fn option(
+        &mut self,
+        at: &At<'_>,
+        attribute: Option<&str>,
+        values: &[Value],
+    ) -> Result<(), QueryError> {
+        let parsed = &mut self.parsed;
+        match at.method {
+            "select" => {
+                if values.is_empty() {
+                    return Err(at.err("select takes at least one attribute"));
+                }
+                let selected = parsed.select.get_or_insert_with(Vec::new);
+                for value in values {
+                    match value.as_str() {
+                        Some(name) if !name.is_empty() => selected.push(name.to_string()),
+                        _ => return Err(at.err("select takes attribute names")),
+                    }
+                }
+            }
+            "orderAsc" | "orderDesc" => {
+                if !values.is_empty() {
+                    return Err(at.err("takes no values"));
+                }
+                let field = field(at, attribute)?;
+                parsed.orders.push(OrderBy {
+                    field,
+                    desc: at.method == "orderDesc",
+                });
+            }
+            "cursorAfter" | "cursorBefore" => {
+                if parsed.cursor_after.is_some() || parsed.cursor_before.is_some() {
+                    return Err(at.err("only one cursorAfter or cursorBefore is allowed"));
+                }
+                let id = one_string(at, values)?;
+                if id.is_empty() {
+                    return Err(at.err("takes a document id"));
+                }
+                if at.method == "cursorAfter" {
+                    parsed.cursor_after = Some(id);
+                } else {
+                    parsed.cursor_before = Some(id);
+                }
+            }
+            "limit" => {
+                if parsed.limit.is_some() {
+                    return Err(at.err("only one limit is allowed"));
+                }
+                let n = one_integer(at, values)?;
+                match u32::try_from(n) {
+                    Ok(n) if (1..=MAX_LIMIT).contains(&n) => parsed.limit = Some(n),
+                    _ => return Err(at.err(format!("the limit is from 1 to {MAX_LIMIT}"))),
+                }
+            }
+            _ => {
+                if parsed.offset.is_some() {
+                    return Err(at.err("only one offset is allowed"));
+                }
+                let n = one_integer(at, values)?;
+                match u32::try_from(n) {
+                    Ok(n) => parsed.offset = Some(n),
+                    Err(_) => {
+                        return Err(at.err(format!("the offset is from 0 to {}", u32::MAX)));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The field a query names: `$id`, `$createdAt`, `$updatedAt`, or an attribute.
+fn field(at: &At<'_>, attribute: Option<&str>) -> Result<Field, QueryError> {
+    match attribute {
+        None => Err(at.err("the query needs an `attribute`")),
+        Some("$id") => Ok(Field::Id),
+        Some("$createdAt") => Ok(Field::CreatedAt),
+        Some("$updatedAt") => Ok(Field::UpdatedAt),
+        Some(name) if name.starts_with('$') => Err(at.err(format!(
+            "{} cannot be queried; the system attributes are $id, $createdAt and $updatedAt",
+            shown(name)
+        ))),
+        Some(name) => Ok(Field::Attribute(name.to_string())),
+    }
+}
+
+/// Values that are strings, numbers or booleans, as many as `count` allows.
+fn scalars(
+    at: &At<'_>,
+    values: &[Value],
+    count: std::ops::RangeInclusive<usize>,
+) -> Result<Vec<Value>, QueryError> {
+    if !count.contains(&values.len()) {
+        let (min, max) = (*count.start(), *count.end());
+        return Err(at.err(match (min, max) {
+            (1, 1) => format!("takes one value, got {}", values.len()),
+            (min, max) if min == max => format!("takes {min} values, got {}", values.len()),
+            (min, _) => format!("takes at least {min} value, got {}", values.len()),
+        }));
+    }
+    if let Some(i) = values
+        .iter()
+        .position(|v| !matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)))
+    {
+        return Err(at.err(format!(
+            "value #{i} must be a string, a number or a boolean"
+        )));
+    }
+    Ok(values.to_vec())
+}
+
+fn one_string(at: &At<'_>, values: &[Value]) -> Result<String, QueryError> {
+    match values {
+        [Value::String(s)] => Ok(s.clone()),
+        _ => Err(at.err("takes one string value")),
+    }
+}
+
+fn one_integer(at: &At<'_>, values: &[Value]) -> Result<i64, QueryError> {
+    match values {
+        [Value::Number(n)] => n.as_i64().ok_or_else(|| at.err("takes one integer value")),
+        _ => Err(at.err("takes one integer value")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ddl::create_table_sql;
+    use super::super::filter::{push_filter, push_order_and_offset};
+    use super::super::model::test_support::{self, TestDb};
+    use super::super::model::{Attribute, AttributeKind};
+    use super::*;
+    use serde_json::json;
+    use sqlx::{Any, QueryBuilder};
+
+    fn parse(queries: Value) -> Result<ParsedQueries, QueryError> {
+        parse_queries(queries.as_array().unwrap())
+    }
+
+    fn filters(queries: Value) -> Vec<Filter> {
+        match parse(queries).unwrap().filter {
+            Filter::And(filters) => filters,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn attr(key: &str) -> Field {
+        Field::attribute(key)
+    }
+
+    #[test]
+    fn every_filter_method_parses() {
+        let got = filters(json!([
+            {"method": "equal", "attribute": "title", "values": ["a"]},
+            {"method": "equal", "attribute": "title", "values": ["a", "b"]},
+            {"method": "notEqual", "attribute": "n", "values": [1]},
+            {"method": "notEqual", "attribute": "n", "values": [1, 2]},
+            {"method": "lessThan", "attribute": "n", "values": [1]},
+            {"method": "lessThanEqual", "attribute": "n", "values": [1.5]},
+            {"method": "greaterThan", "attribute": "$createdAt", "values": ["2024-01-01T00:00:00Z"]},
+            {"method": "greaterThanEqual", "attribute": "$updatedAt", "values": ["2024-01-01T00:00:00Z"]},
+            {"method": "between", "attribute": "n", "values": [1, 5]},
+            {"method": "isNull", "attribute": "n"},
+            {"method": "isNotNull", "attribute": "n", "values": []},
+            {"method": "startsWith", "attribute": "$id", "values": ["ab"]},
+            {"method": "endsWith", "attribute": "title", "values": ["z"]},
+            {"method": "contains", "attribute": "tags", "values": ["x"]},
+            {"method": "contains", "attribute": "tags", "values": ["x", "y"]},
+            {"method": "search", "attribute": "body", "values": ["big cat"]},
+            {"method": "equal", "attribute": "done", "values": [true]},
+        ]));
+        let expected = vec![
+            Filter::Cmp {
+                field: attr("title"),
+                op: CmpOp::Eq,
+                value: json!("a"),
+            },
+            Filter::In {
+                field: attr("title"),
+                values: vec![json!("a"), json!("b")],
+                negate: false,
+            },
+            Filter::Cmp {
+                field: attr("n"),
+                op: CmpOp::Ne,
+                value: json!(1),
+            },
+            Filter::In {
+                field: attr("n"),
+                values: vec![json!(1), json!(2)],
+                negate: true,
+            },
+            Filter::Cmp {
+                field: attr("n"),
+                op: CmpOp::Lt,
+                value: json!(1),
+            },
+            Filter::Cmp {
+                field: attr("n"),
+                op: CmpOp::Le,
+                value: json!(1.5),
+            },
+            Filter::Cmp {
+                field: Field::CreatedAt,
+                op: CmpOp::Gt,
+                value: json!("2024-01-01T00:00:00Z"),
+            },
+            Filter::Cmp {
+                field: Field::UpdatedAt,
+                op: CmpOp::Ge,
+                value: json!("2024-01-01T00:00:00Z"),
+            },
+            Filter::Between {
+                field: attr("n"),
+                low: json!(1),
+                high: json!(5),
+            },
+            Filter::IsNull {
+                field: attr("n"),
+                is_null: true,
+            },
+            Filter::IsNull {
+                field: attr("n"),
+                is_null: false,
+            },
+            Filter::StartsWith {
+                field: Field::Id,
+                value: "ab".into(),
+            },
+            Filter::EndsWith {
+                field: attr("title"),
+                value: "z".into(),
+            },
+            Filter::Contains {
+                field: attr("tags"),
+                value: json!("x"),
+            },
+            Filter::Or(vec![
+                Filter::Contains {
+                    field: attr("tags"),
+                    value: json!("x"),
+                },
+                Filter::Contains {
+                    field: attr("tags"),
+                    value: json!("y"),
+                },
+            ]),
+            Filter::Search {
+                field: attr("body"),
+                query: "big cat".into(),
+            },
+            Filter::Cmp {
+                field: attr("done"),
+                op: CmpOp::Eq,
+                value: json!(true),
+            },
+        ];
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn options_and_nesting_parse_from_objects_and_strings() {
+        let nested = json!({"method": "or", "values": [
+            {"method": "equal", "attribute": "a", "values": [1]},
+            "{\"method\":\"and\",\"values\":[{\"method\":\"isNull\",\"attribute\":\"b\"},{\"method\":\"greaterThan\",\"attribute\":\"c\",\"values\":[2]}]}"
+        ]});
+        let parsed = parse_queries(&[
+            Value::String(nested.to_string()),
+            json!({"method": "select", "values": ["title", "$id"]}),
+            json!("{\"method\":\"select\",\"values\":[\"body\"]}"),
+            json!({"method": "orderDesc", "attribute": "$createdAt"}),
+            json!({"method": "orderAsc", "attribute": "title", "values": []}),
+            json!({"method": "cursorAfter", "values": ["doc1"]}),
+            json!({"method": "limit", "values": [25]}),
+            json!({"method": "offset", "values": [0]}),
+        ])
+        .unwrap();
+        assert_eq!(
+            parsed,
+            ParsedQueries {
+                filter: Filter::And(vec![Filter::Or(vec![
+                    Filter::Cmp {
+                        field: attr("a"),
+                        op: CmpOp::Eq,
+                        value: json!(1)
+                    },
+                    Filter::And(vec![
+                        Filter::IsNull {
+                            field: attr("b"),
+                            is_null: true
+                        },
+                        Filter::Cmp {
+                            field: attr("c"),
+                            op: CmpOp::Gt,
+                            value: json!(2)
+                        },
+                    ]),
+                ])]),
+                select: Some(vec!["title".into(), "$id".into(), "body".into()]),
+                orders: vec![OrderBy::desc(Field::CreatedAt), OrderBy::asc(attr("title"))],
+                cursor_after: Some("doc1".into()),
+                cursor_before: None,
+                limit: Some(25),
+                offset: Some(0),
+            }
+        );
+        let before =
+            parse_query_strings(&[r#"{"method":"cursorBefore","values":["d9"]}"#]).unwrap();
+        assert_eq!(before.cursor_before.as_deref(), Some("d9"));
+        assert_eq!(before.filter, Filter::And(vec![]));
+        assert_eq!(parse_queries(&[]).unwrap(), ParsedQueries::default());
+        assert_eq!(
+            parse(json!([{"method": "limit", "values": [5000]}]))
+                .unwrap()
+                .limit,
+            Some(5000)
+        );
+    }
+
+    fn refused(query: Value) -> String {
+        let err = parse_queries(&[json!({"method": "limit", "values": [1]}), query.clone()])
+            .expect_err(&query.to_string());
+        assert_eq!(err.code(), "QUERY_INVALID");
+        err.to_string()
+    }
+
+    #[test]
+    fn malformed_queries_are_refused_with_their_position_and_method() {
+        let cases = [
+            (
+                json!({"method": "fuzzy", "attribute": "a", "values": [1]}),
+                "unknown method `fuzzy`",
+            ),
+            (json!({"attribute": "a", "values": [1]}), "no `method`"),
+            (json!({"method": 5}), "no `method`"),
+            (json!(5), "JSON object"),
+            (json!([]), "JSON object"),
+            (json!("equal(\"a\", [1])"), "JSON object"),
+            (json!("[1]"), "JSON object"),
+            (
+                json!({"method": "equal", "values": [1]}),
+                "needs an `attribute`",
+            ),
+            (
+                json!({"method": "equal", "attribute": "", "values": [1]}),
+                "needs an `attribute`",
+            ),
+            (
+                json!({"method": "equal", "attribute": 5, "values": [1]}),
+                "must be a string",
+            ),
+            (
+                json!({"method": "equal", "attribute": "a", "values": 1}),
+                "must be an array",
+            ),
+            (
+                json!({"method": "equal", "attribute": "a", "values": []}),
+                "at least 1",
+            ),
+            (
+                json!({"method": "equal", "attribute": "a", "values": [null]}),
+                "value #0",
+            ),
+            (
+                json!({"method": "equal", "attribute": "a", "values": [1, [2]]}),
+                "value #1",
+            ),
+            (
+                json!({"method": "equal", "attribute": "a", "values": [{"x": 1}]}),
+                "value #0",
+            ),
+            (
+                json!({"method": "equal", "attribute": "$permissions", "values": ["x"]}),
+                "cannot be queried",
+            ),
+            (
+                json!({"method": "lessThan", "attribute": "a", "values": [1, 2]}),
+                "takes one value, got 2",
+            ),
+            (
+                json!({"method": "between", "attribute": "a", "values": [1]}),
+                "takes 2 values",
+            ),
+            (
+                json!({"method": "isNull", "attribute": "a", "values": [1]}),
+                "takes no values",
+            ),
+            (
+                json!({"method": "startsWith", "attribute": "a", "values": [1]}),
+                "one string",
+            ),
+            (
+                json!({"method": "search", "attribute": "a", "values": ["a", "b"]}),
+                "one string",
+            ),
+            (
+                json!({"method": "contains", "attribute": "a"}),
+                "at least 1",
+            ),
+            (
+                json!({"method": "select", "values": []}),
+                "at least one attribute",
+            ),
+            (
+                json!({"method": "select", "values": [1]}),
+                "attribute names",
+            ),
+            (json!({"method": "orderAsc"}), "needs an `attribute`"),
+            (
+                json!({"method": "orderDesc", "attribute": "a", "values": [1]}),
+                "takes no values",
+            ),
+            (json!({"method": "cursorAfter", "values": []}), "one string"),
+            (
+                json!({"method": "cursorAfter", "values": [""]}),
+                "document id",
+            ),
+            (json!({"method": "limit", "values": [2]}), "only one limit"),
+            (
+                json!({"method": "offset", "values": [-1]}),
+                "offset is from 0",
+            ),
+            (json!({"method": "offset", "values": [1.5]}), "one integer"),
+            (json!({"method": "offset", "values": ["1"]}), "one integer"),
+            (json!({"method": "and", "values": []}), "at least one query"),
+            (
+                json!({"method": "or", "values": [{"method": "limit", "values": [1]}]}),
+                "#1.0",
+            ),
+            (
+                json!({"method": "or", "values": [{"method": "bogus"}]}),
+                "#1.0 (`bogus`)",
+            ),
+            (
+                json!({"method": "equal", "attribute": "a", "values": vec![1; 101]}),
+                "at most 100 values",
+            ),
+            (Value::String("x".repeat(4097)), "at most 4096"),
+            (
+                json!({"method": "equal", "attribute": "a", "values": ["x".repeat(4096)]}),
+                "at most 4096",
+            ),
+        ];
+        for (query, expected) in cases {
+            let message = refused(query.clone());
+            assert!(message.contains(expected), "{query}: {message}");
+            assert!(message.contains("#1"), "{query}: {message}");
+        }
+        for (limit, ok) in [(0, false), (1, true), (5000, true), (5001, false)] {
+            let result = parse(json!([{"method": "limit", "values": [limit]}]));
+            assert_eq!(result.is_ok(), ok, "{limit}");
+        }
+        let cursors = parse(json!([
+            {"method": "cursorAfter", "values": ["a"]},
+            {"method": "cursorBefore", "values": ["b"]},
+        ]));
+        assert!(cursors.unwrap_err().to_string().contains("only one cursor"));
+        let offsets = parse(
+            json!([{"method": "offset", "values": [1]}, {"method": "offset", "values": [2]}]),
+        );
+        assert!(offsets.is_err());
+    }
+
+    #[test]
+    fn sizes_and_nesting_are_bounded() {
+        let one = json!({"method": "equal", "attribute": "a", "values": [1]});
+        assert!(parse_queries(&vec![one.clone(); 100]).is_ok());
+        assert_eq!(
+            parse_queries(&vec![one.clone(); 101]).unwrap_err(),
+            QueryError::TooMany { max: MAX_QUERIES }
+        );
+        // 1 + 100 nested queries (short ones, to stay under 4 KiB).
+        let short = json!({"method": "isNull", "attribute": "a"});
+        let wide = json!([{"method": "and", "values": vec![short.clone(); 99]}]);
+        assert!(parse(wide).is_ok());
+        let wide = json!([{"method": "and", "values": vec![short; 100]}]);
+        assert!(matches!(
+            parse(wide).unwrap_err(),
+            QueryError::TooMany { .. }
+        ));
+        // Conditions count the values of a contains, which becomes an Or.
+        let contains = json!({"method": "contains", "attribute": "t", "values": vec![1; 60]});
+        let err = parse(json!([contains.clone(), contains])).unwrap_err();
+        assert!(err.to_string().contains("conditions"), "{err}");
+
+        let nest = |levels: usize| {
+            let mut query = one.clone();
+            for _ in 0..levels {
+                query = json!({"method": "and", "values": [query]});
+            }
+            json!([query])
+        };
+        assert!(parse(nest(MAX_NESTING)).is_ok());
+        let err = parse(nest(MAX_NESTING + 1)).unwrap_err();
+        assert!(err.to_string().contains("nest"), "{err}");
+        // A query string exactly at the limit is fine.
+        let padded = format!(
+            r#"{{"method":"equal","attribute":"a","values":["{}"]}}"#,
+            "x".repeat(4096 - 48)
+        );
+        assert_eq!(padded.len(), 4096);
+        assert!(parse_query_strings(&[padded]).is_ok());
+    }
+
+    /// Queries as an SDK sends them, parsed and run.
+    async fn parsed_queries_run(db: TestDb) {
+        let attrs = vec![
+            Attribute {
+                key: "title".into(),
+                kind: AttributeKind::String { size: 20 },
+                required: false,
+                array: false,
+                default: None,
+            },
+            Attribute {
+                key: "n".into(),
+                kind: AttributeKind::Integer {
+                    min: None,
+                    max: None,
+                },
+                required: false,
+                array: false,
+                default: None,
+            },
+        ];
+        let pool = db.pool.clone();
+        for statement in create_table_sql(db.dialect, "c_q", &attrs).unwrap() {
+            sqlx::query(&statement).execute(&pool).await.unwrap();
+        }
+        for (i, (title, n)) in [
+            ("alpha", Some(1)),
+            ("beta", Some(2)),
+            ("gamma", None),
+            ("alps", Some(4)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            sqlx::query(
+                "INSERT INTO c_q (id, created_at, updated_at, a_title, a_n) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(format!("d{i}"))
+            .bind(i as i64)
+            .bind(i as i64)
+            .bind(title)
+            .bind(n)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        let parsed = parse_query_strings(&[
+            r#"{"method":"or","values":[{"method":"startsWith","attribute":"title","values":["al"]},{"method":"isNull","attribute":"n"}]}"#,
+            r#"{"method":"notEqual","attribute":"n","values":[4]}"#,
+            r#"{"method":"orderDesc","attribute":"title"}"#,
+            r#"{"method":"limit","values":[10]}"#,
+        ])
+        .unwrap();
+        let mut builder = QueryBuilder::<Any>::new("SELECT d.id FROM c_q d WHERE ");
+        push_filter(&mut builder, db.dialect, "d", &attrs, &parsed.filter).unwrap();
+        push_order_and_offset(
+            &mut builder,
+            db.dialect,
+            "d",
+            &attrs,
+            &parsed.orders,
+            parsed.limit.unwrap_or(25) as usize,
+            parsed.offset.unwrap_or(0) as usize,
+        )
+        .unwrap();
+        let ids: Vec<String> = builder.build_query_scalar().fetch_all(&pool).await.unwrap();
+        assert_eq!(ids, ["d2", "d0"]);
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn parsed_queries_run_on_sqlite() {
+        parsed_queries_run(test_support::sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn parsed_queries_run_on_mariadb() {
+        if let Some(db) = test_support::mariadb().await {
+            parsed_queries_run(db).await;
+        }
+    }
+}

@@ -35,6 +35,11 @@ pub const MAX_TABLE_NAME_LEN: usize = 58;
 /// MariaDB's limit on the declared width of a row, in bytes.
 pub const MAX_ROW_WIDTH: usize = 65_535;
 
+/// InnoDB's limit on the part of a record kept in its page, in bytes (under
+/// half a 16 KiB page). With `innodb_strict_mode`, on by default, `CREATE` and
+/// `ALTER TABLE` refuse a table whose largest record could pass it.
+pub const MAX_IN_PAGE_SIZE: usize = 8125;
+
 /// InnoDB's limit on the width of one index key, in bytes.
 pub const MAX_INDEX_KEY_WIDTH: usize = 3072;
 
@@ -66,12 +71,16 @@ pub enum DdlError {
     /// `INDEX_INVALID`: an index definition was refused.
     #[error("invalid index {key}: {reason}")]
     InvalidIndex { key: String, reason: String },
-    /// `ATTRIBUTE_LIMIT_EXCEEDED`: the attributes would not fit in a MariaDB row.
+    /// `ATTRIBUTE_LIMIT_EXCEEDED`: the attributes would not fit in a MariaDB row
+    /// (enforced on SQLite too, so that a collection moves between the two).
     #[error(
-        "the attributes need {width} bytes per row, more than the {max} a row can hold; \
-         use fewer or shorter string attributes (strings over 16383 characters take little room)"
+        "the attributes would take {width} bytes of a row, more than the {max} MariaDB allows; {advice}"
     )]
-    TooWide { width: usize, max: usize },
+    TooWide {
+        width: usize,
+        max: usize,
+        advice: &'static str,
+    },
 }
 
 impl DdlError {
@@ -219,20 +228,58 @@ fn mysql_column_width(attr: &Attribute) -> usize {
 }
 
 /// The declared width of a row of a collection with these attributes on
-/// MariaDB, system columns and NULL bitmap included. It is enforced on both
-/// dialects, so that a collection made on SQLite also fits on MariaDB.
+/// MariaDB, system columns and NULL bitmap included, against [`MAX_ROW_WIDTH`].
 pub fn row_width(attrs: &[Attribute]) -> usize {
     let system = 145 + 8 + 8;
     let nullable = attrs.iter().filter(|a| !a.required).count();
     system + attrs.iter().map(mysql_column_width).sum::<usize>() + nullable.div_ceil(8)
 }
 
+/// The bytes an attribute's column can take in its InnoDB page: a column of at
+/// most 255 bytes is stored there whole (with one length byte), a longer one
+/// can move off the page and leaves 21 (a pointer and its length).
+fn in_page_column_size(attr: &Attribute) -> usize {
+    if attr.array {
+        return 21;
+    }
+    match (&attr.kind, attr.kind.max_chars()) {
+        (_, Some(n)) if n as usize * 4 <= 255 => n as usize * 4 + 1,
+        (_, Some(_)) => 21,
+        (kind, None) if kind.is_textual() => 21,
+        (AttributeKind::Boolean, None) => 2,
+        _ => 8,
+    }
+}
+
+/// The largest in-page size of a record, against [`MAX_IN_PAGE_SIZE`]: 179
+/// bytes of header, id, transaction fields and timestamps, the NULL bitmap and
+/// each column's part. (Measured on MariaDB 10.11 at the edges: 977 nullable
+/// integers fit and 978 do not; 43 IPs and 44; 376 long strings and 377.)
+pub fn in_page_size(attrs: &[Attribute]) -> usize {
+    let system = 5 + 145 + 13 + 16;
+    let nullable = attrs.iter().filter(|a| !a.required).count();
+    system + nullable.div_ceil(8) + attrs.iter().map(in_page_column_size).sum::<usize>()
+}
+
+/// Both MariaDB limits on a row, enforced on both dialects so that a
+/// collection made on SQLite also fits on MariaDB.
 fn check_width(attrs: &[Attribute]) -> Result<(), DdlError> {
     let width = row_width(attrs);
     if width > MAX_ROW_WIDTH {
         return Err(DdlError::TooWide {
             width,
             max: MAX_ROW_WIDTH,
+            advice: "use fewer or shorter string attributes; \
+                     strings over 16383 characters are stored apart from the row",
+        });
+    }
+    let size = in_page_size(attrs);
+    if size > MAX_IN_PAGE_SIZE {
+        return Err(DdlError::TooWide {
+            width: size,
+            max: MAX_IN_PAGE_SIZE,
+            advice: "use fewer attributes; strings of more than 63 characters and arrays \
+                     take 21 bytes each, numbers 8, short strings 4 a character",
         });
     }
     Ok(())
@@ -498,9 +545,9 @@ impl Index {
     /// counted at their prefix of 191 characters).
     pub fn validate(&self, attrs: &[Attribute]) -> Result<(), DdlError> {
         if !is_valid_key(&self.key) {
-            return Err(self.invalid(
-                "a key starts with a letter and has 1 to 62 letters, digits and `_`",
-            ));
+            return Err(
+                self.invalid("a key starts with a letter and has 1 to 62 letters, digits and `_`")
+            );
         }
         if self.attributes.is_empty() || self.attributes.len() > MAX_INDEX_ATTRIBUTES {
             return Err(self.invalid(format!(
@@ -528,7 +575,11 @@ impl Index {
                         return Err(self.invalid(format!(
                             "a full-text index covers string attributes only, and {} is {}",
                             shown(&attr.key),
-                            if attr.array { "an array" } else { attr.kind.name() }
+                            if attr.array {
+                                "an array"
+                            } else {
+                                attr.kind.name()
+                            }
                         )));
                     }
                 }
@@ -571,9 +622,11 @@ pub fn validate_indexes(indexes: &[Index], attrs: &[Attribute]) -> Result<(), Dd
 /// Whether a full-text index on exactly the attribute `key` exists: what a
 /// MariaDB `MATCH (col) AGAINST (…)` needs before `search` can run.
 pub fn fulltext_index_covers(indexes: &[Index], key: &str) -> bool {
-    indexes
-        .iter()
-        .any(|i| i.kind == IndexKind::Fulltext && i.attributes.len() == 1 && i.attributes.first().is_some_and(|a| a == key))
+    indexes.iter().any(|i| {
+        i.kind == IndexKind::Fulltext
+            && i.attributes.len() == 1
+            && i.attributes.first().is_some_and(|a| a == key)
+    })
 }
 
 /// The name of a user index in the database (see the module doc).
@@ -652,6 +705,7 @@ pub fn drop_index_sql(
 
 #[cfg(test)]
 mod tests {
+    use super::super::model::test_support::{self, TestDb};
     use super::*;
     use serde_json::json;
     use sqlx::Row as _;
@@ -679,11 +733,23 @@ mod tests {
             attr("body", AttributeKind::String { size: 20_000 }),
             Attribute {
                 default: Some(json!(7)),
-                ..attr("count", AttributeKind::Integer { min: None, max: None })
+                ..attr(
+                    "count",
+                    AttributeKind::Integer {
+                        min: None,
+                        max: None,
+                    },
+                )
             },
             Attribute {
                 default: Some(json!(-0.5)),
-                ..attr("price", AttributeKind::Float { min: None, max: None })
+                ..attr(
+                    "price",
+                    AttributeKind::Float {
+                        min: None,
+                        max: None,
+                    },
+                )
             },
             Attribute {
                 default: Some(json!(true)),
@@ -724,10 +790,24 @@ mod tests {
             assert!(check_table_name(good).is_ok(), "{good}");
         }
         for bad in [
-            "", "_c", "1c", "c-1", "c 1", "c;drop", "c__x", "c_", "c_perms", "C_PERMS",
-            &"c".repeat(59), "c\"x",
+            "",
+            "_c",
+            "1c",
+            "c-1",
+            "c 1",
+            "c;drop",
+            "c__x",
+            "c_",
+            "c_perms",
+            "C_PERMS",
+            &"c".repeat(59),
+            "c\"x",
         ] {
-            assert_eq!(check_table_name(bad).unwrap_err().code(), "INTERNAL", "{bad}");
+            assert_eq!(
+                check_table_name(bad).unwrap_err().code(),
+                "INTERNAL",
+                "{bad}"
+            );
             assert!(create_table_sql(SqlDialect::Sqlite, bad, &[]).is_err());
         }
     }
@@ -745,21 +825,44 @@ mod tests {
             },
             Attribute {
                 default: Some(json!(1.5e-7)),
-                ..attr("price", AttributeKind::Float { min: None, max: None })
+                ..attr(
+                    "price",
+                    AttributeKind::Float {
+                        min: None,
+                        max: None,
+                    },
+                )
             },
             Attribute {
                 default: Some(json!(false)),
                 ..attr("done", AttributeKind::Boolean)
             },
             attr("due", AttributeKind::Datetime),
-            attr("n", AttributeKind::Integer { min: None, max: None }),
+            attr(
+                "n",
+                AttributeKind::Integer {
+                    min: None,
+                    max: None,
+                },
+            ),
             attr("mail", AttributeKind::Email),
             attr("site", AttributeKind::Url),
             attr("addr", AttributeKind::Ip),
-            attr("status", AttributeKind::Enum { elements: vec!["a".into()] }),
+            attr(
+                "status",
+                AttributeKind::Enum {
+                    elements: vec!["a".into()],
+                },
+            ),
             Attribute {
                 array: true,
-                ..attr("tags", AttributeKind::Integer { min: None, max: None })
+                ..attr(
+                    "tags",
+                    AttributeKind::Integer {
+                        min: None,
+                        max: None,
+                    },
+                )
             },
         ];
         let sql = create_table_sql(SqlDialect::MySql, "c_1", &attrs).unwrap();
@@ -800,15 +903,30 @@ mod tests {
         let attrs = collection();
         let new = Attribute {
             required: true,
-            ..attr("rank", AttributeKind::Integer { min: None, max: None })
+            ..attr(
+                "rank",
+                AttributeKind::Integer {
+                    min: None,
+                    max: None,
+                },
+            )
         };
         assert_eq!(
             add_column_sql(SqlDialect::MySql, "c_1", &attrs, &new).unwrap(),
             ["ALTER TABLE `c_1` ADD COLUMN `a_rank` BIGINT NOT NULL"]
         );
         let idx = Index {
-            orders: vec![IndexOrder::Asc, IndexOrder::Desc, IndexOrder::Asc, IndexOrder::Asc],
-            ..index("by_title", IndexKind::Unique, &["title", "note", "addr", "$createdAt"])
+            orders: vec![
+                IndexOrder::Asc,
+                IndexOrder::Desc,
+                IndexOrder::Asc,
+                IndexOrder::Asc,
+            ],
+            ..index(
+                "by_title",
+                IndexKind::Unique,
+                &["title", "note", "addr", "$createdAt"],
+            )
         };
         assert_eq!(
             create_index_sql(SqlDialect::MySql, "c_1", &attrs, &idx).unwrap(),
@@ -830,8 +948,13 @@ mod tests {
             ["DROP INDEX `i_search` ON `c_1`"]
         );
         assert_eq!(
-            drop_column_sql(SqlDialect::MySql, "c_1", "title", &[idx.clone(), long.clone(), ft.clone()])
-                .unwrap(),
+            drop_column_sql(
+                SqlDialect::MySql,
+                "c_1",
+                "title",
+                &[idx.clone(), long.clone(), ft.clone()]
+            )
+            .unwrap(),
             [
                 "DROP INDEX `i_by_title` ON `c_1`",
                 "DROP INDEX `i_search` ON `c_1`",
@@ -839,9 +962,20 @@ mod tests {
             ]
         );
         // SQLite has no full-text index: nothing to create or drop.
-        assert!(create_index_sql(SqlDialect::Sqlite, "c_1", &attrs, &ft).unwrap().is_empty());
-        assert!(drop_index_sql(SqlDialect::Sqlite, "c_1", &ft).unwrap().is_empty());
-        assert!(fulltext_index_covers(&[ft.clone(), index("b", IndexKind::Fulltext, &["body"])], "body"));
+        assert!(
+            create_index_sql(SqlDialect::Sqlite, "c_1", &attrs, &ft)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            drop_index_sql(SqlDialect::Sqlite, "c_1", &ft)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(fulltext_index_covers(
+            &[ft.clone(), index("b", IndexKind::Fulltext, &["body"])],
+            "body"
+        ));
         assert!(!fulltext_index_covers(&[ft], "body"));
     }
 
@@ -851,7 +985,21 @@ mod tests {
         let cases = [
             index("bad-key", IndexKind::Key, &["title"]),
             index("none", IndexKind::Key, &[]),
-            index("nine", IndexKind::Key, &["title", "count", "price", "done", "due", "addr", "$id", "$createdAt", "$updatedAt"]),
+            index(
+                "nine",
+                IndexKind::Key,
+                &[
+                    "title",
+                    "count",
+                    "price",
+                    "done",
+                    "due",
+                    "addr",
+                    "$id",
+                    "$createdAt",
+                    "$updatedAt",
+                ],
+            ),
             index("missing", IndexKind::Key, &["nope"]),
             index("twice", IndexKind::Key, &["title", "title"]),
             Index {
@@ -866,7 +1014,11 @@ mod tests {
                 ..index("ft_order", IndexKind::Fulltext, &["title"])
             },
             index("arr", IndexKind::Unique, &["tags"]),
-            index("wide", IndexKind::Key, &["note", "body", "mail", "site", "status"]),
+            index(
+                "wide",
+                IndexKind::Key,
+                &["note", "body", "mail", "site", "status"],
+            ),
         ];
         for idx in cases {
             let err = idx.validate(&attrs).unwrap_err();
@@ -875,48 +1027,83 @@ mod tests {
         }
         let fine = index("four", IndexKind::Key, &["note", "body", "mail", "site"]);
         assert!(fine.validate(&attrs).is_ok());
-        let twins = [index("a", IndexKind::Key, &["title"]), index("A", IndexKind::Key, &["count"])];
-        assert_eq!(validate_indexes(&twins, &attrs).unwrap_err().code(), "INDEX_INVALID");
+        let twins = [
+            index("a", IndexKind::Key, &["title"]),
+            index("A", IndexKind::Key, &["count"]),
+        ];
+        assert_eq!(
+            validate_indexes(&twins, &attrs).unwrap_err().code(),
+            "INDEX_INVALID"
+        );
     }
 
     #[test]
     fn rows_must_fit_in_a_mariadb_row() {
-        let strings = |sizes: &[u32]| -> Vec<Attribute> {
-            sizes
-                .iter()
-                .enumerate()
-                .map(|(i, size)| attr(&format!("s{i}"), AttributeKind::String { size: *size }))
-                .collect()
-        };
+        let (fit, too_big) = row_limit_edges();
+        for attrs in &fit {
+            if let Err(e) = create_table_sql(SqlDialect::Sqlite, "c_1", attrs) {
+                panic!("{} attributes: {e}", attrs.len());
+            }
+        }
+        for attrs in &too_big {
+            let err = create_table_sql(SqlDialect::Sqlite, "c_1", attrs).unwrap_err();
+            assert_eq!(
+                err.code(),
+                "ATTRIBUTE_LIMIT_EXCEEDED",
+                "{} attributes",
+                attrs.len()
+            );
+            let (last, rest) = attrs.split_last().unwrap();
+            let err = add_column_sql(SqlDialect::MySql, "c_1", rest, last).unwrap_err();
+            assert_eq!(err.code(), "ATTRIBUTE_LIMIT_EXCEEDED");
+        }
         // 161 bytes of system columns, 4 bytes a character plus 2, one bitmap byte.
-        assert_eq!(row_width(&strings(&[16_342])), 65_532);
-        assert_eq!(row_width(&strings(&[16_343])), 65_536);
-        assert!(create_table_sql(SqlDialect::Sqlite, "c_1", &strings(&[16_342])).is_ok());
-        let err = create_table_sql(SqlDialect::Sqlite, "c_1", &strings(&[16_343])).unwrap_err();
-        assert_eq!(err.code(), "ATTRIBUTE_LIMIT_EXCEEDED");
-        let two = strings(&[8000, 9000]);
-        let err = add_column_sql(SqlDialect::MySql, "c_1", &two[..1], &two[1]).unwrap_err();
-        assert_eq!(err.code(), "ATTRIBUTE_LIMIT_EXCEEDED");
-        let long: Vec<Attribute> = (0..200)
-            .map(|i| attr(&format!("s{i}"), AttributeKind::String { size: 100_000 }))
-            .collect();
-        assert!(create_table_sql(SqlDialect::MySql, "c_1", &long).is_ok());
+        assert_eq!(row_width(&fit[0]), 65_532);
+        assert_eq!(in_page_size(&fit[1]), 8118);
         let dup = attr("TITLE", AttributeKind::Boolean);
         assert_eq!(
-            add_column_sql(SqlDialect::Sqlite, "c_1", &collection(), &dup).unwrap_err().code(),
+            add_column_sql(SqlDialect::Sqlite, "c_1", &collection(), &dup)
+                .unwrap_err()
+                .code(),
             "ATTRIBUTE_INVALID"
         );
     }
 
-    async fn pool() -> sqlx::AnyPool {
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::any::AnyPoolOptions::new()
-            .max_connections(1)
-            .connect("sqlite::memory:")
-            .await
-            .unwrap();
-        sqlx::query("PRAGMA foreign_keys = ON").execute(&pool).await.unwrap();
-        pool
+    /// Collections at the edges of MariaDB's row limits: the largest that fit,
+    /// and the same with one more attribute (or character). The MariaDB test
+    /// creates the first ones for real.
+    fn row_limit_edges() -> (Vec<Vec<Attribute>>, Vec<Vec<Attribute>>) {
+        let many = |n: usize, kind: AttributeKind| -> Vec<Attribute> {
+            (0..n)
+                .map(|i| attr(&format!("a{i}"), kind.clone()))
+                .collect()
+        };
+        let int = AttributeKind::Integer {
+            min: None,
+            max: None,
+        };
+        let long = AttributeKind::String { size: 20_000 };
+        let fit = vec![
+            many(1, AttributeKind::String { size: 16_342 }),
+            many(977, int.clone()),
+            many(43, AttributeKind::Ip),
+            many(376, long.clone()),
+            many(63, AttributeKind::Email),
+            [
+                many(20, AttributeKind::String { size: 63 }),
+                vec![attr("flag", AttributeKind::Boolean)],
+            ]
+            .concat(),
+        ];
+        let too_big = vec![
+            many(1, AttributeKind::String { size: 16_343 }),
+            many(978, int),
+            many(44, AttributeKind::Ip),
+            many(377, long),
+            many(64, AttributeKind::Email),
+            many(32, AttributeKind::String { size: 63 }),
+        ];
+        (fit, too_big)
     }
 
     async fn run(pool: &sqlx::AnyPool, statements: &[String]) {
@@ -928,19 +1115,59 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn sqlite_ddl_runs_and_behaves() {
-        let pool = pool().await;
+    async fn fails(pool: &sqlx::AnyPool, sql: &str) -> bool {
+        sqlx::query(sql).execute(pool).await.is_err()
+    }
+
+    /// The index names of a table, sorted by byte.
+    async fn index_names(db: &TestDb, table: &str) -> Vec<String> {
+        let sql = match db.dialect {
+            SqlDialect::Sqlite => "SELECT name FROM pragma_index_list(?)",
+            SqlDialect::MySql => {
+                "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?"
+            }
+        };
+        sqlx::query(sql)
+            .bind(table)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>(0))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
+    /// The DDL of one dialect, run: defaults, required, added and dropped
+    /// columns, indexes, the side table's keys and cascade, dropping it all.
+    async fn ddl_runs_and_behaves(db: TestDb) {
+        let (dialect, pool) = (db.dialect, db.pool.clone());
         let mut attrs = collection();
-        run(&pool, &create_table_sql(SqlDialect::Sqlite, "c_1", &attrs).unwrap()).await;
+        run(&pool, &create_table_sql(dialect, "c_1", &attrs).unwrap()).await;
 
         // Defaults fill what an insert leaves out; required is enforced.
-        sqlx::query("INSERT INTO c_1 (id, created_at, updated_at, a_title) VALUES ('d1', 1, 1, 't')")
-            .execute(&pool)
+        run(
+            &pool,
+            &[
+                "INSERT INTO c_1 (id, created_at, updated_at, a_title) VALUES ('d1', 1, 1, 't')"
+                    .into(),
+            ],
+        )
+        .await;
+        let row = sqlx::query("SELECT * FROM c_1 WHERE id = 'd1'")
+            .fetch_one(&pool)
             .await
             .unwrap();
-        let row = sqlx::query("SELECT * FROM c_1 WHERE id = 'd1'").fetch_one(&pool).await.unwrap();
-        let value = |key: &str| attrs.iter().find(|a| a.key == key).unwrap().from_sql(&row).unwrap();
+        let value = |key: &str| {
+            attrs
+                .iter()
+                .find(|a| a.key == key)
+                .unwrap()
+                .from_sql(&row)
+                .unwrap()
+        };
         assert_eq!(value("note"), json!("it's a \\ test"));
         assert_eq!(value("count"), json!(7));
         assert_eq!(value("price"), json!(-0.5));
@@ -948,38 +1175,55 @@ mod tests {
         assert_eq!(value("due"), json!("1970-01-01T00:00:01.000Z"));
         assert_eq!(value("mail"), json!(null));
         assert!(
-            sqlx::query("INSERT INTO c_1 (id, created_at, updated_at) VALUES ('d2', 1, 1)")
-                .execute(&pool)
-                .await
-                .is_err()
+            fails(
+                &pool,
+                "INSERT INTO c_1 (id, created_at, updated_at) VALUES ('d2', 1, 1)"
+            )
+            .await
         );
 
-        // A new column with a default fills the existing rows; a required one is checked.
+        // A new column with a default fills the existing rows.
         let extra = Attribute {
             default: Some(json!("x'y")),
             ..attr("extra", AttributeKind::String { size: 10 })
         };
-        run(&pool, &add_column_sql(SqlDialect::Sqlite, "c_1", &attrs, &extra).unwrap()).await;
+        run(
+            &pool,
+            &add_column_sql(dialect, "c_1", &attrs, &extra).unwrap(),
+        )
+        .await;
         attrs.push(extra);
         let got: String = sqlx::query_scalar("SELECT a_extra FROM c_1 WHERE id = 'd1'")
             .fetch_one(&pool)
             .await
             .unwrap();
         assert_eq!(got, "x'y");
+
+        // A required column: SQLite checks the rows already there; MariaDB would
+        // fill them with 0, which is why the caller refuses a non-empty table.
         let rank = Attribute {
             required: true,
-            ..attr("rank", AttributeKind::Integer { min: None, max: None })
+            ..attr(
+                "rank",
+                AttributeKind::Integer {
+                    min: None,
+                    max: None,
+                },
+            )
         };
-        let add_rank = add_column_sql(SqlDialect::Sqlite, "c_1", &attrs, &rank).unwrap();
-        assert!(sqlx::query(&add_rank[0]).execute(&pool).await.is_err(), "rows without rank exist");
-        sqlx::query("DELETE FROM c_1").execute(&pool).await.unwrap();
+        let add_rank = add_column_sql(dialect, "c_1", &attrs, &rank).unwrap();
+        if dialect == SqlDialect::Sqlite {
+            assert!(fails(&pool, &add_rank[0]).await, "rows without rank exist");
+        }
+        run(&pool, &["DELETE FROM c_1".into()]).await;
         run(&pool, &add_rank).await;
         attrs.push(rank);
         assert!(
-            sqlx::query("INSERT INTO c_1 (id, created_at, updated_at, a_title) VALUES ('d3', 1, 1, 't')")
-                .execute(&pool)
-                .await
-                .is_err()
+            fails(
+                &pool,
+                "INSERT INTO c_1 (id, created_at, updated_at, a_title) VALUES ('d3', 1, 1, 't')"
+            )
+            .await
         );
 
         // A unique index refuses duplicates; the permission rows go with their document.
@@ -989,63 +1233,139 @@ mod tests {
         };
         let by_note = index("by_note", IndexKind::Key, &["note", "$createdAt"]);
         let search = index("search", IndexKind::Fulltext, &["body"]);
-        for idx in [&unique, &by_note, &search] {
-            run(&pool, &create_index_sql(SqlDialect::Sqlite, "c_1", &attrs, idx).unwrap()).await;
+        let long = index("long", IndexKind::Key, &["body", "mail", "site", "addr"]);
+        for idx in [&unique, &by_note, &search, &long] {
+            run(
+                &pool,
+                &create_index_sql(dialect, "c_1", &attrs, idx).unwrap(),
+            )
+            .await;
         }
         let insert = "INSERT INTO c_1 (id, created_at, updated_at, a_title, a_rank) VALUES (?, 1, 1, 't', 1)";
         sqlx::query(insert).bind("d4").execute(&pool).await.unwrap();
         assert!(sqlx::query(insert).bind("d5").execute(&pool).await.is_err());
-        sqlx::query("INSERT INTO c_1_perms (resource_id, action, role) VALUES ('d4', 'read', 'any')")
-            .execute(&pool)
-            .await
-            .unwrap();
+        let grant = "INSERT INTO c_1_perms (resource_id, action, role) VALUES (?, 'read', 'any')";
+        sqlx::query(grant).bind("d4").execute(&pool).await.unwrap();
+        assert!(sqlx::query(grant).bind("d4").execute(&pool).await.is_err());
         assert!(
-            sqlx::query("INSERT INTO c_1_perms (resource_id, action, role) VALUES ('d4', 'read', 'any')")
+            sqlx::query(grant)
+                .bind("nope")
                 .execute(&pool)
                 .await
                 .is_err()
         );
-        assert!(
-            sqlx::query("INSERT INTO c_1_perms (resource_id, action, role) VALUES ('nope', 'read', 'any')")
-                .execute(&pool)
-                .await
-                .is_err()
-        );
-        sqlx::query("DELETE FROM c_1 WHERE id = 'd4'").execute(&pool).await.unwrap();
+        run(&pool, &["DELETE FROM c_1 WHERE id = 'd4'".into()]).await;
         let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM c_1_perms")
             .fetch_one(&pool)
             .await
             .unwrap();
         assert_eq!(left, 0);
 
-        // SQLite refuses to drop an indexed column, so the indexes go first.
-        let indexes = [unique.clone(), by_note.clone(), search.clone()];
-        let plain = format!("ALTER TABLE {} DROP COLUMN {}", "c_1", "a_title");
-        assert!(sqlx::query(&plain).execute(&pool).await.is_err());
-        let drop = drop_column_sql(SqlDialect::Sqlite, "c_1", "title", &indexes).unwrap();
-        assert_eq!(
-            drop,
-            ["DROP INDEX \"i_c_1__uniq\"", "ALTER TABLE \"c_1\" DROP COLUMN \"a_title\""]
-        );
+        // On MariaDB a unique index on a long string compares its first 191
+        // characters only (documented on INDEX_PREFIX_CHARS).
+        let unique_note = index("unote", IndexKind::Unique, &["note"]);
+        run(
+            &pool,
+            &create_index_sql(dialect, "c_1", &attrs, &unique_note).unwrap(),
+        )
+        .await;
+        let noted = "INSERT INTO c_1 (id, created_at, updated_at, a_title, a_rank, a_note) \
+                     VALUES (?, 1, 1, ?, 1, ?)";
+        for (id, tail) in [("n1", "a"), ("n2", "b")] {
+            let result = sqlx::query(noted)
+                .bind(id)
+                .bind(id)
+                .bind(format!("{}{tail}", "x".repeat(191)))
+                .execute(&pool)
+                .await;
+            assert_eq!(
+                result.is_ok(),
+                id == "n1" || dialect == SqlDialect::Sqlite,
+                "{id}"
+            );
+        }
+        run(
+            &pool,
+            &drop_index_sql(dialect, "c_1", &unique_note).unwrap(),
+        )
+        .await;
+
+        // SQLite refuses to drop an indexed column (and MariaDB would narrow a
+        // composite index), so the indexes go first.
+        if dialect == SqlDialect::Sqlite {
+            assert!(fails(&pool, "ALTER TABLE c_1 DROP COLUMN a_title").await);
+        }
+        let indexes = [
+            unique.clone(),
+            by_note.clone(),
+            search.clone(),
+            long.clone(),
+        ];
+        let drop = drop_column_sql(dialect, "c_1", "title", &indexes).unwrap();
+        assert_eq!(drop.len(), 2);
         run(&pool, &drop).await;
-        run(&pool, &drop_column_sql(SqlDialect::Sqlite, "c_1", "rank", &[]).unwrap()).await;
-        let names: Vec<String> = sqlx::query("SELECT name FROM pragma_index_list('c_1') ORDER BY name")
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<String, _>(0))
-            .collect();
-        assert_eq!(
-            names,
-            ["i_c_1__by_note", "s_c_1__created", "s_c_1__updated", "sqlite_autoindex_c_1_1"]
-        );
-        run(&pool, &drop_index_sql(SqlDialect::Sqlite, "c_1", &by_note).unwrap()).await;
-        run(&pool, &drop_table_sql(SqlDialect::Sqlite, "c_1").unwrap()).await;
-        let tables: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master")
+        run(
+            &pool,
+            &drop_column_sql(dialect, "c_1", "body", &indexes).unwrap(),
+        )
+        .await;
+        run(
+            &pool,
+            &drop_column_sql(dialect, "c_1", "rank", &[]).unwrap(),
+        )
+        .await;
+        let expected: &[&str] = match dialect {
+            SqlDialect::Sqlite => &[
+                "i_c_1__by_note",
+                "s_c_1__created",
+                "s_c_1__updated",
+                "sqlite_autoindex_c_1_1",
+            ],
+            SqlDialect::MySql => &["PRIMARY", "i_by_note", "s_created", "s_updated"],
+        };
+        assert_eq!(index_names(&db, "c_1").await, expected);
+        run(&pool, &drop_index_sql(dialect, "c_1", &by_note).unwrap()).await;
+        run(&pool, &drop_table_sql(dialect, "c_1").unwrap()).await;
+        let tables_sql = match dialect {
+            SqlDialect::Sqlite => "SELECT COUNT(*) FROM sqlite_master",
+            SqlDialect::MySql => {
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
+            }
+        };
+        let tables: i64 = sqlx::query_scalar(tables_sql)
             .fetch_one(&pool)
             .await
             .unwrap();
         assert_eq!(tables, 0);
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_ddl_runs_and_behaves() {
+        ddl_runs_and_behaves(test_support::sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn mariadb_ddl_runs_and_behaves() {
+        if let Some(db) = test_support::mariadb().await {
+            ddl_runs_and_behaves(db).await;
+        }
+    }
+
+    /// The largest collections the width checks allow are ones MariaDB creates.
+    #[tokio::test]
+    async fn mariadb_creates_the_widest_collections_allowed() {
+        let Some(db) = test_support::mariadb().await else {
+            return;
+        };
+        for attrs in row_limit_edges().0 {
+            run(
+                &db.pool,
+                &create_table_sql(db.dialect, "c_edge", &attrs).unwrap(),
+            )
+            .await;
+            run(&db.pool, &drop_table_sql(db.dialect, "c_edge").unwrap()).await;
+        }
+        db.close().await;
     }
 }

@@ -1,1 +1,2174 @@
-//! stub
+//! Filters, ordering and pagination over a collection's table: a typed filter
+//! AST ([`Filter`]) and the SQL it becomes ([`push_filter`]), and ordering with
+//! keyset pagination on any order ([`push_order_and_cursor`], with [`Cursor`])
+//! or with an offset ([`push_order_and_offset`]).
+//!
+//! Every value goes through its attribute's own conversion (`model`), so a
+//! datetime compares as milliseconds and a boolean as 0/1, and is bound, never
+//! spliced. Identifiers are the caller's table alias (checked) and columns
+//! derived from validated keys, quoted per dialect. A refused filter appends
+//! nothing: the SQL is built aside first and appended only when complete.
+//!
+//! The two dialects are made to agree:
+//! - Strings compare case-sensitively on both (MariaDB tables are binary
+//!   collations). SQLite's `LIKE` ignores ASCII case and its switch,
+//!   `PRAGMA case_sensitive_like`, is per connection, so on SQLite
+//!   `startsWith` is `col >= ? AND substr(col, 1, length(?)) = ?` (the range
+//!   half can use an index), `endsWith` is `substr(col, -length(?)) = ?` and
+//!   `contains` is `instr(col, ?) > 0`; on MariaDB they are `LIKE` patterns,
+//!   which its indexes serve for prefixes.
+//! - `LIKE` patterns escape `%`, `_` and the escape character `!`, with an
+//!   explicit `ESCAPE '!'`. Not `\`: `'\'` is a whole literal in SQLite but an
+//!   unterminated one in MariaDB, whose `'\\'` in turn depends on `sql_mode`.
+//! - `search` needs every whitespace-separated word. On SQLite each word is a
+//!   `LIKE '%word%'` (ASCII case-insensitive, a scan); on MariaDB it is
+//!   `MATCH (col) AGAINST ('+word* …' IN BOOLEAN MODE)`, which needs a
+//!   full-text index on exactly that column (the caller checks, see
+//!   `ddl::fulltext_index_covers`), matches word prefixes, is case-sensitive on
+//!   binary collations and skips words shorter than InnoDB's minimum token
+//!   size and stopwords. The two agree on plain words, not on every input.
+//! - NULLs sort first in ascending order and last in descending order, which
+//!   is what both do natively; the keyset condition follows the same rule.
+//! - `ne`, `notIn` and `Not` match rows where the column is NULL (Appwrite's
+//!   `notEqual` does): a condition that is not true counts as not matching.
+
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::{Any, QueryBuilder, Row as _, ValueRef as _};
+
+use super::model::{
+    Attribute, SqlDialect, SqlValue, read_float, read_int, read_text, rfc3339_to_millis, shown,
+};
+
+/// Deepest nesting of `And`/`Or`/`Not` (a bare condition is depth 1).
+pub const MAX_DEPTH: usize = 10;
+
+/// Most conditions in one filter.
+pub const MAX_CONDITIONS: usize = 100;
+
+/// Most values in one `In`.
+pub const MAX_IN_VALUES: usize = 100;
+
+/// Most orders in one list (each adds a term to the keyset condition).
+pub const MAX_ORDERS: usize = 8;
+
+/// Longest cursor string accepted: room for eight orders on the longest
+/// `VARCHAR` strings, even escaped.
+pub const MAX_CURSOR_LEN: usize = 1024 * 1024;
+
+/// Alias of `json_each` in the array `contains` subquery; the caller's alias
+/// may not be it.
+const JSON_EACH_ALIAS: &str = "nimbus_je";
+
+/// The `LIKE` escape character (see the module doc for why not `\`).
+const LIKE_ESCAPE: char = '!';
+
+/// What a filter or an order names: a user attribute, or a system field.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Field {
+    /// `$id`, column `id`.
+    Id,
+    /// `$createdAt`, column `created_at` (milliseconds).
+    CreatedAt,
+    /// `$updatedAt`, column `updated_at` (milliseconds).
+    UpdatedAt,
+    /// A user attribute by key, column `a_<key>`.
+    Attribute(String),
+}
+
+impl Field {
+    pub fn attribute(key: impl Into<String>) -> Self {
+        Field::Attribute(key.into())
+    }
+
+    /// The field as messages name it.
+    pub fn shown(&self) -> String {
+        match self {
+            Field::Id => "`$id`".into(),
+            Field::CreatedAt => "`$createdAt`".into(),
+            Field::UpdatedAt => "`$updatedAt`".into(),
+            Field::Attribute(key) => shown(key),
+        }
+    }
+}
+
+/// A comparison operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl CmpOp {
+    fn sql(self) -> &'static str {
+        match self {
+            CmpOp::Eq => "=",
+            CmpOp::Ne => "<>",
+            CmpOp::Lt => "<",
+            CmpOp::Le => "<=",
+            CmpOp::Gt => ">",
+            CmpOp::Ge => ">=",
+        }
+    }
+}
+
+/// A filter over a collection's documents.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    /// All of them; empty is true.
+    And(Vec<Filter>),
+    /// Any of them; empty is false.
+    Or(Vec<Filter>),
+    /// Documents the inner filter does not match (including those for which it
+    /// is unknown because of a NULL).
+    Not(Box<Filter>),
+    /// `field op value`; `Ne` also matches NULL. Not for arrays.
+    Cmp {
+        field: Field,
+        op: CmpOp,
+        value: Value,
+    },
+    /// `field` is one of `values` (or, with `negate`, none of them or NULL).
+    In {
+        field: Field,
+        values: Vec<Value>,
+        negate: bool,
+    },
+    IsNull {
+        field: Field,
+        is_null: bool,
+    },
+    /// `low <= field <= high`.
+    Between {
+        field: Field,
+        low: Value,
+        high: Value,
+    },
+    /// Case-sensitive prefix of a string field.
+    StartsWith {
+        field: Field,
+        value: String,
+    },
+    /// Case-sensitive suffix of a string field.
+    EndsWith {
+        field: Field,
+        value: String,
+    },
+    /// A string field contains `value` (case-sensitive substring), or an array
+    /// field has `value` as an element.
+    Contains {
+        field: Field,
+        value: Value,
+    },
+    /// Every word of `query` occurs in a string field (see the module doc).
+    Search {
+        field: Field,
+        query: String,
+    },
+}
+
+impl Default for Filter {
+    /// The filter that matches everything.
+    fn default() -> Self {
+        Filter::And(Vec::new())
+    }
+}
+
+/// Why a filter, an order or a cursor was refused. Messages name the field and
+/// never contain SQL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    /// `FILTER_UNKNOWN_FIELD`: no such attribute.
+    #[error("unknown field {field}")]
+    UnknownField { field: String },
+    /// `FILTER_INVALID`: the operator does not apply to the field, or the value
+    /// has the wrong type.
+    #[error("invalid filter on {field}: {reason}")]
+    Invalid { field: String, reason: String },
+    /// `FILTER_TOO_COMPLEX`: too deep, too many conditions, values or orders.
+    #[error("the filter is too complex: {reason}")]
+    TooComplex { reason: String },
+    /// `CURSOR_INVALID`: a cursor that this server did not make for this order.
+    #[error("invalid cursor: {reason}")]
+    InvalidCursor { reason: String },
+    /// `INTERNAL`: the caller's table alias is not a plain identifier, or a
+    /// row lacks a column the cursor needs; a bug, never client input.
+    #[error("internal error in the filter builder: {reason}")]
+    Internal { reason: String },
+}
+
+impl FilterError {
+    /// The stable `extensions.code` this error reaches a client with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FilterError::UnknownField { .. } => "FILTER_UNKNOWN_FIELD",
+            FilterError::Invalid { .. } => "FILTER_INVALID",
+            FilterError::TooComplex { .. } => "FILTER_TOO_COMPLEX",
+            FilterError::InvalidCursor { .. } => "CURSOR_INVALID",
+            FilterError::Internal { .. } => "INTERNAL",
+        }
+    }
+}
+
+fn invalid_cursor(reason: impl Into<String>) -> FilterError {
+    FilterError::InvalidCursor {
+        reason: reason.into(),
+    }
+}
+
+/// SQL built aside, appended to the builder only once it is complete.
+#[derive(Default)]
+struct Fragment {
+    parts: Vec<Part>,
+}
+
+enum Part {
+    Sql(String),
+    Bind(SqlValue),
+}
+
+impl Fragment {
+    fn sql(&mut self, sql: impl Into<String>) -> &mut Self {
+        self.parts.push(Part::Sql(sql.into()));
+        self
+    }
+
+    fn bind(&mut self, value: SqlValue) -> &mut Self {
+        self.parts.push(Part::Bind(value));
+        self
+    }
+
+    fn append(&mut self, other: Fragment) {
+        self.parts.extend(other.parts);
+    }
+
+    fn emit(self, builder: &mut QueryBuilder<'_, Any>) {
+        for part in self.parts {
+            match part {
+                Part::Sql(sql) => {
+                    builder.push(sql);
+                }
+                Part::Bind(value) => value.push_bind(builder),
+            }
+        }
+    }
+}
+
+/// Where a column's values come from, which decides how they convert.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Id,
+    Timestamp,
+    Attr(&'a Attribute),
+}
+
+/// The stored type of a column, as a cursor carries it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    Int,
+    Float,
+    Text,
+}
+
+struct Column<'a> {
+    /// `"alias"."column"`.
+    expr: String,
+    /// The column name alone, as a row returns it.
+    name: String,
+    /// The field as messages name it.
+    shown: String,
+    source: Source<'a>,
+}
+
+impl Column<'_> {
+    fn invalid(&self, reason: impl Into<String>) -> FilterError {
+        FilterError::Invalid {
+            field: self.shown.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn nullable(&self) -> bool {
+        matches!(self.source, Source::Attr(_))
+    }
+
+    fn is_array(&self) -> bool {
+        matches!(self.source, Source::Attr(a) if a.array)
+    }
+
+    fn stored(&self) -> Stored {
+        match self.source {
+            Source::Id => Stored::Text,
+            Source::Timestamp => Stored::Int,
+            Source::Attr(a) if a.kind.is_stored_as_integer() => Stored::Int,
+            Source::Attr(a) if a.kind.is_textual() => Stored::Text,
+            Source::Attr(_) => Stored::Float,
+        }
+    }
+
+    /// Refuses arrays for operators that compare the whole value.
+    fn scalar(&self, what: &str) -> Result<(), FilterError> {
+        if self.is_array() {
+            return Err(self.invalid(format!(
+                "{what} does not apply to an array; use contains, isNull or isNotNull"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses all but string fields, for the substring operators.
+    fn textual(&self, what: &str) -> Result<(), FilterError> {
+        self.scalar(what)?;
+        match self.source {
+            Source::Id => Ok(()),
+            Source::Attr(a) if a.kind.is_textual() => Ok(()),
+            Source::Attr(a) => Err(self.invalid(format!(
+                "{what} applies to string attributes, and this one is {}",
+                a.kind.name()
+            ))),
+            Source::Timestamp => Err(self.invalid(format!("{what} applies to strings"))),
+        }
+    }
+
+    /// A filter value (or an array element) in stored form.
+    fn value(&self, json: &Value) -> Result<SqlValue, FilterError> {
+        match self.source {
+            Source::Attr(attr) => attr
+                .filter_value(json)
+                .map_err(|err| self.invalid(err.reason())),
+            Source::Id => match json {
+                Value::String(s) => Ok(SqlValue::Text(s.clone())),
+                _ => Err(self.invalid("expected a string id")),
+            },
+            Source::Timestamp => json
+                .as_str()
+                .and_then(rfc3339_to_millis)
+                .map(SqlValue::Int)
+                .ok_or_else(|| {
+                    self.invalid("expected an RFC 3339 date-time such as 2024-05-01T12:00:00.000Z")
+                }),
+        }
+    }
+}
+
+/// The table being filtered: dialect, alias and attributes.
+struct Table<'a> {
+    dialect: SqlDialect,
+    alias: &'a str,
+    attrs: &'a [Attribute],
+}
+
+impl<'a> Table<'a> {
+    fn new(
+        dialect: SqlDialect,
+        alias: &'a str,
+        attrs: &'a [Attribute],
+    ) -> Result<Self, FilterError> {
+        let mut bytes = alias.bytes();
+        let plain = matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+            && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && alias.len() <= 64;
+        if !plain || alias.eq_ignore_ascii_case(JSON_EACH_ALIAS) {
+            return Err(FilterError::Internal {
+                reason: format!("the table alias {} is not a plain identifier", shown(alias)),
+            });
+        }
+        Ok(Table {
+            dialect,
+            alias,
+            attrs,
+        })
+    }
+
+    fn column(&self, field: &Field) -> Result<Column<'a>, FilterError> {
+        let (name, source) = match field {
+            Field::Id => ("id".to_string(), Source::Id),
+            Field::CreatedAt => ("created_at".to_string(), Source::Timestamp),
+            Field::UpdatedAt => ("updated_at".to_string(), Source::Timestamp),
+            Field::Attribute(key) => {
+                let attr = self.attrs.iter().find(|a| &a.key == key).ok_or_else(|| {
+                    FilterError::UnknownField {
+                        field: field.shown(),
+                    }
+                })?;
+                (attr.column(), Source::Attr(attr))
+            }
+        };
+        Ok(Column {
+            expr: format!(
+                "{}.{}",
+                self.dialect.quote(self.alias),
+                self.dialect.quote(&name)
+            ),
+            name,
+            shown: field.shown(),
+            source,
+        })
+    }
+
+    fn like(&self, expr: &str, pattern: String, out: &mut Fragment) {
+        out.sql(format!("{expr} LIKE "))
+            .bind(SqlValue::Text(pattern))
+            .sql(format!(" ESCAPE '{LIKE_ESCAPE}'"));
+    }
+
+    fn compile(&self, filter: &Filter, out: &mut Fragment) -> Result<(), FilterError> {
+        match filter {
+            Filter::And(items) => self.group(items, " AND ", "1=1", out),
+            Filter::Or(items) => self.group(items, " OR ", "1=0", out),
+            Filter::Not(inner) => {
+                out.sql("((");
+                self.compile(inner, out)?;
+                out.sql(") IS NOT TRUE)");
+                Ok(())
+            }
+            Filter::Cmp { field, op, value } => {
+                let col = self.column(field)?;
+                col.scalar("a comparison")?;
+                let value = col.value(value)?;
+                let e = &col.expr;
+                if *op == CmpOp::Ne && col.nullable() {
+                    out.sql(format!("({e} <> "))
+                        .bind(value)
+                        .sql(format!(" OR {e} IS NULL)"));
+                } else {
+                    out.sql(format!("{e} {} ", op.sql())).bind(value);
+                }
+                Ok(())
+            }
+            Filter::In {
+                field,
+                values,
+                negate,
+            } => {
+                let col = self.column(field)?;
+                col.scalar("in")?;
+                if values.len() > MAX_IN_VALUES {
+                    return Err(FilterError::TooComplex {
+                        reason: format!(
+                            "{} lists {} values, at most {MAX_IN_VALUES} are allowed",
+                            col.shown,
+                            values.len()
+                        ),
+                    });
+                }
+                let converted = values
+                    .iter()
+                    .map(|v| col.value(v))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let e = &col.expr;
+                if converted.is_empty() {
+                    out.sql(if *negate { "1=1" } else { "1=0" });
+                    return Ok(());
+                }
+                let nullable = *negate && col.nullable();
+                out.sql(match (negate, nullable) {
+                    (false, _) => format!("{e} IN ("),
+                    (true, false) => format!("{e} NOT IN ("),
+                    (true, true) => format!("({e} NOT IN ("),
+                });
+                for (i, value) in converted.into_iter().enumerate() {
+                    if i > 0 {
+                        out.sql(", ");
+                    }
+                    out.bind(value);
+                }
+                out.sql(if nullable {
+                    format!(") OR {e} IS NULL)")
+                } else {
+                    ")".into()
+                });
+                Ok(())
+            }
+            Filter::IsNull { field, is_null } => {
+                let col = self.column(field)?;
+                let not = if *is_null { "" } else { "NOT " };
+                out.sql(format!("{} IS {not}NULL", col.expr));
+                Ok(())
+            }
+            Filter::Between { field, low, high } => {
+                let col = self.column(field)?;
+                col.scalar("between")?;
+                let (low, high) = (col.value(low)?, col.value(high)?);
+                out.sql(format!("{} BETWEEN ", col.expr))
+                    .bind(low)
+                    .sql(" AND ")
+                    .bind(high);
+                Ok(())
+            }
+            Filter::StartsWith { field, value } => {
+                let col = self.column(field)?;
+                col.textual("startsWith")?;
+                let e = &col.expr;
+                if value.is_empty() {
+                    out.sql(format!("{e} IS NOT NULL"));
+                    return Ok(());
+                }
+                match self.dialect {
+                    SqlDialect::Sqlite => {
+                        let v = || SqlValue::Text(value.clone());
+                        out.sql(format!("({e} >= "))
+                            .bind(v())
+                            .sql(format!(" AND substr({e}, 1, length("))
+                            .bind(v())
+                            .sql(")) = ")
+                            .bind(v())
+                            .sql(")");
+                    }
+                    SqlDialect::MySql => self.like(e, format!("{}%", like_escape(value)), out),
+                }
+                Ok(())
+            }
+            Filter::EndsWith { field, value } => {
+                let col = self.column(field)?;
+                col.textual("endsWith")?;
+                let e = &col.expr;
+                if value.is_empty() {
+                    out.sql(format!("{e} IS NOT NULL"));
+                    return Ok(());
+                }
+                match self.dialect {
+                    SqlDialect::Sqlite => {
+                        out.sql(format!("substr({e}, -length("))
+                            .bind(SqlValue::Text(value.clone()))
+                            .sql(")) = ")
+                            .bind(SqlValue::Text(value.clone()));
+                    }
+                    SqlDialect::MySql => self.like(e, format!("%{}", like_escape(value)), out),
+                }
+                Ok(())
+            }
+            Filter::Contains { field, value } => {
+                let col = self.column(field)?;
+                let e = &col.expr;
+                if col.is_array() {
+                    let element = col.value(value)?;
+                    match self.dialect {
+                        SqlDialect::Sqlite => {
+                            out.sql(format!(
+                                "EXISTS (SELECT 1 FROM json_each({e}) AS {JSON_EACH_ALIAS} \
+                                 WHERE {JSON_EACH_ALIAS}.value = "
+                            ))
+                            .bind(element)
+                            .sql(")");
+                        }
+                        SqlDialect::MySql => {
+                            let json = element.to_json_element().to_string();
+                            out.sql(format!("JSON_CONTAINS({e}, "))
+                                .bind(SqlValue::Text(json))
+                                .sql(")");
+                        }
+                    }
+                    return Ok(());
+                }
+                col.textual("contains")?;
+                let Value::String(needle) = value else {
+                    return Err(col.invalid("contains on a string takes a string"));
+                };
+                if needle.is_empty() {
+                    out.sql(format!("{e} IS NOT NULL"));
+                    return Ok(());
+                }
+                match self.dialect {
+                    SqlDialect::Sqlite => {
+                        out.sql(format!("instr({e}, "))
+                            .bind(SqlValue::Text(needle.clone()))
+                            .sql(") > 0");
+                    }
+                    SqlDialect::MySql => self.like(e, format!("%{}%", like_escape(needle)), out),
+                }
+                Ok(())
+            }
+            Filter::Search { field, query } => {
+                let col = self.column(field)?;
+                if !matches!(col.source, Source::Attr(a) if a.kind.is_textual() && !a.array) {
+                    return Err(col.invalid("search applies to string attributes"));
+                }
+                let e = &col.expr;
+                match self.dialect {
+                    SqlDialect::Sqlite => {
+                        let words: Vec<&str> = query.split_whitespace().collect();
+                        if words.is_empty() {
+                            out.sql("1=0");
+                            return Ok(());
+                        }
+                        out.sql("(");
+                        for (i, word) in words.iter().enumerate() {
+                            if i > 0 {
+                                out.sql(" AND ");
+                            }
+                            self.like(e, format!("%{}%", like_escape(word)), out);
+                        }
+                        out.sql(")");
+                    }
+                    SqlDialect::MySql => {
+                        let Some(terms) = fulltext_terms(query) else {
+                            out.sql("1=0");
+                            return Ok(());
+                        };
+                        out.sql(format!("MATCH ({e}) AGAINST ("))
+                            .bind(SqlValue::Text(terms))
+                            .sql(" IN BOOLEAN MODE)");
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn group(
+        &self,
+        items: &[Filter],
+        joiner: &str,
+        empty: &str,
+        out: &mut Fragment,
+    ) -> Result<(), FilterError> {
+        if items.is_empty() {
+            out.sql(empty);
+            return Ok(());
+        }
+        out.sql("(");
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.sql(joiner);
+            }
+            self.compile(item, out)?;
+        }
+        out.sql(")");
+        Ok(())
+    }
+}
+
+/// `value` with the `LIKE` wildcards and the escape character escaped.
+fn like_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    for c in value.chars() {
+        if matches!(c, '%' | '_') || c == LIKE_ESCAPE {
+            out.push(LIKE_ESCAPE);
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The boolean-mode query for MariaDB: every word required, as a prefix. The
+/// boolean-mode operators are removed from the input first, so that a client's
+/// text is only ever words.
+fn fulltext_terms(query: &str) -> Option<String> {
+    let cleaned: String = query
+        .chars()
+        .map(|c| {
+            if matches!(
+                c,
+                '+' | '-' | '<' | '>' | '(' | ')' | '~' | '*' | '"' | '@' | '\''
+            ) {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    let terms: Vec<String> = cleaned
+        .split_whitespace()
+        .map(|word| format!("+{word}*"))
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" "))
+}
+
+/// Refuses filters nested deeper than [`MAX_DEPTH`] or with more than
+/// [`MAX_CONDITIONS`] conditions. Stops as soon as a limit is passed, so the
+/// check itself is bounded.
+fn check_complexity(filter: &Filter, depth: usize, count: &mut usize) -> Result<(), FilterError> {
+    if depth > MAX_DEPTH {
+        return Err(FilterError::TooComplex {
+            reason: format!("filters nest at most {MAX_DEPTH} levels deep"),
+        });
+    }
+    match filter {
+        Filter::And(items) | Filter::Or(items) => {
+            for item in items {
+                check_complexity(item, depth + 1, count)?;
+            }
+        }
+        Filter::Not(inner) => check_complexity(inner, depth + 1, count)?,
+        _ => {
+            *count += 1;
+            if *count > MAX_CONDITIONS {
+                return Err(FilterError::TooComplex {
+                    reason: format!("a filter has at most {MAX_CONDITIONS} conditions"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Appends the SQL condition of `filter` over the table aliased `table_alias`
+/// (a plain identifier) with the collection's `attrs`. Values are bound. On an
+/// error nothing is appended.
+pub fn push_filter(
+    builder: &mut QueryBuilder<'_, Any>,
+    dialect: SqlDialect,
+    table_alias: &str,
+    attrs: &[Attribute],
+    filter: &Filter,
+) -> Result<(), FilterError> {
+    let table = Table::new(dialect, table_alias, attrs)?;
+    check_complexity(filter, 1, &mut 0)?;
+    let mut out = Fragment::default();
+    table.compile(filter, &mut out)?;
+    out.emit(builder);
+    Ok(())
+}
+
+/// One order: a field, ascending unless `desc`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderBy {
+    pub field: Field,
+    pub desc: bool,
+}
+
+impl OrderBy {
+    pub fn asc(field: Field) -> Self {
+        OrderBy { field, desc: false }
+    }
+
+    pub fn desc(field: Field) -> Self {
+        OrderBy { field, desc: true }
+    }
+}
+
+/// A position in an ordered list: the stored values of the order's fields in
+/// one row, and that row's id. Its string form ([`Cursor::encode`]) is opaque
+/// to clients; a changed one can only point elsewhere in the same list, since
+/// every value in it is bound.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    pub values: Vec<SqlValue>,
+    pub id: String,
+}
+
+impl Cursor {
+    /// URL-safe base64 (no padding) of a JSON array: the values, then the id.
+    /// Floats travel as their IEEE bits (`{"f":"<16 hex>"}`), so that the
+    /// comparison uses exactly the stored number.
+    pub fn encode(&self) -> String {
+        let mut items: Vec<Value> = self
+            .values
+            .iter()
+            .map(|value| match value {
+                SqlValue::Null => Value::Null,
+                SqlValue::Int(i) => Value::from(*i),
+                SqlValue::Bool(b) => Value::from(i64::from(*b)),
+                SqlValue::Float(f) => serde_json::json!({ "f": format!("{:016x}", f.to_bits()) }),
+                SqlValue::Text(s) => Value::String(s.clone()),
+            })
+            .collect();
+        items.push(Value::String(self.id.clone()));
+        base64url_encode(Value::Array(items).to_string().as_bytes())
+    }
+
+    /// Reads a cursor string; anything this module did not write is
+    /// `CURSOR_INVALID`. Whether it fits the order is checked where it is used.
+    pub fn decode(input: &str) -> Result<Cursor, FilterError> {
+        if input.is_empty() || input.len() > MAX_CURSOR_LEN {
+            return Err(invalid_cursor("the cursor is empty or too long"));
+        }
+        let bytes = base64url_decode(input).ok_or_else(|| invalid_cursor("not a cursor"))?;
+        let Ok(Value::Array(mut items)) = serde_json::from_slice::<Value>(&bytes) else {
+            return Err(invalid_cursor("not a cursor"));
+        };
+        let Some(Value::String(id)) = items.pop() else {
+            return Err(invalid_cursor("the cursor has no id"));
+        };
+        if id.is_empty() || id.len() > 255 {
+            return Err(invalid_cursor("the cursor's id is not an id"));
+        }
+        let values = items
+            .into_iter()
+            .map(|item| match item {
+                Value::Null => Ok(SqlValue::Null),
+                Value::Number(n) => n
+                    .as_i64()
+                    .map(SqlValue::Int)
+                    .ok_or_else(|| invalid_cursor("a number in the cursor is not an integer")),
+                Value::String(s) => Ok(SqlValue::Text(s)),
+                Value::Object(map) => map
+                    .get("f")
+                    .and_then(Value::as_str)
+                    .filter(|hex| hex.len() == 16 && map.len() == 1)
+                    .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+                    .map(f64::from_bits)
+                    .filter(|f| f.is_finite())
+                    .map(SqlValue::Float)
+                    .ok_or_else(|| invalid_cursor("a float in the cursor is malformed")),
+                _ => Err(invalid_cursor("the cursor holds a value of no stored type")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Cursor { values, id })
+    }
+}
+
+/// The cursor of a row for `orders`: the stored values of the order's columns
+/// and the id, read from the row's own column names (`a_<key>`, `id`,
+/// `created_at`, `updated_at`), so the row must come from a `SELECT` that
+/// includes them unaliased.
+pub fn cursor_for_row(
+    row: &AnyRow,
+    attrs: &[Attribute],
+    orders: &[OrderBy],
+) -> Result<Cursor, FilterError> {
+    // The alias only shapes SQL expressions, which are not used here.
+    let table = Table::new(SqlDialect::Sqlite, "t", attrs)?;
+    let unreadable = |column: &str, reason: String| FilterError::Internal {
+        reason: format!(
+            "the row's column {} cannot be read: {reason}",
+            shown(column)
+        ),
+    };
+    let mut values = Vec::with_capacity(orders.len());
+    for order in orders {
+        let col = table.column(&order.field)?;
+        let raw = row
+            .try_get_raw(col.name.as_str())
+            .map_err(|e| unreadable(&col.name, e.to_string()))?;
+        if raw.is_null() {
+            values.push(SqlValue::Null);
+            continue;
+        }
+        let value = match col.stored() {
+            Stored::Int => read_int(row, &col.name).map(SqlValue::Int),
+            Stored::Float => read_float(row, &col.name).map(SqlValue::Float),
+            Stored::Text => read_text(row, &col.name).map(SqlValue::Text),
+        };
+        values.push(value.map_err(|e| unreadable(&col.name, e))?);
+    }
+    let id = read_text(row, "id").map_err(|e| unreadable("id", e))?;
+    Ok(Cursor { values, id })
+}
+
+/// The resolved columns of an order list, refused when a field cannot be
+/// ordered by: arrays, and strings stored as `LONGTEXT` (MariaDB sorts those by
+/// their first `max_sort_length` bytes only, which would break keyset paging).
+fn order_columns<'a>(
+    table: &Table<'a>,
+    orders: &[OrderBy],
+) -> Result<Vec<(Column<'a>, bool)>, FilterError> {
+    if orders.len() > MAX_ORDERS {
+        return Err(FilterError::TooComplex {
+            reason: format!("at most {MAX_ORDERS} orders are allowed"),
+        });
+    }
+    orders
+        .iter()
+        .map(|order| {
+            let col = table.column(&order.field)?;
+            if let Source::Attr(attr) = col.source {
+                if attr.array {
+                    return Err(col.invalid("an array cannot be ordered by"));
+                }
+                if attr.kind.is_textual() && attr.kind.max_chars().is_none() {
+                    return Err(
+                        col.invalid("strings longer than 16383 characters cannot be ordered by")
+                    );
+                }
+            }
+            Ok((col, order.desc))
+        })
+        .collect()
+}
+
+fn push_order_by(
+    table: &Table<'_>,
+    columns: &[(Column<'_>, bool)],
+    id_desc: bool,
+    out: &mut Fragment,
+) {
+    let direction = |desc: bool| if desc { "DESC" } else { "ASC" };
+    out.sql(" ORDER BY ");
+    for (col, desc) in columns {
+        out.sql(format!("{} {}, ", col.expr, direction(*desc)));
+    }
+    out.sql(format!(
+        "{}.{} {}",
+        table.dialect.quote(table.alias),
+        table.dialect.quote("id"),
+        direction(id_desc)
+    ));
+}
+
+/// Appends the keyset condition (with a cursor), `ORDER BY` and `LIMIT` of a
+/// page of `limit` rows in the order `orders`, then `id` ascending, which
+/// makes the order total. Call it right after the `WHERE` conditions: it
+/// appends ` AND (…)` when there is a cursor.
+///
+/// Forwards (`from_end` false) the page holds the rows after `cursor` (from the
+/// start without one). Backwards it holds the rows before `cursor` (the end
+/// without one), read in reverse order: the caller reverses them. One extra row
+/// is fetched (`LIMIT limit + 1`) to tell whether more exist.
+///
+/// NULLs come first in ascending order and last in descending order; the
+/// keyset condition is an OR-chain (`a > ? OR (a = ? AND b > ?) OR …`) with the
+/// NULL cases spelled out, which both dialects run. On an error nothing is
+/// appended.
+#[allow(clippy::too_many_arguments)]
+pub fn push_order_and_cursor(
+    builder: &mut QueryBuilder<'_, Any>,
+    dialect: SqlDialect,
+    table_alias: &str,
+    attrs: &[Attribute],
+    orders: &[OrderBy],
+    cursor: Option<&Cursor>,
+    from_end: bool,
+    limit: usize,
+) -> Result<(), FilterError> {
+    let table = Table::new(dialect, table_alias, attrs)?;
+    let columns: Vec<(Column<'_>, bool)> = order_columns(&table, orders)?
+        .into_iter()
+        .map(|(col, desc)| (col, desc != from_end))
+        .collect();
+    let id_desc = from_end;
+    let mut out = Fragment::default();
+    if let Some(cursor) = cursor {
+        out.sql(" AND ");
+        out.append(keyset(&table, &columns, id_desc, cursor)?);
+    }
+    push_order_by(&table, &columns, id_desc, &mut out);
+    out.sql(format!(" LIMIT {}", limit.saturating_add(1)));
+    out.emit(builder);
+    Ok(())
+}
+
+/// `ORDER BY …, id LIMIT ? OFFSET ?` for offset pagination (Appwrite's `limit`
+/// and `offset`), with the same order rules as [`push_order_and_cursor`].
+pub fn push_order_and_offset(
+    builder: &mut QueryBuilder<'_, Any>,
+    dialect: SqlDialect,
+    table_alias: &str,
+    attrs: &[Attribute],
+    orders: &[OrderBy],
+    limit: usize,
+    offset: usize,
+) -> Result<(), FilterError> {
+    let table = Table::new(dialect, table_alias, attrs)?;
+    let columns = order_columns(&table, orders)?;
+    let mut out = Fragment::default();
+    push_order_by(&table, &columns, false, &mut out);
+    let as_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    out.sql(" LIMIT ")
+        .bind(SqlValue::Int(as_i64(limit)))
+        .sql(" OFFSET ")
+        .bind(SqlValue::Int(as_i64(offset)));
+    out.emit(builder);
+    Ok(())
+}
+
+/// The rows strictly after `cursor` in the order `columns` (directions already
+/// flipped for reading backwards), then id.
+fn keyset(
+    table: &Table<'_>,
+    columns: &[(Column<'_>, bool)],
+    id_desc: bool,
+    cursor: &Cursor,
+) -> Result<Fragment, FilterError> {
+    if cursor.values.len() != columns.len() {
+        return Err(invalid_cursor("the cursor was made for another order"));
+    }
+    for ((col, _), value) in columns.iter().zip(&cursor.values) {
+        let fits = match (value, col.stored()) {
+            (SqlValue::Null, _) => col.nullable(),
+            (SqlValue::Int(_), Stored::Int)
+            | (SqlValue::Float(_), Stored::Float)
+            | (SqlValue::Text(_), Stored::Text) => true,
+            _ => false,
+        };
+        if !fits {
+            return Err(invalid_cursor(format!(
+                "the cursor's value for {} does not fit its type",
+                col.shown
+            )));
+        }
+    }
+    let id_expr = format!(
+        "{}.{}",
+        table.dialect.quote(table.alias),
+        table.dialect.quote("id")
+    );
+    let mut out = Fragment::default();
+    out.sql("(");
+    let mut first = true;
+    for i in 0..=columns.len() {
+        // The term for "equal on the first i columns, after on column i".
+        let mut term = Fragment::default();
+        for ((col, _), value) in columns.iter().zip(&cursor.values).take(i) {
+            match value {
+                SqlValue::Null => term.sql(format!("{} IS NULL AND ", col.expr)),
+                value => term
+                    .sql(format!("{} = ", col.expr))
+                    .bind(value.clone())
+                    .sql(" AND "),
+            };
+        }
+        match (columns.get(i), cursor.values.get(i)) {
+            (Some((col, desc)), Some(value)) => {
+                let e = &col.expr;
+                match (desc, value) {
+                    (false, SqlValue::Null) => {
+                        term.sql(format!("{e} IS NOT NULL"));
+                    }
+                    // Nothing follows NULL in descending order, where NULLs are last.
+                    (true, SqlValue::Null) => continue,
+                    (false, value) => {
+                        term.sql(format!("{e} > ")).bind(value.clone());
+                    }
+                    (true, value) if col.nullable() => {
+                        term.sql(format!("({e} < "))
+                            .bind(value.clone())
+                            .sql(format!(" OR {e} IS NULL)"));
+                    }
+                    (true, value) => {
+                        term.sql(format!("{e} < ")).bind(value.clone());
+                    }
+                }
+            }
+            _ => {
+                let op = if id_desc { "<" } else { ">" };
+                term.sql(format!("{id_expr} {op} "))
+                    .bind(SqlValue::Text(cursor.id.clone()));
+            }
+        }
+        if !first {
+            out.sql(" OR ");
+        }
+        first = false;
+        out.sql("(");
+        out.append(term);
+        out.sql(")");
+    }
+    out.sql(")");
+    Ok(out)
+}
+
+const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+fn base64url_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+        let n = (byte(0) << 16) | (byte(1) << 8) | byte(2);
+        for i in 0..=chunk.len() {
+            let sextet = (n >> (18 - 6 * i)) & 63;
+            out.push(char::from(BASE64URL[sextet as usize]));
+        }
+    }
+    out
+}
+
+/// Decodes unpadded base64url; `None` for anything [`base64url_encode`] would
+/// not have written (other characters, an impossible length, stray low bits).
+fn base64url_decode(input: &str) -> Option<Vec<u8>> {
+    if input.len() % 4 == 1 {
+        return None;
+    }
+    let sextet = |c: u8| -> Option<u32> {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        Some(u32::from(v))
+    };
+    let mut out = Vec::with_capacity(input.len() / 4 * 3 + 2);
+    for chunk in input.as_bytes().chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= sextet(c)? << (18 - 6 * i);
+        }
+        let [_, b0, b1, b2] = n.to_be_bytes();
+        out.extend_from_slice(&[b0, b1, b2][..chunk.len() - 1]);
+    }
+    (base64url_encode(&out) == input).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ddl::{Index, IndexKind, create_index_sql, create_table_sql};
+    use super::super::model::AttributeKind;
+    use super::super::model::test_support::{self, TestDb};
+    use super::*;
+    use serde_json::json;
+    use std::cmp::Ordering;
+
+    fn attr(key: &str, kind: AttributeKind) -> Attribute {
+        Attribute {
+            key: key.into(),
+            kind,
+            required: false,
+            array: false,
+            default: None,
+        }
+    }
+
+    fn attrs() -> Vec<Attribute> {
+        vec![
+            attr("title", AttributeKind::String { size: 50 }),
+            attr(
+                "n",
+                AttributeKind::Integer {
+                    min: None,
+                    max: None,
+                },
+            ),
+            attr(
+                "price",
+                AttributeKind::Float {
+                    min: None,
+                    max: None,
+                },
+            ),
+            attr("done", AttributeKind::Boolean),
+            attr("due", AttributeKind::Datetime),
+            attr("body", AttributeKind::String { size: 100_000 }),
+            attr("ip", AttributeKind::Ip),
+            Attribute {
+                array: true,
+                ..attr("tags", AttributeKind::String { size: 20 })
+            },
+            Attribute {
+                array: true,
+                ..attr(
+                    "nums",
+                    AttributeKind::Integer {
+                        min: None,
+                        max: None,
+                    },
+                )
+            },
+            Attribute {
+                array: true,
+                ..attr("flags", AttributeKind::Boolean)
+            },
+            Attribute {
+                array: true,
+                ..attr("days", AttributeKind::Datetime)
+            },
+        ]
+    }
+
+    fn f(key: &str) -> Field {
+        Field::attribute(key)
+    }
+
+    fn cmp(key: &str, op: CmpOp, value: Value) -> Filter {
+        Filter::Cmp {
+            field: f(key),
+            op,
+            value,
+        }
+    }
+
+    fn sql_of(dialect: SqlDialect, filter: &Filter) -> Result<String, FilterError> {
+        let mut builder = QueryBuilder::<Any>::new("");
+        push_filter(&mut builder, dialect, "d", &attrs(), filter)?;
+        Ok(builder.sql().to_string())
+    }
+
+    #[test]
+    fn mysql_sql_text() {
+        let my = SqlDialect::MySql;
+        let filter = Filter::And(vec![
+            cmp("title", CmpOp::Eq, json!("a")),
+            cmp("n", CmpOp::Ne, json!(3)),
+            Filter::In {
+                field: f("n"),
+                values: vec![json!(1), json!(2)],
+                negate: true,
+            },
+            Filter::Or(vec![
+                Filter::IsNull {
+                    field: f("due"),
+                    is_null: true,
+                },
+                Filter::Between {
+                    field: Field::CreatedAt,
+                    low: json!("2024-01-01T00:00:00Z"),
+                    high: json!("2025-01-01T00:00:00Z"),
+                },
+            ]),
+            Filter::Not(Box::new(cmp("done", CmpOp::Eq, json!(true)))),
+        ]);
+        assert_eq!(
+            sql_of(my, &filter).unwrap(),
+            "(`d`.`a_title` = ? AND (`d`.`a_n` <> ? OR `d`.`a_n` IS NULL) AND \
+             (`d`.`a_n` NOT IN (?, ?) OR `d`.`a_n` IS NULL) AND \
+             (`d`.`a_due` IS NULL OR `d`.`created_at` BETWEEN ? AND ?) AND \
+             ((`d`.`a_done` = ?) IS NOT TRUE))"
+        );
+        let text = [
+            (
+                Filter::StartsWith {
+                    field: f("title"),
+                    value: "a%".into(),
+                },
+                "`d`.`a_title` LIKE ? ESCAPE '!'",
+            ),
+            (
+                Filter::EndsWith {
+                    field: f("title"),
+                    value: "a".into(),
+                },
+                "`d`.`a_title` LIKE ? ESCAPE '!'",
+            ),
+            (
+                Filter::Contains {
+                    field: f("title"),
+                    value: json!("a"),
+                },
+                "`d`.`a_title` LIKE ? ESCAPE '!'",
+            ),
+            (
+                Filter::Contains {
+                    field: f("tags"),
+                    value: json!("a"),
+                },
+                "JSON_CONTAINS(`d`.`a_tags`, ?)",
+            ),
+            (
+                Filter::Search {
+                    field: f("body"),
+                    query: "big cat".into(),
+                },
+                "MATCH (`d`.`a_body`) AGAINST (? IN BOOLEAN MODE)",
+            ),
+            (
+                Filter::Search {
+                    field: f("body"),
+                    query: " +-* ".into(),
+                },
+                "1=0",
+            ),
+            (
+                Filter::StartsWith {
+                    field: Field::Id,
+                    value: "".into(),
+                },
+                "`d`.`id` IS NOT NULL",
+            ),
+            (Filter::And(vec![]), "1=1"),
+            (Filter::Or(vec![]), "1=0"),
+            (cmp("n", CmpOp::Ge, json!(1)), "`d`.`a_n` >= ?"),
+            (
+                Filter::Cmp {
+                    field: Field::Id,
+                    op: CmpOp::Ne,
+                    value: json!("x"),
+                },
+                "`d`.`id` <> ?",
+            ),
+        ];
+        for (filter, expected) in text {
+            assert_eq!(sql_of(my, &filter).unwrap(), expected, "{filter:?}");
+        }
+        assert_eq!(
+            fulltext_terms("big  \"cat\" -dog* (x)").unwrap(),
+            "+big* +cat* +dog* +x*"
+        );
+        assert_eq!(like_escape("50%_off!\\"), "50!%!_off!!\\");
+        assert_eq!(
+            sql_of(
+                SqlDialect::Sqlite,
+                &Filter::StartsWith {
+                    field: f("title"),
+                    value: "a".into()
+                }
+            )
+            .unwrap(),
+            "(\"d\".\"a_title\" >= ? AND substr(\"d\".\"a_title\", 1, length(?)) = ?)"
+        );
+    }
+
+    #[test]
+    fn refused_filters_append_nothing_and_name_the_field() {
+        let cases = [
+            (
+                cmp("nope", CmpOp::Eq, json!(1)),
+                "FILTER_UNKNOWN_FIELD",
+                "`nope`",
+            ),
+            (cmp("n", CmpOp::Eq, json!("1")), "FILTER_INVALID", "`n`"),
+            (cmp("n", CmpOp::Eq, json!(1.5)), "FILTER_INVALID", "`n`"),
+            (cmp("n", CmpOp::Eq, json!(null)), "FILTER_INVALID", "`n`"),
+            (
+                cmp("due", CmpOp::Lt, json!("yesterday")),
+                "FILTER_INVALID",
+                "`due`",
+            ),
+            (cmp("done", CmpOp::Eq, json!(1)), "FILTER_INVALID", "`done`"),
+            (
+                cmp("tags", CmpOp::Eq, json!("a")),
+                "FILTER_INVALID",
+                "`tags`",
+            ),
+            (
+                Filter::Cmp {
+                    field: Field::CreatedAt,
+                    op: CmpOp::Gt,
+                    value: json!(5),
+                },
+                "FILTER_INVALID",
+                "`$createdAt`",
+            ),
+            (
+                Filter::Cmp {
+                    field: Field::Id,
+                    op: CmpOp::Eq,
+                    value: json!(5),
+                },
+                "FILTER_INVALID",
+                "`$id`",
+            ),
+            (
+                Filter::StartsWith {
+                    field: f("n"),
+                    value: "1".into(),
+                },
+                "FILTER_INVALID",
+                "`n`",
+            ),
+            (
+                Filter::StartsWith {
+                    field: f("tags"),
+                    value: "1".into(),
+                },
+                "FILTER_INVALID",
+                "`tags`",
+            ),
+            (
+                Filter::Contains {
+                    field: f("title"),
+                    value: json!(1),
+                },
+                "FILTER_INVALID",
+                "`title`",
+            ),
+            (
+                Filter::Contains {
+                    field: f("nums"),
+                    value: json!("x"),
+                },
+                "FILTER_INVALID",
+                "`nums`",
+            ),
+            (
+                Filter::Contains {
+                    field: f("n"),
+                    value: json!(1),
+                },
+                "FILTER_INVALID",
+                "`n`",
+            ),
+            (
+                Filter::Search {
+                    field: Field::Id,
+                    query: "x".into(),
+                },
+                "FILTER_INVALID",
+                "`$id`",
+            ),
+            (
+                Filter::Search {
+                    field: f("tags"),
+                    query: "x".into(),
+                },
+                "FILTER_INVALID",
+                "`tags`",
+            ),
+            (
+                Filter::In {
+                    field: f("n"),
+                    values: vec![json!(1); 101],
+                    negate: false,
+                },
+                "FILTER_TOO_COMPLEX",
+                "`n`",
+            ),
+            (
+                Filter::And(vec![cmp("n", CmpOp::Eq, json!(1)); 101]),
+                "FILTER_TOO_COMPLEX",
+                "100",
+            ),
+            (
+                Filter::And(vec![
+                    cmp("n", CmpOp::Eq, json!(1)),
+                    cmp("x\u{1}y", CmpOp::Eq, json!(1)),
+                ]),
+                "FILTER_UNKNOWN_FIELD",
+                "`x\\u{1}y`",
+            ),
+        ];
+        for (filter, code, named) in cases {
+            for dialect in [SqlDialect::Sqlite, SqlDialect::MySql] {
+                let mut builder = QueryBuilder::<Any>::new("SELECT 1 WHERE ");
+                let err = push_filter(&mut builder, dialect, "d", &attrs(), &filter).unwrap_err();
+                assert_eq!(err.code(), code, "{filter:?}");
+                assert!(err.to_string().contains(named), "{err}");
+                assert!(!err.to_string().contains('?'), "{err}");
+                assert_eq!(builder.sql(), "SELECT 1 WHERE ");
+            }
+        }
+        let mut deep = cmp("n", CmpOp::Eq, json!(1));
+        for _ in 0..9 {
+            deep = Filter::Not(Box::new(deep));
+        }
+        assert!(sql_of(SqlDialect::Sqlite, &deep).is_ok());
+        let too_deep = Filter::And(vec![deep]);
+        assert_eq!(
+            sql_of(SqlDialect::Sqlite, &too_deep).unwrap_err().code(),
+            "FILTER_TOO_COMPLEX"
+        );
+        assert!(
+            sql_of(
+                SqlDialect::Sqlite,
+                &Filter::And(vec![cmp("n", CmpOp::Eq, json!(1)); 100])
+            )
+            .is_ok()
+        );
+        for alias in ["", "1d", "d.x", "d\"", "nimbus_je", "NIMBUS_JE"] {
+            let mut builder = QueryBuilder::<Any>::new("");
+            let err = push_filter(
+                &mut builder,
+                SqlDialect::Sqlite,
+                alias,
+                &attrs(),
+                &Filter::And(vec![]),
+            )
+            .unwrap_err();
+            assert_eq!(err.code(), "INTERNAL");
+        }
+    }
+
+    /// The collection's table, with a full-text index on `body` (MariaDB).
+    async fn table(db: &TestDb) {
+        let search = Index {
+            key: "search".into(),
+            kind: IndexKind::Fulltext,
+            attributes: vec!["body".into()],
+            orders: vec![],
+        };
+        let mut statements = create_table_sql(db.dialect, "c_t", &attrs()).unwrap();
+        statements.extend(create_index_sql(db.dialect, "c_t", &attrs(), &search).unwrap());
+        for statement in statements {
+            sqlx::query(&statement).execute(&db.pool).await.unwrap();
+        }
+    }
+
+    async fn insert(pool: &sqlx::AnyPool, id: &str, created: i64, doc: Value) {
+        let attrs = attrs();
+        let names: Vec<String> = attrs.iter().map(Attribute::column).collect();
+        let sql = format!(
+            "INSERT INTO c_t (id, created_at, updated_at, {}) VALUES (?, ?, ?, {})",
+            names.join(", "),
+            vec!["?"; names.len()].join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(id).bind(created).bind(created);
+        for a in &attrs {
+            query = a.value_for_write(doc.get(&a.key)).unwrap().bind_to(query);
+        }
+        query.execute(pool).await.unwrap();
+    }
+
+    async fn with_documents(db: &TestDb) {
+        table(db).await;
+        let docs = [
+            (
+                "a",
+                json!({"title": "Apple pie", "n": 1, "price": 1.5, "done": true,
+                          "due": "2024-01-01T00:00:00Z", "body": "The big brown cat",
+                          "ip": "10.0.0.1", "tags": ["red", "fruit"], "nums": [1, 2],
+                          "flags": [true], "days": ["2024-01-01T00:00:00Z"]}),
+            ),
+            (
+                "b",
+                json!({"title": "apple tart", "n": 2, "price": 2.5, "done": false,
+                          "due": "2024-06-01T00:00:00Z", "body": "a BIG dog",
+                          "ip": "::1", "tags": ["green"], "nums": [3], "flags": [false]}),
+            ),
+            (
+                "c",
+                json!({"title": "50%_off", "n": 3, "price": -1.0,
+                          "body": "100% cotton_wool", "tags": [], "nums": []}),
+            ),
+            (
+                "d",
+                json!({"title": "50x_off", "n": 4, "body": "cotton wool 100x"}),
+            ),
+            ("e", json!({"title": "a!b\\c", "n": 5})),
+            ("f", json!({})),
+        ];
+        for (i, (id, doc)) in docs.into_iter().enumerate() {
+            insert(&db.pool, id, 1000 * (i as i64 + 1), doc).await;
+        }
+    }
+
+    async fn matching(pool: &sqlx::AnyPool, dialect: SqlDialect, filter: &Filter) -> String {
+        let mut builder = QueryBuilder::<Any>::new("SELECT d.id FROM c_t d WHERE ");
+        push_filter(&mut builder, dialect, "d", &attrs(), filter).unwrap();
+        builder.push(" ORDER BY d.id");
+        builder
+            .build_query_scalar::<String>()
+            .fetch_all(pool)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", builder.sql()))
+            .concat()
+    }
+
+    /// Every operator, run; both dialects give the same rows except for
+    /// `search` (see the module doc).
+    async fn every_operator(db: TestDb) {
+        with_documents(&db).await;
+        let (pool, dialect) = (&db.pool, db.dialect);
+        let starts = |v: &str| Filter::StartsWith {
+            field: f("title"),
+            value: v.into(),
+        };
+        let ends = |v: &str| Filter::EndsWith {
+            field: f("title"),
+            value: v.into(),
+        };
+        let contains = |k: &str, v: Value| Filter::Contains {
+            field: f(k),
+            value: v,
+        };
+        let search = |v: &str| Filter::Search {
+            field: f("body"),
+            query: v.into(),
+        };
+        // query, rows on SQLite (substrings, ASCII case ignored), rows on
+        // MariaDB (word prefixes, case-sensitive on a binary collation, `%` ends
+        // a word and `_` does not).
+        let searches = [
+            ("big", "ab", "a"),
+            ("BIG cat", "a", ""),
+            ("100%", "c", "cd"),
+            ("cotton_wool", "c", "c"),
+            ("cotton wool", "cd", "d"),
+            ("   ", "", ""),
+        ];
+        let cases: Vec<(Filter, &str)> = vec![
+            (cmp("title", CmpOp::Eq, json!("Apple pie")), "a"),
+            (cmp("title", CmpOp::Eq, json!("apple pie")), ""),
+            (cmp("title", CmpOp::Ne, json!("Apple pie")), "bcdef"),
+            (cmp("n", CmpOp::Lt, json!(3)), "ab"),
+            (cmp("n", CmpOp::Le, json!(3)), "abc"),
+            (cmp("n", CmpOp::Gt, json!(3)), "de"),
+            (cmp("n", CmpOp::Ge, json!(3)), "cde"),
+            (cmp("n", CmpOp::Ne, json!(3)), "abdef"),
+            (cmp("price", CmpOp::Gt, json!(0)), "ab"),
+            (cmp("price", CmpOp::Eq, json!(2.5)), "b"),
+            (cmp("done", CmpOp::Eq, json!(true)), "a"),
+            (cmp("done", CmpOp::Ne, json!(true)), "bcdef"),
+            (
+                cmp("due", CmpOp::Gt, json!("2024-03-01T00:00:00+01:00")),
+                "b",
+            ),
+            (cmp("ip", CmpOp::Eq, json!("0:0::1")), "b"),
+            (
+                Filter::Cmp {
+                    field: Field::Id,
+                    op: CmpOp::Ge,
+                    value: json!("e"),
+                },
+                "ef",
+            ),
+            (
+                Filter::Cmp {
+                    field: Field::CreatedAt,
+                    op: CmpOp::Gt,
+                    value: json!("1970-01-01T00:00:03Z"),
+                },
+                "def",
+            ),
+            (
+                Filter::In {
+                    field: f("n"),
+                    values: vec![json!(1), json!(4)],
+                    negate: false,
+                },
+                "ad",
+            ),
+            (
+                Filter::In {
+                    field: f("n"),
+                    values: vec![json!(1), json!(4)],
+                    negate: true,
+                },
+                "bcef",
+            ),
+            (
+                Filter::In {
+                    field: f("n"),
+                    values: vec![],
+                    negate: false,
+                },
+                "",
+            ),
+            (
+                Filter::In {
+                    field: f("n"),
+                    values: vec![],
+                    negate: true,
+                },
+                "abcdef",
+            ),
+            (
+                Filter::In {
+                    field: Field::Id,
+                    values: vec![json!("a"), json!("f")],
+                    negate: true,
+                },
+                "bcde",
+            ),
+            (
+                Filter::IsNull {
+                    field: f("price"),
+                    is_null: true,
+                },
+                "def",
+            ),
+            (
+                Filter::IsNull {
+                    field: f("price"),
+                    is_null: false,
+                },
+                "abc",
+            ),
+            (
+                Filter::IsNull {
+                    field: f("tags"),
+                    is_null: true,
+                },
+                "def",
+            ),
+            (
+                Filter::Between {
+                    field: f("n"),
+                    low: json!(2),
+                    high: json!(4),
+                },
+                "bcd",
+            ),
+            (
+                Filter::Between {
+                    field: f("due"),
+                    low: json!("2024-01-01T00:00:00Z"),
+                    high: json!("2024-02-01T00:00:00Z"),
+                },
+                "a",
+            ),
+            (starts("apple"), "b"),
+            (starts("Apple"), "a"),
+            (starts("50%"), "c"),
+            (starts("50%_off"), "c"),
+            (starts("50%_off and more"), ""),
+            (starts(""), "abcde"),
+            (starts("a!b\\"), "e"),
+            (ends("_off"), "cd"),
+            (ends("x_off"), "d"),
+            (ends("PIE"), ""),
+            (ends("c"), "e"),
+            (ends("a longer string than any title"), ""),
+            (contains("title", json!("pple")), "ab"),
+            (contains("title", json!("PPLE")), ""),
+            (contains("title", json!("%_")), "c"),
+            (contains("title", json!("!b\\")), "e"),
+            (contains("tags", json!("red")), "a"),
+            (contains("tags", json!("re")), ""),
+            (contains("nums", json!(3)), "b"),
+            (contains("flags", json!(false)), "b"),
+            (contains("flags", json!(true)), "a"),
+            (contains("days", json!("2024-01-01T01:00:00+01:00")), "a"),
+            (Filter::Not(Box::new(cmp("n", CmpOp::Gt, json!(2)))), "abf"),
+            (
+                Filter::Not(Box::new(contains("tags", json!("red")))),
+                "bcdef",
+            ),
+            (Filter::And(vec![]), "abcdef"),
+            (Filter::Or(vec![]), ""),
+            (
+                Filter::Or(vec![cmp("n", CmpOp::Eq, json!(1)), starts("50")]),
+                "acd",
+            ),
+            (
+                Filter::And(vec![
+                    cmp("n", CmpOp::Gt, json!(1)),
+                    Filter::Or(vec![ends("off"), cmp("done", CmpOp::Eq, json!(false))]),
+                ]),
+                "bcd",
+            ),
+        ];
+        for (filter, expected) in &cases {
+            assert_eq!(
+                matching(pool, dialect, filter).await,
+                *expected,
+                "{filter:?}"
+            );
+        }
+        for (query, on_sqlite, on_mariadb) in searches {
+            let expected = match dialect {
+                SqlDialect::Sqlite => on_sqlite,
+                SqlDialect::MySql => on_mariadb,
+            };
+            assert_eq!(
+                matching(pool, dialect, &search(query)).await,
+                expected,
+                "{query}"
+            );
+        }
+        if dialect == SqlDialect::MySql {
+            db.close().await;
+            return;
+        }
+        // MariaDB's LIKE patterns, run on SQLite (which reads backticks too),
+        // prove the escaping; only SQLite's LIKE ignores ASCII case.
+        let mysql_like: Vec<(Filter, &str)> = vec![
+            (starts("50%"), "c"),
+            (starts("50%_"), "c"),
+            (ends("x_off"), "d"),
+            (contains("title", json!("%_")), "c"),
+            (contains("title", json!("!b\\")), "e"),
+            (contains("title", json!("_")), "cd"),
+            (starts(""), "abcde"),
+        ];
+        for (filter, expected) in &mysql_like {
+            assert_eq!(
+                matching(pool, SqlDialect::MySql, filter).await,
+                *expected,
+                "{filter:?}"
+            );
+        }
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn every_operator_runs_on_sqlite() {
+        every_operator(test_support::sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn every_operator_runs_on_mariadb() {
+        if let Some(db) = test_support::mariadb().await {
+            every_operator(db).await;
+        }
+    }
+
+    /// A row of the paging table, with the columns paged on.
+    #[derive(Debug, Clone)]
+    struct Row {
+        id: String,
+        n: Option<i64>,
+        title: Option<String>,
+        price: Option<f64>,
+        done: Option<bool>,
+        created: i64,
+    }
+
+    async fn paging_rows(db: &TestDb) -> Vec<Row> {
+        table(db).await;
+        let mut rows = Vec::new();
+        for i in 0..37_i64 {
+            let row = Row {
+                id: format!("doc{:02}", (i * 17) % 37),
+                n: (i % 5 != 0).then_some(i % 4),
+                title: (i % 7 != 3).then(|| ["b", "a", "B", "a "][(i % 4) as usize].to_string()),
+                price: (i % 6 != 1).then_some(((i % 3) as f64) * 0.1),
+                done: (i % 9 != 0).then_some(i % 2 == 0),
+                created: 1000 + i % 3,
+            };
+            let doc = json!({"n": row.n, "title": row.title, "price": row.price, "done": row.done});
+            insert(&db.pool, &row.id, row.created, doc).await;
+            rows.push(row);
+        }
+        rows
+    }
+
+    fn field_cmp(a: &Row, b: &Row, field: &Field) -> Ordering {
+        match field {
+            Field::Id => a.id.cmp(&b.id),
+            Field::CreatedAt | Field::UpdatedAt => a.created.cmp(&b.created),
+            Field::Attribute(key) => match key.as_str() {
+                "n" => a.n.cmp(&b.n),
+                "title" => a.title.cmp(&b.title),
+                "price" => a.price.partial_cmp(&b.price).unwrap(),
+                "done" => a.done.cmp(&b.done),
+                _ => unreachable!(),
+            },
+        }
+    }
+
+    /// The order as specified: `None` sorts first ascending (as NULL does), and
+    /// ties go to id ascending.
+    fn expected(rows: &[Row], orders: &[OrderBy]) -> Vec<String> {
+        let mut sorted = rows.to_vec();
+        sorted.sort_by(|a, b| {
+            for order in orders {
+                let o = field_cmp(a, b, &order.field);
+                let o = if order.desc { o.reverse() } else { o };
+                if o != Ordering::Equal {
+                    return o;
+                }
+            }
+            a.id.cmp(&b.id)
+        });
+        sorted.into_iter().map(|r| r.id).collect()
+    }
+
+    async fn page(
+        db: &TestDb,
+        orders: &[OrderBy],
+        cursor: Option<&Cursor>,
+        from_end: bool,
+        limit: usize,
+    ) -> (Vec<String>, Vec<Cursor>, bool) {
+        let mut builder = QueryBuilder::<Any>::new("SELECT d.* FROM c_t d WHERE 1=1");
+        push_order_and_cursor(
+            &mut builder,
+            db.dialect,
+            "d",
+            &attrs(),
+            orders,
+            cursor,
+            from_end,
+            limit,
+        )
+        .unwrap();
+        let mut rows = builder
+            .build()
+            .fetch_all(&db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", builder.sql()));
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        if from_end {
+            rows.reverse();
+        }
+        let ids = rows.iter().map(|r| r.get::<String, _>("id")).collect();
+        let cursors = rows
+            .iter()
+            .map(|r| {
+                let cursor = cursor_for_row(r, &attrs(), orders).unwrap();
+                // Every cursor survives its string form.
+                Cursor::decode(&cursor.encode()).unwrap()
+            })
+            .collect();
+        (ids, cursors, more)
+    }
+
+    /// Pages of every size, forwards and backwards, and from every row, give
+    /// each row once in the specified order.
+    async fn keyset_paging(db: TestDb) {
+        let rows = paging_rows(&db).await;
+        let orders_list: Vec<Vec<OrderBy>> = vec![
+            vec![],
+            vec![OrderBy::asc(f("n"))],
+            vec![OrderBy::desc(f("n"))],
+            vec![OrderBy::asc(f("title")), OrderBy::desc(f("n"))],
+            vec![
+                OrderBy::desc(f("price")),
+                OrderBy::asc(f("done")),
+                OrderBy::desc(f("title")),
+            ],
+            vec![OrderBy::desc(f("done")), OrderBy::asc(Field::CreatedAt)],
+            vec![OrderBy::desc(Field::Id)],
+            vec![OrderBy::asc(Field::UpdatedAt), OrderBy::desc(f("price"))],
+        ];
+        for orders in &orders_list {
+            let want = expected(&rows, orders);
+            // The database agrees with the specified order.
+            let (all, _, more) = page(&db, orders, None, false, 1000).await;
+            assert_eq!(all, want, "{orders:?}");
+            assert!(!more);
+            for limit in [1, 2, 5, 36, 37] {
+                let mut forwards = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let (ids, cursors, more) =
+                        page(&db, orders, cursor.as_ref(), false, limit).await;
+                    forwards.extend(ids);
+                    if !more {
+                        break;
+                    }
+                    cursor = cursors.last().cloned();
+                }
+                assert_eq!(forwards, want, "forwards {orders:?} by {limit}");
+
+                let mut backwards: Vec<String> = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let (ids, cursors, more) =
+                        page(&db, orders, cursor.as_ref(), true, limit).await;
+                    backwards.splice(0..0, ids);
+                    if !more {
+                        break;
+                    }
+                    cursor = cursors.first().cloned();
+                }
+                assert_eq!(backwards, want, "backwards {orders:?} by {limit}");
+            }
+            // From any row, the next rows forwards and the previous rows backwards.
+            let (_, cursors, _) = page(&db, orders, None, false, 1000).await;
+            for (i, cursor) in cursors.iter().enumerate() {
+                let (after, _, _) = page(&db, orders, Some(cursor), false, 3).await;
+                assert_eq!(
+                    after,
+                    want[i + 1..(i + 4).min(want.len())],
+                    "{orders:?} after {i}"
+                );
+                let (before, _, _) = page(&db, orders, Some(cursor), true, 3).await;
+                assert_eq!(
+                    before,
+                    want[i.saturating_sub(3)..i],
+                    "{orders:?} before {i}"
+                );
+            }
+        }
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn keyset_pages_cover_every_row_once_in_both_directions_on_sqlite() {
+        keyset_paging(test_support::sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn keyset_pages_cover_every_row_once_in_both_directions_on_mariadb() {
+        if let Some(db) = test_support::mariadb().await {
+            keyset_paging(db).await;
+        }
+    }
+
+    async fn offset_paging(db: TestDb) {
+        let rows = paging_rows(&db).await;
+        let orders = [OrderBy::asc(f("title")), OrderBy::desc(f("price"))];
+        let want = expected(&rows, &orders);
+        let mut got = Vec::new();
+        for offset in (0..40).step_by(6) {
+            let mut builder = QueryBuilder::<Any>::new("SELECT d.id FROM c_t d");
+            push_order_and_offset(&mut builder, db.dialect, "d", &attrs(), &orders, 6, offset)
+                .unwrap();
+            got.extend(
+                builder
+                    .build_query_scalar::<String>()
+                    .fetch_all(&db.pool)
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert_eq!(got, want);
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn offset_pages_follow_the_same_order() {
+        offset_paging(test_support::sqlite().await).await;
+        if let Some(db) = test_support::mariadb().await {
+            offset_paging(db).await;
+        }
+        let orders = [OrderBy::asc(f("title")), OrderBy::desc(f("price"))];
+        let mut builder = QueryBuilder::<Any>::new("");
+        push_order_and_offset(
+            &mut builder,
+            SqlDialect::MySql,
+            "d",
+            &attrs(),
+            &orders,
+            6,
+            12,
+        )
+        .unwrap();
+        assert_eq!(
+            builder.sql(),
+            " ORDER BY `d`.`a_title` ASC, `d`.`a_price` DESC, `d`.`id` ASC LIMIT ? OFFSET ?"
+        );
+    }
+
+    #[test]
+    fn mysql_keyset_text() {
+        let orders = [OrderBy::asc(f("n")), OrderBy::desc(f("title"))];
+        let cursor = Cursor {
+            values: vec![SqlValue::Int(3), SqlValue::Text("x".into())],
+            id: "doc1".into(),
+        };
+        let mut builder = QueryBuilder::<Any>::new("WHERE 1=1");
+        push_order_and_cursor(
+            &mut builder,
+            SqlDialect::MySql,
+            "d",
+            &attrs(),
+            &orders,
+            Some(&cursor),
+            false,
+            10,
+        )
+        .unwrap();
+        assert_eq!(
+            builder.sql(),
+            "WHERE 1=1 AND ((`d`.`a_n` > ?) OR (`d`.`a_n` = ? AND (`d`.`a_title` < ? OR `d`.`a_title` IS NULL)) \
+             OR (`d`.`a_n` = ? AND `d`.`a_title` = ? AND `d`.`id` > ?)) \
+             ORDER BY `d`.`a_n` ASC, `d`.`a_title` DESC, `d`.`id` ASC LIMIT 11"
+        );
+        let nulls = Cursor {
+            values: vec![SqlValue::Null, SqlValue::Null],
+            id: "doc1".into(),
+        };
+        let mut builder = QueryBuilder::<Any>::new("");
+        push_order_and_cursor(
+            &mut builder,
+            SqlDialect::MySql,
+            "d",
+            &attrs(),
+            &orders,
+            Some(&nulls),
+            true,
+            5,
+        )
+        .unwrap();
+        // Backwards: n descending (NULLs last, so nothing after NULL), title ascending.
+        assert_eq!(
+            builder.sql(),
+            " AND ((`d`.`a_n` IS NULL AND `d`.`a_title` IS NOT NULL) \
+             OR (`d`.`a_n` IS NULL AND `d`.`a_title` IS NULL AND `d`.`id` < ?)) \
+             ORDER BY `d`.`a_n` DESC, `d`.`a_title` ASC, `d`.`id` DESC LIMIT 6"
+        );
+    }
+
+    #[test]
+    fn orders_and_cursors_are_checked() {
+        let attrs = attrs();
+        let try_page = |orders: &[OrderBy], cursor: Option<&Cursor>| {
+            let mut builder = QueryBuilder::<Any>::new("X");
+            let result = push_order_and_cursor(
+                &mut builder,
+                SqlDialect::Sqlite,
+                "d",
+                &attrs,
+                orders,
+                cursor,
+                false,
+                5,
+            );
+            if result.is_err() {
+                assert_eq!(builder.sql(), "X");
+            }
+            result.map_err(|e| e.code())
+        };
+        assert_eq!(
+            try_page(&[OrderBy::asc(f("tags"))], None),
+            Err("FILTER_INVALID")
+        );
+        assert_eq!(
+            try_page(&[OrderBy::asc(f("body"))], None),
+            Err("FILTER_INVALID")
+        );
+        assert_eq!(
+            try_page(&[OrderBy::asc(f("nope"))], None),
+            Err("FILTER_UNKNOWN_FIELD")
+        );
+        assert_eq!(
+            try_page(&vec![OrderBy::asc(f("n")); 9], None),
+            Err("FILTER_TOO_COMPLEX")
+        );
+
+        let orders = [
+            OrderBy::asc(f("n")),
+            OrderBy::asc(f("price")),
+            OrderBy::asc(Field::CreatedAt),
+        ];
+        let good = Cursor {
+            values: vec![SqlValue::Int(1), SqlValue::Float(0.1), SqlValue::Int(5)],
+            id: "doc".into(),
+        };
+        assert_eq!(try_page(&orders, Some(&good)), Ok(()));
+        let decoded = Cursor::decode(&good.encode()).unwrap();
+        assert_eq!(decoded, good);
+        let wrong = [
+            Cursor {
+                values: vec![SqlValue::Int(1)],
+                id: "doc".into(),
+            },
+            Cursor {
+                values: vec![
+                    SqlValue::Text("1".into()),
+                    SqlValue::Float(0.1),
+                    SqlValue::Int(5),
+                ],
+                id: "doc".into(),
+            },
+            Cursor {
+                values: vec![SqlValue::Int(1), SqlValue::Int(0), SqlValue::Int(5)],
+                id: "doc".into(),
+            },
+            Cursor {
+                values: vec![SqlValue::Int(1), SqlValue::Float(0.1), SqlValue::Null],
+                id: "doc".into(),
+            },
+        ];
+        for cursor in &wrong {
+            assert_eq!(
+                try_page(&orders, Some(cursor)),
+                Err("CURSOR_INVALID"),
+                "{cursor:?}"
+            );
+        }
+        // Tampered strings.
+        let encoded = good.encode();
+        let garbage = [
+            "".to_string(),
+            "!!!!".to_string(),
+            "a".to_string(),
+            encoded[..encoded.len() - 1].to_string(),
+            format!("{encoded}="),
+            base64url_encode(b"not json"),
+            base64url_encode(b"{}"),
+            base64url_encode(b"[]"),
+            base64url_encode(b"[1, 2]"),
+            base64url_encode(b"[1.5, \"id\"]"),
+            base64url_encode(b"[[1], \"id\"]"),
+            base64url_encode(b"[true, \"id\"]"),
+            base64url_encode(b"[{\"f\": \"7ff8000000000000\"}, \"id\"]"),
+            base64url_encode(b"[{\"f\": \"xyz\"}, \"id\"]"),
+            base64url_encode(b"[1, \"\"]"),
+            "A".repeat(MAX_CURSOR_LEN + 4),
+        ];
+        for input in &garbage {
+            let err = Cursor::decode(input).unwrap_err();
+            assert_eq!(err.code(), "CURSOR_INVALID", "{input}");
+        }
+        // A cursor whose values were changed but still fit is just another position.
+        let moved = base64url_encode(b"[99, {\"f\": \"3ff0000000000000\"}, 7, \"zzz\"]");
+        let cursor = Cursor::decode(&moved).unwrap();
+        assert_eq!(cursor.values[1], SqlValue::Float(1.0));
+        assert_eq!(try_page(&orders, Some(&cursor)), Ok(()));
+    }
+
+    #[test]
+    fn base64url_round_trips_and_is_strict() {
+        for len in 0..40 {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let encoded = base64url_encode(&bytes);
+            assert!(!encoded.contains(['+', '/', '=']));
+            assert_eq!(base64url_decode(&encoded).unwrap(), bytes);
+        }
+        assert_eq!(base64url_encode(b"hello"), "aGVsbG8");
+        assert_eq!(base64url_decode("aGVsbG9"), None, "stray low bits");
+        assert_eq!(base64url_decode("aGVsbG8="), None);
+        assert_eq!(base64url_decode("aGVsb+8"), None);
+        assert_eq!(base64url_decode("é"), None);
+    }
+}

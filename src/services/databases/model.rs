@@ -137,7 +137,10 @@ fn key_problem(key: &str) -> Option<String> {
         ));
     }
     if RESERVED_KEYS.contains(&key) {
-        return Some(format!("{} is reserved for the document's own field", shown(key)));
+        return Some(format!(
+            "{} is reserved for the document's own field",
+            shown(key)
+        ));
     }
     None
 }
@@ -169,7 +172,9 @@ pub fn millis_to_rfc3339(millis: i64) -> Option<String> {
 pub enum AttributeKind {
     /// At most `size` characters; `VARCHAR(size)` on MariaDB up to
     /// [`MAX_VARCHAR_SIZE`], `LONGTEXT` beyond.
-    String { size: u32 },
+    String {
+        size: u32,
+    },
     Integer {
         #[serde(default)]
         min: Option<i64>,
@@ -187,7 +192,9 @@ pub enum AttributeKind {
     Email,
     Url,
     Ip,
-    Enum { elements: Vec<String> },
+    Enum {
+        elements: Vec<String>,
+    },
 }
 
 impl AttributeKind {
@@ -359,7 +366,9 @@ impl SqlValue {
         match self {
             SqlValue::Null => Value::Null,
             SqlValue::Int(i) => Value::from(*i),
-            SqlValue::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            SqlValue::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+            }
             SqlValue::Text(s) => Value::String(s.clone()),
             SqlValue::Bool(b) => Value::Bool(*b),
         }
@@ -471,9 +480,9 @@ impl Attribute {
 
     fn validate_elements(&self, elements: &[String]) -> Result<(), ValueError> {
         if elements.is_empty() || elements.len() > MAX_ENUM_ELEMENTS {
-            return Err(self.invalid_attribute(format!(
-                "an enum has 1 to {MAX_ENUM_ELEMENTS} elements"
-            )));
+            return Err(
+                self.invalid_attribute(format!("an enum has 1 to {MAX_ENUM_ELEMENTS} elements"))
+            );
         }
         let mut seen = HashSet::new();
         for (i, element) in elements.iter().enumerate() {
@@ -590,7 +599,8 @@ impl Attribute {
 
     fn scalar(&self, json: &Value, check: Check) -> Result<SqlValue, ValueError> {
         let strict = check == Check::Write;
-        let expected = |what: &str| self.invalid(format!("expected {what}, got {}", json_type(json)));
+        let expected =
+            |what: &str| self.invalid(format!("expected {what}, got {}", json_type(json)));
         match &self.kind {
             AttributeKind::String { size } => {
                 let Value::String(s) = json else {
@@ -706,7 +716,9 @@ impl Attribute {
                 match s.parse::<IpAddr>() {
                     Ok(ip) => Ok(SqlValue::Text(ip.to_string())),
                     Err(_) if !strict => Ok(SqlValue::Text(s.clone())),
-                    Err(_) => Err(self.invalid(format!("{} is not an IPv4 or IPv6 address", shown(s)))),
+                    Err(_) => {
+                        Err(self.invalid(format!("{} is not an IPv4 or IPv6 address", shown(s))))
+                    }
                 }
             }
             AttributeKind::Enum { elements } => {
@@ -770,9 +782,9 @@ impl Attribute {
                 .map_err(|e| self.unreadable(e)),
             AttributeKind::Datetime => {
                 let millis = read_int(row, column).map_err(|e| self.unreadable(e))?;
-                millis_to_rfc3339(millis)
-                    .map(Value::String)
-                    .ok_or_else(|| self.unreadable(format!("{millis} ms is not a printable datetime")))
+                millis_to_rfc3339(millis).map(Value::String).ok_or_else(|| {
+                    self.unreadable(format!("{millis} ms is not a printable datetime"))
+                })
             }
             _ => Err(self.unreadable("unknown kind")),
         }
@@ -880,7 +892,9 @@ fn check_domain(domain: &str, need_dot: bool) -> Result<(), &'static str> {
         if label.is_empty() || label.len() > 63 {
             return Err("each part of the domain has 1 to 63 characters");
         }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             || label.starts_with('-')
             || label.ends_with('-')
         {
@@ -906,7 +920,12 @@ fn check_url(s: &str) -> Result<(), &'static str> {
         return Err("non-ASCII characters must be percent-encoded");
     }
     if s.bytes().any(|b| {
-        b <= b' ' || b == 0x7f || matches!(b, b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}')
+        b <= b' '
+            || b == 0x7f
+            || matches!(
+                b,
+                b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}'
+            )
     }) {
         return Err("it contains a space or a character that must be percent-encoded");
     }
@@ -971,6 +990,91 @@ fn check_url(s: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Databases for the tests of this service: an in-memory SQLite, and a fresh
+/// MariaDB database when `NIMBUS_TEST_DATABASE_URL` names a server (the
+/// project's MariaDB pass, see `scripts/test`); the MariaDB tests pass without
+/// doing anything when it is not set.
+#[cfg(test)]
+pub(super) mod test_support {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use sqlx::AnyPool;
+    use sqlx::any::AnyPoolOptions;
+
+    use super::SqlDialect;
+
+    pub struct TestDb {
+        pub pool: AnyPool,
+        pub dialect: SqlDialect,
+        /// The server connection and the database to drop at the end.
+        drop: Option<(AnyPool, String)>,
+    }
+
+    impl TestDb {
+        pub async fn close(self) {
+            self.pool.close().await;
+            if let Some((server, name)) = self.drop {
+                let _ = sqlx::query(&format!("DROP DATABASE {name}"))
+                    .execute(&server)
+                    .await;
+                server.close().await;
+            }
+        }
+    }
+
+    pub async fn sqlite() -> TestDb {
+        sqlx::any::install_default_drivers();
+        // One connection: each connection to `sqlite::memory:` is its own database.
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::query("PRAGMA foreign_keys = ON")
+            .execute(&pool)
+            .await
+            .unwrap();
+        TestDb {
+            pool,
+            dialect: SqlDialect::Sqlite,
+            drop: None,
+        }
+    }
+
+    pub async fn mariadb() -> Option<TestDb> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let url = std::env::var("NIMBUS_TEST_DATABASE_URL")
+            .ok()
+            .filter(|url| url.starts_with("mysql:") || url.starts_with("mariadb:"))?;
+        sqlx::any::install_default_drivers();
+        let name = format!(
+            "dbcore_{}_{}_{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_micros(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let server = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .expect("connect to the test MariaDB server");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&server)
+            .await
+            .expect("create a test database");
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&format!("{}/{name}", url.trim_end_matches('/')))
+            .await
+            .expect("connect to the test database");
+        Some(TestDb {
+            pool,
+            dialect: SqlDialect::MySql,
+            drop: Some((server, name)),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -990,8 +1094,20 @@ mod tests {
         vec![
             attr("title", AttributeKind::String { size: 10 }),
             attr("body", AttributeKind::String { size: 100_000 }),
-            attr("count", AttributeKind::Integer { min: Some(-5), max: Some(1000) }),
-            attr("price", AttributeKind::Float { min: Some(0.0), max: None }),
+            attr(
+                "count",
+                AttributeKind::Integer {
+                    min: Some(-5),
+                    max: Some(1000),
+                },
+            ),
+            attr(
+                "price",
+                AttributeKind::Float {
+                    min: Some(0.0),
+                    max: None,
+                },
+            ),
             attr("done", AttributeKind::Boolean),
             attr("due", AttributeKind::Datetime),
             attr("mail", AttributeKind::Email),
@@ -1017,7 +1133,13 @@ mod tests {
             },
             Attribute {
                 array: true,
-                ..attr("scores", AttributeKind::Float { min: None, max: None })
+                ..attr(
+                    "scores",
+                    AttributeKind::Float {
+                        min: None,
+                        max: None,
+                    },
+                )
             },
         ]
     }
@@ -1025,11 +1147,25 @@ mod tests {
     #[test]
     fn keys_follow_the_pattern_and_avoid_reserved_names() {
         for good in ["a", "title", "A_b_9", &"k".repeat(MAX_KEY_LEN)] {
-            assert!(attr(good, AttributeKind::Boolean).validate().is_ok(), "{good}");
+            assert!(
+                attr(good, AttributeKind::Boolean).validate().is_ok(),
+                "{good}"
+            );
         }
         for bad in [
-            "", "1a", "_a", "$a", "a-b", "a b", "é", "id", "createdAt", "updatedAt",
-            "permissions", "a;DROP", &"k".repeat(MAX_KEY_LEN + 1),
+            "",
+            "1a",
+            "_a",
+            "$a",
+            "a-b",
+            "a b",
+            "é",
+            "id",
+            "createdAt",
+            "updatedAt",
+            "permissions",
+            "a;DROP",
+            &"k".repeat(MAX_KEY_LEN + 1),
         ] {
             let err = attr(bad, AttributeKind::Boolean).validate().unwrap_err();
             assert_eq!(err.code(), "ATTRIBUTE_INVALID", "{bad}");
@@ -1040,14 +1176,52 @@ mod tests {
     fn definitions_are_checked() {
         let bad = [
             attr("s", AttributeKind::String { size: 0 }),
-            attr("s", AttributeKind::String { size: MAX_STRING_SIZE + 1 }),
-            attr("i", AttributeKind::Integer { min: Some(5), max: Some(4) }),
-            attr("f", AttributeKind::Float { min: Some(1.5), max: Some(1.0) }),
-            attr("f", AttributeKind::Float { min: Some(f64::NAN), max: None }),
+            attr(
+                "s",
+                AttributeKind::String {
+                    size: MAX_STRING_SIZE + 1,
+                },
+            ),
+            attr(
+                "i",
+                AttributeKind::Integer {
+                    min: Some(5),
+                    max: Some(4),
+                },
+            ),
+            attr(
+                "f",
+                AttributeKind::Float {
+                    min: Some(1.5),
+                    max: Some(1.0),
+                },
+            ),
+            attr(
+                "f",
+                AttributeKind::Float {
+                    min: Some(f64::NAN),
+                    max: None,
+                },
+            ),
             attr("e", AttributeKind::Enum { elements: vec![] }),
-            attr("e", AttributeKind::Enum { elements: vec!["".into()] }),
-            attr("e", AttributeKind::Enum { elements: vec!["a".into(), "a".into()] }),
-            attr("e", AttributeKind::Enum { elements: vec!["x".repeat(256)] }),
+            attr(
+                "e",
+                AttributeKind::Enum {
+                    elements: vec!["".into()],
+                },
+            ),
+            attr(
+                "e",
+                AttributeKind::Enum {
+                    elements: vec!["a".into(), "a".into()],
+                },
+            ),
+            attr(
+                "e",
+                AttributeKind::Enum {
+                    elements: vec!["x".repeat(256)],
+                },
+            ),
             attr(
                 "e",
                 AttributeKind::Enum {
@@ -1070,11 +1244,22 @@ mod tests {
             },
             Attribute {
                 default: Some(json!(1.5)),
-                ..attr("i", AttributeKind::Integer { min: None, max: None })
+                ..attr(
+                    "i",
+                    AttributeKind::Integer {
+                        min: None,
+                        max: None,
+                    },
+                )
             },
             Attribute {
                 default: Some(json!("maybe")),
-                ..attr("e", AttributeKind::Enum { elements: vec!["yes".into()] })
+                ..attr(
+                    "e",
+                    AttributeKind::Enum {
+                        elements: vec!["yes".into()],
+                    },
+                )
             },
             Attribute {
                 default: Some(json!("a\0b")),
@@ -1082,7 +1267,11 @@ mod tests {
             },
         ];
         for a in bad {
-            assert_eq!(a.validate().unwrap_err().code(), "ATTRIBUTE_INVALID", "{a:?}");
+            assert_eq!(
+                a.validate().unwrap_err().code(),
+                "ATTRIBUTE_INVALID",
+                "{a:?}"
+            );
         }
         let good = [
             Attribute {
@@ -1096,7 +1285,13 @@ mod tests {
             },
             Attribute {
                 default: Some(json!(3)),
-                ..attr("f", AttributeKind::Float { min: None, max: None })
+                ..attr(
+                    "f",
+                    AttributeKind::Float {
+                        min: None,
+                        max: None,
+                    },
+                )
             },
             Attribute {
                 default: Some(json!("2024-01-01T00:00:00Z")),
@@ -1106,8 +1301,14 @@ mod tests {
         for a in good {
             assert!(a.validate().is_ok(), "{a:?}");
         }
-        let twins = [attr("Title", AttributeKind::Boolean), attr("title", AttributeKind::Boolean)];
-        assert_eq!(validate_attributes(&twins).unwrap_err().code(), "ATTRIBUTE_INVALID");
+        let twins = [
+            attr("Title", AttributeKind::Boolean),
+            attr("title", AttributeKind::Boolean),
+        ];
+        assert_eq!(
+            validate_attributes(&twins).unwrap_err().code(),
+            "ATTRIBUTE_INVALID"
+        );
         assert!(validate_attributes(&all_kinds()).is_ok());
     }
 
@@ -1115,7 +1316,13 @@ mod tests {
     fn kinds_serialize_with_a_type_tag() {
         let a = Attribute {
             default: Some(json!(3)),
-            ..attr("n", AttributeKind::Integer { min: Some(1), max: None })
+            ..attr(
+                "n",
+                AttributeKind::Integer {
+                    min: Some(1),
+                    max: None,
+                },
+            )
         };
         let text = serde_json::to_value(&a).unwrap();
         assert_eq!(
@@ -1127,8 +1334,14 @@ mod tests {
         let minimal: Attribute =
             serde_json::from_value(json!({"key": "b", "kind": {"type": "boolean"}})).unwrap();
         assert_eq!(minimal, attr("b", AttributeKind::Boolean));
-        let e: AttributeKind = serde_json::from_value(json!({"type": "enum", "elements": ["a"]})).unwrap();
-        assert_eq!(e, AttributeKind::Enum { elements: vec!["a".into()] });
+        let e: AttributeKind =
+            serde_json::from_value(json!({"type": "enum", "elements": ["a"]})).unwrap();
+        assert_eq!(
+            e,
+            AttributeKind::Enum {
+                elements: vec!["a".into()]
+            }
+        );
         assert!(serde_json::from_value::<AttributeKind>(json!({"type": "money"})).is_err());
     }
 
@@ -1144,13 +1357,22 @@ mod tests {
         let kinds = all_kinds();
         let get = |k: &str| kinds.iter().find(|a| a.key == k).unwrap();
         let s = get("title");
-        assert_eq!(s.to_sql_value(&json!("héllo wörl")).unwrap(), SqlValue::Text("héllo wörl".into()));
+        assert_eq!(
+            s.to_sql_value(&json!("héllo wörl")).unwrap(),
+            SqlValue::Text("héllo wörl".into())
+        );
         assert_eq!(code(s, json!("héllo wörld")), "VALUE_OUT_OF_RANGE");
         assert_eq!(code(s, json!(5)), "VALUE_INVALID");
         assert_eq!(s.to_sql_value(&json!(null)).unwrap(), SqlValue::Null);
-        let required = Attribute { required: true, ..s.clone() };
+        let required = Attribute {
+            required: true,
+            ..s.clone()
+        };
         assert_eq!(code(&required, json!(null)), "VALUE_REQUIRED");
-        assert_eq!(required.value_for_write(None).unwrap_err().code(), "VALUE_REQUIRED");
+        assert_eq!(
+            required.value_for_write(None).unwrap_err().code(),
+            "VALUE_REQUIRED"
+        );
 
         let i = get("count");
         assert_eq!(i.to_sql_value(&json!(7)).unwrap(), SqlValue::Int(7));
@@ -1161,8 +1383,17 @@ mod tests {
         assert_eq!(code(i, json!(-6)), "VALUE_OUT_OF_RANGE");
         assert_eq!(code(i, json!(u64::MAX)), "VALUE_OUT_OF_RANGE");
         assert_eq!(code(i, json!(1e300)), "VALUE_OUT_OF_RANGE");
-        let unbounded = attr("n", AttributeKind::Integer { min: None, max: None });
-        assert_eq!(unbounded.to_sql_value(&json!(i64::MIN)).unwrap(), SqlValue::Int(i64::MIN));
+        let unbounded = attr(
+            "n",
+            AttributeKind::Integer {
+                min: None,
+                max: None,
+            },
+        );
+        assert_eq!(
+            unbounded.to_sql_value(&json!(i64::MIN)).unwrap(),
+            SqlValue::Int(i64::MIN)
+        );
 
         let f = get("price");
         assert_eq!(f.to_sql_value(&json!(2)).unwrap(), SqlValue::Float(2.0));
@@ -1176,7 +1407,8 @@ mod tests {
 
         let d = get("due");
         assert_eq!(
-            d.to_sql_value(&json!("2024-05-01T14:00:00.123+02:00")).unwrap(),
+            d.to_sql_value(&json!("2024-05-01T14:00:00.123+02:00"))
+                .unwrap(),
             SqlValue::Int(1_714_564_800_123)
         );
         assert_eq!(code(d, json!("2024-05-01")), "VALUE_INVALID");
@@ -1203,13 +1435,18 @@ mod tests {
         assert_eq!(code(tags, json!("a")), "VALUE_INVALID");
         assert_eq!(code(tags, json!(["a", null])), "VALUE_INVALID");
         assert_eq!(code(tags, json!(["x".repeat(21)])), "VALUE_OUT_OF_RANGE");
-        assert_eq!(code(tags, Value::Array(vec![json!("a"); 1001])), "VALUE_OUT_OF_RANGE");
+        assert_eq!(
+            code(tags, Value::Array(vec![json!("a"); 1001])),
+            "VALUE_OUT_OF_RANGE"
+        );
         assert_eq!(code(tags, Value::Array(vec![json!("a"); 1000])), "OK");
         let err = tags.to_sql_value(&json!(["a", 3])).unwrap_err();
         assert!(err.to_string().contains("element #1"), "{err}");
         assert!(err.to_string().contains("`tags`"), "{err}");
         assert_eq!(
-            get("dates").to_sql_value(&json!(["1970-01-01T00:00:01Z"])).unwrap(),
+            get("dates")
+                .to_sql_value(&json!(["1970-01-01T00:00:01Z"]))
+                .unwrap(),
             SqlValue::Text("[1000]".into())
         );
         assert_eq!(
@@ -1222,13 +1459,34 @@ mod tests {
     fn filter_values_only_check_types() {
         let kinds = all_kinds();
         let get = |k: &str| kinds.iter().find(|a| a.key == k).unwrap();
-        assert_eq!(get("count").filter_value(&json!(5000)).unwrap(), SqlValue::Int(5000));
-        assert_eq!(get("title").filter_value(&json!("x".repeat(50))).unwrap(), SqlValue::Text("x".repeat(50)));
-        assert_eq!(get("mail").filter_value(&json!("bob")).unwrap(), SqlValue::Text("bob".into()));
-        assert_eq!(get("addr").filter_value(&json!("::FFFF:1.2.3.4")).unwrap(), SqlValue::Text("::ffff:1.2.3.4".into()));
-        assert_eq!(get("count").filter_value(&json!("5")).unwrap_err().code(), "VALUE_INVALID");
-        assert_eq!(get("count").filter_value(&json!(null)).unwrap_err().code(), "VALUE_INVALID");
-        assert_eq!(get("tags").filter_value(&json!("a")).unwrap(), SqlValue::Text("a".into()));
+        assert_eq!(
+            get("count").filter_value(&json!(5000)).unwrap(),
+            SqlValue::Int(5000)
+        );
+        assert_eq!(
+            get("title").filter_value(&json!("x".repeat(50))).unwrap(),
+            SqlValue::Text("x".repeat(50))
+        );
+        assert_eq!(
+            get("mail").filter_value(&json!("bob")).unwrap(),
+            SqlValue::Text("bob".into())
+        );
+        assert_eq!(
+            get("addr").filter_value(&json!("::FFFF:1.2.3.4")).unwrap(),
+            SqlValue::Text("::ffff:1.2.3.4".into())
+        );
+        assert_eq!(
+            get("count").filter_value(&json!("5")).unwrap_err().code(),
+            "VALUE_INVALID"
+        );
+        assert_eq!(
+            get("count").filter_value(&json!(null)).unwrap_err().code(),
+            "VALUE_INVALID"
+        );
+        assert_eq!(
+            get("tags").filter_value(&json!("a")).unwrap(),
+            SqlValue::Text("a".into())
+        );
     }
 
     #[test]
@@ -1237,8 +1495,21 @@ mod tests {
             assert!(check_email(good).is_ok(), "{good}");
         }
         for bad in [
-            "", "a", "@b.co", "a@", "a@b", "a@@b.co", "a@b@c.co", ".a@b.co", "a..b@c.co",
-            "a b@c.co", "a@-b.co", "a@b..co", "a@b.123", "a@b.co ", "ä@b.co",
+            "",
+            "a",
+            "@b.co",
+            "a@",
+            "a@b",
+            "a@@b.co",
+            "a@b@c.co",
+            ".a@b.co",
+            "a..b@c.co",
+            "a b@c.co",
+            "a@-b.co",
+            "a@b..co",
+            "a@b.123",
+            "a@b.co ",
+            "ä@b.co",
         ] {
             assert!(check_email(bad).is_err(), "{bad}");
         }
@@ -1255,11 +1526,26 @@ mod tests {
             assert!(check_url(good).is_ok(), "{good}");
         }
         for bad in [
-            "", "example.com", "ftp://example.com", "http://", "http:///x", "http://exa mple.com",
-            "http://example.com/a b", "http://ex_ample.com", "http://-a.com", "http://a.com:",
-            "http://a.com:99999", "http://a.com:8x", "http://[::1", "http://[zz]/",
-            "http://300.1.1.1", "http://a.com/%zz", "http://a.com/é", "javascript:alert(1)",
-            "http://a.com/<script>", "http://a..com",
+            "",
+            "example.com",
+            "ftp://example.com",
+            "http://",
+            "http:///x",
+            "http://exa mple.com",
+            "http://example.com/a b",
+            "http://ex_ample.com",
+            "http://-a.com",
+            "http://a.com:",
+            "http://a.com:99999",
+            "http://a.com:8x",
+            "http://[::1",
+            "http://[zz]/",
+            "http://300.1.1.1",
+            "http://a.com/%zz",
+            "http://a.com/é",
+            "javascript:alert(1)",
+            "http://a.com/<script>",
+            "http://a..com",
         ] {
             assert!(check_url(bad).is_err(), "{bad}");
         }
@@ -1270,8 +1556,14 @@ mod tests {
     fn datetimes_print_with_milliseconds_and_z() {
         assert_eq!(millis_to_rfc3339(0).unwrap(), "1970-01-01T00:00:00.000Z");
         assert_eq!(millis_to_rfc3339(-1).unwrap(), "1969-12-31T23:59:59.999Z");
-        assert_eq!(rfc3339_to_millis("9999-12-31T23:59:59.999Z"), Some(MAX_DATETIME_MS));
-        assert_eq!(rfc3339_to_millis("0000-01-01T00:00:00Z"), Some(MIN_DATETIME_MS));
+        assert_eq!(
+            rfc3339_to_millis("9999-12-31T23:59:59.999Z"),
+            Some(MAX_DATETIME_MS)
+        );
+        assert_eq!(
+            rfc3339_to_millis("0000-01-01T00:00:00Z"),
+            Some(MIN_DATETIME_MS)
+        );
         assert_eq!(millis_to_rfc3339(MAX_DATETIME_MS + 1), None);
         assert_eq!(millis_to_rfc3339(i64::MIN), None);
         assert_eq!(millis_to_rfc3339(i64::MAX), None);
@@ -1286,35 +1578,14 @@ mod tests {
         assert_eq!(shown("a\u{202e}b"), "`a\\u{202e}b`");
     }
 
-    async fn pool() -> sqlx::AnyPool {
-        sqlx::any::install_default_drivers();
-        sqlx::any::AnyPoolOptions::new()
-            .max_connections(1)
-            .connect("sqlite::memory:")
-            .await
-            .unwrap()
-    }
-
-    #[tokio::test]
-    async fn every_kind_round_trips_through_a_sqlite_table() {
-        let pool = pool().await;
+    /// Every kind written with `to_sql_value` and read back with `from_sql`, in
+    /// a table made by the DDL of the dialect.
+    async fn round_trip(db: test_support::TestDb) {
+        let pool = db.pool.clone();
         let attrs = all_kinds();
-        let columns: Vec<String> = attrs
-            .iter()
-            .map(|a| {
-                let ty = match (&a.kind, a.array) {
-                    (_, true) => "TEXT",
-                    (k, _) if k.is_textual() => "TEXT",
-                    (AttributeKind::Float { .. }, _) => "REAL",
-                    _ => "INTEGER",
-                };
-                format!("{} {ty}", a.column())
-            })
-            .collect();
-        sqlx::query(&format!("CREATE TABLE t (id TEXT PRIMARY KEY, {})", columns.join(", ")))
-            .execute(&pool)
-            .await
-            .unwrap();
+        for statement in super::super::ddl::create_table_sql(db.dialect, "t", &attrs).unwrap() {
+            sqlx::query(&statement).execute(&pool).await.unwrap();
+        }
         let full = json!({
             "title": "naïve ☃",
             "body": "x".repeat(20_000),
@@ -1335,7 +1606,10 @@ mod tests {
         for (id, doc) in [("full", &full), ("falsy", &falsy), ("empty", &json!({}))] {
             let placeholders = vec!["?"; attrs.len()].join(", ");
             let names: Vec<String> = attrs.iter().map(Attribute::column).collect();
-            let sql = format!("INSERT INTO t (id, {}) VALUES (?, {placeholders})", names.join(", "));
+            let sql = format!(
+                "INSERT INTO t (id, created_at, updated_at, {}) VALUES (?, 0, 0, {placeholders})",
+                names.join(", ")
+            );
             let mut query = sqlx::query(&sql).bind(id);
             for a in &attrs {
                 query = a.value_for_write(doc.get(&a.key)).unwrap().bind_to(query);
@@ -1368,28 +1642,56 @@ mod tests {
         assert_eq!(falsy_back["tags"], json!([]));
         assert_eq!(falsy_back["title"], Value::Null);
         let empty = read("empty").await;
-        assert!(empty.as_object().unwrap().values().all(Value::is_null), "{empty}");
+        assert!(
+            empty.as_object().unwrap().values().all(Value::is_null),
+            "{empty}"
+        );
 
         // A column that is not what the metadata says is an internal error, not a panic.
-        let row = sqlx::query("SELECT 'abc' AS a_count, 'not json' AS a_tags, 99999999999999999 AS a_due")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        let row = sqlx::query(
+            "SELECT 'abc' AS a_count, 'not json' AS a_tags, 99999999999999999 AS a_due",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
         for key in ["count", "tags", "due"] {
-            let err = attrs.iter().find(|a| a.key == key).unwrap().from_sql(&row).unwrap_err();
+            let err = attrs
+                .iter()
+                .find(|a| a.key == key)
+                .unwrap()
+                .from_sql(&row)
+                .unwrap_err();
             assert_eq!(err.code(), "INTERNAL", "{key}");
         }
-        let missing = attr("nothere", AttributeKind::Boolean).from_sql(&row).unwrap_err();
+        let missing = attr("nothere", AttributeKind::Boolean)
+            .from_sql(&row)
+            .unwrap_err();
         assert_eq!(missing.code(), "INTERNAL");
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn every_kind_round_trips_through_a_sqlite_table() {
+        round_trip(test_support::sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn every_kind_round_trips_through_a_mariadb_table() {
+        if let Some(db) = test_support::mariadb().await {
+            round_trip(db).await;
+        }
     }
 
     #[tokio::test]
     async fn text_read_as_bytes_is_decoded() {
-        let pool = pool().await;
-        let row = sqlx::query("SELECT CAST('héllo' AS BLOB) AS a_title, CAST('[\"a\"]' AS BLOB) AS a_tags")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        let db = test_support::sqlite().await;
+        let pool = db.pool;
+        let row = sqlx::query(
+            "SELECT CAST('héllo' AS BLOB) AS a_title, CAST('[\"a\"]' AS BLOB) AS a_tags",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
         let kinds = all_kinds();
         assert_eq!(kinds[0].from_sql(&row).unwrap(), json!("héllo"));
         assert_eq!(kinds[10].from_sql(&row).unwrap(), json!(["a"]));

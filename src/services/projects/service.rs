@@ -254,6 +254,11 @@ pub async fn delete_project(state: &AppState, _: AdminGrant, id: &str) -> AppRes
             "the default project cannot be deleted".into(),
         ));
     }
+    if load_project(state, id).await?.is_none() {
+        return Err(AppError::ProjectNotFound { id: id.into() });
+    }
+    // Collection tables are not rows that cascade: drop them first.
+    crate::services::databases::structure::drop_project_tables(state, id).await?;
     if !store::delete_project(state.db.pool(), id).await? {
         return Err(AppError::ProjectNotFound { id: id.into() });
     }
@@ -263,7 +268,7 @@ pub async fn delete_project(state: &AppState, _: AdminGrant, id: &str) -> AppRes
 }
 
 /// Tells every replica (this one included) to drop what it cached about the project.
-async fn announce_change(state: &AppState, id: &str) {
+pub async fn announce_change(state: &AppState, id: &str) {
     // This replica forgets at once, so its next request already sees the change even
     // when the bus is down; the others learn it from the bus.
     state.schemas.invalidate(id).await;

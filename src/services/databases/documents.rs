@@ -1,0 +1,902 @@
+//! Documents: reading and writing the rows of a collection's table, with the
+//! permission model applied — collection permissions always, each document's own
+//! (from the side table) when the collection has document security; API keys with
+//! `documents.*` bypass both. The typed and the generic GraphQL APIs both come
+//! through here, on a connection the request chooses (its transaction for writes).
+
+use std::collections::HashMap;
+
+use futures_util::future::BoxFuture;
+use serde_json::{Map, Value};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyConnection, QueryBuilder, Row as _};
+
+use crate::auth::Caller;
+use crate::auth::permissions::{
+    Action, Permission, Role, RoleSet, allows, check_grantable, parse_permissions, permission_rows,
+    push_permission_filter,
+};
+use crate::bus::Event;
+use crate::db::{ids, now_millis};
+use crate::error::{AppError, AppResult};
+
+use super::Collection;
+use super::ddl::perms_table;
+use super::filter::{self, Cursor, Filter, FilterError, OrderBy, cursor_for_row};
+use super::model::{SqlDialect, millis_to_rfc3339};
+use super::structure::value_error;
+
+/// The most documents one list returns.
+pub const MAX_PAGE: usize = 1000;
+/// The most documents one bulk write takes.
+pub const MAX_BULK: usize = 1000;
+const MAX_PERMISSIONS: usize = 100;
+const ALIAS: &str = "d";
+
+/// A document: its system fields and its attribute values (JSON, as the
+/// attributes' types say).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    pub id: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub permissions: Vec<Permission>,
+    pub data: Map<String, Value>,
+}
+
+impl Document {
+    /// Appwrite's shape: `$id`, `$createdAt`, `$updatedAt`, `$permissions`,
+    /// `$collectionId`, `$databaseId`, then the attributes.
+    pub fn to_json(&self, collection: &Collection) -> Value {
+        let mut object = Map::new();
+        object.insert("$id".into(), Value::from(self.id.as_str()));
+        object.insert("$collectionId".into(), Value::from(collection.id.as_str()));
+        object.insert(
+            "$databaseId".into(),
+            Value::from(collection.database_id.as_str()),
+        );
+        object.insert("$createdAt".into(), time(self.created_at));
+        object.insert("$updatedAt".into(), time(self.updated_at));
+        object.insert(
+            "$permissions".into(),
+            Value::Array(
+                self.permissions
+                    .iter()
+                    .map(|p| Value::from(p.to_string()))
+                    .collect(),
+            ),
+        );
+        for (key, value) in &self.data {
+            object.insert(key.clone(), value.clone());
+        }
+        Value::Object(object)
+    }
+}
+
+fn time(millis: i64) -> Value {
+    millis_to_rfc3339(millis)
+        .map(Value::from)
+        .unwrap_or(Value::Null)
+}
+
+/// Who reads or writes: a server bypassing permissions, or a client with roles.
+#[derive(Debug, Clone)]
+pub enum Access {
+    Server,
+    Client {
+        roles: RoleSet,
+        /// The signed-in user, who gets the default permissions of what they create.
+        user_id: Option<String>,
+    },
+}
+
+impl Access {
+    /// The access of a caller: keys need `documents.read` / `documents.write`.
+    pub fn of(caller: &Caller, write: bool) -> AppResult<Access> {
+        if caller.key().is_some() {
+            caller.require_scope(if write {
+                "documents.write"
+            } else {
+                "documents.read"
+            })?;
+            return Ok(Access::Server);
+        }
+        Ok(Access::Client {
+            roles: caller.roles(),
+            user_id: caller.require_session().ok().map(|s| s.user.id.clone()),
+        })
+    }
+}
+
+/// How the collection's own permissions let a client `action` its documents:
+/// all of them, those whose own permissions allow it, or none.
+enum Reach {
+    All,
+    PerDocument(RoleSet),
+    None,
+}
+
+fn reach(collection: &Collection, access: &Access, action: Action) -> Reach {
+    match access {
+        Access::Server => Reach::All,
+        Access::Client { .. } if !collection.enabled => Reach::None,
+        Access::Client { roles, .. } if allows(roles, action, &collection.permissions) => {
+            Reach::All
+        }
+        Access::Client { roles, .. } if collection.document_security => {
+            Reach::PerDocument(roles.clone())
+        }
+        Access::Client { .. } => Reach::None,
+    }
+}
+
+fn not_found(id: &str) -> AppError {
+    AppError::NotFound {
+        what: "document",
+        id: id.chars().take(64).collect(),
+    }
+}
+
+fn denied(action: Action) -> AppError {
+    AppError::PermissionDenied {
+        reason: format!(
+            "no permission to {} documents of this collection",
+            action.as_str()
+        ),
+    }
+}
+
+pub(crate) fn filter_error(err: FilterError) -> AppError {
+    match err.code() {
+        "INTERNAL" => AppError::Internal(anyhow::anyhow!("{err}")),
+        code => AppError::Invalid {
+            code,
+            field: "filter".into(),
+            reason: err.to_string(),
+        },
+    }
+}
+
+fn q(dialect: SqlDialect, name: &str) -> String {
+    dialect.quote(name)
+}
+
+/// `SELECT d.id, d.created_at, d.updated_at, d.a_… FROM <table> d`.
+fn select_from(dialect: SqlDialect, collection: &Collection) -> String {
+    let mut sql = format!(
+        "SELECT {ALIAS}.{}, {ALIAS}.{}, {ALIAS}.{}",
+        q(dialect, "id"),
+        q(dialect, "created_at"),
+        q(dialect, "updated_at")
+    );
+    for attribute in &collection.attributes {
+        sql.push_str(&format!(", {ALIAS}.{}", q(dialect, &attribute.column())));
+    }
+    sql.push_str(&format!(" FROM {} {ALIAS}", q(dialect, &collection.table)));
+    sql
+}
+
+fn document_from(collection: &Collection, row: &AnyRow) -> AppResult<Document> {
+    let mut data = Map::new();
+    for attribute in &collection.attributes {
+        data.insert(
+            attribute.key.clone(),
+            attribute.from_sql(row).map_err(value_error)?,
+        );
+    }
+    Ok(Document {
+        id: row.try_get("id")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        permissions: Vec::new(),
+        data,
+    })
+}
+
+/// Fills in the permissions of `documents` from the side table, in one query.
+async fn load_permissions(
+    conn: &mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &Collection,
+    documents: &mut [Document],
+) -> AppResult<()> {
+    if documents.is_empty() {
+        return Ok(());
+    }
+    let mut builder = QueryBuilder::<Any>::new(format!(
+        "SELECT resource_id, action, role FROM {} WHERE resource_id IN (",
+        q(dialect, &perms_table(&collection.table))
+    ));
+    let mut list = builder.separated(", ");
+    for document in documents.iter() {
+        list.push_bind(document.id.clone());
+    }
+    list.push_unseparated(")");
+    let rows = builder.build().fetch_all(&mut *conn).await?;
+    let mut by_document: HashMap<String, Vec<Permission>> = HashMap::new();
+    for row in rows {
+        let id: String = row.try_get("resource_id")?;
+        let action: String = row.try_get("action")?;
+        let role: String = row.try_get("role")?;
+        // Stored rows were validated when written; a row that no longer parses is
+        // skipped rather than failing every read of the document.
+        if let Ok(mut parsed) = parse_permissions(&[format!("{action}(\"{role}\")")]) {
+            by_document.entry(id).or_default().append(&mut parsed);
+        }
+    }
+    for document in documents.iter_mut() {
+        let mut permissions = by_document.remove(&document.id).unwrap_or_default();
+        permissions.sort_by_key(|p| (p.action.as_str(), p.role.to_string()));
+        document.permissions = permissions;
+    }
+    Ok(())
+}
+
+/// Appends ` AND <may read>` for a client that reads per document.
+fn push_reach(
+    builder: &mut QueryBuilder<'_, Any>,
+    collection: &Collection,
+    roles: &RoleSet,
+    action: Action,
+) -> AppResult<()> {
+    builder.push(" AND ");
+    push_permission_filter(
+        builder,
+        &format!("{ALIAS}.id"),
+        &perms_table(&collection.table),
+        action,
+        roles,
+    )
+    .map_err(|err| AppError::Internal(anyhow::anyhow!("permission filter: {err}")))
+}
+
+/// A document by id, as `access` may read it (`None` when absent or hidden).
+/// See [`get_impl`]; boxed so that resolvers can hold the future across awaits.
+pub fn get<'a>(
+    conn: &'a mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &'a Collection,
+    access: &'a Access,
+    id: &'a str,
+) -> BoxFuture<'a, AppResult<Option<Document>>> {
+    Box::pin(get_impl(conn, dialect, collection, access, id))
+}
+
+async fn get_impl(
+    conn: &mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &Collection,
+    access: &Access,
+    id: &str,
+) -> AppResult<Option<Document>> {
+    if ids::validate("id", id).is_err() {
+        return Ok(None);
+    }
+    let reach = reach(collection, access, Action::Read);
+    if matches!(reach, Reach::None) {
+        return Ok(None);
+    }
+    let mut builder = QueryBuilder::<Any>::new(select_from(dialect, collection));
+    builder
+        .push(format!(" WHERE {ALIAS}.id = "))
+        .push_bind(id.to_string());
+    if let Reach::PerDocument(roles) = &reach {
+        push_reach(&mut builder, collection, roles, Action::Read)?;
+    }
+    let Some(row) = builder.build().fetch_optional(&mut *conn).await? else {
+        return Ok(None);
+    };
+    let mut documents = vec![document_from(collection, &row)?];
+    load_permissions(conn, dialect, collection, &mut documents).await?;
+    Ok(documents.pop())
+}
+
+/// The cursor of document `id` in the order `orders`: Appwrite's `cursorAfter`
+/// names a document, not a position.
+/// See [`cursor_of_impl`]; boxed so that resolvers can hold the future across awaits.
+pub fn cursor_of<'a>(
+    conn: &'a mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &'a Collection,
+    access: &'a Access,
+    orders: &'a [OrderBy],
+    id: &'a str,
+) -> BoxFuture<'a, AppResult<Cursor>> {
+    Box::pin(cursor_of_impl(
+        conn, dialect, collection, access, orders, id,
+    ))
+}
+
+async fn cursor_of_impl(
+    conn: &mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &Collection,
+    access: &Access,
+    orders: &[OrderBy],
+    id: &str,
+) -> AppResult<Cursor> {
+    let invalid = || AppError::Invalid {
+        code: "CURSOR_INVALID",
+        field: "queries".into(),
+        reason: format!(
+            "the cursor names document `{}`, which does not exist or cannot be read",
+            id.chars().take(64).collect::<String>()
+        ),
+    };
+    ids::validate("cursor", id).map_err(|_| invalid())?;
+    let reach = reach(collection, access, Action::Read);
+    if matches!(reach, Reach::None) {
+        return Err(invalid());
+    }
+    let mut builder = QueryBuilder::<Any>::new(select_from(dialect, collection));
+    builder
+        .push(format!(" WHERE {ALIAS}.id = "))
+        .push_bind(id.to_string());
+    if let Reach::PerDocument(roles) = &reach {
+        push_reach(&mut builder, collection, roles, Action::Read)?;
+    }
+    let row = builder
+        .build()
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(invalid)?;
+    cursor_for_row(&row, &collection.attributes, orders).map_err(filter_error)
+}
+
+/// Which part of a list to read.
+#[derive(Debug, Clone)]
+pub enum Paging {
+    /// Rows after `after` (or before `before`, reading from the end), `limit` of them.
+    Keyset {
+        after: Option<Cursor>,
+        before: Option<Cursor>,
+        limit: usize,
+        from_end: bool,
+    },
+    /// Appwrite's `limit` and `offset`.
+    Offset { limit: usize, offset: usize },
+}
+
+/// A list request.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub filter: Filter,
+    pub orders: Vec<OrderBy>,
+    pub paging: Paging,
+    /// Count every matching document too (a second query; only when asked).
+    pub want_total: bool,
+}
+
+/// One page of documents, each with its cursor.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub documents: Vec<(Document, Cursor)>,
+    /// More rows beyond the page in the reading direction.
+    pub has_more: bool,
+    pub total: Option<i64>,
+}
+
+/// The documents `access` may read that match `query`.
+/// See [`list_impl`]; boxed so that resolvers can hold the future across awaits.
+pub fn list<'a>(
+    conn: &'a mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &'a Collection,
+    access: &'a Access,
+    query: &'a ListQuery,
+) -> BoxFuture<'a, AppResult<Listed>> {
+    Box::pin(list_impl(conn, dialect, collection, access, query))
+}
+
+async fn list_impl(
+    conn: &mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &Collection,
+    access: &Access,
+    query: &ListQuery,
+) -> AppResult<Listed> {
+    let reach = reach(collection, access, Action::Read);
+    if matches!(reach, Reach::None) {
+        return Ok(Listed {
+            documents: Vec::new(),
+            has_more: false,
+            total: query.want_total.then_some(0),
+        });
+    }
+    let where_clause = |builder: &mut QueryBuilder<'_, Any>| -> AppResult<()> {
+        builder.push(" WHERE ");
+        filter::push_filter(
+            builder,
+            dialect,
+            ALIAS,
+            &collection.attributes,
+            &query.filter,
+        )
+        .map_err(filter_error)?;
+        if let Reach::PerDocument(roles) = &reach {
+            push_reach(builder, collection, roles, Action::Read)?;
+        }
+        Ok(())
+    };
+    let mut builder = QueryBuilder::<Any>::new(select_from(dialect, collection));
+    where_clause(&mut builder)?;
+    let (limit, from_end) = match &query.paging {
+        Paging::Keyset {
+            after,
+            before,
+            limit,
+            from_end,
+        } => {
+            if after.is_some() && before.is_some() {
+                return Err(AppError::invalid(
+                    "before",
+                    "give `after` or `before`, not both",
+                ));
+            }
+            let cursor = if *from_end { before } else { after };
+            let limit = (*limit).min(MAX_PAGE);
+            filter::push_order_and_cursor(
+                &mut builder,
+                dialect,
+                ALIAS,
+                &collection.attributes,
+                &query.orders,
+                cursor.as_ref(),
+                *from_end,
+                limit,
+            )
+            .map_err(filter_error)?;
+            (limit, *from_end)
+        }
+        Paging::Offset { limit, offset } => {
+            let limit = (*limit).min(MAX_PAGE);
+            filter::push_order_and_offset(
+                &mut builder,
+                dialect,
+                ALIAS,
+                &collection.attributes,
+                &query.orders,
+                limit + 1,
+                *offset,
+            )
+            .map_err(filter_error)?;
+            (limit, false)
+        }
+    };
+    let rows = builder.build().fetch_all(&mut *conn).await?;
+    let has_more = rows.len() > limit;
+    let mut documents = Vec::with_capacity(rows.len().min(limit));
+    let mut cursors = Vec::with_capacity(documents.capacity());
+    for row in rows.iter().take(limit) {
+        documents.push(document_from(collection, row)?);
+        cursors.push(
+            cursor_for_row(row, &collection.attributes, &query.orders).map_err(filter_error)?,
+        );
+    }
+    if from_end {
+        documents.reverse();
+        cursors.reverse();
+    }
+    load_permissions(conn, dialect, collection, &mut documents).await?;
+    let total = if query.want_total {
+        let mut count = QueryBuilder::<Any>::new(format!(
+            "SELECT COUNT(*) FROM {} {ALIAS}",
+            q(dialect, &collection.table)
+        ));
+        where_clause(&mut count)?;
+        Some(
+            count
+                .build_query_scalar::<i64>()
+                .fetch_one(&mut *conn)
+                .await?,
+        )
+    } else {
+        None
+    };
+    Ok(Listed {
+        documents: documents.into_iter().zip(cursors).collect(),
+        has_more,
+        total,
+    })
+}
+
+/// A document to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewDocument {
+    pub id: Option<String>,
+    pub data: Map<String, Value>,
+    pub permissions: Option<Vec<String>>,
+}
+
+fn check_keys(collection: &Collection, data: &Map<String, Value>) -> AppResult<()> {
+    if let Some(unknown) = data.keys().find(|k| collection.attribute(k).is_none()) {
+        return Err(AppError::Invalid {
+            code: "ATTRIBUTE_NOT_FOUND",
+            field: "data".into(),
+            reason: format!(
+                "the collection has no attribute `{}`",
+                unknown.chars().take(64).collect::<String>()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The permissions a write sets: validated, and (for clients) only roles they hold.
+fn permissions_to_set(access: &Access, given: &[String]) -> AppResult<Vec<Permission>> {
+    if given.len() > MAX_PERMISSIONS {
+        return Err(AppError::invalid(
+            "permissions",
+            format!("at most {MAX_PERMISSIONS} permissions"),
+        ));
+    }
+    let permissions = parse_permissions(given).map_err(|err| AppError::Invalid {
+        code: err.code(),
+        field: "permissions".into(),
+        reason: err.to_string(),
+    })?;
+    if let Access::Client { roles, .. } = access {
+        check_grantable(roles, &permissions).map_err(|err| AppError::Invalid {
+            code: err.code(),
+            field: "permissions".into(),
+            reason: err.to_string(),
+        })?;
+    }
+    Ok(permissions)
+}
+
+async fn write_permissions(
+    conn: &mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &Collection,
+    id: &str,
+    permissions: &[Permission],
+    replace: bool,
+) -> AppResult<()> {
+    let table = q(dialect, &perms_table(&collection.table));
+    if replace {
+        sqlx::query(&format!("DELETE FROM {table} WHERE resource_id = ?"))
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let rows = permission_rows(id, permissions);
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut builder =
+        QueryBuilder::<Any>::new(format!("INSERT INTO {table} (resource_id, action, role) "));
+    builder.push_values(rows, |mut b, (resource, action, role)| {
+        b.push_bind(resource).push_bind(action).push_bind(role);
+    });
+    builder.build().execute(&mut *conn).await?;
+    Ok(())
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .is_some_and(|e| e.is_unique_violation() || e.code().as_deref() == Some("23000"))
+}
+
+/// Creates a document. A client needs the collection's `create` permission;
+/// without `permissions`, a signed-in client's document is theirs to read, update
+/// and delete.
+/// See [`create_impl`]; boxed so that resolvers can hold the future across awaits.
+pub fn create<'a>(
+    conn: &'a mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &'a Collection,
+    access: &'a Access,
+    new: NewDocument,
+) -> BoxFuture<'a, AppResult<Document>> {
+    Box::pin(create_impl(conn, dialect, collection, access, new))
+}
+
+async fn create_impl(
+    conn: &mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &Collection,
+    access: &Access,
+    new: NewDocument,
+) -> AppResult<Document> {
+    if !matches!(reach(collection, access, Action::Create), Reach::All) {
+        return Err(denied(Action::Create));
+    }
+    let id = ids::resolve("id", new.id.as_deref())?;
+    check_keys(collection, &new.data)?;
+    let permissions = match (&new.permissions, access) {
+        (Some(given), _) => permissions_to_set(access, given)?,
+        (
+            None,
+            Access::Client {
+                user_id: Some(user),
+                ..
+            },
+        ) => {
+            let role = Role::user(user).map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
+            [Action::Read, Action::Update, Action::Delete]
+                .into_iter()
+                .map(|action| Permission::new(action, role.clone()))
+                .collect()
+        }
+        (None, _) => Vec::new(),
+    };
+    let mut values = Vec::with_capacity(collection.attributes.len());
+    for attribute in &collection.attributes {
+        values.push(
+            attribute
+                .value_for_write(new.data.get(&attribute.key))
+                .map_err(value_error)?,
+        );
+    }
+    let now = now_millis();
+    let mut builder = QueryBuilder::<Any>::new(format!(
+        "INSERT INTO {} ({}, {}, {}",
+        q(dialect, &collection.table),
+        q(dialect, "id"),
+        q(dialect, "created_at"),
+        q(dialect, "updated_at")
+    ));
+    for attribute in &collection.attributes {
+        builder.push(format!(", {}", q(dialect, &attribute.column())));
+    }
+    builder.push(") VALUES (");
+    builder
+        .push_bind(id.clone())
+        .push(", ")
+        .push_bind(now)
+        .push(", ")
+        .push_bind(now);
+    for value in values {
+        builder.push(", ");
+        value.push_bind(&mut builder);
+    }
+    builder.push(")");
+    if let Err(err) = builder.build().execute(&mut *conn).await {
+        if is_unique_violation(&err) {
+            let exists = sqlx::query(&format!(
+                "SELECT 1 FROM {} WHERE id = ?",
+                q(dialect, &collection.table)
+            ))
+            .bind(&id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_some();
+            return Err(if exists {
+                AppError::Conflict {
+                    what: "document",
+                    id,
+                }
+            } else {
+                AppError::Invalid {
+                    code: "DOCUMENT_NOT_UNIQUE",
+                    field: "data".into(),
+                    reason: "another document holds the same values for a unique index".into(),
+                }
+            });
+        }
+        return Err(err.into());
+    }
+    write_permissions(conn, dialect, collection, &id, &permissions, false).await?;
+    let mut created = get(conn, dialect, collection, &Access::Server, &id)
+        .await?
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("a created document vanished")))?;
+    created
+        .permissions
+        .sort_by_key(|p| (p.action.as_str(), p.role.to_string()));
+    Ok(created)
+}
+
+/// A change to a document.
+#[derive(Debug, Clone, Default)]
+pub struct DocumentChanges {
+    /// Attributes to set; others keep their values.
+    pub data: Map<String, Value>,
+    /// Replace the document's permissions.
+    pub permissions: Option<Vec<String>>,
+    /// Refuse the change unless the document's `updatedAt` is still this.
+    pub expected_updated_at: Option<i64>,
+}
+
+/// Loads a document for a write, locking its row on MariaDB so that concurrent
+/// writes of it take turns (SQLite has one writer anyway).
+async fn load_for_write(
+    conn: &mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &Collection,
+    access: &Access,
+    id: &str,
+    action: Action,
+) -> AppResult<Document> {
+    ids::validate("id", id).map_err(|_| not_found(id))?;
+    let mut builder = QueryBuilder::<Any>::new(select_from(dialect, collection));
+    builder
+        .push(format!(" WHERE {ALIAS}.id = "))
+        .push_bind(id.to_string());
+    if dialect == SqlDialect::MySql {
+        builder.push(" FOR UPDATE");
+    }
+    let Some(row) = builder.build().fetch_optional(&mut *conn).await? else {
+        return Err(not_found(id));
+    };
+    let mut documents = vec![document_from(collection, &row)?];
+    load_permissions(conn, dialect, collection, &mut documents).await?;
+    let document = documents.pop().ok_or_else(|| not_found(id))?;
+    let may = |action: Action| match reach(collection, access, action) {
+        Reach::All => true,
+        Reach::PerDocument(roles) => allows(&roles, action, &document.permissions),
+        Reach::None => false,
+    };
+    if may(action) {
+        Ok(document)
+    } else if may(Action::Read) {
+        Err(denied(action))
+    } else {
+        Err(not_found(id))
+    }
+}
+
+/// See [`update_impl`]; boxed so that resolvers can hold the future across awaits.
+pub fn update<'a>(
+    conn: &'a mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &'a Collection,
+    access: &'a Access,
+    id: &'a str,
+    changes: DocumentChanges,
+) -> BoxFuture<'a, AppResult<Document>> {
+    Box::pin(update_impl(conn, dialect, collection, access, id, changes))
+}
+
+async fn update_impl(
+    conn: &mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &Collection,
+    access: &Access,
+    id: &str,
+    changes: DocumentChanges,
+) -> AppResult<Document> {
+    let current = load_for_write(conn, dialect, collection, access, id, Action::Update).await?;
+    if let Some(expected) = changes.expected_updated_at
+        && expected != current.updated_at
+    {
+        return Err(AppError::Invalid {
+            code: "DOCUMENT_CHANGED",
+            field: "expectedUpdatedAt".into(),
+            reason: format!(
+                "the document changed since (its updatedAt is now {})",
+                millis_to_rfc3339(current.updated_at).unwrap_or_default()
+            ),
+        });
+    }
+    check_keys(collection, &changes.data)?;
+    let permissions = changes
+        .permissions
+        .as_deref()
+        .map(|given| permissions_to_set(access, given))
+        .transpose()?;
+    // Strictly later than before, so `expectedUpdatedAt` tells every change apart.
+    let updated_at = now_millis().max(current.updated_at + 1);
+    let mut builder = QueryBuilder::<Any>::new(format!(
+        "UPDATE {} SET {} = ",
+        q(dialect, &collection.table),
+        q(dialect, "updated_at")
+    ));
+    builder.push_bind(updated_at);
+    for (key, value) in &changes.data {
+        let Some(attribute) = collection.attribute(key) else {
+            continue;
+        };
+        let value = attribute
+            .value_for_write(Some(value))
+            .map_err(value_error)?;
+        builder.push(format!(", {} = ", q(dialect, &attribute.column())));
+        value.push_bind(&mut builder);
+    }
+    builder.push(" WHERE id = ").push_bind(id.to_string());
+    if let Err(err) = builder.build().execute(&mut *conn).await {
+        if is_unique_violation(&err) {
+            return Err(AppError::Invalid {
+                code: "DOCUMENT_NOT_UNIQUE",
+                field: "data".into(),
+                reason: "another document holds the same values for a unique index".into(),
+            });
+        }
+        return Err(err.into());
+    }
+    if let Some(permissions) = &permissions {
+        write_permissions(conn, dialect, collection, id, permissions, true).await?;
+    }
+    get(conn, dialect, collection, &Access::Server, id)
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
+/// Deletes a document (its permissions go with it); returns it as it was.
+/// See [`delete_impl`]; boxed so that resolvers can hold the future across awaits.
+pub fn delete<'a>(
+    conn: &'a mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &'a Collection,
+    access: &'a Access,
+    id: &'a str,
+) -> BoxFuture<'a, AppResult<Document>> {
+    Box::pin(delete_impl(conn, dialect, collection, access, id))
+}
+
+async fn delete_impl(
+    conn: &mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &Collection,
+    access: &Access,
+    id: &str,
+) -> AppResult<Document> {
+    let current = load_for_write(conn, dialect, collection, access, id, Action::Delete).await?;
+    sqlx::query(&format!(
+        "DELETE FROM {} WHERE resource_id = ?",
+        q(dialect, &perms_table(&collection.table))
+    ))
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(&format!(
+        "DELETE FROM {} WHERE id = ?",
+        q(dialect, &collection.table)
+    ))
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(current)
+}
+
+/// The realtime event of a document change (`create`, `update`, `delete`):
+/// readable by the roles the collection grants `read`, and with document security
+/// by those the document grants.
+pub fn event(collection: &Collection, document: &Document, action: &str) -> Event {
+    let channel = collection.channel();
+    let mut read_roles: Vec<String> = collection
+        .permissions
+        .iter()
+        .filter(|p| p.action == Action::Read)
+        .map(|p| p.role.to_string())
+        .collect();
+    if collection.document_security {
+        read_roles.extend(
+            document
+                .permissions
+                .iter()
+                .filter(|p| p.action == Action::Read)
+                .map(|p| p.role.to_string()),
+        );
+    }
+    if !collection.enabled {
+        read_roles.clear();
+    }
+    read_roles.sort();
+    read_roles.dedup();
+    let prefix = format!(
+        "databases.{}.collections.{}.documents",
+        collection.database_id, collection.id
+    );
+    Event {
+        project_id: collection.project_id.clone(),
+        events: vec![
+            format!("{prefix}.{}.{action}", document.id),
+            format!("{prefix}.*.{action}"),
+            format!(
+                "databases.{}.collections.*.documents.*.{action}",
+                collection.database_id
+            ),
+            format!("databases.*.collections.*.documents.*.{action}"),
+        ],
+        channels: vec![
+            "documents".into(),
+            channel.clone(),
+            format!("{channel}.{}", document.id),
+        ],
+        timestamp: now_millis(),
+        payload: document.to_json(collection),
+        read_roles,
+        key_scope: "documents.read".into(),
+    }
+}

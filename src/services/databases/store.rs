@@ -1,0 +1,279 @@
+//! The metadata rows of databases and collections. A collection's attributes,
+//! indexes and permissions are JSON columns of its row; `version` guards each
+//! structural change against a concurrent one.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyPool, Executor, Row as _};
+
+use crate::auth::permissions::parse_permissions;
+
+use super::naming::GraphqlNames;
+use super::{Collection, Database};
+
+/// A text column, read as a string on SQLite and as bytes from MariaDB's
+/// MEDIUMTEXT (ADR 0001).
+pub fn text(row: &AnyRow, column: &str) -> Result<String, sqlx::Error> {
+    match row.try_get::<String, _>(column) {
+        Ok(text) => Ok(text),
+        Err(_) => {
+            let bytes: Vec<u8> = row.try_get(column)?;
+            String::from_utf8(bytes).map_err(|err| sqlx::Error::Decode(Box::new(err)))
+        }
+    }
+}
+
+fn corrupt(what: &str, err: impl std::fmt::Display) -> sqlx::Error {
+    sqlx::Error::Decode(format!("stored {what} do not parse: {err}").into())
+}
+
+fn database_from(row: &AnyRow) -> Result<Database, sqlx::Error> {
+    Ok(Database {
+        project_id: row.try_get("project_id")?,
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        enabled: row.try_get::<i16, _>("enabled")? != 0,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+const DATABASE_COLUMNS: &str = "project_id, id, name, enabled, created_at, updated_at";
+
+pub async fn insert_database(pool: &AnyPool, db: &Database) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO db_databases ({DATABASE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+    ))
+    .bind(&db.project_id)
+    .bind(&db.id)
+    .bind(&db.name)
+    .bind(i16::from(db.enabled))
+    .bind(db.created_at)
+    .bind(db.updated_at)
+    .execute(pool)
+    .await
+    .map(|_| ())
+}
+
+pub async fn find_database(
+    pool: &AnyPool,
+    project_id: &str,
+    id: &str,
+) -> Result<Option<Database>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {DATABASE_COLUMNS} FROM db_databases WHERE project_id = ? AND id = ?"
+    ))
+    .bind(project_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .as_ref()
+    .map(database_from)
+    .transpose()
+}
+
+pub async fn list_databases(
+    pool: &AnyPool,
+    project_id: &str,
+) -> Result<Vec<Database>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {DATABASE_COLUMNS} FROM db_databases WHERE project_id = ? ORDER BY id"
+    ))
+    .bind(project_id)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(database_from)
+    .collect()
+}
+
+pub async fn update_database(pool: &AnyPool, db: &Database) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE db_databases SET name = ?, enabled = ?, updated_at = ? WHERE project_id = ? AND id = ?",
+    )
+    .bind(&db.name)
+    .bind(i16::from(db.enabled))
+    .bind(db.updated_at)
+    .bind(&db.project_id)
+    .bind(&db.id)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
+pub async fn delete_database(
+    pool: &AnyPool,
+    project_id: &str,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query("DELETE FROM db_databases WHERE project_id = ? AND id = ?")
+        .bind(project_id)
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+}
+
+const COLLECTION_COLUMNS: &str = "project_id, database_id, id, name, type_name, table_name, document_security, enabled, permissions, attributes, indexes, version, created_at, updated_at";
+
+fn collection_from(row: &AnyRow) -> Result<Collection, sqlx::Error> {
+    let type_name: String = row.try_get("type_name")?;
+    // Every name derives from the type name alone.
+    let names = GraphqlNames::derive(&type_name, Some(&type_name))
+        .map_err(|e| corrupt("GraphQL names", e.message()))?;
+    let permissions: Vec<String> =
+        serde_json::from_str(&text(row, "permissions")?).map_err(|e| corrupt("permissions", e))?;
+    Ok(Collection {
+        project_id: row.try_get("project_id")?,
+        database_id: row.try_get("database_id")?,
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        names,
+        table: row.try_get("table_name")?,
+        document_security: row.try_get::<i16, _>("document_security")? != 0,
+        enabled: row.try_get::<i16, _>("enabled")? != 0,
+        permissions: parse_permissions(&permissions).map_err(|e| corrupt("permissions", e))?,
+        attributes: serde_json::from_str(&text(row, "attributes")?)
+            .map_err(|e| corrupt("attributes", e))?,
+        indexes: serde_json::from_str(&text(row, "indexes")?).map_err(|e| corrupt("indexes", e))?,
+        version: row.try_get("version")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "[]".into())
+}
+
+fn permission_strings(collection: &Collection) -> Vec<String> {
+    collection
+        .permissions
+        .iter()
+        .map(|p| p.to_string())
+        .collect()
+}
+
+pub async fn insert_collection<'e>(
+    db: impl Executor<'e, Database = Any>,
+    c: &Collection,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO db_collections ({COLLECTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ))
+    .bind(&c.project_id)
+    .bind(&c.database_id)
+    .bind(&c.id)
+    .bind(&c.name)
+    .bind(&c.names.type_name)
+    .bind(&c.table)
+    .bind(i16::from(c.document_security))
+    .bind(i16::from(c.enabled))
+    .bind(json(&permission_strings(c)))
+    .bind(json(&c.attributes))
+    .bind(json(&c.indexes))
+    .bind(c.version)
+    .bind(c.created_at)
+    .bind(c.updated_at)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+/// Writes a changed collection if nobody changed it since `c.version - 1` was
+/// read; false when someone did.
+pub async fn update_collection<'e>(
+    db: impl Executor<'e, Database = Any>,
+    c: &Collection,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE db_collections SET name = ?, document_security = ?, enabled = ?, permissions = ?, \
+         attributes = ?, indexes = ?, version = ?, updated_at = ? \
+         WHERE project_id = ? AND database_id = ? AND id = ? AND version = ?",
+    )
+    .bind(&c.name)
+    .bind(i16::from(c.document_security))
+    .bind(i16::from(c.enabled))
+    .bind(json(&permission_strings(c)))
+    .bind(json(&c.attributes))
+    .bind(json(&c.indexes))
+    .bind(c.version)
+    .bind(c.updated_at)
+    .bind(&c.project_id)
+    .bind(&c.database_id)
+    .bind(&c.id)
+    .bind(c.version - 1)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
+pub async fn find_collection(
+    pool: &AnyPool,
+    project_id: &str,
+    database_id: &str,
+    id: &str,
+) -> Result<Option<Collection>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {COLLECTION_COLUMNS} FROM db_collections WHERE project_id = ? AND database_id = ? AND id = ?"
+    ))
+    .bind(project_id)
+    .bind(database_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .as_ref()
+    .map(collection_from)
+    .transpose()
+}
+
+/// The collections of a project (of one database when given), by database and id.
+pub async fn list_collections(
+    pool: &AnyPool,
+    project_id: &str,
+    database_id: Option<&str>,
+) -> Result<Vec<Collection>, sqlx::Error> {
+    let filter = if database_id.is_some() {
+        " AND database_id = ?"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT {COLLECTION_COLUMNS} FROM db_collections WHERE project_id = ?{filter} ORDER BY database_id, id"
+    );
+    let mut query = sqlx::query(&sql).bind(project_id);
+    if let Some(database_id) = database_id {
+        query = query.bind(database_id);
+    }
+    query
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(collection_from)
+        .collect()
+}
+
+pub async fn delete_collection<'e>(
+    db: impl Executor<'e, Database = Any>,
+    project_id: &str,
+    database_id: &str,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query("DELETE FROM db_collections WHERE project_id = ? AND database_id = ? AND id = ?")
+        .bind(project_id)
+        .bind(database_id)
+        .bind(id)
+        .execute(db)
+        .await
+        .map(|r| r.rows_affected() == 1)
+}
+
+/// The collections of a project, for building its schema.
+pub async fn load_model(
+    state: &crate::AppState,
+    project_id: &str,
+) -> crate::error::AppResult<super::DataModel> {
+    let collections = list_collections(state.db.pool(), project_id, None).await?;
+    Ok(super::DataModel {
+        collections: collections.into_iter().map(std::sync::Arc::new).collect(),
+    })
+}

@@ -1,0 +1,567 @@
+//! Changing the structure of a project's data (API keys with `databases.write`):
+//! databases, collections, attributes and indexes. Each change validates first,
+//! then runs its DDL and writes the metadata so that a failure leaves the
+//! collection as it was: on SQLite both happen in one transaction; on MariaDB,
+//! where DDL commits by itself, a failed metadata write undoes the DDL. The
+//! project's schema is rebuilt on every replica afterwards.
+
+use std::collections::HashSet;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::auth::permissions::{Permission, parse_permissions};
+use crate::db::{DbErrorExt as _, Dialect, ids, now_millis};
+use crate::error::{AppError, AppResult};
+use crate::services::projects::service::announce_change;
+
+use super::ddl::{self, DdlError, Index};
+use super::model::{Attribute, ValueError};
+use super::naming::GraphqlNames;
+use super::{Collection, Database, sql_dialect, store};
+
+const MAX_NAME: usize = 128;
+const MAX_PERMISSIONS: usize = 100;
+
+pub(crate) fn ddl_error(err: DdlError) -> AppError {
+    match err {
+        DdlError::InvalidTable { .. } => AppError::Internal(anyhow::anyhow!("{err}")),
+        DdlError::Attribute(value) => value_error(value),
+        other => AppError::Invalid {
+            code: other.code(),
+            field: "input".into(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+pub(crate) fn value_error(err: ValueError) -> AppError {
+    match err {
+        ValueError::Unreadable { .. } => AppError::Internal(anyhow::anyhow!("{err}")),
+        other => AppError::Invalid {
+            code: other.code(),
+            field: "data".into(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn check_name(name: &str) -> AppResult<()> {
+    if name.trim().is_empty()
+        || name.chars().count() > MAX_NAME
+        || name.chars().any(char::is_control)
+    {
+        return Err(AppError::invalid(
+            "name",
+            format!("1 to {MAX_NAME} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_permissions(permissions: &[String]) -> AppResult<Vec<Permission>> {
+    if permissions.len() > MAX_PERMISSIONS {
+        return Err(AppError::invalid(
+            "permissions",
+            format!("at most {MAX_PERMISSIONS} permissions"),
+        ));
+    }
+    parse_permissions(permissions).map_err(|err| AppError::Invalid {
+        code: err.code(),
+        field: "permissions".into(),
+        reason: err.to_string(),
+    })
+}
+
+// ---- databases ----
+
+pub async fn create_database(
+    state: &AppState,
+    caller: &Caller,
+    id: Option<&str>,
+    name: &str,
+    enabled: Option<bool>,
+) -> AppResult<Database> {
+    caller.require_scope("databases.write")?;
+    check_name(name)?;
+    let now = now_millis();
+    let database = Database {
+        project_id: caller.project.id.clone(),
+        id: ids::resolve("id", id)?,
+        name: name.to_string(),
+        enabled: enabled.unwrap_or(true),
+        created_at: now,
+        updated_at: now,
+    };
+    store::insert_database(state.db.pool(), &database)
+        .await
+        .conflict_as("database", &database.id)?;
+    Ok(database)
+}
+
+pub async fn get_database(state: &AppState, caller: &Caller, id: &str) -> AppResult<Database> {
+    caller.require_scope("databases.read")?;
+    load_database(state, &caller.project.id, id).await
+}
+
+async fn load_database(state: &AppState, project_id: &str, id: &str) -> AppResult<Database> {
+    ids::validate("databaseId", id)?;
+    store::find_database(state.db.pool(), project_id, id)
+        .await?
+        .ok_or_else(|| AppError::NotFound {
+            what: "database",
+            id: id.into(),
+        })
+}
+
+pub async fn list_databases(state: &AppState, caller: &Caller) -> AppResult<Vec<Database>> {
+    caller.require_scope("databases.read")?;
+    Ok(store::list_databases(state.db.pool(), &caller.project.id).await?)
+}
+
+pub async fn update_database(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    name: Option<&str>,
+    enabled: Option<bool>,
+) -> AppResult<Database> {
+    caller.require_scope("databases.write")?;
+    let mut database = load_database(state, &caller.project.id, id).await?;
+    if let Some(name) = name {
+        check_name(name)?;
+        database.name = name.to_string();
+    }
+    if let Some(enabled) = enabled {
+        database.enabled = enabled;
+    }
+    database.updated_at = now_millis();
+    store::update_database(state.db.pool(), &database).await?;
+    announce_change(state, &database.project_id).await;
+    Ok(database)
+}
+
+/// Deletes a database with its collections and their tables.
+pub async fn delete_database(state: &AppState, caller: &Caller, id: &str) -> AppResult<()> {
+    caller.require_scope("databases.write")?;
+    let database = load_database(state, &caller.project.id, id).await?;
+    let collections =
+        store::list_collections(state.db.pool(), &database.project_id, Some(&database.id)).await?;
+    for collection in &collections {
+        drop_collection(state, collection).await?;
+    }
+    store::delete_database(state.db.pool(), &database.project_id, &database.id).await?;
+    announce_change(state, &database.project_id).await;
+    Ok(())
+}
+
+/// Drops the tables of every collection of a project that is being deleted.
+pub async fn drop_project_tables(state: &AppState, project_id: &str) -> AppResult<()> {
+    for collection in store::list_collections(state.db.pool(), project_id, None).await? {
+        drop_collection(state, &collection).await?;
+    }
+    Ok(())
+}
+
+// ---- collections ----
+
+/// A collection to create.
+#[derive(Debug, Default)]
+pub struct NewCollection {
+    pub database_id: String,
+    pub id: Option<String>,
+    pub name: String,
+    pub graphql_name: Option<String>,
+    pub document_security: bool,
+    pub enabled: Option<bool>,
+    pub permissions: Vec<String>,
+    pub attributes: Vec<Attribute>,
+    pub indexes: Vec<Index>,
+}
+
+/// A new physical table name: never derived from client input.
+fn new_table_name() -> String {
+    format!("c_{}", ids::generate())
+}
+
+pub async fn create_collection(
+    state: &AppState,
+    caller: &Caller,
+    new: NewCollection,
+) -> AppResult<Collection> {
+    caller.require_scope("databases.write")?;
+    let project_id = caller.project.id.clone();
+    let database = load_database(state, &project_id, &new.database_id).await?;
+    check_name(&new.name)?;
+    let id = ids::resolve("id", new.id.as_deref())?;
+    let names = GraphqlNames::derive(&new.name, new.graphql_name.as_deref())?;
+    let others = store::list_collections(state.db.pool(), &project_id, None).await?;
+    names.check_free(others.iter().map(|c| &c.names))?;
+    let permissions = check_permissions(&new.permissions)?;
+    let dialect = sql_dialect(state.db.dialect());
+    let table = new_table_name();
+    let mut statements =
+        ddl::create_table_sql(dialect, &table, &new.attributes).map_err(ddl_error)?;
+    ddl::validate_indexes(&new.indexes, &new.attributes).map_err(ddl_error)?;
+    check_unique_index_keys(&new.indexes)?;
+    for index in &new.indexes {
+        statements.extend(
+            ddl::create_index_sql(dialect, &table, &new.attributes, index).map_err(ddl_error)?,
+        );
+    }
+    let now = now_millis();
+    let collection = Collection {
+        project_id,
+        database_id: database.id.clone(),
+        id,
+        name: new.name,
+        names,
+        table,
+        document_security: new.document_security,
+        enabled: new.enabled.unwrap_or(true),
+        permissions,
+        attributes: new.attributes,
+        indexes: new.indexes,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    let undo = ddl::drop_table_sql(dialect, &collection.table).map_err(ddl_error)?;
+    run_change(state, &statements, &undo, Change::Insert(&collection)).await?;
+    announce_change(state, &collection.project_id).await;
+    Ok(collection)
+}
+
+pub async fn get_collection(
+    state: &AppState,
+    caller: &Caller,
+    database_id: &str,
+    id: &str,
+) -> AppResult<Collection> {
+    caller.require_scope("databases.read")?;
+    load_collection(state, &caller.project.id, database_id, id).await
+}
+
+pub(crate) async fn load_collection(
+    state: &AppState,
+    project_id: &str,
+    database_id: &str,
+    id: &str,
+) -> AppResult<Collection> {
+    ids::validate("databaseId", database_id)?;
+    ids::validate("collectionId", id)?;
+    store::find_collection(state.db.pool(), project_id, database_id, id)
+        .await?
+        .ok_or_else(|| AppError::NotFound {
+            what: "collection",
+            id: id.into(),
+        })
+}
+
+pub async fn list_collections(
+    state: &AppState,
+    caller: &Caller,
+    database_id: &str,
+) -> AppResult<Vec<Collection>> {
+    caller.require_scope("databases.read")?;
+    let database = load_database(state, &caller.project.id, database_id).await?;
+    Ok(store::list_collections(state.db.pool(), &database.project_id, Some(&database.id)).await?)
+}
+
+/// Changes to a collection's settings; omitted ones stay.
+#[derive(Debug, Default)]
+pub struct CollectionChanges {
+    pub name: Option<String>,
+    pub document_security: Option<bool>,
+    pub enabled: Option<bool>,
+    pub permissions: Option<Vec<String>>,
+}
+
+pub async fn update_collection(
+    state: &AppState,
+    caller: &Caller,
+    database_id: &str,
+    id: &str,
+    changes: CollectionChanges,
+) -> AppResult<Collection> {
+    caller.require_scope("databases.write")?;
+    let mut collection = load_collection(state, &caller.project.id, database_id, id).await?;
+    if let Some(name) = changes.name {
+        check_name(&name)?;
+        collection.name = name;
+    }
+    if let Some(flag) = changes.document_security {
+        collection.document_security = flag;
+    }
+    if let Some(flag) = changes.enabled {
+        collection.enabled = flag;
+    }
+    if let Some(permissions) = changes.permissions {
+        collection.permissions = check_permissions(&permissions)?;
+    }
+    collection.version += 1;
+    collection.updated_at = now_millis();
+    run_change(state, &[], &[], Change::Update(&collection)).await?;
+    announce_change(state, &collection.project_id).await;
+    Ok(collection)
+}
+
+pub async fn delete_collection(
+    state: &AppState,
+    caller: &Caller,
+    database_id: &str,
+    id: &str,
+) -> AppResult<()> {
+    caller.require_scope("databases.write")?;
+    let collection = load_collection(state, &caller.project.id, database_id, id).await?;
+    drop_collection(state, &collection).await?;
+    announce_change(state, &collection.project_id).await;
+    Ok(())
+}
+
+async fn drop_collection(state: &AppState, collection: &Collection) -> AppResult<()> {
+    let dialect = sql_dialect(state.db.dialect());
+    let statements = ddl::drop_table_sql(dialect, &collection.table).map_err(ddl_error)?;
+    run_change(state, &statements, &[], Change::Delete(collection)).await
+}
+
+// ---- attributes ----
+
+/// Adds an attribute; existing documents get its default, or null.
+pub async fn create_attribute(
+    state: &AppState,
+    caller: &Caller,
+    database_id: &str,
+    collection_id: &str,
+    attribute: Attribute,
+) -> AppResult<Collection> {
+    caller.require_scope("databases.write")?;
+    let mut collection =
+        load_collection(state, &caller.project.id, database_id, collection_id).await?;
+    let dialect = sql_dialect(state.db.dialect());
+    let statements = ddl::add_column_sql(
+        dialect,
+        &collection.table,
+        &collection.attributes,
+        &attribute,
+    )
+    .map_err(ddl_error)?;
+    if attribute.required && attribute.default.is_none() && has_rows(state, &collection).await? {
+        return Err(AppError::Invalid {
+            code: "ATTRIBUTE_INVALID",
+            field: "required".into(),
+            reason: "the collection has documents, which would have no value: give a default or make it optional".into(),
+        });
+    }
+    let undo =
+        ddl::drop_column_sql(dialect, &collection.table, &attribute.key, &[]).map_err(ddl_error)?;
+    collection.attributes.push(attribute);
+    collection.version += 1;
+    collection.updated_at = now_millis();
+    run_change(state, &statements, &undo, Change::Update(&collection)).await?;
+    announce_change(state, &collection.project_id).await;
+    Ok(collection)
+}
+
+/// Removes an attribute, its column, and the indexes that use it.
+pub async fn delete_attribute(
+    state: &AppState,
+    caller: &Caller,
+    database_id: &str,
+    collection_id: &str,
+    key: &str,
+) -> AppResult<Collection> {
+    caller.require_scope("databases.write")?;
+    let mut collection =
+        load_collection(state, &caller.project.id, database_id, collection_id).await?;
+    if collection.attribute(key).is_none() {
+        return Err(AppError::NotFound {
+            what: "attribute",
+            id: key.chars().take(64).collect(),
+        });
+    }
+    let dialect = sql_dialect(state.db.dialect());
+    let statements = ddl::drop_column_sql(dialect, &collection.table, key, &collection.indexes)
+        .map_err(ddl_error)?;
+    let dropped: HashSet<String> = ddl::indexes_using(&collection.indexes, key)
+        .map(|i| i.key.clone())
+        .collect();
+    collection.indexes.retain(|i| !dropped.contains(&i.key));
+    collection.attributes.retain(|a| a.key != key);
+    collection.version += 1;
+    collection.updated_at = now_millis();
+    run_change(state, &statements, &[], Change::Update(&collection)).await?;
+    announce_change(state, &collection.project_id).await;
+    Ok(collection)
+}
+
+// ---- indexes ----
+
+fn check_unique_index_keys(indexes: &[Index]) -> AppResult<()> {
+    let mut seen = HashSet::new();
+    for index in indexes {
+        if !seen.insert(index.key.to_ascii_lowercase()) {
+            return Err(AppError::Invalid {
+                code: "INDEX_INVALID",
+                field: "indexes".into(),
+                reason: format!("two indexes have the key `{}`", index.key),
+            });
+        }
+    }
+    Ok(())
+}
+
+pub async fn create_index(
+    state: &AppState,
+    caller: &Caller,
+    database_id: &str,
+    collection_id: &str,
+    index: Index,
+) -> AppResult<Collection> {
+    caller.require_scope("databases.write")?;
+    let mut collection =
+        load_collection(state, &caller.project.id, database_id, collection_id).await?;
+    let dialect = sql_dialect(state.db.dialect());
+    let statements =
+        ddl::create_index_sql(dialect, &collection.table, &collection.attributes, &index)
+            .map_err(ddl_error)?;
+    let undo = ddl::drop_index_sql(dialect, &collection.table, &index).map_err(ddl_error)?;
+    collection.indexes.push(index);
+    check_unique_index_keys(&collection.indexes)?;
+    collection.version += 1;
+    collection.updated_at = now_millis();
+    run_change(state, &statements, &undo, Change::Update(&collection)).await?;
+    announce_change(state, &collection.project_id).await;
+    Ok(collection)
+}
+
+pub async fn delete_index(
+    state: &AppState,
+    caller: &Caller,
+    database_id: &str,
+    collection_id: &str,
+    key: &str,
+) -> AppResult<Collection> {
+    caller.require_scope("databases.write")?;
+    let mut collection =
+        load_collection(state, &caller.project.id, database_id, collection_id).await?;
+    let Some(index) = collection.indexes.iter().find(|i| i.key == key).cloned() else {
+        return Err(AppError::NotFound {
+            what: "index",
+            id: key.chars().take(64).collect(),
+        });
+    };
+    let dialect = sql_dialect(state.db.dialect());
+    let statements = ddl::drop_index_sql(dialect, &collection.table, &index).map_err(ddl_error)?;
+    collection.indexes.retain(|i| i.key != key);
+    collection.version += 1;
+    collection.updated_at = now_millis();
+    run_change(state, &statements, &[], Change::Update(&collection)).await?;
+    announce_change(state, &collection.project_id).await;
+    Ok(collection)
+}
+
+// ---- applying a change ----
+
+async fn has_rows(state: &AppState, collection: &Collection) -> AppResult<bool> {
+    let dialect = sql_dialect(state.db.dialect());
+    let sql = format!("SELECT 1 FROM {} LIMIT 1", dialect.quote(&collection.table));
+    Ok(sqlx::query(&sql)
+        .fetch_optional(state.db.pool())
+        .await?
+        .is_some())
+}
+
+/// What a structural change does to the metadata.
+enum Change<'a> {
+    Insert(&'a Collection),
+    Update(&'a Collection),
+    Delete(&'a Collection),
+}
+
+async fn write_metadata(conn: &mut sqlx::AnyConnection, change: &Change<'_>) -> AppResult<()> {
+    match change {
+        Change::Insert(c) => store::insert_collection(&mut *conn, c)
+            .await
+            .conflict_as("collection", &c.id),
+        Change::Update(c) => {
+            if store::update_collection(&mut *conn, c).await? {
+                Ok(())
+            } else {
+                Err(AppError::Invalid {
+                    code: "COLLECTION_CHANGED",
+                    field: "collectionId".into(),
+                    reason:
+                        "the collection was changed by another request at the same time; try again"
+                            .into(),
+                })
+            }
+        }
+        Change::Delete(c) => {
+            store::delete_collection(&mut *conn, &c.project_id, &c.database_id, &c.id).await?;
+            Ok(())
+        }
+    }
+}
+
+/// A DDL statement failed: data that breaks a new unique index is the client's
+/// problem; anything else is logged.
+fn ddl_failure(err: sqlx::Error) -> AppError {
+    let unique = err
+        .as_database_error()
+        .is_some_and(|e| e.is_unique_violation() || e.code().as_deref() == Some("23000"));
+    if unique {
+        AppError::Invalid {
+            code: "INDEX_DUPLICATE_VALUES",
+            field: "attributes".into(),
+            reason: "documents already hold duplicate values for a unique index".into(),
+        }
+    } else {
+        AppError::Internal(anyhow::Error::new(err).context("collection DDL failed"))
+    }
+}
+
+/// Runs `statements` and writes the metadata, all or nothing: one transaction on
+/// SQLite; on MariaDB (whose DDL commits by itself) `undo` reverses the
+/// statements when a later step fails.
+async fn run_change(
+    state: &AppState,
+    statements: &[String],
+    undo: &[String],
+    change: Change<'_>,
+) -> AppResult<()> {
+    let pool = state.db.pool();
+    match state.db.dialect() {
+        Dialect::Sqlite => {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            for statement in statements {
+                sqlx::query(statement)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(ddl_failure)?;
+            }
+            write_metadata(&mut tx, &change).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        Dialect::MySql => {
+            let mut conn = pool.acquire().await?;
+            let mut result = Ok(());
+            for statement in statements {
+                if let Err(err) = sqlx::query(statement).execute(&mut *conn).await {
+                    result = Err(ddl_failure(err));
+                    break;
+                }
+            }
+            if result.is_ok() {
+                result = write_metadata(&mut conn, &change).await;
+            }
+            if result.is_err() {
+                for statement in undo {
+                    // Undo steps may find nothing to undo; that is fine.
+                    let _ = sqlx::query(statement).execute(&mut *conn).await;
+                }
+            }
+            result
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! One database transaction per GraphQL request for document writes: every
+//! document mutation field of a request runs in it, so the request is all or
+//! nothing, and reads later in the same request see its writes. The HTTP and
+//! WebSocket handlers finish it after execution — commit when the response has
+//! no errors, roll back otherwise — and only then are the writes' realtime events
+//! published, so nobody hears of a write that did not happen.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, Transaction};
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+
+use crate::AppState;
+use crate::bus::{BusMessage, Event};
+use crate::db::{Db, Dialect};
+use crate::error::{AppError, AppResult};
+
+/// The transaction of one request, begun by its first write.
+pub struct RequestTx {
+    db: Db,
+    open: Mutex<Option<Transaction<'static, Any>>>,
+    events: std::sync::Mutex<Vec<Event>>,
+}
+
+/// A connection to run statements on: the request's transaction, or a pooled
+/// connection for reads when the request has written nothing.
+pub enum Conn<'a> {
+    Tx(MappedMutexGuard<'a, Transaction<'static, Any>>),
+    Pool(PoolConnection<Any>),
+}
+
+impl Deref for Conn<'_> {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            Conn::Tx(tx) => tx,
+            Conn::Pool(conn) => conn,
+        }
+    }
+}
+
+impl DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            Conn::Tx(tx) => &mut *tx,
+            Conn::Pool(conn) => &mut *conn,
+        }
+    }
+}
+
+impl RequestTx {
+    pub fn new(db: &Db) -> Arc<RequestTx> {
+        Arc::new(RequestTx {
+            db: db.clone(),
+            open: Mutex::new(None),
+            events: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The request's transaction, begun now if this is its first write. On SQLite
+    /// it takes the write lock at once (`BEGIN IMMEDIATE`), so a request never
+    /// fails half-way for want of it.
+    pub fn writer(&self) -> BoxFuture<'_, AppResult<Conn<'_>>> {
+        Box::pin(self.writer_impl())
+    }
+
+    async fn writer_impl(&self) -> AppResult<Conn<'_>> {
+        let mut open = self.open.lock().await;
+        if open.is_none() {
+            let tx = match self.db.dialect() {
+                Dialect::Sqlite => self.db.pool().begin_with("BEGIN IMMEDIATE").await?,
+                Dialect::MySql => self.db.pool().begin().await?,
+            };
+            *open = Some(tx);
+        }
+        MutexGuard::try_map(open, Option::as_mut)
+            .map(Conn::Tx)
+            .map_err(|_| AppError::Internal(anyhow::anyhow!("the request transaction vanished")))
+    }
+
+    /// A connection for reads: the transaction when the request has written (so it
+    /// reads its own writes), a pooled connection otherwise.
+    pub fn reader(&self) -> BoxFuture<'_, AppResult<Conn<'_>>> {
+        Box::pin(self.reader_impl())
+    }
+
+    async fn reader_impl(&self) -> AppResult<Conn<'_>> {
+        {
+            let open = self.open.lock().await;
+            if open.is_some() {
+                return MutexGuard::try_map(open, Option::as_mut)
+                    .map(Conn::Tx)
+                    .map_err(|_| {
+                        AppError::Internal(anyhow::anyhow!("the request transaction vanished"))
+                    });
+            }
+        }
+        Ok(Conn::Pool(acquire(self.db.pool().clone()).await?))
+    }
+
+    /// Queues an event to publish once the transaction commits.
+    pub fn publish_after_commit(&self, event: Event) {
+        if let Ok(mut events) = self.events.lock() {
+            events.push(event);
+        }
+    }
+
+    /// Ends the request: commits and publishes its events when `success`, rolls
+    /// back otherwise. A failed commit is an error for the whole request.
+    pub async fn finish(&self, state: &AppState, success: bool) -> AppResult<()> {
+        let open = self.open.lock().await.take();
+        let events = self
+            .events
+            .lock()
+            .map(|mut e| std::mem::take(&mut *e))
+            .unwrap_or_default();
+        let Some(tx) = open else {
+            return Ok(());
+        };
+        if !success {
+            tx.rollback().await?;
+            return Ok(());
+        }
+        tx.commit().await?;
+        for event in events {
+            // A lost event is logged by the bus; the write itself stands.
+            let _ = state.bus.publish(BusMessage::Event(event)).await;
+        }
+        Ok(())
+    }
+}
+
+/// A pooled connection, from an owned pool handle: the future borrows nothing.
+fn acquire(pool: sqlx::AnyPool) -> BoxFuture<'static, Result<PoolConnection<Any>, sqlx::Error>> {
+    Box::pin(async move { pool.acquire().await })
+}

@@ -1,0 +1,913 @@
+//! The GraphQL types and fields of one collection, so that generated clients are
+//! typed end to end: for `posts` the type `Post`, `PostConnection`, `PostFilter`,
+//! `PostOrderBy`, `CreatePostInput`, `UpdatePostInput`, the queries `post(id)` and
+//! `posts(filter, orderBy, first, after, last, before)`, and the mutations
+//! `createPost`, `createPosts`, `updatePost`, `deletePost`. Shared filter inputs
+//! (`StringFilter`, `IntFilter`, …) are registered once by [`register_shared`].
+
+use std::sync::Arc;
+
+use async_graphql::dynamic::{
+    Field, FieldFuture, FieldValue, InputObject, InputValue, Object, ResolverContext, Scalar,
+    TypeRef,
+};
+use async_graphql::{Name, Value};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Map, Value as Json};
+
+use crate::error::{AppError, AppResult};
+use crate::graphql::SchemaParts;
+use crate::graphql::types::{
+    DATETIME, app, caller, connection_types, datetime, object, parse_datetime,
+};
+
+use super::documents::{self, Access, Document, DocumentChanges, ListQuery, NewDocument, Paging};
+use super::filter::{CmpOp, Cursor, Field as FilterField, Filter, OrderBy};
+use super::model::{Attribute, AttributeKind};
+use super::schema::{data_object, request_tx};
+use super::{Collection, sql_dialect};
+
+pub const BIGINT: &str = "BigInt";
+/// The most documents one page of a typed list holds.
+const MAX_FIRST: usize = 1000;
+const DEFAULT_FIRST: usize = 20;
+const MAX_FILTER_DEPTH: usize = 10;
+
+/// The scalar kinds a filter input exists for.
+const FILTERED: [(&str, &str); 6] = [
+    ("String", TypeRef::STRING),
+    ("Int", TypeRef::INT),
+    (BIGINT, BIGINT),
+    ("Float", TypeRef::FLOAT),
+    ("Boolean", TypeRef::BOOLEAN),
+    (DATETIME, DATETIME),
+];
+
+/// The GraphQL scalar of an attribute's values.
+fn scalar_of(attribute: &Attribute) -> &'static str {
+    match &attribute.kind {
+        AttributeKind::Integer { min, max } => {
+            let fits = |v: &Option<i64>| v.is_some_and(|v| i32::try_from(v).is_ok());
+            if fits(min) && fits(max) {
+                TypeRef::INT
+            } else {
+                BIGINT
+            }
+        }
+        AttributeKind::Float { .. } => TypeRef::FLOAT,
+        AttributeKind::Boolean => TypeRef::BOOLEAN,
+        AttributeKind::Datetime => DATETIME,
+        _ => TypeRef::STRING,
+    }
+}
+
+fn filter_type_of(attribute: &Attribute) -> String {
+    let scalar = scalar_of(attribute);
+    if attribute.array {
+        format!("{scalar}ListFilter")
+    } else {
+        format!("{scalar}Filter")
+    }
+}
+
+/// The type of an attribute's field in the object type.
+fn output_type(attribute: &Attribute) -> TypeRef {
+    let scalar = scalar_of(attribute);
+    match (attribute.array, attribute.required) {
+        (true, true) => TypeRef::named_nn_list_nn(scalar),
+        (true, false) => TypeRef::named_nn_list(scalar),
+        (false, true) => TypeRef::named_nn(scalar),
+        (false, false) => TypeRef::named(scalar),
+    }
+}
+
+/// The type of an attribute in a create input: required without default is
+/// required here too.
+fn create_type(attribute: &Attribute) -> TypeRef {
+    let scalar = scalar_of(attribute);
+    let must = attribute.required && attribute.default.is_none();
+    match (attribute.array, must) {
+        (true, true) => TypeRef::named_nn_list_nn(scalar),
+        (true, false) => TypeRef::named_nn_list(scalar),
+        (false, true) => TypeRef::named_nn(scalar),
+        (false, false) => TypeRef::named(scalar),
+    }
+}
+
+fn update_type(attribute: &Attribute) -> TypeRef {
+    let scalar = scalar_of(attribute);
+    if attribute.array {
+        TypeRef::named_nn_list(scalar)
+    } else {
+        TypeRef::named(scalar)
+    }
+}
+
+/// Whether a list can be ordered by the attribute (not arrays, not long text).
+fn orderable(attribute: &Attribute) -> bool {
+    let long_text = attribute.kind.is_textual() && attribute.kind.max_chars().is_none();
+    !attribute.array && !long_text
+}
+
+/// The types every project has: `BigInt`, the per-scalar filters, `IDFilter`.
+pub fn register_shared(parts: &mut SchemaParts) {
+    parts.add_type(
+        Scalar::new(BIGINT)
+            .description("A 64-bit integer, as a JSON number (exact up to 2^53 in JavaScript).")
+            .validator(|value| matches!(value, Value::Number(n) if n.is_i64())),
+    );
+    let comparisons = |name: &str, scalar: &str, about: &str| {
+        let one = || TypeRef::named(scalar);
+        let many = || TypeRef::named_nn_list(scalar);
+        InputObject::new(name)
+            .description(about)
+            .field(InputValue::new("eq", one()).description("Equal to."))
+            .field(InputValue::new("ne", one()).description("Not equal to (null included)."))
+            .field(InputValue::new("in", many()).description("One of."))
+            .field(InputValue::new("notIn", many()).description("None of (null included)."))
+            .field(InputValue::new("lt", one()).description("Less than."))
+            .field(InputValue::new("lte", one()).description("Less than or equal to."))
+            .field(InputValue::new("gt", one()).description("Greater than."))
+            .field(InputValue::new("gte", one()).description("Greater than or equal to."))
+            .field(
+                InputValue::new("isNull", TypeRef::named(TypeRef::BOOLEAN))
+                    .description("Has no value (true) or has one (false)."),
+            )
+    };
+    parts.add_type(comparisons("IDFilter", TypeRef::ID, "Conditions on an id."));
+    for (name, scalar) in FILTERED {
+        let mut filter = comparisons(
+            &format!("{name}Filter"),
+            scalar,
+            &format!("Conditions on a {name} field; all given ones must hold."),
+        );
+        if scalar == TypeRef::STRING {
+            filter = filter
+                .field(
+                    InputValue::new("startsWith", TypeRef::named(TypeRef::STRING))
+                        .description("Starts with (case-sensitive)."),
+                )
+                .field(
+                    InputValue::new("endsWith", TypeRef::named(TypeRef::STRING))
+                        .description("Ends with (case-sensitive)."),
+                )
+                .field(
+                    InputValue::new("contains", TypeRef::named(TypeRef::STRING))
+                        .description("Contains (case-sensitive)."),
+                )
+                .field(
+                    InputValue::new("search", TypeRef::named(TypeRef::STRING)).description(
+                        "Full-text search: every word occurs (MariaDB needs a FULLTEXT index).",
+                    ),
+                );
+        }
+        parts.add_type(filter);
+        parts.add_type(
+            InputObject::new(format!("{name}ListFilter"))
+                .description(format!("Conditions on a list of {name}."))
+                .field(
+                    InputValue::new("contains", TypeRef::named(scalar))
+                        .description("Has this element."),
+                )
+                .field(
+                    InputValue::new("isNull", TypeRef::named(TypeRef::BOOLEAN))
+                        .description("Has no value (true) or has one (false)."),
+                ),
+        );
+    }
+}
+
+fn field_of(key: &str) -> FilterField {
+    match key {
+        "id" => FilterField::Id,
+        "createdAt" => FilterField::CreatedAt,
+        "updatedAt" => FilterField::UpdatedAt,
+        other => FilterField::attribute(other),
+    }
+}
+
+fn bad_filter(reason: impl Into<String>) -> AppError {
+    AppError::Invalid {
+        code: "FILTER_INVALID",
+        field: "filter".into(),
+        reason: reason.into(),
+    }
+}
+
+/// A typed filter input (as JSON) in the filter module's terms.
+pub fn filter_from_input(input: &Json, depth: usize) -> AppResult<Filter> {
+    if depth > MAX_FILTER_DEPTH {
+        return Err(AppError::Invalid {
+            code: "FILTER_TOO_COMPLEX",
+            field: "filter".into(),
+            reason: format!("filters nest at most {MAX_FILTER_DEPTH} levels deep"),
+        });
+    }
+    let Json::Object(map) = input else {
+        return Err(bad_filter("expected an object"));
+    };
+    let mut all = Vec::new();
+    for (key, value) in map {
+        match key.as_str() {
+            "and" | "or" => {
+                let Json::Array(items) = value else {
+                    return Err(bad_filter(format!("`{key}` takes a list of filters")));
+                };
+                let inner = items
+                    .iter()
+                    .map(|item| filter_from_input(item, depth + 1))
+                    .collect::<AppResult<Vec<_>>>()?;
+                all.push(if key == "and" {
+                    Filter::And(inner)
+                } else {
+                    Filter::Or(inner)
+                });
+            }
+            "not" => {
+                if !value.is_null() {
+                    all.push(Filter::Not(Box::new(filter_from_input(value, depth + 1)?)));
+                }
+            }
+            field => {
+                let Json::Object(conditions) = value else {
+                    if value.is_null() {
+                        continue;
+                    }
+                    return Err(bad_filter(format!(
+                        "`{field}` takes an object of conditions"
+                    )));
+                };
+                for (op, operand) in conditions {
+                    all.push(condition(field_of(field), op, operand)?);
+                }
+            }
+        }
+    }
+    Ok(if all.len() == 1 {
+        all.remove(0)
+    } else {
+        Filter::And(all)
+    })
+}
+
+fn condition(field: FilterField, op: &str, operand: &Json) -> AppResult<Filter> {
+    let cmp = |op: CmpOp| Filter::Cmp {
+        field: field.clone(),
+        op,
+        value: operand.clone(),
+    };
+    let list = || match operand {
+        Json::Array(values) => Ok(values.clone()),
+        _ => Err(bad_filter(format!("`{op}` takes a list"))),
+    };
+    let text = || match operand {
+        Json::String(s) => Ok(s.clone()),
+        _ => Err(bad_filter(format!("`{op}` takes a string"))),
+    };
+    Ok(match op {
+        "eq" if operand.is_null() => Filter::IsNull {
+            field,
+            is_null: true,
+        },
+        "ne" if operand.is_null() => Filter::IsNull {
+            field,
+            is_null: false,
+        },
+        "eq" => cmp(CmpOp::Eq),
+        "ne" => cmp(CmpOp::Ne),
+        "lt" => cmp(CmpOp::Lt),
+        "lte" => cmp(CmpOp::Le),
+        "gt" => cmp(CmpOp::Gt),
+        "gte" => cmp(CmpOp::Ge),
+        "in" => Filter::In {
+            field,
+            values: list()?,
+            negate: false,
+        },
+        "notIn" => Filter::In {
+            field,
+            values: list()?,
+            negate: true,
+        },
+        "isNull" => match operand {
+            Json::Bool(is_null) => Filter::IsNull {
+                field,
+                is_null: *is_null,
+            },
+            _ => return Err(bad_filter("`isNull` takes true or false")),
+        },
+        "startsWith" => Filter::StartsWith {
+            field,
+            value: text()?,
+        },
+        "endsWith" => Filter::EndsWith {
+            field,
+            value: text()?,
+        },
+        "contains" => Filter::Contains {
+            field,
+            value: operand.clone(),
+        },
+        "search" => Filter::Search {
+            field,
+            query: text()?,
+        },
+        other => return Err(bad_filter(format!("unknown condition `{other}`"))),
+    })
+}
+
+fn orders_from_input(input: Option<&Json>) -> AppResult<Vec<OrderBy>> {
+    let items = match input {
+        None | Some(Json::Null) => return Ok(Vec::new()),
+        Some(Json::Array(items)) => items.clone(),
+        Some(single @ Json::Object(_)) => vec![single.clone()],
+        Some(_) => return Err(AppError::invalid("orderBy", "expected a list of orders")),
+    };
+    let mut orders = Vec::new();
+    for item in items {
+        let Json::Object(map) = item else {
+            return Err(AppError::invalid("orderBy", "each order is an object"));
+        };
+        let set: Vec<_> = map.iter().filter(|(_, v)| !v.is_null()).collect();
+        let [(key, direction)] = set.as_slice() else {
+            return Err(AppError::invalid(
+                "orderBy",
+                "each order names exactly one field, e.g. `{views: DESC}`; give several orders as a list",
+            ));
+        };
+        let field = field_of(key);
+        orders.push(match direction.as_str() {
+            Some("DESC") => OrderBy::desc(field),
+            _ => OrderBy::asc(field),
+        });
+    }
+    Ok(orders)
+}
+
+/// What a typed cursor carries beside the position: the list it belongs to, so a
+/// cursor of another collection or order is refused instead of misread.
+fn order_signature(collection: &Collection, orders: &[OrderBy]) -> String {
+    let mut signature = collection.table.clone();
+    for order in orders {
+        signature.push(':');
+        signature.push_str(&order.field.shown());
+        signature.push_str(if order.desc { "-" } else { "+" });
+    }
+    signature
+}
+
+fn encode_cursor(collection: &Collection, orders: &[OrderBy], cursor: &Cursor) -> String {
+    let inner = cursor.encode();
+    URL_SAFE_NO_PAD.encode(format!("{}\n{inner}", order_signature(collection, orders)))
+}
+
+fn decode_cursor(
+    field: &str,
+    collection: &Collection,
+    orders: &[OrderBy],
+    text: &str,
+) -> AppResult<Cursor> {
+    let invalid = |reason: &str| AppError::Invalid {
+        code: "INVALID_CURSOR",
+        field: field.into(),
+        reason: reason.into(),
+    };
+    let bytes = URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| invalid("not a cursor returned by this list"))?;
+    let decoded =
+        String::from_utf8(bytes).map_err(|_| invalid("not a cursor returned by this list"))?;
+    let (signature, inner) = decoded
+        .split_once('\n')
+        .ok_or_else(|| invalid("not a cursor returned by this list"))?;
+    if signature != order_signature(collection, orders) {
+        return Err(invalid(
+            "the cursor belongs to another collection or another order",
+        ));
+    }
+    Cursor::decode(inner).map_err(|_| invalid("not a cursor returned by this list"))
+}
+
+fn json_to_value(json: Json) -> Value {
+    Value::from_json(json).unwrap_or(Value::Null)
+}
+
+/// The object value of a document for its typed fields.
+fn node_value(document: &Document) -> Value {
+    let mut map = async_graphql::indexmap::IndexMap::new();
+    map.insert(Name::new("id"), Value::from(document.id.as_str()));
+    map.insert(Name::new("createdAt"), datetime(document.created_at));
+    map.insert(Name::new("updatedAt"), datetime(document.updated_at));
+    map.insert(
+        Name::new("permissions"),
+        Value::List(
+            document
+                .permissions
+                .iter()
+                .map(|p| Value::from(p.to_string()))
+                .collect(),
+        ),
+    );
+    for (key, value) in &document.data {
+        map.insert(Name::new(key), json_to_value(value.clone()));
+    }
+    Value::Object(map)
+}
+
+/// A field reading the entry `name` of its parent object value.
+fn entry(name: String, ty: TypeRef, description: String) -> Field {
+    let key = name.clone();
+    Field::new(name, ty, move |ctx| {
+        let key = key.clone();
+        FieldFuture::new(async move {
+            let value = match ctx.parent_value.as_value() {
+                Some(Value::Object(map)) => map.get(key.as_str()).cloned(),
+                _ => None,
+            };
+            Ok(value.filter(|v| *v != Value::Null).map(FieldValue::value))
+        })
+    })
+    .description(description)
+}
+
+fn arg_json(ctx: &ResolverContext<'_>, name: &str) -> AppResult<Option<Json>> {
+    match ctx.args.get(name) {
+        None => Ok(None),
+        Some(v) if v.is_null() => Ok(None),
+        Some(v) => v
+            .as_value()
+            .clone()
+            .into_json()
+            .map(Some)
+            .map_err(|e| AppError::invalid(name, e.to_string())),
+    }
+}
+
+fn count_arg(ctx: &ResolverContext<'_>, name: &str) -> AppResult<Option<usize>> {
+    match ctx.args.get(name) {
+        None => Ok(None),
+        Some(v) if v.is_null() => Ok(None),
+        Some(v) => {
+            let n = v
+                .i64()
+                .map_err(|_| AppError::invalid(name, "expected an integer"))?;
+            if !(0..=MAX_FIRST as i64).contains(&n) {
+                return Err(AppError::invalid(
+                    name,
+                    format!("must be between 0 and {MAX_FIRST}"),
+                ));
+            }
+            Ok(Some(n as usize))
+        }
+    }
+}
+
+/// A typed write input, split: the attribute values and the system entries.
+struct WriteInput {
+    data: Map<String, Json>,
+    id: Option<String>,
+    permissions: Option<Vec<String>>,
+    expected_updated_at: Option<String>,
+}
+
+/// Splits a typed create or update input into the document's data and the
+/// system entries.
+fn split_input(collection: &Collection, input: Json) -> AppResult<WriteInput> {
+    let mut data = data_object(input)?;
+    let id = data.remove("id").and_then(|v| v.as_str().map(String::from));
+    let permissions = match data.remove("permissions") {
+        None | Some(Json::Null) => None,
+        Some(Json::Array(items)) => Some(
+            items
+                .into_iter()
+                .map(|p| {
+                    p.as_str()
+                        .map(String::from)
+                        .ok_or_else(|| AppError::invalid("permissions", "expected strings"))
+                })
+                .collect::<AppResult<Vec<_>>>()?,
+        ),
+        Some(_) => return Err(AppError::invalid("permissions", "expected a list")),
+    };
+    let expected = data
+        .remove("expectedUpdatedAt")
+        .and_then(|v| v.as_str().map(String::from));
+    // Every other key is an attribute: GraphQL validation saw to that.
+    debug_assert!(data.keys().all(|k| collection.attribute(k).is_some()));
+    Ok(WriteInput {
+        data,
+        id,
+        permissions,
+        expected_updated_at: expected,
+    })
+}
+
+/// Adds the types and root fields of one collection.
+pub fn register_collection(parts: &mut SchemaParts, collection: Arc<Collection>) {
+    let names = &collection.names;
+    let t = names.type_name.clone();
+    let plural_cap = {
+        let mut chars = names.plural.chars();
+        chars
+            .next()
+            .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+            .unwrap_or_default()
+    };
+    let about = format!("A document of the collection `{}`.", collection.name);
+
+    // The object type.
+    let mut object_type = Object::new(t.as_str())
+        .description(about)
+        .field(entry(
+            "id".into(),
+            TypeRef::named_nn(TypeRef::ID),
+            "Unique id in the collection.".into(),
+        ))
+        .field(entry(
+            "createdAt".into(),
+            TypeRef::named_nn(DATETIME),
+            "When it was created.".into(),
+        ))
+        .field(entry(
+            "updatedAt".into(),
+            TypeRef::named_nn(DATETIME),
+            "When it last changed.".into(),
+        ))
+        .field(entry(
+            "permissions".into(),
+            TypeRef::named_nn_list_nn(TypeRef::STRING),
+            "Its own permissions, e.g. `read(\"user:abc\")`.".into(),
+        ));
+    for attribute in &collection.attributes {
+        object_type = object_type.field(entry(
+            attribute.key.clone(),
+            output_type(attribute),
+            format!(
+                "The `{}` attribute ({}).",
+                attribute.key,
+                attribute.kind.name()
+            ),
+        ));
+    }
+    parts.add_type(object_type);
+    parts.add_types(connection_types(
+        &t,
+        &format!("documents of `{}`", collection.name),
+    ));
+
+    // Filter and order inputs.
+    let filter_name = format!("{t}Filter");
+    let mut filter = InputObject::new(filter_name.as_str())
+        .description(format!(
+            "Conditions on `{t}` documents; all given ones must hold."
+        ))
+        .field(InputValue::new("id", TypeRef::named("IDFilter")))
+        .field(InputValue::new(
+            "createdAt",
+            TypeRef::named("DateTimeFilter"),
+        ))
+        .field(InputValue::new(
+            "updatedAt",
+            TypeRef::named("DateTimeFilter"),
+        ))
+        .field(
+            InputValue::new("and", TypeRef::named_nn_list(filter_name.as_str()))
+                .description("All of these hold."),
+        )
+        .field(
+            InputValue::new("or", TypeRef::named_nn_list(filter_name.as_str()))
+                .description("At least one of these holds."),
+        )
+        .field(
+            InputValue::new("not", TypeRef::named(filter_name.as_str()))
+                .description("This does not hold."),
+        );
+    for attribute in &collection.attributes {
+        filter = filter.field(InputValue::new(
+            attribute.key.as_str(),
+            TypeRef::named(filter_type_of(attribute)),
+        ));
+    }
+    parts.add_type(filter);
+    let order_name = format!("{t}OrderBy");
+    let mut order = InputObject::new(order_name.as_str())
+        .description(format!(
+            "One order of `{t}` documents: name exactly one field. Ties are broken by id."
+        ))
+        .field(InputValue::new("id", TypeRef::named("OrderDirection")))
+        .field(InputValue::new(
+            "createdAt",
+            TypeRef::named("OrderDirection"),
+        ))
+        .field(InputValue::new(
+            "updatedAt",
+            TypeRef::named("OrderDirection"),
+        ));
+    for attribute in collection.attributes.iter().filter(|a| orderable(a)) {
+        order = order.field(InputValue::new(
+            attribute.key.as_str(),
+            TypeRef::named("OrderDirection"),
+        ));
+    }
+    parts.add_type(order);
+
+    // Write inputs.
+    let mut create = InputObject::new(format!("Create{t}Input"))
+        .description(format!("A new `{t}`."))
+        .field(
+            InputValue::new("id", TypeRef::named(TypeRef::ID))
+                .description("Its id (generated when omitted or `unique()`)."),
+        )
+        .field(
+            InputValue::new("permissions", TypeRef::named_nn_list(TypeRef::STRING)).description(
+                "Its permissions; omitted: the signed-in creator may read, update and delete it.",
+            ),
+        );
+    let mut update = InputObject::new(format!("Update{t}Input"))
+        .description(format!("Changes to a `{t}`: given fields are set (null clears), others stay."))
+        .field(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)).description("The document."))
+        .field(InputValue::new("permissions", TypeRef::named_nn_list(TypeRef::STRING)).description("Replace its permissions."))
+        .field(InputValue::new("expectedUpdatedAt", TypeRef::named(DATETIME)).description("Refuse (`DOCUMENT_CHANGED`) unless its `updatedAt` is still this: no lost updates."));
+    for attribute in &collection.attributes {
+        create = create.field(InputValue::new(
+            attribute.key.as_str(),
+            create_type(attribute),
+        ));
+        update = update.field(InputValue::new(
+            attribute.key.as_str(),
+            update_type(attribute),
+        ));
+    }
+    parts.add_type(create);
+    parts.add_type(update);
+    parts.add_type(
+        InputObject::new(format!("Delete{t}Input"))
+            .description(format!("The `{t}` to delete."))
+            .field(InputValue::new("id", TypeRef::named_nn(TypeRef::ID))),
+    );
+    parts.add_type(
+        Object::new(format!("Delete{t}Payload"))
+            .description(format!("The result of `delete{t}`."))
+            .field(entry(
+                "deletedId".into(),
+                TypeRef::named_nn(TypeRef::ID),
+                "Id of the deleted document.".into(),
+            )),
+    );
+
+    // Queries.
+    let c = collection.clone();
+    parts.query(
+        Field::new(
+            names.single.as_str(),
+            TypeRef::named(t.as_str()),
+            move |ctx| {
+                let collection = c.clone();
+                FieldFuture::new(async move {
+                    let id = ctx.args.try_get("id")?.string()?.to_string();
+                    let access = Access::of(caller(&ctx)?, false)?;
+                    let dialect = sql_dialect(app(&ctx)?.db.dialect());
+                    let mut conn = request_tx(&ctx)?.reader().await?;
+                    let document =
+                        documents::get(&mut conn, dialect, &collection, &access, &id).await?;
+                    Ok(document.map(|d| FieldValue::value(node_value(&d))))
+                })
+            },
+        )
+        .description(format!(
+            "A `{t}` by id, or null when it does not exist or the caller may not read it."
+        ))
+        .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID))),
+    );
+    let c = collection.clone();
+    parts.query(
+        Field::new(names.plural.as_str(), TypeRef::named_nn(format!("{t}Connection")), move |ctx| {
+            let collection = c.clone();
+            FieldFuture::new(async move {
+                let filter = match arg_json(&ctx, "filter")? {
+                    Some(input) => filter_from_input(&input, 0)?,
+                    None => Filter::default(),
+                };
+                let orders = orders_from_input(arg_json(&ctx, "orderBy")?.as_ref())?;
+                let first = count_arg(&ctx, "first")?;
+                let last = count_arg(&ctx, "last")?;
+                if first.is_some() && last.is_some() {
+                    return Err(AppError::invalid("last", "pass either `first` or `last`, not both").into());
+                }
+                let cursor = |name: &str| -> AppResult<Option<Cursor>> {
+                    match ctx.args.get(name) {
+                        Some(v) if !v.is_null() => {
+                            let text = v.string().map_err(|_| AppError::invalid(name, "expected a string"))?;
+                            decode_cursor(name, &collection, &orders, text).map(Some)
+                        }
+                        _ => Ok(None),
+                    }
+                };
+                let after = cursor("after")?;
+                let before = cursor("before")?;
+                let from_end = last.is_some();
+                let (had_after, had_before) = (after.is_some(), before.is_some());
+                let query = ListQuery {
+                    filter,
+                    orders: orders.clone(),
+                    paging: Paging::Keyset {
+                        after,
+                        before,
+                        limit: last.or(first).unwrap_or(DEFAULT_FIRST),
+                        from_end,
+                    },
+                    want_total: ctx.look_ahead().field("totalCount").exists(),
+                };
+                let access = Access::of(caller(&ctx)?, false)?;
+                let dialect = sql_dialect(app(&ctx)?.db.dialect());
+                let mut conn = request_tx(&ctx)?.reader().await?;
+                let listed = documents::list(&mut conn, dialect, &collection, &access, &query).await?;
+                let (has_next, has_previous) = if from_end {
+                    (had_before, listed.has_more)
+                } else {
+                    (listed.has_more, had_after)
+                };
+                let cursors: Vec<String> = listed
+                    .documents
+                    .iter()
+                    .map(|(_, c)| encode_cursor(&collection, &orders, c))
+                    .collect();
+                let nodes: Vec<Value> = listed.documents.iter().map(|(d, _)| node_value(d)).collect();
+                let edges = nodes
+                    .iter()
+                    .zip(&cursors)
+                    .map(|(node, cursor)| object([("cursor", Value::from(cursor.as_str())), ("node", node.clone())]))
+                    .collect();
+                let cursor_value = |c: Option<&String>| c.map_or(Value::Null, |c| Value::from(c.as_str()));
+                Ok(Some(FieldValue::value(object([
+                    ("edges", Value::List(edges)),
+                    ("nodes", Value::List(nodes)),
+                    (
+                        "pageInfo",
+                        object([
+                            ("hasNextPage", Value::from(has_next)),
+                            ("hasPreviousPage", Value::from(has_previous)),
+                            ("startCursor", cursor_value(cursors.first())),
+                            ("endCursor", cursor_value(cursors.last())),
+                        ]),
+                    ),
+                    ("totalCount", Value::from(listed.total.unwrap_or(0))),
+                ]))))
+            })
+        })
+        .description(format!("`{t}` documents the caller may read, filtered, ordered and paged (Relay). `totalCount` is counted only when selected."))
+        .argument(InputValue::new("filter", TypeRef::named(filter_name.as_str())))
+        .argument(InputValue::new("orderBy", TypeRef::named_nn_list(order_name.as_str())).description("Orders, most significant first; ties by id."))
+        .argument(InputValue::new("first", TypeRef::named(TypeRef::INT)).description(format!("The first n (at most {MAX_FIRST}; default {DEFAULT_FIRST}).")))
+        .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING)))
+        .argument(InputValue::new("last", TypeRef::named(TypeRef::INT)).description(format!("The last n (at most {MAX_FIRST}).")))
+        .argument(InputValue::new("before", TypeRef::named(TypeRef::STRING))),
+    );
+
+    // Mutations.
+    let c = collection.clone();
+    parts.mutation(
+        Field::new(format!("create{t}"), TypeRef::named_nn(t.as_str()), move |ctx| {
+            let collection = c.clone();
+            FieldFuture::new(async move {
+                let input = arg_json(&ctx, "input")?.unwrap_or(Json::Null);
+                let document = create_one(&ctx, &collection, input).await?;
+                Ok(Some(FieldValue::value(node_value(&document))))
+            })
+        })
+        .description(format!("Creates a `{t}`; needs the collection's `create` permission. All document writes of one request commit together or not at all."))
+        .argument(InputValue::new("input", TypeRef::named_nn(format!("Create{t}Input")))),
+    );
+    let c = collection.clone();
+    parts.mutation(
+        Field::new(
+            format!("create{plural_cap}"),
+            TypeRef::named_nn_list_nn(t.as_str()),
+            move |ctx| {
+                let collection = c.clone();
+                FieldFuture::new(async move {
+                    let Some(Json::Array(inputs)) = arg_json(&ctx, "input")? else {
+                        return Err(AppError::invalid("input", "expected a list").into());
+                    };
+                    if inputs.len() > documents::MAX_BULK {
+                        return Err(AppError::invalid(
+                            "input",
+                            format!("at most {} documents at once", documents::MAX_BULK),
+                        )
+                        .into());
+                    }
+                    let mut created = Vec::with_capacity(inputs.len());
+                    for input in inputs {
+                        created.push(FieldValue::value(node_value(
+                            &create_one(&ctx, &collection, input).await?,
+                        )));
+                    }
+                    Ok(Some(FieldValue::list(created)))
+                })
+            },
+        )
+        .description(format!(
+            "Creates up to {} `{t}` documents at once: all or none.",
+            documents::MAX_BULK
+        ))
+        .argument(InputValue::new(
+            "input",
+            TypeRef::named_nn_list_nn(format!("Create{t}Input")),
+        )),
+    );
+    let c = collection.clone();
+    parts.mutation(
+        Field::new(format!("update{t}"), TypeRef::named_nn(t.as_str()), move |ctx| {
+            let collection = c.clone();
+            FieldFuture::new(async move {
+                let input = arg_json(&ctx, "input")?.unwrap_or(Json::Null);
+                let WriteInput { data, id, permissions, expected_updated_at: expected } = split_input(&collection, input)?;
+                let id = id.unwrap_or_default();
+                let changes = DocumentChanges {
+                    data,
+                    permissions,
+                    expected_updated_at: expected
+                        .as_deref()
+                        .map(|t| parse_datetime("expectedUpdatedAt", t))
+                        .transpose()?,
+                };
+                let access = Access::of(caller(&ctx)?, true)?;
+                let dialect = sql_dialect(app(&ctx)?.db.dialect());
+                let tx = request_tx(&ctx)?;
+                let document = {
+                    let mut conn = tx.writer().await?;
+                    documents::update(&mut conn, dialect, &collection, &access, &id, changes).await?
+                };
+                tx.publish_after_commit(documents::event(&collection, &document, "update"));
+                Ok(Some(FieldValue::value(node_value(&document))))
+            })
+        })
+        .description(format!("Changes a `{t}`; needs `update` permission on the collection or (with document security) on the document."))
+        .argument(InputValue::new("input", TypeRef::named_nn(format!("Update{t}Input")))),
+    );
+    let c = collection.clone();
+    parts.mutation(
+        Field::new(format!("delete{t}"), TypeRef::named_nn(format!("Delete{t}Payload")), move |ctx| {
+            let collection = c.clone();
+            FieldFuture::new(async move {
+                let id = match arg_json(&ctx, "input")? {
+                    Some(Json::Object(map)) => map.get("id").and_then(Json::as_str).unwrap_or_default().to_string(),
+                    _ => String::new(),
+                };
+                let access = Access::of(caller(&ctx)?, true)?;
+                let dialect = sql_dialect(app(&ctx)?.db.dialect());
+                let tx = request_tx(&ctx)?;
+                let document = {
+                    let mut conn = tx.writer().await?;
+                    documents::delete(&mut conn, dialect, &collection, &access, &id).await?
+                };
+                tx.publish_after_commit(documents::event(&collection, &document, "delete"));
+                Ok(Some(FieldValue::value(object([("deletedId", Value::from(document.id))]))))
+            })
+        })
+        .description(format!("Deletes a `{t}`; needs `delete` permission on the collection or (with document security) on the document."))
+        .argument(InputValue::new("input", TypeRef::named_nn(format!("Delete{t}Input")))),
+    );
+}
+
+fn create_one<'a>(
+    ctx: &'a ResolverContext<'a>,
+    collection: &'a Collection,
+    input: Json,
+) -> futures_util::future::BoxFuture<'a, AppResult<Document>> {
+    Box::pin(create_one_impl(ctx, collection, input))
+}
+
+async fn create_one_impl(
+    ctx: &ResolverContext<'_>,
+    collection: &Collection,
+    input: Json,
+) -> AppResult<Document> {
+    let WriteInput {
+        data,
+        id,
+        permissions,
+        ..
+    } = split_input(collection, input)?;
+    let access = Access::of(caller(ctx)?, true)?;
+    let dialect = sql_dialect(app(ctx)?.db.dialect());
+    let tx = request_tx(ctx)?;
+    let document = {
+        let mut conn = tx.writer().await?;
+        documents::create(
+            &mut conn,
+            dialect,
+            collection,
+            &access,
+            NewDocument {
+                id,
+                data,
+                permissions,
+            },
+        )
+        .await?
+    };
+    tx.publish_after_commit(documents::event(collection, &document, "create"));
+    Ok(document)
+}

@@ -1,0 +1,506 @@
+//! Databases: collections as tables, their own GraphQL types, filters, orders,
+//! pages, permissions, the generic API, and all-or-nothing requests.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+
+const CREATE_COLLECTION: &str = "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id graphqlName attributes { key type required } indexes { key type } } }";
+
+/// A `blog` database with a `posts` collection anyone may read and signed-in
+/// users may write, each post its author's.
+async fn blog(app: &TestApp) -> Value {
+    app.admin(
+        "mutation { createDatabase(input: {id: \"blog\", name: \"Blog\"}) { id name enabled } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        CREATE_COLLECTION,
+        json!({"input": {
+            "databaseId": "blog",
+            "id": "posts",
+            "name": "posts",
+            "documentSecurity": true,
+            "permissions": ["read(\"any\")", "create(\"users\")"],
+            "attributes": [
+                {"key": "title", "type": "STRING", "size": 200, "required": true},
+                {"key": "views", "type": "INTEGER", "min": 0, "max": 1000000, "default": 0},
+                {"key": "published", "type": "BOOLEAN", "default": false},
+                {"key": "tags", "type": "STRING", "size": 32, "array": true},
+                {"key": "publishedAt", "type": "DATETIME"}
+            ],
+            "indexes": [
+                {"key": "by_views", "type": "KEY", "attributes": ["views"]},
+                {"key": "by_published_views", "type": "KEY", "attributes": ["published", "views"], "orders": ["ASC", "DESC"]}
+            ]
+        }}),
+    )
+    .await
+    .ok()["createCollection"]
+        .clone()
+}
+
+async fn user(app: &TestApp, email: &str) -> String {
+    app.post(json!({"query": "mutation($e: String!) { createAccount(input: {email: $e, password: \"db-password-1\"}) { id } }", "variables": {"e": email}}), &[])
+        .await
+        .ok();
+    let signed = app
+        .post(json!({"query": "mutation($e: String!) { createEmailPasswordSession(input: {email: $e, password: \"db-password-1\"}) { secret } }", "variables": {"e": email}}), &[])
+        .await
+        .ok();
+    signed["createEmailPasswordSession"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_collection_gets_its_own_types_and_typed_crud_with_filters_orders_and_pages() {
+    let app = spawn_app().await;
+    let collection = blog(&app).await;
+    assert_eq!(collection["graphqlName"], "Post");
+    assert_eq!(collection["indexes"].as_array().unwrap().len(), 2);
+
+    // The schema has the collection's types at once.
+    let post_type = app
+        .admin(
+            "{ __type(name: \"Post\") { fields { name type { kind name ofType { name } } } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    let fields: Vec<&str> = post_type["__type"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "id",
+            "createdAt",
+            "updatedAt",
+            "permissions",
+            "title",
+            "views",
+            "published",
+            "tags",
+            "publishedAt"
+        ]
+    );
+    let sdl = app
+        .client
+        .get(format!("{}/v1/graphql/schema.graphql", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        "type Post ",
+        "input PostFilter",
+        "input PostOrderBy",
+        "input CreatePostInput",
+        "input UpdatePostInput",
+        "filter: PostFilter",
+        "createPost(input: CreatePostInput!): Post!",
+        "title: String!",
+        "views: Int",
+    ] {
+        assert!(sdl.contains(expected), "schema lacks `{expected}`");
+    }
+
+    let ann = user(&app, "ann@example.com").await;
+    let create = "mutation($input: CreatePostInput!) { createPost(input: $input) { id title views published tags publishedAt permissions } }";
+    let mut ids = Vec::new();
+    for (i, views) in [50, 700, 120, 700, 3].iter().enumerate() {
+        let created = app
+            .as_session(&ann, create, json!({"input": {"title": format!("Post {i}"), "views": views, "published": i % 2 == 1 || i == 4, "tags": ["rust", format!("t{i}")], "publishedAt": "2026-01-02T03:04:05.678Z"}}))
+            .await
+            .ok();
+        ids.push(created["createPost"]["id"].as_str().unwrap().to_string());
+        if i == 0 {
+            let post = &created["createPost"];
+            assert_eq!(post["title"], "Post 0");
+            assert_eq!(post["views"], 50);
+            assert_eq!(post["published"], false);
+            assert_eq!(post["tags"], json!(["rust", "t0"]));
+            assert_eq!(post["publishedAt"], "2026-01-02T03:04:05.678Z");
+            let permissions: Vec<&str> = post["permissions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap())
+                .collect();
+            assert_eq!(permissions.len(), 3, "{permissions:?}");
+            assert!(
+                permissions.iter().all(|p| p.contains("user:")),
+                "{permissions:?}"
+            );
+        }
+    }
+
+    // A guest reads: published and views > 100, most viewed first, ties by id.
+    let list = "query($f: PostFilter, $o: [PostOrderBy!], $first: Int, $after: String) { posts(filter: $f, orderBy: $o, first: $first, after: $after) { totalCount nodes { id title views } pageInfo { hasNextPage endCursor } } }";
+    let found = app
+        .post(json!({"query": list, "variables": {"f": {"published": {"eq": true}, "views": {"gt": 100}}, "o": [{"views": "DESC"}]}}), &[])
+        .await
+        .ok();
+    assert_eq!(found["posts"]["totalCount"], 2);
+    let titles: Vec<&str> = found["posts"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["Post 1", "Post 3"]);
+
+    // Paging through everything by views ascending, two at a time.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = app
+            .post(json!({"query": list, "variables": {"o": [{"views": "ASC"}], "first": 2, "after": after}}), &[])
+            .await
+            .ok();
+        for node in page["posts"]["nodes"].as_array().unwrap() {
+            seen.push(node["views"].as_i64().unwrap());
+        }
+        if page["posts"]["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = page["posts"]["pageInfo"]["endCursor"]
+            .as_str()
+            .map(String::from);
+    }
+    assert_eq!(seen, [3, 50, 120, 700, 700]);
+
+    // or / not / string and list conditions.
+    let mixed = app
+        .post(json!({"query": list, "variables": {"f": {"or": [{"title": {"startsWith": "Post 4"}}, {"views": {"in": [50]}}], "not": {"tags": {"contains": "t0"}}}}}), &[])
+        .await
+        .ok();
+    let titles: Vec<&str> = mixed["posts"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["Post 4"]);
+
+    // By id, and an unknown id is null.
+    let one = app
+        .post(json!({"query": "query($id: ID!) { post(id: $id) { title } missing: post(id: \"nope\") { title } }", "variables": {"id": ids[2]}}), &[])
+        .await
+        .ok();
+    assert_eq!(one, json!({"post": {"title": "Post 2"}, "missing": null}));
+
+    // The author updates; someone else may not.
+    let update = "mutation($input: UpdatePostInput!) { updatePost(input: $input) { title views updatedAt } }";
+    let updated = app
+        .as_session(&ann, update, json!({"input": {"id": ids[0], "views": 51}}))
+        .await
+        .ok();
+    assert_eq!(updated["updatePost"]["views"], 51);
+    assert_eq!(updated["updatePost"]["title"], "Post 0");
+    let bob = user(&app, "bob@example.com").await;
+    let refused = app
+        .as_session(&bob, update, json!({"input": {"id": ids[0], "views": 0}}))
+        .await;
+    assert_eq!(refused.code(), "PERMISSION_DENIED");
+    let guest = app
+        .post(
+            json!({"query": "mutation { createPost(input: {title: \"x\"}) { id } }"}),
+            &[],
+        )
+        .await;
+    assert_eq!(guest.code(), "PERMISSION_DENIED");
+
+    // A stale precondition loses no write silently.
+    let stale = app
+        .as_session(&ann, update, json!({"input": {"id": ids[0], "views": 52, "expectedUpdatedAt": "2020-01-01T00:00:00.000Z"}}))
+        .await;
+    assert_eq!(stale.code(), "DOCUMENT_CHANGED");
+
+    let deleted = app
+        .as_session(
+            &ann,
+            "mutation($id: ID!) { deletePost(input: {id: $id}) { deletedId } }",
+            json!({"id": ids[4]}),
+        )
+        .await
+        .ok();
+    assert_eq!(deleted["deletePost"]["deletedId"], ids[4].as_str());
+    let count = app
+        .post(json!({"query": "{ posts { totalCount } }"}), &[])
+        .await
+        .ok();
+    assert_eq!(count["posts"]["totalCount"], 4);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_mutations_of_one_request_commit_together_or_not_at_all() {
+    let app = spawn_app().await;
+    blog(&app).await;
+    let ann = user(&app, "ann@example.com").await;
+    let failing = app
+        .as_session(
+            &ann,
+            "mutation { a: createPost(input: {id: \"first\", title: \"kept?\"}) { id } b: createPost(input: {id: \"second\", title: \"bad\", views: -5}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(failing.code(), "VALUE_OUT_OF_RANGE", "{:#}", failing.body);
+    let after = app
+        .post(
+            json!({"query": "{ first: post(id: \"first\") { id } posts { totalCount } }"}),
+            &[],
+        )
+        .await
+        .ok();
+    assert_eq!(after, json!({"first": null, "posts": {"totalCount": 0}}));
+
+    let both = app
+        .as_session(
+            &ann,
+            "mutation { a: createPost(input: {id: \"first\", title: \"one\"}) { id } b: updatePost(input: {id: \"first\", title: \"one, edited\"}) { title } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(both["b"]["title"], "one, edited");
+    let read = app
+        .post(json!({"query": "{ post(id: \"first\") { title } }"}), &[])
+        .await
+        .ok();
+    assert_eq!(read["post"]["title"], "one, edited");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_generic_api_takes_appwrite_queries() {
+    let app = spawn_app().await;
+    blog(&app).await;
+    let key = app
+        .create_key("default", &["documents.read", "documents.write"])
+        .await;
+    for (id, views) in [("a", 10), ("b", 20), ("c", 30)] {
+        let created = app
+            .as_key(
+                &key,
+                "default",
+                "mutation($input: CreateDocumentInput!) { createDocument(input: $input) { id data permissions } }",
+                json!({"input": {"databaseId": "blog", "collectionId": "posts", "id": id, "data": {"title": format!("T{id}"), "views": views}}}),
+            )
+            .await
+            .ok();
+        assert_eq!(created["createDocument"]["data"]["views"], views);
+        assert_eq!(
+            created["createDocument"]["data"]["published"], false,
+            "the default"
+        );
+    }
+    let queries = [
+        r#"{"method":"greaterThan","attribute":"views","values":[10]}"#,
+        r#"{"method":"orderDesc","attribute":"views"}"#,
+        r#"{"method":"limit","values":[1]}"#,
+    ];
+    let found = app
+        .as_key(&key, "default", "query($q: [String!]) { documents(databaseId: \"blog\", collectionId: \"posts\", queries: $q) { total documents { id data } } }", json!({"q": queries}))
+        .await
+        .ok();
+    assert_eq!(found["documents"]["total"], 2);
+    assert_eq!(found["documents"]["documents"][0]["id"], "c");
+    let cursor = [
+        r#"{"method":"orderAsc","attribute":"views"}"#,
+        r#"{"method":"cursorAfter","values":["a"]}"#,
+    ];
+    let next = app
+        .as_key(&key, "default", "query($q: [String!]) { documents(databaseId: \"blog\", collectionId: \"posts\", queries: $q) { documents { id } } }", json!({"q": cursor}))
+        .await
+        .ok();
+    assert_eq!(
+        next["documents"]["documents"],
+        json!([{"id": "b"}, {"id": "c"}])
+    );
+
+    for (bad, code) in [
+        (
+            r#"{"method":"equal","attribute":"nope","values":[1]}"#,
+            "FILTER_UNKNOWN_FIELD",
+        ),
+        (
+            r#"{"method":"equal","attribute":"views","values":["ten"]}"#,
+            "FILTER_INVALID",
+        ),
+        (
+            r#"{"method":"drop table","attribute":"views"}"#,
+            "QUERY_INVALID",
+        ),
+        (
+            r#"{"method":"equal","attribute":"views\"; DROP TABLE x; --","values":[1]}"#,
+            "FILTER_UNKNOWN_FIELD",
+        ),
+        ("not json", "QUERY_INVALID"),
+    ] {
+        let answer = app
+            .as_key(&key, "default", "query($q: [String!]) { documents(databaseId: \"blog\", collectionId: \"posts\", queries: $q) { total } }", json!({"q": [bad]}))
+            .await;
+        assert_eq!(answer.code(), code, "{bad}: {:#}", answer.body);
+    }
+    let updated = app
+        .as_key(&key, "default", "mutation { updateDocument(input: {databaseId: \"blog\", collectionId: \"posts\", id: \"a\", data: {title: \"new\"}}) { data } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(updated["updateDocument"]["data"]["title"], "new");
+    assert_eq!(updated["updateDocument"]["data"]["views"], 10);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_structure_and_bad_values_get_clear_codes() {
+    let app = spawn_app().await;
+    blog(&app).await;
+    let bad_collections = [
+        (
+            json!({"databaseId": "blog", "name": "users"}),
+            "GRAPHQL_NAME_TAKEN",
+        ),
+        (
+            json!({"databaseId": "blog", "name": "posts"}),
+            "GRAPHQL_NAME_TAKEN",
+        ),
+        (
+            json!({"databaseId": "blog", "name": "x", "graphqlName": "Thing", "attributes": [{"key": "a b", "type": "STRING", "size": 5}]}),
+            "ATTRIBUTE_INVALID",
+        ),
+        (
+            json!({"databaseId": "blog", "name": "x", "graphqlName": "Thing", "attributes": [{"key": "n", "type": "INTEGER", "min": 5, "max": 1}]}),
+            "ATTRIBUTE_INVALID",
+        ),
+        (
+            json!({"databaseId": "blog", "name": "x", "graphqlName": "Thing", "indexes": [{"key": "i", "type": "KEY", "attributes": ["missing"]}]}),
+            "INDEX_INVALID",
+        ),
+        (
+            json!({"databaseId": "nowhere", "name": "x"}),
+            "DATABASE_NOT_FOUND",
+        ),
+    ];
+    for (input, code) in bad_collections {
+        let answer = app.admin(CREATE_COLLECTION, json!({"input": input})).await;
+        assert_eq!(answer.code(), code, "{input}: {:#}", answer.body);
+    }
+
+    let key = app
+        .create_key(
+            "default",
+            &["documents.write", "documents.read", "databases.write"],
+        )
+        .await;
+    let create = "mutation($input: CreatePostInput!) { createPost(input: $input) { id title } }";
+    let bad_values = [
+        (json!({"title": "x".repeat(201)}), "VALUE_OUT_OF_RANGE"),
+        (
+            json!({"title": "ok", "views": 1000001}),
+            "VALUE_OUT_OF_RANGE",
+        ),
+        (
+            json!({"title": "ok", "publishedAt": "yesterday"}),
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+        (json!({"title": "ok", "id": "../etc"}), "INVALID_ID"),
+        (
+            json!({"title": "ok", "permissions": ["read(\"nobody-knows\")"]}),
+            "INVALID_PERMISSION",
+        ),
+    ];
+    for (input, code) in bad_values {
+        let answer = app
+            .as_key(&key, "default", create, json!({"input": input}))
+            .await;
+        assert_eq!(answer.code(), code, "{input}: {:#}", answer.body);
+    }
+    // Unicode is stored as given.
+    let text = "emoji 🦀, RTL שלום, NUL \u{0} end";
+    let stored = app
+        .as_key(&key, "default", create, json!({"input": {"title": text}}))
+        .await
+        .ok();
+    assert_eq!(stored["createPost"]["title"], text);
+
+    // Limits and forged cursors.
+    let huge = app
+        .post(
+            json!({"query": "{ posts(first: 1000000) { totalCount } }"}),
+            &[],
+        )
+        .await;
+    assert_eq!(huge.code(), "BAD_USER_INPUT");
+    let forged = app
+        .post(
+            json!({"query": "{ posts(after: \"Zm9yZ2Vk\") { totalCount } }"}),
+            &[],
+        )
+        .await;
+    assert_eq!(forged.code(), "INVALID_CURSOR");
+    let page = app
+        .post(json!({"query": "{ posts(first: 1, orderBy: [{views: ASC}]) { pageInfo { endCursor } } }"}), &[])
+        .await
+        .ok();
+    let cursor = page["posts"]["pageInfo"]["endCursor"].as_str().unwrap();
+    let other_order = app
+        .post(json!({"query": "query($c: String) { posts(after: $c, orderBy: [{title: ASC}]) { totalCount } }", "variables": {"c": cursor}}), &[])
+        .await;
+    assert_eq!(other_order.code(), "INVALID_CURSOR");
+
+    // Adding an attribute to a collection with data; a unique index over duplicates.
+    let added = app
+        .as_key(&key, "default", "mutation { createAttribute(input: {databaseId: \"blog\", collectionId: \"posts\", attribute: {key: \"rating\", type: FLOAT, default: 2.5}}) { attributes { key } } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(
+        added["createAttribute"]["attributes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+    let rated = app
+        .post(json!({"query": "{ posts { nodes { rating } } }"}), &[])
+        .await
+        .ok();
+    assert_eq!(rated["posts"]["nodes"][0]["rating"], 2.5);
+    app.as_key(&key, "default", create, json!({"input": {"title": text}}))
+        .await
+        .ok();
+    let unique = app
+        .as_key(&key, "default", "mutation { createIndex(input: {databaseId: \"blog\", collectionId: \"posts\", index: {key: \"one_title\", type: UNIQUE, attributes: [\"title\"]}}) { id } }", json!({}))
+        .await;
+    assert_eq!(unique.code(), "INDEX_DUPLICATE_VALUES", "{:#}", unique.body);
+    let required = app
+        .as_key(&key, "default", "mutation { createAttribute(input: {databaseId: \"blog\", collectionId: \"posts\", attribute: {key: \"must\", type: STRING, size: 5, required: true}}) { id } }", json!({}))
+        .await;
+    assert_eq!(required.code(), "ATTRIBUTE_INVALID");
+    let dropped = app
+        .as_key(&key, "default", "mutation { deleteAttribute(input: {databaseId: \"blog\", collectionId: \"posts\", key: \"views\"}) { attributes { key } indexes { key } } }", json!({}))
+        .await
+        .ok();
+    let keys: Vec<&str> = dropped["deleteAttribute"]["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["title", "published", "tags", "publishedAt", "rating"]
+    );
+    assert_eq!(dropped["deleteAttribute"]["indexes"], json!([]));
+    app.shutdown().await;
+}
