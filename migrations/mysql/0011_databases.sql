@@ -26,6 +26,7 @@ CREATE TABLE db_collections (
     permissions       MEDIUMTEXT NOT NULL,
     attributes        MEDIUMTEXT NOT NULL,
     indexes           MEDIUMTEXT NOT NULL,
+    relationships     MEDIUMTEXT NOT NULL,
     version           BIGINT NOT NULL,
     created_at        BIGINT NOT NULL,
     updated_at        BIGINT NOT NULL,

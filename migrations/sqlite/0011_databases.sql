@@ -24,6 +24,7 @@ CREATE TABLE db_collections (
     permissions       TEXT NOT NULL,
     attributes        TEXT NOT NULL,
     indexes           TEXT NOT NULL,
+    relationships     TEXT NOT NULL,
     version           BIGINT NOT NULL,
     created_at        BIGINT NOT NULL,
     updated_at        BIGINT NOT NULL,

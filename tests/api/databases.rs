@@ -504,3 +504,193 @@ async fn bad_structure_and_bad_values_get_clear_codes() {
     assert_eq!(dropped["deleteAttribute"]["indexes"], json!([]));
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn relationships_resolve_both_ways_filter_across_and_keep_integrity() {
+    let app = spawn_app().await;
+    blog(&app).await;
+    app.admin(
+        CREATE_COLLECTION,
+        json!({"input": {
+            "databaseId": "blog", "id": "authors", "name": "authors",
+            "permissions": ["read(\"any\")", "create(\"users\")", "delete(\"users\")"],
+            "attributes": [{"key": "name", "type": "STRING", "size": 100, "required": true}]
+        }}),
+    )
+    .await
+    .ok();
+    let relate = "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id relationships { key relatedCollectionId type twoWayKey onDelete } } }";
+    let related = app
+        .admin(relate, json!({"input": {"databaseId": "blog", "collectionId": "authors", "key": "posts", "relatedCollectionId": "posts", "type": "ONE_TO_MANY", "twoWayKey": "author", "onDelete": "CASCADE"}}))
+        .await
+        .ok();
+    assert_eq!(
+        related["createRelationship"]["id"], "posts",
+        "stored on the many side"
+    );
+    assert_eq!(
+        related["createRelationship"]["relationships"],
+        json!([{"key": "author", "relatedCollectionId": "authors", "type": "MANY_TO_ONE", "twoWayKey": "posts", "onDelete": "CASCADE"}])
+    );
+    let clash = app
+        .admin(relate, json!({"input": {"databaseId": "blog", "collectionId": "posts", "key": "title", "relatedCollectionId": "authors", "type": "MANY_TO_ONE"}}))
+        .await;
+    assert_eq!(clash.code(), "ATTRIBUTE_INVALID");
+
+    let key = app
+        .create_key("default", &["documents.read", "documents.write"])
+        .await;
+    let authors = app
+        .as_key(&key, "default", "mutation { ann: createAuthor(input: {id: \"ann\", name: \"Ann\"}) { id } bob: createAuthor(input: {id: \"bob\", name: \"Bob\"}) { id } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(authors["ann"]["id"], "ann");
+    let mut inputs = Vec::new();
+    for i in 0..50 {
+        inputs.push(json!({"id": format!("p{i:02}"), "title": format!("Post {i}"), "views": i, "author": if i % 2 == 0 { "ann" } else { "bob" }}));
+    }
+    app.as_key(
+        &key,
+        "default",
+        "mutation($input: [CreatePostInput!]!) { createPosts(input: $input) { id } }",
+        json!({"input": inputs}),
+    )
+    .await
+    .ok();
+    let dangling = app
+        .as_key(
+            &key,
+            "default",
+            "mutation { createPost(input: {title: \"x\", author: \"nobody\"}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(dangling.code(), "RELATED_DOCUMENT_NOT_FOUND");
+
+    // Forward, batched: 50 posts with their authors.
+    let listed = app
+        .post(json!({"query": "{ posts(first: 50, orderBy: [{views: ASC}]) { nodes { title author { id name } } } }"}), &[])
+        .await
+        .ok();
+    let nodes = listed["posts"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 50);
+    assert_eq!(nodes[0]["author"], json!({"id": "ann", "name": "Ann"}));
+    assert_eq!(nodes[1]["author"], json!({"id": "bob", "name": "Bob"}));
+
+    // Backward, with its own filter and order.
+    let reverse = app
+        .post(json!({"query": "{ author(id: \"ann\") { name posts(filter: {views: {gte: 40}}, orderBy: [{views: DESC}], first: 2) { totalCount nodes { title } } } }"}), &[])
+        .await
+        .ok();
+    assert_eq!(
+        reverse["author"],
+        json!({"name": "Ann", "posts": {"totalCount": 5, "nodes": [{"title": "Post 48"}, {"title": "Post 46"}]}})
+    );
+
+    // Filtering across the relationship.
+    let by_author = app
+        .post(json!({"query": "{ posts(filter: {author: {name: {eq: \"Bob\"}}, views: {lt: 6}}) { nodes { title } } }"}), &[])
+        .await
+        .ok();
+    assert_eq!(
+        by_author["posts"]["nodes"],
+        json!([{"title": "Post 1"}, {"title": "Post 3"}, {"title": "Post 5"}])
+    );
+
+    // Cascade: deleting Bob deletes his 25 posts, in the same transaction.
+    app.as_key(
+        &key,
+        "default",
+        "mutation { deleteAuthor(input: {id: \"bob\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let left = app
+        .post(json!({"query": "{ posts { totalCount } }"}), &[])
+        .await
+        .ok();
+    assert_eq!(left["posts"]["totalCount"], 25);
+
+    // Restrict and set-null.
+    app.admin(
+        CREATE_COLLECTION,
+        json!({"input": {"databaseId": "blog", "id": "comments", "name": "comments", "attributes": [{"key": "text", "type": "STRING", "size": 100}]}}),
+    )
+    .await
+    .ok();
+    app.admin(relate, json!({"input": {"databaseId": "blog", "collectionId": "comments", "key": "post", "relatedCollectionId": "posts", "type": "MANY_TO_ONE", "onDelete": "RESTRICT"}}))
+        .await
+        .ok();
+    app.admin(relate, json!({"input": {"databaseId": "blog", "collectionId": "comments", "key": "writer", "relatedCollectionId": "authors", "type": "MANY_TO_ONE", "onDelete": "SET_NULL"}}))
+        .await
+        .ok();
+    app.as_key(&key, "default", "mutation { createComment(input: {id: \"c1\", text: \"hi\", post: \"p00\", writer: \"ann\"}) { id } }", json!({}))
+        .await
+        .ok();
+    let restricted = app
+        .as_key(
+            &key,
+            "default",
+            "mutation { deletePost(input: {id: \"p00\"}) { deletedId } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(restricted.code(), "DOCUMENT_REFERENCED");
+    // Ann's posts cascade, but p00 is still referenced: the whole delete is refused.
+    let blocked = app
+        .as_key(
+            &key,
+            "default",
+            "mutation { deleteAuthor(input: {id: \"ann\"}) { deletedId } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(blocked.code(), "DOCUMENT_REFERENCED");
+    let still = app
+        .post(
+            json!({"query": "{ author(id: \"ann\") { id } posts { totalCount } }"}),
+            &[],
+        )
+        .await
+        .ok();
+    assert_eq!(
+        still,
+        json!({"author": {"id": "ann"}, "posts": {"totalCount": 25}})
+    );
+    app.as_key(
+        &key,
+        "default",
+        "mutation { updateComment(input: {id: \"c1\", post: null}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.as_key(
+        &key,
+        "default",
+        "mutation { deleteAuthor(input: {id: \"ann\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let comment = app
+        .as_key(
+            &key,
+            "default",
+            "{ comment(id: \"c1\") { text writer { id } post { id } } posts { totalCount } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        comment,
+        json!({"comment": {"text": "hi", "writer": null, "post": null}, "posts": {"totalCount": 0}})
+    );
+
+    let referenced = app
+        .admin("mutation { deleteCollection(input: {databaseId: \"blog\", id: \"authors\"}) { deletedId } }", json!({}))
+        .await;
+    assert_eq!(referenced.code(), "COLLECTION_REFERENCED");
+    app.shutdown().await;
+}

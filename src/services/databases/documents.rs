@@ -20,11 +20,13 @@ use crate::bus::Event;
 use crate::db::{ids, now_millis};
 use crate::error::{AppError, AppResult};
 
-use super::Collection;
+use std::sync::Arc;
+
 use super::ddl::perms_table;
 use super::filter::{self, Cursor, Filter, FilterError, OrderBy, cursor_for_row};
 use super::model::{SqlDialect, millis_to_rfc3339};
 use super::structure::value_error;
+use super::{Collection, DataModel, OnDelete};
 
 /// The most documents one list returns.
 pub const MAX_PAGE: usize = 1000;
@@ -169,7 +171,7 @@ fn select_from(dialect: SqlDialect, collection: &Collection) -> String {
         q(dialect, "created_at"),
         q(dialect, "updated_at")
     );
-    for attribute in &collection.attributes {
+    for attribute in &collection.columns() {
         sql.push_str(&format!(", {ALIAS}.{}", q(dialect, &attribute.column())));
     }
     sql.push_str(&format!(" FROM {} {ALIAS}", q(dialect, &collection.table)));
@@ -178,7 +180,7 @@ fn select_from(dialect: SqlDialect, collection: &Collection) -> String {
 
 fn document_from(collection: &Collection, row: &AnyRow) -> AppResult<Document> {
     let mut data = Map::new();
-    for attribute in &collection.attributes {
+    for attribute in &collection.columns() {
         data.insert(
             attribute.key.clone(),
             attribute.from_sql(row).map_err(value_error)?,
@@ -291,6 +293,43 @@ async fn get_impl(
     Ok(documents.pop())
 }
 
+/// The documents among `ids` that `access` may read, in one query.
+pub fn get_many<'a>(
+    conn: &'a mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &'a Collection,
+    access: &'a Access,
+    ids: &'a [String],
+) -> BoxFuture<'a, AppResult<Vec<Document>>> {
+    Box::pin(async move {
+        let reach = reach(collection, access, Action::Read);
+        let ids: Vec<&String> = ids
+            .iter()
+            .filter(|id| ids::validate("id", id).is_ok())
+            .collect();
+        if matches!(reach, Reach::None) || ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut builder = QueryBuilder::<Any>::new(select_from(dialect, collection));
+        builder.push(format!(" WHERE {ALIAS}.id IN ("));
+        let mut list = builder.separated(", ");
+        for id in &ids {
+            list.push_bind((*id).clone());
+        }
+        list.push_unseparated(")");
+        if let Reach::PerDocument(roles) = &reach {
+            push_reach(&mut builder, collection, roles, Action::Read)?;
+        }
+        let rows = builder.build().fetch_all(&mut *conn).await?;
+        let mut documents = rows
+            .iter()
+            .map(|row| document_from(collection, row))
+            .collect::<AppResult<Vec<_>>>()?;
+        load_permissions(conn, dialect, collection, &mut documents).await?;
+        Ok(documents)
+    })
+}
+
 /// The cursor of document `id` in the order `orders`: Appwrite's `cursorAfter`
 /// names a document, not a position.
 /// See [`cursor_of_impl`]; boxed so that resolvers can hold the future across awaits.
@@ -340,7 +379,7 @@ async fn cursor_of_impl(
         .fetch_optional(&mut *conn)
         .await?
         .ok_or_else(invalid)?;
-    cursor_for_row(&row, &collection.attributes, orders).map_err(filter_error)
+    cursor_for_row(&row, &collection.columns(), orders).map_err(filter_error)
 }
 
 /// Which part of a list to read.
@@ -403,16 +442,11 @@ async fn list_impl(
             total: query.want_total.then_some(0),
         });
     }
+    let columns = collection.columns();
     let where_clause = |builder: &mut QueryBuilder<'_, Any>| -> AppResult<()> {
         builder.push(" WHERE ");
-        filter::push_filter(
-            builder,
-            dialect,
-            ALIAS,
-            &collection.attributes,
-            &query.filter,
-        )
-        .map_err(filter_error)?;
+        filter::push_filter(builder, dialect, ALIAS, &columns, &query.filter)
+            .map_err(filter_error)?;
         if let Reach::PerDocument(roles) = &reach {
             push_reach(builder, collection, roles, Action::Read)?;
         }
@@ -439,7 +473,7 @@ async fn list_impl(
                 &mut builder,
                 dialect,
                 ALIAS,
-                &collection.attributes,
+                &columns,
                 &query.orders,
                 cursor.as_ref(),
                 *from_end,
@@ -454,7 +488,7 @@ async fn list_impl(
                 &mut builder,
                 dialect,
                 ALIAS,
-                &collection.attributes,
+                &columns,
                 &query.orders,
                 limit + 1,
                 *offset,
@@ -469,9 +503,7 @@ async fn list_impl(
     let mut cursors = Vec::with_capacity(documents.capacity());
     for row in rows.iter().take(limit) {
         documents.push(document_from(collection, row)?);
-        cursors.push(
-            cursor_for_row(row, &collection.attributes, &query.orders).map_err(filter_error)?,
-        );
+        cursors.push(cursor_for_row(row, &columns, &query.orders).map_err(filter_error)?);
     }
     if from_end {
         documents.reverse();
@@ -509,7 +541,7 @@ pub struct NewDocument {
 }
 
 fn check_keys(collection: &Collection, data: &Map<String, Value>) -> AppResult<()> {
-    if let Some(unknown) = data.keys().find(|k| collection.attribute(k).is_none()) {
+    if let Some(unknown) = data.keys().find(|k| !collection.has_key(k)) {
         return Err(AppError::Invalid {
             code: "ATTRIBUTE_NOT_FOUND",
             field: "data".into(),
@@ -588,8 +620,9 @@ pub fn create<'a>(
     collection: &'a Collection,
     access: &'a Access,
     new: NewDocument,
+    model: &'a DataModel,
 ) -> BoxFuture<'a, AppResult<Document>> {
-    Box::pin(create_impl(conn, dialect, collection, access, new))
+    Box::pin(create_impl(conn, dialect, collection, access, new, model))
 }
 
 async fn create_impl(
@@ -598,12 +631,14 @@ async fn create_impl(
     collection: &Collection,
     access: &Access,
     new: NewDocument,
+    model: &DataModel,
 ) -> AppResult<Document> {
     if !matches!(reach(collection, access, Action::Create), Reach::All) {
         return Err(denied(Action::Create));
     }
     let id = ids::resolve("id", new.id.as_deref())?;
     check_keys(collection, &new.data)?;
+    check_references(conn, dialect, collection, model, &new.data).await?;
     let permissions = match (&new.permissions, access) {
         (Some(given), _) => permissions_to_set(access, given)?,
         (
@@ -621,8 +656,9 @@ async fn create_impl(
         }
         (None, _) => Vec::new(),
     };
-    let mut values = Vec::with_capacity(collection.attributes.len());
-    for attribute in &collection.attributes {
+    let columns = collection.columns();
+    let mut values = Vec::with_capacity(columns.len());
+    for attribute in &columns {
         values.push(
             attribute
                 .value_for_write(new.data.get(&attribute.key))
@@ -637,7 +673,7 @@ async fn create_impl(
         q(dialect, "created_at"),
         q(dialect, "updated_at")
     ));
-    for attribute in &collection.attributes {
+    for attribute in &columns {
         builder.push(format!(", {}", q(dialect, &attribute.column())));
     }
     builder.push(") VALUES (");
@@ -744,8 +780,11 @@ pub fn update<'a>(
     access: &'a Access,
     id: &'a str,
     changes: DocumentChanges,
+    model: &'a DataModel,
 ) -> BoxFuture<'a, AppResult<Document>> {
-    Box::pin(update_impl(conn, dialect, collection, access, id, changes))
+    Box::pin(update_impl(
+        conn, dialect, collection, access, id, changes, model,
+    ))
 }
 
 async fn update_impl(
@@ -755,6 +794,7 @@ async fn update_impl(
     access: &Access,
     id: &str,
     changes: DocumentChanges,
+    model: &DataModel,
 ) -> AppResult<Document> {
     let current = load_for_write(conn, dialect, collection, access, id, Action::Update).await?;
     if let Some(expected) = changes.expected_updated_at
@@ -770,11 +810,13 @@ async fn update_impl(
         });
     }
     check_keys(collection, &changes.data)?;
+    check_references(conn, dialect, collection, model, &changes.data).await?;
     let permissions = changes
         .permissions
         .as_deref()
         .map(|given| permissions_to_set(access, given))
         .transpose()?;
+    let columns = collection.columns();
     // Strictly later than before, so `expectedUpdatedAt` tells every change apart.
     let updated_at = now_millis().max(current.updated_at + 1);
     let mut builder = QueryBuilder::<Any>::new(format!(
@@ -784,7 +826,7 @@ async fn update_impl(
     ));
     builder.push_bind(updated_at);
     for (key, value) in &changes.data {
-        let Some(attribute) = collection.attribute(key) else {
+        let Some(attribute) = columns.iter().find(|a| &a.key == key) else {
             continue;
         };
         let value = attribute
@@ -812,26 +854,66 @@ async fn update_impl(
         .ok_or_else(|| not_found(id))
 }
 
-/// Deletes a document (its permissions go with it); returns it as it was.
-/// See [`delete_impl`]; boxed so that resolvers can hold the future across awaits.
+/// The documents one delete removed: the one asked for first, then those a
+/// cascade took along, each with its collection.
+pub type Deleted = Vec<(Arc<Collection>, Document)>;
+
+/// How deep deletes may cascade through relationships.
+const MAX_CASCADE_DEPTH: usize = 16;
+
+/// Deletes a document (its permissions go with it), applying the on-delete rule
+/// of every relationship pointing at it; returns every deleted document, this
+/// one first, then those a cascade took along.
 pub fn delete<'a>(
     conn: &'a mut AnyConnection,
     dialect: SqlDialect,
-    collection: &'a Collection,
+    collection: &'a Arc<Collection>,
     access: &'a Access,
     id: &'a str,
-) -> BoxFuture<'a, AppResult<Document>> {
-    Box::pin(delete_impl(conn, dialect, collection, access, id))
+    model: &'a DataModel,
+) -> BoxFuture<'a, AppResult<Deleted>> {
+    Box::pin(delete_impl(conn, dialect, collection, access, id, model, 0))
 }
 
 async fn delete_impl(
     conn: &mut AnyConnection,
     dialect: SqlDialect,
-    collection: &Collection,
+    collection: &Arc<Collection>,
     access: &Access,
     id: &str,
-) -> AppResult<Document> {
+    model: &DataModel,
+    depth: usize,
+) -> AppResult<Deleted> {
+    if depth > MAX_CASCADE_DEPTH {
+        return Err(AppError::NotAllowed(format!(
+            "deleting cascades more than {MAX_CASCADE_DEPTH} relationships deep"
+        )));
+    }
     let current = load_for_write(conn, dialect, collection, access, id, Action::Delete).await?;
+    let references: Vec<_> = model.references_to(collection).collect();
+    for (holder, relationship) in &references {
+        if relationship.on_delete == OnDelete::Restrict {
+            let column = q(dialect, &relationship.column().column());
+            let used = sqlx::query(&format!(
+                "SELECT 1 FROM {} WHERE {column} = ? LIMIT 1",
+                q(dialect, &holder.table)
+            ))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_some();
+            if used {
+                return Err(AppError::Invalid {
+                    code: "DOCUMENT_REFERENCED",
+                    field: "id".into(),
+                    reason: format!(
+                        "documents of `{}` point at this one through `{}` (on delete: restrict); delete or change them first",
+                        holder.name, relationship.key
+                    ),
+                });
+            }
+        }
+    }
     sqlx::query(&format!(
         "DELETE FROM {} WHERE resource_id = ?",
         q(dialect, &perms_table(&collection.table))
@@ -846,7 +928,94 @@ async fn delete_impl(
     .bind(id)
     .execute(&mut *conn)
     .await?;
-    Ok(current)
+    let mut deleted = vec![(collection.clone(), current)];
+    // The document is gone before its dependents are visited, so a cycle of
+    // cascades ends instead of coming back to it.
+    for (holder, relationship) in references {
+        let column = q(dialect, &relationship.column().column());
+        match relationship.on_delete {
+            OnDelete::Restrict => {}
+            OnDelete::SetNull => {
+                sqlx::query(&format!(
+                    "UPDATE {} SET {column} = NULL, updated_at = ? WHERE {column} = ?",
+                    q(dialect, &holder.table)
+                ))
+                .bind(now_millis())
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            }
+            OnDelete::Cascade => {
+                let dependents: Vec<String> = sqlx::query_scalar(&format!(
+                    "SELECT id FROM {} WHERE {column} = ?",
+                    q(dialect, &holder.table)
+                ))
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await?;
+                for dependent in dependents {
+                    let more = Box::pin(delete_impl(
+                        conn,
+                        dialect,
+                        holder,
+                        &Access::Server,
+                        &dependent,
+                        model,
+                        depth + 1,
+                    ))
+                    .await;
+                    match more {
+                        Ok(more) => deleted.extend(more),
+                        // Deleted by an earlier branch of the same cascade.
+                        Err(AppError::NotFound { .. }) => {}
+                        Err(err) => return Err(err),
+                    }
+                }
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// Every reference a write sets must name an existing document.
+async fn check_references(
+    conn: &mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &Collection,
+    model: &DataModel,
+    data: &Map<String, Value>,
+) -> AppResult<()> {
+    for relationship in &collection.relationships {
+        let Some(Value::String(target)) = data.get(&relationship.key) else {
+            continue;
+        };
+        let related = model
+            .collection(&collection.database_id, &relationship.related_collection)
+            .ok_or_else(|| {
+                AppError::Internal(anyhow::anyhow!("a relationship names a missing collection"))
+            })?;
+        let missing = ids::validate(&relationship.key, target).is_err()
+            || sqlx::query(&format!(
+                "SELECT 1 FROM {} WHERE id = ?",
+                q(dialect, &related.table)
+            ))
+            .bind(target)
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_none();
+        if missing {
+            return Err(AppError::Invalid {
+                code: "RELATED_DOCUMENT_NOT_FOUND",
+                field: relationship.key.clone(),
+                reason: format!(
+                    "`{}` names no document of `{}`",
+                    target.chars().take(64).collect::<String>(),
+                    related.name
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The realtime event of a document change (`create`, `update`, `delete`):

@@ -169,6 +169,15 @@ pub enum Filter {
         field: Field,
         query: String,
     },
+    /// The reference in `field` points at a document of `table` (with
+    /// `attrs`) that matches `filter`: `field IN (SELECT id FROM table …)`.
+    /// `table` must be a collection table the server named.
+    Related {
+        field: Field,
+        table: String,
+        attrs: Vec<Attribute>,
+        filter: Box<Filter>,
+    },
 }
 
 impl Default for Filter {
@@ -418,6 +427,32 @@ impl<'a> Table<'a> {
 
     fn compile(&self, filter: &Filter, out: &mut Fragment) -> Result<(), FilterError> {
         match filter {
+            Filter::Related {
+                field,
+                table,
+                attrs,
+                filter,
+            } => {
+                let col = self.column(field)?;
+                col.scalar("a related filter")?;
+                super::ddl::check_table_name(table).map_err(|err| FilterError::Internal {
+                    reason: err.to_string(),
+                })?;
+                // Nested subqueries get longer aliases, so each level has its own.
+                let alias = format!("{}_r", self.alias);
+                let inner = Table::new(self.dialect, &alias, attrs)?;
+                out.sql(format!(
+                    "{} IN (SELECT {}.{} FROM {} {} WHERE ",
+                    col.expr,
+                    self.dialect.quote(&alias),
+                    self.dialect.quote("id"),
+                    self.dialect.quote(table),
+                    self.dialect.quote(&alias)
+                ));
+                inner.compile(filter, out)?;
+                out.sql(")");
+                Ok(())
+            }
             Filter::And(items) => self.group(items, " AND ", "1=1", out),
             Filter::Or(items) => self.group(items, " OR ", "1=0", out),
             Filter::Not(inner) => {
@@ -695,6 +730,7 @@ fn check_complexity(filter: &Filter, depth: usize, count: &mut usize) -> Result<
             }
         }
         Filter::Not(inner) => check_complexity(inner, depth + 1, count)?,
+        Filter::Related { filter, .. } => check_complexity(filter, depth + 1, count)?,
         _ => {
             *count += 1;
             if *count > MAX_CONDITIONS {

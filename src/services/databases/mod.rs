@@ -7,6 +7,7 @@ pub mod appwrite_query;
 pub mod ddl;
 pub mod documents;
 pub mod filter;
+pub mod loader;
 pub mod model;
 pub mod naming;
 pub mod schema;
@@ -55,6 +56,8 @@ pub struct Collection {
     pub permissions: Vec<Permission>,
     pub attributes: Vec<Attribute>,
     pub indexes: Vec<Index>,
+    /// The relationships whose reference column is in this collection's table.
+    pub relationships: Vec<Relationship>,
     /// Bumped by every structural change; a change applies only to the version it
     /// read.
     pub version: i64,
@@ -67,12 +70,82 @@ impl Collection {
         self.attributes.iter().find(|a| a.key == key)
     }
 
+    pub fn relationship(&self, key: &str) -> Option<&Relationship> {
+        self.relationships.iter().find(|r| r.key == key)
+    }
+
+    /// Every stored column as an attribute: the attributes, then one id column
+    /// per relationship held here (the SQL builders see references as strings).
+    pub fn columns(&self) -> Vec<Attribute> {
+        let mut columns = self.attributes.clone();
+        columns.extend(self.relationships.iter().map(Relationship::column));
+        columns
+    }
+
+    /// Whether `key` names an attribute or a relationship of this collection.
+    pub fn has_key(&self, key: &str) -> bool {
+        self.attribute(key).is_some() || self.relationship(key).is_some()
+    }
+
     /// The channel of the collection's document events.
     pub fn channel(&self) -> String {
         format!(
             "databases.{}.collections.{}.documents",
             self.database_id, self.id
         )
+    }
+}
+
+/// How many documents a reference joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RelationKind {
+    /// Many documents here point at one there (`post.author`); the other side may
+    /// list them (`author.posts`).
+    ManyToOne,
+    /// One document here points at one there, and no two point at the same one.
+    OneToOne,
+}
+
+/// What deleting a referenced document does to the documents pointing at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OnDelete {
+    /// The delete is refused while documents point at it.
+    Restrict,
+    /// They are deleted too.
+    Cascade,
+    /// Their reference becomes null.
+    SetNull,
+}
+
+/// A relationship, held by the collection whose table has the reference column
+/// (`a_<key>`, the related document's id). A one-to-many relationship is kept as
+/// the many-to-one it mirrors.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Relationship {
+    pub key: String,
+    /// The related collection, in the same database.
+    pub related_collection: String,
+    pub kind: RelationKind,
+    /// The field on the related collection listing (or naming) the documents that
+    /// point at it; none for a one-way relationship.
+    #[serde(default)]
+    pub two_way_key: Option<String>,
+    pub on_delete: OnDelete,
+}
+
+impl Relationship {
+    /// The reference column, as an attribute the SQL builders understand.
+    pub fn column(&self) -> Attribute {
+        Attribute {
+            key: self.key.clone(),
+            kind: model::AttributeKind::String { size: 36 },
+            required: false,
+            array: false,
+            default: None,
+        }
     }
 }
 
@@ -88,6 +161,22 @@ impl DataModel {
         self.collections
             .iter()
             .find(|c| c.database_id == database_id && c.id == id)
+    }
+
+    /// The relationships that point at `target`, with the collection holding each.
+    pub fn references_to<'a>(
+        &'a self,
+        target: &'a Collection,
+    ) -> impl Iterator<Item = (&'a Arc<Collection>, &'a Relationship)> + 'a {
+        self.collections
+            .iter()
+            .filter(move |c| c.database_id == target.database_id)
+            .flat_map(move |c| {
+                c.relationships
+                    .iter()
+                    .filter(move |r| r.related_collection == target.id)
+                    .map(move |r| (c, r))
+            })
     }
 }
 

@@ -26,7 +26,9 @@ use super::documents::{self, Access, DocumentChanges, ListQuery, NewDocument, Pa
 use super::model::{Attribute, AttributeKind};
 use super::structure::{self, CollectionChanges, NewCollection};
 use super::tx::RequestTx;
-use super::{Collection, DataModel, Database, sql_dialect, typed};
+use super::{
+    Collection, DataModel, Database, OnDelete, RelationKind, Relationship, sql_dialect, typed,
+};
 
 /// The request's transaction, which the HTTP and WebSocket handlers attach.
 pub(crate) fn request_tx<'a>(ctx: &ResolverContext<'a>) -> AppResult<&'a Arc<RequestTx>> {
@@ -141,6 +143,40 @@ fn index_value(index: &Index) -> Value {
     ])
 }
 
+fn relationship_value(relationship: &Relationship) -> Value {
+    let enum_value = |name: &str| Value::Enum(async_graphql::Name::new(name));
+    object([
+        ("key", Value::from(relationship.key.as_str())),
+        (
+            "relatedCollectionId",
+            Value::from(relationship.related_collection.as_str()),
+        ),
+        (
+            "type",
+            enum_value(match relationship.kind {
+                RelationKind::ManyToOne => "MANY_TO_ONE",
+                RelationKind::OneToOne => "ONE_TO_ONE",
+            }),
+        ),
+        (
+            "twoWayKey",
+            relationship
+                .two_way_key
+                .as_deref()
+                .map(Value::from)
+                .unwrap_or(Value::Null),
+        ),
+        (
+            "onDelete",
+            enum_value(match relationship.on_delete {
+                OnDelete::Restrict => "RESTRICT",
+                OnDelete::Cascade => "CASCADE",
+                OnDelete::SetNull => "SET_NULL",
+            }),
+        ),
+    ])
+}
+
 fn collection_value(collection: &Collection) -> Value {
     object([
         ("id", Value::from(collection.id.as_str())),
@@ -172,6 +208,16 @@ fn collection_value(collection: &Collection) -> Value {
         (
             "indexes",
             Value::List(collection.indexes.iter().map(index_value).collect()),
+        ),
+        (
+            "relationships",
+            Value::List(
+                collection
+                    .relationships
+                    .iter()
+                    .map(relationship_value)
+                    .collect(),
+            ),
         ),
         ("createdAt", datetime(collection.created_at)),
         ("updatedAt", datetime(collection.updated_at)),
@@ -355,6 +401,19 @@ struct CreateAttributeInput {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateRelationshipInput {
+    database_id: String,
+    collection_id: String,
+    key: String,
+    related_collection_id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    two_way_key: Option<String>,
+    on_delete: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateIndexInput {
     database_id: String,
     collection_id: String,
@@ -454,7 +513,7 @@ pub fn register(parts: &mut SchemaParts, _project: &Project, model: &DataModel) 
     register_structure(parts);
     register_documents(parts);
     for collection in &model.collections {
-        typed::register_collection(parts, collection.clone());
+        typed::register_collection(parts, collection.clone(), model);
     }
 }
 
@@ -551,6 +610,38 @@ fn register_types(parts: &mut SchemaParts) {
             .field(prop("orders", TypeRef::named_nn_list_nn("OrderDirection"), "The order of each attribute (empty: ascending).")),
     );
     parts.add_type(
+        Enum::new("RelationshipType")
+            .description("How documents of two collections refer to each other. ONE_TO_MANY is stored as the MANY_TO_ONE it mirrors, on the related collection.")
+            .items(["MANY_TO_ONE", "ONE_TO_ONE", "ONE_TO_MANY"]),
+    );
+    parts.add_type(
+        Enum::new("OnDeleteRule")
+            .description("What deleting a referenced document does to the documents pointing at it: refuse (RESTRICT), delete them too (CASCADE), or clear their reference (SET_NULL).")
+            .items(["RESTRICT", "CASCADE", "SET_NULL"]),
+    );
+    parts.add_type(
+        Object::new("Relationship")
+            .description("A reference from this collection's documents to another collection's: a column holding the referenced id.")
+            .field(prop("key", string(), "The field holding the reference (`post.author`)."))
+            .field(prop("relatedCollectionId", id(), "The referenced collection."))
+            .field(prop("type", TypeRef::named_nn("RelationshipType"), "MANY_TO_ONE or ONE_TO_ONE."))
+            .field(prop("twoWayKey", TypeRef::named(TypeRef::STRING), "The field on the referenced collection that lists (or names) the documents pointing at it."))
+            .field(prop("onDelete", TypeRef::named_nn("OnDeleteRule"), "What deleting a referenced document does.")),
+    );
+    parts.add_type(input_object(
+        "CreateRelationshipInput",
+        "A relationship to add.",
+        &[
+            ("databaseId", id(), "The database."),
+            ("collectionId", id(), "The collection whose documents get the field `key`."),
+            ("key", string(), "The field: for MANY_TO_ONE / ONE_TO_ONE the reference (`author`), for ONE_TO_MANY the list (`posts`)."),
+            ("relatedCollectionId", id(), "The other collection, in the same database."),
+            ("type", TypeRef::named_nn("RelationshipType"), "How they refer to each other."),
+            ("twoWayKey", TypeRef::named(TypeRef::STRING), "The field on the other collection: the reverse list (or document); for ONE_TO_MANY the reference, required."),
+            ("onDelete", TypeRef::named("OnDeleteRule"), "What deleting a referenced document does (default RESTRICT)."),
+        ],
+    ));
+    parts.add_type(
         Object::new("Collection")
             .description("A set of documents with the same attributes: a table of its own, with GraphQL types of its own.")
             .field(prop("id", id(), "Unique id within its database."))
@@ -562,6 +653,7 @@ fn register_types(parts: &mut SchemaParts) {
             .field(prop("permissions", TypeRef::named_nn_list_nn(TypeRef::STRING), "Who may read, create, update and delete its documents, e.g. `read(\"any\")`."))
             .field(prop("attributes", TypeRef::named_nn_list_nn("Attribute"), "Its attributes."))
             .field(prop("indexes", TypeRef::named_nn_list_nn("Index"), "Its indexes."))
+            .field(prop("relationships", TypeRef::named_nn_list_nn("Relationship"), "The references its documents hold."))
             .field(prop("createdAt", time(), "When it was created."))
             .field(prop("updatedAt", time(), "When it last changed.")),
     );
@@ -1080,6 +1172,42 @@ fn register_structure(parts: &mut SchemaParts) {
     );
     mutation(
         parts,
+        "createRelationship",
+        "Collection",
+        "CreateRelationshipInput",
+        "Adds a relationship between two collections; returns the collection holding the reference (scope `databases.write`). Remove it with `deleteAttribute` and its key.",
+        |ctx| {
+            FieldFuture::new(async move {
+                let input: CreateRelationshipInput = input(&ctx)?;
+                let on_delete = match input.on_delete.as_deref() {
+                    None | Some("RESTRICT") => OnDelete::Restrict,
+                    Some("CASCADE") => OnDelete::Cascade,
+                    Some("SET_NULL") => OnDelete::SetNull,
+                    Some(other) => {
+                        return Err(AppError::invalid(
+                            "onDelete",
+                            format!("unknown rule `{other}`"),
+                        )
+                        .into());
+                    }
+                };
+                let new = structure::NewRelationship {
+                    database_id: input.database_id,
+                    collection_id: input.collection_id,
+                    key: input.key,
+                    related_collection_id: input.related_collection_id,
+                    kind: input.kind,
+                    two_way_key: input.two_way_key,
+                    on_delete,
+                };
+                let collection =
+                    structure::create_relationship(app(&ctx)?, caller(&ctx)?, new).await?;
+                Ok(Some(FieldValue::value(collection_value(&collection))))
+            })
+        },
+    );
+    mutation(
+        parts,
         "createIndex",
         "Collection",
         "CreateIndexInput",
@@ -1226,7 +1354,7 @@ fn register_documents(parts: &mut SchemaParts) {
                 };
                 let document = {
                     let mut conn = tx.writer().await?;
-                    documents::create(&mut conn, sql_dialect(state.db.dialect()), &collection, &access, new).await?
+                    documents::create(&mut conn, sql_dialect(state.db.dialect()), &collection, &access, new, data_model(&ctx)?).await?
                 };
                 tx.publish_after_commit(documents::event(&collection, &document, "create"));
                 Ok(Some(FieldValue::value(document_value(&collection, &document))))
@@ -1254,7 +1382,7 @@ fn register_documents(parts: &mut SchemaParts) {
                 };
                 let document = {
                     let mut conn = tx.writer().await?;
-                    documents::update(&mut conn, sql_dialect(state.db.dialect()), &collection, &access, &input.id, changes).await?
+                    documents::update(&mut conn, sql_dialect(state.db.dialect()), &collection, &access, &input.id, changes, data_model(&ctx)?).await?
                 };
                 tx.publish_after_commit(documents::event(&collection, &document, "update"));
                 Ok(Some(FieldValue::value(document_value(&collection, &document))))
@@ -1271,12 +1399,14 @@ fn register_documents(parts: &mut SchemaParts) {
                 let access = Access::of(caller(&ctx)?, true)?;
                 let state = app(&ctx)?;
                 let tx = request_tx(&ctx)?;
-                let document = {
+                let deleted = {
                     let mut conn = tx.writer().await?;
-                    documents::delete(&mut conn, sql_dialect(state.db.dialect()), &collection, &access, &input.id).await?
+                    documents::delete(&mut conn, sql_dialect(state.db.dialect()), &collection, &access, &input.id, data_model(&ctx)?).await?
                 };
-                tx.publish_after_commit(documents::event(&collection, &document, "delete"));
-                Ok(Some(FieldValue::value(object([("deletedId", Value::from(document.id))]))))
+                for (holder, document) in &deleted {
+                    tx.publish_after_commit(documents::event(holder, document, "delete"));
+                }
+                Ok(Some(FieldValue::value(object([("deletedId", Value::from(input.id))]))))
             })
         })
         .description("Deletes a document of any collection; needs `delete` permission on the collection or (with document security) on the document.")

@@ -113,7 +113,7 @@ pub async fn delete_database(
         .map(|r| r.rows_affected() == 1)
 }
 
-const COLLECTION_COLUMNS: &str = "project_id, database_id, id, name, type_name, table_name, document_security, enabled, permissions, attributes, indexes, version, created_at, updated_at";
+const COLLECTION_COLUMNS: &str = "project_id, database_id, id, name, type_name, table_name, document_security, enabled, permissions, attributes, indexes, relationships, version, created_at, updated_at";
 
 fn collection_from(row: &AnyRow) -> Result<Collection, sqlx::Error> {
     let type_name: String = row.try_get("type_name")?;
@@ -135,6 +135,8 @@ fn collection_from(row: &AnyRow) -> Result<Collection, sqlx::Error> {
         attributes: serde_json::from_str(&text(row, "attributes")?)
             .map_err(|e| corrupt("attributes", e))?,
         indexes: serde_json::from_str(&text(row, "indexes")?).map_err(|e| corrupt("indexes", e))?,
+        relationships: serde_json::from_str(&text(row, "relationships")?)
+            .map_err(|e| corrupt("relationships", e))?,
         version: row.try_get("version")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -158,7 +160,7 @@ pub async fn insert_collection<'e>(
     c: &Collection,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "INSERT INTO db_collections ({COLLECTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO db_collections ({COLLECTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(&c.project_id)
     .bind(&c.database_id)
@@ -171,6 +173,7 @@ pub async fn insert_collection<'e>(
     .bind(json(&permission_strings(c)))
     .bind(json(&c.attributes))
     .bind(json(&c.indexes))
+    .bind(json(&c.relationships))
     .bind(c.version)
     .bind(c.created_at)
     .bind(c.updated_at)
@@ -187,7 +190,7 @@ pub async fn update_collection<'e>(
 ) -> Result<bool, sqlx::Error> {
     sqlx::query(
         "UPDATE db_collections SET name = ?, document_security = ?, enabled = ?, permissions = ?, \
-         attributes = ?, indexes = ?, version = ?, updated_at = ? \
+         attributes = ?, indexes = ?, relationships = ?, version = ?, updated_at = ? \
          WHERE project_id = ? AND database_id = ? AND id = ? AND version = ?",
     )
     .bind(&c.name)
@@ -196,6 +199,7 @@ pub async fn update_collection<'e>(
     .bind(json(&permission_strings(c)))
     .bind(json(&c.attributes))
     .bind(json(&c.indexes))
+    .bind(json(&c.relationships))
     .bind(c.version)
     .bind(c.updated_at)
     .bind(&c.project_id)

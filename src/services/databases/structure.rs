@@ -14,10 +14,10 @@ use crate::db::{DbErrorExt as _, Dialect, ids, now_millis};
 use crate::error::{AppError, AppResult};
 use crate::services::projects::service::announce_change;
 
-use super::ddl::{self, DdlError, Index};
+use super::ddl::{self, DdlError, Index, IndexKind};
 use super::model::{Attribute, ValueError};
 use super::naming::GraphqlNames;
-use super::{Collection, Database, sql_dialect, store};
+use super::{Collection, Database, OnDelete, RelationKind, Relationship, sql_dialect, store};
 
 const MAX_NAME: usize = 128;
 const MAX_PERMISSIONS: usize = 100;
@@ -221,6 +221,7 @@ pub async fn create_collection(
         permissions,
         attributes: new.attributes,
         indexes: new.indexes,
+        relationships: Vec::new(),
         version: 1,
         created_at: now,
         updated_at: now,
@@ -313,6 +314,23 @@ pub async fn delete_collection(
 ) -> AppResult<()> {
     caller.require_scope("databases.write")?;
     let collection = load_collection(state, &caller.project.id, database_id, id).await?;
+    let all = store::list_collections(state.db.pool(), &collection.project_id, None).await?;
+    if let Some(holder) = all.iter().find(|c| {
+        c.id != collection.id
+            && c.database_id == collection.database_id
+            && c.relationships
+                .iter()
+                .any(|r| r.related_collection == collection.id)
+    }) {
+        return Err(AppError::Invalid {
+            code: "COLLECTION_REFERENCED",
+            field: "id".into(),
+            reason: format!(
+                "`{}` has a relationship to this collection; delete that relationship first",
+                holder.name
+            ),
+        });
+    }
     drop_collection(state, &collection).await?;
     announce_change(state, &collection.project_id).await;
     Ok(())
@@ -337,11 +355,13 @@ pub async fn create_attribute(
     caller.require_scope("databases.write")?;
     let mut collection =
         load_collection(state, &caller.project.id, database_id, collection_id).await?;
+    let all = store::list_collections(state.db.pool(), &collection.project_id, None).await?;
+    check_key_free(&all, &collection, &attribute.key, "key")?;
     let dialect = sql_dialect(state.db.dialect());
     let statements = ddl::add_column_sql(
         dialect,
         &collection.table,
-        &collection.attributes,
+        &collection.columns(),
         &attribute,
     )
     .map_err(ddl_error)?;
@@ -373,6 +393,9 @@ pub async fn delete_attribute(
     caller.require_scope("databases.write")?;
     let mut collection =
         load_collection(state, &caller.project.id, database_id, collection_id).await?;
+    if let Some(relationship) = collection.relationship(key).cloned() {
+        return delete_relationship(state, collection, &relationship).await;
+    }
     if collection.attribute(key).is_none() {
         return Err(AppError::NotFound {
             what: "attribute",
@@ -387,6 +410,209 @@ pub async fn delete_attribute(
         .collect();
     collection.indexes.retain(|i| !dropped.contains(&i.key));
     collection.attributes.retain(|a| a.key != key);
+    collection.version += 1;
+    collection.updated_at = now_millis();
+    run_change(state, &statements, &[], Change::Update(&collection)).await?;
+    announce_change(state, &collection.project_id).await;
+    Ok(collection)
+}
+
+// ---- relationships ----
+
+/// Every field name a collection's documents have in GraphQL, besides the system
+/// ones: its attributes, the relationships it holds, and the reverse fields of
+/// relationships pointing at it.
+fn taken_keys(all: &[Collection], collection: &Collection) -> Vec<String> {
+    let mut keys: Vec<String> = collection
+        .attributes
+        .iter()
+        .map(|a| a.key.clone())
+        .chain(collection.relationships.iter().map(|r| r.key.clone()))
+        .collect();
+    for other in all
+        .iter()
+        .filter(|c| c.database_id == collection.database_id)
+    {
+        for relationship in &other.relationships {
+            if relationship.related_collection == collection.id
+                && let Some(reverse) = &relationship.two_way_key
+            {
+                keys.push(reverse.clone());
+            }
+        }
+    }
+    keys
+}
+
+fn check_key_free(
+    all: &[Collection],
+    collection: &Collection,
+    key: &str,
+    field: &str,
+) -> AppResult<()> {
+    if taken_keys(all, collection)
+        .iter()
+        .any(|k| k.eq_ignore_ascii_case(key))
+    {
+        return Err(AppError::Invalid {
+            code: "ATTRIBUTE_INVALID",
+            field: field.into(),
+            reason: format!(
+                "`{}` already has a field `{key}` (keys are compared ignoring case)",
+                collection.name
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A relationship to create, as the client describes it.
+#[derive(Debug)]
+pub struct NewRelationship {
+    pub database_id: String,
+    pub collection_id: String,
+    pub key: String,
+    pub related_collection_id: String,
+    /// `MANY_TO_ONE`, `ONE_TO_ONE` or `ONE_TO_MANY`.
+    pub kind: String,
+    pub two_way_key: Option<String>,
+    pub on_delete: OnDelete,
+}
+
+/// The index that makes following a reference back cheap (unique for one-to-one).
+fn reference_index(relationship: &Relationship) -> Index {
+    Index {
+        key: format!("ref_{}", relationship.key),
+        kind: if relationship.kind == RelationKind::OneToOne {
+            IndexKind::Unique
+        } else {
+            IndexKind::Key
+        },
+        attributes: vec![relationship.key.clone()],
+        orders: Vec::new(),
+    }
+}
+
+/// Creates a relationship; returns the collection that holds its reference
+/// column (for `ONE_TO_MANY`, the related one: `authors.posts` is stored as
+/// `posts.author`).
+pub async fn create_relationship(
+    state: &AppState,
+    caller: &Caller,
+    new: NewRelationship,
+) -> AppResult<Collection> {
+    caller.require_scope("databases.write")?;
+    let project_id = caller.project.id.clone();
+    let this = load_collection(state, &project_id, &new.database_id, &new.collection_id).await?;
+    let other = load_collection(
+        state,
+        &project_id,
+        &new.database_id,
+        &new.related_collection_id,
+    )
+    .await
+    .map_err(|_| AppError::NotFound {
+        what: "related collection",
+        id: new.related_collection_id.chars().take(64).collect(),
+    })?;
+    let (mut holder, target, relationship) = match new.kind.as_str() {
+        "MANY_TO_ONE" | "ONE_TO_ONE" => {
+            let kind = if new.kind == "ONE_TO_ONE" {
+                RelationKind::OneToOne
+            } else {
+                RelationKind::ManyToOne
+            };
+            let relationship = Relationship {
+                key: new.key.clone(),
+                related_collection: other.id.clone(),
+                kind,
+                two_way_key: new.two_way_key.clone(),
+                on_delete: new.on_delete,
+            };
+            (this, other, relationship)
+        }
+        "ONE_TO_MANY" => {
+            let Some(reference) = new.two_way_key.clone() else {
+                return Err(AppError::Invalid {
+                    code: "ATTRIBUTE_INVALID",
+                    field: "twoWayKey".into(),
+                    reason: "a one-to-many relationship needs `twoWayKey`: the field of the related documents that names their owner".into(),
+                });
+            };
+            let relationship = Relationship {
+                key: reference,
+                related_collection: this.id.clone(),
+                kind: RelationKind::ManyToOne,
+                two_way_key: Some(new.key.clone()),
+                on_delete: new.on_delete,
+            };
+            (other, this, relationship)
+        }
+        other => {
+            return Err(AppError::Invalid {
+                code: "ATTRIBUTE_INVALID",
+                field: "type".into(),
+                reason: format!("unknown relationship type `{other}`"),
+            });
+        }
+    };
+    relationship.column().validate().map_err(value_error)?;
+    let all = store::list_collections(state.db.pool(), &project_id, None).await?;
+    check_key_free(&all, &holder, &relationship.key, "key")?;
+    if let Some(reverse) = &relationship.two_way_key {
+        let reverse_column = Relationship {
+            key: reverse.clone(),
+            ..relationship.clone()
+        };
+        reverse_column.column().validate().map_err(value_error)?;
+        check_key_free(&all, &target, reverse, "twoWayKey")?;
+        if holder.id == target.id && reverse.eq_ignore_ascii_case(&relationship.key) {
+            return Err(AppError::invalid("twoWayKey", "the two keys must differ"));
+        }
+    }
+    let dialect = sql_dialect(state.db.dialect());
+    let columns = holder.columns();
+    let mut statements =
+        ddl::add_column_sql(dialect, &holder.table, &columns, &relationship.column())
+            .map_err(ddl_error)?;
+    let mut with_column = columns;
+    with_column.push(relationship.column());
+    let index = reference_index(&relationship);
+    statements.extend(
+        ddl::create_index_sql(dialect, &holder.table, &with_column, &index).map_err(ddl_error)?,
+    );
+    let mut undo = ddl::drop_index_sql(dialect, &holder.table, &index).map_err(ddl_error)?;
+    undo.extend(
+        ddl::drop_column_sql(dialect, &holder.table, &relationship.key, &[]).map_err(ddl_error)?,
+    );
+    holder.relationships.push(relationship);
+    holder.version += 1;
+    holder.updated_at = now_millis();
+    run_change(state, &statements, &undo, Change::Update(&holder)).await?;
+    announce_change(state, &holder.project_id).await;
+    Ok(holder)
+}
+
+/// Removes a relationship: its reference column and index, and the reverse field.
+async fn delete_relationship(
+    state: &AppState,
+    mut collection: Collection,
+    relationship: &Relationship,
+) -> AppResult<Collection> {
+    let key = relationship.key.as_str();
+    let dialect = sql_dialect(state.db.dialect());
+    let mut statements =
+        ddl::drop_index_sql(dialect, &collection.table, &reference_index(relationship))
+            .map_err(ddl_error)?;
+    statements.extend(
+        ddl::drop_column_sql(dialect, &collection.table, key, &collection.indexes)
+            .map_err(ddl_error)?,
+    );
+    let dropped: HashSet<String> = ddl::indexes_using(&collection.indexes, key)
+        .map(|i| i.key.clone())
+        .collect();
+    collection.indexes.retain(|i| !dropped.contains(&i.key));
+    collection.relationships.retain(|r| r.key != key);
     collection.version += 1;
     collection.updated_at = now_millis();
     run_change(state, &statements, &[], Change::Update(&collection)).await?;
@@ -422,7 +648,7 @@ pub async fn create_index(
         load_collection(state, &caller.project.id, database_id, collection_id).await?;
     let dialect = sql_dialect(state.db.dialect());
     let statements =
-        ddl::create_index_sql(dialect, &collection.table, &collection.attributes, &index)
+        ddl::create_index_sql(dialect, &collection.table, &collection.columns(), &index)
             .map_err(ddl_error)?;
     let undo = ddl::drop_index_sql(dialect, &collection.table, &index).map_err(ddl_error)?;
     collection.indexes.push(index);

@@ -8,6 +8,7 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
+use async_graphql::dataloader::DataLoader;
 use futures_util::future::BoxFuture;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Transaction};
@@ -18,11 +19,15 @@ use crate::bus::{BusMessage, Event};
 use crate::db::{Db, Dialect};
 use crate::error::{AppError, AppResult};
 
+use super::loader::RelatedLoader;
+
 /// The transaction of one request, begun by its first write.
 pub struct RequestTx {
     db: Db,
     open: Mutex<Option<Transaction<'static, Any>>>,
     events: std::sync::Mutex<Vec<Event>>,
+    /// Batches the reads of referenced documents; made on first use.
+    related: std::sync::OnceLock<DataLoader<RelatedLoader>>,
 }
 
 /// A connection to run statements on: the request's transaction, or a pooled
@@ -57,6 +62,7 @@ impl RequestTx {
             db: db.clone(),
             open: Mutex::new(None),
             events: std::sync::Mutex::new(Vec::new()),
+            related: std::sync::OnceLock::new(),
         })
     }
 
@@ -99,6 +105,15 @@ impl RequestTx {
             }
         }
         Ok(Conn::Pool(acquire(self.db.pool().clone()).await?))
+    }
+
+    /// The request's loader of referenced documents, made by `make` on first use.
+    pub fn related_loader(
+        &self,
+        make: impl FnOnce() -> RelatedLoader,
+    ) -> &DataLoader<RelatedLoader> {
+        self.related
+            .get_or_init(|| DataLoader::new(make(), tokio::spawn))
     }
 
     /// Queues an event to publish once the transaction commits.

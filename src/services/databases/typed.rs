@@ -24,9 +24,12 @@ use crate::graphql::types::{
 
 use super::documents::{self, Access, Document, DocumentChanges, ListQuery, NewDocument, Paging};
 use super::filter::{CmpOp, Cursor, Field as FilterField, Filter, OrderBy};
+use super::loader::RelatedLoader;
 use super::model::{Attribute, AttributeKind};
-use super::schema::{data_object, request_tx};
-use super::{Collection, sql_dialect};
+use super::schema::{data_model, data_object, request_tx};
+use crate::auth::permissions::{Action, allows};
+
+use super::{Collection, DataModel, sql_dialect};
 
 pub const BIGINT: &str = "BigInt";
 /// The most documents one page of a typed list holds.
@@ -196,7 +199,13 @@ fn bad_filter(reason: impl Into<String>) -> AppError {
 }
 
 /// A typed filter input (as JSON) in the filter module's terms.
-pub fn filter_from_input(input: &Json, depth: usize) -> AppResult<Filter> {
+pub fn filter_from_input(
+    collection: &Collection,
+    model: &DataModel,
+    access: &Access,
+    input: &Json,
+    depth: usize,
+) -> AppResult<Filter> {
     if depth > MAX_FILTER_DEPTH {
         return Err(AppError::Invalid {
             code: "FILTER_TOO_COMPLEX",
@@ -216,7 +225,7 @@ pub fn filter_from_input(input: &Json, depth: usize) -> AppResult<Filter> {
                 };
                 let inner = items
                     .iter()
-                    .map(|item| filter_from_input(item, depth + 1))
+                    .map(|item| filter_from_input(collection, model, access, item, depth + 1))
                     .collect::<AppResult<Vec<_>>>()?;
                 all.push(if key == "and" {
                     Filter::And(inner)
@@ -226,8 +235,22 @@ pub fn filter_from_input(input: &Json, depth: usize) -> AppResult<Filter> {
             }
             "not" => {
                 if !value.is_null() {
-                    all.push(Filter::Not(Box::new(filter_from_input(value, depth + 1)?)));
+                    all.push(Filter::Not(Box::new(filter_from_input(
+                        collection,
+                        model,
+                        access,
+                        value,
+                        depth + 1,
+                    )?)));
                 }
+            }
+            field if collection.relationship(field).is_some() => {
+                if value.is_null() {
+                    continue;
+                }
+                all.push(related_filter(
+                    collection, model, access, field, value, depth,
+                )?);
             }
             field => {
                 let Json::Object(conditions) = value else {
@@ -248,6 +271,48 @@ pub fn filter_from_input(input: &Json, depth: usize) -> AppResult<Filter> {
         all.remove(0)
     } else {
         Filter::And(all)
+    })
+}
+
+/// A condition on the documents a reference points at: allowed when the caller
+/// may read every document of the related collection, so a filter never reveals
+/// what a document it cannot read holds.
+fn related_filter(
+    collection: &Collection,
+    model: &DataModel,
+    access: &Access,
+    key: &str,
+    value: &Json,
+    depth: usize,
+) -> AppResult<Filter> {
+    let relationship = collection
+        .relationship(key)
+        .ok_or_else(|| bad_filter(format!("`{key}` is not a relationship")))?;
+    let related = model
+        .collection(&collection.database_id, &relationship.related_collection)
+        .ok_or_else(|| {
+            AppError::Internal(anyhow::anyhow!("a relationship names a missing collection"))
+        })?;
+    let readable = match access {
+        Access::Server => true,
+        Access::Client { roles, .. } => {
+            related.enabled && allows(roles, Action::Read, &related.permissions)
+        }
+    };
+    if !readable {
+        return Err(AppError::PermissionDenied {
+            reason: format!(
+                "filtering on `{key}` needs permission to read every document of `{}`",
+                related.name
+            ),
+        });
+    }
+    let inner = filter_from_input(related, model, access, value, depth + 1)?;
+    Ok(Filter::Related {
+        field: FilterField::attribute(key),
+        table: related.table.clone(),
+        attrs: related.columns(),
+        filter: Box::new(inner),
     })
 }
 
@@ -473,7 +538,7 @@ struct WriteInput {
 
 /// Splits a typed create or update input into the document's data and the
 /// system entries.
-fn split_input(collection: &Collection, input: Json) -> AppResult<WriteInput> {
+fn split_input(input: Json) -> AppResult<WriteInput> {
     let mut data = data_object(input)?;
     let id = data.remove("id").and_then(|v| v.as_str().map(String::from));
     let permissions = match data.remove("permissions") {
@@ -493,8 +558,6 @@ fn split_input(collection: &Collection, input: Json) -> AppResult<WriteInput> {
     let expected = data
         .remove("expectedUpdatedAt")
         .and_then(|v| v.as_str().map(String::from));
-    // Every other key is an attribute: GraphQL validation saw to that.
-    debug_assert!(data.keys().all(|k| collection.attribute(k).is_some()));
     Ok(WriteInput {
         data,
         id,
@@ -504,7 +567,11 @@ fn split_input(collection: &Collection, input: Json) -> AppResult<WriteInput> {
 }
 
 /// Adds the types and root fields of one collection.
-pub fn register_collection(parts: &mut SchemaParts, collection: Arc<Collection>) {
+pub fn register_collection(
+    parts: &mut SchemaParts,
+    collection: Arc<Collection>,
+    model: &DataModel,
+) {
     let names = &collection.names;
     let t = names.type_name.clone();
     let plural_cap = {
@@ -550,6 +617,20 @@ pub fn register_collection(parts: &mut SchemaParts, collection: Arc<Collection>)
             ),
         ));
     }
+    for relationship in &collection.relationships {
+        if let Some(related) =
+            model.collection(&collection.database_id, &relationship.related_collection)
+        {
+            object_type =
+                object_type.field(reference_field(relationship.key.clone(), related.clone()));
+        }
+    }
+    for (holder, relationship) in model.references_to(&collection) {
+        if let Some(reverse) = &relationship.two_way_key {
+            object_type =
+                object_type.field(reverse_field(reverse.clone(), holder.clone(), relationship));
+        }
+    }
     parts.add_type(object_type);
     parts.add_types(connection_types(
         &t,
@@ -588,6 +669,21 @@ pub fn register_collection(parts: &mut SchemaParts, collection: Arc<Collection>)
             attribute.key.as_str(),
             TypeRef::named(filter_type_of(attribute)),
         ));
+    }
+    for relationship in &collection.relationships {
+        if let Some(related) =
+            model.collection(&collection.database_id, &relationship.related_collection)
+        {
+            filter = filter.field(
+                InputValue::new(
+                    relationship.key.as_str(),
+                    TypeRef::named(format!("{}Filter", related.names.type_name)),
+                )
+                .description(
+                    "Conditions on the referenced document (needs permission to read its whole collection).",
+                ),
+            );
+        }
     }
     parts.add_type(filter);
     let order_name = format!("{t}OrderBy");
@@ -639,6 +735,17 @@ pub fn register_collection(parts: &mut SchemaParts, collection: Arc<Collection>)
             update_type(attribute),
         ));
     }
+    for relationship in &collection.relationships {
+        let about = "The id of the referenced document (null: none).";
+        create = create.field(
+            InputValue::new(relationship.key.as_str(), TypeRef::named(TypeRef::ID))
+                .description(about),
+        );
+        update = update.field(
+            InputValue::new(relationship.key.as_str(), TypeRef::named(TypeRef::ID))
+                .description(about),
+        );
+    }
     parts.add_type(create);
     parts.add_type(update);
     parts.add_type(
@@ -685,75 +792,8 @@ pub fn register_collection(parts: &mut SchemaParts, collection: Arc<Collection>)
         Field::new(names.plural.as_str(), TypeRef::named_nn(format!("{t}Connection")), move |ctx| {
             let collection = c.clone();
             FieldFuture::new(async move {
-                let filter = match arg_json(&ctx, "filter")? {
-                    Some(input) => filter_from_input(&input, 0)?,
-                    None => Filter::default(),
-                };
-                let orders = orders_from_input(arg_json(&ctx, "orderBy")?.as_ref())?;
-                let first = count_arg(&ctx, "first")?;
-                let last = count_arg(&ctx, "last")?;
-                if first.is_some() && last.is_some() {
-                    return Err(AppError::invalid("last", "pass either `first` or `last`, not both").into());
-                }
-                let cursor = |name: &str| -> AppResult<Option<Cursor>> {
-                    match ctx.args.get(name) {
-                        Some(v) if !v.is_null() => {
-                            let text = v.string().map_err(|_| AppError::invalid(name, "expected a string"))?;
-                            decode_cursor(name, &collection, &orders, text).map(Some)
-                        }
-                        _ => Ok(None),
-                    }
-                };
-                let after = cursor("after")?;
-                let before = cursor("before")?;
-                let from_end = last.is_some();
-                let (had_after, had_before) = (after.is_some(), before.is_some());
-                let query = ListQuery {
-                    filter,
-                    orders: orders.clone(),
-                    paging: Paging::Keyset {
-                        after,
-                        before,
-                        limit: last.or(first).unwrap_or(DEFAULT_FIRST),
-                        from_end,
-                    },
-                    want_total: ctx.look_ahead().field("totalCount").exists(),
-                };
-                let access = Access::of(caller(&ctx)?, false)?;
-                let dialect = sql_dialect(app(&ctx)?.db.dialect());
-                let mut conn = request_tx(&ctx)?.reader().await?;
-                let listed = documents::list(&mut conn, dialect, &collection, &access, &query).await?;
-                let (has_next, has_previous) = if from_end {
-                    (had_before, listed.has_more)
-                } else {
-                    (listed.has_more, had_after)
-                };
-                let cursors: Vec<String> = listed
-                    .documents
-                    .iter()
-                    .map(|(_, c)| encode_cursor(&collection, &orders, c))
-                    .collect();
-                let nodes: Vec<Value> = listed.documents.iter().map(|(d, _)| node_value(d)).collect();
-                let edges = nodes
-                    .iter()
-                    .zip(&cursors)
-                    .map(|(node, cursor)| object([("cursor", Value::from(cursor.as_str())), ("node", node.clone())]))
-                    .collect();
-                let cursor_value = |c: Option<&String>| c.map_or(Value::Null, |c| Value::from(c.as_str()));
-                Ok(Some(FieldValue::value(object([
-                    ("edges", Value::List(edges)),
-                    ("nodes", Value::List(nodes)),
-                    (
-                        "pageInfo",
-                        object([
-                            ("hasNextPage", Value::from(has_next)),
-                            ("hasPreviousPage", Value::from(has_previous)),
-                            ("startCursor", cursor_value(cursors.first())),
-                            ("endCursor", cursor_value(cursors.last())),
-                        ]),
-                    ),
-                    ("totalCount", Value::from(listed.total.unwrap_or(0))),
-                ]))))
+                let value = connection_of(&ctx, &collection, None).await?;
+                Ok(Some(FieldValue::value(value)))
             })
         })
         .description(format!("`{t}` documents the caller may read, filtered, ordered and paged (Relay). `totalCount` is counted only when selected."))
@@ -822,7 +862,7 @@ pub fn register_collection(parts: &mut SchemaParts, collection: Arc<Collection>)
             let collection = c.clone();
             FieldFuture::new(async move {
                 let input = arg_json(&ctx, "input")?.unwrap_or(Json::Null);
-                let WriteInput { data, id, permissions, expected_updated_at: expected } = split_input(&collection, input)?;
+                let WriteInput { data, id, permissions, expected_updated_at: expected } = split_input(input)?;
                 let id = id.unwrap_or_default();
                 let changes = DocumentChanges {
                     data,
@@ -837,7 +877,7 @@ pub fn register_collection(parts: &mut SchemaParts, collection: Arc<Collection>)
                 let tx = request_tx(&ctx)?;
                 let document = {
                     let mut conn = tx.writer().await?;
-                    documents::update(&mut conn, dialect, &collection, &access, &id, changes).await?
+                    documents::update(&mut conn, dialect, &collection, &access, &id, changes, data_model(&ctx)?).await?
                 };
                 tx.publish_after_commit(documents::event(&collection, &document, "update"));
                 Ok(Some(FieldValue::value(node_value(&document))))
@@ -858,12 +898,14 @@ pub fn register_collection(parts: &mut SchemaParts, collection: Arc<Collection>)
                 let access = Access::of(caller(&ctx)?, true)?;
                 let dialect = sql_dialect(app(&ctx)?.db.dialect());
                 let tx = request_tx(&ctx)?;
-                let document = {
+                let deleted = {
                     let mut conn = tx.writer().await?;
-                    documents::delete(&mut conn, dialect, &collection, &access, &id).await?
+                    documents::delete(&mut conn, dialect, &collection, &access, &id, data_model(&ctx)?).await?
                 };
-                tx.publish_after_commit(documents::event(&collection, &document, "delete"));
-                Ok(Some(FieldValue::value(object([("deletedId", Value::from(document.id))]))))
+                for (holder, document) in &deleted {
+                    tx.publish_after_commit(documents::event(holder, document, "delete"));
+                }
+                Ok(Some(FieldValue::value(object([("deletedId", Value::from(id))]))))
             })
         })
         .description(format!("Deletes a `{t}`; needs `delete` permission on the collection or (with document security) on the document."))
@@ -889,7 +931,7 @@ async fn create_one_impl(
         id,
         permissions,
         ..
-    } = split_input(collection, input)?;
+    } = split_input(input)?;
     let access = Access::of(caller(ctx)?, true)?;
     let dialect = sql_dialect(app(ctx)?.db.dialect());
     let tx = request_tx(ctx)?;
@@ -905,9 +947,227 @@ async fn create_one_impl(
                 data,
                 permissions,
             },
+            data_model(ctx)?,
         )
         .await?
     };
     tx.publish_after_commit(documents::event(collection, &document, "create"));
     Ok(document)
+}
+
+/// A page of `collection` for the list field being resolved (its `filter`,
+/// `orderBy`, `first`, `after`, `last`, `before`), within `scope` when given
+/// (e.g. the posts of one author).
+async fn connection_of(
+    ctx: &ResolverContext<'_>,
+    collection: &Arc<Collection>,
+    scope: Option<Filter>,
+) -> AppResult<Value> {
+    let access = Access::of(caller(ctx)?, false)?;
+    let model = data_model(ctx)?;
+    let mut filter = match arg_json(ctx, "filter")? {
+        Some(input) => filter_from_input(collection, model, &access, &input, 0)?,
+        None => Filter::default(),
+    };
+    if let Some(scope) = scope {
+        filter = Filter::And(vec![scope, filter]);
+    }
+    let orders = orders_from_input(arg_json(ctx, "orderBy")?.as_ref())?;
+    let first = count_arg(ctx, "first")?;
+    let last = count_arg(ctx, "last")?;
+    if first.is_some() && last.is_some() {
+        return Err(AppError::invalid(
+            "last",
+            "pass either `first` or `last`, not both",
+        ));
+    }
+    let cursor = |name: &str| -> AppResult<Option<Cursor>> {
+        match ctx.args.get(name) {
+            Some(v) if !v.is_null() => {
+                let text = v
+                    .string()
+                    .map_err(|_| AppError::invalid(name, "expected a string"))?;
+                decode_cursor(name, collection, &orders, text).map(Some)
+            }
+            _ => Ok(None),
+        }
+    };
+    let after = cursor("after")?;
+    let before = cursor("before")?;
+    let from_end = last.is_some();
+    let (had_after, had_before) = (after.is_some(), before.is_some());
+    let query = ListQuery {
+        filter,
+        orders: orders.clone(),
+        paging: Paging::Keyset {
+            after,
+            before,
+            limit: last.or(first).unwrap_or(DEFAULT_FIRST),
+            from_end,
+        },
+        want_total: ctx.look_ahead().field("totalCount").exists(),
+    };
+    let dialect = sql_dialect(app(ctx)?.db.dialect());
+    let mut conn = request_tx(ctx)?.reader().await?;
+    let listed = documents::list(&mut conn, dialect, collection, &access, &query).await?;
+    drop(conn);
+    let (has_next, has_previous) = if from_end {
+        (had_before, listed.has_more)
+    } else {
+        (listed.has_more, had_after)
+    };
+    let cursors: Vec<String> = listed
+        .documents
+        .iter()
+        .map(|(_, c)| encode_cursor(collection, &orders, c))
+        .collect();
+    let nodes: Vec<Value> = listed
+        .documents
+        .iter()
+        .map(|(d, _)| node_value(d))
+        .collect();
+    let edges = nodes
+        .iter()
+        .zip(&cursors)
+        .map(|(node, cursor)| {
+            object([
+                ("cursor", Value::from(cursor.as_str())),
+                ("node", node.clone()),
+            ])
+        })
+        .collect();
+    let cursor_value = |c: Option<&String>| c.map_or(Value::Null, |c| Value::from(c.as_str()));
+    Ok(object([
+        ("edges", Value::List(edges)),
+        ("nodes", Value::List(nodes)),
+        (
+            "pageInfo",
+            object([
+                ("hasNextPage", Value::from(has_next)),
+                ("hasPreviousPage", Value::from(has_previous)),
+                ("startCursor", cursor_value(cursors.first())),
+                ("endCursor", cursor_value(cursors.last())),
+            ]),
+        ),
+        ("totalCount", Value::from(listed.total.unwrap_or(0))),
+    ]))
+}
+
+/// The field of a reference (`post.author`): the referenced document, read in a
+/// batch with every other reference of the request; null when there is none or
+/// the caller may not read it.
+fn reference_field(key: String, related: Arc<Collection>) -> Field {
+    let ty = TypeRef::named(related.names.type_name.as_str());
+    let about = format!("The referenced `{}` document.", related.names.type_name);
+    Field::new(key.clone(), ty, move |ctx| {
+        let (key, related) = (key.clone(), related.clone());
+        FieldFuture::new(async move {
+            let target = match ctx.parent_value.as_value() {
+                Some(Value::Object(map)) => match map.get(key.as_str()) {
+                    Some(Value::String(id)) => id.clone(),
+                    _ => return Ok(None),
+                },
+                _ => return Ok(None),
+            };
+            let tx = request_tx(&ctx)?;
+            let state = app(&ctx)?.clone();
+            let access = Access::of(caller(&ctx)?, false)?;
+            let model = data_model(&ctx)?.clone();
+            let loader = tx.related_loader(|| RelatedLoader {
+                state,
+                tx: Arc::downgrade(tx),
+                access,
+                model,
+            });
+            let document = loader
+                .load_one((related.database_id.clone(), related.id.clone(), target))
+                .await?;
+            Ok(document.map(|d| FieldValue::value(node_value(&d))))
+        })
+    })
+    .description(about)
+}
+
+/// The reverse field of a relationship (`author.posts`): the documents pointing
+/// at this one, as a filtered, ordered, paged list (or the one document, for a
+/// one-to-one relationship).
+fn reverse_field(
+    name: String,
+    holder: Arc<Collection>,
+    relationship: &super::Relationship,
+) -> Field {
+    let key = relationship.key.clone();
+    let holder_type = holder.names.type_name.clone();
+    let scope = move |ctx: &ResolverContext<'_>| -> Option<Filter> {
+        match ctx.parent_value.as_value() {
+            Some(Value::Object(map)) => match map.get("id") {
+                Some(Value::String(id)) => Some(Filter::Cmp {
+                    field: FilterField::attribute(key.clone()),
+                    op: CmpOp::Eq,
+                    value: Json::String(id.clone()),
+                }),
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    if relationship.kind == super::RelationKind::OneToOne {
+        return Field::new(name, TypeRef::named(holder_type.as_str()), move |ctx| {
+            let (holder, scope) = (holder.clone(), scope.clone());
+            FieldFuture::new(async move {
+                let Some(filter) = scope(&ctx) else {
+                    return Ok(None);
+                };
+                let access = Access::of(caller(&ctx)?, false)?;
+                let dialect = sql_dialect(app(&ctx)?.db.dialect());
+                let query = ListQuery {
+                    filter,
+                    orders: Vec::new(),
+                    paging: Paging::Keyset {
+                        after: None,
+                        before: None,
+                        limit: 1,
+                        from_end: false,
+                    },
+                    want_total: false,
+                };
+                let mut conn = request_tx(&ctx)?.reader().await?;
+                let listed = documents::list(&mut conn, dialect, &holder, &access, &query).await?;
+                Ok(listed
+                    .documents
+                    .first()
+                    .map(|(d, _)| FieldValue::value(node_value(d))))
+            })
+        })
+        .description(format!("The `{holder_type}` pointing at this document."));
+    }
+    Field::new(
+        name,
+        TypeRef::named_nn(format!("{holder_type}Connection")),
+        move |ctx| {
+            let (holder, scope) = (holder.clone(), scope.clone());
+            FieldFuture::new(async move {
+                let Some(filter) = scope(&ctx) else {
+                    return Ok(None);
+                };
+                let value = connection_of(&ctx, &holder, Some(filter)).await?;
+                Ok(Some(FieldValue::value(value)))
+            })
+        },
+    )
+    .description(format!(
+        "The `{holder_type}` documents pointing at this one, filtered, ordered and paged."
+    ))
+    .argument(InputValue::new(
+        "filter",
+        TypeRef::named(format!("{holder_type}Filter")),
+    ))
+    .argument(InputValue::new(
+        "orderBy",
+        TypeRef::named_nn_list(format!("{holder_type}OrderBy")),
+    ))
+    .argument(InputValue::new("first", TypeRef::named(TypeRef::INT)))
+    .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING)))
+    .argument(InputValue::new("last", TypeRef::named(TypeRef::INT)))
+    .argument(InputValue::new("before", TypeRef::named(TypeRef::STRING)))
 }
