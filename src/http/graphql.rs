@@ -444,10 +444,15 @@ async fn execute(
                     )
                     .await;
                 // Document writes of the request commit together, or not at all.
-                if let Err(err) = tx.finish(state, response.errors.is_empty()).await {
-                    response = GqlResponse::from_errors(vec![
-                        err.to_graphql().into_server_error(Default::default()),
-                    ]);
+                match tx.finish(state, response.errors.is_empty()).await {
+                    Ok(false) => {}
+                    // Results of writes that were undone must not be shown.
+                    Ok(true) => response.data = async_graphql::Value::Null,
+                    Err(err) => {
+                        response = GqlResponse::from_errors(vec![
+                            err.to_graphql().into_server_error(Default::default()),
+                        ]);
+                    }
                 }
                 crate::http::metrics::record_operation(
                     operation.as_deref(),
@@ -492,13 +497,16 @@ fn status_of(response: &GqlResponse, media: MediaType) -> StatusCode {
     }
 }
 
-/// The JSON of a response; a request error has no `data` entry at all.
+/// The JSON of a response; a request error has no `data` entry at all, an
+/// execution that failed has `"data": null`.
 fn response_json(response: &GqlResponse) -> serde_json::Value {
     let mut json = serde_json::to_value(response).unwrap_or_default();
-    if is_request_error(response)
-        && let Some(map) = json.as_object_mut()
-    {
-        map.remove("data");
+    if let Some(map) = json.as_object_mut() {
+        if is_request_error(response) {
+            map.remove("data");
+        } else {
+            map.entry("data").or_insert(serde_json::Value::Null);
+        }
     }
     json
 }

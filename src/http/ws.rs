@@ -161,6 +161,12 @@ impl Drop for SubscriptionSlot {
     }
 }
 
+/// A response whose writes were undone: its data must not be shown.
+fn without_data(mut response: Response) -> Response {
+    response.data = async_graphql::Value::Null;
+    response
+}
+
 fn error_stream(message: &str, code: &str) -> BoxStream<'static, Response> {
     stream::once(futures_util::future::ready(Response::from_errors(vec![
         coded(message, code),
@@ -175,7 +181,9 @@ impl Executor for ConnectionExecutor {
                 let tx = RequestTx::new(&self.state.db);
                 let response = schema.execute(request.data(tx.clone())).await;
                 match tx.finish(&self.state, response.errors.is_empty()).await {
-                    Ok(()) => response,
+                    Ok(false) => response,
+                    // Results of writes that were undone must not be shown.
+                    Ok(true) => without_data(response),
                     Err(err) => Response::from_errors(vec![
                         err.to_graphql().into_server_error(Default::default()),
                     ]),
@@ -220,7 +228,8 @@ impl Executor for ConnectionExecutor {
                 let (tx, state) = (tx.clone(), state.clone());
                 async move {
                     match tx.finish(&state, response.errors.is_empty()).await {
-                        Ok(()) => response,
+                        Ok(false) => response,
+                        Ok(true) => without_data(response),
                         Err(err) => Response::from_errors(vec![
                             err.to_graphql().into_server_error(Default::default()),
                         ]),

@@ -256,6 +256,18 @@ async fn the_mutations_of_one_request_commit_together_or_not_at_all() {
         )
         .await;
     assert_eq!(failing.code(), "VALUE_OUT_OF_RANGE", "{:#}", failing.body);
+    assert_eq!(
+        failing.body["data"],
+        Value::Null,
+        "nothing of a rolled-back request is shown"
+    );
+    let mixed = app
+        .admin(
+            "mutation { a: createDocument(input: {databaseId: \"blog\", collectionId: \"posts\", data: {title: \"t\"}}) { id } b: createDatabase(input: {name: \"other\"}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(mixed.code(), "OPERATION_NOT_ALLOWED");
     let after = app
         .post(
             json!({"query": "{ first: post(id: \"first\") { id } posts { totalCount } }"}),

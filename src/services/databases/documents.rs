@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use super::ddl::perms_table;
 use super::filter::{self, Cursor, Filter, FilterError, OrderBy, cursor_for_row};
-use super::model::{SqlDialect, millis_to_rfc3339};
+use super::model::{Attribute, SqlDialect, millis_to_rfc3339};
 use super::structure::value_error;
 use super::{Collection, DataModel, OnDelete};
 
@@ -532,6 +532,15 @@ async fn list_impl(
     })
 }
 
+/// The value a write gives an attribute: an explicit null for an attribute
+/// with a default means the default, so such attributes are never null.
+fn given<'v>(attribute: &Attribute, value: Option<&'v Value>) -> Option<&'v Value> {
+    match value {
+        Some(Value::Null) if attribute.default.is_some() => None,
+        other => other,
+    }
+}
+
 /// A document to create.
 #[derive(Debug, Clone, Default)]
 pub struct NewDocument {
@@ -661,7 +670,7 @@ async fn create_impl(
     for attribute in &columns {
         values.push(
             attribute
-                .value_for_write(new.data.get(&attribute.key))
+                .value_for_write(given(attribute, new.data.get(&attribute.key)))
                 .map_err(value_error)?,
         );
     }
@@ -830,7 +839,7 @@ async fn update_impl(
             continue;
         };
         let value = attribute
-            .value_for_write(Some(value))
+            .value_for_write(given(attribute, Some(value)))
             .map_err(value_error)?;
         builder.push(format!(", {} = ", q(dialect, &attribute.column())));
         value.push_bind(&mut builder);

@@ -441,8 +441,14 @@ impl<'a> Table<'a> {
                 // Nested subqueries get longer aliases, so each level has its own.
                 let alias = format!("{}_r", self.alias);
                 let inner = Table::new(self.dialect, &alias, attrs)?;
+                // MariaDB: ids use the table's `utf8mb4_bin`, string columns
+                // `utf8mb4_nopad_bin`; comparing the two needs one collation.
+                let collate = match self.dialect {
+                    SqlDialect::MySql => " COLLATE utf8mb4_nopad_bin",
+                    SqlDialect::Sqlite => "",
+                };
                 out.sql(format!(
-                    "{} IN (SELECT {}.{} FROM {} {} WHERE ",
+                    "{} IN (SELECT {}.{}{collate} FROM {} {} WHERE ",
                     col.expr,
                     self.dialect.quote(&alias),
                     self.dialect.quote("id"),

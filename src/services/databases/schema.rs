@@ -597,7 +597,7 @@ fn register_types(parts: &mut SchemaParts) {
             ))
             .field(prop(
                 "elements",
-                TypeRef::named_list_nn(TypeRef::STRING),
+                TypeRef::named_nn_list(TypeRef::STRING),
                 "ENUM: the allowed values.",
             )),
     );
@@ -977,7 +977,22 @@ fn register_structure(parts: &mut SchemaParts) {
                     about: &'static str,
                     run: fn(ResolverContext<'_>) -> FieldFuture<'_>| {
         parts.mutation(
-            Field::new(name, TypeRef::named_nn(returns), run)
+            Field::new(name, TypeRef::named_nn(returns), move |ctx| {
+                // On SQLite the document writes before it hold the only write
+                // lock, and DDL cannot join their transaction on MariaDB.
+                let mixed = request_tx(&ctx).map(|tx| tx.has_writes()).unwrap_or(false);
+                if mixed {
+                    return FieldFuture::new(async move {
+                        Err::<Option<FieldValue>, _>(
+                            AppError::NotAllowed(
+                                "structure changes cannot follow document writes in the same request; send them separately".into(),
+                            )
+                            .into(),
+                        )
+                    });
+                }
+                run(ctx)
+            })
                 .description(about)
                 .argument(InputValue::new("input", TypeRef::named_nn(input_type))),
         );

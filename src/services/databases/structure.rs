@@ -35,13 +35,17 @@ pub(crate) fn ddl_error(err: DdlError) -> AppError {
 }
 
 pub(crate) fn value_error(err: ValueError) -> AppError {
-    match err {
-        ValueError::Unreadable { .. } => AppError::Internal(anyhow::anyhow!("{err}")),
-        other => AppError::Invalid {
-            code: other.code(),
-            field: "data".into(),
-            reason: other.to_string(),
-        },
+    let field = match &err {
+        ValueError::InvalidAttribute { key, .. }
+        | ValueError::Invalid { key, .. }
+        | ValueError::Required { key }
+        | ValueError::OutOfRange { key, .. } => key.trim_matches('`').to_string(),
+        ValueError::Unreadable { .. } => return AppError::Internal(anyhow::anyhow!("{err}")),
+    };
+    AppError::Invalid {
+        code: err.code(),
+        field,
+        reason: err.to_string(),
     }
 }
 
@@ -193,6 +197,15 @@ pub async fn create_collection(
     let database = load_database(state, &project_id, &new.database_id).await?;
     check_name(&new.name)?;
     let id = ids::resolve("id", new.id.as_deref())?;
+    if store::find_collection(state.db.pool(), &project_id, &database.id, &id)
+        .await?
+        .is_some()
+    {
+        return Err(AppError::Conflict {
+            what: "collection",
+            id,
+        });
+    }
     let names = GraphqlNames::derive(&new.name, new.graphql_name.as_deref())?;
     let others = store::list_collections(state.db.pool(), &project_id, None).await?;
     names.check_free(others.iter().map(|c| &c.names))?;

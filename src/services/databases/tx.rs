@@ -116,6 +116,12 @@ impl RequestTx {
             .get_or_init(|| DataLoader::new(make(), tokio::spawn))
     }
 
+    /// Whether the request has begun writing documents.
+    pub fn has_writes(&self) -> bool {
+        // Locked means a document operation is running right now.
+        self.open.try_lock().map_or(true, |open| open.is_some())
+    }
+
     /// Queues an event to publish once the transaction commits.
     pub fn publish_after_commit(&self, event: Event) {
         if let Ok(mut events) = self.events.lock() {
@@ -125,7 +131,9 @@ impl RequestTx {
 
     /// Ends the request: commits and publishes its events when `success`, rolls
     /// back otherwise. A failed commit is an error for the whole request.
-    pub async fn finish(&self, state: &AppState, success: bool) -> AppResult<()> {
+    /// Returns whether writes were rolled back: the response must then show none
+    /// of them.
+    pub async fn finish(&self, state: &AppState, success: bool) -> AppResult<bool> {
         let open = self.open.lock().await.take();
         let events = self
             .events
@@ -133,18 +141,18 @@ impl RequestTx {
             .map(|mut e| std::mem::take(&mut *e))
             .unwrap_or_default();
         let Some(tx) = open else {
-            return Ok(());
+            return Ok(false);
         };
         if !success {
             tx.rollback().await?;
-            return Ok(());
+            return Ok(true);
         }
         tx.commit().await?;
         for event in events {
             // A lost event is logged by the bus; the write itself stands.
             let _ = state.bus.publish(BusMessage::Event(event)).await;
         }
-        Ok(())
+        Ok(false)
     }
 }
 

@@ -77,7 +77,9 @@ fn filter_type_of(attribute: &Attribute) -> String {
 /// The type of an attribute's field in the object type.
 fn output_type(attribute: &Attribute) -> TypeRef {
     let scalar = scalar_of(attribute);
-    match (attribute.array, attribute.required) {
+    // A default fills every document that gives no value (null included).
+    let always = attribute.required || attribute.default.is_some();
+    match (attribute.array, always) {
         (true, true) => TypeRef::named_nn_list_nn(scalar),
         (true, false) => TypeRef::named_nn_list(scalar),
         (false, true) => TypeRef::named_nn(scalar),
@@ -688,6 +690,7 @@ pub fn register_collection(
     parts.add_type(filter);
     let order_name = format!("{t}OrderBy");
     let mut order = InputObject::new(order_name.as_str())
+        .oneof()
         .description(format!(
             "One order of `{t}` documents: name exactly one field. Ties are broken by id."
         ))
