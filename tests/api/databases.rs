@@ -706,3 +706,108 @@ async fn relationships_resolve_both_ways_filter_across_and_keep_integrity() {
     assert_eq!(referenced.code(), "COLLECTION_REFERENCED");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn document_writes_reach_realtime_subscribers_only_once_committed() {
+    let app = spawn_app().await;
+    blog(&app).await;
+    let key = app.create_key("default", &["documents.write"]).await;
+    let mut ws = crate::helpers::WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({})).await.expect("ack");
+    ws.subscribe(
+        "1",
+        "subscription { realtime(channels: [\"databases.blog.collections.posts.documents\"]) { events payload } }",
+    )
+    .await;
+    // The subscription goes live asynchronously: write until it hears something.
+    let deadline = std::time::Instant::now() + crate::helpers::WAIT;
+    let mut n = 0;
+    let first = loop {
+        n += 1;
+        app.as_key(
+            &key,
+            "default",
+            "mutation($id: ID!) { createPost(input: {id: $id, title: \"live\"}) { id } }",
+            json!({"id": format!("warm{n}")}),
+        )
+        .await
+        .ok();
+        if let Some(message) = ws.socket_next_within_short_time().await {
+            break message;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no event reached the subscriber"
+        );
+    };
+    let event = &first["payload"]["data"]["realtime"];
+    let id = event["payload"]["$id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("warm"), "{event}");
+    assert_eq!(event["payload"]["title"], "live");
+    assert!(
+        event["events"].as_array().unwrap().iter().any(|e| e
+            == &json!(format!(
+                "databases.blog.collections.posts.documents.{id}.create"
+            ))),
+        "{event}"
+    );
+    // Drain the warm-up events still in flight.
+    while ws.socket_next_within_short_time().await.is_some() {}
+
+    // A request that rolls back publishes nothing; the next event is the next commit.
+    let failed = app
+        .as_key(&key, "default", "mutation { a: createPost(input: {id: \"ghost\", title: \"x\"}) { id } b: createPost(input: {title: \"y\", views: -1}) { id } }", json!({}))
+        .await;
+    assert_eq!(failed.code(), "VALUE_OUT_OF_RANGE");
+    app.as_key(
+        &key,
+        "default",
+        "mutation { updatePost(input: {id: \"warm1\", title: \"edited\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let next = ws.next_json().await.expect("an event");
+    let event = &next["payload"]["data"]["realtime"];
+    assert_eq!(event["payload"]["$id"], "warm1", "{event}");
+    assert_eq!(event["payload"]["title"], "edited");
+    assert!(
+        event["events"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("warm1.update"),
+        "{event}"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn search_needs_a_fulltext_index_and_then_finds_every_word() {
+    let app = spawn_app().await;
+    blog(&app).await;
+    let key = app
+        .create_key("default", &["documents.write", "databases.write"])
+        .await;
+    for title in ["Rust and SQLite", "Rust on MariaDB", "Go and SQLite"] {
+        app.as_key(
+            &key,
+            "default",
+            "mutation($t: String!) { createPost(input: {title: $t}) { id } }",
+            json!({"t": title}),
+        )
+        .await
+        .ok();
+    }
+    let search = "{ posts(filter: {title: {search: \"Rust SQLite\"}}) { nodes { title } } }";
+    let refused = app.post(json!({"query": search}), &[]).await;
+    assert_eq!(refused.code(), "SEARCH_NEEDS_FULLTEXT_INDEX");
+    app.as_key(&key, "default", "mutation { createIndex(input: {databaseId: \"blog\", collectionId: \"posts\", index: {key: \"title_text\", type: FULLTEXT, attributes: [\"title\"]}}) { id } }", json!({}))
+        .await
+        .ok();
+    let found = app.post(json!({"query": search}), &[]).await.ok();
+    assert_eq!(
+        found["posts"]["nodes"],
+        json!([{"title": "Rust and SQLite"}])
+    );
+    app.shutdown().await;
+}

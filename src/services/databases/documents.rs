@@ -442,6 +442,7 @@ async fn list_impl(
             total: query.want_total.then_some(0),
         });
     }
+    check_search_indexes(collection, &query.filter)?;
     let columns = collection.columns();
     let where_clause = |builder: &mut QueryBuilder<'_, Any>| -> AppResult<()> {
         builder.push(" WHERE ");
@@ -538,6 +539,30 @@ fn given<'v>(attribute: &Attribute, value: Option<&'v Value>) -> Option<&'v Valu
     match value {
         Some(Value::Null) if attribute.default.is_some() => None,
         other => other,
+    }
+}
+
+/// `search` needs a FULLTEXT index on its attribute, on both backends, so that
+/// what works on SQLite works on MariaDB too.
+fn check_search_indexes(collection: &Collection, filter: &Filter) -> AppResult<()> {
+    match filter {
+        Filter::And(items) | Filter::Or(items) => items
+            .iter()
+            .try_for_each(|item| check_search_indexes(collection, item)),
+        Filter::Not(inner) => check_search_indexes(collection, inner),
+        Filter::Search {
+            field: filter::Field::Attribute(key),
+            ..
+        } if !super::ddl::fulltext_index_covers(&collection.indexes, key) => {
+            Err(AppError::Invalid {
+                code: "SEARCH_NEEDS_FULLTEXT_INDEX",
+                field: key.clone(),
+                reason: format!(
+                    "search on `{key}` needs a FULLTEXT index on it (createIndex type FULLTEXT)"
+                ),
+            })
+        }
+        _ => Ok(()),
     }
 }
 
