@@ -811,3 +811,115 @@ async fn search_needs_a_fulltext_index_and_then_finds_every_word() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn upserts_bounded_increments_and_bulk_writes() {
+    let app = spawn_app().await;
+    blog(&app).await;
+    let key = app
+        .create_key("default", &["documents.read", "documents.write"])
+        .await;
+    let run = |query: &'static str, variables: Value| {
+        let (app, key) = (&app, key.clone());
+        async move { app.as_key(&key, "default", query, variables).await }
+    };
+
+    let upsert =
+        "mutation($input: UpsertPostInput!) { upsertPost(input: $input) { id title views } }";
+    let created = run(upsert, json!({"input": {"id": "u1", "title": "first"}}))
+        .await
+        .ok();
+    assert_eq!(
+        created["upsertPost"],
+        json!({"id": "u1", "title": "first", "views": 0})
+    );
+    let changed = run(upsert, json!({"input": {"id": "u1", "views": 9}}))
+        .await
+        .ok();
+    assert_eq!(
+        changed["upsertPost"],
+        json!({"id": "u1", "title": "first", "views": 9})
+    );
+    let missing_title = run(upsert, json!({"input": {"id": "u2", "views": 1}})).await;
+    assert_eq!(missing_title.code(), "VALUE_REQUIRED");
+
+    let increment =
+        "mutation($input: IncrementPostInput!) { incrementPost(input: $input) { views } }";
+    let up = run(
+        increment,
+        json!({"input": {"id": "u1", "field": "views", "by": 5, "max": 20}}),
+    )
+    .await
+    .ok();
+    assert_eq!(up["incrementPost"]["views"], 14);
+    let past = run(
+        increment,
+        json!({"input": {"id": "u1", "field": "views", "by": 7, "max": 20}}),
+    )
+    .await;
+    assert_eq!(past.code(), "VALUE_OUT_OF_RANGE");
+    let decrement =
+        "mutation($input: DecrementPostInput!) { decrementPost(input: $input) { views } }";
+    let below_range = run(
+        decrement,
+        json!({"input": {"id": "u1", "field": "views", "by": 15}}),
+    )
+    .await;
+    assert_eq!(below_range.code(), "VALUE_OUT_OF_RANGE", "views has min 0");
+    let down = run(decrement, json!({"input": {"id": "u1", "field": "views"}}))
+        .await
+        .ok();
+    assert_eq!(down["decrementPost"]["views"], 13);
+    let fraction = run(
+        increment,
+        json!({"input": {"id": "u1", "field": "views", "by": 0.5}}),
+    )
+    .await;
+    assert_eq!(fraction.code(), "VALUE_INVALID");
+
+    // 1,000 at once, all or none.
+    let many: Vec<Value> = (0..1000)
+        .map(|i| json!({"id": format!("b{i:04}"), "title": format!("bulk {i}"), "views": i}))
+        .collect();
+    let bulk = run(
+        "mutation($input: [CreatePostInput!]!) { createPosts(input: $input) { id } }",
+        json!({"input": many}),
+    )
+    .await
+    .ok();
+    assert_eq!(bulk["createPosts"].as_array().unwrap().len(), 1000);
+    let updates = json!([{"id": "b0001", "title": "one"}, {"id": "b0002", "title": "two"}, {"id": "nope", "title": "x"}]);
+    let partial = run(
+        "mutation($input: [UpdatePostInput!]!) { updatePosts(input: $input) { id } }",
+        json!({"input": updates}),
+    )
+    .await;
+    assert_eq!(partial.code(), "DOCUMENT_NOT_FOUND");
+    let unchanged = run("{ post(id: \"b0001\") { title } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(
+        unchanged["post"]["title"], "bulk 1",
+        "the failed bulk update left nothing behind"
+    );
+
+    let too_many = run(
+        "mutation { deletePosts(input: {filter: {views: {gte: 0}}}) { deletedIds } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(too_many.code(), "TOO_MANY_DOCUMENTS");
+    let deleted = run(
+        "mutation { deletePosts(input: {filter: {views: {gte: 995}}}) { deletedIds } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        deleted["deletePosts"]["deletedIds"],
+        json!(["b0995", "b0996", "b0997", "b0998", "b0999"])
+    );
+    let count = run("{ posts { totalCount } }", json!({})).await.ok();
+    assert_eq!(count["posts"]["totalCount"], 996);
+    app.shutdown().await;
+}

@@ -888,6 +888,115 @@ async fn update_impl(
         .ok_or_else(|| not_found(id))
 }
 
+/// Adds `by` (negative to subtract) to a numeric attribute, refusing a result
+/// past `bound` (a maximum when adding, a minimum when subtracting) or outside
+/// the attribute's own range. Atomic: the row is locked by the request's
+/// transaction between reading and writing it.
+#[allow(clippy::too_many_arguments)]
+pub fn increment<'a>(
+    conn: &'a mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &'a Collection,
+    access: &'a Access,
+    id: &'a str,
+    key: &'a str,
+    by: f64,
+    bound: Option<f64>,
+) -> BoxFuture<'a, AppResult<Document>> {
+    Box::pin(async move {
+        let attribute = collection
+            .attribute(key)
+            .filter(|a| {
+                !a.array
+                    && matches!(
+                        a.kind,
+                        super::model::AttributeKind::Integer { .. }
+                            | super::model::AttributeKind::Float { .. }
+                    )
+            })
+            .ok_or_else(|| AppError::Invalid {
+                code: "ATTRIBUTE_INVALID",
+                field: "field".into(),
+                reason: format!(
+                    "`{}` is not a numeric attribute",
+                    key.chars().take(64).collect::<String>()
+                ),
+            })?;
+        if !by.is_finite() {
+            return Err(AppError::invalid("by", "expected a finite number"));
+        }
+        let current = load_for_write(conn, dialect, collection, access, id, Action::Update).await?;
+        let before = current.data.get(key).and_then(Value::as_f64).unwrap_or(0.0);
+        let after = before + by;
+        let past_bound = match bound {
+            Some(max) if by >= 0.0 => after > max,
+            Some(min) => after < min,
+            None => false,
+        };
+        if past_bound {
+            return Err(AppError::Invalid {
+                code: "VALUE_OUT_OF_RANGE",
+                field: key.to_string(),
+                reason: format!("the result {after} would pass the bound you gave"),
+            });
+        }
+        let integer = matches!(attribute.kind, super::model::AttributeKind::Integer { .. });
+        let after_json = if integer {
+            if after.fract() != 0.0 || !(i64::MIN as f64..=i64::MAX as f64).contains(&after) {
+                return Err(AppError::Invalid {
+                    code: "VALUE_INVALID",
+                    field: "by".into(),
+                    reason: "an integer attribute changes by whole numbers".into(),
+                });
+            }
+            Value::from(after as i64)
+        } else {
+            serde_json::Number::from_f64(after)
+                .map(Value::Number)
+                .ok_or_else(|| AppError::invalid("by", "expected a finite number"))?
+        };
+        let value = attribute.to_sql_value(&after_json).map_err(value_error)?;
+        let updated_at = now_millis().max(current.updated_at + 1);
+        let mut builder = QueryBuilder::<Any>::new(format!(
+            "UPDATE {} SET {} = ",
+            q(dialect, &collection.table),
+            q(dialect, &attribute.column())
+        ));
+        value.push_bind(&mut builder);
+        builder
+            .push(", updated_at = ")
+            .push_bind(updated_at)
+            .push(" WHERE id = ")
+            .push_bind(id.to_string());
+        builder.build().execute(&mut *conn).await?;
+        get(conn, dialect, collection, &Access::Server, id)
+            .await?
+            .ok_or_else(|| not_found(id))
+    })
+}
+
+/// Whether a document exists, whoever may read it: for upserts.
+pub fn exists<'a>(
+    conn: &'a mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &'a Collection,
+    id: &'a str,
+) -> BoxFuture<'a, AppResult<bool>> {
+    Box::pin(async move {
+        if ids::validate("id", id).is_err() {
+            return Ok(false);
+        }
+        Ok(sqlx::query(&format!(
+            "SELECT 1 FROM {} WHERE id = ?",
+            q(dialect, &collection.table)
+        ))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some())
+    })
+}
+
 /// The documents one delete removed: the one asked for first, then those a
 /// cascade took along, each with its collection.
 pub type Deleted = Vec<(Arc<Collection>, Document)>;

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use async_graphql::dynamic::{
-    Field, FieldFuture, FieldValue, InputObject, InputValue, Object, ResolverContext, Scalar,
+    Enum, Field, FieldFuture, FieldValue, InputObject, InputValue, Object, ResolverContext, Scalar,
     TypeRef,
 };
 use async_graphql::{Name, Value};
@@ -914,6 +914,343 @@ pub fn register_collection(
         .description(format!("Deletes a `{t}`; needs `delete` permission on the collection or (with document security) on the document."))
         .argument(InputValue::new("input", TypeRef::named_nn(format!("Delete{t}Input")))),
     );
+    register_bulk_and_atomic(parts, &collection, &plural_cap);
+}
+
+/// `upsertPost`, `updatePosts`, `deletePosts(filter)`, `incrementPost`,
+/// `decrementPost`.
+fn register_bulk_and_atomic(
+    parts: &mut SchemaParts,
+    collection: &Arc<Collection>,
+    plural_cap: &str,
+) {
+    let t = collection.names.type_name.clone();
+    let mut upsert = InputObject::new(format!("Upsert{t}Input"))
+        .description(format!("A `{t}` to create, or to change when its id exists: given fields are set, others stay (or take their defaults when created)."))
+        .field(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)).description("The document."))
+        .field(InputValue::new("permissions", TypeRef::named_nn_list(TypeRef::STRING)).description("Its permissions."));
+    for attribute in &collection.attributes {
+        upsert = upsert.field(InputValue::new(
+            attribute.key.as_str(),
+            update_type(attribute),
+        ));
+    }
+    for relationship in &collection.relationships {
+        upsert = upsert.field(InputValue::new(
+            relationship.key.as_str(),
+            TypeRef::named(TypeRef::ID),
+        ));
+    }
+    parts.add_type(upsert);
+    parts.add_type(
+        InputObject::new(format!("Delete{plural_cap}Input"))
+            .description(format!(
+                "Which `{t}` documents to delete: at most {} may match.",
+                documents::MAX_BULK
+            ))
+            .field(InputValue::new(
+                "filter",
+                TypeRef::named_nn(format!("{t}Filter")),
+            )),
+    );
+    parts.add_type(
+        Object::new(format!("Delete{plural_cap}Payload"))
+            .description(format!("The result of `delete{plural_cap}`."))
+            .field(entry(
+                "deletedIds".into(),
+                TypeRef::named_nn_list_nn(TypeRef::ID),
+                "Ids of the deleted documents, cascades not included.".into(),
+            )),
+    );
+
+    let c = collection.clone();
+    parts.mutation(
+        Field::new(format!("upsert{t}"), TypeRef::named_nn(t.as_str()), move |ctx| {
+            let collection = c.clone();
+            FieldFuture::new(async move {
+                let input = arg_json(&ctx, "input")?.unwrap_or(Json::Null);
+                let WriteInput { data, id, permissions, .. } = split_input(input)?;
+                let id = id.unwrap_or_default();
+                let access = Access::of(caller(&ctx)?, true)?;
+                let dialect = sql_dialect(app(&ctx)?.db.dialect());
+                let model = data_model(&ctx)?;
+                let tx = request_tx(&ctx)?;
+                let (document, action) = {
+                    let mut conn = tx.writer().await?;
+                    if documents::exists(&mut conn, dialect, &collection, &id).await? {
+                        let changes = DocumentChanges { data, permissions, expected_updated_at: None };
+                        (documents::update(&mut conn, dialect, &collection, &access, &id, changes, model).await?, "update")
+                    } else {
+                        let new = NewDocument { id: Some(id), data, permissions };
+                        (documents::create(&mut conn, dialect, &collection, &access, new, model).await?, "create")
+                    }
+                };
+                tx.publish_after_commit(documents::event(&collection, &document, action));
+                Ok(Some(FieldValue::value(node_value(&document))))
+            })
+        })
+        .description(format!("Creates a `{t}` with this id, or changes it when it exists (needs `create` or `update` permission accordingly)."))
+        .argument(InputValue::new("input", TypeRef::named_nn(format!("Upsert{t}Input")))),
+    );
+
+    let c = collection.clone();
+    parts.mutation(
+        Field::new(
+            format!("update{plural_cap}"),
+            TypeRef::named_nn_list_nn(t.as_str()),
+            move |ctx| {
+                let collection = c.clone();
+                FieldFuture::new(async move {
+                    let Some(Json::Array(inputs)) = arg_json(&ctx, "input")? else {
+                        return Err(AppError::invalid("input", "expected a list").into());
+                    };
+                    if inputs.len() > documents::MAX_BULK {
+                        return Err(AppError::invalid(
+                            "input",
+                            format!("at most {} documents at once", documents::MAX_BULK),
+                        )
+                        .into());
+                    }
+                    let access = Access::of(caller(&ctx)?, true)?;
+                    let dialect = sql_dialect(app(&ctx)?.db.dialect());
+                    let model = data_model(&ctx)?;
+                    let tx = request_tx(&ctx)?;
+                    let mut updated = Vec::with_capacity(inputs.len());
+                    for input in inputs {
+                        let WriteInput {
+                            data,
+                            id,
+                            permissions,
+                            expected_updated_at,
+                        } = split_input(input)?;
+                        let changes = DocumentChanges {
+                            data,
+                            permissions,
+                            expected_updated_at: expected_updated_at
+                                .as_deref()
+                                .map(|t| parse_datetime("expectedUpdatedAt", t))
+                                .transpose()?,
+                        };
+                        let id = id.unwrap_or_default();
+                        let document = {
+                            let mut conn = tx.writer().await?;
+                            documents::update(
+                                &mut conn,
+                                dialect,
+                                &collection,
+                                &access,
+                                &id,
+                                changes,
+                                model,
+                            )
+                            .await?
+                        };
+                        tx.publish_after_commit(documents::event(&collection, &document, "update"));
+                        updated.push(FieldValue::value(node_value(&document)));
+                    }
+                    Ok(Some(FieldValue::list(updated)))
+                })
+            },
+        )
+        .description(format!(
+            "Changes up to {} `{t}` documents at once: all or none.",
+            documents::MAX_BULK
+        ))
+        .argument(InputValue::new(
+            "input",
+            TypeRef::named_nn_list_nn(format!("Update{t}Input")),
+        )),
+    );
+
+    let c = collection.clone();
+    parts.mutation(
+        Field::new(
+            format!("delete{plural_cap}"),
+            TypeRef::named_nn(format!("Delete{plural_cap}Payload")),
+            move |ctx| {
+                let collection = c.clone();
+                FieldFuture::new(async move {
+                    let filter_input = match arg_json(&ctx, "input")? {
+                        Some(Json::Object(mut map)) => map.remove("filter").unwrap_or(Json::Null),
+                        _ => Json::Null,
+                    };
+                    let access = Access::of(caller(&ctx)?, true)?;
+                    let model = data_model(&ctx)?;
+                    let filter = filter_from_input(&collection, model, &access, &filter_input, 0)?;
+                    let dialect = sql_dialect(app(&ctx)?.db.dialect());
+                    let tx = request_tx(&ctx)?;
+                    let mut conn = tx.writer().await?;
+                    let query = ListQuery {
+                        filter,
+                        orders: Vec::new(),
+                        paging: Paging::Keyset {
+                            after: None,
+                            before: None,
+                            limit: documents::MAX_BULK,
+                            from_end: false,
+                        },
+                        want_total: false,
+                    };
+                    let matching =
+                        documents::list(&mut conn, dialect, &collection, &access, &query).await?;
+                    if matching.has_more {
+                        return Err(AppError::Invalid {
+                            code: "TOO_MANY_DOCUMENTS",
+                            field: "filter".into(),
+                            reason: format!(
+                                "more than {} documents match; narrow the filter",
+                                documents::MAX_BULK
+                            ),
+                        }
+                        .into());
+                    }
+                    let mut deleted_ids = Vec::with_capacity(matching.documents.len());
+                    for (document, _) in &matching.documents {
+                        let deleted = documents::delete(
+                            &mut conn,
+                            dialect,
+                            &collection,
+                            &access,
+                            &document.id,
+                            model,
+                        )
+                        .await;
+                        match deleted {
+                            Ok(deleted) => {
+                                for (holder, document) in &deleted {
+                                    tx.publish_after_commit(documents::event(
+                                        holder, document, "delete",
+                                    ));
+                                }
+                                deleted_ids.push(Value::from(document.id.as_str()));
+                            }
+                            // Taken along by an earlier one's cascade.
+                            Err(AppError::NotFound { .. }) => {}
+                            Err(err) => return Err(err.into()),
+                        }
+                    }
+                    Ok(Some(FieldValue::value(object([(
+                        "deletedIds",
+                        Value::List(deleted_ids),
+                    )]))))
+                })
+            },
+        )
+        .description(format!(
+            "Deletes the `{t}` documents matching a filter, at most {}: all or none.",
+            documents::MAX_BULK
+        ))
+        .argument(InputValue::new(
+            "input",
+            TypeRef::named_nn(format!("Delete{plural_cap}Input")),
+        )),
+    );
+
+    let numeric: Vec<&Attribute> = collection
+        .attributes
+        .iter()
+        .filter(|a| {
+            !a.array
+                && matches!(
+                    a.kind,
+                    AttributeKind::Integer { .. } | AttributeKind::Float { .. }
+                )
+        })
+        .filter(|a| !matches!(a.key.as_str(), "true" | "false" | "null"))
+        .collect();
+    if numeric.is_empty() {
+        return;
+    }
+    parts.add_type(
+        Enum::new(format!("{t}NumericField"))
+            .description(format!("The numeric attributes of `{t}`."))
+            .items(numeric.iter().map(|a| a.key.clone())),
+    );
+    for (name, input_name, bound, sign, about) in [
+        (
+            format!("increment{t}"),
+            format!("Increment{t}Input"),
+            "max",
+            1.0,
+            "Adds `by` (default 1) to a numeric attribute, atomically; refused past `max` or the attribute's own range.",
+        ),
+        (
+            format!("decrement{t}"),
+            format!("Decrement{t}Input"),
+            "min",
+            -1.0,
+            "Subtracts `by` (default 1) from a numeric attribute, atomically; refused below `min` or the attribute's own range.",
+        ),
+    ] {
+        parts.add_type(
+            InputObject::new(input_name.as_str())
+                .description(about)
+                .field(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)))
+                .field(InputValue::new(
+                    "field",
+                    TypeRef::named_nn(format!("{t}NumericField")),
+                ))
+                .field(
+                    InputValue::new("by", TypeRef::named(TypeRef::FLOAT))
+                        .description("How much (default 1; positive)."),
+                )
+                .field(
+                    InputValue::new(bound, TypeRef::named(TypeRef::FLOAT))
+                        .description("The bound the result may not pass."),
+                ),
+        );
+        let c = collection.clone();
+        parts.mutation(
+            Field::new(name, TypeRef::named_nn(t.as_str()), move |ctx| {
+                let collection = c.clone();
+                FieldFuture::new(async move {
+                    let Some(Json::Object(input)) = arg_json(&ctx, "input")? else {
+                        return Err(AppError::invalid("input", "expected an object").into());
+                    };
+                    let id = input
+                        .get("id")
+                        .and_then(Json::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    let field = input
+                        .get("field")
+                        .and_then(Json::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    let by = input.get("by").and_then(Json::as_f64).unwrap_or(1.0);
+                    if by < 0.0 {
+                        return Err(AppError::invalid(
+                            "by",
+                            "give a positive amount; use the other mutation to go the other way",
+                        )
+                        .into());
+                    }
+                    let limit = input.get(bound).and_then(Json::as_f64);
+                    let access = Access::of(caller(&ctx)?, true)?;
+                    let dialect = sql_dialect(app(&ctx)?.db.dialect());
+                    let tx = request_tx(&ctx)?;
+                    let document = {
+                        let mut conn = tx.writer().await?;
+                        documents::increment(
+                            &mut conn,
+                            dialect,
+                            &collection,
+                            &access,
+                            &id,
+                            &field,
+                            sign * by,
+                            limit,
+                        )
+                        .await?
+                    };
+                    tx.publish_after_commit(documents::event(&collection, &document, "update"));
+                    Ok(Some(FieldValue::value(node_value(&document))))
+                })
+            })
+            .description(about)
+            .argument(InputValue::new("input", TypeRef::named_nn(input_name))),
+        );
+    }
 }
 
 fn create_one<'a>(
