@@ -629,6 +629,12 @@ pub fn fulltext_index_covers(indexes: &[Index], key: &str) -> bool {
     })
 }
 
+/// The case-insensitive copy of a string attribute that a MariaDB full-text
+/// index covers (see [`create_index_sql`]).
+pub fn search_column(key: &str) -> String {
+    format!("s_{key}")
+}
+
 /// The name of a user index in the database (see the module doc).
 pub fn index_name(dialect: SqlDialect, table: &str, key: &str) -> String {
     match dialect {
@@ -650,6 +656,31 @@ pub fn create_index_sql(
     index.validate(attrs)?;
     if index.kind == IndexKind::Fulltext && dialect == SqlDialect::Sqlite {
         return Ok(Vec::new());
+    }
+    if index.kind == IndexKind::Fulltext {
+        // InnoDB keeps full-text tokens lower-cased on disk but compares them with
+        // the column's collation, so on a binary column a search finds a row
+        // only until its tokens are flushed. The index goes on a case-insensitive
+        // copy of the column instead: every search behaves alike, and like
+        // SQLite's case-insensitive word match.
+        let [key] = index.attributes.as_slice() else {
+            return Err(index.invalid("a full-text index covers exactly one attribute"));
+        };
+        let q = |name: &str| dialect.quote(name);
+        return Ok(vec![
+            format!(
+                "ALTER TABLE {} ADD COLUMN {} LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci AS ({}) STORED",
+                q(table),
+                q(&search_column(key)),
+                q(&format!("a_{key}"))
+            ),
+            format!(
+                "CREATE FULLTEXT INDEX {} ON {} ({})",
+                q(&index_name(dialect, table, &index.key)),
+                q(table),
+                q(&search_column(key))
+            ),
+        ]);
     }
     let columns = index.resolve(attrs)?;
     let parts: Vec<String> = columns
@@ -699,6 +730,17 @@ pub fn drop_index_sql(
     Ok(match (dialect, index.kind) {
         (SqlDialect::Sqlite, IndexKind::Fulltext) => Vec::new(),
         (SqlDialect::Sqlite, _) => vec![format!("DROP INDEX {name}")],
+        (SqlDialect::MySql, IndexKind::Fulltext) => {
+            let mut statements = vec![format!("DROP INDEX {name} ON {}", dialect.quote(table))];
+            if let Some(key) = index.attributes.first().filter(|k| is_valid_key(k)) {
+                statements.push(format!(
+                    "ALTER TABLE {} DROP COLUMN {}",
+                    dialect.quote(table),
+                    dialect.quote(&search_column(key))
+                ));
+            }
+            statements
+        }
         (SqlDialect::MySql, _) => vec![format!("DROP INDEX {name} ON {}", dialect.quote(table))],
     })
 }
@@ -938,27 +980,37 @@ mod tests {
             create_index_sql(SqlDialect::MySql, "c_1", &attrs, &long).unwrap(),
             ["CREATE INDEX `i_by_body` ON `c_1` (`a_body`(191), `a_mail`(191), `a_site`(191))"]
         );
-        let ft = index("search", IndexKind::Fulltext, &["body", "title"]);
+        let two = index("search", IndexKind::Fulltext, &["body", "title"]);
+        assert!(create_index_sql(SqlDialect::MySql, "c_1", &attrs, &two).is_err());
+        let ft = index("search", IndexKind::Fulltext, &["body"]);
         assert_eq!(
             create_index_sql(SqlDialect::MySql, "c_1", &attrs, &ft).unwrap(),
-            ["CREATE FULLTEXT INDEX `i_search` ON `c_1` (`a_body`, `a_title`)"]
+            [
+                "ALTER TABLE `c_1` ADD COLUMN `s_body` LONGTEXT CHARACTER SET utf8mb4 \
+                 COLLATE utf8mb4_unicode_ci AS (`a_body`) STORED",
+                "CREATE FULLTEXT INDEX `i_search` ON `c_1` (`s_body`)"
+            ]
         );
         assert_eq!(
             drop_index_sql(SqlDialect::MySql, "c_1", &ft).unwrap(),
-            ["DROP INDEX `i_search` ON `c_1`"]
+            [
+                "DROP INDEX `i_search` ON `c_1`",
+                "ALTER TABLE `c_1` DROP COLUMN `s_body`"
+            ]
         );
         assert_eq!(
             drop_column_sql(
                 SqlDialect::MySql,
                 "c_1",
-                "title",
+                "body",
                 &[idx.clone(), long.clone(), ft.clone()]
             )
             .unwrap(),
             [
-                "DROP INDEX `i_by_title` ON `c_1`",
+                "DROP INDEX `i_by_body` ON `c_1`",
                 "DROP INDEX `i_search` ON `c_1`",
-                "ALTER TABLE `c_1` DROP COLUMN `a_title`"
+                "ALTER TABLE `c_1` DROP COLUMN `s_body`",
+                "ALTER TABLE `c_1` DROP COLUMN `a_body`"
             ]
         );
         // SQLite has no full-text index: nothing to create or drop.
@@ -976,7 +1028,11 @@ mod tests {
             &[ft.clone(), index("b", IndexKind::Fulltext, &["body"])],
             "body"
         ));
-        assert!(!fulltext_index_covers(&[ft], "body"));
+        assert!(fulltext_index_covers(&[ft], "body"));
+        assert!(!fulltext_index_covers(
+            &[index("two", IndexKind::Fulltext, &["body", "title"])],
+            "body"
+        ));
     }
 
     #[test]

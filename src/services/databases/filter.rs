@@ -22,11 +22,12 @@
 //!   unterminated one in MariaDB, whose `'\\'` in turn depends on `sql_mode`.
 //! - `search` needs every whitespace-separated word. On SQLite each word is a
 //!   `LIKE '%word%'` (ASCII case-insensitive, a scan); on MariaDB it is
-//!   `MATCH (col) AGAINST ('+word* …' IN BOOLEAN MODE)`, which needs a
-//!   full-text index on exactly that column (the caller checks, see
-//!   `ddl::fulltext_index_covers`), matches word prefixes, is case-sensitive on
-//!   binary collations and skips words shorter than InnoDB's minimum token
-//!   size and stopwords. The two agree on plain words, not on every input.
+//!   `MATCH (s_col) AGAINST ('+word* …' IN BOOLEAN MODE)` on the
+//!   case-insensitive copy of the column that the full-text index covers (the
+//!   caller checks that it exists, see `ddl::fulltext_index_covers`); it matches
+//!   word prefixes, ignoring case, and skips words shorter than InnoDB's
+//!   minimum token size and stopwords. The two agree on plain words, not on
+//!   every input.
 //! - NULLs sort first in ascending order and last in descending order, which
 //!   is what both do natively; the keyset condition follows the same rule.
 //! - `ne`, `notIn` and `Not` match rows where the column is NULL (Appwrite's
@@ -651,7 +652,17 @@ impl<'a> Table<'a> {
                             out.sql("1=0");
                             return Ok(());
                         };
-                        out.sql(format!("MATCH ({e}) AGAINST ("))
+                        // The full-text index covers the attribute's case-insensitive
+                        // copy (see `ddl::create_index_sql`).
+                        let Source::Attr(attr) = col.source else {
+                            return Err(col.invalid("search applies to string attributes"));
+                        };
+                        let copy = format!(
+                            "{}.{}",
+                            self.dialect.quote(self.alias),
+                            self.dialect.quote(&super::ddl::search_column(&attr.key))
+                        );
+                        out.sql(format!("MATCH ({copy}) AGAINST ("))
                             .bind(SqlValue::Text(terms))
                             .sql(" IN BOOLEAN MODE)");
                     }
@@ -1287,7 +1298,7 @@ mod tests {
                     field: f("body"),
                     query: "big cat".into(),
                 },
-                "MATCH (`d`.`a_body`) AGAINST (? IN BOOLEAN MODE)",
+                "MATCH (`d`.`s_body`) AGAINST (? IN BOOLEAN MODE)",
             ),
             (
                 Filter::Search {
@@ -1593,11 +1604,11 @@ mod tests {
             query: v.into(),
         };
         // query, rows on SQLite (substrings, ASCII case ignored), rows on
-        // MariaDB (word prefixes, case-sensitive on a binary collation, `%` ends
-        // a word and `_` does not).
+        // MariaDB (word prefixes, case ignored, `%` ends a word and `_` does
+        // not).
         let searches = [
-            ("big", "ab", "a"),
-            ("BIG cat", "a", ""),
+            ("big", "ab", "ab"),
+            ("BIG cat", "a", "a"),
             ("100%", "c", "cd"),
             ("cotton_wool", "c", "c"),
             ("cotton wool", "cd", "d"),

@@ -659,6 +659,16 @@ pub async fn create_index(
     caller.require_scope("databases.write")?;
     let mut collection =
         load_collection(state, &caller.project.id, database_id, collection_id).await?;
+    if index.kind == IndexKind::Fulltext
+        && let Some(key) = index.attributes.first()
+        && ddl::fulltext_index_covers(&collection.indexes, key)
+    {
+        return Err(AppError::Invalid {
+            code: "INDEX_INVALID",
+            field: "index".into(),
+            reason: format!("`{key}` already has a FULLTEXT index"),
+        });
+    }
     let dialect = sql_dialect(state.db.dialect());
     let statements =
         ddl::create_index_sql(dialect, &collection.table, &collection.columns(), &index)
