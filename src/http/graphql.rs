@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt as _;
 use serde::Deserialize;
+use tracing::Instrument as _;
 
 use crate::AppState;
 use crate::error::AppError;
@@ -433,6 +434,10 @@ async fn execute(
                 let operation = request.operation_name.clone();
                 let started = Instant::now();
                 let tx = RequestTx::new(&state.db);
+                // Everything the operation does (its SQL included) is logged
+                // within this span.
+                let span =
+                    tracing::info_span!("graphql", operation = operation.as_deref().unwrap_or(""));
                 let mut response = addressed
                     .loaded
                     .schema
@@ -442,6 +447,7 @@ async fn execute(
                             .data(client.clone())
                             .data(tx.clone()),
                     )
+                    .instrument(span)
                     .await;
                 // Document writes of the request commit together, or not at all.
                 match tx.finish(state, response.errors.is_empty()).await {

@@ -589,6 +589,20 @@ async fn relationships_resolve_both_ways_filter_across_and_keep_integrity() {
     assert_eq!(nodes[0]["author"], json!({"id": "ann", "name": "Ann"}));
     assert_eq!(nodes[1]["author"], json!({"id": "bob", "name": "Bob"}));
 
+    // A constant number of statements, however many posts and authors: the page,
+    // its permissions, then one batch of authors and theirs.
+    let with_authors = |first: usize, name: &str| json!({"query": format!("query {name} {{ posts(first: {first}, orderBy: [{{views: ASC}}]) {{ nodes {{ title author {{ name }} }} }} }}"), "operationName": name});
+    app.post(with_authors(50, "FiftyPostsWithAuthors"), &[])
+        .await
+        .ok();
+    app.post(with_authors(4, "FourPostsWithAuthors"), &[])
+        .await
+        .ok();
+    let fifty = crate::statements::statements_of("FiftyPostsWithAuthors");
+    let four = crate::statements::statements_of("FourPostsWithAuthors");
+    assert_eq!(fifty, 4, "SQL statements for 50 posts with their authors");
+    assert_eq!(four, fifty, "statements do not grow with the page");
+
     // Backward, with its own filter and order.
     let reverse = app
         .post(json!({"query": "{ author(id: \"ann\") { name posts(filter: {views: {gte: 40}}, orderBy: [{views: DESC}], first: 2) { totalCount nodes { title } } } }"}), &[])

@@ -67,10 +67,22 @@ pub async fn test_config(dir: &std::path::Path) -> Config {
 fn init_logging() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
         let filter = std::env::var("NIMBUS_TEST_LOG").unwrap_or_else(|_| "warn".into());
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_test_writer()
+        // The statement counter sees every statement and operation span, whatever
+        // the printed logs show.
+        let counted = tracing_subscriber::filter::Targets::new()
+            .with_target("sqlx::query", tracing::Level::TRACE)
+            .with_target("nimbus", tracing::Level::INFO);
+        let _ = tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_test_writer()
+                    .with_filter(tracing_subscriber::EnvFilter::new(filter)),
+            )
+            .with(crate::statements::StatementCounter.with_filter(counted))
             .try_init();
     });
 }

@@ -16,5 +16,6 @@ mod projects;
 mod realtime;
 mod schema;
 mod smtp_server;
+mod statements;
 mod teams;
 mod transport;

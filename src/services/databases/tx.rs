@@ -13,6 +13,7 @@ use futures_util::future::BoxFuture;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Transaction};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+use tracing::Instrument as _;
 
 use crate::AppState;
 use crate::bus::{BusMessage, Event};
@@ -112,8 +113,10 @@ impl RequestTx {
         &self,
         make: impl FnOnce() -> RelatedLoader,
     ) -> &DataLoader<RelatedLoader> {
+        // Batches run in tasks of their own, within the span of the request
+        // that started them.
         self.related
-            .get_or_init(|| DataLoader::new(make(), tokio::spawn))
+            .get_or_init(|| DataLoader::new(make(), |batch| tokio::spawn(batch.in_current_span())))
     }
 
     /// Whether the request has begun writing documents.

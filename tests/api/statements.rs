@@ -1,0 +1,80 @@
+//! Counts the SQL statements an operation runs: sqlx logs each statement (target
+//! `sqlx::query`), and the server runs each operation within a `graphql` span
+//! naming it. Tests give their operation a unique name and read its count.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+fn counts() -> &'static Mutex<HashMap<String, usize>> {
+    static COUNTS: OnceLock<Mutex<HashMap<String, usize>>> = OnceLock::new();
+    COUNTS.get_or_init(Mutex::default)
+}
+
+/// The statements counted so far for operations named `operation`.
+pub fn statements_of(operation: &str) -> usize {
+    counts()
+        .lock()
+        .unwrap()
+        .get(operation)
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The operation name a `graphql` span carries.
+struct Operation(String);
+
+struct OperationVisitor(Option<String>);
+
+impl Visit for OperationVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "operation" {
+            self.0 = Some(value.to_string());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "operation" {
+            self.0 = Some(format!("{value:?}").trim_matches('"').to_string());
+        }
+    }
+}
+
+pub struct StatementCounter;
+
+impl<S> Layer<S> for StatementCounter
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if attrs.metadata().name() != "graphql" {
+            return;
+        }
+        let mut visitor = OperationVisitor(None);
+        attrs.record(&mut visitor);
+        if let (Some(name), Some(span)) = (visitor.0, ctx.span(id)) {
+            span.extensions_mut().insert(Operation(name));
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if event.metadata().target() != "sqlx::query" {
+            return;
+        }
+        let Some(scope) = ctx.event_scope(event) else {
+            return;
+        };
+        for span in scope {
+            if let Some(Operation(name)) = span.extensions().get::<Operation>() {
+                *counts().lock().unwrap().entry(name.clone()).or_default() += 1;
+                return;
+            }
+        }
+    }
+}
