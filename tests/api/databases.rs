@@ -937,3 +937,81 @@ async fn upserts_bounded_increments_and_bulk_writes() {
     assert_eq!(count["posts"]["totalCount"], 996);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn many_to_many_links_list_both_ways_filter_and_unlink() {
+    let app = spawn_app().await;
+    blog(&app).await;
+    app.admin(
+        CREATE_COLLECTION,
+        json!({"input": {
+            "databaseId": "blog", "id": "labels", "name": "labels",
+            "permissions": ["read(\"any\")"],
+            "attributes": [{"key": "name", "type": "STRING", "size": 50, "required": true}]
+        }}),
+    )
+    .await
+    .ok();
+    let related = app
+        .admin(
+            "mutation { createRelationship(input: {databaseId: \"blog\", collectionId: \"posts\", key: \"labels\", relatedCollectionId: \"labels\", type: MANY_TO_MANY, twoWayKey: \"posts\", onDelete: SET_NULL}) { relationships { key type twoWayKey } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        related["createRelationship"]["relationships"],
+        json!([{"key": "labels", "type": "MANY_TO_MANY", "twoWayKey": "posts"}])
+    );
+    let key = app
+        .create_key("default", &["documents.read", "documents.write"])
+        .await;
+    let run = |query: &'static str| {
+        let (app, key) = (&app, key.clone());
+        async move { app.as_key(&key, "default", query, json!({})).await }
+    };
+    run("mutation { a: createLabel(input: {id: \"rust\", name: \"Rust\"}) { id } b: createLabel(input: {id: \"sql\", name: \"SQL\"}) { id } c: createLabel(input: {id: \"web\", name: \"Web\"}) { id } }").await.ok();
+    run("mutation { a: createPost(input: {id: \"p1\", title: \"one\", labels: [\"rust\", \"sql\"]}) { id } b: createPost(input: {id: \"p2\", title: \"two\", labels: [\"rust\"]}) { id } c: createPost(input: {id: \"p3\", title: \"three\"}) { id } }").await.ok();
+    let missing =
+        run("mutation { createPost(input: {title: \"x\", labels: [\"rust\", \"nope\"]}) { id } }")
+            .await;
+    assert_eq!(missing.code(), "RELATED_DOCUMENT_NOT_FOUND");
+
+    let both_ways = run("{ post(id: \"p1\") { labels(orderBy: [{name: ASC}]) { totalCount nodes { name } } } label(id: \"rust\") { posts(orderBy: [{title: ASC}]) { nodes { title } } } }").await.ok();
+    assert_eq!(
+        both_ways,
+        json!({
+            "post": {"labels": {"totalCount": 2, "nodes": [{"name": "Rust"}, {"name": "SQL"}]}},
+            "label": {"posts": {"nodes": [{"title": "one"}, {"title": "two"}]}}
+        })
+    );
+    let filtered = run("{ posts(filter: {labels: {name: {eq: \"SQL\"}}}) { nodes { id } } }")
+        .await
+        .ok();
+    assert_eq!(filtered["posts"]["nodes"], json!([{"id": "p1"}]));
+
+    // Replacing the links, then deleting a linked label unlinks it.
+    run("mutation { updatePost(input: {id: \"p2\", labels: [\"web\", \"sql\"]}) { id } }")
+        .await
+        .ok();
+    run("mutation { deleteLabel(input: {id: \"sql\"}) { deletedId } }")
+        .await
+        .ok();
+    let after = run("{ p1: post(id: \"p1\") { labels { nodes { id } } } p2: post(id: \"p2\") { labels { nodes { id } } } }").await.ok();
+    assert_eq!(
+        after,
+        json!({"p1": {"labels": {"nodes": [{"id": "rust"}]}}, "p2": {"labels": {"nodes": [{"id": "web"}]}}})
+    );
+    // Deleting a post removes its links, not the labels.
+    run("mutation { deletePost(input: {id: \"p1\"}) { deletedId } }")
+        .await
+        .ok();
+    let labels = run("{ labels { totalCount } label(id: \"rust\") { posts { totalCount } } }")
+        .await
+        .ok();
+    assert_eq!(
+        labels,
+        json!({"labels": {"totalCount": 2}, "label": {"posts": {"totalCount": 0}}})
+    );
+    app.shutdown().await;
+}

@@ -748,6 +748,7 @@ async fn create_impl(
         return Err(err.into());
     }
     write_permissions(conn, dialect, collection, &id, &permissions, false).await?;
+    write_links(conn, dialect, collection, model, &id, &new.data).await?;
     let mut created = get(conn, dialect, collection, &Access::Server, &id)
         .await?
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("a created document vanished")))?;
@@ -883,6 +884,7 @@ async fn update_impl(
     if let Some(permissions) = &permissions {
         write_permissions(conn, dialect, collection, id, permissions, true).await?;
     }
+    write_links(conn, dialect, collection, model, id, &changes.data).await?;
     get(conn, dialect, collection, &Access::Server, id)
         .await?
         .ok_or_else(|| not_found(id))
@@ -1033,18 +1035,61 @@ async fn delete_impl(
         )));
     }
     let current = load_for_write(conn, dialect, collection, access, id, Action::Delete).await?;
+    // Links this document holds (it is the many-to-many holder).
+    let mut cascade_linked: Vec<(Arc<Collection>, String)> = Vec::new();
+    for relationship in collection.relationships.iter().filter(|r| !r.has_column()) {
+        let Some(junction) = relationship.junction.as_deref() else {
+            continue;
+        };
+        let linked: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT b_id FROM {} WHERE a_id = ?",
+            q(dialect, junction)
+        ))
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+        match relationship.on_delete {
+            OnDelete::Restrict if !linked.is_empty() => {
+                return Err(AppError::Invalid {
+                    code: "DOCUMENT_REFERENCED",
+                    field: "id".into(),
+                    reason: format!(
+                        "the document is linked through `{}` (on delete: restrict); unlink first",
+                        relationship.key
+                    ),
+                });
+            }
+            OnDelete::Cascade => {
+                if let Some(related) =
+                    model.collection(&collection.database_id, &relationship.related_collection)
+                {
+                    cascade_linked.extend(linked.into_iter().map(|b| (related.clone(), b)));
+                }
+            }
+            // The junction's foreign keys remove the links with the document.
+            _ => {}
+        }
+    }
     let references: Vec<_> = model.references_to(collection).collect();
     for (holder, relationship) in &references {
         if relationship.on_delete == OnDelete::Restrict {
-            let column = q(dialect, &relationship.column().column());
-            let used = sqlx::query(&format!(
-                "SELECT 1 FROM {} WHERE {column} = ? LIMIT 1",
-                q(dialect, &holder.table)
-            ))
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .is_some();
+            let sql = match &relationship.junction {
+                // Links pointing here from a many-to-many holder.
+                Some(junction) => format!(
+                    "SELECT 1 FROM {} WHERE b_id = ? LIMIT 1",
+                    q(dialect, junction)
+                ),
+                None => format!(
+                    "SELECT 1 FROM {} WHERE {} = ? LIMIT 1",
+                    q(dialect, &holder.table),
+                    q(dialect, &relationship.column().column())
+                ),
+            };
+            let used = sqlx::query(&sql)
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
+                .is_some();
             if used {
                 return Err(AppError::Invalid {
                     code: "DOCUMENT_REFERENCED",
@@ -1075,6 +1120,10 @@ async fn delete_impl(
     // The document is gone before its dependents are visited, so a cycle of
     // cascades ends instead of coming back to it.
     for (holder, relationship) in references {
+        if !relationship.has_column() {
+            // Links pointing here go with the document (foreign keys).
+            continue;
+        }
         let column = q(dialect, &relationship.column().column());
         match relationship.on_delete {
             OnDelete::Restrict => {}
@@ -1117,7 +1166,112 @@ async fn delete_impl(
             }
         }
     }
+    for (related, linked) in cascade_linked {
+        let more = Box::pin(delete_impl(
+            conn,
+            dialect,
+            &related,
+            &Access::Server,
+            &linked,
+            model,
+            depth + 1,
+        ))
+        .await;
+        match more {
+            Ok(more) => deleted.extend(more),
+            Err(AppError::NotFound { .. }) => {}
+            Err(err) => return Err(err),
+        }
+    }
     Ok(deleted)
+}
+
+/// The most documents one many-to-many field links at once.
+const MAX_LINKS: usize = 1000;
+
+/// Replaces the links of the many-to-many fields `data` names (a list of ids;
+/// null or an empty list unlinks all), after checking every id exists.
+async fn write_links(
+    conn: &mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &Collection,
+    model: &DataModel,
+    id: &str,
+    data: &Map<String, Value>,
+) -> AppResult<()> {
+    for relationship in collection.relationships.iter().filter(|r| !r.has_column()) {
+        let (Some(value), Some(junction)) = (
+            data.get(&relationship.key),
+            relationship.junction.as_deref(),
+        ) else {
+            continue;
+        };
+        let invalid = |reason: String| AppError::Invalid {
+            code: "VALUE_INVALID",
+            field: relationship.key.clone(),
+            reason,
+        };
+        let mut targets: Vec<String> = match value {
+            Value::Null => Vec::new(),
+            Value::Array(items) => items
+                .iter()
+                .map(|item| {
+                    item.as_str()
+                        .filter(|s| ids::validate(&relationship.key, s).is_ok())
+                        .map(String::from)
+                        .ok_or_else(|| invalid("expected a list of document ids".into()))
+                })
+                .collect::<AppResult<_>>()?,
+            _ => return Err(invalid("expected a list of document ids".into())),
+        };
+        targets.sort();
+        targets.dedup();
+        if targets.len() > MAX_LINKS {
+            return Err(invalid(format!("at most {MAX_LINKS} links at once")));
+        }
+        let related = model
+            .collection(&collection.database_id, &relationship.related_collection)
+            .ok_or_else(|| {
+                AppError::Internal(anyhow::anyhow!("a relationship names a missing collection"))
+            })?;
+        if !targets.is_empty() {
+            let mut count = QueryBuilder::<Any>::new(format!(
+                "SELECT COUNT(*) FROM {} WHERE id IN (",
+                q(dialect, &related.table)
+            ));
+            let mut list = count.separated(", ");
+            for target in &targets {
+                list.push_bind(target.clone());
+            }
+            list.push_unseparated(")");
+            let found: i64 = count.build_query_scalar().fetch_one(&mut *conn).await?;
+            if usize::try_from(found).unwrap_or(0) != targets.len() {
+                return Err(AppError::Invalid {
+                    code: "RELATED_DOCUMENT_NOT_FOUND",
+                    field: relationship.key.clone(),
+                    reason: format!("some ids name no document of `{}`", related.name),
+                });
+            }
+        }
+        sqlx::query(&format!(
+            "DELETE FROM {} WHERE a_id = ?",
+            q(dialect, junction)
+        ))
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+        if !targets.is_empty() {
+            let mut insert = QueryBuilder::<Any>::new(format!(
+                "INSERT INTO {} (a_id, b_id) ",
+                q(dialect, junction)
+            ));
+            insert.push_values(targets, |mut b, target| {
+                b.push_bind(id.to_string()).push_bind(target);
+            });
+            insert.build().execute(&mut *conn).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Every reference a write sets must name an existing document.
@@ -1128,7 +1282,7 @@ async fn check_references(
     model: &DataModel,
     data: &Map<String, Value>,
 ) -> AppResult<()> {
-    for relationship in &collection.relationships {
+    for relationship in collection.relationships.iter().filter(|r| r.has_column()) {
         let Some(Value::String(target)) = data.get(&relationship.key) else {
             continue;
         };

@@ -179,6 +179,29 @@ pub enum Filter {
         attrs: Vec<Attribute>,
         filter: Box<Filter>,
     },
+    /// Documents linked through `link` to at least one document of `table`
+    /// (with `attrs`) that matches `filter`.
+    RelatedThrough {
+        link: Link,
+        table: String,
+        attrs: Vec<Attribute>,
+        filter: Box<Filter>,
+    },
+    /// Documents linked through `link` to the document `id`.
+    LinkedTo {
+        link: Link,
+        id: String,
+    },
+}
+
+/// A junction table seen from one side: the column holding this side's ids
+/// (`near`) and the one holding the other side's (`far`). Names are the
+/// server's own, never client input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub junction: String,
+    pub near: &'static str,
+    pub far: &'static str,
 }
 
 impl Default for Filter {
@@ -420,6 +443,22 @@ impl<'a> Table<'a> {
         })
     }
 
+    /// The quoted junction table of a link, checked.
+    fn junction(&self, link: &Link) -> Result<String, FilterError> {
+        super::ddl::check_table_name(&link.junction).map_err(|err| FilterError::Internal {
+            reason: err.to_string(),
+        })?;
+        let columns_ok = [link.near, link.far]
+            .iter()
+            .all(|c| matches!(*c, "a_id" | "b_id"));
+        if !columns_ok || link.near == link.far {
+            return Err(FilterError::Internal {
+                reason: "a link names the junction's columns a_id and b_id".into(),
+            });
+        }
+        Ok(self.dialect.quote(&link.junction))
+    }
+
     fn like(&self, expr: &str, pattern: String, out: &mut Fragment) {
         out.sql(format!("{expr} LIKE "))
             .bind(SqlValue::Text(pattern))
@@ -458,6 +497,47 @@ impl<'a> Table<'a> {
                 ));
                 inner.compile(filter, out)?;
                 out.sql(")");
+                Ok(())
+            }
+            Filter::RelatedThrough {
+                link,
+                table,
+                attrs,
+                filter,
+            } => {
+                let junction = self.junction(link)?;
+                super::ddl::check_table_name(table).map_err(|err| FilterError::Internal {
+                    reason: err.to_string(),
+                })?;
+                let alias = format!("{}_r", self.alias);
+                let inner = Table::new(self.dialect, &alias, attrs)?;
+                let q = |name: &str| self.dialect.quote(name);
+                out.sql(format!(
+                    "{}.{} IN (SELECT {near} FROM {junction} WHERE {far} IN (SELECT {a}.{id} FROM {t} {a} WHERE ",
+                    q(self.alias),
+                    q("id"),
+                    near = q(link.near),
+                    far = q(link.far),
+                    a = q(&alias),
+                    id = q("id"),
+                    t = q(table),
+                ));
+                inner.compile(filter, out)?;
+                out.sql("))");
+                Ok(())
+            }
+            Filter::LinkedTo { link, id } => {
+                let junction = self.junction(link)?;
+                let q = |name: &str| self.dialect.quote(name);
+                out.sql(format!(
+                    "{}.{} IN (SELECT {} FROM {junction} WHERE {} = ",
+                    q(self.alias),
+                    q("id"),
+                    q(link.near),
+                    q(link.far),
+                ))
+                .bind(SqlValue::Text(id.clone()))
+                .sql(")");
                 Ok(())
             }
             Filter::And(items) => self.group(items, " AND ", "1=1", out),
@@ -747,7 +827,9 @@ fn check_complexity(filter: &Filter, depth: usize, count: &mut usize) -> Result<
             }
         }
         Filter::Not(inner) => check_complexity(inner, depth + 1, count)?,
-        Filter::Related { filter, .. } => check_complexity(filter, depth + 1, count)?,
+        Filter::Related { filter, .. } | Filter::RelatedThrough { filter, .. } => {
+            check_complexity(filter, depth + 1, count)?
+        }
         _ => {
             *count += 1;
             if *count > MAX_CONDITIONS {

@@ -78,7 +78,12 @@ impl Collection {
     /// per relationship held here (the SQL builders see references as strings).
     pub fn columns(&self) -> Vec<Attribute> {
         let mut columns = self.attributes.clone();
-        columns.extend(self.relationships.iter().map(Relationship::column));
+        columns.extend(
+            self.relationships
+                .iter()
+                .filter(|r| r.has_column())
+                .map(Relationship::column),
+        );
         columns
     }
 
@@ -105,6 +110,8 @@ pub enum RelationKind {
     ManyToOne,
     /// One document here points at one there, and no two point at the same one.
     OneToOne,
+    /// Documents here and there are linked freely, through a junction table.
+    ManyToMany,
 }
 
 /// What deleting a referenced document does to the documents pointing at it.
@@ -134,9 +141,18 @@ pub struct Relationship {
     #[serde(default)]
     pub two_way_key: Option<String>,
     pub on_delete: OnDelete,
+    /// The junction table of a many-to-many relationship: `(a_id, b_id)`, this
+    /// collection's document and the related one.
+    #[serde(default)]
+    pub junction: Option<String>,
 }
 
 impl Relationship {
+    /// Whether the reference is a column of the holder's table (not a junction).
+    pub fn has_column(&self) -> bool {
+        self.kind != RelationKind::ManyToMany
+    }
+
     /// The reference column, as an attribute the SQL builders understand.
     pub fn column(&self) -> Attribute {
         Attribute {

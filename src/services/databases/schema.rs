@@ -156,6 +156,7 @@ fn relationship_value(relationship: &Relationship) -> Value {
             enum_value(match relationship.kind {
                 RelationKind::ManyToOne => "MANY_TO_ONE",
                 RelationKind::OneToOne => "ONE_TO_ONE",
+                RelationKind::ManyToMany => "MANY_TO_MANY",
             }),
         ),
         (
@@ -611,8 +612,8 @@ fn register_types(parts: &mut SchemaParts) {
     );
     parts.add_type(
         Enum::new("RelationshipType")
-            .description("How documents of two collections refer to each other. ONE_TO_MANY is stored as the MANY_TO_ONE it mirrors, on the related collection.")
-            .items(["MANY_TO_ONE", "ONE_TO_ONE", "ONE_TO_MANY"]),
+            .description("How documents of two collections refer to each other. ONE_TO_MANY is stored as the MANY_TO_ONE it mirrors, on the related collection; MANY_TO_MANY links through a table of its own.")
+            .items(["MANY_TO_ONE", "ONE_TO_ONE", "ONE_TO_MANY", "MANY_TO_MANY"]),
     );
     parts.add_type(
         Enum::new("OnDeleteRule")
@@ -624,7 +625,7 @@ fn register_types(parts: &mut SchemaParts) {
             .description("A reference from this collection's documents to another collection's: a column holding the referenced id.")
             .field(prop("key", string(), "The field holding the reference (`post.author`)."))
             .field(prop("relatedCollectionId", id(), "The referenced collection."))
-            .field(prop("type", TypeRef::named_nn("RelationshipType"), "MANY_TO_ONE or ONE_TO_ONE."))
+            .field(prop("type", TypeRef::named_nn("RelationshipType"), "MANY_TO_ONE, ONE_TO_ONE or MANY_TO_MANY."))
             .field(prop("twoWayKey", TypeRef::named(TypeRef::STRING), "The field on the referenced collection that lists (or names) the documents pointing at it."))
             .field(prop("onDelete", TypeRef::named_nn("OnDeleteRule"), "What deleting a referenced document does.")),
     );

@@ -351,7 +351,14 @@ pub async fn delete_collection(
 
 async fn drop_collection(state: &AppState, collection: &Collection) -> AppResult<()> {
     let dialect = sql_dialect(state.db.dialect());
-    let statements = ddl::drop_table_sql(dialect, &collection.table).map_err(ddl_error)?;
+    // Junction tables reference the collection's table: they go first.
+    let mut statements: Vec<String> = collection
+        .relationships
+        .iter()
+        .filter_map(|r| r.junction.as_deref())
+        .map(|junction| format!("DROP TABLE {}", dialect.quote(junction)))
+        .collect();
+    statements.extend(ddl::drop_table_sql(dialect, &collection.table).map_err(ddl_error)?);
     run_change(state, &statements, &[], Change::Delete(collection)).await
 }
 
@@ -541,6 +548,18 @@ pub async fn create_relationship(
                 kind,
                 two_way_key: new.two_way_key.clone(),
                 on_delete: new.on_delete,
+                junction: None,
+            };
+            (this, other, relationship)
+        }
+        "MANY_TO_MANY" => {
+            let relationship = Relationship {
+                key: new.key.clone(),
+                related_collection: other.id.clone(),
+                kind: RelationKind::ManyToMany,
+                two_way_key: new.two_way_key.clone(),
+                on_delete: new.on_delete,
+                junction: Some(format!("j_{}", ids::generate())),
             };
             (this, other, relationship)
         }
@@ -558,6 +577,7 @@ pub async fn create_relationship(
                 kind: RelationKind::ManyToOne,
                 two_way_key: Some(new.key.clone()),
                 on_delete: new.on_delete,
+                junction: None,
             };
             (other, this, relationship)
         }
@@ -584,6 +604,16 @@ pub async fn create_relationship(
         }
     }
     let dialect = sql_dialect(state.db.dialect());
+    if let Some(junction) = &relationship.junction {
+        let statements = junction_sql(dialect, junction, &holder.table, &target.table)?;
+        let undo = vec![format!("DROP TABLE {}", dialect.quote(junction))];
+        holder.relationships.push(relationship);
+        holder.version += 1;
+        holder.updated_at = now_millis();
+        run_change(state, &statements, &undo, Change::Update(&holder)).await?;
+        announce_change(state, &holder.project_id).await;
+        return Ok(holder);
+    }
     let columns = holder.columns();
     let mut statements =
         ddl::add_column_sql(dialect, &holder.table, &columns, &relationship.column())
@@ -606,7 +636,47 @@ pub async fn create_relationship(
     Ok(holder)
 }
 
-/// Removes a relationship: its reference column and index, and the reverse field.
+/// The junction table of a many-to-many relationship: one row per link, removed
+/// with either document (the database keeps that even if the server did not).
+fn junction_sql(
+    dialect: super::model::SqlDialect,
+    junction: &str,
+    holder: &str,
+    related: &str,
+) -> AppResult<Vec<String>> {
+    ddl::check_table_name(junction).map_err(ddl_error)?;
+    let q = |name: &str| dialect.quote(name);
+    Ok(match dialect {
+        super::model::SqlDialect::Sqlite => vec![
+            format!(
+                "CREATE TABLE {j} (a_id TEXT NOT NULL REFERENCES {h} (id) ON DELETE CASCADE, \
+                 b_id TEXT NOT NULL REFERENCES {r} (id) ON DELETE CASCADE, PRIMARY KEY (a_id, b_id))",
+                j = q(junction),
+                h = q(holder),
+                r = q(related)
+            ),
+            format!(
+                "CREATE INDEX {} ON {} (b_id, a_id)",
+                q(&format!("{junction}_b")),
+                q(junction)
+            ),
+        ],
+        super::model::SqlDialect::MySql => vec![format!(
+            "CREATE TABLE {j} (a_id VARCHAR(36) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, \
+             b_id VARCHAR(36) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, \
+             PRIMARY KEY (a_id, b_id), KEY j_b (b_id, a_id), \
+             FOREIGN KEY (a_id) REFERENCES {h} (id) ON DELETE CASCADE, \
+             FOREIGN KEY (b_id) REFERENCES {r} (id) ON DELETE CASCADE) \
+             ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin",
+            j = q(junction),
+            h = q(holder),
+            r = q(related)
+        )],
+    })
+}
+
+/// Removes a relationship: its reference column and index (or its junction
+/// table), and the reverse field.
 async fn delete_relationship(
     state: &AppState,
     mut collection: Collection,
@@ -614,6 +684,15 @@ async fn delete_relationship(
 ) -> AppResult<Collection> {
     let key = relationship.key.as_str();
     let dialect = sql_dialect(state.db.dialect());
+    if let Some(junction) = &relationship.junction {
+        let statements = vec![format!("DROP TABLE {}", dialect.quote(junction))];
+        collection.relationships.retain(|r| r.key != key);
+        collection.version += 1;
+        collection.updated_at = now_millis();
+        run_change(state, &statements, &[], Change::Update(&collection)).await?;
+        announce_change(state, &collection.project_id).await;
+        return Ok(collection);
+    }
     let mut statements =
         ddl::drop_index_sql(dialect, &collection.table, &reference_index(relationship))
             .map_err(ddl_error)?;

@@ -23,7 +23,7 @@ use crate::graphql::types::{
 };
 
 use super::documents::{self, Access, Document, DocumentChanges, ListQuery, NewDocument, Paging};
-use super::filter::{CmpOp, Cursor, Field as FilterField, Filter, OrderBy};
+use super::filter::{CmpOp, Cursor, Field as FilterField, Filter, Link, OrderBy};
 use super::loader::RelatedLoader;
 use super::model::{Attribute, AttributeKind};
 use super::schema::{data_model, data_object, request_tx};
@@ -310,11 +310,23 @@ fn related_filter(
         });
     }
     let inner = filter_from_input(related, model, access, value, depth + 1)?;
-    Ok(Filter::Related {
-        field: FilterField::attribute(key),
-        table: related.table.clone(),
-        attrs: related.columns(),
-        filter: Box::new(inner),
+    Ok(match &relationship.junction {
+        Some(junction) => Filter::RelatedThrough {
+            link: Link {
+                junction: junction.clone(),
+                near: "a_id",
+                far: "b_id",
+            },
+            table: related.table.clone(),
+            attrs: related.columns(),
+            filter: Box::new(inner),
+        },
+        None => Filter::Related {
+            field: FilterField::attribute(key),
+            table: related.table.clone(),
+            attrs: related.columns(),
+            filter: Box::new(inner),
+        },
     })
 }
 
@@ -623,14 +635,34 @@ pub fn register_collection(
         if let Some(related) =
             model.collection(&collection.database_id, &relationship.related_collection)
         {
-            object_type =
-                object_type.field(reference_field(relationship.key.clone(), related.clone()));
+            object_type = object_type.field(match &relationship.junction {
+                Some(junction) => linked_field(
+                    relationship.key.clone(),
+                    related.clone(),
+                    Link {
+                        junction: junction.clone(),
+                        near: "b_id",
+                        far: "a_id",
+                    },
+                ),
+                None => reference_field(relationship.key.clone(), related.clone()),
+            });
         }
     }
     for (holder, relationship) in model.references_to(&collection) {
         if let Some(reverse) = &relationship.two_way_key {
-            object_type =
-                object_type.field(reverse_field(reverse.clone(), holder.clone(), relationship));
+            object_type = object_type.field(match &relationship.junction {
+                Some(junction) => linked_field(
+                    reverse.clone(),
+                    holder.clone(),
+                    Link {
+                        junction: junction.clone(),
+                        near: "a_id",
+                        far: "b_id",
+                    },
+                ),
+                None => reverse_field(reverse.clone(), holder.clone(), relationship),
+            });
         }
     }
     parts.add_type(object_type);
@@ -739,15 +771,10 @@ pub fn register_collection(
         ));
     }
     for relationship in &collection.relationships {
-        let about = "The id of the referenced document (null: none).";
-        create = create.field(
-            InputValue::new(relationship.key.as_str(), TypeRef::named(TypeRef::ID))
-                .description(about),
-        );
-        update = update.field(
-            InputValue::new(relationship.key.as_str(), TypeRef::named(TypeRef::ID))
-                .description(about),
-        );
+        let (ty, about) = reference_input(relationship);
+        create =
+            create.field(InputValue::new(relationship.key.as_str(), ty.clone()).description(about));
+        update = update.field(InputValue::new(relationship.key.as_str(), ty).description(about));
     }
     parts.add_type(create);
     parts.add_type(update);
@@ -936,10 +963,8 @@ fn register_bulk_and_atomic(
         ));
     }
     for relationship in &collection.relationships {
-        upsert = upsert.field(InputValue::new(
-            relationship.key.as_str(),
-            TypeRef::named(TypeRef::ID),
-        ));
+        let (ty, about) = reference_input(relationship);
+        upsert = upsert.field(InputValue::new(relationship.key.as_str(), ty).description(about));
     }
     parts.add_type(upsert);
     parts.add_type(
@@ -1505,6 +1530,62 @@ fn reverse_field(
     .argument(InputValue::new(
         "orderBy",
         TypeRef::named_nn_list(format!("{holder_type}OrderBy")),
+    ))
+    .argument(InputValue::new("first", TypeRef::named(TypeRef::INT)))
+    .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING)))
+    .argument(InputValue::new("last", TypeRef::named(TypeRef::INT)))
+    .argument(InputValue::new("before", TypeRef::named(TypeRef::STRING)))
+}
+
+/// The input type of a relationship field: one id, or the full list of linked
+/// ids for a many-to-many one.
+fn reference_input(relationship: &super::Relationship) -> (TypeRef, &'static str) {
+    if relationship.junction.is_some() {
+        (
+            TypeRef::named_nn_list(TypeRef::ID),
+            "The ids of the linked documents: replaces the links (empty or null: none).",
+        )
+    } else {
+        (
+            TypeRef::named(TypeRef::ID),
+            "The id of the referenced document (null: none).",
+        )
+    }
+}
+
+/// A many-to-many field (`post.tags`, or the reverse `tag.posts`): the linked
+/// documents of `listed`, filtered, ordered and paged.
+fn linked_field(name: String, listed: Arc<Collection>, link: Link) -> Field {
+    let listed_type = listed.names.type_name.clone();
+    Field::new(
+        name,
+        TypeRef::named_nn(format!("{listed_type}Connection")),
+        move |ctx| {
+            let (listed, link) = (listed.clone(), link.clone());
+            FieldFuture::new(async move {
+                let id = match ctx.parent_value.as_value() {
+                    Some(Value::Object(map)) => match map.get("id") {
+                        Some(Value::String(id)) => id.clone(),
+                        _ => return Ok(None),
+                    },
+                    _ => return Ok(None),
+                };
+                let scope = Filter::LinkedTo { link, id };
+                let value = connection_of(&ctx, &listed, Some(scope)).await?;
+                Ok(Some(FieldValue::value(value)))
+            })
+        },
+    )
+    .description(format!(
+        "The linked `{listed_type}` documents, filtered, ordered and paged."
+    ))
+    .argument(InputValue::new(
+        "filter",
+        TypeRef::named(format!("{listed_type}Filter")),
+    ))
+    .argument(InputValue::new(
+        "orderBy",
+        TypeRef::named_nn_list(format!("{listed_type}OrderBy")),
     ))
     .argument(InputValue::new("first", TypeRef::named(TypeRef::INT)))
     .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING)))
