@@ -823,6 +823,68 @@ async fn search_needs_a_fulltext_index_and_then_finds_every_word() {
         found["posts"]["nodes"],
         json!([{"title": "Rust and SQLite"}])
     );
+
+    // The index follows every write: new, changed and deleted documents, any case,
+    // word prefixes, and input that is not search syntax.
+    let write =
+        "mutation($id: ID!, $t: String!) { upsertPost(input: {id: $id, title: $t}) { id } }";
+    app.as_key(
+        &key,
+        "default",
+        write,
+        json!({"id": "n1", "t": "RUSTY sqlite tools"}),
+    )
+    .await
+    .ok();
+    app.as_key(
+        &key,
+        "default",
+        write,
+        json!({"id": "n2", "t": "nothing here"}),
+    )
+    .await
+    .ok();
+    app.as_key(
+        &key,
+        "default",
+        write,
+        json!({"id": "n2", "t": "rust meets SQLite"}),
+    )
+    .await
+    .ok();
+    let titles = |answer: Value| -> Vec<String> {
+        let mut titles: Vec<String> = answer["posts"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["title"].as_str().unwrap().to_string())
+            .collect();
+        titles.sort();
+        titles
+    };
+    let found = app.post(json!({"query": search}), &[]).await.ok();
+    assert_eq!(
+        titles(found),
+        ["RUSTY sqlite tools", "Rust and SQLite", "rust meets SQLite"]
+    );
+    app.as_key(
+        &key,
+        "default",
+        "mutation { deletePost(input: {id: \"n2\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let found = app.post(json!({"query": search}), &[]).await.ok();
+    assert_eq!(titles(found), ["RUSTY sqlite tools", "Rust and SQLite"]);
+    let odd = app
+        .post(json!({"query": "{ posts(filter: {title: {search: \"\\\"rust OR * NEAR(\"}}) { totalCount } }"}), &[])
+        .await
+        .ok();
+    assert_eq!(
+        odd["posts"]["totalCount"], 0,
+        "search syntax in the input is only text"
+    );
     app.shutdown().await;
 }
 

@@ -629,6 +629,69 @@ pub fn fulltext_index_covers(indexes: &[Index], key: &str) -> bool {
     })
 }
 
+/// The FTS5 table of a SQLite full-text index on attribute `key`.
+pub fn fts_table(table: &str, key: &str) -> String {
+    format!("{table}_fts_{key}")
+}
+
+/// Which FTS5 row holds which document: FTS5 rows have integer ids, documents
+/// have text ones.
+pub fn fts_map_table(table: &str, key: &str) -> String {
+    format!("{table}_ftm_{key}")
+}
+
+fn fts_trigger(table: &str, key: &str, which: &str) -> String {
+    format!("{table}_fts_{key}_{which}")
+}
+
+/// A SQLite full-text index: an FTS5 table of the attribute's words (Unicode
+/// aware, case-insensitive, like MariaDB's), a map from its rows to documents,
+/// filled with the existing documents and kept current by triggers, so every
+/// write, in any transaction, updates it atomically.
+fn sqlite_fts_sql(table: &str, key: &str) -> Vec<String> {
+    let q = |name: &str| SqlDialect::Sqlite.quote(name);
+    let (t, fts, map) = (
+        q(table),
+        q(&fts_table(table, key)),
+        q(&fts_map_table(table, key)),
+    );
+    let column = q(&format!("a_{key}"));
+    let trigger = |which: &str| q(&fts_trigger(table, key, which));
+    vec![
+        format!("CREATE VIRTUAL TABLE {fts} USING fts5(body, tokenize = 'unicode61')"),
+        format!(
+            "CREATE TABLE {map} (doc_id TEXT NOT NULL PRIMARY KEY, fts_rowid INTEGER NOT NULL)"
+        ),
+        format!(
+            "INSERT INTO {fts} (rowid, body) SELECT rowid, {column} FROM {t} WHERE {column} IS NOT NULL"
+        ),
+        format!(
+            "INSERT INTO {map} (doc_id, fts_rowid) SELECT id, rowid FROM {t} WHERE {column} IS NOT NULL"
+        ),
+        format!(
+            "CREATE TRIGGER {} AFTER INSERT ON {t} WHEN new.{column} IS NOT NULL BEGIN \
+             INSERT INTO {fts} (body) VALUES (new.{column}); \
+             INSERT INTO {map} (doc_id, fts_rowid) VALUES (new.id, last_insert_rowid()); END",
+            trigger("ai")
+        ),
+        format!(
+            "CREATE TRIGGER {} AFTER DELETE ON {t} BEGIN \
+             DELETE FROM {fts} WHERE rowid = (SELECT fts_rowid FROM {map} WHERE doc_id = old.id); \
+             DELETE FROM {map} WHERE doc_id = old.id; END",
+            trigger("ad")
+        ),
+        format!(
+            "CREATE TRIGGER {} AFTER UPDATE OF {column} ON {t} BEGIN \
+             DELETE FROM {fts} WHERE rowid = (SELECT fts_rowid FROM {map} WHERE doc_id = old.id); \
+             DELETE FROM {map} WHERE doc_id = old.id; \
+             INSERT INTO {fts} (body) SELECT new.{column} WHERE new.{column} IS NOT NULL; \
+             INSERT INTO {map} (doc_id, fts_rowid) SELECT new.id, last_insert_rowid() \
+             WHERE new.{column} IS NOT NULL; END",
+            trigger("au")
+        ),
+    ]
+}
+
 /// The case-insensitive copy of a string attribute that a MariaDB full-text
 /// index covers (see [`create_index_sql`]).
 pub fn search_column(key: &str) -> String {
@@ -655,7 +718,10 @@ pub fn create_index_sql(
     check_table_name(table)?;
     index.validate(attrs)?;
     if index.kind == IndexKind::Fulltext && dialect == SqlDialect::Sqlite {
-        return Ok(Vec::new());
+        let [key] = index.attributes.as_slice() else {
+            return Err(index.invalid("a full-text index covers exactly one attribute"));
+        };
+        return Ok(sqlite_fts_sql(table, key));
     }
     if index.kind == IndexKind::Fulltext {
         // InnoDB keeps full-text tokens lower-cased on disk but compares them with
@@ -728,7 +794,25 @@ pub fn drop_index_sql(
     }
     let name = dialect.quote(&index_name(dialect, table, &index.key));
     Ok(match (dialect, index.kind) {
-        (SqlDialect::Sqlite, IndexKind::Fulltext) => Vec::new(),
+        (SqlDialect::Sqlite, IndexKind::Fulltext) => match index.attributes.first() {
+            Some(key) if is_valid_key(key) => {
+                let q = |name: &str| dialect.quote(name);
+                let mut statements: Vec<String> = ["ai", "ad", "au"]
+                    .iter()
+                    .map(|t| format!("DROP TRIGGER IF EXISTS {}", q(&fts_trigger(table, key, t))))
+                    .collect();
+                statements.push(format!(
+                    "DROP TABLE IF EXISTS {}",
+                    q(&fts_table(table, key))
+                ));
+                statements.push(format!(
+                    "DROP TABLE IF EXISTS {}",
+                    q(&fts_map_table(table, key))
+                ));
+                statements
+            }
+            _ => Vec::new(),
+        },
         (SqlDialect::Sqlite, _) => vec![format!("DROP INDEX {name}")],
         (SqlDialect::MySql, IndexKind::Fulltext) => {
             let mut statements = vec![format!("DROP INDEX {name} ON {}", dialect.quote(table))];
@@ -1013,16 +1097,19 @@ mod tests {
                 "ALTER TABLE `c_1` DROP COLUMN `a_body`"
             ]
         );
-        // SQLite has no full-text index: nothing to create or drop.
-        assert!(
-            create_index_sql(SqlDialect::Sqlite, "c_1", &attrs, &ft)
-                .unwrap()
-                .is_empty()
-        );
-        assert!(
-            drop_index_sql(SqlDialect::Sqlite, "c_1", &ft)
-                .unwrap()
-                .is_empty()
+        // SQLite: an FTS5 table, its map to documents and three triggers.
+        let created = create_index_sql(SqlDialect::Sqlite, "c_1", &attrs, &ft).unwrap();
+        assert!(created[0].starts_with("CREATE VIRTUAL TABLE \"c_1_fts_body\" USING fts5"));
+        assert_eq!(created.len(), 7);
+        assert_eq!(
+            drop_index_sql(SqlDialect::Sqlite, "c_1", &ft).unwrap(),
+            [
+                "DROP TRIGGER IF EXISTS \"c_1_fts_body_ai\"",
+                "DROP TRIGGER IF EXISTS \"c_1_fts_body_ad\"",
+                "DROP TRIGGER IF EXISTS \"c_1_fts_body_au\"",
+                "DROP TABLE IF EXISTS \"c_1_fts_body\"",
+                "DROP TABLE IF EXISTS \"c_1_ftm_body\""
+            ]
         );
         assert!(fulltext_index_covers(
             &[ft.clone(), index("b", IndexKind::Fulltext, &["body"])],

@@ -446,8 +446,15 @@ async fn list_impl(
     let columns = collection.columns();
     let where_clause = |builder: &mut QueryBuilder<'_, Any>| -> AppResult<()> {
         builder.push(" WHERE ");
-        filter::push_filter(builder, dialect, ALIAS, &columns, &query.filter)
-            .map_err(filter_error)?;
+        filter::push_filter_in(
+            builder,
+            dialect,
+            Some(&collection.table),
+            ALIAS,
+            &columns,
+            &query.filter,
+        )
+        .map_err(filter_error)?;
         if let Reach::PerDocument(roles) = &reach {
             push_reach(builder, collection, roles, Action::Read)?;
         }

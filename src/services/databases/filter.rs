@@ -393,6 +393,9 @@ struct Table<'a> {
     dialect: SqlDialect,
     alias: &'a str,
     attrs: &'a [Attribute],
+    /// The collection's table, when known: SQLite's `search` reads its FTS5
+    /// index (see `ddl::create_index_sql`); without it, it scans with `LIKE`.
+    name: Option<&'a str>,
 }
 
 impl<'a> Table<'a> {
@@ -414,6 +417,7 @@ impl<'a> Table<'a> {
             dialect,
             alias,
             attrs,
+            name: None,
         })
     }
 
@@ -480,7 +484,8 @@ impl<'a> Table<'a> {
                 })?;
                 // Nested subqueries get longer aliases, so each level has its own.
                 let alias = format!("{}_r", self.alias);
-                let inner = Table::new(self.dialect, &alias, attrs)?;
+                let mut inner = Table::new(self.dialect, &alias, attrs)?;
+                inner.name = Some(table);
                 // MariaDB: ids use the table's `utf8mb4_bin`, string columns
                 // `utf8mb4_nopad_bin`; comparing the two needs one collation.
                 let collate = match self.dialect {
@@ -510,7 +515,8 @@ impl<'a> Table<'a> {
                     reason: err.to_string(),
                 })?;
                 let alias = format!("{}_r", self.alias);
-                let inner = Table::new(self.dialect, &alias, attrs)?;
+                let mut inner = Table::new(self.dialect, &alias, attrs)?;
+                inner.name = Some(table);
                 let q = |name: &str| self.dialect.quote(name);
                 out.sql(format!(
                     "{}.{} IN (SELECT {near} FROM {junction} WHERE {far} IN (SELECT {a}.{id} FROM {t} {a} WHERE ",
@@ -712,6 +718,30 @@ impl<'a> Table<'a> {
                 }
                 let e = &col.expr;
                 match self.dialect {
+                    SqlDialect::Sqlite if self.name.is_some() => {
+                        let (Some(table), Source::Attr(attr)) = (self.name, col.source) else {
+                            return Err(col.invalid("search applies to string attributes"));
+                        };
+                        let Some(terms) = fts5_terms(query) else {
+                            out.sql("1=0");
+                            return Ok(());
+                        };
+                        let (fts, map) = (
+                            super::ddl::fts_table(table, &attr.key),
+                            super::ddl::fts_map_table(table, &attr.key),
+                        );
+                        let q = |name: &str| self.dialect.quote(name);
+                        out.sql(format!(
+                            "{}.{} IN (SELECT doc_id FROM {} WHERE fts_rowid IN (SELECT rowid FROM {} WHERE {} MATCH ",
+                            q(self.alias),
+                            q("id"),
+                            q(&map),
+                            q(&fts),
+                            q(&fts)
+                        ))
+                        .bind(SqlValue::Text(terms))
+                        .sql("))");
+                    }
                     SqlDialect::Sqlite => {
                         let words: Vec<&str> = query.split_whitespace().collect();
                         if words.is_empty() {
@@ -790,6 +820,16 @@ fn like_escape(value: &str) -> String {
 /// The boolean-mode query for MariaDB: every word required, as a prefix. The
 /// boolean-mode operators are removed from the input first, so that a client's
 /// text is only ever words.
+/// An FTS5 query: every word as a quoted prefix (`"rust"* "sql"*`), so no
+/// character of the input is FTS5 syntax.
+fn fts5_terms(query: &str) -> Option<String> {
+    let terms: Vec<String> = query
+        .split_whitespace()
+        .map(|word| format!("\"{}\"*", word.replace('"', "\"\"")))
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" "))
+}
+
 fn fulltext_terms(query: &str) -> Option<String> {
     let cleaned: String = query
         .chars()
@@ -852,7 +892,27 @@ pub fn push_filter(
     attrs: &[Attribute],
     filter: &Filter,
 ) -> Result<(), FilterError> {
-    let table = Table::new(dialect, table_alias, attrs)?;
+    push_filter_in(builder, dialect, None, table_alias, attrs, filter)
+}
+
+/// [`push_filter`] on the collection table `table`, whose full-text indexes
+/// `search` uses on SQLite.
+pub fn push_filter_in(
+    builder: &mut QueryBuilder<'_, Any>,
+    dialect: SqlDialect,
+    table: Option<&str>,
+    table_alias: &str,
+    attrs: &[Attribute],
+    filter: &Filter,
+) -> Result<(), FilterError> {
+    let mut table_ref = Table::new(dialect, table_alias, attrs)?;
+    if let Some(name) = table {
+        super::ddl::check_table_name(name).map_err(|err| FilterError::Internal {
+            reason: err.to_string(),
+        })?;
+        table_ref.name = Some(name);
+    }
+    let table = table_ref;
     check_complexity(filter, 1, &mut 0)?;
     let mut out = Fragment::default();
     table.compile(filter, &mut out)?;

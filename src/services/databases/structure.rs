@@ -358,6 +358,17 @@ async fn drop_collection(state: &AppState, collection: &Collection) -> AppResult
         .filter_map(|r| r.junction.as_deref())
         .map(|junction| format!("DROP TABLE {}", dialect.quote(junction)))
         .collect();
+    // SQLite's full-text indexes are tables of their own.
+    if dialect == super::model::SqlDialect::Sqlite {
+        for index in collection
+            .indexes
+            .iter()
+            .filter(|i| i.kind == IndexKind::Fulltext)
+        {
+            statements
+                .extend(ddl::drop_index_sql(dialect, &collection.table, index).map_err(ddl_error)?);
+        }
+    }
     statements.extend(ddl::drop_table_sql(dialect, &collection.table).map_err(ddl_error)?);
     run_change(state, &statements, &[], Change::Delete(collection)).await
 }
