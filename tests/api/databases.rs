@@ -1077,3 +1077,59 @@ async fn many_to_many_links_list_both_ways_filter_and_unlink() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_new_collection_is_served_at_once_by_every_replica() {
+    if crate::helpers::test_redis().is_none() {
+        eprintln!("skipped: set NIMBUS_TEST_REDIS_URL and NIMBUS_TEST_DATABASE_URL to run");
+        return;
+    }
+    let first = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = first.config.clone();
+    config.data_dir = dir.path().to_path_buf();
+    let server = nimbus::Server::start(config.clone())
+        .await
+        .expect("second replica starts");
+    let second = crate::helpers::from_server(server, first.admin_key.clone(), config, dir);
+
+    // The second replica has built (and cached) the schema without `posts`.
+    let before = second
+        .post(json!({"query": "{ posts { totalCount } }"}), &[])
+        .await;
+    assert_eq!(before.code(), "GRAPHQL_VALIDATION_FAILED");
+    blog(&first).await;
+    let deadline = std::time::Instant::now() + crate::helpers::WAIT;
+    loop {
+        let answer = second
+            .post(json!({"query": "{ posts { totalCount } }"}), &[])
+            .await;
+        if answer.body.get("errors").is_none() {
+            assert_eq!(answer.body["data"]["posts"]["totalCount"], 0);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second replica kept its old schema: {:#}",
+            answer.body
+        );
+        tokio::task::yield_now().await;
+    }
+    let key = first.create_key("default", &["documents.write"]).await;
+    first
+        .as_key(
+            &key,
+            "default",
+            "mutation { createPost(input: {id: \"shared\", title: \"from the first\"}) { id } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    let seen = second
+        .post(json!({"query": "{ post(id: \"shared\") { title } }"}), &[])
+        .await
+        .ok();
+    assert_eq!(seen["post"]["title"], "from the first");
+    second.shutdown().await;
+    first.shutdown().await;
+}
