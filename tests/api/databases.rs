@@ -471,6 +471,95 @@ async fn bad_structure_and_bad_values_get_clear_codes() {
         .await;
     assert_eq!(other_order.code(), "INVALID_CURSOR");
 
+    // Filters nested too deep: 11 levels of the filter itself, and 1,000 levels of JSON.
+    let mut nested = json!({"title": {"eq": "x"}});
+    for _ in 0..11 {
+        nested = json!({"and": [nested]});
+    }
+    let deep = app
+        .post(json!({"query": "query($f: PostFilter) { posts(filter: $f) { totalCount } }", "variables": {"f": nested}}), &[])
+        .await;
+    assert_eq!(deep.code(), "FILTER_TOO_COMPLEX");
+    let mut very_deep = String::from("{\"title\": {\"eq\": \"x\"}}");
+    for _ in 0..1000 {
+        very_deep = format!("{{\"and\": [{very_deep}]}}");
+    }
+    let body = format!(
+        "{{\"query\": \"query($f: PostFilter) {{ posts(filter: $f) {{ totalCount }} }}\", \"variables\": {{\"f\": {very_deep}}}}}"
+    );
+    let response = app
+        .client
+        .post(format!("{}/v1/graphql", app.url))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        400,
+        "a 1,000-deep filter is refused before it is read"
+    );
+    assert!(
+        app.post(json!({"query": "{ __typename }"}), &[]).await.body["data"]["__typename"]
+            == "Query",
+        "the server is fine"
+    );
+
+    // SQL in every string position is data, an invalid name, or refused.
+    let injected = "x'); DROP TABLE posts; --";
+    let stored = app
+        .as_key(
+            &key,
+            "default",
+            create,
+            json!({"input": {"title": injected}}),
+        )
+        .await
+        .ok();
+    assert_eq!(stored["createPost"]["title"], injected);
+    let by_id = app
+        .post(json!({"query": "query($id: ID!) { post(id: $id) { id } }", "variables": {"id": injected}}), &[])
+        .await
+        .ok();
+    assert_eq!(by_id["post"], Value::Null);
+    let bad_id = app
+        .as_key(
+            &key,
+            "default",
+            create,
+            json!({"input": {"title": "t", "id": injected}}),
+        )
+        .await;
+    assert_eq!(bad_id.code(), "INVALID_ID");
+    let bad_collection = app
+        .admin(CREATE_COLLECTION, json!({"input": {"databaseId": "blog", "id": injected, "name": "x", "graphqlName": "Injected"}}))
+        .await;
+    assert_eq!(bad_collection.code(), "INVALID_ID");
+
+    // A cursor from another collection.
+    app.admin(
+        CREATE_COLLECTION,
+        json!({"input": {"databaseId": "blog", "id": "notes", "name": "notes", "permissions": ["read(\"any\")"], "attributes": [{"key": "text", "type": "STRING", "size": 10}]}}),
+    )
+    .await
+    .ok();
+    let posts_cursor = app
+        .post(
+            json!({"query": "{ posts(first: 1) { pageInfo { endCursor } } }"}),
+            &[],
+        )
+        .await
+        .ok();
+    let cursor = posts_cursor["posts"]["pageInfo"]["endCursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let elsewhere = app
+        .post(json!({"query": "query($c: String) { notes(after: $c) { totalCount } }", "variables": {"c": cursor}}), &[])
+        .await;
+    assert_eq!(elsewhere.code(), "INVALID_CURSOR");
+
     // Adding an attribute to a collection with data; a unique index over duplicates.
     let added = app
         .as_key(&key, "default", "mutation { createAttribute(input: {databaseId: \"blog\", collectionId: \"posts\", attribute: {key: \"rating\", type: FLOAT, default: 2.5}}) { attributes { key } } }", json!({}))
