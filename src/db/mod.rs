@@ -74,9 +74,14 @@ impl Db {
                 format!("cannot create data directory {}", config.data_dir.display())
             })?;
         }
+        // No ping before each use: a request's reads would pay a round trip each.
+        // A broken connection fails its statement and is dropped; idle ones are
+        // closed well before MariaDB's `wait_timeout` (8 h) could cut them.
         let mut options = AnyPoolOptions::new()
             .max_connections(config.database_max_connections.max(1))
-            .acquire_timeout(connect_timeout);
+            .acquire_timeout(connect_timeout)
+            .test_before_acquire(false)
+            .idle_timeout(Duration::from_secs(600));
         if dialect == Dialect::Sqlite {
             options = options.after_connect(|conn, _meta| {
                 Box::pin(async move {
