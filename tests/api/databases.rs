@@ -691,6 +691,23 @@ async fn relationships_resolve_both_ways_filter_across_and_keep_integrity() {
     let four = crate::statements::statements_of("FourPostsWithAuthors");
     assert_eq!(fifty, 4, "SQL statements for 50 posts with their authors");
     assert_eq!(four, fifty, "statements do not grow with the page");
+    // And the other way: every author's first posts, and their totals, in one batch.
+    let per_author = app
+        .post(json!({"query": "query AuthorsWithPosts { authors(orderBy: [{name: ASC}]) { nodes { name posts(first: 2, orderBy: [{views: DESC}]) { totalCount nodes { title } pageInfo { hasNextPage } } } } }", "operationName": "AuthorsWithPosts"}), &[])
+        .await
+        .ok();
+    assert_eq!(
+        per_author["authors"]["nodes"],
+        json!([
+            {"name": "Ann", "posts": {"totalCount": 25, "nodes": [{"title": "Post 48"}, {"title": "Post 46"}], "pageInfo": {"hasNextPage": true}}},
+            {"name": "Bob", "posts": {"totalCount": 25, "nodes": [{"title": "Post 49"}, {"title": "Post 47"}], "pageInfo": {"hasNextPage": true}}}
+        ])
+    );
+    assert_eq!(
+        crate::statements::statements_of("AuthorsWithPosts"),
+        5,
+        "authors and their permissions, then one window of posts, their permissions and their counts"
+    );
 
     // Backward, with its own filter and order.
     let reverse = app

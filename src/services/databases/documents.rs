@@ -165,8 +165,17 @@ fn q(dialect: SqlDialect, name: &str) -> String {
 
 /// `SELECT d.id, d.created_at, d.updated_at, d.a_… FROM <table> d`.
 fn select_from(dialect: SqlDialect, collection: &Collection) -> String {
+    format!(
+        "SELECT {} FROM {} {ALIAS}",
+        selected_columns(dialect, collection),
+        q(dialect, &collection.table)
+    )
+}
+
+/// `d.id, d.created_at, d.updated_at, d.a_…`: what a document is read from.
+fn selected_columns(dialect: SqlDialect, collection: &Collection) -> String {
     let mut sql = format!(
-        "SELECT {ALIAS}.{}, {ALIAS}.{}, {ALIAS}.{}",
+        "{ALIAS}.{}, {ALIAS}.{}, {ALIAS}.{}",
         q(dialect, "id"),
         q(dialect, "created_at"),
         q(dialect, "updated_at")
@@ -174,7 +183,6 @@ fn select_from(dialect: SqlDialect, collection: &Collection) -> String {
     for attribute in &collection.columns() {
         sql.push_str(&format!(", {ALIAS}.{}", q(dialect, &attribute.column())));
     }
-    sql.push_str(&format!(" FROM {} {ALIAS}", q(dialect, &collection.table)));
     sql
 }
 
@@ -547,6 +555,146 @@ fn given<'v>(attribute: &Attribute, value: Option<&'v Value>) -> Option<&'v Valu
         Some(Value::Null) if attribute.default.is_some() => None,
         other => other,
     }
+}
+
+/// How the documents of a batched list belong to their parents.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ParentScope {
+    /// The listed documents' reference column `a_<key>` holds the parent's id.
+    Reference(String),
+    /// A junction links them: `near` holds the listed ids, `far` the parents'.
+    Junction(super::filter::Link),
+}
+
+/// The first page of a list for each of many parents, in one query (a window
+/// per parent) and, when asked, their totals in one more: `author.posts` of a
+/// whole page of authors costs two statements, not one per author.
+#[allow(clippy::too_many_arguments)]
+pub fn list_for_parents<'a>(
+    conn: &'a mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &'a Collection,
+    access: &'a Access,
+    scope: &'a ParentScope,
+    filter: &'a Filter,
+    orders: &'a [OrderBy],
+    limit: usize,
+    want_total: bool,
+    parents: &'a [String],
+) -> BoxFuture<'a, AppResult<HashMap<String, Listed>>> {
+    Box::pin(async move {
+        let mut pages: HashMap<String, Listed> = parents
+            .iter()
+            .map(|p| {
+                (
+                    p.clone(),
+                    Listed {
+                        documents: Vec::new(),
+                        has_more: false,
+                        total: want_total.then_some(0),
+                    },
+                )
+            })
+            .collect();
+        let reach = reach(collection, access, Action::Read);
+        if matches!(reach, Reach::None) || parents.is_empty() {
+            return Ok(pages);
+        }
+        check_search_indexes(collection, filter)?;
+        let columns = collection.columns();
+        let limit = limit.min(MAX_PAGE);
+        let (parent, join) = match scope {
+            ParentScope::Reference(key) => (
+                format!("{ALIAS}.{}", q(dialect, &format!("a_{key}"))),
+                String::new(),
+            ),
+            ParentScope::Junction(link) => {
+                super::ddl::check_table_name(&link.junction)
+                    .map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
+                (
+                    format!("nimbus_j.{}", q(dialect, link.far)),
+                    format!(
+                        " JOIN {} nimbus_j ON nimbus_j.{} = {ALIAS}.{}",
+                        q(dialect, &link.junction),
+                        q(dialect, link.near),
+                        q(dialect, "id")
+                    ),
+                )
+            }
+        };
+        let conditions = |builder: &mut QueryBuilder<'_, Any>| -> AppResult<()> {
+            builder.push(format!(" WHERE {parent} IN ("));
+            let mut list = builder.separated(", ");
+            for id in parents {
+                list.push_bind(id.clone());
+            }
+            list.push_unseparated(") AND ");
+            filter::push_filter_in(
+                builder,
+                dialect,
+                Some(&collection.table),
+                ALIAS,
+                &columns,
+                filter,
+            )
+            .map_err(filter_error)?;
+            if let Reach::PerDocument(roles) = &reach {
+                push_reach(builder, collection, roles, Action::Read)?;
+            }
+            Ok(())
+        };
+        let order = filter::order_by_sql(dialect, ALIAS, &columns, orders).map_err(filter_error)?;
+        let mut builder = QueryBuilder::<Any>::new(format!(
+            "SELECT * FROM (SELECT {}, {parent} AS nimbus_parent, ROW_NUMBER() OVER (PARTITION BY {parent}{order}) AS nimbus_rn FROM {} {ALIAS}{join}",
+            selected_columns(dialect, collection),
+            q(dialect, &collection.table)
+        ));
+        conditions(&mut builder)?;
+        builder
+            .push(") nimbus_ranked WHERE nimbus_rn <= ")
+            .push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
+            .push(" ORDER BY nimbus_parent, nimbus_rn");
+        let rows = builder.build().fetch_all(&mut *conn).await?;
+        let mut found: Vec<(String, Document, Cursor)> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let owner: String = row.try_get("nimbus_parent")?;
+            let rank: i64 = row.try_get("nimbus_rn")?;
+            if let Some(page) = pages.get_mut(&owner)
+                && usize::try_from(rank).unwrap_or(usize::MAX) > limit
+            {
+                page.has_more = true;
+                continue;
+            }
+            found.push((
+                owner,
+                document_from(collection, row)?,
+                cursor_for_row(row, &columns, orders).map_err(filter_error)?,
+            ));
+        }
+        let mut documents: Vec<Document> = found.iter().map(|(_, d, _)| d.clone()).collect();
+        load_permissions(conn, dialect, collection, &mut documents).await?;
+        for ((owner, _, cursor), document) in found.into_iter().zip(documents) {
+            if let Some(page) = pages.get_mut(&owner) {
+                page.documents.push((document, cursor));
+            }
+        }
+        if want_total {
+            let mut count = QueryBuilder::<Any>::new(format!(
+                "SELECT {parent} AS nimbus_parent, COUNT(*) AS nimbus_count FROM {} {ALIAS}{join}",
+                q(dialect, &collection.table)
+            ));
+            conditions(&mut count)?;
+            count.push(format!(" GROUP BY {parent}"));
+            for row in count.build().fetch_all(&mut *conn).await? {
+                let owner: String = row.try_get("nimbus_parent")?;
+                let total: i64 = row.try_get("nimbus_count")?;
+                if let Some(page) = pages.get_mut(&owner) {
+                    page.total = Some(total);
+                }
+            }
+        }
+        Ok(pages)
+    })
 }
 
 /// `search` needs a FULLTEXT index on its attribute, on both backends, so that

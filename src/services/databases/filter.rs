@@ -197,7 +197,7 @@ pub enum Filter {
 /// A junction table seen from one side: the column holding this side's ids
 /// (`near`) and the one holding the other side's (`far`). Names are the
 /// server's own, never client input.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Link {
     pub junction: String,
     pub near: &'static str,
@@ -1094,6 +1094,33 @@ fn push_order_by(
         table.dialect.quote("id"),
         direction(id_desc)
     ));
+}
+
+/// ` ORDER BY …, id` in the order `orders` (the same rules as
+/// [`push_order_and_cursor`]), as text: for a window's `OVER (PARTITION BY …
+/// ORDER BY …)`. It holds no values, only quoted identifiers.
+pub fn order_by_sql(
+    dialect: SqlDialect,
+    table_alias: &str,
+    attrs: &[Attribute],
+    orders: &[OrderBy],
+) -> Result<String, FilterError> {
+    let table = Table::new(dialect, table_alias, attrs)?;
+    let columns = order_columns(&table, orders)?;
+    let mut out = Fragment::default();
+    push_order_by(&table, &columns, false, &mut out);
+    let mut sql = String::new();
+    for part in out.parts {
+        match part {
+            Part::Sql(text) => sql.push_str(&text),
+            Part::Bind(_) => {
+                return Err(FilterError::Internal {
+                    reason: "an order holds no values".into(),
+                });
+            }
+        }
+    }
+    Ok(sql)
 }
 
 /// Appends the keyset condition (with a cursor), `ORDER BY` and `LIMIT` of a

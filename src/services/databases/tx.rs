@@ -20,7 +20,7 @@ use crate::bus::{BusMessage, Event};
 use crate::db::{Db, Dialect};
 use crate::error::{AppError, AppResult};
 
-use super::loader::RelatedLoader;
+use super::loader::{ListLoader, RelatedLoader};
 
 /// The transaction of one request, begun by its first write.
 pub struct RequestTx {
@@ -29,6 +29,8 @@ pub struct RequestTx {
     events: std::sync::Mutex<Vec<Event>>,
     /// Batches the reads of referenced documents; made on first use.
     related: std::sync::OnceLock<DataLoader<RelatedLoader>>,
+    /// Batches the first pages of lists across relationships; made on first use.
+    lists: std::sync::OnceLock<DataLoader<ListLoader>>,
 }
 
 /// A connection to run statements on: the request's transaction, or a pooled
@@ -64,6 +66,7 @@ impl RequestTx {
             open: Mutex::new(None),
             events: std::sync::Mutex::new(Vec::new()),
             related: std::sync::OnceLock::new(),
+            lists: std::sync::OnceLock::new(),
         })
     }
 
@@ -123,6 +126,12 @@ impl RequestTx {
     pub fn has_writes(&self) -> bool {
         // Locked means a document operation is running right now.
         self.open.try_lock().map_or(true, |open| open.is_some())
+    }
+
+    /// The request's loader of lists across relationships, made on first use.
+    pub fn list_loader(&self, make: impl FnOnce() -> ListLoader) -> &DataLoader<ListLoader> {
+        self.lists
+            .get_or_init(|| DataLoader::new(make(), |batch| tokio::spawn(batch.in_current_span())))
     }
 
     /// Queues an event to publish once the transaction commits.

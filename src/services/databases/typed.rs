@@ -24,7 +24,7 @@ use crate::graphql::types::{
 
 use super::documents::{self, Access, Document, DocumentChanges, ListQuery, NewDocument, Paging};
 use super::filter::{CmpOp, Cursor, Field as FilterField, Filter, Link, OrderBy};
-use super::loader::RelatedLoader;
+use super::loader::{ListKey, ListLoader, ListSpec, RelatedLoader};
 use super::model::{Attribute, AttributeKind};
 use super::schema::{data_model, data_object, request_tx};
 use crate::auth::permissions::{Action, allows};
@@ -1381,41 +1381,13 @@ async fn connection_of(
     } else {
         (listed.has_more, had_after)
     };
-    let cursors: Vec<String> = listed
-        .documents
-        .iter()
-        .map(|(_, c)| encode_cursor(collection, &orders, c))
-        .collect();
-    let nodes: Vec<Value> = listed
-        .documents
-        .iter()
-        .map(|(d, _)| node_value(d))
-        .collect();
-    let edges = nodes
-        .iter()
-        .zip(&cursors)
-        .map(|(node, cursor)| {
-            object([
-                ("cursor", Value::from(cursor.as_str())),
-                ("node", node.clone()),
-            ])
-        })
-        .collect();
-    let cursor_value = |c: Option<&String>| c.map_or(Value::Null, |c| Value::from(c.as_str()));
-    Ok(object([
-        ("edges", Value::List(edges)),
-        ("nodes", Value::List(nodes)),
-        (
-            "pageInfo",
-            object([
-                ("hasNextPage", Value::from(has_next)),
-                ("hasPreviousPage", Value::from(has_previous)),
-                ("startCursor", cursor_value(cursors.first())),
-                ("endCursor", cursor_value(cursors.last())),
-            ]),
-        ),
-        ("totalCount", Value::from(listed.total.unwrap_or(0))),
-    ]))
+    Ok(connection_value(
+        collection,
+        &orders,
+        &listed,
+        has_next,
+        has_previous,
+    ))
 }
 
 /// The field of a reference (`post.author`): the referenced document, read in a
@@ -1462,6 +1434,7 @@ fn reverse_field(
     relationship: &super::Relationship,
 ) -> Field {
     let key = relationship.key.clone();
+    let reference_key = relationship.key.clone();
     let holder_type = holder.names.type_name.clone();
     let scope = move |ctx: &ResolverContext<'_>| -> Option<Filter> {
         match ctx.parent_value.as_value() {
@@ -1510,12 +1483,27 @@ fn reverse_field(
         name,
         TypeRef::named_nn(format!("{holder_type}Connection")),
         move |ctx| {
-            let (holder, scope) = (holder.clone(), scope.clone());
+            let (holder, scope, key) = (holder.clone(), scope.clone(), reference_key.clone());
             FieldFuture::new(async move {
                 let Some(filter) = scope(&ctx) else {
                     return Ok(None);
                 };
-                let value = connection_of(&ctx, &holder, Some(filter)).await?;
+                let Filter::Cmp {
+                    value: Json::String(parent),
+                    ..
+                } = &filter
+                else {
+                    return Ok(None);
+                };
+                let parent = parent.clone();
+                let value = related_list(
+                    &ctx,
+                    &holder,
+                    documents::ParentScope::Reference(key),
+                    filter,
+                    parent,
+                )
+                .await?;
                 Ok(Some(FieldValue::value(value)))
             })
         },
@@ -1570,8 +1558,18 @@ fn linked_field(name: String, listed: Arc<Collection>, link: Link) -> Field {
                     },
                     _ => return Ok(None),
                 };
-                let scope = Filter::LinkedTo { link, id };
-                let value = connection_of(&ctx, &listed, Some(scope)).await?;
+                let scope = Filter::LinkedTo {
+                    link: link.clone(),
+                    id: id.clone(),
+                };
+                let value = related_list(
+                    &ctx,
+                    &listed,
+                    documents::ParentScope::Junction(link),
+                    scope,
+                    id,
+                )
+                .await?;
                 Ok(Some(FieldValue::value(value)))
             })
         },
@@ -1591,4 +1589,118 @@ fn linked_field(name: String, listed: Arc<Collection>, link: Link) -> Field {
     .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING)))
     .argument(InputValue::new("last", TypeRef::named(TypeRef::INT)))
     .argument(InputValue::new("before", TypeRef::named(TypeRef::STRING)))
+}
+
+/// The value of a connection (`edges`, `nodes`, `pageInfo`, `totalCount`) of
+/// a page read in the order `orders`.
+fn connection_value(
+    collection: &Collection,
+    orders: &[OrderBy],
+    listed: &documents::Listed,
+    has_next: bool,
+    has_previous: bool,
+) -> Value {
+    let cursors: Vec<String> = listed
+        .documents
+        .iter()
+        .map(|(_, c)| encode_cursor(collection, orders, c))
+        .collect();
+    let nodes: Vec<Value> = listed
+        .documents
+        .iter()
+        .map(|(d, _)| node_value(d))
+        .collect();
+    let edges = nodes
+        .iter()
+        .zip(&cursors)
+        .map(|(node, cursor)| {
+            object([
+                ("cursor", Value::from(cursor.as_str())),
+                ("node", node.clone()),
+            ])
+        })
+        .collect();
+    let cursor_value = |c: Option<&String>| c.map_or(Value::Null, |c| Value::from(c.as_str()));
+    object([
+        ("edges", Value::List(edges)),
+        ("nodes", Value::List(nodes)),
+        (
+            "pageInfo",
+            object([
+                ("hasNextPage", Value::from(has_next)),
+                ("hasPreviousPage", Value::from(has_previous)),
+                ("startCursor", cursor_value(cursors.first())),
+                ("endCursor", cursor_value(cursors.last())),
+            ]),
+        ),
+        ("totalCount", Value::from(listed.total.unwrap_or(0))),
+    ])
+}
+
+/// One parent's list across a relationship (`author.posts(...)`): a first page
+/// is loaded in one batch with the same list of every other parent in the
+/// request; paging on from a cursor (or from the end) is a query of its own.
+async fn related_list(
+    ctx: &ResolverContext<'_>,
+    listed: &Arc<Collection>,
+    scope: documents::ParentScope,
+    scope_filter: Filter,
+    parent: String,
+) -> AppResult<Value> {
+    let paging = ["after", "before", "last"]
+        .iter()
+        .any(|name| ctx.args.get(name).is_some_and(|v| !v.is_null()));
+    if paging {
+        return connection_of(ctx, listed, Some(scope_filter)).await;
+    }
+    let access = Access::of(caller(ctx)?, false)?;
+    let model = data_model(ctx)?;
+    let filter_json = arg_json(ctx, "filter")?;
+    let filter = match &filter_json {
+        Some(input) => filter_from_input(listed, model, &access, input, 0)?,
+        None => Filter::default(),
+    };
+    let order_json = arg_json(ctx, "orderBy")?;
+    let orders = orders_from_input(order_json.as_ref())?;
+    let first = count_arg(ctx, "first")?.unwrap_or(DEFAULT_FIRST);
+    let want_total = ctx.look_ahead().field("totalCount").exists();
+    let signature = serde_json::to_string(&(&filter_json, &order_json, first, want_total))
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
+    let tx = request_tx(ctx)?;
+    let state = app(ctx)?.clone();
+    let loader = tx.list_loader(|| ListLoader {
+        state,
+        tx: Arc::downgrade(tx),
+        access: access.clone(),
+        model: model.clone(),
+    });
+    let key = ListKey {
+        database: listed.database_id.clone(),
+        collection: listed.id.clone(),
+        scope,
+        spec: Arc::new(ListSpec {
+            signature,
+            filter,
+            orders: orders.clone(),
+            limit: first,
+            want_total,
+        }),
+        parent,
+    };
+    let page = loader
+        .load_one(key)
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("{}", e.message)))?
+        .unwrap_or(documents::Listed {
+            documents: Vec::new(),
+            has_more: false,
+            total: want_total.then_some(0),
+        });
+    Ok(connection_value(
+        listed,
+        &orders,
+        &page,
+        page.has_more,
+        false,
+    ))
 }
