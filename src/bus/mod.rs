@@ -54,6 +54,10 @@ pub struct Event {
     pub timestamp: i64,
     /// The resource after the change (before it, for a delete).
     pub payload: serde_json::Value,
+    /// The resource before an update, for subscribers that watch a filtered set
+    /// (is it leaving or entering?).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<serde_json::Value>,
     /// Roles that may read the resource (`any`, `user:ID`, `team:ID/owner`, ...).
     pub read_roles: Vec<String>,
     /// The scope an API key needs to receive it.

@@ -1239,3 +1239,108 @@ async fn a_new_collection_is_served_at_once_by_every_replica() {
     second.shutdown().await;
     first.shutdown().await;
 }
+
+#[tokio::test]
+async fn typed_subscriptions_follow_a_filtered_set_with_enter_and_leave() {
+    let app = spawn_app().await;
+    blog(&app).await;
+    let key = app.create_key("default", &["documents.write"]).await;
+    let mut ws = crate::helpers::WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({})).await.expect("ack");
+    ws.subscribe(
+        "1",
+        "subscription { postChanged(filter: {published: {eq: true}, views: {gt: 100}}) { type node { id title views } previous { views } } }",
+    )
+    .await;
+    let write = |query: &'static str, variables: Value| {
+        let (app, key) = (&app, key.clone());
+        async move { app.as_key(&key, "default", query, variables).await.ok() }
+    };
+    let create = "mutation($id: ID!, $views: Int, $published: Boolean) { createPost(input: {id: $id, title: $id, views: $views, published: $published}) { id } }";
+    // Live once a matching post is heard of.
+    let deadline = std::time::Instant::now() + crate::helpers::WAIT;
+    let mut n = 0;
+    loop {
+        n += 1;
+        write(
+            create,
+            json!({"id": format!("warm{n}"), "views": 500, "published": true}),
+        )
+        .await;
+        if let Some(message) = ws.socket_next_within_short_time().await {
+            assert_eq!(
+                message["payload"]["data"]["postChanged"]["type"], "CREATE",
+                "{message}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscription never went live"
+        );
+    }
+    while ws.socket_next_within_short_time().await.is_some() {}
+
+    // Outside the set: nothing. Into it by an update, out of it, deleted inside it.
+    write(
+        create,
+        json!({"id": "quiet", "views": 50, "published": true}),
+    )
+    .await;
+    write(
+        "mutation { updatePost(input: {id: \"quiet\", views: 150}) { id } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        changed(&mut ws).await,
+        json!({"type": "UPDATE", "node": {"id": "quiet", "title": "quiet", "views": 150}, "previous": {"views": 50}})
+    );
+    write(
+        "mutation { updatePost(input: {id: \"quiet\", published: false}) { id } }",
+        json!({}),
+    )
+    .await;
+    let left = changed(&mut ws).await;
+    assert_eq!(left["type"], "LEAVE");
+    assert_eq!(left["node"]["id"], "quiet");
+    write(
+        "mutation { updatePost(input: {id: \"quiet\", views: 151}) { id } }",
+        json!({}),
+    )
+    .await;
+    write(
+        "mutation { deletePost(input: {id: \"warm1\"}) { deletedId } }",
+        json!({}),
+    )
+    .await;
+    let deleted = changed(&mut ws).await;
+    assert_eq!(
+        deleted["type"], "DELETE",
+        "the change outside the set was not delivered"
+    );
+    assert_eq!(deleted["node"]["id"], "warm1");
+
+    // A subscription to one document; and a filter with a type error is refused.
+    ws.subscribe(
+        "2",
+        "subscription { postChanged(id: \"warm2\") { type node { title } } }",
+    )
+    .await;
+    ws.subscribe(
+        "3",
+        "subscription { postChanged(filter: {views: {gt: \"many\"}}) { type } }",
+    )
+    .await;
+    let refused = ws.next_json().await.expect("an answer");
+    assert_eq!(refused["id"], "3", "{refused}");
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED",
+        "{refused}"
+    );
+    app.shutdown().await;
+}
+
+async fn changed(ws: &mut crate::helpers::WsClient) -> Value {
+    ws.next_json().await.expect("an event")["payload"]["data"]["postChanged"].clone()
+}

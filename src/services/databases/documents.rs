@@ -963,6 +963,7 @@ async fn load_for_write(
 }
 
 /// See [`update_impl`]; boxed so that resolvers can hold the future across awaits.
+/// Returns the document before and after the change.
 pub fn update<'a>(
     conn: &'a mut AnyConnection,
     dialect: SqlDialect,
@@ -971,7 +972,7 @@ pub fn update<'a>(
     id: &'a str,
     changes: DocumentChanges,
     model: &'a DataModel,
-) -> BoxFuture<'a, AppResult<Document>> {
+) -> BoxFuture<'a, AppResult<(Document, Document)>> {
     Box::pin(update_impl(
         conn, dialect, collection, access, id, changes, model,
     ))
@@ -985,7 +986,7 @@ async fn update_impl(
     id: &str,
     changes: DocumentChanges,
     model: &DataModel,
-) -> AppResult<Document> {
+) -> AppResult<(Document, Document)> {
     let current = load_for_write(conn, dialect, collection, access, id, Action::Update).await?;
     if let Some(expected) = changes.expected_updated_at
         && expected != current.updated_at
@@ -1040,9 +1041,10 @@ async fn update_impl(
         write_permissions(conn, dialect, collection, id, permissions, true).await?;
     }
     write_links(conn, dialect, collection, model, id, &changes.data).await?;
-    get(conn, dialect, collection, &Access::Server, id)
+    let updated = get(conn, dialect, collection, &Access::Server, id)
         .await?
-        .ok_or_else(|| not_found(id))
+        .ok_or_else(|| not_found(id))?;
+    Ok((current, updated))
 }
 
 /// Adds `by` (negative to subtract) to a numeric attribute, refusing a result
@@ -1059,7 +1061,7 @@ pub fn increment<'a>(
     key: &'a str,
     by: f64,
     bound: Option<f64>,
-) -> BoxFuture<'a, AppResult<Document>> {
+) -> BoxFuture<'a, AppResult<(Document, Document)>> {
     Box::pin(async move {
         let attribute = collection
             .attribute(key)
@@ -1126,9 +1128,10 @@ pub fn increment<'a>(
             .push(" WHERE id = ")
             .push_bind(id.to_string());
         builder.build().execute(&mut *conn).await?;
-        get(conn, dialect, collection, &Access::Server, id)
+        let updated = get(conn, dialect, collection, &Access::Server, id)
             .await?
-            .ok_or_else(|| not_found(id))
+            .ok_or_else(|| not_found(id))?;
+        Ok((current, updated))
     })
 }
 
@@ -1473,7 +1476,12 @@ async fn check_references(
 /// The realtime event of a document change (`create`, `update`, `delete`):
 /// readable by the roles the collection grants `read`, and with document security
 /// by those the document grants.
-pub fn event(collection: &Collection, document: &Document, action: &str) -> Event {
+pub fn event(
+    collection: &Collection,
+    document: &Document,
+    action: &str,
+    previous: Option<&Document>,
+) -> Event {
     let channel = collection.channel();
     let mut read_roles: Vec<String> = collection
         .permissions
@@ -1517,6 +1525,7 @@ pub fn event(collection: &Collection, document: &Document, action: &str) -> Even
         ],
         timestamp: now_millis(),
         payload: document.to_json(collection),
+        previous: previous.map(|d| d.to_json(collection)),
         read_roles,
         key_scope: "documents.read".into(),
     }

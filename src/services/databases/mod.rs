@@ -8,6 +8,7 @@ pub mod ddl;
 pub mod documents;
 pub mod filter;
 pub mod loader;
+pub mod matcher;
 pub mod model;
 pub mod naming;
 pub mod schema;

@@ -1372,7 +1372,7 @@ fn register_documents(parts: &mut SchemaParts) {
                     let mut conn = tx.writer().await?;
                     documents::create(&mut conn, sql_dialect(state.db.dialect()), &collection, &access, new, data_model(&ctx)?).await?
                 };
-                tx.publish_after_commit(documents::event(&collection, &document, "create"));
+                tx.publish_after_commit(documents::event(&collection, &document, "create", None));
                 Ok(Some(FieldValue::value(document_value(&collection, &document))))
             })
         })
@@ -1396,11 +1396,11 @@ fn register_documents(parts: &mut SchemaParts) {
                         .map(|t| crate::graphql::types::parse_datetime("expectedUpdatedAt", t))
                         .transpose()?,
                 };
-                let document = {
+                let (previous, document) = {
                     let mut conn = tx.writer().await?;
                     documents::update(&mut conn, sql_dialect(state.db.dialect()), &collection, &access, &input.id, changes, data_model(&ctx)?).await?
                 };
-                tx.publish_after_commit(documents::event(&collection, &document, "update"));
+                tx.publish_after_commit(documents::event(&collection, &document, "update", Some(&previous)));
                 Ok(Some(FieldValue::value(document_value(&collection, &document))))
             })
         })
@@ -1420,7 +1420,7 @@ fn register_documents(parts: &mut SchemaParts) {
                     documents::delete(&mut conn, sql_dialect(state.db.dialect()), &collection, &access, &input.id, data_model(&ctx)?).await?
                 };
                 for (holder, document) in &deleted {
-                    tx.publish_after_commit(documents::event(holder, document, "delete"));
+                    tx.publish_after_commit(documents::event(holder, document, "delete", None));
                 }
                 Ok(Some(FieldValue::value(object([("deletedId", Value::from(input.id))]))))
             })

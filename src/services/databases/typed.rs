@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use async_graphql::dynamic::{
     Enum, Field, FieldFuture, FieldValue, InputObject, InputValue, Object, ResolverContext, Scalar,
-    TypeRef,
+    SubscriptionField, SubscriptionFieldFuture, TypeRef,
 };
 use async_graphql::{Name, Value};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::StreamExt as _;
 use serde_json::{Map, Value as Json};
 
 use crate::error::{AppError, AppResult};
@@ -141,6 +142,12 @@ pub fn register_shared(parts: &mut SchemaParts) {
             )
     };
     parts.add_type(comparisons("IDFilter", TypeRef::ID, "Conditions on an id."));
+    parts.add_type(
+        Enum::new("DocumentChangeType")
+            .description("What happened to a document in a watched set: created in it, changed in it (or changed into it), deleted, or changed out of it.")
+            .items(["CREATE", "UPDATE", "DELETE", "LEAVE"]),
+    );
+
     for (name, scalar) in FILTERED {
         let mut filter = comparisons(
             &format!("{name}Filter"),
@@ -905,11 +912,11 @@ pub fn register_collection(
                 let access = Access::of(caller(&ctx)?, true)?;
                 let dialect = sql_dialect(app(&ctx)?.db.dialect());
                 let tx = request_tx(&ctx)?;
-                let document = {
+                let (previous, document) = {
                     let mut conn = tx.writer().await?;
                     documents::update(&mut conn, dialect, &collection, &access, &id, changes, data_model(&ctx)?).await?
                 };
-                tx.publish_after_commit(documents::event(&collection, &document, "update"));
+                tx.publish_after_commit(documents::event(&collection, &document, "update", Some(&previous)));
                 Ok(Some(FieldValue::value(node_value(&document))))
             })
         })
@@ -933,7 +940,7 @@ pub fn register_collection(
                     documents::delete(&mut conn, dialect, &collection, &access, &id, data_model(&ctx)?).await?
                 };
                 for (holder, document) in &deleted {
-                    tx.publish_after_commit(documents::event(holder, document, "delete"));
+                    tx.publish_after_commit(documents::event(holder, document, "delete", None));
                 }
                 Ok(Some(FieldValue::value(object([("deletedId", Value::from(id))]))))
             })
@@ -942,6 +949,7 @@ pub fn register_collection(
         .argument(InputValue::new("input", TypeRef::named_nn(format!("Delete{t}Input")))),
     );
     register_bulk_and_atomic(parts, &collection, &plural_cap);
+    register_subscription(parts, &collection);
 }
 
 /// `upsertPost`, `updatePosts`, `deletePosts(filter)`, `incrementPost`,
@@ -1000,17 +1008,18 @@ fn register_bulk_and_atomic(
                 let dialect = sql_dialect(app(&ctx)?.db.dialect());
                 let model = data_model(&ctx)?;
                 let tx = request_tx(&ctx)?;
-                let (document, action) = {
+                let (previous, document, action) = {
                     let mut conn = tx.writer().await?;
                     if documents::exists(&mut conn, dialect, &collection, &id).await? {
                         let changes = DocumentChanges { data, permissions, expected_updated_at: None };
-                        (documents::update(&mut conn, dialect, &collection, &access, &id, changes, model).await?, "update")
+                        let (previous, document) = documents::update(&mut conn, dialect, &collection, &access, &id, changes, model).await?;
+                        (Some(previous), document, "update")
                     } else {
                         let new = NewDocument { id: Some(id), data, permissions };
-                        (documents::create(&mut conn, dialect, &collection, &access, new, model).await?, "create")
+                        (None, documents::create(&mut conn, dialect, &collection, &access, new, model).await?, "create")
                     }
                 };
-                tx.publish_after_commit(documents::event(&collection, &document, action));
+                tx.publish_after_commit(documents::event(&collection, &document, action, previous.as_ref()));
                 Ok(Some(FieldValue::value(node_value(&document))))
             })
         })
@@ -1057,7 +1066,7 @@ fn register_bulk_and_atomic(
                                 .transpose()?,
                         };
                         let id = id.unwrap_or_default();
-                        let document = {
+                        let (previous, document) = {
                             let mut conn = tx.writer().await?;
                             documents::update(
                                 &mut conn,
@@ -1070,7 +1079,12 @@ fn register_bulk_and_atomic(
                             )
                             .await?
                         };
-                        tx.publish_after_commit(documents::event(&collection, &document, "update"));
+                        tx.publish_after_commit(documents::event(
+                            &collection,
+                            &document,
+                            "update",
+                            Some(&previous),
+                        ));
                         updated.push(FieldValue::value(node_value(&document)));
                     }
                     Ok(Some(FieldValue::list(updated)))
@@ -1144,7 +1158,7 @@ fn register_bulk_and_atomic(
                             Ok(deleted) => {
                                 for (holder, document) in &deleted {
                                     tx.publish_after_commit(documents::event(
-                                        holder, document, "delete",
+                                        holder, document, "delete", None,
                                     ));
                                 }
                                 deleted_ids.push(Value::from(document.id.as_str()));
@@ -1254,7 +1268,7 @@ fn register_bulk_and_atomic(
                     let access = Access::of(caller(&ctx)?, true)?;
                     let dialect = sql_dialect(app(&ctx)?.db.dialect());
                     let tx = request_tx(&ctx)?;
-                    let document = {
+                    let (previous, document) = {
                         let mut conn = tx.writer().await?;
                         documents::increment(
                             &mut conn,
@@ -1268,7 +1282,12 @@ fn register_bulk_and_atomic(
                         )
                         .await?
                     };
-                    tx.publish_after_commit(documents::event(&collection, &document, "update"));
+                    tx.publish_after_commit(documents::event(
+                        &collection,
+                        &document,
+                        "update",
+                        Some(&previous),
+                    ));
                     Ok(Some(FieldValue::value(node_value(&document))))
                 })
             })
@@ -1316,7 +1335,7 @@ async fn create_one_impl(
         )
         .await?
     };
-    tx.publish_after_commit(documents::event(collection, &document, "create"));
+    tx.publish_after_commit(documents::event(collection, &document, "create", None));
     Ok(document)
 }
 
@@ -1703,4 +1722,148 @@ async fn related_list(
         page.has_more,
         false,
     ))
+}
+
+/// The object value of a document as an event carries it (`$id`, `$createdAt`,
+/// …, then the attributes by key).
+fn node_value_from_event(payload: &Json) -> Value {
+    let Json::Object(map) = payload else {
+        return Value::Null;
+    };
+    let mut node = async_graphql::indexmap::IndexMap::new();
+    for (key, value) in map {
+        let name = match key.as_str() {
+            "$id" => "id",
+            "$createdAt" => "createdAt",
+            "$updatedAt" => "updatedAt",
+            "$permissions" => "permissions",
+            "$collectionId" | "$databaseId" => continue,
+            other => other,
+        };
+        node.insert(Name::new(name), json_to_value(value.clone()));
+    }
+    Value::Object(node)
+}
+
+/// What a change means to a subscriber watching the set `filter` describes:
+/// nothing, or the change type to deliver.
+fn change_for(
+    filter: &Filter,
+    collection: &Collection,
+    action: &str,
+    document: &serde_json::Map<String, Json>,
+    previous: Option<&serde_json::Map<String, Json>>,
+) -> Option<&'static str> {
+    let now = super::matcher::matches(filter, collection, document);
+    match action {
+        "create" => now.then_some("CREATE"),
+        "delete" => now.then_some("DELETE"),
+        "update" => {
+            let before = previous.is_some_and(|p| super::matcher::matches(filter, collection, p));
+            match (before, now) {
+                (_, true) => Some("UPDATE"),
+                (true, false) => Some("LEAVE"),
+                (false, false) => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// `postChanged(filter, id)`: the changes to the documents in a filtered set (or
+/// one document), typed like queries; a document leaving the set by an update
+/// arrives once as LEAVE.
+fn register_subscription(parts: &mut SchemaParts, collection: &Arc<Collection>) {
+    let t = collection.names.type_name.clone();
+    parts.add_type(
+        Object::new(format!("{t}Event"))
+            .description(format!("A change to a watched `{t}`."))
+            .field(entry(
+                "type".into(),
+                TypeRef::named_nn("DocumentChangeType"),
+                "What happened.".into(),
+            ))
+            .field(entry(
+                "node".into(),
+                TypeRef::named_nn(t.as_str()),
+                "The document after the change (before it, for DELETE).".into(),
+            ))
+            .field(entry(
+                "previous".into(),
+                TypeRef::named(t.as_str()),
+                "The document before an update.".into(),
+            )),
+    );
+    let c = collection.clone();
+    parts.subscription(
+        SubscriptionField::new(
+            format!("{}Changed", collection.names.single),
+            TypeRef::named_nn(format!("{t}Event")),
+            move |ctx| {
+                let collection = c.clone();
+                SubscriptionFieldFuture::new(async move {
+                    let state = app(&ctx)?.clone();
+                    let caller = caller(&ctx)?.clone();
+                    let access = Access::of(&caller, false)?;
+                    let model = data_model(&ctx)?.clone();
+                    let filter = match arg_json(&ctx, "filter")? {
+                        Some(input) => filter_from_input(&collection, &model, &access, &input, 0)?,
+                        None => Filter::default(),
+                    };
+                    super::matcher::check_evaluable(&filter)?;
+                    // The same checks as a query's: unknown fields, wrong types.
+                    let mut probe = sqlx::QueryBuilder::<sqlx::Any>::new("");
+                    super::filter::push_filter(
+                        &mut probe,
+                        sql_dialect(state.db.dialect()),
+                        "d",
+                        &collection.columns(),
+                        &filter,
+                    )
+                    .map_err(documents::filter_error)?;
+                    let only = match ctx.args.get("id") {
+                        Some(v) if !v.is_null() => Some(v.string()?.to_string()),
+                        _ => None,
+                    };
+                    let channel = collection.channel();
+                    let wanted = move |event: &crate::bus::Event| event.channels.contains(&channel);
+                    let events = crate::services::realtime::caller_events(state, caller, wanted);
+                    Ok(events.filter_map(move |item| {
+                        let decided = match item {
+                            Err(err) => Some(Err(err)),
+                            Ok(message) => match &*message {
+                                crate::bus::BusMessage::Event(event) => {
+                                    let action = event
+                                        .events
+                                        .first()
+                                        .and_then(|e| e.rsplit('.').next())
+                                        .unwrap_or_default();
+                                    let document = event.payload.as_object();
+                                    let previous = event.previous.as_ref().and_then(Json::as_object);
+                                    let id_ok = only.as_deref().is_none_or(|id| {
+                                        document.and_then(|d| d.get("$id")).and_then(Json::as_str) == Some(id)
+                                    });
+                                    match document {
+                                        Some(document) if id_ok => change_for(&filter, &collection, action, document, previous).map(|kind| {
+                                            Ok(FieldValue::value(object([
+                                                ("type", Value::Enum(Name::new(kind))),
+                                                ("node", node_value_from_event(&event.payload)),
+                                                ("previous", event.previous.as_ref().map(node_value_from_event).unwrap_or(Value::Null)),
+                                            ])))
+                                        }),
+                                        _ => None,
+                                    }
+                                }
+                                _ => None,
+                            },
+                        };
+                        std::future::ready(decided)
+                    }))
+                })
+            },
+        )
+        .description(format!("Changes to `{t}` documents the caller may read: all of them, those matching `filter` (the list's filter; relationships excepted), or the one with `id`. An update that takes a document out of the filtered set arrives as LEAVE. Delivery is at most once: after a reconnect, re-query from the last `updatedAt` seen."))
+        .argument(InputValue::new("filter", TypeRef::named(format!("{t}Filter"))))
+        .argument(InputValue::new("id", TypeRef::named(TypeRef::ID))),
+    );
 }

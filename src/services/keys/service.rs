@@ -268,6 +268,7 @@ async fn publish(state: &AppState, key: &ApiKey, action: &str) {
         channels: vec!["keys".into(), format!("keys.{}", key.id)],
         timestamp: now_millis(),
         payload: key_json(key),
+        previous: None,
         read_roles: Vec::new(),
         key_scope: "keys.read".into(),
     };

@@ -12,7 +12,12 @@ use async_graphql::dynamic::{
 };
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::auth::Credential;
+use std::sync::Arc;
+
+use futures_util::{Stream, StreamExt as _};
+
+use crate::AppState;
+use crate::auth::{Caller, Credential};
 use crate::bus::{BusMessage, Event, channel_matches};
 use crate::error::{AppError, AppResult};
 use crate::graphql::SchemaParts;
@@ -65,6 +70,68 @@ fn event_value(event: &Event) -> Value {
     ])
 }
 
+/// The bus events of the caller's project that `wanted` selects and the caller
+/// may read, as they come (each an `Arc<BusMessage::Event>`). The stream ends
+/// with an error when the subscriber falls too far behind, its key is revoked,
+/// or its session ends or its user is blocked or deleted; a change of the user's
+/// roles applies to the next event.
+pub fn caller_events(
+    state: AppState,
+    mut caller: Caller,
+    wanted: impl Fn(&Event) -> bool + Send + 'static,
+) -> impl Stream<Item = Result<Arc<BusMessage>, async_graphql::Error>> + Send + 'static {
+    let own_key_revoked = caller.key().map(|k| format!("keys.{}.delete", k.key_id));
+    let mut messages = state.bus.subscribe();
+    let active = GaugeGuard::raise("nimbus_subscriptions_active");
+    async_stream::stream! {
+        let _active = active;
+        loop {
+            let message = match messages.recv().await {
+                Ok(message) => message,
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "dropping a realtime subscriber that fell behind");
+                    yield Err(crate::graphql::limits::coded(
+                        format!("the subscriber fell {missed} events behind and was dropped; resubscribe and re-query"),
+                        "SUBSCRIBER_TOO_SLOW",
+                    ).into());
+                    break;
+                }
+                Err(RecvError::Closed) => break,
+            };
+            let event = match &*message {
+                BusMessage::Event(event) => event,
+                BusMessage::UserChanged { project_id, user_id } => {
+                    // The subscriber's own user changed: signed out, blocked,
+                    // deleted, or new team roles. Reload or end.
+                    let Credential::Session(session) = &caller.credential else { continue };
+                    if session.user.project_id != *project_id || session.user.id != *user_id {
+                        continue;
+                    }
+                    match reload_session(&state, session).await {
+                        Ok(reloaded) => caller.credential = Credential::Session(reloaded),
+                        Err(err) => {
+                            yield Err(err.to_graphql());
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                BusMessage::ProjectChanged { .. } => continue,
+            };
+            if event.project_id != caller.project.id {
+                continue;
+            }
+            if own_key_revoked.as_ref().is_some_and(|name| event.events.contains(name)) {
+                yield Err(AppError::InvalidApiKey.to_graphql());
+                break;
+            }
+            if wanted(event) && caller.may_receive(event) {
+                yield Ok(message.clone());
+            }
+        }
+    }
+}
+
 pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
     parts.add_type(
         Object::new("RealtimeEvent")
@@ -94,7 +161,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
         SubscriptionField::new("realtime", TypeRef::named_nn("RealtimeEvent"), |ctx| {
             SubscriptionFieldFuture::new(async move {
                 let state = app(&ctx)?.clone();
-                let mut caller = caller(&ctx)?.clone();
+                let caller = caller(&ctx)?.clone();
                 let channels: Vec<String> = ctx
                     .args
                     .try_get("channels")?
@@ -103,60 +170,18 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                     .map(|v| v.string().map(str::to_string))
                     .collect::<Result<_, _>>()?;
                 check_channels(&channels)?;
-                let own_key_revoked = caller.key().map(|k| format!("keys.{}.delete", k.key_id));
-                let mut messages = state.bus.subscribe();
-                let active = GaugeGuard::raise("nimbus_subscriptions_active");
-                Ok(async_stream::stream! {
-                    let _active = active;
-                    loop {
-                        let message = match messages.recv().await {
-                            Ok(message) => message,
-                            Err(RecvError::Lagged(missed)) => {
-                                tracing::warn!(missed, "dropping a realtime subscriber that fell behind");
-                                yield Err(crate::graphql::limits::coded(
-                                    format!("the subscriber fell {missed} events behind and was dropped; resubscribe and re-query"),
-                                    "SUBSCRIBER_TOO_SLOW",
-                                ).into());
-                                break;
-                            }
-                            Err(RecvError::Closed) => break,
-                        };
-                        let event = match &*message {
-                            BusMessage::Event(event) => event,
-                            BusMessage::UserChanged { project_id, user_id } => {
-                                // The subscriber's own user changed: signed out, blocked,
-                                // deleted, or new team roles. Reload or end.
-                                let Credential::Session(session) = &caller.credential else { continue };
-                                if session.user.project_id != *project_id || session.user.id != *user_id {
-                                    continue;
-                                }
-                                match reload_session(&state, session).await {
-                                    Ok(reloaded) => caller.credential = Credential::Session(reloaded),
-                                    Err(err) => {
-                                        yield Err(err.to_graphql());
-                                        break;
-                                    }
-                                }
-                                continue;
-                            }
-                            BusMessage::ProjectChanged { .. } => continue,
-                        };
-                        if event.project_id != caller.project.id {
-                            continue;
-                        }
-                        if own_key_revoked.as_ref().is_some_and(|name| event.events.contains(name)) {
-                            yield Err(AppError::InvalidApiKey.to_graphql());
-                            break;
-                        }
-                        let wanted = event
-                            .channels
-                            .iter()
-                            .any(|c| channels.iter().any(|pattern| channel_matches(pattern, c)));
-                        if wanted && caller.may_receive(event) {
-                            yield Ok(FieldValue::value(event_value(event)));
-                        }
-                    }
-                })
+                let wanted = move |event: &Event| {
+                    event
+                        .channels
+                        .iter()
+                        .any(|c| channels.iter().any(|pattern| channel_matches(pattern, c)))
+                };
+                Ok(caller_events(state, caller, wanted).map(|item| {
+                    item.map(|message| match &*message {
+                        BusMessage::Event(event) => FieldValue::value(event_value(event)),
+                        _ => FieldValue::NULL,
+                    })
+                }))
             })
         })
         .description("Events on the given channels of the addressed project, e.g. `keys` or `keys.K`; a `*` segment matches any one segment. Only events the caller may read arrive.")
