@@ -790,6 +790,35 @@ impl Attribute {
         }
     }
 
+    /// A value as the client sees it, from the stored form a write produced:
+    /// what [`Self::from_sql_column`] would read back, without reading.
+    pub fn from_stored(&self, value: &SqlValue) -> Result<Value, ValueError> {
+        match (value, &self.kind) {
+            (SqlValue::Null, _) => Ok(Value::Null),
+            (SqlValue::Text(text), _) if self.array => {
+                let items: Vec<Value> = serde_json::from_str(text)
+                    .map_err(|e| self.unreadable(format!("not a JSON array: {e}")))?;
+                items
+                    .into_iter()
+                    .map(|item| self.element_from_stored(item))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Value::Array)
+            }
+            (SqlValue::Text(text), kind) if kind.is_textual() => Ok(Value::String(text.clone())),
+            (SqlValue::Int(i), AttributeKind::Integer { .. }) => Ok(Value::from(*i)),
+            (SqlValue::Int(i), AttributeKind::Float { .. }) => Ok(Value::from(*i as f64)),
+            (SqlValue::Float(f), AttributeKind::Float { .. }) => serde_json::Number::from_f64(*f)
+                .map(Value::Number)
+                .ok_or_else(|| self.unreadable("the number is not finite")),
+            (SqlValue::Bool(b), AttributeKind::Boolean) => Ok(Value::Bool(*b)),
+            (SqlValue::Int(i), AttributeKind::Boolean) => Ok(Value::Bool(*i != 0)),
+            (SqlValue::Int(millis), AttributeKind::Datetime) => millis_to_rfc3339(*millis)
+                .map(Value::String)
+                .ok_or_else(|| self.unreadable(format!("{millis} ms is not a printable datetime"))),
+            _ => Err(self.unreadable("the stored form does not fit the attribute's type")),
+        }
+    }
+
     /// One element of a stored array as the client sees it.
     fn element_from_stored(&self, item: Value) -> Result<Value, ValueError> {
         match (&self.kind, item) {
@@ -1635,6 +1664,15 @@ mod tests {
         let mut expected = full.clone();
         expected["scores"] = json!([1.5, 2.0, -0.25]);
         assert_eq!(read("full").await, expected);
+        // What a write answers without reading back is what a read returns.
+        for (id, doc) in [("full", &full), ("falsy", &falsy), ("empty", &json!({}))] {
+            let mut answered = serde_json::Map::new();
+            for a in &attrs {
+                let stored = a.value_for_write(doc.get(&a.key)).unwrap();
+                answered.insert(a.key.clone(), a.from_stored(&stored).unwrap());
+            }
+            assert_eq!(Value::Object(answered), read(id).await, "{id}");
+        }
         let falsy_back = read("falsy").await;
         assert_eq!(falsy_back["done"], json!(false));
         assert_eq!(falsy_back["count"], json!(0));
