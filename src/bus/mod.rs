@@ -64,6 +64,31 @@ pub struct Event {
     pub key_scope: String,
 }
 
+impl Event {
+    /// A change to the resource `name` (`teams.T`, `users.U`, …): the event
+    /// names `<name>.<action>` and `<pattern>.<action>` (the name with its ids as
+    /// `*`), stamped now. Channels, readers and the key scope are the caller's to
+    /// fill in.
+    pub fn change(
+        project_id: &str,
+        name: &str,
+        pattern: &str,
+        action: &str,
+        payload: serde_json::Value,
+    ) -> Event {
+        Event {
+            project_id: project_id.to_string(),
+            events: vec![format!("{name}.{action}"), format!("{pattern}.{action}")],
+            channels: Vec::new(),
+            timestamp: chrono::Utc::now().timestamp_millis(),
+            payload,
+            previous: None,
+            read_roles: Vec::new(),
+            key_scope: String::new(),
+        }
+    }
+}
+
 /// Health of the bus for `/health`.
 #[derive(Debug, Clone, Serialize)]
 pub struct BusHealth {

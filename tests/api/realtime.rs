@@ -450,3 +450,107 @@ async fn a_socket_that_never_initialises_is_closed() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn account_team_and_membership_changes_reach_the_users_they_concern() {
+    let app = spawn_app().await;
+    let sign_up = |email: &'static str| {
+        let app = &app;
+        async move {
+            app.post(json!({"query": "mutation($e: String!) { createAccount(input: {email: $e, password: \"realtime-password\"}) { id } }", "variables": {"e": email}}), &[]).await.ok();
+            let signed = app
+                .post(json!({"query": "mutation($e: String!) { createEmailPasswordSession(input: {email: $e, password: \"realtime-password\"}) { secret } }", "variables": {"e": email}}), &[])
+                .await
+                .ok();
+            signed["createEmailPasswordSession"]["secret"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let ann = sign_up("ann@example.com").await;
+    let bob = sign_up("bob@example.com").await;
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({"Authorization": format!("Bearer {ann}")}))
+        .await
+        .expect("ack");
+    ws.subscribe("1", "subscription { realtime(channels: [\"account\", \"teams\", \"memberships\"]) { events channels payload } }").await;
+    // Live once Ann hears of her own change.
+    let deadline = std::time::Instant::now() + crate::helpers::WAIT;
+    let mut n = 0;
+    loop {
+        n += 1;
+        app.as_session(
+            &ann,
+            "mutation($n: String!) { updateName(input: {name: $n}) { name } }",
+            json!({"n": format!("Ann {n}")}),
+        )
+        .await
+        .ok();
+        if let Some(message) = ws.socket_next_within_short_time().await {
+            let event = realtime_event(&message);
+            assert!(
+                event["events"][0].as_str().unwrap().ends_with(".update"),
+                "{event}"
+            );
+            assert!(
+                event["channels"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("account"))
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no account event reached Ann"
+        );
+    }
+    while ws.socket_next_within_short_time().await.is_some() {}
+
+    // Bob's changes are not Ann's business; her new team is.
+    app.as_session(
+        &bob,
+        "mutation { updateName(input: {name: \"Bob\"}) { name } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.as_session(
+        &ann,
+        "mutation { createTeam(input: {id: \"crew\", name: \"Crew\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let mut names = Vec::new();
+    while let Some(message) = ws.socket_next_within_short_time().await {
+        let event = realtime_event(&message);
+        names.push(event["events"][0].as_str().unwrap().to_string());
+    }
+    assert!(names.iter().any(|n| n == "teams.crew.create"), "{names:?}");
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("teams.crew.memberships.") && n.ends_with(".create")),
+        "{names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.contains("users.") || !n.contains("bob")),
+        "{names:?}"
+    );
+    let bob_id = app
+        .as_session(&bob, "{ account { id } }", json!({}))
+        .await
+        .ok()["account"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        names.iter().all(|n| !n.contains(&bob_id)),
+        "Bob's change reached Ann: {names:?}"
+    );
+    app.shutdown().await;
+}

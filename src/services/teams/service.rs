@@ -20,6 +20,58 @@ use crate::services::users::{Session, User, store as users_store};
 
 use super::{Membership, OWNER, Team, store};
 
+/// Tells subscribers about a team (`teams`, `teams.T`): its members may read it.
+async fn publish_team(state: &AppState, team: &Team, action: &str) {
+    let event = crate::bus::Event {
+        channels: vec!["teams".into(), format!("teams.{}", team.id)],
+        read_roles: vec![format!("team:{}", team.id)],
+        key_scope: "teams.read".into(),
+        ..crate::bus::Event::change(
+            &team.project_id,
+            &format!("teams.{}", team.id),
+            "teams.*",
+            action,
+            super::schema::team_value(team)
+                .into_json()
+                .unwrap_or_default(),
+        )
+    };
+    let _ = state
+        .bus
+        .publish(crate::bus::BusMessage::Event(event))
+        .await;
+}
+
+/// Tells subscribers about a membership (`memberships`, `memberships.M`,
+/// `teams.T`): the team's members and the member may read it.
+async fn publish_membership(state: &AppState, membership: &Membership, action: &str) {
+    let event = crate::bus::Event {
+        channels: vec![
+            "memberships".into(),
+            format!("memberships.{}", membership.id),
+            format!("teams.{}", membership.team_id),
+        ],
+        read_roles: vec![
+            format!("team:{}", membership.team_id),
+            format!("user:{}", membership.user_id),
+        ],
+        key_scope: "teams.read".into(),
+        ..crate::bus::Event::change(
+            &membership.project_id,
+            &format!("teams.{}.memberships.{}", membership.team_id, membership.id),
+            "teams.*.memberships.*",
+            action,
+            super::schema::membership_value(membership)
+                .into_json()
+                .unwrap_or_default(),
+        )
+    };
+    let _ = state
+        .bus
+        .publish(crate::bus::BusMessage::Event(event))
+        .await;
+}
+
 const MAX_NAME: usize = 128;
 const MAX_ROLES: usize = 100;
 
@@ -167,9 +219,11 @@ pub async fn create_team(
         store::insert_membership(&mut *tx, &membership).await?;
         tx.commit().await?;
         announce_user_change(state, &team.project_id, &me.user.id).await;
+        publish_membership(state, &membership, "create").await;
     } else {
         tx.commit().await?;
     }
+    publish_team(state, &team, "create").await;
     Ok(team)
 }
 
@@ -218,6 +272,7 @@ pub async fn rename_team(
         team.updated_at,
     )
     .await?;
+    publish_team(state, &team, "update").await;
     Ok(team)
 }
 
@@ -225,6 +280,8 @@ pub async fn rename_team(
 pub async fn delete_team(state: &AppState, caller: &Caller, id: &str) -> AppResult<()> {
     let team = managed_team(state, caller, id).await?;
     let members = store::list_memberships(state.db.pool(), &team.project_id, &team.id).await?;
+    // Told before the roles go, so the members may still read it.
+    publish_team(state, &team, "delete").await;
     store::delete_team(state.db.pool(), &team.project_id, &team.id).await?;
     for member in members {
         announce_user_change(state, &team.project_id, &member.user_id).await;
@@ -413,6 +470,7 @@ pub async fn create_membership(
         }
     }
     announce_user_change(state, &team.project_id, &user.id).await;
+    publish_membership(state, &membership, "create").await;
     Ok(membership)
 }
 
@@ -455,6 +513,7 @@ pub async fn accept_membership(
         membership.joined_at = Some(now);
         membership.updated_at = now;
         announce_user_change(state, &membership.project_id, &membership.user_id).await;
+        publish_membership(state, &membership, "update").await;
     }
     Ok(membership)
 }
@@ -521,6 +580,7 @@ pub async fn accept_invitation(
     .await?;
     let (session, secret) = create_session(state, &user, "invite", client).await?;
     announce_user_change(state, project_id, user_id).await;
+    publish_membership(state, &membership, "update").await;
     Ok((membership, session, secret))
 }
 
@@ -537,6 +597,7 @@ pub async fn update_membership_roles(
     membership.updated_at = now_millis();
     store::update_membership_roles(state.db.pool(), &membership).await?;
     announce_user_change(state, &membership.project_id, &membership.user_id).await;
+    publish_membership(state, &membership, "update").await;
     Ok(membership)
 }
 
@@ -561,6 +622,8 @@ pub async fn delete_membership(
             load_membership(state, &project_id, &team.id, id).await?
         }
     };
+    // Told before the roles go, so the member and the team may still read it.
+    publish_membership(state, &membership, "delete").await;
     store::delete_membership(state.db.pool(), &project_id, &membership.id).await?;
     announce_user_change(state, &project_id, &membership.user_id).await;
     Ok(())

@@ -412,6 +412,34 @@ pub(crate) async fn announce_user_change(state: &AppState, project_id: &str, use
             user_id: user_id.to_string(),
         })
         .await;
+    // Then the event subscribers see: on `account` for the user, on `users` for
+    // servers. The user's roles were already refreshed by the message above.
+    let user = store::find_user(state.db.pool(), project_id, user_id)
+        .await
+        .ok()
+        .flatten();
+    let (action, payload) = match &user {
+        Some(row) => (
+            "update",
+            crate::services::users::schema::user_value(&row.to_user())
+                .into_json()
+                .unwrap_or_default(),
+        ),
+        None => ("delete", serde_json::json!({ "id": user_id })),
+    };
+    let event = crate::bus::Event {
+        channels: vec!["account".into(), "users".into(), format!("users.{user_id}")],
+        read_roles: vec![format!("user:{user_id}")],
+        key_scope: "users.read".into(),
+        ..crate::bus::Event::change(
+            project_id,
+            &format!("users.{user_id}"),
+            "users.*",
+            action,
+            payload,
+        )
+    };
+    let _ = state.bus.publish(BusMessage::Event(event)).await;
 }
 
 pub(crate) async fn insert_new_user(
