@@ -57,6 +57,8 @@ pub struct AppInner {
     pub secret: String,
     /// Calls to third parties (OAuth2 providers): no redirects followed, bounded time.
     pub http: reqwest::Client,
+    /// Who is on which presence channel, on every replica.
+    pub presence: services::realtime::presence::PresenceRegistry,
 }
 
 /// A cheap handle on [`AppInner`].
@@ -110,6 +112,7 @@ impl AppState {
                 .user_agent(concat!("nimbus/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .context("cannot build the HTTP client")?,
+            presence: Default::default(),
         }));
         services::projects::service::ensure_default_project(&state)
             .await
@@ -174,6 +177,7 @@ pub struct Server {
     stop: Option<oneshot::Sender<()>>,
     serving: JoinHandle<std::io::Result<()>>,
     invalidations: JoinHandle<()>,
+    presence: JoinHandle<()>,
 }
 
 impl Server {
@@ -184,6 +188,7 @@ impl Server {
         let listen = config.listen;
         let state = AppState::open(config).await?;
         let invalidations = tokio::spawn(follow_project_changes(state.clone()));
+        let presence = tokio::spawn(services::realtime::presence::keep_alive(state.clone()));
         let admin_key = services::keys::service::bootstrap_admin_key(&state)
             .await
             .map_err(|e| anyhow::anyhow!("cannot create the first admin key: {}", e.message()))?;
@@ -208,6 +213,7 @@ impl Server {
             stop: Some(stop),
             serving,
             invalidations,
+            presence,
         })
     }
 
@@ -231,6 +237,7 @@ impl Server {
         }
         let served = (&mut self.serving).await;
         self.invalidations.abort();
+        self.presence.abort();
         self.state.close().await;
         served
             .context("the server task failed")?
@@ -254,6 +261,7 @@ async fn follow_project_changes(state: AppState) {
                 } => {
                     state.sessions.evict_user(project_id, user_id);
                 }
+                BusMessage::Presence(presence) => state.presence.apply(presence),
                 BusMessage::Event(_) => {}
             },
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {

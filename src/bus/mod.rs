@@ -39,6 +39,8 @@ pub enum BusMessage {
         #[serde(rename = "userId")]
         user_id: String,
     },
+    /// Someone joined, changed, left or is still on a presence channel.
+    Presence(crate::services::realtime::presence::Presence),
 }
 
 /// A change to a resource, as realtime subscribers see it.
@@ -120,6 +122,11 @@ impl Bus {
             local,
             redis: Some(Arc::new(redis)),
         })
+    }
+
+    /// Hands a message to this replica's subscribers only.
+    pub fn publish_local(&self, message: BusMessage) {
+        let _ = self.local.send(Arc::new(message));
     }
 
     /// Publishes a message to every replica. A failure is logged and returned; the

@@ -554,3 +554,64 @@ async fn account_team_and_membership_changes_reach_the_users_they_concern() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn presence_shows_who_is_on_a_channel_and_follows_their_state() {
+    let app = spawn_app().await;
+    app.post(json!({"query": "mutation { createAccount(input: {email: \"ann@example.com\", password: \"presence-password\"}) { id } }"}), &[]).await.ok();
+    let signed = app
+        .post(json!({"query": "mutation { createEmailPasswordSession(input: {email: \"ann@example.com\", password: \"presence-password\"}) { secret session { userId } } }"}), &[])
+        .await
+        .ok();
+    let ann = signed["createEmailPasswordSession"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ann_id = signed["createEmailPasswordSession"]["session"]["userId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mut watcher = WsClient::connect(&app.ws_url, false).await;
+    watcher.init(json!({})).await.expect("ack");
+    watcher
+        .subscribe("w", "subscription { presenceChanged(channel: \"room-1\") { type presenceId userId state } }")
+        .await;
+    let mut present = WsClient::connect(&app.ws_url, true).await;
+    present
+        .init(json!({"Authorization": format!("Bearer {ann}")}))
+        .await
+        .expect("ack");
+    present
+        .subscribe("p", "subscription { presence(channel: \"room-1\", state: {typing: false}) { type userId state } }")
+        .await;
+    let event = |message: serde_json::Value| message["payload"]["data"]["presenceChanged"].clone();
+    let joined = event(watcher.next_json().await.expect("a join"));
+    assert_eq!(joined["type"], "JOIN");
+    assert_eq!(joined["userId"], ann_id.as_str());
+    assert_eq!(joined["state"], json!({"typing": false}));
+    let own = present.next_json().await.expect("her own join");
+    assert_eq!(own["payload"]["data"]["presence"]["type"], "JOIN", "{own}");
+
+    let updated = app
+        .as_session(&ann, "mutation { updatePresence(input: {channel: \"room-1\", state: {typing: true}}) { updatedCount } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(updated["updatePresence"]["updatedCount"], 1);
+    let update = event(watcher.next_json().await.expect("an update"));
+    assert_eq!(update["type"], "UPDATE");
+    assert_eq!(update["state"], json!({"typing": true}));
+    assert_eq!(update["presenceId"], joined["presenceId"]);
+
+    // Closing the socket is leaving.
+    drop(present);
+    let left = event(watcher.next_json().await.expect("a leave"));
+    assert_eq!(left["type"], "LEAVE");
+    assert_eq!(left["presenceId"], joined["presenceId"]);
+
+    let bad = app
+        .post(json!({"query": "mutation { updatePresence(input: {channel: \"room-1\", state: null}) { updatedCount } }"}), &[])
+        .await;
+    assert_eq!(bad.code(), "UNAUTHENTICATED");
+    app.shutdown().await;
+}

@@ -6,6 +6,8 @@
 //! its user blocked or deleted, ends them with that error; new team roles apply at
 //! once.
 
+pub mod presence;
+
 use async_graphql::Value;
 use async_graphql::dynamic::{
     FieldValue, InputValue, Object, SubscriptionField, SubscriptionFieldFuture, TypeRef,
@@ -116,7 +118,7 @@ pub fn caller_events(
                     }
                     continue;
                 }
-                BusMessage::ProjectChanged { .. } => continue,
+                BusMessage::ProjectChanged { .. } | BusMessage::Presence(_) => continue,
             };
             if event.project_id != caller.project.id {
                 continue;
@@ -133,6 +135,7 @@ pub fn caller_events(
 }
 
 pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
+    register_presence(parts);
     parts.add_type(
         Object::new("RealtimeEvent")
             .description("A change to a resource, delivered to subscribers allowed to read it.")
@@ -186,6 +189,260 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
         })
         .description("Events on the given channels of the addressed project, e.g. `keys` or `keys.K`; a `*` segment matches any one segment. Only events the caller may read arrive.")
         .argument(InputValue::new("channels", TypeRef::named_nn_list_nn(TypeRef::STRING)).description("Channels to watch, 1 to 100.")),
+    );
+}
+
+fn presence_value(presence: &presence::Presence) -> Value {
+    object([
+        (
+            "type",
+            Value::Enum(async_graphql::Name::new(presence.kind.as_str())),
+        ),
+        ("channel", Value::from(presence.channel.as_str())),
+        ("presenceId", Value::from(presence.id.as_str())),
+        (
+            "userId",
+            presence
+                .user_id
+                .as_deref()
+                .map(Value::from)
+                .unwrap_or(Value::Null),
+        ),
+        (
+            "state",
+            Value::from_json(presence.state.clone()).unwrap_or(Value::Null),
+        ),
+        ("at", datetime(presence.at)),
+    ])
+}
+
+fn check_presence_state(state: &serde_json::Value) -> AppResult<()> {
+    let size = serde_json::to_vec(state)
+        .map(|b| b.len())
+        .unwrap_or(usize::MAX);
+    if size > presence::MAX_STATE_BYTES {
+        return Err(AppError::invalid(
+            "state",
+            format!("at most {} bytes of JSON", presence::MAX_STATE_BYTES),
+        ));
+    }
+    Ok(())
+}
+
+/// An open `presence` subscription: present until dropped, then gone (LEAVE) on
+/// every replica.
+struct OwnPresence {
+    state: AppState,
+    presence: presence::Presence,
+}
+
+impl Drop for OwnPresence {
+    fn drop(&mut self) {
+        let mut leave = self.presence.clone();
+        leave.kind = presence::PresenceKind::Leave;
+        leave.at = chrono::Utc::now().timestamp_millis();
+        self.state.presence.apply(&leave);
+        let bus = self.state.bus.clone();
+        tokio::spawn(async move {
+            let _ = bus.publish(BusMessage::Presence(leave)).await;
+        });
+    }
+}
+
+/// Who is on `channel` (one JOIN each), then every JOIN, UPDATE and LEAVE there.
+fn presence_stream(
+    state: AppState,
+    project_id: String,
+    channel: String,
+    own: Option<OwnPresence>,
+) -> impl Stream<Item = Result<Value, async_graphql::Error>> + Send + 'static {
+    // Listening starts before the list is read, so nobody falls in between.
+    let mut messages = state.bus.subscribe();
+    let current = state.presence.members(&project_id, &channel);
+    let active = GaugeGuard::raise("nimbus_subscriptions_active");
+    async_stream::stream! {
+        let _active = active;
+        let _own = own;
+        let mut listed = std::collections::HashSet::new();
+        for mut member in current {
+            listed.insert(member.id.clone());
+            member.kind = presence::PresenceKind::Join;
+            yield Ok(presence_value(&member));
+        }
+        loop {
+            let message = match messages.recv().await {
+                Ok(message) => message,
+                Err(RecvError::Lagged(missed)) => {
+                    yield Err(crate::graphql::limits::coded(
+                        format!("the subscriber fell {missed} events behind and was dropped; resubscribe"),
+                        "SUBSCRIBER_TOO_SLOW",
+                    ).into());
+                    break;
+                }
+                Err(RecvError::Closed) => break,
+            };
+            let BusMessage::Presence(change) = &*message else { continue };
+            if change.project_id != project_id
+                || change.channel != channel
+                || change.kind == presence::PresenceKind::Heartbeat
+                || (change.kind == presence::PresenceKind::Join && listed.remove(&change.id))
+            {
+                continue;
+            }
+            yield Ok(presence_value(change));
+        }
+    }
+}
+
+/// The `channel` argument of a presence field: one channel name, no `*`.
+fn channel_arg(ctx: &async_graphql::dynamic::ResolverContext<'_>) -> AppResult<String> {
+    let channel = ctx
+        .args
+        .get("channel")
+        .and_then(|v| v.string().ok().map(str::to_string))
+        .unwrap_or_default();
+    check_channels(std::slice::from_ref(&channel))?;
+    if channel.split('.').any(|segment| segment == "*") {
+        return Err(AppError::Invalid {
+            code: "INVALID_CHANNEL",
+            field: "channel".into(),
+            reason: "a presence channel is one name, without `*`".into(),
+        });
+    }
+    Ok(channel)
+}
+
+fn register_presence(parts: &mut SchemaParts) {
+    parts.add_type(
+        async_graphql::dynamic::Enum::new("PresenceChangeType")
+            .description("Someone arrived on a presence channel, changed their state, or left (closed the subscription, or their server went silent).")
+            .items(["JOIN", "UPDATE", "LEAVE"]),
+    );
+    parts.add_type(
+        Object::new("PresenceEvent")
+            .description("A change to who is on a presence channel.")
+            .field(prop(
+                "type",
+                TypeRef::named_nn("PresenceChangeType"),
+                "What happened.",
+            ))
+            .field(prop(
+                "channel",
+                TypeRef::named_nn(TypeRef::STRING),
+                "The channel.",
+            ))
+            .field(prop(
+                "presenceId",
+                TypeRef::named_nn(TypeRef::ID),
+                "One open `presence` subscription.",
+            ))
+            .field(prop(
+                "userId",
+                TypeRef::named(TypeRef::ID),
+                "The signed-in user behind it.",
+            ))
+            .field(prop(
+                "state",
+                TypeRef::named(JSON),
+                "Its state, at most 1 KiB of JSON.",
+            ))
+            .field(prop("at", TypeRef::named_nn(DATETIME), "When it happened.")),
+    );
+    parts.add_type(
+        async_graphql::dynamic::InputObject::new("UpdatePresenceInput")
+            .description("A new presence state for the caller on a channel.")
+            .field(InputValue::new(
+                "channel",
+                TypeRef::named_nn(TypeRef::STRING),
+            ))
+            .field(InputValue::new("state", TypeRef::named(JSON))),
+    );
+    parts.add_type(
+        Object::new("UpdatePresencePayload")
+            .description("The result of `updatePresence`.")
+            .field(prop(
+                "updatedCount",
+                TypeRef::named_nn(TypeRef::INT),
+                "How many of the caller's presences changed.",
+            )),
+    );
+    parts.subscription(
+        SubscriptionField::new("presence", TypeRef::named_nn("PresenceEvent"), |ctx| {
+            SubscriptionFieldFuture::new(async move {
+                let state = app(&ctx)?.clone();
+                let caller = caller(&ctx)?;
+                let channel = channel_arg(&ctx)?;
+                let presence_state = match ctx.args.get("state") {
+                    Some(v) if !v.is_null() => v.as_value().clone().into_json()?,
+                    _ => serde_json::Value::Null,
+                };
+                check_presence_state(&presence_state)?;
+                let presence = presence::Presence {
+                    project_id: caller.project.id.clone(),
+                    channel: channel.clone(),
+                    id: crate::db::ids::generate(),
+                    user_id: caller.require_session().ok().map(|s| s.user.id.clone()),
+                    state: presence_state,
+                    kind: presence::PresenceKind::Join,
+                    at: chrono::Utc::now().timestamp_millis(),
+                };
+                state.presence.open_local(&presence);
+                let own = OwnPresence { state: state.clone(), presence: presence.clone() };
+                let stream = presence_stream(state.clone(), caller.project.id.clone(), channel, Some(own));
+                let _ = state.bus.publish(BusMessage::Presence(presence)).await;
+                Ok(stream.map(|item| item.map(FieldValue::value)))
+            })
+        })
+        .description("Announces the caller on a presence channel for as long as this subscription stays open, and delivers who is there (a JOIN each) and every change after.")
+        .argument(InputValue::new("channel", TypeRef::named_nn(TypeRef::STRING)).description("The channel, e.g. `documents.d1` or `room-7`."))
+        .argument(InputValue::new("state", TypeRef::named(JSON)).description("A small state to show the others (at most 1 KiB of JSON).")),
+    );
+    parts.subscription(
+        SubscriptionField::new("presenceChanged", TypeRef::named_nn("PresenceEvent"), |ctx| {
+            SubscriptionFieldFuture::new(async move {
+                let state = app(&ctx)?.clone();
+                let caller = caller(&ctx)?;
+                let channel = channel_arg(&ctx)?;
+                Ok(presence_stream(state, caller.project.id.clone(), channel, None)
+                    .map(|item| item.map(FieldValue::value)))
+            })
+        })
+        .description("Who is on a presence channel (a JOIN each), then every JOIN, UPDATE and LEAVE, without announcing the caller.")
+        .argument(InputValue::new("channel", TypeRef::named_nn(TypeRef::STRING))),
+    );
+    parts.mutation(
+        async_graphql::dynamic::Field::new("updatePresence", TypeRef::named_nn("UpdatePresencePayload"), |ctx| {
+            async_graphql::dynamic::FieldFuture::new(async move {
+                let state = app(&ctx)?;
+                let caller = caller(&ctx)?;
+                let me = caller.require_session()?;
+                let input = ctx.args.try_get("input")?.object()?;
+                let channel = input.try_get("channel")?.string()?.to_string();
+                let new_state = match input.get("state") {
+                    Some(v) if !v.is_null() => v.as_value().clone().into_json()?,
+                    _ => serde_json::Value::Null,
+                };
+                check_presence_state(&new_state)?;
+                let mine: Vec<presence::Presence> = state
+                    .presence
+                    .members(&caller.project.id, &channel)
+                    .into_iter()
+                    .filter(|p| p.user_id.as_deref() == Some(me.user.id.as_str()))
+                    .collect();
+                for mut presence in mine.clone() {
+                    presence.state = new_state.clone();
+                    presence.kind = presence::PresenceKind::Update;
+                    presence.at = chrono::Utc::now().timestamp_millis();
+                    let _ = state.bus.publish(BusMessage::Presence(presence)).await;
+                }
+                Ok(Some(async_graphql::dynamic::FieldValue::value(object([(
+                    "updatedCount",
+                    Value::from(mine.len()),
+                )]))))
+            })
+        })
+        .description("Changes the signed-in caller's state on a presence channel, in every presence they hold there.")
+        .argument(InputValue::new("input", TypeRef::named_nn("UpdatePresenceInput"))),
     );
 }
 
