@@ -1338,6 +1338,23 @@ async fn typed_subscriptions_follow_a_filtered_set_with_enter_and_leave() {
         refused["payload"]["errors"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED",
         "{refused}"
     );
+    // A collection the caller may not read cannot be watched.
+    app.admin(
+        CREATE_COLLECTION,
+        json!({"input": {"databaseId": "blog", "id": "secrets", "name": "secrets", "attributes": [{"key": "text", "type": "STRING", "size": 10}]}}),
+    )
+    .await
+    .ok();
+    let mut guest = crate::helpers::WsClient::connect(&app.ws_url, false).await;
+    guest.init(json!({})).await.expect("ack");
+    guest
+        .subscribe("s", "subscription { secretChanged { type } }")
+        .await;
+    let denied = guest.next_json().await.expect("an answer");
+    assert_eq!(
+        denied["payload"]["errors"][0]["extensions"]["code"], "PERMISSION_DENIED",
+        "{denied}"
+    );
     app.shutdown().await;
 }
 

@@ -132,6 +132,12 @@ fn reach(collection: &Collection, access: &Access, action: Action) -> Reach {
     }
 }
 
+/// Whether `access` may read at least some documents of the collection: all of
+/// them by its permissions, or those whose own permissions allow it.
+pub fn may_read_any(collection: &Collection, access: &Access) -> bool {
+    !matches!(reach(collection, access, Action::Read), Reach::None)
+}
+
 fn not_found(id: &str) -> AppError {
     AppError::NotFound {
         what: "document",

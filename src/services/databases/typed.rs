@@ -1805,6 +1805,12 @@ fn register_subscription(parts: &mut SchemaParts, collection: &Arc<Collection>) 
                     let state = app(&ctx)?.clone();
                     let caller = caller(&ctx)?.clone();
                     let access = Access::of(&caller, false)?;
+                    if !documents::may_read_any(&collection, &access) {
+                        return Err(AppError::PermissionDenied {
+                            reason: format!("no permission to read documents of `{}`", collection.name),
+                        }
+                        .into());
+                    }
                     let model = data_model(&ctx)?.clone();
                     let filter = match arg_json(&ctx, "filter")? {
                         Some(input) => filter_from_input(&collection, &model, &access, &input, 0)?,
