@@ -54,6 +54,8 @@ pub struct Presence {
     /// The signed-in user behind it; none for guests and keys.
     pub user_id: Option<String>,
     pub state: serde_json::Value,
+    /// `change` on the wire: the bus message itself is tagged by `kind`.
+    #[serde(rename = "change")]
     pub kind: PresenceKind,
     /// Milliseconds since the Unix epoch.
     pub at: i64,
@@ -204,6 +206,21 @@ mod tests {
             kind,
             at: 1,
         }
+    }
+
+    #[test]
+    fn a_presence_travels_on_the_bus() {
+        let message = BusMessage::Presence(presence(
+            "a",
+            PresenceKind::Update,
+            serde_json::json!({"x": 1}),
+        ));
+        let text = serde_json::to_string(&message).unwrap();
+        let BusMessage::Presence(back) = serde_json::from_str(&text).unwrap() else {
+            panic!("not a presence: {text}");
+        };
+        assert_eq!(back.kind, PresenceKind::Update);
+        assert_eq!(back.state, serde_json::json!({"x": 1}));
     }
 
     #[test]
