@@ -312,10 +312,7 @@ pub async fn update_collection(
     if let Some(permissions) = changes.permissions {
         collection.permissions = check_permissions(&permissions)?;
     }
-    collection.version += 1;
-    collection.updated_at = now_millis();
-    run_change(state, &[], &[], Change::Update(&collection)).await?;
-    announce_change(state, &collection.project_id).await;
+    apply_update(state, &mut collection, &[], &[]).await?;
     Ok(collection)
 }
 
@@ -406,10 +403,7 @@ pub async fn create_attribute(
     let undo =
         ddl::drop_column_sql(dialect, &collection.table, &attribute.key, &[]).map_err(ddl_error)?;
     collection.attributes.push(attribute);
-    collection.version += 1;
-    collection.updated_at = now_millis();
-    run_change(state, &statements, &undo, Change::Update(&collection)).await?;
-    announce_change(state, &collection.project_id).await;
+    apply_update(state, &mut collection, &statements, &undo).await?;
     Ok(collection)
 }
 
@@ -441,10 +435,7 @@ pub async fn delete_attribute(
         .collect();
     collection.indexes.retain(|i| !dropped.contains(&i.key));
     collection.attributes.retain(|a| a.key != key);
-    collection.version += 1;
-    collection.updated_at = now_millis();
-    run_change(state, &statements, &[], Change::Update(&collection)).await?;
-    announce_change(state, &collection.project_id).await;
+    apply_update(state, &mut collection, &statements, &[]).await?;
     Ok(collection)
 }
 
@@ -619,10 +610,7 @@ pub async fn create_relationship(
         let statements = junction_sql(dialect, junction, &holder.table, &target.table)?;
         let undo = vec![format!("DROP TABLE {}", dialect.quote(junction))];
         holder.relationships.push(relationship);
-        holder.version += 1;
-        holder.updated_at = now_millis();
-        run_change(state, &statements, &undo, Change::Update(&holder)).await?;
-        announce_change(state, &holder.project_id).await;
+        apply_update(state, &mut holder, &statements, &undo).await?;
         return Ok(holder);
     }
     let columns = holder.columns();
@@ -640,10 +628,7 @@ pub async fn create_relationship(
         ddl::drop_column_sql(dialect, &holder.table, &relationship.key, &[]).map_err(ddl_error)?,
     );
     holder.relationships.push(relationship);
-    holder.version += 1;
-    holder.updated_at = now_millis();
-    run_change(state, &statements, &undo, Change::Update(&holder)).await?;
-    announce_change(state, &holder.project_id).await;
+    apply_update(state, &mut holder, &statements, &undo).await?;
     Ok(holder)
 }
 
@@ -698,10 +683,7 @@ async fn delete_relationship(
     if let Some(junction) = &relationship.junction {
         let statements = vec![format!("DROP TABLE {}", dialect.quote(junction))];
         collection.relationships.retain(|r| r.key != key);
-        collection.version += 1;
-        collection.updated_at = now_millis();
-        run_change(state, &statements, &[], Change::Update(&collection)).await?;
-        announce_change(state, &collection.project_id).await;
+        apply_update(state, &mut collection, &statements, &[]).await?;
         return Ok(collection);
     }
     let mut statements =
@@ -716,10 +698,7 @@ async fn delete_relationship(
         .collect();
     collection.indexes.retain(|i| !dropped.contains(&i.key));
     collection.relationships.retain(|r| r.key != key);
-    collection.version += 1;
-    collection.updated_at = now_millis();
-    run_change(state, &statements, &[], Change::Update(&collection)).await?;
-    announce_change(state, &collection.project_id).await;
+    apply_update(state, &mut collection, &statements, &[]).await?;
     Ok(collection)
 }
 
@@ -766,10 +745,7 @@ pub async fn create_index(
     let undo = ddl::drop_index_sql(dialect, &collection.table, &index).map_err(ddl_error)?;
     collection.indexes.push(index);
     check_unique_index_keys(&collection.indexes)?;
-    collection.version += 1;
-    collection.updated_at = now_millis();
-    run_change(state, &statements, &undo, Change::Update(&collection)).await?;
-    announce_change(state, &collection.project_id).await;
+    apply_update(state, &mut collection, &statements, &undo).await?;
     Ok(collection)
 }
 
@@ -792,10 +768,7 @@ pub async fn delete_index(
     let dialect = sql_dialect(state.db.dialect());
     let statements = ddl::drop_index_sql(dialect, &collection.table, &index).map_err(ddl_error)?;
     collection.indexes.retain(|i| i.key != key);
-    collection.version += 1;
-    collection.updated_at = now_millis();
-    run_change(state, &statements, &[], Change::Update(&collection)).await?;
-    announce_change(state, &collection.project_id).await;
+    apply_update(state, &mut collection, &statements, &[]).await?;
     Ok(collection)
 }
 
@@ -808,6 +781,21 @@ async fn has_rows(state: &AppState, collection: &Collection) -> AppResult<bool> 
         .fetch_optional(state.db.pool())
         .await?
         .is_some())
+}
+
+/// Writes a changed collection as its next version, with its DDL, and tells
+/// every replica to rebuild the project's schema.
+async fn apply_update(
+    state: &AppState,
+    collection: &mut Collection,
+    statements: &[String],
+    undo: &[String],
+) -> AppResult<()> {
+    collection.version += 1;
+    collection.updated_at = now_millis();
+    run_change(state, statements, undo, Change::Update(collection)).await?;
+    announce_change(state, &collection.project_id).await;
+    Ok(())
 }
 
 /// What a structural change does to the metadata.

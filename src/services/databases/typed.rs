@@ -826,20 +826,14 @@ pub fn register_collection(
     );
     let c = collection.clone();
     parts.query(
-        Field::new(names.plural.as_str(), TypeRef::named_nn(format!("{t}Connection")), move |ctx| {
+        list_arguments(Field::new(names.plural.as_str(), TypeRef::named_nn(format!("{t}Connection")), move |ctx| {
             let collection = c.clone();
             FieldFuture::new(async move {
                 let value = connection_of(&ctx, &collection, None).await?;
                 Ok(Some(FieldValue::value(value)))
             })
         })
-        .description(format!("`{t}` documents the caller may read, filtered, ordered and paged (Relay). `totalCount` is counted only when selected."))
-        .argument(InputValue::new("filter", TypeRef::named(filter_name.as_str())))
-        .argument(InputValue::new("orderBy", TypeRef::named_nn_list(order_name.as_str())).description("Orders, most significant first; ties by id."))
-        .argument(InputValue::new("first", TypeRef::named(TypeRef::INT)).description(format!("The first n (at most {MAX_FIRST}; default {DEFAULT_FIRST}).")))
-        .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING)))
-        .argument(InputValue::new("last", TypeRef::named(TypeRef::INT)).description(format!("The last n (at most {MAX_FIRST}).")))
-        .argument(InputValue::new("before", TypeRef::named(TypeRef::STRING))),
+        .description(format!("`{t}` documents the caller may read, filtered, ordered and paged (Relay). `totalCount` is counted only when selected.")), &t),
     );
 
     // Mutations.
@@ -1498,50 +1492,41 @@ fn reverse_field(
         })
         .description(format!("The `{holder_type}` pointing at this document."));
     }
-    Field::new(
-        name,
-        TypeRef::named_nn(format!("{holder_type}Connection")),
-        move |ctx| {
-            let (holder, scope, key) = (holder.clone(), scope.clone(), reference_key.clone());
-            FieldFuture::new(async move {
-                let Some(filter) = scope(&ctx) else {
-                    return Ok(None);
-                };
-                let Filter::Cmp {
-                    value: Json::String(parent),
-                    ..
-                } = &filter
-                else {
-                    return Ok(None);
-                };
-                let parent = parent.clone();
-                let value = related_list(
-                    &ctx,
-                    &holder,
-                    documents::ParentScope::Reference(key),
-                    filter,
-                    parent,
-                )
-                .await?;
-                Ok(Some(FieldValue::value(value)))
-            })
-        },
+    list_arguments(
+        Field::new(
+            name,
+            TypeRef::named_nn(format!("{holder_type}Connection")),
+            move |ctx| {
+                let (holder, scope, key) = (holder.clone(), scope.clone(), reference_key.clone());
+                FieldFuture::new(async move {
+                    let Some(filter) = scope(&ctx) else {
+                        return Ok(None);
+                    };
+                    let Filter::Cmp {
+                        value: Json::String(parent),
+                        ..
+                    } = &filter
+                    else {
+                        return Ok(None);
+                    };
+                    let parent = parent.clone();
+                    let value = related_list(
+                        &ctx,
+                        &holder,
+                        documents::ParentScope::Reference(key),
+                        filter,
+                        parent,
+                    )
+                    .await?;
+                    Ok(Some(FieldValue::value(value)))
+                })
+            },
+        )
+        .description(format!(
+            "The `{holder_type}` documents pointing at this one, filtered, ordered and paged."
+        )),
+        &holder_type,
     )
-    .description(format!(
-        "The `{holder_type}` documents pointing at this one, filtered, ordered and paged."
-    ))
-    .argument(InputValue::new(
-        "filter",
-        TypeRef::named(format!("{holder_type}Filter")),
-    ))
-    .argument(InputValue::new(
-        "orderBy",
-        TypeRef::named_nn_list(format!("{holder_type}OrderBy")),
-    ))
-    .argument(InputValue::new("first", TypeRef::named(TypeRef::INT)))
-    .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING)))
-    .argument(InputValue::new("last", TypeRef::named(TypeRef::INT)))
-    .argument(InputValue::new("before", TypeRef::named(TypeRef::STRING)))
 }
 
 /// The input type of a relationship field: one id, or the full list of linked
@@ -1564,50 +1549,41 @@ fn reference_input(relationship: &super::Relationship) -> (TypeRef, &'static str
 /// documents of `listed`, filtered, ordered and paged.
 fn linked_field(name: String, listed: Arc<Collection>, link: Link) -> Field {
     let listed_type = listed.names.type_name.clone();
-    Field::new(
-        name,
-        TypeRef::named_nn(format!("{listed_type}Connection")),
-        move |ctx| {
-            let (listed, link) = (listed.clone(), link.clone());
-            FieldFuture::new(async move {
-                let id = match ctx.parent_value.as_value() {
-                    Some(Value::Object(map)) => match map.get("id") {
-                        Some(Value::String(id)) => id.clone(),
+    list_arguments(
+        Field::new(
+            name,
+            TypeRef::named_nn(format!("{listed_type}Connection")),
+            move |ctx| {
+                let (listed, link) = (listed.clone(), link.clone());
+                FieldFuture::new(async move {
+                    let id = match ctx.parent_value.as_value() {
+                        Some(Value::Object(map)) => match map.get("id") {
+                            Some(Value::String(id)) => id.clone(),
+                            _ => return Ok(None),
+                        },
                         _ => return Ok(None),
-                    },
-                    _ => return Ok(None),
-                };
-                let scope = Filter::LinkedTo {
-                    link: link.clone(),
-                    id: id.clone(),
-                };
-                let value = related_list(
-                    &ctx,
-                    &listed,
-                    documents::ParentScope::Junction(link),
-                    scope,
-                    id,
-                )
-                .await?;
-                Ok(Some(FieldValue::value(value)))
-            })
-        },
+                    };
+                    let scope = Filter::LinkedTo {
+                        link: link.clone(),
+                        id: id.clone(),
+                    };
+                    let value = related_list(
+                        &ctx,
+                        &listed,
+                        documents::ParentScope::Junction(link),
+                        scope,
+                        id,
+                    )
+                    .await?;
+                    Ok(Some(FieldValue::value(value)))
+                })
+            },
+        )
+        .description(format!(
+            "The linked `{listed_type}` documents, filtered, ordered and paged."
+        )),
+        &listed_type,
     )
-    .description(format!(
-        "The linked `{listed_type}` documents, filtered, ordered and paged."
-    ))
-    .argument(InputValue::new(
-        "filter",
-        TypeRef::named(format!("{listed_type}Filter")),
-    ))
-    .argument(InputValue::new(
-        "orderBy",
-        TypeRef::named_nn_list(format!("{listed_type}OrderBy")),
-    ))
-    .argument(InputValue::new("first", TypeRef::named(TypeRef::INT)))
-    .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING)))
-    .argument(InputValue::new("last", TypeRef::named(TypeRef::INT)))
-    .argument(InputValue::new("before", TypeRef::named(TypeRef::STRING)))
 }
 
 /// The value of a connection (`edges`, `nodes`, `pageInfo`, `totalCount`) of
@@ -1872,4 +1848,32 @@ fn register_subscription(parts: &mut SchemaParts, collection: &Arc<Collection>) 
         .argument(InputValue::new("filter", TypeRef::named(format!("{t}Filter"))))
         .argument(InputValue::new("id", TypeRef::named(TypeRef::ID))),
     );
+}
+
+/// The arguments of a list of `type_name` documents: `filter`, `orderBy`,
+/// `first`, `after`, `last`, `before`.
+fn list_arguments(field: Field, type_name: &str) -> Field {
+    field
+        .argument(InputValue::new(
+            "filter",
+            TypeRef::named(format!("{type_name}Filter")),
+        ))
+        .argument(
+            InputValue::new(
+                "orderBy",
+                TypeRef::named_nn_list(format!("{type_name}OrderBy")),
+            )
+            .description("Orders, most significant first; ties by id."),
+        )
+        .argument(
+            InputValue::new("first", TypeRef::named(TypeRef::INT)).description(format!(
+                "The first n (at most {MAX_FIRST}; default {DEFAULT_FIRST})."
+            )),
+        )
+        .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING)))
+        .argument(
+            InputValue::new("last", TypeRef::named(TypeRef::INT))
+                .description(format!("The last n (at most {MAX_FIRST}).")),
+        )
+        .argument(InputValue::new("before", TypeRef::named(TypeRef::STRING)))
 }
