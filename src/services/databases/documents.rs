@@ -192,9 +192,11 @@ fn selected_columns(dialect: SqlDialect, collection: &Collection) -> String {
     sql
 }
 
-fn document_from(collection: &Collection, row: &AnyRow) -> AppResult<Document> {
+/// A document from a row selected with [`selected_columns`]; `columns` are the
+/// collection's [`Collection::columns`], computed once per query, not per row.
+fn document_from(columns: &[Attribute], row: &AnyRow) -> AppResult<Document> {
     let mut data = Map::new();
-    for attribute in &collection.columns() {
+    for attribute in columns {
         data.insert(
             attribute.key.clone(),
             attribute.from_sql(row).map_err(value_error)?,
@@ -302,7 +304,7 @@ async fn get_impl(
     let Some(row) = builder.build().fetch_optional(&mut *conn).await? else {
         return Ok(None);
     };
-    let mut documents = vec![document_from(collection, &row)?];
+    let mut documents = vec![document_from(&collection.columns(), &row)?];
     load_permissions(conn, dialect, collection, &mut documents).await?;
     Ok(documents.pop())
 }
@@ -335,9 +337,10 @@ pub fn get_many<'a>(
             push_reach(&mut builder, collection, roles, Action::Read)?;
         }
         let rows = builder.build().fetch_all(&mut *conn).await?;
+        let columns = collection.columns();
         let mut documents = rows
             .iter()
-            .map(|row| document_from(collection, row))
+            .map(|row| document_from(&columns, row))
             .collect::<AppResult<Vec<_>>>()?;
         load_permissions(conn, dialect, collection, &mut documents).await?;
         Ok(documents)
@@ -524,7 +527,7 @@ async fn list_impl(
     let mut documents = Vec::with_capacity(rows.len().min(limit));
     let mut cursors = Vec::with_capacity(documents.capacity());
     for row in rows.iter().take(limit) {
-        documents.push(document_from(collection, row)?);
+        documents.push(document_from(&columns, row)?);
         cursors.push(cursor_for_row(row, &columns, &query.orders).map_err(filter_error)?);
     }
     if from_end {
@@ -673,7 +676,7 @@ pub fn list_for_parents<'a>(
             }
             found.push((
                 owner,
-                document_from(collection, row)?,
+                document_from(&columns, row)?,
                 cursor_for_row(row, &columns, orders).map_err(filter_error)?,
             ));
         }
@@ -963,7 +966,7 @@ async fn load_for_write(
     let Some(row) = builder.build().fetch_optional(&mut *conn).await? else {
         return Err(not_found(id));
     };
-    let mut documents = vec![document_from(collection, &row)?];
+    let mut documents = vec![document_from(&collection.columns(), &row)?];
     load_permissions(conn, dialect, collection, &mut documents).await?;
     let document = documents.pop().ok_or_else(|| not_found(id))?;
     let may = |action: Action| match reach(collection, access, action) {
