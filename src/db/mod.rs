@@ -56,6 +56,10 @@ impl Dialect {
 pub struct Db {
     pool: AnyPool,
     dialect: Dialect,
+    /// One document-writing transaction at a time on SQLite (which has one writer
+    /// anyway): waiting here is a fair queue, where waiting on SQLite's lock is
+    /// sleeping and retrying.
+    writer: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -101,7 +105,11 @@ impl Db {
             .map_err(|_| anyhow::anyhow!("timed out after {connect_timeout:?}"))
             .and_then(|r| r.map_err(anyhow::Error::from))
             .with_context(|| format!("cannot connect to the database at {shown}"))?;
-        Ok(Db { pool, dialect })
+        Ok(Db {
+            pool,
+            dialect,
+            writer: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+        })
     }
 
     /// Applies the pending migrations of this dialect.
@@ -118,6 +126,15 @@ impl Db {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The turn of a document-writing transaction: on SQLite one at a time, on
+    /// MariaDB (row locks) none needed.
+    pub async fn writer_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        match self.dialect {
+            Dialect::Sqlite => self.writer.clone().acquire_owned().await.ok(),
+            Dialect::MySql => None,
+        }
     }
 
     pub fn dialect(&self) -> Dialect {

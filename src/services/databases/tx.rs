@@ -27,6 +27,8 @@ pub struct RequestTx {
     db: Db,
     open: Mutex<Option<Transaction<'static, Any>>>,
     events: std::sync::Mutex<Vec<Event>>,
+    /// The writer's turn (SQLite), held from the first write to the end.
+    turn: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
     /// Batches the reads of referenced documents; made on first use.
     related: std::sync::OnceLock<DataLoader<RelatedLoader>>,
     /// Batches the first pages of lists across relationships; made on first use.
@@ -65,6 +67,7 @@ impl RequestTx {
             db: db.clone(),
             open: Mutex::new(None),
             events: std::sync::Mutex::new(Vec::new()),
+            turn: std::sync::Mutex::new(None),
             related: std::sync::OnceLock::new(),
             lists: std::sync::OnceLock::new(),
         })
@@ -80,10 +83,24 @@ impl RequestTx {
     async fn writer_impl(&self) -> AppResult<Conn<'_>> {
         let mut open = self.open.lock().await;
         if open.is_none() {
-            let tx = match self.db.dialect() {
-                Dialect::Sqlite => self.db.pool().begin_with("BEGIN IMMEDIATE").await?,
-                Dialect::MySql => self.db.pool().begin().await?,
-            };
+            let turn = self.db.writer_turn().await;
+            if let Ok(mut held) = self.turn.lock() {
+                *held = turn;
+            }
+            // Begun in a task of its own: a client that goes away mid-`BEGIN` must
+            // not leave a pooled connection inside a transaction nobody owns (the
+            // task's transaction, unclaimed, rolls back when dropped).
+            let (pool, dialect) = (self.db.pool().clone(), self.db.dialect());
+            let tx = tokio::spawn(async move {
+                match dialect {
+                    Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+                    Dialect::MySql => pool.begin().await,
+                }
+            })
+            .await
+            .map_err(|err| {
+                AppError::Internal(anyhow::anyhow!("beginning a transaction: {err}"))
+            })??;
             *open = Some(tx);
         }
         MutexGuard::try_map(open, Option::as_mut)
@@ -155,11 +172,24 @@ impl RequestTx {
         let Some(tx) = open else {
             return Ok(false);
         };
+        // The next writer's turn comes once this transaction has ended.
+        let turn = self.turn.lock().ok().and_then(|mut held| held.take());
+        // Ended in a task of its own, so that a client going away cannot cut a
+        // COMMIT or ROLLBACK in half.
+        let ended = tokio::spawn(async move {
+            if success {
+                tx.commit().await
+            } else {
+                tx.rollback().await
+            }
+        })
+        .await
+        .map_err(|err| AppError::Internal(anyhow::anyhow!("ending a transaction: {err}")))?;
+        drop(turn);
+        ended?;
         if !success {
-            tx.rollback().await?;
             return Ok(true);
         }
-        tx.commit().await?;
         for event in events {
             // A lost event is logged by the bus; the write itself stands.
             let _ = state.bus.publish(BusMessage::Event(event)).await;
