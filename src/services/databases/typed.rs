@@ -858,16 +858,7 @@ pub fn register_collection(
             move |ctx| {
                 let collection = c.clone();
                 FieldFuture::new(async move {
-                    let Some(Json::Array(inputs)) = arg_json(&ctx, "input")? else {
-                        return Err(AppError::invalid("input", "expected a list").into());
-                    };
-                    if inputs.len() > documents::MAX_BULK {
-                        return Err(AppError::invalid(
-                            "input",
-                            format!("at most {} documents at once", documents::MAX_BULK),
-                        )
-                        .into());
-                    }
+                    let inputs = bulk_inputs(&ctx)?;
                     let mut created = Vec::with_capacity(inputs.len());
                     for input in inputs {
                         created.push(FieldValue::value(node_value(
@@ -1029,16 +1020,7 @@ fn register_bulk_and_atomic(
             move |ctx| {
                 let collection = c.clone();
                 FieldFuture::new(async move {
-                    let Some(Json::Array(inputs)) = arg_json(&ctx, "input")? else {
-                        return Err(AppError::invalid("input", "expected a list").into());
-                    };
-                    if inputs.len() > documents::MAX_BULK {
-                        return Err(AppError::invalid(
-                            "input",
-                            format!("at most {} documents at once", documents::MAX_BULK),
-                        )
-                        .into());
-                    }
+                    let inputs = bulk_inputs(&ctx)?;
                     let access = Access::of(caller(&ctx)?, true)?;
                     let dialect = sql_dialect(app(&ctx)?.db.dialect());
                     let model = data_model(&ctx)?;
@@ -1876,4 +1858,18 @@ fn list_arguments(field: Field, type_name: &str) -> Field {
                 .description(format!("The last n (at most {MAX_FIRST}).")),
         )
         .argument(InputValue::new("before", TypeRef::named(TypeRef::STRING)))
+}
+
+/// The `input` list of a bulk mutation: at most [`documents::MAX_BULK`] items.
+fn bulk_inputs(ctx: &ResolverContext<'_>) -> AppResult<Vec<Json>> {
+    let Some(Json::Array(inputs)) = arg_json(ctx, "input")? else {
+        return Err(AppError::invalid("input", "expected a list"));
+    };
+    if inputs.len() > documents::MAX_BULK {
+        return Err(AppError::invalid(
+            "input",
+            format!("at most {} documents at once", documents::MAX_BULK),
+        ));
+    }
+    Ok(inputs)
 }
