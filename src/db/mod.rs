@@ -2,6 +2,7 @@
 //! dialect, and [`Dialect`], the one place where SQL differs between the two.
 //! Timestamps are stored as `BIGINT` milliseconds since the Unix epoch in both.
 
+pub mod group_commit;
 pub mod ids;
 pub mod page;
 
@@ -60,6 +61,8 @@ pub struct Db {
     /// anyway): waiting here is a fair queue, where waiting on SQLite's lock is
     /// sleeping and retrying.
     writer: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Batches of single-operation requests sharing one transaction (SQLite).
+    group_commit: Option<std::sync::Arc<group_commit::GroupCommit>>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -105,10 +108,15 @@ impl Db {
             .map_err(|_| anyhow::anyhow!("timed out after {connect_timeout:?}"))
             .and_then(|r| r.map_err(anyhow::Error::from))
             .with_context(|| format!("cannot connect to the database at {shown}"))?;
+        let writer = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+        let group_commit = (dialect == Dialect::Sqlite).then(|| {
+            std::sync::Arc::new(group_commit::GroupCommit::new(pool.clone(), writer.clone()))
+        });
         Ok(Db {
             pool,
             dialect,
-            writer: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+            writer,
+            group_commit,
         })
     }
 
@@ -135,6 +143,11 @@ impl Db {
             Dialect::Sqlite => self.writer.clone().acquire_owned().await.ok(),
             Dialect::MySql => None,
         }
+    }
+
+    /// Group commit of document writes, where the database has one writer.
+    pub fn group_commit(&self) -> Option<&group_commit::GroupCommit> {
+        self.group_commit.as_deref()
     }
 
     pub fn dialect(&self) -> Dialect {

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use async_graphql::http::MultipartOptions;
-use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
 use async_graphql::{BatchRequest, Request, Response as GqlResponse, ServerError};
 use axum::body::{Body, Bytes};
 use std::net::SocketAddr;
@@ -21,8 +21,8 @@ use tracing::Instrument as _;
 
 use crate::AppState;
 use crate::error::AppError;
-use crate::http::identity;
-use crate::services::databases::tx::RequestTx;
+use crate::http::identity::{self, Addressed};
+use crate::services::databases::tx::{Finished, Mode, RequestTx};
 use crate::services::users::service::ClientInfo;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -338,6 +338,116 @@ fn operation_type(request: &mut Request) -> Option<OperationType> {
     }
 }
 
+/// Runs one operation with its document transaction. A mutation of a single field
+/// shares a group-committed batch with others (where the database has group
+/// commit); should the batch roll back, the operation runs again, alone.
+async fn run_operation(
+    state: &AppState,
+    addressed: &Addressed,
+    client: &ClientInfo,
+    mut request: Request,
+) -> GqlResponse {
+    let shared = is_single_field_mutation(&mut request);
+    let again = shared.then(|| copy_request(&request));
+    let mode = if shared {
+        Mode::Shared
+    } else {
+        Mode::Exclusive
+    };
+    if let Some(response) = run_in(state, addressed, client, request, mode).await {
+        return response;
+    }
+    tracing::debug!("the operation's batch rolled back; running it again alone");
+    metrics::counter!("nimbus_operations_rerun_total").increment(1);
+    match again {
+        Some(request) => run_in(state, addressed, client, request, Mode::Exclusive).await,
+        None => None,
+    }
+    .unwrap_or_else(|| {
+        GqlResponse::from_errors(vec![
+            AppError::Internal(anyhow::anyhow!(
+                "an exclusive transaction was asked to run again"
+            ))
+            .to_graphql()
+            .into_server_error(Default::default()),
+        ])
+    })
+}
+
+/// One run of an operation; `None` when it must run again.
+async fn run_in(
+    state: &AppState,
+    addressed: &Addressed,
+    client: &ClientInfo,
+    request: Request,
+    mode: Mode,
+) -> Option<GqlResponse> {
+    let tx = RequestTx::new(state, mode);
+    // Everything the operation does (its SQL included) is logged within this span.
+    let span = tracing::info_span!(
+        "graphql",
+        operation = request.operation_name.as_deref().unwrap_or("")
+    );
+    let mut response = addressed
+        .loaded
+        .schema
+        .execute(
+            request
+                .data(addressed.caller.clone())
+                .data(client.clone())
+                .data(tx.clone()),
+        )
+        .instrument(span)
+        .await;
+    // Document writes of the request commit together, or not at all.
+    match tx.finish(response.errors.is_empty()).await {
+        Ok(Finished::Kept) => {}
+        // Results of writes that were undone must not be shown.
+        Ok(Finished::RolledBack) => response.data = async_graphql::Value::Null,
+        Ok(Finished::Retry) => return None,
+        Err(err) => {
+            response = GqlResponse::from_errors(vec![
+                err.to_graphql().into_server_error(Default::default()),
+            ]);
+        }
+    }
+    Some(response)
+}
+
+/// A mutation with one root field and no uploads: it can run again from its text
+/// alone, and its writes are one operation.
+fn is_single_field_mutation(request: &mut Request) -> bool {
+    if !request.uploads.is_empty() {
+        return false;
+    }
+    let name = request.operation_name.clone();
+    let Ok(document) = request.parsed_query() else {
+        return false;
+    };
+    let operation = match (&document.operations, name) {
+        (DocumentOperations::Single(op), _) => op,
+        (DocumentOperations::Multiple(ops), Some(name)) => match ops.get(name.as_str()) {
+            Some(op) => op,
+            None => return false,
+        },
+        _ => return false,
+    };
+    operation.node.ty == OperationType::Mutation
+        && matches!(
+            operation.node.selection_set.node.items.as_slice(),
+            [item] if matches!(item.node, Selection::Field(_))
+        )
+}
+
+/// The request as the client sent it, to run again.
+fn copy_request(request: &Request) -> Request {
+    let mut copy = Request::new(request.query.clone()).variables(request.variables.clone());
+    copy.operation_name = request.operation_name.clone();
+    copy.extensions = request.extensions.clone();
+    copy.introspection_mode = request.introspection_mode;
+    copy
+}
+
 async fn execute(
     state: &AppState,
     headers: &HeaderMap,
@@ -433,33 +543,7 @@ async fn execute(
             None => {
                 let operation = request.operation_name.clone();
                 let started = Instant::now();
-                let tx = RequestTx::new(&state.db);
-                // Everything the operation does (its SQL included) is logged
-                // within this span.
-                let span =
-                    tracing::info_span!("graphql", operation = operation.as_deref().unwrap_or(""));
-                let mut response = addressed
-                    .loaded
-                    .schema
-                    .execute(
-                        request
-                            .data(addressed.caller.clone())
-                            .data(client.clone())
-                            .data(tx.clone()),
-                    )
-                    .instrument(span)
-                    .await;
-                // Document writes of the request commit together, or not at all.
-                match tx.finish(state, response.errors.is_empty()).await {
-                    Ok(false) => {}
-                    // Results of writes that were undone must not be shown.
-                    Ok(true) => response.data = async_graphql::Value::Null,
-                    Err(err) => {
-                        response = GqlResponse::from_errors(vec![
-                            err.to_graphql().into_server_error(Default::default()),
-                        ]);
-                    }
-                }
+                let response = run_operation(state, &addressed, &client, request).await;
                 crate::http::metrics::record_operation(
                     operation.as_deref(),
                     started.elapsed(),

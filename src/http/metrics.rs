@@ -1,6 +1,6 @@
 //! Prometheus metrics at `/metrics`: GraphQL requests by operation and outcome, a
 //! latency histogram, open WebSocket connections, active subscriptions and database
-//! pool use. One recorder per process, shared by every server in it.
+//! pool use, and group commit. One recorder per process, shared by every server in it.
 
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
@@ -66,6 +66,18 @@ pub fn install_recorder() {
         metrics::describe_gauge!(
             "nimbus_db_pool_connections",
             "Database pool connections, by state."
+        );
+        metrics::describe_counter!(
+            "nimbus_write_batches_total",
+            "Group-committed batches of document writes (SQLite), by outcome."
+        );
+        metrics::describe_counter!(
+            "nimbus_write_batch_members_total",
+            "Requests that wrote in group-committed batches."
+        );
+        metrics::describe_counter!(
+            "nimbus_operations_rerun_total",
+            "Operations run again, alone, after their batch rolled back."
         );
         Some(handle)
     });

@@ -22,10 +22,11 @@ use futures_util::stream::{self, BoxStream};
 use serde::Deserialize;
 
 use crate::AppState;
+use crate::error::AppResult;
 use crate::graphql::limits::coded;
 use crate::http::identity::{self, KEY_HEADER, PROJECT_HEADER, Presented};
 use crate::http::metrics::GaugeGuard;
-use crate::services::databases::tx::RequestTx;
+use crate::services::databases::tx::{Finished, Mode, RequestTx};
 
 /// Largest message a client may send.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
@@ -162,6 +163,19 @@ impl Drop for SubscriptionSlot {
 }
 
 /// A response whose writes were undone: its data must not be shown.
+/// The response as the end of its writes leaves it.
+fn after_finish(response: Response, finished: AppResult<Finished>) -> Response {
+    match finished {
+        Ok(Finished::Kept) => response,
+        // Results of writes that were undone must not be shown. (Exclusive
+        // transactions are never asked to run again.)
+        Ok(Finished::RolledBack | Finished::Retry) => without_data(response),
+        Err(err) => {
+            Response::from_errors(vec![err.to_graphql().into_server_error(Default::default())])
+        }
+    }
+}
+
 fn without_data(mut response: Response) -> Response {
     response.data = async_graphql::Value::Null;
     response
@@ -178,16 +192,10 @@ impl Executor for ConnectionExecutor {
     async fn execute(&self, request: Request) -> Response {
         match self.schema.get() {
             Some(schema) => {
-                let tx = RequestTx::new(&self.state.db);
+                let tx = RequestTx::new(&self.state, Mode::Exclusive);
                 let response = schema.execute(request.data(tx.clone())).await;
-                match tx.finish(&self.state, response.errors.is_empty()).await {
-                    Ok(false) => response,
-                    // Results of writes that were undone must not be shown.
-                    Ok(true) => without_data(response),
-                    Err(err) => Response::from_errors(vec![
-                        err.to_graphql().into_server_error(Default::default()),
-                    ]),
-                }
+                let finished = tx.finish(response.errors.is_empty()).await;
+                after_finish(response, finished)
             }
             None => Response::from_errors(vec![coded(
                 "send connection_init first",
@@ -217,23 +225,17 @@ impl Executor for ConnectionExecutor {
         }
         // Queries and mutations come through here too: each response ends the
         // request's document transaction (subscriptions never open one).
-        let tx = RequestTx::new(&self.state.db);
-        let state = self.state.clone();
+        let tx = RequestTx::new(&self.state, Mode::Exclusive);
         schema
             .execute_stream_with_session_data(
                 request.data(tx.clone()),
                 session_data.unwrap_or_default(),
             )
             .then(move |response| {
-                let (tx, state) = (tx.clone(), state.clone());
+                let tx = tx.clone();
                 async move {
-                    match tx.finish(&state, response.errors.is_empty()).await {
-                        Ok(false) => response,
-                        Ok(true) => without_data(response),
-                        Err(err) => Response::from_errors(vec![
-                            err.to_graphql().into_server_error(Default::default()),
-                        ]),
-                    }
+                    let finished = tx.finish(response.errors.is_empty()).await;
+                    after_finish(response, finished)
                 }
             })
             .map(move |response| {

@@ -1361,3 +1361,160 @@ async fn typed_subscriptions_follow_a_filtered_set_with_enter_and_leave() {
 async fn changed(ws: &mut crate::helpers::WsClient) -> Value {
     ws.next_json().await.expect("an event")["payload"]["data"]["postChanged"].clone()
 }
+
+/// A counter from `/metrics` (0 before its first increment).
+async fn counter(app: &TestApp, name: &str) -> f64 {
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn concurrent_writes_commit_together_and_a_failure_after_writing_undoes_only_itself() {
+    let app = spawn_app().await;
+    blog(&app).await;
+    app.admin(
+        CREATE_COLLECTION,
+        json!({"input": {
+            "databaseId": "blog", "id": "authors", "name": "authors",
+            "permissions": ["read(\"any\")", "create(\"users\")"],
+            "attributes": [{"key": "name", "type": "STRING", "size": 100, "required": true}]
+        }}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id } }",
+        json!({"input": {"databaseId": "blog", "collectionId": "authors", "key": "posts", "relatedCollectionId": "posts", "type": "ONE_TO_MANY", "twoWayKey": "author", "onDelete": "CASCADE"}}),
+    )
+    .await
+    .ok();
+    let ann = user(&app, "ann@example.com").await;
+    app.as_session(
+        &ann,
+        "mutation { createAuthor(input: {id: \"ann\", name: \"Ann\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let group_commit = crate::helpers::test_database_server().is_none();
+
+    // Bursts of single-field creates with one among them whose write succeeds and
+    // whose answer then fails (a list past the page limit): its write must go, the
+    // others' must stay, each exactly once, also when they shared its batch.
+    let mut expected = std::collections::BTreeSet::new();
+    let mut rerun_seen = false;
+    for round in 0..20 {
+        let reruns_before = counter(&app, "nimbus_operations_rerun_total").await;
+        let good = (0..24).map(|i| {
+            let app = &app;
+            let ann = &ann;
+            async move {
+                app.as_session(
+                    ann,
+                    "mutation($t: String!) { createPost(input: {title: $t, author: \"ann\"}) { id title } }",
+                    json!({"t": format!("round {round} post {i}")}),
+                )
+                .await
+            }
+        });
+        let bad = app.as_session(
+            &ann,
+            "mutation($id: ID!) { createAuthor(input: {id: $id, name: \"Zed\"}) { id posts(first: 1000000) { totalCount } } }",
+            json!({"id": format!("zed{round}")}),
+        );
+        // Creates that fail on their own, at the insert (an id taken) and before it
+        // (a value out of range), undo only themselves.
+        let refused = (0..4).map(|i| {
+            let app = &app;
+            let ann = &ann;
+            let input = if i % 2 == 0 {
+                json!({"id": "taken", "title": "again"})
+            } else {
+                json!({"title": "negative", "views": -1})
+            };
+            async move {
+                app.as_session(
+                    ann,
+                    "mutation($input: CreatePostInput!) { createPost(input: $input) { id } }",
+                    json!({"input": input}),
+                )
+                .await
+            }
+        });
+        if round == 0 {
+            let taken = app
+                .as_session(
+                    &ann,
+                    "mutation { createPost(input: {id: \"taken\", title: \"first\"}) { id } }",
+                    json!({}),
+                )
+                .await
+                .ok();
+            expected.insert(taken["createPost"]["id"].as_str().unwrap().to_string());
+        }
+        let (good, bad, refused) = tokio::join!(
+            futures_util::future::join_all(good),
+            bad,
+            futures_util::future::join_all(refused)
+        );
+        let codes: Vec<&str> = refused.iter().map(|answer| answer.code()).collect();
+        assert_eq!(
+            codes,
+            [
+                "DOCUMENT_ALREADY_EXISTS",
+                "VALUE_OUT_OF_RANGE",
+                "DOCUMENT_ALREADY_EXISTS",
+                "VALUE_OUT_OF_RANGE"
+            ]
+        );
+        assert_eq!(bad.code(), "BAD_USER_INPUT", "{:#}", bad.body);
+        assert_eq!(bad.body["data"], Value::Null, "{:#}", bad.body);
+        for answer in good {
+            let created = answer.ok();
+            let id = created["createPost"]["id"].as_str().unwrap().to_string();
+            assert!(expected.insert(id), "ids are unique");
+        }
+        if counter(&app, "nimbus_operations_rerun_total").await > reruns_before {
+            rerun_seen = true;
+        }
+        let stored = app
+            .post(
+                json!({"query": "query($a: ID!) { author(id: $a) { id } posts(first: 1000) { totalCount edges { node { id } } } }", "variables": {"a": format!("zed{round}")}}),
+                &[],
+            )
+            .await
+            .ok();
+        assert_eq!(stored["author"], Value::Null, "the failed write is gone");
+        let ids: std::collections::BTreeSet<String> = stored["posts"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|edge| edge["node"]["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(stored["posts"]["totalCount"], expected.len());
+        assert_eq!(ids, expected, "every answered create is stored, once");
+        if rerun_seen || !group_commit {
+            break;
+        }
+    }
+    assert!(
+        rerun_seen || !group_commit,
+        "in 20 bursts the failing request never shared a batch with others"
+    );
+    if group_commit {
+        assert!(counter(&app, "nimbus_write_batches_total{outcome=\"committed\"}").await >= 1.0);
+    }
+    app.shutdown().await;
+}

@@ -21,6 +21,7 @@ use crate::db::{ids, now_millis};
 use crate::error::{AppError, AppResult};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::ddl::perms_table;
 use super::filter::{self, Cursor, Filter, FilterError, OrderBy, cursor_for_row};
@@ -812,19 +813,31 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
 /// without `permissions`, a signed-in client's document is theirs to read, update
 /// and delete.
 /// See [`create_impl`]; boxed so that resolvers can hold the future across awaits.
+/// `first_write` is set while the insert runs and stays set should anything fail
+/// after it (see [`super::tx::RequestTx::tracked_writer`]).
 pub fn create<'a>(
     conn: &'a mut AnyConnection,
+    first_write: &'a AtomicBool,
     dialect: SqlDialect,
     collection: &'a Collection,
     access: &'a Access,
     new: NewDocument,
     model: &'a DataModel,
 ) -> BoxFuture<'a, AppResult<Document>> {
-    Box::pin(create_impl(conn, dialect, collection, access, new, model))
+    Box::pin(create_impl(
+        conn,
+        first_write,
+        dialect,
+        collection,
+        access,
+        new,
+        model,
+    ))
 }
 
 async fn create_impl(
     conn: &mut AnyConnection,
+    first_write: &AtomicBool,
     dialect: SqlDialect,
     collection: &Collection,
     access: &Access,
@@ -895,8 +908,25 @@ async fn create_impl(
         value.push_bind(&mut builder);
     }
     builder.push(")");
+    // SQLite takes both inserts in one round trip to its thread; MariaDB prepares
+    // one statement at a time.
+    let rows = permission_rows(&id, &permissions);
+    let permissions_along = dialect == SqlDialect::Sqlite && !rows.is_empty();
+    if permissions_along {
+        builder.push(format!(
+            "; INSERT INTO {} (resource_id, action, role) ",
+            q(dialect, &perms_table(&collection.table))
+        ));
+        builder.push_values(rows, |mut b, (resource, action, role)| {
+            b.push_bind(resource).push_bind(action).push_bind(role);
+        });
+    }
+    first_write.store(true, Ordering::SeqCst);
     if let Err(err) = builder.build().execute(&mut *conn).await {
-        if is_unique_violation(&err) {
+        let perms_table = perms_table(&collection.table);
+        if is_unique_violation(&err) && !err.to_string().contains(perms_table.as_str()) {
+            // The document's own insert failed, whole: nothing was written.
+            first_write.store(false, Ordering::SeqCst);
             let exists = sqlx::query(&format!(
                 "SELECT 1 FROM {} WHERE id = ?",
                 q(dialect, &collection.table)
@@ -920,7 +950,9 @@ async fn create_impl(
         }
         return Err(err.into());
     }
-    write_permissions(conn, dialect, collection, &id, &permissions, false).await?;
+    if !permissions_along {
+        write_permissions(conn, dialect, collection, &id, &permissions, false).await?;
+    }
     write_links(conn, dialect, collection, model, &id, &new.data).await?;
     let mut permissions = permissions;
     permissions.sort_by_key(|p| (p.action.as_str(), p.role.to_string()));

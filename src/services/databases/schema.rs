@@ -1369,8 +1369,11 @@ fn register_documents(parts: &mut SchemaParts) {
                     permissions: input.permissions,
                 };
                 let document = {
-                    let mut conn = tx.writer().await?;
-                    documents::create(&mut conn, sql_dialect(state.db.dialect()), &collection, &access, new, data_model(&ctx)?).await?
+                    let model = data_model(&ctx)?;
+                    let mut op = tx.tracked_writer().await?;
+                    let first_write = op.first_write();
+                    let result = documents::create(&mut op, first_write, sql_dialect(state.db.dialect()), &collection, &access, new, model).await;
+                    op.end(result)?
                 };
                 tx.publish_after_commit(documents::event(&collection, &document, "create", None));
                 Ok(Some(FieldValue::value(document_value(&collection, &document))))
@@ -1397,8 +1400,9 @@ fn register_documents(parts: &mut SchemaParts) {
                         .transpose()?,
                 };
                 let (previous, document) = {
-                    let mut conn = tx.writer().await?;
-                    documents::update(&mut conn, sql_dialect(state.db.dialect()), &collection, &access, &input.id, changes, data_model(&ctx)?).await?
+                    let mut op = tx.writer().await?;
+                    let result = documents::update(&mut op, sql_dialect(state.db.dialect()), &collection, &access, &input.id, changes, data_model(&ctx)?).await;
+                    op.end(result)?
                 };
                 tx.publish_after_commit(documents::event(&collection, &document, "update", Some(&previous)));
                 Ok(Some(FieldValue::value(document_value(&collection, &document))))
@@ -1416,8 +1420,9 @@ fn register_documents(parts: &mut SchemaParts) {
                 let state = app(&ctx)?;
                 let tx = request_tx(&ctx)?;
                 let deleted = {
-                    let mut conn = tx.writer().await?;
-                    documents::delete(&mut conn, sql_dialect(state.db.dialect()), &collection, &access, &input.id, data_model(&ctx)?).await?
+                    let mut op = tx.writer().await?;
+                    let result = documents::delete(&mut op, sql_dialect(state.db.dialect()), &collection, &access, &input.id, data_model(&ctx)?).await;
+                    op.end(result)?
                 };
                 for (holder, document) in &deleted {
                     tx.publish_after_commit(documents::event(holder, document, "delete", None));

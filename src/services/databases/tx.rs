@@ -3,10 +3,13 @@
 //! nothing, and reads later in the same request see its writes. The HTTP and
 //! WebSocket handlers finish it after execution — commit when the response has
 //! no errors, roll back otherwise — and only then are the writes' realtime events
-//! published, so nobody hears of a write that did not happen.
+//! published, so nobody hears of a write that did not happen. On SQLite, requests
+//! with a single mutation field share group-committed batches instead
+//! ([`crate::db::group_commit`]), and run again alone should their batch roll back.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use async_graphql::dataloader::DataLoader;
 use futures_util::future::BoxFuture;
@@ -17,22 +20,56 @@ use tracing::Instrument as _;
 
 use crate::AppState;
 use crate::bus::{BusMessage, Event};
-use crate::db::{Db, Dialect};
+use crate::db::Dialect;
+use crate::db::group_commit::{self, Batch, Outcome};
 use crate::error::{AppError, AppResult};
 
 use super::loader::{ListLoader, RelatedLoader};
 
+/// How a request's document writes share the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A transaction of the request's own, holding SQLite's write lock from the
+    /// first write to the end of the request.
+    Exclusive,
+    /// A place in a group-committed batch ([`crate::db::group_commit`]), for
+    /// requests that can run again from the start should their batch roll back.
+    /// Used only where the database has group commit (SQLite).
+    Shared,
+}
+
+/// How a request's writes ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// Committed, or there was nothing to commit: the response stands.
+    Kept,
+    /// Undone: the response must show none of the writes.
+    RolledBack,
+    /// Undone with the rest of its batch: run the request again, exclusively.
+    Retry,
+}
+
 /// The transaction of one request, begun by its first write.
 pub struct RequestTx {
-    db: Db,
+    state: AppState,
+    mode: Mode,
     open: Mutex<Option<Transaction<'static, Any>>>,
+    /// The batch joined by the first write ([`Mode::Shared`]).
+    batch: OnceLock<Arc<Batch>>,
+    joining: Mutex<()>,
+    /// An operation of this request has completed in its batch.
+    wrote: AtomicBool,
+    /// This request has left its batch.
+    left: AtomicBool,
+    /// The running operation without a savepoint has begun writing.
+    first_write: AtomicBool,
     events: std::sync::Mutex<Vec<Event>>,
     /// The writer's turn (SQLite), held from the first write to the end.
     turn: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
     /// Batches the reads of referenced documents; made on first use.
-    related: std::sync::OnceLock<DataLoader<RelatedLoader>>,
+    related: OnceLock<DataLoader<RelatedLoader>>,
     /// Batches the first pages of lists across relationships; made on first use.
-    lists: std::sync::OnceLock<DataLoader<ListLoader>>,
+    lists: OnceLock<DataLoader<ListLoader>>,
 }
 
 /// A connection to run statements on: the request's transaction, or a pooled
@@ -61,36 +98,145 @@ impl DerefMut for Conn<'_> {
     }
 }
 
+/// One write operation on the request's transaction. End it with
+/// [`WriteOp::end`], passing the operation's result: in a batch, a failed
+/// operation is undone, leaving the other members' work alone.
+pub struct WriteOp<'a> {
+    conn: Conn<'a>,
+    /// The batch this operation runs in.
+    batch: Option<&'a Batch>,
+    /// Whether the operation runs within a savepoint of its own; otherwise it
+    /// reports its first write on `tx.first_write`.
+    savepoint: bool,
+    tx: &'a RequestTx,
+}
+
+impl Deref for WriteOp<'_> {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for WriteOp<'_> {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.conn
+    }
+}
+
+impl<'a> WriteOp<'a> {
+    /// Where an operation from [`RequestTx::tracked_writer`] records that it is
+    /// about to write (and clears it when that write failed whole, leaving nothing).
+    pub fn first_write(&self) -> &'a AtomicBool {
+        &self.tx.first_write
+    }
+
+    /// Ends the operation with its result, which it passes on.
+    pub fn end<T>(mut self, result: AppResult<T>) -> AppResult<T> {
+        if let Some(batch) = self.batch.take() {
+            self.ended(batch, result.is_ok());
+            if result.is_ok() {
+                self.tx.wrote.store(true, Ordering::SeqCst);
+            }
+        }
+        result
+    }
+
+    fn ended(&self, batch: &Batch, succeeded: bool) {
+        if self.savepoint {
+            batch.end_operation(succeeded);
+        } else if !succeeded && self.tx.first_write.swap(false, Ordering::SeqCst) {
+            // Written in part, with no savepoint to undo it: the batch cannot
+            // keep it, and rolls back for everyone to run again.
+            batch.poison();
+        }
+    }
+}
+
+impl Drop for WriteOp<'_> {
+    fn drop(&mut self) {
+        // Dropped before `end`: the request went away mid-operation.
+        if let Some(batch) = self.batch {
+            self.ended(batch, false);
+        }
+    }
+}
+
 impl RequestTx {
-    pub fn new(db: &Db) -> Arc<RequestTx> {
+    /// The transaction of a request; `mode` is taken only where the database has
+    /// group commit.
+    pub fn new(state: &AppState, mode: Mode) -> Arc<RequestTx> {
+        let mode = match state.db.group_commit() {
+            Some(_) => mode,
+            None => Mode::Exclusive,
+        };
         Arc::new(RequestTx {
-            db: db.clone(),
+            state: state.clone(),
+            mode,
             open: Mutex::new(None),
+            batch: OnceLock::new(),
+            joining: Mutex::new(()),
+            wrote: AtomicBool::new(false),
+            left: AtomicBool::new(false),
+            first_write: AtomicBool::new(false),
             events: std::sync::Mutex::new(Vec::new()),
             turn: std::sync::Mutex::new(None),
-            related: std::sync::OnceLock::new(),
-            lists: std::sync::OnceLock::new(),
+            related: OnceLock::new(),
+            lists: OnceLock::new(),
         })
     }
 
-    /// The request's transaction, begun now if this is its first write. On SQLite
-    /// it takes the write lock at once (`BEGIN IMMEDIATE`), so a request never
-    /// fails half-way for want of it.
-    pub fn writer(&self) -> BoxFuture<'_, AppResult<Conn<'_>>> {
-        Box::pin(self.writer_impl())
+    /// A write operation on the request's transaction, begun now if this is its
+    /// first write. On SQLite the write lock is taken at once (`BEGIN
+    /// IMMEDIATE`), so a request never fails half-way for want of it.
+    pub fn writer(&self) -> BoxFuture<'_, AppResult<WriteOp<'_>>> {
+        Box::pin(self.writer_impl(true))
     }
 
-    async fn writer_impl(&self) -> AppResult<Conn<'_>> {
+    /// [`RequestTx::writer`] without a savepoint, for an operation whose first
+    /// write is one statement (which SQLite undoes whole when it fails) and that
+    /// records it on [`WriteOp::first_write`]: a round trip less. Should it fail
+    /// after that write, its batch rolls back and every member runs again.
+    pub fn tracked_writer(&self) -> BoxFuture<'_, AppResult<WriteOp<'_>>> {
+        Box::pin(self.writer_impl(false))
+    }
+
+    async fn writer_impl(&self, savepoint: bool) -> AppResult<WriteOp<'_>> {
+        self.first_write.store(false, Ordering::SeqCst);
+        match self.mode {
+            Mode::Exclusive => Ok(WriteOp {
+                conn: self.exclusive().await?,
+                batch: None,
+                savepoint,
+                tx: self,
+            }),
+            Mode::Shared => {
+                let batch = self.joined().await?;
+                let mut conn = batch_connection(batch).await?;
+                if savepoint {
+                    batch.begin_operation(&mut conn).await?;
+                }
+                Ok(WriteOp {
+                    conn,
+                    batch: Some(batch),
+                    savepoint,
+                    tx: self,
+                })
+            }
+        }
+    }
+
+    async fn exclusive(&self) -> AppResult<Conn<'_>> {
         let mut open = self.open.lock().await;
         if open.is_none() {
-            let turn = self.db.writer_turn().await;
+            let turn = self.state.db.writer_turn().await;
             if let Ok(mut held) = self.turn.lock() {
                 *held = turn;
             }
             // Begun in a task of its own: a client that goes away mid-`BEGIN` must
             // not leave a pooled connection inside a transaction nobody owns (the
             // task's transaction, unclaimed, rolls back when dropped).
-            let (pool, dialect) = (self.db.pool().clone(), self.db.dialect());
+            let (pool, dialect) = (self.state.db.pool().clone(), self.state.db.dialect());
             let tx = tokio::spawn(async move {
                 match dialect {
                     Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
@@ -105,27 +251,40 @@ impl RequestTx {
         }
         MutexGuard::try_map(open, Option::as_mut)
             .map(Conn::Tx)
-            .map_err(|_| AppError::Internal(anyhow::anyhow!("the request transaction vanished")))
+            .map_err(|_| vanished())
+    }
+
+    /// The batch this request is in, joined now if it is not yet.
+    async fn joined(&self) -> AppResult<&Batch> {
+        if let Some(batch) = self.batch.get() {
+            return Ok(batch);
+        }
+        let _joining = self.joining.lock().await;
+        if let Some(batch) = self.batch.get() {
+            return Ok(batch);
+        }
+        let group = self.state.db.group_commit().ok_or_else(vanished)?;
+        let batch = group.join().await?;
+        Ok(self.batch.get_or_init(|| batch))
     }
 
     /// A connection for reads: the transaction when the request has written (so it
     /// reads its own writes), a pooled connection otherwise.
     pub fn reader(&self) -> BoxFuture<'_, AppResult<Conn<'_>>> {
-        Box::pin(self.reader_impl())
-    }
-
-    async fn reader_impl(&self) -> AppResult<Conn<'_>> {
-        {
-            let open = self.open.lock().await;
-            if open.is_some() {
-                return MutexGuard::try_map(open, Option::as_mut)
-                    .map(Conn::Tx)
-                    .map_err(|_| {
-                        AppError::Internal(anyhow::anyhow!("the request transaction vanished"))
-                    });
+        Box::pin(async move {
+            if let Some(batch) = self.batch.get() {
+                return batch_connection(batch).await;
             }
-        }
-        Ok(Conn::Pool(acquire(self.db.pool().clone()).await?))
+            {
+                let open = self.open.lock().await;
+                if open.is_some() {
+                    return MutexGuard::try_map(open, Option::as_mut)
+                        .map(Conn::Tx)
+                        .map_err(|_| vanished());
+                }
+            }
+            Ok(Conn::Pool(acquire(self.state.db.pool().clone()).await?))
+        })
     }
 
     /// The request's loader of referenced documents, made by `make` on first use.
@@ -141,6 +300,9 @@ impl RequestTx {
 
     /// Whether the request has begun writing documents.
     pub fn has_writes(&self) -> bool {
+        if self.batch.get().is_some() {
+            return true;
+        }
         // Locked means a document operation is running right now.
         self.open.try_lock().map_or(true, |open| open.is_some())
     }
@@ -158,19 +320,38 @@ impl RequestTx {
         }
     }
 
-    /// Ends the request: commits and publishes its events when `success`, rolls
-    /// back otherwise. A failed commit is an error for the whole request.
-    /// Returns whether writes were rolled back: the response must then show none
-    /// of them.
-    pub async fn finish(&self, state: &AppState, success: bool) -> AppResult<bool> {
-        let open = self.open.lock().await.take();
-        let events = self
-            .events
+    fn take_events(&self) -> Vec<Event> {
+        self.events
             .lock()
             .map(|mut e| std::mem::take(&mut *e))
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// Ends the request: commits and publishes its events when `success`, rolls
+    /// back otherwise. In a batch, waits for the batch to end. A failed commit is
+    /// an error for the whole request.
+    pub async fn finish(&self, success: bool) -> AppResult<Finished> {
+        if let Some(batch) = self.batch.get() {
+            self.left.store(true, Ordering::SeqCst);
+            let wrote = self.wrote.load(Ordering::SeqCst);
+            let events = self.take_events();
+            let outcome = group_commit::outcome(batch.leave(!success && wrote)).await;
+            return match outcome {
+                Outcome::Committed if success => {
+                    publish(&self.state, events).await;
+                    Ok(Finished::Kept)
+                }
+                Outcome::Committed => Ok(Finished::RolledBack),
+                Outcome::RolledBack => Ok(Finished::Retry),
+                Outcome::Failed => Err(AppError::Internal(anyhow::anyhow!(
+                    "the batch holding this request's writes could not be committed"
+                ))),
+            };
+        }
+        let open = self.open.lock().await.take();
+        let events = self.take_events();
         let Some(tx) = open else {
-            return Ok(false);
+            return Ok(Finished::Kept);
         };
         // The next writer's turn comes once this transaction has ended.
         let turn = self.turn.lock().ok().and_then(|mut held| held.take());
@@ -188,14 +369,54 @@ impl RequestTx {
         drop(turn);
         ended?;
         if !success {
-            return Ok(true);
+            return Ok(Finished::RolledBack);
         }
-        for event in events {
-            // A lost event is logged by the bus; the write itself stands.
-            let _ = state.bus.publish(BusMessage::Event(event)).await;
-        }
-        Ok(false)
+        publish(&self.state, events).await;
+        Ok(Finished::Kept)
     }
+}
+
+impl Drop for RequestTx {
+    fn drop(&mut self) {
+        // A request that went away without finishing leaves its batch; the writes
+        // it completed stand, and are announced once they are committed.
+        let Some(batch) = self.batch.get() else {
+            return;
+        };
+        if self.left.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let receiver = batch.leave(false);
+        let events = self.take_events();
+        if events.is_empty() || !self.wrote.load(Ordering::SeqCst) {
+            return;
+        }
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            if group_commit::outcome(receiver).await == Outcome::Committed {
+                publish(&state, events).await;
+            }
+        });
+    }
+}
+
+async fn publish(state: &AppState, events: Vec<Event>) {
+    for event in events {
+        // A lost event is logged by the bus; the write itself stands.
+        let _ = state.bus.publish(BusMessage::Event(event)).await;
+    }
+}
+
+/// The batch's transaction, undoing first what an abandoned operation left.
+async fn batch_connection(batch: &Batch) -> AppResult<Conn<'_>> {
+    let guard = batch.connection().await?;
+    MutexGuard::try_map(guard, Option::as_mut)
+        .map(Conn::Tx)
+        .map_err(|_| vanished())
+}
+
+fn vanished() -> AppError {
+    AppError::Internal(anyhow::anyhow!("the request transaction vanished"))
 }
 
 /// A pooled connection, from an owned pool handle: the future borrows nothing.

@@ -898,8 +898,9 @@ pub fn register_collection(
                 let dialect = sql_dialect(app(&ctx)?.db.dialect());
                 let tx = request_tx(&ctx)?;
                 let (previous, document) = {
-                    let mut conn = tx.writer().await?;
-                    documents::update(&mut conn, dialect, &collection, &access, &id, changes, data_model(&ctx)?).await?
+                    let mut op = tx.writer().await?;
+                    let result = documents::update(&mut op, dialect, &collection, &access, &id, changes, data_model(&ctx)?).await;
+                    op.end(result)?
                 };
                 tx.publish_after_commit(documents::event(&collection, &document, "update", Some(&previous)));
                 Ok(Some(FieldValue::value(node_value(&document))))
@@ -921,8 +922,9 @@ pub fn register_collection(
                 let dialect = sql_dialect(app(&ctx)?.db.dialect());
                 let tx = request_tx(&ctx)?;
                 let deleted = {
-                    let mut conn = tx.writer().await?;
-                    documents::delete(&mut conn, dialect, &collection, &access, &id, data_model(&ctx)?).await?
+                    let mut op = tx.writer().await?;
+                    let result = documents::delete(&mut op, dialect, &collection, &access, &id, data_model(&ctx)?).await;
+                    op.end(result)?
                 };
                 for (holder, document) in &deleted {
                     tx.publish_after_commit(documents::event(holder, document, "delete", None));
@@ -994,15 +996,20 @@ fn register_bulk_and_atomic(
                 let model = data_model(&ctx)?;
                 let tx = request_tx(&ctx)?;
                 let (previous, document, action) = {
-                    let mut conn = tx.writer().await?;
-                    if documents::exists(&mut conn, dialect, &collection, &id).await? {
-                        let changes = DocumentChanges { data, permissions, expected_updated_at: None };
-                        let (previous, document) = documents::update(&mut conn, dialect, &collection, &access, &id, changes, model).await?;
-                        (Some(previous), document, "update")
-                    } else {
-                        let new = NewDocument { id: Some(id), data, permissions };
-                        (None, documents::create(&mut conn, dialect, &collection, &access, new, model).await?, "create")
+                    let mut op = tx.writer().await?;
+                    let result = async {
+                        if documents::exists(&mut op, dialect, &collection, &id).await? {
+                            let changes = DocumentChanges { data, permissions, expected_updated_at: None };
+                            let (previous, document) = documents::update(&mut op, dialect, &collection, &access, &id, changes, model).await?;
+                            Ok((Some(previous), document, "update"))
+                        } else {
+                            let new = NewDocument { id: Some(id), data, permissions };
+                            let first_write = op.first_write();
+                            Ok((None, documents::create(&mut op, first_write, dialect, &collection, &access, new, model).await?, "create"))
+                        }
                     }
+                    .await;
+                    op.end(result)?
                 };
                 tx.publish_after_commit(documents::event(&collection, &document, action, previous.as_ref()));
                 Ok(Some(FieldValue::value(node_value(&document))))
@@ -1043,9 +1050,9 @@ fn register_bulk_and_atomic(
                         };
                         let id = id.unwrap_or_default();
                         let (previous, document) = {
-                            let mut conn = tx.writer().await?;
-                            documents::update(
-                                &mut conn,
+                            let mut op = tx.writer().await?;
+                            let result = documents::update(
+                                &mut op,
                                 dialect,
                                 &collection,
                                 &access,
@@ -1053,7 +1060,8 @@ fn register_bulk_and_atomic(
                                 changes,
                                 model,
                             )
-                            .await?
+                            .await;
+                            op.end(result)?
                         };
                         tx.publish_after_commit(documents::event(
                             &collection,
@@ -1094,56 +1102,60 @@ fn register_bulk_and_atomic(
                     let filter = filter_from_input(&collection, model, &access, &filter_input, 0)?;
                     let dialect = sql_dialect(app(&ctx)?.db.dialect());
                     let tx = request_tx(&ctx)?;
-                    let mut conn = tx.writer().await?;
-                    let query = ListQuery {
-                        filter,
-                        orders: Vec::new(),
-                        paging: Paging::Keyset {
-                            after: None,
-                            before: None,
-                            limit: documents::MAX_BULK,
-                            from_end: false,
-                        },
-                        want_total: false,
-                    };
-                    let matching =
-                        documents::list(&mut conn, dialect, &collection, &access, &query).await?;
-                    if matching.has_more {
-                        return Err(AppError::Invalid {
-                            code: "TOO_MANY_DOCUMENTS",
-                            field: "filter".into(),
-                            reason: format!(
-                                "more than {} documents match; narrow the filter",
-                                documents::MAX_BULK
-                            ),
+                    let mut op = tx.writer().await?;
+                    let result = async {
+                        let query = ListQuery {
+                            filter,
+                            orders: Vec::new(),
+                            paging: Paging::Keyset {
+                                after: None,
+                                before: None,
+                                limit: documents::MAX_BULK,
+                                from_end: false,
+                            },
+                            want_total: false,
+                        };
+                        let matching =
+                            documents::list(&mut op, dialect, &collection, &access, &query).await?;
+                        if matching.has_more {
+                            return Err(AppError::Invalid {
+                                code: "TOO_MANY_DOCUMENTS",
+                                field: "filter".into(),
+                                reason: format!(
+                                    "more than {} documents match; narrow the filter",
+                                    documents::MAX_BULK
+                                ),
+                            });
                         }
-                        .into());
-                    }
-                    let mut deleted_ids = Vec::with_capacity(matching.documents.len());
-                    for (document, _) in &matching.documents {
-                        let deleted = documents::delete(
-                            &mut conn,
-                            dialect,
-                            &collection,
-                            &access,
-                            &document.id,
-                            model,
-                        )
-                        .await;
-                        match deleted {
-                            Ok(deleted) => {
-                                for (holder, document) in &deleted {
-                                    tx.publish_after_commit(documents::event(
-                                        holder, document, "delete", None,
-                                    ));
+                        let mut deleted_ids = Vec::with_capacity(matching.documents.len());
+                        for (document, _) in &matching.documents {
+                            let deleted = documents::delete(
+                                &mut op,
+                                dialect,
+                                &collection,
+                                &access,
+                                &document.id,
+                                model,
+                            )
+                            .await;
+                            match deleted {
+                                Ok(deleted) => {
+                                    for (holder, document) in &deleted {
+                                        tx.publish_after_commit(documents::event(
+                                            holder, document, "delete", None,
+                                        ));
+                                    }
+                                    deleted_ids.push(Value::from(document.id.as_str()));
                                 }
-                                deleted_ids.push(Value::from(document.id.as_str()));
+                                // Taken along by an earlier one's cascade.
+                                Err(AppError::NotFound { .. }) => {}
+                                Err(err) => return Err(err),
                             }
-                            // Taken along by an earlier one's cascade.
-                            Err(AppError::NotFound { .. }) => {}
-                            Err(err) => return Err(err.into()),
                         }
+                        Ok(deleted_ids)
                     }
+                    .await;
+                    let deleted_ids = op.end(result)?;
                     Ok(Some(FieldValue::value(object([(
                         "deletedIds",
                         Value::List(deleted_ids),
@@ -1245,9 +1257,9 @@ fn register_bulk_and_atomic(
                     let dialect = sql_dialect(app(&ctx)?.db.dialect());
                     let tx = request_tx(&ctx)?;
                     let (previous, document) = {
-                        let mut conn = tx.writer().await?;
-                        documents::increment(
-                            &mut conn,
+                        let mut op = tx.writer().await?;
+                        let result = documents::increment(
+                            &mut op,
                             dialect,
                             &collection,
                             &access,
@@ -1256,7 +1268,8 @@ fn register_bulk_and_atomic(
                             sign * by,
                             limit,
                         )
-                        .await?
+                        .await;
+                        op.end(result)?
                     };
                     tx.publish_after_commit(documents::event(
                         &collection,
@@ -1296,9 +1309,11 @@ async fn create_one_impl(
     let dialect = sql_dialect(app(ctx)?.db.dialect());
     let tx = request_tx(ctx)?;
     let document = {
-        let mut conn = tx.writer().await?;
-        documents::create(
-            &mut conn,
+        let mut op = tx.tracked_writer().await?;
+        let first_write = op.first_write();
+        let result = documents::create(
+            &mut op,
+            first_write,
             dialect,
             collection,
             &access,
@@ -1309,7 +1324,8 @@ async fn create_one_impl(
             },
             data_model(ctx)?,
         )
-        .await?
+        .await;
+        op.end(result)?
     };
     tx.publish_after_commit(documents::event(collection, &document, "create", None));
     Ok(document)
