@@ -908,3 +908,151 @@ async fn clients_that_stop_reading_are_dropped_and_memory_stays_bounded() {
     }
     app.shutdown().await;
 }
+
+/// A `nimbus serve` process sharing a test server's database, Redis and secret: a
+/// replica that can be killed without warning, as a crash would.
+struct ReplicaProcess {
+    child: std::process::Child,
+    url: String,
+    ws_url: String,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ReplicaProcess {
+    async fn start_beside(app: &TestApp) -> ReplicaProcess {
+        let config = &app.config;
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = dir.path().join("replica.log");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_nimbus"));
+        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("NIMBUS_")) {
+            command.env_remove(name);
+        }
+        command
+            .arg("serve")
+            .env("NIMBUS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("NIMBUS_DATA_DIR", dir.path())
+            .env("NIMBUS_DATABASE_URL", config.effective_database_url())
+            .env(
+                "NIMBUS_REDIS_URL",
+                config.redis_url.as_deref().expect("replicas share Redis"),
+            )
+            .env("NIMBUS_REDIS_PREFIX", &config.redis_prefix)
+            .env(
+                "NIMBUS_SECRET",
+                config.secret.as_deref().expect("replicas share a secret"),
+            )
+            .env(
+                "NIMBUS_PRESENCE_TIMEOUT",
+                config.presence_timeout_secs.to_string(),
+            )
+            .env("NIMBUS_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut replica = ReplicaProcess {
+            child: command.spawn().expect("nimbus starts"),
+            url: format!("http://127.0.0.1:{port}"),
+            ws_url: format!("ws://127.0.0.1:{port}/v1/graphql/ws"),
+            log,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + crate::helpers::WAIT;
+        loop {
+            let health = app.client.get(format!("{}/health", replica.url)).send();
+            if health.await.is_ok_and(|r| r.status() == 200) {
+                return replica;
+            }
+            if let Some(status) = replica.child.try_wait().unwrap() {
+                panic!("the replica exited ({status}): {}", replica.log_text());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the replica did not come up: {}",
+                replica.log_text()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no LEAVE, no goodbye to Redis, heartbeats just stop.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ReplicaProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test]
+async fn presences_of_a_replica_that_dies_leave_after_the_presence_timeout() {
+    let Some(redis) = PrivateRedis::start() else {
+        eprintln!("skipped: no redis-server on this machine");
+        return;
+    };
+    let timeout = std::time::Duration::from_secs(2);
+    let heartbeat = timeout / 4;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.redis_url = Some(redis.url());
+    config.secret = Some("a-secret-both-replicas-of-this-test-share".into());
+    config.presence_timeout_secs = timeout.as_secs();
+    let first = spawn_with(config, dir).await;
+    let mut second = ReplicaProcess::start_beside(&first).await;
+
+    let mut watcher = WsClient::connect(&first.ws_url, false).await;
+    watcher.init(json!({})).await.expect("ack");
+    watcher
+        .subscribe(
+            "w",
+            "subscription { presenceChanged(channel: \"crash-room\") { type presenceId state } }",
+        )
+        .await;
+    let mut present = WsClient::connect(&second.ws_url, false).await;
+    present.init(json!({})).await.expect("ack");
+    present
+        .subscribe(
+            "p",
+            "subscription { presence(channel: \"crash-room\", state: {on: \"second\"}) { type } }",
+        )
+        .await;
+    let change = |message: serde_json::Value| message["payload"]["data"]["presenceChanged"].clone();
+    let joined = change(watcher.next_json().await.expect("a join"));
+    assert_eq!(joined["type"], "JOIN", "{joined}");
+    assert_eq!(joined["state"], json!({"on": "second"}));
+
+    // While the second replica lives, its heartbeats keep the presence on the first.
+    let quiet = tokio::time::timeout(timeout * 2, watcher.next_json()).await;
+    assert!(quiet.is_err(), "a live presence changed: {quiet:?}");
+
+    second.kill();
+    let killed = std::time::Instant::now();
+    let left = change(watcher.next_json().await.expect("a leave"));
+    let took = killed.elapsed();
+    assert_eq!(left["type"], "LEAVE", "{left}");
+    assert_eq!(left["presenceId"], joined["presenceId"]);
+    // Not a goodbye (there was none) but the timeout: the last heartbeat came at
+    // most one beat before the kill, and expiry runs once a beat.
+    assert!(
+        took >= timeout - heartbeat - std::time::Duration::from_millis(200),
+        "LEAVE after {took:?}, before the presence timed out"
+    );
+    assert!(
+        took <= timeout + heartbeat + std::time::Duration::from_secs(2),
+        "LEAVE only after {took:?}"
+    );
+    drop(present);
+    first.shutdown().await;
+}
