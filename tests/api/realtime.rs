@@ -400,8 +400,82 @@ async fn wait_for_health(app: &TestApp, status: u16) -> serde_json::Value {
     }
 }
 
+/// What a subscriber reading on its own task reports: the name of a key it heard
+/// of, or `None` when its connection ended.
+type Heard = (usize, Option<String>);
+
+/// A subscriber to key events that reads on its own task and reports to `heard`.
+async fn listening_subscriber(
+    app: &TestApp,
+    index: usize,
+    heard: tokio::sync::mpsc::UnboundedSender<Heard>,
+) {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = subscribed(app, &app.admin_key, false).await;
+    tokio::spawn(async move {
+        loop {
+            match ws.socket.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let message: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    let name = message["payload"]["data"]["realtime"]["payload"]["name"]
+                        .as_str()
+                        .map(str::to_string);
+                    if name.is_some() && heard.send((index, name)).is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                    let _ = heard.send((index, None));
+                    return;
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    });
+}
+
+/// Creates keys named `label-N` until each of `subscribers` has heard of one;
+/// fails when a connection ends or time runs out. Returns the other names heard.
+async fn publish_until_every_subscriber_hears(
+    app: &TestApp,
+    heard: &mut tokio::sync::mpsc::UnboundedReceiver<Heard>,
+    subscribers: usize,
+    label: &str,
+) -> Vec<String> {
+    let deadline = std::time::Instant::now() + crate::helpers::WAIT;
+    let mut reached = std::collections::HashSet::new();
+    let mut others = Vec::new();
+    let mut attempt = 0;
+    while reached.len() < subscribers {
+        attempt += 1;
+        let name = format!("{label}-{attempt}");
+        create_named_key(app, &name).await;
+        // Subscriptions go live asynchronously: give this key a moment, then another.
+        let round = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+        while reached.len() < subscribers {
+            match tokio::time::timeout_at(round, heard.recv()).await {
+                Ok(Some((index, Some(name)))) if name.starts_with(&format!("{label}-")) => {
+                    reached.insert(index);
+                }
+                Ok(Some((_, Some(name)))) => others.push(name),
+                Ok(Some((index, None))) => panic!("subscriber {index} lost its connection"),
+                Ok(None) => unreachable!("the test holds a sender"),
+                Err(_) => break,
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {subscribers} subscribers heard a `{label}` key",
+            reached.len()
+        );
+    }
+    others
+}
+
 #[tokio::test]
-async fn subscriptions_survive_a_redis_restart() {
+async fn a_hundred_subscribers_survive_a_redis_restart_without_reconnecting() {
+    const SUBSCRIBERS: usize = 100;
     let Some(mut redis) = PrivateRedis::start() else {
         eprintln!("skipped: no redis-server on this machine");
         return;
@@ -410,8 +484,11 @@ async fn subscriptions_survive_a_redis_restart() {
     let mut config = test_config(dir.path()).await;
     config.redis_url = Some(redis.url());
     let app = spawn_with(config, dir).await;
-    let mut ws = subscribed(&app, &app.admin_key, false).await;
-    first_event(&app, &mut ws, "before").await;
+    let (report, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    for index in 0..SUBSCRIBERS {
+        listening_subscriber(&app, index, report.clone()).await;
+    }
+    publish_until_every_subscriber_hears(&app, &mut heard, SUBSCRIBERS, "before").await;
     assert_eq!(health(&app).await.0, 200);
 
     redis.stop();
@@ -423,15 +500,21 @@ async fn subscriptions_survive_a_redis_restart() {
         .await
         .ok();
     create_named_key(&app, "during").await;
+    let (status, still_down) = health(&app).await;
+    assert_eq!(status, 503, "the outage is reported while it lasts");
+    assert_eq!(still_down["checks"]["bus"]["status"], "down");
 
     redis.run();
     wait_for_health(&app, 200).await;
-    // The same socket and subscription deliver again, without reconnecting.
-    loop {
-        let message = first_event(&app, &mut ws, "after").await;
-        if realtime_event(&message)["payload"]["name"] == "after" {
-            break;
-        }
+    // The same sockets and subscriptions deliver again, without reconnecting.
+    let late = publish_until_every_subscriber_hears(&app, &mut heard, SUBSCRIBERS, "after").await;
+    assert!(
+        !late.iter().any(|name| name == "during"),
+        "an event published during the outage arrived: delivery is at most once"
+    );
+    while let Ok((index, name)) = heard.try_recv() {
+        let name = name.unwrap_or_else(|| panic!("subscriber {index} lost its connection"));
+        assert_ne!(name, "during", "delivery is at most once");
     }
     app.shutdown().await;
 }
