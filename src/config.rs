@@ -114,6 +114,19 @@ pub struct Config {
     /// Seconds a new WebSocket has to send `connection_init` before it is closed.
     #[arg(long, env = "NIMBUS_WS_INIT_TIMEOUT", default_value_t = 10)]
     pub ws_init_timeout_secs: u64,
+
+    /// Seconds a message to a WebSocket client may take to be written before the
+    /// client counts as not reading: its connection is then closed with
+    /// `SUBSCRIBER_TOO_SLOW` and everything it held is freed.
+    #[arg(long, env = "NIMBUS_WS_SEND_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ws_send_timeout_secs: u64,
+
+    /// Seconds a presence outlives the last word from its replica. Each replica
+    /// re-announces its presences every quarter of this, and the others drop those
+    /// not heard of for this long, so a replica that dies takes its presences with
+    /// it. The same on every replica.
+    #[arg(long, env = "NIMBUS_PRESENCE_TIMEOUT", default_value_t = 20, value_parser = clap::value_parser!(u64).range(2..))]
+    pub presence_timeout_secs: u64,
 }
 
 impl Config {

@@ -63,6 +63,10 @@ pub fn install_recorder() {
             "nimbus_subscriptions_active",
             "Active GraphQL subscriptions."
         );
+        metrics::describe_counter!(
+            "nimbus_websocket_too_slow_total",
+            "WebSocket connections closed because their client stopped reading."
+        );
         metrics::describe_gauge!(
             "nimbus_db_pool_connections",
             "Database pool connections, by state."

@@ -4,6 +4,14 @@
 //! `X-Nimbus-Key`, `Authorization: Bearer <session secret>`; top level or under
 //! `headers`, any case), else from `?project=` and the upgrade request's headers and
 //! session cookie. A connection may hold a bounded number of subscriptions.
+//!
+//! A client that stops reading its socket must not hold the server's resources
+//! forever: once TCP buffers fill, a write waits, and one that cannot finish within
+//! `NIMBUS_WS_SEND_TIMEOUT` closes the connection (best-effort close frame
+//! `4008 SUBSCRIBER_TOO_SLOW: …`), dropping its subscriptions. While a write waits,
+//! the connection holds just that one message: the GraphQL side waits for the
+//! socket, and its subscriptions fall behind in the bus's bounded ring rather than
+//! queue here.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -13,12 +21,12 @@ use async_graphql::dynamic::Schema;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::{Data, Executor, Request, Response};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
-use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response as HttpResponse;
-use futures_util::StreamExt as _;
 use futures_util::stream::{self, BoxStream};
+use futures_util::{Sink, SinkExt as _, StreamExt as _};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -33,6 +41,13 @@ const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// Small buffers keep an idle connection cheap (10,000 of them are the goal);
 /// tungstenite grows them when a larger message arrives.
 const READ_BUFFER_BYTES: usize = 1024;
+/// Close code for a client that stopped reading: an application code (4000-4999)
+/// that graphql-ws does not define, so its client takes the close as non-fatal and
+/// reconnects.
+const TOO_SLOW_CLOSE_CODE: u16 = 4008;
+/// How long the close frame of a client that stopped reading gets to go out
+/// before the connection is dropped anyway.
+const TOO_SLOW_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Deserialize)]
 pub struct WsParams {
@@ -77,7 +92,10 @@ async fn serve_socket(
     let initialised = Arc::new(AtomicBool::new(false));
     let init_seen = initialised.clone();
     let init_timeout = Duration::from_secs(state.config.ws_init_timeout_secs);
-    let serving = GraphQLWebSocket::new(socket, executor, protocol)
+    let send_timeout = Duration::from_secs(state.config.ws_send_timeout_secs);
+    let (to_client, from_client) = socket.split();
+    let to_client = bounded_sends(to_client, send_timeout);
+    let serving = GraphQLWebSocket::new_with_pair(to_client, from_client, executor, protocol)
         .on_connection_init(move |payload| async move {
             init_seen.store(true, Ordering::SeqCst);
             let presented = Presented {
@@ -112,6 +130,44 @@ async fn serve_socket(
         // A socket that never says who it is holds memory for nothing: drop it.
         tracing::debug!("closing a WebSocket that sent no connection_init in time");
     }
+}
+
+/// The socket's sending half, with every message given `send_timeout` to be
+/// written. One that takes longer means the client stopped reading: the sink then
+/// tries to close with `SUBSCRIBER_TOO_SLOW` and fails, which ends the connection
+/// (the GraphQL side stops at the first failed send) and frees what it held.
+fn bounded_sends(
+    socket: impl Sink<Message, Error = axum::Error> + Unpin + Send,
+    send_timeout: Duration,
+) -> impl Sink<Message, Error = axum::Error> + Send {
+    futures_util::sink::unfold(socket, move |mut socket, message: Message| async move {
+        match tokio::time::timeout(send_timeout, socket.send(message)).await {
+            Ok(Ok(())) => Ok(socket),
+            Ok(Err(err)) => Err(err),
+            Err(_) => {
+                metrics::counter!("nimbus_websocket_too_slow_total").increment(1);
+                tracing::warn!(
+                    timeout_secs = send_timeout.as_secs(),
+                    "closing a WebSocket whose client stopped reading"
+                );
+                // Behind the unsent data, so it reaches only a client that resumes
+                // reading in time; the others see the connection end.
+                let close = Message::Close(Some(CloseFrame {
+                    code: TOO_SLOW_CLOSE_CODE,
+                    reason: close_reason(
+                        "SUBSCRIBER_TOO_SLOW",
+                        &format!(
+                            "the client read nothing for {}s; reconnect and re-query",
+                            send_timeout.as_secs()
+                        ),
+                    )
+                    .into(),
+                }));
+                let _ = tokio::time::timeout(TOO_SLOW_CLOSE_GRACE, socket.send(close)).await;
+                Err(axum::Error::new("the client stopped reading"))
+            }
+        }
+    })
 }
 
 /// A WebSocket close reason is at most 123 bytes: `CODE: message`, cut at a char boundary.

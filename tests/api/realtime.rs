@@ -400,8 +400,82 @@ async fn wait_for_health(app: &TestApp, status: u16) -> serde_json::Value {
     }
 }
 
+/// What a subscriber reading on its own task reports: the name of a key it heard
+/// of, or `None` when its connection ended.
+type Heard = (usize, Option<String>);
+
+/// A subscriber to key events that reads on its own task and reports to `heard`.
+async fn listening_subscriber(
+    app: &TestApp,
+    index: usize,
+    heard: tokio::sync::mpsc::UnboundedSender<Heard>,
+) {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = subscribed(app, &app.admin_key, false).await;
+    tokio::spawn(async move {
+        loop {
+            match ws.socket.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let message: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    let name = message["payload"]["data"]["realtime"]["payload"]["name"]
+                        .as_str()
+                        .map(str::to_string);
+                    if name.is_some() && heard.send((index, name)).is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                    let _ = heard.send((index, None));
+                    return;
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    });
+}
+
+/// Creates keys named `label-N` until each of `subscribers` has heard of one;
+/// fails when a connection ends or time runs out. Returns the other names heard.
+async fn publish_until_every_subscriber_hears(
+    app: &TestApp,
+    heard: &mut tokio::sync::mpsc::UnboundedReceiver<Heard>,
+    subscribers: usize,
+    label: &str,
+) -> Vec<String> {
+    let deadline = std::time::Instant::now() + crate::helpers::WAIT;
+    let mut reached = std::collections::HashSet::new();
+    let mut others = Vec::new();
+    let mut attempt = 0;
+    while reached.len() < subscribers {
+        attempt += 1;
+        let name = format!("{label}-{attempt}");
+        create_named_key(app, &name).await;
+        // Subscriptions go live asynchronously: give this key a moment, then another.
+        let round = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+        while reached.len() < subscribers {
+            match tokio::time::timeout_at(round, heard.recv()).await {
+                Ok(Some((index, Some(name)))) if name.starts_with(&format!("{label}-")) => {
+                    reached.insert(index);
+                }
+                Ok(Some((_, Some(name)))) => others.push(name),
+                Ok(Some((index, None))) => panic!("subscriber {index} lost its connection"),
+                Ok(None) => unreachable!("the test holds a sender"),
+                Err(_) => break,
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {subscribers} subscribers heard a `{label}` key",
+            reached.len()
+        );
+    }
+    others
+}
+
 #[tokio::test]
-async fn subscriptions_survive_a_redis_restart() {
+async fn a_hundred_subscribers_survive_a_redis_restart_without_reconnecting() {
+    const SUBSCRIBERS: usize = 100;
     let Some(mut redis) = PrivateRedis::start() else {
         eprintln!("skipped: no redis-server on this machine");
         return;
@@ -410,8 +484,11 @@ async fn subscriptions_survive_a_redis_restart() {
     let mut config = test_config(dir.path()).await;
     config.redis_url = Some(redis.url());
     let app = spawn_with(config, dir).await;
-    let mut ws = subscribed(&app, &app.admin_key, false).await;
-    first_event(&app, &mut ws, "before").await;
+    let (report, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    for index in 0..SUBSCRIBERS {
+        listening_subscriber(&app, index, report.clone()).await;
+    }
+    publish_until_every_subscriber_hears(&app, &mut heard, SUBSCRIBERS, "before").await;
     assert_eq!(health(&app).await.0, 200);
 
     redis.stop();
@@ -423,15 +500,21 @@ async fn subscriptions_survive_a_redis_restart() {
         .await
         .ok();
     create_named_key(&app, "during").await;
+    let (status, still_down) = health(&app).await;
+    assert_eq!(status, 503, "the outage is reported while it lasts");
+    assert_eq!(still_down["checks"]["bus"]["status"], "down");
 
     redis.run();
     wait_for_health(&app, 200).await;
-    // The same socket and subscription deliver again, without reconnecting.
-    loop {
-        let message = first_event(&app, &mut ws, "after").await;
-        if realtime_event(&message)["payload"]["name"] == "after" {
-            break;
-        }
+    // The same sockets and subscriptions deliver again, without reconnecting.
+    let late = publish_until_every_subscriber_hears(&app, &mut heard, SUBSCRIBERS, "after").await;
+    assert!(
+        !late.iter().any(|name| name == "during"),
+        "an event published during the outage arrived: delivery is at most once"
+    );
+    while let Ok((index, name)) = heard.try_recv() {
+        let name = name.unwrap_or_else(|| panic!("subscriber {index} lost its connection"));
+        assert_ne!(name, "during", "delivery is at most once");
     }
     app.shutdown().await;
 }
@@ -614,4 +697,445 @@ async fn presence_shows_who_is_on_a_channel_and_follows_their_state() {
         .await;
     assert_eq!(bad.code(), "UNAUTHENTICATED");
     app.shutdown().await;
+}
+
+/// A process-wide counter or unlabelled gauge from `/metrics` (every server of
+/// the test binary adds to the same ones).
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Polls `metric` until `done` holds for its value; fails after `crate::helpers::WAIT`.
+async fn wait_for_metric(app: &TestApp, name: &str, done: impl Fn(f64) -> bool) -> f64 {
+    let deadline = std::time::Instant::now() + crate::helpers::WAIT;
+    loop {
+        let value = metric(app, name).await;
+        if done(value) {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} stayed at {value}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// This process's resident memory in bytes; the servers of the tests run in it.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kilobytes: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kilobytes * 1024)
+}
+
+/// Raises this process's soft limit on open files towards `wanted` (as far as the
+/// hard limit allows) and returns the limit in effect.
+fn raise_open_file_limit(wanted: libc::rlim_t) -> libc::rlim_t {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < wanted {
+            let raised = libc::rlimit {
+                rlim_cur: wanted.min(limit.rlim_max),
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// A client that subscribes with `query` and then never reads. Its receive window
+/// and segment size are small, so the server's socket buffers for it fill after
+/// tens of kilobytes (loopback's defaults would take megabytes per client).
+async fn non_reading_subscriber(app: &TestApp, query: &str) -> WsClient {
+    use std::os::fd::AsRawFd as _;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let address: std::net::SocketAddr = app.url.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let segment: libc::c_int = 536;
+    // SAFETY: sets one integer option on a socket this function owns.
+    let set = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_MAXSEG,
+            (&segment as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "TCP_MAXSEG: {}", std::io::Error::last_os_error());
+    let stream = socket.connect(address).await.expect("connects");
+    let mut request = app.ws_url.as_str().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    // The client's own buffers stay small too, so this process's memory shows the
+    // server's share.
+    let buffers = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (socket, _) = tokio_tungstenite::client_async_with_config(
+        request,
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+        Some(buffers),
+    )
+    .await
+    .expect("websocket connects");
+    let mut ws = WsClient {
+        socket,
+        legacy: false,
+    };
+    ws.init(json!({"X-Nimbus-Key": app.admin_key}))
+        .await
+        .expect("ack");
+    ws.subscribe("1", query).await;
+    ws
+}
+
+/// How a non-reading client's connection looks once it reads again.
+enum SlowClientEnd {
+    /// A close frame: code and reason.
+    Closed(u16, String),
+    /// The connection ended without one (the server dropped it).
+    Dropped,
+}
+
+/// Reads what the server sent until the connection ends, or `None` if it is still
+/// open after `crate::helpers::WAIT`; also returns how many messages came first.
+async fn read_to_the_end(mut ws: WsClient) -> (Option<SlowClientEnd>, usize) {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut messages = 0;
+    let reading = async {
+        loop {
+            match ws.socket.next().await {
+                Some(Ok(Message::Text(_))) => messages += 1,
+                Some(Ok(Message::Close(frame))) => {
+                    return frame.map_or(SlowClientEnd::Dropped, |f| {
+                        SlowClientEnd::Closed(u16::from(f.code), f.reason.to_string())
+                    });
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return SlowClientEnd::Dropped,
+            }
+        }
+    };
+    let end = tokio::time::timeout(crate::helpers::WAIT, reading)
+        .await
+        .ok();
+    (end, messages)
+}
+
+#[tokio::test]
+async fn clients_that_stop_reading_are_dropped_and_memory_stays_bounded() {
+    const WANTED_CLIENTS: usize = 1000;
+    // Each client holds two descriptors in this process (its end and the server's).
+    let open_files = raise_open_file_limit(WANTED_CLIENTS as libc::rlim_t * 2 + 512);
+    let clients = WANTED_CLIENTS.min((open_files.saturating_sub(512) / 2) as usize);
+    if clients < WANTED_CLIENTS {
+        eprintln!("only {clients} clients: the open-file limit is {open_files}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.ws_send_timeout_secs = 1;
+    let app = spawn_with(config, dir).await;
+    let mut reader = subscribed(&app, &app.admin_key, false).await;
+    first_event(&app, &mut reader, "warm-up").await;
+
+    // Each event reaches a slow client as ~30 KB (90 copies of the key), so a few
+    // fill its buffers.
+    let copies: String = (0..90).map(|i| format!("p{i}: payload ")).collect();
+    let fat_events = format!("subscription {{ realtime(channels: [\"keys\"]) {{ {copies} }} }}");
+    let connections_before = metric(&app, "nimbus_websocket_connections").await;
+    let subscriptions_before = metric(&app, "nimbus_subscriptions_active").await;
+    let too_slow_before = metric(&app, "nimbus_websocket_too_slow_total").await;
+    let memory_before = resident_bytes();
+    let slow: Vec<WsClient> = {
+        use futures_util::StreamExt as _;
+        futures_util::stream::iter(0..clients)
+            .map(|_| non_reading_subscriber(&app, &fat_events))
+            .buffer_unordered(32)
+            .collect()
+            .await
+    };
+    wait_for_metric(&app, "nimbus_subscriptions_active", |active| {
+        active >= subscriptions_before + clients as f64
+    })
+    .await;
+
+    // Publish until the server has given up on every slow client; the reading
+    // subscriber gets each event meanwhile.
+    let mut memory_peak = resident_bytes();
+    let mut slowest_delivery = std::time::Duration::ZERO;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for attempt in 1.. {
+        let name = format!("{attempt:-<128}");
+        let published = std::time::Instant::now();
+        create_named_key(&app, &name).await;
+        loop {
+            let message = reader
+                .next_json()
+                .await
+                .expect("the reader stays subscribed");
+            if realtime_event(&message)["payload"]["name"] == name.as_str() {
+                break;
+            }
+        }
+        slowest_delivery = slowest_delivery.max(published.elapsed());
+        memory_peak = memory_peak.max(resident_bytes());
+        let dropped = metric(&app, "nimbus_websocket_too_slow_total").await - too_slow_before;
+        if dropped >= clients as f64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {dropped} of {clients} slow clients were dropped"
+        );
+    }
+    assert!(
+        slowest_delivery < std::time::Duration::from_secs(5),
+        "the reading subscriber waited {slowest_delivery:?} for an event"
+    );
+
+    // Their connections and subscriptions are gone (other tests' may come and go).
+    let margin = clients as f64 / 4.0;
+    wait_for_metric(&app, "nimbus_websocket_connections", |open| {
+        open <= connections_before + margin
+    })
+    .await;
+    wait_for_metric(&app, "nimbus_subscriptions_active", |active| {
+        active <= subscriptions_before + margin
+    })
+    .await;
+
+    // Each slow client, reading at last, finds its connection ended.
+    let ends: Vec<(Option<SlowClientEnd>, usize)> = {
+        use futures_util::StreamExt as _;
+        futures_util::stream::iter(slow)
+            .map(read_to_the_end)
+            .buffer_unordered(64)
+            .collect()
+            .await
+    };
+    let mut close_frames = 0;
+    for (end, messages) in &ends {
+        assert!(
+            *messages > 0,
+            "a slow client received nothing before the end"
+        );
+        match end {
+            None => panic!("a slow client's connection is still open"),
+            Some(SlowClientEnd::Closed(code, reason)) => {
+                assert_eq!(*code, 4008, "{reason}");
+                assert!(reason.starts_with("SUBSCRIBER_TOO_SLOW: "), "{reason}");
+                close_frames += 1;
+            }
+            Some(SlowClientEnd::Dropped) => {}
+        }
+    }
+    eprintln!(
+        "{clients} slow clients dropped, {close_frames} with a close frame; slowest delivery to the reader {slowest_delivery:?}"
+    );
+
+    // Memory stayed bounded: a stuck connection holds the one message it is
+    // writing (~30 KB, as JSON and as a frame) and its own state, whatever was
+    // published after; here both ends of each connection live in this process.
+    if let (Some(before), Some(peak)) = (memory_before, memory_peak) {
+        let growth = peak.saturating_sub(before);
+        eprintln!("resident memory grew by {} KiB", growth / 1024);
+        assert!(
+            growth < clients as u64 * 256 * 1024,
+            "resident memory grew by {growth} bytes for {clients} slow clients"
+        );
+    }
+
+    // The server still serves subscribers promptly afterwards.
+    let id = create_named_key(&app, "after-the-slow-ones").await;
+    loop {
+        let message = reader
+            .next_json()
+            .await
+            .expect("the reader stays subscribed");
+        if realtime_event(&message)["payload"]["id"] == id.as_str() {
+            break;
+        }
+    }
+    app.shutdown().await;
+}
+
+/// A `nimbus serve` process sharing a test server's database, Redis and secret: a
+/// replica that can be killed without warning, as a crash would.
+struct ReplicaProcess {
+    child: std::process::Child,
+    url: String,
+    ws_url: String,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ReplicaProcess {
+    async fn start_beside(app: &TestApp) -> ReplicaProcess {
+        let config = &app.config;
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = dir.path().join("replica.log");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_nimbus"));
+        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("NIMBUS_")) {
+            command.env_remove(name);
+        }
+        command
+            .arg("serve")
+            .env("NIMBUS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("NIMBUS_DATA_DIR", dir.path())
+            .env("NIMBUS_DATABASE_URL", config.effective_database_url())
+            .env(
+                "NIMBUS_REDIS_URL",
+                config.redis_url.as_deref().expect("replicas share Redis"),
+            )
+            .env("NIMBUS_REDIS_PREFIX", &config.redis_prefix)
+            .env(
+                "NIMBUS_SECRET",
+                config.secret.as_deref().expect("replicas share a secret"),
+            )
+            .env(
+                "NIMBUS_PRESENCE_TIMEOUT",
+                config.presence_timeout_secs.to_string(),
+            )
+            .env("NIMBUS_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut replica = ReplicaProcess {
+            child: command.spawn().expect("nimbus starts"),
+            url: format!("http://127.0.0.1:{port}"),
+            ws_url: format!("ws://127.0.0.1:{port}/v1/graphql/ws"),
+            log,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + crate::helpers::WAIT;
+        loop {
+            let health = app.client.get(format!("{}/health", replica.url)).send();
+            if health.await.is_ok_and(|r| r.status() == 200) {
+                return replica;
+            }
+            if let Some(status) = replica.child.try_wait().unwrap() {
+                panic!("the replica exited ({status}): {}", replica.log_text());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the replica did not come up: {}",
+                replica.log_text()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no LEAVE, no goodbye to Redis, heartbeats just stop.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ReplicaProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test]
+async fn presences_of_a_replica_that_dies_leave_after_the_presence_timeout() {
+    let Some(redis) = PrivateRedis::start() else {
+        eprintln!("skipped: no redis-server on this machine");
+        return;
+    };
+    let timeout = std::time::Duration::from_secs(2);
+    let heartbeat = timeout / 4;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.redis_url = Some(redis.url());
+    config.secret = Some("a-secret-both-replicas-of-this-test-share".into());
+    config.presence_timeout_secs = timeout.as_secs();
+    let first = spawn_with(config, dir).await;
+    let mut second = ReplicaProcess::start_beside(&first).await;
+
+    let mut watcher = WsClient::connect(&first.ws_url, false).await;
+    watcher.init(json!({})).await.expect("ack");
+    watcher
+        .subscribe(
+            "w",
+            "subscription { presenceChanged(channel: \"crash-room\") { type presenceId state } }",
+        )
+        .await;
+    let mut present = WsClient::connect(&second.ws_url, false).await;
+    present.init(json!({})).await.expect("ack");
+    present
+        .subscribe(
+            "p",
+            "subscription { presence(channel: \"crash-room\", state: {on: \"second\"}) { type } }",
+        )
+        .await;
+    let change = |message: serde_json::Value| message["payload"]["data"]["presenceChanged"].clone();
+    let joined = change(watcher.next_json().await.expect("a join"));
+    assert_eq!(joined["type"], "JOIN", "{joined}");
+    assert_eq!(joined["state"], json!({"on": "second"}));
+
+    // While the second replica lives, its heartbeats keep the presence on the first.
+    let quiet = tokio::time::timeout(timeout * 2, watcher.next_json()).await;
+    assert!(quiet.is_err(), "a live presence changed: {quiet:?}");
+
+    second.kill();
+    let killed = std::time::Instant::now();
+    let left = change(watcher.next_json().await.expect("a leave"));
+    let took = killed.elapsed();
+    assert_eq!(left["type"], "LEAVE", "{left}");
+    assert_eq!(left["presenceId"], joined["presenceId"]);
+    // Not a goodbye (there was none) but the timeout: the last heartbeat came at
+    // most one beat before the kill, and expiry runs once a beat.
+    assert!(
+        took >= timeout - heartbeat - std::time::Duration::from_millis(200),
+        "LEAVE after {took:?}, before the presence timed out"
+    );
+    assert!(
+        took <= timeout + heartbeat + std::time::Duration::from_secs(2),
+        "LEAVE only after {took:?}"
+    );
+    drop(present);
+    first.shutdown().await;
 }

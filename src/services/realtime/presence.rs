@@ -3,8 +3,9 @@
 //! watches the others; `presenceChanged(channel)` only watches;
 //! `updatePresence` changes the caller's state (UPDATE). Every replica keeps the
 //! whole list, learned from the bus. Each replica re-announces its own presences
-//! every few seconds; one not heard of for a while is gone (LEAVE) — so a
-//! replica that dies takes its presences with it, on every other replica.
+//! every quarter of `NIMBUS_PRESENCE_TIMEOUT`; one not heard of for that long is
+//! gone (LEAVE) — so a replica that dies takes its presences with it, on every
+//! other replica.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,10 +16,6 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::bus::BusMessage;
 
-/// How often a replica re-announces its own presences.
-pub const HEARTBEAT: Duration = Duration::from_secs(5);
-/// How long a presence lives without being heard of.
-pub const EXPIRY: Duration = Duration::from_secs(20);
 /// The largest state a presence may carry, as JSON.
 pub const MAX_STATE_BYTES: usize = 1024;
 
@@ -151,15 +148,15 @@ impl PresenceRegistry {
             .collect()
     }
 
-    /// Removes other replicas' presences not heard of within [`EXPIRY`].
-    fn expire(&self) -> Vec<Presence> {
+    /// Removes other replicas' presences not heard of within `expiry`.
+    fn expire(&self, expiry: Duration) -> Vec<Presence> {
         let Ok(mut entries) = self.entries.lock() else {
             return Vec::new();
         };
         let mut gone = Vec::new();
         for channel in entries.values_mut() {
             channel.retain(|_, entry| {
-                let alive = entry.local || entry.seen.elapsed() < EXPIRY;
+                let alive = entry.local || entry.seen.elapsed() < expiry;
                 if !alive {
                     let mut leave = entry.presence.clone();
                     leave.kind = PresenceKind::Leave;
@@ -173,10 +170,12 @@ impl PresenceRegistry {
     }
 }
 
-/// Re-announces this replica's presences and expires the silent ones, until the
-/// bus closes.
+/// Re-announces this replica's presences every quarter of the presence timeout
+/// and expires the silent ones, until stopped. A live replica's presence is then
+/// refreshed about four times per timeout, so one lost heartbeat does not end it.
 pub async fn keep_alive(state: AppState) {
-    let mut ticks = tokio::time::interval(HEARTBEAT);
+    let expiry = Duration::from_secs(state.config.presence_timeout_secs);
+    let mut ticks = tokio::time::interval(expiry / 4);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
@@ -186,7 +185,7 @@ pub async fn keep_alive(state: AppState) {
             let _ = state.bus.publish(BusMessage::Presence(presence)).await;
         }
         // Each replica decides for its own watchers: the LEAVE stays local.
-        for gone in state.presence.expire() {
+        for gone in state.presence.expire(expiry) {
             state.bus.publish_local(BusMessage::Presence(gone));
         }
     }
@@ -254,9 +253,25 @@ mod tests {
         registry.apply(&presence("a", PresenceKind::Leave, serde_json::json!(null)));
         assert_eq!(registry.members("p", "room").len(), 1);
         assert!(
-            registry.expire().is_empty(),
+            registry.expire(Duration::ZERO).is_empty(),
             "local presences never expire here"
         );
         assert!(registry.members("p", "other").is_empty());
+    }
+
+    #[test]
+    fn another_replicas_silent_presence_expires_as_a_leave() {
+        let registry = PresenceRegistry::default();
+        registry.apply(&presence(
+            "remote",
+            PresenceKind::Join,
+            serde_json::json!(null),
+        ));
+        assert!(registry.expire(Duration::from_secs(60)).is_empty());
+        let gone = registry.expire(Duration::ZERO);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].id, "remote");
+        assert_eq!(gone[0].kind, PresenceKind::Leave);
+        assert!(registry.members("p", "room").is_empty());
     }
 }
