@@ -422,6 +422,9 @@ pub struct ListQuery {
     pub paging: Paging,
     /// Count every matching document too (a second query; only when asked).
     pub want_total: bool,
+    /// Read the documents' permissions (one more query); when not asked for,
+    /// the listed documents carry none.
+    pub want_permissions: bool,
 }
 
 /// One page of documents, each with its cursor.
@@ -535,7 +538,9 @@ async fn list_impl(
         documents.reverse();
         cursors.reverse();
     }
-    load_permissions(conn, dialect, collection, &mut documents).await?;
+    if query.want_permissions {
+        load_permissions(conn, dialect, collection, &mut documents).await?;
+    }
     let total = if query.want_total {
         let mut count = QueryBuilder::<Any>::new(format!(
             "SELECT COUNT(*) FROM {} {ALIAS}",

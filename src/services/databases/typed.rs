@@ -1114,6 +1114,7 @@ fn register_bulk_and_atomic(
                                 from_end: false,
                             },
                             want_total: false,
+                            want_permissions: true,
                         };
                         let matching =
                             documents::list(&mut op, dialect, &collection, &access, &query).await?;
@@ -1341,6 +1342,7 @@ async fn connection_of(
 ) -> AppResult<Value> {
     let access = Access::of(caller(ctx)?, false)?;
     let model = data_model(ctx)?;
+    let parts = ConnectionParts::selected(ctx);
     let mut filter = match arg_json(ctx, "filter")? {
         Some(input) => filter_from_input(collection, model, &access, &input, 0)?,
         None => Filter::default(),
@@ -1382,6 +1384,7 @@ async fn connection_of(
             from_end,
         },
         want_total: ctx.look_ahead().field("totalCount").exists(),
+        want_permissions: parts.permissions,
     };
     let dialect = sql_dialect(app(ctx)?.db.dialect());
     let mut conn = request_tx(ctx)?.reader().await?;
@@ -1398,6 +1401,7 @@ async fn connection_of(
         &listed,
         has_next,
         has_previous,
+        &parts,
     ))
 }
 
@@ -1479,6 +1483,7 @@ fn reverse_field(
                         from_end: false,
                     },
                     want_total: false,
+                    want_permissions: true,
                 };
                 let mut conn = request_tx(&ctx)?.reader().await?;
                 let listed = documents::list(&mut conn, dialect, &holder, &access, &query).await?;
@@ -1586,44 +1591,87 @@ fn linked_field(name: String, listed: Arc<Collection>, link: Link) -> Field {
 
 /// The value of a connection (`edges`, `nodes`, `pageInfo`, `totalCount`) of
 /// a page read in the order `orders`.
+/// The parts of a connection its selection asks for: only those are built.
+struct ConnectionParts {
+    edges: bool,
+    edge_cursors: bool,
+    nodes: bool,
+    page_cursors: bool,
+    /// The nodes' `permissions`, read with one more query.
+    permissions: bool,
+}
+
+impl ConnectionParts {
+    fn selected(ctx: &ResolverContext<'_>) -> ConnectionParts {
+        let look = ctx.look_ahead();
+        let (edges, nodes, page_info) = (
+            look.field("edges"),
+            look.field("nodes"),
+            look.field("pageInfo"),
+        );
+        ConnectionParts {
+            edges: edges.exists(),
+            edge_cursors: edges.field("cursor").exists(),
+            nodes: nodes.exists(),
+            page_cursors: page_info.field("startCursor").exists()
+                || page_info.field("endCursor").exists(),
+            permissions: nodes.field("permissions").exists()
+                || edges.field("node").field("permissions").exists(),
+        }
+    }
+}
+
 fn connection_value(
     collection: &Collection,
     orders: &[OrderBy],
     listed: &documents::Listed,
     has_next: bool,
     has_previous: bool,
+    parts: &ConnectionParts,
 ) -> Value {
-    let cursors: Vec<String> = listed
-        .documents
-        .iter()
-        .map(|(_, c)| encode_cursor(collection, orders, c))
-        .collect();
-    let nodes: Vec<Value> = listed
-        .documents
-        .iter()
-        .map(|(d, _)| node_value(d))
-        .collect();
-    let edges = nodes
-        .iter()
-        .zip(&cursors)
-        .map(|(node, cursor)| {
-            object([
-                ("cursor", Value::from(cursor.as_str())),
-                ("node", node.clone()),
-            ])
-        })
-        .collect();
-    let cursor_value = |c: Option<&String>| c.map_or(Value::Null, |c| Value::from(c.as_str()));
+    let cursor = |c: &Cursor| Value::from(encode_cursor(collection, orders, c));
+    let nodes: Vec<Value> = if parts.nodes || parts.edges {
+        listed
+            .documents
+            .iter()
+            .map(|(d, _)| node_value(d))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let edges = if parts.edges {
+        nodes
+            .iter()
+            .zip(&listed.documents)
+            .map(|(node, (_, c))| {
+                let cursor = if parts.edge_cursors {
+                    cursor(c)
+                } else {
+                    Value::Null
+                };
+                object([("cursor", cursor), ("node", node.clone())])
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let page_cursor = |c: Option<&(documents::Document, Cursor)>| match c {
+        Some((_, c)) if parts.page_cursors => cursor(c),
+        _ => Value::Null,
+    };
     object([
         ("edges", Value::List(edges)),
-        ("nodes", Value::List(nodes)),
+        (
+            "nodes",
+            Value::List(if parts.nodes { nodes } else { Vec::new() }),
+        ),
         (
             "pageInfo",
             object([
                 ("hasNextPage", Value::from(has_next)),
                 ("hasPreviousPage", Value::from(has_previous)),
-                ("startCursor", cursor_value(cursors.first())),
-                ("endCursor", cursor_value(cursors.last())),
+                ("startCursor", page_cursor(listed.documents.first())),
+                ("endCursor", page_cursor(listed.documents.last())),
             ]),
         ),
         ("totalCount", Value::from(listed.total.unwrap_or(0))),
@@ -1695,6 +1743,7 @@ async fn related_list(
         &page,
         page.has_more,
         false,
+        &ConnectionParts::selected(ctx),
     ))
 }
 
