@@ -3,8 +3,7 @@
 //! cursors, and access to the request's state from a resolver.
 
 use async_graphql::dynamic::{
-    Field, FieldFuture, FieldValue, InputObject, InputValue, Object, ResolverContext, Scalar, Type,
-    TypeRef,
+    Field, FieldFuture, InputObject, InputValue, Object, ResolverContext, Scalar, Type, TypeRef,
 };
 use async_graphql::{Name, Value};
 use base64::Engine as _;
@@ -54,16 +53,18 @@ pub fn parse_datetime(field: &str, text: &str) -> AppResult<i64> {
 
 /// A field that reads the entry `name` of its parent, a plain object value.
 pub fn prop(name: &'static str, ty: impl Into<TypeRef>, description: &str) -> Field {
-    Field::new(name, ty, move |ctx| {
-        FieldFuture::new(async move {
-            let value = match ctx.parent_value.as_value() {
-                Some(Value::Object(map)) => map.get(name).cloned(),
-                _ => None,
-            };
-            Ok(value.filter(|v| *v != Value::Null).map(FieldValue::value))
-        })
-    })
-    .description(description)
+    Field::new(name, ty, move |ctx| parent_entry(&ctx, name)).description(description)
+}
+
+/// The entry `key` of the parent, a plain object value, as a field's result (null
+/// when absent). Resolved at once: no future to allocate for each field of each
+/// object of a response.
+pub fn parent_entry<'a>(ctx: &ResolverContext<'_>, key: &str) -> FieldFuture<'a> {
+    let value = match ctx.parent_value.as_value() {
+        Some(Value::Object(map)) => map.get(key).filter(|v| **v != Value::Null).cloned(),
+        _ => None,
+    };
+    FieldFuture::from_value(value)
 }
 
 /// A plain object value from `(name, value)` pairs, for [`prop`] fields to read.

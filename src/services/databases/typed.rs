@@ -20,7 +20,7 @@ use serde_json::{Map, Value as Json};
 use crate::error::{AppError, AppResult};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
-    DATETIME, app, caller, connection_types, datetime, object, parse_datetime,
+    DATETIME, app, caller, connection_types, datetime, object, parent_entry, parse_datetime,
 };
 
 use super::documents::{self, Access, Document, DocumentChanges, ListQuery, NewDocument, Paging};
@@ -504,17 +504,7 @@ fn node_value(document: &Document) -> Value {
 /// A field reading the entry `name` of its parent object value.
 fn entry(name: String, ty: TypeRef, description: String) -> Field {
     let key = name.clone();
-    Field::new(name, ty, move |ctx| {
-        let key = key.clone();
-        FieldFuture::new(async move {
-            let value = match ctx.parent_value.as_value() {
-                Some(Value::Object(map)) => map.get(key.as_str()).cloned(),
-                _ => None,
-            };
-            Ok(value.filter(|v| *v != Value::Null).map(FieldValue::value))
-        })
-    })
-    .description(description)
+    Field::new(name, ty, move |ctx| parent_entry(&ctx, &key)).description(description)
 }
 
 fn arg_json(ctx: &ResolverContext<'_>, name: &str) -> AppResult<Option<Json>> {
