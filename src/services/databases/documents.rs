@@ -269,7 +269,8 @@ fn push_reach(
     .map_err(|err| AppError::Internal(anyhow::anyhow!("permission filter: {err}")))
 }
 
-/// A document by id, as `access` may read it (`None` when absent or hidden).
+/// A document by id, as `access` may read it (`None` when absent or hidden),
+/// with its permissions when `with_permissions` (one more query).
 /// See [`get_impl`]; boxed so that resolvers can hold the future across awaits.
 pub fn get<'a>(
     conn: &'a mut AnyConnection,
@@ -277,8 +278,16 @@ pub fn get<'a>(
     collection: &'a Collection,
     access: &'a Access,
     id: &'a str,
+    with_permissions: bool,
 ) -> BoxFuture<'a, AppResult<Option<Document>>> {
-    Box::pin(get_impl(conn, dialect, collection, access, id))
+    Box::pin(get_impl(
+        conn,
+        dialect,
+        collection,
+        access,
+        id,
+        with_permissions,
+    ))
 }
 
 async fn get_impl(
@@ -287,6 +296,7 @@ async fn get_impl(
     collection: &Collection,
     access: &Access,
     id: &str,
+    with_permissions: bool,
 ) -> AppResult<Option<Document>> {
     if ids::validate("id", id).is_err() {
         return Ok(None);
@@ -306,7 +316,9 @@ async fn get_impl(
         return Ok(None);
     };
     let mut documents = vec![document_from(&collection.columns(), &row)?];
-    load_permissions(conn, dialect, collection, &mut documents).await?;
+    if with_permissions {
+        load_permissions(conn, dialect, collection, &mut documents).await?;
+    }
     Ok(documents.pop())
 }
 
@@ -1099,7 +1111,7 @@ async fn update_impl(
         write_permissions(conn, dialect, collection, id, permissions, true).await?;
     }
     write_links(conn, dialect, collection, model, id, &changes.data).await?;
-    let updated = get(conn, dialect, collection, &Access::Server, id)
+    let updated = get(conn, dialect, collection, &Access::Server, id, true)
         .await?
         .ok_or_else(|| not_found(id))?;
     Ok((current, updated))
@@ -1186,7 +1198,7 @@ pub fn increment<'a>(
             .push(" WHERE id = ")
             .push_bind(id.to_string());
         builder.build().execute(&mut *conn).await?;
-        let updated = get(conn, dialect, collection, &Access::Server, id)
+        let updated = get(conn, dialect, collection, &Access::Server, id, true)
             .await?
             .ok_or_else(|| not_found(id))?;
         Ok((current, updated))

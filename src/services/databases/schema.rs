@@ -1347,7 +1347,8 @@ fn register_documents(parts: &mut SchemaParts) {
                 let access = Access::of(caller(&ctx)?, false)?;
                 let state = app(&ctx)?;
                 let mut conn = request_tx(&ctx)?.reader().await?;
-                let document = documents::get(&mut conn, sql_dialect(state.db.dialect()), &collection, &access, &id).await?;
+                let with_permissions = ctx.look_ahead().field("permissions").exists();
+                let document = documents::get(&mut conn, sql_dialect(state.db.dialect()), &collection, &access, &id, with_permissions).await?;
                 Ok(document.map(|d| FieldValue::value(document_value(&collection, &d))))
             })
         })

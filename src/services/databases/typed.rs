@@ -802,9 +802,17 @@ pub fn register_collection(
                     let id = ctx.args.try_get("id")?.string()?.to_string();
                     let access = Access::of(caller(&ctx)?, false)?;
                     let dialect = sql_dialect(app(&ctx)?.db.dialect());
+                    let with_permissions = ctx.look_ahead().field("permissions").exists();
                     let mut conn = request_tx(&ctx)?.reader().await?;
-                    let document =
-                        documents::get(&mut conn, dialect, &collection, &access, &id).await?;
+                    let document = documents::get(
+                        &mut conn,
+                        dialect,
+                        &collection,
+                        &access,
+                        &id,
+                        with_permissions,
+                    )
+                    .await?;
                     Ok(document.map(|d| FieldValue::value(node_value(&d))))
                 })
             },
