@@ -240,6 +240,29 @@ async fn a_collection_gets_its_own_types_and_typed_crud_with_filters_orders_and_
         .await
         .ok();
     assert_eq!(count["posts"]["totalCount"], 4);
+
+    // Nodes are built from what the selection names, through aliases and
+    // fragments alike.
+    let shaped = app
+        .post(
+            json!({"query": "query { one: post(id: \"%ID%\") { ...Named } posts(first: 1, orderBy: [{views: ASC}]) { nodes { ...Named heading: title } edges { cursor node { ... on Post { views permissions } } } } } fragment Named on Post { title createdAt }".replace("%ID%", ids[0].as_str())}),
+            &[],
+        )
+        .await
+        .ok();
+    assert_eq!(shaped["one"]["title"], "Post 0");
+    assert!(
+        shaped["one"]["createdAt"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+    let node = &shaped["posts"]["nodes"][0];
+    assert_eq!(node["heading"], node["title"]);
+    assert!(node["createdAt"].is_string(), "{shaped:#}");
+    let edge = &shaped["posts"]["edges"][0];
+    assert!(edge["cursor"].is_string());
+    assert!(edge["node"]["views"].is_number());
+    assert!(edge["node"]["permissions"].is_array(), "{shaped:#}");
     app.shutdown().await;
 }
 

@@ -481,24 +481,54 @@ fn json_to_value(json: Json) -> Value {
 
 /// The object value of a document for its typed fields.
 fn node_value(document: &Document) -> Value {
+    node_value_of(document, None)
+}
+
+/// The object value of a document with only the fields a selection names (and
+/// `id`, which relationship fields read), or all of them.
+fn node_value_of(document: &Document, fields: Option<&[String]>) -> Value {
+    let wanted = |name: &str| fields.is_none_or(|fields| fields.iter().any(|f| f == name));
     let mut map = async_graphql::indexmap::IndexMap::new();
     map.insert(Name::new("id"), Value::from(document.id.as_str()));
-    map.insert(Name::new("createdAt"), datetime(document.created_at));
-    map.insert(Name::new("updatedAt"), datetime(document.updated_at));
-    map.insert(
-        Name::new("permissions"),
-        Value::List(
-            document
-                .permissions
-                .iter()
-                .map(|p| Value::from(p.to_string()))
-                .collect(),
-        ),
-    );
+    if wanted("createdAt") {
+        map.insert(Name::new("createdAt"), datetime(document.created_at));
+    }
+    if wanted("updatedAt") {
+        map.insert(Name::new("updatedAt"), datetime(document.updated_at));
+    }
+    if wanted("permissions") {
+        map.insert(
+            Name::new("permissions"),
+            Value::List(
+                document
+                    .permissions
+                    .iter()
+                    .map(|p| Value::from(p.to_string()))
+                    .collect(),
+            ),
+        );
+    }
     for (key, value) in &document.data {
-        map.insert(Name::new(key), json_to_value(value.clone()));
+        if wanted(key) {
+            map.insert(Name::new(key), json_to_value(value.clone()));
+        }
     }
     Value::Object(map)
+}
+
+/// The names of the fields selected under `path` (e.g. `["edges", "node"]`) of
+/// the field being resolved, fragments included.
+fn selected_fields(ctx: &ResolverContext<'_>, path: &[&str], into: &mut Vec<String>) {
+    fn walk(field: async_graphql::SelectionField<'_>, path: &[&str], into: &mut Vec<String>) {
+        for child in field.selection_set() {
+            match path.split_first() {
+                Some((first, rest)) if child.name() == *first => walk(child, rest, into),
+                Some(_) => {}
+                None => into.push(child.name().to_string()),
+            }
+        }
+    }
+    walk(ctx.field(), path, into);
 }
 
 /// A field reading the entry `name` of its parent object value.
@@ -803,6 +833,8 @@ pub fn register_collection(
                     let access = Access::of(caller(&ctx)?, false)?;
                     let dialect = sql_dialect(app(&ctx)?.db.dialect());
                     let with_permissions = ctx.look_ahead().field("permissions").exists();
+                    let mut fields = Vec::new();
+                    selected_fields(&ctx, &[], &mut fields);
                     let mut conn = request_tx(&ctx)?.reader().await?;
                     let document = documents::get(
                         &mut conn,
@@ -813,7 +845,7 @@ pub fn register_collection(
                         with_permissions,
                     )
                     .await?;
-                    Ok(document.map(|d| FieldValue::value(node_value(&d))))
+                    Ok(document.map(|d| FieldValue::value(node_value_of(&d, Some(&fields)))))
                 })
             },
         )
@@ -1597,6 +1629,8 @@ struct ConnectionParts {
     page_cursors: bool,
     /// The nodes' `permissions`, read with one more query.
     permissions: bool,
+    /// The fields of nodes selected under `nodes` or `edges { node }`.
+    node_fields: Vec<String>,
 }
 
 impl ConnectionParts {
@@ -1615,6 +1649,12 @@ impl ConnectionParts {
                 || page_info.field("endCursor").exists(),
             permissions: nodes.field("permissions").exists()
                 || edges.field("node").field("permissions").exists(),
+            node_fields: {
+                let mut fields = Vec::new();
+                selected_fields(ctx, &["nodes"], &mut fields);
+                selected_fields(ctx, &["edges", "node"], &mut fields);
+                fields
+            },
         }
     }
 }
@@ -1632,7 +1672,7 @@ fn connection_value(
         listed
             .documents
             .iter()
-            .map(|(d, _)| node_value(d))
+            .map(|(d, _)| node_value_of(d, Some(&parts.node_fields)))
             .collect()
     } else {
         Vec::new()
