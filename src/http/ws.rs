@@ -25,6 +25,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response as HttpResponse;
+use futures_util::future;
 use futures_util::stream::{self, BoxStream};
 use futures_util::{Sink, SinkExt as _, StreamExt as _};
 use serde::Deserialize;
@@ -288,11 +289,16 @@ impl Executor for ConnectionExecutor {
                 session_data.unwrap_or_default(),
             )
             .then(move |response| {
+                // Most responses (every event of a subscription) follow no write:
+                // nothing to finish, and nothing held per subscription meanwhile.
+                if !tx.has_writes() {
+                    return future::Either::Left(future::ready(response));
+                }
                 let tx = tx.clone();
-                async move {
+                future::Either::Right(Box::pin(async move {
                     let finished = tx.finish(response.errors.is_empty()).await;
                     after_finish(response, finished)
-                }
+                }))
             })
             .map(move |response| {
                 let _held = &slot;

@@ -109,7 +109,9 @@ pub fn caller_events(
                     if session.user.project_id != *project_id || session.user.id != *user_id {
                         continue;
                     }
-                    match reload_session(&state, session).await {
+                    // Boxed: its state would otherwise sit in every idle
+                    // subscription.
+                    match Box::pin(reload_session(&state, session)).await {
                         Ok(reloaded) => caller.credential = Credential::Session(reloaded),
                         Err(err) => {
                             yield Err(err.to_graphql());
