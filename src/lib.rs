@@ -59,6 +59,8 @@ pub struct AppInner {
     pub http: reqwest::Client,
     /// Who is on which presence channel, on every replica.
     pub presence: services::realtime::presence::PresenceRegistry,
+    /// Parsed query documents by their text.
+    pub parsed_queries: graphql::parsed::ParsedQueries,
 }
 
 /// A cheap handle on [`AppInner`].
@@ -113,6 +115,7 @@ impl AppState {
                 .build()
                 .context("cannot build the HTTP client")?,
             presence: Default::default(),
+            parsed_queries: Default::default(),
         }));
         services::projects::service::ensure_default_project(&state)
             .await

@@ -4,6 +4,7 @@
 //! per project until the bus announces that the project changed.
 
 pub mod limits;
+pub mod parsed;
 pub mod types;
 
 use std::collections::HashMap;

@@ -509,6 +509,7 @@ async fn execute(
             ])));
             continue;
         }
+        state.parsed_queries.prepare(request);
         match operation_type(request) {
             Some(OperationType::Mutation) if method == Method::Get => {
                 let mut response = error_response(
