@@ -75,9 +75,8 @@ PUBLISHED_COUNT=$((ROWS - ROWS / 3))
 read -r -a WORKLOADS <<<"${WORKLOADS:-by-id list count create}"
 TIMEOUT=${TIMEOUT:-2s}
 
-say() { printf '%s\n' "$*"; }
-section() { printf '\n== %s ==\n' "$*"; }
-die() { say "error: $*" >&2; exit 1; }
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 want() { [[ " $SYSTEMS " == *" $1 "* ]]; }
 
 command -v wrk >/dev/null || die "wrk is needed (apt-get install wrk)"
@@ -112,21 +111,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM HUP
 trap 'exit 141' PIPE
 
-port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # A free port on 127.0.0.1 below the ephemeral range, not handed out before; sets REPLY.
 taken_ports=()
-free_port() {
-    local i
-    for ((i = 0; i < 200; i++)); do
-        REPLY=$((20000 + RANDOM % 12000))
-        [[ " ${taken_ports[*]} " == *" $REPLY "* ]] && continue
-        if ! port_taken "$REPLY"; then
-            taken_ports+=("$REPLY")
-            return 0
-        fi
-    done
-    die "no free TCP port found on 127.0.0.1"
-}
 # `wait_for_port PORT PID LOG`: waits until something listens on PORT; shows LOG if
 # PID dies or nothing listens after 60 s.
 wait_for_port() {
@@ -145,23 +131,7 @@ wait_for_port() {
         sleep 0.1
     done
 }
-stop() {
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
 
-# Percent of CPU time the whole machine spent busy over one second.
-cpu_busy() {
-    local _ user nice system idle iowait irq softirq steal total1 idle1
-    read -r _ user nice system idle iowait irq softirq steal _ </proc/stat
-    total1=$((user + nice + system + idle + iowait + irq + softirq + steal))
-    idle1=$((idle + iowait))
-    sleep 1
-    read -r _ user nice system idle iowait irq softirq steal _ </proc/stat
-    local total=$((user + nice + system + idle + iowait + irq + softirq + steal - total1))
-    local idle_delta=$((idle + iowait - idle1))
-    echo $((total > 0 ? 100 * (total - idle_delta) / total : 0))
-}
 # Waits (up to QUIET_WAIT s) until less than 10% of the CPU is busy; the servers
 # started here are idle at that moment, so what is busy is someone else.
 noisy=no
@@ -180,8 +150,6 @@ wait_for_quiet() {
     fi
 }
 
-# CPU ticks the whole machine has been busy, and ticks elapsed over all its cores.
-machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat; }
 # CPU ticks used by processes ROOT... and all their descendants, counting the children
 # they have already waited for (PostgreSQL's exited backends, say).
 tree_ticks() {
@@ -210,10 +178,6 @@ tree_ticks() {
 # CPU seconds used by the children this shell has waited for, into `children`. The
 # `times` builtin must run in this shell, not in a $(subshell), to see them.
 children=0
-children_seconds() {
-    times >"$work/times"
-    children=$(awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, /m|s/); t += p[1] * 60 + p[2] } print t }' "$work/times")
-}
 hz=$(getconf CLK_TCK)
 # `watched OUT COMMAND...`: runs the load generator COMMAND into OUT, with the
 # servers' process trees in `server_roots` (the application first, then its database

@@ -1,5 +1,5 @@
 //! Nimbus's own load tool, run as `cargo bench --bench load -- <mode> [options]`
-//! (`benches/run.sh` drives it). Four modes:
+//! (`benches/run.sh` and `benches/realtime.sh` drive it). Six modes:
 //!
 //! - `http`: N keep-alive HTTP/1.1 connections, each sending one request after the
 //!   other, for a fixed time; prints requests/s, p50/p99/max latency and errors
@@ -12,6 +12,11 @@
 //! - `argon2`: how many password checks one core does with the Argon2id parameters
 //!   Nimbus hashes new passwords with (`nimbus::auth::passwords`), the cost that
 //!   dominates a sign-in.
+//! - `fanout` and `ws-reference` (in `benches/realtime/fanout.rs`): N subscribers of
+//!   Nimbus (graphql-transport-ws), PocketBase (SSE) or a bare tokio-tungstenite
+//!   broadcast server, each signed in as its own user: their memory, the delivery
+//!   time of one event to all of them, and the events delivered per second at
+//!   fixed publishing rates.
 //!
 //! Every mode prints a last line starting with `RESULT` (space-separated `key=value`)
 //! for scripts. It sends traffic only to the addresses it is given, stops by itself
@@ -36,6 +41,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
+// In a folder of its own: a file directly under benches/ would be taken for a
+// bench target of its own.
+#[path = "realtime/fanout.rs"]
+mod fanout;
+
 const USAGE: &str = "\
 usage: cargo bench --bench load -- <mode> [options]
 
@@ -53,6 +63,20 @@ modes:
       resident memory before and after, and with --fanout the delivery time of one event
   argon2 [--duration 5s]
       password checks per second on one core, with Nimbus's Argon2id parameters
+  fanout --protocol graphql-ws|sse|ws --url URL --server-pid PID
+       --trigger-url URL [--trigger-method POST] [--trigger-header K:V]...
+       [--trigger-body JSON] [--trigger-expect TEXT] [--tokens FILE]
+       [--connections N] [--parallel 64] [--project default] [--query SUBSCRIPTION]
+       [--topic posts] [--metrics-url http://HOST:PORT/metrics] [--repeat 5]
+       [--gap 2s] [--rates 5,10,20] [--duration 10s] [--senders 4] [--threads 1]
+      N subscribers (one token per line of FILE each); their memory on the server,
+      then --repeat single events (each triggered by one request whose body has
+      @SEQ@ replaced by the event's number, which the event carries as `views`)
+      timed to every subscriber, then a stream at each of --rates events/s for
+      --duration, stopping at the first rate not sustained
+  ws-reference --listen ADDR --trigger-listen ADDR [--threads 2]
+      a bare tokio-tungstenite server: every body POSTed to the trigger address
+      goes to every connected WebSocket as one text frame
 
 --threads is the number of runtime threads of this tool (1, like `wrk -t1`).
 Durations: 10s, 500ms, 2m, or plain seconds.";
@@ -81,6 +105,8 @@ fn main() {
         "reference" => run(options.threads(2)?, reference_mode(options)),
         "ws-idle" => run(options.threads(1)?, ws_idle_mode(options)),
         "argon2" => argon2_mode(&options),
+        "fanout" => run(options.threads(1)?, fanout::fanout_mode(options)),
+        "ws-reference" => run(options.threads(2)?, fanout::ws_reference_mode(options)),
         "help" => {
             println!("{USAGE}");
             Ok(())

@@ -50,8 +50,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say() { printf '%s\n' "$*"; }
-section() { printf '\n== %s ==\n' "$*"; }
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
 # Every connection is a file descriptor on both ends: the server and the load tool
 # each need more than WS_CONNECTIONS.
@@ -61,7 +61,6 @@ if (($(ulimit -n) < WS_CONNECTIONS + 1000)); then
     exit 1
 fi
 
-port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # `wait_for_port PORT PID LOG`: waits until PID listens on PORT; shows LOG if it dies.
 wait_for_port() {
     local port=$1 pid=$2 log=$3 tries=0
@@ -86,18 +85,6 @@ for port in "$REFERENCE_PORT" "$NIMBUS_PORT"; do
     fi
 done
 
-# Percent of CPU time the whole machine spent busy over one second.
-cpu_busy() {
-    local _ user nice system idle iowait irq softirq steal total1 idle1
-    read -r _ user nice system idle iowait irq softirq steal _ </proc/stat
-    total1=$((user + nice + system + idle + iowait + irq + softirq + steal))
-    idle1=$((idle + iowait))
-    sleep 1
-    read -r _ user nice system idle iowait irq softirq steal _ </proc/stat
-    local total=$((user + nice + system + idle + iowait + irq + softirq + steal - total1))
-    local idle_delta=$((idle + iowait - idle1))
-    echo $((total > 0 ? 100 * (total - idle_delta) / total : 0))
-}
 # Waits (up to QUIET_WAIT s) until less than 10% of the CPU is busy; the servers
 # started here are idle at that moment, so what is busy is someone else.
 wait_for_quiet() {
@@ -117,9 +104,6 @@ wait_for_quiet() {
 }
 noisy=no
 
-rss_mib() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
-# `field NAME LINE`: the value of NAME=... in a `RESULT` line.
-field() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k { print $2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f%%", 100 * a / b; else print "n/a" }'; }
 # wrk prints latencies as 512.00us, 1.23ms or 1.01s; this gives milliseconds.
 to_ms() {
@@ -184,17 +168,11 @@ wrk_script() {
     } >"$1"
 }
 
-# CPU ticks the whole machine has been busy, and ticks elapsed over all its cores.
-machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat; }
 # CPU ticks process PID has used.
 process_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 # CPU seconds used by the children this shell has waited for, into `children`. The
 # `times` builtin must run in this shell, not in a $(subshell), to see them.
 children=0
-children_seconds() {
-    times >"$work/times"
-    children=$(awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, /m|s/); t += p[1] * 60 + p[2] } print t }' "$work/times")
-}
 # `watched SERVER_PID OUT COMMAND...`: runs the load generator COMMAND into OUT and
 # sets `others` to the share of the machine (percent) that neither it nor the server
 # used meanwhile: other work that would skew the figure. Also sets `server_cores`, the
@@ -299,11 +277,6 @@ start_nimbus() {
     admin_key=$(awk '/X-Nimbus-Key:/ { print $2; exit }' "$work/$name.out")
     [[ -n $admin_key ]] || { say "error: Nimbus printed no admin key" >&2; cat "$work/$name.out" >&2; exit 1; }
     sleep 1
-}
-# `stop PID`: ends a server this script started.
-stop() {
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
 }
 # `ws_idle PORT PID OUT [--fanout]`: the subscribers' measurement, shown and kept in OUT.
 ws_idle() {

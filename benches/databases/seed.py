@@ -133,7 +133,8 @@ def seed_nimbus(url, key, email, password, count=10000):
     print(f"secret={secret} seed_seconds={seeded:.2f} signin_seconds={signin:.3f}")
 
 
-def seed_pocketbase(url, su_email, su_password, email, password, count=10000):
+def pocketbase_admin(url, su_email, su_password):
+    """The base URL and superuser headers of a PocketBase, batches of 1,000 allowed."""
     base = url.rstrip("/")
     su = request(
         "POST",
@@ -147,6 +148,11 @@ def seed_pocketbase(url, su_email, su_password, email, password, count=10000):
         {"batch": {"enabled": True, "maxRequests": 1000, "timeout": 60, "maxBodySize": 0}},
         admin,
     )
+    return base, admin
+
+
+def seed_pocketbase(url, su_email, su_password, email, password, count=10000):
+    base, admin = pocketbase_admin(url, su_email, su_password)
     rule = '@request.auth.id != ""'
     request(
         "POST",

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Helpers shared by the benchmark scripts (benches/run.sh, databases.sh, realtime.sh):
+# output, free loopback ports, stopping processes, and how busy the machine is.
+# Sourced, not run.
+
+say() { printf '%s\n' "$*"; }
+
+section() { printf '\n== %s ==\n' "$*"; }
+
+die() { say "error: $*" >&2; exit 1; }
+
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+free_port() {
+    local i
+    for ((i = 0; i < 200; i++)); do
+        REPLY=$((20000 + RANDOM % 12000))
+        [[ " ${taken_ports[*]} " == *" $REPLY "* ]] && continue
+        if ! port_taken "$REPLY"; then
+            taken_ports+=("$REPLY")
+            return 0
+        fi
+    done
+    die "no free TCP port found on 127.0.0.1"
+}
+
+# Percent of CPU time the whole machine spent busy over one second.
+cpu_busy() {
+    local _ user nice system idle iowait irq softirq steal total1 idle1
+    read -r _ user nice system idle iowait irq softirq steal _ </proc/stat
+    total1=$((user + nice + system + idle + iowait + irq + softirq + steal))
+    idle1=$((idle + iowait))
+    sleep 1
+    read -r _ user nice system idle iowait irq softirq steal _ </proc/stat
+    local total=$((user + nice + system + idle + iowait + irq + softirq + steal - total1))
+    local idle_delta=$((idle + iowait - idle1))
+    echo $((total > 0 ? 100 * (total - idle_delta) / total : 0))
+}
+
+stop() {
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+# `field NAME LINE`: the value of NAME=... in a `RESULT`, `ROUND` or `STEADY` line.
+field() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k { print $2 }'; }
+
+rss_mib() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+
+# CPU ticks the whole machine has been busy, and ticks elapsed over all its cores.
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat; }
+
+children_seconds() {
+    times >"$work/times"
+    children=$(awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, /m|s/); t += p[1] * 60 + p[2] } print t }' "$work/times")
+}
