@@ -140,15 +140,16 @@ impl Caller {
     }
 
     /// Whether this caller may receive `event`: keys need the event's scope; anyone
-    /// else needs one of the roles allowed to read the resource.
-    pub fn may_receive(&self, event: &Event) -> bool {
+    /// else needs one of the roles allowed to read the resource. `roles` are
+    /// [`Caller::roles`] as strings, worked out once per subscriber rather than for
+    /// every event.
+    pub fn may_receive(&self, event: &Event, roles: &[String]) -> bool {
         if event.project_id != self.project.id {
             return false;
         }
         match &self.credential {
             Credential::Key(key) => key.has_scope(&event.key_scope),
             Credential::Anonymous | Credential::Session(_) => {
-                let roles = self.roles().as_strings();
                 event.read_roles.iter().any(|r| roles.contains(r))
             }
         }

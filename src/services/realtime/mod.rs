@@ -84,6 +84,7 @@ pub fn caller_events(
 ) -> impl Stream<Item = Result<Arc<BusMessage>, async_graphql::Error>> + Send + 'static {
     let own_key_revoked = caller.key().map(|k| format!("keys.{}.delete", k.key_id));
     let mut messages = state.bus.subscribe();
+    let mut roles = caller.roles().as_strings();
     let active = GaugeGuard::raise("nimbus_subscriptions_active");
     async_stream::stream! {
         let _active = active;
@@ -112,7 +113,10 @@ pub fn caller_events(
                     // Boxed: its state would otherwise sit in every idle
                     // subscription.
                     match Box::pin(reload_session(&state, session)).await {
-                        Ok(reloaded) => caller.credential = Credential::Session(reloaded),
+                        Ok(reloaded) => {
+                            caller.credential = Credential::Session(reloaded);
+                            roles = caller.roles().as_strings();
+                        }
                         Err(err) => {
                             yield Err(err.to_graphql());
                             break;
@@ -129,7 +133,7 @@ pub fn caller_events(
                 yield Err(AppError::InvalidApiKey.to_graphql());
                 break;
             }
-            if wanted(event) && caller.may_receive(event) {
+            if wanted(event) && caller.may_receive(event, &roles) {
                 yield Ok(message.clone());
             }
         }
