@@ -42,6 +42,21 @@ async fn blog(app: &TestApp) -> Value {
         .clone()
 }
 
+/// An `authors` collection in the blog: anyone may read it, signed-in users may
+/// create and delete authors.
+async fn authors(app: &TestApp) {
+    app.admin(
+        CREATE_COLLECTION,
+        json!({"input": {
+            "databaseId": "blog", "id": "authors", "name": "authors",
+            "permissions": ["read(\"any\")", "create(\"users\")", "delete(\"users\")"],
+            "attributes": [{"key": "name", "type": "STRING", "size": 100, "required": true}]
+        }}),
+    )
+    .await
+    .ok();
+}
+
 async fn user(app: &TestApp, email: &str) -> String {
     app.post(json!({"query": "mutation($e: String!) { createAccount(input: {email: $e, password: \"db-password-1\"}) { id } }", "variables": {"e": email}}), &[])
         .await
@@ -91,15 +106,7 @@ async fn a_collection_gets_its_own_types_and_typed_crud_with_filters_orders_and_
             "publishedAt"
         ]
     );
-    let sdl = app
-        .client
-        .get(format!("{}/v1/graphql/schema.graphql", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let sdl = app.get_text("/v1/graphql/schema.graphql").await;
     for expected in [
         "type Post ",
         "input PostFilter",
@@ -633,16 +640,7 @@ async fn bad_structure_and_bad_values_get_clear_codes() {
 async fn relationships_resolve_both_ways_filter_across_and_keep_integrity() {
     let app = spawn_app().await;
     blog(&app).await;
-    app.admin(
-        CREATE_COLLECTION,
-        json!({"input": {
-            "databaseId": "blog", "id": "authors", "name": "authors",
-            "permissions": ["read(\"any\")", "create(\"users\")", "delete(\"users\")"],
-            "attributes": [{"key": "name", "type": "STRING", "size": 100, "required": true}]
-        }}),
-    )
-    .await
-    .ok();
+    authors(&app).await;
     let relate = "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id relationships { key relatedCollectionId type twoWayKey onDelete } } }";
     let related = app
         .admin(relate, json!({"input": {"databaseId": "blog", "collectionId": "authors", "key": "posts", "relatedCollectionId": "posts", "type": "ONE_TO_MANY", "twoWayKey": "author", "onDelete": "CASCADE"}}))
@@ -1385,38 +1383,11 @@ async fn changed(ws: &mut crate::helpers::WsClient) -> Value {
     ws.next_json().await.expect("an event")["payload"]["data"]["postChanged"].clone()
 }
 
-/// A counter from `/metrics` (0 before its first increment).
-async fn counter(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn concurrent_writes_commit_together_and_a_failure_after_writing_undoes_only_itself() {
     let app = spawn_app().await;
     blog(&app).await;
-    app.admin(
-        CREATE_COLLECTION,
-        json!({"input": {
-            "databaseId": "blog", "id": "authors", "name": "authors",
-            "permissions": ["read(\"any\")", "create(\"users\")"],
-            "attributes": [{"key": "name", "type": "STRING", "size": 100, "required": true}]
-        }}),
-    )
-    .await
-    .ok();
+    authors(&app).await;
     app.admin(
         "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id } }",
         json!({"input": {"databaseId": "blog", "collectionId": "authors", "key": "posts", "relatedCollectionId": "posts", "type": "ONE_TO_MANY", "twoWayKey": "author", "onDelete": "CASCADE"}}),
@@ -1439,7 +1410,7 @@ async fn concurrent_writes_commit_together_and_a_failure_after_writing_undoes_on
     let mut expected = std::collections::BTreeSet::new();
     let mut rerun_seen = false;
     for round in 0..20 {
-        let reruns_before = counter(&app, "nimbus_operations_rerun_total").await;
+        let reruns_before = app.metric("nimbus_operations_rerun_total").await;
         let good = (0..24).map(|i| {
             let app = &app;
             let ann = &ann;
@@ -1509,7 +1480,7 @@ async fn concurrent_writes_commit_together_and_a_failure_after_writing_undoes_on
             let id = created["createPost"]["id"].as_str().unwrap().to_string();
             assert!(expected.insert(id), "ids are unique");
         }
-        if counter(&app, "nimbus_operations_rerun_total").await > reruns_before {
+        if app.metric("nimbus_operations_rerun_total").await > reruns_before {
             rerun_seen = true;
         }
         let stored = app
@@ -1537,7 +1508,11 @@ async fn concurrent_writes_commit_together_and_a_failure_after_writing_undoes_on
         "in 20 bursts the failing request never shared a batch with others"
     );
     if group_commit {
-        assert!(counter(&app, "nimbus_write_batches_total{outcome=\"committed\"}").await >= 1.0);
+        assert!(
+            app.metric("nimbus_write_batches_total{outcome=\"committed\"}")
+                .await
+                >= 1.0
+        );
     }
     app.shutdown().await;
 }

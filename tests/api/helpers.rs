@@ -164,6 +164,28 @@ impl TestApp {
         Answer { status, body }
     }
 
+    /// The body of a GET of `path` (e.g. `/metrics`), as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// A counter or gauge from `/metrics`, labels included in `name` (0 before its
+    /// first change). Every server of the test binary adds to the same ones.
+    pub async fn metric(&self, name: &str) -> f64 {
+        self.get_text("/metrics")
+            .await
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// A query as the admin, on the default project.
     pub async fn admin(&self, query: &str, variables: Value) -> Answer {
         self.post(

@@ -43,15 +43,7 @@ async fn metrics_count_operations_and_connections() {
     )
     .await
     .ok();
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get_text("/metrics").await;
     assert!(
         text.contains("nimbus_graphql_requests_total{operation=\"MetricsProbe\",outcome=\"ok\"}"),
         "{text}"
@@ -60,15 +52,7 @@ async fn metrics_count_operations_and_connections() {
     assert!(text.contains("nimbus_db_pool_connections{state=\"idle\"}"));
     let mut ws = crate::helpers::WsClient::connect(&app.ws_url, false).await;
     ws.init(json!({})).await.expect("ack");
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get_text("/metrics").await;
     let open = text
         .lines()
         .find(|l| l.starts_with("nimbus_websocket_connections "))

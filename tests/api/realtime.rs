@@ -699,28 +699,11 @@ async fn presence_shows_who_is_on_a_channel_and_follows_their_state() {
     app.shutdown().await;
 }
 
-/// A process-wide counter or unlabelled gauge from `/metrics` (every server of
-/// the test binary adds to the same ones).
-async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// Polls `metric` until `done` holds for its value; fails after `crate::helpers::WAIT`.
+/// Polls [`TestApp::metric`] until `done` holds for its value; fails after `crate::helpers::WAIT`.
 async fn wait_for_metric(app: &TestApp, name: &str, done: impl Fn(f64) -> bool) -> f64 {
     let deadline = std::time::Instant::now() + crate::helpers::WAIT;
     loop {
-        let value = metric(app, name).await;
+        let value = app.metric(name).await;
         if done(value) {
             return value;
         }
@@ -875,9 +858,9 @@ async fn clients_that_stop_reading_are_dropped_and_memory_stays_bounded() {
     // fill its buffers.
     let copies: String = (0..90).map(|i| format!("p{i}: payload ")).collect();
     let fat_events = format!("subscription {{ realtime(channels: [\"keys\"]) {{ {copies} }} }}");
-    let connections_before = metric(&app, "nimbus_websocket_connections").await;
-    let subscriptions_before = metric(&app, "nimbus_subscriptions_active").await;
-    let too_slow_before = metric(&app, "nimbus_websocket_too_slow_total").await;
+    let connections_before = app.metric("nimbus_websocket_connections").await;
+    let subscriptions_before = app.metric("nimbus_subscriptions_active").await;
+    let too_slow_before = app.metric("nimbus_websocket_too_slow_total").await;
     let memory_before = resident_bytes();
     let slow: Vec<WsClient> = {
         use futures_util::StreamExt as _;
@@ -912,7 +895,7 @@ async fn clients_that_stop_reading_are_dropped_and_memory_stays_bounded() {
         }
         slowest_delivery = slowest_delivery.max(published.elapsed());
         memory_peak = memory_peak.max(resident_bytes());
-        let dropped = metric(&app, "nimbus_websocket_too_slow_total").await - too_slow_before;
+        let dropped = app.metric("nimbus_websocket_too_slow_total").await - too_slow_before;
         if dropped >= clients as f64 {
             break;
         }
