@@ -111,26 +111,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM HUP
 trap 'exit 141' PIPE
 
-# A free port on 127.0.0.1 below the ephemeral range, not handed out before; sets REPLY.
+# The ports free_port has handed out.
 taken_ports=()
-# `wait_for_port PORT PID LOG`: waits until something listens on PORT; shows LOG if
-# PID dies or nothing listens after 60 s.
-wait_for_port() {
-    local port=$1 pid=$2 log=$3 tries=0
-    until port_taken "$port"; do
-        tries=$((tries + 1))
-        if ! kill -0 "$pid" 2>/dev/null; then
-            say "error: the server meant for port $port exited; its output:" >&2
-            tail -n 40 "$log" >&2
-            exit 1
-        fi
-        if ((tries > 600)); then
-            tail -n 40 "$log" >&2
-            die "nothing listens on 127.0.0.1:$port after 60 s"
-        fi
-        sleep 0.1
-    done
-}
 
 # Waits (up to QUIET_WAIT s) until less than 10% of the CPU is busy; the servers
 # started here are idle at that moment, so what is busy is someone else.

@@ -11,6 +11,8 @@ die() { say "error: $*" >&2; exit 1; }
 
 port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# A free port on 127.0.0.1 below the ephemeral range, not handed out before (the
+# caller keeps `taken_ports`); sets REPLY.
 free_port() {
     local i
     for ((i = 0; i < 200; i++)); do
@@ -53,4 +55,23 @@ machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4
 children_seconds() {
     times >"$work/times"
     children=$(awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, /m|s/); t += p[1] * 60 + p[2] } print t }' "$work/times")
+}
+
+# `wait_for_port PORT PID LOG`: waits until something listens on PORT; shows LOG if
+# PID dies or nothing listens after 60 s.
+wait_for_port() {
+    local port=$1 pid=$2 log=$3 tries=0
+    until port_taken "$port"; do
+        tries=$((tries + 1))
+        if ! kill -0 "$pid" 2>/dev/null; then
+            say "error: the server meant for port $port exited; its output:" >&2
+            tail -n 40 "$log" >&2
+            exit 1
+        fi
+        if ((tries > 600)); then
+            tail -n 40 "$log" >&2
+            die "nothing listens on 127.0.0.1:$port after 60 s"
+        fi
+        sleep 0.1
+    done
 }

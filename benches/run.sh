@@ -61,23 +61,6 @@ if (($(ulimit -n) < WS_CONNECTIONS + 1000)); then
     exit 1
 fi
 
-# `wait_for_port PORT PID LOG`: waits until PID listens on PORT; shows LOG if it dies.
-wait_for_port() {
-    local port=$1 pid=$2 log=$3 tries=0
-    until port_taken "$port"; do
-        tries=$((tries + 1))
-        if ! kill -0 "$pid" 2>/dev/null; then
-            say "error: the server on port $port exited; its output:" >&2
-            cat "$log" >&2
-            exit 1
-        fi
-        if ((tries > 600)); then
-            say "error: nothing listens on 127.0.0.1:$port after 60 s" >&2
-            exit 1
-        fi
-        sleep 0.1
-    done
-}
 for port in "$REFERENCE_PORT" "$NIMBUS_PORT"; do
     if port_taken "$port"; then
         say "error: 127.0.0.1:$port is already in use (set REFERENCE_PORT / NIMBUS_PORT)" >&2
