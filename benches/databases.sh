@@ -114,23 +114,8 @@ trap 'exit 141' PIPE
 # The ports free_port has handed out.
 taken_ports=()
 
-# Waits (up to QUIET_WAIT s) until less than 10% of the CPU is busy; the servers
-# started here are idle at that moment, so what is busy is someone else.
+# Set when other work kept the machine busy before a measurement.
 noisy=no
-wait_for_quiet() {
-    local busy waited=0
-    busy=$(cpu_busy)
-    while ((busy >= 10 && waited < QUIET_WAIT)); do
-        sleep 4
-        waited=$((waited + 5))
-        busy=$(cpu_busy)
-    done
-    if ((busy >= 10)); then
-        say "WARNING: the machine is ${busy}% busy with other work after ${QUIET_WAIT} s of waiting"
-    else
-        say "(machine idle: ${busy}% CPU busy before this measurement)"
-    fi
-}
 
 # CPU ticks used by processes ROOT... and all their descendants, counting the children
 # they have already waited for (PostgreSQL's exited backends, say).
@@ -246,7 +231,7 @@ measure() {
     ((round > 1)) || warmup=$FIRST_WARMUP
     say "-- $system / $workload (round $round): wrk -t$THREADS -c$CONNECTIONS -d$DURATION (after $warmup warm-up)"
     for attempt in 1 2 3; do
-        wait_for_quiet
+        wait_for_quiet || true
         ((attempt == 1)) || warmup=$WARMUP
         load "$system" "$workload" "w$round$attempt-$RANDOM" "$warmup" >"$out.warmup" 2>&1 ||
             { cat "$out.warmup"; die "the warm-up of $key failed"; }

@@ -75,3 +75,21 @@ wait_for_port() {
         sleep 0.1
     done
 }
+
+# Waits (up to QUIET_WAIT s) until less than 10% of the CPU is busy: the servers
+# started here are idle at that moment, so what is busy is someone else. Returns 1
+# when the machine stayed busy, with its busy percent in REPLY.
+wait_for_quiet() {
+    local waited=0
+    REPLY=$(cpu_busy)
+    while ((REPLY >= 10 && waited < QUIET_WAIT)); do
+        sleep 4
+        waited=$((waited + 5))
+        REPLY=$(cpu_busy)
+    done
+    if ((REPLY >= 10)); then
+        say "WARNING: the machine is ${REPLY}% busy with other work after ${QUIET_WAIT} s of waiting"
+        return 1
+    fi
+    say "(machine idle: ${REPLY}% CPU busy before this measurement)"
+}

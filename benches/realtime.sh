@@ -149,24 +149,8 @@ fi
 # The ports free_port has handed out.
 taken_ports=()
 
-# Waits (up to QUIET_WAIT s) until less than 10% of the CPU is busy; the servers
-# started here are idle at that moment, so what is busy is someone else.
+# Set when other work kept the machine busy before a measurement.
 noisy=()
-wait_for_quiet() {
-    local busy waited=0
-    busy=$(cpu_busy)
-    while ((busy >= 10 && waited < QUIET_WAIT)); do
-        sleep 4
-        waited=$((waited + 5))
-        busy=$(cpu_busy)
-    done
-    if ((busy >= 10)); then
-        say "WARNING: the machine is ${busy}% busy with other work after ${QUIET_WAIT} s of waiting"
-        noisy+=("$1 (${busy}%)")
-    else
-        say "(machine idle: ${busy}% CPU busy before this measurement)"
-    fi
-}
 
 fmt_int() { # 12345 -> 12,345
     awk -v n="$1" 'BEGIN { if (n !~ /^[0-9]+$/) { printf "%s", n; exit }
@@ -249,7 +233,7 @@ load=$work/load
 fanout() {
     local name=$1 out=$2 status=0
     shift 2
-    wait_for_quiet "$name"
+    wait_for_quiet || noisy+=("$name (${REPLY}%)")
     "$load" fanout --repeat "$REPEAT" --gap "$GAP" --duration "$DURATION" --senders "$SENDERS" \
         --parallel "$PARALLEL" --threads "$CLIENT_THREADS" "$@" 2>&1 | tee "$out" || status=$?
     ((status == 0)) || die "the load tool failed on $name (exit status $status)"
@@ -306,7 +290,7 @@ if want redis; then
     # About the size of a document event on Nimbus's bus.
     message=$(printf '{"kind":"event","projectId":"default","events":["databases.realtime.collections.posts.documents.p1.update"],"channels":["databases.realtime.collections.posts.documents"],"payload":{"$id":"p1","title":"Post 1","views":%s},"readRoles":["users"],"keyScope":"documents.read","pad":"%s"}' 12345 "$(printf '%*s' 120 '' | tr ' ' x)")
     for pipeline in 1 16; do
-        wait_for_quiet "redis P$pipeline"
+        wait_for_quiet || noisy+=("redis P$pipeline (${REPLY}%)")
         say "-- redis-benchmark -c 50 -n $REDIS_REQUESTS -P $pipeline publish bench <${#message} bytes>"
         redis-benchmark -h 127.0.0.1 -p "$redis_port" -c 50 -n "$REDIS_REQUESTS" -P "$pipeline" --csv \
             publish bench "$message" >"$work/redis-$pipeline.csv" 2>"$work/redis-$pipeline.err" ||

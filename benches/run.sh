@@ -68,23 +68,7 @@ for port in "$REFERENCE_PORT" "$NIMBUS_PORT"; do
     fi
 done
 
-# Waits (up to QUIET_WAIT s) until less than 10% of the CPU is busy; the servers
-# started here are idle at that moment, so what is busy is someone else.
-wait_for_quiet() {
-    local busy waited=0
-    busy=$(cpu_busy)
-    while ((busy >= 10 && waited < QUIET_WAIT)); do
-        sleep 4
-        waited=$((waited + 5))
-        busy=$(cpu_busy)
-    done
-    if ((busy >= 10)); then
-        say "WARNING: the machine is ${busy}% busy with other work; the figures below are skewed"
-        noisy=yes
-    else
-        say "(machine idle: ${busy}% CPU busy before this measurement)"
-    fi
-}
+# Set when other work kept the machine busy before a measurement.
 noisy=no
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f%%", 100 * a / b; else print "n/a" }'; }
@@ -193,7 +177,7 @@ watched() {
 measured() {
     local attempt
     for attempt in 1 2 3; do
-        wait_for_quiet
+        wait_for_quiet || noisy=yes
         watched "$@"
         if ((others <= 10)); then
             say "(other work used ${others}% of the machine during this measurement)"
