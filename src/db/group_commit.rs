@@ -3,7 +3,8 @@
 //! built, requests with a single mutation field join a shared transaction (a
 //! batch) and hold its connection only while one operation runs, inside a
 //! savepoint of its own: an operation that fails leaves nothing, and the others'
-//! work goes on. The batch commits when its last member has finished, and every
+//! work goes on (a create needs none: its single insert statement is undone whole
+//! by SQLite when it fails). The batch commits when its last member has finished, and every
 //! member is answered only then. A member that fails after its writes were made
 //! cannot be taken out alone: the batch rolls back and every member runs again,
 //! alone in a transaction of its own ([`Outcome::RolledBack`]).
@@ -33,12 +34,6 @@ pub enum Outcome {
     Failed,
 }
 
-impl std::fmt::Debug for GroupCommit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupCommit").finish_non_exhaustive()
-    }
-}
-
 /// The batches of one database, taking turns with exclusive writers on `writer`.
 pub struct GroupCommit {
     pool: AnyPool,
@@ -46,6 +41,12 @@ pub struct GroupCommit {
     current: StdMutex<Option<Arc<Batch>>>,
     /// One request at a time opens a batch; the others then join it.
     opening: Mutex<()>,
+}
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit").finish_non_exhaustive()
+    }
 }
 
 struct Members {
@@ -307,7 +308,7 @@ impl Batch {
 
 /// Runs statements without preparing them (savepoint bookkeeping); boxed so that
 /// callers' futures stay `Send` for any connection lifetime.
-pub fn run(conn: &mut AnyConnection, sql: String) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+fn run(conn: &mut AnyConnection, sql: String) -> BoxFuture<'_, Result<(), sqlx::Error>> {
     Box::pin(run_impl(conn, sql))
 }
 

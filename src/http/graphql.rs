@@ -347,7 +347,7 @@ async fn run_operation(
     client: &ClientInfo,
     mut request: Request,
 ) -> GqlResponse {
-    let shared = is_single_field_mutation(&mut request);
+    let shared = state.db.group_commit().is_some() && is_single_field_mutation(&mut request);
     let again = shared.then(|| copy_request(&request));
     let mode = if shared {
         Mode::Shared
