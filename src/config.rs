@@ -127,6 +127,35 @@ pub struct Config {
     /// it. The same on every replica.
     #[arg(long, env = "NIMBUS_PRESENCE_TIMEOUT", default_value_t = 20, value_parser = clap::value_parser!(u64).range(2..))]
     pub presence_timeout_secs: u64,
+
+    /// Where file bytes live: a directory, or an S3-compatible bucket as
+    /// `s3://BUCKET[/PREFIX][?endpoint=URL&region=R&allow_http=true]` (credentials from
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`). Default: `DATA_DIR/files`.
+    #[arg(long, env = "NIMBUS_STORAGE")]
+    pub storage: Option<String>,
+
+    /// Largest `maximumFileSize` a bucket may set, in bytes.
+    #[arg(long, env = "NIMBUS_STORAGE_MAX_FILE_SIZE", default_value_t = 5 * 1024 * 1024 * 1024)]
+    pub storage_max_file_size: u64,
+
+    /// Size of each chunk of a resumable upload, in bytes (the last may be shorter).
+    #[arg(long, env = "NIMBUS_UPLOAD_CHUNK_SIZE", default_value_t = 5 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(65_536..=(256 * 1024 * 1024)))]
+    pub upload_chunk_size: u64,
+
+    /// Seconds an unfinished resumable upload is kept after its last chunk; then its
+    /// chunks are deleted and its id is free again.
+    #[arg(long, env = "NIMBUS_UPLOAD_EXPIRY", default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
+    pub upload_expiry_secs: u64,
+
+    /// A ClamAV daemon (`host:port`) that scans uploads to buckets with `antivirus`
+    /// on; infected files are refused. Unset: no scanning.
+    #[arg(long, env = "NIMBUS_CLAMD")]
+    pub clamd: Option<String>,
+
+    /// Largest image (in pixels) a preview decodes; larger ones are refused before
+    /// their pixels are allocated.
+    #[arg(long, env = "NIMBUS_PREVIEW_MAX_PIXELS", default_value_t = 50_000_000)]
+    pub preview_max_pixels: u64,
 }
 
 impl Config {
@@ -146,6 +175,11 @@ impl Config {
             .config;
         config.data_dir = data_dir.into();
         config
+    }
+
+    /// The directory of cached image previews.
+    pub fn preview_cache_dir(&self) -> PathBuf {
+        self.data_dir.join("cache").join("previews")
     }
 
     /// The database URL in effect: the configured one or the SQLite file in the data dir.

@@ -64,6 +64,11 @@ pub enum AppError {
     /// The code given (`OAUTH2_PROVIDER_FAILED`, ...): a third-party service the
     /// request relies on answered wrongly; its full answer is logged, not sent.
     Upstream { code: &'static str, reason: String },
+    /// `STORAGE_FULL`: the file store has no room left; nothing of the write was kept.
+    StorageFull,
+    /// `FILE_UNREADABLE`: stored bytes do not decode (corrupt, or sealed under another
+    /// server secret); the cause is logged.
+    FileUnreadable,
     /// `INTERNAL`: a database failure; its cause is logged, never sent.
     Db(DbError),
     /// `INTERNAL`: anything unexpected; its cause is logged, never sent.
@@ -114,6 +119,10 @@ impl AppError {
             }
             AppError::Unavailable => "a backing service is unavailable, try again shortly".into(),
             AppError::Upstream { reason, .. } => reason.clone(),
+            AppError::StorageFull => "the file storage is full; nothing of this write was kept".into(),
+            AppError::FileUnreadable => {
+                "the stored file cannot be read back (corrupt, or stored under another server secret)".into()
+            }
             AppError::Db(_) | AppError::Internal(_) => "internal server error".into(),
         }
     }
@@ -151,6 +160,8 @@ impl AppError {
             AppError::RateLimited { .. } => "RATE_LIMITED".into(),
             AppError::Unavailable => "SERVICE_UNAVAILABLE".into(),
             AppError::Upstream { code, .. } => (*code).into(),
+            AppError::StorageFull => "STORAGE_FULL".into(),
+            AppError::FileUnreadable => "FILE_UNREADABLE".into(),
             AppError::Db(_) | AppError::Internal(_) => "INTERNAL".into(),
         }
     }
@@ -178,6 +189,8 @@ impl AppError {
             AppError::RateLimited { .. } => S::TOO_MANY_REQUESTS,
             AppError::Unavailable => S::SERVICE_UNAVAILABLE,
             AppError::Upstream { .. } => S::BAD_GATEWAY,
+            AppError::StorageFull => S::INSUFFICIENT_STORAGE,
+            AppError::FileUnreadable => S::INTERNAL_SERVER_ERROR,
             AppError::Db(_) | AppError::Internal(_) => S::INTERNAL_SERVER_ERROR,
         }
     }

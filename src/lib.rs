@@ -84,7 +84,11 @@ impl AppState {
             Some(url) => Bus::redis(url, &config.redis_prefix).await?,
             None => Bus::in_process(),
         };
-        let files = FileStore::local(config.data_dir.join("files"))?;
+        let files = match &config.storage {
+            Some(location) if location.starts_with("s3://") => FileStore::from_url(location)?,
+            Some(directory) => FileStore::local(directory)?,
+            None => FileStore::local(config.data_dir.join("files"))?,
+        };
         let mailer = mail::Mailer::from_config(
             config.smtp_url.as_deref(),
             &config.mail_from,
@@ -181,6 +185,7 @@ pub struct Server {
     serving: JoinHandle<std::io::Result<()>>,
     invalidations: JoinHandle<()>,
     presence: JoinHandle<()>,
+    uploads: JoinHandle<()>,
 }
 
 impl Server {
@@ -192,6 +197,7 @@ impl Server {
         let state = AppState::open(config).await?;
         let invalidations = tokio::spawn(follow_project_changes(state.clone()));
         let presence = tokio::spawn(services::realtime::presence::keep_alive(state.clone()));
+        let uploads = tokio::spawn(services::storage::upload::sweep_forever(state.clone()));
         let admin_key = services::keys::service::bootstrap_admin_key(&state)
             .await
             .map_err(|e| anyhow::anyhow!("cannot create the first admin key: {}", e.message()))?;
@@ -217,6 +223,7 @@ impl Server {
             serving,
             invalidations,
             presence,
+            uploads,
         })
     }
 
@@ -241,6 +248,7 @@ impl Server {
         let served = (&mut self.serving).await;
         self.invalidations.abort();
         self.presence.abort();
+        self.uploads.abort();
         self.state.close().await;
         served
             .context("the server task failed")?

@@ -3,6 +3,7 @@
 //! whose checks hand back grants that the privileged service functions take as
 //! arguments.
 
+pub mod access;
 pub mod caller;
 pub mod jwt;
 pub mod passwords;
@@ -14,4 +15,5 @@ pub mod secrets;
 pub mod session_cache;
 pub mod totp;
 
+pub use access::{Access, Container, Reach};
 pub use caller::{AdminGrant, ApiKeyGrant, Caller, Credential, ScopeGrant};

@@ -1,19 +1,77 @@
-//! File storage. Local directory under the data dir for now; its health check
-//! proves the directory is writable. Paths are always derived from ids, never
-//! from user input.
+//! File bytes at rest for Nimbus Storage: where they live (a local directory, or any
+//! S3-compatible service through `object_store`) and how they are transformed on the way
+//! in and out: the size limit enforced while streaming, the SHA-256 of the original
+//! bytes, the MIME type sniffed from the content, optional gzip/zstd compression and
+//! optional AES-256-GCM encryption at rest.
+//!
+//! Everything streams in bounded chunks: no operation holds a whole file in memory.
+//! A write either publishes the complete object under its key or leaves nothing there
+//! (see `upload`). Object keys are derived from validated ids only (see `key`).
+//!
+//! How an object was stored (`Encoding`) is not recorded in the object itself: the
+//! caller keeps it in its database row and hands it back to `read`.
 
+mod codec;
+mod crypto;
+mod key;
+mod mime;
+mod upload;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
 
 use anyhow::Context as _;
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
+use object_store::{GetOptions, GetRange, GetResult, GetResultPayload, ObjectStore};
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncSeekExt as _};
+use tokio_util::io::ReaderStream;
+
+pub use key::Key;
+pub use mime::sniff_mime;
+
+use codec::{CHUNK, Encoder};
+use upload::{Tuning, Upload};
+
+/// A file's original bytes, in chunks of at most 64 KiB.
+pub type ByteStream = futures_util::stream::BoxStream<'static, io::Result<Bytes>>;
+
+/// Input is read in pieces of this size.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// Where uploaded files live.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FileStore {
-    root: PathBuf,
+    store: Arc<dyn ObjectStore>,
+    kind: &'static str,
+    description: String,
+    /// The directory of a local store.
+    root: Option<PathBuf>,
+}
+
+impl fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileStore")
+            .field("kind", &self.kind)
+            .field("location", &self.description)
+            .finish()
+    }
 }
 
 impl FileStore {
-    /// A store in `root`, created when missing.
+    /// A store in the directory `root`, created when missing.
     pub fn local(root: impl Into<PathBuf>) -> anyhow::Result<Self> {
         let root = root.into();
         std::fs::create_dir_all(&root).with_context(|| {
@@ -22,31 +80,601 @@ impl FileStore {
                 root.display()
             )
         })?;
-        Ok(FileStore { root })
+        // Automatic cleanup removes directories emptied by a delete, so deleted buckets
+        // and projects leave no trees of empty directories behind.
+        let store = LocalFileSystem::new_with_prefix(&root)
+            .with_context(|| format!("cannot use {} for file storage", root.display()))?
+            .with_automatic_cleanup(true);
+        Ok(FileStore {
+            store: Arc::new(store),
+            kind: "local",
+            description: root.display().to_string(),
+            root: Some(root),
+        })
     }
 
+    /// An S3-compatible store:
+    /// `s3://BUCKET[/PREFIX][?endpoint=URL&region=REGION&allow_http=true|false]`.
+    /// Credentials and other settings come from the usual `AWS_*` environment variables;
+    /// the URL's parameters win over them.
+    pub fn from_url(url: &str) -> anyhow::Result<Self> {
+        let parsed = url::Url::parse(url)
+            .map_err(|error| anyhow::anyhow!("the file storage URL is not a URL: {error}"))?;
+        anyhow::ensure!(
+            parsed.scheme() == "s3",
+            "the file storage URL must start with s3:// (found {}://)",
+            parsed.scheme()
+        );
+        anyhow::ensure!(
+            parsed.username().is_empty() && parsed.password().is_none(),
+            "the file storage URL must not contain credentials; \
+             set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead"
+        );
+        anyhow::ensure!(
+            parsed.port().is_none(),
+            "the file storage URL names a bucket, not a server: put the address in ?endpoint="
+        );
+        let bucket = parsed.host_str().unwrap_or_default();
+        anyhow::ensure!(
+            !bucket.is_empty(),
+            "the file storage URL has no bucket (expected s3://BUCKET[/PREFIX])"
+        );
+        anyhow::ensure!(
+            parsed.fragment().is_none(),
+            "the file storage URL must not have a #fragment"
+        );
+        let prefix = parsed.path().trim_matches('/');
+        let prefix = if prefix.is_empty() {
+            None
+        } else {
+            Some(ObjectPath::parse(prefix).map_err(|_| {
+                anyhow::anyhow!("the file storage URL has an invalid prefix {prefix:?}")
+            })?)
+        };
+
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        let mut endpoint_shown = None;
+        for (name, value) in parsed.query_pairs() {
+            match &*name {
+                "endpoint" => {
+                    let endpoint = url::Url::parse(&value).map_err(|_| {
+                        anyhow::anyhow!("the file storage URL's endpoint is not a URL")
+                    })?;
+                    anyhow::ensure!(
+                        matches!(endpoint.scheme(), "http" | "https"),
+                        "the file storage URL's endpoint must be http:// or https://"
+                    );
+                    anyhow::ensure!(
+                        endpoint.username().is_empty() && endpoint.password().is_none(),
+                        "the file storage URL's endpoint must not contain credentials"
+                    );
+                    endpoint_shown = Some(value.trim_end_matches('/').to_owned());
+                    builder = builder.with_endpoint(value.trim_end_matches('/'));
+                }
+                "region" => {
+                    anyhow::ensure!(!value.is_empty(), "the file storage URL's region is empty");
+                    builder = builder.with_region(&*value);
+                }
+                "allow_http" => {
+                    let allow = match &*value {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => {
+                            anyhow::bail!("the file storage URL's allow_http must be true or false")
+                        }
+                    };
+                    builder = builder.with_allow_http(allow);
+                }
+                other => anyhow::bail!(
+                    "the file storage URL has an unknown parameter {other:?} \
+                     (known: endpoint, region, allow_http)"
+                ),
+            }
+        }
+        let s3 = builder
+            .build()
+            .context("cannot configure the S3 file storage")?;
+
+        let mut description = format!("s3://{bucket}");
+        let store: Arc<dyn ObjectStore> = match prefix {
+            Some(prefix) => {
+                description.push('/');
+                description.push_str(prefix.as_ref());
+                Arc::new(PrefixStore::new(s3, prefix))
+            }
+            None => Arc::new(s3),
+        };
+        if let Some(endpoint) = endpoint_shown {
+            description.push_str(&format!(" at {endpoint}"));
+        }
+        Ok(FileStore {
+            store,
+            kind: "s3",
+            description,
+            root: None,
+        })
+    }
+
+    /// The directory of a local store; empty for other kinds.
     pub fn root(&self) -> &Path {
-        &self.root
+        self.root.as_deref().unwrap_or(Path::new(""))
     }
 
     pub fn kind(&self) -> &'static str {
-        "local"
+        self.kind
     }
 
-    /// Writes, reads back and removes a probe file.
+    /// Where the files are, for logs: a directory or `s3://bucket/prefix`.
+    pub fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    /// Writes, reads back and removes a probe object.
     pub async fn check(&self) -> anyhow::Result<()> {
-        let probe = self
-            .root
-            .join(format!(".health-{}", crate::db::ids::generate()));
-        tokio::fs::write(&probe, b"ok")
+        let probe = ObjectPath::from(format!(
+            ".health-{}",
+            hex::encode(rand::random::<[u8; 8]>())
+        ));
+        self.store
+            .put(&probe, Bytes::from_static(b"ok").into())
             .await
             .context("file storage is not writable")?;
-        let read = tokio::fs::read(&probe).await;
-        let _ = tokio::fs::remove_file(&probe).await;
+        let read = async { self.store.get(&probe).await?.bytes().await }.await;
+        let _ = self.store.delete(&probe).await;
         anyhow::ensure!(
-            read.context("file storage is not readable")? == b"ok",
+            read.context("file storage is not readable")? == b"ok"[..],
             "file storage returned other bytes"
         );
         Ok(())
     }
+
+    /// Streams `input` into `key`, applying `options`. Fails with `TooLarge` as soon as
+    /// more than `options.max_size` bytes have been read; on any failure nothing is left
+    /// under `key` (nor any staging data).
+    pub async fn write(
+        &self,
+        key: &Key,
+        mut input: impl AsyncRead + Unpin + Send,
+        options: &WriteOptions,
+    ) -> Result<Written, FileError> {
+        let salt = options.encrypt.then(crypto::new_salt);
+        let mut encoder = Encoder::new(
+            options.compression,
+            salt.as_ref().map(|salt| (options.secret.as_str(), salt)),
+        );
+        let mut upload = Upload::new(self.store.clone(), key.to_path(), self.tuning(options));
+
+        let mut result = pump(&mut input, options, &mut encoder, &mut upload).await;
+        if result.is_ok()
+            && let Err(error) = upload.finish().await
+        {
+            result = Err(store_error(error));
+        }
+        let (size, sha256, head) = match result {
+            Ok(done) => done,
+            Err(error) => {
+                upload.abort().await;
+                self.remove_empty_dirs(key).await;
+                return Err(error);
+            }
+        };
+        Ok(Written {
+            size,
+            stored_size: upload.written(),
+            sha256,
+            mime_type: sniff_mime(&head),
+            encoding: Encoding {
+                compression: options.compression,
+                salt: salt.map(hex::encode),
+            },
+        })
+    }
+
+    /// The original bytes of `key`. Fails before returning the stream when the object is
+    /// missing or does not decode (for encrypted objects: its first segment does not
+    /// authenticate); later corruption ends the stream with an `io::Error`.
+    pub async fn read(
+        &self,
+        key: &Key,
+        encoding: &Encoding,
+        secret: &str,
+    ) -> Result<ByteStream, FileError> {
+        let salt = match &encoding.salt {
+            Some(salt) => Some(crypto::parse_salt(salt).ok_or(FileError::Unreadable)?),
+            None => None,
+        };
+        let result = self.store.get(&key.to_path()).await.map_err(store_error)?;
+        let decoded = codec::decode(
+            stored_stream(result),
+            encoding.compression,
+            salt.as_ref().map(|salt| (secret, salt)),
+        );
+        prime(decoded).await
+    }
+
+    /// Bytes `range` (original offsets, end exclusive) of the original content; a range
+    /// reaching past the end is cut short. Plain objects are read with a ranged GET,
+    /// compressed or encrypted ones are decoded from the start.
+    pub async fn read_range(
+        &self,
+        key: &Key,
+        encoding: &Encoding,
+        secret: &str,
+        range: Range<u64>,
+    ) -> Result<ByteStream, FileError> {
+        if !encoding.is_plain() {
+            let decoded = self.read(key, encoding, secret).await?;
+            if range.start >= range.end {
+                return Ok(empty());
+            }
+            return Ok(codec::slice(decoded, range.start, range.end));
+        }
+        let path = key.to_path();
+        if range.start >= range.end {
+            self.store.head(&path).await.map_err(store_error)?;
+            return Ok(empty());
+        }
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(range.clone())),
+            ..GetOptions::default()
+        };
+        match self.store.get_opts(&path, options).await {
+            Ok(result) => prime(codec::rechunk(stored_stream(result))).await,
+            Err(object_store::Error::NotFound { .. }) => Err(FileError::NotFound),
+            Err(error) => {
+                // Backends refuse a range starting at or past the end in their own ways;
+                // that is an empty answer, anything else is the error it looks like.
+                let meta = self.store.head(&path).await.map_err(store_error)?;
+                if range.start >= meta.size {
+                    Ok(empty())
+                } else {
+                    Err(store_error(error))
+                }
+            }
+        }
+    }
+
+    /// Deletes `key`; a missing object is not an error.
+    pub async fn delete(&self, key: &Key) -> Result<(), FileError> {
+        match self.store.delete(&key.to_path()).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(store_error(error)),
+        }
+    }
+
+    /// Deletes every object under `prefix` (a bucket, a project, an upload); nothing
+    /// there is not an error.
+    pub async fn delete_prefix(&self, prefix: &Key) -> Result<(), FileError> {
+        let path = prefix.to_path();
+        let locations = self
+            .store
+            .list(Some(&path))
+            .map_ok(|meta| meta.location)
+            .boxed();
+        let mut deleted = self.store.delete_stream(locations);
+        while let Some(result) = deleted.next().await {
+            match result {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => return Err(store_error(error)),
+            }
+        }
+        drop(deleted);
+        if let Some(root) = &self.root {
+            // Listings skip staging files of uploads that crashed mid-way; whatever is
+            // left under the prefix belongs to it all the same.
+            let dir = root.join(prefix.as_str());
+            match tokio::fs::remove_dir_all(&dir).await {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(io_error(error)),
+            }
+            self.remove_empty_dirs(prefix).await;
+        }
+        Ok(())
+    }
+
+    fn tuning(&self, options: &WriteOptions) -> Tuning {
+        if self.root.is_some() {
+            Tuning {
+                part_size: 1024 * 1024,
+                in_flight: 2,
+            }
+        } else {
+            // S3 wants parts of at least 5 MiB and at most 10,000 of them: grow the parts
+            // when the size limit allows objects larger than 10,000 small parts.
+            let for_limit = options.max_size.div_ceil(9_000);
+            let part_size = usize::try_from(for_limit)
+                .unwrap_or(usize::MAX)
+                .clamp(5 * 1024 * 1024, 512 * 1024 * 1024);
+            Tuning {
+                part_size,
+                in_flight: 1,
+            }
+        }
+    }
+
+    /// Removes the directories above `key` that a failed write or a prefix delete left
+    /// empty (a local store creates them on demand).
+    async fn remove_empty_dirs(&self, key: &Key) {
+        let Some(root) = &self.root else {
+            return;
+        };
+        let full = root.join(key.as_str());
+        let mut dir = full.parent();
+        while let Some(current) = dir {
+            if current == root.as_path() || !current.starts_with(root) {
+                break;
+            }
+            if tokio::fs::remove_dir(current).await.is_err() {
+                break;
+            }
+            dir = current.parent();
+        }
+    }
+}
+
+/// Reads all of `input` through `encoder` into `upload`, returning the original size,
+/// its SHA-256 and its first bytes.
+async fn pump(
+    input: &mut (impl AsyncRead + Unpin + Send),
+    options: &WriteOptions,
+    encoder: &mut Encoder,
+    upload: &mut Upload,
+) -> Result<(u64, String, Vec<u8>), FileError> {
+    let mut buffer = vec![0u8; READ_CHUNK];
+    let mut size = 0u64;
+    let mut hasher = Sha256::new();
+    let mut head = Vec::with_capacity(mime::SNIFF_LEN);
+    loop {
+        let read = input.read(&mut buffer).await.map_err(FileError::Input)?;
+        if read == 0 {
+            break;
+        }
+        size += read as u64;
+        if size > options.max_size {
+            return Err(FileError::TooLarge {
+                limit: options.max_size,
+            });
+        }
+        let data = &buffer[..read];
+        hasher.update(data);
+        if head.len() < mime::SNIFF_LEN {
+            let take = (mime::SNIFF_LEN - head.len()).min(data.len());
+            head.extend_from_slice(&data[..take]);
+        }
+        let stored = encoder.push(data).await.map_err(io_error)?;
+        upload.write(stored).await.map_err(store_error)?;
+    }
+    let stored = encoder.finish().await.map_err(io_error)?;
+    upload.write(stored).await.map_err(store_error)?;
+    Ok((size, hex::encode(hasher.finalize()), head))
+}
+
+/// The stored bytes of a GET. Local files are read in `CHUNK`-sized pieces instead of
+/// object_store's 8 KiB ones, which would cost a blocking-pool round trip every 8 KiB.
+fn stored_stream(result: GetResult) -> ByteStream {
+    let range = result.range.clone();
+    match result.payload {
+        GetResultPayload::File(file, _) => stream::once(async move {
+            let mut file = tokio::fs::File::from_std(file);
+            file.seek(io::SeekFrom::Start(range.start)).await?;
+            let length = range.end.saturating_sub(range.start);
+            io::Result::Ok(ReaderStream::with_capacity(file.take(length), CHUNK))
+        })
+        .try_flatten()
+        .boxed(),
+        GetResultPayload::Stream(stored) => stored.map_err(io::Error::other).boxed(),
+    }
+}
+
+/// Waits for the first chunk so that a missing, undecryptable or corrupt object fails
+/// the call instead of the response body.
+async fn prime(mut decoded: ByteStream) -> Result<ByteStream, FileError> {
+    match decoded.next().await {
+        None => Ok(empty()),
+        Some(Err(error)) => Err(read_error(error)),
+        Some(Ok(first)) => Ok(stream::once(async move { Ok(first) })
+            .chain(decoded)
+            .boxed()),
+    }
+}
+
+fn empty() -> ByteStream {
+    stream::empty().boxed()
+}
+
+/// What a caller needs to know to write one file.
+#[derive(Clone)]
+pub struct WriteOptions {
+    /// Largest accepted original size, in bytes.
+    pub max_size: u64,
+    pub compression: Compression,
+    /// Encrypt at rest under a key derived from `secret` and a fresh salt.
+    pub encrypt: bool,
+    /// The server secret.
+    pub secret: String,
+}
+
+impl fmt::Debug for WriteOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteOptions")
+            .field("max_size", &self.max_size)
+            .field("compression", &self.compression)
+            .field("encrypt", &self.encrypt)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A compression name other than `none`, `gzip` or `zstd`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown compression {0:?} (expected none, gzip or zstd)")]
+pub struct UnknownCompression(pub String);
+
+impl FromStr for Compression {
+    type Err = UnknownCompression;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "none" => Ok(Compression::None),
+            "gzip" => Ok(Compression::Gzip),
+            "zstd" => Ok(Compression::Zstd),
+            other => Err(UnknownCompression(other.to_owned())),
+        }
+    }
+}
+
+/// How an object is stored, kept by the caller in its database row and handed back to
+/// `read`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Encoding {
+    pub compression: Compression,
+    /// Hex of the per-file key salt; `Some` means the object is encrypted.
+    pub salt: Option<String>,
+}
+
+impl Encoding {
+    /// Stored as sent: no compression, no encryption.
+    pub fn plain() -> Self {
+        Encoding {
+            compression: Compression::None,
+            salt: None,
+        }
+    }
+
+    pub fn is_plain(&self) -> bool {
+        self.compression == Compression::None && self.salt.is_none()
+    }
+}
+
+/// What `write` stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// Original bytes.
+    pub size: u64,
+    /// Bytes in the store (after compression and encryption).
+    pub stored_size: u64,
+    /// Lowercase hex SHA-256 of the original bytes.
+    pub sha256: String,
+    pub mime_type: String,
+    pub encoding: Encoding,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("the file is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("no such file in storage")]
+    NotFound,
+    #[error("invalid file storage key")]
+    InvalidKey,
+    /// Wrong server secret, corrupt or truncated object.
+    #[error("the stored file cannot be read: wrong server secret, corrupt or truncated")]
+    Unreadable,
+    /// No space left, or a quota or file size limit of the storage was hit.
+    #[error("file storage is full")]
+    Full,
+    /// Reading the input failed (the client went away).
+    #[error("reading the upload failed: {0}")]
+    Input(io::Error),
+    /// Anything else from the store: worth logging, not worth showing to clients.
+    #[error("file storage failed: {0:#}")]
+    Store(anyhow::Error),
+}
+
+/// Maps an `object_store` error, recognising missing objects and full storage.
+fn store_error(error: object_store::Error) -> FileError {
+    if matches!(error, object_store::Error::NotFound { .. }) {
+        FileError::NotFound
+    } else if is_full(&error) {
+        FileError::Full
+    } else {
+        FileError::Store(anyhow::Error::new(error))
+    }
+}
+
+/// Maps an I/O error raised while writing (compression) or deleting.
+fn io_error(error: io::Error) -> FileError {
+    if is_full(&error) {
+        FileError::Full
+    } else {
+        FileError::Store(anyhow::Error::new(error))
+    }
+}
+
+/// Maps an error from a decoded stream: store errors travel inside `io::Error::other`,
+/// and `InvalidData`/`UnexpectedEof` come from decryption or decompression.
+fn read_error(error: io::Error) -> FileError {
+    if carries_store_error(&error) {
+        if let Some(inner) = error.into_inner()
+            && let Ok(store) = inner.downcast::<object_store::Error>()
+        {
+            return store_error(*store);
+        }
+        return FileError::Store(anyhow::anyhow!("file storage failed"));
+    }
+    match error.kind() {
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => FileError::Unreadable,
+        _ => io_error(error),
+    }
+}
+
+fn carries_store_error(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<object_store::Error>())
+}
+
+/// Linux's errno values for "no space left", "file too large" and "quota exceeded".
+const ENOSPC: i32 = 28;
+const EFBIG: i32 = 27;
+const EDQUOT: i32 = 122;
+
+/// Whether any error in the chain says the storage is full.
+fn is_full(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(current) = next {
+        if let Some(io) = current.downcast_ref::<io::Error>() {
+            if matches!(
+                io.kind(),
+                io::ErrorKind::StorageFull
+                    | io::ErrorKind::QuotaExceeded
+                    | io::ErrorKind::FileTooLarge
+            ) || matches!(io.raw_os_error(), Some(ENOSPC | EFBIG | EDQUOT))
+            {
+                return true;
+            }
+            // `io::Error::source` skips the error it wraps and goes to that error's source.
+            if let Some(inner) = io.get_ref()
+                && is_full(inner)
+            {
+                return true;
+            }
+        }
+        next = current.source();
+    }
+    false
 }

@@ -58,7 +58,16 @@ pub struct Presented {
 impl Presented {
     /// Reads the headers of an HTTP request (or a WebSocket upgrade).
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let project = header(headers, PROJECT_HEADER).map(str::to_string);
+        Self::read(headers, header(headers, PROJECT_HEADER).map(str::to_string))
+    }
+
+    /// Reads the headers of a request that names its project elsewhere (a binary
+    /// endpoint's `?project=`): the session cookie is that project's.
+    pub fn for_project(headers: &HeaderMap, project: &str) -> Self {
+        Self::read(headers, Some(project.to_string()))
+    }
+
+    fn read(headers: &HeaderMap, project: Option<String>) -> Self {
         let cookie_name = session_cookie_name(project.as_deref().unwrap_or(DEFAULT_PROJECT));
         let bearer = header(headers, "authorization")
             .and_then(|value| {

@@ -7,6 +7,7 @@ pub mod identity;
 pub mod metrics;
 pub mod oauth2;
 pub mod playground;
+pub mod storage;
 pub mod ws;
 
 use std::future::Future;
@@ -28,7 +29,7 @@ pub fn router(state: AppState) -> Router {
     // credentials; per-project allowed origins come with cookie sessions.
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::any())
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::OPTIONS])
         .allow_headers([
             axum::http::header::CONTENT_TYPE,
             axum::http::header::ACCEPT,
@@ -37,7 +38,17 @@ pub fn router(state: AppState) -> Router {
             HeaderName::from_static(identity::KEY_HEADER),
             HeaderName::from_static("apollo-require-preflight"),
             HeaderName::from_static("x-apollo-operation-name"),
+            axum::http::header::CONTENT_RANGE,
+            axum::http::header::RANGE,
+            axum::http::header::IF_NONE_MATCH,
+        ])
+        .expose_headers([
+            axum::http::header::CONTENT_RANGE,
+            axum::http::header::CONTENT_DISPOSITION,
+            axum::http::header::ETAG,
+            HeaderName::from_static("repr-digest"),
         ]);
+    let file = |endpoint: &str| format!("/v1/storage/buckets/{{bucket}}/files/{{file}}/{endpoint}");
     Router::new()
         .route(
             "/v1/graphql",
@@ -50,6 +61,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/account/oauth2/callback/{provider}/{project}",
             get(oauth2::callback),
         )
+        .route(&file("download"), get(storage::download))
+        .route(&file("view"), get(storage::view))
+        .route(&file("preview"), get(storage::preview))
+        .route(&file("upload"), axum::routing::put(storage::upload_chunk))
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::metrics))
         .merge(playground::router())

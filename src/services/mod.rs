@@ -6,6 +6,7 @@ pub mod databases;
 pub mod keys;
 pub mod projects;
 pub mod realtime;
+pub mod storage;
 pub mod teams;
 pub mod users;
 
@@ -22,4 +23,5 @@ pub fn register_all(parts: &mut SchemaParts, project: &Project, model: &DataMode
     teams::register(parts, project);
     realtime::register(parts, project);
     databases::register(parts, project, model);
+    storage::register(parts, project);
 }

@@ -58,17 +58,7 @@ async fn authors(app: &TestApp) {
 }
 
 async fn user(app: &TestApp, email: &str) -> String {
-    app.post(json!({"query": "mutation($e: String!) { createAccount(input: {email: $e, password: \"db-password-1\"}) { id } }", "variables": {"e": email}}), &[])
-        .await
-        .ok();
-    let signed = app
-        .post(json!({"query": "mutation($e: String!) { createEmailPasswordSession(input: {email: $e, password: \"db-password-1\"}) { secret } }", "variables": {"e": email}}), &[])
-        .await
-        .ok();
-    signed["createEmailPasswordSession"]["secret"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    app.signed_in(email).await
 }
 
 #[tokio::test]

@@ -35,6 +35,19 @@ pub fn test_redis() -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// Where tests keep files: an S3-compatible bucket when `NIMBUS_TEST_STORAGE` is an
+/// `s3://` URL (each server under a prefix of its own), else the data dir.
+pub fn test_storage() -> Option<String> {
+    let base = std::env::var("NIMBUS_TEST_STORAGE")
+        .ok()
+        .filter(|v| !v.is_empty())?;
+    let prefix = nimbus::db::ids::generate();
+    Some(match base.split_once('?') {
+        Some((location, query)) => format!("{}/{prefix}?{query}", location.trim_end_matches('/')),
+        None => format!("{}/{prefix}", base.trim_end_matches('/')),
+    })
+}
+
 /// A fresh, empty MariaDB database on the test server, when one is configured.
 pub async fn fresh_database() -> Option<String> {
     use sqlx::Connection as _;
@@ -57,6 +70,7 @@ pub async fn test_config(dir: &std::path::Path) -> Config {
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.database_url = fresh_database().await;
     config.redis_url = test_redis();
+    config.storage = test_storage();
     config.redis_prefix = format!("nimbus-test-{}", nimbus::db::ids::generate());
     config.database_max_connections = 8;
     config
@@ -226,6 +240,22 @@ impl TestApp {
         data["createApiKey"]["secret"].as_str().unwrap().to_string()
     }
 
+    /// Signs up a user with `email` (password `db-password-1`) and signs them in;
+    /// returns the session secret.
+    pub async fn signed_in(&self, email: &str) -> String {
+        self.post(json!({"query": "mutation($e: String!) { createAccount(input: {email: $e, password: \"db-password-1\"}) { id } }", "variables": {"e": email}}), &[])
+            .await
+            .ok();
+        let signed = self
+            .post(json!({"query": "mutation($e: String!) { createEmailPasswordSession(input: {email: $e, password: \"db-password-1\"}) { secret } }", "variables": {"e": email}}), &[])
+            .await
+            .ok();
+        signed["createEmailPasswordSession"]["secret"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     pub async fn create_project(&self, id: &str) {
         self.admin(
             "mutation($id: ID!) { createProject(input: {id: $id, name: \"Test\"}) { id } }",
@@ -331,5 +361,125 @@ impl WsClient {
         let kind = if self.legacy { "start" } else { "subscribe" };
         self.send(json!({"id": id, "type": kind, "payload": {"query": query}}))
             .await;
+    }
+}
+
+/// How to start a [`ServeProcess`].
+#[derive(Debug, Default)]
+pub struct ServeOptions {
+    /// The data dir (default: a fresh one); the same as the test server's shares
+    /// its local file store.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// An `RLIMIT_FSIZE` for the process, in bytes: writes past it fail with EFBIG,
+    /// as on a full disk.
+    pub file_size_limit: Option<u64>,
+}
+
+/// A `nimbus serve` process sharing a test server's database, Redis (when it has
+/// one) and secret: a replica that can be killed without warning, as a crash would.
+pub struct ServeProcess {
+    child: std::process::Child,
+    pub url: String,
+    pub ws_url: String,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ServeProcess {
+    pub async fn start(app: &TestApp, options: ServeOptions) -> ServeProcess {
+        let config = &app.config;
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = dir.path().join("replica.log");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_nimbus"));
+        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("NIMBUS_")) {
+            command.env_remove(name);
+        }
+        command
+            .arg("serve")
+            .env("NIMBUS_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "NIMBUS_DATA_DIR",
+                options.data_dir.as_deref().unwrap_or(dir.path()),
+            )
+            .env("NIMBUS_DATABASE_URL", config.effective_database_url())
+            .env("NIMBUS_REDIS_PREFIX", &config.redis_prefix)
+            .env(
+                "NIMBUS_SECRET",
+                config.secret.as_deref().expect("replicas share a secret"),
+            )
+            .env(
+                "NIMBUS_PRESENCE_TIMEOUT",
+                config.presence_timeout_secs.to_string(),
+            )
+            .env("NIMBUS_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(redis) = &config.redis_url {
+            command.env("NIMBUS_REDIS_URL", redis);
+        }
+        if let Some(storage) = &config.storage {
+            command.env("NIMBUS_STORAGE", storage);
+        }
+        if let Some(limit) = options.file_size_limit {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: between fork and exec only async-signal-safe calls are made.
+            unsafe {
+                command.pre_exec(move || {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    let limit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut replica = ServeProcess {
+            child: command.spawn().expect("nimbus starts"),
+            url: format!("http://127.0.0.1:{port}"),
+            ws_url: format!("ws://127.0.0.1:{port}/v1/graphql/ws"),
+            log,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let health = app.client.get(format!("{}/health", replica.url)).send();
+            if health.await.is_ok_and(|r| r.status() == 200) {
+                return replica;
+            }
+            if let Some(status) = replica.child.try_wait().unwrap() {
+                panic!("the replica exited ({status}): {}", replica.log_text());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the replica did not come up: {}",
+                replica.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no LEAVE, no goodbye to Redis, heartbeats just stop.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

@@ -17,5 +17,6 @@ mod realtime;
 mod schema;
 mod smtp_server;
 mod statements;
+mod storage;
 mod teams;
 mod transport;

@@ -4,7 +4,8 @@
 use serde_json::json;
 
 use crate::helpers::{
-    TestApp, WsClient, from_server, spawn_app, spawn_with, test_config, test_redis,
+    ServeOptions, ServeProcess, TestApp, WsClient, from_server, spawn_app, spawn_with, test_config,
+    test_redis,
 };
 
 const KEY_EVENTS: &str =
@@ -537,20 +538,7 @@ async fn a_socket_that_never_initialises_is_closed() {
 #[tokio::test]
 async fn account_team_and_membership_changes_reach_the_users_they_concern() {
     let app = spawn_app().await;
-    let sign_up = |email: &'static str| {
-        let app = &app;
-        async move {
-            app.post(json!({"query": "mutation($e: String!) { createAccount(input: {email: $e, password: \"realtime-password\"}) { id } }", "variables": {"e": email}}), &[]).await.ok();
-            let signed = app
-                .post(json!({"query": "mutation($e: String!) { createEmailPasswordSession(input: {email: $e, password: \"realtime-password\"}) { secret } }", "variables": {"e": email}}), &[])
-                .await
-                .ok();
-            signed["createEmailPasswordSession"]["secret"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        }
-    };
+    let sign_up = |email: &'static str| app.signed_in(email);
     let ann = sign_up("ann@example.com").await;
     let bob = sign_up("bob@example.com").await;
     let mut ws = WsClient::connect(&app.ws_url, false).await;
@@ -975,93 +963,6 @@ async fn clients_that_stop_reading_are_dropped_and_memory_stays_bounded() {
     app.shutdown().await;
 }
 
-/// A `nimbus serve` process sharing a test server's database, Redis and secret: a
-/// replica that can be killed without warning, as a crash would.
-struct ReplicaProcess {
-    child: std::process::Child,
-    url: String,
-    ws_url: String,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl ReplicaProcess {
-    async fn start_beside(app: &TestApp) -> ReplicaProcess {
-        let config = &app.config;
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = dir.path().join("replica.log");
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_nimbus"));
-        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("NIMBUS_")) {
-            command.env_remove(name);
-        }
-        command
-            .arg("serve")
-            .env("NIMBUS_LISTEN", format!("127.0.0.1:{port}"))
-            .env("NIMBUS_DATA_DIR", dir.path())
-            .env("NIMBUS_DATABASE_URL", config.effective_database_url())
-            .env(
-                "NIMBUS_REDIS_URL",
-                config.redis_url.as_deref().expect("replicas share Redis"),
-            )
-            .env("NIMBUS_REDIS_PREFIX", &config.redis_prefix)
-            .env(
-                "NIMBUS_SECRET",
-                config.secret.as_deref().expect("replicas share a secret"),
-            )
-            .env(
-                "NIMBUS_PRESENCE_TIMEOUT",
-                config.presence_timeout_secs.to_string(),
-            )
-            .env("NIMBUS_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let mut replica = ReplicaProcess {
-            child: command.spawn().expect("nimbus starts"),
-            url: format!("http://127.0.0.1:{port}"),
-            ws_url: format!("ws://127.0.0.1:{port}/v1/graphql/ws"),
-            log,
-            _dir: dir,
-        };
-        let deadline = std::time::Instant::now() + crate::helpers::WAIT;
-        loop {
-            let health = app.client.get(format!("{}/health", replica.url)).send();
-            if health.await.is_ok_and(|r| r.status() == 200) {
-                return replica;
-            }
-            if let Some(status) = replica.child.try_wait().unwrap() {
-                panic!("the replica exited ({status}): {}", replica.log_text());
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the replica did not come up: {}",
-                replica.log_text()
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL: no LEAVE, no goodbye to Redis, heartbeats just stop.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ReplicaProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 #[tokio::test]
 async fn presences_of_a_replica_that_dies_leave_after_the_presence_timeout() {
     let Some(redis) = PrivateRedis::start() else {
@@ -1076,7 +977,7 @@ async fn presences_of_a_replica_that_dies_leave_after_the_presence_timeout() {
     config.secret = Some("a-secret-both-replicas-of-this-test-share".into());
     config.presence_timeout_secs = timeout.as_secs();
     let first = spawn_with(config, dir).await;
-    let mut second = ReplicaProcess::start_beside(&first).await;
+    let mut second = ServeProcess::start(&first, ServeOptions::default()).await;
 
     let mut watcher = WsClient::connect(&first.ws_url, false).await;
     watcher.init(json!({})).await.expect("ack");

@@ -11,7 +11,6 @@ use serde_json::{Map, Value};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, QueryBuilder, Row as _};
 
-use crate::auth::Caller;
 use crate::auth::permissions::{
     Action, Permission, Role, RoleSet, allows, check_grantable, parse_permissions, permission_rows,
     push_permission_filter,
@@ -82,55 +81,22 @@ fn time(millis: i64) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// Who reads or writes: a server bypassing permissions, or a client with roles.
-#[derive(Debug, Clone)]
-pub enum Access {
-    Server,
-    Client {
-        roles: RoleSet,
-        /// The signed-in user, who gets the default permissions of what they create.
-        user_id: Option<String>,
-    },
-}
+pub use crate::auth::Access;
+use crate::auth::{Container, Reach};
 
-impl Access {
-    /// The access of a caller: keys need `documents.read` / `documents.write`.
-    pub fn of(caller: &Caller, write: bool) -> AppResult<Access> {
-        if caller.key().is_some() {
-            caller.require_scope(if write {
-                "documents.write"
-            } else {
-                "documents.read"
-            })?;
-            return Ok(Access::Server);
-        }
-        Ok(Access::Client {
-            roles: caller.roles(),
-            user_id: caller.require_session().ok().map(|s| s.user.id.clone()),
-        })
-    }
-}
-
-/// How the collection's own permissions let a client `action` its documents:
-/// all of them, those whose own permissions allow it, or none.
-enum Reach {
-    All,
-    PerDocument(RoleSet),
-    None,
-}
+/// The scopes a key needs to read or write documents.
+pub const DOCUMENTS_READ: &str = "documents.read";
+pub const DOCUMENTS_WRITE: &str = "documents.write";
 
 fn reach(collection: &Collection, access: &Access, action: Action) -> Reach {
-    match access {
-        Access::Server => Reach::All,
-        Access::Client { .. } if !collection.enabled => Reach::None,
-        Access::Client { roles, .. } if allows(roles, action, &collection.permissions) => {
-            Reach::All
-        }
-        Access::Client { roles, .. } if collection.document_security => {
-            Reach::PerDocument(roles.clone())
-        }
-        Access::Client { .. } => Reach::None,
-    }
+    access.reach(
+        Container {
+            enabled: collection.enabled,
+            permissions: &collection.permissions,
+            item_security: collection.document_security,
+        },
+        action,
+    )
 }
 
 /// Whether `access` may read at least some documents of the collection: all of
@@ -309,7 +275,7 @@ async fn get_impl(
     builder
         .push(format!(" WHERE {ALIAS}.id = "))
         .push_bind(id.to_string());
-    if let Reach::PerDocument(roles) = &reach {
+    if let Reach::PerItem(roles) = &reach {
         push_reach(&mut builder, collection, roles, Action::Read)?;
     }
     let Some(row) = builder.build().fetch_optional(&mut *conn).await? else {
@@ -346,7 +312,7 @@ pub fn get_many<'a>(
             list.push_bind((*id).clone());
         }
         list.push_unseparated(")");
-        if let Reach::PerDocument(roles) = &reach {
+        if let Reach::PerItem(roles) = &reach {
             push_reach(&mut builder, collection, roles, Action::Read)?;
         }
         let rows = builder.build().fetch_all(&mut *conn).await?;
@@ -401,7 +367,7 @@ async fn cursor_of_impl(
     builder
         .push(format!(" WHERE {ALIAS}.id = "))
         .push_bind(id.to_string());
-    if let Reach::PerDocument(roles) = &reach {
+    if let Reach::PerItem(roles) = &reach {
         push_reach(&mut builder, collection, roles, Action::Read)?;
     }
     let row = builder
@@ -488,7 +454,7 @@ async fn list_impl(
             &query.filter,
         )
         .map_err(filter_error)?;
-        if let Reach::PerDocument(roles) = &reach {
+        if let Reach::PerItem(roles) = &reach {
             push_reach(builder, collection, roles, Action::Read)?;
         }
         Ok(())
@@ -665,7 +631,7 @@ pub fn list_for_parents<'a>(
                 filter,
             )
             .map_err(filter_error)?;
-            if let Reach::PerDocument(roles) = &reach {
+            if let Reach::PerItem(roles) = &reach {
                 push_reach(builder, collection, roles, Action::Read)?;
             }
             Ok(())
@@ -1020,7 +986,7 @@ async fn load_for_write(
     let document = documents.pop().ok_or_else(|| not_found(id))?;
     let may = |action: Action| match reach(collection, access, action) {
         Reach::All => true,
-        Reach::PerDocument(roles) => allows(&roles, action, &document.permissions),
+        Reach::PerItem(roles) => allows(&roles, action, &document.permissions),
         Reach::None => false,
     };
     if may(action) {

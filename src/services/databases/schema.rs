@@ -1289,7 +1289,7 @@ fn register_documents(parts: &mut SchemaParts) {
                     field: "queries".into(),
                     reason: err.to_string(),
                 })?;
-                let access = Access::of(caller(&ctx)?, false)?;
+                let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
                 let state = app(&ctx)?;
                 let dialect = sql_dialect(state.db.dialect());
                 let tx = request_tx(&ctx)?;
@@ -1344,7 +1344,7 @@ fn register_documents(parts: &mut SchemaParts) {
                 let collection_id = opt_string(&ctx, "collectionId")?.unwrap_or_default();
                 let id = opt_string(&ctx, "id")?.unwrap_or_default();
                 let collection = model_collection(&ctx, &database_id, &collection_id)?;
-                let access = Access::of(caller(&ctx)?, false)?;
+                let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
                 let state = app(&ctx)?;
                 let mut conn = request_tx(&ctx)?.reader().await?;
                 let with_permissions = ctx.look_ahead().field("permissions").exists();
@@ -1362,7 +1362,7 @@ fn register_documents(parts: &mut SchemaParts) {
             FieldFuture::new(async move {
                 let input: CreateDocumentInput = input(&ctx)?;
                 let collection = model_collection(&ctx, &input.database_id, &input.collection_id)?;
-                let access = Access::of(caller(&ctx)?, true)?;
+                let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
                 let state = app(&ctx)?;
                 let tx = request_tx(&ctx)?;
                 let new = NewDocument {
@@ -1389,7 +1389,7 @@ fn register_documents(parts: &mut SchemaParts) {
             FieldFuture::new(async move {
                 let input: UpdateDocumentInput = input(&ctx)?;
                 let collection = model_collection(&ctx, &input.database_id, &input.collection_id)?;
-                let access = Access::of(caller(&ctx)?, true)?;
+                let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
                 let state = app(&ctx)?;
                 let tx = request_tx(&ctx)?;
                 let changes = DocumentChanges {
@@ -1418,7 +1418,7 @@ fn register_documents(parts: &mut SchemaParts) {
             FieldFuture::new(async move {
                 let input: DocumentRefInput = input(&ctx)?;
                 let collection = model_collection(&ctx, &input.database_id, &input.collection_id)?;
-                let access = Access::of(caller(&ctx)?, true)?;
+                let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
                 let state = app(&ctx)?;
                 let tx = request_tx(&ctx)?;
                 let deleted = {

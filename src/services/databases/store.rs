@@ -3,28 +3,14 @@
 //! structural change against a concurrent one.
 
 use sqlx::any::AnyRow;
+
+use crate::db::columns::{corrupt, json, text};
 use sqlx::{Any, AnyPool, Executor, Row as _};
 
 use crate::auth::permissions::parse_permissions;
 
 use super::naming::GraphqlNames;
 use super::{Collection, Database};
-
-/// A text column, read as a string on SQLite and as bytes from MariaDB's
-/// MEDIUMTEXT (ADR 0001).
-pub fn text(row: &AnyRow, column: &str) -> Result<String, sqlx::Error> {
-    match row.try_get::<String, _>(column) {
-        Ok(text) => Ok(text),
-        Err(_) => {
-            let bytes: Vec<u8> = row.try_get(column)?;
-            String::from_utf8(bytes).map_err(|err| sqlx::Error::Decode(Box::new(err)))
-        }
-    }
-}
-
-fn corrupt(what: &str, err: impl std::fmt::Display) -> sqlx::Error {
-    sqlx::Error::Decode(format!("stored {what} do not parse: {err}").into())
-}
 
 fn database_from(row: &AnyRow) -> Result<Database, sqlx::Error> {
     Ok(Database {
@@ -141,10 +127,6 @@ fn collection_from(row: &AnyRow) -> Result<Collection, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
-}
-
-fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "[]".into())
 }
 
 fn permission_strings(collection: &Collection) -> Vec<String> {

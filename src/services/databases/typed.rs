@@ -830,7 +830,7 @@ pub fn register_collection(
                 let collection = c.clone();
                 FieldFuture::new(async move {
                     let id = ctx.args.try_get("id")?.string()?.to_string();
-                    let access = Access::of(caller(&ctx)?, false)?;
+                    let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
                     let dialect = sql_dialect(app(&ctx)?.db.dialect());
                     let with_permissions = ctx.look_ahead().field("permissions").exists();
                     let mut fields = Vec::new();
@@ -924,7 +924,7 @@ pub fn register_collection(
                         .map(|t| parse_datetime("expectedUpdatedAt", t))
                         .transpose()?,
                 };
-                let access = Access::of(caller(&ctx)?, true)?;
+                let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
                 let dialect = sql_dialect(app(&ctx)?.db.dialect());
                 let tx = request_tx(&ctx)?;
                 let (previous, document) = {
@@ -948,7 +948,7 @@ pub fn register_collection(
                     Some(Json::Object(map)) => map.get("id").and_then(Json::as_str).unwrap_or_default().to_string(),
                     _ => String::new(),
                 };
-                let access = Access::of(caller(&ctx)?, true)?;
+                let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
                 let dialect = sql_dialect(app(&ctx)?.db.dialect());
                 let tx = request_tx(&ctx)?;
                 let deleted = {
@@ -1021,7 +1021,7 @@ fn register_bulk_and_atomic(
                 let input = arg_json(&ctx, "input")?.unwrap_or(Json::Null);
                 let WriteInput { data, id, permissions, .. } = split_input(input)?;
                 let id = id.unwrap_or_default();
-                let access = Access::of(caller(&ctx)?, true)?;
+                let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
                 let dialect = sql_dialect(app(&ctx)?.db.dialect());
                 let model = data_model(&ctx)?;
                 let tx = request_tx(&ctx)?;
@@ -1058,7 +1058,7 @@ fn register_bulk_and_atomic(
                 let collection = c.clone();
                 FieldFuture::new(async move {
                     let inputs = bulk_inputs(&ctx)?;
-                    let access = Access::of(caller(&ctx)?, true)?;
+                    let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
                     let dialect = sql_dialect(app(&ctx)?.db.dialect());
                     let model = data_model(&ctx)?;
                     let tx = request_tx(&ctx)?;
@@ -1127,7 +1127,7 @@ fn register_bulk_and_atomic(
                         Some(Json::Object(mut map)) => map.remove("filter").unwrap_or(Json::Null),
                         _ => Json::Null,
                     };
-                    let access = Access::of(caller(&ctx)?, true)?;
+                    let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
                     let model = data_model(&ctx)?;
                     let filter = filter_from_input(&collection, model, &access, &filter_input, 0)?;
                     let dialect = sql_dialect(app(&ctx)?.db.dialect());
@@ -1284,7 +1284,7 @@ fn register_bulk_and_atomic(
                         .into());
                     }
                     let limit = input.get(bound).and_then(Json::as_f64);
-                    let access = Access::of(caller(&ctx)?, true)?;
+                    let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
                     let dialect = sql_dialect(app(&ctx)?.db.dialect());
                     let tx = request_tx(&ctx)?;
                     let (previous, document) = {
@@ -1336,7 +1336,7 @@ async fn create_one_impl(
         permissions,
         ..
     } = split_input(input)?;
-    let access = Access::of(caller(ctx)?, true)?;
+    let access = Access::of(caller(ctx)?, documents::DOCUMENTS_WRITE)?;
     let dialect = sql_dialect(app(ctx)?.db.dialect());
     let tx = request_tx(ctx)?;
     let document = {
@@ -1370,7 +1370,7 @@ async fn connection_of(
     collection: &Arc<Collection>,
     scope: Option<Filter>,
 ) -> AppResult<Value> {
-    let access = Access::of(caller(ctx)?, false)?;
+    let access = Access::of(caller(ctx)?, documents::DOCUMENTS_READ)?;
     let model = data_model(ctx)?;
     let parts = ConnectionParts::selected(ctx);
     let mut filter = match arg_json(ctx, "filter")? {
@@ -1453,7 +1453,7 @@ fn reference_field(key: String, related: Arc<Collection>) -> Field {
             };
             let tx = request_tx(&ctx)?;
             let state = app(&ctx)?.clone();
-            let access = Access::of(caller(&ctx)?, false)?;
+            let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
             let model = data_model(&ctx)?.clone();
             let loader = tx.related_loader(|| RelatedLoader {
                 state,
@@ -1501,7 +1501,7 @@ fn reverse_field(
                 let Some(filter) = scope(&ctx) else {
                     return Ok(None);
                 };
-                let access = Access::of(caller(&ctx)?, false)?;
+                let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
                 let dialect = sql_dialect(app(&ctx)?.db.dialect());
                 let query = ListQuery {
                     filter,
@@ -1732,7 +1732,7 @@ async fn related_list(
     if paging {
         return connection_of(ctx, listed, Some(scope_filter)).await;
     }
-    let access = Access::of(caller(ctx)?, false)?;
+    let access = Access::of(caller(ctx)?, documents::DOCUMENTS_READ)?;
     let model = data_model(ctx)?;
     let filter_json = arg_json(ctx, "filter")?;
     let filter = match &filter_json {
@@ -1865,7 +1865,7 @@ fn register_subscription(parts: &mut SchemaParts, collection: &Arc<Collection>) 
                 SubscriptionFieldFuture::new(async move {
                     let state = app(&ctx)?.clone();
                     let caller = caller(&ctx)?.clone();
-                    let access = Access::of(&caller, false)?;
+                    let access = Access::of(&caller, documents::DOCUMENTS_READ)?;
                     if !documents::may_read_any(&collection, &access) {
                         return Err(AppError::PermissionDenied {
                             reason: format!("no permission to read documents of `{}`", collection.name),

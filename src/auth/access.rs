@@ -1,0 +1,68 @@
+//! How a caller reaches resources that carry permissions (documents, files): as a
+//! server, an API key holding the service's scope, which bypasses permissions; or as
+//! a client, with the roles its permissions are checked against.
+
+use crate::auth::Caller;
+use crate::auth::permissions::{Action, Permission, RoleSet, allows};
+use crate::error::AppResult;
+
+/// Who reads or writes: a server bypassing permissions, or a client with roles.
+#[derive(Debug, Clone)]
+pub enum Access {
+    Server,
+    Client {
+        roles: RoleSet,
+        /// The signed-in user, who gets the default permissions of what they create.
+        user_id: Option<String>,
+    },
+}
+
+impl Access {
+    /// The access of a caller; a key must hold `key_scope` (e.g. `documents.write`).
+    pub fn of(caller: &Caller, key_scope: &'static str) -> AppResult<Access> {
+        if caller.key().is_some() {
+            caller.require_scope(key_scope)?;
+            return Ok(Access::Server);
+        }
+        Ok(Access::Client {
+            roles: caller.roles(),
+            user_id: caller.require_session().ok().map(|s| s.user.id.clone()),
+        })
+    }
+}
+
+/// How far a container's (a collection's, a bucket's) own permissions let a caller
+/// `action` what it holds: everything, only the items whose own permissions allow
+/// it, or nothing.
+#[derive(Debug, Clone)]
+pub enum Reach {
+    All,
+    PerItem(RoleSet),
+    None,
+}
+
+/// A container of permissioned items, as [`Access::reach`] sees it.
+pub struct Container<'a> {
+    pub enabled: bool,
+    pub permissions: &'a [Permission],
+    /// Whether each item's own permissions count (`documentSecurity`, `fileSecurity`).
+    pub item_security: bool,
+}
+
+impl Access {
+    /// The reach of this caller into `container` for `action`. Servers reach
+    /// everything; clients nothing of a disabled container.
+    pub fn reach(&self, container: Container<'_>, action: Action) -> Reach {
+        match self {
+            Access::Server => Reach::All,
+            Access::Client { .. } if !container.enabled => Reach::None,
+            Access::Client { roles, .. } if allows(roles, action, container.permissions) => {
+                Reach::All
+            }
+            Access::Client { roles, .. } if container.item_security => {
+                Reach::PerItem(roles.clone())
+            }
+            Access::Client { .. } => Reach::None,
+        }
+    }
+}

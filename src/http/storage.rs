@@ -1,0 +1,374 @@
+//! The binary endpoints of storage (bytes do not belong in GraphQL):
+//! `GET …/download` (attachment), `GET …/view` (inline, `Range` for media),
+//! `GET …/preview` (image previews) and `PUT …/upload` (a chunk of a resumable
+//! upload), under `/v1/storage/buckets/{bucket}/files/{file}/`. Reads check the same
+//! permissions as the API, for a key, a bearer token, the session cookie (with the
+//! project in `?project=`), or a signed `?token=`.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use serde::Deserialize;
+use tokio_util::io::{ReaderStream, StreamReader};
+
+use crate::AppState;
+use crate::error::{AppError, AppResult};
+use crate::files::Key;
+use crate::services::storage::preview::{self, PreviewBody};
+use crate::services::storage::render::PreviewParams;
+use crate::services::storage::service::{self, file_error};
+use crate::services::storage::upload::{self, ContentRange};
+use crate::services::storage::{Bucket, StoredFile, tokens};
+
+use super::graphql::plain_error;
+use super::identity::{self, Presented};
+
+#[derive(Deserialize)]
+pub struct FilePath {
+    bucket: String,
+    file: String,
+}
+
+/// The error as JSON, with the status its code deserves.
+fn error(err: AppError) -> Response {
+    let status = match &err {
+        AppError::Invalid { code, .. } => match *code {
+            "FILE_TOO_LARGE" => StatusCode::PAYLOAD_TOO_LARGE,
+            "UPLOAD_CHUNK_OUT_OF_ORDER" | "UPLOAD_COMPLETE" => StatusCode::CONFLICT,
+            "RANGE_NOT_SATISFIABLE" => StatusCode::RANGE_NOT_SATISFIABLE,
+            _ => StatusCode::BAD_REQUEST,
+        },
+        other => other.http_status(),
+    };
+    if matches!(err, AppError::Db(_) | AppError::Internal(_)) {
+        // Logs the cause; the client reads only the generic message.
+        let _ = err.to_graphql();
+    }
+    plain_error(status, &err.code(), &err.message())
+}
+
+/// The credentials of a binary request: as for GraphQL, but the project may also
+/// come from `?project=` (an `<img>` cannot send headers).
+fn presented(headers: &HeaderMap, project: Option<&str>) -> Presented {
+    match project {
+        Some(project) if identity::header(headers, identity::PROJECT_HEADER).is_none() => {
+            Presented::for_project(headers, project)
+        }
+        _ => Presented::from_headers(headers),
+    }
+}
+
+/// The file a read request may see, and its bucket.
+async fn readable(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &FilePath,
+    query: &[(String, String)],
+) -> AppResult<(Bucket, StoredFile)> {
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if let Some(token) = param("token") {
+        let grant =
+            tokens::verify(&state.secret, token, crate::db::now_millis()).map_err(|err| {
+                AppError::Invalid {
+                    code: match err {
+                        tokens::TokenError::Expired => "FILE_TOKEN_EXPIRED",
+                        tokens::TokenError::Invalid => "INVALID_FILE_TOKEN",
+                    },
+                    field: "token".into(),
+                    reason: match err {
+                        tokens::TokenError::Expired => "the signed URL has expired".into(),
+                        tokens::TokenError::Invalid => "the signed URL is not genuine".into(),
+                    },
+                }
+            })?;
+        let project_matches = param("project").is_none_or(|p| p == grant.project_id);
+        if grant.bucket_id != path.bucket || grant.file_id != path.file || !project_matches {
+            return Err(AppError::Invalid {
+                code: "INVALID_FILE_TOKEN",
+                field: "token".into(),
+                reason: "the signed URL is for another file".into(),
+            });
+        }
+        return service::ready_file(state, &grant.project_id, &grant.bucket_id, &grant.file_id)
+            .await;
+    }
+    let addressed = identity::resolve(state, &presented(headers, param("project"))).await?;
+    service::readable_file(state, &addressed.caller, &path.bucket, &path.file).await
+}
+
+fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.map(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .into_owned()
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// `GET …/download`.
+pub async fn download(
+    State(state): State<AppState>,
+    Path(path): Path<FilePath>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    serve(&state, &headers, &path, &query_pairs(uri.query()), true)
+        .await
+        .unwrap_or_else(error)
+}
+
+/// `GET …/view`.
+pub async fn view(
+    State(state): State<AppState>,
+    Path(path): Path<FilePath>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    serve(&state, &headers, &path, &query_pairs(uri.query()), false)
+        .await
+        .unwrap_or_else(error)
+}
+
+/// A single byte range of a `Range` header; `None` when absent or not one simple
+/// range (then the whole file is served, as RFC 9110 allows).
+fn requested_range(headers: &HeaderMap, size: u64) -> AppResult<Option<std::ops::Range<u64>>> {
+    let Some(value) = identity::header(headers, "range") else {
+        return Ok(None);
+    };
+    let Some(spec) = value.strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let unsatisfiable = || AppError::Invalid {
+        code: "RANGE_NOT_SATISFIABLE",
+        field: "Range".into(),
+        reason: format!("the file has {size} bytes"),
+    };
+    let Some((start, end)) = spec.trim().split_once('-') else {
+        return Ok(None);
+    };
+    let range = match (start.parse::<u64>().ok(), end.parse::<u64>().ok()) {
+        (Some(start), Some(end)) if start <= end => start..(end + 1).min(size),
+        (Some(start), None) if end.is_empty() => start..size,
+        (None, Some(suffix)) if start.is_empty() => size.saturating_sub(suffix)..size,
+        _ => return Ok(None),
+    };
+    if range.start >= size || range.is_empty() {
+        return Err(unsatisfiable());
+    }
+    Ok(Some(range))
+}
+
+/// `filename="…"; filename*=UTF-8''…` with the name made safe for a header.
+fn disposition(kind: &str, name: &str) -> HeaderValue {
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded: String = url::form_urlencoded::byte_serialize(name.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20");
+    HeaderValue::from_str(&format!(
+        "{kind}; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+}
+
+async fn serve(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &FilePath,
+    query: &[(String, String)],
+    attachment: bool,
+) -> AppResult<Response> {
+    let (_, file) = readable(state, headers, path, query).await?;
+    let etag = format!("\"{}\"", file.checksum);
+    if identity::header(headers, "if-none-match") == Some(etag.as_str()) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let range = requested_range(headers, file.size)?;
+    let key = Key::file(&file.project_id, &file.bucket_id, &file.id).map_err(file_error)?;
+    let mut stream = match &range {
+        Some(range) => state
+            .files
+            .read_range(&key, &file.encoding, &state.secret, range.clone())
+            .await
+            .map_err(file_error)?,
+        None => state
+            .files
+            .read(&key, &file.encoding, &state.secret)
+            .await
+            .map_err(file_error)?,
+    };
+    // Read the first chunk before answering, so that a file that does not decode
+    // fails with an error status rather than a truncated 200.
+    let first = match stream.next().await {
+        Some(Ok(chunk)) => Some(chunk),
+        Some(Err(err)) => {
+            tracing::error!(file = %file.id, error = %err, "a stored file does not decode");
+            return Err(AppError::FileUnreadable);
+        }
+        None => None,
+    };
+    let body = futures_util::stream::iter(first.map(Ok)).chain(stream);
+    let (status, length) = match &range {
+        Some(range) => (StatusCode::PARTIAL_CONTENT, range.end - range.start),
+        None => (StatusCode::OK, file.size),
+    };
+    let mut response = Response::builder()
+        .status(status)
+        .header(header::CONTENT_LENGTH, length)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, etag)
+        .header(header::CACHE_CONTROL, "private, no-cache")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(
+            header::CONTENT_DISPOSITION,
+            disposition(if attachment { "attachment" } else { "inline" }, &file.name),
+        );
+    if let Ok(checksum) = hex::decode(&file.checksum) {
+        response = response.header(
+            "repr-digest",
+            format!(
+                "sha-256=:{}:",
+                base64::engine::general_purpose::STANDARD.encode(checksum)
+            ),
+        );
+    }
+    if attachment {
+        response = response.header(header::CONTENT_TYPE, "application/octet-stream");
+    } else {
+        response = response
+            .header(header::CONTENT_TYPE, file.mime_type.as_str())
+            // A viewed HTML or SVG file must not run script in the server's origin.
+            .header(header::CONTENT_SECURITY_POLICY, "sandbox");
+    }
+    if let Some(range) = &range {
+        response = response.header(
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{}", range.start, range.end - 1, file.size),
+        );
+    }
+    response
+        .body(Body::from_stream(body))
+        .map_err(|err| AppError::Internal(err.into()))
+}
+
+/// `GET …/preview?width&height&gravity&…`.
+pub async fn preview(
+    State(state): State<AppState>,
+    Path(path): Path<FilePath>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let query = query_pairs(uri.query());
+    async {
+        let (bucket, file) = readable(&state, &headers, &path, &query).await?;
+        let params_only: Vec<(String, String)> = query
+            .into_iter()
+            .filter(|(k, _)| k != "project" && k != "token")
+            .collect();
+        let params = PreviewParams::from_query(&params_only).map_err(preview::preview_error)?;
+        let rendered = preview::preview(&state, &bucket, &file, &params).await?;
+        let body = match rendered.body {
+            PreviewBody::Cached(path) => {
+                let opened = tokio::fs::File::open(&path)
+                    .await
+                    .map_err(|err| AppError::Internal(err.into()))?;
+                Body::from_stream(ReaderStream::new(opened))
+            }
+            PreviewBody::Fresh(bytes) => Body::from(bytes),
+        };
+        Ok::<_, AppError>(
+            (
+                [
+                    (header::CONTENT_TYPE, rendered.mime_type.to_string()),
+                    (header::CACHE_CONTROL, "private, max-age=3600".to_string()),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+                ],
+                body,
+            )
+                .into_response(),
+        )
+    }
+    .await
+    .unwrap_or_else(error)
+}
+
+/// `PUT …/upload` with `Content-Range: bytes START-END/SIZE`: one chunk of a
+/// resumable upload. Answers where the upload stands.
+pub async fn upload_chunk(
+    State(state): State<AppState>,
+    Path(path): Path<FilePath>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    body: Body,
+) -> Response {
+    let query = query_pairs(uri.query());
+    async {
+        let project = query
+            .iter()
+            .find(|(k, _)| k == "project")
+            .map(|(_, v)| v.as_str());
+        let addressed = identity::resolve(&state, &presented(&headers, project)).await?;
+        let range = ContentRange::parse(
+            identity::header(&headers, "content-range").ok_or_else(|| AppError::Invalid {
+                code: "UPLOAD_CHUNK_INVALID",
+                field: "Content-Range".into(),
+                reason: "each chunk needs a `Content-Range: bytes START-END/SIZE` header".into(),
+            })?,
+        )?;
+        let reader = StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
+        let file = upload::receive_chunk(
+            &state,
+            &addressed.caller,
+            &path.bucket,
+            &path.file,
+            range,
+            reader,
+        )
+        .await?;
+        let ready = file.status == crate::services::storage::FileStatus::Ready;
+        let body = serde_json::json!({
+            "id": file.id,
+            "bucketId": file.bucket_id,
+            "status": if ready { "READY" } else { "UPLOADING" },
+            "size": file.size,
+            "chunkSize": file.chunk_size,
+            "chunksTotal": file.chunks_total,
+            "chunksUploaded": file.chunks_uploaded,
+            "nextOffset": if ready { file.size } else { u64::from(file.chunks_uploaded) * file.chunk_size },
+            "mimeType": if ready { Some(file.mime_type.as_str()) } else { None },
+            "checksum": if ready { Some(file.checksum.as_str()) } else { None },
+        });
+        Ok::<_, AppError>(
+            (
+                if ready {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                },
+                axum::Json(body),
+            )
+                .into_response(),
+        )
+    }
+    .await
+    .unwrap_or_else(error)
+}

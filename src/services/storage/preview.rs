@@ -1,0 +1,182 @@
+//! Serving image previews: a preview is rendered once per file content and set of
+//! parameters, on the blocking pool and a few at a time (decoding is CPU- and
+//! memory-heavy), and kept on local disk under `DATA_DIR/cache/previews`, keyed by
+//! the file's checksum and the canonical parameters, so later requests read it
+//! back. A file's cached previews go when the file (or its bucket) does.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use futures_util::TryStreamExt as _;
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::Semaphore;
+
+use crate::AppState;
+use crate::error::{AppError, AppResult};
+use crate::files::Key;
+
+use super::render::{self, OutputFormat, PreviewError, PreviewParams};
+use super::service::file_error;
+use super::{Bucket, StoredFile};
+
+/// Largest original a preview reads into memory; larger images are refused.
+pub const MAX_SOURCE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A rendered preview: in the cache, or (when it could not be cached) in memory.
+pub struct Preview {
+    pub body: PreviewBody,
+    pub mime_type: &'static str,
+}
+
+pub enum PreviewBody {
+    Cached(PathBuf),
+    Fresh(Vec<u8>),
+}
+
+fn renders() -> &'static Semaphore {
+    static RENDERS: OnceLock<Semaphore> = OnceLock::new();
+    RENDERS.get_or_init(|| {
+        Semaphore::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        )
+    })
+}
+
+fn file_dir(state: &AppState, project_id: &str, bucket_id: &str, file_id: &str) -> PathBuf {
+    // Ids are validated ([a-zA-Z0-9._-], no leading dot), so they are safe path parts.
+    state
+        .config
+        .preview_cache_dir()
+        .join(project_id)
+        .join(bucket_id)
+        .join(file_id)
+}
+
+pub fn preview_error(err: PreviewError) -> AppError {
+    match &err {
+        PreviewError::InvalidParam { name, .. } => AppError::Invalid {
+            code: err.code(),
+            field: (*name).to_string(),
+            reason: err.to_string(),
+        },
+        PreviewError::Encode(_) => AppError::Internal(anyhow::anyhow!("{err}")),
+        _ => AppError::Invalid {
+            code: err.code(),
+            field: "file".into(),
+            reason: err.to_string(),
+        },
+    }
+}
+
+/// The preview of `file` with `params`, rendered now or read from the cache.
+pub async fn preview(
+    state: &AppState,
+    _bucket: &Bucket,
+    file: &StoredFile,
+    params: &PreviewParams,
+) -> AppResult<Preview> {
+    let is_image = OutputFormat::from_mime_type(&file.mime_type).is_some();
+    let mut hasher = Sha256::new();
+    hasher.update(file.checksum.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(params.cache_key().as_bytes());
+    let name = hex::encode(hasher.finalize());
+    let dir = file_dir(state, &file.project_id, &file.bucket_id, &file.id);
+    let output = params.output.unwrap_or(if is_image {
+        OutputFormat::from_mime_type(&file.mime_type).unwrap_or(OutputFormat::Png)
+    } else {
+        OutputFormat::Png
+    });
+    let path = dir.join(format!("{name}.{}", output.extension()));
+    if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+        metrics::counter!("nimbus_previews_total", "source" => "cache").increment(1);
+        return Ok(Preview {
+            body: PreviewBody::Cached(path),
+            mime_type: output.mime_type(),
+        });
+    }
+    let source = if is_image {
+        if file.size > MAX_SOURCE_BYTES {
+            return Err(AppError::Invalid {
+                code: "IMAGE_TOO_LARGE",
+                field: "file".into(),
+                reason: format!("previews are made of images up to {MAX_SOURCE_BYTES} bytes"),
+            });
+        }
+        let key = Key::file(&file.project_id, &file.bucket_id, &file.id).map_err(file_error)?;
+        let stream = state
+            .files
+            .read(&key, &file.encoding, &state.secret)
+            .await
+            .map_err(file_error)?;
+        let chunks: Vec<bytes::Bytes> = stream.try_collect().await.map_err(|err| {
+            tracing::error!(file = %file.id, error = %err, "reading a file for its preview failed");
+            AppError::FileUnreadable
+        })?;
+        chunks.concat()
+    } else {
+        Vec::new()
+    };
+    let _turn = renders()
+        .acquire()
+        .await
+        .map_err(|_| AppError::Unavailable)?;
+    let mime_type = file.mime_type.clone();
+    let params_owned = params.clone();
+    let max_pixels = state.config.preview_max_pixels;
+    let rendered = tokio::task::spawn_blocking(move || {
+        render::render(&source, &mime_type, &params_owned, max_pixels)
+    })
+    .await
+    .map_err(|err| AppError::Internal(anyhow::anyhow!("preview task failed: {err}")))?
+    .map_err(preview_error)?;
+    metrics::counter!("nimbus_previews_total", "source" => "rendered").increment(1);
+    if let Err(err) = keep(&dir, &path, &rendered.bytes).await {
+        tracing::warn!(error = %err, "could not cache a preview");
+        return Ok(Preview {
+            body: PreviewBody::Fresh(rendered.bytes),
+            mime_type: rendered.mime_type,
+        });
+    }
+    Ok(Preview {
+        body: PreviewBody::Cached(path),
+        mime_type: rendered.mime_type,
+    })
+}
+
+/// Writes a preview under a temporary name and renames it into place, so a reader
+/// never sees half of one.
+async fn keep(dir: &PathBuf, path: &PathBuf, bytes: &[u8]) -> std::io::Result<()> {
+    tokio::fs::create_dir_all(dir).await?;
+    let temporary = dir.join(format!(".{}.partial", crate::db::ids::generate()));
+    let written = async {
+        let mut out = tokio::fs::File::create(&temporary).await?;
+        out.write_all(bytes).await?;
+        out.sync_all().await?;
+        tokio::fs::rename(&temporary, path).await
+    }
+    .await;
+    if written.is_err() {
+        let _ = tokio::fs::remove_file(&temporary).await;
+    }
+    written
+}
+
+/// Forgets the cached previews of a file.
+pub async fn forget_cached_file(state: &AppState, file: &StoredFile) {
+    let dir = file_dir(state, &file.project_id, &file.bucket_id, &file.id);
+    let _ = tokio::fs::remove_dir_all(dir).await;
+}
+
+/// Forgets the cached previews of every file of a bucket.
+pub async fn forget_cached_bucket(state: &AppState, project_id: &str, bucket_id: &str) {
+    let dir = state
+        .config
+        .preview_cache_dir()
+        .join(project_id)
+        .join(bucket_id);
+    let _ = tokio::fs::remove_dir_all(dir).await;
+}

@@ -1,0 +1,731 @@
+//! GraphQL of storage: `bucket`, `buckets`, `file`, `files`, `fileUpload`,
+//! `createBucket`, `updateBucket`, `deleteBucket`, `createFile` (a multipart upload),
+//! `createFileUpload` (a resumable upload whose chunks go to `uploadUrl`),
+//! `updateFile`, `deleteFile` and `createFileToken` (a signed URL).
+
+use async_graphql::dynamic::{
+    Enum, Field, FieldFuture, FieldValue, InputValue, Object, ResolverContext, TypeRef,
+};
+use async_graphql::{Name, Value};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::error::AppError;
+use crate::files::Compression;
+use crate::graphql::SchemaParts;
+use crate::graphql::types::{
+    DATETIME, app, caller, connection, connection_types, datetime, input, input_object, object,
+    opt_string, page_request, prop, wants_total_count, with_connection_args,
+};
+
+use super::service::{self, BucketSettings, FileQuery, NewFile};
+use super::{Bucket, FileStatus, StoredFile, tokens, upload};
+
+fn compression_name(compression: Compression) -> &'static str {
+    match compression {
+        Compression::None => "NONE",
+        Compression::Gzip => "GZIP",
+        Compression::Zstd => "ZSTD",
+    }
+}
+
+fn permissions_value(permissions: &[crate::auth::permissions::Permission]) -> Value {
+    Value::List(
+        permissions
+            .iter()
+            .map(|p| Value::from(p.to_string()))
+            .collect(),
+    )
+}
+
+pub fn bucket_value(bucket: &Bucket) -> Value {
+    object([
+        ("id", Value::from(bucket.id.as_str())),
+        ("name", Value::from(bucket.name.as_str())),
+        ("enabled", Value::from(bucket.enabled)),
+        ("fileSecurity", Value::from(bucket.file_security)),
+        ("permissions", permissions_value(&bucket.permissions)),
+        ("maximumFileSize", Value::from(bucket.maximum_file_size)),
+        (
+            "allowedFileExtensions",
+            Value::List(
+                bucket
+                    .allowed_file_extensions
+                    .iter()
+                    .map(|e| Value::from(e.as_str()))
+                    .collect(),
+            ),
+        ),
+        (
+            "compression",
+            Value::Enum(Name::new(compression_name(bucket.compression))),
+        ),
+        ("encryption", Value::from(bucket.encryption)),
+        ("antivirus", Value::from(bucket.antivirus)),
+        ("createdAt", datetime(bucket.created_at)),
+        ("updatedAt", datetime(bucket.updated_at)),
+    ])
+}
+
+/// The path of one of a file's binary endpoints (`download`, `view`, `preview`,
+/// `upload`), absolute when `NIMBUS_PUBLIC_URL` is set.
+pub fn file_url(state: &AppState, file: &StoredFile, endpoint: &str) -> String {
+    let base = state
+        .config
+        .public_url
+        .as_deref()
+        .unwrap_or("")
+        .trim_end_matches('/');
+    format!(
+        "{base}/v1/storage/buckets/{}/files/{}/{endpoint}?project={}",
+        file.bucket_id, file.id, file.project_id
+    )
+}
+
+pub fn file_value(state: &AppState, file: &StoredFile) -> Value {
+    let ready = file.status == FileStatus::Ready;
+    let url = |endpoint: &str| {
+        if ready {
+            Value::from(file_url(state, file, endpoint))
+        } else {
+            Value::Null
+        }
+    };
+    object([
+        ("id", Value::from(file.id.as_str())),
+        ("bucketId", Value::from(file.bucket_id.as_str())),
+        ("name", Value::from(file.name.as_str())),
+        (
+            "status",
+            Value::Enum(Name::new(if ready { "READY" } else { "UPLOADING" })),
+        ),
+        ("mimeType", Value::from(file.mime_type.as_str())),
+        ("size", Value::from(file.size)),
+        ("storedSize", Value::from(file.stored_size)),
+        (
+            "checksum",
+            if ready {
+                Value::from(file.checksum.as_str())
+            } else {
+                Value::Null
+            },
+        ),
+        (
+            "compression",
+            Value::Enum(Name::new(compression_name(file.encoding.compression))),
+        ),
+        ("encrypted", Value::from(file.encoding.salt.is_some())),
+        ("chunkSize", Value::from(file.chunk_size)),
+        ("chunksTotal", Value::from(file.chunks_total)),
+        ("chunksUploaded", Value::from(file.chunks_uploaded)),
+        ("permissions", permissions_value(&file.permissions)),
+        ("downloadUrl", url("download")),
+        ("viewUrl", url("view")),
+        ("previewUrl", url("preview")),
+        (
+            "uploadUrl",
+            if ready {
+                Value::Null
+            } else {
+                Value::from(file_url(state, file, "upload"))
+            },
+        ),
+        ("createdAt", datetime(file.created_at)),
+        ("updatedAt", datetime(file.updated_at)),
+    ])
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct BucketInput {
+    id: Option<String>,
+    name: Option<String>,
+    permissions: Option<Vec<String>>,
+    file_security: Option<bool>,
+    enabled: Option<bool>,
+    maximum_file_size: Option<i64>,
+    allowed_file_extensions: Option<Vec<String>>,
+    compression: Option<String>,
+    encryption: Option<bool>,
+    antivirus: Option<bool>,
+}
+
+impl BucketInput {
+    fn into_parts(self) -> Result<(Option<String>, BucketSettings), AppError> {
+        let compression = self
+            .compression
+            .map(|c| {
+                c.to_ascii_lowercase()
+                    .parse::<Compression>()
+                    .map_err(|_| AppError::invalid("compression", "NONE, GZIP or ZSTD"))
+            })
+            .transpose()?;
+        Ok((
+            self.id,
+            BucketSettings {
+                name: self.name,
+                permissions: self.permissions,
+                file_security: self.file_security,
+                enabled: self.enabled,
+                maximum_file_size: self.maximum_file_size,
+                allowed_file_extensions: self.allowed_file_extensions,
+                compression,
+                encryption: self.encryption,
+                antivirus: self.antivirus,
+            },
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateFileInput {
+    bucket_id: String,
+    file_id: Option<String>,
+    name: Option<String>,
+    /// Read through the upload API, not serde.
+    #[allow(dead_code)]
+    file: serde_json::Value,
+    permissions: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateFileUploadInput {
+    bucket_id: String,
+    file_id: Option<String>,
+    name: String,
+    size: i64,
+    permissions: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpdateFileInput {
+    bucket_id: String,
+    file_id: String,
+    name: Option<String>,
+    permissions: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileRefInput {
+    bucket_id: String,
+    file_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateFileTokenInput {
+    bucket_id: String,
+    file_id: String,
+    expires_in: Option<i64>,
+}
+
+/// The upload of a `createFile` input, from the multipart request.
+fn uploaded(ctx: &ResolverContext<'_>) -> Result<async_graphql::UploadValue, AppError> {
+    let missing = || {
+        AppError::invalid(
+            "file",
+            "send the file as a multipart upload (the GraphQL multipart request spec)",
+        )
+    };
+    let input = ctx.args.get("input").ok_or_else(missing)?;
+    let input = input.object().map_err(|_| missing())?;
+    let upload = input
+        .get("file")
+        .and_then(|file| file.upload().ok())
+        .ok_or_else(missing)?;
+    upload.value(ctx.ctx).map_err(|_| missing())
+}
+
+fn required_string(ctx: &ResolverContext<'_>, name: &str) -> Result<String, AppError> {
+    Ok(opt_string(ctx, name)?.unwrap_or_default())
+}
+
+pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
+    register_types(parts);
+    register_queries(parts);
+    register_mutations(parts);
+}
+
+fn register_types(parts: &mut SchemaParts) {
+    let id = || TypeRef::named_nn(TypeRef::ID);
+    let string = || TypeRef::named_nn(TypeRef::STRING);
+    let boolean = || TypeRef::named_nn(TypeRef::BOOLEAN);
+    let int = || TypeRef::named_nn(TypeRef::INT);
+    let strings = || TypeRef::named_nn_list_nn(TypeRef::STRING);
+    parts.add_type(
+        Enum::new("FileCompression")
+            .description("How a bucket compresses the files it stores.")
+            .item(async_graphql::dynamic::EnumItem::new("NONE").description("Stored as sent."))
+            .item(async_graphql::dynamic::EnumItem::new("GZIP").description("gzip."))
+            .item(async_graphql::dynamic::EnumItem::new("ZSTD").description("Zstandard.")),
+    );
+    parts.add_type(
+        Enum::new("FileStatus")
+            .description("Where a file is in its life.")
+            .item(
+                async_graphql::dynamic::EnumItem::new("UPLOADING").description(
+                    "A resumable upload still receiving chunks; seen only by its uploader.",
+                ),
+            )
+            .item(
+                async_graphql::dynamic::EnumItem::new("READY")
+                    .description("Complete: listed and served."),
+            ),
+    );
+    parts.add_type(
+        Object::new("Bucket")
+            .description("A container of files with its rules: size and extension limits, compression, encryption at rest, antivirus and permissions.")
+            .field(prop("id", id(), "Unique id within the project."))
+            .field(prop("name", string(), "Display name."))
+            .field(prop("enabled", boolean(), "When false, clients can neither read nor write its files."))
+            .field(prop("fileSecurity", boolean(), "Whether each file's own permissions count beside the bucket's."))
+            .field(prop("permissions", strings(), "Who may `create` files in it and `read`, `update`, `delete` all of them, e.g. `read(\"any\")`."))
+            .field(prop("maximumFileSize", int(), "Largest file accepted, in bytes."))
+            .field(prop("allowedFileExtensions", strings(), "Extensions accepted (lower case, no dot); empty accepts any."))
+            .field(prop("compression", TypeRef::named_nn("FileCompression"), "How new files are compressed at rest."))
+            .field(prop("encryption", boolean(), "Whether new files are encrypted at rest (AES-256-GCM)."))
+            .field(prop("antivirus", boolean(), "Whether new files are scanned when the server has a virus scanner (`NIMBUS_CLAMD`)."))
+            .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When the bucket was created."))
+            .field(prop("updatedAt", TypeRef::named_nn(DATETIME), "When the bucket last changed.")),
+    );
+    parts.add_types(connection_types("Bucket", "buckets"));
+    let preview_url = Field::new("previewUrl", TypeRef::named(TypeRef::STRING), |ctx| {
+        let value = preview_url(&ctx);
+        FieldFuture::from_value(value)
+    })
+    .description("Where an image preview is served (`/preview`), with these parameters; see the README for all of them. Null while uploading.")
+    .argument(InputValue::new("width", TypeRef::named(TypeRef::INT)).description("0–4000 px."))
+    .argument(InputValue::new("height", TypeRef::named(TypeRef::INT)).description("0–4000 px."))
+    .argument(InputValue::new("output", TypeRef::named(TypeRef::STRING)).description("jpg, png, gif or webp."));
+    parts.add_type(
+        Object::new("File")
+            .description("A file in a bucket. Its bytes are served by the URLs below, never through GraphQL.")
+            .field(prop("id", id(), "Unique id within the bucket."))
+            .field(prop("bucketId", id(), "The bucket."))
+            .field(prop("name", string(), "File name, with its extension."))
+            .field(prop("status", TypeRef::named_nn("FileStatus"), "Complete, or still receiving chunks."))
+            .field(prop("mimeType", string(), "Sniffed from the content, never taken from the client."))
+            .field(prop("size", int(), "Size in bytes (while uploading: the announced size)."))
+            .field(prop("storedSize", int(), "Bytes at rest, after compression and encryption."))
+            .field(prop("checksum", TypeRef::named(TypeRef::STRING), "SHA-256 of the content, lower-case hex; downloads carry it as `Repr-Digest`."))
+            .field(prop("compression", TypeRef::named_nn("FileCompression"), "How it is compressed at rest."))
+            .field(prop("encrypted", boolean(), "Whether it is encrypted at rest."))
+            .field(prop("chunkSize", int(), "Bytes per chunk of a resumable upload (0 for a single-request upload)."))
+            .field(prop("chunksTotal", int(), "Chunks the upload has in all."))
+            .field(prop("chunksUploaded", int(), "Chunks received so far."))
+            .field(prop("permissions", strings(), "The file's own permissions (they count when the bucket has `fileSecurity`)."))
+            .field(prop("downloadUrl", TypeRef::named(TypeRef::STRING), "Serves the bytes as an attachment. Null while uploading."))
+            .field(prop("viewUrl", TypeRef::named(TypeRef::STRING), "Serves the bytes inline with their MIME type; supports `Range`. Null while uploading."))
+            .field(preview_url)
+            .field(prop("uploadUrl", TypeRef::named(TypeRef::STRING), "Where the chunks of a resumable upload go (`PUT` with `Content-Range`). Null once complete."))
+            .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When the file was created."))
+            .field(prop("updatedAt", TypeRef::named_nn(DATETIME), "When the file last changed.")),
+    );
+    parts.add_types(connection_types("File", "files"));
+    parts.add_type(
+        Object::new("FileToken")
+            .description("A signed URL set for one file: anyone holding it may read the file until it expires (for `<img>` tags and links).")
+            .field(prop("token", string(), "The token; add it as `token=` to a file URL."))
+            .field(prop("expiresAt", TypeRef::named_nn(DATETIME), "When it stops working."))
+            .field(prop("downloadUrl", string(), "The download URL with the token."))
+            .field(prop("viewUrl", string(), "The view URL with the token."))
+            .field(prop("previewUrl", string(), "The preview URL with the token; add preview parameters to it.")),
+    );
+    for (name, plural) in [
+        ("DeleteBucketPayload", "bucket"),
+        ("DeleteFilePayload", "file"),
+    ] {
+        parts.add_type(
+            Object::new(name)
+                .description(format!("The result of deleting a {plural}."))
+                .field(prop("deletedId", id(), "Id of what was deleted.")),
+        );
+    }
+    let bucket_fields = |with_name_required: bool| -> Vec<(&'static str, TypeRef, &'static str)> {
+        vec![
+            (
+                "name",
+                if with_name_required {
+                    string()
+                } else {
+                    TypeRef::named(TypeRef::STRING)
+                },
+                "Display name, 1-128 characters.",
+            ),
+            (
+                "permissions",
+                TypeRef::named_nn_list(TypeRef::STRING),
+                "Bucket permissions, e.g. `[\"create(\\\"users\\\")\", \"read(\\\"any\\\")\"]`.",
+            ),
+            (
+                "fileSecurity",
+                TypeRef::named(TypeRef::BOOLEAN),
+                "Let each file's own permissions count too (default false).",
+            ),
+            ("enabled", TypeRef::named(TypeRef::BOOLEAN), "Default true."),
+            (
+                "maximumFileSize",
+                TypeRef::named(TypeRef::INT),
+                "Largest file in bytes (default 30 MiB; at most NIMBUS_STORAGE_MAX_FILE_SIZE).",
+            ),
+            (
+                "allowedFileExtensions",
+                TypeRef::named_nn_list(TypeRef::STRING),
+                "Extensions accepted, like `[\"png\", \"jpg\"]`; empty accepts any (default).",
+            ),
+            (
+                "compression",
+                TypeRef::named("FileCompression"),
+                "Default NONE.",
+            ),
+            (
+                "encryption",
+                TypeRef::named(TypeRef::BOOLEAN),
+                "Encrypt files at rest (default true).",
+            ),
+            (
+                "antivirus",
+                TypeRef::named(TypeRef::BOOLEAN),
+                "Scan files when NIMBUS_CLAMD is set (default true).",
+            ),
+        ]
+    };
+    let mut create = vec![(
+        "id",
+        TypeRef::named(TypeRef::ID),
+        "Id to give the bucket; omitted or `unique()` generates one.",
+    )];
+    create.extend(bucket_fields(true));
+    parts.add_type(input_object("CreateBucketInput", "A new bucket.", &create));
+    let mut update = vec![("id", id(), "The bucket.")];
+    update.extend(bucket_fields(false));
+    parts.add_type(input_object(
+        "UpdateBucketInput",
+        "A bucket's new settings; omitted fields keep their value.",
+        &update,
+    ));
+    parts.add_type(input_object(
+        "DeleteBucketInput",
+        "The bucket to delete, with all its files.",
+        &[("id", id(), "The bucket.")],
+    ));
+    parts.add_type(input_object(
+        "CreateFileInput",
+        "A file uploaded in one multipart request.",
+        &[
+            ("bucketId", id(), "The bucket."),
+            ("fileId", TypeRef::named(TypeRef::ID), "Id to give the file; omitted or `unique()` generates one."),
+            ("name", TypeRef::named(TypeRef::STRING), "File name; default: the uploaded file's name."),
+            ("file", TypeRef::named_nn(TypeRef::UPLOAD), "The bytes (multipart request spec)."),
+            ("permissions", TypeRef::named_nn_list(TypeRef::STRING), "The file's permissions; default for a signed-in user: read, update and delete for themselves."),
+        ],
+    ));
+    parts.add_type(input_object(
+        "CreateFileUploadInput",
+        "A file whose bytes will follow in chunks (`PUT uploadUrl` with `Content-Range`).",
+        &[
+            ("bucketId", id(), "The bucket."),
+            ("fileId", TypeRef::named(TypeRef::ID), "Id to give the file; omitted or `unique()` generates one."),
+            ("name", string(), "File name, with its extension."),
+            ("size", int(), "Total size in bytes."),
+            ("permissions", TypeRef::named_nn_list(TypeRef::STRING), "The file's permissions; default for a signed-in user: read, update and delete for themselves."),
+        ],
+    ));
+    parts.add_type(input_object(
+        "UpdateFileInput",
+        "A file's new name and/or permissions.",
+        &[
+            ("bucketId", id(), "The bucket."),
+            ("fileId", id(), "The file."),
+            ("name", TypeRef::named(TypeRef::STRING), "New name."),
+            (
+                "permissions",
+                TypeRef::named_nn_list(TypeRef::STRING),
+                "New permissions (replace the old).",
+            ),
+        ],
+    ));
+    parts.add_type(input_object(
+        "DeleteFileInput",
+        "A file to delete (or an unfinished upload to abandon).",
+        &[
+            ("bucketId", id(), "The bucket."),
+            ("fileId", id(), "The file."),
+        ],
+    ));
+    parts.add_type(input_object(
+        "CreateFileTokenInput",
+        "A file to mint a signed URL for.",
+        &[
+            ("bucketId", id(), "The bucket."),
+            ("fileId", id(), "The file."),
+            (
+                "expiresIn",
+                TypeRef::named(TypeRef::INT),
+                "Seconds it stays valid: 1 to 604800 (a week); default 3600.",
+            ),
+        ],
+    ));
+}
+
+/// `previewUrl(width, height, output)`: the parent's preview URL with the given
+/// parameters.
+fn preview_url(ctx: &ResolverContext<'_>) -> Option<Value> {
+    let base = match ctx.parent_value.as_value() {
+        Some(Value::Object(map)) => match map.get("previewUrl") {
+            Some(Value::String(url)) => url.clone(),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let mut url = base;
+    for name in ["width", "height"] {
+        if let Some(n) = ctx.args.get(name).and_then(|v| v.i64().ok()) {
+            url.push_str(&format!("&{name}={n}"));
+        }
+    }
+    if let Some(output) = ctx.args.get("output").and_then(|v| v.string().ok()) {
+        let output: String = output
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(8)
+            .collect();
+        url.push_str(&format!("&output={output}"));
+    }
+    Some(Value::from(url))
+}
+
+fn register_queries(parts: &mut SchemaParts) {
+    let id = || TypeRef::named_nn(TypeRef::ID);
+    parts.query(
+        Field::new("bucket", TypeRef::named_nn("Bucket"), |ctx| {
+            FieldFuture::new(async move {
+                let id = required_string(&ctx, "id")?;
+                let bucket = service::get_bucket(app(&ctx)?, caller(&ctx)?, &id).await?;
+                Ok(Some(FieldValue::value(bucket_value(&bucket))))
+            })
+        })
+        .description("A bucket (a server with `buckets.read`).")
+        .argument(InputValue::new("id", id()).description("The bucket.")),
+    );
+    parts.query(
+        with_connection_args(Field::new(
+            "buckets",
+            TypeRef::named_nn("BucketConnection"),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let page = page_request(&ctx)?;
+                    let (buckets, total) = service::list_buckets(
+                        app(&ctx)?,
+                        caller(&ctx)?,
+                        &page,
+                        wants_total_count(&ctx),
+                    )
+                    .await?;
+                    Ok(Some(FieldValue::value(connection(
+                        &page,
+                        buckets,
+                        total,
+                        |b| &b.id,
+                        bucket_value,
+                    ))))
+                })
+            },
+        ))
+        .description("Buckets by id (a server with `buckets.read`)."),
+    );
+    parts.query(
+        Field::new("file", TypeRef::named_nn("File"), |ctx| {
+            FieldFuture::new(async move {
+                let state = app(&ctx)?;
+                let bucket_id = required_string(&ctx, "bucketId")?;
+                let file_id = required_string(&ctx, "fileId")?;
+                let file = service::get_file(state, caller(&ctx)?, &bucket_id, &file_id).await?;
+                Ok(Some(FieldValue::value(file_value(state, &file))))
+            })
+        })
+        .description("A complete file the caller may read.")
+        .argument(InputValue::new("bucketId", id()).description("The bucket."))
+        .argument(InputValue::new("fileId", id()).description("The file.")),
+    );
+    parts.query(
+        with_connection_args(Field::new("files", TypeRef::named_nn("FileConnection"), |ctx| {
+            FieldFuture::new(async move {
+                let state = app(&ctx)?;
+                let page = page_request(&ctx)?;
+                let bucket_id = required_string(&ctx, "bucketId")?;
+                let query = FileQuery {
+                    search: opt_string(&ctx, "search")?,
+                    mime_type_prefix: opt_string(&ctx, "mimeType")?,
+                };
+                let (files, total) = service::list_files(state, caller(&ctx)?, &bucket_id, &query, &page, wants_total_count(&ctx)).await?;
+                Ok(Some(FieldValue::value(connection(&page, files, total, |f| &f.id, |f| file_value(state, f)))))
+            })
+        }))
+        .description("Complete files of a bucket that the caller may read, by id; `totalCount` counts only those.")
+        .argument(InputValue::new("bucketId", id()).description("The bucket."))
+        .argument(InputValue::new("search", TypeRef::named(TypeRef::STRING)).description("Only files whose name contains this (case-insensitive)."))
+        .argument(InputValue::new("mimeType", TypeRef::named(TypeRef::STRING)).description("Only files whose MIME type starts with this, e.g. `image/`.")),
+    );
+    parts.query(
+        Field::new("fileUpload", TypeRef::named_nn("File"), |ctx| {
+            FieldFuture::new(async move {
+                let state = app(&ctx)?;
+                let bucket_id = required_string(&ctx, "bucketId")?;
+                let file_id = required_string(&ctx, "fileId")?;
+                let file = upload::status(state, caller(&ctx)?, &bucket_id, &file_id).await?;
+                Ok(Some(FieldValue::value(file_value(state, &file))))
+            })
+        })
+        .description("An unfinished resumable upload of the caller's: how many chunks arrived, so a broken upload resumes from the next one.")
+        .argument(InputValue::new("bucketId", id()).description("The bucket."))
+        .argument(InputValue::new("fileId", id()).description("The file.")),
+    );
+}
+
+fn register_mutations(parts: &mut SchemaParts) {
+    parts.mutation(
+        Field::new("createBucket", TypeRef::named_nn("Bucket"), |ctx| {
+            FieldFuture::new(async move {
+                let (id, settings) = input::<BucketInput>(&ctx)?.into_parts()?;
+                let bucket =
+                    service::create_bucket(app(&ctx)?, caller(&ctx)?, id, settings).await?;
+                Ok(Some(FieldValue::value(bucket_value(&bucket))))
+            })
+        })
+        .description("Creates a bucket (a server with `buckets.write`).")
+        .argument(InputValue::new(
+            "input",
+            TypeRef::named_nn("CreateBucketInput"),
+        )),
+    );
+    parts.mutation(
+        Field::new("updateBucket", TypeRef::named_nn("Bucket"), |ctx| {
+            FieldFuture::new(async move {
+                let (id, settings) = input::<BucketInput>(&ctx)?.into_parts()?;
+                let id = id.unwrap_or_default();
+                let bucket = service::update_bucket(app(&ctx)?, caller(&ctx)?, &id, settings).await?;
+                Ok(Some(FieldValue::value(bucket_value(&bucket))))
+            })
+        })
+        .description("Changes a bucket's settings (a server with `buckets.write`). Compression and encryption apply to files stored from then on.")
+        .argument(InputValue::new("input", TypeRef::named_nn("UpdateBucketInput"))),
+    );
+    parts.mutation(
+        Field::new(
+            "deleteBucket",
+            TypeRef::named_nn("DeleteBucketPayload"),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let input: crate::graphql::types::IdInput = input(&ctx)?;
+                    service::delete_bucket(app(&ctx)?, caller(&ctx)?, &input.id).await?;
+                    Ok(Some(FieldValue::value(object([(
+                        "deletedId",
+                        Value::from(input.id),
+                    )]))))
+                })
+            },
+        )
+        .description("Deletes a bucket with all its files (a server with `buckets.write`).")
+        .argument(InputValue::new(
+            "input",
+            TypeRef::named_nn("DeleteBucketInput"),
+        )),
+    );
+    parts.mutation(
+        Field::new("createFile", TypeRef::named_nn("File"), |ctx| {
+            FieldFuture::new(async move {
+                let state = app(&ctx)?;
+                let given: CreateFileInput = input(&ctx)?;
+                let upload = uploaded(&ctx)?;
+                let size = upload.size().ok();
+                let new = NewFile {
+                    bucket_id: given.bucket_id,
+                    file_id: given.file_id,
+                    name: given.name.unwrap_or_else(|| upload.filename.clone()),
+                    permissions: given.permissions,
+                };
+                let content = tokio::fs::File::from_std(upload.content);
+                let file = service::create_file(state, caller(&ctx)?, new, size, content).await?;
+                Ok(Some(FieldValue::value(file_value(state, &file))))
+            })
+        })
+        .description("Uploads a file in one multipart request (the GraphQL multipart request spec, as Apollo and urql upload links send it). Clients need the bucket's `create` permission; servers `files.write`. Large files: `createFileUpload`.")
+        .argument(InputValue::new("input", TypeRef::named_nn("CreateFileInput"))),
+    );
+    parts.mutation(
+        Field::new("createFileUpload", TypeRef::named_nn("File"), |ctx| {
+            FieldFuture::new(async move {
+                let state = app(&ctx)?;
+                let given: CreateFileUploadInput = input(&ctx)?;
+                let new = NewFile {
+                    bucket_id: given.bucket_id,
+                    file_id: given.file_id,
+                    name: given.name,
+                    permissions: given.permissions,
+                };
+                let file = upload::start(state, caller(&ctx)?, new, given.size).await?;
+                Ok(Some(FieldValue::value(file_value(state, &file))))
+            })
+        })
+        .description("Starts a resumable upload: send the bytes in `chunkSize` chunks, in order, each as `PUT uploadUrl` with `Content-Range: bytes START-END/SIZE`. The file appears when the last chunk arrives; `fileUpload` tells where a broken upload stands. Needs a signed-in user or an API key.")
+        .argument(InputValue::new("input", TypeRef::named_nn("CreateFileUploadInput"))),
+    );
+    parts.mutation(
+        Field::new("updateFile", TypeRef::named_nn("File"), |ctx| {
+            FieldFuture::new(async move {
+                let state = app(&ctx)?;
+                let given: UpdateFileInput = input(&ctx)?;
+                let file = service::update_file(state, caller(&ctx)?, &given.bucket_id, &given.file_id, given.name, given.permissions).await?;
+                Ok(Some(FieldValue::value(file_value(state, &file))))
+            })
+        })
+        .description("Renames a file and/or replaces its permissions (its `update` permission, or `files.write`).")
+        .argument(InputValue::new("input", TypeRef::named_nn("UpdateFileInput"))),
+    );
+    parts.mutation(
+        Field::new("deleteFile", TypeRef::named_nn("DeleteFilePayload"), |ctx| {
+            FieldFuture::new(async move {
+                let given: FileRefInput = input(&ctx)?;
+                service::delete_file(app(&ctx)?, caller(&ctx)?, &given.bucket_id, &given.file_id).await?;
+                Ok(Some(FieldValue::value(object([("deletedId", Value::from(given.file_id))]))))
+            })
+        })
+        .description("Deletes a file (its `delete` permission, or `files.write`), or abandons an unfinished upload of the caller's.")
+        .argument(InputValue::new("input", TypeRef::named_nn("DeleteFileInput"))),
+    );
+    parts.mutation(
+        Field::new("createFileToken", TypeRef::named_nn("FileToken"), |ctx| {
+            FieldFuture::new(async move {
+                let state = app(&ctx)?;
+                let given: CreateFileTokenInput = input(&ctx)?;
+                let lifetime = given.expires_in.unwrap_or(tokens::DEFAULT_LIFETIME_SECS);
+                if !(1..=tokens::MAX_LIFETIME_SECS).contains(&lifetime) {
+                    return Err(AppError::invalid("expiresIn", format!("1 to {} seconds", tokens::MAX_LIFETIME_SECS)).into());
+                }
+                let file = service::get_file(state, caller(&ctx)?, &given.bucket_id, &given.file_id).await?;
+                let grant = tokens::Grant {
+                    project_id: file.project_id.clone(),
+                    bucket_id: file.bucket_id.clone(),
+                    file_id: file.id.clone(),
+                    expires_at: crate::db::now_millis() + lifetime * 1000,
+                };
+                let token = tokens::mint(&state.secret, &grant);
+                let with_token = |endpoint: &str| format!("{}&token={token}", file_url(state, &file, endpoint));
+                Ok(Some(FieldValue::value(object([
+                    ("token", Value::from(token.as_str())),
+                    ("expiresAt", datetime(grant.expires_at)),
+                    ("downloadUrl", Value::from(with_token("download"))),
+                    ("viewUrl", Value::from(with_token("view"))),
+                    ("previewUrl", Value::from(with_token("preview"))),
+                ]))))
+            })
+        })
+        .description("Mints a signed URL for a file the caller may read, so that it can be used where no credentials travel (`<img src>`, a shared link). It works until it expires, whatever happens to the caller's session.")
+        .argument(InputValue::new("input", TypeRef::named_nn("CreateFileTokenInput"))),
+    );
+}

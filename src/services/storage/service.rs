@@ -1,0 +1,793 @@
+//! Storage rules: who may manage buckets (servers with `buckets.*` scopes) and who
+//! may create, read, change and delete files (servers with `files.*` scopes; clients
+//! through the bucket's permissions and, with `fileSecurity`, the file's own), the
+//! limits a bucket sets, and the events every file change publishes.
+
+use tokio::io::AsyncRead;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::auth::permissions::{
+    Action, Permission, Role, RoleSet, allows, check_grantable, parse_permissions,
+};
+use crate::db::{DbErrorExt as _, Page, ids, now_millis};
+use crate::error::{AppError, AppResult};
+use crate::files::{Compression, Encoding, FileError, Key, WriteOptions, Written};
+
+use super::{Bucket, FileStatus, StoredFile, store};
+
+const MAX_NAME: usize = 128;
+const MAX_FILE_NAME: usize = 255;
+const MAX_PERMISSIONS: usize = 100;
+const MAX_EXTENSIONS: usize = 100;
+const MAX_EXTENSION_LEN: usize = 32;
+/// A bucket's limit when none is given, as in Appwrite.
+pub const DEFAULT_MAXIMUM_FILE_SIZE: u64 = 30 * 1024 * 1024;
+
+/// Maps a file store failure to what a client is told; the cause of anything
+/// unexpected goes to the log only.
+pub fn file_error(err: FileError) -> AppError {
+    match err {
+        FileError::TooLarge { limit } => AppError::Invalid {
+            code: "FILE_TOO_LARGE",
+            field: "file".into(),
+            reason: format!("the file is larger than the bucket's limit of {limit} bytes"),
+        },
+        FileError::InvalidKey => AppError::Invalid {
+            code: "INVALID_ID",
+            field: "fileId".into(),
+            reason: "not a valid id".into(),
+        },
+        FileError::Full => AppError::StorageFull,
+        FileError::Unreadable => AppError::FileUnreadable,
+        FileError::Input(cause) => AppError::Invalid {
+            code: "UPLOAD_INTERRUPTED",
+            field: "file".into(),
+            reason: format!("the upload broke off: {cause}"),
+        },
+        FileError::NotFound => {
+            AppError::Internal(anyhow::anyhow!("a ready file has no object in the store"))
+        }
+        FileError::Store(cause) => AppError::Internal(cause),
+    }
+}
+
+fn bucket_not_found(id: &str) -> AppError {
+    AppError::NotFound {
+        what: "bucket",
+        id: id.chars().take(64).collect(),
+    }
+}
+
+fn file_not_found(id: &str) -> AppError {
+    AppError::NotFound {
+        what: "file",
+        id: id.chars().take(64).collect(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Buckets
+
+/// The settings of a new bucket; `None` takes the default.
+#[derive(Debug, Default)]
+pub struct BucketSettings {
+    pub name: Option<String>,
+    pub permissions: Option<Vec<String>>,
+    pub file_security: Option<bool>,
+    pub enabled: Option<bool>,
+    pub maximum_file_size: Option<i64>,
+    pub allowed_file_extensions: Option<Vec<String>>,
+    pub compression: Option<Compression>,
+    pub encryption: Option<bool>,
+    pub antivirus: Option<bool>,
+}
+
+fn apply_settings(state: &AppState, bucket: &mut Bucket, s: BucketSettings) -> AppResult<()> {
+    if let Some(name) = s.name {
+        let name = name.trim().to_string();
+        if name.is_empty() || name.chars().count() > MAX_NAME {
+            return Err(AppError::invalid(
+                "name",
+                format!("1 to {MAX_NAME} characters"),
+            ));
+        }
+        bucket.name = name;
+    }
+    if let Some(given) = s.permissions {
+        bucket.permissions = checked_permissions(&given, None)?;
+    }
+    if let Some(flag) = s.file_security {
+        bucket.file_security = flag;
+    }
+    if let Some(flag) = s.enabled {
+        bucket.enabled = flag;
+    }
+    if let Some(size) = s.maximum_file_size {
+        let cap = state.config.storage_max_file_size;
+        if size < 1 || size as u64 > cap {
+            return Err(AppError::invalid(
+                "maximumFileSize",
+                format!("between 1 and {cap} bytes (NIMBUS_STORAGE_MAX_FILE_SIZE)"),
+            ));
+        }
+        bucket.maximum_file_size = size as u64;
+    }
+    if let Some(extensions) = s.allowed_file_extensions {
+        bucket.allowed_file_extensions = checked_extensions(extensions)?;
+    }
+    if let Some(compression) = s.compression {
+        bucket.compression = compression;
+    }
+    if let Some(flag) = s.encryption {
+        bucket.encryption = flag;
+    }
+    if let Some(flag) = s.antivirus {
+        bucket.antivirus = flag;
+    }
+    Ok(())
+}
+
+fn checked_extensions(given: Vec<String>) -> AppResult<Vec<String>> {
+    if given.len() > MAX_EXTENSIONS {
+        return Err(AppError::invalid(
+            "allowedFileExtensions",
+            format!("at most {MAX_EXTENSIONS} extensions"),
+        ));
+    }
+    let mut extensions = Vec::with_capacity(given.len());
+    for extension in given {
+        let extension = extension
+            .trim()
+            .trim_start_matches('.')
+            .to_ascii_lowercase();
+        if extension.is_empty()
+            || extension.len() > MAX_EXTENSION_LEN
+            || !extension.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(AppError::invalid(
+                "allowedFileExtensions",
+                format!("an extension has 1 to {MAX_EXTENSION_LEN} letters and digits, like `png`"),
+            ));
+        }
+        if !extensions.contains(&extension) {
+            extensions.push(extension);
+        }
+    }
+    Ok(extensions)
+}
+
+/// Parses permissions; with `granter`, each role must be one the granter holds.
+fn checked_permissions(given: &[String], granter: Option<&RoleSet>) -> AppResult<Vec<Permission>> {
+    if given.len() > MAX_PERMISSIONS {
+        return Err(AppError::invalid(
+            "permissions",
+            format!("at most {MAX_PERMISSIONS} permissions"),
+        ));
+    }
+    let invalid = |err: crate::auth::permissions::PermissionError| AppError::Invalid {
+        code: err.code(),
+        field: "permissions".into(),
+        reason: err.to_string(),
+    };
+    let permissions = parse_permissions(given).map_err(invalid)?;
+    if let Some(roles) = granter {
+        check_grantable(roles, &permissions).map_err(invalid)?;
+    }
+    Ok(permissions)
+}
+
+pub async fn create_bucket(
+    state: &AppState,
+    caller: &Caller,
+    id: Option<String>,
+    settings: BucketSettings,
+) -> AppResult<Bucket> {
+    caller.require_scope("buckets.write")?;
+    if settings.name.is_none() {
+        return Err(AppError::invalid("name", "a bucket needs a name"));
+    }
+    let id = ids::resolve("id", id.as_deref())?;
+    let now = now_millis();
+    let mut bucket = Bucket {
+        project_id: caller.project.id.clone(),
+        id,
+        name: String::new(),
+        enabled: true,
+        file_security: false,
+        permissions: Vec::new(),
+        maximum_file_size: DEFAULT_MAXIMUM_FILE_SIZE.min(state.config.storage_max_file_size),
+        allowed_file_extensions: Vec::new(),
+        compression: Compression::None,
+        encryption: true,
+        antivirus: true,
+        created_at: now,
+        updated_at: now,
+    };
+    apply_settings(state, &mut bucket, settings)?;
+    store::insert_bucket(state.db.pool(), &bucket)
+        .await
+        .conflict_as("bucket", &bucket.id)?;
+    tracing::info!(project = %bucket.project_id, bucket = %bucket.id, "bucket created");
+    Ok(bucket)
+}
+
+pub async fn update_bucket(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    settings: BucketSettings,
+) -> AppResult<Bucket> {
+    caller.require_scope("buckets.write")?;
+    let mut bucket = find_bucket(state, &caller.project.id, id).await?;
+    apply_settings(state, &mut bucket, settings)?;
+    bucket.updated_at = now_millis();
+    if !store::update_bucket(state.db.pool(), &bucket).await? {
+        return Err(bucket_not_found(id));
+    }
+    Ok(bucket)
+}
+
+pub async fn get_bucket(state: &AppState, caller: &Caller, id: &str) -> AppResult<Bucket> {
+    caller.require_scope("buckets.read")?;
+    find_bucket(state, &caller.project.id, id).await
+}
+
+pub async fn list_buckets(
+    state: &AppState,
+    caller: &Caller,
+    page: &Page,
+    want_total: bool,
+) -> AppResult<(Vec<Bucket>, i64)> {
+    caller.require_scope("buckets.read")?;
+    let pool = state.db.pool();
+    let buckets = store::list_buckets(pool, &caller.project.id, page).await?;
+    let total = if want_total {
+        store::count_buckets(pool, &caller.project.id).await?
+    } else {
+        0
+    };
+    Ok((buckets, total))
+}
+
+/// Deletes a bucket with all its files: the rows first, so nothing is served from
+/// it any more, then the bytes.
+pub async fn delete_bucket(state: &AppState, caller: &Caller, id: &str) -> AppResult<()> {
+    caller.require_scope("buckets.write")?;
+    ids::validate("id", id)?;
+    if !store::delete_bucket(state.db.pool(), &caller.project.id, id).await? {
+        return Err(bucket_not_found(id));
+    }
+    let prefix = Key::bucket_prefix(&caller.project.id, id).map_err(file_error)?;
+    if let Err(err) = state.files.delete_prefix(&prefix).await {
+        tracing::error!(project = %caller.project.id, bucket = %id, error = ?err,
+            "the bucket is deleted but some of its files' bytes could not be removed");
+    }
+    super::preview::forget_cached_bucket(state, &caller.project.id, id).await;
+    tracing::info!(project = %caller.project.id, bucket = %id, "bucket deleted");
+    Ok(())
+}
+
+async fn find_bucket(state: &AppState, project_id: &str, id: &str) -> AppResult<Bucket> {
+    ids::validate("bucketId", id).map_err(|_| bucket_not_found(id))?;
+    store::find_bucket(state.db.pool(), project_id, id)
+        .await?
+        .ok_or_else(|| bucket_not_found(id))
+}
+
+// ---------------------------------------------------------------------------
+// Files
+
+pub use crate::auth::Access;
+use crate::auth::{Container, Reach};
+
+/// The scopes a key needs to read or write files.
+pub const FILES_READ: &str = "files.read";
+pub const FILES_WRITE: &str = "files.write";
+
+/// Who the caller is, for the owner of a resumable upload: `user:ID`, `key:ID`,
+/// or nobody (guests cannot resume).
+pub fn uploader_of(caller: &Caller) -> Option<String> {
+    if let Some(key) = caller.key() {
+        return Some(format!("key:{}", key.key_id));
+    }
+    caller
+        .require_session()
+        .ok()
+        .map(|s| format!("user:{}", s.user.id))
+}
+
+fn reach(bucket: &Bucket, access: &Access, action: Action) -> Reach {
+    access.reach(
+        Container {
+            enabled: bucket.enabled,
+            permissions: &bucket.permissions,
+            // Files are created through the bucket's permissions alone.
+            item_security: bucket.file_security && action != Action::Create,
+        },
+        action,
+    )
+}
+
+fn may(bucket: &Bucket, access: &Access, action: Action, file: &StoredFile) -> bool {
+    match reach(bucket, access, action) {
+        Reach::All => true,
+        Reach::PerItem(roles) => allows(&roles, action, &file.permissions),
+        Reach::None => false,
+    }
+}
+
+/// A bucket as a client sees it: a disabled bucket, or one it cannot read any file
+/// of, does not exist for it.
+async fn visible_bucket(
+    state: &AppState,
+    caller: &Caller,
+    access: &Access,
+    id: &str,
+) -> AppResult<Bucket> {
+    let bucket = find_bucket(state, &caller.project.id, id).await?;
+    if matches!(access, Access::Client { .. }) && !bucket.enabled {
+        return Err(bucket_not_found(id));
+    }
+    Ok(bucket)
+}
+
+/// A complete file the caller may read, with its bucket.
+pub async fn readable_file(
+    state: &AppState,
+    caller: &Caller,
+    bucket_id: &str,
+    id: &str,
+) -> AppResult<(Bucket, StoredFile)> {
+    let access = Access::of(caller, FILES_READ)?;
+    let bucket = visible_bucket(state, caller, &access, bucket_id).await?;
+    let file = find_ready_file(state, &bucket, id).await?;
+    if !may(&bucket, &access, Action::Read, &file) {
+        return Err(file_not_found(id));
+    }
+    Ok((bucket, file))
+}
+
+/// A complete file by id, whoever asks (the caller checked access, e.g. with a
+/// signed URL).
+pub async fn ready_file(
+    state: &AppState,
+    project_id: &str,
+    bucket_id: &str,
+    id: &str,
+) -> AppResult<(Bucket, StoredFile)> {
+    let bucket = find_bucket(state, project_id, bucket_id).await?;
+    let file = find_ready_file(state, &bucket, id).await?;
+    Ok((bucket, file))
+}
+
+async fn find_ready_file(state: &AppState, bucket: &Bucket, id: &str) -> AppResult<StoredFile> {
+    ids::validate("fileId", id).map_err(|_| file_not_found(id))?;
+    match store::find_file(state.db.pool(), &bucket.project_id, &bucket.id, id).await? {
+        Some(file) if file.status == FileStatus::Ready => Ok(file),
+        _ => Err(file_not_found(id)),
+    }
+}
+
+/// What a file list asks for.
+#[derive(Debug, Default)]
+pub struct FileQuery {
+    pub search: Option<String>,
+    pub mime_type_prefix: Option<String>,
+}
+
+pub async fn list_files(
+    state: &AppState,
+    caller: &Caller,
+    bucket_id: &str,
+    query: &FileQuery,
+    page: &Page,
+    want_total: bool,
+) -> AppResult<(Vec<StoredFile>, i64)> {
+    let access = Access::of(caller, FILES_READ)?;
+    let bucket = visible_bucket(state, caller, &access, bucket_id).await?;
+    let readable_by = match reach(&bucket, &access, Action::Read) {
+        Reach::All => None,
+        Reach::PerItem(roles) => Some(roles),
+        Reach::None => return Ok((Vec::new(), 0)),
+    };
+    if let Some(search) = &query.search
+        && search.chars().count() > 256
+    {
+        return Err(AppError::invalid("search", "at most 256 characters"));
+    }
+    let listing = store::FileListing {
+        project_id: &caller.project.id,
+        bucket_id: &bucket.id,
+        readable_by: readable_by.as_ref(),
+        search: query.search.as_deref().filter(|s| !s.is_empty()),
+        mime_type_prefix: query.mime_type_prefix.as_deref().filter(|s| !s.is_empty()),
+    };
+    let pool = state.db.pool();
+    let files = store::list_files(pool, &listing, page).await?;
+    let total = if want_total {
+        store::count_files(pool, &listing).await?
+    } else {
+        0
+    };
+    Ok((files, total))
+}
+
+/// A new file's identity and permissions, before its bytes.
+#[derive(Debug)]
+pub struct NewFile {
+    pub bucket_id: String,
+    pub file_id: Option<String>,
+    pub name: String,
+    pub permissions: Option<Vec<String>>,
+}
+
+fn checked_file_name(name: &str) -> AppResult<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_FILE_NAME {
+        return Err(AppError::invalid(
+            "name",
+            format!("1 to {MAX_FILE_NAME} characters"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(AppError::invalid(
+            "name",
+            "control characters (NUL, newlines, …) are not allowed",
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn check_extension(bucket: &Bucket, name: &str) -> AppResult<()> {
+    if bucket.allowed_file_extensions.is_empty() {
+        return Ok(());
+    }
+    let extension = name
+        .rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase())
+        .unwrap_or_default();
+    if bucket.allowed_file_extensions.contains(&extension) {
+        return Ok(());
+    }
+    Err(AppError::Invalid {
+        code: "FILE_EXTENSION_NOT_ALLOWED",
+        field: "name".into(),
+        reason: format!(
+            "this bucket accepts only {}",
+            bucket
+                .allowed_file_extensions
+                .iter()
+                .map(|e| format!(".{e}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })
+}
+
+fn check_size(bucket: &Bucket, size: u64) -> AppResult<()> {
+    if size > bucket.maximum_file_size {
+        return Err(file_error(FileError::TooLarge {
+            limit: bucket.maximum_file_size,
+        }));
+    }
+    Ok(())
+}
+
+/// Checks everything about a new file that does not need its bytes, and returns
+/// its row (status `uploading`, not yet written) with its bucket.
+pub async fn prepare_file(
+    state: &AppState,
+    caller: &Caller,
+    new: NewFile,
+    announced_size: Option<u64>,
+) -> AppResult<(Bucket, StoredFile)> {
+    let access = Access::of(caller, FILES_WRITE)?;
+    let bucket = visible_bucket(state, caller, &access, &new.bucket_id).await?;
+    if !matches!(reach(&bucket, &access, Action::Create), Reach::All) {
+        return Err(AppError::PermissionDenied {
+            reason: "the bucket's permissions do not let you create files".into(),
+        });
+    }
+    let id = ids::resolve("fileId", new.file_id.as_deref())?;
+    let name = checked_file_name(&new.name)?;
+    check_extension(&bucket, &name)?;
+    if let Some(size) = announced_size {
+        check_size(&bucket, size)?;
+    }
+    let permissions = match (&access, new.permissions) {
+        (Access::Server, Some(given)) => checked_permissions(&given, None)?,
+        (Access::Client { roles, .. }, Some(given)) => checked_permissions(&given, Some(roles))?,
+        (
+            Access::Client {
+                user_id: Some(user),
+                ..
+            },
+            None,
+        ) => {
+            let role = Role::user(user).map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
+            [Action::Read, Action::Update, Action::Delete]
+                .into_iter()
+                .map(|action| Permission::new(action, role.clone()))
+                .collect()
+        }
+        (_, None) => Vec::new(),
+    };
+    let now = now_millis();
+    let file = StoredFile {
+        project_id: caller.project.id.clone(),
+        bucket_id: bucket.id.clone(),
+        id,
+        name,
+        status: FileStatus::Uploading,
+        uploader: uploader_of(caller).unwrap_or_else(|| "guest".into()),
+        size: announced_size.unwrap_or(0),
+        stored_size: 0,
+        mime_type: "application/octet-stream".into(),
+        checksum: String::new(),
+        encoding: Encoding {
+            compression: Compression::None,
+            salt: None,
+        },
+        chunk_size: 0,
+        chunks_total: 1,
+        chunks_uploaded: 0,
+        permissions,
+        created_at: now,
+        updated_at: now,
+    };
+    Ok((bucket, file))
+}
+
+/// Inserts the row of a file whose bytes are about to arrive, claiming its id.
+pub async fn claim_file(state: &AppState, file: &StoredFile) -> AppResult<()> {
+    let mut conn = state.db.pool().acquire().await?;
+    store::insert_file(&mut conn, file)
+        .await
+        .conflict_as("file", &file.id)
+}
+
+/// The options a bucket writes its files with.
+pub fn write_options(state: &AppState, bucket: &Bucket) -> WriteOptions {
+    WriteOptions {
+        max_size: bucket.maximum_file_size,
+        compression: bucket.compression,
+        encrypt: bucket.encryption,
+        secret: state.secret.clone(),
+    }
+}
+
+/// Writes the bytes of a claimed file, scans them when the bucket asks for it, and
+/// marks the file ready. On any failure the row and the bytes are removed, so the
+/// id is free again and nothing partial remains.
+pub async fn store_bytes(
+    state: &AppState,
+    bucket: &Bucket,
+    mut file: StoredFile,
+    input: impl AsyncRead + Unpin + Send,
+) -> AppResult<StoredFile> {
+    let key = Key::file(&file.project_id, &file.bucket_id, &file.id).map_err(file_error)?;
+    let result = async {
+        let written = state
+            .files
+            .write(&key, input, &write_options(state, bucket))
+            .await
+            .map_err(file_error)?;
+        if bucket.antivirus
+            && let Some(address) = &state.config.clamd
+        {
+            super::antivirus::check(state, address, &key, &written).await?;
+        }
+        apply_written(&mut file, written);
+        file.updated_at = now_millis();
+        let mut conn = state.db.pool().acquire().await?;
+        if !store::mark_ready(&mut conn, &file).await? {
+            return Err(file_not_found(&file.id));
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(err) = result {
+        discard(state, &file, &key).await;
+        return Err(err);
+    }
+    file.status = FileStatus::Ready;
+    file.chunks_uploaded = file.chunks_total;
+    publish_file(state, bucket, &file, "create").await;
+    tracing::info!(project = %file.project_id, bucket = %file.bucket_id, file = %file.id,
+        size = file.size, stored = file.stored_size, "file stored");
+    Ok(file)
+}
+
+fn apply_written(file: &mut StoredFile, written: Written) {
+    file.size = written.size;
+    file.stored_size = written.stored_size;
+    file.checksum = written.sha256;
+    file.mime_type = written.mime_type;
+    file.encoding = written.encoding;
+}
+
+/// Removes a file that never became ready: its bytes, chunks and row.
+pub async fn discard(state: &AppState, file: &StoredFile, key: &Key) {
+    if let Err(err) = state.files.delete(key).await {
+        tracing::warn!(file = %file.id, error = ?err, "could not remove the bytes of a failed upload");
+    }
+    if let Ok(prefix) = Key::upload_prefix(&file.project_id, &file.bucket_id, &file.id)
+        && let Err(err) = state.files.delete_prefix(&prefix).await
+    {
+        tracing::warn!(file = %file.id, error = ?err, "could not remove the chunks of a failed upload");
+    }
+    if let Err(err) =
+        store::delete_file(state.db.pool(), &file.project_id, &file.bucket_id, &file.id).await
+    {
+        tracing::error!(file = %file.id, error = ?err, "could not remove the row of a failed upload");
+    }
+}
+
+/// Creates a file from a stream of bytes in one request (a multipart GraphQL upload).
+pub async fn create_file(
+    state: &AppState,
+    caller: &Caller,
+    new: NewFile,
+    size: Option<u64>,
+    input: impl AsyncRead + Unpin + Send,
+) -> AppResult<StoredFile> {
+    let (bucket, file) = prepare_file(state, caller, new, size).await?;
+    claim_file(state, &file).await?;
+    store_bytes(state, &bucket, file, input).await
+}
+
+pub async fn get_file(
+    state: &AppState,
+    caller: &Caller,
+    bucket_id: &str,
+    id: &str,
+) -> AppResult<StoredFile> {
+    readable_file(state, caller, bucket_id, id)
+        .await
+        .map(|(_, file)| file)
+}
+
+/// Renames a file and/or replaces its permissions.
+pub async fn update_file(
+    state: &AppState,
+    caller: &Caller,
+    bucket_id: &str,
+    id: &str,
+    name: Option<String>,
+    permissions: Option<Vec<String>>,
+) -> AppResult<StoredFile> {
+    let access = Access::of(caller, FILES_WRITE)?;
+    let bucket = visible_bucket(state, caller, &access, bucket_id).await?;
+    let mut file = find_ready_file(state, &bucket, id).await?;
+    if !may(&bucket, &access, Action::Update, &file) {
+        return Err(denied_or_hidden(&bucket, &access, &file, Action::Update));
+    }
+    if let Some(name) = name {
+        file.name = checked_file_name(&name)?;
+        check_extension(&bucket, &file.name)?;
+    }
+    if let Some(given) = permissions {
+        file.permissions = match &access {
+            Access::Server => checked_permissions(&given, None)?,
+            Access::Client { roles, .. } => checked_permissions(&given, Some(roles))?,
+        };
+    }
+    file.updated_at = now_millis();
+    let mut tx = state.db.pool().begin().await?;
+    if !store::update_file(&mut tx, &file).await? {
+        return Err(file_not_found(id));
+    }
+    tx.commit().await?;
+    publish_file(state, &bucket, &file, "update").await;
+    Ok(file)
+}
+
+/// A caller that may read a file but not change it is told so; one that may not
+/// even read it learns nothing of it.
+fn denied_or_hidden(
+    bucket: &Bucket,
+    access: &Access,
+    file: &StoredFile,
+    action: Action,
+) -> AppError {
+    if may(bucket, access, Action::Read, file) {
+        AppError::PermissionDenied {
+            reason: format!("you may not {action} this file"),
+        }
+    } else {
+        file_not_found(&file.id)
+    }
+}
+
+/// Deletes a file (complete, or an unfinished upload of the caller's).
+pub async fn delete_file(
+    state: &AppState,
+    caller: &Caller,
+    bucket_id: &str,
+    id: &str,
+) -> AppResult<()> {
+    let access = Access::of(caller, FILES_WRITE)?;
+    let bucket = visible_bucket(state, caller, &access, bucket_id).await?;
+    ids::validate("fileId", id).map_err(|_| file_not_found(id))?;
+    let file = store::find_file(state.db.pool(), &bucket.project_id, &bucket.id, id)
+        .await?
+        .ok_or_else(|| file_not_found(id))?;
+    let allowed = match file.status {
+        FileStatus::Ready => may(&bucket, &access, Action::Delete, &file),
+        FileStatus::Uploading => {
+            matches!(access, Access::Server)
+                || uploader_of(caller).as_deref() == Some(&file.uploader)
+        }
+    };
+    if !allowed {
+        return Err(match file.status {
+            FileStatus::Ready => denied_or_hidden(&bucket, &access, &file, Action::Delete),
+            FileStatus::Uploading => file_not_found(id),
+        });
+    }
+    if !store::delete_file(state.db.pool(), &bucket.project_id, &bucket.id, id).await? {
+        return Err(file_not_found(id));
+    }
+    let key = Key::file(&file.project_id, &file.bucket_id, &file.id).map_err(file_error)?;
+    if let Err(err) = state.files.delete(&key).await {
+        tracing::error!(file = %id, error = ?err, "the file is deleted but its bytes could not be removed");
+    }
+    if file.status == FileStatus::Uploading
+        && let Ok(prefix) = Key::upload_prefix(&file.project_id, &file.bucket_id, &file.id)
+    {
+        let _ = state.files.delete_prefix(&prefix).await;
+    }
+    super::preview::forget_cached_file(state, &file).await;
+    if file.status == FileStatus::Ready {
+        publish_file(state, &bucket, &file, "delete").await;
+    }
+    Ok(())
+}
+
+/// Tells subscribers about a file (`files`, `buckets.B.files`, `buckets.B.files.F`):
+/// those who may read it — through the bucket, or with `fileSecurity` through the
+/// file's own permissions.
+pub async fn publish_file(state: &AppState, bucket: &Bucket, file: &StoredFile, action: &str) {
+    let mut read_roles: Vec<String> = bucket
+        .permissions
+        .iter()
+        .filter(|p| p.action == Action::Read)
+        .map(|p| p.role.to_string())
+        .collect();
+    if bucket.file_security {
+        read_roles.extend(
+            file.permissions
+                .iter()
+                .filter(|p| p.action == Action::Read)
+                .map(|p| p.role.to_string()),
+        );
+    }
+    read_roles.sort();
+    read_roles.dedup();
+    if !bucket.enabled {
+        read_roles.clear();
+    }
+    let event = crate::bus::Event {
+        channels: vec![
+            "files".into(),
+            format!("buckets.{}.files", bucket.id),
+            format!("buckets.{}.files.{}", bucket.id, file.id),
+        ],
+        read_roles,
+        key_scope: "files.read".into(),
+        ..crate::bus::Event::change(
+            &file.project_id,
+            &format!("buckets.{}.files.{}", bucket.id, file.id),
+            "buckets.*.files.*",
+            action,
+            super::schema::file_value(state, file)
+                .into_json()
+                .unwrap_or_default(),
+        )
+    };
+    let _ = state
+        .bus
+        .publish(crate::bus::BusMessage::Event(event))
+        .await;
+}

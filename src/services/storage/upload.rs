@@ -1,0 +1,319 @@
+//! Resumable uploads: a file announced with its size (`createFileUpload`) receives
+//! its bytes in fixed-size chunks over HTTP, each with a `Content-Range`, strictly
+//! in order and only from the caller that started it. Each chunk is kept as an
+//! object of its own, so a broken upload resumes from the last chunk received, on
+//! any replica. When the last chunk arrives the chunks are streamed, in order,
+//! through the bucket's pipeline into the file; only then does the file exist for
+//! everyone else. Uploads left unfinished are swept after `NIMBUS_UPLOAD_EXPIRY`.
+
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use tokio::io::AsyncRead;
+use tokio_util::io::StreamReader;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::db::{ids, now_millis};
+use crate::error::{AppError, AppResult};
+use crate::files::{ByteStream, Compression, Encoding, FileError, Key, WriteOptions};
+
+use super::service::{self, Access, NewFile, file_error, uploader_of};
+use super::{FileStatus, StoredFile, store};
+
+/// The byte range a chunk says it carries: `Content-Range: bytes START-END/TOTAL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentRange {
+    pub start: u64,
+    /// Inclusive, as in the header.
+    pub end: u64,
+    pub total: u64,
+}
+
+impl ContentRange {
+    pub fn parse(header: &str) -> AppResult<ContentRange> {
+        let invalid = || AppError::Invalid {
+            code: "UPLOAD_CHUNK_INVALID",
+            field: "Content-Range".into(),
+            reason: "expected `bytes START-END/TOTAL`, e.g. `bytes 0-5242879/10485760`".into(),
+        };
+        let rest = header.trim().strip_prefix("bytes ").ok_or_else(invalid)?;
+        let (range, total) = rest.split_once('/').ok_or_else(invalid)?;
+        let (start, end) = range.split_once('-').ok_or_else(invalid)?;
+        let number = |s: &str| s.trim().parse::<u64>().map_err(|_| invalid());
+        let parsed = ContentRange {
+            start: number(start)?,
+            end: number(end)?,
+            total: number(total)?,
+        };
+        if parsed.end < parsed.start || parsed.end >= parsed.total {
+            return Err(invalid());
+        }
+        Ok(parsed)
+    }
+
+    pub fn byte_count(&self) -> u64 {
+        self.end - self.start + 1
+    }
+}
+
+fn chunk_error(reason: String) -> AppError {
+    AppError::Invalid {
+        code: "UPLOAD_CHUNK_INVALID",
+        field: "Content-Range".into(),
+        reason,
+    }
+}
+
+fn upload_not_found(id: &str) -> AppError {
+    AppError::NotFound {
+        what: "upload",
+        id: id.chars().take(64).collect(),
+    }
+}
+
+/// Announces a file of `size` bytes whose chunks will follow.
+pub async fn start(
+    state: &AppState,
+    caller: &Caller,
+    new: NewFile,
+    size: i64,
+) -> AppResult<StoredFile> {
+    if uploader_of(caller).is_none() {
+        return Err(AppError::PermissionDenied {
+            reason: "resumable uploads need a signed-in user or an API key; guests upload in one request (`createFile`)".into(),
+        });
+    }
+    if size < 1 {
+        return Err(AppError::invalid("size", "at least 1 byte"));
+    }
+    let size = size as u64;
+    let (_, mut file) = service::prepare_file(state, caller, new, Some(size)).await?;
+    let chunk_size = state.config.upload_chunk_size;
+    file.chunk_size = chunk_size;
+    file.chunks_total = u32::try_from(size.div_ceil(chunk_size))
+        .map_err(|_| AppError::invalid("size", "too many chunks"))?;
+    service::claim_file(state, &file).await?;
+    tracing::info!(project = %file.project_id, bucket = %file.bucket_id, file = %file.id,
+        size, chunks = file.chunks_total, "resumable upload started");
+    Ok(file)
+}
+
+/// An unfinished upload of the caller's (or, for a server, anyone's).
+async fn own_upload(
+    state: &AppState,
+    caller: &Caller,
+    bucket_id: &str,
+    file_id: &str,
+) -> AppResult<(super::Bucket, StoredFile)> {
+    let access = Access::of(caller, service::FILES_WRITE)?;
+    ids::validate("fileId", file_id).map_err(|_| upload_not_found(file_id))?;
+    ids::validate("bucketId", bucket_id).map_err(|_| upload_not_found(file_id))?;
+    let pool = state.db.pool();
+    let bucket = store::find_bucket(pool, &caller.project.id, bucket_id)
+        .await?
+        .ok_or_else(|| upload_not_found(file_id))?;
+    let file = store::find_file(pool, &bucket.project_id, &bucket.id, file_id)
+        .await?
+        .ok_or_else(|| upload_not_found(file_id))?;
+    if file.status == FileStatus::Ready {
+        return Err(AppError::Invalid {
+            code: "UPLOAD_COMPLETE",
+            field: "fileId".into(),
+            reason: "this file is complete; it takes no more chunks".into(),
+        });
+    }
+    let owner =
+        matches!(access, Access::Server) || uploader_of(caller).as_deref() == Some(&file.uploader);
+    if !owner || (matches!(access, Access::Client { .. }) && !bucket.enabled) {
+        return Err(upload_not_found(file_id));
+    }
+    Ok((bucket, file))
+}
+
+/// Where an upload stands (for a client resuming it).
+pub async fn status(
+    state: &AppState,
+    caller: &Caller,
+    bucket_id: &str,
+    file_id: &str,
+) -> AppResult<StoredFile> {
+    own_upload(state, caller, bucket_id, file_id)
+        .await
+        .map(|(_, file)| file)
+}
+
+/// Receives one chunk; the last one completes the file.
+pub async fn receive_chunk(
+    state: &AppState,
+    caller: &Caller,
+    bucket_id: &str,
+    file_id: &str,
+    range: ContentRange,
+    body: impl AsyncRead + Unpin + Send,
+) -> AppResult<StoredFile> {
+    let (bucket, mut file) = own_upload(state, caller, bucket_id, file_id).await?;
+    if range.total != file.size {
+        return Err(chunk_error(format!(
+            "this upload is {} bytes, not {}",
+            file.size, range.total
+        )));
+    }
+    let expected_start = u64::from(file.chunks_uploaded) * file.chunk_size;
+    if range.start != expected_start {
+        let aligned = range.start.is_multiple_of(file.chunk_size);
+        return Err(AppError::Invalid {
+            code: if aligned {
+                "UPLOAD_CHUNK_OUT_OF_ORDER"
+            } else {
+                "UPLOAD_CHUNK_INVALID"
+            },
+            field: "Content-Range".into(),
+            reason: format!(
+                "the next chunk starts at byte {expected_start} ({} of {} received)",
+                file.chunks_uploaded, file.chunks_total
+            ),
+        });
+    }
+    let expected_end = (range.start + file.chunk_size).min(file.size) - 1;
+    if range.end != expected_end {
+        return Err(chunk_error(format!(
+            "chunks are {} bytes (the last one less): this one must end at byte {expected_end}",
+            file.chunk_size
+        )));
+    }
+    let index = file.chunks_uploaded;
+    let key = Key::chunk(
+        &file.project_id,
+        &file.bucket_id,
+        &file.id,
+        index,
+        &ids::generate(),
+    )
+    .map_err(file_error)?;
+    let plain = WriteOptions {
+        max_size: range.byte_count(),
+        compression: Compression::None,
+        encrypt: false,
+        secret: String::new(),
+    };
+    let written = match state.files.write(&key, body, &plain).await {
+        Ok(written) if written.size == range.byte_count() => written,
+        Ok(written) => {
+            let _ = state.files.delete(&key).await;
+            return Err(chunk_error(format!(
+                "the body has {} bytes; the Content-Range announces {}",
+                written.size,
+                range.byte_count()
+            )));
+        }
+        Err(FileError::TooLarge { .. }) => {
+            return Err(chunk_error(format!(
+                "the body is longer than the {} bytes the Content-Range announces",
+                range.byte_count()
+            )));
+        }
+        Err(err) => return Err(file_error(err)),
+    };
+    let chunk = store::Chunk {
+        index,
+        object_key: key.as_str().to_string(),
+        size: written.size,
+    };
+    let recorded = store::record_chunk(state.db.pool(), &file, &chunk, now_millis()).await;
+    match recorded {
+        Ok(true) => {}
+        Ok(false) => {
+            let _ = state.files.delete(&key).await;
+            return Err(AppError::Invalid {
+                code: "UPLOAD_CHUNK_OUT_OF_ORDER",
+                field: "Content-Range".into(),
+                reason: "another request delivered this chunk first; ask where the upload stands"
+                    .into(),
+            });
+        }
+        Err(err) => {
+            let _ = state.files.delete(&key).await;
+            return Err(err.into());
+        }
+    }
+    file.chunks_uploaded = index + 1;
+    if file.chunks_uploaded < file.chunks_total {
+        return Ok(file);
+    }
+    complete(state, &bucket, file).await
+}
+
+/// Streams the chunks, in order, into the file and forgets them.
+async fn complete(
+    state: &AppState,
+    bucket: &super::Bucket,
+    file: StoredFile,
+) -> AppResult<StoredFile> {
+    let chunks = store::chunks(state.db.pool(), &file).await?;
+    let complete = chunks.len() == file.chunks_total as usize
+        && chunks
+            .iter()
+            .enumerate()
+            .all(|(i, c)| c.index as usize == i);
+    if !complete {
+        return Err(AppError::Internal(anyhow::anyhow!(
+            "upload {} has {} chunk rows for {} chunks",
+            file.id,
+            chunks.len(),
+            file.chunks_total
+        )));
+    }
+    let files = state.files.clone();
+    let plain = Encoding {
+        compression: Compression::None,
+        salt: None,
+    };
+    let secret = state.secret.clone();
+    let stream = async_stream::try_stream! {
+        for chunk in chunks {
+            let key = Key::from_stored(&chunk.object_key).map_err(std::io::Error::other)?;
+            let mut part = files
+                .read(&key, &plain, &secret)
+                .await
+                .map_err(std::io::Error::other)?;
+            while let Some(bytes) = part.next().await {
+                yield bytes?;
+            }
+        }
+    };
+    let reader = StreamReader::new(Box::pin(stream) as ByteStream);
+    let upload_prefix =
+        Key::upload_prefix(&file.project_id, &file.bucket_id, &file.id).map_err(file_error)?;
+    let stored = service::store_bytes(state, bucket, file, reader).await?;
+    if let Err(err) = store::forget_chunks(state.db.pool(), &stored).await {
+        tracing::warn!(file = %stored.id, error = ?err, "could not forget the chunk rows of a completed upload");
+    }
+    if let Err(err) = state.files.delete_prefix(&upload_prefix).await {
+        tracing::warn!(file = %stored.id, error = ?err, "could not remove the chunks of a completed upload");
+    }
+    Ok(stored)
+}
+
+/// Removes uploads that stopped receiving chunks more than `NIMBUS_UPLOAD_EXPIRY`
+/// ago, for as long as the server runs.
+pub async fn sweep_forever(state: AppState) {
+    let every = Duration::from_secs((state.config.upload_expiry_secs / 4).clamp(15, 900));
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        let before = now_millis() - (state.config.upload_expiry_secs as i64) * 1000;
+        match store::stale_uploads(state.db.pool(), before, 100).await {
+            Ok(stale) => {
+                for file in stale {
+                    if let Ok(key) = Key::file(&file.project_id, &file.bucket_id, &file.id) {
+                        tracing::info!(project = %file.project_id, bucket = %file.bucket_id,
+                            file = %file.id, "removing an upload left unfinished");
+                        service::discard(&state, &file, &key).await;
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "could not look for unfinished uploads"),
+        }
+    }
+}
