@@ -1288,6 +1288,15 @@ async fn file_changes_reach_subscribers_who_may_read_them() {
         next_event(&mut bob_ws).await["events"][0],
         "buckets.shared.files.note.update"
     );
+    let mut typed = WsClient::connect(&app.ws_url, false).await;
+    typed
+        .init(json!({"Authorization": format!("Bearer {bob}")}))
+        .await
+        .unwrap();
+    typed
+        .subscribe("typed", "subscription { fileChanged(bucketId: \"shared\", fileId: \"note\") { type node { id name status compression size } } }")
+        .await;
+    typed.ping_pong().await;
     app.as_session(
         &bob,
         "mutation { deleteFile(input: {bucketId: \"shared\", fileId: \"note\"}) { deletedId } }",
@@ -1298,6 +1307,19 @@ async fn file_changes_reach_subscribers_who_may_read_them() {
     assert_eq!(
         next_event(&mut ann_ws).await["events"][0],
         "buckets.shared.files.note.delete"
+    );
+    let change = loop {
+        let message = tokio::time::timeout(WAIT, typed.next_json())
+            .await
+            .expect("an event in time")
+            .expect("the socket stays open");
+        if message["type"] == "next" {
+            break message["payload"].clone();
+        }
+    };
+    assert_eq!(
+        change,
+        json!({"data": {"fileChanged": {"type": "DELETE", "node": {"id": "note", "name": "note.txt", "status": "READY", "compression": "NONE", "size": 12}}}})
     );
     app.shutdown().await;
 }
@@ -1541,5 +1563,33 @@ async fn a_disk_filling_up_mid_upload_keeps_nothing_and_frees_the_space() {
         "its id is free again"
     );
     drop(full);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_clients_uploading_the_same_file_id_at_once_get_one_file_and_one_clear_error() {
+    let app = spawn_app().await;
+    bucket(&app, json!({"id": "race", "name": "Race"})).await;
+    let admin = admin_headers(&app);
+    let admin = borrowed(&admin);
+    let first: Vec<u8> = vec![b'1'; 300_000];
+    let second: Vec<u8> = vec![b'2'; 300_000];
+    let input = json!({"bucketId": "race", "fileId": "same", "file": null});
+    let (a, b) = tokio::join!(
+        upload(&app, &admin, input.clone(), "a.txt", "text/plain", &first),
+        upload(&app, &admin, input.clone(), "b.txt", "text/plain", &second),
+    );
+    let (winner, loser, bytes) = if a.body.get("errors").is_none() {
+        (a, b, &first)
+    } else {
+        (b, a, &second)
+    };
+    assert_eq!(loser.code(), "FILE_ALREADY_EXISTS", "{:#}", loser.body);
+    let file = winner.ok()["createFile"].clone();
+    assert_eq!(file["checksum"], sha256_hex(bytes));
+    let (status, _, body) = fetch(&app, file["downloadUrl"].as_str().unwrap(), &admin).await;
+    assert_eq!(status, 200);
+    assert!(&body == bytes, "the stored bytes are the winner's, whole");
+    assert_eq!(stored_objects(&app).await.len(), 1);
     app.shutdown().await;
 }

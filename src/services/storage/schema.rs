@@ -248,6 +248,97 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     register_types(parts);
     register_queries(parts);
     register_mutations(parts);
+    register_subscription(parts);
+}
+
+/// A published file (the JSON of [`file_value`]) as a `File` value again: its enum
+/// fields become enums.
+fn file_from_payload(payload: &serde_json::Value) -> Value {
+    let mut value = Value::from_json(payload.clone()).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        for field in ["status", "compression"] {
+            if let Some(Value::String(name)) = map.get(field).cloned() {
+                map.insert(Name::new(field), Value::Enum(Name::new(name)));
+            }
+        }
+    }
+    value
+}
+
+fn register_subscription(parts: &mut SchemaParts) {
+    parts.add_type(
+        Enum::new("FileEventType")
+            .description("What happened to a file.")
+            .item(
+                async_graphql::dynamic::EnumItem::new("CREATE").description(
+                    "It was stored (a resumable upload: when its last chunk arrived).",
+                ),
+            )
+            .item(
+                async_graphql::dynamic::EnumItem::new("UPDATE")
+                    .description("Its name or permissions changed."),
+            )
+            .item(
+                async_graphql::dynamic::EnumItem::new("DELETE")
+                    .description("It was deleted; `node` is the file as it was."),
+            ),
+    );
+    parts.add_type(
+        Object::new("FileEvent")
+            .description("A change to a file of a watched bucket.")
+            .field(prop(
+                "type",
+                TypeRef::named_nn("FileEventType"),
+                "What happened.",
+            ))
+            .field(prop(
+                "node",
+                TypeRef::named_nn("File"),
+                "The file after the change (before it, for a delete).",
+            )),
+    );
+    parts.subscription(
+        async_graphql::dynamic::SubscriptionField::new("fileChanged", TypeRef::named_nn("FileEvent"), |ctx| {
+            async_graphql::dynamic::SubscriptionFieldFuture::new(async move {
+                let state = app(&ctx)?.clone();
+                let caller = caller(&ctx)?.clone();
+                let bucket_id = required_string(&ctx, "bucketId")?;
+                crate::db::ids::validate("bucketId", &bucket_id)?;
+                let file_id = opt_string(&ctx, "fileId")?;
+                if let Some(id) = &file_id {
+                    crate::db::ids::validate("fileId", id)?;
+                }
+                let channel = match &file_id {
+                    Some(id) => format!("buckets.{bucket_id}.files.{id}"),
+                    None => format!("buckets.{bucket_id}.files"),
+                };
+                let wanted = move |event: &crate::bus::Event| event.channels.contains(&channel);
+                Ok(futures_util::StreamExt::map(
+                    crate::services::realtime::caller_events(state, caller, wanted),
+                    |item| {
+                        item.map(|message| match &*message {
+                            crate::bus::BusMessage::Event(event) => {
+                                let kind = event
+                                    .events
+                                    .first()
+                                    .and_then(|name| name.rsplit('.').next())
+                                    .unwrap_or("update")
+                                    .to_ascii_uppercase();
+                                FieldValue::value(object([
+                                    ("type", Value::Enum(Name::new(kind))),
+                                    ("node", file_from_payload(&event.payload)),
+                                ]))
+                            }
+                            _ => FieldValue::NULL,
+                        })
+                    },
+                ))
+            })
+        })
+        .description("Changes to the files of a bucket (or to one file): CREATE, UPDATE, DELETE, for the files the caller may read at that moment.")
+        .argument(InputValue::new("bucketId", TypeRef::named_nn(TypeRef::ID)).description("The bucket."))
+        .argument(InputValue::new("fileId", TypeRef::named(TypeRef::ID)).description("Only this file.")),
+    );
 }
 
 fn register_types(parts: &mut SchemaParts) {

@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# Nimbus Storage beside the machine's own limits, in one run, on loopback only:
+#   transfer  a SIZE_MIB MiB file of random bytes, REPEAT times each, median:
+#             - reference: `cp` of the file on the same disk (the data directory's)
+#             - upload in one multipart GraphQL request (`createFile`, curl -F)
+#             - upload in 5 MiB chunks (`createFileUpload` + `PUT uploadUrl` per chunk)
+#             - download (`/download`, curl to /dev/null)
+#             into a plain bucket (no compression, no encryption) and an encrypted
+#             one (AES-256-GCM at rest), in MiB/s; and the server's peak RSS (VmHWM)
+#             over all of it, against the goal of staying under 64 MiB
+#   preview   a 12-megapixel JPEG (4000×3000, ImageMagick's plasma fractal, quality
+#             90) to 400 px wide: the first request (decode, resize, encode, cache)
+#             and cached ones, beside ImageMagick's `convert photo.jpg -resize 400x`
+#             on the same file
+# Prints the machine, every figure, the goals with verdicts and a Markdown block for
+# benches/RESULTS.md.
+#
+# Usage: benches/storage.sh      (from anywhere; builds the release binary first,
+#                                 honouring CARGO_TARGET_DIR; about 2 minutes)
+# Knobs (environment):
+#   SIZE_MIB=100 REPEAT=3 PREVIEW_REPEAT=10 QUIET_WAIT=120
+#   NIMBUS_BIN=path       use this binary instead of building it
+# Needs curl, jq, and ImageMagick (`apt-get install imagemagick`; installed here when
+# missing and apt-get is at hand).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root=$PWD
+# shellcheck source=benches/lib.sh
+source "$root/benches/lib.sh"
+
+SIZE_MIB=${SIZE_MIB:-100}
+REPEAT=${REPEAT:-3}
+PREVIEW_REPEAT=${PREVIEW_REPEAT:-10}
+QUIET_WAIT=${QUIET_WAIT:-120}
+
+# ImageMagick 6 installs /usr/bin/convert; prefer it to any other `convert` on the PATH.
+convert_bin=/usr/bin/convert
+if [[ ! -x $convert_bin ]]; then
+    if command -v apt-get >/dev/null; then
+        sudo=
+        ((EUID == 0)) || sudo=sudo
+        $sudo apt-get install -y -qq --no-install-recommends imagemagick >/dev/null ||
+            die "ImageMagick is needed as the preview reference: apt-get install imagemagick"
+    else
+        die "ImageMagick is needed as the preview reference: apt-get install imagemagick"
+    fi
+fi
+for tool in curl jq; do command -v "$tool" >/dev/null || die "$tool is needed"; done
+
+# The work directory holds the data directory too: `cp` and Nimbus use the same disk.
+work=$(mktemp -d "${TMPDIR:-/tmp}/nimbus-storage-bench.XXXXXX")
+started_pids=()
+taken_ports=()
+cleanup() {
+    local pid
+    for pid in "${started_pids[@]}"; do stop "$pid"; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+noisy=()
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+mib_per_s() { awk -v mib="$SIZE_MIB" -v s="$1" 'BEGIN { printf "%.0f", mib / s }'; }
+now() { printf '%s' "$EPOCHREALTIME"; }
+since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.4f", b - a }'; }
+
+section "Machine"
+if git -C "$root" rev-parse --short HEAD >/dev/null 2>&1; then
+    commit=$(git -C "$root" rev-parse --short HEAD)
+    git -C "$root" diff --quiet HEAD -- src migrations Cargo.toml Cargo.lock ||
+        commit+=" (with uncommitted changes)"
+else
+    commit="unknown (not a git checkout)"
+fi
+[[ -z ${NIMBUS_BIN:-} ]] || commit="unknown: NIMBUS_BIN=$NIMBUS_BIN (checkout at $commit)"
+cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+machine="$(nproc) cores, $cpu_model$(grep -q '^flags.* hypervisor' /proc/cpuinfo && echo ', virtual machine')"
+disk=$(df -h "$work" | awk 'NR == 2 { print $1 " (" $2 ")" }')
+magick_version=$("$convert_bin" -version | awk 'NR == 1 { print $3 }')
+say "commit:   $commit"
+say "cpu:      $machine"
+say "memory:   $(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+say "disk:     $disk, work directory $work"
+say "kernel:   $(uname -sr)"
+say "magick:   ImageMagick $magick_version"
+
+section "Build"
+if [[ -n ${NIMBUS_BIN:-} ]]; then
+    cp "$NIMBUS_BIN" "$work/nimbus"
+else
+    cargo build --release --bin nimbus --message-format=json-render-diagnostics >"$work/build.json"
+    built=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "nimbus"
+        and .target.kind == ["bin"] and .executable != null) | .executable' "$work/build.json" | tail -n 1)
+    cp "$built" "$work/nimbus"
+    say "built:    $built"
+fi
+
+section "Inputs"
+head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom >"$work/big.bin"
+say "big.bin:   $SIZE_MIB MiB of random bytes"
+"$convert_bin" -seed 7 -size 4000x3000 plasma:fractal -quality 90 "$work/photo.jpg"
+say "photo.jpg: 4000×3000 JPEG, $(($(stat -c %s "$work/photo.jpg") / 1024)) KiB"
+
+section "(a) Reference: cp on the same disk"
+wait_for_quiet || noisy+=("cp (${REPLY}%)")
+cp_times=()
+for ((i = 0; i < REPEAT; i++)); do
+    t=$(now)
+    cp "$work/big.bin" "$work/copy.bin"
+    cp_times+=("$(since "$t")")
+    rm -f "$work/copy.bin"
+done
+cp_s=$(printf '%s\n' "${cp_times[@]}" | median)
+cp_rate=$(mib_per_s "$cp_s")
+say "cp: ${cp_times[*]} s -> median $cp_s s = $cp_rate MiB/s"
+
+section "(b) Nimbus on SQLite, local files"
+free_port && port=$REPLY
+url="http://127.0.0.1:$port"
+mkdir -p "$work/tmp"
+env -u NIMBUS_DATABASE_URL -u NIMBUS_REDIS_URL -u NIMBUS_SECRET -u NIMBUS_DATA_DIR -u NIMBUS_LISTEN -u NIMBUS_STORAGE \
+    TMPDIR="$work/tmp" "$work/nimbus" serve --listen "127.0.0.1:$port" --data-dir "$work/data" \
+    --rate-limits false --max-upload-bytes $((SIZE_MIB * 2 * 1024 * 1024)) \
+    >"$work/nimbus.out" 2>"$work/nimbus.err" &
+nimbus_pid=$!
+started_pids+=("$nimbus_pid")
+wait_for_port "$port" "$nimbus_pid" "$work/nimbus.err"
+for _ in $(seq 100); do
+    grep -q 'X-Nimbus-Key:' "$work/nimbus.out" && break
+    sleep 0.1
+done
+key=$(awk '/X-Nimbus-Key:/ { print $2; exit }' "$work/nimbus.out")
+[[ -n $key ]] || { cat "$work/nimbus.out" >&2; die "Nimbus printed no admin key"; }
+
+gql() { # QUERY VARIABLES_JSON: the answer's data, or die with the answer
+    local answer
+    answer=$(jq -n --arg q "$1" --argjson v "$2" '{query: $q, variables: $v}' |
+        curl -sf "$url/v1/graphql" -H "X-Nimbus-Key: $key" -H 'Content-Type: application/json' --data-binary @-) ||
+        die "GraphQL request failed: $1"
+    jq -e '.errors == null' >/dev/null <<<"$answer" || die "GraphQL errors: $answer"
+    jq -c .data <<<"$answer"
+}
+for bucket in plain sealed; do
+    encryption=false
+    [[ $bucket == plain ]] || encryption=true
+    gql 'mutation($i: CreateBucketInput!) { createBucket(input: $i) { id } }' \
+        "{\"i\": {\"id\": \"$bucket\", \"name\": \"$bucket\", \"encryption\": $encryption, \"antivirus\": false, \"maximumFileSize\": $((SIZE_MIB * 2 * 1024 * 1024)), \"permissions\": [\"read(\\\"any\\\")\"]}}" >/dev/null
+done
+rss_start=$(rss_mib "$nimbus_pid")
+say "server RSS after start-up and set-up: $rss_start MiB"
+
+declare -A rate=()
+chunk=$((5 * 1024 * 1024))
+size=$((SIZE_MIB * 1024 * 1024))
+split -b "$chunk" -d -a 3 "$work/big.bin" "$work/chunk."
+for bucket in plain sealed; do
+    wait_for_quiet || noisy+=("$bucket transfers (${REPLY}%)")
+    multipart=() chunked=() download=()
+    for ((i = 0; i < REPEAT; i++)); do
+        id="m$i"
+        t=$(now)
+        answer=$(curl -sf "$url/v1/graphql" -H "X-Nimbus-Key: $key" -H 'Apollo-Require-Preflight: true' \
+            -F "operations={\"query\": \"mutation(\$i: CreateFileInput!) { createFile(input: \$i) { size checksum } }\", \"variables\": {\"i\": {\"bucketId\": \"$bucket\", \"fileId\": \"$id\", \"file\": null}}}" \
+            -F 'map={"0": ["variables.i.file"]}' -F "0=@$work/big.bin;filename=big.bin")
+        multipart+=("$(since "$t")")
+        [[ $(jq -r .data.createFile.size <<<"$answer") == "$size" ]] || die "multipart upload failed: $answer"
+
+        id="c$i"
+        t=$(now)
+        upload_url=$(gql 'mutation($i: CreateFileUploadInput!) { createFileUpload(input: $i) { uploadUrl } }' \
+            "{\"i\": {\"bucketId\": \"$bucket\", \"fileId\": \"$id\", \"name\": \"big.bin\", \"size\": $size}}" | jq -r .createFileUpload.uploadUrl)
+        offset=0
+        for part in "$work"/chunk.*; do
+            length=$(stat -c %s "$part")
+            curl -sf -X PUT "$url$upload_url" -H "X-Nimbus-Key: $key" \
+                -H "Content-Range: bytes $offset-$((offset + length - 1))/$size" \
+                --data-binary "@$part" -o "$work/chunk-answer" || die "chunk at $offset failed"
+            offset=$((offset + length))
+        done
+        chunked+=("$(since "$t")")
+        [[ $(jq -r .status "$work/chunk-answer") == READY ]] || die "chunked upload did not complete: $(cat "$work/chunk-answer")"
+
+        t=$(now)
+        got=$(curl -sf "$url/v1/storage/buckets/$bucket/files/m$i/download" -H "X-Nimbus-Key: $key" \
+            -o /dev/null -w '%{size_download}')
+        download+=("$(since "$t")")
+        [[ $got == "$size" ]] || die "download returned $got bytes"
+    done
+    for kind in multipart chunked download; do
+        unset -n times 2>/dev/null || true
+        declare -n times=$kind
+        seconds=$(printf '%s\n' "${times[@]}" | median)
+        rate[$bucket.$kind]=$(mib_per_s "$seconds")
+        say "$bucket $kind: ${times[*]} s -> median $seconds s = ${rate[$bucket.$kind]} MiB/s"
+    done
+done
+peak=$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$nimbus_pid/status")
+say "server peak RSS (VmHWM) over all transfers: $peak MiB"
+
+section "(c) Preview of a 12-megapixel JPEG to 400 px wide"
+answer=$(curl -s "$url/v1/graphql" -H "X-Nimbus-Key: $key" -H 'Apollo-Require-Preflight: true' \
+    -F 'operations={"query": "mutation($i: CreateFileInput!) { createFile(input: $i) { mimeType } }", "variables": {"i": {"bucketId": "plain", "fileId": "photo", "file": null}}}' \
+    -F 'map={"0": ["variables.i.file"]}' -F "0=@$work/photo.jpg;filename=photo.jpg")
+[[ $(jq -r .data.createFile.mimeType <<<"$answer") == image/jpeg ]] || die "photo upload failed: $answer"
+preview_url="$url/v1/storage/buckets/plain/files/photo/preview?width=400"
+wait_for_quiet || noisy+=("preview (${REPLY}%)")
+first=$(curl -s "$preview_url" -o "$work/preview.jpg" -w '%{http_code} %{time_total}')
+[[ $first == 200\ * ]] || die "preview failed ($first): $(head -c 500 "$work/preview.jpg")"
+first=${first#200 }
+dimensions=$("$convert_bin" "$work/preview.jpg" -format '%w×%h' info:)
+say "first (rendered): $first s -> $dimensions"
+cached=()
+for ((i = 0; i < PREVIEW_REPEAT; i++)); do
+    cached+=("$(curl -sf "$preview_url" -o /dev/null -w '%{time_total}')")
+done
+cached_s=$(printf '%s\n' "${cached[@]}" | median)
+say "cached: median $cached_s s of $PREVIEW_REPEAT"
+magick=()
+for ((i = 0; i < REPEAT; i++)); do
+    t=$(now)
+    "$convert_bin" "$work/photo.jpg" -resize 400x "$work/magick.jpg"
+    magick+=("$(since "$t")")
+done
+magick_s=$(printf '%s\n' "${magick[@]}" | median)
+say "ImageMagick convert -resize 400x: ${magick[*]} s -> median $magick_s s"
+
+section "Goals"
+ms() { awk -v s="$1" 'BEGIN { printf "%.1f", s * 1000 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+verdict() { if awk -v c="$1" 'BEGIN { exit !(c) }'; then echo MET; else echo MISSED; fi; }
+memory_verdict=$(verdict "$peak < 64")
+say "server memory under 64 MiB while moving ${SIZE_MIB} MiB files: peak $peak MiB: $memory_verdict"
+say "preview faster than ImageMagick: first $(ms "$first") ms vs $(ms "$magick_s") ms ($(ratio "$magick_s" "$first")×): $(verdict "$first < $magick_s")"
+((${#noisy[@]} == 0)) || say "measured while the machine was busy: ${noisy[*]}"
+
+section "Markdown for benches/RESULTS.md"
+cat <<EOF
+Run at $commit on $machine, $(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), disk $disk; ImageMagick $magick_version. Nimbus: release build, \`nimbus serve\` on SQLite with local files in the same directory as the reference copy; curl on the same machine; median of $REPEAT.
+
+| ${SIZE_MIB} MiB file | plain bucket | encrypted bucket (AES-256-GCM) | reference |
+| --- | ---: | ---: | ---: |
+| upload, one multipart request | ${rate[plain.multipart]} MiB/s | ${rate[sealed.multipart]} MiB/s | \`cp\` $cp_rate MiB/s |
+| upload, 5 MiB chunks | ${rate[plain.chunked]} MiB/s | ${rate[sealed.chunked]} MiB/s | |
+| download | ${rate[plain.download]} MiB/s | ${rate[sealed.download]} MiB/s | |
+| server peak RSS over all of it | $peak MiB (goal < 64: $memory_verdict) | | |
+
+| 12 MP JPEG → 400 px wide | Nimbus | ImageMagick \`convert -resize 400x\` |
+| --- | ---: | ---: |
+| first request (decode, resize, encode, cache) | $(ms "$first") ms | $(ms "$magick_s") ms |
+| cached | $(ms "$cached_s") ms | |
+EOF
