@@ -359,6 +359,11 @@ async fn files_upload_download_view_and_list_under_bucket_and_file_permissions()
     .await;
     assert_eq!(status, 304);
 
+    // A browser's session cookie does as well as the bearer token (an <img> sends it).
+    let cookie = format!("nimbus_session_default={ann}");
+    let (status, _, body) = fetch(&app, &view_url, &[("cookie", cookie.as_str())]).await;
+    assert_eq!((status, body.as_slice()), (200, content.as_bytes()));
+
     // Bob may read nothing of it, and learns nothing of it.
     let (status, _, body) = fetch(&app, &download_url, &borrowed(&[bearer(&bob)])).await;
     assert_eq!(
