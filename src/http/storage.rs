@@ -97,8 +97,16 @@ async fn readable(
                 reason: "the signed URL is for another file".into(),
             });
         }
-        return service::ready_file(state, &grant.project_id, &grant.bucket_id, &grant.file_id)
-            .await;
+        let (bucket, file) =
+            service::ready_file(state, &grant.project_id, &grant.bucket_id, &grant.file_id).await?;
+        // A disabled bucket serves no client, signed URL or not.
+        if !bucket.enabled {
+            return Err(AppError::NotFound {
+                what: "file",
+                id: file.id,
+            });
+        }
+        return Ok((bucket, file));
     }
     let addressed = identity::resolve(state, &presented(headers, param("project"))).await?;
     service::readable_file(state, &addressed.caller, &path.bucket, &path.file).await

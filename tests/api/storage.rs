@@ -505,6 +505,14 @@ async fn signed_urls_open_one_file_until_they_expire() {
             .await;
         assert_eq!(answer.code(), "BAD_USER_INPUT");
     }
+    app.admin(
+        "mutation { updateBucket(input: {id: \"private\", enabled: false}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let (status, _, _) = fetch(&app, view_url, &[]).await;
+    assert_eq!(status, 404, "a disabled bucket serves no signed URL");
     let short = app
         .admin("mutation { createFileToken(input: {bucketId: \"private\", fileId: \"secret\", expiresIn: 1}) { viewUrl } }", json!({}))
         .await
@@ -1596,5 +1604,54 @@ async fn two_clients_uploading_the_same_file_id_at_once_get_one_file_and_one_cle
     assert_eq!(status, 200);
     assert!(&body == bytes, "the stored bytes are the winner's, whole");
     assert_eq!(stored_objects(&app).await.len(), 1);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn deleting_a_project_removes_its_files_bytes_and_cached_previews() {
+    let app = spawn_app().await;
+    app.create_project("doomed").await;
+    let headers = [
+        ("x-nimbus-key", app.admin_key.as_str()),
+        ("x-nimbus-project", "doomed"),
+    ];
+    app.as_key(
+        &app.admin_key,
+        "doomed",
+        CREATE_BUCKET,
+        json!({"input": {"id": "pics", "name": "Pictures"}}),
+    )
+    .await
+    .ok();
+    let file = upload(
+        &app,
+        &headers,
+        json!({"bucketId": "pics", "fileId": "photo", "file": null}),
+        "photo.png",
+        "image/png",
+        &png(64, 48),
+    )
+    .await
+    .ok()["createFile"]
+        .clone();
+    let (status, _, _) = fetch(
+        &app,
+        &format!("{}&width=32", file["previewUrl"].as_str().unwrap()),
+        &headers,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let previews = app.config.preview_cache_dir().join("doomed");
+    assert!(previews.exists(), "the preview was cached");
+    assert_eq!(stored_objects(&app).await.len(), 1);
+
+    app.admin(
+        "mutation { deleteProject(input: {id: \"doomed\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(stored_objects(&app).await, Vec::<String>::new());
+    assert!(!previews.exists(), "its cached previews are gone");
     app.shutdown().await;
 }

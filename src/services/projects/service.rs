@@ -262,6 +262,7 @@ pub async fn delete_project(state: &AppState, _: AdminGrant, id: &str) -> AppRes
     if !store::delete_project(state.db.pool(), id).await? {
         return Err(AppError::ProjectNotFound { id: id.into() });
     }
+    crate::services::storage::service::forget_project_files(state, id).await;
     tracing::info!(project = %id, "project deleted");
     announce_change(state, id).await;
     Ok(())

@@ -180,3 +180,9 @@ pub async fn forget_cached_bucket(state: &AppState, project_id: &str, bucket_id:
         .join(bucket_id);
     let _ = tokio::fs::remove_dir_all(dir).await;
 }
+
+/// Forgets the cached previews of every file of a project.
+pub async fn forget_cached_project(state: &AppState, project_id: &str) {
+    let dir = state.config.preview_cache_dir().join(project_id);
+    let _ = tokio::fs::remove_dir_all(dir).await;
+}

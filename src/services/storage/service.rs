@@ -268,6 +268,23 @@ pub async fn delete_bucket(state: &AppState, caller: &Caller, id: &str) -> AppRe
     Ok(())
 }
 
+/// Removes the bytes and cached previews of a deleted project's files (its rows
+/// went with the project).
+pub async fn forget_project_files(state: &AppState, project_id: &str) {
+    match Key::project_prefix(project_id) {
+        Ok(prefix) => {
+            if let Err(err) = state.files.delete_prefix(&prefix).await {
+                tracing::error!(project = %project_id, error = ?err,
+                    "the project is deleted but some of its files' bytes could not be removed");
+            }
+        }
+        Err(err) => {
+            tracing::error!(project = %project_id, error = ?err, "no file key for a project")
+        }
+    }
+    super::preview::forget_cached_project(state, project_id).await;
+}
+
 async fn find_bucket(state: &AppState, project_id: &str, id: &str) -> AppResult<Bucket> {
     ids::validate("bucketId", id).map_err(|_| bucket_not_found(id))?;
     store::find_bucket(state.db.pool(), project_id, id)
