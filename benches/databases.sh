@@ -333,18 +333,7 @@ check_top() {
 
 section "Machine"
 say "date:     $(date -u '+%Y-%m-%d %H:%M UTC')"
-if commit=$(git rev-parse --short HEAD 2>/dev/null); then
-    git diff --quiet HEAD -- src migrations build.rs Cargo.toml Cargo.lock ||
-        commit+=" (with uncommitted changes)"
-else
-    commit="unknown (not a git checkout)"
-fi
-if [[ -n ${NIMBUS_BIN:-} ]]; then
-    commit="unknown: NIMBUS_BIN=$NIMBUS_BIN (checkout at $commit)"
-fi
-cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-machine="$(nproc) cores, $cpu_model$(grep -q '^flags.* hypervisor' /proc/cpuinfo && echo ', virtual machine')"
-memory=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+describe_machine
 say "commit:   $commit"
 say "cpu:      $machine"
 say "memory:   $memory"
@@ -453,12 +442,7 @@ start_nimbus() {
     nimbus_pid=$!
     started_pids+=("$nimbus_pid")
     wait_for_port "$port" "$nimbus_pid" "$work/$name.err"
-    for _ in $(seq 100); do
-        grep -q 'X-Nimbus-Key:' "$work/$name.out" && break
-        sleep 0.1
-    done
-    admin_key=$(awk '/X-Nimbus-Key:/ { print $2; exit }' "$work/$name.out")
-    [[ -n $admin_key ]] || { cat "$work/$name.out" >&2; die "Nimbus printed no admin key"; }
+    admin_key_from "$work/$name.out"
 }
 
 declare -A seed_seconds=()

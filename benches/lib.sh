@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Helpers shared by the benchmark scripts (benches/run.sh, databases.sh, realtime.sh):
+# Helpers shared by the benchmark scripts (benches/run.sh, databases.sh, realtime.sh, storage.sh):
 # output, free loopback ports, stopping processes, and how busy the machine is.
 # Sourced, not run.
 
@@ -106,4 +106,32 @@ install_pocketbase() {
     fi
     pocketbase_version=$("$pocketbase" --version | awk '{ print $NF }')
     say "PocketBase:    $pocketbase_version ($pocketbase)"
+}
+
+# Sets `commit` (the checkout's short hash, marked when the server's sources have
+# uncommitted changes, or the NIMBUS_BIN measured instead), `machine` (cores, CPU
+# model, whether virtual) and `memory`.
+describe_machine() {
+    if commit=$(git rev-parse --short HEAD 2>/dev/null); then
+        git diff --quiet HEAD -- src migrations build.rs Cargo.toml Cargo.lock ||
+            commit+=" (with uncommitted changes)"
+    else
+        commit="unknown (not a git checkout)"
+    fi
+    [[ -z ${NIMBUS_BIN:-} ]] || commit="unknown: NIMBUS_BIN=$NIMBUS_BIN (checkout at $commit)"
+    local cpu_model
+    cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+    machine="$(nproc) cores, $cpu_model$(grep -q '^flags.* hypervisor' /proc/cpuinfo && echo ', virtual machine')"
+    memory=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+}
+
+# `admin_key_from OUT`: the admin key a first `nimbus serve` prints to its output OUT,
+# waited for up to 10 s; sets `admin_key`.
+admin_key_from() {
+    for _ in $(seq 100); do
+        grep -q 'X-Nimbus-Key:' "$1" && break
+        sleep 0.1
+    done
+    admin_key=$(awk '/X-Nimbus-Key:/ { print $2; exit }' "$1")
+    [[ -n $admin_key ]] || { cat "$1" >&2; die "Nimbus printed no admin key"; }
 }

@@ -166,16 +166,7 @@ verdict() {
 
 section "Machine"
 say "date:     $(date -u '+%Y-%m-%d %H:%M UTC')"
-if commit=$(git rev-parse --short HEAD 2>/dev/null); then
-    git diff --quiet HEAD -- src migrations build.rs Cargo.toml Cargo.lock ||
-        commit+=" (with uncommitted changes)"
-else
-    commit="unknown (not a git checkout)"
-fi
-[[ -z ${NIMBUS_BIN:-} ]] || commit="unknown: NIMBUS_BIN=$NIMBUS_BIN (checkout at $commit)"
-cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-machine="$(nproc) cores, $cpu_model$(grep -q '^flags.* hypervisor' /proc/cpuinfo && echo ', virtual machine')"
-memory=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+describe_machine
 say "commit:   $commit"
 say "cpu:      $machine"
 say "memory:   $memory"
@@ -337,12 +328,7 @@ if want nimbus; then
     free_port && nimbus_port=$REPLY
     url="http://127.0.0.1:$nimbus_port"
     start_nimbus "$nimbus_port" "$work/nimbus-data" "$work/nimbus-setup"
-    for _ in $(seq 100); do
-        grep -q 'X-Nimbus-Key:' "$work/nimbus-setup.out" && break
-        sleep 0.1
-    done
-    admin_key=$(awk '/X-Nimbus-Key:/ { print $2; exit }' "$work/nimbus-setup.out")
-    [[ -n $admin_key ]] || { cat "$work/nimbus-setup.out" >&2; die "Nimbus printed no admin key"; }
+    admin_key_from "$work/nimbus-setup.out"
     say "setting up: collection posts, post p1, $N users with a session each ($SIGN_IN)"
     setup=$(python3 "$here/setup.py" nimbus "$url" "$admin_key" "$N" "$work/nimbus.tokens" "$SIGN_IN")
     say "   $(fmt_int "$(field sessions "$setup")") sessions in $(field seconds "$setup") s"

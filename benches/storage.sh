@@ -66,21 +66,12 @@ now() { printf '%s' "$EPOCHREALTIME"; }
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.4f", b - a }'; }
 
 section "Machine"
-if git -C "$root" rev-parse --short HEAD >/dev/null 2>&1; then
-    commit=$(git -C "$root" rev-parse --short HEAD)
-    git -C "$root" diff --quiet HEAD -- src migrations Cargo.toml Cargo.lock ||
-        commit+=" (with uncommitted changes)"
-else
-    commit="unknown (not a git checkout)"
-fi
-[[ -z ${NIMBUS_BIN:-} ]] || commit="unknown: NIMBUS_BIN=$NIMBUS_BIN (checkout at $commit)"
-cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-machine="$(nproc) cores, $cpu_model$(grep -q '^flags.* hypervisor' /proc/cpuinfo && echo ', virtual machine')"
+describe_machine
 disk=$(df -h "$work" | awk 'NR == 2 { print $1 " (" $2 ")" }')
 magick_version=$("$convert_bin" -version | awk 'NR == 1 { print $3 }')
 say "commit:   $commit"
 say "cpu:      $machine"
-say "memory:   $(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+say "memory:   $memory"
 say "disk:     $disk, work directory $work"
 say "kernel:   $(uname -sr)"
 say "magick:   ImageMagick $magick_version"
@@ -126,12 +117,8 @@ env -u NIMBUS_DATABASE_URL -u NIMBUS_REDIS_URL -u NIMBUS_SECRET -u NIMBUS_DATA_D
 nimbus_pid=$!
 started_pids+=("$nimbus_pid")
 wait_for_port "$port" "$nimbus_pid" "$work/nimbus.err"
-for _ in $(seq 100); do
-    grep -q 'X-Nimbus-Key:' "$work/nimbus.out" && break
-    sleep 0.1
-done
-key=$(awk '/X-Nimbus-Key:/ { print $2; exit }' "$work/nimbus.out")
-[[ -n $key ]] || { cat "$work/nimbus.out" >&2; die "Nimbus printed no admin key"; }
+admin_key_from "$work/nimbus.out"
+key=$admin_key
 
 gql() { # QUERY VARIABLES_JSON: the answer's data, or die with the answer
     local answer
@@ -236,7 +223,7 @@ say "preview faster than ImageMagick: first $(ms "$first") ms vs $(ms "$magick_s
 
 section "Markdown for benches/RESULTS.md"
 cat <<EOF
-Run at $commit on $machine, $(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), disk $disk; ImageMagick $magick_version. Nimbus: release build, \`nimbus serve\` on SQLite with local files in the same directory as the reference copy; curl on the same machine; median of $REPEAT.
+Run at $commit on $machine, $memory, disk $disk; ImageMagick $magick_version. Nimbus: release build, \`nimbus serve\` on SQLite with local files in the same directory as the reference copy; curl on the same machine; median of $REPEAT.
 
 | ${SIZE_MIB} MiB file | plain bucket | encrypted bucket (AES-256-GCM) | reference |
 | --- | ---: | ---: | ---: |
