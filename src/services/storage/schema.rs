@@ -4,7 +4,8 @@
 //! `updateFile`, `deleteFile` and `createFileToken` (a signed URL).
 
 use async_graphql::dynamic::{
-    Enum, Field, FieldFuture, FieldValue, InputValue, Object, ResolverContext, TypeRef,
+    Enum, EnumItem, Field, FieldFuture, FieldValue, InputValue, Object, ResolverContext,
+    SubscriptionField, SubscriptionFieldFuture, TypeRef,
 };
 use async_graphql::{Name, Value};
 use serde::Deserialize;
@@ -270,16 +271,13 @@ fn register_subscription(parts: &mut SchemaParts) {
         Enum::new("FileEventType")
             .description("What happened to a file.")
             .item(
-                async_graphql::dynamic::EnumItem::new("CREATE").description(
+                EnumItem::new("CREATE").description(
                     "It was stored (a resumable upload: when its last chunk arrived).",
                 ),
             )
+            .item(EnumItem::new("UPDATE").description("Its name or permissions changed."))
             .item(
-                async_graphql::dynamic::EnumItem::new("UPDATE")
-                    .description("Its name or permissions changed."),
-            )
-            .item(
-                async_graphql::dynamic::EnumItem::new("DELETE")
+                EnumItem::new("DELETE")
                     .description("It was deleted; `node` is the file as it was."),
             ),
     );
@@ -298,8 +296,8 @@ fn register_subscription(parts: &mut SchemaParts) {
             )),
     );
     parts.subscription(
-        async_graphql::dynamic::SubscriptionField::new("fileChanged", TypeRef::named_nn("FileEvent"), |ctx| {
-            async_graphql::dynamic::SubscriptionFieldFuture::new(async move {
+        SubscriptionField::new("fileChanged", TypeRef::named_nn("FileEvent"), |ctx| {
+            SubscriptionFieldFuture::new(async move {
                 let state = app(&ctx)?.clone();
                 let caller = caller(&ctx)?.clone();
                 let bucket_id = required_string(&ctx, "bucketId")?;
@@ -350,22 +348,17 @@ fn register_types(parts: &mut SchemaParts) {
     parts.add_type(
         Enum::new("FileCompression")
             .description("How a bucket compresses the files it stores.")
-            .item(async_graphql::dynamic::EnumItem::new("NONE").description("Stored as sent."))
-            .item(async_graphql::dynamic::EnumItem::new("GZIP").description("gzip."))
-            .item(async_graphql::dynamic::EnumItem::new("ZSTD").description("Zstandard.")),
+            .item(EnumItem::new("NONE").description("Stored as sent."))
+            .item(EnumItem::new("GZIP").description("gzip."))
+            .item(EnumItem::new("ZSTD").description("Zstandard.")),
     );
     parts.add_type(
         Enum::new("FileStatus")
             .description("Where a file is in its life.")
-            .item(
-                async_graphql::dynamic::EnumItem::new("UPLOADING").description(
-                    "A resumable upload still receiving chunks; seen only by its uploader.",
-                ),
-            )
-            .item(
-                async_graphql::dynamic::EnumItem::new("READY")
-                    .description("Complete: listed and served."),
-            ),
+            .item(EnumItem::new("UPLOADING").description(
+                "A resumable upload still receiving chunks; seen only by its uploader.",
+            ))
+            .item(EnumItem::new("READY").description("Complete: listed and served.")),
     );
     parts.add_type(
         Object::new("Bucket")
