@@ -1233,6 +1233,22 @@ async fn previews_resize_images_once_and_refuse_bad_images_and_parameters() {
     .await;
     assert_eq!((status, error_code(&body).as_str()), (400, "IMAGE_CORRUPT"));
 
+    // Ever new sizes do not pile up: a file keeps at most 32 previews.
+    for width in 1..=40 {
+        let (status, _, _) = fetch(&app, &format!("{preview}&width={width}"), &[]).await;
+        assert_eq!(status, 200);
+    }
+    let cached = std::fs::read_dir(
+        app.config
+            .preview_cache_dir()
+            .join("default")
+            .join("pics")
+            .join("photo"),
+    )
+    .unwrap()
+    .count();
+    assert_eq!(cached, 32);
+
     let text = put("notes", "notes.txt", b"just some text".to_vec()).await;
     let (status, headers, body) = fetch(&app, text["previewUrl"].as_str().unwrap(), &[]).await;
     assert_eq!(status, 200);

@@ -22,6 +22,9 @@ use super::{Bucket, StoredFile};
 
 /// Largest original a preview reads into memory; larger images are refused.
 pub const MAX_SOURCE_BYTES: u64 = 64 * 1024 * 1024;
+/// Most previews kept per file: past it, the least recently written goes, so asking
+/// for ever new sizes cannot fill the disk.
+pub const MAX_CACHED_PER_FILE: usize = 32;
 
 /// A rendered preview: in the cache, or (when it could not be cached) in memory.
 pub struct Preview {
@@ -151,6 +154,7 @@ pub async fn preview(
 /// never sees half of one.
 async fn keep(dir: &PathBuf, path: &PathBuf, bytes: &[u8]) -> std::io::Result<()> {
     tokio::fs::create_dir_all(dir).await?;
+    make_room(dir).await?;
     let temporary = dir.join(format!(".{}.partial", crate::db::ids::generate()));
     let written = async {
         let mut out = tokio::fs::File::create(&temporary).await?;
@@ -163,6 +167,28 @@ async fn keep(dir: &PathBuf, path: &PathBuf, bytes: &[u8]) -> std::io::Result<()
         let _ = tokio::fs::remove_file(&temporary).await;
     }
     written
+}
+
+/// Removes the oldest previews of a file's directory until one more fits under
+/// [`MAX_CACHED_PER_FILE`].
+async fn make_room(dir: &PathBuf) -> std::io::Result<()> {
+    let mut kept = Vec::new();
+    let mut entries = tokio::fs::read_dir(dir).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let written = entry.metadata().await?.modified()?;
+        kept.push((written, entry.path()));
+    }
+    if kept.len() < MAX_CACHED_PER_FILE {
+        return Ok(());
+    }
+    kept.sort();
+    for (_, path) in kept.iter().take(kept.len() + 1 - MAX_CACHED_PER_FILE) {
+        let _ = tokio::fs::remove_file(path).await;
+    }
+    Ok(())
 }
 
 /// Forgets the cached previews of a file.
