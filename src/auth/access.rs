@@ -3,8 +3,11 @@
 //! a client, with the roles its permissions are checked against.
 
 use crate::auth::Caller;
-use crate::auth::permissions::{Action, Permission, RoleSet, allows};
-use crate::error::AppResult;
+use crate::auth::permissions::{
+    Action, MAX_PERMISSIONS, Permission, PermissionError, Role, RoleSet, allows, check_grantable,
+    parse_permissions,
+};
+use crate::error::{AppError, AppResult};
 
 /// Who reads or writes: a server bypassing permissions, or a client with roles.
 #[derive(Debug, Clone)]
@@ -63,6 +66,56 @@ impl Access {
                 Reach::PerItem(roles.clone())
             }
             Access::Client { .. } => Reach::None,
+        }
+    }
+}
+
+fn invalid_permissions(err: PermissionError) -> AppError {
+    AppError::Invalid {
+        code: err.code(),
+        field: "permissions".into(),
+        reason: err.to_string(),
+    }
+}
+
+impl Access {
+    /// The permissions a write sets from `given`: parsed, at most
+    /// [`MAX_PERMISSIONS`], and for a client only roles it holds itself.
+    pub fn permissions_to_set(&self, given: &[String]) -> AppResult<Vec<Permission>> {
+        if given.len() > MAX_PERMISSIONS {
+            return Err(AppError::invalid(
+                "permissions",
+                format!("at most {MAX_PERMISSIONS} permissions"),
+            ));
+        }
+        let permissions = parse_permissions(given).map_err(invalid_permissions)?;
+        if let Access::Client { roles, .. } = self {
+            check_grantable(roles, &permissions).map_err(invalid_permissions)?;
+        }
+        Ok(permissions)
+    }
+
+    /// The permissions of a new item: `given` as in [`Access::permissions_to_set`];
+    /// when none are given, a signed-in client's own read, update and delete (and
+    /// none for anyone else).
+    pub fn permissions_of_new(&self, given: Option<&[String]>) -> AppResult<Vec<Permission>> {
+        match (given, self) {
+            (Some(given), _) => self.permissions_to_set(given),
+            (
+                None,
+                Access::Client {
+                    user_id: Some(user),
+                    ..
+                },
+            ) => {
+                let role =
+                    Role::user(user).map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
+                Ok([Action::Read, Action::Update, Action::Delete]
+                    .into_iter()
+                    .map(|action| Permission::new(action, role.clone()))
+                    .collect())
+            }
+            (None, _) => Ok(Vec::new()),
         }
     }
 }

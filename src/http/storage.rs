@@ -287,13 +287,13 @@ pub async fn preview(
 ) -> Response {
     let query = query_pairs(uri.query());
     async {
-        let (bucket, file) = readable(&state, &headers, &path, &query).await?;
+        let (_, file) = readable(&state, &headers, &path, &query).await?;
         let params_only: Vec<(String, String)> = query
             .into_iter()
             .filter(|(k, _)| k != "project" && k != "token")
             .collect();
         let params = PreviewParams::from_query(&params_only).map_err(preview::preview_error)?;
-        let rendered = preview::preview(&state, &bucket, &file, &params).await?;
+        let rendered = preview::preview(&state, &file, &params).await?;
         let body = match rendered.body {
             PreviewBody::Cached(path) => {
                 let opened = tokio::fs::File::open(&path)

@@ -12,8 +12,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, QueryBuilder, Row as _};
 
 use crate::auth::permissions::{
-    Action, Permission, Role, RoleSet, allows, check_grantable, parse_permissions, permission_rows,
-    push_permission_filter,
+    Action, Permission, RoleSet, allows, parse_permissions, permission_rows, push_permission_filter,
 };
 use crate::bus::Event;
 use crate::db::{ids, now_millis};
@@ -32,7 +31,6 @@ use super::{Collection, DataModel, OnDelete};
 pub const MAX_PAGE: usize = 1000;
 /// The most documents one bulk write takes.
 pub const MAX_BULK: usize = 1000;
-const MAX_PERMISSIONS: usize = 100;
 const ALIAS: &str = "d";
 
 /// A document: its system fields and its attribute values (JSON, as the
@@ -736,29 +734,6 @@ fn check_keys(collection: &Collection, data: &Map<String, Value>) -> AppResult<(
     Ok(())
 }
 
-/// The permissions a write sets: validated, and (for clients) only roles they hold.
-fn permissions_to_set(access: &Access, given: &[String]) -> AppResult<Vec<Permission>> {
-    if given.len() > MAX_PERMISSIONS {
-        return Err(AppError::invalid(
-            "permissions",
-            format!("at most {MAX_PERMISSIONS} permissions"),
-        ));
-    }
-    let permissions = parse_permissions(given).map_err(|err| AppError::Invalid {
-        code: err.code(),
-        field: "permissions".into(),
-        reason: err.to_string(),
-    })?;
-    if let Access::Client { roles, .. } = access {
-        check_grantable(roles, &permissions).map_err(|err| AppError::Invalid {
-            code: err.code(),
-            field: "permissions".into(),
-            reason: err.to_string(),
-        })?;
-    }
-    Ok(permissions)
-}
-
 async fn write_permissions(
     conn: &mut AnyConnection,
     dialect: SqlDialect,
@@ -833,23 +808,7 @@ async fn create_impl(
     let id = ids::resolve("id", new.id.as_deref())?;
     check_keys(collection, &new.data)?;
     check_references(conn, dialect, collection, model, &new.data).await?;
-    let permissions = match (&new.permissions, access) {
-        (Some(given), _) => permissions_to_set(access, given)?,
-        (
-            None,
-            Access::Client {
-                user_id: Some(user),
-                ..
-            },
-        ) => {
-            let role = Role::user(user).map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
-            [Action::Read, Action::Update, Action::Delete]
-                .into_iter()
-                .map(|action| Permission::new(action, role.clone()))
-                .collect()
-        }
-        (None, _) => Vec::new(),
-    };
+    let permissions = access.permissions_of_new(new.permissions.as_deref())?;
     let columns = collection.columns();
     let mut values = Vec::with_capacity(columns.len());
     for attribute in &columns {
@@ -1041,7 +1000,7 @@ async fn update_impl(
     let permissions = changes
         .permissions
         .as_deref()
-        .map(|given| permissions_to_set(access, given))
+        .map(|given| access.permissions_to_set(given))
         .transpose()?;
     let columns = collection.columns();
     // Strictly later than before, so `expectedUpdatedAt` tells every change apart.

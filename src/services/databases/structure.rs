@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::auth::permissions::{Permission, parse_permissions};
+use crate::auth::permissions::Permission;
 use crate::db::{DbErrorExt as _, Dialect, ids, now_millis};
 use crate::error::{AppError, AppResult};
 use crate::services::projects::service::announce_change;
@@ -20,7 +20,6 @@ use super::naming::GraphqlNames;
 use super::{Collection, Database, OnDelete, RelationKind, Relationship, sql_dialect, store};
 
 const MAX_NAME: usize = 128;
-const MAX_PERMISSIONS: usize = 100;
 
 pub(crate) fn ddl_error(err: DdlError) -> AppError {
     match err {
@@ -63,17 +62,8 @@ fn check_name(name: &str) -> AppResult<()> {
 }
 
 fn check_permissions(permissions: &[String]) -> AppResult<Vec<Permission>> {
-    if permissions.len() > MAX_PERMISSIONS {
-        return Err(AppError::invalid(
-            "permissions",
-            format!("at most {MAX_PERMISSIONS} permissions"),
-        ));
-    }
-    parse_permissions(permissions).map_err(|err| AppError::Invalid {
-        code: err.code(),
-        field: "permissions".into(),
-        reason: err.to_string(),
-    })
+    // Collection permissions are set by servers: no grant rule applies.
+    crate::auth::Access::Server.permissions_to_set(permissions)
 }
 
 // ---- databases ----

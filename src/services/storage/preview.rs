@@ -16,9 +16,9 @@ use crate::AppState;
 use crate::error::{AppError, AppResult};
 use crate::files::Key;
 
+use super::StoredFile;
 use super::render::{self, OutputFormat, PreviewError, PreviewParams};
 use super::service::file_error;
-use super::{Bucket, StoredFile};
 
 /// Largest original a preview reads into memory; larger images are refused.
 pub const MAX_SOURCE_BYTES: u64 = 64 * 1024 * 1024;
@@ -77,7 +77,6 @@ pub fn preview_error(err: PreviewError) -> AppError {
 /// The preview of `file` with `params`, rendered now or read from the cache.
 pub async fn preview(
     state: &AppState,
-    _bucket: &Bucket,
     file: &StoredFile,
     params: &PreviewParams,
 ) -> AppResult<Preview> {

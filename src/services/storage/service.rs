@@ -7,9 +7,7 @@ use tokio::io::AsyncRead;
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::auth::permissions::{
-    Action, Permission, Role, RoleSet, allows, check_grantable, parse_permissions,
-};
+use crate::auth::permissions::{Action, allows};
 use crate::db::{DbErrorExt as _, Page, ids, now_millis};
 use crate::error::{AppError, AppResult};
 use crate::files::{Compression, Encoding, FileError, Key, WriteOptions, Written};
@@ -18,7 +16,6 @@ use super::{Bucket, FileStatus, StoredFile, store};
 
 const MAX_NAME: usize = 128;
 const MAX_FILE_NAME: usize = 255;
-const MAX_PERMISSIONS: usize = 100;
 const MAX_EXTENSIONS: usize = 100;
 const MAX_EXTENSION_LEN: usize = 32;
 /// A bucket's limit when none is given, as in Appwrite.
@@ -95,7 +92,7 @@ fn apply_settings(state: &AppState, bucket: &mut Bucket, s: BucketSettings) -> A
         bucket.name = name;
     }
     if let Some(given) = s.permissions {
-        bucket.permissions = checked_permissions(&given, None)?;
+        bucket.permissions = Access::Server.permissions_to_set(&given)?;
     }
     if let Some(flag) = s.file_security {
         bucket.file_security = flag;
@@ -155,26 +152,6 @@ fn checked_extensions(given: Vec<String>) -> AppResult<Vec<String>> {
         }
     }
     Ok(extensions)
-}
-
-/// Parses permissions; with `granter`, each role must be one the granter holds.
-fn checked_permissions(given: &[String], granter: Option<&RoleSet>) -> AppResult<Vec<Permission>> {
-    if given.len() > MAX_PERMISSIONS {
-        return Err(AppError::invalid(
-            "permissions",
-            format!("at most {MAX_PERMISSIONS} permissions"),
-        ));
-    }
-    let invalid = |err: crate::auth::permissions::PermissionError| AppError::Invalid {
-        code: err.code(),
-        field: "permissions".into(),
-        reason: err.to_string(),
-    };
-    let permissions = parse_permissions(given).map_err(invalid)?;
-    if let Some(roles) = granter {
-        check_grantable(roles, &permissions).map_err(invalid)?;
-    }
-    Ok(permissions)
 }
 
 pub async fn create_bucket(
@@ -512,24 +489,7 @@ pub async fn prepare_file(
     if let Some(size) = announced_size {
         check_size(&bucket, size)?;
     }
-    let permissions = match (&access, new.permissions) {
-        (Access::Server, Some(given)) => checked_permissions(&given, None)?,
-        (Access::Client { roles, .. }, Some(given)) => checked_permissions(&given, Some(roles))?,
-        (
-            Access::Client {
-                user_id: Some(user),
-                ..
-            },
-            None,
-        ) => {
-            let role = Role::user(user).map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
-            [Action::Read, Action::Update, Action::Delete]
-                .into_iter()
-                .map(|action| Permission::new(action, role.clone()))
-                .collect()
-        }
-        (_, None) => Vec::new(),
-    };
+    let permissions = access.permissions_of_new(new.permissions.as_deref())?;
     let now = now_millis();
     let file = StoredFile {
         project_id: caller.project.id.clone(),
@@ -685,10 +645,7 @@ pub async fn update_file(
         check_extension(&bucket, &file.name)?;
     }
     if let Some(given) = permissions {
-        file.permissions = match &access {
-            Access::Server => checked_permissions(&given, None)?,
-            Access::Client { roles, .. } => checked_permissions(&given, Some(roles))?,
-        };
+        file.permissions = access.permissions_to_set(&given)?;
     }
     file.updated_at = now_millis();
     let mut tx = state.db.pool().begin().await?;

@@ -462,14 +462,8 @@ pub async fn list_files(
     listing: &FileListing<'_>,
     page: &Page,
 ) -> Result<Vec<StoredFile>, sqlx::Error> {
-    let mut builder = QueryBuilder::<Any>::new("SELECT ");
-    builder.push(
-        FILE_COLUMNS
-            .split(", ")
-            .map(|c| format!("f.{}", c.trim()))
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
+    // The columns are those of `f`: the permission subquery sits in the WHERE clause.
+    let mut builder = QueryBuilder::<Any>::new(format!("SELECT {FILE_COLUMNS}"));
     push_listing_filter(&mut builder, listing);
     if let Some(after) = &page.after {
         builder.push(" AND f.id > ").push_bind(after.clone());
