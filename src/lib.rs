@@ -261,7 +261,7 @@ async fn follow_project_changes(state: AppState) {
     let mut messages = state.bus.subscribe();
     loop {
         match messages.recv().await {
-            Ok(message) => match &*message {
+            Ok(message) => match &message.message {
                 BusMessage::ProjectChanged { project_id } => {
                     state.schemas.invalidate(project_id).await;
                     state.sessions.evict_project(project_id);

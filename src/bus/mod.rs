@@ -9,7 +9,9 @@
 
 mod redis_bus;
 
-use std::sync::Arc;
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -91,6 +93,32 @@ impl Event {
     }
 }
 
+/// A message as this replica's subscribers receive it: the message, and room for
+/// work its subscribers share (a response rendered once for all who asked alike).
+pub struct Published {
+    pub message: BusMessage,
+    shared: Mutex<HashMap<u64, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl Published {
+    pub fn new(message: BusMessage) -> Arc<Published> {
+        Arc::new(Published {
+            message,
+            shared: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The shared `T` under `key`, made by the first subscriber that asks. A key
+    /// held by another type yields a fresh, unshared `T`.
+    pub fn shared<T: Default + Send + Sync + 'static>(&self, key: u64) -> Arc<T> {
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = shared
+            .entry(key)
+            .or_insert_with(|| Arc::new(T::default()) as Arc<dyn Any + Send + Sync>);
+        entry.clone().downcast::<T>().unwrap_or_default()
+    }
+}
+
 /// Health of the bus for `/health`.
 #[derive(Debug, Clone, Serialize)]
 pub struct BusHealth {
@@ -103,7 +131,7 @@ pub struct BusHealth {
 /// A handle on the bus: cheap to clone.
 #[derive(Clone)]
 pub struct Bus {
-    local: broadcast::Sender<Arc<BusMessage>>,
+    local: broadcast::Sender<Arc<Published>>,
     redis: Option<Arc<RedisBus>>,
 }
 
@@ -126,7 +154,7 @@ impl Bus {
 
     /// Hands a message to this replica's subscribers only.
     pub fn publish_local(&self, message: BusMessage) {
-        let _ = self.local.send(Arc::new(message));
+        let _ = self.local.send(Published::new(message));
     }
 
     /// Publishes a message to every replica. A failure is logged and returned; the
@@ -139,14 +167,14 @@ impl Bus {
             }),
             None => {
                 // No receiver is not an error: nobody is listening right now.
-                let _ = self.local.send(Arc::new(message));
+                let _ = self.local.send(Published::new(message));
                 Ok(())
             }
         }
     }
 
     /// A receiver of every message published from now on, on any replica.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<BusMessage>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
         self.local.subscribe()
     }
 
@@ -211,6 +239,20 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn subscribers_share_work_by_key() {
+        let published = Published::new(BusMessage::ProjectChanged {
+            project_id: "p".into(),
+        });
+        let first = published.shared::<std::sync::atomic::AtomicU32>(7);
+        first.store(5, std::sync::atomic::Ordering::SeqCst);
+        let again = published.shared::<std::sync::atomic::AtomicU32>(7);
+        assert_eq!(again.load(std::sync::atomic::Ordering::SeqCst), 5);
+        // Another type under a taken key is not shared.
+        let other = published.shared::<std::sync::atomic::AtomicU64>(7);
+        assert_eq!(other.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
     #[tokio::test]
     async fn in_process_bus_delivers_to_every_subscriber() {
         let bus = Bus::in_process();
@@ -224,7 +266,7 @@ mod tests {
         for rx in [&mut first, &mut second] {
             let msg = rx.recv().await.unwrap();
             assert!(
-                matches!(&*msg, BusMessage::ProjectChanged { project_id } if project_id == "p")
+                matches!(&msg.message, BusMessage::ProjectChanged { project_id } if project_id == "p")
             );
         }
     }

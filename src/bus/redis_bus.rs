@@ -13,7 +13,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-use super::BusMessage;
+use super::{BusMessage, Published};
 
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -29,7 +29,7 @@ impl RedisBus {
     pub(super) async fn connect(
         url: &str,
         prefix: &str,
-        local: broadcast::Sender<Arc<BusMessage>>,
+        local: broadcast::Sender<Arc<Published>>,
     ) -> anyhow::Result<Self> {
         let shown = crate::db::redact_url(url);
         let client =
@@ -125,7 +125,7 @@ async fn listen(
     client: redis::Client,
     channel: String,
     first: redis::aio::PubSub,
-    local: broadcast::Sender<Arc<BusMessage>>,
+    local: broadcast::Sender<Arc<Published>>,
     listening: Arc<AtomicBool>,
 ) {
     let mut pubsub = Some(first);
@@ -152,7 +152,7 @@ async fn listen(
                 while let Some(msg) = messages.next().await {
                     match serde_json::from_slice::<BusMessage>(msg.get_payload_bytes()) {
                         Ok(message) => {
-                            let _ = local.send(Arc::new(message));
+                            let _ = local.send(Published::new(message));
                         }
                         Err(err) => tracing::warn!(error = %err, "ignoring malformed bus message"),
                     }

@@ -85,6 +85,7 @@ pub fn app<'a>(ctx: &ResolverContext<'a>) -> AppResult<&'a AppState> {
 
 /// Who is calling, from inside a resolver.
 pub fn caller<'a>(ctx: &ResolverContext<'a>) -> AppResult<&'a Caller> {
+    crate::services::realtime::watch::mark_caller_dependent(ctx);
     ctx.data::<Caller>()
         .map_err(|_| AppError::Internal(anyhow::anyhow!("Caller missing from request data")))
 }

@@ -1506,3 +1506,81 @@ async fn concurrent_writes_commit_together_and_a_failure_after_writing_undoes_on
     }
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn subscribers_share_a_render_unless_their_selection_reads_as_them() {
+    let app = spawn_app().await;
+    blog(&app).await;
+    app.admin(
+        CREATE_COLLECTION,
+        json!({"input": {
+            "databaseId": "blog", "id": "editors", "name": "editors",
+            "documentSecurity": true,
+            "permissions": ["create(\"users\")"],
+            "attributes": [{"key": "name", "type": "STRING", "size": 100, "required": true}]
+        }}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id } }",
+        json!({"input": {"databaseId": "blog", "collectionId": "posts", "key": "editor", "relatedCollectionId": "editors", "type": "MANY_TO_ONE"}}),
+    )
+    .await
+    .ok();
+    let ann = user(&app, "ann-editor@example.com").await;
+    let bob = user(&app, "bob-reader@example.com").await;
+    // Only Ann may read her editor document.
+    app.as_session(
+        &ann,
+        "mutation { createEditor(input: {id: \"ed\", name: \"Ed\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+
+    let plain = "subscription { postChanged { type node { id title } } }";
+    let related = "subscription { postChanged { node { id editor { name } } } }";
+    let mut watchers = Vec::new();
+    for (secret, query) in [(&ann, plain), (&bob, plain), (&ann, related), (&bob, related)] {
+        let mut ws = crate::helpers::WsClient::connect(&app.ws_url, false).await;
+        ws.init(json!({"Authorization": format!("Bearer {secret}")}))
+            .await
+            .expect("ack");
+        ws.subscribe("1", query).await;
+        ws.ping_pong().await;
+        watchers.push(ws);
+    }
+    let shared_before = app.metric("nimbus_realtime_shared_renders_total").await;
+    app.as_session(
+        &ann,
+        "mutation { createPost(input: {id: \"p1\", title: \"Hello\", editor: \"ed\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let mut received = Vec::new();
+    for ws in &mut watchers {
+        let message = ws.next_json().await.expect("an event");
+        received.push(message["payload"].clone());
+    }
+    let created = json!({"data": {"postChanged": {"type": "CREATE", "node": {"id": "p1", "title": "Hello"}}}});
+    assert_eq!(received[0], created);
+    assert_eq!(received[1], created);
+    assert_eq!(
+        received[2],
+        json!({"data": {"postChanged": {"node": {"id": "p1", "editor": {"name": "Ed"}}}}}),
+        "Ann reads her editor"
+    );
+    assert_eq!(
+        received[3],
+        json!({"data": {"postChanged": {"node": {"id": "p1", "editor": null}}}}),
+        "Bob may not read Ann's editor, whoever rendered first"
+    );
+    let shared_after = app.metric("nimbus_realtime_shared_renders_total").await;
+    assert!(
+        shared_after > shared_before,
+        "the plain operation was rendered once for both: {shared_before} -> {shared_after}"
+    );
+    app.shutdown().await;
+}

@@ -1023,3 +1023,41 @@ async fn presences_of_a_replica_that_dies_leave_after_the_presence_timeout() {
     drop(present);
     first.shutdown().await;
 }
+
+#[tokio::test]
+async fn protocol_violations_close_with_the_graphql_ws_codes() {
+    let app = spawn_app().await;
+    // An operation before `connection_init`.
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    ws.subscribe("1", KEY_EVENTS).await;
+    let (code, _) = ws.next_json().await.expect_err("closed");
+    assert_eq!(code, 4401);
+
+    // A second `connection_init`.
+    let mut ws = subscribed(&app, &app.admin_key, false).await;
+    let (code, _) = ws.init(json!({})).await.expect_err("closed");
+    assert_eq!(code, 4429);
+
+    // An id that is still subscribed.
+    let mut ws = subscribed(&app, &app.admin_key, false).await;
+    ws.subscribe("1", KEY_EVENTS).await;
+    let (code, reason) = ws.next_json().await.expect_err("closed");
+    assert_eq!(code, 4409);
+    assert!(reason.contains("1"), "{reason}");
+
+    // After `complete` the id is free again, and the new subscription works.
+    let mut ws = subscribed(&app, &app.admin_key, false).await;
+    ws.send(json!({"type": "complete", "id": "1"})).await;
+    let completed = ws.next_json().await.expect("complete");
+    assert_eq!(completed, json!({"type": "complete", "id": "1"}));
+    ws.subscribe("1", KEY_EVENTS).await;
+    ws.ping_pong().await;
+    create_named_key(&app, "after-complete").await;
+    let message = ws.next_json().await.expect("an event");
+    assert_eq!(message["id"], "1");
+    assert_eq!(
+        realtime_event(&message)["payload"]["name"],
+        "after-complete"
+    );
+    app.shutdown().await;
+}

@@ -14,7 +14,6 @@ use async_graphql::dynamic::{
 use async_graphql::{Name, Value};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use futures_util::StreamExt as _;
 use serde_json::{Map, Value as Json};
 
 use crate::error::{AppError, AppResult};
@@ -1831,6 +1830,50 @@ fn change_for(
     }
 }
 
+/// A `postChanged(filter, id)` subscription: the changes to the documents of one
+/// collection in the filtered set (or the one with `id`).
+struct DocumentWatch {
+    channel: String,
+    collection: Arc<Collection>,
+    filter: Filter,
+    only: Option<String>,
+}
+
+impl crate::services::realtime::watch::Watch for DocumentWatch {
+    fn outcome(&self, event: &crate::bus::Event) -> Option<&'static str> {
+        if !event.channels.contains(&self.channel) {
+            return None;
+        }
+        let action = event
+            .events
+            .first()
+            .and_then(|e| e.rsplit('.').next())
+            .unwrap_or_default();
+        let document = event.payload.as_object()?;
+        let id = document.get("$id").and_then(Json::as_str);
+        if self.only.as_deref().is_some_and(|only| id != Some(only)) {
+            return None;
+        }
+        let previous = event.previous.as_ref().and_then(Json::as_object);
+        change_for(&self.filter, &self.collection, action, document, previous)
+    }
+
+    fn value(&self, event: &crate::bus::Event, outcome: &'static str) -> Value {
+        object([
+            ("type", Value::Enum(Name::new(outcome))),
+            ("node", node_value_from_event(&event.payload)),
+            (
+                "previous",
+                event
+                    .previous
+                    .as_ref()
+                    .map(node_value_from_event)
+                    .unwrap_or(Value::Null),
+            ),
+        ])
+    }
+}
+
 /// `postChanged(filter, id)`: the changes to the documents in a filtered set (or
 /// one document), typed like queries; a document leaving the set by an update
 /// arrives once as LEAVE.
@@ -1863,6 +1906,9 @@ fn register_subscription(parts: &mut SchemaParts, collection: &Arc<Collection>) 
             move |ctx| {
                 let collection = c.clone();
                 SubscriptionFieldFuture::new(async move {
+                    if let Some(rendering) = crate::services::realtime::watch::prepared(&ctx) {
+                        return Ok(rendering);
+                    }
                     let state = app(&ctx)?.clone();
                     let caller = caller(&ctx)?.clone();
                     let access = Access::of(&caller, documents::DOCUMENTS_READ)?;
@@ -1892,40 +1938,8 @@ fn register_subscription(parts: &mut SchemaParts, collection: &Arc<Collection>) 
                         Some(v) if !v.is_null() => Some(v.string()?.to_string()),
                         _ => None,
                     };
-                    let channel = collection.channel();
-                    let wanted = move |event: &crate::bus::Event| event.channels.contains(&channel);
-                    let events = crate::services::realtime::caller_events(state, caller, wanted);
-                    Ok(events.filter_map(move |item| {
-                        let decided = match item {
-                            Err(err) => Some(Err(err)),
-                            Ok(message) => match &*message {
-                                crate::bus::BusMessage::Event(event) => {
-                                    let action = event
-                                        .events
-                                        .first()
-                                        .and_then(|e| e.rsplit('.').next())
-                                        .unwrap_or_default();
-                                    let document = event.payload.as_object();
-                                    let previous = event.previous.as_ref().and_then(Json::as_object);
-                                    let id_ok = only.as_deref().is_none_or(|id| {
-                                        document.and_then(|d| d.get("$id")).and_then(Json::as_str) == Some(id)
-                                    });
-                                    match document {
-                                        Some(document) if id_ok => change_for(&filter, &collection, action, document, previous).map(|kind| {
-                                            Ok(FieldValue::value(object([
-                                                ("type", Value::Enum(Name::new(kind))),
-                                                ("node", node_value_from_event(&event.payload)),
-                                                ("previous", event.previous.as_ref().map(node_value_from_event).unwrap_or(Value::Null)),
-                                            ])))
-                                        }),
-                                        _ => None,
-                                    }
-                                }
-                                _ => None,
-                            },
-                        };
-                        std::future::ready(decided)
-                    }))
+                    let watch = DocumentWatch { channel: collection.channel(), collection, filter, only };
+                    Ok(crate::services::realtime::watch::follow(&ctx, state, caller, watch))
                 })
             },
         )

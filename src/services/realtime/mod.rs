@@ -7,6 +7,7 @@
 //! once.
 
 pub mod presence;
+pub mod watch;
 
 use async_graphql::Value;
 use async_graphql::dynamic::{
@@ -20,7 +21,7 @@ use futures_util::{Stream, StreamExt as _};
 
 use crate::AppState;
 use crate::auth::{Caller, Credential};
-use crate::bus::{BusMessage, Event, channel_matches};
+use crate::bus::{BusMessage, Event, Published, channel_matches};
 use crate::error::{AppError, AppResult};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{DATETIME, JSON, app, caller, datetime, object, prop};
@@ -73,7 +74,7 @@ fn event_value(event: &Event) -> Value {
 }
 
 /// The bus events of the caller's project that `wanted` selects and the caller
-/// may read, as they come (each an `Arc<BusMessage::Event>`). The stream ends
+/// may read, as they come (each an `Arc<Published>` of a `BusMessage::Event`). The stream ends
 /// with an error when the subscriber falls too far behind, its key is revoked,
 /// or its session ends or its user is blocked or deleted; a change of the user's
 /// roles applies to the next event.
@@ -81,7 +82,7 @@ pub fn caller_events(
     state: AppState,
     mut caller: Caller,
     wanted: impl Fn(&Event) -> bool + Send + 'static,
-) -> impl Stream<Item = Result<Arc<BusMessage>, async_graphql::Error>> + Send + 'static {
+) -> impl Stream<Item = Result<Arc<Published>, async_graphql::Error>> + Send + 'static {
     let own_key_revoked = caller.key().map(|k| format!("keys.{}.delete", k.key_id));
     let mut messages = state.bus.subscribe();
     let mut roles = caller.roles().as_strings();
@@ -101,7 +102,7 @@ pub fn caller_events(
                 }
                 Err(RecvError::Closed) => break,
             };
-            let event = match &*message {
+            let event = match &message.message {
                 BusMessage::Event(event) => event,
                 BusMessage::UserChanged { project_id, user_id } => {
                     // The subscriber's own user changed: signed out, blocked,
@@ -140,6 +141,26 @@ pub fn caller_events(
     }
 }
 
+/// A `realtime(channels:)` subscription: the events on any of its channels.
+struct ChannelWatch {
+    channels: Vec<String>,
+}
+
+impl watch::Watch for ChannelWatch {
+    fn outcome(&self, event: &Event) -> Option<watch::Outcome> {
+        let wanted = event.channels.iter().any(|channel| {
+            self.channels
+                .iter()
+                .any(|pattern| channel_matches(pattern, channel))
+        });
+        wanted.then_some("")
+    }
+
+    fn value(&self, event: &Event, _: watch::Outcome) -> Value {
+        event_value(event)
+    }
+}
+
 pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
     register_presence(parts);
     parts.add_type(
@@ -169,6 +190,9 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.subscription(
         SubscriptionField::new("realtime", TypeRef::named_nn("RealtimeEvent"), |ctx| {
             SubscriptionFieldFuture::new(async move {
+                if let Some(rendering) = watch::prepared(&ctx) {
+                    return Ok(rendering);
+                }
                 let state = app(&ctx)?.clone();
                 let caller = caller(&ctx)?.clone();
                 let channels: Vec<String> = ctx
@@ -179,18 +203,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                     .map(|v| v.string().map(str::to_string))
                     .collect::<Result<_, _>>()?;
                 check_channels(&channels)?;
-                let wanted = move |event: &Event| {
-                    event
-                        .channels
-                        .iter()
-                        .any(|c| channels.iter().any(|pattern| channel_matches(pattern, c)))
-                };
-                Ok(caller_events(state, caller, wanted).map(|item| {
-                    item.map(|message| match &*message {
-                        BusMessage::Event(event) => FieldValue::value(event_value(event)),
-                        _ => FieldValue::NULL,
-                    })
-                }))
+                Ok(watch::follow(&ctx, state, caller, ChannelWatch { channels }))
             })
         })
         .description("Events on the given channels of the addressed project, e.g. `keys` or `keys.K`; a `*` segment matches any one segment. Only events the caller may read arrive.")
@@ -287,7 +300,7 @@ fn presence_stream(
                 }
                 Err(RecvError::Closed) => break,
             };
-            let BusMessage::Presence(change) = &*message else { continue };
+            let BusMessage::Presence(change) = &message.message else { continue };
             if change.project_id != project_id
                 || change.channel != channel
                 || change.kind == presence::PresenceKind::Heartbeat

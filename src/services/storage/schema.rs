@@ -266,6 +266,32 @@ fn file_from_payload(payload: &serde_json::Value) -> Value {
     value
 }
 
+/// A `fileChanged` subscription: the events on one bucket's (or file's) channel.
+struct FileWatch {
+    channel: String,
+}
+
+impl crate::services::realtime::watch::Watch for FileWatch {
+    fn outcome(&self, event: &crate::bus::Event) -> Option<&'static str> {
+        if !event.channels.contains(&self.channel) {
+            return None;
+        }
+        let action = event.events.first().and_then(|name| name.rsplit('.').next());
+        Some(match action {
+            Some("create") => "CREATE",
+            Some("delete") => "DELETE",
+            _ => "UPDATE",
+        })
+    }
+
+    fn value(&self, event: &crate::bus::Event, outcome: &'static str) -> Value {
+        object([
+            ("type", Value::Enum(Name::new(outcome))),
+            ("node", file_from_payload(&event.payload)),
+        ])
+    }
+}
+
 fn register_subscription(parts: &mut SchemaParts) {
     parts.add_type(
         Enum::new("FileEventType")
@@ -298,6 +324,9 @@ fn register_subscription(parts: &mut SchemaParts) {
     parts.subscription(
         SubscriptionField::new("fileChanged", TypeRef::named_nn("FileEvent"), |ctx| {
             SubscriptionFieldFuture::new(async move {
+                if let Some(rendering) = crate::services::realtime::watch::prepared(&ctx) {
+                    return Ok(rendering);
+                }
                 let state = app(&ctx)?.clone();
                 let caller = caller(&ctx)?.clone();
                 let bucket_id = required_string(&ctx, "bucketId")?;
@@ -310,27 +339,7 @@ fn register_subscription(parts: &mut SchemaParts) {
                     Some(id) => format!("buckets.{bucket_id}.files.{id}"),
                     None => format!("buckets.{bucket_id}.files"),
                 };
-                let wanted = move |event: &crate::bus::Event| event.channels.contains(&channel);
-                Ok(futures_util::StreamExt::map(
-                    crate::services::realtime::caller_events(state, caller, wanted),
-                    |item| {
-                        item.map(|message| match &*message {
-                            crate::bus::BusMessage::Event(event) => {
-                                let kind = event
-                                    .events
-                                    .first()
-                                    .and_then(|name| name.rsplit('.').next())
-                                    .unwrap_or("update")
-                                    .to_ascii_uppercase();
-                                FieldValue::value(object([
-                                    ("type", Value::Enum(Name::new(kind))),
-                                    ("node", file_from_payload(&event.payload)),
-                                ]))
-                            }
-                            _ => FieldValue::NULL,
-                        })
-                    },
-                ))
+                Ok(crate::services::realtime::watch::follow(&ctx, state, caller, FileWatch { channel }))
             })
         })
         .description("Changes to the files of a bucket (or to one file): CREATE, UPDATE, DELETE, for the files the caller may read at that moment.")

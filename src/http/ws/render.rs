@@ -1,0 +1,168 @@
+//! Responses to bus events for the watches of WebSocket connections, rendered once
+//! per event, operation and outcome and shared by every subscriber that asked
+//! alike. A render runs the subscriber's operation through async-graphql with the
+//! watch's value prepared, so each response is exactly what executing the
+//! subscription would give. When a resolver of the selection looks at the caller
+//! (a relationship read with their permissions), that render is the caller's own
+//! and each subscriber renders for itself.
+
+use std::hash::{Hash as _, Hasher as _};
+use std::sync::Arc;
+
+use async_graphql::dynamic::Schema;
+use async_graphql::{Data, Request, Response, Variables};
+use futures_util::StreamExt as _;
+
+use crate::AppState;
+use crate::bus::{Event, Published};
+use crate::graphql::LoadedProject;
+use crate::services::databases::tx::{Mode, RequestTx};
+use crate::services::realtime::watch::{Outcome, Prepared, RenderTaint, Watch};
+
+/// A subscription operation as asked for: subscribers with equal shapes get
+/// equal responses to an event (the caller aside, see [`RenderTaint`]).
+pub struct Shape {
+    /// The loaded project (its schema) the subscription runs on, by address.
+    project: usize,
+    query: String,
+    operation_name: Option<String>,
+    variables: Variables,
+    variables_json: String,
+    hash: u64,
+}
+
+impl PartialEq for Shape {
+    fn eq(&self, other: &Shape) -> bool {
+        self.hash == other.hash
+            && self.project == other.project
+            && self.query == other.query
+            && self.operation_name == other.operation_name
+            && self.variables_json == other.variables_json
+    }
+}
+
+impl Shape {
+    pub fn new(
+        loaded: &Arc<LoadedProject>,
+        query: String,
+        operation_name: Option<String>,
+        variables: Variables,
+    ) -> Shape {
+        let project = Arc::as_ptr(loaded) as usize;
+        let variables_json = serde_json::to_string(&variables).unwrap_or_default();
+        let mut hasher = std::hash::DefaultHasher::new();
+        (project, &query, &operation_name, &variables_json).hash(&mut hasher);
+        Shape {
+            project,
+            query,
+            operation_name,
+            variables,
+            variables_json,
+            hash: hasher.finish(),
+        }
+    }
+
+    /// The key of this shape's render of an event seen as `outcome`.
+    fn key(&self, outcome: Outcome) -> u64 {
+        let mut hasher = std::hash::DefaultHasher::new();
+        (self.hash, outcome).hash(&mut hasher);
+        hasher.finish()
+    }
+}
+
+/// The render of one event for one shape and outcome, kept with the event.
+#[derive(Default)]
+struct SharedRender(tokio::sync::OnceCell<Rendered>);
+
+enum Rendered {
+    Shared { shape: Arc<Shape>, payload: Arc<str> },
+    /// The selection depends on the caller: each subscriber renders its own.
+    CallersOwn,
+}
+
+/// What a connection renders with.
+pub struct Renderer<'a> {
+    pub state: &'a AppState,
+    pub schema: &'a Schema,
+    /// The connection's request data (its caller).
+    pub data: &'a Arc<Data>,
+}
+
+impl Renderer<'_> {
+    /// The JSON payload of the response for `event` seen as `outcome` by a
+    /// subscriber of `shape`.
+    pub async fn payload(
+        &self,
+        published: &Published,
+        event: &Event,
+        watch: &dyn Watch,
+        shape: &Arc<Shape>,
+        outcome: Outcome,
+    ) -> Arc<str> {
+        let cell = published.shared::<SharedRender>(shape.key(outcome));
+        let mut own = None;
+        let rendered = cell
+            .0
+            .get_or_init(|| async {
+                let (payload, callers_own) = self.render(event, watch, shape, outcome).await;
+                if callers_own {
+                    own = Some(payload);
+                    Rendered::CallersOwn
+                } else {
+                    Rendered::Shared {
+                        shape: shape.clone(),
+                        payload,
+                    }
+                }
+            })
+            .await;
+        if let Some(payload) = own {
+            return payload;
+        }
+        match rendered {
+            Rendered::Shared {
+                shape: rendered_for,
+                payload,
+            } if Arc::ptr_eq(rendered_for, shape) || **rendered_for == **shape => {
+                metrics::counter!("nimbus_realtime_shared_renders_total").increment(1);
+                payload.clone()
+            }
+            _ => self.render(event, watch, shape, outcome).await.0,
+        }
+    }
+
+    /// Runs the operation with the watch's value prepared: the payload, and
+    /// whether it is the caller's own.
+    async fn render(
+        &self,
+        event: &Event,
+        watch: &dyn Watch,
+        shape: &Shape,
+        outcome: Outcome,
+    ) -> (Arc<str>, bool) {
+        metrics::counter!("nimbus_realtime_renders_total").increment(1);
+        let taint = RenderTaint::default();
+        let tx = RequestTx::new(self.state, Mode::Exclusive);
+        let mut request = Request::new(shape.query.clone())
+            .variables(shape.variables.clone())
+            .data(Prepared(watch.value(event, outcome)))
+            .data(taint.clone())
+            .data(tx.clone());
+        if let Some(name) = &shape.operation_name {
+            request = request.operation_name(name.clone());
+        }
+        self.state.parsed_queries.prepare(&mut request);
+        let response = self
+            .schema
+            .execute_stream_with_session_data(request, self.data.clone())
+            .next()
+            .await
+            .unwrap_or_else(|| Response::new(async_graphql::Value::Null));
+        if tx.has_writes() {
+            // A subscription's selection cannot write; end the transaction anyway.
+            let _ = tx.finish(false).await;
+        }
+        let payload = serde_json::to_string(&response).unwrap_or_else(|_| "null".into());
+        (payload.into(), taint.is_marked())
+    }
+}

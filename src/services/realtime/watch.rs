@@ -1,0 +1,117 @@
+//! Subscriptions that follow bus events, as one shape: a [`Watch`] says what an
+//! event means to its subscription, and what value the subscription field yields
+//! for it. On a WebSocket the connection follows the bus itself for all of its
+//! watches (`http::ws`): it asks each watch about each event and renders a response
+//! once per operation and outcome, shared by every subscriber that asked alike.
+//! Elsewhere the subscription field streams the events itself.
+//!
+//! A resolver that supports both starts with [`prepared`] (a render in progress:
+//! yield the prepared value and nothing else) and ends with [`follow`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_graphql::Value;
+use async_graphql::dynamic::{FieldValue, ResolverContext};
+use futures_util::stream::{self, BoxStream};
+use futures_util::{StreamExt as _, future};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::bus::{BusMessage, Event};
+
+/// What an event means to one subscription: an outcome such as `CREATE` or
+/// `LEAVE`, or `""` when there is only one kind.
+pub type Outcome = &'static str;
+
+/// One subscription's view of the bus.
+pub trait Watch: Send + Sync + 'static {
+    /// `None` when `event` is not for this subscription; otherwise what it means.
+    /// Whether the caller may read the resource is checked apart from this.
+    fn outcome(&self, event: &Event) -> Option<Outcome>;
+
+    /// The value the subscription field yields for `event` seen as `outcome`. It
+    /// must depend on nothing else: subscribers of the same operation share it.
+    fn value(&self, event: &Event, outcome: Outcome) -> Value;
+}
+
+/// Request data of a subscription started on a WebSocket: the resolver leaves its
+/// watch here, and the connection takes it over.
+#[derive(Clone, Default)]
+pub struct WatchSlot(Arc<Mutex<Option<Box<dyn Watch>>>>);
+
+impl WatchSlot {
+    pub fn take(&self) -> Option<Box<dyn Watch>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn fill(&self, watch: Box<dyn Watch>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(watch);
+    }
+}
+
+/// Request data of a render: the value the subscription field yields, once.
+pub struct Prepared(pub Value);
+
+/// Request data of a render: marked when a resolver looked at the caller (or read
+/// through the request's transaction), so the rendered response is the caller's
+/// own and may not be shared.
+#[derive(Clone, Default)]
+pub struct RenderTaint(Arc<AtomicBool>);
+
+impl RenderTaint {
+    pub fn mark(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_marked(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Marks a render in progress as the caller's own (see [`RenderTaint`]).
+pub fn mark_caller_dependent(ctx: &ResolverContext<'_>) {
+    if let Some(taint) = ctx.data_opt::<RenderTaint>() {
+        taint.mark();
+    }
+}
+
+type FieldStream<'a> = BoxStream<'a, async_graphql::Result<FieldValue<'a>>>;
+
+/// During a render, the stream of the prepared value alone.
+pub fn prepared<'a>(ctx: &ResolverContext<'a>) -> Option<FieldStream<'a>> {
+    let Prepared(value) = ctx.data_opt::<Prepared>()?;
+    let item = Ok(FieldValue::value(value.clone()));
+    Some(stream::once(future::ready(item)).boxed())
+}
+
+/// The stream a watching subscription field returns: on a WebSocket, none (the
+/// connection takes the watch over); elsewhere, the values of the events the
+/// watch wants and the caller may read.
+pub fn follow<'a>(
+    ctx: &ResolverContext<'a>,
+    state: AppState,
+    caller: Caller,
+    watch: impl Watch,
+) -> FieldStream<'a> {
+    if let Some(slot) = ctx.data_opt::<WatchSlot>() {
+        slot.fill(Box::new(watch));
+        return stream::empty().boxed();
+    }
+    let watch = Arc::new(watch);
+    let wanted = {
+        let watch = watch.clone();
+        move |event: &Event| watch.outcome(event).is_some()
+    };
+    super::caller_events(state, caller, wanted)
+        .map(move |item| {
+            item.map(|published| match &published.message {
+                BusMessage::Event(event) => {
+                    let outcome = watch.outcome(event).unwrap_or_default();
+                    FieldValue::value(watch.value(event, outcome))
+                }
+                _ => FieldValue::NULL,
+            })
+        })
+        .boxed()
+}
