@@ -44,11 +44,11 @@ use crate::AppState;
 use crate::auth::{Caller, Credential};
 use crate::bus::{BusMessage, Published};
 use crate::error::{AppError, AppResult};
+use crate::graphql::LoadedProject;
 use crate::graphql::limits::coded;
 use crate::http::identity::{self, KEY_HEADER, PROJECT_HEADER, Presented};
 use crate::http::metrics::GaugeGuard;
 use crate::services::databases::tx::{Finished, Mode, RequestTx};
-use crate::graphql::LoadedProject;
 use crate::services::realtime::watch::{Watch, WatchSlot};
 use crate::services::users::service::reload_session;
 
@@ -56,9 +56,10 @@ use render::{Renderer, Shape};
 
 /// Largest message a client may send.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
-/// Small buffers keep an idle connection cheap (10,000 of them are the goal);
-/// tungstenite grows them when a larger message arrives.
-const READ_BUFFER_BYTES: usize = 1024;
+/// Small buffers keep an idle connection cheap (10,000 of them are the goal):
+/// clients send little (`subscribe` is a few hundred bytes), and tungstenite
+/// grows the buffer when a larger message arrives.
+const READ_BUFFER_BYTES: usize = 256;
 /// Close code for a client that stopped reading: an application code (4000-4999)
 /// that graphql-ws does not define, so its client takes the close as non-fatal and
 /// reconnects.
@@ -148,7 +149,8 @@ async fn serve_socket(state: AppState, socket: WebSocket, protocol: Protocol, up
         send_timeout: Duration::from_secs(state.config.ws_send_timeout_secs),
     };
     let init_timeout = Duration::from_secs(state.config.ws_init_timeout_secs);
-    let Ok(Some(addressed)) = initialise(&state, &mut link, upgrade, init_timeout).await else {
+    let initialising = Box::pin(initialise(&state, &mut link, upgrade, init_timeout));
+    let Ok(Some(addressed)) = initialising.await else {
         return;
     };
     let connection = Connection::new(state, link, addressed.caller, addressed.loaded);
@@ -160,7 +162,9 @@ struct Gone;
 
 /// What a client sent, as far as the protocol is concerned.
 enum Incoming {
-    Message(ClientMessage),
+    /// Boxed: a `subscribe` holds a whole request, which would otherwise take room
+    /// in every idle connection's task.
+    Message(Box<ClientMessage>),
     /// Not a message of the protocol: the connection closes with 1002.
     Malformed(String),
 }
@@ -183,7 +187,7 @@ impl Link {
                 Ok(Message::Close(_)) | Err(_) => return None,
             };
             return Some(match ClientMessage::from_bytes(&bytes) {
-                Ok(message) => Incoming::Message(message),
+                Ok(message) => Incoming::Message(Box::new(message)),
                 Err(err) => Incoming::Malformed(err.to_string()),
             });
         }
@@ -282,9 +286,11 @@ async fn initialise(
         match incoming {
             None => return Err(Gone),
             Some(Incoming::Malformed(reason)) => {
-                return Err(link.close(CLOSE_BAD_MESSAGE, close_reason("INVALID_MESSAGE", &reason)).await);
+                return Err(link
+                    .close(CLOSE_BAD_MESSAGE, close_reason("INVALID_MESSAGE", &reason))
+                    .await);
             }
-            Some(Incoming::Message(message)) => match message {
+            Some(Incoming::Message(message)) => match *message {
                 ClientMessage::ConnectionInit { payload } => break payload.unwrap_or_default(),
                 ClientMessage::Ping { .. } => link.send_pong().await?,
                 ClientMessage::Pong { .. } | ClientMessage::Stop { .. } => {}
@@ -304,7 +310,8 @@ async fn initialise(
     };
     match identity::resolve(state, &presented).await {
         Ok(addressed) => {
-            link.send_text(r#"{"type":"connection_ack"}"#.into()).await?;
+            link.send_text(r#"{"type":"connection_ack"}"#.into())
+                .await?;
             Ok(Some(addressed))
         }
         Err(err) => {
@@ -353,7 +360,8 @@ fn payload_value(payload: &serde_json::Value, name: &str) -> Option<String> {
 
 /// What an operation run as an async-graphql stream produces.
 enum Step {
-    Respond(Response),
+    /// Boxed, as [`Incoming::Message`].
+    Respond(Box<Response>),
     /// The stream ended. A subscription whose resolver left a watch in the slot
     /// continues as one of the connection's watches.
     End(Box<Started>),
@@ -418,15 +426,18 @@ impl Connection {
 
     async fn run(mut self) {
         loop {
+            // The handlers are boxed: the task keeps only what an idle connection
+            // needs between messages (10,000 idle connections are the goal), not
+            // the largest handler's state.
             let step = tokio::select! {
                 incoming = self.link.receive() => match incoming {
-                    Some(incoming) => self.on_incoming(incoming).await,
+                    Some(incoming) => Box::pin(self.on_incoming(incoming)).await,
                     None => return,
                 },
                 Some((id, step)) = self.operations.next(), if !self.operations.is_empty() => {
-                    self.on_step(id, step).await
+                    Box::pin(self.on_step(id, step)).await
                 }
-                received = recv_bus(&mut self.bus) => self.on_bus(received).await,
+                received = recv_bus(&mut self.bus) => Box::pin(self.on_bus(received)).await,
             };
             if step.is_err() {
                 return;
@@ -442,7 +453,7 @@ impl Connection {
                 return Err(self.link.close(CLOSE_BAD_MESSAGE, reason).await);
             }
         };
-        match message {
+        match *message {
             ClientMessage::Start { id, payload } => self.start(id, payload).await,
             ClientMessage::Stop { id } => {
                 let stopped = self.operations.remove(&id).is_some() || {
@@ -520,7 +531,7 @@ impl Connection {
                 }))
             });
         let mut steps = responses
-            .map(Step::Respond)
+            .map(|response| Step::Respond(Box::new(response)))
             .chain(stream::once(future::ready(Step::End(started))))
             .boxed();
         loop {
@@ -589,7 +600,9 @@ impl Connection {
             Err(RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "dropping realtime subscribers that fell behind");
                 let error = coded(
-                    format!("the subscriber fell {missed} events behind and was dropped; resubscribe and re-query"),
+                    format!(
+                        "the subscriber fell {missed} events behind and was dropped; resubscribe and re-query"
+                    ),
                     "SUBSCRIBER_TOO_SLOW",
                 );
                 return self.end_watches(error).await;
@@ -607,10 +620,11 @@ impl Connection {
                 if event.project_id != self.caller.project.id || self.watching.is_empty() {
                     return Ok(());
                 }
-                if (self.own_key_revoked.as_ref()).is_some_and(|name| event.events.contains(name))
-                {
+                if (self.own_key_revoked.as_ref()).is_some_and(|name| event.events.contains(name)) {
                     let error = AppError::InvalidApiKey.to_graphql();
-                    return self.end_watches(error.into_server_error(Default::default())).await;
+                    return self
+                        .end_watches(error.into_server_error(Default::default()))
+                        .await;
                 }
                 let mut readable = None;
                 let renderer = Renderer {
@@ -627,7 +641,13 @@ impl Connection {
                         return Ok(());
                     }
                     let payload = renderer
-                        .payload(&published, event, watching.watch.as_ref(), &watching.shape, outcome)
+                        .payload(
+                            &published,
+                            event,
+                            watching.watch.as_ref(),
+                            &watching.shape,
+                            outcome,
+                        )
                         .await;
                     let frame = format!("{}{payload}}}", watching.frame_prefix);
                     self.link.send_text(frame).await?;

@@ -1542,7 +1542,12 @@ async fn subscribers_share_a_render_unless_their_selection_reads_as_them() {
     let plain = "subscription { postChanged { type node { id title } } }";
     let related = "subscription { postChanged { node { id editor { name } } } }";
     let mut watchers = Vec::new();
-    for (secret, query) in [(&ann, plain), (&bob, plain), (&ann, related), (&bob, related)] {
+    for (secret, query) in [
+        (&ann, plain),
+        (&bob, plain),
+        (&ann, related),
+        (&bob, related),
+    ] {
         let mut ws = crate::helpers::WsClient::connect(&app.ws_url, false).await;
         ws.init(json!({"Authorization": format!("Bearer {secret}")}))
             .await

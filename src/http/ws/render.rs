@@ -75,7 +75,10 @@ impl Shape {
 struct SharedRender(tokio::sync::OnceCell<Rendered>);
 
 enum Rendered {
-    Shared { shape: Arc<Shape>, payload: Arc<str> },
+    Shared {
+        shape: Arc<Shape>,
+        payload: Arc<str>,
+    },
     /// The selection depends on the caller: each subscriber renders its own.
     CallersOwn,
 }

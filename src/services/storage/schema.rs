@@ -276,7 +276,10 @@ impl crate::services::realtime::watch::Watch for FileWatch {
         if !event.channels.contains(&self.channel) {
             return None;
         }
-        let action = event.events.first().and_then(|name| name.rsplit('.').next());
+        let action = event
+            .events
+            .first()
+            .and_then(|name| name.rsplit('.').next());
         Some(match action {
             Some("create") => "CREATE",
             Some("delete") => "DELETE",
