@@ -10,7 +10,7 @@
 mod redis_bus;
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,14 @@ pub use redis_bus::RedisBus;
 
 /// Messages kept for subscribers that fall behind; one that falls further is dropped.
 const LOCAL_CAPACITY: usize = 4096;
+
+/// Only the newest messages hold work for their subscribers to share: a subscriber
+/// further behind does its own, so shared work cannot pile up in the backlog.
+const SHARING_MESSAGES: usize = 32;
+
+/// Distinct pieces of shared work one message holds; past this, subscribers that
+/// ask for another do their own.
+const SHARED_PER_MESSAGE: usize = 1024;
 
 /// What travels on the bus.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,25 +105,71 @@ impl Event {
 /// work its subscribers share (a response rendered once for all who asked alike).
 pub struct Published {
     pub message: BusMessage,
-    shared: Mutex<HashMap<u64, Arc<dyn Any + Send + Sync>>>,
+    /// `None` once the message is no longer among the newest.
+    shared: Mutex<Option<HashMap<u64, Arc<dyn Any + Send + Sync>>>>,
 }
 
 impl Published {
     pub fn new(message: BusMessage) -> Arc<Published> {
         Arc::new(Published {
             message,
-            shared: Mutex::new(HashMap::new()),
+            shared: Mutex::new(Some(HashMap::new())),
         })
     }
 
     /// The shared `T` under `key`, made by the first subscriber that asks. A key
-    /// held by another type yields a fresh, unshared `T`.
+    /// held by another type, a message past sharing or one holding as much shared
+    /// work as it may yields a fresh, unshared `T`.
     pub fn shared<T: Default + Send + Sync + 'static>(&self, key: u64) -> Arc<T> {
         let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(shared) = shared.as_mut() else {
+            return Arc::default();
+        };
+        if shared.len() >= SHARED_PER_MESSAGE && !shared.contains_key(&key) {
+            return Arc::default();
+        }
         let entry = shared
             .entry(key)
             .or_insert_with(|| Arc::new(T::default()) as Arc<dyn Any + Send + Sync>);
         entry.clone().downcast::<T>().unwrap_or_default()
+    }
+
+    /// Drops the shared work and shares no more.
+    fn stop_sharing(&self) {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// The broadcast to this replica's subscribers, and the newest messages sent on it
+/// (the ones that still share work).
+#[derive(Clone)]
+pub(crate) struct Local {
+    sender: broadcast::Sender<Arc<Published>>,
+    sharing: Arc<Mutex<VecDeque<Arc<Published>>>>,
+}
+
+impl Local {
+    fn new() -> Self {
+        let (sender, _) = broadcast::channel(LOCAL_CAPACITY);
+        Local {
+            sender,
+            sharing: Arc::default(),
+        }
+    }
+
+    pub(crate) fn send(&self, message: BusMessage) {
+        let published = Published::new(message);
+        {
+            let mut sharing = self.sharing.lock().unwrap_or_else(|e| e.into_inner());
+            sharing.push_back(published.clone());
+            while sharing.len() > SHARING_MESSAGES {
+                if let Some(oldest) = sharing.pop_front() {
+                    oldest.stop_sharing();
+                }
+            }
+        }
+        // No receiver is not an error: nobody is listening right now.
+        let _ = self.sender.send(published);
     }
 }
 
@@ -131,20 +185,22 @@ pub struct BusHealth {
 /// A handle on the bus: cheap to clone.
 #[derive(Clone)]
 pub struct Bus {
-    local: broadcast::Sender<Arc<Published>>,
+    local: Local,
     redis: Option<Arc<RedisBus>>,
 }
 
 impl Bus {
     /// The in-process bus of a single replica.
     pub fn in_process() -> Self {
-        let (local, _) = broadcast::channel(LOCAL_CAPACITY);
-        Bus { local, redis: None }
+        Bus {
+            local: Local::new(),
+            redis: None,
+        }
     }
 
     /// The Redis-backed bus shared by replicas; fails when Redis cannot be reached now.
     pub async fn redis(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let (local, _) = broadcast::channel(LOCAL_CAPACITY);
+        let local = Local::new();
         let redis = RedisBus::connect(url, prefix, local.clone()).await?;
         Ok(Bus {
             local,
@@ -154,7 +210,7 @@ impl Bus {
 
     /// Hands a message to this replica's subscribers only.
     pub fn publish_local(&self, message: BusMessage) {
-        let _ = self.local.send(Published::new(message));
+        self.local.send(message);
     }
 
     /// Publishes a message to every replica. A failure is logged and returned; the
@@ -166,8 +222,7 @@ impl Bus {
                 tracing::warn!(error = %err, "bus publish failed; the event is lost");
             }),
             None => {
-                // No receiver is not an error: nobody is listening right now.
-                let _ = self.local.send(Published::new(message));
+                self.local.send(message);
                 Ok(())
             }
         }
@@ -175,7 +230,7 @@ impl Bus {
 
     /// A receiver of every message published from now on, on any replica.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
-        self.local.subscribe()
+        self.local.sender.subscribe()
     }
 
     pub async fn health(&self) -> BusHealth {
@@ -251,6 +306,35 @@ mod tests {
         // Another type under a taken key is not shared.
         let other = published.shared::<std::sync::atomic::AtomicU64>(7);
         assert_eq!(other.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn only_the_newest_messages_share_and_each_shares_a_bounded_amount() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let local = Local::new();
+        let mut rx = local.sender.subscribe();
+        for _ in 0..=SHARING_MESSAGES {
+            local.send(BusMessage::ProjectChanged {
+                project_id: "p".into(),
+            });
+        }
+        let oldest = rx.try_recv().unwrap();
+        oldest.shared::<AtomicU32>(1).store(9, Ordering::SeqCst);
+        assert_eq!(oldest.shared::<AtomicU32>(1).load(Ordering::SeqCst), 0);
+        assert_eq!(local.sharing.lock().unwrap().len(), SHARING_MESSAGES);
+
+        let newest = Published::new(BusMessage::ProjectChanged {
+            project_id: "p".into(),
+        });
+        for key in 0..SHARED_PER_MESSAGE as u64 {
+            newest.shared::<AtomicU32>(key).store(1, Ordering::SeqCst);
+        }
+        let beyond = SHARED_PER_MESSAGE as u64;
+        newest
+            .shared::<AtomicU32>(beyond)
+            .store(1, Ordering::SeqCst);
+        assert_eq!(newest.shared::<AtomicU32>(beyond).load(Ordering::SeqCst), 0);
+        assert_eq!(newest.shared::<AtomicU32>(0).load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -10,10 +10,9 @@ use anyhow::Context as _;
 use futures_util::StreamExt as _;
 use redis::AsyncCommands as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-use super::{BusMessage, Published};
+use super::{BusMessage, Local};
 
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -26,11 +25,7 @@ pub struct RedisBus {
 }
 
 impl RedisBus {
-    pub(super) async fn connect(
-        url: &str,
-        prefix: &str,
-        local: broadcast::Sender<Arc<Published>>,
-    ) -> anyhow::Result<Self> {
+    pub(super) async fn connect(url: &str, prefix: &str, local: Local) -> anyhow::Result<Self> {
         let shown = crate::db::redact_url(url);
         let client =
             redis::Client::open(url).with_context(|| format!("invalid Redis URL {shown}"))?;
@@ -125,7 +120,7 @@ async fn listen(
     client: redis::Client,
     channel: String,
     first: redis::aio::PubSub,
-    local: broadcast::Sender<Arc<Published>>,
+    local: Local,
     listening: Arc<AtomicBool>,
 ) {
     let mut pubsub = Some(first);
@@ -151,9 +146,7 @@ async fn listen(
                 let mut messages = connection.into_on_message();
                 while let Some(msg) = messages.next().await {
                     match serde_json::from_slice::<BusMessage>(msg.get_payload_bytes()) {
-                        Ok(message) => {
-                            let _ = local.send(Published::new(message));
-                        }
+                        Ok(message) => local.send(message),
                         Err(err) => tracing::warn!(error = %err, "ignoring malformed bus message"),
                     }
                 }

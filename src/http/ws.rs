@@ -501,8 +501,8 @@ impl Connection {
             self.link.send_response(&id, &refusal).await?;
             return self.link.send_complete(&id).await;
         }
-        // Listening starts now, so an event published while the subscription
-        // starts is not missed.
+        // Listening starts now, so an event published once the subscription's
+        // resolver ran is not missed before its watch is registered.
         if self.bus.is_none() {
             self.bus = Some(self.state.bus.subscribe());
         }
@@ -587,9 +587,11 @@ impl Connection {
         }
     }
 
-    /// Stops reading the bus when no watch needs it.
+    /// Stops reading the bus when no watch needs it and none is starting (an
+    /// operation still running may yet become one, and must not miss what was
+    /// published once its resolver ran).
     fn release_bus(&mut self) {
-        if self.watching.is_empty() {
+        if self.watching.is_empty() && self.operations.is_empty() {
             self.bus = None;
         }
     }
@@ -617,7 +619,11 @@ impl Connection {
         };
         match &published.message {
             BusMessage::Event(event) => {
-                if event.project_id != self.caller.project.id || self.watching.is_empty() {
+                if self.watching.is_empty() {
+                    self.release_bus();
+                    return Ok(());
+                }
+                if event.project_id != self.caller.project.id {
                     return Ok(());
                 }
                 if (self.own_key_revoked.as_ref()).is_some_and(|name| event.events.contains(name)) {
