@@ -169,7 +169,7 @@ def setup_pocketbase(url, su_email, su_password, count, out):
             sys.exit(f"setup.py: a benchmark user cannot read the record: {seen}")
     with open(out, "w") as f:
         f.write("\n".join(tokens) + "\n")
-    print(f"superuser_token={su['token']} record={record} users={len(tokens)} seconds={seconds:.2f}")
+    print(f"superuser_token={admin['Authorization']} record={record} users={len(tokens)} seconds={seconds:.2f}")
 
 
 def main(argv):
