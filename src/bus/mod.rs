@@ -99,6 +99,15 @@ impl Event {
             key_scope: String::new(),
         }
     }
+
+    /// The action of the most specific event name (`create`, `update`, `delete`, …)
+    /// when the event is on `channel`.
+    pub fn action_on(&self, channel: &str) -> Option<&str> {
+        if !self.channels.iter().any(|c| c == channel) {
+            return None;
+        }
+        Some(self.events.first()?.rsplit('.').next().unwrap_or_default())
+    }
 }
 
 /// A message as this replica's subscribers receive it: the message, and room for

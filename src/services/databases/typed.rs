@@ -1841,14 +1841,7 @@ struct DocumentWatch {
 
 impl crate::services::realtime::watch::Watch for DocumentWatch {
     fn outcome(&self, event: &crate::bus::Event) -> Option<&'static str> {
-        if !event.channels.contains(&self.channel) {
-            return None;
-        }
-        let action = event
-            .events
-            .first()
-            .and_then(|e| e.rsplit('.').next())
-            .unwrap_or_default();
+        let action = event.action_on(&self.channel)?;
         let document = event.payload.as_object()?;
         let id = document.get("$id").and_then(Json::as_str);
         if self.only.as_deref().is_some_and(|only| id != Some(only)) {

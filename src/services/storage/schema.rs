@@ -273,16 +273,9 @@ struct FileWatch {
 
 impl crate::services::realtime::watch::Watch for FileWatch {
     fn outcome(&self, event: &crate::bus::Event) -> Option<&'static str> {
-        if !event.channels.contains(&self.channel) {
-            return None;
-        }
-        let action = event
-            .events
-            .first()
-            .and_then(|name| name.rsplit('.').next());
-        Some(match action {
-            Some("create") => "CREATE",
-            Some("delete") => "DELETE",
+        Some(match event.action_on(&self.channel)? {
+            "create" => "CREATE",
+            "delete" => "DELETE",
             _ => "UPDATE",
         })
     }
