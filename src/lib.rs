@@ -61,6 +61,8 @@ pub struct AppInner {
     pub presence: services::realtime::presence::PresenceRegistry,
     /// Parsed query documents by their text.
     pub parsed_queries: graphql::parsed::ParsedQueries,
+    /// The subscription operations WebSocket connections watch with, one of each.
+    pub subscription_shapes: http::ws::Shapes,
 }
 
 /// A cheap handle on [`AppInner`].
@@ -120,6 +122,7 @@ impl AppState {
                 .context("cannot build the HTTP client")?,
             presence: Default::default(),
             parsed_queries: Default::default(),
+            subscription_shapes: Default::default(),
         }));
         services::projects::service::ensure_default_project(&state)
             .await

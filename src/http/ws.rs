@@ -23,6 +23,8 @@
 
 mod render;
 
+pub use render::Shapes;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -565,12 +567,17 @@ impl Connection {
                 } = *started;
                 match slot.take() {
                     Some(watch) => {
-                        let shape = Shape::new(&self.loaded, query, operation_name, variables);
+                        let shape = self.state.subscription_shapes.intern(Shape::new(
+                            &self.loaded,
+                            query,
+                            operation_name,
+                            variables,
+                        ));
                         self.watching.push(Watching {
                             frame_prefix: frame_prefix(self.link.protocol, &id).into(),
                             id,
                             watch,
-                            shape: Arc::new(shape),
+                            shape,
                             _active: GaugeGuard::raise("nimbus_subscriptions_active"),
                         });
                         if self.bus.is_none() {

@@ -6,8 +6,9 @@
 //! (a relationship read with their permissions), that render is the caller's own
 //! and each subscriber renders for itself.
 
+use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher as _};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use async_graphql::dynamic::Schema;
 use async_graphql::{Data, Request, Response, Variables};
@@ -67,6 +68,43 @@ impl Shape {
         let mut hasher = std::hash::DefaultHasher::new();
         (self.hash, outcome).hash(&mut hasher);
         hasher.finish()
+    }
+}
+
+/// The shapes subscribers hold, one `Arc` for each distinct shape, so that telling
+/// whether a shared render fits a subscriber is a pointer comparison. A live shape
+/// keeps its connection's project loaded, so its project address cannot be reused
+/// while it is here.
+#[derive(Default)]
+pub struct Shapes(Mutex<Interned>);
+
+#[derive(Default)]
+struct Interned {
+    by_hash: HashMap<u64, Vec<Weak<Shape>>>,
+    /// Entries at which the next sweep of shapes no longer held runs.
+    sweep_at: usize,
+}
+
+impl Shapes {
+    /// The held shape equal to `shape`, or `shape` itself, now held.
+    pub fn intern(&self, shape: Shape) -> Arc<Shape> {
+        let mut interned = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Interned { by_hash, sweep_at } = &mut *interned;
+        if by_hash.len() >= *sweep_at {
+            by_hash.retain(|_, held| {
+                held.retain(|weak| weak.strong_count() > 0);
+                !held.is_empty()
+            });
+            *sweep_at = (by_hash.len() * 2).max(1024);
+        }
+        let held = by_hash.entry(shape.hash).or_default();
+        if let Some(same) = held.iter().filter_map(Weak::upgrade).find(|s| **s == shape) {
+            return same;
+        }
+        held.retain(|weak| weak.strong_count() > 0);
+        let shape = Arc::new(shape);
+        held.push(Arc::downgrade(&shape));
+        shape
     }
 }
 
@@ -167,5 +205,43 @@ impl Renderer<'_> {
         }
         let payload = serde_json::to_string(&response).unwrap_or_else(|_| "null".into());
         (payload.into(), taint.is_marked())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(project: usize, query: &str) -> Shape {
+        let mut hasher = std::hash::DefaultHasher::new();
+        (project, query).hash(&mut hasher);
+        Shape {
+            project,
+            query: query.into(),
+            operation_name: None,
+            variables: Variables::default(),
+            variables_json: "{}".into(),
+            hash: hasher.finish(),
+        }
+    }
+
+    #[test]
+    fn equal_shapes_are_one_and_unheld_ones_are_swept() {
+        let shapes = Shapes::default();
+        let first = shapes.intern(shape(1, "subscription { a }"));
+        let again = shapes.intern(shape(1, "subscription { a }"));
+        assert!(Arc::ptr_eq(&first, &again));
+        let other_project = shapes.intern(shape(2, "subscription { a }"));
+        assert!(!Arc::ptr_eq(&first, &other_project));
+
+        drop((first, again, other_project));
+        for n in 0..3000 {
+            drop(shapes.intern(shape(n, "subscription { b }")));
+        }
+        let held = shapes.0.lock().unwrap().by_hash.len();
+        assert!(
+            held <= 1024,
+            "{held} entries kept for shapes no longer held"
+        );
     }
 }
