@@ -38,7 +38,7 @@
 # benches/RESULTS.md.
 #
 # Usage: benches/realtime.sh         (from anywhere; builds the release binaries first,
-#                                     honouring CARGO_TARGET_DIR; about 3 minutes)
+#                                     honouring CARGO_TARGET_DIR; about 8 minutes)
 # Knobs (environment):
 #   N=10000               Nimbus and reference subscribers
 #   REPEAT=5 GAP=2s       single-event fan-outs, and the pause before each measurement
