@@ -164,7 +164,7 @@ impl Renderer<'_> {
             Rendered::Shared {
                 shape: rendered_for,
                 payload,
-            } if Arc::ptr_eq(rendered_for, shape) || **rendered_for == **shape => {
+            } if Arc::ptr_eq(rendered_for, shape) => {
                 metrics::counter!("nimbus_realtime_shared_renders_total").increment(1);
                 payload.clone()
             }
