@@ -5,6 +5,7 @@
 pub mod columns;
 pub mod group_commit;
 pub mod ids;
+pub mod lease;
 pub mod page;
 
 pub use page::Page;
@@ -56,7 +57,10 @@ impl Dialect {
 /// The shared database handle: cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Db {
+    /// Connections for everything but documents.
     pool: AnyPool,
+    /// Connections for document reads and writes, returned without a round trip.
+    leases: std::sync::Arc<lease::Leases>,
     dialect: Dialect,
     /// One document-writing transaction at a time on SQLite (which has one writer
     /// anyway): waiting here is a fair queue, where waiting on SQLite's lock is
@@ -86,40 +90,28 @@ impl Db {
         // A broken connection fails its statement and is dropped; idle ones are
         // closed well before MariaDB's `wait_timeout` (8 h) could cut them.
         let mut options = AnyPoolOptions::new()
-            .max_connections(config.database_max_connections.max(1))
+            .max_connections(pool_count(config))
             .acquire_timeout(connect_timeout)
             .test_before_acquire(false)
             .idle_timeout(Duration::from_secs(600));
-        if dialect == Dialect::Sqlite {
-            options = options.after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    // WAL lets readers proceed during a write; busy_timeout makes
-                    // concurrent writers wait instead of failing with SQLITE_BUSY.
-                    // Each pooled connection keeps its own page cache, so the same
-                    // pages sit in many of them: 512 KiB each (SQLite's default is
-                    // 2 MiB) bounds that at 8 MiB for 16 connections, and a page
-                    // that is not cached comes from the OS's page cache.
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
-                         PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; \
-                         PRAGMA cache_size = -512;",
-                    )
-                    .await?;
-                    Ok(())
-                })
-            });
+        let prepare = (dialect == Dialect::Sqlite).then_some(prepare_sqlite as lease::Prepare);
+        if let Some(prepare) = prepare {
+            options = options.after_connect(move |conn, _meta| prepare(conn));
         }
         let pool = tokio::time::timeout(connect_timeout, options.connect(&url))
             .await
             .map_err(|_| anyhow::anyhow!("timed out after {connect_timeout:?}"))
             .and_then(|r| r.map_err(anyhow::Error::from))
             .with_context(|| format!("cannot connect to the database at {shown}"))?;
+        let leases = lease::Leases::new(&url, lease_count(config), connect_timeout, prepare)
+            .with_context(|| format!("invalid database URL {shown}"))?;
         let writer = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
         let group_commit = (dialect == Dialect::Sqlite).then(|| {
             std::sync::Arc::new(group_commit::GroupCommit::new(pool.clone(), writer.clone()))
         });
         Ok(Db {
             pool,
+            leases,
             dialect,
             writer,
             group_commit,
@@ -140,6 +132,11 @@ impl Db {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// A connection for document reads and writes ([`lease`]).
+    pub async fn lease(&self) -> Result<lease::Lease, sqlx::Error> {
+        self.leases.lease().await
     }
 
     /// The turn of a document-writing transaction: on SQLite one at a time, on
@@ -170,12 +167,44 @@ impl Db {
     /// Connections in use and idle, for `/metrics`.
     pub fn pool_usage(&self) -> (u32, usize) {
         let idle = self.pool.num_idle();
-        (self.pool.size(), idle)
+        let (leased_open, leased_idle) = self.leases.usage();
+        (self.pool.size() + leased_open, idle + leased_idle)
     }
 
     pub async fn close(&self) {
+        self.leases.close().await;
         self.pool.close().await;
     }
+}
+
+/// How many of the configured connections (at least two) are sqlx's pool: a
+/// quarter, at least one. The rest are for documents ([`lease`]).
+fn pool_count(config: &Config) -> u32 {
+    (config.database_max_connections.max(2) / 4).max(1)
+}
+
+fn lease_count(config: &Config) -> u32 {
+    config.database_max_connections.max(2) - pool_count(config)
+}
+
+/// Sets a new SQLite connection up.
+fn prepare_sqlite(
+    conn: &mut sqlx::AnyConnection,
+) -> futures_util::future::BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        // WAL lets readers proceed during a write; busy_timeout makes concurrent
+        // writers wait instead of failing with SQLITE_BUSY. Each connection keeps
+        // its own page cache, so the same pages sit in many of them: 512 KiB each
+        // (SQLite's default is 2 MiB) bounds that at 8 MiB for 16 connections, and
+        // a page that is not cached comes from the OS's page cache.
+        conn.execute(
+            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
+             PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; \
+             PRAGMA cache_size = -512;",
+        )
+        .await?;
+        Ok(())
+    })
 }
 
 /// Milliseconds since the Unix epoch: the stored form of every timestamp.

@@ -140,7 +140,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!("nimbus_db_pool_connections", "state" => "in_use")
         .set(size.saturating_sub(idle as u32) as f64);
     metrics::gauge!("nimbus_db_pool_connections", "state" => "max")
-        .set(state.config.database_max_connections as f64);
+        .set(state.config.database_max_connections.max(2) as f64);
     let body = match HANDLE.get().and_then(Option::as_ref) {
         Some(handle) => {
             handle.run_upkeep();

@@ -13,8 +13,8 @@ use std::sync::{Arc, OnceLock};
 
 use async_graphql::dataloader::DataLoader;
 use futures_util::future::BoxFuture;
-use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, Transaction};
+use sqlx::any::AnyTransactionManager;
+use sqlx::{Any, AnyConnection, Transaction, TransactionManager as _};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use tracing::Instrument as _;
 
@@ -22,6 +22,7 @@ use crate::AppState;
 use crate::bus::{BusMessage, Event};
 use crate::db::Dialect;
 use crate::db::group_commit::{self, Batch, Outcome};
+use crate::db::lease::Lease;
 use crate::error::{AppError, AppResult};
 
 use super::loader::{ListLoader, RelatedLoader};
@@ -53,7 +54,8 @@ pub enum Finished {
 pub struct RequestTx {
     state: AppState,
     mode: Mode,
-    open: Mutex<Option<Transaction<'static, Any>>>,
+    /// The request's own transaction ([`Mode::Exclusive`]), on a leased connection.
+    open: Mutex<Option<Lease>>,
     /// The batch joined by the first write ([`Mode::Shared`]).
     batch: OnceLock<Arc<Batch>>,
     joining: Mutex<()>,
@@ -72,19 +74,22 @@ pub struct RequestTx {
     lists: OnceLock<DataLoader<ListLoader>>,
 }
 
-/// A connection to run statements on: the request's transaction, or a pooled
-/// connection for reads when the request has written nothing.
+/// A connection to run statements on: the request's transaction (its own, or
+/// its batch's), or a leased connection for reads when the request has written
+/// nothing.
 pub enum Conn<'a> {
-    Tx(MappedMutexGuard<'a, Transaction<'static, Any>>),
-    Pool(PoolConnection<Any>),
+    Batch(MappedMutexGuard<'a, Transaction<'static, Any>>),
+    Own(MappedMutexGuard<'a, Lease>),
+    Lease(Lease),
 }
 
 impl Deref for Conn<'_> {
     type Target = AnyConnection;
     fn deref(&self) -> &AnyConnection {
         match self {
-            Conn::Tx(tx) => tx,
-            Conn::Pool(conn) => conn,
+            Conn::Batch(tx) => tx,
+            Conn::Own(conn) => conn,
+            Conn::Lease(conn) => conn,
         }
     }
 }
@@ -92,8 +97,9 @@ impl Deref for Conn<'_> {
 impl DerefMut for Conn<'_> {
     fn deref_mut(&mut self) -> &mut AnyConnection {
         match self {
-            Conn::Tx(tx) => &mut *tx,
-            Conn::Pool(conn) => &mut *conn,
+            Conn::Batch(tx) => &mut *tx,
+            Conn::Own(conn) => &mut *conn,
+            Conn::Lease(conn) => &mut *conn,
         }
     }
 }
@@ -234,23 +240,26 @@ impl RequestTx {
                 *held = turn;
             }
             // Begun in a task of its own: a client that goes away mid-`BEGIN` must
-            // not leave a pooled connection inside a transaction nobody owns (the
-            // task's transaction, unclaimed, rolls back when dropped).
-            let (pool, dialect) = (self.state.db.pool().clone(), self.state.db.dialect());
-            let tx = tokio::spawn(async move {
-                match dialect {
-                    Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
-                    Dialect::MySql => pool.begin().await,
-                }
+            // not leave a connection inside a transaction nobody owns (the task's
+            // lease, unclaimed, is closed when dropped, and the server rolls back).
+            let (state, dialect) = (self.state.clone(), self.state.db.dialect());
+            let lease = tokio::spawn(async move {
+                let mut lease = state.db.lease().await?;
+                let begin = match dialect {
+                    Dialect::Sqlite => Some("BEGIN IMMEDIATE".into()),
+                    Dialect::MySql => None,
+                };
+                AnyTransactionManager::begin(&mut lease, begin).await?;
+                Ok::<_, sqlx::Error>(lease)
             })
             .await
             .map_err(|err| {
                 AppError::Internal(anyhow::anyhow!("beginning a transaction: {err}"))
             })??;
-            *open = Some(tx);
+            *open = Some(lease);
         }
         MutexGuard::try_map(open, Option::as_mut)
-            .map(Conn::Tx)
+            .map(Conn::Own)
             .map_err(|_| vanished())
     }
 
@@ -279,11 +288,11 @@ impl RequestTx {
                 let open = self.open.lock().await;
                 if open.is_some() {
                     return MutexGuard::try_map(open, Option::as_mut)
-                        .map(Conn::Tx)
+                        .map(Conn::Own)
                         .map_err(|_| vanished());
                 }
             }
-            Ok(Conn::Pool(acquire(self.state.db.pool().clone()).await?))
+            Ok(Conn::Lease(self.state.db.lease().await?))
         })
     }
 
@@ -350,18 +359,20 @@ impl RequestTx {
         }
         let open = self.open.lock().await.take();
         let events = self.take_events();
-        let Some(tx) = open else {
+        let Some(mut lease) = open else {
             return Ok(Finished::Kept);
         };
         // The next writer's turn comes once this transaction has ended.
         let turn = self.turn.lock().ok().and_then(|mut held| held.take());
         // Ended in a task of its own, so that a client going away cannot cut a
         // COMMIT or ROLLBACK in half.
+        // The lease goes back to the pool once out of the transaction, and is
+        // closed (the server rolling back) if it could not get out.
         let ended = tokio::spawn(async move {
             if success {
-                tx.commit().await
+                AnyTransactionManager::commit(&mut lease).await
             } else {
-                tx.rollback().await
+                AnyTransactionManager::rollback(&mut lease).await
             }
         })
         .await
@@ -411,15 +422,10 @@ async fn publish(state: &AppState, events: Vec<Event>) {
 async fn batch_connection(batch: &Batch) -> AppResult<Conn<'_>> {
     let guard = batch.connection().await?;
     MutexGuard::try_map(guard, Option::as_mut)
-        .map(Conn::Tx)
+        .map(Conn::Batch)
         .map_err(|_| vanished())
 }
 
 fn vanished() -> AppError {
     AppError::Internal(anyhow::anyhow!("the request transaction vanished"))
-}
-
-/// A pooled connection, from an owned pool handle: the future borrows nothing.
-fn acquire(pool: sqlx::AnyPool) -> BoxFuture<'static, Result<PoolConnection<Any>, sqlx::Error>> {
-    Box::pin(async move { pool.acquire().await })
 }

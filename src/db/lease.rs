@@ -1,0 +1,309 @@
+//! Leased connections for document reads and writes: a small pool of our own
+//! beside sqlx's, handing a connection back without a round trip.
+//!
+//! sqlx's pool pings every connection it takes back (to flush what a cancelled
+//! statement left behind), which doubles the round trips of a request that runs
+//! one statement. A lease goes back to the idle list as it is, unless it is still
+//! inside a transaction (then it is closed: the server rolls back). What a
+//! cancelled statement left unread is drained by the driver before the next
+//! statement on that connection, as it does anyway. Two checks replace the ping:
+//! a connection idle for a while is pinged when it is taken, and after any error
+//! that may mean broken connections ([`note_error`]), the connections in use at
+//! that moment are closed when they come back rather than reused. See ADR 6.
+
+use std::str::FromStr as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sqlx::any::AnyConnectOptions;
+use sqlx::{AnyConnection, Connection as _};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Idle longer than this, a connection is pinged before it is handed out.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(30);
+/// Idle longer than this, a connection is closed (MariaDB's `wait_timeout` is 8 h).
+const CLOSE_AFTER_IDLE: Duration = Duration::from_secs(600);
+
+/// Counts errors that may have broken connections; a lease taken before the
+/// latest one is not reused.
+static BROKEN_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// Records `err` if it may mean a broken connection (I/O, protocol, a crashed
+/// SQLite worker): the connections in use now are closed when they are returned.
+pub fn note_error(err: &sqlx::Error) {
+    if matches!(
+        err,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
+    ) {
+        BROKEN_EPOCH.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Sets a new connection up (SQLite's pragmas); shared with sqlx's pool.
+pub type Prepare =
+    fn(&mut AnyConnection) -> futures_util::future::BoxFuture<'_, Result<(), sqlx::Error>>;
+
+/// The pool of leasable connections.
+pub struct Leases {
+    options: AnyConnectOptions,
+    prepare: Option<Prepare>,
+    permits: Arc<Semaphore>,
+    max: usize,
+    /// Most recently returned last: taken from the end, so the least used ones
+    /// grow idle and are closed.
+    idle: std::sync::Mutex<Vec<Idle>>,
+    acquire_timeout: Duration,
+}
+
+struct Idle {
+    conn: AnyConnection,
+    since: Instant,
+}
+
+impl std::fmt::Debug for Leases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leases")
+            .field("available", &self.permits.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Leases {
+    /// A pool of at most `max` connections to `url`, each set up by `prepare`.
+    pub fn new(
+        url: &str,
+        max: u32,
+        acquire_timeout: Duration,
+        prepare: Option<Prepare>,
+    ) -> Result<Arc<Self>, sqlx::Error> {
+        Ok(Arc::new(Leases {
+            options: AnyConnectOptions::from_str(url)?,
+            prepare,
+            permits: Arc::new(Semaphore::new(max.max(1) as usize)),
+            max: max.max(1) as usize,
+            idle: std::sync::Mutex::new(Vec::new()),
+            acquire_timeout,
+        }))
+    }
+
+    /// A connection, waiting up to the acquire timeout for one to be free.
+    pub async fn lease(self: &Arc<Self>) -> Result<Lease, sqlx::Error> {
+        let permit =
+            tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| sqlx::Error::PoolTimedOut)?
+                .map_err(|_| sqlx::Error::PoolClosed)?;
+        let epoch = BROKEN_EPOCH.load(Ordering::Relaxed);
+        while let Some(idle) = self.take_idle() {
+            let waited = idle.since.elapsed();
+            if waited > CLOSE_AFTER_IDLE {
+                continue;
+            }
+            let mut conn = idle.conn;
+            if waited > PING_AFTER_IDLE && conn.ping().await.is_err() {
+                continue;
+            }
+            return Ok(self.leased(conn, permit, epoch));
+        }
+        let connecting = async {
+            let mut conn = AnyConnection::connect_with(&self.options).await?;
+            if let Some(prepare) = self.prepare {
+                prepare(&mut conn).await?;
+            }
+            Ok::<_, sqlx::Error>(conn)
+        };
+        let conn = tokio::time::timeout(self.acquire_timeout, connecting)
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        Ok(self.leased(conn, permit, epoch))
+    }
+
+    fn take_idle(&self) -> Option<Idle> {
+        self.idle.lock().ok()?.pop()
+    }
+
+    fn leased(
+        self: &Arc<Self>,
+        conn: AnyConnection,
+        permit: OwnedSemaphorePermit,
+        epoch: u64,
+    ) -> Lease {
+        Lease {
+            conn: Some(conn),
+            leases: self.clone(),
+            epoch,
+            _permit: permit,
+        }
+    }
+
+    /// Connections open and idle now, for `/metrics`.
+    pub fn usage(&self) -> (u32, usize) {
+        let idle = self.idle.lock().map_or(0, |idle| idle.len());
+        let leased = self.max - self.permits.available_permits();
+        (u32::try_from(leased + idle).unwrap_or(u32::MAX), idle)
+    }
+
+    /// Closes the idle connections; leased ones close as they come back.
+    pub async fn close(&self) {
+        self.permits.close();
+        let idle = self.idle.lock().map(|mut idle| std::mem::take(&mut *idle));
+        for idle in idle.unwrap_or_default() {
+            let _ = idle.conn.close().await;
+        }
+    }
+}
+
+/// A connection on lease; back to the pool when dropped.
+pub struct Lease {
+    conn: Option<AnyConnection>,
+    leases: Arc<Leases>,
+    epoch: u64,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for Lease {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        self.conn
+            .as_ref()
+            .expect("a lease holds its connection until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Lease {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        self.conn
+            .as_mut()
+            .expect("a lease holds its connection until dropped")
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let reusable = !conn.is_in_transaction()
+            && BROKEN_EPOCH.load(Ordering::Relaxed) == self.epoch
+            && !self.leases.permits.is_closed();
+        if reusable && let Ok(mut idle) = self.leases.idle.lock() {
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+        // Otherwise dropped: the socket closes and MariaDB rolls back whatever
+        // it left open; SQLite's worker ends with its connection.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::any::AnyTransactionManager;
+    use sqlx::{Executor as _, TransactionManager as _};
+
+    /// Each connection to `sqlite::memory:` has a database of its own: a table
+    /// made on one shows which connection a later lease got.
+    fn leases(max: u32) -> Arc<Leases> {
+        sqlx::any::install_default_drivers();
+        Leases::new("sqlite::memory:", max, Duration::from_millis(200), None).unwrap()
+    }
+
+    async fn same_connection(lease: &mut Lease) -> bool {
+        lease
+            .fetch_optional("SELECT 1 FROM marker")
+            .await
+            .is_ok_and(|row| row.is_some())
+    }
+
+    async fn mark(lease: &mut Lease) {
+        lease
+            .execute("CREATE TABLE marker (x INTEGER); INSERT INTO marker VALUES (1)")
+            .await
+            .unwrap();
+    }
+
+    // Every assertion that depends on the broken-connection epoch sits in this one
+    // test: the epoch is process-wide, and tests run in parallel.
+    #[tokio::test]
+    async fn a_returned_connection_is_reused_unless_in_a_transaction_or_after_a_broken_one() {
+        let pool = leases(2);
+        let mut first = pool.lease().await.unwrap();
+        mark(&mut first).await;
+        drop(first);
+        assert_eq!(pool.usage(), (1, 1));
+        let mut again = pool.lease().await.unwrap();
+        assert!(
+            same_connection(&mut again).await,
+            "the idle connection is handed out again"
+        );
+
+        AnyTransactionManager::begin(&mut again, None)
+            .await
+            .unwrap();
+        drop(again);
+        assert_eq!(
+            pool.usage(),
+            (0, 0),
+            "a connection left in a transaction is closed"
+        );
+        let mut fresh = pool.lease().await.unwrap();
+        assert!(!same_connection(&mut fresh).await);
+
+        mark(&mut fresh).await;
+        note_error(&sqlx::Error::Io(std::io::Error::other("connection reset")));
+        drop(fresh);
+        assert_eq!(
+            pool.usage(),
+            (0, 0),
+            "leased before a broken connection: closed"
+        );
+
+        let mut later = pool.lease().await.unwrap();
+        mark(&mut later).await;
+        note_error(&sqlx::Error::RowNotFound);
+        drop(later);
+        assert_eq!(
+            pool.usage(),
+            (1, 1),
+            "an error of the data leaves connections alone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_pool_makes_the_next_lease_wait_then_time_out() {
+        let pool = leases(1);
+        let held = pool.lease().await.unwrap();
+        let waiting = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.lease().await.map(|_| ()) })
+        };
+        tokio::task::yield_now().await;
+        drop(held);
+        waiting
+            .await
+            .unwrap()
+            .expect("the lease comes once the held one is back");
+
+        let _held = pool.lease().await.unwrap();
+        let err = pool
+            .lease()
+            .await
+            .err()
+            .expect("no connection within the timeout");
+        assert!(matches!(err, sqlx::Error::PoolTimedOut), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_closed_pool_refuses_leases() {
+        let pool = leases(1);
+        pool.close().await;
+        let err = pool.lease().await.err().expect("closed");
+        assert!(matches!(err, sqlx::Error::PoolClosed), "{err}");
+    }
+}
