@@ -158,6 +158,7 @@ async fn a_collection_gets_its_own_types_and_typed_crud_with_filters_orders_and_
 
     // Paging through everything by views ascending, two at a time.
     let mut seen = Vec::new();
+    let mut seen_titles = Vec::new();
     let mut after: Option<String> = None;
     loop {
         let page = app
@@ -166,6 +167,7 @@ async fn a_collection_gets_its_own_types_and_typed_crud_with_filters_orders_and_
             .ok();
         for node in page["posts"]["nodes"].as_array().unwrap() {
             seen.push(node["views"].as_i64().unwrap());
+            seen_titles.push(node["title"].as_str().unwrap().to_string());
         }
         if page["posts"]["pageInfo"]["hasNextPage"] != true {
             break;
@@ -175,6 +177,32 @@ async fn a_collection_gets_its_own_types_and_typed_crud_with_filters_orders_and_
             .map(String::from);
     }
     assert_eq!(seen, [3, 50, 120, 700, 700]);
+
+    // The same pages selecting only titles: the order's column is read for the
+    // cursors all the same.
+    let titles_only = "query($after: String) { posts(orderBy: [{views: ASC}], first: 2, after: $after) { nodes { title } pageInfo { hasNextPage endCursor } } }";
+    let mut titles = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = app
+            .post(
+                json!({"query": titles_only, "variables": {"after": after}}),
+                &[],
+            )
+            .await
+            .ok();
+        for node in page["posts"]["nodes"].as_array().unwrap() {
+            assert_eq!(node.as_object().unwrap().len(), 1, "{node}");
+            titles.push(node["title"].as_str().unwrap().to_string());
+        }
+        if page["posts"]["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = page["posts"]["pageInfo"]["endCursor"]
+            .as_str()
+            .map(String::from);
+    }
+    assert_eq!(titles, seen_titles);
 
     // or / not / string and list conditions.
     let mixed = app

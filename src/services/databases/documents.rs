@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::ddl::perms_table;
-use super::filter::{self, Cursor, Filter, FilterError, OrderBy, cursor_for_row};
+use super::filter::{self, Cursor, CursorColumns, Filter, FilterError, OrderBy, cursor_for_row};
 use super::model::{Attribute, SqlDialect, millis_to_rfc3339};
 use super::structure::value_error;
 use super::{Collection, DataModel, OnDelete};
@@ -136,22 +136,35 @@ fn q(dialect: SqlDialect, name: &str) -> String {
 
 /// `SELECT d.id, d.created_at, d.updated_at, d.a_… FROM <table> d`.
 fn select_from(dialect: SqlDialect, collection: &Collection) -> String {
+    select_columns_from(dialect, collection, &collection.columns())
+}
+
+/// [`select_from`] reading only the attribute columns `columns`.
+fn select_columns_from(
+    dialect: SqlDialect,
+    collection: &Collection,
+    columns: &[Attribute],
+) -> String {
     format!(
         "SELECT {} FROM {} {ALIAS}",
-        selected_columns(dialect, collection),
+        column_list(dialect, columns),
         q(dialect, &collection.table)
     )
 }
 
 /// `d.id, d.created_at, d.updated_at, d.a_…`: what a document is read from.
 fn selected_columns(dialect: SqlDialect, collection: &Collection) -> String {
+    column_list(dialect, &collection.columns())
+}
+
+fn column_list(dialect: SqlDialect, columns: &[Attribute]) -> String {
     let mut sql = format!(
         "{ALIAS}.{}, {ALIAS}.{}, {ALIAS}.{}",
         q(dialect, "id"),
         q(dialect, "created_at"),
         q(dialect, "updated_at")
     );
-    for attribute in &collection.columns() {
+    for attribute in columns {
         sql.push_str(&format!(", {ALIAS}.{}", q(dialect, &attribute.column())));
     }
     sql
@@ -401,6 +414,9 @@ pub struct ListQuery {
     /// Read the documents' permissions (one more query); when not asked for,
     /// the listed documents carry none.
     pub want_permissions: bool,
+    /// Read only these attributes (and relationship columns) of each document,
+    /// besides those the order needs; `None` reads them all.
+    pub only: Option<Vec<String>>,
 }
 
 /// One page of documents, each with its cursor.
@@ -457,7 +473,21 @@ async fn list_impl(
         }
         Ok(())
     };
-    let mut builder = QueryBuilder::<Any>::new(select_from(dialect, collection));
+    let read: Vec<Attribute> = match &query.only {
+        Some(only) => columns
+            .iter()
+            .filter(|c| {
+                only.contains(&c.key)
+                    || query
+                        .orders
+                        .iter()
+                        .any(|o| matches!(&o.field, filter::Field::Attribute(key) if *key == c.key))
+            })
+            .cloned()
+            .collect(),
+        None => columns.clone(),
+    };
+    let mut builder = QueryBuilder::<Any>::new(select_columns_from(dialect, collection, &read));
     where_clause(&mut builder)?;
     let (limit, from_end) = match &query.paging {
         Paging::Keyset {
@@ -506,9 +536,10 @@ async fn list_impl(
     let has_more = rows.len() > limit;
     let mut documents = Vec::with_capacity(rows.len().min(limit));
     let mut cursors = Vec::with_capacity(documents.capacity());
+    let cursor_columns = CursorColumns::new(&columns, &query.orders).map_err(filter_error)?;
     for row in rows.iter().take(limit) {
-        documents.push(document_from(&columns, row)?);
-        cursors.push(cursor_for_row(row, &columns, &query.orders).map_err(filter_error)?);
+        documents.push(document_from(&read, row)?);
+        cursors.push(cursor_columns.read(row).map_err(filter_error)?);
     }
     if from_end {
         documents.reverse();
@@ -647,6 +678,7 @@ pub fn list_for_parents<'a>(
             .push(" ORDER BY nimbus_parent, nimbus_rn");
         let rows = builder.build().fetch_all(&mut *conn).await?;
         let mut found: Vec<(String, Document, Cursor)> = Vec::with_capacity(rows.len());
+        let cursor_columns = CursorColumns::new(&columns, orders).map_err(filter_error)?;
         for row in &rows {
             let owner: String = row.try_get("nimbus_parent")?;
             let rank: i64 = row.try_get("nimbus_rn")?;
@@ -659,7 +691,7 @@ pub fn list_for_parents<'a>(
             found.push((
                 owner,
                 document_from(&columns, row)?,
-                cursor_for_row(row, &columns, orders).map_err(filter_error)?,
+                cursor_columns.read(row).map_err(filter_error)?,
             ));
         }
         let mut documents: Vec<Document> = found.iter().map(|(_, d, _)| d.clone()).collect();

@@ -1017,33 +1017,56 @@ pub fn cursor_for_row(
     attrs: &[Attribute],
     orders: &[OrderBy],
 ) -> Result<Cursor, FilterError> {
-    // The alias only shapes SQL expressions, which are not used here.
-    let table = Table::new(SqlDialect::Sqlite, "t", attrs)?;
-    let unreadable = |column: &str, reason: String| FilterError::Internal {
-        reason: format!(
-            "the row's column {} cannot be read: {reason}",
-            shown(column)
-        ),
-    };
-    let mut values = Vec::with_capacity(orders.len());
-    for order in orders {
-        let col = table.column(&order.field)?;
-        let raw = row
-            .try_get_raw(col.name.as_str())
-            .map_err(|e| unreadable(&col.name, e.to_string()))?;
-        if raw.is_null() {
-            values.push(SqlValue::Null);
-            continue;
-        }
-        let value = match col.stored() {
-            Stored::Int => read_int(row, &col.name).map(SqlValue::Int),
-            Stored::Float => read_float(row, &col.name).map(SqlValue::Float),
-            Stored::Text => read_text(row, &col.name).map(SqlValue::Text),
-        };
-        values.push(value.map_err(|e| unreadable(&col.name, e))?);
+    CursorColumns::new(attrs, orders)?.read(row)
+}
+
+/// The columns a cursor is read from, resolved once for the rows of a page.
+pub struct CursorColumns {
+    columns: Vec<(String, Stored)>,
+}
+
+impl CursorColumns {
+    pub fn new(attrs: &[Attribute], orders: &[OrderBy]) -> Result<Self, FilterError> {
+        // The alias only shapes SQL expressions, which are not used here.
+        let table = Table::new(SqlDialect::Sqlite, "t", attrs)?;
+        let columns = orders
+            .iter()
+            .map(|order| {
+                let col = table.column(&order.field)?;
+                let stored = col.stored();
+                Ok((col.name, stored))
+            })
+            .collect::<Result<_, FilterError>>()?;
+        Ok(CursorColumns { columns })
     }
-    let id = read_text(row, "id").map_err(|e| unreadable("id", e))?;
-    Ok(Cursor { values, id })
+
+    /// The cursor of `row` (see [`cursor_for_row`]).
+    pub fn read(&self, row: &AnyRow) -> Result<Cursor, FilterError> {
+        let unreadable = |column: &str, reason: String| FilterError::Internal {
+            reason: format!(
+                "the row's column {} cannot be read: {reason}",
+                shown(column)
+            ),
+        };
+        let mut values = Vec::with_capacity(self.columns.len());
+        for (name, stored) in &self.columns {
+            let raw = row
+                .try_get_raw(name.as_str())
+                .map_err(|e| unreadable(name, e.to_string()))?;
+            if raw.is_null() {
+                values.push(SqlValue::Null);
+                continue;
+            }
+            let value = match stored {
+                Stored::Int => read_int(row, name).map(SqlValue::Int),
+                Stored::Float => read_float(row, name).map(SqlValue::Float),
+                Stored::Text => read_text(row, name).map(SqlValue::Text),
+            };
+            values.push(value.map_err(|e| unreadable(name, e))?);
+        }
+        let id = read_text(row, "id").map_err(|e| unreadable("id", e))?;
+        Ok(Cursor { values, id })
+    }
 }
 
 /// The resolved columns of an order list, refused when a field cannot be

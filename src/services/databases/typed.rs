@@ -1144,6 +1144,7 @@ fn register_bulk_and_atomic(
                             },
                             want_total: false,
                             want_permissions: true,
+                            only: None,
                         };
                         let matching =
                             documents::list(&mut op, dialect, &collection, &access, &query).await?;
@@ -1414,6 +1415,7 @@ async fn connection_of(
         },
         want_total: ctx.look_ahead().field("totalCount").exists(),
         want_permissions: parts.permissions,
+        only: Some(parts.node_fields.clone()),
     };
     let dialect = sql_dialect(app(ctx)?.db.dialect());
     let mut conn = request_tx(ctx)?.reader().await?;
@@ -1513,6 +1515,7 @@ fn reverse_field(
                     },
                     want_total: false,
                     want_permissions: true,
+                    only: None,
                 };
                 let mut conn = request_tx(&ctx)?.reader().await?;
                 let listed = documents::list(&mut conn, dialect, &holder, &access, &query).await?;
