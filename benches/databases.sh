@@ -463,7 +463,7 @@ setup_nimbus() {
     check_top "$system" "$top"
     base_url[$system]=$url
     auth_of[$system]="Bearer $secret"
-    # Nimbus writes the fields of an object in alphabetical order: "body" comes first.
+    # Nimbus writes the fields of an object in the order they were selected.
     define "$system" by-id POST /v1/graphql \
         '{"query":"query($id: ID!){ post(id: $id) { id title body views published } }","variables":{"id":"@ID@"}}' \
         '"title":"Post ' 'p%d'

@@ -101,7 +101,7 @@ fn error_response(status: StatusCode, media: MediaType, code: &str, message: &st
     json_response(status, media, &body)
 }
 
-fn json_response(status: StatusCode, media: MediaType, body: &serde_json::Value) -> Response {
+fn json_response(status: StatusCode, media: MediaType, body: &impl serde::Serialize) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
     (
         status,
@@ -555,14 +555,16 @@ async fn execute(
         };
         answered.push(response);
     }
-    let (status, body) = match answered.as_slice() {
-        [response] if !is_batch => (status_of(response, media), response_json(response)),
-        list => (
+    let mut response = match answered.as_slice() {
+        [response] if !is_batch => {
+            json_response(status_of(response, media), media, &response_json(response))
+        }
+        list => json_response(
             StatusCode::OK,
-            serde_json::Value::Array(list.iter().map(response_json).collect()),
+            media,
+            &list.iter().map(response_json).collect::<Vec<_>>(),
         ),
     };
-    let mut response = json_response(status, media, &body);
     // Headers resolvers asked for, e.g. the session cookie of a sign-in.
     for (name, value) in answered.iter().flat_map(|r| r.http_headers.iter()) {
         response.headers_mut().append(name.clone(), value.clone());
@@ -589,17 +591,24 @@ fn status_of(response: &GqlResponse, media: MediaType) -> StatusCode {
 }
 
 /// The JSON of a response; a request error has no `data` entry at all, an
-/// execution that failed has `"data": null`.
-fn response_json(response: &GqlResponse) -> serde_json::Value {
-    let mut json = serde_json::to_value(response).unwrap_or_default();
-    if let Some(map) = json.as_object_mut() {
-        if is_request_error(response) {
-            map.remove("data");
-        } else {
-            map.entry("data").or_insert(serde_json::Value::Null);
-        }
+/// execution that failed has `"data": null`. Serialised straight from the
+/// response's values, so objects keep the order of their selection.
+#[derive(serde::Serialize)]
+struct ResponseJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a async_graphql::Value>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: &'a [ServerError],
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    extensions: &'a std::collections::BTreeMap<String, async_graphql::Value>,
+}
+
+fn response_json(response: &GqlResponse) -> ResponseJson<'_> {
+    ResponseJson {
+        data: (!is_request_error(response)).then_some(&response.data),
+        errors: &response.errors,
+        extensions: &response.extensions,
     }
-    json
 }
 
 fn not_acceptable() -> Response {

@@ -46,6 +46,19 @@ async fn answers_json_by_default_and_graphql_response_json_when_asked() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 406);
+
+    // Fields come back in the order they were selected, as the spec asks.
+    let ordered = app
+        .client
+        .post(format!("{}/v1/graphql", app.url))
+        .json(&json!({"query": "{ zebra: __typename alpha: __typename }"}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(ordered, r#"{"data":{"zebra":"Query","alpha":"Query"}}"#);
     app.shutdown().await;
 }
 
