@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::any::AnyConnectOptions;
-use sqlx::{AnyConnection, Connection as _};
+use sqlx::{AnyConnection, Connection as _, Executor as _};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Idle longer than this, a connection is pinged before it is handed out.
@@ -43,6 +43,16 @@ pub fn note_error(err: &sqlx::Error) {
     }
 }
 
+/// What a connection is leased for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Reads, and transactions begun with `BEGIN`.
+    Reads,
+    /// Transactions on MariaDB with autocommit off, so that the first statement
+    /// begins one and `BEGIN` costs no round trip; ended with [`Lease::end`].
+    Writes,
+}
+
 /// Sets a new connection up (SQLite's pragmas); shared with sqlx's pool.
 pub type Prepare =
     fn(&mut AnyConnection) -> futures_util::future::BoxFuture<'_, Result<(), sqlx::Error>>;
@@ -53,9 +63,9 @@ pub struct Leases {
     prepare: Option<Prepare>,
     permits: Arc<Semaphore>,
     max: usize,
-    /// Most recently returned last: taken from the end, so the least used ones
-    /// grow idle and are closed.
-    idle: std::sync::Mutex<Vec<Idle>>,
+    /// Per purpose, most recently returned last: taken from the end, so the
+    /// least used ones grow idle and are closed.
+    idle: std::sync::Mutex<[Vec<Idle>; 2]>,
     acquire_timeout: Duration,
 }
 
@@ -85,20 +95,25 @@ impl Leases {
             prepare,
             permits: Arc::new(Semaphore::new(max.max(1) as usize)),
             max: max.max(1) as usize,
-            idle: std::sync::Mutex::new(Vec::new()),
+            idle: std::sync::Mutex::new([Vec::new(), Vec::new()]),
             acquire_timeout,
         }))
     }
 
     /// A connection, waiting up to the acquire timeout for one to be free.
     pub async fn lease(self: &Arc<Self>) -> Result<Lease, sqlx::Error> {
+        self.lease_for(Purpose::Reads).await
+    }
+
+    /// A connection for `purpose` ([`Purpose::Writes`] only on MariaDB).
+    pub async fn lease_for(self: &Arc<Self>, purpose: Purpose) -> Result<Lease, sqlx::Error> {
         let permit =
             tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned())
                 .await
                 .map_err(|_| sqlx::Error::PoolTimedOut)?
                 .map_err(|_| sqlx::Error::PoolClosed)?;
         let epoch = BROKEN_EPOCH.load(Ordering::Relaxed);
-        while let Some(idle) = self.take_idle() {
+        while let Some(idle) = self.take_idle(purpose) {
             let waited = idle.since.elapsed();
             if waited > CLOSE_AFTER_IDLE {
                 continue;
@@ -107,34 +122,42 @@ impl Leases {
             if waited > PING_AFTER_IDLE && conn.ping().await.is_err() {
                 continue;
             }
-            return Ok(self.leased(conn, permit, epoch));
+            return Ok(self.leased(conn, purpose, permit, epoch));
         }
         let connecting = async {
             let mut conn = AnyConnection::connect_with(&self.options).await?;
             if let Some(prepare) = self.prepare {
                 prepare(&mut conn).await?;
             }
+            if purpose == Purpose::Writes {
+                conn.execute("SET autocommit = 0").await?;
+            }
             Ok::<_, sqlx::Error>(conn)
         };
         let conn = tokio::time::timeout(self.acquire_timeout, connecting)
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)??;
-        Ok(self.leased(conn, permit, epoch))
+        Ok(self.leased(conn, purpose, permit, epoch))
     }
 
-    fn take_idle(&self) -> Option<Idle> {
-        self.idle.lock().ok()?.pop()
+    fn take_idle(&self, purpose: Purpose) -> Option<Idle> {
+        self.idle.lock().ok()?[purpose as usize].pop()
     }
 
     fn leased(
         self: &Arc<Self>,
         conn: AnyConnection,
+        purpose: Purpose,
         permit: OwnedSemaphorePermit,
         epoch: u64,
     ) -> Lease {
         Lease {
             conn: Some(conn),
             leases: self.clone(),
+            purpose,
+            // A connection for writes is always inside a transaction, from its
+            // first statement to `Lease::end`.
+            open: purpose == Purpose::Writes,
             epoch,
             _permit: permit,
         }
@@ -142,7 +165,10 @@ impl Leases {
 
     /// Connections open and idle now, for `/metrics`.
     pub fn usage(&self) -> (u32, usize) {
-        let idle = self.idle.lock().map_or(0, |idle| idle.len());
+        let idle = self
+            .idle
+            .lock()
+            .map_or(0, |idle| idle.iter().map(Vec::len).sum());
         let leased = self.max - self.permits.available_permits();
         (u32::try_from(leased + idle).unwrap_or(u32::MAX), idle)
     }
@@ -151,7 +177,7 @@ impl Leases {
     pub async fn close(&self) {
         self.permits.close();
         let idle = self.idle.lock().map(|mut idle| std::mem::take(&mut *idle));
-        for idle in idle.unwrap_or_default() {
+        for idle in idle.unwrap_or_default().into_iter().flatten() {
             let _ = idle.conn.close().await;
         }
     }
@@ -161,8 +187,23 @@ impl Leases {
 pub struct Lease {
     conn: Option<AnyConnection>,
     leases: Arc<Leases>,
+    purpose: Purpose,
+    /// Inside a transaction sqlx does not know of ([`Purpose::Writes`]).
+    open: bool,
     epoch: u64,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Lease {
+    /// Ends the transaction of a connection for writes ([`Purpose::Writes`])
+    /// with `COMMIT` or `ROLLBACK`, and returns the connection: the next
+    /// statement on it would begin another transaction.
+    pub async fn end(mut self, commit: bool) -> Result<(), sqlx::Error> {
+        let sql = if commit { "COMMIT" } else { "ROLLBACK" };
+        self.execute(sql).await?;
+        self.open = false;
+        Ok(())
+    }
 }
 
 impl std::ops::Deref for Lease {
@@ -187,11 +228,12 @@ impl Drop for Lease {
         let Some(conn) = self.conn.take() else {
             return;
         };
-        let reusable = !conn.is_in_transaction()
+        let reusable = !self.open
+            && !conn.is_in_transaction()
             && BROKEN_EPOCH.load(Ordering::Relaxed) == self.epoch
             && !self.leases.permits.is_closed();
         if reusable && let Ok(mut idle) = self.leases.idle.lock() {
-            idle.push(Idle {
+            idle[self.purpose as usize].push(Idle {
                 conn,
                 since: Instant::now(),
             });
@@ -204,8 +246,8 @@ impl Drop for Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlx::TransactionManager as _;
     use sqlx::any::AnyTransactionManager;
-    use sqlx::{Executor as _, TransactionManager as _};
 
     /// Each connection to `sqlite::memory:` has a database of its own: a table
     /// made on one shows which connection a later lease got.
@@ -305,5 +347,91 @@ mod tests {
         pool.close().await;
         let err = pool.lease().await.err().expect("closed");
         assert!(matches!(err, sqlx::Error::PoolClosed), "{err}");
+    }
+
+    /// A fresh MariaDB database when `NIMBUS_TEST_DATABASE_URL` names a server
+    /// (the suite's MariaDB pass); `None` otherwise.
+    async fn mariadb_url() -> Option<String> {
+        let server = std::env::var("NIMBUS_TEST_DATABASE_URL")
+            .ok()
+            .filter(|url| url.starts_with("mysql:") || url.starts_with("mariadb:"))?;
+        sqlx::any::install_default_drivers();
+        let name = format!(
+            "lease_{}_{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_micros()
+        );
+        let mut admin = AnyConnection::connect(&server)
+            .await
+            .expect("the test MariaDB server");
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+        let url = format!("{}/{name}", server.trim_end_matches('/'));
+        let mut conn = AnyConnection::connect(&url).await.unwrap();
+        conn.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+            .await
+            .unwrap();
+        Some(url)
+    }
+
+    async fn committed(pool: &Arc<Leases>) -> Vec<i64> {
+        let mut reader = pool.lease().await.unwrap();
+        sqlx::query_scalar::<_, i64>("SELECT x FROM t ORDER BY x")
+            .fetch_all(&mut *reader)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connection_for_writes_keeps_nothing_unless_committed() {
+        let Some(url) = mariadb_url().await else {
+            return;
+        };
+        let pool = Leases::new(&url, 3, Duration::from_secs(5), None).unwrap();
+
+        let mut abandoned = pool.lease_for(Purpose::Writes).await.unwrap();
+        abandoned.execute("INSERT INTO t VALUES (1)").await.unwrap();
+        drop(abandoned);
+        assert_eq!(
+            committed(&pool).await,
+            Vec::<i64>::new(),
+            "dropped uncommitted: rolled back"
+        );
+
+        let mut kept = pool.lease_for(Purpose::Writes).await.unwrap();
+        kept.execute("INSERT INTO t VALUES (2)").await.unwrap();
+        assert_eq!(
+            committed(&pool).await,
+            Vec::<i64>::new(),
+            "not visible before the commit"
+        );
+        kept.end(true).await.unwrap();
+        assert_eq!(committed(&pool).await, [2]);
+
+        let mut undone = pool.lease_for(Purpose::Writes).await.unwrap();
+        undone.execute("INSERT INTO t VALUES (3)").await.unwrap();
+        undone.end(false).await.unwrap();
+        assert_eq!(committed(&pool).await, [2]);
+
+        // A reused connection for writes starts from what is committed now.
+        let mut elsewhere = pool.lease_for(Purpose::Writes).await.unwrap();
+        let mut again = pool.lease_for(Purpose::Writes).await.unwrap();
+        elsewhere.execute("INSERT INTO t VALUES (4)").await.unwrap();
+        elsewhere.end(true).await.unwrap();
+        let seen = sqlx::query_scalar::<_, i64>("SELECT x FROM t ORDER BY x")
+            .fetch_all(&mut *again)
+            .await
+            .unwrap();
+        assert_eq!(seen, [2, 4]);
+        again.end(true).await.unwrap();
+        pool.close().await;
+        let mut admin = AnyConnection::connect(&url).await.unwrap();
+        let name = url.rsplit('/').next().unwrap().to_string();
+        admin
+            .execute(format!("DROP DATABASE {name}").as_str())
+            .await
+            .unwrap();
     }
 }

@@ -139,6 +139,17 @@ impl Db {
         self.leases.lease().await
     }
 
+    /// A connection for a transaction of document writes: on MariaDB one with
+    /// autocommit off ([`lease::Purpose::Writes`]), already inside its
+    /// transaction; `None` on SQLite, where transactions begin with `BEGIN
+    /// IMMEDIATE` on a connection from [`Db::lease`].
+    pub async fn lease_for_writes(&self) -> Option<Result<lease::Lease, sqlx::Error>> {
+        match self.dialect {
+            Dialect::Sqlite => None,
+            Dialect::MySql => Some(self.leases.lease_for(lease::Purpose::Writes).await),
+        }
+    }
+
     /// The turn of a document-writing transaction: on SQLite one at a time, on
     /// MariaDB (row locks) none needed.
     pub async fn writer_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {

@@ -239,23 +239,27 @@ impl RequestTx {
             if let Ok(mut held) = self.turn.lock() {
                 *held = turn;
             }
-            // Begun in a task of its own: a client that goes away mid-`BEGIN` must
-            // not leave a connection inside a transaction nobody owns (the task's
-            // lease, unclaimed, is closed when dropped, and the server rolls back).
-            let (state, dialect) = (self.state.clone(), self.state.db.dialect());
-            let lease = tokio::spawn(async move {
-                let mut lease = state.db.lease().await?;
-                let begin = match dialect {
-                    Dialect::Sqlite => Some("BEGIN IMMEDIATE".into()),
-                    Dialect::MySql => None,
-                };
-                AnyTransactionManager::begin(&mut lease, begin).await?;
-                Ok::<_, sqlx::Error>(lease)
-            })
-            .await
-            .map_err(|err| {
-                AppError::Internal(anyhow::anyhow!("beginning a transaction: {err}"))
-            })??;
+            let lease = match self.state.db.lease_for_writes().await {
+                // Its first statement begins the transaction: nothing to send yet.
+                Some(lease) => lease?,
+                None => {
+                    // Begun in a task of its own: a client that goes away
+                    // mid-`BEGIN` must not leave a connection inside a transaction
+                    // nobody owns (the task's lease, unclaimed, is closed when
+                    // dropped, and the server rolls back).
+                    let state = self.state.clone();
+                    tokio::spawn(async move {
+                        let mut lease = state.db.lease().await?;
+                        AnyTransactionManager::begin(&mut lease, Some("BEGIN IMMEDIATE".into()))
+                            .await?;
+                        Ok::<_, sqlx::Error>(lease)
+                    })
+                    .await
+                    .map_err(|err| {
+                        AppError::Internal(anyhow::anyhow!("beginning a transaction: {err}"))
+                    })??
+                }
+            };
             *open = Some(lease);
         }
         MutexGuard::try_map(open, Option::as_mut)
@@ -362,6 +366,7 @@ impl RequestTx {
         let Some(mut lease) = open else {
             return Ok(Finished::Kept);
         };
+        let dialect = self.state.db.dialect();
         // The next writer's turn comes once this transaction has ended.
         let turn = self.turn.lock().ok().and_then(|mut held| held.take());
         // Ended in a task of its own, so that a client going away cannot cut a
@@ -369,10 +374,10 @@ impl RequestTx {
         // The lease goes back to the pool once out of the transaction, and is
         // closed (the server rolling back) if it could not get out.
         let ended = tokio::spawn(async move {
-            if success {
-                AnyTransactionManager::commit(&mut lease).await
-            } else {
-                AnyTransactionManager::rollback(&mut lease).await
+            match dialect {
+                Dialect::MySql => lease.end(success).await,
+                Dialect::Sqlite if success => AnyTransactionManager::commit(&mut lease).await,
+                Dialect::Sqlite => AnyTransactionManager::rollback(&mut lease).await,
             }
         })
         .await
