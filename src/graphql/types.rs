@@ -67,6 +67,23 @@ pub fn parent_entry<'a>(ctx: &ResolverContext<'_>, key: &str) -> FieldFuture<'a>
     FieldFuture::from_value(value)
 }
 
+/// The GraphQL value of a JSON value, converted in place rather than through
+/// serde (which `Value::from_json` does, for a copy the caller must make first).
+pub fn json_value(json: &serde_json::Value) -> Value {
+    match json {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Boolean(*b),
+        serde_json::Value::Number(n) => Value::Number(n.clone()),
+        serde_json::Value::String(s) => Value::String(s.clone()),
+        serde_json::Value::Array(items) => Value::List(items.iter().map(json_value).collect()),
+        serde_json::Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (Name::new(k), json_value(v)))
+                .collect(),
+        ),
+    }
+}
+
 /// A plain object value from `(name, value)` pairs, for [`prop`] fields to read.
 pub fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
     Value::Object(
@@ -347,6 +364,18 @@ pub fn wants_total_count(ctx: &ResolverContext<'_>) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn json_converts_as_serde_would() {
+        let json = serde_json::json!({
+            "s": "π ✓", "i": -3, "u": 18446744073709551615u64, "f": 1.5, "b": true, "n": null,
+            "list": [1, "two", [3], {"four": 4}], "nested": {"z": 1, "a": {"deep": []}}
+        });
+        assert_eq!(
+            super::json_value(&json),
+            async_graphql::Value::from_json(json).unwrap()
+        );
+    }
+
     use super::*;
 
     #[test]

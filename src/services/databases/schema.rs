@@ -6,17 +6,18 @@
 
 use std::sync::Arc;
 
-use async_graphql::Value;
 use async_graphql::dynamic::{
     Enum, Field, FieldFuture, FieldValue, InputObject, InputValue, Object, ResolverContext, TypeRef,
 };
+use async_graphql::{Name, Value};
 use serde::Deserialize;
 use serde_json::Map;
 
 use crate::error::{AppError, AppResult};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
-    DATETIME, JSON, app, caller, datetime, input, input_object, object, opt_string, prop,
+    DATETIME, JSON, app, caller, datetime, input, input_object, json_value, object, opt_string,
+    prop,
 };
 use crate::services::projects::Project;
 
@@ -41,10 +42,6 @@ pub(crate) fn request_tx<'a>(ctx: &ResolverContext<'a>) -> AppResult<&'a Arc<Req
 pub(crate) fn data_model<'a>(ctx: &ResolverContext<'a>) -> AppResult<&'a Arc<DataModel>> {
     ctx.data::<Arc<DataModel>>()
         .map_err(|_| AppError::Internal(anyhow::anyhow!("DataModel missing from schema data")))
-}
-
-fn json_to_value(json: serde_json::Value) -> Value {
-    Value::from_json(json).unwrap_or(Value::Null)
 }
 
 fn database_value(database: &Database) -> Value {
@@ -94,11 +91,7 @@ fn attribute_value(attribute: &Attribute) -> Value {
         ("array", Value::from(attribute.array)),
         (
             "default",
-            attribute
-                .default
-                .clone()
-                .map(json_to_value)
-                .unwrap_or(Value::Null),
+            attribute.default.as_ref().map_or(Value::Null, json_value),
         ),
         ("size", size),
         ("min", min),
@@ -504,7 +497,13 @@ fn document_value(collection: &Collection, document: &documents::Document) -> Va
         ),
         (
             "data",
-            json_to_value(serde_json::Value::Object(document.data.clone())),
+            Value::Object(
+                document
+                    .data
+                    .iter()
+                    .map(|(k, v)| (Name::new(k), json_value(v)))
+                    .collect(),
+            ),
         ),
     ])
 }

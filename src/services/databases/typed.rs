@@ -19,7 +19,8 @@ use serde_json::{Map, Value as Json};
 use crate::error::{AppError, AppResult};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
-    DATETIME, app, caller, connection_types, datetime, object, parent_entry, parse_datetime,
+    DATETIME, app, caller, connection_types, datetime, json_value, object, parent_entry,
+    parse_datetime,
 };
 
 use super::documents::{self, Access, Document, DocumentChanges, ListQuery, NewDocument, Paging};
@@ -474,10 +475,6 @@ fn decode_cursor(
     Cursor::decode(inner).map_err(|_| invalid("not a cursor returned by this list"))
 }
 
-fn json_to_value(json: Json) -> Value {
-    Value::from_json(json).unwrap_or(Value::Null)
-}
-
 /// The object value of a document for its typed fields.
 fn node_value(document: &Document) -> Value {
     node_value_of(document, None)
@@ -509,7 +506,7 @@ fn node_value_of(document: &Document, fields: Option<&[String]>) -> Value {
     }
     for (key, value) in &document.data {
         if wanted(key) {
-            map.insert(Name::new(key), json_to_value(value.clone()));
+            map.insert(Name::new(key), json_value(value));
         }
     }
     Value::Object(map)
@@ -1803,7 +1800,7 @@ fn node_value_from_event(payload: &Json) -> Value {
             "$collectionId" | "$databaseId" => continue,
             other => other,
         };
-        node.insert(Name::new(name), json_to_value(value.clone()));
+        node.insert(Name::new(name), json_value(value));
     }
     Value::Object(node)
 }
