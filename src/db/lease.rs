@@ -124,6 +124,16 @@ impl Leases {
             }
             return Ok(self.leased(conn, purpose, permit, epoch));
         }
+        // Idle connections hold no permit: when those kept for the other purpose
+        // would take the total over the bound, one of them makes way.
+        let other = match purpose {
+            Purpose::Reads => Purpose::Writes,
+            Purpose::Writes => Purpose::Reads,
+        };
+        let (open, _) = self.usage();
+        if open as usize > self.max {
+            drop(self.take_idle(other));
+        }
         let connecting = async {
             let mut conn = AnyConnection::connect_with(&self.options).await?;
             if let Some(prepare) = self.prepare {
@@ -426,6 +436,25 @@ mod tests {
             .unwrap();
         assert_eq!(seen, [2, 4]);
         again.end(true).await.unwrap();
+
+        // Connections kept for one purpose make way for the other's: never more
+        // than the bound open.
+        let readers = [
+            pool.lease().await.unwrap(),
+            pool.lease().await.unwrap(),
+            pool.lease().await.unwrap(),
+        ];
+        drop(readers);
+        let writers = [
+            pool.lease_for(Purpose::Writes).await.unwrap(),
+            pool.lease_for(Purpose::Writes).await.unwrap(),
+            pool.lease_for(Purpose::Writes).await.unwrap(),
+        ];
+        assert_eq!(pool.usage(), (3, 0));
+        for writer in writers {
+            writer.end(true).await.unwrap();
+        }
+        assert!(pool.usage().0 <= 3, "{:?}", pool.usage());
         pool.close().await;
         let mut admin = AnyConnection::connect(&url).await.unwrap();
         let name = url.rsplit('/').next().unwrap().to_string();
