@@ -1,8 +1,10 @@
 //! Guards every GraphQL request before it runs: query size, alias count, depth and
 //! complexity limits, each refused with its own `extensions.code`; and the mapping
 //! that gives every error async-graphql raises by itself (syntax, validation,
-//! unknown operation, bad arguments) a stable code too.
+//! unknown operation, bad arguments) a stable code too. A query without variables
+//! that passed validation is not validated again against the same schema.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::extensions::{
@@ -30,14 +32,70 @@ pub struct QueryLimits {
     pub max_query_bytes: usize,
 }
 
-impl ExtensionFactory for QueryLimits {
+/// Most validated queries a schema keeps; past it the record starts over.
+const MAX_VALIDATED: usize = 1024;
+/// Longer queries are validated every time.
+const MAX_VALIDATED_BYTES: usize = 8 * 1024;
+
+/// What validating a query (operation name, text) found, for one schema: the
+/// same query, without variables, against the same schema validates the same.
+type Validated = std::sync::Mutex<HashMap<(Option<String>, String), ValidationResult>>;
+
+/// The extension of one schema: its limits, and the queries it has validated.
+pub struct LimitsFactory {
+    limits: QueryLimits,
+    validated: Arc<Validated>,
+}
+
+impl LimitsFactory {
+    pub fn new(limits: QueryLimits) -> Self {
+        LimitsFactory {
+            limits,
+            validated: Arc::default(),
+        }
+    }
+}
+
+impl ExtensionFactory for LimitsFactory {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(*self)
+        Arc::new(Limits {
+            limits: self.limits,
+            validated: self.validated.clone(),
+            query: std::sync::Mutex::new(None),
+        })
+    }
+}
+
+/// The extension for one request.
+struct Limits {
+    limits: QueryLimits,
+    validated: Arc<Validated>,
+    /// The request's operation name and query, when its validation may be recalled.
+    query: std::sync::Mutex<Option<(Option<String>, String)>>,
+}
+
+impl Limits {
+    fn recalled(&self) -> Option<ValidationResult> {
+        let query = self.query.lock().ok()?;
+        let key = query.as_ref()?;
+        self.validated.lock().ok()?.get(key).copied()
+    }
+
+    fn remember(&self, result: ValidationResult) {
+        let Some(key) = self.query.lock().ok().and_then(|mut q| q.take()) else {
+            return;
+        };
+        if let Ok(mut validated) = self.validated.lock() {
+            if validated.len() >= MAX_VALIDATED {
+                validated.clear();
+            }
+            validated.insert(key, result);
+        }
     }
 }
 
 #[async_trait::async_trait]
-impl Extension for QueryLimits {
+impl Extension for Limits {
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
         let mut response = next.run(ctx).await;
         response.errors.iter_mut().for_each(assign_code);
@@ -64,15 +122,23 @@ impl Extension for QueryLimits {
         request: Request,
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
-        if request.query.len() > self.max_query_bytes {
+        if request.query.len() > self.limits.max_query_bytes {
             return Err(coded(
                 format!(
                     "the query is {} bytes long; the limit is {}",
                     request.query.len(),
-                    self.max_query_bytes
+                    self.limits.max_query_bytes
                 ),
                 "QUERY_TOO_LARGE",
             ));
+        }
+        // Variables take part in validation (their values are checked against
+        // their types): only a request without any can reuse an earlier result.
+        if request.variables.is_empty()
+            && request.query.len() <= MAX_VALIDATED_BYTES
+            && let Ok(mut query) = self.query.lock()
+        {
+            *query = Some((request.operation_name.clone(), request.query.clone()));
         }
         next.run(ctx, request).await
     }
@@ -97,11 +163,11 @@ impl Extension for QueryLimits {
         // Counted before validation: overlapping-field validation is quadratic in the
         // number of fields, so thousands of aliases must never reach it.
         let aliases = count_aliases(&document);
-        if aliases > self.max_aliases {
+        if aliases > self.limits.max_aliases {
             return Err(coded(
                 format!(
                     "the query uses {aliases} aliases; the limit is {}",
-                    self.max_aliases
+                    self.limits.max_aliases
                 ),
                 "TOO_MANY_ALIASES",
             ));
@@ -114,30 +180,35 @@ impl Extension for QueryLimits {
         ctx: &ExtensionContext<'_>,
         next: NextValidation<'_>,
     ) -> Result<ValidationResult, Vec<ServerError>> {
+        if let Some(result) = self.recalled() {
+            return Ok(result);
+        }
         let result = next.run(ctx).await.map_err(|errors| {
             errors
                 .into_iter()
                 .map(|e| with_code(e, VALIDATION_FAILED))
                 .collect::<Vec<_>>()
         })?;
-        if result.depth > self.max_depth {
+        let limits = self.limits;
+        if result.depth > limits.max_depth {
             return Err(vec![coded(
                 format!(
                     "the query is nested {} levels deep; the limit is {}",
-                    result.depth, self.max_depth
+                    result.depth, limits.max_depth
                 ),
                 "QUERY_TOO_DEEP",
             )]);
         }
-        if result.complexity > self.max_complexity {
+        if result.complexity > limits.max_complexity {
             return Err(vec![coded(
                 format!(
                     "the query's complexity is {}; the limit is {}",
-                    result.complexity, self.max_complexity
+                    result.complexity, limits.max_complexity
                 ),
                 "QUERY_TOO_COMPLEX",
             )]);
         }
+        self.remember(result);
         Ok(result)
     }
 }

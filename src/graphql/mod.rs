@@ -82,12 +82,12 @@ pub fn build_schema(
         .enable_uploading()
         .limit_recursive_depth(64)
         .limit_directives(16)
-        .extension(limits::QueryLimits {
+        .extension(limits::LimitsFactory::new(limits::QueryLimits {
             max_depth: config.graphql_max_depth,
             max_complexity: config.graphql_max_complexity,
             max_aliases: config.graphql_max_aliases,
             max_query_bytes: config.graphql_max_query_bytes,
-        });
+        }));
     for ty in parts.types {
         builder = builder.register(ty);
     }

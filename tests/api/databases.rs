@@ -636,6 +636,12 @@ async fn bad_structure_and_bad_values_get_clear_codes() {
         .as_key(&key, "default", "mutation { createAttribute(input: {databaseId: \"blog\", collectionId: \"posts\", attribute: {key: \"must\", type: STRING, size: 5, required: true}}) { id } }", json!({}))
         .await;
     assert_eq!(required.code(), "ATTRIBUTE_INVALID");
+    // A query validated against the schema before a change is validated again
+    // after it: the field it reads is gone.
+    let views = json!({"query": "{ posts { nodes { views } } }"});
+    for _ in 0..2 {
+        app.post(views.clone(), &[]).await.ok();
+    }
     let dropped = app
         .as_key(&key, "default", "mutation { deleteAttribute(input: {databaseId: \"blog\", collectionId: \"posts\", key: \"views\"}) { attributes { key } indexes { key } } }", json!({}))
         .await
@@ -651,6 +657,13 @@ async fn bad_structure_and_bad_values_get_clear_codes() {
         ["title", "published", "tags", "publishedAt", "rating"]
     );
     assert_eq!(dropped["deleteAttribute"]["indexes"], json!([]));
+    let stale = app.post(views, &[]).await;
+    assert_eq!(
+        stale.code(),
+        "GRAPHQL_VALIDATION_FAILED",
+        "{:#}",
+        stale.body
+    );
     app.shutdown().await;
 }
 
