@@ -362,10 +362,7 @@ mod tests {
     /// A fresh MariaDB database when `NIMBUS_TEST_DATABASE_URL` names a server
     /// (the suite's MariaDB pass); `None` otherwise.
     async fn mariadb_url() -> Option<String> {
-        let server = std::env::var("NIMBUS_TEST_DATABASE_URL")
-            .ok()
-            .filter(|url| url.starts_with("mysql:") || url.starts_with("mariadb:"))?;
-        sqlx::any::install_default_drivers();
+        let server = crate::db::test_mariadb_server()?;
         let name = format!(
             "lease_{}_{}",
             std::process::id(),

@@ -251,6 +251,17 @@ impl<T> DbErrorExt<T> for Result<T, sqlx::Error> {
     }
 }
 
+/// The MariaDB server of the suite's MariaDB pass (`NIMBUS_TEST_DATABASE_URL`,
+/// see `scripts/test`), with the `Any` drivers installed; `None` otherwise.
+#[cfg(test)]
+pub fn test_mariadb_server() -> Option<String> {
+    let url = std::env::var("NIMBUS_TEST_DATABASE_URL")
+        .ok()
+        .filter(|url| url.starts_with("mysql:") || url.starts_with("mariadb:"))?;
+    install_default_drivers();
+    Some(url)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

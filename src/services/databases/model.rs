@@ -1072,10 +1072,7 @@ pub(super) mod test_support {
 
     pub async fn mariadb() -> Option<TestDb> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let url = std::env::var("NIMBUS_TEST_DATABASE_URL")
-            .ok()
-            .filter(|url| url.starts_with("mysql:") || url.starts_with("mariadb:"))?;
-        sqlx::any::install_default_drivers();
+        let url = crate::db::test_mariadb_server()?;
         let name = format!(
             "dbcore_{}_{}_{}",
             std::process::id(),
