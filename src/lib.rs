@@ -82,6 +82,7 @@ impl AppState {
     pub async fn open(config: Config) -> anyhow::Result<Self> {
         let db = Db::connect(&config, CONNECT_TIMEOUT).await?;
         db.migrate().await?;
+        services::databases::upgrade::permission_tables(&db).await?;
         let bus = match &config.redis_url {
             Some(url) => Bus::redis(url, &config.redis_prefix).await?,
             None => Bus::in_process(),

@@ -3,7 +3,7 @@
 //! ([`RoleSet`]), the one decision function ([`allows`]), the rule for which
 //! permissions a caller may attach to a resource ([`check_grantable`]), and the
 //! SQL building block that turns a permission check into an indexed `EXISTS` over a
-//! side table of `(resource_id, action, role)` rows ([`push_permission_filter`]).
+//! side table of `(resource_id, role, actions)` rows ([`push_permission_filter`]).
 //!
 //! It knows nothing about callers, sessions, API keys or collections: services
 //! build the [`RoleSet`], decide whether an API key skips the checks, and combine
@@ -422,6 +422,17 @@ pub enum Action {
 impl Action {
     pub const ALL: [Action; 4] = [Action::Read, Action::Create, Action::Update, Action::Delete];
 
+    /// The action's bit in a side table's `actions` column ([`permission_grants`]).
+    /// Stored: never renumber.
+    pub fn bit(self) -> i64 {
+        match self {
+            Action::Read => 1,
+            Action::Create => 2,
+            Action::Update => 4,
+            Action::Delete => 8,
+        }
+    }
+
     /// The name used in permission strings and in the side table's `action` column.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -789,19 +800,49 @@ pub fn permission_rows(
         .collect()
 }
 
+/// The rows of a document side table for one resource: `(resource_id, role,
+/// actions)`, one per role in order of first appearance, `actions` the sum of the
+/// bits ([`Action::bit`]) of what the role may do. One row per role rather than
+/// per permission: a document owned by one user is one row, not three.
+pub fn permission_grants(
+    resource_id: &str,
+    permissions: &[Permission],
+) -> Vec<(String, String, i64)> {
+    let mut grants: Vec<(String, String, i64)> = Vec::new();
+    for permission in permissions {
+        let role = permission.role.to_string();
+        match grants.iter_mut().find(|(_, r, _)| *r == role) {
+            Some((_, _, actions)) => *actions |= permission.action.bit(),
+            None => grants.push((resource_id.to_string(), role, permission.action.bit())),
+        }
+    }
+    grants
+}
+
+/// The permissions one side-table row grants (the inverse of
+/// [`permission_grants`]); bits of no action are ignored.
+pub fn granted(role: &str, actions: i64) -> Result<Vec<Permission>, PermissionError> {
+    let role: Role = role.parse()?;
+    Ok(Action::ALL
+        .into_iter()
+        .filter(|action| actions & action.bit() != 0)
+        .map(|action| Permission::new(action, role.clone()))
+        .collect())
+}
+
 /// Appends a condition that holds for the resources `roles` may `action`:
 ///
 /// ```sql
 /// EXISTS (SELECT 1 FROM <side_table> nimbus_perm
 ///         WHERE nimbus_perm.resource_id = <resource_column>
-///           AND nimbus_perm.action = ? AND nimbus_perm.role IN (?, ?, …))
+///           AND nimbus_perm.role IN (?, ?, …) AND (nimbus_perm.actions & ?) <> 0)
 /// ```
 ///
-/// with the action and every role bound, never spliced into the SQL. The side
-/// table has the columns `resource_id`, `action`, `role` (the rows of
-/// [`permission_rows`]); with a unique key on `(resource_id, action, role)` the
-/// correlated lookup is an index probe per candidate row, and an index on
-/// `(action, role, resource_id)` serves a planner that drives from the side table.
+/// with every role and the action's bit bound, never spliced into the SQL. The
+/// side table has the columns `resource_id`, `role`, `actions` (the rows of
+/// [`permission_grants`]); with its key on `(resource_id, role)` the correlated
+/// lookup is an index probe per candidate row and role, and an index on `(role,
+/// resource_id)` serves a planner that drives from the side table.
 ///
 /// Role strings compare byte for byte, as in [`allows`]: on MariaDB the side table
 /// needs a binary collation (`utf8mb4_bin`), or `user:Bob` would match `user:bob`.
@@ -839,14 +880,13 @@ pub fn push_permission_filter(
             " {SIDE_ALIAS} WHERE {SIDE_ALIAS}.resource_id = "
         ))
         .push(resource_column)
-        .push(format_args!(" AND {SIDE_ALIAS}.action = "))
-        .push_bind(action.as_str())
         .push(format_args!(" AND {SIDE_ALIAS}.role IN ("));
     let mut list = builder.separated(", ");
     for role in roles {
         list.push_bind(role.to_string());
     }
-    list.push_unseparated("))");
+    list.push_unseparated(format_args!(") AND ({SIDE_ALIAS}.actions & "));
+    builder.push_bind(action.bit()).push(") <> 0)");
     Ok(())
 }
 
@@ -1433,6 +1473,32 @@ mod tests {
     }
 
     #[test]
+    fn permission_grants_are_one_row_per_role_and_read_back_whole() {
+        let mut list = perms(&["read(\"any\")", "write(\"user:u1\")", "read(\"user:u1\")"]);
+        list.push(list[0].clone());
+        let grants = permission_grants("doc1", &list);
+        assert_eq!(
+            grants,
+            [
+                ("doc1".to_string(), "any".to_string(), 1),
+                ("doc1".to_string(), "user:u1".to_string(), 1 | 2 | 4 | 8),
+            ]
+        );
+        let mut back: Vec<Permission> = grants
+            .iter()
+            .flat_map(|(_, role, actions)| granted(role, *actions).unwrap())
+            .collect();
+        let mut expected = list.clone();
+        for list in [&mut back, &mut expected] {
+            list.sort_by_key(|p| (p.action.as_str(), p.role.to_string()));
+            list.dedup();
+        }
+        assert_eq!(back, expected);
+        assert!(granted("any", 16).unwrap().is_empty());
+        assert!(granted("nobody:x", 1).is_err());
+    }
+
+    #[test]
     fn the_filter_binds_every_value_instead_of_splicing_it() {
         let mut builder = QueryBuilder::<Any>::new("SELECT d.id FROM docs d WHERE ");
         let roles = set(&["team:t1/owner", "label:vip"]);
@@ -1440,8 +1506,8 @@ mod tests {
         assert_eq!(
             builder.sql(),
             "SELECT d.id FROM docs d WHERE EXISTS (SELECT 1 FROM docs_perms nimbus_perm \
-             WHERE nimbus_perm.resource_id = d.id AND nimbus_perm.action = ? \
-             AND nimbus_perm.role IN (?, ?, ?))"
+             WHERE nimbus_perm.resource_id = d.id AND nimbus_perm.role IN (?, ?, ?) \
+             AND (nimbus_perm.actions & ?) <> 0)"
         );
     }
 
@@ -1482,9 +1548,9 @@ mod tests {
             .unwrap();
         for statement in [
             "CREATE TABLE docs (id TEXT PRIMARY KEY)",
-            "CREATE TABLE docs_perms (resource_id TEXT NOT NULL, action TEXT NOT NULL, \
-             role TEXT NOT NULL, PRIMARY KEY (resource_id, action, role))",
-            "CREATE INDEX docs_perms_by_role ON docs_perms (action, role, resource_id)",
+            "CREATE TABLE docs_perms (resource_id TEXT NOT NULL, role TEXT NOT NULL, \
+             actions INTEGER NOT NULL, PRIMARY KEY (resource_id, role)) WITHOUT ROWID",
+            "CREATE INDEX docs_perms_by_role ON docs_perms (role, resource_id)",
         ] {
             sqlx::query(statement).execute(&pool).await.unwrap();
         }
@@ -1505,11 +1571,11 @@ mod tests {
                 .execute(&pool)
                 .await
                 .unwrap();
-            for (resource, action, role) in permission_rows(id, &perms(list)) {
-                sqlx::query("INSERT INTO docs_perms (resource_id, action, role) VALUES (?, ?, ?)")
+            for (resource, role, actions) in permission_grants(id, &perms(list)) {
+                sqlx::query("INSERT INTO docs_perms (resource_id, role, actions) VALUES (?, ?, ?)")
                     .bind(resource)
-                    .bind(action)
                     .bind(role)
+                    .bind(actions)
                     .execute(&pool)
                     .await
                     .unwrap();
@@ -1577,8 +1643,8 @@ mod tests {
     #[tokio::test]
     async fn the_filter_agrees_with_allows_for_every_document() {
         let pool = sqlite_with_documents().await;
-        let rows: Vec<(String, String, String)> =
-            sqlx::query_as("SELECT resource_id, action, role FROM docs_perms")
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT resource_id, role, actions FROM docs_perms")
                 .fetch_all(&pool)
                 .await
                 .unwrap();
@@ -1600,7 +1666,7 @@ mod tests {
                         let stored: Vec<Permission> = rows
                             .iter()
                             .filter(|(r, _, _)| r == *id)
-                            .map(|(_, a, r)| Permission::new(a.parse().unwrap(), role(r)))
+                            .flat_map(|(_, r, a)| granted(r, *a).unwrap())
                             .collect();
                         allows(roles, action, &stored)
                     })

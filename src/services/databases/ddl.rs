@@ -126,8 +126,8 @@ pub fn check_table_name(name: &str) -> Result<(), DdlError> {
     Ok(())
 }
 
-/// The permission side table of a collection table: `(resource_id, action,
-/// role)` rows, as `auth::permissions::push_permission_filter` reads them.
+/// The permission side table of a collection table: `(resource_id, role,
+/// actions)` rows, as `auth::permissions::push_permission_filter` reads them.
 pub fn perms_table(table: &str) -> String {
     format!("{table}_perms")
 }
@@ -287,8 +287,7 @@ fn check_width(attrs: &[Attribute]) -> Result<(), DdlError> {
 
 /// The statements creating a collection's table, its system indexes on
 /// `(created_at, id)` and `(updated_at, id)`, and its permission side table
-/// with a unique key on `(resource_id, action, role)`, an index on `(action,
-/// role, resource_id)` and rows deleted with their document.
+/// ([`perms_table_sql`]).
 pub fn create_table_sql(
     dialect: SqlDialect,
     table: &str,
@@ -299,7 +298,6 @@ pub fn create_table_sql(
     check_width(attrs)?;
     let q = |name: &str| dialect.quote(name);
     let t = q(table);
-    let perms = q(&perms_table(table));
     let mut columns = Vec::with_capacity(attrs.len() + 3);
     match dialect {
         SqlDialect::Sqlite => columns.push(format!("{} TEXT NOT NULL PRIMARY KEY", q("id"))),
@@ -312,8 +310,7 @@ pub fn create_table_sql(
     columns.push(format!("{} BIGINT NOT NULL", q("updated_at")));
     columns.extend(attrs.iter().map(|a| column_def(dialect, a, false)));
     let (id, created, updated) = (q("id"), q("created_at"), q("updated_at"));
-    let (resource, action, role) = (q("resource_id"), q("action"), q("role"));
-    Ok(match dialect {
+    let mut statements = match dialect {
         SqlDialect::Sqlite => vec![
             format!("CREATE TABLE {t} ({})", columns.join(", ")),
             format!(
@@ -324,35 +321,116 @@ pub fn create_table_sql(
                 "CREATE INDEX {} ON {t} ({updated}, {id})",
                 q(&format!("s_{table}__updated"))
             ),
+        ],
+        SqlDialect::MySql => vec![format!(
+            "CREATE TABLE {t} ({}, PRIMARY KEY ({id}), KEY {} ({created}, {id}), \
+                 KEY {} ({updated}, {id})) {MYSQL_TABLE_OPTIONS}",
+            columns.join(", "),
+            q("s_created"),
+            q("s_updated"),
+        )],
+    };
+    statements.extend(perms_table_sql(dialect, table, &perms_table(table)));
+    Ok(statements)
+}
+
+/// The statements creating the permission side table `perms` of the collection
+/// table `table`: one row per document and role, the role's actions as bits
+/// (`auth::permissions::permission_grants`), keyed by `(resource_id, role)`,
+/// indexed by `(role, resource_id)`, rows deleted with their document. `perms`
+/// is another name than [`perms_table`] only while an older side table is
+/// converted ([`upgrade_perms_sql`]).
+fn perms_table_sql(dialect: SqlDialect, table: &str, perms: &str) -> Vec<String> {
+    let q = |name: &str| dialect.quote(name);
+    let (t, perms, id) = (q(table), q(perms), q("id"));
+    let (resource, role, actions) = (q("resource_id"), q("role"), q("actions"));
+    match dialect {
+        SqlDialect::Sqlite => vec![
             format!(
                 "CREATE TABLE {perms} ({resource} TEXT NOT NULL REFERENCES {t} ({id}) \
-                 ON DELETE CASCADE, {action} TEXT NOT NULL, {role} TEXT NOT NULL, \
-                 PRIMARY KEY ({resource}, {action}, {role}))"
+                 ON DELETE CASCADE, {role} TEXT NOT NULL, {actions} INTEGER NOT NULL, \
+                 PRIMARY KEY ({resource}, {role})) WITHOUT ROWID"
             ),
             format!(
-                "CREATE INDEX {} ON {perms} ({action}, {role}, {resource})",
+                "CREATE INDEX {} ON {perms} ({role}, {resource})",
                 q(&format!("s_{table}__perms"))
             ),
         ],
-        SqlDialect::MySql => vec![
-            format!(
-                "CREATE TABLE {t} ({}, PRIMARY KEY ({id}), KEY {} ({created}, {id}), \
-                 KEY {} ({updated}, {id})) {MYSQL_TABLE_OPTIONS}",
-                columns.join(", "),
-                q("s_created"),
-                q("s_updated"),
-            ),
-            format!(
-                "CREATE TABLE {perms} ({resource} VARCHAR(36) NOT NULL, \
-                 {action} VARCHAR(16) NOT NULL, {role} VARCHAR(128) NOT NULL, \
-                 PRIMARY KEY ({resource}, {action}, {role}), \
-                 KEY {} ({action}, {role}, {resource}), \
-                 FOREIGN KEY ({resource}) REFERENCES {t} ({id}) ON DELETE CASCADE) \
-                 {MYSQL_TABLE_OPTIONS}",
-                q("s_role"),
-            ),
-        ],
-    })
+        // The foreign key is named after the collection table, not the side
+        // table, so that it keeps its name when a converted side table is renamed.
+        SqlDialect::MySql => vec![format!(
+            "CREATE TABLE {perms} ({resource} VARCHAR(36) NOT NULL, \
+             {role} VARCHAR(128) NOT NULL, {actions} SMALLINT NOT NULL, \
+             PRIMARY KEY ({resource}, {role}), KEY {} ({role}, {resource}), \
+             CONSTRAINT {} FOREIGN KEY ({resource}) REFERENCES {t} ({id}) ON DELETE CASCADE) \
+             {MYSQL_TABLE_OPTIONS}",
+            q("s_role"),
+            q(&format!("f_{table}")),
+        )],
+    }
+}
+
+/// The side table's name while [`upgrade_perms_sql`] fills it: `__` keeps it
+/// apart from every collection table ([`check_table_name`]).
+pub const UPGRADE_PERMS_NEW: &str = "nimbus__perms_new";
+/// The older side table's name between the swap and its drop.
+pub const UPGRADE_PERMS_OLD: &str = "nimbus__perms_old";
+
+/// The statements converting the side table of `table` from one row per
+/// permission (`resource_id, action, role`) to one row per role
+/// ([`perms_table_sql`]). SQLite runs them in one transaction; on MariaDB, where
+/// DDL commits, they are ordered so that a conversion cut short leaves either the
+/// older table in place (and the new one to drop) or the new table in place (and
+/// the older one to drop): the caller drops [`UPGRADE_PERMS_NEW`] and
+/// [`UPGRADE_PERMS_OLD`] before each conversion.
+pub fn upgrade_perms_sql(dialect: SqlDialect, table: &str) -> Result<Vec<String>, DdlError> {
+    check_table_name(table)?;
+    let q = |name: &str| dialect.quote(name);
+    let perms = perms_table(table);
+    let bits = "CASE action WHEN 'read' THEN 1 WHEN 'create' THEN 2 \
+                WHEN 'update' THEN 4 WHEN 'delete' THEN 8 ELSE 0 END";
+    let new = match dialect {
+        SqlDialect::Sqlite => format!("{perms}__new"),
+        SqlDialect::MySql => UPGRADE_PERMS_NEW.to_string(),
+    };
+    let mut statements = match dialect {
+        // The index of the older table carries the name the new one's takes.
+        SqlDialect::Sqlite => vec![format!(
+            "DROP INDEX IF EXISTS {}",
+            q(&format!("s_{table}__perms"))
+        )],
+        SqlDialect::MySql => Vec::new(),
+    };
+    // SQLite's index is made on the renamed table, under the older index's name.
+    let mut create = perms_table_sql(dialect, table, &new);
+    create.truncate(1);
+    statements.extend(create);
+    // Rows are unique per (resource_id, action, role): their bits add up to the
+    // role's actions.
+    statements.push(format!(
+        "INSERT INTO {} (resource_id, role, actions) SELECT resource_id, role, SUM({bits}) \
+         FROM {} GROUP BY resource_id, role",
+        q(&new),
+        q(&perms)
+    ));
+    match dialect {
+        SqlDialect::Sqlite => {
+            statements.push(format!("DROP TABLE {}", q(&perms)));
+            statements.push(format!("ALTER TABLE {} RENAME TO {}", q(&new), q(&perms)));
+            statements.extend(perms_table_sql(dialect, table, &perms).into_iter().skip(1));
+        }
+        SqlDialect::MySql => {
+            statements.push(format!(
+                "RENAME TABLE {} TO {}, {} TO {}",
+                q(&perms),
+                q(UPGRADE_PERMS_OLD),
+                q(&new),
+                q(&perms)
+            ));
+            statements.push(format!("DROP TABLE {}", q(UPGRADE_PERMS_OLD)));
+        }
+    }
+    Ok(statements)
 }
 
 /// The statements dropping a collection: its side table, then its table (with
@@ -1010,11 +1088,10 @@ mod tests {
                      ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
                 ),
                 "CREATE TABLE `c_1_perms` (`resource_id` VARCHAR(36) NOT NULL, \
-                 `action` VARCHAR(16) NOT NULL, `role` VARCHAR(128) NOT NULL, \
-                 PRIMARY KEY (`resource_id`, `action`, `role`), \
-                 KEY `s_role` (`action`, `role`, `resource_id`), \
-                 FOREIGN KEY (`resource_id`) REFERENCES `c_1` (`id`) ON DELETE CASCADE) \
-                 ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+                 `role` VARCHAR(128) NOT NULL, `actions` SMALLINT NOT NULL, \
+                 PRIMARY KEY (`resource_id`, `role`), KEY `s_role` (`role`, `resource_id`), \
+                 CONSTRAINT `f_c_1` FOREIGN KEY (`resource_id`) REFERENCES `c_1` (`id`) \
+                 ON DELETE CASCADE) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
                     .to_string(),
             ]
         );
@@ -1387,7 +1464,7 @@ mod tests {
         let insert = "INSERT INTO c_1 (id, created_at, updated_at, a_title, a_rank) VALUES (?, 1, 1, 't', 1)";
         sqlx::query(insert).bind("d4").execute(&pool).await.unwrap();
         assert!(sqlx::query(insert).bind("d5").execute(&pool).await.is_err());
-        let grant = "INSERT INTO c_1_perms (resource_id, action, role) VALUES (?, 'read', 'any')";
+        let grant = "INSERT INTO c_1_perms (resource_id, role, actions) VALUES (?, 'any', 1)";
         sqlx::query(grant).bind("d4").execute(&pool).await.unwrap();
         assert!(sqlx::query(grant).bind("d4").execute(&pool).await.is_err());
         assert!(

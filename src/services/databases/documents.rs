@@ -12,7 +12,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, QueryBuilder, Row as _};
 
 use crate::auth::permissions::{
-    Action, Permission, RoleSet, allows, parse_permissions, permission_rows, push_permission_filter,
+    Action, Permission, RoleSet, allows, granted, permission_grants, push_permission_filter,
 };
 use crate::bus::Event;
 use crate::db::{ids, now_millis};
@@ -200,7 +200,7 @@ async fn load_permissions(
         return Ok(());
     }
     let mut builder = QueryBuilder::<Any>::new(format!(
-        "SELECT resource_id, action, role FROM {} WHERE resource_id IN (",
+        "SELECT resource_id, role, actions FROM {} WHERE resource_id IN (",
         q(dialect, &perms_table(&collection.table))
     ));
     let mut list = builder.separated(", ");
@@ -212,11 +212,11 @@ async fn load_permissions(
     let mut by_document: HashMap<String, Vec<Permission>> = HashMap::new();
     for row in rows {
         let id: String = row.try_get("resource_id")?;
-        let action: String = row.try_get("action")?;
         let role: String = row.try_get("role")?;
+        let actions: i64 = row.try_get("actions")?;
         // Stored rows were validated when written; a row that no longer parses is
         // skipped rather than failing every read of the document.
-        if let Ok(mut parsed) = parse_permissions(&[format!("{action}(\"{role}\")")]) {
+        if let Ok(mut parsed) = granted(&role, actions) {
             by_document.entry(id).or_default().append(&mut parsed);
         }
     }
@@ -781,14 +781,14 @@ async fn write_permissions(
             .execute(&mut *conn)
             .await?;
     }
-    let rows = permission_rows(id, permissions);
+    let rows = permission_grants(id, permissions);
     if rows.is_empty() {
         return Ok(());
     }
     let mut builder =
-        QueryBuilder::<Any>::new(format!("INSERT INTO {table} (resource_id, action, role) "));
-    builder.push_values(rows, |mut b, (resource, action, role)| {
-        b.push_bind(resource).push_bind(action).push_bind(role);
+        QueryBuilder::<Any>::new(format!("INSERT INTO {table} (resource_id, role, actions) "));
+    builder.push_values(rows, |mut b, (resource, role, actions)| {
+        b.push_bind(resource).push_bind(role).push_bind(actions);
     });
     builder.build().execute(&mut *conn).await?;
     Ok(())
@@ -884,15 +884,15 @@ async fn create_impl(
     builder.push(")");
     // SQLite takes both inserts in one round trip to its thread; MariaDB prepares
     // one statement at a time.
-    let rows = permission_rows(&id, &permissions);
+    let rows = permission_grants(&id, &permissions);
     let permissions_along = dialect == SqlDialect::Sqlite && !rows.is_empty();
     if permissions_along {
         builder.push(format!(
-            "; INSERT INTO {} (resource_id, action, role) ",
+            "; INSERT INTO {} (resource_id, role, actions) ",
             q(dialect, &perms_table(&collection.table))
         ));
-        builder.push_values(rows, |mut b, (resource, action, role)| {
-            b.push_bind(resource).push_bind(action).push_bind(role);
+        builder.push_values(rows, |mut b, (resource, role, actions)| {
+            b.push_bind(resource).push_bind(role).push_bind(actions);
         });
     }
     first_write.store(true, Ordering::SeqCst);

@@ -16,6 +16,7 @@ pub mod store;
 pub mod structure;
 pub mod tx;
 pub mod typed;
+pub mod upgrade;
 
 use std::sync::Arc;
 
