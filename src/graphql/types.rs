@@ -3,7 +3,8 @@
 //! cursors, and access to the request's state from a resolver.
 
 use async_graphql::dynamic::{
-    Field, FieldFuture, InputObject, InputValue, Object, ResolverContext, Scalar, Type, TypeRef,
+    Field, FieldFuture, FieldValue, InputObject, InputValue, Object, ResolverContext, Scalar, Type,
+    TypeRef,
 };
 use async_graphql::{Name, Value};
 use base64::Engine as _;
@@ -53,18 +54,45 @@ pub fn parse_datetime(field: &str, text: &str) -> AppResult<i64> {
 
 /// A field that reads the entry `name` of its parent, a plain object value.
 pub fn prop(name: &'static str, ty: impl Into<TypeRef>, description: &str) -> Field {
-    Field::new(name, ty, move |ctx| parent_entry(&ctx, name)).description(description)
+    let ty = ty.into();
+    let objects = holds_objects(&ty);
+    Field::new(name, ty, move |ctx| parent_entry(&ctx, name, objects)).description(description)
+}
+
+/// Whether a field of type `ty` may hand on the objects of its parent's value by
+/// reference ([`parent_entry`]): any type but the `JSON` scalar, whose objects
+/// are its value.
+pub fn holds_objects(ty: &TypeRef) -> bool {
+    ty.type_name() != JSON
+}
+
+/// The value of the parent: a plain value, or one lent by the grandparent's
+/// ([`parent_entry`]).
+pub fn parent_value<'a>(ctx: &ResolverContext<'a>) -> Option<&'a Value> {
+    let parent = ctx.parent_value;
+    parent.as_value().or_else(|| parent.downcast_ref::<Value>())
 }
 
 /// The entry `key` of the parent, a plain object value, as a field's result (null
 /// when absent). Resolved at once: no future to allocate for each field of each
-/// object of a response.
-pub fn parent_entry<'a>(ctx: &ResolverContext<'_>, key: &str) -> FieldFuture<'a> {
-    let value = match ctx.parent_value.as_value() {
-        Some(Value::Object(map)) => map.get(key).filter(|v| **v != Value::Null).cloned(),
+/// object of a response. When `objects` ([`holds_objects`]), an object or a list
+/// of objects is lent to the fields below rather than copied: a page of nodes is
+/// not copied once for its list and again for each node.
+pub fn parent_entry<'a>(ctx: &ResolverContext<'a>, key: &str, objects: bool) -> FieldFuture<'a> {
+    let value = match parent_value(ctx) {
+        Some(Value::Object(map)) => map.get(key).filter(|v| **v != Value::Null),
         _ => None,
     };
-    FieldFuture::from_value(value)
+    let lent = |value: &'a Value| FieldValue::borrowed_any(value);
+    match value {
+        Some(value @ Value::Object(_)) if objects => FieldFuture::Value(Some(lent(value))),
+        Some(Value::List(items))
+            if objects && items.iter().all(|item| matches!(item, Value::Object(_))) =>
+        {
+            FieldFuture::Value(Some(FieldValue::list(items.iter().map(lent))))
+        }
+        other => FieldFuture::from_value(other.cloned()),
+    }
 }
 
 /// The GraphQL value of a JSON value, converted in place rather than through

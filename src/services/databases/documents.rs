@@ -157,6 +157,10 @@ fn selected_columns(dialect: SqlDialect, collection: &Collection) -> String {
     column_list(dialect, &collection.columns())
 }
 
+/// The columns [`column_list`] puts before the attributes': `id`,
+/// `created_at`, `updated_at`.
+const SYSTEM_COLUMNS: usize = 3;
+
 fn column_list(dialect: SqlDialect, columns: &[Attribute]) -> String {
     let mut sql = format!(
         "{ALIAS}.{}, {ALIAS}.{}, {ALIAS}.{}",
@@ -170,20 +174,24 @@ fn column_list(dialect: SqlDialect, columns: &[Attribute]) -> String {
     sql
 }
 
-/// A document from a row selected with [`selected_columns`]; `columns` are the
-/// collection's [`Collection::columns`], computed once per query, not per row.
+/// A document from a row whose first columns are [`column_list`]'s for
+/// `columns` (the collection's [`Collection::columns`], or those a list reads),
+/// computed once per query, not per row. Read by position: no column name is
+/// made or looked up per row.
 fn document_from(columns: &[Attribute], row: &AnyRow) -> AppResult<Document> {
     let mut data = Map::new();
-    for attribute in columns {
+    for (i, attribute) in columns.iter().enumerate() {
         data.insert(
             attribute.key.clone(),
-            attribute.from_sql(row).map_err(value_error)?,
+            attribute
+                .from_sql_column(row, SYSTEM_COLUMNS + i)
+                .map_err(value_error)?,
         );
     }
     Ok(Document {
-        id: row.try_get("id")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        id: row.try_get(0)?,
+        created_at: row.try_get(1)?,
+        updated_at: row.try_get(2)?,
         permissions: Vec::new(),
         data,
     })

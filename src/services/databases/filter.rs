@@ -1058,9 +1058,9 @@ impl CursorColumns {
                 continue;
             }
             let value = match stored {
-                Stored::Int => read_int(row, name).map(SqlValue::Int),
-                Stored::Float => read_float(row, name).map(SqlValue::Float),
-                Stored::Text => read_text(row, name).map(SqlValue::Text),
+                Stored::Int => read_int(row, name.as_str()).map(SqlValue::Int),
+                Stored::Float => read_float(row, name.as_str()).map(SqlValue::Float),
+                Stored::Text => read_text(row, name.as_str()).map(SqlValue::Text),
             };
             values.push(value.map_err(|e| unreadable(name, e))?);
         }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
-use sqlx::{Any, QueryBuilder, Row as _, ValueRef as _};
+use sqlx::{Any, ColumnIndex, QueryBuilder, Row as _, ValueRef as _};
 
 /// Longest attribute or index key. The brief's pattern allows 64 characters, but
 /// the column is `a_<key>` and MariaDB identifiers have at most 64.
@@ -741,13 +741,16 @@ impl Attribute {
 
     /// Reads the attribute's column (`a_<key>`) from a row as the client sees it.
     pub fn from_sql(&self, row: &AnyRow) -> Result<Value, ValueError> {
-        self.from_sql_column(row, &self.column())
+        self.from_sql_column(row, self.column().as_str())
     }
 
     /// Reads the attribute from the column `column` of a row: strings (which
     /// MariaDB returns as bytes for `LONGTEXT`), integers, floats, booleans from
     /// 0/1, datetimes from milliseconds to RFC 3339, arrays from JSON text.
-    pub fn from_sql_column(&self, row: &AnyRow, column: &str) -> Result<Value, ValueError> {
+    pub fn from_sql_column<I>(&self, row: &AnyRow, column: I) -> Result<Value, ValueError>
+    where
+        I: ColumnIndex<AnyRow> + Copy,
+    {
         let raw = row
             .try_get_raw(column)
             .map_err(|e| self.unreadable(e.to_string()))?;
@@ -858,7 +861,10 @@ pub fn validate_attributes(attrs: &[Attribute]) -> Result<(), ValueError> {
 }
 
 /// A text column: `VARCHAR` arrives as text, `LONGTEXT` on MariaDB as bytes.
-pub(crate) fn read_text(row: &AnyRow, column: &str) -> Result<String, String> {
+pub(crate) fn read_text<I: ColumnIndex<AnyRow> + Copy>(
+    row: &AnyRow,
+    column: I,
+) -> Result<String, String> {
     match row.try_get::<String, _>(column) {
         Ok(s) => Ok(s),
         Err(text_err) => match row.try_get::<Vec<u8>, _>(column) {
@@ -868,14 +874,20 @@ pub(crate) fn read_text(row: &AnyRow, column: &str) -> Result<String, String> {
     }
 }
 
-pub(crate) fn read_int(row: &AnyRow, column: &str) -> Result<i64, String> {
+pub(crate) fn read_int<I: ColumnIndex<AnyRow> + Copy>(
+    row: &AnyRow,
+    column: I,
+) -> Result<i64, String> {
     row.try_get::<i64, _>(column).map_err(|e| e.to_string())
 }
 
 /// A `REAL`/`DOUBLE` column; an integer is accepted too (SQLite stores what it
 /// is given when a value has no exact REAL form, which never happens here, but
 /// reading it costs nothing).
-pub(crate) fn read_float(row: &AnyRow, column: &str) -> Result<f64, String> {
+pub(crate) fn read_float<I: ColumnIndex<AnyRow> + Copy>(
+    row: &AnyRow,
+    column: I,
+) -> Result<f64, String> {
     match row.try_get::<f64, _>(column) {
         Ok(f) => Ok(f),
         Err(float_err) => row

@@ -19,8 +19,8 @@ use serde_json::{Map, Value as Json};
 use crate::error::{AppError, AppResult};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
-    DATETIME, app, caller, connection_types, datetime, json_value, object, parent_entry,
-    parse_datetime,
+    DATETIME, app, caller, connection_types, datetime, holds_objects, json_value, object,
+    parent_entry, parent_value, parse_datetime,
 };
 
 use super::documents::{self, Access, Document, DocumentChanges, ListQuery, NewDocument, Paging};
@@ -530,7 +530,8 @@ fn selected_fields(ctx: &ResolverContext<'_>, path: &[&str], into: &mut Vec<Stri
 /// A field reading the entry `name` of its parent object value.
 fn entry(name: String, ty: TypeRef, description: String) -> Field {
     let key = name.clone();
-    Field::new(name, ty, move |ctx| parent_entry(&ctx, &key)).description(description)
+    let objects = holds_objects(&ty);
+    Field::new(name, ty, move |ctx| parent_entry(&ctx, &key, objects)).description(description)
 }
 
 fn arg_json(ctx: &ResolverContext<'_>, name: &str) -> AppResult<Option<Json>> {
@@ -1442,7 +1443,7 @@ fn reference_field(key: String, related: Arc<Collection>) -> Field {
     Field::new(key.clone(), ty, move |ctx| {
         let (key, related) = (key.clone(), related.clone());
         FieldFuture::new(async move {
-            let target = match ctx.parent_value.as_value() {
+            let target = match parent_value(&ctx) {
                 Some(Value::Object(map)) => match map.get(key.as_str()) {
                     Some(Value::String(id)) => id.clone(),
                     _ => return Ok(None),
@@ -1480,7 +1481,7 @@ fn reverse_field(
     let reference_key = relationship.key.clone();
     let holder_type = holder.names.type_name.clone();
     let scope = move |ctx: &ResolverContext<'_>| -> Option<Filter> {
-        match ctx.parent_value.as_value() {
+        match parent_value(ctx) {
             Some(Value::Object(map)) => match map.get("id") {
                 Some(Value::String(id)) => Some(Filter::Cmp {
                     field: FilterField::attribute(key.clone()),
@@ -1588,7 +1589,7 @@ fn linked_field(name: String, listed: Arc<Collection>, link: Link) -> Field {
             move |ctx| {
                 let (listed, link) = (listed.clone(), link.clone());
                 FieldFuture::new(async move {
-                    let id = match ctx.parent_value.as_value() {
+                    let id = match parent_value(&ctx) {
                         Some(Value::Object(map)) => match map.get("id") {
                             Some(Value::String(id)) => id.clone(),
                             _ => return Ok(None),

@@ -564,7 +564,7 @@ fn register_types(parts: &mut SchemaParts) {
 /// `previewUrl(width, height, output)`: the parent's preview URL with the given
 /// parameters.
 fn preview_url(ctx: &ResolverContext<'_>) -> Option<Value> {
-    let base = match ctx.parent_value.as_value() {
+    let base = match crate::graphql::types::parent_value(ctx) {
         Some(Value::Object(map)) => match map.get("previewUrl") {
             Some(Value::String(url)) => url.clone(),
             _ => return None,
