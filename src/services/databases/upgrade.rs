@@ -4,6 +4,8 @@
 //! ([`ddl::upgrade_perms_sql`]). Each conversion is done once; a server stopped
 //! half-way finishes it at its next start.
 
+use std::collections::HashSet;
+
 use sqlx::{AnyConnection, Connection as _, Executor as _};
 
 use crate::db::Db;
@@ -33,15 +35,7 @@ pub async fn permission_tables(db: &Db) -> anyhow::Result<()> {
 }
 
 async fn convert_all(conn: &mut AnyConnection, dialect: SqlDialect) -> anyhow::Result<()> {
-    let tables: Vec<String> = sqlx::query_scalar("SELECT table_name FROM db_collections")
-        .fetch_all(&mut *conn)
-        .await?;
-    let mut pending = Vec::new();
-    for table in tables {
-        if in_older_layout(conn, dialect, &perms_table(&table)).await? {
-            pending.push(table);
-        }
-    }
+    let pending = older_layout_tables(conn, dialect).await?;
     if dialect == SqlDialect::MySql {
         let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 600)")
             .bind(LOCK)
@@ -77,6 +71,39 @@ async fn convert_all(conn: &mut AnyConnection, dialect: SqlDialect) -> anyhow::R
         }
     }
     Ok(())
+}
+
+/// The collection tables whose side table still has the older layout: on
+/// MariaDB one question to `information_schema` for all of them (it is slow to
+/// ask table by table), on SQLite a pragma per table.
+async fn older_layout_tables(
+    conn: &mut AnyConnection,
+    dialect: SqlDialect,
+) -> Result<Vec<String>, sqlx::Error> {
+    let tables: Vec<String> = sqlx::query_scalar("SELECT table_name FROM db_collections")
+        .fetch_all(&mut *conn)
+        .await?;
+    if dialect == SqlDialect::MySql {
+        let older: HashSet<String> = sqlx::query_scalar(
+            "SELECT TABLE_NAME FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = DATABASE() AND COLUMN_NAME = 'action'",
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+        return Ok(tables
+            .into_iter()
+            .filter(|table| older.contains(&perms_table(table)))
+            .collect());
+    }
+    let mut pending = Vec::new();
+    for table in tables {
+        if in_older_layout(conn, dialect, &perms_table(&table)).await? {
+            pending.push(table);
+        }
+    }
+    Ok(pending)
 }
 
 /// Whether the side table `perms` exists and still has the `action` column.
