@@ -389,10 +389,7 @@ pub fn upgrade_perms_sql(dialect: SqlDialect, table: &str) -> Result<Vec<String>
     let perms = perms_table(table);
     let bits = "CASE action WHEN 'read' THEN 1 WHEN 'create' THEN 2 \
                 WHEN 'update' THEN 4 WHEN 'delete' THEN 8 ELSE 0 END";
-    let new = match dialect {
-        SqlDialect::Sqlite => format!("{perms}__new"),
-        SqlDialect::MySql => UPGRADE_PERMS_NEW.to_string(),
-    };
+    let new = UPGRADE_PERMS_NEW;
     let mut statements = match dialect {
         // The index of the older table carries the name the new one's takes.
         SqlDialect::Sqlite => vec![format!(
@@ -402,7 +399,7 @@ pub fn upgrade_perms_sql(dialect: SqlDialect, table: &str) -> Result<Vec<String>
         SqlDialect::MySql => Vec::new(),
     };
     // SQLite's index is made on the renamed table, under the older index's name.
-    let mut create = perms_table_sql(dialect, table, &new);
+    let mut create = perms_table_sql(dialect, table, new);
     create.truncate(1);
     statements.extend(create);
     // Rows are unique per (resource_id, action, role): their bits add up to the
@@ -410,13 +407,13 @@ pub fn upgrade_perms_sql(dialect: SqlDialect, table: &str) -> Result<Vec<String>
     statements.push(format!(
         "INSERT INTO {} (resource_id, role, actions) SELECT resource_id, role, SUM({bits}) \
          FROM {} GROUP BY resource_id, role",
-        q(&new),
+        q(new),
         q(&perms)
     ));
     match dialect {
         SqlDialect::Sqlite => {
             statements.push(format!("DROP TABLE {}", q(&perms)));
-            statements.push(format!("ALTER TABLE {} RENAME TO {}", q(&new), q(&perms)));
+            statements.push(format!("ALTER TABLE {} RENAME TO {}", q(new), q(&perms)));
             statements.extend(perms_table_sql(dialect, table, &perms).into_iter().skip(1));
         }
         SqlDialect::MySql => {
@@ -424,7 +421,7 @@ pub fn upgrade_perms_sql(dialect: SqlDialect, table: &str) -> Result<Vec<String>
                 "RENAME TABLE {} TO {}, {} TO {}",
                 q(&perms),
                 q(UPGRADE_PERMS_OLD),
-                q(&new),
+                q(new),
                 q(&perms)
             ));
             statements.push(format!("DROP TABLE {}", q(UPGRADE_PERMS_OLD)));
