@@ -347,7 +347,8 @@ async fn run_operation(
     client: &ClientInfo,
     mut request: Request,
 ) -> GqlResponse {
-    let shared = state.db.group_commit().is_some() && is_single_field_mutation(&mut request);
+    let shares = state.db.group_commit().is_some() || state.creates.is_some();
+    let shared = shares && is_single_field_mutation(&mut request);
     let again = shared.then(|| copy_request(&request));
     let mode = if shared {
         Mode::Shared

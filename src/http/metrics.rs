@@ -73,15 +73,15 @@ pub fn install_recorder() {
         );
         metrics::describe_counter!(
             "nimbus_write_batches_total",
-            "Group-committed batches of document writes (SQLite), by outcome."
+            "Transactions shared by document writes of several requests (group-committed batches on SQLite, shared inserts of creates on MariaDB), by outcome."
         );
         metrics::describe_counter!(
             "nimbus_write_batch_members_total",
-            "Requests that wrote in group-committed batches."
+            "Requests that wrote in shared transactions."
         );
         metrics::describe_counter!(
             "nimbus_operations_rerun_total",
-            "Operations run again, alone, after their batch rolled back."
+            "Operations run again, alone, after their shared transaction rolled back."
         );
         Some(handle)
     });

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use futures_util::future::BoxFuture;
 use serde_json::{Map, Value};
 use sqlx::any::AnyRow;
+use sqlx::query_builder::Separated;
 use sqlx::{Any, AnyConnection, QueryBuilder, Row as _};
 
 use crate::auth::permissions::{
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::ddl::perms_table;
 use super::filter::{self, Cursor, CursorColumns, Filter, FilterError, OrderBy, cursor_for_row};
-use super::model::{Attribute, SqlDialect, millis_to_rfc3339};
+use super::model::{Attribute, SqlDialect, SqlValue, millis_to_rfc3339};
 use super::structure::value_error;
 use super::{Collection, DataModel, OnDelete};
 
@@ -842,65 +843,174 @@ async fn create_impl(
     new: NewDocument,
     model: &DataModel,
 ) -> AppResult<Document> {
+    let prepared = prepare_create(collection, access, new)?;
+    create_prepared(conn, first_write, dialect, collection, model, prepared).await
+}
+
+/// A document checked and ready to insert: its row, its permission rows, and the
+/// document to answer with.
+#[derive(Debug)]
+pub struct PreparedCreate {
+    pub row: NewRow,
+    data: Map<String, Value>,
+    permissions: Vec<Permission>,
+    /// The data as given, for the references and links it sets.
+    input: Map<String, Value>,
+}
+
+/// The rows one create inserts: the document's (its id, creation time and one
+/// value per column of [`Collection::columns`]) and its permission grants.
+#[derive(Debug, Default)]
+pub struct NewRow {
+    pub id: String,
+    pub created_at: i64,
+    pub values: Vec<SqlValue>,
+    pub grants: Vec<(String, String, i64)>,
+}
+
+impl NewRow {
+    /// Binds the row as one `(…)` of a `VALUES` list, in the order of
+    /// [`insert_columns`].
+    pub fn push_values<'a>(&'a self, mut row: Separated<'_, 'a, Any, &str>) {
+        row.push_bind(self.id.as_str())
+            .push_bind(self.created_at)
+            .push_bind(self.created_at);
+        for value in &self.values {
+            value.push_bind_separated(&mut row);
+        }
+    }
+
+    /// About how many bytes the row sends, to bound a statement of many rows.
+    pub fn size(&self) -> usize {
+        let values: usize = self.values.iter().map(SqlValue::size).sum();
+        let grants: usize = self.grants.iter().map(|(_, role, _)| role.len() + 40).sum();
+        self.id.len() + 16 + values + grants
+    }
+}
+
+impl PreparedCreate {
+    /// The created document, answered from what was written rather than read back.
+    pub fn into_document(self) -> Document {
+        let mut permissions = self.permissions;
+        permissions.sort_by_key(|p| (p.action.as_str(), p.role.to_string()));
+        permissions.dedup();
+        Document {
+            id: self.row.id,
+            created_at: self.row.created_at,
+            updated_at: self.row.created_at,
+            permissions,
+            data: self.data,
+        }
+    }
+}
+
+/// Whether a create's data sets relationships: then it reads the documents it
+/// links to, and may write junction rows, besides its own two inserts.
+pub fn sets_relationships(collection: &Collection, data: &Map<String, Value>) -> bool {
+    collection
+        .relationships
+        .iter()
+        .any(|relationship| data.contains_key(&relationship.key))
+}
+
+/// Checks a create against the caller's permissions and the collection's
+/// attributes, and makes its rows; references to other documents are checked
+/// when it is inserted.
+pub fn prepare_create(
+    collection: &Collection,
+    access: &Access,
+    new: NewDocument,
+) -> AppResult<PreparedCreate> {
     if !matches!(reach(collection, access, Action::Create), Reach::All) {
         return Err(denied(Action::Create));
     }
     let id = ids::resolve("id", new.id.as_deref())?;
     check_keys(collection, &new.data)?;
-    check_references(conn, dialect, collection, model, &new.data).await?;
     let permissions = access.permissions_of_new(new.permissions.as_deref())?;
     let columns = collection.columns();
     let mut values = Vec::with_capacity(columns.len());
+    let mut data = Map::new();
     for attribute in &columns {
-        values.push(
-            attribute
-                .value_for_write(given(attribute, new.data.get(&attribute.key)))
-                .map_err(value_error)?,
+        let value = attribute
+            .value_for_write(given(attribute, new.data.get(&attribute.key)))
+            .map_err(value_error)?;
+        data.insert(
+            attribute.key.clone(),
+            attribute.from_stored(&value).map_err(value_error)?,
         );
+        values.push(value);
     }
-    let now = now_millis();
-    let mut builder = QueryBuilder::<Any>::new(format!(
-        "INSERT INTO {} ({}, {}, {}",
-        q(dialect, &collection.table),
+    let grants = permission_grants(&id, &permissions);
+    Ok(PreparedCreate {
+        row: NewRow {
+            id,
+            created_at: now_millis(),
+            values,
+            grants,
+        },
+        data,
+        permissions,
+        input: new.data,
+    })
+}
+
+/// The columns of a collection's insert, in the order of [`NewRow::push_values`].
+pub fn insert_columns(dialect: SqlDialect, collection: &Collection) -> String {
+    let mut columns = format!(
+        "{}, {}, {}",
         q(dialect, "id"),
         q(dialect, "created_at"),
         q(dialect, "updated_at")
+    );
+    for attribute in collection.columns() {
+        columns.push_str(", ");
+        columns.push_str(&q(dialect, &attribute.column()));
+    }
+    columns
+}
+
+/// Inserts a prepared document, after checking the documents it references.
+/// `first_write` as for [`create`].
+pub async fn create_prepared(
+    conn: &mut AnyConnection,
+    first_write: &AtomicBool,
+    dialect: SqlDialect,
+    collection: &Collection,
+    model: &DataModel,
+    prepared: PreparedCreate,
+) -> AppResult<Document> {
+    check_references(conn, dialect, collection, model, &prepared.input).await?;
+    insert_prepared(conn, first_write, dialect, collection, model, prepared).await
+}
+
+/// Inserts a prepared document whose references have been checked.
+async fn insert_prepared(
+    conn: &mut AnyConnection,
+    first_write: &AtomicBool,
+    dialect: SqlDialect,
+    collection: &Collection,
+    model: &DataModel,
+    prepared: PreparedCreate,
+) -> AppResult<Document> {
+    let row = &prepared.row;
+    let mut builder = QueryBuilder::<Any>::new(format!(
+        "INSERT INTO {} ({}) ",
+        q(dialect, &collection.table),
+        insert_columns(dialect, collection)
     ));
-    for attribute in &columns {
-        builder.push(format!(", {}", q(dialect, &attribute.column())));
-    }
-    builder.push(") VALUES (");
-    builder
-        .push_bind(id.clone())
-        .push(", ")
-        .push_bind(now)
-        .push(", ")
-        .push_bind(now);
-    // The created document is answered from what was written, not read back:
-    // two statements fewer while the write lock is held.
-    let mut data = Map::new();
-    for (attribute, value) in columns.iter().zip(&values) {
-        data.insert(
-            attribute.key.clone(),
-            attribute.from_stored(value).map_err(value_error)?,
-        );
-    }
-    for value in values {
-        builder.push(", ");
-        value.push_bind(&mut builder);
-    }
-    builder.push(")");
+    builder.push_values(std::iter::once(row), |values, row| row.push_values(values));
     // SQLite takes both inserts in one round trip to its thread; MariaDB prepares
     // one statement at a time.
-    let rows = permission_grants(&id, &permissions);
-    let permissions_along = dialect == SqlDialect::Sqlite && !rows.is_empty();
+    let permissions_along = dialect == SqlDialect::Sqlite && !row.grants.is_empty();
     if permissions_along {
         builder.push(format!(
             "; INSERT INTO {} (resource_id, role, actions) ",
             q(dialect, &perms_table(&collection.table))
         ));
-        builder.push_values(rows, |mut b, (resource, role, actions)| {
-            b.push_bind(resource).push_bind(role).push_bind(actions);
+        builder.push_values(&row.grants, |mut b, (resource, role, actions)| {
+            b.push_bind(resource.as_str())
+                .push_bind(role.as_str())
+                .push_bind(*actions);
         });
     }
     first_write.store(true, Ordering::SeqCst);
@@ -913,14 +1023,14 @@ async fn create_impl(
                 "SELECT 1 FROM {} WHERE id = ?",
                 q(dialect, &collection.table)
             ))
-            .bind(&id)
+            .bind(&row.id)
             .fetch_optional(&mut *conn)
             .await?
             .is_some();
             return Err(if exists {
                 AppError::Conflict {
                     what: "document",
-                    id,
+                    id: row.id.clone(),
                 }
             } else {
                 AppError::Invalid {
@@ -933,19 +1043,18 @@ async fn create_impl(
         return Err(err.into());
     }
     if !permissions_along {
-        write_permissions(conn, dialect, collection, &id, &permissions, false).await?;
+        write_permissions(
+            conn,
+            dialect,
+            collection,
+            &row.id,
+            &prepared.permissions,
+            false,
+        )
+        .await?;
     }
-    write_links(conn, dialect, collection, model, &id, &new.data).await?;
-    let mut permissions = permissions;
-    permissions.sort_by_key(|p| (p.action.as_str(), p.role.to_string()));
-    permissions.dedup();
-    Ok(Document {
-        id,
-        created_at: now,
-        updated_at: now,
-        permissions,
-        data,
-    })
+    write_links(conn, dialect, collection, model, &row.id, &prepared.input).await?;
+    Ok(prepared.into_document())
 }
 
 /// A change to a document.

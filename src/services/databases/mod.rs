@@ -4,6 +4,7 @@
 //! types of its own (`typed`), beside a generic, Appwrite-shaped document API.
 
 pub mod appwrite_query;
+pub mod create_batch;
 pub mod ddl;
 pub mod documents;
 pub mod filter;

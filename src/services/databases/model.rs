@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
+use sqlx::query_builder::Separated;
 use sqlx::{Any, ColumnIndex, QueryBuilder, Row as _, ValueRef as _};
 
 /// Longest attribute or index key. The brief's pattern allows 64 characters, but
@@ -344,6 +345,26 @@ impl SqlValue {
             SqlValue::Text(s) => builder.push_bind(s),
             SqlValue::Bool(b) => builder.push_bind(i64::from(b)),
         };
+    }
+
+    /// Binds the value, borrowed, as the next item of a `VALUES` row (see
+    /// [`Self::push_bind`]).
+    pub fn push_bind_separated<'a>(&'a self, row: &mut Separated<'_, 'a, Any, &str>) {
+        match self {
+            SqlValue::Null => row.push_bind(None::<i64>),
+            SqlValue::Int(i) => row.push_bind(*i),
+            SqlValue::Float(f) => row.push_bind(*f),
+            SqlValue::Text(s) => row.push_bind(s.as_str()),
+            SqlValue::Bool(b) => row.push_bind(i64::from(*b)),
+        };
+    }
+
+    /// About how many bytes the value takes on the wire.
+    pub fn size(&self) -> usize {
+        match self {
+            SqlValue::Text(s) => s.len() + 8,
+            _ => 8,
+        }
     }
 
     /// Binds the value to the next `?` of a plain query, as [`Self::push_bind`].

@@ -26,7 +26,7 @@ use super::ddl::{Index, IndexKind, IndexOrder};
 use super::documents::{self, Access, DocumentChanges, ListQuery, NewDocument, Paging};
 use super::model::{Attribute, AttributeKind};
 use super::structure::{self, CollectionChanges, NewCollection};
-use super::tx::RequestTx;
+use super::tx::{RequestTx, Sharing};
 use super::{
     Collection, DataModel, Database, OnDelete, RelationKind, Relationship, sql_dialect, typed,
 };
@@ -1364,20 +1364,13 @@ fn register_documents(parts: &mut SchemaParts) {
                 let input: CreateDocumentInput = input(&ctx)?;
                 let collection = model_collection(&ctx, &input.database_id, &input.collection_id)?;
                 let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-                let state = app(&ctx)?;
                 let tx = request_tx(&ctx)?;
                 let new = NewDocument {
                     id: input.id,
                     data: data_object(input.data)?,
                     permissions: input.permissions,
                 };
-                let document = {
-                    let model = data_model(&ctx)?;
-                    let mut op = tx.tracked_writer().await?;
-                    let first_write = op.first_write();
-                    let result = documents::create(&mut op, first_write, sql_dialect(state.db.dialect()), &collection, &access, new, model).await;
-                    op.end(result)?
-                };
+                let document = tx.create(&collection, &access, new, data_model(&ctx)?, Sharing::Sole).await?;
                 tx.publish_after_commit(documents::event(&collection, &document, "create", None));
                 Ok(Some(FieldValue::value(document_value(&collection, &document))))
             })

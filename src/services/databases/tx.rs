@@ -6,6 +6,8 @@
 //! published, so nobody hears of a write that did not happen. On SQLite, requests
 //! with a single mutation field share group-committed batches instead
 //! ([`crate::db::group_commit`]), and run again alone should their batch roll back.
+//! On MariaDB, such a request whose write is one create shares an insert with
+//! others ([`super::create_batch`]), and runs again alone should it be undone.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +27,12 @@ use crate::db::group_commit::{self, Batch, Outcome};
 use crate::db::lease::Lease;
 use crate::error::{AppError, AppResult};
 
+use super::create_batch::Flight;
+use super::documents::{self, Document, NewDocument};
 use super::loader::{ListLoader, RelatedLoader};
+
+use super::{Collection, DataModel, sql_dialect};
+use crate::auth::Access;
 
 /// How a request's document writes share the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,10 +40,21 @@ pub enum Mode {
     /// A transaction of the request's own, holding SQLite's write lock from the
     /// first write to the end of the request.
     Exclusive,
-    /// A place in a group-committed batch ([`crate::db::group_commit`]), for
-    /// requests that can run again from the start should their batch roll back.
-    /// Used only where the database has group commit (SQLite).
+    /// A place in a group-committed batch ([`crate::db::group_commit`]) on
+    /// SQLite, or in a shared insert ([`super::create_batch`]) for a create on
+    /// MariaDB: for requests that can run again from the start should it be
+    /// undone.
     Shared,
+}
+
+/// Whether a create is the only write of its mutation field: only then may it
+/// share an insert with other requests' ([`RequestTx::create`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// The field writes this one document (`createPost`, `createDocument`).
+    Sole,
+    /// One of the field's writes (`createPosts`).
+    Among,
 }
 
 /// How a request's writes ended.
@@ -56,8 +74,10 @@ pub struct RequestTx {
     mode: Mode,
     /// The request's own transaction ([`Mode::Exclusive`]), on a leased connection.
     open: Mutex<Option<Lease>>,
-    /// The batch joined by the first write ([`Mode::Shared`]).
+    /// The batch joined by the first write ([`Mode::Shared`], SQLite).
     batch: OnceLock<Arc<Batch>>,
+    /// The shared insert of the request's create ([`Mode::Shared`], MariaDB).
+    flight: OnceLock<Arc<Flight>>,
     joining: Mutex<()>,
     /// An operation of this request has completed in its batch.
     wrote: AtomicBool,
@@ -172,15 +192,14 @@ impl RequestTx {
     /// The transaction of a request; `mode` is taken only where the database has
     /// group commit.
     pub fn new(state: &AppState, mode: Mode) -> Arc<RequestTx> {
-        let mode = match state.db.group_commit() {
-            Some(_) => mode,
-            None => Mode::Exclusive,
-        };
+        let shares = state.db.group_commit().is_some() || state.creates.is_some();
+        let mode = if shares { mode } else { Mode::Exclusive };
         Arc::new(RequestTx {
             state: state.clone(),
             mode,
             open: Mutex::new(None),
             batch: OnceLock::new(),
+            flight: OnceLock::new(),
             joining: Mutex::new(()),
             wrote: AtomicBool::new(false),
             left: AtomicBool::new(false),
@@ -208,15 +227,15 @@ impl RequestTx {
     }
 
     async fn writer_impl(&self, savepoint: bool) -> AppResult<WriteOp<'_>> {
+        if self.flight.get().is_some() {
+            // Its shared insert is its only write, and commits apart from this.
+            return Err(AppError::Internal(anyhow::anyhow!(
+                "a request wrote again after its create shared an insert"
+            )));
+        }
         self.first_write.store(false, Ordering::SeqCst);
         match self.mode {
-            Mode::Exclusive => Ok(WriteOp {
-                conn: self.exclusive().await?,
-                batch: None,
-                savepoint,
-                tx: self,
-            }),
-            Mode::Shared => {
+            Mode::Shared if self.state.db.group_commit().is_some() => {
                 let batch = self.joined().await?;
                 let mut conn = batch_connection(batch).await?;
                 if savepoint {
@@ -229,7 +248,81 @@ impl RequestTx {
                     tx: self,
                 })
             }
+            _ => Ok(WriteOp {
+                conn: self.exclusive().await?,
+                batch: None,
+                savepoint,
+                tx: self,
+            }),
         }
+    }
+
+    /// Creates a document in the request's transaction. In a request of one
+    /// mutation field ([`Mode::Shared`]) whose only write this is
+    /// ([`Sharing::Sole`]), it shares an insert with other requests' where the
+    /// database has them (MariaDB), unless it sets relationships (which read and
+    /// write more than its rows). Boxed so that resolvers can hold the future
+    /// across awaits.
+    pub fn create<'a>(
+        &'a self,
+        collection: &'a Collection,
+        access: &'a Access,
+        new: NewDocument,
+        model: &'a DataModel,
+        sharing: Sharing,
+    ) -> BoxFuture<'a, AppResult<Document>> {
+        Box::pin(self.create_impl(collection, access, new, model, sharing))
+    }
+
+    async fn create_impl(
+        &self,
+        collection: &Collection,
+        access: &Access,
+        new: NewDocument,
+        model: &DataModel,
+        sharing: Sharing,
+    ) -> AppResult<Document> {
+        let dialect = sql_dialect(self.state.db.dialect());
+        let shared = self.state.creates.as_ref().filter(|_| {
+            self.mode == Mode::Shared
+                && sharing == Sharing::Sole
+                && !self.has_writes()
+                && !documents::sets_relationships(collection, &new.data)
+        });
+        let Some(batches) = shared else {
+            let mut op = self.tracked_writer().await?;
+            let first_write = op.first_write();
+            let result = documents::create(
+                &mut op,
+                first_write,
+                dialect,
+                collection,
+                access,
+                new,
+                model,
+            )
+            .await;
+            return op.end(result);
+        };
+        let mut prepared = documents::prepare_create(collection, access, new)?;
+        let (row, flight) = batches
+            .insert(collection, std::mem::take(&mut prepared.row))
+            .await?;
+        prepared.row = row;
+        if let Some(flight) = flight {
+            // The created document is answered from what was written; nothing
+            // else of this request reads the flight's uncommitted rows, as nothing
+            // could refer to the document before it was created.
+            let _ = self.flight.set(flight);
+            return Ok(prepared.into_document());
+        }
+        // The shared insert failed: this create alone gets its own answer.
+        let mut op = self.tracked_writer().await?;
+        let first_write = op.first_write();
+        let result =
+            documents::create_prepared(&mut op, first_write, dialect, collection, model, prepared)
+                .await;
+        op.end(result)
     }
 
     async fn exclusive(&self) -> AppResult<Conn<'_>> {
@@ -313,7 +406,7 @@ impl RequestTx {
 
     /// Whether the request has begun writing documents.
     pub fn has_writes(&self) -> bool {
-        if self.batch.get().is_some() {
+        if self.batch.get().is_some() || self.flight.get().is_some() {
             return true;
         }
         // Locked means a document operation is running right now.
@@ -344,12 +437,16 @@ impl RequestTx {
     /// back otherwise. In a batch, waits for the batch to end. A failed commit is
     /// an error for the whole request.
     pub async fn finish(&self, success: bool) -> AppResult<Finished> {
-        if let Some(batch) = self.batch.get() {
-            self.left.store(true, Ordering::SeqCst);
+        let shared = if let Some(batch) = self.batch.get() {
             let wrote = self.wrote.load(Ordering::SeqCst);
+            Some(batch.leave(!success && wrote))
+        } else {
+            self.flight.get().map(|flight| flight.leave(!success))
+        };
+        if let Some(left) = shared {
+            self.left.store(true, Ordering::SeqCst);
             let events = self.take_events();
-            let outcome = group_commit::outcome(batch.leave(!success && wrote)).await;
-            return match outcome {
+            return match group_commit::outcome(left).await {
                 Outcome::Committed if success => {
                     publish(&self.state, events).await;
                     Ok(Finished::Kept)
@@ -357,7 +454,7 @@ impl RequestTx {
                 Outcome::Committed => Ok(Finished::RolledBack),
                 Outcome::RolledBack => Ok(Finished::Retry),
                 Outcome::Failed => Err(AppError::Internal(anyhow::anyhow!(
-                    "the batch holding this request's writes could not be committed"
+                    "the shared transaction holding this request's writes could not be committed"
                 ))),
             };
         }
@@ -394,15 +491,22 @@ impl RequestTx {
 
 impl Drop for RequestTx {
     fn drop(&mut self) {
-        // A request that went away without finishing leaves its batch; the writes
-        // it completed stand, and are announced once they are committed.
-        let Some(batch) = self.batch.get() else {
+        // A request that went away without finishing leaves its batch or flight;
+        // the writes it completed stand, and are announced once they are committed.
+        if self.batch.get().is_none() && self.flight.get().is_none() {
             return;
-        };
+        }
         if self.left.swap(true, Ordering::SeqCst) {
             return;
         }
-        let receiver = batch.leave(false);
+        let receiver = match (self.batch.get(), self.flight.get()) {
+            (Some(batch), _) => batch.leave(false),
+            (None, Some(flight)) => {
+                self.wrote.store(true, Ordering::SeqCst);
+                flight.leave(false)
+            }
+            (None, None) => return,
+        };
         let events = self.take_events();
         if events.is_empty() || !self.wrote.load(Ordering::SeqCst) {
             return;

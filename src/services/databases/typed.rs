@@ -28,6 +28,7 @@ use super::filter::{CmpOp, Cursor, Field as FilterField, Filter, Link, OrderBy};
 use super::loader::{ListKey, ListLoader, ListSpec, RelatedLoader};
 use super::model::{Attribute, AttributeKind};
 use super::schema::{data_model, data_object, request_tx};
+use super::tx::Sharing;
 use crate::auth::permissions::{Action, allows};
 
 use super::{Collection, DataModel, sql_dialect};
@@ -870,7 +871,7 @@ pub fn register_collection(
             let collection = c.clone();
             FieldFuture::new(async move {
                 let input = arg_json(&ctx, "input")?.unwrap_or(Json::Null);
-                let document = create_one(&ctx, &collection, input).await?;
+                let document = create_one(&ctx, &collection, input, Sharing::Sole).await?;
                 Ok(Some(FieldValue::value(node_value(&document))))
             })
         })
@@ -889,7 +890,7 @@ pub fn register_collection(
                     let mut created = Vec::with_capacity(inputs.len());
                     for input in inputs {
                         created.push(FieldValue::value(node_value(
-                            &create_one(&ctx, &collection, input).await?,
+                            &create_one(&ctx, &collection, input, Sharing::Among).await?,
                         )));
                     }
                     Ok(Some(FieldValue::list(created)))
@@ -1319,14 +1320,16 @@ fn create_one<'a>(
     ctx: &'a ResolverContext<'a>,
     collection: &'a Collection,
     input: Json,
+    sharing: Sharing,
 ) -> futures_util::future::BoxFuture<'a, AppResult<Document>> {
-    Box::pin(create_one_impl(ctx, collection, input))
+    Box::pin(create_one_impl(ctx, collection, input, sharing))
 }
 
 async fn create_one_impl(
     ctx: &ResolverContext<'_>,
     collection: &Collection,
     input: Json,
+    sharing: Sharing,
 ) -> AppResult<Document> {
     let WriteInput {
         data,
@@ -1335,27 +1338,15 @@ async fn create_one_impl(
         ..
     } = split_input(input)?;
     let access = Access::of(caller(ctx)?, documents::DOCUMENTS_WRITE)?;
-    let dialect = sql_dialect(app(ctx)?.db.dialect());
     let tx = request_tx(ctx)?;
-    let document = {
-        let mut op = tx.tracked_writer().await?;
-        let first_write = op.first_write();
-        let result = documents::create(
-            &mut op,
-            first_write,
-            dialect,
-            collection,
-            &access,
-            NewDocument {
-                id,
-                data,
-                permissions,
-            },
-            data_model(ctx)?,
-        )
-        .await;
-        op.end(result)?
+    let new = NewDocument {
+        id,
+        data,
+        permissions,
     };
+    let document = tx
+        .create(collection, &access, new, data_model(ctx)?, sharing)
+        .await?;
     tx.publish_after_commit(documents::event(collection, &document, "create", None));
     Ok(document)
 }
