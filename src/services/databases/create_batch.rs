@@ -10,6 +10,7 @@
 //! request inserts its own, getting its own error.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use sqlx::{Any, QueryBuilder};
@@ -66,7 +67,7 @@ struct QueueState {
 
 struct Waiting {
     row: NewRow,
-    reply: oneshot::Sender<(NewRow, Option<Arc<Flight>>)>,
+    reply: oneshot::Sender<(NewRow, Option<Membership>)>,
 }
 
 impl CreateBatches {
@@ -79,15 +80,15 @@ impl CreateBatches {
         }
     }
 
-    /// Inserts `row` into `collection` with others'. Gives the row back, with the
-    /// flight that holds it uncommitted (for the request to leave once answered),
-    /// or with none when the flight's insert failed: then the row is to be
-    /// inserted alone.
+    /// Inserts `row` into `collection` with others'. Gives the row back, with a
+    /// place in the flight that holds it uncommitted (for the request to leave
+    /// once answered), or with none when the flight's insert failed: then the row
+    /// is to be inserted alone.
     pub async fn insert(
         &self,
         collection: &Collection,
         row: NewRow,
-    ) -> AppResult<(NewRow, Option<Arc<Flight>>)> {
+    ) -> AppResult<(NewRow, Option<Membership>)> {
         let columns = insert_columns(SqlDialect::MySql, collection);
         let insert = format!("INSERT INTO `{}` ({columns}) ", collection.table);
         let queue = {
@@ -195,15 +196,13 @@ impl Queue {
         });
         let ended = flight.outcome.subscribe();
         for waiting in taken {
-            if waiting
-                .reply
-                .send((waiting.row, Some(flight.clone())))
-                .is_err()
-            {
-                // Its request went away before hearing of its write, and would not
-                // announce it: the flight is undone, and the others run again.
-                flight.leave(true);
-            }
+            // Should its request have gone away, the place is dropped unclaimed,
+            // and undoes the flight (see `Membership`).
+            let place = Membership {
+                flight: flight.clone(),
+                left: AtomicBool::new(false),
+            };
+            let _ = waiting.reply.send((waiting.row, Some(place)));
         }
         drop(flight);
         crate::db::group_commit::outcome(ended).await;
@@ -270,7 +269,7 @@ struct Members {
 }
 
 /// One shared insert, uncommitted until every member has answered.
-pub struct Flight {
+struct Flight {
     lease: StdMutex<Option<Lease>>,
     members: StdMutex<Members>,
     outcome: watch::Sender<Option<Outcome>>,
@@ -282,11 +281,42 @@ impl std::fmt::Debug for Flight {
     }
 }
 
+/// A request's place in a flight. Dropped without [`Membership::leave`] (its
+/// request went away before hearing of its write, and so would not announce it),
+/// it undoes the flight, and the others run again.
+pub struct Membership {
+    flight: Arc<Flight>,
+    left: AtomicBool,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership").finish_non_exhaustive()
+    }
+}
+
+impl Membership {
+    /// The request has answered: `failed` (its answer has errors) undoes the
+    /// flight. The last member out ends it. Returns a receiver of the flight's
+    /// outcome; only the first call counts.
+    pub fn leave(&self, failed: bool) -> watch::Receiver<Option<Outcome>> {
+        if self.left.swap(true, Ordering::SeqCst) {
+            return self.flight.outcome.subscribe();
+        }
+        self.flight.leave(failed)
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        if !self.left.swap(true, Ordering::SeqCst) {
+            self.flight.leave(true);
+        }
+    }
+}
+
 impl Flight {
-    /// A member has answered: `failed` (its answer has errors, or it went away
-    /// unannounced) undoes the flight. The last member out ends it. Returns a
-    /// receiver of the flight's outcome.
-    pub fn leave(self: &Arc<Self>, failed: bool) -> watch::Receiver<Option<Outcome>> {
+    fn leave(self: &Arc<Self>, failed: bool) -> watch::Receiver<Option<Outcome>> {
         let outcome = self.outcome.subscribe();
         let last = match self.members.lock() {
             Ok(mut members) => {
@@ -331,5 +361,175 @@ impl Flight {
         metrics::counter!("nimbus_write_batches_total", "outcome" => label).increment(1);
         metrics::counter!("nimbus_write_batch_members_total").increment(joined as u64);
         self.outcome.send_replace(Some(outcome));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sqlx::Row as _;
+
+    use super::super::model::test_support;
+    use super::super::model::{Attribute, AttributeKind, SqlValue};
+    use super::super::naming::GraphqlNames;
+    use super::*;
+    use crate::config::Config;
+
+    fn collection() -> Collection {
+        Collection {
+            project_id: "p".into(),
+            database_id: "d".into(),
+            id: "posts".into(),
+            name: "posts".into(),
+            names: GraphqlNames::derive("posts", None).unwrap(),
+            table: "c_1".into(),
+            document_security: true,
+            enabled: true,
+            permissions: Vec::new(),
+            attributes: vec![Attribute {
+                key: "title".into(),
+                kind: AttributeKind::String { size: 100 },
+                required: false,
+                array: false,
+                default: None,
+            }],
+            indexes: Vec::new(),
+            relationships: Vec::new(),
+            version: 1,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn row(id: &str) -> NewRow {
+        NewRow {
+            id: id.into(),
+            created_at: 1,
+            values: vec![SqlValue::Text(format!("title of {id}"))],
+            grants: vec![(id.into(), "user:u1".into(), 13)],
+        }
+    }
+
+    async fn stored(pool: &sqlx::AnyPool) -> Vec<(String, i64)> {
+        sqlx::query(
+            "SELECT d.id, p.actions FROM c_1 d JOIN c_1_perms p ON p.resource_id = d.id \
+             ORDER BY d.id",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+    }
+
+    async fn ended(place: &Membership, failed: bool) -> Outcome {
+        let left = place.leave(failed);
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            crate::db::group_commit::outcome(left),
+        )
+        .await
+        .expect("the flight ends")
+    }
+
+    /// Starts `ids` together: the one flight turn is held until all of them wait
+    /// in the queue, so that one flight takes them all.
+    async fn together(
+        batches: &Arc<CreateBatches>,
+        collection: &Arc<Collection>,
+        ids: &[&str],
+    ) -> Vec<(NewRow, Option<Membership>)> {
+        let turn = batches.flights.clone().acquire_owned().await.unwrap();
+        let tasks: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let (batches, collection, row) = (batches.clone(), collection.clone(), row(id));
+                tokio::spawn(async move { batches.insert(&collection, row).await.unwrap() })
+            })
+            .collect();
+        let waiting = || {
+            let queues = batches.queues.lock().unwrap();
+            queues
+                .values()
+                .map(|queue| queue.state.lock().unwrap().waiting.len())
+                .sum::<usize>()
+        };
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while waiting() < ids.len() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("every create waits in the queue");
+        drop(turn);
+        let mut placed = Vec::new();
+        for task in tasks {
+            placed.push(task.await.unwrap());
+        }
+        placed
+    }
+
+    #[tokio::test]
+    async fn creates_in_one_flight_commit_together_once_all_answered_or_not_at_all() {
+        let Some(test) = test_support::mariadb().await else {
+            return;
+        };
+        for statement in [
+            "CREATE TABLE c_1 (id VARCHAR(36) NOT NULL PRIMARY KEY, created_at BIGINT NOT NULL, \
+             updated_at BIGINT NOT NULL, a_title VARCHAR(100))",
+            "CREATE TABLE c_1_perms (resource_id VARCHAR(36) NOT NULL, role VARCHAR(128) NOT NULL, \
+             actions SMALLINT NOT NULL, PRIMARY KEY (resource_id, role))",
+        ] {
+            sqlx::query(statement).execute(&test.pool).await.unwrap();
+        }
+        let mut config = Config::with_data_dir(std::env::temp_dir());
+        config.database_url = Some(test.url.clone());
+        let db = Db::connect(&config, Duration::from_secs(10)).await.unwrap();
+        let batches = Arc::new(CreateBatches::new(db.clone(), 1));
+        let collection = Arc::new(collection());
+
+        // A member whose answer failed undoes the whole flight.
+        let placed = together(&batches, &collection, &["a", "b", "c"]).await;
+        let places: Vec<Membership> = placed
+            .into_iter()
+            .map(|(_, place)| place.expect("written"))
+            .collect();
+        assert_eq!(places[0].flight.members.lock().unwrap().joined, 3);
+        places[0].leave(false);
+        places[2].leave(false);
+        assert_eq!(ended(&places[1], true).await, Outcome::RolledBack);
+        assert_eq!(stored(&test.pool).await, Vec::<(String, i64)>::new());
+
+        // Uncommitted until the last member has answered; then all of it.
+        let placed = together(&batches, &collection, &["a", "b"]).await;
+        let places: Vec<Membership> = placed.into_iter().map(|(_, p)| p.unwrap()).collect();
+        places[0].leave(false);
+        assert!(stored(&test.pool).await.is_empty(), "not yet committed");
+        assert_eq!(ended(&places[1], false).await, Outcome::Committed);
+        assert_eq!(
+            stored(&test.pool).await,
+            [("a".to_string(), 13), ("b".to_string(), 13)]
+        );
+
+        // A place dropped unclaimed (its request went away) undoes the flight.
+        let placed = together(&batches, &collection, &["c", "d"]).await;
+        let mut places: Vec<Membership> = placed.into_iter().map(|(_, p)| p.unwrap()).collect();
+        let kept = places.remove(0);
+        drop(places);
+        assert_eq!(ended(&kept, false).await, Outcome::RolledBack);
+        assert_eq!(stored(&test.pool).await.len(), 2);
+
+        // A flight whose insert fails (an id taken) gives every row back, unwritten.
+        let placed = together(&batches, &collection, &["e", "a"]).await;
+        for (row, place) in placed {
+            assert!(place.is_none(), "{} was not written", row.id);
+            assert_eq!(row.values, [SqlValue::Text(format!("title of {}", row.id))]);
+        }
+        assert_eq!(stored(&test.pool).await.len(), 2);
+
+        db.close().await;
+        test.close().await;
     }
 }

@@ -1068,6 +1068,8 @@ pub(super) mod test_support {
     pub struct TestDb {
         pub pool: AnyPool,
         pub dialect: SqlDialect,
+        /// Where `pool` connects.
+        pub url: String,
         /// The server connection and the database to drop at the end.
         drop: Option<(AnyPool, String)>,
     }
@@ -1099,6 +1101,7 @@ pub(super) mod test_support {
         TestDb {
             pool,
             dialect: SqlDialect::Sqlite,
+            url: "sqlite::memory:".into(),
             drop: None,
         }
     }
@@ -1121,14 +1124,16 @@ pub(super) mod test_support {
             .execute(&server)
             .await
             .expect("create a test database");
+        let url = format!("{}/{name}", url.trim_end_matches('/'));
         let pool = AnyPoolOptions::new()
             .max_connections(1)
-            .connect(&format!("{}/{name}", url.trim_end_matches('/')))
+            .connect(&url)
             .await
             .expect("connect to the test database");
         Some(TestDb {
             pool,
             dialect: SqlDialect::MySql,
+            url,
             drop: Some((server, name)),
         })
     }

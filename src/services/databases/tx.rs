@@ -27,7 +27,7 @@ use crate::db::group_commit::{self, Batch, Outcome};
 use crate::db::lease::Lease;
 use crate::error::{AppError, AppResult};
 
-use super::create_batch::Flight;
+use super::create_batch::Membership;
 use super::documents::{self, Document, NewDocument};
 use super::loader::{ListLoader, RelatedLoader};
 
@@ -77,7 +77,7 @@ pub struct RequestTx {
     /// The batch joined by the first write ([`Mode::Shared`], SQLite).
     batch: OnceLock<Arc<Batch>>,
     /// The shared insert of the request's create ([`Mode::Shared`], MariaDB).
-    flight: OnceLock<Arc<Flight>>,
+    flight: OnceLock<Membership>,
     joining: Mutex<()>,
     /// An operation of this request has completed in its batch.
     wrote: AtomicBool,
