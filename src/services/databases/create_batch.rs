@@ -372,34 +372,17 @@ mod tests {
 
     use super::super::model::test_support;
     use super::super::model::{Attribute, AttributeKind, SqlValue};
-    use super::super::naming::GraphqlNames;
     use super::*;
     use crate::config::Config;
 
     fn collection() -> Collection {
-        Collection {
-            project_id: "p".into(),
-            database_id: "d".into(),
-            id: "posts".into(),
-            name: "posts".into(),
-            names: GraphqlNames::derive("posts", None).unwrap(),
-            table: "c_1".into(),
-            document_security: true,
-            enabled: true,
-            permissions: Vec::new(),
-            attributes: vec![Attribute {
-                key: "title".into(),
-                kind: AttributeKind::String { size: 100 },
-                required: false,
-                array: false,
-                default: None,
-            }],
-            indexes: Vec::new(),
-            relationships: Vec::new(),
-            version: 1,
-            created_at: 0,
-            updated_at: 0,
-        }
+        super::super::test_collection(vec![Attribute {
+            key: "title".into(),
+            kind: AttributeKind::String { size: 100 },
+            required: false,
+            array: false,
+            default: None,
+        }])
     }
 
     fn row(id: &str) -> NewRow {

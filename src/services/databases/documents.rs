@@ -980,18 +980,6 @@ pub async fn create_prepared(
     prepared: PreparedCreate,
 ) -> AppResult<Document> {
     check_references(conn, dialect, collection, model, &prepared.input).await?;
-    insert_prepared(conn, first_write, dialect, collection, model, prepared).await
-}
-
-/// Inserts a prepared document whose references have been checked.
-async fn insert_prepared(
-    conn: &mut AnyConnection,
-    first_write: &AtomicBool,
-    dialect: SqlDialect,
-    collection: &Collection,
-    model: &DataModel,
-    prepared: PreparedCreate,
-) -> AppResult<Document> {
     let row = &prepared.row;
     let mut builder = QueryBuilder::<Any>::new(format!(
         "INSERT INTO {} ({}) ",

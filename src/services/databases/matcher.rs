@@ -229,7 +229,6 @@ mod tests {
 
     use super::*;
     use crate::services::databases::model::AttributeKind;
-    use crate::services::databases::naming::GraphqlNames;
 
     fn collection() -> Collection {
         let attr = |key: &str, kind: AttributeKind, array: bool| Attribute {
@@ -239,35 +238,19 @@ mod tests {
             array,
             default: None,
         };
-        Collection {
-            project_id: "p".into(),
-            database_id: "d".into(),
-            id: "posts".into(),
-            name: "posts".into(),
-            names: GraphqlNames::derive("posts", None).unwrap(),
-            table: "c_1".into(),
-            document_security: false,
-            enabled: true,
-            permissions: Vec::new(),
-            attributes: vec![
-                attr("title", AttributeKind::String { size: 100 }, false),
-                attr(
-                    "views",
-                    AttributeKind::Integer {
-                        min: None,
-                        max: None,
-                    },
-                    false,
-                ),
-                attr("tags", AttributeKind::String { size: 10 }, true),
-                attr("at", AttributeKind::Datetime, false),
-            ],
-            indexes: Vec::new(),
-            relationships: Vec::new(),
-            version: 1,
-            created_at: 0,
-            updated_at: 0,
-        }
+        super::super::test_collection(vec![
+            attr("title", AttributeKind::String { size: 100 }, false),
+            attr(
+                "views",
+                AttributeKind::Integer {
+                    min: None,
+                    max: None,
+                },
+                false,
+            ),
+            attr("tags", AttributeKind::String { size: 10 }, true),
+            attr("at", AttributeKind::Datetime, false),
+        ])
     }
 
     fn doc(value: Value) -> Map<String, Value> {

@@ -206,3 +206,26 @@ pub fn sql_dialect(dialect: Dialect) -> SqlDialect {
         Dialect::MySql => SqlDialect::MySql,
     }
 }
+
+/// A `posts` collection in table `c_1` with `attributes`, for tests that need no
+/// stored structure.
+#[cfg(test)]
+pub(crate) fn test_collection(attributes: Vec<Attribute>) -> Collection {
+    Collection {
+        project_id: "p".into(),
+        database_id: "d".into(),
+        id: "posts".into(),
+        name: "posts".into(),
+        names: GraphqlNames::derive("posts", None).expect("a valid name"),
+        table: "c_1".into(),
+        document_security: false,
+        enabled: true,
+        permissions: Vec::new(),
+        attributes,
+        indexes: Vec::new(),
+        relationships: Vec::new(),
+        version: 1,
+        created_at: 0,
+        updated_at: 0,
+    }
+}

@@ -289,34 +289,21 @@ impl RequestTx {
                 && !self.has_writes()
                 && !documents::sets_relationships(collection, &new.data)
         });
-        let Some(batches) = shared else {
-            let mut op = self.tracked_writer().await?;
-            let first_write = op.first_write();
-            let result = documents::create(
-                &mut op,
-                first_write,
-                dialect,
-                collection,
-                access,
-                new,
-                model,
-            )
-            .await;
-            return op.end(result);
-        };
         let mut prepared = documents::prepare_create(collection, access, new)?;
-        let (row, flight) = batches
-            .insert(collection, std::mem::take(&mut prepared.row))
-            .await?;
-        prepared.row = row;
-        if let Some(flight) = flight {
-            // The created document is answered from what was written; nothing
-            // else of this request reads the flight's uncommitted rows, as nothing
-            // could refer to the document before it was created.
-            let _ = self.flight.set(flight);
-            return Ok(prepared.into_document());
+        if let Some(batches) = shared {
+            let (row, flight) = batches
+                .insert(collection, std::mem::take(&mut prepared.row))
+                .await?;
+            prepared.row = row;
+            if let Some(flight) = flight {
+                // The created document is answered from what was written; nothing
+                // else of this request reads the flight's uncommitted rows, as
+                // nothing could refer to the document before it was created.
+                let _ = self.flight.set(flight);
+                return Ok(prepared.into_document());
+            }
+            // The shared insert failed: this create alone gets its own answer.
         }
-        // The shared insert failed: this create alone gets its own answer.
         let mut op = self.tracked_writer().await?;
         let first_write = op.first_write();
         let result =
