@@ -28,7 +28,7 @@ use super::model::SqlDialect;
 
 /// Most rows one flight inserts.
 const MAX_ROWS: usize = 64;
-/// Most bytes of values one flight sends.
+/// Most bytes of values one flight sends (a single row may send more).
 const MAX_BYTES: usize = 1 << 20;
 /// Most placeholders in one statement (MariaDB's protocol allows 65,535).
 const MAX_PLACEHOLDERS: usize = 60_000;
@@ -146,18 +146,23 @@ impl Queue {
                 let Ok(mut state) = self.state.lock() else {
                     return;
                 };
+                // Requests that went away while waiting are not written.
+                state.waiting.retain(|waiting| !waiting.reply.is_closed());
                 if state.waiting.is_empty() {
                     // Given up under the lock that a newcomer checks.
                     state.flying -= 1;
                     flying.0 = None;
                     return;
                 }
-                let most = MAX_ROWS.min(MAX_PLACEHOLDERS / self.columns.max(1)).max(1);
-                let mut bytes = 0;
-                let mut count = 0;
+                let (mut bytes, mut grants, mut count) = (0, 0, 0);
                 for waiting in &state.waiting {
                     bytes += waiting.row.size();
-                    if count == most || (count > 0 && bytes > MAX_BYTES) {
+                    grants += waiting.row.grants.len();
+                    let full = count == MAX_ROWS
+                        || (count + 1) * self.columns > MAX_PLACEHOLDERS
+                        || grants * 3 > MAX_PLACEHOLDERS
+                        || bytes > MAX_BYTES;
+                    if count > 0 && full {
                         break;
                     }
                     count += 1;
