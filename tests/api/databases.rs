@@ -204,6 +204,35 @@ async fn a_collection_gets_its_own_types_and_typed_crud_with_filters_orders_and_
     }
     assert_eq!(titles, seen_titles);
 
+    // Without `pageInfo` no row beyond the page is read, and the page is the same;
+    // with `hasPreviousPage` alone, a page read backwards still tells what precedes.
+    let bare = app
+        .post(
+            json!({"query": "{ posts(orderBy: [{views: ASC}], first: 2) { nodes { title } } }"}),
+            &[],
+        )
+        .await
+        .ok();
+    let bare: Vec<&str> = bare["posts"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| node["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(bare, seen_titles[..2]);
+    let backwards = app
+        .post(
+            json!({"query": "{ posts(orderBy: [{views: ASC}], last: 2) { nodes { title } pageInfo { hasPreviousPage } } }"}),
+            &[],
+        )
+        .await
+        .ok();
+    assert_eq!(backwards["posts"]["pageInfo"]["hasPreviousPage"], true);
+    assert_eq!(
+        backwards["posts"]["nodes"][1]["title"].as_str(),
+        seen_titles.last().map(String::as_str)
+    );
+
     // or / not / string and list conditions.
     let mixed = app
         .post(json!({"query": list, "variables": {"f": {"or": [{"title": {"startsWith": "Post 4"}}, {"views": {"in": [50]}}], "not": {"tags": {"contains": "t0"}}}}}), &[])

@@ -426,6 +426,9 @@ pub struct ListQuery {
     /// Read only these attributes (and relationship columns) of each document,
     /// besides those the order needs; `None` reads them all.
     pub only: Option<Vec<String>>,
+    /// Tell whether more documents follow the page ([`Listed::has_more`]): one
+    /// row more is read. Without it, `has_more` is false.
+    pub want_more: bool,
 }
 
 /// One page of documents, each with its cursor.
@@ -521,7 +524,7 @@ async fn list_impl(
                 &query.orders,
                 cursor.as_ref(),
                 *from_end,
-                limit,
+                limit + usize::from(query.want_more),
             )
             .map_err(filter_error)?;
             (limit, *from_end)

@@ -1147,14 +1147,14 @@ pub fn order_by_sql(
 }
 
 /// Appends the keyset condition (with a cursor), `ORDER BY` and `LIMIT` of a
-/// page of `limit` rows in the order `orders`, then `id` ascending, which
+/// page of at most `rows` rows in the order `orders`, then `id` ascending, which
 /// makes the order total. Call it right after the `WHERE` conditions: it
 /// appends ` AND (…)` when there is a cursor.
 ///
 /// Forwards (`from_end` false) the page holds the rows after `cursor` (from the
 /// start without one). Backwards it holds the rows before `cursor` (the end
-/// without one), read in reverse order: the caller reverses them. One extra row
-/// is fetched (`LIMIT limit + 1`) to tell whether more exist.
+/// without one), read in reverse order: the caller reverses them. A caller that
+/// wants to know whether more exist asks for one row beyond its page.
 ///
 /// NULLs come first in ascending order and last in descending order; the
 /// keyset condition is an OR-chain (`a > ? OR (a = ? AND b > ?) OR …`) with the
@@ -1169,7 +1169,7 @@ pub fn push_order_and_cursor(
     orders: &[OrderBy],
     cursor: Option<&Cursor>,
     from_end: bool,
-    limit: usize,
+    rows: usize,
 ) -> Result<(), FilterError> {
     let table = Table::new(dialect, table_alias, attrs)?;
     let columns: Vec<(Column<'_>, bool)> = order_columns(&table, orders)?
@@ -1183,7 +1183,7 @@ pub fn push_order_and_cursor(
         out.append(keyset(&table, &columns, id_desc, cursor)?);
     }
     push_order_by(&table, &columns, id_desc, &mut out);
-    out.sql(format!(" LIMIT {}", limit.saturating_add(1)));
+    out.sql(format!(" LIMIT {rows}"));
     out.emit(builder);
     Ok(())
 }
@@ -2090,7 +2090,7 @@ mod tests {
             orders,
             cursor,
             from_end,
-            limit,
+            limit + 1,
         )
         .unwrap();
         let mut rows = builder
@@ -2259,7 +2259,7 @@ mod tests {
             &orders,
             Some(&cursor),
             false,
-            10,
+            11,
         )
         .unwrap();
         assert_eq!(
@@ -2281,7 +2281,7 @@ mod tests {
             &orders,
             Some(&nulls),
             true,
-            5,
+            6,
         )
         .unwrap();
         // Backwards: n descending (NULLs last, so nothing after NULL), title ascending.
@@ -2306,7 +2306,7 @@ mod tests {
                 orders,
                 cursor,
                 false,
-                5,
+                6,
             );
             if result.is_err() {
                 assert_eq!(builder.sql(), "X");

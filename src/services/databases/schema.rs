@@ -1315,6 +1315,7 @@ fn register_documents(parts: &mut SchemaParts) {
                     want_total: ctx.look_ahead().field("total").exists(),
                     want_permissions: true,
                     only: None,
+                    want_more: true,
                 };
                 let listed = documents::list(&mut conn, dialect, &collection, &access, &query).await?;
                 let mut documents_value = Vec::with_capacity(listed.documents.len());

@@ -1144,6 +1144,7 @@ fn register_bulk_and_atomic(
                             want_total: false,
                             want_permissions: true,
                             only: None,
+                            want_more: true,
                         };
                         let matching =
                             documents::list(&mut op, dialect, &collection, &access, &query).await?;
@@ -1405,6 +1406,7 @@ async fn connection_of(
         want_total: ctx.look_ahead().field("totalCount").exists(),
         want_permissions: parts.permissions,
         only: Some(parts.node_fields.clone()),
+        want_more: parts.more,
     };
     let dialect = sql_dialect(app(ctx)?.db.dialect());
     let mut conn = request_tx(ctx)?.reader().await?;
@@ -1505,6 +1507,7 @@ fn reverse_field(
                     want_total: false,
                     want_permissions: true,
                     only: None,
+                    want_more: true,
                 };
                 let mut conn = request_tx(&ctx)?.reader().await?;
                 let listed = documents::list(&mut conn, dialect, &holder, &access, &query).await?;
@@ -1618,6 +1621,9 @@ struct ConnectionParts {
     edge_cursors: bool,
     nodes: bool,
     page_cursors: bool,
+    /// `pageInfo.hasNextPage` or `hasPreviousPage`: whether more rows follow the
+    /// page, read with one row more.
+    more: bool,
     /// The nodes' `permissions`, read with one more query.
     permissions: bool,
     /// The fields of nodes selected under `nodes` or `edges { node }`.
@@ -1638,6 +1644,8 @@ impl ConnectionParts {
             nodes: nodes.exists(),
             page_cursors: page_info.field("startCursor").exists()
                 || page_info.field("endCursor").exists(),
+            more: page_info.field("hasNextPage").exists()
+                || page_info.field("hasPreviousPage").exists(),
             permissions: nodes.field("permissions").exists()
                 || edges.field("node").field("permissions").exists(),
             node_fields: {
