@@ -28,11 +28,9 @@ use crate::db::lease::Lease;
 use crate::error::{AppError, AppResult};
 
 use super::create_batch::Membership;
-use super::documents::{self, Document, NewDocument};
+use super::documents::{self, Access, Document, NewDocument};
 use super::loader::{ListLoader, RelatedLoader};
-
 use super::{Collection, DataModel, sql_dialect};
-use crate::auth::Access;
 
 /// How a request's document writes share the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,7 +188,7 @@ impl Drop for WriteOp<'_> {
 
 impl RequestTx {
     /// The transaction of a request; `mode` is taken only where the database has
-    /// group commit.
+    /// group commit or shared inserts.
     pub fn new(state: &AppState, mode: Mode) -> Arc<RequestTx> {
         let shares = state.db.group_commit().is_some() || state.creates.is_some();
         let mode = if shares { mode } else { Mode::Exclusive };
