@@ -36,10 +36,11 @@ const MAX_PLACEHOLDERS: usize = 60_000;
 /// members' answers and its commit, the next is written.
 const FLIGHTS_PER_COLLECTION: usize = 2;
 
-/// The create queues of the collections, by the shape of their rows.
+/// The create queues of the collections, by table and structure version (every
+/// change of a collection's columns bumps its version).
 pub struct CreateBatches {
     db: Db,
-    queues: StdMutex<HashMap<String, Arc<Queue>>>,
+    queues: StdMutex<HashMap<(String, i64), Arc<Queue>>>,
     /// Turns of flights across collections: each holds a connection until its
     /// members have answered, and answers may need connections too.
     flights: Arc<Semaphore>,
@@ -89,17 +90,18 @@ impl CreateBatches {
         collection: &Collection,
         row: NewRow,
     ) -> AppResult<(NewRow, Option<Membership>)> {
-        let columns = insert_columns(SqlDialect::MySql, collection);
-        let insert = format!("INSERT INTO `{}` ({columns}) ", collection.table);
         let queue = {
             let Ok(mut queues) = self.queues.lock() else {
                 return Ok((row, None));
             };
+            // Found by the collection's table and structure version: the
+            // statements are made once per shape, not per create.
             queues
-                .entry(insert)
-                .or_insert_with_key(|insert| {
+                .entry((collection.table.clone(), collection.version))
+                .or_insert_with(|| {
+                    let columns = insert_columns(SqlDialect::MySql, collection);
                     Arc::new(Queue {
-                        insert: insert.clone(),
+                        insert: format!("INSERT INTO `{}` ({columns}) ", collection.table),
                         insert_grants: format!(
                             "INSERT INTO `{}` (resource_id, role, actions) ",
                             perms_table(&collection.table)
