@@ -112,6 +112,25 @@ pub fn json_value(json: &serde_json::Value) -> Value {
     }
 }
 
+/// The GraphQL value of a JSON value the caller gives up: its strings, lists and
+/// objects move rather than being copied.
+pub fn json_into_value(json: serde_json::Value) -> Value {
+    match json {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Boolean(b),
+        serde_json::Value::Number(n) => Value::Number(n),
+        serde_json::Value::String(s) => Value::String(s),
+        serde_json::Value::Array(items) => {
+            Value::List(items.into_iter().map(json_into_value).collect())
+        }
+        serde_json::Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (Name::new(k), json_into_value(v)))
+                .collect(),
+        ),
+    }
+}
+
 /// A plain object value from `(name, value)` pairs, for [`prop`] fields to read.
 pub fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
     Value::Object(
@@ -400,7 +419,11 @@ mod tests {
         });
         assert_eq!(
             super::json_value(&json),
-            async_graphql::Value::from_json(json).unwrap()
+            async_graphql::Value::from_json(json.clone()).unwrap()
+        );
+        assert_eq!(
+            super::json_into_value(json.clone()),
+            super::json_value(&json)
         );
     }
 

@@ -220,6 +220,34 @@ async fn a_collection_gets_its_own_types_and_typed_crud_with_filters_orders_and_
         .map(|node| node["title"].as_str().unwrap())
         .collect();
     assert_eq!(bare, seen_titles[..2]);
+    // Times are read when shown, with cursors asked for or not.
+    let times = |query: &'static str| {
+        let app = &app;
+        async move {
+            let page = app.post(json!({ "query": query }), &[]).await.ok();
+            page["posts"].clone()
+        }
+    };
+    let with_cursors = times("{ posts(orderBy: [{views: ASC}], first: 2) { edges { cursor node { title createdAt } } } }").await;
+    let without =
+        times("{ posts(orderBy: [{views: ASC}], first: 2) { nodes { title createdAt } } }").await;
+    for i in 0..2 {
+        let shown = &without["nodes"][i]["createdAt"];
+        assert!(
+            shown.as_str().is_some_and(|t| t.starts_with("20")),
+            "{without}"
+        );
+        assert_eq!(&with_cursors["edges"][i]["node"]["createdAt"], shown);
+        assert_eq!(
+            without["nodes"][i]["title"].as_str(),
+            Some(seen_titles[i].as_str())
+        );
+        assert!(
+            with_cursors["edges"][i]["cursor"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty())
+        );
+    }
     let backwards = app
         .post(
             json!({"query": "{ posts(orderBy: [{views: ASC}], last: 2) { nodes { title } pageInfo { hasPreviousPage } } }"}),

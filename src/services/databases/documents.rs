@@ -137,62 +137,94 @@ fn q(dialect: SqlDialect, name: &str) -> String {
 
 /// `SELECT d.id, d.created_at, d.updated_at, d.a_… FROM <table> d`.
 fn select_from(dialect: SqlDialect, collection: &Collection) -> String {
-    select_columns_from(dialect, collection, &collection.columns())
+    select_columns_from(
+        dialect,
+        collection,
+        SystemColumns::All,
+        &collection.columns(),
+    )
 }
 
-/// [`select_from`] reading only the attribute columns `columns`.
+/// [`select_from`] reading only the system columns `system` and the attribute
+/// columns `columns`.
 fn select_columns_from(
     dialect: SqlDialect,
     collection: &Collection,
+    system: SystemColumns,
     columns: &[Attribute],
 ) -> String {
     format!(
         "SELECT {} FROM {} {ALIAS}",
-        column_list(dialect, columns),
+        column_list(dialect, system, columns),
         q(dialect, &collection.table)
     )
 }
 
 /// `d.id, d.created_at, d.updated_at, d.a_…`: what a document is read from.
 fn selected_columns(dialect: SqlDialect, collection: &Collection) -> String {
-    column_list(dialect, &collection.columns())
+    column_list(dialect, SystemColumns::All, &collection.columns())
 }
 
-/// The columns [`column_list`] puts before the attributes': `id`,
-/// `created_at`, `updated_at`.
-const SYSTEM_COLUMNS: usize = 3;
+/// Which of a document's own columns a read selects, before its attributes'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SystemColumns {
+    /// `id`, `created_at`, `updated_at`.
+    All,
+    /// `id` alone, for a list whose caller shows neither time and wants no
+    /// cursors: its documents' times are 0.
+    Id,
+}
 
-fn column_list(dialect: SqlDialect, columns: &[Attribute]) -> String {
-    let mut sql = format!(
-        "{ALIAS}.{}, {ALIAS}.{}, {ALIAS}.{}",
-        q(dialect, "id"),
-        q(dialect, "created_at"),
-        q(dialect, "updated_at")
-    );
+impl SystemColumns {
+    fn count(self) -> usize {
+        match self {
+            SystemColumns::All => 3,
+            SystemColumns::Id => 1,
+        }
+    }
+}
+
+fn column_list(dialect: SqlDialect, system: SystemColumns, columns: &[Attribute]) -> String {
+    let mut sql = format!("{ALIAS}.{}", q(dialect, "id"));
+    if system == SystemColumns::All {
+        sql.push_str(&format!(
+            ", {ALIAS}.{}, {ALIAS}.{}",
+            q(dialect, "created_at"),
+            q(dialect, "updated_at")
+        ));
+    }
     for attribute in columns {
         sql.push_str(&format!(", {ALIAS}.{}", q(dialect, &attribute.column())));
     }
     sql
 }
 
-/// A document from a row whose first columns are [`column_list`]'s for
-/// `columns` (the collection's [`Collection::columns`], or those a list reads),
-/// computed once per query, not per row. Read by position: no column name is
-/// made or looked up per row.
-fn document_from(columns: &[Attribute], row: &AnyRow) -> AppResult<Document> {
+/// A document from a row whose first columns are [`column_list`]'s for `system`
+/// and `columns` (the collection's [`Collection::columns`], or those a list
+/// reads), computed once per query, not per row. Read by position: no column
+/// name is made or looked up per row.
+fn document_from(
+    system: SystemColumns,
+    columns: &[Attribute],
+    row: &AnyRow,
+) -> AppResult<Document> {
     let mut data = Map::new();
     for (i, attribute) in columns.iter().enumerate() {
         data.insert(
             attribute.key.clone(),
             attribute
-                .from_sql_column(row, SYSTEM_COLUMNS + i)
+                .from_sql_column(row, system.count() + i)
                 .map_err(value_error)?,
         );
     }
+    let (created_at, updated_at) = match system {
+        SystemColumns::All => (row.try_get(1)?, row.try_get(2)?),
+        SystemColumns::Id => (0, 0),
+    };
     Ok(Document {
         id: row.try_get(0)?,
-        created_at: row.try_get(1)?,
-        updated_at: row.try_get(2)?,
+        created_at,
+        updated_at,
         permissions: Vec::new(),
         data,
     })
@@ -301,7 +333,11 @@ async fn get_impl(
     let Some(row) = builder.build().fetch_optional(&mut *conn).await? else {
         return Ok(None);
     };
-    let mut documents = vec![document_from(&collection.columns(), &row)?];
+    let mut documents = vec![document_from(
+        SystemColumns::All,
+        &collection.columns(),
+        &row,
+    )?];
     if with_permissions {
         load_permissions(conn, dialect, collection, &mut documents).await?;
     }
@@ -339,7 +375,7 @@ pub fn get_many<'a>(
         let columns = collection.columns();
         let mut documents = rows
             .iter()
-            .map(|row| document_from(&columns, row))
+            .map(|row| document_from(SystemColumns::All, &columns, row))
             .collect::<AppResult<Vec<_>>>()?;
         load_permissions(conn, dialect, collection, &mut documents).await?;
         Ok(documents)
@@ -429,6 +465,8 @@ pub struct ListQuery {
     /// Tell whether more documents follow the page ([`Listed::has_more`]): one
     /// row more is read. Without it, `has_more` is false.
     pub want_more: bool,
+    /// Give each document its cursor; without it, every cursor is empty.
+    pub want_cursors: bool,
 }
 
 /// One page of documents, each with its cursor.
@@ -499,7 +537,17 @@ async fn list_impl(
             .collect(),
         None => columns.clone(),
     };
-    let mut builder = QueryBuilder::<Any>::new(select_columns_from(dialect, collection, &read));
+    let system = if query.want_cursors
+        || query.only.as_ref().is_none_or(|only| {
+            only.iter()
+                .any(|field| field == "createdAt" || field == "updatedAt")
+        }) {
+        SystemColumns::All
+    } else {
+        SystemColumns::Id
+    };
+    let mut builder =
+        QueryBuilder::<Any>::new(select_columns_from(dialect, collection, system, &read));
     where_clause(&mut builder)?;
     let (limit, from_end) = match &query.paging {
         Paging::Keyset {
@@ -548,10 +596,17 @@ async fn list_impl(
     let has_more = rows.len() > limit;
     let mut documents = Vec::with_capacity(rows.len().min(limit));
     let mut cursors = Vec::with_capacity(documents.capacity());
-    let cursor_columns = CursorColumns::new(&columns, &query.orders).map_err(filter_error)?;
+    let cursor_columns = if query.want_cursors {
+        Some(CursorColumns::new(&columns, &query.orders).map_err(filter_error)?)
+    } else {
+        None
+    };
     for row in rows.iter().take(limit) {
-        documents.push(document_from(&read, row)?);
-        cursors.push(cursor_columns.read(row).map_err(filter_error)?);
+        documents.push(document_from(system, &read, row)?);
+        cursors.push(match &cursor_columns {
+            Some(cursor_columns) => cursor_columns.read(row).map_err(filter_error)?,
+            None => Cursor::default(),
+        });
     }
     if from_end {
         documents.reverse();
@@ -702,7 +757,7 @@ pub fn list_for_parents<'a>(
             }
             found.push((
                 owner,
-                document_from(&columns, row)?,
+                document_from(SystemColumns::All, &columns, row)?,
                 cursor_columns.read(row).map_err(filter_error)?,
             ));
         }
@@ -1080,7 +1135,11 @@ async fn load_for_write(
     let Some(row) = builder.build().fetch_optional(&mut *conn).await? else {
         return Err(not_found(id));
     };
-    let mut documents = vec![document_from(&collection.columns(), &row)?];
+    let mut documents = vec![document_from(
+        SystemColumns::All,
+        &collection.columns(),
+        &row,
+    )?];
     load_permissions(conn, dialect, collection, &mut documents).await?;
     let document = documents.pop().ok_or_else(|| not_found(id))?;
     let may = |action: Action| match reach(collection, access, action) {

@@ -941,7 +941,7 @@ impl OrderBy {
 /// one row, and that row's id. Its string form ([`Cursor::encode`]) is opaque
 /// to clients; a changed one can only point elsewhere in the same list, since
 /// every value in it is bound.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Cursor {
     pub values: Vec<SqlValue>,
     pub id: String,

@@ -1316,6 +1316,7 @@ fn register_documents(parts: &mut SchemaParts) {
                     want_permissions: true,
                     only: None,
                     want_more: true,
+                    want_cursors: false,
                 };
                 let listed = documents::list(&mut conn, dialect, &collection, &access, &query).await?;
                 let mut documents_value = Vec::with_capacity(listed.documents.len());

@@ -5,7 +5,7 @@
 //! `createPost`, `createPosts`, `updatePost`, `deletePost`. Shared filter inputs
 //! (`StringFilter`, `IntFilter`, …) are registered once by [`register_shared`].
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_graphql::dynamic::{
     Enum, Field, FieldFuture, FieldValue, InputObject, InputValue, Object, ResolverContext, Scalar,
@@ -19,8 +19,8 @@ use serde_json::{Map, Value as Json};
 use crate::error::{AppError, AppResult};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
-    DATETIME, app, caller, connection_types, datetime, holds_objects, json_value, object,
-    parent_entry, parent_value, parse_datetime,
+    DATETIME, app, caller, connection_types, datetime, holds_objects, json_into_value, json_value,
+    object, parent_entry, parent_value, parse_datetime,
 };
 
 use super::documents::{self, Access, Document, DocumentChanges, ListQuery, NewDocument, Paging};
@@ -477,39 +477,63 @@ fn decode_cursor(
 }
 
 /// The object value of a document for its typed fields.
-fn node_value(document: &Document) -> Value {
+fn node_value(document: Document) -> Value {
     node_value_of(document, None)
 }
 
+/// The name of every node's `id` entry, made once rather than per node.
+static ID: LazyLock<Name> = LazyLock::new(|| Name::new("id"));
+
+/// The names of the node fields a selection reads ([`selected_fields`]), made once
+/// per request and shared by every node of a page.
+fn field_names(fields: &[String]) -> Vec<Name> {
+    fields.iter().map(Name::new).collect()
+}
+
 /// The object value of a document with only the fields a selection names (and
-/// `id`, which relationship fields read), or all of them.
-fn node_value_of(document: &Document, fields: Option<&[String]>) -> Value {
-    let wanted = |name: &str| fields.is_none_or(|fields| fields.iter().any(|f| f == name));
-    let mut map = async_graphql::indexmap::IndexMap::new();
-    map.insert(Name::new("id"), Value::from(document.id.as_str()));
-    if wanted("createdAt") {
-        map.insert(Name::new("createdAt"), datetime(document.created_at));
-    }
-    if wanted("updatedAt") {
-        map.insert(Name::new("updatedAt"), datetime(document.updated_at));
-    }
-    if wanted("permissions") {
-        map.insert(
-            Name::new("permissions"),
-            Value::List(
-                document
-                    .permissions
-                    .iter()
-                    .map(|p| Value::from(p.to_string()))
-                    .collect(),
-            ),
-        );
-    }
-    for (key, value) in &document.data {
-        if wanted(key) {
-            map.insert(Name::new(key), json_value(value));
+/// `id`, which relationship fields read), or all of them. The document's values
+/// move into it: a page is not copied on its way to the response.
+fn node_value_of(mut document: Document, fields: Option<&[Name]>) -> Value {
+    let system = |name: &str, document: &Document| match name {
+        "createdAt" => Some(datetime(document.created_at)),
+        "updatedAt" => Some(datetime(document.updated_at)),
+        "permissions" => Some(Value::List(
+            document
+                .permissions
+                .iter()
+                .map(|p| Value::from(p.to_string()))
+                .collect(),
+        )),
+        _ => None,
+    };
+    let mut map = async_graphql::indexmap::IndexMap::with_capacity(
+        fields.map_or(document.data.len() + 4, |f| f.len() + 1),
+    );
+    match fields {
+        Some(fields) => {
+            for name in fields {
+                let value = match system(name.as_str(), &document) {
+                    Some(value) => value,
+                    None => match document.data.remove(name.as_str()) {
+                        Some(value) => json_into_value(value),
+                        None => continue,
+                    },
+                };
+                map.insert(name.clone(), value);
+            }
+        }
+        None => {
+            for name in ["createdAt", "updatedAt", "permissions"] {
+                if let Some(value) = system(name, &document) {
+                    map.insert(Name::new(name), value);
+                }
+            }
+            for (key, value) in std::mem::take(&mut document.data) {
+                map.insert(Name::new(key), json_into_value(value));
+            }
         }
     }
+    map.insert(ID.clone(), Value::String(document.id));
     Value::Object(map)
 }
 
@@ -843,7 +867,8 @@ pub fn register_collection(
                         with_permissions,
                     )
                     .await?;
-                    Ok(document.map(|d| FieldValue::value(node_value_of(&d, Some(&fields)))))
+                    Ok(document
+                        .map(|d| FieldValue::value(node_value_of(d, Some(&field_names(&fields))))))
                 })
             },
         )
@@ -872,7 +897,7 @@ pub fn register_collection(
             FieldFuture::new(async move {
                 let input = arg_json(&ctx, "input")?.unwrap_or(Json::Null);
                 let document = create_one(&ctx, &collection, input, Sharing::Sole).await?;
-                Ok(Some(FieldValue::value(node_value(&document))))
+                Ok(Some(FieldValue::value(node_value(document))))
             })
         })
         .description(format!("Creates a `{t}`; needs the collection's `create` permission. All document writes of one request commit together or not at all."))
@@ -890,7 +915,7 @@ pub fn register_collection(
                     let mut created = Vec::with_capacity(inputs.len());
                     for input in inputs {
                         created.push(FieldValue::value(node_value(
-                            &create_one(&ctx, &collection, input, Sharing::Among).await?,
+                            create_one(&ctx, &collection, input, Sharing::Among).await?,
                         )));
                     }
                     Ok(Some(FieldValue::list(created)))
@@ -931,7 +956,7 @@ pub fn register_collection(
                     op.end(result)?
                 };
                 tx.publish_after_commit(documents::event(&collection, &document, "update", Some(&previous)));
-                Ok(Some(FieldValue::value(node_value(&document))))
+                Ok(Some(FieldValue::value(node_value(document))))
             })
         })
         .description(format!("Changes a `{t}`; needs `update` permission on the collection or (with document security) on the document."))
@@ -1040,7 +1065,7 @@ fn register_bulk_and_atomic(
                     op.end(result)?
                 };
                 tx.publish_after_commit(documents::event(&collection, &document, action, previous.as_ref()));
-                Ok(Some(FieldValue::value(node_value(&document))))
+                Ok(Some(FieldValue::value(node_value(document))))
             })
         })
         .description(format!("Creates a `{t}` with this id, or changes it when it exists (needs `create` or `update` permission accordingly)."))
@@ -1097,7 +1122,7 @@ fn register_bulk_and_atomic(
                             "update",
                             Some(&previous),
                         ));
-                        updated.push(FieldValue::value(node_value(&document)));
+                        updated.push(FieldValue::value(node_value(document)));
                     }
                     Ok(Some(FieldValue::list(updated)))
                 })
@@ -1145,6 +1170,7 @@ fn register_bulk_and_atomic(
                             want_permissions: true,
                             only: None,
                             want_more: true,
+                            want_cursors: false,
                         };
                         let matching =
                             documents::list(&mut op, dialect, &collection, &access, &query).await?;
@@ -1308,7 +1334,7 @@ fn register_bulk_and_atomic(
                         "update",
                         Some(&previous),
                     ));
-                    Ok(Some(FieldValue::value(node_value(&document))))
+                    Ok(Some(FieldValue::value(node_value(document))))
                 })
             })
             .description(about)
@@ -1407,6 +1433,7 @@ async fn connection_of(
         want_permissions: parts.permissions,
         only: Some(parts.node_fields.clone()),
         want_more: parts.more,
+        want_cursors: parts.edge_cursors || parts.page_cursors,
     };
     let dialect = sql_dialect(app(ctx)?.db.dialect());
     let mut conn = request_tx(ctx)?.reader().await?;
@@ -1420,7 +1447,7 @@ async fn connection_of(
     Ok(connection_value(
         collection,
         &orders,
-        &listed,
+        listed,
         has_next,
         has_previous,
         &parts,
@@ -1456,7 +1483,7 @@ fn reference_field(key: String, related: Arc<Collection>) -> Field {
             let document = loader
                 .load_one((related.database_id.clone(), related.id.clone(), target))
                 .await?;
-            Ok(document.map(|d| FieldValue::value(node_value(&d))))
+            Ok(document.map(|d| FieldValue::value(node_value(d))))
         })
     })
     .description(about)
@@ -1508,12 +1535,14 @@ fn reverse_field(
                     want_permissions: true,
                     only: None,
                     want_more: true,
+                    want_cursors: false,
                 };
                 let mut conn = request_tx(&ctx)?.reader().await?;
                 let listed = documents::list(&mut conn, dialect, &holder, &access, &query).await?;
                 Ok(listed
                     .documents
-                    .first()
+                    .into_iter()
+                    .next()
                     .map(|(d, _)| FieldValue::value(node_value(d))))
             })
         })
@@ -1661,17 +1690,18 @@ impl ConnectionParts {
 fn connection_value(
     collection: &Collection,
     orders: &[OrderBy],
-    listed: &documents::Listed,
+    listed: documents::Listed,
     has_next: bool,
     has_previous: bool,
     parts: &ConnectionParts,
 ) -> Value {
     let cursor = |c: &Cursor| Value::from(encode_cursor(collection, orders, c));
+    let (documents, cursors): (Vec<_>, Vec<_>) = listed.documents.into_iter().unzip();
     let nodes: Vec<Value> = if parts.nodes || parts.edges {
-        listed
-            .documents
-            .iter()
-            .map(|(d, _)| node_value_of(d, Some(&parts.node_fields)))
+        let names = field_names(&parts.node_fields);
+        documents
+            .into_iter()
+            .map(|d| node_value_of(d, Some(&names)))
             .collect()
     } else {
         Vec::new()
@@ -1679,8 +1709,8 @@ fn connection_value(
     let edges = if parts.edges {
         nodes
             .iter()
-            .zip(&listed.documents)
-            .map(|(node, (_, c))| {
+            .zip(&cursors)
+            .map(|(node, c)| {
                 let cursor = if parts.edge_cursors {
                     cursor(c)
                 } else {
@@ -1692,8 +1722,8 @@ fn connection_value(
     } else {
         Vec::new()
     };
-    let page_cursor = |c: Option<&(documents::Document, Cursor)>| match c {
-        Some((_, c)) if parts.page_cursors => cursor(c),
+    let page_cursor = |c: Option<&Cursor>| match c {
+        Some(c) if parts.page_cursors => cursor(c),
         _ => Value::Null,
     };
     object([
@@ -1707,8 +1737,8 @@ fn connection_value(
             object([
                 ("hasNextPage", Value::from(has_next)),
                 ("hasPreviousPage", Value::from(has_previous)),
-                ("startCursor", page_cursor(listed.documents.first())),
-                ("endCursor", page_cursor(listed.documents.last())),
+                ("startCursor", page_cursor(cursors.first())),
+                ("endCursor", page_cursor(cursors.last())),
             ]),
         ),
         ("totalCount", Value::from(listed.total.unwrap_or(0))),
@@ -1774,11 +1804,12 @@ async fn related_list(
             has_more: false,
             total: want_total.then_some(0),
         });
+    let has_next = page.has_more;
     Ok(connection_value(
         listed,
         &orders,
-        &page,
-        page.has_more,
+        page,
+        has_next,
         false,
         &ConnectionParts::selected(ctx),
     ))
