@@ -153,7 +153,6 @@ fn content_type_essence(headers: &HeaderMap) -> Option<String> {
         })
 }
 
-/// `POST /v1/graphql`.
 /// The request or batch a JSON body holds. Told apart by the body's first byte
 /// rather than by serde's untagged `BatchRequest`, which first copies the whole
 /// body into an intermediate tree to try each shape in turn.
@@ -169,6 +168,7 @@ fn batch_from_json(bytes: &[u8]) -> serde_json::Result<BatchRequest> {
     }
 }
 
+/// `POST /v1/graphql`.
 pub async fn graphql_post(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
