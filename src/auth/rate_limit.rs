@@ -27,6 +27,24 @@ impl Limit {
     }
 }
 
+/// The client a request's address stands for, in limit keys: an IPv4 address as
+/// it is, an IPv6 address by its /64 network (one subscriber usually holds a whole
+/// /64, so counting single addresses would hand one client billions of fresh
+/// windows, and fill memory with their keys).
+pub fn client_key(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Ok(std::net::IpAddr::V4(v4)) => v4.to_string(),
+        Err(_) => ip.chars().take(64).collect(),
+    }
+}
+
 /// Past this many tracked keys, expired windows are swept from memory.
 const SWEEP_AT: usize = 50_000;
 const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
@@ -138,6 +156,17 @@ mod tests {
             other => panic!("expected RATE_LIMITED, got {other:?}"),
         }
         limiter.hit("other key", limit).await.unwrap();
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64_network() {
+        assert_eq!(client_key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(
+            client_key("2001:db8:1:2:ffff::9"),
+            client_key("2001:db8:1:2::1")
+        );
+        assert_eq!(client_key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(client_key("192.0.2.7"), "192.0.2.7");
     }
 
     #[tokio::test]

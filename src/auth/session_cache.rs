@@ -21,6 +21,10 @@ pub struct ResolvedSession {
     pub session: Session,
     pub user: User,
     pub memberships: Vec<Membership>,
+    /// Presented as a JWT from `createJWT` rather than as the session's own secret:
+    /// a 15-minute delegation that may act on the user's data but not on their
+    /// credentials, sessions or JWTs.
+    pub by_jwt: bool,
 }
 
 impl ResolvedSession {

@@ -9,11 +9,14 @@ use async_graphql::dynamic::{
 };
 use serde::Deserialize;
 
+use crate::auth::session_cache::ResolvedSession;
+use crate::auth::{Caller, Credential};
+use crate::error::AppResult;
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{IdInput, JSON, app, caller, input, input_object, object, prop};
 use crate::http::identity::{cleared_session_cookie, session_cookie};
 use crate::services::account::mfa;
-use crate::services::account::service::{self as account, IssuedToken};
+use crate::services::account::service::{self as account, IssuedToken, TokenOwner};
 use crate::services::users::Session;
 use crate::services::users::schema::{session_value, user_value};
 use crate::services::users::service::{self, ClientInfo, UserChanges};
@@ -44,6 +47,14 @@ struct UrlInput {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SecretInput {
     user_id: String,
+    secret: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateSessionInput {
+    user_id: Option<String>,
+    email: Option<String>,
     secret: String,
 }
 
@@ -105,6 +116,22 @@ fn client(ctx: &ResolverContext<'_>) -> ClientInfo {
     ctx.data::<ClientInfo>().cloned().unwrap_or_default()
 }
 
+/// The caller's session, presented by its own secret: what a JWT may not do
+/// ([`service::require_session_secret`]) goes through here.
+fn session_by_secret<'a>(ctx: &ResolverContext<'a>, what: &str) -> AppResult<&'a ResolvedSession> {
+    let me = caller(ctx)?.require_session()?;
+    service::require_session_secret(me, what)?;
+    Ok(me)
+}
+
+/// Refuses a sign-in to a caller holding a JWT: a JWT opens no sessions.
+fn not_by_jwt(caller: &Caller) -> AppResult<()> {
+    match &caller.credential {
+        Credential::Session(me) => service::require_session_secret(me, "open sessions"),
+        _ => Ok(()),
+    }
+}
+
 /// A `SessionPayload` for a new session; sets its cookie for browsers on the way.
 pub(crate) fn session_payload(
     ctx: &ResolverContext<'_>,
@@ -154,9 +181,19 @@ fn self_update(
     );
 }
 
-fn token_value(token: &IssuedToken) -> FieldValue<'static> {
+/// A `Token`; its `userId` only for the signed-in owner. Guests are not told whose
+/// id an email has: a link carries it, and a code is finished with the email.
+fn token_value(caller: &Caller, token: &IssuedToken) -> FieldValue<'static> {
+    let own = matches!(&caller.credential, Credential::Session(me) if me.user.id == token.user_id);
     FieldValue::value(object([
-        ("userId", Value::from(token.user_id.as_str())),
+        (
+            "userId",
+            if own {
+                Value::from(token.user_id.as_str())
+            } else {
+                Value::Null
+            },
+        ),
         (
             "expiresAt",
             crate::graphql::types::datetime(token.expires_at),
@@ -173,8 +210,8 @@ fn register_email_flows(parts: &mut SchemaParts) {
             .description("A one-time secret sent by email: to whom, and until when it works.")
             .field(prop(
                 "userId",
-                TypeRef::named_nn(TypeRef::ID),
-                "The user it was sent to.",
+                TypeRef::named(TypeRef::ID),
+                "The user it was sent to, for that user signed in; null for anyone else (the emailed link carries it; finish a code with the email).",
             ))
             .field(prop(
                 "expiresAt",
@@ -236,9 +273,18 @@ fn register_email_flows(parts: &mut SchemaParts) {
     ));
     parts.add_type(input_object(
         "CreateSessionInput",
-        "The values from a magic link, or the emailed code.",
+        "The values from a magic link or an OAuth2 hand-over (`userId` and `secret`), or an emailed code (`email` and the code).",
         &[
-            ("userId", id(), "`userId` from the link or the `Token`."),
+            (
+                "userId",
+                TypeRef::named(TypeRef::ID),
+                "`userId` from the link; give it or `email`.",
+            ),
+            (
+                "email",
+                TypeRef::named(TypeRef::STRING),
+                "The email the code was sent to; give it or `userId`.",
+            ),
             (
                 "secret",
                 string(),
@@ -250,10 +296,11 @@ fn register_email_flows(parts: &mut SchemaParts) {
     parts.mutation(
         Field::new("createVerification", TypeRef::named_nn("Token"), |ctx| {
             FieldFuture::new(async move {
-                let me = caller(&ctx)?.require_session()?;
+                let caller = caller(&ctx)?;
+                let me = caller.require_session()?;
                 let input: UrlInput = input(&ctx)?;
                 let token = account::create_verification(app(&ctx)?, me, &input.url).await?;
-                Ok(Some(token_value(&token)))
+                Ok(Some(token_value(caller, &token)))
             })
         })
         .description("Emails the signed-in user a link that verifies their email (valid 7 days).")
@@ -272,6 +319,7 @@ fn register_email_flows(parts: &mut SchemaParts) {
                     &caller.project.id,
                     &input.user_id,
                     &input.secret,
+                    &client(&ctx),
                 )
                 .await?;
                 Ok(Some(FieldValue::value(user_value(&user))))
@@ -302,7 +350,7 @@ fn register_email_flows(parts: &mut SchemaParts) {
             FieldFuture::new(async move {
                 let caller = caller(&ctx)?;
                 let input: RecoveryInput = input(&ctx)?;
-                account::complete_recovery(app(&ctx)?, &caller.project.id, &input.user_id, &input.secret, input.password).await?;
+                account::complete_recovery(app(&ctx)?, &caller.project.id, &input.user_id, &input.secret, input.password, &client(&ctx)).await?;
                 Ok(Some(FieldValue::value(true)))
             })
         })
@@ -321,7 +369,7 @@ fn register_email_flows(parts: &mut SchemaParts) {
                     &input.url,
                 )
                 .await?;
-                Ok(Some(token_value(&token)))
+                Ok(Some(token_value(caller, &token)))
             })
         })
         .description("Emails a sign-in link (valid 1 hour); finish with `createSession`.")
@@ -338,11 +386,11 @@ fn register_email_flows(parts: &mut SchemaParts) {
                 let token =
                     account::create_email_code(app(&ctx)?, &caller.project.id, &input.email)
                         .await?;
-                Ok(Some(token_value(&token)))
+                Ok(Some(token_value(caller, &token)))
             })
         })
         .description(
-            "Emails a 6-digit sign-in code (valid 15 minutes); finish with `createSession`.",
+            "Emails a 6-digit sign-in code (valid 15 minutes); finish with `createSession` and the email.",
         )
         .argument(InputValue::new(
             "input",
@@ -353,14 +401,20 @@ fn register_email_flows(parts: &mut SchemaParts) {
         Field::new("createSession", TypeRef::named_nn("SessionPayload"), |ctx| {
             FieldFuture::new(async move {
                 let caller = caller(&ctx)?;
-                let input: SecretInput = input(&ctx)?;
+                not_by_jwt(caller)?;
+                let input: CreateSessionInput = input(&ctx)?;
+                let owner = match (&input.user_id, &input.email) {
+                    (Some(id), None) => TokenOwner::UserId(id),
+                    (None, Some(email)) => TokenOwner::Email(email),
+                    _ => return Err(crate::error::AppError::invalid("userId", "give `userId` or `email`, not both").into()),
+                };
                 let (session, secret) =
-                    account::create_session_from_token(app(&ctx)?, &caller.project.id, &input.user_id, &input.secret, client(&ctx))
+                    account::create_session_from_token(app(&ctx)?, &caller.project.id, owner, &input.secret, client(&ctx))
                         .await?;
                 signed_in(&ctx, &session, secret)
             })
         })
-        .description("Signs in with a magic link's values or an emailed code. Each works once; the email becomes verified.")
+        .description("Signs in with a magic link's values or an emailed code. Each works once; the email becomes verified, and an account whose email was not verified before loses its password, second factor, other sessions and linked providers to the owner of the mailbox.")
         .argument(InputValue::new("input", TypeRef::named_nn("CreateSessionInput"))),
     );
 }
@@ -469,7 +523,7 @@ fn register_mfa(parts: &mut SchemaParts) {
             TypeRef::named_nn("MfaAuthenticator"),
             |ctx| {
                 FieldFuture::new(async move {
-                    let me = caller(&ctx)?.require_session()?;
+                    let me = session_by_secret(&ctx, "add an authenticator")?;
                     let added = mfa::create_authenticator(app(&ctx)?, me).await?;
                     Ok(Some(FieldValue::value(object([
                         ("secret", Value::from(added.secret)),
@@ -486,7 +540,7 @@ fn register_mfa(parts: &mut SchemaParts) {
             TypeRef::named_nn(TypeRef::BOOLEAN),
             |ctx| {
                 FieldFuture::new(async move {
-                    let me = caller(&ctx)?.require_session()?;
+                    let me = session_by_secret(&ctx, "confirm an authenticator")?;
                     let input: CodeInput = input(&ctx)?;
                     mfa::verify_authenticator(app(&ctx)?, me, &input.code).await?;
                     Ok(Some(FieldValue::value(true)))
@@ -502,7 +556,7 @@ fn register_mfa(parts: &mut SchemaParts) {
             TypeRef::named_nn(TypeRef::BOOLEAN),
             |ctx| {
                 FieldFuture::new(async move {
-                    let me = caller(&ctx)?.require_session()?;
+                    let me = session_by_secret(&ctx, "remove an authenticator")?;
                     let input: CodeInput = input(&ctx)?;
                     mfa::delete_authenticator(app(&ctx)?, me, &input.code).await?;
                     Ok(Some(FieldValue::value(true)))
@@ -518,7 +572,7 @@ fn register_mfa(parts: &mut SchemaParts) {
             TypeRef::named_nn_list_nn(TypeRef::STRING),
             |ctx| {
                 FieldFuture::new(async move {
-                    let me = caller(&ctx)?.require_session()?;
+                    let me = session_by_secret(&ctx, "create recovery codes")?;
                     let codes = mfa::create_recovery_codes(app(&ctx)?, me).await?;
                     Ok(Some(FieldValue::list(
                         codes.into_iter().map(FieldValue::value),
@@ -533,7 +587,7 @@ fn register_mfa(parts: &mut SchemaParts) {
     parts.mutation(
         Field::new("updateMfa", TypeRef::named_nn("User"), |ctx| {
             FieldFuture::new(async move {
-                let me = caller(&ctx)?.require_session()?;
+                let me = session_by_secret(&ctx, "turn MFA on or off")?;
                 let input: MfaInput = input(&ctx)?;
                 let state = app(&ctx)?;
                 mfa::set_enabled(state, me, input.enabled).await?;
@@ -583,14 +637,14 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
         Field::new("createJWT", TypeRef::named_nn("JwtPayload"), |ctx| {
             FieldFuture::new(async move {
                 let me = caller(&ctx)?.require_session()?;
-                let (jwt, expires_at) = service::issue_jwt(app(&ctx)?, me);
+                let (jwt, expires_at) = service::issue_jwt(app(&ctx)?, me)?;
                 Ok(Some(FieldValue::value(object([
                     ("jwt", Value::from(jwt)),
                     ("expiresAt", crate::graphql::types::datetime(expires_at)),
                 ]))))
             })
         })
-        .description("A short-lived JWT (HS256, 15 minutes) for the caller's session, so a backend can act as this user."),
+        .description("A short-lived JWT (HS256, 15 minutes) for the caller's session, so a backend can act as this user. Only the session's own secret creates one: a JWT cannot create another (`PERMISSION_DENIED`), nor open sessions, manage MFA, or set credentials without the password."),
     );
     parts.add_type(
         Object::new("DeleteSessionPayload")
@@ -776,6 +830,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
         Field::new("createEmailPasswordSession", TypeRef::named_nn("SessionPayload"), |ctx| {
             FieldFuture::new(async move {
                 let caller = caller(&ctx)?;
+                not_by_jwt(caller)?;
                 let input: EmailPasswordInput = input(&ctx)?;
                 let (session, secret) =
                     service::sign_in_with_password(app(&ctx)?, &caller.project.id, &input.email, input.password, client(&ctx)).await?;
@@ -789,6 +844,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
         Field::new("createAnonymousSession", TypeRef::named_nn("SessionPayload"), |ctx| {
             FieldFuture::new(async move {
                 let caller = caller(&ctx)?;
+                not_by_jwt(caller)?;
                 let (session, secret) = service::sign_in_anonymously(app(&ctx)?, &caller.project.id, client(&ctx)).await?;
                 signed_in(&ctx, &session, secret)
             })
@@ -870,7 +926,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
         parts,
         "updatePassword",
         "UpdatePasswordInput",
-        "Changes the caller's password (needs the old one, if any).",
+        "Changes the caller's password (needs the old one, if any); every other session of the caller ends.",
         |ctx| {
             let input: PasswordInput = input(ctx)?;
             Ok((

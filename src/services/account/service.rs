@@ -6,7 +6,7 @@
 use rand::Rng as _;
 
 use crate::AppState;
-use crate::auth::rate_limit::Limit;
+use crate::auth::rate_limit::{Limit, client_key};
 use crate::auth::secrets;
 use crate::auth::session_cache::ResolvedSession;
 use crate::db::{ids, now_millis};
@@ -14,8 +14,8 @@ use crate::error::{AppError, AppResult};
 use crate::mail::templates;
 use crate::services::projects::AuthSettings;
 use crate::services::users::service::{
-    ClientInfo, NewUser, UserChanges, announce_user_change, apply_changes, create_session,
-    insert_new_user, normalize_email, policy, require_method,
+    ClientInfo, NewUser, UserChanges, apply_changes, create_session, insert_new_user,
+    normalize_email, policy, require_method,
 };
 use crate::services::users::{Session, User, store};
 
@@ -31,7 +31,13 @@ const MAGIC_URL_TTL: i64 = 60 * MINUTE_MS;
 const EMAIL_OTP_TTL: i64 = 15 * MINUTE_MS;
 /// Appwrite's limits for these routes.
 const MAIL_LIMIT: Limit = Limit::per_hour(10);
+/// Attempts at a user's secrets from one client address. Counted per address, not
+/// per user alone, so someone guessing cannot lock the user out of their own link.
 const TOKEN_ATTEMPTS_LIMIT: Limit = Limit::per_hour(10);
+/// Attempts at a user's 6-digit codes from all addresses together: the bound on
+/// guessing a code from many addresses (100 of a million per hour). Links carry 256
+/// random bits and need no such bound.
+const CODE_ATTEMPTS_LIMIT: Limit = Limit::per_hour(100);
 
 /// A secret that was sent: whose, and until when it works.
 #[derive(Debug, Clone)]
@@ -103,6 +109,19 @@ async fn issue(
     })
 }
 
+fn invalid_token() -> AppError {
+    AppError::Invalid {
+        code: "INVALID_TOKEN",
+        field: "secret".into(),
+        reason: "the secret is wrong, was already used, or belongs to another user".into(),
+    }
+}
+
+/// Whether a presented secret has the shape of an emailed code rather than a link's.
+fn is_code(secret: &str) -> bool {
+    secret.len() == 6 && secret.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Uses up a token of one of `kinds`; returns its kind.
 async fn consume(
     state: &AppState,
@@ -110,20 +129,23 @@ async fn consume(
     user_id: &str,
     kinds: &[&str],
     secret: &str,
+    client: &ClientInfo,
 ) -> AppResult<String> {
-    let invalid = || AppError::Invalid {
-        code: "INVALID_TOKEN",
-        field: "secret".into(),
-        reason: "the secret is wrong, was already used, or belongs to another user".into(),
-    };
+    let invalid = invalid_token;
     ids::validate("userId", user_id).map_err(|_| invalid())?;
     state
         .rate_limiter
         .hit(
-            &format!("token:{project_id}:{user_id}"),
+            &format!("token:{project_id}:{user_id}:{}", client_key(&client.ip)),
             TOKEN_ATTEMPTS_LIMIT,
         )
         .await?;
+    if is_code(secret) && kinds.contains(&EMAIL_OTP) {
+        state
+            .rate_limiter
+            .hit(&format!("code:{project_id}:{user_id}"), CODE_ATTEMPTS_LIMIT)
+            .await?;
+    }
     let tokens = store::tokens_of(state.db.pool(), project_id, user_id, kinds).await?;
     let token = tokens
         .into_iter()
@@ -201,8 +223,9 @@ pub async fn confirm_verification(
     project_id: &str,
     user_id: &str,
     secret: &str,
+    client: &ClientInfo,
 ) -> AppResult<User> {
-    consume(state, project_id, user_id, &[VERIFICATION], secret).await?;
+    consume(state, project_id, user_id, &[VERIFICATION], secret, client).await?;
     apply_changes(
         state,
         project_id,
@@ -231,7 +254,26 @@ pub async fn create_recovery(
     let policy = policy(state, project_id).await?;
     // Checked before the lookup, so a bad URL is refused for every email alike.
     link(&policy, url, "check", "check")?;
-    let Some(row) = store::find_user_by_email(state.db.pool(), project_id, &email).await? else {
+    // The rest happens after the answer: how long it takes, and whether mail
+    // delivery fails, would otherwise tell who has an account.
+    let (state, project_id, url) = (state.clone(), project_id.to_string(), url.to_string());
+    tokio::spawn(async move {
+        if let Err(err) = send_recovery(&state, &project_id, &email, &url, &policy).await {
+            let _ = err.to_graphql();
+            tracing::warn!(code = %err.code(), "password recovery not sent");
+        }
+    });
+    Ok(())
+}
+
+async fn send_recovery(
+    state: &AppState,
+    project_id: &str,
+    email: &str,
+    url: &str,
+    policy: &AuthSettings,
+) -> AppResult<()> {
+    let Some(row) = store::find_user_by_email(state.db.pool(), project_id, email).await? else {
         return Ok(());
     };
     let user = row.to_user();
@@ -239,38 +281,40 @@ pub async fn create_recovery(
         return Ok(());
     }
     let secret = secrets::random_token();
-    let link = link(&policy, url, &user.id, &secret)?;
+    let link = link(policy, url, &user.id, &secret)?;
     issue(state, &user, RECOVERY, &secret, RECOVERY_TTL).await?;
     send(
         state,
-        &email,
+        email,
         templates::password_recovery(&project_name(state, project_id).await?, &link),
     )
     .await
 }
 
 /// Sets a new password with the secret from the recovery link, and signs the user
-/// out everywhere.
+/// out everywhere (in the same transaction as the new password). The link proves
+/// the mailbox: an account whose email was never verified is claimed
+/// ([`UserChanges::claim`]).
 pub async fn complete_recovery(
     state: &AppState,
     project_id: &str,
     user_id: &str,
     secret: &str,
     password: String,
+    client: &ClientInfo,
 ) -> AppResult<()> {
-    consume(state, project_id, user_id, &[RECOVERY], secret).await?;
+    consume(state, project_id, user_id, &[RECOVERY], secret, client).await?;
     apply_changes(
         state,
         project_id,
         user_id,
         UserChanges {
             password: Some(password),
+            claim: true,
             ..Default::default()
         },
     )
     .await?;
-    store::delete_sessions(state.db.pool(), project_id, user_id).await?;
-    announce_user_change(state, project_id, user_id).await;
     Ok(())
 }
 
@@ -362,32 +406,61 @@ pub async fn create_email_code(
     Ok(token)
 }
 
+/// Who a `createSession` is for: the `userId` from a link, or the email a code was
+/// sent to (guests are not told user ids).
+pub enum TokenOwner<'a> {
+    UserId(&'a str),
+    Email(&'a str),
+}
+
 /// `createSession`: finishes a magic-link, emailed-code or OAuth2 (token mode)
-/// sign-in. A link or code also verifies the email.
+/// sign-in. A link or code also verifies the email, claiming an account whose email
+/// was never verified ([`UserChanges::claim`]).
 pub async fn create_session_from_token(
     state: &AppState,
     project_id: &str,
-    user_id: &str,
+    owner: TokenOwner<'_>,
     secret: &str,
     client: ClientInfo,
 ) -> AppResult<(Session, String)> {
+    let user_id = match owner {
+        TokenOwner::UserId(id) => id.to_string(),
+        TokenOwner::Email(email) => {
+            let email = normalize_email("email", email)?;
+            match store::find_user_by_email(state.db.pool(), project_id, &email).await? {
+                Some(row) => row.id,
+                None => {
+                    // Counted like any wrong secret, so unknown emails look the same.
+                    state
+                        .rate_limiter
+                        .hit(
+                            &format!("token:{project_id}:{email}:{}", client_key(&client.ip)),
+                            TOKEN_ATTEMPTS_LIMIT,
+                        )
+                        .await?;
+                    return Err(invalid_token());
+                }
+            }
+        }
+    };
+    let user_id = user_id.as_str();
     let kind = consume(
         state,
         project_id,
         user_id,
         &[MAGIC_URL, EMAIL_OTP, super::oauth2::OAUTH2_TOKEN],
         secret,
+        &client,
     )
     .await?;
     // A link or code that reached the mailbox proves the email; an OAuth2 hand-over
     // says nothing about it.
-    let verified = (kind != super::oauth2::OAUTH2_TOKEN).then_some(true);
     let user = apply_changes(
         state,
         project_id,
         user_id,
         UserChanges {
-            email_verified: verified,
+            claim: kind != super::oauth2::OAUTH2_TOKEN,
             ..Default::default()
         },
     )

@@ -539,7 +539,11 @@ pub async fn accept_invitation(
     state
         .rate_limiter
         .hit(
-            &format!("invite-accept:{project_id}:{id}"),
+            // Per client address: guesses from elsewhere do not lock the invitee out.
+            &format!(
+                "invite-accept:{project_id}:{id}:{}",
+                crate::auth::rate_limit::client_key(&client.ip)
+            ),
             ACCEPT_ATTEMPTS_LIMIT,
         )
         .await?;
@@ -573,7 +577,7 @@ pub async fn accept_invitation(
         project_id,
         user_id,
         UserChanges {
-            email_verified: Some(true),
+            claim: true,
             ..Default::default()
         },
     )

@@ -446,15 +446,15 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
             )
             .field(
                 InputValue::new("email", TypeRef::named(TypeRef::STRING))
-                    .description("New email; clears `emailVerified` when it changes."),
+                    .description("New email; clears `emailVerified` when it changes. `\"\"` removes the email."),
             )
             .field(
                 InputValue::new("phone", TypeRef::named(TypeRef::STRING))
-                    .description("New phone number; clears `phoneVerified` when it changes."),
+                    .description("New phone number; clears `phoneVerified` when it changes. `\"\"` removes the number."),
             )
             .field(
                 InputValue::new("password", TypeRef::named(TypeRef::STRING))
-                    .description("New password."),
+                    .description("New password; every session of the user ends."),
             )
             .field(
                 InputValue::new("blocked", TypeRef::named(TypeRef::BOOLEAN)).description(
@@ -471,7 +471,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
             )
             .field(
                 InputValue::new("labels", TypeRef::named_nn_list(TypeRef::STRING))
-                    .description("Replace the labels: up to 100, each 1-36 letters and digits."),
+                    .description("Replace the labels: up to 100, each 1-36 letters and digits; a repeated label is kept once, where it first appears."),
             )
             .field(
                 InputValue::new("prefs", TypeRef::named(JSON))
@@ -655,6 +655,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                     labels: input.labels,
                     prefs: input.prefs,
                     mfa: input.mfa,
+                    ..Default::default()
                 };
                 let user = service::update_user(app(&ctx)?, &caller.project.id, grant, &input.id, changes).await?;
                 Ok(Some(FieldValue::value(user_value(&user))))

@@ -119,9 +119,15 @@ impl ImportedHash {
 #[derive(Debug, Default)]
 pub struct UserChanges {
     pub name: Option<String>,
+    /// A new email; `""` removes it (servers only), and its verification with it.
     pub email: Option<String>,
+    /// A new phone number; `""` removes it (servers only), and its verification with it.
     pub phone: Option<String>,
+    /// A new password. It ends every session of the user but `keep_session`, in the
+    /// same transaction: whoever held the old password is signed out.
     pub password: Option<String>,
+    /// The session that survives a password change: the one that made it.
+    pub keep_session: Option<String>,
     pub blocked: Option<bool>,
     pub email_verified: Option<bool>,
     pub phone_verified: Option<bool>,
@@ -129,6 +135,15 @@ pub struct UserChanges {
     pub prefs: Option<serde_json::Map<String, serde_json::Value>>,
     /// Require a second factor (servers only; users go through `updateMfa`).
     pub mfa: Option<bool>,
+    /// The change comes with proof that the user holds the mailbox (an emailed link
+    /// or code, a provider that verified the email): the email becomes verified, and
+    /// an account whose email was not verified yet is claimed first, in the same
+    /// transaction. Claiming takes everything that signs in without the mailbox —
+    /// password, second factor, sessions, linked provider accounts — so whoever
+    /// registered the address before its owner (pre-account takeover) keeps nothing.
+    /// Removing rather than refusing the sign-in: a refusal would leave the owner
+    /// locked out of an account in their name, and the squatter in it.
+    pub claim: bool,
 }
 
 pub fn normalize_email(field: &str, email: &str) -> AppResult<String> {
@@ -365,6 +380,19 @@ async fn verify(password: String, stored: String) -> AppResult<bool> {
     .map_err(|e| AppError::Internal(anyhow::anyhow!("stored password hash unreadable: {e}")))
 }
 
+/// Verifies `password` against a fixed hash of the current parameters, for the
+/// time it takes; the answer is thrown away.
+async fn verify_dummy(password: String) {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let _ = on_password_threads(move || {
+        let stored = DUMMY
+            .get_or_init(|| passwords::hash_password("nimbus dummy password").unwrap_or_default());
+        StoredHash::from_stored(stored)
+            .and_then(|hash| passwords::verify_password(&password, &hash))
+    })
+    .await;
+}
+
 /// Appends to the user's activity log. A failure is logged, never fails the action
 /// it records.
 pub(crate) async fn record(
@@ -595,24 +623,45 @@ pub(crate) async fn apply_changes(
     let mut user = row.to_user();
     let mut history = row.password_history();
     let now = now_millis();
+    let claimed = changes.claim && !user.email_verified && user.email.is_some();
+    if claimed {
+        user.password_hash = None;
+        user.password_updated_at = None;
+        history.clear();
+        user.mfa = false;
+    }
+    if changes.claim {
+        user.email_verified = true;
+    }
     if let Some(name) = changes.name {
         check_name(&name)?;
         user.name = name;
     }
     if let Some(email) = changes.email {
-        let email = normalize_email("email", &email)?;
-        if user.email.as_deref() != Some(email.as_str()) {
+        if email.is_empty() {
+            user.email = None;
             user.email_verified = false;
+        } else {
+            let email = normalize_email("email", &email)?;
+            if user.email.as_deref() != Some(email.as_str()) {
+                user.email_verified = false;
+            }
+            user.email = Some(email);
         }
-        user.email = Some(email);
     }
     if let Some(phone) = changes.phone {
-        check_phone(&phone)?;
-        if user.phone.as_deref() != Some(phone.as_str()) {
+        if phone.is_empty() {
+            user.phone = None;
             user.phone_verified = false;
+        } else {
+            check_phone(&phone)?;
+            if user.phone.as_deref() != Some(phone.as_str()) {
+                user.phone_verified = false;
+            }
+            user.phone = Some(phone);
         }
-        user.phone = Some(phone);
     }
+    let password_changed = changes.password.is_some();
     if let Some(password) = changes.password {
         let policy = policy(state, project_id).await?;
         let personal = [
@@ -659,7 +708,15 @@ pub(crate) async fn apply_changes(
     }
     if let Some(labels) = changes.labels {
         check_labels(&labels)?;
-        user.labels = labels;
+        // Each label once, in the order first given: a repeated label would show
+        // twice and still grant its role only once.
+        let mut unique: Vec<String> = Vec::with_capacity(labels.len());
+        for label in labels {
+            if !unique.contains(&label) {
+                unique.push(label);
+            }
+        }
+        user.labels = unique;
     }
     if let Some(prefs) = changes.prefs {
         check_prefs(&prefs)?;
@@ -669,7 +726,11 @@ pub(crate) async fn apply_changes(
         user.mfa = mfa;
     }
     user.updated_at = now;
-    let written = store::update_user(state.db.pool(), &user, &history)
+    let mut tx = state.db.pool().begin().await?;
+    if claimed {
+        store::claim_unverified_account(&mut tx, project_id, id, now).await?;
+    }
+    let written = store::update_user(&mut *tx, &user, &history)
         .await
         .conflict_as("user", user.email.as_deref().unwrap_or(&user.id))?;
     if !written {
@@ -678,6 +739,13 @@ pub(crate) async fn apply_changes(
             id: id.into(),
         });
     }
+    if password_changed {
+        match changes.keep_session.as_deref() {
+            Some(keep) => store::delete_other_sessions(&mut *tx, project_id, id, keep).await?,
+            None => store::delete_sessions(&mut *tx, project_id, id).await?,
+        };
+    }
+    tx.commit().await?;
     announce_user_change(state, project_id, id).await;
     Ok(user)
 }
@@ -792,13 +860,15 @@ pub async fn sign_in_with_password(
         return Err(invalid());
     }
     let row = store::find_user_by_email(state.db.pool(), project_id, &email).await?;
+    // Without an account or a password, the same argon2 check runs against a dummy
+    // hash, so the time taken reveals neither.
     let Some(row) = row else {
-        // Spend the time a real check takes, so timing does not reveal unknown emails.
-        let _ = hash(password).await;
+        verify_dummy(password).await;
         return Err(invalid());
     };
     let user = row.to_user();
     let Some(stored) = user.password_hash.clone() else {
+        verify_dummy(password).await;
         return Err(invalid());
     };
     if !verify(password.clone(), stored.clone()).await? {
@@ -933,6 +1003,7 @@ async fn load_resolved(state: &AppState, session: Session) -> AppResult<Resolved
         session,
         user,
         memberships,
+        by_jwt: false,
     })
 }
 
@@ -946,8 +1017,23 @@ fn check_usable(resolved: &ResolvedSession) -> AppResult<()> {
     Ok(())
 }
 
+/// Refuses what a JWT may not do. A JWT is a 15-minute delegation to a backend: it
+/// acts on the user's data, but it does not mint JWTs (one would renew itself for
+/// the life of its session), open sessions, or change what guards the account
+/// without the password. Appwrite refuses the same: its JWTs carry no session secret.
+pub fn require_session_secret(me: &ResolvedSession, what: &str) -> AppResult<()> {
+    if me.by_jwt {
+        return Err(AppError::PermissionDenied {
+            reason: format!("a JWT cannot {what}; use the session's own secret"),
+        });
+    }
+    Ok(())
+}
+
 /// A JWT for the caller's session: 15 minutes of acting as this user, for a backend.
-pub fn issue_jwt(state: &AppState, me: &ResolvedSession) -> (String, i64) {
+/// Only the session's own secret mints one.
+pub fn issue_jwt(state: &AppState, me: &ResolvedSession) -> AppResult<(String, i64)> {
+    require_session_secret(me, "create a JWT")?;
     let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
     let ttl = crate::auth::jwt::DEFAULT_TTL_SECS;
     let token = state.jwt.issue(
@@ -957,7 +1043,7 @@ pub fn issue_jwt(state: &AppState, me: &ResolvedSession) -> (String, i64) {
         now,
         ttl,
     );
-    (token, i64::try_from((now + ttl) * 1000).unwrap_or(i64::MAX))
+    Ok((token, i64::try_from((now + ttl) * 1000).unwrap_or(i64::MAX)))
 }
 
 /// The session a JWT was issued for, if the JWT is valid and the session still is.
@@ -978,7 +1064,8 @@ pub async fn resolve_jwt(
         .await?
         .filter(|row| row.user_id == claims.user_id)
         .ok_or(AppError::InvalidJwt)?;
-    let resolved = load_resolved(state, row.to_session()).await?;
+    let mut resolved = load_resolved(state, row.to_session()).await?;
+    resolved.by_jwt = true;
     check_usable(&resolved)?;
     Ok(Arc::new(resolved))
 }
@@ -1045,6 +1132,13 @@ pub async fn update_own(
     mut changes: UserChanges,
     current_password: Option<String>,
 ) -> AppResult<User> {
+    // Users cannot clear their email or phone (servers can): check before the password.
+    if let Some(email) = &changes.email {
+        normalize_email("email", email)?;
+    }
+    if let Some(phone) = &changes.phone {
+        check_phone(phone)?;
+    }
     let sensitive =
         changes.email.is_some() || changes.phone.is_some() || changes.password.is_some();
     if sensitive {
@@ -1059,6 +1153,11 @@ pub async fn update_own(
                 if !verify(given, stored).await? {
                     return Err(AppError::InvalidCredentials);
                 }
+            }
+            // Without a password to confirm it, only the session itself may set
+            // the account's credentials.
+            None if me.by_jwt => {
+                require_session_secret(me, "set the credentials of an account without a password")?;
             }
             // An account without a password (anonymous) gets one here: the password
             // that confirms a new email or phone becomes the account's password.
@@ -1076,6 +1175,9 @@ pub async fn update_own(
     changes.email_verified = None;
     changes.phone_verified = None;
     changes.labels = None;
+    changes.claim = false;
+    // A new password signs out every other device; this one stays signed in.
+    changes.keep_session = Some(me.session.id.clone());
     let fields: Vec<&str> = [
         ("name", changes.name.is_some()),
         ("email", changes.email.is_some()),

@@ -349,17 +349,66 @@ pub async fn delete_session<'e>(
 }
 
 /// Deletes every session of a user; returns how many there were.
-pub async fn delete_sessions(
-    pool: &AnyPool,
+pub async fn delete_sessions<'e>(
+    db: impl Executor<'e, Database = Any>,
     project_id: &str,
     user_id: &str,
 ) -> Result<u64, sqlx::Error> {
     sqlx::query("DELETE FROM sessions WHERE project_id = ? AND user_id = ?")
         .bind(project_id)
         .bind(user_id)
-        .execute(pool)
+        .execute(db)
         .await
         .map(|r| r.rows_affected())
+}
+
+/// Deletes every session of a user but `keep`; returns how many there were.
+pub async fn delete_other_sessions<'e>(
+    db: impl Executor<'e, Database = Any>,
+    project_id: &str,
+    user_id: &str,
+    keep: &str,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query("DELETE FROM sessions WHERE project_id = ? AND user_id = ? AND id <> ?")
+        .bind(project_id)
+        .bind(user_id)
+        .bind(keep)
+        .execute(db)
+        .await
+        .map(|r| r.rows_affected())
+}
+
+/// Takes from an account whose email was never verified everything that signs in
+/// without that email: its password (and their history), second factor, sessions
+/// and linked provider accounts, and marks the email verified. For when the owner of
+/// the mailbox proves it: whoever registered the address before them keeps nothing.
+pub async fn claim_unverified_account(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    project_id: &str,
+    user_id: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE users SET password_hash = NULL, password_history = NULL, password_updated_at = NULL, \
+         mfa = 0, totp_secret = NULL, totp_verified = 0, totp_last_step = NULL, recovery_codes = NULL, \
+         email_verified = 1, updated_at = ? WHERE project_id = ? AND id = ?",
+    )
+    .bind(now)
+    .bind(project_id)
+    .bind(user_id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("DELETE FROM sessions WHERE project_id = ? AND user_id = ?")
+        .bind(project_id)
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM identities WHERE project_id = ? AND user_id = ?")
+        .bind(project_id)
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 #[derive(Debug, FromRow)]
