@@ -62,8 +62,9 @@ pub struct Config {
     pub cookie_secure: bool,
 
     /// The address browsers reach this server at (`https://api.example.com`): the base
-    /// of the OAuth2 callback URL registered with providers. Unset: taken from the
-    /// request's `Host` header (and `X-Forwarded-Proto`), fine for local development.
+    /// of the OAuth2 callback URL registered with providers, and of file URLs.
+    /// Required for OAuth2 sign-in (the request's `Host` header is the client's to
+    /// choose, so it is never used); with `https://`, OAuth2 cookies are `Secure`.
     #[arg(long, env = "NIMBUS_PUBLIC_URL")]
     pub public_url: Option<String>,
 

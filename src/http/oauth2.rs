@@ -3,6 +3,11 @@
 //! takes it back, signs the user in and redirects to the app's `success` URL (with
 //! the session cookie, or with a one-time `userId` + `secret` in token mode), or to
 //! its `failure` URL with `error=<CODE>`.
+//!
+//! The callback URL given to providers is built from `NIMBUS_PUBLIC_URL` only, never
+//! from the request's `Host` header (which a client chooses), and OAuth2 refuses to
+//! start without it. The start hands the browser a nonce cookie that the callback
+//! requires, so only the browser that started a sign-in can finish it.
 
 use std::net::SocketAddr;
 
@@ -66,24 +71,76 @@ fn redirect_failure(failed: Failed) -> Response {
     redirect(url.as_str())
 }
 
-/// Where browsers reach this server: the configured public URL, or the request's
-/// own host.
-fn public_base(state: &AppState, headers: &HeaderMap) -> Result<String, AppError> {
-    if let Some(url) = &state.config.public_url {
-        return Ok(url.trim_end_matches('/').to_string());
-    }
-    let host = identity::header(headers, "host")
-        .filter(|h| {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
-        })
-        .ok_or_else(|| AppError::invalid("Host", "the request has no usable Host header"))?;
-    let scheme = match identity::header(headers, "x-forwarded-proto") {
-        Some("https") => "https",
-        _ => "http",
+/// Where browsers reach this server: `NIMBUS_PUBLIC_URL`, an absolute http(s) URL.
+fn public_base(state: &AppState) -> Result<String, AppError> {
+    let missing = |reason: &str| AppError::Invalid {
+        code: "PUBLIC_URL_NOT_CONFIGURED",
+        field: "NIMBUS_PUBLIC_URL".into(),
+        reason: format!("OAuth2 sign-in needs the server's public URL: {reason}"),
     };
-    Ok(format!("{scheme}://{host}"))
+    let url = state
+        .config
+        .public_url
+        .as_deref()
+        .ok_or_else(|| missing("set NIMBUS_PUBLIC_URL (e.g. https://api.example.com)"))?;
+    match url::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => {
+            Ok(url.trim_end_matches('/').to_string())
+        }
+        _ => Err(missing("NIMBUS_PUBLIC_URL is not an absolute http(s) URL")),
+    }
+}
+
+/// The cookie holding a browser's sign-in nonce for `project`.
+fn nonce_cookie_name(project: &str) -> String {
+    format!("nimbus_oauth2_{project}")
+}
+
+const CALLBACK_PATH: &str = "/v1/account/oauth2/callback/";
+
+/// `Secure` when browsers reach the server over https (or cookies are set secure).
+fn secure_cookies(state: &AppState) -> bool {
+    state.config.cookie_secure
+        || state
+            .config
+            .public_url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("https://"))
+}
+
+/// The nonce cookie: only for the callback path, only for ten minutes, out of
+/// scripts' reach, and sent on the top-level navigation back from the provider
+/// (Lax) but not on other sites' requests.
+fn nonce_cookie(state: &AppState, project: &str, nonce: &str, max_age: u32) -> String {
+    format!(
+        "{}={nonce}; Path={CALLBACK_PATH}; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
+        nonce_cookie_name(project),
+        if secure_cookies(state) {
+            "; Secure"
+        } else {
+            ""
+        }
+    )
+}
+
+/// The nonce cookie the browser presents for `project`.
+fn presented_nonce(headers: &HeaderMap, project: &str) -> Option<String> {
+    let name = nonce_cookie_name(project);
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_string())
+}
+
+fn with_cookie(mut response: Response, cookie: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
 }
 
 fn callback_url(base: &str, provider: &str, project: &str) -> String {
@@ -94,7 +151,6 @@ pub async fn start(
     State(state): State<AppState>,
     Path(provider): Path<String>,
     Query(query): Query<StartQuery>,
-    headers: HeaderMap,
 ) -> Response {
     let project_id = query.project.as_deref().unwrap_or(DEFAULT_PROJECT);
     let project = match state.schemas.get(&state, project_id).await {
@@ -133,7 +189,7 @@ pub async fn start(
         .as_deref()
         .map(|s| s.split_whitespace().take(50).map(String::from).collect())
         .unwrap_or_default();
-    let base = match public_base(&state, &headers) {
+    let base = match public_base(&state) {
         Ok(base) => base,
         Err(error) => return redirect_failure(Failed { failure_url, error }),
     };
@@ -152,7 +208,10 @@ pub async fn start(
     )
     .await
     {
-        Ok(authorize) => redirect(&authorize),
+        Ok(begun) => with_cookie(
+            redirect(&begun.authorize_url),
+            &nonce_cookie(&state, &project.id, &begun.nonce, 600),
+        ),
         Err(error) => redirect_failure(Failed { failure_url, error }),
     }
 }
@@ -164,7 +223,11 @@ pub async fn callback(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let base = match public_base(&state, &headers) {
+    // It names the nonce cookie: nothing but an id may reach a Set-Cookie header.
+    if crate::db::ids::validate("project", &project_id).is_err() {
+        return error_page(&AppError::invalid("project", "not a project id"));
+    }
+    let base = match public_base(&state) {
         Ok(base) => base,
         Err(err) => return error_page(&err),
     };
@@ -183,11 +246,14 @@ pub async fn callback(
             code: query.code,
             state: query.state,
             error: query.error,
+            nonce: presented_nonce(&headers, &project_id),
         },
         client,
     )
     .await;
-    match finished {
+    // The nonce is spent whatever happened.
+    let cleared = nonce_cookie(&state, &project_id, "", 0);
+    let response = match finished {
         Ok(Finished::Session {
             session,
             secret,
@@ -203,5 +269,6 @@ pub async fn callback(
         Ok(Finished::Token { success_url }) => redirect(&success_url),
         Err(Ok(failed)) => redirect_failure(failed),
         Err(Err(err)) => error_page(&err),
-    }
+    };
+    with_cookie(response, &cleared)
 }

@@ -4,23 +4,41 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_with, test_config};
 use crate::oauth_provider::{Account, CLIENT_ID, CLIENT_SECRET, TestProvider};
 
-const SUCCESS: &str = "http://localhost/signed-in";
-const FAILURE: &str = "http://localhost/failed";
+pub const SUCCESS: &str = "http://localhost/signed-in";
+pub const FAILURE: &str = "http://localhost/failed";
 
-/// Where a sign-in ended: the last redirect and the cookie it set.
+/// A server whose `NIMBUS_PUBLIC_URL` is its own address, as OAuth2 requires: the
+/// port is chosen before the server starts.
+pub async fn spawn_oauth_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    config.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    config.public_url = Some(format!("http://127.0.0.1:{port}"));
+    spawn_with(config, dir).await
+}
+
+/// Where a sign-in ended: the last redirect and the cookies it set.
 #[derive(Debug)]
-struct Landing {
-    status: u16,
-    location: String,
-    cookie: Option<String>,
-    body: String,
+pub struct Landing {
+    pub status: u16,
+    pub location: String,
+    /// The session cookie, when one was set.
+    pub cookie: Option<String>,
+    /// The OAuth2 nonce cookie, when one was set (or cleared).
+    pub nonce: Option<String>,
+    pub body: String,
 }
 
 impl Landing {
-    fn param(&self, name: &str) -> Option<String> {
+    pub fn param(&self, name: &str) -> Option<String> {
         url::Url::parse(&self.location)
             .ok()?
             .query_pairs()
@@ -29,7 +47,7 @@ impl Landing {
     }
 
     /// The session secret from the `Set-Cookie` header.
-    fn session_secret(&self) -> String {
+    pub fn session_secret(&self) -> String {
         let cookie = self.cookie.as_deref().expect("a session cookie");
         assert!(cookie.starts_with("nimbus_session_default="), "{cookie}");
         assert!(cookie.contains("HttpOnly"), "{cookie}");
@@ -42,36 +60,58 @@ impl Landing {
     }
 }
 
-fn browser() -> reqwest::Client {
+pub fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
 }
 
-async fn get(client: &reqwest::Client, url: &str) -> Landing {
-    let response = client.get(url).send().await.expect("request sent");
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(String::from)
-    };
-    let location = header("location").unwrap_or_default();
-    let cookie = header("set-cookie");
+pub async fn get(client: &reqwest::Client, url: &str) -> Landing {
+    get_with(client, url, None).await
+}
+
+/// A GET sending `cookie` (`name=value`), as a browser that holds it would.
+pub async fn get_with(client: &reqwest::Client, url: &str, cookie: Option<&str>) -> Landing {
+    let mut request = client.get(url);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let response = request.send().await.expect("request sent");
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+        .unwrap_or_default();
+    let cookies: Vec<String> = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(String::from)
+        .collect();
+    let named = |prefix: &str| cookies.iter().find(|c| c.starts_with(prefix)).cloned();
+    let cookie = named("nimbus_session_");
+    let nonce = named("nimbus_oauth2_");
     let status = response.status().as_u16();
     let body = response.text().await.unwrap_or_default();
     Landing {
         status,
         location,
         cookie,
+        nonce,
         body,
     }
 }
 
+/// `name=value` of a `Set-Cookie` header.
+pub fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_string()
+}
+
 /// Follows the whole dance: Nimbus → provider → Nimbus's callback → the app.
-async fn sign_in(app: &TestApp, provider: &str, extra: &str) -> Landing {
+pub async fn sign_in(app: &TestApp, provider: &str, extra: &str) -> Landing {
     let client = browser();
     let start = format!(
         "{}/v1/account/oauth2/{provider}?project=default&success={SUCCESS}&failure={FAILURE}{extra}",
@@ -82,6 +122,7 @@ async fn sign_in(app: &TestApp, provider: &str, extra: &str) -> Landing {
     if to_provider.location.starts_with("http://localhost/") {
         return to_provider;
     }
+    let nonce = to_provider.nonce.as_deref().map(cookie_pair);
     let to_callback = get(&client, &to_provider.location).await;
     assert!((301..=308).contains(&to_callback.status), "{to_callback:?}");
     assert!(
@@ -91,10 +132,10 @@ async fn sign_in(app: &TestApp, provider: &str, extra: &str) -> Landing {
         )),
         "{to_callback:?}"
     );
-    get(&client, &to_callback.location).await
+    get_with(&client, &to_callback.location, nonce.as_deref()).await
 }
 
-async fn configure(app: &TestApp, provider: &str, settings: Value) -> Value {
+pub async fn configure(app: &TestApp, provider: &str, settings: Value) -> Value {
     let mut input = json!({
         "projectId": "default",
         "provider": provider,
@@ -115,7 +156,7 @@ async fn configure(app: &TestApp, provider: &str, settings: Value) -> Value {
         .clone()
 }
 
-fn ann() -> Account {
+pub fn ann() -> Account {
     Account {
         subject: "ann-123".into(),
         email: "ann@example.com".into(),
@@ -128,7 +169,7 @@ const ACCOUNT: &str = "{ account { id email name emailVerified } accountIdentiti
 
 #[tokio::test]
 async fn an_oidc_sign_in_creates_a_verified_user_once_and_sets_the_session_cookie() {
-    let app = spawn_app().await;
+    let app = spawn_oauth_app().await;
     let provider = TestProvider::start().await;
     let configured = configure(&app, "acme", json!({"issuer": provider.url})).await;
     assert_eq!(configured["scopes"], json!(["openid", "email", "profile"]));
@@ -180,7 +221,7 @@ async fn an_oidc_sign_in_creates_a_verified_user_once_and_sets_the_session_cooki
 
 #[tokio::test]
 async fn token_mode_hands_an_app_a_one_time_secret_for_create_session() {
-    let app = spawn_app().await;
+    let app = spawn_oauth_app().await;
     let provider = TestProvider::start().await;
     configure(&app, "acme", json!({"issuer": provider.url})).await;
     provider.sign_in_as(ann());
@@ -215,7 +256,7 @@ async fn token_mode_hands_an_app_a_one_time_secret_for_create_session() {
 
 #[tokio::test]
 async fn github_sign_in_takes_the_verified_primary_email_and_links_an_existing_user() {
-    let app = spawn_app().await;
+    let app = spawn_oauth_app().await;
     let provider = TestProvider::start().await;
     // A user who signed up with a password before.
     let created = app
@@ -258,7 +299,7 @@ async fn github_sign_in_takes_the_verified_primary_email_and_links_an_existing_u
 
 #[tokio::test]
 async fn failed_sign_ins_go_to_the_failure_url_with_a_code() {
-    let app = spawn_app().await;
+    let app = spawn_oauth_app().await;
     let provider = TestProvider::start().await;
     configure(&app, "acme", json!({"issuer": provider.url})).await;
 
@@ -327,7 +368,7 @@ async fn failed_sign_ins_go_to_the_failure_url_with_a_code() {
 
 #[tokio::test]
 async fn callbacks_and_return_urls_are_checked() {
-    let app = spawn_app().await;
+    let app = spawn_oauth_app().await;
     let provider = TestProvider::start().await;
     configure(&app, "acme", json!({"issuer": provider.url})).await;
     provider.sign_in_as(ann());
@@ -355,10 +396,11 @@ async fn callbacks_and_return_urls_are_checked() {
         &format!("{}/v1/account/oauth2/acme?success={SUCCESS}", app.url),
     )
     .await;
+    let nonce = to_provider.nonce.as_deref().map(cookie_pair);
     let to_callback = get(&client, &to_provider.location).await;
-    let first = get(&client, &to_callback.location).await;
+    let first = get_with(&client, &to_callback.location, nonce.as_deref()).await;
     assert_eq!(first.location, SUCCESS);
-    let replay = get(&client, &to_callback.location).await;
+    let replay = get_with(&client, &to_callback.location, nonce.as_deref()).await;
     assert_eq!(replay.status, 400);
     assert!(
         replay.body.contains("OAUTH2_STATE_INVALID"),
@@ -391,7 +433,7 @@ async fn callbacks_and_return_urls_are_checked() {
 
 #[tokio::test]
 async fn provider_settings_are_admin_only_and_never_show_the_secret() {
-    let app = spawn_app().await;
+    let app = spawn_oauth_app().await;
     let enabling_without_secret = app
         .admin(
             "mutation { updateProjectOAuth2Provider(input: {projectId: \"default\", provider: \"okta\", enabled: true, clientId: \"x\"}) { provider } }",

@@ -6,7 +6,9 @@
 //! The browser leaves at `/v1/account/oauth2/{provider}` and comes back to
 //! `/v1/account/oauth2/callback/{provider}/{project}`; in between only the digest of
 //! the `state` is stored, so any replica can finish a sign-in another one started,
-//! and each state works once.
+//! and each state works once. The state is also bound to the browser that started
+//! the sign-in by a nonce cookie ([`browser_nonce`]): a callback URL planted in
+//! another browser (login CSRF) does not sign that browser in.
 
 use oauth2::basic::BasicClient;
 use oauth2::{
@@ -417,6 +419,25 @@ fn client(
         }))
 }
 
+/// The nonce the browser that starts a sign-in keeps in a cookie, and must show at
+/// the callback with the sign-in's `state`: an HMAC of the state under the server
+/// secret, so nothing more is stored, any replica can check it, and nobody without
+/// the browser's cookie can finish the sign-in in it.
+pub fn browser_nonce(state: &AppState, state_secret: &str) -> String {
+    use hmac::Mac as _;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(state.secret.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(b"nimbus oauth2 browser nonce\0");
+    mac.update(state_secret.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// A sign-in begun: where to send the browser, and the nonce it must keep.
+pub struct Begun {
+    pub authorize_url: String,
+    pub nonce: String,
+}
+
 /// Begins a sign-in: records the state and returns the provider's authorization URL
 /// to send the browser to.
 pub async fn begin(
@@ -424,7 +445,7 @@ pub async fn begin(
     project_id: &str,
     callback: &str,
     start: Start,
-) -> AppResult<String> {
+) -> AppResult<Begun> {
     let config = enabled_provider(state, project_id, &start.provider).await?;
     let secret = sealer(state).open(&config.sealed_secret).map_err(|_| {
         AppError::Internal(anyhow::anyhow!(
@@ -461,7 +482,10 @@ pub async fn begin(
         },
     )
     .await?;
-    Ok(url.into())
+    Ok(Begun {
+        authorize_url: url.into(),
+        nonce: browser_nonce(state, &state_secret),
+    })
 }
 
 /// A sign-in that came back: where to send the browser next.
@@ -482,11 +506,12 @@ pub struct Failed {
     pub error: AppError,
 }
 
-/// What the callback got back from the provider.
+/// What the callback got back from the provider, and the browser's nonce cookie.
 pub struct Callback {
     pub code: Option<String>,
     pub state: Option<String>,
     pub error: Option<String>,
+    pub nonce: Option<String>,
 }
 
 /// Finishes a sign-in. `Err(Err(_))`: the state is unknown (nowhere to go back to);
@@ -519,6 +544,19 @@ pub async fn finish(
     };
     if pending.expires_at <= now_millis() {
         return Err(fail(state_invalid()));
+    }
+    let expected = browser_nonce(state, &presented);
+    let same_browser = callback.nonce.as_deref().is_some_and(|nonce| {
+        use subtle::ConstantTimeEq as _;
+        bool::from(nonce.as_bytes().ct_eq(expected.as_bytes()))
+    });
+    if !same_browser {
+        return Err(fail(AppError::Invalid {
+            code: "OAUTH2_NONCE_INVALID",
+            field: "state".into(),
+            reason: "this browser did not start this sign-in (or blocks its cookie); start again"
+                .into(),
+        }));
     }
     if let Some(error) = callback.error {
         tracing::info!(%provider, error = %error.chars().take(100).collect::<String>(), "OAuth2 provider refused the sign-in");
@@ -739,6 +777,20 @@ async fn user_for_profile(
                 field: "email".into(),
                 reason: "a user with this email exists and the provider has not verified the email; sign in and link the provider from the account instead".into(),
             });
+        }
+        // The provider vouches for the mailbox: an account whose email was not
+        // verified yet is claimed (see `UserChanges::claim`).
+        Some(user) if !user.email_verified => {
+            apply_changes(
+                state,
+                project_id,
+                &user.id,
+                UserChanges {
+                    claim: true,
+                    ..Default::default()
+                },
+            )
+            .await?
         }
         Some(user) => user,
         None => {
