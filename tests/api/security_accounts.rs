@@ -1,0 +1,669 @@
+//! Nobody reaches an account they do not own: password changes sign the other
+//! devices out, a JWT cannot renew itself or touch credentials, signing in through
+//! the mailbox or a provider claims an account someone else registered first,
+//! OAuth2 sign-ins finish only in the browser that started them, guessing a user's
+//! secrets does not lock the user out, and sign-in timing and answers reveal no
+//! accounts.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Answer, TestApp, WAIT, spawn_app, spawn_with, test_config};
+use crate::oauth_provider::{Account, TestProvider};
+use crate::oauth2::{
+    FAILURE, SUCCESS, browser, configure, cookie_pair, get, get_with, sign_in, spawn_oauth_app,
+};
+use crate::smtp_server::TestSmtp;
+
+const PASSWORD: &str = "first-password-1";
+
+async fn app_with_mail() -> (TestApp, TestSmtp) {
+    let smtp = TestSmtp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.smtp_url = Some(smtp.url.clone());
+    (spawn_with(config, dir).await, smtp)
+}
+
+/// A query as a guest, or with `bearer` (a session secret or a JWT).
+async fn run(app: &TestApp, bearer: Option<&str>, query: &str, variables: Value) -> Answer {
+    match bearer {
+        Some(bearer) => app.as_session(bearer, query, variables).await,
+        None => {
+            app.post(json!({"query": query, "variables": variables}), &[])
+                .await
+        }
+    }
+}
+
+/// A query from another loopback address, as another client would send it.
+async fn run_from(app: &TestApp, address: [u8; 4], query: &str, variables: Value) -> Answer {
+    let client = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(address))
+        .build()
+        .unwrap();
+    let response = client
+        .post(format!("{}/v1/graphql", app.url))
+        .json(&json!({"query": query, "variables": variables}))
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap();
+    Answer { status, body }
+}
+
+async fn sign_up(app: &TestApp, email: &str) -> String {
+    run(
+        app,
+        None,
+        "mutation($e: String!, $p: String!) { createAccount(input: {email: $e, password: $p}) { id } }",
+        json!({"e": email, "p": PASSWORD}),
+    )
+    .await
+    .ok()["createAccount"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn password_session(app: &TestApp, email: &str, password: &str) -> Answer {
+    run(
+        app,
+        None,
+        "mutation($e: String!, $p: String!) { createEmailPasswordSession(input: {email: $e, password: $p}) { secret } }",
+        json!({"e": email, "p": password}),
+    )
+    .await
+}
+
+async fn session(app: &TestApp, email: &str) -> String {
+    password_session(app, email, PASSWORD).await.ok()["createEmailPasswordSession"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The code of `{ account { id } }` with this secret: `<none>` when it works.
+async fn account_code(app: &TestApp, secret: &str) -> String {
+    run(app, Some(secret), "{ account { id } }", json!({}))
+        .await
+        .code()
+        .to_string()
+}
+
+async fn jwt_of(app: &TestApp, secret: &str) -> String {
+    run(
+        app,
+        Some(secret),
+        "mutation { createJWT { jwt } }",
+        json!({}),
+    )
+    .await
+    .ok()["createJWT"]["jwt"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn changing_the_password_ends_the_other_sessions_but_not_this_one() {
+    let app = spawn_app().await;
+    sign_up(&app, "ada@example.com").await;
+    let here = session(&app, "ada@example.com").await;
+    let elsewhere = session(&app, "ada@example.com").await;
+    run(
+        &app,
+        Some(&here),
+        "mutation($p: String!) { updatePassword(input: {password: \"second-password-2\", oldPassword: $p}) { id } }",
+        json!({"p": PASSWORD}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        account_code(&app, &here).await,
+        "<none>",
+        "this device stays"
+    );
+    assert_eq!(account_code(&app, &elsewhere).await, "INVALID_SESSION");
+    let sessions = run(
+        &app,
+        Some(&here),
+        "{ accountSessions { current } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(sessions["accountSessions"], json!([{"current": true}]));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_setting_a_password_ends_every_session_of_the_user() {
+    let app = spawn_app().await;
+    let id = sign_up(&app, "bob@example.com").await;
+    let one = session(&app, "bob@example.com").await;
+    let two = session(&app, "bob@example.com").await;
+    // Other changes leave the sessions alone.
+    app.admin(
+        "mutation($id: ID!) { updateUser(input: {id: $id, name: \"Bob\"}) { id } }",
+        json!({"id": id}),
+    )
+    .await
+    .ok();
+    assert_eq!(account_code(&app, &one).await, "<none>");
+    app.admin(
+        "mutation($id: ID!) { updateUser(input: {id: $id, password: \"set-by-server-3\"}) { id } }",
+        json!({"id": id}),
+    )
+    .await
+    .ok();
+    assert_eq!(account_code(&app, &one).await, "INVALID_SESSION");
+    assert_eq!(account_code(&app, &two).await, "INVALID_SESSION");
+    let left = app
+        .admin(
+            "query($id: ID!) { userSessions(userId: $id) { id } }",
+            json!({"id": id}),
+        )
+        .await
+        .ok();
+    assert_eq!(left["userSessions"], json!([]));
+    password_session(&app, "bob@example.com", "set-by-server-3")
+        .await
+        .ok();
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_jwt_cannot_mint_a_jwt_open_sessions_manage_mfa_or_set_a_first_password() {
+    let app = spawn_app().await;
+    sign_up(&app, "cy@example.com").await;
+    let secret = session(&app, "cy@example.com").await;
+    let jwt = jwt_of(&app, &secret).await;
+    assert_eq!(
+        account_code(&app, &jwt).await,
+        "<none>",
+        "a JWT acts as the user"
+    );
+    for refused in [
+        "mutation { createJWT { jwt } }",
+        "mutation { createAnonymousSession { secret } }",
+        "mutation { createEmailPasswordSession(input: {email: \"cy@example.com\", password: \"first-password-1\"}) { secret } }",
+        "mutation { createMfaAuthenticator { secret } }",
+        "mutation { createMfaRecoveryCodes }",
+        "mutation { updateMfa(input: {enabled: false}) { id } }",
+    ] {
+        let answer = run(&app, Some(&jwt), refused, json!({})).await;
+        assert_eq!(
+            answer.code(),
+            "PERMISSION_DENIED",
+            "{refused}: {:?}",
+            answer.body
+        );
+    }
+    // With the password, a JWT may change it (the password proves the change).
+    run(
+        &app,
+        Some(&jwt),
+        "mutation($p: String!) { updatePassword(input: {password: \"changed-by-jwt-4\", oldPassword: $p}) { id } }",
+        json!({"p": PASSWORD}),
+    )
+    .await
+    .ok();
+
+    // An account without a password: only the session itself may give it one.
+    let anonymous = run(
+        &app,
+        None,
+        "mutation { createAnonymousSession { secret } }",
+        json!({}),
+    )
+    .await
+    .ok()["createAnonymousSession"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let anonymous_jwt = jwt_of(&app, &anonymous).await;
+    let set_password =
+        "mutation { updatePassword(input: {password: \"chosen-password-5\"}) { id } }";
+    assert_eq!(
+        run(&app, Some(&anonymous_jwt), set_password, json!({}))
+            .await
+            .code(),
+        "PERMISSION_DENIED"
+    );
+    run(&app, Some(&anonymous), set_password, json!({}))
+        .await
+        .ok();
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_magic_link_claims_an_account_someone_registered_with_the_victims_email() {
+    let (app, smtp) = app_with_mail().await;
+    // The squatter registers the victim's address first, and stays signed in.
+    let squatted = sign_up(&app, "vic@example.com").await;
+    let squatter = session(&app, "vic@example.com").await;
+
+    let token = run(
+        &app,
+        None,
+        "mutation { createMagicUrlToken(input: {email: \"vic@example.com\", url: \"http://localhost/magic\"}) { userId expiresAt } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        token["createMagicUrlToken"]["userId"],
+        Value::Null,
+        "guests are not told user ids"
+    );
+    let mail = smtp.wait_for_message_to("vic@example.com", WAIT).await;
+    let user_id = mail.link_param("userId").unwrap();
+    assert_eq!(user_id, squatted);
+    let signed = run(
+        &app,
+        None,
+        "mutation($u: ID!, $s: String!) { createSession(input: {userId: $u, secret: $s}) { secret } }",
+        json!({"u": user_id, "s": mail.link_param("secret").unwrap()}),
+    )
+    .await
+    .ok();
+    let victim = signed["createSession"]["secret"].as_str().unwrap();
+
+    assert_eq!(account_code(&app, &squatter).await, "INVALID_SESSION");
+    assert_eq!(
+        password_session(&app, "vic@example.com", PASSWORD)
+            .await
+            .code(),
+        "INVALID_CREDENTIALS",
+        "the squatter's password is gone"
+    );
+    let me = run(
+        &app,
+        Some(victim),
+        "{ account { id emailVerified } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        me["account"],
+        json!({"id": squatted, "emailVerified": true})
+    );
+
+    // An account whose email is verified keeps its password and sessions.
+    let again = run(
+        &app,
+        None,
+        "mutation { createMagicUrlToken(input: {email: \"vic@example.com\", url: \"http://localhost/magic\"}) { expiresAt } }",
+        json!({}),
+    )
+    .await;
+    again.ok();
+    run(
+        &app,
+        Some(victim),
+        "mutation { updatePassword(input: {password: \"victims-own-6\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let mail = smtp.wait_for_message_to("vic@example.com", WAIT).await;
+    run(
+        &app,
+        None,
+        "mutation($u: ID!, $s: String!) { createSession(input: {userId: $u, secret: $s}) { secret } }",
+        json!({"u": user_id, "s": mail.link_param("secret").unwrap()}),
+    )
+    .await
+    .ok();
+    assert_eq!(account_code(&app, victim).await, "<none>");
+    password_session(&app, "vic@example.com", "victims-own-6")
+        .await
+        .ok();
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_emailed_code_is_finished_with_the_email_and_claims_an_unverified_account() {
+    let (app, smtp) = app_with_mail().await;
+    sign_up(&app, "val@example.com").await;
+    let squatter = session(&app, "val@example.com").await;
+    let token = run(
+        &app,
+        None,
+        "mutation { createEmailToken(input: {email: \"val@example.com\"}) { userId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(token["createEmailToken"]["userId"], Value::Null);
+    let mail = smtp.wait_for_message_to("val@example.com", WAIT).await;
+    let code = mail.first_code(6).expect("a 6-digit code");
+    let by_email = "mutation($e: String!, $s: String!) { createSession(input: {email: $e, secret: $s}) { secret session { provider } } }";
+    let unknown = run(
+        &app,
+        None,
+        by_email,
+        json!({"e": "nobody@example.com", "s": code}),
+    )
+    .await;
+    assert_eq!(unknown.code(), "INVALID_TOKEN");
+    let signed = run(
+        &app,
+        None,
+        by_email,
+        json!({"e": "VAL@example.com", "s": code}),
+    )
+    .await
+    .ok();
+    assert_eq!(signed["createSession"]["session"]["provider"], "email-otp");
+    assert_eq!(account_code(&app, &squatter).await, "INVALID_SESSION");
+    assert_eq!(
+        password_session(&app, "val@example.com", PASSWORD)
+            .await
+            .code(),
+        "INVALID_CREDENTIALS"
+    );
+    let both = run(
+        &app,
+        None,
+        "mutation { createSession(input: {userId: \"x\", email: \"val@example.com\", secret: \"123456\"}) { secret } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(both.code(), "BAD_USER_INPUT");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn guessing_a_users_link_from_elsewhere_does_not_lock_the_user_out() {
+    let (app, smtp) = app_with_mail().await;
+    run(
+        &app,
+        None,
+        "mutation { createMagicUrlToken(input: {email: \"wen@example.com\", url: \"http://localhost/magic\"}) { expiresAt } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let mail = smtp.wait_for_message_to("wen@example.com", WAIT).await;
+    let user_id = mail.link_param("userId").unwrap();
+    let create = "mutation($u: ID!, $s: String!) { createSession(input: {userId: $u, secret: $s}) { secret } }";
+    let mut codes = Vec::new();
+    for guess in 0..11 {
+        let answer = run_from(
+            &app,
+            [127, 0, 0, 2],
+            create,
+            json!({"u": user_id, "s": format!("wrong-{guess}")}),
+        )
+        .await;
+        codes.push(answer.code().to_string());
+    }
+    assert_eq!(codes[..10], vec!["INVALID_TOKEN"; 10]);
+    assert_eq!(codes[10], "RATE_LIMITED", "the guesser is stopped");
+    let signed = run(
+        &app,
+        None,
+        create,
+        json!({"u": user_id, "s": mail.link_param("secret").unwrap()}),
+    )
+    .await;
+    assert!(
+        signed.body["data"]["createSession"]["secret"].is_string(),
+        "the owner's link still works: {:?}",
+        signed.body
+    );
+    app.shutdown().await;
+}
+
+/// The shortest of a few wrong sign-ins for `email`.
+async fn fastest_refusal(app: &TestApp, email: &str) -> Duration {
+    let mut fastest = Duration::MAX;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let answer = password_session(app, email, "not-the-password-9").await;
+        assert_eq!(answer.code(), "INVALID_CREDENTIALS");
+        fastest = fastest.min(started.elapsed());
+    }
+    fastest
+}
+
+#[tokio::test]
+async fn signing_in_takes_as_long_without_an_account_or_a_password() {
+    let app = spawn_app().await;
+    sign_up(&app, "pw@example.com").await;
+    app.admin(
+        "mutation { createUser(input: {email: \"nopw@example.com\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    // Warm the password threads and the dummy hash.
+    fastest_refusal(&app, "warm@example.com").await;
+    let with_password = fastest_refusal(&app, "pw@example.com").await;
+    let without_password = fastest_refusal(&app, "nopw@example.com").await;
+    let without_account = fastest_refusal(&app, "none@example.com").await;
+    for (what, took) in [
+        ("no password", without_password),
+        ("no account", without_account),
+    ] {
+        assert!(
+            took * 3 >= with_password,
+            "{what}: {took:?} against {with_password:?} with a password"
+        );
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_can_clear_a_users_email_and_phone_but_the_user_cannot() {
+    let app = spawn_app().await;
+    let id = sign_up(&app, "dee@example.com").await;
+    let secret = session(&app, "dee@example.com").await;
+    app.admin(
+        "mutation($id: ID!) { updateUser(input: {id: $id, phone: \"+15551234567\", emailVerified: true, phoneVerified: true}) { id } }",
+        json!({"id": id}),
+    )
+    .await
+    .ok();
+    let own = run(
+        &app,
+        Some(&secret),
+        "mutation($p: String!) { updateEmail(input: {email: \"\", password: $p}) { id } }",
+        json!({"p": PASSWORD}),
+    )
+    .await;
+    assert_eq!(own.code(), "INVALID_EMAIL");
+    let cleared = app
+        .admin(
+            "mutation($id: ID!) { updateUser(input: {id: $id, email: \"\", phone: \"\"}) { email emailVerified phone phoneVerified } }",
+            json!({"id": id}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        cleared["updateUser"],
+        json!({"email": null, "emailVerified": false, "phone": null, "phoneVerified": false})
+    );
+    let stored = app
+        .admin(
+            "query($id: ID!) { user(id: $id) { email phone } }",
+            json!({"id": id}),
+        )
+        .await
+        .ok();
+    assert_eq!(stored["user"], json!({"email": null, "phone": null}));
+    // The address is free again.
+    sign_up(&app, "dee@example.com").await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn user_labels_are_kept_once_in_the_order_first_given() {
+    let app = spawn_app().await;
+    let id = sign_up(&app, "eli@example.com").await;
+    let labels = app
+        .admin(
+            "mutation($id: ID!) { updateUser(input: {id: $id, labels: [\"beta\", \"admin\", \"beta\", \"vip\", \"admin\"]}) { labels } }",
+            json!({"id": id}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        labels["updateUser"]["labels"],
+        json!(["beta", "admin", "vip"])
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_oauth2_sign_in_with_a_verified_email_claims_an_unverified_account() {
+    let app = spawn_oauth_app().await;
+    let provider = TestProvider::start().await;
+    configure(&app, "acme", json!({"issuer": provider.url})).await;
+    let squatted = sign_up(&app, "fay@example.com").await;
+    let squatter = session(&app, "fay@example.com").await;
+    provider.sign_in_as(Account {
+        subject: "fay-1".into(),
+        email: "fay@example.com".into(),
+        email_verified: true,
+        name: "Fay".into(),
+    });
+    let landing = sign_in(&app, "acme", "").await;
+    assert_eq!(landing.location, SUCCESS, "{landing:?}");
+    let me = app
+        .as_session(
+            &landing.session_secret(),
+            "{ account { id emailVerified } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        me["account"],
+        json!({"id": squatted, "emailVerified": true})
+    );
+    assert_eq!(account_code(&app, &squatter).await, "INVALID_SESSION");
+    assert_eq!(
+        password_session(&app, "fay@example.com", PASSWORD)
+            .await
+            .code(),
+        "INVALID_CREDENTIALS"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_oauth2_callback_finishes_only_in_the_browser_that_started_it() {
+    let app = spawn_oauth_app().await;
+    let provider = TestProvider::start().await;
+    configure(&app, "acme", json!({"issuer": provider.url})).await;
+    provider.sign_in_as(crate::oauth2::ann());
+    let attacker = browser();
+    let start = format!(
+        "{}/v1/account/oauth2/acme?success={SUCCESS}&failure={FAILURE}",
+        app.url
+    );
+    let to_provider = get(&attacker, &start).await;
+    let nonce = to_provider.nonce.clone().expect("a nonce cookie");
+    assert!(nonce.contains("HttpOnly"), "{nonce}");
+    assert!(nonce.contains("SameSite=Lax"), "{nonce}");
+    assert!(
+        nonce.contains("Path=/v1/account/oauth2/callback/"),
+        "{nonce}"
+    );
+    assert!(!nonce.contains("Secure"), "plain http: {nonce}");
+    let to_callback = get(&attacker, &to_provider.location).await;
+
+    // The attacker's callback URL, opened in the victim's browser (no nonce, or
+    // the nonce of another sign-in), signs nobody in.
+    let planted = get(&browser(), &to_callback.location).await;
+    assert!(planted.location.starts_with(FAILURE), "{planted:?}");
+    assert_eq!(
+        planted.param("error").as_deref(),
+        Some("OAUTH2_NONCE_INVALID")
+    );
+    assert!(planted.cookie.is_none(), "{planted:?}");
+
+    let other = get(&browser(), &start).await;
+    let to_provider = get(&attacker, &start).await;
+    let to_callback = get(&attacker, &to_provider.location).await;
+    let mixed = get_with(
+        &browser(),
+        &to_callback.location,
+        other.nonce.as_deref().map(cookie_pair).as_deref(),
+    )
+    .await;
+    assert_eq!(
+        mixed.param("error").as_deref(),
+        Some("OAUTH2_NONCE_INVALID")
+    );
+    assert!(mixed.cookie.is_none());
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn oauth2_callbacks_come_from_the_public_url_never_the_host_header() {
+    // Without NIMBUS_PUBLIC_URL, OAuth2 refuses to start.
+    let bare = spawn_app().await;
+    let provider = TestProvider::start().await;
+    configure(&bare, "acme", json!({"issuer": provider.url})).await;
+    let refused = get(
+        &browser(),
+        &format!(
+            "{}/v1/account/oauth2/acme?success={SUCCESS}&failure={FAILURE}",
+            bare.url
+        ),
+    )
+    .await;
+    assert!(refused.location.starts_with(FAILURE), "{refused:?}");
+    assert_eq!(
+        refused.param("error").as_deref(),
+        Some("PUBLIC_URL_NOT_CONFIGURED")
+    );
+    bare.shutdown().await;
+
+    let app = spawn_oauth_app().await;
+    configure(&app, "acme", json!({"issuer": provider.url})).await;
+    let response = browser()
+        .get(format!(
+            "{}/v1/account/oauth2/acme?success={SUCCESS}",
+            app.url
+        ))
+        .header("host", "evil.example")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let redirect_uri = url::Url::parse(&location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.into_owned())
+        .expect("a redirect_uri");
+    assert_eq!(
+        redirect_uri,
+        format!("{}/v1/account/oauth2/callback/acme/default", app.url)
+    );
+
+    // Return URLs only to the project's hosts.
+    for query in [
+        "success=https://evil.example/x",
+        "success=http://localhost/ok&failure=https://evil.example/x",
+        "success=javascript:alert(1)",
+    ] {
+        let answer = get(
+            &browser(),
+            &format!("{}/v1/account/oauth2/acme?{query}", app.url),
+        )
+        .await;
+        assert_eq!(answer.status, 400, "{query}: {answer:?}");
+        assert!(answer.body.contains("INVALID_REDIRECT_URL"), "{query}");
+    }
+    app.shutdown().await;
+}
