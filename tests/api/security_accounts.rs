@@ -39,16 +39,27 @@ async fn run(app: &TestApp, bearer: Option<&str>, query: &str, variables: Value)
 
 /// A query from another loopback address, as another client would send it.
 async fn run_from(app: &TestApp, address: [u8; 4], query: &str, variables: Value) -> Answer {
+    run_from_as(app, address, None, query, variables).await
+}
+
+async fn run_from_as(
+    app: &TestApp,
+    address: [u8; 4],
+    bearer: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> Answer {
     let client = reqwest::Client::builder()
         .local_address(std::net::IpAddr::from(address))
         .build()
         .unwrap();
-    let response = client
+    let mut request = client
         .post(format!("{}/v1/graphql", app.url))
-        .json(&json!({"query": query, "variables": variables}))
-        .send()
-        .await
-        .expect("request sent");
+        .json(&json!({"query": query, "variables": variables}));
+    if let Some(bearer) = bearer {
+        request = request.bearer_auth(bearer);
+    }
+    let response = request.send().await.expect("request sent");
     let status = response.status().as_u16();
     let body = response.json().await.unwrap();
     Answer { status, body }
@@ -91,6 +102,49 @@ async fn account_code(app: &TestApp, secret: &str) -> String {
         .await
         .code()
         .to_string()
+}
+
+fn totp_now(secret: &str) -> String {
+    let secret = nimbus::auth::totp::TotpSecret::from_base32(secret).unwrap();
+    nimbus::auth::totp::code_at(&secret, chrono::Utc::now().timestamp() as u64)
+}
+
+/// Adds an authenticator, turns MFA on and returns the recovery codes.
+async fn turn_mfa_on(app: &TestApp, secret: &str) -> Vec<String> {
+    let added = run(
+        app,
+        Some(secret),
+        "mutation { createMfaAuthenticator { secret } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let seed = added["createMfaAuthenticator"]["secret"].as_str().unwrap();
+    run(
+        app,
+        Some(secret),
+        "mutation($c: String!) { verifyMfaAuthenticator(input: {code: $c}) }",
+        json!({"c": totp_now(seed)}),
+    )
+    .await
+    .ok();
+    let codes = run(
+        app,
+        Some(secret),
+        "mutation { createMfaRecoveryCodes }",
+        json!({}),
+    )
+    .await
+    .ok();
+    run(
+        app,
+        Some(secret),
+        "mutation { updateMfa(input: {enabled: true}) { mfa } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    serde_json::from_value(codes["createMfaRecoveryCodes"].clone()).unwrap()
 }
 
 async fn jwt_of(app: &TestApp, secret: &str) -> String {
@@ -331,6 +385,8 @@ async fn an_emailed_code_is_finished_with_the_email_and_claims_an_unverified_acc
     let (app, smtp) = app_with_mail().await;
     sign_up(&app, "val@example.com").await;
     let squatter = session(&app, "val@example.com").await;
+    // The squatter's own second factor would lock the owner out: it goes too.
+    turn_mfa_on(&app, &squatter).await;
     let token = run(
         &app,
         None,
@@ -360,6 +416,19 @@ async fn an_emailed_code_is_finished_with_the_email_and_claims_an_unverified_acc
     .await
     .ok();
     assert_eq!(signed["createSession"]["session"]["provider"], "email-otp");
+    let owner = signed["createSession"]["secret"].as_str().unwrap();
+    let me = run(
+        &app,
+        Some(owner),
+        "{ account { mfa emailVerified } accountMfaFactors { totp recoveryCode } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        me,
+        json!({"account": {"mfa": false, "emailVerified": true}, "accountMfaFactors": {"totp": false, "recoveryCode": false}})
+    );
     assert_eq!(account_code(&app, &squatter).await, "INVALID_SESSION");
     assert_eq!(
         password_session(&app, "val@example.com", PASSWORD)
@@ -665,5 +734,54 @@ async fn oauth2_callbacks_come_from_the_public_url_never_the_host_header() {
         assert_eq!(answer.status, 400, "{query}: {answer:?}");
         assert!(answer.body.contains("INVALID_REDIRECT_URL"), "{query}");
     }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn guessing_second_factors_from_elsewhere_does_not_lock_the_user_out() {
+    let app = spawn_app().await;
+    sign_up(&app, "gia@example.com").await;
+    let first = session(&app, "gia@example.com").await;
+    let recovery = turn_mfa_on(&app, &first).await;
+    let challenge = "mutation($f: MfaFactor!, $c: String!) { updateMfaChallenge(input: {factor: $f, code: $c}) }";
+
+    // Someone with the password signs in from elsewhere and guesses codes.
+    let guesser = run_from(
+        &app,
+        [127, 0, 0, 3],
+        "mutation($e: String!, $p: String!) { createEmailPasswordSession(input: {email: $e, password: $p}) { secret } }",
+        json!({"e": "gia@example.com", "p": PASSWORD}),
+    )
+    .await
+    .ok()["createEmailPasswordSession"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut codes = Vec::new();
+    for guess in 0..11 {
+        let answer = run_from_as(
+            &app,
+            [127, 0, 0, 3],
+            Some(&guesser),
+            challenge,
+            json!({"f": "TOTP", "c": format!("{:06}", guess)}),
+        )
+        .await;
+        codes.push(answer.code().to_string());
+    }
+    assert_eq!(codes[10], "RATE_LIMITED", "{codes:?}");
+
+    // The owner, signing in from their own address, still passes.
+    let second = session(&app, "gia@example.com").await;
+    assert_eq!(account_code(&app, &second).await, "MFA_REQUIRED");
+    run(
+        &app,
+        Some(&second),
+        challenge,
+        json!({"f": "RECOVERY_CODE", "c": recovery[0]}),
+    )
+    .await
+    .ok();
+    assert_eq!(account_code(&app, &second).await, "<none>");
     app.shutdown().await;
 }

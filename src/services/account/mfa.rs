@@ -4,7 +4,7 @@
 //! code works once; attempts are rate limited.
 
 use crate::AppState;
-use crate::auth::rate_limit::Limit;
+use crate::auth::rate_limit::{Limit, client_key};
 use crate::auth::sealing::Sealer;
 use crate::auth::session_cache::ResolvedSession;
 use crate::auth::totp;
@@ -12,8 +12,12 @@ use crate::error::{AppError, AppResult};
 use crate::services::users::service::announce_user_change;
 use crate::services::users::store;
 
-/// Appwrite's limit on MFA challenges.
+/// Appwrite's limit on MFA challenges, per user and client address: someone who
+/// has the password and guesses codes from elsewhere does not lock the user out.
 const ATTEMPTS_LIMIT: Limit = Limit::per_hour(10);
+/// Code attempts per user from all addresses together: the bound on guessing a
+/// 6-digit code from many addresses.
+const USER_ATTEMPTS_LIMIT: Limit = Limit::per_hour(100);
 
 /// A new authenticator: the secret to enter in an app, as text and as a QR-code URI.
 pub struct NewAuthenticator {
@@ -106,10 +110,13 @@ fn open_totp_secret(state: &AppState, stored: &str) -> Option<totp::TotpSecret> 
     }
 }
 
-/// Counts one code attempt against the user's hourly limit.
+/// Counts one code attempt against the hourly limits: of the user from the address
+/// the session signed in from, and of the user overall.
 async fn count_attempt(state: &AppState, me: &ResolvedSession) -> AppResult<()> {
-    let key = format!("mfa:{}:{}", me.user.project_id, me.user.id);
-    state.rate_limiter.hit(&key, ATTEMPTS_LIMIT).await
+    let user = format!("mfa:{}:{}", me.user.project_id, me.user.id);
+    let from = format!("{user}:{}", client_key(&me.session.ip));
+    state.rate_limiter.hit(&from, ATTEMPTS_LIMIT).await?;
+    state.rate_limiter.hit(&user, USER_ATTEMPTS_LIMIT).await
 }
 
 /// Marks this session as having passed the second factor, on every replica.
