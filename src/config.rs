@@ -58,6 +58,7 @@ pub struct Config {
     pub rate_limits: bool,
 
     /// Mark session cookies `Secure` (sent over HTTPS only): turn on behind TLS.
+    /// Implied by an `https://` public URL.
     #[arg(long, env = "NIMBUS_COOKIE_SECURE", default_value_t = false, action = clap::ArgAction::Set)]
     pub cookie_secure: bool,
 
@@ -176,6 +177,15 @@ impl Config {
             .config;
         config.data_dir = data_dir.into();
         config
+    }
+
+    /// Whether cookies are `Secure`: asked for, or browsers reach the server over https.
+    pub fn secure_cookies(&self) -> bool {
+        self.cookie_secure
+            || self
+                .public_url
+                .as_deref()
+                .is_some_and(|url| url.starts_with("https://"))
     }
 
     /// The directory of cached image previews.

@@ -98,16 +98,6 @@ fn nonce_cookie_name(project: &str) -> String {
 
 const CALLBACK_PATH: &str = "/v1/account/oauth2/callback/";
 
-/// `Secure` when browsers reach the server over https (or cookies are set secure).
-fn secure_cookies(state: &AppState) -> bool {
-    state.config.cookie_secure
-        || state
-            .config
-            .public_url
-            .as_deref()
-            .is_some_and(|url| url.starts_with("https://"))
-}
-
 /// The nonce cookie: only for the callback path, only for ten minutes, out of
 /// scripts' reach, and sent on the top-level navigation back from the provider
 /// (Lax) but not on other sites' requests.
@@ -115,7 +105,7 @@ fn nonce_cookie(state: &AppState, project: &str, nonce: &str, max_age: u32) -> S
     format!(
         "{}={nonce}; Path={CALLBACK_PATH}; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
         nonce_cookie_name(project),
-        if secure_cookies(state) {
+        if state.config.secure_cookies() {
             "; Secure"
         } else {
             ""
@@ -260,7 +250,7 @@ pub async fn callback(
             success_url,
         }) => {
             let mut response = redirect(&success_url);
-            let cookie = session_cookie(&session, &secret, state.config.cookie_secure);
+            let cookie = session_cookie(&session, &secret, state.config.secure_cookies());
             if let Ok(value) = HeaderValue::from_str(&cookie) {
                 response.headers_mut().append(header::SET_COOKIE, value);
             }

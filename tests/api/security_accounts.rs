@@ -785,3 +785,36 @@ async fn guessing_second_factors_from_elsewhere_does_not_lock_the_user_out() {
     assert_eq!(account_code(&app, &second).await, "<none>");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn behind_an_https_public_url_cookies_are_secure() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.public_url = Some("https://nimbus.example".into());
+    let app = spawn_with(config, dir).await;
+    let provider = TestProvider::start().await;
+    configure(&app, "acme", json!({"issuer": provider.url})).await;
+    let started = get(
+        &browser(),
+        &format!("{}/v1/account/oauth2/acme?success={SUCCESS}", app.url),
+    )
+    .await;
+    let nonce = started.nonce.expect("a nonce cookie");
+    assert!(nonce.contains("; Secure"), "{nonce}");
+
+    sign_up(&app, "hal@example.com").await;
+    let response = app
+        .client
+        .post(format!("{}/v1/graphql", app.url))
+        .json(&json!({"query": "mutation { createEmailPasswordSession(input: {email: \"hal@example.com\", password: \"first-password-1\"}) { secret } }"}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(cookie.starts_with("nimbus_session_default="), "{cookie}");
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    app.shutdown().await;
+}

@@ -138,7 +138,7 @@ pub(crate) fn session_payload(
     session: &Session,
     secret: String,
 ) -> async_graphql::Result<Value> {
-    let secure = app(ctx)?.config.cookie_secure;
+    let secure = app(ctx)?.config.secure_cookies();
     ctx.append_http_header("set-cookie", session_cookie(session, &secret, secure));
     Ok(object([
         ("session", session_value(session, Some(&session.id))),
