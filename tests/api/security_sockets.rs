@@ -355,13 +355,17 @@ async fn guarded_documents(app: &TestApp) {
         )
         .await
         .ok();
-        app.admin(
-            "mutation($c: ID!) { createDocument(input: {databaseId: \"vault\", collectionId: $c, id: \"d1\", data: {text: \"secret\"}}) { id } }",
-            json!({"c": id}),
-        )
-        .await
-        .ok();
+        create_document(app, id, "d1").await;
     }
+}
+
+async fn create_document(app: &TestApp, collection: &str, id: &str) {
+    app.admin(
+        "mutation($c: ID!, $id: ID!) { createDocument(input: {databaseId: \"vault\", collectionId: $c, id: $id, data: {text: \"secret\"}}) { id } }",
+        json!({"c": collection, "id": id}),
+    )
+    .await
+    .ok();
 }
 
 async fn sees(ws: &mut WsClient, collection: &str) -> bool {
@@ -392,6 +396,20 @@ async fn operations_on_an_open_socket_get_the_callers_current_roles() {
     assert_eq!(joined["id"], "p");
     assert!(sees(&mut ws, "crewdocs").await);
     assert!(!sees(&mut ws, "vipdocs").await);
+    // And one that follows the team's documents, live once it delivers one.
+    let mut events = socket(&app.ws_url, bearer(&ann.secret)).await;
+    events
+        .subscribe("r", "subscription { realtime(channels: [\"databases.vault.collections.crewdocs.documents\", \"account\"]) { events payload } }")
+        .await;
+    let deadline = std::time::Instant::now() + crate::helpers::WAIT;
+    for n in 0.. {
+        create_document(&app, "crewdocs", &format!("live{n}")).await;
+        if events.socket_next_within_short_time().await.is_some() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the subscription never went live");
+    }
+    while events.socket_next_within_short_time().await.is_some() {}
 
     let memberships = app
         .admin("{ memberships(teamId: \"crew\") { id } }", json!({}))
@@ -416,6 +434,28 @@ async fn operations_on_an_open_socket_get_the_callers_current_roles() {
         "a removed member still reads the team's documents"
     );
     assert!(sees(&mut ws, "vipdocs").await, "a new label did not apply");
+    // The running subscription no longer delivers the team's documents: the one
+    // created next is skipped, and Ann's own change after it arrives.
+    create_document(&app, "crewdocs", "after").await;
+    app.as_session(
+        &ann.secret,
+        "mutation { updateName(input: {name: \"Marker\"}) { name } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    loop {
+        let message = events.next_json().await.expect("an event");
+        let event = &message["payload"]["data"]["realtime"];
+        assert_ne!(event["payload"]["$id"], "after", "{message}");
+        assert!(
+            !event["events"][0].as_str().unwrap_or_default().contains("crewdocs"),
+            "{message}"
+        );
+        if event["payload"]["name"] == "Marker" {
+            break;
+        }
+    }
     app.shutdown().await;
 }
 
