@@ -625,3 +625,31 @@ async fn cookie_sessions_open_sockets_of_any_project_from_its_own_origins_only()
     assert_eq!(me["data"]["account"]["id"], ann.user_id.as_str());
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn deleting_a_project_closes_the_sockets_addressing_it() {
+    let app = spawn_app().await;
+    app.create_project("doomed").await;
+    let key = app.create_key("doomed", &["keys.read"]).await;
+    let mut keyed = socket(
+        &app.ws_url,
+        json!({"X-Nimbus-Project": "doomed", "X-Nimbus-Key": key}),
+    )
+    .await;
+    let mut guest = socket(&app.ws_url, json!({"X-Nimbus-Project": "doomed"})).await;
+    app.admin(
+        "mutation { deleteProject(input: {id: \"doomed\"}) { __typename } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    for ws in [&mut keyed, &mut guest] {
+        let (messages, (close, reason)) = read_to_close(ws).await;
+        assert_eq!(close, 4403, "{reason} after {messages:?}");
+        assert!(
+            reason.starts_with("PROJECT_NOT_FOUND: ") || reason.starts_with("INVALID_API_KEY: "),
+            "{reason}"
+        );
+    }
+    app.shutdown().await;
+}
