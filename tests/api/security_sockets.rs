@@ -389,15 +389,16 @@ async fn operations_on_an_open_socket_get_the_callers_current_roles() {
     )
     .await
     .ok();
+    // A socket running only queries, not listening to the bus.
     let mut ws = socket(&app.ws_url, bearer(&ann.secret)).await;
-    // A subscription resolved as a stream is running while the roles change.
-    ws.subscribe("p", PRESENCE).await;
-    let joined = ws.next_json().await.expect("own join");
-    assert_eq!(joined["id"], "p");
     assert!(sees(&mut ws, "crewdocs").await);
     assert!(!sees(&mut ws, "vipdocs").await);
-    // And one that follows the team's documents, live once it delivers one.
+    // Another with a subscription resolved as a stream, and one that follows the
+    // team's documents (live once it delivers one), running while the roles change.
     let mut events = socket(&app.ws_url, bearer(&ann.secret)).await;
+    events.subscribe("p", PRESENCE).await;
+    let joined = events.next_json().await.expect("own join");
+    assert_eq!(joined["id"], "p");
     events
         .subscribe("r", "subscription { realtime(channels: [\"databases.vault.collections.crewdocs.documents\", \"account\"]) { events payload } }")
         .await;
@@ -407,7 +408,10 @@ async fn operations_on_an_open_socket_get_the_callers_current_roles() {
         if events.socket_next_within_short_time().await.is_some() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the subscription never went live");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscription never went live"
+        );
     }
     while events.socket_next_within_short_time().await.is_some() {}
 
@@ -449,7 +453,10 @@ async fn operations_on_an_open_socket_get_the_callers_current_roles() {
         let event = &message["payload"]["data"]["realtime"];
         assert_ne!(event["payload"]["$id"], "after", "{message}");
         assert!(
-            !event["events"][0].as_str().unwrap_or_default().contains("crewdocs"),
+            !event["events"][0]
+                .as_str()
+                .unwrap_or_default()
+                .contains("crewdocs"),
             "{message}"
         );
         if event["payload"]["name"] == "Marker" {
