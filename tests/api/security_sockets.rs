@@ -660,3 +660,28 @@ async fn deleting_a_project_closes_the_sockets_addressing_it() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_collections_new_permissions_apply_to_sockets_opened_before() {
+    let app = spawn_app().await;
+    guarded_documents(&app).await;
+    app.admin(
+        "mutation { updateCollection(input: {databaseId: \"vault\", id: \"crewdocs\", permissions: [\"read(\\\"any\\\")\"]}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let mut guest = socket(&app.ws_url, json!({})).await;
+    assert!(sees(&mut guest, "crewdocs").await);
+    app.admin(
+        "mutation { updateCollection(input: {databaseId: \"vault\", id: \"crewdocs\", permissions: []}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert!(
+        !sees(&mut guest, "crewdocs").await,
+        "a socket kept the collection's old permissions"
+    );
+    app.shutdown().await;
+}
