@@ -60,11 +60,20 @@ impl Holder {
     }
 }
 
+/// What a connection is woken for: counters of changes to its credential (re-check
+/// it against the database) and to its project alone (reload the project, e.g. its
+/// schema and collection permissions after DDL, at the price of a cache lookup).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Wake {
+    pub credential: u64,
+    pub project: u64,
+}
+
 /// One wake-up channel per holder, shared by every connection of that holder: a
 /// connection costs one receiver, not a task or a timer.
 #[derive(Default)]
 struct Holders {
-    senders: HashMap<Holder, watch::Sender<()>>,
+    senders: HashMap<Holder, watch::Sender<Wake>>,
     sweep_at: usize,
 }
 
@@ -115,36 +124,44 @@ impl SessionCache {
             user_id: user_id.to_string(),
         };
         if let Some(sender) = self.holders().senders.get(&holder) {
-            sender.send_replace(());
+            sender.send_modify(|wake| wake.credential += 1);
         }
     }
 
     /// Forgets every session of a project (deleted or changed), and wakes every
-    /// connection addressing it.
+    /// connection addressing it to reload the project.
     pub fn evict_project(&self, project_id: &str) {
         if let Ok(mut entries) = self.entries.write() {
             self.generation.fetch_add(1, Ordering::SeqCst);
             entries.retain(|_, (_, r)| r.user.project_id != project_id);
         }
-        self.wake(|holder| holder.project_id() == project_id);
+        self.wake(
+            |holder| holder.project_id() == project_id,
+            |wake| wake.project += 1,
+        );
     }
 
     /// Wakes the connections holding API key `key_id` (deleted or changed).
     pub fn key_changed(&self, key_id: &str) {
-        self.wake(|holder| matches!(holder, Holder::Key { key_id: id, .. } if id == key_id));
+        self.wake(
+            |holder| matches!(holder, Holder::Key { key_id: id, .. } if id == key_id),
+            |wake| wake.credential += 1,
+        );
     }
 
-    /// Forgets everything and wakes every connection (after missed invalidations).
+    /// Forgets everything and wakes every connection to re-check its credential
+    /// (after missed invalidations).
     pub fn clear(&self) {
         if let Ok(mut entries) = self.entries.write() {
             self.generation.fetch_add(1, Ordering::SeqCst);
             entries.clear();
         }
-        self.wake(|_| true);
+        self.wake(|_| true, |wake| wake.credential += 1);
     }
 
-    /// A receiver that changes whenever `holder`'s credential may have changed.
-    pub fn watch(&self, holder: Holder) -> watch::Receiver<()> {
+    /// A receiver that changes whenever `holder`'s credential or project may have
+    /// changed.
+    pub fn watch(&self, holder: Holder) -> watch::Receiver<Wake> {
         let mut holders = self.holders();
         if holders.senders.len() >= holders.sweep_at {
             holders.senders.retain(|_, s| s.receiver_count() > 0);
@@ -153,13 +170,13 @@ impl SessionCache {
         holders
             .senders
             .entry(holder)
-            .or_insert_with(|| watch::channel(()).0)
+            .or_insert_with(|| watch::channel(Wake::default()).0)
             .subscribe()
     }
 
-    fn wake(&self, which: impl Fn(&Holder) -> bool) {
+    fn wake(&self, which: impl Fn(&Holder) -> bool, change: impl Fn(&mut Wake)) {
         for (_, sender) in self.holders().senders.iter().filter(|(h, _)| which(h)) {
-            sender.send_replace(());
+            sender.send_modify(&change);
         }
     }
 
@@ -189,17 +206,23 @@ mod tests {
             key_id: "k".into(),
         });
         cache.evict_user("p", "ann");
-        assert!(ann.has_changed().unwrap());
+        assert_eq!(ann.borrow_and_update().credential, 1);
         assert!(!bob.has_changed().unwrap());
-        ann.mark_unchanged();
         cache.key_changed("k");
         assert!(key.has_changed().unwrap());
         assert!(!ann.has_changed().unwrap());
         cache.evict_project("p");
-        assert!(ann.has_changed().unwrap() && bob.has_changed().unwrap());
-        bob.mark_unchanged();
-        cache.clear();
+        let wake = *ann.borrow_and_update();
+        assert_eq!((wake.credential, wake.project), (1, 1));
         assert!(bob.has_changed().unwrap());
+        cache.clear();
+        assert_eq!(
+            *bob.borrow_and_update(),
+            Wake {
+                credential: 1,
+                project: 1
+            }
+        );
     }
 
     #[test]

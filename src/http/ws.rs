@@ -58,6 +58,7 @@ use tokio_stream::StreamMap;
 
 use crate::AppState;
 use crate::auth::Caller;
+use crate::auth::session_cache::Wake;
 use crate::bus::{BusMessage, Published};
 use crate::db::now_millis;
 use crate::error::{AppError, AppResult};
@@ -463,9 +464,11 @@ struct Connection {
     data: Arc<Data>,
     /// What the client presented, checked again whenever it may have changed.
     presented: Presented,
-    /// Changes when the credential may have changed (user, session, key, project,
-    /// or a bus gap), on any replica.
-    credential_changed: watch::Receiver<()>,
+    /// Changes when the credential (user, session, key; or anything, after a bus
+    /// gap) or the project may have changed, on any replica.
+    changes: watch::Receiver<Wake>,
+    /// The changes already acted on.
+    seen: Wake,
     /// When the credential expires (milliseconds since the epoch), and the timer
     /// that fires then: the one timer of an idle connection.
     expires_at: Option<i64>,
@@ -485,8 +488,11 @@ impl Connection {
             loaded,
             expires_at,
         } = addressed;
+        let changes = state.sessions.watch(caller.holder());
+        let seen = *changes.borrow();
         let mut connection = Connection {
-            credential_changed: state.sessions.watch(caller.holder()),
+            seen,
+            changes,
             own_key_events: caller.key().map(|k| {
                 (
                     format!("keys.{}.delete", k.key_id),
@@ -531,25 +537,28 @@ impl Connection {
         self.expires_at.is_some_and(|at| at <= now_millis())
     }
 
-    fn credential_may_have_changed(&mut self) -> bool {
-        match self.credential_changed.has_changed() {
-            Ok(changed) => changed,
-            Err(_) => {
-                self.rewatch();
-                true
-            }
+    /// Acts on a change heard (or, with `lost`, on the channel going away): re-checks
+    /// the credential, or reloads the project when only it changed.
+    async fn on_change(&mut self, lost: bool) -> Result<(), Gone> {
+        if lost {
+            self.changes = self.state.sessions.watch(self.caller.holder());
+            return self.recheck().await;
         }
-    }
-
-    /// Listens again for changes to the credential (the channel went away).
-    fn rewatch(&mut self) {
-        self.credential_changed = self.state.sessions.watch(self.caller.holder());
+        let now = *self.changes.borrow_and_update();
+        if now.credential != self.seen.credential {
+            self.recheck().await
+        } else if now.project != self.seen.project {
+            self.seen = now;
+            self.reload_project().await
+        } else {
+            Ok(())
+        }
     }
 
     /// Checks the credential again, past every cache: the connection goes on with
     /// the caller as it is now, or ends.
     async fn recheck(&mut self) -> Result<(), Gone> {
-        self.credential_changed.mark_unchanged();
+        self.seen = *self.changes.borrow_and_update();
         match identity::recheck(&self.state, &self.presented).await {
             Ok(addressed) => {
                 self.roles = addressed.caller.roles().as_strings();
@@ -557,6 +566,25 @@ impl Connection {
                 self.caller = addressed.caller;
                 self.loaded = addressed.loaded;
                 self.expire_at(addressed.expires_at);
+                Ok(())
+            }
+            Err(err) => Err(self.revoke(err).await),
+        }
+    }
+
+    /// Takes the project as it is now (its settings, its schema with the
+    /// collections' permissions); the credential stands.
+    async fn reload_project(&mut self) -> Result<(), Gone> {
+        match self
+            .state
+            .schemas
+            .get(&self.state, &self.caller.project.id)
+            .await
+        {
+            Ok(loaded) => {
+                self.caller.project = loaded.project.clone();
+                self.data = Arc::new(caller_data(&self.caller));
+                self.loaded = loaded;
                 Ok(())
             }
             Err(err) => Err(self.revoke(err).await),
@@ -604,12 +632,7 @@ impl Connection {
             // needs between messages (10,000 idle connections are the goal), not
             // the largest handler's state.
             let step = tokio::select! {
-                changed = self.credential_changed.changed() => {
-                    if changed.is_err() {
-                        self.rewatch();
-                    }
-                    Box::pin(self.recheck()).await
-                }
+                changed = self.changes.changed() => Box::pin(self.on_change(changed.is_err())).await,
                 () = until(&mut self.expiry) => Box::pin(self.recheck()).await,
                 incoming = self.link.receive() => match incoming {
                     Some(incoming) => Box::pin(self.on_incoming(incoming)).await,
@@ -671,8 +694,14 @@ impl Connection {
     async fn start(&mut self, id: String, mut request: Request) -> Result<(), Gone> {
         // A change heard, or an expiry passed, while this message arrived goes
         // first: the operation gets the credential as it is now.
-        if self.expired() || self.credential_may_have_changed() {
+        if self.expired() {
             self.recheck().await?;
+        } else {
+            match self.changes.has_changed() {
+                Ok(false) => {}
+                Ok(true) => self.on_change(false).await?,
+                Err(_) => self.on_change(true).await?,
+            }
         }
         if self.in_use(&id) {
             let reason = format!("Subscriber for {id} already exists");
