@@ -268,7 +268,17 @@ impl Server {
     }
 }
 
-/// Drops cached project and session state whenever any replica announces a change.
+/// The key an event name such as `keys.K.delete` is about.
+fn key_of(event_name: &str) -> Option<&str> {
+    let mut parts = event_name.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("keys"), Some(id), Some(_), None) if id != "*" => Some(id),
+        _ => None,
+    }
+}
+
+/// Drops cached project and session state whenever any replica announces a change,
+/// and all of it after a gap in the announcements.
 async fn follow_project_changes(state: AppState) {
     let mut messages = state.bus.subscribe();
     loop {
@@ -285,7 +295,17 @@ async fn follow_project_changes(state: AppState) {
                     state.sessions.evict_user(project_id, user_id);
                 }
                 BusMessage::Presence(presence) => state.presence.apply(presence),
-                BusMessage::Event(_) => {}
+                BusMessage::Event(event) => {
+                    // A key deleted (or changed) on any replica: connections
+                    // holding it here re-check it.
+                    for key_id in event.events.iter().filter_map(|name| key_of(name)) {
+                        state.sessions.key_changed(key_id);
+                    }
+                }
+                BusMessage::Resumed => {
+                    state.schemas.invalidate_all().await;
+                    state.sessions.clear();
+                }
             },
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                 // Changes may have been missed: forget everything rather than serve stale.

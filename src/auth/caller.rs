@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::auth::permissions::{RoleSet, TeamMembership};
 use crate::auth::scopes::ADMIN;
-use crate::auth::session_cache::ResolvedSession;
+use crate::auth::session_cache::{Holder, ResolvedSession};
 use crate::bus::Event;
 use crate::error::{AppError, AppResult};
 use crate::services::projects::Project;
@@ -18,6 +18,8 @@ pub struct ApiKeyGrant {
     pub key_id: String,
     pub project_id: String,
     pub scopes: BTreeSet<String>,
+    /// When the key stops working (milliseconds since the epoch); `None`: never.
+    pub expires_at: Option<i64>,
 }
 
 impl ApiKeyGrant {
@@ -90,6 +92,22 @@ impl Caller {
         match &self.credential {
             Credential::Session(session) => Ok(session),
             _ => Err(AppError::Unauthenticated),
+        }
+    }
+
+    /// Whose credential this is, for a connection that must hear of changes to it.
+    pub fn holder(&self) -> Holder {
+        let project_id = self.project.id.clone();
+        match &self.credential {
+            Credential::Anonymous => Holder::Guest { project_id },
+            Credential::Key(key) => Holder::Key {
+                project_id,
+                key_id: key.key_id.clone(),
+            },
+            Credential::Session(session) => Holder::User {
+                project_id,
+                user_id: session.user.id.clone(),
+            },
         }
     }
 

@@ -18,8 +18,6 @@ use sha2::Sha256;
 
 /// Lifetime of a JWT when the caller has no reason to choose another: 15 minutes.
 pub const DEFAULT_TTL_SECS: u64 = 900;
-/// Clock skew tolerated between the server that issued a token and the one checking it.
-pub const LEEWAY_SECS: u64 = 5;
 /// Longest token looked at; ours are a few hundred bytes, so anything much larger is
 /// refused before any base64 or JSON work is spent on it.
 const MAX_TOKEN_LEN: usize = 4096;
@@ -153,7 +151,9 @@ impl JwtKeys {
                 }
             })?;
         let claims = data.claims;
-        if now_unix >= claims.exp.saturating_add(LEEWAY_SECS) {
+        // No leeway: the replicas that issue and check tokens keep one clock (NTP),
+        // and a token must not outlive its `exp`, on HTTP or on an open socket.
+        if now_unix >= claims.exp {
             return Err(JwtError::Expired);
         }
         Ok(JwtClaims {
@@ -313,19 +313,11 @@ mod tests {
     }
 
     #[test]
-    fn an_expired_token_is_expired_after_the_leeway() {
+    fn a_token_is_expired_from_its_exp_on() {
         let token = keys().issue("proj1", "user1", "sess1", NOW, 900);
         let exp = NOW + 900;
-        assert!(keys().verify("proj1", &token, exp).is_ok());
-        assert!(
-            keys()
-                .verify("proj1", &token, exp + LEEWAY_SECS - 1)
-                .is_ok()
-        );
-        assert_eq!(
-            keys().verify("proj1", &token, exp + LEEWAY_SECS),
-            Err(JwtError::Expired)
-        );
+        assert!(keys().verify("proj1", &token, exp - 1).is_ok());
+        assert_eq!(keys().verify("proj1", &token, exp), Err(JwtError::Expired));
         assert_eq!(
             keys().verify("proj1", &token, NOW + 86_400),
             Err(JwtError::Expired)

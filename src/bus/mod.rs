@@ -5,7 +5,9 @@
 //! Subscribers always listen to the local broadcast channel. With Redis, a listener
 //! task forwards the Redis channel into it and reconnects by itself, so subscribers
 //! survive a Redis restart without noticing more than the gap. Delivery is at most
-//! once: a message published while Redis is down is lost (and logged).
+//! once: a message published while Redis is down is lost (and logged); when the
+//! listener is back, it hands its subscribers [`BusMessage::Resumed`], so that what
+//! was cached on the strength of announcements is checked again.
 
 mod redis_bus;
 
@@ -51,6 +53,12 @@ pub enum BusMessage {
     },
     /// Someone joined, changed, left or is still on a presence channel.
     Presence(crate::services::realtime::presence::Presence),
+    /// This replica's bus came back after a gap (Redis restarted or was
+    /// unreachable): whatever was announced meanwhile is lost, so caches are dropped
+    /// and every connection re-checks its credential. Local only: never sent to or
+    /// read from Redis, so no one can announce it.
+    #[serde(skip)]
+    Resumed,
 }
 
 /// A change to a resource, as realtime subscribers see it.
@@ -344,6 +352,12 @@ mod tests {
             .store(1, Ordering::SeqCst);
         assert_eq!(newest.shared::<AtomicU32>(beyond).load(Ordering::SeqCst), 0);
         assert_eq!(newest.shared::<AtomicU32>(0).load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_resumed_notice_never_travels_between_replicas() {
+        assert!(serde_json::to_string(&BusMessage::Resumed).is_err());
+        assert!(serde_json::from_str::<BusMessage>(r#"{"kind":"resumed"}"#).is_err());
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! The Redis side of the bus: a publisher over a self-healing `ConnectionManager`,
 //! and a listener task that owns the pub/sub connection, reconnects with backoff
-//! when Redis goes away, and forwards every message into the local broadcast.
+//! when Redis goes away, and forwards every message into the local broadcast (with
+//! a `Resumed` notice after each reconnect).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -141,6 +142,9 @@ async fn listen(
             Ok(connection) => {
                 if !listening.swap(true, Ordering::SeqCst) {
                     tracing::info!("bus listener re-subscribed to Redis");
+                    // Announcements made during the gap are lost: subscribers
+                    // drop what they cached and re-check what they hold.
+                    local.send(BusMessage::Resumed);
                 }
                 backoff = Duration::from_millis(100);
                 let mut messages = connection.into_on_message();

@@ -1,7 +1,8 @@
 //! Finds the project a request addresses and the credential it presents:
 //! `X-Nimbus-Project` (default `default`); then an API key in `X-Nimbus-Key`, or a
 //! session secret (or a JWT from `createJWT`) in `Authorization: Bearer …`, or the
-//! project's session cookie.
+//! project's session cookie. A long-lived connection re-checks what it presented
+//! with [`recheck`], past every cache, when it hears the credential may have changed.
 
 use std::sync::Arc;
 
@@ -13,7 +14,8 @@ use crate::error::{AppError, AppResult};
 use crate::graphql::LoadedProject;
 use crate::services::keys::service::authenticate;
 use crate::services::projects::DEFAULT_PROJECT;
-use crate::services::users::service::{resolve_jwt, resolve_session};
+use crate::services::projects::Project;
+use crate::services::users::service::{resolve_jwt, resolve_session, verify_session};
 
 pub const PROJECT_HEADER: &str = "x-nimbus-project";
 pub const KEY_HEADER: &str = "x-nimbus-key";
@@ -53,6 +55,9 @@ pub struct Presented {
     pub project: Option<String>,
     pub key: Option<String>,
     pub session: Option<String>,
+    /// Whether `session` is the session cookie: sent by the browser on its own,
+    /// whichever page asks, so not proof that the page is the project's.
+    pub session_from_cookie: bool,
 }
 
 impl Presented {
@@ -87,6 +92,7 @@ impl Presented {
         Presented {
             project,
             key: header(headers, KEY_HEADER).map(str::to_string),
+            session_from_cookie: bearer.is_none() && cookie.is_some(),
             session: bearer.or(cookie),
         }
     }
@@ -96,6 +102,9 @@ impl Presented {
 pub struct Addressed {
     pub caller: Caller,
     pub loaded: Arc<LoadedProject>,
+    /// When the credential stops working (milliseconds since the epoch): the
+    /// earliest of the session's, the JWT's and the key's expiry; `None`: never.
+    pub expires_at: Option<i64>,
 }
 
 /// The value of a header when it is present and readable.
@@ -109,22 +118,52 @@ pub fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 
 /// Resolves the addressed project and the caller. A key wins over a session.
 pub async fn resolve(state: &AppState, presented: &Presented) -> AppResult<Addressed> {
+    resolve_with(state, presented, Sessions::Cached).await
+}
+
+/// Resolves again what a long-lived connection presented, reading sessions from the
+/// database rather than the cache (which may not have heard of a change yet).
+pub async fn recheck(state: &AppState, presented: &Presented) -> AppResult<Addressed> {
+    resolve_with(state, presented, Sessions::Stored).await
+}
+
+/// Where a session secret is looked up.
+#[derive(Clone, Copy)]
+enum Sessions {
+    Cached,
+    Stored,
+}
+
+async fn resolve_with(
+    state: &AppState,
+    presented: &Presented,
+    sessions: Sessions,
+) -> AppResult<Addressed> {
     let project = presented.project.as_deref();
     check_project_id(project)?;
     let project_id = project.unwrap_or(DEFAULT_PROJECT);
     let loaded = state.schemas.get(state, project_id).await?;
-    let credential = match (&presented.key, &presented.session) {
+    let (credential, expires_at) = match (&presented.key, &presented.session) {
         (Some(secret), _) => {
-            Credential::Key(authenticate(state, &loaded.project.id, secret).await?)
+            let key = authenticate(state, &loaded.project.id, secret).await?;
+            let expires_at = key.expires_at;
+            (Credential::Key(key), expires_at)
         }
         // Session secrets start `ns_`; anything else with dots is a JWT.
         (None, Some(token)) if !token.starts_with("ns_") && token.contains('.') => {
-            Credential::Session(resolve_jwt(state, &loaded.project.id, token).await?)
+            let (session, jwt_expires_at) = resolve_jwt(state, &loaded.project.id, token).await?;
+            let expires_at = session.session.expires_at.min(jwt_expires_at);
+            (Credential::Session(session), Some(expires_at))
         }
         (None, Some(secret)) => {
-            Credential::Session(resolve_session(state, &loaded.project.id, secret).await?)
+            let session = match sessions {
+                Sessions::Cached => resolve_session(state, &loaded.project.id, secret).await?,
+                Sessions::Stored => verify_session(state, &loaded.project.id, secret).await?,
+            };
+            let expires_at = session.session.expires_at;
+            (Credential::Session(session), Some(expires_at))
         }
-        (None, None) => Credential::Anonymous,
+        (None, None) => (Credential::Anonymous, None),
     };
     Ok(Addressed {
         caller: Caller {
@@ -132,7 +171,29 @@ pub async fn resolve(state: &AppState, presented: &Presented) -> AppResult<Addre
             credential,
         },
         loaded,
+        expires_at,
     })
+}
+
+/// Whether a browser page at `origin` (an `Origin` header) is one of the project's
+/// own: the server's own origin (`host`, the request's `Host` header), or a host
+/// the project allows (`redirectHosts`, the hosts of its web apps).
+pub fn origin_allowed(origin: &str, host: Option<&str>, project: &Project) -> bool {
+    let Ok(parsed) = url::Url::parse(origin) else {
+        return false;
+    };
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return false;
+    }
+    let Some(origin_host) = parsed.host_str().map(str::to_ascii_lowercase) else {
+        return false;
+    };
+    let origin_authority = match parsed.port() {
+        Some(port) => format!("{origin_host}:{port}"),
+        None => origin_host.clone(),
+    };
+    host.is_some_and(|host| host.eq_ignore_ascii_case(&origin_authority))
+        || project.auth.redirect_hosts.contains(&origin_host)
 }
 
 /// Resolves from the request headers.

@@ -3,7 +3,19 @@
 //! credential come from the `connection_init` payload (`X-Nimbus-Project`,
 //! `X-Nimbus-Key`, `Authorization: Bearer <session secret>`; top level or under
 //! `headers`, any case), else from `?project=` and the upgrade request's headers and
-//! session cookie. A connection may hold a bounded number of subscriptions.
+//! that project's session cookie. The cookie is sent by the browser whichever page
+//! opens the socket, so an upgrade it authenticates must come from one of the
+//! project's origins (else HTTP 403 `ORIGIN_NOT_ALLOWED`, before the upgrade); a
+//! credential in `connection_init` is the page's own and needs no such check. A
+//! connection may hold a bounded number of subscriptions.
+//!
+//! The credential is checked for every operation, not once per connection: the
+//! connection hears (through the session cache, on every replica) when its user,
+//! session, key or project changes, and after a bus gap, and then re-checks it
+//! against the database; a timer in its loop fires when the session, JWT or key
+//! expires. The caller every operation gets is the current one. A credential that
+//! no longer holds ends the connection: its subscriptions end with the error (its
+//! presences leave), and the socket closes with `4403 CODE: message`.
 //!
 //! One task serves a connection. Subscriptions that follow bus events (`realtime`,
 //! `postChanged`, `fileChanged`, …) hand their [`Watch`] over to it: the connection
@@ -25,6 +37,7 @@ mod render;
 
 pub use render::Shapes;
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,21 +51,24 @@ use axum::response::{IntoResponse as _, Response as HttpResponse};
 use futures_util::stream::{self, BoxStream};
 use futures_util::{FutureExt as _, StreamExt as _, future};
 use serde::Deserialize;
-use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, watch};
+use tokio::time::Sleep;
 use tokio_stream::StreamMap;
 
 use crate::AppState;
-use crate::auth::{Caller, Credential};
+use crate::auth::Caller;
+use crate::auth::session_cache::Wake;
 use crate::bus::{BusMessage, Published};
+use crate::db::now_millis;
 use crate::error::{AppError, AppResult};
 use crate::graphql::LoadedProject;
 use crate::graphql::limits::coded;
-use crate::http::identity::{self, KEY_HEADER, PROJECT_HEADER, Presented};
+use crate::http::identity::{self, Addressed, KEY_HEADER, PROJECT_HEADER, Presented};
 use crate::http::metrics::GaugeGuard;
 use crate::services::databases::tx::{Finished, Mode, RequestTx};
+use crate::services::projects::DEFAULT_PROJECT;
 use crate::services::realtime::watch::{Watch, WatchSlot};
-use crate::services::users::service::reload_session;
 
 use render::{Renderer, Shape};
 
@@ -77,6 +93,10 @@ const CLOSE_INIT_TIMEOUT: u16 = 4408;
 const CLOSE_UNAUTHORIZED: u16 = 4401;
 const CLOSE_ID_IN_USE: u16 = 4409;
 const CLOSE_TOO_MANY_INITS: u16 = 4429;
+/// The credential no longer holds (graphql-ws `Forbidden`).
+const CLOSE_FORBIDDEN: u16 = 4403;
+/// It could not be re-checked (graphql-ws `InternalServerError`).
+const CLOSE_INTERNAL: u16 = 4500;
 
 #[derive(Deserialize)]
 pub struct WsParams {
@@ -130,9 +150,12 @@ pub async fn graphql_ws(
         }]});
         return (axum::http::StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
     };
-    let mut presented = Presented::from_headers(&headers);
-    if params.project.is_some() {
-        presented.project = params.project;
+    let presented = match &params.project {
+        Some(project) => Presented::for_project(&headers, project),
+        None => Presented::from_headers(&headers),
+    };
+    if let Some(refusal) = foreign_cookie_upgrade(&state, &headers, &presented).await {
+        return refusal;
     }
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
@@ -141,6 +164,34 @@ pub async fn graphql_ws(
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| serve_socket(state, socket, protocol, presented))
+}
+
+/// The refusal of an upgrade that the session cookie would authenticate, from a page
+/// that is not one of the project's: the browser sends the cookie whichever page
+/// opens the socket, and a WebSocket is not bound by CORS.
+async fn foreign_cookie_upgrade(
+    state: &AppState,
+    headers: &HeaderMap,
+    presented: &Presented,
+) -> Option<HttpResponse> {
+    if !presented.session_from_cookie || presented.key.is_some() {
+        return None;
+    }
+    // Browsers always send `Origin` on a WebSocket upgrade; other clients hold no
+    // ambient cookie.
+    let origin = identity::header(headers, "origin")?;
+    let project_id = presented.project.as_deref().unwrap_or(DEFAULT_PROJECT);
+    // An unknown project is refused at `connection_init`, as any other.
+    let loaded = state.schemas.get(state, project_id).await.ok()?;
+    let host = identity::header(headers, "host");
+    if identity::origin_allowed(origin, host, &loaded.project) {
+        return None;
+    }
+    let body = serde_json::json!({"errors": [{
+        "message": "a session cookie authenticates WebSockets only from the project's own origins (redirectHosts); send the session in connection_init instead",
+        "extensions": {"code": "ORIGIN_NOT_ALLOWED"},
+    }]});
+    Some((axum::http::StatusCode::FORBIDDEN, axum::Json(body)).into_response())
 }
 
 async fn serve_socket(state: AppState, socket: WebSocket, protocol: Protocol, upgrade: Presented) {
@@ -152,10 +203,10 @@ async fn serve_socket(state: AppState, socket: WebSocket, protocol: Protocol, up
     };
     let init_timeout = Duration::from_secs(state.config.ws_init_timeout_secs);
     let initialising = Box::pin(initialise(&state, &mut link, upgrade, init_timeout));
-    let Ok(Some(addressed)) = initialising.await else {
+    let Ok(Some((addressed, presented))) = initialising.await else {
         return;
     };
-    let connection = Connection::new(state, link, addressed.caller, addressed.loaded);
+    let connection = Connection::new(state, link, addressed, presented);
     connection.run().await;
 }
 
@@ -267,13 +318,14 @@ fn close_message(code: u16, reason: String) -> Message {
 }
 
 /// Waits for `connection_init` (answering pings meanwhile) and works out who the
-/// caller is. `Ok(None)`: refused, timed out or left; the socket is done.
+/// caller is, and with what credential. `Ok(None)`: refused, timed out or left; the
+/// socket is done.
 async fn initialise(
     state: &AppState,
     link: &mut Link,
     upgrade: Presented,
     init_timeout: Duration,
-) -> Result<Option<identity::Addressed>, Gone> {
+) -> Result<Option<(Addressed, Presented)>, Gone> {
     let deadline = tokio::time::sleep(init_timeout);
     tokio::pin!(deadline);
     let payload = loop {
@@ -303,18 +355,30 @@ async fn initialise(
             },
         }
     };
+    let project = payload_value(&payload, PROJECT_HEADER);
+    // The upgrade's cookie is the session of the upgrade's project (whose origins
+    // were checked): it does not follow the socket to another one.
+    let upgrade_session = match &project {
+        Some(project)
+            if upgrade.session_from_cookie && upgrade.project.as_ref() != Some(project) =>
+        {
+            None
+        }
+        _ => upgrade.session,
+    };
+    let bearer = payload_value(&payload, "authorization")
+        .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
     let presented = Presented {
-        project: payload_value(&payload, PROJECT_HEADER).or(upgrade.project),
+        project: project.or(upgrade.project),
         key: payload_value(&payload, KEY_HEADER).or(upgrade.key),
-        session: payload_value(&payload, "authorization")
-            .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()))
-            .or(upgrade.session),
+        session_from_cookie: bearer.is_none() && upgrade.session_from_cookie,
+        session: bearer.or(upgrade_session),
     };
     match identity::resolve(state, &presented).await {
         Ok(addressed) => {
             link.send_text(r#"{"type":"connection_ack"}"#.into())
                 .await?;
-            Ok(Some(addressed))
+            Ok(Some((addressed, presented)))
         }
         Err(err) => {
             let reason = close_reason(&err.code(), &err.message());
@@ -396,10 +460,21 @@ struct Connection {
     /// The caller's roles as permission strings, worked out once (and again when
     /// the user changes).
     roles: Vec<String>,
-    /// The request data every operation gets: the caller.
+    /// The request data every operation gets: the caller, as of the last check.
     data: Arc<Data>,
-    /// The event that ends everything when the caller's own key is deleted.
-    own_key_revoked: Option<String>,
+    /// What the client presented, checked again whenever it may have changed.
+    presented: Presented,
+    /// Changes when the credential (user, session, key; or anything, after a bus
+    /// gap) or the project may have changed, on any replica.
+    changes: watch::Receiver<Wake>,
+    /// The changes already acted on.
+    seen: Wake,
+    /// When the credential expires (milliseconds since the epoch), and the timer
+    /// that fires then: the one timer of an idle connection.
+    expires_at: Option<i64>,
+    expiry: Option<Pin<Box<Sleep>>>,
+    /// The events that say the caller's own key changed.
+    own_key_events: Option<(String, String)>,
     operations: StreamMap<String, BoxStream<'static, Step>>,
     watching: Vec<Watching>,
     /// The bus, while some watch needs it (or a subscription is starting).
@@ -407,19 +482,144 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(state: AppState, link: Link, caller: Caller, loaded: Arc<LoadedProject>) -> Self {
-        Connection {
-            own_key_revoked: caller.key().map(|k| format!("keys.{}.delete", k.key_id)),
+    fn new(state: AppState, link: Link, addressed: Addressed, presented: Presented) -> Self {
+        let Addressed {
+            caller,
+            loaded,
+            expires_at,
+        } = addressed;
+        let changes = state.sessions.watch(caller.holder());
+        let seen = *changes.borrow();
+        let mut connection = Connection {
+            seen,
+            changes,
+            own_key_events: caller.key().map(|k| {
+                (
+                    format!("keys.{}.delete", k.key_id),
+                    format!("keys.{}.update", k.key_id),
+                )
+            }),
             roles: caller.roles().as_strings(),
             data: Arc::new(caller_data(&caller)),
             caller,
+            presented,
+            expires_at: None,
+            expiry: None,
             state,
             link,
             loaded,
             operations: StreamMap::new(),
             watching: Vec::new(),
             bus: None,
+        };
+        connection.expire_at(expires_at);
+        connection
+    }
+
+    /// Sets the expiry timer (reusing the one there is).
+    fn expire_at(&mut self, expires_at: Option<i64>) {
+        self.expires_at = expires_at;
+        let Some(at) = expires_at else {
+            self.expiry = None;
+            return;
+        };
+        // A millisecond late rather than early: the check at the deadline must
+        // find the credential expired.
+        let left = u64::try_from(at.saturating_sub(now_millis())).unwrap_or(0) + 1;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(left);
+        match &mut self.expiry {
+            Some(sleep) => sleep.as_mut().reset(deadline),
+            None => self.expiry = Some(Box::pin(tokio::time::sleep_until(deadline))),
         }
+    }
+
+    fn expired(&self) -> bool {
+        self.expires_at.is_some_and(|at| at <= now_millis())
+    }
+
+    /// Acts on a change heard (or, with `lost`, on the channel going away): re-checks
+    /// the credential, or reloads the project when only it changed.
+    async fn on_change(&mut self, lost: bool) -> Result<(), Gone> {
+        if lost {
+            self.changes = self.state.sessions.watch(self.caller.holder());
+            return self.recheck().await;
+        }
+        let now = *self.changes.borrow_and_update();
+        if now.credential != self.seen.credential {
+            self.recheck().await
+        } else if now.project != self.seen.project {
+            self.seen = now;
+            self.reload_project().await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Checks the credential again, past every cache: the connection goes on with
+    /// the caller as it is now, or ends.
+    async fn recheck(&mut self) -> Result<(), Gone> {
+        self.seen = *self.changes.borrow_and_update();
+        match identity::recheck(&self.state, &self.presented).await {
+            Ok(addressed) => {
+                self.roles = addressed.caller.roles().as_strings();
+                self.data = Arc::new(caller_data(&addressed.caller));
+                self.caller = addressed.caller;
+                self.loaded = addressed.loaded;
+                self.expire_at(addressed.expires_at);
+                Ok(())
+            }
+            Err(err) => Err(self.revoke(err).await),
+        }
+    }
+
+    /// Takes the project as it is now (its settings, its schema with the
+    /// collections' permissions); the credential stands.
+    async fn reload_project(&mut self) -> Result<(), Gone> {
+        match self
+            .state
+            .schemas
+            .get(&self.state, &self.caller.project.id)
+            .await
+        {
+            Ok(loaded) => {
+                self.caller.project = loaded.project.clone();
+                self.data = Arc::new(caller_data(&self.caller));
+                self.loaded = loaded;
+                Ok(())
+            }
+            Err(err) => Err(self.revoke(err).await),
+        }
+    }
+
+    /// Ends the connection whose credential no longer holds: every operation ends
+    /// with the error (a presence held here leaves), then the socket closes with
+    /// `4403 CODE: message` (`4500` when the check itself failed).
+    async fn revoke(&mut self, err: AppError) -> Gone {
+        tracing::debug!(code = %err.code(), "closing a WebSocket whose credential no longer holds");
+        metrics::counter!("nimbus_websocket_revoked_total").increment(1);
+        let close_code = if err.http_status().is_server_error() {
+            CLOSE_INTERNAL
+        } else {
+            CLOSE_FORBIDDEN
+        };
+        let reason = close_reason(&err.code(), &err.message());
+        let ids: Vec<String> = (self.operations.keys().cloned())
+            .chain(self.watching.iter().map(|w| w.id.clone()))
+            .collect();
+        // Dropped before anything is sent, so they stop at once.
+        self.operations = StreamMap::new();
+        self.watching.clear();
+        self.bus = None;
+        let response =
+            Response::from_errors(vec![err.to_graphql().into_server_error(Default::default())]);
+        for id in ids {
+            if self.link.send_response(&id, &response).await.is_err()
+                || self.link.send_complete(&id).await.is_err()
+            {
+                return Gone;
+            }
+        }
+        self.link.close(close_code, reason).await
     }
 
     fn schema(&self) -> &Schema {
@@ -432,6 +632,8 @@ impl Connection {
             // needs between messages (10,000 idle connections are the goal), not
             // the largest handler's state.
             let step = tokio::select! {
+                changed = self.changes.changed() => Box::pin(self.on_change(changed.is_err())).await,
+                () = until(&mut self.expiry) => Box::pin(self.recheck()).await,
                 incoming = self.link.receive() => match incoming {
                     Some(incoming) => Box::pin(self.on_incoming(incoming)).await,
                     None => return,
@@ -490,6 +692,17 @@ impl Connection {
     /// Starts operation `id`, running it as far as it goes without waiting, so a
     /// subscription is listening before the next client message is read.
     async fn start(&mut self, id: String, mut request: Request) -> Result<(), Gone> {
+        // A change heard, or an expiry passed, while this message arrived goes
+        // first: the operation gets the credential as it is now.
+        if self.expired() {
+            self.recheck().await?;
+        } else {
+            match self.changes.has_changed() {
+                Ok(false) => {}
+                Ok(true) => self.on_change(false).await?,
+                Err(_) => self.on_change(true).await?,
+            }
+        }
         if self.in_use(&id) {
             let reason = format!("Subscriber for {id} already exists");
             return Err(self.link.close(CLOSE_ID_IN_USE, reason).await);
@@ -633,11 +846,12 @@ impl Connection {
                 if event.project_id != self.caller.project.id {
                     return Ok(());
                 }
-                if (self.own_key_revoked.as_ref()).is_some_and(|name| event.events.contains(name)) {
-                    let error = AppError::InvalidApiKey.to_graphql();
-                    return self
-                        .end_watches(error.into_server_error(Default::default()))
-                        .await;
+                // The caller's own key changed: heard here, in order with the
+                // events, so none that follows is delivered on the old key.
+                if (self.own_key_events.as_ref())
+                    .is_some_and(|(a, b)| event.events.iter().any(|e| e == a || e == b))
+                {
+                    return self.recheck().await;
                 }
                 let mut readable = None;
                 let renderer = Renderer {
@@ -671,30 +885,23 @@ impl Connection {
                 project_id,
                 user_id,
             } => self.on_user_changed(project_id, user_id).await,
-            BusMessage::ProjectChanged { .. } | BusMessage::Presence(_) => Ok(()),
+            // Also heard through the session cache, which re-checks every
+            // connection concerned, watching or not.
+            BusMessage::ProjectChanged { .. } | BusMessage::Presence(_) | BusMessage::Resumed => {
+                Ok(())
+            }
         }
     }
 
-    /// The caller's own user changed (signed out, blocked, deleted, new team
-    /// roles): reload the session, or end the watches with the reason.
+    /// The caller's own user changed (signed out, blocked, deleted, new team roles
+    /// or labels): heard here, in order with the events, so that none that follows
+    /// is delivered on the old roles.
     async fn on_user_changed(&mut self, project_id: &str, user_id: &str) -> Result<(), Gone> {
-        let Credential::Session(session) = &self.caller.credential else {
-            return Ok(());
-        };
-        if session.user.project_id != project_id || session.user.id != user_id {
-            return Ok(());
-        }
-        match reload_session(&self.state, session).await {
-            Ok(reloaded) => {
-                self.caller.credential = Credential::Session(reloaded);
-                self.roles = self.caller.roles().as_strings();
-                self.data = Arc::new(caller_data(&self.caller));
-                Ok(())
+        match self.caller.require_session_owing_mfa() {
+            Ok(session) if session.user.project_id == project_id && session.user.id == user_id => {
+                self.recheck().await
             }
-            Err(err) => {
-                let error = err.to_graphql().into_server_error(Default::default());
-                self.end_watches(error).await
-            }
+            _ => Ok(()),
         }
     }
 
@@ -708,6 +915,14 @@ impl Connection {
             self.link.send_complete(&watching.id).await?;
         }
         Ok(())
+    }
+}
+
+/// When the timer fires; never without one.
+async fn until(expiry: &mut Option<Pin<Box<Sleep>>>) {
+    match expiry {
+        Some(sleep) => sleep.as_mut().await,
+        None => future::pending().await,
     }
 }
 

@@ -296,7 +296,7 @@ impl WsClient {
 }
 
 /// A redis-server of the test's own, to stop and start at will.
-struct PrivateRedis {
+pub(crate) struct PrivateRedis {
     binary: String,
     port: u16,
     dir: tempfile::TempDir,
@@ -304,7 +304,7 @@ struct PrivateRedis {
 }
 
 impl PrivateRedis {
-    fn start() -> Option<PrivateRedis> {
+    pub(crate) fn start() -> Option<PrivateRedis> {
         let binary = std::env::var("NIMBUS_TEST_REDIS_SERVER")
             .ok()
             .filter(|b| !b.is_empty())
@@ -331,7 +331,7 @@ impl PrivateRedis {
         Some(redis)
     }
 
-    fn run(&mut self) {
+    pub(crate) fn run(&mut self) {
         let child = std::process::Command::new(&self.binary)
             .args([
                 "--port",
@@ -358,14 +358,14 @@ impl PrivateRedis {
         }
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 }
@@ -386,7 +386,7 @@ async fn health(app: &TestApp) -> (u16, serde_json::Value) {
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
-async fn wait_for_health(app: &TestApp, status: u16) -> serde_json::Value {
+pub(crate) async fn wait_for_health(app: &TestApp, status: u16) -> serde_json::Value {
     let deadline = std::time::Instant::now() + crate::helpers::WAIT;
     loop {
         let (code, body) = health(app).await;

@@ -51,6 +51,7 @@ pub async fn authenticate(
         key_id: key.id,
         project_id: key.project_id,
         scopes: key.scopes.into_iter().collect::<BTreeSet<_>>(),
+        expires_at: key.expires_at,
     };
     if grant.project_id != project_id && !grant.is_admin() {
         return Err(AppError::InvalidApiKey);
@@ -204,6 +205,9 @@ pub async fn delete_key(
         return Err(not_found());
     }
     tracing::info!(key = %key.id, project = %key.project_id, "API key deleted");
+    // This replica's connections holding the key hear of it even when the bus is
+    // down; the others through the event below.
+    state.sessions.key_changed(&key.id);
     publish(state, &key, "delete").await;
     Ok(key)
 }

@@ -270,9 +270,11 @@ pub async fn delete_project(state: &AppState, _: AdminGrant, id: &str) -> AppRes
 
 /// Tells every replica (this one included) to drop what it cached about the project.
 pub async fn announce_change(state: &AppState, id: &str) {
-    // This replica forgets at once, so its next request already sees the change even
-    // when the bus is down; the others learn it from the bus.
+    // This replica forgets at once, so its next request (and the next operation on
+    // its open sockets) already sees the change even when the bus is down; the
+    // others learn it from the bus.
     state.schemas.invalidate(id).await;
+    state.sessions.evict_project(id);
     let _ = state
         .bus
         .publish(BusMessage::ProjectChanged {

@@ -104,11 +104,14 @@ pub fn caller_events(
             };
             let event = match &message.message {
                 BusMessage::Event(event) => event,
-                BusMessage::UserChanged { project_id, user_id } => {
-                    // The subscriber's own user changed: signed out, blocked,
-                    // deleted, or new team roles. Reload or end.
+                BusMessage::UserChanged { .. } | BusMessage::Resumed => {
+                    // The subscriber's own user changed (signed out, blocked,
+                    // deleted, new team roles or labels), or changes may have been
+                    // missed in a bus gap: reload or end.
                     let Credential::Session(session) = &caller.credential else { continue };
-                    if session.user.project_id != *project_id || session.user.id != *user_id {
+                    if let BusMessage::UserChanged { project_id, user_id } = &message.message
+                        && (session.user.project_id != *project_id || session.user.id != *user_id)
+                    {
                         continue;
                     }
                     // Boxed: its state would otherwise sit in every idle

@@ -959,19 +959,11 @@ pub async fn resolve_session(
     let resolved = match state.sessions.get(&digest) {
         Some(resolved) => resolved,
         None => {
-            let session_id =
-                secrets::id_of(SecretKind::Session, secret).ok_or(AppError::InvalidSession)?;
-            if ids::validate("session", session_id).is_err() {
-                return Err(AppError::InvalidSession);
-            }
-            let row = store::find_session(state.db.pool(), project_id, session_id)
-                .await?
-                .ok_or(AppError::InvalidSession)?;
-            if !secrets::matches(secret, &row.secret_hash) {
-                return Err(AppError::InvalidSession);
-            }
-            let resolved = Arc::new(load_resolved(state, row.to_session()).await?);
-            state.sessions.insert(digest, resolved.clone());
+            // Taken before the load: a change that lands meanwhile keeps the
+            // loaded (maybe stale) session out of the cache.
+            let generation = state.sessions.generation();
+            let resolved = load_by_secret(state, project_id, secret).await?;
+            state.sessions.insert(digest, resolved.clone(), generation);
             resolved
         }
     };
@@ -980,6 +972,36 @@ pub async fn resolve_session(
     }
     check_usable(&resolved)?;
     Ok(resolved)
+}
+
+/// The session a secret opens, as now stored (past the cache): for a long-lived
+/// connection re-checking the credential it holds.
+pub async fn verify_session(
+    state: &AppState,
+    project_id: &str,
+    secret: &str,
+) -> AppResult<Arc<ResolvedSession>> {
+    let resolved = load_by_secret(state, project_id, secret).await?;
+    check_usable(&resolved)?;
+    Ok(resolved)
+}
+
+async fn load_by_secret(
+    state: &AppState,
+    project_id: &str,
+    secret: &str,
+) -> AppResult<Arc<ResolvedSession>> {
+    let session_id = secrets::id_of(SecretKind::Session, secret).ok_or(AppError::InvalidSession)?;
+    if ids::validate("session", session_id).is_err() {
+        return Err(AppError::InvalidSession);
+    }
+    let row = store::find_session(state.db.pool(), project_id, session_id)
+        .await?
+        .ok_or(AppError::InvalidSession)?;
+    if !secrets::matches(secret, &row.secret_hash) {
+        return Err(AppError::InvalidSession);
+    }
+    Ok(Arc::new(load_resolved(state, row.to_session()).await?))
 }
 
 /// The session's user and confirmed memberships, loaded now.
@@ -1046,12 +1068,13 @@ pub fn issue_jwt(state: &AppState, me: &ResolvedSession) -> AppResult<(String, i
     Ok((token, i64::try_from((now + ttl) * 1000).unwrap_or(i64::MAX)))
 }
 
-/// The session a JWT was issued for, if the JWT is valid and the session still is.
+/// The session a JWT was issued for, if the JWT is valid and the session still is,
+/// and when the JWT expires (milliseconds since the epoch).
 pub async fn resolve_jwt(
     state: &AppState,
     project_id: &str,
     token: &str,
-) -> AppResult<Arc<ResolvedSession>> {
+) -> AppResult<(Arc<ResolvedSession>, i64)> {
     let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
     let claims = state
         .jwt
@@ -1067,7 +1090,8 @@ pub async fn resolve_jwt(
     let mut resolved = load_resolved(state, row.to_session()).await?;
     resolved.by_jwt = true;
     check_usable(&resolved)?;
-    Ok(Arc::new(resolved))
+    let expires_at = i64::try_from(claims.expires_at.saturating_mul(1000)).unwrap_or(i64::MAX);
+    Ok((Arc::new(resolved), expires_at))
 }
 
 /// The same session as now stored: for long-lived connections (subscriptions) when
@@ -1080,7 +1104,9 @@ pub async fn reload_session(
     let row = store::find_session(state.db.pool(), &session.project_id, &session.id)
         .await?
         .ok_or(AppError::InvalidSession)?;
-    let resolved = load_resolved(state, row.to_session()).await?;
+    let mut resolved = load_resolved(state, row.to_session()).await?;
+    // A JWT's limits outlive a reload of the session it was minted from.
+    resolved.by_jwt = current.by_jwt;
     check_usable(&resolved)?;
     Ok(Arc::new(resolved))
 }
