@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_graphql::http::MultipartOptions;
 use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
-use async_graphql::{BatchRequest, Request, Response as GqlResponse, ServerError};
+use async_graphql::{BatchRequest, Name, Request, Response as GqlResponse, ServerError};
 use axum::body::{Body, Bytes};
 use std::net::SocketAddr;
 
@@ -370,19 +370,20 @@ enum Method {
     Post,
 }
 
-/// The type of the operation a request would run, parsing its query once (the
-/// parsed document is kept on the request, so it is not parsed again).
-fn operation_type(request: &mut Request) -> Option<OperationType> {
+/// The type and name of the operation a request would run, parsing its query once
+/// (the parsed document is kept on the request, so it is not parsed again).
+fn operation_of(request: &mut Request) -> Option<(OperationType, Option<Name>)> {
     let name = request.operation_name.clone();
     let document = request.parsed_query().ok()?;
     match (&document.operations, name) {
-        (DocumentOperations::Single(op), _) => Some(op.node.ty),
-        (DocumentOperations::Multiple(ops), Some(name)) => {
-            ops.get(name.as_str()).map(|op| op.node.ty)
-        }
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
-            ops.values().next().map(|op| op.node.ty)
-        }
+        (DocumentOperations::Single(op), _) => Some((op.node.ty, None)),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops
+            .get_key_value(name.as_str())
+            .map(|(name, op)| (op.node.ty, Some(name.clone()))),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops
+            .iter()
+            .next()
+            .map(|(name, op)| (op.node.ty, Some(name.clone()))),
         _ => None,
     }
 }
@@ -544,8 +545,11 @@ async fn execute(
     };
 
     let mut responses = Vec::with_capacity(requests.len());
+    // The name of each request's operation, as its document declares it.
+    let mut names = Vec::with_capacity(requests.len());
     for request in requests.iter_mut() {
         if request.query.len() > state.config.graphql_max_query_bytes {
+            names.push(None);
             // Refused before parsing: a huge query costs nothing more than its bytes.
             responses.push(Some(GqlResponse::from_errors(vec![
                 crate::graphql::limits::coded(
@@ -560,7 +564,10 @@ async fn execute(
             continue;
         }
         state.parsed_queries.prepare(request);
-        match operation_type(request) {
+        let operation = operation_of(request);
+        let (ty, name) = operation.unzip();
+        names.push(name.flatten());
+        match ty {
             Some(OperationType::Mutation) if method == Method::Get => {
                 let mut response = error_response(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -588,17 +595,19 @@ async fn execute(
             .to_string(),
     };
     let mut answered = Vec::with_capacity(requests.len());
-    for (request, early) in requests.into_iter().zip(responses) {
+    for ((request, early), name) in requests.into_iter().zip(responses).zip(names) {
         let response = match early {
             Some(response) => response,
             None => {
-                let operation = request.operation_name.clone();
                 let started = Instant::now();
                 let response = run_operation(state, &addressed, &client, request).await;
                 crate::http::metrics::record_operation(
-                    operation.as_deref(),
+                    &state.config,
+                    name.as_deref(),
                     started.elapsed(),
                     response.errors.is_empty(),
+                    // Only an operation that passed validation may add a label.
+                    !is_request_error(&response),
                 );
                 response
             }
