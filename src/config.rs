@@ -119,6 +119,11 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_HTTP_BODY_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub http_body_timeout_secs: u64,
 
+    /// Seconds a response may wait for its client to read it (no byte of it can be
+    /// sent meanwhile) before the connection is closed.
+    #[arg(long, env = "NIMBUS_HTTP_SEND_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_send_timeout_secs: u64,
+
     /// Most connections open at once, HTTP and WebSocket alike; further ones are
     /// refused (503 `TOO_MANY_CONNECTIONS`). Kept below the process's open-file limit
     /// whatever it is set to.

@@ -9,9 +9,11 @@
 //! connection waits for a request, idle time included), so [`HeadTimer`] gives it
 //! a deadline that depends on the connection: the header timeout from when a new
 //! connection opens; on a kept-alive one, the idle timeout until the next request's
-//! first byte arrives, then the header timeout from that byte. Upgraded
-//! (WebSocket) connections keep their place under the caps until they close; their
-//! own timeouts are the WebSocket handler's.
+//! first byte arrives, then the header timeout from that byte. A write that waits
+//! longer than the send timeout for the client to read ends the connection, so a
+//! client that stops reading its answers cannot hold one. Upgraded (WebSocket)
+//! connections keep their place under the caps until they close; their own
+//! shorter timeouts are the WebSocket handler's.
 //!
 //! A connection over a cap is answered without reading its request: 503 with
 //! `Retry-After` and a JSON body coded `TOO_MANY_CONNECTIONS`, then closed. Only a
@@ -42,6 +44,8 @@ use tower::Service as _;
 pub struct ConnectionLimits {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Longest a write may wait for the client to read.
+    pub send_timeout: Duration,
     /// Most open connections.
     pub max_total: usize,
     /// Most open connections per client address; 0 for no cap.
@@ -161,6 +165,9 @@ async fn serve_connection(
     let io = TokioIo::new(Tracked {
         stream,
         reads: reads.clone(),
+        send_timeout: limits.send_timeout,
+        write_deadline: None,
+        write_waiting: false,
         _admitted: admitted,
     });
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
@@ -319,12 +326,48 @@ impl Drop for Admitted {
     }
 }
 
-/// A client connection that counts its reads (for [`HeadTimer`]) and holds its
-/// place under the caps for as long as it is open, upgraded or not.
+/// A client connection that counts its reads (for [`HeadTimer`]), fails a write
+/// that cannot go out within the send timeout (the client stopped reading), and
+/// holds its place under the caps for as long as it is open, upgraded or not.
 struct Tracked {
     stream: TcpStream,
     reads: Arc<AtomicU64>,
+    send_timeout: Duration,
+    /// The deadline of the write waiting for the client, made on the first wait.
+    write_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether a write is waiting (the deadline is set for it).
+    write_waiting: bool,
     _admitted: Admitted,
+}
+
+impl Tracked {
+    /// `polled`, a write's outcome, unless the write has waited for the client for
+    /// longer than the send timeout. Costs nothing while writes go out at once.
+    fn within_send_timeout<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if polled.is_ready() {
+            self.write_waiting = false;
+            return polled;
+        }
+        let timeout = self.send_timeout;
+        let deadline = self
+            .write_deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if !self.write_waiting {
+            self.write_waiting = true;
+            deadline.as_mut().reset(Instant::now() + timeout);
+        }
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl AsyncRead for Tracked {
@@ -349,7 +392,9 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.within_send_timeout(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -357,7 +402,9 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.within_send_timeout(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -365,7 +412,9 @@ impl AsyncWrite for Tracked {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_flush(cx);
+        this.within_send_timeout(cx, polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -472,6 +521,7 @@ mod tests {
             limits: ConnectionLimits {
                 header_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(1),
+                send_timeout: Duration::from_secs(1),
                 max_total: 3,
                 max_per_client: 2,
             },

@@ -668,3 +668,68 @@ async fn metrics_label_only_operations_that_ran_and_keep_the_first_ones() {
     assert!(!metrics.contains(&late), "{metrics}");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_answer_loses_the_connection() {
+    use std::os::fd::AsRawFd as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.http_send_timeout_secs = 1;
+    let app = spawn_with(config, dir).await;
+    // A small receive window and segment size: the server's socket buffers fill
+    // after tens of kilobytes of answer (loopback's defaults would take megabytes).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let segment: libc::c_int = 536;
+    // SAFETY: sets one integer option on a socket this test owns.
+    let set = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_MAXSEG,
+            (&segment as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "TCP_MAXSEG: {}", std::io::Error::last_os_error());
+    let address: std::net::SocketAddr = app.url.trim_start_matches("http://").parse().unwrap();
+    let mut stream = socket.connect(address).await.unwrap();
+    // Five times the schema's every type with its fields and their arguments: an
+    // answer of several hundred kilobytes.
+    let query = "{ __schema { types { name description fields { name description args { name description } type { name kind ofType { name kind } } } } } }";
+    let body = Value::Array(vec![json!({"query": query}); 5]).to_string();
+    stream
+        .write_all(
+            format!(
+                "POST /v1/graphql HTTP/1.1\r\nHost: nimbus\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // Not reading, for longer than the send timeout.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let received = read_to_close(&mut stream).await;
+    let text = String::from_utf8_lossy(&received);
+    let (head, body) = text.split_once("\r\n\r\n").expect("the answer's head");
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("a content length");
+    assert!(length > 200_000, "the answer is only {length} bytes");
+    assert!(
+        body.len() < length,
+        "the whole answer ({length} bytes) waited for the client"
+    );
+    // The server still answers others.
+    assert_eq!(
+        app.post(json!({"query": "{ __typename }"}), &[]).await.ok()["__typename"],
+        "Query"
+    );
+    app.shutdown().await;
+}
