@@ -223,6 +223,64 @@ impl Extension for Limits {
     }
 }
 
+/// Deepest nesting of brackets (`{`, `[`, `(`) a query text may have. Parsing,
+/// validating and converting a value recurse once per level: a few thousand
+/// levels of `[[[…]]]` in an argument overflow a worker's stack and abort the
+/// process. Selections nest at most [`MAX_NESTING`] deep, values far less in
+/// any real query.
+pub const MAX_TEXT_NESTING: usize = 128;
+
+/// Refuses a query text whose brackets nest deeper than [`MAX_TEXT_NESTING`]
+/// (`QUERY_TOO_DEEP`), before it is parsed. One pass over the bytes, skipping
+/// strings, block strings and comments.
+pub fn check_nesting(query: &str) -> ServerResult<()> {
+    let bytes = query.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
+                    i += 1;
+                }
+            }
+            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
+                i += 3;
+                while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
+                    // `\"""` is an escaped delimiter inside a block string.
+                    i += if bytes[i..].starts_with(b"\\\"\"\"") {
+                        4
+                    } else {
+                        1
+                    };
+                }
+                i += 2;
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'{' | b'[' | b'(' => {
+                depth += 1;
+                if depth > MAX_TEXT_NESTING {
+                    return Err(coded(
+                        format!(
+                            "the query nests brackets more than {MAX_TEXT_NESTING} levels deep"
+                        ),
+                        "QUERY_TOO_DEEP",
+                    ));
+                }
+            }
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 /// What running a selection set takes, its fragment spreads expanded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Cost {
@@ -570,6 +628,25 @@ mod tests {
             validation
         );
         assert_eq!(code("{ a } fragment U on Q { a }"), validation);
+    }
+
+    #[test]
+    fn bracket_nesting_is_counted_outside_strings_and_comments() {
+        let deep = |n: usize| format!("{{ a(x: {}1{}) }}", "[".repeat(n), "]".repeat(n));
+        assert!(check_nesting(&deep(MAX_TEXT_NESTING - 3)).is_ok());
+        let refused = check_nesting(&deep(MAX_TEXT_NESTING)).unwrap_err();
+        assert_eq!(
+            refused.extensions.unwrap().get("code").unwrap().to_string(),
+            "\"QUERY_TOO_DEEP\""
+        );
+        let brackets = "[".repeat(1000);
+        for quoted in [
+            format!("{{ a(x: \"{brackets}\\\"{brackets}\") }}"),
+            format!("{{ a(x: \"\"\"{brackets}\\\"\"\"{brackets}\"\"\") }}"),
+            format!("{{ a # {brackets}\n b }}"),
+        ] {
+            assert!(check_nesting(&quoted).is_ok(), "{quoted}");
+        }
     }
 
     #[test]

@@ -563,7 +563,11 @@ async fn execute(
             ])));
             continue;
         }
-        state.parsed_queries.prepare(request);
+        if let Err(refused) = state.parsed_queries.prepare(request) {
+            names.push(None);
+            responses.push(Some(GqlResponse::from_errors(vec![refused])));
+            continue;
+        }
         let operation = operation_of(request);
         let (ty, name) = operation.unzip();
         names.push(name.flatten());

@@ -733,3 +733,38 @@ async fn a_client_that_stops_reading_its_answer_loses_the_connection() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn values_nested_thousands_deep_are_refused_before_parsing() {
+    let app = spawn_app().await;
+    // Parsing or validating such a value recursed once per level, until a
+    // worker's stack overflowed and the whole process aborted.
+    let deep = |open: &str, close: &str| (open.repeat(5000), close.repeat(5000));
+    let (lists, lists_end) = deep("[", "]");
+    let (objects, objects_end) = deep("{a: ", "}");
+    let queries = [
+        format!("{{ __typename @include(if: {lists}true{lists_end}) }}"),
+        format!("{{ apiKeyScopes(x: {objects}1{objects_end}) {{ name }} }}"),
+        format!("query($v: Int = {lists}1{lists_end}) {{ __typename }}"),
+    ];
+    for query in &queries {
+        let answer = post_within_wait(&app, json!({"query": query})).await;
+        assert_eq!(answer.code(), "QUERY_TOO_DEEP", "{:#}", answer.body);
+    }
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({"x-nimbus-key": app.admin_key}))
+        .await
+        .unwrap();
+    ws.subscribe("deep", &queries[0]).await;
+    let message = ws.next_json().await.expect("an answer, not a close");
+    assert_eq!(
+        message["payload"]["errors"][0]["extensions"]["code"], "QUERY_TOO_DEEP",
+        "{message:#}"
+    );
+    // A value a few levels deep is fine.
+    let answer = app
+        .post(json!({"query": "{ __typename @include(if: true) }"}), &[])
+        .await;
+    assert_eq!(answer.ok()["__typename"], "Query");
+    app.shutdown().await;
+}
