@@ -110,6 +110,12 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_HTTP_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub http_header_timeout_secs: u64,
 
+    /// Largest request head (request line, with a GET query, and headers) accepted,
+    /// in bytes; a longer one is answered 431. Also the most a connection buffers
+    /// while it reads one.
+    #[arg(long, env = "NIMBUS_HTTP_MAX_HEAD_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u64).range(8192..=(16 * 1024 * 1024)))]
+    pub http_max_head_bytes: u64,
+
     /// Seconds a kept-alive connection may wait for its next request before it is closed.
     #[arg(long, env = "NIMBUS_HTTP_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub http_idle_timeout_secs: u64,

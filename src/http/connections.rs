@@ -3,7 +3,8 @@
 //! below the process's open-file limit) and a cap per client address, checked when
 //! it is accepted, before anything is read or spawned for it; and an HTTP/1
 //! connection must deliver each request head within the header timeout and may
-//! wait for its next request no longer than the idle timeout.
+//! wait for its next request no longer than the idle timeout; a head larger than
+//! the configured size is refused (431) rather than buffered.
 //!
 //! hyper has one timer for both (`header_read_timeout`, which starts as soon as a
 //! connection waits for a request, idle time included), so [`HeadTimer`] gives it
@@ -46,6 +47,9 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     /// Longest a write may wait for the client to read.
     pub send_timeout: Duration,
+    /// Largest request head, and most a connection buffers while reading one (at
+    /// least 8 KiB, hyper's minimum).
+    pub max_head_bytes: usize,
     /// Most open connections.
     pub max_total: usize,
     /// Most open connections per client address; 0 for no cap.
@@ -181,7 +185,8 @@ async fn serve_connection(
             header: limits.header_timeout,
             idle: limits.idle_timeout,
         })
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_head_bytes.max(8192));
     let connection = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(connection);
     tokio::select! {
@@ -522,6 +527,7 @@ mod tests {
                 header_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(1),
                 send_timeout: Duration::from_secs(1),
+                max_head_bytes: 8192,
                 max_total: 3,
                 max_per_client: 2,
             },

@@ -130,6 +130,7 @@ pub async fn serve(
         header_timeout: Duration::from_secs(config.http_header_timeout_secs),
         idle_timeout: Duration::from_secs(config.http_idle_timeout_secs),
         send_timeout: Duration::from_secs(config.http_send_timeout_secs),
+        max_head_bytes: usize::try_from(config.http_max_head_bytes).unwrap_or(usize::MAX),
         max_total: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
         max_per_client: usize::try_from(config.max_connections_per_client).unwrap_or(usize::MAX),
     }

@@ -440,6 +440,37 @@ async fn kept_alive_connections_wait_the_idle_timeout_then_close() {
 }
 
 #[tokio::test]
+async fn a_request_head_over_the_limit_is_refused_not_buffered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.http_max_head_bytes = 16 * 1024;
+    let app = spawn_with(config, dir).await;
+    let addr = app.url.trim_start_matches("http://").to_string();
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    let padding = "x".repeat(32 * 1024);
+    stream
+        .write_all(
+            format!("GET /health HTTP/1.1\r\nHost: nimbus\r\nX-Padding: {padding}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let (status, _, _) = parse_answer(&read_to_close(&mut stream).await);
+    assert_eq!(status, 431);
+    // Under the limit, the same request is served.
+    let padding = "x".repeat(8 * 1024);
+    let health = app
+        .client
+        .get(format!("{}/health", app.url))
+        .header("x-padding", padding)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_trickled_body_is_answered_408_and_closed() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path()).await;
