@@ -232,7 +232,9 @@ wait "$reference_pid" 2>/dev/null || true
 start_nimbus() {
     local name=$1 port=$2
     shift 2
-    "$nimbus" serve --listen "127.0.0.1:$port" --data-dir "$work/data-$name" "$@" \
+    # Every load connection comes from 127.0.0.1: no cap per client.
+    "$nimbus" serve --listen "127.0.0.1:$port" --data-dir "$work/data-$name" \
+        --max-connections-per-client 0 "$@" \
         >"$work/$name.out" 2>"$work/$name.err" &
     started_pids+=($!)
     nimbus_pid=$!

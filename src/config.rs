@@ -101,6 +101,54 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_GRAPHQL_MAX_BATCH", default_value_t = 10)]
     pub graphql_max_batch: usize,
 
+    /// Most directives on one field, fragment spread, inline fragment, variable or
+    /// operation or fragment definition.
+    #[arg(long, env = "NIMBUS_GRAPHQL_MAX_DIRECTIVES", default_value_t = 16)]
+    pub graphql_max_directives: usize,
+
+    /// Seconds a client has to send the head of a request (request line and headers),
+    /// counted from when its connection opens and, on a kept-alive connection, from
+    /// the first byte of each later request. Slower connections are closed.
+    #[arg(long, env = "NIMBUS_HTTP_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_timeout_secs: u64,
+
+    /// Largest request head (request line, with a GET query, and headers) accepted,
+    /// in bytes; a longer one is answered 431. Also the most a connection buffers
+    /// while it reads one.
+    #[arg(long, env = "NIMBUS_HTTP_MAX_HEAD_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u64).range(8192..=(16 * 1024 * 1024)))]
+    pub http_max_head_bytes: u64,
+
+    /// Seconds a kept-alive connection may wait for its next request before it is closed.
+    #[arg(long, env = "NIMBUS_HTTP_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_idle_timeout_secs: u64,
+
+    /// Seconds a request body may take: the whole body of a GraphQL request, and each
+    /// wait for more of a streamed upload. A slower client gets 408 `REQUEST_TIMEOUT`.
+    #[arg(long, env = "NIMBUS_HTTP_BODY_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_body_timeout_secs: u64,
+
+    /// Seconds a response may wait for its client to read it (no byte of it can be
+    /// sent meanwhile) before the connection is closed.
+    #[arg(long, env = "NIMBUS_HTTP_SEND_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_send_timeout_secs: u64,
+
+    /// Most connections open at once, HTTP and WebSocket alike; further ones are
+    /// refused (503 `TOO_MANY_CONNECTIONS`). Kept below the process's open-file limit
+    /// whatever it is set to.
+    #[arg(long, env = "NIMBUS_MAX_CONNECTIONS", default_value_t = 16384, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+
+    /// Most connections open at once from one client address (for IPv6, one /64
+    /// network); 0 for no such cap. Behind a reverse proxy every connection comes
+    /// from the proxy: raise it, or set 0 and cap clients at the proxy.
+    #[arg(long, env = "NIMBUS_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 512)]
+    pub max_connections_per_client: u64,
+
+    /// Distinct operation names `/metrics` labels; the first ones seen keep their
+    /// label, later ones are counted as `other`.
+    #[arg(long, env = "NIMBUS_METRICS_MAX_OPERATIONS", default_value_t = 200)]
+    pub metrics_max_operations: usize,
+
     /// Largest request body accepted on `/v1/graphql`, in bytes (multipart uploads excepted).
     #[arg(long, env = "NIMBUS_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub max_body_bytes: usize,

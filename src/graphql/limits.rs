@@ -3,6 +3,13 @@
 //! that gives every error async-graphql raises by itself (syntax, validation,
 //! unknown operation, bad arguments) a stable code too. A query without variables
 //! that passed validation is not validated again against the same schema.
+//!
+//! The limits are counted on the document as it would run, fragment spreads
+//! expanded, in one pass that costs each fragment once however often it is
+//! spread ([`measure`]), and before anything of async-graphql walks the document:
+//! its parse-time checks and its depth and complexity visitors expand every spread
+//! again, so a 1 KB document of fragments that each spread the next twice would
+//! keep them busy for hours.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +18,10 @@ use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest, NextRequest,
     NextSubscribe, NextValidation,
 };
-use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::parser::types::{
+    ExecutableDocument, FragmentDefinition, Selection, SelectionSet,
+};
+use async_graphql::{Name, Positioned};
 use async_graphql::{
     Request, Response, ServerError, ServerResult, ValidationResult, Value, Variables,
 };
@@ -30,7 +40,14 @@ pub struct QueryLimits {
     pub max_complexity: usize,
     pub max_aliases: usize,
     pub max_query_bytes: usize,
+    /// Most directives on one field, fragment spread, inline fragment or definition.
+    pub max_directives: usize,
 }
+
+/// Deepest nesting of selection sets, fragment spreads and inline fragments, as
+/// async-graphql's own recursion guard counts it (`limit_recursive_depth`); also
+/// what keeps [`measure`]'s recursion shallow.
+pub const MAX_NESTING: usize = 64;
 
 /// Most validated queries a schema keeps; past it the record starts over.
 const MAX_VALIDATED: usize = 1024;
@@ -132,6 +149,11 @@ impl Extension for Limits {
                 "QUERY_TOO_LARGE",
             ));
         }
+        let mut request = request;
+        // A query that does not parse is left for `parse_query` to report.
+        if let Ok(document) = request.parsed_query() {
+            measure(document, &self.limits)?;
+        }
         // Variables take part in validation (their values are checked against
         // their types): only a request without any can reuse an earlier result.
         if request.variables.is_empty()
@@ -160,18 +182,6 @@ impl Extension for Limits {
             };
             with_code(err, code)
         })?;
-        // Counted before validation: overlapping-field validation is quadratic in the
-        // number of fields, so thousands of aliases must never reach it.
-        let aliases = count_aliases(&document);
-        if aliases > self.limits.max_aliases {
-            return Err(coded(
-                format!(
-                    "the query uses {aliases} aliases; the limit is {}",
-                    self.limits.max_aliases
-                ),
-                "TOO_MANY_ALIASES",
-            ));
-        }
         Ok(document)
     }
 
@@ -213,30 +223,304 @@ impl Extension for Limits {
     }
 }
 
-fn count_aliases(document: &ExecutableDocument) -> usize {
-    fn in_set(set: &SelectionSet) -> usize {
-        set.items
-            .iter()
-            .map(|item| match &item.node {
-                Selection::Field(field) => {
-                    usize::from(field.node.alias.is_some()) + in_set(&field.node.selection_set.node)
+/// Deepest nesting of brackets (`{`, `[`, `(`) a query text may have. Parsing,
+/// validating and converting a value recurse once per level: a few thousand
+/// levels of `[[[…]]]` in an argument overflow a worker's stack and abort the
+/// process. Selections nest at most [`MAX_NESTING`] deep, values far less in
+/// any real query.
+pub const MAX_TEXT_NESTING: usize = 128;
+
+/// Refuses a query text whose brackets nest deeper than [`MAX_TEXT_NESTING`]
+/// (`QUERY_TOO_DEEP`), before it is parsed. One pass over the bytes, skipping
+/// strings, block strings and comments.
+pub fn check_nesting(query: &str) -> ServerResult<()> {
+    let bytes = query.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
+                    i += 1;
                 }
-                Selection::InlineFragment(fragment) => in_set(&fragment.node.selection_set.node),
-                Selection::FragmentSpread(_) => 0,
-            })
-            .sum()
+            }
+            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
+                i += 3;
+                while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
+                    // `\"""` is an escaped delimiter inside a block string.
+                    i += if bytes[i..].starts_with(b"\\\"\"\"") {
+                        4
+                    } else {
+                        1
+                    };
+                }
+                i += 2;
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'{' | b'[' | b'(' => {
+                depth += 1;
+                if depth > MAX_TEXT_NESTING {
+                    return Err(coded(
+                        format!(
+                            "the query nests brackets more than {MAX_TEXT_NESTING} levels deep"
+                        ),
+                        "QUERY_TOO_DEEP",
+                    ));
+                }
+            }
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
     }
-    let in_operations: usize = document
-        .operations
-        .iter()
-        .map(|(_, op)| in_set(&op.node.selection_set.node))
-        .sum();
-    let in_fragments: usize = document
+    Ok(())
+}
+
+/// What running a selection set takes, its fragment spreads expanded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Cost {
+    /// Fields, fragment spreads, inline fragments and directives executed: the
+    /// query's complexity.
+    selections: usize,
+    /// Aliased fields among them.
+    aliases: usize,
+    /// Deepest field nesting (a field of the root is at depth 1).
+    depth: usize,
+    /// Deepest nesting of selection sets, spreads and inline fragments.
+    nesting: usize,
+}
+
+impl Cost {
+    fn add(&mut self, other: Cost) {
+        self.selections = self.selections.saturating_add(other.selections);
+        self.aliases = self.aliases.saturating_add(other.aliases);
+    }
+}
+
+/// A fragment's cost, once counted; `None` while it is being counted (so a
+/// spread of it from within itself is a cycle).
+type Fragments<'d> = HashMap<&'d str, Option<Cost>>;
+
+/// Refuses `document` when, fragments expanded, it exceeds `limits`: more
+/// selections than the complexity limit (`QUERY_TOO_COMPLEX`), more aliases
+/// (`TOO_MANY_ALIASES`), deeper fields or nesting (`QUERY_TOO_DEEP`), or more
+/// directives on one selection (`QUERY_TOO_COMPLEX`). Fragment cycles and unused
+/// fragments, which async-graphql's validation would refuse after walking them,
+/// are refused here (`GRAPHQL_VALIDATION_FAILED`). Linear in the document: each
+/// fragment is counted once, however often it is spread; a document without
+/// fragments allocates nothing.
+pub fn measure(document: &ExecutableDocument, limits: &QueryLimits) -> ServerResult<()> {
+    let mut fragments = Fragments::new();
+    let mut total = Cost::default();
+    for (_, operation) in document.operations.iter() {
+        let operation = &operation.node;
+        let directives = operation.directives.len()
+            + operation
+                .variable_definitions
+                .iter()
+                .map(|v| directives_allowed(v.node.directives.len(), "a variable", limits))
+                .sum::<ServerResult<usize>>()?;
+        directives_allowed(operation.directives.len(), "an operation", limits)?;
+        let cost = selection_set(
+            document,
+            &operation.selection_set.node,
+            0,
+            limits,
+            &mut fragments,
+        )?;
+        total.add(cost);
+        total.selections = total.selections.saturating_add(directives);
+        total.depth = total.depth.max(cost.depth);
+        total.nesting = total.nesting.max(cost.nesting);
+    }
+    if let Some(unused) = document
         .fragments
-        .values()
-        .map(|fragment| in_set(&fragment.node.selection_set.node))
-        .sum();
-    in_operations + in_fragments
+        .keys()
+        .find(|name| !fragments.contains_key(name.as_str()))
+    {
+        return Err(coded(
+            format!("fragment \"{unused}\" is never used"),
+            VALIDATION_FAILED,
+        ));
+    }
+    if total.aliases > limits.max_aliases {
+        return Err(coded(
+            format!(
+                "the query uses {} aliases, fragments expanded; the limit is {}",
+                total.aliases, limits.max_aliases
+            ),
+            "TOO_MANY_ALIASES",
+        ));
+    }
+    if total.selections > limits.max_complexity {
+        return Err(coded(
+            format!(
+                "the query's complexity is {}, fragments expanded; the limit is {}",
+                total.selections, limits.max_complexity
+            ),
+            "QUERY_TOO_COMPLEX",
+        ));
+    }
+    if total.nesting > MAX_NESTING {
+        // A fragment counted where it was first spread may be spread again deeper.
+        return Err(too_nested());
+    }
+    if total.depth > limits.max_depth {
+        return Err(coded(
+            format!(
+                "the query is nested {} levels deep; the limit is {}",
+                total.depth, limits.max_depth
+            ),
+            "QUERY_TOO_DEEP",
+        ));
+    }
+    Ok(())
+}
+
+fn too_nested() -> ServerError {
+    coded(
+        format!("the query nests selections and fragments more than {MAX_NESTING} levels deep"),
+        "QUERY_TOO_DEEP",
+    )
+}
+
+fn directives_allowed(count: usize, on: &str, limits: &QueryLimits) -> ServerResult<usize> {
+    if count > limits.max_directives {
+        return Err(coded(
+            format!(
+                "{on} carries {count} directives; the limit is {}",
+                limits.max_directives
+            ),
+            "QUERY_TOO_COMPLEX",
+        ));
+    }
+    Ok(count)
+}
+
+/// The cost of `set`, found `nesting` levels below its operation's root.
+fn selection_set<'d>(
+    document: &'d ExecutableDocument,
+    set: &'d SelectionSet,
+    nesting: usize,
+    limits: &QueryLimits,
+    fragments: &mut Fragments<'d>,
+) -> ServerResult<Cost> {
+    if nesting > MAX_NESTING {
+        return Err(too_nested());
+    }
+    let mut cost = Cost::default();
+    for item in &set.items {
+        let (directives, inner) = match &item.node {
+            Selection::Field(field) => {
+                let field = &field.node;
+                let inner = if field.selection_set.node.items.is_empty() {
+                    Cost::default()
+                } else {
+                    let inner = selection_set(
+                        document,
+                        &field.selection_set.node,
+                        nesting + 1,
+                        limits,
+                        fragments,
+                    )?;
+                    Cost {
+                        nesting: inner.nesting + 1,
+                        ..inner
+                    }
+                };
+                cost.aliases = cost
+                    .aliases
+                    .saturating_add(usize::from(field.alias.is_some()));
+                cost.depth = cost.depth.max(inner.depth + 1);
+                (field.directives.len(), inner)
+            }
+            Selection::InlineFragment(fragment) => {
+                let fragment = &fragment.node;
+                let inner = selection_set(
+                    document,
+                    &fragment.selection_set.node,
+                    nesting + 1,
+                    limits,
+                    fragments,
+                )?;
+                cost.depth = cost.depth.max(inner.depth);
+                (
+                    fragment.directives.len(),
+                    Cost {
+                        nesting: inner.nesting + 1,
+                        ..inner
+                    },
+                )
+            }
+            Selection::FragmentSpread(spread) => {
+                let spread = &spread.node;
+                let inner = match document.fragments.get(&spread.fragment_name.node) {
+                    Some(definition) => {
+                        let inner = fragment(
+                            document,
+                            &spread.fragment_name.node,
+                            definition,
+                            nesting,
+                            limits,
+                            fragments,
+                        )?;
+                        Cost {
+                            nesting: inner.nesting + 1,
+                            ..inner
+                        }
+                    }
+                    // Unknown fragments are validation's to report.
+                    None => Cost::default(),
+                };
+                cost.depth = cost.depth.max(inner.depth);
+                (spread.directives.len(), inner)
+            }
+        };
+        let directives = directives_allowed(directives, "a selection", limits)?;
+        cost.add(inner);
+        cost.selections = cost.selections.saturating_add(1 + directives);
+        cost.nesting = cost.nesting.max(inner.nesting);
+    }
+    Ok(cost)
+}
+
+/// The cost of the fragment `name`, counted on its first spread and remembered.
+fn fragment<'d>(
+    document: &'d ExecutableDocument,
+    name: &'d Name,
+    definition: &'d Positioned<FragmentDefinition>,
+    nesting: usize,
+    limits: &QueryLimits,
+    fragments: &mut Fragments<'d>,
+) -> ServerResult<Cost> {
+    match fragments.get(name.as_str()) {
+        Some(Some(cost)) => return Ok(*cost),
+        Some(None) => {
+            return Err(coded(
+                format!("fragment \"{name}\" spreads itself, directly or through other fragments"),
+                VALIDATION_FAILED,
+            ));
+        }
+        None => {}
+    }
+    fragments.insert(name.as_str(), None);
+    let definition = &definition.node;
+    let directives = directives_allowed(definition.directives.len(), "a fragment", limits)?;
+    let mut cost = selection_set(
+        document,
+        &definition.selection_set.node,
+        nesting + 1,
+        limits,
+        fragments,
+    )?;
+    cost.selections = cost.selections.saturating_add(directives);
+    fragments.insert(name.as_str(), Some(cost));
+    Ok(cost)
 }
 
 /// A new error with `extensions.code`.
@@ -274,4 +558,114 @@ fn assign_code(err: &mut ServerError) {
         "BAD_USER_INPUT"
     };
     *err = with_code(std::mem::replace(err, ServerError::new("", None)), code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: QueryLimits = QueryLimits {
+        max_depth: 15,
+        max_complexity: 5000,
+        max_aliases: 100,
+        max_query_bytes: 256 * 1024,
+        max_directives: 16,
+    };
+
+    fn code(query: &str) -> Option<String> {
+        let document = async_graphql::parser::parse_query(query).unwrap();
+        measure(&document, &LIMITS).err().map(|err| {
+            err.extensions
+                .and_then(|ext| ext.get("code").cloned())
+                .map(|code| code.to_string())
+                .unwrap_or_default()
+        })
+    }
+
+    #[test]
+    fn each_fragment_is_counted_once_however_often_it_is_spread() {
+        // 2^60 selections, counted in 60 steps.
+        let mut query = String::from("{ ...F0 }");
+        for i in 0..60 {
+            query.push_str(&format!(
+                " fragment F{i} on Q {{ ...F{n} ...F{n} }}",
+                n = i + 1
+            ));
+        }
+        query.push_str(" fragment F60 on Q { a }");
+        assert_eq!(code(&query).as_deref(), Some("\"QUERY_TOO_COMPLEX\""));
+    }
+
+    #[test]
+    fn depth_and_aliases_count_through_fragments() {
+        let cost = |query: &str| {
+            let document = async_graphql::parser::parse_query(query).unwrap();
+            let mut fragments = Fragments::new();
+            let (_, operation) = document.operations.iter().next().unwrap();
+            selection_set(
+                &document,
+                &operation.node.selection_set.node,
+                0,
+                &LIMITS,
+                &mut fragments,
+            )
+            .unwrap()
+        };
+        let spread = cost("{ a { ...F ...F } } fragment F on T { x: b { c } ... on T { d } }");
+        assert_eq!(spread.depth, 3);
+        assert_eq!(spread.aliases, 2);
+        // a, 2 × (spread, b, c, inline fragment, d)
+        assert_eq!(spread.selections, 11);
+        assert_eq!(spread.nesting, 3);
+        assert_eq!(code("{ a { ...F } } fragment F on T { b }"), None);
+    }
+
+    #[test]
+    fn cycles_and_unused_fragments_are_refused() {
+        let validation = Some(format!("\"{VALIDATION_FAILED}\""));
+        assert_eq!(
+            code("{ ...A } fragment A on Q { ...B } fragment B on Q { ...A ...A }"),
+            validation
+        );
+        assert_eq!(code("{ a } fragment U on Q { a }"), validation);
+    }
+
+    #[test]
+    fn bracket_nesting_is_counted_outside_strings_and_comments() {
+        let deep = |n: usize| format!("{{ a(x: {}1{}) }}", "[".repeat(n), "]".repeat(n));
+        assert!(check_nesting(&deep(MAX_TEXT_NESTING - 3)).is_ok());
+        let refused = check_nesting(&deep(MAX_TEXT_NESTING)).unwrap_err();
+        assert_eq!(
+            refused.extensions.unwrap().get("code").unwrap().to_string(),
+            "\"QUERY_TOO_DEEP\""
+        );
+        let brackets = "[".repeat(1000);
+        for quoted in [
+            format!("{{ a(x: \"{brackets}\\\"{brackets}\") }}"),
+            format!("{{ a(x: \"\"\"{brackets}\\\"\"\"{brackets}\"\"\") }}"),
+            format!("{{ a # {brackets}\n b }}"),
+        ] {
+            assert!(check_nesting(&quoted).is_ok(), "{quoted}");
+        }
+    }
+
+    #[test]
+    fn directives_are_capped_wherever_they_stand() {
+        let many = "@d ".repeat(17);
+        for query in [
+            format!("{{ a {many} }}"),
+            format!("{{ ...F {many} }} fragment F on Q {{ a }}"),
+            format!("{{ ... {many} {{ a }} }}"),
+            format!("query Q {many} {{ a }}"),
+            format!("query Q($v: Int {many}) {{ a }}"),
+            format!("{{ ...F }} fragment F on Q {many} {{ a }}"),
+        ] {
+            assert_eq!(
+                code(&query).as_deref(),
+                Some("\"QUERY_TOO_COMPLEX\""),
+                "{query}"
+            );
+        }
+        assert_eq!(code(&format!("{{ a {} }}", "@d ".repeat(16))), None);
+    }
 }

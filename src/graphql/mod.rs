@@ -80,13 +80,14 @@ pub fn build_schema(
         .register(mutation)
         .register(subscription)
         .enable_uploading()
-        .limit_recursive_depth(64)
-        .limit_directives(16)
+        .limit_recursive_depth(limits::MAX_NESTING)
+        .limit_directives(config.graphql_max_directives)
         .extension(limits::LimitsFactory::new(limits::QueryLimits {
             max_depth: config.graphql_max_depth,
             max_complexity: config.graphql_max_complexity,
             max_aliases: config.graphql_max_aliases,
             max_query_bytes: config.graphql_max_query_bytes,
+            max_directives: config.graphql_max_directives,
         }));
     for ty in parts.types {
         builder = builder.register(ty);

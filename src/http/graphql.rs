@@ -4,11 +4,11 @@
 //! a mutation over GET; batches capped; CSRF-safe (no form posts; multipart only
 //! with a header that forces a CORS preflight). Also serves the project's SDL.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_graphql::http::MultipartOptions;
 use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
-use async_graphql::{BatchRequest, Request, Response as GqlResponse, ServerError};
+use async_graphql::{BatchRequest, Name, Request, Response as GqlResponse, ServerError};
 use axum::body::{Body, Bytes};
 use std::net::SocketAddr;
 
@@ -135,9 +135,38 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
     )
 }
 
-/// Reads at most `limit` bytes of body.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ()> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| ())
+/// Why a body could not be read.
+enum BodyError {
+    TooLarge,
+    TimedOut,
+}
+
+/// Reads at most `limit` bytes of body, all of it within `timeout`: a client
+/// that trickles its body holds a connection no longer than that.
+async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, BodyError> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(BodyError::TooLarge),
+        Err(_) => Err(BodyError::TimedOut),
+    }
+}
+
+/// The answer to a body that did not arrive in time; the connection closes, as
+/// the rest of the body is not read.
+pub fn body_timeout_response(media: MediaType, timeout: Duration) -> Response {
+    let mut response = error_response(
+        StatusCode::REQUEST_TIMEOUT,
+        media,
+        "REQUEST_TIMEOUT",
+        &format!(
+            "the request body did not arrive within {}s",
+            timeout.as_secs()
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 fn content_type_essence(headers: &HeaderMap) -> Option<String> {
@@ -178,8 +207,9 @@ pub async fn graphql_post(
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
-    let too_large = || {
-        error_response(
+    let body_timeout = Duration::from_secs(state.config.http_body_timeout_secs);
+    let unread = |err: BodyError| match err {
+        BodyError::TooLarge => error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             media,
             "REQUEST_TOO_LARGE",
@@ -187,12 +217,14 @@ pub async fn graphql_post(
                 "the request body exceeds {} bytes",
                 state.config.max_body_bytes
             ),
-        )
+        ),
+        BodyError::TimedOut => body_timeout_response(media, body_timeout),
     };
     let batch = match content_type_essence(&headers).as_deref() {
         Some(JSON) => {
-            let Ok(bytes) = read_body(body, state.config.max_body_bytes).await else {
-                return too_large();
+            let bytes = match read_body(body, state.config.max_body_bytes, body_timeout).await {
+                Ok(bytes) => bytes,
+                Err(err) => return unread(err),
             };
             match batch_from_json(&bytes) {
                 Ok(batch) => batch,
@@ -211,8 +243,9 @@ pub async fn graphql_post(
             }
         }
         Some("application/graphql") => {
-            let Ok(bytes) = read_body(body, state.config.max_body_bytes).await else {
-                return too_large();
+            let bytes = match read_body(body, state.config.max_body_bytes, body_timeout).await {
+                Ok(bytes) => bytes,
+                Err(err) => return unread(err),
             };
             match String::from_utf8(bytes.to_vec()) {
                 Ok(query) => BatchRequest::Single(Request::new(query)),
@@ -239,15 +272,16 @@ pub async fn graphql_post(
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            let reader = body
-                .into_data_stream()
-                .map_err(std::io::Error::other)
-                .into_async_read();
+            let (stream, stalled) = crate::http::stall_limited(body, body_timeout);
+            let reader = stream.into_async_read();
             let options = MultipartOptions::default()
                 .max_file_size(state.config.max_upload_bytes)
                 .max_num_files(16);
             match async_graphql::http::receive_batch_body(content_type, reader, options).await {
                 Ok(batch) => batch,
+                Err(_) if stalled.load(std::sync::atomic::Ordering::Relaxed) => {
+                    return body_timeout_response(media, body_timeout);
+                }
                 Err(err) => {
                     let (status, code) = match err {
                         async_graphql::ParseRequestError::PayloadTooLarge => {
@@ -336,19 +370,20 @@ enum Method {
     Post,
 }
 
-/// The type of the operation a request would run, parsing its query once (the
-/// parsed document is kept on the request, so it is not parsed again).
-fn operation_type(request: &mut Request) -> Option<OperationType> {
+/// The type and name of the operation a request would run, parsing its query once
+/// (the parsed document is kept on the request, so it is not parsed again).
+fn operation_of(request: &mut Request) -> Option<(OperationType, Option<Name>)> {
     let name = request.operation_name.clone();
     let document = request.parsed_query().ok()?;
     match (&document.operations, name) {
-        (DocumentOperations::Single(op), _) => Some(op.node.ty),
-        (DocumentOperations::Multiple(ops), Some(name)) => {
-            ops.get(name.as_str()).map(|op| op.node.ty)
-        }
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
-            ops.values().next().map(|op| op.node.ty)
-        }
+        (DocumentOperations::Single(op), _) => Some((op.node.ty, None)),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops
+            .get_key_value(name.as_str())
+            .map(|(name, op)| (op.node.ty, Some(name.clone()))),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops
+            .iter()
+            .next()
+            .map(|(name, op)| (op.node.ty, Some(name.clone()))),
         _ => None,
     }
 }
@@ -510,8 +545,11 @@ async fn execute(
     };
 
     let mut responses = Vec::with_capacity(requests.len());
+    // The name of each request's operation, as its document declares it.
+    let mut names = Vec::with_capacity(requests.len());
     for request in requests.iter_mut() {
         if request.query.len() > state.config.graphql_max_query_bytes {
+            names.push(None);
             // Refused before parsing: a huge query costs nothing more than its bytes.
             responses.push(Some(GqlResponse::from_errors(vec![
                 crate::graphql::limits::coded(
@@ -525,8 +563,15 @@ async fn execute(
             ])));
             continue;
         }
-        state.parsed_queries.prepare(request);
-        match operation_type(request) {
+        if let Err(refused) = state.parsed_queries.prepare(request) {
+            names.push(None);
+            responses.push(Some(GqlResponse::from_errors(vec![refused])));
+            continue;
+        }
+        let operation = operation_of(request);
+        let (ty, name) = operation.unzip();
+        names.push(name.flatten());
+        match ty {
             Some(OperationType::Mutation) if method == Method::Get => {
                 let mut response = error_response(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -554,17 +599,19 @@ async fn execute(
             .to_string(),
     };
     let mut answered = Vec::with_capacity(requests.len());
-    for (request, early) in requests.into_iter().zip(responses) {
+    for ((request, early), name) in requests.into_iter().zip(responses).zip(names) {
         let response = match early {
             Some(response) => response,
             None => {
-                let operation = request.operation_name.clone();
                 let started = Instant::now();
                 let response = run_operation(state, &addressed, &client, request).await;
                 crate::http::metrics::record_operation(
-                    operation.as_deref(),
+                    &state.config,
+                    name.as_deref(),
                     started.elapsed(),
                     response.errors.is_empty(),
+                    // Only an operation that passed validation may add a label.
+                    !is_request_error(&response),
                 );
                 response
             }

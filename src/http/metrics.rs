@@ -2,23 +2,31 @@
 //! latency histogram, open WebSocket connections, active subscriptions and database
 //! pool use, and group commit. One recorder per process, shared by every server in it.
 
-use std::collections::HashSet;
-use std::sync::{Mutex, OnceLock};
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::AppState;
+use crate::config::Config;
+
+/// The label of operations without a name.
+const ANONYMOUS: &str = "anonymous";
+/// The label of operations whose name has no label of its own.
+const OTHER: &str = "other";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// Distinct operation names kept as labels; later names count as `other`, so a client
-/// inventing names cannot grow the metrics without bound.
-const MAX_OPERATION_LABELS: usize = 200;
-static OPERATION_LABELS: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+/// The labelled operations, by name: registered once, then counted without
+/// allocating. Process-wide, like the recorder.
+static OPERATIONS: OnceLock<RwLock<HashMap<Box<str>, OperationMetrics>>> = OnceLock::new();
+/// Longest operation name given its own label.
+const MAX_LABELLED_NAME: usize = 64;
 
 /// Installs the process-wide recorder once; later calls do nothing.
 pub fn install_recorder() {
@@ -68,6 +76,14 @@ pub fn install_recorder() {
             "WebSocket connections closed because their client stopped reading."
         );
         metrics::describe_gauge!(
+            "nimbus_http_connections",
+            "Open client connections, HTTP and WebSocket."
+        );
+        metrics::describe_counter!(
+            "nimbus_http_connections_refused_total",
+            "Connections refused at a connection cap, by cap (`server` or `client`)."
+        );
+        metrics::describe_gauge!(
             "nimbus_db_pool_connections",
             "Database pool connections, by state."
         );
@@ -87,24 +103,39 @@ pub fn install_recorder() {
     });
 }
 
-fn operation_label(name: Option<&str>) -> String {
-    let Some(name) = name.filter(|n| n.len() <= 64) else {
-        return if name.is_some() {
-            "other".into()
-        } else {
-            "anonymous".into()
-        };
-    };
-    let labels = OPERATION_LABELS.get_or_init(Default::default);
-    let Ok(mut labels) = labels.lock() else {
-        return "other".into();
-    };
-    if labels.contains(name) || labels.len() < MAX_OPERATION_LABELS {
-        labels.insert(name.to_string());
-        name.to_string()
-    } else {
-        "other".into()
+/// The metrics of one operation label.
+struct OperationMetrics {
+    ok: Counter,
+    error: Counter,
+    duration: Histogram,
+}
+
+impl OperationMetrics {
+    fn register(label: &str) -> Self {
+        let label = label.to_string();
+        OperationMetrics {
+            ok: metrics::counter!("nimbus_graphql_requests_total", "operation" => label.clone(), "outcome" => "ok"),
+            error: metrics::counter!("nimbus_graphql_requests_total", "operation" => label.clone(), "outcome" => "error"),
+            duration: metrics::histogram!("nimbus_graphql_request_duration_seconds", "operation" => label),
+        }
     }
+
+    fn record(&self, elapsed: Duration, ok: bool) {
+        if ok { &self.ok } else { &self.error }.increment(1);
+        self.duration.record(elapsed.as_secs_f64());
+    }
+}
+
+/// Whether `name` may be a label: a GraphQL name (`[_A-Za-z][_0-9A-Za-z]*`) of
+/// moderate length. Names come from parsed documents, so this only guards
+/// against a change upstream letting other text through.
+fn labellable(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    name.len() <= MAX_LABELLED_NAME
+        && bytes
+            .next()
+            .is_some_and(|b| b == b'_' || b.is_ascii_alphabetic())
+        && bytes.all(|b| b == b'_' || b.is_ascii_alphanumeric())
 }
 
 /// Raises a gauge while alive and lowers it when dropped: an open connection, a live
@@ -124,13 +155,51 @@ impl Drop for GaugeGuard {
     }
 }
 
-/// Counts one executed operation.
-pub fn record_operation(name: Option<&str>, elapsed: Duration, ok: bool) {
-    let operation = operation_label(name);
-    let outcome = if ok { "ok" } else { "error" };
-    metrics::counter!("nimbus_graphql_requests_total", "operation" => operation.clone(), "outcome" => outcome).increment(1);
-    metrics::histogram!("nimbus_graphql_request_duration_seconds", "operation" => operation)
-        .record(elapsed.as_secs_f64());
+/// Counts one executed operation under its label: its name when that is already
+/// a label, or becomes one (it passed validation, `admit`, and fewer than
+/// `NIMBUS_METRICS_MAX_OPERATIONS` names have labels); `anonymous` without a name;
+/// `other` for every other name. Labels are never taken back, so names a client
+/// invents cannot push out those already counted.
+pub fn record_operation(
+    config: &Config,
+    name: Option<&str>,
+    elapsed: Duration,
+    ok: bool,
+    admit: bool,
+) {
+    let operations = OPERATIONS.get_or_init(|| {
+        let mut fixed = HashMap::new();
+        for label in [ANONYMOUS, OTHER] {
+            fixed.insert(label.into(), OperationMetrics::register(label));
+        }
+        RwLock::new(fixed)
+    });
+    let label = match name {
+        None => ANONYMOUS,
+        // The fixed labels are not operation names, whatever a client calls one.
+        Some(ANONYMOUS | OTHER) => OTHER,
+        Some(name) => name,
+    };
+    if let Ok(operations) = operations.read()
+        && let Some(metrics) = operations.get(label)
+    {
+        metrics.record(elapsed, ok);
+        return;
+    }
+    let Ok(mut operations) = operations.write() else {
+        return;
+    };
+    // Two fixed labels besides the operation names.
+    let room = operations.len() < config.metrics_max_operations + 2;
+    let label = if admit && room && labellable(label) {
+        label
+    } else {
+        OTHER
+    };
+    operations
+        .entry(label.into())
+        .or_insert_with(|| OperationMetrics::register(label))
+        .record(elapsed, ok);
 }
 
 /// `GET /metrics`.

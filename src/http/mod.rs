@@ -1,6 +1,7 @@
 //! The HTTP and WebSocket surface of Nimbus: the router, and `serve` used by
 //! `nimbus serve` and by the tests.
 
+pub mod connections;
 pub mod graphql;
 pub mod health;
 pub mod identity;
@@ -11,6 +12,9 @@ pub mod storage;
 pub mod ws;
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -85,16 +89,51 @@ async fn not_found() -> impl IntoResponse {
     )
 }
 
-/// Serves until `shutdown` resolves, then finishes in-flight requests.
+/// The data of `body`, failing with `TimedOut` (and raising the flag returned)
+/// once no more arrives for `stall`: a streamed body (an upload) may take long,
+/// but must keep coming.
+pub fn stall_limited(
+    body: axum::body::Body,
+    stall: Duration,
+) -> (
+    futures_util::stream::BoxStream<'static, std::io::Result<axum::body::Bytes>>,
+    Arc<AtomicBool>,
+) {
+    use futures_util::StreamExt as _;
+    let stalled = Arc::new(AtomicBool::new(false));
+    let flag = stalled.clone();
+    let stream = tokio_stream::StreamExt::timeout(body.into_data_stream(), stall).map(
+        move |item| match item {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(err)) => Err(std::io::Error::other(err)),
+            Err(_) => {
+                flag.store(true, Ordering::Relaxed);
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the request body stopped arriving",
+                ))
+            }
+        },
+    );
+    (stream.boxed(), stalled)
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests. Connections
+/// are capped and timed as `state.config` says (see [`connections`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let config = &state.config;
+    let limits = connections::ConnectionLimits {
+        header_timeout: Duration::from_secs(config.http_header_timeout_secs),
+        idle_timeout: Duration::from_secs(config.http_idle_timeout_secs),
+        send_timeout: Duration::from_secs(config.http_send_timeout_secs),
+        max_head_bytes: usize::try_from(config.http_max_head_bytes).unwrap_or(usize::MAX),
+        max_total: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
+        max_per_client: usize::try_from(config.max_connections_per_client).unwrap_or(usize::MAX),
+    }
+    .within_file_limit(config.database_max_connections as usize);
+    connections::serve(listener, router(state), limits, shutdown).await
 }

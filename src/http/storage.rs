@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use futures_util::{StreamExt as _, TryStreamExt as _};
+use futures_util::StreamExt as _;
 use serde::Deserialize;
 use tokio_util::io::{ReaderStream, StreamReader};
 
@@ -342,7 +342,8 @@ pub async fn upload_chunk(
                 reason: "each chunk needs a `Content-Range: bytes START-END/SIZE` header".into(),
             })?,
         )?;
-        let reader = StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
+        let stall = std::time::Duration::from_secs(state.config.http_body_timeout_secs);
+        let reader = StreamReader::new(crate::http::stall_limited(body, stall).0);
         let file = upload::receive_chunk(
             &state,
             &addressed.caller,

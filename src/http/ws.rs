@@ -716,12 +716,17 @@ impl Connection {
             self.link.send_response(&id, &refusal).await?;
             return self.link.send_complete(&id).await;
         }
+        if let Err(refused) = self.state.parsed_queries.prepare(&mut request) {
+            self.link
+                .send_response(&id, &Response::from_errors(vec![refused]))
+                .await?;
+            return self.link.send_complete(&id).await;
+        }
         // Listening starts now, so an event published once the subscription's
         // resolver ran is not missed before its watch is registered.
         if self.bus.is_none() {
             self.bus = Some(self.state.bus.subscribe());
         }
-        self.state.parsed_queries.prepare(&mut request);
         let started = Box::new(Started {
             slot: WatchSlot::default(),
             query: request.query.clone(),

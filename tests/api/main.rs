@@ -16,6 +16,7 @@ mod projects;
 mod realtime;
 mod schema;
 mod security_accounts;
+mod security_limits;
 mod security_sockets;
 mod smtp_server;
 mod statements;

@@ -838,6 +838,8 @@ async fn clients_that_stop_reading_are_dropped_and_memory_stays_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path()).await;
     config.ws_send_timeout_secs = 1;
+    // Every client connects from this process's one address.
+    config.max_connections_per_client = 0;
     let app = spawn_with(config, dir).await;
     let mut reader = subscribed(&app, &app.admin_key, false).await;
     first_event(&app, &mut reader, "warm-up").await;

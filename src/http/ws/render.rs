@@ -192,7 +192,8 @@ impl Renderer<'_> {
         if let Some(name) = &shape.operation_name {
             request = request.operation_name(name.clone());
         }
-        self.state.parsed_queries.prepare(&mut request);
+        // The query was accepted when subscribed to: it passes again.
+        let _ = self.state.parsed_queries.prepare(&mut request);
         let response = self
             .schema
             .execute_stream_with_session_data(request, self.data.clone())
