@@ -8,7 +8,7 @@ use crate::auth::Caller;
 use crate::auth::rate_limit::Limit;
 use crate::auth::secrets;
 use crate::auth::session_cache::ResolvedSession;
-use crate::db::{DbErrorExt as _, Page, ids, now_millis};
+use crate::db::{DbErrorExt as _, Page, claimed_ids, ids, now_millis};
 use crate::error::{AppError, AppResult};
 use crate::mail::templates;
 use crate::services::account::service::{check_redirect_url, link_with, project_name, send};
@@ -201,6 +201,9 @@ pub async fn create_team(
         updated_at: now,
     };
     let mut tx = state.db.pool().begin().await?;
+    claimed_ids::claim(&mut *tx, &team.project_id, claimed_ids::Kind::Team, &team.id)
+        .await
+        .conflict_as("team", &team.id)?;
     store::insert_team(&mut *tx, &team)
         .await
         .conflict_as("team", &team.id)?;

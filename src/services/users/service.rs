@@ -12,7 +12,7 @@ use crate::auth::rate_limit::Limit;
 use crate::auth::secrets::{self, SecretKind};
 use crate::auth::session_cache::ResolvedSession;
 use crate::bus::BusMessage;
-use crate::db::{DbErrorExt as _, Page, ids, now_millis};
+use crate::db::{DbErrorExt as _, Page, claimed_ids, ids, now_millis};
 use crate::error::{AppError, AppResult};
 
 use super::{Session, User, store};
@@ -497,7 +497,12 @@ pub(crate) async fn insert_new_user(
         created_at: now,
         updated_at: now,
     };
-    store::insert_user(state.db.pool(), &user)
+    // A user id is never given out twice: grants to `user:ID` outlive the user.
+    let mut tx = state.db.pool().begin().await?;
+    claimed_ids::claim(&mut *tx, project_id, claimed_ids::Kind::User, &user.id)
+        .await
+        .conflict_as("user", &user.id)?;
+    store::insert_user(&mut *tx, &user)
         .await
         .map_err(|err| {
             // Unique violations are on the id, the email or the phone: say which can clash.
@@ -513,6 +518,7 @@ pub(crate) async fn insert_new_user(
                 other => other.into(),
             }
         })?;
+    tx.commit().await?;
     Ok(user)
 }
 

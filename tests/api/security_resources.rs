@@ -1,0 +1,231 @@
+//! Nobody reaches what they do not own: the ids of deleted teams and users are not
+//! given out again (their grants outlive them), pending invitations are renewed with
+//! a new secret, team creators stay owners, signed URLs open one incarnation of a
+//! file, item permissions carry no `create`, keys revoke only keys within their own
+//! scopes, and the schema file follows `NIMBUS_INTROSPECTION`.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Answer, TestApp, WAIT, spawn_app, spawn_with, test_config};
+use crate::smtp_server::TestSmtp;
+
+const FILE_FIELDS: &str = "id permissions";
+
+/// A multipart `createFile` request (the GraphQL multipart request spec).
+async fn upload(
+    app: &TestApp,
+    headers: &[(&str, &str)],
+    input: Value,
+    bytes: &[u8],
+) -> Answer {
+    let boundary = "nimbus-security-boundary-51c2";
+    let operations = json!({
+        "query": format!("mutation($input: CreateFileInput!) {{ createFile(input: $input) {{ {FILE_FIELDS} }} }}"),
+        "variables": { "input": input },
+    });
+    let mut body = Vec::new();
+    let mut part = |headers: &str, content: &[u8]| {
+        body.extend_from_slice(format!("--{boundary}\r\n{headers}\r\n\r\n").as_bytes());
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    };
+    part(
+        "Content-Disposition: form-data; name=\"operations\"",
+        operations.to_string().as_bytes(),
+    );
+    part(
+        "Content-Disposition: form-data; name=\"map\"",
+        br#"{"0": ["variables.input.file"]}"#,
+    );
+    part(
+        "Content-Disposition: form-data; name=\"0\"; filename=\"f.txt\"\r\nContent-Type: text/plain",
+        bytes,
+    );
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let mut request = app
+        .client
+        .post(format!("{}/v1/graphql", app.url))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .header("apollo-require-preflight", "true")
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    Answer {
+        status,
+        body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    }
+}
+
+async fn admin_upload(app: &TestApp, bucket: &str, file: &str, bytes: &[u8]) {
+    upload(
+        app,
+        &[("x-nimbus-key", &app.admin_key)],
+        json!({"bucketId": bucket, "fileId": file, "file": null}),
+        bytes,
+    )
+    .await
+    .ok();
+}
+
+async fn create_bucket(app: &TestApp, input: Value) {
+    app.admin(
+        "mutation($input: CreateBucketInput!) { createBucket(input: $input) { id } }",
+        json!({ "input": input }),
+    )
+    .await
+    .ok();
+}
+
+/// A GET of `path` (absolute URL or server path) with a session's bearer token, if
+/// any: status and body.
+async fn fetch(app: &TestApp, path: &str, session: Option<&str>) -> (u16, Vec<u8>) {
+    let url = if path.starts_with("http") {
+        path.to_string()
+    } else {
+        format!("{}{path}", app.url)
+    };
+    let mut request = app.client.get(url);
+    if let Some(secret) = session {
+        request = request.header("authorization", format!("Bearer {secret}"));
+    }
+    let response = request.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    (status, response.bytes().await.unwrap().to_vec())
+}
+
+fn error_code(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v["errors"][0]["extensions"]["code"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| format!("<not an error: {}>", String::from_utf8_lossy(body)))
+}
+
+async fn user_id(app: &TestApp, session: &str) -> String {
+    app.as_session(session, "{ account { id } }", json!({}))
+        .await
+        .ok()["account"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+const CREATE_TEAM: &str = "mutation($id: ID!, $roles: [String!]) { createTeam(input: {id: $id, name: \"Crew\", roles: $roles}) { id } }";
+
+#[tokio::test]
+async fn a_deleted_teams_id_is_not_given_out_again_so_its_grants_stay_out_of_reach() {
+    let app = spawn_app().await;
+    let ann = app.signed_in("ann@example.com").await;
+    let eve = app.signed_in("eve@example.com").await;
+    app.as_session(&ann, CREATE_TEAM, json!({"id": "crew"}))
+        .await
+        .ok();
+    create_bucket(
+        &app,
+        json!({"id": "crew-files", "name": "Crew files",
+               "permissions": ["read(\"team:crew\")", "read(\"team:crew/owner\")"]}),
+    )
+    .await;
+    admin_upload(&app, "crew-files", "plan", b"the crew's plan").await;
+    let view = "/v1/storage/buckets/crew-files/files/plan/view";
+    assert_eq!(
+        fetch(&app, view, Some(&ann)).await,
+        (200, b"the crew's plan".to_vec())
+    );
+
+    app.as_session(
+        &ann,
+        "mutation { deleteTeam(input: {id: \"crew\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(fetch(&app, view, Some(&ann)).await.0, 404);
+
+    // Whoever takes the id next would be a member of `team:crew`: nobody may.
+    let taken = app
+        .as_session(&eve, CREATE_TEAM, json!({"id": "crew"}))
+        .await;
+    assert_eq!(taken.code(), "TEAM_ALREADY_EXISTS");
+    let by_server = app.admin(CREATE_TEAM, json!({"id": "crew"})).await;
+    assert_eq!(by_server.code(), "TEAM_ALREADY_EXISTS");
+    let (status, _) = fetch(&app, view, Some(&eve)).await;
+    assert_eq!(status, 404, "the grants of the deleted team reach nobody");
+    let teams = app
+        .as_session(&eve, "{ teams { totalCount } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(teams["teams"]["totalCount"], 0);
+
+    // Other ids stay free, and a refused id left nothing half-made.
+    app.as_session(&eve, CREATE_TEAM, json!({"id": "crew2"}))
+        .await
+        .ok();
+    let all = app
+        .admin("{ teams { nodes { id } } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(all["teams"]["nodes"], json!([{"id": "crew2"}]));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_deleted_users_id_is_not_given_out_again_so_its_grants_stay_out_of_reach() {
+    let app = spawn_app().await;
+    app.admin(
+        "mutation { createUser(input: {id: \"frank\", email: \"frank@example.com\", password: \"frank-password-1\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    create_bucket(
+        &app,
+        json!({"id": "diaries", "name": "Diaries", "permissions": ["read(\"user:frank\")"]}),
+    )
+    .await;
+    admin_upload(&app, "diaries", "frank", b"dear diary").await;
+    app.admin(
+        "mutation { deleteUser(input: {id: \"frank\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+
+    let sign_up = "mutation($id: ID!, $e: String!) { createAccount(input: {id: $id, email: $e, password: \"db-password-1\"}) { id } }";
+    let taken = app
+        .post(
+            json!({"query": sign_up, "variables": {"id": "frank", "e": "mallory@example.com"}}),
+            &[],
+        )
+        .await;
+    assert_eq!(taken.code(), "USER_ALREADY_EXISTS");
+    let by_server = app
+        .admin(
+            "mutation { createUser(input: {id: \"frank\", email: \"other@example.com\"}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(by_server.code(), "USER_ALREADY_EXISTS");
+    // The refused sign-up kept nothing: the email is still free.
+    let mallory = app.signed_in("mallory@example.com").await;
+    assert_ne!(user_id(&app, &mallory).await, "frank");
+    let (status, _) = fetch(
+        &app,
+        "/v1/storage/buckets/diaries/files/frank/view",
+        Some(&mallory),
+    )
+    .await;
+    assert_eq!(status, 404);
+    app.shutdown().await;
+}
+
