@@ -229,3 +229,34 @@ async fn a_deleted_users_id_is_not_given_out_again_so_its_grants_stay_out_of_rea
     app.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_team_creator_who_names_roles_stays_owner() {
+    let app = spawn_app().await;
+    let ann = app.signed_in("ann@example.com").await;
+    app.as_session(&ann, CREATE_TEAM, json!({"id": "band", "roles": ["drums"]}))
+        .await
+        .ok();
+    let members = app
+        .as_session(
+            &ann,
+            "{ memberships(teamId: \"band\") { roles confirmed } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        members["memberships"],
+        json!([{"roles": ["drums", "owner"], "confirmed": true}])
+    );
+    let renamed = app
+        .as_session(
+            &ann,
+            "mutation { updateTeamName(input: {id: \"band\", name: \"The Band\"}) { name } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(renamed["updateTeamName"]["name"], "The Band");
+    app.shutdown().await;
+}
+

@@ -193,7 +193,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
             (
                 "roles",
                 TypeRef::named_nn_list(TypeRef::STRING),
-                "The signed-in creator's roles in the team; default `[\"owner\"]`.",
+                "Roles the signed-in creator gets in the team besides `owner`, which they always get.",
             ),
         ],
     ));

@@ -181,7 +181,8 @@ async fn managed_team(state: &AppState, caller: &Caller, id: &str) -> AppResult<
     Ok(team)
 }
 
-/// Creates a team; a signed-in creator joins it with `roles` (default `owner`).
+/// Creates a team; a signed-in creator joins it as `owner`, with `roles` besides.
+/// A team id is never given out twice (see [`claimed_ids`]).
 pub async fn create_team(
     state: &AppState,
     caller: &Caller,
@@ -191,7 +192,12 @@ pub async fn create_team(
 ) -> AppResult<Team> {
     let actor = actor(caller, "teams.write")?;
     check_name(&name)?;
-    let roles = check_roles(&roles.unwrap_or_else(|| vec![OWNER.to_string()]))?;
+    // The creator stays able to manage the team whatever roles they name.
+    let mut roles = check_roles(&roles.unwrap_or_default())?;
+    if !roles.iter().any(|r| r == OWNER) {
+        roles.push(OWNER.to_string());
+        roles.sort();
+    }
     let now = now_millis();
     let team = Team {
         project_id: caller.project.id.clone(),
