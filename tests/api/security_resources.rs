@@ -260,3 +260,95 @@ async fn a_team_creator_who_names_roles_stays_owner() {
     app.shutdown().await;
 }
 
+#[tokio::test]
+async fn inviting_again_renews_a_pending_invitation_and_only_the_newest_link_works() {
+    let smtp = TestSmtp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.smtp_url = Some(smtp.url.clone());
+    let app = spawn_with(config, dir).await;
+    let owner = app.signed_in("olga@example.com").await;
+    app.as_session(&owner, CREATE_TEAM, json!({"id": "band"}))
+        .await
+        .ok();
+    let invite = "mutation($input: CreateMembershipInput!) { createMembership(input: $input) { id userId confirmed roles } }";
+    let input = |email: &str, role: &str| {
+        json!({"input": {"teamId": "band", "email": email, "roles": [role], "url": "http://localhost/join"}})
+    };
+
+    let first = app
+        .as_session(&owner, invite, input("nico@example.com", "drums"))
+        .await
+        .ok()["createMembership"]
+        .clone();
+    let old_mail = smtp.wait_for_message_to("nico@example.com", WAIT).await;
+    let old_secret = old_mail.link_param("secret").unwrap();
+
+    let second = app
+        .as_session(&owner, invite, input("nico@example.com", "bass"))
+        .await
+        .ok()["createMembership"]
+        .clone();
+    assert_eq!(second["id"], first["id"], "the same invitation, renewed");
+    assert_eq!(second["confirmed"], false);
+    assert_eq!(second["roles"], json!(["bass"]));
+    let new_mail = smtp.wait_for_message_to("nico@example.com", WAIT).await;
+    let new_secret = new_mail.link_param("secret").unwrap();
+    assert_ne!(new_secret, old_secret);
+    assert_eq!(
+        new_mail.link_param("membershipId").as_deref(),
+        first["id"].as_str()
+    );
+
+    let accept = "mutation($m: ID!, $u: ID!, $s: String!) { updateMembershipStatus(input: {teamId: \"band\", membershipId: $m, userId: $u, secret: $s}) { membership { confirmed roles } } }";
+    let vars = |secret: &str| json!({"m": first["id"], "u": first["userId"], "s": secret});
+    let stale = app
+        .post(json!({"query": accept, "variables": vars(&old_secret)}), &[])
+        .await;
+    assert_eq!(stale.code(), "INVALID_TOKEN");
+    let accepted = app
+        .post(json!({"query": accept, "variables": vars(&new_secret)}), &[])
+        .await
+        .ok();
+    assert_eq!(
+        accepted["updateMembershipStatus"]["membership"],
+        json!({"confirmed": true, "roles": ["bass"]})
+    );
+    let again = app
+        .as_session(&owner, invite, input("nico@example.com", "keys"))
+        .await;
+    assert_eq!(again.code(), "MEMBERSHIP_ALREADY_EXISTS");
+
+    // A server inviting someone with a pending invitation confirms it, and the
+    // emailed link stops working.
+    let pending = app
+        .as_session(&owner, invite, input("pat@example.com", "drums"))
+        .await
+        .ok()["createMembership"]
+        .clone();
+    let pat_mail = smtp.wait_for_message_to("pat@example.com", WAIT).await;
+    let key = app.create_key("default", &["teams.write"]).await;
+    let added = app
+        .as_key(
+            &key,
+            "default",
+            invite,
+            json!({"input": {"teamId": "band", "email": "pat@example.com", "roles": ["roadie"]}}),
+        )
+        .await
+        .ok()["createMembership"]
+        .clone();
+    assert_eq!(
+        (&added["id"], &added["confirmed"], &added["roles"]),
+        (&pending["id"], &json!(true), &json!(["roadie"]))
+    );
+    let link = app
+        .post(
+            json!({"query": accept, "variables": {"m": pending["id"], "u": pending["userId"], "s": pat_mail.link_param("secret").unwrap()}}),
+            &[],
+        )
+        .await;
+    assert_eq!(link.code(), "INVALID_TOKEN");
+    app.shutdown().await;
+}
+

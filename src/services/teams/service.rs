@@ -381,7 +381,8 @@ async fn invitee(state: &AppState, project_id: &str, new: &NewMembership) -> App
 /// Adds a user to a team. A server (`teams.write`) adds them at once. An owner
 /// invites: the membership waits until the user accepts, either signed in
 /// (`updateMembershipStatus`) or through the emailed link (with `url`; inviting by
-/// `email` always sends one), which also signs them in.
+/// `email` always sends one), which also signs them in. Inviting again while the
+/// invitation is pending re-sends it with a new secret; the old link stops working.
 pub async fn create_membership(
     state: &AppState,
     caller: &Caller,
@@ -418,30 +419,58 @@ pub async fn create_membership(
         ));
     }
     let now = now_millis();
-    let membership = Membership {
-        project_id: team.project_id.clone(),
-        id: ids::generate(),
-        team_id: team.id.clone(),
-        user_id: user.id.clone(),
-        roles,
-        confirmed: by_server,
-        joined_at: by_server.then_some(now),
-        created_at: now,
-        updated_at: now,
+    // Inviting someone whose invitation is pending renews it, as Appwrite does: the
+    // same membership with the new roles, and a new secret (a server confirms it).
+    let pending = store::membership_of(state.db.pool(), &team.project_id, &team.id, &user.id)
+        .await?
+        .map(Membership::from);
+    if pending.as_ref().is_some_and(|m| m.confirmed) {
+        return Err(AppError::Conflict {
+            what: "membership",
+            id: user.id.clone(),
+        });
+    }
+    let renewed = pending.is_some();
+    let membership = match pending {
+        Some(pending) => Membership {
+            roles,
+            confirmed: by_server,
+            joined_at: by_server.then_some(now),
+            updated_at: now,
+            ..pending
+        },
+        None => Membership {
+            project_id: team.project_id.clone(),
+            id: ids::generate(),
+            team_id: team.id.clone(),
+            user_id: user.id.clone(),
+            roles,
+            confirmed: by_server,
+            joined_at: by_server.then_some(now),
+            created_at: now,
+            updated_at: now,
+        },
     };
     let secret = mail_to.as_ref().map(|_| secrets::random_token());
+    let digest = secret.as_deref().map(secrets::digest);
     let mut tx = state.db.pool().begin().await?;
-    store::insert_membership(&mut *tx, &membership)
-        .await
-        .conflict_as("membership", &user.id)?;
-    if let Some(secret) = &secret {
-        store::set_invite_secret(
-            &mut *tx,
-            &membership.project_id,
-            &membership.id,
-            &secrets::digest(secret),
-        )
-        .await?;
+    if renewed {
+        // The old link stops working: its secret is replaced (or cleared).
+        if !store::renew_invitation(&mut *tx, &membership, digest.as_deref()).await? {
+            // Accepted in the meantime.
+            return Err(AppError::Conflict {
+                what: "membership",
+                id: user.id.clone(),
+            });
+        }
+    } else {
+        store::insert_membership(&mut *tx, &membership)
+            .await
+            .conflict_as("membership", &user.id)?;
+        if let Some(digest) = &digest {
+            store::set_invite_secret(&mut *tx, &membership.project_id, &membership.id, digest)
+                .await?;
+        }
     }
     tx.commit().await?;
     if let (Some(url), Some(secret), Some(email)) = (&mail_to, &secret, &user.email) {
@@ -471,15 +500,22 @@ pub async fn create_membership(
             &link,
         );
         if let Err(err) = send(state, email, content).await {
-            // An invitation nobody received would block inviting again.
-            let _ =
-                store::delete_membership(state.db.pool(), &membership.project_id, &membership.id)
-                    .await;
+            // A new invitation nobody received is dropped; a renewed one stays
+            // pending, to be sent again.
+            if !renewed {
+                let _ = store::delete_membership(
+                    state.db.pool(),
+                    &membership.project_id,
+                    &membership.id,
+                )
+                .await;
+            }
             return Err(err);
         }
     }
     announce_user_change(state, &team.project_id, &user.id).await;
-    publish_membership(state, &membership, "create").await;
+    let action = if renewed { "update" } else { "create" };
+    publish_membership(state, &membership, action).await;
     Ok(membership)
 }
 
