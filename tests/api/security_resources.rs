@@ -352,3 +352,44 @@ async fn inviting_again_renews_a_pending_invitation_and_only_the_newest_link_wor
     app.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_signed_url_does_not_open_a_later_file_given_the_same_id() {
+    let app = spawn_app().await;
+    create_bucket(&app, json!({"id": "private", "name": "Private"})).await;
+    admin_upload(&app, "private", "report", b"first report").await;
+    let mint = "mutation { createFileToken(input: {bucketId: \"private\", fileId: \"report\", expiresIn: 600}) { viewUrl } }";
+    let minted = app.admin(mint, json!({})).await.ok();
+    let old_url = minted["createFileToken"]["viewUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        fetch(&app, &old_url, None).await,
+        (200, b"first report".to_vec())
+    );
+
+    app.admin(
+        "mutation { deleteFile(input: {bucketId: \"private\", fileId: \"report\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    admin_upload(&app, "private", "report", b"second report, not shared").await;
+    let (status, body) = fetch(&app, &old_url, None).await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (404, "FILE_NOT_FOUND")
+    );
+    let download = old_url.replace("/view?", "/download?");
+    assert_eq!(fetch(&app, &download, None).await.0, 404);
+
+    // A URL minted for the new file opens it.
+    let minted = app.admin(mint, json!({})).await.ok();
+    let new_url = minted["createFileToken"]["viewUrl"].as_str().unwrap();
+    assert_eq!(
+        fetch(&app, new_url, None).await,
+        (200, b"second report, not shared".to_vec())
+    );
+    app.shutdown().await;
+}
+

@@ -801,6 +801,7 @@ fn register_mutations(parts: &mut SchemaParts) {
                     project_id: file.project_id.clone(),
                     bucket_id: file.bucket_id.clone(),
                     file_id: file.id.clone(),
+                    file_created_at: file.created_at,
                     expires_at: crate::db::now_millis() + lifetime * 1000,
                 };
                 let token = tokens::mint(&state.secret, &grant);
