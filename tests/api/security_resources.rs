@@ -393,3 +393,109 @@ async fn a_signed_url_does_not_open_a_later_file_given_the_same_id() {
     app.shutdown().await;
 }
 
+fn sorted(list: &Value) -> Vec<String> {
+    let mut list: Vec<String> = serde_json::from_value(list.clone()).unwrap();
+    list.sort();
+    list
+}
+
+#[tokio::test]
+async fn item_permissions_refuse_create_and_write_means_update_and_delete() {
+    let app = spawn_app().await;
+    create_bucket(
+        &app,
+        json!({"id": "shared", "name": "Shared", "permissions": ["create(\"users\")"], "fileSecurity": true}),
+    )
+    .await;
+    let ann = app.signed_in("ann@example.com").await;
+    let me = format!("user:{}", user_id(&app, &ann).await);
+    let bearer = format!("Bearer {ann}");
+    let headers = [("authorization", bearer.as_str())];
+
+    let refused = upload(
+        &app,
+        &headers,
+        json!({"bucketId": "shared", "fileId": "a", "file": null,
+               "permissions": [format!("read(\"{me}\")"), format!("create(\"{me}\")")]}),
+        b"a",
+    )
+    .await;
+    assert_eq!(refused.code(), "INVALID_PERMISSION");
+    let written = upload(
+        &app,
+        &headers,
+        json!({"bucketId": "shared", "fileId": "a", "file": null,
+               "permissions": [format!("read(\"{me}\")"), format!("write(\"{me}\")")]}),
+        b"a",
+    )
+    .await
+    .ok();
+    assert_eq!(
+        sorted(&written["createFile"]["permissions"]),
+        [
+            format!("delete(\"{me}\")"),
+            format!("read(\"{me}\")"),
+            format!("update(\"{me}\")")
+        ]
+    );
+    let update = "mutation($p: [String!]) { updateFile(input: {bucketId: \"shared\", fileId: \"a\", permissions: $p}) { permissions } }";
+    let by_server = app
+        .admin(update, json!({"p": ["create(\"any\")"]}))
+        .await;
+    assert_eq!(by_server.code(), "INVALID_PERMISSION");
+    let by_owner = app
+        .as_session(&ann, update, json!({"p": [format!("create(\"{me}\")")]}))
+        .await;
+    assert_eq!(by_owner.code(), "INVALID_PERMISSION");
+    let file = app
+        .admin(
+            "{ file(bucketId: \"shared\", fileId: \"a\") { permissions } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        sorted(&file["file"]["permissions"]),
+        sorted(&written["createFile"]["permissions"]),
+        "a refused update changes nothing"
+    );
+
+    // Documents are items too; their collection keeps `create`.
+    app.admin(
+        "mutation { createDatabase(input: {id: \"notes\", name: \"Notes\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {"databaseId": "notes", "id": "note", "name": "note", "documentSecurity": true,
+                "permissions": ["create(\"users\")"],
+                "attributes": [{"key": "text", "type": "STRING", "size": 100}]}}),
+    )
+    .await
+    .ok();
+    let create_document = "mutation($p: [String!]) { createDocument(input: {databaseId: \"notes\", collectionId: \"note\", data: {text: \"hi\"}, permissions: $p}) { permissions } }";
+    let refused = app
+        .as_session(
+            &ann,
+            create_document,
+            json!({"p": [format!("create(\"{me}\")")]}),
+        )
+        .await;
+    assert_eq!(refused.code(), "INVALID_PERMISSION");
+    let document = app
+        .as_session(
+            &ann,
+            create_document,
+            json!({"p": [format!("write(\"{me}\")")]}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        sorted(&document["createDocument"]["permissions"]),
+        [format!("delete(\"{me}\")"), format!("update(\"{me}\")")]
+    );
+    app.shutdown().await;
+}
+

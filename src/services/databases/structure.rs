@@ -63,7 +63,7 @@ fn check_name(name: &str) -> AppResult<()> {
 
 fn check_permissions(permissions: &[String]) -> AppResult<Vec<Permission>> {
     // Collection permissions are set by servers: no grant rule applies.
-    crate::auth::Access::Server.permissions_to_set(permissions)
+    crate::auth::Access::container_permissions(permissions)
 }
 
 // ---- databases ----

@@ -92,7 +92,7 @@ fn apply_settings(state: &AppState, bucket: &mut Bucket, s: BucketSettings) -> A
         bucket.name = name;
     }
     if let Some(given) = s.permissions {
-        bucket.permissions = Access::Server.permissions_to_set(&given)?;
+        bucket.permissions = Access::container_permissions(&given)?;
     }
     if let Some(flag) = s.file_security {
         bucket.file_security = flag;
