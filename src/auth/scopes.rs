@@ -18,7 +18,7 @@ pub const SCOPES: &[(&str, &str)] = &[
     ),
     (
         "keys.write",
-        "Create and delete the project's API keys, with at most the scopes of the calling key.",
+        "Create and delete the project's API keys that hold at most the scopes of the calling key.",
     ),
     ("users.read", "Read the project's users."),
     (

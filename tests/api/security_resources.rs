@@ -499,3 +499,62 @@ async fn item_permissions_refuse_create_and_write_means_update_and_delete() {
     app.shutdown().await;
 }
 
+const CREATE_KEY: &str = "mutation($scopes: [String!]!) { createApiKey(input: {name: \"k\", scopes: $scopes}) { secret apiKey { id } } }";
+const DELETE_KEY: &str = "mutation($id: ID!) { deleteApiKey(input: {id: $id}) { deletedId } }";
+
+/// Creates a key in the default project as the admin: its id and secret.
+async fn key_with(app: &TestApp, scopes: &[&str]) -> (String, String) {
+    let data = app.admin(CREATE_KEY, json!({"scopes": scopes})).await.ok();
+    let created = &data["createApiKey"];
+    (
+        created["apiKey"]["id"].as_str().unwrap().to_string(),
+        created["secret"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn a_key_revokes_only_keys_within_its_own_scopes() {
+    let app = spawn_app().await;
+    let (_, manager) = key_with(&app, &["keys.write", "users.read"]).await;
+    let (admin_id, admin_secret) = key_with(&app, &["admin"]).await;
+    let (broader_id, _) = key_with(&app, &["users.read", "users.write"]).await;
+    let (narrower_id, _) = key_with(&app, &["users.read"]).await;
+
+    let refused = app
+        .as_key(&manager, "default", DELETE_KEY, json!({"id": admin_id}))
+        .await;
+    assert_eq!(refused.code(), "PERMISSION_DENIED");
+    let still = app
+        .as_key(&admin_secret, "default", "{ projects { totalCount } }", json!({}))
+        .await;
+    assert!(still.body.get("errors").is_none(), "{:#}", still.body);
+    let refused = app
+        .as_key(&manager, "default", DELETE_KEY, json!({"id": broader_id}))
+        .await;
+    assert_eq!(refused.code(), "PERMISSION_DENIED");
+
+    let deleted = app
+        .as_key(&manager, "default", DELETE_KEY, json!({"id": narrower_id}))
+        .await
+        .ok();
+    assert_eq!(deleted["deleteApiKey"]["deletedId"], narrower_id.as_str());
+    let deleted = app
+        .admin(DELETE_KEY, json!({"id": broader_id}))
+        .await
+        .ok();
+    assert_eq!(deleted["deleteApiKey"]["deletedId"], broader_id.as_str());
+    let keys = app
+        .admin("{ apiKeys { nodes { id } } }", json!({}))
+        .await
+        .ok();
+    let ids: Vec<&str> = keys["apiKeys"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&admin_id.as_str()), "{ids:?}");
+    assert!(!ids.contains(&broader_id.as_str()), "{ids:?}");
+    app.shutdown().await;
+}
+

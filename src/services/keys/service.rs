@@ -179,7 +179,8 @@ pub async fn list_keys(
     Ok((rows.iter().map(|r| r.to_key()).collect(), total))
 }
 
-/// Revokes a key of the addressed project (any project's, with `admin`). It stops
+/// Revokes a key of the addressed project (any project's, with `admin`) whose
+/// scopes the calling key holds as well (only `admin` revokes `admin`). It stops
 /// working at once, on every replica: keys are verified against the database on
 /// every request.
 pub async fn delete_key(
@@ -199,6 +200,15 @@ pub async fn delete_key(
         .ok_or_else(not_found)?;
     if key.project_id != caller.project.id && caller.require_admin().is_err() {
         return Err(not_found());
+    }
+    // As with creating: a key cannot revoke more power than it holds, so a
+    // `keys.write` key cannot take out an `admin` key or a broader one.
+    if let Some(caller_key) = caller.key()
+        && let Some(beyond) = key.scopes.iter().find(|s| !caller_key.has_scope(s))
+    {
+        return Err(AppError::PermissionDenied {
+            reason: format!("a key cannot revoke a key holding the scope `{beyond}`, which it does not hold"),
+        });
     }
     if !store::delete_key(state.db.pool(), id).await? {
         return Err(not_found());
