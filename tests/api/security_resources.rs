@@ -558,3 +558,50 @@ async fn a_key_revokes_only_keys_within_its_own_scopes() {
     app.shutdown().await;
 }
 
+#[tokio::test]
+async fn the_schema_file_needs_an_api_key_when_introspection_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.introspection = false;
+    let app = spawn_with(config, dir).await;
+    let path = "/v1/graphql/schema.graphql";
+    let get = |headers: Vec<(&'static str, String)>| {
+        let mut request = app.client.get(format!("{}{path}", app.url));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        async move {
+            let response = request.send().await.expect("request sent");
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+
+    let (status, body) = get(vec![]).await;
+    assert_eq!(
+        (status, error_code(body.as_bytes()).as_str()),
+        (401, "UNAUTHENTICATED")
+    );
+    let session = app.signed_in("ann@example.com").await;
+    let (status, body) = get(vec![("authorization", format!("Bearer {session}"))]).await;
+    assert_eq!(
+        (status, error_code(body.as_bytes()).as_str()),
+        (403, "PERMISSION_DENIED")
+    );
+    let (status, body) = get(vec![("x-nimbus-key", "nk_not-a-key".into())]).await;
+    assert_eq!(
+        (status, error_code(body.as_bytes()).as_str()),
+        (401, "INVALID_API_KEY")
+    );
+    let key = app.create_key("default", &["users.read"]).await;
+    let (status, body) = get(vec![("x-nimbus-key", key)]).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("type Query"), "{body}");
+    app.shutdown().await;
+
+    // With introspection on, the schema is public, as introspection is.
+    let app = spawn_app().await;
+    let sdl = app.get_text(path).await;
+    assert!(sdl.contains("type Query"), "{sdl}");
+    app.shutdown().await;
+}
