@@ -12,12 +12,7 @@ use crate::smtp_server::TestSmtp;
 const FILE_FIELDS: &str = "id permissions";
 
 /// A multipart `createFile` request (the GraphQL multipart request spec).
-async fn upload(
-    app: &TestApp,
-    headers: &[(&str, &str)],
-    input: Value,
-    bytes: &[u8],
-) -> Answer {
+async fn upload(app: &TestApp, headers: &[(&str, &str)], input: Value, bytes: &[u8]) -> Answer {
     let boundary = "nimbus-security-boundary-51c2";
     let operations = json!({
         "query": format!("mutation($input: CreateFileInput!) {{ createFile(input: $input) {{ {FILE_FIELDS} }} }}"),
@@ -272,9 +267,7 @@ async fn inviting_again_renews_a_pending_invitation_and_only_the_newest_link_wor
         .await
         .ok();
     let invite = "mutation($input: CreateMembershipInput!) { createMembership(input: $input) { id userId confirmed roles } }";
-    let input = |email: &str, role: &str| {
-        json!({"input": {"teamId": "band", "email": email, "roles": [role], "url": "http://localhost/join"}})
-    };
+    let input = |email: &str, role: &str| json!({"input": {"teamId": "band", "email": email, "roles": [role], "url": "http://localhost/join"}});
 
     let first = app
         .as_session(&owner, invite, input("nico@example.com", "drums"))
@@ -303,11 +296,17 @@ async fn inviting_again_renews_a_pending_invitation_and_only_the_newest_link_wor
     let accept = "mutation($m: ID!, $u: ID!, $s: String!) { updateMembershipStatus(input: {teamId: \"band\", membershipId: $m, userId: $u, secret: $s}) { membership { confirmed roles } } }";
     let vars = |secret: &str| json!({"m": first["id"], "u": first["userId"], "s": secret});
     let stale = app
-        .post(json!({"query": accept, "variables": vars(&old_secret)}), &[])
+        .post(
+            json!({"query": accept, "variables": vars(&old_secret)}),
+            &[],
+        )
         .await;
     assert_eq!(stale.code(), "INVALID_TOKEN");
     let accepted = app
-        .post(json!({"query": accept, "variables": vars(&new_secret)}), &[])
+        .post(
+            json!({"query": accept, "variables": vars(&new_secret)}),
+            &[],
+        )
         .await
         .ok();
     assert_eq!(
@@ -439,9 +438,7 @@ async fn item_permissions_refuse_create_and_write_means_update_and_delete() {
         ]
     );
     let update = "mutation($p: [String!]) { updateFile(input: {bucketId: \"shared\", fileId: \"a\", permissions: $p}) { permissions } }";
-    let by_server = app
-        .admin(update, json!({"p": ["create(\"any\")"]}))
-        .await;
+    let by_server = app.admin(update, json!({"p": ["create(\"any\")"]})).await;
     assert_eq!(by_server.code(), "INVALID_PERMISSION");
     let by_owner = app
         .as_session(&ann, update, json!({"p": [format!("create(\"{me}\")")]}))
@@ -525,7 +522,12 @@ async fn a_key_revokes_only_keys_within_its_own_scopes() {
         .await;
     assert_eq!(refused.code(), "PERMISSION_DENIED");
     let still = app
-        .as_key(&admin_secret, "default", "{ projects { totalCount } }", json!({}))
+        .as_key(
+            &admin_secret,
+            "default",
+            "{ projects { totalCount } }",
+            json!({}),
+        )
         .await;
     assert!(still.body.get("errors").is_none(), "{:#}", still.body);
     let refused = app
@@ -538,10 +540,7 @@ async fn a_key_revokes_only_keys_within_its_own_scopes() {
         .await
         .ok();
     assert_eq!(deleted["deleteApiKey"]["deletedId"], narrower_id.as_str());
-    let deleted = app
-        .admin(DELETE_KEY, json!({"id": broader_id}))
-        .await
-        .ok();
+    let deleted = app.admin(DELETE_KEY, json!({"id": broader_id})).await.ok();
     assert_eq!(deleted["deleteApiKey"]["deletedId"], broader_id.as_str());
     let keys = app
         .admin("{ apiKeys { nodes { id } } }", json!({}))

@@ -207,7 +207,9 @@ pub async fn delete_key(
         && let Some(beyond) = key.scopes.iter().find(|s| !caller_key.has_scope(s))
     {
         return Err(AppError::PermissionDenied {
-            reason: format!("a key cannot revoke a key holding the scope `{beyond}`, which it does not hold"),
+            reason: format!(
+                "a key cannot revoke a key holding the scope `{beyond}`, which it does not hold"
+            ),
         });
     }
     if !store::delete_key(state.db.pool(), id).await? {

@@ -207,9 +207,14 @@ pub async fn create_team(
         updated_at: now,
     };
     let mut tx = state.db.pool().begin().await?;
-    claimed_ids::claim(&mut *tx, &team.project_id, claimed_ids::Kind::Team, &team.id)
-        .await
-        .conflict_as("team", &team.id)?;
+    claimed_ids::claim(
+        &mut *tx,
+        &team.project_id,
+        claimed_ids::Kind::Team,
+        &team.id,
+    )
+    .await
+    .conflict_as("team", &team.id)?;
     store::insert_team(&mut *tx, &team)
         .await
         .conflict_as("team", &team.id)?;

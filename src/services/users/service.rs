@@ -502,22 +502,20 @@ pub(crate) async fn insert_new_user(
     claimed_ids::claim(&mut *tx, project_id, claimed_ids::Kind::User, &user.id)
         .await
         .conflict_as("user", &user.id)?;
-    store::insert_user(&mut *tx, &user)
-        .await
-        .map_err(|err| {
-            // Unique violations are on the id, the email or the phone: say which can clash.
-            match crate::error::DbError::from(err) {
-                crate::error::DbError::UniqueViolation => AppError::Conflict {
-                    what: "user",
-                    id: user
-                        .email
-                        .clone()
-                        .or_else(|| user.phone.clone())
-                        .unwrap_or_else(|| user.id.clone()),
-                },
-                other => other.into(),
-            }
-        })?;
+    store::insert_user(&mut *tx, &user).await.map_err(|err| {
+        // Unique violations are on the id, the email or the phone: say which can clash.
+        match crate::error::DbError::from(err) {
+            crate::error::DbError::UniqueViolation => AppError::Conflict {
+                what: "user",
+                id: user
+                    .email
+                    .clone()
+                    .or_else(|| user.phone.clone())
+                    .unwrap_or_else(|| user.id.clone()),
+            },
+            other => other.into(),
+        }
+    })?;
     tx.commit().await?;
     Ok(user)
 }
