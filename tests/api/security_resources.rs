@@ -1,8 +1,9 @@
 //! Nobody reaches what they do not own: the ids of deleted teams and users are not
 //! given out again (their grants outlive them), pending invitations are renewed with
 //! a new secret, team creators stay owners, signed URLs open one incarnation of a
-//! file, item permissions carry no `create`, keys revoke only keys within their own
-//! scopes, and the schema file follows `NIMBUS_INTROSPECTION`.
+//! file, mailed links die with the address they went to, item permissions carry no
+//! `create`, keys revoke only keys within their own scopes, and the schema file
+//! follows `NIMBUS_INTROSPECTION`.
 
 use serde_json::{Value, json};
 
@@ -255,13 +256,17 @@ async fn a_team_creator_who_names_roles_stays_owner() {
     app.shutdown().await;
 }
 
-#[tokio::test]
-async fn inviting_again_renews_a_pending_invitation_and_only_the_newest_link_works() {
+async fn app_with_mail() -> (TestApp, TestSmtp) {
     let smtp = TestSmtp::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path()).await;
     config.smtp_url = Some(smtp.url.clone());
-    let app = spawn_with(config, dir).await;
+    (spawn_with(config, dir).await, smtp)
+}
+
+#[tokio::test]
+async fn inviting_again_renews_a_pending_invitation_and_only_the_newest_link_works() {
+    let (app, smtp) = app_with_mail().await;
     let owner = app.signed_in("olga@example.com").await;
     app.as_session(&owner, CREATE_TEAM, json!({"id": "band"}))
         .await
@@ -348,6 +353,52 @@ async fn inviting_again_renews_a_pending_invitation_and_only_the_newest_link_wor
         )
         .await;
     assert_eq!(link.code(), "INVALID_TOKEN");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn changing_the_email_voids_the_links_mailed_to_the_old_one() {
+    let (app, smtp) = app_with_mail().await;
+    let session = app.signed_in("nora@example.com").await;
+    app.as_session(
+        &session,
+        "mutation { createVerification(input: {url: \"http://localhost/verify\"}) { userId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let mail = smtp.wait_for_message_to("nora@example.com", WAIT).await;
+    let (user, secret) = (
+        mail.link_param("userId").unwrap(),
+        mail.link_param("secret").unwrap(),
+    );
+    let moved = app
+        .as_session(
+            &session,
+            "mutation { updateEmail(input: {email: \"someone-else@example.com\", password: \"db-password-1\"}) { email emailVerified } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        moved["updateEmail"],
+        json!({"email": "someone-else@example.com", "emailVerified": false})
+    );
+
+    // The link proved nora@ reachable, not the new address.
+    let stale = app
+        .post(
+            json!({"query": "mutation($u: ID!, $s: String!) { updateVerification(input: {userId: $u, secret: $s}) { emailVerified } }",
+                   "variables": {"u": user, "s": secret}}),
+            &[],
+        )
+        .await;
+    assert_eq!(stale.code(), "INVALID_TOKEN");
+    let account = app
+        .as_session(&session, "{ account { emailVerified } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(account["account"]["emailVerified"], false);
     app.shutdown().await;
 }
 

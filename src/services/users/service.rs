@@ -16,6 +16,7 @@ use crate::db::{DbErrorExt as _, Page, claimed_ids, ids, now_millis};
 use crate::error::{AppError, AppResult};
 
 use super::{Session, User, store};
+use crate::services::account::service::MAILED_TOKENS;
 use crate::services::projects::AuthSettings;
 
 const MAX_NAME: usize = 128;
@@ -603,10 +604,12 @@ pub(crate) async fn apply_changes(
         check_name(&name)?;
         user.name = name;
     }
+    let mut email_changed = false;
     if let Some(email) = changes.email {
         let email = normalize_email("email", &email)?;
         if user.email.as_deref() != Some(email.as_str()) {
             user.email_verified = false;
+            email_changed = true;
         }
         user.email = Some(email);
     }
@@ -673,7 +676,14 @@ pub(crate) async fn apply_changes(
         user.mfa = mfa;
     }
     user.updated_at = now;
-    let written = store::update_user(state.db.pool(), &user, &history)
+    let mut tx = state.db.pool().begin().await?;
+    if email_changed {
+        // What was mailed to the old address is not for the new one: a verification
+        // link would verify an address nobody proved, a magic link or recovery would
+        // let the old mailbox in.
+        store::delete_tokens_of(&mut *tx, project_id, id, &MAILED_TOKENS).await?;
+    }
+    let written = store::update_user(&mut *tx, &user, &history)
         .await
         .conflict_as("user", user.email.as_deref().unwrap_or(&user.id))?;
     if !written {
@@ -682,6 +692,7 @@ pub(crate) async fn apply_changes(
             id: id.into(),
         });
     }
+    tx.commit().await?;
     announce_user_change(state, project_id, id).await;
     Ok(user)
 }
