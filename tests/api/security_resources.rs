@@ -647,11 +647,21 @@ async fn the_schema_file_needs_an_api_key_when_introspection_is_off() {
     let (status, body) = get(vec![("x-nimbus-key", key)]).await;
     assert_eq!(status, 200);
     assert!(body.contains("type Query"), "{body}");
+    // Nor do validation errors suggest the names of fields.
+    let near_miss = app.post(json!({"query": "{ acount { id } }"}), &[]).await;
+    let message = near_miss.body["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("acount") && !message.contains("account"),
+        "{message}"
+    );
     app.shutdown().await;
 
     // With introspection on, the schema is public, as introspection is.
     let app = spawn_app().await;
     let sdl = app.get_text(path).await;
     assert!(sdl.contains("type Query"), "{sdl}");
+    let near_miss = app.post(json!({"query": "{ acount { id } }"}), &[]).await;
+    let message = near_miss.body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("Did you mean \"account\""), "{message}");
     app.shutdown().await;
 }
