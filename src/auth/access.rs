@@ -7,6 +7,7 @@ use crate::auth::permissions::{
     Action, MAX_PERMISSIONS, Permission, PermissionError, Role, RoleSet, allows, check_grantable,
     parse_permissions_allowing,
 };
+use crate::auth::scopes::Scope;
 use crate::error::{AppError, AppResult};
 
 /// Who reads or writes: a server bypassing permissions, or a client with roles.
@@ -21,10 +22,10 @@ pub enum Access {
 }
 
 impl Access {
-    /// The access of a caller; a key must hold `key_scope` (e.g. `documents.write`).
-    pub fn of(caller: &Caller, key_scope: &'static str) -> AppResult<Access> {
+    /// The access of a caller; a key must hold the scope `S` (e.g. `DocumentsWrite`).
+    pub fn of<S: Scope>(caller: &Caller, _key_scope: S) -> AppResult<Access> {
         if caller.key().is_some() {
-            caller.require_scope(key_scope)?;
+            caller.require::<S>()?;
             return Ok(Access::Server);
         }
         Ok(Access::Client {

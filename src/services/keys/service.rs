@@ -5,9 +5,9 @@
 use std::collections::BTreeSet;
 
 use crate::AppState;
-use crate::auth::scopes::{self, ADMIN};
+use crate::auth::scopes::{self, ADMIN, KeysRead, KeysWrite, Scope as _};
 use crate::auth::secrets::SecretKind;
-use crate::auth::{ApiKeyGrant, Caller, ScopeGrant, secrets};
+use crate::auth::{ApiKeyGrant, Caller, Grant, secrets};
 use crate::bus::{BusMessage, Event};
 use crate::db::{Page, ids, now_millis};
 use crate::error::{AppError, AppResult};
@@ -113,7 +113,7 @@ async fn target_project(
 pub async fn create_key(
     state: &AppState,
     caller: &Caller,
-    _: ScopeGrant,
+    _: Grant<KeysWrite>,
     mut new: NewApiKey,
 ) -> AppResult<(ApiKey, String)> {
     new.project_id = Some(target_project(state, caller, new.project_id.take()).await?);
@@ -164,7 +164,7 @@ pub async fn create_key_as_operator(
 pub async fn list_keys(
     state: &AppState,
     caller: &Caller,
-    _: ScopeGrant,
+    _: Grant<KeysRead>,
     project_id: Option<String>,
     page: &Page,
     with_total: bool,
@@ -186,7 +186,7 @@ pub async fn list_keys(
 pub async fn delete_key(
     state: &AppState,
     caller: &Caller,
-    _: ScopeGrant,
+    _: Grant<KeysWrite>,
     id: &str,
 ) -> AppResult<ApiKey> {
     let not_found = || AppError::NotFound {
@@ -282,7 +282,7 @@ async fn publish(state: &AppState, key: &ApiKey, action: &str) {
         payload: key_json(key),
         previous: None,
         read_roles: Vec::new(),
-        key_scope: "keys.read".into(),
+        key_scope: KeysRead::NAME.into(),
     };
     let _ = state.bus.publish(BusMessage::Event(event)).await;
 }

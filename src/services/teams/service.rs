@@ -6,6 +6,7 @@
 use crate::AppState;
 use crate::auth::Caller;
 use crate::auth::rate_limit::Limit;
+use crate::auth::scopes::{Scope, TeamsRead, TeamsWrite};
 use crate::auth::secrets;
 use crate::auth::session_cache::ResolvedSession;
 use crate::db::{DbErrorExt as _, Page, claimed_ids, ids, now_millis};
@@ -25,7 +26,7 @@ async fn publish_team(state: &AppState, team: &Team, action: &str) {
     let event = crate::bus::Event {
         channels: vec!["teams".into(), format!("teams.{}", team.id)],
         read_roles: vec![format!("team:{}", team.id)],
-        key_scope: "teams.read".into(),
+        key_scope: TeamsRead::NAME.into(),
         ..crate::bus::Event::change(
             &team.project_id,
             &format!("teams.{}", team.id),
@@ -55,7 +56,7 @@ async fn publish_membership(state: &AppState, membership: &Membership, action: &
             format!("team:{}", membership.team_id),
             format!("user:{}", membership.user_id),
         ],
-        key_scope: "teams.read".into(),
+        key_scope: TeamsRead::NAME.into(),
         ..crate::bus::Event::change(
             &membership.project_id,
             &format!("teams.{}.memberships.{}", membership.team_id, membership.id),
@@ -81,9 +82,9 @@ enum Actor<'a> {
     User(&'a ResolvedSession),
 }
 
-fn actor<'a>(caller: &'a Caller, scope: &'static str) -> AppResult<Actor<'a>> {
+fn actor<S: Scope>(caller: &Caller) -> AppResult<Actor<'_>> {
     if caller.key().is_some() {
-        caller.require_scope(scope)?;
+        caller.require::<S>()?;
         return Ok(Actor::Server);
     }
     caller.require_session().map(Actor::User)
@@ -150,13 +151,12 @@ async fn own_membership(
 
 /// The team, if the actor may see it (a server, or a member). A non-member gets
 /// "not found", so team ids cannot be probed.
-async fn visible_team(
+async fn visible_team<S: Scope>(
     state: &AppState,
     caller: &Caller,
     id: &str,
-    scope: &'static str,
 ) -> AppResult<(Team, Option<Membership>)> {
-    let actor = actor(caller, scope)?;
+    let actor = actor::<S>(caller)?;
     let team = load_team(state, &caller.project.id, id).await?;
     match actor {
         Actor::Server => Ok((team, None)),
@@ -172,7 +172,7 @@ async fn visible_team(
 
 /// Like [`visible_team`], but a user must also be an owner.
 async fn managed_team(state: &AppState, caller: &Caller, id: &str) -> AppResult<Team> {
-    let (team, membership) = visible_team(state, caller, id, "teams.write").await?;
+    let (team, membership) = visible_team::<TeamsWrite>(state, caller, id).await?;
     if membership.is_some_and(|m| !m.roles.iter().any(|r| r == OWNER)) {
         return Err(AppError::PermissionDenied {
             reason: "only the team's owners may do this".into(),
@@ -190,7 +190,7 @@ pub async fn create_team(
     name: String,
     roles: Option<Vec<String>>,
 ) -> AppResult<Team> {
-    let actor = actor(caller, "teams.write")?;
+    let actor = actor::<TeamsWrite>(caller)?;
     check_name(&name)?;
     // The creator stays able to manage the team whatever roles they name.
     let mut roles = check_roles(&roles.unwrap_or_default())?;
@@ -242,7 +242,7 @@ pub async fn create_team(
 }
 
 pub async fn get_team(state: &AppState, caller: &Caller, id: &str) -> AppResult<Team> {
-    visible_team(state, caller, id, "teams.read")
+    visible_team::<TeamsRead>(state, caller, id)
         .await
         .map(|(team, _)| team)
 }
@@ -254,7 +254,7 @@ pub async fn list_teams(
     page: &Page,
     with_total: bool,
 ) -> AppResult<(Vec<Team>, i64)> {
-    let member = match actor(caller, "teams.read")? {
+    let member = match actor::<TeamsRead>(caller)? {
         Actor::Server => None,
         Actor::User(me) => Some(me.user.id.as_str()),
     };
@@ -308,7 +308,7 @@ pub async fn list_memberships(
     caller: &Caller,
     team_id: &str,
 ) -> AppResult<Vec<Membership>> {
-    let (team, _) = visible_team(state, caller, team_id, "teams.read").await?;
+    let (team, _) = visible_team::<TeamsRead>(state, caller, team_id).await?;
     let rows = store::list_memberships(state.db.pool(), &team.project_id, &team.id).await?;
     Ok(rows.into_iter().map(Membership::from).collect())
 }
@@ -489,7 +489,7 @@ pub async fn create_membership(
                 ("teamId", &team.id),
             ],
         )?;
-        let inviter = match actor(caller, "teams.write")? {
+        let inviter = match actor::<TeamsWrite>(caller)? {
             Actor::User(me) if !me.user.name.is_empty() => me.user.name.clone(),
             Actor::User(me) => me
                 .user

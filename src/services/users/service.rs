@@ -6,9 +6,10 @@
 use std::sync::Arc;
 
 use crate::AppState;
-use crate::auth::ScopeGrant;
+use crate::auth::Grant;
 use crate::auth::passwords::{self, StoredHash};
 use crate::auth::rate_limit::Limit;
+use crate::auth::scopes::{Scope as _, UsersRead, UsersWrite};
 use crate::auth::secrets::{self, SecretKind};
 use crate::auth::session_cache::ResolvedSession;
 use crate::bus::BusMessage;
@@ -431,7 +432,7 @@ pub(crate) async fn announce_user_change(state: &AppState, project_id: &str, use
     let event = crate::bus::Event {
         channels: vec!["account".into(), "users".into(), format!("users.{user_id}")],
         read_roles: vec![format!("user:{user_id}")],
-        key_scope: "users.read".into(),
+        key_scope: UsersRead::NAME.into(),
         ..crate::bus::Event::change(
             project_id,
             &format!("users.{user_id}"),
@@ -526,7 +527,7 @@ pub(crate) async fn insert_new_user(
 pub async fn create_user(
     state: &AppState,
     project_id: &str,
-    _: ScopeGrant,
+    _: Grant<UsersWrite>,
     new: NewUser,
 ) -> AppResult<User> {
     insert_new_user(state, project_id, new).await
@@ -535,7 +536,7 @@ pub async fn create_user(
 pub async fn get_user(
     state: &AppState,
     project_id: &str,
-    _: ScopeGrant,
+    _: Grant<UsersRead>,
     id: &str,
 ) -> AppResult<User> {
     load_user(state, project_id, id).await
@@ -555,7 +556,7 @@ async fn load_user(state: &AppState, project_id: &str, id: &str) -> AppResult<Us
 pub async fn list_users(
     state: &AppState,
     project_id: &str,
-    _: ScopeGrant,
+    _: Grant<UsersRead>,
     search: Option<&str>,
     page: &Page,
     with_total: bool,
@@ -577,7 +578,7 @@ pub async fn list_users(
 pub async fn update_user(
     state: &AppState,
     project_id: &str,
-    _: ScopeGrant,
+    _: Grant<UsersWrite>,
     id: &str,
     changes: UserChanges,
 ) -> AppResult<User> {
@@ -701,7 +702,7 @@ pub(crate) async fn apply_changes(
 pub async fn delete_user(
     state: &AppState,
     project_id: &str,
-    _: ScopeGrant,
+    _: Grant<UsersWrite>,
     id: &str,
 ) -> AppResult<()> {
     ids::validate("id", id)?;
@@ -718,7 +719,7 @@ pub async fn delete_user(
 pub async fn list_user_sessions(
     state: &AppState,
     project_id: &str,
-    _: ScopeGrant,
+    _: Grant<UsersRead>,
     user_id: &str,
 ) -> AppResult<Vec<Session>> {
     load_user(state, project_id, user_id).await?;
@@ -734,7 +735,7 @@ async fn sessions_of(state: &AppState, project_id: &str, user_id: &str) -> AppRe
 pub async fn delete_user_sessions(
     state: &AppState,
     project_id: &str,
-    _: ScopeGrant,
+    _: Grant<UsersWrite>,
     user_id: &str,
 ) -> AppResult<u64> {
     load_user(state, project_id, user_id).await?;
@@ -1122,7 +1123,7 @@ pub async fn own_logs(
 pub async fn user_logs(
     state: &AppState,
     project_id: &str,
-    _: ScopeGrant,
+    _: Grant<UsersRead>,
     user_id: &str,
     page: &Page,
     with_total: bool,
@@ -1152,7 +1153,7 @@ async fn logs_of(
 pub async fn user_memberships(
     state: &AppState,
     project_id: &str,
-    _: ScopeGrant,
+    _: Grant<UsersRead>,
     user_id: &str,
 ) -> AppResult<Vec<crate::services::teams::Membership>> {
     load_user(state, project_id, user_id).await?;
