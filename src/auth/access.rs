@@ -5,8 +5,9 @@
 use crate::auth::Caller;
 use crate::auth::permissions::{
     Action, MAX_PERMISSIONS, Permission, PermissionError, Role, RoleSet, allows, check_grantable,
-    parse_permissions,
+    parse_permissions_allowing,
 };
+use crate::auth::scopes::Scope;
 use crate::error::{AppError, AppResult};
 
 /// Who reads or writes: a server bypassing permissions, or a client with roles.
@@ -21,10 +22,10 @@ pub enum Access {
 }
 
 impl Access {
-    /// The access of a caller; a key must hold `key_scope` (e.g. `documents.write`).
-    pub fn of(caller: &Caller, key_scope: &'static str) -> AppResult<Access> {
+    /// The access of a caller; a key must hold the scope `S` (e.g. `DocumentsWrite`).
+    pub fn of<S: Scope>(caller: &Caller, _key_scope: S) -> AppResult<Access> {
         if caller.key().is_some() {
-            caller.require_scope(key_scope)?;
+            caller.require::<S>()?;
             return Ok(Access::Server);
         }
         Ok(Access::Client {
@@ -78,17 +79,34 @@ fn invalid_permissions(err: PermissionError) -> AppError {
     }
 }
 
+/// The actions an item (a document, a file) carries permissions for. Creating
+/// happens in its container, so `create` on an item would mean nothing (and look
+/// like a grant it is not); there `write` is update + delete, as in Appwrite.
+const ITEM_ACTIONS: [Action; 3] = [Action::Read, Action::Update, Action::Delete];
+
 impl Access {
-    /// The permissions a write sets from `given`: parsed, at most
-    /// [`MAX_PERMISSIONS`], and for a client only roles it holds itself.
+    /// The permissions a write sets on an item from `given`: parsed, at most
+    /// [`MAX_PERMISSIONS`], only [`ITEM_ACTIONS`], and for a client only roles it
+    /// holds itself.
     pub fn permissions_to_set(&self, given: &[String]) -> AppResult<Vec<Permission>> {
+        self.parse_allowing(given, &ITEM_ACTIONS)
+    }
+
+    /// The permissions of a container (a collection, a bucket), set by a server:
+    /// every action, `create` included.
+    pub fn container_permissions(given: &[String]) -> AppResult<Vec<Permission>> {
+        Access::Server.parse_allowing(given, &Action::ALL)
+    }
+
+    fn parse_allowing(&self, given: &[String], allowed: &[Action]) -> AppResult<Vec<Permission>> {
         if given.len() > MAX_PERMISSIONS {
             return Err(AppError::invalid(
                 "permissions",
                 format!("at most {MAX_PERMISSIONS} permissions"),
             ));
         }
-        let permissions = parse_permissions(given).map_err(invalid_permissions)?;
+        let permissions =
+            parse_permissions_allowing(given, allowed).map_err(invalid_permissions)?;
         if let Access::Client { roles, .. } = self {
             check_grantable(roles, &permissions).map_err(invalid_permissions)?;
         }

@@ -1,12 +1,14 @@
 //! The caller of a request: the project it addresses and the credential it presents.
-//! Checks return grants (`ScopeGrant`, `AdminGrant`) that only this module can make,
-//! so a privileged service function cannot be reached without its check.
+//! Checks return grants (`Grant<UsersWrite>`, `AdminGrant`) that only this module can
+//! make, typed by the scope they checked, so a privileged service function cannot be
+//! reached without its check, nor with the check of another scope.
 
 use std::collections::BTreeSet;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::auth::permissions::{RoleSet, TeamMembership};
-use crate::auth::scopes::ADMIN;
+use crate::auth::scopes::{ADMIN, Admin, Scope};
 use crate::auth::session_cache::{Holder, ResolvedSession};
 use crate::bus::Event;
 use crate::error::{AppError, AppResult};
@@ -50,24 +52,56 @@ pub struct Caller {
     pub credential: Credential,
 }
 
-/// Proof that the caller's key holds `scope` in the addressed project.
-#[derive(Debug, Clone, Copy)]
-pub struct ScopeGrant {
-    scope: &'static str,
+/// Proof that the caller's key holds the scope `S` in the addressed project; only
+/// [`Caller::require`] makes one. A function that needs `users.write` takes a
+/// `Grant<UsersWrite>`, and a grant of another scope does not fit:
+///
+/// ```compile_fail
+/// use nimbus::auth::Grant;
+/// use nimbus::auth::scopes::{UsersRead, UsersWrite};
+///
+/// fn delete_everyone(_: Grant<UsersWrite>) {}
+/// fn with_a_read_grant(read: Grant<UsersRead>) {
+///     delete_everyone(read);
+/// }
+/// ```
+///
+/// ```
+/// use nimbus::auth::Grant;
+/// use nimbus::auth::scopes::UsersWrite;
+///
+/// fn delete_everyone(_: Grant<UsersWrite>) {}
+/// fn with_a_write_grant(write: Grant<UsersWrite>) {
+///     delete_everyone(write);
+/// }
+/// ```
+pub struct Grant<S: Scope> {
+    scope: PhantomData<S>,
 }
 
-impl ScopeGrant {
+impl<S: Scope> Grant<S> {
     /// The scope that was checked.
     pub fn scope(&self) -> &'static str {
-        self.scope
+        S::NAME
+    }
+}
+
+impl<S: Scope> Clone for Grant<S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S: Scope> Copy for Grant<S> {}
+
+impl<S: Scope> std::fmt::Debug for Grant<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Grant({})", S::NAME)
     }
 }
 
 /// Proof that the caller holds the server-wide `admin` scope.
-#[derive(Debug, Clone, Copy)]
-pub struct AdminGrant {
-    _private: (),
-}
+pub type AdminGrant = Grant<Admin>;
 
 impl Caller {
     pub fn key(&self) -> Option<&ApiKeyGrant> {
@@ -111,26 +145,25 @@ impl Caller {
         }
     }
 
-    /// The caller's key must hold `scope`.
-    pub fn require_scope(&self, scope: &'static str) -> AppResult<ScopeGrant> {
+    /// The caller's key must hold the scope `S`.
+    pub fn require<S: Scope>(&self) -> AppResult<Grant<S>> {
         match self.key() {
             None if matches!(self.credential, Credential::Session(_)) => {
                 Err(AppError::PermissionDenied {
-                    reason: format!("this needs an API key with the `{scope}` scope"),
+                    reason: format!("this needs an API key with the `{}` scope", S::NAME),
                 })
             }
             None => Err(AppError::Unauthenticated),
-            Some(key) if key.has_scope(scope) => Ok(ScopeGrant { scope }),
+            Some(key) if key.has_scope(S::NAME) => Ok(Grant { scope: PhantomData }),
             Some(_) => Err(AppError::ScopeMissing {
-                scope: scope.to_string(),
+                scope: S::NAME.to_string(),
             }),
         }
     }
 
     /// The caller's key must be an `admin` key.
     pub fn require_admin(&self) -> AppResult<AdminGrant> {
-        self.require_scope(ADMIN)
-            .map(|_| AdminGrant { _private: () })
+        self.require::<Admin>()
     }
 
     /// The roles of the caller, in the permission model's terms. A key holds only

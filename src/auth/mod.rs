@@ -16,4 +16,4 @@ pub mod session_cache;
 pub mod totp;
 
 pub use access::{Access, Container, Reach};
-pub use caller::{AdminGrant, ApiKeyGrant, Caller, Credential, ScopeGrant};
+pub use caller::{AdminGrant, ApiKeyGrant, Caller, Credential, Grant};

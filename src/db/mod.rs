@@ -2,6 +2,7 @@
 //! dialect, and [`Dialect`], the one place where SQL differs between the two.
 //! Timestamps are stored as `BIGINT` milliseconds since the Unix epoch in both.
 
+pub mod claimed_ids;
 pub mod columns;
 pub mod group_commit;
 pub mod ids;

@@ -93,7 +93,9 @@ pub fn build_schema(
         builder = builder.register(ty);
     }
     if !config.introspection {
-        builder = builder.disable_introspection();
+        // "Did you mean …" in validation errors would spell the schema out field by
+        // field to whoever guesses near a name.
+        builder = builder.disable_introspection().disable_suggestions();
     }
     builder = builder.data(model.clone());
     if let Some(state) = state {

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use tracing::Instrument as _;
 
 use crate::AppState;
+use crate::auth::Credential;
 use crate::error::AppError;
 use crate::http::identity::{self, Addressed};
 use crate::services::databases::tx::{Finished, Mode, RequestTx};
@@ -682,9 +683,26 @@ fn not_acceptable() -> Response {
     )
 }
 
-/// `GET /v1/graphql/schema.graphql`: the SDL of the addressed project, for code generators.
+/// `GET /v1/graphql/schema.graphql`: the SDL of the addressed project, for code
+/// generators. It tells what introspection tells, so with `NIMBUS_INTROSPECTION`
+/// off only the project's servers (any valid API key of it) may read it.
 pub async fn schema_sdl(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match identity::from_headers(&state, &headers).await {
+    let addressed = identity::from_headers(&state, &headers)
+        .await
+        .and_then(|addressed| {
+            if state.config.introspection {
+                return Ok(addressed);
+            }
+            match &addressed.caller.credential {
+                Credential::Key(_) => Ok(addressed),
+                Credential::Session(_) => Err(AppError::PermissionDenied {
+                    reason: "introspection is off: the schema needs an API key of the project"
+                        .into(),
+                }),
+                Credential::Anonymous => Err(AppError::Unauthenticated),
+            }
+        });
+    match addressed {
         Ok(addressed) => (
             [(
                 header::CONTENT_TYPE,

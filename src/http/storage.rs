@@ -99,8 +99,9 @@ async fn readable(
         }
         let (bucket, file) =
             service::ready_file(state, &grant.project_id, &grant.bucket_id, &grant.file_id).await?;
-        // A disabled bucket serves no client, signed URL or not.
-        if !bucket.enabled {
+        // A disabled bucket serves no client, signed URL or not; and the file the
+        // URL was signed for is gone when another one has its id now.
+        if !bucket.enabled || file.created_at != grant.file_created_at {
             return Err(AppError::NotFound {
                 what: "file",
                 id: file.id,

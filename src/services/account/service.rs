@@ -23,6 +23,8 @@ const VERIFICATION: &str = "verification";
 const RECOVERY: &str = "recovery";
 const MAGIC_URL: &str = "magic-url";
 const EMAIL_OTP: &str = "email-otp";
+/// The tokens mailed to the account's address: a change of address voids them.
+pub(crate) const MAILED_TOKENS: [&str; 4] = [VERIFICATION, RECOVERY, MAGIC_URL, EMAIL_OTP];
 
 const MINUTE_MS: i64 = 60 * 1000;
 const VERIFICATION_TTL: i64 = 7 * 24 * 60 * MINUTE_MS;

@@ -81,11 +81,12 @@ fn time(millis: i64) -> Value {
 }
 
 pub use crate::auth::Access;
+use crate::auth::scopes::{DocumentsRead, DocumentsWrite};
 use crate::auth::{Container, Reach};
 
-/// The scopes a key needs to read or write documents.
-pub const DOCUMENTS_READ: &str = "documents.read";
-pub const DOCUMENTS_WRITE: &str = "documents.write";
+/// The scopes a key needs to read or write documents, as [`Access::of`] takes them.
+pub const DOCUMENTS_READ: DocumentsRead = DocumentsRead;
+pub const DOCUMENTS_WRITE: DocumentsWrite = DocumentsWrite;
 
 fn reach(collection: &Collection, access: &Access, action: Action) -> Reach {
     access.reach(
@@ -1721,6 +1722,6 @@ pub fn event(
         payload: document.to_json(collection),
         previous: previous.map(|d| d.to_json(collection)),
         read_roles,
-        key_scope: "documents.read".into(),
+        key_scope: <DocumentsRead as crate::auth::scopes::Scope>::NAME.into(),
     }
 }

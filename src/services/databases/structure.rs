@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::auth::permissions::Permission;
+use crate::auth::scopes::{DatabasesRead, DatabasesWrite};
 use crate::db::{DbErrorExt as _, Dialect, ids, now_millis};
 use crate::error::{AppError, AppResult};
 use crate::services::projects::service::announce_change;
@@ -63,7 +64,7 @@ fn check_name(name: &str) -> AppResult<()> {
 
 fn check_permissions(permissions: &[String]) -> AppResult<Vec<Permission>> {
     // Collection permissions are set by servers: no grant rule applies.
-    crate::auth::Access::Server.permissions_to_set(permissions)
+    crate::auth::Access::container_permissions(permissions)
 }
 
 // ---- databases ----
@@ -75,7 +76,7 @@ pub async fn create_database(
     name: &str,
     enabled: Option<bool>,
 ) -> AppResult<Database> {
-    caller.require_scope("databases.write")?;
+    caller.require::<DatabasesWrite>()?;
     check_name(name)?;
     let now = now_millis();
     let database = Database {
@@ -93,7 +94,7 @@ pub async fn create_database(
 }
 
 pub async fn get_database(state: &AppState, caller: &Caller, id: &str) -> AppResult<Database> {
-    caller.require_scope("databases.read")?;
+    caller.require::<DatabasesRead>()?;
     load_database(state, &caller.project.id, id).await
 }
 
@@ -108,7 +109,7 @@ async fn load_database(state: &AppState, project_id: &str, id: &str) -> AppResul
 }
 
 pub async fn list_databases(state: &AppState, caller: &Caller) -> AppResult<Vec<Database>> {
-    caller.require_scope("databases.read")?;
+    caller.require::<DatabasesRead>()?;
     Ok(store::list_databases(state.db.pool(), &caller.project.id).await?)
 }
 
@@ -119,7 +120,7 @@ pub async fn update_database(
     name: Option<&str>,
     enabled: Option<bool>,
 ) -> AppResult<Database> {
-    caller.require_scope("databases.write")?;
+    caller.require::<DatabasesWrite>()?;
     let mut database = load_database(state, &caller.project.id, id).await?;
     if let Some(name) = name {
         check_name(name)?;
@@ -136,7 +137,7 @@ pub async fn update_database(
 
 /// Deletes a database with its collections and their tables.
 pub async fn delete_database(state: &AppState, caller: &Caller, id: &str) -> AppResult<()> {
-    caller.require_scope("databases.write")?;
+    caller.require::<DatabasesWrite>()?;
     let database = load_database(state, &caller.project.id, id).await?;
     let collections =
         store::list_collections(state.db.pool(), &database.project_id, Some(&database.id)).await?;
@@ -182,7 +183,7 @@ pub async fn create_collection(
     caller: &Caller,
     new: NewCollection,
 ) -> AppResult<Collection> {
-    caller.require_scope("databases.write")?;
+    caller.require::<DatabasesWrite>()?;
     let project_id = caller.project.id.clone();
     let database = load_database(state, &project_id, &new.database_id).await?;
     check_name(&new.name)?;
@@ -241,7 +242,7 @@ pub async fn get_collection(
     database_id: &str,
     id: &str,
 ) -> AppResult<Collection> {
-    caller.require_scope("databases.read")?;
+    caller.require::<DatabasesRead>()?;
     load_collection(state, &caller.project.id, database_id, id).await
 }
 
@@ -266,7 +267,7 @@ pub async fn list_collections(
     caller: &Caller,
     database_id: &str,
 ) -> AppResult<Vec<Collection>> {
-    caller.require_scope("databases.read")?;
+    caller.require::<DatabasesRead>()?;
     let database = load_database(state, &caller.project.id, database_id).await?;
     Ok(store::list_collections(state.db.pool(), &database.project_id, Some(&database.id)).await?)
 }
@@ -287,7 +288,7 @@ pub async fn update_collection(
     id: &str,
     changes: CollectionChanges,
 ) -> AppResult<Collection> {
-    caller.require_scope("databases.write")?;
+    caller.require::<DatabasesWrite>()?;
     let mut collection = load_collection(state, &caller.project.id, database_id, id).await?;
     if let Some(name) = changes.name {
         check_name(&name)?;
@@ -312,7 +313,7 @@ pub async fn delete_collection(
     database_id: &str,
     id: &str,
 ) -> AppResult<()> {
-    caller.require_scope("databases.write")?;
+    caller.require::<DatabasesWrite>()?;
     let collection = load_collection(state, &caller.project.id, database_id, id).await?;
     let all = store::list_collections(state.db.pool(), &collection.project_id, None).await?;
     if let Some(holder) = all.iter().find(|c| {
@@ -370,7 +371,7 @@ pub async fn create_attribute(
     collection_id: &str,
     attribute: Attribute,
 ) -> AppResult<Collection> {
-    caller.require_scope("databases.write")?;
+    caller.require::<DatabasesWrite>()?;
     let mut collection =
         load_collection(state, &caller.project.id, database_id, collection_id).await?;
     let all = store::list_collections(state.db.pool(), &collection.project_id, None).await?;
@@ -405,7 +406,7 @@ pub async fn delete_attribute(
     collection_id: &str,
     key: &str,
 ) -> AppResult<Collection> {
-    caller.require_scope("databases.write")?;
+    caller.require::<DatabasesWrite>()?;
     let mut collection =
         load_collection(state, &caller.project.id, database_id, collection_id).await?;
     if let Some(relationship) = collection.relationship(key).cloned() {
@@ -513,7 +514,7 @@ pub async fn create_relationship(
     caller: &Caller,
     new: NewRelationship,
 ) -> AppResult<Collection> {
-    caller.require_scope("databases.write")?;
+    caller.require::<DatabasesWrite>()?;
     let project_id = caller.project.id.clone();
     let this = load_collection(state, &project_id, &new.database_id, &new.collection_id).await?;
     let other = load_collection(
@@ -715,7 +716,7 @@ pub async fn create_index(
     collection_id: &str,
     index: Index,
 ) -> AppResult<Collection> {
-    caller.require_scope("databases.write")?;
+    caller.require::<DatabasesWrite>()?;
     let mut collection =
         load_collection(state, &caller.project.id, database_id, collection_id).await?;
     if index.kind == IndexKind::Fulltext
@@ -746,7 +747,7 @@ pub async fn delete_index(
     collection_id: &str,
     key: &str,
 ) -> AppResult<Collection> {
-    caller.require_scope("databases.write")?;
+    caller.require::<DatabasesWrite>()?;
     let mut collection =
         load_collection(state, &caller.project.id, database_id, collection_id).await?;
     let Some(index) = collection.indexes.iter().find(|i| i.key == key).cloned() else {

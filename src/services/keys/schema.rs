@@ -7,6 +7,7 @@ use async_graphql::dynamic::{
 use serde::Deserialize;
 
 use crate::auth::scopes::SCOPES;
+use crate::auth::scopes::{KeysRead, KeysWrite};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
     DATETIME, app, caller, connection, connection_types, datetime, input, object, opt_string,
@@ -138,7 +139,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
         with_connection_args(Field::new("apiKeys", TypeRef::named_nn("ApiKeyConnection"), |ctx| {
             FieldFuture::new(async move {
                 let caller = caller(&ctx)?;
-                let grant = caller.require_scope("keys.read")?;
+                let grant = caller.require::<KeysRead>()?;
                 let page = page_request(&ctx)?;
                 let project = opt_string(&ctx, "projectId")?;
                 let (keys, total) =
@@ -156,7 +157,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
             |ctx| {
                 FieldFuture::new(async move {
                     let caller = caller(&ctx)?;
-                    let grant = caller.require_scope("keys.write")?;
+                    let grant = caller.require::<KeysWrite>()?;
                     let input: CreateApiKeyInput = input(&ctx)?;
                     let expires_at = input
                         .expires_at
@@ -187,7 +188,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
         Field::new("deleteApiKey", TypeRef::named_nn("DeleteApiKeyPayload"), |ctx| {
             FieldFuture::new(async move {
                 let caller = caller(&ctx)?;
-                let grant = caller.require_scope("keys.write")?;
+                let grant = caller.require::<KeysWrite>()?;
                 let input: DeleteApiKeyInput = input(&ctx)?;
                 let key = service::delete_key(app(&ctx)?, caller, grant, &input.id).await?;
                 Ok(Some(FieldValue::value(object([("deletedId", Value::from(key.id))]))))

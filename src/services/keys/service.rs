@@ -5,9 +5,9 @@
 use std::collections::BTreeSet;
 
 use crate::AppState;
-use crate::auth::scopes::{self, ADMIN};
+use crate::auth::scopes::{self, ADMIN, KeysRead, KeysWrite, Scope as _};
 use crate::auth::secrets::SecretKind;
-use crate::auth::{ApiKeyGrant, Caller, ScopeGrant, secrets};
+use crate::auth::{ApiKeyGrant, Caller, Grant, secrets};
 use crate::bus::{BusMessage, Event};
 use crate::db::{Page, ids, now_millis};
 use crate::error::{AppError, AppResult};
@@ -114,7 +114,7 @@ async fn target_project(
 pub async fn create_key(
     state: &AppState,
     caller: &Caller,
-    _: ScopeGrant,
+    _: Grant<KeysWrite>,
     mut new: NewApiKey,
 ) -> AppResult<(ApiKey, String)> {
     new.project_id = Some(target_project(state, caller, new.project_id.take()).await?);
@@ -165,7 +165,7 @@ pub async fn create_key_as_operator(
 pub async fn list_keys(
     state: &AppState,
     caller: &Caller,
-    _: ScopeGrant,
+    _: Grant<KeysRead>,
     project_id: Option<String>,
     page: &Page,
     with_total: bool,
@@ -180,13 +180,14 @@ pub async fn list_keys(
     Ok((rows.iter().map(|r| r.to_key()).collect(), total))
 }
 
-/// Revokes a key of the addressed project (any project's, with `admin`). It stops
+/// Revokes a key of the addressed project (any project's, with `admin`) whose
+/// scopes the calling key holds as well (only `admin` revokes `admin`). It stops
 /// working at once, on every replica: keys are verified against the database on
 /// every request.
 pub async fn delete_key(
     state: &AppState,
     caller: &Caller,
-    _: ScopeGrant,
+    _: Grant<KeysWrite>,
     id: &str,
 ) -> AppResult<ApiKey> {
     let not_found = || AppError::NotFound {
@@ -200,6 +201,17 @@ pub async fn delete_key(
         .ok_or_else(not_found)?;
     if key.project_id != caller.project.id && caller.require_admin().is_err() {
         return Err(not_found());
+    }
+    // As with creating: a key cannot revoke more power than it holds, so a
+    // `keys.write` key cannot take out an `admin` key or a broader one.
+    if let Some(caller_key) = caller.key()
+        && let Some(beyond) = key.scopes.iter().find(|s| !caller_key.has_scope(s))
+    {
+        return Err(AppError::PermissionDenied {
+            reason: format!(
+                "a key cannot revoke a key holding the scope `{beyond}`, which it does not hold"
+            ),
+        });
     }
     if !store::delete_key(state.db.pool(), id).await? {
         return Err(not_found());
@@ -274,7 +286,7 @@ async fn publish(state: &AppState, key: &ApiKey, action: &str) {
         payload: key_json(key),
         previous: None,
         read_roles: Vec::new(),
-        key_scope: "keys.read".into(),
+        key_scope: KeysRead::NAME.into(),
     };
     let _ = state.bus.publish(BusMessage::Event(event)).await;
 }

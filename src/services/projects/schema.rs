@@ -7,6 +7,7 @@ use async_graphql::dynamic::{
 };
 use serde::Deserialize;
 
+use crate::auth::scopes::ProjectRead;
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
     DATETIME, app, caller, connection, connection_types, datetime, input, object, opt_string,
@@ -264,7 +265,7 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
                 let caller = caller(&ctx)?;
                 let project = match opt_string(&ctx, "id")? {
                     None => {
-                        caller.require_scope("project.read")?;
+                        caller.require::<ProjectRead>()?;
                         (*caller.project).clone()
                     }
                     Some(id) => service::get_project(app(&ctx)?, caller.require_admin()?, &id).await?,

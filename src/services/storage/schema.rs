@@ -510,7 +510,7 @@ fn register_types(parts: &mut SchemaParts) {
             ("fileId", TypeRef::named(TypeRef::ID), "Id to give the file; omitted or `unique()` generates one."),
             ("name", TypeRef::named(TypeRef::STRING), "File name; default: the uploaded file's name."),
             ("file", TypeRef::named_nn(TypeRef::UPLOAD), "The bytes (multipart request spec)."),
-            ("permissions", TypeRef::named_nn_list(TypeRef::STRING), "The file's permissions; default for a signed-in user: read, update and delete for themselves."),
+            ("permissions", TypeRef::named_nn_list(TypeRef::STRING), "The file's permissions: `read`, `update`, `delete` (`write` is update and delete; files are created through the bucket's `create`); default for a signed-in user: read, update and delete for themselves."),
         ],
     ));
     parts.add_type(input_object(
@@ -521,7 +521,7 @@ fn register_types(parts: &mut SchemaParts) {
             ("fileId", TypeRef::named(TypeRef::ID), "Id to give the file; omitted or `unique()` generates one."),
             ("name", string(), "File name, with its extension."),
             ("size", int(), "Total size in bytes."),
-            ("permissions", TypeRef::named_nn_list(TypeRef::STRING), "The file's permissions; default for a signed-in user: read, update and delete for themselves."),
+            ("permissions", TypeRef::named_nn_list(TypeRef::STRING), "The file's permissions: `read`, `update`, `delete` (`write` is update and delete; files are created through the bucket's `create`); default for a signed-in user: read, update and delete for themselves."),
         ],
     ));
     parts.add_type(input_object(
@@ -534,7 +534,7 @@ fn register_types(parts: &mut SchemaParts) {
             (
                 "permissions",
                 TypeRef::named_nn_list(TypeRef::STRING),
-                "New permissions (replace the old).",
+                "New permissions (replace the old): `read`, `update`, `delete`, or `write` for update and delete.",
             ),
         ],
     ));
@@ -801,6 +801,7 @@ fn register_mutations(parts: &mut SchemaParts) {
                     project_id: file.project_id.clone(),
                     bucket_id: file.bucket_id.clone(),
                     file_id: file.id.clone(),
+                    file_created_at: file.created_at,
                     expires_at: crate::db::now_millis() + lifetime * 1000,
                 };
                 let token = tokens::mint(&state.secret, &grant);

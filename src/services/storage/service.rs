@@ -8,6 +8,7 @@ use tokio::io::AsyncRead;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::auth::permissions::{Action, allows};
+use crate::auth::scopes::{BucketsRead, BucketsWrite, FilesRead, FilesWrite, Scope as _};
 use crate::db::{DbErrorExt as _, Page, ids, now_millis};
 use crate::error::{AppError, AppResult};
 use crate::files::{Compression, Encoding, FileError, Key, WriteOptions, Written};
@@ -92,7 +93,7 @@ fn apply_settings(state: &AppState, bucket: &mut Bucket, s: BucketSettings) -> A
         bucket.name = name;
     }
     if let Some(given) = s.permissions {
-        bucket.permissions = Access::Server.permissions_to_set(&given)?;
+        bucket.permissions = Access::container_permissions(&given)?;
     }
     if let Some(flag) = s.file_security {
         bucket.file_security = flag;
@@ -160,7 +161,7 @@ pub async fn create_bucket(
     id: Option<String>,
     settings: BucketSettings,
 ) -> AppResult<Bucket> {
-    caller.require_scope("buckets.write")?;
+    caller.require::<BucketsWrite>()?;
     if settings.name.is_none() {
         return Err(AppError::invalid("name", "a bucket needs a name"));
     }
@@ -195,7 +196,7 @@ pub async fn update_bucket(
     id: &str,
     settings: BucketSettings,
 ) -> AppResult<Bucket> {
-    caller.require_scope("buckets.write")?;
+    caller.require::<BucketsWrite>()?;
     let mut bucket = find_bucket(state, &caller.project.id, id).await?;
     apply_settings(state, &mut bucket, settings)?;
     bucket.updated_at = now_millis();
@@ -206,7 +207,7 @@ pub async fn update_bucket(
 }
 
 pub async fn get_bucket(state: &AppState, caller: &Caller, id: &str) -> AppResult<Bucket> {
-    caller.require_scope("buckets.read")?;
+    caller.require::<BucketsRead>()?;
     find_bucket(state, &caller.project.id, id).await
 }
 
@@ -216,7 +217,7 @@ pub async fn list_buckets(
     page: &Page,
     want_total: bool,
 ) -> AppResult<(Vec<Bucket>, i64)> {
-    caller.require_scope("buckets.read")?;
+    caller.require::<BucketsRead>()?;
     let pool = state.db.pool();
     let buckets = store::list_buckets(pool, &caller.project.id, page).await?;
     let total = if want_total {
@@ -230,7 +231,7 @@ pub async fn list_buckets(
 /// Deletes a bucket with all its files: the rows first, so nothing is served from
 /// it any more, then the bytes.
 pub async fn delete_bucket(state: &AppState, caller: &Caller, id: &str) -> AppResult<()> {
-    caller.require_scope("buckets.write")?;
+    caller.require::<BucketsWrite>()?;
     ids::validate("id", id)?;
     if !store::delete_bucket(state.db.pool(), &caller.project.id, id).await? {
         return Err(bucket_not_found(id));
@@ -274,10 +275,6 @@ async fn find_bucket(state: &AppState, project_id: &str, id: &str) -> AppResult<
 
 pub use crate::auth::Access;
 use crate::auth::{Container, Reach};
-
-/// The scopes a key needs to read or write files.
-pub const FILES_READ: &str = "files.read";
-pub const FILES_WRITE: &str = "files.write";
 
 /// Who the caller is, for the owner of a resumable upload: `user:ID`, `key:ID`,
 /// or nobody (guests cannot resume).
@@ -333,7 +330,7 @@ pub async fn readable_file(
     bucket_id: &str,
     id: &str,
 ) -> AppResult<(Bucket, StoredFile)> {
-    let access = Access::of(caller, FILES_READ)?;
+    let access = Access::of(caller, FilesRead)?;
     let bucket = visible_bucket(state, caller, &access, bucket_id).await?;
     let file = find_ready_file(state, &bucket, id).await?;
     if !may(&bucket, &access, Action::Read, &file) {
@@ -378,7 +375,7 @@ pub async fn list_files(
     page: &Page,
     want_total: bool,
 ) -> AppResult<(Vec<StoredFile>, i64)> {
-    let access = Access::of(caller, FILES_READ)?;
+    let access = Access::of(caller, FilesRead)?;
     let bucket = visible_bucket(state, caller, &access, bucket_id).await?;
     let readable_by = match reach(&bucket, &access, Action::Read) {
         Reach::All => None,
@@ -476,7 +473,7 @@ pub async fn prepare_file(
     new: NewFile,
     announced_size: Option<u64>,
 ) -> AppResult<(Bucket, StoredFile)> {
-    let access = Access::of(caller, FILES_WRITE)?;
+    let access = Access::of(caller, FilesWrite)?;
     let bucket = visible_bucket(state, caller, &access, &new.bucket_id).await?;
     if !matches!(reach(&bucket, &access, Action::Create), Reach::All) {
         return Err(AppError::PermissionDenied {
@@ -634,7 +631,7 @@ pub async fn update_file(
     name: Option<String>,
     permissions: Option<Vec<String>>,
 ) -> AppResult<StoredFile> {
-    let access = Access::of(caller, FILES_WRITE)?;
+    let access = Access::of(caller, FilesWrite)?;
     let bucket = visible_bucket(state, caller, &access, bucket_id).await?;
     let mut file = find_ready_file(state, &bucket, id).await?;
     if !may(&bucket, &access, Action::Update, &file) {
@@ -681,7 +678,7 @@ pub async fn delete_file(
     bucket_id: &str,
     id: &str,
 ) -> AppResult<()> {
-    let access = Access::of(caller, FILES_WRITE)?;
+    let access = Access::of(caller, FilesWrite)?;
     let bucket = visible_bucket(state, caller, &access, bucket_id).await?;
     ids::validate("fileId", id).map_err(|_| file_not_found(id))?;
     let file = store::find_file(state.db.pool(), &bucket.project_id, &bucket.id, id)
@@ -749,7 +746,7 @@ pub async fn publish_file(state: &AppState, bucket: &Bucket, file: &StoredFile, 
             format!("buckets.{}.files.{}", bucket.id, file.id),
         ],
         read_roles,
-        key_scope: "files.read".into(),
+        key_scope: FilesRead::NAME.into(),
         ..crate::bus::Event::change(
             &file.project_id,
             &format!("buckets.{}.files.{}", bucket.id, file.id),

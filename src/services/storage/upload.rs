@@ -14,6 +14,7 @@ use tokio_util::io::StreamReader;
 
 use crate::AppState;
 use crate::auth::Caller;
+use crate::auth::scopes::FilesWrite;
 use crate::db::{ids, now_millis};
 use crate::error::{AppError, AppResult};
 use crate::files::{ByteStream, Compression, Encoding, FileError, Key, WriteOptions};
@@ -106,7 +107,7 @@ async fn own_upload(
     bucket_id: &str,
     file_id: &str,
 ) -> AppResult<(super::Bucket, StoredFile)> {
-    let access = Access::of(caller, service::FILES_WRITE)?;
+    let access = Access::of(caller, FilesWrite)?;
     ids::validate("fileId", file_id).map_err(|_| upload_not_found(file_id))?;
     ids::validate("bucketId", bucket_id).map_err(|_| upload_not_found(file_id))?;
     let pool = state.db.pool();

@@ -193,7 +193,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
             (
                 "roles",
                 TypeRef::named_nn_list(TypeRef::STRING),
-                "The signed-in creator's roles in the team; default `[\"owner\"]`.",
+                "Roles the signed-in creator gets in the team besides `owner`, which they always get.",
             ),
         ],
     ));
@@ -352,7 +352,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                 Ok(Some(FieldValue::value(membership_value(&membership))))
             })
         })
-        .description("Adds a user (by id, or by email, creating the user when needed) to a team: at once for a server (`teams.write`); as an invitation when an owner does it, emailed when `url` is given, which the user accepts with `updateMembershipStatus`.")
+        .description("Adds a user (by id, or by email, creating the user when needed) to a team: at once for a server (`teams.write`); as an invitation when an owner does it, emailed when `url` is given, which the user accepts with `updateMembershipStatus`. Inviting someone whose invitation is pending renews it (new roles, a new emailed link; the old one stops working); a server confirms it.")
         .argument(InputValue::new("input", TypeRef::named_nn("CreateMembershipInput"))),
     );
     parts.mutation(

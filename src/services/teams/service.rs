@@ -6,9 +6,10 @@
 use crate::AppState;
 use crate::auth::Caller;
 use crate::auth::rate_limit::Limit;
+use crate::auth::scopes::{Scope, TeamsRead, TeamsWrite};
 use crate::auth::secrets;
 use crate::auth::session_cache::ResolvedSession;
-use crate::db::{DbErrorExt as _, Page, ids, now_millis};
+use crate::db::{DbErrorExt as _, Page, claimed_ids, ids, now_millis};
 use crate::error::{AppError, AppResult};
 use crate::mail::templates;
 use crate::services::account::service::{check_redirect_url, link_with, project_name, send};
@@ -25,7 +26,7 @@ async fn publish_team(state: &AppState, team: &Team, action: &str) {
     let event = crate::bus::Event {
         channels: vec!["teams".into(), format!("teams.{}", team.id)],
         read_roles: vec![format!("team:{}", team.id)],
-        key_scope: "teams.read".into(),
+        key_scope: TeamsRead::NAME.into(),
         ..crate::bus::Event::change(
             &team.project_id,
             &format!("teams.{}", team.id),
@@ -55,7 +56,7 @@ async fn publish_membership(state: &AppState, membership: &Membership, action: &
             format!("team:{}", membership.team_id),
             format!("user:{}", membership.user_id),
         ],
-        key_scope: "teams.read".into(),
+        key_scope: TeamsRead::NAME.into(),
         ..crate::bus::Event::change(
             &membership.project_id,
             &format!("teams.{}.memberships.{}", membership.team_id, membership.id),
@@ -81,9 +82,9 @@ enum Actor<'a> {
     User(&'a ResolvedSession),
 }
 
-fn actor<'a>(caller: &'a Caller, scope: &'static str) -> AppResult<Actor<'a>> {
+fn actor<S: Scope>(caller: &Caller) -> AppResult<Actor<'_>> {
     if caller.key().is_some() {
-        caller.require_scope(scope)?;
+        caller.require::<S>()?;
         return Ok(Actor::Server);
     }
     caller.require_session().map(Actor::User)
@@ -150,13 +151,12 @@ async fn own_membership(
 
 /// The team, if the actor may see it (a server, or a member). A non-member gets
 /// "not found", so team ids cannot be probed.
-async fn visible_team(
+async fn visible_team<S: Scope>(
     state: &AppState,
     caller: &Caller,
     id: &str,
-    scope: &'static str,
 ) -> AppResult<(Team, Option<Membership>)> {
-    let actor = actor(caller, scope)?;
+    let actor = actor::<S>(caller)?;
     let team = load_team(state, &caller.project.id, id).await?;
     match actor {
         Actor::Server => Ok((team, None)),
@@ -172,7 +172,7 @@ async fn visible_team(
 
 /// Like [`visible_team`], but a user must also be an owner.
 async fn managed_team(state: &AppState, caller: &Caller, id: &str) -> AppResult<Team> {
-    let (team, membership) = visible_team(state, caller, id, "teams.write").await?;
+    let (team, membership) = visible_team::<TeamsWrite>(state, caller, id).await?;
     if membership.is_some_and(|m| !m.roles.iter().any(|r| r == OWNER)) {
         return Err(AppError::PermissionDenied {
             reason: "only the team's owners may do this".into(),
@@ -181,7 +181,8 @@ async fn managed_team(state: &AppState, caller: &Caller, id: &str) -> AppResult<
     Ok(team)
 }
 
-/// Creates a team; a signed-in creator joins it with `roles` (default `owner`).
+/// Creates a team; a signed-in creator joins it as `owner`, with `roles` besides.
+/// A team id is never given out twice (see [`claimed_ids`]).
 pub async fn create_team(
     state: &AppState,
     caller: &Caller,
@@ -189,9 +190,14 @@ pub async fn create_team(
     name: String,
     roles: Option<Vec<String>>,
 ) -> AppResult<Team> {
-    let actor = actor(caller, "teams.write")?;
+    let actor = actor::<TeamsWrite>(caller)?;
     check_name(&name)?;
-    let roles = check_roles(&roles.unwrap_or_else(|| vec![OWNER.to_string()]))?;
+    // The creator stays able to manage the team whatever roles they name.
+    let mut roles = check_roles(&roles.unwrap_or_default())?;
+    if !roles.iter().any(|r| r == OWNER) {
+        roles.push(OWNER.to_string());
+        roles.sort();
+    }
     let now = now_millis();
     let team = Team {
         project_id: caller.project.id.clone(),
@@ -201,6 +207,14 @@ pub async fn create_team(
         updated_at: now,
     };
     let mut tx = state.db.pool().begin().await?;
+    claimed_ids::claim(
+        &mut *tx,
+        &team.project_id,
+        claimed_ids::Kind::Team,
+        &team.id,
+    )
+    .await
+    .conflict_as("team", &team.id)?;
     store::insert_team(&mut *tx, &team)
         .await
         .conflict_as("team", &team.id)?;
@@ -228,7 +242,7 @@ pub async fn create_team(
 }
 
 pub async fn get_team(state: &AppState, caller: &Caller, id: &str) -> AppResult<Team> {
-    visible_team(state, caller, id, "teams.read")
+    visible_team::<TeamsRead>(state, caller, id)
         .await
         .map(|(team, _)| team)
 }
@@ -240,7 +254,7 @@ pub async fn list_teams(
     page: &Page,
     with_total: bool,
 ) -> AppResult<(Vec<Team>, i64)> {
-    let member = match actor(caller, "teams.read")? {
+    let member = match actor::<TeamsRead>(caller)? {
         Actor::Server => None,
         Actor::User(me) => Some(me.user.id.as_str()),
     };
@@ -294,7 +308,7 @@ pub async fn list_memberships(
     caller: &Caller,
     team_id: &str,
 ) -> AppResult<Vec<Membership>> {
-    let (team, _) = visible_team(state, caller, team_id, "teams.read").await?;
+    let (team, _) = visible_team::<TeamsRead>(state, caller, team_id).await?;
     let rows = store::list_memberships(state.db.pool(), &team.project_id, &team.id).await?;
     Ok(rows.into_iter().map(Membership::from).collect())
 }
@@ -372,7 +386,8 @@ async fn invitee(state: &AppState, project_id: &str, new: &NewMembership) -> App
 /// Adds a user to a team. A server (`teams.write`) adds them at once. An owner
 /// invites: the membership waits until the user accepts, either signed in
 /// (`updateMembershipStatus`) or through the emailed link (with `url`; inviting by
-/// `email` always sends one), which also signs them in.
+/// `email` always sends one), which also signs them in. Inviting again while the
+/// invitation is pending re-sends it with a new secret; the old link stops working.
 pub async fn create_membership(
     state: &AppState,
     caller: &Caller,
@@ -409,30 +424,58 @@ pub async fn create_membership(
         ));
     }
     let now = now_millis();
-    let membership = Membership {
-        project_id: team.project_id.clone(),
-        id: ids::generate(),
-        team_id: team.id.clone(),
-        user_id: user.id.clone(),
-        roles,
-        confirmed: by_server,
-        joined_at: by_server.then_some(now),
-        created_at: now,
-        updated_at: now,
+    // Inviting someone whose invitation is pending renews it, as Appwrite does: the
+    // same membership with the new roles, and a new secret (a server confirms it).
+    let pending = store::membership_of(state.db.pool(), &team.project_id, &team.id, &user.id)
+        .await?
+        .map(Membership::from);
+    if pending.as_ref().is_some_and(|m| m.confirmed) {
+        return Err(AppError::Conflict {
+            what: "membership",
+            id: user.id.clone(),
+        });
+    }
+    let renewed = pending.is_some();
+    let membership = match pending {
+        Some(pending) => Membership {
+            roles,
+            confirmed: by_server,
+            joined_at: by_server.then_some(now),
+            updated_at: now,
+            ..pending
+        },
+        None => Membership {
+            project_id: team.project_id.clone(),
+            id: ids::generate(),
+            team_id: team.id.clone(),
+            user_id: user.id.clone(),
+            roles,
+            confirmed: by_server,
+            joined_at: by_server.then_some(now),
+            created_at: now,
+            updated_at: now,
+        },
     };
     let secret = mail_to.as_ref().map(|_| secrets::random_token());
+    let digest = secret.as_deref().map(secrets::digest);
     let mut tx = state.db.pool().begin().await?;
-    store::insert_membership(&mut *tx, &membership)
-        .await
-        .conflict_as("membership", &user.id)?;
-    if let Some(secret) = &secret {
-        store::set_invite_secret(
-            &mut *tx,
-            &membership.project_id,
-            &membership.id,
-            &secrets::digest(secret),
-        )
-        .await?;
+    if renewed {
+        // The old link stops working: its secret is replaced (or cleared).
+        if !store::renew_invitation(&mut *tx, &membership, digest.as_deref()).await? {
+            // Accepted in the meantime.
+            return Err(AppError::Conflict {
+                what: "membership",
+                id: user.id.clone(),
+            });
+        }
+    } else {
+        store::insert_membership(&mut *tx, &membership)
+            .await
+            .conflict_as("membership", &user.id)?;
+        if let Some(digest) = &digest {
+            store::set_invite_secret(&mut *tx, &membership.project_id, &membership.id, digest)
+                .await?;
+        }
     }
     tx.commit().await?;
     if let (Some(url), Some(secret), Some(email)) = (&mail_to, &secret, &user.email) {
@@ -446,7 +489,7 @@ pub async fn create_membership(
                 ("teamId", &team.id),
             ],
         )?;
-        let inviter = match actor(caller, "teams.write")? {
+        let inviter = match actor::<TeamsWrite>(caller)? {
             Actor::User(me) if !me.user.name.is_empty() => me.user.name.clone(),
             Actor::User(me) => me
                 .user
@@ -462,15 +505,22 @@ pub async fn create_membership(
             &link,
         );
         if let Err(err) = send(state, email, content).await {
-            // An invitation nobody received would block inviting again.
-            let _ =
-                store::delete_membership(state.db.pool(), &membership.project_id, &membership.id)
-                    .await;
+            // A new invitation nobody received is dropped; a renewed one stays
+            // pending, to be sent again.
+            if !renewed {
+                let _ = store::delete_membership(
+                    state.db.pool(),
+                    &membership.project_id,
+                    &membership.id,
+                )
+                .await;
+            }
             return Err(err);
         }
     }
     announce_user_change(state, &team.project_id, &user.id).await;
-    publish_membership(state, &membership, "create").await;
+    let action = if renewed { "update" } else { "create" };
+    publish_membership(state, &membership, action).await;
     Ok(membership)
 }
 

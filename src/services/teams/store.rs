@@ -308,6 +308,30 @@ pub async fn set_invite_secret<'e>(
         .map(|_| ())
 }
 
+/// Renews a pending membership: its roles, confirmation and invitation secret
+/// (`None` clears it, so an earlier link stops working); false when it is no
+/// longer pending.
+pub async fn renew_invitation<'e>(
+    db: impl Executor<'e, Database = Any>,
+    membership: &Membership,
+    secret_hash: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE memberships SET roles = ?, confirmed = ?, joined_at = ?, invite_secret_hash = ?, \
+         updated_at = ? WHERE project_id = ? AND id = ? AND confirmed = 0",
+    )
+    .bind(serde_json::to_string(&membership.roles).unwrap_or_else(|_| "[]".into()))
+    .bind(i16::from(membership.confirmed))
+    .bind(membership.joined_at)
+    .bind(secret_hash)
+    .bind(membership.updated_at)
+    .bind(&membership.project_id)
+    .bind(&membership.id)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
 /// The digest of a pending membership's invitation secret, if it was sent one.
 pub async fn invite_secret(
     pool: &AnyPool,

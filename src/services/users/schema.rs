@@ -8,6 +8,7 @@ use async_graphql::dynamic::{
 };
 use serde::Deserialize;
 
+use crate::auth::scopes::{UsersRead, UsersWrite};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
     DATETIME, IdInput, JSON, app, caller, connection, connection_types, datetime, input, object,
@@ -329,7 +330,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
             |ctx| {
                 FieldFuture::new(async move {
                     let caller = caller(&ctx)?;
-                    let grant = caller.require_scope("users.read")?;
+                    let grant = caller.require::<UsersRead>()?;
                     let page = page_request(&ctx)?;
                     let user_id = opt_string(&ctx, "userId")?.unwrap_or_default();
                     let (logs, total) = service::user_logs(
@@ -365,7 +366,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
             |ctx| {
                 FieldFuture::new(async move {
                     let caller = caller(&ctx)?;
-                    let grant = caller.require_scope("users.read")?;
+                    let grant = caller.require::<UsersRead>()?;
                     let user_id = opt_string(&ctx, "userId")?.unwrap_or_default();
                     let memberships =
                         service::user_memberships(app(&ctx)?, &caller.project.id, grant, &user_id)
@@ -518,7 +519,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
         Field::new("user", TypeRef::named("User"), |ctx| {
             FieldFuture::new(async move {
                 let caller = caller(&ctx)?;
-                let grant = caller.require_scope("users.read")?;
+                let grant = caller.require::<UsersRead>()?;
                 let id = opt_string(&ctx, "id")?.unwrap_or_default();
                 let user = service::get_user(app(&ctx)?, &caller.project.id, grant, &id).await?;
                 Ok(Some(FieldValue::value(user_value(&user))))
@@ -534,7 +535,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
             |ctx| {
                 FieldFuture::new(async move {
                     let caller = caller(&ctx)?;
-                    let grant = caller.require_scope("users.read")?;
+                    let grant = caller.require::<UsersRead>()?;
                     let page = page_request(&ctx)?;
                     let search = opt_string(&ctx, "search")?;
                     let (users, total) = service::list_users(
@@ -569,7 +570,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
             |ctx| {
                 FieldFuture::new(async move {
                     let caller = caller(&ctx)?;
-                    let grant = caller.require_scope("users.read")?;
+                    let grant = caller.require::<UsersRead>()?;
                     let user_id = opt_string(&ctx, "userId")?.unwrap_or_default();
                     let sessions = service::list_user_sessions(
                         app(&ctx)?,
@@ -595,7 +596,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
         Field::new("createUser", TypeRef::named_nn("User"), |ctx| {
             FieldFuture::new(async move {
                 let caller = caller(&ctx)?;
-                let grant = caller.require_scope("users.write")?;
+                let grant = caller.require::<UsersWrite>()?;
                 let input: CreateUserInput = input(&ctx)?;
                 let password_hash = input
                     .password_hash
@@ -642,7 +643,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
         Field::new("updateUser", TypeRef::named_nn("User"), |ctx| {
             FieldFuture::new(async move {
                 let caller = caller(&ctx)?;
-                let grant = caller.require_scope("users.write")?;
+                let grant = caller.require::<UsersWrite>()?;
                 let input: UpdateUserInput = input(&ctx)?;
                 let changes = UserChanges {
                     name: input.name,
@@ -671,7 +672,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
             |ctx| {
                 FieldFuture::new(async move {
                     let caller = caller(&ctx)?;
-                    let grant = caller.require_scope("users.write")?;
+                    let grant = caller.require::<UsersWrite>()?;
                     let input: IdInput = input(&ctx)?;
                     service::delete_user(app(&ctx)?, &caller.project.id, grant, &input.id).await?;
                     Ok(Some(FieldValue::value(object([(
@@ -696,7 +697,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
             |ctx| {
                 FieldFuture::new(async move {
                     let caller = caller(&ctx)?;
-                    let grant = caller.require_scope("users.write")?;
+                    let grant = caller.require::<UsersWrite>()?;
                     let input: UserIdInput = input(&ctx)?;
                     let count = service::delete_user_sessions(
                         app(&ctx)?,

@@ -6,16 +6,18 @@
 use std::sync::Arc;
 
 use crate::AppState;
-use crate::auth::ScopeGrant;
+use crate::auth::Grant;
 use crate::auth::passwords::{self, StoredHash};
 use crate::auth::rate_limit::Limit;
+use crate::auth::scopes::{Scope as _, UsersRead, UsersWrite};
 use crate::auth::secrets::{self, SecretKind};
 use crate::auth::session_cache::ResolvedSession;
 use crate::bus::BusMessage;
-use crate::db::{DbErrorExt as _, Page, ids, now_millis};
+use crate::db::{DbErrorExt as _, Page, claimed_ids, ids, now_millis};
 use crate::error::{AppError, AppResult};
 
 use super::{Session, User, store};
+use crate::services::account::service::MAILED_TOKENS;
 use crate::services::projects::AuthSettings;
 
 const MAX_NAME: usize = 128;
@@ -458,7 +460,7 @@ pub(crate) async fn announce_user_change(state: &AppState, project_id: &str, use
     let event = crate::bus::Event {
         channels: vec!["account".into(), "users".into(), format!("users.{user_id}")],
         read_roles: vec![format!("user:{user_id}")],
-        key_scope: "users.read".into(),
+        key_scope: UsersRead::NAME.into(),
         ..crate::bus::Event::change(
             project_id,
             &format!("users.{user_id}"),
@@ -525,22 +527,26 @@ pub(crate) async fn insert_new_user(
         created_at: now,
         updated_at: now,
     };
-    store::insert_user(state.db.pool(), &user)
+    // A user id is never given out twice: grants to `user:ID` outlive the user.
+    let mut tx = state.db.pool().begin().await?;
+    claimed_ids::claim(&mut *tx, project_id, claimed_ids::Kind::User, &user.id)
         .await
-        .map_err(|err| {
-            // Unique violations are on the id, the email or the phone: say which can clash.
-            match crate::error::DbError::from(err) {
-                crate::error::DbError::UniqueViolation => AppError::Conflict {
-                    what: "user",
-                    id: user
-                        .email
-                        .clone()
-                        .or_else(|| user.phone.clone())
-                        .unwrap_or_else(|| user.id.clone()),
-                },
-                other => other.into(),
-            }
-        })?;
+        .conflict_as("user", &user.id)?;
+    store::insert_user(&mut *tx, &user).await.map_err(|err| {
+        // Unique violations are on the id, the email or the phone: say which can clash.
+        match crate::error::DbError::from(err) {
+            crate::error::DbError::UniqueViolation => AppError::Conflict {
+                what: "user",
+                id: user
+                    .email
+                    .clone()
+                    .or_else(|| user.phone.clone())
+                    .unwrap_or_else(|| user.id.clone()),
+            },
+            other => other.into(),
+        }
+    })?;
+    tx.commit().await?;
     Ok(user)
 }
 
@@ -549,7 +555,7 @@ pub(crate) async fn insert_new_user(
 pub async fn create_user(
     state: &AppState,
     project_id: &str,
-    _: ScopeGrant,
+    _: Grant<UsersWrite>,
     new: NewUser,
 ) -> AppResult<User> {
     insert_new_user(state, project_id, new).await
@@ -558,7 +564,7 @@ pub async fn create_user(
 pub async fn get_user(
     state: &AppState,
     project_id: &str,
-    _: ScopeGrant,
+    _: Grant<UsersRead>,
     id: &str,
 ) -> AppResult<User> {
     load_user(state, project_id, id).await
@@ -578,7 +584,7 @@ async fn load_user(state: &AppState, project_id: &str, id: &str) -> AppResult<Us
 pub async fn list_users(
     state: &AppState,
     project_id: &str,
-    _: ScopeGrant,
+    _: Grant<UsersRead>,
     search: Option<&str>,
     page: &Page,
     with_total: bool,
@@ -600,7 +606,7 @@ pub async fn list_users(
 pub async fn update_user(
     state: &AppState,
     project_id: &str,
-    _: ScopeGrant,
+    _: Grant<UsersWrite>,
     id: &str,
     changes: UserChanges,
 ) -> AppResult<User> {
@@ -637,14 +643,17 @@ pub(crate) async fn apply_changes(
         check_name(&name)?;
         user.name = name;
     }
+    let mut email_changed = false;
     if let Some(email) = changes.email {
         if email.is_empty() {
             user.email = None;
             user.email_verified = false;
+            email_changed = true;
         } else {
             let email = normalize_email("email", &email)?;
             if user.email.as_deref() != Some(email.as_str()) {
                 user.email_verified = false;
+                email_changed = true;
             }
             user.email = Some(email);
         }
@@ -730,6 +739,12 @@ pub(crate) async fn apply_changes(
     if claimed {
         store::claim_unverified_account(&mut tx, project_id, id, now).await?;
     }
+    if email_changed {
+        // What was mailed to the old address is not for the new one: a verification
+        // link would verify an address nobody proved, a magic link or recovery would
+        // let the old mailbox in.
+        store::delete_tokens_of(&mut *tx, project_id, id, &MAILED_TOKENS).await?;
+    }
     let written = store::update_user(&mut *tx, &user, &history)
         .await
         .conflict_as("user", user.email.as_deref().unwrap_or(&user.id))?;
@@ -754,7 +769,7 @@ pub(crate) async fn apply_changes(
 pub async fn delete_user(
     state: &AppState,
     project_id: &str,
-    _: ScopeGrant,
+    _: Grant<UsersWrite>,
     id: &str,
 ) -> AppResult<()> {
     ids::validate("id", id)?;
@@ -771,7 +786,7 @@ pub async fn delete_user(
 pub async fn list_user_sessions(
     state: &AppState,
     project_id: &str,
-    _: ScopeGrant,
+    _: Grant<UsersRead>,
     user_id: &str,
 ) -> AppResult<Vec<Session>> {
     load_user(state, project_id, user_id).await?;
@@ -787,7 +802,7 @@ async fn sessions_of(state: &AppState, project_id: &str, user_id: &str) -> AppRe
 pub async fn delete_user_sessions(
     state: &AppState,
     project_id: &str,
-    _: ScopeGrant,
+    _: Grant<UsersWrite>,
     user_id: &str,
 ) -> AppResult<u64> {
     load_user(state, project_id, user_id).await?;
@@ -1235,7 +1250,7 @@ pub async fn own_logs(
 pub async fn user_logs(
     state: &AppState,
     project_id: &str,
-    _: ScopeGrant,
+    _: Grant<UsersRead>,
     user_id: &str,
     page: &Page,
     with_total: bool,
@@ -1265,7 +1280,7 @@ async fn logs_of(
 pub async fn user_memberships(
     state: &AppState,
     project_id: &str,
-    _: ScopeGrant,
+    _: Grant<UsersRead>,
     user_id: &str,
 ) -> AppResult<Vec<crate::services::teams::Membership>> {
     load_user(state, project_id, user_id).await?;

@@ -469,6 +469,27 @@ pub async fn tokens_of(
 }
 
 /// Deletes one token; false when another request used it first.
+/// Deletes a user's outstanding tokens of the given kinds.
+pub async fn delete_tokens_of<'e>(
+    db: impl Executor<'e, Database = Any>,
+    project_id: &str,
+    user_id: &str,
+    kinds: &[&str],
+) -> Result<u64, sqlx::Error> {
+    let placeholders = vec!["?"; kinds.len().max(1)].join(", ");
+    let sql = format!(
+        "DELETE FROM tokens WHERE project_id = ? AND user_id = ? AND kind IN ({placeholders})"
+    );
+    kinds
+        .iter()
+        .fold(sqlx::query(&sql).bind(project_id).bind(user_id), |q, k| {
+            q.bind(*k)
+        })
+        .execute(db)
+        .await
+        .map(|r| r.rows_affected())
+}
+
 pub async fn delete_token(pool: &AnyPool, project_id: &str, id: &str) -> Result<bool, sqlx::Error> {
     sqlx::query("DELETE FROM tokens WHERE project_id = ? AND id = ?")
         .bind(project_id)

@@ -1,0 +1,13 @@
+-- Every team and user id a project ever gave out. Permissions name teams and users
+-- by id (`team:T`, `team:T/ROLE`, `user:U`) on documents, files, buckets and
+-- collections, and those grants outlive the team or user; an id is therefore never
+-- given to a second team or user, so a newcomer cannot inherit what was granted to
+-- a deleted one. Rows are never removed (only with their project).
+CREATE TABLE claimed_ids (
+    project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    kind       TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    PRIMARY KEY (project_id, kind, id)
+);
+INSERT INTO claimed_ids (project_id, kind, id) SELECT project_id, 'team', id FROM teams;
+INSERT INTO claimed_ids (project_id, kind, id) SELECT project_id, 'user', id FROM users;
