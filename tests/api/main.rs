@@ -15,6 +15,7 @@ mod observability;
 mod projects;
 mod realtime;
 mod schema;
+mod security_documents;
 mod smtp_server;
 mod statements;
 mod storage;
