@@ -566,6 +566,66 @@ async fn subscribers_see_a_previous_version_only_if_they_could_read_it() {
 }
 
 #[tokio::test]
+async fn a_document_leaves_a_filtered_set_only_for_subscribers_who_could_read_it_there() {
+    let app = spawn_app().await;
+    setup(&app).await;
+    let ann = app.signed_in("ann-leave@example.com").await;
+    let bob = app.signed_in("bob-leave@example.com").await;
+    let ann_id = user_id(&app, &ann).await;
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({"Authorization": format!("Bearer {bob}")}))
+        .await
+        .expect("ack");
+    ws.subscribe(
+        "1",
+        "subscription { noteChanged(filter: {text: {eq: \"in\"}}) { type node { id text } previous { text } } }",
+    )
+    .await;
+    ws.ping_pong().await;
+    let own = format!("update(\"user:{ann_id}\")");
+    let write = |query: &'static str, input: Value| {
+        let (app, ann) = (&app, ann.clone());
+        async move {
+            app.as_session(&ann, query, json!({"input": input}))
+                .await
+                .ok()
+        }
+    };
+    let create = "mutation($input: CreateNoteInput!) { createNote(input: $input) { id } }";
+    let update = "mutation($input: UpdateNoteInput!) { updateNote(input: $input) { id } }";
+    // In Bob's set while he may not read it, then out of it once he may: he
+    // never saw it there, so he hears nothing.
+    write(
+        create,
+        json!({"id": "hid", "text": "in", "permissions": [own.clone()]}),
+    )
+    .await;
+    write(
+        update,
+        json!({"id": "hid", "text": "out", "permissions": ["read(\"users\")", own.clone()]}),
+    )
+    .await;
+    // A readable one entering and leaving his set: he hears both.
+    write(
+        create,
+        json!({"id": "seen", "text": "in", "permissions": ["read(\"users\")", own.clone()]}),
+    )
+    .await;
+    write(update, json!({"id": "seen", "text": "out"})).await;
+    let first = ws.next_json().await.expect("an event");
+    assert_eq!(
+        first["payload"]["data"]["noteChanged"],
+        json!({"type": "CREATE", "node": {"id": "seen", "text": "in"}, "previous": null})
+    );
+    let second = ws.next_json().await.expect("an event");
+    assert_eq!(
+        second["payload"]["data"]["noteChanged"],
+        json!({"type": "LEAVE", "node": {"id": "seen", "text": "out"}, "previous": {"text": "in"}})
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn increments_by_zero_are_refused() {
     let app = spawn_app().await;
     setup(&app).await;

@@ -1893,6 +1893,9 @@ struct DocumentWatch {
     collection: Arc<Collection>,
     filter: Filter,
     only: Option<String>,
+    /// The subscriber as it subscribed: whether a document left its set is
+    /// told only when it could read the version that was in the set.
+    subscriber: crate::auth::Caller,
 }
 
 impl crate::services::realtime::watch::Watch for DocumentWatch {
@@ -1903,7 +1906,11 @@ impl crate::services::realtime::watch::Watch for DocumentWatch {
         if self.only.as_deref().is_some_and(|only| id != Some(only)) {
             return None;
         }
-        let previous = event.previous.as_ref().and_then(Json::as_object);
+        let previous = event
+            .previous
+            .as_ref()
+            .filter(|_| crate::auth::access::may_see_previous(&self.subscriber, event))
+            .and_then(Json::as_object);
         change_for(&self.filter, &self.collection, action, document, previous)
     }
 
@@ -1987,7 +1994,7 @@ fn register_subscription(parts: &mut SchemaParts, collection: &Arc<Collection>) 
                         Some(v) if !v.is_null() => Some(v.string()?.to_string()),
                         _ => None,
                     };
-                    let watch = DocumentWatch { channel: collection.channel(), collection, filter, only };
+                    let watch = DocumentWatch { channel: collection.channel(), collection, filter, only, subscriber: caller.clone() };
                     Ok(crate::services::realtime::watch::follow(&ctx, state, caller, watch))
                 })
             },
