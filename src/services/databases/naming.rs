@@ -314,9 +314,9 @@ fn plural(word: &str) -> String {
         format!("{}ies", &w[..w.len() - 1])
     } else if man_word {
         format!("{}men", &w[..w.len() - 3])
-    } else if O_ES_WORDS.iter().any(|o| w.ends_with(o)) {
-        format!("{w}es")
-    } else if ["s", "x", "z", "ch", "sh"].iter().any(|s| w.ends_with(s)) {
+    } else if O_ES_WORDS.iter().any(|o| w.ends_with(o))
+        || ["s", "x", "z", "ch", "sh"].iter().any(|s| w.ends_with(s))
+    {
         format!("{w}es")
     } else {
         format!("{w}s")
