@@ -150,35 +150,14 @@ impl Renderer<'_> {
             .get(&TypeId::of::<Caller>())
             .and_then(|data| data.downcast_ref::<Caller>());
         let previous_shown = caller.is_some_and(|caller| may_see_previous(caller, event));
-        if !previous_shown && event.previous.is_some() {
-            let without = Event {
-                previous: None,
-                ..event.clone()
-            };
-            let outcome = watch.outcome(&without).unwrap_or(outcome);
-            return self
-                .shared_payload(published, &without, watch, shape, outcome, false)
-                .await;
-        }
-        self.shared_payload(published, event, watch, shape, outcome, true)
-            .await
-    }
-
-    async fn shared_payload(
-        &self,
-        published: &Published,
-        event: &Event,
-        watch: &dyn Watch,
-        shape: &Arc<Shape>,
-        outcome: Outcome,
-        previous_shown: bool,
-    ) -> Arc<str> {
         let cell = published.shared::<SharedRender>(shape.key(outcome, previous_shown));
         let mut own = None;
         let rendered = cell
             .0
             .get_or_init(|| async {
-                let (payload, callers_own) = self.render(event, watch, shape, outcome).await;
+                let (payload, callers_own) = self
+                    .render(event, watch, shape, outcome, previous_shown)
+                    .await;
                 if callers_own {
                     own = Some(payload);
                     Rendered::CallersOwn
@@ -201,20 +180,36 @@ impl Renderer<'_> {
                 metrics::counter!("nimbus_realtime_shared_renders_total").increment(1);
                 payload.clone()
             }
-            _ => self.render(event, watch, shape, outcome).await.0,
+            _ => {
+                self.render(event, watch, shape, outcome, previous_shown)
+                    .await
+                    .0
+            }
         }
     }
 
-    /// Runs the operation with the watch's value prepared: the payload, and
-    /// whether it is the caller's own.
+    /// Runs the operation with the watch's value prepared (from `event` without
+    /// its previous version unless `previous_shown`): the payload, and whether it
+    /// is the caller's own.
     async fn render(
         &self,
         event: &Event,
         watch: &dyn Watch,
         shape: &Shape,
         outcome: Outcome,
+        previous_shown: bool,
     ) -> (Arc<str>, bool) {
         metrics::counter!("nimbus_realtime_renders_total").increment(1);
+        let without;
+        let event = if previous_shown || event.previous.is_none() {
+            event
+        } else {
+            without = Event {
+                previous: None,
+                ..event.clone()
+            };
+            &without
+        };
         let taint = RenderTaint::default();
         let tx = RequestTx::new(self.state, Mode::Exclusive);
         let mut request = Request::new(shape.query.clone())

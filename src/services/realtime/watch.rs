@@ -110,14 +110,11 @@ pub fn follow<'a>(
             item.map(|published| match &published.message {
                 BusMessage::Event(event) if !may_see_previous(&receiver, event) => {
                     // The version before the change is not the caller's to see.
+                    let outcome = watch.outcome(event).unwrap_or_default();
                     let without = Event {
                         previous: None,
                         ..event.clone()
                     };
-                    let outcome = watch
-                        .outcome(&without)
-                        .or_else(|| watch.outcome(event))
-                        .unwrap_or_default();
                     FieldValue::value(watch.value(&without, outcome))
                 }
                 BusMessage::Event(event) => {
