@@ -137,3 +137,30 @@ impl Access {
         }
     }
 }
+
+/// Whether `caller`, who receives `event` (it may read the resource as the
+/// change left it), may also see the version before the change the event
+/// carries: only if it could read that version, by the roles it had then.
+pub fn may_see_previous(caller: &Caller, event: &crate::bus::Event) -> bool {
+    if event.previous.is_none() {
+        return true;
+    }
+    if let Some(key) = caller.key() {
+        return key.has_scope(&event.key_scope);
+    }
+    // Readers unchanged by the change: a receiver, holding one of them, could
+    // read before too. Worked out without the caller's roles, the common case.
+    if !event.read_roles.is_empty()
+        && event
+            .read_roles
+            .iter()
+            .all(|role| event.previous_read_roles.contains(role))
+    {
+        return true;
+    }
+    let roles = caller.roles().as_strings();
+    event
+        .previous_read_roles
+        .iter()
+        .any(|role| roles.contains(role))
+}

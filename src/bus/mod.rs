@@ -80,6 +80,10 @@ pub struct Event {
     pub previous: Option<serde_json::Value>,
     /// Roles that may read the resource (`any`, `user:ID`, `team:ID/owner`, ...).
     pub read_roles: Vec<String>,
+    /// Roles that could read `previous`, which goes only to them (and to keys
+    /// holding `key_scope`); none: to no client.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_read_roles: Vec<String>,
     /// The scope an API key needs to receive it.
     pub key_scope: String,
 }
@@ -104,6 +108,7 @@ impl Event {
             payload,
             previous: None,
             read_roles: Vec::new(),
+            previous_read_roles: Vec::new(),
             key_scope: String::new(),
         }
     }

@@ -104,7 +104,7 @@ async fn a_collection_gets_its_own_types_and_typed_crud_with_filters_orders_and_
         "input CreatePostInput",
         "input UpdatePostInput",
         "filter: PostFilter",
-        "createPost(input: CreatePostInput!): Post!",
+        "createPost(input: CreatePostInput!): Post\n",
         "title: String!",
         "views: Int",
     ] {

@@ -65,6 +65,8 @@ const { createAuthor: author } = await request(
   { input: { name: "Ann Author", email } },
   ann,
 );
+// Null only for a document its writer may not read; Ann may read hers.
+check(author !== null, "createAuthor answered null");
 same([author.name, author.email], ["Ann Author", email], "createAuthor");
 
 // Guests may read the collection but not write to it.
@@ -152,6 +154,7 @@ const { updatePost: updated } = await request(
   { input: { id: post.id, views: 5001, expectedUpdatedAt: post.updatedAt } },
   ann,
 );
+check(updated !== null, "updatePost answered null");
 same([updated.views, updated.title], [5001, post.title], "updatePost");
 check(updated.updatedAt > post.updatedAt, `updatePost: updatedAt ${updated.updatedAt} not after ${post.updatedAt}`);
 await fails("DOCUMENT_CHANGED", "updatePost with a stale expectedUpdatedAt", () =>

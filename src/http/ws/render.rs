@@ -6,6 +6,7 @@
 //! (a relationship read with their permissions), that render is the caller's own
 //! and each subscriber renders for itself.
 
+use std::any::TypeId;
 use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher as _};
 use std::sync::{Arc, Mutex, Weak};
@@ -15,6 +16,8 @@ use async_graphql::{Data, Request, Response, Variables};
 use futures_util::StreamExt as _;
 
 use crate::AppState;
+use crate::auth::Caller;
+use crate::auth::access::may_see_previous;
 use crate::bus::{Event, Published};
 use crate::graphql::LoadedProject;
 use crate::services::databases::tx::{Mode, RequestTx};
@@ -63,10 +66,11 @@ impl Shape {
         }
     }
 
-    /// The key of this shape's render of an event seen as `outcome`.
-    fn key(&self, outcome: Outcome) -> u64 {
+    /// The key of this shape's render of an event seen as `outcome`, with or
+    /// without the version before the change.
+    fn key(&self, outcome: Outcome, previous_shown: bool) -> u64 {
         let mut hasher = std::hash::DefaultHasher::new();
-        (self.hash, outcome).hash(&mut hasher);
+        (self.hash, outcome, previous_shown).hash(&mut hasher);
         hasher.finish()
     }
 }
@@ -131,7 +135,8 @@ pub struct Renderer<'a> {
 
 impl Renderer<'_> {
     /// The JSON payload of the response for `event` seen as `outcome` by a
-    /// subscriber of `shape`.
+    /// subscriber of `shape`. The version before the change goes only to a
+    /// subscriber who could read it: others get the event without it.
     pub async fn payload(
         &self,
         published: &Published,
@@ -140,12 +145,19 @@ impl Renderer<'_> {
         shape: &Arc<Shape>,
         outcome: Outcome,
     ) -> Arc<str> {
-        let cell = published.shared::<SharedRender>(shape.key(outcome));
+        let caller = self
+            .data
+            .get(&TypeId::of::<Caller>())
+            .and_then(|data| data.downcast_ref::<Caller>());
+        let previous_shown = caller.is_some_and(|caller| may_see_previous(caller, event));
+        let cell = published.shared::<SharedRender>(shape.key(outcome, previous_shown));
         let mut own = None;
         let rendered = cell
             .0
             .get_or_init(|| async {
-                let (payload, callers_own) = self.render(event, watch, shape, outcome).await;
+                let (payload, callers_own) = self
+                    .render(event, watch, shape, outcome, previous_shown)
+                    .await;
                 if callers_own {
                     own = Some(payload);
                     Rendered::CallersOwn
@@ -168,20 +180,36 @@ impl Renderer<'_> {
                 metrics::counter!("nimbus_realtime_shared_renders_total").increment(1);
                 payload.clone()
             }
-            _ => self.render(event, watch, shape, outcome).await.0,
+            _ => {
+                self.render(event, watch, shape, outcome, previous_shown)
+                    .await
+                    .0
+            }
         }
     }
 
-    /// Runs the operation with the watch's value prepared: the payload, and
-    /// whether it is the caller's own.
+    /// Runs the operation with the watch's value prepared (from `event` without
+    /// its previous version unless `previous_shown`): the payload, and whether it
+    /// is the caller's own.
     async fn render(
         &self,
         event: &Event,
         watch: &dyn Watch,
         shape: &Shape,
         outcome: Outcome,
+        previous_shown: bool,
     ) -> (Arc<str>, bool) {
         metrics::counter!("nimbus_realtime_renders_total").increment(1);
+        let without;
+        let event = if previous_shown || event.previous.is_none() {
+            event
+        } else {
+            without = Event {
+                previous: None,
+                ..event.clone()
+            };
+            &without
+        };
         let taint = RenderTaint::default();
         let tx = RequestTx::new(self.state, Mode::Exclusive);
         let mut request = Request::new(shape.query.clone())

@@ -105,6 +105,27 @@ pub fn may_read_any(collection: &Collection, access: &Access) -> bool {
     !matches!(reach(collection, access, Action::Read), Reach::None)
 }
 
+/// Whether `access` may `action` a document with `permissions`: by the
+/// collection's permissions, or by the document's own with document security.
+fn may(
+    collection: &Collection,
+    access: &Access,
+    action: Action,
+    permissions: &[Permission],
+) -> bool {
+    match reach(collection, access, action) {
+        Reach::All => true,
+        Reach::PerItem(roles) => allows(&roles, action, permissions),
+        Reach::None => false,
+    }
+}
+
+/// Whether `access` may read `document` (its permissions loaded): a write
+/// answers with the document only then, and with null otherwise.
+pub fn may_read(collection: &Collection, access: &Access, document: &Document) -> bool {
+    may(collection, access, Action::Read, &document.permissions)
+}
+
 fn not_found(id: &str) -> AppError {
     AppError::NotFound {
         what: "document",
@@ -903,7 +924,16 @@ async fn create_impl(
     model: &DataModel,
 ) -> AppResult<Document> {
     let prepared = prepare_create(collection, access, new)?;
-    create_prepared(conn, first_write, dialect, collection, model, prepared).await
+    create_prepared(
+        conn,
+        first_write,
+        dialect,
+        collection,
+        access,
+        model,
+        prepared,
+    )
+    .await
 }
 
 /// A document checked and ready to insert: its row, its permission rows, and the
@@ -1028,17 +1058,18 @@ pub fn insert_columns(dialect: SqlDialect, collection: &Collection) -> String {
     columns
 }
 
-/// Inserts a prepared document, after checking the documents it references.
-/// `first_write` as for [`create`].
+/// Inserts a prepared document, after checking the documents it references
+/// (`access` must be able to read them). `first_write` as for [`create`].
 pub async fn create_prepared(
     conn: &mut AnyConnection,
     first_write: &AtomicBool,
     dialect: SqlDialect,
     collection: &Collection,
+    access: &Access,
     model: &DataModel,
     prepared: PreparedCreate,
 ) -> AppResult<Document> {
-    check_references(conn, dialect, collection, model, &prepared.input).await?;
+    check_references(conn, dialect, collection, access, model, &prepared.input).await?;
     let row = &prepared.row;
     let mut builder = QueryBuilder::<Any>::new(format!(
         "INSERT INTO {} ({}) ",
@@ -1100,7 +1131,16 @@ pub async fn create_prepared(
         )
         .await?;
     }
-    write_links(conn, dialect, collection, model, &row.id, &prepared.input).await?;
+    write_links(
+        conn,
+        dialect,
+        collection,
+        access,
+        model,
+        &row.id,
+        &prepared.input,
+    )
+    .await?;
     Ok(prepared.into_document())
 }
 
@@ -1115,17 +1155,18 @@ pub struct DocumentChanges {
     pub expected_updated_at: Option<i64>,
 }
 
-/// Loads a document for a write, locking its row on MariaDB so that concurrent
-/// writes of it take turns (SQLite has one writer anyway).
-async fn load_for_write(
+/// Loads a document with its permissions for a write, locking its row on
+/// MariaDB so that concurrent writes of it take turns (SQLite has one writer
+/// anyway); `None` when there is none.
+async fn load_locked(
     conn: &mut AnyConnection,
     dialect: SqlDialect,
     collection: &Collection,
-    access: &Access,
     id: &str,
-    action: Action,
-) -> AppResult<Document> {
-    ids::validate("id", id).map_err(|_| not_found(id))?;
+) -> AppResult<Option<Document>> {
+    if ids::validate("id", id).is_err() {
+        return Ok(None);
+    }
     let mut builder = QueryBuilder::<Any>::new(select_from(dialect, collection));
     builder
         .push(format!(" WHERE {ALIAS}.id = "))
@@ -1134,7 +1175,7 @@ async fn load_for_write(
         builder.push(" FOR UPDATE");
     }
     let Some(row) = builder.build().fetch_optional(&mut *conn).await? else {
-        return Err(not_found(id));
+        return Ok(None);
     };
     let mut documents = vec![document_from(
         SystemColumns::All,
@@ -1142,18 +1183,36 @@ async fn load_for_write(
         &row,
     )?];
     load_permissions(conn, dialect, collection, &mut documents).await?;
-    let document = documents.pop().ok_or_else(|| not_found(id))?;
-    let may = |action: Action| match reach(collection, access, action) {
-        Reach::All => true,
-        Reach::PerItem(roles) => allows(&roles, action, &document.permissions),
-        Reach::None => false,
-    };
-    if may(action) {
+    Ok(documents.pop())
+}
+
+/// Loads a document the caller asked to `action`: a document it may not read
+/// is as missing as one that does not exist.
+async fn load_for_write(
+    conn: &mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &Collection,
+    access: &Access,
+    id: &str,
+    action: Action,
+) -> AppResult<Document> {
+    let document = load_locked(conn, dialect, collection, id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    if may(collection, access, action, &document.permissions) {
         Ok(document)
-    } else if may(Action::Read) {
+    } else if may(collection, access, Action::Read, &document.permissions) {
         Err(denied(action))
     } else {
         Err(not_found(id))
+    }
+}
+
+/// A write that would reach, through a relationship, a document the caller may
+/// not change. Names no document: the caller may not be able to read it.
+fn cascade_denied() -> AppError {
+    AppError::PermissionDenied {
+        reason: "the delete would delete or change related documents you have no permission to delete or change".into(),
     }
 }
 
@@ -1196,7 +1255,7 @@ async fn update_impl(
         });
     }
     check_keys(collection, &changes.data)?;
-    check_references(conn, dialect, collection, model, &changes.data).await?;
+    check_references(conn, dialect, collection, access, model, &changes.data).await?;
     let permissions = changes
         .permissions
         .as_deref()
@@ -1235,7 +1294,7 @@ async fn update_impl(
     if let Some(permissions) = &permissions {
         write_permissions(conn, dialect, collection, id, permissions, true).await?;
     }
-    write_links(conn, dialect, collection, model, id, &changes.data).await?;
+    write_links(conn, dialect, collection, access, model, id, &changes.data).await?;
     let updated = get(conn, dialect, collection, &Access::Server, id, true)
         .await?
         .ok_or_else(|| not_found(id))?;
@@ -1278,6 +1337,13 @@ pub fn increment<'a>(
             })?;
         if !by.is_finite() {
             return Err(AppError::invalid("by", "expected a finite number"));
+        }
+        if by == 0.0 {
+            return Err(AppError::Invalid {
+                code: "VALUE_INVALID",
+                field: "by".into(),
+                reason: "changing by 0 changes nothing; give a positive amount".into(),
+            });
         }
         let current = load_for_write(conn, dialect, collection, access, id, Action::Update).await?;
         let before = current.data.get(key).and_then(Value::as_f64).unwrap_or(0.0);
@@ -1361,7 +1427,9 @@ const MAX_CASCADE_DEPTH: usize = 16;
 
 /// Deletes a document (its permissions go with it), applying the on-delete rule
 /// of every relationship pointing at it; returns every deleted document, this
-/// one first, then those a cascade took along.
+/// one first, then those a cascade took along. Cascades run with the caller's
+/// access: one that would delete a document the caller may not delete, or clear
+/// a reference in one it may not update, fails the whole delete.
 pub fn delete<'a>(
     conn: &'a mut AnyConnection,
     dialect: SqlDialect,
@@ -1373,6 +1441,7 @@ pub fn delete<'a>(
     Box::pin(delete_impl(conn, dialect, collection, access, id, model, 0))
 }
 
+/// `depth` 0 is the document asked for; deeper ones are a cascade's.
 async fn delete_impl(
     conn: &mut AnyConnection,
     dialect: SqlDialect,
@@ -1387,7 +1456,18 @@ async fn delete_impl(
             "deleting cascades more than {MAX_CASCADE_DEPTH} relationships deep"
         )));
     }
-    let current = load_for_write(conn, dialect, collection, access, id, Action::Delete).await?;
+    let current = if depth == 0 {
+        load_for_write(conn, dialect, collection, access, id, Action::Delete).await?
+    } else {
+        match load_locked(conn, dialect, collection, id).await? {
+            // Deleted by an earlier branch of the same cascade.
+            None => return Ok(Vec::new()),
+            Some(document) if may(collection, access, Action::Delete, &document.permissions) => {
+                document
+            }
+            Some(_) => return Err(cascade_denied()),
+        }
+    };
     // Links this document holds (it is the many-to-many holder).
     let mut cascade_linked: Vec<(Arc<Collection>, String)> = Vec::new();
     for relationship in collection.relationships.iter().filter(|r| !r.has_column()) {
@@ -1443,6 +1523,8 @@ async fn delete_impl(
                 .fetch_optional(&mut *conn)
                 .await?
                 .is_some();
+            // Restrict holds whoever may read the documents pointing here; the
+            // answer names the relationship, never one of them.
             if used {
                 return Err(AppError::Invalid {
                     code: "DOCUMENT_REFERENCED",
@@ -1453,6 +1535,9 @@ async fn delete_impl(
                     ),
                 });
             }
+        }
+        if relationship.on_delete == OnDelete::SetNull && relationship.has_column() {
+            check_may_clear(conn, dialect, holder, relationship, access, id).await?;
         }
     }
     sqlx::query(&format!(
@@ -1503,18 +1588,13 @@ async fn delete_impl(
                         conn,
                         dialect,
                         holder,
-                        &Access::Server,
+                        access,
                         &dependent,
                         model,
                         depth + 1,
                     ))
-                    .await;
-                    match more {
-                        Ok(more) => deleted.extend(more),
-                        // Deleted by an earlier branch of the same cascade.
-                        Err(AppError::NotFound { .. }) => {}
-                        Err(err) => return Err(err),
-                    }
+                    .await?;
+                    deleted.extend(more);
                 }
             }
         }
@@ -1524,19 +1604,54 @@ async fn delete_impl(
             conn,
             dialect,
             &related,
-            &Access::Server,
+            access,
             &linked,
             model,
             depth + 1,
         ))
-        .await;
-        match more {
-            Ok(more) => deleted.extend(more),
-            Err(AppError::NotFound { .. }) => {}
-            Err(err) => return Err(err),
-        }
+        .await?;
+        deleted.extend(more);
     }
     Ok(deleted)
+}
+
+/// Refuses a delete whose `SET_NULL` would clear the reference of a document
+/// of `holder` that the caller may not update.
+async fn check_may_clear(
+    conn: &mut AnyConnection,
+    dialect: SqlDialect,
+    holder: &Collection,
+    relationship: &super::Relationship,
+    access: &Access,
+    id: &str,
+) -> AppResult<()> {
+    let roles = match reach(holder, access, Action::Update) {
+        Reach::All => return Ok(()),
+        Reach::PerItem(roles) => Some(roles),
+        Reach::None => None,
+    };
+    let mut builder = QueryBuilder::<Any>::new(format!(
+        "SELECT 1 FROM {} {ALIAS} WHERE {ALIAS}.{} = ",
+        q(dialect, &holder.table),
+        q(dialect, &relationship.column().column())
+    ));
+    builder.push_bind(id.to_string());
+    if let Some(roles) = &roles {
+        builder.push(" AND NOT ");
+        push_permission_filter(
+            &mut builder,
+            &format!("{ALIAS}.id"),
+            &perms_table(&holder.table),
+            Action::Update,
+            roles,
+        )
+        .map_err(|err| AppError::Internal(anyhow::anyhow!("permission filter: {err}")))?;
+    }
+    builder.push(" LIMIT 1");
+    if builder.build().fetch_optional(&mut *conn).await?.is_some() {
+        return Err(cascade_denied());
+    }
+    Ok(())
 }
 
 /// The most documents one many-to-many field links at once.
@@ -1548,6 +1663,7 @@ async fn write_links(
     conn: &mut AnyConnection,
     dialect: SqlDialect,
     collection: &Collection,
+    access: &Access,
     model: &DataModel,
     id: &str,
     data: &Map<String, Value>,
@@ -1588,17 +1704,8 @@ async fn write_links(
                 AppError::Internal(anyhow::anyhow!("a relationship names a missing collection"))
             })?;
         if !targets.is_empty() {
-            let mut count = QueryBuilder::<Any>::new(format!(
-                "SELECT COUNT(*) FROM {} WHERE id IN (",
-                q(dialect, &related.table)
-            ));
-            let mut list = count.separated(", ");
-            for target in &targets {
-                list.push_bind(target.clone());
-            }
-            list.push_unseparated(")");
-            let found: i64 = count.build_query_scalar().fetch_one(&mut *conn).await?;
-            if usize::try_from(found).unwrap_or(0) != targets.len() {
+            let found = count_readable(conn, dialect, related, access, &targets).await?;
+            if found != targets.len() {
                 return Err(AppError::Invalid {
                     code: "RELATED_DOCUMENT_NOT_FOUND",
                     field: relationship.key.clone(),
@@ -1627,11 +1734,44 @@ async fn write_links(
     Ok(())
 }
 
-/// Every reference a write sets must name an existing document.
+/// How many of `ids` (valid ids, no two alike) name documents of `collection`
+/// that `access` may read. A link or reference may only name those: to the
+/// caller, a document it may not read is as missing as one that does not exist,
+/// so a write can't tell them apart.
+async fn count_readable(
+    conn: &mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &Collection,
+    access: &Access,
+    ids: &[String],
+) -> AppResult<usize> {
+    let reach = reach(collection, access, Action::Read);
+    if matches!(reach, Reach::None) || ids.is_empty() {
+        return Ok(0);
+    }
+    let mut builder = QueryBuilder::<Any>::new(format!(
+        "SELECT COUNT(*) FROM {} {ALIAS} WHERE {ALIAS}.id IN (",
+        q(dialect, &collection.table)
+    ));
+    let mut list = builder.separated(", ");
+    for id in ids {
+        list.push_bind(id.clone());
+    }
+    list.push_unseparated(")");
+    if let Reach::PerItem(roles) = &reach {
+        push_reach(&mut builder, collection, roles, Action::Read)?;
+    }
+    let found: i64 = builder.build_query_scalar().fetch_one(&mut *conn).await?;
+    Ok(usize::try_from(found).unwrap_or(0))
+}
+
+/// Every reference a write sets must name an existing document the caller may
+/// read.
 async fn check_references(
     conn: &mut AnyConnection,
     dialect: SqlDialect,
     collection: &Collection,
+    access: &Access,
     model: &DataModel,
     data: &Map<String, Value>,
 ) -> AppResult<()> {
@@ -1645,14 +1785,8 @@ async fn check_references(
                 AppError::Internal(anyhow::anyhow!("a relationship names a missing collection"))
             })?;
         let missing = ids::validate(&relationship.key, target).is_err()
-            || sqlx::query(&format!(
-                "SELECT 1 FROM {} WHERE id = ?",
-                q(dialect, &related.table)
-            ))
-            .bind(target)
-            .fetch_optional(&mut *conn)
-            .await?
-            .is_none();
+            || count_readable(conn, dialect, related, access, std::slice::from_ref(target)).await?
+                == 0;
         if missing {
             return Err(AppError::Invalid {
                 code: "RELATED_DOCUMENT_NOT_FOUND",
@@ -1668,24 +1802,20 @@ async fn check_references(
     Ok(())
 }
 
-/// The realtime event of a document change (`create`, `update`, `delete`):
-/// readable by the roles the collection grants `read`, and with document security
-/// by those the document grants.
-pub fn event(
-    collection: &Collection,
-    document: &Document,
-    action: &str,
-    previous: Option<&Document>,
-) -> Event {
-    let channel = collection.channel();
-    let mut read_roles: Vec<String> = collection
+/// The roles that may read `document` of `collection`: those the collection
+/// grants `read`, and with document security those the document grants.
+fn read_roles(collection: &Collection, document: &Document) -> Vec<String> {
+    if !collection.enabled {
+        return Vec::new();
+    }
+    let mut roles: Vec<String> = collection
         .permissions
         .iter()
         .filter(|p| p.action == Action::Read)
         .map(|p| p.role.to_string())
         .collect();
     if collection.document_security {
-        read_roles.extend(
+        roles.extend(
             document
                 .permissions
                 .iter()
@@ -1693,11 +1823,21 @@ pub fn event(
                 .map(|p| p.role.to_string()),
         );
     }
-    if !collection.enabled {
-        read_roles.clear();
-    }
-    read_roles.sort();
-    read_roles.dedup();
+    roles.sort();
+    roles.dedup();
+    roles
+}
+
+/// The realtime event of a document change (`create`, `update`, `delete`):
+/// readable by the roles that may read the document as the change left it; the
+/// document before the change, `previous`, by those that could read it then.
+pub fn event(
+    collection: &Collection,
+    document: &Document,
+    action: &str,
+    previous: Option<&Document>,
+) -> Event {
+    let channel = collection.channel();
     let prefix = format!(
         "databases.{}.collections.{}.documents",
         collection.database_id, collection.id
@@ -1721,7 +1861,10 @@ pub fn event(
         timestamp: now_millis(),
         payload: document.to_json(collection),
         previous: previous.map(|d| d.to_json(collection)),
-        read_roles,
+        read_roles: read_roles(collection, document),
+        previous_read_roles: previous
+            .map(|d| read_roles(collection, d))
+            .unwrap_or_default(),
         key_scope: <DocumentsRead as crate::auth::scopes::Scope>::NAME.into(),
     }
 }

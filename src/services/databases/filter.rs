@@ -225,6 +225,10 @@ pub enum FilterError {
     /// `FILTER_TOO_COMPLEX`: too deep, too many conditions, values or orders.
     #[error("the filter is too complex: {reason}")]
     TooComplex { reason: String },
+    /// `VALUE_INVALID`: a value no stored one can be compared with, such as a
+    /// search term holding control characters.
+    #[error("invalid value for {field}: {reason}")]
+    ValueInvalid { field: String, reason: String },
     /// `CURSOR_INVALID`: a cursor that this server did not make for this order.
     #[error("invalid cursor: {reason}")]
     InvalidCursor { reason: String },
@@ -241,6 +245,7 @@ impl FilterError {
             FilterError::UnknownField { .. } => "FILTER_UNKNOWN_FIELD",
             FilterError::Invalid { .. } => "FILTER_INVALID",
             FilterError::TooComplex { .. } => "FILTER_TOO_COMPLEX",
+            FilterError::ValueInvalid { .. } => "VALUE_INVALID",
             FilterError::InvalidCursor { .. } => "CURSOR_INVALID",
             FilterError::Internal { .. } => "INTERNAL",
         }
@@ -713,6 +718,14 @@ impl<'a> Table<'a> {
             }
             Filter::Search { field, query } => {
                 let col = self.column(field)?;
+                // Full-text parsers stop at NUL or fail on control characters;
+                // whitespace only separates words.
+                if query.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+                    return Err(FilterError::ValueInvalid {
+                        field: col.shown.clone(),
+                        reason: "a search term may not hold control characters".into(),
+                    });
+                }
                 if !matches!(col.source, Source::Attr(a) if a.kind.is_textual() && !a.array) {
                     return Err(col.invalid("search applies to string attributes"));
                 }

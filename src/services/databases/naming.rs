@@ -66,39 +66,260 @@ fn capitalized(word: &str) -> String {
     }
 }
 
-/// English singular of a plural word, for the common cases (`posts`, `categories`,
-/// `boxes`); a word that does not look plural stays as it is.
-fn singular(word: &str) -> String {
-    let lower = word.to_ascii_lowercase();
-    if let Some(stem) = lower.strip_suffix("ies").filter(|s| s.len() >= 2) {
-        return format!("{}y", &word[..stem.len()]);
-    }
-    for suffix in ["sses", "xes", "ches", "shes", "zzes"] {
-        if lower.ends_with(suffix) {
-            return word[..word.len() - 2].to_string();
-        }
-    }
-    if lower.ends_with('s') && !lower.ends_with("ss") && !lower.ends_with("us") && word.len() > 1 {
-        return word[..word.len() - 1].to_string();
-    }
-    word.to_string()
+/// Words whose plural is the word itself: their list field is `<name>List`.
+const UNCOUNTABLE: &[&str] = &[
+    "advice",
+    "aircraft",
+    "analytics",
+    "baggage",
+    "data",
+    "deer",
+    "equipment",
+    "feedback",
+    "fish",
+    "furniture",
+    "hardware",
+    "information",
+    "knowledge",
+    "luggage",
+    "media",
+    "metadata",
+    "moose",
+    "money",
+    "music",
+    "news",
+    "offspring",
+    "police",
+    "progress",
+    "research",
+    "rice",
+    "series",
+    "sheep",
+    "software",
+    "species",
+    "staff",
+    "traffic",
+];
+
+/// Plurals no suffix rule makes, as (singular, plural).
+const IRREGULAR: &[(&str, &str)] = &[
+    ("alias", "aliases"),
+    ("analysis", "analyses"),
+    ("appendix", "appendices"),
+    ("atlas", "atlases"),
+    ("axis", "axes"),
+    ("basis", "bases"),
+    ("bias", "biases"),
+    ("cactus", "cacti"),
+    ("calf", "calves"),
+    ("canvas", "canvases"),
+    ("child", "children"),
+    ("crisis", "crises"),
+    ("criterion", "criteria"),
+    ("diagnosis", "diagnoses"),
+    ("dwarf", "dwarves"),
+    ("elf", "elves"),
+    ("foot", "feet"),
+    ("fungus", "fungi"),
+    ("gas", "gases"),
+    ("goose", "geese"),
+    ("half", "halves"),
+    ("hoof", "hooves"),
+    ("hypothesis", "hypotheses"),
+    ("knife", "knives"),
+    ("leaf", "leaves"),
+    ("lens", "lenses"),
+    ("life", "lives"),
+    ("loaf", "loaves"),
+    ("louse", "lice"),
+    ("man", "men"),
+    ("matrix", "matrices"),
+    ("mouse", "mice"),
+    ("oasis", "oases"),
+    ("ox", "oxen"),
+    ("parenthesis", "parentheses"),
+    ("person", "people"),
+    ("phenomenon", "phenomena"),
+    ("quiz", "quizzes"),
+    ("radius", "radii"),
+    ("scarf", "scarves"),
+    ("self", "selves"),
+    ("shelf", "shelves"),
+    ("stimulus", "stimuli"),
+    ("synopsis", "synopses"),
+    ("synthesis", "syntheses"),
+    ("thesis", "theses"),
+    ("thief", "thieves"),
+    ("tooth", "teeth"),
+    ("vertex", "vertices"),
+    ("vortex", "vortices"),
+    ("wharf", "wharves"),
+    ("wife", "wives"),
+    ("wolf", "wolves"),
+    ("woman", "women"),
+];
+
+/// Plurals that the suffix rules would read the wrong way, as (singular,
+/// plural): `indices` names an index, but an index's plural is `indexes`.
+const SINGULAR_ONLY: &[(&str, &str)] = &[("index", "indices")];
+
+/// Singulars in `-ie`, whose plural (`-ies`) is not a `-y` word's.
+const IE_WORDS: &[&str] = &[
+    "auntie", "beanie", "birdie", "bookie", "brownie", "calorie", "collie", "cookie", "cutie",
+    "die", "foodie", "freebie", "genie", "goalie", "hoodie", "junkie", "lie", "movie", "newbie",
+    "pie", "pixie", "prairie", "rookie", "selfie", "smoothie", "sortie", "techie", "tie", "veggie",
+    "zombie",
+];
+
+/// Singulars in `-o` whose plural takes `-es`.
+const O_ES_WORDS: &[&str] = &[
+    "echo", "embargo", "hero", "mosquito", "potato", "tomato", "torpedo", "veto",
+];
+
+/// Singulars in `-oe`, `-che` and `-use`, whose plural only adds `-s` though
+/// it looks like an `-es` one.
+const E_WORDS: &[&str] = &[
+    "abuse",
+    "ache",
+    "avalanche",
+    "blouse",
+    "cache",
+    "canoe",
+    "cause",
+    "clause",
+    "cliche",
+    "douse",
+    "excuse",
+    "foe",
+    "fuse",
+    "headache",
+    "hoe",
+    "house",
+    "misuse",
+    "moustache",
+    "muse",
+    "mustache",
+    "niche",
+    "oboe",
+    "pause",
+    "refuse",
+    "reuse",
+    "shoe",
+    "spouse",
+    "toe",
+];
+
+/// Words in `-man` whose plural is `-mans`.
+const NOT_MAN_WORDS: &[&str] = &[
+    "caiman", "cayman", "doberman", "german", "human", "ottoman", "roman", "shaman", "talisman",
+];
+
+/// Singular words in `-men` that are not plurals of a `-man` word.
+const MEN_SINGULARS: &[&str] = &[
+    "abdomen", "acumen", "albumen", "amen", "hymen", "lumen", "omen", "ramen", "regimen", "semen",
+    "specimen", "stamen", "yemen",
+];
+
+/// Table words that end other words they are not the last part of
+/// (`databases`, `olives`, `wildlife`): they match whole words only.
+const WHOLE_ONLY: &[&str] = &[
+    "axes", "axis", "bases", "lice", "life", "lives", "mice", "self",
+];
+
+/// The tail of `word` matching a table entry's `from`, replaced by its `to`:
+/// whole words, and the last part of compounds (`grandchildren` →
+/// `grandchild`) for entries of 4 letters or more.
+fn by_table<'a>(word: &str, table: impl Iterator<Item = (&'a str, &'a str)>) -> Option<String> {
+    table
+        .filter(|(from, _)| {
+            word == *from || (from.len() >= 4 && !WHOLE_ONLY.contains(from) && word.ends_with(from))
+        })
+        .max_by_key(|(from, _)| from.len())
+        .map(|(from, to)| format!("{}{to}", &word[..word.len() - from.len()]))
 }
 
-/// English plural of a singular word, for the common cases.
-fn plural(word: &str) -> String {
-    let lower = word.to_ascii_lowercase();
-    let ends_consonant_y = lower.ends_with('y')
-        && lower.len() >= 2
-        && !"aeiou".contains(lower.as_bytes()[lower.len() - 2] as char);
-    if ends_consonant_y {
-        format!("{}ies", &word[..word.len() - 1])
-    } else if ["s", "x", "z", "ch", "sh"]
+/// Whether `word` is `stem` + `suffix`, or ends so with a stem long enough not
+/// to end unrelated words (`tie` ends `parties`).
+fn ends_with_stem(word: &str, stems: &[&str], suffix: &str) -> bool {
+    word.strip_suffix(suffix).is_some_and(|base| {
+        stems
+            .iter()
+            .any(|stem| base == *stem || (stem.len() >= 4 && base.ends_with(stem)))
+    })
+}
+
+/// English singular of a plural word (`posts`, `categories`, `people`,
+/// `analyses`), lowercase; a word that does not look plural stays as it is.
+fn singular(word: &str) -> String {
+    let w = word.to_ascii_lowercase();
+    if UNCOUNTABLE.contains(&w.as_str()) {
+        return w;
+    }
+    let irregular = IRREGULAR
         .iter()
-        .any(|s| lower.ends_with(s))
+        .chain(SINGULAR_ONLY)
+        .map(|(one, many)| (*many, *one));
+    if let Some(found) = by_table(&w, irregular) {
+        return found;
+    }
+    // A singular of the tables, or of a compound ending in one, stays.
+    if IRREGULAR.iter().any(|(one, _)| {
+        w == *one || (one.len() >= 4 && !WHOLE_ONLY.contains(one) && w.ends_with(one))
+    }) {
+        return w;
+    }
+    let cut = |n: usize| w[..w.len() - n].to_string();
+    if w.ends_with("men") && w.len() > 3 && !MEN_SINGULARS.iter().any(|m| w.ends_with(m)) {
+        return format!("{}man", &w[..w.len() - 3]);
+    }
+    if !w.ends_with('s') || w.len() < 3 {
+        return w;
+    }
+    if let Some(stem) = w.strip_suffix("ies") {
+        if ends_with_stem(&w, IE_WORDS, "s") || stem.len() < 2 {
+            return cut(1);
+        }
+        return format!("{stem}y");
+    }
+    if ends_with_stem(&w, E_WORDS, "s") || w == "uses" {
+        return cut(1);
+    }
+    for suffix in ["sses", "xes", "ches", "shes", "zzes", "uses", "oes"] {
+        if w.ends_with(suffix) {
+            return cut(2);
+        }
+    }
+    if w.ends_with("yses") {
+        return format!("{}is", cut(2));
+    }
+    if w.ends_with("ss") || w.ends_with("us") || w.ends_with("is") {
+        return w;
+    }
+    cut(1)
+}
+
+/// English plural of a singular word, lowercase.
+fn plural(word: &str) -> String {
+    let w = word.to_ascii_lowercase();
+    if UNCOUNTABLE.contains(&w.as_str()) {
+        return w;
+    }
+    if let Some(found) = by_table(&w, IRREGULAR.iter().copied()) {
+        return found;
+    }
+    let ends_consonant_y =
+        w.ends_with('y') && w.len() >= 2 && !"aeiou".contains(w.as_bytes()[w.len() - 2] as char);
+    let man_word = w.ends_with("man") && !NOT_MAN_WORDS.iter().any(|n| w.ends_with(n));
+    if ends_consonant_y {
+        format!("{}ies", &w[..w.len() - 1])
+    } else if man_word {
+        format!("{}men", &w[..w.len() - 3])
+    } else if O_ES_WORDS.iter().any(|o| w.ends_with(o))
+        || ["s", "x", "z", "ch", "sh"].iter().any(|s| w.ends_with(s))
     {
-        format!("{word}es")
+        format!("{w}es")
     } else {
-        format!("{word}s")
+        format!("{w}s")
     }
 }
 
@@ -311,11 +532,100 @@ mod tests {
             names("user_profiles", None),
             s("UserProfile", "userProfile", "userProfiles")
         );
-        assert_eq!(names("person", None), s("Person", "person", "persons"));
+        assert_eq!(names("person", None), s("Person", "person", "people"));
         assert_eq!(
             names("whatever", Some("Article")),
             s("Article", "article", "articles")
         );
+    }
+
+    #[test]
+    fn plural_nouns_become_their_english_singular_and_back() {
+        // (collection name, type name, list field)
+        let cases = [
+            ("Posts", "Post", "posts"),
+            ("Movies", "Movie", "movies"),
+            ("Categories", "Category", "categories"),
+            ("Statuses", "Status", "statuses"),
+            ("Addresses", "Address", "addresses"),
+            ("People", "Person", "people"),
+            ("Boxes", "Box", "boxes"),
+            ("Heroes", "Hero", "heroes"),
+            ("Wolves", "Wolf", "wolves"),
+            ("Series", "Series", "seriesList"),
+            ("News", "News", "newsList"),
+            ("Analyses", "Analysis", "analyses"),
+            ("Quizzes", "Quiz", "quizzes"),
+            ("Indices", "Index", "indexes"),
+            ("Children", "Child", "children"),
+            ("Cookies", "Cookie", "cookies"),
+            ("Parties", "Party", "parties"),
+            ("Families", "Family", "families"),
+            ("Companies", "Company", "companies"),
+            ("Days", "Day", "days"),
+            ("Keys", "Key", "keys"),
+            ("Databases", "Database", "databases"),
+            ("Cases", "Case", "cases"),
+            ("Courses", "Course", "courses"),
+            ("Responses", "Response", "responses"),
+            ("Houses", "House", "houses"),
+            ("Warehouses", "Warehouse", "warehouses"),
+            ("Buses", "Bus", "buses"),
+            ("Viruses", "Virus", "viruses"),
+            ("Classes", "Class", "classes"),
+            ("Taxes", "Tax", "taxes"),
+            ("Slices", "Slice", "slices"),
+            ("Axes", "Axis", "axes"),
+            ("Matches", "Match", "matches"),
+            ("Dishes", "Dish", "dishes"),
+            ("Caches", "Cache", "caches"),
+            ("Potatoes", "Potato", "potatoes"),
+            ("Photos", "Photo", "photos"),
+            ("Videos", "Video", "videos"),
+            ("Shoes", "Shoe", "shoes"),
+            ("Knives", "Knife", "knives"),
+            ("Leaves", "Leaf", "leaves"),
+            ("Shelves", "Shelf", "shelves"),
+            ("Archives", "Archive", "archives"),
+            ("Olives", "Olive", "olives"),
+            ("Men", "Man", "men"),
+            ("Women", "Woman", "women"),
+            ("Salesmen", "Salesman", "salesmen"),
+            ("Humans", "Human", "humans"),
+            ("Mice", "Mouse", "mice"),
+            ("Teeth", "Tooth", "teeth"),
+            ("Feet", "Foot", "feet"),
+            ("Geese", "Goose", "geese"),
+            ("Criteria", "Criterion", "criteria"),
+            ("Crises", "Crisis", "crises"),
+            ("Matrices", "Matrix", "matrices"),
+            ("Prices", "Price", "prices"),
+            ("Devices", "Device", "devices"),
+            ("Sizes", "Size", "sizes"),
+            ("Specimens", "Specimen", "specimens"),
+            ("Species", "Species", "speciesList"),
+            ("Grandchildren", "Grandchild", "grandchildren"),
+            ("Users profiles", "UsersProfile", "usersProfiles"),
+            ("order_items", "OrderItem", "orderItems"),
+            ("Data", "Data", "dataList"),
+        ];
+        for (name, type_name, list) in cases {
+            let derived = GraphqlNames::derive(name, None).unwrap();
+            assert_eq!(
+                (derived.type_name.as_str(), derived.plural.as_str()),
+                (type_name, list),
+                "{name}"
+            );
+            // Reloaded from its stored type name, a collection keeps its names.
+            let reloaded = GraphqlNames::derive(type_name, Some(type_name)).unwrap();
+            assert_eq!(reloaded, derived, "{name} reloaded");
+        }
+        // Already singular names stay.
+        for name in [
+            "Status", "Address", "Analysis", "Bus", "Person", "Child", "Movie", "Index",
+        ] {
+            assert_eq!(GraphqlNames::derive(name, None).unwrap().type_name, name);
+        }
     }
 
     #[test]

@@ -508,6 +508,18 @@ fn document_value(collection: &Collection, document: &documents::Document) -> Va
     ])
 }
 
+/// What a mutation answers for a document it wrote: the document when the
+/// caller may read it as the write left it, null otherwise (a caller may write
+/// what it may not read, and learns no more of it by writing).
+fn written(
+    collection: &Collection,
+    access: &Access,
+    document: &documents::Document,
+) -> Option<FieldValue<'static>> {
+    documents::may_read(collection, access, document)
+        .then(|| FieldValue::value(document_value(collection, document)))
+}
+
 pub fn register(parts: &mut SchemaParts, _project: &Project, model: &DataModel) {
     register_types(parts);
     typed::register_shared(parts);
@@ -1361,7 +1373,7 @@ fn register_documents(parts: &mut SchemaParts) {
         .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID))),
     );
     parts.mutation(
-        Field::new("createDocument", TypeRef::named_nn("Document"), |ctx| {
+        Field::new("createDocument", TypeRef::named("Document"), |ctx| {
             FieldFuture::new(async move {
                 let input: CreateDocumentInput = input(&ctx)?;
                 let collection = model_collection(&ctx, &input.database_id, &input.collection_id)?;
@@ -1374,14 +1386,14 @@ fn register_documents(parts: &mut SchemaParts) {
                 };
                 let document = tx.create(&collection, &access, new, data_model(&ctx)?, Sharing::Sole).await?;
                 tx.publish_after_commit(documents::event(&collection, &document, "create", None));
-                Ok(Some(FieldValue::value(document_value(&collection, &document))))
+                Ok(written(&collection, &access, &document))
             })
         })
-        .description("Creates a document in any collection; needs the collection's `create` permission (or `documents.write`). All document writes of one request commit together or not at all.")
+        .description("Creates a document in any collection; needs the collection's `create` permission (or `documents.write`). All document writes of one request commit together or not at all. Answers null for a document the caller may not read once written.")
         .argument(InputValue::new("input", TypeRef::named_nn("CreateDocumentInput"))),
     );
     parts.mutation(
-        Field::new("updateDocument", TypeRef::named_nn("Document"), |ctx| {
+        Field::new("updateDocument", TypeRef::named("Document"), |ctx| {
             FieldFuture::new(async move {
                 let input: UpdateDocumentInput = input(&ctx)?;
                 let collection = model_collection(&ctx, &input.database_id, &input.collection_id)?;
@@ -1403,10 +1415,10 @@ fn register_documents(parts: &mut SchemaParts) {
                     op.end(result)?
                 };
                 tx.publish_after_commit(documents::event(&collection, &document, "update", Some(&previous)));
-                Ok(Some(FieldValue::value(document_value(&collection, &document))))
+                Ok(written(&collection, &access, &document))
             })
         })
-        .description("Changes a document of any collection; needs `update` permission on the collection or (with document security) on the document.")
+        .description("Changes a document of any collection; needs `update` permission on the collection or (with document security) on the document. Answers null for a document the caller may not read once written.")
         .argument(InputValue::new("input", TypeRef::named_nn("UpdateDocumentInput"))),
     );
     parts.mutation(

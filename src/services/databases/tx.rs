@@ -304,9 +304,16 @@ impl RequestTx {
         }
         let mut op = self.tracked_writer().await?;
         let first_write = op.first_write();
-        let result =
-            documents::create_prepared(&mut op, first_write, dialect, collection, model, prepared)
-                .await;
+        let result = documents::create_prepared(
+            &mut op,
+            first_write,
+            dialect,
+            collection,
+            access,
+            model,
+            prepared,
+        )
+        .await;
         op.end(result)
     }
 

@@ -481,6 +481,29 @@ fn node_value(document: Document) -> Value {
     node_value_of(document, None)
 }
 
+/// What a mutation answers for a document it wrote: the document when the
+/// caller may read it as the write left it, nothing otherwise (a caller may
+/// write what it may not read, and learns no more of it by writing). A single
+/// write answers null then, a bulk one leaves it out of its list, as a list
+/// query would.
+fn written(
+    collection: &Collection,
+    access: &Access,
+    document: Document,
+) -> Option<FieldValue<'static>> {
+    documents::may_read(collection, access, &document)
+        .then(|| FieldValue::value(node_value(document)))
+}
+
+/// The description of a mutation answering a document, with the rule of
+/// [`written`].
+const NULL_WHEN_UNREADABLE: &str =
+    " Answers null for a document the caller may not read once written.";
+
+/// The same for a bulk mutation.
+const LISTS_ONLY_READABLE: &str =
+    " Lists only the documents the caller may read once written, in input order.";
+
 /// The name of every node's `id` entry, made once rather than per node.
 static ID: LazyLock<Name> = LazyLock::new(|| Name::new("id"));
 
@@ -892,15 +915,15 @@ pub fn register_collection(
     // Mutations.
     let c = collection.clone();
     parts.mutation(
-        Field::new(format!("create{t}"), TypeRef::named_nn(t.as_str()), move |ctx| {
+        Field::new(format!("create{t}"), TypeRef::named(t.as_str()), move |ctx| {
             let collection = c.clone();
             FieldFuture::new(async move {
                 let input = arg_json(&ctx, "input")?.unwrap_or(Json::Null);
-                let document = create_one(&ctx, &collection, input, Sharing::Sole).await?;
-                Ok(Some(FieldValue::value(node_value(document))))
+                let (access, document) = create_one(&ctx, &collection, input, Sharing::Sole).await?;
+                Ok(written(&collection, &access, document))
             })
         })
-        .description(format!("Creates a `{t}`; needs the collection's `create` permission. All document writes of one request commit together or not at all."))
+        .description(format!("Creates a `{t}`; needs the collection's `create` permission. All document writes of one request commit together or not at all.{NULL_WHEN_UNREADABLE}"))
         .argument(InputValue::new("input", TypeRef::named_nn(format!("Create{t}Input")))),
     );
     let c = collection.clone();
@@ -914,16 +937,16 @@ pub fn register_collection(
                     let inputs = bulk_inputs(&ctx)?;
                     let mut created = Vec::with_capacity(inputs.len());
                     for input in inputs {
-                        created.push(FieldValue::value(node_value(
-                            create_one(&ctx, &collection, input, Sharing::Among).await?,
-                        )));
+                        let (access, document) =
+                            create_one(&ctx, &collection, input, Sharing::Among).await?;
+                        created.extend(written(&collection, &access, document));
                     }
                     Ok(Some(FieldValue::list(created)))
                 })
             },
         )
         .description(format!(
-            "Creates up to {} `{t}` documents at once: all or none.",
+            "Creates up to {} `{t}` documents at once: all or none.{LISTS_ONLY_READABLE}",
             documents::MAX_BULK
         ))
         .argument(InputValue::new(
@@ -933,7 +956,7 @@ pub fn register_collection(
     );
     let c = collection.clone();
     parts.mutation(
-        Field::new(format!("update{t}"), TypeRef::named_nn(t.as_str()), move |ctx| {
+        Field::new(format!("update{t}"), TypeRef::named(t.as_str()), move |ctx| {
             let collection = c.clone();
             FieldFuture::new(async move {
                 let input = arg_json(&ctx, "input")?.unwrap_or(Json::Null);
@@ -956,10 +979,10 @@ pub fn register_collection(
                     op.end(result)?
                 };
                 tx.publish_after_commit(documents::event(&collection, &document, "update", Some(&previous)));
-                Ok(Some(FieldValue::value(node_value(document))))
+                Ok(written(&collection, &access, document))
             })
         })
-        .description(format!("Changes a `{t}`; needs `update` permission on the collection or (with document security) on the document."))
+        .description(format!("Changes a `{t}`; needs `update` permission on the collection or (with document security) on the document.{NULL_WHEN_UNREADABLE}"))
         .argument(InputValue::new("input", TypeRef::named_nn(format!("Update{t}Input")))),
     );
     let c = collection.clone();
@@ -1038,7 +1061,7 @@ fn register_bulk_and_atomic(
 
     let c = collection.clone();
     parts.mutation(
-        Field::new(format!("upsert{t}"), TypeRef::named_nn(t.as_str()), move |ctx| {
+        Field::new(format!("upsert{t}"), TypeRef::named(t.as_str()), move |ctx| {
             let collection = c.clone();
             FieldFuture::new(async move {
                 let input = arg_json(&ctx, "input")?.unwrap_or(Json::Null);
@@ -1065,10 +1088,10 @@ fn register_bulk_and_atomic(
                     op.end(result)?
                 };
                 tx.publish_after_commit(documents::event(&collection, &document, action, previous.as_ref()));
-                Ok(Some(FieldValue::value(node_value(document))))
+                Ok(written(&collection, &access, document))
             })
         })
-        .description(format!("Creates a `{t}` with this id, or changes it when it exists (needs `create` or `update` permission accordingly)."))
+        .description(format!("Creates a `{t}` with this id, or changes it when it exists (needs `create` or `update` permission accordingly).{NULL_WHEN_UNREADABLE}"))
         .argument(InputValue::new("input", TypeRef::named_nn(format!("Upsert{t}Input")))),
     );
 
@@ -1122,14 +1145,14 @@ fn register_bulk_and_atomic(
                             "update",
                             Some(&previous),
                         ));
-                        updated.push(FieldValue::value(node_value(document)));
+                        updated.extend(written(&collection, &access, document));
                     }
                     Ok(Some(FieldValue::list(updated)))
                 })
             },
         )
         .description(format!(
-            "Changes up to {} `{t}` documents at once: all or none.",
+            "Changes up to {} `{t}` documents at once: all or none.{LISTS_ONLY_READABLE}",
             documents::MAX_BULK
         ))
         .argument(InputValue::new(
@@ -1285,7 +1308,7 @@ fn register_bulk_and_atomic(
         );
         let c = collection.clone();
         parts.mutation(
-            Field::new(name, TypeRef::named_nn(t.as_str()), move |ctx| {
+            Field::new(name, TypeRef::named(t.as_str()), move |ctx| {
                 let collection = c.clone();
                 FieldFuture::new(async move {
                     let Some(Json::Object(input)) = arg_json(&ctx, "input")? else {
@@ -1334,21 +1357,23 @@ fn register_bulk_and_atomic(
                         "update",
                         Some(&previous),
                     ));
-                    Ok(Some(FieldValue::value(node_value(document))))
+                    Ok(written(&collection, &access, document))
                 })
             })
-            .description(about)
+            .description(format!("{about}{NULL_WHEN_UNREADABLE}"))
             .argument(InputValue::new("input", TypeRef::named_nn(input_name))),
         );
     }
 }
 
+/// Creates one document of a typed create: the caller's access and the
+/// document.
 fn create_one<'a>(
     ctx: &'a ResolverContext<'a>,
     collection: &'a Collection,
     input: Json,
     sharing: Sharing,
-) -> futures_util::future::BoxFuture<'a, AppResult<Document>> {
+) -> futures_util::future::BoxFuture<'a, AppResult<(Access, Document)>> {
     Box::pin(create_one_impl(ctx, collection, input, sharing))
 }
 
@@ -1357,7 +1382,7 @@ async fn create_one_impl(
     collection: &Collection,
     input: Json,
     sharing: Sharing,
-) -> AppResult<Document> {
+) -> AppResult<(Access, Document)> {
     let WriteInput {
         data,
         id,
@@ -1375,7 +1400,7 @@ async fn create_one_impl(
         .create(collection, &access, new, data_model(ctx)?, sharing)
         .await?;
     tx.publish_after_commit(documents::event(collection, &document, "create", None));
-    Ok(document)
+    Ok((access, document))
 }
 
 /// A page of `collection` for the list field being resolved (its `filter`,
@@ -1868,6 +1893,9 @@ struct DocumentWatch {
     collection: Arc<Collection>,
     filter: Filter,
     only: Option<String>,
+    /// The subscriber as it subscribed: whether a document left its set is
+    /// told only when it could read the version that was in the set.
+    subscriber: crate::auth::Caller,
 }
 
 impl crate::services::realtime::watch::Watch for DocumentWatch {
@@ -1878,7 +1906,11 @@ impl crate::services::realtime::watch::Watch for DocumentWatch {
         if self.only.as_deref().is_some_and(|only| id != Some(only)) {
             return None;
         }
-        let previous = event.previous.as_ref().and_then(Json::as_object);
+        let previous = event
+            .previous
+            .as_ref()
+            .filter(|_| crate::auth::access::may_see_previous(&self.subscriber, event))
+            .and_then(Json::as_object);
         change_for(&self.filter, &self.collection, action, document, previous)
     }
 
@@ -1962,7 +1994,7 @@ fn register_subscription(parts: &mut SchemaParts, collection: &Arc<Collection>) 
                         Some(v) if !v.is_null() => Some(v.string()?.to_string()),
                         _ => None,
                     };
-                    let watch = DocumentWatch { channel: collection.channel(), collection, filter, only };
+                    let watch = DocumentWatch { channel: collection.channel(), collection, filter, only, subscriber: caller.clone() };
                     Ok(crate::services::realtime::watch::follow(&ctx, state, caller, watch))
                 })
             },

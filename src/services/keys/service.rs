@@ -286,6 +286,7 @@ async fn publish(state: &AppState, key: &ApiKey, action: &str) {
         payload: key_json(key),
         previous: None,
         read_roles: Vec::new(),
+        previous_read_roles: Vec::new(),
         key_scope: KeysRead::NAME.into(),
     };
     let _ = state.bus.publish(BusMessage::Event(event)).await;

@@ -18,6 +18,7 @@ use futures_util::{StreamExt as _, future};
 
 use crate::AppState;
 use crate::auth::Caller;
+use crate::auth::access::may_see_previous;
 use crate::bus::{BusMessage, Event};
 
 /// What an event means to one subscription: an outcome such as `CREATE` or
@@ -103,9 +104,19 @@ pub fn follow<'a>(
         let watch = watch.clone();
         move |event: &Event| watch.outcome(event).is_some()
     };
+    let receiver = caller.clone();
     super::caller_events(state, caller, wanted)
         .map(move |item| {
             item.map(|published| match &published.message {
+                BusMessage::Event(event) if !may_see_previous(&receiver, event) => {
+                    // The version before the change is not the caller's to see.
+                    let outcome = watch.outcome(event).unwrap_or_default();
+                    let without = Event {
+                        previous: None,
+                        ..event.clone()
+                    };
+                    FieldValue::value(watch.value(&without, outcome))
+                }
                 BusMessage::Event(event) => {
                     let outcome = watch.outcome(event).unwrap_or_default();
                     FieldValue::value(watch.value(event, outcome))
