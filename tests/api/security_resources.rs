@@ -536,13 +536,17 @@ async fn item_permissions_refuse_create_and_write_means_update_and_delete() {
         .as_session(
             &ann,
             create_document,
-            json!({"p": [format!("write(\"{me}\")")]}),
+            json!({"p": [format!("read(\"{me}\")"), format!("write(\"{me}\")")]}),
         )
         .await
         .ok();
     assert_eq!(
         sorted(&document["createDocument"]["permissions"]),
-        [format!("delete(\"{me}\")"), format!("update(\"{me}\")")]
+        [
+            format!("delete(\"{me}\")"),
+            format!("read(\"{me}\")"),
+            format!("update(\"{me}\")")
+        ]
     );
     app.shutdown().await;
 }
