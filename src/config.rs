@@ -219,6 +219,17 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_PRESENCE_MAX_REPLAY", default_value_t = 100)]
     pub presence_max_replay: usize,
 
+    /// Most emails (verification, recovery, magic URL, email OTP, invitations) one
+    /// sender (a signed-in user, or an API key) may have sent per hour; 0 for no cap.
+    #[arg(long, env = "NIMBUS_MAIL_MAX_PER_SENDER", default_value_t = 100)]
+    pub mail_max_per_sender: u32,
+
+    /// Most emails requests from one client address (for IPv6, one /64 network) may
+    /// have sent per hour, whoever asks; 0 for no cap. Behind a reverse proxy
+    /// everyone shares the proxy's address: raise it, or set 0.
+    #[arg(long, env = "NIMBUS_MAIL_MAX_PER_CLIENT", default_value_t = 200)]
+    pub mail_max_per_client: u32,
+
     /// Where file bytes live: a directory, or an S3-compatible bucket as
     /// `s3://BUCKET[/PREFIX][?endpoint=URL&region=R&allow_http=true]` (credentials from
     /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`). Default: `DATA_DIR/files`.

@@ -2,6 +2,10 @@
 //! fixed window. Counted in Redis when the server has one, so every replica shares
 //! the count; in memory otherwise. If Redis cannot be reached the attempt is allowed
 //! (and logged): a broken cache must not lock every user out.
+//!
+//! Outgoing email has limits of three kinds: per recipient (each flow's own), and
+//! per sender and per client address ([`RateLimiter::hit_outgoing_mail`]), so that
+//! one account, key or address cannot have the server mail many recipients.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 
+use crate::auth::{Caller, Credential};
 use crate::error::{AppError, AppResult};
 
 /// One limit: how many attempts in how long.
@@ -43,6 +48,26 @@ pub fn client_key(ip: &str) -> String {
         Ok(std::net::IpAddr::V4(v4)) => v4.to_string(),
         Err(_) => ip.chars().take(64).collect(),
     }
+}
+
+/// Who asks for an email to be sent, in limit keys: the signed-in user or the API
+/// key; none for guests (their client address bounds them).
+pub fn mail_sender(caller: &Caller) -> Option<String> {
+    let project = &caller.project.id;
+    match &caller.credential {
+        Credential::Session(session) => Some(format!("user:{project}:{}", session.user.id)),
+        _ => caller
+            .key()
+            .map(|key| format!("key:{project}:{}", key.key_id)),
+    }
+}
+
+/// Per-hour bounds on outgoing email beside each flow's per-recipient one; 0 turns
+/// one off.
+#[derive(Debug, Clone, Copy)]
+pub struct MailLimits {
+    pub per_sender: u32,
+    pub per_client: u32,
 }
 
 /// Past this many tracked keys, expired windows are swept from memory.
@@ -88,6 +113,27 @@ impl RateLimiter {
             return Err(AppError::RateLimited {
                 retry_after: retry_after.max(1),
             });
+        }
+        Ok(())
+    }
+
+    /// Counts one outgoing email against its sender (when there is one) and the
+    /// client address it was asked from; `RATE_LIMITED` past either bound.
+    pub async fn hit_outgoing_mail(
+        &self,
+        sender: Option<&str>,
+        client_ip: &str,
+        limits: MailLimits,
+    ) -> AppResult<()> {
+        if limits.per_client > 0 {
+            let key = format!("mail-client:{}", client_key(client_ip));
+            self.hit(&key, Limit::per_hour(limits.per_client)).await?;
+        }
+        if let Some(sender) = sender
+            && limits.per_sender > 0
+        {
+            let key = format!("mail-sender:{sender}");
+            self.hit(&key, Limit::per_hour(limits.per_sender)).await?;
         }
         Ok(())
     }

@@ -339,3 +339,111 @@ async fn subscriptions_per_client_address_are_capped_across_its_sockets() {
     let answer = first(&mut b, "b3", "{ __typename }").await;
     assert_eq!(answer["payload"]["data"]["__typename"], "Query", "{answer}");
 }
+
+async fn invite(app: &TestApp, owner: &str, team: &str, email: &str) -> crate::helpers::Answer {
+    app.as_session(
+        owner,
+        "mutation($input: CreateMembershipInput!) { createMembership(input: $input) { id } }",
+        json!({"input": {"teamId": team, "email": email, "roles": [], "url": "http://localhost/join"}}),
+    )
+    .await
+}
+
+fn retry_after(answer: &crate::helpers::Answer) -> u64 {
+    answer.body["errors"][0]["extensions"]["retryAfter"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a retryAfter: {}", answer.body))
+}
+
+#[tokio::test]
+async fn emails_asked_from_one_client_address_are_limited_whatever_the_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.mail_max_per_client = 3;
+    let app = spawn_with(config, dir).await;
+    let ask = |query: &'static str| app.post(json!({"query": query}), &[]);
+    ask("mutation { createMagicUrlToken(input: {email: \"a@example.com\", url: \"http://localhost/magic\"}) { userId } }")
+        .await
+        .ok();
+    ask("mutation { createEmailToken(input: {email: \"b@example.com\"}) { userId } }")
+        .await
+        .ok();
+    ask("mutation { createRecovery(input: {email: \"c@example.com\", url: \"http://localhost/reset\"}) }")
+        .await
+        .ok();
+    // A fourth recipient, by any flow: each has its own per-recipient limit, but
+    // the address has asked for three emails this hour.
+    let limited = ask("mutation { createMagicUrlToken(input: {email: \"d@example.com\", url: \"http://localhost/magic\"}) { userId } }").await;
+    assert_eq!(limited.code(), "RATE_LIMITED", "{}", limited.body);
+    assert!(retry_after(&limited) > 3000);
+    let nobody = app
+        .admin(
+            "{ users(search: \"d@example.com\") { totalCount } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        nobody["users"]["totalCount"], 0,
+        "a refused email creates no user"
+    );
+}
+
+#[tokio::test]
+async fn invitations_are_limited_per_sender_and_per_recipient() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.mail_max_per_sender = 2;
+    config.mail_max_per_client = 0;
+    let app = spawn_with(config, dir).await;
+    let olga = app.signed_in("olga@example.com").await;
+    let pia = app.signed_in("pia@example.com").await;
+    for (owner, team) in [(&olga, "band"), (&pia, "choir")] {
+        app.as_session(
+            owner,
+            "mutation($t: ID!) { createTeam(input: {id: $t, name: \"Team\"}) { id } }",
+            json!({"t": team}),
+        )
+        .await
+        .ok();
+    }
+    invite(&app, &olga, "band", "x@example.com").await.ok();
+    invite(&app, &olga, "band", "y@example.com").await.ok();
+    let limited = invite(&app, &olga, "band", "z@example.com").await;
+    assert_eq!(limited.code(), "RATE_LIMITED", "{}", limited.body);
+    assert!(retry_after(&limited) > 3000);
+    let nobody = app
+        .admin(
+            "{ users(search: \"z@example.com\") { totalCount } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        nobody["users"]["totalCount"], 0,
+        "a refused invitation creates no user"
+    );
+    // The bound is Olga's, not everyone's.
+    invite(&app, &pia, "choir", "z@example.com").await.ok();
+
+    // One recipient is mailed at most ten invitations an hour, renewals included,
+    // whoever sends them.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.mail_max_per_sender = 0;
+    config.mail_max_per_client = 0;
+    let app = spawn_with(config, dir).await;
+    let olga = app.signed_in("olga@example.com").await;
+    app.as_session(
+        &olga,
+        "mutation { createTeam(input: {id: \"band\", name: \"Band\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    for _ in 0..10 {
+        invite(&app, &olga, "band", "r@example.com").await.ok();
+    }
+    let limited = invite(&app, &olga, "band", "r@example.com").await;
+    assert_eq!(limited.code(), "RATE_LIMITED", "{}", limited.body);
+}
