@@ -72,13 +72,22 @@ pub struct MailLimits {
 
 /// Past this many tracked keys, expired windows are swept from memory.
 const SWEEP_AT: usize = 50_000;
+
+/// The in-memory windows. After a sweep the next one waits until the map has
+/// doubled: were every window live, sweeping at a fixed size would scan the whole
+/// map on every attempt, and one client's fresh keys would cost everyone that.
+#[derive(Default)]
+struct Windows {
+    by_key: HashMap<String, (Instant, u32)>,
+    sweep_at: usize,
+}
 const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct RateLimiter {
     enabled: bool,
     prefix: String,
     redis: Option<ConnectionManager>,
-    local: Mutex<HashMap<String, (Instant, u32)>>,
+    local: Mutex<Windows>,
 }
 
 impl RateLimiter {
@@ -89,7 +98,10 @@ impl RateLimiter {
             enabled,
             prefix: format!("{prefix}:abuse:"),
             redis,
-            local: Mutex::new(HashMap::new()),
+            local: Mutex::new(Windows {
+                by_key: HashMap::new(),
+                sweep_at: SWEEP_AT,
+            }),
         }
     }
 
@@ -173,10 +185,13 @@ impl RateLimiter {
             return (0, 0);
         };
         let now = Instant::now();
-        if windows.len() >= SWEEP_AT {
-            windows.retain(|_, (started, _)| now.duration_since(*started) < limit.window);
+        if windows.by_key.len() >= windows.sweep_at {
+            windows
+                .by_key
+                .retain(|_, (started, _)| now.duration_since(*started) < limit.window);
+            windows.sweep_at = SWEEP_AT.max(windows.by_key.len() * 2);
         }
-        let entry = windows.entry(key.to_string()).or_insert((now, 0));
+        let entry = windows.by_key.entry(key.to_string()).or_insert((now, 0));
         if now.duration_since(entry.0) >= limit.window {
             *entry = (now, 0);
         }
@@ -213,6 +228,17 @@ mod tests {
         );
         assert_eq!(client_key("::ffff:192.0.2.7"), "192.0.2.7");
         assert_eq!(client_key("192.0.2.7"), "192.0.2.7");
+    }
+
+    #[test]
+    fn a_sweep_that_frees_nothing_waits_for_the_map_to_double() {
+        let limiter = RateLimiter::new(true, "t", None);
+        for i in 0..=SWEEP_AT {
+            limiter.hit_local(&i.to_string(), Limit::per_hour(1));
+        }
+        let windows = limiter.local.lock().unwrap();
+        assert_eq!(windows.by_key.len(), SWEEP_AT + 1);
+        assert_eq!(windows.sweep_at, SWEEP_AT * 2);
     }
 
     #[tokio::test]
