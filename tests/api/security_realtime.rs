@@ -447,3 +447,60 @@ async fn invitations_are_limited_per_sender_and_per_recipient() {
     let limited = invite(&app, &olga, "band", "r@example.com").await;
     assert_eq!(limited.code(), "RATE_LIMITED", "{}", limited.body);
 }
+
+/// Uploads a small file as the admin (the GraphQL multipart request spec).
+async fn admin_upload(app: &TestApp, bucket: &str, file: &str) {
+    let boundary = "nimbus-presence-boundary";
+    let operations = json!({
+        "query": "mutation($input: CreateFileInput!) { createFile(input: $input) { id } }",
+        "variables": {"input": {"bucketId": bucket, "fileId": file, "file": null}},
+    });
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n{operations}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"map\"\r\n\r\n{{\"0\": [\"variables.input.file\"]}}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"0\"; filename=\"f.txt\"\r\nContent-Type: text/plain\r\n\r\nnotes\r\n\
+         --{boundary}--\r\n"
+    );
+    let response = app
+        .client
+        .post(format!("{}/v1/graphql", app.url))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .header("apollo-require-preflight", "true")
+        .header("x-nimbus-key", &app.admin_key)
+        .body(body)
+        .send()
+        .await
+        .expect("request sent");
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["data"]["createFile"]["id"], file, "{answer}");
+}
+
+#[tokio::test]
+async fn presence_on_a_file_is_only_for_those_who_may_read_it() {
+    let app = spawn_app().await;
+    let ann = app.signed_in("ann@example.com").await;
+    let bob = app.signed_in("bob@example.com").await;
+    let ann_id = user_id(&app, &ann).await;
+    app.admin(
+        "mutation($input: CreateBucketInput!) { createBucket(input: $input) { id } }",
+        json!({"input": {"id": "shared", "name": "Shared", "permissions": [format!("read(\"user:{ann_id}\")")]}}),
+    )
+    .await
+    .ok();
+    admin_upload(&app, "shared", "f1").await;
+    let channel = "buckets.shared.files.f1";
+    let mut ann_ws = socket(&app, bearer(&ann)).await;
+    joins(&mut ann_ws, "p", &presence(channel)).await;
+    let mut bob_ws = socket(&app, bearer(&bob)).await;
+    assert_eq!(
+        refused(&mut bob_ws, "w", &watch(channel)).await,
+        "FILE_NOT_FOUND"
+    );
+    assert_eq!(
+        refused(&mut bob_ws, "p", &presence(channel)).await,
+        "FILE_NOT_FOUND"
+    );
+}
