@@ -2,7 +2,8 @@
 //! needs a user (unless the project allows guests); presence on a document is for
 //! those who may read it; presences are capped per channel, user and client
 //! address, in state size and in what a new watcher is sent; WebSockets and
-//! subscriptions are capped per client address across sockets.
+//! subscriptions are capped per client address across sockets; and outgoing
+//! email is bounded per sender, per client address and per invited recipient.
 
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
