@@ -309,7 +309,8 @@ if want reference; then
 fi
 
 # `start_nimbus PORT DATA_DIR LOG`: `nimbus serve` with rate limits off and no cap on
-# connections per client (every subscriber connects from 127.0.0.1), on that data
+# connections, sockets or subscriptions per client (every subscriber connects from
+# 127.0.0.1), on that data
 # directory (and the private Redis with BUS=redis); sets `nimbus_pid`.
 start_nimbus() {
     local port=$1 data=$2 log=$3
@@ -317,7 +318,8 @@ start_nimbus() {
     [[ $BUS != redis ]] || bus=(--redis-url "redis://127.0.0.1:$redis_port")
     env -u NIMBUS_DATABASE_URL -u NIMBUS_REDIS_URL -u NIMBUS_SECRET -u NIMBUS_DATA_DIR -u NIMBUS_LISTEN \
         "$nimbus" serve --listen "127.0.0.1:$port" --data-dir "$data" --rate-limits false \
-        --max-connections-per-client 0 "${bus[@]}" \
+        --max-connections-per-client 0 --ws-max-per-client 0 \
+        --ws-max-subscriptions-per-client 0 "${bus[@]}" \
         >"$log.out" 2>"$log.err" &
     nimbus_pid=$!
     started_pids+=("$nimbus_pid")

@@ -161,6 +161,22 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_WS_MAX_SUBSCRIPTIONS", default_value_t = 100)]
     pub ws_max_subscriptions: usize,
 
+    /// Most WebSockets open at once from one client address (for IPv6, one /64
+    /// network); 0 for no such cap. Behind a reverse proxy every socket comes from
+    /// the proxy: raise it, or set 0 and cap clients at the proxy.
+    #[arg(long, env = "NIMBUS_WS_MAX_PER_CLIENT", default_value_t = 256)]
+    pub ws_max_per_client: usize,
+
+    /// Most subscriptions open at once over all the WebSockets of one client
+    /// address; 0 for no such cap (the per-connection cap still holds). Behind a
+    /// reverse proxy everyone shares the proxy's address: raise it, or set 0.
+    #[arg(
+        long,
+        env = "NIMBUS_WS_MAX_SUBSCRIPTIONS_PER_CLIENT",
+        default_value_t = 4096
+    )]
+    pub ws_max_subscriptions_per_client: usize,
+
     /// Seconds a new WebSocket has to send `connection_init` before it is closed.
     #[arg(long, env = "NIMBUS_WS_INIT_TIMEOUT", default_value_t = 10)]
     pub ws_init_timeout_secs: u64,
@@ -177,6 +193,42 @@ pub struct Config {
     /// it. The same on every replica.
     #[arg(long, env = "NIMBUS_PRESENCE_TIMEOUT", default_value_t = 20, value_parser = clap::value_parser!(u64).range(2..))]
     pub presence_timeout_secs: u64,
+
+    /// Most presences on one channel of a project, on this replica's view of all
+    /// replicas; 0 for no cap.
+    #[arg(long, env = "NIMBUS_PRESENCE_MAX_PER_CHANNEL", default_value_t = 1000)]
+    pub presence_max_per_channel: usize,
+
+    /// Most presences one signed-in user holds at once, over all channels of a
+    /// project; 0 for no cap.
+    #[arg(long, env = "NIMBUS_PRESENCE_MAX_PER_USER", default_value_t = 50)]
+    pub presence_max_per_user: usize,
+
+    /// Most presences announced at once from one client address (for IPv6, one /64
+    /// network), over all projects; 0 for no cap. Behind a reverse proxy everyone
+    /// shares the proxy's address: raise it, or set 0.
+    #[arg(long, env = "NIMBUS_PRESENCE_MAX_PER_CLIENT", default_value_t = 500)]
+    pub presence_max_per_client: usize,
+
+    /// Largest state a presence may carry, in bytes of JSON.
+    #[arg(long, env = "NIMBUS_PRESENCE_MAX_STATE_BYTES", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(2..=65_536))]
+    pub presence_max_state_bytes: u64,
+
+    /// Most presences a new watcher of a channel is sent (as JOINs, oldest first)
+    /// when it subscribes; later changes all arrive.
+    #[arg(long, env = "NIMBUS_PRESENCE_MAX_REPLAY", default_value_t = 100)]
+    pub presence_max_replay: usize,
+
+    /// Most emails (verification, recovery, magic URL, email OTP, invitations) one
+    /// sender (a signed-in user, or an API key) may have sent per hour; 0 for no cap.
+    #[arg(long, env = "NIMBUS_MAIL_MAX_PER_SENDER", default_value_t = 100)]
+    pub mail_max_per_sender: u32,
+
+    /// Most emails requests from one client address (for IPv6, one /64 network) may
+    /// have sent per hour, whoever asks; 0 for no cap. Behind a reverse proxy
+    /// everyone shares the proxy's address: raise it, or set 0.
+    #[arg(long, env = "NIMBUS_MAIL_MAX_PER_CLIENT", default_value_t = 200)]
+    pub mail_max_per_client: u32,
 
     /// Where file bytes live: a directory, or an S3-compatible bucket as
     /// `s3://BUCKET[/PREFIX][?endpoint=URL&region=R&allow_http=true]` (credentials from

@@ -63,6 +63,8 @@ pub struct AppInner {
     pub parsed_queries: graphql::parsed::ParsedQueries,
     /// The subscription operations WebSocket connections watch with, one of each.
     pub subscription_shapes: http::ws::Shapes,
+    /// The WebSockets and subscriptions each client address holds here.
+    pub ws_clients: http::ws::SocketsPerClient,
     /// Shared inserts of single creates (MariaDB; SQLite has group commit).
     pub creates: Option<services::databases::create_batch::CreateBatches>,
 }
@@ -132,6 +134,7 @@ impl AppState {
             presence: Default::default(),
             parsed_queries: Default::default(),
             subscription_shapes: Default::default(),
+            ws_clients: Default::default(),
         }));
         services::projects::service::ensure_default_project(&state)
             .await

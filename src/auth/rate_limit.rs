@@ -2,6 +2,10 @@
 //! fixed window. Counted in Redis when the server has one, so every replica shares
 //! the count; in memory otherwise. If Redis cannot be reached the attempt is allowed
 //! (and logged): a broken cache must not lock every user out.
+//!
+//! Outgoing email has limits of three kinds: per recipient (each flow's own), and
+//! per sender and per client address ([`RateLimiter::hit_outgoing_mail`]), so that
+//! one account, key or address cannot have the server mail many recipients.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 
+use crate::auth::{Caller, Credential};
 use crate::error::{AppError, AppResult};
 
 /// One limit: how many attempts in how long.
@@ -45,15 +50,44 @@ pub fn client_key(ip: &str) -> String {
     }
 }
 
+/// Who asks for an email to be sent, in limit keys: the signed-in user or the API
+/// key; none for guests (their client address bounds them).
+pub fn mail_sender(caller: &Caller) -> Option<String> {
+    let project = &caller.project.id;
+    match &caller.credential {
+        Credential::Session(session) => Some(format!("user:{project}:{}", session.user.id)),
+        _ => caller
+            .key()
+            .map(|key| format!("key:{project}:{}", key.key_id)),
+    }
+}
+
+/// Per-hour bounds on outgoing email beside each flow's per-recipient one; 0 turns
+/// one off.
+#[derive(Debug, Clone, Copy)]
+pub struct MailLimits {
+    pub per_sender: u32,
+    pub per_client: u32,
+}
+
 /// Past this many tracked keys, expired windows are swept from memory.
 const SWEEP_AT: usize = 50_000;
+
+/// The in-memory windows. After a sweep the next one waits until the map has
+/// doubled: were every window live, sweeping at a fixed size would scan the whole
+/// map on every attempt, and one client's fresh keys would cost everyone that.
+#[derive(Default)]
+struct Windows {
+    by_key: HashMap<String, (Instant, u32)>,
+    sweep_at: usize,
+}
 const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct RateLimiter {
     enabled: bool,
     prefix: String,
     redis: Option<ConnectionManager>,
-    local: Mutex<HashMap<String, (Instant, u32)>>,
+    local: Mutex<Windows>,
 }
 
 impl RateLimiter {
@@ -64,7 +98,10 @@ impl RateLimiter {
             enabled,
             prefix: format!("{prefix}:abuse:"),
             redis,
-            local: Mutex::new(HashMap::new()),
+            local: Mutex::new(Windows {
+                by_key: HashMap::new(),
+                sweep_at: SWEEP_AT,
+            }),
         }
     }
 
@@ -88,6 +125,27 @@ impl RateLimiter {
             return Err(AppError::RateLimited {
                 retry_after: retry_after.max(1),
             });
+        }
+        Ok(())
+    }
+
+    /// Counts one outgoing email against its sender (when there is one) and the
+    /// client address it was asked from; `RATE_LIMITED` past either bound.
+    pub async fn hit_outgoing_mail(
+        &self,
+        sender: Option<&str>,
+        client_ip: &str,
+        limits: MailLimits,
+    ) -> AppResult<()> {
+        if limits.per_client > 0 {
+            let key = format!("mail-client:{}", client_key(client_ip));
+            self.hit(&key, Limit::per_hour(limits.per_client)).await?;
+        }
+        if let Some(sender) = sender
+            && limits.per_sender > 0
+        {
+            let key = format!("mail-sender:{sender}");
+            self.hit(&key, Limit::per_hour(limits.per_sender)).await?;
         }
         Ok(())
     }
@@ -127,10 +185,13 @@ impl RateLimiter {
             return (0, 0);
         };
         let now = Instant::now();
-        if windows.len() >= SWEEP_AT {
-            windows.retain(|_, (started, _)| now.duration_since(*started) < limit.window);
+        if windows.by_key.len() >= windows.sweep_at {
+            windows
+                .by_key
+                .retain(|_, (started, _)| now.duration_since(*started) < limit.window);
+            windows.sweep_at = SWEEP_AT.max(windows.by_key.len() * 2);
         }
-        let entry = windows.entry(key.to_string()).or_insert((now, 0));
+        let entry = windows.by_key.entry(key.to_string()).or_insert((now, 0));
         if now.duration_since(entry.0) >= limit.window {
             *entry = (now, 0);
         }
@@ -167,6 +228,17 @@ mod tests {
         );
         assert_eq!(client_key("::ffff:192.0.2.7"), "192.0.2.7");
         assert_eq!(client_key("192.0.2.7"), "192.0.2.7");
+    }
+
+    #[test]
+    fn a_sweep_that_frees_nothing_waits_for_the_map_to_double() {
+        let limiter = RateLimiter::new(true, "t", None);
+        for i in 0..=SWEEP_AT {
+            limiter.hit_local(&i.to_string(), Limit::per_hour(1));
+        }
+        let windows = limiter.local.lock().unwrap();
+        assert_eq!(windows.by_key.len(), SWEEP_AT + 1);
+        assert_eq!(windows.sweep_at, SWEEP_AT * 2);
     }
 
     #[tokio::test]

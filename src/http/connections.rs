@@ -295,7 +295,7 @@ impl Caps {
 
 /// The address connections are counted under: an IPv4 address, or the /64
 /// network of an IPv6 one (one host is usually given a whole /64).
-fn client_key(peer: IpAddr) -> IpAddr {
+pub(crate) fn client_key(peer: IpAddr) -> IpAddr {
     match peer {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -7,7 +7,10 @@
 //! opens the socket, so an upgrade it authenticates must come from one of the
 //! project's origins (else HTTP 403 `ORIGIN_NOT_ALLOWED`, before the upgrade); a
 //! credential in `connection_init` is the page's own and needs no such check. A
-//! connection may hold a bounded number of subscriptions.
+//! connection may hold a bounded number of subscriptions; one client address may
+//! hold a bounded number of sockets (refused before the upgrade, 503
+//! `TOO_MANY_CONNECTIONS`) and of subscriptions over all its sockets
+//! (`TOO_MANY_SUBSCRIPTIONS`), counted on this replica.
 //!
 //! The credential is checked for every operation, not once per connection: the
 //! connection hears (through the session cache, on every replica) when its user,
@@ -37,15 +40,17 @@ mod render;
 
 pub use render::Shapes;
 
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_graphql::dynamic::Schema;
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, ClientMessage};
 use async_graphql::{Data, Request, Response, ServerError};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse as _, Response as HttpResponse};
 use futures_util::stream::{self, BoxStream};
@@ -69,6 +74,7 @@ use crate::http::metrics::GaugeGuard;
 use crate::services::databases::tx::{Finished, Mode, RequestTx};
 use crate::services::projects::DEFAULT_PROJECT;
 use crate::services::realtime::watch::{Watch, WatchSlot};
+use crate::services::users::service::ClientInfo;
 
 use render::{Renderer, Shape};
 
@@ -136,9 +142,94 @@ impl Protocol {
     }
 }
 
+/// What the WebSockets of each client address hold on this replica.
+#[derive(Default)]
+pub struct SocketsPerClient {
+    usage: Mutex<HashMap<IpAddr, Usage>>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Usage {
+    sockets: usize,
+    subscriptions: usize,
+}
+
+impl SocketsPerClient {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Usage>> {
+        self.usage.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One socket's place under its client address's caps, given back when it closes.
+struct ClientShare {
+    state: AppState,
+    client: IpAddr,
+    /// The subscriptions of this socket counted for the address.
+    subscriptions: usize,
+}
+
+impl ClientShare {
+    /// A place for one more socket of `client`, unless it holds `max` (0: no cap).
+    fn open(state: &AppState, client: IpAddr, max: usize) -> Option<ClientShare> {
+        let mut usage = state.ws_clients.lock();
+        let used = usage.entry(client).or_default();
+        if max > 0 && used.sockets >= max {
+            return None;
+        }
+        used.sockets += 1;
+        Some(ClientShare {
+            state: state.clone(),
+            client,
+            subscriptions: 0,
+        })
+    }
+
+    /// Counts `active` subscriptions for this socket (locks only on a change).
+    fn settle(&mut self, active: usize) {
+        if active == self.subscriptions {
+            return;
+        }
+        let mut usage = self.state.ws_clients.lock();
+        let used = usage.entry(self.client).or_default();
+        used.subscriptions = (used.subscriptions + active).saturating_sub(self.subscriptions);
+        self.subscriptions = active;
+    }
+
+    /// Counts one more subscription (on top of `active`), unless the address holds
+    /// `max` over all its sockets (0: no cap).
+    fn admit(&mut self, active: usize, max: usize) -> bool {
+        self.settle(active);
+        if max == 0 {
+            return true;
+        }
+        let mut usage = self.state.ws_clients.lock();
+        let used = usage.entry(self.client).or_default();
+        if used.subscriptions >= max {
+            return false;
+        }
+        used.subscriptions += 1;
+        self.subscriptions += 1;
+        true
+    }
+}
+
+impl Drop for ClientShare {
+    fn drop(&mut self) {
+        let mut usage = self.state.ws_clients.lock();
+        if let Some(used) = usage.get_mut(&self.client) {
+            used.sockets = used.sockets.saturating_sub(1);
+            used.subscriptions = used.subscriptions.saturating_sub(self.subscriptions);
+            if used.sockets == 0 {
+                usage.remove(&self.client);
+            }
+        }
+    }
+}
+
 /// `GET /v1/graphql/ws`: upgrades to a GraphQL WebSocket.
 pub async fn graphql_ws(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(params): Query<WsParams>,
     upgrade: WebSocketUpgrade,
@@ -157,13 +248,32 @@ pub async fn graphql_ws(
     if let Some(refusal) = foreign_cookie_upgrade(&state, &headers, &presented).await {
         return refusal;
     }
+    let max = state.config.ws_max_per_client;
+    let Some(share) =
+        ClientShare::open(&state, crate::http::connections::client_key(peer.ip()), max)
+    else {
+        let body = serde_json::json!({"errors": [{
+            "message": format!("this client address has {max} WebSockets open, the most allowed"),
+            "extensions": {"code": "TOO_MANY_CONNECTIONS"},
+        }]});
+        let mut refusal = (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(body),
+        )
+            .into_response();
+        refusal.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+        return refusal;
+    };
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| serve_socket(state, socket, protocol, presented))
+        .on_upgrade(move |socket| serve_socket(state, socket, protocol, presented, peer, share))
 }
 
 /// The refusal of an upgrade that the session cookie would authenticate, from a page
@@ -194,7 +304,14 @@ async fn foreign_cookie_upgrade(
     Some((axum::http::StatusCode::FORBIDDEN, axum::Json(body)).into_response())
 }
 
-async fn serve_socket(state: AppState, socket: WebSocket, protocol: Protocol, upgrade: Presented) {
+async fn serve_socket(
+    state: AppState,
+    socket: WebSocket,
+    protocol: Protocol,
+    upgrade: Presented,
+    peer: SocketAddr,
+    share: ClientShare,
+) {
     let _open = GaugeGuard::raise("nimbus_websocket_connections");
     let mut link = Link {
         socket,
@@ -206,7 +323,7 @@ async fn serve_socket(state: AppState, socket: WebSocket, protocol: Protocol, up
     let Ok(Some((addressed, presented))) = initialising.await else {
         return;
     };
-    let connection = Connection::new(state, link, addressed, presented);
+    let connection = Connection::new(state, link, addressed, presented, peer, share);
     connection.run().await;
 }
 
@@ -479,15 +596,30 @@ struct Connection {
     watching: Vec<Watching>,
     /// The bus, while some watch needs it (or a subscription is starting).
     bus: Option<broadcast::Receiver<Arc<Published>>>,
+    /// The client's address, as operations see it (rate limits, presence caps).
+    client: Arc<ClientInfo>,
+    /// This socket's place under its address's caps.
+    share: ClientShare,
 }
 
 impl Connection {
-    fn new(state: AppState, link: Link, addressed: Addressed, presented: Presented) -> Self {
+    fn new(
+        state: AppState,
+        link: Link,
+        addressed: Addressed,
+        presented: Presented,
+        peer: SocketAddr,
+        share: ClientShare,
+    ) -> Self {
         let Addressed {
             caller,
             loaded,
             expires_at,
         } = addressed;
+        let client = Arc::new(ClientInfo {
+            ip: peer.ip().to_string(),
+            user_agent: String::new(),
+        });
         let changes = state.sessions.watch(caller.holder());
         let seen = *changes.borrow();
         let mut connection = Connection {
@@ -500,7 +632,9 @@ impl Connection {
                 )
             }),
             roles: caller.roles().as_strings(),
-            data: Arc::new(caller_data(&caller)),
+            data: Arc::new(caller_data(&caller, &client)),
+            client,
+            share,
             caller,
             presented,
             expires_at: None,
@@ -562,7 +696,7 @@ impl Connection {
         match identity::recheck(&self.state, &self.presented).await {
             Ok(addressed) => {
                 self.roles = addressed.caller.roles().as_strings();
-                self.data = Arc::new(caller_data(&addressed.caller));
+                self.data = Arc::new(caller_data(&addressed.caller, &self.client));
                 self.caller = addressed.caller;
                 self.loaded = addressed.loaded;
                 self.expire_at(addressed.expires_at);
@@ -583,7 +717,7 @@ impl Connection {
         {
             Ok(loaded) => {
                 self.caller.project = loaded.project.clone();
-                self.data = Arc::new(caller_data(&self.caller));
+                self.data = Arc::new(caller_data(&self.caller, &self.client));
                 self.loaded = loaded;
                 Ok(())
             }
@@ -646,6 +780,7 @@ impl Connection {
             if step.is_err() {
                 return;
             }
+            self.share.settle(self.active());
         }
     }
 
@@ -711,6 +846,17 @@ impl Connection {
         if self.active() >= max {
             let refusal = Response::from_errors(vec![coded(
                 format!("a connection holds at most {max} subscriptions"),
+                "TOO_MANY_SUBSCRIPTIONS",
+            )]);
+            self.link.send_response(&id, &refusal).await?;
+            return self.link.send_complete(&id).await;
+        }
+        let per_client = self.state.config.ws_max_subscriptions_per_client;
+        if !self.share.admit(self.active(), per_client) {
+            let refusal = Response::from_errors(vec![coded(
+                format!(
+                    "a client address holds at most {per_client} subscriptions over all its connections"
+                ),
                 "TOO_MANY_SUBSCRIPTIONS",
             )]);
             self.link.send_response(&id, &refusal).await?;
@@ -941,9 +1087,10 @@ async fn recv_bus(
     }
 }
 
-fn caller_data(caller: &Caller) -> Data {
+fn caller_data(caller: &Caller, client: &ClientInfo) -> Data {
     let mut data = Data::default();
     data.insert(caller.clone());
+    data.insert(client.clone());
     data
 }
 

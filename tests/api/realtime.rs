@@ -840,6 +840,7 @@ async fn clients_that_stop_reading_are_dropped_and_memory_stays_bounded() {
     config.ws_send_timeout_secs = 1;
     // Every client connects from this process's one address.
     config.max_connections_per_client = 0;
+    config.ws_max_per_client = 0;
     let app = spawn_with(config, dir).await;
     let mut reader = subscribed(&app, &app.admin_key, false).await;
     first_event(&app, &mut reader, "warm-up").await;
@@ -990,7 +991,10 @@ async fn presences_of_a_replica_that_dies_leave_after_the_presence_timeout() {
         )
         .await;
     let mut present = WsClient::connect(&second.ws_url, false).await;
-    present.init(json!({})).await.expect("ack");
+    present
+        .init(json!({"X-Nimbus-Key": first.admin_key}))
+        .await
+        .expect("ack");
     present
         .subscribe(
             "p",

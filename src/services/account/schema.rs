@@ -299,6 +299,7 @@ fn register_email_flows(parts: &mut SchemaParts) {
                 let caller = caller(&ctx)?;
                 let me = caller.require_session()?;
                 let input: UrlInput = input(&ctx)?;
+                account::count_outgoing_mail(app(&ctx)?, caller, &client(&ctx)).await?;
                 let token = account::create_verification(app(&ctx)?, me, &input.url).await?;
                 Ok(Some(token_value(caller, &token)))
             })
@@ -338,6 +339,7 @@ fn register_email_flows(parts: &mut SchemaParts) {
             FieldFuture::new(async move {
                 let caller = caller(&ctx)?;
                 let input: EmailUrlInput = input(&ctx)?;
+                account::count_outgoing_mail(app(&ctx)?, caller, &client(&ctx)).await?;
                 account::create_recovery(app(&ctx)?, &caller.project.id, &input.email, &input.url).await?;
                 Ok(Some(FieldValue::value(true)))
             })
@@ -362,6 +364,7 @@ fn register_email_flows(parts: &mut SchemaParts) {
             FieldFuture::new(async move {
                 let caller = caller(&ctx)?;
                 let input: EmailUrlInput = input(&ctx)?;
+                account::count_outgoing_mail(app(&ctx)?, caller, &client(&ctx)).await?;
                 let token = account::create_magic_url(
                     app(&ctx)?,
                     &caller.project.id,
@@ -383,6 +386,7 @@ fn register_email_flows(parts: &mut SchemaParts) {
             FieldFuture::new(async move {
                 let caller = caller(&ctx)?;
                 let input: EmailOnlyInput = input(&ctx)?;
+                account::count_outgoing_mail(app(&ctx)?, caller, &client(&ctx)).await?;
                 let token =
                     account::create_email_code(app(&ctx)?, &caller.project.id, &input.email)
                         .await?;

@@ -178,6 +178,25 @@ pub(crate) async fn send(
     })
 }
 
+/// Counts an email `caller` asks for, from `client`, against the bounds per sender
+/// and per client address (`NIMBUS_MAIL_MAX_PER_SENDER`, `…_PER_CLIENT`), before
+/// anything is looked up or written for it.
+pub(crate) async fn count_outgoing_mail(
+    state: &AppState,
+    caller: &crate::auth::Caller,
+    client: &ClientInfo,
+) -> AppResult<()> {
+    let limits = crate::auth::rate_limit::MailLimits {
+        per_sender: state.config.mail_max_per_sender,
+        per_client: state.config.mail_max_per_client,
+    };
+    let sender = crate::auth::rate_limit::mail_sender(caller);
+    state
+        .rate_limiter
+        .hit_outgoing_mail(sender.as_deref(), &client.ip, limits)
+        .await
+}
+
 pub(crate) async fn project_name(state: &AppState, project_id: &str) -> AppResult<String> {
     Ok(state
         .schemas

@@ -47,6 +47,9 @@ pub struct AuthSettings {
     pub magic_url: bool,
     /// Whether sign-in by a code sent by email is enabled.
     pub email_otp: bool,
+    /// Whether callers without a user (guests) may announce themselves on presence
+    /// channels; watching needs no user either way.
+    pub presence_guests: bool,
     /// Host names that links in emails (verification, recovery, magic URL) may point
     /// to, so nobody can have the server mail a user a link to another site.
     pub redirect_hosts: Vec<String>,
@@ -65,6 +68,7 @@ impl Default for AuthSettings {
             anonymous: true,
             magic_url: true,
             email_otp: true,
+            presence_guests: false,
             redirect_hosts: vec!["localhost".to_string()],
         }
     }

@@ -37,6 +37,7 @@ pub fn project_value(project: &Project) -> Value {
                 ("anonymous", Value::from(auth.anonymous)),
                 ("magicUrl", Value::from(auth.magic_url)),
                 ("emailOtp", Value::from(auth.email_otp)),
+                ("presenceGuests", Value::from(auth.presence_guests)),
                 (
                     "redirectHosts",
                     Value::List(
@@ -83,6 +84,7 @@ struct UpdateProjectAuthInput {
     anonymous: Option<bool>,
     magic_url: Option<bool>,
     email_otp: Option<bool>,
+    presence_guests: Option<bool>,
     redirect_hosts: Option<Vec<String>>,
 }
 
@@ -178,6 +180,11 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
             "emailOtp",
             true,
             "Whether sign-in by a code sent by email is enabled.",
+        ),
+        (
+            "presenceGuests",
+            true,
+            "Whether callers who are not signed in may announce themselves on presence channels (default off).",
         ),
     ];
     parts.add_type(
@@ -363,6 +370,7 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
                     anonymous: input.anonymous,
                     magic_url: input.magic_url,
                     email_otp: input.email_otp,
+                    presence_guests: input.presence_guests,
                     redirect_hosts: input.redirect_hosts,
                 };
                 let project =

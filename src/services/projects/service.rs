@@ -161,6 +161,7 @@ pub struct AuthChanges {
     pub anonymous: Option<bool>,
     pub magic_url: Option<bool>,
     pub email_otp: Option<bool>,
+    pub presence_guests: Option<bool>,
     pub redirect_hosts: Option<Vec<String>>,
 }
 
@@ -217,6 +218,9 @@ pub async fn update_project_auth(
     }
     if let Some(v) = changes.email_otp {
         auth.email_otp = v;
+    }
+    if let Some(v) = changes.presence_guests {
+        auth.presence_guests = v;
     }
     if let Some(hosts) = changes.redirect_hosts {
         if hosts.len() > 100 {

@@ -5,6 +5,9 @@
 //! subscribed ends its subscriptions with `INVALID_API_KEY`; a session signed out, or
 //! its user blocked or deleted, ends them with that error; new team roles apply at
 //! once.
+//!
+//! Presence on a channel that names a document or file is for those who may read
+//! it; announcing needs a user or key unless the project lets guests in.
 
 pub mod presence;
 pub mod watch;
@@ -20,13 +23,14 @@ use std::sync::Arc;
 use futures_util::{Stream, StreamExt as _};
 
 use crate::AppState;
+use crate::auth::rate_limit::client_key;
 use crate::auth::{Caller, Credential};
 use crate::bus::{BusMessage, Event, Published, channel_matches};
 use crate::error::{AppError, AppResult};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{DATETIME, JSON, app, caller, datetime, object, prop};
 use crate::http::metrics::GaugeGuard;
-use crate::services::users::service::reload_session;
+use crate::services::users::service::{ClientInfo, reload_session};
 
 const MAX_CHANNELS: usize = 100;
 const MAX_CHANNEL_LENGTH: usize = 256;
@@ -238,17 +242,76 @@ fn presence_value(presence: &presence::Presence) -> Value {
     ])
 }
 
-fn check_presence_state(state: &serde_json::Value) -> AppResult<()> {
-    let size = serde_json::to_vec(state)
-        .map(|b| b.len())
-        .unwrap_or(usize::MAX);
-    if size > presence::MAX_STATE_BYTES {
-        return Err(AppError::invalid(
-            "state",
-            format!("at most {} bytes of JSON", presence::MAX_STATE_BYTES),
-        ));
+fn check_presence_state(state: &AppState, value: &serde_json::Value) -> AppResult<()> {
+    let max = state.config.presence_max_state_bytes;
+    let size = serde_json::to_vec(value)
+        .map(|b| b.len() as u64)
+        .unwrap_or(u64::MAX);
+    if size > max {
+        return Err(AppError::Invalid {
+            code: "PRESENCE_TOO_LARGE",
+            field: "state".into(),
+            reason: format!("at most {max} bytes of JSON"),
+        });
     }
     Ok(())
+}
+
+/// Channel roots that name resources: a presence there says who is looking at a
+/// document or file, so only those who may read it may announce or watch, and the
+/// channel must name one resource in full to be checked.
+const RESOURCE_ROOTS: [&str; 4] = ["databases", "documents", "buckets", "files"];
+
+/// Checks that the caller may read the resource a presence channel names:
+/// `databases.D.collections.C.documents.ID` or `buckets.B.files.ID`. Other channels
+/// under a resource root name no one resource and are refused; the rest are free.
+async fn check_presence_access(
+    ctx: &async_graphql::dynamic::ResolverContext<'_>,
+    channel: &str,
+) -> AppResult<()> {
+    use crate::services::{databases, storage};
+    let segments: Vec<&str> = channel.split('.').collect();
+    if !RESOURCE_ROOTS.contains(&segments[0]) {
+        return Ok(());
+    }
+    let caller = caller(ctx)?;
+    match segments.as_slice() {
+        ["databases", database_id, "collections", collection_id, "documents", id] => {
+            let hidden = || AppError::NotFound {
+                what: "document",
+                id: id.chars().take(64).collect(),
+            };
+            let Some(collection) = databases::schema::data_model(ctx)?
+                .collection(database_id, collection_id)
+                .cloned()
+            else {
+                return Err(hidden());
+            };
+            let access = crate::auth::access::Access::of(caller, databases::documents::DOCUMENTS_READ)?;
+            let state = app(ctx)?;
+            let mut conn = databases::schema::request_tx(ctx)?.reader().await?;
+            let found = databases::documents::get(
+                &mut conn,
+                databases::sql_dialect(state.db.dialect()),
+                &collection,
+                &access,
+                id,
+                false,
+            )
+            .await?;
+            found.map(|_| ()).ok_or_else(hidden)
+        }
+        ["buckets", bucket_id, "files", id] => {
+            storage::service::get_file(app(ctx)?, caller, bucket_id, id)
+                .await
+                .map(|_| ())
+        }
+        _ => Err(AppError::Invalid {
+            code: "INVALID_CHANNEL",
+            field: "channel".into(),
+            reason: "a presence channel under `databases`, `documents`, `buckets` or `files` names one document (`databases.D.collections.C.documents.ID`) or file (`buckets.B.files.ID`)".into(),
+        }),
+    }
 }
 
 /// An open `presence` subscription: present until dropped, then gone (LEAVE) on
@@ -280,7 +343,11 @@ fn presence_stream(
 ) -> impl Stream<Item = Result<Value, async_graphql::Error>> + Send + 'static {
     // Listening starts before the list is read, so nobody falls in between.
     let mut messages = state.bus.subscribe();
-    let current = state.presence.members(&project_id, &channel);
+    let current = state.presence.members(
+        &project_id,
+        &channel,
+        Some(state.config.presence_max_replay),
+    );
     let active = GaugeGuard::raise("nimbus_subscriptions_active");
     async_stream::stream! {
         let _active = active;
@@ -366,7 +433,7 @@ fn register_presence(parts: &mut SchemaParts) {
             .field(prop(
                 "state",
                 TypeRef::named(JSON),
-                "Its state, at most 1 KiB of JSON.",
+                "Its state, a small JSON value (`NIMBUS_PRESENCE_MAX_STATE_BYTES`, 1 KiB by default).",
             ))
             .field(prop("at", TypeRef::named_nn(DATETIME), "When it happened.")),
     );
@@ -393,31 +460,47 @@ fn register_presence(parts: &mut SchemaParts) {
             SubscriptionFieldFuture::new(async move {
                 let state = app(&ctx)?.clone();
                 let caller = caller(&ctx)?;
+                // Guests are anyone at all: announcing, unlike watching, takes a
+                // place on the channel and in memory on every replica.
+                let user_id = caller.require_session().ok().map(|s| s.user.id.clone());
+                if user_id.is_none() && caller.key().is_none() && !caller.project.auth.presence_guests {
+                    return Err(AppError::Unauthenticated.into());
+                }
                 let channel = channel_arg(&ctx)?;
                 let presence_state = match ctx.args.get("state") {
                     Some(v) if !v.is_null() => v.as_value().clone().into_json()?,
                     _ => serde_json::Value::Null,
                 };
-                check_presence_state(&presence_state)?;
+                check_presence_state(&state, &presence_state)?;
+                check_presence_access(&ctx, &channel).await?;
                 let presence = presence::Presence {
                     project_id: caller.project.id.clone(),
                     channel: channel.clone(),
                     id: crate::db::ids::generate(),
-                    user_id: caller.require_session().ok().map(|s| s.user.id.clone()),
+                    user_id,
                     state: presence_state,
                     kind: presence::PresenceKind::Join,
                     at: chrono::Utc::now().timestamp_millis(),
                 };
-                state.presence.open_local(&presence);
+                let client = ctx
+                    .data::<ClientInfo>()
+                    .map(|c| client_key(&c.ip))
+                    .unwrap_or_default();
+                let limits = presence::PresenceLimits {
+                    per_channel: state.config.presence_max_per_channel,
+                    per_user: state.config.presence_max_per_user,
+                    per_client: state.config.presence_max_per_client,
+                };
+                state.presence.open_local(&presence, &client, limits)?;
                 let own = OwnPresence { state: state.clone(), presence: presence.clone() };
                 let stream = presence_stream(state.clone(), caller.project.id.clone(), channel, Some(own));
                 let _ = state.bus.publish(BusMessage::Presence(presence)).await;
                 Ok(stream.map(|item| item.map(FieldValue::value)))
             })
         })
-        .description("Announces the caller on a presence channel for as long as this subscription stays open, and delivers who is there (a JOIN each) and every change after.")
-        .argument(InputValue::new("channel", TypeRef::named_nn(TypeRef::STRING)).description("The channel, e.g. `documents.d1` or `room-7`."))
-        .argument(InputValue::new("state", TypeRef::named(JSON)).description("A small state to show the others (at most 1 KiB of JSON).")),
+        .description("Announces the caller on a presence channel for as long as this subscription stays open, and delivers who is there (a JOIN each, up to `NIMBUS_PRESENCE_MAX_REPLAY`) and every change after. Needs a signed-in user or a key, unless the project's `presenceGuests` is on; fails with `TOO_MANY_PRESENCES` past the caps per channel, user and client address.")
+        .argument(InputValue::new("channel", TypeRef::named_nn(TypeRef::STRING)).description("The channel, e.g. `room-7`, or `databases.D.collections.C.documents.ID` / `buckets.B.files.ID` to be present on a document or file the caller may read."))
+        .argument(InputValue::new("state", TypeRef::named(JSON)).description("A small state to show the others (1 KiB of JSON by default).")),
     );
     parts.subscription(
         SubscriptionField::new("presenceChanged", TypeRef::named_nn("PresenceEvent"), |ctx| {
@@ -425,11 +508,12 @@ fn register_presence(parts: &mut SchemaParts) {
                 let state = app(&ctx)?.clone();
                 let caller = caller(&ctx)?;
                 let channel = channel_arg(&ctx)?;
+                check_presence_access(&ctx, &channel).await?;
                 Ok(presence_stream(state, caller.project.id.clone(), channel, None)
                     .map(|item| item.map(FieldValue::value)))
             })
         })
-        .description("Who is on a presence channel (a JOIN each), then every JOIN, UPDATE and LEAVE, without announcing the caller.")
+        .description("Who is on a presence channel (a JOIN each, up to `NIMBUS_PRESENCE_MAX_REPLAY`), then every JOIN, UPDATE and LEAVE, without announcing the caller.")
         .argument(InputValue::new("channel", TypeRef::named_nn(TypeRef::STRING))),
     );
     parts.mutation(
@@ -444,13 +528,8 @@ fn register_presence(parts: &mut SchemaParts) {
                     Some(v) if !v.is_null() => v.as_value().clone().into_json()?,
                     _ => serde_json::Value::Null,
                 };
-                check_presence_state(&new_state)?;
-                let mine: Vec<presence::Presence> = state
-                    .presence
-                    .members(&caller.project.id, &channel)
-                    .into_iter()
-                    .filter(|p| p.user_id.as_deref() == Some(me.user.id.as_str()))
-                    .collect();
+                check_presence_state(state, &new_state)?;
+                let mine = state.presence.held_by(&caller.project.id, &channel, &me.user.id);
                 for mut presence in mine.clone() {
                     presence.state = new_state.clone();
                     presence.kind = presence::PresenceKind::Update;

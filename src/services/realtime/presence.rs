@@ -6,6 +6,11 @@
 //! every quarter of `NIMBUS_PRESENCE_TIMEOUT`; one not heard of for that long is
 //! gone (LEAVE) — so a replica that dies takes its presences with it, on every
 //! other replica.
+//!
+//! The registry is memory every client can add to, so announcing is capped per
+//! channel, per user and per client address (counts kept as entries come and go,
+//! so a check costs the same however many there are), and a new watcher is sent
+//! a bounded number of those already present.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,9 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::bus::BusMessage;
-
-/// The largest state a presence may carry, as JSON.
-pub const MAX_STATE_BYTES: usize = 1024;
+use crate::error::{AppError, AppResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -64,12 +67,115 @@ struct Entry {
     seen: Instant,
     /// Opened on this replica: this replica heartbeats it.
     local: bool,
+    /// The client address it was announced from, when opened here.
+    client: Option<String>,
+}
+
+/// How many presences there may be; 0 for no cap.
+#[derive(Debug, Clone, Copy)]
+pub struct PresenceLimits {
+    pub per_channel: usize,
+    pub per_user: usize,
+    pub per_client: usize,
+}
+
+/// The entries with the counts the caps are checked against, kept as entries come
+/// and go so that announcing costs the same however many presences there are.
+#[derive(Default)]
+struct Entries {
+    channels: HashMap<(String, String), HashMap<String, Entry>>,
+    /// Presences per (project, user), on every replica.
+    per_user: HashMap<(String, String), usize>,
+    /// Presences opened here per client address.
+    per_client: HashMap<String, usize>,
+}
+
+fn count_down<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(count) = counts.get_mut(key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            counts.remove(key);
+        }
+    }
+}
+
+impl Entries {
+    fn forget(&mut self, entry: &Entry) {
+        if let Some(user) = &entry.presence.user_id {
+            count_down(
+                &mut self.per_user,
+                &(entry.presence.project_id.clone(), user.clone()),
+            );
+        }
+        if let Some(client) = &entry.client {
+            count_down(&mut self.per_client, client);
+        }
+    }
+
+    fn remove(&mut self, key: &(String, String), id: &str) {
+        let Some(channel) = self.channels.get_mut(key) else {
+            return;
+        };
+        let removed = channel.remove(id);
+        if channel.is_empty() {
+            self.channels.remove(key);
+        }
+        if let Some(entry) = removed {
+            self.forget(&entry);
+        }
+    }
+
+    fn upsert(&mut self, presence: &Presence, client: Option<String>) {
+        let key = (presence.project_id.clone(), presence.channel.clone());
+        let channel = self.channels.entry(key).or_default();
+        let mut stored = presence.clone();
+        match channel.get_mut(&presence.id) {
+            Some(existing) => {
+                if presence.kind == PresenceKind::Heartbeat {
+                    stored.state = existing.presence.state.clone();
+                    stored.kind = existing.presence.kind;
+                }
+                // The user and the client stay those it was announced with.
+                stored.user_id = existing.presence.user_id.clone();
+                existing.presence = stored;
+                existing.seen = Instant::now();
+            }
+            None => {
+                if let Some(user) = &presence.user_id {
+                    *self
+                        .per_user
+                        .entry((presence.project_id.clone(), user.clone()))
+                        .or_default() += 1;
+                }
+                if let Some(client) = &client {
+                    *self.per_client.entry(client.clone()).or_default() += 1;
+                }
+                channel.insert(
+                    presence.id.clone(),
+                    Entry {
+                        presence: stored,
+                        seen: Instant::now(),
+                        local: client.is_some(),
+                        client,
+                    },
+                );
+            }
+        }
+    }
 }
 
 /// Every replica's view of who is present where.
 #[derive(Default)]
 pub struct PresenceRegistry {
-    entries: Mutex<HashMap<(String, String), HashMap<String, Entry>>>,
+    entries: Mutex<Entries>,
+}
+
+fn too_many(reason: String) -> AppError {
+    AppError::Invalid {
+        code: "TOO_MANY_PRESENCES",
+        field: "channel".into(),
+        reason,
+    }
 }
 
 impl PresenceRegistry {
@@ -78,61 +184,103 @@ impl PresenceRegistry {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
-        let key = (presence.project_id.clone(), presence.channel.clone());
         match presence.kind {
             PresenceKind::Leave => {
-                if let Some(channel) = entries.get_mut(&key) {
-                    channel.remove(&presence.id);
-                    if channel.is_empty() {
-                        entries.remove(&key);
-                    }
-                }
+                let key = (presence.project_id.clone(), presence.channel.clone());
+                entries.remove(&key, &presence.id);
             }
             PresenceKind::Join | PresenceKind::Update | PresenceKind::Heartbeat => {
-                let channel = entries.entry(key).or_default();
-                let local = channel.get(&presence.id).is_some_and(|e| e.local);
-                let mut stored = presence.clone();
-                if presence.kind == PresenceKind::Heartbeat
-                    && let Some(existing) = channel.get(&presence.id)
-                {
-                    stored.state = existing.presence.state.clone();
-                    stored.kind = existing.presence.kind;
-                }
-                channel.insert(
-                    presence.id.clone(),
-                    Entry {
-                        presence: stored,
-                        seen: Instant::now(),
-                        local,
-                    },
-                );
+                entries.upsert(presence, None);
             }
         }
     }
 
-    /// Records a presence opened on this replica.
-    pub fn open_local(&self, presence: &Presence) {
-        self.apply(presence);
-        if let Ok(mut entries) = self.entries.lock()
-            && let Some(entry) = entries
-                .get_mut(&(presence.project_id.clone(), presence.channel.clone()))
-                .and_then(|c| c.get_mut(&presence.id))
-        {
-            entry.local = true;
+    /// Records a presence opened on this replica from `client` (an address key), if
+    /// the caps leave room for it: `TOO_MANY_PRESENCES` otherwise, with nothing
+    /// recorded. The caps count what this replica knows of every replica.
+    pub fn open_local(
+        &self,
+        presence: &Presence,
+        client: &str,
+        limits: PresenceLimits,
+    ) -> AppResult<()> {
+        let mut entries = self
+            .entries
+            .lock()
+            .map_err(|_| AppError::Internal(anyhow::anyhow!("presence registry poisoned")))?;
+        let key = (presence.project_id.clone(), presence.channel.clone());
+        let on_channel = entries.channels.get(&key).map_or(0, HashMap::len);
+        if limits.per_channel > 0 && on_channel >= limits.per_channel {
+            return Err(too_many(format!(
+                "a channel holds at most {} presences",
+                limits.per_channel
+            )));
         }
+        if let Some(user) = &presence.user_id {
+            let held = entries
+                .per_user
+                .get(&(presence.project_id.clone(), user.clone()))
+                .copied()
+                .unwrap_or(0);
+            if limits.per_user > 0 && held >= limits.per_user {
+                return Err(too_many(format!(
+                    "a user holds at most {} presences at once",
+                    limits.per_user
+                )));
+            }
+        }
+        let from_client = entries.per_client.get(client).copied().unwrap_or(0);
+        if limits.per_client > 0 && from_client >= limits.per_client {
+            return Err(too_many(format!(
+                "a client address holds at most {} presences at once",
+                limits.per_client
+            )));
+        }
+        entries.upsert(presence, Some(client.to_string()));
+        Ok(())
     }
 
-    /// Who is on a channel now.
-    pub fn members(&self, project_id: &str, channel: &str) -> Vec<Presence> {
+    /// Who is on a channel now: the `limit` who came first (all for `None`).
+    pub fn members(&self, project_id: &str, channel: &str, limit: Option<usize>) -> Vec<Presence> {
         let Ok(entries) = self.entries.lock() else {
             return Vec::new();
         };
-        let mut members: Vec<Presence> = entries
+        let Some(on_channel) = entries
+            .channels
             .get(&(project_id.to_string(), channel.to_string()))
-            .map(|c| c.values().map(|e| e.presence.clone()).collect())
-            .unwrap_or_default();
-        members.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
-        members
+        else {
+            return Vec::new();
+        };
+        let order = |a: &&Entry, b: &&Entry| {
+            (a.presence.at, &a.presence.id).cmp(&(b.presence.at, &b.presence.id))
+        };
+        let mut members: Vec<&Entry> = on_channel.values().collect();
+        if let Some(limit) = limit
+            && limit < members.len()
+        {
+            // Only the first `limit` are cloned and sorted.
+            members.select_nth_unstable_by(limit, order);
+            members.truncate(limit);
+        }
+        members.sort_by(order);
+        members.into_iter().map(|e| e.presence.clone()).collect()
+    }
+
+    /// The presences a user holds on a channel.
+    pub fn held_by(&self, project_id: &str, channel: &str, user_id: &str) -> Vec<Presence> {
+        let Ok(entries) = self.entries.lock() else {
+            return Vec::new();
+        };
+        entries
+            .channels
+            .get(&(project_id.to_string(), channel.to_string()))
+            .map(|c| {
+                c.values()
+                    .filter(|e| e.presence.user_id.as_deref() == Some(user_id))
+                    .map(|e| e.presence.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// This replica's presences, to re-announce.
@@ -141,6 +289,7 @@ impl PresenceRegistry {
             return Vec::new();
         };
         entries
+            .channels
             .values()
             .flat_map(|c| c.values())
             .filter(|e| e.local)
@@ -154,18 +303,19 @@ impl PresenceRegistry {
             return Vec::new();
         };
         let mut gone = Vec::new();
-        for channel in entries.values_mut() {
-            channel.retain(|_, entry| {
-                let alive = entry.local || entry.seen.elapsed() < expiry;
-                if !alive {
+        for channel in entries.channels.values() {
+            for entry in channel.values() {
+                if !entry.local && entry.seen.elapsed() >= expiry {
                     let mut leave = entry.presence.clone();
                     leave.kind = PresenceKind::Leave;
                     gone.push(leave);
                 }
-                alive
-            });
+            }
         }
-        entries.retain(|_, channel| !channel.is_empty());
+        for leave in &gone {
+            let key = (leave.project_id.clone(), leave.channel.clone());
+            entries.remove(&key, &leave.id);
+        }
         gone
     }
 }
@@ -194,6 +344,12 @@ pub async fn keep_alive(state: AppState) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const NO_LIMITS: PresenceLimits = PresenceLimits {
+        per_channel: 0,
+        per_user: 0,
+        per_client: 0,
+    };
 
     fn presence(id: &str, kind: PresenceKind, state: serde_json::Value) -> Presence {
         Presence {
@@ -230,7 +386,13 @@ mod tests {
             PresenceKind::Join,
             serde_json::json!({"typing": false}),
         ));
-        registry.open_local(&presence("b", PresenceKind::Join, serde_json::json!(null)));
+        registry
+            .open_local(
+                &presence("b", PresenceKind::Join, serde_json::json!(null)),
+                "192.0.2.1",
+                NO_LIMITS,
+            )
+            .unwrap();
         registry.apply(&presence(
             "a",
             PresenceKind::Update,
@@ -241,7 +403,7 @@ mod tests {
             PresenceKind::Heartbeat,
             serde_json::json!(null),
         ));
-        let members = registry.members("p", "room");
+        let members = registry.members("p", "room", None);
         assert_eq!(members.len(), 2);
         let a = members.iter().find(|m| m.id == "a").unwrap();
         assert_eq!(
@@ -251,12 +413,12 @@ mod tests {
         );
         assert_eq!(registry.local().len(), 1);
         registry.apply(&presence("a", PresenceKind::Leave, serde_json::json!(null)));
-        assert_eq!(registry.members("p", "room").len(), 1);
+        assert_eq!(registry.members("p", "room", None).len(), 1);
         assert!(
             registry.expire(Duration::ZERO).is_empty(),
             "local presences never expire here"
         );
-        assert!(registry.members("p", "other").is_empty());
+        assert!(registry.members("p", "other", None).is_empty());
     }
 
     #[test]
@@ -272,6 +434,29 @@ mod tests {
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].id, "remote");
         assert_eq!(gone[0].kind, PresenceKind::Leave);
-        assert!(registry.members("p", "room").is_empty());
+        assert!(registry.members("p", "room", None).is_empty());
+    }
+
+    #[test]
+    fn caps_count_presences_as_they_come_and_go() {
+        let registry = PresenceRegistry::default();
+        let limits = PresenceLimits {
+            per_channel: 0,
+            per_user: 2,
+            per_client: 0,
+        };
+        let open = |id: &str| {
+            registry.open_local(
+                &presence(id, PresenceKind::Join, serde_json::json!(null)),
+                "c",
+                limits,
+            )
+        };
+        open("a").unwrap();
+        open("b").unwrap();
+        assert!(open("c").is_err(), "a third presence of the same user");
+        registry.apply(&presence("a", PresenceKind::Leave, serde_json::json!(null)));
+        open("c").unwrap();
+        assert_eq!(registry.members("p", "room", Some(1)).len(), 1);
     }
 }

@@ -348,7 +348,9 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                     roles: input.roles,
                     url: input.url,
                 };
-                let membership = service::create_membership(app(&ctx)?, caller(&ctx)?, new).await?;
+                let client = ctx.data::<ClientInfo>().cloned().unwrap_or_default();
+                let membership =
+                    service::create_membership(app(&ctx)?, caller(&ctx)?, new, &client).await?;
                 Ok(Some(FieldValue::value(membership_value(&membership))))
             })
         })

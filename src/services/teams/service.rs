@@ -12,7 +12,9 @@ use crate::auth::session_cache::ResolvedSession;
 use crate::db::{DbErrorExt as _, Page, claimed_ids, ids, now_millis};
 use crate::error::{AppError, AppResult};
 use crate::mail::templates;
-use crate::services::account::service::{check_redirect_url, link_with, project_name, send};
+use crate::services::account::service::{
+    check_redirect_url, count_outgoing_mail, link_with, project_name, send,
+};
 use crate::services::users::service::{
     ClientInfo, NewUser, UserChanges, announce_user_change, apply_changes, create_session,
     insert_new_user, normalize_email, policy,
@@ -331,6 +333,9 @@ pub struct NewMembership {
 
 /// How long the invitation routes may be hit per team and hour.
 const INVITE_LIMIT: Limit = Limit::per_hour(50);
+/// Invitations mailed to one address per hour, from all teams of a project: the
+/// same bound as every other email to one recipient.
+const INVITE_RECIPIENT_LIMIT: Limit = Limit::per_hour(10);
 const ACCEPT_ATTEMPTS_LIMIT: Limit = Limit::per_hour(10);
 
 /// The user to add: the one named, or the one with the email (created if missing).
@@ -392,6 +397,7 @@ pub async fn create_membership(
     state: &AppState,
     caller: &Caller,
     new: NewMembership,
+    client: &ClientInfo,
 ) -> AppResult<Membership> {
     let team = managed_team(state, caller, &new.team_id).await?;
     let roles = check_roles(&new.roles)?;
@@ -407,6 +413,7 @@ pub async fn create_membership(
         }
         _ => None,
     };
+    let invite_to = |email: &str| format!("invite-to:{}:{email}", team.project_id);
     if mail_to.is_some() {
         state
             .rate_limiter
@@ -415,13 +422,30 @@ pub async fn create_membership(
                 INVITE_LIMIT,
             )
             .await?;
+        count_outgoing_mail(state, caller, client).await?;
+        // Counted before the invitee is looked up (or made): a refusal writes nothing.
+        if let Some(email) = &new.email {
+            let email = normalize_email("email", email)?;
+            state
+                .rate_limiter
+                .hit(&invite_to(&email), INVITE_RECIPIENT_LIMIT)
+                .await?;
+        }
     }
     let user = invitee(state, &team.project_id, &new).await?;
-    if mail_to.is_some() && user.email.is_none() {
-        return Err(AppError::invalid(
-            "userId",
-            "this user has no email to send the invitation to",
-        ));
+    if mail_to.is_some() {
+        let Some(email) = &user.email else {
+            return Err(AppError::invalid(
+                "userId",
+                "this user has no email to send the invitation to",
+            ));
+        };
+        if new.email.is_none() {
+            state
+                .rate_limiter
+                .hit(&invite_to(email), INVITE_RECIPIENT_LIMIT)
+                .await?;
+        }
     }
     let now = now_millis();
     // Inviting someone whose invitation is pending renews it, as Appwrite does: the

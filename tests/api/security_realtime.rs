@@ -1,0 +1,507 @@
+//! One hostile client cannot stall a replica through realtime: announcing presence
+//! needs a user (unless the project allows guests); presence on a document is for
+//! those who may read it; presences are capped per channel, user and client
+//! address, in state size and in what a new watcher is sent; WebSockets and
+//! subscriptions are capped per client address across sockets; and outgoing
+//! email is bounded per sender, per client address and per invited recipient.
+
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+use crate::helpers::{TestApp, WAIT, WsClient, spawn_app, spawn_with, test_config};
+
+async fn socket(app: &TestApp, payload: Value) -> WsClient {
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    let ack = ws.init(payload).await.expect("ack");
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    ws
+}
+
+fn bearer(secret: &str) -> Value {
+    json!({"Authorization": format!("Bearer {secret}")})
+}
+
+/// The next message of operation `id` (skipping others).
+async fn next_of(ws: &mut WsClient, id: &str) -> Value {
+    loop {
+        let message = ws.next_json().await.expect("a message");
+        if message["id"] == id {
+            return message;
+        }
+    }
+}
+
+/// The error code of a result message, if it carries one.
+fn error_code(message: &Value) -> Option<String> {
+    let errors = if message["payload"].is_array() {
+        &message["payload"]
+    } else {
+        &message["payload"]["errors"]
+    };
+    errors[0]["extensions"]["code"].as_str().map(str::to_string)
+}
+
+/// Starts `query` as `id` and returns its first message.
+async fn first(ws: &mut WsClient, id: &str, query: &str) -> Value {
+    ws.subscribe(id, query).await;
+    next_of(ws, id).await
+}
+
+fn presence(channel: &str) -> String {
+    format!("subscription {{ presence(channel: \"{channel}\") {{ type presenceId userId }} }}")
+}
+
+fn watch(channel: &str) -> String {
+    format!("subscription {{ presenceChanged(channel: \"{channel}\") {{ type presenceId }} }}")
+}
+
+/// Asserts the first message of a presence subscription is a JOIN.
+async fn joins(ws: &mut WsClient, id: &str, query: &str) -> Value {
+    let message = first(ws, id, query).await;
+    assert_eq!(message["type"], "next", "{message}");
+    let event = message["payload"]["data"]
+        .as_object()
+        .and_then(|data| data.values().next().cloned())
+        .unwrap_or(Value::Null);
+    assert_eq!(event["type"], "JOIN", "{message}");
+    event
+}
+
+async fn refused(ws: &mut WsClient, id: &str, query: &str) -> String {
+    let message = first(ws, id, query).await;
+    error_code(&message).unwrap_or_else(|| panic!("expected an error, got {message}"))
+}
+
+#[tokio::test]
+async fn announcing_presence_needs_a_user_unless_the_project_allows_guests() {
+    let app = spawn_app().await;
+    let mut guest = socket(&app, json!({})).await;
+    assert_eq!(
+        refused(&mut guest, "p", &presence("lobby")).await,
+        "UNAUTHENTICATED"
+    );
+    // Watching needs no user.
+    guest.subscribe("w", &watch("lobby")).await;
+    guest.ping_pong().await;
+
+    let ann = app.signed_in("ann@example.com").await;
+    let mut signed = socket(&app, bearer(&ann)).await;
+    joins(&mut signed, "p", &presence("lobby")).await;
+
+    let updated = app
+        .admin(
+            "mutation { updateProjectAuth(input: {projectId: \"default\", presenceGuests: true}) { auth { presenceGuests } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(updated["updateProjectAuth"]["auth"]["presenceGuests"], true);
+    let mut guest = socket(&app, json!({})).await;
+    let mut seen_guest = false;
+    guest.subscribe("p", &presence("lobby")).await;
+    for _ in 0..2 {
+        let message = next_of(&mut guest, "p").await;
+        assert_eq!(error_code(&message), None, "{message}");
+        seen_guest |= message["payload"]["data"]["presence"]["userId"].is_null();
+    }
+    assert!(seen_guest, "the guest is present");
+}
+
+async fn private_document(app: &TestApp, reader: &str) {
+    app.admin(
+        "mutation { createDatabase(input: {id: \"vault\", name: \"Vault\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "vault", "id": "notes", "name": "notes", "documentSecurity": true,
+            "permissions": [],
+            "attributes": [{"key": "text", "type": "STRING", "size": 20}]
+        }}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($p: [String!]) { createDocument(input: {databaseId: \"vault\", collectionId: \"notes\", id: \"d1\", data: {text: \"secret\"}, permissions: $p}) { id } }",
+        json!({"p": [format!("read(\"user:{reader}\")")]}),
+    )
+    .await
+    .ok();
+}
+
+async fn user_id(app: &TestApp, secret: &str) -> String {
+    app.as_session(secret, "{ account { id } }", json!({}))
+        .await
+        .ok()["account"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn presence_on_a_document_is_only_for_those_who_may_read_it() {
+    let app = spawn_app().await;
+    let ann = app.signed_in("ann@example.com").await;
+    let bob = app.signed_in("bob@example.com").await;
+    private_document(&app, &user_id(&app, &ann).await).await;
+    let channel = "databases.vault.collections.notes.documents.d1";
+
+    let mut ann_ws = socket(&app, bearer(&ann)).await;
+    joins(&mut ann_ws, "p", &presence(channel)).await;
+
+    let mut bob_ws = socket(&app, bearer(&bob)).await;
+    assert_eq!(
+        refused(&mut bob_ws, "w", &watch(channel)).await,
+        "DOCUMENT_NOT_FOUND",
+        "who is on a document is hidden from those who may not read it"
+    );
+    assert_eq!(
+        refused(&mut bob_ws, "p", &presence(channel)).await,
+        "DOCUMENT_NOT_FOUND"
+    );
+    let mut guest = socket(&app, json!({})).await;
+    assert_eq!(
+        refused(&mut guest, "w", &watch(channel)).await,
+        "DOCUMENT_NOT_FOUND"
+    );
+    // A resource channel must name its resource in full, so it can be checked.
+    for short in ["documents.d1", "files.f1", "databases.vault"] {
+        assert_eq!(
+            refused(&mut bob_ws, short, &watch(short)).await,
+            "INVALID_CHANNEL",
+            "{short}"
+        );
+    }
+    assert_eq!(
+        refused(&mut bob_ws, "f", &watch("buckets.nope.files.f1")).await,
+        "BUCKET_NOT_FOUND"
+    );
+}
+
+#[tokio::test]
+async fn presences_are_capped_per_user_in_state_size_and_in_what_a_watcher_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.presence_max_per_user = 2;
+    config.presence_max_replay = 2;
+    config.presence_max_state_bytes = 64;
+    let app = spawn_with(config, dir).await;
+    let ann = app.signed_in("ann@example.com").await;
+    let bob = app.signed_in("bob@example.com").await;
+
+    let mut ann_ws = socket(&app, bearer(&ann)).await;
+    let big = "x".repeat(100);
+    assert_eq!(
+        refused(
+            &mut ann_ws,
+            "big",
+            &format!(
+                "subscription {{ presence(channel: \"r\", state: {{note: \"{big}\"}}) {{ type }} }}"
+            ),
+        )
+        .await,
+        "PRESENCE_TOO_LARGE"
+    );
+    let update = app
+        .as_session(
+            &ann,
+            "mutation($s: JSON) { updatePresence(input: {channel: \"r\", state: $s}) { updatedCount } }",
+            json!({"s": {"note": big}}),
+        )
+        .await;
+    assert_eq!(update.code(), "PRESENCE_TOO_LARGE");
+
+    joins(&mut ann_ws, "p1", &presence("r")).await;
+    joins(&mut ann_ws, "p2", &presence("r")).await;
+    assert_eq!(
+        refused(&mut ann_ws, "p3", &presence("other")).await,
+        "TOO_MANY_PRESENCES",
+        "the cap is per user, over every channel"
+    );
+    let mut bob_ws = socket(&app, bearer(&bob)).await;
+    joins(&mut bob_ws, "p", &presence("r")).await;
+
+    // Three are present; a new watcher is sent the first two, then only changes.
+    let mut watcher = socket(&app, json!({})).await;
+    watcher.subscribe("w", &watch("r")).await;
+    for _ in 0..2 {
+        let message = next_of(&mut watcher, "w").await;
+        assert_eq!(
+            message["payload"]["data"]["presenceChanged"]["type"], "JOIN",
+            "{message}"
+        );
+    }
+    watcher.ping_pong().await;
+    bob_ws.send(json!({"id": "p", "type": "complete"})).await;
+    let next = next_of(&mut watcher, "w").await;
+    assert_eq!(
+        next["payload"]["data"]["presenceChanged"]["type"], "LEAVE",
+        "no third JOIN was replayed: {next}"
+    );
+    // A presence ended gives its place back.
+    ann_ws.send(json!({"id": "p1", "type": "complete"})).await;
+    next_of(&mut ann_ws, "p1").await;
+    joins(&mut ann_ws, "p4", &presence("other")).await;
+}
+
+#[tokio::test]
+async fn presences_are_capped_per_channel_and_per_client_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.presence_max_per_channel = 2;
+    config.presence_max_per_client = 3;
+    let app = spawn_with(config, dir).await;
+    let mut sockets = Vec::new();
+    for name in ["a", "b", "c"] {
+        let secret = app.signed_in(&format!("{name}@example.com")).await;
+        sockets.push(socket(&app, bearer(&secret)).await);
+    }
+    joins(&mut sockets[0], "p", &presence("room")).await;
+    joins(&mut sockets[1], "p", &presence("room")).await;
+    assert_eq!(
+        refused(&mut sockets[2], "p", &presence("room")).await,
+        "TOO_MANY_PRESENCES",
+        "the channel is full"
+    );
+    joins(&mut sockets[2], "q", &presence("hall")).await;
+    assert_eq!(
+        refused(&mut sockets[2], "r", &presence("porch")).await,
+        "TOO_MANY_PRESENCES",
+        "every socket here is from one address, which holds three"
+    );
+}
+
+#[tokio::test]
+async fn websockets_per_client_address_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.ws_max_per_client = 2;
+    let app = spawn_with(config, dir).await;
+    let first = socket(&app, json!({})).await;
+    let _second = socket(&app, json!({})).await;
+    let upgrade = || {
+        let mut request = app.ws_url.as_str().into_client_request().unwrap();
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+        tokio_tungstenite::connect_async(request)
+    };
+    match upgrade().await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+            assert_eq!(
+                body["errors"][0]["extensions"]["code"],
+                "TOO_MANY_CONNECTIONS"
+            );
+        }
+        other => panic!("a third socket from one address: {:?}", other.map(|_| ())),
+    }
+    // A closed socket gives its place back.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if upgrade().await.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place of a closed socket is given back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn subscriptions_per_client_address_are_capped_across_its_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.ws_max_subscriptions_per_client = 3;
+    let app = spawn_with(config, dir).await;
+    let mut a = socket(&app, json!({})).await;
+    let mut b = socket(&app, json!({})).await;
+    let realtime = "subscription { realtime(channels: [\"keys\"]) { events } }";
+    a.subscribe("a1", realtime).await;
+    a.subscribe("a2", realtime).await;
+    a.ping_pong().await;
+    b.subscribe("b1", realtime).await;
+    b.ping_pong().await;
+    assert_eq!(
+        refused(&mut b, "b2", "{ __typename }").await,
+        "TOO_MANY_SUBSCRIPTIONS"
+    );
+    // Ending one on the other socket makes room.
+    a.send(json!({"id": "a1", "type": "complete"})).await;
+    a.ping_pong().await;
+    let answer = first(&mut b, "b3", "{ __typename }").await;
+    assert_eq!(answer["payload"]["data"]["__typename"], "Query", "{answer}");
+}
+
+async fn invite(app: &TestApp, owner: &str, team: &str, email: &str) -> crate::helpers::Answer {
+    app.as_session(
+        owner,
+        "mutation($input: CreateMembershipInput!) { createMembership(input: $input) { id } }",
+        json!({"input": {"teamId": team, "email": email, "roles": [], "url": "http://localhost/join"}}),
+    )
+    .await
+}
+
+fn retry_after(answer: &crate::helpers::Answer) -> u64 {
+    answer.body["errors"][0]["extensions"]["retryAfter"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a retryAfter: {}", answer.body))
+}
+
+#[tokio::test]
+async fn emails_asked_from_one_client_address_are_limited_whatever_the_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.mail_max_per_client = 3;
+    let app = spawn_with(config, dir).await;
+    let ask = |query: &'static str| app.post(json!({"query": query}), &[]);
+    ask("mutation { createMagicUrlToken(input: {email: \"a@example.com\", url: \"http://localhost/magic\"}) { userId } }")
+        .await
+        .ok();
+    ask("mutation { createEmailToken(input: {email: \"b@example.com\"}) { userId } }")
+        .await
+        .ok();
+    ask("mutation { createRecovery(input: {email: \"c@example.com\", url: \"http://localhost/reset\"}) }")
+        .await
+        .ok();
+    // A fourth recipient, by any flow: each has its own per-recipient limit, but
+    // the address has asked for three emails this hour.
+    let limited = ask("mutation { createMagicUrlToken(input: {email: \"d@example.com\", url: \"http://localhost/magic\"}) { userId } }").await;
+    assert_eq!(limited.code(), "RATE_LIMITED", "{}", limited.body);
+    assert!(retry_after(&limited) > 3000);
+    let nobody = app
+        .admin(
+            "{ users(search: \"d@example.com\") { totalCount } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        nobody["users"]["totalCount"], 0,
+        "a refused email creates no user"
+    );
+}
+
+#[tokio::test]
+async fn invitations_are_limited_per_sender_and_per_recipient() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.mail_max_per_sender = 2;
+    config.mail_max_per_client = 0;
+    let app = spawn_with(config, dir).await;
+    let olga = app.signed_in("olga@example.com").await;
+    let pia = app.signed_in("pia@example.com").await;
+    for (owner, team) in [(&olga, "band"), (&pia, "choir")] {
+        app.as_session(
+            owner,
+            "mutation($t: ID!) { createTeam(input: {id: $t, name: \"Team\"}) { id } }",
+            json!({"t": team}),
+        )
+        .await
+        .ok();
+    }
+    invite(&app, &olga, "band", "x@example.com").await.ok();
+    invite(&app, &olga, "band", "y@example.com").await.ok();
+    let limited = invite(&app, &olga, "band", "z@example.com").await;
+    assert_eq!(limited.code(), "RATE_LIMITED", "{}", limited.body);
+    assert!(retry_after(&limited) > 3000);
+    let nobody = app
+        .admin(
+            "{ users(search: \"z@example.com\") { totalCount } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        nobody["users"]["totalCount"], 0,
+        "a refused invitation creates no user"
+    );
+    // The bound is Olga's, not everyone's.
+    invite(&app, &pia, "choir", "z@example.com").await.ok();
+
+    // One recipient is mailed at most ten invitations an hour, renewals included,
+    // whoever sends them.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.mail_max_per_sender = 0;
+    config.mail_max_per_client = 0;
+    let app = spawn_with(config, dir).await;
+    let olga = app.signed_in("olga@example.com").await;
+    app.as_session(
+        &olga,
+        "mutation { createTeam(input: {id: \"band\", name: \"Band\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    for _ in 0..10 {
+        invite(&app, &olga, "band", "r@example.com").await.ok();
+    }
+    let limited = invite(&app, &olga, "band", "r@example.com").await;
+    assert_eq!(limited.code(), "RATE_LIMITED", "{}", limited.body);
+}
+
+/// Uploads a small file as the admin (the GraphQL multipart request spec).
+async fn admin_upload(app: &TestApp, bucket: &str, file: &str) {
+    let boundary = "nimbus-presence-boundary";
+    let operations = json!({
+        "query": "mutation($input: CreateFileInput!) { createFile(input: $input) { id } }",
+        "variables": {"input": {"bucketId": bucket, "fileId": file, "file": null}},
+    });
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n{operations}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"map\"\r\n\r\n{{\"0\": [\"variables.input.file\"]}}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"0\"; filename=\"f.txt\"\r\nContent-Type: text/plain\r\n\r\nnotes\r\n\
+         --{boundary}--\r\n"
+    );
+    let response = app
+        .client
+        .post(format!("{}/v1/graphql", app.url))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .header("apollo-require-preflight", "true")
+        .header("x-nimbus-key", &app.admin_key)
+        .body(body)
+        .send()
+        .await
+        .expect("request sent");
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["data"]["createFile"]["id"], file, "{answer}");
+}
+
+#[tokio::test]
+async fn presence_on_a_file_is_only_for_those_who_may_read_it() {
+    let app = spawn_app().await;
+    let ann = app.signed_in("ann@example.com").await;
+    let bob = app.signed_in("bob@example.com").await;
+    let ann_id = user_id(&app, &ann).await;
+    app.admin(
+        "mutation($input: CreateBucketInput!) { createBucket(input: $input) { id } }",
+        json!({"input": {"id": "shared", "name": "Shared", "permissions": [format!("read(\"user:{ann_id}\")")]}}),
+    )
+    .await
+    .ok();
+    admin_upload(&app, "shared", "f1").await;
+    let channel = "buckets.shared.files.f1";
+    let mut ann_ws = socket(&app, bearer(&ann)).await;
+    joins(&mut ann_ws, "p", &presence(channel)).await;
+    let mut bob_ws = socket(&app, bearer(&bob)).await;
+    assert_eq!(
+        refused(&mut bob_ws, "w", &watch(channel)).await,
+        "FILE_NOT_FOUND"
+    );
+    assert_eq!(
+        refused(&mut bob_ws, "p", &presence(channel)).await,
+        "FILE_NOT_FOUND"
+    );
+}
