@@ -65,6 +65,8 @@ pub struct AppInner {
     pub subscription_shapes: http::ws::Shapes,
     /// Shared inserts of single creates (MariaDB; SQLite has group commit).
     pub creates: Option<services::databases::create_batch::CreateBatches>,
+    /// Turns to render image previews, and the queue for them.
+    pub preview_turns: services::storage::preview::Turns,
 }
 
 /// A cheap handle on [`AppInner`].
@@ -111,8 +113,11 @@ impl AppState {
             let max_flights = (config.database_max_connections as usize * 3 / 4) / 4;
             services::databases::create_batch::CreateBatches::new(db.clone(), max_flights)
         });
+        let preview_turns =
+            services::storage::preview::Turns::new(config.preview_slots(), config.preview_queue);
         let state = AppState(Arc::new(AppInner {
             creates,
+            preview_turns,
             config,
             db,
             bus,

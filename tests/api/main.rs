@@ -19,6 +19,7 @@ mod security_accounts;
 mod security_limits;
 mod security_resources;
 mod security_sockets;
+mod security_uploads;
 mod smtp_server;
 mod statements;
 mod storage;
