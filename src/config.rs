@@ -211,6 +211,16 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_UPLOAD_EXPIRY", default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
     pub upload_expiry_secs: u64,
 
+    /// Most unfinished resumable uploads one uploader (a user or an API key) may
+    /// have in a project at once.
+    #[arg(long, env = "NIMBUS_UPLOAD_MAX_PENDING", default_value_t = 100)]
+    pub upload_max_pending: u64,
+
+    /// Most bytes the unfinished resumable uploads of one uploader in a project may
+    /// announce in all (their chunks stay on disk until they finish or expire).
+    #[arg(long, env = "NIMBUS_UPLOAD_MAX_PENDING_BYTES", default_value_t = 10 * 1024 * 1024 * 1024)]
+    pub upload_max_pending_bytes: u64,
+
     /// A ClamAV daemon (`host:port`) that scans uploads to buckets with `antivirus`
     /// on; infected files are refused. Unset: no scanning.
     #[arg(long, env = "NIMBUS_CLAMD")]

@@ -489,3 +489,49 @@ async fn sixteen_previews_of_a_fifteen_mebibyte_png_keep_the_server_under_150_mi
     );
     app.shutdown().await;
 }
+
+const START_UPLOAD: &str =
+    "mutation($input: CreateFileUploadInput!) { createFileUpload(input: $input) { id } }";
+
+#[tokio::test]
+async fn unfinished_resumable_uploads_are_capped_per_uploader() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.upload_max_pending = 2;
+    config.upload_max_pending_bytes = 1_000_000;
+    let app = spawn_with(config, dir).await;
+    bucket(
+        &app,
+        json!({"id": "videos", "name": "Videos", "permissions": ["create(\"users\")"]}),
+    )
+    .await;
+    let ann = app.signed_in("ann@example.com").await;
+    let bob = app.signed_in("bob@example.com").await;
+    let start = |secret: &str, id: &str, size: u64| {
+        let secret = secret.to_string();
+        let input = json!({"input": {"bucketId": "videos", "fileId": id, "name": format!("{id}.bin"), "size": size}});
+        let app = &app;
+        async move { app.as_session(&secret, START_UPLOAD, input).await }
+    };
+
+    start(&ann, "a1", 100).await.ok();
+    start(&ann, "a2", 100).await.ok();
+    let third = start(&ann, "a3", 100).await;
+    assert_eq!(third.code(), "TOO_MANY_PENDING_UPLOADS", "{:#}", third.body);
+    // Per uploader: Bob has room, but not for more bytes than allowed.
+    let huge = start(&bob, "b1", 1_000_001).await;
+    assert_eq!(huge.code(), "TOO_MANY_PENDING_UPLOADS", "{:#}", huge.body);
+    start(&bob, "b1", 999_000).await.ok();
+    let over = start(&bob, "b2", 1_001).await;
+    assert_eq!(over.code(), "TOO_MANY_PENDING_UPLOADS", "{:#}", over.body);
+    // An abandoned upload frees its place.
+    app.as_session(
+        &ann,
+        "mutation { deleteFile(input: {bucketId: \"videos\", fileId: \"a1\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    start(&ann, "a3", 100).await.ok();
+    app.shutdown().await;
+}
