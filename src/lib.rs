@@ -215,6 +215,9 @@ impl Server {
         let invalidations = tokio::spawn(follow_project_changes(state.clone()));
         let presence = tokio::spawn(services::realtime::presence::keep_alive(state.clone()));
         let uploads = tokio::spawn(services::storage::upload::sweep_forever(state.clone()));
+        tokio::spawn(http::multipart::sweep_spool(
+            state.config.upload_spool_dir(),
+        ));
         let admin_key = services::keys::service::bootstrap_admin_key(&state)
             .await
             .map_err(|e| anyhow::anyhow!("cannot create the first admin key: {}", e.message()))?;

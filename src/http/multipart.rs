@@ -12,7 +12,8 @@
 //! `NIMBUS_MAX_MULTIPART_BYTES`, its files by `NIMBUS_MAX_UPLOAD_FILES`.
 //!
 //! Spooled files live under `DATA_DIR/tmp/uploads` while their request runs and
-//! are removed when it ends, refused or not. This module decides nothing about
+//! are removed when it ends, refused or not; those a crash left behind are
+//! removed at the next start once a day old (replicas may share the directory). This module decides nothing about
 //! files beyond that: the service checks everything again when the operation runs.
 
 use std::collections::{HashMap, HashSet};
@@ -374,5 +375,27 @@ fn targets_of(
                 name,
             },
         );
+    }
+}
+
+/// Spool files untouched for this long belong to no running request.
+const SPOOL_LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Removes the spool files a crashed process left in `dir`.
+pub async fn sweep_spool(dir: std::path::PathBuf) {
+    let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let stale = entry
+            .metadata()
+            .await
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age > SPOOL_LEFTOVER_AGE);
+        if stale && tokio::fs::remove_file(entry.path()).await.is_ok() {
+            tracing::info!(file = %entry.path().display(), "removed an upload a crash left behind");
+        }
     }
 }

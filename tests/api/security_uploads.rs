@@ -535,3 +535,29 @@ async fn unfinished_resumable_uploads_are_capped_per_uploader() {
     start(&ann, "a3", 100).await.ok();
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn spool_files_a_crash_left_behind_are_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path()).await;
+    let spool = config.upload_spool_dir();
+    std::fs::create_dir_all(&spool).unwrap();
+    let day = Duration::from_secs(24 * 3600);
+    let old = std::fs::File::create(spool.join("upload-old")).unwrap();
+    old.set_modified(std::time::SystemTime::now() - 2 * day)
+        .unwrap();
+    drop(old);
+    std::fs::File::create(spool.join("upload-recent")).unwrap();
+    let app = spawn_with(config, dir).await;
+    let deadline = Instant::now() + WAIT;
+    while spooled(&app).contains(&"upload-old".to_string()) {
+        assert!(Instant::now() < deadline, "the leftover is still there");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        spooled(&app),
+        ["upload-recent"],
+        "a file a running replica may be using stays"
+    );
+    app.shutdown().await;
+}
