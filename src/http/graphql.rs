@@ -278,24 +278,24 @@ pub async fn graphql_post(
                 Ok(addressed) => addressed,
                 Err(err) => return app_error_response(&err, media),
             };
+            let refused = |mut response: Response| {
+                // The rest of the body is not read: the connection cannot carry
+                // another request.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response
+            };
             let received =
                 match multipart::receive(&state, &addressed.caller, content_type, body).await {
                     Ok(received) => received,
-                    Err(Refusal::App(err)) => return app_error_response(&err, media),
+                    Err(Refusal::App(err)) => return refused(app_error_response(&err, media)),
                     Err(Refusal::TimedOut) => return body_timeout_response(media, body_timeout),
                     Err(Refusal::Plain {
                         status,
                         code,
                         message,
-                    }) => {
-                        let mut response = error_response(status, media, code, &message);
-                        // The rest of the body is not read: the connection cannot
-                        // carry another request.
-                        response
-                            .headers_mut()
-                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                        return response;
-                    }
+                    }) => return refused(error_response(status, media, code, &message)),
                 };
             let multipart::Received { batch, spooled } = received;
             let response = execute(

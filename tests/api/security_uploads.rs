@@ -524,6 +524,18 @@ async fn unfinished_resumable_uploads_are_capped_per_uploader() {
     start(&bob, "b1", 999_000).await.ok();
     let over = start(&bob, "b2", 1_001).await;
     assert_eq!(over.code(), "TOO_MANY_PENDING_UPLOADS", "{:#}", over.body);
+    // A chunk is authorised before its body is read: Bob's chunk for Ann's upload
+    // is answered while 5 MB of it are still unsent.
+    let addr = app.url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PUT /v1/storage/buckets/videos/files/a2/upload HTTP/1.1\r\nHost: nimbus\r\nAuthorization: Bearer {bob}\r\nContent-Range: bytes 0-99/100\r\nContent-Length: 5000000\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&[b'a'; 1000]).await.unwrap();
+    let (status, _, body) = answer(&mut stream).await;
+    assert_eq!((status, code(&body)), (404, "UPLOAD_NOT_FOUND"), "{body}");
+
     // An abandoned upload frees its place.
     app.as_session(
         &ann,
