@@ -157,6 +157,20 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_MAX_UPLOAD_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_upload_bytes: usize,
 
+    /// Largest multipart GraphQL request as a whole (operations, map and every file),
+    /// in bytes. Unset: `NIMBUS_MAX_UPLOAD_BYTES` plus `NIMBUS_MAX_BODY_BYTES`.
+    #[arg(long, env = "NIMBUS_MAX_MULTIPART_BYTES")]
+    pub max_multipart_bytes: Option<u64>,
+
+    /// Most files one multipart GraphQL request may carry.
+    #[arg(long, env = "NIMBUS_MAX_UPLOAD_FILES", default_value_t = 16)]
+    pub max_upload_files: usize,
+
+    /// Bytes a file part may have when the operation does not name the bucket it
+    /// goes to (so it could not be authorised before it arrives).
+    #[arg(long, env = "NIMBUS_MAX_UNAUTHORISED_UPLOAD_BYTES", default_value_t = 64 * 1024)]
+    pub max_unauthorised_upload_bytes: u64,
+
     /// Most subscriptions one WebSocket connection may hold at once.
     #[arg(long, env = "NIMBUS_WS_MAX_SUBSCRIPTIONS", default_value_t = 100)]
     pub ws_max_subscriptions: usize,
@@ -249,6 +263,16 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_UPLOAD_EXPIRY", default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
     pub upload_expiry_secs: u64,
 
+    /// Most unfinished resumable uploads one uploader (a user or an API key) may
+    /// have in a project at once.
+    #[arg(long, env = "NIMBUS_UPLOAD_MAX_PENDING", default_value_t = 100)]
+    pub upload_max_pending: u64,
+
+    /// Most bytes the unfinished resumable uploads of one uploader in a project may
+    /// announce in all (their chunks stay on disk until they finish or expire).
+    #[arg(long, env = "NIMBUS_UPLOAD_MAX_PENDING_BYTES", default_value_t = 10 * 1024 * 1024 * 1024)]
+    pub upload_max_pending_bytes: u64,
+
     /// A ClamAV daemon (`host:port`) that scans uploads to buckets with `antivirus`
     /// on; infected files are refused. Unset: no scanning.
     #[arg(long, env = "NIMBUS_CLAMD")]
@@ -258,6 +282,15 @@ pub struct Config {
     /// their pixels are allocated.
     #[arg(long, env = "NIMBUS_PREVIEW_MAX_PIXELS", default_value_t = 50_000_000)]
     pub preview_max_pixels: u64,
+
+    /// Previews rendered at once (decoding is CPU- and memory-heavy). 0: one per CPU core.
+    #[arg(long, env = "NIMBUS_PREVIEW_CONCURRENCY", default_value_t = 0)]
+    pub preview_concurrency: usize,
+
+    /// Previews that may wait for a render slot, holding no image meanwhile; past
+    /// them a preview is answered 503 `SERVICE_UNAVAILABLE` with `Retry-After`.
+    #[arg(long, env = "NIMBUS_PREVIEW_QUEUE", default_value_t = 32)]
+    pub preview_queue: usize,
 }
 
 impl Config {
@@ -286,6 +319,25 @@ impl Config {
                 .public_url
                 .as_deref()
                 .is_some_and(|url| url.starts_with("https://"))
+    }
+
+    /// The most bytes one multipart GraphQL request may have.
+    pub fn multipart_limit(&self) -> u64 {
+        self.max_multipart_bytes
+            .unwrap_or((self.max_upload_bytes as u64).saturating_add(self.max_body_bytes as u64))
+    }
+
+    /// Previews rendered at once.
+    pub fn preview_slots(&self) -> usize {
+        match self.preview_concurrency {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// Where the files of multipart uploads wait while their request runs.
+    pub fn upload_spool_dir(&self) -> PathBuf {
+        self.data_dir.join("tmp").join("uploads")
     }
 
     /// The directory of cached image previews.

@@ -61,6 +61,9 @@ pub enum AppError {
     RateLimited { retry_after: u64 },
     /// `SERVICE_UNAVAILABLE`: a dependency (database, bus) is down.
     Unavailable,
+    /// `SERVICE_UNAVAILABLE`: the server has as much of this work running and
+    /// queued as it is configured to take; retry after the given seconds.
+    Busy { retry_after: u64 },
     /// The code given (`OAUTH2_PROVIDER_FAILED`, ...): a third-party service the
     /// request relies on answered wrongly; its full answer is logged, not sent.
     Upstream { code: &'static str, reason: String },
@@ -118,6 +121,9 @@ impl AppError {
                 format!("too many requests; retry after {retry_after} s")
             }
             AppError::Unavailable => "a backing service is unavailable, try again shortly".into(),
+            AppError::Busy { retry_after } => {
+                format!("the server is busy; retry after {retry_after} s")
+            }
             AppError::Upstream { reason, .. } => reason.clone(),
             AppError::StorageFull => "the file storage is full; nothing of this write was kept".into(),
             AppError::FileUnreadable => {
@@ -158,7 +164,7 @@ impl AppError {
             AppError::MethodDisabled { .. } => "AUTH_METHOD_DISABLED".into(),
             AppError::NotAllowed(_) => "OPERATION_NOT_ALLOWED".into(),
             AppError::RateLimited { .. } => "RATE_LIMITED".into(),
-            AppError::Unavailable => "SERVICE_UNAVAILABLE".into(),
+            AppError::Unavailable | AppError::Busy { .. } => "SERVICE_UNAVAILABLE".into(),
             AppError::Upstream { code, .. } => (*code).into(),
             AppError::StorageFull => "STORAGE_FULL".into(),
             AppError::FileUnreadable => "FILE_UNREADABLE".into(),
@@ -187,7 +193,7 @@ impl AppError {
             AppError::Conflict { .. } => S::CONFLICT,
             AppError::Invalid { .. } | AppError::NotAllowed(_) => S::BAD_REQUEST,
             AppError::RateLimited { .. } => S::TOO_MANY_REQUESTS,
-            AppError::Unavailable => S::SERVICE_UNAVAILABLE,
+            AppError::Unavailable | AppError::Busy { .. } => S::SERVICE_UNAVAILABLE,
             AppError::Upstream { .. } => S::BAD_GATEWAY,
             AppError::StorageFull => S::INSUFFICIENT_STORAGE,
             AppError::FileUnreadable => S::INTERNAL_SERVER_ERROR,
@@ -209,7 +215,9 @@ impl AppError {
             match self {
                 AppError::Invalid { field, .. } => ext.set("field", field.as_str()),
                 AppError::ScopeMissing { scope } => ext.set("scope", scope.as_str()),
-                AppError::RateLimited { retry_after } => ext.set("retryAfter", *retry_after),
+                AppError::RateLimited { retry_after } | AppError::Busy { retry_after } => {
+                    ext.set("retryAfter", *retry_after)
+                }
                 _ => {}
             }
         })

@@ -67,6 +67,8 @@ pub struct AppInner {
     pub ws_clients: http::ws::SocketsPerClient,
     /// Shared inserts of single creates (MariaDB; SQLite has group commit).
     pub creates: Option<services::databases::create_batch::CreateBatches>,
+    /// Turns to render image previews, and the queue for them.
+    pub preview_turns: services::storage::preview::Turns,
 }
 
 /// A cheap handle on [`AppInner`].
@@ -113,8 +115,11 @@ impl AppState {
             let max_flights = (config.database_max_connections as usize * 3 / 4) / 4;
             services::databases::create_batch::CreateBatches::new(db.clone(), max_flights)
         });
+        let preview_turns =
+            services::storage::preview::Turns::new(config.preview_slots(), config.preview_queue);
         let state = AppState(Arc::new(AppInner {
             creates,
+            preview_turns,
             config,
             db,
             bus,
@@ -213,6 +218,9 @@ impl Server {
         let invalidations = tokio::spawn(follow_project_changes(state.clone()));
         let presence = tokio::spawn(services::realtime::presence::keep_alive(state.clone()));
         let uploads = tokio::spawn(services::storage::upload::sweep_forever(state.clone()));
+        tokio::spawn(http::multipart::sweep_spool(
+            state.config.upload_spool_dir(),
+        ));
         let admin_key = services::keys::service::bootstrap_admin_key(&state)
             .await
             .map_err(|e| anyhow::anyhow!("cannot create the first admin key: {}", e.message()))?;

@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use async_graphql::http::MultipartOptions;
 use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
 use async_graphql::{BatchRequest, Name, Request, Response as GqlResponse, ServerError};
 use axum::body::{Body, Bytes};
@@ -15,7 +14,6 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::TryStreamExt as _;
 use serde::Deserialize;
 use tracing::Instrument as _;
 
@@ -23,6 +21,7 @@ use crate::AppState;
 use crate::auth::Credential;
 use crate::error::AppError;
 use crate::http::identity::{self, Addressed};
+use crate::http::multipart::{self, Refusal};
 use crate::services::databases::tx::{Finished, Mode, RequestTx};
 use crate::services::users::service::ClientInfo;
 
@@ -186,7 +185,7 @@ fn content_type_essence(headers: &HeaderMap) -> Option<String> {
 /// The request or batch a JSON body holds. Told apart by the body's first byte
 /// rather than by serde's untagged `BatchRequest`, which first copies the whole
 /// body into an intermediate tree to try each shape in turn.
-fn batch_from_json(bytes: &[u8]) -> serde_json::Result<BatchRequest> {
+pub(super) fn batch_from_json(bytes: &[u8]) -> serde_json::Result<BatchRequest> {
     let is_list = bytes
         .iter()
         .find(|b| !b.is_ascii_whitespace())
@@ -272,32 +271,46 @@ pub async fn graphql_post(
             let content_type = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let (stream, stalled) = crate::http::stall_limited(body, body_timeout);
-            let reader = stream.into_async_read();
-            let options = MultipartOptions::default()
-                .max_file_size(state.config.max_upload_bytes)
-                .max_num_files(16);
-            match async_graphql::http::receive_batch_body(content_type, reader, options).await {
-                Ok(batch) => batch,
-                Err(_) if stalled.load(std::sync::atomic::Ordering::Relaxed) => {
-                    return body_timeout_response(media, body_timeout);
-                }
-                Err(err) => {
-                    let (status, code) = match err {
-                        async_graphql::ParseRequestError::PayloadTooLarge => {
-                            (StatusCode::PAYLOAD_TOO_LARGE, "REQUEST_TOO_LARGE")
-                        }
-                        _ => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
-                    };
-                    return error_response(
+                .unwrap_or_default();
+            // The caller and project first: nothing of an upload is spooled for
+            // someone who may not send it.
+            let addressed = match identity::from_headers(&state, &headers).await {
+                Ok(addressed) => addressed,
+                Err(err) => return app_error_response(&err, media),
+            };
+            let refused = |mut response: Response| {
+                // The rest of the body is not read: the connection cannot carry
+                // another request.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response
+            };
+            let received =
+                match multipart::receive(&state, &addressed.caller, content_type, body).await {
+                    Ok(received) => received,
+                    Err(Refusal::App(err)) => return refused(app_error_response(&err, media)),
+                    Err(Refusal::TimedOut) => return body_timeout_response(media, body_timeout),
+                    Err(Refusal::Plain {
                         status,
-                        media,
                         code,
-                        &format!("invalid multipart request: {err}"),
-                    );
-                }
-            }
+                        message,
+                    }) => return refused(error_response(status, media, code, &message)),
+                };
+            let multipart::Received { batch, spooled } = received;
+            let response = execute(
+                &state,
+                &headers,
+                peer,
+                batch,
+                media,
+                Method::Post,
+                Some(addressed),
+            )
+            .await;
+            // The spooled files go once the operations are done with them.
+            drop(spooled);
+            return response;
         }
         _ => {
             return error_response(
@@ -308,7 +321,7 @@ pub async fn graphql_post(
             );
         }
     };
-    execute(&state, &headers, peer, batch, media, Method::Post).await
+    execute(&state, &headers, peer, batch, media, Method::Post, None).await
 }
 
 #[derive(Deserialize)]
@@ -361,6 +374,7 @@ pub async fn graphql_get(
         BatchRequest::Single(request),
         media,
         Method::Get,
+        None,
     )
     .await
 }
@@ -507,6 +521,7 @@ async fn execute(
     batch: BatchRequest,
     media: MediaType,
     method: Method,
+    addressed: Option<Addressed>,
 ) -> Response {
     if batch.iter().any(|request| request.query.trim().is_empty()) {
         return error_response(
@@ -540,9 +555,12 @@ async fn execute(
             requests
         }
     };
-    let addressed = match identity::from_headers(state, headers).await {
-        Ok(addressed) => addressed,
-        Err(err) => return app_error_response(&err, media),
+    let addressed = match addressed {
+        Some(addressed) => addressed,
+        None => match identity::from_headers(state, headers).await {
+            Ok(addressed) => addressed,
+            Err(err) => return app_error_response(&err, media),
+        },
     };
 
     let mut responses = Vec::with_capacity(requests.len());

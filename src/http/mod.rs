@@ -6,6 +6,7 @@ pub mod graphql;
 pub mod health;
 pub mod identity;
 pub mod metrics;
+pub mod multipart;
 pub mod oauth2;
 pub mod playground;
 pub mod storage;

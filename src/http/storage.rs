@@ -47,7 +47,13 @@ fn error(err: AppError) -> Response {
         // Logs the cause; the client reads only the generic message.
         let _ = err.to_graphql();
     }
-    plain_error(status, &err.code(), &err.message())
+    let mut response = plain_error(status, &err.code(), &err.message());
+    if let AppError::Busy { retry_after } | AppError::RateLimited { retry_after } = err {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    }
+    response
 }
 
 /// The credentials of a binary request: as for GraphQL, but the project may also

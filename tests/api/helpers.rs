@@ -373,6 +373,8 @@ pub struct ServeOptions {
     /// An `RLIMIT_FSIZE` for the process, in bytes: writes past it fail with EFBIG,
     /// as on a full disk.
     pub file_size_limit: Option<u64>,
+    /// Settings on top of the shared ones, e.g. `("NIMBUS_PREVIEW_CONCURRENCY", "2")`.
+    pub env: Vec<(&'static str, String)>,
 }
 
 /// A `nimbus serve` process sharing a test server's database, Redis (when it has
@@ -425,6 +427,9 @@ impl ServeProcess {
         if let Some(storage) = &config.storage {
             command.env("NIMBUS_STORAGE", storage);
         }
+        for (name, value) in &options.env {
+            command.env(name, value);
+        }
         if let Some(limit) = options.file_size_limit {
             use std::os::unix::process::CommandExt as _;
             // SAFETY: between fork and exec only async-signal-safe calls are made.
@@ -465,6 +470,11 @@ impl ServeProcess {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The process id, e.g. to read its `/proc/PID/status`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn log_text(&self) -> String {

@@ -1522,6 +1522,7 @@ async fn a_disk_filling_up_mid_upload_keeps_nothing_and_frees_the_space() {
         ServeOptions {
             data_dir: Some(data_dir),
             file_size_limit: Some(6 * 1024 * 1024),
+            ..Default::default()
         },
     )
     .await;

@@ -1,16 +1,17 @@
 //! Serving image previews: a preview is rendered once per file content and set of
 //! parameters, on the blocking pool and a few at a time (decoding is CPU- and
-//! memory-heavy), and kept on local disk under `DATA_DIR/cache/previews`, keyed by
-//! the file's checksum and the canonical parameters, so later requests read it
-//! back. A file's cached previews go when the file (or its bucket) does.
+//! memory-heavy; see [`Turns`]), and kept on local disk under
+//! `DATA_DIR/cache/previews`, keyed by the file's checksum and the canonical
+//! parameters, so later requests read it back. A file's cached previews go when
+//! the file (or its bucket) does.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::TryStreamExt as _;
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::AppState;
 use crate::error::{AppError, AppResult};
@@ -37,15 +38,55 @@ pub enum PreviewBody {
     Fresh(Vec<u8>),
 }
 
-fn renders() -> &'static Semaphore {
-    static RENDERS: OnceLock<Semaphore> = OnceLock::new();
-    RENDERS.get_or_init(|| {
-        Semaphore::new(
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
-        )
-    })
+/// Turns to render previews: a few at once, a bounded queue waiting (holding no
+/// image yet), and a refusal past that, so a burst of previews of large images
+/// costs at most `slots` decoded images of memory.
+pub struct Turns {
+    running: Semaphore,
+    /// Most requests waiting for a turn.
+    queue: usize,
+    waiting: AtomicUsize,
+}
+
+/// A turn to render; the next waiting request gets it when this is dropped.
+pub struct Turn<'a>(#[allow(dead_code)] SemaphorePermit<'a>);
+
+/// Seconds a refused preview is told to wait before asking again.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+impl Turns {
+    pub fn new(slots: usize, queue: usize) -> Self {
+        Turns {
+            running: Semaphore::new(slots.max(1)),
+            queue,
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// A turn now, or after the requests ahead in the queue; `PREVIEWS_BUSY` when
+    /// the queue is full.
+    pub async fn take(&self) -> AppResult<Turn<'_>> {
+        if let Ok(permit) = self.running.try_acquire() {
+            return Ok(Turn(permit));
+        }
+        let busy = || AppError::Busy {
+            retry_after: RETRY_AFTER_SECS,
+        };
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!("nimbus_previews_refused_total").increment(1);
+            return Err(busy());
+        }
+        // Counted out even when the request is cancelled while it waits.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _waiting = Waiting(&self.waiting);
+        self.running.acquire().await.map(Turn).map_err(|_| busy())
+    }
 }
 
 fn file_dir(state: &AppState, project_id: &str, bucket_id: &str, file_id: &str) -> PathBuf {
@@ -100,6 +141,8 @@ pub async fn preview(
             mime_type: output.mime_type(),
         });
     }
+    // The turn comes before the source is read: a waiting request holds no image.
+    let _turn = state.preview_turns.take().await?;
     let source = if is_image {
         if file.size > MAX_SOURCE_BYTES {
             return Err(AppError::Invalid {
@@ -114,18 +157,22 @@ pub async fn preview(
             .read(&key, &file.encoding, &state.secret)
             .await
             .map_err(file_error)?;
-        let chunks: Vec<bytes::Bytes> = stream.try_collect().await.map_err(|err| {
-            tracing::error!(file = %file.id, error = %err, "reading a file for its preview failed");
-            AppError::FileUnreadable
-        })?;
-        chunks.concat()
+        // One buffer of the file's size, not the chunks and then their copy.
+        let mut source = Vec::with_capacity(file.size as usize);
+        stream
+            .try_for_each(|chunk| {
+                source.extend_from_slice(&chunk);
+                std::future::ready(Ok(()))
+            })
+            .await
+            .map_err(|err| {
+                tracing::error!(file = %file.id, error = %err, "reading a file for its preview failed");
+                AppError::FileUnreadable
+            })?;
+        source
     } else {
         Vec::new()
     };
-    let _turn = renders()
-        .acquire()
-        .await
-        .map_err(|_| AppError::Unavailable)?;
     let mime_type = file.mime_type.clone();
     let params_owned = params.clone();
     let max_pixels = state.config.preview_max_pixels;

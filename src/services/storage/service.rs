@@ -465,6 +465,46 @@ fn check_size(bucket: &Bucket, size: u64) -> AppResult<()> {
     Ok(())
 }
 
+/// The bucket a new file goes to, when the caller may create files in it.
+async fn creatable_bucket(
+    state: &AppState,
+    caller: &Caller,
+    access: &Access,
+    bucket_id: &str,
+) -> AppResult<Bucket> {
+    let bucket = visible_bucket(state, caller, access, bucket_id).await?;
+    if !matches!(reach(&bucket, access, Action::Create), Reach::All) {
+        return Err(AppError::PermissionDenied {
+            reason: "the bucket's permissions do not let you create files".into(),
+        });
+    }
+    Ok(bucket)
+}
+
+/// A new file's name, checked against the rules of its bucket.
+pub fn check_new_name(bucket: &Bucket, name: &str) -> AppResult<String> {
+    let name = checked_file_name(name)?;
+    check_extension(bucket, &name)?;
+    Ok(name)
+}
+
+/// Checks, before a file's bytes arrive, that the caller may create a file in
+/// `bucket_id`, named `name` when the name is already known. Answers the bucket,
+/// whose `maximum_file_size` bounds what may be received.
+pub async fn authorise_upload(
+    state: &AppState,
+    caller: &Caller,
+    bucket_id: &str,
+    name: Option<&str>,
+) -> AppResult<Bucket> {
+    let access = Access::of(caller, FilesWrite)?;
+    let bucket = creatable_bucket(state, caller, &access, bucket_id).await?;
+    if let Some(name) = name {
+        check_new_name(&bucket, name)?;
+    }
+    Ok(bucket)
+}
+
 /// Checks everything about a new file that does not need its bytes, and returns
 /// its row (status `uploading`, not yet written) with its bucket.
 pub async fn prepare_file(
@@ -474,15 +514,9 @@ pub async fn prepare_file(
     announced_size: Option<u64>,
 ) -> AppResult<(Bucket, StoredFile)> {
     let access = Access::of(caller, FilesWrite)?;
-    let bucket = visible_bucket(state, caller, &access, &new.bucket_id).await?;
-    if !matches!(reach(&bucket, &access, Action::Create), Reach::All) {
-        return Err(AppError::PermissionDenied {
-            reason: "the bucket's permissions do not let you create files".into(),
-        });
-    }
+    let bucket = creatable_bucket(state, caller, &access, &new.bucket_id).await?;
     let id = ids::resolve("fileId", new.file_id.as_deref())?;
-    let name = checked_file_name(&new.name)?;
-    check_extension(&bucket, &name)?;
+    let name = check_new_name(&bucket, &new.name)?;
     if let Some(size) = announced_size {
         check_size(&bucket, size)?;
     }

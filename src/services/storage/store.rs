@@ -493,6 +493,27 @@ pub async fn count_files(pool: &AnyPool, listing: &FileListing<'_>) -> Result<i6
     builder.build_query_scalar().fetch_one(pool).await
 }
 
+/// The announced sizes of up to `limit` unfinished resumable uploads of `uploader`
+/// in a project.
+pub async fn pending_upload_sizes(
+    pool: &AnyPool,
+    project_id: &str,
+    uploader: &str,
+    limit: u64,
+) -> Result<Vec<u64>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT size FROM storage_files WHERE project_id = ? AND uploader = ? \
+         AND status = 'uploading' LIMIT {limit}"
+    ))
+    .bind(project_id)
+    .bind(uploader)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| row.try_get::<i64, _>("size").map(|size| size.max(0) as u64))
+        .collect()
+}
+
 /// Files whose upload started before `before` and never completed, oldest first.
 pub async fn stale_uploads(
     pool: &AnyPool,

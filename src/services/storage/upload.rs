@@ -90,6 +90,7 @@ pub async fn start(
     }
     let size = size as u64;
     let (_, mut file) = service::prepare_file(state, caller, new, Some(size)).await?;
+    check_pending(state, &file, size).await?;
     let chunk_size = state.config.upload_chunk_size;
     file.chunk_size = chunk_size;
     file.chunks_total = u32::try_from(size.div_ceil(chunk_size))
@@ -98,6 +99,34 @@ pub async fn start(
     tracing::info!(project = %file.project_id, bucket = %file.bucket_id, file = %file.id,
         size, chunks = file.chunks_total, "resumable upload started");
     Ok(file)
+}
+
+/// Refuses a new upload when its uploader's unfinished ones already hold as many
+/// uploads or bytes as `NIMBUS_UPLOAD_MAX_PENDING` and
+/// `NIMBUS_UPLOAD_MAX_PENDING_BYTES` allow: their chunks stay on disk until they
+/// finish or expire, so starting uploads and never finishing them must not fill it.
+async fn check_pending(state: &AppState, file: &StoredFile, size: u64) -> AppResult<()> {
+    let config = &state.config;
+    let pending = store::pending_upload_sizes(
+        state.db.pool(),
+        &file.project_id,
+        &file.uploader,
+        config.upload_max_pending + 1,
+    )
+    .await?;
+    let bytes = pending.iter().fold(size, |sum, s| sum.saturating_add(*s));
+    if pending.len() as u64 >= config.upload_max_pending || bytes > config.upload_max_pending_bytes
+    {
+        return Err(AppError::Invalid {
+            code: "TOO_MANY_PENDING_UPLOADS",
+            field: "size".into(),
+            reason: format!(
+                "unfinished uploads may be {} at most, announcing {} bytes in all: finish or delete some first",
+                config.upload_max_pending, config.upload_max_pending_bytes
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// An unfinished upload of the caller's (or, for a server, anyone's).

@@ -1,0 +1,401 @@
+//! GraphQL multipart requests (the GraphQL multipart request spec: `operations`,
+//! `map`, then the file parts), received so that no byte of a file is written
+//! anywhere before the request is authorised.
+//!
+//! `operations` and `map` must come first, as the spec orders them. For every file
+//! a `createFile` names the bucket of, the caller's `create` permission on that
+//! bucket and its name rules are checked before the file part is read, and the
+//! part is spooled only up to the bucket's `maximumFileSize`. A file part whose
+//! operation cannot be read that way (another shape, another field) may have
+//! `NIMBUS_MAX_UNAUTHORISED_UPLOAD_BYTES` only: it is checked at execution, too
+//! late to bound what was spooled. The request as a whole is capped by
+//! `NIMBUS_MAX_MULTIPART_BYTES`, its files by `NIMBUS_MAX_UPLOAD_FILES`.
+//!
+//! Spooled files live under `DATA_DIR/tmp/uploads` while their request runs and
+//! are removed when it ends, refused or not; those a crash left behind are
+//! removed at the next start once a day old (replicas may share the directory). This module decides nothing about
+//! files beyond that: the service checks everything again when the operation runs.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Seek as _, SeekFrom};
+use std::sync::atomic::Ordering;
+
+use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
+use async_graphql::{BatchRequest, Request, UploadValue};
+use async_graphql_value::{ConstValue, Value};
+use axum::body::Body;
+use axum::http::StatusCode;
+use tokio::io::AsyncWriteExt as _;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::AppError;
+use crate::files::FileError;
+use crate::services::storage::Bucket;
+use crate::services::storage::service::{self, file_error};
+
+/// The mutation whose file's bucket is known before the file arrives.
+const CREATE_FILE: &str = "createFile";
+
+/// A request whose files are spooled.
+pub struct Received {
+    pub batch: BatchRequest,
+    /// Removes the spooled files when dropped.
+    pub spooled: Vec<tempfile::TempPath>,
+}
+
+/// Why a multipart request was refused before it ran.
+pub enum Refusal {
+    /// Authorisation or a bucket rule failed.
+    App(AppError),
+    /// The request is malformed or over a limit.
+    Plain {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
+    /// The body stopped arriving.
+    TimedOut,
+}
+
+fn bad(message: impl Into<String>) -> Refusal {
+    Refusal::Plain {
+        status: StatusCode::BAD_REQUEST,
+        code: "BAD_REQUEST",
+        message: message.into(),
+    }
+}
+
+fn too_large(message: String) -> Refusal {
+    Refusal::Plain {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        code: "REQUEST_TOO_LARGE",
+        message,
+    }
+}
+
+/// What a `createFile` says about its file before the file arrives.
+struct Target {
+    bucket_id: String,
+    name: Option<String>,
+}
+
+/// How one file part is received.
+struct Rule {
+    /// Where the file goes in the request(s): the map's paths.
+    paths: Vec<String>,
+    /// Most bytes the part may have.
+    limit: u64,
+    /// Whether `limit` is a bucket's `maximumFileSize`.
+    bucket_limit: bool,
+    /// Buckets whose extension rules apply to the part's filename (the operation
+    /// gave no `name`).
+    check_filename: Vec<Bucket>,
+}
+
+/// Reads the multipart `body`, authorising every file `caller` sends before it is
+/// spooled.
+pub async fn receive(
+    state: &AppState,
+    caller: &Caller,
+    content_type: &str,
+    body: Body,
+) -> Result<Received, Refusal> {
+    let config = &state.config;
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|_| bad("the multipart Content-Type has no boundary"))?;
+    let stall = std::time::Duration::from_secs(config.http_body_timeout_secs);
+    let (stream, stalled) = crate::http::stall_limited(body, stall);
+    let head_limit = config.max_body_bytes as u64;
+    let whole_limit = config.multipart_limit();
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .whole_stream(whole_limit)
+            .for_field("operations", head_limit)
+            .for_field("map", head_limit),
+    );
+    let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
+    let unreadable = |err: multer::Error| {
+        if stalled.load(Ordering::Relaxed) {
+            return Refusal::TimedOut;
+        }
+        match err {
+            multer::Error::StreamSizeExceeded { .. } => {
+                too_large(format!("the multipart request exceeds {whole_limit} bytes"))
+            }
+            multer::Error::FieldSizeExceeded { .. } => too_large(format!(
+                "`operations` and `map` may have {head_limit} bytes each"
+            )),
+            err => bad(format!("invalid multipart request: {err}")),
+        }
+    };
+
+    let operations = leading_part(&mut multipart, "operations", &unreadable).await?;
+    let mut batch = super::graphql::batch_from_json(&operations)
+        .map_err(|_| bad("the `operations` part is not a GraphQL request"))?;
+    let map = leading_part(&mut multipart, "map", &unreadable).await?;
+    let map: HashMap<String, Vec<String>> = serde_json::from_slice(&map).map_err(|_| {
+        bad("the `map` part must be a JSON object of file names to lists of variable paths")
+    })?;
+    if map.len() > config.max_upload_files {
+        return Err(Refusal::Plain {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "TOO_MANY_FILES",
+            message: format!(
+                "a request may carry {} files; this one maps {}",
+                config.max_upload_files,
+                map.len()
+            ),
+        });
+    }
+
+    let targets = targets(state, &mut batch);
+    let mut rules = HashMap::with_capacity(map.len());
+    let mut authorised: HashMap<String, Bucket> = HashMap::new();
+    for (part, paths) in map {
+        let mut rule = Rule {
+            paths,
+            limit: config.max_upload_bytes as u64,
+            bucket_limit: false,
+            check_filename: Vec::new(),
+        };
+        for path in &rule.paths {
+            let Some(target) = targets.get(path) else {
+                if rule.limit > config.max_unauthorised_upload_bytes {
+                    rule.limit = config.max_unauthorised_upload_bytes;
+                    rule.bucket_limit = false;
+                }
+                continue;
+            };
+            let bucket = match authorised.get(&target.bucket_id) {
+                Some(bucket) => bucket.clone(),
+                None => {
+                    let bucket = service::authorise_upload(state, caller, &target.bucket_id, None)
+                        .await
+                        .map_err(Refusal::App)?;
+                    authorised.insert(target.bucket_id.clone(), bucket.clone());
+                    bucket
+                }
+            };
+            match &target.name {
+                Some(name) => {
+                    service::check_new_name(&bucket, name).map_err(Refusal::App)?;
+                }
+                None => rule.check_filename.push(bucket.clone()),
+            }
+            if bucket.maximum_file_size < rule.limit {
+                rule.limit = bucket.maximum_file_size;
+                rule.bucket_limit = true;
+            }
+        }
+        rules.insert(part, rule);
+    }
+
+    let spool_dir = config.upload_spool_dir();
+    tokio::fs::create_dir_all(&spool_dir)
+        .await
+        .map_err(|err| Refusal::App(AppError::Internal(err.into())))?;
+    let mut spooled = Vec::with_capacity(rules.len());
+    let mut received = HashSet::with_capacity(rules.len());
+    while let Some(mut field) = multipart.next_field().await.map_err(&unreadable)? {
+        let part = field.name().unwrap_or_default().to_string();
+        let Some(rule) = rules.get(&part) else {
+            return Err(bad(format!(
+                "the part `{}` is not named in `map`",
+                part.chars().take(64).collect::<String>()
+            )));
+        };
+        if !received.insert(part.clone()) {
+            return Err(bad("a file part is sent twice"));
+        }
+        let filename = field.file_name().unwrap_or_default().to_string();
+        let content_type = field.content_type().map(|mime| mime.to_string());
+        for bucket in &rule.check_filename {
+            service::check_new_name(bucket, &filename).map_err(Refusal::App)?;
+        }
+        let internal = |err: std::io::Error| Refusal::App(AppError::Internal(err.into()));
+        let (file, path) = tempfile::Builder::new()
+            .prefix("upload-")
+            .tempfile_in(&spool_dir)
+            .map_err(internal)?
+            .into_parts();
+        let mut out = tokio::fs::File::from_std(file);
+        let mut size = 0u64;
+        while let Some(chunk) = field.chunk().await.map_err(&unreadable)? {
+            size += chunk.len() as u64;
+            if size > rule.limit {
+                return Err(if rule.bucket_limit {
+                    Refusal::App(file_error(FileError::TooLarge { limit: rule.limit }))
+                } else {
+                    too_large(format!(
+                        "a file of this request may have {} bytes",
+                        rule.limit
+                    ))
+                });
+            }
+            out.write_all(&chunk).await.map_err(internal)?;
+        }
+        out.flush().await.map_err(internal)?;
+        let mut file = out.into_std().await;
+        file.seek(SeekFrom::Start(0)).map_err(internal)?;
+        spooled.push(path);
+        for var_path in &rule.paths {
+            let upload = UploadValue {
+                filename: filename.clone(),
+                content_type: content_type.clone(),
+                content: file.try_clone().map_err(internal)?,
+            };
+            match &mut batch {
+                BatchRequest::Single(request) => request.set_upload(var_path, upload),
+                BatchRequest::Batch(requests) => {
+                    if let Some((index, path)) = var_path.split_once('.')
+                        && let Some(request) = index
+                            .parse::<usize>()
+                            .ok()
+                            .and_then(|i| requests.get_mut(i))
+                    {
+                        request.set_upload(path, upload);
+                    }
+                }
+            }
+        }
+    }
+    if received.len() != rules.len() {
+        return Err(bad("a file named in `map` is missing"));
+    }
+    Ok(Received { batch, spooled })
+}
+
+/// The whole of the next part, which must be called `name`.
+async fn leading_part(
+    multipart: &mut multer::Multipart<'_>,
+    name: &str,
+    unreadable: &impl Fn(multer::Error) -> Refusal,
+) -> Result<axum::body::Bytes, Refusal> {
+    let order = || {
+        bad(format!(
+            "the parts must come in the order `operations`, `map`, then the files; `{name}` is not where it belongs"
+        ))
+    };
+    let field = multipart
+        .next_field()
+        .await
+        .map_err(unreadable)?
+        .ok_or_else(order)?;
+    if field.name() != Some(name) {
+        return Err(order());
+    }
+    field.bytes().await.map_err(unreadable)
+}
+
+/// The `createFile`s of the batch's mutations, by the map path of their file
+/// (`variables.input.file`, or `1.variables.input.file` in a batch).
+fn targets(state: &AppState, batch: &mut BatchRequest) -> HashMap<String, Target> {
+    let mut found = HashMap::new();
+    match batch {
+        BatchRequest::Single(request) => targets_of(state, request, "", &mut found),
+        BatchRequest::Batch(requests) => {
+            for (index, request) in requests.iter_mut().enumerate() {
+                targets_of(state, request, &format!("{index}."), &mut found);
+            }
+        }
+    }
+    found
+}
+
+fn targets_of(
+    state: &AppState,
+    request: &mut Request,
+    prefix: &str,
+    found: &mut HashMap<String, Target>,
+) {
+    // A query over the limits is refused at execution; it is not parsed here.
+    if request.query.len() > state.config.graphql_max_query_bytes
+        || state.parsed_queries.prepare(request).is_err()
+    {
+        return;
+    }
+    let name = request.operation_name.clone();
+    let variables = request.variables.clone();
+    let Ok(document) = request.parsed_query() else {
+        return;
+    };
+    let operation = match (&document.operations, name) {
+        (DocumentOperations::Single(op), _) => op,
+        (DocumentOperations::Multiple(ops), Some(name)) => match ops.get(name.as_str()) {
+            Some(op) => op,
+            None => return,
+        },
+        _ => return,
+    };
+    if operation.node.ty != OperationType::Mutation {
+        return;
+    }
+    let known = |name: async_graphql::Name| {
+        Ok::<_, ()>(variables.get(&name).cloned().unwrap_or(ConstValue::Null))
+    };
+    for item in &operation.node.selection_set.node.items {
+        let Selection::Field(field) = &item.node else {
+            continue;
+        };
+        if field.node.name.node != CREATE_FILE {
+            continue;
+        }
+        let Some(input) = field.node.get_argument("input") else {
+            continue;
+        };
+        let (path, input) = match &input.node {
+            Value::Variable(variable) => (
+                format!("{prefix}variables.{variable}.file"),
+                variables.get(variable).cloned(),
+            ),
+            Value::Object(object) => match object.get("file") {
+                Some(Value::Variable(variable)) => (
+                    format!("{prefix}variables.{variable}"),
+                    input.node.clone().into_const_with(known).ok(),
+                ),
+                _ => continue,
+            },
+            _ => continue,
+        };
+        let Some(ConstValue::Object(input)) = input else {
+            continue;
+        };
+        let Some(ConstValue::String(bucket_id)) = input.get("bucketId") else {
+            continue;
+        };
+        let name = match input.get("name") {
+            Some(ConstValue::String(name)) => Some(name.clone()),
+            _ => None,
+        };
+        found.insert(
+            path,
+            Target {
+                bucket_id: bucket_id.clone(),
+                name,
+            },
+        );
+    }
+}
+
+/// Spool files untouched for this long belong to no running request.
+const SPOOL_LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Removes the spool files a crashed process left in `dir`.
+pub async fn sweep_spool(dir: std::path::PathBuf) {
+    let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let stale = entry
+            .metadata()
+            .await
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age > SPOOL_LEFTOVER_AGE);
+        if stale && tokio::fs::remove_file(entry.path()).await.is_ok() {
+            tracing::info!(file = %entry.path().display(), "removed an upload a crash left behind");
+        }
+    }
+}
