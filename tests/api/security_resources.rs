@@ -669,3 +669,64 @@ async fn the_schema_file_needs_an_api_key_when_introspection_is_off() {
     assert!(message.contains("Did you mean \"account\""), "{message}");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn file_writes_answer_only_files_the_caller_may_read() {
+    let app = spawn_app().await;
+    create_bucket(
+        &app,
+        json!({"id": "drop", "name": "Drop box", "permissions": ["create(\"users\")"], "fileSecurity": true}),
+    )
+    .await;
+    let ann = app.signed_in("ann@example.com").await;
+    let me = format!("user:{}", user_id(&app, &ann).await);
+    let bearer = format!("Bearer {ann}");
+    let headers = [("authorization", bearer.as_str())];
+
+    // A drop box: Ann may put a file in and rename it, but not read it back.
+    let written = upload(
+        &app,
+        &headers,
+        json!({"bucketId": "drop", "fileId": "tip", "file": null,
+               "permissions": [format!("update(\"{me}\")")]}),
+        b"secret tip",
+    )
+    .await
+    .ok();
+    assert_eq!(
+        written["createFile"],
+        Value::Null,
+        "the upload answers null"
+    );
+    let update = "mutation { updateFile(input: {bucketId: \"drop\", fileId: \"tip\", name: \"renamed.txt\"}) { id name permissions } }";
+    let renamed = app.as_session(&ann, update, json!({})).await.ok();
+    assert_eq!(
+        renamed["updateFile"],
+        Value::Null,
+        "the update answers null"
+    );
+
+    // Both writes stand.
+    let stored = app
+        .admin(
+            "{ file(bucketId: \"drop\", fileId: \"tip\") { name size } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(stored["file"]["name"], "renamed.txt");
+    assert_eq!(stored["file"]["size"], 10);
+
+    // With read as well, the file comes back.
+    let readable = upload(
+        &app,
+        &headers,
+        json!({"bucketId": "drop", "fileId": "note", "file": null,
+               "permissions": [format!("read(\"{me}\")"), format!("update(\"{me}\")")]}),
+        b"note",
+    )
+    .await
+    .ok();
+    assert_eq!(readable["createFile"]["id"], "note");
+    app.shutdown().await;
+}

@@ -726,7 +726,7 @@ fn register_mutations(parts: &mut SchemaParts) {
         )),
     );
     parts.mutation(
-        Field::new("createFile", TypeRef::named_nn("File"), |ctx| {
+        Field::new("createFile", TypeRef::named("File"), |ctx| {
             FieldFuture::new(async move {
                 let state = app(&ctx)?;
                 let given: CreateFileInput = input(&ctx)?;
@@ -740,10 +740,10 @@ fn register_mutations(parts: &mut SchemaParts) {
                 };
                 let content = tokio::fs::File::from_std(upload.content);
                 let file = service::create_file(state, caller(&ctx)?, new, size, content).await?;
-                Ok(Some(FieldValue::value(file_value(state, &file))))
+                Ok(file.map(|file| FieldValue::value(file_value(state, &file))))
             })
         })
-        .description("Uploads a file in one multipart request (the GraphQL multipart request spec, as Apollo and urql upload links send it). Clients need the bucket's `create` permission; servers `files.write`. Large files: `createFileUpload`.")
+        .description("Uploads a file in one multipart request (the GraphQL multipart request spec, as Apollo and urql upload links send it). Clients need the bucket's `create` permission; servers `files.write`. Answers `null` when the caller may not read the file it wrote (the upload stands). Large files: `createFileUpload`.")
         .argument(InputValue::new("input", TypeRef::named_nn("CreateFileInput"))),
     );
     parts.mutation(
@@ -765,15 +765,15 @@ fn register_mutations(parts: &mut SchemaParts) {
         .argument(InputValue::new("input", TypeRef::named_nn("CreateFileUploadInput"))),
     );
     parts.mutation(
-        Field::new("updateFile", TypeRef::named_nn("File"), |ctx| {
+        Field::new("updateFile", TypeRef::named("File"), |ctx| {
             FieldFuture::new(async move {
                 let state = app(&ctx)?;
                 let given: UpdateFileInput = input(&ctx)?;
                 let file = service::update_file(state, caller(&ctx)?, &given.bucket_id, &given.file_id, given.name, given.permissions).await?;
-                Ok(Some(FieldValue::value(file_value(state, &file))))
+                Ok(file.map(|file| FieldValue::value(file_value(state, &file))))
             })
         })
-        .description("Renames a file and/or replaces its permissions (its `update` permission, or `files.write`).")
+        .description("Renames a file and/or replaces its permissions (its `update` permission, or `files.write`). Answers `null` when the caller may not read the file as changed (the change stands).")
         .argument(InputValue::new("input", TypeRef::named_nn("UpdateFileInput"))),
     );
     parts.mutation(

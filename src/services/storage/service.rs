@@ -639,10 +639,19 @@ pub async fn create_file(
     new: NewFile,
     size: Option<u64>,
     input: impl AsyncRead + Unpin + Send,
-) -> AppResult<StoredFile> {
+) -> AppResult<Option<StoredFile>> {
     let (bucket, file) = prepare_file(state, caller, new, size).await?;
+    let access = Access::of(caller, FilesWrite)?;
     claim_file(state, &file).await?;
-    store_bytes(state, &bucket, file, input).await
+    let file = store_bytes(state, &bucket, file, input).await?;
+    Ok(readable_as_written(&bucket, &access, file))
+}
+
+/// The file a write answers with: only one the caller may read as the write left
+/// it (the write stands either way), so write permission shows nothing it does not
+/// already grant.
+fn readable_as_written(bucket: &Bucket, access: &Access, file: StoredFile) -> Option<StoredFile> {
+    may(bucket, access, Action::Read, &file).then_some(file)
 }
 
 pub async fn get_file(
@@ -656,7 +665,8 @@ pub async fn get_file(
         .map(|(_, file)| file)
 }
 
-/// Renames a file and/or replaces its permissions.
+/// Renames a file and/or replaces its permissions; answers the file only when the
+/// caller may read it as changed.
 pub async fn update_file(
     state: &AppState,
     caller: &Caller,
@@ -664,7 +674,7 @@ pub async fn update_file(
     id: &str,
     name: Option<String>,
     permissions: Option<Vec<String>>,
-) -> AppResult<StoredFile> {
+) -> AppResult<Option<StoredFile>> {
     let access = Access::of(caller, FilesWrite)?;
     let bucket = visible_bucket(state, caller, &access, bucket_id).await?;
     let mut file = find_ready_file(state, &bucket, id).await?;
@@ -685,7 +695,7 @@ pub async fn update_file(
     }
     tx.commit().await?;
     publish_file(state, &bucket, &file, "update").await;
-    Ok(file)
+    Ok(readable_as_written(&bucket, &access, file))
 }
 
 /// A caller that may read a file but not change it is told so; one that may not
