@@ -282,7 +282,7 @@ async fn a_team_invitation_by_email_reaches_a_new_user_whose_link_signs_them_in(
     )
     .await
     .ok();
-    let invite = "mutation($input: CreateMembershipInput!) { createMembership(input: $input) { id userId confirmed roles } }";
+    let invite = "mutation($input: CreateMembershipInput!) { createMembership(input: $input) { id userId email confirmed roles } }";
 
     // Inviting by email needs the page that accepts invitations, on an allowed host.
     let no_url = run(
@@ -311,11 +311,10 @@ async fn a_team_invitation_by_email_reaches_a_new_user_whose_link_signs_them_in(
         .await
         .ok();
     assert_eq!(invited["createMembership"]["confirmed"], false);
+    // The invitation names the address; no user exists until it is accepted.
+    assert_eq!(invited["createMembership"]["userId"], Value::Null);
+    assert_eq!(invited["createMembership"]["email"], "new@example.com");
     let membership_id = invited["createMembership"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let user_id = invited["createMembership"]["userId"]
         .as_str()
         .unwrap()
         .to_string();
@@ -328,33 +327,31 @@ async fn a_team_invitation_by_email_reaches_a_new_user_whose_link_signs_them_in(
         mail.link_param("membershipId").as_deref(),
         Some(membership_id.as_str())
     );
-    assert_eq!(mail.link_param("userId").as_deref(), Some(user_id.as_str()));
+    assert_eq!(mail.link_param("userId"), None);
     assert_eq!(mail.link_param("teamId").as_deref(), Some("band"));
     let secret = mail.link_param("secret").unwrap();
 
-    let accept = "mutation($m: ID!, $u: ID!, $s: String!) { updateMembershipStatus(input: {teamId: \"band\", membershipId: $m, userId: $u, secret: $s}) { membership { confirmed roles } session { secret session { userId } } } }";
+    let accept = "mutation($m: ID!, $s: String!) { updateMembershipStatus(input: {teamId: \"band\", membershipId: $m, secret: $s}) { membership { confirmed roles userId email } session { secret session { userId } } } }";
     let wrong = run(
         &app,
         accept,
-        json!({"m": membership_id, "u": user_id, "s": "not-the-secret"}),
+        json!({"m": membership_id, "s": "not-the-secret"}),
         None,
     )
     .await;
     assert_eq!(wrong.code(), "INVALID_TOKEN");
-    let accepted = run(
-        &app,
-        accept,
-        json!({"m": membership_id, "u": user_id, "s": secret}),
-        None,
-    )
-    .await
-    .ok();
+    let accepted = run(&app, accept, json!({"m": membership_id, "s": secret}), None)
+        .await
+        .ok();
     let status = &accepted["updateMembershipStatus"];
+    let user_id = status["session"]["session"]["userId"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(
         status["membership"],
-        json!({"confirmed": true, "roles": ["drums"]})
+        json!({"confirmed": true, "roles": ["drums"], "userId": user_id, "email": null})
     );
-    assert_eq!(status["session"]["session"]["userId"], user_id.as_str());
     let session = status["session"]["secret"].as_str().unwrap();
     let me = run(
         &app,
@@ -370,13 +367,7 @@ async fn a_team_invitation_by_email_reaches_a_new_user_whose_link_signs_them_in(
     );
     assert_eq!(me["teams"]["nodes"], json!([{"id": "band"}]));
 
-    let replay = run(
-        &app,
-        accept,
-        json!({"m": membership_id, "u": user_id, "s": secret}),
-        None,
-    )
-    .await;
+    let replay = run(&app, accept, json!({"m": membership_id, "s": secret}), None).await;
     assert_eq!(replay.code(), "INVALID_TOKEN");
 
     // A server adds by email at once, without mail.

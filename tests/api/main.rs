@@ -17,6 +17,7 @@ mod realtime;
 mod schema;
 mod security_accounts;
 mod security_documents;
+mod security_invitations;
 mod security_limits;
 mod security_realtime;
 mod security_resources;

@@ -31,7 +31,17 @@ pub fn membership_value(membership: &Membership) -> Value {
     object([
         ("id", Value::from(membership.id.as_str())),
         ("teamId", Value::from(membership.team_id.as_str())),
-        ("userId", Value::from(membership.user_id.as_str())),
+        (
+            "userId",
+            membership
+                .user_id
+                .as_deref()
+                .map_or(Value::Null, Value::from),
+        ),
+        (
+            "email",
+            membership.email.as_deref().map_or(Value::Null, Value::from),
+        ),
         (
             "roles",
             Value::List(
@@ -137,7 +147,8 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
             .description("A user's place in a team. Until `confirmed`, it is an invitation and grants no roles.")
             .field(prop("id", TypeRef::named_nn(TypeRef::ID), "Unique id; gives its user the role `member:ID`."))
             .field(prop("teamId", TypeRef::named_nn(TypeRef::ID), "The team."))
-            .field(prop("userId", TypeRef::named_nn(TypeRef::ID), "The member."))
+            .field(prop("userId", TypeRef::named(TypeRef::ID), "The member; null while an invitation by email waits for an address that has no verified account (its user is created or found when the invitation is accepted through the emailed link)."))
+            .field(prop("email", TypeRef::named(TypeRef::STRING), "The invited address, while `userId` is null."))
             .field(prop("roles", TypeRef::named_nn_list_nn(TypeRef::STRING), "The member's roles in the team; `owner` manages it."))
             .field(prop("confirmed", TypeRef::named_nn(TypeRef::BOOLEAN), "Whether the user accepted (or a server added them)."))
             .field(prop("joinedAt", TypeRef::named(DATETIME), "When the membership was confirmed."))
@@ -220,10 +231,10 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
         &[
             ("teamId", id(), "The team."),
             ("userId", TypeRef::named(TypeRef::ID), "An existing user (or give `email`)."),
-            ("email", TypeRef::named(TypeRef::STRING), "Whom to invite by email; a user without a password is created when none has this email."),
-            ("name", TypeRef::named(TypeRef::STRING), "Name of a user created for `email`."),
+            ("email", TypeRef::named(TypeRef::STRING), "Whom to invite by email. An owner's invitation to an address without a verified account creates no user: the membership names the address until the invitation is accepted through the emailed link, which creates the user (email verified) or signs in the one with this address. A server adds the user with this email, created without a password when there is none."),
+            ("name", TypeRef::named(TypeRef::STRING), "Name of a user created for `email`, at most 128 characters."),
             ("roles", roles(), "The user's roles in the team."),
-            ("url", TypeRef::named(TypeRef::STRING), "Your app's page that accepts invitations (a `redirectHosts` host): the emailed link goes there with `membershipId`, `userId`, `secret` and `teamId`. Needed when an owner invites by email."),
+            ("url", TypeRef::named(TypeRef::STRING), "Your app's page that accepts invitations (a `redirectHosts` host): the emailed link goes there with `membershipId`, `secret` and `teamId`. Needed when an owner invites by email."),
         ],
     ));
     parts.add_type(input_object(
@@ -237,12 +248,12 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     ));
     parts.add_type(input_object(
         "UpdateMembershipStatusInput",
-        "An invitation to accept: signed in as the invitee, or with `userId` and `secret` from the emailed link.",
+        "An invitation to accept: signed in as the invitee (or as the user whose verified email was invited), or with `secret` from the emailed link.",
         &[
             ("teamId", id(), "The team."),
             ("membershipId", id(), "The membership (invitation)."),
-            ("userId", TypeRef::named(TypeRef::ID), "From the emailed link."),
-            ("secret", TypeRef::named(TypeRef::STRING), "From the emailed link; accepting with it also signs the invitee in."),
+            ("userId", TypeRef::named(TypeRef::ID), "Optional with `secret`: when given, it must be the membership's user."),
+            ("secret", TypeRef::named(TypeRef::STRING), "From the emailed link; accepting with it also signs the invitee in, creating their user (email verified) for an invitation by email to an address without one."),
         ],
     ));
     parts.add_type(input_object(
@@ -354,7 +365,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                 Ok(Some(FieldValue::value(membership_value(&membership))))
             })
         })
-        .description("Adds a user (by id, or by email, creating the user when needed) to a team: at once for a server (`teams.write`); as an invitation when an owner does it, emailed when `url` is given, which the user accepts with `updateMembershipStatus`. Inviting someone whose invitation is pending renews it (new roles, a new emailed link; the old one stops working); a server confirms it.")
+        .description("Adds a user (by id, or by email) to a team: at once for a server (`teams.write`), creating the user for an email when needed; as an invitation when an owner does it, emailed when `url` is given, which the user accepts with `updateMembershipStatus`. An owner's invitation to an address without a verified account creates no user before it is accepted. Inviting someone whose invitation is pending renews it (new roles, a new emailed link; the old one stops working); a server confirms it.")
         .argument(InputValue::new("input", TypeRef::named_nn("CreateMembershipInput"))),
     );
     parts.mutation(
@@ -388,14 +399,14 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                     let state = app(&ctx)?;
                     let caller = caller(&ctx)?;
                     let (membership, session) = match (input.user_id, input.secret) {
-                        (Some(user_id), Some(secret)) => {
+                        (user_id, Some(secret)) => {
                             let client = ctx.data::<ClientInfo>().cloned().unwrap_or_default();
                             let (membership, session, secret) = service::accept_invitation(
                                 state,
                                 &caller.project.id,
                                 &input.team_id,
                                 &input.membership_id,
-                                &user_id,
+                                user_id.as_deref(),
                                 &secret,
                                 client,
                             )
@@ -415,7 +426,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                         _ => {
                             return Err(AppError::invalid(
                                 "secret",
-                                "give both `userId` and `secret` from the link, or neither",
+                                "give `secret` from the link with `userId`, or neither",
                             )
                             .into());
                         }
@@ -427,7 +438,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                 })
             },
         )
-        .description("Accepts an invitation: signed in as the invitee, or with `userId` and `secret` from the emailed link, which also signs the invitee in (session cookie, and `session.secret` for apps).")
+        .description("Accepts an invitation: signed in as the invitee (or as the user whose verified email was invited), or with `secret` from the emailed link, which also signs the invitee in (session cookie, and `session.secret` for apps) and, for an invitation by email to an address without an account, creates their user with the email verified.")
         .argument(InputValue::new(
             "input",
             TypeRef::named_nn("UpdateMembershipStatusInput"),

@@ -1,7 +1,8 @@
 //! Team rules: who may see and manage a team (servers with `teams.*` scopes, its
 //! members, its owners), valid names and roles, invitations (accepted signed in,
-//! or through an emailed link that also signs the invitee in), and refreshing the
-//! roles of every user whose memberships change.
+//! or through an emailed link that also signs the invitee in and, for an invitation
+//! by email, creates the invitee's user only then), and refreshing the roles of
+//! every user whose memberships change.
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -16,8 +17,9 @@ use crate::services::account::service::{
     check_redirect_url, count_outgoing_mail, link_with, project_name, send,
 };
 use crate::services::users::service::{
-    ClientInfo, NewUser, UserChanges, announce_user_change, apply_changes, create_session,
-    insert_new_user, normalize_email, policy,
+    ClientInfo, NewUser, UserChanges, announce_user_change, apply_changes,
+    check_name as check_user_name, create_session, insert_invited_user, insert_new_user,
+    normalize_email, policy,
 };
 use crate::services::users::{Session, User, store as users_store};
 
@@ -54,10 +56,9 @@ async fn publish_membership(state: &AppState, membership: &Membership, action: &
             format!("memberships.{}", membership.id),
             format!("teams.{}", membership.team_id),
         ],
-        read_roles: vec![
-            format!("team:{}", membership.team_id),
-            format!("user:{}", membership.user_id),
-        ],
+        read_roles: std::iter::once(format!("team:{}", membership.team_id))
+            .chain(membership.user_id.iter().map(|u| format!("user:{u}")))
+            .collect(),
         key_scope: TeamsRead::NAME.into(),
         ..crate::bus::Event::change(
             &membership.project_id,
@@ -225,7 +226,9 @@ pub async fn create_team(
             project_id: team.project_id.clone(),
             id: ids::generate(),
             team_id: team.id.clone(),
-            user_id: me.user.id.clone(),
+            user_id: Some(me.user.id.clone()),
+            email: None,
+            invite_name: None,
             roles,
             confirmed: true,
             joined_at: Some(now),
@@ -299,8 +302,8 @@ pub async fn delete_team(state: &AppState, caller: &Caller, id: &str) -> AppResu
     // Told before the roles go, so the members may still read it.
     publish_team(state, &team, "delete").await;
     store::delete_team(state.db.pool(), &team.project_id, &team.id).await?;
-    for member in members {
-        announce_user_change(state, &team.project_id, &member.user_id).await;
+    for user_id in members.iter().filter_map(|m| m.user_id.as_deref()) {
+        announce_user_change(state, &team.project_id, user_id).await;
     }
     Ok(())
 }
@@ -321,13 +324,15 @@ pub struct NewMembership {
     pub team_id: String,
     /// An existing user…
     pub user_id: Option<String>,
-    /// …or an email, whose user is created (without a password) when there is none.
+    /// …or an email. An owner's invitation to an address without a verified account
+    /// names the address only; a server adds its user (created without a password
+    /// when there is none).
     pub email: Option<String>,
     /// The name of a user created for `email`.
     pub name: Option<String>,
     pub roles: Vec<String>,
     /// The app's page that accepts invitations: the emailed link goes there with
-    /// `membershipId`, `userId`, `secret` and `teamId`.
+    /// `membershipId`, `secret` and `teamId`.
     pub url: Option<String>,
 }
 
@@ -338,15 +343,33 @@ const INVITE_LIMIT: Limit = Limit::per_hour(50);
 const INVITE_RECIPIENT_LIMIT: Limit = Limit::per_hour(10);
 const ACCEPT_ATTEMPTS_LIMIT: Limit = Limit::per_hour(10);
 
-/// The user to add: the one named, or the one with the email (created if missing).
-async fn invitee(state: &AppState, project_id: &str, new: &NewMembership) -> AppResult<User> {
+/// Whom a membership is for.
+enum Invitee {
+    /// An existing user (or one a server created).
+    User(User),
+    /// An address without a verified account: its user is found or created when the
+    /// invitation is accepted through the emailed link, which proves the mailbox.
+    Email { email: String, name: Option<String> },
+}
+
+/// The invitee: the user named, or the one with the email. An owner inviting an
+/// address whose account is missing or unverified gets an email-only invitation: no
+/// account is made for an address nobody proved, and whoever registered an address
+/// they do not hold cannot accept in its owner's place. A server adds the user with
+/// the email, created when missing, as it may create users.
+async fn invitee(
+    state: &AppState,
+    project_id: &str,
+    new: &NewMembership,
+    by_server: bool,
+) -> AppResult<Invitee> {
     let pool = state.db.pool();
     match (&new.user_id, &new.email) {
         (Some(user_id), None) => {
             ids::validate("userId", user_id)?;
             users_store::find_user(pool, project_id, user_id)
                 .await?
-                .map(|row| row.to_user())
+                .map(|row| Invitee::User(row.to_user()))
                 .ok_or_else(|| AppError::NotFound {
                     what: "user",
                     id: user_id.clone(),
@@ -354,8 +377,21 @@ async fn invitee(state: &AppState, project_id: &str, new: &NewMembership) -> App
         }
         (None, Some(email)) => {
             let email = normalize_email("email", email)?;
-            if let Some(row) = users_store::find_user_by_email(pool, project_id, &email).await? {
-                return Ok(row.to_user());
+            if let Some(name) = &new.name {
+                check_user_name(name)?;
+            }
+            let existing = users_store::find_user_by_email(pool, project_id, &email)
+                .await?
+                .map(|row| row.to_user());
+            match existing {
+                Some(user) if by_server || user.email_verified => return Ok(Invitee::User(user)),
+                _ if !by_server => {
+                    return Ok(Invitee::Email {
+                        email,
+                        name: new.name.clone(),
+                    });
+                }
+                _ => {}
             }
             let created = insert_new_user(
                 state,
@@ -372,13 +408,13 @@ async fn invitee(state: &AppState, project_id: &str, new: &NewMembership) -> App
                 Err(AppError::Conflict { .. }) => {
                     users_store::find_user_by_email(pool, project_id, &email)
                         .await?
-                        .map(|row| row.to_user())
+                        .map(|row| Invitee::User(row.to_user()))
                         .ok_or(AppError::Conflict {
                             what: "user",
                             id: email,
                         })
                 }
-                other => other,
+                other => other.map(Invitee::User),
             }
         }
         _ => Err(AppError::invalid(
@@ -386,6 +422,37 @@ async fn invitee(state: &AppState, project_id: &str, new: &NewMembership) -> App
             "give either `userId` or `email`",
         )),
     }
+}
+
+/// The team's pending or confirmed membership for the invitee: the user's own, or
+/// an invitation by email waiting for their address. An owner takes over that
+/// invitation only for a verified address: an account registered with an address
+/// its holder does not own must not inherit the invitation sent to the owner.
+async fn existing_membership(
+    state: &AppState,
+    team: &Team,
+    invitee: &Invitee,
+    by_server: bool,
+) -> AppResult<Option<Membership>> {
+    let pool = state.db.pool();
+    let email = match invitee {
+        Invitee::User(user) => {
+            let own = store::membership_of(pool, &team.project_id, &team.id, &user.id).await?;
+            if own.is_some() {
+                return Ok(own.map(Membership::from));
+            }
+            match &user.email {
+                Some(email) if by_server || user.email_verified => email,
+                _ => return Ok(None),
+            }
+        }
+        Invitee::Email { email, .. } => email,
+    };
+    Ok(
+        store::membership_invited(pool, &team.project_id, &team.id, email)
+            .await?
+            .map(Membership::from),
+    )
 }
 
 /// Adds a user to a team. A server (`teams.write`) adds them at once. An owner
@@ -432,9 +499,18 @@ pub async fn create_membership(
                 .await?;
         }
     }
-    let user = invitee(state, &team.project_id, &new).await?;
+    let invitee = invitee(state, &team.project_id, &new, by_server).await?;
+    let (user_id, address, invite_name) = match &invitee {
+        Invitee::User(user) => (Some(user.id.clone()), user.email.clone(), None),
+        Invitee::Email { email, name } => (None, Some(email.clone()), name.clone()),
+    };
+    // Names the membership in a conflict: the user, or the invited address.
+    let who = user_id
+        .clone()
+        .or_else(|| address.clone())
+        .unwrap_or_default();
     if mail_to.is_some() {
-        let Some(email) = &user.email else {
+        let Some(email) = &address else {
             return Err(AppError::invalid(
                 "userId",
                 "this user has no email to send the invitation to",
@@ -450,18 +526,24 @@ pub async fn create_membership(
     let now = now_millis();
     // Inviting someone whose invitation is pending renews it, as Appwrite does: the
     // same membership with the new roles, and a new secret (a server confirms it).
-    let pending = store::membership_of(state.db.pool(), &team.project_id, &team.id, &user.id)
-        .await?
-        .map(Membership::from);
+    let pending = existing_membership(state, &team, &invitee, by_server).await?;
     if pending.as_ref().is_some_and(|m| m.confirmed) {
         return Err(AppError::Conflict {
             what: "membership",
-            id: user.id.clone(),
+            id: who,
         });
     }
     let renewed = pending.is_some();
+    // An invitation by email waits for the address until a user is known.
+    let (email, invite_name) = match user_id {
+        Some(_) => (None, None),
+        None => (address.clone(), invite_name),
+    };
     let membership = match pending {
         Some(pending) => Membership {
+            user_id,
+            email,
+            invite_name,
             roles,
             confirmed: by_server,
             joined_at: by_server.then_some(now),
@@ -472,7 +554,9 @@ pub async fn create_membership(
             project_id: team.project_id.clone(),
             id: ids::generate(),
             team_id: team.id.clone(),
-            user_id: user.id.clone(),
+            user_id,
+            email,
+            invite_name,
             roles,
             confirmed: by_server,
             joined_at: by_server.then_some(now),
@@ -485,30 +569,34 @@ pub async fn create_membership(
     let mut tx = state.db.pool().begin().await?;
     if renewed {
         // The old link stops working: its secret is replaced (or cleared).
-        if !store::renew_invitation(&mut *tx, &membership, digest.as_deref()).await? {
+        let renewed = store::renew_invitation(&mut *tx, &membership, digest.as_deref())
+            .await
+            .conflict_as("membership", &who)?;
+        if !renewed {
             // Accepted in the meantime.
             return Err(AppError::Conflict {
                 what: "membership",
-                id: user.id.clone(),
+                id: who,
             });
         }
     } else {
         store::insert_membership(&mut *tx, &membership)
             .await
-            .conflict_as("membership", &user.id)?;
+            .conflict_as("membership", &who)?;
         if let Some(digest) = &digest {
             store::set_invite_secret(&mut *tx, &membership.project_id, &membership.id, digest)
                 .await?;
         }
     }
     tx.commit().await?;
-    if let (Some(url), Some(secret), Some(email)) = (&mail_to, &secret, &user.email) {
+    if let (Some(url), Some(secret), Some(email)) = (&mail_to, &secret, &address) {
+        // The link names the invitation, never an account: whoever holds the
+        // mailbox becomes (or signs in as) the user with this address.
         let link = link_with(
             &policy,
             url.as_str(),
             &[
                 ("membershipId", &membership.id),
-                ("userId", &user.id),
                 ("secret", secret),
                 ("teamId", &team.id),
             ],
@@ -542,7 +630,9 @@ pub async fn create_membership(
             return Err(err);
         }
     }
-    announce_user_change(state, &team.project_id, &user.id).await;
+    if let Some(user_id) = &membership.user_id {
+        announce_user_change(state, &team.project_id, user_id).await;
+    }
     let action = if renewed { "update" } else { "create" };
     publish_membership(state, &membership, action).await;
     Ok(membership)
@@ -564,7 +654,8 @@ async fn load_membership(
         })
 }
 
-/// The invited user accepts an invitation, signed in as themselves.
+/// The invited user accepts an invitation, signed in as themselves: one made for
+/// them, or one made for their address if they have verified it.
 pub async fn accept_membership(
     state: &AppState,
     caller: &Caller,
@@ -573,7 +664,13 @@ pub async fn accept_membership(
 ) -> AppResult<Membership> {
     let me = caller.require_session()?;
     let mut membership = load_membership(state, &me.user.project_id, team_id, id).await?;
-    if membership.user_id != me.user.id {
+    let mine = match &membership.user_id {
+        Some(user_id) => *user_id == me.user.id,
+        None => {
+            me.user.email_verified && me.user.email.is_some() && membership.email == me.user.email
+        }
+    };
+    if !mine {
         return Err(AppError::NotFound {
             what: "membership",
             id: id.into(),
@@ -581,26 +678,46 @@ pub async fn accept_membership(
     }
     if !membership.confirmed {
         let now = now_millis();
-        store::confirm_membership(state.db.pool(), &membership.project_id, &membership.id, now)
-            .await?;
+        let confirmed = store::confirm_membership(
+            state.db.pool(),
+            &membership.project_id,
+            &membership.id,
+            &me.user.id,
+            None,
+            now,
+        )
+        .await
+        .conflict_as("membership", &me.user.id)?;
+        if !confirmed {
+            // Accepted or renewed for someone else in the meantime.
+            return Err(AppError::Conflict {
+                what: "membership",
+                id: id.into(),
+            });
+        }
+        membership.user_id = Some(me.user.id.clone());
+        membership.email = None;
+        membership.invite_name = None;
         membership.confirmed = true;
         membership.joined_at = Some(now);
         membership.updated_at = now;
-        announce_user_change(state, &membership.project_id, &membership.user_id).await;
+        announce_user_change(state, &membership.project_id, &me.user.id).await;
         publish_membership(state, &membership, "update").await;
     }
     Ok(membership)
 }
 
-/// The invited user accepts through the emailed link, signed in or not: the
-/// membership is confirmed, the email counts as verified (the link reached it) and
-/// the user gets a session.
+/// The invitee accepts through the emailed link, signed in or not: the membership
+/// is confirmed, the email counts as verified (the link reached it; an unverified
+/// account with it is claimed) and the user gets a session. An invitation by email
+/// gets its user now: the one with the address, or a new one. `user_id`, which
+/// older links carried, must then name the membership's user.
 pub async fn accept_invitation(
     state: &AppState,
     project_id: &str,
     team_id: &str,
     id: &str,
-    user_id: &str,
+    user_id: Option<&str>,
     secret: &str,
     client: ClientInfo,
 ) -> AppResult<(Membership, Session, String)> {
@@ -622,7 +739,7 @@ pub async fn accept_invitation(
         )
         .await?;
     let mut membership = load_membership(state, project_id, team_id, id).await?;
-    if membership.user_id != user_id {
+    if user_id.is_some_and(|user_id| membership.user_id.as_deref() != Some(user_id)) {
         return Err(invalid());
     }
     let digest = store::invite_secret(state.db.pool(), project_id, id)
@@ -631,33 +748,63 @@ pub async fn accept_invitation(
     if !secrets::matches(secret, &digest) {
         return Err(invalid());
     }
-    let user = users_store::find_user(state.db.pool(), project_id, user_id)
-        .await?
-        .map(|row| row.to_user())
-        .ok_or_else(invalid)?;
-    if user.blocked {
+    let pool = state.db.pool();
+    let existing = match (&membership.user_id, &membership.email) {
+        (Some(user_id), _) => Some(
+            users_store::find_user(pool, project_id, user_id)
+                .await?
+                .ok_or_else(invalid)?,
+        ),
+        (None, Some(email)) => users_store::find_user_by_email(pool, project_id, email).await?,
+        (None, None) => return Err(invalid()),
+    }
+    .map(|row| row.to_user());
+    if existing.as_ref().is_some_and(|user| user.blocked) {
         return Err(AppError::UserBlocked);
     }
     let now = now_millis();
-    // Whoever confirms first owns the secret: a replayed link fails here.
-    if !store::confirm_membership(state.db.pool(), project_id, id, now).await? {
+    // The user made for the address and the confirmation are one write: a failed
+    // or replayed acceptance leaves no account behind.
+    let mut tx = pool.begin().await?;
+    let user = match existing {
+        Some(user) => user,
+        None => {
+            let email = membership.email.as_deref().unwrap_or_default();
+            let name = membership.invite_name.as_deref().unwrap_or_default();
+            insert_invited_user(&mut tx, project_id, email, name).await?
+        }
+    };
+    // Whoever confirms first owns the secret: a replayed or re-sent link fails here.
+    let confirmed =
+        store::confirm_membership(&mut *tx, project_id, id, &user.id, Some(&digest), now)
+            .await
+            .conflict_as("membership", &user.id)?;
+    if !confirmed {
         return Err(invalid());
     }
+    tx.commit().await?;
+    membership.user_id = Some(user.id.clone());
+    membership.email = None;
+    membership.invite_name = None;
     membership.confirmed = true;
     membership.joined_at = Some(now);
     membership.updated_at = now;
-    let user = apply_changes(
-        state,
-        project_id,
-        user_id,
-        UserChanges {
-            claim: true,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let user = if user.email_verified {
+        user
+    } else {
+        apply_changes(
+            state,
+            project_id,
+            &user.id,
+            UserChanges {
+                claim: true,
+                ..Default::default()
+            },
+        )
+        .await?
+    };
     let (session, secret) = create_session(state, &user, "invite", client).await?;
-    announce_user_change(state, project_id, user_id).await;
+    announce_user_change(state, project_id, &user.id).await;
     publish_membership(state, &membership, "update").await;
     Ok((membership, session, secret))
 }
@@ -674,7 +821,9 @@ pub async fn update_membership_roles(
     membership.roles = check_roles(&roles)?;
     membership.updated_at = now_millis();
     store::update_membership_roles(state.db.pool(), &membership).await?;
-    announce_user_change(state, &membership.project_id, &membership.user_id).await;
+    if let Some(user_id) = &membership.user_id {
+        announce_user_change(state, &membership.project_id, user_id).await;
+    }
     publish_membership(state, &membership, "update").await;
     Ok(membership)
 }
@@ -690,7 +839,7 @@ pub async fn delete_membership(
     let membership = match caller.require_session() {
         Ok(me) if caller.key().is_none() => {
             let membership = load_membership(state, &project_id, team_id, id).await?;
-            if membership.user_id != me.user.id {
+            if membership.user_id.as_deref() != Some(me.user.id.as_str()) {
                 managed_team(state, caller, team_id).await?;
             }
             membership
@@ -703,6 +852,8 @@ pub async fn delete_membership(
     // Told before the roles go, so the member and the team may still read it.
     publish_membership(state, &membership, "delete").await;
     store::delete_membership(state.db.pool(), &project_id, &membership.id).await?;
-    announce_user_change(state, &project_id, &membership.user_id).await;
+    if let Some(user_id) = &membership.user_id {
+        announce_user_change(state, &project_id, user_id).await;
+    }
     Ok(())
 }

@@ -32,7 +32,9 @@ pub struct MembershipRow {
     pub project_id: String,
     pub id: String,
     pub team_id: String,
-    pub user_id: String,
+    pub user_id: Option<String>,
+    pub email: Option<String>,
+    pub invite_name: Option<String>,
     pub roles: String,
     pub confirmed: i16,
     pub joined_at: Option<i64>,
@@ -47,6 +49,8 @@ impl From<MembershipRow> for Membership {
             id: row.id,
             team_id: row.team_id,
             user_id: row.user_id,
+            email: row.email,
+            invite_name: row.invite_name,
             // Written only by this module from a Vec<String>.
             roles: serde_json::from_str(&row.roles).unwrap_or_default(),
             confirmed: row.confirmed != 0,
@@ -58,8 +62,8 @@ impl From<MembershipRow> for Membership {
 }
 
 const TEAM_COLUMNS: &str = "project_id, id, name, created_at, updated_at";
-const MEMBERSHIP_COLUMNS: &str =
-    "project_id, id, team_id, user_id, roles, confirmed, joined_at, created_at, updated_at";
+const MEMBERSHIP_COLUMNS: &str = "project_id, id, team_id, user_id, email, invite_name, roles, \
+     confirmed, joined_at, created_at, updated_at";
 
 pub async fn insert_team<'e>(
     db: impl Executor<'e, Database = Any>,
@@ -172,12 +176,14 @@ pub async fn insert_membership<'e>(
     membership: &Membership,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "INSERT INTO memberships ({MEMBERSHIP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO memberships ({MEMBERSHIP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(&membership.project_id)
     .bind(&membership.id)
     .bind(&membership.team_id)
     .bind(&membership.user_id)
+    .bind(&membership.email)
+    .bind(&membership.invite_name)
     .bind(serde_json::to_string(&membership.roles).unwrap_or_else(|_| "[]".into()))
     .bind(i16::from(membership.confirmed))
     .bind(membership.joined_at)
@@ -217,6 +223,23 @@ pub async fn membership_of(
     .bind(project_id)
     .bind(team_id)
     .bind(user_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The invitation of `email` (an address with no user yet) to `team_id`.
+pub async fn membership_invited(
+    pool: &AnyPool,
+    project_id: &str,
+    team_id: &str,
+    email: &str,
+) -> Result<Option<MembershipRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {MEMBERSHIP_COLUMNS} FROM memberships WHERE project_id = ? AND team_id = ? AND email = ?"
+    ))
+    .bind(project_id)
+    .bind(team_id)
+    .bind(email)
     .fetch_optional(pool)
     .await
 }
@@ -272,25 +295,38 @@ pub async fn update_membership_roles(
         .map(|r| r.rows_affected() == 1)
 }
 
-/// Confirms a pending membership and forgets its invitation secret; false when it
-/// was confirmed already (by a concurrent request, say).
-pub async fn confirm_membership(
-    pool: &AnyPool,
+/// Confirms a pending membership as `user_id`'s (an invitation by email gets its
+/// user now) and forgets its invitation secret. With `secret_hash`, only while that
+/// is still its secret, so a re-sent invitation's old link fails. False when it was
+/// confirmed already (by a concurrent request, say) or its secret changed.
+pub async fn confirm_membership<'e>(
+    db: impl Executor<'e, Database = Any>,
     project_id: &str,
     id: &str,
+    user_id: &str,
+    secret_hash: Option<&str>,
     at: i64,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query(
-        "UPDATE memberships SET confirmed = 1, invite_secret_hash = NULL, joined_at = ?, updated_at = ? \
-         WHERE project_id = ? AND id = ? AND confirmed = 0",
-    )
-    .bind(at)
-    .bind(at)
-    .bind(project_id)
-    .bind(id)
-    .execute(pool)
-    .await
-    .map(|r| r.rows_affected() == 1)
+    let secret_filter = if secret_hash.is_some() {
+        " AND invite_secret_hash = ?"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "UPDATE memberships SET confirmed = 1, user_id = ?, email = NULL, invite_name = NULL, \
+         invite_secret_hash = NULL, joined_at = ?, updated_at = ? \
+         WHERE project_id = ? AND id = ? AND confirmed = 0{secret_filter}"
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(user_id)
+        .bind(at)
+        .bind(at)
+        .bind(project_id)
+        .bind(id);
+    if let Some(secret_hash) = secret_hash {
+        query = query.bind(secret_hash);
+    }
+    query.execute(db).await.map(|r| r.rows_affected() == 1)
 }
 
 pub async fn set_invite_secret<'e>(
@@ -308,18 +344,22 @@ pub async fn set_invite_secret<'e>(
         .map(|_| ())
 }
 
-/// Renews a pending membership: its roles, confirmation and invitation secret
-/// (`None` clears it, so an earlier link stops working); false when it is no
-/// longer pending.
+/// Renews a pending membership: its roles, confirmation, invitee (an invitation by
+/// email gets its user once the address has one) and invitation secret (`None`
+/// clears it, so an earlier link stops working); false when it is no longer pending.
 pub async fn renew_invitation<'e>(
     db: impl Executor<'e, Database = Any>,
     membership: &Membership,
     secret_hash: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     sqlx::query(
-        "UPDATE memberships SET roles = ?, confirmed = ?, joined_at = ?, invite_secret_hash = ?, \
-         updated_at = ? WHERE project_id = ? AND id = ? AND confirmed = 0",
+        "UPDATE memberships SET user_id = ?, email = ?, invite_name = ?, roles = ?, confirmed = ?, \
+         joined_at = ?, invite_secret_hash = ?, updated_at = ? \
+         WHERE project_id = ? AND id = ? AND confirmed = 0",
     )
+    .bind(&membership.user_id)
+    .bind(&membership.email)
+    .bind(&membership.invite_name)
     .bind(serde_json::to_string(&membership.roles).unwrap_or_else(|_| "[]".into()))
     .bind(i16::from(membership.confirmed))
     .bind(membership.joined_at)

@@ -181,7 +181,7 @@ fn check_phone(phone: &str) -> AppResult<()> {
     Ok(())
 }
 
-fn check_name(name: &str) -> AppResult<()> {
+pub(crate) fn check_name(name: &str) -> AppResult<()> {
     if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
         return Err(AppError::invalid(
             "name",
@@ -547,6 +547,44 @@ pub(crate) async fn insert_new_user(
         }
     })?;
     tx.commit().await?;
+    Ok(user)
+}
+
+/// Creates, inside the caller's transaction, the user of an invitation accepted
+/// through its emailed link: no password, and the email verified, since the link
+/// reached it. `email` is normalized and `name` checked by the caller.
+pub(crate) async fn insert_invited_user(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    project_id: &str,
+    email: &str,
+    name: &str,
+) -> AppResult<User> {
+    let now = now_millis();
+    let user = User {
+        project_id: project_id.to_string(),
+        id: ids::generate(),
+        name: name.to_string(),
+        email: Some(email.to_string()),
+        phone: None,
+        password_updated_at: None,
+        password_hash: None,
+        blocked: false,
+        email_verified: true,
+        phone_verified: false,
+        labels: Vec::new(),
+        prefs: Default::default(),
+        accessed_at: None,
+        mfa: false,
+        created_at: now,
+        updated_at: now,
+    };
+    claimed_ids::claim(&mut **tx, project_id, claimed_ids::Kind::User, &user.id)
+        .await
+        .conflict_as("user", &user.id)?;
+    // A clash is on the email: someone signed up with it meanwhile.
+    store::insert_user(&mut **tx, &user)
+        .await
+        .conflict_as("user", email)?;
     Ok(user)
 }
 
