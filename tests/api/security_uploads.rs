@@ -195,7 +195,7 @@ async fn multipart_uploads_are_authorised_before_their_files_are_spooled() {
     .await;
     bucket(
         &app,
-        json!({"id": "open", "name": "Open", "permissions": ["create(\"users\")"]}),
+        json!({"id": "open", "name": "Open", "permissions": ["create(\"users\")", "read(\"users\")"]}),
     )
     .await;
     bucket(
