@@ -273,6 +273,7 @@ run_phase() {
     metrics_now
     refused0=$(metric 'nimbus_http_connections_refused_total{cap="client"')
     echo 5 >"/proc/$nimbus_pid/clear_refs" 2>/dev/null || true
+    res[$name.rss_start]=$(rss_mib "$nimbus_pid")
     rss_sampler "$nimbus_pid" "$work/$name.rss" &
     sampler_pid=$!
     if (($#)); then
@@ -286,12 +287,12 @@ run_phase() {
             sleep 0.1
         done
         say "attacker: $(grep '^READY' "$work/$name.attack" || echo 'not ready after 30 s, measuring anyway')"
-        metrics_now
-        res[$name.held]=$(metric nimbus_http_connections)
-        res[$name.held_ws]=$(metric nimbus_websocket_connections)
-        res[$name.held_subs]=$(metric nimbus_subscriptions_active)
-        say "server: ${res[$name.held]} connections open (${res[$name.held_ws]} WebSockets," \
-            "${res[$name.held_subs]} subscriptions)"
+        # What the server holds halfway through the measurement.
+        (
+            sleep "$(awk -v s="$PHASE_SECONDS" 'BEGIN { print s / 2 }')"
+            curl -sS -m 5 "$url/metrics" >"$work/$name.metrics" 2>/dev/null || true
+        ) &
+        started_pids+=($!)
     fi
     read -r busy0 all0 < <(machine_ticks)
     server0=$(ticks_of "$nimbus_pid")
@@ -322,6 +323,10 @@ run_phase() {
         done
         stop "$attacker_pid"
         res[$name.attack]=$(grep '^RESULT' "$work/$name.attack" || echo "RESULT none")
+        cp "$work/$name.metrics" "$work/metrics" 2>/dev/null || : >"$work/metrics"
+        res[$name.held]=$(metric nimbus_http_connections)
+        res[$name.held_ws]=$(metric nimbus_websocket_connections)
+        res[$name.held_subs]=$(metric nimbus_subscriptions_active)
     fi
     kill "$sampler_pid" 2>/dev/null || true
     wait "$sampler_pid" 2>/dev/null || true
@@ -345,15 +350,22 @@ run_phase() {
     res[$name.bad]=$(awk '/^BAD/ { n = $2 } END { print n + 0 }' "$out")
     res[$name.errors]=$((res[$name.bad] + res[$name.socket]))
     grep -E 'Requests/sec|requests in|Non-2xx|Socket errors|^BAD|^FIRST_BAD|^ +(50|99)%' "$out" | sed 's/^/   /'
-    say "   server peak RSS ${res[$name.peak]} MiB (${res[$name.rss_after]:-n/a} MiB after);" \
+    say "   server RSS ${res[$name.rss_start]} MiB at the start, peak ${res[$name.peak]} MiB, ${res[$name.rss_after]:-n/a} MiB after;" \
         "CPU: server ${res[$name.server_cores]}, attacker ${res[$name.attacker_cores]}," \
         "wrk ${res[$name.wrk_cores]} cores; others ${res[$name.others]}% of the machine"
     ((${res[$name.others]} <= 10)) || noisy+=("$name (others used ${res[$name.others]}% during it)")
     [[ -z $attacker_pid ]] || say "   attacker: ${res[$name.attack]#RESULT }"
 }
 
+# The quiet figure is every phase's yardstick: measured again (up to 3 times) when
+# other work disturbed it.
 ran=(quiet)
-run_phase quiet
+for attempt in 1 2 3; do
+    noisy=()
+    run_phase quiet
+    ((${res[quiet.others]} > 10 && attempt < 3)) || break
+    say "DISTURBED: other work used ${res[quiet.others]}% of the machine; the quiet client again"
+done
 for phase in $PHASES; do
     [[ -z $server_died ]] || break
     ran+=("$phase")
@@ -400,11 +412,14 @@ verdict() {
         missed+=("RSS ${res[$name.peak]} MiB")
     [[ $server_died != "$name" ]] || missed+=("server exited")
     if ((${#missed[@]})); then
-        local IFS=';'
-        printf 'MISSED (%s)' "${missed[*]//;/; }"
+        local joined
+        joined=$(printf '%s; ' "${missed[@]}")
+        printf 'MISSED (%s)' "${joined%; }"
     else
         printf 'MET'
     fi
+    # Figures taken while something else used the machine are skewed, mostly for the worse.
+    ((${res[$name.others]} <= 10)) || printf ', disturbed (others %s%%)' "${res[$name.others]}"
 }
 describe() {
     case $1 in
@@ -429,7 +444,13 @@ got() {
     local line=${res[$1.attack]:-} outcomes
     outcomes=$(field outcomes "$line" | sed 's/\*/ ×/g; s/,/, /g; s/:-//g')
     case $1 in
-    bombs | previews)
+    bombs)
+        printf '%s requests answered (p50 %s ms: fragments %s, aliases %s, duplicates %s, arguments %s; slowest %s ms): %s' \
+            "$(fmt_int "$(val requests "$line")")" "$(val answer_p50_ms "$line")" "$(val p50_ms_fragments "$line")" \
+            "$(val p50_ms_aliases "$line")" "$(val p50_ms_duplicates "$line")" "$(val p50_ms_arguments "$line")" \
+            "$(val answer_max_ms "$line")" "$outcomes"
+        ;;
+    previews)
         printf '%s requests answered (p50 %s ms, slowest %s ms): %s' "$(fmt_int "$(val requests "$line")")" \
             "$(val answer_p50_ms "$line")" "$(val answer_max_ms "$line")" "$outcomes"
         ;;
@@ -457,19 +478,19 @@ got() {
     esac
 }
 
-printf '%-11s %8s %8s %9s %7s %7s %9s %11s  %s\n' phase 'req/s' 'p50 ms' 'p99 ms' 'p99 ×' errors 'peak MiB' 'srv/atk/wrk' 'goal'
+printf '%-11s %8s %8s %9s %7s %7s %15s %14s  %s\n' phase 'req/s' 'p50 ms' 'p99 ms' 'p99 ×' errors 'RSS→peak MiB' 'srv/atk/wrk' 'goal'
 for name in "${ran[@]}"; do
-    printf '%-11s %8s %8s %9s %7s %7s %9s %11s  %s\n' "$name" "$(fmt_int "${res[$name.rps]}")" "${res[$name.p50]}" \
+    printf '%-11s %8s %8s %9s %7s %7s %15s %14s  %s\n' "$name" "$(fmt_int "${res[$name.rps]}")" "${res[$name.p50]}" \
         "${res[$name.p99]}" "$(awk -v p="${res[$name.p99]}" -v q="$quiet_p99" 'BEGIN { printf "%.2f", p / q }')" \
-        "${res[$name.errors]}" "${res[$name.peak]}" \
+        "${res[$name.errors]}" "${res[$name.rss_start]}→${res[$name.peak]}" \
         "${res[$name.server_cores]}/${res[$name.attacker_cores]}/${res[$name.wrk_cores]}" "$(verdict "$name")"
 done
 echo
 for name in "${ran[@]}"; do
     [[ -n ${res[$name.attack]:-} ]] || continue
     say "$name: $(got "$name")"
-    say "   server: ${res[$name.held]} connections open once the attack was in place (${res[$name.held_ws]} WebSockets," \
-        "${res[$name.held_subs]} subscriptions); ${res[$name.refused]:-n/a} refused at the per-client cap"
+    say "   server: ${res[$name.held]} connections open halfway through (${res[$name.held_ws]} WebSockets," \
+        "${res[$name.held_subs]} subscriptions); ${res[$name.refused]:-n/a} refused at the per-client cap over the phase"
 done
 ((${#noisy[@]} == 0)) || say "WARNING: other work used the machine during: ${noisy[*]}"
 
@@ -477,21 +498,21 @@ section "Markdown for benches/RESULTS.md"
 cat <<EOF
 Run on $date_utc at commit \`$commit\`: $machine, $memory, $(uname -sr); wrk $(wrk -v 2>&1 | awk 'NR == 1 { print $2 }'), $(python3 --version).
 
-Conditions: \`nimbus serve\` (release build) on SQLite with its default settings, seeded with benches/databases.sh's $(fmt_int "$ROWS") posts. The legitimate client: wrk -t1 -c$CONNECTIONS --timeout $TIMEOUT from 127.0.0.1, the by-id read of benches/databases.sh as a signed-in user, ${PHASE_SECONDS} s per phase. The attacker: \`benches/abuse/attack.py\` (Python asyncio) from $ATTACKER, on the same two cores, in place before wrk starts and until it ends. Peak RSS: the server's VmHWM over the phase (reset at its start), or the highest VmRSS sampled every 100 ms. CPU in cores: server / attacker / wrk. Goal per phase: p99 under ${P99_FACTOR}× the quiet p99 (${quiet_p99} ms, so under ${limit} ms), no error for the legitimate client, server RSS under ${RSS_GOAL_MIB} MiB.
+Conditions: \`nimbus serve\` (release build) on SQLite with its default settings, seeded with benches/databases.sh's $(fmt_int "$ROWS") posts. The legitimate client: wrk -t1 -c$CONNECTIONS --timeout $TIMEOUT from 127.0.0.1, the by-id read of benches/databases.sh as a signed-in user, ${PHASE_SECONDS} s per phase. The attacker: \`benches/abuse/attack.py\` (Python asyncio) from $ATTACKER, on the same two cores, in place before wrk starts and until it ends. One server serves all the phases in turn, as a replica lives through one attack after another: what a phase leaves allocated is its next phase's start. RSS: at the start of the phase, and its peak (the server's VmHWM over the phase, reset at its start, or the highest VmRSS sampled every 100 ms). Errors: non-2xx, unexpected bodies and socket errors (a request over ${TIMEOUT} included). CPU in cores: server / attacker / wrk. Goal per phase: p99 under ${P99_FACTOR}× the quiet p99 (${quiet_p99} ms, so under ${limit} ms), no error for the legitimate client, server RSS under ${RSS_GOAL_MIB} MiB.
 
-| phase | attack (from $ATTACKER) | req/s | p50 ms | **p99 ms** | p99 / quiet | errors | peak RSS MiB | CPU srv / atk / wrk | others | goal |
+| phase | attack (from $ATTACKER) | req/s | p50 ms | **p99 ms** | p99 / quiet | errors | RSS at start → **peak** MiB | CPU srv / atk / wrk | others | goal |
 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |
 EOF
 for name in "${ran[@]}"; do
-    printf '| %s | %s | %s | %s | **%s** | %s× | %s | %s | %s / %s / %s | %s%% | %s |\n' "$name" "$(describe "$name")" \
+    printf '| %s | %s | %s | %s | **%s** | %s× | %s | %s → **%s** | %s / %s / %s | %s%% | %s |\n' "$name" "$(describe "$name")" \
         "$(fmt_int "${res[$name.rps]}")" "${res[$name.p50]}" "${res[$name.p99]}" \
         "$(awk -v p="${res[$name.p99]}" -v q="$quiet_p99" 'BEGIN { printf "%.2f", p / q }')" \
-        "$(fmt_int "${res[$name.errors]}")" "${res[$name.peak]}" \
+        "$(fmt_int "${res[$name.errors]}")" "${res[$name.rss_start]}" "${res[$name.peak]}" \
         "${res[$name.server_cores]}" "${res[$name.attacker_cores]}" "${res[$name.wrk_cores]}" "${res[$name.others]}" \
         "$(verdict "$name")"
 done
 echo
-echo "| phase | what the attacker got | server connections once in place (WebSockets, subscriptions) | refused at the per-client cap |"
+echo "| phase | what the attacker got | server connections halfway through (WebSockets, subscriptions) | refused at the per-client cap |"
 echo "| --- | --- | ---: | ---: |"
 for name in "${ran[@]}"; do
     [[ -n ${res[$name.attack]:-} ]] || continue

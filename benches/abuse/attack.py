@@ -68,6 +68,8 @@ class Stats:
         self.counts = collections.Counter()
         self.outcomes = collections.Counter()
         self.latencies = []
+        # Answer times by kind of request, where a phase sends several kinds.
+        self.kinds = collections.defaultdict(list)
         self.open_now = 0
         self.open_peak = 0
 
@@ -78,7 +80,7 @@ class Stats:
     def closed(self):
         self.open_now -= 1
 
-    def outcome(self, status, body=b""):
+    def outcome(self, status, body=b"", kind=None):
         code = "-"
         if body[:1] == b"{":
             try:
@@ -89,7 +91,7 @@ class Stats:
                     code = "OK"
             except ValueError:
                 code = "NOT_JSON"
-        self.outcomes[f"{status}:{code}"] += 1
+        self.outcomes[f"{kind}/{status}:{code}" if kind else f"{status}:{code}"] += 1
 
 
 async def connect(args):
@@ -183,9 +185,9 @@ async def bombs(args, stats, ready):
                 await writer.drain()
                 status, response_headers, answer = await read_response(reader)
                 stats.latencies.append(time.monotonic() - started)
+                stats.kinds[name].append(time.monotonic() - started)
                 stats.counts["requests"] += 1
-                stats.counts[f"sent_{name}"] += 1
-                stats.outcome(status, answer)
+                stats.outcome(status, answer, kind=name)
                 if response_headers.get("connection", "").lower() == "close":
                     raise ConnectionResetError
             except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
@@ -327,7 +329,17 @@ async def ws_open(args, stats):
             stats.outcome("no_ack", payload[:200] if opcode == 1 else b"")
             close(writer)
             return None
-    except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, IndexError):
+    except (ConnectionError, asyncio.IncompleteReadError):
+        # Closed (or reset) before any answer: how a server sheds a connection it
+        # has no time to refuse politely.
+        stats.outcome("dropped")
+        close(writer)
+        return None
+    except asyncio.TimeoutError:
+        stats.outcome("no_answer")
+        close(writer)
+        return None
+    except (OSError, ValueError, IndexError):
         stats.outcome("handshake_failed")
         close(writer)
         return None
@@ -626,6 +638,8 @@ async def run(args):
     if stats.latencies:
         fields["answer_p50_ms"] = f"{1000 * percentile(stats.latencies, 0.5):.1f}"
         fields["answer_max_ms"] = f"{1000 * max(stats.latencies):.1f}"
+    for kind, latencies in sorted(stats.kinds.items()):
+        fields[f"p50_ms_{kind}"] = f"{1000 * percentile(latencies, 0.5):.1f}"
     outcomes = ",".join(f"{key}*{n}" for key, n in stats.outcomes.most_common())
     fields["outcomes"] = outcomes.replace(" ", "_") or "-"
     print("RESULT " + " ".join(f"{key}={value}" for key, value in fields.items()), flush=True)
