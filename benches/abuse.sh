@@ -36,7 +36,7 @@
 # benches/RESULTS.md.
 #
 # Usage: benches/abuse.sh        (from anywhere; builds the release binary first,
-#                                 honouring CARGO_TARGET_DIR; about 3½ minutes after it)
+#                                 honouring CARGO_TARGET_DIR; about 4 minutes after it)
 # Knobs (environment):
 #   PHASES="bombs slowloris websockets uploads previews presence"   (any subset, any order)
 #   PHASE_SECONDS=15 WARMUP=3s CONNECTIONS=32 TIMEOUT=2s ROWS=10000 QUIET_WAIT=10
