@@ -322,7 +322,11 @@ run_phase() {
             sleep 0.1
         done
         stop "$attacker_pid"
-        res[$name.attack]=$(grep '^RESULT' "$work/$name.attack" || echo "RESULT none")
+        if ! res[$name.attack]=$(grep '^RESULT' "$work/$name.attack"); then
+            res[$name.attack]="RESULT none"
+            say "!!! the attacker reported nothing; its last words:"
+            tail -n 20 "$work/$name.attack"
+        fi
         cp "$work/$name.metrics" "$work/metrics" 2>/dev/null || : >"$work/metrics"
         res[$name.held]=$(metric nimbus_http_connections)
         res[$name.held_ws]=$(metric nimbus_websocket_connections)

@@ -625,7 +625,11 @@ async def run(args):
     open_at_end = stats.open_now
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+        if not isinstance(outcome, (asyncio.CancelledError, type(None))):
+            # A worker that died of something unforeseen: say so, count it.
+            print(f"attack.py: a worker failed: {outcome!r}", file=sys.stderr)
+            stats.counts["workers_failed"] += 1
     cpu = os.times()
     fields = {
         "phase": args.phase,
