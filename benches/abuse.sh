@@ -36,7 +36,8 @@
 # benches/RESULTS.md.
 #
 # Usage: benches/abuse.sh        (from anywhere; builds the release binary first,
-#                                 honouring CARGO_TARGET_DIR; about 4 minutes after it)
+#                                 honouring CARGO_TARGET_DIR; 2½ minutes after it on a
+#                                 quiet machine, up to 4½ when it waits for one)
 # Knobs (environment):
 #   PHASES="bombs slowloris websockets uploads previews presence"   (any subset, any order)
 #   PHASE_SECONDS=15 WARMUP=3s CONNECTIONS=32 TIMEOUT=2s ROWS=10000 QUIET_WAIT=10
