@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Helpers shared by the benchmark scripts (benches/run.sh, databases.sh, realtime.sh, storage.sh):
+# Helpers shared by the benchmark scripts (benches/run.sh, databases.sh, realtime.sh, storage.sh,
+# abuse.sh):
 # output, free loopback ports, stopping processes, and how busy the machine is.
 # Sourced, not run.
 
