@@ -623,13 +623,23 @@ async def run(args):
     )
     await asyncio.sleep(args.duration)
     open_at_end = stats.open_now
-    for task in tasks:
-        task.cancel()
-    for outcome in await asyncio.gather(*tasks, return_exceptions=True):
-        if not isinstance(outcome, (asyncio.CancelledError, type(None))):
-            # A worker that died of something unforeseen: say so, count it.
-            print(f"attack.py: a worker failed: {outcome!r}", file=sys.stderr)
-            stats.counts["workers_failed"] += 1
+    # Cancel until every worker has stopped: on Python 3.11 `asyncio.wait_for` can
+    # swallow a cancellation that arrives as its inner call completes (a connect or an
+    # answer, many a second here), and the worker would go on looping.
+    pending = set(tasks)
+    deadline = time.monotonic() + 5
+    while pending and time.monotonic() < deadline:
+        for task in pending:
+            task.cancel()
+        done, pending = await asyncio.wait(pending, timeout=0.1)
+        for task in done:
+            outcome = None if task.cancelled() else task.exception()
+            if outcome is not None:
+                # A worker that died of something unforeseen: say so, count it.
+                print(f"attack.py: a worker failed: {outcome!r}", file=sys.stderr)
+                stats.counts["workers_failed"] += 1
+    if pending:
+        stats.counts["workers_stuck"] += len(pending)
     cpu = os.times()
     fields = {
         "phase": args.phase,
