@@ -1245,13 +1245,19 @@ async fn update_impl(
     if let Some(expected) = changes.expected_updated_at
         && expected != current.updated_at
     {
+        // Its new time only to a caller that may read the document.
+        let reason = if may_read(collection, access, &current) {
+            format!(
+                "the document changed since (its updatedAt is now {})",
+                millis_to_rfc3339(current.updated_at).unwrap_or_default()
+            )
+        } else {
+            "the document changed since".into()
+        };
         return Err(AppError::Invalid {
             code: "DOCUMENT_CHANGED",
             field: "expectedUpdatedAt".into(),
-            reason: format!(
-                "the document changed since (its updatedAt is now {})",
-                millis_to_rfc3339(current.updated_at).unwrap_or_default()
-            ),
+            reason,
         });
     }
     check_keys(collection, &changes.data)?;
@@ -1353,11 +1359,13 @@ pub fn increment<'a>(
             Some(min) => after < min,
             None => false,
         };
+        // The reasons name no number: a caller that may update but not read the
+        // document must not learn its value from a refusal.
         if past_bound {
             return Err(AppError::Invalid {
                 code: "VALUE_OUT_OF_RANGE",
                 field: key.to_string(),
-                reason: format!("the result {after} would pass the bound you gave"),
+                reason: "the result would pass the bound you gave".into(),
             });
         }
         let integer = matches!(attribute.kind, super::model::AttributeKind::Integer { .. });
@@ -1375,7 +1383,16 @@ pub fn increment<'a>(
                 .map(Value::Number)
                 .ok_or_else(|| AppError::invalid("by", "expected a finite number"))?
         };
-        let value = attribute.to_sql_value(&after_json).map_err(value_error)?;
+        let value = attribute
+            .to_sql_value(&after_json)
+            .map_err(|err| match err.code() {
+                "INTERNAL" => value_error(err),
+                code => AppError::Invalid {
+                    code,
+                    field: key.to_string(),
+                    reason: "the result would leave the attribute's range".into(),
+                },
+            })?;
         let updated_at = now_millis().max(current.updated_at + 1);
         let mut builder = QueryBuilder::<Any>::new(format!(
             "UPDATE {} SET {} = ",
