@@ -185,6 +185,8 @@ pub async fn receive_chunk(
     body: impl AsyncRead + Unpin + Send,
 ) -> AppResult<StoredFile> {
     let (bucket, mut file) = own_upload(state, caller, bucket_id, file_id).await?;
+    // Checked again for every chunk, not only when the upload started.
+    service::check_upload_allowed(&bucket, &Access::of(caller, FilesWrite)?, &file)?;
     if range.total != file.size {
         return Err(chunk_error(format!(
             "this upload is {} bytes, not {}",
