@@ -1,7 +1,9 @@
 //! Probes an attacker would try across services: switches that must cut clients
-//! off (a disabled database), refusals that must not carry what the caller may
-//! not read (a value past an increment's bound, a document's new time), and
-//! answers that must not tell which files exist (an upload's status).
+//! off at once (a disabled database, a bucket's rules changed while an upload is
+//! under way), refusals that must not carry what the caller may not read (a value
+//! past an increment's bound, a document's new time), answers that must not tell
+//! which files or memberships exist, and references that must not show the id of
+//! a document the reader may not read.
 
 use serde_json::{Value, json};
 
@@ -59,7 +61,8 @@ async fn a_disabled_database_serves_clients_nothing_until_enabled_again() {
     .ok();
     let list = "{ notes { nodes { id text } } }";
     let one = "{ note(id: \"n1\") { id text } }";
-    let generic = "{ documents(databaseId: \"shop\", collectionId: \"notes\") { documents { id } } }";
+    let generic =
+        "{ documents(databaseId: \"shop\", collectionId: \"notes\") { documents { id } } }";
     assert_eq!(
         guest(&app, one).await.ok()["note"]["text"],
         "hello",
@@ -98,7 +101,9 @@ async fn a_disabled_database_serves_clients_nothing_until_enabled_again() {
     let kept = app.admin(one, json!({})).await.ok();
     assert_eq!(kept["note"]["text"], "hello");
     assert_eq!(
-        app.admin("{ note(id: \"n2\") { id } }", json!({})).await.ok()["note"],
+        app.admin("{ note(id: \"n2\") { id } }", json!({}))
+            .await
+            .ok()["note"],
         Value::Null
     );
 
@@ -145,8 +150,17 @@ async fn refusals_to_a_writer_who_may_not_read_carry_no_value_of_the_document() 
             json!({}),
         )
         .await;
-    assert_eq!(past_bound.code(), "VALUE_OUT_OF_RANGE", "{:#}", past_bound.body);
-    assert!(!message(&past_bound).contains("738"), "{:#}", past_bound.body);
+    assert_eq!(
+        past_bound.code(),
+        "VALUE_OUT_OF_RANGE",
+        "{:#}",
+        past_bound.body
+    );
+    assert!(
+        !message(&past_bound).contains("738"),
+        "{:#}",
+        past_bound.body
+    );
 
     let past_range = app
         .as_session(
@@ -155,8 +169,17 @@ async fn refusals_to_a_writer_who_may_not_read_carry_no_value_of_the_document() 
             json!({}),
         )
         .await;
-    assert_eq!(past_range.code(), "VALUE_OUT_OF_RANGE", "{:#}", past_range.body);
-    assert!(!message(&past_range).contains("1037"), "{:#}", past_range.body);
+    assert_eq!(
+        past_range.code(),
+        "VALUE_OUT_OF_RANGE",
+        "{:#}",
+        past_range.body
+    );
+    assert!(
+        !message(&past_range).contains("1037"),
+        "{:#}",
+        past_range.body
+    );
 
     let stale = app
         .as_session(
@@ -250,7 +273,12 @@ async fn an_upload_status_does_not_tell_others_which_files_exist() {
     assert_ne!(existing.code(), "UPLOAD_COMPLETE");
     let guest_existing = guest(&app, &status("plans")).await;
     let guest_missing = guest(&app, &status("nothing")).await;
-    assert_eq!(guest_existing.code(), guest_missing.code(), "{:#}", guest_existing.body);
+    assert_eq!(
+        guest_existing.code(),
+        guest_missing.code(),
+        "{:#}",
+        guest_existing.body
+    );
     // The same over the chunk endpoint.
     let put = |file: &'static str, secret: String| {
         let app = &app;
@@ -277,5 +305,281 @@ async fn an_upload_status_does_not_tell_others_which_files_exist() {
     // The uploader (here the admin key) still hears that it is complete.
     let own = app.admin(&status("plans"), json!({})).await;
     assert_eq!(own.code(), "UPLOAD_COMPLETE", "{:#}", own.body);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_chunk_of_an_upload_is_checked_against_the_bucket_as_it_is_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(dir.path()).await;
+    config.upload_chunk_size = 65_536;
+    let app = crate::helpers::spawn_with(config, dir).await;
+    app.admin(
+        "mutation { createBucket(input: {id: \"drop\", name: \"Drop\", permissions: [\"create(\\\"users\\\")\"]}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let ann = app.signed_in("ann-probe-chunks@example.com").await;
+    let start = |id: &str| json!({"input": {"bucketId": "drop", "fileId": id, "name": format!("{id}.bin"), "size": 100_000}});
+    let started = "mutation($input: CreateFileUploadInput!) { createFileUpload(input: $input) { uploadUrl } }";
+    let url = |answer: Value| {
+        answer["createFileUpload"]["uploadUrl"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let first = url(app.as_session(&ann, started, start("first")).await.ok());
+    let second = url(app.as_session(&ann, started, start("second")).await.ok());
+    let put = |url: String, range: &'static str, len: usize| {
+        let (app, ann) = (&app, &ann);
+        async move {
+            let response = app
+                .client
+                .put(format!("{}{url}", app.url))
+                .header("authorization", format!("Bearer {ann}"))
+                .header("content-range", range)
+                .body(vec![7u8; len])
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, body) = put(first.clone(), "bytes 0-65535/100000", 65_536).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The owner stops users creating files: the started upload stops too.
+    app.admin(
+        "mutation { updateBucket(input: {id: \"drop\", permissions: []}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let (status, body) = put(first.clone(), "bytes 65536-99999/100000", 34_464).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "PERMISSION_DENIED",
+        "{body}"
+    );
+
+    // Allowed again, but files are now capped below this upload's size.
+    app.admin(
+        "mutation { updateBucket(input: {id: \"drop\", permissions: [\"create(\\\"users\\\")\"], maximumFileSize: 50000}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let (status, body) = put(second, "bytes 0-65535/100000", 65_536).await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "FILE_TOO_LARGE",
+        "{status} {body}"
+    );
+
+    // Neither file was completed.
+    let files = app
+        .admin(
+            "{ files(bucketId: \"drop\") { nodes { id status } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    let nodes = files["files"]["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        nodes.iter().all(|file| file["status"] != "READY"),
+        "{files:#}"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn removing_a_membership_tells_an_outsider_nothing_of_which_exist() {
+    let app = spawn_app().await;
+    let owner = app.signed_in("owner-probe-teams@example.com").await;
+    let outsider = app.signed_in("outsider-probe-teams@example.com").await;
+    app.as_session(
+        &owner,
+        "mutation { createTeam(input: {id: \"club\", name: \"Club\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let memberships = app
+        .as_session(
+            &owner,
+            "{ memberships(teamId: \"club\") { id } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    let real = memberships["memberships"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let delete = "mutation($m: ID!) { deleteMembership(input: {teamId: \"club\", membershipId: $m}) { deletedId } }";
+    let existing = app.as_session(&outsider, delete, json!({"m": real})).await;
+    let missing = app
+        .as_session(&outsider, delete, json!({"m": "nosuchmembership"}))
+        .await;
+    assert_eq!(existing.code(), "TEAM_NOT_FOUND", "{:#}", existing.body);
+    assert_eq!(missing.code(), existing.code(), "{:#}", missing.body);
+    // The owner's membership is untouched.
+    let kept = app
+        .as_session(
+            &owner,
+            "{ memberships(teamId: \"club\") { id } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(kept["memberships"][0]["id"], real.as_str());
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reference_shows_a_related_id_only_to_who_may_read_that_document() {
+    let app = spawn_app().await;
+    database(&app, "refs").await;
+    for (id, permissions, document_security) in [
+        ("notes", json!([]), true),
+        (
+            "boards",
+            json!(["read(\"any\")", "update(\"users\")"]),
+            false,
+        ),
+    ] {
+        app.admin(
+            CREATE_COLLECTION,
+            json!({"input": {
+                "databaseId": "refs", "id": id, "name": id,
+                "documentSecurity": document_security,
+                "permissions": permissions,
+                "attributes": [{"key": "text", "type": "STRING", "size": 200, "required": true}],
+            }}),
+        )
+        .await
+        .ok();
+    }
+    app.admin(
+        "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "refs", "collectionId": "boards", "key": "note",
+            "relatedCollectionId": "notes", "type": "MANY_TO_ONE", "onDelete": "SET_NULL"
+        }}),
+    )
+    .await
+    .ok();
+    for (id, permissions) in [("hidden", json!([])), ("open", json!(["read(\"any\")"]))] {
+        app.admin(
+            "mutation($id: ID!, $p: [String!]) { createNote(input: {id: $id, text: \"t\", permissions: $p}) { id } }",
+            json!({"id": id, "p": permissions}),
+        )
+        .await
+        .ok();
+        app.admin(
+            "mutation($id: ID!, $n: ID) { createBoard(input: {id: $id, text: \"b\", note: $n}) { id } }",
+            json!({"id": format!("on-{id}"), "n": id}),
+        )
+        .await
+        .ok();
+    }
+
+    let one = |id: &str| {
+        format!(
+            "{{ document(databaseId: \"refs\", collectionId: \"boards\", id: \"{id}\") {{ data }} }}"
+        )
+    };
+    let hidden = guest(&app, &one("on-hidden")).await.ok();
+    assert_eq!(
+        hidden["document"]["data"]["note"],
+        Value::Null,
+        "{hidden:#}"
+    );
+    let open = guest(&app, &one("on-open")).await.ok();
+    assert_eq!(open["document"]["data"]["note"], "open", "{open:#}");
+    let listed = guest(
+        &app,
+        "{ documents(databaseId: \"refs\", collectionId: \"boards\") { documents { id data } } }",
+    )
+    .await
+    .ok();
+    let notes: Vec<(Value, Value)> = listed["documents"]["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["id"].clone(), d["data"]["note"].clone()))
+        .collect();
+    assert_eq!(
+        notes,
+        vec![
+            (json!("on-hidden"), Value::Null),
+            (json!("on-open"), json!("open"))
+        ],
+        "{listed:#}"
+    );
+    // Nor can a guest find out by matching or sorting on the reference.
+    let by_reference = "query($q: [String!]) { documents(databaseId: \"refs\", collectionId: \"boards\", queries: $q) { documents { id } } }";
+    for query in [
+        json!({"method": "equal", "attribute": "note", "values": ["hidden"]}),
+        json!({"method": "isNotNull", "attribute": "note", "values": []}),
+        json!({"method": "orderAsc", "attribute": "note"}),
+    ] {
+        let refused = app
+            .post(
+                json!({"query": by_reference, "variables": {"q": [query.to_string()]}}),
+                &[],
+            )
+            .await;
+        assert_eq!(
+            refused.code(),
+            "PERMISSION_DENIED",
+            "{query}: {:#}",
+            refused.body
+        );
+    }
+    let by_text = app
+        .post(
+            json!({"query": by_reference, "variables": {"q": [json!({"method": "equal", "attribute": "text", "values": ["b"]}).to_string()]}}),
+            &[],
+        )
+        .await
+        .ok();
+    assert_eq!(
+        by_text["documents"]["documents"].as_array().unwrap().len(),
+        2
+    );
+    // A writer's answer shows no more than a read.
+    let ann = app.signed_in("ann-probe-refs@example.com").await;
+    let written = app
+        .as_session(
+            &ann,
+            "mutation { updateDocument(input: {databaseId: \"refs\", collectionId: \"boards\", id: \"on-hidden\", data: {text: \"c\"}}) { data } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        written["updateDocument"]["data"]["text"], "c",
+        "{written:#}"
+    );
+    assert_eq!(
+        written["updateDocument"]["data"]["note"],
+        Value::Null,
+        "{written:#}"
+    );
+    // The typed field agrees, and the server still sees the reference.
+    let typed = guest(&app, "{ board(id: \"on-hidden\") { note { id } } }")
+        .await
+        .ok();
+    assert_eq!(typed["board"]["note"], Value::Null);
+    let served = app.admin(&one("on-hidden"), json!({})).await.ok();
+    assert_eq!(served["document"]["data"]["note"], "hidden");
     app.shutdown().await;
 }
