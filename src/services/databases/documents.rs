@@ -404,6 +404,134 @@ pub fn get_many<'a>(
     })
 }
 
+/// Refuses a filter or an order on a reference column (a many-to-one or one-to-one
+/// field, as the generic query language names it) unless `access` may read every
+/// document of the related collection: matching or sorting by the ids it holds
+/// would tell which documents the reader may not read exist, and what points at
+/// them. The typed filters follow the same rule for conditions on related fields.
+pub fn check_reference_conditions(
+    collection: &Collection,
+    model: &DataModel,
+    access: &Access,
+    filter: &Filter,
+    orders: &[OrderBy],
+) -> AppResult<()> {
+    fn fields<'f>(filter: &'f Filter, out: &mut Vec<&'f str>) {
+        let field = match filter {
+            Filter::And(all) | Filter::Or(all) => {
+                for inner in all {
+                    fields(inner, out);
+                }
+                return;
+            }
+            Filter::Not(inner) => return fields(inner, out),
+            Filter::Cmp { field, .. }
+            | Filter::In { field, .. }
+            | Filter::IsNull { field, .. }
+            | Filter::Between { field, .. }
+            | Filter::StartsWith { field, .. }
+            | Filter::EndsWith { field, .. }
+            | Filter::Contains { field, .. }
+            | Filter::Search { field, .. }
+            | Filter::Related { field, .. } => field,
+            Filter::RelatedThrough { .. } | Filter::LinkedTo { .. } => return,
+        };
+        if let super::filter::Field::Attribute(key) = field {
+            out.push(key.as_str());
+        }
+    }
+    let mut keys = Vec::new();
+    fields(filter, &mut keys);
+    for order in orders {
+        if let filter::Field::Attribute(key) = &order.field {
+            keys.push(key.as_str());
+        }
+    }
+    for relationship in collection.relationships.iter().filter(|r| r.has_column()) {
+        if !keys.contains(&relationship.key.as_str()) {
+            continue;
+        }
+        let Some(related) =
+            model.collection(&collection.database_id, &relationship.related_collection)
+        else {
+            continue;
+        };
+        // `All` only when the collection's own permissions let it read every one.
+        if !matches!(reach(related, access, Action::Read), Reach::All) {
+            return Err(AppError::PermissionDenied {
+                reason: format!(
+                    "filtering or ordering on `{}` needs permission to read every document of `{}`",
+                    relationship.key, related.name
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Clears in `documents` (of `collection`) the references to documents `access`
+/// may not read: a many-to-one or one-to-one field shows a related document's id
+/// only to who may read that document, as the typed fields resolve it. One query
+/// per relationship whose related documents are readable one by one; none when
+/// the caller reads all of them or none.
+pub fn hide_unreadable_references<'a>(
+    conn: &'a mut AnyConnection,
+    dialect: SqlDialect,
+    collection: &'a Collection,
+    access: &'a Access,
+    model: &'a DataModel,
+    documents: &'a mut [Document],
+) -> BoxFuture<'a, AppResult<()>> {
+    Box::pin(async move {
+        for relationship in collection.relationships.iter().filter(|r| r.has_column()) {
+            let Some(related) =
+                model.collection(&collection.database_id, &relationship.related_collection)
+            else {
+                continue;
+            };
+            let mut targets: Vec<String> = documents
+                .iter()
+                .filter_map(|d| d.data.get(&relationship.key)?.as_str().map(String::from))
+                .collect();
+            if targets.is_empty() {
+                continue;
+            }
+            targets.sort();
+            targets.dedup();
+            let readable: Vec<String> = match reach(related, access, Action::Read) {
+                Reach::All => continue,
+                Reach::None => Vec::new(),
+                Reach::PerItem(roles) => {
+                    let mut builder = QueryBuilder::<Any>::new(format!(
+                        "SELECT {ALIAS}.id FROM {} {ALIAS} WHERE {ALIAS}.id IN (",
+                        q(dialect, &related.table)
+                    ));
+                    let mut list = builder.separated(", ");
+                    for id in &targets {
+                        list.push_bind(id.clone());
+                    }
+                    list.push_unseparated(")");
+                    push_reach(&mut builder, related, &roles, Action::Read)?;
+                    builder
+                        .build_query_scalar::<String>()
+                        .fetch_all(&mut *conn)
+                        .await?
+                }
+            };
+            for document in documents.iter_mut() {
+                if let Some(value) = document.data.get_mut(&relationship.key)
+                    && value
+                        .as_str()
+                        .is_some_and(|id| !readable.iter().any(|r| r.as_str() == id))
+                {
+                    *value = Value::Null;
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
 /// The cursor of document `id` in the order `orders`: Appwrite's `cursorAfter`
 /// names a document, not a position.
 /// See [`cursor_of_impl`]; boxed so that resolvers can hold the future across awaits.
@@ -1245,13 +1373,19 @@ async fn update_impl(
     if let Some(expected) = changes.expected_updated_at
         && expected != current.updated_at
     {
+        // Its new time only to a caller that may read the document.
+        let reason = if may_read(collection, access, &current) {
+            format!(
+                "the document changed since (its updatedAt is now {})",
+                millis_to_rfc3339(current.updated_at).unwrap_or_default()
+            )
+        } else {
+            "the document changed since".into()
+        };
         return Err(AppError::Invalid {
             code: "DOCUMENT_CHANGED",
             field: "expectedUpdatedAt".into(),
-            reason: format!(
-                "the document changed since (its updatedAt is now {})",
-                millis_to_rfc3339(current.updated_at).unwrap_or_default()
-            ),
+            reason,
         });
     }
     check_keys(collection, &changes.data)?;
@@ -1353,11 +1487,13 @@ pub fn increment<'a>(
             Some(min) => after < min,
             None => false,
         };
+        // The reasons name no number: a caller that may update but not read the
+        // document must not learn its value from a refusal.
         if past_bound {
             return Err(AppError::Invalid {
                 code: "VALUE_OUT_OF_RANGE",
                 field: key.to_string(),
-                reason: format!("the result {after} would pass the bound you gave"),
+                reason: "the result would pass the bound you gave".into(),
             });
         }
         let integer = matches!(attribute.kind, super::model::AttributeKind::Integer { .. });
@@ -1375,7 +1511,16 @@ pub fn increment<'a>(
                 .map(Value::Number)
                 .ok_or_else(|| AppError::invalid("by", "expected a finite number"))?
         };
-        let value = attribute.to_sql_value(&after_json).map_err(value_error)?;
+        let value = attribute
+            .to_sql_value(&after_json)
+            .map_err(|err| match err.code() {
+                "INTERNAL" => value_error(err),
+                code => AppError::Invalid {
+                    code,
+                    field: key.to_string(),
+                    reason: "the result would leave the attribute's range".into(),
+                },
+            })?;
         let updated_at = now_millis().max(current.updated_at + 1);
         let mut builder = QueryBuilder::<Any>::new(format!(
             "UPDATE {} SET {} = ",

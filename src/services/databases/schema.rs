@@ -1302,6 +1302,7 @@ fn register_documents(parts: &mut SchemaParts) {
                     reason: err.to_string(),
                 })?;
                 let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
+                documents::check_reference_conditions(&collection, data_model(&ctx)?, &access, &parsed.filter, &parsed.orders)?;
                 let state = app(&ctx)?;
                 let dialect = sql_dialect(state.db.dialect());
                 let tx = request_tx(&ctx)?;
@@ -1330,9 +1331,11 @@ fn register_documents(parts: &mut SchemaParts) {
                     want_more: true,
                     want_cursors: false,
                 };
-                let listed = documents::list(&mut conn, dialect, &collection, &access, &query).await?;
-                let mut documents_value = Vec::with_capacity(listed.documents.len());
-                for (document, _) in &listed.documents {
+                let mut listed = documents::list(&mut conn, dialect, &collection, &access, &query).await?;
+                let mut page: Vec<documents::Document> = listed.documents.drain(..).map(|(d, _)| d).collect();
+                documents::hide_unreadable_references(&mut conn, dialect, &collection, &access, data_model(&ctx)?, &mut page).await?;
+                let mut documents_value = Vec::with_capacity(page.len());
+                for document in &page {
                     let mut value = document_value(&collection, document);
                     if let (Some(select), Value::Object(map)) = (&parsed.select, &mut value)
                         && let Some(Value::Object(data)) = map.get_mut("data")
@@ -1363,8 +1366,14 @@ fn register_documents(parts: &mut SchemaParts) {
                 let state = app(&ctx)?;
                 let mut conn = request_tx(&ctx)?.reader().await?;
                 let with_permissions = ctx.look_ahead().field("permissions").exists();
-                let document = documents::get(&mut conn, sql_dialect(state.db.dialect()), &collection, &access, &id, with_permissions).await?;
-                Ok(document.map(|d| FieldValue::value(document_value(&collection, &d))))
+                let dialect = sql_dialect(state.db.dialect());
+                let Some(document) = documents::get(&mut conn, dialect, &collection, &access, &id, with_permissions).await? else {
+                    return Ok(None);
+                };
+                let mut found = [document];
+                documents::hide_unreadable_references(&mut conn, dialect, &collection, &access, data_model(&ctx)?, &mut found).await?;
+                let [document] = found;
+                Ok(Some(FieldValue::value(document_value(&collection, &document))))
             })
         })
         .description("A document of any collection, or null when it does not exist or the caller may not read it.")
@@ -1409,13 +1418,23 @@ fn register_documents(parts: &mut SchemaParts) {
                         .map(|t| crate::graphql::types::parse_datetime("expectedUpdatedAt", t))
                         .transpose()?,
                 };
-                let (previous, document) = {
+                let dialect = sql_dialect(state.db.dialect());
+                let model = data_model(&ctx)?;
+                let (previous, document, shown) = {
                     let mut op = tx.writer().await?;
-                    let result = documents::update(&mut op, sql_dialect(state.db.dialect()), &collection, &access, &input.id, changes, data_model(&ctx)?).await;
+                    let result = async {
+                        let (previous, document) = documents::update(&mut op, dialect, &collection, &access, &input.id, changes, model).await?;
+                        // The answer, like a read, shows only references the caller may read.
+                        let mut shown = [document.clone()];
+                        documents::hide_unreadable_references(&mut op, dialect, &collection, &access, model, &mut shown).await?;
+                        let [shown] = shown;
+                        Ok((previous, document, shown))
+                    }
+                    .await;
                     op.end(result)?
                 };
                 tx.publish_after_commit(documents::event(&collection, &document, "update", Some(&previous)));
-                Ok(written(&collection, &access, &document))
+                Ok(written(&collection, &access, &shown))
             })
         })
         .description("Changes a document of any collection; needs `update` permission on the collection or (with document security) on the document. Answers null for a document the caller may not read once written.")

@@ -253,13 +253,31 @@ pub async fn delete_collection<'e>(
         .map(|r| r.rows_affected() == 1)
 }
 
-/// The collections of a project, for building its schema.
+/// The collections of a project, for building its schema and serving requests.
+/// A collection of a disabled database counts as disabled: clients reach none of
+/// its documents, and none of its events, until the database is enabled again
+/// (keys still do, as with a disabled collection).
 pub async fn load_model(
     state: &crate::AppState,
     project_id: &str,
 ) -> crate::error::AppResult<super::DataModel> {
-    let collections = list_collections(state.db.pool(), project_id, None).await?;
+    let pool = state.db.pool();
+    let disabled: Vec<String> = list_databases(pool, project_id)
+        .await?
+        .into_iter()
+        .filter(|database| !database.enabled)
+        .map(|database| database.id)
+        .collect();
+    let collections = list_collections(pool, project_id, None).await?;
     Ok(super::DataModel {
-        collections: collections.into_iter().map(std::sync::Arc::new).collect(),
+        collections: collections
+            .into_iter()
+            .map(|mut collection| {
+                if disabled.contains(&collection.database_id) {
+                    collection.enabled = false;
+                }
+                std::sync::Arc::new(collection)
+            })
+            .collect(),
     })
 }

@@ -481,6 +481,20 @@ async fn creatable_bucket(
     Ok(bucket)
 }
 
+/// Whether an unfinished upload may take another chunk: each chunk is a write, so
+/// a client must still be allowed to create files in the bucket, and the file must
+/// still fit the bucket's size and extension rules, which may have changed since
+/// the upload started.
+pub fn check_upload_allowed(bucket: &Bucket, access: &Access, file: &StoredFile) -> AppResult<()> {
+    if !matches!(reach(bucket, access, Action::Create), Reach::All) {
+        return Err(AppError::PermissionDenied {
+            reason: "the bucket's permissions do not let you create files".into(),
+        });
+    }
+    check_extension(bucket, &file.name)?;
+    check_size(bucket, file.size)
+}
+
 /// A new file's name, checked against the rules of its bucket.
 pub fn check_new_name(bucket: &Bucket, name: &str) -> AppResult<String> {
     let name = checked_file_name(name)?;

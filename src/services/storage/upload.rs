@@ -146,17 +146,19 @@ async fn own_upload(
     let file = store::find_file(pool, &bucket.project_id, &bucket.id, file_id)
         .await?
         .ok_or_else(|| upload_not_found(file_id))?;
+    // Ownership first: to anyone else a complete file is as missing as an
+    // unknown one, so this cannot tell which files exist.
+    let owner =
+        matches!(access, Access::Server) || uploader_of(caller).as_deref() == Some(&file.uploader);
+    if !owner || (matches!(access, Access::Client { .. }) && !bucket.enabled) {
+        return Err(upload_not_found(file_id));
+    }
     if file.status == FileStatus::Ready {
         return Err(AppError::Invalid {
             code: "UPLOAD_COMPLETE",
             field: "fileId".into(),
             reason: "this file is complete; it takes no more chunks".into(),
         });
-    }
-    let owner =
-        matches!(access, Access::Server) || uploader_of(caller).as_deref() == Some(&file.uploader);
-    if !owner || (matches!(access, Access::Client { .. }) && !bucket.enabled) {
-        return Err(upload_not_found(file_id));
     }
     Ok((bucket, file))
 }
@@ -183,6 +185,8 @@ pub async fn receive_chunk(
     body: impl AsyncRead + Unpin + Send,
 ) -> AppResult<StoredFile> {
     let (bucket, mut file) = own_upload(state, caller, bucket_id, file_id).await?;
+    // Checked again for every chunk, not only when the upload started.
+    service::check_upload_allowed(&bucket, &Access::of(caller, FilesWrite)?, &file)?;
     if range.total != file.size {
         return Err(chunk_error(format!(
             "this upload is {} bytes, not {}",

@@ -838,11 +838,17 @@ pub async fn delete_membership(
     let project_id = caller.project.id.clone();
     let membership = match caller.require_session() {
         Ok(me) if caller.key().is_none() => {
-            let membership = load_membership(state, &project_id, team_id, id).await?;
-            if membership.user_id.as_deref() != Some(me.user.id.as_str()) {
-                managed_team(state, caller, team_id).await?;
+            // The member's own membership, else the team's owners decide; to anyone
+            // else the team is missing, whether or not the membership exists.
+            match load_membership(state, &project_id, team_id, id).await {
+                Ok(membership) if membership.user_id.as_deref() == Some(me.user.id.as_str()) => {
+                    membership
+                }
+                _ => {
+                    let team = managed_team(state, caller, team_id).await?;
+                    load_membership(state, &project_id, &team.id, id).await?
+                }
             }
-            membership
         }
         _ => {
             let team = managed_team(state, caller, team_id).await?;
