@@ -14,6 +14,8 @@ pub mod db;
 pub mod error;
 /// File storage.
 pub mod files;
+/// Gauges raised while a value lives (open connections, live subscriptions).
+pub mod gauge;
 /// Per-project schema assembly, caching, limits and shared GraphQL types.
 pub mod graphql;
 /// The HTTP and WebSocket surface: router, GraphQL transport, health, metrics, playground.
@@ -48,7 +50,9 @@ pub struct AppInner {
     pub bus: Bus,
     pub files: FileStore,
     pub mailer: mail::Mailer,
-    pub schemas: ProjectSchemas,
+    pub schemas: ProjectSchemas<services::LoadedProject>,
+    /// The type and root field names of the core schema, which collections may not take.
+    pub core_names: &'static std::collections::HashSet<String>,
     pub sessions: auth::session_cache::SessionCache,
     pub rate_limiter: auth::rate_limit::RateLimiter,
     /// Signs and verifies the short-lived JWTs of `createJWT`.
@@ -126,6 +130,7 @@ impl AppState {
             files,
             mailer,
             schemas: ProjectSchemas::default(),
+            core_names: services::core_names(),
             sessions: Default::default(),
             rate_limiter,
             jwt: auth::jwt::JwtKeys::new(&secret),

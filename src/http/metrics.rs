@@ -14,6 +14,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::AppState;
 use crate::config::Config;
+pub use crate::gauge::GaugeGuard;
 
 /// The label of operations without a name.
 const ANONYMOUS: &str = "anonymous";
@@ -136,23 +137,6 @@ fn labellable(name: &str) -> bool {
             .next()
             .is_some_and(|b| b == b'_' || b.is_ascii_alphabetic())
         && bytes.all(|b| b == b'_' || b.is_ascii_alphanumeric())
-}
-
-/// Raises a gauge while alive and lowers it when dropped: an open connection, a live
-/// subscription.
-pub struct GaugeGuard(&'static str);
-
-impl GaugeGuard {
-    pub fn raise(name: &'static str) -> Self {
-        metrics::gauge!(name).increment(1.0);
-        GaugeGuard(name)
-    }
-}
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        metrics::gauge!(self.0).decrement(1.0);
-    }
 }
 
 /// Counts one executed operation under its label: its name when that is already

@@ -19,7 +19,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::auth::access::may_see_previous;
 use crate::bus::{Event, Published};
-use crate::graphql::LoadedProject;
+use crate::services::LoadedProject;
 use crate::services::databases::tx::{Mode, RequestTx};
 use crate::services::realtime::watch::{Outcome, Prepared, RenderTaint, Watch};
 

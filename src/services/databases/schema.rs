@@ -33,7 +33,7 @@ use super::{
 
 /// The request's transaction, which the HTTP and WebSocket handlers attach.
 pub(crate) fn request_tx<'a>(ctx: &ResolverContext<'a>) -> AppResult<&'a Arc<RequestTx>> {
-    crate::services::realtime::watch::mark_caller_dependent(ctx);
+    crate::graphql::types::mark_caller_dependent(ctx);
     ctx.data::<Arc<RequestTx>>()
         .map_err(|_| AppError::Internal(anyhow::anyhow!("RequestTx missing from request data")))
 }

@@ -27,9 +27,9 @@ use crate::auth::rate_limit::client_key;
 use crate::auth::{Caller, Credential};
 use crate::bus::{BusMessage, Event, Published, channel_matches};
 use crate::error::{AppError, AppResult};
+use crate::gauge::GaugeGuard;
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{DATETIME, JSON, app, caller, datetime, object, prop};
-use crate::http::metrics::GaugeGuard;
 use crate::services::users::service::{ClientInfo, reload_session};
 
 const MAX_CHANNELS: usize = 100;
