@@ -16,12 +16,13 @@ pub mod users;
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
-use async_graphql::dynamic::Schema;
+use async_graphql::dynamic::{ResolverContext, Schema};
 use async_graphql::registry::MetaType;
 
 use crate::AppState;
 use crate::config::Config;
 use crate::error::AppResult;
+use crate::graphql::types::{app, caller};
 use crate::graphql::{LoadProject, SchemaParts};
 use databases::DataModel;
 use projects::Project;
@@ -48,13 +49,67 @@ pub fn build_schema(
 ) -> AppResult<Schema> {
     let mut parts = SchemaParts::new();
     register_all(&mut parts, project, model);
+    let resources: Arc<dyn realtime::ResourceAccess> = Arc::new(ResourceChannels);
+    let project_data: Arc<dyn projects::service::ProjectData> = Arc::new(ProjectRemains);
     parts.finish(config, |builder| {
-        let builder = builder.data(model.clone());
+        let builder = builder
+            .data(model.clone())
+            .data(resources)
+            .data(project_data);
         match state {
             Some(state) => builder.data(state),
             None => builder,
         }
     })
+}
+
+/// The services whose resources a presence channel can name, for realtime to ask
+/// whether the caller may read one.
+struct ResourceChannels;
+
+#[async_trait::async_trait]
+impl realtime::ResourceAccess for ResourceChannels {
+    async fn check(&self, ctx: &ResolverContext<'_>, segments: &[&str]) -> Option<AppResult<()>> {
+        Some(match segments {
+            [
+                "databases",
+                database_id,
+                "collections",
+                collection_id,
+                "documents",
+                id,
+            ] => databases::schema::may_read_document(ctx, database_id, collection_id, id).await,
+            ["buckets", bucket_id, "files", id] => {
+                let state = match app(ctx) {
+                    Ok(state) => state,
+                    Err(err) => return Some(Err(err)),
+                };
+                let caller = match caller(ctx) {
+                    Ok(caller) => caller,
+                    Err(err) => return Some(Err(err)),
+                };
+                storage::service::get_file(state, caller, bucket_id, id)
+                    .await
+                    .map(|_| ())
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// What the services keep of a project outside its rows, for projects to remove
+/// when it is deleted.
+struct ProjectRemains;
+
+#[async_trait::async_trait]
+impl projects::service::ProjectData for ProjectRemains {
+    async fn drop_before(&self, state: &AppState, id: &str) -> AppResult<()> {
+        databases::structure::drop_project_tables(state, id).await
+    }
+
+    async fn forget_after(&self, state: &AppState, id: &str) {
+        storage::service::forget_project_files(state, id).await;
+    }
 }
 
 /// The SDL of a project with no collections: what `schema/core.graphql` holds.
