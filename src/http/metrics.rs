@@ -14,7 +14,6 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::AppState;
 use crate::config::Config;
-pub use crate::gauge::GaugeGuard;
 
 /// The label of operations without a name.
 const ANONYMOUS: &str = "anonymous";

@@ -19,7 +19,6 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::auth::access::may_see_previous;
 use crate::bus::{BusMessage, Event};
-pub use crate::graphql::types::{RenderTaint, mark_caller_dependent};
 
 /// What an event means to one subscription: an outcome such as `CREATE` or
 /// `LEAVE`, or `""` when there is only one kind.
