@@ -2,6 +2,8 @@
 //! GraphQL error carries a stable `extensions.code`; database and internal failures
 //! are logged with their cause and reach the client only as a generic message.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use async_graphql::ErrorExtensions;
 
 /// Result of anything that can fail with an [`AppError`].
@@ -262,7 +264,7 @@ pub enum DbError {
 
 impl From<sqlx::Error> for DbError {
     fn from(err: sqlx::Error) -> Self {
-        crate::db::lease::note_error(&err);
+        note_error(&err);
         match &err {
             sqlx::Error::RowNotFound => DbError::NotFound,
             sqlx::Error::Database(db) if db.is_unique_violation() => DbError::UniqueViolation,
@@ -296,6 +298,30 @@ impl From<sqlx::Error> for AppError {
     fn from(err: sqlx::Error) -> Self {
         DbError::from(err).into()
     }
+}
+
+/// Counts errors that may have broken connections; a connection lease (`db::lease`)
+/// taken before the latest one is not reused. Kept here because every database
+/// error passes through [`DbError::from`].
+static BROKEN_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// Records `err` if it may mean a broken connection (I/O, protocol, a crashed
+/// SQLite worker): the connections in use now are closed when they are returned.
+pub fn note_error(err: &sqlx::Error) {
+    if matches!(
+        err,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
+    ) {
+        BROKEN_EPOCH.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How many errors so far may have broken connections.
+pub fn broken_epoch() -> u64 {
+    BROKEN_EPOCH.load(Ordering::Relaxed)
 }
 
 #[cfg(test)]

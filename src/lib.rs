@@ -14,6 +14,8 @@ pub mod db;
 pub mod error;
 /// File storage.
 pub mod files;
+/// Gauges raised while a value lives (open connections, live subscriptions).
+pub mod gauge;
 /// Per-project schema assembly, caching, limits and shared GraphQL types.
 pub mod graphql;
 /// The HTTP and WebSocket surface: router, GraphQL transport, health, metrics, playground.
@@ -48,7 +50,9 @@ pub struct AppInner {
     pub bus: Bus,
     pub files: FileStore,
     pub mailer: mail::Mailer,
-    pub schemas: ProjectSchemas,
+    pub schemas: ProjectSchemas<services::LoadedProject>,
+    /// The type and root field names of the core schema, which collections may not take.
+    pub core_names: &'static std::collections::HashSet<String>,
     pub sessions: auth::session_cache::SessionCache,
     pub rate_limiter: auth::rate_limit::RateLimiter,
     /// Signs and verifies the short-lived JWTs of `createJWT`.
@@ -126,6 +130,7 @@ impl AppState {
             files,
             mailer,
             schemas: ProjectSchemas::default(),
+            core_names: services::core_names(),
             sessions: Default::default(),
             rate_limiter,
             jwt: auth::jwt::JwtKeys::new(&secret),
@@ -324,6 +329,303 @@ async fn follow_project_changes(state: AppState) {
                 state.sessions.clear();
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// The module graph read from the source: which top-level module (or service)
+/// names which through `crate::` paths, `use` lines and paths in code alike.
+/// Layers are checked on this graph rather than trusted to review: nothing below
+/// `services` names a service, no service names `http`, and no two modules or
+/// services depend on each other, directly or around a loop.
+#[cfg(test)]
+mod architecture {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::{Path, PathBuf};
+
+    /// Edges between services that still close a loop, to be broken by moving code
+    /// to its owner; the test fails once one is gone, so the list only shrinks. No
+    /// other edge may close a loop.
+    const STILL_TO_BREAK: &[(&str, &str, &str)] = &[(
+        "services::users",
+        "services::teams",
+        "a session is resolved with its user's memberships; userMemberships shows them",
+    )];
+
+    /// Modules that may name services: the crate root wires them, `http` calls them.
+    const ABOVE_SERVICES: &[&str] = &["http"];
+
+    type Graph = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
+
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// The node a file belongs to: its top-level module, or `services::NAME` for a
+    /// service's folder (`services` alone for the registry); `None` for the root.
+    fn node_of_file(relative: &Path) -> Option<String> {
+        let parts: Vec<String> = relative
+            .with_extension("")
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        match parts.as_slice() {
+            [root] if root == "lib" || root == "main" => None,
+            [services, name, ..] if services == "services" && name != "mod" => {
+                Some(format!("services::{name}"))
+            }
+            [first, ..] => Some(first.clone()),
+            [] => None,
+        }
+    }
+
+    /// The node a `crate::` path names; `None` for an item of the crate root.
+    fn node_of_path(src: &Path, path: &[&str]) -> Option<String> {
+        let first = *path.first()?;
+        if first == "services" {
+            if let Some(name) = path.get(1)
+                && src.join("services").join(name).is_dir()
+            {
+                return Some(format!("services::{name}"));
+            }
+            return Some("services".into());
+        }
+        (src.join(format!("{first}.rs")).is_file() || src.join(first).is_dir())
+            .then(|| first.to_string())
+    }
+
+    /// The text without comments, so doc links and prose name nothing.
+    fn without_comments(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = rest.find("//") {
+            // `//` inside a string (a URL) is not a comment: keep the line whole
+            // when an odd number of quotes precede it on its line.
+            let line_start = rest[..at].rfind('\n').map_or(0, |i| i + 1);
+            let quotes = rest[line_start..at].matches('"').count();
+            if quotes % 2 == 1 {
+                out.push_str(&rest[..at + 2]);
+                rest = &rest[at + 2..];
+                continue;
+            }
+            out.push_str(&rest[..at]);
+            rest = &rest[at..];
+            rest = &rest[rest.find('\n').unwrap_or(rest.len())..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// Expands a `use` tree (`a::{b, c::{d, e}}`) into its paths.
+    fn expand(prefix: &[String], tree: &str, out: &mut Vec<Vec<String>>) {
+        let segments = |path: &str| -> Vec<String> {
+            path.split("::")
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        let mut depth = 0;
+        let mut item = String::new();
+        let mut items = Vec::new();
+        for ch in tree.chars() {
+            match ch {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                _ => {}
+            }
+            if ch == ',' && depth == 0 {
+                items.push(std::mem::take(&mut item));
+            } else {
+                item.push(ch);
+            }
+        }
+        items.push(item);
+        for item in items.iter().map(|i| i.trim()).filter(|i| !i.is_empty()) {
+            let mut path = prefix.to_vec();
+            if let Some(open) = item.find('{') {
+                let close = item.rfind('}').unwrap_or(item.len());
+                path.extend(segments(&item[..open]));
+                expand(&path, &item[open + 1..close], out);
+            } else {
+                let item = item.split_whitespace().next().unwrap_or(item);
+                path.extend(segments(item));
+                out.push(path);
+            }
+        }
+    }
+
+    /// Every `crate::` path of a file: those of `use` trees, expanded, and those
+    /// written out in code.
+    fn crate_paths(text: &str) -> Vec<Vec<String>> {
+        let text = without_comments(text);
+        let mut paths = Vec::new();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("crate::") {
+            let before = rest[..at].chars().next_back();
+            let after = &rest[at + "crate::".len()..];
+            let is_use = rest[..at].trim_end().ends_with("use");
+            rest = after;
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
+                continue;
+            }
+            if is_use {
+                let end = after.find(';').unwrap_or(after.len());
+                expand(&[], &after[..end], &mut paths);
+            } else {
+                let path: String = after
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                    .collect();
+                paths.push(
+                    path.split("::")
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect(),
+                );
+            }
+        }
+        paths
+    }
+
+    /// node → the nodes it names → the files that name them.
+    fn graph() -> Graph {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        let mut graph = Graph::new();
+        for file in files {
+            let relative = file.strip_prefix(&src).unwrap();
+            let Some(from) = node_of_file(relative) else {
+                continue;
+            };
+            let text = std::fs::read_to_string(&file).unwrap();
+            for path in crate_paths(&text) {
+                let path: Vec<&str> = path.iter().map(String::as_str).collect();
+                if let Some(to) = node_of_path(&src, &path)
+                    && to != from
+                {
+                    graph
+                        .entry(from.clone())
+                        .or_default()
+                        .entry(to)
+                        .or_default()
+                        .insert(relative.display().to_string());
+                }
+            }
+        }
+        graph
+    }
+
+    fn is_service(node: &str) -> bool {
+        node == "services" || node.starts_with("services::")
+    }
+
+    /// A loop in `graph`, as the nodes around it, if there is one.
+    fn find_cycle(graph: &Graph) -> Option<Vec<String>> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            Open,
+            Done,
+        }
+        fn visit(
+            graph: &Graph,
+            node: &str,
+            marks: &mut BTreeMap<String, Mark>,
+            stack: &mut Vec<String>,
+        ) -> Option<Vec<String>> {
+            match marks.get(node) {
+                Some(Mark::Done) => return None,
+                Some(Mark::Open) => {
+                    let start = stack.iter().position(|n| n == node).unwrap();
+                    let mut cycle = stack[start..].to_vec();
+                    cycle.push(node.to_string());
+                    return Some(cycle);
+                }
+                None => {}
+            }
+            marks.insert(node.to_string(), Mark::Open);
+            stack.push(node.to_string());
+            for next in graph.get(node).into_iter().flat_map(|e| e.keys()) {
+                if let Some(cycle) = visit(graph, next, marks, stack) {
+                    return Some(cycle);
+                }
+            }
+            stack.pop();
+            marks.insert(node.to_string(), Mark::Done);
+            None
+        }
+        let mut marks = BTreeMap::new();
+        for node in graph.keys() {
+            if let Some(cycle) = visit(graph, node, &mut marks, &mut Vec::new()) {
+                return Some(cycle);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn reads_use_trees_and_paths_in_code() {
+        let paths = crate_paths(
+            "use crate::a::{b, c::{d as e, f}};\n// crate::commented::out\nlet x = crate::g::h(1); $crate::i::j;",
+        );
+        let paths: Vec<String> = paths.iter().map(|p| p.join("::")).collect();
+        assert_eq!(paths, ["a::b", "a::c::d", "a::c::f", "g::h"]);
+    }
+
+    #[test]
+    fn nothing_below_services_names_a_service_and_no_service_names_http() {
+        let graph = graph();
+        let mut wrong = Vec::new();
+        for (from, edges) in &graph {
+            for (to, files) in edges {
+                let below_names_service =
+                    !is_service(from) && !ABOVE_SERVICES.contains(&from.as_str()) && is_service(to);
+                let service_names_http = is_service(from) && to == "http";
+                if below_names_service || service_names_http {
+                    wrong.push(format!("{from} -> {to} (in {files:?})"));
+                }
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "these imports cross the layers the wrong way:\n{}",
+            wrong.join("\n")
+        );
+    }
+
+    #[test]
+    fn no_modules_or_services_depend_on_each_other_around_a_loop() {
+        let mut graph = graph();
+        for (from, to, why) in STILL_TO_BREAK {
+            let removed = graph.get_mut(*from).and_then(|edges| edges.remove(*to));
+            assert!(
+                removed.is_some(),
+                "{from} no longer names {to} ({why}): take it off STILL_TO_BREAK"
+            );
+        }
+        if let Some(cycle) = find_cycle(&graph) {
+            let steps: Vec<String> = cycle
+                .windows(2)
+                .map(|pair| {
+                    format!(
+                        "{} -> {} (in {:?})",
+                        pair[0], pair[1], graph[&pair[0]][&pair[1]]
+                    )
+                })
+                .collect();
+            panic!(
+                "the module graph has a cycle: {}\n{}",
+                cycle.join(" -> "),
+                steps.join("\n")
+            );
         }
     }
 }

@@ -131,7 +131,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             command: SchemaCommand::Print { project, config },
         } => {
             let sdl = match project {
-                None => nimbus::graphql::core_sdl(&config).map_err(AppError::into_anyhow)?,
+                None => nimbus::services::core_sdl(&config).map_err(AppError::into_anyhow)?,
                 Some(id) => {
                     let state = AppState::open(config).await?;
                     let loaded = state.schemas.get(&state, &id).await;

@@ -8,11 +8,11 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::auth::permissions::{RoleSet, TeamMembership};
+use crate::auth::principal::Project;
 use crate::auth::scopes::{ADMIN, Admin, Scope};
 use crate::auth::session_cache::{Holder, ResolvedSession};
 use crate::bus::Event;
 use crate::error::{AppError, AppResult};
-use crate::services::projects::Project;
 
 /// An API key that has been verified for the addressed project.
 #[derive(Debug, Clone)]

@@ -8,6 +8,7 @@ pub mod caller;
 pub mod jwt;
 pub mod passwords;
 pub mod permissions;
+pub mod principal;
 pub mod rate_limit;
 pub mod scopes;
 pub mod sealing;

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::services::teams::Membership;
-use crate::services::users::{Session, User};
+use crate::auth::principal::{Membership, Session, User};
 
 const TTL: Duration = Duration::from_secs(60);
 /// Past this many entries the cache is cleared: a bound on memory, not a policy.

@@ -9,6 +9,7 @@
 //! listener is back, it hands its subscribers [`BusMessage::Resumed`], so that what
 //! was cached on the strength of announcements is checked again.
 
+pub mod presence;
 mod redis_bus;
 
 use std::any::Any;
@@ -52,7 +53,7 @@ pub enum BusMessage {
         user_id: String,
     },
     /// Someone joined, changed, left or is still on a presence channel.
-    Presence(crate::services::realtime::presence::Presence),
+    Presence(presence::Presence),
     /// This replica's bus came back after a gap (Redis restarted or was
     /// unreachable): whatever was announced meanwhile is lost, so caches are dropped
     /// and every connection re-checks its credential. Local only: never sent to or

@@ -13,35 +13,19 @@
 
 use std::str::FromStr as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::any::AnyConnectOptions;
 use sqlx::{AnyConnection, Connection as _, Executor as _};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::error::broken_epoch;
+pub use crate::error::note_error;
+
 /// Idle longer than this, a connection is pinged before it is handed out.
 const PING_AFTER_IDLE: Duration = Duration::from_secs(30);
 /// Idle longer than this, a connection is closed (MariaDB's `wait_timeout` is 8 h).
 const CLOSE_AFTER_IDLE: Duration = Duration::from_secs(600);
-
-/// Counts errors that may have broken connections; a lease taken before the
-/// latest one is not reused.
-static BROKEN_EPOCH: AtomicU64 = AtomicU64::new(0);
-
-/// Records `err` if it may mean a broken connection (I/O, protocol, a crashed
-/// SQLite worker): the connections in use now are closed when they are returned.
-pub fn note_error(err: &sqlx::Error) {
-    if matches!(
-        err,
-        sqlx::Error::Io(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed
-    ) {
-        BROKEN_EPOCH.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 /// What a connection is leased for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +96,7 @@ impl Leases {
                 .await
                 .map_err(|_| sqlx::Error::PoolTimedOut)?
                 .map_err(|_| sqlx::Error::PoolClosed)?;
-        let epoch = BROKEN_EPOCH.load(Ordering::Relaxed);
+        let epoch = broken_epoch();
         while let Some(idle) = self.take_idle(purpose) {
             let waited = idle.since.elapsed();
             if waited > CLOSE_AFTER_IDLE {
@@ -240,7 +224,7 @@ impl Drop for Lease {
         };
         let reusable = !self.open
             && !conn.is_in_transaction()
-            && BROKEN_EPOCH.load(Ordering::Relaxed) == self.epoch
+            && broken_epoch() == self.epoch
             && !self.leases.permits.is_closed();
         if reusable && let Ok(mut idle) = self.leases.idle.lock() {
             idle[self.purpose as usize].push(Idle {

@@ -1,23 +1,25 @@
-//! The per-project GraphQL schema: each service adds its fields through
-//! `register(&mut SchemaParts)`, this module stitches them into one
-//! `async_graphql::dynamic` schema with the shared scalars and limits, and caches it
-//! per project until the bus announces that the project changed.
+//! The toolkit every service builds its part of a project's schema with: the
+//! parts services add their fields to (`SchemaParts`), the stitching of those parts
+//! into one `async_graphql::dynamic` schema with the shared scalars and limits, and
+//! the per-project cache that keeps a built schema until the bus announces that
+//! the project changed. It knows no service: `services` lists them and assembles.
 
 pub mod limits;
 pub mod parsed;
 pub mod types;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 
-use async_graphql::dynamic::{Field, Object, Schema, Subscription, SubscriptionField, Type};
+use async_graphql::dynamic::{
+    Field, Object, Schema, SchemaBuilder, Subscription, SubscriptionField, Type,
+};
 use tokio::sync::{OnceCell, RwLock};
 
 use crate::AppState;
 use crate::config::Config;
 use crate::error::{AppError, AppResult};
-use crate::services::databases::DataModel;
-use crate::services::{self, projects::Project};
 
 /// The fields and types that services contribute to a project's schema.
 #[derive(Default)]
@@ -50,89 +52,90 @@ impl SchemaParts {
     }
 }
 
-/// Builds the schema of `project`. `state` is attached as schema data when given
-/// (a running server); `nimbus schema print` builds without it.
-pub fn build_schema(
-    config: &Config,
-    project: &Project,
-    model: &Arc<DataModel>,
-    state: Option<AppState>,
-) -> AppResult<Schema> {
-    let mut parts = SchemaParts::default();
-    parts.add_types(types::scalars());
-    parts.add_type(types::page_info());
-    services::register_all(&mut parts, project, model);
+impl SchemaParts {
+    /// Parts holding the shared scalars and types every schema starts with.
+    pub fn new() -> Self {
+        let mut parts = Self::default();
+        parts.add_types(types::scalars());
+        parts.add_type(types::page_info());
+        parts
+    }
 
-    let query = parts.query.into_iter().fold(
-        Object::new("Query").description("Reads of every Nimbus service."),
-        Object::field,
-    );
-    let mutation = parts.mutation.into_iter().fold(
-        Object::new("Mutation").description("Writes of every Nimbus service."),
-        Object::field,
-    );
-    let subscription = parts.subscription.into_iter().fold(
-        Subscription::new("Subscription").description("Realtime events, over `/v1/graphql/ws`."),
-        Subscription::field,
-    );
-    let mut builder = Schema::build("Query", Some("Mutation"), Some("Subscription"))
-        .register(query)
-        .register(mutation)
-        .register(subscription)
-        .enable_uploading()
-        .limit_recursive_depth(limits::MAX_NESTING)
-        .limit_directives(config.graphql_max_directives)
-        .extension(limits::LimitsFactory::new(limits::QueryLimits {
-            max_depth: config.graphql_max_depth,
-            max_complexity: config.graphql_max_complexity,
-            max_aliases: config.graphql_max_aliases,
-            max_query_bytes: config.graphql_max_query_bytes,
-            max_directives: config.graphql_max_directives,
-        }));
-    for ty in parts.types {
-        builder = builder.register(ty);
+    /// Stitches the parts into one schema with the limits of `config`; `data`
+    /// attaches the schema data its resolvers need.
+    pub fn finish(
+        self,
+        config: &Config,
+        data: impl FnOnce(SchemaBuilder) -> SchemaBuilder,
+    ) -> AppResult<Schema> {
+        let query = self.query.into_iter().fold(
+            Object::new("Query").description("Reads of every Nimbus service."),
+            Object::field,
+        );
+        let mutation = self.mutation.into_iter().fold(
+            Object::new("Mutation").description("Writes of every Nimbus service."),
+            Object::field,
+        );
+        let subscription = self.subscription.into_iter().fold(
+            Subscription::new("Subscription")
+                .description("Realtime events, over `/v1/graphql/ws`."),
+            Subscription::field,
+        );
+        let mut builder = Schema::build("Query", Some("Mutation"), Some("Subscription"))
+            .register(query)
+            .register(mutation)
+            .register(subscription)
+            .enable_uploading()
+            .limit_recursive_depth(limits::MAX_NESTING)
+            .limit_directives(config.graphql_max_directives)
+            .extension(limits::LimitsFactory::new(limits::QueryLimits {
+                max_depth: config.graphql_max_depth,
+                max_complexity: config.graphql_max_complexity,
+                max_aliases: config.graphql_max_aliases,
+                max_query_bytes: config.graphql_max_query_bytes,
+                max_directives: config.graphql_max_directives,
+            }));
+        for ty in self.types {
+            builder = builder.register(ty);
+        }
+        if !config.introspection {
+            // "Did you mean …" in validation errors would spell the schema out field by
+            // field to whoever guesses near a name.
+            builder = builder.disable_introspection().disable_suggestions();
+        }
+        data(builder)
+            .finish()
+            .map_err(|err| AppError::Internal(anyhow::anyhow!("building the schema failed: {err}")))
     }
-    if !config.introspection {
-        // "Did you mean …" in validation errors would spell the schema out field by
-        // field to whoever guesses near a name.
-        builder = builder.disable_introspection().disable_suggestions();
-    }
-    builder = builder.data(model.clone());
-    if let Some(state) = state {
-        builder = builder.data(state);
-    }
-    builder
-        .finish()
-        .map_err(|err| AppError::Internal(anyhow::anyhow!("building the schema failed: {err}")))
 }
 
-/// The SDL of a project with no collections: what `schema/core.graphql` holds.
-pub fn core_sdl(config: &Config) -> AppResult<String> {
-    let project = Project::placeholder("default");
-    Ok(build_schema(config, &project, &Arc::default(), None)?.sdl())
-}
-
-/// A project, its collections and its built schema, as cached.
-pub struct LoadedProject {
-    pub project: Arc<Project>,
-    pub model: Arc<DataModel>,
-    pub schema: Schema,
+/// What the cache keeps per project, and how it is loaded on first use.
+pub trait LoadProject: Sized + Send + Sync + 'static {
+    /// Loads project `id`; `None` when there is no such project.
+    fn load(state: &AppState, id: &str) -> impl Future<Output = AppResult<Option<Self>>> + Send;
 }
 
 /// Loaded projects, by id. Each project's schema is built once even when many
 /// requests (or reconnecting WebSockets) ask for it at the same moment: they wait on
 /// one cell. Bounded: past `MAX_CACHED` entries an arbitrary one is dropped (it is
 /// rebuilt on its next request).
-#[derive(Default)]
-pub struct ProjectSchemas {
-    loaded: RwLock<HashMap<String, Arc<OnceCell<Arc<LoadedProject>>>>>,
+pub struct ProjectSchemas<T> {
+    loaded: RwLock<HashMap<String, Arc<OnceCell<Arc<T>>>>>,
+}
+
+impl<T> Default for ProjectSchemas<T> {
+    fn default() -> Self {
+        Self {
+            loaded: RwLock::default(),
+        }
+    }
 }
 
 const MAX_CACHED: usize = 512;
 
-impl ProjectSchemas {
+impl<T: LoadProject> ProjectSchemas<T> {
     /// The loaded project `id`, building its schema on first use.
-    pub async fn get(&self, state: &AppState, id: &str) -> AppResult<Arc<LoadedProject>> {
+    pub async fn get(&self, state: &AppState, id: &str) -> AppResult<Arc<T>> {
         let cached = self.loaded.read().await.get(id).cloned();
         let cell = match cached {
             Some(cell) => cell,
@@ -149,16 +152,10 @@ impl ProjectSchemas {
         };
         let loaded = cell
             .get_or_try_init(|| async {
-                let project = services::projects::service::load_project(state, id)
+                let loaded = T::load(state, id)
                     .await?
                     .ok_or_else(|| AppError::ProjectNotFound { id: id.to_string() })?;
-                let model = Arc::new(services::databases::store::load_model(state, id).await?);
-                let schema = build_schema(&state.config, &project, &model, Some(state.clone()))?;
-                Ok::<_, AppError>(Arc::new(LoadedProject {
-                    project: Arc::new(project),
-                    model,
-                    schema,
-                }))
+                Ok::<_, AppError>(Arc::new(loaded))
             })
             .await;
         match loaded {
@@ -181,7 +178,7 @@ impl ProjectSchemas {
     }
 }
 
-impl ProjectSchemas {
+impl<T: LoadProject> ProjectSchemas<T> {
     /// Forgets every project.
     pub async fn invalidate_all(&self) {
         self.loaded.write().await.clear();

@@ -2,6 +2,9 @@
 //! `JSON` scalars, fields read from plain values, Relay connections with keyset
 //! cursors, and access to the request's state from a resolver.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use async_graphql::dynamic::{
     Field, FieldFuture, FieldValue, InputObject, InputValue, Object, ResolverContext, Scalar, Type,
     TypeRef,
@@ -149,9 +152,32 @@ pub fn app<'a>(ctx: &ResolverContext<'a>) -> AppResult<&'a AppState> {
 
 /// Who is calling, from inside a resolver.
 pub fn caller<'a>(ctx: &ResolverContext<'a>) -> AppResult<&'a Caller> {
-    crate::services::realtime::watch::mark_caller_dependent(ctx);
+    mark_caller_dependent(ctx);
     ctx.data::<Caller>()
         .map_err(|_| AppError::Internal(anyhow::anyhow!("Caller missing from request data")))
+}
+
+/// Request data of a render: marked when a resolver looked at the caller (or read
+/// through the request's transaction), so the rendered response is the caller's
+/// own and may not be shared.
+#[derive(Clone, Default)]
+pub struct RenderTaint(Arc<AtomicBool>);
+
+impl RenderTaint {
+    pub fn mark(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_marked(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Marks a render in progress as the caller's own (see [`RenderTaint`]).
+pub fn mark_caller_dependent(ctx: &ResolverContext<'_>) {
+    if let Some(taint) = ctx.data_opt::<RenderTaint>() {
+        taint.mark();
+    }
 }
 
 /// An optional string argument.

@@ -11,7 +11,8 @@ use axum::http::HeaderMap;
 use crate::AppState;
 use crate::auth::{Caller, Credential};
 use crate::error::{AppError, AppResult};
-use crate::graphql::LoadedProject;
+use crate::services::LoadedProject;
+use crate::services::account::cookies::session_cookie_name;
 use crate::services::keys::service::authenticate;
 use crate::services::projects::DEFAULT_PROJECT;
 use crate::services::projects::Project;
@@ -19,35 +20,6 @@ use crate::services::users::service::{resolve_jwt, resolve_session, verify_sessi
 
 pub const PROJECT_HEADER: &str = "x-nimbus-project";
 pub const KEY_HEADER: &str = "x-nimbus-key";
-
-/// The name of the session cookie of a project.
-pub fn session_cookie_name(project_id: &str) -> String {
-    format!("nimbus_session_{project_id}")
-}
-
-/// The `Set-Cookie` value that hands a browser its session: HttpOnly, SameSite=Lax
-/// (sent on top-level navigations back from an OAuth2 provider, not on cross-site
-/// requests), `Secure` behind TLS.
-pub fn session_cookie(
-    session: &crate::services::users::Session,
-    secret: &str,
-    secure: bool,
-) -> String {
-    let max_age = ((session.expires_at - session.created_at) / 1000).max(0);
-    format!(
-        "{}={secret}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
-        session_cookie_name(&session.project_id),
-        if secure { "; Secure" } else { "" }
-    )
-}
-
-/// The `Set-Cookie` value that removes a project's session cookie.
-pub fn cleared_session_cookie(project_id: &str) -> String {
-    format!(
-        "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax",
-        session_cookie_name(project_id)
-    )
-}
 
 /// The credentials a request presents.
 #[derive(Debug, Default, Clone)]

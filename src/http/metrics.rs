@@ -138,23 +138,6 @@ fn labellable(name: &str) -> bool {
         && bytes.all(|b| b == b'_' || b.is_ascii_alphanumeric())
 }
 
-/// Raises a gauge while alive and lowers it when dropped: an open connection, a live
-/// subscription.
-pub struct GaugeGuard(&'static str);
-
-impl GaugeGuard {
-    pub fn raise(name: &'static str) -> Self {
-        metrics::gauge!(name).increment(1.0);
-        GaugeGuard(name)
-    }
-}
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        metrics::gauge!(self.0).decrement(1.0);
-    }
-}
-
 /// Counts one executed operation under its label: its name when that is already
 /// a label, or becomes one (it passed validation, `admit`, and fewer than
 /// `NIMBUS_METRICS_MAX_OPERATIONS` names have labels); `anonymous` without a name;

@@ -1,5 +1,8 @@
-//! The services of Nimbus, one folder each. Every service owns its part of the
-//! schema (`register`), its domain logic (`service`) and its SQL (`store`).
+//! The services of Nimbus, one folder each, and the one place that lists them.
+//! Every service owns its part of the schema (`register`), its domain logic
+//! (`service`) and its SQL (`store`); this module assembles a project's schema from
+//! their parts with the toolkit in `graphql`, and says what the cache of built
+//! schemas holds. Nothing below this module imports a service.
 
 pub mod account;
 pub mod databases;
@@ -10,7 +13,17 @@ pub mod storage;
 pub mod teams;
 pub mod users;
 
-use crate::graphql::SchemaParts;
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+
+use async_graphql::dynamic::{ResolverContext, Schema};
+use async_graphql::registry::MetaType;
+
+use crate::AppState;
+use crate::config::Config;
+use crate::error::AppResult;
+use crate::graphql::types::{app, caller};
+use crate::graphql::{LoadProject, SchemaParts};
 use databases::DataModel;
 use projects::Project;
 
@@ -24,4 +37,209 @@ pub fn register_all(parts: &mut SchemaParts, project: &Project, model: &DataMode
     realtime::register(parts, project);
     databases::register(parts, project, model);
     storage::register(parts, project);
+}
+
+/// Builds the schema of `project`. `state` is attached as schema data when given
+/// (a running server); `nimbus schema print` builds without it.
+pub fn build_schema(
+    config: &Config,
+    project: &Project,
+    model: &Arc<DataModel>,
+    state: Option<AppState>,
+) -> AppResult<Schema> {
+    let mut parts = SchemaParts::new();
+    register_all(&mut parts, project, model);
+    let resources: Arc<dyn realtime::ResourceAccess> = Arc::new(ResourceChannels);
+    let project_data: Arc<dyn projects::service::ProjectData> = Arc::new(ProjectRemains);
+    parts.finish(config, |builder| {
+        let builder = builder
+            .data(model.clone())
+            .data(resources)
+            .data(project_data);
+        match state {
+            Some(state) => builder.data(state),
+            None => builder,
+        }
+    })
+}
+
+/// The services whose resources a presence channel can name, for realtime to ask
+/// whether the caller may read one.
+struct ResourceChannels;
+
+#[async_trait::async_trait]
+impl realtime::ResourceAccess for ResourceChannels {
+    async fn check(&self, ctx: &ResolverContext<'_>, segments: &[&str]) -> Option<AppResult<()>> {
+        Some(match segments {
+            [
+                "databases",
+                database_id,
+                "collections",
+                collection_id,
+                "documents",
+                id,
+            ] => databases::schema::may_read_document(ctx, database_id, collection_id, id).await,
+            ["buckets", bucket_id, "files", id] => {
+                let state = match app(ctx) {
+                    Ok(state) => state,
+                    Err(err) => return Some(Err(err)),
+                };
+                let caller = match caller(ctx) {
+                    Ok(caller) => caller,
+                    Err(err) => return Some(Err(err)),
+                };
+                storage::service::get_file(state, caller, bucket_id, id)
+                    .await
+                    .map(|_| ())
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// What the services keep of a project outside its rows, for projects to remove
+/// when it is deleted.
+struct ProjectRemains;
+
+#[async_trait::async_trait]
+impl projects::service::ProjectData for ProjectRemains {
+    async fn drop_before(&self, state: &AppState, id: &str) -> AppResult<()> {
+        databases::structure::drop_project_tables(state, id).await
+    }
+
+    async fn forget_after(&self, state: &AppState, id: &str) {
+        storage::service::forget_project_files(state, id).await;
+    }
+}
+
+/// The SDL of a project with no collections: what `schema/core.graphql` holds.
+pub fn core_sdl(config: &Config) -> AppResult<String> {
+    Ok(core_schema(config)?.sdl())
+}
+
+fn core_schema(config: &Config) -> AppResult<Schema> {
+    let project = Project::placeholder("default");
+    build_schema(config, &project, &Arc::default(), None)
+}
+
+/// The type names and root field names of a project with no collections, which a
+/// collection's GraphQL names must not take. Read once from the built core
+/// schema's registry.
+pub fn core_names() -> &'static HashSet<String> {
+    static NAMES: OnceLock<HashSet<String>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        let config = Config::with_data_dir(std::env::temp_dir());
+        let mut names: HashSet<String> = [
+            "Query",
+            "Mutation",
+            "Subscription",
+            "String",
+            "Int",
+            "Float",
+            "Boolean",
+            "ID",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        if let Ok(schema) = core_schema(&config) {
+            let registry = schema.registry();
+            let roots = [
+                Some(&registry.query_type),
+                registry.mutation_type.as_ref(),
+                registry.subscription_type.as_ref(),
+            ];
+            for (name, ty) in &registry.types {
+                // Introspection types: a collection name never starts with `__`.
+                if name.starts_with("__") {
+                    continue;
+                }
+                if roots.contains(&Some(name))
+                    && let MetaType::Object { fields, .. } = ty
+                {
+                    names.extend(fields.keys().filter(|f| !f.starts_with("__")).cloned());
+                }
+                names.insert(name.clone());
+            }
+        }
+        names
+    })
+}
+
+/// A project, its collections and its built schema, as cached.
+pub struct LoadedProject {
+    pub project: Arc<Project>,
+    pub model: Arc<DataModel>,
+    pub schema: Schema,
+}
+
+impl LoadProject for LoadedProject {
+    async fn load(state: &AppState, id: &str) -> AppResult<Option<Self>> {
+        let Some(project) = projects::service::load_project(state, id).await? else {
+            return Ok(None);
+        };
+        let model = Arc::new(databases::store::load_model(state, id).await?);
+        let schema = build_schema(&state.config, &project, &model, Some(state.clone()))?;
+        Ok(Some(LoadedProject {
+            project: Arc::new(project),
+            model,
+            schema,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_names_hold_the_core_types_and_root_fields() {
+        let names = core_names();
+        for name in [
+            "Query",
+            "User",
+            "Team",
+            "DateTime",
+            "PageInfo",
+            "users",
+            "createTeam",
+            "account",
+        ] {
+            assert!(names.contains(name), "{name} is not reserved");
+        }
+        assert!(!names.iter().any(|n| n.starts_with("__")));
+    }
+
+    #[test]
+    fn core_names_are_those_the_printed_core_schema_declares() {
+        use async_graphql::parser::types::{TypeKind, TypeSystemDefinition};
+        let config = Config::with_data_dir(std::env::temp_dir());
+        let sdl = core_sdl(&config).unwrap();
+        let document = async_graphql::parser::parse_schema(&sdl).unwrap();
+        let mut printed: HashSet<String> = ["Query", "Mutation", "Subscription"]
+            .into_iter()
+            .chain(["String", "Int", "Float", "Boolean", "ID"])
+            .map(String::from)
+            .collect();
+        for definition in document.definitions {
+            if let TypeSystemDefinition::Type(ty) = definition {
+                let ty = ty.node;
+                let name = ty.name.node.to_string();
+                if let TypeKind::Object(object) = &ty.kind
+                    && matches!(name.as_str(), "Query" | "Mutation" | "Subscription")
+                {
+                    printed.extend(object.fields.iter().map(|f| f.node.name.node.to_string()));
+                }
+                printed.insert(name);
+            }
+        }
+        let mut missing: Vec<_> = printed.difference(core_names()).collect();
+        let mut extra: Vec<_> = core_names().difference(&printed).collect();
+        missing.sort();
+        extra.sort();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "missing {missing:?}, extra {extra:?}"
+        );
+    }
 }

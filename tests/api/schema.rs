@@ -5,7 +5,7 @@ use crate::helpers::spawn_app;
 #[tokio::test]
 async fn schema_core_graphql_is_what_the_code_builds() {
     let config = nimbus::config::Config::with_data_dir("unused");
-    let built = nimbus::graphql::core_sdl(&config).unwrap_or_else(|e| panic!("{}", e.message()));
+    let built = nimbus::services::core_sdl(&config).unwrap_or_else(|e| panic!("{}", e.message()));
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/core.graphql");
     let stored = std::fs::read_to_string(path).expect("schema/core.graphql exists");
     assert!(

@@ -19,9 +19,10 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::auth::access::may_see_previous;
 use crate::bus::{Event, Published};
-use crate::graphql::LoadedProject;
+use crate::graphql::types::RenderTaint;
+use crate::services::LoadedProject;
 use crate::services::databases::tx::{Mode, RequestTx};
-use crate::services::realtime::watch::{Outcome, Prepared, RenderTaint, Watch};
+use crate::services::realtime::watch::{Outcome, Prepared, Watch};
 
 /// A subscription operation as asked for: subscribers with equal shapes get
 /// equal responses to an event (the caller aside, see [`RenderTaint`]).

@@ -3,6 +3,7 @@
 //! get the session as an HttpOnly cookie; apps send its secret as
 //! `Authorization: Bearer`.
 
+pub mod cookies;
 pub mod mfa;
 pub mod oauth2;
 pub mod oauth2_schema;

@@ -14,7 +14,7 @@ use crate::auth::{Caller, Credential};
 use crate::error::AppResult;
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{IdInput, JSON, app, caller, input, input_object, object, prop};
-use crate::http::identity::{cleared_session_cookie, session_cookie};
+use crate::services::account::cookies::{cleared_session_cookie, session_cookie};
 use crate::services::account::mfa;
 use crate::services::account::service::{self as account, IssuedToken, TokenOwner};
 use crate::services::users::Session;

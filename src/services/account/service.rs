@@ -17,14 +17,8 @@ use crate::services::users::service::{
     ClientInfo, NewUser, UserChanges, apply_changes, create_session, insert_new_user,
     normalize_email, policy, require_method,
 };
+use crate::services::users::store::{EMAIL_OTP, MAGIC_URL, RECOVERY, VERIFICATION};
 use crate::services::users::{Session, User, store};
-
-const VERIFICATION: &str = "verification";
-const RECOVERY: &str = "recovery";
-const MAGIC_URL: &str = "magic-url";
-const EMAIL_OTP: &str = "email-otp";
-/// The tokens mailed to the account's address: a change of address voids them.
-pub(crate) const MAILED_TOKENS: [&str; 4] = [VERIFICATION, RECOVERY, MAGIC_URL, EMAIL_OTP];
 
 const MINUTE_MS: i64 = 60 * 1000;
 const VERIFICATION_TTL: i64 = 7 * 24 * 60 * MINUTE_MS;

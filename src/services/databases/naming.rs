@@ -5,7 +5,6 @@
 //! created, so a clash is refused then, never found while building a schema.
 
 use std::collections::HashSet;
-use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -418,12 +417,13 @@ impl GraphqlNames {
         .into()
     }
 
-    /// Refuses names that the core schema or another collection (`others`) uses.
+    /// Refuses names that the core schema (`core`, its type and root field names)
+    /// or another collection (`others`) uses.
     pub fn check_free<'a>(
         &self,
+        core: &HashSet<String>,
         others: impl IntoIterator<Item = &'a GraphqlNames>,
     ) -> AppResult<()> {
-        let core = core_names();
         let mine_types = self.type_names();
         let mine_fields = self.root_fields();
         let clash = |name: &str| {
@@ -464,45 +464,6 @@ fn capitalized_first(name: &str) -> String {
         Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
         None => String::new(),
     }
-}
-
-/// The type names and root field names of a project with no collections, read
-/// once from the core schema.
-fn core_names() -> &'static HashSet<String> {
-    static NAMES: OnceLock<HashSet<String>> = OnceLock::new();
-    NAMES.get_or_init(|| {
-        let config = crate::config::Config::with_data_dir(std::env::temp_dir());
-        let sdl = crate::graphql::core_sdl(&config).unwrap_or_default();
-        let mut names: HashSet<String> = [
-            "Query",
-            "Mutation",
-            "Subscription",
-            "String",
-            "Int",
-            "Float",
-            "Boolean",
-            "ID",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect();
-        if let Ok(document) = async_graphql::parser::parse_schema(&sdl) {
-            use async_graphql::parser::types::{TypeKind, TypeSystemDefinition};
-            for definition in document.definitions {
-                if let TypeSystemDefinition::Type(ty) = definition {
-                    let ty = ty.node;
-                    let name = ty.name.node.to_string();
-                    if let TypeKind::Object(object) = &ty.kind
-                        && matches!(name.as_str(), "Query" | "Mutation" | "Subscription")
-                    {
-                        names.extend(object.fields.iter().map(|f| f.node.name.node.to_string()));
-                    }
-                    names.insert(name);
-                }
-            }
-        }
-        names
-    })
 }
 
 #[cfg(test)]
@@ -638,16 +599,17 @@ mod tests {
 
     #[test]
     fn names_of_the_core_schema_and_of_other_collections_are_taken() {
+        let core: HashSet<String> = ["User".to_string(), "users".to_string()].into();
         let users = GraphqlNames::derive("users", None).unwrap();
         assert_eq!(
-            users.check_free([]).unwrap_err().code(),
+            users.check_free(&core, []).unwrap_err().code(),
             "GRAPHQL_NAME_TAKEN"
         );
         let posts = GraphqlNames::derive("posts", None).unwrap();
-        posts.check_free([]).unwrap();
+        posts.check_free(&core, []).unwrap();
         let again = GraphqlNames::derive("Post", Some("Post")).unwrap();
         assert_eq!(
-            again.check_free([&posts]).unwrap_err().code(),
+            again.check_free(&core, [&posts]).unwrap_err().code(),
             "GRAPHQL_NAME_TAKEN"
         );
     }

@@ -33,7 +33,7 @@ use super::{
 
 /// The request's transaction, which the HTTP and WebSocket handlers attach.
 pub(crate) fn request_tx<'a>(ctx: &ResolverContext<'a>) -> AppResult<&'a Arc<RequestTx>> {
-    crate::services::realtime::watch::mark_caller_dependent(ctx);
+    crate::graphql::types::mark_caller_dependent(ctx);
     ctx.data::<Arc<RequestTx>>()
         .map_err(|_| AppError::Internal(anyhow::anyhow!("RequestTx missing from request data")))
 }
@@ -42,6 +42,40 @@ pub(crate) fn request_tx<'a>(ctx: &ResolverContext<'a>) -> AppResult<&'a Arc<Req
 pub(crate) fn data_model<'a>(ctx: &ResolverContext<'a>) -> AppResult<&'a Arc<DataModel>> {
     ctx.data::<Arc<DataModel>>()
         .map_err(|_| AppError::Internal(anyhow::anyhow!("DataModel missing from schema data")))
+}
+
+/// Whether the caller may read document `id` (presence on a document); one it may
+/// not read answers as a missing one.
+pub async fn may_read_document(
+    ctx: &ResolverContext<'_>,
+    database_id: &str,
+    collection_id: &str,
+    id: &str,
+) -> AppResult<()> {
+    let caller = caller(ctx)?;
+    let hidden = || AppError::NotFound {
+        what: "document",
+        id: id.chars().take(64).collect(),
+    };
+    let Some(collection) = data_model(ctx)?
+        .collection(database_id, collection_id)
+        .cloned()
+    else {
+        return Err(hidden());
+    };
+    let access = crate::auth::access::Access::of(caller, documents::DOCUMENTS_READ)?;
+    let state = app(ctx)?;
+    let mut conn = request_tx(ctx)?.reader().await?;
+    let found = documents::get(
+        &mut conn,
+        sql_dialect(state.db.dialect()),
+        &collection,
+        &access,
+        id,
+        false,
+    )
+    .await?;
+    found.map(|_| ()).ok_or_else(hidden)
 }
 
 fn database_value(database: &Database) -> Value {

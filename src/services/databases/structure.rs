@@ -199,7 +199,7 @@ pub async fn create_collection(
     }
     let names = GraphqlNames::derive(&new.name, new.graphql_name.as_deref())?;
     let others = store::list_collections(state.db.pool(), &project_id, None).await?;
-    names.check_free(others.iter().map(|c| &c.names))?;
+    names.check_free(state.core_names, others.iter().map(|c| &c.names))?;
     let permissions = check_permissions(&new.permissions)?;
     let dialect = sql_dialect(state.db.dialect());
     let table = new_table_name();

@@ -1,6 +1,8 @@
 //! GraphQL of projects: `project`, `projects`, `createProject`, `updateProject`,
 //! `deleteProject`.
 
+use std::sync::Arc;
+
 use async_graphql::Value;
 use async_graphql::dynamic::{
     Field, FieldFuture, FieldValue, InputObject, InputValue, Object, TypeRef,
@@ -8,6 +10,7 @@ use async_graphql::dynamic::{
 use serde::Deserialize;
 
 use crate::auth::scopes::ProjectRead;
+use crate::error::AppError;
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
     DATETIME, app, caller, connection, connection_types, datetime, input, object, opt_string,
@@ -390,7 +393,10 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
             FieldFuture::new(async move {
                 let admin = caller(&ctx)?.require_admin()?;
                 let input: DeleteProjectInput = input(&ctx)?;
-                service::delete_project(app(&ctx)?, admin, &input.id).await?;
+                let data = ctx.data::<Arc<dyn service::ProjectData>>().map_err(|_| {
+                    AppError::Internal(anyhow::anyhow!("ProjectData missing from schema data"))
+                })?;
+                service::delete_project(app(&ctx)?, admin, &input.id, data.as_ref()).await?;
                 Ok(Some(FieldValue::value(object([("deletedId", Value::from(input.id))]))))
             })
         })

@@ -252,7 +252,24 @@ pub async fn update_project_auth(
     Ok(project)
 }
 
-pub async fn delete_project(state: &AppState, _: AdminGrant, id: &str) -> AppResult<()> {
+/// What other services keep of a project outside the rows that cascade with it.
+/// The registry attaches one to every schema, so this service names none of them.
+#[async_trait::async_trait]
+pub trait ProjectData: Send + Sync + 'static {
+    /// Removes what deleting the project's rows would leave behind (collection
+    /// tables, which are not rows that cascade); runs first.
+    async fn drop_before(&self, state: &AppState, id: &str) -> AppResult<()>;
+
+    /// Forgets what the deleted project leaves (its stored files).
+    async fn forget_after(&self, state: &AppState, id: &str);
+}
+
+pub async fn delete_project(
+    state: &AppState,
+    _: AdminGrant,
+    id: &str,
+    data: &dyn ProjectData,
+) -> AppResult<()> {
     if id == DEFAULT_PROJECT {
         return Err(AppError::NotAllowed(
             "the default project cannot be deleted".into(),
@@ -261,12 +278,11 @@ pub async fn delete_project(state: &AppState, _: AdminGrant, id: &str) -> AppRes
     if load_project(state, id).await?.is_none() {
         return Err(AppError::ProjectNotFound { id: id.into() });
     }
-    // Collection tables are not rows that cascade: drop them first.
-    crate::services::databases::structure::drop_project_tables(state, id).await?;
+    data.drop_before(state, id).await?;
     if !store::delete_project(state.db.pool(), id).await? {
         return Err(AppError::ProjectNotFound { id: id.into() });
     }
-    crate::services::storage::service::forget_project_files(state, id).await;
+    data.forget_after(state, id).await;
     tracing::info!(project = %id, "project deleted");
     announce_change(state, id).await;
     Ok(())

@@ -27,9 +27,9 @@ use crate::auth::rate_limit::client_key;
 use crate::auth::{Caller, Credential};
 use crate::bus::{BusMessage, Event, Published, channel_matches};
 use crate::error::{AppError, AppResult};
+use crate::gauge::GaugeGuard;
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{DATETIME, JSON, app, caller, datetime, object, prop};
-use crate::http::metrics::GaugeGuard;
 use crate::services::users::service::{ClientInfo, reload_session};
 
 const MAX_CHANNELS: usize = 100;
@@ -262,6 +262,20 @@ fn check_presence_state(state: &AppState, value: &serde_json::Value) -> AppResul
 /// channel must name one resource in full to be checked.
 const RESOURCE_ROOTS: [&str; 4] = ["databases", "documents", "buckets", "files"];
 
+/// Whether the caller may read the one resource a presence channel names, asked of
+/// the services that own resources. The registry attaches one to every schema, so
+/// realtime names none of those services.
+#[async_trait::async_trait]
+pub trait ResourceAccess: Send + Sync + 'static {
+    /// `None` when `segments` name no resource this knows; otherwise whether the
+    /// caller may read it (a resource it may not read answers as a missing one).
+    async fn check(
+        &self,
+        ctx: &async_graphql::dynamic::ResolverContext<'_>,
+        segments: &[&str],
+    ) -> Option<AppResult<()>>;
+}
+
 /// Checks that the caller may read the resource a presence channel names:
 /// `databases.D.collections.C.documents.ID` or `buckets.B.files.ID`. Other channels
 /// under a resource root name no one resource and are refused; the rest are free.
@@ -269,44 +283,16 @@ async fn check_presence_access(
     ctx: &async_graphql::dynamic::ResolverContext<'_>,
     channel: &str,
 ) -> AppResult<()> {
-    use crate::services::{databases, storage};
     let segments: Vec<&str> = channel.split('.').collect();
     if !RESOURCE_ROOTS.contains(&segments[0]) {
         return Ok(());
     }
-    let caller = caller(ctx)?;
-    match segments.as_slice() {
-        ["databases", database_id, "collections", collection_id, "documents", id] => {
-            let hidden = || AppError::NotFound {
-                what: "document",
-                id: id.chars().take(64).collect(),
-            };
-            let Some(collection) = databases::schema::data_model(ctx)?
-                .collection(database_id, collection_id)
-                .cloned()
-            else {
-                return Err(hidden());
-            };
-            let access = crate::auth::access::Access::of(caller, databases::documents::DOCUMENTS_READ)?;
-            let state = app(ctx)?;
-            let mut conn = databases::schema::request_tx(ctx)?.reader().await?;
-            let found = databases::documents::get(
-                &mut conn,
-                databases::sql_dialect(state.db.dialect()),
-                &collection,
-                &access,
-                id,
-                false,
-            )
-            .await?;
-            found.map(|_| ()).ok_or_else(hidden)
-        }
-        ["buckets", bucket_id, "files", id] => {
-            storage::service::get_file(app(ctx)?, caller, bucket_id, id)
-                .await
-                .map(|_| ())
-        }
-        _ => Err(AppError::Invalid {
+    let resources = ctx.data::<Arc<dyn ResourceAccess>>().map_err(|_| {
+        AppError::Internal(anyhow::anyhow!("ResourceAccess missing from schema data"))
+    })?;
+    match resources.check(ctx, &segments).await {
+        Some(checked) => checked,
+        None => Err(AppError::Invalid {
             code: "INVALID_CHANNEL",
             field: "channel".into(),
             reason: "a presence channel under `databases`, `documents`, `buckets` or `files` names one document (`databases.D.collections.C.documents.ID`) or file (`buckets.B.files.ID`)".into(),

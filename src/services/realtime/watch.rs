@@ -8,7 +8,6 @@
 //! A resolver that supports both starts with [`prepared`] (a render in progress:
 //! yield the prepared value and nothing else) and ends with [`follow`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_graphql::Value;
@@ -53,29 +52,6 @@ impl WatchSlot {
 
 /// Request data of a render: the value the subscription field yields, once.
 pub struct Prepared(pub Value);
-
-/// Request data of a render: marked when a resolver looked at the caller (or read
-/// through the request's transaction), so the rendered response is the caller's
-/// own and may not be shared.
-#[derive(Clone, Default)]
-pub struct RenderTaint(Arc<AtomicBool>);
-
-impl RenderTaint {
-    pub fn mark(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-
-    pub fn is_marked(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// Marks a render in progress as the caller's own (see [`RenderTaint`]).
-pub fn mark_caller_dependent(ctx: &ResolverContext<'_>) {
-    if let Some(taint) = ctx.data_opt::<RenderTaint>() {
-        taint.mark();
-    }
-}
 
 type FieldStream<'a> = BoxStream<'a, async_graphql::Result<FieldValue<'a>>>;
 

@@ -17,7 +17,6 @@ use crate::db::{DbErrorExt as _, Page, claimed_ids, ids, now_millis};
 use crate::error::{AppError, AppResult};
 
 use super::{Session, User, store};
-use crate::services::account::service::MAILED_TOKENS;
 use crate::services::projects::AuthSettings;
 
 const MAX_NAME: usize = 128;
@@ -781,7 +780,7 @@ pub(crate) async fn apply_changes(
         // What was mailed to the old address is not for the new one: a verification
         // link would verify an address nobody proved, a magic link or recovery would
         // let the old mailbox in.
-        store::delete_tokens_of(&mut *tx, project_id, id, &MAILED_TOKENS).await?;
+        store::delete_tokens_of(&mut *tx, project_id, id, &store::MAILED_TOKENS).await?;
     }
     let written = store::update_user(&mut *tx, &user, &history)
         .await

@@ -6,6 +6,15 @@ use crate::db::Page;
 
 use super::{Session, User};
 
+// Kinds of rows in `tokens`, the ones `account` mails. Kept with the table, since
+// `users` voids them too when it changes an address.
+pub(crate) const VERIFICATION: &str = "verification";
+pub(crate) const RECOVERY: &str = "recovery";
+pub(crate) const MAGIC_URL: &str = "magic-url";
+pub(crate) const EMAIL_OTP: &str = "email-otp";
+/// The tokens mailed to the account's address: a change of address voids them.
+pub(crate) const MAILED_TOKENS: [&str; 4] = [VERIFICATION, RECOVERY, MAGIC_URL, EMAIL_OTP];
+
 #[derive(Debug, FromRow)]
 pub struct UserRow {
     pub project_id: String,

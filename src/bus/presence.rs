@@ -1,0 +1,44 @@
+//! The presence messages replicas exchange on the bus. The registry that keeps
+//! them and the subscriptions that announce them belong to the realtime service;
+//! the bus only carries them.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PresenceKind {
+    Join,
+    Update,
+    Leave,
+    /// Still here: refreshes the entry, tells watchers nothing.
+    Heartbeat,
+}
+
+impl PresenceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PresenceKind::Join => "JOIN",
+            PresenceKind::Update => "UPDATE",
+            PresenceKind::Leave => "LEAVE",
+            PresenceKind::Heartbeat => "HEARTBEAT",
+        }
+    }
+}
+
+/// A change to one presence, as it travels on the bus.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Presence {
+    pub project_id: String,
+    pub channel: String,
+    /// One open `presence` subscription.
+    pub id: String,
+    /// The signed-in user behind it; none for guests and keys.
+    pub user_id: Option<String>,
+    pub state: serde_json::Value,
+    /// `change` on the wire: the bus message itself is tagged by `kind`.
+    #[serde(rename = "change")]
+    pub kind: PresenceKind,
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+}
