@@ -25,6 +25,7 @@ use crate::error::{AppError, AppResult};
 use crate::services::projects::AuthSettings;
 use crate::services::users::service::{
     ClientInfo, NewUser, UserChanges, apply_changes, create_session, insert_new_user,
+    with_proven_mailbox,
 };
 use crate::services::users::{Session, User, store as users_store};
 
@@ -780,19 +781,7 @@ async fn user_for_profile(
         }
         // The provider vouches for the mailbox: an account whose email was not
         // verified yet is claimed (see `UserChanges::claim`).
-        Some(user) if !user.email_verified => {
-            apply_changes(
-                state,
-                project_id,
-                &user.id,
-                UserChanges {
-                    claim: true,
-                    ..Default::default()
-                },
-            )
-            .await?
-        }
-        Some(user) => user,
+        Some(user) => with_proven_mailbox(state, project_id, user).await?,
         None => {
             let name = profile
                 .name

@@ -17,9 +17,8 @@ use crate::services::account::service::{
     check_redirect_url, count_outgoing_mail, link_with, project_name, send,
 };
 use crate::services::users::service::{
-    ClientInfo, NewUser, UserChanges, announce_user_change, apply_changes,
-    check_name as check_user_name, create_session, insert_invited_user, insert_new_user,
-    normalize_email, policy,
+    ClientInfo, NewUser, announce_user_change, check_name as check_user_name, create_session,
+    insert_invited_user, insert_new_user, normalize_email, policy, with_proven_mailbox,
 };
 use crate::services::users::{Session, User, store as users_store};
 
@@ -789,20 +788,7 @@ pub async fn accept_invitation(
     membership.confirmed = true;
     membership.joined_at = Some(now);
     membership.updated_at = now;
-    let user = if user.email_verified {
-        user
-    } else {
-        apply_changes(
-            state,
-            project_id,
-            &user.id,
-            UserChanges {
-                claim: true,
-                ..Default::default()
-            },
-        )
-        .await?
-    };
+    let user = with_proven_mailbox(state, project_id, user).await?;
     let (session, secret) = create_session(state, &user, "invite", client).await?;
     announce_user_change(state, project_id, &user.id).await;
     publish_membership(state, &membership, "update").await;

@@ -650,6 +650,24 @@ pub async fn update_user(
     apply_changes(state, project_id, id, changes).await
 }
 
+/// The user whose mailbox a sign-in just proved (a provider's verified email, an
+/// accepted invitation link): an account whose email was never verified is claimed
+/// first ([`UserChanges::claim`]).
+pub(crate) async fn with_proven_mailbox(
+    state: &AppState,
+    project_id: &str,
+    user: User,
+) -> AppResult<User> {
+    if user.email_verified {
+        return Ok(user);
+    }
+    let claim = UserChanges {
+        claim: true,
+        ..Default::default()
+    };
+    apply_changes(state, project_id, &user.id, claim).await
+}
+
 pub(crate) async fn apply_changes(
     state: &AppState,
     project_id: &str,
