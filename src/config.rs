@@ -224,6 +224,12 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_PRESENCE_MAX_PER_CLIENT", default_value_t = 500)]
     pub presence_max_per_client: usize,
 
+    /// Most presences one client address may open per second on this replica (each
+    /// is a JOIN, and later a LEAVE, sent to every watcher of its channel); 0 for no
+    /// cap. Past it `presence` fails with `RATE_LIMITED`.
+    #[arg(long, env = "NIMBUS_PRESENCE_MAX_JOINS_PER_CLIENT", default_value_t = 20)]
+    pub presence_max_joins_per_client: usize,
+
     /// Largest state a presence may carry, in bytes of JSON.
     #[arg(long, env = "NIMBUS_PRESENCE_MAX_STATE_BYTES", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(2..=65_536))]
     pub presence_max_state_bytes: u64,
