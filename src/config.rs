@@ -289,7 +289,8 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_PREVIEW_MAX_PIXELS", default_value_t = 50_000_000)]
     pub preview_max_pixels: u64,
 
-    /// Previews rendered at once (decoding is CPU- and memory-heavy). 0: one per CPU core.
+    /// Previews rendered at once (decoding is CPU- and memory-heavy). 0: half the CPU
+    /// cores, at least one, so that renders leave cores to other requests.
     #[arg(long, env = "NIMBUS_PREVIEW_CONCURRENCY", default_value_t = 0)]
     pub preview_concurrency: usize,
 
@@ -336,7 +337,7 @@ impl Config {
     /// Previews rendered at once.
     pub fn preview_slots(&self) -> usize {
         match self.preview_concurrency {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
             n => n,
         }
     }
