@@ -227,7 +227,11 @@ pub struct Config {
     /// Most presences one client address may open per second on this replica (each
     /// is a JOIN, and later a LEAVE, sent to every watcher of its channel); 0 for no
     /// cap. Past it `presence` fails with `RATE_LIMITED`.
-    #[arg(long, env = "NIMBUS_PRESENCE_MAX_JOINS_PER_CLIENT", default_value_t = 20)]
+    #[arg(
+        long,
+        env = "NIMBUS_PRESENCE_MAX_JOINS_PER_CLIENT",
+        default_value_t = 20
+    )]
     pub presence_max_joins_per_client: usize,
 
     /// Largest state a presence may carry, in bytes of JSON.

@@ -144,7 +144,9 @@ mod tests {
         let mut request = Request::new(copies);
         assert!(cache.prepare(&mut request).is_err());
         assert!(cache.documents.lock().unwrap().is_empty());
-        let aliases: String = (0..=LIMITS.max_aliases).map(|i| format!("a{i}: a ")).collect();
+        let aliases: String = (0..=LIMITS.max_aliases)
+            .map(|i| format!("a{i}: a "))
+            .collect();
         let mut short = Request::new(format!("{{ {aliases} }}"));
         assert!(short.query.len() <= MAX_QUERY_BYTES);
         assert!(cache.prepare(&mut short).is_err());

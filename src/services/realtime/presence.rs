@@ -527,7 +527,10 @@ mod tests {
         }
         let refused = open("d", "c1").unwrap_err();
         assert_eq!(refused.code(), "RATE_LIMITED");
-        assert!(registry.members("p", "room", None).is_empty(), "nothing recorded");
+        assert!(
+            registry.members("p", "room", None).is_empty(),
+            "nothing recorded"
+        );
         open("d", "c2").unwrap();
         // The window passes.
         registry
