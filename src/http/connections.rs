@@ -151,7 +151,7 @@ pub async fn serve(
                 });
             }
             Err(refusal) => {
-                if answered.to_answer(client_key(peer.ip()), Instant::now()) {
+                if answered.answers(client_key(peer.ip()), Instant::now()) {
                     refuse(stream, refusal, &refusing);
                 } else {
                     metrics::counter!("nimbus_http_connections_refused_total", "cap" => refusal.label())
@@ -291,7 +291,7 @@ const MIN_ANSWERED_SWEEP: usize = 1024;
 impl Answered {
     /// Whether a refusal of `client` at `now` is to be answered: not when it was
     /// answered [`ANSWERS_PER_RETRY`] times within the `Retry-After`.
-    fn to_answer(&mut self, client: IpAddr, now: Instant) -> bool {
+    fn answers(&mut self, client: IpAddr, now: Instant) -> bool {
         let window = Duration::from_secs(REFUSAL_RETRY_AFTER_SECS.into());
         if self.at.len() >= self.sweep_at.max(MIN_ANSWERED_SWEEP) {
             self.at
@@ -599,19 +599,19 @@ mod tests {
         let two: IpAddr = "192.0.2.2".parse().unwrap();
         let start = Instant::now();
         for _ in 0..ANSWERS_PER_RETRY {
-            assert!(answered.to_answer(one, start));
+            assert!(answered.answers(one, start));
         }
         let soon = start + Duration::from_millis(900);
-        assert!(!answered.to_answer(one, soon));
-        assert!(answered.to_answer(two, soon));
+        assert!(!answered.answers(one, soon));
+        assert!(answered.answers(two, soon));
         let later = start + Duration::from_secs(REFUSAL_RETRY_AFTER_SECS.into());
-        assert!(answered.to_answer(one, later));
+        assert!(answered.answers(one, later));
         // Sweeps keep the map to the addresses answered within the window.
         let mut answered = Answered::default();
         for i in 0..MIN_ANSWERED_SWEEP as u32 {
-            answered.to_answer(IpAddr::from(i.to_be_bytes()), start);
+            answered.answers(IpAddr::from(i.to_be_bytes()), start);
         }
-        answered.to_answer(two, later + Duration::from_secs(5));
+        answered.answers(two, later + Duration::from_secs(5));
         assert_eq!(answered.at.len(), 1);
     }
 }
