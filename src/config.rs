@@ -224,6 +224,16 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_PRESENCE_MAX_PER_CLIENT", default_value_t = 500)]
     pub presence_max_per_client: usize,
 
+    /// Most presences one client address may open per second on this replica (each
+    /// is a JOIN, and later a LEAVE, sent to every watcher of its channel); 0 for no
+    /// cap. Past it `presence` fails with `RATE_LIMITED`.
+    #[arg(
+        long,
+        env = "NIMBUS_PRESENCE_MAX_JOINS_PER_CLIENT",
+        default_value_t = 20
+    )]
+    pub presence_max_joins_per_client: usize,
+
     /// Largest state a presence may carry, in bytes of JSON.
     #[arg(long, env = "NIMBUS_PRESENCE_MAX_STATE_BYTES", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(2..=65_536))]
     pub presence_max_state_bytes: u64,
@@ -283,7 +293,8 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_PREVIEW_MAX_PIXELS", default_value_t = 50_000_000)]
     pub preview_max_pixels: u64,
 
-    /// Previews rendered at once (decoding is CPU- and memory-heavy). 0: one per CPU core.
+    /// Previews rendered at once (decoding is CPU- and memory-heavy). 0: half the CPU
+    /// cores, at least one, so that renders leave cores to other requests.
     #[arg(long, env = "NIMBUS_PREVIEW_CONCURRENCY", default_value_t = 0)]
     pub preview_concurrency: usize,
 
@@ -330,7 +341,7 @@ impl Config {
     /// Previews rendered at once.
     pub fn preview_slots(&self) -> usize {
         match self.preview_concurrency {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
             n => n,
         }
     }

@@ -121,6 +121,8 @@ impl AppState {
         });
         let preview_turns =
             services::storage::preview::Turns::new(config.preview_slots(), config.preview_queue);
+        let parsed_queries =
+            graphql::parsed::ParsedQueries::new(graphql::limits::QueryLimits::of(&config));
         let state = AppState(Arc::new(AppInner {
             creates,
             preview_turns,
@@ -142,7 +144,7 @@ impl AppState {
                 .build()
                 .context("cannot build the HTTP client")?,
             presence: Default::default(),
-            parsed_queries: Default::default(),
+            parsed_queries,
             subscription_shapes: Default::default(),
             ws_clients: Default::default(),
         }));

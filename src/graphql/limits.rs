@@ -44,6 +44,19 @@ pub struct QueryLimits {
     pub max_directives: usize,
 }
 
+impl QueryLimits {
+    /// The limits the server is configured with.
+    pub fn of(config: &crate::config::Config) -> Self {
+        QueryLimits {
+            max_depth: config.graphql_max_depth,
+            max_complexity: config.graphql_max_complexity,
+            max_aliases: config.graphql_max_aliases,
+            max_query_bytes: config.graphql_max_query_bytes,
+            max_directives: config.graphql_max_directives,
+        }
+    }
+}
+
 /// Deepest nesting of selection sets, fragment spreads and inline fragments, as
 /// async-graphql's own recursion guard counts it (`limit_recursive_depth`); also
 /// what keeps [`measure`]'s recursion shallow.
@@ -140,14 +153,7 @@ impl Extension for Limits {
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
         if request.query.len() > self.limits.max_query_bytes {
-            return Err(coded(
-                format!(
-                    "the query is {} bytes long; the limit is {}",
-                    request.query.len(),
-                    self.limits.max_query_bytes
-                ),
-                "QUERY_TOO_LARGE",
-            ));
+            return Err(too_large(request.query.len(), &self.limits));
         }
         let mut request = request;
         // A query that does not parse is left for `parse_query` to report.
@@ -230,14 +236,47 @@ impl Extension for Limits {
 /// any real query.
 pub const MAX_TEXT_NESTING: usize = 128;
 
-/// Refuses a query text whose brackets nest deeper than [`MAX_TEXT_NESTING`]
-/// (`QUERY_TOO_DEEP`), before it is parsed. One pass over the bytes, skipping
-/// strings, block strings and comments.
-pub fn check_nesting(query: &str) -> ServerResult<()> {
+/// What the token before the current one was, in a selection set: it tells a
+/// field's name from an alias's field, a directive's name, a spread fragment's
+/// name and a type condition.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Before {
+    Other,
+    Colon,
+    At,
+    Dots,
+    DotsOn,
+}
+
+/// Refuses a query text, before it is parsed, that is sure to be refused once
+/// parsed, in one pass over its bytes (skipping strings, block strings and
+/// comments): longer than `max_query_bytes` (`QUERY_TOO_LARGE`); brackets nested
+/// deeper than [`MAX_TEXT_NESTING`] (`QUERY_TOO_DEEP`); more aliases
+/// (`TOO_MANY_ALIASES`) or more fields, spreads, inline fragments and directives
+/// in selection sets (`QUERY_TOO_COMPLEX`) than the limits, as written.
+///
+/// Parsing allocates a node per selection, tens of thousands for a 200 KB
+/// document of copies of one field, all of it spent on a refusal; this scan
+/// allocates nothing and stops at the first count over its limit. Its counts
+/// never exceed [`measure`]'s, which expands every fragment at least once (a
+/// fragment never spread is refused), so it refuses nothing that [`measure`]
+/// would let through.
+pub fn check_text(query: &str, limits: &QueryLimits) -> ServerResult<()> {
+    if query.len() > limits.max_query_bytes {
+        return Err(too_large(query.len(), limits));
+    }
     let bytes = query.as_bytes();
     let mut depth = 0usize;
+    // Brackets open around a value (arguments, variable definitions, lists and
+    // objects in them): a `{` there is an object, not a selection set.
+    let mut in_value = 0usize;
+    let mut in_selection = 0usize;
+    let mut before = Before::Other;
+    let mut selections = 0usize;
+    let mut aliases = 0usize;
     let mut i = 0;
     while i < bytes.len() {
+        let selecting = in_value == 0 && in_selection > 0;
         match bytes[i] {
             b'#' => {
                 while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
@@ -262,7 +301,7 @@ pub fn check_nesting(query: &str) -> ServerResult<()> {
                     i += if bytes[i] == b'\\' { 2 } else { 1 };
                 }
             }
-            b'{' | b'[' | b'(' => {
+            open @ (b'{' | b'[' | b'(') => {
                 depth += 1;
                 if depth > MAX_TEXT_NESTING {
                     return Err(coded(
@@ -272,13 +311,85 @@ pub fn check_nesting(query: &str) -> ServerResult<()> {
                         "QUERY_TOO_DEEP",
                     ));
                 }
+                if open == b'{' && in_value == 0 {
+                    in_selection += 1;
+                } else {
+                    in_value += 1;
+                }
+                before = Before::Other;
             }
-            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
-            _ => {}
+            b'}' | b']' | b')' => {
+                depth = depth.saturating_sub(1);
+                if in_value > 0 {
+                    in_value -= 1;
+                } else {
+                    in_selection = in_selection.saturating_sub(1);
+                }
+                before = Before::Other;
+            }
+            b'.' if selecting && bytes[i..].starts_with(b"...") => {
+                selections += 1;
+                before = Before::Dots;
+                i += 2;
+            }
+            b':' if selecting => {
+                aliases += 1;
+                before = Before::Colon;
+            }
+            b'@' if selecting => {
+                selections += 1;
+                before = Before::At;
+            }
+            b'_' | b'a'..=b'z' | b'A'..=b'Z' => {
+                let start = i;
+                while i + 1 < bytes.len()
+                    && matches!(bytes[i + 1], b'_' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
+                {
+                    i += 1;
+                }
+                if selecting {
+                    before = match before {
+                        Before::Dots if &bytes[start..=i] == b"on" => Before::DotsOn,
+                        Before::Other => {
+                            selections += 1;
+                            Before::Other
+                        }
+                        _ => Before::Other,
+                    };
+                }
+            }
+            b' ' | b'\t' | b'\n' | b'\r' | b',' => {}
+            _ => before = Before::Other,
+        }
+        if aliases > limits.max_aliases {
+            return Err(coded(
+                format!("the query uses more than {} aliases", limits.max_aliases),
+                "TOO_MANY_ALIASES",
+            ));
+        }
+        if selections > limits.max_complexity {
+            return Err(coded(
+                format!(
+                    "the query's complexity is over its limit of {} before its fragments \
+                     are expanded",
+                    limits.max_complexity
+                ),
+                "QUERY_TOO_COMPLEX",
+            ));
         }
         i += 1;
     }
     Ok(())
+}
+
+fn too_large(bytes: usize, limits: &QueryLimits) -> ServerError {
+    coded(
+        format!(
+            "the query is {bytes} bytes long; the limit is {}",
+            limits.max_query_bytes
+        ),
+        "QUERY_TOO_LARGE",
+    )
 }
 
 /// What running a selection set takes, its fragment spreads expanded.
@@ -633,8 +744,8 @@ mod tests {
     #[test]
     fn bracket_nesting_is_counted_outside_strings_and_comments() {
         let deep = |n: usize| format!("{{ a(x: {}1{}) }}", "[".repeat(n), "]".repeat(n));
-        assert!(check_nesting(&deep(MAX_TEXT_NESTING - 3)).is_ok());
-        let refused = check_nesting(&deep(MAX_TEXT_NESTING)).unwrap_err();
+        assert!(check_text(&deep(MAX_TEXT_NESTING - 3), &LIMITS).is_ok());
+        let refused = check_text(&deep(MAX_TEXT_NESTING), &LIMITS).unwrap_err();
         assert_eq!(
             refused.extensions.unwrap().get("code").unwrap().to_string(),
             "\"QUERY_TOO_DEEP\""
@@ -645,8 +756,52 @@ mod tests {
             format!("{{ a(x: \"\"\"{brackets}\\\"\"\"{brackets}\"\"\") }}"),
             format!("{{ a # {brackets}\n b }}"),
         ] {
-            assert!(check_nesting(&quoted).is_ok(), "{quoted}");
+            assert!(check_text(&quoted, &LIMITS).is_ok(), "{quoted}");
         }
+    }
+
+    #[test]
+    fn the_text_scan_counts_selections_and_aliases_as_written() {
+        let query = "query Q($v: In = {a: 1}) @d { a b: c(x: {y: {z: [1]}}, w: \"{ s t }\") \
+                     d @x(if: $v) ...F ... on T { e } } fragment F on T { f } # g h";
+        let with = |max_complexity, max_aliases| {
+            check_text(
+                query,
+                &QueryLimits {
+                    max_complexity,
+                    max_aliases,
+                    ..LIMITS
+                },
+            )
+            .err()
+            .and_then(|err| err.extensions?.get("code").map(|code| code.to_string()))
+        };
+        // a, b, d, @x, ...F, ... on T, e, f
+        assert_eq!(with(8, 1), None);
+        assert_eq!(with(7, 1).as_deref(), Some("\"QUERY_TOO_COMPLEX\""));
+        assert_eq!(with(8, 0).as_deref(), Some("\"TOO_MANY_ALIASES\""));
+        // What the scan counts, `measure` counts at least as often.
+        let document = async_graphql::parser::parse_query(query).unwrap();
+        let limits = QueryLimits {
+            max_complexity: 7,
+            ..LIMITS
+        };
+        assert!(measure(&document, &limits).is_err());
+        let limits = QueryLimits {
+            max_aliases: 0,
+            ..LIMITS
+        };
+        assert!(measure(&document, &limits).is_err());
+    }
+
+    #[test]
+    fn the_text_scan_refuses_what_is_too_large_before_counting() {
+        let huge = format!("{{ {} }}", "a ".repeat(LIMITS.max_query_bytes));
+        let refused = check_text(&huge, &LIMITS).unwrap_err();
+        assert_eq!(
+            refused.extensions.unwrap().get("code").unwrap().to_string(),
+            "\"QUERY_TOO_LARGE\""
+        );
     }
 
     #[test]

@@ -88,13 +88,7 @@ impl SchemaParts {
             .enable_uploading()
             .limit_recursive_depth(limits::MAX_NESTING)
             .limit_directives(config.graphql_max_directives)
-            .extension(limits::LimitsFactory::new(limits::QueryLimits {
-                max_depth: config.graphql_max_depth,
-                max_complexity: config.graphql_max_complexity,
-                max_aliases: config.graphql_max_aliases,
-                max_query_bytes: config.graphql_max_query_bytes,
-                max_directives: config.graphql_max_directives,
-            }));
+            .extension(limits::LimitsFactory::new(limits::QueryLimits::of(config)));
         for ty in self.types {
             builder = builder.register(ty);
         }

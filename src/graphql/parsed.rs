@@ -4,9 +4,9 @@
 //! over, so a client sending ever new queries cannot grow it.
 //!
 //! Every request passes here before anything parses its query, so this is where
-//! a text nested too deep to parse safely is refused
-//! ([`check_nesting`](super::limits::check_nesting)); a query found in the cache
-//! passed that check when it was first parsed.
+//! a text that parsing would be wasted on, or nested too deep to parse safely, is
+//! refused ([`check_text`]); a query found in the cache passed that check when it
+//! was first parsed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,24 +14,32 @@ use std::sync::{Arc, Mutex};
 use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{Request, ServerError};
 
-use super::limits::check_nesting;
+use super::limits::{QueryLimits, check_text};
 
 const MAX_ENTRIES: usize = 1024;
 /// Longer queries are parsed every time: they are rare, and would hold memory.
 const MAX_QUERY_BYTES: usize = 8 * 1024;
 
-#[derive(Default)]
 pub struct ParsedQueries {
     documents: Mutex<HashMap<String, Arc<ExecutableDocument>>>,
+    limits: QueryLimits,
 }
 
 impl ParsedQueries {
+    pub fn new(limits: QueryLimits) -> Self {
+        ParsedQueries {
+            documents: Mutex::default(),
+            limits,
+        }
+    }
+
     /// Gives `request` its parsed document, from the cache or by parsing (and then
     /// keeping) it. A query that does not parse is left for execution to report;
-    /// one nested too deep to parse safely is refused, and must not be executed.
+    /// one the limits refuse as written, or nested too deep to parse safely, is
+    /// refused unparsed, and must not be executed.
     pub fn prepare(&self, request: &mut Request) -> Result<(), ServerError> {
         if request.query.len() > MAX_QUERY_BYTES {
-            return check_nesting(&request.query);
+            return check_text(&request.query, &self.limits);
         }
         let cached = self
             .documents
@@ -42,7 +50,7 @@ impl ParsedQueries {
             request.set_parsed_query((*document).clone());
             return Ok(());
         }
-        check_nesting(&request.query)?;
+        check_text(&request.query, &self.limits)?;
         let Ok(document) = request.parsed_query() else {
             return Ok(());
         };
@@ -61,9 +69,21 @@ impl ParsedQueries {
 mod tests {
     use super::*;
 
+    const LIMITS: QueryLimits = QueryLimits {
+        max_depth: 15,
+        max_complexity: 5000,
+        max_aliases: 100,
+        max_query_bytes: 256 * 1024,
+        max_directives: 16,
+    };
+
+    fn cache() -> ParsedQueries {
+        ParsedQueries::new(LIMITS)
+    }
+
     #[test]
     fn a_query_is_parsed_once_and_given_to_later_requests() {
-        let cache = ParsedQueries::default();
+        let cache = cache();
         let mut first = Request::new("{ a }");
         cache.prepare(&mut first).unwrap();
         assert_eq!(cache.documents.lock().unwrap().len(), 1);
@@ -75,7 +95,7 @@ mod tests {
 
     #[test]
     fn bad_and_huge_queries_are_not_kept() {
-        let cache = ParsedQueries::default();
+        let cache = cache();
         cache.prepare(&mut Request::new("{ a")).unwrap();
         cache
             .prepare(&mut Request::new(format!(
@@ -88,7 +108,7 @@ mod tests {
 
     #[test]
     fn the_cache_starts_over_when_full() {
-        let cache = ParsedQueries::default();
+        let cache = cache();
         for i in 0..=MAX_ENTRIES {
             cache
                 .prepare(&mut Request::new(format!("{{ a{i} }}")))
@@ -99,7 +119,7 @@ mod tests {
 
     #[test]
     fn a_query_nested_too_deep_is_refused_unparsed_at_any_length() {
-        let cache = ParsedQueries::default();
+        let cache = cache();
         let deep = |pad: usize| {
             format!(
                 "{{ a(x: {}1{}) }}{}",
@@ -114,6 +134,22 @@ mod tests {
                 .prepare(&mut Request::new(deep(MAX_QUERY_BYTES)))
                 .is_err()
         );
+        assert!(cache.documents.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_query_over_the_limits_as_written_is_refused_unparsed() {
+        let cache = cache();
+        let copies = format!("{{ {} }}", "__typename ".repeat(LIMITS.max_complexity + 1));
+        let mut request = Request::new(copies);
+        assert!(cache.prepare(&mut request).is_err());
+        assert!(cache.documents.lock().unwrap().is_empty());
+        let aliases: String = (0..=LIMITS.max_aliases)
+            .map(|i| format!("a{i}: a "))
+            .collect();
+        let mut short = Request::new(format!("{{ {aliases} }}"));
+        assert!(short.query.len() <= MAX_QUERY_BYTES);
+        assert!(cache.prepare(&mut short).is_err());
         assert!(cache.documents.lock().unwrap().is_empty());
     }
 }

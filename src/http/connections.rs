@@ -19,7 +19,9 @@
 //! A connection over a cap is answered without reading its request: 503 with
 //! `Retry-After` and a JSON body coded `TOO_MANY_CONNECTIONS`, then closed. Only a
 //! bounded number of such answers are under way at once; past that, refused
-//! connections are closed at once, without an answer.
+//! connections are closed at once, without an answer. So are those of an address
+//! already answered [`ANSWERS_PER_RETRY`] times within the `Retry-After`: a client
+//! that reconnects in a loop regardless costs an accept and a close each time.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -119,6 +121,7 @@ pub async fn serve(
         per_client: Mutex::default(),
     });
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    let mut answered = Answered::default();
     let (stop, stopping) = watch::channel(false);
     // Every connection task holds a receiver: all have ended when none is left.
     let (ended, running) = watch::channel(());
@@ -147,7 +150,14 @@ pub async fn serve(
                     drop(running);
                 });
             }
-            Err(refusal) => refuse(stream, refusal, &refusing),
+            Err(refusal) => {
+                if answered.answers(client_key(peer.ip()), Instant::now()) {
+                    refuse(stream, refusal, &refusing);
+                } else {
+                    metrics::counter!("nimbus_http_connections_refused_total", "cap" => refusal.label())
+                        .increment(1);
+                }
+            }
         }
     }
     drop(listener);
@@ -259,6 +269,42 @@ fn refuse(mut stream: TcpStream, refusal: Refusal, refusing: &Arc<Semaphore>) {
             .await;
         }
     });
+}
+
+/// Refusals answered to one client address within a `Retry-After`; more are
+/// closed at once.
+const ANSWERS_PER_RETRY: usize = 16;
+
+/// The refusals answered to each client address in its current `Retry-After`
+/// window (when it began, how many), to answer at most [`ANSWERS_PER_RETRY`].
+#[derive(Default)]
+struct Answered {
+    at: HashMap<IpAddr, (Instant, usize)>,
+    /// The size `at` may reach before the addresses answered earlier than the
+    /// `Retry-After` are swept (it doubles past what a sweep leaves).
+    sweep_at: usize,
+}
+
+/// The fewest addresses kept before a sweep.
+const MIN_ANSWERED_SWEEP: usize = 1024;
+
+impl Answered {
+    /// Whether a refusal of `client` at `now` is to be answered: not when it was
+    /// answered [`ANSWERS_PER_RETRY`] times within the `Retry-After`.
+    fn answers(&mut self, client: IpAddr, now: Instant) -> bool {
+        let window = Duration::from_secs(REFUSAL_RETRY_AFTER_SECS.into());
+        if self.at.len() >= self.sweep_at.max(MIN_ANSWERED_SWEEP) {
+            self.at
+                .retain(|_, (start, _)| now.duration_since(*start) < window);
+            self.sweep_at = self.at.len() * 2;
+        }
+        let (start, answered) = self.at.entry(client).or_insert((now, 0));
+        if now.duration_since(*start) >= window {
+            (*start, *answered) = (now, 0);
+        }
+        *answered += 1;
+        *answered <= ANSWERS_PER_RETRY
+    }
 }
 
 /// Open connections, in total and per client.
@@ -544,5 +590,28 @@ mod tests {
         drop(first);
         let _again = caps.admit(one).unwrap();
         assert_eq!(caps.open.load(Ordering::Acquire), 3);
+    }
+
+    #[test]
+    fn an_address_is_answered_a_bounded_number_of_refusals_per_retry_after() {
+        let mut answered = Answered::default();
+        let one: IpAddr = "192.0.2.1".parse().unwrap();
+        let two: IpAddr = "192.0.2.2".parse().unwrap();
+        let start = Instant::now();
+        for _ in 0..ANSWERS_PER_RETRY {
+            assert!(answered.answers(one, start));
+        }
+        let soon = start + Duration::from_millis(900);
+        assert!(!answered.answers(one, soon));
+        assert!(answered.answers(two, soon));
+        let later = start + Duration::from_secs(REFUSAL_RETRY_AFTER_SECS.into());
+        assert!(answered.answers(one, later));
+        // Sweeps keep the map to the addresses answered within the window.
+        let mut answered = Answered::default();
+        for i in 0..MIN_ANSWERED_SWEEP as u32 {
+            answered.answers(IpAddr::from(i.to_be_bytes()), start);
+        }
+        answered.answers(two, later + Duration::from_secs(5));
+        assert_eq!(answered.at.len(), 1);
     }
 }

@@ -19,6 +19,7 @@ mod security_accounts;
 mod security_documents;
 mod security_invitations;
 mod security_limits;
+mod security_load;
 mod security_probes;
 mod security_realtime;
 mod security_resources;

@@ -476,6 +476,7 @@ fn register_presence(parts: &mut SchemaParts) {
                     per_channel: state.config.presence_max_per_channel,
                     per_user: state.config.presence_max_per_user,
                     per_client: state.config.presence_max_per_client,
+                    joins_per_second: state.config.presence_max_joins_per_client,
                 };
                 state.presence.open_local(&presence, &client, limits)?;
                 let own = OwnPresence { state: state.clone(), presence: presence.clone() };

@@ -10,7 +10,10 @@
 //! The registry is memory every client can add to, so announcing is capped per
 //! channel, per user and per client address (counts kept as entries come and go,
 //! so a check costs the same however many there are), and a new watcher is sent
-//! a bounded number of those already present.
+//! a bounded number of those already present. Every JOIN and LEAVE goes to every
+//! watcher of its channel, so one client address may also open only so many
+//! presences a second: without it, a client replacing its presences in a loop
+//! has the server deliver (caps) × (its churn) events a second.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -37,7 +40,14 @@ pub struct PresenceLimits {
     pub per_channel: usize,
     pub per_user: usize,
     pub per_client: usize,
+    /// Presences one client address may open per second.
+    pub joins_per_second: usize,
 }
+
+/// How long a client's count of presences opened lasts.
+const JOIN_WINDOW: Duration = Duration::from_secs(1);
+/// The fewest clients' join counts kept before expired ones are swept.
+const MIN_JOIN_SWEEP: usize = 1024;
 
 /// The entries with the counts the caps are checked against, kept as entries come
 /// and go so that announcing costs the same however many presences there are.
@@ -48,6 +58,11 @@ struct Entries {
     per_user: HashMap<(String, String), usize>,
     /// Presences opened here per client address.
     per_client: HashMap<String, usize>,
+    /// Presences opened here per client address in its current window: when the
+    /// window began, and how many.
+    joins: HashMap<String, (Instant, usize)>,
+    /// The size `joins` may reach before expired windows are swept.
+    joins_sweep_at: usize,
 }
 
 fn count_down<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
@@ -60,6 +75,36 @@ fn count_down<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) 
 }
 
 impl Entries {
+    /// Counts a presence opened by `client`; `RATE_LIMITED` when it has opened
+    /// `per_second` already in the current window. Expired windows are swept once
+    /// the map has doubled since the last sweep, so the map stays within twice the
+    /// clients active in the last second, at a constant cost per presence.
+    fn join(&mut self, client: &str, per_second: usize) -> AppResult<()> {
+        if per_second == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if self.joins.len() >= self.joins_sweep_at.max(MIN_JOIN_SWEEP) {
+            self.joins
+                .retain(|_, (start, _)| now.duration_since(*start) < JOIN_WINDOW);
+            self.joins_sweep_at = self.joins.len() * 2;
+        }
+        let window = match self.joins.get_mut(client) {
+            Some(window) => window,
+            None => self.joins.entry(client.to_string()).or_insert((now, 0)),
+        };
+        if now.duration_since(window.0) >= JOIN_WINDOW {
+            *window = (now, 0);
+        }
+        if window.1 >= per_second {
+            return Err(AppError::RateLimited {
+                retry_after: JOIN_WINDOW.as_secs(),
+            });
+        }
+        window.1 += 1;
+        Ok(())
+    }
+
     fn forget(&mut self, entry: &Entry) {
         if let Some(user) = &entry.presence.user_id {
             count_down(
@@ -157,7 +202,8 @@ impl PresenceRegistry {
 
     /// Records a presence opened on this replica from `client` (an address key), if
     /// the caps leave room for it: `TOO_MANY_PRESENCES` otherwise, with nothing
-    /// recorded. The caps count what this replica knows of every replica.
+    /// recorded; `RATE_LIMITED` when `client` opened too many this second. The caps
+    /// count what this replica knows of every replica.
     pub fn open_local(
         &self,
         presence: &Presence,
@@ -196,6 +242,7 @@ impl PresenceRegistry {
                 limits.per_client
             )));
         }
+        entries.join(client, limits.joins_per_second)?;
         entries.upsert(presence, Some(client.to_string()));
         Ok(())
     }
@@ -309,6 +356,7 @@ mod tests {
         per_channel: 0,
         per_user: 0,
         per_client: 0,
+        joins_per_second: 0,
     };
 
     fn presence(id: &str, kind: PresenceKind, state: serde_json::Value) -> Presence {
@@ -401,9 +449,8 @@ mod tests {
     fn caps_count_presences_as_they_come_and_go() {
         let registry = PresenceRegistry::default();
         let limits = PresenceLimits {
-            per_channel: 0,
             per_user: 2,
-            per_client: 0,
+            ..NO_LIMITS
         };
         let open = |id: &str| {
             registry.open_local(
@@ -418,5 +465,42 @@ mod tests {
         registry.apply(&presence("a", PresenceKind::Leave, serde_json::json!(null)));
         open("c").unwrap();
         assert_eq!(registry.members("p", "room", Some(1)).len(), 1);
+    }
+
+    #[test]
+    fn a_client_opens_a_bounded_number_of_presences_a_second() {
+        let registry = PresenceRegistry::default();
+        let limits = PresenceLimits {
+            joins_per_second: 3,
+            ..NO_LIMITS
+        };
+        let open = |id: &str, client: &str| {
+            registry.open_local(
+                &presence(id, PresenceKind::Join, serde_json::json!(null)),
+                client,
+                limits,
+            )
+        };
+        for id in ["a", "b", "c"] {
+            open(id, "c1").unwrap();
+            registry.apply(&presence(id, PresenceKind::Leave, serde_json::json!(null)));
+        }
+        let refused = open("d", "c1").unwrap_err();
+        assert_eq!(refused.code(), "RATE_LIMITED");
+        assert!(
+            registry.members("p", "room", None).is_empty(),
+            "nothing recorded"
+        );
+        open("d", "c2").unwrap();
+        // The window passes.
+        registry
+            .entries
+            .lock()
+            .unwrap()
+            .joins
+            .get_mut("c1")
+            .unwrap()
+            .0 -= JOIN_WINDOW;
+        open("e", "c1").unwrap();
     }
 }
