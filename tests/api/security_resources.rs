@@ -10,53 +10,9 @@ use serde_json::{Value, json};
 use crate::helpers::{Answer, TestApp, WAIT, spawn_app, spawn_with, test_config};
 use crate::smtp_server::TestSmtp;
 
-const FILE_FIELDS: &str = "id permissions";
-
-/// A multipart `createFile` request (the GraphQL multipart request spec).
+/// A multipart `createFile` of a small text file.
 async fn upload(app: &TestApp, headers: &[(&str, &str)], input: Value, bytes: &[u8]) -> Answer {
-    let boundary = "nimbus-security-boundary-51c2";
-    let operations = json!({
-        "query": format!("mutation($input: CreateFileInput!) {{ createFile(input: $input) {{ {FILE_FIELDS} }} }}"),
-        "variables": { "input": input },
-    });
-    let mut body = Vec::new();
-    let mut part = |headers: &str, content: &[u8]| {
-        body.extend_from_slice(format!("--{boundary}\r\n{headers}\r\n\r\n").as_bytes());
-        body.extend_from_slice(content);
-        body.extend_from_slice(b"\r\n");
-    };
-    part(
-        "Content-Disposition: form-data; name=\"operations\"",
-        operations.to_string().as_bytes(),
-    );
-    part(
-        "Content-Disposition: form-data; name=\"map\"",
-        br#"{"0": ["variables.input.file"]}"#,
-    );
-    part(
-        "Content-Disposition: form-data; name=\"0\"; filename=\"f.txt\"\r\nContent-Type: text/plain",
-        bytes,
-    );
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    let mut request = app
-        .client
-        .post(format!("{}/v1/graphql", app.url))
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .header("apollo-require-preflight", "true")
-        .body(body);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = request.send().await.expect("request sent");
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    Answer {
-        status,
-        body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    }
+    crate::storage::upload(app, headers, input, "f.txt", "text/plain", bytes).await
 }
 
 async fn admin_upload(app: &TestApp, bucket: &str, file: &str, bytes: &[u8]) {

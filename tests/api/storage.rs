@@ -22,7 +22,7 @@ async fn bucket(app: &TestApp, input: Value) -> Value {
 }
 
 /// A multipart `createFile` request (the GraphQL multipart request spec).
-async fn upload(
+pub(crate) async fn upload(
     app: &TestApp,
     headers: &[(&str, &str)],
     input: Value,
