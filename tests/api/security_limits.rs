@@ -325,7 +325,7 @@ async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
 }
 
 /// Status line, headers (lower-cased names) and body of an HTTP/1.1 answer.
-fn parse_answer(raw: &[u8]) -> (u16, Vec<(String, String)>, String) {
+pub(crate) fn parse_answer(raw: &[u8]) -> (u16, Vec<(String, String)>, String) {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text.split_once("\r\n\r\n").expect("a whole answer");
     let mut lines = head.lines();

@@ -110,26 +110,9 @@ async fn answer(stream: &mut TcpStream) -> (u16, Vec<(String, String)>, Value) {
         "no answer while the body was still unsent: the server waited for it; got {:?}",
         String::from_utf8_lossy(&received)
     );
-    let text = String::from_utf8_lossy(&received).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a whole answer");
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
-        .collect();
-    (
-        status,
-        headers,
-        serde_json::from_str(body).unwrap_or(Value::String(body.into())),
-    )
+    let (status, headers, body) = crate::security_limits::parse_answer(&received);
+    let body = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    (status, headers, body)
 }
 
 fn code(body: &Value) -> &str {
