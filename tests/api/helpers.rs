@@ -493,3 +493,26 @@ impl Drop for ServeProcess {
         self.kill();
     }
 }
+
+/// A TCP connection to `app` from a client that reads slowly: its receive window and
+/// segment size are small, so the server's socket buffers for it fill after tens of
+/// kilobytes (loopback's defaults would take megabytes).
+pub async fn small_window_connection(app: &TestApp) -> tokio::net::TcpStream {
+    use std::os::fd::AsRawFd as _;
+    let address: std::net::SocketAddr = app.url.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let segment: libc::c_int = 536;
+    // SAFETY: sets one integer option on a socket this function owns.
+    let set = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_MAXSEG,
+            (&segment as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "TCP_MAXSEG: {}", std::io::Error::last_os_error());
+    socket.connect(address).await.expect("connects")
+}

@@ -746,24 +746,8 @@ fn raise_open_file_limit(wanted: libc::rlim_t) -> libc::rlim_t {
 /// and segment size are small, so the server's socket buffers for it fill after
 /// tens of kilobytes (loopback's defaults would take megabytes per client).
 async fn non_reading_subscriber(app: &TestApp, query: &str) -> WsClient {
-    use std::os::fd::AsRawFd as _;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-    let address: std::net::SocketAddr = app.url.trim_start_matches("http://").parse().unwrap();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let segment: libc::c_int = 536;
-    // SAFETY: sets one integer option on a socket this function owns.
-    let set = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_MAXSEG,
-            (&segment as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(set, 0, "TCP_MAXSEG: {}", std::io::Error::last_os_error());
-    let stream = socket.connect(address).await.expect("connects");
+    let stream = crate::helpers::small_window_connection(app).await;
     let mut request = app.ws_url.as_str().into_client_request().unwrap();
     request.headers_mut().insert(
         "sec-websocket-protocol",

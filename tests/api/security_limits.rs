@@ -702,29 +702,11 @@ async fn metrics_label_only_operations_that_ran_and_keep_the_first_ones() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_its_answer_loses_the_connection() {
-    use std::os::fd::AsRawFd as _;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path()).await;
     config.http_send_timeout_secs = 1;
     let app = spawn_with(config, dir).await;
-    // A small receive window and segment size: the server's socket buffers fill
-    // after tens of kilobytes of answer (loopback's defaults would take megabytes).
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let segment: libc::c_int = 536;
-    // SAFETY: sets one integer option on a socket this test owns.
-    let set = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_MAXSEG,
-            (&segment as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(set, 0, "TCP_MAXSEG: {}", std::io::Error::last_os_error());
-    let address: std::net::SocketAddr = app.url.trim_start_matches("http://").parse().unwrap();
-    let mut stream = socket.connect(address).await.unwrap();
+    let mut stream = crate::helpers::small_window_connection(&app).await;
     // Five times the schema's every type with its fields and their arguments: an
     // answer of several hundred kilobytes.
     let query = "{ __schema { types { name description fields { name description args { name description } type { name kind ofType { name kind } } } } } }";

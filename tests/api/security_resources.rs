@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Answer, TestApp, WAIT, spawn_app, spawn_with, test_config};
 use crate::smtp_server::TestSmtp;
+use crate::storage::error_code;
 
 /// A multipart `createFile` of a small text file.
 async fn upload(app: &TestApp, headers: &[(&str, &str)], input: Value, bytes: &[u8]) -> Answer {
@@ -50,17 +51,6 @@ async fn fetch(app: &TestApp, path: &str, session: Option<&str>) -> (u16, Vec<u8
     let response = request.send().await.expect("request sent");
     let status = response.status().as_u16();
     (status, response.bytes().await.unwrap().to_vec())
-}
-
-fn error_code(body: &[u8]) -> String {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            v["errors"][0]["extensions"]["code"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| format!("<not an error: {}>", String::from_utf8_lossy(body)))
 }
 
 async fn user_id(app: &TestApp, session: &str) -> String {

@@ -124,7 +124,7 @@ async fn fetch(
     (status, headers, response.bytes().await.unwrap().to_vec())
 }
 
-fn error_code(body: &[u8]) -> String {
+pub(crate) fn error_code(body: &[u8]) -> String {
     serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| {
