@@ -4,6 +4,7 @@
 //! the per-project cache that keeps a built schema until the bus announces that
 //! the project changed. It knows no service: `services` lists them and assembles.
 
+pub mod input;
 pub mod limits;
 pub mod parsed;
 pub mod types;
@@ -49,6 +50,11 @@ impl SchemaParts {
 
     pub fn add_types(&mut self, types: impl IntoIterator<Item = Type>) {
         self.types.extend(types);
+    }
+
+    /// Adds an input type declared with [`graphql_input!`](crate::graphql_input).
+    pub fn add_input<T: input::GraphQLInput>(&mut self) {
+        self.add_type(T::input_object());
     }
 }
 
