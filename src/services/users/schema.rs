@@ -4,15 +4,14 @@
 
 use async_graphql::Value;
 use async_graphql::dynamic::{
-    Enum, EnumItem, Field, FieldFuture, FieldValue, InputObject, InputValue, Object, TypeRef,
+    Enum, EnumItem, Field, FieldFuture, FieldValue, InputValue, Object, TypeRef,
 };
-use serde::Deserialize;
 
 use crate::auth::scopes::{UsersRead, UsersWrite};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
-    DATETIME, IdInput, JSON, app, caller, connection, connection_types, datetime, input, object,
-    opt_string, page_request, prop, wants_total_count, with_connection_args,
+    DATETIME, JSON, app, caller, connection, connection_types, datetime, input, object, opt_string,
+    page_request, prop, wants_total_count, with_connection_args,
 };
 
 use super::service::{self, ImportedHash, NewUser, UserChanges};
@@ -94,30 +93,48 @@ pub fn log_value(log: &super::store::LogRow) -> Value {
     ])
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateUserInput {
-    id: Option<String>,
-    email: Option<String>,
-    phone: Option<String>,
-    name: Option<String>,
-    password: Option<String>,
-    password_hash: Option<PasswordHashInput>,
+crate::graphql_input! {
+    "A new user, created by a server."
+    struct CreateUserInput {
+        "Id to give the user; omitted or `unique()` generates one."
+        id: Option<String> as "ID",
+        "Email address, unique in the project."
+        email: Option<String>,
+        "Phone number in E.164 form, unique in the project."
+        phone: Option<String>,
+        "Display name, at most 128 characters."
+        name: Option<String>,
+        "Password, at least 8 characters; stored as an argon2id hash."
+        password: Option<String>,
+        "Or a password hash imported from another system."
+        password_hash: Option<PasswordHashInput>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PasswordHashInput {
-    algorithm: String,
-    hash: String,
-    salt: Option<String>,
-    salt_separator: Option<String>,
-    signer_key: Option<String>,
-    cost_cpu: Option<i64>,
-    cost_memory: Option<i64>,
-    cost_parallel: Option<i64>,
-    length: Option<i64>,
-    sha_version: Option<String>,
+crate::graphql_input! {
+    "A password hash from another system, verified at sign-in and replaced by an argon2id hash then."
+    struct PasswordHashInput {
+        "How the hash was made."
+        algorithm: String as "PasswordHashAlgorithm",
+        "The hash, in the form the algorithm describes."
+        hash: String,
+        "Salt (SCRYPT: text; SCRYPT_MODIFIED: base64)."
+        salt: Option<String>,
+        "SCRYPT_MODIFIED: base64 salt separator."
+        salt_separator: Option<String>,
+        "SCRYPT_MODIFIED: base64 signer key."
+        signer_key: Option<String>,
+        "SCRYPT: N."
+        cost_cpu: Option<i64>,
+        "SCRYPT: r."
+        cost_memory: Option<i64>,
+        "SCRYPT: p."
+        cost_parallel: Option<i64>,
+        "SCRYPT: output length in bytes."
+        length: Option<i64>,
+        "SHA: sha1, sha224, sha256, sha384, sha512/224, sha512/256, sha512, sha3-224, sha3-256, sha3-384 or sha3-512."
+        sha_version: Option<String>,
+    }
 }
 
 /// GraphQL enum values of the algorithms, and the names the service knows them by.
@@ -155,26 +172,40 @@ const ALGORITHMS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct UpdateUserInput {
-    id: String,
-    name: Option<String>,
-    email: Option<String>,
-    phone: Option<String>,
-    password: Option<String>,
-    blocked: Option<bool>,
-    email_verified: Option<bool>,
-    phone_verified: Option<bool>,
-    labels: Option<Vec<String>>,
-    prefs: Option<serde_json::Map<String, serde_json::Value>>,
-    mfa: Option<bool>,
+crate::graphql_input! {
+    "Changes to a user; omitted fields stay as they are."
+    struct UpdateUserInput {
+        "The user to change."
+        id: String as "ID",
+        "New display name."
+        name: Option<String>,
+        "New email; clears `emailVerified` when it changes. `\"\"` removes the email."
+        email: Option<String>,
+        "New phone number; clears `phoneVerified` when it changes. `\"\"` removes the number."
+        phone: Option<String>,
+        "New password; every session of the user ends."
+        password: Option<String>,
+        "Block (true) or unblock (false); a block ends the user's sessions at once."
+        blocked: Option<bool>,
+        "Mark the email verified or not."
+        email_verified: Option<bool>,
+        "Mark the phone verified or not."
+        phone_verified: Option<bool>,
+        "Replace the labels: up to 100, each 1-36 letters and digits; a repeated label is kept once, where it first appears."
+        labels: Option<Vec<String>>,
+        "Replace the preferences: a JSON object of at most 64 KiB."
+        prefs: Option<serde_json::Map<String, serde_json::Value>>,
+        "Require a second factor, or not (e.g. for a user who lost theirs)."
+        mfa: Option<bool>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct UserIdInput {
-    user_id: String,
+crate::graphql_input! {
+    "The user to sign out everywhere."
+    struct DeleteUserSessionsInput {
+        "The user."
+        user_id: String as "ID",
+    }
 }
 
 fn user_type() -> Object {
@@ -312,6 +343,14 @@ fn session_type() -> Object {
         ))
 }
 
+crate::graphql_input! {
+    "The user to delete, with their sessions."
+    struct DeleteUserInput {
+        "The user."
+        id: String as "ID",
+    }
+}
+
 pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
     parts.add_type(
         Object::new("Log")
@@ -385,34 +424,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.add_type(user_type());
     parts.add_type(session_type());
     parts.add_types(connection_types("User", "users"));
-    parts.add_type(
-        InputObject::new("CreateUserInput")
-            .description("A new user, created by a server.")
-            .field(
-                InputValue::new("id", TypeRef::named(TypeRef::ID))
-                    .description("Id to give the user; omitted or `unique()` generates one."),
-            )
-            .field(
-                InputValue::new("email", TypeRef::named(TypeRef::STRING))
-                    .description("Email address, unique in the project."),
-            )
-            .field(
-                InputValue::new("phone", TypeRef::named(TypeRef::STRING))
-                    .description("Phone number in E.164 form, unique in the project."),
-            )
-            .field(
-                InputValue::new("name", TypeRef::named(TypeRef::STRING))
-                    .description("Display name, at most 128 characters."),
-            )
-            .field(
-                InputValue::new("password", TypeRef::named(TypeRef::STRING))
-                    .description("Password, at least 8 characters; stored as an argon2id hash."),
-            )
-            .field(
-                InputValue::new("passwordHash", TypeRef::named("PasswordHashInput"))
-                    .description("Or a password hash imported from another system."),
-            ),
-    );
+    parts.add_input::<CreateUserInput>();
     parts.add_type(
         ALGORITHMS.iter().fold(
             Enum::new("PasswordHashAlgorithm")
@@ -420,82 +432,10 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
             |e, (name, _, about)| e.item(EnumItem::new(*name).description(*about)),
         ),
     );
-    parts.add_type(
-        InputObject::new("PasswordHashInput")
-            .description("A password hash from another system, verified at sign-in and replaced by an argon2id hash then.")
-            .field(InputValue::new("algorithm", TypeRef::named_nn("PasswordHashAlgorithm")).description("How the hash was made."))
-            .field(InputValue::new("hash", TypeRef::named_nn(TypeRef::STRING)).description("The hash, in the form the algorithm describes."))
-            .field(InputValue::new("salt", TypeRef::named(TypeRef::STRING)).description("Salt (SCRYPT: text; SCRYPT_MODIFIED: base64)."))
-            .field(InputValue::new("saltSeparator", TypeRef::named(TypeRef::STRING)).description("SCRYPT_MODIFIED: base64 salt separator."))
-            .field(InputValue::new("signerKey", TypeRef::named(TypeRef::STRING)).description("SCRYPT_MODIFIED: base64 signer key."))
-            .field(InputValue::new("costCpu", TypeRef::named(TypeRef::INT)).description("SCRYPT: N."))
-            .field(InputValue::new("costMemory", TypeRef::named(TypeRef::INT)).description("SCRYPT: r."))
-            .field(InputValue::new("costParallel", TypeRef::named(TypeRef::INT)).description("SCRYPT: p."))
-            .field(InputValue::new("length", TypeRef::named(TypeRef::INT)).description("SCRYPT: output length in bytes."))
-            .field(InputValue::new("shaVersion", TypeRef::named(TypeRef::STRING)).description("SHA: sha1, sha224, sha256, sha384, sha512/224, sha512/256, sha512, sha3-224, sha3-256, sha3-384 or sha3-512.")),
-    );
-    parts.add_type(
-        InputObject::new("UpdateUserInput")
-            .description("Changes to a user; omitted fields stay as they are.")
-            .field(
-                InputValue::new("id", TypeRef::named_nn(TypeRef::ID))
-                    .description("The user to change."),
-            )
-            .field(
-                InputValue::new("name", TypeRef::named(TypeRef::STRING))
-                    .description("New display name."),
-            )
-            .field(
-                InputValue::new("email", TypeRef::named(TypeRef::STRING))
-                    .description("New email; clears `emailVerified` when it changes. `\"\"` removes the email."),
-            )
-            .field(
-                InputValue::new("phone", TypeRef::named(TypeRef::STRING))
-                    .description("New phone number; clears `phoneVerified` when it changes. `\"\"` removes the number."),
-            )
-            .field(
-                InputValue::new("password", TypeRef::named(TypeRef::STRING))
-                    .description("New password; every session of the user ends."),
-            )
-            .field(
-                InputValue::new("blocked", TypeRef::named(TypeRef::BOOLEAN)).description(
-                    "Block (true) or unblock (false); a block ends the user's sessions at once.",
-                ),
-            )
-            .field(
-                InputValue::new("emailVerified", TypeRef::named(TypeRef::BOOLEAN))
-                    .description("Mark the email verified or not."),
-            )
-            .field(
-                InputValue::new("phoneVerified", TypeRef::named(TypeRef::BOOLEAN))
-                    .description("Mark the phone verified or not."),
-            )
-            .field(
-                InputValue::new("labels", TypeRef::named_nn_list(TypeRef::STRING))
-                    .description("Replace the labels: up to 100, each 1-36 letters and digits; a repeated label is kept once, where it first appears."),
-            )
-            .field(
-                InputValue::new("prefs", TypeRef::named(JSON))
-                    .description("Replace the preferences: a JSON object of at most 64 KiB."),
-            )
-            .field(
-                InputValue::new("mfa", TypeRef::named(TypeRef::BOOLEAN)).description(
-                    "Require a second factor, or not (e.g. for a user who lost theirs).",
-                ),
-            ),
-    );
-    parts.add_type(
-        InputObject::new("DeleteUserInput")
-            .description("The user to delete, with their sessions.")
-            .field(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)).description("The user.")),
-    );
-    parts.add_type(
-        InputObject::new("DeleteUserSessionsInput")
-            .description("The user to sign out everywhere.")
-            .field(
-                InputValue::new("userId", TypeRef::named_nn(TypeRef::ID)).description("The user."),
-            ),
-    );
+    parts.add_input::<PasswordHashInput>();
+    parts.add_input::<UpdateUserInput>();
+    parts.add_input::<DeleteUserInput>();
+    parts.add_input::<DeleteUserSessionsInput>();
     parts.add_type(
         Object::new("DeleteUserPayload")
             .description("The result of `deleteUser`.")
@@ -673,7 +613,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                 FieldFuture::new(async move {
                     let caller = caller(&ctx)?;
                     let grant = caller.require::<UsersWrite>()?;
-                    let input: IdInput = input(&ctx)?;
+                    let input: DeleteUserInput = input(&ctx)?;
                     service::delete_user(app(&ctx)?, &caller.project.id, grant, &input.id).await?;
                     Ok(Some(FieldValue::value(object([(
                         "deletedId",
@@ -698,7 +638,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                 FieldFuture::new(async move {
                     let caller = caller(&ctx)?;
                     let grant = caller.require::<UsersWrite>()?;
-                    let input: UserIdInput = input(&ctx)?;
+                    let input: DeleteUserSessionsInput = input(&ctx)?;
                     let count = service::delete_user_sessions(
                         app(&ctx)?,
                         &caller.project.id,
