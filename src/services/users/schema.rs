@@ -352,75 +352,10 @@ crate::graphql_input! {
 }
 
 pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
-    parts.add_type(
-        Object::new("Log")
-            .description("An entry of a user's activity log.")
-            .field(prop("id", TypeRef::named_nn(TypeRef::ID), "Unique id; ids grow with time."))
-            .field(prop("event", TypeRef::named_nn(TypeRef::STRING), "What happened: `user.create`, `session.create.email`, `session.delete`, `user.update.password`, ..."))
-            .field(prop("ip", TypeRef::named_nn(TypeRef::STRING), "The IP address of the device."))
-            .field(prop("userAgent", TypeRef::named_nn(TypeRef::STRING), "The user agent of the device."))
-            .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When it happened.")),
-    );
+    parts.add_type(log_type());
     parts.add_types(connection_types("Log", "log entries"));
-    parts.query(
-        with_connection_args(Field::new(
-            "userLogs",
-            TypeRef::named_nn("LogConnection"),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let caller = caller(&ctx)?;
-                    let grant = caller.require::<UsersRead>()?;
-                    let page = page_request(&ctx)?;
-                    let user_id = opt_string(&ctx, "userId")?.unwrap_or_default();
-                    let (logs, total) = service::user_logs(
-                        app(&ctx)?,
-                        &caller.project.id,
-                        grant,
-                        &user_id,
-                        &page,
-                        wants_total_count(&ctx),
-                    )
-                    .await?;
-                    Ok(Some(FieldValue::value(connection(
-                        &page,
-                        logs,
-                        total,
-                        |l| &l.id,
-                        log_value,
-                    ))))
-                })
-            },
-        ))
-        .description(
-            "A user's activity log, oldest first; `last: n` gives the newest (scope `users.read`).",
-        )
-        .argument(
-            InputValue::new("userId", TypeRef::named_nn(TypeRef::ID)).description("The user."),
-        ),
-    );
-    parts.query(
-        Field::new(
-            "userMemberships",
-            TypeRef::named_nn_list_nn("Membership"),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let caller = caller(&ctx)?;
-                    let grant = caller.require::<UsersRead>()?;
-                    let user_id = opt_string(&ctx, "userId")?.unwrap_or_default();
-                    let memberships =
-                        service::user_memberships(app(&ctx)?, &caller.project.id, grant, &user_id)
-                            .await?;
-                    Ok(Some(FieldValue::list(memberships.iter().map(|m| {
-                        FieldValue::value(crate::services::teams::schema::membership_value(m))
-                    }))))
-                })
-            },
-        )
-        .description("A user's team memberships, confirmed or invited (scope `users.read`).")
-        .argument(
-            InputValue::new("userId", TypeRef::named_nn(TypeRef::ID)).description("The user."),
-        ),
-    );
+    parts.query(user_logs());
+    parts.query(user_memberships());
     parts.add_type(user_type());
     parts.add_type(session_type());
     parts.add_types(connection_types("User", "users"));
@@ -436,227 +371,306 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.add_input::<UpdateUserInput>();
     parts.add_input::<DeleteUserInput>();
     parts.add_input::<DeleteUserSessionsInput>();
-    parts.add_type(
-        Object::new("DeleteUserPayload")
-            .description("The result of `deleteUser`.")
-            .field(prop(
-                "deletedId",
-                TypeRef::named_nn(TypeRef::ID),
-                "Id of the deleted user.",
-            )),
-    );
-    parts.add_type(
-        Object::new("DeleteSessionsPayload")
-            .description("The result of deleting several sessions.")
-            .field(prop(
-                "deletedCount",
-                TypeRef::named_nn(TypeRef::INT),
-                "How many sessions were deleted.",
-            )),
-    );
+    parts.add_type(delete_user_payload_type());
+    parts.add_type(delete_sessions_payload_type());
 
-    parts.query(
-        Field::new("user", TypeRef::named("User"), |ctx| {
+    parts.query(user());
+    parts.query(users());
+    parts.query(user_sessions());
+    parts.mutation(create_user());
+    parts.mutation(update_user());
+    parts.mutation(delete_user());
+    parts.mutation(delete_user_sessions());
+}
+
+fn log_type() -> Object {
+    Object::new("Log")
+        .description("An entry of a user's activity log.")
+        .field(prop("id", TypeRef::named_nn(TypeRef::ID), "Unique id; ids grow with time."))
+        .field(prop("event", TypeRef::named_nn(TypeRef::STRING), "What happened: `user.create`, `session.create.email`, `session.delete`, `user.update.password`, ..."))
+        .field(prop("ip", TypeRef::named_nn(TypeRef::STRING), "The IP address of the device."))
+        .field(prop("userAgent", TypeRef::named_nn(TypeRef::STRING), "The user agent of the device."))
+        .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When it happened."))
+}
+
+fn user_logs() -> Field {
+    with_connection_args(Field::new(
+        "userLogs",
+        TypeRef::named_nn("LogConnection"),
+        |ctx| {
             FieldFuture::new(async move {
                 let caller = caller(&ctx)?;
                 let grant = caller.require::<UsersRead>()?;
-                let id = opt_string(&ctx, "id")?.unwrap_or_default();
-                let user = service::get_user(app(&ctx)?, &caller.project.id, grant, &id).await?;
-                Ok(Some(FieldValue::value(user_value(&user))))
+                let page = page_request(&ctx)?;
+                let user_id = opt_string(&ctx, "userId")?.unwrap_or_default();
+                let (logs, total) = service::user_logs(
+                    app(&ctx)?,
+                    &caller.project.id,
+                    grant,
+                    &user_id,
+                    &page,
+                    wants_total_count(&ctx),
+                )
+                .await?;
+                Ok(Some(FieldValue::value(connection(
+                    &page,
+                    logs,
+                    total,
+                    |l| &l.id,
+                    log_value,
+                ))))
             })
-        })
-        .description("A user of the addressed project (scope `users.read`).")
-        .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)).description("The user.")),
-    );
-    parts.query(
-        with_connection_args(Field::new(
-            "users",
-            TypeRef::named_nn("UserConnection"),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let caller = caller(&ctx)?;
-                    let grant = caller.require::<UsersRead>()?;
-                    let page = page_request(&ctx)?;
-                    let search = opt_string(&ctx, "search")?;
-                    let (users, total) = service::list_users(
-                        app(&ctx)?,
-                        &caller.project.id,
-                        grant,
-                        search.as_deref(),
-                        &page,
-                        wants_total_count(&ctx),
-                    )
-                    .await?;
-                    Ok(Some(FieldValue::value(connection(
-                        &page,
-                        users,
-                        total,
-                        |u| &u.id,
-                        user_value,
-                    ))))
-                })
-            },
+        },
+    ))
+    .description(
+        "A user's activity log, oldest first; `last: n` gives the newest (scope `users.read`).",
+    )
+    .argument(InputValue::new("userId", TypeRef::named_nn(TypeRef::ID)).description("The user."))
+}
+
+fn user_memberships() -> Field {
+    Field::new(
+        "userMemberships",
+        TypeRef::named_nn_list_nn("Membership"),
+        |ctx| {
+            FieldFuture::new(async move {
+                let caller = caller(&ctx)?;
+                let grant = caller.require::<UsersRead>()?;
+                let user_id = opt_string(&ctx, "userId")?.unwrap_or_default();
+                let memberships =
+                    service::user_memberships(app(&ctx)?, &caller.project.id, grant, &user_id)
+                        .await?;
+                Ok(Some(FieldValue::list(memberships.iter().map(|m| {
+                    FieldValue::value(crate::services::teams::schema::membership_value(m))
+                }))))
+            })
+        },
+    )
+    .description("A user's team memberships, confirmed or invited (scope `users.read`).")
+    .argument(InputValue::new("userId", TypeRef::named_nn(TypeRef::ID)).description("The user."))
+}
+
+fn delete_user_payload_type() -> Object {
+    Object::new("DeleteUserPayload")
+        .description("The result of `deleteUser`.")
+        .field(prop(
+            "deletedId",
+            TypeRef::named_nn(TypeRef::ID),
+            "Id of the deleted user.",
         ))
-        .description("The users of the addressed project, by id (scope `users.read`).")
-        .argument(
-            InputValue::new("search", TypeRef::named(TypeRef::STRING))
-                .description("Only users whose name or email starts with this text."),
-        ),
-    );
-    parts.query(
-        Field::new(
-            "userSessions",
-            TypeRef::named_nn_list_nn("Session"),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let caller = caller(&ctx)?;
-                    let grant = caller.require::<UsersRead>()?;
-                    let user_id = opt_string(&ctx, "userId")?.unwrap_or_default();
-                    let sessions = service::list_user_sessions(
-                        app(&ctx)?,
-                        &caller.project.id,
-                        grant,
-                        &user_id,
-                    )
-                    .await?;
-                    Ok(Some(FieldValue::list(
-                        sessions
-                            .iter()
-                            .map(|s| FieldValue::value(session_value(s, None))),
-                    )))
+}
+
+fn delete_sessions_payload_type() -> Object {
+    Object::new("DeleteSessionsPayload")
+        .description("The result of deleting several sessions.")
+        .field(prop(
+            "deletedCount",
+            TypeRef::named_nn(TypeRef::INT),
+            "How many sessions were deleted.",
+        ))
+}
+
+fn user() -> Field {
+    Field::new("user", TypeRef::named("User"), |ctx| {
+        FieldFuture::new(async move {
+            let caller = caller(&ctx)?;
+            let grant = caller.require::<UsersRead>()?;
+            let id = opt_string(&ctx, "id")?.unwrap_or_default();
+            let user = service::get_user(app(&ctx)?, &caller.project.id, grant, &id).await?;
+            Ok(Some(FieldValue::value(user_value(&user))))
+        })
+    })
+    .description("A user of the addressed project (scope `users.read`).")
+    .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)).description("The user."))
+}
+
+fn users() -> Field {
+    with_connection_args(Field::new(
+        "users",
+        TypeRef::named_nn("UserConnection"),
+        |ctx| {
+            FieldFuture::new(async move {
+                let caller = caller(&ctx)?;
+                let grant = caller.require::<UsersRead>()?;
+                let page = page_request(&ctx)?;
+                let search = opt_string(&ctx, "search")?;
+                let (users, total) = service::list_users(
+                    app(&ctx)?,
+                    &caller.project.id,
+                    grant,
+                    search.as_deref(),
+                    &page,
+                    wants_total_count(&ctx),
+                )
+                .await?;
+                Ok(Some(FieldValue::value(connection(
+                    &page,
+                    users,
+                    total,
+                    |u| &u.id,
+                    user_value,
+                ))))
+            })
+        },
+    ))
+    .description("The users of the addressed project, by id (scope `users.read`).")
+    .argument(
+        InputValue::new("search", TypeRef::named(TypeRef::STRING))
+            .description("Only users whose name or email starts with this text."),
+    )
+}
+
+fn user_sessions() -> Field {
+    Field::new(
+        "userSessions",
+        TypeRef::named_nn_list_nn("Session"),
+        |ctx| {
+            FieldFuture::new(async move {
+                let caller = caller(&ctx)?;
+                let grant = caller.require::<UsersRead>()?;
+                let user_id = opt_string(&ctx, "userId")?.unwrap_or_default();
+                let sessions =
+                    service::list_user_sessions(app(&ctx)?, &caller.project.id, grant, &user_id)
+                        .await?;
+                Ok(Some(FieldValue::list(
+                    sessions
+                        .iter()
+                        .map(|s| FieldValue::value(session_value(s, None))),
+                )))
+            })
+        },
+    )
+    .description("A user's sessions, newest first (scope `users.read`).")
+    .argument(InputValue::new("userId", TypeRef::named_nn(TypeRef::ID)).description("The user."))
+}
+
+fn create_user() -> Field {
+    Field::new("createUser", TypeRef::named_nn("User"), |ctx| {
+        FieldFuture::new(async move {
+            let caller = caller(&ctx)?;
+            let grant = caller.require::<UsersWrite>()?;
+            let input: CreateUserInput = input(&ctx)?;
+            let password_hash = input
+                .password_hash
+                .map(|h| {
+                    let algorithm = ALGORITHMS
+                        .iter()
+                        .find(|(graphql, _, _)| *graphql == h.algorithm)
+                        .map(|(_, name, _)| name.to_string())
+                        .unwrap_or(h.algorithm);
+                    ImportedHash {
+                        algorithm,
+                        hash: h.hash,
+                        salt: h.salt,
+                        salt_separator: h.salt_separator,
+                        signer_key: h.signer_key,
+                        cost_cpu: h.cost_cpu,
+                        cost_memory: h.cost_memory,
+                        cost_parallel: h.cost_parallel,
+                        length: h.length,
+                        sha_version: h.sha_version,
+                    }
+                    .into_stored()
                 })
-            },
-        )
-        .description("A user's sessions, newest first (scope `users.read`).")
-        .argument(
-            InputValue::new("userId", TypeRef::named_nn(TypeRef::ID)).description("The user."),
-        ),
-    );
-    parts.mutation(
-        Field::new("createUser", TypeRef::named_nn("User"), |ctx| {
+                .transpose()?;
+            let new = NewUser {
+                id: input.id,
+                email: input.email,
+                phone: input.phone,
+                name: input.name,
+                password: input.password,
+                password_hash,
+            };
+            let user = service::create_user(app(&ctx)?, &caller.project.id, grant, new).await?;
+            Ok(Some(FieldValue::value(user_value(&user))))
+        })
+    })
+    .description("Creates a user (scope `users.write`).")
+    .argument(InputValue::new(
+        "input",
+        TypeRef::named_nn("CreateUserInput"),
+    ))
+}
+
+fn update_user() -> Field {
+    Field::new("updateUser", TypeRef::named_nn("User"), |ctx| {
+        FieldFuture::new(async move {
+            let caller = caller(&ctx)?;
+            let grant = caller.require::<UsersWrite>()?;
+            let input: UpdateUserInput = input(&ctx)?;
+            let changes = UserChanges {
+                name: input.name,
+                email: input.email,
+                phone: input.phone,
+                password: input.password,
+                blocked: input.blocked,
+                email_verified: input.email_verified,
+                phone_verified: input.phone_verified,
+                labels: input.labels,
+                prefs: input.prefs,
+                mfa: input.mfa,
+                ..Default::default()
+            };
+            let user = service::update_user(app(&ctx)?, &caller.project.id, grant, &input.id, changes).await?;
+            Ok(Some(FieldValue::value(user_value(&user))))
+        })
+    })
+    .description("Changes a user: profile, password, block, verification, labels, prefs (scope `users.write`).")
+    .argument(InputValue::new("input", TypeRef::named_nn("UpdateUserInput")))
+}
+
+fn delete_user() -> Field {
+    Field::new(
+        "deleteUser",
+        TypeRef::named_nn("DeleteUserPayload"),
+        |ctx| {
             FieldFuture::new(async move {
                 let caller = caller(&ctx)?;
                 let grant = caller.require::<UsersWrite>()?;
-                let input: CreateUserInput = input(&ctx)?;
-                let password_hash = input
-                    .password_hash
-                    .map(|h| {
-                        let algorithm = ALGORITHMS
-                            .iter()
-                            .find(|(graphql, _, _)| *graphql == h.algorithm)
-                            .map(|(_, name, _)| name.to_string())
-                            .unwrap_or(h.algorithm);
-                        ImportedHash {
-                            algorithm,
-                            hash: h.hash,
-                            salt: h.salt,
-                            salt_separator: h.salt_separator,
-                            signer_key: h.signer_key,
-                            cost_cpu: h.cost_cpu,
-                            cost_memory: h.cost_memory,
-                            cost_parallel: h.cost_parallel,
-                            length: h.length,
-                            sha_version: h.sha_version,
-                        }
-                        .into_stored()
-                    })
-                    .transpose()?;
-                let new = NewUser {
-                    id: input.id,
-                    email: input.email,
-                    phone: input.phone,
-                    name: input.name,
-                    password: input.password,
-                    password_hash,
-                };
-                let user = service::create_user(app(&ctx)?, &caller.project.id, grant, new).await?;
-                Ok(Some(FieldValue::value(user_value(&user))))
+                let input: DeleteUserInput = input(&ctx)?;
+                service::delete_user(app(&ctx)?, &caller.project.id, grant, &input.id).await?;
+                Ok(Some(FieldValue::value(object([(
+                    "deletedId",
+                    Value::from(input.id),
+                )]))))
             })
-        })
-        .description("Creates a user (scope `users.write`).")
-        .argument(InputValue::new(
-            "input",
-            TypeRef::named_nn("CreateUserInput"),
-        )),
-    );
-    parts.mutation(
-        Field::new("updateUser", TypeRef::named_nn("User"), |ctx| {
+        },
+    )
+    .description(
+        "Deletes a user and their sessions; they are signed out at once (scope `users.write`).",
+    )
+    .argument(InputValue::new(
+        "input",
+        TypeRef::named_nn("DeleteUserInput"),
+    ))
+}
+
+fn delete_user_sessions() -> Field {
+    Field::new(
+        "deleteUserSessions",
+        TypeRef::named_nn("DeleteSessionsPayload"),
+        |ctx| {
             FieldFuture::new(async move {
                 let caller = caller(&ctx)?;
                 let grant = caller.require::<UsersWrite>()?;
-                let input: UpdateUserInput = input(&ctx)?;
-                let changes = UserChanges {
-                    name: input.name,
-                    email: input.email,
-                    phone: input.phone,
-                    password: input.password,
-                    blocked: input.blocked,
-                    email_verified: input.email_verified,
-                    phone_verified: input.phone_verified,
-                    labels: input.labels,
-                    prefs: input.prefs,
-                    mfa: input.mfa,
-                    ..Default::default()
-                };
-                let user = service::update_user(app(&ctx)?, &caller.project.id, grant, &input.id, changes).await?;
-                Ok(Some(FieldValue::value(user_value(&user))))
+                let input: DeleteUserSessionsInput = input(&ctx)?;
+                let count = service::delete_user_sessions(
+                    app(&ctx)?,
+                    &caller.project.id,
+                    grant,
+                    &input.user_id,
+                )
+                .await?;
+                Ok(Some(FieldValue::value(object([(
+                    "deletedCount",
+                    Value::from(count),
+                )]))))
             })
-        })
-        .description("Changes a user: profile, password, block, verification, labels, prefs (scope `users.write`).")
-        .argument(InputValue::new("input", TypeRef::named_nn("UpdateUserInput"))),
-    );
-    parts.mutation(
-        Field::new(
-            "deleteUser",
-            TypeRef::named_nn("DeleteUserPayload"),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let caller = caller(&ctx)?;
-                    let grant = caller.require::<UsersWrite>()?;
-                    let input: DeleteUserInput = input(&ctx)?;
-                    service::delete_user(app(&ctx)?, &caller.project.id, grant, &input.id).await?;
-                    Ok(Some(FieldValue::value(object([(
-                        "deletedId",
-                        Value::from(input.id),
-                    )]))))
-                })
-            },
-        )
-        .description(
-            "Deletes a user and their sessions; they are signed out at once (scope `users.write`).",
-        )
-        .argument(InputValue::new(
-            "input",
-            TypeRef::named_nn("DeleteUserInput"),
-        )),
-    );
-    parts.mutation(
-        Field::new(
-            "deleteUserSessions",
-            TypeRef::named_nn("DeleteSessionsPayload"),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let caller = caller(&ctx)?;
-                    let grant = caller.require::<UsersWrite>()?;
-                    let input: DeleteUserSessionsInput = input(&ctx)?;
-                    let count = service::delete_user_sessions(
-                        app(&ctx)?,
-                        &caller.project.id,
-                        grant,
-                        &input.user_id,
-                    )
-                    .await?;
-                    Ok(Some(FieldValue::value(object([(
-                        "deletedCount",
-                        Value::from(count),
-                    )]))))
-                })
-            },
-        )
-        .description("Signs a user out of every device (scope `users.write`).")
-        .argument(InputValue::new(
-            "input",
-            TypeRef::named_nn("DeleteUserSessionsInput"),
-        )),
-    );
+        },
+    )
+    .description("Signs a user out of every device (scope `users.write`).")
+    .argument(InputValue::new(
+        "input",
+        TypeRef::named_nn("DeleteUserSessionsInput"),
+    ))
 }
