@@ -59,6 +59,9 @@ pub trait GraphQLInput {
     const NAME: &'static str;
     /// The GraphQL declaration of the type, with its descriptions.
     fn input_object() -> InputObject;
+    /// Each field's GraphQL name, type and description, in declaration order (for
+    /// an output type that mirrors the input).
+    fn fields() -> Vec<(String, TypeRef, &'static str)>;
 }
 
 /// `shape` with its innermost named type replaced by `name`: `[String!]` as
@@ -160,6 +163,14 @@ macro_rules! graphql_input {
                         )
                         .description($field_description),
                     ))*
+            }
+
+            fn fields() -> Vec<(String, async_graphql::dynamic::TypeRef, &'static str)> {
+                vec![$((
+                    $crate::graphql::input::camel_case(stringify!($field)),
+                    $crate::graphql_input!(@type $ty $(, $graphql_type)?),
+                    $field_description,
+                )),*]
             }
         }
     };

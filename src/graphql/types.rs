@@ -56,10 +56,12 @@ pub fn parse_datetime(field: &str, text: &str) -> AppResult<i64> {
 }
 
 /// A field that reads the entry `name` of its parent, a plain object value.
-pub fn prop(name: &'static str, ty: impl Into<TypeRef>, description: &str) -> Field {
+pub fn prop(name: impl Into<String>, ty: impl Into<TypeRef>, description: &str) -> Field {
+    let name = name.into();
+    let key = name.clone();
     let ty = ty.into();
     let objects = holds_objects(&ty);
-    Field::new(name, ty, move |ctx| parent_entry(&ctx, name, objects)).description(description)
+    Field::new(name, ty, move |ctx| parent_entry(&ctx, &key, objects)).description(description)
 }
 
 /// Whether a field of type `ty` may hand on the objects of its parent's value by

@@ -1,10 +1,7 @@
 //! GraphQL of API keys: `apiKeys`, `apiKeyScopes`, `createApiKey`, `deleteApiKey`.
 
 use async_graphql::Value;
-use async_graphql::dynamic::{
-    Field, FieldFuture, FieldValue, InputObject, InputValue, Object, TypeRef,
-};
-use serde::Deserialize;
+use async_graphql::dynamic::{Field, FieldFuture, FieldValue, InputValue, Object, TypeRef};
 
 use crate::auth::scopes::SCOPES;
 use crate::auth::scopes::{KeysRead, KeysWrite};
@@ -40,19 +37,26 @@ pub fn key_value(key: &ApiKey) -> Value {
     ])
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateApiKeyInput {
-    project_id: Option<String>,
-    name: String,
-    scopes: Vec<String>,
-    expires_at: Option<String>,
+crate::graphql_input! {
+    "A new API key."
+    struct CreateApiKeyInput {
+        "The project of the key; omitted: the addressed project. Another project needs scope `admin`."
+        project_id: Option<String> as "ID",
+        "What the key is for, 1-128 characters."
+        name: String,
+        "Scopes to grant: at least one, and none the calling key lacks."
+        scopes: Vec<String>,
+        "When the key stops working; omitted: never."
+        expires_at: Option<String> as "DateTime",
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct DeleteApiKeyInput {
-    id: String,
+crate::graphql_input! {
+    "The key to revoke."
+    struct DeleteApiKeyInput {
+        "The key's id."
+        id: String as "ID",
+    }
 }
 
 pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
@@ -83,27 +87,14 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                 "What it allows.",
             )),
     );
-    parts.add_type(
-        InputObject::new("CreateApiKeyInput")
-            .description("A new API key.")
-            .field(InputValue::new("projectId", TypeRef::named(TypeRef::ID)).description("The project of the key; omitted: the addressed project. Another project needs scope `admin`."))
-            .field(InputValue::new("name", TypeRef::named_nn(TypeRef::STRING)).description("What the key is for, 1-128 characters."))
-            .field(InputValue::new("scopes", TypeRef::named_nn_list_nn(TypeRef::STRING)).description("Scopes to grant: at least one, and none the calling key lacks."))
-            .field(InputValue::new("expiresAt", TypeRef::named(DATETIME)).description("When the key stops working; omitted: never.")),
-    );
+    parts.add_input::<CreateApiKeyInput>();
     parts.add_type(
         Object::new("CreateApiKeyPayload")
             .description("The result of `createApiKey`: the key and its secret.")
             .field(prop("apiKey", TypeRef::named_nn("ApiKey"), "The new key."))
             .field(prop("secret", TypeRef::named_nn(TypeRef::STRING), "The secret to send as `X-Nimbus-Key`. Shown only now: it is stored only as a digest.")),
     );
-    parts.add_type(
-        InputObject::new("DeleteApiKeyInput")
-            .description("The key to revoke.")
-            .field(
-                InputValue::new("id", TypeRef::named_nn(TypeRef::ID)).description("The key's id."),
-            ),
-    );
+    parts.add_input::<DeleteApiKeyInput>();
     parts.add_type(
         Object::new("DeleteApiKeyPayload")
             .description("The result of `deleteApiKey`.")

@@ -4,14 +4,12 @@
 use std::sync::Arc;
 
 use async_graphql::Value;
-use async_graphql::dynamic::{
-    Field, FieldFuture, FieldValue, InputObject, InputValue, Object, TypeRef,
-};
-use serde::Deserialize;
+use async_graphql::dynamic::{Field, FieldFuture, FieldValue, InputValue, Object, TypeRef};
 
 use crate::auth::scopes::ProjectRead;
 use crate::error::AppError;
 use crate::graphql::SchemaParts;
+use crate::graphql::input::GraphQLInput;
 use crate::graphql::types::{
     DATETIME, app, caller, connection, connection_types, datetime, input, object, opt_string,
     page_request, prop, wants_total_count, with_connection_args,
@@ -57,44 +55,77 @@ pub fn project_value(project: &Project) -> Value {
     ])
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateProjectInput {
-    id: Option<String>,
-    name: String,
-    description: Option<String>,
+crate::graphql_input! {
+    "A new project."
+    struct CreateProjectInput {
+        "Id to give the project (1-36 of `a-zA-Z0-9._-`); omitted or `unique()` generates one."
+        id: Option<String> as "ID",
+        "Display name, 1-128 characters."
+        name: String,
+        "Free text, at most 1024 characters."
+        description: Option<String>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct UpdateProjectInput {
-    id: String,
-    name: Option<String>,
-    description: Option<String>,
+crate::graphql_input! {
+    "Changes to a project; omitted fields stay as they are."
+    struct UpdateProjectInput {
+        "The project to change."
+        id: String as "ID",
+        "New display name."
+        name: Option<String>,
+        "New description."
+        description: Option<String>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct UpdateProjectAuthInput {
-    project_id: String,
-    password_min_length: Option<u32>,
-    password_history: Option<u32>,
-    password_dictionary: Option<bool>,
-    personal_data_check: Option<bool>,
-    max_sessions: Option<u32>,
-    session_length: Option<u64>,
-    email_password: Option<bool>,
-    anonymous: Option<bool>,
-    magic_url: Option<bool>,
-    email_otp: Option<bool>,
-    presence_guests: Option<bool>,
-    redirect_hosts: Option<Vec<String>>,
+crate::graphql_input! {
+    "Changes to a project's sign-in policy; omitted fields stay as they are."
+    struct UpdateProjectAuthInput {
+        "The project."
+        project_id: String as "ID",
+        "Replace the host names that links in emails may point to."
+        redirect_hosts: Option<Vec<String>>,
+        "Fewest characters a password may have (6-256; default 8)."
+        password_min_length: Option<u32>,
+        "How many earlier passwords a new one may not repeat (0-20; default 0, no check)."
+        password_history: Option<u32>,
+        "Refuse passwords found among commonly used ones."
+        password_dictionary: Option<bool>,
+        "Refuse passwords containing the user's name, email, phone or id."
+        personal_data_check: Option<bool>,
+        "Most sessions per user (1-100; default 10); signing in past it ends the oldest."
+        max_sessions: Option<u32>,
+        "Session lifetime in seconds (60 to ten years; default one year)."
+        session_length: Option<u64>,
+        "Whether sign-up and sign-in with email and password are enabled."
+        email_password: Option<bool>,
+        "Whether anonymous sessions are enabled."
+        anonymous: Option<bool>,
+        "Whether sign-in by a link sent by email is enabled."
+        magic_url: Option<bool>,
+        "Whether sign-in by a code sent by email is enabled."
+        email_otp: Option<bool>,
+        "Whether callers who are not signed in may announce themselves on presence channels (default off)."
+        presence_guests: Option<bool>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct DeleteProjectInput {
-    id: String,
+crate::graphql_input! {
+    "The project to delete, with everything in it."
+    struct DeleteProjectInput {
+        "The project to delete."
+        id: String as "ID",
+    }
+}
+
+/// `ty` as a type that is never null: what an output holds where the input may
+/// leave a field out.
+fn required(ty: TypeRef) -> TypeRef {
+    match ty {
+        TypeRef::NonNull(_) => ty,
+        nullable => TypeRef::NonNull(Box::new(nullable)),
+    }
 }
 
 pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
@@ -135,63 +166,11 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
             )),
     );
     parts.add_types(connection_types("Project", "projects"));
-    let int = || TypeRef::named_nn(TypeRef::INT);
-    let boolean = || TypeRef::named_nn(TypeRef::BOOLEAN);
-    const AUTH_FIELDS: &[(&str, bool, &str)] = &[
-        (
-            "passwordMinLength",
-            false,
-            "Fewest characters a password may have (6-256; default 8).",
-        ),
-        (
-            "passwordHistory",
-            false,
-            "How many earlier passwords a new one may not repeat (0-20; default 0, no check).",
-        ),
-        (
-            "passwordDictionary",
-            true,
-            "Refuse passwords found among commonly used ones.",
-        ),
-        (
-            "personalDataCheck",
-            true,
-            "Refuse passwords containing the user's name, email, phone or id.",
-        ),
-        (
-            "maxSessions",
-            false,
-            "Most sessions per user (1-100; default 10); signing in past it ends the oldest.",
-        ),
-        (
-            "sessionLength",
-            false,
-            "Session lifetime in seconds (60 to ten years; default one year).",
-        ),
-        (
-            "emailPassword",
-            true,
-            "Whether sign-up and sign-in with email and password are enabled.",
-        ),
-        ("anonymous", true, "Whether anonymous sessions are enabled."),
-        (
-            "magicUrl",
-            true,
-            "Whether sign-in by a link sent by email is enabled.",
-        ),
-        (
-            "emailOtp",
-            true,
-            "Whether sign-in by a code sent by email is enabled.",
-        ),
-        (
-            "presenceGuests",
-            true,
-            "Whether callers who are not signed in may announce themselves on presence channels (default off).",
-        ),
-    ];
+    let _int = || TypeRef::named_nn(TypeRef::INT);
+    let _boolean = || TypeRef::named_nn(TypeRef::BOOLEAN);
     parts.add_type(
-        AUTH_FIELDS.iter().fold(
+        // The policy as it reads is the policy as it is written, minus the project.
+        UpdateProjectAuthInput::fields().into_iter().skip(2).fold(
             Object::new("ProjectAuth")
                 .description("A project's sign-in policy.")
                 .field(prop(
@@ -199,66 +178,13 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
                     TypeRef::named_nn_list_nn(TypeRef::STRING),
                     "Host names that links in emails may point to (default `localhost`).",
                 )),
-            |object, (name, is_bool, about)| {
-                object.field(prop(name, if *is_bool { boolean() } else { int() }, about))
-            },
+            |object, (name, ty, about)| object.field(prop(&name, required(ty), about)),
         ),
     );
-    parts.add_type(
-        AUTH_FIELDS.iter().fold(
-            InputObject::new("UpdateProjectAuthInput")
-                .description(
-                    "Changes to a project's sign-in policy; omitted fields stay as they are.",
-                )
-                .field(
-                    InputValue::new("projectId", TypeRef::named_nn(TypeRef::ID))
-                        .description("The project."),
-                )
-                .field(
-                    InputValue::new("redirectHosts", TypeRef::named_nn_list(TypeRef::STRING))
-                        .description("Replace the host names that links in emails may point to."),
-                ),
-            |object, (name, is_bool, about)| {
-                let ty = if *is_bool {
-                    TypeRef::named(TypeRef::BOOLEAN)
-                } else {
-                    TypeRef::named(TypeRef::INT)
-                };
-                object.field(InputValue::new(*name, ty).description(*about))
-            },
-        ),
-    );
-    parts.add_type(
-        InputObject::new("CreateProjectInput")
-            .description("A new project.")
-            .field(InputValue::new("id", TypeRef::named(TypeRef::ID)).description("Id to give the project (1-36 of `a-zA-Z0-9._-`); omitted or `unique()` generates one."))
-            .field(InputValue::new("name", TypeRef::named_nn(TypeRef::STRING)).description("Display name, 1-128 characters."))
-            .field(InputValue::new("description", TypeRef::named(TypeRef::STRING)).description("Free text, at most 1024 characters.")),
-    );
-    parts.add_type(
-        InputObject::new("UpdateProjectInput")
-            .description("Changes to a project; omitted fields stay as they are.")
-            .field(
-                InputValue::new("id", TypeRef::named_nn(TypeRef::ID))
-                    .description("The project to change."),
-            )
-            .field(
-                InputValue::new("name", TypeRef::named(TypeRef::STRING))
-                    .description("New display name."),
-            )
-            .field(
-                InputValue::new("description", TypeRef::named(TypeRef::STRING))
-                    .description("New description."),
-            ),
-    );
-    parts.add_type(
-        InputObject::new("DeleteProjectInput")
-            .description("The project to delete, with everything in it.")
-            .field(
-                InputValue::new("id", TypeRef::named_nn(TypeRef::ID))
-                    .description("The project to delete."),
-            ),
-    );
+    parts.add_input::<UpdateProjectAuthInput>();
+    parts.add_input::<CreateProjectInput>();
+    parts.add_input::<UpdateProjectInput>();
+    parts.add_input::<DeleteProjectInput>();
     parts.add_type(
         Object::new("DeleteProjectPayload")
             .description("The result of `deleteProject`.")

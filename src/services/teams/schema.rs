@@ -4,12 +4,11 @@
 
 use async_graphql::Value;
 use async_graphql::dynamic::{Field, FieldFuture, FieldValue, InputValue, Object, TypeRef};
-use serde::Deserialize;
 
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
-    DATETIME, IdInput, app, caller, connection, connection_types, datetime, input, input_object,
-    object, opt_string, page_request, prop, wants_total_count, with_connection_args,
+    DATETIME, app, caller, connection, connection_types, datetime, input, object, opt_string,
+    page_request, prop, wants_total_count, with_connection_args,
 };
 
 use super::service;
@@ -62,59 +61,92 @@ pub fn membership_value(membership: &Membership) -> Value {
     ])
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateTeamInput {
-    id: Option<String>,
-    name: String,
-    roles: Option<Vec<String>>,
+crate::graphql_input! {
+    "A new team."
+    struct CreateTeamInput {
+        "Id to give the team; omitted or `unique()` generates one."
+        id: Option<String> as "ID",
+        "Display name, 1-128 characters."
+        name: String,
+        "Roles the signed-in creator gets in the team besides `owner`, which they always get."
+        roles: Option<Vec<String>>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct UpdateTeamNameInput {
-    id: String,
-    name: String,
+crate::graphql_input! {
+    "A team's new name."
+    struct UpdateTeamNameInput {
+        "The team."
+        id: String as "ID",
+        "Display name, 1-128 characters."
+        name: String,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateMembershipInput {
-    team_id: String,
-    user_id: Option<String>,
-    email: Option<String>,
-    name: Option<String>,
-    roles: Vec<String>,
-    url: Option<String>,
+crate::graphql_input! {
+    "A user to add to a team."
+    struct CreateMembershipInput {
+        "The team."
+        team_id: String as "ID",
+        "An existing user (or give `email`)."
+        user_id: Option<String> as "ID",
+        "Whom to invite by email. An owner's invitation to an address without a verified account creates no user: the membership names the address until the invitation is accepted through the emailed link, which creates the user (email verified) or signs in the one with this address. A server adds the user with this email, created without a password when there is none."
+        email: Option<String>,
+        "Name of a user created for `email`, at most 128 characters."
+        name: Option<String>,
+        "The user's roles in the team."
+        roles: Vec<String>,
+        "Your app's page that accepts invitations (a `redirectHosts` host): the emailed link goes there with `membershipId`, `secret` and `teamId`. Needed when an owner invites by email."
+        url: Option<String>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct MembershipRolesInput {
-    team_id: String,
-    membership_id: String,
-    roles: Vec<String>,
+crate::graphql_input! {
+    "A member's new roles."
+    struct UpdateMembershipInput {
+        "The team."
+        team_id: String as "ID",
+        "The membership."
+        membership_id: String as "ID",
+        "The new roles."
+        roles: Vec<String>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct MembershipRefInput {
-    team_id: String,
-    membership_id: String,
+crate::graphql_input! {
+    "A membership to remove."
+    struct DeleteMembershipInput {
+        "The team."
+        team_id: String as "ID",
+        "The membership."
+        membership_id: String as "ID",
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct MembershipStatusInput {
-    team_id: String,
-    membership_id: String,
-    user_id: Option<String>,
-    secret: Option<String>,
+crate::graphql_input! {
+    "An invitation to accept: signed in as the invitee (or as the user whose verified email was invited), or with `secret` from the emailed link."
+    struct UpdateMembershipStatusInput {
+        "The team."
+        team_id: String as "ID",
+        "The membership (invitation)."
+        membership_id: String as "ID",
+        "Optional with `secret`: when given, it must be the membership's user."
+        user_id: Option<String> as "ID",
+        "From the emailed link; accepting with it also signs the invitee in, creating their user (email verified) for an invitation by email to an address without one."
+        secret: Option<String>,
+    }
+}
+
+crate::graphql_input! {
+    "The team to delete, with its memberships."
+    struct DeleteTeamInput {
+        "The team."
+        id: String as "ID",
+    }
 }
 
 pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
     let id = || TypeRef::named_nn(TypeRef::ID);
-    let roles = || TypeRef::named_nn_list_nn(TypeRef::STRING);
     parts.add_type(
         Object::new("Team")
             .description(
@@ -187,83 +219,13 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                 "Id of the deleted membership.",
             )),
     );
-    parts.add_type(input_object(
-        "CreateTeamInput",
-        "A new team.",
-        &[
-            (
-                "id",
-                TypeRef::named(TypeRef::ID),
-                "Id to give the team; omitted or `unique()` generates one.",
-            ),
-            (
-                "name",
-                TypeRef::named_nn(TypeRef::STRING),
-                "Display name, 1-128 characters.",
-            ),
-            (
-                "roles",
-                TypeRef::named_nn_list(TypeRef::STRING),
-                "Roles the signed-in creator gets in the team besides `owner`, which they always get.",
-            ),
-        ],
-    ));
-    parts.add_type(input_object(
-        "UpdateTeamNameInput",
-        "A team's new name.",
-        &[
-            ("id", id(), "The team."),
-            (
-                "name",
-                TypeRef::named_nn(TypeRef::STRING),
-                "Display name, 1-128 characters.",
-            ),
-        ],
-    ));
-    parts.add_type(input_object(
-        "DeleteTeamInput",
-        "The team to delete, with its memberships.",
-        &[("id", id(), "The team.")],
-    ));
-    parts.add_type(input_object(
-        "CreateMembershipInput",
-        "A user to add to a team.",
-        &[
-            ("teamId", id(), "The team."),
-            ("userId", TypeRef::named(TypeRef::ID), "An existing user (or give `email`)."),
-            ("email", TypeRef::named(TypeRef::STRING), "Whom to invite by email. An owner's invitation to an address without a verified account creates no user: the membership names the address until the invitation is accepted through the emailed link, which creates the user (email verified) or signs in the one with this address. A server adds the user with this email, created without a password when there is none."),
-            ("name", TypeRef::named(TypeRef::STRING), "Name of a user created for `email`, at most 128 characters."),
-            ("roles", roles(), "The user's roles in the team."),
-            ("url", TypeRef::named(TypeRef::STRING), "Your app's page that accepts invitations (a `redirectHosts` host): the emailed link goes there with `membershipId`, `secret` and `teamId`. Needed when an owner invites by email."),
-        ],
-    ));
-    parts.add_type(input_object(
-        "UpdateMembershipInput",
-        "A member's new roles.",
-        &[
-            ("teamId", id(), "The team."),
-            ("membershipId", id(), "The membership."),
-            ("roles", roles(), "The new roles."),
-        ],
-    ));
-    parts.add_type(input_object(
-        "UpdateMembershipStatusInput",
-        "An invitation to accept: signed in as the invitee (or as the user whose verified email was invited), or with `secret` from the emailed link.",
-        &[
-            ("teamId", id(), "The team."),
-            ("membershipId", id(), "The membership (invitation)."),
-            ("userId", TypeRef::named(TypeRef::ID), "Optional with `secret`: when given, it must be the membership's user."),
-            ("secret", TypeRef::named(TypeRef::STRING), "From the emailed link; accepting with it also signs the invitee in, creating their user (email verified) for an invitation by email to an address without one."),
-        ],
-    ));
-    parts.add_type(input_object(
-        "DeleteMembershipInput",
-        "A membership to remove.",
-        &[
-            ("teamId", id(), "The team."),
-            ("membershipId", id(), "The membership."),
-        ],
-    ));
+    parts.add_input::<CreateTeamInput>();
+    parts.add_input::<UpdateTeamNameInput>();
+    parts.add_input::<DeleteTeamInput>();
+    parts.add_input::<CreateMembershipInput>();
+    parts.add_input::<UpdateMembershipInput>();
+    parts.add_input::<UpdateMembershipStatusInput>();
+    parts.add_input::<DeleteMembershipInput>();
 
     parts.query(
         Field::new("team", TypeRef::named_nn("Team"), |ctx| {
@@ -339,7 +301,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.mutation(
         Field::new("deleteTeam", TypeRef::named_nn("DeleteTeamPayload"), |ctx| {
             FieldFuture::new(async move {
-                let input: IdInput = input(&ctx)?;
+                let input: DeleteTeamInput = input(&ctx)?;
                 service::delete_team(app(&ctx)?, caller(&ctx)?, &input.id).await?;
                 Ok(Some(FieldValue::value(object([("deletedId", Value::from(input.id))]))))
             })
@@ -371,7 +333,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.mutation(
         Field::new("updateMembership", TypeRef::named_nn("Membership"), |ctx| {
             FieldFuture::new(async move {
-                let input: MembershipRolesInput = input(&ctx)?;
+                let input: UpdateMembershipInput = input(&ctx)?;
                 let membership = service::update_membership_roles(
                     app(&ctx)?,
                     caller(&ctx)?,
@@ -395,7 +357,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
             TypeRef::named_nn("UpdateMembershipStatusPayload"),
             |ctx| {
                 FieldFuture::new(async move {
-                    let input: MembershipStatusInput = input(&ctx)?;
+                    let input: UpdateMembershipStatusInput = input(&ctx)?;
                     let state = app(&ctx)?;
                     let caller = caller(&ctx)?;
                     let (membership, session) = match (input.user_id, input.secret) {
@@ -450,7 +412,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
             TypeRef::named_nn("DeleteMembershipPayload"),
             |ctx| {
                 FieldFuture::new(async move {
-                    let input: MembershipRefInput = input(&ctx)?;
+                    let input: DeleteMembershipInput = input(&ctx)?;
                     service::delete_membership(
                         app(&ctx)?,
                         caller(&ctx)?,
