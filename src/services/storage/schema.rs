@@ -8,15 +8,14 @@ use async_graphql::dynamic::{
     SubscriptionField, SubscriptionFieldFuture, TypeRef,
 };
 use async_graphql::{Name, Value};
-use serde::Deserialize;
 
 use crate::AppState;
 use crate::error::AppError;
 use crate::files::Compression;
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
-    DATETIME, app, caller, connection, connection_types, datetime, input, input_object, object,
-    opt_string, page_request, prop, wants_total_count, with_connection_args,
+    DATETIME, app, caller, connection, connection_types, datetime, input, object, opt_string,
+    page_request, prop, wants_total_count, with_connection_args,
 };
 
 use super::service::{self, BucketSettings, FileQuery, NewFile};
@@ -136,8 +135,67 @@ pub fn file_value(state: &AppState, file: &StoredFile) -> Value {
     ])
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+crate::graphql_input! {
+    "A new bucket."
+    struct CreateBucketInput {
+        "Id to give the bucket; omitted or `unique()` generates one."
+        id: Option<String> as "ID",
+        "Display name, 1-128 characters."
+        name: String,
+        "Bucket permissions, e.g. `[\"create(\\\"users\\\")\", \"read(\\\"any\\\")\"]`."
+        permissions: Option<Vec<String>>,
+        "Let each file's own permissions count too (default false)."
+        file_security: Option<bool>,
+        "Default true."
+        enabled: Option<bool>,
+        "Largest file in bytes (default 30 MiB; at most NIMBUS_STORAGE_MAX_FILE_SIZE)."
+        maximum_file_size: Option<i64>,
+        "Extensions accepted, like `[\"png\", \"jpg\"]`; empty accepts any (default)."
+        allowed_file_extensions: Option<Vec<String>>,
+        "Default NONE."
+        compression: Option<String> as "FileCompression",
+        "Encrypt files at rest (default true)."
+        encryption: Option<bool>,
+        "Scan files when NIMBUS_CLAMD is set (default true)."
+        antivirus: Option<bool>,
+    }
+}
+
+crate::graphql_input! {
+    "A bucket's new settings; omitted fields keep their value."
+    struct UpdateBucketInput {
+        "The bucket."
+        id: String as "ID",
+        "Display name, 1-128 characters."
+        name: Option<String>,
+        "Bucket permissions, e.g. `[\"create(\\\"users\\\")\", \"read(\\\"any\\\")\"]`."
+        permissions: Option<Vec<String>>,
+        "Let each file's own permissions count too (default false)."
+        file_security: Option<bool>,
+        "Default true."
+        enabled: Option<bool>,
+        "Largest file in bytes (default 30 MiB; at most NIMBUS_STORAGE_MAX_FILE_SIZE)."
+        maximum_file_size: Option<i64>,
+        "Extensions accepted, like `[\"png\", \"jpg\"]`; empty accepts any (default)."
+        allowed_file_extensions: Option<Vec<String>>,
+        "Default NONE."
+        compression: Option<String> as "FileCompression",
+        "Encrypt files at rest (default true)."
+        encryption: Option<bool>,
+        "Scan files when NIMBUS_CLAMD is set (default true)."
+        antivirus: Option<bool>,
+    }
+}
+
+crate::graphql_input! {
+    "The bucket to delete, with all its files."
+    struct DeleteBucketInput {
+        "The bucket."
+        id: String as "ID",
+    }
+}
+
+/// A bucket's id (none: generate one) and settings, from either input.
 struct BucketInput {
     id: Option<String>,
     name: Option<String>,
@@ -150,6 +208,32 @@ struct BucketInput {
     encryption: Option<bool>,
     antivirus: Option<bool>,
 }
+
+/// Both bucket inputs carry the same settings; `$id` and `$name` say how each
+/// holds the two fields they differ in.
+macro_rules! bucket_input_from {
+    ($input:ty, $id:expr, $name:expr) => {
+        impl From<$input> for BucketInput {
+            fn from(given: $input) -> Self {
+                BucketInput {
+                    id: $id(given.id),
+                    name: $name(given.name),
+                    permissions: given.permissions,
+                    file_security: given.file_security,
+                    enabled: given.enabled,
+                    maximum_file_size: given.maximum_file_size,
+                    allowed_file_extensions: given.allowed_file_extensions,
+                    compression: given.compression,
+                    encryption: given.encryption,
+                    antivirus: given.antivirus,
+                }
+            }
+        }
+    };
+}
+
+bucket_input_from!(CreateBucketInput, |id| id, Some);
+bucket_input_from!(UpdateBucketInput, Some, |name| name);
 
 impl BucketInput {
     fn into_parts(self) -> Result<(Option<String>, BucketSettings), AppError> {
@@ -178,50 +262,56 @@ impl BucketInput {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateFileInput {
-    bucket_id: String,
-    file_id: Option<String>,
-    name: Option<String>,
-    /// Read through the upload API, not serde.
-    #[allow(dead_code)]
-    file: serde_json::Value,
-    permissions: Option<Vec<String>>,
+crate::graphql_input! {
+    "A file whose bytes will follow in chunks (`PUT uploadUrl` with `Content-Range`)."
+    struct CreateFileUploadInput {
+        "The bucket."
+        bucket_id: String as "ID",
+        "Id to give the file; omitted or `unique()` generates one."
+        file_id: Option<String> as "ID",
+        "File name, with its extension."
+        name: String,
+        "Total size in bytes."
+        size: i64,
+        "The file's permissions: `read`, `update`, `delete` (`write` is update and delete; files are created through the bucket's `create`); default for a signed-in user: read, update and delete for themselves."
+        permissions: Option<Vec<String>>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateFileUploadInput {
-    bucket_id: String,
-    file_id: Option<String>,
-    name: String,
-    size: i64,
-    permissions: Option<Vec<String>>,
+crate::graphql_input! {
+    "A file's new name and/or permissions."
+    struct UpdateFileInput {
+        "The bucket."
+        bucket_id: String as "ID",
+        "The file."
+        file_id: String as "ID",
+        "New name."
+        name: Option<String>,
+        "New permissions (replace the old): `read`, `update`, `delete`, or `write` for update and delete."
+        permissions: Option<Vec<String>>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct UpdateFileInput {
-    bucket_id: String,
-    file_id: String,
-    name: Option<String>,
-    permissions: Option<Vec<String>>,
+crate::graphql_input! {
+    "A file to delete (or an unfinished upload to abandon)."
+    struct DeleteFileInput {
+        "The bucket."
+        bucket_id: String as "ID",
+        "The file."
+        file_id: String as "ID",
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct FileRefInput {
-    bucket_id: String,
-    file_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateFileTokenInput {
-    bucket_id: String,
-    file_id: String,
-    expires_in: Option<i64>,
+crate::graphql_input! {
+    "A file to mint a signed URL for."
+    struct CreateFileTokenInput {
+        "The bucket."
+        bucket_id: String as "ID",
+        "The file."
+        file_id: String as "ID",
+        "Seconds it stays valid: 1 to 604800 (a week); default 3600."
+        expires_in: Option<i64>,
+    }
 }
 
 /// The upload of a `createFile` input, from the multipart request.
@@ -243,6 +333,24 @@ fn uploaded(ctx: &ResolverContext<'_>) -> Result<async_graphql::UploadValue, App
 
 fn required_string(ctx: &ResolverContext<'_>, name: &str) -> Result<String, AppError> {
     Ok(opt_string(ctx, name)?.unwrap_or_default())
+}
+
+crate::graphql_input! {
+    "A file uploaded in one multipart request."
+    struct CreateFileInput {
+        "The bucket."
+        bucket_id: String as "ID",
+        "Id to give the file; omitted or `unique()` generates one."
+        file_id: Option<String> as "ID",
+        "File name; default: the uploaded file's name."
+        name: Option<String>,
+        // Read through the upload API, not serde.
+        #[allow(dead_code)]
+        "The bytes (multipart request spec)."
+        file: serde_json::Value as "Upload",
+        "The file's permissions: `read`, `update`, `delete` (`write` is update and delete; files are created through the bucket's `create`); default for a signed-in user: read, update and delete for themselves."
+        permissions: Option<Vec<String>>,
+    }
 }
 
 pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
@@ -434,131 +542,14 @@ fn register_types(parts: &mut SchemaParts) {
                 .field(prop("deletedId", id(), "Id of what was deleted.")),
         );
     }
-    let bucket_fields = |with_name_required: bool| -> Vec<(&'static str, TypeRef, &'static str)> {
-        vec![
-            (
-                "name",
-                if with_name_required {
-                    string()
-                } else {
-                    TypeRef::named(TypeRef::STRING)
-                },
-                "Display name, 1-128 characters.",
-            ),
-            (
-                "permissions",
-                TypeRef::named_nn_list(TypeRef::STRING),
-                "Bucket permissions, e.g. `[\"create(\\\"users\\\")\", \"read(\\\"any\\\")\"]`.",
-            ),
-            (
-                "fileSecurity",
-                TypeRef::named(TypeRef::BOOLEAN),
-                "Let each file's own permissions count too (default false).",
-            ),
-            ("enabled", TypeRef::named(TypeRef::BOOLEAN), "Default true."),
-            (
-                "maximumFileSize",
-                TypeRef::named(TypeRef::INT),
-                "Largest file in bytes (default 30 MiB; at most NIMBUS_STORAGE_MAX_FILE_SIZE).",
-            ),
-            (
-                "allowedFileExtensions",
-                TypeRef::named_nn_list(TypeRef::STRING),
-                "Extensions accepted, like `[\"png\", \"jpg\"]`; empty accepts any (default).",
-            ),
-            (
-                "compression",
-                TypeRef::named("FileCompression"),
-                "Default NONE.",
-            ),
-            (
-                "encryption",
-                TypeRef::named(TypeRef::BOOLEAN),
-                "Encrypt files at rest (default true).",
-            ),
-            (
-                "antivirus",
-                TypeRef::named(TypeRef::BOOLEAN),
-                "Scan files when NIMBUS_CLAMD is set (default true).",
-            ),
-        ]
-    };
-    let mut create = vec![(
-        "id",
-        TypeRef::named(TypeRef::ID),
-        "Id to give the bucket; omitted or `unique()` generates one.",
-    )];
-    create.extend(bucket_fields(true));
-    parts.add_type(input_object("CreateBucketInput", "A new bucket.", &create));
-    let mut update = vec![("id", id(), "The bucket.")];
-    update.extend(bucket_fields(false));
-    parts.add_type(input_object(
-        "UpdateBucketInput",
-        "A bucket's new settings; omitted fields keep their value.",
-        &update,
-    ));
-    parts.add_type(input_object(
-        "DeleteBucketInput",
-        "The bucket to delete, with all its files.",
-        &[("id", id(), "The bucket.")],
-    ));
-    parts.add_type(input_object(
-        "CreateFileInput",
-        "A file uploaded in one multipart request.",
-        &[
-            ("bucketId", id(), "The bucket."),
-            ("fileId", TypeRef::named(TypeRef::ID), "Id to give the file; omitted or `unique()` generates one."),
-            ("name", TypeRef::named(TypeRef::STRING), "File name; default: the uploaded file's name."),
-            ("file", TypeRef::named_nn(TypeRef::UPLOAD), "The bytes (multipart request spec)."),
-            ("permissions", TypeRef::named_nn_list(TypeRef::STRING), "The file's permissions: `read`, `update`, `delete` (`write` is update and delete; files are created through the bucket's `create`); default for a signed-in user: read, update and delete for themselves."),
-        ],
-    ));
-    parts.add_type(input_object(
-        "CreateFileUploadInput",
-        "A file whose bytes will follow in chunks (`PUT uploadUrl` with `Content-Range`).",
-        &[
-            ("bucketId", id(), "The bucket."),
-            ("fileId", TypeRef::named(TypeRef::ID), "Id to give the file; omitted or `unique()` generates one."),
-            ("name", string(), "File name, with its extension."),
-            ("size", int(), "Total size in bytes."),
-            ("permissions", TypeRef::named_nn_list(TypeRef::STRING), "The file's permissions: `read`, `update`, `delete` (`write` is update and delete; files are created through the bucket's `create`); default for a signed-in user: read, update and delete for themselves."),
-        ],
-    ));
-    parts.add_type(input_object(
-        "UpdateFileInput",
-        "A file's new name and/or permissions.",
-        &[
-            ("bucketId", id(), "The bucket."),
-            ("fileId", id(), "The file."),
-            ("name", TypeRef::named(TypeRef::STRING), "New name."),
-            (
-                "permissions",
-                TypeRef::named_nn_list(TypeRef::STRING),
-                "New permissions (replace the old): `read`, `update`, `delete`, or `write` for update and delete.",
-            ),
-        ],
-    ));
-    parts.add_type(input_object(
-        "DeleteFileInput",
-        "A file to delete (or an unfinished upload to abandon).",
-        &[
-            ("bucketId", id(), "The bucket."),
-            ("fileId", id(), "The file."),
-        ],
-    ));
-    parts.add_type(input_object(
-        "CreateFileTokenInput",
-        "A file to mint a signed URL for.",
-        &[
-            ("bucketId", id(), "The bucket."),
-            ("fileId", id(), "The file."),
-            (
-                "expiresIn",
-                TypeRef::named(TypeRef::INT),
-                "Seconds it stays valid: 1 to 604800 (a week); default 3600.",
-            ),
-        ],
-    ));
+    parts.add_input::<CreateBucketInput>();
+    parts.add_input::<UpdateBucketInput>();
+    parts.add_input::<DeleteBucketInput>();
+    parts.add_input::<CreateFileInput>();
+    parts.add_input::<CreateFileUploadInput>();
+    parts.add_input::<UpdateFileInput>();
+    parts.add_input::<DeleteFileInput>();
+    parts.add_input::<CreateFileTokenInput>();
 }
 
 /// `previewUrl(width, height, output)`: the parent's preview URL with the given
@@ -680,7 +671,8 @@ fn register_mutations(parts: &mut SchemaParts) {
     parts.mutation(
         Field::new("createBucket", TypeRef::named_nn("Bucket"), |ctx| {
             FieldFuture::new(async move {
-                let (id, settings) = input::<BucketInput>(&ctx)?.into_parts()?;
+                let (id, settings) =
+                    BucketInput::from(input::<CreateBucketInput>(&ctx)?).into_parts()?;
                 let bucket =
                     service::create_bucket(app(&ctx)?, caller(&ctx)?, id, settings).await?;
                 Ok(Some(FieldValue::value(bucket_value(&bucket))))
@@ -695,7 +687,7 @@ fn register_mutations(parts: &mut SchemaParts) {
     parts.mutation(
         Field::new("updateBucket", TypeRef::named_nn("Bucket"), |ctx| {
             FieldFuture::new(async move {
-                let (id, settings) = input::<BucketInput>(&ctx)?.into_parts()?;
+                let (id, settings) = BucketInput::from(input::<UpdateBucketInput>(&ctx)?).into_parts()?;
                 let id = id.unwrap_or_default();
                 let bucket = service::update_bucket(app(&ctx)?, caller(&ctx)?, &id, settings).await?;
                 Ok(Some(FieldValue::value(bucket_value(&bucket))))
@@ -710,7 +702,7 @@ fn register_mutations(parts: &mut SchemaParts) {
             TypeRef::named_nn("DeleteBucketPayload"),
             |ctx| {
                 FieldFuture::new(async move {
-                    let input: crate::graphql::types::IdInput = input(&ctx)?;
+                    let input: DeleteBucketInput = input(&ctx)?;
                     service::delete_bucket(app(&ctx)?, caller(&ctx)?, &input.id).await?;
                     Ok(Some(FieldValue::value(object([(
                         "deletedId",
@@ -779,7 +771,7 @@ fn register_mutations(parts: &mut SchemaParts) {
     parts.mutation(
         Field::new("deleteFile", TypeRef::named_nn("DeleteFilePayload"), |ctx| {
             FieldFuture::new(async move {
-                let given: FileRefInput = input(&ctx)?;
+                let given: DeleteFileInput = input(&ctx)?;
                 service::delete_file(app(&ctx)?, caller(&ctx)?, &given.bucket_id, &given.file_id).await?;
                 Ok(Some(FieldValue::value(object([("deletedId", Value::from(given.file_id))]))))
             })
