@@ -7,17 +7,15 @@
 use std::sync::Arc;
 
 use async_graphql::dynamic::{
-    Enum, Field, FieldFuture, FieldValue, InputObject, InputValue, Object, ResolverContext, TypeRef,
+    Enum, Field, FieldFuture, FieldValue, InputValue, Object, ResolverContext, TypeRef,
 };
 use async_graphql::{Name, Value};
-use serde::Deserialize;
 use serde_json::Map;
 
 use crate::error::{AppError, AppResult};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
-    DATETIME, JSON, app, caller, datetime, input, input_object, json_value, object, opt_string,
-    prop,
+    DATETIME, JSON, app, caller, datetime, input, json_value, object, opt_string, prop,
 };
 use crate::services::projects::Project;
 
@@ -253,19 +251,28 @@ fn collection_value(collection: &Collection) -> Value {
     ])
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct AttributeInput {
-    key: String,
-    #[serde(rename = "type")]
-    kind: String,
-    size: Option<u32>,
-    min: Option<serde_json::Value>,
-    max: Option<serde_json::Value>,
-    elements: Option<Vec<String>>,
-    required: Option<bool>,
-    array: Option<bool>,
-    default: Option<serde_json::Value>,
+crate::graphql_input! {
+    "An attribute to add."
+    struct AttributeInput {
+        "1-64 of a-z, A-Z, 0-9, `_`, starting with a letter; not `id`, `createdAt`, `updatedAt`, `permissions`."
+        key: String,
+        "The type of its values."
+        r#type: String as "AttributeType",
+        "STRING: the most characters (required)."
+        size: Option<u32>,
+        "INTEGER, FLOAT: the smallest value allowed."
+        min: Option<serde_json::Value>,
+        "INTEGER, FLOAT: the largest value allowed."
+        max: Option<serde_json::Value>,
+        "ENUM: the allowed values."
+        elements: Option<Vec<String>>,
+        "Every document must have a value (default false)."
+        required: Option<bool>,
+        "A list of values (default false)."
+        array: Option<bool>,
+        "The value of documents that give none (not with `required`)."
+        default: Option<serde_json::Value>,
+    }
 }
 
 fn number_setting<T: serde::de::DeserializeOwned>(
@@ -286,7 +293,7 @@ fn number_setting<T: serde::de::DeserializeOwned>(
 
 impl AttributeInput {
     fn into_attribute(self) -> AppResult<Attribute> {
-        let kind = match self.kind.as_str() {
+        let kind = match self.r#type.as_str() {
             "STRING" => AttributeKind::String {
                 size: self.size.ok_or_else(|| AppError::Invalid {
                     code: "ATTRIBUTE_INVALID",
@@ -330,14 +337,18 @@ impl AttributeInput {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct IndexInput {
-    key: String,
-    #[serde(rename = "type")]
-    kind: String,
-    attributes: Vec<String>,
-    orders: Option<Vec<String>>,
+crate::graphql_input! {
+    "An index to add."
+    struct IndexInput {
+        "The index's key, unique in the collection."
+        key: String,
+        "What it does."
+        r#type: String as "IndexType",
+        "1 to 8 attribute keys."
+        attributes: Vec<String>,
+        "The order of each attribute."
+        orders: Option<Vec<String>> as "OrderDirection",
+    }
 }
 
 impl IndexInput {
@@ -347,7 +358,7 @@ impl IndexInput {
             field: "index".into(),
             reason,
         };
-        let kind = match self.kind.as_str() {
+        let kind = match self.r#type.as_str() {
             "KEY" => IndexKind::Key,
             "UNIQUE" => IndexKind::Unique,
             "FULLTEXT" => IndexKind::Fulltext,
@@ -372,118 +383,194 @@ impl IndexInput {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateDatabaseInput {
-    id: Option<String>,
-    name: String,
-    enabled: Option<bool>,
+crate::graphql_input! {
+    "A new database."
+    struct CreateDatabaseInput {
+        "Its id (generated when omitted or `unique()`)."
+        id: Option<String> as "ID",
+        "Display name."
+        name: String,
+        "Whether clients can reach it (default true)."
+        enabled: Option<bool>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct UpdateDatabaseInput {
-    id: String,
-    name: Option<String>,
-    enabled: Option<bool>,
+crate::graphql_input! {
+    "Changes to a database."
+    struct UpdateDatabaseInput {
+        "The database."
+        id: String as "ID",
+        "New name."
+        name: Option<String>,
+        "Whether clients can reach it."
+        enabled: Option<bool>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateCollectionInput {
-    database_id: String,
-    id: Option<String>,
-    name: String,
-    graphql_name: Option<String>,
-    document_security: Option<bool>,
-    enabled: Option<bool>,
-    permissions: Option<Vec<String>>,
-    attributes: Option<Vec<AttributeInput>>,
-    indexes: Option<Vec<IndexInput>>,
+crate::graphql_input! {
+    "A new collection."
+    struct CreateCollectionInput {
+        "Its database."
+        database_id: String as "ID",
+        "Its id (generated when omitted or `unique()`)."
+        id: Option<String> as "ID",
+        "Display name; its GraphQL names derive from it (`blog posts` → `BlogPost`, `blogPosts`) unless `graphqlName` is given."
+        name: String,
+        "The GraphQL type name to use, e.g. `Post`."
+        graphql_name: Option<String>,
+        "Whether each document's own permissions count (default false)."
+        document_security: Option<bool>,
+        "Whether clients can reach it (default true)."
+        enabled: Option<bool>,
+        "Collection permissions, e.g. `read(\"any\")`, `create(\"users\")`."
+        permissions: Option<Vec<String>>,
+        "Its attributes."
+        attributes: Option<Vec<AttributeInput>>,
+        "Its indexes."
+        indexes: Option<Vec<IndexInput>>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct UpdateCollectionInput {
-    database_id: String,
-    id: String,
-    name: Option<String>,
-    document_security: Option<bool>,
-    enabled: Option<bool>,
-    permissions: Option<Vec<String>>,
+crate::graphql_input! {
+    "Changes to a collection's settings."
+    struct UpdateCollectionInput {
+        "Its database."
+        database_id: String as "ID",
+        "The collection."
+        id: String as "ID",
+        "New display name (its GraphQL names stay)."
+        name: Option<String>,
+        "Whether each document's own permissions count."
+        document_security: Option<bool>,
+        "Whether clients can reach it."
+        enabled: Option<bool>,
+        "Replace the collection permissions."
+        permissions: Option<Vec<String>>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CollectionRefInput {
-    database_id: String,
-    id: String,
+crate::graphql_input! {
+    "The collection to delete, with its documents."
+    struct DeleteCollectionInput {
+        "Its database."
+        database_id: String as "ID",
+        "The collection."
+        id: String as "ID",
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateAttributeInput {
-    database_id: String,
-    collection_id: String,
-    attribute: AttributeInput,
+crate::graphql_input! {
+    "An attribute to add to a collection; existing documents get its default, or null."
+    struct CreateAttributeInput {
+        "The database."
+        database_id: String as "ID",
+        "The collection."
+        collection_id: String as "ID",
+        "The attribute."
+        attribute: AttributeInput,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateRelationshipInput {
-    database_id: String,
-    collection_id: String,
-    key: String,
-    related_collection_id: String,
-    #[serde(rename = "type")]
-    kind: String,
-    two_way_key: Option<String>,
-    on_delete: Option<String>,
+crate::graphql_input! {
+    "A relationship to add."
+    struct CreateRelationshipInput {
+        "The database."
+        database_id: String as "ID",
+        "The collection whose documents get the field `key`."
+        collection_id: String as "ID",
+        "The field: for MANY_TO_ONE / ONE_TO_ONE the reference (`author`), for ONE_TO_MANY the list (`posts`)."
+        key: String,
+        "The other collection, in the same database."
+        related_collection_id: String as "ID",
+        "How they refer to each other."
+        r#type: String as "RelationshipType",
+        "The field on the other collection: the reverse list (or document); for ONE_TO_MANY the reference, required."
+        two_way_key: Option<String>,
+        "What deleting a referenced document does (default RESTRICT)."
+        on_delete: Option<String> as "OnDeleteRule",
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateIndexInput {
-    database_id: String,
-    collection_id: String,
-    index: IndexInput,
+crate::graphql_input! {
+    "An index to add to a collection."
+    struct CreateIndexInput {
+        "The database."
+        database_id: String as "ID",
+        "The collection."
+        collection_id: String as "ID",
+        "The index."
+        index: IndexInput,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct KeyRefInput {
-    database_id: String,
-    collection_id: String,
-    key: String,
+crate::graphql_input! {
+    "An attribute to remove, with its values and the indexes using it."
+    struct DeleteAttributeInput {
+        "The database."
+        database_id: String as "ID",
+        "The collection."
+        collection_id: String as "ID",
+        "The attribute's key."
+        key: String,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateDocumentInput {
-    database_id: String,
-    collection_id: String,
-    id: Option<String>,
-    data: serde_json::Value,
-    permissions: Option<Vec<String>>,
+crate::graphql_input! {
+    "An index to remove."
+    struct DeleteIndexInput {
+        "The database."
+        database_id: String as "ID",
+        "The collection."
+        collection_id: String as "ID",
+        "The index's key."
+        key: String,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct UpdateDocumentInput {
-    database_id: String,
-    collection_id: String,
-    id: String,
-    data: Option<serde_json::Value>,
-    permissions: Option<Vec<String>>,
-    expected_updated_at: Option<String>,
+crate::graphql_input! {
+    "A document for any collection."
+    struct CreateDocumentInput {
+        "The database."
+        database_id: String as "ID",
+        "The collection."
+        collection_id: String as "ID",
+        "Its id (generated when omitted or `unique()`)."
+        id: Option<String> as "ID",
+        "Attribute values by key."
+        data: serde_json::Value,
+        "Its permissions; omitted: the signed-in creator may read, update and delete it."
+        permissions: Option<Vec<String>>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct DocumentRefInput {
-    database_id: String,
-    collection_id: String,
-    id: String,
+crate::graphql_input! {
+    "Changes to a document of any collection."
+    struct UpdateDocumentInput {
+        "The database."
+        database_id: String as "ID",
+        "The collection."
+        collection_id: String as "ID",
+        "The document."
+        id: String as "ID",
+        "Attribute values to set, by key."
+        data: Option<serde_json::Value>,
+        "Replace its permissions."
+        permissions: Option<Vec<String>>,
+        "Refuse (`DOCUMENT_CHANGED`) unless the document's `updatedAt` is still this."
+        expected_updated_at: Option<String> as "DateTime",
+    }
+}
+
+crate::graphql_input! {
+    "A document to delete."
+    struct DocumentRefInput as "DeleteDocumentInput" {
+        "The database."
+        database_id: String as "ID",
+        "The collection."
+        collection_id: String as "ID",
+        "The document."
+        id: String as "ID",
+    }
 }
 
 /// `data` of a document write: a JSON object.
@@ -552,6 +639,14 @@ fn written(
 ) -> Option<FieldValue<'static>> {
     documents::may_read(collection, access, document)
         .then(|| FieldValue::value(document_value(collection, document)))
+}
+
+crate::graphql_input! {
+    "The database to delete, with its collections and documents."
+    struct DeleteDatabaseInput {
+        "The database."
+        id: String as "ID",
+    }
 }
 
 pub fn register(parts: &mut SchemaParts, _project: &Project, model: &DataModel) {
@@ -675,19 +770,7 @@ fn register_types(parts: &mut SchemaParts) {
             .field(prop("twoWayKey", TypeRef::named(TypeRef::STRING), "The field on the referenced collection that lists (or names) the documents pointing at it."))
             .field(prop("onDelete", TypeRef::named_nn("OnDeleteRule"), "What deleting a referenced document does.")),
     );
-    parts.add_type(input_object(
-        "CreateRelationshipInput",
-        "A relationship to add.",
-        &[
-            ("databaseId", id(), "The database."),
-            ("collectionId", id(), "The collection whose documents get the field `key`."),
-            ("key", string(), "The field: for MANY_TO_ONE / ONE_TO_ONE the reference (`author`), for ONE_TO_MANY the list (`posts`)."),
-            ("relatedCollectionId", id(), "The other collection, in the same database."),
-            ("type", TypeRef::named_nn("RelationshipType"), "How they refer to each other."),
-            ("twoWayKey", TypeRef::named(TypeRef::STRING), "The field on the other collection: the reverse list (or document); for ONE_TO_MANY the reference, required."),
-            ("onDelete", TypeRef::named("OnDeleteRule"), "What deleting a referenced document does (default RESTRICT)."),
-        ],
-    ));
+    parts.add_input::<CreateRelationshipInput>();
     parts.add_type(
         Object::new("Collection")
             .description("A set of documents with the same attributes: a table of its own, with GraphQL types of its own.")
@@ -729,217 +812,21 @@ fn register_types(parts: &mut SchemaParts) {
                 "The documents of this page.",
             )),
     );
-    parts.add_type(
-        InputObject::new("AttributeInput")
-            .description("An attribute to add.")
-            .field(InputValue::new("key", string()).description("1-64 of a-z, A-Z, 0-9, `_`, starting with a letter; not `id`, `createdAt`, `updatedAt`, `permissions`."))
-            .field(InputValue::new("type", TypeRef::named_nn("AttributeType")).description("The type of its values."))
-            .field(InputValue::new("size", TypeRef::named(TypeRef::INT)).description("STRING: the most characters (required)."))
-            .field(InputValue::new("min", TypeRef::named(JSON)).description("INTEGER, FLOAT: the smallest value allowed."))
-            .field(InputValue::new("max", TypeRef::named(JSON)).description("INTEGER, FLOAT: the largest value allowed."))
-            .field(InputValue::new("elements", TypeRef::named_nn_list(TypeRef::STRING)).description("ENUM: the allowed values."))
-            .field(InputValue::new("required", TypeRef::named(TypeRef::BOOLEAN)).description("Every document must have a value (default false)."))
-            .field(InputValue::new("array", TypeRef::named(TypeRef::BOOLEAN)).description("A list of values (default false)."))
-            .field(InputValue::new("default", TypeRef::named(JSON)).description("The value of documents that give none (not with `required`).")),
-    );
-    parts.add_type(
-        InputObject::new("IndexInput")
-            .description("An index to add.")
-            .field(
-                InputValue::new("key", string())
-                    .description("The index's key, unique in the collection."),
-            )
-            .field(
-                InputValue::new("type", TypeRef::named_nn("IndexType"))
-                    .description("What it does."),
-            )
-            .field(
-                InputValue::new("attributes", TypeRef::named_nn_list_nn(TypeRef::STRING))
-                    .description("1 to 8 attribute keys."),
-            )
-            .field(
-                InputValue::new("orders", TypeRef::named_nn_list("OrderDirection"))
-                    .description("The order of each attribute."),
-            ),
-    );
-    parts.add_type(input_object(
-        "CreateDatabaseInput",
-        "A new database.",
-        &[
-            (
-                "id",
-                TypeRef::named(TypeRef::ID),
-                "Its id (generated when omitted or `unique()`).",
-            ),
-            ("name", string(), "Display name."),
-            (
-                "enabled",
-                TypeRef::named(TypeRef::BOOLEAN),
-                "Whether clients can reach it (default true).",
-            ),
-        ],
-    ));
-    parts.add_type(input_object(
-        "UpdateDatabaseInput",
-        "Changes to a database.",
-        &[
-            ("id", id(), "The database."),
-            ("name", TypeRef::named(TypeRef::STRING), "New name."),
-            (
-                "enabled",
-                TypeRef::named(TypeRef::BOOLEAN),
-                "Whether clients can reach it.",
-            ),
-        ],
-    ));
-    parts.add_type(input_object(
-        "DeleteDatabaseInput",
-        "The database to delete, with its collections and documents.",
-        &[("id", id(), "The database.")],
-    ));
-    parts.add_type(input_object(
-        "CreateCollectionInput",
-        "A new collection.",
-        &[
-            ("databaseId", id(), "Its database."),
-            ("id", TypeRef::named(TypeRef::ID), "Its id (generated when omitted or `unique()`)."),
-            ("name", string(), "Display name; its GraphQL names derive from it (`blog posts` → `BlogPost`, `blogPosts`) unless `graphqlName` is given."),
-            ("graphqlName", TypeRef::named(TypeRef::STRING), "The GraphQL type name to use, e.g. `Post`."),
-            ("documentSecurity", TypeRef::named(TypeRef::BOOLEAN), "Whether each document's own permissions count (default false)."),
-            ("enabled", TypeRef::named(TypeRef::BOOLEAN), "Whether clients can reach it (default true)."),
-            ("permissions", TypeRef::named_nn_list(TypeRef::STRING), "Collection permissions, e.g. `read(\"any\")`, `create(\"users\")`."),
-            ("attributes", TypeRef::named_nn_list("AttributeInput"), "Its attributes."),
-            ("indexes", TypeRef::named_nn_list("IndexInput"), "Its indexes."),
-        ],
-    ));
-    parts.add_type(input_object(
-        "UpdateCollectionInput",
-        "Changes to a collection's settings.",
-        &[
-            ("databaseId", id(), "Its database."),
-            ("id", id(), "The collection."),
-            (
-                "name",
-                TypeRef::named(TypeRef::STRING),
-                "New display name (its GraphQL names stay).",
-            ),
-            (
-                "documentSecurity",
-                TypeRef::named(TypeRef::BOOLEAN),
-                "Whether each document's own permissions count.",
-            ),
-            (
-                "enabled",
-                TypeRef::named(TypeRef::BOOLEAN),
-                "Whether clients can reach it.",
-            ),
-            (
-                "permissions",
-                TypeRef::named_nn_list(TypeRef::STRING),
-                "Replace the collection permissions.",
-            ),
-        ],
-    ));
-    parts.add_type(input_object(
-        "DeleteCollectionInput",
-        "The collection to delete, with its documents.",
-        &[
-            ("databaseId", id(), "Its database."),
-            ("id", id(), "The collection."),
-        ],
-    ));
-    parts.add_type(input_object(
-        "CreateAttributeInput",
-        "An attribute to add to a collection; existing documents get its default, or null.",
-        &[
-            ("databaseId", id(), "The database."),
-            ("collectionId", id(), "The collection."),
-            (
-                "attribute",
-                TypeRef::named_nn("AttributeInput"),
-                "The attribute.",
-            ),
-        ],
-    ));
-    parts.add_type(input_object(
-        "DeleteAttributeInput",
-        "An attribute to remove, with its values and the indexes using it.",
-        &[
-            ("databaseId", id(), "The database."),
-            ("collectionId", id(), "The collection."),
-            ("key", string(), "The attribute's key."),
-        ],
-    ));
-    parts.add_type(input_object(
-        "CreateIndexInput",
-        "An index to add to a collection.",
-        &[
-            ("databaseId", id(), "The database."),
-            ("collectionId", id(), "The collection."),
-            ("index", TypeRef::named_nn("IndexInput"), "The index."),
-        ],
-    ));
-    parts.add_type(input_object(
-        "DeleteIndexInput",
-        "An index to remove.",
-        &[
-            ("databaseId", id(), "The database."),
-            ("collectionId", id(), "The collection."),
-            ("key", string(), "The index's key."),
-        ],
-    ));
-    parts.add_type(input_object(
-        "CreateDocumentInput",
-        "A document for any collection.",
-        &[
-            ("databaseId", id(), "The database."),
-            ("collectionId", id(), "The collection."),
-            (
-                "id",
-                TypeRef::named(TypeRef::ID),
-                "Its id (generated when omitted or `unique()`).",
-            ),
-            ("data", TypeRef::named_nn(JSON), "Attribute values by key."),
-            (
-                "permissions",
-                TypeRef::named_nn_list(TypeRef::STRING),
-                "Its permissions; omitted: the signed-in creator may read, update and delete it.",
-            ),
-        ],
-    ));
-    parts.add_type(input_object(
-        "UpdateDocumentInput",
-        "Changes to a document of any collection.",
-        &[
-            ("databaseId", id(), "The database."),
-            ("collectionId", id(), "The collection."),
-            ("id", id(), "The document."),
-            (
-                "data",
-                TypeRef::named(JSON),
-                "Attribute values to set, by key.",
-            ),
-            (
-                "permissions",
-                TypeRef::named_nn_list(TypeRef::STRING),
-                "Replace its permissions.",
-            ),
-            (
-                "expectedUpdatedAt",
-                TypeRef::named(DATETIME),
-                "Refuse (`DOCUMENT_CHANGED`) unless the document's `updatedAt` is still this.",
-            ),
-        ],
-    ));
-    parts.add_type(input_object(
-        "DeleteDocumentInput",
-        "A document to delete.",
-        &[
-            ("databaseId", id(), "The database."),
-            ("collectionId", id(), "The collection."),
-            ("id", id(), "The document."),
-        ],
-    ));
+    parts.add_input::<AttributeInput>();
+    parts.add_input::<IndexInput>();
+    parts.add_input::<CreateDatabaseInput>();
+    parts.add_input::<UpdateDatabaseInput>();
+    parts.add_input::<DeleteDatabaseInput>();
+    parts.add_input::<CreateCollectionInput>();
+    parts.add_input::<UpdateCollectionInput>();
+    parts.add_input::<DeleteCollectionInput>();
+    parts.add_input::<CreateAttributeInput>();
+    parts.add_input::<DeleteAttributeInput>();
+    parts.add_input::<CreateIndexInput>();
+    parts.add_input::<DeleteIndexInput>();
+    parts.add_input::<CreateDocumentInput>();
+    parts.add_input::<UpdateDocumentInput>();
+    parts.add_input::<DocumentRefInput>();
     for (name, about) in [
         ("DeleteDatabasePayload", "The result of `deleteDatabase`."),
         (
@@ -1094,7 +981,7 @@ fn register_structure(parts: &mut SchemaParts) {
         "Deletes a database with its collections and documents (scope `databases.write`).",
         |ctx| {
             FieldFuture::new(async move {
-                let input: crate::graphql::types::IdInput = input(&ctx)?;
+                let input: DeleteDatabaseInput = input(&ctx)?;
                 structure::delete_database(app(&ctx)?, caller(&ctx)?, &input.id).await?;
                 Ok(Some(FieldValue::value(object([(
                     "deletedId",
@@ -1174,7 +1061,7 @@ fn register_structure(parts: &mut SchemaParts) {
         "Deletes a collection with its documents (scope `databases.write`).",
         |ctx| {
             FieldFuture::new(async move {
-                let input: CollectionRefInput = input(&ctx)?;
+                let input: DeleteCollectionInput = input(&ctx)?;
                 structure::delete_collection(
                     app(&ctx)?,
                     caller(&ctx)?,
@@ -1219,7 +1106,7 @@ fn register_structure(parts: &mut SchemaParts) {
         "Removes an attribute, its values and the indexes using it (scope `databases.write`).",
         |ctx| {
             FieldFuture::new(async move {
-                let input: KeyRefInput = input(&ctx)?;
+                let input: DeleteAttributeInput = input(&ctx)?;
                 let collection = structure::delete_attribute(
                     app(&ctx)?,
                     caller(&ctx)?,
@@ -1258,7 +1145,7 @@ fn register_structure(parts: &mut SchemaParts) {
                     collection_id: input.collection_id,
                     key: input.key,
                     related_collection_id: input.related_collection_id,
-                    kind: input.kind,
+                    kind: input.r#type,
                     two_way_key: input.two_way_key,
                     on_delete,
                 };
@@ -1298,7 +1185,7 @@ fn register_structure(parts: &mut SchemaParts) {
         "Removes an index (scope `databases.write`).",
         |ctx| {
             FieldFuture::new(async move {
-                let input: KeyRefInput = input(&ctx)?;
+                let input: DeleteIndexInput = input(&ctx)?;
                 let collection = structure::delete_index(
                     app(&ctx)?,
                     caller(&ctx)?,
