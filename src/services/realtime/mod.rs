@@ -29,7 +29,7 @@ use crate::bus::{BusMessage, Event, Published, channel_matches};
 use crate::error::{AppError, AppResult};
 use crate::gauge::GaugeGuard;
 use crate::graphql::SchemaParts;
-use crate::graphql::types::{DATETIME, JSON, app, caller, datetime, object, prop};
+use crate::graphql::types::{DATETIME, JSON, app, caller, datetime, input, object, prop};
 use crate::services::users::service::{ClientInfo, reload_session};
 
 const MAX_CHANNELS: usize = 100;
@@ -423,15 +423,7 @@ fn register_presence(parts: &mut SchemaParts) {
             ))
             .field(prop("at", TypeRef::named_nn(DATETIME), "When it happened.")),
     );
-    parts.add_type(
-        async_graphql::dynamic::InputObject::new("UpdatePresenceInput")
-            .description("A new presence state for the caller on a channel.")
-            .field(InputValue::new(
-                "channel",
-                TypeRef::named_nn(TypeRef::STRING),
-            ))
-            .field(InputValue::new("state", TypeRef::named(JSON))),
-    );
+    parts.add_input::<UpdatePresenceInput>();
     parts.add_type(
         Object::new("UpdatePresencePayload")
             .description("The result of `updatePresence`.")
@@ -509,12 +501,8 @@ fn register_presence(parts: &mut SchemaParts) {
                 let state = app(&ctx)?;
                 let caller = caller(&ctx)?;
                 let me = caller.require_session()?;
-                let input = ctx.args.try_get("input")?.object()?;
-                let channel = input.try_get("channel")?.string()?.to_string();
-                let new_state = match input.get("state") {
-                    Some(v) if !v.is_null() => v.as_value().clone().into_json()?,
-                    _ => serde_json::Value::Null,
-                };
+                let UpdatePresenceInput { channel, state: new_state } = input(&ctx)?;
+                let new_state = new_state.unwrap_or(serde_json::Value::Null);
                 check_presence_state(state, &new_state)?;
                 let mine = state.presence.held_by(&caller.project.id, &channel, &me.user.id);
                 for mut presence in mine.clone() {
@@ -532,6 +520,16 @@ fn register_presence(parts: &mut SchemaParts) {
         .description("Changes the signed-in caller's state on a presence channel, in every presence they hold there.")
         .argument(InputValue::new("input", TypeRef::named_nn("UpdatePresenceInput"))),
     );
+}
+
+crate::graphql_input! {
+    "A new presence state for the caller on a channel."
+    struct UpdatePresenceInput {
+        "The presence channel, as `presence` takes it."
+        channel: String,
+        "The new state, a small JSON value; null clears it."
+        state: Option<serde_json::Value>,
+    }
 }
 
 #[cfg(test)]
