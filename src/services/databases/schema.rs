@@ -649,6 +649,22 @@ crate::graphql_input! {
     }
 }
 
+fn id() -> TypeRef {
+    TypeRef::named_nn(TypeRef::ID)
+}
+
+fn string() -> TypeRef {
+    TypeRef::named_nn(TypeRef::STRING)
+}
+
+fn boolean() -> TypeRef {
+    TypeRef::named_nn(TypeRef::BOOLEAN)
+}
+
+fn time() -> TypeRef {
+    TypeRef::named_nn(DATETIME)
+}
+
 pub fn register(parts: &mut SchemaParts, _project: &Project, model: &DataModel) {
     register_types(parts);
     typed::register_shared(parts);
@@ -660,158 +676,19 @@ pub fn register(parts: &mut SchemaParts, _project: &Project, model: &DataModel) 
 }
 
 fn register_types(parts: &mut SchemaParts) {
-    let id = || TypeRef::named_nn(TypeRef::ID);
-    let string = || TypeRef::named_nn(TypeRef::STRING);
-    let boolean = || TypeRef::named_nn(TypeRef::BOOLEAN);
-    let time = || TypeRef::named_nn(DATETIME);
-    parts.add_type(
-        Enum::new("AttributeType")
-            .description("The type of an attribute's values.")
-            .items([
-                "STRING", "INTEGER", "FLOAT", "BOOLEAN", "DATETIME", "EMAIL", "URL", "IP", "ENUM",
-            ]),
-    );
-    parts.add_type(
-        Enum::new("IndexType")
-            .description("What an index does: speed up lookups and orders (KEY), also refuse duplicates (UNIQUE), or serve `search` (FULLTEXT).")
-            .items(["KEY", "UNIQUE", "FULLTEXT"]),
-    );
-    parts.add_type(
-        Enum::new("OrderDirection")
-            .description("Ascending (nulls first) or descending (nulls last).")
-            .items(["ASC", "DESC"]),
-    );
-    parts.add_type(
-        Object::new("Database")
-            .description("A group of collections.")
-            .field(prop("id", id(), "Unique id."))
-            .field(prop("name", string(), "Display name."))
-            .field(prop(
-                "enabled",
-                boolean(),
-                "Whether clients can reach its documents.",
-            ))
-            .field(prop("createdAt", time(), "When it was created."))
-            .field(prop("updatedAt", time(), "When it last changed.")),
-    );
-    parts.add_type(
-        Object::new("Attribute")
-            .description("A field of a collection's documents: one column of its table.")
-            .field(prop(
-                "key",
-                string(),
-                "The key: the document field and the GraphQL field.",
-            ))
-            .field(prop(
-                "type",
-                TypeRef::named_nn("AttributeType"),
-                "The type of its values.",
-            ))
-            .field(prop(
-                "required",
-                boolean(),
-                "Whether every document must have a value.",
-            ))
-            .field(prop(
-                "array",
-                boolean(),
-                "Whether it holds a list of values.",
-            ))
-            .field(prop(
-                "default",
-                TypeRef::named(JSON),
-                "The value of documents that give none.",
-            ))
-            .field(prop(
-                "size",
-                TypeRef::named(TypeRef::INT),
-                "STRING: the most characters.",
-            ))
-            .field(prop(
-                "min",
-                TypeRef::named(JSON),
-                "INTEGER, FLOAT: the smallest value allowed.",
-            ))
-            .field(prop(
-                "max",
-                TypeRef::named(JSON),
-                "INTEGER, FLOAT: the largest value allowed.",
-            ))
-            .field(prop(
-                "elements",
-                TypeRef::named_nn_list(TypeRef::STRING),
-                "ENUM: the allowed values.",
-            )),
-    );
-    parts.add_type(
-        Object::new("Index")
-            .description("An index of a collection: a real index of its table.")
-            .field(prop("key", string(), "The index's key."))
-            .field(prop("type", TypeRef::named_nn("IndexType"), "What it does."))
-            .field(prop("attributes", TypeRef::named_nn_list_nn(TypeRef::STRING), "The attribute keys it covers, in order (`$id`, `$createdAt`, `$updatedAt` for the system fields)."))
-            .field(prop("orders", TypeRef::named_nn_list_nn("OrderDirection"), "The order of each attribute (empty: ascending).")),
-    );
-    parts.add_type(
-        Enum::new("RelationshipType")
-            .description("How documents of two collections refer to each other. ONE_TO_MANY is stored as the MANY_TO_ONE it mirrors, on the related collection; MANY_TO_MANY links through a table of its own.")
-            .items(["MANY_TO_ONE", "ONE_TO_ONE", "ONE_TO_MANY", "MANY_TO_MANY"]),
-    );
-    parts.add_type(
-        Enum::new("OnDeleteRule")
-            .description("What deleting a referenced document does to the documents pointing at it: refuse (RESTRICT), delete them too (CASCADE), or clear their reference (SET_NULL).")
-            .items(["RESTRICT", "CASCADE", "SET_NULL"]),
-    );
-    parts.add_type(
-        Object::new("Relationship")
-            .description("A reference from this collection's documents to another collection's: a column holding the referenced id.")
-            .field(prop("key", string(), "The field holding the reference (`post.author`)."))
-            .field(prop("relatedCollectionId", id(), "The referenced collection."))
-            .field(prop("type", TypeRef::named_nn("RelationshipType"), "MANY_TO_ONE, ONE_TO_ONE or MANY_TO_MANY."))
-            .field(prop("twoWayKey", TypeRef::named(TypeRef::STRING), "The field on the referenced collection that lists (or names) the documents pointing at it."))
-            .field(prop("onDelete", TypeRef::named_nn("OnDeleteRule"), "What deleting a referenced document does.")),
-    );
+    parts.add_type(attribute_type_type());
+    parts.add_type(index_type_type());
+    parts.add_type(order_direction_type());
+    parts.add_type(database_type());
+    parts.add_type(attribute_type());
+    parts.add_type(index_type());
+    parts.add_type(relationship_type_type());
+    parts.add_type(on_delete_rule_type());
+    parts.add_type(relationship_type());
     parts.add_input::<CreateRelationshipInput>();
-    parts.add_type(
-        Object::new("Collection")
-            .description("A set of documents with the same attributes: a table of its own, with GraphQL types of its own.")
-            .field(prop("id", id(), "Unique id within its database."))
-            .field(prop("databaseId", id(), "Its database."))
-            .field(prop("name", string(), "Display name."))
-            .field(prop("graphqlName", string(), "The name of its GraphQL type (e.g. `Post`, with the fields `post`, `posts`, `createPost`, …)."))
-            .field(prop("documentSecurity", boolean(), "Whether each document's own permissions count beside the collection's."))
-            .field(prop("enabled", boolean(), "Whether clients can reach its documents."))
-            .field(prop("permissions", TypeRef::named_nn_list_nn(TypeRef::STRING), "Who may read, create, update and delete its documents, e.g. `read(\"any\")`."))
-            .field(prop("attributes", TypeRef::named_nn_list_nn("Attribute"), "Its attributes."))
-            .field(prop("indexes", TypeRef::named_nn_list_nn("Index"), "Its indexes."))
-            .field(prop("relationships", TypeRef::named_nn_list_nn("Relationship"), "The references its documents hold."))
-            .field(prop("createdAt", time(), "When it was created."))
-            .field(prop("updatedAt", time(), "When it last changed.")),
-    );
-    parts.add_type(
-        Object::new("Document")
-            .description("A document of any collection, in the generic API: its attribute values as one JSON object.")
-            .field(prop("id", id(), "Unique id within its collection."))
-            .field(prop("databaseId", id(), "Its database."))
-            .field(prop("collectionId", id(), "Its collection."))
-            .field(prop("createdAt", time(), "When it was created."))
-            .field(prop("updatedAt", time(), "When it last changed."))
-            .field(prop("permissions", TypeRef::named_nn_list_nn(TypeRef::STRING), "Its own permissions (used when the collection has document security)."))
-            .field(prop("data", TypeRef::named_nn(JSON), "Its attribute values, by key.")),
-    );
-    parts.add_type(
-        Object::new("DocumentList")
-            .description("Documents found by `documents`.")
-            .field(prop(
-                "total",
-                TypeRef::named(TypeRef::INT),
-                "How many documents match in all (counted only when selected).",
-            ))
-            .field(prop(
-                "documents",
-                TypeRef::named_nn_list_nn("Document"),
-                "The documents of this page.",
-            )),
-    );
+    parts.add_type(collection_type());
+    parts.add_type(document_type());
+    parts.add_type(document_list_type());
     parts.add_input::<AttributeInput>();
     parts.add_input::<IndexInput>();
     parts.add_input::<CreateDatabaseInput>();
@@ -843,96 +720,213 @@ fn register_types(parts: &mut SchemaParts) {
     }
 }
 
-fn register_structure(parts: &mut SchemaParts) {
-    parts.query(
-        Field::new("databases", TypeRef::named_nn_list_nn("Database"), |ctx| {
-            FieldFuture::new(async move {
-                let list = structure::list_databases(app(&ctx)?, caller(&ctx)?).await?;
-                Ok(Some(FieldValue::list(
-                    list.iter().map(|d| FieldValue::value(database_value(d))),
-                )))
-            })
-        })
-        .description("The project's databases (scope `databases.read`)."),
-    );
-    parts.query(
-        Field::new("database", TypeRef::named_nn("Database"), |ctx| {
-            FieldFuture::new(async move {
-                let id = opt_string(&ctx, "id")?.unwrap_or_default();
-                let database = structure::get_database(app(&ctx)?, caller(&ctx)?, &id).await?;
-                Ok(Some(FieldValue::value(database_value(&database))))
-            })
-        })
-        .description("A database (scope `databases.read`).")
-        .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID))),
-    );
-    parts.query(
-        Field::new(
-            "collections",
-            TypeRef::named_nn_list_nn("Collection"),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let database_id = opt_string(&ctx, "databaseId")?.unwrap_or_default();
-                    let list = structure::list_collections(app(&ctx)?, caller(&ctx)?, &database_id)
-                        .await?;
-                    Ok(Some(FieldValue::list(
-                        list.iter().map(|c| FieldValue::value(collection_value(c))),
-                    )))
-                })
-            },
-        )
-        .description("The collections of a database (scope `databases.read`).")
-        .argument(InputValue::new(
-            "databaseId",
-            TypeRef::named_nn(TypeRef::ID),
-        )),
-    );
-    parts.query(
-        Field::new("collection", TypeRef::named_nn("Collection"), |ctx| {
-            FieldFuture::new(async move {
-                let database_id = opt_string(&ctx, "databaseId")?.unwrap_or_default();
-                let id = opt_string(&ctx, "id")?.unwrap_or_default();
-                let collection =
-                    structure::get_collection(app(&ctx)?, caller(&ctx)?, &database_id, &id).await?;
-                Ok(Some(FieldValue::value(collection_value(&collection))))
-            })
-        })
-        .description("A collection with its attributes and indexes (scope `databases.read`).")
-        .argument(InputValue::new(
-            "databaseId",
-            TypeRef::named_nn(TypeRef::ID),
+fn attribute_type_type() -> Enum {
+    Enum::new("AttributeType")
+        .description("The type of an attribute's values.")
+        .items([
+            "STRING", "INTEGER", "FLOAT", "BOOLEAN", "DATETIME", "EMAIL", "URL", "IP", "ENUM",
+        ])
+}
+
+fn index_type_type() -> Enum {
+    Enum::new("IndexType")
+        .description("What an index does: speed up lookups and orders (KEY), also refuse duplicates (UNIQUE), or serve `search` (FULLTEXT).")
+        .items(["KEY", "UNIQUE", "FULLTEXT"])
+}
+
+fn order_direction_type() -> Enum {
+    Enum::new("OrderDirection")
+        .description("Ascending (nulls first) or descending (nulls last).")
+        .items(["ASC", "DESC"])
+}
+
+fn database_type() -> Object {
+    Object::new("Database")
+        .description("A group of collections.")
+        .field(prop("id", id(), "Unique id."))
+        .field(prop("name", string(), "Display name."))
+        .field(prop(
+            "enabled",
+            boolean(),
+            "Whether clients can reach its documents.",
         ))
-        .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID))),
-    );
-    let mutation = |parts: &mut SchemaParts,
-                    name: &'static str,
-                    returns: &'static str,
-                    input_type: &'static str,
-                    about: &'static str,
-                    run: fn(ResolverContext<'_>) -> FieldFuture<'_>| {
-        parts.mutation(
-            Field::new(name, TypeRef::named_nn(returns), move |ctx| {
-                // On SQLite the document writes before it hold the only write
-                // lock, and DDL cannot join their transaction on MariaDB.
-                let mixed = request_tx(&ctx).map(|tx| tx.has_writes()).unwrap_or(false);
-                if mixed {
-                    return FieldFuture::new(async move {
-                        Err::<Option<FieldValue>, _>(
-                            AppError::NotAllowed(
-                                "structure changes cannot follow document writes in the same request; send them separately".into(),
-                            )
-                            .into(),
-                        )
-                    });
-                }
-                run(ctx)
-            })
-                .description(about)
-                .argument(InputValue::new("input", TypeRef::named_nn(input_type))),
-        );
-    };
-    mutation(
-        parts,
+        .field(prop("createdAt", time(), "When it was created."))
+        .field(prop("updatedAt", time(), "When it last changed."))
+}
+
+fn attribute_type() -> Object {
+    Object::new("Attribute")
+        .description("A field of a collection's documents: one column of its table.")
+        .field(prop(
+            "key",
+            string(),
+            "The key: the document field and the GraphQL field.",
+        ))
+        .field(prop(
+            "type",
+            TypeRef::named_nn("AttributeType"),
+            "The type of its values.",
+        ))
+        .field(prop(
+            "required",
+            boolean(),
+            "Whether every document must have a value.",
+        ))
+        .field(prop(
+            "array",
+            boolean(),
+            "Whether it holds a list of values.",
+        ))
+        .field(prop(
+            "default",
+            TypeRef::named(JSON),
+            "The value of documents that give none.",
+        ))
+        .field(prop(
+            "size",
+            TypeRef::named(TypeRef::INT),
+            "STRING: the most characters.",
+        ))
+        .field(prop(
+            "min",
+            TypeRef::named(JSON),
+            "INTEGER, FLOAT: the smallest value allowed.",
+        ))
+        .field(prop(
+            "max",
+            TypeRef::named(JSON),
+            "INTEGER, FLOAT: the largest value allowed.",
+        ))
+        .field(prop(
+            "elements",
+            TypeRef::named_nn_list(TypeRef::STRING),
+            "ENUM: the allowed values.",
+        ))
+}
+
+fn index_type() -> Object {
+    Object::new("Index")
+        .description("An index of a collection: a real index of its table.")
+        .field(prop("key", string(), "The index's key."))
+        .field(prop("type", TypeRef::named_nn("IndexType"), "What it does."))
+        .field(prop("attributes", TypeRef::named_nn_list_nn(TypeRef::STRING), "The attribute keys it covers, in order (`$id`, `$createdAt`, `$updatedAt` for the system fields)."))
+        .field(prop("orders", TypeRef::named_nn_list_nn("OrderDirection"), "The order of each attribute (empty: ascending)."))
+}
+
+fn relationship_type_type() -> Enum {
+    Enum::new("RelationshipType")
+        .description("How documents of two collections refer to each other. ONE_TO_MANY is stored as the MANY_TO_ONE it mirrors, on the related collection; MANY_TO_MANY links through a table of its own.")
+        .items(["MANY_TO_ONE", "ONE_TO_ONE", "ONE_TO_MANY", "MANY_TO_MANY"])
+}
+
+fn on_delete_rule_type() -> Enum {
+    Enum::new("OnDeleteRule")
+        .description("What deleting a referenced document does to the documents pointing at it: refuse (RESTRICT), delete them too (CASCADE), or clear their reference (SET_NULL).")
+        .items(["RESTRICT", "CASCADE", "SET_NULL"])
+}
+
+fn relationship_type() -> Object {
+    Object::new("Relationship")
+        .description("A reference from this collection's documents to another collection's: a column holding the referenced id.")
+        .field(prop("key", string(), "The field holding the reference (`post.author`)."))
+        .field(prop("relatedCollectionId", id(), "The referenced collection."))
+        .field(prop("type", TypeRef::named_nn("RelationshipType"), "MANY_TO_ONE, ONE_TO_ONE or MANY_TO_MANY."))
+        .field(prop("twoWayKey", TypeRef::named(TypeRef::STRING), "The field on the referenced collection that lists (or names) the documents pointing at it."))
+        .field(prop("onDelete", TypeRef::named_nn("OnDeleteRule"), "What deleting a referenced document does."))
+}
+
+fn collection_type() -> Object {
+    Object::new("Collection")
+        .description("A set of documents with the same attributes: a table of its own, with GraphQL types of its own.")
+        .field(prop("id", id(), "Unique id within its database."))
+        .field(prop("databaseId", id(), "Its database."))
+        .field(prop("name", string(), "Display name."))
+        .field(prop("graphqlName", string(), "The name of its GraphQL type (e.g. `Post`, with the fields `post`, `posts`, `createPost`, …)."))
+        .field(prop("documentSecurity", boolean(), "Whether each document's own permissions count beside the collection's."))
+        .field(prop("enabled", boolean(), "Whether clients can reach its documents."))
+        .field(prop("permissions", TypeRef::named_nn_list_nn(TypeRef::STRING), "Who may read, create, update and delete its documents, e.g. `read(\"any\")`."))
+        .field(prop("attributes", TypeRef::named_nn_list_nn("Attribute"), "Its attributes."))
+        .field(prop("indexes", TypeRef::named_nn_list_nn("Index"), "Its indexes."))
+        .field(prop("relationships", TypeRef::named_nn_list_nn("Relationship"), "The references its documents hold."))
+        .field(prop("createdAt", time(), "When it was created."))
+        .field(prop("updatedAt", time(), "When it last changed."))
+}
+
+fn document_type() -> Object {
+    Object::new("Document")
+        .description("A document of any collection, in the generic API: its attribute values as one JSON object.")
+        .field(prop("id", id(), "Unique id within its collection."))
+        .field(prop("databaseId", id(), "Its database."))
+        .field(prop("collectionId", id(), "Its collection."))
+        .field(prop("createdAt", time(), "When it was created."))
+        .field(prop("updatedAt", time(), "When it last changed."))
+        .field(prop("permissions", TypeRef::named_nn_list_nn(TypeRef::STRING), "Its own permissions (used when the collection has document security)."))
+        .field(prop("data", TypeRef::named_nn(JSON), "Its attribute values, by key."))
+}
+
+fn document_list_type() -> Object {
+    Object::new("DocumentList")
+        .description("Documents found by `documents`.")
+        .field(prop(
+            "total",
+            TypeRef::named(TypeRef::INT),
+            "How many documents match in all (counted only when selected).",
+        ))
+        .field(prop(
+            "documents",
+            TypeRef::named_nn_list_nn("Document"),
+            "The documents of this page.",
+        ))
+}
+
+fn register_structure(parts: &mut SchemaParts) {
+    parts.query(databases());
+    parts.query(database());
+    parts.query(collections());
+    parts.query(collection());
+    parts.mutation(create_database());
+    parts.mutation(update_database());
+    parts.mutation(delete_database());
+    parts.mutation(create_collection());
+    parts.mutation(update_collection());
+    parts.mutation(delete_collection());
+    parts.mutation(create_attribute());
+    parts.mutation(delete_attribute());
+    parts.mutation(create_relationship());
+    parts.mutation(create_index());
+    parts.mutation(delete_index());
+}
+/// A mutation that changes the structure of a project's data: refused after
+/// document writes in the same request.
+fn structure_mutation(
+    name: &'static str,
+    returns: &'static str,
+    input_type: &'static str,
+    about: &'static str,
+    run: fn(ResolverContext<'_>) -> FieldFuture<'_>,
+) -> Field {
+    Field::new(name, TypeRef::named_nn(returns), move |ctx| {
+        // On SQLite the document writes before it hold the only write
+        // lock, and DDL cannot join their transaction on MariaDB.
+        let mixed = request_tx(&ctx).map(|tx| tx.has_writes()).unwrap_or(false);
+        if mixed {
+            return FieldFuture::new(async move {
+                Err::<Option<FieldValue>, _>(
+                    AppError::NotAllowed(
+                        "structure changes cannot follow document writes in the same request; send them separately".into(),
+                    )
+                    .into(),
+                )
+            });
+        }
+        run(ctx)
+    })
+    .description(about)
+    .argument(InputValue::new("input", TypeRef::named_nn(input_type)))
+}
+
+fn create_database() -> Field {
+    structure_mutation(
         "createDatabase",
         "Database",
         "CreateDatabaseInput",
@@ -951,9 +945,11 @@ fn register_structure(parts: &mut SchemaParts) {
                 Ok(Some(FieldValue::value(database_value(&database))))
             })
         },
-    );
-    mutation(
-        parts,
+    )
+}
+
+fn update_database() -> Field {
+    structure_mutation(
         "updateDatabase",
         "Database",
         "UpdateDatabaseInput",
@@ -972,9 +968,11 @@ fn register_structure(parts: &mut SchemaParts) {
                 Ok(Some(FieldValue::value(database_value(&database))))
             })
         },
-    );
-    mutation(
-        parts,
+    )
+}
+
+fn delete_database() -> Field {
+    structure_mutation(
         "deleteDatabase",
         "DeleteDatabasePayload",
         "DeleteDatabaseInput",
@@ -989,9 +987,11 @@ fn register_structure(parts: &mut SchemaParts) {
                 )]))))
             })
         },
-    );
-    mutation(
-        parts,
+    )
+}
+
+fn create_collection() -> Field {
+    structure_mutation(
         "createCollection",
         "Collection",
         "CreateCollectionInput",
@@ -1025,9 +1025,11 @@ fn register_structure(parts: &mut SchemaParts) {
                 Ok(Some(FieldValue::value(collection_value(&collection))))
             })
         },
-    );
-    mutation(
-        parts,
+    )
+}
+
+fn update_collection() -> Field {
+    structure_mutation(
         "updateCollection",
         "Collection",
         "UpdateCollectionInput",
@@ -1052,9 +1054,11 @@ fn register_structure(parts: &mut SchemaParts) {
                 Ok(Some(FieldValue::value(collection_value(&collection))))
             })
         },
-    );
-    mutation(
-        parts,
+    )
+}
+
+fn delete_collection() -> Field {
+    structure_mutation(
         "deleteCollection",
         "DeleteCollectionPayload",
         "DeleteCollectionInput",
@@ -1075,9 +1079,11 @@ fn register_structure(parts: &mut SchemaParts) {
                 )]))))
             })
         },
-    );
-    mutation(
-        parts,
+    )
+}
+
+fn create_attribute() -> Field {
+    structure_mutation(
         "createAttribute",
         "Collection",
         "CreateAttributeInput",
@@ -1097,9 +1103,11 @@ fn register_structure(parts: &mut SchemaParts) {
                 Ok(Some(FieldValue::value(collection_value(&collection))))
             })
         },
-    );
-    mutation(
-        parts,
+    )
+}
+
+fn delete_attribute() -> Field {
+    structure_mutation(
         "deleteAttribute",
         "Collection",
         "DeleteAttributeInput",
@@ -1118,9 +1126,11 @@ fn register_structure(parts: &mut SchemaParts) {
                 Ok(Some(FieldValue::value(collection_value(&collection))))
             })
         },
-    );
-    mutation(
-        parts,
+    )
+}
+
+fn create_relationship() -> Field {
+    structure_mutation(
         "createRelationship",
         "Collection",
         "CreateRelationshipInput",
@@ -1154,9 +1164,11 @@ fn register_structure(parts: &mut SchemaParts) {
                 Ok(Some(FieldValue::value(collection_value(&collection))))
             })
         },
-    );
-    mutation(
-        parts,
+    )
+}
+
+fn create_index() -> Field {
+    structure_mutation(
         "createIndex",
         "Collection",
         "CreateIndexInput",
@@ -1176,9 +1188,11 @@ fn register_structure(parts: &mut SchemaParts) {
                 Ok(Some(FieldValue::value(collection_value(&collection))))
             })
         },
-    );
-    mutation(
-        parts,
+    )
+}
+
+fn delete_index() -> Field {
+    structure_mutation(
         "deleteIndex",
         "Collection",
         "DeleteIndexInput",
@@ -1197,7 +1211,71 @@ fn register_structure(parts: &mut SchemaParts) {
                 Ok(Some(FieldValue::value(collection_value(&collection))))
             })
         },
-    );
+    )
+}
+
+fn databases() -> Field {
+    Field::new("databases", TypeRef::named_nn_list_nn("Database"), |ctx| {
+        FieldFuture::new(async move {
+            let list = structure::list_databases(app(&ctx)?, caller(&ctx)?).await?;
+            Ok(Some(FieldValue::list(
+                list.iter().map(|d| FieldValue::value(database_value(d))),
+            )))
+        })
+    })
+    .description("The project's databases (scope `databases.read`).")
+}
+
+fn database() -> Field {
+    Field::new("database", TypeRef::named_nn("Database"), |ctx| {
+        FieldFuture::new(async move {
+            let id = opt_string(&ctx, "id")?.unwrap_or_default();
+            let database = structure::get_database(app(&ctx)?, caller(&ctx)?, &id).await?;
+            Ok(Some(FieldValue::value(database_value(&database))))
+        })
+    })
+    .description("A database (scope `databases.read`).")
+    .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)))
+}
+
+fn collections() -> Field {
+    Field::new(
+        "collections",
+        TypeRef::named_nn_list_nn("Collection"),
+        |ctx| {
+            FieldFuture::new(async move {
+                let database_id = opt_string(&ctx, "databaseId")?.unwrap_or_default();
+                let list =
+                    structure::list_collections(app(&ctx)?, caller(&ctx)?, &database_id).await?;
+                Ok(Some(FieldValue::list(
+                    list.iter().map(|c| FieldValue::value(collection_value(c))),
+                )))
+            })
+        },
+    )
+    .description("The collections of a database (scope `databases.read`).")
+    .argument(InputValue::new(
+        "databaseId",
+        TypeRef::named_nn(TypeRef::ID),
+    ))
+}
+
+fn collection() -> Field {
+    Field::new("collection", TypeRef::named_nn("Collection"), |ctx| {
+        FieldFuture::new(async move {
+            let database_id = opt_string(&ctx, "databaseId")?.unwrap_or_default();
+            let id = opt_string(&ctx, "id")?.unwrap_or_default();
+            let collection =
+                structure::get_collection(app(&ctx)?, caller(&ctx)?, &database_id, &id).await?;
+            Ok(Some(FieldValue::value(collection_value(&collection))))
+        })
+    })
+    .description("A collection with its attributes and indexes (scope `databases.read`).")
+    .argument(InputValue::new(
+        "databaseId",
+        TypeRef::named_nn(TypeRef::ID),
+    ))
+    .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)))
 }
 
 fn register_documents(parts: &mut SchemaParts) {

@@ -129,45 +129,8 @@ fn required(ty: TypeRef) -> TypeRef {
 }
 
 pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
-    parts.add_type(
-        Object::new("Project")
-            .description(
-                "An isolated tenant of the server: its users, data, files and keys are its own.",
-            )
-            .field(prop(
-                "id",
-                TypeRef::named_nn(TypeRef::ID),
-                "Unique id, chosen at creation.",
-            ))
-            .field(prop(
-                "name",
-                TypeRef::named_nn(TypeRef::STRING),
-                "Display name.",
-            ))
-            .field(prop(
-                "description",
-                TypeRef::named_nn(TypeRef::STRING),
-                "Free text about the project.",
-            ))
-            .field(prop(
-                "auth",
-                TypeRef::named_nn("ProjectAuth"),
-                "How the project's users sign in.",
-            ))
-            .field(prop(
-                "createdAt",
-                TypeRef::named_nn(DATETIME),
-                "When the project was created.",
-            ))
-            .field(prop(
-                "updatedAt",
-                TypeRef::named_nn(DATETIME),
-                "When the project last changed.",
-            )),
-    );
+    parts.add_type(project_type());
     parts.add_types(connection_types("Project", "projects"));
-    let _int = || TypeRef::named_nn(TypeRef::INT);
-    let _boolean = || TypeRef::named_nn(TypeRef::BOOLEAN);
     parts.add_type(
         // The policy as it reads is the policy as it is written, minus the project.
         UpdateProjectAuthInput::fields().into_iter().skip(2).fold(
@@ -185,148 +148,198 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
     parts.add_input::<CreateProjectInput>();
     parts.add_input::<UpdateProjectInput>();
     parts.add_input::<DeleteProjectInput>();
-    parts.add_type(
-        Object::new("DeleteProjectPayload")
-            .description("The result of `deleteProject`.")
-            .field(prop(
-                "deletedId",
-                TypeRef::named_nn(TypeRef::ID),
-                "Id of the deleted project.",
-            )),
-    );
+    parts.add_type(delete_project_payload_type());
 
-    parts.query(
-        Field::new("project", TypeRef::named_nn("Project"), |ctx| {
-            FieldFuture::new(async move {
-                let caller = caller(&ctx)?;
-                let project = match opt_string(&ctx, "id")? {
-                    None => {
-                        caller.require::<ProjectRead>()?;
-                        (*caller.project).clone()
-                    }
-                    Some(id) => service::get_project(app(&ctx)?, caller.require_admin()?, &id).await?,
-                };
-                Ok(Some(FieldValue::value(project_value(&project))))
-            })
-        })
-        .description("A project: the one this request addresses (scope `project.read`), or any by id (scope `admin`).")
-        .argument(InputValue::new("id", TypeRef::named(TypeRef::ID)).description("The project; omitted: the addressed one.")),
-    );
-    parts.query(
-        with_connection_args(Field::new(
-            "projects",
-            TypeRef::named_nn("ProjectConnection"),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let admin = caller(&ctx)?.require_admin()?;
-                    let page = page_request(&ctx)?;
-                    let (projects, total) =
-                        service::list_projects(app(&ctx)?, admin, &page, wants_total_count(&ctx))
-                            .await?;
-                    Ok(Some(FieldValue::value(connection(
-                        &page,
-                        projects,
-                        total,
-                        |p| &p.id,
-                        project_value,
-                    ))))
-                })
-            },
+    parts.query(project());
+    parts.query(projects());
+    parts.mutation(create_project());
+    parts.mutation(update_project());
+    parts.mutation(update_project_auth());
+    parts.mutation(delete_project());
+}
+
+fn project_type() -> Object {
+    Object::new("Project")
+        .description(
+            "An isolated tenant of the server: its users, data, files and keys are its own.",
+        )
+        .field(prop(
+            "id",
+            TypeRef::named_nn(TypeRef::ID),
+            "Unique id, chosen at creation.",
         ))
-        .description("Every project of the server, by id (scope `admin`)."),
-    );
-    parts.mutation(
-        Field::new("createProject", TypeRef::named_nn("Project"), |ctx| {
-            FieldFuture::new(async move {
-                let admin = caller(&ctx)?.require_admin()?;
-                let input: CreateProjectInput = input(&ctx)?;
-                let project = service::create_project(
-                    app(&ctx)?,
-                    admin,
-                    NewProject {
-                        id: input.id,
-                        name: input.name,
-                        description: input.description,
-                    },
-                )
-                .await?;
-                Ok(Some(FieldValue::value(project_value(&project))))
-            })
+        .field(prop(
+            "name",
+            TypeRef::named_nn(TypeRef::STRING),
+            "Display name.",
+        ))
+        .field(prop(
+            "description",
+            TypeRef::named_nn(TypeRef::STRING),
+            "Free text about the project.",
+        ))
+        .field(prop(
+            "auth",
+            TypeRef::named_nn("ProjectAuth"),
+            "How the project's users sign in.",
+        ))
+        .field(prop(
+            "createdAt",
+            TypeRef::named_nn(DATETIME),
+            "When the project was created.",
+        ))
+        .field(prop(
+            "updatedAt",
+            TypeRef::named_nn(DATETIME),
+            "When the project last changed.",
+        ))
+}
+
+fn delete_project_payload_type() -> Object {
+    Object::new("DeleteProjectPayload")
+        .description("The result of `deleteProject`.")
+        .field(prop(
+            "deletedId",
+            TypeRef::named_nn(TypeRef::ID),
+            "Id of the deleted project.",
+        ))
+}
+
+fn project() -> Field {
+    Field::new("project", TypeRef::named_nn("Project"), |ctx| {
+        FieldFuture::new(async move {
+            let caller = caller(&ctx)?;
+            let project = match opt_string(&ctx, "id")? {
+                None => {
+                    caller.require::<ProjectRead>()?;
+                    (*caller.project).clone()
+                }
+                Some(id) => service::get_project(app(&ctx)?, caller.require_admin()?, &id).await?,
+            };
+            Ok(Some(FieldValue::value(project_value(&project))))
         })
-        .description("Creates a project (scope `admin`).")
-        .argument(InputValue::new(
-            "input",
-            TypeRef::named_nn("CreateProjectInput"),
-        )),
-    );
-    parts.mutation(
-        Field::new("updateProject", TypeRef::named_nn("Project"), |ctx| {
+    })
+    .description("A project: the one this request addresses (scope `project.read`), or any by id (scope `admin`).")
+    .argument(InputValue::new("id", TypeRef::named(TypeRef::ID)).description("The project; omitted: the addressed one."))
+}
+
+fn projects() -> Field {
+    with_connection_args(Field::new(
+        "projects",
+        TypeRef::named_nn("ProjectConnection"),
+        |ctx| {
             FieldFuture::new(async move {
                 let admin = caller(&ctx)?.require_admin()?;
-                let input: UpdateProjectInput = input(&ctx)?;
-                let project = service::update_project(
-                    app(&ctx)?,
-                    admin,
-                    ProjectChanges {
-                        id: input.id,
-                        name: input.name,
-                        description: input.description,
-                    },
-                )
-                .await?;
-                Ok(Some(FieldValue::value(project_value(&project))))
-            })
-        })
-        .description("Changes a project's name or description (scope `admin`).")
-        .argument(InputValue::new(
-            "input",
-            TypeRef::named_nn("UpdateProjectInput"),
-        )),
-    );
-    parts.mutation(
-        Field::new("updateProjectAuth", TypeRef::named_nn("Project"), |ctx| {
-            FieldFuture::new(async move {
-                let admin = caller(&ctx)?.require_admin()?;
-                let input: UpdateProjectAuthInput = input(&ctx)?;
-                let changes = AuthChanges {
-                    password_min_length: input.password_min_length,
-                    password_history: input.password_history,
-                    password_dictionary: input.password_dictionary,
-                    personal_data_check: input.personal_data_check,
-                    max_sessions: input.max_sessions,
-                    session_length_secs: input.session_length,
-                    email_password: input.email_password,
-                    anonymous: input.anonymous,
-                    magic_url: input.magic_url,
-                    email_otp: input.email_otp,
-                    presence_guests: input.presence_guests,
-                    redirect_hosts: input.redirect_hosts,
-                };
-                let project =
-                    service::update_project_auth(app(&ctx)?, admin, &input.project_id, changes)
+                let page = page_request(&ctx)?;
+                let (projects, total) =
+                    service::list_projects(app(&ctx)?, admin, &page, wants_total_count(&ctx))
                         .await?;
-                Ok(Some(FieldValue::value(project_value(&project))))
+                Ok(Some(FieldValue::value(connection(
+                    &page,
+                    projects,
+                    total,
+                    |p| &p.id,
+                    project_value,
+                ))))
             })
+        },
+    ))
+    .description("Every project of the server, by id (scope `admin`).")
+}
+
+fn create_project() -> Field {
+    Field::new("createProject", TypeRef::named_nn("Project"), |ctx| {
+        FieldFuture::new(async move {
+            let admin = caller(&ctx)?.require_admin()?;
+            let input: CreateProjectInput = input(&ctx)?;
+            let project = service::create_project(
+                app(&ctx)?,
+                admin,
+                NewProject {
+                    id: input.id,
+                    name: input.name,
+                    description: input.description,
+                },
+            )
+            .await?;
+            Ok(Some(FieldValue::value(project_value(&project))))
         })
-        .description("Changes a project's sign-in policy (scope `admin`).")
-        .argument(InputValue::new(
-            "input",
-            TypeRef::named_nn("UpdateProjectAuthInput"),
-        )),
-    );
-    parts.mutation(
-        Field::new("deleteProject", TypeRef::named_nn("DeleteProjectPayload"), |ctx| {
-            FieldFuture::new(async move {
-                let admin = caller(&ctx)?.require_admin()?;
-                let input: DeleteProjectInput = input(&ctx)?;
-                let data = ctx.data::<Arc<dyn service::ProjectData>>().map_err(|_| {
-                    AppError::Internal(anyhow::anyhow!("ProjectData missing from schema data"))
-                })?;
-                service::delete_project(app(&ctx)?, admin, &input.id, data.as_ref()).await?;
-                Ok(Some(FieldValue::value(object([("deletedId", Value::from(input.id))]))))
-            })
+    })
+    .description("Creates a project (scope `admin`).")
+    .argument(InputValue::new(
+        "input",
+        TypeRef::named_nn("CreateProjectInput"),
+    ))
+}
+
+fn update_project() -> Field {
+    Field::new("updateProject", TypeRef::named_nn("Project"), |ctx| {
+        FieldFuture::new(async move {
+            let admin = caller(&ctx)?.require_admin()?;
+            let input: UpdateProjectInput = input(&ctx)?;
+            let project = service::update_project(
+                app(&ctx)?,
+                admin,
+                ProjectChanges {
+                    id: input.id,
+                    name: input.name,
+                    description: input.description,
+                },
+            )
+            .await?;
+            Ok(Some(FieldValue::value(project_value(&project))))
         })
-        .description("Deletes a project and everything in it: keys, users, data, files (scope `admin`). The `default` project cannot be deleted.")
-        .argument(InputValue::new("input", TypeRef::named_nn("DeleteProjectInput"))),
-    );
+    })
+    .description("Changes a project's name or description (scope `admin`).")
+    .argument(InputValue::new(
+        "input",
+        TypeRef::named_nn("UpdateProjectInput"),
+    ))
+}
+
+fn update_project_auth() -> Field {
+    Field::new("updateProjectAuth", TypeRef::named_nn("Project"), |ctx| {
+        FieldFuture::new(async move {
+            let admin = caller(&ctx)?.require_admin()?;
+            let input: UpdateProjectAuthInput = input(&ctx)?;
+            let changes = AuthChanges {
+                password_min_length: input.password_min_length,
+                password_history: input.password_history,
+                password_dictionary: input.password_dictionary,
+                personal_data_check: input.personal_data_check,
+                max_sessions: input.max_sessions,
+                session_length_secs: input.session_length,
+                email_password: input.email_password,
+                anonymous: input.anonymous,
+                magic_url: input.magic_url,
+                email_otp: input.email_otp,
+                presence_guests: input.presence_guests,
+                redirect_hosts: input.redirect_hosts,
+            };
+            let project =
+                service::update_project_auth(app(&ctx)?, admin, &input.project_id, changes).await?;
+            Ok(Some(FieldValue::value(project_value(&project))))
+        })
+    })
+    .description("Changes a project's sign-in policy (scope `admin`).")
+    .argument(InputValue::new(
+        "input",
+        TypeRef::named_nn("UpdateProjectAuthInput"),
+    ))
+}
+
+fn delete_project() -> Field {
+    Field::new("deleteProject", TypeRef::named_nn("DeleteProjectPayload"), |ctx| {
+        FieldFuture::new(async move {
+            let admin = caller(&ctx)?.require_admin()?;
+            let input: DeleteProjectInput = input(&ctx)?;
+            let data = ctx.data::<Arc<dyn service::ProjectData>>().map_err(|_| {
+                AppError::Internal(anyhow::anyhow!("ProjectData missing from schema data"))
+            })?;
+            service::delete_project(app(&ctx)?, admin, &input.id, data.as_ref()).await?;
+            Ok(Some(FieldValue::value(object([("deletedId", Value::from(input.id))]))))
+        })
+    })
+    .description("Deletes a project and everything in it: keys, users, data, files (scope `admin`). The `default` project cannot be deleted.")
+    .argument(InputValue::new("input", TypeRef::named_nn("DeleteProjectInput")))
 }

@@ -14,7 +14,7 @@ pub mod watch;
 
 use async_graphql::Value;
 use async_graphql::dynamic::{
-    FieldValue, InputValue, Object, SubscriptionField, SubscriptionFieldFuture, TypeRef,
+    Field, FieldValue, InputValue, Object, SubscriptionField, SubscriptionFieldFuture, TypeRef,
 };
 use tokio::sync::broadcast::error::RecvError;
 
@@ -170,52 +170,56 @@ impl watch::Watch for ChannelWatch {
 
 pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
     register_presence(parts);
-    parts.add_type(
-        Object::new("RealtimeEvent")
-            .description("A change to a resource, delivered to subscribers allowed to read it.")
-            .field(prop(
-                "events",
-                TypeRef::named_nn_list_nn(TypeRef::STRING),
-                "Event names, most specific first, e.g. `keys.K.create`, `keys.*.create`.",
-            ))
-            .field(prop(
-                "channels",
-                TypeRef::named_nn_list_nn(TypeRef::STRING),
-                "Channels the event was published on.",
-            ))
-            .field(prop(
-                "timestamp",
-                TypeRef::named_nn(DATETIME),
-                "When the change happened.",
-            ))
-            .field(prop(
-                "payload",
-                TypeRef::named_nn(JSON),
-                "The resource after the change (before it, for a delete).",
-            )),
-    );
-    parts.subscription(
-        SubscriptionField::new("realtime", TypeRef::named_nn("RealtimeEvent"), |ctx| {
-            SubscriptionFieldFuture::new(async move {
-                if let Some(rendering) = watch::prepared(&ctx) {
-                    return Ok(rendering);
-                }
-                let state = app(&ctx)?.clone();
-                let caller = caller(&ctx)?.clone();
-                let channels: Vec<String> = ctx
-                    .args
-                    .try_get("channels")?
-                    .list()?
-                    .iter()
-                    .map(|v| v.string().map(str::to_string))
-                    .collect::<Result<_, _>>()?;
-                check_channels(&channels)?;
-                Ok(watch::follow(&ctx, state, caller, ChannelWatch { channels }))
-            })
+    parts.add_type(realtime_event_type());
+    parts.subscription(realtime());
+}
+
+fn realtime_event_type() -> Object {
+    Object::new("RealtimeEvent")
+        .description("A change to a resource, delivered to subscribers allowed to read it.")
+        .field(prop(
+            "events",
+            TypeRef::named_nn_list_nn(TypeRef::STRING),
+            "Event names, most specific first, e.g. `keys.K.create`, `keys.*.create`.",
+        ))
+        .field(prop(
+            "channels",
+            TypeRef::named_nn_list_nn(TypeRef::STRING),
+            "Channels the event was published on.",
+        ))
+        .field(prop(
+            "timestamp",
+            TypeRef::named_nn(DATETIME),
+            "When the change happened.",
+        ))
+        .field(prop(
+            "payload",
+            TypeRef::named_nn(JSON),
+            "The resource after the change (before it, for a delete).",
+        ))
+}
+
+fn realtime() -> SubscriptionField {
+    SubscriptionField::new("realtime", TypeRef::named_nn("RealtimeEvent"), |ctx| {
+        SubscriptionFieldFuture::new(async move {
+            if let Some(rendering) = watch::prepared(&ctx) {
+                return Ok(rendering);
+            }
+            let state = app(&ctx)?.clone();
+            let caller = caller(&ctx)?.clone();
+            let channels: Vec<String> = ctx
+                .args
+                .try_get("channels")?
+                .list()?
+                .iter()
+                .map(|v| v.string().map(str::to_string))
+                .collect::<Result<_, _>>()?;
+            check_channels(&channels)?;
+            Ok(watch::follow(&ctx, state, caller, ChannelWatch { channels }))
         })
-        .description("Events on the given channels of the addressed project, e.g. `keys` or `keys.K`; a `*` segment matches any one segment. Only events the caller may read arrive.")
-        .argument(InputValue::new("channels", TypeRef::named_nn_list_nn(TypeRef::STRING)).description("Channels to watch, 1 to 100.")),
-    );
+    })
+    .description("Events on the given channels of the addressed project, e.g. `keys` or `keys.K`; a `*` segment matches any one segment. Only events the caller may read arrive.")
+    .argument(InputValue::new("channels", TypeRef::named_nn_list_nn(TypeRef::STRING)).description("Channels to watch, 1 to 100."))
 }
 
 fn presence_value(presence: &presence::Presence) -> Value {
@@ -393,133 +397,143 @@ fn register_presence(parts: &mut SchemaParts) {
             .description("Someone arrived on a presence channel, changed their state, or left (closed the subscription, or their server went silent).")
             .items(["JOIN", "UPDATE", "LEAVE"]),
     );
-    parts.add_type(
-        Object::new("PresenceEvent")
-            .description("A change to who is on a presence channel.")
-            .field(prop(
-                "type",
-                TypeRef::named_nn("PresenceChangeType"),
-                "What happened.",
-            ))
-            .field(prop(
-                "channel",
-                TypeRef::named_nn(TypeRef::STRING),
-                "The channel.",
-            ))
-            .field(prop(
-                "presenceId",
-                TypeRef::named_nn(TypeRef::ID),
-                "One open `presence` subscription.",
-            ))
-            .field(prop(
-                "userId",
-                TypeRef::named(TypeRef::ID),
-                "The signed-in user behind it.",
-            ))
-            .field(prop(
-                "state",
-                TypeRef::named(JSON),
-                "Its state, a small JSON value (`NIMBUS_PRESENCE_MAX_STATE_BYTES`, 1 KiB by default).",
-            ))
-            .field(prop("at", TypeRef::named_nn(DATETIME), "When it happened.")),
-    );
+    parts.add_type(presence_event_type());
     parts.add_input::<UpdatePresenceInput>();
-    parts.add_type(
-        Object::new("UpdatePresencePayload")
-            .description("The result of `updatePresence`.")
-            .field(prop(
-                "updatedCount",
-                TypeRef::named_nn(TypeRef::INT),
-                "How many of the caller's presences changed.",
-            )),
-    );
-    parts.subscription(
-        SubscriptionField::new("presence", TypeRef::named_nn("PresenceEvent"), |ctx| {
-            SubscriptionFieldFuture::new(async move {
-                let state = app(&ctx)?.clone();
-                let caller = caller(&ctx)?;
-                // Guests are anyone at all: announcing, unlike watching, takes a
-                // place on the channel and in memory on every replica.
-                let user_id = caller.require_session().ok().map(|s| s.user.id.clone());
-                if user_id.is_none() && caller.key().is_none() && !caller.project.auth.presence_guests {
-                    return Err(AppError::Unauthenticated.into());
-                }
-                let channel = channel_arg(&ctx)?;
-                let presence_state = match ctx.args.get("state") {
-                    Some(v) if !v.is_null() => v.as_value().clone().into_json()?,
-                    _ => serde_json::Value::Null,
-                };
-                check_presence_state(&state, &presence_state)?;
-                check_presence_access(&ctx, &channel).await?;
-                let presence = presence::Presence {
-                    project_id: caller.project.id.clone(),
-                    channel: channel.clone(),
-                    id: crate::db::ids::generate(),
-                    user_id,
-                    state: presence_state,
-                    kind: presence::PresenceKind::Join,
-                    at: chrono::Utc::now().timestamp_millis(),
-                };
-                let client = ctx
-                    .data::<ClientInfo>()
-                    .map(|c| client_key(&c.ip))
-                    .unwrap_or_default();
-                let limits = presence::PresenceLimits {
-                    per_channel: state.config.presence_max_per_channel,
-                    per_user: state.config.presence_max_per_user,
-                    per_client: state.config.presence_max_per_client,
-                    joins_per_second: state.config.presence_max_joins_per_client,
-                };
-                state.presence.open_local(&presence, &client, limits)?;
-                let own = OwnPresence { state: state.clone(), presence: presence.clone() };
-                let stream = presence_stream(state.clone(), caller.project.id.clone(), channel, Some(own));
+    parts.add_type(update_presence_payload_type());
+    parts.subscription(presence());
+    parts.subscription(presence_changed());
+    parts.mutation(update_presence());
+}
+
+fn presence_event_type() -> Object {
+    Object::new("PresenceEvent")
+        .description("A change to who is on a presence channel.")
+        .field(prop(
+            "type",
+            TypeRef::named_nn("PresenceChangeType"),
+            "What happened.",
+        ))
+        .field(prop(
+            "channel",
+            TypeRef::named_nn(TypeRef::STRING),
+            "The channel.",
+        ))
+        .field(prop(
+            "presenceId",
+            TypeRef::named_nn(TypeRef::ID),
+            "One open `presence` subscription.",
+        ))
+        .field(prop(
+            "userId",
+            TypeRef::named(TypeRef::ID),
+            "The signed-in user behind it.",
+        ))
+        .field(prop(
+            "state",
+            TypeRef::named(JSON),
+            "Its state, a small JSON value (`NIMBUS_PRESENCE_MAX_STATE_BYTES`, 1 KiB by default).",
+        ))
+        .field(prop("at", TypeRef::named_nn(DATETIME), "When it happened."))
+}
+
+fn update_presence_payload_type() -> Object {
+    Object::new("UpdatePresencePayload")
+        .description("The result of `updatePresence`.")
+        .field(prop(
+            "updatedCount",
+            TypeRef::named_nn(TypeRef::INT),
+            "How many of the caller's presences changed.",
+        ))
+}
+
+fn presence() -> SubscriptionField {
+    SubscriptionField::new("presence", TypeRef::named_nn("PresenceEvent"), |ctx| {
+        SubscriptionFieldFuture::new(async move {
+            let state = app(&ctx)?.clone();
+            let caller = caller(&ctx)?;
+            // Guests are anyone at all: announcing, unlike watching, takes a
+            // place on the channel and in memory on every replica.
+            let user_id = caller.require_session().ok().map(|s| s.user.id.clone());
+            if user_id.is_none() && caller.key().is_none() && !caller.project.auth.presence_guests {
+                return Err(AppError::Unauthenticated.into());
+            }
+            let channel = channel_arg(&ctx)?;
+            let presence_state = match ctx.args.get("state") {
+                Some(v) if !v.is_null() => v.as_value().clone().into_json()?,
+                _ => serde_json::Value::Null,
+            };
+            check_presence_state(&state, &presence_state)?;
+            check_presence_access(&ctx, &channel).await?;
+            let presence = presence::Presence {
+                project_id: caller.project.id.clone(),
+                channel: channel.clone(),
+                id: crate::db::ids::generate(),
+                user_id,
+                state: presence_state,
+                kind: presence::PresenceKind::Join,
+                at: chrono::Utc::now().timestamp_millis(),
+            };
+            let client = ctx
+                .data::<ClientInfo>()
+                .map(|c| client_key(&c.ip))
+                .unwrap_or_default();
+            let limits = presence::PresenceLimits {
+                per_channel: state.config.presence_max_per_channel,
+                per_user: state.config.presence_max_per_user,
+                per_client: state.config.presence_max_per_client,
+                joins_per_second: state.config.presence_max_joins_per_client,
+            };
+            state.presence.open_local(&presence, &client, limits)?;
+            let own = OwnPresence { state: state.clone(), presence: presence.clone() };
+            let stream = presence_stream(state.clone(), caller.project.id.clone(), channel, Some(own));
+            let _ = state.bus.publish(BusMessage::Presence(presence)).await;
+            Ok(stream.map(|item| item.map(FieldValue::value)))
+        })
+    })
+    .description("Announces the caller on a presence channel for as long as this subscription stays open, and delivers who is there (a JOIN each, up to `NIMBUS_PRESENCE_MAX_REPLAY`) and every change after. Needs a signed-in user or a key, unless the project's `presenceGuests` is on; fails with `TOO_MANY_PRESENCES` past the caps per channel, user and client address.")
+    .argument(InputValue::new("channel", TypeRef::named_nn(TypeRef::STRING)).description("The channel, e.g. `room-7`, or `databases.D.collections.C.documents.ID` / `buckets.B.files.ID` to be present on a document or file the caller may read."))
+    .argument(InputValue::new("state", TypeRef::named(JSON)).description("A small state to show the others (1 KiB of JSON by default)."))
+}
+
+fn presence_changed() -> SubscriptionField {
+    SubscriptionField::new("presenceChanged", TypeRef::named_nn("PresenceEvent"), |ctx| {
+        SubscriptionFieldFuture::new(async move {
+            let state = app(&ctx)?.clone();
+            let caller = caller(&ctx)?;
+            let channel = channel_arg(&ctx)?;
+            check_presence_access(&ctx, &channel).await?;
+            Ok(presence_stream(state, caller.project.id.clone(), channel, None)
+                .map(|item| item.map(FieldValue::value)))
+        })
+    })
+    .description("Who is on a presence channel (a JOIN each, up to `NIMBUS_PRESENCE_MAX_REPLAY`), then every JOIN, UPDATE and LEAVE, without announcing the caller.")
+    .argument(InputValue::new("channel", TypeRef::named_nn(TypeRef::STRING)))
+}
+
+fn update_presence() -> Field {
+    async_graphql::dynamic::Field::new("updatePresence", TypeRef::named_nn("UpdatePresencePayload"), |ctx| {
+        async_graphql::dynamic::FieldFuture::new(async move {
+            let state = app(&ctx)?;
+            let caller = caller(&ctx)?;
+            let me = caller.require_session()?;
+            let UpdatePresenceInput { channel, state: new_state } = input(&ctx)?;
+            let new_state = new_state.unwrap_or(serde_json::Value::Null);
+            check_presence_state(state, &new_state)?;
+            let mine = state.presence.held_by(&caller.project.id, &channel, &me.user.id);
+            for mut presence in mine.clone() {
+                presence.state = new_state.clone();
+                presence.kind = presence::PresenceKind::Update;
+                presence.at = chrono::Utc::now().timestamp_millis();
                 let _ = state.bus.publish(BusMessage::Presence(presence)).await;
-                Ok(stream.map(|item| item.map(FieldValue::value)))
-            })
+            }
+            Ok(Some(async_graphql::dynamic::FieldValue::value(object([(
+                "updatedCount",
+                Value::from(mine.len()),
+            )]))))
         })
-        .description("Announces the caller on a presence channel for as long as this subscription stays open, and delivers who is there (a JOIN each, up to `NIMBUS_PRESENCE_MAX_REPLAY`) and every change after. Needs a signed-in user or a key, unless the project's `presenceGuests` is on; fails with `TOO_MANY_PRESENCES` past the caps per channel, user and client address.")
-        .argument(InputValue::new("channel", TypeRef::named_nn(TypeRef::STRING)).description("The channel, e.g. `room-7`, or `databases.D.collections.C.documents.ID` / `buckets.B.files.ID` to be present on a document or file the caller may read."))
-        .argument(InputValue::new("state", TypeRef::named(JSON)).description("A small state to show the others (1 KiB of JSON by default).")),
-    );
-    parts.subscription(
-        SubscriptionField::new("presenceChanged", TypeRef::named_nn("PresenceEvent"), |ctx| {
-            SubscriptionFieldFuture::new(async move {
-                let state = app(&ctx)?.clone();
-                let caller = caller(&ctx)?;
-                let channel = channel_arg(&ctx)?;
-                check_presence_access(&ctx, &channel).await?;
-                Ok(presence_stream(state, caller.project.id.clone(), channel, None)
-                    .map(|item| item.map(FieldValue::value)))
-            })
-        })
-        .description("Who is on a presence channel (a JOIN each, up to `NIMBUS_PRESENCE_MAX_REPLAY`), then every JOIN, UPDATE and LEAVE, without announcing the caller.")
-        .argument(InputValue::new("channel", TypeRef::named_nn(TypeRef::STRING))),
-    );
-    parts.mutation(
-        async_graphql::dynamic::Field::new("updatePresence", TypeRef::named_nn("UpdatePresencePayload"), |ctx| {
-            async_graphql::dynamic::FieldFuture::new(async move {
-                let state = app(&ctx)?;
-                let caller = caller(&ctx)?;
-                let me = caller.require_session()?;
-                let UpdatePresenceInput { channel, state: new_state } = input(&ctx)?;
-                let new_state = new_state.unwrap_or(serde_json::Value::Null);
-                check_presence_state(state, &new_state)?;
-                let mine = state.presence.held_by(&caller.project.id, &channel, &me.user.id);
-                for mut presence in mine.clone() {
-                    presence.state = new_state.clone();
-                    presence.kind = presence::PresenceKind::Update;
-                    presence.at = chrono::Utc::now().timestamp_millis();
-                    let _ = state.bus.publish(BusMessage::Presence(presence)).await;
-                }
-                Ok(Some(async_graphql::dynamic::FieldValue::value(object([(
-                    "updatedCount",
-                    Value::from(mine.len()),
-                )]))))
-            })
-        })
-        .description("Changes the signed-in caller's state on a presence channel, in every presence they hold there.")
-        .argument(InputValue::new("input", TypeRef::named_nn("UpdatePresenceInput"))),
-    );
+    })
+    .description("Changes the signed-in caller's state on a presence channel, in every presence they hold there.")
+    .argument(InputValue::new("input", TypeRef::named_nn("UpdatePresenceInput")))
 }
 
 crate::graphql_input! {

@@ -353,6 +353,26 @@ crate::graphql_input! {
     }
 }
 
+fn id() -> TypeRef {
+    TypeRef::named_nn(TypeRef::ID)
+}
+
+fn string() -> TypeRef {
+    TypeRef::named_nn(TypeRef::STRING)
+}
+
+fn boolean() -> TypeRef {
+    TypeRef::named_nn(TypeRef::BOOLEAN)
+}
+
+fn int() -> TypeRef {
+    TypeRef::named_nn(TypeRef::INT)
+}
+
+fn strings() -> TypeRef {
+    TypeRef::named_nn_list_nn(TypeRef::STRING)
+}
+
 pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
     register_types(parts);
     register_queries(parts);
@@ -397,141 +417,71 @@ impl crate::services::realtime::watch::Watch for FileWatch {
 }
 
 fn register_subscription(parts: &mut SchemaParts) {
-    parts.add_type(
-        Enum::new("FileEventType")
-            .description("What happened to a file.")
-            .item(
-                EnumItem::new("CREATE").description(
-                    "It was stored (a resumable upload: when its last chunk arrived).",
-                ),
-            )
-            .item(EnumItem::new("UPDATE").description("Its name or permissions changed."))
-            .item(
-                EnumItem::new("DELETE")
-                    .description("It was deleted; `node` is the file as it was."),
-            ),
-    );
-    parts.add_type(
-        Object::new("FileEvent")
-            .description("A change to a file of a watched bucket.")
-            .field(prop(
-                "type",
-                TypeRef::named_nn("FileEventType"),
-                "What happened.",
-            ))
-            .field(prop(
-                "node",
-                TypeRef::named_nn("File"),
-                "The file after the change (before it, for a delete).",
-            )),
-    );
-    parts.subscription(
-        SubscriptionField::new("fileChanged", TypeRef::named_nn("FileEvent"), |ctx| {
-            SubscriptionFieldFuture::new(async move {
-                if let Some(rendering) = crate::services::realtime::watch::prepared(&ctx) {
-                    return Ok(rendering);
-                }
-                let state = app(&ctx)?.clone();
-                let caller = caller(&ctx)?.clone();
-                let bucket_id = required_string(&ctx, "bucketId")?;
-                crate::db::ids::validate("bucketId", &bucket_id)?;
-                let file_id = opt_string(&ctx, "fileId")?;
-                if let Some(id) = &file_id {
-                    crate::db::ids::validate("fileId", id)?;
-                }
-                let channel = match &file_id {
-                    Some(id) => format!("buckets.{bucket_id}.files.{id}"),
-                    None => format!("buckets.{bucket_id}.files"),
-                };
-                Ok(crate::services::realtime::watch::follow(&ctx, state, caller, FileWatch { channel }))
-            })
+    parts.add_type(file_event_type_type());
+    parts.add_type(file_event_type());
+    parts.subscription(file_changed());
+}
+
+fn file_event_type_type() -> Enum {
+    Enum::new("FileEventType")
+        .description("What happened to a file.")
+        .item(
+            EnumItem::new("CREATE")
+                .description("It was stored (a resumable upload: when its last chunk arrived)."),
+        )
+        .item(EnumItem::new("UPDATE").description("Its name or permissions changed."))
+        .item(EnumItem::new("DELETE").description("It was deleted; `node` is the file as it was."))
+}
+
+fn file_event_type() -> Object {
+    Object::new("FileEvent")
+        .description("A change to a file of a watched bucket.")
+        .field(prop(
+            "type",
+            TypeRef::named_nn("FileEventType"),
+            "What happened.",
+        ))
+        .field(prop(
+            "node",
+            TypeRef::named_nn("File"),
+            "The file after the change (before it, for a delete).",
+        ))
+}
+
+fn file_changed() -> SubscriptionField {
+    SubscriptionField::new("fileChanged", TypeRef::named_nn("FileEvent"), |ctx| {
+        SubscriptionFieldFuture::new(async move {
+            if let Some(rendering) = crate::services::realtime::watch::prepared(&ctx) {
+                return Ok(rendering);
+            }
+            let state = app(&ctx)?.clone();
+            let caller = caller(&ctx)?.clone();
+            let bucket_id = required_string(&ctx, "bucketId")?;
+            crate::db::ids::validate("bucketId", &bucket_id)?;
+            let file_id = opt_string(&ctx, "fileId")?;
+            if let Some(id) = &file_id {
+                crate::db::ids::validate("fileId", id)?;
+            }
+            let channel = match &file_id {
+                Some(id) => format!("buckets.{bucket_id}.files.{id}"),
+                None => format!("buckets.{bucket_id}.files"),
+            };
+            Ok(crate::services::realtime::watch::follow(&ctx, state, caller, FileWatch { channel }))
         })
-        .description("Changes to the files of a bucket (or to one file): CREATE, UPDATE, DELETE, for the files the caller may read at that moment.")
-        .argument(InputValue::new("bucketId", TypeRef::named_nn(TypeRef::ID)).description("The bucket."))
-        .argument(InputValue::new("fileId", TypeRef::named(TypeRef::ID)).description("Only this file.")),
-    );
+    })
+    .description("Changes to the files of a bucket (or to one file): CREATE, UPDATE, DELETE, for the files the caller may read at that moment.")
+    .argument(InputValue::new("bucketId", TypeRef::named_nn(TypeRef::ID)).description("The bucket."))
+    .argument(InputValue::new("fileId", TypeRef::named(TypeRef::ID)).description("Only this file."))
 }
 
 fn register_types(parts: &mut SchemaParts) {
-    let id = || TypeRef::named_nn(TypeRef::ID);
-    let string = || TypeRef::named_nn(TypeRef::STRING);
-    let boolean = || TypeRef::named_nn(TypeRef::BOOLEAN);
-    let int = || TypeRef::named_nn(TypeRef::INT);
-    let strings = || TypeRef::named_nn_list_nn(TypeRef::STRING);
-    parts.add_type(
-        Enum::new("FileCompression")
-            .description("How a bucket compresses the files it stores.")
-            .item(EnumItem::new("NONE").description("Stored as sent."))
-            .item(EnumItem::new("GZIP").description("gzip."))
-            .item(EnumItem::new("ZSTD").description("Zstandard.")),
-    );
-    parts.add_type(
-        Enum::new("FileStatus")
-            .description("Where a file is in its life.")
-            .item(EnumItem::new("UPLOADING").description(
-                "A resumable upload still receiving chunks; seen only by its uploader.",
-            ))
-            .item(EnumItem::new("READY").description("Complete: listed and served.")),
-    );
-    parts.add_type(
-        Object::new("Bucket")
-            .description("A container of files with its rules: size and extension limits, compression, encryption at rest, antivirus and permissions.")
-            .field(prop("id", id(), "Unique id within the project."))
-            .field(prop("name", string(), "Display name."))
-            .field(prop("enabled", boolean(), "When false, clients can neither read nor write its files."))
-            .field(prop("fileSecurity", boolean(), "Whether each file's own permissions count beside the bucket's."))
-            .field(prop("permissions", strings(), "Who may `create` files in it and `read`, `update`, `delete` all of them, e.g. `read(\"any\")`."))
-            .field(prop("maximumFileSize", int(), "Largest file accepted, in bytes."))
-            .field(prop("allowedFileExtensions", strings(), "Extensions accepted (lower case, no dot); empty accepts any."))
-            .field(prop("compression", TypeRef::named_nn("FileCompression"), "How new files are compressed at rest."))
-            .field(prop("encryption", boolean(), "Whether new files are encrypted at rest (AES-256-GCM)."))
-            .field(prop("antivirus", boolean(), "Whether new files are scanned when the server has a virus scanner (`NIMBUS_CLAMD`)."))
-            .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When the bucket was created."))
-            .field(prop("updatedAt", TypeRef::named_nn(DATETIME), "When the bucket last changed.")),
-    );
+    parts.add_type(file_compression_type());
+    parts.add_type(file_status_type());
+    parts.add_type(bucket_type());
     parts.add_types(connection_types("Bucket", "buckets"));
-    let preview_url = Field::new("previewUrl", TypeRef::named(TypeRef::STRING), |ctx| {
-        let value = preview_url(&ctx);
-        FieldFuture::from_value(value)
-    })
-    .description("Where an image preview is served (`/preview`), with these parameters; see the README for all of them. Null while uploading.")
-    .argument(InputValue::new("width", TypeRef::named(TypeRef::INT)).description("0–4000 px."))
-    .argument(InputValue::new("height", TypeRef::named(TypeRef::INT)).description("0–4000 px."))
-    .argument(InputValue::new("output", TypeRef::named(TypeRef::STRING)).description("jpg, png, gif or webp."));
-    parts.add_type(
-        Object::new("File")
-            .description("A file in a bucket. Its bytes are served by the URLs below, never through GraphQL.")
-            .field(prop("id", id(), "Unique id within the bucket."))
-            .field(prop("bucketId", id(), "The bucket."))
-            .field(prop("name", string(), "File name, with its extension."))
-            .field(prop("status", TypeRef::named_nn("FileStatus"), "Complete, or still receiving chunks."))
-            .field(prop("mimeType", string(), "Sniffed from the content, never taken from the client."))
-            .field(prop("size", int(), "Size in bytes (while uploading: the announced size)."))
-            .field(prop("storedSize", int(), "Bytes at rest, after compression and encryption."))
-            .field(prop("checksum", TypeRef::named(TypeRef::STRING), "SHA-256 of the content, lower-case hex; downloads carry it as `Repr-Digest`."))
-            .field(prop("compression", TypeRef::named_nn("FileCompression"), "How it is compressed at rest."))
-            .field(prop("encrypted", boolean(), "Whether it is encrypted at rest."))
-            .field(prop("chunkSize", int(), "Bytes per chunk of a resumable upload (0 for a single-request upload)."))
-            .field(prop("chunksTotal", int(), "Chunks the upload has in all."))
-            .field(prop("chunksUploaded", int(), "Chunks received so far."))
-            .field(prop("permissions", strings(), "The file's own permissions (they count when the bucket has `fileSecurity`)."))
-            .field(prop("downloadUrl", TypeRef::named(TypeRef::STRING), "Serves the bytes as an attachment. Null while uploading."))
-            .field(prop("viewUrl", TypeRef::named(TypeRef::STRING), "Serves the bytes inline with their MIME type; supports `Range`. Null while uploading."))
-            .field(preview_url)
-            .field(prop("uploadUrl", TypeRef::named(TypeRef::STRING), "Where the chunks of a resumable upload go (`PUT` with `Content-Range`). Null once complete."))
-            .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When the file was created."))
-            .field(prop("updatedAt", TypeRef::named_nn(DATETIME), "When the file last changed.")),
-    );
+    parts.add_type(file_type());
     parts.add_types(connection_types("File", "files"));
-    parts.add_type(
-        Object::new("FileToken")
-            .description("A signed URL set for one file: anyone holding it may read the file until it expires (for `<img>` tags and links).")
-            .field(prop("token", string(), "The token; add it as `token=` to a file URL."))
-            .field(prop("expiresAt", TypeRef::named_nn(DATETIME), "When it stops working."))
-            .field(prop("downloadUrl", string(), "The download URL with the token."))
-            .field(prop("viewUrl", string(), "The view URL with the token."))
-            .field(prop("previewUrl", string(), "The preview URL with the token; add preview parameters to it.")),
-    );
+    parts.add_type(file_token_type());
     for (name, plural) in [
         ("DeleteBucketPayload", "bucket"),
         ("DeleteFilePayload", "file"),
@@ -550,6 +500,88 @@ fn register_types(parts: &mut SchemaParts) {
     parts.add_input::<UpdateFileInput>();
     parts.add_input::<DeleteFileInput>();
     parts.add_input::<CreateFileTokenInput>();
+}
+
+fn file_compression_type() -> Enum {
+    Enum::new("FileCompression")
+        .description("How a bucket compresses the files it stores.")
+        .item(EnumItem::new("NONE").description("Stored as sent."))
+        .item(EnumItem::new("GZIP").description("gzip."))
+        .item(EnumItem::new("ZSTD").description("Zstandard."))
+}
+
+fn file_status_type() -> Enum {
+    Enum::new("FileStatus")
+        .description("Where a file is in its life.")
+        .item(
+            EnumItem::new("UPLOADING").description(
+                "A resumable upload still receiving chunks; seen only by its uploader.",
+            ),
+        )
+        .item(EnumItem::new("READY").description("Complete: listed and served."))
+}
+
+fn bucket_type() -> Object {
+    Object::new("Bucket")
+        .description("A container of files with its rules: size and extension limits, compression, encryption at rest, antivirus and permissions.")
+        .field(prop("id", id(), "Unique id within the project."))
+        .field(prop("name", string(), "Display name."))
+        .field(prop("enabled", boolean(), "When false, clients can neither read nor write its files."))
+        .field(prop("fileSecurity", boolean(), "Whether each file's own permissions count beside the bucket's."))
+        .field(prop("permissions", strings(), "Who may `create` files in it and `read`, `update`, `delete` all of them, e.g. `read(\"any\")`."))
+        .field(prop("maximumFileSize", int(), "Largest file accepted, in bytes."))
+        .field(prop("allowedFileExtensions", strings(), "Extensions accepted (lower case, no dot); empty accepts any."))
+        .field(prop("compression", TypeRef::named_nn("FileCompression"), "How new files are compressed at rest."))
+        .field(prop("encryption", boolean(), "Whether new files are encrypted at rest (AES-256-GCM)."))
+        .field(prop("antivirus", boolean(), "Whether new files are scanned when the server has a virus scanner (`NIMBUS_CLAMD`)."))
+        .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When the bucket was created."))
+        .field(prop("updatedAt", TypeRef::named_nn(DATETIME), "When the bucket last changed."))
+}
+
+fn file_type() -> Object {
+    Object::new("File")
+        .description("A file in a bucket. Its bytes are served by the URLs below, never through GraphQL.")
+        .field(prop("id", id(), "Unique id within the bucket."))
+        .field(prop("bucketId", id(), "The bucket."))
+        .field(prop("name", string(), "File name, with its extension."))
+        .field(prop("status", TypeRef::named_nn("FileStatus"), "Complete, or still receiving chunks."))
+        .field(prop("mimeType", string(), "Sniffed from the content, never taken from the client."))
+        .field(prop("size", int(), "Size in bytes (while uploading: the announced size)."))
+        .field(prop("storedSize", int(), "Bytes at rest, after compression and encryption."))
+        .field(prop("checksum", TypeRef::named(TypeRef::STRING), "SHA-256 of the content, lower-case hex; downloads carry it as `Repr-Digest`."))
+        .field(prop("compression", TypeRef::named_nn("FileCompression"), "How it is compressed at rest."))
+        .field(prop("encrypted", boolean(), "Whether it is encrypted at rest."))
+        .field(prop("chunkSize", int(), "Bytes per chunk of a resumable upload (0 for a single-request upload)."))
+        .field(prop("chunksTotal", int(), "Chunks the upload has in all."))
+        .field(prop("chunksUploaded", int(), "Chunks received so far."))
+        .field(prop("permissions", strings(), "The file's own permissions (they count when the bucket has `fileSecurity`)."))
+        .field(prop("downloadUrl", TypeRef::named(TypeRef::STRING), "Serves the bytes as an attachment. Null while uploading."))
+        .field(prop("viewUrl", TypeRef::named(TypeRef::STRING), "Serves the bytes inline with their MIME type; supports `Range`. Null while uploading."))
+        .field(preview_url_field())
+        .field(prop("uploadUrl", TypeRef::named(TypeRef::STRING), "Where the chunks of a resumable upload go (`PUT` with `Content-Range`). Null once complete."))
+        .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When the file was created."))
+        .field(prop("updatedAt", TypeRef::named_nn(DATETIME), "When the file last changed."))
+}
+
+fn preview_url_field() -> Field {
+    Field::new("previewUrl", TypeRef::named(TypeRef::STRING), |ctx| {
+    let value = preview_url(&ctx);
+    FieldFuture::from_value(value)
+})
+.description("Where an image preview is served (`/preview`), with these parameters; see the README for all of them. Null while uploading.")
+.argument(InputValue::new("width", TypeRef::named(TypeRef::INT)).description("0–4000 px."))
+.argument(InputValue::new("height", TypeRef::named(TypeRef::INT)).description("0–4000 px."))
+.argument(InputValue::new("output", TypeRef::named(TypeRef::STRING)).description("jpg, png, gif or webp."))
+}
+
+fn file_token_type() -> Object {
+    Object::new("FileToken")
+        .description("A signed URL set for one file: anyone holding it may read the file until it expires (for `<img>` tags and links).")
+        .field(prop("token", string(), "The token; add it as `token=` to a file URL."))
+        .field(prop("expiresAt", TypeRef::named_nn(DATETIME), "When it stops working."))
+        .field(prop("downloadUrl", string(), "The download URL with the token."))
+        .field(prop("viewUrl", string(), "The view URL with the token."))
+        .field(prop("previewUrl", string(), "The preview URL with the token; add preview parameters to it."))
 }
 
 /// `previewUrl(width, height, output)`: the parent's preview URL with the given
@@ -580,234 +612,258 @@ fn preview_url(ctx: &ResolverContext<'_>) -> Option<Value> {
 }
 
 fn register_queries(parts: &mut SchemaParts) {
-    let id = || TypeRef::named_nn(TypeRef::ID);
-    parts.query(
-        Field::new("bucket", TypeRef::named_nn("Bucket"), |ctx| {
-            FieldFuture::new(async move {
-                let id = required_string(&ctx, "id")?;
-                let bucket = service::get_bucket(app(&ctx)?, caller(&ctx)?, &id).await?;
-                Ok(Some(FieldValue::value(bucket_value(&bucket))))
-            })
+    parts.query(bucket());
+    parts.query(buckets());
+    parts.query(file());
+    parts.query(files());
+    parts.query(file_upload());
+}
+
+fn bucket() -> Field {
+    Field::new("bucket", TypeRef::named_nn("Bucket"), |ctx| {
+        FieldFuture::new(async move {
+            let id = required_string(&ctx, "id")?;
+            let bucket = service::get_bucket(app(&ctx)?, caller(&ctx)?, &id).await?;
+            Ok(Some(FieldValue::value(bucket_value(&bucket))))
         })
-        .description("A bucket (a server with `buckets.read`).")
-        .argument(InputValue::new("id", id()).description("The bucket.")),
-    );
-    parts.query(
-        with_connection_args(Field::new(
-            "buckets",
-            TypeRef::named_nn("BucketConnection"),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let page = page_request(&ctx)?;
-                    let (buckets, total) = service::list_buckets(
-                        app(&ctx)?,
-                        caller(&ctx)?,
-                        &page,
-                        wants_total_count(&ctx),
-                    )
-                    .await?;
-                    Ok(Some(FieldValue::value(connection(
-                        &page,
-                        buckets,
-                        total,
-                        |b| &b.id,
-                        bucket_value,
-                    ))))
-                })
-            },
-        ))
-        .description("Buckets by id (a server with `buckets.read`)."),
-    );
-    parts.query(
-        Field::new("file", TypeRef::named_nn("File"), |ctx| {
+    })
+    .description("A bucket (a server with `buckets.read`).")
+    .argument(InputValue::new("id", id()).description("The bucket."))
+}
+
+fn buckets() -> Field {
+    with_connection_args(Field::new(
+        "buckets",
+        TypeRef::named_nn("BucketConnection"),
+        |ctx| {
             FieldFuture::new(async move {
-                let state = app(&ctx)?;
-                let bucket_id = required_string(&ctx, "bucketId")?;
-                let file_id = required_string(&ctx, "fileId")?;
-                let file = service::get_file(state, caller(&ctx)?, &bucket_id, &file_id).await?;
-                Ok(Some(FieldValue::value(file_value(state, &file))))
-            })
-        })
-        .description("A complete file the caller may read.")
-        .argument(InputValue::new("bucketId", id()).description("The bucket."))
-        .argument(InputValue::new("fileId", id()).description("The file.")),
-    );
-    parts.query(
-        with_connection_args(Field::new("files", TypeRef::named_nn("FileConnection"), |ctx| {
-            FieldFuture::new(async move {
-                let state = app(&ctx)?;
                 let page = page_request(&ctx)?;
-                let bucket_id = required_string(&ctx, "bucketId")?;
-                let query = FileQuery {
-                    search: opt_string(&ctx, "search")?,
-                    mime_type_prefix: opt_string(&ctx, "mimeType")?,
-                };
-                let (files, total) = service::list_files(state, caller(&ctx)?, &bucket_id, &query, &page, wants_total_count(&ctx)).await?;
-                Ok(Some(FieldValue::value(connection(&page, files, total, |f| &f.id, |f| file_value(state, f)))))
+                let (buckets, total) = service::list_buckets(
+                    app(&ctx)?,
+                    caller(&ctx)?,
+                    &page,
+                    wants_total_count(&ctx),
+                )
+                .await?;
+                Ok(Some(FieldValue::value(connection(
+                    &page,
+                    buckets,
+                    total,
+                    |b| &b.id,
+                    bucket_value,
+                ))))
             })
-        }))
-        .description("Complete files of a bucket that the caller may read, by id; `totalCount` counts only those.")
-        .argument(InputValue::new("bucketId", id()).description("The bucket."))
-        .argument(InputValue::new("search", TypeRef::named(TypeRef::STRING)).description("Only files whose name contains this (case-insensitive)."))
-        .argument(InputValue::new("mimeType", TypeRef::named(TypeRef::STRING)).description("Only files whose MIME type starts with this, e.g. `image/`.")),
-    );
-    parts.query(
-        Field::new("fileUpload", TypeRef::named_nn("File"), |ctx| {
-            FieldFuture::new(async move {
-                let state = app(&ctx)?;
-                let bucket_id = required_string(&ctx, "bucketId")?;
-                let file_id = required_string(&ctx, "fileId")?;
-                let file = upload::status(state, caller(&ctx)?, &bucket_id, &file_id).await?;
-                Ok(Some(FieldValue::value(file_value(state, &file))))
-            })
+        },
+    ))
+    .description("Buckets by id (a server with `buckets.read`).")
+}
+
+fn file() -> Field {
+    Field::new("file", TypeRef::named_nn("File"), |ctx| {
+        FieldFuture::new(async move {
+            let state = app(&ctx)?;
+            let bucket_id = required_string(&ctx, "bucketId")?;
+            let file_id = required_string(&ctx, "fileId")?;
+            let file = service::get_file(state, caller(&ctx)?, &bucket_id, &file_id).await?;
+            Ok(Some(FieldValue::value(file_value(state, &file))))
         })
-        .description("An unfinished resumable upload of the caller's: how many chunks arrived, so a broken upload resumes from the next one.")
-        .argument(InputValue::new("bucketId", id()).description("The bucket."))
-        .argument(InputValue::new("fileId", id()).description("The file.")),
-    );
+    })
+    .description("A complete file the caller may read.")
+    .argument(InputValue::new("bucketId", id()).description("The bucket."))
+    .argument(InputValue::new("fileId", id()).description("The file."))
+}
+
+fn files() -> Field {
+    with_connection_args(Field::new("files", TypeRef::named_nn("FileConnection"), |ctx| {
+        FieldFuture::new(async move {
+            let state = app(&ctx)?;
+            let page = page_request(&ctx)?;
+            let bucket_id = required_string(&ctx, "bucketId")?;
+            let query = FileQuery {
+                search: opt_string(&ctx, "search")?,
+                mime_type_prefix: opt_string(&ctx, "mimeType")?,
+            };
+            let (files, total) = service::list_files(state, caller(&ctx)?, &bucket_id, &query, &page, wants_total_count(&ctx)).await?;
+            Ok(Some(FieldValue::value(connection(&page, files, total, |f| &f.id, |f| file_value(state, f)))))
+        })
+    }))
+    .description("Complete files of a bucket that the caller may read, by id; `totalCount` counts only those.")
+    .argument(InputValue::new("bucketId", id()).description("The bucket."))
+    .argument(InputValue::new("search", TypeRef::named(TypeRef::STRING)).description("Only files whose name contains this (case-insensitive)."))
+    .argument(InputValue::new("mimeType", TypeRef::named(TypeRef::STRING)).description("Only files whose MIME type starts with this, e.g. `image/`."))
+}
+
+fn file_upload() -> Field {
+    Field::new("fileUpload", TypeRef::named_nn("File"), |ctx| {
+        FieldFuture::new(async move {
+            let state = app(&ctx)?;
+            let bucket_id = required_string(&ctx, "bucketId")?;
+            let file_id = required_string(&ctx, "fileId")?;
+            let file = upload::status(state, caller(&ctx)?, &bucket_id, &file_id).await?;
+            Ok(Some(FieldValue::value(file_value(state, &file))))
+        })
+    })
+    .description("An unfinished resumable upload of the caller's: how many chunks arrived, so a broken upload resumes from the next one.")
+    .argument(InputValue::new("bucketId", id()).description("The bucket."))
+    .argument(InputValue::new("fileId", id()).description("The file."))
 }
 
 fn register_mutations(parts: &mut SchemaParts) {
-    parts.mutation(
-        Field::new("createBucket", TypeRef::named_nn("Bucket"), |ctx| {
-            FieldFuture::new(async move {
-                let (id, settings) =
-                    BucketInput::from(input::<CreateBucketInput>(&ctx)?).into_parts()?;
-                let bucket =
-                    service::create_bucket(app(&ctx)?, caller(&ctx)?, id, settings).await?;
-                Ok(Some(FieldValue::value(bucket_value(&bucket))))
-            })
+    parts.mutation(create_bucket());
+    parts.mutation(update_bucket());
+    parts.mutation(delete_bucket());
+    parts.mutation(create_file());
+    parts.mutation(create_file_upload());
+    parts.mutation(update_file());
+    parts.mutation(delete_file());
+    parts.mutation(create_file_token());
+}
+
+fn create_bucket() -> Field {
+    Field::new("createBucket", TypeRef::named_nn("Bucket"), |ctx| {
+        FieldFuture::new(async move {
+            let (id, settings) =
+                BucketInput::from(input::<CreateBucketInput>(&ctx)?).into_parts()?;
+            let bucket = service::create_bucket(app(&ctx)?, caller(&ctx)?, id, settings).await?;
+            Ok(Some(FieldValue::value(bucket_value(&bucket))))
         })
-        .description("Creates a bucket (a server with `buckets.write`).")
-        .argument(InputValue::new(
-            "input",
-            TypeRef::named_nn("CreateBucketInput"),
-        )),
-    );
-    parts.mutation(
-        Field::new("updateBucket", TypeRef::named_nn("Bucket"), |ctx| {
-            FieldFuture::new(async move {
-                let (id, settings) = BucketInput::from(input::<UpdateBucketInput>(&ctx)?).into_parts()?;
-                let id = id.unwrap_or_default();
-                let bucket = service::update_bucket(app(&ctx)?, caller(&ctx)?, &id, settings).await?;
-                Ok(Some(FieldValue::value(bucket_value(&bucket))))
-            })
+    })
+    .description("Creates a bucket (a server with `buckets.write`).")
+    .argument(InputValue::new(
+        "input",
+        TypeRef::named_nn("CreateBucketInput"),
+    ))
+}
+
+fn update_bucket() -> Field {
+    Field::new("updateBucket", TypeRef::named_nn("Bucket"), |ctx| {
+        FieldFuture::new(async move {
+            let (id, settings) = BucketInput::from(input::<UpdateBucketInput>(&ctx)?).into_parts()?;
+            let id = id.unwrap_or_default();
+            let bucket = service::update_bucket(app(&ctx)?, caller(&ctx)?, &id, settings).await?;
+            Ok(Some(FieldValue::value(bucket_value(&bucket))))
         })
-        .description("Changes a bucket's settings (a server with `buckets.write`). Compression and encryption apply to files stored from then on.")
-        .argument(InputValue::new("input", TypeRef::named_nn("UpdateBucketInput"))),
-    );
-    parts.mutation(
-        Field::new(
-            "deleteBucket",
-            TypeRef::named_nn("DeleteBucketPayload"),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let input: DeleteBucketInput = input(&ctx)?;
-                    service::delete_bucket(app(&ctx)?, caller(&ctx)?, &input.id).await?;
-                    Ok(Some(FieldValue::value(object([(
-                        "deletedId",
-                        Value::from(input.id),
-                    )]))))
-                })
-            },
-        )
-        .description("Deletes a bucket with all its files (a server with `buckets.write`).")
-        .argument(InputValue::new(
-            "input",
-            TypeRef::named_nn("DeleteBucketInput"),
-        )),
-    );
-    parts.mutation(
-        Field::new("createFile", TypeRef::named("File"), |ctx| {
+    })
+    .description("Changes a bucket's settings (a server with `buckets.write`). Compression and encryption apply to files stored from then on.")
+    .argument(InputValue::new("input", TypeRef::named_nn("UpdateBucketInput")))
+}
+
+fn delete_bucket() -> Field {
+    Field::new(
+        "deleteBucket",
+        TypeRef::named_nn("DeleteBucketPayload"),
+        |ctx| {
             FieldFuture::new(async move {
-                let state = app(&ctx)?;
-                let given: CreateFileInput = input(&ctx)?;
-                let upload = uploaded(&ctx)?;
-                let size = upload.size().ok();
-                let new = NewFile {
-                    bucket_id: given.bucket_id,
-                    file_id: given.file_id,
-                    name: given.name.unwrap_or_else(|| upload.filename.clone()),
-                    permissions: given.permissions,
-                };
-                let content = tokio::fs::File::from_std(upload.content);
-                let file = service::create_file(state, caller(&ctx)?, new, size, content).await?;
-                Ok(file.map(|file| FieldValue::value(file_value(state, &file))))
+                let input: DeleteBucketInput = input(&ctx)?;
+                service::delete_bucket(app(&ctx)?, caller(&ctx)?, &input.id).await?;
+                Ok(Some(FieldValue::value(object([(
+                    "deletedId",
+                    Value::from(input.id),
+                )]))))
             })
+        },
+    )
+    .description("Deletes a bucket with all its files (a server with `buckets.write`).")
+    .argument(InputValue::new(
+        "input",
+        TypeRef::named_nn("DeleteBucketInput"),
+    ))
+}
+
+fn create_file() -> Field {
+    Field::new("createFile", TypeRef::named("File"), |ctx| {
+        FieldFuture::new(async move {
+            let state = app(&ctx)?;
+            let given: CreateFileInput = input(&ctx)?;
+            let upload = uploaded(&ctx)?;
+            let size = upload.size().ok();
+            let new = NewFile {
+                bucket_id: given.bucket_id,
+                file_id: given.file_id,
+                name: given.name.unwrap_or_else(|| upload.filename.clone()),
+                permissions: given.permissions,
+            };
+            let content = tokio::fs::File::from_std(upload.content);
+            let file = service::create_file(state, caller(&ctx)?, new, size, content).await?;
+            Ok(file.map(|file| FieldValue::value(file_value(state, &file))))
         })
-        .description("Uploads a file in one multipart request (the GraphQL multipart request spec, as Apollo and urql upload links send it). Clients need the bucket's `create` permission; servers `files.write`. Answers `null` when the caller may not read the file it wrote (the upload stands). Large files: `createFileUpload`.")
-        .argument(InputValue::new("input", TypeRef::named_nn("CreateFileInput"))),
-    );
-    parts.mutation(
-        Field::new("createFileUpload", TypeRef::named_nn("File"), |ctx| {
-            FieldFuture::new(async move {
-                let state = app(&ctx)?;
-                let given: CreateFileUploadInput = input(&ctx)?;
-                let new = NewFile {
-                    bucket_id: given.bucket_id,
-                    file_id: given.file_id,
-                    name: given.name,
-                    permissions: given.permissions,
-                };
-                let file = upload::start(state, caller(&ctx)?, new, given.size).await?;
-                Ok(Some(FieldValue::value(file_value(state, &file))))
-            })
+    })
+    .description("Uploads a file in one multipart request (the GraphQL multipart request spec, as Apollo and urql upload links send it). Clients need the bucket's `create` permission; servers `files.write`. Answers `null` when the caller may not read the file it wrote (the upload stands). Large files: `createFileUpload`.")
+    .argument(InputValue::new("input", TypeRef::named_nn("CreateFileInput")))
+}
+
+fn create_file_upload() -> Field {
+    Field::new("createFileUpload", TypeRef::named_nn("File"), |ctx| {
+        FieldFuture::new(async move {
+            let state = app(&ctx)?;
+            let given: CreateFileUploadInput = input(&ctx)?;
+            let new = NewFile {
+                bucket_id: given.bucket_id,
+                file_id: given.file_id,
+                name: given.name,
+                permissions: given.permissions,
+            };
+            let file = upload::start(state, caller(&ctx)?, new, given.size).await?;
+            Ok(Some(FieldValue::value(file_value(state, &file))))
         })
-        .description("Starts a resumable upload: send the bytes in `chunkSize` chunks, in order, each as `PUT uploadUrl` with `Content-Range: bytes START-END/SIZE`. The file appears when the last chunk arrives; `fileUpload` tells where a broken upload stands. Needs a signed-in user or an API key.")
-        .argument(InputValue::new("input", TypeRef::named_nn("CreateFileUploadInput"))),
-    );
-    parts.mutation(
-        Field::new("updateFile", TypeRef::named("File"), |ctx| {
-            FieldFuture::new(async move {
-                let state = app(&ctx)?;
-                let given: UpdateFileInput = input(&ctx)?;
-                let file = service::update_file(state, caller(&ctx)?, &given.bucket_id, &given.file_id, given.name, given.permissions).await?;
-                Ok(file.map(|file| FieldValue::value(file_value(state, &file))))
-            })
+    })
+    .description("Starts a resumable upload: send the bytes in `chunkSize` chunks, in order, each as `PUT uploadUrl` with `Content-Range: bytes START-END/SIZE`. The file appears when the last chunk arrives; `fileUpload` tells where a broken upload stands. Needs a signed-in user or an API key.")
+    .argument(InputValue::new("input", TypeRef::named_nn("CreateFileUploadInput")))
+}
+
+fn update_file() -> Field {
+    Field::new("updateFile", TypeRef::named("File"), |ctx| {
+        FieldFuture::new(async move {
+            let state = app(&ctx)?;
+            let given: UpdateFileInput = input(&ctx)?;
+            let file = service::update_file(state, caller(&ctx)?, &given.bucket_id, &given.file_id, given.name, given.permissions).await?;
+            Ok(file.map(|file| FieldValue::value(file_value(state, &file))))
         })
-        .description("Renames a file and/or replaces its permissions (its `update` permission, or `files.write`). Answers `null` when the caller may not read the file as changed (the change stands).")
-        .argument(InputValue::new("input", TypeRef::named_nn("UpdateFileInput"))),
-    );
-    parts.mutation(
-        Field::new("deleteFile", TypeRef::named_nn("DeleteFilePayload"), |ctx| {
-            FieldFuture::new(async move {
-                let given: DeleteFileInput = input(&ctx)?;
-                service::delete_file(app(&ctx)?, caller(&ctx)?, &given.bucket_id, &given.file_id).await?;
-                Ok(Some(FieldValue::value(object([("deletedId", Value::from(given.file_id))]))))
-            })
+    })
+    .description("Renames a file and/or replaces its permissions (its `update` permission, or `files.write`). Answers `null` when the caller may not read the file as changed (the change stands).")
+    .argument(InputValue::new("input", TypeRef::named_nn("UpdateFileInput")))
+}
+
+fn delete_file() -> Field {
+    Field::new("deleteFile", TypeRef::named_nn("DeleteFilePayload"), |ctx| {
+        FieldFuture::new(async move {
+            let given: DeleteFileInput = input(&ctx)?;
+            service::delete_file(app(&ctx)?, caller(&ctx)?, &given.bucket_id, &given.file_id).await?;
+            Ok(Some(FieldValue::value(object([("deletedId", Value::from(given.file_id))]))))
         })
-        .description("Deletes a file (its `delete` permission, or `files.write`), or abandons an unfinished upload of the caller's.")
-        .argument(InputValue::new("input", TypeRef::named_nn("DeleteFileInput"))),
-    );
-    parts.mutation(
-        Field::new("createFileToken", TypeRef::named_nn("FileToken"), |ctx| {
-            FieldFuture::new(async move {
-                let state = app(&ctx)?;
-                let given: CreateFileTokenInput = input(&ctx)?;
-                let lifetime = given.expires_in.unwrap_or(tokens::DEFAULT_LIFETIME_SECS);
-                if !(1..=tokens::MAX_LIFETIME_SECS).contains(&lifetime) {
-                    return Err(AppError::invalid("expiresIn", format!("1 to {} seconds", tokens::MAX_LIFETIME_SECS)).into());
-                }
-                let file = service::get_file(state, caller(&ctx)?, &given.bucket_id, &given.file_id).await?;
-                let grant = tokens::Grant {
-                    project_id: file.project_id.clone(),
-                    bucket_id: file.bucket_id.clone(),
-                    file_id: file.id.clone(),
-                    file_created_at: file.created_at,
-                    expires_at: crate::db::now_millis() + lifetime * 1000,
-                };
-                let token = tokens::mint(&state.secret, &grant);
-                let with_token = |endpoint: &str| format!("{}&token={token}", file_url(state, &file, endpoint));
-                Ok(Some(FieldValue::value(object([
-                    ("token", Value::from(token.as_str())),
-                    ("expiresAt", datetime(grant.expires_at)),
-                    ("downloadUrl", Value::from(with_token("download"))),
-                    ("viewUrl", Value::from(with_token("view"))),
-                    ("previewUrl", Value::from(with_token("preview"))),
-                ]))))
-            })
+    })
+    .description("Deletes a file (its `delete` permission, or `files.write`), or abandons an unfinished upload of the caller's.")
+    .argument(InputValue::new("input", TypeRef::named_nn("DeleteFileInput")))
+}
+
+fn create_file_token() -> Field {
+    Field::new("createFileToken", TypeRef::named_nn("FileToken"), |ctx| {
+        FieldFuture::new(async move {
+            let state = app(&ctx)?;
+            let given: CreateFileTokenInput = input(&ctx)?;
+            let lifetime = given.expires_in.unwrap_or(tokens::DEFAULT_LIFETIME_SECS);
+            if !(1..=tokens::MAX_LIFETIME_SECS).contains(&lifetime) {
+                return Err(AppError::invalid("expiresIn", format!("1 to {} seconds", tokens::MAX_LIFETIME_SECS)).into());
+            }
+            let file = service::get_file(state, caller(&ctx)?, &given.bucket_id, &given.file_id).await?;
+            let grant = tokens::Grant {
+                project_id: file.project_id.clone(),
+                bucket_id: file.bucket_id.clone(),
+                file_id: file.id.clone(),
+                file_created_at: file.created_at,
+                expires_at: crate::db::now_millis() + lifetime * 1000,
+            };
+            let token = tokens::mint(&state.secret, &grant);
+            let with_token = |endpoint: &str| format!("{}&token={token}", file_url(state, &file, endpoint));
+            Ok(Some(FieldValue::value(object([
+                ("token", Value::from(token.as_str())),
+                ("expiresAt", datetime(grant.expires_at)),
+                ("downloadUrl", Value::from(with_token("download"))),
+                ("viewUrl", Value::from(with_token("view"))),
+                ("previewUrl", Value::from(with_token("preview"))),
+            ]))))
         })
-        .description("Mints a signed URL for a file the caller may read, so that it can be used where no credentials travel (`<img src>`, a shared link). It works until it expires, whatever happens to the caller's session.")
-        .argument(InputValue::new("input", TypeRef::named_nn("CreateFileTokenInput"))),
-    );
+    })
+    .description("Mints a signed URL for a file the caller may read, so that it can be used where no credentials travel (`<img src>`, a shared link). It works until it expires, whatever happens to the caller's session.")
+    .argument(InputValue::new("input", TypeRef::named_nn("CreateFileTokenInput")))
 }

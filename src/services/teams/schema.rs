@@ -145,80 +145,17 @@ crate::graphql_input! {
     }
 }
 
+fn id() -> TypeRef {
+    TypeRef::named_nn(TypeRef::ID)
+}
+
 pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
-    let id = || TypeRef::named_nn(TypeRef::ID);
-    parts.add_type(
-        Object::new("Team")
-            .description(
-                "A group of users; its members hold the roles `team:ID` and `team:ID/ROLE`.",
-            )
-            .field(prop(
-                "id",
-                TypeRef::named_nn(TypeRef::ID),
-                "Unique id within the project.",
-            ))
-            .field(prop(
-                "name",
-                TypeRef::named_nn(TypeRef::STRING),
-                "Display name.",
-            ))
-            .field(prop(
-                "createdAt",
-                TypeRef::named_nn(DATETIME),
-                "When the team was created.",
-            ))
-            .field(prop(
-                "updatedAt",
-                TypeRef::named_nn(DATETIME),
-                "When the team last changed.",
-            )),
-    );
+    parts.add_type(team_type());
     parts.add_types(connection_types("Team", "teams"));
-    parts.add_type(
-        Object::new("Membership")
-            .description("A user's place in a team. Until `confirmed`, it is an invitation and grants no roles.")
-            .field(prop("id", TypeRef::named_nn(TypeRef::ID), "Unique id; gives its user the role `member:ID`."))
-            .field(prop("teamId", TypeRef::named_nn(TypeRef::ID), "The team."))
-            .field(prop("userId", TypeRef::named(TypeRef::ID), "The member; null while an invitation by email waits for an address that has no verified account (its user is created or found when the invitation is accepted through the emailed link)."))
-            .field(prop("email", TypeRef::named(TypeRef::STRING), "The invited address, while `userId` is null."))
-            .field(prop("roles", TypeRef::named_nn_list_nn(TypeRef::STRING), "The member's roles in the team; `owner` manages it."))
-            .field(prop("confirmed", TypeRef::named_nn(TypeRef::BOOLEAN), "Whether the user accepted (or a server added them)."))
-            .field(prop("joinedAt", TypeRef::named(DATETIME), "When the membership was confirmed."))
-            .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When the membership was created."))
-            .field(prop("updatedAt", TypeRef::named_nn(DATETIME), "When the membership last changed.")),
-    );
-    parts.add_type(
-        Object::new("DeleteTeamPayload")
-            .description("The result of `deleteTeam`.")
-            .field(prop(
-                "deletedId",
-                TypeRef::named_nn(TypeRef::ID),
-                "Id of the deleted team.",
-            )),
-    );
-    parts.add_type(
-        Object::new("UpdateMembershipStatusPayload")
-            .description("The result of `updateMembershipStatus`.")
-            .field(prop(
-                "membership",
-                TypeRef::named_nn("Membership"),
-                "The accepted membership.",
-            ))
-            .field(prop(
-                "session",
-                TypeRef::named("SessionPayload"),
-                "The invitee's new session, when accepted through the emailed link.",
-            )),
-    );
-    parts.add_type(
-        Object::new("DeleteMembershipPayload")
-            .description("The result of `deleteMembership`.")
-            .field(prop(
-                "deletedId",
-                TypeRef::named_nn(TypeRef::ID),
-                "Id of the deleted membership.",
-            )),
-    );
+    parts.add_type(membership_type());
+    parts.add_type(delete_team_payload_type());
+    parts.add_type(update_membership_status_payload_type());
+    parts.add_type(delete_membership_payload_type());
     parts.add_input::<CreateTeamInput>();
     parts.add_input::<UpdateTeamNameInput>();
     parts.add_input::<DeleteTeamInput>();
@@ -227,212 +164,302 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.add_input::<UpdateMembershipStatusInput>();
     parts.add_input::<DeleteMembershipInput>();
 
-    parts.query(
-        Field::new("team", TypeRef::named_nn("Team"), |ctx| {
-            FieldFuture::new(async move {
-                let id = opt_string(&ctx, "id")?.unwrap_or_default();
-                let team = service::get_team(app(&ctx)?, caller(&ctx)?, &id).await?;
-                Ok(Some(FieldValue::value(team_value(&team))))
-            })
+    parts.query(team());
+    parts.query(teams());
+    parts.query(memberships());
+    parts.mutation(create_team());
+    parts.mutation(update_team_name());
+    parts.mutation(delete_team());
+    parts.mutation(create_membership());
+    parts.mutation(update_membership());
+    parts.mutation(update_membership_status());
+    parts.mutation(delete_membership());
+}
+
+fn team_type() -> Object {
+    Object::new("Team")
+        .description("A group of users; its members hold the roles `team:ID` and `team:ID/ROLE`.")
+        .field(prop(
+            "id",
+            TypeRef::named_nn(TypeRef::ID),
+            "Unique id within the project.",
+        ))
+        .field(prop(
+            "name",
+            TypeRef::named_nn(TypeRef::STRING),
+            "Display name.",
+        ))
+        .field(prop(
+            "createdAt",
+            TypeRef::named_nn(DATETIME),
+            "When the team was created.",
+        ))
+        .field(prop(
+            "updatedAt",
+            TypeRef::named_nn(DATETIME),
+            "When the team last changed.",
+        ))
+}
+
+fn membership_type() -> Object {
+    Object::new("Membership")
+        .description("A user's place in a team. Until `confirmed`, it is an invitation and grants no roles.")
+        .field(prop("id", TypeRef::named_nn(TypeRef::ID), "Unique id; gives its user the role `member:ID`."))
+        .field(prop("teamId", TypeRef::named_nn(TypeRef::ID), "The team."))
+        .field(prop("userId", TypeRef::named(TypeRef::ID), "The member; null while an invitation by email waits for an address that has no verified account (its user is created or found when the invitation is accepted through the emailed link)."))
+        .field(prop("email", TypeRef::named(TypeRef::STRING), "The invited address, while `userId` is null."))
+        .field(prop("roles", TypeRef::named_nn_list_nn(TypeRef::STRING), "The member's roles in the team; `owner` manages it."))
+        .field(prop("confirmed", TypeRef::named_nn(TypeRef::BOOLEAN), "Whether the user accepted (or a server added them)."))
+        .field(prop("joinedAt", TypeRef::named(DATETIME), "When the membership was confirmed."))
+        .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When the membership was created."))
+        .field(prop("updatedAt", TypeRef::named_nn(DATETIME), "When the membership last changed."))
+}
+
+fn delete_team_payload_type() -> Object {
+    Object::new("DeleteTeamPayload")
+        .description("The result of `deleteTeam`.")
+        .field(prop(
+            "deletedId",
+            TypeRef::named_nn(TypeRef::ID),
+            "Id of the deleted team.",
+        ))
+}
+
+fn update_membership_status_payload_type() -> Object {
+    Object::new("UpdateMembershipStatusPayload")
+        .description("The result of `updateMembershipStatus`.")
+        .field(prop(
+            "membership",
+            TypeRef::named_nn("Membership"),
+            "The accepted membership.",
+        ))
+        .field(prop(
+            "session",
+            TypeRef::named("SessionPayload"),
+            "The invitee's new session, when accepted through the emailed link.",
+        ))
+}
+
+fn delete_membership_payload_type() -> Object {
+    Object::new("DeleteMembershipPayload")
+        .description("The result of `deleteMembership`.")
+        .field(prop(
+            "deletedId",
+            TypeRef::named_nn(TypeRef::ID),
+            "Id of the deleted membership.",
+        ))
+}
+
+fn team() -> Field {
+    Field::new("team", TypeRef::named_nn("Team"), |ctx| {
+        FieldFuture::new(async move {
+            let id = opt_string(&ctx, "id")?.unwrap_or_default();
+            let team = service::get_team(app(&ctx)?, caller(&ctx)?, &id).await?;
+            Ok(Some(FieldValue::value(team_value(&team))))
         })
-        .description(
-            "A team: any for a server (scope `teams.read`); for a user, one they belong to.",
-        )
-        .argument(InputValue::new("id", id()).description("The team.")),
-    );
-    parts.query(
-        with_connection_args(Field::new("teams", TypeRef::named_nn("TeamConnection"), |ctx| {
-            FieldFuture::new(async move {
-                let page = page_request(&ctx)?;
-                let (teams, total) = service::list_teams(app(&ctx)?, caller(&ctx)?, &page, wants_total_count(&ctx)).await?;
-                Ok(Some(FieldValue::value(connection(&page, teams, total, |t| &t.id, team_value))))
-            })
-        }))
-        .description("Teams by id: every team for a server (scope `teams.read`); for a user, the teams they belong to."),
-    );
-    parts.query(
-        Field::new(
-            "memberships",
-            TypeRef::named_nn_list_nn("Membership"),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let team_id = opt_string(&ctx, "teamId")?.unwrap_or_default();
-                    let memberships =
-                        service::list_memberships(app(&ctx)?, caller(&ctx)?, &team_id).await?;
-                    Ok(Some(FieldValue::list(
-                        memberships
-                            .iter()
-                            .map(|m| FieldValue::value(membership_value(m))),
-                    )))
-                })
-            },
-        )
-        .description(
-            "A team's memberships, oldest first (a server with `teams.read`, or a member).",
-        )
-        .argument(InputValue::new("teamId", id()).description("The team.")),
-    );
-    parts.mutation(
-        Field::new("createTeam", TypeRef::named_nn("Team"), |ctx| {
-            FieldFuture::new(async move {
-                let input: CreateTeamInput = input(&ctx)?;
-                let team = service::create_team(app(&ctx)?, caller(&ctx)?, input.id, input.name, input.roles).await?;
-                Ok(Some(FieldValue::value(team_value(&team))))
-            })
+    })
+    .description("A team: any for a server (scope `teams.read`); for a user, one they belong to.")
+    .argument(InputValue::new("id", id()).description("The team."))
+}
+
+fn teams() -> Field {
+    with_connection_args(Field::new("teams", TypeRef::named_nn("TeamConnection"), |ctx| {
+        FieldFuture::new(async move {
+            let page = page_request(&ctx)?;
+            let (teams, total) = service::list_teams(app(&ctx)?, caller(&ctx)?, &page, wants_total_count(&ctx)).await?;
+            Ok(Some(FieldValue::value(connection(&page, teams, total, |t| &t.id, team_value))))
         })
-        .description("Creates a team; a signed-in creator becomes its member (default role `owner`). Servers need `teams.write`.")
-        .argument(InputValue::new("input", TypeRef::named_nn("CreateTeamInput"))),
-    );
-    parts.mutation(
-        Field::new("updateTeamName", TypeRef::named_nn("Team"), |ctx| {
+    }))
+    .description("Teams by id: every team for a server (scope `teams.read`); for a user, the teams they belong to.")
+}
+
+fn memberships() -> Field {
+    Field::new(
+        "memberships",
+        TypeRef::named_nn_list_nn("Membership"),
+        |ctx| {
             FieldFuture::new(async move {
-                let input: UpdateTeamNameInput = input(&ctx)?;
-                let team =
-                    service::rename_team(app(&ctx)?, caller(&ctx)?, &input.id, input.name).await?;
-                Ok(Some(FieldValue::value(team_value(&team))))
+                let team_id = opt_string(&ctx, "teamId")?.unwrap_or_default();
+                let memberships =
+                    service::list_memberships(app(&ctx)?, caller(&ctx)?, &team_id).await?;
+                Ok(Some(FieldValue::list(
+                    memberships
+                        .iter()
+                        .map(|m| FieldValue::value(membership_value(m))),
+                )))
             })
+        },
+    )
+    .description("A team's memberships, oldest first (a server with `teams.read`, or a member).")
+    .argument(InputValue::new("teamId", id()).description("The team."))
+}
+
+fn create_team() -> Field {
+    Field::new("createTeam", TypeRef::named_nn("Team"), |ctx| {
+        FieldFuture::new(async move {
+            let input: CreateTeamInput = input(&ctx)?;
+            let team = service::create_team(app(&ctx)?, caller(&ctx)?, input.id, input.name, input.roles).await?;
+            Ok(Some(FieldValue::value(team_value(&team))))
         })
-        .description("Renames a team (a server with `teams.write`, or an owner).")
-        .argument(InputValue::new(
-            "input",
-            TypeRef::named_nn("UpdateTeamNameInput"),
-        )),
-    );
-    parts.mutation(
-        Field::new("deleteTeam", TypeRef::named_nn("DeleteTeamPayload"), |ctx| {
-            FieldFuture::new(async move {
-                let input: DeleteTeamInput = input(&ctx)?;
-                service::delete_team(app(&ctx)?, caller(&ctx)?, &input.id).await?;
-                Ok(Some(FieldValue::value(object([("deletedId", Value::from(input.id))]))))
-            })
+    })
+    .description("Creates a team; a signed-in creator becomes its member (default role `owner`). Servers need `teams.write`.")
+    .argument(InputValue::new("input", TypeRef::named_nn("CreateTeamInput")))
+}
+
+fn update_team_name() -> Field {
+    Field::new("updateTeamName", TypeRef::named_nn("Team"), |ctx| {
+        FieldFuture::new(async move {
+            let input: UpdateTeamNameInput = input(&ctx)?;
+            let team =
+                service::rename_team(app(&ctx)?, caller(&ctx)?, &input.id, input.name).await?;
+            Ok(Some(FieldValue::value(team_value(&team))))
         })
-        .description("Deletes a team and its memberships; members lose its roles at once (a server with `teams.write`, or an owner).")
-        .argument(InputValue::new("input", TypeRef::named_nn("DeleteTeamInput"))),
-    );
-    parts.mutation(
-        Field::new("createMembership", TypeRef::named_nn("Membership"), |ctx| {
+    })
+    .description("Renames a team (a server with `teams.write`, or an owner).")
+    .argument(InputValue::new(
+        "input",
+        TypeRef::named_nn("UpdateTeamNameInput"),
+    ))
+}
+
+fn delete_team() -> Field {
+    Field::new("deleteTeam", TypeRef::named_nn("DeleteTeamPayload"), |ctx| {
+        FieldFuture::new(async move {
+            let input: DeleteTeamInput = input(&ctx)?;
+            service::delete_team(app(&ctx)?, caller(&ctx)?, &input.id).await?;
+            Ok(Some(FieldValue::value(object([("deletedId", Value::from(input.id))]))))
+        })
+    })
+    .description("Deletes a team and its memberships; members lose its roles at once (a server with `teams.write`, or an owner).")
+    .argument(InputValue::new("input", TypeRef::named_nn("DeleteTeamInput")))
+}
+
+fn create_membership() -> Field {
+    Field::new("createMembership", TypeRef::named_nn("Membership"), |ctx| {
+        FieldFuture::new(async move {
+            let input: CreateMembershipInput = input(&ctx)?;
+            let new = service::NewMembership {
+                team_id: input.team_id,
+                user_id: input.user_id,
+                email: input.email,
+                name: input.name,
+                roles: input.roles,
+                url: input.url,
+            };
+            let client = ctx.data::<ClientInfo>().cloned().unwrap_or_default();
+            let membership =
+                service::create_membership(app(&ctx)?, caller(&ctx)?, new, &client).await?;
+            Ok(Some(FieldValue::value(membership_value(&membership))))
+        })
+    })
+    .description("Adds a user (by id, or by email) to a team: at once for a server (`teams.write`), creating the user for an email when needed; as an invitation when an owner does it, emailed when `url` is given, which the user accepts with `updateMembershipStatus`. An owner's invitation to an address without a verified account creates no user before it is accepted. Inviting someone whose invitation is pending renews it (new roles, a new emailed link; the old one stops working); a server confirms it.")
+    .argument(InputValue::new("input", TypeRef::named_nn("CreateMembershipInput")))
+}
+
+fn update_membership() -> Field {
+    Field::new("updateMembership", TypeRef::named_nn("Membership"), |ctx| {
+        FieldFuture::new(async move {
+            let input: UpdateMembershipInput = input(&ctx)?;
+            let membership = service::update_membership_roles(
+                app(&ctx)?,
+                caller(&ctx)?,
+                &input.team_id,
+                &input.membership_id,
+                input.roles,
+            )
+            .await?;
+            Ok(Some(FieldValue::value(membership_value(&membership))))
+        })
+    })
+    .description("Changes a member's roles (a server with `teams.write`, or an owner).")
+    .argument(InputValue::new(
+        "input",
+        TypeRef::named_nn("UpdateMembershipInput"),
+    ))
+}
+
+fn update_membership_status() -> Field {
+    Field::new(
+        "updateMembershipStatus",
+        TypeRef::named_nn("UpdateMembershipStatusPayload"),
+        |ctx| {
             FieldFuture::new(async move {
-                let input: CreateMembershipInput = input(&ctx)?;
-                let new = service::NewMembership {
-                    team_id: input.team_id,
-                    user_id: input.user_id,
-                    email: input.email,
-                    name: input.name,
-                    roles: input.roles,
-                    url: input.url,
+                let input: UpdateMembershipStatusInput = input(&ctx)?;
+                let state = app(&ctx)?;
+                let caller = caller(&ctx)?;
+                let (membership, session) = match (input.user_id, input.secret) {
+                    (user_id, Some(secret)) => {
+                        let client = ctx.data::<ClientInfo>().cloned().unwrap_or_default();
+                        let (membership, session, secret) = service::accept_invitation(
+                            state,
+                            &caller.project.id,
+                            &input.team_id,
+                            &input.membership_id,
+                            user_id.as_deref(),
+                            &secret,
+                            client,
+                        )
+                        .await?;
+                        (membership, session_payload(&ctx, &session, secret)?)
+                    }
+                    (None, None) => {
+                        let membership = service::accept_membership(
+                            state,
+                            caller,
+                            &input.team_id,
+                            &input.membership_id,
+                        )
+                        .await?;
+                        (membership, Value::Null)
+                    }
+                    _ => {
+                        return Err(AppError::invalid(
+                            "secret",
+                            "give `secret` from the link with `userId`, or neither",
+                        )
+                        .into());
+                    }
                 };
-                let client = ctx.data::<ClientInfo>().cloned().unwrap_or_default();
-                let membership =
-                    service::create_membership(app(&ctx)?, caller(&ctx)?, new, &client).await?;
-                Ok(Some(FieldValue::value(membership_value(&membership))))
+                Ok(Some(FieldValue::value(object([
+                    ("membership", membership_value(&membership)),
+                    ("session", session),
+                ]))))
             })
-        })
-        .description("Adds a user (by id, or by email) to a team: at once for a server (`teams.write`), creating the user for an email when needed; as an invitation when an owner does it, emailed when `url` is given, which the user accepts with `updateMembershipStatus`. An owner's invitation to an address without a verified account creates no user before it is accepted. Inviting someone whose invitation is pending renews it (new roles, a new emailed link; the old one stops working); a server confirms it.")
-        .argument(InputValue::new("input", TypeRef::named_nn("CreateMembershipInput"))),
-    );
-    parts.mutation(
-        Field::new("updateMembership", TypeRef::named_nn("Membership"), |ctx| {
+        },
+    )
+    .description("Accepts an invitation: signed in as the invitee (or as the user whose verified email was invited), or with `secret` from the emailed link, which also signs the invitee in (session cookie, and `session.secret` for apps) and, for an invitation by email to an address without an account, creates their user with the email verified.")
+    .argument(InputValue::new(
+        "input",
+        TypeRef::named_nn("UpdateMembershipStatusInput"),
+    ))
+}
+
+fn delete_membership() -> Field {
+    Field::new(
+        "deleteMembership",
+        TypeRef::named_nn("DeleteMembershipPayload"),
+        |ctx| {
             FieldFuture::new(async move {
-                let input: UpdateMembershipInput = input(&ctx)?;
-                let membership = service::update_membership_roles(
+                let input: DeleteMembershipInput = input(&ctx)?;
+                service::delete_membership(
                     app(&ctx)?,
                     caller(&ctx)?,
                     &input.team_id,
                     &input.membership_id,
-                    input.roles,
                 )
                 .await?;
-                Ok(Some(FieldValue::value(membership_value(&membership))))
+                Ok(Some(FieldValue::value(object([(
+                    "deletedId",
+                    Value::from(input.membership_id),
+                )]))))
             })
-        })
-        .description("Changes a member's roles (a server with `teams.write`, or an owner).")
-        .argument(InputValue::new(
-            "input",
-            TypeRef::named_nn("UpdateMembershipInput"),
-        )),
-    );
-    parts.mutation(
-        Field::new(
-            "updateMembershipStatus",
-            TypeRef::named_nn("UpdateMembershipStatusPayload"),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let input: UpdateMembershipStatusInput = input(&ctx)?;
-                    let state = app(&ctx)?;
-                    let caller = caller(&ctx)?;
-                    let (membership, session) = match (input.user_id, input.secret) {
-                        (user_id, Some(secret)) => {
-                            let client = ctx.data::<ClientInfo>().cloned().unwrap_or_default();
-                            let (membership, session, secret) = service::accept_invitation(
-                                state,
-                                &caller.project.id,
-                                &input.team_id,
-                                &input.membership_id,
-                                user_id.as_deref(),
-                                &secret,
-                                client,
-                            )
-                            .await?;
-                            (membership, session_payload(&ctx, &session, secret)?)
-                        }
-                        (None, None) => {
-                            let membership = service::accept_membership(
-                                state,
-                                caller,
-                                &input.team_id,
-                                &input.membership_id,
-                            )
-                            .await?;
-                            (membership, Value::Null)
-                        }
-                        _ => {
-                            return Err(AppError::invalid(
-                                "secret",
-                                "give `secret` from the link with `userId`, or neither",
-                            )
-                            .into());
-                        }
-                    };
-                    Ok(Some(FieldValue::value(object([
-                        ("membership", membership_value(&membership)),
-                        ("session", session),
-                    ]))))
-                })
-            },
-        )
-        .description("Accepts an invitation: signed in as the invitee (or as the user whose verified email was invited), or with `secret` from the emailed link, which also signs the invitee in (session cookie, and `session.secret` for apps) and, for an invitation by email to an address without an account, creates their user with the email verified.")
-        .argument(InputValue::new(
-            "input",
-            TypeRef::named_nn("UpdateMembershipStatusInput"),
-        )),
-    );
-    parts.mutation(
-        Field::new(
-            "deleteMembership",
-            TypeRef::named_nn("DeleteMembershipPayload"),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let input: DeleteMembershipInput = input(&ctx)?;
-                    service::delete_membership(
-                        app(&ctx)?,
-                        caller(&ctx)?,
-                        &input.team_id,
-                        &input.membership_id,
-                    )
-                    .await?;
-                    Ok(Some(FieldValue::value(object([(
-                        "deletedId",
-                        Value::from(input.membership_id),
-                    )]))))
-                })
-            },
-        )
-        .description(
-            "Removes a membership: a server with `teams.write`, an owner, or the member leaving.",
-        )
-        .argument(InputValue::new(
-            "input",
-            TypeRef::named_nn("DeleteMembershipInput"),
-        )),
-    );
+        },
+    )
+    .description(
+        "Removes a membership: a server with `teams.write`, an owner, or the member leaving.",
+    )
+    .argument(InputValue::new(
+        "input",
+        TypeRef::named_nn("DeleteMembershipInput"),
+    ))
 }
