@@ -194,9 +194,15 @@ mod tests {
             .register(async_graphql::dynamic::Scalar::new(JSON))
             .register(
                 async_graphql::dynamic::Object::new("Query").field(
-                    async_graphql::dynamic::Field::new("shapes", TypeRef::named(TypeRef::INT), |_| {
-                        async_graphql::dynamic::FieldFuture::new(async { Ok(None::<async_graphql::Value>) })
-                    })
+                    async_graphql::dynamic::Field::new(
+                        "shapes",
+                        TypeRef::named(TypeRef::INT),
+                        |_| {
+                            async_graphql::dynamic::FieldFuture::new(async {
+                                Ok(None::<async_graphql::Value>)
+                            })
+                        },
+                    )
                     .argument(async_graphql::dynamic::InputValue::new(
                         "input",
                         TypeRef::named("ShapesInput"),
@@ -225,7 +231,10 @@ mod tests {
             ("type", "Int"),
         ];
         let found = field_types();
-        let found: Vec<(&str, &str)> = found.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+        let found: Vec<(&str, &str)> = found
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
         assert_eq!(found, expected);
     }
 
@@ -237,7 +246,10 @@ mod tests {
         .unwrap();
         assert_eq!(shapes.team_ids, ["t1"]);
         assert_eq!(shapes.r#type, Some(3));
-        assert_eq!((shapes.id, shapes.labels, shapes.prefs, shapes.text.as_str()), (None, None, None, "a"));
+        assert_eq!(
+            (shapes.id, shapes.labels, shapes.prefs, shapes.text.as_str()),
+            (None, None, None, "a")
+        );
         let unknown = serde_json::from_value::<Shapes>(serde_json::json!({
             "text": "a", "teamIds": [], "team_ids": []
         }));
