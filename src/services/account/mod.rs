@@ -4,7 +4,9 @@
 //! `Authorization: Bearer`.
 
 pub mod cookies;
+mod email_schema;
 pub mod mfa;
+mod mfa_schema;
 pub mod oauth2;
 pub mod oauth2_schema;
 pub mod schema;

@@ -4,39 +4,57 @@
 //! The sign-in itself is a browser redirect, served by `http::oauth2`.
 
 use async_graphql::Value;
-use async_graphql::dynamic::{
-    Field, FieldFuture, FieldValue, InputObject, InputValue, Object, TypeRef,
-};
-use serde::Deserialize;
+use async_graphql::dynamic::{Field, FieldFuture, FieldValue, InputValue, Object, TypeRef};
 
 use crate::graphql::SchemaParts;
-use crate::graphql::types::{
-    DATETIME, IdInput, app, caller, datetime, input, input_object, object, prop,
-};
+use crate::graphql::types::{DATETIME, app, caller, datetime, input, object, prop};
+use crate::services::account::schema::input_argument;
 use crate::services::projects::service::get_project;
 
 use super::oauth2::{self, Identity, ProviderChanges, ProviderConfig};
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct UpdateProviderInput {
-    project_id: String,
-    provider: String,
-    enabled: Option<bool>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    issuer: Option<String>,
-    authorization_url: Option<String>,
-    token_url: Option<String>,
-    user_info_url: Option<String>,
-    scopes: Option<Vec<String>>,
+crate::graphql_input! {
+    "Creates or changes a project's OAuth2 provider; omitted fields stay as they are, an empty URL removes it."
+    struct UpdateProjectOAuth2ProviderInput {
+        "The project."
+        project_id: String as "ID",
+        "`github`, `google`, `gitlab`, or a name of your choice (2-32 of `a-z0-9-`) for any OpenID Connect issuer."
+        provider: String,
+        "Let users sign in with it (needs a client id and secret)."
+        enabled: Option<bool>,
+        "OAuth2 client id."
+        client_id: Option<String>,
+        "OAuth2 client secret; stored encrypted with a key derived from the server secret."
+        client_secret: Option<String>,
+        "OpenID Connect issuer URL (Google and gitlab.com have defaults)."
+        issuer: Option<String>,
+        "Authorization endpoint override."
+        authorization_url: Option<String>,
+        "Token endpoint override."
+        token_url: Option<String>,
+        "Userinfo endpoint override."
+        user_info_url: Option<String>,
+        "Scopes to ask for (default: `openid email profile`; GitHub `read:user user:email`)."
+        scopes: Option<Vec<String>>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ProviderRefInput {
-    project_id: String,
-    provider: String,
+crate::graphql_input! {
+    "The provider to remove; its users keep their accounts."
+    struct DeleteProjectOAuth2ProviderInput {
+        "The project."
+        project_id: String as "ID",
+        "The provider's name."
+        provider: String,
+    }
+}
+
+crate::graphql_input! {
+    "The linked provider account to remove."
+    struct DeleteIdentityInput {
+        "The identity's id."
+        id: String as "ID",
+    }
 }
 
 fn optional_string(value: &Option<String>) -> Value {
@@ -96,208 +114,190 @@ fn identity_value(identity: &Identity) -> Value {
     ])
 }
 
+/// Registers the provider settings and the caller's identities.
 pub fn register(parts: &mut SchemaParts) {
+    parts.add_type(oauth2_provider_type());
+    parts.add_input::<UpdateProjectOAuth2ProviderInput>();
+    parts.add_input::<DeleteProjectOAuth2ProviderInput>();
+    parts.add_type(delete_provider_payload_type());
+    parts.add_type(identity_type());
+    parts.add_input::<DeleteIdentityInput>();
+    parts.add_type(delete_identity_payload_type());
+    parts.query(oauth2_providers());
+    parts.mutation(update_project_oauth2_provider());
+    parts.mutation(delete_project_oauth2_provider());
+    parts.query(account_identities());
+    parts.mutation(delete_identity());
+}
+
+fn oauth2_provider_type() -> Object {
     let string = || TypeRef::named_nn(TypeRef::STRING);
     let optional = || TypeRef::named(TypeRef::STRING);
-    parts.add_type(
-        Object::new("OAuth2Provider")
-            .description("A provider a project's users sign in with. The client secret is stored encrypted and never shown.")
-            .field(prop("provider", string(), "Its name: `github`, `google`, `gitlab`, or any other name for an OpenID Connect issuer."))
-            .field(prop("enabled", TypeRef::named_nn(TypeRef::BOOLEAN), "Whether users may sign in with it."))
-            .field(prop("clientId", string(), "The OAuth2 client id registered with the provider."))
-            .field(prop("issuer", optional(), "OpenID Connect issuer whose discovery document gives the endpoints."))
-            .field(prop("authorizationUrl", optional(), "Authorization endpoint, overriding discovery (or GitHub's)."))
-            .field(prop("tokenUrl", optional(), "Token endpoint, overriding discovery (or GitHub's)."))
-            .field(prop("userInfoUrl", optional(), "Userinfo endpoint (GitHub: the `/user` API), overriding discovery."))
-            .field(prop("scopes", TypeRef::named_nn_list_nn(TypeRef::STRING), "Scopes asked for."))
-            .field(prop("signInPath", string(), "Where to send a browser to sign in; add `&success=URL&failure=URL` (and `&mode=token` for apps)."))
-            .field(prop("callbackPath", string(), "The redirect URI to register with the provider, after this server's public URL."))
-            .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When it was configured."))
-            .field(prop("updatedAt", TypeRef::named_nn(DATETIME), "When it last changed.")),
-    );
-    parts.add_type(
-        InputObject::new("UpdateProjectOAuth2ProviderInput")
-            .description("Creates or changes a project's OAuth2 provider; omitted fields stay as they are, an empty URL removes it.")
-            .field(InputValue::new("projectId", TypeRef::named_nn(TypeRef::ID)).description("The project."))
-            .field(InputValue::new("provider", TypeRef::named_nn(TypeRef::STRING)).description("`github`, `google`, `gitlab`, or a name of your choice (2-32 of `a-z0-9-`) for any OpenID Connect issuer."))
-            .field(InputValue::new("enabled", TypeRef::named(TypeRef::BOOLEAN)).description("Let users sign in with it (needs a client id and secret)."))
-            .field(InputValue::new("clientId", optional()).description("OAuth2 client id."))
-            .field(InputValue::new("clientSecret", optional()).description("OAuth2 client secret; stored encrypted with a key derived from the server secret."))
-            .field(InputValue::new("issuer", optional()).description("OpenID Connect issuer URL (Google and gitlab.com have defaults)."))
-            .field(InputValue::new("authorizationUrl", optional()).description("Authorization endpoint override."))
-            .field(InputValue::new("tokenUrl", optional()).description("Token endpoint override."))
-            .field(InputValue::new("userInfoUrl", optional()).description("Userinfo endpoint override."))
-            .field(InputValue::new("scopes", TypeRef::named_nn_list(TypeRef::STRING)).description("Scopes to ask for (default: `openid email profile`; GitHub `read:user user:email`).")),
-    );
-    parts.add_type(
-        InputObject::new("DeleteProjectOAuth2ProviderInput")
-            .description("The provider to remove; its users keep their accounts.")
-            .field(
-                InputValue::new("projectId", TypeRef::named_nn(TypeRef::ID))
-                    .description("The project."),
-            )
-            .field(
-                InputValue::new("provider", TypeRef::named_nn(TypeRef::STRING))
-                    .description("The provider's name."),
-            ),
-    );
-    parts.add_type(
-        Object::new("DeleteProjectOAuth2ProviderPayload")
-            .description("The result of `deleteProjectOAuth2Provider`.")
-            .field(prop("provider", string(), "The removed provider's name.")),
-    );
-    parts.add_type(
-        Object::new("Identity")
-            .description("An account at an OAuth2 provider, linked to a user: signing in with it signs in as that user.")
-            .field(prop("id", TypeRef::named_nn(TypeRef::ID), "Unique id."))
-            .field(prop("userId", TypeRef::named_nn(TypeRef::ID), "The user it signs in as."))
-            .field(prop("provider", string(), "The provider's name."))
-            .field(prop("providerUid", string(), "The account's id at the provider."))
-            .field(prop("providerEmail", optional(), "The email the provider gave."))
-            .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When it was linked."))
-            .field(prop("updatedAt", TypeRef::named_nn(DATETIME), "When it last changed.")),
-    );
-    parts.add_type(input_object(
-        "DeleteIdentityInput",
-        "The linked provider account to remove.",
-        &[("id", TypeRef::named_nn(TypeRef::ID), "The identity's id.")],
-    ));
-    parts.add_type(
-        Object::new("DeleteIdentityPayload")
-            .description("The result of `deleteIdentity`.")
-            .field(prop(
-                "deletedId",
-                TypeRef::named_nn(TypeRef::ID),
-                "Id of the unlinked identity.",
-            )),
-    );
+    Object::new("OAuth2Provider")
+        .description("A provider a project's users sign in with. The client secret is stored encrypted and never shown.")
+        .field(prop("provider", string(), "Its name: `github`, `google`, `gitlab`, or any other name for an OpenID Connect issuer."))
+        .field(prop("enabled", TypeRef::named_nn(TypeRef::BOOLEAN), "Whether users may sign in with it."))
+        .field(prop("clientId", string(), "The OAuth2 client id registered with the provider."))
+        .field(prop("issuer", optional(), "OpenID Connect issuer whose discovery document gives the endpoints."))
+        .field(prop("authorizationUrl", optional(), "Authorization endpoint, overriding discovery (or GitHub's)."))
+        .field(prop("tokenUrl", optional(), "Token endpoint, overriding discovery (or GitHub's)."))
+        .field(prop("userInfoUrl", optional(), "Userinfo endpoint (GitHub: the `/user` API), overriding discovery."))
+        .field(prop("scopes", TypeRef::named_nn_list_nn(TypeRef::STRING), "Scopes asked for."))
+        .field(prop("signInPath", string(), "Where to send a browser to sign in; add `&success=URL&failure=URL` (and `&mode=token` for apps)."))
+        .field(prop("callbackPath", string(), "The redirect URI to register with the provider, after this server's public URL."))
+        .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When it was configured."))
+        .field(prop("updatedAt", TypeRef::named_nn(DATETIME), "When it last changed."))
+}
 
-    parts.query(
-        Field::new(
-            "oauth2Providers",
-            TypeRef::named_nn_list_nn("OAuth2Provider"),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let admin = caller(&ctx)?.require_admin()?;
-                    let project_id = ctx.args.try_get("projectId")?.string()?.to_string();
-                    let state = app(&ctx)?;
-                    let project = get_project(state, admin, &project_id).await?;
-                    let providers = oauth2::list_providers(state, &project.id).await?;
-                    Ok(Some(FieldValue::list(
-                        providers
-                            .iter()
-                            .map(|p| FieldValue::value(provider_value(p))),
-                    )))
-                })
-            },
-        )
-        .description("The OAuth2 providers of a project (scope `admin`).")
-        .argument(InputValue::new("projectId", TypeRef::named_nn(TypeRef::ID))),
-    );
-    parts.mutation(
-        Field::new(
-            "updateProjectOAuth2Provider",
-            TypeRef::named_nn("OAuth2Provider"),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let admin = caller(&ctx)?.require_admin()?;
-                    let input: UpdateProviderInput = input(&ctx)?;
-                    let state = app(&ctx)?;
-                    let project = get_project(state, admin, &input.project_id).await?;
-                    let config = oauth2::configure_provider(
-                        state,
-                        &project.id,
-                        &input.provider,
-                        ProviderChanges {
-                            enabled: input.enabled,
-                            client_id: input.client_id,
-                            client_secret: input.client_secret,
-                            issuer: input.issuer,
-                            authorization_url: input.authorization_url,
-                            token_url: input.token_url,
-                            userinfo_url: input.user_info_url,
-                            scopes: input.scopes,
-                        },
-                    )
+fn delete_provider_payload_type() -> Object {
+    Object::new("DeleteProjectOAuth2ProviderPayload")
+        .description("The result of `deleteProjectOAuth2Provider`.")
+        .field(prop(
+            "provider",
+            TypeRef::named_nn(TypeRef::STRING),
+            "The removed provider's name.",
+        ))
+}
+
+fn identity_type() -> Object {
+    let string = || TypeRef::named_nn(TypeRef::STRING);
+    Object::new("Identity")
+        .description("An account at an OAuth2 provider, linked to a user: signing in with it signs in as that user.")
+        .field(prop("id", TypeRef::named_nn(TypeRef::ID), "Unique id."))
+        .field(prop("userId", TypeRef::named_nn(TypeRef::ID), "The user it signs in as."))
+        .field(prop("provider", string(), "The provider's name."))
+        .field(prop("providerUid", string(), "The account's id at the provider."))
+        .field(prop("providerEmail", TypeRef::named(TypeRef::STRING), "The email the provider gave."))
+        .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When it was linked."))
+        .field(prop("updatedAt", TypeRef::named_nn(DATETIME), "When it last changed."))
+}
+
+fn delete_identity_payload_type() -> Object {
+    Object::new("DeleteIdentityPayload")
+        .description("The result of `deleteIdentity`.")
+        .field(prop(
+            "deletedId",
+            TypeRef::named_nn(TypeRef::ID),
+            "Id of the unlinked identity.",
+        ))
+}
+
+fn oauth2_providers() -> Field {
+    Field::new(
+        "oauth2Providers",
+        TypeRef::named_nn_list_nn("OAuth2Provider"),
+        |ctx| {
+            FieldFuture::new(async move {
+                let admin = caller(&ctx)?.require_admin()?;
+                let project_id = ctx.args.try_get("projectId")?.string()?.to_string();
+                let state = app(&ctx)?;
+                let project = get_project(state, admin, &project_id).await?;
+                let providers = oauth2::list_providers(state, &project.id).await?;
+                Ok(Some(FieldValue::list(
+                    providers
+                        .iter()
+                        .map(|p| FieldValue::value(provider_value(p))),
+                )))
+            })
+        },
+    )
+    .description("The OAuth2 providers of a project (scope `admin`).")
+    .argument(InputValue::new("projectId", TypeRef::named_nn(TypeRef::ID)))
+}
+
+fn update_project_oauth2_provider() -> Field {
+    Field::new(
+        "updateProjectOAuth2Provider",
+        TypeRef::named_nn("OAuth2Provider"),
+        |ctx| {
+            FieldFuture::new(async move {
+                let admin = caller(&ctx)?.require_admin()?;
+                let input: UpdateProjectOAuth2ProviderInput = input(&ctx)?;
+                let state = app(&ctx)?;
+                let project = get_project(state, admin, &input.project_id).await?;
+                let config = oauth2::configure_provider(
+                    state,
+                    &project.id,
+                    &input.provider,
+                    ProviderChanges {
+                        enabled: input.enabled,
+                        client_id: input.client_id,
+                        client_secret: input.client_secret,
+                        issuer: input.issuer,
+                        authorization_url: input.authorization_url,
+                        token_url: input.token_url,
+                        userinfo_url: input.user_info_url,
+                        scopes: input.scopes,
+                    },
+                )
+                .await?;
+                Ok(Some(FieldValue::value(provider_value(&config))))
+            })
+        },
+    )
+    .description("Creates or changes a project's OAuth2 / OpenID Connect provider (scope `admin`).")
+    .argument(input_argument::<UpdateProjectOAuth2ProviderInput>())
+}
+
+fn delete_project_oauth2_provider() -> Field {
+    Field::new(
+        "deleteProjectOAuth2Provider",
+        TypeRef::named_nn("DeleteProjectOAuth2ProviderPayload"),
+        |ctx| {
+            FieldFuture::new(async move {
+                let admin = caller(&ctx)?.require_admin()?;
+                let input: DeleteProjectOAuth2ProviderInput = input(&ctx)?;
+                let state = app(&ctx)?;
+                let project = get_project(state, admin, &input.project_id).await?;
+                oauth2::delete_provider(state, &project.id, &input.provider).await?;
+                Ok(Some(FieldValue::value(object([(
+                    "provider",
+                    Value::from(input.provider),
+                )]))))
+            })
+        },
+    )
+    .description("Removes a project's OAuth2 provider (scope `admin`). Linked users keep their accounts and other sign-in methods.")
+    .argument(input_argument::<DeleteProjectOAuth2ProviderInput>())
+}
+
+fn account_identities() -> Field {
+    Field::new(
+        "accountIdentities",
+        TypeRef::named_nn_list_nn("Identity"),
+        |ctx| {
+            FieldFuture::new(async move {
+                let me = caller(&ctx)?.require_session()?;
+                let identities =
+                    oauth2::identities_of(app(&ctx)?, &me.user.project_id, &me.user.id).await?;
+                Ok(Some(FieldValue::list(
+                    identities
+                        .iter()
+                        .map(|i| FieldValue::value(identity_value(i))),
+                )))
+            })
+        },
+    )
+    .description("The provider accounts linked to the signed-in user.")
+}
+
+fn delete_identity() -> Field {
+    Field::new(
+        "deleteIdentity",
+        TypeRef::named_nn("DeleteIdentityPayload"),
+        |ctx| {
+            FieldFuture::new(async move {
+                let me = caller(&ctx)?.require_session()?;
+                let input: DeleteIdentityInput = input(&ctx)?;
+                oauth2::delete_identity(app(&ctx)?, &me.user.project_id, &me.user.id, &input.id)
                     .await?;
-                    Ok(Some(FieldValue::value(provider_value(&config))))
-                })
-            },
-        )
-        .description(
-            "Creates or changes a project's OAuth2 / OpenID Connect provider (scope `admin`).",
-        )
-        .argument(InputValue::new(
-            "input",
-            TypeRef::named_nn("UpdateProjectOAuth2ProviderInput"),
-        )),
-    );
-    parts.mutation(
-        Field::new(
-            "deleteProjectOAuth2Provider",
-            TypeRef::named_nn("DeleteProjectOAuth2ProviderPayload"),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let admin = caller(&ctx)?.require_admin()?;
-                    let input: ProviderRefInput = input(&ctx)?;
-                    let state = app(&ctx)?;
-                    let project = get_project(state, admin, &input.project_id).await?;
-                    oauth2::delete_provider(state, &project.id, &input.provider).await?;
-                    Ok(Some(FieldValue::value(object([(
-                        "provider",
-                        Value::from(input.provider),
-                    )]))))
-                })
-            },
-        )
-        .description("Removes a project's OAuth2 provider (scope `admin`). Linked users keep their accounts and other sign-in methods.")
-        .argument(InputValue::new("input", TypeRef::named_nn("DeleteProjectOAuth2ProviderInput"))),
-    );
-    parts.query(
-        Field::new(
-            "accountIdentities",
-            TypeRef::named_nn_list_nn("Identity"),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let me = caller(&ctx)?.require_session()?;
-                    let identities =
-                        oauth2::identities_of(app(&ctx)?, &me.user.project_id, &me.user.id).await?;
-                    Ok(Some(FieldValue::list(
-                        identities
-                            .iter()
-                            .map(|i| FieldValue::value(identity_value(i))),
-                    )))
-                })
-            },
-        )
-        .description("The provider accounts linked to the signed-in user."),
-    );
-    parts.mutation(
-        Field::new(
-            "deleteIdentity",
-            TypeRef::named_nn("DeleteIdentityPayload"),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let me = caller(&ctx)?.require_session()?;
-                    let input: IdInput = input(&ctx)?;
-                    oauth2::delete_identity(
-                        app(&ctx)?,
-                        &me.user.project_id,
-                        &me.user.id,
-                        &input.id,
-                    )
-                    .await?;
-                    Ok(Some(FieldValue::value(object([(
-                        "deletedId",
-                        Value::from(input.id),
-                    )]))))
-                })
-            },
-        )
-        .description("Unlinks a provider account from the signed-in user.")
-        .argument(InputValue::new(
-            "input",
-            TypeRef::named_nn("DeleteIdentityInput"),
-        )),
-    );
+                Ok(Some(FieldValue::value(object([(
+                    "deletedId",
+                    Value::from(input.id),
+                )]))))
+            })
+        },
+    )
+    .description("Unlinks a provider account from the signed-in user.")
+    .argument(input_argument::<DeleteIdentityInput>())
 }
