@@ -142,6 +142,19 @@ macro_rules! graphql_input {
             )*
         }
 
+        impl $name {
+            /// The `input` argument of a field that takes this type.
+            #[allow(dead_code)]
+            fn argument() -> async_graphql::dynamic::InputValue {
+                async_graphql::dynamic::InputValue::new(
+                    "input",
+                    async_graphql::dynamic::TypeRef::named_nn(
+                        <Self as $crate::graphql::input::GraphQLInput>::NAME,
+                    ),
+                )
+            }
+        }
+
         impl $crate::graphql::input::InputType for $name {
             fn type_ref() -> async_graphql::dynamic::TypeRef {
                 async_graphql::dynamic::TypeRef::named_nn(

@@ -10,7 +10,7 @@ use crate::auth::{Caller, Credential};
 use crate::error::AppError;
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{DATETIME, app, caller, datetime, input, object, prop};
-use crate::services::account::schema::{client, input_argument, not_by_jwt, signed_in};
+use crate::services::account::schema::{client, not_by_jwt, signed_in};
 use crate::services::account::service::{self as account, IssuedToken, TokenOwner};
 use crate::services::users::schema::user_value;
 
@@ -147,7 +147,7 @@ fn create_verification() -> Field {
         })
     })
     .description("Emails the signed-in user a link that verifies their email (valid 7 days).")
-    .argument(input_argument::<CreateVerificationInput>())
+    .argument(CreateVerificationInput::argument())
 }
 
 fn update_verification() -> Field {
@@ -167,7 +167,7 @@ fn update_verification() -> Field {
         })
     })
     .description("Marks the email verified with the values from the link. Each link works once.")
-    .argument(input_argument::<UpdateVerificationInput>())
+    .argument(UpdateVerificationInput::argument())
 }
 
 fn create_recovery() -> Field {
@@ -182,7 +182,7 @@ fn create_recovery() -> Field {
         })
     })
     .description("Emails a password-reset link (valid 1 hour). Answers `true` whether or not the email has an account.")
-    .argument(input_argument::<CreateRecoveryInput>())
+    .argument(CreateRecoveryInput::argument())
 }
 
 fn update_recovery() -> Field {
@@ -203,7 +203,7 @@ fn update_recovery() -> Field {
         })
     })
     .description("Sets a new password with the values from the recovery link, and signs the user out everywhere.")
-    .argument(input_argument::<UpdateRecoveryInput>())
+    .argument(UpdateRecoveryInput::argument())
 }
 
 fn create_magic_url_token() -> Field {
@@ -219,7 +219,7 @@ fn create_magic_url_token() -> Field {
         })
     })
     .description("Emails a sign-in link (valid 1 hour); finish with `createSession`.")
-    .argument(input_argument::<CreateMagicUrlTokenInput>())
+    .argument(CreateMagicUrlTokenInput::argument())
 }
 
 fn create_email_token() -> Field {
@@ -236,7 +236,7 @@ fn create_email_token() -> Field {
     .description(
         "Emails a 6-digit sign-in code (valid 15 minutes); finish with `createSession` and the email.",
     )
-    .argument(input_argument::<CreateEmailTokenInput>())
+    .argument(CreateEmailTokenInput::argument())
 }
 
 fn create_session() -> Field {
@@ -266,5 +266,5 @@ fn create_session() -> Field {
         })
     })
     .description("Signs in with a magic link's values or an emailed code. Each works once; the email becomes verified, and an account whose email was not verified before loses its password, second factor, other sessions and linked providers to the owner of the mailbox.")
-    .argument(input_argument::<CreateSessionInput>())
+    .argument(CreateSessionInput::argument())
 }

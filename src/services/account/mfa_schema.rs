@@ -9,7 +9,7 @@ use async_graphql::dynamic::{Enum, EnumItem, Field, FieldFuture, FieldValue, Obj
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{app, caller, input, object, prop};
 use crate::services::account::mfa;
-use crate::services::account::schema::{input_argument, session_by_secret};
+use crate::services::account::schema::session_by_secret;
 use crate::services::users::schema::user_value;
 use crate::services::users::service;
 
@@ -138,7 +138,7 @@ fn verify_mfa_authenticator() -> Field {
         },
     )
     .description("Confirms the authenticator with a code from the app.")
-    .argument(input_argument::<MfaCodeInput>())
+    .argument(MfaCodeInput::argument())
 }
 
 fn delete_mfa_authenticator() -> Field {
@@ -155,7 +155,7 @@ fn delete_mfa_authenticator() -> Field {
         },
     )
     .description("Removes the authenticator (with a current code); MFA turns off.")
-    .argument(input_argument::<MfaCodeInput>())
+    .argument(MfaCodeInput::argument())
 }
 
 fn create_mfa_recovery_codes() -> Field {
@@ -188,7 +188,7 @@ fn update_mfa() -> Field {
         })
     })
     .description("Turns the second factor on (needs a confirmed authenticator) or off.")
-    .argument(input_argument::<UpdateMfaInput>())
+    .argument(UpdateMfaInput::argument())
 }
 
 fn update_mfa_challenge() -> Field {
@@ -201,5 +201,5 @@ fn update_mfa_challenge() -> Field {
         })
     })
     .description("Passes this session's second factor; until then only MFA operations work and `MFA_REQUIRED` answers the rest.")
-    .argument(input_argument::<UpdateMfaChallengeInput>())
+    .argument(UpdateMfaChallengeInput::argument())
 }

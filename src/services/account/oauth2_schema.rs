@@ -8,7 +8,6 @@ use async_graphql::dynamic::{Field, FieldFuture, FieldValue, InputValue, Object,
 
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{DATETIME, app, caller, datetime, input, object, prop};
-use crate::services::account::schema::input_argument;
 use crate::services::projects::service::get_project;
 
 use super::oauth2::{self, Identity, ProviderChanges, ProviderConfig};
@@ -236,7 +235,7 @@ fn update_project_oauth2_provider() -> Field {
         },
     )
     .description("Creates or changes a project's OAuth2 / OpenID Connect provider (scope `admin`).")
-    .argument(input_argument::<UpdateProjectOAuth2ProviderInput>())
+    .argument(UpdateProjectOAuth2ProviderInput::argument())
 }
 
 fn delete_project_oauth2_provider() -> Field {
@@ -258,7 +257,7 @@ fn delete_project_oauth2_provider() -> Field {
         },
     )
     .description("Removes a project's OAuth2 provider (scope `admin`). Linked users keep their accounts and other sign-in methods.")
-    .argument(input_argument::<DeleteProjectOAuth2ProviderInput>())
+    .argument(DeleteProjectOAuth2ProviderInput::argument())
 }
 
 fn account_identities() -> Field {
@@ -299,5 +298,5 @@ fn delete_identity() -> Field {
         },
     )
     .description("Unlinks a provider account from the signed-in user.")
-    .argument(input_argument::<DeleteIdentityInput>())
+    .argument(DeleteIdentityInput::argument())
 }

@@ -148,11 +148,6 @@ pub(super) fn signed_in(
     session_payload(ctx, session, secret).map(|value| Some(FieldValue::value(value)))
 }
 
-/// The `input` argument of a field that takes the declared input `T`.
-pub(super) fn input_argument<T: GraphQLInput>() -> InputValue {
-    InputValue::new("input", TypeRef::named_nn(T::NAME))
-}
-
 /// Registers the account, its email flows, MFA and OAuth2: its types, then its
 /// root fields in the order the schema lists them.
 pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
@@ -306,7 +301,7 @@ fn create_account() -> Field {
     .description(
         "Signs up with email and password. Sign in next with `createEmailPasswordSession`.",
     )
-    .argument(input_argument::<CreateAccountInput>())
+    .argument(CreateAccountInput::argument())
 }
 
 fn create_email_password_session() -> Field {
@@ -327,7 +322,7 @@ fn create_email_password_session() -> Field {
         })
     })
     .description("Signs in with email and password. Wrong email and wrong password give the same `INVALID_CREDENTIALS`.")
-    .argument(input_argument::<CreateEmailPasswordSessionInput>())
+    .argument(CreateEmailPasswordSessionInput::argument())
 }
 
 fn create_anonymous_session() -> Field {
@@ -356,7 +351,7 @@ fn delete_session() -> Field {
         })
     })
     .description("Signs out one session of the caller (`current`: this one). It stops working at once, everywhere.")
-    .argument(input_argument::<DeleteSessionInput>())
+    .argument(DeleteSessionInput::argument())
 }
 
 fn delete_sessions() -> Field {
@@ -400,7 +395,7 @@ where
         })
     })
     .description(description)
-    .argument(input_argument::<T>())
+    .argument(InputValue::new("input", TypeRef::named_nn(T::NAME)))
 }
 
 fn update_name() -> Field {

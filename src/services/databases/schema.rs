@@ -1398,7 +1398,7 @@ fn register_documents(parts: &mut SchemaParts) {
             })
         })
         .description("Creates a document in any collection; needs the collection's `create` permission (or `documents.write`). All document writes of one request commit together or not at all. Answers null for a document the caller may not read once written.")
-        .argument(InputValue::new("input", TypeRef::named_nn("CreateDocumentInput"))),
+        .argument(CreateDocumentInput::argument()),
     );
     parts.mutation(
         Field::new("updateDocument", TypeRef::named("Document"), |ctx| {
@@ -1437,7 +1437,7 @@ fn register_documents(parts: &mut SchemaParts) {
             })
         })
         .description("Changes a document of any collection; needs `update` permission on the collection or (with document security) on the document. Answers null for a document the caller may not read once written.")
-        .argument(InputValue::new("input", TypeRef::named_nn("UpdateDocumentInput"))),
+        .argument(UpdateDocumentInput::argument()),
     );
     parts.mutation(
         Field::new("deleteDocument", TypeRef::named_nn("DeleteDocumentPayload"), |ctx| {
@@ -1459,6 +1459,6 @@ fn register_documents(parts: &mut SchemaParts) {
             })
         })
         .description("Deletes a document of any collection; needs `delete` permission on the collection or (with document security) on the document.")
-        .argument(InputValue::new("input", TypeRef::named_nn("DeleteDocumentInput"))),
+        .argument(DocumentRefInput::argument()),
     );
 }

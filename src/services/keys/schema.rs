@@ -190,10 +190,7 @@ fn create_api_key() -> Field {
         },
     )
     .description("Creates an API key (scope `keys.write`). Publishes `keys.ID.create`.")
-    .argument(InputValue::new(
-        "input",
-        TypeRef::named_nn("CreateApiKeyInput"),
-    ))
+    .argument(CreateApiKeyInput::argument())
 }
 
 fn delete_api_key() -> Field {
@@ -207,5 +204,5 @@ fn delete_api_key() -> Field {
         })
     })
     .description("Revokes an API key at once, on every replica (scope `keys.write`). Publishes `keys.ID.delete`.")
-    .argument(InputValue::new("input", TypeRef::named_nn("DeleteApiKeyInput")))
+    .argument(DeleteApiKeyInput::argument())
 }

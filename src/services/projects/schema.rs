@@ -266,10 +266,7 @@ fn create_project() -> Field {
         })
     })
     .description("Creates a project (scope `admin`).")
-    .argument(InputValue::new(
-        "input",
-        TypeRef::named_nn("CreateProjectInput"),
-    ))
+    .argument(CreateProjectInput::argument())
 }
 
 fn update_project() -> Field {
@@ -291,10 +288,7 @@ fn update_project() -> Field {
         })
     })
     .description("Changes a project's name or description (scope `admin`).")
-    .argument(InputValue::new(
-        "input",
-        TypeRef::named_nn("UpdateProjectInput"),
-    ))
+    .argument(UpdateProjectInput::argument())
 }
 
 fn update_project_auth() -> Field {
@@ -322,10 +316,7 @@ fn update_project_auth() -> Field {
         })
     })
     .description("Changes a project's sign-in policy (scope `admin`).")
-    .argument(InputValue::new(
-        "input",
-        TypeRef::named_nn("UpdateProjectAuthInput"),
-    ))
+    .argument(UpdateProjectAuthInput::argument())
 }
 
 fn delete_project() -> Field {
@@ -341,5 +332,5 @@ fn delete_project() -> Field {
         })
     })
     .description("Deletes a project and everything in it: keys, users, data, files (scope `admin`). The `default` project cannot be deleted.")
-    .argument(InputValue::new("input", TypeRef::named_nn("DeleteProjectInput")))
+    .argument(DeleteProjectInput::argument())
 }

@@ -533,7 +533,7 @@ fn update_presence() -> Field {
         })
     })
     .description("Changes the signed-in caller's state on a presence channel, in every presence they hold there.")
-    .argument(InputValue::new("input", TypeRef::named_nn("UpdatePresenceInput")))
+    .argument(UpdatePresenceInput::argument())
 }
 
 crate::graphql_input! {

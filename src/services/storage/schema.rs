@@ -729,10 +729,7 @@ fn create_bucket() -> Field {
         })
     })
     .description("Creates a bucket (a server with `buckets.write`).")
-    .argument(InputValue::new(
-        "input",
-        TypeRef::named_nn("CreateBucketInput"),
-    ))
+    .argument(CreateBucketInput::argument())
 }
 
 fn update_bucket() -> Field {
@@ -745,7 +742,7 @@ fn update_bucket() -> Field {
         })
     })
     .description("Changes a bucket's settings (a server with `buckets.write`). Compression and encryption apply to files stored from then on.")
-    .argument(InputValue::new("input", TypeRef::named_nn("UpdateBucketInput")))
+    .argument(UpdateBucketInput::argument())
 }
 
 fn delete_bucket() -> Field {
@@ -764,10 +761,7 @@ fn delete_bucket() -> Field {
         },
     )
     .description("Deletes a bucket with all its files (a server with `buckets.write`).")
-    .argument(InputValue::new(
-        "input",
-        TypeRef::named_nn("DeleteBucketInput"),
-    ))
+    .argument(DeleteBucketInput::argument())
 }
 
 fn create_file() -> Field {
@@ -789,7 +783,7 @@ fn create_file() -> Field {
         })
     })
     .description("Uploads a file in one multipart request (the GraphQL multipart request spec, as Apollo and urql upload links send it). Clients need the bucket's `create` permission; servers `files.write`. Answers `null` when the caller may not read the file it wrote (the upload stands). Large files: `createFileUpload`.")
-    .argument(InputValue::new("input", TypeRef::named_nn("CreateFileInput")))
+    .argument(CreateFileInput::argument())
 }
 
 fn create_file_upload() -> Field {
@@ -808,7 +802,7 @@ fn create_file_upload() -> Field {
         })
     })
     .description("Starts a resumable upload: send the bytes in `chunkSize` chunks, in order, each as `PUT uploadUrl` with `Content-Range: bytes START-END/SIZE`. The file appears when the last chunk arrives; `fileUpload` tells where a broken upload stands. Needs a signed-in user or an API key.")
-    .argument(InputValue::new("input", TypeRef::named_nn("CreateFileUploadInput")))
+    .argument(CreateFileUploadInput::argument())
 }
 
 fn update_file() -> Field {
@@ -821,7 +815,7 @@ fn update_file() -> Field {
         })
     })
     .description("Renames a file and/or replaces its permissions (its `update` permission, or `files.write`). Answers `null` when the caller may not read the file as changed (the change stands).")
-    .argument(InputValue::new("input", TypeRef::named_nn("UpdateFileInput")))
+    .argument(UpdateFileInput::argument())
 }
 
 fn delete_file() -> Field {
@@ -833,7 +827,7 @@ fn delete_file() -> Field {
         })
     })
     .description("Deletes a file (its `delete` permission, or `files.write`), or abandons an unfinished upload of the caller's.")
-    .argument(InputValue::new("input", TypeRef::named_nn("DeleteFileInput")))
+    .argument(DeleteFileInput::argument())
 }
 
 fn create_file_token() -> Field {
@@ -865,5 +859,5 @@ fn create_file_token() -> Field {
         })
     })
     .description("Mints a signed URL for a file the caller may read, so that it can be used where no credentials travel (`<img src>`, a shared link). It works until it expires, whatever happens to the caller's session.")
-    .argument(InputValue::new("input", TypeRef::named_nn("CreateFileTokenInput")))
+    .argument(CreateFileTokenInput::argument())
 }

@@ -303,7 +303,7 @@ fn create_team() -> Field {
         })
     })
     .description("Creates a team; a signed-in creator becomes its member (default role `owner`). Servers need `teams.write`.")
-    .argument(InputValue::new("input", TypeRef::named_nn("CreateTeamInput")))
+    .argument(CreateTeamInput::argument())
 }
 
 fn update_team_name() -> Field {
@@ -316,10 +316,7 @@ fn update_team_name() -> Field {
         })
     })
     .description("Renames a team (a server with `teams.write`, or an owner).")
-    .argument(InputValue::new(
-        "input",
-        TypeRef::named_nn("UpdateTeamNameInput"),
-    ))
+    .argument(UpdateTeamNameInput::argument())
 }
 
 fn delete_team() -> Field {
@@ -331,7 +328,7 @@ fn delete_team() -> Field {
         })
     })
     .description("Deletes a team and its memberships; members lose its roles at once (a server with `teams.write`, or an owner).")
-    .argument(InputValue::new("input", TypeRef::named_nn("DeleteTeamInput")))
+    .argument(DeleteTeamInput::argument())
 }
 
 fn create_membership() -> Field {
@@ -353,7 +350,7 @@ fn create_membership() -> Field {
         })
     })
     .description("Adds a user (by id, or by email) to a team: at once for a server (`teams.write`), creating the user for an email when needed; as an invitation when an owner does it, emailed when `url` is given, which the user accepts with `updateMembershipStatus`. An owner's invitation to an address without a verified account creates no user before it is accepted. Inviting someone whose invitation is pending renews it (new roles, a new emailed link; the old one stops working); a server confirms it.")
-    .argument(InputValue::new("input", TypeRef::named_nn("CreateMembershipInput")))
+    .argument(CreateMembershipInput::argument())
 }
 
 fn update_membership() -> Field {
@@ -372,10 +369,7 @@ fn update_membership() -> Field {
         })
     })
     .description("Changes a member's roles (a server with `teams.write`, or an owner).")
-    .argument(InputValue::new(
-        "input",
-        TypeRef::named_nn("UpdateMembershipInput"),
-    ))
+    .argument(UpdateMembershipInput::argument())
 }
 
 fn update_membership_status() -> Field {
@@ -428,10 +422,7 @@ fn update_membership_status() -> Field {
         },
     )
     .description("Accepts an invitation: signed in as the invitee (or as the user whose verified email was invited), or with `secret` from the emailed link, which also signs the invitee in (session cookie, and `session.secret` for apps) and, for an invitation by email to an address without an account, creates their user with the email verified.")
-    .argument(InputValue::new(
-        "input",
-        TypeRef::named_nn("UpdateMembershipStatusInput"),
-    ))
+    .argument(UpdateMembershipStatusInput::argument())
 }
 
 fn delete_membership() -> Field {
@@ -458,8 +449,5 @@ fn delete_membership() -> Field {
     .description(
         "Removes a membership: a server with `teams.write`, an owner, or the member leaving.",
     )
-    .argument(InputValue::new(
-        "input",
-        TypeRef::named_nn("DeleteMembershipInput"),
-    ))
+    .argument(DeleteMembershipInput::argument())
 }

@@ -586,10 +586,7 @@ fn create_user() -> Field {
         })
     })
     .description("Creates a user (scope `users.write`).")
-    .argument(InputValue::new(
-        "input",
-        TypeRef::named_nn("CreateUserInput"),
-    ))
+    .argument(CreateUserInput::argument())
 }
 
 fn update_user() -> Field {
@@ -616,7 +613,7 @@ fn update_user() -> Field {
         })
     })
     .description("Changes a user: profile, password, block, verification, labels, prefs (scope `users.write`).")
-    .argument(InputValue::new("input", TypeRef::named_nn("UpdateUserInput")))
+    .argument(UpdateUserInput::argument())
 }
 
 fn delete_user() -> Field {
@@ -639,10 +636,7 @@ fn delete_user() -> Field {
     .description(
         "Deletes a user and their sessions; they are signed out at once (scope `users.write`).",
     )
-    .argument(InputValue::new(
-        "input",
-        TypeRef::named_nn("DeleteUserInput"),
-    ))
+    .argument(DeleteUserInput::argument())
 }
 
 fn delete_user_sessions() -> Field {
@@ -669,8 +663,5 @@ fn delete_user_sessions() -> Field {
         },
     )
     .description("Signs a user out of every device (scope `users.write`).")
-    .argument(InputValue::new(
-        "input",
-        TypeRef::named_nn("DeleteUserSessionsInput"),
-    ))
+    .argument(DeleteUserSessionsInput::argument())
 }
