@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_graphql::dynamic::{
-    Field, FieldFuture, FieldValue, InputObject, InputValue, Object, ResolverContext, Scalar, Type,
+    Field, FieldFuture, FieldValue, InputValue, Object, ResolverContext, Scalar, Type,
     TypeRef,
 };
 use async_graphql::{Name, Value};
@@ -205,27 +205,6 @@ pub fn input<T: serde::de::DeserializeOwned>(ctx: &ResolverContext<'_>) -> AppRe
         .into_json()
         .map_err(|e| AppError::invalid("input", e.to_string()))?;
     serde_json::from_value(json).map_err(|e| AppError::invalid("input", e.to_string()))
-}
-
-/// The `input` of a mutation that names one resource by id (`deleteX(input: {id})`).
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct IdInput {
-    pub id: String,
-}
-
-/// An input object from `(field, type, description)` triples.
-pub fn input_object(
-    name: &str,
-    description: &str,
-    fields: &[(&str, TypeRef, &str)],
-) -> InputObject {
-    fields.iter().fold(
-        InputObject::new(name).description(description),
-        |object, (field, ty, about)| {
-            object.field(InputValue::new(*field, ty.clone()).description(*about))
-        },
-    )
 }
 
 /// The object types behind a Relay connection of `node` (`{node}Connection` and
