@@ -479,7 +479,7 @@ fn one_integer(at: &At<'_>, values: &[Value]) -> Result<i64, QueryError> {
 #[cfg(test)]
 mod tests {
     use super::super::ddl::create_table_sql;
-    use super::super::filter::{push_filter, push_order_and_offset};
+    use super::super::filter::{Target, Use, push_filter, push_order_and_offset};
     use super::super::model::test_support::{self, TestDb};
     use super::super::model::{Attribute, AttributeKind};
     use super::*;
@@ -909,7 +909,13 @@ mod tests {
         ])
         .unwrap();
         let mut builder = QueryBuilder::<Any>::new("SELECT d.id FROM c_q d WHERE ");
-        push_filter(&mut builder, db.dialect, "d", &attrs, &parsed.filter).unwrap();
+        let target = Target {
+            table: "c_q".into(),
+            attrs: attrs.clone(),
+            searchable: Vec::new(),
+        };
+        let filter = parsed.filter.resolve(&target, Use::Query).unwrap();
+        push_filter(&mut builder, db.dialect, "d", &filter).unwrap();
         push_order_and_offset(
             &mut builder,
             db.dialect,
