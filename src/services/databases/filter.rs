@@ -1639,20 +1639,11 @@ fn keyset(
 mod tests {
     use super::super::ddl::{Index, IndexKind, create_index_sql, create_table_sql};
     use super::super::model::AttributeKind;
+    use super::super::model::test_support::attribute as attr;
     use super::super::model::test_support::{self, TestDb};
     use super::*;
     use serde_json::json;
     use std::cmp::Ordering;
-
-    fn attr(key: &str, kind: AttributeKind) -> Attribute {
-        Attribute {
-            key: key.into(),
-            kind,
-            required: false,
-            array: false,
-            default: None,
-        }
-    }
 
     fn attrs() -> Vec<Attribute> {
         vec![

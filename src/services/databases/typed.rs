@@ -17,8 +17,8 @@ use serde_json::{Map, Value as Json};
 use crate::error::{AppError, AppResult};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
-    DATETIME, app, caller, connection_types, datetime, holds_objects, json_into_value, json_value,
-    object, parent_entry, parent_value, parse_datetime,
+    DATETIME, app, caller, connection_types, count_arg, datetime, holds_objects, json_into_value,
+    json_value, object, parent_entry, parent_value, parse_datetime,
 };
 
 use super::documents::{self, Access, Document, DocumentChanges, ListQuery, NewDocument, Paging};
@@ -571,25 +571,6 @@ fn arg_json(ctx: &ResolverContext<'_>, name: &str) -> AppResult<Option<Json>> {
             .into_json()
             .map(Some)
             .map_err(|e| AppError::invalid(name, e.to_string())),
-    }
-}
-
-fn count_arg(ctx: &ResolverContext<'_>, name: &str) -> AppResult<Option<usize>> {
-    match ctx.args.get(name) {
-        None => Ok(None),
-        Some(v) if v.is_null() => Ok(None),
-        Some(v) => {
-            let n = v
-                .i64()
-                .map_err(|_| AppError::invalid(name, "expected an integer"))?;
-            if !(0..=MAX_FIRST as i64).contains(&n) {
-                return Err(AppError::invalid(
-                    name,
-                    format!("must be between 0 and {MAX_FIRST}"),
-                ));
-            }
-            Ok(Some(n as usize))
-        }
     }
 }
 
@@ -1403,8 +1384,8 @@ async fn connection_of(
     }
     let filter = resolve(collection, &filter, Use::Query)?;
     let orders = orders_from_input(arg_json(ctx, "orderBy")?.as_ref())?;
-    let first = count_arg(ctx, "first")?;
-    let last = count_arg(ctx, "last")?;
+    let first = count_arg(ctx, "first", MAX_FIRST)?;
+    let last = count_arg(ctx, "last", MAX_FIRST)?;
     if first.is_some() && last.is_some() {
         return Err(AppError::invalid(
             "last",
@@ -1776,7 +1757,7 @@ async fn related_list(
     };
     let order_json = arg_json(ctx, "orderBy")?;
     let orders = orders_from_input(order_json.as_ref())?;
-    let first = count_arg(ctx, "first")?.unwrap_or(DEFAULT_FIRST);
+    let first = count_arg(ctx, "first", MAX_FIRST)?.unwrap_or(DEFAULT_FIRST);
     let want_total = ctx.look_ahead().field("totalCount").exists();
     let signature = serde_json::to_string(&(&filter_json, &order_json, first, want_total))
         .map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
