@@ -438,7 +438,7 @@ impl Column {
         }
     }
 
-    pub fn nullable(&self) -> bool {
+    fn nullable(&self) -> bool {
         matches!(self.source, Source::Attr(_))
     }
 
@@ -1837,7 +1837,7 @@ mod tests {
     }
 
     #[test]
-    fn refused_filters_append_nothing_and_name_the_field() {
+    fn bad_filters_are_refused_when_resolved_and_name_the_field() {
         let cases = [
             (
                 cmp("nope", CmpOp::Eq, json!(1)),
