@@ -212,8 +212,12 @@ impl AppError {
             _ => {}
         }
         let code = self.code();
+        let aliases = code_aliases(&code);
         async_graphql::Error::new(self.message()).extend_with(|_, ext| {
             ext.set("code", code);
+            if !aliases.is_empty() {
+                ext.set("aliases", aliases);
+            }
             match self {
                 AppError::Invalid { field, .. } => ext.set("field", field.as_str()),
                 AppError::ScopeMissing { scope } => ext.set("scope", scope.as_str()),
@@ -230,6 +234,19 @@ impl From<AppError> for async_graphql::Error {
     fn from(err: AppError) -> Self {
         err.to_graphql()
     }
+}
+
+/// Codes renamed to the `INVALID_X` convention, with their former names: an
+/// error carries the new `code` and the former ones in `extensions.aliases`,
+/// so that a client matching either keeps working until 0.x.
+const CODE_ALIASES: &[(&str, &[&str])] = &[("INVALID_CURSOR", &["CURSOR_INVALID"])];
+
+/// The former names of `code` (see [`CODE_ALIASES`]).
+pub fn code_aliases(code: &str) -> Vec<&'static str> {
+    CODE_ALIASES
+        .iter()
+        .find(|(current, _)| *current == code)
+        .map_or_else(Vec::new, |(_, former)| former.to_vec())
 }
 
 /// `API_KEY` from `"API key"`, `PROJECT` from `"project"`.

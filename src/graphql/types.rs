@@ -303,26 +303,8 @@ pub type PageRequest = crate::db::Page;
 
 /// Reads and checks the connection arguments of the current field.
 pub fn page_request(ctx: &ResolverContext<'_>) -> AppResult<PageRequest> {
-    let count = |name: &str| -> AppResult<Option<usize>> {
-        match ctx.args.get(name) {
-            None => Ok(None),
-            Some(v) if v.is_null() => Ok(None),
-            Some(v) => {
-                let n = v
-                    .i64()
-                    .map_err(|_| AppError::invalid(name, "expected an integer"))?;
-                if !(0..=MAX_PAGE_SIZE as i64).contains(&n) {
-                    return Err(AppError::invalid(
-                        name,
-                        format!("must be between 0 and {MAX_PAGE_SIZE}"),
-                    ));
-                }
-                Ok(Some(n as usize))
-            }
-        }
-    };
-    let first = count("first")?;
-    let last = count("last")?;
+    let first = count_arg(ctx, "first", MAX_PAGE_SIZE)?;
+    let last = count_arg(ctx, "last", MAX_PAGE_SIZE)?;
     if first.is_some() && last.is_some() {
         return Err(AppError::invalid(
             "last",
@@ -341,6 +323,27 @@ pub fn page_request(ctx: &ResolverContext<'_>) -> AppResult<PageRequest> {
         limit: last.or(first).unwrap_or(DEFAULT_PAGE_SIZE),
         from_end: last.is_some(),
     })
+}
+
+/// The count argument `name` (`first`, `last`) of the current field: none, or
+/// from 0 to `max`.
+pub fn count_arg(ctx: &ResolverContext<'_>, name: &str, max: usize) -> AppResult<Option<usize>> {
+    match ctx.args.get(name) {
+        None => Ok(None),
+        Some(v) if v.is_null() => Ok(None),
+        Some(v) => {
+            let n = v
+                .i64()
+                .map_err(|_| AppError::invalid(name, "expected an integer"))?;
+            match usize::try_from(n) {
+                Ok(n) if n <= max => Ok(Some(n)),
+                _ => Err(AppError::invalid(
+                    name,
+                    format!("must be between 0 and {max}"),
+                )),
+            }
+        }
+    }
 }
 
 /// The opaque cursor of a node id.

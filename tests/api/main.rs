@@ -14,6 +14,7 @@ mod oauth_provider;
 mod observability;
 mod projects;
 mod realtime;
+mod resolved_query;
 mod schema;
 mod security_accounts;
 mod security_documents;

@@ -10,6 +10,7 @@
 //! `QUERY_INVALID` and say which query (by position, `#2` or nested `#2.0`)
 //! and which method is wrong.
 
+use std::borrow::Cow;
 use std::io;
 
 use serde_json::{Map, Value};
@@ -160,177 +161,15 @@ impl Parser {
         if self.count > MAX_QUERIES {
             return Err(QueryError::TooMany { max: MAX_QUERIES });
         }
-        let owned;
-        let object: &Map<String, Value> = match query {
-            Value::Object(map) => {
-                if serde_json::to_writer(LengthLimit(0), query).is_err() {
-                    return Err(invalid(
-                        position,
-                        format!("a query has at most {MAX_QUERY_LEN} characters"),
-                    ));
-                }
-                map
-            }
-            Value::String(text) => {
-                if text.len() > MAX_QUERY_LEN {
-                    return Err(invalid(
-                        position,
-                        format!("a query has at most {MAX_QUERY_LEN} characters"),
-                    ));
-                }
-                match serde_json::from_str::<Value>(text) {
-                    Ok(Value::Object(map)) => {
-                        owned = map;
-                        &owned
-                    }
-                    _ => {
-                        return Err(invalid(
-                            position,
-                            "expected a JSON object such as \
-                             {\"method\":\"equal\",\"attribute\":\"title\",\"values\":[\"a\"]}",
-                        ));
-                    }
-                }
-            }
-            _ => {
-                return Err(invalid(
-                    position,
-                    "a query is a JSON object or a JSON string holding one",
-                ));
-            }
-        };
+        let object = query_object(query, position)?;
         let Some(method) = object.get("method").and_then(Value::as_str) else {
             return Err(invalid(position, "the query has no `method`"));
         };
         let at = At { position, method };
-        let attribute = match object.get("attribute") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.is_empty() => None,
-            Some(Value::String(s)) => Some(s.as_str()),
-            Some(_) => return Err(at.err("`attribute` must be a string")),
-        };
-        let values: &[Value] = match object.get("values") {
-            None | Some(Value::Null) => &[],
-            Some(Value::Array(values)) => values,
-            Some(_) => return Err(at.err("`values` must be an array")),
-        };
-        if values.len() > MAX_VALUES {
-            return Err(at.err(format!("a query has at most {MAX_VALUES} values")));
-        }
-        // Conditions this query adds to the filter.
-        let mut leaves = 1;
-        let filter = match method {
-            "equal" | "notEqual" => {
-                let field = field(&at, attribute)?;
-                let values = scalars(&at, values, 1..=MAX_VALUES)?;
-                let negate = method == "notEqual";
-                match values.as_slice() {
-                    [one] => Filter::Cmp {
-                        field,
-                        op: if negate { CmpOp::Ne } else { CmpOp::Eq },
-                        value: one.clone(),
-                    },
-                    _ => Filter::In {
-                        field,
-                        values,
-                        negate,
-                    },
-                }
-            }
-            "lessThan" | "lessThanEqual" | "greaterThan" | "greaterThanEqual" => {
-                let op = match method {
-                    "lessThan" => CmpOp::Lt,
-                    "lessThanEqual" => CmpOp::Le,
-                    "greaterThan" => CmpOp::Gt,
-                    _ => CmpOp::Ge,
-                };
-                let field = field(&at, attribute)?;
-                let mut values = scalars(&at, values, 1..=1)?;
-                Filter::Cmp {
-                    field,
-                    op,
-                    value: values.pop().unwrap_or(Value::Null),
-                }
-            }
-            "between" => {
-                let field = field(&at, attribute)?;
-                let mut values = scalars(&at, values, 2..=2)?.into_iter();
-                let (Some(low), Some(high)) = (values.next(), values.next()) else {
-                    return Err(at.err("between takes two values"));
-                };
-                Filter::Between { field, low, high }
-            }
-            "isNull" | "isNotNull" => {
-                let field = field(&at, attribute)?;
-                if !values.is_empty() {
-                    return Err(at.err("takes no values"));
-                }
-                Filter::IsNull {
-                    field,
-                    is_null: method == "isNull",
-                }
-            }
-            "startsWith" | "endsWith" | "search" => {
-                let field = field(&at, attribute)?;
-                let value = one_string(&at, values)?;
-                match method {
-                    "startsWith" => Filter::StartsWith { field, value },
-                    "endsWith" => Filter::EndsWith { field, value },
-                    _ => Filter::Search {
-                        field,
-                        query: value,
-                    },
-                }
-            }
-            "contains" => {
-                let field = field(&at, attribute)?;
-                let mut values = scalars(&at, values, 1..=MAX_VALUES)?;
-                if values.len() == 1 {
-                    Filter::Contains {
-                        field,
-                        value: values.pop().unwrap_or(Value::Null),
-                    }
-                } else {
-                    leaves = values.len();
-                    Filter::Or(
-                        values
-                            .into_iter()
-                            .map(|value| Filter::Contains {
-                                field: field.clone(),
-                                value,
-                            })
-                            .collect(),
-                    )
-                }
-            }
-            "and" | "or" => {
-                if depth >= MAX_NESTING {
-                    return Err(at.err(format!("and/or nest at most {MAX_NESTING} levels deep")));
-                }
-                if values.is_empty() {
-                    return Err(at.err("takes at least one query in `values`"));
-                }
-                // The nested queries count their own conditions.
-                leaves = 0;
-                let mut filters = Vec::with_capacity(values.len());
-                for (i, nested) in values.iter().enumerate() {
-                    let position = format!("{position}.{i}");
-                    match self.query(nested, &position, depth + 1)? {
-                        Some(filter) => filters.push(filter),
-                        None => {
-                            return Err(invalid(
-                                &position,
-                                "only filter queries may be nested in and/or",
-                            ));
-                        }
-                    }
-                }
-                if method == "and" {
-                    Filter::And(filters)
-                } else {
-                    Filter::Or(filters)
-                }
-            }
+        let (attribute, values) = arguments(&at, &object)?;
+        // Conditions this query adds to the filter; nested queries count their own.
+        let (filter, leaves) = match method {
+            "and" | "or" => (self.nested(&at, values, depth)?, 0),
             "select" | "orderAsc" | "orderDesc" | "cursorAfter" | "cursorBefore" | "limit"
             | "offset" => {
                 if depth > 0 {
@@ -339,7 +178,7 @@ impl Parser {
                 self.option(&at, attribute, values)?;
                 return Ok(None);
             }
-            _ => return Err(at.err(format!("unknown method {}", shown(method)))),
+            _ => condition(&at, attribute, values)?,
         };
         self.conditions += leaves;
         if self.conditions > MAX_CONDITIONS {
@@ -348,6 +187,39 @@ impl Parser {
             )));
         }
         Ok(Some(filter))
+    }
+
+    /// `and`/`or`: the filter queries in `values`, each parsed one level deeper.
+    fn nested(
+        &mut self,
+        at: &At<'_>,
+        values: &[Value],
+        depth: usize,
+    ) -> Result<Filter, QueryError> {
+        if depth >= MAX_NESTING {
+            return Err(at.err(format!("and/or nest at most {MAX_NESTING} levels deep")));
+        }
+        if values.is_empty() {
+            return Err(at.err("takes at least one query in `values`"));
+        }
+        let mut filters = Vec::with_capacity(values.len());
+        for (i, nested) in values.iter().enumerate() {
+            let position = format!("{}.{i}", at.position);
+            match self.query(nested, &position, depth + 1)? {
+                Some(filter) => filters.push(filter),
+                None => {
+                    return Err(invalid(
+                        &position,
+                        "only filter queries may be nested in and/or",
+                    ));
+                }
+            }
+        }
+        Ok(if at.method == "and" {
+            Filter::And(filters)
+        } else {
+            Filter::Or(filters)
+        })
     }
 
     /// The methods that are not filters.
@@ -422,6 +294,170 @@ impl Parser {
     }
 }
 
+/// A query as the messages show one.
+const EXAMPLE: &str = r#"{"method":"equal","attribute":"title","values":["a"]}"#;
+
+/// A query as a JSON object: given as one, or as a JSON string holding one,
+/// at most [`MAX_QUERY_LEN`] characters either way.
+fn query_object<'a>(
+    query: &'a Value,
+    position: &str,
+) -> Result<Cow<'a, Map<String, Value>>, QueryError> {
+    let too_long = || {
+        invalid(
+            position,
+            format!("a query has at most {MAX_QUERY_LEN} characters"),
+        )
+    };
+    match query {
+        Value::Object(map) => {
+            if serde_json::to_writer(LengthLimit(0), query).is_err() {
+                return Err(too_long());
+            }
+            Ok(Cow::Borrowed(map))
+        }
+        Value::String(text) => {
+            if text.len() > MAX_QUERY_LEN {
+                return Err(too_long());
+            }
+            match serde_json::from_str::<Value>(text) {
+                Ok(Value::Object(map)) => Ok(Cow::Owned(map)),
+                _ => Err(invalid(
+                    position,
+                    format!("expected a JSON object such as {EXAMPLE}"),
+                )),
+            }
+        }
+        _ => Err(invalid(
+            position,
+            "a query is a JSON object or a JSON string holding one",
+        )),
+    }
+}
+
+/// A query's `attribute` (none when absent, null or empty) and `values` (at
+/// most [`MAX_VALUES`]).
+fn arguments<'a>(
+    at: &At<'_>,
+    object: &'a Map<String, Value>,
+) -> Result<(Option<&'a str>, &'a [Value]), QueryError> {
+    let attribute = match object.get("attribute") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(_) => return Err(at.err("`attribute` must be a string")),
+    };
+    let values: &[Value] = match object.get("values") {
+        None | Some(Value::Null) => &[],
+        Some(Value::Array(values)) => values,
+        Some(_) => return Err(at.err("`values` must be an array")),
+    };
+    if values.len() > MAX_VALUES {
+        return Err(at.err(format!("a query has at most {MAX_VALUES} values")));
+    }
+    Ok((attribute, values))
+}
+
+/// A filter method other than `and`/`or`, and the number of conditions it
+/// adds (a `contains` with several values is one per value).
+fn condition(
+    at: &At<'_>,
+    attribute: Option<&str>,
+    values: &[Value],
+) -> Result<(Filter, usize), QueryError> {
+    let method = at.method;
+    let filter = match method {
+        "equal" | "notEqual" => {
+            let field = field(at, attribute)?;
+            let values = scalars(at, values, 1..=MAX_VALUES)?;
+            let negate = method == "notEqual";
+            match values.as_slice() {
+                [one] => Filter::Cmp {
+                    field,
+                    op: if negate { CmpOp::Ne } else { CmpOp::Eq },
+                    value: one.clone(),
+                },
+                _ => Filter::In {
+                    field,
+                    values,
+                    negate,
+                },
+            }
+        }
+        "lessThan" | "lessThanEqual" | "greaterThan" | "greaterThanEqual" => {
+            let op = match method {
+                "lessThan" => CmpOp::Lt,
+                "lessThanEqual" => CmpOp::Le,
+                "greaterThan" => CmpOp::Gt,
+                _ => CmpOp::Ge,
+            };
+            let field = field(at, attribute)?;
+            let mut values = scalars(at, values, 1..=1)?;
+            Filter::Cmp {
+                field,
+                op,
+                value: values.pop().unwrap_or(Value::Null),
+            }
+        }
+        "between" => {
+            let field = field(at, attribute)?;
+            let mut values = scalars(at, values, 2..=2)?.into_iter();
+            let (Some(low), Some(high)) = (values.next(), values.next()) else {
+                return Err(at.err("between takes two values"));
+            };
+            Filter::Between { field, low, high }
+        }
+        "isNull" | "isNotNull" => {
+            let field = field(at, attribute)?;
+            if !values.is_empty() {
+                return Err(at.err("takes no values"));
+            }
+            Filter::IsNull {
+                field,
+                is_null: method == "isNull",
+            }
+        }
+        "startsWith" | "endsWith" | "search" => {
+            let field = field(at, attribute)?;
+            let value = one_string(at, values)?;
+            match method {
+                "startsWith" => Filter::StartsWith { field, value },
+                "endsWith" => Filter::EndsWith { field, value },
+                _ => Filter::Search {
+                    field,
+                    query: value,
+                },
+            }
+        }
+        "contains" => return contains(at, attribute, values),
+        _ => return Err(at.err(format!("unknown method {}", shown(method)))),
+    };
+    Ok((filter, 1))
+}
+
+/// `contains` with one value, or with several: any of them.
+fn contains(
+    at: &At<'_>,
+    attribute: Option<&str>,
+    values: &[Value],
+) -> Result<(Filter, usize), QueryError> {
+    let field = field(at, attribute)?;
+    let mut values = scalars(at, values, 1..=MAX_VALUES)?;
+    if values.len() == 1 {
+        let value = values.pop().unwrap_or(Value::Null);
+        return Ok((Filter::Contains { field, value }, 1));
+    }
+    let leaves = values.len();
+    let any = values
+        .into_iter()
+        .map(|value| Filter::Contains {
+            field: field.clone(),
+            value,
+        })
+        .collect();
+    Ok((Filter::Or(any), leaves))
+}
+
 /// The field a query names: `$id`, `$createdAt`, `$updatedAt`, or an attribute.
 fn field(at: &At<'_>, attribute: Option<&str>) -> Result<Field, QueryError> {
     match attribute {
@@ -479,7 +515,7 @@ fn one_integer(at: &At<'_>, values: &[Value]) -> Result<i64, QueryError> {
 #[cfg(test)]
 mod tests {
     use super::super::ddl::create_table_sql;
-    use super::super::filter::{push_filter, push_order_and_offset};
+    use super::super::filter::{Target, Use, push_filter, push_order_and_offset};
     use super::super::model::test_support::{self, TestDb};
     use super::super::model::{Attribute, AttributeKind};
     use super::*;
@@ -909,7 +945,13 @@ mod tests {
         ])
         .unwrap();
         let mut builder = QueryBuilder::<Any>::new("SELECT d.id FROM c_q d WHERE ");
-        push_filter(&mut builder, db.dialect, "d", &attrs, &parsed.filter).unwrap();
+        let target = Target {
+            table: "c_q".into(),
+            attrs: attrs.clone(),
+            searchable: Vec::new(),
+        };
+        let filter = parsed.filter.resolve(&target, Use::Query).unwrap();
+        push_filter(&mut builder, db.dialect, "d", &filter).unwrap();
         push_order_and_offset(
             &mut builder,
             db.dialect,

@@ -906,20 +906,11 @@ pub fn drop_index_sql(
 
 #[cfg(test)]
 mod tests {
+    use super::super::model::test_support::attribute as attr;
     use super::super::model::test_support::{self, TestDb};
     use super::*;
     use serde_json::json;
     use sqlx::Row as _;
-
-    fn attr(key: &str, kind: AttributeKind) -> Attribute {
-        Attribute {
-            key: key.into(),
-            kind,
-            required: false,
-            array: false,
-            default: None,
-        }
-    }
 
     fn collection() -> Vec<Attribute> {
         vec![

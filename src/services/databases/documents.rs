@@ -23,7 +23,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::ddl::perms_table;
-use super::filter::{self, Cursor, CursorColumns, Filter, FilterError, OrderBy, cursor_for_row};
+use super::filter::{
+    self, Cursor, CursorColumns, Filter, FilterError, OrderBy, ResolvedFilter, cursor_for_row,
+};
 use super::model::{Attribute, SqlDialect, SqlValue, millis_to_rfc3339};
 use super::structure::value_error;
 use super::{Collection, DataModel, OnDelete};
@@ -143,14 +145,7 @@ fn denied(action: Action) -> AppError {
 }
 
 pub(crate) fn filter_error(err: FilterError) -> AppError {
-    match err.code() {
-        "INTERNAL" => AppError::Internal(anyhow::anyhow!("{err}")),
-        code => AppError::Invalid {
-            code,
-            field: "filter".into(),
-            reason: err.to_string(),
-        },
-    }
+    err.into_app_error()
 }
 
 fn q(dialect: SqlDialect, name: &str) -> String {
@@ -556,13 +551,14 @@ async fn cursor_of_impl(
     orders: &[OrderBy],
     id: &str,
 ) -> AppResult<Cursor> {
-    let invalid = || AppError::Invalid {
-        code: "CURSOR_INVALID",
-        field: "queries".into(),
-        reason: format!(
-            "the cursor names document `{}`, which does not exist or cannot be read",
-            id.chars().take(64).collect::<String>()
-        ),
+    let invalid = || {
+        filter::cursor_error(
+            "queries",
+            format!(
+                "the cursor names document `{}`, which does not exist or cannot be read",
+                id.chars().take(64).collect::<String>()
+            ),
+        )
     };
     ids::validate("cursor", id).map_err(|_| invalid())?;
     let reach = reach(collection, access, Action::Read);
@@ -601,7 +597,7 @@ pub enum Paging {
 /// A list request.
 #[derive(Debug, Clone)]
 pub struct ListQuery {
-    pub filter: Filter,
+    pub filter: ResolvedFilter,
     pub orders: Vec<OrderBy>,
     pub paging: Paging,
     /// Count every matching document too (a second query; only when asked).
@@ -655,19 +651,10 @@ async fn list_impl(
             total: query.want_total.then_some(0),
         });
     }
-    check_search_indexes(collection, &query.filter)?;
     let columns = collection.columns();
     let where_clause = |builder: &mut QueryBuilder<'_, Any>| -> AppResult<()> {
         builder.push(" WHERE ");
-        filter::push_filter_in(
-            builder,
-            dialect,
-            Some(&collection.table),
-            ALIAS,
-            &columns,
-            &query.filter,
-        )
-        .map_err(filter_error)?;
+        filter::push_filter(builder, dialect, ALIAS, &query.filter).map_err(filter_error)?;
         if let Reach::PerItem(roles) = &reach {
             push_reach(builder, collection, roles, Action::Read)?;
         }
@@ -815,7 +802,7 @@ pub fn list_for_parents<'a>(
     collection: &'a Collection,
     access: &'a Access,
     scope: &'a ParentScope,
-    filter: &'a Filter,
+    filter: &'a ResolvedFilter,
     orders: &'a [OrderBy],
     limit: usize,
     want_total: bool,
@@ -839,7 +826,6 @@ pub fn list_for_parents<'a>(
         if matches!(reach, Reach::None) || parents.is_empty() {
             return Ok(pages);
         }
-        check_search_indexes(collection, filter)?;
         let columns = collection.columns();
         let limit = limit.min(MAX_PAGE);
         let (parent, join) = match scope {
@@ -868,15 +854,7 @@ pub fn list_for_parents<'a>(
                 list.push_bind(id.clone());
             }
             list.push_unseparated(") AND ");
-            filter::push_filter_in(
-                builder,
-                dialect,
-                Some(&collection.table),
-                ALIAS,
-                &columns,
-                filter,
-            )
-            .map_err(filter_error)?;
+            filter::push_filter(builder, dialect, ALIAS, filter).map_err(filter_error)?;
             if let Reach::PerItem(roles) = &reach {
                 push_reach(builder, collection, roles, Action::Read)?;
             }
@@ -935,30 +913,6 @@ pub fn list_for_parents<'a>(
         }
         Ok(pages)
     })
-}
-
-/// `search` needs a FULLTEXT index on its attribute, on both backends, so that
-/// what works on SQLite works on MariaDB too.
-fn check_search_indexes(collection: &Collection, filter: &Filter) -> AppResult<()> {
-    match filter {
-        Filter::And(items) | Filter::Or(items) => items
-            .iter()
-            .try_for_each(|item| check_search_indexes(collection, item)),
-        Filter::Not(inner) => check_search_indexes(collection, inner),
-        Filter::Search {
-            field: filter::Field::Attribute(key),
-            ..
-        } if !super::ddl::fulltext_index_covers(&collection.indexes, key) => {
-            Err(AppError::Invalid {
-                code: "SEARCH_NEEDS_FULLTEXT_INDEX",
-                field: key.clone(),
-                reason: format!(
-                    "search on `{key}` needs a FULLTEXT index on it (createIndex type FULLTEXT)"
-                ),
-            })
-        }
-        _ => Ok(()),
-    }
 }
 
 /// A document to create.

@@ -1,13 +1,22 @@
-//! Filters, ordering and pagination over a collection's table: a typed filter
-//! AST ([`Filter`]) and the SQL it becomes ([`push_filter`]), and ordering with
-//! keyset pagination on any order ([`push_order_and_cursor`], with [`Cursor`])
-//! or with an offset ([`push_order_and_offset`]).
+//! Filters, ordering and pagination over a collection's table.
 //!
-//! Every value goes through its attribute's own conversion (`model`), so a
-//! datetime compares as milliseconds and a boolean as 0/1, and is bound, never
-//! spliced. Identifiers are the caller's table alias (checked) and columns
-//! derived from validated keys, quoted per dialect. A refused filter appends
-//! nothing: the SQL is built aside first and appended only when complete.
+//! A filter arrives as a [`Filter`] (from the typed `PostFilter` input or from
+//! Appwrite's JSON queries, `appwrite_query`) and is checked and converted once,
+//! by [`Filter::resolve`], into a [`ResolvedFilter`]: every field found in its
+//! collection, every operator checked against the field's type, every value in
+//! its attribute's stored form (`model`: a datetime as milliseconds, a boolean as
+//! 0/1), every relationship pointing at its related table. A bad filter fails
+//! there, with its code, before anything runs. The SQL of [`push_filter`] and the
+//! in-memory matcher of typed subscriptions (`matcher`) consume only the resolved
+//! form, so neither checks nor converts again, and they cannot disagree about
+//! what a value means.
+//!
+//! Orders come with keyset pagination ([`push_order_and_cursor`], with
+//! [`Cursor`], whose one string form [`Cursor::encode`] serves every list) or
+//! with an offset ([`push_order_and_offset`]).
+//!
+//! Values are bound, never spliced. Identifiers are the caller's table alias
+//! (checked) and columns derived from validated keys, quoted per dialect.
 //!
 //! The two dialects are made to agree:
 //! - Strings compare case-sensitively on both (MariaDB tables are binary
@@ -20,23 +29,27 @@
 //! - `LIKE` patterns escape `%`, `_` and the escape character `!`, with an
 //!   explicit `ESCAPE '!'`. Not `\`: `'\'` is a whole literal in SQLite but an
 //!   unterminated one in MariaDB, whose `'\\'` in turn depends on `sql_mode`.
-//! - `search` needs every whitespace-separated word. On SQLite each word is a
-//!   `LIKE '%word%'` (ASCII case-insensitive, a scan); on MariaDB it is
-//!   `MATCH (s_col) AGAINST ('+word* …' IN BOOLEAN MODE)` on the
-//!   case-insensitive copy of the column that the full-text index covers (the
-//!   caller checks that it exists, see `ddl::fulltext_index_covers`); it matches
-//!   word prefixes, ignoring case, and skips words shorter than InnoDB's
-//!   minimum token size and stopwords. The two agree on plain words, not on
-//!   every input.
+//! - `search` needs every whitespace-separated word, as a word prefix, ignoring
+//!   case, through the attribute's full-text index (resolving a filter for a
+//!   query checks that it exists): SQLite's FTS5 table (see
+//!   `ddl::create_index_sql`), MariaDB's `MATCH (s_col) AGAINST ('+word* …' IN
+//!   BOOLEAN MODE)` on the case-insensitive copy of the column, which also skips
+//!   words shorter than InnoDB's minimum token size and stopwords. The two agree
+//!   on plain words, not on every input.
 //! - NULLs sort first in ascending order and last in descending order, which
 //!   is what both do natively; the keyset condition follows the same rule.
 //! - `ne`, `notIn` and `Not` match rows where the column is NULL (Appwrite's
 //!   `notEqual` does): a condition that is not true counts as not matching.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::{Any, QueryBuilder, Row as _, ValueRef as _};
 
+use crate::error::AppError;
+
+use super::Collection;
 use super::model::{
     Attribute, SqlDialect, SqlValue, read_float, read_int, read_text, rfc3339_to_millis, shown,
 };
@@ -56,6 +69,11 @@ pub const MAX_ORDERS: usize = 8;
 /// Longest cursor string accepted: room for eight orders on the longest
 /// `VARCHAR` strings, even escaped.
 pub const MAX_CURSOR_LEN: usize = 1024 * 1024;
+
+/// The code of a cursor this server did not make for the list it is given to.
+/// It replaced `CURSOR_INVALID`, which errors still name in
+/// `extensions.aliases` (see `error.rs`).
+pub const INVALID_CURSOR: &str = "INVALID_CURSOR";
 
 /// Alias of `json_each` in the array `contains` subquery; the caller's alias
 /// may not be it.
@@ -117,7 +135,8 @@ impl CmpOp {
     }
 }
 
-/// A filter over a collection's documents.
+/// A filter over a collection's documents, as a client wrote it: fields by
+/// name, values as JSON. [`Filter::resolve`] checks it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
     /// All of them; empty is true.
@@ -170,21 +189,18 @@ pub enum Filter {
         field: Field,
         query: String,
     },
-    /// The reference in `field` points at a document of `table` (with
-    /// `attrs`) that matches `filter`: `field IN (SELECT id FROM table …)`.
-    /// `table` must be a collection table the server named.
+    /// The reference in `field` points at a document of `target` that matches
+    /// `filter`: `field IN (SELECT id FROM table …)`.
     Related {
         field: Field,
-        table: String,
-        attrs: Vec<Attribute>,
+        target: Target,
         filter: Box<Filter>,
     },
-    /// Documents linked through `link` to at least one document of `table`
-    /// (with `attrs`) that matches `filter`.
+    /// Documents linked through `link` to at least one document of `target`
+    /// that matches `filter`.
     RelatedThrough {
         link: Link,
-        table: String,
-        attrs: Vec<Attribute>,
+        target: Target,
         filter: Box<Filter>,
     },
     /// Documents linked through `link` to the document `id`.
@@ -211,6 +227,43 @@ impl Default for Filter {
     }
 }
 
+/// A collection's table as a filter sees it: its name (a collection table the
+/// server named), its stored columns, and the attributes a full-text index
+/// covers, which `search` needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub table: String,
+    pub attrs: Vec<Attribute>,
+    pub searchable: Vec<String>,
+}
+
+impl Target {
+    pub fn of(collection: &Collection) -> Self {
+        let attrs = collection.columns();
+        let searchable = attrs
+            .iter()
+            .filter(|a| super::ddl::fulltext_index_covers(&collection.indexes, &a.key))
+            .map(|a| a.key.clone())
+            .collect();
+        Target {
+            table: collection.table.clone(),
+            attrs,
+            searchable,
+        }
+    }
+}
+
+/// What a filter is resolved for, which decides what it may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// A query: `search` needs a full-text index on its attribute, on both
+    /// backends, so that what works on SQLite works on MariaDB too.
+    Query,
+    /// Matching one document in memory (typed subscriptions): no condition may
+    /// reach across a relationship, which would need the database.
+    Match,
+}
+
 /// Why a filter, an order or a cursor was refused. Messages name the field and
 /// never contain SQL.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -222,6 +275,10 @@ pub enum FilterError {
     /// has the wrong type.
     #[error("invalid filter on {field}: {reason}")]
     Invalid { field: String, reason: String },
+    /// `FILTER_INVALID`: a condition across a relationship where a document is
+    /// matched in memory.
+    #[error("a subscription's filter cannot reach across relationships")]
+    NotEvaluable,
     /// `FILTER_TOO_COMPLEX`: too deep, too many conditions, values or orders.
     #[error("the filter is too complex: {reason}")]
     TooComplex { reason: String },
@@ -229,11 +286,16 @@ pub enum FilterError {
     /// search term holding control characters.
     #[error("invalid value for {field}: {reason}")]
     ValueInvalid { field: String, reason: String },
-    /// `CURSOR_INVALID`: a cursor that this server did not make for this order.
+    /// `SEARCH_NEEDS_FULLTEXT_INDEX`: `search` on an attribute no full-text
+    /// index covers.
+    #[error("search on `{key}` needs a FULLTEXT index on it (createIndex type FULLTEXT)")]
+    SearchNeedsIndex { key: String },
+    /// `INVALID_CURSOR`: a cursor that this server did not make for this list.
     #[error("invalid cursor: {reason}")]
     InvalidCursor { reason: String },
-    /// `INTERNAL`: the caller's table alias is not a plain identifier, or a
-    /// row lacks a column the cursor needs; a bug, never client input.
+    /// `INTERNAL`: the caller's table alias is not a plain identifier, a table
+    /// or link is not the server's, or a row lacks a column the cursor needs;
+    /// a bug, never client input.
     #[error("internal error in the filter builder: {reason}")]
     Internal { reason: String },
 }
@@ -243,11 +305,35 @@ impl FilterError {
     pub fn code(&self) -> &'static str {
         match self {
             FilterError::UnknownField { .. } => "FILTER_UNKNOWN_FIELD",
-            FilterError::Invalid { .. } => "FILTER_INVALID",
+            FilterError::Invalid { .. } | FilterError::NotEvaluable => "FILTER_INVALID",
             FilterError::TooComplex { .. } => "FILTER_TOO_COMPLEX",
             FilterError::ValueInvalid { .. } => "VALUE_INVALID",
-            FilterError::InvalidCursor { .. } => "CURSOR_INVALID",
+            FilterError::SearchNeedsIndex { .. } => "SEARCH_NEEDS_FULLTEXT_INDEX",
+            FilterError::InvalidCursor { .. } => INVALID_CURSOR,
             FilterError::Internal { .. } => "INTERNAL",
+        }
+    }
+
+    /// The error a client gets: the input it names is the `filter` argument,
+    /// or the attribute a `search` lacks an index on.
+    pub fn into_app_error(self) -> AppError {
+        match self {
+            FilterError::Internal { .. } => AppError::Internal(anyhow::anyhow!("{self}")),
+            FilterError::NotEvaluable => AppError::Invalid {
+                code: self.code(),
+                field: "filter".into(),
+                reason: self.to_string(),
+            },
+            FilterError::SearchNeedsIndex { ref key } => AppError::Invalid {
+                code: self.code(),
+                field: key.clone(),
+                reason: self.to_string(),
+            },
+            other => AppError::Invalid {
+                code: other.code(),
+                field: "filter".into(),
+                reason: other.to_string(),
+            },
         }
     }
 }
@@ -256,6 +342,502 @@ fn invalid_cursor(reason: impl Into<String>) -> FilterError {
     FilterError::InvalidCursor {
         reason: reason.into(),
     }
+}
+
+/// The error of a cursor argument (`after`, `before`, Appwrite's `queries`)
+/// that does not name a position in the list it is given to.
+pub fn cursor_error(field: &str, reason: impl Into<String>) -> AppError {
+    AppError::Invalid {
+        code: INVALID_CURSOR,
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+fn internal(reason: impl ToString) -> FilterError {
+    FilterError::Internal {
+        reason: reason.to_string(),
+    }
+}
+
+/// Where a column's values come from, which decides how they convert.
+#[derive(Debug, Clone, PartialEq)]
+enum Source {
+    Id,
+    Timestamp,
+    Attr(Attribute),
+}
+
+/// The stored type of a column, as a cursor carries it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    Int,
+    Float,
+    Text,
+}
+
+/// A field found in its collection: the column a resolved condition or an
+/// order reads, and how its values are stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    field: Field,
+    source: Source,
+}
+
+impl Column {
+    /// `field` among the system fields and `attrs`.
+    fn find(attrs: &[Attribute], field: &Field) -> Result<Column, FilterError> {
+        let source =
+            match field {
+                Field::Id => Source::Id,
+                Field::CreatedAt | Field::UpdatedAt => Source::Timestamp,
+                Field::Attribute(key) => {
+                    Source::Attr(attrs.iter().find(|a| &a.key == key).cloned().ok_or_else(
+                        || FilterError::UnknownField {
+                            field: field.shown(),
+                        },
+                    )?)
+                }
+            };
+        Ok(Column {
+            field: field.clone(),
+            source,
+        })
+    }
+
+    pub fn field(&self) -> &Field {
+        &self.field
+    }
+
+    /// The attribute behind the column, none for a system field.
+    pub fn attribute(&self) -> Option<&Attribute> {
+        match &self.source {
+            Source::Attr(attr) => Some(attr),
+            _ => None,
+        }
+    }
+
+    /// The column name, as a row returns it.
+    fn name(&self) -> String {
+        match (&self.field, &self.source) {
+            (_, Source::Attr(attr)) => attr.column(),
+            (Field::CreatedAt, _) => "created_at".into(),
+            (Field::UpdatedAt, _) => "updated_at".into(),
+            _ => "id".into(),
+        }
+    }
+
+    fn shown(&self) -> String {
+        self.field.shown()
+    }
+
+    fn invalid(&self, reason: impl Into<String>) -> FilterError {
+        FilterError::Invalid {
+            field: self.shown(),
+            reason: reason.into(),
+        }
+    }
+
+    fn nullable(&self) -> bool {
+        matches!(self.source, Source::Attr(_))
+    }
+
+    pub fn is_array(&self) -> bool {
+        matches!(&self.source, Source::Attr(a) if a.array)
+    }
+
+    fn stored(&self) -> Stored {
+        match &self.source {
+            Source::Id => Stored::Text,
+            Source::Timestamp => Stored::Int,
+            Source::Attr(a) if a.kind.is_stored_as_integer() => Stored::Int,
+            Source::Attr(a) if a.kind.is_textual() => Stored::Text,
+            Source::Attr(_) => Stored::Float,
+        }
+    }
+
+    /// Refuses arrays for operators that compare the whole value.
+    fn scalar(&self, what: &str) -> Result<(), FilterError> {
+        if self.is_array() {
+            return Err(self.invalid(format!(
+                "{what} does not apply to an array; use contains, isNull or isNotNull"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses all but string fields, for the substring operators.
+    fn textual(&self, what: &str) -> Result<(), FilterError> {
+        self.scalar(what)?;
+        match &self.source {
+            Source::Id => Ok(()),
+            Source::Attr(a) if a.kind.is_textual() => Ok(()),
+            Source::Attr(a) => Err(self.invalid(format!(
+                "{what} applies to string attributes, and this one is {}",
+                a.kind.name()
+            ))),
+            Source::Timestamp => Err(self.invalid(format!("{what} applies to strings"))),
+        }
+    }
+
+    /// A value (or an array element) in stored form. The one conversion of
+    /// filter operands, and of a document's values when it is matched in
+    /// memory.
+    pub fn value(&self, json: &Value) -> Result<SqlValue, FilterError> {
+        match &self.source {
+            Source::Attr(attr) => attr
+                .filter_value(json)
+                .map_err(|err| self.invalid(err.reason())),
+            Source::Id => match json {
+                Value::String(s) => Ok(SqlValue::Text(s.clone())),
+                _ => Err(self.invalid("expected a string id")),
+            },
+            Source::Timestamp => json
+                .as_str()
+                .and_then(rfc3339_to_millis)
+                .map(SqlValue::Int)
+                .ok_or_else(|| {
+                    self.invalid("expected an RFC 3339 date-time such as 2024-05-01T12:00:00.000Z")
+                }),
+        }
+    }
+}
+
+/// A filter checked against its collection, with every value in stored form:
+/// what SQL compilation ([`push_filter`]) and the matcher (`matcher`) consume.
+/// Only [`Filter::resolve`] makes one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResolvedFilter {
+    /// All of them; empty is true.
+    And(Vec<ResolvedFilter>),
+    /// Any of them; empty is false.
+    Or(Vec<ResolvedFilter>),
+    /// Not true (false, or unknown because of a NULL).
+    Not(Box<ResolvedFilter>),
+    /// `column op value`; `Ne` also matches NULL.
+    Cmp {
+        column: Column,
+        op: CmpOp,
+        value: SqlValue,
+    },
+    /// `column` is one of `values` (or, with `negate`, none of them or NULL).
+    In {
+        column: Column,
+        values: Vec<SqlValue>,
+        negate: bool,
+    },
+    IsNull {
+        column: Column,
+        is_null: bool,
+    },
+    /// `low <= column <= high`.
+    Between {
+        column: Column,
+        low: SqlValue,
+        high: SqlValue,
+    },
+    /// Case-sensitive prefix of a string column.
+    StartsWith {
+        column: Column,
+        value: String,
+    },
+    /// Case-sensitive suffix of a string column.
+    EndsWith {
+        column: Column,
+        value: String,
+    },
+    /// Case-sensitive substring of a string column.
+    Contains {
+        column: Column,
+        value: String,
+    },
+    /// An array column has `value` as an element.
+    HasElement {
+        column: Column,
+        value: SqlValue,
+    },
+    /// Every word of `query` in a string attribute of `table`, through its
+    /// full-text index.
+    Search {
+        column: Column,
+        table: String,
+        query: String,
+    },
+    /// The reference in `column` points at a document of `table` matching
+    /// `filter`.
+    Related {
+        column: Column,
+        table: String,
+        filter: Box<ResolvedFilter>,
+    },
+    /// Linked through `link` to a document of `table` matching `filter`.
+    RelatedThrough {
+        link: Link,
+        table: String,
+        filter: Box<ResolvedFilter>,
+    },
+    /// Linked through `link` to the document `id`.
+    LinkedTo {
+        link: Link,
+        id: String,
+    },
+}
+
+impl Default for ResolvedFilter {
+    /// The filter that matches everything.
+    fn default() -> Self {
+        ResolvedFilter::And(Vec::new())
+    }
+}
+
+impl Filter {
+    /// Checks this filter against the collection `target` for `usage` and
+    /// converts every value to its stored form: the one place a filter is
+    /// refused (unknown field, operator that does not apply, value of the wrong
+    /// type, too complex, `search` without its index).
+    pub fn resolve(&self, target: &Target, usage: Use) -> Result<ResolvedFilter, FilterError> {
+        check_complexity(self, 1, &mut 0)?;
+        check_table(&target.table)?;
+        resolve_in(self, target, usage)
+    }
+}
+
+fn check_table(table: &str) -> Result<(), FilterError> {
+    super::ddl::check_table_name(table).map_err(internal)
+}
+
+/// A link's junction table and columns are the server's own.
+fn check_link(link: &Link) -> Result<(), FilterError> {
+    check_table(&link.junction)?;
+    let columns_ok = [link.near, link.far]
+        .iter()
+        .all(|c| matches!(*c, "a_id" | "b_id"));
+    if !columns_ok || link.near == link.far {
+        return Err(internal(
+            "a link names the junction's columns a_id and b_id",
+        ));
+    }
+    Ok(())
+}
+
+fn resolve_all(
+    items: &[Filter],
+    target: &Target,
+    usage: Use,
+) -> Result<Vec<ResolvedFilter>, FilterError> {
+    items
+        .iter()
+        .map(|item| resolve_in(item, target, usage))
+        .collect()
+}
+
+fn resolve_in(filter: &Filter, target: &Target, usage: Use) -> Result<ResolvedFilter, FilterError> {
+    let column = |field: &Field| Column::find(&target.attrs, field);
+    Ok(match filter {
+        Filter::And(items) => ResolvedFilter::And(resolve_all(items, target, usage)?),
+        Filter::Or(items) => ResolvedFilter::Or(resolve_all(items, target, usage)?),
+        Filter::Not(inner) => ResolvedFilter::Not(Box::new(resolve_in(inner, target, usage)?)),
+        Filter::Cmp { field, op, value } => {
+            let column = column(field)?;
+            column.scalar("a comparison")?;
+            let value = column.value(value)?;
+            ResolvedFilter::Cmp {
+                column,
+                op: *op,
+                value,
+            }
+        }
+        Filter::In {
+            field,
+            values,
+            negate,
+        } => resolve_in_list(column(field)?, values, *negate)?,
+        Filter::IsNull { field, is_null } => ResolvedFilter::IsNull {
+            column: column(field)?,
+            is_null: *is_null,
+        },
+        Filter::Between { field, low, high } => {
+            let column = column(field)?;
+            column.scalar("between")?;
+            let (low, high) = (column.value(low)?, column.value(high)?);
+            ResolvedFilter::Between { column, low, high }
+        }
+        Filter::StartsWith { field, value } => {
+            let column = column(field)?;
+            column.textual("startsWith")?;
+            ResolvedFilter::StartsWith {
+                column,
+                value: value.clone(),
+            }
+        }
+        Filter::EndsWith { field, value } => {
+            let column = column(field)?;
+            column.textual("endsWith")?;
+            ResolvedFilter::EndsWith {
+                column,
+                value: value.clone(),
+            }
+        }
+        Filter::Contains { field, value } => resolve_contains(column(field)?, value)?,
+        Filter::Search { field, query } => resolve_search(column(field)?, target, query, usage)?,
+        Filter::Related { .. } | Filter::RelatedThrough { .. } | Filter::LinkedTo { .. } => {
+            resolve_relationship(filter, target, usage)?
+        }
+    })
+}
+
+fn resolve_in_list(
+    column: Column,
+    values: &[Value],
+    negate: bool,
+) -> Result<ResolvedFilter, FilterError> {
+    column.scalar("in")?;
+    if values.len() > MAX_IN_VALUES {
+        return Err(FilterError::TooComplex {
+            reason: format!(
+                "{} lists {} values, at most {MAX_IN_VALUES} are allowed",
+                column.shown(),
+                values.len()
+            ),
+        });
+    }
+    let values = values
+        .iter()
+        .map(|v| column.value(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ResolvedFilter::In {
+        column,
+        values,
+        negate,
+    })
+}
+
+/// `contains`: an element of an array, or a substring of a string.
+fn resolve_contains(column: Column, value: &Value) -> Result<ResolvedFilter, FilterError> {
+    if column.is_array() {
+        let value = column.value(value)?;
+        return Ok(ResolvedFilter::HasElement { column, value });
+    }
+    column.textual("contains")?;
+    let Value::String(needle) = value else {
+        return Err(column.invalid("contains on a string takes a string"));
+    };
+    Ok(ResolvedFilter::Contains {
+        column,
+        value: needle.clone(),
+    })
+}
+
+fn resolve_search(
+    column: Column,
+    target: &Target,
+    query: &str,
+    usage: Use,
+) -> Result<ResolvedFilter, FilterError> {
+    if let (Use::Query, Field::Attribute(key)) = (usage, &column.field)
+        && !target.searchable.contains(key)
+    {
+        return Err(FilterError::SearchNeedsIndex { key: key.clone() });
+    }
+    // Full-text parsers stop at NUL or fail on control characters; whitespace
+    // only separates words.
+    if query.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+        return Err(FilterError::ValueInvalid {
+            field: column.shown(),
+            reason: "a search term may not hold control characters".into(),
+        });
+    }
+    if !column
+        .attribute()
+        .is_some_and(|a| a.kind.is_textual() && !a.array)
+    {
+        return Err(column.invalid("search applies to string attributes"));
+    }
+    Ok(ResolvedFilter::Search {
+        column,
+        table: target.table.clone(),
+        query: query.to_string(),
+    })
+}
+
+/// The conditions across a relationship, resolved against the related
+/// collection's own table.
+fn resolve_relationship(
+    filter: &Filter,
+    target: &Target,
+    usage: Use,
+) -> Result<ResolvedFilter, FilterError> {
+    if usage == Use::Match {
+        return Err(FilterError::NotEvaluable);
+    }
+    Ok(match filter {
+        Filter::Related {
+            field,
+            target: related,
+            filter,
+        } => {
+            let column = Column::find(&target.attrs, field)?;
+            column.scalar("a related filter")?;
+            check_table(&related.table)?;
+            ResolvedFilter::Related {
+                column,
+                table: related.table.clone(),
+                filter: Box::new(resolve_in(filter, related, usage)?),
+            }
+        }
+        Filter::RelatedThrough {
+            link,
+            target: related,
+            filter,
+        } => {
+            check_link(link)?;
+            check_table(&related.table)?;
+            ResolvedFilter::RelatedThrough {
+                link: link.clone(),
+                table: related.table.clone(),
+                filter: Box::new(resolve_in(filter, related, usage)?),
+            }
+        }
+        Filter::LinkedTo { link, id } => {
+            check_link(link)?;
+            ResolvedFilter::LinkedTo {
+                link: link.clone(),
+                id: id.clone(),
+            }
+        }
+        _ => return Err(internal("not a condition across a relationship")),
+    })
+}
+
+/// Refuses filters nested deeper than [`MAX_DEPTH`] or with more than
+/// [`MAX_CONDITIONS`] conditions. Stops as soon as a limit is passed, so the
+/// check itself is bounded.
+fn check_complexity(filter: &Filter, depth: usize, count: &mut usize) -> Result<(), FilterError> {
+    if depth > MAX_DEPTH {
+        return Err(FilterError::TooComplex {
+            reason: format!("filters nest at most {MAX_DEPTH} levels deep"),
+        });
+    }
+    match filter {
+        Filter::And(items) | Filter::Or(items) => {
+            for item in items {
+                check_complexity(item, depth + 1, count)?;
+            }
+        }
+        Filter::Not(inner) => check_complexity(inner, depth + 1, count)?,
+        Filter::Related { filter, .. } | Filter::RelatedThrough { filter, .. } => {
+            check_complexity(filter, depth + 1, count)?
+        }
+        _ => {
+            *count += 1;
+            if *count > MAX_CONDITIONS {
+                return Err(FilterError::TooComplex {
+                    reason: format!("a filter has at most {MAX_CONDITIONS} conditions"),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// SQL built aside, appended to the builder only once it is complete.
@@ -296,176 +878,39 @@ impl Fragment {
     }
 }
 
-/// Where a column's values come from, which decides how they convert.
-#[derive(Clone, Copy)]
-enum Source<'a> {
-    Id,
-    Timestamp,
-    Attr(&'a Attribute),
-}
-
-/// The stored type of a column, as a cursor carries it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Stored {
-    Int,
-    Float,
-    Text,
-}
-
-struct Column<'a> {
-    /// `"alias"."column"`.
-    expr: String,
-    /// The column name alone, as a row returns it.
-    name: String,
-    /// The field as messages name it.
-    shown: String,
-    source: Source<'a>,
-}
-
-impl Column<'_> {
-    fn invalid(&self, reason: impl Into<String>) -> FilterError {
-        FilterError::Invalid {
-            field: self.shown.clone(),
-            reason: reason.into(),
-        }
-    }
-
-    fn nullable(&self) -> bool {
-        matches!(self.source, Source::Attr(_))
-    }
-
-    fn is_array(&self) -> bool {
-        matches!(self.source, Source::Attr(a) if a.array)
-    }
-
-    fn stored(&self) -> Stored {
-        match self.source {
-            Source::Id => Stored::Text,
-            Source::Timestamp => Stored::Int,
-            Source::Attr(a) if a.kind.is_stored_as_integer() => Stored::Int,
-            Source::Attr(a) if a.kind.is_textual() => Stored::Text,
-            Source::Attr(_) => Stored::Float,
-        }
-    }
-
-    /// Refuses arrays for operators that compare the whole value.
-    fn scalar(&self, what: &str) -> Result<(), FilterError> {
-        if self.is_array() {
-            return Err(self.invalid(format!(
-                "{what} does not apply to an array; use contains, isNull or isNotNull"
-            )));
-        }
-        Ok(())
-    }
-
-    /// Refuses all but string fields, for the substring operators.
-    fn textual(&self, what: &str) -> Result<(), FilterError> {
-        self.scalar(what)?;
-        match self.source {
-            Source::Id => Ok(()),
-            Source::Attr(a) if a.kind.is_textual() => Ok(()),
-            Source::Attr(a) => Err(self.invalid(format!(
-                "{what} applies to string attributes, and this one is {}",
-                a.kind.name()
-            ))),
-            Source::Timestamp => Err(self.invalid(format!("{what} applies to strings"))),
-        }
-    }
-
-    /// A filter value (or an array element) in stored form.
-    fn value(&self, json: &Value) -> Result<SqlValue, FilterError> {
-        match self.source {
-            Source::Attr(attr) => attr
-                .filter_value(json)
-                .map_err(|err| self.invalid(err.reason())),
-            Source::Id => match json {
-                Value::String(s) => Ok(SqlValue::Text(s.clone())),
-                _ => Err(self.invalid("expected a string id")),
-            },
-            Source::Timestamp => json
-                .as_str()
-                .and_then(rfc3339_to_millis)
-                .map(SqlValue::Int)
-                .ok_or_else(|| {
-                    self.invalid("expected an RFC 3339 date-time such as 2024-05-01T12:00:00.000Z")
-                }),
-        }
-    }
-}
-
-/// The table being filtered: dialect, alias and attributes.
+/// The table being read: dialect and alias.
 struct Table<'a> {
     dialect: SqlDialect,
     alias: &'a str,
-    attrs: &'a [Attribute],
-    /// The collection's table, when known: SQLite's `search` reads its FTS5
-    /// index (see `ddl::create_index_sql`); without it, it scans with `LIKE`.
-    name: Option<&'a str>,
 }
 
 impl<'a> Table<'a> {
-    fn new(
-        dialect: SqlDialect,
-        alias: &'a str,
-        attrs: &'a [Attribute],
-    ) -> Result<Self, FilterError> {
+    fn new(dialect: SqlDialect, alias: &'a str) -> Result<Self, FilterError> {
         let mut bytes = alias.bytes();
         let plain = matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
             && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
             && alias.len() <= 64;
         if !plain || alias.eq_ignore_ascii_case(JSON_EACH_ALIAS) {
-            return Err(FilterError::Internal {
-                reason: format!("the table alias {} is not a plain identifier", shown(alias)),
-            });
+            return Err(internal(format!(
+                "the table alias {} is not a plain identifier",
+                shown(alias)
+            )));
         }
-        Ok(Table {
-            dialect,
-            alias,
-            attrs,
-            name: None,
-        })
+        Ok(Table { dialect, alias })
     }
 
-    fn column(&self, field: &Field) -> Result<Column<'a>, FilterError> {
-        let (name, source) = match field {
-            Field::Id => ("id".to_string(), Source::Id),
-            Field::CreatedAt => ("created_at".to_string(), Source::Timestamp),
-            Field::UpdatedAt => ("updated_at".to_string(), Source::Timestamp),
-            Field::Attribute(key) => {
-                let attr = self.attrs.iter().find(|a| &a.key == key).ok_or_else(|| {
-                    FilterError::UnknownField {
-                        field: field.shown(),
-                    }
-                })?;
-                (attr.column(), Source::Attr(attr))
-            }
-        };
-        Ok(Column {
-            expr: format!(
-                "{}.{}",
-                self.dialect.quote(self.alias),
-                self.dialect.quote(&name)
-            ),
-            name,
-            shown: field.shown(),
-            source,
-        })
+    fn q(&self, name: &str) -> String {
+        self.dialect.quote(name)
     }
 
-    /// The quoted junction table of a link, checked.
-    fn junction(&self, link: &Link) -> Result<String, FilterError> {
-        super::ddl::check_table_name(&link.junction).map_err(|err| FilterError::Internal {
-            reason: err.to_string(),
-        })?;
-        let columns_ok = [link.near, link.far]
-            .iter()
-            .all(|c| matches!(*c, "a_id" | "b_id"));
-        if !columns_ok || link.near == link.far {
-            return Err(FilterError::Internal {
-                reason: "a link names the junction's columns a_id and b_id".into(),
-            });
-        }
-        Ok(self.dialect.quote(&link.junction))
+    /// `"alias"."column"`.
+    fn expr(&self, column: &Column) -> String {
+        format!("{}.{}", self.q(self.alias), self.q(&column.name()))
+    }
+
+    /// `"alias"."id"`.
+    fn id(&self) -> String {
+        format!("{}.{}", self.q(self.alias), self.q("id"))
     }
 
     fn like(&self, expr: &str, pattern: String, out: &mut Fragment) {
@@ -474,23 +919,217 @@ impl<'a> Table<'a> {
             .sql(format!(" ESCAPE '{LIKE_ESCAPE}'"));
     }
 
-    fn compile(&self, filter: &Filter, out: &mut Fragment) -> Result<(), FilterError> {
+    fn compile(&self, filter: &ResolvedFilter, out: &mut Fragment) {
         match filter {
-            Filter::Related {
-                field,
+            ResolvedFilter::And(items) => self.group(items, " AND ", "1=1", out),
+            ResolvedFilter::Or(items) => self.group(items, " OR ", "1=0", out),
+            ResolvedFilter::Not(inner) => {
+                out.sql("((");
+                self.compile(inner, out);
+                out.sql(") IS NOT TRUE)");
+            }
+            ResolvedFilter::Cmp { column, op, value } => {
+                let e = self.expr(column);
+                if *op == CmpOp::Ne && column.nullable() {
+                    out.sql(format!("({e} <> "))
+                        .bind(value.clone())
+                        .sql(format!(" OR {e} IS NULL)"));
+                } else {
+                    out.sql(format!("{e} {} ", op.sql())).bind(value.clone());
+                }
+            }
+            ResolvedFilter::In {
+                column,
+                values,
+                negate,
+            } => self.compile_in(column, values, *negate, out),
+            ResolvedFilter::IsNull { column, is_null } => {
+                let not = if *is_null { "" } else { "NOT " };
+                out.sql(format!("{} IS {not}NULL", self.expr(column)));
+            }
+            ResolvedFilter::Between { column, low, high } => {
+                out.sql(format!("{} BETWEEN ", self.expr(column)))
+                    .bind(low.clone())
+                    .sql(" AND ")
+                    .bind(high.clone());
+            }
+            ResolvedFilter::StartsWith { .. }
+            | ResolvedFilter::EndsWith { .. }
+            | ResolvedFilter::Contains { .. } => self.compile_text(filter, out),
+            ResolvedFilter::HasElement { column, value } => {
+                self.compile_element(column, value, out)
+            }
+            ResolvedFilter::Search {
+                column,
                 table,
-                attrs,
+                query,
+            } => self.compile_search(column, table, query, out),
+            ResolvedFilter::Related { .. }
+            | ResolvedFilter::RelatedThrough { .. }
+            | ResolvedFilter::LinkedTo { .. } => self.compile_relationship(filter, out),
+        }
+    }
+
+    fn group(&self, items: &[ResolvedFilter], joiner: &str, empty: &str, out: &mut Fragment) {
+        if items.is_empty() {
+            out.sql(empty);
+            return;
+        }
+        out.sql("(");
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.sql(joiner);
+            }
+            self.compile(item, out);
+        }
+        out.sql(")");
+    }
+
+    fn compile_in(&self, column: &Column, values: &[SqlValue], negate: bool, out: &mut Fragment) {
+        let e = self.expr(column);
+        if values.is_empty() {
+            out.sql(if negate { "1=1" } else { "1=0" });
+            return;
+        }
+        let nullable = negate && column.nullable();
+        out.sql(match (negate, nullable) {
+            (false, _) => format!("{e} IN ("),
+            (true, false) => format!("{e} NOT IN ("),
+            (true, true) => format!("({e} NOT IN ("),
+        });
+        for (i, value) in values.iter().enumerate() {
+            if i > 0 {
+                out.sql(", ");
+            }
+            out.bind(value.clone());
+        }
+        out.sql(if nullable {
+            format!(") OR {e} IS NULL)")
+        } else {
+            ")".into()
+        });
+    }
+
+    /// `startsWith`, `endsWith` and `contains` on a string: an empty operand
+    /// matches every non-null value.
+    fn compile_text(&self, filter: &ResolvedFilter, out: &mut Fragment) {
+        let (column, value) = match filter {
+            ResolvedFilter::StartsWith { column, value }
+            | ResolvedFilter::EndsWith { column, value }
+            | ResolvedFilter::Contains { column, value } => (column, value),
+            _ => return,
+        };
+        let e = self.expr(column);
+        if value.is_empty() {
+            out.sql(format!("{e} IS NOT NULL"));
+            return;
+        }
+        let v = || SqlValue::Text(value.clone());
+        let escaped = like_escape(value);
+        match (filter, self.dialect) {
+            (ResolvedFilter::StartsWith { .. }, SqlDialect::Sqlite) => {
+                out.sql(format!("({e} >= "))
+                    .bind(v())
+                    .sql(format!(" AND substr({e}, 1, length("))
+                    .bind(v())
+                    .sql(")) = ")
+                    .bind(v())
+                    .sql(")");
+            }
+            (ResolvedFilter::StartsWith { .. }, SqlDialect::MySql) => {
+                self.like(&e, format!("{escaped}%"), out)
+            }
+            (ResolvedFilter::EndsWith { .. }, SqlDialect::Sqlite) => {
+                out.sql(format!("substr({e}, -length("))
+                    .bind(v())
+                    .sql(")) = ")
+                    .bind(v());
+            }
+            (ResolvedFilter::EndsWith { .. }, SqlDialect::MySql) => {
+                self.like(&e, format!("%{escaped}"), out)
+            }
+            (_, SqlDialect::Sqlite) => {
+                out.sql(format!("instr({e}, ")).bind(v()).sql(") > 0");
+            }
+            (_, SqlDialect::MySql) => self.like(&e, format!("%{escaped}%"), out),
+        }
+    }
+
+    fn compile_element(&self, column: &Column, element: &SqlValue, out: &mut Fragment) {
+        let e = self.expr(column);
+        match self.dialect {
+            SqlDialect::Sqlite => {
+                out.sql(format!(
+                    "EXISTS (SELECT 1 FROM json_each({e}) AS {JSON_EACH_ALIAS} \
+                     WHERE {JSON_EACH_ALIAS}.value = "
+                ))
+                .bind(element.clone())
+                .sql(")");
+            }
+            SqlDialect::MySql => {
+                let json = element.to_json_element().to_string();
+                out.sql(format!("JSON_CONTAINS({e}, "))
+                    .bind(SqlValue::Text(json))
+                    .sql(")");
+            }
+        }
+    }
+
+    fn compile_search(&self, column: &Column, table: &str, query: &str, out: &mut Fragment) {
+        let key = match column.field() {
+            Field::Attribute(key) => key.as_str(),
+            _ => "",
+        };
+        match self.dialect {
+            SqlDialect::Sqlite => {
+                let Some(terms) = fts5_terms(query) else {
+                    out.sql("1=0");
+                    return;
+                };
+                let (fts, map) = (
+                    self.q(&super::ddl::fts_table(table, key)),
+                    self.q(&super::ddl::fts_map_table(table, key)),
+                );
+                out.sql(format!(
+                    "{} IN (SELECT doc_id FROM {map} WHERE fts_rowid IN \
+                     (SELECT rowid FROM {fts} WHERE {fts} MATCH ",
+                    self.id()
+                ))
+                .bind(SqlValue::Text(terms))
+                .sql("))");
+            }
+            SqlDialect::MySql => {
+                let Some(terms) = fulltext_terms(query) else {
+                    out.sql("1=0");
+                    return;
+                };
+                // The full-text index covers the attribute's case-insensitive
+                // copy (see `ddl::create_index_sql`).
+                let copy = format!(
+                    "{}.{}",
+                    self.q(self.alias),
+                    self.q(&super::ddl::search_column(key))
+                );
+                out.sql(format!("MATCH ({copy}) AGAINST ("))
+                    .bind(SqlValue::Text(terms))
+                    .sql(" IN BOOLEAN MODE)");
+            }
+        }
+    }
+
+    fn compile_relationship(&self, filter: &ResolvedFilter, out: &mut Fragment) {
+        // Nested subqueries get longer aliases, so each level has its own.
+        let alias = format!("{}_r", self.alias);
+        let inner = Table {
+            dialect: self.dialect,
+            alias: &alias,
+        };
+        match filter {
+            ResolvedFilter::Related {
+                column,
+                table,
                 filter,
             } => {
-                let col = self.column(field)?;
-                col.scalar("a related filter")?;
-                super::ddl::check_table_name(table).map_err(|err| FilterError::Internal {
-                    reason: err.to_string(),
-                })?;
-                // Nested subqueries get longer aliases, so each level has its own.
-                let alias = format!("{}_r", self.alias);
-                let mut inner = Table::new(self.dialect, &alias, attrs)?;
-                inner.name = Some(table);
                 // MariaDB: ids use the table's `utf8mb4_bin`, string columns
                 // `utf8mb4_nopad_bin`; comparing the two needs one collation.
                 let collate = match self.dialect {
@@ -498,323 +1137,46 @@ impl<'a> Table<'a> {
                     SqlDialect::Sqlite => "",
                 };
                 out.sql(format!(
-                    "{} IN (SELECT {}.{}{collate} FROM {} {} WHERE ",
-                    col.expr,
-                    self.dialect.quote(&alias),
-                    self.dialect.quote("id"),
-                    self.dialect.quote(table),
-                    self.dialect.quote(&alias)
+                    "{} IN (SELECT {}{collate} FROM {} {} WHERE ",
+                    self.expr(column),
+                    inner.id(),
+                    self.q(table),
+                    self.q(&alias)
                 ));
-                inner.compile(filter, out)?;
+                inner.compile(filter, out);
                 out.sql(")");
-                Ok(())
             }
-            Filter::RelatedThrough {
+            ResolvedFilter::RelatedThrough {
                 link,
                 table,
-                attrs,
                 filter,
             } => {
-                let junction = self.junction(link)?;
-                super::ddl::check_table_name(table).map_err(|err| FilterError::Internal {
-                    reason: err.to_string(),
-                })?;
-                let alias = format!("{}_r", self.alias);
-                let mut inner = Table::new(self.dialect, &alias, attrs)?;
-                inner.name = Some(table);
-                let q = |name: &str| self.dialect.quote(name);
                 out.sql(format!(
-                    "{}.{} IN (SELECT {near} FROM {junction} WHERE {far} IN (SELECT {a}.{id} FROM {t} {a} WHERE ",
-                    q(self.alias),
-                    q("id"),
-                    near = q(link.near),
-                    far = q(link.far),
-                    a = q(&alias),
-                    id = q("id"),
-                    t = q(table),
+                    "{} IN (SELECT {} FROM {} WHERE {} IN (SELECT {} FROM {} {} WHERE ",
+                    self.id(),
+                    self.q(link.near),
+                    self.q(&link.junction),
+                    self.q(link.far),
+                    inner.id(),
+                    self.q(table),
+                    self.q(&alias),
                 ));
-                inner.compile(filter, out)?;
+                inner.compile(filter, out);
                 out.sql("))");
-                Ok(())
             }
-            Filter::LinkedTo { link, id } => {
-                let junction = self.junction(link)?;
-                let q = |name: &str| self.dialect.quote(name);
+            ResolvedFilter::LinkedTo { link, id } => {
                 out.sql(format!(
-                    "{}.{} IN (SELECT {} FROM {junction} WHERE {} = ",
-                    q(self.alias),
-                    q("id"),
-                    q(link.near),
-                    q(link.far),
+                    "{} IN (SELECT {} FROM {} WHERE {} = ",
+                    self.id(),
+                    self.q(link.near),
+                    self.q(&link.junction),
+                    self.q(link.far),
                 ))
                 .bind(SqlValue::Text(id.clone()))
                 .sql(")");
-                Ok(())
             }
-            Filter::And(items) => self.group(items, " AND ", "1=1", out),
-            Filter::Or(items) => self.group(items, " OR ", "1=0", out),
-            Filter::Not(inner) => {
-                out.sql("((");
-                self.compile(inner, out)?;
-                out.sql(") IS NOT TRUE)");
-                Ok(())
-            }
-            Filter::Cmp { field, op, value } => {
-                let col = self.column(field)?;
-                col.scalar("a comparison")?;
-                let value = col.value(value)?;
-                let e = &col.expr;
-                if *op == CmpOp::Ne && col.nullable() {
-                    out.sql(format!("({e} <> "))
-                        .bind(value)
-                        .sql(format!(" OR {e} IS NULL)"));
-                } else {
-                    out.sql(format!("{e} {} ", op.sql())).bind(value);
-                }
-                Ok(())
-            }
-            Filter::In {
-                field,
-                values,
-                negate,
-            } => {
-                let col = self.column(field)?;
-                col.scalar("in")?;
-                if values.len() > MAX_IN_VALUES {
-                    return Err(FilterError::TooComplex {
-                        reason: format!(
-                            "{} lists {} values, at most {MAX_IN_VALUES} are allowed",
-                            col.shown,
-                            values.len()
-                        ),
-                    });
-                }
-                let converted = values
-                    .iter()
-                    .map(|v| col.value(v))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let e = &col.expr;
-                if converted.is_empty() {
-                    out.sql(if *negate { "1=1" } else { "1=0" });
-                    return Ok(());
-                }
-                let nullable = *negate && col.nullable();
-                out.sql(match (negate, nullable) {
-                    (false, _) => format!("{e} IN ("),
-                    (true, false) => format!("{e} NOT IN ("),
-                    (true, true) => format!("({e} NOT IN ("),
-                });
-                for (i, value) in converted.into_iter().enumerate() {
-                    if i > 0 {
-                        out.sql(", ");
-                    }
-                    out.bind(value);
-                }
-                out.sql(if nullable {
-                    format!(") OR {e} IS NULL)")
-                } else {
-                    ")".into()
-                });
-                Ok(())
-            }
-            Filter::IsNull { field, is_null } => {
-                let col = self.column(field)?;
-                let not = if *is_null { "" } else { "NOT " };
-                out.sql(format!("{} IS {not}NULL", col.expr));
-                Ok(())
-            }
-            Filter::Between { field, low, high } => {
-                let col = self.column(field)?;
-                col.scalar("between")?;
-                let (low, high) = (col.value(low)?, col.value(high)?);
-                out.sql(format!("{} BETWEEN ", col.expr))
-                    .bind(low)
-                    .sql(" AND ")
-                    .bind(high);
-                Ok(())
-            }
-            Filter::StartsWith { field, value } => {
-                let col = self.column(field)?;
-                col.textual("startsWith")?;
-                let e = &col.expr;
-                if value.is_empty() {
-                    out.sql(format!("{e} IS NOT NULL"));
-                    return Ok(());
-                }
-                match self.dialect {
-                    SqlDialect::Sqlite => {
-                        let v = || SqlValue::Text(value.clone());
-                        out.sql(format!("({e} >= "))
-                            .bind(v())
-                            .sql(format!(" AND substr({e}, 1, length("))
-                            .bind(v())
-                            .sql(")) = ")
-                            .bind(v())
-                            .sql(")");
-                    }
-                    SqlDialect::MySql => self.like(e, format!("{}%", like_escape(value)), out),
-                }
-                Ok(())
-            }
-            Filter::EndsWith { field, value } => {
-                let col = self.column(field)?;
-                col.textual("endsWith")?;
-                let e = &col.expr;
-                if value.is_empty() {
-                    out.sql(format!("{e} IS NOT NULL"));
-                    return Ok(());
-                }
-                match self.dialect {
-                    SqlDialect::Sqlite => {
-                        out.sql(format!("substr({e}, -length("))
-                            .bind(SqlValue::Text(value.clone()))
-                            .sql(")) = ")
-                            .bind(SqlValue::Text(value.clone()));
-                    }
-                    SqlDialect::MySql => self.like(e, format!("%{}", like_escape(value)), out),
-                }
-                Ok(())
-            }
-            Filter::Contains { field, value } => {
-                let col = self.column(field)?;
-                let e = &col.expr;
-                if col.is_array() {
-                    let element = col.value(value)?;
-                    match self.dialect {
-                        SqlDialect::Sqlite => {
-                            out.sql(format!(
-                                "EXISTS (SELECT 1 FROM json_each({e}) AS {JSON_EACH_ALIAS} \
-                                 WHERE {JSON_EACH_ALIAS}.value = "
-                            ))
-                            .bind(element)
-                            .sql(")");
-                        }
-                        SqlDialect::MySql => {
-                            let json = element.to_json_element().to_string();
-                            out.sql(format!("JSON_CONTAINS({e}, "))
-                                .bind(SqlValue::Text(json))
-                                .sql(")");
-                        }
-                    }
-                    return Ok(());
-                }
-                col.textual("contains")?;
-                let Value::String(needle) = value else {
-                    return Err(col.invalid("contains on a string takes a string"));
-                };
-                if needle.is_empty() {
-                    out.sql(format!("{e} IS NOT NULL"));
-                    return Ok(());
-                }
-                match self.dialect {
-                    SqlDialect::Sqlite => {
-                        out.sql(format!("instr({e}, "))
-                            .bind(SqlValue::Text(needle.clone()))
-                            .sql(") > 0");
-                    }
-                    SqlDialect::MySql => self.like(e, format!("%{}%", like_escape(needle)), out),
-                }
-                Ok(())
-            }
-            Filter::Search { field, query } => {
-                let col = self.column(field)?;
-                // Full-text parsers stop at NUL or fail on control characters;
-                // whitespace only separates words.
-                if query.chars().any(|c| c.is_control() && !c.is_whitespace()) {
-                    return Err(FilterError::ValueInvalid {
-                        field: col.shown.clone(),
-                        reason: "a search term may not hold control characters".into(),
-                    });
-                }
-                if !matches!(col.source, Source::Attr(a) if a.kind.is_textual() && !a.array) {
-                    return Err(col.invalid("search applies to string attributes"));
-                }
-                let e = &col.expr;
-                match self.dialect {
-                    SqlDialect::Sqlite if self.name.is_some() => {
-                        let (Some(table), Source::Attr(attr)) = (self.name, col.source) else {
-                            return Err(col.invalid("search applies to string attributes"));
-                        };
-                        let Some(terms) = fts5_terms(query) else {
-                            out.sql("1=0");
-                            return Ok(());
-                        };
-                        let (fts, map) = (
-                            super::ddl::fts_table(table, &attr.key),
-                            super::ddl::fts_map_table(table, &attr.key),
-                        );
-                        let q = |name: &str| self.dialect.quote(name);
-                        out.sql(format!(
-                            "{}.{} IN (SELECT doc_id FROM {} WHERE fts_rowid IN (SELECT rowid FROM {} WHERE {} MATCH ",
-                            q(self.alias),
-                            q("id"),
-                            q(&map),
-                            q(&fts),
-                            q(&fts)
-                        ))
-                        .bind(SqlValue::Text(terms))
-                        .sql("))");
-                    }
-                    SqlDialect::Sqlite => {
-                        let words: Vec<&str> = query.split_whitespace().collect();
-                        if words.is_empty() {
-                            out.sql("1=0");
-                            return Ok(());
-                        }
-                        out.sql("(");
-                        for (i, word) in words.iter().enumerate() {
-                            if i > 0 {
-                                out.sql(" AND ");
-                            }
-                            self.like(e, format!("%{}%", like_escape(word)), out);
-                        }
-                        out.sql(")");
-                    }
-                    SqlDialect::MySql => {
-                        let Some(terms) = fulltext_terms(query) else {
-                            out.sql("1=0");
-                            return Ok(());
-                        };
-                        // The full-text index covers the attribute's case-insensitive
-                        // copy (see `ddl::create_index_sql`).
-                        let Source::Attr(attr) = col.source else {
-                            return Err(col.invalid("search applies to string attributes"));
-                        };
-                        let copy = format!(
-                            "{}.{}",
-                            self.dialect.quote(self.alias),
-                            self.dialect.quote(&super::ddl::search_column(&attr.key))
-                        );
-                        out.sql(format!("MATCH ({copy}) AGAINST ("))
-                            .bind(SqlValue::Text(terms))
-                            .sql(" IN BOOLEAN MODE)");
-                    }
-                }
-                Ok(())
-            }
+            _ => {}
         }
-    }
-
-    fn group(
-        &self,
-        items: &[Filter],
-        joiner: &str,
-        empty: &str,
-        out: &mut Fragment,
-    ) -> Result<(), FilterError> {
-        if items.is_empty() {
-            out.sql(empty);
-            return Ok(());
-        }
-        out.sql("(");
-        for (i, item) in items.iter().enumerate() {
-            if i > 0 {
-                out.sql(joiner);
-            }
-            self.compile(item, out)?;
-        }
-        out.sql(")");
-        Ok(())
     }
 }
 
@@ -830,9 +1192,6 @@ fn like_escape(value: &str) -> String {
     out
 }
 
-/// The boolean-mode query for MariaDB: every word required, as a prefix. The
-/// boolean-mode operators are removed from the input first, so that a client's
-/// text is only ever words.
 /// An FTS5 query: every word as a quoted prefix (`"rust"* "sql"*`), so no
 /// character of the input is FTS5 syntax.
 fn fts5_terms(query: &str) -> Option<String> {
@@ -843,6 +1202,9 @@ fn fts5_terms(query: &str) -> Option<String> {
     (!terms.is_empty()).then(|| terms.join(" "))
 }
 
+/// The boolean-mode query for MariaDB: every word required, as a prefix. The
+/// boolean-mode operators are removed from the input first, so that a client's
+/// text is only ever words.
 fn fulltext_terms(query: &str) -> Option<String> {
     let cleaned: String = query
         .chars()
@@ -864,71 +1226,19 @@ fn fulltext_terms(query: &str) -> Option<String> {
     (!terms.is_empty()).then(|| terms.join(" "))
 }
 
-/// Refuses filters nested deeper than [`MAX_DEPTH`] or with more than
-/// [`MAX_CONDITIONS`] conditions. Stops as soon as a limit is passed, so the
-/// check itself is bounded.
-fn check_complexity(filter: &Filter, depth: usize, count: &mut usize) -> Result<(), FilterError> {
-    if depth > MAX_DEPTH {
-        return Err(FilterError::TooComplex {
-            reason: format!("filters nest at most {MAX_DEPTH} levels deep"),
-        });
-    }
-    match filter {
-        Filter::And(items) | Filter::Or(items) => {
-            for item in items {
-                check_complexity(item, depth + 1, count)?;
-            }
-        }
-        Filter::Not(inner) => check_complexity(inner, depth + 1, count)?,
-        Filter::Related { filter, .. } | Filter::RelatedThrough { filter, .. } => {
-            check_complexity(filter, depth + 1, count)?
-        }
-        _ => {
-            *count += 1;
-            if *count > MAX_CONDITIONS {
-                return Err(FilterError::TooComplex {
-                    reason: format!("a filter has at most {MAX_CONDITIONS} conditions"),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Appends the SQL condition of `filter` over the table aliased `table_alias`
-/// (a plain identifier) with the collection's `attrs`. Values are bound. On an
-/// error nothing is appended.
+/// (a plain identifier). Values are bound. The filter was checked when it was
+/// resolved; only a bad alias, a bug, is refused here, and then nothing is
+/// appended.
 pub fn push_filter(
     builder: &mut QueryBuilder<'_, Any>,
     dialect: SqlDialect,
     table_alias: &str,
-    attrs: &[Attribute],
-    filter: &Filter,
+    filter: &ResolvedFilter,
 ) -> Result<(), FilterError> {
-    push_filter_in(builder, dialect, None, table_alias, attrs, filter)
-}
-
-/// [`push_filter`] on the collection table `table`, whose full-text indexes
-/// `search` uses on SQLite.
-pub fn push_filter_in(
-    builder: &mut QueryBuilder<'_, Any>,
-    dialect: SqlDialect,
-    table: Option<&str>,
-    table_alias: &str,
-    attrs: &[Attribute],
-    filter: &Filter,
-) -> Result<(), FilterError> {
-    let mut table_ref = Table::new(dialect, table_alias, attrs)?;
-    if let Some(name) = table {
-        super::ddl::check_table_name(name).map_err(|err| FilterError::Internal {
-            reason: err.to_string(),
-        })?;
-        table_ref.name = Some(name);
-    }
-    let table = table_ref;
-    check_complexity(filter, 1, &mut 0)?;
+    let table = Table::new(dialect, table_alias)?;
     let mut out = Fragment::default();
-    table.compile(filter, &mut out)?;
+    table.compile(filter, &mut out);
     out.emit(builder);
     Ok(())
 }
@@ -953,43 +1263,70 @@ impl OrderBy {
 /// A position in an ordered list: the stored values of the order's fields in
 /// one row, and that row's id. Its string form ([`Cursor::encode`]) is opaque
 /// to clients; a changed one can only point elsewhere in the same list, since
-/// every value in it is bound.
+/// every value in it is bound. Appwrite's `cursorAfter` names a document
+/// instead, whose row gives the same position ([`cursor_for_row`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Cursor {
     pub values: Vec<SqlValue>,
     pub id: String,
 }
 
+/// What a cursor carries beside the position: the list it belongs to (the
+/// collection's table and the order), so that a cursor of another collection or
+/// order is refused instead of misread.
+pub fn list_signature(table: &str, orders: &[OrderBy]) -> String {
+    let mut signature = table.to_string();
+    for order in orders {
+        signature.push(':');
+        signature.push_str(&order.field.shown());
+        signature.push_str(if order.desc { "-" } else { "+" });
+    }
+    signature
+}
+
 impl Cursor {
-    /// URL-safe base64 (no padding) of a JSON array: the values, then the id.
-    /// Floats travel as their IEEE bits (`{"f":"<16 hex>"}`), so that the
-    /// comparison uses exactly the stored number.
-    pub fn encode(&self) -> String {
-        let mut items: Vec<Value> = self
-            .values
-            .iter()
-            .map(|value| match value {
-                SqlValue::Null => Value::Null,
-                SqlValue::Int(i) => Value::from(*i),
-                SqlValue::Bool(b) => Value::from(i64::from(*b)),
-                SqlValue::Float(f) => serde_json::json!({ "f": format!("{:016x}", f.to_bits()) }),
-                SqlValue::Text(s) => Value::String(s.clone()),
-            })
-            .collect();
+    /// The cursor's one string form: URL-safe base64 (no padding) of a JSON
+    /// array holding the list's signature ([`list_signature`]), the values,
+    /// then the id. Floats travel as their IEEE bits (`{"f":"<16 hex>"}`), so
+    /// that the comparison uses exactly the stored number.
+    pub fn encode(&self, list: &str) -> String {
+        let mut items = Vec::with_capacity(self.values.len() + 2);
+        items.push(Value::String(list.to_string()));
+        items.extend(self.values.iter().map(|value| match value {
+            SqlValue::Null => Value::Null,
+            SqlValue::Int(i) => Value::from(*i),
+            SqlValue::Bool(b) => Value::from(i64::from(*b)),
+            SqlValue::Float(f) => serde_json::json!({ "f": format!("{:016x}", f.to_bits()) }),
+            SqlValue::Text(s) => Value::String(s.clone()),
+        }));
         items.push(Value::String(self.id.clone()));
-        base64url_encode(Value::Array(items).to_string().as_bytes())
+        URL_SAFE_NO_PAD.encode(Value::Array(items).to_string())
     }
 
-    /// Reads a cursor string; anything this module did not write is
-    /// `CURSOR_INVALID`. Whether it fits the order is checked where it is used.
-    pub fn decode(input: &str) -> Result<Cursor, FilterError> {
+    /// Reads a cursor string made for the list `list`; anything else is
+    /// `INVALID_CURSOR`. Whether its values fit the order's types is checked
+    /// where it is used.
+    pub fn decode(input: &str, list: &str) -> Result<Cursor, FilterError> {
         if input.is_empty() || input.len() > MAX_CURSOR_LEN {
             return Err(invalid_cursor("the cursor is empty or too long"));
         }
-        let bytes = base64url_decode(input).ok_or_else(|| invalid_cursor("not a cursor"))?;
-        let Ok(Value::Array(mut items)) = serde_json::from_slice::<Value>(&bytes) else {
-            return Err(invalid_cursor("not a cursor"));
+        let bytes = URL_SAFE_NO_PAD
+            .decode(input)
+            .map_err(|_| invalid_cursor("not a cursor returned by this list"))?;
+        let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(&bytes) else {
+            return Err(invalid_cursor("not a cursor returned by this list"));
         };
+        let mut items = items.into_iter();
+        match items.next() {
+            Some(Value::String(signature)) if signature == list => {}
+            Some(Value::String(_)) => {
+                return Err(invalid_cursor(
+                    "the cursor belongs to another collection or another order",
+                ));
+            }
+            _ => return Err(invalid_cursor("not a cursor returned by this list")),
+        }
+        let mut items: Vec<Value> = items.collect();
         let Some(Value::String(id)) = items.pop() else {
             return Err(invalid_cursor("the cursor has no id"));
         };
@@ -998,26 +1335,31 @@ impl Cursor {
         }
         let values = items
             .into_iter()
-            .map(|item| match item {
-                Value::Null => Ok(SqlValue::Null),
-                Value::Number(n) => n
-                    .as_i64()
-                    .map(SqlValue::Int)
-                    .ok_or_else(|| invalid_cursor("a number in the cursor is not an integer")),
-                Value::String(s) => Ok(SqlValue::Text(s)),
-                Value::Object(map) => map
-                    .get("f")
-                    .and_then(Value::as_str)
-                    .filter(|hex| hex.len() == 16 && map.len() == 1)
-                    .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-                    .map(f64::from_bits)
-                    .filter(|f| f.is_finite())
-                    .map(SqlValue::Float)
-                    .ok_or_else(|| invalid_cursor("a float in the cursor is malformed")),
-                _ => Err(invalid_cursor("the cursor holds a value of no stored type")),
-            })
+            .map(cursor_value)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Cursor { values, id })
+    }
+}
+
+/// One value of a cursor's string form, as [`Cursor::encode`] writes it.
+fn cursor_value(item: Value) -> Result<SqlValue, FilterError> {
+    match item {
+        Value::Null => Ok(SqlValue::Null),
+        Value::Number(n) => n
+            .as_i64()
+            .map(SqlValue::Int)
+            .ok_or_else(|| invalid_cursor("a number in the cursor is not an integer")),
+        Value::String(s) => Ok(SqlValue::Text(s)),
+        Value::Object(map) => map
+            .get("f")
+            .and_then(Value::as_str)
+            .filter(|hex| hex.len() == 16 && map.len() == 1)
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .map(f64::from_bits)
+            .filter(|f| f.is_finite())
+            .map(SqlValue::Float)
+            .ok_or_else(|| invalid_cursor("a float in the cursor is malformed")),
+        _ => Err(invalid_cursor("the cursor holds a value of no stored type")),
     }
 }
 
@@ -1040,14 +1382,11 @@ pub struct CursorColumns {
 
 impl CursorColumns {
     pub fn new(attrs: &[Attribute], orders: &[OrderBy]) -> Result<Self, FilterError> {
-        // The alias only shapes SQL expressions, which are not used here.
-        let table = Table::new(SqlDialect::Sqlite, "t", attrs)?;
         let columns = orders
             .iter()
             .map(|order| {
-                let col = table.column(&order.field)?;
-                let stored = col.stored();
-                Ok((col.name, stored))
+                let column = Column::find(attrs, &order.field)?;
+                Ok((column.name(), column.stored()))
             })
             .collect::<Result<_, FilterError>>()?;
         Ok(CursorColumns { columns })
@@ -1055,11 +1394,11 @@ impl CursorColumns {
 
     /// The cursor of `row` (see [`cursor_for_row`]).
     pub fn read(&self, row: &AnyRow) -> Result<Cursor, FilterError> {
-        let unreadable = |column: &str, reason: String| FilterError::Internal {
-            reason: format!(
+        let unreadable = |column: &str, reason: String| {
+            internal(format!(
                 "the row's column {} cannot be read: {reason}",
                 shown(column)
-            ),
+            ))
         };
         let mut values = Vec::with_capacity(self.columns.len());
         for (name, stored) in &self.columns {
@@ -1085,10 +1424,10 @@ impl CursorColumns {
 /// The resolved columns of an order list, refused when a field cannot be
 /// ordered by: arrays, and strings stored as `LONGTEXT` (MariaDB sorts those by
 /// their first `max_sort_length` bytes only, which would break keyset paging).
-fn order_columns<'a>(
-    table: &Table<'a>,
+fn order_columns(
+    attrs: &[Attribute],
     orders: &[OrderBy],
-) -> Result<Vec<(Column<'a>, bool)>, FilterError> {
+) -> Result<Vec<(Column, bool)>, FilterError> {
     if orders.len() > MAX_ORDERS {
         return Err(FilterError::TooComplex {
             reason: format!("at most {MAX_ORDERS} orders are allowed"),
@@ -1097,39 +1436,29 @@ fn order_columns<'a>(
     orders
         .iter()
         .map(|order| {
-            let col = table.column(&order.field)?;
-            if let Source::Attr(attr) = col.source {
+            let column = Column::find(attrs, &order.field)?;
+            if let Some(attr) = column.attribute() {
                 if attr.array {
-                    return Err(col.invalid("an array cannot be ordered by"));
+                    return Err(column.invalid("an array cannot be ordered by"));
                 }
                 if attr.kind.is_textual() && attr.kind.max_chars().is_none() {
                     return Err(
-                        col.invalid("strings longer than 16383 characters cannot be ordered by")
+                        column.invalid("strings longer than 16383 characters cannot be ordered by")
                     );
                 }
             }
-            Ok((col, order.desc))
+            Ok((column, order.desc))
         })
         .collect()
 }
 
-fn push_order_by(
-    table: &Table<'_>,
-    columns: &[(Column<'_>, bool)],
-    id_desc: bool,
-    out: &mut Fragment,
-) {
+fn push_order_by(table: &Table<'_>, columns: &[(Column, bool)], id_desc: bool, out: &mut Fragment) {
     let direction = |desc: bool| if desc { "DESC" } else { "ASC" };
     out.sql(" ORDER BY ");
-    for (col, desc) in columns {
-        out.sql(format!("{} {}, ", col.expr, direction(*desc)));
+    for (column, desc) in columns {
+        out.sql(format!("{} {}, ", table.expr(column), direction(*desc)));
     }
-    out.sql(format!(
-        "{}.{} {}",
-        table.dialect.quote(table.alias),
-        table.dialect.quote("id"),
-        direction(id_desc)
-    ));
+    out.sql(format!("{} {}", table.id(), direction(id_desc)));
 }
 
 /// ` ORDER BY …, id` in the order `orders` (the same rules as
@@ -1141,19 +1470,15 @@ pub fn order_by_sql(
     attrs: &[Attribute],
     orders: &[OrderBy],
 ) -> Result<String, FilterError> {
-    let table = Table::new(dialect, table_alias, attrs)?;
-    let columns = order_columns(&table, orders)?;
+    let table = Table::new(dialect, table_alias)?;
+    let columns = order_columns(attrs, orders)?;
     let mut out = Fragment::default();
     push_order_by(&table, &columns, false, &mut out);
     let mut sql = String::new();
     for part in out.parts {
         match part {
             Part::Sql(text) => sql.push_str(&text),
-            Part::Bind(_) => {
-                return Err(FilterError::Internal {
-                    reason: "an order holds no values".into(),
-                });
-            }
+            Part::Bind(_) => return Err(internal("an order holds no values")),
         }
     }
     Ok(sql)
@@ -1184,10 +1509,10 @@ pub fn push_order_and_cursor(
     from_end: bool,
     rows: usize,
 ) -> Result<(), FilterError> {
-    let table = Table::new(dialect, table_alias, attrs)?;
-    let columns: Vec<(Column<'_>, bool)> = order_columns(&table, orders)?
+    let table = Table::new(dialect, table_alias)?;
+    let columns: Vec<(Column, bool)> = order_columns(attrs, orders)?
         .into_iter()
-        .map(|(col, desc)| (col, desc != from_end))
+        .map(|(column, desc)| (column, desc != from_end))
         .collect();
     let id_desc = from_end;
     let mut out = Fragment::default();
@@ -1212,8 +1537,8 @@ pub fn push_order_and_offset(
     limit: usize,
     offset: usize,
 ) -> Result<(), FilterError> {
-    let table = Table::new(dialect, table_alias, attrs)?;
-    let columns = order_columns(&table, orders)?;
+    let table = Table::new(dialect, table_alias)?;
+    let columns = order_columns(attrs, orders)?;
     let mut out = Fragment::default();
     push_order_by(&table, &columns, false, &mut out);
     let as_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
@@ -1225,20 +1550,14 @@ pub fn push_order_and_offset(
     Ok(())
 }
 
-/// The rows strictly after `cursor` in the order `columns` (directions already
-/// flipped for reading backwards), then id.
-fn keyset(
-    table: &Table<'_>,
-    columns: &[(Column<'_>, bool)],
-    id_desc: bool,
-    cursor: &Cursor,
-) -> Result<Fragment, FilterError> {
+/// Refuses a cursor whose values do not fit the order's columns.
+fn check_cursor_fits(columns: &[(Column, bool)], cursor: &Cursor) -> Result<(), FilterError> {
     if cursor.values.len() != columns.len() {
         return Err(invalid_cursor("the cursor was made for another order"));
     }
-    for ((col, _), value) in columns.iter().zip(&cursor.values) {
-        let fits = match (value, col.stored()) {
-            (SqlValue::Null, _) => col.nullable(),
+    for ((column, _), value) in columns.iter().zip(&cursor.values) {
+        let fits = match (value, column.stored()) {
+            (SqlValue::Null, _) => column.nullable(),
             (SqlValue::Int(_), Stored::Int)
             | (SqlValue::Float(_), Stored::Float)
             | (SqlValue::Text(_), Stored::Text) => true,
@@ -1247,33 +1566,38 @@ fn keyset(
         if !fits {
             return Err(invalid_cursor(format!(
                 "the cursor's value for {} does not fit its type",
-                col.shown
+                column.shown()
             )));
         }
     }
-    let id_expr = format!(
-        "{}.{}",
-        table.dialect.quote(table.alias),
-        table.dialect.quote("id")
-    );
+    Ok(())
+}
+
+/// The rows strictly after `cursor` in the order `columns` (directions already
+/// flipped for reading backwards), then id.
+fn keyset(
+    table: &Table<'_>,
+    columns: &[(Column, bool)],
+    id_desc: bool,
+    cursor: &Cursor,
+) -> Result<Fragment, FilterError> {
+    check_cursor_fits(columns, cursor)?;
     let mut out = Fragment::default();
     out.sql("(");
     let mut first = true;
     for i in 0..=columns.len() {
         // The term for "equal on the first i columns, after on column i".
         let mut term = Fragment::default();
-        for ((col, _), value) in columns.iter().zip(&cursor.values).take(i) {
+        for ((column, _), value) in columns.iter().zip(&cursor.values).take(i) {
+            let e = table.expr(column);
             match value {
-                SqlValue::Null => term.sql(format!("{} IS NULL AND ", col.expr)),
-                value => term
-                    .sql(format!("{} = ", col.expr))
-                    .bind(value.clone())
-                    .sql(" AND "),
+                SqlValue::Null => term.sql(format!("{e} IS NULL AND ")),
+                value => term.sql(format!("{e} = ")).bind(value.clone()).sql(" AND "),
             };
         }
         match (columns.get(i), cursor.values.get(i)) {
-            (Some((col, desc)), Some(value)) => {
-                let e = &col.expr;
+            (Some((column, desc)), Some(value)) => {
+                let e = table.expr(column);
                 match (desc, value) {
                     (false, SqlValue::Null) => {
                         term.sql(format!("{e} IS NOT NULL"));
@@ -1283,7 +1607,7 @@ fn keyset(
                     (false, value) => {
                         term.sql(format!("{e} > ")).bind(value.clone());
                     }
-                    (true, value) if col.nullable() => {
+                    (true, value) if column.nullable() => {
                         term.sql(format!("({e} < "))
                             .bind(value.clone())
                             .sql(format!(" OR {e} IS NULL)"));
@@ -1295,7 +1619,7 @@ fn keyset(
             }
             _ => {
                 let op = if id_desc { "<" } else { ">" };
-                term.sql(format!("{id_expr} {op} "))
+                term.sql(format!("{} {op} ", table.id()))
                     .bind(SqlValue::Text(cursor.id.clone()));
             }
         }
@@ -1311,68 +1635,15 @@ fn keyset(
     Ok(out)
 }
 
-const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-fn base64url_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
-        let n = (byte(0) << 16) | (byte(1) << 8) | byte(2);
-        for i in 0..=chunk.len() {
-            let sextet = (n >> (18 - 6 * i)) & 63;
-            out.push(char::from(BASE64URL[sextet as usize]));
-        }
-    }
-    out
-}
-
-/// Decodes unpadded base64url; `None` for anything [`base64url_encode`] would
-/// not have written (other characters, an impossible length, stray low bits).
-fn base64url_decode(input: &str) -> Option<Vec<u8>> {
-    if input.len() % 4 == 1 {
-        return None;
-    }
-    let sextet = |c: u8| -> Option<u32> {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
-        Some(u32::from(v))
-    };
-    let mut out = Vec::with_capacity(input.len() / 4 * 3 + 2);
-    for chunk in input.as_bytes().chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= sextet(c)? << (18 - 6 * i);
-        }
-        let [_, b0, b1, b2] = n.to_be_bytes();
-        out.extend_from_slice(&[b0, b1, b2][..chunk.len() - 1]);
-    }
-    (base64url_encode(&out) == input).then_some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::ddl::{Index, IndexKind, create_index_sql, create_table_sql};
     use super::super::model::AttributeKind;
+    use super::super::model::test_support::attribute as attr;
     use super::super::model::test_support::{self, TestDb};
     use super::*;
     use serde_json::json;
     use std::cmp::Ordering;
-
-    fn attr(key: &str, kind: AttributeKind) -> Attribute {
-        Attribute {
-            key: key.into(),
-            kind,
-            required: false,
-            array: false,
-            default: None,
-        }
-    }
 
     fn attrs() -> Vec<Attribute> {
         vec![
@@ -1432,9 +1703,22 @@ mod tests {
         }
     }
 
+    /// The collection table `c_t`, with a full-text index on `body`.
+    fn target() -> Target {
+        Target {
+            table: "c_t".into(),
+            attrs: attrs(),
+            searchable: vec!["body".into()],
+        }
+    }
+
+    fn resolved(filter: &Filter) -> Result<ResolvedFilter, FilterError> {
+        filter.resolve(&target(), Use::Query)
+    }
+
     fn sql_of(dialect: SqlDialect, filter: &Filter) -> Result<String, FilterError> {
         let mut builder = QueryBuilder::<Any>::new("");
-        push_filter(&mut builder, dialect, "d", &attrs(), filter)?;
+        push_filter(&mut builder, dialect, "d", &resolved(filter)?)?;
         Ok(builder.sql().to_string())
     }
 
@@ -1553,7 +1837,7 @@ mod tests {
     }
 
     #[test]
-    fn refused_filters_append_nothing_and_name_the_field() {
+    fn bad_filters_are_refused_when_resolved_and_name_the_field() {
         let cases = [
             (
                 cmp("nope", CmpOp::Eq, json!(1)),
@@ -1645,8 +1929,33 @@ mod tests {
                     field: f("tags"),
                     query: "x".into(),
                 },
-                "FILTER_INVALID",
+                "SEARCH_NEEDS_FULLTEXT_INDEX",
                 "`tags`",
+            ),
+            (
+                Filter::Search {
+                    field: f("body"),
+                    query: "a\u{0}b".into(),
+                },
+                "VALUE_INVALID",
+                "`body`",
+            ),
+            (
+                Filter::Contains {
+                    field: f("nums"),
+                    value: json!(1.5),
+                },
+                "FILTER_INVALID",
+                "`nums`",
+            ),
+            (
+                Filter::In {
+                    field: Field::UpdatedAt,
+                    values: vec![json!("2024-01-01T00:00:00Z"), json!("soon")],
+                    negate: true,
+                },
+                "FILTER_INVALID",
+                "`$updatedAt`",
             ),
             (
                 Filter::In {
@@ -1672,13 +1981,18 @@ mod tests {
             ),
         ];
         for (filter, code, named) in cases {
-            for dialect in [SqlDialect::Sqlite, SqlDialect::MySql] {
-                let mut builder = QueryBuilder::<Any>::new("SELECT 1 WHERE ");
-                let err = push_filter(&mut builder, dialect, "d", &attrs(), &filter).unwrap_err();
+            // Refused when resolved, for a query and for matching alike: no SQL
+            // is built, and the matcher never sees it.
+            for usage in [Use::Query, Use::Match] {
+                // Matching needs no index: the attribute's type is what is wrong.
+                let code = match (usage, code) {
+                    (Use::Match, "SEARCH_NEEDS_FULLTEXT_INDEX") => "FILTER_INVALID",
+                    _ => code,
+                };
+                let err = filter.resolve(&target(), usage).unwrap_err();
                 assert_eq!(err.code(), code, "{filter:?}");
                 assert!(err.to_string().contains(named), "{err}");
                 assert!(!err.to_string().contains('?'), "{err}");
-                assert_eq!(builder.sql(), "SELECT 1 WHERE ");
             }
         }
         let mut deep = cmp("n", CmpOp::Eq, json!(1));
@@ -1704,11 +2018,11 @@ mod tests {
                 &mut builder,
                 SqlDialect::Sqlite,
                 alias,
-                &attrs(),
-                &Filter::And(vec![]),
+                &ResolvedFilter::default(),
             )
             .unwrap_err();
             assert_eq!(err.code(), "INTERNAL");
+            assert_eq!(builder.sql(), "");
         }
     }
 
@@ -1742,8 +2056,8 @@ mod tests {
         query.execute(pool).await.unwrap();
     }
 
-    async fn with_documents(db: &TestDb) {
-        table(db).await;
+    /// The documents `with_documents` writes, with their creation times.
+    fn documents() -> Vec<(&'static str, i64, Value)> {
         let docs = [
             (
                 "a",
@@ -1770,14 +2084,39 @@ mod tests {
             ("e", json!({"title": "a!b\\c", "n": 5})),
             ("f", json!({})),
         ];
-        for (i, (id, doc)) in docs.into_iter().enumerate() {
-            insert(&db.pool, id, 1000 * (i as i64 + 1), doc).await;
+        docs.into_iter()
+            .enumerate()
+            .map(|(i, (id, doc))| (id, 1000 * (i as i64 + 1), doc))
+            .collect()
+    }
+
+    async fn with_documents(db: &TestDb) {
+        table(db).await;
+        for (id, created, doc) in documents() {
+            insert(&db.pool, id, created, doc).await;
         }
+    }
+
+    /// The documents the matcher accepts, as events carry them.
+    fn matched(filter: &Filter) -> String {
+        let filter = filter.resolve(&target(), Use::Match).unwrap();
+        documents()
+            .into_iter()
+            .filter(|(id, created, doc)| {
+                let mut event = doc.as_object().unwrap().clone();
+                let at = super::super::model::millis_to_rfc3339(*created).unwrap();
+                event.insert("$id".into(), json!(id));
+                event.insert("$createdAt".into(), json!(at));
+                event.insert("$updatedAt".into(), json!(at));
+                super::super::matcher::matches(&filter, &event)
+            })
+            .map(|(id, _, _)| id)
+            .collect()
     }
 
     async fn matching(pool: &sqlx::AnyPool, dialect: SqlDialect, filter: &Filter) -> String {
         let mut builder = QueryBuilder::<Any>::new("SELECT d.id FROM c_t d WHERE ");
-        push_filter(&mut builder, dialect, "d", &attrs(), filter).unwrap();
+        push_filter(&mut builder, dialect, "d", &resolved(filter).unwrap()).unwrap();
         builder.push(" ORDER BY d.id");
         builder
             .build_query_scalar::<String>()
@@ -1808,14 +2147,14 @@ mod tests {
             field: f("body"),
             query: v.into(),
         };
-        // query, rows on SQLite (substrings, ASCII case ignored), rows on
-        // MariaDB (word prefixes, case ignored, `%` ends a word and `_` does
-        // not).
+        // query, rows on SQLite and in the matcher (word prefixes, case
+        // ignored, words end at `%` and `_`), rows on MariaDB (word prefixes,
+        // case ignored, `%` ends a word and `_` does not).
         let searches = [
             ("big", "ab", "ab"),
             ("BIG cat", "a", "a"),
-            ("100%", "c", "cd"),
-            ("cotton_wool", "c", "c"),
+            ("100%", "cd", "cd"),
+            ("cotton_wool", "cd", "c"),
             ("cotton wool", "cd", "d"),
             ("   ", "", ""),
         ];
@@ -1977,6 +2316,8 @@ mod tests {
                 *expected,
                 "{filter:?}"
             );
+            // The matcher of subscriptions agrees with the SQL.
+            assert_eq!(matched(filter), *expected, "matched {filter:?}");
         }
         for (query, on_sqlite, on_mariadb) in searches {
             let expected = match dialect {
@@ -1988,6 +2329,7 @@ mod tests {
                 expected,
                 "{query}"
             );
+            assert_eq!(matched(&search(query)), on_sqlite, "matched {query}");
         }
         if dialect == SqlDialect::MySql {
             db.close().await;
@@ -2122,7 +2464,8 @@ mod tests {
             .map(|r| {
                 let cursor = cursor_for_row(r, &attrs(), orders).unwrap();
                 // Every cursor survives its string form.
-                Cursor::decode(&cursor.encode()).unwrap()
+                let list = list_signature("c_t", orders);
+                Cursor::decode(&cursor.encode(&list), &list).unwrap()
             })
             .collect();
         (ids, cursors, more)
@@ -2353,7 +2696,8 @@ mod tests {
             id: "doc".into(),
         };
         assert_eq!(try_page(&orders, Some(&good)), Ok(()));
-        let decoded = Cursor::decode(&good.encode()).unwrap();
+        let list = list_signature("c_t", &orders);
+        let decoded = Cursor::decode(&good.encode(&list), &list).unwrap();
         assert_eq!(decoded, good);
         let wrong = [
             Cursor {
@@ -2380,53 +2724,52 @@ mod tests {
         for cursor in &wrong {
             assert_eq!(
                 try_page(&orders, Some(cursor)),
-                Err("CURSOR_INVALID"),
+                Err("INVALID_CURSOR"),
                 "{cursor:?}"
             );
         }
-        // Tampered strings.
-        let encoded = good.encode();
+        // Tampered strings, and cursors of another list.
+        let encoded = good.encode(&list);
+        let b64 = |text: &str| URL_SAFE_NO_PAD.encode(text);
+        let with_list = |rest: &str| b64(&format!("[{}, {rest}]", Value::from(list.as_str())));
         let garbage = [
             "".to_string(),
             "!!!!".to_string(),
             "a".to_string(),
             encoded[..encoded.len() - 1].to_string(),
             format!("{encoded}="),
-            base64url_encode(b"not json"),
-            base64url_encode(b"{}"),
-            base64url_encode(b"[]"),
-            base64url_encode(b"[1, 2]"),
-            base64url_encode(b"[1.5, \"id\"]"),
-            base64url_encode(b"[[1], \"id\"]"),
-            base64url_encode(b"[true, \"id\"]"),
-            base64url_encode(b"[{\"f\": \"7ff8000000000000\"}, \"id\"]"),
-            base64url_encode(b"[{\"f\": \"xyz\"}, \"id\"]"),
-            base64url_encode(b"[1, \"\"]"),
+            format!("{encoded}+"),
+            b64("not json"),
+            b64("{}"),
+            b64("[]"),
+            b64("[1, 2]"),
+            b64("[\"c_t:`n`+:`price`+:`$createdAt`+\"]"),
+            with_list("1.5, \"id\""),
+            with_list("[1], \"id\""),
+            with_list("true, \"id\""),
+            with_list("{\"f\": \"7ff8000000000000\"}, \"id\""),
+            with_list("{\"f\": \"xyz\"}, \"id\""),
+            with_list("1, \"\""),
+            good.encode(&list_signature("c_u", &orders)),
+            good.encode(&list_signature("c_t", &orders[..2])),
+            good.encode(&list_signature("c_t", &[OrderBy::desc(f("n"))])),
             "A".repeat(MAX_CURSOR_LEN + 4),
         ];
         for input in &garbage {
-            let err = Cursor::decode(input).unwrap_err();
-            assert_eq!(err.code(), "CURSOR_INVALID", "{input}");
+            let err = Cursor::decode(input, &list).unwrap_err();
+            assert_eq!(err.code(), "INVALID_CURSOR", "{input}");
         }
+        // Stray low bits in the last character: not what encode writes.
+        const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut bits = b64("[\"x\", \"ab\"]");
+        assert_eq!(Cursor::decode(&bits, "x").unwrap().id, "ab");
+        let last = ALPHABET.find(bits.pop().unwrap()).unwrap();
+        bits.push(char::from(ALPHABET.as_bytes()[last ^ 1]));
+        assert!(Cursor::decode(&bits, "x").is_err(), "{bits}");
         // A cursor whose values were changed but still fit is just another position.
-        let moved = base64url_encode(b"[99, {\"f\": \"3ff0000000000000\"}, 7, \"zzz\"]");
-        let cursor = Cursor::decode(&moved).unwrap();
+        let moved = with_list("99, {\"f\": \"3ff0000000000000\"}, 7, \"zzz\"");
+        let cursor = Cursor::decode(&moved, &list).unwrap();
         assert_eq!(cursor.values[1], SqlValue::Float(1.0));
         assert_eq!(try_page(&orders, Some(&cursor)), Ok(()));
-    }
-
-    #[test]
-    fn base64url_round_trips_and_is_strict() {
-        for len in 0..40 {
-            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
-            let encoded = base64url_encode(&bytes);
-            assert!(!encoded.contains(['+', '/', '=']));
-            assert_eq!(base64url_decode(&encoded).unwrap(), bytes);
-        }
-        assert_eq!(base64url_encode(b"hello"), "aGVsbG8");
-        assert_eq!(base64url_decode("aGVsbG9"), None, "stray low bits");
-        assert_eq!(base64url_decode("aGVsbG8="), None);
-        assert_eq!(base64url_decode("aGVsb+8"), None);
-        assert_eq!(base64url_decode("é"), None);
     }
 }

@@ -15,7 +15,7 @@ use crate::AppState;
 use crate::error::AppError;
 
 use super::documents::{self, Access, Document, Listed, ParentScope};
-use super::filter::{Filter, OrderBy};
+use super::filter::{OrderBy, ResolvedFilter};
 use super::tx::RequestTx;
 use super::{DataModel, sql_dialect};
 
@@ -79,7 +79,7 @@ impl Loader<RelatedKey> for RelatedLoader {
 #[derive(Debug)]
 pub struct ListSpec {
     pub signature: String,
-    pub filter: Filter,
+    pub filter: ResolvedFilter,
     pub orders: Vec<OrderBy>,
     pub limit: usize,
     pub want_total: bool,

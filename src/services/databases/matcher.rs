@@ -1,93 +1,51 @@
-//! A filter evaluated on one document in memory, with the meaning its SQL has
-//! (`filter`): typed subscriptions see each changed document once and decide
-//! whether it is in the subscriber's set without a query. Values compare in
-//! stored form (datetimes as milliseconds, strings byte by byte); a condition on
-//! a missing value is false, `ne`/`notIn` also match it, `not` is "not true".
-//! Filters across relationships need the database and are refused here.
+//! A resolved filter evaluated on one document in memory, with the meaning its
+//! SQL has (`filter`): typed subscriptions see each changed document once and
+//! decide whether it is in the subscriber's set without a query. The filter's
+//! values were converted to stored form when it was resolved
+//! ([`Filter::resolve`](super::filter::Filter::resolve), for
+//! [`Use::Match`](super::filter::Use::Match), which refuses conditions across
+//! relationships); the document's values go through the same conversion of
+//! the same columns. Values compare in stored form (datetimes as milliseconds,
+//! strings byte by byte); a condition on a missing value is false, `ne`/`notIn`
+//! also match it, `not` is "not true".
 
 use std::cmp::Ordering;
 
 use serde_json::{Map, Value};
 
-use crate::error::{AppError, AppResult};
+use super::filter::{CmpOp, Column, Field, ResolvedFilter};
+use super::model::SqlValue;
 
-use super::Collection;
-use super::filter::{CmpOp, Field, Filter};
-use super::model::{Attribute, SqlValue, rfc3339_to_millis};
+/// The document entry a column's value is in (the event form: `$id`,
+/// `$createdAt`, `$updatedAt`, then attributes by key).
+fn entry<'d>(document: &'d Map<String, Value>, column: &Column) -> Option<&'d Value> {
+    let name = match column.field() {
+        Field::Id => "$id",
+        Field::CreatedAt => "$createdAt",
+        Field::UpdatedAt => "$updatedAt",
+        Field::Attribute(key) => key.as_str(),
+    };
+    document.get(name).filter(|v| !v.is_null())
+}
 
-/// Refuses filters that cannot be evaluated on a document alone.
-pub fn check_evaluable(filter: &Filter) -> AppResult<()> {
-    match filter {
-        Filter::And(items) | Filter::Or(items) => items.iter().try_for_each(check_evaluable),
-        Filter::Not(inner) => check_evaluable(inner),
-        Filter::Related { .. } | Filter::RelatedThrough { .. } | Filter::LinkedTo { .. } => {
-            Err(AppError::Invalid {
-                code: "FILTER_INVALID",
-                field: "filter".into(),
-                reason: "a subscription's filter cannot reach across relationships".into(),
-            })
-        }
-        _ => Ok(()),
+/// A column's values in a document, in stored form: none when null or absent,
+/// several for an array. The server wrote the document, so its values convert;
+/// one that would not is no value.
+fn values_of(document: &Map<String, Value>, column: &Column) -> Vec<SqlValue> {
+    match entry(document, column) {
+        None => Vec::new(),
+        Some(Value::Array(items)) if column.is_array() => items
+            .iter()
+            .filter_map(|item| column.value(item).ok())
+            .collect(),
+        Some(value) => column.value(value).ok().into_iter().collect(),
     }
 }
 
-/// A field's value in a document (the event form: `$id`, `$createdAt`,
-/// `$updatedAt`, then attributes by key): none when null or absent, several for
-/// an array.
-fn values_of(
-    collection: &Collection,
-    document: &Map<String, Value>,
-    field: &Field,
-) -> Vec<SqlValue> {
-    let text = |key: &str| document.get(key).and_then(Value::as_str);
-    match field {
-        Field::Id => text("$id")
-            .map(|s| SqlValue::Text(s.to_string()))
-            .into_iter()
-            .collect(),
-        Field::CreatedAt => text("$createdAt")
-            .and_then(rfc3339_to_millis)
-            .map(SqlValue::Int)
-            .into_iter()
-            .collect(),
-        Field::UpdatedAt => text("$updatedAt")
-            .and_then(rfc3339_to_millis)
-            .map(SqlValue::Int)
-            .into_iter()
-            .collect(),
-        Field::Attribute(key) => {
-            let Some(attribute) = collection.columns().into_iter().find(|a| &a.key == key) else {
-                return Vec::new();
-            };
-            match document.get(key) {
-                None | Some(Value::Null) => Vec::new(),
-                Some(Value::Array(items)) => items
-                    .iter()
-                    .filter_map(|item| stored(&attribute, item))
-                    .collect(),
-                Some(value) => stored(&attribute, value).into_iter().collect(),
-            }
-        }
-    }
-}
-
-fn stored(attribute: &Attribute, value: &Value) -> Option<SqlValue> {
-    attribute.filter_value(value).ok()
-}
-
-/// The stored form of a filter operand for `field`.
-fn operand(collection: &Collection, field: &Field, value: &Value) -> Option<SqlValue> {
-    match field {
-        Field::Id => value.as_str().map(|s| SqlValue::Text(s.to_string())),
-        Field::CreatedAt | Field::UpdatedAt => value
-            .as_str()
-            .and_then(rfc3339_to_millis)
-            .map(SqlValue::Int),
-        Field::Attribute(key) => collection
-            .columns()
-            .into_iter()
-            .find(|a| &a.key == key)
-            .and_then(|a| stored(&a, value)),
+fn text_of(document: &Map<String, Value>, column: &Column) -> Option<String> {
+    match values_of(document, column).into_iter().next() {
+        Some(SqlValue::Text(text)) => Some(text),
+        _ => None,
     }
 }
 
@@ -113,92 +71,63 @@ fn words(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Whether `document` is in the set `filter` describes.
-pub fn matches(filter: &Filter, collection: &Collection, document: &Map<String, Value>) -> bool {
+fn compares(op: CmpOp, order: Ordering) -> bool {
+    match op {
+        CmpOp::Eq => order == Ordering::Equal,
+        CmpOp::Ne => order != Ordering::Equal,
+        CmpOp::Lt => order == Ordering::Less,
+        CmpOp::Le => order != Ordering::Greater,
+        CmpOp::Gt => order == Ordering::Greater,
+        CmpOp::Ge => order != Ordering::Less,
+    }
+}
+
+/// Whether `document` is in the set `filter` describes. Conditions across
+/// relationships match nothing: resolving for matching refuses them.
+pub fn matches(filter: &ResolvedFilter, document: &Map<String, Value>) -> bool {
     match filter {
-        Filter::And(items) => items.iter().all(|f| matches(f, collection, document)),
-        Filter::Or(items) => items.iter().any(|f| matches(f, collection, document)),
-        Filter::Not(inner) => !matches(inner, collection, document),
-        Filter::Cmp { field, op, value } => {
-            let have = values_of(collection, document, field);
-            let Some(want) = operand(collection, field, value) else {
-                return false;
-            };
-            let Some(have) = have.first() else {
-                return *op == CmpOp::Ne;
-            };
-            let Some(order) = compare(have, &want) else {
-                return false;
-            };
-            match op {
-                CmpOp::Eq => order == Ordering::Equal,
-                CmpOp::Ne => order != Ordering::Equal,
-                CmpOp::Lt => order == Ordering::Less,
-                CmpOp::Le => order != Ordering::Greater,
-                CmpOp::Gt => order == Ordering::Greater,
-                CmpOp::Ge => order != Ordering::Less,
-            }
-        }
-        Filter::In {
-            field,
+        ResolvedFilter::And(items) => items.iter().all(|f| matches(f, document)),
+        ResolvedFilter::Or(items) => items.iter().any(|f| matches(f, document)),
+        ResolvedFilter::Not(inner) => !matches(inner, document),
+        ResolvedFilter::Cmp { column, op, value } => match values_of(document, column).first() {
+            None => *op == CmpOp::Ne,
+            Some(have) => compare(have, value).is_some_and(|o| compares(*op, o)),
+        },
+        ResolvedFilter::In {
+            column,
             values,
             negate,
-        } => {
-            let have = values_of(collection, document, field);
-            let Some(have) = have.first() else {
-                return *negate;
-            };
-            let found = values
-                .iter()
-                .filter_map(|v| operand(collection, field, v))
-                .any(|v| compare(have, &v) == Some(Ordering::Equal));
-            found != *negate
-        }
-        Filter::IsNull { field, is_null } => {
-            // An empty list is a value, as in SQL; only a missing one is null.
-            let null = match field {
-                Field::Attribute(key) => matches!(document.get(key), None | Some(Value::Null)),
-                _ => false,
-            };
-            null == *is_null
-        }
-        Filter::Between { field, low, high } => {
-            let have = values_of(collection, document, field);
-            let (Some(have), Some(low), Some(high)) = (
-                have.first(),
-                operand(collection, field, low),
-                operand(collection, field, high),
-            ) else {
-                return false;
-            };
-            compare(have, &low).is_some_and(|o| o != Ordering::Less)
-                && compare(have, &high).is_some_and(|o| o != Ordering::Greater)
-        }
-        Filter::StartsWith { field, value } => {
-            text_of(collection, document, field).is_some_and(|t| t.starts_with(value.as_str()))
-        }
-        Filter::EndsWith { field, value } => {
-            text_of(collection, document, field).is_some_and(|t| t.ends_with(value.as_str()))
-        }
-        Filter::Contains { field, value } => {
-            let is_array = matches!(field, Field::Attribute(key)
-                if collection.columns().iter().any(|a| &a.key == key && a.array));
-            if is_array {
-                let Some(want) = operand(collection, field, value) else {
-                    return false;
-                };
-                values_of(collection, document, field)
+        } => match values_of(document, column).first() {
+            None => *negate,
+            Some(have) => {
+                let found = values
                     .iter()
-                    .any(|v| compare(v, &want) == Some(Ordering::Equal))
-            } else {
-                match (text_of(collection, document, field), value.as_str()) {
-                    (Some(text), Some(part)) => text.contains(part),
-                    _ => false,
-                }
+                    .any(|v| compare(have, v) == Some(Ordering::Equal));
+                found != *negate
             }
+        },
+        // An empty list is a value, as in SQL; only a missing one is null.
+        ResolvedFilter::IsNull { column, is_null } => entry(document, column).is_none() == *is_null,
+        ResolvedFilter::Between { column, low, high } => {
+            values_of(document, column).first().is_some_and(|have| {
+                compare(have, low).is_some_and(|o| o != Ordering::Less)
+                    && compare(have, high).is_some_and(|o| o != Ordering::Greater)
+            })
         }
-        Filter::Search { field, query } => {
-            let Some(text) = text_of(collection, document, field) else {
+        ResolvedFilter::StartsWith { column, value } => {
+            text_of(document, column).is_some_and(|t| t.starts_with(value.as_str()))
+        }
+        ResolvedFilter::EndsWith { column, value } => {
+            text_of(document, column).is_some_and(|t| t.ends_with(value.as_str()))
+        }
+        ResolvedFilter::Contains { column, value } => {
+            text_of(document, column).is_some_and(|t| t.contains(value.as_str()))
+        }
+        ResolvedFilter::HasElement { column, value } => values_of(document, column)
+            .iter()
+            .any(|v| compare(v, value) == Some(Ordering::Equal)),
+        ResolvedFilter::Search { column, query, .. } => {
+            let Some(text) = text_of(document, column) else {
                 return false;
             };
             let have = words(&text);
@@ -208,18 +137,9 @@ pub fn matches(filter: &Filter, collection: &Collection, document: &Map<String, 
                     .iter()
                     .all(|w| have.iter().any(|h| h.starts_with(w.as_str())))
         }
-        Filter::Related { .. } | Filter::RelatedThrough { .. } | Filter::LinkedTo { .. } => false,
-    }
-}
-
-fn text_of(
-    collection: &Collection,
-    document: &Map<String, Value>,
-    field: &Field,
-) -> Option<String> {
-    match values_of(collection, document, field).into_iter().next() {
-        Some(SqlValue::Text(text)) => Some(text),
-        _ => None,
+        ResolvedFilter::Related { .. }
+        | ResolvedFilter::RelatedThrough { .. }
+        | ResolvedFilter::LinkedTo { .. } => false,
     }
 }
 
@@ -228,7 +148,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::services::databases::model::AttributeKind;
+    use crate::services::databases::Collection;
+    use crate::services::databases::filter::{Filter, Target, Use};
+    use crate::services::databases::model::{Attribute, AttributeKind};
 
     fn collection() -> Collection {
         let attr = |key: &str, kind: AttributeKind, array: bool| Attribute {
@@ -375,7 +297,6 @@ mod tests {
                 false,
                 true,
             ),
-            (cmp("$unused", CmpOp::Eq, json!(1)), false, false),
             (
                 Filter::Cmp {
                     field: Field::Id,
@@ -397,14 +318,16 @@ mod tests {
             (Filter::And(vec![]), true, true),
             (Filter::Or(vec![]), false, false),
         ];
+        let target = Target::of(&c);
         for (filter, on_full, on_empty) in cases {
+            let filter = filter.resolve(&target, Use::Match).unwrap();
             assert_eq!(
-                matches(&filter, &c, &d),
+                matches(&filter, &d),
                 on_full,
                 "{filter:?} on the full document"
             );
             assert_eq!(
-                matches(&filter, &c, &empty),
+                matches(&filter, &empty),
                 on_empty,
                 "{filter:?} on the empty document"
             );
@@ -412,15 +335,68 @@ mod tests {
     }
 
     #[test]
-    fn filters_across_relationships_are_refused() {
+    fn bad_filters_are_refused_when_resolved_never_matched_as_nothing() {
+        let target = Target::of(&collection());
+        let cmp = |k: &str, v: Value| Filter::Cmp {
+            field: Field::attribute(k),
+            op: CmpOp::Eq,
+            value: v,
+        };
         let related = Filter::Related {
-            field: Field::attribute("author"),
-            table: "c_2".into(),
-            attrs: Vec::new(),
+            field: Field::attribute("title"),
+            target: target.clone(),
             filter: Box::new(Filter::default()),
         };
-        let err = check_evaluable(&Filter::Not(Box::new(related))).unwrap_err();
-        assert_eq!(err.code(), "FILTER_INVALID");
-        assert!(check_evaluable(&Filter::default()).is_ok());
+        let cases = [
+            (cmp("$unused", json!(1)), "FILTER_UNKNOWN_FIELD"),
+            (cmp("views", json!("seven")), "FILTER_INVALID"),
+            (cmp("views", json!(1.5)), "FILTER_INVALID"),
+            (cmp("at", json!("yesterday")), "FILTER_INVALID"),
+            (
+                Filter::In {
+                    field: Field::attribute("views"),
+                    values: vec![json!(1), json!("x")],
+                    negate: true,
+                },
+                "FILTER_INVALID",
+            ),
+            (
+                Filter::Between {
+                    field: Field::CreatedAt,
+                    low: json!("2020-01-01T00:00:00Z"),
+                    high: json!(5),
+                },
+                "FILTER_INVALID",
+            ),
+            (
+                Filter::Contains {
+                    field: Field::attribute("tags"),
+                    value: json!(3),
+                },
+                "FILTER_INVALID",
+            ),
+            (
+                Filter::Search {
+                    field: Field::attribute("title"),
+                    query: "a\u{0}b".into(),
+                },
+                "VALUE_INVALID",
+            ),
+            (Filter::Not(Box::new(related)), "FILTER_INVALID"),
+        ];
+        for (filter, code) in cases {
+            let err = filter.resolve(&target, Use::Match).unwrap_err();
+            assert_eq!(err.code(), code, "{filter:?}");
+        }
+        // Matching needs no index for `search`; a query does.
+        let search = Filter::Search {
+            field: Field::attribute("title"),
+            query: "rust".into(),
+        };
+        assert!(search.resolve(&target, Use::Match).is_ok());
+        assert_eq!(
+            search.resolve(&target, Use::Query).unwrap_err().code(),
+            "SEARCH_NEEDS_FULLTEXT_INDEX"
+        );
     }
 }

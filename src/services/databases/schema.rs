@@ -22,6 +22,7 @@ use crate::services::projects::Project;
 use super::appwrite_query::parse_query_strings;
 use super::ddl::{Index, IndexKind, IndexOrder};
 use super::documents::{self, Access, DocumentChanges, ListQuery, NewDocument, Paging};
+use super::filter::{FilterError, Target, Use};
 use super::model::{Attribute, AttributeKind};
 use super::structure::{self, CollectionChanges, NewCollection};
 use super::tx::{RequestTx, Sharing};
@@ -1302,6 +1303,7 @@ fn register_documents(parts: &mut SchemaParts) {
                 })?;
                 let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
                 documents::check_reference_conditions(&collection, data_model(&ctx)?, &access, &parsed.filter, &parsed.orders)?;
+                let filter = parsed.filter.resolve(&Target::of(&collection), Use::Query).map_err(FilterError::into_app_error)?;
                 let state = app(&ctx)?;
                 let dialect = sql_dialect(state.db.dialect());
                 let tx = request_tx(&ctx)?;
@@ -1321,7 +1323,7 @@ fn register_documents(parts: &mut SchemaParts) {
                     _ => Paging::Keyset { from_end: before.is_some(), after, before, limit },
                 };
                 let query = ListQuery {
-                    filter: parsed.filter,
+                    filter,
                     orders: parsed.orders,
                     paging,
                     want_total: ctx.look_ahead().field("total").exists(),

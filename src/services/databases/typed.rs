@@ -12,19 +12,20 @@ use async_graphql::dynamic::{
     SubscriptionField, SubscriptionFieldFuture, TypeRef,
 };
 use async_graphql::{Name, Value};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value as Json};
 
 use crate::error::{AppError, AppResult};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
-    DATETIME, app, caller, connection_types, datetime, holds_objects, json_into_value, json_value,
-    object, parent_entry, parent_value, parse_datetime,
+    DATETIME, app, caller, connection_types, count_arg, datetime, holds_objects, json_into_value,
+    json_value, object, parent_entry, parent_value, parse_datetime,
 };
 
 use super::documents::{self, Access, Document, DocumentChanges, ListQuery, NewDocument, Paging};
-use super::filter::{CmpOp, Cursor, Field as FilterField, Filter, Link, OrderBy};
+use super::filter::{
+    CmpOp, Cursor, Field as FilterField, Filter, FilterError, Link, OrderBy, ResolvedFilter,
+    Target, Use, cursor_error, list_signature,
+};
 use super::loader::{ListKey, ListLoader, ListSpec, RelatedLoader};
 use super::model::{Attribute, AttributeKind};
 use super::schema::{data_model, data_object, request_tx};
@@ -325,14 +326,12 @@ fn related_filter(
                 near: "a_id",
                 far: "b_id",
             },
-            table: related.table.clone(),
-            attrs: related.columns(),
+            target: Target::of(related),
             filter: Box::new(inner),
         },
         None => Filter::Related {
             field: FilterField::attribute(key),
-            table: related.table.clone(),
-            attrs: related.columns(),
+            target: Target::of(related),
             filter: Box::new(inner),
         },
     })
@@ -432,21 +431,16 @@ fn orders_from_input(input: Option<&Json>) -> AppResult<Vec<OrderBy>> {
     Ok(orders)
 }
 
-/// What a typed cursor carries beside the position: the list it belongs to, so a
-/// cursor of another collection or order is refused instead of misread.
-fn order_signature(collection: &Collection, orders: &[OrderBy]) -> String {
-    let mut signature = collection.table.clone();
-    for order in orders {
-        signature.push(':');
-        signature.push_str(&order.field.shown());
-        signature.push_str(if order.desc { "-" } else { "+" });
-    }
-    signature
+/// A filter of `collection` checked and converted for `usage`: the one
+/// conversion both a query's SQL and a subscription's matcher consume.
+fn resolve(collection: &Collection, filter: &Filter, usage: Use) -> AppResult<ResolvedFilter> {
+    filter
+        .resolve(&Target::of(collection), usage)
+        .map_err(FilterError::into_app_error)
 }
 
 fn encode_cursor(collection: &Collection, orders: &[OrderBy], cursor: &Cursor) -> String {
-    let inner = cursor.encode();
-    URL_SAFE_NO_PAD.encode(format!("{}\n{inner}", order_signature(collection, orders)))
+    cursor.encode(&list_signature(&collection.table, orders))
 }
 
 fn decode_cursor(
@@ -455,25 +449,10 @@ fn decode_cursor(
     orders: &[OrderBy],
     text: &str,
 ) -> AppResult<Cursor> {
-    let invalid = |reason: &str| AppError::Invalid {
-        code: "INVALID_CURSOR",
-        field: field.into(),
-        reason: reason.into(),
-    };
-    let bytes = URL_SAFE_NO_PAD
-        .decode(text)
-        .map_err(|_| invalid("not a cursor returned by this list"))?;
-    let decoded =
-        String::from_utf8(bytes).map_err(|_| invalid("not a cursor returned by this list"))?;
-    let (signature, inner) = decoded
-        .split_once('\n')
-        .ok_or_else(|| invalid("not a cursor returned by this list"))?;
-    if signature != order_signature(collection, orders) {
-        return Err(invalid(
-            "the cursor belongs to another collection or another order",
-        ));
-    }
-    Cursor::decode(inner).map_err(|_| invalid("not a cursor returned by this list"))
+    Cursor::decode(text, &list_signature(&collection.table, orders)).map_err(|err| match err {
+        FilterError::InvalidCursor { reason } => cursor_error(field, reason),
+        other => other.into_app_error(),
+    })
 }
 
 /// The object value of a document for its typed fields.
@@ -592,25 +571,6 @@ fn arg_json(ctx: &ResolverContext<'_>, name: &str) -> AppResult<Option<Json>> {
             .into_json()
             .map(Some)
             .map_err(|e| AppError::invalid(name, e.to_string())),
-    }
-}
-
-fn count_arg(ctx: &ResolverContext<'_>, name: &str) -> AppResult<Option<usize>> {
-    match ctx.args.get(name) {
-        None => Ok(None),
-        Some(v) if v.is_null() => Ok(None),
-        Some(v) => {
-            let n = v
-                .i64()
-                .map_err(|_| AppError::invalid(name, "expected an integer"))?;
-            if !(0..=MAX_FIRST as i64).contains(&n) {
-                return Err(AppError::invalid(
-                    name,
-                    format!("must be between 0 and {MAX_FIRST}"),
-                ));
-            }
-            Ok(Some(n as usize))
-        }
     }
 }
 
@@ -1176,6 +1136,7 @@ fn register_bulk_and_atomic(
                     let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
                     let model = data_model(&ctx)?;
                     let filter = filter_from_input(&collection, model, &access, &filter_input, 0)?;
+                    let filter = resolve(&collection, &filter, Use::Query)?;
                     let dialect = sql_dialect(app(&ctx)?.db.dialect());
                     let tx = request_tx(&ctx)?;
                     let mut op = tx.writer().await?;
@@ -1421,9 +1382,10 @@ async fn connection_of(
     if let Some(scope) = scope {
         filter = Filter::And(vec![scope, filter]);
     }
+    let filter = resolve(collection, &filter, Use::Query)?;
     let orders = orders_from_input(arg_json(ctx, "orderBy")?.as_ref())?;
-    let first = count_arg(ctx, "first")?;
-    let last = count_arg(ctx, "last")?;
+    let first = count_arg(ctx, "first", MAX_FIRST)?;
+    let last = count_arg(ctx, "last", MAX_FIRST)?;
     if first.is_some() && last.is_some() {
         return Err(AppError::invalid(
             "last",
@@ -1548,7 +1510,7 @@ fn reverse_field(
                 let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
                 let dialect = sql_dialect(app(&ctx)?.db.dialect());
                 let query = ListQuery {
-                    filter,
+                    filter: resolve(&holder, &filter, Use::Query)?,
                     orders: Vec::new(),
                     paging: Paging::Keyset {
                         after: None,
@@ -1795,7 +1757,7 @@ async fn related_list(
     };
     let order_json = arg_json(ctx, "orderBy")?;
     let orders = orders_from_input(order_json.as_ref())?;
-    let first = count_arg(ctx, "first")?.unwrap_or(DEFAULT_FIRST);
+    let first = count_arg(ctx, "first", MAX_FIRST)?.unwrap_or(DEFAULT_FIRST);
     let want_total = ctx.look_ahead().field("totalCount").exists();
     let signature = serde_json::to_string(&(&filter_json, &order_json, first, want_total))
         .map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
@@ -1813,7 +1775,7 @@ async fn related_list(
         scope,
         spec: Arc::new(ListSpec {
             signature,
-            filter,
+            filter: resolve(listed, &filter, Use::Query)?,
             orders: orders.clone(),
             limit: first,
             want_total,
@@ -1864,18 +1826,17 @@ fn node_value_from_event(payload: &Json) -> Value {
 /// What a change means to a subscriber watching the set `filter` describes:
 /// nothing, or the change type to deliver.
 fn change_for(
-    filter: &Filter,
-    collection: &Collection,
+    filter: &ResolvedFilter,
     action: &str,
     document: &serde_json::Map<String, Json>,
     previous: Option<&serde_json::Map<String, Json>>,
 ) -> Option<&'static str> {
-    let now = super::matcher::matches(filter, collection, document);
+    let now = super::matcher::matches(filter, document);
     match action {
         "create" => now.then_some("CREATE"),
         "delete" => now.then_some("DELETE"),
         "update" => {
-            let before = previous.is_some_and(|p| super::matcher::matches(filter, collection, p));
+            let before = previous.is_some_and(|p| super::matcher::matches(filter, p));
             match (before, now) {
                 (_, true) => Some("UPDATE"),
                 (true, false) => Some("LEAVE"),
@@ -1890,8 +1851,7 @@ fn change_for(
 /// collection in the filtered set (or the one with `id`).
 struct DocumentWatch {
     channel: String,
-    collection: Arc<Collection>,
-    filter: Filter,
+    filter: ResolvedFilter,
     only: Option<String>,
     /// The subscriber as it subscribed: whether a document left its set is
     /// told only when it could read the version that was in the set.
@@ -1911,7 +1871,7 @@ impl crate::services::realtime::watch::Watch for DocumentWatch {
             .as_ref()
             .filter(|_| crate::auth::access::may_see_previous(&self.subscriber, event))
             .and_then(Json::as_object);
-        change_for(&self.filter, &self.collection, action, document, previous)
+        change_for(&self.filter, action, document, previous)
     }
 
     fn value(&self, event: &crate::bus::Event, outcome: &'static str) -> Value {
@@ -1979,22 +1939,12 @@ fn register_subscription(parts: &mut SchemaParts, collection: &Arc<Collection>) 
                         Some(input) => filter_from_input(&collection, &model, &access, &input, 0)?,
                         None => Filter::default(),
                     };
-                    super::matcher::check_evaluable(&filter)?;
-                    // The same checks as a query's: unknown fields, wrong types.
-                    let mut probe = sqlx::QueryBuilder::<sqlx::Any>::new("");
-                    super::filter::push_filter(
-                        &mut probe,
-                        sql_dialect(state.db.dialect()),
-                        "d",
-                        &collection.columns(),
-                        &filter,
-                    )
-                    .map_err(documents::filter_error)?;
+                    let filter = resolve(&collection, &filter, Use::Match)?;
                     let only = match ctx.args.get("id") {
                         Some(v) if !v.is_null() => Some(v.string()?.to_string()),
                         _ => None,
                     };
-                    let watch = DocumentWatch { channel: collection.channel(), collection, filter, only, subscriber: caller.clone() };
+                    let watch = DocumentWatch { channel: collection.channel(), filter, only, subscriber: caller.clone() };
                     Ok(crate::services::realtime::watch::follow(&ctx, state, caller, watch))
                 })
             },
