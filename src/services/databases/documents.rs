@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use serde_json::{Map, Value};
 use sqlx::any::AnyRow;
 use sqlx::query_builder::Separated;
-use sqlx::{Any, AnyConnection, QueryBuilder, Row as _};
+use sqlx::{Any, QueryBuilder, Row as _};
 
 use crate::auth::permissions::{
     Action, Permission, RoleSet, allows, granted, permission_grants, push_permission_filter,
@@ -26,6 +26,7 @@ use super::ddl::perms_table;
 use super::filter::{self, Cursor, CursorColumns, Filter, FilterError, OrderBy, cursor_for_row};
 use super::model::{Attribute, SqlDialect, SqlValue, millis_to_rfc3339};
 use super::structure::value_error;
+use super::tx::Conn;
 use super::{Collection, DataModel, OnDelete};
 
 /// The most documents one list returns.
@@ -254,11 +255,11 @@ fn document_from(
 
 /// Fills in the permissions of `documents` from the side table, in one query.
 async fn load_permissions(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Collection,
     documents: &mut [Document],
 ) -> AppResult<()> {
+    let dialect = conn.dialect();
     if documents.is_empty() {
         return Ok(());
     }
@@ -271,7 +272,7 @@ async fn load_permissions(
         list.push_bind(document.id.clone());
     }
     list.push_unseparated(")");
-    let rows = builder.build().fetch_all(&mut *conn).await?;
+    let rows = builder.build().fetch_all(&mut **conn).await?;
     let mut by_document: HashMap<String, Vec<Permission>> = HashMap::new();
     for row in rows {
         let id: String = row.try_get("resource_id")?;
@@ -313,8 +314,7 @@ fn push_reach(
 /// with its permissions when `with_permissions` (one more query).
 /// See [`get_impl`]; boxed so that resolvers can hold the future across awaits.
 pub fn get<'a>(
-    conn: &'a mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &'a mut Conn<'_>,
     collection: &'a Collection,
     access: &'a Access,
     id: &'a str,
@@ -322,7 +322,6 @@ pub fn get<'a>(
 ) -> BoxFuture<'a, AppResult<Option<Document>>> {
     Box::pin(get_impl(
         conn,
-        dialect,
         collection,
         access,
         id,
@@ -331,13 +330,13 @@ pub fn get<'a>(
 }
 
 async fn get_impl(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Collection,
     access: &Access,
     id: &str,
     with_permissions: bool,
 ) -> AppResult<Option<Document>> {
+    let dialect = conn.dialect();
     if ids::validate("id", id).is_err() {
         return Ok(None);
     }
@@ -352,7 +351,7 @@ async fn get_impl(
     if let Reach::PerItem(roles) = &reach {
         push_reach(&mut builder, collection, roles, Action::Read)?;
     }
-    let Some(row) = builder.build().fetch_optional(&mut *conn).await? else {
+    let Some(row) = builder.build().fetch_optional(&mut **conn).await? else {
         return Ok(None);
     };
     let mut documents = vec![document_from(
@@ -361,20 +360,20 @@ async fn get_impl(
         &row,
     )?];
     if with_permissions {
-        load_permissions(conn, dialect, collection, &mut documents).await?;
+        load_permissions(conn, collection, &mut documents).await?;
     }
     Ok(documents.pop())
 }
 
 /// The documents among `ids` that `access` may read, in one query.
 pub fn get_many<'a>(
-    conn: &'a mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &'a mut Conn<'_>,
     collection: &'a Collection,
     access: &'a Access,
     ids: &'a [String],
 ) -> BoxFuture<'a, AppResult<Vec<Document>>> {
     Box::pin(async move {
+        let dialect = conn.dialect();
         let reach = reach(collection, access, Action::Read);
         let ids: Vec<&String> = ids
             .iter()
@@ -393,13 +392,13 @@ pub fn get_many<'a>(
         if let Reach::PerItem(roles) = &reach {
             push_reach(&mut builder, collection, roles, Action::Read)?;
         }
-        let rows = builder.build().fetch_all(&mut *conn).await?;
+        let rows = builder.build().fetch_all(&mut **conn).await?;
         let columns = collection.columns();
         let mut documents = rows
             .iter()
             .map(|row| document_from(SystemColumns::All, &columns, row))
             .collect::<AppResult<Vec<_>>>()?;
-        load_permissions(conn, dialect, collection, &mut documents).await?;
+        load_permissions(conn, collection, &mut documents).await?;
         Ok(documents)
     })
 }
@@ -475,14 +474,14 @@ pub fn check_reference_conditions(
 /// per relationship whose related documents are readable one by one; none when
 /// the caller reads all of them or none.
 pub fn hide_unreadable_references<'a>(
-    conn: &'a mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &'a mut Conn<'_>,
     collection: &'a Collection,
     access: &'a Access,
     model: &'a DataModel,
     documents: &'a mut [Document],
 ) -> BoxFuture<'a, AppResult<()>> {
     Box::pin(async move {
+        let dialect = conn.dialect();
         for relationship in collection.relationships.iter().filter(|r| r.has_column()) {
             let Some(related) =
                 model.collection(&collection.database_id, &relationship.related_collection)
@@ -514,7 +513,7 @@ pub fn hide_unreadable_references<'a>(
                     push_reach(&mut builder, related, &roles, Action::Read)?;
                     builder
                         .build_query_scalar::<String>()
-                        .fetch_all(&mut *conn)
+                        .fetch_all(&mut **conn)
                         .await?
                 }
             };
@@ -536,26 +535,25 @@ pub fn hide_unreadable_references<'a>(
 /// names a document, not a position.
 /// See [`cursor_of_impl`]; boxed so that resolvers can hold the future across awaits.
 pub fn cursor_of<'a>(
-    conn: &'a mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &'a mut Conn<'_>,
     collection: &'a Collection,
     access: &'a Access,
     orders: &'a [OrderBy],
     id: &'a str,
 ) -> BoxFuture<'a, AppResult<Cursor>> {
     Box::pin(cursor_of_impl(
-        conn, dialect, collection, access, orders, id,
+        conn, collection, access, orders, id,
     ))
 }
 
 async fn cursor_of_impl(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Collection,
     access: &Access,
     orders: &[OrderBy],
     id: &str,
 ) -> AppResult<Cursor> {
+    let dialect = conn.dialect();
     let invalid = || AppError::Invalid {
         code: "CURSOR_INVALID",
         field: "queries".into(),
@@ -578,7 +576,7 @@ async fn cursor_of_impl(
     }
     let row = builder
         .build()
-        .fetch_optional(&mut *conn)
+        .fetch_optional(&mut **conn)
         .await?
         .ok_or_else(invalid)?;
     cursor_for_row(&row, &collection.columns(), orders).map_err(filter_error)
@@ -631,22 +629,21 @@ pub struct Listed {
 /// The documents `access` may read that match `query`.
 /// See [`list_impl`]; boxed so that resolvers can hold the future across awaits.
 pub fn list<'a>(
-    conn: &'a mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &'a mut Conn<'_>,
     collection: &'a Collection,
     access: &'a Access,
     query: &'a ListQuery,
 ) -> BoxFuture<'a, AppResult<Listed>> {
-    Box::pin(list_impl(conn, dialect, collection, access, query))
+    Box::pin(list_impl(conn, collection, access, query))
 }
 
 async fn list_impl(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Collection,
     access: &Access,
     query: &ListQuery,
 ) -> AppResult<Listed> {
+    let dialect = conn.dialect();
     let reach = reach(collection, access, Action::Read);
     if matches!(reach, Reach::None) {
         return Ok(Listed {
@@ -742,7 +739,7 @@ async fn list_impl(
             (limit, false)
         }
     };
-    let rows = builder.build().fetch_all(&mut *conn).await?;
+    let rows = builder.build().fetch_all(&mut **conn).await?;
     let has_more = rows.len() > limit;
     let mut documents = Vec::with_capacity(rows.len().min(limit));
     let mut cursors = Vec::with_capacity(documents.capacity());
@@ -763,7 +760,7 @@ async fn list_impl(
         cursors.reverse();
     }
     if query.want_permissions {
-        load_permissions(conn, dialect, collection, &mut documents).await?;
+        load_permissions(conn, collection, &mut documents).await?;
     }
     let total = if query.want_total {
         let mut count = QueryBuilder::<Any>::new(format!(
@@ -774,7 +771,7 @@ async fn list_impl(
         Some(
             count
                 .build_query_scalar::<i64>()
-                .fetch_one(&mut *conn)
+                .fetch_one(&mut **conn)
                 .await?,
         )
     } else {
@@ -810,8 +807,7 @@ pub enum ParentScope {
 /// whole page of authors costs two statements, not one per author.
 #[allow(clippy::too_many_arguments)]
 pub fn list_for_parents<'a>(
-    conn: &'a mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &'a mut Conn<'_>,
     collection: &'a Collection,
     access: &'a Access,
     scope: &'a ParentScope,
@@ -822,6 +818,7 @@ pub fn list_for_parents<'a>(
     parents: &'a [String],
 ) -> BoxFuture<'a, AppResult<HashMap<String, Listed>>> {
     Box::pin(async move {
+        let dialect = conn.dialect();
         let mut pages: HashMap<String, Listed> = parents
             .iter()
             .map(|p| {
@@ -893,7 +890,7 @@ pub fn list_for_parents<'a>(
             .push(") nimbus_ranked WHERE nimbus_rn <= ")
             .push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
             .push(" ORDER BY nimbus_parent, nimbus_rn");
-        let rows = builder.build().fetch_all(&mut *conn).await?;
+        let rows = builder.build().fetch_all(&mut **conn).await?;
         let mut found: Vec<(String, Document, Cursor)> = Vec::with_capacity(rows.len());
         let cursor_columns = CursorColumns::new(&columns, orders).map_err(filter_error)?;
         for row in &rows {
@@ -912,7 +909,7 @@ pub fn list_for_parents<'a>(
             ));
         }
         let mut documents: Vec<Document> = found.iter().map(|(_, d, _)| d.clone()).collect();
-        load_permissions(conn, dialect, collection, &mut documents).await?;
+        load_permissions(conn, collection, &mut documents).await?;
         for ((owner, _, cursor), document) in found.into_iter().zip(documents) {
             if let Some(page) = pages.get_mut(&owner) {
                 page.documents.push((document, cursor));
@@ -925,7 +922,7 @@ pub fn list_for_parents<'a>(
             ));
             conditions(&mut count)?;
             count.push(format!(" GROUP BY {parent}"));
-            for row in count.build().fetch_all(&mut *conn).await? {
+            for row in count.build().fetch_all(&mut **conn).await? {
                 let owner: String = row.try_get("nimbus_parent")?;
                 let total: i64 = row.try_get("nimbus_count")?;
                 if let Some(page) = pages.get_mut(&owner) {
@@ -984,18 +981,18 @@ fn check_keys(collection: &Collection, data: &Map<String, Value>) -> AppResult<(
 }
 
 async fn write_permissions(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Collection,
     id: &str,
     permissions: &[Permission],
     replace: bool,
 ) -> AppResult<()> {
+    let dialect = conn.dialect();
     let table = q(dialect, &perms_table(&collection.table));
     if replace {
         sqlx::query(&format!("DELETE FROM {table} WHERE resource_id = ?"))
             .bind(id)
-            .execute(&mut *conn)
+            .execute(&mut **conn)
             .await?;
     }
     let rows = permission_grants(id, permissions);
@@ -1007,7 +1004,7 @@ async fn write_permissions(
     builder.push_values(rows, |mut b, (resource, role, actions)| {
         b.push_bind(resource).push_bind(role).push_bind(actions);
     });
-    builder.build().execute(&mut *conn).await?;
+    builder.build().execute(&mut **conn).await?;
     Ok(())
 }
 
@@ -1023,9 +1020,8 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
 /// `first_write` is set while the insert runs and stays set should anything fail
 /// after it (see [`super::tx::RequestTx::tracked_writer`]).
 pub fn create<'a>(
-    conn: &'a mut AnyConnection,
+    conn: &'a mut Conn<'_>,
     first_write: &'a AtomicBool,
-    dialect: SqlDialect,
     collection: &'a Collection,
     access: &'a Access,
     new: NewDocument,
@@ -1034,7 +1030,7 @@ pub fn create<'a>(
     Box::pin(create_impl(
         conn,
         first_write,
-        dialect,
+        
         collection,
         access,
         new,
@@ -1043,9 +1039,8 @@ pub fn create<'a>(
 }
 
 async fn create_impl(
-    conn: &mut AnyConnection,
+    conn: &mut Conn<'_>,
     first_write: &AtomicBool,
-    dialect: SqlDialect,
     collection: &Collection,
     access: &Access,
     new: NewDocument,
@@ -1055,7 +1050,7 @@ async fn create_impl(
     create_prepared(
         conn,
         first_write,
-        dialect,
+        
         collection,
         access,
         model,
@@ -1189,15 +1184,15 @@ pub fn insert_columns(dialect: SqlDialect, collection: &Collection) -> String {
 /// Inserts a prepared document, after checking the documents it references
 /// (`access` must be able to read them). `first_write` as for [`create`].
 pub async fn create_prepared(
-    conn: &mut AnyConnection,
+    conn: &mut Conn<'_>,
     first_write: &AtomicBool,
-    dialect: SqlDialect,
     collection: &Collection,
     access: &Access,
     model: &DataModel,
     prepared: PreparedCreate,
 ) -> AppResult<Document> {
-    check_references(conn, dialect, collection, access, model, &prepared.input).await?;
+    let dialect = conn.dialect();
+    check_references(conn, collection, access, model, &prepared.input).await?;
     let row = &prepared.row;
     let mut builder = QueryBuilder::<Any>::new(format!(
         "INSERT INTO {} ({}) ",
@@ -1220,7 +1215,7 @@ pub async fn create_prepared(
         });
     }
     first_write.store(true, Ordering::SeqCst);
-    if let Err(err) = builder.build().execute(&mut *conn).await {
+    if let Err(err) = builder.build().execute(&mut **conn).await {
         let perms_table = perms_table(&collection.table);
         if is_unique_violation(&err) && !err.to_string().contains(perms_table.as_str()) {
             // The document's own insert failed, whole: nothing was written.
@@ -1230,7 +1225,7 @@ pub async fn create_prepared(
                 q(dialect, &collection.table)
             ))
             .bind(&row.id)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(&mut **conn)
             .await?
             .is_some();
             return Err(if exists {
@@ -1251,7 +1246,6 @@ pub async fn create_prepared(
     if !permissions_along {
         write_permissions(
             conn,
-            dialect,
             collection,
             &row.id,
             &prepared.permissions,
@@ -1261,7 +1255,6 @@ pub async fn create_prepared(
     }
     write_links(
         conn,
-        dialect,
         collection,
         access,
         model,
@@ -1287,11 +1280,11 @@ pub struct DocumentChanges {
 /// MariaDB so that concurrent writes of it take turns (SQLite has one writer
 /// anyway); `None` when there is none.
 async fn load_locked(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Collection,
     id: &str,
 ) -> AppResult<Option<Document>> {
+    let dialect = conn.dialect();
     if ids::validate("id", id).is_err() {
         return Ok(None);
     }
@@ -1302,7 +1295,7 @@ async fn load_locked(
     if dialect == SqlDialect::MySql {
         builder.push(" FOR UPDATE");
     }
-    let Some(row) = builder.build().fetch_optional(&mut *conn).await? else {
+    let Some(row) = builder.build().fetch_optional(&mut **conn).await? else {
         return Ok(None);
     };
     let mut documents = vec![document_from(
@@ -1310,21 +1303,20 @@ async fn load_locked(
         &collection.columns(),
         &row,
     )?];
-    load_permissions(conn, dialect, collection, &mut documents).await?;
+    load_permissions(conn, collection, &mut documents).await?;
     Ok(documents.pop())
 }
 
 /// Loads a document the caller asked to `action`: a document it may not read
 /// is as missing as one that does not exist.
 async fn load_for_write(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Collection,
     access: &Access,
     id: &str,
     action: Action,
 ) -> AppResult<Document> {
-    let document = load_locked(conn, dialect, collection, id)
+    let document = load_locked(conn, collection, id)
         .await?
         .ok_or_else(|| not_found(id))?;
     if may(collection, access, action, &document.permissions) {
@@ -1347,8 +1339,7 @@ fn cascade_denied() -> AppError {
 /// See [`update_impl`]; boxed so that resolvers can hold the future across awaits.
 /// Returns the document before and after the change.
 pub fn update<'a>(
-    conn: &'a mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &'a mut Conn<'_>,
     collection: &'a Collection,
     access: &'a Access,
     id: &'a str,
@@ -1356,20 +1347,20 @@ pub fn update<'a>(
     model: &'a DataModel,
 ) -> BoxFuture<'a, AppResult<(Document, Document)>> {
     Box::pin(update_impl(
-        conn, dialect, collection, access, id, changes, model,
+        conn, collection, access, id, changes, model,
     ))
 }
 
 async fn update_impl(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Collection,
     access: &Access,
     id: &str,
     changes: DocumentChanges,
     model: &DataModel,
 ) -> AppResult<(Document, Document)> {
-    let current = load_for_write(conn, dialect, collection, access, id, Action::Update).await?;
+    let dialect = conn.dialect();
+    let current = load_for_write(conn, collection, access, id, Action::Update).await?;
     if let Some(expected) = changes.expected_updated_at
         && expected != current.updated_at
     {
@@ -1389,7 +1380,7 @@ async fn update_impl(
         });
     }
     check_keys(collection, &changes.data)?;
-    check_references(conn, dialect, collection, access, model, &changes.data).await?;
+    check_references(conn, collection, access, model, &changes.data).await?;
     let permissions = changes
         .permissions
         .as_deref()
@@ -1415,7 +1406,7 @@ async fn update_impl(
         value.push_bind(&mut builder);
     }
     builder.push(" WHERE id = ").push_bind(id.to_string());
-    if let Err(err) = builder.build().execute(&mut *conn).await {
+    if let Err(err) = builder.build().execute(&mut **conn).await {
         if is_unique_violation(&err) {
             return Err(AppError::Invalid {
                 code: "DOCUMENT_NOT_UNIQUE",
@@ -1426,10 +1417,10 @@ async fn update_impl(
         return Err(err.into());
     }
     if let Some(permissions) = &permissions {
-        write_permissions(conn, dialect, collection, id, permissions, true).await?;
+        write_permissions(conn, collection, id, permissions, true).await?;
     }
-    write_links(conn, dialect, collection, access, model, id, &changes.data).await?;
-    let updated = get(conn, dialect, collection, &Access::Server, id, true)
+    write_links(conn, collection, access, model, id, &changes.data).await?;
+    let updated = get(conn, collection, &Access::Server, id, true)
         .await?
         .ok_or_else(|| not_found(id))?;
     Ok((current, updated))
@@ -1441,8 +1432,7 @@ async fn update_impl(
 /// transaction between reading and writing it.
 #[allow(clippy::too_many_arguments)]
 pub fn increment<'a>(
-    conn: &'a mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &'a mut Conn<'_>,
     collection: &'a Collection,
     access: &'a Access,
     id: &'a str,
@@ -1451,6 +1441,7 @@ pub fn increment<'a>(
     bound: Option<f64>,
 ) -> BoxFuture<'a, AppResult<(Document, Document)>> {
     Box::pin(async move {
+        let dialect = conn.dialect();
         let attribute = collection
             .attribute(key)
             .filter(|a| {
@@ -1479,7 +1470,7 @@ pub fn increment<'a>(
                 reason: "changing by 0 changes nothing; give a positive amount".into(),
             });
         }
-        let current = load_for_write(conn, dialect, collection, access, id, Action::Update).await?;
+        let current = load_for_write(conn, collection, access, id, Action::Update).await?;
         let before = current.data.get(key).and_then(Value::as_f64).unwrap_or(0.0);
         let after = before + by;
         let past_bound = match bound {
@@ -1533,8 +1524,8 @@ pub fn increment<'a>(
             .push_bind(updated_at)
             .push(" WHERE id = ")
             .push_bind(id.to_string());
-        builder.build().execute(&mut *conn).await?;
-        let updated = get(conn, dialect, collection, &Access::Server, id, true)
+        builder.build().execute(&mut **conn).await?;
+        let updated = get(conn, collection, &Access::Server, id, true)
             .await?
             .ok_or_else(|| not_found(id))?;
         Ok((current, updated))
@@ -1543,12 +1534,12 @@ pub fn increment<'a>(
 
 /// Whether a document exists, whoever may read it: for upserts.
 pub fn exists<'a>(
-    conn: &'a mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &'a mut Conn<'_>,
     collection: &'a Collection,
     id: &'a str,
 ) -> BoxFuture<'a, AppResult<bool>> {
     Box::pin(async move {
+        let dialect = conn.dialect();
         if ids::validate("id", id).is_err() {
             return Ok(false);
         }
@@ -1557,7 +1548,7 @@ pub fn exists<'a>(
             q(dialect, &collection.table)
         ))
         .bind(id)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(&mut **conn)
         .await?
         .is_some())
     })
@@ -1576,35 +1567,34 @@ const MAX_CASCADE_DEPTH: usize = 16;
 /// access: one that would delete a document the caller may not delete, or clear
 /// a reference in one it may not update, fails the whole delete.
 pub fn delete<'a>(
-    conn: &'a mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &'a mut Conn<'_>,
     collection: &'a Arc<Collection>,
     access: &'a Access,
     id: &'a str,
     model: &'a DataModel,
 ) -> BoxFuture<'a, AppResult<Deleted>> {
-    Box::pin(delete_impl(conn, dialect, collection, access, id, model, 0))
+    Box::pin(delete_impl(conn, collection, access, id, model, 0))
 }
 
 /// `depth` 0 is the document asked for; deeper ones are a cascade's.
 async fn delete_impl(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Arc<Collection>,
     access: &Access,
     id: &str,
     model: &DataModel,
     depth: usize,
 ) -> AppResult<Deleted> {
+    let dialect = conn.dialect();
     if depth > MAX_CASCADE_DEPTH {
         return Err(AppError::NotAllowed(format!(
             "deleting cascades more than {MAX_CASCADE_DEPTH} relationships deep"
         )));
     }
     let current = if depth == 0 {
-        load_for_write(conn, dialect, collection, access, id, Action::Delete).await?
+        load_for_write(conn, collection, access, id, Action::Delete).await?
     } else {
-        match load_locked(conn, dialect, collection, id).await? {
+        match load_locked(conn, collection, id).await? {
             // Deleted by an earlier branch of the same cascade.
             None => return Ok(Vec::new()),
             Some(document) if may(collection, access, Action::Delete, &document.permissions) => {
@@ -1624,7 +1614,7 @@ async fn delete_impl(
             q(dialect, junction)
         ))
         .bind(id)
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut **conn)
         .await?;
         match relationship.on_delete {
             OnDelete::Restrict if !linked.is_empty() => {
@@ -1665,7 +1655,7 @@ async fn delete_impl(
             };
             let used = sqlx::query(&sql)
                 .bind(id)
-                .fetch_optional(&mut *conn)
+                .fetch_optional(&mut **conn)
                 .await?
                 .is_some();
             // Restrict holds whoever may read the documents pointing here; the
@@ -1682,7 +1672,7 @@ async fn delete_impl(
             }
         }
         if relationship.on_delete == OnDelete::SetNull && relationship.has_column() {
-            check_may_clear(conn, dialect, holder, relationship, access, id).await?;
+            check_may_clear(conn, holder, relationship, access, id).await?;
         }
     }
     sqlx::query(&format!(
@@ -1690,14 +1680,14 @@ async fn delete_impl(
         q(dialect, &perms_table(&collection.table))
     ))
     .bind(id)
-    .execute(&mut *conn)
+    .execute(&mut **conn)
     .await?;
     sqlx::query(&format!(
         "DELETE FROM {} WHERE id = ?",
         q(dialect, &collection.table)
     ))
     .bind(id)
-    .execute(&mut *conn)
+    .execute(&mut **conn)
     .await?;
     let mut deleted = vec![(collection.clone(), current)];
     // The document is gone before its dependents are visited, so a cycle of
@@ -1717,7 +1707,7 @@ async fn delete_impl(
                 ))
                 .bind(now_millis())
                 .bind(id)
-                .execute(&mut *conn)
+                .execute(&mut **conn)
                 .await?;
             }
             OnDelete::Cascade => {
@@ -1726,12 +1716,11 @@ async fn delete_impl(
                     q(dialect, &holder.table)
                 ))
                 .bind(id)
-                .fetch_all(&mut *conn)
+                .fetch_all(&mut **conn)
                 .await?;
                 for dependent in dependents {
                     let more = Box::pin(delete_impl(
                         conn,
-                        dialect,
                         holder,
                         access,
                         &dependent,
@@ -1747,7 +1736,6 @@ async fn delete_impl(
     for (related, linked) in cascade_linked {
         let more = Box::pin(delete_impl(
             conn,
-            dialect,
             &related,
             access,
             &linked,
@@ -1763,13 +1751,13 @@ async fn delete_impl(
 /// Refuses a delete whose `SET_NULL` would clear the reference of a document
 /// of `holder` that the caller may not update.
 async fn check_may_clear(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     holder: &Collection,
     relationship: &super::Relationship,
     access: &Access,
     id: &str,
 ) -> AppResult<()> {
+    let dialect = conn.dialect();
     let roles = match reach(holder, access, Action::Update) {
         Reach::All => return Ok(()),
         Reach::PerItem(roles) => Some(roles),
@@ -1793,7 +1781,7 @@ async fn check_may_clear(
         .map_err(|err| AppError::Internal(anyhow::anyhow!("permission filter: {err}")))?;
     }
     builder.push(" LIMIT 1");
-    if builder.build().fetch_optional(&mut *conn).await?.is_some() {
+    if builder.build().fetch_optional(&mut **conn).await?.is_some() {
         return Err(cascade_denied());
     }
     Ok(())
@@ -1805,14 +1793,14 @@ const MAX_LINKS: usize = 1000;
 /// Replaces the links of the many-to-many fields `data` names (a list of ids;
 /// null or an empty list unlinks all), after checking every id exists.
 async fn write_links(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Collection,
     access: &Access,
     model: &DataModel,
     id: &str,
     data: &Map<String, Value>,
 ) -> AppResult<()> {
+    let dialect = conn.dialect();
     for relationship in collection.relationships.iter().filter(|r| !r.has_column()) {
         let (Some(value), Some(junction)) = (
             data.get(&relationship.key),
@@ -1849,7 +1837,7 @@ async fn write_links(
                 AppError::Internal(anyhow::anyhow!("a relationship names a missing collection"))
             })?;
         if !targets.is_empty() {
-            let found = count_readable(conn, dialect, related, access, &targets).await?;
+            let found = count_readable(conn, related, access, &targets).await?;
             if found != targets.len() {
                 return Err(AppError::Invalid {
                     code: "RELATED_DOCUMENT_NOT_FOUND",
@@ -1863,7 +1851,7 @@ async fn write_links(
             q(dialect, junction)
         ))
         .bind(id)
-        .execute(&mut *conn)
+        .execute(&mut **conn)
         .await?;
         if !targets.is_empty() {
             let mut insert = QueryBuilder::<Any>::new(format!(
@@ -1873,7 +1861,7 @@ async fn write_links(
             insert.push_values(targets, |mut b, target| {
                 b.push_bind(id.to_string()).push_bind(target);
             });
-            insert.build().execute(&mut *conn).await?;
+            insert.build().execute(&mut **conn).await?;
         }
     }
     Ok(())
@@ -1884,12 +1872,12 @@ async fn write_links(
 /// caller, a document it may not read is as missing as one that does not exist,
 /// so a write can't tell them apart.
 async fn count_readable(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Collection,
     access: &Access,
     ids: &[String],
 ) -> AppResult<usize> {
+    let dialect = conn.dialect();
     let reach = reach(collection, access, Action::Read);
     if matches!(reach, Reach::None) || ids.is_empty() {
         return Ok(0);
@@ -1906,15 +1894,14 @@ async fn count_readable(
     if let Reach::PerItem(roles) = &reach {
         push_reach(&mut builder, collection, roles, Action::Read)?;
     }
-    let found: i64 = builder.build_query_scalar().fetch_one(&mut *conn).await?;
+    let found: i64 = builder.build_query_scalar().fetch_one(&mut **conn).await?;
     Ok(usize::try_from(found).unwrap_or(0))
 }
 
 /// Every reference a write sets must name an existing document the caller may
 /// read.
 async fn check_references(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Collection,
     access: &Access,
     model: &DataModel,
@@ -1930,7 +1917,7 @@ async fn check_references(
                 AppError::Internal(anyhow::anyhow!("a relationship names a missing collection"))
             })?;
         let missing = ids::validate(&relationship.key, target).is_err()
-            || count_readable(conn, dialect, related, access, std::slice::from_ref(target)).await?
+            || count_readable(conn, related, access, std::slice::from_ref(target)).await?
                 == 0;
         if missing {
             return Err(AppError::Invalid {

@@ -28,7 +28,7 @@ use super::model::{Attribute, AttributeKind};
 use super::structure::{self, CollectionChanges, NewCollection};
 use super::tx::{RequestTx, Sharing};
 use super::{
-    Collection, DataModel, Database, OnDelete, RelationKind, Relationship, sql_dialect, typed,
+    Collection, DataModel, Database, OnDelete, RelationKind, Relationship, typed,
 };
 
 /// The request's transaction, which the HTTP and WebSocket handlers attach.
@@ -64,11 +64,9 @@ pub async fn may_read_document(
         return Err(hidden());
     };
     let access = crate::auth::access::Access::of(caller, documents::DOCUMENTS_READ)?;
-    let state = app(ctx)?;
     let mut conn = request_tx(ctx)?.reader().await?;
     let found = documents::get(
         &mut conn,
-        sql_dialect(state.db.dialect()),
         &collection,
         &access,
         id,
@@ -1337,16 +1335,14 @@ fn register_documents(parts: &mut SchemaParts) {
                 })?;
                 let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
                 documents::check_reference_conditions(&collection, data_model(&ctx)?, &access, &parsed.filter, &parsed.orders)?;
-                let state = app(&ctx)?;
-                let dialect = sql_dialect(state.db.dialect());
                 let tx = request_tx(&ctx)?;
                 let mut conn = tx.reader().await?;
                 let after = match &parsed.cursor_after {
-                    Some(id) => Some(documents::cursor_of(&mut conn, dialect, &collection, &access, &parsed.orders, id).await?),
+                    Some(id) => Some(documents::cursor_of(&mut conn, &collection, &access, &parsed.orders, id).await?),
                     None => None,
                 };
                 let before = match &parsed.cursor_before {
-                    Some(id) => Some(documents::cursor_of(&mut conn, dialect, &collection, &access, &parsed.orders, id).await?),
+                    Some(id) => Some(documents::cursor_of(&mut conn, &collection, &access, &parsed.orders, id).await?),
                     None => None,
                 };
                 let limit = parsed.limit.unwrap_or(25) as usize;
@@ -1365,9 +1361,9 @@ fn register_documents(parts: &mut SchemaParts) {
                     want_more: true,
                     want_cursors: false,
                 };
-                let mut listed = documents::list(&mut conn, dialect, &collection, &access, &query).await?;
+                let mut listed = documents::list(&mut conn, &collection, &access, &query).await?;
                 let mut page: Vec<documents::Document> = listed.documents.drain(..).map(|(d, _)| d).collect();
-                documents::hide_unreadable_references(&mut conn, dialect, &collection, &access, data_model(&ctx)?, &mut page).await?;
+                documents::hide_unreadable_references(&mut conn, &collection, &access, data_model(&ctx)?, &mut page).await?;
                 let mut documents_value = Vec::with_capacity(page.len());
                 for document in &page {
                     let mut value = document_value(&collection, document);
@@ -1397,15 +1393,13 @@ fn register_documents(parts: &mut SchemaParts) {
                 let id = opt_string(&ctx, "id")?.unwrap_or_default();
                 let collection = model_collection(&ctx, &database_id, &collection_id)?;
                 let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
-                let state = app(&ctx)?;
                 let mut conn = request_tx(&ctx)?.reader().await?;
                 let with_permissions = ctx.look_ahead().field("permissions").exists();
-                let dialect = sql_dialect(state.db.dialect());
-                let Some(document) = documents::get(&mut conn, dialect, &collection, &access, &id, with_permissions).await? else {
+                let Some(document) = documents::get(&mut conn, &collection, &access, &id, with_permissions).await? else {
                     return Ok(None);
                 };
                 let mut found = [document];
-                documents::hide_unreadable_references(&mut conn, dialect, &collection, &access, data_model(&ctx)?, &mut found).await?;
+                documents::hide_unreadable_references(&mut conn, &collection, &access, data_model(&ctx)?, &mut found).await?;
                 let [document] = found;
                 Ok(Some(FieldValue::value(document_value(&collection, &document))))
             })
@@ -1441,7 +1435,6 @@ fn register_documents(parts: &mut SchemaParts) {
                 let input: UpdateDocumentInput = input(&ctx)?;
                 let collection = model_collection(&ctx, &input.database_id, &input.collection_id)?;
                 let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-                let state = app(&ctx)?;
                 let tx = request_tx(&ctx)?;
                 let changes = DocumentChanges {
                     data: input.data.map(data_object).transpose()?.unwrap_or_default(),
@@ -1452,15 +1445,14 @@ fn register_documents(parts: &mut SchemaParts) {
                         .map(|t| crate::graphql::types::parse_datetime("expectedUpdatedAt", t))
                         .transpose()?,
                 };
-                let dialect = sql_dialect(state.db.dialect());
                 let model = data_model(&ctx)?;
                 let (previous, document, shown) = {
                     let mut op = tx.writer().await?;
                     let result = async {
-                        let (previous, document) = documents::update(&mut op, dialect, &collection, &access, &input.id, changes, model).await?;
+                        let (previous, document) = documents::update(&mut op, &collection, &access, &input.id, changes, model).await?;
                         // The answer, like a read, shows only references the caller may read.
                         let mut shown = [document.clone()];
-                        documents::hide_unreadable_references(&mut op, dialect, &collection, &access, model, &mut shown).await?;
+                        documents::hide_unreadable_references(&mut op, &collection, &access, model, &mut shown).await?;
                         let [shown] = shown;
                         Ok((previous, document, shown))
                     }
@@ -1480,11 +1472,10 @@ fn register_documents(parts: &mut SchemaParts) {
                 let input: DocumentRefInput = input(&ctx)?;
                 let collection = model_collection(&ctx, &input.database_id, &input.collection_id)?;
                 let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-                let state = app(&ctx)?;
                 let tx = request_tx(&ctx)?;
                 let deleted = {
                     let mut op = tx.writer().await?;
-                    let result = documents::delete(&mut op, sql_dialect(state.db.dialect()), &collection, &access, &input.id, data_model(&ctx)?).await;
+                    let result = documents::delete(&mut op, &collection, &access, &input.id, data_model(&ctx)?).await;
                     op.end(result)?
                 };
                 for (holder, document) in &deleted {

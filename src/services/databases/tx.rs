@@ -22,7 +22,6 @@ use tracing::Instrument as _;
 
 use crate::AppState;
 use crate::bus::{BusMessage, Event};
-use crate::db::Dialect;
 use crate::db::group_commit::{self, Batch, Outcome};
 use crate::db::lease::Lease;
 use crate::error::{AppError, AppResult};
@@ -30,6 +29,7 @@ use crate::error::{AppError, AppResult};
 use super::create_batch::Membership;
 use super::documents::{self, Access, Document, NewDocument};
 use super::loader::{ListLoader, RelatedLoader};
+use super::model::SqlDialect;
 use super::{Collection, DataModel, sql_dialect};
 
 /// How a request's document writes share the database.
@@ -69,6 +69,8 @@ pub enum Finished {
 /// The transaction of one request, begun by its first write.
 pub struct RequestTx {
     state: AppState,
+    /// The database's dialect, which every connection of the request carries.
+    dialect: SqlDialect,
     mode: Mode,
     /// The request's own transaction ([`Mode::Exclusive`]), on a leased connection.
     open: Mutex<Option<Lease>>,
@@ -92,32 +94,46 @@ pub struct RequestTx {
     lists: OnceLock<DataLoader<ListLoader>>,
 }
 
-/// A connection to run statements on: the request's transaction (its own, or
-/// its batch's), or a leased connection for reads when the request has written
-/// nothing.
-pub enum Conn<'a> {
+/// A connection to run statements on, with the SQL dialect it speaks: the code
+/// that builds statements asks the connection, rather than looking the database
+/// up at each call.
+pub struct Conn<'a> {
+    dialect: SqlDialect,
+    held: Held<'a>,
+}
+
+/// What a [`Conn`] runs on: the request's transaction (its own, or its batch's),
+/// or a leased connection for reads when the request has written nothing.
+enum Held<'a> {
     Batch(MappedMutexGuard<'a, Transaction<'static, Any>>),
     Own(MappedMutexGuard<'a, Lease>),
     Lease(Lease),
 }
 
+impl Conn<'_> {
+    /// The SQL dialect of the connection.
+    pub fn dialect(&self) -> SqlDialect {
+        self.dialect
+    }
+}
+
 impl Deref for Conn<'_> {
     type Target = AnyConnection;
     fn deref(&self) -> &AnyConnection {
-        match self {
-            Conn::Batch(tx) => tx,
-            Conn::Own(conn) => conn,
-            Conn::Lease(conn) => conn,
+        match &self.held {
+            Held::Batch(tx) => tx,
+            Held::Own(conn) => conn,
+            Held::Lease(conn) => conn,
         }
     }
 }
 
 impl DerefMut for Conn<'_> {
     fn deref_mut(&mut self) -> &mut AnyConnection {
-        match self {
-            Conn::Batch(tx) => &mut *tx,
-            Conn::Own(conn) => &mut *conn,
-            Conn::Lease(conn) => &mut *conn,
+        match &mut self.held {
+            Held::Batch(tx) => &mut *tx,
+            Held::Own(conn) => &mut *conn,
+            Held::Lease(conn) => &mut *conn,
         }
     }
 }
@@ -135,15 +151,15 @@ pub struct WriteOp<'a> {
     tx: &'a RequestTx,
 }
 
-impl Deref for WriteOp<'_> {
-    type Target = AnyConnection;
-    fn deref(&self) -> &AnyConnection {
+impl<'a> Deref for WriteOp<'a> {
+    type Target = Conn<'a>;
+    fn deref(&self) -> &Conn<'a> {
         &self.conn
     }
 }
 
-impl DerefMut for WriteOp<'_> {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
+impl<'a> DerefMut for WriteOp<'a> {
+    fn deref_mut(&mut self) -> &mut Conn<'a> {
         &mut self.conn
     }
 }
@@ -194,6 +210,7 @@ impl RequestTx {
         let mode = if shares { mode } else { Mode::Exclusive };
         Arc::new(RequestTx {
             state: state.clone(),
+            dialect: sql_dialect(state.db.dialect()),
             mode,
             open: Mutex::new(None),
             batch: OnceLock::new(),
@@ -235,7 +252,7 @@ impl RequestTx {
         match self.mode {
             Mode::Shared if self.state.db.group_commit().is_some() => {
                 let batch = self.joined().await?;
-                let mut conn = batch_connection(batch).await?;
+                let mut conn = self.batch_connection(batch).await?;
                 if savepoint {
                     batch.begin_operation(&mut conn).await?;
                 }
@@ -280,7 +297,6 @@ impl RequestTx {
         model: &DataModel,
         sharing: Sharing,
     ) -> AppResult<Document> {
-        let dialect = sql_dialect(self.state.db.dialect());
         let shared = self.state.creates.as_ref().filter(|_| {
             self.mode == Mode::Shared
                 && sharing == Sharing::Sole
@@ -307,7 +323,6 @@ impl RequestTx {
         let result = documents::create_prepared(
             &mut op,
             first_write,
-            dialect,
             collection,
             access,
             model,
@@ -347,8 +362,28 @@ impl RequestTx {
             };
             *open = Some(lease);
         }
+        self.own(open)
+    }
+
+    /// The request's own transaction, held.
+    fn own<'a>(&'a self, open: MutexGuard<'a, Option<Lease>>) -> AppResult<Conn<'a>> {
         MutexGuard::try_map(open, Option::as_mut)
-            .map(Conn::Own)
+            .map(|lease| self.conn(Held::Own(lease)))
+            .map_err(|_| vanished())
+    }
+
+    fn conn<'a>(&self, held: Held<'a>) -> Conn<'a> {
+        Conn {
+            dialect: self.dialect,
+            held,
+        }
+    }
+
+    /// The batch's transaction, undoing first what an abandoned operation left.
+    async fn batch_connection<'a>(&'a self, batch: &'a Batch) -> AppResult<Conn<'a>> {
+        let guard = batch.connection().await?;
+        MutexGuard::try_map(guard, Option::as_mut)
+            .map(|tx| self.conn(Held::Batch(tx)))
             .map_err(|_| vanished())
     }
 
@@ -371,17 +406,15 @@ impl RequestTx {
     pub fn reader(&self) -> BoxFuture<'_, AppResult<Conn<'_>>> {
         Box::pin(async move {
             if let Some(batch) = self.batch.get() {
-                return batch_connection(batch).await;
+                return self.batch_connection(batch).await;
             }
             {
                 let open = self.open.lock().await;
                 if open.is_some() {
-                    return MutexGuard::try_map(open, Option::as_mut)
-                        .map(Conn::Own)
-                        .map_err(|_| vanished());
+                    return self.own(open);
                 }
             }
-            Ok(Conn::Lease(self.state.db.lease().await?))
+            Ok(self.conn(Held::Lease(self.state.db.lease().await?)))
         })
     }
 
@@ -455,7 +488,7 @@ impl RequestTx {
         let Some(mut lease) = open else {
             return Ok(Finished::Kept);
         };
-        let dialect = self.state.db.dialect();
+        let dialect = self.dialect;
         // The next writer's turn comes once this transaction has ended.
         let turn = self.turn.lock().ok().and_then(|mut held| held.take());
         // Ended in a task of its own, so that a client going away cannot cut a
@@ -464,9 +497,9 @@ impl RequestTx {
         // closed (the server rolling back) if it could not get out.
         let ended = tokio::spawn(async move {
             match dialect {
-                Dialect::MySql => lease.end(success).await,
-                Dialect::Sqlite if success => AnyTransactionManager::commit(&mut lease).await,
-                Dialect::Sqlite => AnyTransactionManager::rollback(&mut lease).await,
+                SqlDialect::MySql => lease.end(success).await,
+                SqlDialect::Sqlite if success => AnyTransactionManager::commit(&mut lease).await,
+                SqlDialect::Sqlite => AnyTransactionManager::rollback(&mut lease).await,
             }
         })
         .await
@@ -517,14 +550,6 @@ async fn publish(state: &AppState, events: Vec<Event>) {
         // A lost event is logged by the bus; the write itself stands.
         let _ = state.bus.publish(BusMessage::Event(event)).await;
     }
-}
-
-/// The batch's transaction, undoing first what an abandoned operation left.
-async fn batch_connection(batch: &Batch) -> AppResult<Conn<'_>> {
-    let guard = batch.connection().await?;
-    MutexGuard::try_map(guard, Option::as_mut)
-        .map(Conn::Batch)
-        .map_err(|_| vanished())
 }
 
 fn vanished() -> AppError {

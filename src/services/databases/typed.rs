@@ -876,14 +876,12 @@ pub fn register_collection(
                 FieldFuture::new(async move {
                     let id = ctx.args.try_get("id")?.string()?.to_string();
                     let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
-                    let dialect = sql_dialect(app(&ctx)?.db.dialect());
                     let with_permissions = ctx.look_ahead().field("permissions").exists();
                     let mut fields = Vec::new();
                     selected_fields(&ctx, &[], &mut fields);
                     let mut conn = request_tx(&ctx)?.reader().await?;
                     let document = documents::get(
                         &mut conn,
-                        dialect,
                         &collection,
                         &access,
                         &id,
@@ -971,11 +969,10 @@ pub fn register_collection(
                         .transpose()?,
                 };
                 let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-                let dialect = sql_dialect(app(&ctx)?.db.dialect());
                 let tx = request_tx(&ctx)?;
                 let (previous, document) = {
                     let mut op = tx.writer().await?;
-                    let result = documents::update(&mut op, dialect, &collection, &access, &id, changes, data_model(&ctx)?).await;
+                    let result = documents::update(&mut op, &collection, &access, &id, changes, data_model(&ctx)?).await;
                     op.end(result)?
                 };
                 tx.publish_after_commit(documents::event(&collection, &document, "update", Some(&previous)));
@@ -995,11 +992,10 @@ pub fn register_collection(
                     _ => String::new(),
                 };
                 let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-                let dialect = sql_dialect(app(&ctx)?.db.dialect());
                 let tx = request_tx(&ctx)?;
                 let deleted = {
                     let mut op = tx.writer().await?;
-                    let result = documents::delete(&mut op, dialect, &collection, &access, &id, data_model(&ctx)?).await;
+                    let result = documents::delete(&mut op, &collection, &access, &id, data_model(&ctx)?).await;
                     op.end(result)?
                 };
                 for (holder, document) in &deleted {
@@ -1068,20 +1064,19 @@ fn register_bulk_and_atomic(
                 let WriteInput { data, id, permissions, .. } = split_input(input)?;
                 let id = id.unwrap_or_default();
                 let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-                let dialect = sql_dialect(app(&ctx)?.db.dialect());
                 let model = data_model(&ctx)?;
                 let tx = request_tx(&ctx)?;
                 let (previous, document, action) = {
                     let mut op = tx.writer().await?;
                     let result = async {
-                        if documents::exists(&mut op, dialect, &collection, &id).await? {
+                        if documents::exists(&mut op, &collection, &id).await? {
                             let changes = DocumentChanges { data, permissions, expected_updated_at: None };
-                            let (previous, document) = documents::update(&mut op, dialect, &collection, &access, &id, changes, model).await?;
+                            let (previous, document) = documents::update(&mut op, &collection, &access, &id, changes, model).await?;
                             Ok((Some(previous), document, "update"))
                         } else {
                             let new = NewDocument { id: Some(id), data, permissions };
                             let first_write = op.first_write();
-                            Ok((None, documents::create(&mut op, first_write, dialect, &collection, &access, new, model).await?, "create"))
+                            Ok((None, documents::create(&mut op, first_write, &collection, &access, new, model).await?, "create"))
                         }
                     }
                     .await;
@@ -1105,7 +1100,6 @@ fn register_bulk_and_atomic(
                 FieldFuture::new(async move {
                     let inputs = bulk_inputs(&ctx)?;
                     let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-                    let dialect = sql_dialect(app(&ctx)?.db.dialect());
                     let model = data_model(&ctx)?;
                     let tx = request_tx(&ctx)?;
                     let mut updated = Vec::with_capacity(inputs.len());
@@ -1129,7 +1123,6 @@ fn register_bulk_and_atomic(
                             let mut op = tx.writer().await?;
                             let result = documents::update(
                                 &mut op,
-                                dialect,
                                 &collection,
                                 &access,
                                 &id,
@@ -1176,7 +1169,6 @@ fn register_bulk_and_atomic(
                     let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
                     let model = data_model(&ctx)?;
                     let filter = filter_from_input(&collection, model, &access, &filter_input, 0)?;
-                    let dialect = sql_dialect(app(&ctx)?.db.dialect());
                     let tx = request_tx(&ctx)?;
                     let mut op = tx.writer().await?;
                     let result = async {
@@ -1196,7 +1188,7 @@ fn register_bulk_and_atomic(
                             want_cursors: false,
                         };
                         let matching =
-                            documents::list(&mut op, dialect, &collection, &access, &query).await?;
+                            documents::list(&mut op, &collection, &access, &query).await?;
                         if matching.has_more {
                             return Err(AppError::Invalid {
                                 code: "TOO_MANY_DOCUMENTS",
@@ -1211,7 +1203,6 @@ fn register_bulk_and_atomic(
                         for (document, _) in &matching.documents {
                             let deleted = documents::delete(
                                 &mut op,
-                                dialect,
                                 &collection,
                                 &access,
                                 &document.id,
@@ -1334,13 +1325,11 @@ fn register_bulk_and_atomic(
                     }
                     let limit = input.get(bound).and_then(Json::as_f64);
                     let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-                    let dialect = sql_dialect(app(&ctx)?.db.dialect());
                     let tx = request_tx(&ctx)?;
                     let (previous, document) = {
                         let mut op = tx.writer().await?;
                         let result = documents::increment(
                             &mut op,
-                            dialect,
                             &collection,
                             &access,
                             &id,
@@ -1460,9 +1449,8 @@ async fn connection_of(
         want_more: parts.more,
         want_cursors: parts.edge_cursors || parts.page_cursors,
     };
-    let dialect = sql_dialect(app(ctx)?.db.dialect());
     let mut conn = request_tx(ctx)?.reader().await?;
-    let listed = documents::list(&mut conn, dialect, collection, &access, &query).await?;
+    let listed = documents::list(&mut conn, collection, &access, &query).await?;
     drop(conn);
     let (has_next, has_previous) = if from_end {
         (had_before, listed.has_more)
@@ -1496,11 +1484,9 @@ fn reference_field(key: String, related: Arc<Collection>) -> Field {
                 _ => return Ok(None),
             };
             let tx = request_tx(&ctx)?;
-            let state = app(&ctx)?.clone();
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
             let model = data_model(&ctx)?.clone();
             let loader = tx.related_loader(|| RelatedLoader {
-                state,
                 tx: Arc::downgrade(tx),
                 access,
                 model,
@@ -1546,7 +1532,6 @@ fn reverse_field(
                     return Ok(None);
                 };
                 let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
-                let dialect = sql_dialect(app(&ctx)?.db.dialect());
                 let query = ListQuery {
                     filter,
                     orders: Vec::new(),
@@ -1563,7 +1548,7 @@ fn reverse_field(
                     want_cursors: false,
                 };
                 let mut conn = request_tx(&ctx)?.reader().await?;
-                let listed = documents::list(&mut conn, dialect, &holder, &access, &query).await?;
+                let listed = documents::list(&mut conn, &holder, &access, &query).await?;
                 Ok(listed
                     .documents
                     .into_iter()
@@ -1800,9 +1785,7 @@ async fn related_list(
     let signature = serde_json::to_string(&(&filter_json, &order_json, first, want_total))
         .map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
     let tx = request_tx(ctx)?;
-    let state = app(ctx)?.clone();
     let loader = tx.list_loader(|| ListLoader {
-        state,
         tx: Arc::downgrade(tx),
         access: access.clone(),
         model: model.clone(),
