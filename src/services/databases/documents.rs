@@ -320,13 +320,7 @@ pub fn get<'a>(
     id: &'a str,
     with_permissions: bool,
 ) -> BoxFuture<'a, AppResult<Option<Document>>> {
-    Box::pin(get_impl(
-        conn,
-        collection,
-        access,
-        id,
-        with_permissions,
-    ))
+    Box::pin(get_impl(conn, collection, access, id, with_permissions))
 }
 
 async fn get_impl(
@@ -541,9 +535,7 @@ pub fn cursor_of<'a>(
     orders: &'a [OrderBy],
     id: &'a str,
 ) -> BoxFuture<'a, AppResult<Cursor>> {
-    Box::pin(cursor_of_impl(
-        conn, collection, access, orders, id,
-    ))
+    Box::pin(cursor_of_impl(conn, collection, access, orders, id))
 }
 
 async fn cursor_of_impl(
@@ -1030,7 +1022,6 @@ pub fn create<'a>(
     Box::pin(create_impl(
         conn,
         first_write,
-        
         collection,
         access,
         new,
@@ -1047,16 +1038,7 @@ async fn create_impl(
     model: &DataModel,
 ) -> AppResult<Document> {
     let prepared = prepare_create(collection, access, new)?;
-    create_prepared(
-        conn,
-        first_write,
-        
-        collection,
-        access,
-        model,
-        prepared,
-    )
-    .await
+    create_prepared(conn, first_write, collection, access, model, prepared).await
 }
 
 /// A document checked and ready to insert: its row, its permission rows, and the
@@ -1101,6 +1083,15 @@ impl NewRow {
 }
 
 impl PreparedCreate {
+    /// Whether the create sets relationships: then it reads the documents it
+    /// links to, and may write junction rows, besides its own two inserts.
+    pub fn sets_relationships(&self, collection: &Collection) -> bool {
+        collection
+            .relationships
+            .iter()
+            .any(|relationship| self.input.contains_key(&relationship.key))
+    }
+
     /// The created document, answered from what was written rather than read back.
     pub fn into_document(self) -> Document {
         let mut permissions = self.permissions;
@@ -1114,15 +1105,6 @@ impl PreparedCreate {
             data: self.data,
         }
     }
-}
-
-/// Whether a create's data sets relationships: then it reads the documents it
-/// links to, and may write junction rows, besides its own two inserts.
-pub fn sets_relationships(collection: &Collection, data: &Map<String, Value>) -> bool {
-    collection
-        .relationships
-        .iter()
-        .any(|relationship| data.contains_key(&relationship.key))
 }
 
 /// Checks a create against the caller's permissions and the collection's
@@ -1244,24 +1226,9 @@ pub async fn create_prepared(
         return Err(err.into());
     }
     if !permissions_along {
-        write_permissions(
-            conn,
-            collection,
-            &row.id,
-            &prepared.permissions,
-            false,
-        )
-        .await?;
+        write_permissions(conn, collection, &row.id, &prepared.permissions, false).await?;
     }
-    write_links(
-        conn,
-        collection,
-        access,
-        model,
-        &row.id,
-        &prepared.input,
-    )
-    .await?;
+    write_links(conn, collection, access, model, &row.id, &prepared.input).await?;
     Ok(prepared.into_document())
 }
 
@@ -1346,9 +1313,7 @@ pub fn update<'a>(
     changes: DocumentChanges,
     model: &'a DataModel,
 ) -> BoxFuture<'a, AppResult<(Document, Document)>> {
-    Box::pin(update_impl(
-        conn, collection, access, id, changes, model,
-    ))
+    Box::pin(update_impl(conn, collection, access, id, changes, model))
 }
 
 async fn update_impl(
@@ -1917,8 +1882,7 @@ async fn check_references(
                 AppError::Internal(anyhow::anyhow!("a relationship names a missing collection"))
             })?;
         let missing = ids::validate(&relationship.key, target).is_err()
-            || count_readable(conn, related, access, std::slice::from_ref(target)).await?
-                == 0;
+            || count_readable(conn, related, access, std::slice::from_ref(target)).await? == 0;
         if missing {
             return Err(AppError::Invalid {
                 code: "RELATED_DOCUMENT_NOT_FOUND",

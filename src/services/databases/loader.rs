@@ -13,10 +13,10 @@ use async_graphql::dataloader::Loader;
 
 use crate::error::AppError;
 
+use super::DataModel;
 use super::documents::{self, Access, Document, Listed, ParentScope};
 use super::filter::{Filter, OrderBy};
 use super::tx::RequestTx;
-use super::DataModel;
 
 /// A referenced document: database, collection and document id.
 pub type RelatedKey = (String, String, String);

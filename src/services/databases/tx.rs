@@ -27,10 +27,10 @@ use crate::db::lease::Lease;
 use crate::error::{AppError, AppResult};
 
 use super::create_batch::Membership;
-use super::documents::{self, Access, Document, NewDocument};
+use super::documents::PreparedCreate;
 use super::loader::{ListLoader, RelatedLoader};
 use super::model::SqlDialect;
-use super::{Collection, DataModel, sql_dialect};
+use super::{Collection, sql_dialect};
 
 /// How a request's document writes share the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,64 +272,43 @@ impl RequestTx {
         }
     }
 
-    /// Creates a document in the request's transaction. In a request of one
-    /// mutation field ([`Mode::Shared`]) whose only write this is
-    /// ([`Sharing::Sole`]), it shares an insert with other requests' where the
-    /// database has them (MariaDB), unless it sets relationships (which read and
-    /// write more than its rows). Boxed so that resolvers can hold the future
-    /// across awaits.
-    pub fn create<'a>(
+    /// Offers a prepared create to a shared insert with other requests'
+    /// (MariaDB): only in a request of one mutation field ([`Mode::Shared`])
+    /// whose only write it is ([`Sharing::Sole`]), and unless it sets
+    /// relationships (which read and write more than its rows). True when the
+    /// shared insert wrote it and the request joined its flight; false when the
+    /// create is to be inserted in the request's own transaction (its row given
+    /// back into `prepared`).
+    pub fn shared_insert<'a>(
         &'a self,
         collection: &'a Collection,
-        access: &'a Access,
-        new: NewDocument,
-        model: &'a DataModel,
+        prepared: &'a mut PreparedCreate,
         sharing: Sharing,
-    ) -> BoxFuture<'a, AppResult<Document>> {
-        Box::pin(self.create_impl(collection, access, new, model, sharing))
-    }
-
-    async fn create_impl(
-        &self,
-        collection: &Collection,
-        access: &Access,
-        new: NewDocument,
-        model: &DataModel,
-        sharing: Sharing,
-    ) -> AppResult<Document> {
-        let shared = self.state.creates.as_ref().filter(|_| {
-            self.mode == Mode::Shared
-                && sharing == Sharing::Sole
-                && !self.has_writes()
-                && !documents::sets_relationships(collection, &new.data)
-        });
-        let mut prepared = documents::prepare_create(collection, access, new)?;
-        if let Some(batches) = shared {
+    ) -> BoxFuture<'a, AppResult<bool>> {
+        Box::pin(async move {
+            let shared = self.state.creates.as_ref().filter(|_| {
+                self.mode == Mode::Shared
+                    && sharing == Sharing::Sole
+                    && !self.has_writes()
+                    && !prepared.sets_relationships(collection)
+            });
+            let Some(batches) = shared else {
+                return Ok(false);
+            };
             let (row, flight) = batches
                 .insert(collection, std::mem::take(&mut prepared.row))
                 .await?;
             prepared.row = row;
-            if let Some(flight) = flight {
-                // The created document is answered from what was written; nothing
-                // else of this request reads the flight's uncommitted rows, as
-                // nothing could refer to the document before it was created.
-                let _ = self.flight.set(flight);
-                return Ok(prepared.into_document());
-            }
-            // The shared insert failed: this create alone gets its own answer.
-        }
-        let mut op = self.tracked_writer().await?;
-        let first_write = op.first_write();
-        let result = documents::create_prepared(
-            &mut op,
-            first_write,
-            collection,
-            access,
-            model,
-            prepared,
-        )
-        .await;
-        op.end(result)
+            let Some(flight) = flight else {
+                // The shared insert failed: this create alone gets its own answer.
+                return Ok(false);
+            };
+            // The created document is answered from what was written; nothing
+            // else of this request reads the flight's uncommitted rows, as
+            // nothing could refer to the document before it was created.
+            let _ = self.flight.set(flight);
+            Ok(true)
+        })
     }
 
     async fn exclusive(&self) -> AppResult<Conn<'_>> {
