@@ -609,6 +609,36 @@ pub struct ListQuery {
     pub want_cursors: bool,
 }
 
+impl ListQuery {
+    /// The documents matching `filter` on the page `paging`, in id order, with
+    /// their permissions and every attribute, and whether more follow.
+    pub fn all_of(filter: Filter, paging: Paging) -> ListQuery {
+        ListQuery {
+            filter,
+            orders: Vec::new(),
+            paging,
+            want_total: false,
+            want_permissions: true,
+            only: None,
+            want_more: true,
+            want_cursors: false,
+        }
+    }
+
+    /// The first `limit` documents matching `filter`, as [`ListQuery::all_of`].
+    pub fn first(filter: Filter, limit: usize) -> ListQuery {
+        ListQuery::all_of(
+            filter,
+            Paging::Keyset {
+                after: None,
+                before: None,
+                limit,
+                from_end: false,
+            },
+        )
+    }
+}
+
 /// One page of documents, each with its cursor.
 #[derive(Debug, Clone)]
 pub struct Listed {
@@ -646,23 +676,105 @@ async fn list_impl(
     }
     check_search_indexes(collection, &query.filter)?;
     let columns = collection.columns();
-    let where_clause = |builder: &mut QueryBuilder<'_, Any>| -> AppResult<()> {
+    let matching = Matching {
+        collection,
+        columns: &columns,
+        filter: &query.filter,
+        reach: &reach,
+    };
+    let read = read_columns(&columns, query);
+    let system = system_columns(query);
+    let mut builder =
+        QueryBuilder::<Any>::new(select_columns_from(dialect, collection, system, &read));
+    matching.push_where(&mut builder, dialect)?;
+    let (limit, from_end) = push_paging(&mut builder, dialect, &columns, query)?;
+    let rows = builder.build().fetch_all(&mut **conn).await?;
+    let has_more = rows.len() > limit;
+    let cursor_columns = if query.want_cursors {
+        Some(CursorColumns::new(&columns, &query.orders).map_err(filter_error)?)
+    } else {
+        None
+    };
+    let (mut documents, mut cursors) =
+        page_of(&rows, limit, system, &read, cursor_columns.as_ref())?;
+    if from_end {
+        documents.reverse();
+        cursors.reverse();
+    }
+    if query.want_permissions {
+        load_permissions(conn, collection, &mut documents).await?;
+    }
+    let total = if query.want_total {
+        Some(matching.count(conn).await?)
+    } else {
+        None
+    };
+    Ok(Listed {
+        documents: documents.into_iter().zip(cursors).collect(),
+        has_more,
+        total,
+    })
+}
+
+/// The documents a list matches: its filter, and what the reader may read.
+struct Matching<'q> {
+    collection: &'q Collection,
+    columns: &'q [Attribute],
+    filter: &'q Filter,
+    reach: &'q Reach,
+}
+
+impl Matching<'_> {
+    /// ` WHERE <filter> AND <may read>`.
+    fn push_where(
+        &self,
+        builder: &mut QueryBuilder<'_, Any>,
+        dialect: SqlDialect,
+    ) -> AppResult<()> {
         builder.push(" WHERE ");
+        self.push_conditions(builder, dialect)
+    }
+
+    /// `<filter> AND <may read>`.
+    fn push_conditions(
+        &self,
+        builder: &mut QueryBuilder<'_, Any>,
+        dialect: SqlDialect,
+    ) -> AppResult<()> {
         filter::push_filter_in(
             builder,
             dialect,
-            Some(&collection.table),
+            Some(&self.collection.table),
             ALIAS,
-            &columns,
-            &query.filter,
+            self.columns,
+            self.filter,
         )
         .map_err(filter_error)?;
-        if let Reach::PerItem(roles) = &reach {
-            push_reach(builder, collection, roles, Action::Read)?;
+        if let Reach::PerItem(roles) = self.reach {
+            push_reach(builder, self.collection, roles, Action::Read)?;
         }
         Ok(())
-    };
-    let read: Vec<Attribute> = match &query.only {
+    }
+
+    /// How many documents match, whatever the page.
+    async fn count(&self, conn: &mut Conn<'_>) -> AppResult<i64> {
+        let dialect = conn.dialect();
+        let mut count = QueryBuilder::<Any>::new(format!(
+            "SELECT COUNT(*) FROM {} {ALIAS}",
+            q(dialect, &self.collection.table)
+        ));
+        self.push_where(&mut count, dialect)?;
+        Ok(count
+            .build_query_scalar::<i64>()
+            .fetch_one(&mut **conn)
+            .await?)
+    }
+}
+
+/// The columns a list reads: those asked for ([`ListQuery::only`]) and those
+/// its order needs, or all of them.
+fn read_columns(columns: &[Attribute], query: &ListQuery) -> Vec<Attribute> {
+    match &query.only {
         Some(only) => columns
             .iter()
             .filter(|c| {
@@ -674,21 +786,34 @@ async fn list_impl(
             })
             .cloned()
             .collect(),
-        None => columns.clone(),
-    };
-    let system = if query.want_cursors
+        None => columns.to_vec(),
+    }
+}
+
+/// The system columns a list reads: the times only when shown or needed for
+/// cursors.
+fn system_columns(query: &ListQuery) -> SystemColumns {
+    if query.want_cursors
         || query.only.as_ref().is_none_or(|only| {
             only.iter()
                 .any(|field| field == "createdAt" || field == "updatedAt")
-        }) {
+        })
+    {
         SystemColumns::All
     } else {
         SystemColumns::Id
-    };
-    let mut builder =
-        QueryBuilder::<Any>::new(select_columns_from(dialect, collection, system, &read));
-    where_clause(&mut builder)?;
-    let (limit, from_end) = match &query.paging {
+    }
+}
+
+/// Appends the order and the page of `query`; answers the page size and
+/// whether it is read from the end.
+fn push_paging(
+    builder: &mut QueryBuilder<'_, Any>,
+    dialect: SqlDialect,
+    columns: &[Attribute],
+    query: &ListQuery,
+) -> AppResult<(usize, bool)> {
+    match &query.paging {
         Paging::Keyset {
             after,
             before,
@@ -704,76 +829,54 @@ async fn list_impl(
             let cursor = if *from_end { before } else { after };
             let limit = (*limit).min(MAX_PAGE);
             filter::push_order_and_cursor(
-                &mut builder,
+                builder,
                 dialect,
                 ALIAS,
-                &columns,
+                columns,
                 &query.orders,
                 cursor.as_ref(),
                 *from_end,
                 limit + usize::from(query.want_more),
             )
             .map_err(filter_error)?;
-            (limit, *from_end)
+            Ok((limit, *from_end))
         }
         Paging::Offset { limit, offset } => {
             let limit = (*limit).min(MAX_PAGE);
             filter::push_order_and_offset(
-                &mut builder,
+                builder,
                 dialect,
                 ALIAS,
-                &columns,
+                columns,
                 &query.orders,
                 limit + 1,
                 *offset,
             )
             .map_err(filter_error)?;
-            (limit, false)
+            Ok((limit, false))
         }
-    };
-    let rows = builder.build().fetch_all(&mut **conn).await?;
-    let has_more = rows.len() > limit;
+    }
+}
+
+/// The first `limit` documents of `rows`, each with its cursor (empty without
+/// `cursor_columns`).
+fn page_of(
+    rows: &[AnyRow],
+    limit: usize,
+    system: SystemColumns,
+    read: &[Attribute],
+    cursor_columns: Option<&CursorColumns>,
+) -> AppResult<(Vec<Document>, Vec<Cursor>)> {
     let mut documents = Vec::with_capacity(rows.len().min(limit));
     let mut cursors = Vec::with_capacity(documents.capacity());
-    let cursor_columns = if query.want_cursors {
-        Some(CursorColumns::new(&columns, &query.orders).map_err(filter_error)?)
-    } else {
-        None
-    };
     for row in rows.iter().take(limit) {
-        documents.push(document_from(system, &read, row)?);
-        cursors.push(match &cursor_columns {
+        documents.push(document_from(system, read, row)?);
+        cursors.push(match cursor_columns {
             Some(cursor_columns) => cursor_columns.read(row).map_err(filter_error)?,
             None => Cursor::default(),
         });
     }
-    if from_end {
-        documents.reverse();
-        cursors.reverse();
-    }
-    if query.want_permissions {
-        load_permissions(conn, collection, &mut documents).await?;
-    }
-    let total = if query.want_total {
-        let mut count = QueryBuilder::<Any>::new(format!(
-            "SELECT COUNT(*) FROM {} {ALIAS}",
-            q(dialect, &collection.table)
-        ));
-        where_clause(&mut count)?;
-        Some(
-            count
-                .build_query_scalar::<i64>()
-                .fetch_one(&mut **conn)
-                .await?,
-        )
-    } else {
-        None
-    };
-    Ok(Listed {
-        documents: documents.into_iter().zip(cursors).collect(),
-        has_more,
-        total,
-    })
+    Ok((documents, cursors))
 }
 
 /// The value a write gives an attribute: an explicit null for an attribute
@@ -811,19 +914,7 @@ pub fn list_for_parents<'a>(
 ) -> BoxFuture<'a, AppResult<HashMap<String, Listed>>> {
     Box::pin(async move {
         let dialect = conn.dialect();
-        let mut pages: HashMap<String, Listed> = parents
-            .iter()
-            .map(|p| {
-                (
-                    p.clone(),
-                    Listed {
-                        documents: Vec::new(),
-                        has_more: false,
-                        total: want_total.then_some(0),
-                    },
-                )
-            })
-            .collect();
+        let mut pages = empty_pages(parents, want_total);
         let reach = reach(collection, access, Action::Read);
         if matches!(reach, Reach::None) || parents.is_empty() {
             return Ok(pages);
@@ -831,60 +922,29 @@ pub fn list_for_parents<'a>(
         check_search_indexes(collection, filter)?;
         let columns = collection.columns();
         let limit = limit.min(MAX_PAGE);
-        let (parent, join) = match scope {
-            ParentScope::Reference(key) => (
-                format!("{ALIAS}.{}", q(dialect, &format!("a_{key}"))),
-                String::new(),
-            ),
-            ParentScope::Junction(link) => {
-                super::ddl::check_table_name(&link.junction)
-                    .map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
-                (
-                    format!("nimbus_j.{}", q(dialect, link.far)),
-                    format!(
-                        " JOIN {} nimbus_j ON nimbus_j.{} = {ALIAS}.{}",
-                        q(dialect, &link.junction),
-                        q(dialect, link.near),
-                        q(dialect, "id")
-                    ),
-                )
-            }
-        };
-        let conditions = |builder: &mut QueryBuilder<'_, Any>| -> AppResult<()> {
-            builder.push(format!(" WHERE {parent} IN ("));
-            let mut list = builder.separated(", ");
-            for id in parents {
-                list.push_bind(id.clone());
-            }
-            list.push_unseparated(") AND ");
-            filter::push_filter_in(
-                builder,
-                dialect,
-                Some(&collection.table),
-                ALIAS,
-                &columns,
-                filter,
-            )
-            .map_err(filter_error)?;
-            if let Reach::PerItem(roles) = &reach {
-                push_reach(builder, collection, roles, Action::Read)?;
-            }
-            Ok(())
+        let by_parent = ByParent::new(dialect, scope, parents)?;
+        let matching = Matching {
+            collection,
+            columns: &columns,
+            filter,
+            reach: &reach,
         };
         let order = filter::order_by_sql(dialect, ALIAS, &columns, orders).map_err(filter_error)?;
+        let parent = &by_parent.parent;
         let mut builder = QueryBuilder::<Any>::new(format!(
-            "SELECT * FROM (SELECT {}, {parent} AS nimbus_parent, ROW_NUMBER() OVER (PARTITION BY {parent}{order}) AS nimbus_rn FROM {} {ALIAS}{join}",
+            "SELECT * FROM (SELECT {}, {parent} AS nimbus_parent, ROW_NUMBER() OVER (PARTITION BY {parent}{order}) AS nimbus_rn FROM {} {ALIAS}{}",
             selected_columns(dialect, collection),
-            q(dialect, &collection.table)
+            q(dialect, &collection.table),
+            by_parent.join
         ));
-        conditions(&mut builder)?;
+        by_parent.push_where(&mut builder, &matching, dialect)?;
         builder
             .push(") nimbus_ranked WHERE nimbus_rn <= ")
             .push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
             .push(" ORDER BY nimbus_parent, nimbus_rn");
         let rows = builder.build().fetch_all(&mut **conn).await?;
-        let mut found: Vec<(String, Document, Cursor)> = Vec::with_capacity(rows.len());
         let cursor_columns = CursorColumns::new(&columns, orders).map_err(filter_error)?;
+        let mut found: Vec<(String, Document, Cursor)> = Vec::with_capacity(rows.len());
         for row in &rows {
             let owner: String = row.try_get("nimbus_parent")?;
             let rank: i64 = row.try_get("nimbus_rn")?;
@@ -908,22 +968,106 @@ pub fn list_for_parents<'a>(
             }
         }
         if want_total {
-            let mut count = QueryBuilder::<Any>::new(format!(
-                "SELECT {parent} AS nimbus_parent, COUNT(*) AS nimbus_count FROM {} {ALIAS}{join}",
-                q(dialect, &collection.table)
-            ));
-            conditions(&mut count)?;
-            count.push(format!(" GROUP BY {parent}"));
-            for row in count.build().fetch_all(&mut **conn).await? {
-                let owner: String = row.try_get("nimbus_parent")?;
-                let total: i64 = row.try_get("nimbus_count")?;
-                if let Some(page) = pages.get_mut(&owner) {
-                    page.total = Some(total);
-                }
-            }
+            by_parent.count(conn, &matching, &mut pages).await?;
         }
         Ok(pages)
     })
+}
+
+/// An empty page for each parent.
+fn empty_pages(parents: &[String], want_total: bool) -> HashMap<String, Listed> {
+    parents
+        .iter()
+        .map(|p| {
+            (
+                p.clone(),
+                Listed {
+                    documents: Vec::new(),
+                    has_more: false,
+                    total: want_total.then_some(0),
+                },
+            )
+        })
+        .collect()
+}
+
+/// How a batched list tells its parents apart: the column naming each listed
+/// document's parent, and the join that brings it when a junction holds it.
+struct ByParent<'q> {
+    parent: String,
+    join: String,
+    parents: &'q [String],
+}
+
+impl<'q> ByParent<'q> {
+    fn new(dialect: SqlDialect, scope: &ParentScope, parents: &'q [String]) -> AppResult<Self> {
+        let (parent, join) = match scope {
+            ParentScope::Reference(key) => (
+                format!("{ALIAS}.{}", q(dialect, &format!("a_{key}"))),
+                String::new(),
+            ),
+            ParentScope::Junction(link) => {
+                super::ddl::check_table_name(&link.junction)
+                    .map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
+                (
+                    format!("nimbus_j.{}", q(dialect, link.far)),
+                    format!(
+                        " JOIN {} nimbus_j ON nimbus_j.{} = {ALIAS}.{}",
+                        q(dialect, &link.junction),
+                        q(dialect, link.near),
+                        q(dialect, "id")
+                    ),
+                )
+            }
+        };
+        Ok(ByParent {
+            parent,
+            join,
+            parents,
+        })
+    }
+
+    /// ` WHERE <parent> IN (…) AND <filter> AND <may read>`.
+    fn push_where(
+        &self,
+        builder: &mut QueryBuilder<'_, Any>,
+        matching: &Matching<'_>,
+        dialect: SqlDialect,
+    ) -> AppResult<()> {
+        builder.push(format!(" WHERE {} IN (", self.parent));
+        let mut list = builder.separated(", ");
+        for id in self.parents {
+            list.push_bind(id.clone());
+        }
+        list.push_unseparated(") AND ");
+        matching.push_conditions(builder, dialect)
+    }
+
+    /// Fills in each parent's total.
+    async fn count(
+        &self,
+        conn: &mut Conn<'_>,
+        matching: &Matching<'_>,
+        pages: &mut HashMap<String, Listed>,
+    ) -> AppResult<()> {
+        let dialect = conn.dialect();
+        let mut count = QueryBuilder::<Any>::new(format!(
+            "SELECT {} AS nimbus_parent, COUNT(*) AS nimbus_count FROM {} {ALIAS}{}",
+            self.parent,
+            q(dialect, &matching.collection.table),
+            self.join
+        ));
+        self.push_where(&mut count, matching, dialect)?;
+        count.push(format!(" GROUP BY {}", self.parent));
+        for row in count.build().fetch_all(&mut **conn).await? {
+            let owner: String = row.try_get("nimbus_parent")?;
+            let total: i64 = row.try_get("nimbus_count")?;
+            if let Some(page) = pages.get_mut(&owner) {
+                page.total = Some(total);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `search` needs a FULLTEXT index on its attribute, on both backends, so that
@@ -1407,24 +1551,7 @@ pub fn increment<'a>(
 ) -> BoxFuture<'a, AppResult<(Document, Document)>> {
     Box::pin(async move {
         let dialect = conn.dialect();
-        let attribute = collection
-            .attribute(key)
-            .filter(|a| {
-                !a.array
-                    && matches!(
-                        a.kind,
-                        super::model::AttributeKind::Integer { .. }
-                            | super::model::AttributeKind::Float { .. }
-                    )
-            })
-            .ok_or_else(|| AppError::Invalid {
-                code: "ATTRIBUTE_INVALID",
-                field: "field".into(),
-                reason: format!(
-                    "`{}` is not a numeric attribute",
-                    key.chars().take(64).collect::<String>()
-                ),
-            })?;
+        let attribute = numeric_attribute(collection, key)?;
         if !by.is_finite() {
             return Err(AppError::invalid("by", "expected a finite number"));
         }
@@ -1437,46 +1564,7 @@ pub fn increment<'a>(
         }
         let current = load_for_write(conn, collection, access, id, Action::Update).await?;
         let before = current.data.get(key).and_then(Value::as_f64).unwrap_or(0.0);
-        let after = before + by;
-        let past_bound = match bound {
-            Some(max) if by >= 0.0 => after > max,
-            Some(min) => after < min,
-            None => false,
-        };
-        // The reasons name no number: a caller that may update but not read the
-        // document must not learn its value from a refusal.
-        if past_bound {
-            return Err(AppError::Invalid {
-                code: "VALUE_OUT_OF_RANGE",
-                field: key.to_string(),
-                reason: "the result would pass the bound you gave".into(),
-            });
-        }
-        let integer = matches!(attribute.kind, super::model::AttributeKind::Integer { .. });
-        let after_json = if integer {
-            if after.fract() != 0.0 || !(i64::MIN as f64..=i64::MAX as f64).contains(&after) {
-                return Err(AppError::Invalid {
-                    code: "VALUE_INVALID",
-                    field: "by".into(),
-                    reason: "an integer attribute changes by whole numbers".into(),
-                });
-            }
-            Value::from(after as i64)
-        } else {
-            serde_json::Number::from_f64(after)
-                .map(Value::Number)
-                .ok_or_else(|| AppError::invalid("by", "expected a finite number"))?
-        };
-        let value = attribute
-            .to_sql_value(&after_json)
-            .map_err(|err| match err.code() {
-                "INTERNAL" => value_error(err),
-                code => AppError::Invalid {
-                    code,
-                    field: key.to_string(),
-                    reason: "the result would leave the attribute's range".into(),
-                },
-            })?;
+        let value = stepped_value(attribute, before, by, bound)?;
         let updated_at = now_millis().max(current.updated_at + 1);
         let mut builder = QueryBuilder::<Any>::new(format!(
             "UPDATE {} SET {} = ",
@@ -1495,6 +1583,79 @@ pub fn increment<'a>(
             .ok_or_else(|| not_found(id))?;
         Ok((current, updated))
     })
+}
+
+/// The attribute `key` of an increment: a numeric one, not a list.
+fn numeric_attribute<'c>(collection: &'c Collection, key: &str) -> AppResult<&'c Attribute> {
+    collection
+        .attribute(key)
+        .filter(|a| {
+            !a.array
+                && matches!(
+                    a.kind,
+                    super::model::AttributeKind::Integer { .. }
+                        | super::model::AttributeKind::Float { .. }
+                )
+        })
+        .ok_or_else(|| AppError::Invalid {
+            code: "ATTRIBUTE_INVALID",
+            field: "field".into(),
+            reason: format!(
+                "`{}` is not a numeric attribute",
+                key.chars().take(64).collect::<String>()
+            ),
+        })
+}
+
+/// The stored value of `before + by`, refused past `bound` (a maximum when
+/// adding, a minimum when subtracting) or outside the attribute's own range.
+/// The reasons name no number: a caller that may update but not read the
+/// document must not learn its value from a refusal.
+fn stepped_value(
+    attribute: &Attribute,
+    before: f64,
+    by: f64,
+    bound: Option<f64>,
+) -> AppResult<SqlValue> {
+    let key = &attribute.key;
+    let after = before + by;
+    let past_bound = match bound {
+        Some(max) if by >= 0.0 => after > max,
+        Some(min) => after < min,
+        None => false,
+    };
+    if past_bound {
+        return Err(AppError::Invalid {
+            code: "VALUE_OUT_OF_RANGE",
+            field: key.to_string(),
+            reason: "the result would pass the bound you gave".into(),
+        });
+    }
+    let integer = matches!(attribute.kind, super::model::AttributeKind::Integer { .. });
+    let after_json = if integer {
+        if after.fract() != 0.0 || !(i64::MIN as f64..=i64::MAX as f64).contains(&after) {
+            return Err(AppError::Invalid {
+                code: "VALUE_INVALID",
+                field: "by".into(),
+                reason: "an integer attribute changes by whole numbers".into(),
+            });
+        }
+        Value::from(after as i64)
+    } else {
+        serde_json::Number::from_f64(after)
+            .map(Value::Number)
+            .ok_or_else(|| AppError::invalid("by", "expected a finite number"))?
+    };
+    attribute
+        .to_sql_value(&after_json)
+        .map_err(|err| match err.code() {
+            "INTERNAL" => value_error(err),
+            code => AppError::Invalid {
+                code,
+                field: key.to_string(),
+                reason: "the result would leave the attribute's range".into(),
+            },
+        })
 }
 
 /// Whether a document exists, whoever may read it: for upserts.
@@ -1550,25 +1711,85 @@ async fn delete_impl(
     model: &DataModel,
     depth: usize,
 ) -> AppResult<Deleted> {
-    let dialect = conn.dialect();
     if depth > MAX_CASCADE_DEPTH {
         return Err(AppError::NotAllowed(format!(
             "deleting cascades more than {MAX_CASCADE_DEPTH} relationships deep"
         )));
     }
-    let current = if depth == 0 {
-        load_for_write(conn, collection, access, id, Action::Delete).await?
-    } else {
-        match load_locked(conn, collection, id).await? {
-            // Deleted by an earlier branch of the same cascade.
-            None => return Ok(Vec::new()),
-            Some(document) if may(collection, access, Action::Delete, &document.permissions) => {
-                document
-            }
-            Some(_) => return Err(cascade_denied()),
-        }
+    let Some(current) = load_for_delete(conn, collection, access, id, depth).await? else {
+        // Deleted by an earlier branch of the same cascade.
+        return Ok(Vec::new());
     };
-    // Links this document holds (it is the many-to-many holder).
+    let cascade_linked = held_links(conn, collection, model, id).await?;
+    let references: Vec<_> = model.references_to(collection).collect();
+    check_references_to(conn, &references, access, id).await?;
+    delete_rows(conn, collection, id).await?;
+    let mut deleted = vec![(collection.clone(), current)];
+    // The document is gone before its dependents are visited, so a cycle of
+    // cascades ends instead of coming back to it.
+    for (holder, relationship) in references {
+        for dependent in apply_on_delete(conn, holder, relationship, id).await? {
+            let more = Box::pin(delete_impl(
+                conn,
+                holder,
+                access,
+                &dependent,
+                model,
+                depth + 1,
+            ))
+            .await?;
+            deleted.extend(more);
+        }
+    }
+    for (related, linked) in cascade_linked {
+        let more = Box::pin(delete_impl(
+            conn,
+            &related,
+            access,
+            &linked,
+            model,
+            depth + 1,
+        ))
+        .await?;
+        deleted.extend(more);
+    }
+    Ok(deleted)
+}
+
+/// The document a delete removes: the one asked for needs the caller's
+/// `delete` permission (see [`load_for_write`]); one a cascade reaches, too,
+/// or the whole delete fails. `None` when a cascade finds it gone already.
+async fn load_for_delete(
+    conn: &mut Conn<'_>,
+    collection: &Collection,
+    access: &Access,
+    id: &str,
+    depth: usize,
+) -> AppResult<Option<Document>> {
+    if depth == 0 {
+        return load_for_write(conn, collection, access, id, Action::Delete)
+            .await
+            .map(Some);
+    }
+    match load_locked(conn, collection, id).await? {
+        None => Ok(None),
+        Some(document) if may(collection, access, Action::Delete, &document.permissions) => {
+            Ok(Some(document))
+        }
+        Some(_) => Err(cascade_denied()),
+    }
+}
+
+/// The documents a deleted document links to (it holding a many-to-many
+/// relationship) that its deletion takes along; refuses the delete when a
+/// restricting relationship links it.
+async fn held_links(
+    conn: &mut Conn<'_>,
+    collection: &Collection,
+    model: &DataModel,
+    id: &str,
+) -> AppResult<Vec<(Arc<Collection>, String)>> {
+    let dialect = conn.dialect();
     let mut cascade_linked: Vec<(Arc<Collection>, String)> = Vec::new();
     for relationship in collection.relationships.iter().filter(|r| !r.has_column()) {
         let Some(junction) = relationship.junction.as_deref() else {
@@ -1603,8 +1824,19 @@ async fn delete_impl(
             _ => {}
         }
     }
-    let references: Vec<_> = model.references_to(collection).collect();
-    for (holder, relationship) in &references {
+    Ok(cascade_linked)
+}
+
+/// Refuses a delete that a relationship pointing at the document restricts, or
+/// whose `SET_NULL` would change a document the caller may not update.
+async fn check_references_to(
+    conn: &mut Conn<'_>,
+    references: &[(&Arc<Collection>, &super::Relationship)],
+    access: &Access,
+    id: &str,
+) -> AppResult<()> {
+    let dialect = conn.dialect();
+    for (holder, relationship) in references {
         if relationship.on_delete == OnDelete::Restrict {
             let sql = match &relationship.junction {
                 // Links pointing here from a many-to-many holder.
@@ -1640,6 +1872,12 @@ async fn delete_impl(
             check_may_clear(conn, holder, relationship, access, id).await?;
         }
     }
+    Ok(())
+}
+
+/// Deletes a document's row and its permissions.
+async fn delete_rows(conn: &mut Conn<'_>, collection: &Collection, id: &str) -> AppResult<()> {
+    let dialect = conn.dialect();
     sqlx::query(&format!(
         "DELETE FROM {} WHERE resource_id = ?",
         q(dialect, &perms_table(&collection.table))
@@ -1654,63 +1892,45 @@ async fn delete_impl(
     .bind(id)
     .execute(&mut **conn)
     .await?;
-    let mut deleted = vec![(collection.clone(), current)];
-    // The document is gone before its dependents are visited, so a cycle of
-    // cascades ends instead of coming back to it.
-    for (holder, relationship) in references {
-        if !relationship.has_column() {
-            // Links pointing here go with the document (foreign keys).
-            continue;
-        }
-        let column = q(dialect, &relationship.column().column());
-        match relationship.on_delete {
-            OnDelete::Restrict => {}
-            OnDelete::SetNull => {
-                sqlx::query(&format!(
-                    "UPDATE {} SET {column} = NULL, updated_at = ? WHERE {column} = ?",
-                    q(dialect, &holder.table)
-                ))
-                .bind(now_millis())
-                .bind(id)
-                .execute(&mut **conn)
-                .await?;
-            }
-            OnDelete::Cascade => {
-                let dependents: Vec<String> = sqlx::query_scalar(&format!(
-                    "SELECT id FROM {} WHERE {column} = ?",
-                    q(dialect, &holder.table)
-                ))
-                .bind(id)
-                .fetch_all(&mut **conn)
-                .await?;
-                for dependent in dependents {
-                    let more = Box::pin(delete_impl(
-                        conn,
-                        holder,
-                        access,
-                        &dependent,
-                        model,
-                        depth + 1,
-                    ))
-                    .await?;
-                    deleted.extend(more);
-                }
-            }
-        }
+    Ok(())
+}
+
+/// Applies the on-delete rule of a reference column pointing at deleted
+/// document `id`: clears the references (`SET_NULL`), or answers the documents
+/// of `holder` to delete in turn (`CASCADE`). Links pointing here go with the
+/// document (foreign keys).
+async fn apply_on_delete(
+    conn: &mut Conn<'_>,
+    holder: &Collection,
+    relationship: &super::Relationship,
+    id: &str,
+) -> AppResult<Vec<String>> {
+    if !relationship.has_column() {
+        return Ok(Vec::new());
     }
-    for (related, linked) in cascade_linked {
-        let more = Box::pin(delete_impl(
-            conn,
-            &related,
-            access,
-            &linked,
-            model,
-            depth + 1,
+    let dialect = conn.dialect();
+    let column = q(dialect, &relationship.column().column());
+    match relationship.on_delete {
+        OnDelete::Restrict => Ok(Vec::new()),
+        OnDelete::SetNull => {
+            sqlx::query(&format!(
+                "UPDATE {} SET {column} = NULL, updated_at = ? WHERE {column} = ?",
+                q(dialect, &holder.table)
+            ))
+            .bind(now_millis())
+            .bind(id)
+            .execute(&mut **conn)
+            .await?;
+            Ok(Vec::new())
+        }
+        OnDelete::Cascade => Ok(sqlx::query_scalar(&format!(
+            "SELECT id FROM {} WHERE {column} = ?",
+            q(dialect, &holder.table)
         ))
-        .await?;
-        deleted.extend(more);
+        .bind(id)
+        .fetch_all(&mut **conn)
+        .await?),
     }
-    Ok(deleted)
 }
 
 /// Refuses a delete whose `SET_NULL` would clear the reference of a document

@@ -139,14 +139,9 @@ impl<'r> Documents<'r> {
             },
         };
         let query = ListQuery {
-            filter: request.filter,
             orders: request.orders,
-            paging,
             want_total: request.want_total,
-            want_permissions: true,
-            only: None,
-            want_more: true,
-            want_cursors: false,
+            ..ListQuery::all_of(request.filter, paging)
         };
         let mut listed = documents::list(&mut conn, collection, self.access, &query).await?;
         let (mut page, cursors): (Vec<Document>, Vec<_>) = listed.documents.drain(..).unzip();
@@ -348,21 +343,7 @@ impl<'r> Documents<'r> {
         collection: &Arc<Collection>,
         filter: Filter,
     ) -> AppResult<Vec<String>> {
-        let query = ListQuery {
-            filter,
-            orders: Vec::new(),
-            paging: Paging::Keyset {
-                after: None,
-                before: None,
-                limit: documents::MAX_BULK,
-                from_end: false,
-            },
-            want_total: false,
-            want_permissions: true,
-            only: None,
-            want_more: true,
-            want_cursors: false,
-        };
+        let query = ListQuery::first(filter, documents::MAX_BULK);
         let mut op = self.tx.writer().await?;
         let result = async {
             let matching = documents::list(&mut op, collection, self.access, &query).await?;

@@ -1449,63 +1449,64 @@ fn reverse_field(
     holder: Arc<Collection>,
     relationship: &super::Relationship,
 ) -> Field {
-    let key = relationship.key.clone();
-    let reference_key = relationship.key.clone();
-    let holder_type = holder.names.type_name.clone();
-    let scope = move |ctx: &ResolverContext<'_>| -> Option<Filter> {
-        match parent_value(ctx) {
-            Some(Value::Object(map)) => match map.get("id") {
-                Some(Value::String(id)) => Some(Filter::Cmp {
-                    field: FilterField::attribute(key.clone()),
-                    op: CmpOp::Eq,
-                    value: Json::String(id.clone()),
-                }),
-                _ => None,
-            },
-            _ => None,
-        }
-    };
     if relationship.kind == super::RelationKind::OneToOne {
-        return Field::new(name, TypeRef::named(holder_type.as_str()), move |ctx| {
-            let (holder, scope) = (holder.clone(), scope.clone());
-            FieldFuture::new(async move {
-                let Some(filter) = scope(&ctx) else {
-                    return Ok(None);
-                };
-                let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
-                let query = ListQuery {
-                    filter,
-                    orders: Vec::new(),
-                    paging: Paging::Keyset {
-                        after: None,
-                        before: None,
-                        limit: 1,
-                        from_end: false,
-                    },
-                    want_total: false,
-                    want_permissions: true,
-                    only: None,
-                    want_more: true,
-                    want_cursors: false,
-                };
-                let listed = documents_of(&ctx, &access)?.list(&holder, &query).await?;
-                Ok(listed
-                    .documents
-                    .into_iter()
-                    .next()
-                    .map(|(d, _)| FieldValue::value(node_value(d))))
-            })
-        })
-        .description(format!("The `{holder_type}` pointing at this document."));
+        reverse_one_field(name, holder, relationship.key.clone())
+    } else {
+        reverse_list_field(name, holder, relationship.key.clone())
     }
+}
+
+/// The condition "points at the parent document", through reference `key`;
+/// `None` when the parent has no id.
+fn pointing_at_parent(ctx: &ResolverContext<'_>, key: &str) -> Option<Filter> {
+    match parent_value(ctx) {
+        Some(Value::Object(map)) => match map.get("id") {
+            Some(Value::String(id)) => Some(Filter::Cmp {
+                field: FilterField::attribute(key.to_string()),
+                op: CmpOp::Eq,
+                value: Json::String(id.clone()),
+            }),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The reverse field of a one-to-one relationship: the one document pointing
+/// at this one.
+fn reverse_one_field(name: String, holder: Arc<Collection>, key: String) -> Field {
+    let holder_type = holder.names.type_name.clone();
+    Field::new(name, TypeRef::named(holder_type.as_str()), move |ctx| {
+        let (holder, key) = (holder.clone(), key.clone());
+        FieldFuture::new(async move {
+            let Some(filter) = pointing_at_parent(&ctx, &key) else {
+                return Ok(None);
+            };
+            let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
+            let query = ListQuery::first(filter, 1);
+            let listed = documents_of(&ctx, &access)?.list(&holder, &query).await?;
+            Ok(listed
+                .documents
+                .into_iter()
+                .next()
+                .map(|(d, _)| FieldValue::value(node_value(d))))
+        })
+    })
+    .description(format!("The `{holder_type}` pointing at this document."))
+}
+
+/// The reverse field of a many-to-one relationship: the documents pointing at
+/// this one, filtered, ordered and paged.
+fn reverse_list_field(name: String, holder: Arc<Collection>, key: String) -> Field {
+    let holder_type = holder.names.type_name.clone();
     list_arguments(
         Field::new(
             name,
             TypeRef::named_nn(format!("{holder_type}Connection")),
             move |ctx| {
-                let (holder, scope, key) = (holder.clone(), scope.clone(), reference_key.clone());
+                let (holder, key) = (holder.clone(), key.clone());
                 FieldFuture::new(async move {
-                    let Some(filter) = scope(&ctx) else {
+                    let Some(filter) = pointing_at_parent(&ctx, &key) else {
                         return Ok(None);
                     };
                     let Filter::Cmp {
