@@ -18,7 +18,7 @@ use super::documents::{
     self, Access, Document, DocumentChanges, ListQuery, Listed, NewDocument, Paging,
 };
 use super::filter::{Filter, OrderBy};
-use super::tx::{RequestTx, Sharing};
+use super::tx::{Conn, RequestTx, Sharing};
 use super::{Collection, DataModel};
 
 /// How the references (many-to-one and one-to-one fields) of an answered
@@ -75,19 +75,32 @@ impl<'r> Documents<'r> {
         else {
             return Ok(None);
         };
-        let mut found = [document];
+        self.shown(&mut conn, collection, document, references)
+            .await
+            .map(Some)
+    }
+
+    /// `document` with its references shown as `references` says.
+    async fn shown(
+        &self,
+        conn: &mut Conn<'_>,
+        collection: &Collection,
+        document: Document,
+        references: References,
+    ) -> AppResult<Document> {
+        let mut shown = [document];
         if references == References::ReadableOnly {
             documents::hide_unreadable_references(
-                &mut conn,
+                conn,
                 collection,
                 self.access,
                 self.model,
-                &mut found,
+                &mut shown,
             )
             .await?;
         }
-        let [document] = found;
-        Ok(Some(document))
+        let [shown] = shown;
+        Ok(shown)
     }
 
     /// The documents the caller may read that match `query`.
@@ -219,26 +232,19 @@ impl<'r> Documents<'r> {
                 documents::update(&mut op, collection, self.access, id, changes, self.model)
                     .await?;
             // The answer, like a read, shows only the references asked for.
-            let mut shown = [document.clone()];
-            if references == References::ReadableOnly {
-                documents::hide_unreadable_references(
-                    &mut op,
-                    collection,
-                    self.access,
-                    self.model,
-                    &mut shown,
-                )
-                .await?;
-            }
-            let [shown] = shown;
+            let shown = match references {
+                References::AsStored => None,
+                References::ReadableOnly => Some(
+                    self.shown(&mut op, collection, document.clone(), references)
+                        .await?,
+                ),
+            };
             Ok((previous, document, shown))
         }
         .await;
         let (previous, document, shown) = op.end(result)?;
-        let readable = self
-            .announce(collection, document, "update", Some(&previous))
-            .is_some();
-        Ok(readable.then_some(shown))
+        let answer = self.announce(collection, document, "update", Some(&previous));
+        Ok(answer.map(|document| shown.unwrap_or(document)))
     }
 
     /// Changes documents one after the other, all in the request's transaction;

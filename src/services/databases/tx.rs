@@ -229,7 +229,7 @@ impl RequestTx {
     /// A write operation on the request's transaction, begun now if this is its
     /// first write. On SQLite the write lock is taken at once (`BEGIN
     /// IMMEDIATE`), so a request never fails half-way for want of it.
-    pub fn writer(&self) -> BoxFuture<'_, AppResult<WriteOp<'_>>> {
+    pub(super) fn writer(&self) -> BoxFuture<'_, AppResult<WriteOp<'_>>> {
         Box::pin(self.writer_impl(true))
     }
 
@@ -237,7 +237,7 @@ impl RequestTx {
     /// write is one statement (which SQLite undoes whole when it fails) and that
     /// records it on [`WriteOp::first_write`]: a round trip less. Should it fail
     /// after that write, its batch rolls back and every member runs again.
-    pub fn tracked_writer(&self) -> BoxFuture<'_, AppResult<WriteOp<'_>>> {
+    pub(super) fn tracked_writer(&self) -> BoxFuture<'_, AppResult<WriteOp<'_>>> {
         Box::pin(self.writer_impl(false))
     }
 
@@ -279,7 +279,7 @@ impl RequestTx {
     /// shared insert wrote it and the request joined its flight; false when the
     /// create is to be inserted in the request's own transaction (its row given
     /// back into `prepared`).
-    pub fn shared_insert<'a>(
+    pub(super) fn shared_insert<'a>(
         &'a self,
         collection: &'a Collection,
         prepared: &'a mut PreparedCreate,
@@ -424,7 +424,7 @@ impl RequestTx {
     }
 
     /// Queues an event to publish once the transaction commits.
-    pub fn publish_after_commit(&self, event: Event) {
+    pub(super) fn publish_after_commit(&self, event: Event) {
         if let Ok(mut events) = self.events.lock() {
             events.push(event);
         }
