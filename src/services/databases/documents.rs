@@ -1,8 +1,10 @@
 //! Documents: reading and writing the rows of a collection's table, with the
 //! permission model applied — collection permissions always, each document's own
 //! (from the side table) when the collection has document security; API keys with
-//! `documents.*` bypass both. The typed and the generic GraphQL APIs both come
-//! through here, on a connection the request chooses (its transaction for writes).
+//! `documents.*` bypass both. The documents service ([`super::service`]) comes
+//! through here, on a connection the request chooses (its transaction for writes)
+//! and whose SQL dialect the statements are built in; a write here neither ends
+//! its operation nor announces its events: the service does.
 
 use std::collections::HashMap;
 
