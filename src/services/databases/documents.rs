@@ -1,8 +1,10 @@
 //! Documents: reading and writing the rows of a collection's table, with the
 //! permission model applied — collection permissions always, each document's own
 //! (from the side table) when the collection has document security; API keys with
-//! `documents.*` bypass both. The typed and the generic GraphQL APIs both come
-//! through here, on a connection the request chooses (its transaction for writes).
+//! `documents.*` bypass both. The documents service ([`super::service`]) comes
+//! through here, on a connection the request chooses (its transaction for writes)
+//! and whose SQL dialect the statements are built in; a write here neither ends
+//! its operation nor announces its events: the service does.
 
 use std::collections::HashMap;
 
@@ -10,7 +12,7 @@ use futures_util::future::BoxFuture;
 use serde_json::{Map, Value};
 use sqlx::any::AnyRow;
 use sqlx::query_builder::Separated;
-use sqlx::{Any, AnyConnection, QueryBuilder, Row as _};
+use sqlx::{Any, QueryBuilder, Row as _};
 
 use crate::auth::permissions::{
     Action, Permission, RoleSet, allows, granted, permission_grants, push_permission_filter,
@@ -28,6 +30,7 @@ use super::filter::{
 };
 use super::model::{Attribute, SqlDialect, SqlValue, millis_to_rfc3339};
 use super::structure::value_error;
+use super::tx::Conn;
 use super::{Collection, DataModel, OnDelete};
 
 /// The most documents one list returns.
@@ -249,11 +252,11 @@ fn document_from(
 
 /// Fills in the permissions of `documents` from the side table, in one query.
 async fn load_permissions(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Collection,
     documents: &mut [Document],
 ) -> AppResult<()> {
+    let dialect = conn.dialect();
     if documents.is_empty() {
         return Ok(());
     }
@@ -266,7 +269,7 @@ async fn load_permissions(
         list.push_bind(document.id.clone());
     }
     list.push_unseparated(")");
-    let rows = builder.build().fetch_all(&mut *conn).await?;
+    let rows = builder.build().fetch_all(&mut **conn).await?;
     let mut by_document: HashMap<String, Vec<Permission>> = HashMap::new();
     for row in rows {
         let id: String = row.try_get("resource_id")?;
@@ -308,31 +311,23 @@ fn push_reach(
 /// with its permissions when `with_permissions` (one more query).
 /// See [`get_impl`]; boxed so that resolvers can hold the future across awaits.
 pub fn get<'a>(
-    conn: &'a mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &'a mut Conn<'_>,
     collection: &'a Collection,
     access: &'a Access,
     id: &'a str,
     with_permissions: bool,
 ) -> BoxFuture<'a, AppResult<Option<Document>>> {
-    Box::pin(get_impl(
-        conn,
-        dialect,
-        collection,
-        access,
-        id,
-        with_permissions,
-    ))
+    Box::pin(get_impl(conn, collection, access, id, with_permissions))
 }
 
 async fn get_impl(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Collection,
     access: &Access,
     id: &str,
     with_permissions: bool,
 ) -> AppResult<Option<Document>> {
+    let dialect = conn.dialect();
     if ids::validate("id", id).is_err() {
         return Ok(None);
     }
@@ -347,7 +342,7 @@ async fn get_impl(
     if let Reach::PerItem(roles) = &reach {
         push_reach(&mut builder, collection, roles, Action::Read)?;
     }
-    let Some(row) = builder.build().fetch_optional(&mut *conn).await? else {
+    let Some(row) = builder.build().fetch_optional(&mut **conn).await? else {
         return Ok(None);
     };
     let mut documents = vec![document_from(
@@ -356,20 +351,20 @@ async fn get_impl(
         &row,
     )?];
     if with_permissions {
-        load_permissions(conn, dialect, collection, &mut documents).await?;
+        load_permissions(conn, collection, &mut documents).await?;
     }
     Ok(documents.pop())
 }
 
 /// The documents among `ids` that `access` may read, in one query.
 pub fn get_many<'a>(
-    conn: &'a mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &'a mut Conn<'_>,
     collection: &'a Collection,
     access: &'a Access,
     ids: &'a [String],
 ) -> BoxFuture<'a, AppResult<Vec<Document>>> {
     Box::pin(async move {
+        let dialect = conn.dialect();
         let reach = reach(collection, access, Action::Read);
         let ids: Vec<&String> = ids
             .iter()
@@ -388,13 +383,13 @@ pub fn get_many<'a>(
         if let Reach::PerItem(roles) = &reach {
             push_reach(&mut builder, collection, roles, Action::Read)?;
         }
-        let rows = builder.build().fetch_all(&mut *conn).await?;
+        let rows = builder.build().fetch_all(&mut **conn).await?;
         let columns = collection.columns();
         let mut documents = rows
             .iter()
             .map(|row| document_from(SystemColumns::All, &columns, row))
             .collect::<AppResult<Vec<_>>>()?;
-        load_permissions(conn, dialect, collection, &mut documents).await?;
+        load_permissions(conn, collection, &mut documents).await?;
         Ok(documents)
     })
 }
@@ -470,14 +465,14 @@ pub fn check_reference_conditions(
 /// per relationship whose related documents are readable one by one; none when
 /// the caller reads all of them or none.
 pub fn hide_unreadable_references<'a>(
-    conn: &'a mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &'a mut Conn<'_>,
     collection: &'a Collection,
     access: &'a Access,
     model: &'a DataModel,
     documents: &'a mut [Document],
 ) -> BoxFuture<'a, AppResult<()>> {
     Box::pin(async move {
+        let dialect = conn.dialect();
         for relationship in collection.relationships.iter().filter(|r| r.has_column()) {
             let Some(related) =
                 model.collection(&collection.database_id, &relationship.related_collection)
@@ -509,7 +504,7 @@ pub fn hide_unreadable_references<'a>(
                     push_reach(&mut builder, related, &roles, Action::Read)?;
                     builder
                         .build_query_scalar::<String>()
-                        .fetch_all(&mut *conn)
+                        .fetch_all(&mut **conn)
                         .await?
                 }
             };
@@ -531,26 +526,23 @@ pub fn hide_unreadable_references<'a>(
 /// names a document, not a position.
 /// See [`cursor_of_impl`]; boxed so that resolvers can hold the future across awaits.
 pub fn cursor_of<'a>(
-    conn: &'a mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &'a mut Conn<'_>,
     collection: &'a Collection,
     access: &'a Access,
     orders: &'a [OrderBy],
     id: &'a str,
 ) -> BoxFuture<'a, AppResult<Cursor>> {
-    Box::pin(cursor_of_impl(
-        conn, dialect, collection, access, orders, id,
-    ))
+    Box::pin(cursor_of_impl(conn, collection, access, orders, id))
 }
 
 async fn cursor_of_impl(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Collection,
     access: &Access,
     orders: &[OrderBy],
     id: &str,
 ) -> AppResult<Cursor> {
+    let dialect = conn.dialect();
     let invalid = || {
         filter::cursor_error(
             "queries",
@@ -574,7 +566,7 @@ async fn cursor_of_impl(
     }
     let row = builder
         .build()
-        .fetch_optional(&mut *conn)
+        .fetch_optional(&mut **conn)
         .await?
         .ok_or_else(invalid)?;
     cursor_for_row(&row, &collection.columns(), orders).map_err(filter_error)
@@ -615,6 +607,36 @@ pub struct ListQuery {
     pub want_cursors: bool,
 }
 
+impl ListQuery {
+    /// The documents matching `filter` on the page `paging`, in id order, with
+    /// their permissions and every attribute, and whether more follow.
+    pub fn all_of(filter: ResolvedFilter, paging: Paging) -> ListQuery {
+        ListQuery {
+            filter,
+            orders: Vec::new(),
+            paging,
+            want_total: false,
+            want_permissions: true,
+            only: None,
+            want_more: true,
+            want_cursors: false,
+        }
+    }
+
+    /// The first `limit` documents matching `filter`, as [`ListQuery::all_of`].
+    pub fn first(filter: ResolvedFilter, limit: usize) -> ListQuery {
+        ListQuery::all_of(
+            filter,
+            Paging::Keyset {
+                after: None,
+                before: None,
+                limit,
+                from_end: false,
+            },
+        )
+    }
+}
+
 /// One page of documents, each with its cursor.
 #[derive(Debug, Clone)]
 pub struct Listed {
@@ -627,22 +649,21 @@ pub struct Listed {
 /// The documents `access` may read that match `query`.
 /// See [`list_impl`]; boxed so that resolvers can hold the future across awaits.
 pub fn list<'a>(
-    conn: &'a mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &'a mut Conn<'_>,
     collection: &'a Collection,
     access: &'a Access,
     query: &'a ListQuery,
 ) -> BoxFuture<'a, AppResult<Listed>> {
-    Box::pin(list_impl(conn, dialect, collection, access, query))
+    Box::pin(list_impl(conn, collection, access, query))
 }
 
 async fn list_impl(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Collection,
     access: &Access,
     query: &ListQuery,
 ) -> AppResult<Listed> {
+    let dialect = conn.dialect();
     let reach = reach(collection, access, Action::Read);
     if matches!(reach, Reach::None) {
         return Ok(Listed {
@@ -652,15 +673,95 @@ async fn list_impl(
         });
     }
     let columns = collection.columns();
-    let where_clause = |builder: &mut QueryBuilder<'_, Any>| -> AppResult<()> {
+    let matching = Matching {
+        collection,
+        filter: &query.filter,
+        reach: &reach,
+    };
+    let read = read_columns(&columns, query);
+    let system = system_columns(query);
+    let mut builder =
+        QueryBuilder::<Any>::new(select_columns_from(dialect, collection, system, &read));
+    matching.push_where(&mut builder, dialect)?;
+    let (limit, from_end) = push_paging(&mut builder, dialect, &columns, query)?;
+    let rows = builder.build().fetch_all(&mut **conn).await?;
+    let has_more = rows.len() > limit;
+    let cursor_columns = if query.want_cursors {
+        Some(CursorColumns::new(&columns, &query.orders).map_err(filter_error)?)
+    } else {
+        None
+    };
+    let (mut documents, mut cursors) =
+        page_of(&rows, limit, system, &read, cursor_columns.as_ref())?;
+    if from_end {
+        documents.reverse();
+        cursors.reverse();
+    }
+    if query.want_permissions {
+        load_permissions(conn, collection, &mut documents).await?;
+    }
+    let total = if query.want_total {
+        Some(matching.count(conn).await?)
+    } else {
+        None
+    };
+    Ok(Listed {
+        documents: documents.into_iter().zip(cursors).collect(),
+        has_more,
+        total,
+    })
+}
+
+/// The documents a list matches: its filter, and what the reader may read.
+struct Matching<'q> {
+    collection: &'q Collection,
+    filter: &'q ResolvedFilter,
+    reach: &'q Reach,
+}
+
+impl Matching<'_> {
+    /// ` WHERE <filter> AND <may read>`.
+    fn push_where(
+        &self,
+        builder: &mut QueryBuilder<'_, Any>,
+        dialect: SqlDialect,
+    ) -> AppResult<()> {
         builder.push(" WHERE ");
-        filter::push_filter(builder, dialect, ALIAS, &query.filter).map_err(filter_error)?;
-        if let Reach::PerItem(roles) = &reach {
-            push_reach(builder, collection, roles, Action::Read)?;
+        self.push_conditions(builder, dialect)
+    }
+
+    /// `<filter> AND <may read>`.
+    fn push_conditions(
+        &self,
+        builder: &mut QueryBuilder<'_, Any>,
+        dialect: SqlDialect,
+    ) -> AppResult<()> {
+        filter::push_filter(builder, dialect, ALIAS, self.filter).map_err(filter_error)?;
+        if let Reach::PerItem(roles) = self.reach {
+            push_reach(builder, self.collection, roles, Action::Read)?;
         }
         Ok(())
-    };
-    let read: Vec<Attribute> = match &query.only {
+    }
+
+    /// How many documents match, whatever the page.
+    async fn count(&self, conn: &mut Conn<'_>) -> AppResult<i64> {
+        let dialect = conn.dialect();
+        let mut count = QueryBuilder::<Any>::new(format!(
+            "SELECT COUNT(*) FROM {} {ALIAS}",
+            q(dialect, &self.collection.table)
+        ));
+        self.push_where(&mut count, dialect)?;
+        Ok(count
+            .build_query_scalar::<i64>()
+            .fetch_one(&mut **conn)
+            .await?)
+    }
+}
+
+/// The columns a list reads: those asked for ([`ListQuery::only`]) and those
+/// its order needs, or all of them.
+fn read_columns(columns: &[Attribute], query: &ListQuery) -> Vec<Attribute> {
+    match &query.only {
         Some(only) => columns
             .iter()
             .filter(|c| {
@@ -672,21 +773,34 @@ async fn list_impl(
             })
             .cloned()
             .collect(),
-        None => columns.clone(),
-    };
-    let system = if query.want_cursors
+        None => columns.to_vec(),
+    }
+}
+
+/// The system columns a list reads: the times only when shown or needed for
+/// cursors.
+fn system_columns(query: &ListQuery) -> SystemColumns {
+    if query.want_cursors
         || query.only.as_ref().is_none_or(|only| {
             only.iter()
                 .any(|field| field == "createdAt" || field == "updatedAt")
-        }) {
+        })
+    {
         SystemColumns::All
     } else {
         SystemColumns::Id
-    };
-    let mut builder =
-        QueryBuilder::<Any>::new(select_columns_from(dialect, collection, system, &read));
-    where_clause(&mut builder)?;
-    let (limit, from_end) = match &query.paging {
+    }
+}
+
+/// Appends the order and the page of `query`; answers the page size and
+/// whether it is read from the end.
+fn push_paging(
+    builder: &mut QueryBuilder<'_, Any>,
+    dialect: SqlDialect,
+    columns: &[Attribute],
+    query: &ListQuery,
+) -> AppResult<(usize, bool)> {
+    match &query.paging {
         Paging::Keyset {
             after,
             before,
@@ -702,76 +816,54 @@ async fn list_impl(
             let cursor = if *from_end { before } else { after };
             let limit = (*limit).min(MAX_PAGE);
             filter::push_order_and_cursor(
-                &mut builder,
+                builder,
                 dialect,
                 ALIAS,
-                &columns,
+                columns,
                 &query.orders,
                 cursor.as_ref(),
                 *from_end,
                 limit + usize::from(query.want_more),
             )
             .map_err(filter_error)?;
-            (limit, *from_end)
+            Ok((limit, *from_end))
         }
         Paging::Offset { limit, offset } => {
             let limit = (*limit).min(MAX_PAGE);
             filter::push_order_and_offset(
-                &mut builder,
+                builder,
                 dialect,
                 ALIAS,
-                &columns,
+                columns,
                 &query.orders,
                 limit + 1,
                 *offset,
             )
             .map_err(filter_error)?;
-            (limit, false)
+            Ok((limit, false))
         }
-    };
-    let rows = builder.build().fetch_all(&mut *conn).await?;
-    let has_more = rows.len() > limit;
+    }
+}
+
+/// The first `limit` documents of `rows`, each with its cursor (empty without
+/// `cursor_columns`).
+fn page_of(
+    rows: &[AnyRow],
+    limit: usize,
+    system: SystemColumns,
+    read: &[Attribute],
+    cursor_columns: Option<&CursorColumns>,
+) -> AppResult<(Vec<Document>, Vec<Cursor>)> {
     let mut documents = Vec::with_capacity(rows.len().min(limit));
     let mut cursors = Vec::with_capacity(documents.capacity());
-    let cursor_columns = if query.want_cursors {
-        Some(CursorColumns::new(&columns, &query.orders).map_err(filter_error)?)
-    } else {
-        None
-    };
     for row in rows.iter().take(limit) {
-        documents.push(document_from(system, &read, row)?);
-        cursors.push(match &cursor_columns {
+        documents.push(document_from(system, read, row)?);
+        cursors.push(match cursor_columns {
             Some(cursor_columns) => cursor_columns.read(row).map_err(filter_error)?,
             None => Cursor::default(),
         });
     }
-    if from_end {
-        documents.reverse();
-        cursors.reverse();
-    }
-    if query.want_permissions {
-        load_permissions(conn, dialect, collection, &mut documents).await?;
-    }
-    let total = if query.want_total {
-        let mut count = QueryBuilder::<Any>::new(format!(
-            "SELECT COUNT(*) FROM {} {ALIAS}",
-            q(dialect, &collection.table)
-        ));
-        where_clause(&mut count)?;
-        Some(
-            count
-                .build_query_scalar::<i64>()
-                .fetch_one(&mut *conn)
-                .await?,
-        )
-    } else {
-        None
-    };
-    Ok(Listed {
-        documents: documents.into_iter().zip(cursors).collect(),
-        has_more,
-        total,
-    })
+    Ok((documents, cursors))
 }
 
 /// The value a write gives an attribute: an explicit null for an attribute
@@ -797,8 +889,7 @@ pub enum ParentScope {
 /// whole page of authors costs two statements, not one per author.
 #[allow(clippy::too_many_arguments)]
 pub fn list_for_parents<'a>(
-    conn: &'a mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &'a mut Conn<'_>,
     collection: &'a Collection,
     access: &'a Access,
     scope: &'a ParentScope,
@@ -809,25 +900,92 @@ pub fn list_for_parents<'a>(
     parents: &'a [String],
 ) -> BoxFuture<'a, AppResult<HashMap<String, Listed>>> {
     Box::pin(async move {
-        let mut pages: HashMap<String, Listed> = parents
-            .iter()
-            .map(|p| {
-                (
-                    p.clone(),
-                    Listed {
-                        documents: Vec::new(),
-                        has_more: false,
-                        total: want_total.then_some(0),
-                    },
-                )
-            })
-            .collect();
+        let dialect = conn.dialect();
+        let mut pages = empty_pages(parents, want_total);
         let reach = reach(collection, access, Action::Read);
         if matches!(reach, Reach::None) || parents.is_empty() {
             return Ok(pages);
         }
         let columns = collection.columns();
         let limit = limit.min(MAX_PAGE);
+        let by_parent = ByParent::new(dialect, scope, parents)?;
+        let matching = Matching {
+            collection,
+            filter,
+            reach: &reach,
+        };
+        let order = filter::order_by_sql(dialect, ALIAS, &columns, orders).map_err(filter_error)?;
+        let parent = &by_parent.parent;
+        let mut builder = QueryBuilder::<Any>::new(format!(
+            "SELECT * FROM (SELECT {}, {parent} AS nimbus_parent, ROW_NUMBER() OVER (PARTITION BY {parent}{order}) AS nimbus_rn FROM {} {ALIAS}{}",
+            selected_columns(dialect, collection),
+            q(dialect, &collection.table),
+            by_parent.join
+        ));
+        by_parent.push_where(&mut builder, &matching, dialect)?;
+        builder
+            .push(") nimbus_ranked WHERE nimbus_rn <= ")
+            .push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
+            .push(" ORDER BY nimbus_parent, nimbus_rn");
+        let rows = builder.build().fetch_all(&mut **conn).await?;
+        let cursor_columns = CursorColumns::new(&columns, orders).map_err(filter_error)?;
+        let mut found: Vec<(String, Document, Cursor)> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let owner: String = row.try_get("nimbus_parent")?;
+            let rank: i64 = row.try_get("nimbus_rn")?;
+            if let Some(page) = pages.get_mut(&owner)
+                && usize::try_from(rank).unwrap_or(usize::MAX) > limit
+            {
+                page.has_more = true;
+                continue;
+            }
+            found.push((
+                owner,
+                document_from(SystemColumns::All, &columns, row)?,
+                cursor_columns.read(row).map_err(filter_error)?,
+            ));
+        }
+        let mut documents: Vec<Document> = found.iter().map(|(_, d, _)| d.clone()).collect();
+        load_permissions(conn, collection, &mut documents).await?;
+        for ((owner, _, cursor), document) in found.into_iter().zip(documents) {
+            if let Some(page) = pages.get_mut(&owner) {
+                page.documents.push((document, cursor));
+            }
+        }
+        if want_total {
+            by_parent.count(conn, &matching, &mut pages).await?;
+        }
+        Ok(pages)
+    })
+}
+
+/// An empty page for each parent.
+fn empty_pages(parents: &[String], want_total: bool) -> HashMap<String, Listed> {
+    parents
+        .iter()
+        .map(|p| {
+            (
+                p.clone(),
+                Listed {
+                    documents: Vec::new(),
+                    has_more: false,
+                    total: want_total.then_some(0),
+                },
+            )
+        })
+        .collect()
+}
+
+/// How a batched list tells its parents apart: the column naming each listed
+/// document's parent, and the join that brings it when a junction holds it.
+struct ByParent<'q> {
+    parent: String,
+    join: String,
+    parents: &'q [String],
+}
+
+impl<'q> ByParent<'q> {
+    fn new(dialect: SqlDialect, scope: &ParentScope, parents: &'q [String]) -> AppResult<Self> {
         let (parent, join) = match scope {
             ParentScope::Reference(key) => (
                 format!("{ALIAS}.{}", q(dialect, &format!("a_{key}"))),
@@ -847,72 +1005,54 @@ pub fn list_for_parents<'a>(
                 )
             }
         };
-        let conditions = |builder: &mut QueryBuilder<'_, Any>| -> AppResult<()> {
-            builder.push(format!(" WHERE {parent} IN ("));
-            let mut list = builder.separated(", ");
-            for id in parents {
-                list.push_bind(id.clone());
-            }
-            list.push_unseparated(") AND ");
-            filter::push_filter(builder, dialect, ALIAS, filter).map_err(filter_error)?;
-            if let Reach::PerItem(roles) = &reach {
-                push_reach(builder, collection, roles, Action::Read)?;
-            }
-            Ok(())
-        };
-        let order = filter::order_by_sql(dialect, ALIAS, &columns, orders).map_err(filter_error)?;
-        let mut builder = QueryBuilder::<Any>::new(format!(
-            "SELECT * FROM (SELECT {}, {parent} AS nimbus_parent, ROW_NUMBER() OVER (PARTITION BY {parent}{order}) AS nimbus_rn FROM {} {ALIAS}{join}",
-            selected_columns(dialect, collection),
-            q(dialect, &collection.table)
+        Ok(ByParent {
+            parent,
+            join,
+            parents,
+        })
+    }
+
+    /// ` WHERE <parent> IN (…) AND <filter> AND <may read>`.
+    fn push_where(
+        &self,
+        builder: &mut QueryBuilder<'_, Any>,
+        matching: &Matching<'_>,
+        dialect: SqlDialect,
+    ) -> AppResult<()> {
+        builder.push(format!(" WHERE {} IN (", self.parent));
+        let mut list = builder.separated(", ");
+        for id in self.parents {
+            list.push_bind(id.clone());
+        }
+        list.push_unseparated(") AND ");
+        matching.push_conditions(builder, dialect)
+    }
+
+    /// Fills in each parent's total.
+    async fn count(
+        &self,
+        conn: &mut Conn<'_>,
+        matching: &Matching<'_>,
+        pages: &mut HashMap<String, Listed>,
+    ) -> AppResult<()> {
+        let dialect = conn.dialect();
+        let mut count = QueryBuilder::<Any>::new(format!(
+            "SELECT {} AS nimbus_parent, COUNT(*) AS nimbus_count FROM {} {ALIAS}{}",
+            self.parent,
+            q(dialect, &matching.collection.table),
+            self.join
         ));
-        conditions(&mut builder)?;
-        builder
-            .push(") nimbus_ranked WHERE nimbus_rn <= ")
-            .push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
-            .push(" ORDER BY nimbus_parent, nimbus_rn");
-        let rows = builder.build().fetch_all(&mut *conn).await?;
-        let mut found: Vec<(String, Document, Cursor)> = Vec::with_capacity(rows.len());
-        let cursor_columns = CursorColumns::new(&columns, orders).map_err(filter_error)?;
-        for row in &rows {
+        self.push_where(&mut count, matching, dialect)?;
+        count.push(format!(" GROUP BY {}", self.parent));
+        for row in count.build().fetch_all(&mut **conn).await? {
             let owner: String = row.try_get("nimbus_parent")?;
-            let rank: i64 = row.try_get("nimbus_rn")?;
-            if let Some(page) = pages.get_mut(&owner)
-                && usize::try_from(rank).unwrap_or(usize::MAX) > limit
-            {
-                page.has_more = true;
-                continue;
-            }
-            found.push((
-                owner,
-                document_from(SystemColumns::All, &columns, row)?,
-                cursor_columns.read(row).map_err(filter_error)?,
-            ));
-        }
-        let mut documents: Vec<Document> = found.iter().map(|(_, d, _)| d.clone()).collect();
-        load_permissions(conn, dialect, collection, &mut documents).await?;
-        for ((owner, _, cursor), document) in found.into_iter().zip(documents) {
+            let total: i64 = row.try_get("nimbus_count")?;
             if let Some(page) = pages.get_mut(&owner) {
-                page.documents.push((document, cursor));
+                page.total = Some(total);
             }
         }
-        if want_total {
-            let mut count = QueryBuilder::<Any>::new(format!(
-                "SELECT {parent} AS nimbus_parent, COUNT(*) AS nimbus_count FROM {} {ALIAS}{join}",
-                q(dialect, &collection.table)
-            ));
-            conditions(&mut count)?;
-            count.push(format!(" GROUP BY {parent}"));
-            for row in count.build().fetch_all(&mut *conn).await? {
-                let owner: String = row.try_get("nimbus_parent")?;
-                let total: i64 = row.try_get("nimbus_count")?;
-                if let Some(page) = pages.get_mut(&owner) {
-                    page.total = Some(total);
-                }
-            }
-        }
-        Ok(pages)
-    })
+        Ok(())
+    }
 }
 
 /// A document to create.
@@ -938,18 +1078,18 @@ fn check_keys(collection: &Collection, data: &Map<String, Value>) -> AppResult<(
 }
 
 async fn write_permissions(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Collection,
     id: &str,
     permissions: &[Permission],
     replace: bool,
 ) -> AppResult<()> {
+    let dialect = conn.dialect();
     let table = q(dialect, &perms_table(&collection.table));
     if replace {
         sqlx::query(&format!("DELETE FROM {table} WHERE resource_id = ?"))
             .bind(id)
-            .execute(&mut *conn)
+            .execute(&mut **conn)
             .await?;
     }
     let rows = permission_grants(id, permissions);
@@ -961,7 +1101,7 @@ async fn write_permissions(
     builder.push_values(rows, |mut b, (resource, role, actions)| {
         b.push_bind(resource).push_bind(role).push_bind(actions);
     });
-    builder.build().execute(&mut *conn).await?;
+    builder.build().execute(&mut **conn).await?;
     Ok(())
 }
 
@@ -977,9 +1117,8 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
 /// `first_write` is set while the insert runs and stays set should anything fail
 /// after it (see [`super::tx::RequestTx::tracked_writer`]).
 pub fn create<'a>(
-    conn: &'a mut AnyConnection,
+    conn: &'a mut Conn<'_>,
     first_write: &'a AtomicBool,
-    dialect: SqlDialect,
     collection: &'a Collection,
     access: &'a Access,
     new: NewDocument,
@@ -988,7 +1127,6 @@ pub fn create<'a>(
     Box::pin(create_impl(
         conn,
         first_write,
-        dialect,
         collection,
         access,
         new,
@@ -997,25 +1135,15 @@ pub fn create<'a>(
 }
 
 async fn create_impl(
-    conn: &mut AnyConnection,
+    conn: &mut Conn<'_>,
     first_write: &AtomicBool,
-    dialect: SqlDialect,
     collection: &Collection,
     access: &Access,
     new: NewDocument,
     model: &DataModel,
 ) -> AppResult<Document> {
     let prepared = prepare_create(collection, access, new)?;
-    create_prepared(
-        conn,
-        first_write,
-        dialect,
-        collection,
-        access,
-        model,
-        prepared,
-    )
-    .await
+    create_prepared(conn, first_write, collection, access, model, prepared).await
 }
 
 /// A document checked and ready to insert: its row, its permission rows, and the
@@ -1060,6 +1188,15 @@ impl NewRow {
 }
 
 impl PreparedCreate {
+    /// Whether the create sets relationships: then it reads the documents it
+    /// links to, and may write junction rows, besides its own two inserts.
+    pub fn sets_relationships(&self, collection: &Collection) -> bool {
+        collection
+            .relationships
+            .iter()
+            .any(|relationship| self.input.contains_key(&relationship.key))
+    }
+
     /// The created document, answered from what was written rather than read back.
     pub fn into_document(self) -> Document {
         let mut permissions = self.permissions;
@@ -1073,15 +1210,6 @@ impl PreparedCreate {
             data: self.data,
         }
     }
-}
-
-/// Whether a create's data sets relationships: then it reads the documents it
-/// links to, and may write junction rows, besides its own two inserts.
-pub fn sets_relationships(collection: &Collection, data: &Map<String, Value>) -> bool {
-    collection
-        .relationships
-        .iter()
-        .any(|relationship| data.contains_key(&relationship.key))
 }
 
 /// Checks a create against the caller's permissions and the collection's
@@ -1143,15 +1271,15 @@ pub fn insert_columns(dialect: SqlDialect, collection: &Collection) -> String {
 /// Inserts a prepared document, after checking the documents it references
 /// (`access` must be able to read them). `first_write` as for [`create`].
 pub async fn create_prepared(
-    conn: &mut AnyConnection,
+    conn: &mut Conn<'_>,
     first_write: &AtomicBool,
-    dialect: SqlDialect,
     collection: &Collection,
     access: &Access,
     model: &DataModel,
     prepared: PreparedCreate,
 ) -> AppResult<Document> {
-    check_references(conn, dialect, collection, access, model, &prepared.input).await?;
+    let dialect = conn.dialect();
+    check_references(conn, collection, access, model, &prepared.input).await?;
     let row = &prepared.row;
     let mut builder = QueryBuilder::<Any>::new(format!(
         "INSERT INTO {} ({}) ",
@@ -1174,7 +1302,7 @@ pub async fn create_prepared(
         });
     }
     first_write.store(true, Ordering::SeqCst);
-    if let Err(err) = builder.build().execute(&mut *conn).await {
+    if let Err(err) = builder.build().execute(&mut **conn).await {
         let perms_table = perms_table(&collection.table);
         if is_unique_violation(&err) && !err.to_string().contains(perms_table.as_str()) {
             // The document's own insert failed, whole: nothing was written.
@@ -1184,7 +1312,7 @@ pub async fn create_prepared(
                 q(dialect, &collection.table)
             ))
             .bind(&row.id)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(&mut **conn)
             .await?
             .is_some();
             return Err(if exists {
@@ -1203,26 +1331,9 @@ pub async fn create_prepared(
         return Err(err.into());
     }
     if !permissions_along {
-        write_permissions(
-            conn,
-            dialect,
-            collection,
-            &row.id,
-            &prepared.permissions,
-            false,
-        )
-        .await?;
+        write_permissions(conn, collection, &row.id, &prepared.permissions, false).await?;
     }
-    write_links(
-        conn,
-        dialect,
-        collection,
-        access,
-        model,
-        &row.id,
-        &prepared.input,
-    )
-    .await?;
+    write_links(conn, collection, access, model, &row.id, &prepared.input).await?;
     Ok(prepared.into_document())
 }
 
@@ -1241,11 +1352,11 @@ pub struct DocumentChanges {
 /// MariaDB so that concurrent writes of it take turns (SQLite has one writer
 /// anyway); `None` when there is none.
 async fn load_locked(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Collection,
     id: &str,
 ) -> AppResult<Option<Document>> {
+    let dialect = conn.dialect();
     if ids::validate("id", id).is_err() {
         return Ok(None);
     }
@@ -1256,7 +1367,7 @@ async fn load_locked(
     if dialect == SqlDialect::MySql {
         builder.push(" FOR UPDATE");
     }
-    let Some(row) = builder.build().fetch_optional(&mut *conn).await? else {
+    let Some(row) = builder.build().fetch_optional(&mut **conn).await? else {
         return Ok(None);
     };
     let mut documents = vec![document_from(
@@ -1264,21 +1375,20 @@ async fn load_locked(
         &collection.columns(),
         &row,
     )?];
-    load_permissions(conn, dialect, collection, &mut documents).await?;
+    load_permissions(conn, collection, &mut documents).await?;
     Ok(documents.pop())
 }
 
 /// Loads a document the caller asked to `action`: a document it may not read
 /// is as missing as one that does not exist.
 async fn load_for_write(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Collection,
     access: &Access,
     id: &str,
     action: Action,
 ) -> AppResult<Document> {
-    let document = load_locked(conn, dialect, collection, id)
+    let document = load_locked(conn, collection, id)
         .await?
         .ok_or_else(|| not_found(id))?;
     if may(collection, access, action, &document.permissions) {
@@ -1301,29 +1411,26 @@ fn cascade_denied() -> AppError {
 /// See [`update_impl`]; boxed so that resolvers can hold the future across awaits.
 /// Returns the document before and after the change.
 pub fn update<'a>(
-    conn: &'a mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &'a mut Conn<'_>,
     collection: &'a Collection,
     access: &'a Access,
     id: &'a str,
     changes: DocumentChanges,
     model: &'a DataModel,
 ) -> BoxFuture<'a, AppResult<(Document, Document)>> {
-    Box::pin(update_impl(
-        conn, dialect, collection, access, id, changes, model,
-    ))
+    Box::pin(update_impl(conn, collection, access, id, changes, model))
 }
 
 async fn update_impl(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Collection,
     access: &Access,
     id: &str,
     changes: DocumentChanges,
     model: &DataModel,
 ) -> AppResult<(Document, Document)> {
-    let current = load_for_write(conn, dialect, collection, access, id, Action::Update).await?;
+    let dialect = conn.dialect();
+    let current = load_for_write(conn, collection, access, id, Action::Update).await?;
     if let Some(expected) = changes.expected_updated_at
         && expected != current.updated_at
     {
@@ -1343,7 +1450,7 @@ async fn update_impl(
         });
     }
     check_keys(collection, &changes.data)?;
-    check_references(conn, dialect, collection, access, model, &changes.data).await?;
+    check_references(conn, collection, access, model, &changes.data).await?;
     let permissions = changes
         .permissions
         .as_deref()
@@ -1369,7 +1476,7 @@ async fn update_impl(
         value.push_bind(&mut builder);
     }
     builder.push(" WHERE id = ").push_bind(id.to_string());
-    if let Err(err) = builder.build().execute(&mut *conn).await {
+    if let Err(err) = builder.build().execute(&mut **conn).await {
         if is_unique_violation(&err) {
             return Err(AppError::Invalid {
                 code: "DOCUMENT_NOT_UNIQUE",
@@ -1380,10 +1487,10 @@ async fn update_impl(
         return Err(err.into());
     }
     if let Some(permissions) = &permissions {
-        write_permissions(conn, dialect, collection, id, permissions, true).await?;
+        write_permissions(conn, collection, id, permissions, true).await?;
     }
-    write_links(conn, dialect, collection, access, model, id, &changes.data).await?;
-    let updated = get(conn, dialect, collection, &Access::Server, id, true)
+    write_links(conn, collection, access, model, id, &changes.data).await?;
+    let updated = get(conn, collection, &Access::Server, id, true)
         .await?
         .ok_or_else(|| not_found(id))?;
     Ok((current, updated))
@@ -1395,8 +1502,7 @@ async fn update_impl(
 /// transaction between reading and writing it.
 #[allow(clippy::too_many_arguments)]
 pub fn increment<'a>(
-    conn: &'a mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &'a mut Conn<'_>,
     collection: &'a Collection,
     access: &'a Access,
     id: &'a str,
@@ -1405,24 +1511,8 @@ pub fn increment<'a>(
     bound: Option<f64>,
 ) -> BoxFuture<'a, AppResult<(Document, Document)>> {
     Box::pin(async move {
-        let attribute = collection
-            .attribute(key)
-            .filter(|a| {
-                !a.array
-                    && matches!(
-                        a.kind,
-                        super::model::AttributeKind::Integer { .. }
-                            | super::model::AttributeKind::Float { .. }
-                    )
-            })
-            .ok_or_else(|| AppError::Invalid {
-                code: "ATTRIBUTE_INVALID",
-                field: "field".into(),
-                reason: format!(
-                    "`{}` is not a numeric attribute",
-                    key.chars().take(64).collect::<String>()
-                ),
-            })?;
+        let dialect = conn.dialect();
+        let attribute = numeric_attribute(collection, key)?;
         if !by.is_finite() {
             return Err(AppError::invalid("by", "expected a finite number"));
         }
@@ -1433,48 +1523,9 @@ pub fn increment<'a>(
                 reason: "changing by 0 changes nothing; give a positive amount".into(),
             });
         }
-        let current = load_for_write(conn, dialect, collection, access, id, Action::Update).await?;
+        let current = load_for_write(conn, collection, access, id, Action::Update).await?;
         let before = current.data.get(key).and_then(Value::as_f64).unwrap_or(0.0);
-        let after = before + by;
-        let past_bound = match bound {
-            Some(max) if by >= 0.0 => after > max,
-            Some(min) => after < min,
-            None => false,
-        };
-        // The reasons name no number: a caller that may update but not read the
-        // document must not learn its value from a refusal.
-        if past_bound {
-            return Err(AppError::Invalid {
-                code: "VALUE_OUT_OF_RANGE",
-                field: key.to_string(),
-                reason: "the result would pass the bound you gave".into(),
-            });
-        }
-        let integer = matches!(attribute.kind, super::model::AttributeKind::Integer { .. });
-        let after_json = if integer {
-            if after.fract() != 0.0 || !(i64::MIN as f64..=i64::MAX as f64).contains(&after) {
-                return Err(AppError::Invalid {
-                    code: "VALUE_INVALID",
-                    field: "by".into(),
-                    reason: "an integer attribute changes by whole numbers".into(),
-                });
-            }
-            Value::from(after as i64)
-        } else {
-            serde_json::Number::from_f64(after)
-                .map(Value::Number)
-                .ok_or_else(|| AppError::invalid("by", "expected a finite number"))?
-        };
-        let value = attribute
-            .to_sql_value(&after_json)
-            .map_err(|err| match err.code() {
-                "INTERNAL" => value_error(err),
-                code => AppError::Invalid {
-                    code,
-                    field: key.to_string(),
-                    reason: "the result would leave the attribute's range".into(),
-                },
-            })?;
+        let value = stepped_value(attribute, before, by, bound)?;
         let updated_at = now_millis().max(current.updated_at + 1);
         let mut builder = QueryBuilder::<Any>::new(format!(
             "UPDATE {} SET {} = ",
@@ -1487,22 +1538,95 @@ pub fn increment<'a>(
             .push_bind(updated_at)
             .push(" WHERE id = ")
             .push_bind(id.to_string());
-        builder.build().execute(&mut *conn).await?;
-        let updated = get(conn, dialect, collection, &Access::Server, id, true)
+        builder.build().execute(&mut **conn).await?;
+        let updated = get(conn, collection, &Access::Server, id, true)
             .await?
             .ok_or_else(|| not_found(id))?;
         Ok((current, updated))
     })
 }
 
+/// The attribute `key` of an increment: a numeric one, not a list.
+fn numeric_attribute<'c>(collection: &'c Collection, key: &str) -> AppResult<&'c Attribute> {
+    collection
+        .attribute(key)
+        .filter(|a| {
+            !a.array
+                && matches!(
+                    a.kind,
+                    super::model::AttributeKind::Integer { .. }
+                        | super::model::AttributeKind::Float { .. }
+                )
+        })
+        .ok_or_else(|| AppError::Invalid {
+            code: "ATTRIBUTE_INVALID",
+            field: "field".into(),
+            reason: format!(
+                "`{}` is not a numeric attribute",
+                key.chars().take(64).collect::<String>()
+            ),
+        })
+}
+
+/// The stored value of `before + by`, refused past `bound` (a maximum when
+/// adding, a minimum when subtracting) or outside the attribute's own range.
+/// The reasons name no number: a caller that may update but not read the
+/// document must not learn its value from a refusal.
+fn stepped_value(
+    attribute: &Attribute,
+    before: f64,
+    by: f64,
+    bound: Option<f64>,
+) -> AppResult<SqlValue> {
+    let key = &attribute.key;
+    let after = before + by;
+    let past_bound = match bound {
+        Some(max) if by >= 0.0 => after > max,
+        Some(min) => after < min,
+        None => false,
+    };
+    if past_bound {
+        return Err(AppError::Invalid {
+            code: "VALUE_OUT_OF_RANGE",
+            field: key.to_string(),
+            reason: "the result would pass the bound you gave".into(),
+        });
+    }
+    let integer = matches!(attribute.kind, super::model::AttributeKind::Integer { .. });
+    let after_json = if integer {
+        if after.fract() != 0.0 || !(i64::MIN as f64..=i64::MAX as f64).contains(&after) {
+            return Err(AppError::Invalid {
+                code: "VALUE_INVALID",
+                field: "by".into(),
+                reason: "an integer attribute changes by whole numbers".into(),
+            });
+        }
+        Value::from(after as i64)
+    } else {
+        serde_json::Number::from_f64(after)
+            .map(Value::Number)
+            .ok_or_else(|| AppError::invalid("by", "expected a finite number"))?
+    };
+    attribute
+        .to_sql_value(&after_json)
+        .map_err(|err| match err.code() {
+            "INTERNAL" => value_error(err),
+            code => AppError::Invalid {
+                code,
+                field: key.to_string(),
+                reason: "the result would leave the attribute's range".into(),
+            },
+        })
+}
+
 /// Whether a document exists, whoever may read it: for upserts.
 pub fn exists<'a>(
-    conn: &'a mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &'a mut Conn<'_>,
     collection: &'a Collection,
     id: &'a str,
 ) -> BoxFuture<'a, AppResult<bool>> {
     Box::pin(async move {
+        let dialect = conn.dialect();
         if ids::validate("id", id).is_err() {
             return Ok(false);
         }
@@ -1511,7 +1635,7 @@ pub fn exists<'a>(
             q(dialect, &collection.table)
         ))
         .bind(id)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(&mut **conn)
         .await?
         .is_some())
     })
@@ -1530,20 +1654,18 @@ const MAX_CASCADE_DEPTH: usize = 16;
 /// access: one that would delete a document the caller may not delete, or clear
 /// a reference in one it may not update, fails the whole delete.
 pub fn delete<'a>(
-    conn: &'a mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &'a mut Conn<'_>,
     collection: &'a Arc<Collection>,
     access: &'a Access,
     id: &'a str,
     model: &'a DataModel,
 ) -> BoxFuture<'a, AppResult<Deleted>> {
-    Box::pin(delete_impl(conn, dialect, collection, access, id, model, 0))
+    Box::pin(delete_impl(conn, collection, access, id, model, 0))
 }
 
 /// `depth` 0 is the document asked for; deeper ones are a cascade's.
 async fn delete_impl(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Arc<Collection>,
     access: &Access,
     id: &str,
@@ -1555,19 +1677,80 @@ async fn delete_impl(
             "deleting cascades more than {MAX_CASCADE_DEPTH} relationships deep"
         )));
     }
-    let current = if depth == 0 {
-        load_for_write(conn, dialect, collection, access, id, Action::Delete).await?
-    } else {
-        match load_locked(conn, dialect, collection, id).await? {
-            // Deleted by an earlier branch of the same cascade.
-            None => return Ok(Vec::new()),
-            Some(document) if may(collection, access, Action::Delete, &document.permissions) => {
-                document
-            }
-            Some(_) => return Err(cascade_denied()),
-        }
+    let Some(current) = load_for_delete(conn, collection, access, id, depth).await? else {
+        // Deleted by an earlier branch of the same cascade.
+        return Ok(Vec::new());
     };
-    // Links this document holds (it is the many-to-many holder).
+    let cascade_linked = held_links(conn, collection, model, id).await?;
+    let references: Vec<_> = model.references_to(collection).collect();
+    check_references_to(conn, &references, access, id).await?;
+    delete_rows(conn, collection, id).await?;
+    let mut deleted = vec![(collection.clone(), current)];
+    // The document is gone before its dependents are visited, so a cycle of
+    // cascades ends instead of coming back to it.
+    for (holder, relationship) in references {
+        for dependent in apply_on_delete(conn, holder, relationship, id).await? {
+            let more = Box::pin(delete_impl(
+                conn,
+                holder,
+                access,
+                &dependent,
+                model,
+                depth + 1,
+            ))
+            .await?;
+            deleted.extend(more);
+        }
+    }
+    for (related, linked) in cascade_linked {
+        let more = Box::pin(delete_impl(
+            conn,
+            &related,
+            access,
+            &linked,
+            model,
+            depth + 1,
+        ))
+        .await?;
+        deleted.extend(more);
+    }
+    Ok(deleted)
+}
+
+/// The document a delete removes: the one asked for needs the caller's
+/// `delete` permission (see [`load_for_write`]); one a cascade reaches, too,
+/// or the whole delete fails. `None` when a cascade finds it gone already.
+async fn load_for_delete(
+    conn: &mut Conn<'_>,
+    collection: &Collection,
+    access: &Access,
+    id: &str,
+    depth: usize,
+) -> AppResult<Option<Document>> {
+    if depth == 0 {
+        return load_for_write(conn, collection, access, id, Action::Delete)
+            .await
+            .map(Some);
+    }
+    match load_locked(conn, collection, id).await? {
+        None => Ok(None),
+        Some(document) if may(collection, access, Action::Delete, &document.permissions) => {
+            Ok(Some(document))
+        }
+        Some(_) => Err(cascade_denied()),
+    }
+}
+
+/// The documents a deleted document links to (it holding a many-to-many
+/// relationship) that its deletion takes along; refuses the delete when a
+/// restricting relationship links it.
+async fn held_links(
+    conn: &mut Conn<'_>,
+    collection: &Collection,
+    model: &DataModel,
+    id: &str,
+) -> AppResult<Vec<(Arc<Collection>, String)>> {
+    let dialect = conn.dialect();
     let mut cascade_linked: Vec<(Arc<Collection>, String)> = Vec::new();
     for relationship in collection.relationships.iter().filter(|r| !r.has_column()) {
         let Some(junction) = relationship.junction.as_deref() else {
@@ -1578,7 +1761,7 @@ async fn delete_impl(
             q(dialect, junction)
         ))
         .bind(id)
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut **conn)
         .await?;
         match relationship.on_delete {
             OnDelete::Restrict if !linked.is_empty() => {
@@ -1602,8 +1785,19 @@ async fn delete_impl(
             _ => {}
         }
     }
-    let references: Vec<_> = model.references_to(collection).collect();
-    for (holder, relationship) in &references {
+    Ok(cascade_linked)
+}
+
+/// Refuses a delete that a relationship pointing at the document restricts, or
+/// whose `SET_NULL` would change a document the caller may not update.
+async fn check_references_to(
+    conn: &mut Conn<'_>,
+    references: &[(&Arc<Collection>, &super::Relationship)],
+    access: &Access,
+    id: &str,
+) -> AppResult<()> {
+    let dialect = conn.dialect();
+    for (holder, relationship) in references {
         if relationship.on_delete == OnDelete::Restrict {
             let sql = match &relationship.junction {
                 // Links pointing here from a many-to-many holder.
@@ -1619,7 +1813,7 @@ async fn delete_impl(
             };
             let used = sqlx::query(&sql)
                 .bind(id)
-                .fetch_optional(&mut *conn)
+                .fetch_optional(&mut **conn)
                 .await?
                 .is_some();
             // Restrict holds whoever may read the documents pointing here; the
@@ -1636,94 +1830,80 @@ async fn delete_impl(
             }
         }
         if relationship.on_delete == OnDelete::SetNull && relationship.has_column() {
-            check_may_clear(conn, dialect, holder, relationship, access, id).await?;
+            check_may_clear(conn, holder, relationship, access, id).await?;
         }
     }
+    Ok(())
+}
+
+/// Deletes a document's row and its permissions.
+async fn delete_rows(conn: &mut Conn<'_>, collection: &Collection, id: &str) -> AppResult<()> {
+    let dialect = conn.dialect();
     sqlx::query(&format!(
         "DELETE FROM {} WHERE resource_id = ?",
         q(dialect, &perms_table(&collection.table))
     ))
     .bind(id)
-    .execute(&mut *conn)
+    .execute(&mut **conn)
     .await?;
     sqlx::query(&format!(
         "DELETE FROM {} WHERE id = ?",
         q(dialect, &collection.table)
     ))
     .bind(id)
-    .execute(&mut *conn)
+    .execute(&mut **conn)
     .await?;
-    let mut deleted = vec![(collection.clone(), current)];
-    // The document is gone before its dependents are visited, so a cycle of
-    // cascades ends instead of coming back to it.
-    for (holder, relationship) in references {
-        if !relationship.has_column() {
-            // Links pointing here go with the document (foreign keys).
-            continue;
-        }
-        let column = q(dialect, &relationship.column().column());
-        match relationship.on_delete {
-            OnDelete::Restrict => {}
-            OnDelete::SetNull => {
-                sqlx::query(&format!(
-                    "UPDATE {} SET {column} = NULL, updated_at = ? WHERE {column} = ?",
-                    q(dialect, &holder.table)
-                ))
-                .bind(now_millis())
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
-            }
-            OnDelete::Cascade => {
-                let dependents: Vec<String> = sqlx::query_scalar(&format!(
-                    "SELECT id FROM {} WHERE {column} = ?",
-                    q(dialect, &holder.table)
-                ))
-                .bind(id)
-                .fetch_all(&mut *conn)
-                .await?;
-                for dependent in dependents {
-                    let more = Box::pin(delete_impl(
-                        conn,
-                        dialect,
-                        holder,
-                        access,
-                        &dependent,
-                        model,
-                        depth + 1,
-                    ))
-                    .await?;
-                    deleted.extend(more);
-                }
-            }
-        }
+    Ok(())
+}
+
+/// Applies the on-delete rule of a reference column pointing at deleted
+/// document `id`: clears the references (`SET_NULL`), or answers the documents
+/// of `holder` to delete in turn (`CASCADE`). Links pointing here go with the
+/// document (foreign keys).
+async fn apply_on_delete(
+    conn: &mut Conn<'_>,
+    holder: &Collection,
+    relationship: &super::Relationship,
+    id: &str,
+) -> AppResult<Vec<String>> {
+    if !relationship.has_column() {
+        return Ok(Vec::new());
     }
-    for (related, linked) in cascade_linked {
-        let more = Box::pin(delete_impl(
-            conn,
-            dialect,
-            &related,
-            access,
-            &linked,
-            model,
-            depth + 1,
+    let dialect = conn.dialect();
+    let column = q(dialect, &relationship.column().column());
+    match relationship.on_delete {
+        OnDelete::Restrict => Ok(Vec::new()),
+        OnDelete::SetNull => {
+            sqlx::query(&format!(
+                "UPDATE {} SET {column} = NULL, updated_at = ? WHERE {column} = ?",
+                q(dialect, &holder.table)
+            ))
+            .bind(now_millis())
+            .bind(id)
+            .execute(&mut **conn)
+            .await?;
+            Ok(Vec::new())
+        }
+        OnDelete::Cascade => Ok(sqlx::query_scalar(&format!(
+            "SELECT id FROM {} WHERE {column} = ?",
+            q(dialect, &holder.table)
         ))
-        .await?;
-        deleted.extend(more);
+        .bind(id)
+        .fetch_all(&mut **conn)
+        .await?),
     }
-    Ok(deleted)
 }
 
 /// Refuses a delete whose `SET_NULL` would clear the reference of a document
 /// of `holder` that the caller may not update.
 async fn check_may_clear(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     holder: &Collection,
     relationship: &super::Relationship,
     access: &Access,
     id: &str,
 ) -> AppResult<()> {
+    let dialect = conn.dialect();
     let roles = match reach(holder, access, Action::Update) {
         Reach::All => return Ok(()),
         Reach::PerItem(roles) => Some(roles),
@@ -1747,7 +1927,7 @@ async fn check_may_clear(
         .map_err(|err| AppError::Internal(anyhow::anyhow!("permission filter: {err}")))?;
     }
     builder.push(" LIMIT 1");
-    if builder.build().fetch_optional(&mut *conn).await?.is_some() {
+    if builder.build().fetch_optional(&mut **conn).await?.is_some() {
         return Err(cascade_denied());
     }
     Ok(())
@@ -1759,14 +1939,14 @@ const MAX_LINKS: usize = 1000;
 /// Replaces the links of the many-to-many fields `data` names (a list of ids;
 /// null or an empty list unlinks all), after checking every id exists.
 async fn write_links(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Collection,
     access: &Access,
     model: &DataModel,
     id: &str,
     data: &Map<String, Value>,
 ) -> AppResult<()> {
+    let dialect = conn.dialect();
     for relationship in collection.relationships.iter().filter(|r| !r.has_column()) {
         let (Some(value), Some(junction)) = (
             data.get(&relationship.key),
@@ -1803,7 +1983,7 @@ async fn write_links(
                 AppError::Internal(anyhow::anyhow!("a relationship names a missing collection"))
             })?;
         if !targets.is_empty() {
-            let found = count_readable(conn, dialect, related, access, &targets).await?;
+            let found = count_readable(conn, related, access, &targets).await?;
             if found != targets.len() {
                 return Err(AppError::Invalid {
                     code: "RELATED_DOCUMENT_NOT_FOUND",
@@ -1817,7 +1997,7 @@ async fn write_links(
             q(dialect, junction)
         ))
         .bind(id)
-        .execute(&mut *conn)
+        .execute(&mut **conn)
         .await?;
         if !targets.is_empty() {
             let mut insert = QueryBuilder::<Any>::new(format!(
@@ -1827,7 +2007,7 @@ async fn write_links(
             insert.push_values(targets, |mut b, target| {
                 b.push_bind(id.to_string()).push_bind(target);
             });
-            insert.build().execute(&mut *conn).await?;
+            insert.build().execute(&mut **conn).await?;
         }
     }
     Ok(())
@@ -1838,12 +2018,12 @@ async fn write_links(
 /// caller, a document it may not read is as missing as one that does not exist,
 /// so a write can't tell them apart.
 async fn count_readable(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Collection,
     access: &Access,
     ids: &[String],
 ) -> AppResult<usize> {
+    let dialect = conn.dialect();
     let reach = reach(collection, access, Action::Read);
     if matches!(reach, Reach::None) || ids.is_empty() {
         return Ok(0);
@@ -1860,15 +2040,14 @@ async fn count_readable(
     if let Reach::PerItem(roles) = &reach {
         push_reach(&mut builder, collection, roles, Action::Read)?;
     }
-    let found: i64 = builder.build_query_scalar().fetch_one(&mut *conn).await?;
+    let found: i64 = builder.build_query_scalar().fetch_one(&mut **conn).await?;
     Ok(usize::try_from(found).unwrap_or(0))
 }
 
 /// Every reference a write sets must name an existing document the caller may
 /// read.
 async fn check_references(
-    conn: &mut AnyConnection,
-    dialect: SqlDialect,
+    conn: &mut Conn<'_>,
     collection: &Collection,
     access: &Access,
     model: &DataModel,
@@ -1884,8 +2063,7 @@ async fn check_references(
                 AppError::Internal(anyhow::anyhow!("a relationship names a missing collection"))
             })?;
         let missing = ids::validate(&relationship.key, target).is_err()
-            || count_readable(conn, dialect, related, access, std::slice::from_ref(target)).await?
-                == 0;
+            || count_readable(conn, related, access, std::slice::from_ref(target)).await? == 0;
         if missing {
             return Err(AppError::Invalid {
                 code: "RELATED_DOCUMENT_NOT_FOUND",

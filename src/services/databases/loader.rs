@@ -11,19 +11,17 @@ use std::sync::{Arc, Weak};
 
 use async_graphql::dataloader::Loader;
 
-use crate::AppState;
 use crate::error::AppError;
 
+use super::DataModel;
 use super::documents::{self, Access, Document, Listed, ParentScope};
 use super::filter::{OrderBy, ResolvedFilter};
 use super::tx::RequestTx;
-use super::{DataModel, sql_dialect};
 
 /// A referenced document: database, collection and document id.
 pub type RelatedKey = (String, String, String);
 
 pub struct RelatedLoader {
-    pub state: AppState,
     /// Weak: the request's transaction owns this loader.
     pub tx: Weak<RequestTx>,
     pub access: Access,
@@ -42,7 +40,6 @@ impl Loader<RelatedKey> for RelatedLoader {
             .tx
             .upgrade()
             .ok_or_else(|| AppError::Internal(anyhow::anyhow!("the request ended")).to_graphql())?;
-        let dialect = sql_dialect(self.state.db.dialect());
         let mut by_collection: HashMap<(&str, &str), Vec<String>> = HashMap::new();
         for (database, collection, id) in keys {
             by_collection
@@ -56,7 +53,7 @@ impl Loader<RelatedKey> for RelatedLoader {
             let Some(collection) = self.model.collection(database, collection_id) else {
                 continue;
             };
-            let documents = documents::get_many(&mut conn, dialect, collection, &self.access, &ids)
+            let documents = documents::get_many(&mut conn, collection, &self.access, &ids)
                 .await
                 .map_err(|e| e.to_graphql())?;
             for document in documents {
@@ -122,7 +119,6 @@ impl std::hash::Hash for ListKey {
 }
 
 pub struct ListLoader {
-    pub state: AppState,
     pub tx: Weak<RequestTx>,
     pub access: Access,
     pub model: Arc<DataModel>,
@@ -140,7 +136,6 @@ impl Loader<ListKey> for ListLoader {
             .tx
             .upgrade()
             .ok_or_else(|| AppError::Internal(anyhow::anyhow!("the request ended")).to_graphql())?;
-        let dialect = sql_dialect(self.state.db.dialect());
         let mut groups: HashMap<(&str, &str, &ParentScope, &str), Vec<&ListKey>> = HashMap::new();
         for key in keys {
             groups.entry(key.group()).or_default().push(key);
@@ -155,7 +150,6 @@ impl Loader<ListKey> for ListLoader {
             let parents: Vec<String> = members.iter().map(|k| k.parent.clone()).collect();
             let mut pages = documents::list_for_parents(
                 &mut conn,
-                dialect,
                 collection,
                 &self.access,
                 scope,

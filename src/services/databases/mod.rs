@@ -13,6 +13,7 @@ pub mod matcher;
 pub mod model;
 pub mod naming;
 pub mod schema;
+pub mod service;
 pub mod store;
 pub mod structure;
 pub mod tx;

@@ -21,14 +21,12 @@ use crate::services::projects::Project;
 
 use super::appwrite_query::parse_query_strings;
 use super::ddl::{Index, IndexKind, IndexOrder};
-use super::documents::{self, Access, DocumentChanges, ListQuery, NewDocument, Paging};
-use super::filter::{FilterError, Target, Use};
+use super::documents::{self, Access, DocumentChanges, NewDocument};
 use super::model::{Attribute, AttributeKind};
+use super::service::{Documents, ListByDocument, References};
 use super::structure::{self, CollectionChanges, NewCollection};
 use super::tx::{RequestTx, Sharing};
-use super::{
-    Collection, DataModel, Database, OnDelete, RelationKind, Relationship, sql_dialect, typed,
-};
+use super::{Collection, DataModel, Database, OnDelete, RelationKind, Relationship, typed};
 
 /// The request's transaction, which the HTTP and WebSocket handlers attach.
 pub(crate) fn request_tx<'a>(ctx: &ResolverContext<'a>) -> AppResult<&'a Arc<RequestTx>> {
@@ -63,17 +61,9 @@ pub async fn may_read_document(
         return Err(hidden());
     };
     let access = crate::auth::access::Access::of(caller, documents::DOCUMENTS_READ)?;
-    let state = app(ctx)?;
-    let mut conn = request_tx(ctx)?.reader().await?;
-    let found = documents::get(
-        &mut conn,
-        sql_dialect(state.db.dialect()),
-        &collection,
-        &access,
-        id,
-        false,
-    )
-    .await?;
+    let found = documents_of(ctx, &access)?
+        .get(&collection, id, false, References::AsStored)
+        .await?;
     found.map(|_| ()).ok_or_else(hidden)
 }
 
@@ -630,16 +620,13 @@ fn document_value(collection: &Collection, document: &documents::Document) -> Va
     ])
 }
 
-/// What a mutation answers for a document it wrote: the document when the
-/// caller may read it as the write left it, null otherwise (a caller may write
-/// what it may not read, and learns no more of it by writing).
+/// What a mutation answers for a document it wrote: the document, or null when
+/// the documents service answers none (the caller may not read it).
 fn written(
     collection: &Collection,
-    access: &Access,
-    document: &documents::Document,
+    document: Option<documents::Document>,
 ) -> Option<FieldValue<'static>> {
-    documents::may_read(collection, access, document)
-        .then(|| FieldValue::value(document_value(collection, document)))
+    document.map(|d| FieldValue::value(document_value(collection, &d)))
 }
 
 crate::graphql_input! {
@@ -1279,188 +1266,161 @@ fn collection() -> Field {
     .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)))
 }
 
+/// The generic document API: each field parses its arguments, calls the
+/// documents service and maps what it answers.
 fn register_documents(parts: &mut SchemaParts) {
-    parts.query(
-        Field::new("documents", TypeRef::named_nn("DocumentList"), |ctx| {
-            FieldFuture::new(async move {
-                let database_id = opt_string(&ctx, "databaseId")?.unwrap_or_default();
-                let collection_id = opt_string(&ctx, "collectionId")?.unwrap_or_default();
-                let collection = model_collection(&ctx, &database_id, &collection_id)?;
-                let queries: Vec<String> = match ctx.args.get("queries") {
-                    Some(list) if !list.is_null() => list
-                        .list()
-                        .map_err(|_| AppError::invalid("queries", "expected a list of strings"))?
-                        .iter()
-                        .map(|q| q.string().map(String::from))
-                        .collect::<Result<_, _>>()
-                        .map_err(|_| AppError::invalid("queries", "expected a list of strings"))?,
-                    _ => Vec::new(),
-                };
-                let parsed = parse_query_strings(&queries).map_err(|err| AppError::Invalid {
-                    code: err.code(),
-                    field: "queries".into(),
-                    reason: err.to_string(),
-                })?;
-                let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
-                documents::check_reference_conditions(&collection, data_model(&ctx)?, &access, &parsed.filter, &parsed.orders)?;
-                let filter = parsed.filter.resolve(&Target::of(&collection), Use::Query).map_err(FilterError::into_app_error)?;
-                let state = app(&ctx)?;
-                let dialect = sql_dialect(state.db.dialect());
-                let tx = request_tx(&ctx)?;
-                let mut conn = tx.reader().await?;
-                let after = match &parsed.cursor_after {
-                    Some(id) => Some(documents::cursor_of(&mut conn, dialect, &collection, &access, &parsed.orders, id).await?),
-                    None => None,
-                };
-                let before = match &parsed.cursor_before {
-                    Some(id) => Some(documents::cursor_of(&mut conn, dialect, &collection, &access, &parsed.orders, id).await?),
-                    None => None,
-                };
-                let limit = parsed.limit.unwrap_or(25) as usize;
-                let paging = match (parsed.offset, &after, &before) {
-                    (Some(offset), None, None) => Paging::Offset { limit, offset: offset as usize },
-                    (Some(_), _, _) => return Err(AppError::invalid("queries", "use `offset` or a cursor, not both").into()),
-                    _ => Paging::Keyset { from_end: before.is_some(), after, before, limit },
-                };
-                let query = ListQuery {
-                    filter,
-                    orders: parsed.orders,
-                    paging,
-                    want_total: ctx.look_ahead().field("total").exists(),
-                    want_permissions: true,
-                    only: None,
-                    want_more: true,
-                    want_cursors: false,
-                };
-                let mut listed = documents::list(&mut conn, dialect, &collection, &access, &query).await?;
-                let mut page: Vec<documents::Document> = listed.documents.drain(..).map(|(d, _)| d).collect();
-                documents::hide_unreadable_references(&mut conn, dialect, &collection, &access, data_model(&ctx)?, &mut page).await?;
-                let mut documents_value = Vec::with_capacity(page.len());
-                for document in &page {
-                    let mut value = document_value(&collection, document);
-                    if let (Some(select), Value::Object(map)) = (&parsed.select, &mut value)
-                        && let Some(Value::Object(data)) = map.get_mut("data")
-                    {
-                        data.retain(|k, _| select.iter().any(|s| s == k.as_str()));
-                    }
-                    documents_value.push(value);
+    parts.query(documents_field());
+    parts.query(document_field());
+    parts.mutation(create_document_field());
+    parts.mutation(update_document_field());
+    parts.mutation(delete_document_field());
+}
+
+/// The documents service for the request being resolved, as `access` reaches
+/// them.
+pub(crate) fn documents_of<'a>(
+    ctx: &ResolverContext<'a>,
+    access: &'a Access,
+) -> AppResult<Documents<'a>> {
+    Ok(Documents::new(request_tx(ctx)?, data_model(ctx)?, access))
+}
+
+/// `queries` of `documents`: a list of strings.
+fn query_strings(ctx: &ResolverContext<'_>) -> AppResult<Vec<String>> {
+    let invalid = || AppError::invalid("queries", "expected a list of strings");
+    match ctx.args.get("queries") {
+        Some(list) if !list.is_null() => list
+            .list()
+            .map_err(|_| invalid())?
+            .iter()
+            .map(|q| q.string().map(String::from))
+            .collect::<Result<_, _>>()
+            .map_err(|_| invalid()),
+        _ => Ok(Vec::new()),
+    }
+}
+
+fn documents_field() -> Field {
+    Field::new("documents", TypeRef::named_nn("DocumentList"), |ctx| {
+        FieldFuture::new(async move {
+            let database_id = opt_string(&ctx, "databaseId")?.unwrap_or_default();
+            let collection_id = opt_string(&ctx, "collectionId")?.unwrap_or_default();
+            let collection = model_collection(&ctx, &database_id, &collection_id)?;
+            let parsed = parse_query_strings(&query_strings(&ctx)?).map_err(|err| AppError::Invalid {
+                code: err.code(),
+                field: "queries".into(),
+                reason: err.to_string(),
+            })?;
+            let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
+            let request = ListByDocument {
+                filter: parsed.filter,
+                orders: parsed.orders,
+                cursor_after: parsed.cursor_after,
+                cursor_before: parsed.cursor_before,
+                limit: parsed.limit.unwrap_or(25) as usize,
+                offset: parsed.offset.map(|offset| offset as usize),
+                want_total: ctx.look_ahead().field("total").exists(),
+            };
+            let listed = documents_of(&ctx, &access)?.list_by_document(&collection, request).await?;
+            let mut documents_value = Vec::with_capacity(listed.documents.len());
+            for (document, _) in &listed.documents {
+                let mut value = document_value(&collection, document);
+                if let (Some(select), Value::Object(map)) = (&parsed.select, &mut value)
+                    && let Some(Value::Object(data)) = map.get_mut("data")
+                {
+                    data.retain(|k, _| select.iter().any(|s| s == k.as_str()));
                 }
-                Ok(Some(FieldValue::value(object([
-                    ("total", listed.total.map(Value::from).unwrap_or(Value::Null)),
-                    ("documents", Value::List(documents_value)),
-                ]))))
-            })
+                documents_value.push(value);
+            }
+            Ok(Some(FieldValue::value(object([
+                ("total", listed.total.map(Value::from).unwrap_or(Value::Null)),
+                ("documents", Value::List(documents_value)),
+            ]))))
         })
-        .description("Documents of any collection, found with Appwrite's query language: each query a JSON string such as `{\"method\":\"equal\",\"attribute\":\"title\",\"values\":[\"Hi\"]}`. Only documents the caller may read are returned and counted.")
-        .argument(InputValue::new("databaseId", TypeRef::named_nn(TypeRef::ID)))
-        .argument(InputValue::new("collectionId", TypeRef::named_nn(TypeRef::ID)))
-        .argument(InputValue::new("queries", TypeRef::named_nn_list(TypeRef::STRING)).description("Queries (filters, `orderAsc`, `cursorAfter`, `limit` ≤ 1000, `offset`, `select`, `and`, `or`).")),
-    );
-    parts.query(
-        Field::new("document", TypeRef::named("Document"), |ctx| {
-            FieldFuture::new(async move {
-                let database_id = opt_string(&ctx, "databaseId")?.unwrap_or_default();
-                let collection_id = opt_string(&ctx, "collectionId")?.unwrap_or_default();
-                let id = opt_string(&ctx, "id")?.unwrap_or_default();
-                let collection = model_collection(&ctx, &database_id, &collection_id)?;
-                let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
-                let state = app(&ctx)?;
-                let mut conn = request_tx(&ctx)?.reader().await?;
-                let with_permissions = ctx.look_ahead().field("permissions").exists();
-                let dialect = sql_dialect(state.db.dialect());
-                let Some(document) = documents::get(&mut conn, dialect, &collection, &access, &id, with_permissions).await? else {
-                    return Ok(None);
-                };
-                let mut found = [document];
-                documents::hide_unreadable_references(&mut conn, dialect, &collection, &access, data_model(&ctx)?, &mut found).await?;
-                let [document] = found;
-                Ok(Some(FieldValue::value(document_value(&collection, &document))))
-            })
+    })
+    .description("Documents of any collection, found with Appwrite's query language: each query a JSON string such as `{\"method\":\"equal\",\"attribute\":\"title\",\"values\":[\"Hi\"]}`. Only documents the caller may read are returned and counted.")
+    .argument(InputValue::new("databaseId", TypeRef::named_nn(TypeRef::ID)))
+    .argument(InputValue::new("collectionId", TypeRef::named_nn(TypeRef::ID)))
+    .argument(InputValue::new("queries", TypeRef::named_nn_list(TypeRef::STRING)).description("Queries (filters, `orderAsc`, `cursorAfter`, `limit` ≤ 1000, `offset`, `select`, `and`, `or`)."))
+}
+
+fn document_field() -> Field {
+    Field::new("document", TypeRef::named("Document"), |ctx| {
+        FieldFuture::new(async move {
+            let database_id = opt_string(&ctx, "databaseId")?.unwrap_or_default();
+            let collection_id = opt_string(&ctx, "collectionId")?.unwrap_or_default();
+            let id = opt_string(&ctx, "id")?.unwrap_or_default();
+            let collection = model_collection(&ctx, &database_id, &collection_id)?;
+            let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
+            let with_permissions = ctx.look_ahead().field("permissions").exists();
+            let document = documents_of(&ctx, &access)?
+                .get(&collection, &id, with_permissions, References::ReadableOnly)
+                .await?;
+            Ok(document.map(|d| FieldValue::value(document_value(&collection, &d))))
         })
-        .description("A document of any collection, or null when it does not exist or the caller may not read it.")
-        .argument(InputValue::new("databaseId", TypeRef::named_nn(TypeRef::ID)))
-        .argument(InputValue::new("collectionId", TypeRef::named_nn(TypeRef::ID)))
-        .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID))),
-    );
-    parts.mutation(
-        Field::new("createDocument", TypeRef::named("Document"), |ctx| {
-            FieldFuture::new(async move {
-                let input: CreateDocumentInput = input(&ctx)?;
-                let collection = model_collection(&ctx, &input.database_id, &input.collection_id)?;
-                let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-                let tx = request_tx(&ctx)?;
-                let new = NewDocument {
-                    id: input.id,
-                    data: data_object(input.data)?,
-                    permissions: input.permissions,
-                };
-                let document = tx.create(&collection, &access, new, data_model(&ctx)?, Sharing::Sole).await?;
-                tx.publish_after_commit(documents::event(&collection, &document, "create", None));
-                Ok(written(&collection, &access, &document))
-            })
+    })
+    .description("A document of any collection, or null when it does not exist or the caller may not read it.")
+    .argument(InputValue::new("databaseId", TypeRef::named_nn(TypeRef::ID)))
+    .argument(InputValue::new("collectionId", TypeRef::named_nn(TypeRef::ID)))
+    .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)))
+}
+
+fn create_document_field() -> Field {
+    Field::new("createDocument", TypeRef::named("Document"), |ctx| {
+        FieldFuture::new(async move {
+            let input: CreateDocumentInput = input(&ctx)?;
+            let collection = model_collection(&ctx, &input.database_id, &input.collection_id)?;
+            let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
+            let new = NewDocument {
+                id: input.id,
+                data: data_object(input.data)?,
+                permissions: input.permissions,
+            };
+            let document = documents_of(&ctx, &access)?
+                .create(&collection, new, Sharing::Sole)
+                .await?;
+            Ok(written(&collection, document))
         })
-        .description("Creates a document in any collection; needs the collection's `create` permission (or `documents.write`). All document writes of one request commit together or not at all. Answers null for a document the caller may not read once written.")
-        .argument(CreateDocumentInput::argument()),
-    );
-    parts.mutation(
-        Field::new("updateDocument", TypeRef::named("Document"), |ctx| {
-            FieldFuture::new(async move {
-                let input: UpdateDocumentInput = input(&ctx)?;
-                let collection = model_collection(&ctx, &input.database_id, &input.collection_id)?;
-                let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-                let state = app(&ctx)?;
-                let tx = request_tx(&ctx)?;
-                let changes = DocumentChanges {
-                    data: input.data.map(data_object).transpose()?.unwrap_or_default(),
-                    permissions: input.permissions,
-                    expected_updated_at: input
-                        .expected_updated_at
-                        .as_deref()
-                        .map(|t| crate::graphql::types::parse_datetime("expectedUpdatedAt", t))
-                        .transpose()?,
-                };
-                let dialect = sql_dialect(state.db.dialect());
-                let model = data_model(&ctx)?;
-                let (previous, document, shown) = {
-                    let mut op = tx.writer().await?;
-                    let result = async {
-                        let (previous, document) = documents::update(&mut op, dialect, &collection, &access, &input.id, changes, model).await?;
-                        // The answer, like a read, shows only references the caller may read.
-                        let mut shown = [document.clone()];
-                        documents::hide_unreadable_references(&mut op, dialect, &collection, &access, model, &mut shown).await?;
-                        let [shown] = shown;
-                        Ok((previous, document, shown))
-                    }
-                    .await;
-                    op.end(result)?
-                };
-                tx.publish_after_commit(documents::event(&collection, &document, "update", Some(&previous)));
-                Ok(written(&collection, &access, &shown))
-            })
+    })
+    .description("Creates a document in any collection; needs the collection's `create` permission (or `documents.write`). All document writes of one request commit together or not at all. Answers null for a document the caller may not read once written.")
+    .argument(CreateDocumentInput::argument())
+}
+
+fn update_document_field() -> Field {
+    Field::new("updateDocument", TypeRef::named("Document"), |ctx| {
+        FieldFuture::new(async move {
+            let input: UpdateDocumentInput = input(&ctx)?;
+            let collection = model_collection(&ctx, &input.database_id, &input.collection_id)?;
+            let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
+            let changes = DocumentChanges {
+                data: input.data.map(data_object).transpose()?.unwrap_or_default(),
+                permissions: input.permissions,
+                expected_updated_at: input
+                    .expected_updated_at
+                    .as_deref()
+                    .map(|t| crate::graphql::types::parse_datetime("expectedUpdatedAt", t))
+                    .transpose()?,
+            };
+            let document = documents_of(&ctx, &access)?
+                .update(&collection, &input.id, changes, References::ReadableOnly)
+                .await?;
+            Ok(written(&collection, document))
         })
-        .description("Changes a document of any collection; needs `update` permission on the collection or (with document security) on the document. Answers null for a document the caller may not read once written.")
-        .argument(UpdateDocumentInput::argument()),
-    );
-    parts.mutation(
-        Field::new("deleteDocument", TypeRef::named_nn("DeleteDocumentPayload"), |ctx| {
-            FieldFuture::new(async move {
-                let input: DocumentRefInput = input(&ctx)?;
-                let collection = model_collection(&ctx, &input.database_id, &input.collection_id)?;
-                let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-                let state = app(&ctx)?;
-                let tx = request_tx(&ctx)?;
-                let deleted = {
-                    let mut op = tx.writer().await?;
-                    let result = documents::delete(&mut op, sql_dialect(state.db.dialect()), &collection, &access, &input.id, data_model(&ctx)?).await;
-                    op.end(result)?
-                };
-                for (holder, document) in &deleted {
-                    tx.publish_after_commit(documents::event(holder, document, "delete", None));
-                }
-                Ok(Some(FieldValue::value(object([("deletedId", Value::from(input.id))]))))
-            })
+    })
+    .description("Changes a document of any collection; needs `update` permission on the collection or (with document security) on the document. Answers null for a document the caller may not read once written.")
+    .argument(UpdateDocumentInput::argument())
+}
+
+fn delete_document_field() -> Field {
+    Field::new("deleteDocument", TypeRef::named_nn("DeleteDocumentPayload"), |ctx| {
+        FieldFuture::new(async move {
+            let input: DocumentRefInput = input(&ctx)?;
+            let collection = model_collection(&ctx, &input.database_id, &input.collection_id)?;
+            let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
+            documents_of(&ctx, &access)?.delete(&collection, &input.id).await?;
+            Ok(Some(FieldValue::value(object([("deletedId", Value::from(input.id))]))))
         })
-        .description("Deletes a document of any collection; needs `delete` permission on the collection or (with document security) on the document.")
-        .argument(DocumentRefInput::argument()),
-    );
+    })
+    .description("Deletes a document of any collection; needs `delete` permission on the collection or (with document security) on the document.")
+    .argument(DocumentRefInput::argument())
 }

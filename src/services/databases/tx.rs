@@ -22,15 +22,15 @@ use tracing::Instrument as _;
 
 use crate::AppState;
 use crate::bus::{BusMessage, Event};
-use crate::db::Dialect;
 use crate::db::group_commit::{self, Batch, Outcome};
 use crate::db::lease::Lease;
 use crate::error::{AppError, AppResult};
 
 use super::create_batch::Membership;
-use super::documents::{self, Access, Document, NewDocument};
+use super::documents::PreparedCreate;
 use super::loader::{ListLoader, RelatedLoader};
-use super::{Collection, DataModel, sql_dialect};
+use super::model::SqlDialect;
+use super::{Collection, sql_dialect};
 
 /// How a request's document writes share the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +69,8 @@ pub enum Finished {
 /// The transaction of one request, begun by its first write.
 pub struct RequestTx {
     state: AppState,
+    /// The database's dialect, which every connection of the request carries.
+    dialect: SqlDialect,
     mode: Mode,
     /// The request's own transaction ([`Mode::Exclusive`]), on a leased connection.
     open: Mutex<Option<Lease>>,
@@ -92,32 +94,46 @@ pub struct RequestTx {
     lists: OnceLock<DataLoader<ListLoader>>,
 }
 
-/// A connection to run statements on: the request's transaction (its own, or
-/// its batch's), or a leased connection for reads when the request has written
-/// nothing.
-pub enum Conn<'a> {
+/// A connection to run statements on, with the SQL dialect it speaks: the code
+/// that builds statements asks the connection, rather than looking the database
+/// up at each call.
+pub struct Conn<'a> {
+    dialect: SqlDialect,
+    held: Held<'a>,
+}
+
+/// What a [`Conn`] runs on: the request's transaction (its own, or its batch's),
+/// or a leased connection for reads when the request has written nothing.
+enum Held<'a> {
     Batch(MappedMutexGuard<'a, Transaction<'static, Any>>),
     Own(MappedMutexGuard<'a, Lease>),
     Lease(Lease),
 }
 
+impl Conn<'_> {
+    /// The SQL dialect of the connection.
+    pub fn dialect(&self) -> SqlDialect {
+        self.dialect
+    }
+}
+
 impl Deref for Conn<'_> {
     type Target = AnyConnection;
     fn deref(&self) -> &AnyConnection {
-        match self {
-            Conn::Batch(tx) => tx,
-            Conn::Own(conn) => conn,
-            Conn::Lease(conn) => conn,
+        match &self.held {
+            Held::Batch(tx) => tx,
+            Held::Own(conn) => conn,
+            Held::Lease(conn) => conn,
         }
     }
 }
 
 impl DerefMut for Conn<'_> {
     fn deref_mut(&mut self) -> &mut AnyConnection {
-        match self {
-            Conn::Batch(tx) => &mut *tx,
-            Conn::Own(conn) => &mut *conn,
-            Conn::Lease(conn) => &mut *conn,
+        match &mut self.held {
+            Held::Batch(tx) => &mut *tx,
+            Held::Own(conn) => &mut *conn,
+            Held::Lease(conn) => &mut *conn,
         }
     }
 }
@@ -135,15 +151,15 @@ pub struct WriteOp<'a> {
     tx: &'a RequestTx,
 }
 
-impl Deref for WriteOp<'_> {
-    type Target = AnyConnection;
-    fn deref(&self) -> &AnyConnection {
+impl<'a> Deref for WriteOp<'a> {
+    type Target = Conn<'a>;
+    fn deref(&self) -> &Conn<'a> {
         &self.conn
     }
 }
 
-impl DerefMut for WriteOp<'_> {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
+impl<'a> DerefMut for WriteOp<'a> {
+    fn deref_mut(&mut self) -> &mut Conn<'a> {
         &mut self.conn
     }
 }
@@ -194,6 +210,7 @@ impl RequestTx {
         let mode = if shares { mode } else { Mode::Exclusive };
         Arc::new(RequestTx {
             state: state.clone(),
+            dialect: sql_dialect(state.db.dialect()),
             mode,
             open: Mutex::new(None),
             batch: OnceLock::new(),
@@ -212,7 +229,7 @@ impl RequestTx {
     /// A write operation on the request's transaction, begun now if this is its
     /// first write. On SQLite the write lock is taken at once (`BEGIN
     /// IMMEDIATE`), so a request never fails half-way for want of it.
-    pub fn writer(&self) -> BoxFuture<'_, AppResult<WriteOp<'_>>> {
+    pub(super) fn writer(&self) -> BoxFuture<'_, AppResult<WriteOp<'_>>> {
         Box::pin(self.writer_impl(true))
     }
 
@@ -220,7 +237,7 @@ impl RequestTx {
     /// write is one statement (which SQLite undoes whole when it fails) and that
     /// records it on [`WriteOp::first_write`]: a round trip less. Should it fail
     /// after that write, its batch rolls back and every member runs again.
-    pub fn tracked_writer(&self) -> BoxFuture<'_, AppResult<WriteOp<'_>>> {
+    pub(super) fn tracked_writer(&self) -> BoxFuture<'_, AppResult<WriteOp<'_>>> {
         Box::pin(self.writer_impl(false))
     }
 
@@ -235,7 +252,7 @@ impl RequestTx {
         match self.mode {
             Mode::Shared if self.state.db.group_commit().is_some() => {
                 let batch = self.joined().await?;
-                let mut conn = batch_connection(batch).await?;
+                let mut conn = self.batch_connection(batch).await?;
                 if savepoint {
                     batch.begin_operation(&mut conn).await?;
                 }
@@ -255,66 +272,43 @@ impl RequestTx {
         }
     }
 
-    /// Creates a document in the request's transaction. In a request of one
-    /// mutation field ([`Mode::Shared`]) whose only write this is
-    /// ([`Sharing::Sole`]), it shares an insert with other requests' where the
-    /// database has them (MariaDB), unless it sets relationships (which read and
-    /// write more than its rows). Boxed so that resolvers can hold the future
-    /// across awaits.
-    pub fn create<'a>(
+    /// Offers a prepared create to a shared insert with other requests'
+    /// (MariaDB): only in a request of one mutation field ([`Mode::Shared`])
+    /// whose only write it is ([`Sharing::Sole`]), and unless it sets
+    /// relationships (which read and write more than its rows). True when the
+    /// shared insert wrote it and the request joined its flight; false when the
+    /// create is to be inserted in the request's own transaction (its row given
+    /// back into `prepared`).
+    pub(super) fn shared_insert<'a>(
         &'a self,
         collection: &'a Collection,
-        access: &'a Access,
-        new: NewDocument,
-        model: &'a DataModel,
+        prepared: &'a mut PreparedCreate,
         sharing: Sharing,
-    ) -> BoxFuture<'a, AppResult<Document>> {
-        Box::pin(self.create_impl(collection, access, new, model, sharing))
-    }
-
-    async fn create_impl(
-        &self,
-        collection: &Collection,
-        access: &Access,
-        new: NewDocument,
-        model: &DataModel,
-        sharing: Sharing,
-    ) -> AppResult<Document> {
-        let dialect = sql_dialect(self.state.db.dialect());
-        let shared = self.state.creates.as_ref().filter(|_| {
-            self.mode == Mode::Shared
-                && sharing == Sharing::Sole
-                && !self.has_writes()
-                && !documents::sets_relationships(collection, &new.data)
-        });
-        let mut prepared = documents::prepare_create(collection, access, new)?;
-        if let Some(batches) = shared {
+    ) -> BoxFuture<'a, AppResult<bool>> {
+        Box::pin(async move {
+            let shared = self.state.creates.as_ref().filter(|_| {
+                self.mode == Mode::Shared
+                    && sharing == Sharing::Sole
+                    && !self.has_writes()
+                    && !prepared.sets_relationships(collection)
+            });
+            let Some(batches) = shared else {
+                return Ok(false);
+            };
             let (row, flight) = batches
                 .insert(collection, std::mem::take(&mut prepared.row))
                 .await?;
             prepared.row = row;
-            if let Some(flight) = flight {
-                // The created document is answered from what was written; nothing
-                // else of this request reads the flight's uncommitted rows, as
-                // nothing could refer to the document before it was created.
-                let _ = self.flight.set(flight);
-                return Ok(prepared.into_document());
-            }
-            // The shared insert failed: this create alone gets its own answer.
-        }
-        let mut op = self.tracked_writer().await?;
-        let first_write = op.first_write();
-        let result = documents::create_prepared(
-            &mut op,
-            first_write,
-            dialect,
-            collection,
-            access,
-            model,
-            prepared,
-        )
-        .await;
-        op.end(result)
+            let Some(flight) = flight else {
+                // The shared insert failed: this create alone gets its own answer.
+                return Ok(false);
+            };
+            // The created document is answered from what was written; nothing
+            // else of this request reads the flight's uncommitted rows, as
+            // nothing could refer to the document before it was created.
+            let _ = self.flight.set(flight);
+            Ok(true)
+        })
     }
 
     async fn exclusive(&self) -> AppResult<Conn<'_>> {
@@ -347,8 +341,28 @@ impl RequestTx {
             };
             *open = Some(lease);
         }
+        self.own(open)
+    }
+
+    /// The request's own transaction, held.
+    fn own<'a>(&'a self, open: MutexGuard<'a, Option<Lease>>) -> AppResult<Conn<'a>> {
         MutexGuard::try_map(open, Option::as_mut)
-            .map(Conn::Own)
+            .map(|lease| self.conn(Held::Own(lease)))
+            .map_err(|_| vanished())
+    }
+
+    fn conn<'a>(&self, held: Held<'a>) -> Conn<'a> {
+        Conn {
+            dialect: self.dialect,
+            held,
+        }
+    }
+
+    /// The batch's transaction, undoing first what an abandoned operation left.
+    async fn batch_connection<'a>(&'a self, batch: &'a Batch) -> AppResult<Conn<'a>> {
+        let guard = batch.connection().await?;
+        MutexGuard::try_map(guard, Option::as_mut)
+            .map(|tx| self.conn(Held::Batch(tx)))
             .map_err(|_| vanished())
     }
 
@@ -371,17 +385,15 @@ impl RequestTx {
     pub fn reader(&self) -> BoxFuture<'_, AppResult<Conn<'_>>> {
         Box::pin(async move {
             if let Some(batch) = self.batch.get() {
-                return batch_connection(batch).await;
+                return self.batch_connection(batch).await;
             }
             {
                 let open = self.open.lock().await;
                 if open.is_some() {
-                    return MutexGuard::try_map(open, Option::as_mut)
-                        .map(Conn::Own)
-                        .map_err(|_| vanished());
+                    return self.own(open);
                 }
             }
-            Ok(Conn::Lease(self.state.db.lease().await?))
+            Ok(self.conn(Held::Lease(self.state.db.lease().await?)))
         })
     }
 
@@ -412,7 +424,7 @@ impl RequestTx {
     }
 
     /// Queues an event to publish once the transaction commits.
-    pub fn publish_after_commit(&self, event: Event) {
+    pub(super) fn publish_after_commit(&self, event: Event) {
         if let Ok(mut events) = self.events.lock() {
             events.push(event);
         }
@@ -455,7 +467,7 @@ impl RequestTx {
         let Some(mut lease) = open else {
             return Ok(Finished::Kept);
         };
-        let dialect = self.state.db.dialect();
+        let dialect = self.dialect;
         // The next writer's turn comes once this transaction has ended.
         let turn = self.turn.lock().ok().and_then(|mut held| held.take());
         // Ended in a task of its own, so that a client going away cannot cut a
@@ -464,9 +476,9 @@ impl RequestTx {
         // closed (the server rolling back) if it could not get out.
         let ended = tokio::spawn(async move {
             match dialect {
-                Dialect::MySql => lease.end(success).await,
-                Dialect::Sqlite if success => AnyTransactionManager::commit(&mut lease).await,
-                Dialect::Sqlite => AnyTransactionManager::rollback(&mut lease).await,
+                SqlDialect::MySql => lease.end(success).await,
+                SqlDialect::Sqlite if success => AnyTransactionManager::commit(&mut lease).await,
+                SqlDialect::Sqlite => AnyTransactionManager::rollback(&mut lease).await,
             }
         })
         .await
@@ -517,14 +529,6 @@ async fn publish(state: &AppState, events: Vec<Event>) {
         // A lost event is logged by the bus; the write itself stands.
         let _ = state.bus.publish(BusMessage::Event(event)).await;
     }
-}
-
-/// The batch's transaction, undoing first what an abandoned operation left.
-async fn batch_connection(batch: &Batch) -> AppResult<Conn<'_>> {
-    let guard = batch.connection().await?;
-    MutexGuard::try_map(guard, Option::as_mut)
-        .map(Conn::Batch)
-        .map_err(|_| vanished())
 }
 
 fn vanished() -> AppError {

@@ -28,11 +28,12 @@ use super::filter::{
 };
 use super::loader::{ListKey, ListLoader, ListSpec, RelatedLoader};
 use super::model::{Attribute, AttributeKind};
-use super::schema::{data_model, data_object, request_tx};
+use super::schema::{data_model, data_object, documents_of, request_tx};
+use super::service::References;
 use super::tx::Sharing;
 use crate::auth::permissions::{Action, allows};
 
-use super::{Collection, DataModel, sql_dialect};
+use super::{Collection, DataModel};
 
 pub const BIGINT: &str = "BigInt";
 /// The most documents one page of a typed list holds.
@@ -460,18 +461,11 @@ fn node_value(document: Document) -> Value {
     node_value_of(document, None)
 }
 
-/// What a mutation answers for a document it wrote: the document when the
-/// caller may read it as the write left it, nothing otherwise (a caller may
-/// write what it may not read, and learns no more of it by writing). A single
-/// write answers null then, a bulk one leaves it out of its list, as a list
-/// query would.
-fn written(
-    collection: &Collection,
-    access: &Access,
-    document: Document,
-) -> Option<FieldValue<'static>> {
-    documents::may_read(collection, access, &document)
-        .then(|| FieldValue::value(node_value(document)))
+/// What a mutation answers for a document it wrote and the caller may read (the
+/// documents service answers no other: a single write answers null then, a
+/// bulk one leaves it out of its list, as a list query would).
+fn written(document: Document) -> FieldValue<'static> {
+    FieldValue::value(node_value(document))
 }
 
 /// The description of a mutation answering a document, with the rule of
@@ -618,19 +612,38 @@ pub fn register_collection(
     collection: Arc<Collection>,
     model: &DataModel,
 ) {
-    let names = &collection.names;
-    let t = names.type_name.clone();
+    let t = collection.names.type_name.clone();
     let plural_cap = {
-        let mut chars = names.plural.chars();
+        let mut chars = collection.names.plural.chars();
         chars
             .next()
             .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
             .unwrap_or_default()
     };
-    let about = format!("A document of the collection `{}`.", collection.name);
+    parts.add_type(object_type(&collection, model));
+    parts.add_types(connection_types(
+        &t,
+        &format!("documents of `{}`", collection.name),
+    ));
+    parts.add_type(filter_input(&collection, model));
+    parts.add_type(order_input(&collection));
+    register_write_types(parts, &collection);
+    parts.query(get_field(&collection));
+    parts.query(list_field(&collection));
+    parts.mutation(create_field(&collection));
+    parts.mutation(create_many_field(&collection, &plural_cap));
+    parts.mutation(update_field(&collection));
+    parts.mutation(delete_field(&collection));
+    register_bulk_and_atomic(parts, &collection, &plural_cap);
+    register_subscription(parts, &collection);
+}
 
-    // The object type.
-    let mut object_type = Object::new(t.as_str())
+/// The object type of a collection's documents (`Post`): system fields,
+/// attributes, relationships and the reverse fields of relationships pointing
+/// at it.
+fn object_type(collection: &Collection, model: &DataModel) -> Object {
+    let about = format!("A document of the collection `{}`.", collection.name);
+    let mut object_type = Object::new(collection.names.type_name.as_str())
         .description(about)
         .field(entry(
             "id".into(),
@@ -681,7 +694,7 @@ pub fn register_collection(
             });
         }
     }
-    for (holder, relationship) in model.references_to(&collection) {
+    for (holder, relationship) in model.references_to(collection) {
         if let Some(reverse) = &relationship.two_way_key {
             object_type = object_type.field(match &relationship.junction {
                 Some(junction) => linked_field(
@@ -697,13 +710,13 @@ pub fn register_collection(
             });
         }
     }
-    parts.add_type(object_type);
-    parts.add_types(connection_types(
-        &t,
-        &format!("documents of `{}`", collection.name),
-    ));
+    object_type
+}
 
-    // Filter and order inputs.
+/// `PostFilter`: conditions on the system fields, the attributes and the
+/// referenced documents, combined with `and`, `or` and `not`.
+fn filter_input(collection: &Collection, model: &DataModel) -> InputObject {
+    let t = &collection.names.type_name;
     let filter_name = format!("{t}Filter");
     let mut filter = InputObject::new(filter_name.as_str())
         .description(format!(
@@ -751,7 +764,12 @@ pub fn register_collection(
             );
         }
     }
-    parts.add_type(filter);
+    filter
+}
+
+/// `PostOrderBy`: one order, naming exactly one field.
+fn order_input(collection: &Collection) -> InputObject {
+    let t = &collection.names.type_name;
     let order_name = format!("{t}OrderBy");
     let mut order = InputObject::new(order_name.as_str())
         .oneof()
@@ -773,9 +791,13 @@ pub fn register_collection(
             TypeRef::named("OrderDirection"),
         ));
     }
-    parts.add_type(order);
+    order
+}
 
-    // Write inputs.
+/// `CreatePostInput`, `UpdatePostInput`, `DeletePostInput` and
+/// `DeletePostPayload`.
+fn register_write_types(parts: &mut SchemaParts, collection: &Collection) {
+    let t = &collection.names.type_name;
     let mut create = InputObject::new(format!("Create{t}Input"))
         .description(format!("A new `{t}`."))
         .field(
@@ -824,155 +846,141 @@ pub fn register_collection(
                 "Id of the deleted document.".into(),
             )),
     );
+}
 
-    // Queries.
+/// `post(id)`.
+fn get_field(collection: &Arc<Collection>) -> Field {
+    let t = collection.names.type_name.clone();
     let c = collection.clone();
-    parts.query(
-        Field::new(
-            names.single.as_str(),
-            TypeRef::named(t.as_str()),
-            move |ctx| {
-                let collection = c.clone();
-                FieldFuture::new(async move {
-                    let id = ctx.args.try_get("id")?.string()?.to_string();
-                    let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
-                    let dialect = sql_dialect(app(&ctx)?.db.dialect());
-                    let with_permissions = ctx.look_ahead().field("permissions").exists();
-                    let mut fields = Vec::new();
-                    selected_fields(&ctx, &[], &mut fields);
-                    let mut conn = request_tx(&ctx)?.reader().await?;
-                    let document = documents::get(
-                        &mut conn,
-                        dialect,
-                        &collection,
-                        &access,
-                        &id,
-                        with_permissions,
-                    )
+    Field::new(
+        collection.names.single.as_str(),
+        TypeRef::named(t.as_str()),
+        move |ctx| {
+            let collection = c.clone();
+            FieldFuture::new(async move {
+                let id = ctx.args.try_get("id")?.string()?.to_string();
+                let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
+                let with_permissions = ctx.look_ahead().field("permissions").exists();
+                let mut fields = Vec::new();
+                selected_fields(&ctx, &[], &mut fields);
+                let document = documents_of(&ctx, &access)?
+                    .get(&collection, &id, with_permissions, References::AsStored)
                     .await?;
-                    Ok(document
-                        .map(|d| FieldValue::value(node_value_of(d, Some(&field_names(&fields))))))
-                })
-            },
-        )
-        .description(format!(
-            "A `{t}` by id, or null when it does not exist or the caller may not read it."
-        ))
-        .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID))),
-    );
-    let c = collection.clone();
-    parts.query(
-        list_arguments(Field::new(names.plural.as_str(), TypeRef::named_nn(format!("{t}Connection")), move |ctx| {
-            let collection = c.clone();
-            FieldFuture::new(async move {
-                let value = connection_of(&ctx, &collection, None).await?;
-                Ok(Some(FieldValue::value(value)))
+                Ok(document
+                    .map(|d| FieldValue::value(node_value_of(d, Some(&field_names(&fields))))))
             })
-        })
-        .description(format!("`{t}` documents the caller may read, filtered, ordered and paged (Relay). `totalCount` is counted only when selected.")), &t),
-    );
+        },
+    )
+    .description(format!(
+        "A `{t}` by id, or null when it does not exist or the caller may not read it."
+    ))
+    .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)))
+}
 
-    // Mutations.
+/// `posts(filter, orderBy, first, after, last, before)`.
+fn list_field(collection: &Arc<Collection>) -> Field {
+    let t = collection.names.type_name.clone();
     let c = collection.clone();
-    parts.mutation(
-        Field::new(format!("create{t}"), TypeRef::named(t.as_str()), move |ctx| {
-            let collection = c.clone();
-            FieldFuture::new(async move {
-                let input = arg_json(&ctx, "input")?.unwrap_or(Json::Null);
-                let (access, document) = create_one(&ctx, &collection, input, Sharing::Sole).await?;
-                Ok(written(&collection, &access, document))
-            })
+    list_arguments(Field::new(collection.names.plural.as_str(), TypeRef::named_nn(format!("{t}Connection")), move |ctx| {
+        let collection = c.clone();
+        FieldFuture::new(async move {
+            let value = connection_of(&ctx, &collection, None).await?;
+            Ok(Some(FieldValue::value(value)))
         })
-        .description(format!("Creates a `{t}`; needs the collection's `create` permission. All document writes of one request commit together or not at all.{NULL_WHEN_UNREADABLE}"))
-        .argument(InputValue::new("input", TypeRef::named_nn(format!("Create{t}Input")))),
-    );
+    })
+    .description(format!("`{t}` documents the caller may read, filtered, ordered and paged (Relay). `totalCount` is counted only when selected.")), &t)
+}
+
+/// `createPost(input)`.
+fn create_field(collection: &Arc<Collection>) -> Field {
+    let t = collection.names.type_name.clone();
     let c = collection.clone();
-    parts.mutation(
-        Field::new(
-            format!("create{plural_cap}"),
-            TypeRef::named_nn_list_nn(t.as_str()),
-            move |ctx| {
-                let collection = c.clone();
-                FieldFuture::new(async move {
-                    let inputs = bulk_inputs(&ctx)?;
-                    let mut created = Vec::with_capacity(inputs.len());
-                    for input in inputs {
-                        let (access, document) =
-                            create_one(&ctx, &collection, input, Sharing::Among).await?;
-                        created.extend(written(&collection, &access, document));
-                    }
-                    Ok(Some(FieldValue::list(created)))
-                })
-            },
-        )
-        .description(format!(
-            "Creates up to {} `{t}` documents at once: all or none.{LISTS_ONLY_READABLE}",
-            documents::MAX_BULK
-        ))
-        .argument(InputValue::new(
-            "input",
-            TypeRef::named_nn_list_nn(format!("Create{t}Input")),
-        )),
-    );
+    Field::new(format!("create{t}"), TypeRef::named(t.as_str()), move |ctx| {
+        let collection = c.clone();
+        FieldFuture::new(async move {
+            let input = arg_json(&ctx, "input")?.unwrap_or(Json::Null);
+            let new = new_document(input)?;
+            let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
+            let document = documents_of(&ctx, &access)?
+                .create(&collection, new, Sharing::Sole)
+                .await?;
+            Ok(document.map(written))
+        })
+    })
+    .description(format!("Creates a `{t}`; needs the collection's `create` permission. All document writes of one request commit together or not at all.{NULL_WHEN_UNREADABLE}"))
+    .argument(InputValue::new("input", TypeRef::named_nn(format!("Create{t}Input"))))
+}
+
+/// `createPosts(input)`.
+fn create_many_field(collection: &Arc<Collection>, plural_cap: &str) -> Field {
+    let t = collection.names.type_name.clone();
     let c = collection.clone();
-    parts.mutation(
-        Field::new(format!("update{t}"), TypeRef::named(t.as_str()), move |ctx| {
+    Field::new(
+        format!("create{plural_cap}"),
+        TypeRef::named_nn_list_nn(t.as_str()),
+        move |ctx| {
             let collection = c.clone();
             FieldFuture::new(async move {
-                let input = arg_json(&ctx, "input")?.unwrap_or(Json::Null);
-                let WriteInput { data, id, permissions, expected_updated_at: expected } = split_input(input)?;
-                let id = id.unwrap_or_default();
-                let changes = DocumentChanges {
-                    data,
-                    permissions,
-                    expected_updated_at: expected
-                        .as_deref()
-                        .map(|t| parse_datetime("expectedUpdatedAt", t))
-                        .transpose()?,
-                };
+                let news = bulk_inputs(&ctx)?
+                    .into_iter()
+                    .map(new_document)
+                    .collect::<AppResult<Vec<_>>>()?;
                 let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-                let dialect = sql_dialect(app(&ctx)?.db.dialect());
-                let tx = request_tx(&ctx)?;
-                let (previous, document) = {
-                    let mut op = tx.writer().await?;
-                    let result = documents::update(&mut op, dialect, &collection, &access, &id, changes, data_model(&ctx)?).await;
-                    op.end(result)?
-                };
-                tx.publish_after_commit(documents::event(&collection, &document, "update", Some(&previous)));
-                Ok(written(&collection, &access, document))
+                let created = documents_of(&ctx, &access)?
+                    .create_many(&collection, news)
+                    .await?;
+                Ok(Some(FieldValue::list(created.into_iter().map(written))))
             })
-        })
-        .description(format!("Changes a `{t}`; needs `update` permission on the collection or (with document security) on the document.{NULL_WHEN_UNREADABLE}"))
-        .argument(InputValue::new("input", TypeRef::named_nn(format!("Update{t}Input")))),
-    );
+        },
+    )
+    .description(format!(
+        "Creates up to {} `{t}` documents at once: all or none.{LISTS_ONLY_READABLE}",
+        documents::MAX_BULK
+    ))
+    .argument(InputValue::new(
+        "input",
+        TypeRef::named_nn_list_nn(format!("Create{t}Input")),
+    ))
+}
+
+/// `updatePost(input)`.
+fn update_field(collection: &Arc<Collection>) -> Field {
+    let t = collection.names.type_name.clone();
     let c = collection.clone();
-    parts.mutation(
-        Field::new(format!("delete{t}"), TypeRef::named_nn(format!("Delete{t}Payload")), move |ctx| {
-            let collection = c.clone();
-            FieldFuture::new(async move {
-                let id = match arg_json(&ctx, "input")? {
-                    Some(Json::Object(map)) => map.get("id").and_then(Json::as_str).unwrap_or_default().to_string(),
-                    _ => String::new(),
-                };
-                let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-                let dialect = sql_dialect(app(&ctx)?.db.dialect());
-                let tx = request_tx(&ctx)?;
-                let deleted = {
-                    let mut op = tx.writer().await?;
-                    let result = documents::delete(&mut op, dialect, &collection, &access, &id, data_model(&ctx)?).await;
-                    op.end(result)?
-                };
-                for (holder, document) in &deleted {
-                    tx.publish_after_commit(documents::event(holder, document, "delete", None));
-                }
-                Ok(Some(FieldValue::value(object([("deletedId", Value::from(id))]))))
-            })
+    Field::new(format!("update{t}"), TypeRef::named(t.as_str()), move |ctx| {
+        let collection = c.clone();
+        FieldFuture::new(async move {
+            let input = arg_json(&ctx, "input")?.unwrap_or(Json::Null);
+            let (id, changes) = document_changes(input)?;
+            let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
+            let document = documents_of(&ctx, &access)?
+                .update(&collection, &id, changes, References::AsStored)
+                .await?;
+            Ok(document.map(written))
         })
-        .description(format!("Deletes a `{t}`; needs `delete` permission on the collection or (with document security) on the document."))
-        .argument(InputValue::new("input", TypeRef::named_nn(format!("Delete{t}Input")))),
-    );
-    register_bulk_and_atomic(parts, &collection, &plural_cap);
-    register_subscription(parts, &collection);
+    })
+    .description(format!("Changes a `{t}`; needs `update` permission on the collection or (with document security) on the document.{NULL_WHEN_UNREADABLE}"))
+    .argument(InputValue::new("input", TypeRef::named_nn(format!("Update{t}Input"))))
+}
+
+/// `deletePost(input)`.
+fn delete_field(collection: &Arc<Collection>) -> Field {
+    let t = collection.names.type_name.clone();
+    let c = collection.clone();
+    Field::new(format!("delete{t}"), TypeRef::named_nn(format!("Delete{t}Payload")), move |ctx| {
+        let collection = c.clone();
+        FieldFuture::new(async move {
+            let id = match arg_json(&ctx, "input")? {
+                Some(Json::Object(map)) => map.get("id").and_then(Json::as_str).unwrap_or_default().to_string(),
+                _ => String::new(),
+            };
+            let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
+            documents_of(&ctx, &access)?.delete(&collection, &id).await?;
+            Ok(Some(FieldValue::value(object([("deletedId", Value::from(id))]))))
+        })
+    })
+    .description(format!("Deletes a `{t}`; needs `delete` permission on the collection or (with document security) on the document."))
+    .argument(InputValue::new("input", TypeRef::named_nn(format!("Delete{t}Input"))))
 }
 
 /// `upsertPost`, `updatePosts`, `deletePosts(filter)`, `incrementPost`,
@@ -982,7 +990,40 @@ fn register_bulk_and_atomic(
     collection: &Arc<Collection>,
     plural_cap: &str,
 ) {
-    let t = collection.names.type_name.clone();
+    register_bulk_types(parts, collection, plural_cap);
+    parts.mutation(upsert_field(collection));
+    parts.mutation(update_many_field(collection, plural_cap));
+    parts.mutation(delete_many_field(collection, plural_cap));
+    let numeric: Vec<&Attribute> = collection
+        .attributes
+        .iter()
+        .filter(|a| {
+            !a.array
+                && matches!(
+                    a.kind,
+                    AttributeKind::Integer { .. } | AttributeKind::Float { .. }
+                )
+        })
+        .filter(|a| !matches!(a.key.as_str(), "true" | "false" | "null"))
+        .collect();
+    if numeric.is_empty() {
+        return;
+    }
+    let t = &collection.names.type_name;
+    parts.add_type(
+        Enum::new(format!("{t}NumericField"))
+            .description(format!("The numeric attributes of `{t}`."))
+            .items(numeric.iter().map(|a| a.key.clone())),
+    );
+    for step in [Step::Increment, Step::Decrement] {
+        parts.add_type(step_input(collection, step));
+        parts.mutation(step_field(collection, step));
+    }
+}
+
+/// `UpsertPostInput`, `DeletePostsInput` and `DeletePostsPayload`.
+fn register_bulk_types(parts: &mut SchemaParts, collection: &Collection, plural_cap: &str) {
+    let t = &collection.names.type_name;
     let mut upsert = InputObject::new(format!("Upsert{t}Input"))
         .description(format!("A `{t}` to create, or to change when its id exists: given fields are set, others stay (or take their defaults when created)."))
         .field(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)).description("The document."))
@@ -1018,350 +1059,240 @@ fn register_bulk_and_atomic(
                 "Ids of the deleted documents, cascades not included.".into(),
             )),
     );
+}
 
+/// `upsertPost(input)`.
+fn upsert_field(collection: &Arc<Collection>) -> Field {
+    let t = collection.names.type_name.clone();
     let c = collection.clone();
-    parts.mutation(
-        Field::new(format!("upsert{t}"), TypeRef::named(t.as_str()), move |ctx| {
+    Field::new(format!("upsert{t}"), TypeRef::named(t.as_str()), move |ctx| {
+        let collection = c.clone();
+        FieldFuture::new(async move {
+            let input = arg_json(&ctx, "input")?.unwrap_or(Json::Null);
+            let WriteInput { data, id, permissions, .. } = split_input(input)?;
+            let id = id.unwrap_or_default();
+            let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
+            let document = documents_of(&ctx, &access)?
+                .upsert(&collection, id, data, permissions)
+                .await?;
+            Ok(document.map(written))
+        })
+    })
+    .description(format!("Creates a `{t}` with this id, or changes it when it exists (needs `create` or `update` permission accordingly).{NULL_WHEN_UNREADABLE}"))
+    .argument(InputValue::new("input", TypeRef::named_nn(format!("Upsert{t}Input"))))
+}
+
+/// `updatePosts(input)`.
+fn update_many_field(collection: &Arc<Collection>, plural_cap: &str) -> Field {
+    let t = collection.names.type_name.clone();
+    let c = collection.clone();
+    Field::new(
+        format!("update{plural_cap}"),
+        TypeRef::named_nn_list_nn(t.as_str()),
+        move |ctx| {
             let collection = c.clone();
             FieldFuture::new(async move {
-                let input = arg_json(&ctx, "input")?.unwrap_or(Json::Null);
-                let WriteInput { data, id, permissions, .. } = split_input(input)?;
-                let id = id.unwrap_or_default();
+                let inputs = bulk_inputs(&ctx)?;
                 let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-                let dialect = sql_dialect(app(&ctx)?.db.dialect());
-                let model = data_model(&ctx)?;
-                let tx = request_tx(&ctx)?;
-                let (previous, document, action) = {
-                    let mut op = tx.writer().await?;
-                    let result = async {
-                        if documents::exists(&mut op, dialect, &collection, &id).await? {
-                            let changes = DocumentChanges { data, permissions, expected_updated_at: None };
-                            let (previous, document) = documents::update(&mut op, dialect, &collection, &access, &id, changes, model).await?;
-                            Ok((Some(previous), document, "update"))
-                        } else {
-                            let new = NewDocument { id: Some(id), data, permissions };
-                            let first_write = op.first_write();
-                            Ok((None, documents::create(&mut op, first_write, dialect, &collection, &access, new, model).await?, "create"))
-                        }
-                    }
-                    .await;
-                    op.end(result)?
+                let changes = inputs
+                    .into_iter()
+                    .map(document_changes)
+                    .collect::<AppResult<Vec<_>>>()?;
+                let updated = documents_of(&ctx, &access)?
+                    .update_many(&collection, changes)
+                    .await?;
+                Ok(Some(FieldValue::list(updated.into_iter().map(written))))
+            })
+        },
+    )
+    .description(format!(
+        "Changes up to {} `{t}` documents at once: all or none.{LISTS_ONLY_READABLE}",
+        documents::MAX_BULK
+    ))
+    .argument(InputValue::new(
+        "input",
+        TypeRef::named_nn_list_nn(format!("Update{t}Input")),
+    ))
+}
+
+/// `deletePosts(input: {filter})`.
+fn delete_many_field(collection: &Arc<Collection>, plural_cap: &str) -> Field {
+    let t = collection.names.type_name.clone();
+    let c = collection.clone();
+    Field::new(
+        format!("delete{plural_cap}"),
+        TypeRef::named_nn(format!("Delete{plural_cap}Payload")),
+        move |ctx| {
+            let collection = c.clone();
+            FieldFuture::new(async move {
+                let filter_input = match arg_json(&ctx, "input")? {
+                    Some(Json::Object(mut map)) => map.remove("filter").unwrap_or(Json::Null),
+                    _ => Json::Null,
                 };
-                tx.publish_after_commit(documents::event(&collection, &document, action, previous.as_ref()));
-                Ok(written(&collection, &access, document))
+                let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
+                let model = data_model(&ctx)?;
+                let filter = filter_from_input(&collection, model, &access, &filter_input, 0)?;
+                let deleted_ids = documents_of(&ctx, &access)?
+                    .delete_matching(&collection, filter)
+                    .await?;
+                Ok(Some(FieldValue::value(object([(
+                    "deletedIds",
+                    Value::List(deleted_ids.into_iter().map(Value::from).collect()),
+                )]))))
             })
-        })
-        .description(format!("Creates a `{t}` with this id, or changes it when it exists (needs `create` or `update` permission accordingly).{NULL_WHEN_UNREADABLE}"))
-        .argument(InputValue::new("input", TypeRef::named_nn(format!("Upsert{t}Input")))),
-    );
+        },
+    )
+    .description(format!(
+        "Deletes the `{t}` documents matching a filter, at most {}: all or none.",
+        documents::MAX_BULK
+    ))
+    .argument(InputValue::new(
+        "input",
+        TypeRef::named_nn(format!("Delete{plural_cap}Input")),
+    ))
+}
 
-    let c = collection.clone();
-    parts.mutation(
-        Field::new(
-            format!("update{plural_cap}"),
-            TypeRef::named_nn_list_nn(t.as_str()),
-            move |ctx| {
-                let collection = c.clone();
-                FieldFuture::new(async move {
-                    let inputs = bulk_inputs(&ctx)?;
-                    let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-                    let dialect = sql_dialect(app(&ctx)?.db.dialect());
-                    let model = data_model(&ctx)?;
-                    let tx = request_tx(&ctx)?;
-                    let mut updated = Vec::with_capacity(inputs.len());
-                    for input in inputs {
-                        let WriteInput {
-                            data,
-                            id,
-                            permissions,
-                            expected_updated_at,
-                        } = split_input(input)?;
-                        let changes = DocumentChanges {
-                            data,
-                            permissions,
-                            expected_updated_at: expected_updated_at
-                                .as_deref()
-                                .map(|t| parse_datetime("expectedUpdatedAt", t))
-                                .transpose()?,
-                        };
-                        let id = id.unwrap_or_default();
-                        let (previous, document) = {
-                            let mut op = tx.writer().await?;
-                            let result = documents::update(
-                                &mut op,
-                                dialect,
-                                &collection,
-                                &access,
-                                &id,
-                                changes,
-                                model,
-                            )
-                            .await;
-                            op.end(result)?
-                        };
-                        tx.publish_after_commit(documents::event(
-                            &collection,
-                            &document,
-                            "update",
-                            Some(&previous),
-                        ));
-                        updated.extend(written(&collection, &access, document));
-                    }
-                    Ok(Some(FieldValue::list(updated)))
-                })
-            },
-        )
-        .description(format!(
-            "Changes up to {} `{t}` documents at once: all or none.{LISTS_ONLY_READABLE}",
-            documents::MAX_BULK
-        ))
-        .argument(InputValue::new(
-            "input",
-            TypeRef::named_nn_list_nn(format!("Update{t}Input")),
-        )),
-    );
+/// Which way an atomic step goes.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Increment,
+    Decrement,
+}
 
-    let c = collection.clone();
-    parts.mutation(
-        Field::new(
-            format!("delete{plural_cap}"),
-            TypeRef::named_nn(format!("Delete{plural_cap}Payload")),
-            move |ctx| {
-                let collection = c.clone();
-                FieldFuture::new(async move {
-                    let filter_input = match arg_json(&ctx, "input")? {
-                        Some(Json::Object(mut map)) => map.remove("filter").unwrap_or(Json::Null),
-                        _ => Json::Null,
-                    };
-                    let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-                    let model = data_model(&ctx)?;
-                    let filter = filter_from_input(&collection, model, &access, &filter_input, 0)?;
-                    let filter = resolve(&collection, &filter, Use::Query)?;
-                    let dialect = sql_dialect(app(&ctx)?.db.dialect());
-                    let tx = request_tx(&ctx)?;
-                    let mut op = tx.writer().await?;
-                    let result = async {
-                        let query = ListQuery {
-                            filter,
-                            orders: Vec::new(),
-                            paging: Paging::Keyset {
-                                after: None,
-                                before: None,
-                                limit: documents::MAX_BULK,
-                                from_end: false,
-                            },
-                            want_total: false,
-                            want_permissions: true,
-                            only: None,
-                            want_more: true,
-                            want_cursors: false,
-                        };
-                        let matching =
-                            documents::list(&mut op, dialect, &collection, &access, &query).await?;
-                        if matching.has_more {
-                            return Err(AppError::Invalid {
-                                code: "TOO_MANY_DOCUMENTS",
-                                field: "filter".into(),
-                                reason: format!(
-                                    "more than {} documents match; narrow the filter",
-                                    documents::MAX_BULK
-                                ),
-                            });
-                        }
-                        let mut deleted_ids = Vec::with_capacity(matching.documents.len());
-                        for (document, _) in &matching.documents {
-                            let deleted = documents::delete(
-                                &mut op,
-                                dialect,
-                                &collection,
-                                &access,
-                                &document.id,
-                                model,
-                            )
-                            .await;
-                            match deleted {
-                                Ok(deleted) => {
-                                    for (holder, document) in &deleted {
-                                        tx.publish_after_commit(documents::event(
-                                            holder, document, "delete", None,
-                                        ));
-                                    }
-                                    deleted_ids.push(Value::from(document.id.as_str()));
-                                }
-                                // Taken along by an earlier one's cascade.
-                                Err(AppError::NotFound { .. }) => {}
-                                Err(err) => return Err(err),
-                            }
-                        }
-                        Ok(deleted_ids)
-                    }
-                    .await;
-                    let deleted_ids = op.end(result)?;
-                    Ok(Some(FieldValue::value(object([(
-                        "deletedIds",
-                        Value::List(deleted_ids),
-                    )]))))
-                })
-            },
-        )
-        .description(format!(
-            "Deletes the `{t}` documents matching a filter, at most {}: all or none.",
-            documents::MAX_BULK
-        ))
-        .argument(InputValue::new(
-            "input",
-            TypeRef::named_nn(format!("Delete{plural_cap}Input")),
-        )),
-    );
-
-    let numeric: Vec<&Attribute> = collection
-        .attributes
-        .iter()
-        .filter(|a| {
-            !a.array
-                && matches!(
-                    a.kind,
-                    AttributeKind::Integer { .. } | AttributeKind::Float { .. }
-                )
-        })
-        .filter(|a| !matches!(a.key.as_str(), "true" | "false" | "null"))
-        .collect();
-    if numeric.is_empty() {
-        return;
+impl Step {
+    /// The verb of its mutation and input (`increment`, `Increment`).
+    fn verb(self) -> (&'static str, &'static str) {
+        match self {
+            Step::Increment => ("increment", "Increment"),
+            Step::Decrement => ("decrement", "Decrement"),
+        }
     }
-    parts.add_type(
-        Enum::new(format!("{t}NumericField"))
-            .description(format!("The numeric attributes of `{t}`."))
-            .items(numeric.iter().map(|a| a.key.clone())),
-    );
-    for (name, input_name, bound, sign, about) in [
-        (
-            format!("increment{t}"),
-            format!("Increment{t}Input"),
-            "max",
-            1.0,
-            "Adds `by` (default 1) to a numeric attribute, atomically; refused past `max` or the attribute's own range.",
-        ),
-        (
-            format!("decrement{t}"),
-            format!("Decrement{t}Input"),
-            "min",
-            -1.0,
-            "Subtracts `by` (default 1) from a numeric attribute, atomically; refused below `min` or the attribute's own range.",
-        ),
-    ] {
-        parts.add_type(
-            InputObject::new(input_name.as_str())
-                .description(about)
-                .field(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)))
-                .field(InputValue::new(
-                    "field",
-                    TypeRef::named_nn(format!("{t}NumericField")),
-                ))
-                .field(
-                    InputValue::new("by", TypeRef::named(TypeRef::FLOAT))
-                        .description("How much (default 1; positive)."),
-                )
-                .field(
-                    InputValue::new(bound, TypeRef::named(TypeRef::FLOAT))
-                        .description("The bound the result may not pass."),
-                ),
-        );
-        let c = collection.clone();
-        parts.mutation(
-            Field::new(name, TypeRef::named(t.as_str()), move |ctx| {
-                let collection = c.clone();
-                FieldFuture::new(async move {
-                    let Some(Json::Object(input)) = arg_json(&ctx, "input")? else {
-                        return Err(AppError::invalid("input", "expected an object").into());
-                    };
-                    let id = input
-                        .get("id")
-                        .and_then(Json::as_str)
-                        .unwrap_or_default()
-                        .to_string();
-                    let field = input
-                        .get("field")
-                        .and_then(Json::as_str)
-                        .unwrap_or_default()
-                        .to_string();
-                    let by = input.get("by").and_then(Json::as_f64).unwrap_or(1.0);
-                    if by < 0.0 {
-                        return Err(AppError::invalid(
-                            "by",
-                            "give a positive amount; use the other mutation to go the other way",
-                        )
-                        .into());
-                    }
-                    let limit = input.get(bound).and_then(Json::as_f64);
-                    let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-                    let dialect = sql_dialect(app(&ctx)?.db.dialect());
-                    let tx = request_tx(&ctx)?;
-                    let (previous, document) = {
-                        let mut op = tx.writer().await?;
-                        let result = documents::increment(
-                            &mut op,
-                            dialect,
-                            &collection,
-                            &access,
-                            &id,
-                            &field,
-                            sign * by,
-                            limit,
-                        )
-                        .await;
-                        op.end(result)?
-                    };
-                    tx.publish_after_commit(documents::event(
-                        &collection,
-                        &document,
-                        "update",
-                        Some(&previous),
-                    ));
-                    Ok(written(&collection, &access, document))
-                })
-            })
-            .description(format!("{about}{NULL_WHEN_UNREADABLE}"))
-            .argument(InputValue::new("input", TypeRef::named_nn(input_name))),
-        );
+
+    /// The input field of the bound the result may not pass.
+    fn bound(self) -> &'static str {
+        match self {
+            Step::Increment => "max",
+            Step::Decrement => "min",
+        }
+    }
+
+    fn sign(self) -> f64 {
+        match self {
+            Step::Increment => 1.0,
+            Step::Decrement => -1.0,
+        }
+    }
+
+    fn about(self) -> &'static str {
+        match self {
+            Step::Increment => {
+                "Adds `by` (default 1) to a numeric attribute, atomically; refused past `max` or the attribute's own range."
+            }
+            Step::Decrement => {
+                "Subtracts `by` (default 1) from a numeric attribute, atomically; refused below `min` or the attribute's own range."
+            }
+        }
     }
 }
 
-/// Creates one document of a typed create: the caller's access and the
-/// document.
-fn create_one<'a>(
-    ctx: &'a ResolverContext<'a>,
-    collection: &'a Collection,
-    input: Json,
-    sharing: Sharing,
-) -> futures_util::future::BoxFuture<'a, AppResult<(Access, Document)>> {
-    Box::pin(create_one_impl(ctx, collection, input, sharing))
+/// `IncrementPostInput` or `DecrementPostInput`.
+fn step_input(collection: &Collection, step: Step) -> InputObject {
+    let t = &collection.names.type_name;
+    InputObject::new(format!("{}{t}Input", step.verb().1))
+        .description(step.about())
+        .field(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)))
+        .field(InputValue::new(
+            "field",
+            TypeRef::named_nn(format!("{t}NumericField")),
+        ))
+        .field(
+            InputValue::new("by", TypeRef::named(TypeRef::FLOAT))
+                .description("How much (default 1; positive)."),
+        )
+        .field(
+            InputValue::new(step.bound(), TypeRef::named(TypeRef::FLOAT))
+                .description("The bound the result may not pass."),
+        )
 }
 
-async fn create_one_impl(
-    ctx: &ResolverContext<'_>,
-    collection: &Collection,
-    input: Json,
-    sharing: Sharing,
-) -> AppResult<(Access, Document)> {
+/// `incrementPost(input)` or `decrementPost(input)`.
+fn step_field(collection: &Arc<Collection>, step: Step) -> Field {
+    let t = collection.names.type_name.clone();
+    let (verb, input_verb) = step.verb();
+    let c = collection.clone();
+    Field::new(
+        format!("{verb}{t}"),
+        TypeRef::named(t.as_str()),
+        move |ctx| {
+            let collection = c.clone();
+            FieldFuture::new(async move {
+                let Some(Json::Object(input)) = arg_json(&ctx, "input")? else {
+                    return Err(AppError::invalid("input", "expected an object").into());
+                };
+                let text = |name: &str| {
+                    input
+                        .get(name)
+                        .and_then(Json::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let (id, field) = (text("id"), text("field"));
+                let by = input.get("by").and_then(Json::as_f64).unwrap_or(1.0);
+                if by < 0.0 {
+                    return Err(AppError::invalid(
+                        "by",
+                        "give a positive amount; use the other mutation to go the other way",
+                    )
+                    .into());
+                }
+                let bound = input.get(step.bound()).and_then(Json::as_f64);
+                let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
+                let document = documents_of(&ctx, &access)?
+                    .increment(&collection, &id, &field, step.sign() * by, bound)
+                    .await?;
+                Ok(document.map(written))
+            })
+        },
+    )
+    .description(format!("{}{NULL_WHEN_UNREADABLE}", step.about()))
+    .argument(InputValue::new(
+        "input",
+        TypeRef::named_nn(format!("{input_verb}{t}Input")),
+    ))
+}
+
+/// The document a typed create input describes.
+fn new_document(input: Json) -> AppResult<NewDocument> {
     let WriteInput {
         data,
         id,
         permissions,
         ..
     } = split_input(input)?;
-    let access = Access::of(caller(ctx)?, documents::DOCUMENTS_WRITE)?;
-    let tx = request_tx(ctx)?;
-    let new = NewDocument {
+    Ok(NewDocument {
         id,
         data,
         permissions,
+    })
+}
+
+/// The document and the changes a typed update input describes.
+fn document_changes(input: Json) -> AppResult<(String, DocumentChanges)> {
+    let WriteInput {
+        data,
+        id,
+        permissions,
+        expected_updated_at,
+    } = split_input(input)?;
+    let changes = DocumentChanges {
+        data,
+        permissions,
+        expected_updated_at: expected_updated_at
+            .as_deref()
+            .map(|t| parse_datetime("expectedUpdatedAt", t))
+            .transpose()?,
     };
-    let document = tx
-        .create(collection, &access, new, data_model(ctx)?, sharing)
-        .await?;
-    tx.publish_after_commit(documents::event(collection, &document, "create", None));
-    Ok((access, document))
+    Ok((id.unwrap_or_default(), changes))
 }
 
 /// A page of `collection` for the list field being resolved (its `filter`,
@@ -1422,10 +1353,7 @@ async fn connection_of(
         want_more: parts.more,
         want_cursors: parts.edge_cursors || parts.page_cursors,
     };
-    let dialect = sql_dialect(app(ctx)?.db.dialect());
-    let mut conn = request_tx(ctx)?.reader().await?;
-    let listed = documents::list(&mut conn, dialect, collection, &access, &query).await?;
-    drop(conn);
+    let listed = documents_of(ctx, &access)?.list(collection, &query).await?;
     let (has_next, has_previous) = if from_end {
         (had_before, listed.has_more)
     } else {
@@ -1458,11 +1386,9 @@ fn reference_field(key: String, related: Arc<Collection>) -> Field {
                 _ => return Ok(None),
             };
             let tx = request_tx(&ctx)?;
-            let state = app(&ctx)?.clone();
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
             let model = data_model(&ctx)?.clone();
             let loader = tx.related_loader(|| RelatedLoader {
-                state,
                 tx: Arc::downgrade(tx),
                 access,
                 model,
@@ -1484,65 +1410,64 @@ fn reverse_field(
     holder: Arc<Collection>,
     relationship: &super::Relationship,
 ) -> Field {
-    let key = relationship.key.clone();
-    let reference_key = relationship.key.clone();
-    let holder_type = holder.names.type_name.clone();
-    let scope = move |ctx: &ResolverContext<'_>| -> Option<Filter> {
-        match parent_value(ctx) {
-            Some(Value::Object(map)) => match map.get("id") {
-                Some(Value::String(id)) => Some(Filter::Cmp {
-                    field: FilterField::attribute(key.clone()),
-                    op: CmpOp::Eq,
-                    value: Json::String(id.clone()),
-                }),
-                _ => None,
-            },
-            _ => None,
-        }
-    };
     if relationship.kind == super::RelationKind::OneToOne {
-        return Field::new(name, TypeRef::named(holder_type.as_str()), move |ctx| {
-            let (holder, scope) = (holder.clone(), scope.clone());
-            FieldFuture::new(async move {
-                let Some(filter) = scope(&ctx) else {
-                    return Ok(None);
-                };
-                let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
-                let dialect = sql_dialect(app(&ctx)?.db.dialect());
-                let query = ListQuery {
-                    filter: resolve(&holder, &filter, Use::Query)?,
-                    orders: Vec::new(),
-                    paging: Paging::Keyset {
-                        after: None,
-                        before: None,
-                        limit: 1,
-                        from_end: false,
-                    },
-                    want_total: false,
-                    want_permissions: true,
-                    only: None,
-                    want_more: true,
-                    want_cursors: false,
-                };
-                let mut conn = request_tx(&ctx)?.reader().await?;
-                let listed = documents::list(&mut conn, dialect, &holder, &access, &query).await?;
-                Ok(listed
-                    .documents
-                    .into_iter()
-                    .next()
-                    .map(|(d, _)| FieldValue::value(node_value(d))))
-            })
-        })
-        .description(format!("The `{holder_type}` pointing at this document."));
+        reverse_one_field(name, holder, relationship.key.clone())
+    } else {
+        reverse_list_field(name, holder, relationship.key.clone())
     }
+}
+
+/// The condition "points at the parent document", through reference `key`;
+/// `None` when the parent has no id.
+fn pointing_at_parent(ctx: &ResolverContext<'_>, key: &str) -> Option<Filter> {
+    match parent_value(ctx) {
+        Some(Value::Object(map)) => match map.get("id") {
+            Some(Value::String(id)) => Some(Filter::Cmp {
+                field: FilterField::attribute(key.to_string()),
+                op: CmpOp::Eq,
+                value: Json::String(id.clone()),
+            }),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The reverse field of a one-to-one relationship: the one document pointing
+/// at this one.
+fn reverse_one_field(name: String, holder: Arc<Collection>, key: String) -> Field {
+    let holder_type = holder.names.type_name.clone();
+    Field::new(name, TypeRef::named(holder_type.as_str()), move |ctx| {
+        let (holder, key) = (holder.clone(), key.clone());
+        FieldFuture::new(async move {
+            let Some(filter) = pointing_at_parent(&ctx, &key) else {
+                return Ok(None);
+            };
+            let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
+            let query = ListQuery::first(resolve(&holder, &filter, Use::Query)?, 1);
+            let listed = documents_of(&ctx, &access)?.list(&holder, &query).await?;
+            Ok(listed
+                .documents
+                .into_iter()
+                .next()
+                .map(|(d, _)| FieldValue::value(node_value(d))))
+        })
+    })
+    .description(format!("The `{holder_type}` pointing at this document."))
+}
+
+/// The reverse field of a many-to-one relationship: the documents pointing at
+/// this one, filtered, ordered and paged.
+fn reverse_list_field(name: String, holder: Arc<Collection>, key: String) -> Field {
+    let holder_type = holder.names.type_name.clone();
     list_arguments(
         Field::new(
             name,
             TypeRef::named_nn(format!("{holder_type}Connection")),
             move |ctx| {
-                let (holder, scope, key) = (holder.clone(), scope.clone(), reference_key.clone());
+                let (holder, key) = (holder.clone(), key.clone());
                 FieldFuture::new(async move {
-                    let Some(filter) = scope(&ctx) else {
+                    let Some(filter) = pointing_at_parent(&ctx, &key) else {
                         return Ok(None);
                     };
                     let Filter::Cmp {
@@ -1762,9 +1687,7 @@ async fn related_list(
     let signature = serde_json::to_string(&(&filter_json, &order_json, first, want_total))
         .map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
     let tx = request_tx(ctx)?;
-    let state = app(ctx)?.clone();
     let loader = tx.list_loader(|| ListLoader {
-        state,
         tx: Arc::downgrade(tx),
         access: access.clone(),
         model: model.clone(),

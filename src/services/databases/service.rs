@@ -1,0 +1,415 @@
+//! The documents service: every read and write of documents, whichever API asks
+//! (the generic, Appwrite-shaped fields, a collection's typed fields, and any
+//! later caller with its own [`Access`]). A write takes one path here: the
+//! caller's permission checks and the write, in the request's transaction
+//! ([`RequestTx`]); the end of that operation (in a shared batch, a failed one is
+//! undone alone); then its realtime events, queued to be published once the
+//! transaction commits. A write answers with the document only when the caller
+//! may read it as the write left it. No GraphQL here; the SQL of rows is
+//! [`documents`]'s.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::error::{AppError, AppResult};
+
+use super::documents::{
+    self, Access, Document, DocumentChanges, ListQuery, Listed, NewDocument, Paging,
+};
+use super::filter::{Filter, FilterError, OrderBy, Target, Use};
+use super::tx::{Conn, RequestTx, Sharing};
+use super::{Collection, DataModel};
+
+/// How the references (many-to-one and one-to-one fields) of an answered
+/// document show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum References {
+    /// As stored: the typed API resolves each reference through a read that
+    /// applies the caller's permissions anyway.
+    AsStored,
+    /// Only those naming a document the caller may read; others are null.
+    ReadableOnly,
+}
+
+/// A list in Appwrite's shape: its cursors name documents, or it skips an offset.
+#[derive(Debug, Clone)]
+pub struct ListByDocument {
+    pub filter: Filter,
+    pub orders: Vec<OrderBy>,
+    /// The id of the document the page starts after.
+    pub cursor_after: Option<String>,
+    /// The id of the document the page ends before.
+    pub cursor_before: Option<String>,
+    pub limit: usize,
+    pub offset: Option<usize>,
+    pub want_total: bool,
+}
+
+/// The documents of a project as one caller reaches them, within one request.
+pub struct Documents<'r> {
+    tx: &'r RequestTx,
+    model: &'r DataModel,
+    access: &'r Access,
+}
+
+impl<'r> Documents<'r> {
+    /// The documents of `model` as `access` may read and write them, in the
+    /// request transaction `tx`.
+    pub fn new(tx: &'r RequestTx, model: &'r DataModel, access: &'r Access) -> Self {
+        Documents { tx, model, access }
+    }
+
+    /// A document by id, or `None` when it does not exist or the caller may not
+    /// read it; with its permissions when `with_permissions` (one more query).
+    pub async fn get(
+        &self,
+        collection: &Collection,
+        id: &str,
+        with_permissions: bool,
+        references: References,
+    ) -> AppResult<Option<Document>> {
+        let mut conn = self.tx.reader().await?;
+        let Some(document) =
+            documents::get(&mut conn, collection, self.access, id, with_permissions).await?
+        else {
+            return Ok(None);
+        };
+        self.shown(&mut conn, collection, document, references)
+            .await
+            .map(Some)
+    }
+
+    /// `document` with its references shown as `references` says.
+    async fn shown(
+        &self,
+        conn: &mut Conn<'_>,
+        collection: &Collection,
+        document: Document,
+        references: References,
+    ) -> AppResult<Document> {
+        let mut shown = [document];
+        if references == References::ReadableOnly {
+            documents::hide_unreadable_references(
+                conn,
+                collection,
+                self.access,
+                self.model,
+                &mut shown,
+            )
+            .await?;
+        }
+        let [shown] = shown;
+        Ok(shown)
+    }
+
+    /// The documents the caller may read that match `query`.
+    pub async fn list(&self, collection: &Collection, query: &ListQuery) -> AppResult<Listed> {
+        let mut conn = self.tx.reader().await?;
+        documents::list(&mut conn, collection, self.access, query).await
+    }
+
+    /// An Appwrite-style list: conditions or orders on references only for a
+    /// caller that may read every related document, cursors that name documents
+    /// the caller may read, and references shown only when readable.
+    pub async fn list_by_document(
+        &self,
+        collection: &Collection,
+        request: ListByDocument,
+    ) -> AppResult<Listed> {
+        documents::check_reference_conditions(
+            collection,
+            self.model,
+            self.access,
+            &request.filter,
+            &request.orders,
+        )?;
+        let filter = request
+            .filter
+            .resolve(&Target::of(collection), Use::Query)
+            .map_err(FilterError::into_app_error)?;
+        let mut conn = self.tx.reader().await?;
+        let mut cursor = async |id: &Option<String>| match id {
+            Some(id) => {
+                documents::cursor_of(&mut conn, collection, self.access, &request.orders, id)
+                    .await
+                    .map(Some)
+            }
+            None => Ok(None),
+        };
+        let after = cursor(&request.cursor_after).await?;
+        let before = cursor(&request.cursor_before).await?;
+        let limit = request.limit;
+        let paging = match (request.offset, &after, &before) {
+            (Some(offset), None, None) => Paging::Offset { limit, offset },
+            (Some(_), _, _) => {
+                return Err(AppError::invalid(
+                    "queries",
+                    "use `offset` or a cursor, not both",
+                ));
+            }
+            _ => Paging::Keyset {
+                from_end: before.is_some(),
+                after,
+                before,
+                limit,
+            },
+        };
+        let query = ListQuery {
+            orders: request.orders,
+            want_total: request.want_total,
+            ..ListQuery::all_of(filter, paging)
+        };
+        let mut listed = documents::list(&mut conn, collection, self.access, &query).await?;
+        let (mut page, cursors): (Vec<Document>, Vec<_>) = listed.documents.drain(..).unzip();
+        documents::hide_unreadable_references(
+            &mut conn,
+            collection,
+            self.access,
+            self.model,
+            &mut page,
+        )
+        .await?;
+        listed.documents = page.into_iter().zip(cursors).collect();
+        Ok(listed)
+    }
+
+    /// Creates a document; needs the collection's `create` permission. A create
+    /// that is its mutation's only write ([`Sharing::Sole`]) may share an insert
+    /// with other requests' ([`RequestTx::shared_insert`]).
+    pub async fn create(
+        &self,
+        collection: &Collection,
+        new: NewDocument,
+        sharing: Sharing,
+    ) -> AppResult<Option<Document>> {
+        let mut prepared = documents::prepare_create(collection, self.access, new)?;
+        let document = if self
+            .tx
+            .shared_insert(collection, &mut prepared, sharing)
+            .await?
+        {
+            prepared.into_document()
+        } else {
+            let mut op = self.tx.tracked_writer().await?;
+            let first_write = op.first_write();
+            let result = documents::create_prepared(
+                &mut op,
+                first_write,
+                collection,
+                self.access,
+                self.model,
+                prepared,
+            )
+            .await;
+            op.end(result)?
+        };
+        Ok(self.announce(collection, document, "create", None))
+    }
+
+    /// Creates documents one after the other, all in the request's transaction;
+    /// answers those the caller may read, in input order.
+    pub async fn create_many(
+        &self,
+        collection: &Collection,
+        news: Vec<NewDocument>,
+    ) -> AppResult<Vec<Document>> {
+        let mut created = Vec::with_capacity(news.len());
+        for new in news {
+            created.extend(self.create(collection, new, Sharing::Among).await?);
+        }
+        Ok(created)
+    }
+
+    /// Changes a document; needs `update` permission on the collection or (with
+    /// document security) on the document.
+    pub async fn update(
+        &self,
+        collection: &Collection,
+        id: &str,
+        changes: DocumentChanges,
+        references: References,
+    ) -> AppResult<Option<Document>> {
+        let mut op = self.tx.writer().await?;
+        let result = async {
+            let (previous, document) =
+                documents::update(&mut op, collection, self.access, id, changes, self.model)
+                    .await?;
+            // The answer, like a read, shows only the references asked for.
+            let shown = match references {
+                References::AsStored => None,
+                References::ReadableOnly => Some(
+                    self.shown(&mut op, collection, document.clone(), references)
+                        .await?,
+                ),
+            };
+            Ok((previous, document, shown))
+        }
+        .await;
+        let (previous, document, shown) = op.end(result)?;
+        let answer = self.announce(collection, document, "update", Some(&previous));
+        Ok(answer.map(|document| shown.unwrap_or(document)))
+    }
+
+    /// Changes documents one after the other, all in the request's transaction;
+    /// answers those the caller may read, in input order.
+    pub async fn update_many(
+        &self,
+        collection: &Collection,
+        changes: Vec<(String, DocumentChanges)>,
+    ) -> AppResult<Vec<Document>> {
+        let mut updated = Vec::with_capacity(changes.len());
+        for (id, changes) in changes {
+            let answer = self
+                .update(collection, &id, changes, References::AsStored)
+                .await?;
+            updated.extend(answer);
+        }
+        Ok(updated)
+    }
+
+    /// Creates the document `id`, or changes it when it exists (needing `create`
+    /// or `update` permission accordingly).
+    pub async fn upsert(
+        &self,
+        collection: &Collection,
+        id: String,
+        data: Map<String, Value>,
+        permissions: Option<Vec<String>>,
+    ) -> AppResult<Option<Document>> {
+        let mut op = self.tx.writer().await?;
+        let result = async {
+            if documents::exists(&mut op, collection, &id).await? {
+                let changes = DocumentChanges {
+                    data,
+                    permissions,
+                    expected_updated_at: None,
+                };
+                let (previous, document) =
+                    documents::update(&mut op, collection, self.access, &id, changes, self.model)
+                        .await?;
+                Ok((Some(previous), document))
+            } else {
+                let new = NewDocument {
+                    id: Some(id),
+                    data,
+                    permissions,
+                };
+                let first_write = op.first_write();
+                let document = documents::create(
+                    &mut op,
+                    first_write,
+                    collection,
+                    self.access,
+                    new,
+                    self.model,
+                )
+                .await?;
+                Ok((None, document))
+            }
+        }
+        .await;
+        let (previous, document) = op.end(result)?;
+        let action = if previous.is_some() {
+            "update"
+        } else {
+            "create"
+        };
+        Ok(self.announce(collection, document, action, previous.as_ref()))
+    }
+
+    /// Adds `by` (negative to subtract) to the numeric attribute `key`, refusing
+    /// a result past `bound` (see [`documents::increment`]).
+    pub async fn increment(
+        &self,
+        collection: &Collection,
+        id: &str,
+        key: &str,
+        by: f64,
+        bound: Option<f64>,
+    ) -> AppResult<Option<Document>> {
+        let mut op = self.tx.writer().await?;
+        let result =
+            documents::increment(&mut op, collection, self.access, id, key, by, bound).await;
+        let (previous, document) = op.end(result)?;
+        Ok(self.announce(collection, document, "update", Some(&previous)))
+    }
+
+    /// Deletes a document and what its relationships' on-delete rules take
+    /// along (see [`documents::delete`]).
+    pub async fn delete(&self, collection: &Arc<Collection>, id: &str) -> AppResult<()> {
+        let mut op = self.tx.writer().await?;
+        let result = documents::delete(&mut op, collection, self.access, id, self.model).await;
+        let deleted = op.end(result)?;
+        self.announce_deleted(deleted);
+        Ok(())
+    }
+
+    /// Deletes the documents matching `filter` that the caller may read, at most
+    /// [`documents::MAX_BULK`] (more is refused): all or none. Answers the ids of
+    /// the documents matched, cascades not included.
+    pub async fn delete_matching(
+        &self,
+        collection: &Arc<Collection>,
+        filter: Filter,
+    ) -> AppResult<Vec<String>> {
+        let filter = filter
+            .resolve(&Target::of(collection), Use::Query)
+            .map_err(FilterError::into_app_error)?;
+        let query = ListQuery::first(filter, documents::MAX_BULK);
+        let mut op = self.tx.writer().await?;
+        let result = async {
+            let matching = documents::list(&mut op, collection, self.access, &query).await?;
+            if matching.has_more {
+                return Err(AppError::Invalid {
+                    code: "TOO_MANY_DOCUMENTS",
+                    field: "filter".into(),
+                    reason: format!(
+                        "more than {} documents match; narrow the filter",
+                        documents::MAX_BULK
+                    ),
+                });
+            }
+            let mut deleted_ids = Vec::with_capacity(matching.documents.len());
+            for (document, _) in matching.documents {
+                match documents::delete(&mut op, collection, self.access, &document.id, self.model)
+                    .await
+                {
+                    Ok(deleted) => {
+                        self.announce_deleted(deleted);
+                        deleted_ids.push(document.id);
+                    }
+                    // Taken along by an earlier one's cascade.
+                    Err(AppError::NotFound { .. }) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            Ok(deleted_ids)
+        }
+        .await;
+        op.end(result)
+    }
+
+    /// Queues the event of a write for after the commit, and answers the
+    /// document when the caller may read it as the write left it (a caller may
+    /// write what it may not read, and learns no more of it by writing).
+    fn announce(
+        &self,
+        collection: &Collection,
+        document: Document,
+        action: &str,
+        previous: Option<&Document>,
+    ) -> Option<Document> {
+        self.tx
+            .publish_after_commit(documents::event(collection, &document, action, previous));
+        documents::may_read(collection, self.access, &document).then_some(document)
+    }
+
+    /// Queues the events of a delete, cascades included.
+    fn announce_deleted(&self, deleted: documents::Deleted) {
+        for (holder, document) in &deleted {
+            self.tx
+                .publish_after_commit(documents::event(holder, document, "delete", None));
+        }
+    }
+}
