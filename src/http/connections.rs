@@ -250,7 +250,8 @@ fn refuse(mut stream: TcpStream, refusal: Refusal, refusing: &Arc<Semaphore>) {
         }]})
         .to_string();
         let answer = format!(
-            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: {REFUSAL_RETRY_AFTER_SECS}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            "HTTP/1.1 {}\r\ncontent-type: application/json\r\nretry-after: {REFUSAL_RETRY_AFTER_SECS}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            crate::error::codes::http_status("TOO_MANY_CONNECTIONS"),
             body.len()
         );
         let mut scratch = [0u8; 1024];

@@ -84,7 +84,6 @@ pub fn router(state: AppState) -> Router {
 
 async fn not_found() -> impl IntoResponse {
     graphql::plain_error(
-        axum::http::StatusCode::NOT_FOUND,
         "NOT_FOUND",
         "no such endpoint; GraphQL is served at /v1/graphql",
     )

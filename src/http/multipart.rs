@@ -24,7 +24,6 @@ use async_graphql::parser::types::{DocumentOperations, OperationType, Selection}
 use async_graphql::{BatchRequest, Request, UploadValue};
 use async_graphql_value::{ConstValue, Value};
 use axum::body::Body;
-use axum::http::StatusCode;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::AppState;
@@ -48,19 +47,14 @@ pub struct Received {
 pub enum Refusal {
     /// Authorisation or a bucket rule failed.
     App(AppError),
-    /// The request is malformed or over a limit.
-    Plain {
-        status: StatusCode,
-        code: &'static str,
-        message: String,
-    },
+    /// The request is malformed or over a limit; the code's status is the answer's.
+    Plain { code: &'static str, message: String },
     /// The body stopped arriving.
     TimedOut,
 }
 
 fn bad(message: impl Into<String>) -> Refusal {
     Refusal::Plain {
-        status: StatusCode::BAD_REQUEST,
         code: "BAD_REQUEST",
         message: message.into(),
     }
@@ -68,7 +62,6 @@ fn bad(message: impl Into<String>) -> Refusal {
 
 fn too_large(message: String) -> Refusal {
     Refusal::Plain {
-        status: StatusCode::PAYLOAD_TOO_LARGE,
         code: "REQUEST_TOO_LARGE",
         message,
     }
@@ -139,7 +132,6 @@ pub async fn receive(
     })?;
     if map.len() > config.max_upload_files {
         return Err(Refusal::Plain {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
             code: "TOO_MANY_FILES",
             message: format!(
                 "a request may carry {} files; this one maps {}",

@@ -45,7 +45,7 @@ pub struct CallbackQuery {
 }
 
 fn error_page(err: &AppError) -> Response {
-    plain_error(err.http_status(), &err.code(), &err.message())
+    plain_error(&err.code(), &err.message())
 }
 
 fn redirect(location: &str) -> Response {

@@ -32,22 +32,13 @@ pub struct FilePath {
     file: String,
 }
 
-/// The error as JSON, with the status its code deserves.
+/// The error as JSON, with the status its code deserves (`crate::error::codes`).
 fn error(err: AppError) -> Response {
-    let status = match &err {
-        AppError::Invalid { code, .. } => match *code {
-            "FILE_TOO_LARGE" => StatusCode::PAYLOAD_TOO_LARGE,
-            "UPLOAD_CHUNK_OUT_OF_ORDER" | "UPLOAD_COMPLETE" => StatusCode::CONFLICT,
-            "RANGE_NOT_SATISFIABLE" => StatusCode::RANGE_NOT_SATISFIABLE,
-            _ => StatusCode::BAD_REQUEST,
-        },
-        other => other.http_status(),
-    };
     if matches!(err, AppError::Db(_) | AppError::Internal(_)) {
         // Logs the cause; the client reads only the generic message.
         let _ = err.to_graphql();
     }
-    let mut response = plain_error(status, &err.code(), &err.message());
+    let mut response = plain_error(&err.code(), &err.message());
     if let AppError::Busy { retry_after } | AppError::RateLimited { retry_after } = err {
         response
             .headers_mut()
