@@ -505,6 +505,39 @@ fn copy_request(request: &Request) -> Request {
     copy
 }
 
+/// The requests of `batch`, each with a query, within the batch limits; the code
+/// and message of the refusal otherwise.
+fn requests_of(
+    state: &AppState,
+    batch: BatchRequest,
+) -> Result<Vec<Request>, (&'static str, String)> {
+    if batch.iter().any(|request| request.query.trim().is_empty()) {
+        return Err((
+            "BAD_REQUEST",
+            "the request has no `query`: expected {\"query\": ..., \"variables\": ..., \"operationName\": ...}".into(),
+        ));
+    }
+    match batch {
+        BatchRequest::Single(request) => Ok(vec![request]),
+        BatchRequest::Batch(requests) => {
+            let max = state.config.graphql_max_batch;
+            if max == 0 {
+                return Err((
+                    "BATCHING_DISABLED",
+                    "batched requests are turned off on this server".into(),
+                ));
+            }
+            if requests.is_empty() || requests.len() > max {
+                return Err((
+                    "BATCH_TOO_LARGE",
+                    format!("a batch holds 1 to {max} operations"),
+                ));
+            }
+            Ok(requests)
+        }
+    }
+}
+
 async fn execute(
     state: &AppState,
     headers: &HeaderMap,
@@ -514,34 +547,10 @@ async fn execute(
     method: Method,
     addressed: Option<Addressed>,
 ) -> Response {
-    if batch.iter().any(|request| request.query.trim().is_empty()) {
-        return error_response(
-            media,
-            "BAD_REQUEST",
-            "the request has no `query`: expected {\"query\": ..., \"variables\": ..., \"operationName\": ...}",
-        );
-    }
     let is_batch = matches!(batch, BatchRequest::Batch(_));
-    let mut requests = match batch {
-        BatchRequest::Single(request) => vec![request],
-        BatchRequest::Batch(requests) => {
-            let max = state.config.graphql_max_batch;
-            if max == 0 {
-                return error_response(
-                    media,
-                    "BATCHING_DISABLED",
-                    "batched requests are turned off on this server",
-                );
-            }
-            if requests.is_empty() || requests.len() > max {
-                return error_response(
-                    media,
-                    "BATCH_TOO_LARGE",
-                    &format!("a batch holds 1 to {max} operations"),
-                );
-            }
-            requests
-        }
+    let mut requests = match requests_of(state, batch) {
+        Ok(requests) => requests,
+        Err((code, message)) => return error_response(media, code, &message),
     };
     let addressed = match addressed {
         Some(addressed) => addressed,
@@ -580,7 +589,8 @@ async fn execute(
         names.push(name.flatten());
         match ty {
             Some(OperationType::Mutation) if method == Method::Get => {
-                let mut response = error_response(media,
+                let mut response = error_response(
+                    media,
                     "METHOD_NOT_ALLOWED",
                     "mutations are not allowed over GET; use POST",
                 );
