@@ -278,29 +278,7 @@ pub fn check_text(query: &str, limits: &QueryLimits) -> ServerResult<()> {
     while i < bytes.len() {
         let selecting = in_value == 0 && in_selection > 0;
         match bytes[i] {
-            b'#' => {
-                while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
-                    i += 1;
-                }
-            }
-            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
-                i += 3;
-                while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
-                    // `\"""` is an escaped delimiter inside a block string.
-                    i += if bytes[i..].starts_with(b"\\\"\"\"") {
-                        4
-                    } else {
-                        1
-                    };
-                }
-                i += 2;
-            }
-            b'"' => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
-                }
-            }
+            b'#' | b'"' => i = end_of_comment_or_string(bytes, i),
             open @ (b'{' | b'[' | b'(') => {
                 depth += 1;
                 if depth > MAX_TEXT_NESTING {
@@ -380,6 +358,34 @@ pub fn check_text(query: &str, limits: &QueryLimits) -> ServerResult<()> {
         i += 1;
     }
     Ok(())
+}
+
+/// Where the comment or string starting at `bytes[i]` (`#`, `"` or `"""`) ends: the
+/// index of its last byte (for a comment, of the line break after it), or past the
+/// end of `bytes` if it is not closed.
+fn end_of_comment_or_string(bytes: &[u8], mut i: usize) -> usize {
+    if bytes[i] == b'#' {
+        while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
+            i += 1;
+        }
+    } else if bytes[i..].starts_with(b"\"\"\"") {
+        i += 3;
+        while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
+            // `\"""` is an escaped delimiter inside a block string.
+            i += if bytes[i..].starts_with(b"\\\"\"\"") {
+                4
+            } else {
+                1
+            };
+        }
+        i += 2;
+    } else {
+        i += 1;
+        while i < bytes.len() && bytes[i] != b'"' {
+            i += if bytes[i] == b'\\' { 2 } else { 1 };
+        }
+    }
+    i
 }
 
 fn too_large(bytes: usize, limits: &QueryLimits) -> ServerError {
