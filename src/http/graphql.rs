@@ -134,7 +134,7 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_default();
     tracing::error!(panic = %detail, "a request handler panicked");
-    plain_error("INTERNAL", "internal server error")
+    plain_error(codes::INTERNAL, "internal server error")
 }
 
 /// Why a body could not be read.
@@ -158,7 +158,7 @@ async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes,
 pub fn body_timeout_response(media: MediaType, timeout: Duration) -> Response {
     let mut response = error_response(
         media,
-        "REQUEST_TIMEOUT",
+        codes::REQUEST_TIMEOUT,
         &format!(
             "the request body did not arrive within {}s",
             timeout.as_secs()
@@ -212,7 +212,7 @@ pub async fn graphql_post(
     let unread = |err: BodyError| match err {
         BodyError::TooLarge => error_response(
             media,
-            "REQUEST_TOO_LARGE",
+            codes::REQUEST_TOO_LARGE,
             &format!(
                 "the request body exceeds {} bytes",
                 state.config.max_body_bytes
@@ -238,7 +238,7 @@ pub async fn graphql_post(
                     } else {
                         "the body is not a GraphQL request: expected {\"query\": ..., \"variables\": ..., \"operationName\": ...}".to_string()
                     };
-                    return error_response(media, "BAD_REQUEST", &reason);
+                    return error_response(media, codes::BAD_REQUEST, &reason);
                 }
             }
         }
@@ -250,7 +250,7 @@ pub async fn graphql_post(
             match String::from_utf8(bytes.to_vec()) {
                 Ok(query) => BatchRequest::Single(Request::new(query)),
                 Err(_) => {
-                    return error_response(media, "BAD_REQUEST", "the body is not UTF-8");
+                    return error_response(media, codes::BAD_REQUEST, "the body is not UTF-8");
                 }
             }
         }
@@ -258,7 +258,7 @@ pub async fn graphql_post(
             if !PREFLIGHT_HEADERS.iter().any(|h| headers.contains_key(*h)) {
                 return error_response(
                     media,
-                    "CSRF_PREFLIGHT_REQUIRED",
+                    codes::CSRF_PREFLIGHT_REQUIRED,
                     "multipart requests must carry a header that forces a CORS preflight, e.g. `Apollo-Require-Preflight: true` or `X-Nimbus-Project`",
                 );
             }
@@ -307,7 +307,7 @@ pub async fn graphql_post(
         _ => {
             return error_response(
                 media,
-                "UNSUPPORTED_MEDIA_TYPE",
+                codes::UNSUPPORTED_MEDIA_TYPE,
                 "send `Content-Type: application/json` (or application/graphql, or multipart/form-data for uploads)",
             );
         }
@@ -334,7 +334,7 @@ pub async fn graphql_get(
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
-    let bad = |reason: &str| error_response(media, "BAD_REQUEST", reason);
+    let bad = |reason: &str| error_response(media, codes::BAD_REQUEST, reason);
     let Ok(Query(params)) = params else {
         return bad("malformed query string");
     };
@@ -513,7 +513,7 @@ fn requests_of(
 ) -> Result<Vec<Request>, (&'static str, String)> {
     if batch.iter().any(|request| request.query.trim().is_empty()) {
         return Err((
-            "BAD_REQUEST",
+            codes::BAD_REQUEST,
             "the request has no `query`: expected {\"query\": ..., \"variables\": ..., \"operationName\": ...}".into(),
         ));
     }
@@ -523,13 +523,13 @@ fn requests_of(
             let max = state.config.graphql_max_batch;
             if max == 0 {
                 return Err((
-                    "BATCHING_DISABLED",
+                    codes::BATCHING_DISABLED,
                     "batched requests are turned off on this server".into(),
                 ));
             }
             if requests.is_empty() || requests.len() > max {
                 return Err((
-                    "BATCH_TOO_LARGE",
+                    codes::BATCH_TOO_LARGE,
                     format!("a batch holds 1 to {max} operations"),
                 ));
             }
@@ -574,7 +574,7 @@ async fn execute(
                         request.query.len(),
                         state.config.graphql_max_query_bytes
                     ),
-                    "QUERY_TOO_LARGE",
+                    codes::QUERY_TOO_LARGE,
                 ),
             ])));
             continue;
@@ -591,7 +591,7 @@ async fn execute(
             Some(OperationType::Mutation) if method == Method::Get => {
                 let mut response = error_response(
                     media,
-                    "METHOD_NOT_ALLOWED",
+                    codes::METHOD_NOT_ALLOWED,
                     "mutations are not allowed over GET; use POST",
                 );
                 response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -600,7 +600,7 @@ async fn execute(
             Some(OperationType::Subscription) => responses.push(Some(GqlResponse::from_errors(vec![
                 crate::graphql::limits::coded(
                     "subscriptions are served over WebSocket at /v1/graphql/ws (graphql-transport-ws or graphql-ws)",
-                    "SUBSCRIPTION_OVER_HTTP",
+                    codes::SUBSCRIPTION_OVER_HTTP,
                 ),
             ]))),
             _ => responses.push(None),
@@ -691,7 +691,7 @@ fn response_json(response: &GqlResponse) -> ResponseJson<'_> {
 
 fn not_acceptable() -> Response {
     plain_error(
-        "NOT_ACCEPTABLE",
+        codes::NOT_ACCEPTABLE,
         "accept application/graphql-response+json or application/json",
     )
 }

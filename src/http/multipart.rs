@@ -28,7 +28,7 @@ use tokio::io::AsyncWriteExt as _;
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::error::AppError;
+use crate::error::{AppError, codes};
 use crate::files::FileError;
 use crate::services::storage::Bucket;
 use crate::services::storage::service::{self, file_error};
@@ -55,14 +55,14 @@ pub enum Refusal {
 
 fn bad(message: impl Into<String>) -> Refusal {
     Refusal::Plain {
-        code: "BAD_REQUEST",
+        code: codes::BAD_REQUEST,
         message: message.into(),
     }
 }
 
 fn too_large(message: String) -> Refusal {
     Refusal::Plain {
-        code: "REQUEST_TOO_LARGE",
+        code: codes::REQUEST_TOO_LARGE,
         message,
     }
 }
@@ -132,7 +132,7 @@ pub async fn receive(
     })?;
     if map.len() > config.max_upload_files {
         return Err(Refusal::Plain {
-            code: "TOO_MANY_FILES",
+            code: codes::TOO_MANY_FILES,
             message: format!(
                 "a request may carry {} files; this one maps {}",
                 config.max_upload_files,

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use crate::AppState;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 use crate::files::Key;
 use crate::services::storage::preview::{self, PreviewBody};
 use crate::services::storage::render::PreviewParams;
@@ -76,8 +76,8 @@ async fn readable(
             tokens::verify(&state.secret, token, crate::db::now_millis()).map_err(|err| {
                 AppError::Invalid {
                     code: match err {
-                        tokens::TokenError::Expired => "FILE_TOKEN_EXPIRED",
-                        tokens::TokenError::Invalid => "INVALID_FILE_TOKEN",
+                        tokens::TokenError::Expired => codes::FILE_TOKEN_EXPIRED,
+                        tokens::TokenError::Invalid => codes::INVALID_FILE_TOKEN,
                     },
                     field: "token".into(),
                     reason: match err {
@@ -89,7 +89,7 @@ async fn readable(
         let project_matches = param("project").is_none_or(|p| p == grant.project_id);
         if grant.bucket_id != path.bucket || grant.file_id != path.file || !project_matches {
             return Err(AppError::Invalid {
-                code: "INVALID_FILE_TOKEN",
+                code: codes::INVALID_FILE_TOKEN,
                 field: "token".into(),
                 reason: "the signed URL is for another file".into(),
             });
@@ -156,7 +156,7 @@ fn requested_range(headers: &HeaderMap, size: u64) -> AppResult<Option<std::ops:
         return Ok(None);
     }
     let unsatisfiable = || AppError::Invalid {
-        code: "RANGE_NOT_SATISFIABLE",
+        code: codes::RANGE_NOT_SATISFIABLE,
         field: "Range".into(),
         reason: format!("the file has {size} bytes"),
     };
@@ -335,7 +335,7 @@ pub async fn upload_chunk(
         let addressed = identity::resolve(&state, &presented(&headers, project)).await?;
         let range = ContentRange::parse(
             identity::header(&headers, "content-range").ok_or_else(|| AppError::Invalid {
-                code: "UPLOAD_CHUNK_INVALID",
+                code: codes::UPLOAD_CHUNK_INVALID,
                 field: "Content-Range".into(),
                 reason: "each chunk needs a `Content-Range: bytes START-END/SIZE` header".into(),
             })?,

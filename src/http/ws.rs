@@ -66,7 +66,7 @@ use crate::auth::Caller;
 use crate::auth::session_cache::Wake;
 use crate::bus::{BusMessage, Published};
 use crate::db::now_millis;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 use crate::gauge::GaugeGuard;
 use crate::graphql::limits::coded;
 use crate::http::graphql::plain_error;
@@ -237,7 +237,7 @@ pub async fn graphql_ws(
 ) -> HttpResponse {
     let Some(protocol) = Protocol::offered(&headers) else {
         return plain_error(
-            "UNSUPPORTED_SUBPROTOCOL",
+            codes::UNSUPPORTED_SUBPROTOCOL,
             "offer the graphql-transport-ws or graphql-ws subprotocol",
         );
     };
@@ -253,7 +253,7 @@ pub async fn graphql_ws(
         ClientShare::open(&state, crate::http::connections::client_key(peer.ip()), max)
     else {
         let mut refusal = plain_error(
-            "TOO_MANY_CONNECTIONS",
+            codes::TOO_MANY_CONNECTIONS,
             &format!("this client address has {max} WebSockets open, the most allowed"),
         );
         refusal.headers_mut().insert(
@@ -293,7 +293,7 @@ async fn foreign_cookie_upgrade(
         return None;
     }
     Some(plain_error(
-        "ORIGIN_NOT_ALLOWED",
+        codes::ORIGIN_NOT_ALLOWED,
         "a session cookie authenticates WebSockets only from the project's own origins (redirectHosts); send the session in connection_init instead",
     ))
 }
@@ -376,7 +376,7 @@ impl Link {
                     "closing a WebSocket whose client stopped reading"
                 );
                 let reason = close_reason(
-                    "SUBSCRIBER_TOO_SLOW",
+                    codes::SUBSCRIBER_TOO_SLOW,
                     &format!(
                         "the client read nothing for {}s; reconnect and re-query",
                         self.send_timeout.as_secs()
@@ -452,7 +452,10 @@ async fn initialise(
             None => return Err(Gone),
             Some(Incoming::Malformed(reason)) => {
                 return Err(link
-                    .close(CLOSE_BAD_MESSAGE, close_reason("INVALID_MESSAGE", &reason))
+                    .close(
+                        CLOSE_BAD_MESSAGE,
+                        close_reason(codes::INVALID_MESSAGE, &reason),
+                    )
                     .await);
             }
             Some(Incoming::Message(message)) => match *message {
@@ -782,7 +785,7 @@ impl Connection {
         let message = match incoming {
             Incoming::Message(message) => message,
             Incoming::Malformed(reason) => {
-                let reason = close_reason("INVALID_MESSAGE", &reason);
+                let reason = close_reason(codes::INVALID_MESSAGE, &reason);
                 return Err(self.link.close(CLOSE_BAD_MESSAGE, reason).await);
             }
         };
@@ -840,7 +843,7 @@ impl Connection {
         if self.active() >= max {
             let refusal = Response::from_errors(vec![coded(
                 format!("a connection holds at most {max} subscriptions"),
-                "TOO_MANY_SUBSCRIPTIONS",
+                codes::TOO_MANY_SUBSCRIPTIONS,
             )]);
             self.link.send_response(&id, &refusal).await?;
             return self.link.send_complete(&id).await;
@@ -851,7 +854,7 @@ impl Connection {
                 format!(
                     "a client address holds at most {per_client} subscriptions over all its connections"
                 ),
-                "TOO_MANY_SUBSCRIPTIONS",
+                codes::TOO_MANY_SUBSCRIPTIONS,
             )]);
             self.link.send_response(&id, &refusal).await?;
             return self.link.send_complete(&id).await;
@@ -970,7 +973,7 @@ impl Connection {
                     format!(
                         "the subscriber fell {missed} events behind and was dropped; resubscribe and re-query"
                     ),
-                    "SUBSCRIBER_TOO_SLOW",
+                    codes::SUBSCRIBER_TOO_SLOW,
                 );
                 return self.end_watches(error).await;
             }

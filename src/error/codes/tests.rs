@@ -256,6 +256,23 @@ fn every_code_written_in_src_is_declared() {
 }
 
 #[test]
+fn code_outside_the_registry_names_codes_by_their_constant() {
+    let mut written_out = BTreeSet::new();
+    for (path, text) in production_sources() {
+        for (literal, _) in upper_case_literals(&text) {
+            if get(literal).is_some() {
+                written_out.insert(format!("`{literal}` ({})", path.display()));
+            }
+        }
+    }
+    assert!(
+        written_out.is_empty(),
+        "write `codes::NAME` instead of these literals: {}",
+        written_out.into_iter().collect::<Vec<_>>().join(", ")
+    );
+}
+
+#[test]
 fn every_declared_code_is_used_in_src() {
     let sources = production_sources();
     let mut composed = BTreeSet::new();

@@ -17,7 +17,7 @@ use crate::auth::permissions::{
 };
 use crate::bus::Event;
 use crate::db::{ids, now_millis};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -144,7 +144,7 @@ fn denied(action: Action) -> AppError {
 
 pub(crate) fn filter_error(err: FilterError) -> AppError {
     match err.code() {
-        "INTERNAL" => AppError::Internal(anyhow::anyhow!("{err}")),
+        codes::INTERNAL => AppError::Internal(anyhow::anyhow!("{err}")),
         code => AppError::Invalid {
             code,
             field: "filter".into(),
@@ -557,7 +557,7 @@ async fn cursor_of_impl(
     id: &str,
 ) -> AppResult<Cursor> {
     let invalid = || AppError::Invalid {
-        code: "CURSOR_INVALID",
+        code: codes::CURSOR_INVALID,
         field: "queries".into(),
         reason: format!(
             "the cursor names document `{}`, which does not exist or cannot be read",
@@ -950,7 +950,7 @@ fn check_search_indexes(collection: &Collection, filter: &Filter) -> AppResult<(
             ..
         } if !super::ddl::fulltext_index_covers(&collection.indexes, key) => {
             Err(AppError::Invalid {
-                code: "SEARCH_NEEDS_FULLTEXT_INDEX",
+                code: codes::SEARCH_NEEDS_FULLTEXT_INDEX,
                 field: key.clone(),
                 reason: format!(
                     "search on `{key}` needs a FULLTEXT index on it (createIndex type FULLTEXT)"
@@ -972,7 +972,7 @@ pub struct NewDocument {
 fn check_keys(collection: &Collection, data: &Map<String, Value>) -> AppResult<()> {
     if let Some(unknown) = data.keys().find(|k| !collection.has_key(k)) {
         return Err(AppError::Invalid {
-            code: "ATTRIBUTE_NOT_FOUND",
+            code: codes::ATTRIBUTE_NOT_FOUND,
             field: "data".into(),
             reason: format!(
                 "the collection has no attribute `{}`",
@@ -1240,7 +1240,7 @@ pub async fn create_prepared(
                 }
             } else {
                 AppError::Invalid {
-                    code: "DOCUMENT_NOT_UNIQUE",
+                    code: codes::DOCUMENT_NOT_UNIQUE,
                     field: "data".into(),
                     reason: "another document holds the same values for a unique index".into(),
                 }
@@ -1383,7 +1383,7 @@ async fn update_impl(
             "the document changed since".into()
         };
         return Err(AppError::Invalid {
-            code: "DOCUMENT_CHANGED",
+            code: codes::DOCUMENT_CHANGED,
             field: "expectedUpdatedAt".into(),
             reason,
         });
@@ -1418,7 +1418,7 @@ async fn update_impl(
     if let Err(err) = builder.build().execute(&mut *conn).await {
         if is_unique_violation(&err) {
             return Err(AppError::Invalid {
-                code: "DOCUMENT_NOT_UNIQUE",
+                code: codes::DOCUMENT_NOT_UNIQUE,
                 field: "data".into(),
                 reason: "another document holds the same values for a unique index".into(),
             });
@@ -1462,7 +1462,7 @@ pub fn increment<'a>(
                     )
             })
             .ok_or_else(|| AppError::Invalid {
-                code: "ATTRIBUTE_INVALID",
+                code: codes::ATTRIBUTE_INVALID,
                 field: "field".into(),
                 reason: format!(
                     "`{}` is not a numeric attribute",
@@ -1474,7 +1474,7 @@ pub fn increment<'a>(
         }
         if by == 0.0 {
             return Err(AppError::Invalid {
-                code: "VALUE_INVALID",
+                code: codes::VALUE_INVALID,
                 field: "by".into(),
                 reason: "changing by 0 changes nothing; give a positive amount".into(),
             });
@@ -1491,7 +1491,7 @@ pub fn increment<'a>(
         // document must not learn its value from a refusal.
         if past_bound {
             return Err(AppError::Invalid {
-                code: "VALUE_OUT_OF_RANGE",
+                code: codes::VALUE_OUT_OF_RANGE,
                 field: key.to_string(),
                 reason: "the result would pass the bound you gave".into(),
             });
@@ -1500,7 +1500,7 @@ pub fn increment<'a>(
         let after_json = if integer {
             if after.fract() != 0.0 || !(i64::MIN as f64..=i64::MAX as f64).contains(&after) {
                 return Err(AppError::Invalid {
-                    code: "VALUE_INVALID",
+                    code: codes::VALUE_INVALID,
                     field: "by".into(),
                     reason: "an integer attribute changes by whole numbers".into(),
                 });
@@ -1514,7 +1514,7 @@ pub fn increment<'a>(
         let value = attribute
             .to_sql_value(&after_json)
             .map_err(|err| match err.code() {
-                "INTERNAL" => value_error(err),
+                codes::INTERNAL => value_error(err),
                 code => AppError::Invalid {
                     code,
                     field: key.to_string(),
@@ -1629,7 +1629,7 @@ async fn delete_impl(
         match relationship.on_delete {
             OnDelete::Restrict if !linked.is_empty() => {
                 return Err(AppError::Invalid {
-                    code: "DOCUMENT_REFERENCED",
+                    code: codes::DOCUMENT_REFERENCED,
                     field: "id".into(),
                     reason: format!(
                         "the document is linked through `{}` (on delete: restrict); unlink first",
@@ -1672,7 +1672,7 @@ async fn delete_impl(
             // answer names the relationship, never one of them.
             if used {
                 return Err(AppError::Invalid {
-                    code: "DOCUMENT_REFERENCED",
+                    code: codes::DOCUMENT_REFERENCED,
                     field: "id".into(),
                     reason: format!(
                         "documents of `{}` point at this one through `{}` (on delete: restrict); delete or change them first",
@@ -1821,7 +1821,7 @@ async fn write_links(
             continue;
         };
         let invalid = |reason: String| AppError::Invalid {
-            code: "VALUE_INVALID",
+            code: codes::VALUE_INVALID,
             field: relationship.key.clone(),
             reason,
         };
@@ -1852,7 +1852,7 @@ async fn write_links(
             let found = count_readable(conn, dialect, related, access, &targets).await?;
             if found != targets.len() {
                 return Err(AppError::Invalid {
-                    code: "RELATED_DOCUMENT_NOT_FOUND",
+                    code: codes::RELATED_DOCUMENT_NOT_FOUND,
                     field: relationship.key.clone(),
                     reason: format!("some ids name no document of `{}`", related.name),
                 });
@@ -1934,7 +1934,7 @@ async fn check_references(
                 == 0;
         if missing {
             return Err(AppError::Invalid {
-                code: "RELATED_DOCUMENT_NOT_FOUND",
+                code: codes::RELATED_DOCUMENT_NOT_FOUND,
                 field: relationship.key.clone(),
                 reason: format!(
                     "`{}` names no document of `{}`",

@@ -37,6 +37,8 @@ use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::{Any, QueryBuilder, Row as _, ValueRef as _};
 
+use crate::error::codes;
+
 use super::model::{
     Attribute, SqlDialect, SqlValue, read_float, read_int, read_text, rfc3339_to_millis, shown,
 };
@@ -242,12 +244,12 @@ impl FilterError {
     /// The stable `extensions.code` this error reaches a client with.
     pub fn code(&self) -> &'static str {
         match self {
-            FilterError::UnknownField { .. } => "FILTER_UNKNOWN_FIELD",
-            FilterError::Invalid { .. } => "FILTER_INVALID",
-            FilterError::TooComplex { .. } => "FILTER_TOO_COMPLEX",
-            FilterError::ValueInvalid { .. } => "VALUE_INVALID",
-            FilterError::InvalidCursor { .. } => "CURSOR_INVALID",
-            FilterError::Internal { .. } => "INTERNAL",
+            FilterError::UnknownField { .. } => codes::FILTER_UNKNOWN_FIELD,
+            FilterError::Invalid { .. } => codes::FILTER_INVALID,
+            FilterError::TooComplex { .. } => codes::FILTER_TOO_COMPLEX,
+            FilterError::ValueInvalid { .. } => codes::VALUE_INVALID,
+            FilterError::InvalidCursor { .. } => codes::CURSOR_INVALID,
+            FilterError::Internal { .. } => codes::INTERNAL,
         }
     }
 }

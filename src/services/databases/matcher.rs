@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 
 use serde_json::{Map, Value};
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 
 use super::Collection;
 use super::filter::{CmpOp, Field, Filter};
@@ -22,7 +22,7 @@ pub fn check_evaluable(filter: &Filter) -> AppResult<()> {
         Filter::Not(inner) => check_evaluable(inner),
         Filter::Related { .. } | Filter::RelatedThrough { .. } | Filter::LinkedTo { .. } => {
             Err(AppError::Invalid {
-                code: "FILTER_INVALID",
+                code: codes::FILTER_INVALID,
                 field: "filter".into(),
                 reason: "a subscription's filter cannot reach across relationships".into(),
             })

@@ -16,7 +16,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value as Json};
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
     DATETIME, app, caller, connection_types, datetime, holds_objects, json_into_value, json_value,
@@ -202,7 +202,7 @@ fn field_of(key: &str) -> FilterField {
 
 fn bad_filter(reason: impl Into<String>) -> AppError {
     AppError::Invalid {
-        code: "FILTER_INVALID",
+        code: codes::FILTER_INVALID,
         field: "filter".into(),
         reason: reason.into(),
     }
@@ -218,7 +218,7 @@ pub fn filter_from_input(
 ) -> AppResult<Filter> {
     if depth > MAX_FILTER_DEPTH {
         return Err(AppError::Invalid {
-            code: "FILTER_TOO_COMPLEX",
+            code: codes::FILTER_TOO_COMPLEX,
             field: "filter".into(),
             reason: format!("filters nest at most {MAX_FILTER_DEPTH} levels deep"),
         });
@@ -456,7 +456,7 @@ fn decode_cursor(
     text: &str,
 ) -> AppResult<Cursor> {
     let invalid = |reason: &str| AppError::Invalid {
-        code: "INVALID_CURSOR",
+        code: codes::INVALID_CURSOR,
         field: field.into(),
         reason: reason.into(),
     };
@@ -1199,7 +1199,7 @@ fn register_bulk_and_atomic(
                             documents::list(&mut op, dialect, &collection, &access, &query).await?;
                         if matching.has_more {
                             return Err(AppError::Invalid {
-                                code: "TOO_MANY_DOCUMENTS",
+                                code: codes::TOO_MANY_DOCUMENTS,
                                 field: "filter".into(),
                                 reason: format!(
                                     "more than {} documents match; narrow the filter",
