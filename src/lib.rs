@@ -359,7 +359,7 @@ mod architecture {
 
     type Graph = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
 
-    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    pub(crate) fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {

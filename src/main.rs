@@ -1,4 +1,4 @@
-//! The `nimbus` command: `serve`, `migrate`, `schema print`, `key create`.
+//! The `nimbus` command: `serve`, `migrate`, `schema print`, `errors print`, `key create`.
 
 use std::process::ExitCode;
 
@@ -58,11 +58,23 @@ enum Command {
         #[command(subcommand)]
         command: SchemaCommand,
     },
+    /// Print the error codes.
+    Errors {
+        #[command(subcommand)]
+        command: ErrorsCommand,
+    },
     /// Manage API keys.
     Key {
         #[command(subcommand)]
         command: KeyCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum ErrorsCommand {
+    /// Print every `extensions.code` with its HTTP status and meaning, as the
+    /// README's "Error codes" table.
+    Print,
 }
 
 #[derive(Subcommand)]
@@ -156,6 +168,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
             };
             print!("{sdl}");
+            Ok(())
+        }
+        Command::Errors {
+            command: ErrorsCommand::Print,
+        } => {
+            print!("{}", nimbus::error::codes::markdown_table());
             Ok(())
         }
         Command::Key {

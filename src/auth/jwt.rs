@@ -16,6 +16,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::error::codes;
+
 /// Lifetime of a JWT when the caller has no reason to choose another: 15 minutes.
 pub const DEFAULT_TTL_SECS: u64 = 900;
 /// Longest token looked at; ours are a few hundred bytes, so anything much larger is
@@ -38,8 +40,8 @@ impl JwtError {
     /// The `extensions.code` a client receives.
     pub fn code(self) -> &'static str {
         match self {
-            JwtError::Invalid => "INVALID_JWT",
-            JwtError::Expired => "JWT_EXPIRED",
+            JwtError::Invalid => codes::INVALID_JWT,
+            JwtError::Expired => codes::JWT_EXPIRED,
         }
     }
 }

@@ -23,6 +23,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sqlx::{Any, QueryBuilder};
 
+use crate::error::codes;
+
 /// Most permissions one resource may carry, before `write` is expanded (Appwrite's
 /// `APP_LIMIT_ARRAY_PARAMS_SIZE`).
 pub const MAX_PERMISSIONS: usize = 100;
@@ -79,11 +81,11 @@ impl PermissionError {
     /// The stable `extensions.code` this error reaches a client with.
     pub fn code(&self) -> &'static str {
         match self {
-            PermissionError::InvalidRole { .. } => "INVALID_ROLE",
+            PermissionError::InvalidRole { .. } => codes::INVALID_ROLE,
             PermissionError::InvalidPermission { .. }
-            | PermissionError::TooManyPermissions { .. } => "INVALID_PERMISSION",
-            PermissionError::NotGrantable { .. } => "PERMISSION_DENIED",
-            PermissionError::InvalidIdentifier { .. } => "INTERNAL",
+            | PermissionError::TooManyPermissions { .. } => codes::INVALID_PERMISSION,
+            PermissionError::NotGrantable { .. } => codes::PERMISSION_DENIED,
+            PermissionError::InvalidIdentifier { .. } => codes::INTERNAL,
         }
     }
 }

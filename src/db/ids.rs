@@ -3,7 +3,7 @@
 
 use rand::Rng as _;
 
-use crate::error::AppError;
+use crate::error::{AppError, codes};
 
 /// The id value a client sends to ask the server to generate one.
 pub const UNIQUE: &str = "unique()";
@@ -31,7 +31,7 @@ pub fn resolve(field: &str, requested: Option<&str>) -> Result<String, AppError>
 /// Checks that `id` is a well-formed id.
 pub fn validate(field: &str, id: &str) -> Result<(), AppError> {
     let invalid = |reason: &str| AppError::Invalid {
-        code: "INVALID_ID",
+        code: codes::INVALID_ID,
         field: field.to_string(),
         reason: reason.to_string(),
     };

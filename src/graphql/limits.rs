@@ -28,10 +28,12 @@ use async_graphql::{
 use futures_util::StreamExt as _;
 use futures_util::stream::BoxStream;
 
+use crate::error::codes;
+
 /// Query parsed but not valid for the schema (unknown field, wrong argument type...).
-pub const VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
+pub const VALIDATION_FAILED: &str = codes::GRAPHQL_VALIDATION_FAILED;
 /// Query text is not GraphQL.
-pub const PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
+pub const PARSE_FAILED: &str = codes::GRAPHQL_PARSE_FAILED;
 
 /// The limits one request must stay within.
 #[derive(Debug, Clone, Copy)]
@@ -182,7 +184,7 @@ impl Extension for Limits {
             // The parser's own recursion guard (nesting through selections and
             // fragments) is a depth limit as far as a client is concerned.
             let code = if err.message.contains("recursion depth") {
-                "QUERY_TOO_DEEP"
+                codes::QUERY_TOO_DEEP
             } else {
                 PARSE_FAILED
             };
@@ -212,7 +214,7 @@ impl Extension for Limits {
                     "the query is nested {} levels deep; the limit is {}",
                     result.depth, limits.max_depth
                 ),
-                "QUERY_TOO_DEEP",
+                codes::QUERY_TOO_DEEP,
             )]);
         }
         if result.complexity > limits.max_complexity {
@@ -221,7 +223,7 @@ impl Extension for Limits {
                     "the query's complexity is {}; the limit is {}",
                     result.complexity, limits.max_complexity
                 ),
-                "QUERY_TOO_COMPLEX",
+                codes::QUERY_TOO_COMPLEX,
             )]);
         }
         self.remember(result);
@@ -278,29 +280,7 @@ pub fn check_text(query: &str, limits: &QueryLimits) -> ServerResult<()> {
     while i < bytes.len() {
         let selecting = in_value == 0 && in_selection > 0;
         match bytes[i] {
-            b'#' => {
-                while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
-                    i += 1;
-                }
-            }
-            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
-                i += 3;
-                while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
-                    // `\"""` is an escaped delimiter inside a block string.
-                    i += if bytes[i..].starts_with(b"\\\"\"\"") {
-                        4
-                    } else {
-                        1
-                    };
-                }
-                i += 2;
-            }
-            b'"' => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
-                }
-            }
+            b'#' | b'"' => i = end_of_comment_or_string(bytes, i),
             open @ (b'{' | b'[' | b'(') => {
                 depth += 1;
                 if depth > MAX_TEXT_NESTING {
@@ -308,7 +288,7 @@ pub fn check_text(query: &str, limits: &QueryLimits) -> ServerResult<()> {
                         format!(
                             "the query nests brackets more than {MAX_TEXT_NESTING} levels deep"
                         ),
-                        "QUERY_TOO_DEEP",
+                        codes::QUERY_TOO_DEEP,
                     ));
                 }
                 if open == b'{' && in_value == 0 {
@@ -364,7 +344,7 @@ pub fn check_text(query: &str, limits: &QueryLimits) -> ServerResult<()> {
         if aliases > limits.max_aliases {
             return Err(coded(
                 format!("the query uses more than {} aliases", limits.max_aliases),
-                "TOO_MANY_ALIASES",
+                codes::TOO_MANY_ALIASES,
             ));
         }
         if selections > limits.max_complexity {
@@ -374,12 +354,40 @@ pub fn check_text(query: &str, limits: &QueryLimits) -> ServerResult<()> {
                      are expanded",
                     limits.max_complexity
                 ),
-                "QUERY_TOO_COMPLEX",
+                codes::QUERY_TOO_COMPLEX,
             ));
         }
         i += 1;
     }
     Ok(())
+}
+
+/// Where the comment or string starting at `bytes[i]` (`#`, `"` or `"""`) ends: the
+/// index of its last byte (for a comment, of the line break after it), or past the
+/// end of `bytes` if it is not closed.
+fn end_of_comment_or_string(bytes: &[u8], mut i: usize) -> usize {
+    if bytes[i] == b'#' {
+        while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
+            i += 1;
+        }
+    } else if bytes[i..].starts_with(b"\"\"\"") {
+        i += 3;
+        while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
+            // `\"""` is an escaped delimiter inside a block string.
+            i += if bytes[i..].starts_with(b"\\\"\"\"") {
+                4
+            } else {
+                1
+            };
+        }
+        i += 2;
+    } else {
+        i += 1;
+        while i < bytes.len() && bytes[i] != b'"' {
+            i += if bytes[i] == b'\\' { 2 } else { 1 };
+        }
+    }
+    i
 }
 
 fn too_large(bytes: usize, limits: &QueryLimits) -> ServerError {
@@ -388,7 +396,7 @@ fn too_large(bytes: usize, limits: &QueryLimits) -> ServerError {
             "the query is {bytes} bytes long; the limit is {}",
             limits.max_query_bytes
         ),
-        "QUERY_TOO_LARGE",
+        codes::QUERY_TOO_LARGE,
     )
 }
 
@@ -465,7 +473,7 @@ pub fn measure(document: &ExecutableDocument, limits: &QueryLimits) -> ServerRes
                 "the query uses {} aliases, fragments expanded; the limit is {}",
                 total.aliases, limits.max_aliases
             ),
-            "TOO_MANY_ALIASES",
+            codes::TOO_MANY_ALIASES,
         ));
     }
     if total.selections > limits.max_complexity {
@@ -474,7 +482,7 @@ pub fn measure(document: &ExecutableDocument, limits: &QueryLimits) -> ServerRes
                 "the query's complexity is {}, fragments expanded; the limit is {}",
                 total.selections, limits.max_complexity
             ),
-            "QUERY_TOO_COMPLEX",
+            codes::QUERY_TOO_COMPLEX,
         ));
     }
     if total.nesting > MAX_NESTING {
@@ -487,7 +495,7 @@ pub fn measure(document: &ExecutableDocument, limits: &QueryLimits) -> ServerRes
                 "the query is nested {} levels deep; the limit is {}",
                 total.depth, limits.max_depth
             ),
-            "QUERY_TOO_DEEP",
+            codes::QUERY_TOO_DEEP,
         ));
     }
     Ok(())
@@ -496,7 +504,7 @@ pub fn measure(document: &ExecutableDocument, limits: &QueryLimits) -> ServerRes
 fn too_nested() -> ServerError {
     coded(
         format!("the query nests selections and fragments more than {MAX_NESTING} levels deep"),
-        "QUERY_TOO_DEEP",
+        codes::QUERY_TOO_DEEP,
     )
 }
 
@@ -507,7 +515,7 @@ fn directives_allowed(count: usize, on: &str, limits: &QueryLimits) -> ServerRes
                 "{on} carries {count} directives; the limit is {}",
                 limits.max_directives
             ),
-            "QUERY_TOO_COMPLEX",
+            codes::QUERY_TOO_COMPLEX,
         ));
     }
     Ok(count)
@@ -658,15 +666,15 @@ fn assign_code(err: &mut ServerError) {
         return;
     }
     let code = if err.message.starts_with("Unknown operation named") {
-        "OPERATION_NOT_FOUND"
+        codes::OPERATION_NOT_FOUND
     } else if err.message.starts_with("Operation name required") {
-        "OPERATION_NAME_REQUIRED"
+        codes::OPERATION_NAME_REQUIRED
     } else if err.path.is_empty() {
         VALIDATION_FAILED
     } else {
         // Resolver errors come from AppError and carry a code; what is left are
         // arguments that failed to convert, i.e. the caller's input.
-        "BAD_USER_INPUT"
+        codes::BAD_USER_INPUT
     };
     *err = with_code(std::mem::replace(err, ServerError::new("", None)), code);
 }

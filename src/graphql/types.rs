@@ -15,7 +15,7 @@ use chrono::SecondsFormat;
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 
 pub const DATETIME: &str = "DateTime";
 pub const JSON: &str = "JSON";
@@ -352,7 +352,7 @@ pub fn encode_cursor(id: &str) -> String {
 
 fn decode_cursor(field: &str, cursor: &str) -> AppResult<String> {
     let invalid = || AppError::Invalid {
-        code: "INVALID_CURSOR",
+        code: codes::INVALID_CURSOR,
         field: field.to_string(),
         reason: "not a cursor returned by this list".to_string(),
     };

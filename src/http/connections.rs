@@ -42,6 +42,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tower::Service as _;
 
+use crate::error::codes;
+
 /// How connections are bounded.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -246,11 +248,12 @@ fn refuse(mut stream: TcpStream, refusal: Refusal, refusing: &Arc<Semaphore>) {
         let _permit = permit;
         let body = serde_json::json!({"errors": [{
             "message": refusal.message(),
-            "extensions": {"code": "TOO_MANY_CONNECTIONS"},
+            "extensions": {"code": codes::TOO_MANY_CONNECTIONS},
         }]})
         .to_string();
         let answer = format!(
-            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: {REFUSAL_RETRY_AFTER_SECS}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            "HTTP/1.1 {}\r\ncontent-type: application/json\r\nretry-after: {REFUSAL_RETRY_AFTER_SECS}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            crate::error::codes::http_status(codes::TOO_MANY_CONNECTIONS),
             body.len()
         );
         let mut scratch = [0u8; 1024];

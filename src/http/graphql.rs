@@ -19,7 +19,7 @@ use tracing::Instrument as _;
 
 use crate::AppState;
 use crate::auth::Credential;
-use crate::error::AppError;
+use crate::error::{AppError, codes};
 use crate::http::identity::{self, Addressed};
 use crate::http::multipart::{self, Refusal};
 use crate::services::databases::tx::{Finished, Mode, RequestTx};
@@ -89,16 +89,17 @@ pub fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
     best.map(|(_, media)| media)
 }
 
-/// A response carrying only `errors`, for failures outside GraphQL execution.
-pub fn plain_error(status: StatusCode, code: &str, message: &str) -> Response {
-    error_response(status, MediaType::Json, code, message)
+/// A response carrying only `errors`, for failures outside GraphQL execution, with
+/// the HTTP status the registry declares for `code`.
+pub fn plain_error(code: &str, message: &str) -> Response {
+    error_response(MediaType::Json, code, message)
 }
 
-fn error_response(status: StatusCode, media: MediaType, code: &str, message: &str) -> Response {
+fn error_response(media: MediaType, code: &str, message: &str) -> Response {
     let body = serde_json::json!({
         "errors": [{ "message": message, "extensions": { "code": code } }]
     });
-    json_response(status, media, &body)
+    json_response(codes::http_status(code), media, &body)
 }
 
 fn json_response(status: StatusCode, media: MediaType, body: &impl serde::Serialize) -> Response {
@@ -117,7 +118,12 @@ fn json_response(status: StatusCode, media: MediaType, body: &impl serde::Serial
 fn app_error_response(err: &AppError, media: MediaType) -> Response {
     let gql = err.to_graphql();
     let body = serde_json::json!({ "errors": [gql.into_server_error(Default::default())] });
-    json_response(err.http_status(), media, &body)
+    // A bad input value is a bad GraphQL request, whatever its code's plain-HTTP status.
+    let status = match err {
+        AppError::Invalid { .. } => StatusCode::BAD_REQUEST,
+        other => other.http_status(),
+    };
+    json_response(status, media, &body)
 }
 
 /// What a panic turns into: a generic 500, the panic itself only in the log.
@@ -128,11 +134,7 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_default();
     tracing::error!(panic = %detail, "a request handler panicked");
-    plain_error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "INTERNAL",
-        "internal server error",
-    )
+    plain_error(codes::INTERNAL, "internal server error")
 }
 
 /// Why a body could not be read.
@@ -155,9 +157,8 @@ async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes,
 /// the rest of the body is not read.
 pub fn body_timeout_response(media: MediaType, timeout: Duration) -> Response {
     let mut response = error_response(
-        StatusCode::REQUEST_TIMEOUT,
         media,
-        "REQUEST_TIMEOUT",
+        codes::REQUEST_TIMEOUT,
         &format!(
             "the request body did not arrive within {}s",
             timeout.as_secs()
@@ -210,9 +211,8 @@ pub async fn graphql_post(
     let body_timeout = Duration::from_secs(state.config.http_body_timeout_secs);
     let unread = |err: BodyError| match err {
         BodyError::TooLarge => error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
             media,
-            "REQUEST_TOO_LARGE",
+            codes::REQUEST_TOO_LARGE,
             &format!(
                 "the request body exceeds {} bytes",
                 state.config.max_body_bytes
@@ -238,7 +238,7 @@ pub async fn graphql_post(
                     } else {
                         "the body is not a GraphQL request: expected {\"query\": ..., \"variables\": ..., \"operationName\": ...}".to_string()
                     };
-                    return error_response(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", &reason);
+                    return error_response(media, codes::BAD_REQUEST, &reason);
                 }
             }
         }
@@ -250,21 +250,15 @@ pub async fn graphql_post(
             match String::from_utf8(bytes.to_vec()) {
                 Ok(query) => BatchRequest::Single(Request::new(query)),
                 Err(_) => {
-                    return error_response(
-                        StatusCode::BAD_REQUEST,
-                        media,
-                        "BAD_REQUEST",
-                        "the body is not UTF-8",
-                    );
+                    return error_response(media, codes::BAD_REQUEST, "the body is not UTF-8");
                 }
             }
         }
         Some("multipart/form-data") => {
             if !PREFLIGHT_HEADERS.iter().any(|h| headers.contains_key(*h)) {
                 return error_response(
-                    StatusCode::BAD_REQUEST,
                     media,
-                    "CSRF_PREFLIGHT_REQUIRED",
+                    codes::CSRF_PREFLIGHT_REQUIRED,
                     "multipart requests must carry a header that forces a CORS preflight, e.g. `Apollo-Require-Preflight: true` or `X-Nimbus-Project`",
                 );
             }
@@ -291,11 +285,9 @@ pub async fn graphql_post(
                     Ok(received) => received,
                     Err(Refusal::App(err)) => return refused(app_error_response(&err, media)),
                     Err(Refusal::TimedOut) => return body_timeout_response(media, body_timeout),
-                    Err(Refusal::Plain {
-                        status,
-                        code,
-                        message,
-                    }) => return refused(error_response(status, media, code, &message)),
+                    Err(Refusal::Plain { code, message }) => {
+                        return refused(error_response(media, code, &message));
+                    }
                 };
             let multipart::Received { batch, spooled } = received;
             let response = execute(
@@ -314,9 +306,8 @@ pub async fn graphql_post(
         }
         _ => {
             return error_response(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 media,
-                "UNSUPPORTED_MEDIA_TYPE",
+                codes::UNSUPPORTED_MEDIA_TYPE,
                 "send `Content-Type: application/json` (or application/graphql, or multipart/form-data for uploads)",
             );
         }
@@ -343,7 +334,7 @@ pub async fn graphql_get(
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
-    let bad = |reason: &str| error_response(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", reason);
+    let bad = |reason: &str| error_response(media, codes::BAD_REQUEST, reason);
     let Ok(Query(params)) = params else {
         return bad("malformed query string");
     };
@@ -514,6 +505,39 @@ fn copy_request(request: &Request) -> Request {
     copy
 }
 
+/// The requests of `batch`, each with a query, within the batch limits; the code
+/// and message of the refusal otherwise.
+fn requests_of(
+    state: &AppState,
+    batch: BatchRequest,
+) -> Result<Vec<Request>, (&'static str, String)> {
+    if batch.iter().any(|request| request.query.trim().is_empty()) {
+        return Err((
+            codes::BAD_REQUEST,
+            "the request has no `query`: expected {\"query\": ..., \"variables\": ..., \"operationName\": ...}".into(),
+        ));
+    }
+    match batch {
+        BatchRequest::Single(request) => Ok(vec![request]),
+        BatchRequest::Batch(requests) => {
+            let max = state.config.graphql_max_batch;
+            if max == 0 {
+                return Err((
+                    codes::BATCHING_DISABLED,
+                    "batched requests are turned off on this server".into(),
+                ));
+            }
+            if requests.is_empty() || requests.len() > max {
+                return Err((
+                    codes::BATCH_TOO_LARGE,
+                    format!("a batch holds 1 to {max} operations"),
+                ));
+            }
+            Ok(requests)
+        }
+    }
+}
+
 async fn execute(
     state: &AppState,
     headers: &HeaderMap,
@@ -523,37 +547,10 @@ async fn execute(
     method: Method,
     addressed: Option<Addressed>,
 ) -> Response {
-    if batch.iter().any(|request| request.query.trim().is_empty()) {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            media,
-            "BAD_REQUEST",
-            "the request has no `query`: expected {\"query\": ..., \"variables\": ..., \"operationName\": ...}",
-        );
-    }
     let is_batch = matches!(batch, BatchRequest::Batch(_));
-    let mut requests = match batch {
-        BatchRequest::Single(request) => vec![request],
-        BatchRequest::Batch(requests) => {
-            let max = state.config.graphql_max_batch;
-            if max == 0 {
-                return error_response(
-                    StatusCode::BAD_REQUEST,
-                    media,
-                    "BATCHING_DISABLED",
-                    "batched requests are turned off on this server",
-                );
-            }
-            if requests.is_empty() || requests.len() > max {
-                return error_response(
-                    StatusCode::BAD_REQUEST,
-                    media,
-                    "BATCH_TOO_LARGE",
-                    &format!("a batch holds 1 to {max} operations"),
-                );
-            }
-            requests
-        }
+    let mut requests = match requests_of(state, batch) {
+        Ok(requests) => requests,
+        Err((code, message)) => return error_response(media, code, &message),
     };
     let addressed = match addressed {
         Some(addressed) => addressed,
@@ -577,7 +574,7 @@ async fn execute(
                         request.query.len(),
                         state.config.graphql_max_query_bytes
                     ),
-                    "QUERY_TOO_LARGE",
+                    codes::QUERY_TOO_LARGE,
                 ),
             ])));
             continue;
@@ -593,9 +590,8 @@ async fn execute(
         match ty {
             Some(OperationType::Mutation) if method == Method::Get => {
                 let mut response = error_response(
-                    StatusCode::METHOD_NOT_ALLOWED,
                     media,
-                    "METHOD_NOT_ALLOWED",
+                    codes::METHOD_NOT_ALLOWED,
                     "mutations are not allowed over GET; use POST",
                 );
                 response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -604,7 +600,7 @@ async fn execute(
             Some(OperationType::Subscription) => responses.push(Some(GqlResponse::from_errors(vec![
                 crate::graphql::limits::coded(
                     "subscriptions are served over WebSocket at /v1/graphql/ws (graphql-transport-ws or graphql-ws)",
-                    "SUBSCRIPTION_OVER_HTTP",
+                    codes::SUBSCRIPTION_OVER_HTTP,
                 ),
             ]))),
             _ => responses.push(None),
@@ -695,8 +691,7 @@ fn response_json(response: &GqlResponse) -> ResponseJson<'_> {
 
 fn not_acceptable() -> Response {
     plain_error(
-        StatusCode::NOT_ACCEPTABLE,
-        "NOT_ACCEPTABLE",
+        codes::NOT_ACCEPTABLE,
         "accept application/graphql-response+json or application/json",
     )
 }

@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 
 use crate::AppState;
 use crate::auth::{Caller, Credential};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 use crate::services::LoadedProject;
 use crate::services::account::cookies::session_cookie_name;
 use crate::services::keys::service::authenticate;
@@ -177,7 +177,7 @@ pub async fn from_headers(state: &AppState, headers: &HeaderMap) -> AppResult<Ad
 fn check_project_id(project: Option<&str>) -> AppResult<()> {
     match project {
         Some(id) => crate::db::ids::validate("project", id).map_err(|_| AppError::Invalid {
-            code: "INVALID_ID",
+            code: codes::INVALID_ID,
             field: "X-Nimbus-Project".into(),
             reason: "a project id has 1 to 36 characters of a-z, A-Z, 0-9, '.', '_' and '-'".into(),
         }),

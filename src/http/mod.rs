@@ -27,6 +27,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::AppState;
+use crate::error::codes;
 
 /// Every route of the server.
 pub fn router(state: AppState) -> Router {
@@ -84,8 +85,7 @@ pub fn router(state: AppState) -> Router {
 
 async fn not_found() -> impl IntoResponse {
     graphql::plain_error(
-        axum::http::StatusCode::NOT_FOUND,
-        "NOT_FOUND",
+        codes::NOT_FOUND,
         "no such endpoint; GraphQL is served at /v1/graphql",
     )
 }

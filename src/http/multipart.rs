@@ -24,12 +24,11 @@ use async_graphql::parser::types::{DocumentOperations, OperationType, Selection}
 use async_graphql::{BatchRequest, Request, UploadValue};
 use async_graphql_value::{ConstValue, Value};
 use axum::body::Body;
-use axum::http::StatusCode;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::error::AppError;
+use crate::error::{AppError, codes};
 use crate::files::FileError;
 use crate::services::storage::Bucket;
 use crate::services::storage::service::{self, file_error};
@@ -48,28 +47,22 @@ pub struct Received {
 pub enum Refusal {
     /// Authorisation or a bucket rule failed.
     App(AppError),
-    /// The request is malformed or over a limit.
-    Plain {
-        status: StatusCode,
-        code: &'static str,
-        message: String,
-    },
+    /// The request is malformed or over a limit; the code's status is the answer's.
+    Plain { code: &'static str, message: String },
     /// The body stopped arriving.
     TimedOut,
 }
 
 fn bad(message: impl Into<String>) -> Refusal {
     Refusal::Plain {
-        status: StatusCode::BAD_REQUEST,
-        code: "BAD_REQUEST",
+        code: codes::BAD_REQUEST,
         message: message.into(),
     }
 }
 
 fn too_large(message: String) -> Refusal {
     Refusal::Plain {
-        status: StatusCode::PAYLOAD_TOO_LARGE,
-        code: "REQUEST_TOO_LARGE",
+        code: codes::REQUEST_TOO_LARGE,
         message,
     }
 }
@@ -139,8 +132,7 @@ pub async fn receive(
     })?;
     if map.len() > config.max_upload_files {
         return Err(Refusal::Plain {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            code: "TOO_MANY_FILES",
+            code: codes::TOO_MANY_FILES,
             message: format!(
                 "a request may carry {} files; this one maps {}",
                 config.max_upload_files,
@@ -150,6 +142,68 @@ pub async fn receive(
     }
 
     let targets = targets(state, &mut batch);
+    let rules = rules_of(state, caller, map, &targets).await?;
+
+    let spool_dir = config.upload_spool_dir();
+    tokio::fs::create_dir_all(&spool_dir)
+        .await
+        .map_err(internal)?;
+    let mut spooled = Vec::with_capacity(rules.len());
+    let mut received = HashSet::with_capacity(rules.len());
+    while let Some(mut field) = multipart.next_field().await.map_err(&unreadable)? {
+        let part = field.name().unwrap_or_default().to_string();
+        let Some(rule) = rules.get(&part) else {
+            return Err(bad(format!(
+                "the part `{}` is not named in `map`",
+                part.chars().take(64).collect::<String>()
+            )));
+        };
+        if !received.insert(part.clone()) {
+            return Err(bad("a file part is sent twice"));
+        }
+        let filename = field.file_name().unwrap_or_default().to_string();
+        let content_type = field.content_type().map(|mime| mime.to_string());
+        for bucket in &rule.check_filename {
+            service::check_new_name(bucket, &filename).map_err(Refusal::App)?;
+        }
+        let (file, path) = spool(&mut field, rule, &spool_dir, &unreadable).await?;
+        spooled.push(path);
+        for var_path in &rule.paths {
+            let upload = UploadValue {
+                filename: filename.clone(),
+                content_type: content_type.clone(),
+                content: file.try_clone().map_err(internal)?,
+            };
+            match &mut batch {
+                BatchRequest::Single(request) => request.set_upload(var_path, upload),
+                BatchRequest::Batch(requests) => {
+                    if let Some((index, path)) = var_path.split_once('.')
+                        && let Some(request) = index
+                            .parse::<usize>()
+                            .ok()
+                            .and_then(|i| requests.get_mut(i))
+                    {
+                        request.set_upload(path, upload);
+                    }
+                }
+            }
+        }
+    }
+    if received.len() != rules.len() {
+        return Err(bad("a file named in `map` is missing"));
+    }
+    Ok(Received { batch, spooled })
+}
+
+/// How each file part is received: for every variable it fills, the bucket is
+/// authorised (once per bucket) and its size and name rules are taken.
+async fn rules_of(
+    state: &AppState,
+    caller: &Caller,
+    map: HashMap<String, Vec<String>>,
+    targets: &HashMap<String, Target>,
+) -> Result<HashMap<String, Rule>, Refusal> {
+    let config = &state.config;
     let mut rules = HashMap::with_capacity(map.len());
     let mut authorised: HashMap<String, Bucket> = HashMap::new();
     for (part, paths) in map {
@@ -190,80 +244,46 @@ pub async fn receive(
         }
         rules.insert(part, rule);
     }
+    Ok(rules)
+}
 
-    let spool_dir = config.upload_spool_dir();
-    tokio::fs::create_dir_all(&spool_dir)
-        .await
-        .map_err(|err| Refusal::App(AppError::Internal(err.into())))?;
-    let mut spooled = Vec::with_capacity(rules.len());
-    let mut received = HashSet::with_capacity(rules.len());
-    while let Some(mut field) = multipart.next_field().await.map_err(&unreadable)? {
-        let part = field.name().unwrap_or_default().to_string();
-        let Some(rule) = rules.get(&part) else {
-            return Err(bad(format!(
-                "the part `{}` is not named in `map`",
-                part.chars().take(64).collect::<String>()
-            )));
-        };
-        if !received.insert(part.clone()) {
-            return Err(bad("a file part is sent twice"));
+fn internal(err: std::io::Error) -> Refusal {
+    Refusal::App(AppError::Internal(err.into()))
+}
+
+/// Writes `field` to a new file in `spool_dir`, refusing it once it passes its
+/// rule's limit, and hands back the file, rewound, with the path that removes it.
+async fn spool(
+    field: &mut multer::Field<'_>,
+    rule: &Rule,
+    spool_dir: &std::path::Path,
+    unreadable: &impl Fn(multer::Error) -> Refusal,
+) -> Result<(std::fs::File, tempfile::TempPath), Refusal> {
+    let (file, path) = tempfile::Builder::new()
+        .prefix("upload-")
+        .tempfile_in(spool_dir)
+        .map_err(internal)?
+        .into_parts();
+    let mut out = tokio::fs::File::from_std(file);
+    let mut size = 0u64;
+    while let Some(chunk) = field.chunk().await.map_err(unreadable)? {
+        size += chunk.len() as u64;
+        if size > rule.limit {
+            return Err(if rule.bucket_limit {
+                Refusal::App(file_error(FileError::TooLarge { limit: rule.limit }))
+            } else {
+                too_large(format!(
+                    "a file of this request may have {} bytes",
+                    rule.limit
+                ))
+            });
         }
-        let filename = field.file_name().unwrap_or_default().to_string();
-        let content_type = field.content_type().map(|mime| mime.to_string());
-        for bucket in &rule.check_filename {
-            service::check_new_name(bucket, &filename).map_err(Refusal::App)?;
-        }
-        let internal = |err: std::io::Error| Refusal::App(AppError::Internal(err.into()));
-        let (file, path) = tempfile::Builder::new()
-            .prefix("upload-")
-            .tempfile_in(&spool_dir)
-            .map_err(internal)?
-            .into_parts();
-        let mut out = tokio::fs::File::from_std(file);
-        let mut size = 0u64;
-        while let Some(chunk) = field.chunk().await.map_err(&unreadable)? {
-            size += chunk.len() as u64;
-            if size > rule.limit {
-                return Err(if rule.bucket_limit {
-                    Refusal::App(file_error(FileError::TooLarge { limit: rule.limit }))
-                } else {
-                    too_large(format!(
-                        "a file of this request may have {} bytes",
-                        rule.limit
-                    ))
-                });
-            }
-            out.write_all(&chunk).await.map_err(internal)?;
-        }
-        out.flush().await.map_err(internal)?;
-        let mut file = out.into_std().await;
-        file.seek(SeekFrom::Start(0)).map_err(internal)?;
-        spooled.push(path);
-        for var_path in &rule.paths {
-            let upload = UploadValue {
-                filename: filename.clone(),
-                content_type: content_type.clone(),
-                content: file.try_clone().map_err(internal)?,
-            };
-            match &mut batch {
-                BatchRequest::Single(request) => request.set_upload(var_path, upload),
-                BatchRequest::Batch(requests) => {
-                    if let Some((index, path)) = var_path.split_once('.')
-                        && let Some(request) = index
-                            .parse::<usize>()
-                            .ok()
-                            .and_then(|i| requests.get_mut(i))
-                    {
-                        request.set_upload(path, upload);
-                    }
-                }
-            }
-        }
+        out.write_all(&chunk).await.map_err(internal)?;
     }
-    if received.len() != rules.len() {
-        return Err(bad("a file named in `map` is missing"));
-    }
-    Ok(Received { batch, spooled })
+    out.flush().await.map_err(internal)?;
+    let mut file = out.into_std().await;
+    file.seek(SeekFrom::Start(0)).map_err(internal)?;
+    Ok((file, path))
 }
 
 /// The whole of the next part, which must be called `name`.

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::error::AppError;
+use crate::error::{AppError, codes};
 use crate::http::graphql::plain_error;
 use crate::http::identity;
 use crate::services::account::cookies::session_cookie;
@@ -45,7 +45,7 @@ pub struct CallbackQuery {
 }
 
 fn error_page(err: &AppError) -> Response {
-    plain_error(err.http_status(), &err.code(), &err.message())
+    plain_error(&err.code(), &err.message())
 }
 
 fn redirect(location: &str) -> Response {
@@ -75,7 +75,7 @@ fn redirect_failure(failed: Failed) -> Response {
 /// Where browsers reach this server: `NIMBUS_PUBLIC_URL`, an absolute http(s) URL.
 fn public_base(state: &AppState) -> Result<String, AppError> {
     let missing = |reason: &str| AppError::Invalid {
-        code: "PUBLIC_URL_NOT_CONFIGURED",
+        code: codes::PUBLIC_URL_NOT_CONFIGURED,
         field: "NIMBUS_PUBLIC_URL".into(),
         reason: format!("OAuth2 sign-in needs the server's public URL: {reason}"),
     };

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use crate::AppState;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 use crate::files::Key;
 use crate::services::storage::preview::{self, PreviewBody};
 use crate::services::storage::render::PreviewParams;
@@ -32,22 +32,13 @@ pub struct FilePath {
     file: String,
 }
 
-/// The error as JSON, with the status its code deserves.
+/// The error as JSON, with the status its code deserves (`crate::error::codes`).
 fn error(err: AppError) -> Response {
-    let status = match &err {
-        AppError::Invalid { code, .. } => match *code {
-            "FILE_TOO_LARGE" => StatusCode::PAYLOAD_TOO_LARGE,
-            "UPLOAD_CHUNK_OUT_OF_ORDER" | "UPLOAD_COMPLETE" => StatusCode::CONFLICT,
-            "RANGE_NOT_SATISFIABLE" => StatusCode::RANGE_NOT_SATISFIABLE,
-            _ => StatusCode::BAD_REQUEST,
-        },
-        other => other.http_status(),
-    };
     if matches!(err, AppError::Db(_) | AppError::Internal(_)) {
         // Logs the cause; the client reads only the generic message.
         let _ = err.to_graphql();
     }
-    let mut response = plain_error(status, &err.code(), &err.message());
+    let mut response = plain_error(&err.code(), &err.message());
     if let AppError::Busy { retry_after } | AppError::RateLimited { retry_after } = err {
         response
             .headers_mut()
@@ -85,8 +76,8 @@ async fn readable(
             tokens::verify(&state.secret, token, crate::db::now_millis()).map_err(|err| {
                 AppError::Invalid {
                     code: match err {
-                        tokens::TokenError::Expired => "FILE_TOKEN_EXPIRED",
-                        tokens::TokenError::Invalid => "INVALID_FILE_TOKEN",
+                        tokens::TokenError::Expired => codes::FILE_TOKEN_EXPIRED,
+                        tokens::TokenError::Invalid => codes::INVALID_FILE_TOKEN,
                     },
                     field: "token".into(),
                     reason: match err {
@@ -98,7 +89,7 @@ async fn readable(
         let project_matches = param("project").is_none_or(|p| p == grant.project_id);
         if grant.bucket_id != path.bucket || grant.file_id != path.file || !project_matches {
             return Err(AppError::Invalid {
-                code: "INVALID_FILE_TOKEN",
+                code: codes::INVALID_FILE_TOKEN,
                 field: "token".into(),
                 reason: "the signed URL is for another file".into(),
             });
@@ -165,7 +156,7 @@ fn requested_range(headers: &HeaderMap, size: u64) -> AppResult<Option<std::ops:
         return Ok(None);
     }
     let unsatisfiable = || AppError::Invalid {
-        code: "RANGE_NOT_SATISFIABLE",
+        code: codes::RANGE_NOT_SATISFIABLE,
         field: "Range".into(),
         reason: format!("the file has {size} bytes"),
     };
@@ -344,7 +335,7 @@ pub async fn upload_chunk(
         let addressed = identity::resolve(&state, &presented(&headers, project)).await?;
         let range = ContentRange::parse(
             identity::header(&headers, "content-range").ok_or_else(|| AppError::Invalid {
-                code: "UPLOAD_CHUNK_INVALID",
+                code: codes::UPLOAD_CHUNK_INVALID,
                 field: "Content-Range".into(),
                 reason: "each chunk needs a `Content-Range: bytes START-END/SIZE` header".into(),
             })?,

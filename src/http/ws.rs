@@ -52,7 +52,7 @@ use async_graphql::{Data, Request, Response, ServerError};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse as _, Response as HttpResponse};
+use axum::response::Response as HttpResponse;
 use futures_util::stream::{self, BoxStream};
 use futures_util::{FutureExt as _, StreamExt as _, future};
 use serde::Deserialize;
@@ -66,9 +66,10 @@ use crate::auth::Caller;
 use crate::auth::session_cache::Wake;
 use crate::bus::{BusMessage, Published};
 use crate::db::now_millis;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 use crate::gauge::GaugeGuard;
 use crate::graphql::limits::coded;
+use crate::http::graphql::plain_error;
 use crate::http::identity::{self, Addressed, KEY_HEADER, PROJECT_HEADER, Presented};
 use crate::services::LoadedProject;
 use crate::services::databases::tx::{Finished, Mode, RequestTx};
@@ -235,11 +236,10 @@ pub async fn graphql_ws(
     upgrade: WebSocketUpgrade,
 ) -> HttpResponse {
     let Some(protocol) = Protocol::offered(&headers) else {
-        let body = serde_json::json!({"errors": [{
-            "message": "offer the graphql-transport-ws or graphql-ws subprotocol",
-            "extensions": {"code": "UNSUPPORTED_SUBPROTOCOL"},
-        }]});
-        return (axum::http::StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        return plain_error(
+            codes::UNSUPPORTED_SUBPROTOCOL,
+            "offer the graphql-transport-ws or graphql-ws subprotocol",
+        );
     };
     let presented = match &params.project {
         Some(project) => Presented::for_project(&headers, project),
@@ -252,15 +252,10 @@ pub async fn graphql_ws(
     let Some(share) =
         ClientShare::open(&state, crate::http::connections::client_key(peer.ip()), max)
     else {
-        let body = serde_json::json!({"errors": [{
-            "message": format!("this client address has {max} WebSockets open, the most allowed"),
-            "extensions": {"code": "TOO_MANY_CONNECTIONS"},
-        }]});
-        let mut refusal = (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(body),
-        )
-            .into_response();
+        let mut refusal = plain_error(
+            codes::TOO_MANY_CONNECTIONS,
+            &format!("this client address has {max} WebSockets open, the most allowed"),
+        );
         refusal.headers_mut().insert(
             axum::http::header::RETRY_AFTER,
             axum::http::HeaderValue::from_static("1"),
@@ -297,11 +292,10 @@ async fn foreign_cookie_upgrade(
     if identity::origin_allowed(origin, host, &loaded.project) {
         return None;
     }
-    let body = serde_json::json!({"errors": [{
-        "message": "a session cookie authenticates WebSockets only from the project's own origins (redirectHosts); send the session in connection_init instead",
-        "extensions": {"code": "ORIGIN_NOT_ALLOWED"},
-    }]});
-    Some((axum::http::StatusCode::FORBIDDEN, axum::Json(body)).into_response())
+    Some(plain_error(
+        codes::ORIGIN_NOT_ALLOWED,
+        "a session cookie authenticates WebSockets only from the project's own origins (redirectHosts); send the session in connection_init instead",
+    ))
 }
 
 async fn serve_socket(
@@ -382,7 +376,7 @@ impl Link {
                     "closing a WebSocket whose client stopped reading"
                 );
                 let reason = close_reason(
-                    "SUBSCRIBER_TOO_SLOW",
+                    codes::SUBSCRIBER_TOO_SLOW,
                     &format!(
                         "the client read nothing for {}s; reconnect and re-query",
                         self.send_timeout.as_secs()
@@ -458,7 +452,10 @@ async fn initialise(
             None => return Err(Gone),
             Some(Incoming::Malformed(reason)) => {
                 return Err(link
-                    .close(CLOSE_BAD_MESSAGE, close_reason("INVALID_MESSAGE", &reason))
+                    .close(
+                        CLOSE_BAD_MESSAGE,
+                        close_reason(codes::INVALID_MESSAGE, &reason),
+                    )
                     .await);
             }
             Some(Incoming::Message(message)) => match *message {
@@ -788,7 +785,7 @@ impl Connection {
         let message = match incoming {
             Incoming::Message(message) => message,
             Incoming::Malformed(reason) => {
-                let reason = close_reason("INVALID_MESSAGE", &reason);
+                let reason = close_reason(codes::INVALID_MESSAGE, &reason);
                 return Err(self.link.close(CLOSE_BAD_MESSAGE, reason).await);
             }
         };
@@ -846,7 +843,7 @@ impl Connection {
         if self.active() >= max {
             let refusal = Response::from_errors(vec![coded(
                 format!("a connection holds at most {max} subscriptions"),
-                "TOO_MANY_SUBSCRIPTIONS",
+                codes::TOO_MANY_SUBSCRIPTIONS,
             )]);
             self.link.send_response(&id, &refusal).await?;
             return self.link.send_complete(&id).await;
@@ -857,7 +854,7 @@ impl Connection {
                 format!(
                     "a client address holds at most {per_client} subscriptions over all its connections"
                 ),
-                "TOO_MANY_SUBSCRIPTIONS",
+                codes::TOO_MANY_SUBSCRIPTIONS,
             )]);
             self.link.send_response(&id, &refusal).await?;
             return self.link.send_complete(&id).await;
@@ -976,7 +973,7 @@ impl Connection {
                     format!(
                         "the subscriber fell {missed} events behind and was dropped; resubscribe and re-query"
                     ),
-                    "SUBSCRIBER_TOO_SLOW",
+                    codes::SUBSCRIBER_TOO_SLOW,
                 );
                 return self.end_watches(error).await;
             }

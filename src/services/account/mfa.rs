@@ -8,7 +8,7 @@ use crate::auth::rate_limit::{Limit, client_key};
 use crate::auth::sealing::Sealer;
 use crate::auth::session_cache::ResolvedSession;
 use crate::auth::totp;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 use crate::services::users::service::announce_user_change;
 use crate::services::users::store;
 
@@ -33,7 +33,7 @@ pub struct Factors {
 
 fn invalid_code() -> AppError {
     AppError::Invalid {
-        code: "INVALID_MFA_CODE",
+        code: codes::INVALID_MFA_CODE,
         field: "code".into(),
         reason: "the code is wrong, expired, or was already used".into(),
     }

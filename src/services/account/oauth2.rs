@@ -21,7 +21,7 @@ use crate::AppState;
 use crate::auth::sealing::Sealer;
 use crate::auth::secrets;
 use crate::db::{DbErrorExt as _, ids, now_millis};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 use crate::services::projects::AuthSettings;
 use crate::services::users::service::{
     ClientInfo, NewUser, UserChanges, apply_changes, create_session, insert_new_user,
@@ -113,7 +113,7 @@ pub struct ProviderChanges {
 
 fn invalid(field: &str, reason: impl Into<String>) -> AppError {
     AppError::Invalid {
-        code: "INVALID_OAUTH2_PROVIDER",
+        code: codes::INVALID_OAUTH2_PROVIDER,
         field: field.into(),
         reason: reason.into(),
     }
@@ -299,7 +299,7 @@ struct Discovery {
 
 fn provider_failed(reason: impl Into<String>) -> AppError {
     AppError::Upstream {
-        code: "OAUTH2_PROVIDER_FAILED",
+        code: codes::OAUTH2_PROVIDER_FAILED,
         reason: reason.into(),
     }
 }
@@ -526,7 +526,7 @@ pub async fn finish(
     client_info: ClientInfo,
 ) -> Result<Finished, Result<Failed, AppError>> {
     let state_invalid = || AppError::Invalid {
-        code: "OAUTH2_STATE_INVALID",
+        code: codes::OAUTH2_STATE_INVALID,
         field: "state".into(),
         reason: "the sign-in is unknown, was already finished, or took longer than 10 minutes"
             .into(),
@@ -553,7 +553,7 @@ pub async fn finish(
     });
     if !same_browser {
         return Err(fail(AppError::Invalid {
-            code: "OAUTH2_NONCE_INVALID",
+            code: codes::OAUTH2_NONCE_INVALID,
             field: "state".into(),
             reason: "this browser did not start this sign-in (or blocks its cookie); start again"
                 .into(),
@@ -562,7 +562,7 @@ pub async fn finish(
     if let Some(error) = callback.error {
         tracing::info!(%provider, error = %error.chars().take(100).collect::<String>(), "OAuth2 provider refused the sign-in");
         return Err(fail(AppError::Invalid {
-            code: "OAUTH2_DENIED",
+            code: codes::OAUTH2_DENIED,
             field: "code".into(),
             reason: "the provider did not authorize the sign-in".into(),
         }));
@@ -774,7 +774,7 @@ async fn user_for_profile(
         // provider checked that the email is theirs.
         Some(_) if !profile.email_verified => {
             return Err(AppError::Invalid {
-                code: "OAUTH2_EMAIL_IN_USE",
+                code: codes::OAUTH2_EMAIL_IN_USE,
                 field: "email".into(),
                 reason: "a user with this email exists and the provider has not verified the email; sign in and link the provider from the account instead".into(),
             });

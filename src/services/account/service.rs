@@ -10,7 +10,7 @@ use crate::auth::rate_limit::{Limit, client_key};
 use crate::auth::secrets;
 use crate::auth::session_cache::ResolvedSession;
 use crate::db::{ids, now_millis};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 use crate::mail::templates;
 use crate::services::projects::AuthSettings;
 use crate::services::users::service::{
@@ -47,7 +47,7 @@ pub struct IssuedToken {
 /// hand a user's secret to another site.
 pub fn check_redirect_url(policy: &AuthSettings, field: &str, url: &str) -> AppResult<url::Url> {
     let invalid = |reason: String| AppError::Invalid {
-        code: "INVALID_REDIRECT_URL",
+        code: codes::INVALID_REDIRECT_URL,
         field: field.into(),
         reason,
     };
@@ -107,7 +107,7 @@ async fn issue(
 
 fn invalid_token() -> AppError {
     AppError::Invalid {
-        code: "INVALID_TOKEN",
+        code: codes::INVALID_TOKEN,
         field: "secret".into(),
         reason: "the secret is wrong, was already used, or belongs to another user".into(),
     }
@@ -153,7 +153,7 @@ async fn consume(
     }
     if token.expires_at <= now_millis() {
         return Err(AppError::Invalid {
-            code: "TOKEN_EXPIRED",
+            code: codes::TOKEN_EXPIRED,
             field: "secret".into(),
             reason: "the link or code has expired; ask for a new one".into(),
         });

@@ -18,6 +18,8 @@ use serde_json::{Map, Value};
 use super::filter::{CmpOp, Field, Filter, MAX_CONDITIONS, MAX_DEPTH, OrderBy};
 use super::model::shown;
 
+use crate::error::codes;
+
 /// Most queries in one request, nested ones included.
 pub const MAX_QUERIES: usize = 100;
 
@@ -66,7 +68,7 @@ pub enum QueryError {
 impl QueryError {
     /// The stable `extensions.code` this error reaches a client with.
     pub fn code(&self) -> &'static str {
-        "QUERY_INVALID"
+        codes::QUERY_INVALID
     }
 }
 

@@ -24,6 +24,8 @@
 
 use std::collections::HashSet;
 
+use crate::error::codes;
+
 use super::model::{
     Attribute, AttributeKind, MAX_ATTRIBUTES, SqlDialect, SqlValue, ValueError, is_valid_key,
     shown, validate_attributes,
@@ -87,11 +89,11 @@ impl DdlError {
     /// The stable `extensions.code` this error reaches a client with.
     pub fn code(&self) -> &'static str {
         match self {
-            DdlError::InvalidTable { .. } => "INTERNAL",
+            DdlError::InvalidTable { .. } => codes::INTERNAL,
             DdlError::Attribute(err) => err.code(),
-            DdlError::UnknownAttribute { .. } => "ATTRIBUTE_NOT_FOUND",
-            DdlError::InvalidIndex { .. } => "INDEX_INVALID",
-            DdlError::TooWide { .. } => "ATTRIBUTE_LIMIT_EXCEEDED",
+            DdlError::UnknownAttribute { .. } => codes::ATTRIBUTE_NOT_FOUND,
+            DdlError::InvalidIndex { .. } => codes::INDEX_INVALID,
+            DdlError::TooWide { .. } => codes::ATTRIBUTE_LIMIT_EXCEEDED,
         }
     }
 }

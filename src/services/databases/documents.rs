@@ -19,7 +19,7 @@ use crate::auth::permissions::{
 };
 use crate::bus::Event;
 use crate::db::{ids, now_millis};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1066,7 +1066,7 @@ pub struct NewDocument {
 fn check_keys(collection: &Collection, data: &Map<String, Value>) -> AppResult<()> {
     if let Some(unknown) = data.keys().find(|k| !collection.has_key(k)) {
         return Err(AppError::Invalid {
-            code: "ATTRIBUTE_NOT_FOUND",
+            code: codes::ATTRIBUTE_NOT_FOUND,
             field: "data".into(),
             reason: format!(
                 "the collection has no attribute `{}`",
@@ -1322,7 +1322,7 @@ pub async fn create_prepared(
                 }
             } else {
                 AppError::Invalid {
-                    code: "DOCUMENT_NOT_UNIQUE",
+                    code: codes::DOCUMENT_NOT_UNIQUE,
                     field: "data".into(),
                     reason: "another document holds the same values for a unique index".into(),
                 }
@@ -1444,7 +1444,7 @@ async fn update_impl(
             "the document changed since".into()
         };
         return Err(AppError::Invalid {
-            code: "DOCUMENT_CHANGED",
+            code: codes::DOCUMENT_CHANGED,
             field: "expectedUpdatedAt".into(),
             reason,
         });
@@ -1479,7 +1479,7 @@ async fn update_impl(
     if let Err(err) = builder.build().execute(&mut **conn).await {
         if is_unique_violation(&err) {
             return Err(AppError::Invalid {
-                code: "DOCUMENT_NOT_UNIQUE",
+                code: codes::DOCUMENT_NOT_UNIQUE,
                 field: "data".into(),
                 reason: "another document holds the same values for a unique index".into(),
             });
@@ -1518,7 +1518,7 @@ pub fn increment<'a>(
         }
         if by == 0.0 {
             return Err(AppError::Invalid {
-                code: "VALUE_INVALID",
+                code: codes::VALUE_INVALID,
                 field: "by".into(),
                 reason: "changing by 0 changes nothing; give a positive amount".into(),
             });
@@ -1559,7 +1559,7 @@ fn numeric_attribute<'c>(collection: &'c Collection, key: &str) -> AppResult<&'c
                 )
         })
         .ok_or_else(|| AppError::Invalid {
-            code: "ATTRIBUTE_INVALID",
+            code: codes::ATTRIBUTE_INVALID,
             field: "field".into(),
             reason: format!(
                 "`{}` is not a numeric attribute",
@@ -1587,7 +1587,7 @@ fn stepped_value(
     };
     if past_bound {
         return Err(AppError::Invalid {
-            code: "VALUE_OUT_OF_RANGE",
+            code: codes::VALUE_OUT_OF_RANGE,
             field: key.to_string(),
             reason: "the result would pass the bound you gave".into(),
         });
@@ -1596,7 +1596,7 @@ fn stepped_value(
     let after_json = if integer {
         if after.fract() != 0.0 || !(i64::MIN as f64..=i64::MAX as f64).contains(&after) {
             return Err(AppError::Invalid {
-                code: "VALUE_INVALID",
+                code: codes::VALUE_INVALID,
                 field: "by".into(),
                 reason: "an integer attribute changes by whole numbers".into(),
             });
@@ -1610,7 +1610,7 @@ fn stepped_value(
     attribute
         .to_sql_value(&after_json)
         .map_err(|err| match err.code() {
-            "INTERNAL" => value_error(err),
+            codes::INTERNAL => value_error(err),
             code => AppError::Invalid {
                 code,
                 field: key.to_string(),
@@ -1766,7 +1766,7 @@ async fn held_links(
         match relationship.on_delete {
             OnDelete::Restrict if !linked.is_empty() => {
                 return Err(AppError::Invalid {
-                    code: "DOCUMENT_REFERENCED",
+                    code: codes::DOCUMENT_REFERENCED,
                     field: "id".into(),
                     reason: format!(
                         "the document is linked through `{}` (on delete: restrict); unlink first",
@@ -1820,7 +1820,7 @@ async fn check_references_to(
             // answer names the relationship, never one of them.
             if used {
                 return Err(AppError::Invalid {
-                    code: "DOCUMENT_REFERENCED",
+                    code: codes::DOCUMENT_REFERENCED,
                     field: "id".into(),
                     reason: format!(
                         "documents of `{}` point at this one through `{}` (on delete: restrict); delete or change them first",
@@ -1955,7 +1955,7 @@ async fn write_links(
             continue;
         };
         let invalid = |reason: String| AppError::Invalid {
-            code: "VALUE_INVALID",
+            code: codes::VALUE_INVALID,
             field: relationship.key.clone(),
             reason,
         };
@@ -1986,7 +1986,7 @@ async fn write_links(
             let found = count_readable(conn, related, access, &targets).await?;
             if found != targets.len() {
                 return Err(AppError::Invalid {
-                    code: "RELATED_DOCUMENT_NOT_FOUND",
+                    code: codes::RELATED_DOCUMENT_NOT_FOUND,
                     field: relationship.key.clone(),
                     reason: format!("some ids name no document of `{}`", related.name),
                 });
@@ -2066,7 +2066,7 @@ async fn check_references(
             || count_readable(conn, related, access, std::slice::from_ref(target)).await? == 0;
         if missing {
             return Err(AppError::Invalid {
-                code: "RELATED_DOCUMENT_NOT_FOUND",
+                code: codes::RELATED_DOCUMENT_NOT_FOUND,
                 field: relationship.key.clone(),
                 reason: format!(
                     "`{}` names no document of `{}`",

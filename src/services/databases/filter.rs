@@ -47,7 +47,7 @@ use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::{Any, QueryBuilder, Row as _, ValueRef as _};
 
-use crate::error::AppError;
+use crate::error::{AppError, codes};
 
 use super::Collection;
 use super::model::{
@@ -73,7 +73,7 @@ pub const MAX_CURSOR_LEN: usize = 1024 * 1024;
 /// The code of a cursor this server did not make for the list it is given to.
 /// It replaced `CURSOR_INVALID`, which errors still name in
 /// `extensions.aliases` (see `error.rs`).
-pub const INVALID_CURSOR: &str = "INVALID_CURSOR";
+pub const INVALID_CURSOR: &str = codes::INVALID_CURSOR;
 
 /// Alias of `json_each` in the array `contains` subquery; the caller's alias
 /// may not be it.
@@ -304,13 +304,13 @@ impl FilterError {
     /// The stable `extensions.code` this error reaches a client with.
     pub fn code(&self) -> &'static str {
         match self {
-            FilterError::UnknownField { .. } => "FILTER_UNKNOWN_FIELD",
-            FilterError::Invalid { .. } | FilterError::NotEvaluable => "FILTER_INVALID",
-            FilterError::TooComplex { .. } => "FILTER_TOO_COMPLEX",
-            FilterError::ValueInvalid { .. } => "VALUE_INVALID",
-            FilterError::SearchNeedsIndex { .. } => "SEARCH_NEEDS_FULLTEXT_INDEX",
+            FilterError::UnknownField { .. } => codes::FILTER_UNKNOWN_FIELD,
+            FilterError::Invalid { .. } | FilterError::NotEvaluable => codes::FILTER_INVALID,
+            FilterError::TooComplex { .. } => codes::FILTER_TOO_COMPLEX,
+            FilterError::ValueInvalid { .. } => codes::VALUE_INVALID,
+            FilterError::SearchNeedsIndex { .. } => codes::SEARCH_NEEDS_FULLTEXT_INDEX,
             FilterError::InvalidCursor { .. } => INVALID_CURSOR,
-            FilterError::Internal { .. } => "INTERNAL",
+            FilterError::Internal { .. } => codes::INTERNAL,
         }
     }
 

@@ -28,6 +28,8 @@ use sqlx::query::Query;
 use sqlx::query_builder::Separated;
 use sqlx::{Any, ColumnIndex, QueryBuilder, Row as _, ValueRef as _};
 
+use crate::error::codes;
+
 /// Longest attribute or index key. The brief's pattern allows 64 characters, but
 /// the column is `a_<key>` and MariaDB identifiers have at most 64.
 pub const MAX_KEY_LEN: usize = 62;
@@ -289,11 +291,11 @@ impl ValueError {
     /// The stable `extensions.code` this error reaches a client with.
     pub fn code(&self) -> &'static str {
         match self {
-            ValueError::InvalidAttribute { .. } => "ATTRIBUTE_INVALID",
-            ValueError::Invalid { .. } => "VALUE_INVALID",
-            ValueError::Required { .. } => "VALUE_REQUIRED",
-            ValueError::OutOfRange { .. } => "VALUE_OUT_OF_RANGE",
-            ValueError::Unreadable { .. } => "INTERNAL",
+            ValueError::InvalidAttribute { .. } => codes::ATTRIBUTE_INVALID,
+            ValueError::Invalid { .. } => codes::VALUE_INVALID,
+            ValueError::Required { .. } => codes::VALUE_REQUIRED,
+            ValueError::OutOfRange { .. } => codes::VALUE_OUT_OF_RANGE,
+            ValueError::Unreadable { .. } => codes::INTERNAL,
         }
     }
 

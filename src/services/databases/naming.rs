@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 
 /// The names of one collection's GraphQL surface.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,7 +23,7 @@ pub struct GraphqlNames {
 
 fn invalid(reason: impl Into<String>) -> AppError {
     AppError::Invalid {
-        code: "INVALID_GRAPHQL_NAME",
+        code: codes::INVALID_GRAPHQL_NAME,
         field: "graphqlName".into(),
         reason: reason.into(),
     }
@@ -428,7 +428,7 @@ impl GraphqlNames {
         let mine_fields = self.root_fields();
         let clash = |name: &str| {
             Err(AppError::Invalid {
-                code: "GRAPHQL_NAME_TAKEN",
+                code: codes::GRAPHQL_NAME_TAKEN,
                 field: "graphqlName".into(),
                 reason: format!(
                     "the collection's GraphQL names would clash with `{name}`; choose another `graphqlName`"

@@ -12,7 +12,7 @@ use async_graphql::dynamic::{
 use async_graphql::{Name, Value};
 use serde_json::Map;
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
     DATETIME, JSON, app, caller, datetime, input, json_value, object, opt_string, prop,
@@ -275,7 +275,7 @@ fn number_setting<T: serde::de::DeserializeOwned>(
         Some(v) => serde_json::from_value(v)
             .map(Some)
             .map_err(|_| AppError::Invalid {
-                code: "ATTRIBUTE_INVALID",
+                code: codes::ATTRIBUTE_INVALID,
                 field: field.into(),
                 reason: "not a number of the attribute's type".into(),
             }),
@@ -287,7 +287,7 @@ impl AttributeInput {
         let kind = match self.r#type.as_str() {
             "STRING" => AttributeKind::String {
                 size: self.size.ok_or_else(|| AppError::Invalid {
-                    code: "ATTRIBUTE_INVALID",
+                    code: codes::ATTRIBUTE_INVALID,
                     field: "size".into(),
                     reason: "a string attribute needs its `size` (most characters)".into(),
                 })?,
@@ -310,7 +310,7 @@ impl AttributeInput {
             },
             other => {
                 return Err(AppError::Invalid {
-                    code: "ATTRIBUTE_INVALID",
+                    code: codes::ATTRIBUTE_INVALID,
                     field: "type".into(),
                     reason: format!("unknown attribute type `{other}`"),
                 });
@@ -345,7 +345,7 @@ crate::graphql_input! {
 impl IndexInput {
     fn into_index(self) -> AppResult<Index> {
         let invalid = |reason: String| AppError::Invalid {
-            code: "INDEX_INVALID",
+            code: codes::INDEX_INVALID,
             field: "index".into(),
             reason,
         };

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 
 use super::documents::{
     self, Access, Document, DocumentChanges, ListQuery, Listed, NewDocument, Paging,
@@ -362,7 +362,7 @@ impl<'r> Documents<'r> {
             let matching = documents::list(&mut op, collection, self.access, &query).await?;
             if matching.has_more {
                 return Err(AppError::Invalid {
-                    code: "TOO_MANY_DOCUMENTS",
+                    code: codes::TOO_MANY_DOCUMENTS,
                     field: "filter".into(),
                     reason: format!(
                         "more than {} documents match; narrow the filter",

@@ -12,7 +12,7 @@ use crate::auth::Caller;
 use crate::auth::permissions::Permission;
 use crate::auth::scopes::{DatabasesRead, DatabasesWrite};
 use crate::db::{DbErrorExt as _, Dialect, ids, now_millis};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 use crate::services::projects::service::announce_change;
 
 use super::ddl::{self, DdlError, Index, IndexKind};
@@ -324,7 +324,7 @@ pub async fn delete_collection(
                 .any(|r| r.related_collection == collection.id)
     }) {
         return Err(AppError::Invalid {
-            code: "COLLECTION_REFERENCED",
+            code: codes::COLLECTION_REFERENCED,
             field: "id".into(),
             reason: format!(
                 "`{}` has a relationship to this collection; delete that relationship first",
@@ -386,7 +386,7 @@ pub async fn create_attribute(
     .map_err(ddl_error)?;
     if attribute.required && attribute.default.is_none() && has_rows(state, &collection).await? {
         return Err(AppError::Invalid {
-            code: "ATTRIBUTE_INVALID",
+            code: codes::ATTRIBUTE_INVALID,
             field: "required".into(),
             reason: "the collection has documents, which would have no value: give a default or make it optional".into(),
         });
@@ -468,7 +468,7 @@ fn check_key_free(
         .any(|k| k.eq_ignore_ascii_case(key))
     {
         return Err(AppError::Invalid {
-            code: "ATTRIBUTE_INVALID",
+            code: codes::ATTRIBUTE_INVALID,
             field: field.into(),
             reason: format!(
                 "`{}` already has a field `{key}` (keys are compared ignoring case)",
@@ -559,7 +559,7 @@ pub async fn create_relationship(
         "ONE_TO_MANY" => {
             let Some(reference) = new.two_way_key.clone() else {
                 return Err(AppError::Invalid {
-                    code: "ATTRIBUTE_INVALID",
+                    code: codes::ATTRIBUTE_INVALID,
                     field: "twoWayKey".into(),
                     reason: "a one-to-many relationship needs `twoWayKey`: the field of the related documents that names their owner".into(),
                 });
@@ -576,7 +576,7 @@ pub async fn create_relationship(
         }
         other => {
             return Err(AppError::Invalid {
-                code: "ATTRIBUTE_INVALID",
+                code: codes::ATTRIBUTE_INVALID,
                 field: "type".into(),
                 reason: format!("unknown relationship type `{other}`"),
             });
@@ -700,7 +700,7 @@ fn check_unique_index_keys(indexes: &[Index]) -> AppResult<()> {
     for index in indexes {
         if !seen.insert(index.key.to_ascii_lowercase()) {
             return Err(AppError::Invalid {
-                code: "INDEX_INVALID",
+                code: codes::INDEX_INVALID,
                 field: "indexes".into(),
                 reason: format!("two indexes have the key `{}`", index.key),
             });
@@ -724,7 +724,7 @@ pub async fn create_index(
         && ddl::fulltext_index_covers(&collection.indexes, key)
     {
         return Err(AppError::Invalid {
-            code: "INDEX_INVALID",
+            code: codes::INDEX_INVALID,
             field: "index".into(),
             reason: format!("`{key}` already has a FULLTEXT index"),
         });
@@ -806,7 +806,7 @@ async fn write_metadata(conn: &mut sqlx::AnyConnection, change: &Change<'_>) -> 
                 Ok(())
             } else {
                 Err(AppError::Invalid {
-                    code: "COLLECTION_CHANGED",
+                    code: codes::COLLECTION_CHANGED,
                     field: "collectionId".into(),
                     reason:
                         "the collection was changed by another request at the same time; try again"
@@ -829,7 +829,7 @@ fn ddl_failure(err: sqlx::Error) -> AppError {
         .is_some_and(|e| e.is_unique_violation() || e.code().as_deref() == Some("23000"));
     if unique {
         AppError::Invalid {
-            code: "INDEX_DUPLICATE_VALUES",
+            code: codes::INDEX_DUPLICATE_VALUES,
             field: "attributes".into(),
             reason: "documents already hold duplicate values for a unique index".into(),
         }

@@ -14,7 +14,7 @@ use async_graphql::dynamic::{
 use async_graphql::{Name, Value};
 use serde_json::{Map, Value as Json};
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
     DATETIME, app, caller, connection_types, count_arg, datetime, holds_objects, json_into_value,
@@ -204,7 +204,7 @@ fn field_of(key: &str) -> FilterField {
 
 fn bad_filter(reason: impl Into<String>) -> AppError {
     AppError::Invalid {
-        code: "FILTER_INVALID",
+        code: codes::FILTER_INVALID,
         field: "filter".into(),
         reason: reason.into(),
     }
@@ -220,7 +220,7 @@ pub fn filter_from_input(
 ) -> AppResult<Filter> {
     if depth > MAX_FILTER_DEPTH {
         return Err(AppError::Invalid {
-            code: "FILTER_TOO_COMPLEX",
+            code: codes::FILTER_TOO_COMPLEX,
             field: "filter".into(),
             reason: format!("filters nest at most {MAX_FILTER_DEPTH} levels deep"),
         });

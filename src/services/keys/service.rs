@@ -10,7 +10,7 @@ use crate::auth::secrets::SecretKind;
 use crate::auth::{ApiKeyGrant, Caller, Grant, secrets};
 use crate::bus::{BusMessage, Event};
 use crate::db::{Page, ids, now_millis};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 use crate::services::projects::{DEFAULT_PROJECT, service::load_project};
 
 use super::{ApiKey, store};
@@ -72,14 +72,14 @@ fn check_new_key(new: &NewApiKey) -> AppResult<()> {
     }
     if new.scopes.is_empty() {
         return Err(AppError::Invalid {
-            code: "INVALID_SCOPE",
+            code: codes::INVALID_SCOPE,
             field: "scopes".into(),
             reason: "a key needs at least one scope".into(),
         });
     }
     if let Some(unknown) = new.scopes.iter().find(|s| !scopes::is_known(s)) {
         return Err(AppError::Invalid {
-            code: "INVALID_SCOPE",
+            code: codes::INVALID_SCOPE,
             field: "scopes".into(),
             reason: format!("unknown scope `{unknown}`; the `apiKeyScopes` query lists them"),
         });

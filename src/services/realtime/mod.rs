@@ -26,7 +26,7 @@ use crate::AppState;
 use crate::auth::rate_limit::client_key;
 use crate::auth::{Caller, Credential};
 use crate::bus::{BusMessage, Event, Published, channel_matches};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 use crate::gauge::GaugeGuard;
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{DATETIME, JSON, app, caller, datetime, input, object, prop};
@@ -37,7 +37,7 @@ const MAX_CHANNEL_LENGTH: usize = 256;
 
 fn check_channels(channels: &[String]) -> AppResult<()> {
     let invalid = |reason: String| AppError::Invalid {
-        code: "INVALID_CHANNEL",
+        code: codes::INVALID_CHANNEL,
         field: "channels".into(),
         reason,
     };
@@ -100,7 +100,7 @@ pub fn caller_events(
                     tracing::warn!(missed, "dropping a realtime subscriber that fell behind");
                     yield Err(crate::graphql::limits::coded(
                         format!("the subscriber fell {missed} events behind and was dropped; resubscribe and re-query"),
-                        "SUBSCRIBER_TOO_SLOW",
+                        codes::SUBSCRIBER_TOO_SLOW,
                     ).into());
                     break;
                 }
@@ -253,7 +253,7 @@ fn check_presence_state(state: &AppState, value: &serde_json::Value) -> AppResul
         .unwrap_or(u64::MAX);
     if size > max {
         return Err(AppError::Invalid {
-            code: "PRESENCE_TOO_LARGE",
+            code: codes::PRESENCE_TOO_LARGE,
             field: "state".into(),
             reason: format!("at most {max} bytes of JSON"),
         });
@@ -297,7 +297,7 @@ async fn check_presence_access(
     match resources.check(ctx, &segments).await {
         Some(checked) => checked,
         None => Err(AppError::Invalid {
-            code: "INVALID_CHANNEL",
+            code: codes::INVALID_CHANNEL,
             field: "channel".into(),
             reason: "a presence channel under `databases`, `documents`, `buckets` or `files` names one document (`databases.D.collections.C.documents.ID`) or file (`buckets.B.files.ID`)".into(),
         }),
@@ -354,7 +354,7 @@ fn presence_stream(
                 Err(RecvError::Lagged(missed)) => {
                     yield Err(crate::graphql::limits::coded(
                         format!("the subscriber fell {missed} events behind and was dropped; resubscribe"),
-                        "SUBSCRIBER_TOO_SLOW",
+                        codes::SUBSCRIBER_TOO_SLOW,
                     ).into());
                     break;
                 }
@@ -383,7 +383,7 @@ fn channel_arg(ctx: &async_graphql::dynamic::ResolverContext<'_>) -> AppResult<S
     check_channels(std::slice::from_ref(&channel))?;
     if channel.split('.').any(|segment| segment == "*") {
         return Err(AppError::Invalid {
-            code: "INVALID_CHANNEL",
+            code: codes::INVALID_CHANNEL,
             field: "channel".into(),
             reason: "a presence channel is one name, without `*`".into(),
         });

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use crate::AppState;
 use crate::bus::BusMessage;
 pub use crate::bus::presence::{Presence, PresenceKind};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -177,7 +177,7 @@ pub struct PresenceRegistry {
 
 fn too_many(reason: String) -> AppError {
     AppError::Invalid {
-        code: "TOO_MANY_PRESENCES",
+        code: codes::TOO_MANY_PRESENCES,
         field: "channel".into(),
         reason,
     }

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use crate::AppState;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 use crate::files::{Key, Written};
 
 /// Longest a scan may take before the upload is refused.
@@ -33,7 +33,7 @@ pub async fn check(state: &AppState, address: &str, key: &Key, written: &Written
     let unavailable = |detail: String| {
         tracing::error!(clamd = %address, error = %detail, "virus scan failed");
         AppError::Upstream {
-            code: "ANTIVIRUS_UNAVAILABLE",
+            code: codes::ANTIVIRUS_UNAVAILABLE,
             reason: "the virus scanner could not check this file; try again later".into(),
         }
     };
@@ -51,7 +51,7 @@ pub async fn check(state: &AppState, address: &str, key: &Key, written: &Written
         Verdict::Infected(signature) => {
             tracing::warn!(key = %key.as_str(), %signature, "infected upload refused");
             Err(AppError::Invalid {
-                code: "FILE_INFECTED",
+                code: codes::FILE_INFECTED,
                 field: "file".into(),
                 reason: format!("the virus scanner found {signature}"),
             })

@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::AppState;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 use crate::files::Key;
 
 use super::StoredFile;
@@ -146,7 +146,7 @@ pub async fn preview(
     let source = if is_image {
         if file.size > MAX_SOURCE_BYTES {
             return Err(AppError::Invalid {
-                code: "IMAGE_TOO_LARGE",
+                code: codes::IMAGE_TOO_LARGE,
                 field: "file".into(),
                 reason: format!("previews are made of images up to {MAX_SOURCE_BYTES} bytes"),
             });

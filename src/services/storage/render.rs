@@ -48,6 +48,8 @@ use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::{self, PngEncoder};
 use image::codecs::webp::WebPEncoder;
 use image::metadata::Orientation;
+
+use crate::error::codes;
 use image::{
     DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageError, ImageFormat,
     ImageReader, Limits, RgbaImage,
@@ -98,10 +100,10 @@ impl PreviewError {
     /// The stable code clients see.
     pub fn code(&self) -> &'static str {
         match self {
-            PreviewError::InvalidParam { .. } => "INVALID_PREVIEW_PARAMETER",
-            PreviewError::TooManyPixels { .. } => "IMAGE_TOO_LARGE",
-            PreviewError::Corrupt(_) => "IMAGE_CORRUPT",
-            PreviewError::Encode(_) => "PREVIEW_FAILED",
+            PreviewError::InvalidParam { .. } => codes::INVALID_PREVIEW_PARAMETER,
+            PreviewError::TooManyPixels { .. } => codes::IMAGE_TOO_LARGE,
+            PreviewError::Corrupt(_) => codes::IMAGE_CORRUPT,
+            PreviewError::Encode(_) => codes::PREVIEW_FAILED,
         }
     }
 }

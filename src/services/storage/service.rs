@@ -10,7 +10,7 @@ use crate::auth::Caller;
 use crate::auth::permissions::{Action, allows};
 use crate::auth::scopes::{BucketsRead, BucketsWrite, FilesRead, FilesWrite, Scope as _};
 use crate::db::{DbErrorExt as _, Page, ids, now_millis};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 use crate::files::{Compression, Encoding, FileError, Key, WriteOptions, Written};
 
 use super::{Bucket, FileStatus, StoredFile, store};
@@ -27,19 +27,19 @@ pub const DEFAULT_MAXIMUM_FILE_SIZE: u64 = 30 * 1024 * 1024;
 pub fn file_error(err: FileError) -> AppError {
     match err {
         FileError::TooLarge { limit } => AppError::Invalid {
-            code: "FILE_TOO_LARGE",
+            code: codes::FILE_TOO_LARGE,
             field: "file".into(),
             reason: format!("the file is larger than the bucket's limit of {limit} bytes"),
         },
         FileError::InvalidKey => AppError::Invalid {
-            code: "INVALID_ID",
+            code: codes::INVALID_ID,
             field: "fileId".into(),
             reason: "not a valid id".into(),
         },
         FileError::Full => AppError::StorageFull,
         FileError::Unreadable => AppError::FileUnreadable,
         FileError::Input(cause) => AppError::Invalid {
-            code: "UPLOAD_INTERRUPTED",
+            code: codes::UPLOAD_INTERRUPTED,
             field: "file".into(),
             reason: format!("the upload broke off: {cause}"),
         },
@@ -442,7 +442,7 @@ fn check_extension(bucket: &Bucket, name: &str) -> AppResult<()> {
         return Ok(());
     }
     Err(AppError::Invalid {
-        code: "FILE_EXTENSION_NOT_ALLOWED",
+        code: codes::FILE_EXTENSION_NOT_ALLOWED,
         field: "name".into(),
         reason: format!(
             "this bucket accepts only {}",

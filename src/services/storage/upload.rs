@@ -16,7 +16,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::auth::scopes::FilesWrite;
 use crate::db::{ids, now_millis};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 use crate::files::{ByteStream, Compression, Encoding, FileError, Key, WriteOptions};
 
 use super::service::{self, Access, NewFile, file_error, uploader_of};
@@ -34,7 +34,7 @@ pub struct ContentRange {
 impl ContentRange {
     pub fn parse(header: &str) -> AppResult<ContentRange> {
         let invalid = || AppError::Invalid {
-            code: "UPLOAD_CHUNK_INVALID",
+            code: codes::UPLOAD_CHUNK_INVALID,
             field: "Content-Range".into(),
             reason: "expected `bytes START-END/TOTAL`, e.g. `bytes 0-5242879/10485760`".into(),
         };
@@ -60,7 +60,7 @@ impl ContentRange {
 
 fn chunk_error(reason: String) -> AppError {
     AppError::Invalid {
-        code: "UPLOAD_CHUNK_INVALID",
+        code: codes::UPLOAD_CHUNK_INVALID,
         field: "Content-Range".into(),
         reason,
     }
@@ -118,7 +118,7 @@ async fn check_pending(state: &AppState, file: &StoredFile, size: u64) -> AppRes
     if pending.len() as u64 >= config.upload_max_pending || bytes > config.upload_max_pending_bytes
     {
         return Err(AppError::Invalid {
-            code: "TOO_MANY_PENDING_UPLOADS",
+            code: codes::TOO_MANY_PENDING_UPLOADS,
             field: "size".into(),
             reason: format!(
                 "unfinished uploads may be {} at most, announcing {} bytes in all: finish or delete some first",
@@ -155,7 +155,7 @@ async fn own_upload(
     }
     if file.status == FileStatus::Ready {
         return Err(AppError::Invalid {
-            code: "UPLOAD_COMPLETE",
+            code: codes::UPLOAD_COMPLETE,
             field: "fileId".into(),
             reason: "this file is complete; it takes no more chunks".into(),
         });
@@ -198,9 +198,9 @@ pub async fn receive_chunk(
         let aligned = range.start.is_multiple_of(file.chunk_size);
         return Err(AppError::Invalid {
             code: if aligned {
-                "UPLOAD_CHUNK_OUT_OF_ORDER"
+                codes::UPLOAD_CHUNK_OUT_OF_ORDER
             } else {
-                "UPLOAD_CHUNK_INVALID"
+                codes::UPLOAD_CHUNK_INVALID
             },
             field: "Content-Range".into(),
             reason: format!(
@@ -260,7 +260,7 @@ pub async fn receive_chunk(
         Ok(false) => {
             let _ = state.files.delete(&key).await;
             return Err(AppError::Invalid {
-                code: "UPLOAD_CHUNK_OUT_OF_ORDER",
+                code: codes::UPLOAD_CHUNK_OUT_OF_ORDER,
                 field: "Content-Range".into(),
                 reason: "another request delivered this chunk first; ask where the upload stands"
                     .into(),

@@ -11,7 +11,7 @@ use crate::auth::scopes::{Scope, TeamsRead, TeamsWrite};
 use crate::auth::secrets;
 use crate::auth::session_cache::ResolvedSession;
 use crate::db::{DbErrorExt as _, Page, claimed_ids, ids, now_millis};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 use crate::mail::templates;
 use crate::services::account::service::{
     check_redirect_url, count_outgoing_mail, link_with, project_name, send,
@@ -721,7 +721,7 @@ pub async fn accept_invitation(
     client: ClientInfo,
 ) -> AppResult<(Membership, Session, String)> {
     let invalid = || AppError::Invalid {
-        code: "INVALID_TOKEN",
+        code: codes::INVALID_TOKEN,
         field: "secret".into(),
         reason: "the invitation secret is wrong or the invitation was already accepted".into(),
     };

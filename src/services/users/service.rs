@@ -14,7 +14,7 @@ use crate::auth::secrets::{self, SecretKind};
 use crate::auth::session_cache::ResolvedSession;
 use crate::bus::BusMessage;
 use crate::db::{DbErrorExt as _, Page, claimed_ids, ids, now_millis};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 
 use super::{Session, User, store};
 use crate::services::projects::AuthSettings;
@@ -70,7 +70,7 @@ impl ImportedHash {
     /// Checks the hash and its parameters.
     pub fn into_stored(self) -> AppResult<StoredHash> {
         let invalid = |reason: String| AppError::Invalid {
-            code: "INVALID_PASSWORD_HASH",
+            code: codes::INVALID_PASSWORD_HASH,
             field: "passwordHash".into(),
             reason,
         };
@@ -160,7 +160,7 @@ pub fn normalize_email(field: &str, email: &str) -> AppResult<String> {
         && !email.chars().any(|c| c.is_whitespace() || c.is_control());
     if !valid {
         return Err(AppError::Invalid {
-            code: "INVALID_EMAIL",
+            code: codes::INVALID_EMAIL,
             field: field.into(),
             reason: "not an email address".into(),
         });
@@ -172,7 +172,7 @@ fn check_phone(phone: &str) -> AppResult<()> {
     let digits = phone.strip_prefix('+').unwrap_or("");
     if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(AppError::Invalid {
-            code: "INVALID_PHONE",
+            code: codes::INVALID_PHONE,
             field: "phone".into(),
             reason: "use E.164: + and up to 15 digits".into(),
         });
@@ -205,13 +205,13 @@ fn check_password(password: &str, policy: &AuthSettings, personal: &[&str]) -> A
     let min = policy.password_min_length as usize;
     if password.chars().count() < min {
         return Err(weak_password(
-            "PASSWORD_TOO_SHORT",
+            codes::PASSWORD_TOO_SHORT,
             format!("at least {min} characters"),
         ));
     }
     if password.len() > passwords::MAX_PASSWORD_BYTES {
         return Err(weak_password(
-            "PASSWORD_TOO_LONG",
+            codes::PASSWORD_TOO_LONG,
             format!("at most {} bytes", passwords::MAX_PASSWORD_BYTES),
         ));
     }
@@ -228,14 +228,14 @@ fn check_password(password: &str, policy: &AuthSettings, personal: &[&str]) -> A
             .any(|part| part.chars().count() >= 3 && lowered.contains(&part))
         {
             return Err(weak_password(
-                "PASSWORD_PERSONAL_DATA",
+                codes::PASSWORD_PERSONAL_DATA,
                 "must not contain your name, email, phone or id",
             ));
         }
     }
     if policy.password_dictionary && is_common_password(password) {
         return Err(weak_password(
-            "PASSWORD_TOO_COMMON",
+            codes::PASSWORD_TOO_COMMON,
             "is among the most commonly used passwords",
         ));
     }
@@ -287,7 +287,7 @@ fn check_prefs(prefs: &serde_json::Map<String, serde_json::Value>) -> AppResult<
         .unwrap_or(usize::MAX);
     if size > MAX_PREFS_BYTES {
         return Err(AppError::Invalid {
-            code: "PREFS_TOO_LARGE",
+            code: codes::PREFS_TOO_LARGE,
             field: "prefs".into(),
             reason: format!("{size} bytes of JSON; the limit is {MAX_PREFS_BYTES}"),
         });
@@ -746,7 +746,7 @@ pub(crate) async fn apply_changes(
                 .unwrap_or(false)
             {
                 return Err(weak_password(
-                    "PASSWORD_RECENTLY_USED",
+                    codes::PASSWORD_RECENTLY_USED,
                     format!(
                         "must differ from your last {} passwords",
                         policy.password_history

@@ -1,6 +1,9 @@
 //! `AppError`, the one error type of Nimbus, and how it reaches a client: every
-//! GraphQL error carries a stable `extensions.code`; database and internal failures
-//! are logged with their cause and reach the client only as a generic message.
+//! GraphQL error carries a stable `extensions.code`, declared with its HTTP status
+//! and meaning in [`codes`]; database and internal failures are logged with their
+//! cause and reach the client only as a generic message.
+
+pub mod codes;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -44,12 +47,14 @@ pub enum AppError {
     PermissionDenied { reason: String },
     /// `PROJECT_NOT_FOUND`: the `X-Nimbus-Project` header names no project.
     ProjectNotFound { id: String },
-    /// `<WHAT>_NOT_FOUND`, e.g. `API_KEY_NOT_FOUND`.
+    /// `<WHAT>_NOT_FOUND`, e.g. `API_KEY_NOT_FOUND` for `what: "API key"`; `what` is
+    /// the noun of the message, and [`codes`] declares the code it makes.
     NotFound { what: &'static str, id: String },
-    /// `<WHAT>_ALREADY_EXISTS`, e.g. `PROJECT_ALREADY_EXISTS`.
+    /// `<WHAT>_ALREADY_EXISTS`, e.g. `PROJECT_ALREADY_EXISTS`; declared in [`codes`]
+    /// like `NotFound`'s.
     Conflict { what: &'static str, id: String },
-    /// The code given (`INVALID_ID`, `INVALID_SCOPE`, `BAD_USER_INPUT`, ...): an input
-    /// value is wrong; `field` names it.
+    /// The code given, one of [`codes`] (`INVALID_ID`, `INVALID_SCOPE`,
+    /// `BAD_USER_INPUT`, ...): an input value is wrong; `field` names it.
     Invalid {
         code: &'static str,
         field: String,
@@ -66,7 +71,7 @@ pub enum AppError {
     /// `SERVICE_UNAVAILABLE`: the server has as much of this work running and
     /// queued as it is configured to take; retry after the given seconds.
     Busy { retry_after: u64 },
-    /// The code given (`OAUTH2_PROVIDER_FAILED`, ...): a third-party service the
+    /// The code given, one of [`codes`] (`OAUTH2_PROVIDER_FAILED`, ...): a third-party service the
     /// request relies on answered wrongly; its full answer is logged, not sent.
     Upstream { code: &'static str, reason: String },
     /// `STORAGE_FULL`: the file store has no room left; nothing of the write was kept.
@@ -84,7 +89,7 @@ impl AppError {
     /// A bad value for `field` with the generic `BAD_USER_INPUT` code.
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         AppError::Invalid {
-            code: "BAD_USER_INPUT",
+            code: codes::BAD_USER_INPUT,
             field: field.into(),
             reason: reason.into(),
         }
@@ -147,60 +152,47 @@ impl AppError {
     /// The stable `extensions.code` of this error.
     pub fn code(&self) -> String {
         match self {
-            AppError::Unauthenticated => "UNAUTHENTICATED".into(),
-            AppError::InvalidApiKey => "INVALID_API_KEY".into(),
-            AppError::ApiKeyExpired => "API_KEY_EXPIRED".into(),
-            AppError::InvalidCredentials => "INVALID_CREDENTIALS".into(),
-            AppError::InvalidSession => "INVALID_SESSION".into(),
-            AppError::SessionExpired => "SESSION_EXPIRED".into(),
-            AppError::UserBlocked => "USER_BLOCKED".into(),
-            AppError::MfaRequired => "MFA_REQUIRED".into(),
-            AppError::InvalidJwt => "INVALID_JWT".into(),
-            AppError::JwtExpired => "JWT_EXPIRED".into(),
-            AppError::ScopeMissing { .. } => "SCOPE_MISSING".into(),
-            AppError::PermissionDenied { .. } => "PERMISSION_DENIED".into(),
-            AppError::ProjectNotFound { .. } => "PROJECT_NOT_FOUND".into(),
             AppError::NotFound { what, .. } => format!("{}_NOT_FOUND", screaming(what)),
             AppError::Conflict { what, .. } => format!("{}_ALREADY_EXISTS", screaming(what)),
-            AppError::Invalid { code, .. } => (*code).into(),
-            AppError::MethodDisabled { .. } => "AUTH_METHOD_DISABLED".into(),
-            AppError::NotAllowed(_) => "OPERATION_NOT_ALLOWED".into(),
-            AppError::RateLimited { .. } => "RATE_LIMITED".into(),
-            AppError::Unavailable | AppError::Busy { .. } => "SERVICE_UNAVAILABLE".into(),
-            AppError::Upstream { code, .. } => (*code).into(),
-            AppError::StorageFull => "STORAGE_FULL".into(),
-            AppError::FileUnreadable => "FILE_UNREADABLE".into(),
-            AppError::Db(_) | AppError::Internal(_) => "INTERNAL".into(),
+            AppError::Invalid { code, .. } | AppError::Upstream { code, .. } => (*code).into(),
+            fixed => fixed.fixed_code().unwrap_or(codes::INTERNAL).into(),
         }
     }
 
-    /// The HTTP status this error earns when it stops a request before execution.
+    /// The code of a variant that always has the same one.
+    fn fixed_code(&self) -> Option<&'static str> {
+        Some(match self {
+            AppError::Unauthenticated => codes::UNAUTHENTICATED,
+            AppError::InvalidApiKey => codes::INVALID_API_KEY,
+            AppError::ApiKeyExpired => codes::API_KEY_EXPIRED,
+            AppError::InvalidCredentials => codes::INVALID_CREDENTIALS,
+            AppError::InvalidSession => codes::INVALID_SESSION,
+            AppError::SessionExpired => codes::SESSION_EXPIRED,
+            AppError::UserBlocked => codes::USER_BLOCKED,
+            AppError::MfaRequired => codes::MFA_REQUIRED,
+            AppError::InvalidJwt => codes::INVALID_JWT,
+            AppError::JwtExpired => codes::JWT_EXPIRED,
+            AppError::ScopeMissing { .. } => codes::SCOPE_MISSING,
+            AppError::PermissionDenied { .. } => codes::PERMISSION_DENIED,
+            AppError::ProjectNotFound { .. } => codes::PROJECT_NOT_FOUND,
+            AppError::MethodDisabled { .. } => codes::AUTH_METHOD_DISABLED,
+            AppError::NotAllowed(_) => codes::OPERATION_NOT_ALLOWED,
+            AppError::RateLimited { .. } => codes::RATE_LIMITED,
+            AppError::Unavailable | AppError::Busy { .. } => codes::SERVICE_UNAVAILABLE,
+            AppError::StorageFull => codes::STORAGE_FULL,
+            AppError::FileUnreadable => codes::FILE_UNREADABLE,
+            AppError::Db(_) | AppError::Internal(_) => codes::INTERNAL,
+            AppError::NotFound { .. }
+            | AppError::Conflict { .. }
+            | AppError::Invalid { .. }
+            | AppError::Upstream { .. } => return None,
+        })
+    }
+
+    /// The HTTP status a plain-HTTP endpoint answers this error with: its code's, as
+    /// [`codes`] declares it.
     pub fn http_status(&self) -> axum::http::StatusCode {
-        use axum::http::StatusCode as S;
-        match self {
-            AppError::Unauthenticated
-            | AppError::InvalidApiKey
-            | AppError::ApiKeyExpired
-            | AppError::InvalidCredentials
-            | AppError::InvalidSession
-            | AppError::SessionExpired
-            | AppError::UserBlocked
-            | AppError::InvalidJwt
-            | AppError::JwtExpired
-            | AppError::MfaRequired => S::UNAUTHORIZED,
-            AppError::ScopeMissing { .. }
-            | AppError::PermissionDenied { .. }
-            | AppError::MethodDisabled { .. } => S::FORBIDDEN,
-            AppError::ProjectNotFound { .. } | AppError::NotFound { .. } => S::NOT_FOUND,
-            AppError::Conflict { .. } => S::CONFLICT,
-            AppError::Invalid { .. } | AppError::NotAllowed(_) => S::BAD_REQUEST,
-            AppError::RateLimited { .. } => S::TOO_MANY_REQUESTS,
-            AppError::Unavailable | AppError::Busy { .. } => S::SERVICE_UNAVAILABLE,
-            AppError::Upstream { .. } => S::BAD_GATEWAY,
-            AppError::StorageFull => S::INSUFFICIENT_STORAGE,
-            AppError::FileUnreadable => S::INTERNAL_SERVER_ERROR,
-            AppError::Db(_) | AppError::Internal(_) => S::INTERNAL_SERVER_ERROR,
-        }
+        codes::http_status(&self.code())
     }
 
     /// This error as a GraphQL error: message plus `extensions.code` (and details
@@ -236,17 +228,15 @@ impl From<AppError> for async_graphql::Error {
     }
 }
 
-/// Codes renamed to the `INVALID_X` convention, with their former names: an
-/// error carries the new `code` and the former ones in `extensions.aliases`,
-/// so that a client matching either keeps working until 0.x.
-const CODE_ALIASES: &[(&str, &[&str])] = &[("INVALID_CURSOR", &["CURSOR_INVALID"])];
-
-/// The former names of `code` (see [`CODE_ALIASES`]).
+/// The former names of `code`, which errors carry in `extensions.aliases` so that
+/// a client matching either keeps working while it moves: the registry's codes
+/// declared as an alias of it.
 pub fn code_aliases(code: &str) -> Vec<&'static str> {
-    CODE_ALIASES
+    codes::ALL
         .iter()
-        .find(|(current, _)| *current == code)
-        .map_or_else(Vec::new, |(_, former)| former.to_vec())
+        .filter(|former| former.alias_of == Some(code))
+        .map(|former| former.name)
+        .collect()
 }
 
 /// `API_KEY` from `"API key"`, `PROJECT` from `"project"`.
