@@ -130,10 +130,45 @@ pub async fn receive(
         }
     };
 
-    let operations = leading_part(&mut multipart, "operations", &unreadable).await?;
-    let mut batch = super::graphql::batch_from_json(&operations)
+    let (mut batch, map) = head(state, &mut multipart, &unreadable).await?;
+    let targets = targets(state, &mut batch);
+    let rules = rules(state, caller, &targets, map).await?;
+
+    let spool_dir = config.upload_spool_dir();
+    tokio::fs::create_dir_all(&spool_dir)
+        .await
+        .map_err(|err| Refusal::App(AppError::Internal(err.into())))?;
+    let mut spooled = Vec::with_capacity(rules.len());
+    let mut received = HashSet::with_capacity(rules.len());
+    while let Some(mut field) = multipart.next_field().await.map_err(&unreadable)? {
+        let rule = accept_part(&field, &rules, &mut received)?;
+        let filename = field.file_name().unwrap_or_default().to_string();
+        let content_type = field.content_type().map(|mime| mime.to_string());
+        for bucket in &rule.check_filename {
+            service::check_new_name(bucket, &filename).map_err(Refusal::App)?;
+        }
+        let (file, path) = spool(&mut field, rule, &spool_dir, &unreadable).await?;
+        spooled.push(path);
+        attach(&mut batch, &rule.paths, &filename, content_type, &file)?;
+    }
+    if received.len() != rules.len() {
+        return Err(bad("a file named in `map` is missing"));
+    }
+    Ok(Received { batch, spooled })
+}
+
+/// The `operations` and `map` parts, which come first, and a map of no more
+/// files than a request may carry.
+async fn head(
+    state: &AppState,
+    multipart: &mut multer::Multipart<'_>,
+    unreadable: &impl Fn(multer::Error) -> Refusal,
+) -> Result<(BatchRequest, HashMap<String, Vec<String>>), Refusal> {
+    let config = &state.config;
+    let operations = leading_part(multipart, "operations", unreadable).await?;
+    let batch = super::graphql::batch_from_json(&operations)
         .map_err(|_| bad("the `operations` part is not a GraphQL request"))?;
-    let map = leading_part(&mut multipart, "map", &unreadable).await?;
+    let map = leading_part(multipart, "map", unreadable).await?;
     let map: HashMap<String, Vec<String>> = serde_json::from_slice(&map).map_err(|_| {
         bad("the `map` part must be a JSON object of file names to lists of variable paths")
     })?;
@@ -148,8 +183,18 @@ pub async fn receive(
             ),
         });
     }
+    Ok((batch, map))
+}
 
-    let targets = targets(state, &mut batch);
+/// How each part of the map is received. Every bucket a `createFile` names is
+/// authorised (once) and its name rules checked before any file is read.
+async fn rules(
+    state: &AppState,
+    caller: &Caller,
+    targets: &HashMap<String, Target>,
+    map: HashMap<String, Vec<String>>,
+) -> Result<HashMap<String, Rule>, Refusal> {
+    let config = &state.config;
     let mut rules = HashMap::with_capacity(map.len());
     let mut authorised: HashMap<String, Bucket> = HashMap::new();
     for (part, paths) in map {
@@ -190,80 +235,96 @@ pub async fn receive(
         }
         rules.insert(part, rule);
     }
+    Ok(rules)
+}
 
-    let spool_dir = config.upload_spool_dir();
-    tokio::fs::create_dir_all(&spool_dir)
-        .await
-        .map_err(|err| Refusal::App(AppError::Internal(err.into())))?;
-    let mut spooled = Vec::with_capacity(rules.len());
-    let mut received = HashSet::with_capacity(rules.len());
-    while let Some(mut field) = multipart.next_field().await.map_err(&unreadable)? {
-        let part = field.name().unwrap_or_default().to_string();
-        let Some(rule) = rules.get(&part) else {
-            return Err(bad(format!(
-                "the part `{}` is not named in `map`",
-                part.chars().take(64).collect::<String>()
-            )));
+/// The rule of a file part: it must be named in the map, and sent once.
+fn accept_part<'r>(
+    field: &multer::Field<'_>,
+    rules: &'r HashMap<String, Rule>,
+    received: &mut HashSet<String>,
+) -> Result<&'r Rule, Refusal> {
+    let part = field.name().unwrap_or_default().to_string();
+    let Some(rule) = rules.get(&part) else {
+        return Err(bad(format!(
+            "the part `{}` is not named in `map`",
+            part.chars().take(64).collect::<String>()
+        )));
+    };
+    if !received.insert(part) {
+        return Err(bad("a file part is sent twice"));
+    }
+    Ok(rule)
+}
+
+fn internal(err: std::io::Error) -> Refusal {
+    Refusal::App(AppError::Internal(err.into()))
+}
+
+/// Writes a file part to a spool file, refusing it once it is over its rule's
+/// limit; the file is removed when its path is dropped.
+async fn spool(
+    field: &mut multer::Field<'_>,
+    rule: &Rule,
+    spool_dir: &std::path::Path,
+    unreadable: &impl Fn(multer::Error) -> Refusal,
+) -> Result<(std::fs::File, tempfile::TempPath), Refusal> {
+    let (file, path) = tempfile::Builder::new()
+        .prefix("upload-")
+        .tempfile_in(spool_dir)
+        .map_err(internal)?
+        .into_parts();
+    let mut out = tokio::fs::File::from_std(file);
+    let mut size = 0u64;
+    while let Some(chunk) = field.chunk().await.map_err(unreadable)? {
+        size += chunk.len() as u64;
+        if size > rule.limit {
+            return Err(if rule.bucket_limit {
+                Refusal::App(file_error(FileError::TooLarge { limit: rule.limit }))
+            } else {
+                too_large(format!(
+                    "a file of this request may have {} bytes",
+                    rule.limit
+                ))
+            });
+        }
+        out.write_all(&chunk).await.map_err(internal)?;
+    }
+    out.flush().await.map_err(internal)?;
+    let mut file = out.into_std().await;
+    file.seek(SeekFrom::Start(0)).map_err(internal)?;
+    Ok((file, path))
+}
+
+/// Puts the spooled file at each of its map paths in the request(s).
+fn attach(
+    batch: &mut BatchRequest,
+    paths: &[String],
+    filename: &str,
+    content_type: Option<String>,
+    file: &std::fs::File,
+) -> Result<(), Refusal> {
+    for var_path in paths {
+        let upload = UploadValue {
+            filename: filename.to_string(),
+            content_type: content_type.clone(),
+            content: file.try_clone().map_err(internal)?,
         };
-        if !received.insert(part.clone()) {
-            return Err(bad("a file part is sent twice"));
-        }
-        let filename = field.file_name().unwrap_or_default().to_string();
-        let content_type = field.content_type().map(|mime| mime.to_string());
-        for bucket in &rule.check_filename {
-            service::check_new_name(bucket, &filename).map_err(Refusal::App)?;
-        }
-        let internal = |err: std::io::Error| Refusal::App(AppError::Internal(err.into()));
-        let (file, path) = tempfile::Builder::new()
-            .prefix("upload-")
-            .tempfile_in(&spool_dir)
-            .map_err(internal)?
-            .into_parts();
-        let mut out = tokio::fs::File::from_std(file);
-        let mut size = 0u64;
-        while let Some(chunk) = field.chunk().await.map_err(&unreadable)? {
-            size += chunk.len() as u64;
-            if size > rule.limit {
-                return Err(if rule.bucket_limit {
-                    Refusal::App(file_error(FileError::TooLarge { limit: rule.limit }))
-                } else {
-                    too_large(format!(
-                        "a file of this request may have {} bytes",
-                        rule.limit
-                    ))
-                });
-            }
-            out.write_all(&chunk).await.map_err(internal)?;
-        }
-        out.flush().await.map_err(internal)?;
-        let mut file = out.into_std().await;
-        file.seek(SeekFrom::Start(0)).map_err(internal)?;
-        spooled.push(path);
-        for var_path in &rule.paths {
-            let upload = UploadValue {
-                filename: filename.clone(),
-                content_type: content_type.clone(),
-                content: file.try_clone().map_err(internal)?,
-            };
-            match &mut batch {
-                BatchRequest::Single(request) => request.set_upload(var_path, upload),
-                BatchRequest::Batch(requests) => {
-                    if let Some((index, path)) = var_path.split_once('.')
-                        && let Some(request) = index
-                            .parse::<usize>()
-                            .ok()
-                            .and_then(|i| requests.get_mut(i))
-                    {
-                        request.set_upload(path, upload);
-                    }
+        match batch {
+            BatchRequest::Single(request) => request.set_upload(var_path, upload),
+            BatchRequest::Batch(requests) => {
+                if let Some((index, path)) = var_path.split_once('.')
+                    && let Some(request) = index
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|i| requests.get_mut(i))
+                {
+                    request.set_upload(path, upload);
                 }
             }
         }
     }
-    if received.len() != rules.len() {
-        return Err(bad("a file named in `map` is missing"));
-    }
-    Ok(Received { batch, spooled })
+    Ok(())
 }
 
 /// The whole of the next part, which must be called `name`.
