@@ -720,17 +720,21 @@ fn assign_code(err: &mut ServerError) {
     *err = with_code(std::mem::replace(err, ServerError::new("", None)), code);
 }
 
+/// Limits for unit tests: the server's defaults.
+#[cfg(test)]
+pub(crate) const TEST_LIMITS: QueryLimits = QueryLimits {
+    max_depth: 15,
+    max_complexity: 5000,
+    max_aliases: 100,
+    max_query_bytes: 256 * 1024,
+    max_directives: 16,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const LIMITS: QueryLimits = QueryLimits {
-        max_depth: 15,
-        max_complexity: 5000,
-        max_aliases: 100,
-        max_query_bytes: 256 * 1024,
-        max_directives: 16,
-    };
+    const LIMITS: QueryLimits = TEST_LIMITS;
 
     fn code(query: &str) -> Option<String> {
         let document = async_graphql::parser::parse_query(query).unwrap();

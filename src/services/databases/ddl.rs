@@ -906,20 +906,10 @@ pub fn drop_index_sql(
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::test_support::{self, TestDb};
+    use super::super::model::test_support::{self, TestDb, attr};
     use super::*;
     use serde_json::json;
     use sqlx::Row as _;
-
-    fn attr(key: &str, kind: AttributeKind) -> Attribute {
-        Attribute {
-            key: key.into(),
-            kind,
-            required: false,
-            array: false,
-            default: None,
-        }
-    }
 
     fn collection() -> Vec<Attribute> {
         vec![

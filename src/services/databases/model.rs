@@ -1086,7 +1086,18 @@ pub(super) mod test_support {
     use sqlx::AnyPool;
     use sqlx::any::AnyPoolOptions;
 
-    use super::SqlDialect;
+    use super::{Attribute, AttributeKind, SqlDialect};
+
+    /// An optional, single-valued attribute without a default.
+    pub fn attr(key: &str, kind: AttributeKind) -> Attribute {
+        Attribute {
+            key: key.into(),
+            kind,
+            required: false,
+            array: false,
+            default: None,
+        }
+    }
 
     pub struct TestDb {
         pub pool: AnyPool,
@@ -1164,18 +1175,9 @@ pub(super) mod test_support {
 
 #[cfg(test)]
 mod tests {
+    use super::test_support::attr;
     use super::*;
     use serde_json::json;
-
-    fn attr(key: &str, kind: AttributeKind) -> Attribute {
-        Attribute {
-            key: key.into(),
-            kind,
-            required: false,
-            array: false,
-            default: None,
-        }
-    }
 
     fn all_kinds() -> Vec<Attribute> {
         vec![
