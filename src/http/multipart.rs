@@ -137,7 +137,7 @@ pub async fn receive(
     let spool_dir = config.upload_spool_dir();
     tokio::fs::create_dir_all(&spool_dir)
         .await
-        .map_err(|err| Refusal::App(AppError::Internal(err.into())))?;
+        .map_err(internal)?;
     let mut spooled = Vec::with_capacity(rules.len());
     let mut received = HashSet::with_capacity(rules.len());
     while let Some(mut field) = multipart.next_field().await.map_err(&unreadable)? {
