@@ -241,8 +241,9 @@ pub const MAX_TEXT_NESTING: usize = 128;
 /// What the token before the current one was, in a selection set: it tells a
 /// field's name from an alias's field, a directive's name, a spread fragment's
 /// name and a type condition.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
 enum Before {
+    #[default]
     Other,
     Colon,
     At,
@@ -268,86 +269,115 @@ pub fn check_text(query: &str, limits: &QueryLimits) -> ServerResult<()> {
         return Err(too_large(query.len(), limits));
     }
     let bytes = query.as_bytes();
-    let mut depth = 0usize;
-    // Brackets open around a value (arguments, variable definitions, lists and
-    // objects in them): a `{` there is an object, not a selection set.
-    let mut in_value = 0usize;
-    let mut in_selection = 0usize;
-    let mut before = Before::Other;
-    let mut selections = 0usize;
-    let mut aliases = 0usize;
+    let mut scan = TextScan::default();
     let mut i = 0;
     while i < bytes.len() {
-        let selecting = in_value == 0 && in_selection > 0;
+        i = scan.token(bytes, i)?;
+        scan.check_counts(limits)?;
+        i += 1;
+    }
+    Ok(())
+}
+
+/// Where [`check_text`] stands in the query text, and what it has counted so far.
+#[derive(Default)]
+struct TextScan {
+    depth: usize,
+    /// Brackets open around a value (arguments, variable definitions, lists and
+    /// objects in them): a `{` there is an object, not a selection set.
+    in_value: usize,
+    in_selection: usize,
+    before: Before,
+    selections: usize,
+    aliases: usize,
+}
+
+impl TextScan {
+    /// Reads the token that starts at `i` and returns the index of its last byte.
+    fn token(&mut self, bytes: &[u8], mut i: usize) -> ServerResult<usize> {
+        let selecting = self.in_value == 0 && self.in_selection > 0;
         match bytes[i] {
-            b'#' | b'"' => i = end_of_comment_or_string(bytes, i),
-            open @ (b'{' | b'[' | b'(') => {
-                depth += 1;
-                if depth > MAX_TEXT_NESTING {
-                    return Err(coded(
-                        format!(
-                            "the query nests brackets more than {MAX_TEXT_NESTING} levels deep"
-                        ),
-                        codes::QUERY_TOO_DEEP,
-                    ));
-                }
-                if open == b'{' && in_value == 0 {
-                    in_selection += 1;
-                } else {
-                    in_value += 1;
-                }
-                before = Before::Other;
-            }
-            b'}' | b']' | b')' => {
-                depth = depth.saturating_sub(1);
-                if in_value > 0 {
-                    in_value -= 1;
-                } else {
-                    in_selection = in_selection.saturating_sub(1);
-                }
-                before = Before::Other;
-            }
+            b'#' => i = comment_end(bytes, i),
+            b'"' if bytes[i..].starts_with(b"\"\"\"") => i = block_string_end(bytes, i),
+            b'"' => i = string_end(bytes, i),
+            open @ (b'{' | b'[' | b'(') => self.open(open)?,
+            b'}' | b']' | b')' => self.close(),
             b'.' if selecting && bytes[i..].starts_with(b"...") => {
-                selections += 1;
-                before = Before::Dots;
+                self.selections += 1;
+                self.before = Before::Dots;
                 i += 2;
             }
             b':' if selecting => {
-                aliases += 1;
-                before = Before::Colon;
+                self.aliases += 1;
+                self.before = Before::Colon;
             }
             b'@' if selecting => {
-                selections += 1;
-                before = Before::At;
+                self.selections += 1;
+                self.before = Before::At;
             }
             b'_' | b'a'..=b'z' | b'A'..=b'Z' => {
                 let start = i;
-                while i + 1 < bytes.len()
-                    && matches!(bytes[i + 1], b'_' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
-                {
-                    i += 1;
-                }
+                i = name_end(bytes, i);
                 if selecting {
-                    before = match before {
-                        Before::Dots if &bytes[start..=i] == b"on" => Before::DotsOn,
-                        Before::Other => {
-                            selections += 1;
-                            Before::Other
-                        }
-                        _ => Before::Other,
-                    };
+                    self.name(&bytes[start..=i]);
                 }
             }
             b' ' | b'\t' | b'\n' | b'\r' | b',' => {}
-            _ => before = Before::Other,
+            _ => self.before = Before::Other,
         }
-        if aliases > limits.max_aliases {
+        Ok(i)
+    }
+
+    /// An opening bracket: one level deeper, in a selection set or in a value.
+    fn open(&mut self, open: u8) -> ServerResult<()> {
+        self.depth += 1;
+        if self.depth > MAX_TEXT_NESTING {
+            return Err(coded(
+                format!("the query nests brackets more than {MAX_TEXT_NESTING} levels deep"),
+                codes::QUERY_TOO_DEEP,
+            ));
+        }
+        if open == b'{' && self.in_value == 0 {
+            self.in_selection += 1;
+        } else {
+            self.in_value += 1;
+        }
+        self.before = Before::Other;
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        self.depth = self.depth.saturating_sub(1);
+        if self.in_value > 0 {
+            self.in_value -= 1;
+        } else {
+            self.in_selection = self.in_selection.saturating_sub(1);
+        }
+        self.before = Before::Other;
+    }
+
+    /// A name in a selection set: a field, unless it follows an alias's colon, a
+    /// directive's `@` or a spread's `...` (where `on` starts a type condition).
+    fn name(&mut self, name: &[u8]) {
+        self.before = match self.before {
+            Before::Dots if name == b"on" => Before::DotsOn,
+            Before::Other => {
+                self.selections += 1;
+                Before::Other
+            }
+            _ => Before::Other,
+        };
+    }
+
+    /// Refuses the query once a count is over its limit.
+    fn check_counts(&self, limits: &QueryLimits) -> ServerResult<()> {
+        if self.aliases > limits.max_aliases {
             return Err(coded(
                 format!("the query uses more than {} aliases", limits.max_aliases),
                 codes::TOO_MANY_ALIASES,
             ));
         }
-        if selections > limits.max_complexity {
+        if self.selections > limits.max_complexity {
             return Err(coded(
                 format!(
                     "the query's complexity is over its limit of {} before its fragments \
@@ -357,35 +387,48 @@ pub fn check_text(query: &str, limits: &QueryLimits) -> ServerResult<()> {
                 codes::QUERY_TOO_COMPLEX,
             ));
         }
-        i += 1;
+        Ok(())
     }
-    Ok(())
 }
 
-/// Where the comment or string starting at `bytes[i]` (`#`, `"` or `"""`) ends: the
-/// index of its last byte (for a comment, of the line break after it), or past the
-/// end of `bytes` if it is not closed.
-fn end_of_comment_or_string(bytes: &[u8], mut i: usize) -> usize {
-    if bytes[i] == b'#' {
-        while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
-            i += 1;
-        }
-    } else if bytes[i..].starts_with(b"\"\"\"") {
-        i += 3;
-        while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
-            // `\"""` is an escaped delimiter inside a block string.
-            i += if bytes[i..].starts_with(b"\\\"\"\"") {
-                4
-            } else {
-                1
-            };
-        }
-        i += 2;
-    } else {
+/// The index of the line break that ends the comment starting at `i` (or the
+/// text's length).
+fn comment_end(bytes: &[u8], mut i: usize) -> usize {
+    while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
         i += 1;
-        while i < bytes.len() && bytes[i] != b'"' {
-            i += if bytes[i] == b'\\' { 2 } else { 1 };
-        }
+    }
+    i
+}
+
+/// The index of the last byte of the block string starting at `i`.
+fn block_string_end(bytes: &[u8], mut i: usize) -> usize {
+    i += 3;
+    while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
+        // `\"""` is an escaped delimiter inside a block string.
+        i += if bytes[i..].starts_with(b"\\\"\"\"") {
+            4
+        } else {
+            1
+        };
+    }
+    i + 2
+}
+
+/// The index of the closing quote of the string starting at `i`.
+fn string_end(bytes: &[u8], mut i: usize) -> usize {
+    i += 1;
+    while i < bytes.len() && bytes[i] != b'"' {
+        i += if bytes[i] == b'\\' { 2 } else { 1 };
+    }
+    i
+}
+
+/// The index of the last byte of the name starting at `i`.
+fn name_end(bytes: &[u8], mut i: usize) -> usize {
+    while i + 1 < bytes.len()
+        && matches!(bytes[i + 1], b'_' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
+    {
+        i += 1;
     }
     i
 }
@@ -679,17 +722,21 @@ fn assign_code(err: &mut ServerError) {
     *err = with_code(std::mem::replace(err, ServerError::new("", None)), code);
 }
 
+/// Limits for unit tests: the server's defaults.
+#[cfg(test)]
+pub(crate) const TEST_LIMITS: QueryLimits = QueryLimits {
+    max_depth: 15,
+    max_complexity: 5000,
+    max_aliases: 100,
+    max_query_bytes: 256 * 1024,
+    max_directives: 16,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const LIMITS: QueryLimits = QueryLimits {
-        max_depth: 15,
-        max_complexity: 5000,
-        max_aliases: 100,
-        max_query_bytes: 256 * 1024,
-        max_directives: 16,
-    };
+    const LIMITS: QueryLimits = TEST_LIMITS;
 
     fn code(query: &str) -> Option<String> {
         let document = async_graphql::parser::parse_query(query).unwrap();

@@ -69,13 +69,7 @@ impl ParsedQueries {
 mod tests {
     use super::*;
 
-    const LIMITS: QueryLimits = QueryLimits {
-        max_depth: 15,
-        max_complexity: 5000,
-        max_aliases: 100,
-        max_query_bytes: 256 * 1024,
-        max_directives: 16,
-    };
+    const LIMITS: QueryLimits = crate::graphql::limits::TEST_LIMITS;
 
     fn cache() -> ParsedQueries {
         ParsedQueries::new(LIMITS)

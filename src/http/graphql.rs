@@ -208,101 +208,11 @@ pub async fn graphql_post(
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
-    let body_timeout = Duration::from_secs(state.config.http_body_timeout_secs);
-    let unread = |err: BodyError| match err {
-        BodyError::TooLarge => error_response(
-            media,
-            codes::REQUEST_TOO_LARGE,
-            &format!(
-                "the request body exceeds {} bytes",
-                state.config.max_body_bytes
-            ),
-        ),
-        BodyError::TimedOut => body_timeout_response(media, body_timeout),
-    };
     let batch = match content_type_essence(&headers).as_deref() {
-        Some(JSON) => {
-            let bytes = match read_body(body, state.config.max_body_bytes, body_timeout).await {
-                Ok(bytes) => bytes,
-                Err(err) => return unread(err),
-            };
-            match batch_from_json(&bytes) {
-                Ok(batch) => batch,
-                Err(err) => {
-                    let reason = if err.is_syntax() || err.is_eof() {
-                        format!(
-                            "the body is not valid JSON (line {}, column {})",
-                            err.line(),
-                            err.column()
-                        )
-                    } else {
-                        "the body is not a GraphQL request: expected {\"query\": ..., \"variables\": ..., \"operationName\": ...}".to_string()
-                    };
-                    return error_response(media, codes::BAD_REQUEST, &reason);
-                }
-            }
-        }
-        Some("application/graphql") => {
-            let bytes = match read_body(body, state.config.max_body_bytes, body_timeout).await {
-                Ok(bytes) => bytes,
-                Err(err) => return unread(err),
-            };
-            match String::from_utf8(bytes.to_vec()) {
-                Ok(query) => BatchRequest::Single(Request::new(query)),
-                Err(_) => {
-                    return error_response(media, codes::BAD_REQUEST, "the body is not UTF-8");
-                }
-            }
-        }
+        Some(JSON) => json_batch(&state, body, media).await,
+        Some("application/graphql") => graphql_text_batch(&state, body, media).await,
         Some("multipart/form-data") => {
-            if !PREFLIGHT_HEADERS.iter().any(|h| headers.contains_key(*h)) {
-                return error_response(
-                    media,
-                    codes::CSRF_PREFLIGHT_REQUIRED,
-                    "multipart requests must carry a header that forces a CORS preflight, e.g. `Apollo-Require-Preflight: true` or `X-Nimbus-Project`",
-                );
-            }
-            let content_type = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            // The caller and project first: nothing of an upload is spooled for
-            // someone who may not send it.
-            let addressed = match identity::from_headers(&state, &headers).await {
-                Ok(addressed) => addressed,
-                Err(err) => return app_error_response(&err, media),
-            };
-            let refused = |mut response: Response| {
-                // The rest of the body is not read: the connection cannot carry
-                // another request.
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                response
-            };
-            let received =
-                match multipart::receive(&state, &addressed.caller, content_type, body).await {
-                    Ok(received) => received,
-                    Err(Refusal::App(err)) => return refused(app_error_response(&err, media)),
-                    Err(Refusal::TimedOut) => return body_timeout_response(media, body_timeout),
-                    Err(Refusal::Plain { code, message }) => {
-                        return refused(error_response(media, code, &message));
-                    }
-                };
-            let multipart::Received { batch, spooled } = received;
-            let response = execute(
-                &state,
-                &headers,
-                peer,
-                batch,
-                media,
-                Method::Post,
-                Some(addressed),
-            )
-            .await;
-            // The spooled files go once the operations are done with them.
-            drop(spooled);
-            return response;
+            return post_multipart(&state, &headers, peer, body, media).await;
         }
         _ => {
             return error_response(
@@ -312,7 +222,128 @@ pub async fn graphql_post(
             );
         }
     };
-    execute(&state, &headers, peer, batch, media, Method::Post, None).await
+    match batch {
+        Ok(batch) => execute(&state, &headers, peer, batch, media, Method::Post, None).await,
+        Err(response) => response,
+    }
+}
+
+/// The whole body of a JSON or GraphQL POST, or the answer to one that is too
+/// large or too slow.
+async fn post_body(state: &AppState, body: Body, media: MediaType) -> Result<Bytes, Response> {
+    let body_timeout = Duration::from_secs(state.config.http_body_timeout_secs);
+    read_body(body, state.config.max_body_bytes, body_timeout)
+        .await
+        .map_err(|err| match err {
+            BodyError::TooLarge => error_response(
+                media,
+                codes::REQUEST_TOO_LARGE,
+                &format!(
+                    "the request body exceeds {} bytes",
+                    state.config.max_body_bytes
+                ),
+            ),
+            BodyError::TimedOut => body_timeout_response(media, body_timeout),
+        })
+}
+
+/// The request or batch of an `application/json` body.
+async fn json_batch(
+    state: &AppState,
+    body: Body,
+    media: MediaType,
+) -> Result<BatchRequest, Response> {
+    let bytes = post_body(state, body, media).await?;
+    batch_from_json(&bytes).map_err(|err| {
+        let reason = if err.is_syntax() || err.is_eof() {
+            format!(
+                "the body is not valid JSON (line {}, column {})",
+                err.line(),
+                err.column()
+            )
+        } else {
+            "the body is not a GraphQL request: expected {\"query\": ..., \"variables\": ..., \"operationName\": ...}".to_string()
+        };
+        error_response(media, codes::BAD_REQUEST, &reason)
+    })
+}
+
+/// The request of an `application/graphql` body: the query text alone.
+async fn graphql_text_batch(
+    state: &AppState,
+    body: Body,
+    media: MediaType,
+) -> Result<BatchRequest, Response> {
+    let bytes = post_body(state, body, media).await?;
+    match String::from_utf8(bytes.to_vec()) {
+        Ok(query) => Ok(BatchRequest::Single(Request::new(query))),
+        Err(_) => Err(error_response(
+            media,
+            codes::BAD_REQUEST,
+            "the body is not UTF-8",
+        )),
+    }
+}
+
+/// A multipart request (uploads): the caller is known and each file authorised
+/// before it is spooled, and the spooled files live until the operations end.
+async fn post_multipart(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    body: Body,
+    media: MediaType,
+) -> Response {
+    if !PREFLIGHT_HEADERS.iter().any(|h| headers.contains_key(*h)) {
+        return error_response(
+            media,
+            codes::CSRF_PREFLIGHT_REQUIRED,
+            "multipart requests must carry a header that forces a CORS preflight, e.g. `Apollo-Require-Preflight: true` or `X-Nimbus-Project`",
+        );
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    // The caller and project first: nothing of an upload is spooled for
+    // someone who may not send it.
+    let addressed = match identity::from_headers(state, headers).await {
+        Ok(addressed) => addressed,
+        Err(err) => return app_error_response(&err, media),
+    };
+    let refused = |mut response: Response| {
+        // The rest of the body is not read: the connection cannot carry
+        // another request.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    };
+    let received = match multipart::receive(state, &addressed.caller, content_type, body).await {
+        Ok(received) => received,
+        Err(Refusal::App(err)) => return refused(app_error_response(&err, media)),
+        Err(Refusal::TimedOut) => {
+            let body_timeout = Duration::from_secs(state.config.http_body_timeout_secs);
+            return body_timeout_response(media, body_timeout);
+        }
+        Err(Refusal::Plain { code, message }) => {
+            return refused(error_response(media, code, &message));
+        }
+    };
+    let multipart::Received { batch, spooled } = received;
+    let response = execute(
+        state,
+        headers,
+        peer,
+        batch,
+        media,
+        Method::Post,
+        Some(addressed),
+    )
+    .await;
+    // The spooled files go once the operations are done with them.
+    drop(spooled);
+    response
 }
 
 #[derive(Deserialize)]
@@ -505,39 +536,8 @@ fn copy_request(request: &Request) -> Request {
     copy
 }
 
-/// The requests of `batch`, each with a query, within the batch limits; the code
-/// and message of the refusal otherwise.
-fn requests_of(
-    state: &AppState,
-    batch: BatchRequest,
-) -> Result<Vec<Request>, (&'static str, String)> {
-    if batch.iter().any(|request| request.query.trim().is_empty()) {
-        return Err((
-            codes::BAD_REQUEST,
-            "the request has no `query`: expected {\"query\": ..., \"variables\": ..., \"operationName\": ...}".into(),
-        ));
-    }
-    match batch {
-        BatchRequest::Single(request) => Ok(vec![request]),
-        BatchRequest::Batch(requests) => {
-            let max = state.config.graphql_max_batch;
-            if max == 0 {
-                return Err((
-                    codes::BATCHING_DISABLED,
-                    "batched requests are turned off on this server".into(),
-                ));
-            }
-            if requests.is_empty() || requests.len() > max {
-                return Err((
-                    codes::BATCH_TOO_LARGE,
-                    format!("a batch holds 1 to {max} operations"),
-                ));
-            }
-            Ok(requests)
-        }
-    }
-}
-
+/// Runs a request or batch: checks its shape, finds the caller when the body did
+/// not, refuses what must not run, runs the rest and answers them together.
 async fn execute(
     state: &AppState,
     headers: &HeaderMap,
@@ -548,9 +548,9 @@ async fn execute(
     addressed: Option<Addressed>,
 ) -> Response {
     let is_batch = matches!(batch, BatchRequest::Batch(_));
-    let mut requests = match requests_of(state, batch) {
+    let mut requests = match requests_of(state, batch, media) {
         Ok(requests) => requests,
-        Err((code, message)) => return error_response(media, code, &message),
+        Err(response) => return *response,
     };
     let addressed = match addressed {
         Some(addressed) => addressed,
@@ -559,54 +559,13 @@ async fn execute(
             Err(err) => return app_error_response(&err, media),
         },
     };
-
-    let mut responses = Vec::with_capacity(requests.len());
-    // The name of each request's operation, as its document declares it.
-    let mut names = Vec::with_capacity(requests.len());
+    let mut screened = Vec::with_capacity(requests.len());
     for request in requests.iter_mut() {
-        if request.query.len() > state.config.graphql_max_query_bytes {
-            names.push(None);
-            // Refused before parsing: a huge query costs nothing more than its bytes.
-            responses.push(Some(GqlResponse::from_errors(vec![
-                crate::graphql::limits::coded(
-                    format!(
-                        "the query is {} bytes long; the limit is {}",
-                        request.query.len(),
-                        state.config.graphql_max_query_bytes
-                    ),
-                    codes::QUERY_TOO_LARGE,
-                ),
-            ])));
-            continue;
-        }
-        if let Err(refused) = state.parsed_queries.prepare(request) {
-            names.push(None);
-            responses.push(Some(GqlResponse::from_errors(vec![refused])));
-            continue;
-        }
-        let operation = operation_of(request);
-        let (ty, name) = operation.unzip();
-        names.push(name.flatten());
-        match ty {
-            Some(OperationType::Mutation) if method == Method::Get => {
-                let mut response = error_response(
-                    media,
-                    codes::METHOD_NOT_ALLOWED,
-                    "mutations are not allowed over GET; use POST",
-                );
-                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-                return response;
-            }
-            Some(OperationType::Subscription) => responses.push(Some(GqlResponse::from_errors(vec![
-                crate::graphql::limits::coded(
-                    "subscriptions are served over WebSocket at /v1/graphql/ws (graphql-transport-ws or graphql-ws)",
-                    codes::SUBSCRIPTION_OVER_HTTP,
-                ),
-            ]))),
-            _ => responses.push(None),
+        match screen(state, request, media, method) {
+            Ok(outcome) => screened.push(outcome),
+            Err(response) => return *response,
         }
     }
-
     let client = ClientInfo {
         ip: peer.ip().to_string(),
         user_agent: identity::header(headers, "user-agent")
@@ -614,26 +573,137 @@ async fn execute(
             .to_string(),
     };
     let mut answered = Vec::with_capacity(requests.len());
-    for ((request, early), name) in requests.into_iter().zip(responses).zip(names) {
-        let response = match early {
-            Some(response) => response,
-            None => {
-                let started = Instant::now();
-                let response = run_operation(state, &addressed, &client, request).await;
-                crate::http::metrics::record_operation(
-                    &state.config,
-                    name.as_deref(),
-                    started.elapsed(),
-                    response.errors.is_empty(),
-                    // Only an operation that passed validation may add a label.
-                    !is_request_error(&response),
-                );
-                response
+    for (request, screened) in requests.into_iter().zip(screened) {
+        let response = match screened {
+            Screened::Answered(response) => *response,
+            Screened::Runs(name) => {
+                run_measured(state, &addressed, &client, request, name.as_deref()).await
             }
         };
         answered.push(response);
     }
-    let mut response = match answered.as_slice() {
+    answer(&answered, is_batch, media)
+}
+
+/// The requests of a batch, or the answer to one that is empty or too large.
+fn requests_of(
+    state: &AppState,
+    batch: BatchRequest,
+    media: MediaType,
+) -> Result<Vec<Request>, Box<Response>> {
+    if batch.iter().any(|request| request.query.trim().is_empty()) {
+        return Err(Box::new(error_response(
+            media,
+            codes::BAD_REQUEST,
+            "the request has no `query`: expected {\"query\": ..., \"variables\": ..., \"operationName\": ...}",
+        )));
+    }
+    match batch {
+        BatchRequest::Single(request) => Ok(vec![request]),
+        BatchRequest::Batch(requests) => {
+            let max = state.config.graphql_max_batch;
+            if max == 0 {
+                return Err(Box::new(error_response(
+                    media,
+                    codes::BATCHING_DISABLED,
+                    "batched requests are turned off on this server",
+                )));
+            }
+            if requests.is_empty() || requests.len() > max {
+                return Err(Box::new(error_response(
+                    media,
+                    codes::BATCH_TOO_LARGE,
+                    &format!("a batch holds 1 to {max} operations"),
+                )));
+            }
+            Ok(requests)
+        }
+    }
+}
+
+/// What becomes of one request of a batch before anything runs.
+enum Screened {
+    /// Refused, with this answer, in place of running.
+    Answered(Box<GqlResponse>),
+    /// It runs; the name of its operation, as its document declares it.
+    Runs(Option<Name>),
+}
+
+impl Screened {
+    fn refused(error: ServerError) -> Self {
+        Screened::Answered(Box::new(GqlResponse::from_errors(vec![error])))
+    }
+}
+
+/// Parses one request and refuses it if it cannot run: a query over the size
+/// limit or the text limits, or a subscription. A mutation over GET refuses the
+/// whole request (`Err`), batch and all.
+fn screen(
+    state: &AppState,
+    request: &mut Request,
+    media: MediaType,
+    method: Method,
+) -> Result<Screened, Box<Response>> {
+    if request.query.len() > state.config.graphql_max_query_bytes {
+        // Refused before parsing: a huge query costs nothing more than its bytes.
+        return Ok(Screened::refused(crate::graphql::limits::coded(
+            format!(
+                "the query is {} bytes long; the limit is {}",
+                request.query.len(),
+                state.config.graphql_max_query_bytes
+            ),
+            codes::QUERY_TOO_LARGE,
+        )));
+    }
+    if let Err(refused) = state.parsed_queries.prepare(request) {
+        return Ok(Screened::refused(refused));
+    }
+    let (ty, name) = operation_of(request).unzip();
+    match ty {
+        Some(OperationType::Mutation) if method == Method::Get => {
+            let mut response = error_response(
+                media,
+                codes::METHOD_NOT_ALLOWED,
+                "mutations are not allowed over GET; use POST",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            Err(Box::new(response))
+        }
+        Some(OperationType::Subscription) => Ok(Screened::refused(crate::graphql::limits::coded(
+            "subscriptions are served over WebSocket at /v1/graphql/ws (graphql-transport-ws or graphql-ws)",
+            codes::SUBSCRIPTION_OVER_HTTP,
+        ))),
+        _ => Ok(Screened::Runs(name.flatten())),
+    }
+}
+
+/// Runs one operation and records its duration and outcome.
+async fn run_measured(
+    state: &AppState,
+    addressed: &Addressed,
+    client: &ClientInfo,
+    request: Request,
+    name: Option<&str>,
+) -> GqlResponse {
+    let started = Instant::now();
+    let response = run_operation(state, addressed, client, request).await;
+    crate::http::metrics::record_operation(
+        &state.config,
+        name,
+        started.elapsed(),
+        response.errors.is_empty(),
+        // Only an operation that passed validation may add a label.
+        !is_request_error(&response),
+    );
+    response
+}
+
+/// The HTTP answer to the responses of a request (an object) or of a batch (a
+/// list), with the headers their resolvers asked for.
+fn answer(answered: &[GqlResponse], is_batch: bool, media: MediaType) -> Response {
+    let mut response = match answered {
         [response] if !is_batch => {
             json_response(status_of(response, media), media, &response_json(response))
         }

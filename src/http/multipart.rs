@@ -123,10 +123,45 @@ pub async fn receive(
         }
     };
 
-    let operations = leading_part(&mut multipart, "operations", &unreadable).await?;
-    let mut batch = super::graphql::batch_from_json(&operations)
+    let (mut batch, map) = head(state, &mut multipart, &unreadable).await?;
+    let targets = targets(state, &mut batch);
+    let rules = rules(state, caller, &targets, map).await?;
+
+    let spool_dir = config.upload_spool_dir();
+    tokio::fs::create_dir_all(&spool_dir)
+        .await
+        .map_err(internal)?;
+    let mut spooled = Vec::with_capacity(rules.len());
+    let mut received = HashSet::with_capacity(rules.len());
+    while let Some(mut field) = multipart.next_field().await.map_err(&unreadable)? {
+        let rule = accept_part(&field, &rules, &mut received)?;
+        let filename = field.file_name().unwrap_or_default().to_string();
+        let content_type = field.content_type().map(|mime| mime.to_string());
+        for bucket in &rule.check_filename {
+            service::check_new_name(bucket, &filename).map_err(Refusal::App)?;
+        }
+        let (file, path) = spool(&mut field, rule, &spool_dir, &unreadable).await?;
+        spooled.push(path);
+        attach(&mut batch, &rule.paths, &filename, content_type, &file)?;
+    }
+    if received.len() != rules.len() {
+        return Err(bad("a file named in `map` is missing"));
+    }
+    Ok(Received { batch, spooled })
+}
+
+/// The `operations` and `map` parts, which come first, and a map of no more
+/// files than a request may carry.
+async fn head(
+    state: &AppState,
+    multipart: &mut multer::Multipart<'_>,
+    unreadable: &impl Fn(multer::Error) -> Refusal,
+) -> Result<(BatchRequest, HashMap<String, Vec<String>>), Refusal> {
+    let config = &state.config;
+    let operations = leading_part(multipart, "operations", unreadable).await?;
+    let batch = super::graphql::batch_from_json(&operations)
         .map_err(|_| bad("the `operations` part is not a GraphQL request"))?;
-    let map = leading_part(&mut multipart, "map", &unreadable).await?;
+    let map = leading_part(multipart, "map", unreadable).await?;
     let map: HashMap<String, Vec<String>> = serde_json::from_slice(&map).map_err(|_| {
         bad("the `map` part must be a JSON object of file names to lists of variable paths")
     })?;
@@ -140,68 +175,16 @@ pub async fn receive(
             ),
         });
     }
-
-    let targets = targets(state, &mut batch);
-    let rules = rules_of(state, caller, map, &targets).await?;
-
-    let spool_dir = config.upload_spool_dir();
-    tokio::fs::create_dir_all(&spool_dir)
-        .await
-        .map_err(internal)?;
-    let mut spooled = Vec::with_capacity(rules.len());
-    let mut received = HashSet::with_capacity(rules.len());
-    while let Some(mut field) = multipart.next_field().await.map_err(&unreadable)? {
-        let part = field.name().unwrap_or_default().to_string();
-        let Some(rule) = rules.get(&part) else {
-            return Err(bad(format!(
-                "the part `{}` is not named in `map`",
-                part.chars().take(64).collect::<String>()
-            )));
-        };
-        if !received.insert(part.clone()) {
-            return Err(bad("a file part is sent twice"));
-        }
-        let filename = field.file_name().unwrap_or_default().to_string();
-        let content_type = field.content_type().map(|mime| mime.to_string());
-        for bucket in &rule.check_filename {
-            service::check_new_name(bucket, &filename).map_err(Refusal::App)?;
-        }
-        let (file, path) = spool(&mut field, rule, &spool_dir, &unreadable).await?;
-        spooled.push(path);
-        for var_path in &rule.paths {
-            let upload = UploadValue {
-                filename: filename.clone(),
-                content_type: content_type.clone(),
-                content: file.try_clone().map_err(internal)?,
-            };
-            match &mut batch {
-                BatchRequest::Single(request) => request.set_upload(var_path, upload),
-                BatchRequest::Batch(requests) => {
-                    if let Some((index, path)) = var_path.split_once('.')
-                        && let Some(request) = index
-                            .parse::<usize>()
-                            .ok()
-                            .and_then(|i| requests.get_mut(i))
-                    {
-                        request.set_upload(path, upload);
-                    }
-                }
-            }
-        }
-    }
-    if received.len() != rules.len() {
-        return Err(bad("a file named in `map` is missing"));
-    }
-    Ok(Received { batch, spooled })
+    Ok((batch, map))
 }
 
-/// How each file part is received: for every variable it fills, the bucket is
-/// authorised (once per bucket) and its size and name rules are taken.
-async fn rules_of(
+/// How each part of the map is received. Every bucket a `createFile` names is
+/// authorised (once) and its name rules checked before any file is read.
+async fn rules(
     state: &AppState,
     caller: &Caller,
-    map: HashMap<String, Vec<String>>,
     targets: &HashMap<String, Target>,
+    map: HashMap<String, Vec<String>>,
 ) -> Result<HashMap<String, Rule>, Refusal> {
     let config = &state.config;
     let mut rules = HashMap::with_capacity(map.len());
@@ -247,12 +230,31 @@ async fn rules_of(
     Ok(rules)
 }
 
+/// The rule of a file part: it must be named in the map, and sent once.
+fn accept_part<'r>(
+    field: &multer::Field<'_>,
+    rules: &'r HashMap<String, Rule>,
+    received: &mut HashSet<String>,
+) -> Result<&'r Rule, Refusal> {
+    let part = field.name().unwrap_or_default().to_string();
+    let Some(rule) = rules.get(&part) else {
+        return Err(bad(format!(
+            "the part `{}` is not named in `map`",
+            part.chars().take(64).collect::<String>()
+        )));
+    };
+    if !received.insert(part) {
+        return Err(bad("a file part is sent twice"));
+    }
+    Ok(rule)
+}
+
 fn internal(err: std::io::Error) -> Refusal {
     Refusal::App(AppError::Internal(err.into()))
 }
 
-/// Writes `field` to a new file in `spool_dir`, refusing it once it passes its
-/// rule's limit, and hands back the file, rewound, with the path that removes it.
+/// Writes a file part to a spool file, refusing it once it is over its rule's
+/// limit; the file is removed when its path is dropped.
 async fn spool(
     field: &mut multer::Field<'_>,
     rule: &Rule,
@@ -284,6 +286,37 @@ async fn spool(
     let mut file = out.into_std().await;
     file.seek(SeekFrom::Start(0)).map_err(internal)?;
     Ok((file, path))
+}
+
+/// Puts the spooled file at each of its map paths in the request(s).
+fn attach(
+    batch: &mut BatchRequest,
+    paths: &[String],
+    filename: &str,
+    content_type: Option<String>,
+    file: &std::fs::File,
+) -> Result<(), Refusal> {
+    for var_path in paths {
+        let upload = UploadValue {
+            filename: filename.to_string(),
+            content_type: content_type.clone(),
+            content: file.try_clone().map_err(internal)?,
+        };
+        match batch {
+            BatchRequest::Single(request) => request.set_upload(var_path, upload),
+            BatchRequest::Batch(requests) => {
+                if let Some((index, path)) = var_path.split_once('.')
+                    && let Some(request) = index
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|i| requests.get_mut(i))
+                {
+                    request.set_upload(path, upload);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The whole of the next part, which must be called `name`.

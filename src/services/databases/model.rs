@@ -620,146 +620,169 @@ impl Attribute {
         self.scalar(json, Check::Filter)
     }
 
+    /// Checks one value (not an array) against the attribute's type and converts
+    /// it; `Check::Write` also checks lengths, bounds, formats and enum members.
     fn scalar(&self, json: &Value, check: Check) -> Result<SqlValue, ValueError> {
         let strict = check == Check::Write;
-        let expected =
-            |what: &str| self.invalid(format!("expected {what}, got {}", json_type(json)));
         match &self.kind {
-            AttributeKind::String { size } => {
-                let Value::String(s) = json else {
-                    return Err(expected("a string"));
-                };
-                if strict && s.len() > *size as usize {
-                    let count = s.chars().count();
-                    if count > *size as usize {
-                        return Err(self.out_of_range(format!(
-                            "at most {size} characters are allowed, got {count}"
-                        )));
-                    }
-                }
-                Ok(SqlValue::Text(s.clone()))
-            }
+            AttributeKind::String { size } => self.string_value(json, *size, strict),
             AttributeKind::Integer { min, max } => {
-                let Value::Number(n) = json else {
-                    return Err(expected("an integer"));
-                };
-                let value = if let Some(i) = n.as_i64() {
-                    i
-                } else if n.is_u64() {
-                    return Err(self.out_of_range("the value does not fit in a 64-bit integer"));
-                } else {
-                    let f = n.as_f64().unwrap_or(f64::NAN);
-                    if !f.is_finite() || f.fract() != 0.0 {
-                        return Err(self.invalid(format!("expected an integer, got {n}")));
-                    }
-                    if f.abs() > MAX_EXACT_FLOAT_INT {
-                        return Err(self.out_of_range(format!("{n} is too large for an integer")));
-                    }
-                    f as i64
-                };
+                let value = self.integer_value(json)?;
                 if strict {
-                    if let Some(min) = min
-                        && value < *min
-                    {
-                        return Err(self.out_of_range(format!("{value} is less than {min}")));
-                    }
-                    if let Some(max) = max
-                        && value > *max
-                    {
-                        return Err(self.out_of_range(format!("{value} is greater than {max}")));
-                    }
+                    self.check_bounds(value, min.as_ref(), max.as_ref())?;
                 }
                 Ok(SqlValue::Int(value))
             }
             AttributeKind::Float { min, max } => {
                 let Value::Number(n) = json else {
-                    return Err(expected("a number"));
+                    return Err(self.expected("a number", json));
                 };
                 let Some(value) = n.as_f64().filter(|f| f.is_finite()) else {
                     return Err(self.invalid("expected a finite number"));
                 };
                 if strict {
-                    if let Some(min) = min
-                        && value < *min
-                    {
-                        return Err(self.out_of_range(format!("{value} is less than {min}")));
-                    }
-                    if let Some(max) = max
-                        && value > *max
-                    {
-                        return Err(self.out_of_range(format!("{value} is greater than {max}")));
-                    }
+                    self.check_bounds(value, min.as_ref(), max.as_ref())?;
                 }
                 Ok(SqlValue::Float(value))
             }
             AttributeKind::Boolean => match json {
                 Value::Bool(b) => Ok(SqlValue::Bool(*b)),
-                _ => Err(expected("a boolean")),
+                _ => Err(self.expected("a boolean", json)),
             },
-            AttributeKind::Datetime => {
-                let Value::String(s) = json else {
-                    return Err(expected("an RFC 3339 date-time string"));
-                };
-                rfc3339_to_millis(s).map(SqlValue::Int).ok_or_else(|| {
-                    self.invalid(format!(
-                        "{} is not an RFC 3339 date-time such as 2024-05-01T12:00:00.000Z \
-                         (years 0000 to 9999)",
-                        shown(s)
-                    ))
-                })
-            }
+            AttributeKind::Datetime => self.datetime_value(json),
             AttributeKind::Email => {
-                let Value::String(s) = json else {
-                    return Err(expected("an email address"));
-                };
+                let s = self.text(json, "an email address")?;
                 if strict {
                     check_email(s).map_err(|reason| {
                         self.invalid(format!("{} is not an email address: {reason}", shown(s)))
                     })?;
                 }
-                Ok(SqlValue::Text(s.clone()))
+                Ok(SqlValue::Text(s.to_owned()))
             }
             AttributeKind::Url => {
-                let Value::String(s) = json else {
-                    return Err(expected("a URL"));
-                };
+                let s = self.text(json, "a URL")?;
                 if strict {
                     check_url(s).map_err(|reason| {
                         self.invalid(format!("{} is not an http(s) URL: {reason}", shown(s)))
                     })?;
                 }
-                Ok(SqlValue::Text(s.clone()))
+                Ok(SqlValue::Text(s.to_owned()))
             }
-            AttributeKind::Ip => {
-                let Value::String(s) = json else {
-                    return Err(expected("an IP address"));
-                };
-                // Stored in canonical form, so `::FFFF:1.2.3.4` and
-                // `::ffff:1.2.3.4` are one value for equality and unique indexes.
-                match s.parse::<IpAddr>() {
-                    Ok(ip) => Ok(SqlValue::Text(ip.to_string())),
-                    Err(_) if !strict => Ok(SqlValue::Text(s.clone())),
-                    Err(_) => {
-                        Err(self.invalid(format!("{} is not an IPv4 or IPv6 address", shown(s))))
-                    }
-                }
-            }
-            AttributeKind::Enum { elements } => {
-                let Value::String(s) = json else {
-                    return Err(expected("a string"));
-                };
-                if strict && !elements.iter().any(|e| e == s) {
-                    let listed: Vec<String> = elements.iter().take(10).map(|e| shown(e)).collect();
-                    let more = if elements.len() > 10 { ", …" } else { "" };
-                    return Err(self.invalid(format!(
-                        "{} is not one of {}{more}",
-                        shown(s),
-                        listed.join(", ")
-                    )));
-                }
-                Ok(SqlValue::Text(s.clone()))
+            AttributeKind::Ip => self.ip_value(json, strict),
+            AttributeKind::Enum { elements } => self.enum_value(json, elements, strict),
+        }
+    }
+
+    /// The error for a value of the wrong JSON type.
+    fn expected(&self, what: &str, json: &Value) -> ValueError {
+        self.invalid(format!("expected {what}, got {}", json_type(json)))
+    }
+
+    /// The string a value must be, `what` naming it in the error.
+    fn text<'v>(&self, json: &'v Value, what: &str) -> Result<&'v str, ValueError> {
+        match json {
+            Value::String(s) => Ok(s),
+            _ => Err(self.expected(what, json)),
+        }
+    }
+
+    /// A string of at most `size` characters (counted only when its bytes could
+    /// be over).
+    fn string_value(&self, json: &Value, size: u32, strict: bool) -> Result<SqlValue, ValueError> {
+        let s = self.text(json, "a string")?;
+        if strict && s.len() > size as usize {
+            let count = s.chars().count();
+            if count > size as usize {
+                return Err(self.out_of_range(format!(
+                    "at most {size} characters are allowed, got {count}"
+                )));
             }
         }
+        Ok(SqlValue::Text(s.to_owned()))
+    }
+
+    /// A JSON number that is an integer of 64 bits; a float with no fraction
+    /// counts while it is exact.
+    fn integer_value(&self, json: &Value) -> Result<i64, ValueError> {
+        let Value::Number(n) = json else {
+            return Err(self.expected("an integer", json));
+        };
+        if let Some(i) = n.as_i64() {
+            return Ok(i);
+        }
+        if n.is_u64() {
+            return Err(self.out_of_range("the value does not fit in a 64-bit integer"));
+        }
+        let f = n.as_f64().unwrap_or(f64::NAN);
+        if !f.is_finite() || f.fract() != 0.0 {
+            return Err(self.invalid(format!("expected an integer, got {n}")));
+        }
+        if f.abs() > MAX_EXACT_FLOAT_INT {
+            return Err(self.out_of_range(format!("{n} is too large for an integer")));
+        }
+        Ok(f as i64)
+    }
+
+    /// Refuses a number outside the attribute's `min` and `max`.
+    fn check_bounds<T: PartialOrd + std::fmt::Display>(
+        &self,
+        value: T,
+        min: Option<&T>,
+        max: Option<&T>,
+    ) -> Result<(), ValueError> {
+        if let Some(min) = min
+            && value < *min
+        {
+            return Err(self.out_of_range(format!("{value} is less than {min}")));
+        }
+        if let Some(max) = max
+            && value > *max
+        {
+            return Err(self.out_of_range(format!("{value} is greater than {max}")));
+        }
+        Ok(())
+    }
+
+    /// An RFC 3339 date-time, stored as milliseconds since the epoch.
+    fn datetime_value(&self, json: &Value) -> Result<SqlValue, ValueError> {
+        let s = self.text(json, "an RFC 3339 date-time string")?;
+        rfc3339_to_millis(s).map(SqlValue::Int).ok_or_else(|| {
+            self.invalid(format!(
+                "{} is not an RFC 3339 date-time such as 2024-05-01T12:00:00.000Z \
+                 (years 0000 to 9999)",
+                shown(s)
+            ))
+        })
+    }
+
+    fn ip_value(&self, json: &Value, strict: bool) -> Result<SqlValue, ValueError> {
+        let s = self.text(json, "an IP address")?;
+        // Stored in canonical form, so `::FFFF:1.2.3.4` and
+        // `::ffff:1.2.3.4` are one value for equality and unique indexes.
+        match s.parse::<IpAddr>() {
+            Ok(ip) => Ok(SqlValue::Text(ip.to_string())),
+            Err(_) if !strict => Ok(SqlValue::Text(s.to_owned())),
+            Err(_) => Err(self.invalid(format!("{} is not an IPv4 or IPv6 address", shown(s)))),
+        }
+    }
+
+    fn enum_value(
+        &self,
+        json: &Value,
+        elements: &[String],
+        strict: bool,
+    ) -> Result<SqlValue, ValueError> {
+        let s = self.text(json, "a string")?;
+        if strict && !elements.iter().any(|e| e == s) {
+            let listed: Vec<String> = elements.iter().take(10).map(|e| shown(e)).collect();
+            let more = if elements.len() > 10 { ", …" } else { "" };
+            return Err(self.invalid(format!(
+                "{} is not one of {}{more}",
+                shown(s),
+                listed.join(", ")
+            )));
+        }
+        Ok(SqlValue::Text(s.to_owned()))
     }
 
     /// Reads the attribute's column (`a_<key>`) from a row as the client sees it.
