@@ -15,6 +15,7 @@ use serde::Deserialize;
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use crate::AppState;
+use crate::auth::ScopedAccess;
 use crate::error::{AppError, AppResult};
 use crate::files::Key;
 use crate::services::storage::preview::{self, PreviewBody};
@@ -116,7 +117,8 @@ async fn readable(
         return Ok((bucket, file));
     }
     let addressed = identity::resolve(state, &presented(headers, param("project"))).await?;
-    service::readable_file(state, &addressed.caller, &path.bucket, &path.file).await
+    let access = ScopedAccess::of(&addressed.caller)?;
+    service::readable_file(state, &access, &path.bucket, &path.file).await
 }
 
 fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
@@ -353,7 +355,7 @@ pub async fn upload_chunk(
         let reader = StreamReader::new(crate::http::stall_limited(body, stall).0);
         let file = upload::receive_chunk(
             &state,
-            &addressed.caller,
+            &ScopedAccess::of(&addressed.caller)?,
             &path.bucket,
             &path.file,
             range,

@@ -20,6 +20,7 @@ use async_graphql::dynamic::{ResolverContext, Schema};
 use async_graphql::registry::MetaType;
 
 use crate::AppState;
+use crate::auth::ScopedAccess;
 use crate::config::Config;
 use crate::error::AppResult;
 use crate::graphql::types::{app, caller};
@@ -79,22 +80,19 @@ impl realtime::ResourceAccess for ResourceChannels {
                 "documents",
                 id,
             ] => databases::schema::may_read_document(ctx, database_id, collection_id, id).await,
-            ["buckets", bucket_id, "files", id] => {
-                let state = match app(ctx) {
-                    Ok(state) => state,
-                    Err(err) => return Some(Err(err)),
-                };
-                let caller = match caller(ctx) {
-                    Ok(caller) => caller,
-                    Err(err) => return Some(Err(err)),
-                };
-                storage::service::get_file(state, caller, bucket_id, id)
-                    .await
-                    .map(|_| ())
-            }
+            ["buckets", bucket_id, "files", id] => may_read_file(ctx, bucket_id, id).await,
             _ => return None,
         })
     }
+}
+
+/// Whether the caller may read the file `id` of the bucket `bucket_id`.
+async fn may_read_file(ctx: &ResolverContext<'_>, bucket_id: &str, id: &str) -> AppResult<()> {
+    let state = app(ctx)?;
+    let access = ScopedAccess::of(caller(ctx)?)?;
+    storage::service::get_file(state, &access, bucket_id, id)
+        .await
+        .map(|_| ())
 }
 
 /// What the services keep of a project outside its rows, for projects to remove

@@ -181,7 +181,7 @@ pub fn register(parts: &mut SchemaParts) {
                     let admin = caller(&ctx)?.require_admin()?;
                     let project_id = ctx.args.try_get("projectId")?.string()?.to_string();
                     let state = app(&ctx)?;
-                    let project = get_project(state, admin, &project_id).await?;
+                    let project = get_project(state, &admin, &project_id).await?;
                     let providers = oauth2::list_providers(state, &project.id).await?;
                     Ok(Some(FieldValue::list(
                         providers
@@ -203,7 +203,7 @@ pub fn register(parts: &mut SchemaParts) {
                     let admin = caller(&ctx)?.require_admin()?;
                     let input: UpdateProviderInput = input(&ctx)?;
                     let state = app(&ctx)?;
-                    let project = get_project(state, admin, &input.project_id).await?;
+                    let project = get_project(state, &admin, &input.project_id).await?;
                     let config = oauth2::configure_provider(
                         state,
                         &project.id,
@@ -241,7 +241,7 @@ pub fn register(parts: &mut SchemaParts) {
                     let admin = caller(&ctx)?.require_admin()?;
                     let input: ProviderRefInput = input(&ctx)?;
                     let state = app(&ctx)?;
-                    let project = get_project(state, admin, &input.project_id).await?;
+                    let project = get_project(state, &admin, &input.project_id).await?;
                     oauth2::delete_provider(state, &project.id, &input.provider).await?;
                     Ok(Some(FieldValue::value(object([(
                         "provider",

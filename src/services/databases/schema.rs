@@ -960,7 +960,7 @@ fn register_structure(parts: &mut SchemaParts) {
     parts.query(
         Field::new("databases", TypeRef::named_nn_list_nn("Database"), |ctx| {
             FieldFuture::new(async move {
-                let list = structure::list_databases(app(&ctx)?, caller(&ctx)?).await?;
+                let list = structure::list_databases(app(&ctx)?, &caller(&ctx)?.require()?).await?;
                 Ok(Some(FieldValue::list(
                     list.iter().map(|d| FieldValue::value(database_value(d))),
                 )))
@@ -972,7 +972,8 @@ fn register_structure(parts: &mut SchemaParts) {
         Field::new("database", TypeRef::named_nn("Database"), |ctx| {
             FieldFuture::new(async move {
                 let id = opt_string(&ctx, "id")?.unwrap_or_default();
-                let database = structure::get_database(app(&ctx)?, caller(&ctx)?, &id).await?;
+                let database =
+                    structure::get_database(app(&ctx)?, &caller(&ctx)?.require()?, &id).await?;
                 Ok(Some(FieldValue::value(database_value(&database))))
             })
         })
@@ -986,8 +987,12 @@ fn register_structure(parts: &mut SchemaParts) {
             |ctx| {
                 FieldFuture::new(async move {
                     let database_id = opt_string(&ctx, "databaseId")?.unwrap_or_default();
-                    let list = structure::list_collections(app(&ctx)?, caller(&ctx)?, &database_id)
-                        .await?;
+                    let list = structure::list_collections(
+                        app(&ctx)?,
+                        &caller(&ctx)?.require()?,
+                        &database_id,
+                    )
+                    .await?;
                     Ok(Some(FieldValue::list(
                         list.iter().map(|c| FieldValue::value(collection_value(c))),
                     )))
@@ -1005,8 +1010,13 @@ fn register_structure(parts: &mut SchemaParts) {
             FieldFuture::new(async move {
                 let database_id = opt_string(&ctx, "databaseId")?.unwrap_or_default();
                 let id = opt_string(&ctx, "id")?.unwrap_or_default();
-                let collection =
-                    structure::get_collection(app(&ctx)?, caller(&ctx)?, &database_id, &id).await?;
+                let collection = structure::get_collection(
+                    app(&ctx)?,
+                    &caller(&ctx)?.require()?,
+                    &database_id,
+                    &id,
+                )
+                .await?;
                 Ok(Some(FieldValue::value(collection_value(&collection))))
             })
         })
@@ -1055,7 +1065,7 @@ fn register_structure(parts: &mut SchemaParts) {
                 let input: CreateDatabaseInput = input(&ctx)?;
                 let database = structure::create_database(
                     app(&ctx)?,
-                    caller(&ctx)?,
+                    &caller(&ctx)?.require()?,
                     input.id.as_deref(),
                     &input.name,
                     input.enabled,
@@ -1076,7 +1086,7 @@ fn register_structure(parts: &mut SchemaParts) {
                 let input: UpdateDatabaseInput = input(&ctx)?;
                 let database = structure::update_database(
                     app(&ctx)?,
-                    caller(&ctx)?,
+                    &caller(&ctx)?.require()?,
                     &input.id,
                     input.name.as_deref(),
                     input.enabled,
@@ -1095,7 +1105,8 @@ fn register_structure(parts: &mut SchemaParts) {
         |ctx| {
             FieldFuture::new(async move {
                 let input: crate::graphql::types::IdInput = input(&ctx)?;
-                structure::delete_database(app(&ctx)?, caller(&ctx)?, &input.id).await?;
+                structure::delete_database(app(&ctx)?, &caller(&ctx)?.require()?, &input.id)
+                    .await?;
                 Ok(Some(FieldValue::value(object([(
                     "deletedId",
                     Value::from(input.id),
@@ -1134,7 +1145,8 @@ fn register_structure(parts: &mut SchemaParts) {
                         .collect::<AppResult<_>>()?,
                 };
                 let collection =
-                    structure::create_collection(app(&ctx)?, caller(&ctx)?, new).await?;
+                    structure::create_collection(app(&ctx)?, &caller(&ctx)?.require()?, new)
+                        .await?;
                 Ok(Some(FieldValue::value(collection_value(&collection))))
             })
         },
@@ -1156,7 +1168,7 @@ fn register_structure(parts: &mut SchemaParts) {
                 };
                 let collection = structure::update_collection(
                     app(&ctx)?,
-                    caller(&ctx)?,
+                    &caller(&ctx)?.require()?,
                     &input.database_id,
                     &input.id,
                     changes,
@@ -1177,7 +1189,7 @@ fn register_structure(parts: &mut SchemaParts) {
                 let input: CollectionRefInput = input(&ctx)?;
                 structure::delete_collection(
                     app(&ctx)?,
-                    caller(&ctx)?,
+                    &caller(&ctx)?.require()?,
                     &input.database_id,
                     &input.id,
                 )
@@ -1201,7 +1213,7 @@ fn register_structure(parts: &mut SchemaParts) {
                 let attribute = input.attribute.into_attribute()?;
                 let collection = structure::create_attribute(
                     app(&ctx)?,
-                    caller(&ctx)?,
+                    &caller(&ctx)?.require()?,
                     &input.database_id,
                     &input.collection_id,
                     attribute,
@@ -1222,7 +1234,7 @@ fn register_structure(parts: &mut SchemaParts) {
                 let input: KeyRefInput = input(&ctx)?;
                 let collection = structure::delete_attribute(
                     app(&ctx)?,
-                    caller(&ctx)?,
+                    &caller(&ctx)?.require()?,
                     &input.database_id,
                     &input.collection_id,
                     &input.key,
@@ -1263,7 +1275,8 @@ fn register_structure(parts: &mut SchemaParts) {
                     on_delete,
                 };
                 let collection =
-                    structure::create_relationship(app(&ctx)?, caller(&ctx)?, new).await?;
+                    structure::create_relationship(app(&ctx)?, &caller(&ctx)?.require()?, new)
+                        .await?;
                 Ok(Some(FieldValue::value(collection_value(&collection))))
             })
         },
@@ -1280,7 +1293,7 @@ fn register_structure(parts: &mut SchemaParts) {
                 let index = input.index.into_index()?;
                 let collection = structure::create_index(
                     app(&ctx)?,
-                    caller(&ctx)?,
+                    &caller(&ctx)?.require()?,
                     &input.database_id,
                     &input.collection_id,
                     index,
@@ -1301,7 +1314,7 @@ fn register_structure(parts: &mut SchemaParts) {
                 let input: KeyRefInput = input(&ctx)?;
                 let collection = structure::delete_index(
                     app(&ctx)?,
-                    caller(&ctx)?,
+                    &caller(&ctx)?.require()?,
                     &input.database_id,
                     &input.collection_id,
                     &input.key,

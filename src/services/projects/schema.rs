@@ -278,7 +278,7 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
                         caller.require::<ProjectRead>()?;
                         (*caller.project).clone()
                     }
-                    Some(id) => service::get_project(app(&ctx)?, caller.require_admin()?, &id).await?,
+                    Some(id) => service::get_project(app(&ctx)?, &caller.require_admin()?, &id).await?,
                 };
                 Ok(Some(FieldValue::value(project_value(&project))))
             })
@@ -295,7 +295,7 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
                     let admin = caller(&ctx)?.require_admin()?;
                     let page = page_request(&ctx)?;
                     let (projects, total) =
-                        service::list_projects(app(&ctx)?, admin, &page, wants_total_count(&ctx))
+                        service::list_projects(app(&ctx)?, &admin, &page, wants_total_count(&ctx))
                             .await?;
                     Ok(Some(FieldValue::value(connection(
                         &page,
@@ -316,7 +316,7 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
                 let input: CreateProjectInput = input(&ctx)?;
                 let project = service::create_project(
                     app(&ctx)?,
-                    admin,
+                    &admin,
                     NewProject {
                         id: input.id,
                         name: input.name,
@@ -340,7 +340,7 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
                 let input: UpdateProjectInput = input(&ctx)?;
                 let project = service::update_project(
                     app(&ctx)?,
-                    admin,
+                    &admin,
                     ProjectChanges {
                         id: input.id,
                         name: input.name,
@@ -377,7 +377,7 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
                     redirect_hosts: input.redirect_hosts,
                 };
                 let project =
-                    service::update_project_auth(app(&ctx)?, admin, &input.project_id, changes)
+                    service::update_project_auth(app(&ctx)?, &admin, &input.project_id, changes)
                         .await?;
                 Ok(Some(FieldValue::value(project_value(&project))))
             })
@@ -396,7 +396,7 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
                 let data = ctx.data::<Arc<dyn service::ProjectData>>().map_err(|_| {
                     AppError::Internal(anyhow::anyhow!("ProjectData missing from schema data"))
                 })?;
-                service::delete_project(app(&ctx)?, admin, &input.id, data.as_ref()).await?;
+                service::delete_project(app(&ctx)?, &admin, &input.id, data.as_ref()).await?;
                 Ok(Some(FieldValue::value(object([("deletedId", Value::from(input.id))]))))
             })
         })

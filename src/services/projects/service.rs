@@ -82,7 +82,7 @@ pub async fn ensure_default_project(state: &AppState) -> AppResult<()> {
 
 pub async fn create_project(
     state: &AppState,
-    _: AdminGrant,
+    _: &AdminGrant,
     new: NewProject,
 ) -> AppResult<Project> {
     let id = ids::resolve("id", new.id.as_deref())?;
@@ -105,7 +105,7 @@ pub async fn create_project(
     Ok(project)
 }
 
-pub async fn get_project(state: &AppState, _: AdminGrant, id: &str) -> AppResult<Project> {
+pub async fn get_project(state: &AppState, _: &AdminGrant, id: &str) -> AppResult<Project> {
     load_project(state, id)
         .await?
         .ok_or_else(|| AppError::ProjectNotFound { id: id.into() })
@@ -113,7 +113,7 @@ pub async fn get_project(state: &AppState, _: AdminGrant, id: &str) -> AppResult
 
 pub async fn list_projects(
     state: &AppState,
-    _: AdminGrant,
+    _: &AdminGrant,
     page: &Page,
     with_total: bool,
 ) -> AppResult<(Vec<Project>, i64)> {
@@ -128,7 +128,7 @@ pub async fn list_projects(
 
 pub async fn update_project(
     state: &AppState,
-    admin: AdminGrant,
+    admin: &AdminGrant,
     changes: ProjectChanges,
 ) -> AppResult<Project> {
     let mut project = get_project(state, admin, &changes.id).await?;
@@ -182,7 +182,7 @@ fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
 
 pub async fn update_project_auth(
     state: &AppState,
-    admin: AdminGrant,
+    admin: &AdminGrant,
     id: &str,
     changes: AuthChanges,
 ) -> AppResult<Project> {
@@ -266,7 +266,7 @@ pub trait ProjectData: Send + Sync + 'static {
 
 pub async fn delete_project(
     state: &AppState,
-    _: AdminGrant,
+    _: &AdminGrant,
     id: &str,
     data: &dyn ProjectData,
 ) -> AppResult<()> {

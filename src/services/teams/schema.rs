@@ -269,7 +269,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
         Field::new("team", TypeRef::named_nn("Team"), |ctx| {
             FieldFuture::new(async move {
                 let id = opt_string(&ctx, "id")?.unwrap_or_default();
-                let team = service::get_team(app(&ctx)?, caller(&ctx)?, &id).await?;
+                let team = service::get_team(app(&ctx)?, &caller(&ctx)?.actor()?, &id).await?;
                 Ok(Some(FieldValue::value(team_value(&team))))
             })
         })
@@ -282,7 +282,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
         with_connection_args(Field::new("teams", TypeRef::named_nn("TeamConnection"), |ctx| {
             FieldFuture::new(async move {
                 let page = page_request(&ctx)?;
-                let (teams, total) = service::list_teams(app(&ctx)?, caller(&ctx)?, &page, wants_total_count(&ctx)).await?;
+                let (teams, total) = service::list_teams(app(&ctx)?, &caller(&ctx)?.actor()?, &page, wants_total_count(&ctx)).await?;
                 Ok(Some(FieldValue::value(connection(&page, teams, total, |t| &t.id, team_value))))
             })
         }))
@@ -296,7 +296,8 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                 FieldFuture::new(async move {
                     let team_id = opt_string(&ctx, "teamId")?.unwrap_or_default();
                     let memberships =
-                        service::list_memberships(app(&ctx)?, caller(&ctx)?, &team_id).await?;
+                        service::list_memberships(app(&ctx)?, &caller(&ctx)?.actor()?, &team_id)
+                            .await?;
                     Ok(Some(FieldValue::list(
                         memberships
                             .iter()
@@ -314,7 +315,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
         Field::new("createTeam", TypeRef::named_nn("Team"), |ctx| {
             FieldFuture::new(async move {
                 let input: CreateTeamInput = input(&ctx)?;
-                let team = service::create_team(app(&ctx)?, caller(&ctx)?, input.id, input.name, input.roles).await?;
+                let team = service::create_team(app(&ctx)?, &caller(&ctx)?.actor()?, input.id, input.name, input.roles).await?;
                 Ok(Some(FieldValue::value(team_value(&team))))
             })
         })
@@ -325,8 +326,13 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
         Field::new("updateTeamName", TypeRef::named_nn("Team"), |ctx| {
             FieldFuture::new(async move {
                 let input: UpdateTeamNameInput = input(&ctx)?;
-                let team =
-                    service::rename_team(app(&ctx)?, caller(&ctx)?, &input.id, input.name).await?;
+                let team = service::rename_team(
+                    app(&ctx)?,
+                    &caller(&ctx)?.actor()?,
+                    &input.id,
+                    input.name,
+                )
+                .await?;
                 Ok(Some(FieldValue::value(team_value(&team))))
             })
         })
@@ -340,7 +346,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
         Field::new("deleteTeam", TypeRef::named_nn("DeleteTeamPayload"), |ctx| {
             FieldFuture::new(async move {
                 let input: IdInput = input(&ctx)?;
-                service::delete_team(app(&ctx)?, caller(&ctx)?, &input.id).await?;
+                service::delete_team(app(&ctx)?, &caller(&ctx)?.actor()?, &input.id).await?;
                 Ok(Some(FieldValue::value(object([("deletedId", Value::from(input.id))]))))
             })
         })
@@ -361,7 +367,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                 };
                 let client = ctx.data::<ClientInfo>().cloned().unwrap_or_default();
                 let membership =
-                    service::create_membership(app(&ctx)?, caller(&ctx)?, new, &client).await?;
+                    service::create_membership(app(&ctx)?, &caller(&ctx)?.actor()?, new, &client).await?;
                 Ok(Some(FieldValue::value(membership_value(&membership))))
             })
         })
@@ -374,7 +380,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                 let input: MembershipRolesInput = input(&ctx)?;
                 let membership = service::update_membership_roles(
                     app(&ctx)?,
-                    caller(&ctx)?,
+                    &caller(&ctx)?.actor()?,
                     &input.team_id,
                     &input.membership_id,
                     input.roles,
@@ -416,7 +422,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                         (None, None) => {
                             let membership = service::accept_membership(
                                 state,
-                                caller,
+                                caller.require_session()?,
                                 &input.team_id,
                                 &input.membership_id,
                             )
@@ -453,7 +459,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                     let input: MembershipRefInput = input(&ctx)?;
                     service::delete_membership(
                         app(&ctx)?,
-                        caller(&ctx)?,
+                        &caller(&ctx)?.actor()?,
                         &input.team_id,
                         &input.membership_id,
                     )

@@ -335,8 +335,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                     let user_id = opt_string(&ctx, "userId")?.unwrap_or_default();
                     let (logs, total) = service::user_logs(
                         app(&ctx)?,
-                        &caller.project.id,
-                        grant,
+                        &grant,
                         &user_id,
                         &page,
                         wants_total_count(&ctx),
@@ -369,8 +368,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                     let grant = caller.require::<UsersRead>()?;
                     let user_id = opt_string(&ctx, "userId")?.unwrap_or_default();
                     let memberships =
-                        service::user_memberships(app(&ctx)?, &caller.project.id, grant, &user_id)
-                            .await?;
+                        service::user_memberships(app(&ctx)?, &grant, &user_id).await?;
                     Ok(Some(FieldValue::list(memberships.iter().map(|m| {
                         FieldValue::value(crate::services::teams::schema::membership_value(m))
                     }))))
@@ -521,7 +519,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                 let caller = caller(&ctx)?;
                 let grant = caller.require::<UsersRead>()?;
                 let id = opt_string(&ctx, "id")?.unwrap_or_default();
-                let user = service::get_user(app(&ctx)?, &caller.project.id, grant, &id).await?;
+                let user = service::get_user(app(&ctx)?, &grant, &id).await?;
                 Ok(Some(FieldValue::value(user_value(&user))))
             })
         })
@@ -540,8 +538,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                     let search = opt_string(&ctx, "search")?;
                     let (users, total) = service::list_users(
                         app(&ctx)?,
-                        &caller.project.id,
-                        grant,
+                        &grant,
                         search.as_deref(),
                         &page,
                         wants_total_count(&ctx),
@@ -572,13 +569,8 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                     let caller = caller(&ctx)?;
                     let grant = caller.require::<UsersRead>()?;
                     let user_id = opt_string(&ctx, "userId")?.unwrap_or_default();
-                    let sessions = service::list_user_sessions(
-                        app(&ctx)?,
-                        &caller.project.id,
-                        grant,
-                        &user_id,
-                    )
-                    .await?;
+                    let sessions =
+                        service::list_user_sessions(app(&ctx)?, &grant, &user_id).await?;
                     Ok(Some(FieldValue::list(
                         sessions
                             .iter()
@@ -629,7 +621,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                     password: input.password,
                     password_hash,
                 };
-                let user = service::create_user(app(&ctx)?, &caller.project.id, grant, new).await?;
+                let user = service::create_user(app(&ctx)?, &grant, new).await?;
                 Ok(Some(FieldValue::value(user_value(&user))))
             })
         })
@@ -658,7 +650,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                     mfa: input.mfa,
                     ..Default::default()
                 };
-                let user = service::update_user(app(&ctx)?, &caller.project.id, grant, &input.id, changes).await?;
+                let user = service::update_user(app(&ctx)?, &grant, &input.id, changes).await?;
                 Ok(Some(FieldValue::value(user_value(&user))))
             })
         })
@@ -674,7 +666,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                     let caller = caller(&ctx)?;
                     let grant = caller.require::<UsersWrite>()?;
                     let input: IdInput = input(&ctx)?;
-                    service::delete_user(app(&ctx)?, &caller.project.id, grant, &input.id).await?;
+                    service::delete_user(app(&ctx)?, &grant, &input.id).await?;
                     Ok(Some(FieldValue::value(object([(
                         "deletedId",
                         Value::from(input.id),
@@ -699,13 +691,8 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                     let caller = caller(&ctx)?;
                     let grant = caller.require::<UsersWrite>()?;
                     let input: UserIdInput = input(&ctx)?;
-                    let count = service::delete_user_sessions(
-                        app(&ctx)?,
-                        &caller.project.id,
-                        grant,
-                        &input.user_id,
-                    )
-                    .await?;
+                    let count =
+                        service::delete_user_sessions(app(&ctx)?, &grant, &input.user_id).await?;
                     Ok(Some(FieldValue::value(object([(
                         "deletedCount",
                         Value::from(count),

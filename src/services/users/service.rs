@@ -9,7 +9,7 @@ use crate::AppState;
 use crate::auth::Grant;
 use crate::auth::passwords::{self, StoredHash};
 use crate::auth::rate_limit::Limit;
-use crate::auth::scopes::{Scope as _, UsersRead, UsersWrite};
+use crate::auth::scopes::{ScopeMarker as _, UsersRead, UsersWrite};
 use crate::auth::secrets::{self, SecretKind};
 use crate::auth::session_cache::ResolvedSession;
 use crate::bus::BusMessage;
@@ -591,19 +591,15 @@ pub(crate) async fn insert_invited_user(
 
 pub async fn create_user(
     state: &AppState,
-    project_id: &str,
-    _: Grant<UsersWrite>,
+    grant: &Grant<UsersWrite>,
     new: NewUser,
 ) -> AppResult<User> {
+    let project_id = grant.project();
     insert_new_user(state, project_id, new).await
 }
 
-pub async fn get_user(
-    state: &AppState,
-    project_id: &str,
-    _: Grant<UsersRead>,
-    id: &str,
-) -> AppResult<User> {
+pub async fn get_user(state: &AppState, grant: &Grant<UsersRead>, id: &str) -> AppResult<User> {
+    let project_id = grant.project();
     load_user(state, project_id, id).await
 }
 
@@ -620,12 +616,12 @@ async fn load_user(state: &AppState, project_id: &str, id: &str) -> AppResult<Us
 
 pub async fn list_users(
     state: &AppState,
-    project_id: &str,
-    _: Grant<UsersRead>,
+    grant: &Grant<UsersRead>,
     search: Option<&str>,
     page: &Page,
     with_total: bool,
 ) -> AppResult<(Vec<User>, i64)> {
+    let project_id = grant.project();
     let search = search.map(str::trim).filter(|s| !s.is_empty());
     if search.is_some_and(|s| s.len() > 256) {
         return Err(AppError::invalid("search", "at most 256 characters"));
@@ -642,11 +638,11 @@ pub async fn list_users(
 /// Applies changes as a key with `users.write`: anything, including blocking.
 pub async fn update_user(
     state: &AppState,
-    project_id: &str,
-    _: Grant<UsersWrite>,
+    grant: &Grant<UsersWrite>,
     id: &str,
     changes: UserChanges,
 ) -> AppResult<User> {
+    let project_id = grant.project();
     apply_changes(state, project_id, id, changes).await
 }
 
@@ -821,12 +817,8 @@ pub(crate) async fn apply_changes(
 }
 
 /// Deletes a user with their sessions; their open sessions stop working at once.
-pub async fn delete_user(
-    state: &AppState,
-    project_id: &str,
-    _: Grant<UsersWrite>,
-    id: &str,
-) -> AppResult<()> {
+pub async fn delete_user(state: &AppState, grant: &Grant<UsersWrite>, id: &str) -> AppResult<()> {
+    let project_id = grant.project();
     ids::validate("id", id)?;
     if !store::delete_user(state.db.pool(), project_id, id).await? {
         return Err(AppError::NotFound {
@@ -840,10 +832,10 @@ pub async fn delete_user(
 
 pub async fn list_user_sessions(
     state: &AppState,
-    project_id: &str,
-    _: Grant<UsersRead>,
+    grant: &Grant<UsersRead>,
     user_id: &str,
 ) -> AppResult<Vec<Session>> {
+    let project_id = grant.project();
     load_user(state, project_id, user_id).await?;
     sessions_of(state, project_id, user_id).await
 }
@@ -856,10 +848,10 @@ async fn sessions_of(state: &AppState, project_id: &str, user_id: &str) -> AppRe
 /// Deletes every session of a user (signs them out everywhere).
 pub async fn delete_user_sessions(
     state: &AppState,
-    project_id: &str,
-    _: Grant<UsersWrite>,
+    grant: &Grant<UsersWrite>,
     user_id: &str,
 ) -> AppResult<u64> {
+    let project_id = grant.project();
     load_user(state, project_id, user_id).await?;
     let deleted = store::delete_sessions(state.db.pool(), project_id, user_id).await?;
     announce_user_change(state, project_id, user_id).await;
@@ -1304,12 +1296,12 @@ pub async fn own_logs(
 /// A user's activity log, for a server.
 pub async fn user_logs(
     state: &AppState,
-    project_id: &str,
-    _: Grant<UsersRead>,
+    grant: &Grant<UsersRead>,
     user_id: &str,
     page: &Page,
     with_total: bool,
 ) -> AppResult<(Vec<store::LogRow>, i64)> {
+    let project_id = grant.project();
     load_user(state, project_id, user_id).await?;
     logs_of(state, project_id, user_id, page, with_total).await
 }
@@ -1334,10 +1326,10 @@ async fn logs_of(
 /// A user's memberships (confirmed or invited), for a server.
 pub async fn user_memberships(
     state: &AppState,
-    project_id: &str,
-    _: Grant<UsersRead>,
+    grant: &Grant<UsersRead>,
     user_id: &str,
 ) -> AppResult<Vec<crate::services::teams::Membership>> {
+    let project_id = grant.project();
     load_user(state, project_id, user_id).await?;
     let rows = crate::services::teams::store::memberships_of_user(
         state.db.pool(),
