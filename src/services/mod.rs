@@ -95,6 +95,34 @@ async fn may_read_file(ctx: &ResolverContext<'_>, bucket_id: &str, id: &str) -> 
         .map(|_| ())
 }
 
+/// How users reaches the memberships the teams service owns.
+struct MembershipsOfTeams;
+
+#[async_trait::async_trait]
+impl users::TeamMemberships for MembershipsOfTeams {
+    async fn of_user(
+        &self,
+        state: &AppState,
+        project_id: &str,
+        user_id: &str,
+        confirmed_only: bool,
+    ) -> AppResult<Vec<teams::Membership>> {
+        let rows =
+            teams::store::memberships_of_user(state.db.pool(), project_id, user_id, confirmed_only)
+                .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    fn value(&self, membership: &teams::Membership) -> async_graphql::Value {
+        teams::schema::membership_value(membership)
+    }
+}
+
+/// The team memberships users reads, as `AppState::memberships` holds them.
+pub fn team_memberships() -> &'static dyn users::TeamMemberships {
+    &MembershipsOfTeams
+}
+
 /// What the services keep of a project outside its rows, for projects to remove
 /// when it is deleted.
 struct ProjectRemains;

@@ -367,11 +367,13 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
                     let caller = caller(&ctx)?;
                     let grant = caller.require::<UsersRead>()?;
                     let user_id = opt_string(&ctx, "userId")?.unwrap_or_default();
-                    let memberships =
-                        service::user_memberships(app(&ctx)?, &grant, &user_id).await?;
-                    Ok(Some(FieldValue::list(memberships.iter().map(|m| {
-                        FieldValue::value(crate::services::teams::schema::membership_value(m))
-                    }))))
+                    let state = app(&ctx)?;
+                    let memberships = service::user_memberships(state, &grant, &user_id).await?;
+                    Ok(Some(FieldValue::list(
+                        memberships
+                            .iter()
+                            .map(|m| FieldValue::value(state.memberships.value(m))),
+                    )))
                 })
             },
         )

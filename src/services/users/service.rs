@@ -1073,16 +1073,10 @@ async fn load_resolved(state: &AppState, session: Session) -> AppResult<Resolved
         .await?
         .ok_or(AppError::InvalidSession)?
         .to_user();
-    let memberships = crate::services::teams::store::memberships_of_user(
-        pool,
-        &session.project_id,
-        &user.id,
-        true,
-    )
-    .await?
-    .into_iter()
-    .map(Into::into)
-    .collect();
+    let memberships = state
+        .memberships
+        .of_user(state, &session.project_id, &user.id, true)
+        .await?;
     Ok(ResolvedSession {
         session,
         user,
@@ -1328,15 +1322,11 @@ pub async fn user_memberships(
     state: &AppState,
     grant: &Grant<UsersRead>,
     user_id: &str,
-) -> AppResult<Vec<crate::services::teams::Membership>> {
+) -> AppResult<Vec<crate::auth::principal::Membership>> {
     let project_id = grant.project();
     load_user(state, project_id, user_id).await?;
-    let rows = crate::services::teams::store::memberships_of_user(
-        state.db.pool(),
-        project_id,
-        user_id,
-        false,
-    )
-    .await?;
-    Ok(rows.into_iter().map(Into::into).collect())
+    state
+        .memberships
+        .of_user(state, project_id, user_id, false)
+        .await
 }
