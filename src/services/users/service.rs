@@ -694,68 +694,10 @@ pub(crate) async fn apply_changes(
         check_name(&name)?;
         user.name = name;
     }
-    let mut email_changed = false;
-    if let Some(email) = changes.email {
-        if email.is_empty() {
-            user.email = None;
-            user.email_verified = false;
-            email_changed = true;
-        } else {
-            let email = normalize_email("email", &email)?;
-            if user.email.as_deref() != Some(email.as_str()) {
-                user.email_verified = false;
-                email_changed = true;
-            }
-            user.email = Some(email);
-        }
-    }
-    if let Some(phone) = changes.phone {
-        if phone.is_empty() {
-            user.phone = None;
-            user.phone_verified = false;
-        } else {
-            check_phone(&phone)?;
-            if user.phone.as_deref() != Some(phone.as_str()) {
-                user.phone_verified = false;
-            }
-            user.phone = Some(phone);
-        }
-    }
+    let email_changed = change_contact(&mut user, changes.email, changes.phone)?;
     let password_changed = changes.password.is_some();
     if let Some(password) = changes.password {
-        let policy = policy(state, project_id).await?;
-        let personal = [
-            user.id.as_str(),
-            user.name.as_str(),
-            user.email.as_deref().unwrap_or(""),
-            user.phone.as_deref().unwrap_or(""),
-        ];
-        check_password(&password, &policy, &personal)?;
-        let recent = user
-            .password_hash
-            .iter()
-            .chain(history.iter())
-            .take(policy.password_history as usize);
-        for stored in recent {
-            if verify(password.clone(), stored.clone())
-                .await
-                .unwrap_or(false)
-            {
-                return Err(weak_password(
-                    "PASSWORD_RECENTLY_USED",
-                    format!(
-                        "must differ from your last {} passwords",
-                        policy.password_history
-                    ),
-                ));
-            }
-        }
-        if let Some(old) = user.password_hash.take() {
-            history.insert(0, old);
-            history.truncate(20);
-        }
-        user.password_hash = Some(hash(password).await?);
-        user.password_updated_at = Some(now);
+        change_password(state, project_id, &mut user, &mut history, password, now).await?;
     }
     if let Some(blocked) = changes.blocked {
         user.blocked = blocked;
@@ -814,6 +756,89 @@ pub(crate) async fn apply_changes(
     tx.commit().await?;
     announce_user_change(state, project_id, id).await;
     Ok(user)
+}
+
+/// Applies new contact details (an empty value removes one); a changed address or
+/// number is no longer verified. Answers whether the email changed.
+fn change_contact(
+    user: &mut User,
+    email: Option<String>,
+    phone: Option<String>,
+) -> AppResult<bool> {
+    let mut email_changed = false;
+    if let Some(email) = email {
+        if email.is_empty() {
+            user.email = None;
+            user.email_verified = false;
+            email_changed = true;
+        } else {
+            let email = normalize_email("email", &email)?;
+            if user.email.as_deref() != Some(email.as_str()) {
+                user.email_verified = false;
+                email_changed = true;
+            }
+            user.email = Some(email);
+        }
+    }
+    if let Some(phone) = phone {
+        if phone.is_empty() {
+            user.phone = None;
+            user.phone_verified = false;
+        } else {
+            check_phone(&phone)?;
+            if user.phone.as_deref() != Some(phone.as_str()) {
+                user.phone_verified = false;
+            }
+            user.phone = Some(phone);
+        }
+    }
+    Ok(email_changed)
+}
+
+/// Sets a new password that passes the project's policy and repeats none of the
+/// recent ones; the old hash joins the history.
+async fn change_password(
+    state: &AppState,
+    project_id: &str,
+    user: &mut User,
+    history: &mut Vec<String>,
+    password: String,
+    now: i64,
+) -> AppResult<()> {
+    let policy = policy(state, project_id).await?;
+    let personal = [
+        user.id.as_str(),
+        user.name.as_str(),
+        user.email.as_deref().unwrap_or(""),
+        user.phone.as_deref().unwrap_or(""),
+    ];
+    check_password(&password, &policy, &personal)?;
+    let recent = user
+        .password_hash
+        .iter()
+        .chain(history.iter())
+        .take(policy.password_history as usize);
+    for stored in recent {
+        if verify(password.clone(), stored.clone())
+            .await
+            .unwrap_or(false)
+        {
+            return Err(weak_password(
+                "PASSWORD_RECENTLY_USED",
+                format!(
+                    "must differ from your last {} passwords",
+                    policy.password_history
+                ),
+            ));
+        }
+    }
+    if let Some(old) = user.password_hash.take() {
+        history.insert(0, old);
+        history.truncate(20);
+    }
+    user.password_hash = Some(hash(password).await?);
+    user.password_updated_at = Some(now);
+    Ok(())
 }
 
 /// Deletes a user with their sessions; their open sessions stop working at once.
