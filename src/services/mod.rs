@@ -20,7 +20,7 @@ use async_graphql::dynamic::{ResolverContext, Schema};
 use async_graphql::registry::MetaType;
 
 use crate::AppState;
-use crate::auth::ScopedAccess;
+use crate::auth::{AdminGrant, ScopedAccess};
 use crate::config::Config;
 use crate::error::AppResult;
 use crate::graphql::types::{app, caller};
@@ -129,12 +129,12 @@ struct ProjectRemains;
 
 #[async_trait::async_trait]
 impl projects::service::ProjectData for ProjectRemains {
-    async fn drop_before(&self, state: &AppState, id: &str) -> AppResult<()> {
-        databases::structure::drop_project_tables(state, id).await
+    async fn drop_before(&self, state: &AppState, admin: &AdminGrant) -> AppResult<()> {
+        databases::structure::drop_project_tables(state, admin).await
     }
 
-    async fn forget_after(&self, state: &AppState, id: &str) {
-        storage::service::forget_project_files(state, id).await;
+    async fn forget_after(&self, state: &AppState, admin: &AdminGrant) {
+        storage::service::forget_project_files(state, admin).await;
     }
 }
 

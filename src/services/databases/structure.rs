@@ -8,9 +8,9 @@
 use std::collections::HashSet;
 
 use crate::AppState;
-use crate::auth::Grant;
 use crate::auth::permissions::Permission;
 use crate::auth::scopes::{DatabasesRead, DatabasesWrite};
+use crate::auth::{AdminGrant, Grant};
 use crate::db::{DbErrorExt as _, Dialect, ids, now_millis};
 use crate::error::{AppError, AppResult};
 use crate::services::projects::service::announce_change;
@@ -155,9 +155,10 @@ pub async fn delete_database(
     Ok(())
 }
 
-/// Drops the tables of every collection of a project that is being deleted.
-pub async fn drop_project_tables(state: &AppState, project_id: &str) -> AppResult<()> {
-    for collection in store::list_collections(state.db.pool(), project_id, None).await? {
+/// Drops the tables of every collection of the grant's project, which is being
+/// deleted.
+pub async fn drop_project_tables(state: &AppState, admin: &AdminGrant) -> AppResult<()> {
+    for collection in store::list_collections(state.db.pool(), admin.project(), None).await? {
         drop_collection(state, &collection).await?;
     }
     Ok(())

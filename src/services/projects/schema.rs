@@ -396,7 +396,8 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
                 let data = ctx.data::<Arc<dyn service::ProjectData>>().map_err(|_| {
                     AppError::Internal(anyhow::anyhow!("ProjectData missing from schema data"))
                 })?;
-                service::delete_project(app(&ctx)?, &admin, &input.id, data.as_ref()).await?;
+                let admin = caller(&ctx)?.extend_to(admin, Some(&input.id))?;
+                service::delete_project(app(&ctx)?, &admin, data.as_ref()).await?;
                 Ok(Some(FieldValue::value(object([("deletedId", Value::from(input.id))]))))
             })
         })

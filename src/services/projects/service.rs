@@ -256,20 +256,21 @@ pub async fn update_project_auth(
 /// The registry attaches one to every schema, so this service names none of them.
 #[async_trait::async_trait]
 pub trait ProjectData: Send + Sync + 'static {
-    /// Removes what deleting the project's rows would leave behind (collection
-    /// tables, which are not rows that cascade); runs first.
-    async fn drop_before(&self, state: &AppState, id: &str) -> AppResult<()>;
+    /// Removes what deleting the grant's project's rows would leave behind
+    /// (collection tables, which are not rows that cascade); runs first.
+    async fn drop_before(&self, state: &AppState, admin: &AdminGrant) -> AppResult<()>;
 
-    /// Forgets what the deleted project leaves (its stored files).
-    async fn forget_after(&self, state: &AppState, id: &str);
+    /// Forgets what the grant's deleted project leaves (its stored files).
+    async fn forget_after(&self, state: &AppState, admin: &AdminGrant);
 }
 
+/// Deletes the project the grant names, with everything in it.
 pub async fn delete_project(
     state: &AppState,
-    _: &AdminGrant,
-    id: &str,
+    admin: &AdminGrant,
     data: &dyn ProjectData,
 ) -> AppResult<()> {
+    let id = admin.project();
     if id == DEFAULT_PROJECT {
         return Err(AppError::NotAllowed(
             "the default project cannot be deleted".into(),
@@ -278,11 +279,11 @@ pub async fn delete_project(
     if load_project(state, id).await?.is_none() {
         return Err(AppError::ProjectNotFound { id: id.into() });
     }
-    data.drop_before(state, id).await?;
+    data.drop_before(state, admin).await?;
     if !store::delete_project(state.db.pool(), id).await? {
         return Err(AppError::ProjectNotFound { id: id.into() });
     }
-    data.forget_after(state, id).await;
+    data.forget_after(state, admin).await;
     tracing::info!(project = %id, "project deleted");
     announce_change(state, id).await;
     Ok(())

@@ -8,7 +8,7 @@ use tokio::io::AsyncRead;
 use crate::AppState;
 use crate::auth::permissions::{Action, allows};
 use crate::auth::scopes::{BucketsRead, BucketsWrite, FilesRead, FilesWrite, ScopeMarker};
-use crate::auth::{Grant, ScopedAccess};
+use crate::auth::{AdminGrant, Grant, ScopedAccess};
 use crate::db::{DbErrorExt as _, Page, ids, now_millis};
 use crate::error::{AppError, AppResult};
 use crate::files::{Compression, Encoding, FileError, Key, WriteOptions, Written};
@@ -251,7 +251,8 @@ pub async fn delete_bucket(
 
 /// Removes the bytes and cached previews of a deleted project's files (its rows
 /// went with the project).
-pub async fn forget_project_files(state: &AppState, project_id: &str) {
+pub async fn forget_project_files(state: &AppState, admin: &AdminGrant) {
+    let project_id = admin.project();
     match Key::project_prefix(project_id) {
         Ok(prefix) => {
             if let Err(err) = state.files.delete_prefix(&prefix).await {
