@@ -48,6 +48,16 @@ impl Access {
 /// server's [`Grant<S>`], or a client's roles. Only [`ScopedAccess::of`] makes one,
 /// so a function that changes files takes a `ScopedAccess<FilesWrite>`, and an
 /// access checked for reading does not fit. It reads as the [`Access`] it holds.
+///
+/// ```compile_fail,E0308
+/// use nimbus::auth::ScopedAccess;
+/// use nimbus::auth::scopes::{FilesRead, FilesWrite};
+///
+/// fn delete_a_file(_: &ScopedAccess<FilesWrite>) {}
+/// fn with_read_access(read: &ScopedAccess<FilesRead>) {
+///     delete_a_file(read);
+/// }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ScopedAccess<S: ScopeMarker> {
     access: Access,
