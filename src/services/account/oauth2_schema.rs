@@ -180,9 +180,10 @@ pub fn register(parts: &mut SchemaParts) {
                 FieldFuture::new(async move {
                     let admin = caller(&ctx)?.require_admin()?;
                     let project_id = ctx.args.try_get("projectId")?.string()?.to_string();
+                    let admin = caller(&ctx)?.extend_to(admin, Some(&project_id))?;
                     let state = app(&ctx)?;
-                    let project = get_project(state, &admin, &project_id).await?;
-                    let providers = oauth2::list_providers(state, &project.id).await?;
+                    get_project(state, &admin).await?;
+                    let providers = oauth2::list_providers(state, &admin).await?;
                     Ok(Some(FieldValue::list(
                         providers
                             .iter()
@@ -202,11 +203,12 @@ pub fn register(parts: &mut SchemaParts) {
                 FieldFuture::new(async move {
                     let admin = caller(&ctx)?.require_admin()?;
                     let input: UpdateProviderInput = input(&ctx)?;
+                    let admin = caller(&ctx)?.extend_to(admin, Some(&input.project_id))?;
                     let state = app(&ctx)?;
-                    let project = get_project(state, &admin, &input.project_id).await?;
+                    get_project(state, &admin).await?;
                     let config = oauth2::configure_provider(
                         state,
-                        &project.id,
+                        &admin,
                         &input.provider,
                         ProviderChanges {
                             enabled: input.enabled,
@@ -240,9 +242,10 @@ pub fn register(parts: &mut SchemaParts) {
                 FieldFuture::new(async move {
                     let admin = caller(&ctx)?.require_admin()?;
                     let input: ProviderRefInput = input(&ctx)?;
+                    let admin = caller(&ctx)?.extend_to(admin, Some(&input.project_id))?;
                     let state = app(&ctx)?;
-                    let project = get_project(state, &admin, &input.project_id).await?;
-                    oauth2::delete_provider(state, &project.id, &input.provider).await?;
+                    get_project(state, &admin).await?;
+                    oauth2::delete_provider(state, &admin, &input.provider).await?;
                     Ok(Some(FieldValue::value(object([(
                         "provider",
                         Value::from(input.provider),

@@ -278,7 +278,7 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
                         caller.require::<ProjectRead>()?;
                         (*caller.project).clone()
                     }
-                    Some(id) => service::get_project(app(&ctx)?, &caller.require_admin()?, &id).await?,
+                    Some(id) => service::get_project(app(&ctx)?, &caller.require_in(Some(&id))?).await?,
                 };
                 Ok(Some(FieldValue::value(project_value(&project))))
             })
@@ -338,11 +338,11 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
             FieldFuture::new(async move {
                 let admin = caller(&ctx)?.require_admin()?;
                 let input: UpdateProjectInput = input(&ctx)?;
+                let admin = caller(&ctx)?.extend_to(admin, Some(&input.id))?;
                 let project = service::update_project(
                     app(&ctx)?,
                     &admin,
                     ProjectChanges {
-                        id: input.id,
                         name: input.name,
                         description: input.description,
                     },
@@ -376,9 +376,12 @@ pub fn register(parts: &mut SchemaParts, _project: &super::Project) {
                     presence_guests: input.presence_guests,
                     redirect_hosts: input.redirect_hosts,
                 };
-                let project =
-                    service::update_project_auth(app(&ctx)?, &admin, &input.project_id, changes)
-                        .await?;
+                let project = service::update_project_auth(
+                    app(&ctx)?,
+                    &caller(&ctx)?.extend_to(admin, Some(&input.project_id))?,
+                    changes,
+                )
+                .await?;
                 Ok(Some(FieldValue::value(project_value(&project))))
             })
         })

@@ -20,7 +20,6 @@ pub struct NewProject {
 /// A request to change a project; absent fields stay as they are.
 #[derive(Debug)]
 pub struct ProjectChanges {
-    pub id: String,
     pub name: Option<String>,
     pub description: Option<String>,
 }
@@ -105,7 +104,9 @@ pub async fn create_project(
     Ok(project)
 }
 
-pub async fn get_project(state: &AppState, _: &AdminGrant, id: &str) -> AppResult<Project> {
+/// The project the admin grant names.
+pub async fn get_project(state: &AppState, admin: &AdminGrant) -> AppResult<Project> {
+    let id = admin.project();
     load_project(state, id)
         .await?
         .ok_or_else(|| AppError::ProjectNotFound { id: id.into() })
@@ -131,7 +132,7 @@ pub async fn update_project(
     admin: &AdminGrant,
     changes: ProjectChanges,
 ) -> AppResult<Project> {
-    let mut project = get_project(state, admin, &changes.id).await?;
+    let mut project = get_project(state, admin).await?;
     if let Some(name) = changes.name {
         check_name(&name)?;
         project.name = name;
@@ -183,10 +184,9 @@ fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
 pub async fn update_project_auth(
     state: &AppState,
     admin: &AdminGrant,
-    id: &str,
     changes: AuthChanges,
 ) -> AppResult<Project> {
-    let mut project = get_project(state, admin, id).await?;
+    let mut project = get_project(state, admin).await?;
     let auth = &mut project.auth;
     if let Some(v) = changes.password_min_length {
         // Passwords are at most 256 bytes, so a longer minimum could never be met.
