@@ -104,17 +104,7 @@ async fn readable(
                 reason: "the signed URL is for another file".into(),
             });
         }
-        let (bucket, file) =
-            service::ready_file(state, &grant.project_id, &grant.bucket_id, &grant.file_id).await?;
-        // A disabled bucket serves no client, signed URL or not; and the file the
-        // URL was signed for is gone when another one has its id now.
-        if !bucket.enabled || file.created_at != grant.file_created_at {
-            return Err(AppError::NotFound {
-                what: "file",
-                id: file.id,
-            });
-        }
-        return Ok((bucket, file));
+        return service::signed_file(state, &grant).await;
     }
     let addressed = identity::resolve(state, &presented(headers, param("project"))).await?;
     let access = ScopedAccess::of(&addressed.caller)?;

@@ -329,16 +329,18 @@ pub async fn readable_file(
     Ok((bucket, file))
 }
 
-/// A complete file by id, whoever asks (the caller checked access, e.g. with a
-/// signed URL).
-pub async fn ready_file(
+/// The complete file a verified signed URL grants reading, whoever presents it.
+/// A disabled bucket serves no client, signed URL or not; and the file the URL
+/// was signed for is gone when another one has its id now.
+pub async fn signed_file(
     state: &AppState,
-    project_id: &str,
-    bucket_id: &str,
-    id: &str,
+    token: &super::tokens::Grant,
 ) -> AppResult<(Bucket, StoredFile)> {
-    let bucket = find_bucket(state, project_id, bucket_id).await?;
-    let file = find_ready_file(state, &bucket, id).await?;
+    let bucket = find_bucket(state, &token.project_id, &token.bucket_id).await?;
+    let file = find_ready_file(state, &bucket, &token.file_id).await?;
+    if !bucket.enabled || file.created_at != token.file_created_at {
+        return Err(file_not_found(&file.id));
+    }
     Ok((bucket, file))
 }
 
