@@ -53,6 +53,8 @@ pub struct AppInner {
     pub schemas: ProjectSchemas<services::LoadedProject>,
     /// The type and root field names of the core schema, which collections may not take.
     pub core_names: &'static std::collections::HashSet<String>,
+    /// The team memberships of users, which the users service reads through it.
+    pub memberships: &'static dyn services::users::TeamMemberships,
     pub sessions: auth::session_cache::SessionCache,
     pub rate_limiter: auth::rate_limit::RateLimiter,
     /// Signs and verifies the short-lived JWTs of `createJWT`.
@@ -133,6 +135,7 @@ impl AppState {
             mailer,
             schemas: ProjectSchemas::default(),
             core_names: services::core_names(),
+            memberships: services::team_memberships(),
             sessions: Default::default(),
             rate_limiter,
             jwt: auth::jwt::JwtKeys::new(&secret),
@@ -348,11 +351,7 @@ mod architecture {
     /// Edges between services that still close a loop, to be broken by moving code
     /// to its owner; the test fails once one is gone, so the list only shrinks. No
     /// other edge may close a loop.
-    const STILL_TO_BREAK: &[(&str, &str, &str)] = &[(
-        "services::users",
-        "services::teams",
-        "a session is resolved with its user's memberships; userMemberships shows them",
-    )];
+    const STILL_TO_BREAK: &[(&str, &str, &str)] = &[];
 
     /// Modules that may name services: the crate root wires them, `http` calls them.
     const ABOVE_SERVICES: &[&str] = &["http"];

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use nimbus::auth::scopes::SCOPES;
+use nimbus::auth::scopes::Scope;
 use nimbus::config::Config;
 use nimbus::error::AppError;
 use nimbus::services::keys::service::{NewApiKey, create_key_as_operator};
@@ -109,7 +109,7 @@ enum KeyCommand {
 }
 
 fn scopes_help() -> String {
-    let names: Vec<&str> = SCOPES.iter().map(|(name, _)| *name).collect();
+    let names: Vec<&str> = Scope::ALL.iter().map(|scope| scope.name()).collect();
     format!("Comma-separated scopes. Known scopes: {}", names.join(", "))
 }
 
@@ -188,8 +188,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let state = AppState::open(config).await?;
             let created = create_key_as_operator(
                 &state,
+                &project,
                 NewApiKey {
-                    project_id: Some(project),
                     name,
                     scopes,
                     expires_at: None,
@@ -202,7 +202,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 "created API key {} in project {} with scopes {}",
                 key.id,
                 key.project_id,
-                key.scopes.join(",")
+                key.scopes
+                    .iter()
+                    .map(|s| s.name())
+                    .collect::<Vec<_>>()
+                    .join(",")
             );
             println!("{secret}");
             Ok(())

@@ -1,13 +1,18 @@
 //! How a caller reaches resources that carry permissions (documents, files): as a
 //! server, an API key holding the service's scope, which bypasses permissions; or as
-//! a client, with the roles its permissions are checked against.
+//! a client, with the roles its permissions are checked against. [`ScopedAccess`]
+//! is that access as a grant: checked for one scope in one project, by the resolver,
+//! and taken by the service functions that serve servers and clients alike.
 
-use crate::auth::Caller;
+use std::marker::PhantomData;
+use std::ops::Deref;
+
 use crate::auth::permissions::{
     Action, MAX_PERMISSIONS, Permission, PermissionError, Role, RoleSet, allows, check_grantable,
     parse_permissions_allowing,
 };
-use crate::auth::scopes::Scope;
+use crate::auth::scopes::ScopeMarker;
+use crate::auth::{Caller, Grant};
 use crate::error::{AppError, AppResult};
 
 /// Who reads or writes: a server bypassing permissions, or a client with roles.
@@ -23,15 +28,81 @@ pub enum Access {
 
 impl Access {
     /// The access of a caller; a key must hold the scope `S` (e.g. `DocumentsWrite`).
-    pub fn of<S: Scope>(caller: &Caller, _key_scope: S) -> AppResult<Access> {
+    pub fn of<S: ScopeMarker>(caller: &Caller, _key_scope: S) -> AppResult<Access> {
+        Access::checked::<S>(caller)
+    }
+
+    fn checked<S: ScopeMarker>(caller: &Caller) -> AppResult<Access> {
         if caller.key().is_some() {
-            caller.require::<S>()?;
+            let _: Grant<S> = caller.require()?;
             return Ok(Access::Server);
         }
         Ok(Access::Client {
             roles: caller.roles(),
             user_id: caller.require_session().ok().map(|s| s.user.id.clone()),
         })
+    }
+}
+
+/// The access of a caller checked for the scope `S` in the addressed project: a
+/// server's [`Grant<S>`], or a client's roles. Only [`ScopedAccess::of`] makes one,
+/// so a function that changes files takes a `ScopedAccess<FilesWrite>`, and an
+/// access checked for reading does not fit. It reads as the [`Access`] it holds.
+///
+/// ```compile_fail,E0308
+/// use nimbus::auth::ScopedAccess;
+/// use nimbus::auth::scopes::{FilesRead, FilesWrite};
+///
+/// fn delete_a_file(_: &ScopedAccess<FilesWrite>) {}
+/// fn with_read_access(read: &ScopedAccess<FilesRead>) {
+///     delete_a_file(read);
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ScopedAccess<S: ScopeMarker> {
+    access: Access,
+    project: String,
+    /// The server's key or the signed-in user, as `key:ID` or `user:ID`.
+    actor: Option<String>,
+    scope: PhantomData<S>,
+}
+
+impl<S: ScopeMarker> ScopedAccess<S> {
+    /// The access of `caller`; a key must hold the scope `S`.
+    pub fn of(caller: &Caller) -> AppResult<Self> {
+        let access = Access::checked::<S>(caller)?;
+        let actor = match caller.key() {
+            Some(key) => Some(format!("key:{}", key.key_id)),
+            None => caller
+                .require_session()
+                .ok()
+                .map(|s| format!("user:{}", s.user.id)),
+        };
+        Ok(ScopedAccess {
+            access,
+            project: caller.project.id.clone(),
+            actor,
+            scope: PhantomData,
+        })
+    }
+
+    /// The project the access was checked in.
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    /// Who acts, as `key:ID` for a server or `user:ID` for a signed-in user; none
+    /// for a guest.
+    pub fn actor(&self) -> Option<&str> {
+        self.actor.as_deref()
+    }
+}
+
+impl<S: ScopeMarker> Deref for ScopedAccess<S> {
+    type Target = Access;
+
+    fn deref(&self) -> &Access {
+        &self.access
     }
 }
 
@@ -146,7 +217,7 @@ pub fn may_see_previous(caller: &Caller, event: &crate::bus::Event) -> bool {
         return true;
     }
     if let Some(key) = caller.key() {
-        return key.has_scope(&event.key_scope);
+        return key.holds_named(&event.key_scope);
     }
     // Readers unchanged by the change: a receiver, holding one of them, could
     // read before too. Worked out without the caller's roles, the common case.

@@ -1,7 +1,8 @@
 //! The caller of a request: the project it addresses and the credential it presents.
-//! Checks return grants (`Grant<UsersWrite>`, `AdminGrant`) that only this module can
-//! make, typed by the scope they checked, so a privileged service function cannot be
-//! reached without its check, nor with the check of another scope.
+//! Checks return grants (`Grant<UsersWrite>`, `AdminGrant`, an [`Actor`]) that only
+//! this module can make, typed by the scope they checked and naming the project they
+//! were checked in, so a privileged service function cannot be reached without its
+//! check, nor with the check of another scope, nor on another project.
 
 use std::collections::BTreeSet;
 use std::marker::PhantomData;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use crate::auth::permissions::{RoleSet, TeamMembership};
 use crate::auth::principal::Project;
-use crate::auth::scopes::{ADMIN, Admin, Scope};
+use crate::auth::scopes::{Admin, Scope, ScopeMarker};
 use crate::auth::session_cache::{Holder, ResolvedSession};
 use crate::bus::Event;
 use crate::error::{AppError, AppResult};
@@ -19,18 +20,25 @@ use crate::error::{AppError, AppResult};
 pub struct ApiKeyGrant {
     pub key_id: String,
     pub project_id: String,
-    pub scopes: BTreeSet<String>,
+    pub scopes: BTreeSet<Scope>,
     /// When the key stops working (milliseconds since the epoch); `None`: never.
     pub expires_at: Option<i64>,
 }
 
 impl ApiKeyGrant {
     pub fn is_admin(&self) -> bool {
-        self.scopes.contains(ADMIN)
+        self.scopes.contains(&Scope::Admin)
     }
 
-    pub fn has_scope(&self, scope: &str) -> bool {
-        self.is_admin() || self.scopes.contains(scope)
+    /// Whether the key holds `scope`: `admin` holds every one.
+    pub fn holds(&self, scope: Scope) -> bool {
+        self.is_admin() || self.scopes.contains(&scope)
+    }
+
+    /// Whether the key holds the scope named `name`, as events carry it: `admin`
+    /// holds every one; no other key holds a name no scope has.
+    pub fn holds_named(&self, name: &str) -> bool {
+        self.is_admin() || Scope::from_name(name).is_some_and(|scope| self.holds(scope))
     }
 }
 
@@ -52,16 +60,17 @@ pub struct Caller {
     pub credential: Credential,
 }
 
-/// Proof that the caller's key holds the scope `S` in the addressed project; only
-/// [`Caller::require`] makes one. A function that needs `users.write` takes a
-/// `Grant<UsersWrite>`, and a grant of another scope does not fit:
+/// Proof that the caller's key holds the scope `S` in one project, which the grant
+/// names; only [`Caller::require`] and its siblings make one. A function
+/// that needs `users.write` takes a `Grant<UsersWrite>`, and a grant of another
+/// scope does not fit:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0308
 /// use nimbus::auth::Grant;
 /// use nimbus::auth::scopes::{UsersRead, UsersWrite};
 ///
-/// fn delete_everyone(_: Grant<UsersWrite>) {}
-/// fn with_a_read_grant(read: Grant<UsersRead>) {
+/// fn delete_everyone(_: &Grant<UsersWrite>) {}
+/// fn with_a_read_grant(read: &Grant<UsersRead>) {
 ///     delete_everyone(read);
 /// }
 /// ```
@@ -70,38 +79,91 @@ pub struct Caller {
 /// use nimbus::auth::Grant;
 /// use nimbus::auth::scopes::UsersWrite;
 ///
-/// fn delete_everyone(_: Grant<UsersWrite>) {}
-/// fn with_a_write_grant(write: Grant<UsersWrite>) {
+/// fn delete_everyone(_: &Grant<UsersWrite>) {}
+/// fn with_a_write_grant(write: &Grant<UsersWrite>) {
 ///     delete_everyone(write);
 /// }
 /// ```
-pub struct Grant<S: Scope> {
+///
+/// The project travels with the grant: a service function reads it from there,
+/// and takes no project id of its own that could name another one. Nothing
+/// outside this module can make a grant, or point one at another project:
+///
+/// ```
+/// use nimbus::auth::Grant;
+/// use nimbus::auth::scopes::UsersWrite;
+///
+/// fn the_project_deleted_in(grant: &Grant<UsersWrite>) -> &str {
+///     grant.project()
+/// }
+/// ```
+///
+/// ```compile_fail,E0451
+/// use std::marker::PhantomData;
+/// use nimbus::auth::Grant;
+/// use nimbus::auth::scopes::UsersWrite;
+///
+/// fn into_another_project(_: &Grant<UsersWrite>) -> Grant<UsersWrite> {
+///     Grant { project: "another".to_string(), scope: PhantomData }
+/// }
+/// ```
+pub struct Grant<S: ScopeMarker> {
+    project: String,
     scope: PhantomData<S>,
 }
 
-impl<S: Scope> Grant<S> {
+impl<S: ScopeMarker> Grant<S> {
+    fn new(project: &str) -> Self {
+        Grant {
+            project: project.to_string(),
+            scope: PhantomData,
+        }
+    }
+
     /// The scope that was checked.
-    pub fn scope(&self) -> &'static str {
-        S::NAME
+    pub fn scope(&self) -> Scope {
+        S::SCOPE
+    }
+
+    /// The project the scope was checked in: the one the function acts on.
+    pub fn project(&self) -> &str {
+        &self.project
     }
 }
 
-impl<S: Scope> Clone for Grant<S> {
+impl<S: ScopeMarker> Clone for Grant<S> {
     fn clone(&self) -> Self {
-        *self
+        Grant::new(&self.project)
     }
 }
 
-impl<S: Scope> Copy for Grant<S> {}
-
-impl<S: Scope> std::fmt::Debug for Grant<S> {
+impl<S: ScopeMarker> std::fmt::Debug for Grant<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Grant({})", S::NAME)
+        write!(f, "Grant({} in {})", S::NAME, self.project)
     }
 }
 
 /// Proof that the caller holds the server-wide `admin` scope.
 pub type AdminGrant = Grant<Admin>;
+
+/// Who acts on what servers and signed-in users both manage (teams): a server
+/// whose key holds the scope `S`, or a user's session, whose rights the service
+/// works out. Only [`Caller::actor`] makes one.
+#[derive(Debug)]
+pub enum Actor<'a, S: ScopeMarker> {
+    Server(Grant<S>),
+    User(&'a ResolvedSession),
+}
+
+impl<S: ScopeMarker> Actor<'_, S> {
+    /// The project the actor acts in.
+    pub fn project(&self) -> &str {
+        match self {
+            Actor::Server(grant) => grant.project(),
+            Actor::User(me) => &me.user.project_id,
+        }
+    }
+}
 
 impl Caller {
     pub fn key(&self) -> Option<&ApiKeyGrant> {
@@ -145,8 +207,8 @@ impl Caller {
         }
     }
 
-    /// The caller's key must hold the scope `S`.
-    pub fn require<S: Scope>(&self) -> AppResult<Grant<S>> {
+    /// The caller's key must hold the scope `S` in the addressed project.
+    pub fn require<S: ScopeMarker>(&self) -> AppResult<Grant<S>> {
         match self.key() {
             None if matches!(self.credential, Credential::Session(_)) => {
                 Err(AppError::PermissionDenied {
@@ -154,16 +216,50 @@ impl Caller {
                 })
             }
             None => Err(AppError::Unauthenticated),
-            Some(key) if key.has_scope(S::NAME) => Ok(Grant { scope: PhantomData }),
+            Some(key) if key.holds(S::SCOPE) => Ok(Grant::new(&self.project.id)),
             Some(_) => Err(AppError::ScopeMissing {
                 scope: S::NAME.to_string(),
             }),
         }
     }
 
+    /// The caller's key must hold the scope `S` in `project` (the addressed one when
+    /// none): another project needs `admin` as well, which holds every scope in
+    /// every project. Whether that project exists is the service's to check.
+    pub fn require_in<S: ScopeMarker>(&self, project: Option<&str>) -> AppResult<Grant<S>> {
+        let grant = self.require::<S>()?;
+        self.extend_to(grant, project)
+    }
+
+    /// `grant`, checked in the addressed project, for `project` instead (the
+    /// addressed one when none): as [`Caller::require_in`], for a resolver that
+    /// checks the scope before it reads which project its input names.
+    pub fn extend_to<S: ScopeMarker>(
+        &self,
+        grant: Grant<S>,
+        project: Option<&str>,
+    ) -> AppResult<Grant<S>> {
+        match project {
+            Some(other) if other != grant.project => {
+                self.require_admin()?;
+                Ok(Grant::new(other))
+            }
+            _ => Ok(grant),
+        }
+    }
+
     /// The caller's key must be an `admin` key.
     pub fn require_admin(&self) -> AppResult<AdminGrant> {
         self.require::<Admin>()
+    }
+
+    /// A server whose key holds `S`, or a signed-in user (`UNAUTHENTICATED` for a
+    /// guest, `MFA_REQUIRED` while the session owes its second factor).
+    pub fn actor<S: ScopeMarker>(&self) -> AppResult<Actor<'_, S>> {
+        if self.key().is_some() {
+            return self.require::<S>().map(Actor::Server);
+        }
+        self.require_session().map(Actor::User)
     }
 
     /// The roles of the caller, in the permission model's terms. A key holds only
@@ -199,7 +295,7 @@ impl Caller {
             return false;
         }
         match &self.credential {
-            Credential::Key(key) => key.has_scope(&event.key_scope),
+            Credential::Key(key) => key.holds_named(&event.key_scope),
             Credential::Anonymous | Credential::Session(_) => {
                 event.read_roles.iter().any(|r| roles.contains(r))
             }

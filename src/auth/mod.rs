@@ -16,5 +16,5 @@ pub mod secrets;
 pub mod session_cache;
 pub mod totp;
 
-pub use access::{Access, Container, Reach};
-pub use caller::{AdminGrant, ApiKeyGrant, Caller, Credential, Grant};
+pub use access::{Access, Container, Reach, ScopedAccess};
+pub use caller::{Actor, AdminGrant, ApiKeyGrant, Caller, Credential, Grant};

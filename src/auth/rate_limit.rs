@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 
+use crate::auth::principal::User;
 use crate::auth::{Caller, Credential};
 use crate::error::{AppError, AppResult};
 
@@ -55,11 +56,16 @@ pub fn client_key(ip: &str) -> String {
 pub fn mail_sender(caller: &Caller) -> Option<String> {
     let project = &caller.project.id;
     match &caller.credential {
-        Credential::Session(session) => Some(format!("user:{project}:{}", session.user.id)),
+        Credential::Session(session) => Some(user_mail_sender(&session.user)),
         _ => caller
             .key()
             .map(|key| format!("key:{project}:{}", key.key_id)),
     }
+}
+
+/// A signed-in user as [`mail_sender`] names them.
+pub fn user_mail_sender(user: &User) -> String {
+    format!("user:{}:{}", user.project_id, user.id)
 }
 
 /// Per-hour bounds on outgoing email beside each flow's per-recipient one; 0 turns

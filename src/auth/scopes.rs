@@ -1,31 +1,62 @@
-//! The scopes an API key can carry, each also a type. Each service checks the scope
-//! of the operation with `caller.require::<UsersWrite>()`, which hands back a
-//! [`Grant<UsersWrite>`](crate::auth::Grant): functions that need the scope take that
-//! grant, so a grant of another scope (`users.read` where `users.write` is needed)
-//! does not compile. `admin` holds every scope in every project.
+//! The scopes an API key can carry: the [`Scope`] enum, which keys hold and events
+//! name, and beside it one marker type per scope. Each resolver checks the scope of
+//! the operation with `caller.require::<UsersWrite>()`, which hands back a
+//! [`Grant<UsersWrite>`](crate::auth::Grant) naming the scope and the project it was
+//! checked in: service functions that need the scope take that grant, so a grant of
+//! another scope (`users.read` where `users.write` is needed) does not compile.
+//! `admin` holds every scope in every project. Scope names are written here only.
 
-/// A scope as a type: a zero-sized marker naming one entry of [`SCOPES`].
-pub trait Scope: Copy + Send + Sync + 'static {
+use std::fmt;
+
+/// A scope as a type: a zero-sized marker standing for one [`Scope`].
+pub trait ScopeMarker: Copy + Send + Sync + 'static {
+    /// The scope the marker stands for.
+    const SCOPE: Scope;
     /// The scope's name, as keys carry it.
-    const NAME: &'static str;
+    const NAME: &'static str = Self::SCOPE.name();
 }
 
-/// Declares one marker type per scope and [`SCOPES`], the list of all of them.
+/// Declares [`Scope`] with its names and descriptions, and one marker type per scope.
 macro_rules! scopes {
     ($($marker:ident = $name:literal : $about:literal,)*) => {
+        /// A scope an API key can hold.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Scope {
+            $(
+                #[doc = concat!("`", $name, "`: ", $about)]
+                $marker,
+            )*
+        }
+
+        impl Scope {
+            /// Every scope; `nimbus key create --help`, the README and the
+            /// `apiKeyScopes` query show this list.
+            pub const ALL: &[Scope] = &[$(Scope::$marker),*];
+
+            /// The scope's name, as keys carry it (`users.read`).
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Scope::$marker => $name,)*
+                }
+            }
+
+            /// What the scope allows.
+            pub const fn about(self) -> &'static str {
+                match self {
+                    $(Scope::$marker => $about,)*
+                }
+            }
+        }
+
         $(
-            #[doc = concat!("The `", $name, "` scope: ", $about)]
+            #[doc = concat!("The `", $name, "` scope as a type: ", $about)]
             #[derive(Debug, Clone, Copy, PartialEq, Eq)]
             pub struct $marker;
 
-            impl Scope for $marker {
-                const NAME: &'static str = $name;
+            impl ScopeMarker for $marker {
+                const SCOPE: Scope = Scope::$marker;
             }
         )*
-
-        /// Every scope with what it allows; `nimbus key create --help`, the README
-        /// and the `apiKeyScopes` query show this list.
-        pub const SCOPES: &[(&str, &str)] = &[$(($name, $about)),*];
     };
 }
 
@@ -52,10 +83,40 @@ scopes! {
     ExecutionsWrite = "executions.write": "Run functions.",
 }
 
-/// The server-wide administrator scope: every scope, in every project.
-pub const ADMIN: &str = Admin::NAME;
+impl Scope {
+    /// The scope named `name`; none for a name no scope has.
+    pub fn from_name(name: &str) -> Option<Scope> {
+        Scope::ALL
+            .iter()
+            .copied()
+            .find(|scope| scope.name() == name)
+    }
+}
 
-/// Whether `name` is a known scope.
-pub fn is_known(name: &str) -> bool {
-    SCOPES.iter().any(|(scope, _)| *scope == name)
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scope_is_found_by_its_own_name_only() {
+        for scope in Scope::ALL {
+            assert_eq!(Scope::from_name(scope.name()), Some(*scope));
+        }
+        assert_eq!(Scope::from_name("users"), None);
+        assert_eq!(Scope::from_name("USERS.READ"), None);
+        assert_eq!(Scope::from_name(""), None);
+    }
+
+    #[test]
+    fn markers_stand_for_their_scope() {
+        assert_eq!(UsersWrite::SCOPE, Scope::UsersWrite);
+        assert_eq!(UsersWrite::NAME, "users.write");
+        assert_eq!(Admin::NAME, "admin");
+    }
 }

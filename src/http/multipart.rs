@@ -28,6 +28,7 @@ use tokio::io::AsyncWriteExt as _;
 
 use crate::AppState;
 use crate::auth::Caller;
+use crate::auth::ScopedAccess;
 use crate::error::{AppError, codes};
 use crate::files::FileError;
 use crate::services::storage::Bucket;
@@ -207,7 +208,8 @@ async fn rules(
             let bucket = match authorised.get(&target.bucket_id) {
                 Some(bucket) => bucket.clone(),
                 None => {
-                    let bucket = service::authorise_upload(state, caller, &target.bucket_id, None)
+                    let access = ScopedAccess::of(caller).map_err(Refusal::App)?;
+                    let bucket = service::authorise_upload(state, &access, &target.bucket_id, None)
                         .await
                         .map_err(Refusal::App)?;
                     authorised.insert(target.bucket_id.clone(), bucket.clone());

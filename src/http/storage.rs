@@ -15,6 +15,7 @@ use serde::Deserialize;
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use crate::AppState;
+use crate::auth::ScopedAccess;
 use crate::error::{AppError, AppResult, codes};
 use crate::files::Key;
 use crate::services::storage::preview::{self, PreviewBody};
@@ -94,20 +95,11 @@ async fn readable(
                 reason: "the signed URL is for another file".into(),
             });
         }
-        let (bucket, file) =
-            service::ready_file(state, &grant.project_id, &grant.bucket_id, &grant.file_id).await?;
-        // A disabled bucket serves no client, signed URL or not; and the file the
-        // URL was signed for is gone when another one has its id now.
-        if !bucket.enabled || file.created_at != grant.file_created_at {
-            return Err(AppError::NotFound {
-                what: "file",
-                id: file.id,
-            });
-        }
-        return Ok((bucket, file));
+        return service::signed_file(state, &grant).await;
     }
     let addressed = identity::resolve(state, &presented(headers, param("project"))).await?;
-    service::readable_file(state, &addressed.caller, &path.bucket, &path.file).await
+    let access = ScopedAccess::of(&addressed.caller)?;
+    service::readable_file(state, &access, &path.bucket, &path.file).await
 }
 
 fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
@@ -344,7 +336,7 @@ pub async fn upload_chunk(
         let reader = StreamReader::new(crate::http::stall_limited(body, stall).0);
         let file = upload::receive_chunk(
             &state,
-            &addressed.caller,
+            &ScopedAccess::of(&addressed.caller)?,
             &path.bucket,
             &path.file,
             range,

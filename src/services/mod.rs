@@ -20,6 +20,7 @@ use async_graphql::dynamic::{ResolverContext, Schema};
 use async_graphql::registry::MetaType;
 
 use crate::AppState;
+use crate::auth::{AdminGrant, ScopedAccess};
 use crate::config::Config;
 use crate::error::AppResult;
 use crate::graphql::types::{app, caller};
@@ -79,22 +80,47 @@ impl realtime::ResourceAccess for ResourceChannels {
                 "documents",
                 id,
             ] => databases::schema::may_read_document(ctx, database_id, collection_id, id).await,
-            ["buckets", bucket_id, "files", id] => {
-                let state = match app(ctx) {
-                    Ok(state) => state,
-                    Err(err) => return Some(Err(err)),
-                };
-                let caller = match caller(ctx) {
-                    Ok(caller) => caller,
-                    Err(err) => return Some(Err(err)),
-                };
-                storage::service::get_file(state, caller, bucket_id, id)
-                    .await
-                    .map(|_| ())
-            }
+            ["buckets", bucket_id, "files", id] => may_read_file(ctx, bucket_id, id).await,
             _ => return None,
         })
     }
+}
+
+/// Whether the caller may read the file `id` of the bucket `bucket_id`.
+async fn may_read_file(ctx: &ResolverContext<'_>, bucket_id: &str, id: &str) -> AppResult<()> {
+    let state = app(ctx)?;
+    let access = ScopedAccess::of(caller(ctx)?)?;
+    storage::service::get_file(state, &access, bucket_id, id)
+        .await
+        .map(|_| ())
+}
+
+/// How users reaches the memberships the teams service owns.
+struct MembershipsOfTeams;
+
+#[async_trait::async_trait]
+impl users::TeamMemberships for MembershipsOfTeams {
+    async fn of_user(
+        &self,
+        state: &AppState,
+        project_id: &str,
+        user_id: &str,
+        confirmed_only: bool,
+    ) -> AppResult<Vec<teams::Membership>> {
+        let rows =
+            teams::store::memberships_of_user(state.db.pool(), project_id, user_id, confirmed_only)
+                .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    fn value(&self, membership: &teams::Membership) -> async_graphql::Value {
+        teams::schema::membership_value(membership)
+    }
+}
+
+/// The team memberships users reads, as `AppState::memberships` holds them.
+pub fn team_memberships() -> &'static dyn users::TeamMemberships {
+    &MembershipsOfTeams
 }
 
 /// What the services keep of a project outside its rows, for projects to remove
@@ -103,12 +129,12 @@ struct ProjectRemains;
 
 #[async_trait::async_trait]
 impl projects::service::ProjectData for ProjectRemains {
-    async fn drop_before(&self, state: &AppState, id: &str) -> AppResult<()> {
-        databases::structure::drop_project_tables(state, id).await
+    async fn drop_before(&self, state: &AppState, admin: &AdminGrant) -> AppResult<()> {
+        databases::structure::drop_project_tables(state, admin).await
     }
 
-    async fn forget_after(&self, state: &AppState, id: &str) {
-        storage::service::forget_project_files(state, id).await;
+    async fn forget_after(&self, state: &AppState, admin: &AdminGrant) {
+        storage::service::forget_project_files(state, admin).await;
     }
 }
 

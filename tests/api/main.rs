@@ -7,6 +7,7 @@ mod helpers;
 mod cli;
 mod databases;
 mod email_flows;
+mod grants;
 mod identity;
 mod limits;
 mod oauth2;

@@ -18,6 +18,7 @@ use oauth2::{
 use serde::Deserialize;
 
 use crate::AppState;
+use crate::auth::AdminGrant;
 use crate::auth::sealing::Sealer;
 use crate::auth::secrets;
 use crate::db::{DbErrorExt as _, ids, now_millis};
@@ -162,14 +163,14 @@ fn is_loopback(host: &str) -> bool {
         .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Creates or changes a project's provider (servers with admin rights only; the
-/// caller checks).
+/// Creates or changes a provider of the admin grant's project.
 pub async fn configure_provider(
     state: &AppState,
-    project_id: &str,
+    admin: &AdminGrant,
     provider: &str,
     changes: ProviderChanges,
 ) -> AppResult<ProviderConfig> {
+    let project_id = admin.project();
     check_provider_name(provider)?;
     let existing = store::find_provider(state, project_id, provider).await?;
     let now = now_millis();
@@ -261,13 +262,22 @@ pub async fn configure_provider(
     Ok(config)
 }
 
-pub async fn list_providers(state: &AppState, project_id: &str) -> AppResult<Vec<ProviderConfig>> {
-    store::list_providers(state, project_id).await
+/// The providers of the admin grant's project.
+pub async fn list_providers(
+    state: &AppState,
+    admin: &AdminGrant,
+) -> AppResult<Vec<ProviderConfig>> {
+    store::list_providers(state, admin.project()).await
 }
 
-pub async fn delete_provider(state: &AppState, project_id: &str, provider: &str) -> AppResult<()> {
+/// Removes a provider of the admin grant's project.
+pub async fn delete_provider(
+    state: &AppState,
+    admin: &AdminGrant,
+    provider: &str,
+) -> AppResult<()> {
     check_provider_name(provider)?;
-    if store::delete_provider(state, project_id, provider).await? {
+    if store::delete_provider(state, admin.project(), provider).await? {
         Ok(())
     } else {
         Err(AppError::NotFound {

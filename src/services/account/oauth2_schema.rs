@@ -190,8 +190,9 @@ fn oauth2_providers() -> Field {
                 let admin = caller(&ctx)?.require_admin()?;
                 let project_id = ctx.args.try_get("projectId")?.string()?.to_string();
                 let state = app(&ctx)?;
-                let project = get_project(state, admin, &project_id).await?;
-                let providers = oauth2::list_providers(state, &project.id).await?;
+                let admin = caller(&ctx)?.extend_to(admin, Some(&project_id))?;
+                get_project(state, &admin).await?;
+                let providers = oauth2::list_providers(state, &admin).await?;
                 Ok(Some(FieldValue::list(
                     providers
                         .iter()
@@ -213,10 +214,11 @@ fn update_project_oauth2_provider() -> Field {
                 let admin = caller(&ctx)?.require_admin()?;
                 let input: UpdateProjectOAuth2ProviderInput = input(&ctx)?;
                 let state = app(&ctx)?;
-                let project = get_project(state, admin, &input.project_id).await?;
+                let admin = caller(&ctx)?.extend_to(admin, Some(&input.project_id))?;
+                get_project(state, &admin).await?;
                 let config = oauth2::configure_provider(
                     state,
-                    &project.id,
+                    &admin,
                     &input.provider,
                     ProviderChanges {
                         enabled: input.enabled,
@@ -247,8 +249,9 @@ fn delete_project_oauth2_provider() -> Field {
                 let admin = caller(&ctx)?.require_admin()?;
                 let input: DeleteProjectOAuth2ProviderInput = input(&ctx)?;
                 let state = app(&ctx)?;
-                let project = get_project(state, admin, &input.project_id).await?;
-                oauth2::delete_provider(state, &project.id, &input.provider).await?;
+                let admin = caller(&ctx)?.extend_to(admin, Some(&input.project_id))?;
+                get_project(state, &admin).await?;
+                oauth2::delete_provider(state, &admin, &input.provider).await?;
                 Ok(Some(FieldValue::value(object([(
                     "provider",
                     Value::from(input.provider),

@@ -180,14 +180,24 @@ pub(crate) async fn count_outgoing_mail(
     caller: &crate::auth::Caller,
     client: &ClientInfo,
 ) -> AppResult<()> {
+    let sender = crate::auth::rate_limit::mail_sender(caller);
+    count_mail_from(state, sender.as_deref(), client).await
+}
+
+/// Counts an email asked for by `sender` (as [`crate::auth::rate_limit::mail_sender`]
+/// names it; none for a guest) as [`count_outgoing_mail`] does.
+pub(crate) async fn count_mail_from(
+    state: &AppState,
+    sender: Option<&str>,
+    client: &ClientInfo,
+) -> AppResult<()> {
     let limits = crate::auth::rate_limit::MailLimits {
         per_sender: state.config.mail_max_per_sender,
         per_client: state.config.mail_max_per_client,
     };
-    let sender = crate::auth::rate_limit::mail_sender(caller);
     state
         .rate_limiter
-        .hit_outgoing_mail(sender.as_deref(), &client.ip, limits)
+        .hit_outgoing_mail(sender, &client.ip, limits)
         .await
 }
 

@@ -2142,6 +2142,6 @@ pub fn event(
         previous_read_roles: previous
             .map(|d| read_roles(collection, d))
             .unwrap_or_default(),
-        key_scope: <DocumentsRead as crate::auth::scopes::Scope>::NAME.into(),
+        key_scope: <DocumentsRead as crate::auth::scopes::ScopeMarker>::NAME.into(),
     }
 }

@@ -924,7 +924,7 @@ fn create_database() -> Field {
                 let input: CreateDatabaseInput = input(&ctx)?;
                 let database = structure::create_database(
                     app(&ctx)?,
-                    caller(&ctx)?,
+                    &caller(&ctx)?.require()?,
                     input.id.as_deref(),
                     &input.name,
                     input.enabled,
@@ -947,7 +947,7 @@ fn update_database() -> Field {
                 let input: UpdateDatabaseInput = input(&ctx)?;
                 let database = structure::update_database(
                     app(&ctx)?,
-                    caller(&ctx)?,
+                    &caller(&ctx)?.require()?,
                     &input.id,
                     input.name.as_deref(),
                     input.enabled,
@@ -968,7 +968,8 @@ fn delete_database() -> Field {
         |ctx| {
             FieldFuture::new(async move {
                 let input: DeleteDatabaseInput = input(&ctx)?;
-                structure::delete_database(app(&ctx)?, caller(&ctx)?, &input.id).await?;
+                structure::delete_database(app(&ctx)?, &caller(&ctx)?.require()?, &input.id)
+                    .await?;
                 Ok(Some(FieldValue::value(object([(
                     "deletedId",
                     Value::from(input.id),
@@ -1009,7 +1010,8 @@ fn create_collection() -> Field {
                         .collect::<AppResult<_>>()?,
                 };
                 let collection =
-                    structure::create_collection(app(&ctx)?, caller(&ctx)?, new).await?;
+                    structure::create_collection(app(&ctx)?, &caller(&ctx)?.require()?, new)
+                        .await?;
                 Ok(Some(FieldValue::value(collection_value(&collection))))
             })
         },
@@ -1033,7 +1035,7 @@ fn update_collection() -> Field {
                 };
                 let collection = structure::update_collection(
                     app(&ctx)?,
-                    caller(&ctx)?,
+                    &caller(&ctx)?.require()?,
                     &input.database_id,
                     &input.id,
                     changes,
@@ -1056,7 +1058,7 @@ fn delete_collection() -> Field {
                 let input: DeleteCollectionInput = input(&ctx)?;
                 structure::delete_collection(
                     app(&ctx)?,
-                    caller(&ctx)?,
+                    &caller(&ctx)?.require()?,
                     &input.database_id,
                     &input.id,
                 )
@@ -1082,7 +1084,7 @@ fn create_attribute() -> Field {
                 let attribute = input.attribute.into_attribute()?;
                 let collection = structure::create_attribute(
                     app(&ctx)?,
-                    caller(&ctx)?,
+                    &caller(&ctx)?.require()?,
                     &input.database_id,
                     &input.collection_id,
                     attribute,
@@ -1105,7 +1107,7 @@ fn delete_attribute() -> Field {
                 let input: DeleteAttributeInput = input(&ctx)?;
                 let collection = structure::delete_attribute(
                     app(&ctx)?,
-                    caller(&ctx)?,
+                    &caller(&ctx)?.require()?,
                     &input.database_id,
                     &input.collection_id,
                     &input.key,
@@ -1148,7 +1150,8 @@ fn create_relationship() -> Field {
                     on_delete,
                 };
                 let collection =
-                    structure::create_relationship(app(&ctx)?, caller(&ctx)?, new).await?;
+                    structure::create_relationship(app(&ctx)?, &caller(&ctx)?.require()?, new)
+                        .await?;
                 Ok(Some(FieldValue::value(collection_value(&collection))))
             })
         },
@@ -1167,7 +1170,7 @@ fn create_index() -> Field {
                 let index = input.index.into_index()?;
                 let collection = structure::create_index(
                     app(&ctx)?,
-                    caller(&ctx)?,
+                    &caller(&ctx)?.require()?,
                     &input.database_id,
                     &input.collection_id,
                     index,
@@ -1190,7 +1193,7 @@ fn delete_index() -> Field {
                 let input: DeleteIndexInput = input(&ctx)?;
                 let collection = structure::delete_index(
                     app(&ctx)?,
-                    caller(&ctx)?,
+                    &caller(&ctx)?.require()?,
                     &input.database_id,
                     &input.collection_id,
                     &input.key,
@@ -1205,7 +1208,7 @@ fn delete_index() -> Field {
 fn databases() -> Field {
     Field::new("databases", TypeRef::named_nn_list_nn("Database"), |ctx| {
         FieldFuture::new(async move {
-            let list = structure::list_databases(app(&ctx)?, caller(&ctx)?).await?;
+            let list = structure::list_databases(app(&ctx)?, &caller(&ctx)?.require()?).await?;
             Ok(Some(FieldValue::list(
                 list.iter().map(|d| FieldValue::value(database_value(d))),
             )))
@@ -1218,7 +1221,8 @@ fn database() -> Field {
     Field::new("database", TypeRef::named_nn("Database"), |ctx| {
         FieldFuture::new(async move {
             let id = opt_string(&ctx, "id")?.unwrap_or_default();
-            let database = structure::get_database(app(&ctx)?, caller(&ctx)?, &id).await?;
+            let database =
+                structure::get_database(app(&ctx)?, &caller(&ctx)?.require()?, &id).await?;
             Ok(Some(FieldValue::value(database_value(&database))))
         })
     })
@@ -1233,8 +1237,12 @@ fn collections() -> Field {
         |ctx| {
             FieldFuture::new(async move {
                 let database_id = opt_string(&ctx, "databaseId")?.unwrap_or_default();
-                let list =
-                    structure::list_collections(app(&ctx)?, caller(&ctx)?, &database_id).await?;
+                let list = structure::list_collections(
+                    app(&ctx)?,
+                    &caller(&ctx)?.require()?,
+                    &database_id,
+                )
+                .await?;
                 Ok(Some(FieldValue::list(
                     list.iter().map(|c| FieldValue::value(collection_value(c))),
                 )))
@@ -1254,7 +1262,8 @@ fn collection() -> Field {
             let database_id = opt_string(&ctx, "databaseId")?.unwrap_or_default();
             let id = opt_string(&ctx, "id")?.unwrap_or_default();
             let collection =
-                structure::get_collection(app(&ctx)?, caller(&ctx)?, &database_id, &id).await?;
+                structure::get_collection(app(&ctx)?, &caller(&ctx)?.require()?, &database_id, &id)
+                    .await?;
             Ok(Some(FieldValue::value(collection_value(&collection))))
         })
     })

@@ -8,9 +8,9 @@
 use std::collections::HashSet;
 
 use crate::AppState;
-use crate::auth::Caller;
 use crate::auth::permissions::Permission;
 use crate::auth::scopes::{DatabasesRead, DatabasesWrite};
+use crate::auth::{AdminGrant, Grant};
 use crate::db::{DbErrorExt as _, Dialect, ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
 use crate::services::projects::service::announce_change;
@@ -71,16 +71,15 @@ fn check_permissions(permissions: &[String]) -> AppResult<Vec<Permission>> {
 
 pub async fn create_database(
     state: &AppState,
-    caller: &Caller,
+    grant: &Grant<DatabasesWrite>,
     id: Option<&str>,
     name: &str,
     enabled: Option<bool>,
 ) -> AppResult<Database> {
-    caller.require::<DatabasesWrite>()?;
     check_name(name)?;
     let now = now_millis();
     let database = Database {
-        project_id: caller.project.id.clone(),
+        project_id: grant.project().to_string(),
         id: ids::resolve("id", id)?,
         name: name.to_string(),
         enabled: enabled.unwrap_or(true),
@@ -93,9 +92,12 @@ pub async fn create_database(
     Ok(database)
 }
 
-pub async fn get_database(state: &AppState, caller: &Caller, id: &str) -> AppResult<Database> {
-    caller.require::<DatabasesRead>()?;
-    load_database(state, &caller.project.id, id).await
+pub async fn get_database(
+    state: &AppState,
+    grant: &Grant<DatabasesRead>,
+    id: &str,
+) -> AppResult<Database> {
+    load_database(state, grant.project(), id).await
 }
 
 async fn load_database(state: &AppState, project_id: &str, id: &str) -> AppResult<Database> {
@@ -108,20 +110,21 @@ async fn load_database(state: &AppState, project_id: &str, id: &str) -> AppResul
         })
 }
 
-pub async fn list_databases(state: &AppState, caller: &Caller) -> AppResult<Vec<Database>> {
-    caller.require::<DatabasesRead>()?;
-    Ok(store::list_databases(state.db.pool(), &caller.project.id).await?)
+pub async fn list_databases(
+    state: &AppState,
+    grant: &Grant<DatabasesRead>,
+) -> AppResult<Vec<Database>> {
+    Ok(store::list_databases(state.db.pool(), grant.project()).await?)
 }
 
 pub async fn update_database(
     state: &AppState,
-    caller: &Caller,
+    grant: &Grant<DatabasesWrite>,
     id: &str,
     name: Option<&str>,
     enabled: Option<bool>,
 ) -> AppResult<Database> {
-    caller.require::<DatabasesWrite>()?;
-    let mut database = load_database(state, &caller.project.id, id).await?;
+    let mut database = load_database(state, grant.project(), id).await?;
     if let Some(name) = name {
         check_name(name)?;
         database.name = name.to_string();
@@ -136,9 +139,12 @@ pub async fn update_database(
 }
 
 /// Deletes a database with its collections and their tables.
-pub async fn delete_database(state: &AppState, caller: &Caller, id: &str) -> AppResult<()> {
-    caller.require::<DatabasesWrite>()?;
-    let database = load_database(state, &caller.project.id, id).await?;
+pub async fn delete_database(
+    state: &AppState,
+    grant: &Grant<DatabasesWrite>,
+    id: &str,
+) -> AppResult<()> {
+    let database = load_database(state, grant.project(), id).await?;
     let collections =
         store::list_collections(state.db.pool(), &database.project_id, Some(&database.id)).await?;
     for collection in &collections {
@@ -149,9 +155,10 @@ pub async fn delete_database(state: &AppState, caller: &Caller, id: &str) -> App
     Ok(())
 }
 
-/// Drops the tables of every collection of a project that is being deleted.
-pub async fn drop_project_tables(state: &AppState, project_id: &str) -> AppResult<()> {
-    for collection in store::list_collections(state.db.pool(), project_id, None).await? {
+/// Drops the tables of every collection of the grant's project, which is being
+/// deleted.
+pub async fn drop_project_tables(state: &AppState, admin: &AdminGrant) -> AppResult<()> {
+    for collection in store::list_collections(state.db.pool(), admin.project(), None).await? {
         drop_collection(state, &collection).await?;
     }
     Ok(())
@@ -180,11 +187,10 @@ fn new_table_name() -> String {
 
 pub async fn create_collection(
     state: &AppState,
-    caller: &Caller,
+    grant: &Grant<DatabasesWrite>,
     new: NewCollection,
 ) -> AppResult<Collection> {
-    caller.require::<DatabasesWrite>()?;
-    let project_id = caller.project.id.clone();
+    let project_id = grant.project().to_string();
     let database = load_database(state, &project_id, &new.database_id).await?;
     check_name(&new.name)?;
     let id = ids::resolve("id", new.id.as_deref())?;
@@ -238,12 +244,11 @@ pub async fn create_collection(
 
 pub async fn get_collection(
     state: &AppState,
-    caller: &Caller,
+    grant: &Grant<DatabasesRead>,
     database_id: &str,
     id: &str,
 ) -> AppResult<Collection> {
-    caller.require::<DatabasesRead>()?;
-    load_collection(state, &caller.project.id, database_id, id).await
+    load_collection(state, grant.project(), database_id, id).await
 }
 
 pub(crate) async fn load_collection(
@@ -264,11 +269,10 @@ pub(crate) async fn load_collection(
 
 pub async fn list_collections(
     state: &AppState,
-    caller: &Caller,
+    grant: &Grant<DatabasesRead>,
     database_id: &str,
 ) -> AppResult<Vec<Collection>> {
-    caller.require::<DatabasesRead>()?;
-    let database = load_database(state, &caller.project.id, database_id).await?;
+    let database = load_database(state, grant.project(), database_id).await?;
     Ok(store::list_collections(state.db.pool(), &database.project_id, Some(&database.id)).await?)
 }
 
@@ -283,13 +287,12 @@ pub struct CollectionChanges {
 
 pub async fn update_collection(
     state: &AppState,
-    caller: &Caller,
+    grant: &Grant<DatabasesWrite>,
     database_id: &str,
     id: &str,
     changes: CollectionChanges,
 ) -> AppResult<Collection> {
-    caller.require::<DatabasesWrite>()?;
-    let mut collection = load_collection(state, &caller.project.id, database_id, id).await?;
+    let mut collection = load_collection(state, grant.project(), database_id, id).await?;
     if let Some(name) = changes.name {
         check_name(&name)?;
         collection.name = name;
@@ -309,12 +312,11 @@ pub async fn update_collection(
 
 pub async fn delete_collection(
     state: &AppState,
-    caller: &Caller,
+    grant: &Grant<DatabasesWrite>,
     database_id: &str,
     id: &str,
 ) -> AppResult<()> {
-    caller.require::<DatabasesWrite>()?;
-    let collection = load_collection(state, &caller.project.id, database_id, id).await?;
+    let collection = load_collection(state, grant.project(), database_id, id).await?;
     let all = store::list_collections(state.db.pool(), &collection.project_id, None).await?;
     if let Some(holder) = all.iter().find(|c| {
         c.id != collection.id
@@ -366,14 +368,13 @@ async fn drop_collection(state: &AppState, collection: &Collection) -> AppResult
 /// Adds an attribute; existing documents get its default, or null.
 pub async fn create_attribute(
     state: &AppState,
-    caller: &Caller,
+    grant: &Grant<DatabasesWrite>,
     database_id: &str,
     collection_id: &str,
     attribute: Attribute,
 ) -> AppResult<Collection> {
-    caller.require::<DatabasesWrite>()?;
     let mut collection =
-        load_collection(state, &caller.project.id, database_id, collection_id).await?;
+        load_collection(state, grant.project(), database_id, collection_id).await?;
     let all = store::list_collections(state.db.pool(), &collection.project_id, None).await?;
     check_key_free(&all, &collection, &attribute.key, "key")?;
     let dialect = sql_dialect(state.db.dialect());
@@ -401,14 +402,13 @@ pub async fn create_attribute(
 /// Removes an attribute, its column, and the indexes that use it.
 pub async fn delete_attribute(
     state: &AppState,
-    caller: &Caller,
+    grant: &Grant<DatabasesWrite>,
     database_id: &str,
     collection_id: &str,
     key: &str,
 ) -> AppResult<Collection> {
-    caller.require::<DatabasesWrite>()?;
     let mut collection =
-        load_collection(state, &caller.project.id, database_id, collection_id).await?;
+        load_collection(state, grant.project(), database_id, collection_id).await?;
     if let Some(relationship) = collection.relationship(key).cloned() {
         return delete_relationship(state, collection, &relationship).await;
     }
@@ -511,11 +511,10 @@ fn reference_index(relationship: &Relationship) -> Index {
 /// `posts.author`).
 pub async fn create_relationship(
     state: &AppState,
-    caller: &Caller,
+    grant: &Grant<DatabasesWrite>,
     new: NewRelationship,
 ) -> AppResult<Collection> {
-    caller.require::<DatabasesWrite>()?;
-    let project_id = caller.project.id.clone();
+    let project_id = grant.project().to_string();
     let this = load_collection(state, &project_id, &new.database_id, &new.collection_id).await?;
     let other = load_collection(
         state,
@@ -711,14 +710,13 @@ fn check_unique_index_keys(indexes: &[Index]) -> AppResult<()> {
 
 pub async fn create_index(
     state: &AppState,
-    caller: &Caller,
+    grant: &Grant<DatabasesWrite>,
     database_id: &str,
     collection_id: &str,
     index: Index,
 ) -> AppResult<Collection> {
-    caller.require::<DatabasesWrite>()?;
     let mut collection =
-        load_collection(state, &caller.project.id, database_id, collection_id).await?;
+        load_collection(state, grant.project(), database_id, collection_id).await?;
     if index.kind == IndexKind::Fulltext
         && let Some(key) = index.attributes.first()
         && ddl::fulltext_index_covers(&collection.indexes, key)
@@ -742,14 +740,13 @@ pub async fn create_index(
 
 pub async fn delete_index(
     state: &AppState,
-    caller: &Caller,
+    grant: &Grant<DatabasesWrite>,
     database_id: &str,
     collection_id: &str,
     key: &str,
 ) -> AppResult<Collection> {
-    caller.require::<DatabasesWrite>()?;
     let mut collection =
-        load_collection(state, &caller.project.id, database_id, collection_id).await?;
+        load_collection(state, grant.project(), database_id, collection_id).await?;
     let Some(index) = collection.indexes.iter().find(|i| i.key == key).cloned() else {
         return Err(AppError::NotFound {
             what: "index",

@@ -6,6 +6,8 @@ pub mod schema;
 pub mod service;
 pub mod store;
 
+use crate::auth::scopes::Scope;
+
 pub use schema::register;
 
 /// An API key, without its secret.
@@ -14,7 +16,8 @@ pub struct ApiKey {
     pub id: String,
     pub project_id: String,
     pub name: String,
-    pub scopes: Vec<String>,
+    /// In the order they were stored: by name.
+    pub scopes: Vec<Scope>,
     pub expires_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,

@@ -3,8 +3,7 @@
 use async_graphql::Value;
 use async_graphql::dynamic::{Field, FieldFuture, FieldValue, InputValue, Object, TypeRef};
 
-use crate::auth::scopes::SCOPES;
-use crate::auth::scopes::{KeysRead, KeysWrite};
+use crate::auth::scopes::{KeysWrite, Scope};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
     DATETIME, app, caller, connection, connection_types, datetime, input, object, opt_string,
@@ -22,7 +21,7 @@ pub fn key_value(key: &ApiKey) -> Value {
         ("name", Value::from(key.name.as_str())),
         (
             "scopes",
-            Value::List(key.scopes.iter().map(|s| Value::from(s.as_str())).collect()),
+            Value::List(key.scopes.iter().map(|s| Value::from(s.name())).collect()),
         ),
         ("expiresAt", key.expires_at.map_or(Value::Null, datetime)),
         (
@@ -129,12 +128,12 @@ fn api_key_scopes() -> Field {
         TypeRef::named_nn_list_nn("ApiKeyScope"),
         |_| {
             FieldFuture::new(async move {
-                let scopes = SCOPES
+                let scopes = Scope::ALL
                     .iter()
-                    .map(|(name, description)| {
+                    .map(|scope| {
                         FieldValue::value(object([
-                            ("name", Value::from(*name)),
-                            ("description", Value::from(*description)),
+                            ("name", Value::from(scope.name())),
+                            ("description", Value::from(scope.about())),
                         ]))
                     })
                     .collect::<Vec<_>>();
@@ -149,11 +148,11 @@ fn api_keys() -> Field {
     with_connection_args(Field::new("apiKeys", TypeRef::named_nn("ApiKeyConnection"), |ctx| {
         FieldFuture::new(async move {
             let caller = caller(&ctx)?;
-            let grant = caller.require::<KeysRead>()?;
-            let page = page_request(&ctx)?;
             let project = opt_string(&ctx, "projectId")?;
+            let grant = caller.require_in(project.as_deref())?;
+            let page = page_request(&ctx)?;
             let (keys, total) =
-                service::list_keys(app(&ctx)?, caller, grant, project, &page, wants_total_count(&ctx)).await?;
+                service::list_keys(app(&ctx)?, &grant, &page, wants_total_count(&ctx)).await?;
             Ok(Some(FieldValue::value(connection(&page, keys, total, |k| &k.id, key_value))))
         })
     }))
@@ -170,18 +169,18 @@ fn create_api_key() -> Field {
                 let caller = caller(&ctx)?;
                 let grant = caller.require::<KeysWrite>()?;
                 let input: CreateApiKeyInput = input(&ctx)?;
+                let grant = caller.extend_to(grant, input.project_id.as_deref())?;
                 let expires_at = input
                     .expires_at
                     .as_deref()
                     .map(|t| parse_datetime("expiresAt", t))
                     .transpose()?;
                 let new = NewApiKey {
-                    project_id: input.project_id,
                     name: input.name,
                     scopes: input.scopes,
                     expires_at,
                 };
-                let (key, secret) = service::create_key(app(&ctx)?, caller, grant, new).await?;
+                let (key, secret) = service::create_key(app(&ctx)?, caller, &grant, new).await?;
                 Ok(Some(FieldValue::value(object([
                     ("apiKey", key_value(&key)),
                     ("secret", Value::from(secret)),
@@ -199,7 +198,7 @@ fn delete_api_key() -> Field {
             let caller = caller(&ctx)?;
             let grant = caller.require::<KeysWrite>()?;
             let input: DeleteApiKeyInput = input(&ctx)?;
-            let key = service::delete_key(app(&ctx)?, caller, grant, &input.id).await?;
+            let key = service::delete_key(app(&ctx)?, caller, &grant, &input.id).await?;
             Ok(Some(FieldValue::value(object([("deletedId", Value::from(key.id))]))))
         })
     })

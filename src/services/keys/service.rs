@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::AppState;
-use crate::auth::scopes::{self, ADMIN, KeysRead, KeysWrite, Scope as _};
+use crate::auth::scopes::{KeysRead, KeysWrite, Scope, ScopeMarker};
 use crate::auth::secrets::SecretKind;
 use crate::auth::{ApiKeyGrant, Caller, Grant, secrets};
 use crate::bus::{BusMessage, Event};
@@ -18,8 +18,6 @@ use super::{ApiKey, store};
 /// A request to create a key.
 #[derive(Debug)]
 pub struct NewApiKey {
-    /// The project the key is for; `None`: the addressed project.
-    pub project_id: Option<String>,
     pub name: String,
     pub scopes: Vec<String>,
     /// Milliseconds since the epoch after which the key stops working.
@@ -62,7 +60,8 @@ pub async fn authenticate(
     Ok(grant)
 }
 
-fn check_new_key(new: &NewApiKey) -> AppResult<()> {
+/// The scopes a new key asks for, known and each once, by name; or `INVALID_SCOPE`.
+fn check_new_key(new: &NewApiKey) -> AppResult<Vec<Scope>> {
     let length = new.name.chars().count();
     if new.name.trim().is_empty() || length > MAX_NAME || new.name.chars().any(char::is_control) {
         return Err(AppError::invalid(
@@ -77,80 +76,74 @@ fn check_new_key(new: &NewApiKey) -> AppResult<()> {
             reason: "a key needs at least one scope".into(),
         });
     }
-    if let Some(unknown) = new.scopes.iter().find(|s| !scopes::is_known(s)) {
-        return Err(AppError::Invalid {
-            code: codes::INVALID_SCOPE,
-            field: "scopes".into(),
-            reason: format!("unknown scope `{unknown}`; the `apiKeyScopes` query lists them"),
-        });
+    let mut names = new.scopes.clone();
+    names.sort();
+    names.dedup();
+    let mut scopes = Vec::with_capacity(names.len());
+    for name in &names {
+        let Some(scope) = Scope::from_name(name) else {
+            return Err(AppError::Invalid {
+                code: codes::INVALID_SCOPE,
+                field: "scopes".into(),
+                reason: format!("unknown scope `{name}`; the `apiKeyScopes` query lists them"),
+            });
+        };
+        scopes.push(scope);
     }
     if new.expires_at.is_some_and(|at| at <= now_millis()) {
         return Err(AppError::invalid("expiresAt", "must be in the future"));
     }
-    Ok(())
+    Ok(scopes)
 }
 
-/// The project a key operation targets: the addressed one, or another with `admin`.
-async fn target_project(
-    state: &AppState,
-    caller: &Caller,
-    requested: Option<String>,
-) -> AppResult<String> {
-    match requested {
-        None => Ok(caller.project.id.clone()),
-        Some(id) if id == caller.project.id => Ok(id),
-        Some(id) => {
-            caller.require_admin()?;
-            load_project(state, &id)
-                .await?
-                .map(|p| p.id)
-                .ok_or(AppError::ProjectNotFound { id })
-        }
-    }
+/// The project a grant names, which must exist: a key operation on another
+/// project than the addressed one names it in its input.
+async fn granted_project<S: ScopeMarker>(state: &AppState, grant: &Grant<S>) -> AppResult<String> {
+    let id = grant.project();
+    load_project(state, id)
+        .await?
+        .map(|p| p.id)
+        .ok_or_else(|| AppError::ProjectNotFound { id: id.to_string() })
 }
 
-/// Creates a key on behalf of an API caller holding `keys.write`. A key can only
-/// hand out scopes it holds itself; only `admin` can hand out `admin`.
+/// Creates a key in the grant's project on behalf of an API caller holding
+/// `keys.write` there. A key can only hand out scopes it holds itself; only
+/// `admin` can hand out `admin`.
 pub async fn create_key(
     state: &AppState,
     caller: &Caller,
-    _: Grant<KeysWrite>,
-    mut new: NewApiKey,
+    grant: &Grant<KeysWrite>,
+    new: NewApiKey,
 ) -> AppResult<(ApiKey, String)> {
-    new.project_id = Some(target_project(state, caller, new.project_id.take()).await?);
     if let Some(key) = caller.key()
-        && let Some(beyond) = new.scopes.iter().find(|s| !key.has_scope(s))
+        && let Some(beyond) = new.scopes.iter().find(|s| !key.holds_named(s))
     {
         return Err(AppError::PermissionDenied {
             reason: format!("a key cannot grant the scope `{beyond}`, which it does not hold"),
         });
     }
-    create_key_as_operator(state, new).await
+    create_key_as_operator(state, grant.project(), new).await
 }
 
-/// Creates a key with no caller check: for the operator's command line and the
-/// first start, who own the database anyway.
+/// Creates a key in `project_id` with no caller check: for the operator's command
+/// line and the first start, who own the database anyway.
 pub async fn create_key_as_operator(
     state: &AppState,
+    project_id: &str,
     new: NewApiKey,
 ) -> AppResult<(ApiKey, String)> {
-    let mut scopes = new.scopes.clone();
-    scopes.sort();
-    scopes.dedup();
-    let new = NewApiKey { scopes, ..new };
-    check_new_key(&new)?;
-    let project_id = new
-        .project_id
-        .unwrap_or_else(|| DEFAULT_PROJECT.to_string());
-    if load_project(state, &project_id).await?.is_none() {
-        return Err(AppError::ProjectNotFound { id: project_id });
+    let scopes = check_new_key(&new)?;
+    if load_project(state, project_id).await?.is_none() {
+        return Err(AppError::ProjectNotFound {
+            id: project_id.to_string(),
+        });
     }
     let now = now_millis();
     let key = ApiKey {
         id: ids::generate(),
-        project_id,
+        project_id: project_id.to_string(),
         name: new.name,
-        scopes: new.scopes,
+        scopes,
         expires_at: new.expires_at,
         created_at: now,
         updated_at: now,
@@ -162,15 +155,14 @@ pub async fn create_key_as_operator(
     Ok((key, secret))
 }
 
+/// The keys of the grant's project.
 pub async fn list_keys(
     state: &AppState,
-    caller: &Caller,
-    _: Grant<KeysRead>,
-    project_id: Option<String>,
+    grant: &Grant<KeysRead>,
     page: &Page,
     with_total: bool,
 ) -> AppResult<(Vec<ApiKey>, i64)> {
-    let project_id = target_project(state, caller, project_id).await?;
+    let project_id = granted_project(state, grant).await?;
     let rows = store::list_keys(state.db.pool(), &project_id, page).await?;
     let total = if with_total {
         store::count_keys(state.db.pool(), &project_id).await?
@@ -187,7 +179,7 @@ pub async fn list_keys(
 pub async fn delete_key(
     state: &AppState,
     caller: &Caller,
-    _: Grant<KeysWrite>,
+    grant: &Grant<KeysWrite>,
     id: &str,
 ) -> AppResult<ApiKey> {
     let not_found = || AppError::NotFound {
@@ -199,13 +191,13 @@ pub async fn delete_key(
         .await?
         .map(|row| row.to_key())
         .ok_or_else(not_found)?;
-    if key.project_id != caller.project.id && caller.require_admin().is_err() {
+    if key.project_id != grant.project() && caller.require_admin().is_err() {
         return Err(not_found());
     }
     // As with creating: a key cannot revoke more power than it holds, so a
     // `keys.write` key cannot take out an `admin` key or a broader one.
     if let Some(caller_key) = caller.key()
-        && let Some(beyond) = key.scopes.iter().find(|s| !caller_key.has_scope(s))
+        && let Some(beyond) = key.scopes.iter().find(|s| !caller_key.holds(**s))
     {
         return Err(AppError::PermissionDenied {
             reason: format!(
@@ -243,7 +235,7 @@ pub async fn bootstrap_admin_key(state: &AppState) -> AppResult<Option<String>> 
         id: ids::generate(),
         project_id: DEFAULT_PROJECT.into(),
         name: "admin (first start)".into(),
-        scopes: vec![ADMIN.into()],
+        scopes: vec![Scope::Admin],
         expires_at: None,
         created_at: now,
         updated_at: now,
@@ -267,7 +259,7 @@ pub fn key_json(key: &ApiKey) -> serde_json::Value {
         "id": key.id,
         "projectId": key.project_id,
         "name": key.name,
-        "scopes": key.scopes,
+        "scopes": key.scopes.iter().map(|s| s.name()).collect::<Vec<_>>(),
         "expiresAt": key.expires_at.map(time),
         "createdAt": time(key.created_at),
         "updatedAt": time(key.updated_at),

@@ -2,6 +2,7 @@
 
 use sqlx::{Any, AnyPool, Executor, FromRow};
 
+use crate::auth::scopes::Scope;
 use crate::db::{Dialect, Page};
 
 use super::ApiKey;
@@ -25,14 +26,40 @@ impl ApiKeyRow {
             id: self.id.clone(),
             project_id: self.project_id.clone(),
             name: self.name.clone(),
-            // Written by this module only, from a Vec<String>; an unreadable value
-            // would mean a hand-edited row, and then the key grants nothing.
-            scopes: serde_json::from_str(&self.scopes).unwrap_or_default(),
+            scopes: self.parse_scopes(),
             expires_at: self.expires_at,
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
     }
+}
+
+impl ApiKeyRow {
+    /// The stored scope names, parsed once. Written by this module only, from known
+    /// scopes; an unreadable value or an unknown name would mean a hand-edited row
+    /// (or a scope since removed), and grants nothing.
+    fn parse_scopes(&self) -> Vec<Scope> {
+        let names: Vec<String> = serde_json::from_str(&self.scopes).unwrap_or_else(|_| {
+            tracing::warn!(key = %self.id, "an API key's stored scopes are unreadable");
+            Vec::new()
+        });
+        names
+            .iter()
+            .filter_map(|name| {
+                let scope = Scope::from_name(name);
+                if scope.is_none() {
+                    tracing::warn!(key = %self.id, scope = %name, "an API key holds an unknown scope, ignored");
+                }
+                scope
+            })
+            .collect()
+    }
+}
+
+/// The JSON array of scope names a key row stores.
+fn scope_names(scopes: &[Scope]) -> String {
+    let names: Vec<&str> = scopes.iter().map(|scope| scope.name()).collect();
+    serde_json::to_string(&names).unwrap_or_else(|_| "[]".into())
 }
 
 const COLUMNS: &str =
@@ -50,7 +77,7 @@ pub async fn insert_key<'e>(
     .bind(&key.project_id)
     .bind(&key.name)
     .bind(secret_hash)
-    .bind(serde_json::to_string(&key.scopes).unwrap_or_else(|_| "[]".into()))
+    .bind(scope_names(&key.scopes))
     .bind(key.expires_at)
     .bind(key.created_at)
     .bind(key.updated_at)

@@ -214,7 +214,7 @@ fn project() -> Field {
                     caller.require::<ProjectRead>()?;
                     (*caller.project).clone()
                 }
-                Some(id) => service::get_project(app(&ctx)?, caller.require_admin()?, &id).await?,
+                Some(id) => service::get_project(app(&ctx)?, &caller.require_in(Some(&id))?).await?,
             };
             Ok(Some(FieldValue::value(project_value(&project))))
         })
@@ -232,7 +232,7 @@ fn projects() -> Field {
                 let admin = caller(&ctx)?.require_admin()?;
                 let page = page_request(&ctx)?;
                 let (projects, total) =
-                    service::list_projects(app(&ctx)?, admin, &page, wants_total_count(&ctx))
+                    service::list_projects(app(&ctx)?, &admin, &page, wants_total_count(&ctx))
                         .await?;
                 Ok(Some(FieldValue::value(connection(
                     &page,
@@ -254,7 +254,7 @@ fn create_project() -> Field {
             let input: CreateProjectInput = input(&ctx)?;
             let project = service::create_project(
                 app(&ctx)?,
-                admin,
+                &admin,
                 NewProject {
                     id: input.id,
                     name: input.name,
@@ -274,11 +274,11 @@ fn update_project() -> Field {
         FieldFuture::new(async move {
             let admin = caller(&ctx)?.require_admin()?;
             let input: UpdateProjectInput = input(&ctx)?;
+            let admin = caller(&ctx)?.extend_to(admin, Some(&input.id))?;
             let project = service::update_project(
                 app(&ctx)?,
-                admin,
+                &admin,
                 ProjectChanges {
-                    id: input.id,
                     name: input.name,
                     description: input.description,
                 },
@@ -310,8 +310,12 @@ fn update_project_auth() -> Field {
                 presence_guests: input.presence_guests,
                 redirect_hosts: input.redirect_hosts,
             };
-            let project =
-                service::update_project_auth(app(&ctx)?, admin, &input.project_id, changes).await?;
+            let project = service::update_project_auth(
+                app(&ctx)?,
+                &caller(&ctx)?.extend_to(admin, Some(&input.project_id))?,
+                changes,
+            )
+            .await?;
             Ok(Some(FieldValue::value(project_value(&project))))
         })
     })
@@ -327,7 +331,8 @@ fn delete_project() -> Field {
             let data = ctx.data::<Arc<dyn service::ProjectData>>().map_err(|_| {
                 AppError::Internal(anyhow::anyhow!("ProjectData missing from schema data"))
             })?;
-            service::delete_project(app(&ctx)?, admin, &input.id, data.as_ref()).await?;
+            let admin = caller(&ctx)?.extend_to(admin, Some(&input.id))?;
+            service::delete_project(app(&ctx)?, &admin, data.as_ref()).await?;
             Ok(Some(FieldValue::value(object([("deletedId", Value::from(input.id))]))))
         })
     })

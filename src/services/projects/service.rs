@@ -20,7 +20,6 @@ pub struct NewProject {
 /// A request to change a project; absent fields stay as they are.
 #[derive(Debug)]
 pub struct ProjectChanges {
-    pub id: String,
     pub name: Option<String>,
     pub description: Option<String>,
 }
@@ -82,7 +81,7 @@ pub async fn ensure_default_project(state: &AppState) -> AppResult<()> {
 
 pub async fn create_project(
     state: &AppState,
-    _: AdminGrant,
+    _: &AdminGrant,
     new: NewProject,
 ) -> AppResult<Project> {
     let id = ids::resolve("id", new.id.as_deref())?;
@@ -105,7 +104,9 @@ pub async fn create_project(
     Ok(project)
 }
 
-pub async fn get_project(state: &AppState, _: AdminGrant, id: &str) -> AppResult<Project> {
+/// The project the admin grant names.
+pub async fn get_project(state: &AppState, admin: &AdminGrant) -> AppResult<Project> {
+    let id = admin.project();
     load_project(state, id)
         .await?
         .ok_or_else(|| AppError::ProjectNotFound { id: id.into() })
@@ -113,7 +114,7 @@ pub async fn get_project(state: &AppState, _: AdminGrant, id: &str) -> AppResult
 
 pub async fn list_projects(
     state: &AppState,
-    _: AdminGrant,
+    _: &AdminGrant,
     page: &Page,
     with_total: bool,
 ) -> AppResult<(Vec<Project>, i64)> {
@@ -128,10 +129,10 @@ pub async fn list_projects(
 
 pub async fn update_project(
     state: &AppState,
-    admin: AdminGrant,
+    admin: &AdminGrant,
     changes: ProjectChanges,
 ) -> AppResult<Project> {
-    let mut project = get_project(state, admin, &changes.id).await?;
+    let mut project = get_project(state, admin).await?;
     if let Some(name) = changes.name {
         check_name(&name)?;
         project.name = name;
@@ -182,11 +183,10 @@ fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
 
 pub async fn update_project_auth(
     state: &AppState,
-    admin: AdminGrant,
-    id: &str,
+    admin: &AdminGrant,
     changes: AuthChanges,
 ) -> AppResult<Project> {
-    let mut project = get_project(state, admin, id).await?;
+    let mut project = get_project(state, admin).await?;
     let auth = &mut project.auth;
     if let Some(v) = changes.password_min_length {
         // Passwords are at most 256 bytes, so a longer minimum could never be met.
@@ -256,20 +256,21 @@ pub async fn update_project_auth(
 /// The registry attaches one to every schema, so this service names none of them.
 #[async_trait::async_trait]
 pub trait ProjectData: Send + Sync + 'static {
-    /// Removes what deleting the project's rows would leave behind (collection
-    /// tables, which are not rows that cascade); runs first.
-    async fn drop_before(&self, state: &AppState, id: &str) -> AppResult<()>;
+    /// Removes what deleting the grant's project's rows would leave behind
+    /// (collection tables, which are not rows that cascade); runs first.
+    async fn drop_before(&self, state: &AppState, admin: &AdminGrant) -> AppResult<()>;
 
-    /// Forgets what the deleted project leaves (its stored files).
-    async fn forget_after(&self, state: &AppState, id: &str);
+    /// Forgets what the grant's deleted project leaves (its stored files).
+    async fn forget_after(&self, state: &AppState, admin: &AdminGrant);
 }
 
+/// Deletes the project the grant names, with everything in it.
 pub async fn delete_project(
     state: &AppState,
-    _: AdminGrant,
-    id: &str,
+    admin: &AdminGrant,
     data: &dyn ProjectData,
 ) -> AppResult<()> {
+    let id = admin.project();
     if id == DEFAULT_PROJECT {
         return Err(AppError::NotAllowed(
             "the default project cannot be deleted".into(),
@@ -278,11 +279,11 @@ pub async fn delete_project(
     if load_project(state, id).await?.is_none() {
         return Err(AppError::ProjectNotFound { id: id.into() });
     }
-    data.drop_before(state, id).await?;
+    data.drop_before(state, admin).await?;
     if !store::delete_project(state.db.pool(), id).await? {
         return Err(AppError::ProjectNotFound { id: id.into() });
     }
-    data.forget_after(state, id).await;
+    data.forget_after(state, admin).await;
     tracing::info!(project = %id, "project deleted");
     announce_change(state, id).await;
     Ok(())

@@ -10,6 +10,7 @@ use async_graphql::dynamic::{
 use async_graphql::{Name, Value};
 
 use crate::AppState;
+use crate::auth::ScopedAccess;
 use crate::error::AppError;
 use crate::files::Compression;
 use crate::graphql::SchemaParts;
@@ -623,7 +624,7 @@ fn bucket() -> Field {
     Field::new("bucket", TypeRef::named_nn("Bucket"), |ctx| {
         FieldFuture::new(async move {
             let id = required_string(&ctx, "id")?;
-            let bucket = service::get_bucket(app(&ctx)?, caller(&ctx)?, &id).await?;
+            let bucket = service::get_bucket(app(&ctx)?, &caller(&ctx)?.require()?, &id).await?;
             Ok(Some(FieldValue::value(bucket_value(&bucket))))
         })
     })
@@ -640,7 +641,7 @@ fn buckets() -> Field {
                 let page = page_request(&ctx)?;
                 let (buckets, total) = service::list_buckets(
                     app(&ctx)?,
-                    caller(&ctx)?,
+                    &caller(&ctx)?.require()?,
                     &page,
                     wants_total_count(&ctx),
                 )
@@ -664,7 +665,13 @@ fn file() -> Field {
             let state = app(&ctx)?;
             let bucket_id = required_string(&ctx, "bucketId")?;
             let file_id = required_string(&ctx, "fileId")?;
-            let file = service::get_file(state, caller(&ctx)?, &bucket_id, &file_id).await?;
+            let file = service::get_file(
+                state,
+                &ScopedAccess::of(caller(&ctx)?)?,
+                &bucket_id,
+                &file_id,
+            )
+            .await?;
             Ok(Some(FieldValue::value(file_value(state, &file))))
         })
     })
@@ -683,7 +690,7 @@ fn files() -> Field {
                 search: opt_string(&ctx, "search")?,
                 mime_type_prefix: opt_string(&ctx, "mimeType")?,
             };
-            let (files, total) = service::list_files(state, caller(&ctx)?, &bucket_id, &query, &page, wants_total_count(&ctx)).await?;
+            let (files, total) = service::list_files(state, &ScopedAccess::of(caller(&ctx)?)?, &bucket_id, &query, &page, wants_total_count(&ctx)).await?;
             Ok(Some(FieldValue::value(connection(&page, files, total, |f| &f.id, |f| file_value(state, f)))))
         })
     }))
@@ -699,7 +706,7 @@ fn file_upload() -> Field {
             let state = app(&ctx)?;
             let bucket_id = required_string(&ctx, "bucketId")?;
             let file_id = required_string(&ctx, "fileId")?;
-            let file = upload::status(state, caller(&ctx)?, &bucket_id, &file_id).await?;
+            let file = upload::status(state, &ScopedAccess::of(caller(&ctx)?)?, &bucket_id, &file_id).await?;
             Ok(Some(FieldValue::value(file_value(state, &file))))
         })
     })
@@ -724,7 +731,8 @@ fn create_bucket() -> Field {
         FieldFuture::new(async move {
             let (id, settings) =
                 BucketInput::from(input::<CreateBucketInput>(&ctx)?).into_parts()?;
-            let bucket = service::create_bucket(app(&ctx)?, caller(&ctx)?, id, settings).await?;
+            let bucket =
+                service::create_bucket(app(&ctx)?, &caller(&ctx)?.require()?, id, settings).await?;
             Ok(Some(FieldValue::value(bucket_value(&bucket))))
         })
     })
@@ -737,7 +745,7 @@ fn update_bucket() -> Field {
         FieldFuture::new(async move {
             let (id, settings) = BucketInput::from(input::<UpdateBucketInput>(&ctx)?).into_parts()?;
             let id = id.unwrap_or_default();
-            let bucket = service::update_bucket(app(&ctx)?, caller(&ctx)?, &id, settings).await?;
+            let bucket = service::update_bucket(app(&ctx)?, &caller(&ctx)?.require()?, &id, settings).await?;
             Ok(Some(FieldValue::value(bucket_value(&bucket))))
         })
     })
@@ -752,7 +760,7 @@ fn delete_bucket() -> Field {
         |ctx| {
             FieldFuture::new(async move {
                 let input: DeleteBucketInput = input(&ctx)?;
-                service::delete_bucket(app(&ctx)?, caller(&ctx)?, &input.id).await?;
+                service::delete_bucket(app(&ctx)?, &caller(&ctx)?.require()?, &input.id).await?;
                 Ok(Some(FieldValue::value(object([(
                     "deletedId",
                     Value::from(input.id),
@@ -778,7 +786,7 @@ fn create_file() -> Field {
                 permissions: given.permissions,
             };
             let content = tokio::fs::File::from_std(upload.content);
-            let file = service::create_file(state, caller(&ctx)?, new, size, content).await?;
+            let file = service::create_file(state, &ScopedAccess::of(caller(&ctx)?)?, new, size, content).await?;
             Ok(file.map(|file| FieldValue::value(file_value(state, &file))))
         })
     })
@@ -797,7 +805,7 @@ fn create_file_upload() -> Field {
                 name: given.name,
                 permissions: given.permissions,
             };
-            let file = upload::start(state, caller(&ctx)?, new, given.size).await?;
+            let file = upload::start(state, &ScopedAccess::of(caller(&ctx)?)?, new, given.size).await?;
             Ok(Some(FieldValue::value(file_value(state, &file))))
         })
     })
@@ -810,7 +818,7 @@ fn update_file() -> Field {
         FieldFuture::new(async move {
             let state = app(&ctx)?;
             let given: UpdateFileInput = input(&ctx)?;
-            let file = service::update_file(state, caller(&ctx)?, &given.bucket_id, &given.file_id, given.name, given.permissions).await?;
+            let file = service::update_file(state, &ScopedAccess::of(caller(&ctx)?)?, &given.bucket_id, &given.file_id, given.name, given.permissions).await?;
             Ok(file.map(|file| FieldValue::value(file_value(state, &file))))
         })
     })
@@ -822,7 +830,7 @@ fn delete_file() -> Field {
     Field::new("deleteFile", TypeRef::named_nn("DeleteFilePayload"), |ctx| {
         FieldFuture::new(async move {
             let given: DeleteFileInput = input(&ctx)?;
-            service::delete_file(app(&ctx)?, caller(&ctx)?, &given.bucket_id, &given.file_id).await?;
+            service::delete_file(app(&ctx)?, &ScopedAccess::of(caller(&ctx)?)?, &given.bucket_id, &given.file_id).await?;
             Ok(Some(FieldValue::value(object([("deletedId", Value::from(given.file_id))]))))
         })
     })
@@ -839,7 +847,7 @@ fn create_file_token() -> Field {
             if !(1..=tokens::MAX_LIFETIME_SECS).contains(&lifetime) {
                 return Err(AppError::invalid("expiresIn", format!("1 to {} seconds", tokens::MAX_LIFETIME_SECS)).into());
             }
-            let file = service::get_file(state, caller(&ctx)?, &given.bucket_id, &given.file_id).await?;
+            let file = service::get_file(state, &ScopedAccess::of(caller(&ctx)?)?, &given.bucket_id, &given.file_id).await?;
             let grant = tokens::Grant {
                 project_id: file.project_id.clone(),
                 bucket_id: file.bucket_id.clone(),

@@ -6,9 +6,9 @@
 use tokio::io::AsyncRead;
 
 use crate::AppState;
-use crate::auth::Caller;
 use crate::auth::permissions::{Action, allows};
-use crate::auth::scopes::{BucketsRead, BucketsWrite, FilesRead, FilesWrite, Scope as _};
+use crate::auth::scopes::{BucketsRead, BucketsWrite, FilesRead, FilesWrite, ScopeMarker};
+use crate::auth::{AdminGrant, Grant, ScopedAccess};
 use crate::db::{DbErrorExt as _, Page, ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
 use crate::files::{Compression, Encoding, FileError, Key, WriteOptions, Written};
@@ -157,18 +157,17 @@ fn checked_extensions(given: Vec<String>) -> AppResult<Vec<String>> {
 
 pub async fn create_bucket(
     state: &AppState,
-    caller: &Caller,
+    grant: &Grant<BucketsWrite>,
     id: Option<String>,
     settings: BucketSettings,
 ) -> AppResult<Bucket> {
-    caller.require::<BucketsWrite>()?;
     if settings.name.is_none() {
         return Err(AppError::invalid("name", "a bucket needs a name"));
     }
     let id = ids::resolve("id", id.as_deref())?;
     let now = now_millis();
     let mut bucket = Bucket {
-        project_id: caller.project.id.clone(),
+        project_id: grant.project().to_string(),
         id,
         name: String::new(),
         enabled: true,
@@ -192,12 +191,11 @@ pub async fn create_bucket(
 
 pub async fn update_bucket(
     state: &AppState,
-    caller: &Caller,
+    grant: &Grant<BucketsWrite>,
     id: &str,
     settings: BucketSettings,
 ) -> AppResult<Bucket> {
-    caller.require::<BucketsWrite>()?;
-    let mut bucket = find_bucket(state, &caller.project.id, id).await?;
+    let mut bucket = find_bucket(state, grant.project(), id).await?;
     apply_settings(state, &mut bucket, settings)?;
     bucket.updated_at = now_millis();
     if !store::update_bucket(state.db.pool(), &bucket).await? {
@@ -206,22 +204,24 @@ pub async fn update_bucket(
     Ok(bucket)
 }
 
-pub async fn get_bucket(state: &AppState, caller: &Caller, id: &str) -> AppResult<Bucket> {
-    caller.require::<BucketsRead>()?;
-    find_bucket(state, &caller.project.id, id).await
+pub async fn get_bucket(
+    state: &AppState,
+    grant: &Grant<BucketsRead>,
+    id: &str,
+) -> AppResult<Bucket> {
+    find_bucket(state, grant.project(), id).await
 }
 
 pub async fn list_buckets(
     state: &AppState,
-    caller: &Caller,
+    grant: &Grant<BucketsRead>,
     page: &Page,
     want_total: bool,
 ) -> AppResult<(Vec<Bucket>, i64)> {
-    caller.require::<BucketsRead>()?;
     let pool = state.db.pool();
-    let buckets = store::list_buckets(pool, &caller.project.id, page).await?;
+    let buckets = store::list_buckets(pool, grant.project(), page).await?;
     let total = if want_total {
-        store::count_buckets(pool, &caller.project.id).await?
+        store::count_buckets(pool, grant.project()).await?
     } else {
         0
     };
@@ -230,25 +230,29 @@ pub async fn list_buckets(
 
 /// Deletes a bucket with all its files: the rows first, so nothing is served from
 /// it any more, then the bytes.
-pub async fn delete_bucket(state: &AppState, caller: &Caller, id: &str) -> AppResult<()> {
-    caller.require::<BucketsWrite>()?;
+pub async fn delete_bucket(
+    state: &AppState,
+    grant: &Grant<BucketsWrite>,
+    id: &str,
+) -> AppResult<()> {
     ids::validate("id", id)?;
-    if !store::delete_bucket(state.db.pool(), &caller.project.id, id).await? {
+    if !store::delete_bucket(state.db.pool(), grant.project(), id).await? {
         return Err(bucket_not_found(id));
     }
-    let prefix = Key::bucket_prefix(&caller.project.id, id).map_err(file_error)?;
+    let prefix = Key::bucket_prefix(grant.project(), id).map_err(file_error)?;
     if let Err(err) = state.files.delete_prefix(&prefix).await {
-        tracing::error!(project = %caller.project.id, bucket = %id, error = ?err,
+        tracing::error!(project = %grant.project(), bucket = %id, error = ?err,
             "the bucket is deleted but some of its files' bytes could not be removed");
     }
-    super::preview::forget_cached_bucket(state, &caller.project.id, id).await;
-    tracing::info!(project = %caller.project.id, bucket = %id, "bucket deleted");
+    super::preview::forget_cached_bucket(state, grant.project(), id).await;
+    tracing::info!(project = %grant.project(), bucket = %id, "bucket deleted");
     Ok(())
 }
 
 /// Removes the bytes and cached previews of a deleted project's files (its rows
 /// went with the project).
-pub async fn forget_project_files(state: &AppState, project_id: &str) {
+pub async fn forget_project_files(state: &AppState, admin: &AdminGrant) {
+    let project_id = admin.project();
     match Key::project_prefix(project_id) {
         Ok(prefix) => {
             if let Err(err) = state.files.delete_prefix(&prefix).await {
@@ -276,18 +280,6 @@ async fn find_bucket(state: &AppState, project_id: &str, id: &str) -> AppResult<
 pub use crate::auth::Access;
 use crate::auth::{Container, Reach};
 
-/// Who the caller is, for the owner of a resumable upload: `user:ID`, `key:ID`,
-/// or nobody (guests cannot resume).
-pub fn uploader_of(caller: &Caller) -> Option<String> {
-    if let Some(key) = caller.key() {
-        return Some(format!("key:{}", key.key_id));
-    }
-    caller
-        .require_session()
-        .ok()
-        .map(|s| format!("user:{}", s.user.id))
-}
-
 fn reach(bucket: &Bucket, access: &Access, action: Action) -> Reach {
     access.reach(
         Container {
@@ -310,14 +302,13 @@ fn may(bucket: &Bucket, access: &Access, action: Action, file: &StoredFile) -> b
 
 /// A bucket as a client sees it: a disabled bucket, or one it cannot read any file
 /// of, does not exist for it.
-async fn visible_bucket(
+async fn visible_bucket<S: ScopeMarker>(
     state: &AppState,
-    caller: &Caller,
-    access: &Access,
+    access: &ScopedAccess<S>,
     id: &str,
 ) -> AppResult<Bucket> {
-    let bucket = find_bucket(state, &caller.project.id, id).await?;
-    if matches!(access, Access::Client { .. }) && !bucket.enabled {
+    let bucket = find_bucket(state, access.project(), id).await?;
+    if matches!(**access, Access::Client { .. }) && !bucket.enabled {
         return Err(bucket_not_found(id));
     }
     Ok(bucket)
@@ -326,29 +317,30 @@ async fn visible_bucket(
 /// A complete file the caller may read, with its bucket.
 pub async fn readable_file(
     state: &AppState,
-    caller: &Caller,
+    access: &ScopedAccess<FilesRead>,
     bucket_id: &str,
     id: &str,
 ) -> AppResult<(Bucket, StoredFile)> {
-    let access = Access::of(caller, FilesRead)?;
-    let bucket = visible_bucket(state, caller, &access, bucket_id).await?;
+    let bucket = visible_bucket(state, access, bucket_id).await?;
     let file = find_ready_file(state, &bucket, id).await?;
-    if !may(&bucket, &access, Action::Read, &file) {
+    if !may(&bucket, access, Action::Read, &file) {
         return Err(file_not_found(id));
     }
     Ok((bucket, file))
 }
 
-/// A complete file by id, whoever asks (the caller checked access, e.g. with a
-/// signed URL).
-pub async fn ready_file(
+/// The complete file a verified signed URL grants reading, whoever presents it.
+/// A disabled bucket serves no client, signed URL or not; and the file the URL
+/// was signed for is gone when another one has its id now.
+pub async fn signed_file(
     state: &AppState,
-    project_id: &str,
-    bucket_id: &str,
-    id: &str,
+    token: &super::tokens::Grant,
 ) -> AppResult<(Bucket, StoredFile)> {
-    let bucket = find_bucket(state, project_id, bucket_id).await?;
-    let file = find_ready_file(state, &bucket, id).await?;
+    let bucket = find_bucket(state, &token.project_id, &token.bucket_id).await?;
+    let file = find_ready_file(state, &bucket, &token.file_id).await?;
+    if !bucket.enabled || file.created_at != token.file_created_at {
+        return Err(file_not_found(&file.id));
+    }
     Ok((bucket, file))
 }
 
@@ -369,15 +361,14 @@ pub struct FileQuery {
 
 pub async fn list_files(
     state: &AppState,
-    caller: &Caller,
+    access: &ScopedAccess<FilesRead>,
     bucket_id: &str,
     query: &FileQuery,
     page: &Page,
     want_total: bool,
 ) -> AppResult<(Vec<StoredFile>, i64)> {
-    let access = Access::of(caller, FilesRead)?;
-    let bucket = visible_bucket(state, caller, &access, bucket_id).await?;
-    let readable_by = match reach(&bucket, &access, Action::Read) {
+    let bucket = visible_bucket(state, access, bucket_id).await?;
+    let readable_by = match reach(&bucket, access, Action::Read) {
         Reach::All => None,
         Reach::PerItem(roles) => Some(roles),
         Reach::None => return Ok((Vec::new(), 0)),
@@ -388,7 +379,7 @@ pub async fn list_files(
         return Err(AppError::invalid("search", "at most 256 characters"));
     }
     let listing = store::FileListing {
-        project_id: &caller.project.id,
+        project_id: access.project(),
         bucket_id: &bucket.id,
         readable_by: readable_by.as_ref(),
         search: query.search.as_deref().filter(|s| !s.is_empty()),
@@ -468,11 +459,10 @@ fn check_size(bucket: &Bucket, size: u64) -> AppResult<()> {
 /// The bucket a new file goes to, when the caller may create files in it.
 async fn creatable_bucket(
     state: &AppState,
-    caller: &Caller,
-    access: &Access,
+    access: &ScopedAccess<FilesWrite>,
     bucket_id: &str,
 ) -> AppResult<Bucket> {
-    let bucket = visible_bucket(state, caller, access, bucket_id).await?;
+    let bucket = visible_bucket(state, access, bucket_id).await?;
     if !matches!(reach(&bucket, access, Action::Create), Reach::All) {
         return Err(AppError::PermissionDenied {
             reason: "the bucket's permissions do not let you create files".into(),
@@ -507,12 +497,11 @@ pub fn check_new_name(bucket: &Bucket, name: &str) -> AppResult<String> {
 /// whose `maximum_file_size` bounds what may be received.
 pub async fn authorise_upload(
     state: &AppState,
-    caller: &Caller,
+    access: &ScopedAccess<FilesWrite>,
     bucket_id: &str,
     name: Option<&str>,
 ) -> AppResult<Bucket> {
-    let access = Access::of(caller, FilesWrite)?;
-    let bucket = creatable_bucket(state, caller, &access, bucket_id).await?;
+    let bucket = creatable_bucket(state, access, bucket_id).await?;
     if let Some(name) = name {
         check_new_name(&bucket, name)?;
     }
@@ -523,12 +512,11 @@ pub async fn authorise_upload(
 /// its row (status `uploading`, not yet written) with its bucket.
 pub async fn prepare_file(
     state: &AppState,
-    caller: &Caller,
+    access: &ScopedAccess<FilesWrite>,
     new: NewFile,
     announced_size: Option<u64>,
 ) -> AppResult<(Bucket, StoredFile)> {
-    let access = Access::of(caller, FilesWrite)?;
-    let bucket = creatable_bucket(state, caller, &access, &new.bucket_id).await?;
+    let bucket = creatable_bucket(state, access, &new.bucket_id).await?;
     let id = ids::resolve("fileId", new.file_id.as_deref())?;
     let name = check_new_name(&bucket, &new.name)?;
     if let Some(size) = announced_size {
@@ -537,12 +525,12 @@ pub async fn prepare_file(
     let permissions = access.permissions_of_new(new.permissions.as_deref())?;
     let now = now_millis();
     let file = StoredFile {
-        project_id: caller.project.id.clone(),
+        project_id: access.project().to_string(),
         bucket_id: bucket.id.clone(),
         id,
         name,
         status: FileStatus::Uploading,
-        uploader: uploader_of(caller).unwrap_or_else(|| "guest".into()),
+        uploader: access.actor().unwrap_or("guest").to_string(),
         size: announced_size.unwrap_or(0),
         stored_size: 0,
         mime_type: "application/octet-stream".into(),
@@ -649,16 +637,15 @@ pub async fn discard(state: &AppState, file: &StoredFile, key: &Key) {
 /// Creates a file from a stream of bytes in one request (a multipart GraphQL upload).
 pub async fn create_file(
     state: &AppState,
-    caller: &Caller,
+    access: &ScopedAccess<FilesWrite>,
     new: NewFile,
     size: Option<u64>,
     input: impl AsyncRead + Unpin + Send,
 ) -> AppResult<Option<StoredFile>> {
-    let (bucket, file) = prepare_file(state, caller, new, size).await?;
-    let access = Access::of(caller, FilesWrite)?;
+    let (bucket, file) = prepare_file(state, access, new, size).await?;
     claim_file(state, &file).await?;
     let file = store_bytes(state, &bucket, file, input).await?;
-    Ok(readable_as_written(&bucket, &access, file))
+    Ok(readable_as_written(&bucket, access, file))
 }
 
 /// The file a write answers with: only one the caller may read as the write left
@@ -670,11 +657,11 @@ fn readable_as_written(bucket: &Bucket, access: &Access, file: StoredFile) -> Op
 
 pub async fn get_file(
     state: &AppState,
-    caller: &Caller,
+    access: &ScopedAccess<FilesRead>,
     bucket_id: &str,
     id: &str,
 ) -> AppResult<StoredFile> {
-    readable_file(state, caller, bucket_id, id)
+    readable_file(state, access, bucket_id, id)
         .await
         .map(|(_, file)| file)
 }
@@ -683,17 +670,16 @@ pub async fn get_file(
 /// caller may read it as changed.
 pub async fn update_file(
     state: &AppState,
-    caller: &Caller,
+    access: &ScopedAccess<FilesWrite>,
     bucket_id: &str,
     id: &str,
     name: Option<String>,
     permissions: Option<Vec<String>>,
 ) -> AppResult<Option<StoredFile>> {
-    let access = Access::of(caller, FilesWrite)?;
-    let bucket = visible_bucket(state, caller, &access, bucket_id).await?;
+    let bucket = visible_bucket(state, access, bucket_id).await?;
     let mut file = find_ready_file(state, &bucket, id).await?;
-    if !may(&bucket, &access, Action::Update, &file) {
-        return Err(denied_or_hidden(&bucket, &access, &file, Action::Update));
+    if !may(&bucket, access, Action::Update, &file) {
+        return Err(denied_or_hidden(&bucket, access, &file, Action::Update));
     }
     if let Some(name) = name {
         file.name = checked_file_name(&name)?;
@@ -709,7 +695,7 @@ pub async fn update_file(
     }
     tx.commit().await?;
     publish_file(state, &bucket, &file, "update").await;
-    Ok(readable_as_written(&bucket, &access, file))
+    Ok(readable_as_written(&bucket, access, file))
 }
 
 /// A caller that may read a file but not change it is told so; one that may not
@@ -732,26 +718,24 @@ fn denied_or_hidden(
 /// Deletes a file (complete, or an unfinished upload of the caller's).
 pub async fn delete_file(
     state: &AppState,
-    caller: &Caller,
+    access: &ScopedAccess<FilesWrite>,
     bucket_id: &str,
     id: &str,
 ) -> AppResult<()> {
-    let access = Access::of(caller, FilesWrite)?;
-    let bucket = visible_bucket(state, caller, &access, bucket_id).await?;
+    let bucket = visible_bucket(state, access, bucket_id).await?;
     ids::validate("fileId", id).map_err(|_| file_not_found(id))?;
     let file = store::find_file(state.db.pool(), &bucket.project_id, &bucket.id, id)
         .await?
         .ok_or_else(|| file_not_found(id))?;
     let allowed = match file.status {
-        FileStatus::Ready => may(&bucket, &access, Action::Delete, &file),
+        FileStatus::Ready => may(&bucket, access, Action::Delete, &file),
         FileStatus::Uploading => {
-            matches!(access, Access::Server)
-                || uploader_of(caller).as_deref() == Some(&file.uploader)
+            matches!(**access, Access::Server) || access.actor() == Some(file.uploader.as_str())
         }
     };
     if !allowed {
         return Err(match file.status {
-            FileStatus::Ready => denied_or_hidden(&bucket, &access, &file, Action::Delete),
+            FileStatus::Ready => denied_or_hidden(&bucket, access, &file, Action::Delete),
             FileStatus::Uploading => file_not_found(id),
         });
     }

@@ -13,13 +13,13 @@ use tokio::io::AsyncRead;
 use tokio_util::io::StreamReader;
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::auth::ScopedAccess;
 use crate::auth::scopes::FilesWrite;
 use crate::db::{ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
 use crate::files::{ByteStream, Compression, Encoding, FileError, Key, WriteOptions};
 
-use super::service::{self, Access, NewFile, file_error, uploader_of};
+use super::service::{self, Access, NewFile, file_error};
 use super::{FileStatus, StoredFile, store};
 
 /// The byte range a chunk says it carries: `Content-Range: bytes START-END/TOTAL`.
@@ -76,11 +76,11 @@ fn upload_not_found(id: &str) -> AppError {
 /// Announces a file of `size` bytes whose chunks will follow.
 pub async fn start(
     state: &AppState,
-    caller: &Caller,
+    access: &ScopedAccess<FilesWrite>,
     new: NewFile,
     size: i64,
 ) -> AppResult<StoredFile> {
-    if uploader_of(caller).is_none() {
+    if access.actor().is_none() {
         return Err(AppError::PermissionDenied {
             reason: "resumable uploads need a signed-in user or an API key; guests upload in one request (`createFile`)".into(),
         });
@@ -89,7 +89,7 @@ pub async fn start(
         return Err(AppError::invalid("size", "at least 1 byte"));
     }
     let size = size as u64;
-    let (_, mut file) = service::prepare_file(state, caller, new, Some(size)).await?;
+    let (_, mut file) = service::prepare_file(state, access, new, Some(size)).await?;
     check_pending(state, &file, size).await?;
     let chunk_size = state.config.upload_chunk_size;
     file.chunk_size = chunk_size;
@@ -132,15 +132,14 @@ async fn check_pending(state: &AppState, file: &StoredFile, size: u64) -> AppRes
 /// An unfinished upload of the caller's (or, for a server, anyone's).
 async fn own_upload(
     state: &AppState,
-    caller: &Caller,
+    access: &ScopedAccess<FilesWrite>,
     bucket_id: &str,
     file_id: &str,
 ) -> AppResult<(super::Bucket, StoredFile)> {
-    let access = Access::of(caller, FilesWrite)?;
     ids::validate("fileId", file_id).map_err(|_| upload_not_found(file_id))?;
     ids::validate("bucketId", bucket_id).map_err(|_| upload_not_found(file_id))?;
     let pool = state.db.pool();
-    let bucket = store::find_bucket(pool, &caller.project.id, bucket_id)
+    let bucket = store::find_bucket(pool, access.project(), bucket_id)
         .await?
         .ok_or_else(|| upload_not_found(file_id))?;
     let file = store::find_file(pool, &bucket.project_id, &bucket.id, file_id)
@@ -149,8 +148,8 @@ async fn own_upload(
     // Ownership first: to anyone else a complete file is as missing as an
     // unknown one, so this cannot tell which files exist.
     let owner =
-        matches!(access, Access::Server) || uploader_of(caller).as_deref() == Some(&file.uploader);
-    if !owner || (matches!(access, Access::Client { .. }) && !bucket.enabled) {
+        matches!(**access, Access::Server) || access.actor() == Some(file.uploader.as_str());
+    if !owner || (matches!(**access, Access::Client { .. }) && !bucket.enabled) {
         return Err(upload_not_found(file_id));
     }
     if file.status == FileStatus::Ready {
@@ -166,11 +165,11 @@ async fn own_upload(
 /// Where an upload stands (for a client resuming it).
 pub async fn status(
     state: &AppState,
-    caller: &Caller,
+    access: &ScopedAccess<FilesWrite>,
     bucket_id: &str,
     file_id: &str,
 ) -> AppResult<StoredFile> {
-    own_upload(state, caller, bucket_id, file_id)
+    own_upload(state, access, bucket_id, file_id)
         .await
         .map(|(_, file)| file)
 }
@@ -178,15 +177,15 @@ pub async fn status(
 /// Receives one chunk; the last one completes the file.
 pub async fn receive_chunk(
     state: &AppState,
-    caller: &Caller,
+    access: &ScopedAccess<FilesWrite>,
     bucket_id: &str,
     file_id: &str,
     range: ContentRange,
     body: impl AsyncRead + Unpin + Send,
 ) -> AppResult<StoredFile> {
-    let (bucket, mut file) = own_upload(state, caller, bucket_id, file_id).await?;
+    let (bucket, mut file) = own_upload(state, access, bucket_id, file_id).await?;
     // Checked again for every chunk, not only when the upload started.
-    service::check_upload_allowed(&bucket, &Access::of(caller, FilesWrite)?, &file)?;
+    service::check_upload_allowed(&bucket, access, &file)?;
     if range.total != file.size {
         return Err(chunk_error(format!(
             "this upload is {} bytes, not {}",

@@ -254,7 +254,7 @@ fn team() -> Field {
     Field::new("team", TypeRef::named_nn("Team"), |ctx| {
         FieldFuture::new(async move {
             let id = opt_string(&ctx, "id")?.unwrap_or_default();
-            let team = service::get_team(app(&ctx)?, caller(&ctx)?, &id).await?;
+            let team = service::get_team(app(&ctx)?, &caller(&ctx)?.actor()?, &id).await?;
             Ok(Some(FieldValue::value(team_value(&team))))
         })
     })
@@ -266,7 +266,7 @@ fn teams() -> Field {
     with_connection_args(Field::new("teams", TypeRef::named_nn("TeamConnection"), |ctx| {
         FieldFuture::new(async move {
             let page = page_request(&ctx)?;
-            let (teams, total) = service::list_teams(app(&ctx)?, caller(&ctx)?, &page, wants_total_count(&ctx)).await?;
+            let (teams, total) = service::list_teams(app(&ctx)?, &caller(&ctx)?.actor()?, &page, wants_total_count(&ctx)).await?;
             Ok(Some(FieldValue::value(connection(&page, teams, total, |t| &t.id, team_value))))
         })
     }))
@@ -281,7 +281,8 @@ fn memberships() -> Field {
             FieldFuture::new(async move {
                 let team_id = opt_string(&ctx, "teamId")?.unwrap_or_default();
                 let memberships =
-                    service::list_memberships(app(&ctx)?, caller(&ctx)?, &team_id).await?;
+                    service::list_memberships(app(&ctx)?, &caller(&ctx)?.actor()?, &team_id)
+                        .await?;
                 Ok(Some(FieldValue::list(
                     memberships
                         .iter()
@@ -298,7 +299,7 @@ fn create_team() -> Field {
     Field::new("createTeam", TypeRef::named_nn("Team"), |ctx| {
         FieldFuture::new(async move {
             let input: CreateTeamInput = input(&ctx)?;
-            let team = service::create_team(app(&ctx)?, caller(&ctx)?, input.id, input.name, input.roles).await?;
+            let team = service::create_team(app(&ctx)?, &caller(&ctx)?.actor()?, input.id, input.name, input.roles).await?;
             Ok(Some(FieldValue::value(team_value(&team))))
         })
     })
@@ -311,7 +312,8 @@ fn update_team_name() -> Field {
         FieldFuture::new(async move {
             let input: UpdateTeamNameInput = input(&ctx)?;
             let team =
-                service::rename_team(app(&ctx)?, caller(&ctx)?, &input.id, input.name).await?;
+                service::rename_team(app(&ctx)?, &caller(&ctx)?.actor()?, &input.id, input.name)
+                    .await?;
             Ok(Some(FieldValue::value(team_value(&team))))
         })
     })
@@ -323,7 +325,7 @@ fn delete_team() -> Field {
     Field::new("deleteTeam", TypeRef::named_nn("DeleteTeamPayload"), |ctx| {
         FieldFuture::new(async move {
             let input: DeleteTeamInput = input(&ctx)?;
-            service::delete_team(app(&ctx)?, caller(&ctx)?, &input.id).await?;
+            service::delete_team(app(&ctx)?, &caller(&ctx)?.actor()?, &input.id).await?;
             Ok(Some(FieldValue::value(object([("deletedId", Value::from(input.id))]))))
         })
     })
@@ -345,7 +347,7 @@ fn create_membership() -> Field {
             };
             let client = ctx.data::<ClientInfo>().cloned().unwrap_or_default();
             let membership =
-                service::create_membership(app(&ctx)?, caller(&ctx)?, new, &client).await?;
+                service::create_membership(app(&ctx)?, &caller(&ctx)?.actor()?, new, &client).await?;
             Ok(Some(FieldValue::value(membership_value(&membership))))
         })
     })
@@ -359,7 +361,7 @@ fn update_membership() -> Field {
             let input: UpdateMembershipInput = input(&ctx)?;
             let membership = service::update_membership_roles(
                 app(&ctx)?,
-                caller(&ctx)?,
+                &caller(&ctx)?.actor()?,
                 &input.team_id,
                 &input.membership_id,
                 input.roles,
@@ -399,7 +401,7 @@ fn update_membership_status() -> Field {
                     (None, None) => {
                         let membership = service::accept_membership(
                             state,
-                            caller,
+                            caller.require_session()?,
                             &input.team_id,
                             &input.membership_id,
                         )
@@ -434,7 +436,7 @@ fn delete_membership() -> Field {
                 let input: DeleteMembershipInput = input(&ctx)?;
                 service::delete_membership(
                     app(&ctx)?,
-                    caller(&ctx)?,
+                    &caller(&ctx)?.actor()?,
                     &input.team_id,
                     &input.membership_id,
                 )

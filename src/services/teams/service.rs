@@ -5,16 +5,17 @@
 //! every user whose memberships change.
 
 use crate::AppState;
-use crate::auth::Caller;
-use crate::auth::rate_limit::Limit;
-use crate::auth::scopes::{Scope, TeamsRead, TeamsWrite};
+use crate::auth::Actor;
+use crate::auth::principal::AuthSettings;
+use crate::auth::rate_limit::{self, Limit};
+use crate::auth::scopes::{ScopeMarker, TeamsRead, TeamsWrite};
 use crate::auth::secrets;
 use crate::auth::session_cache::ResolvedSession;
 use crate::db::{DbErrorExt as _, Page, claimed_ids, ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
 use crate::mail::templates;
 use crate::services::account::service::{
-    check_redirect_url, count_outgoing_mail, link_with, project_name, send,
+    check_redirect_url, count_mail_from, link_with, project_name, send,
 };
 use crate::services::users::service::{
     ClientInfo, NewUser, announce_user_change, check_name as check_user_name, create_session,
@@ -78,20 +79,6 @@ async fn publish_membership(state: &AppState, membership: &Membership, action: &
 const MAX_NAME: usize = 128;
 const MAX_ROLES: usize = 100;
 
-/// Who acts on a team: a server (API key holding the scope) or a signed-in user.
-enum Actor<'a> {
-    Server,
-    User(&'a ResolvedSession),
-}
-
-fn actor<S: Scope>(caller: &Caller) -> AppResult<Actor<'_>> {
-    if caller.key().is_some() {
-        caller.require::<S>()?;
-        return Ok(Actor::Server);
-    }
-    caller.require_session().map(Actor::User)
-}
-
 fn check_name(name: &str) -> AppResult<()> {
     if name.trim().is_empty()
         || name.chars().count() > MAX_NAME
@@ -153,15 +140,14 @@ async fn own_membership(
 
 /// The team, if the actor may see it (a server, or a member). A non-member gets
 /// "not found", so team ids cannot be probed.
-async fn visible_team<S: Scope>(
+async fn visible_team<S: ScopeMarker>(
     state: &AppState,
-    caller: &Caller,
+    actor: &Actor<'_, S>,
     id: &str,
 ) -> AppResult<(Team, Option<Membership>)> {
-    let actor = actor::<S>(caller)?;
-    let team = load_team(state, &caller.project.id, id).await?;
+    let team = load_team(state, actor.project(), id).await?;
     match actor {
-        Actor::Server => Ok((team, None)),
+        Actor::Server(_) => Ok((team, None)),
         Actor::User(me) => match own_membership(state, me, id).await? {
             Some(membership) => Ok((team, Some(membership))),
             None => Err(AppError::NotFound {
@@ -173,8 +159,12 @@ async fn visible_team<S: Scope>(
 }
 
 /// Like [`visible_team`], but a user must also be an owner.
-async fn managed_team(state: &AppState, caller: &Caller, id: &str) -> AppResult<Team> {
-    let (team, membership) = visible_team::<TeamsWrite>(state, caller, id).await?;
+async fn managed_team(
+    state: &AppState,
+    actor: &Actor<'_, TeamsWrite>,
+    id: &str,
+) -> AppResult<Team> {
+    let (team, membership) = visible_team(state, actor, id).await?;
     if membership.is_some_and(|m| !m.roles.iter().any(|r| r == OWNER)) {
         return Err(AppError::PermissionDenied {
             reason: "only the team's owners may do this".into(),
@@ -187,12 +177,11 @@ async fn managed_team(state: &AppState, caller: &Caller, id: &str) -> AppResult<
 /// A team id is never given out twice (see [`claimed_ids`]).
 pub async fn create_team(
     state: &AppState,
-    caller: &Caller,
+    actor: &Actor<'_, TeamsWrite>,
     id: Option<String>,
     name: String,
     roles: Option<Vec<String>>,
 ) -> AppResult<Team> {
-    let actor = actor::<TeamsWrite>(caller)?;
     check_name(&name)?;
     // The creator stays able to manage the team whatever roles they name.
     let mut roles = check_roles(&roles.unwrap_or_default())?;
@@ -202,7 +191,7 @@ pub async fn create_team(
     }
     let now = now_millis();
     let team = Team {
-        project_id: caller.project.id.clone(),
+        project_id: actor.project().to_string(),
         id: ids::resolve("id", id.as_deref())?,
         name,
         created_at: now,
@@ -245,27 +234,25 @@ pub async fn create_team(
     Ok(team)
 }
 
-pub async fn get_team(state: &AppState, caller: &Caller, id: &str) -> AppResult<Team> {
-    visible_team::<TeamsRead>(state, caller, id)
-        .await
-        .map(|(team, _)| team)
+pub async fn get_team(state: &AppState, actor: &Actor<'_, TeamsRead>, id: &str) -> AppResult<Team> {
+    visible_team(state, actor, id).await.map(|(team, _)| team)
 }
 
 /// Every team for a server; the teams they belong to for a user.
 pub async fn list_teams(
     state: &AppState,
-    caller: &Caller,
+    actor: &Actor<'_, TeamsRead>,
     page: &Page,
     with_total: bool,
 ) -> AppResult<(Vec<Team>, i64)> {
-    let member = match actor::<TeamsRead>(caller)? {
-        Actor::Server => None,
+    let member = match actor {
+        Actor::Server(_) => None,
         Actor::User(me) => Some(me.user.id.as_str()),
     };
     let pool = state.db.pool();
-    let rows = store::list_teams(pool, &caller.project.id, member, page).await?;
+    let rows = store::list_teams(pool, actor.project(), member, page).await?;
     let total = if with_total {
-        store::count_teams(pool, &caller.project.id, member).await?
+        store::count_teams(pool, actor.project(), member).await?
     } else {
         0
     };
@@ -274,11 +261,11 @@ pub async fn list_teams(
 
 pub async fn rename_team(
     state: &AppState,
-    caller: &Caller,
+    actor: &Actor<'_, TeamsWrite>,
     id: &str,
     name: String,
 ) -> AppResult<Team> {
-    let mut team = managed_team(state, caller, id).await?;
+    let mut team = managed_team(state, actor, id).await?;
     check_name(&name)?;
     team.name = name;
     team.updated_at = now_millis();
@@ -295,8 +282,12 @@ pub async fn rename_team(
 }
 
 /// Deletes the team and its memberships; the members lose its roles at once.
-pub async fn delete_team(state: &AppState, caller: &Caller, id: &str) -> AppResult<()> {
-    let team = managed_team(state, caller, id).await?;
+pub async fn delete_team(
+    state: &AppState,
+    actor: &Actor<'_, TeamsWrite>,
+    id: &str,
+) -> AppResult<()> {
+    let team = managed_team(state, actor, id).await?;
     let members = store::list_memberships(state.db.pool(), &team.project_id, &team.id).await?;
     // Told before the roles go, so the members may still read it.
     publish_team(state, &team, "delete").await;
@@ -309,10 +300,10 @@ pub async fn delete_team(state: &AppState, caller: &Caller, id: &str) -> AppResu
 
 pub async fn list_memberships(
     state: &AppState,
-    caller: &Caller,
+    actor: &Actor<'_, TeamsRead>,
     team_id: &str,
 ) -> AppResult<Vec<Membership>> {
-    let (team, _) = visible_team::<TeamsRead>(state, caller, team_id).await?;
+    let (team, _) = visible_team(state, actor, team_id).await?;
     let rows = store::list_memberships(state.db.pool(), &team.project_id, &team.id).await?;
     Ok(rows.into_iter().map(Membership::from).collect())
 }
@@ -461,42 +452,17 @@ async fn existing_membership(
 /// invitation is pending re-sends it with a new secret; the old link stops working.
 pub async fn create_membership(
     state: &AppState,
-    caller: &Caller,
+    actor: &Actor<'_, TeamsWrite>,
     new: NewMembership,
     client: &ClientInfo,
 ) -> AppResult<Membership> {
-    let team = managed_team(state, caller, &new.team_id).await?;
+    let team = managed_team(state, actor, &new.team_id).await?;
     let roles = check_roles(&new.roles)?;
-    let by_server = caller.key().is_some();
+    let by_server = matches!(actor, Actor::Server(_));
     let policy = policy(state, &team.project_id).await?;
-    let mail_to = match &new.url {
-        Some(url) if !by_server => Some(check_redirect_url(&policy, "url", url)?),
-        _ if !by_server && new.email.is_some() => {
-            return Err(AppError::invalid(
-                "url",
-                "give the page of your app that accepts invitations; the emailed link goes there",
-            ));
-        }
-        _ => None,
-    };
-    let invite_to = |email: &str| format!("invite-to:{}:{email}", team.project_id);
+    let mail_to = invitation_page(&policy, &new, by_server)?;
     if mail_to.is_some() {
-        state
-            .rate_limiter
-            .hit(
-                &format!("invite:{}:{}", team.project_id, team.id),
-                INVITE_LIMIT,
-            )
-            .await?;
-        count_outgoing_mail(state, caller, client).await?;
-        // Counted before the invitee is looked up (or made): a refusal writes nothing.
-        if let Some(email) = &new.email {
-            let email = normalize_email("email", email)?;
-            state
-                .rate_limiter
-                .hit(&invite_to(&email), INVITE_RECIPIENT_LIMIT)
-                .await?;
-        }
+        count_invitation(state, actor, client, &team, new.email.as_deref()).await?;
     }
     let invitee = invitee(state, &team.project_id, &new, by_server).await?;
     let (user_id, address, invite_name) = match &invitee {
@@ -516,13 +482,9 @@ pub async fn create_membership(
             ));
         };
         if new.email.is_none() {
-            state
-                .rate_limiter
-                .hit(&invite_to(email), INVITE_RECIPIENT_LIMIT)
-                .await?;
+            hit_invited_address(state, &team, email).await?;
         }
     }
-    let now = now_millis();
     // Inviting someone whose invitation is pending renews it, as Appwrite does: the
     // same membership with the new roles, and a new secret (a server confirms it).
     let pending = existing_membership(state, &team, &invitee, by_server).await?;
@@ -538,6 +500,7 @@ pub async fn create_membership(
         Some(_) => (None, None),
         None => (address.clone(), invite_name),
     };
+    let now = now_millis();
     let membership = match pending {
         Some(pending) => Membership {
             user_id,
@@ -564,70 +527,17 @@ pub async fn create_membership(
         },
     };
     let secret = mail_to.as_ref().map(|_| secrets::random_token());
-    let digest = secret.as_deref().map(secrets::digest);
-    let mut tx = state.db.pool().begin().await?;
-    if renewed {
-        // The old link stops working: its secret is replaced (or cleared).
-        let renewed = store::renew_invitation(&mut *tx, &membership, digest.as_deref())
-            .await
-            .conflict_as("membership", &who)?;
-        if !renewed {
-            // Accepted in the meantime.
-            return Err(AppError::Conflict {
-                what: "membership",
-                id: who,
-            });
-        }
-    } else {
-        store::insert_membership(&mut *tx, &membership)
-            .await
-            .conflict_as("membership", &who)?;
-        if let Some(digest) = &digest {
-            store::set_invite_secret(&mut *tx, &membership.project_id, &membership.id, digest)
-                .await?;
-        }
-    }
-    tx.commit().await?;
+    save_membership(state, &membership, renewed, secret.as_deref(), &who).await?;
     if let (Some(url), Some(secret), Some(email)) = (&mail_to, &secret, &address) {
-        // The link names the invitation, never an account: whoever holds the
-        // mailbox becomes (or signs in as) the user with this address.
-        let link = link_with(
-            &policy,
-            url.as_str(),
-            &[
-                ("membershipId", &membership.id),
-                ("secret", secret),
-                ("teamId", &team.id),
-            ],
-        )?;
-        let inviter = match actor::<TeamsWrite>(caller)? {
-            Actor::User(me) if !me.user.name.is_empty() => me.user.name.clone(),
-            Actor::User(me) => me
-                .user
-                .email
-                .clone()
-                .unwrap_or_else(|| "A team owner".into()),
-            Actor::Server => "A team owner".into(),
+        let invitation = Invitation {
+            team: &team,
+            membership: &membership,
+            url,
+            secret,
+            email,
+            renewed,
         };
-        let content = templates::team_invitation(
-            &project_name(state, &team.project_id).await?,
-            &team.name,
-            &inviter,
-            &link,
-        );
-        if let Err(err) = send(state, email, content).await {
-            // A new invitation nobody received is dropped; a renewed one stays
-            // pending, to be sent again.
-            if !renewed {
-                let _ = store::delete_membership(
-                    state.db.pool(),
-                    &membership.project_id,
-                    &membership.id,
-                )
-                .await;
-            }
-            return Err(err);
-        }
+        mail_invitation(state, &policy, actor, invitation).await?;
     }
     if let Some(user_id) = &membership.user_id {
         announce_user_change(state, &team.project_id, user_id).await;
@@ -635,6 +545,163 @@ pub async fn create_membership(
     let action = if renewed { "update" } else { "create" };
     publish_membership(state, &membership, action).await;
     Ok(membership)
+}
+
+/// The app's page an owner's invitation is mailed to, checked against the
+/// project's allowed hosts; none when nothing is mailed (a server adds at once).
+fn invitation_page(
+    policy: &AuthSettings,
+    new: &NewMembership,
+    by_server: bool,
+) -> AppResult<Option<url::Url>> {
+    match &new.url {
+        Some(url) if !by_server => Ok(Some(check_redirect_url(policy, "url", url)?)),
+        _ if !by_server && new.email.is_some() => Err(AppError::invalid(
+            "url",
+            "give the page of your app that accepts invitations; the emailed link goes there",
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// Counts an invitation to be mailed against the team's, the sender's and, when
+/// the address is given, the recipient's bounds: before the invitee is looked up
+/// (or made), so a refusal writes nothing.
+async fn count_invitation(
+    state: &AppState,
+    actor: &Actor<'_, TeamsWrite>,
+    client: &ClientInfo,
+    team: &Team,
+    email: Option<&str>,
+) -> AppResult<()> {
+    state
+        .rate_limiter
+        .hit(
+            &format!("invite:{}:{}", team.project_id, team.id),
+            INVITE_LIMIT,
+        )
+        .await?;
+    let sender = match actor {
+        Actor::User(me) => Some(rate_limit::user_mail_sender(&me.user)),
+        Actor::Server(_) => None,
+    };
+    count_mail_from(state, sender.as_deref(), client).await?;
+    if let Some(email) = email {
+        let email = normalize_email("email", email)?;
+        hit_invited_address(state, team, &email).await?;
+    }
+    Ok(())
+}
+
+/// Counts an invitation mailed to `email`, from any team of the project.
+async fn hit_invited_address(state: &AppState, team: &Team, email: &str) -> AppResult<()> {
+    state
+        .rate_limiter
+        .hit(
+            &format!("invite-to:{}:{email}", team.project_id),
+            INVITE_RECIPIENT_LIMIT,
+        )
+        .await
+}
+
+/// Writes a new membership, or renews a pending one, with the digest of the
+/// invitation link's secret when one is mailed.
+async fn save_membership(
+    state: &AppState,
+    membership: &Membership,
+    renewed: bool,
+    secret: Option<&str>,
+    who: &str,
+) -> AppResult<()> {
+    let digest = secret.map(secrets::digest);
+    let mut tx = state.db.pool().begin().await?;
+    if renewed {
+        // The old link stops working: its secret is replaced (or cleared).
+        let renewed = store::renew_invitation(&mut *tx, membership, digest.as_deref())
+            .await
+            .conflict_as("membership", who)?;
+        if !renewed {
+            // Accepted in the meantime.
+            return Err(AppError::Conflict {
+                what: "membership",
+                id: who.to_string(),
+            });
+        }
+    } else {
+        store::insert_membership(&mut *tx, membership)
+            .await
+            .conflict_as("membership", who)?;
+        if let Some(digest) = &digest {
+            store::set_invite_secret(&mut *tx, &membership.project_id, &membership.id, digest)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// An invitation to mail: where its link goes and to whom.
+struct Invitation<'a> {
+    team: &'a Team,
+    membership: &'a Membership,
+    url: &'a url::Url,
+    secret: &'a str,
+    email: &'a str,
+    /// A renewed invitation stays pending when mailing fails; a new one is dropped.
+    renewed: bool,
+}
+
+/// Mails the invitation link. The link names the invitation, never an account:
+/// whoever holds the mailbox becomes (or signs in as) the user with this address.
+async fn mail_invitation(
+    state: &AppState,
+    policy: &AuthSettings,
+    actor: &Actor<'_, TeamsWrite>,
+    invitation: Invitation<'_>,
+) -> AppResult<()> {
+    let Invitation {
+        team,
+        membership,
+        url,
+        secret,
+        email,
+        renewed,
+    } = invitation;
+    let link = link_with(
+        policy,
+        url.as_str(),
+        &[
+            ("membershipId", &membership.id),
+            ("secret", secret),
+            ("teamId", &team.id),
+        ],
+    )?;
+    let inviter = match actor {
+        Actor::User(me) if !me.user.name.is_empty() => me.user.name.clone(),
+        Actor::User(me) => me
+            .user
+            .email
+            .clone()
+            .unwrap_or_else(|| "A team owner".into()),
+        Actor::Server(_) => "A team owner".into(),
+    };
+    let content = templates::team_invitation(
+        &project_name(state, &team.project_id).await?,
+        &team.name,
+        &inviter,
+        &link,
+    );
+    if let Err(err) = send(state, email, content).await {
+        // A new invitation nobody received is dropped; a renewed one stays
+        // pending, to be sent again.
+        if !renewed {
+            let _ =
+                store::delete_membership(state.db.pool(), &membership.project_id, &membership.id)
+                    .await;
+        }
+        return Err(err);
+    }
+    Ok(())
 }
 
 async fn load_membership(
@@ -657,11 +724,10 @@ async fn load_membership(
 /// them, or one made for their address if they have verified it.
 pub async fn accept_membership(
     state: &AppState,
-    caller: &Caller,
+    me: &ResolvedSession,
     team_id: &str,
     id: &str,
 ) -> AppResult<Membership> {
-    let me = caller.require_session()?;
     let mut membership = load_membership(state, &me.user.project_id, team_id, id).await?;
     let mine = match &membership.user_id {
         Some(user_id) => *user_id == me.user.id,
@@ -797,12 +863,12 @@ pub async fn accept_invitation(
 
 pub async fn update_membership_roles(
     state: &AppState,
-    caller: &Caller,
+    actor: &Actor<'_, TeamsWrite>,
     team_id: &str,
     id: &str,
     roles: Vec<String>,
 ) -> AppResult<Membership> {
-    let team = managed_team(state, caller, team_id).await?;
+    let team = managed_team(state, actor, team_id).await?;
     let mut membership = load_membership(state, &team.project_id, &team.id, id).await?;
     membership.roles = check_roles(&roles)?;
     membership.updated_at = now_millis();
@@ -817,13 +883,13 @@ pub async fn update_membership_roles(
 /// Removes a membership: a server, an owner, or the member leaving.
 pub async fn delete_membership(
     state: &AppState,
-    caller: &Caller,
+    actor: &Actor<'_, TeamsWrite>,
     team_id: &str,
     id: &str,
 ) -> AppResult<()> {
-    let project_id = caller.project.id.clone();
-    let membership = match caller.require_session() {
-        Ok(me) if caller.key().is_none() => {
+    let project_id = actor.project().to_string();
+    let membership = match actor {
+        Actor::User(me) => {
             // The member's own membership, else the team's owners decide; to anyone
             // else the team is missing, whether or not the membership exists.
             match load_membership(state, &project_id, team_id, id).await {
@@ -831,13 +897,13 @@ pub async fn delete_membership(
                     membership
                 }
                 _ => {
-                    let team = managed_team(state, caller, team_id).await?;
+                    let team = managed_team(state, actor, team_id).await?;
                     load_membership(state, &project_id, &team.id, id).await?
                 }
             }
         }
-        _ => {
-            let team = managed_team(state, caller, team_id).await?;
+        Actor::Server(_) => {
+            let team = managed_team(state, actor, team_id).await?;
             load_membership(state, &project_id, &team.id, id).await?
         }
     };

@@ -6,5 +6,28 @@ pub mod schema;
 pub mod service;
 pub mod store;
 
+use crate::AppState;
+use crate::auth::principal::Membership;
+use crate::error::AppResult;
+
 pub use crate::auth::principal::{Session, User};
 pub use schema::register;
+
+/// What users needs of the teams service, which owns memberships: a session's roles
+/// come from its user's confirmed memberships, and `userMemberships` shows all of
+/// them. The registry implements it with the teams service and hands it to every
+/// request as `AppState::memberships`, so users does not name teams.
+#[async_trait::async_trait]
+pub trait TeamMemberships: Send + Sync + 'static {
+    /// The memberships of a user: only the confirmed ones, or invitations too.
+    async fn of_user(
+        &self,
+        state: &AppState,
+        project_id: &str,
+        user_id: &str,
+        confirmed_only: bool,
+    ) -> AppResult<Vec<Membership>>;
+
+    /// A membership as the schema's `Membership` type shows it.
+    fn value(&self, membership: &Membership) -> async_graphql::Value;
+}

@@ -405,8 +405,7 @@ fn user_logs() -> Field {
                 let user_id = opt_string(&ctx, "userId")?.unwrap_or_default();
                 let (logs, total) = service::user_logs(
                     app(&ctx)?,
-                    &caller.project.id,
-                    grant,
+                    &grant,
                     &user_id,
                     &page,
                     wants_total_count(&ctx),
@@ -437,12 +436,13 @@ fn user_memberships() -> Field {
                 let caller = caller(&ctx)?;
                 let grant = caller.require::<UsersRead>()?;
                 let user_id = opt_string(&ctx, "userId")?.unwrap_or_default();
-                let memberships =
-                    service::user_memberships(app(&ctx)?, &caller.project.id, grant, &user_id)
-                        .await?;
-                Ok(Some(FieldValue::list(memberships.iter().map(|m| {
-                    FieldValue::value(crate::services::teams::schema::membership_value(m))
-                }))))
+                let state = app(&ctx)?;
+                let memberships = service::user_memberships(state, &grant, &user_id).await?;
+                Ok(Some(FieldValue::list(
+                    memberships
+                        .iter()
+                        .map(|m| FieldValue::value(state.memberships.value(m))),
+                )))
             })
         },
     )
@@ -476,7 +476,7 @@ fn user() -> Field {
             let caller = caller(&ctx)?;
             let grant = caller.require::<UsersRead>()?;
             let id = opt_string(&ctx, "id")?.unwrap_or_default();
-            let user = service::get_user(app(&ctx)?, &caller.project.id, grant, &id).await?;
+            let user = service::get_user(app(&ctx)?, &grant, &id).await?;
             Ok(Some(FieldValue::value(user_value(&user))))
         })
     })
@@ -496,8 +496,7 @@ fn users() -> Field {
                 let search = opt_string(&ctx, "search")?;
                 let (users, total) = service::list_users(
                     app(&ctx)?,
-                    &caller.project.id,
-                    grant,
+                    &grant,
                     search.as_deref(),
                     &page,
                     wants_total_count(&ctx),
@@ -529,9 +528,7 @@ fn user_sessions() -> Field {
                 let caller = caller(&ctx)?;
                 let grant = caller.require::<UsersRead>()?;
                 let user_id = opt_string(&ctx, "userId")?.unwrap_or_default();
-                let sessions =
-                    service::list_user_sessions(app(&ctx)?, &caller.project.id, grant, &user_id)
-                        .await?;
+                let sessions = service::list_user_sessions(app(&ctx)?, &grant, &user_id).await?;
                 Ok(Some(FieldValue::list(
                     sessions
                         .iter()
@@ -581,7 +578,7 @@ fn create_user() -> Field {
                 password: input.password,
                 password_hash,
             };
-            let user = service::create_user(app(&ctx)?, &caller.project.id, grant, new).await?;
+            let user = service::create_user(app(&ctx)?, &grant, new).await?;
             Ok(Some(FieldValue::value(user_value(&user))))
         })
     })
@@ -608,7 +605,7 @@ fn update_user() -> Field {
                 mfa: input.mfa,
                 ..Default::default()
             };
-            let user = service::update_user(app(&ctx)?, &caller.project.id, grant, &input.id, changes).await?;
+            let user = service::update_user(app(&ctx)?, &grant, &input.id, changes).await?;
             Ok(Some(FieldValue::value(user_value(&user))))
         })
     })
@@ -625,7 +622,7 @@ fn delete_user() -> Field {
                 let caller = caller(&ctx)?;
                 let grant = caller.require::<UsersWrite>()?;
                 let input: DeleteUserInput = input(&ctx)?;
-                service::delete_user(app(&ctx)?, &caller.project.id, grant, &input.id).await?;
+                service::delete_user(app(&ctx)?, &grant, &input.id).await?;
                 Ok(Some(FieldValue::value(object([(
                     "deletedId",
                     Value::from(input.id),
@@ -648,13 +645,8 @@ fn delete_user_sessions() -> Field {
                 let caller = caller(&ctx)?;
                 let grant = caller.require::<UsersWrite>()?;
                 let input: DeleteUserSessionsInput = input(&ctx)?;
-                let count = service::delete_user_sessions(
-                    app(&ctx)?,
-                    &caller.project.id,
-                    grant,
-                    &input.user_id,
-                )
-                .await?;
+                let count =
+                    service::delete_user_sessions(app(&ctx)?, &grant, &input.user_id).await?;
                 Ok(Some(FieldValue::value(object([(
                     "deletedCount",
                     Value::from(count),

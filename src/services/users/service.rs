@@ -9,7 +9,7 @@ use crate::AppState;
 use crate::auth::Grant;
 use crate::auth::passwords::{self, StoredHash};
 use crate::auth::rate_limit::Limit;
-use crate::auth::scopes::{Scope as _, UsersRead, UsersWrite};
+use crate::auth::scopes::{ScopeMarker as _, UsersRead, UsersWrite};
 use crate::auth::secrets::{self, SecretKind};
 use crate::auth::session_cache::ResolvedSession;
 use crate::bus::BusMessage;
@@ -591,19 +591,15 @@ pub(crate) async fn insert_invited_user(
 
 pub async fn create_user(
     state: &AppState,
-    project_id: &str,
-    _: Grant<UsersWrite>,
+    grant: &Grant<UsersWrite>,
     new: NewUser,
 ) -> AppResult<User> {
+    let project_id = grant.project();
     insert_new_user(state, project_id, new).await
 }
 
-pub async fn get_user(
-    state: &AppState,
-    project_id: &str,
-    _: Grant<UsersRead>,
-    id: &str,
-) -> AppResult<User> {
+pub async fn get_user(state: &AppState, grant: &Grant<UsersRead>, id: &str) -> AppResult<User> {
+    let project_id = grant.project();
     load_user(state, project_id, id).await
 }
 
@@ -620,12 +616,12 @@ async fn load_user(state: &AppState, project_id: &str, id: &str) -> AppResult<Us
 
 pub async fn list_users(
     state: &AppState,
-    project_id: &str,
-    _: Grant<UsersRead>,
+    grant: &Grant<UsersRead>,
     search: Option<&str>,
     page: &Page,
     with_total: bool,
 ) -> AppResult<(Vec<User>, i64)> {
+    let project_id = grant.project();
     let search = search.map(str::trim).filter(|s| !s.is_empty());
     if search.is_some_and(|s| s.len() > 256) {
         return Err(AppError::invalid("search", "at most 256 characters"));
@@ -642,11 +638,11 @@ pub async fn list_users(
 /// Applies changes as a key with `users.write`: anything, including blocking.
 pub async fn update_user(
     state: &AppState,
-    project_id: &str,
-    _: Grant<UsersWrite>,
+    grant: &Grant<UsersWrite>,
     id: &str,
     changes: UserChanges,
 ) -> AppResult<User> {
+    let project_id = grant.project();
     apply_changes(state, project_id, id, changes).await
 }
 
@@ -698,68 +694,10 @@ pub(crate) async fn apply_changes(
         check_name(&name)?;
         user.name = name;
     }
-    let mut email_changed = false;
-    if let Some(email) = changes.email {
-        if email.is_empty() {
-            user.email = None;
-            user.email_verified = false;
-            email_changed = true;
-        } else {
-            let email = normalize_email("email", &email)?;
-            if user.email.as_deref() != Some(email.as_str()) {
-                user.email_verified = false;
-                email_changed = true;
-            }
-            user.email = Some(email);
-        }
-    }
-    if let Some(phone) = changes.phone {
-        if phone.is_empty() {
-            user.phone = None;
-            user.phone_verified = false;
-        } else {
-            check_phone(&phone)?;
-            if user.phone.as_deref() != Some(phone.as_str()) {
-                user.phone_verified = false;
-            }
-            user.phone = Some(phone);
-        }
-    }
+    let email_changed = change_contact(&mut user, changes.email, changes.phone)?;
     let password_changed = changes.password.is_some();
     if let Some(password) = changes.password {
-        let policy = policy(state, project_id).await?;
-        let personal = [
-            user.id.as_str(),
-            user.name.as_str(),
-            user.email.as_deref().unwrap_or(""),
-            user.phone.as_deref().unwrap_or(""),
-        ];
-        check_password(&password, &policy, &personal)?;
-        let recent = user
-            .password_hash
-            .iter()
-            .chain(history.iter())
-            .take(policy.password_history as usize);
-        for stored in recent {
-            if verify(password.clone(), stored.clone())
-                .await
-                .unwrap_or(false)
-            {
-                return Err(weak_password(
-                    codes::PASSWORD_RECENTLY_USED,
-                    format!(
-                        "must differ from your last {} passwords",
-                        policy.password_history
-                    ),
-                ));
-            }
-        }
-        if let Some(old) = user.password_hash.take() {
-            history.insert(0, old);
-            history.truncate(20);
-        }
-        user.password_hash = Some(hash(password).await?);
-        user.password_updated_at = Some(now);
+        change_password(state, project_id, &mut user, &mut history, password, now).await?;
     }
     if let Some(blocked) = changes.blocked {
         user.blocked = blocked;
@@ -820,13 +758,92 @@ pub(crate) async fn apply_changes(
     Ok(user)
 }
 
-/// Deletes a user with their sessions; their open sessions stop working at once.
-pub async fn delete_user(
+/// Applies new contact details (an empty value removes one); a changed address or
+/// number is no longer verified. Answers whether the email changed.
+fn change_contact(
+    user: &mut User,
+    email: Option<String>,
+    phone: Option<String>,
+) -> AppResult<bool> {
+    let mut email_changed = false;
+    if let Some(email) = email {
+        if email.is_empty() {
+            user.email = None;
+            user.email_verified = false;
+            email_changed = true;
+        } else {
+            let email = normalize_email("email", &email)?;
+            if user.email.as_deref() != Some(email.as_str()) {
+                user.email_verified = false;
+                email_changed = true;
+            }
+            user.email = Some(email);
+        }
+    }
+    if let Some(phone) = phone {
+        if phone.is_empty() {
+            user.phone = None;
+            user.phone_verified = false;
+        } else {
+            check_phone(&phone)?;
+            if user.phone.as_deref() != Some(phone.as_str()) {
+                user.phone_verified = false;
+            }
+            user.phone = Some(phone);
+        }
+    }
+    Ok(email_changed)
+}
+
+/// Sets a new password that passes the project's policy and repeats none of the
+/// recent ones; the old hash joins the history.
+async fn change_password(
     state: &AppState,
     project_id: &str,
-    _: Grant<UsersWrite>,
-    id: &str,
+    user: &mut User,
+    history: &mut Vec<String>,
+    password: String,
+    now: i64,
 ) -> AppResult<()> {
+    let policy = policy(state, project_id).await?;
+    let personal = [
+        user.id.as_str(),
+        user.name.as_str(),
+        user.email.as_deref().unwrap_or(""),
+        user.phone.as_deref().unwrap_or(""),
+    ];
+    check_password(&password, &policy, &personal)?;
+    let recent = user
+        .password_hash
+        .iter()
+        .chain(history.iter())
+        .take(policy.password_history as usize);
+    for stored in recent {
+        if verify(password.clone(), stored.clone())
+            .await
+            .unwrap_or(false)
+        {
+            return Err(weak_password(
+                codes::PASSWORD_RECENTLY_USED,
+                format!(
+                    "must differ from your last {} passwords",
+                    policy.password_history
+                ),
+            ));
+        }
+    }
+    if let Some(old) = user.password_hash.take() {
+        history.insert(0, old);
+        history.truncate(20);
+    }
+    user.password_hash = Some(hash(password).await?);
+    user.password_updated_at = Some(now);
+    Ok(())
+}
+
+/// Deletes a user with their sessions; their open sessions stop working at once.
+pub async fn delete_user(state: &AppState, grant: &Grant<UsersWrite>, id: &str) -> AppResult<()> {
+    let project_id = grant.project();
     ids::validate("id", id)?;
     if !store::delete_user(state.db.pool(), project_id, id).await? {
         return Err(AppError::NotFound {
@@ -840,10 +857,10 @@ pub async fn delete_user(
 
 pub async fn list_user_sessions(
     state: &AppState,
-    project_id: &str,
-    _: Grant<UsersRead>,
+    grant: &Grant<UsersRead>,
     user_id: &str,
 ) -> AppResult<Vec<Session>> {
+    let project_id = grant.project();
     load_user(state, project_id, user_id).await?;
     sessions_of(state, project_id, user_id).await
 }
@@ -856,10 +873,10 @@ async fn sessions_of(state: &AppState, project_id: &str, user_id: &str) -> AppRe
 /// Deletes every session of a user (signs them out everywhere).
 pub async fn delete_user_sessions(
     state: &AppState,
-    project_id: &str,
-    _: Grant<UsersWrite>,
+    grant: &Grant<UsersWrite>,
     user_id: &str,
 ) -> AppResult<u64> {
+    let project_id = grant.project();
     load_user(state, project_id, user_id).await?;
     let deleted = store::delete_sessions(state.db.pool(), project_id, user_id).await?;
     announce_user_change(state, project_id, user_id).await;
@@ -1081,16 +1098,10 @@ async fn load_resolved(state: &AppState, session: Session) -> AppResult<Resolved
         .await?
         .ok_or(AppError::InvalidSession)?
         .to_user();
-    let memberships = crate::services::teams::store::memberships_of_user(
-        pool,
-        &session.project_id,
-        &user.id,
-        true,
-    )
-    .await?
-    .into_iter()
-    .map(Into::into)
-    .collect();
+    let memberships = state
+        .memberships
+        .of_user(state, &session.project_id, &user.id, true)
+        .await?;
     Ok(ResolvedSession {
         session,
         user,
@@ -1304,12 +1315,12 @@ pub async fn own_logs(
 /// A user's activity log, for a server.
 pub async fn user_logs(
     state: &AppState,
-    project_id: &str,
-    _: Grant<UsersRead>,
+    grant: &Grant<UsersRead>,
     user_id: &str,
     page: &Page,
     with_total: bool,
 ) -> AppResult<(Vec<store::LogRow>, i64)> {
+    let project_id = grant.project();
     load_user(state, project_id, user_id).await?;
     logs_of(state, project_id, user_id, page, with_total).await
 }
@@ -1334,17 +1345,13 @@ async fn logs_of(
 /// A user's memberships (confirmed or invited), for a server.
 pub async fn user_memberships(
     state: &AppState,
-    project_id: &str,
-    _: Grant<UsersRead>,
+    grant: &Grant<UsersRead>,
     user_id: &str,
-) -> AppResult<Vec<crate::services::teams::Membership>> {
+) -> AppResult<Vec<crate::auth::principal::Membership>> {
+    let project_id = grant.project();
     load_user(state, project_id, user_id).await?;
-    let rows = crate::services::teams::store::memberships_of_user(
-        state.db.pool(),
-        project_id,
-        user_id,
-        false,
-    )
-    .await?;
-    Ok(rows.into_iter().map(Into::into).collect())
+    state
+        .memberships
+        .of_user(state, project_id, user_id, false)
+        .await
 }
