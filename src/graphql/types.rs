@@ -206,6 +206,15 @@ pub fn input<T: serde::de::DeserializeOwned>(ctx: &ResolverContext<'_>) -> AppRe
     serde_json::from_value(json).map_err(|e| AppError::invalid("input", e.to_string()))
 }
 
+/// The payload of a mutation that deletes one thing: `{ deletedId }`.
+pub fn deleted_payload_type(name: &str, description: &str, id_description: &str) -> Object {
+    Object::new(name).description(description).field(prop(
+        "deletedId",
+        TypeRef::named_nn(TypeRef::ID),
+        id_description,
+    ))
+}
+
 /// The object types behind a Relay connection of `node` (`{node}Connection` and
 /// `{node}Edge`); `PageInfo` is registered once by [`page_info`].
 pub fn connection_types(node: &str, plural_description: &str) -> Vec<Type> {

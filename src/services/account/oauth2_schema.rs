@@ -7,7 +7,9 @@ use async_graphql::Value;
 use async_graphql::dynamic::{Field, FieldFuture, FieldValue, InputValue, Object, TypeRef};
 
 use crate::graphql::SchemaParts;
-use crate::graphql::types::{DATETIME, app, caller, datetime, input, object, prop};
+use crate::graphql::types::{
+    DATETIME, app, caller, datetime, deleted_payload_type, input, object, prop,
+};
 use crate::services::projects::service::get_project;
 
 use super::oauth2::{self, Identity, ProviderChanges, ProviderConfig};
@@ -172,13 +174,11 @@ fn identity_type() -> Object {
 }
 
 fn delete_identity_payload_type() -> Object {
-    Object::new("DeleteIdentityPayload")
-        .description("The result of `deleteIdentity`.")
-        .field(prop(
-            "deletedId",
-            TypeRef::named_nn(TypeRef::ID),
-            "Id of the unlinked identity.",
-        ))
+    deleted_payload_type(
+        "DeleteIdentityPayload",
+        "The result of `deleteIdentity`.",
+        "Id of the unlinked identity.",
+    )
 }
 
 fn oauth2_providers() -> Field {

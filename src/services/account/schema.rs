@@ -16,8 +16,8 @@ use crate::error::{AppError, AppResult};
 use crate::graphql::SchemaParts;
 use crate::graphql::input::GraphQLInput;
 use crate::graphql::types::{
-    DATETIME, app, caller, connection, datetime, input, object, page_request, prop,
-    wants_total_count, with_connection_args,
+    DATETIME, app, caller, connection, datetime, deleted_payload_type, input, object, page_request,
+    prop, wants_total_count, with_connection_args,
 };
 use crate::services::account::cookies::{cleared_session_cookie, session_cookie};
 use crate::services::users::Session;
@@ -196,13 +196,11 @@ fn jwt_payload_type() -> Object {
 }
 
 fn delete_session_payload_type() -> Object {
-    Object::new("DeleteSessionPayload")
-        .description("The result of `deleteSession`.")
-        .field(prop(
-            "deletedId",
-            TypeRef::named_nn(TypeRef::ID),
-            "Id of the deleted session.",
-        ))
+    deleted_payload_type(
+        "DeleteSessionPayload",
+        "The result of `deleteSession`.",
+        "Id of the deleted session.",
+    )
 }
 
 fn account() -> Field {

@@ -6,8 +6,9 @@ use async_graphql::dynamic::{Field, FieldFuture, FieldValue, InputValue, Object,
 use crate::auth::scopes::{KeysWrite, Scope};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
-    DATETIME, app, caller, connection, connection_types, datetime, input, object, opt_string,
-    page_request, parse_datetime, prop, wants_total_count, with_connection_args,
+    DATETIME, app, caller, connection, connection_types, datetime, deleted_payload_type, input,
+    object, opt_string, page_request, parse_datetime, prop, wants_total_count,
+    with_connection_args,
 };
 
 use super::ApiKey;
@@ -113,13 +114,11 @@ fn create_api_key_payload_type() -> Object {
 }
 
 fn delete_api_key_payload_type() -> Object {
-    Object::new("DeleteApiKeyPayload")
-        .description("The result of `deleteApiKey`.")
-        .field(prop(
-            "deletedId",
-            TypeRef::named_nn(TypeRef::ID),
-            "Id of the revoked key.",
-        ))
+    deleted_payload_type(
+        "DeleteApiKeyPayload",
+        "The result of `deleteApiKey`.",
+        "Id of the revoked key.",
+    )
 }
 
 fn api_key_scopes() -> Field {

@@ -11,8 +11,8 @@ use crate::error::AppError;
 use crate::graphql::SchemaParts;
 use crate::graphql::input::GraphQLInput;
 use crate::graphql::types::{
-    DATETIME, app, caller, connection, connection_types, datetime, input, object, opt_string,
-    page_request, prop, wants_total_count, with_connection_args,
+    DATETIME, app, caller, connection, connection_types, datetime, deleted_payload_type, input,
+    object, opt_string, page_request, prop, wants_total_count, with_connection_args,
 };
 
 use super::Project;
@@ -196,13 +196,11 @@ fn project_type() -> Object {
 }
 
 fn delete_project_payload_type() -> Object {
-    Object::new("DeleteProjectPayload")
-        .description("The result of `deleteProject`.")
-        .field(prop(
-            "deletedId",
-            TypeRef::named_nn(TypeRef::ID),
-            "Id of the deleted project.",
-        ))
+    deleted_payload_type(
+        "DeleteProjectPayload",
+        "The result of `deleteProject`.",
+        "Id of the deleted project.",
+    )
 }
 
 fn project() -> Field {

@@ -7,8 +7,8 @@ use async_graphql::dynamic::{Field, FieldFuture, FieldValue, InputValue, Object,
 
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
-    DATETIME, app, caller, connection, connection_types, datetime, input, object, opt_string,
-    page_request, prop, wants_total_count, with_connection_args,
+    DATETIME, app, caller, connection, connection_types, datetime, deleted_payload_type, input,
+    object, opt_string, page_request, prop, wants_total_count, with_connection_args,
 };
 
 use super::service;
@@ -216,13 +216,11 @@ fn membership_type() -> Object {
 }
 
 fn delete_team_payload_type() -> Object {
-    Object::new("DeleteTeamPayload")
-        .description("The result of `deleteTeam`.")
-        .field(prop(
-            "deletedId",
-            TypeRef::named_nn(TypeRef::ID),
-            "Id of the deleted team.",
-        ))
+    deleted_payload_type(
+        "DeleteTeamPayload",
+        "The result of `deleteTeam`.",
+        "Id of the deleted team.",
+    )
 }
 
 fn update_membership_status_payload_type() -> Object {
@@ -241,13 +239,11 @@ fn update_membership_status_payload_type() -> Object {
 }
 
 fn delete_membership_payload_type() -> Object {
-    Object::new("DeleteMembershipPayload")
-        .description("The result of `deleteMembership`.")
-        .field(prop(
-            "deletedId",
-            TypeRef::named_nn(TypeRef::ID),
-            "Id of the deleted membership.",
-        ))
+    deleted_payload_type(
+        "DeleteMembershipPayload",
+        "The result of `deleteMembership`.",
+        "Id of the deleted membership.",
+    )
 }
 
 fn team() -> Field {

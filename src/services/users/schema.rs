@@ -10,8 +10,8 @@ use async_graphql::dynamic::{
 use crate::auth::scopes::{UsersRead, UsersWrite};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
-    DATETIME, JSON, app, caller, connection, connection_types, datetime, input, object, opt_string,
-    page_request, prop, wants_total_count, with_connection_args,
+    DATETIME, JSON, app, caller, connection, connection_types, datetime, deleted_payload_type,
+    input, object, opt_string, page_request, prop, wants_total_count, with_connection_args,
 };
 
 use super::service::{self, ImportedHash, NewUser, UserChanges};
@@ -451,13 +451,11 @@ fn user_memberships() -> Field {
 }
 
 fn delete_user_payload_type() -> Object {
-    Object::new("DeleteUserPayload")
-        .description("The result of `deleteUser`.")
-        .field(prop(
-            "deletedId",
-            TypeRef::named_nn(TypeRef::ID),
-            "Id of the deleted user.",
-        ))
+    deleted_payload_type(
+        "DeleteUserPayload",
+        "The result of `deleteUser`.",
+        "Id of the deleted user.",
+    )
 }
 
 fn delete_sessions_payload_type() -> Object {
