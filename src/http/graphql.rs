@@ -611,12 +611,7 @@ async fn execute(
         }
     }
 
-    let client = ClientInfo {
-        ip: peer.ip().to_string(),
-        user_agent: identity::header(headers, "user-agent")
-            .unwrap_or_default()
-            .to_string(),
-    };
+    let client = crate::http::client::client_info(&state.config, peer, headers);
     let mut answered = Vec::with_capacity(requests.len());
     for ((request, early), name) in requests.into_iter().zip(responses).zip(names) {
         let response = match early {
