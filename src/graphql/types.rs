@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_graphql::dynamic::{
-    Field, FieldFuture, FieldValue, InputValue, Object, ResolverContext, Scalar, Type,
-    TypeRef,
+    Field, FieldFuture, FieldValue, InputValue, Object, ResolverContext, Scalar, Type, TypeRef,
 };
 use async_graphql::{Name, Value};
 use base64::Engine as _;

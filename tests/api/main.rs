@@ -9,6 +9,7 @@ mod databases;
 mod email_flows;
 mod identity;
 mod limits;
+mod locale;
 mod oauth2;
 mod oauth_provider;
 mod observability;
