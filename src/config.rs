@@ -307,8 +307,13 @@ pub struct Config {
     /// comma-separated addresses or CIDR networks (`127.0.0.1,10.0.0.0/8`). The header
     /// is read from the right past every listed hop; from any other peer it is
     /// ignored. Empty: the connection's peer is the client.
-    #[arg(long, env = "NIMBUS_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    #[arg(
+        long,
+        env = "NIMBUS_TRUSTED_PROXIES",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub trusted_proxies: TrustedProxies,
 
     /// A MaxMind DB file (e.g. GeoLite2-Country) that maps client addresses to
     /// countries for `locale`. Unset: the bundled database (CC0, by ip-location-db).
@@ -316,13 +321,34 @@ pub struct Config {
     pub geoip_db: Option<PathBuf>,
 }
 
-/// One trusted proxy: an address (a network of one) or a CIDR network.
-fn parse_proxy(value: &str) -> Result<ipnet::IpNet, String> {
-    let value = value.trim();
-    value
-        .parse::<ipnet::IpNet>()
-        .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        .map_err(|_| format!("`{value}` is neither an IP address nor a CIDR network"))
+/// The reverse proxies whose `X-Forwarded-For` counts: addresses (networks of one)
+/// and CIDR networks, written comma-separated; empty entries are skipped, so an
+/// empty variable trusts none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+}
+
+impl std::str::FromStr for TrustedProxies {
+    type Err = String;
+
+    fn from_str(list: &str) -> Result<Self, String> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("`{entry}` is neither an IP address nor a CIDR network"))
+            })
+            .collect::<Result<_, _>>()
+            .map(TrustedProxies)
+    }
 }
 
 impl Config {

@@ -7,11 +7,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::http::HeaderMap;
-use ipnet::IpNet;
-
-use crate::config::Config;
+use crate::config::{Config, TrustedProxies};
 use crate::services::users::service::ClientInfo;
+use axum::http::HeaderMap;
 
 /// Most `X-Forwarded-For` entries read: a chain of proxies is a few hops long.
 const MAX_HOPS: usize = 32;
@@ -28,9 +26,9 @@ pub fn client_info(config: &Config, peer: SocketAddr, headers: &HeaderMap) -> Cl
 /// The client address: `peer`, or when `peer` is a trusted proxy, the first
 /// address of `X-Forwarded-For`, from the right, that is not a trusted proxy. An
 /// entry that is not an address ends the walk at the last hop known good.
-pub fn client_ip(trusted: &[IpNet], peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+pub fn client_ip(trusted: &TrustedProxies, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
     let peer = canonical(peer);
-    if !is_trusted(trusted, peer) {
+    if !trusted.contains(peer) {
         return peer;
     }
     let mut client = peer;
@@ -45,7 +43,7 @@ pub fn client_ip(trusted: &[IpNet], peer: IpAddr, headers: &HeaderMap) -> IpAddr
         match parse_hop(hop.trim()) {
             Some(ip) => {
                 client = ip;
-                if !is_trusted(trusted, ip) {
+                if !trusted.contains(ip) {
                     break;
                 }
             }
@@ -69,10 +67,6 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
-}
-
-fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
-    trusted.iter().any(|net| net.contains(&ip))
 }
 
 /// An IPv4 client reached over IPv6 (`::ffff:a.b.c.d`) is that IPv4 address.
@@ -104,8 +98,8 @@ mod tests {
         headers
     }
 
-    fn nets(list: &[&str]) -> Vec<IpNet> {
-        list.iter().map(|n| n.parse().unwrap()).collect()
+    fn nets(list: &[&str]) -> TrustedProxies {
+        list.join(",").parse().unwrap()
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -114,7 +108,7 @@ mod tests {
 
     #[test]
     fn ignores_forwarded_for_from_an_untrusted_peer() {
-        let got = client_ip(&[], ip("203.0.113.7"), &headers(&["8.8.8.8"]));
+        let got = client_ip(&nets(&[]), ip("203.0.113.7"), &headers(&["8.8.8.8"]));
         assert_eq!(got, ip("203.0.113.7"));
         let got = client_ip(
             &nets(&["10.0.0.0/8"]),

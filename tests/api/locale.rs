@@ -218,10 +218,7 @@ async fn locale_of_a_loopback_caller_has_no_country() {
 async fn locale_honours_forwarded_for_only_from_a_trusted_proxy() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path()).await;
-    config.trusted_proxies = vec![
-        "127.0.0.1/32".parse().unwrap(),
-        "10.0.0.0/8".parse().unwrap(),
-    ];
+    config.trusted_proxies = "127.0.0.1,10.0.0.0/8".parse().unwrap();
     let app = spawn_with(config, dir).await;
 
     let us = public(
@@ -277,4 +274,29 @@ async fn a_missing_geoip_database_stops_the_start() {
     };
     assert!(err.contains("NIMBUS_GEOIP_DB"), "{err}");
     assert!(err.contains(&missing.display().to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn sessions_record_the_forwarded_client_only_behind_a_trusted_proxy() {
+    let create = json!({"query": "mutation { createAnonymousSession { session { ip } } }"});
+    let forwarded = [("x-forwarded-for", "8.8.8.8")];
+
+    let app = spawn_app().await;
+    let direct = app.post(create.clone(), &forwarded).await.ok();
+    assert_eq!(
+        direct["createAnonymousSession"]["session"]["ip"],
+        "127.0.0.1"
+    );
+    app.shutdown().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.trusted_proxies = "127.0.0.0/8".parse().unwrap();
+    let app = spawn_with(config, dir).await;
+    let proxied = app.post(create, &forwarded).await.ok();
+    assert_eq!(
+        proxied["createAnonymousSession"]["session"]["ip"],
+        "8.8.8.8"
+    );
+    app.shutdown().await;
 }
