@@ -300,3 +300,53 @@ async fn sessions_record_the_forwarded_client_only_behind_a_trusted_proxy() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn locale_over_a_websocket_reads_the_upgrade_requests_headers() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.trusted_proxies = "127.0.0.1".parse().unwrap();
+    let app = spawn_with(config, dir).await;
+
+    let mut request = app.ws_url.as_str().into_client_request().unwrap();
+    for (name, value) in [
+        ("sec-websocket-protocol", "graphql-transport-ws"),
+        ("accept-language", "fr-FR,fr;q=0.9"),
+        ("x-forwarded-for", "8.8.8.8"),
+    ] {
+        request.headers_mut().insert(name, value.parse().unwrap());
+    }
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let query = "{ locale { ip countryCode country } }";
+    for message in [
+        json!({"type": "connection_init", "payload": {}}),
+        json!({"id": "1", "type": "subscribe", "payload": {"query": query}}),
+    ] {
+        socket
+            .send(Message::text(message.to_string()))
+            .await
+            .unwrap();
+    }
+    let next = tokio::time::timeout(crate::helpers::WAIT, async {
+        while let Some(Ok(message)) = socket.next().await {
+            if let Message::Text(text) = message {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if value["type"] == "next" {
+                    return value;
+                }
+            }
+        }
+        panic!("the socket closed before the answer");
+    })
+    .await
+    .expect("an answer within the wait");
+    assert_eq!(
+        next["payload"]["data"]["locale"],
+        json!({"ip": "8.8.8.8", "countryCode": "US", "country": "États-Unis d'Amérique"})
+    );
+    app.shutdown().await;
+}
