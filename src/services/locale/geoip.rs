@@ -17,6 +17,10 @@ use serde::Deserialize;
 /// cost a copy in memory and a decompression at every start).
 const BUNDLED: &[u8] = include_bytes!("../../../data/locale/geo-whois-asn-country.mmdb");
 
+/// The largest file read into memory (MaxMind's largest, GeoIP2-City, is about 130
+/// MB): a wrong path to some huge file must not exhaust memory at start.
+const MAX_FILE_BYTES: u64 = 1024 * 1024 * 1024;
+
 pub struct GeoIp {
     reader: Reader<Cow<'static, [u8]>>,
 }
@@ -44,10 +48,7 @@ impl GeoIp {
     pub fn open(path: Option<&Path>) -> anyhow::Result<Self> {
         let source = match path {
             None => Cow::Borrowed(BUNDLED),
-            Some(path) => Cow::Owned(
-                std::fs::read(path)
-                    .with_context(|| format!("NIMBUS_GEOIP_DB: cannot read {}", path.display()))?,
-            ),
+            Some(path) => Cow::Owned(read_bounded(path)?),
         };
         let reader = Reader::from_source(source).with_context(|| match path {
             Some(path) => format!(
@@ -75,6 +76,18 @@ impl GeoIp {
             .filter(|code| code.len() == 2)
             .map(|code| code.to_ascii_uppercase())
     }
+}
+
+fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let cannot = || format!("NIMBUS_GEOIP_DB: cannot read {}", path.display());
+    let size = std::fs::metadata(path).with_context(cannot)?.len();
+    if size > MAX_FILE_BYTES {
+        anyhow::bail!(
+            "NIMBUS_GEOIP_DB: {} has {size} bytes, more than any MaxMind DB file ({MAX_FILE_BYTES} at most)",
+            path.display()
+        );
+    }
+    std::fs::read(path).with_context(cannot)
 }
 
 /// Whether `ip` may be anywhere on the public internet: not loopback, private,
