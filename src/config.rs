@@ -249,8 +249,8 @@ pub struct Config {
     pub mail_max_per_sender: u32,
 
     /// Most emails requests from one client address (for IPv6, one /64 network) may
-    /// have sent per hour, whoever asks; 0 for no cap. Behind a reverse proxy
-    /// everyone shares the proxy's address: raise it, or set 0.
+    /// have sent per hour, whoever asks; 0 for no cap. Behind a reverse proxy, list it
+    /// in `NIMBUS_TRUSTED_PROXIES`, or everyone shares the proxy's address.
     #[arg(long, env = "NIMBUS_MAIL_MAX_PER_CLIENT", default_value_t = 200)]
     pub mail_max_per_client: u32,
 
@@ -302,6 +302,53 @@ pub struct Config {
     /// them a preview is answered 503 `SERVICE_UNAVAILABLE` with `Retry-After`.
     #[arg(long, env = "NIMBUS_PREVIEW_QUEUE", default_value_t = 32)]
     pub preview_queue: usize,
+
+    /// Reverse proxies whose `X-Forwarded-For` gives the client address, as
+    /// comma-separated addresses or CIDR networks (`127.0.0.1,10.0.0.0/8`). The header
+    /// is read from the right past every listed hop; from any other peer it is
+    /// ignored. Empty: the connection's peer is the client.
+    #[arg(
+        long,
+        env = "NIMBUS_TRUSTED_PROXIES",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub trusted_proxies: TrustedProxies,
+
+    /// A MaxMind DB file (e.g. GeoLite2-Country) that maps client addresses to
+    /// countries for `locale`. Unset: the bundled database (CC0, by ip-location-db).
+    #[arg(long, env = "NIMBUS_GEOIP_DB")]
+    pub geoip_db: Option<PathBuf>,
+}
+
+/// The reverse proxies whose `X-Forwarded-For` counts: addresses (networks of one)
+/// and CIDR networks, written comma-separated; empty entries are skipped, so an
+/// empty variable trusts none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+}
+
+impl std::str::FromStr for TrustedProxies {
+    type Err = String;
+
+    fn from_str(list: &str) -> Result<Self, String> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("`{entry}` is neither an IP address nor a CIDR network"))
+            })
+            .collect::<Result<_, _>>()
+            .map(TrustedProxies)
+    }
 }
 
 impl Config {

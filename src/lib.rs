@@ -75,6 +75,8 @@ pub struct AppInner {
     pub creates: Option<services::databases::create_batch::CreateBatches>,
     /// Turns to render image previews, and the queue for them.
     pub preview_turns: services::storage::preview::Turns,
+    /// Client address to country, for `locale`.
+    pub geoip: services::locale::geoip::GeoIp,
 }
 
 /// A cheap handle on [`AppInner`].
@@ -92,6 +94,8 @@ impl AppState {
     /// Connects to the database (applying migrations) and the bus, and prepares file
     /// storage: what every command that touches data needs.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
+        // First: a wrong path is found before the database is touched.
+        let geoip = services::locale::geoip::GeoIp::open(config.geoip_db.as_deref())?;
         let db = Db::connect(&config, CONNECT_TIMEOUT).await?;
         db.migrate().await?;
         services::databases::upgrade::permission_tables(&db).await?;
@@ -128,6 +132,7 @@ impl AppState {
         let state = AppState(Arc::new(AppInner {
             creates,
             preview_turns,
+            geoip,
             config,
             db,
             bus,

@@ -566,12 +566,7 @@ async fn execute(
             Err(response) => return *response,
         }
     }
-    let client = ClientInfo {
-        ip: peer.ip().to_string(),
-        user_agent: identity::header(headers, "user-agent")
-            .unwrap_or_default()
-            .to_string(),
-    };
+    let client = crate::http::client::client_info(&state.config, peer, headers);
     let mut answered = Vec::with_capacity(requests.len());
     for (request, screened) in requests.into_iter().zip(screened) {
         let response = match screened {

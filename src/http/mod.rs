@@ -1,6 +1,7 @@
 //! The HTTP and WebSocket surface of Nimbus: the router, and `serve` used by
 //! `nimbus serve` and by the tests.
 
+pub mod client;
 pub mod connections;
 pub mod graphql;
 pub mod health;
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
             axum::http::header::AUTHORIZATION,
             HeaderName::from_static(identity::PROJECT_HEADER),
             HeaderName::from_static(identity::KEY_HEADER),
+            HeaderName::from_static("x-nimbus-locale"),
             HeaderName::from_static("apollo-require-preflight"),
             HeaderName::from_static("x-apollo-operation-name"),
             axum::http::header::CONTENT_RANGE,

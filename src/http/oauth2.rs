@@ -19,11 +19,9 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::error::{AppError, codes};
 use crate::http::graphql::plain_error;
-use crate::http::identity;
 use crate::services::account::cookies::session_cookie;
 use crate::services::account::oauth2::{self, Callback, Failed, Finished, Start};
 use crate::services::projects::DEFAULT_PROJECT;
-use crate::services::users::service::ClientInfo;
 
 #[derive(Debug, Deserialize)]
 pub struct StartQuery {
@@ -222,12 +220,7 @@ pub async fn callback(
         Ok(base) => base,
         Err(err) => return error_page(&err),
     };
-    let client = ClientInfo {
-        ip: peer.ip().to_string(),
-        user_agent: identity::header(&headers, "user-agent")
-            .unwrap_or_default()
-            .to_string(),
-    };
+    let client = crate::http::client::client_info(&state.config, peer, &headers);
     let finished = oauth2::finish(
         &state,
         &project_id,

@@ -249,6 +249,7 @@ pub async fn graphql_ws(
         return refusal;
     }
     let max = state.config.ws_max_per_client;
+    let client = crate::http::client::client_info(&state.config, peer, &headers);
     let Some(share) =
         ClientShare::open(&state, crate::http::connections::client_key(peer.ip()), max)
     else {
@@ -268,7 +269,7 @@ pub async fn graphql_ws(
         .write_buffer_size(0)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| serve_socket(state, socket, protocol, presented, peer, share))
+        .on_upgrade(move |socket| serve_socket(state, socket, protocol, presented, client, share))
 }
 
 /// The refusal of an upgrade that the session cookie would authenticate, from a page
@@ -303,7 +304,7 @@ async fn serve_socket(
     socket: WebSocket,
     protocol: Protocol,
     upgrade: Presented,
-    peer: SocketAddr,
+    client: ClientInfo,
     share: ClientShare,
 ) {
     let _open = GaugeGuard::raise("nimbus_websocket_connections");
@@ -317,7 +318,7 @@ async fn serve_socket(
     let Ok(Some((addressed, presented))) = initialising.await else {
         return;
     };
-    let connection = Connection::new(state, link, addressed, presented, peer, share);
+    let connection = Connection::new(state, link, addressed, presented, client, share);
     connection.run().await;
 }
 
@@ -605,7 +606,7 @@ impl Connection {
         link: Link,
         addressed: Addressed,
         presented: Presented,
-        peer: SocketAddr,
+        client: ClientInfo,
         share: ClientShare,
     ) -> Self {
         let Addressed {
@@ -613,10 +614,7 @@ impl Connection {
             loaded,
             expires_at,
         } = addressed;
-        let client = Arc::new(ClientInfo {
-            ip: peer.ip().to_string(),
-            user_agent: String::new(),
-        });
+        let client = Arc::new(client);
         let changes = state.sessions.watch(caller.holder());
         let seen = *changes.borrow();
         let mut connection = Connection {

@@ -7,6 +7,7 @@
 pub mod account;
 pub mod databases;
 pub mod keys;
+pub mod locale;
 pub mod projects;
 pub mod realtime;
 pub mod storage;
@@ -38,6 +39,7 @@ pub fn register_all(parts: &mut SchemaParts, project: &Project, model: &DataMode
     realtime::register(parts, project);
     databases::register(parts, project, model);
     storage::register(parts, project);
+    locale::register(parts, project);
 }
 
 /// Builds the schema of `project`. `state` is attached as schema data when given

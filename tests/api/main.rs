@@ -10,6 +10,7 @@ mod email_flows;
 mod grants;
 mod identity;
 mod limits;
+mod locale;
 mod oauth2;
 mod oauth_provider;
 mod observability;

@@ -32,8 +32,11 @@ const PASSWORD_CHANGE_LIMIT: Limit = Limit::per_hour(10);
 /// Where a request came from, recorded on its session.
 #[derive(Debug, Clone, Default)]
 pub struct ClientInfo {
+    /// The client address (`http::client`: behind a trusted proxy, the forwarded one).
     pub ip: String,
     pub user_agent: String,
+    /// The languages it asks for: `X-Nimbus-Locale`, else `Accept-Language`, as sent.
+    pub locale: String,
 }
 
 /// A request to create a user.

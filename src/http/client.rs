@@ -1,0 +1,163 @@
+//! Who is on the other end of a request: its client address and the languages it
+//! asks for, as every service sees them ([`ClientInfo`]). The address is the
+//! connection's peer, unless the peer is a proxy the operator trusts
+//! (`NIMBUS_TRUSTED_PROXIES`); only then does `X-Forwarded-For` count, read from
+//! the right (the hop nearest to us) past every trusted hop, so a client cannot
+//! choose its address by sending the header itself.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::config::{Config, TrustedProxies};
+use crate::services::users::service::ClientInfo;
+use axum::http::HeaderMap;
+
+/// Most `X-Forwarded-For` entries read: a chain of proxies is a few hops long.
+const MAX_HOPS: usize = 32;
+
+/// The client of a request that arrived from `peer` with `headers`.
+pub fn client_info(config: &Config, peer: SocketAddr, headers: &HeaderMap) -> ClientInfo {
+    ClientInfo {
+        ip: client_ip(&config.trusted_proxies, peer.ip(), headers).to_string(),
+        user_agent: header(headers, "user-agent").to_string(),
+        locale: requested_locale(headers).to_string(),
+    }
+}
+
+/// The client address: `peer`, or when `peer` is a trusted proxy, the first
+/// address of `X-Forwarded-For`, from the right, that is not a trusted proxy. An
+/// entry that is not an address ends the walk at the last hop known good.
+pub fn client_ip(trusted: &TrustedProxies, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    let peer = canonical(peer);
+    if !trusted.contains(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .rev()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.rsplit(','))
+        .take(MAX_HOPS);
+    for hop in hops {
+        match parse_hop(hop.trim()) {
+            Some(ip) => {
+                client = ip;
+                if !trusted.contains(ip) {
+                    break;
+                }
+            }
+            None => break,
+        }
+    }
+    client
+}
+
+/// The languages the client asks for: `X-Nimbus-Locale`, else `Accept-Language`,
+/// as sent (empty when neither is).
+pub fn requested_locale(headers: &HeaderMap) -> &str {
+    match header(headers, "x-nimbus-locale") {
+        "" => header(headers, "accept-language"),
+        locale => locale,
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// An IPv4 client reached over IPv6 (`::ffff:a.b.c.d`) is that IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// One `X-Forwarded-For` entry: an address, maybe with a port (`1.2.3.4:5678`,
+/// `[2001:db8::1]:443`).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .or_else(|_| hop.parse::<SocketAddr>().map(|s| s.ip()))
+        .ok()
+        .map(canonical)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(forwarded: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in forwarded {
+            headers.append("x-forwarded-for", value.parse().unwrap());
+        }
+        headers
+    }
+
+    fn nets(list: &[&str]) -> TrustedProxies {
+        list.join(",").parse().unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ignores_forwarded_for_from_an_untrusted_peer() {
+        let got = client_ip(&nets(&[]), ip("203.0.113.7"), &headers(&["8.8.8.8"]));
+        assert_eq!(got, ip("203.0.113.7"));
+        let got = client_ip(
+            &nets(&["10.0.0.0/8"]),
+            ip("203.0.113.7"),
+            &headers(&["8.8.8.8"]),
+        );
+        assert_eq!(got, ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn takes_the_nearest_untrusted_hop() {
+        let trusted = nets(&["10.0.0.0/8", "127.0.0.1/32"]);
+        // The client forged the first entry; the proxies appended the rest.
+        let sent = headers(&["6.6.6.6, 8.8.8.8, 10.1.2.3"]);
+        assert_eq!(client_ip(&trusted, ip("127.0.0.1"), &sent), ip("8.8.8.8"));
+        // The same chain split over several header lines.
+        let sent = headers(&["6.6.6.6", "8.8.8.8, 10.1.2.3"]);
+        assert_eq!(client_ip(&trusted, ip("127.0.0.1"), &sent), ip("8.8.8.8"));
+    }
+
+    #[test]
+    fn stops_at_an_entry_that_is_not_an_address() {
+        let trusted = nets(&["127.0.0.1/32", "10.0.0.0/8"]);
+        let sent = headers(&["8.8.8.8, unknown, 10.0.0.9"]);
+        assert_eq!(client_ip(&trusted, ip("127.0.0.1"), &sent), ip("10.0.0.9"));
+        assert_eq!(
+            client_ip(&trusted, ip("127.0.0.1"), &headers(&[])),
+            ip("127.0.0.1")
+        );
+    }
+
+    #[test]
+    fn reads_ports_and_mapped_addresses() {
+        let trusted = nets(&["127.0.0.1/32"]);
+        let sent = headers(&["[2a00:1450::1]:443"]);
+        assert_eq!(
+            client_ip(&trusted, ip("::ffff:127.0.0.1"), &sent),
+            ip("2a00:1450::1")
+        );
+        let sent = headers(&["8.8.8.8:1234"]);
+        assert_eq!(client_ip(&trusted, ip("127.0.0.1"), &sent), ip("8.8.8.8"));
+    }
+
+    #[test]
+    fn an_explicit_locale_wins_over_accept_language() {
+        let mut sent = HeaderMap::new();
+        sent.insert("accept-language", "de".parse().unwrap());
+        assert_eq!(requested_locale(&sent), "de");
+        sent.insert("x-nimbus-locale", "fr".parse().unwrap());
+        assert_eq!(requested_locale(&sent), "fr");
+    }
+}

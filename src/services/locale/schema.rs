@@ -1,0 +1,378 @@
+//! GraphQL of the locale service: the root field `locale`, the caller's country
+//! and the reference lists, each list translated into the request's locale.
+//! Public: no key or session is asked for.
+
+use std::net::IpAddr;
+
+use async_graphql::Value;
+use async_graphql::dynamic::{Field, FieldFuture, FieldValue, Object, ResolverContext, TypeRef};
+
+use crate::graphql::SchemaParts;
+use crate::graphql::types::{app, object, prop};
+use crate::services::projects::Project;
+use crate::services::users::service::ClientInfo;
+
+use super::data::{Locale, LocaleData, Names, data};
+use super::negotiate;
+
+pub fn register(parts: &mut SchemaParts, _project: &Project) {
+    parts.add_type(locale_type());
+    parts.add_type(country_type());
+    parts.add_type(phone_type());
+    parts.add_type(continent_type());
+    parts.add_type(currency_type());
+    parts.add_type(language_type());
+    parts.add_type(locale_code_type());
+
+    parts.query(locale());
+}
+
+/// The client of the request, as the transport saw it.
+fn client<'a>(ctx: &ResolverContext<'a>) -> Option<&'a ClientInfo> {
+    ctx.data_opt::<ClientInfo>()
+}
+
+/// The locale the request is answered in.
+fn requested(ctx: &ResolverContext<'_>) -> Locale {
+    let asked = client(ctx).map_or("", |c| c.locale.as_str());
+    negotiate::pick(data(), asked)
+}
+
+fn text(value: &str) -> Value {
+    Value::from(value)
+}
+
+fn opt_text(value: Option<&str>) -> Value {
+    value.map_or(Value::Null, Value::from)
+}
+
+fn locale() -> Field {
+    Field::new("locale", TypeRef::named_nn("Locale"), |ctx| {
+        FieldFuture::new(async move {
+            let state = app(&ctx)?;
+            let ip = client(&ctx).map_or("", |c| c.ip.as_str());
+            let country = ip
+                .parse::<IpAddr>()
+                .ok()
+                .and_then(|ip| state.geoip.country(ip));
+            Ok(Some(FieldValue::value(caller_locale(
+                data(),
+                requested(&ctx),
+                ip,
+                country.as_deref(),
+            ))))
+        })
+    })
+    .description(
+        "Where the caller is, by its client address, and the world's reference data in the \
+         request's language (`X-Nimbus-Locale`, else `Accept-Language`; English by default). \
+         Public.",
+    )
+}
+
+/// The scalar fields of `Locale`; its lists are resolved only when asked for.
+fn caller_locale(data: &LocaleData, locale: Locale, ip: &str, country: Option<&str>) -> Value {
+    let country = country.and_then(|code| data.country(code));
+    let continent = country.and_then(|c| data.continent(&c.continent));
+    object([
+        ("ip", text(ip)),
+        ("countryCode", opt_text(country.map(|c| c.code.as_str()))),
+        ("country", opt_text(country.map(|c| c.names.get(locale)))),
+        (
+            "continentCode",
+            opt_text(continent.map(|c| c.code.as_str())),
+        ),
+        (
+            "continent",
+            opt_text(continent.map(|c| c.names.get(locale))),
+        ),
+        ("eu", Value::from(country.is_some_and(|c| c.eu))),
+        (
+            "currency",
+            opt_text(
+                country
+                    .and_then(|c| c.currencies.first())
+                    .map(String::as_str),
+            ),
+        ),
+    ])
+}
+
+/// A list field of `Locale`, built from the data in the request's locale.
+fn list(
+    name: &str,
+    item: &str,
+    about: &str,
+    build: fn(&LocaleData, Locale) -> Vec<Value>,
+) -> Field {
+    Field::new(name, TypeRef::named_nn_list_nn(item), move |ctx| {
+        FieldFuture::new(async move {
+            let items = build(data(), requested(&ctx));
+            Ok(Some(FieldValue::value(Value::List(items))))
+        })
+    })
+    .description(about)
+}
+
+fn code_and_name(code: &str, names: &Names, locale: Locale) -> Value {
+    object([("code", text(code)), ("name", text(names.get(locale)))])
+}
+
+fn countries(data: &LocaleData, locale: Locale) -> Vec<Value> {
+    data.countries
+        .iter()
+        .map(|c| code_and_name(&c.code, &c.names, locale))
+        .collect()
+}
+
+fn countries_eu(data: &LocaleData, locale: Locale) -> Vec<Value> {
+    data.countries
+        .iter()
+        .filter(|c| c.eu)
+        .map(|c| code_and_name(&c.code, &c.names, locale))
+        .collect()
+}
+
+fn countries_phones(data: &LocaleData, locale: Locale) -> Vec<Value> {
+    data.countries
+        .iter()
+        .flat_map(|c| {
+            c.phones.iter().map(move |phone| {
+                object([
+                    ("code", text(phone)),
+                    ("countryCode", text(&c.code)),
+                    ("countryName", text(c.names.get(locale))),
+                ])
+            })
+        })
+        .collect()
+}
+
+fn continents(data: &LocaleData, locale: Locale) -> Vec<Value> {
+    data.continents
+        .iter()
+        .map(|c| code_and_name(&c.code, &c.names, locale))
+        .collect()
+}
+
+fn currencies(data: &LocaleData, locale: Locale) -> Vec<Value> {
+    data.currencies
+        .iter()
+        .map(|c| {
+            object([
+                ("code", text(&c.code)),
+                ("symbol", text(&c.symbol)),
+                ("symbolNative", text(&c.symbol_native)),
+                ("name", text(c.names.get(locale))),
+                ("namePlural", text(c.plurals.get(locale))),
+                ("decimalDigits", Value::from(c.decimal_digits)),
+                ("rounding", Value::from(c.rounding)),
+            ])
+        })
+        .collect()
+}
+
+fn languages(data: &LocaleData, locale: Locale) -> Vec<Value> {
+    data.languages
+        .iter()
+        .map(|l| {
+            object([
+                ("code", text(&l.code)),
+                ("name", text(l.names.get(locale))),
+                ("nativeName", text(&l.native_name)),
+            ])
+        })
+        .collect()
+}
+
+fn locale_codes(data: &LocaleData, locale: Locale) -> Vec<Value> {
+    data.locale_codes
+        .iter()
+        .map(|c| code_and_name(&c.code, &c.names, locale))
+        .collect()
+}
+
+fn locale_type() -> Object {
+    let string = || TypeRef::named(TypeRef::STRING);
+    Object::new("Locale")
+        .description(
+            "The caller's place, from its client address (behind a proxy listed in \
+             `NIMBUS_TRUSTED_PROXIES`, the forwarded one), and the reference lists. Where the \
+             address has no country (loopback, private networks, unknown ranges) the country \
+             fields are null and `eu` is false.",
+        )
+        .field(prop(
+            "ip",
+            TypeRef::named_nn(TypeRef::STRING),
+            "The client address the server sees.",
+        ))
+        .field(prop(
+            "countryCode",
+            string(),
+            "ISO 3166-1 alpha-2 code of its country.",
+        ))
+        .field(prop(
+            "country",
+            string(),
+            "Name of its country, in the request's language.",
+        ))
+        .field(prop(
+            "continentCode",
+            string(),
+            "Code of its continent: AF, AN, AS, EU, NA, OC or SA.",
+        ))
+        .field(prop(
+            "continent",
+            string(),
+            "Name of its continent, in the request's language.",
+        ))
+        .field(prop(
+            "eu",
+            TypeRef::named_nn(TypeRef::BOOLEAN),
+            "Whether its country is a member state of the European Union.",
+        ))
+        .field(prop(
+            "currency",
+            string(),
+            "ISO 4217 code of its country's main currency.",
+        ))
+        .field(list(
+            "countries",
+            "LocaleCountry",
+            "Every country (ISO 3166-1), by code.",
+            countries,
+        ))
+        .field(list(
+            "countriesEU",
+            "LocaleCountry",
+            "The member states of the European Union, by code.",
+            countries_eu,
+        ))
+        .field(list(
+            "countriesPhones",
+            "LocalePhone",
+            "International calling codes, one entry per country and code, by country.",
+            countries_phones,
+        ))
+        .field(list(
+            "continents",
+            "LocaleContinent",
+            "The seven continents, by code.",
+            continents,
+        ))
+        .field(list(
+            "currencies",
+            "LocaleCurrency",
+            "Currencies in use (ISO 4217), by code.",
+            currencies,
+        ))
+        .field(list(
+            "languages",
+            "LocaleLanguage",
+            "Languages (ISO 639-1), by code.",
+            languages,
+        ))
+        .field(list(
+            "localeCodes",
+            "LocaleCode",
+            "The locales this server translates into, by code; any other falls back to English.",
+            locale_codes,
+        ))
+}
+
+fn code_name_type(name: &str, about: &str, code: &str, name_about: &str) -> Object {
+    Object::new(name)
+        .description(about)
+        .field(prop("code", TypeRef::named_nn(TypeRef::STRING), code))
+        .field(prop("name", TypeRef::named_nn(TypeRef::STRING), name_about))
+}
+
+fn country_type() -> Object {
+    code_name_type(
+        "LocaleCountry",
+        "A country.",
+        "ISO 3166-1 alpha-2 code.",
+        "Name in the request's language.",
+    )
+}
+
+fn continent_type() -> Object {
+    code_name_type(
+        "LocaleContinent",
+        "A continent.",
+        "AF, AN, AS, EU, NA, OC or SA.",
+        "Name in the request's language.",
+    )
+}
+
+fn locale_code_type() -> Object {
+    code_name_type(
+        "LocaleCode",
+        "A locale the server translates into.",
+        "Its code, as `X-Nimbus-Locale` takes it (`de`, `pt`, `zh`).",
+        "Its name in the request's language.",
+    )
+}
+
+fn phone_type() -> Object {
+    let string = || TypeRef::named_nn(TypeRef::STRING);
+    Object::new("LocalePhone")
+        .description("An international calling code of a country.")
+        .field(prop(
+            "code",
+            string(),
+            "The calling code, with its `+` (`+33`).",
+        ))
+        .field(prop(
+            "countryCode",
+            string(),
+            "ISO 3166-1 alpha-2 code of the country.",
+        ))
+        .field(prop(
+            "countryName",
+            string(),
+            "Name of the country in the request's language.",
+        ))
+}
+
+fn currency_type() -> Object {
+    let string = || TypeRef::named_nn(TypeRef::STRING);
+    Object::new("LocaleCurrency")
+        .description("A currency.")
+        .field(prop("code", string(), "ISO 4217 code."))
+        .field(prop(
+            "symbol",
+            string(),
+            "Symbol as English text writes it (`€`, `CA$`).",
+        ))
+        .field(prop(
+            "symbolNative",
+            string(),
+            "Symbol as its own country writes it.",
+        ))
+        .field(prop("name", string(), "Name in the request's language."))
+        .field(prop(
+            "namePlural",
+            string(),
+            "Plural name in the request's language.",
+        ))
+        .field(prop(
+            "decimalDigits",
+            TypeRef::named_nn(TypeRef::INT),
+            "Digits after the decimal separator.",
+        ))
+        .field(prop(
+            "rounding",
+            TypeRef::named_nn(TypeRef::FLOAT),
+            "Rounding increment of amounts (0: to the last digit).",
+        ))
+}
+
+fn language_type() -> Object {
+    let string = || TypeRef::named_nn(TypeRef::STRING);
+    Object::new("LocaleLanguage")
+        .description("A language.")
+        .field(prop("code", string(), "ISO 639-1 code."))
+        .field(prop("name", string(), "Name in the request's language."))
+        .field(prop("nativeName", string(), "Name in the language itself."))
+}
