@@ -892,6 +892,68 @@ pub fn push_permission_filter(
     Ok(())
 }
 
+/// Appends a derived table of the resources `roles` may `action`, each once:
+///
+/// ```sql
+/// (SELECT DISTINCT nimbus_perm.resource_id FROM <side_table> nimbus_perm
+///  WHERE nimbus_perm.role IN (?, ?, …) AND (nimbus_perm.actions & ?) <> 0)
+/// ```
+///
+/// the other side of [`push_permission_filter`]: a list that joins its table to
+/// this one, in this order, reads the caller's grants through the `(role,
+/// resource_id)` index and looks up each resource by its key, so that it costs
+/// what the caller may read rather than what the table holds. `DISTINCT` keeps a
+/// resource granted through two of the roles from being listed twice.
+pub fn push_permitted_resources(
+    builder: &mut QueryBuilder<'_, Any>,
+    side_table: &str,
+    action: Action,
+    roles: &RoleSet,
+) -> Result<(), PermissionError> {
+    check_sql_ident(side_table)?;
+    builder
+        .push(format_args!(
+            "(SELECT DISTINCT {SIDE_ALIAS}.resource_id FROM {side_table} {SIDE_ALIAS} \
+             WHERE {SIDE_ALIAS}.role IN ("
+        ));
+    let mut list = builder.separated(", ");
+    for role in roles {
+        list.push_bind(role.to_string());
+    }
+    list.push_unseparated(format_args!(") AND ({SIDE_ALIAS}.actions & "));
+    builder.push_bind(action.bit()).push(") <> 0)");
+    Ok(())
+}
+
+/// Appends a query answering how many side-table rows name one of `roles`,
+/// counting no further than `cap`:
+///
+/// ```sql
+/// SELECT COUNT(*) FROM (SELECT 1 FROM <side_table> WHERE role IN (?, ?, …) LIMIT ?) nimbus_grants
+/// ```
+///
+/// It reads the `(role, resource_id)` index alone, whatever the actions, so it is
+/// an upper bound of what [`push_permitted_resources`] yields, cheap to ask
+/// before choosing which side a list drives from.
+pub fn push_grant_count(
+    builder: &mut QueryBuilder<'_, Any>,
+    side_table: &str,
+    roles: &RoleSet,
+    cap: i64,
+) -> Result<(), PermissionError> {
+    check_sql_ident(side_table)?;
+    builder.push(format_args!(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM {side_table} WHERE role IN ("
+    ));
+    let mut list = builder.separated(", ");
+    for role in roles {
+        list.push_bind(role.to_string());
+    }
+    list.push_unseparated(") LIMIT ");
+    builder.push_bind(cap).push(") nimbus_grants");
+    Ok(())
+}
+
 /// A plain SQL identifier: an ASCII letter or `_`, then letters, digits and `_`.
 fn check_sql_ident(name: &str) -> Result<(), PermissionError> {
     let fail = |reason: &str| {

@@ -13,6 +13,7 @@ mod limits;
 mod oauth2;
 mod oauth_provider;
 mod observability;
+mod owner_lists;
 mod projects;
 mod realtime;
 mod resolved_query;
