@@ -911,11 +911,10 @@ pub fn push_permitted_resources(
     roles: &RoleSet,
 ) -> Result<(), PermissionError> {
     check_sql_ident(side_table)?;
-    builder
-        .push(format_args!(
-            "(SELECT DISTINCT {SIDE_ALIAS}.resource_id FROM {side_table} {SIDE_ALIAS} \
+    builder.push(format_args!(
+        "(SELECT DISTINCT {SIDE_ALIAS}.resource_id FROM {side_table} {SIDE_ALIAS} \
              WHERE {SIDE_ALIAS}.role IN ("
-        ));
+    ));
     let mut list = builder.separated(", ");
     for role in roles {
         list.push_bind(role.to_string());

@@ -90,10 +90,9 @@ async fn world(app: &TestApp, update_only_for_ann: usize) -> World {
         app.signed_in("bob-lists@example.com").await,
         app.signed_in("cat-lists@example.com").await,
     ];
-    let [ann, bob, cat] = [
+    let [ann, bob] = [
         user_id(app, &secrets[0]).await,
         user_id(app, &secrets[1]).await,
-        user_id(app, &secrets[2]).await,
     ];
     for team in ["red", "blue", "green"] {
         app.admin(
@@ -137,11 +136,7 @@ async fn world(app: &TestApp, update_only_for_ann: usize) -> World {
         add(format!("zed-{n}"), n + 1, vec![read("user:zed")]);
     }
     // Shared with two users; and readable by Ann through two of her roles.
-    add(
-        "shared".into(),
-        4,
-        vec![read(&ann_role), read(&bob_role)],
-    );
+    add("shared".into(), 4, vec![read(&ann_role), read(&bob_role)]);
     add(
         "twice".into(),
         5,

@@ -658,18 +658,17 @@ async fn list_impl(
         });
     }
     let columns = collection.columns();
+    let grants = Grants::count(conn, collection, &reach, query.want_total).await?;
     let matching = Matching {
         collection,
         filter: &query.filter,
         reach: &reach,
-        drive: Drive::choose(conn, collection, &reach).await?,
+        drive: grants.page_drive(),
     };
     let read = read_columns(&columns, query);
     let system = system_columns(query);
-    let mut builder = QueryBuilder::<Any>::new(format!(
-        "SELECT {}",
-        column_list(dialect, system, &read)
-    ));
+    let mut builder =
+        QueryBuilder::<Any>::new(format!("SELECT {}", column_list(dialect, system, &read)));
     matching.push_from(&mut builder, dialect)?;
     matching.push_where(&mut builder, dialect)?;
     let (limit, from_end) = push_paging(&mut builder, dialect, &columns, query)?;
@@ -690,7 +689,11 @@ async fn list_impl(
         load_permissions(conn, collection, &mut documents).await?;
     }
     let total = if query.want_total {
-        Some(matching.count(conn).await?)
+        let counting = Matching {
+            drive: grants.count_drive(),
+            ..matching
+        };
+        Some(counting.count(conn).await?)
     } else {
         None
     };
@@ -701,13 +704,21 @@ async fn list_impl(
     })
 }
 
-/// The most side-table rows a caller's roles may name for a list to drive from
-/// them ([`Drive::Grants`]). Below it, reading every grant and looking each
-/// document up by id costs at most this many lookups and a sort of as many rows,
-/// whatever the collection's size; above it the caller reads a good share of
-/// the collection, and walking the list's own order with a permission probe per
-/// row stops after a few pages' worth of rows. Measured in ADR 0017.
-const DRIVE_FROM_GRANTS_BELOW: i64 = 1000;
+/// The most side-table rows a reader's roles may name for a page of a list to
+/// drive from them ([`Drive::Grants`]). Below it, reading every grant and
+/// looking each document up by id costs at most this many lookups and a sort of
+/// as many rows, whatever the collection's size; above it the reader reads a
+/// good share of the collection, and walking the list's own order with a
+/// permission probe per row fills a page after a few dozen rows. Measured in
+/// ADR 0017.
+const PAGE_FROM_GRANTS_BELOW: i64 = 1000;
+
+/// The same for a list's total. Counting through the permission probe reads
+/// every document the filter matches, so counting through the grants is the
+/// cheaper plan as long as they are fewer than the documents; past this many,
+/// the grants' `DISTINCT` costs more than the probes on MariaDB (ADR 0017), and
+/// the count of grants itself stops.
+const COUNT_FROM_GRANTS_BELOW: i64 = 20_000;
 
 /// Which side a list reads first when the reader reads per document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -721,35 +732,51 @@ enum Drive {
     Grants,
 }
 
-impl Drive {
-    /// [`Drive::Grants`] when the reader reads per document and its roles name
-    /// fewer than [`DRIVE_FROM_GRANTS_BELOW`] side-table rows (one index-only
-    /// count, stopped at the threshold).
-    async fn choose(
+/// How many side-table rows the reader's roles name, counted up to a cap;
+/// `None` when the reader does not read per document.
+#[derive(Debug, Clone, Copy)]
+struct Grants(Option<i64>);
+
+impl Grants {
+    /// One index-only count over `(role, resource_id)`, stopped at
+    /// [`PAGE_FROM_GRANTS_BELOW`], or at [`COUNT_FROM_GRANTS_BELOW`] for a list
+    /// that wants its total (whose count reads far more than this anyway).
+    async fn count(
         conn: &mut Conn<'_>,
         collection: &Collection,
         reach: &Reach,
-    ) -> AppResult<Drive> {
+        want_total: bool,
+    ) -> AppResult<Grants> {
         let Reach::PerItem(roles) = reach else {
-            return Ok(Drive::Documents);
+            return Ok(Grants(None));
+        };
+        let cap = if want_total {
+            COUNT_FROM_GRANTS_BELOW
+        } else {
+            PAGE_FROM_GRANTS_BELOW
         };
         let mut builder = QueryBuilder::<Any>::new("");
-        push_grant_count(
-            &mut builder,
-            &perms_table(&collection.table),
-            roles,
-            DRIVE_FROM_GRANTS_BELOW,
-        )
-        .map_err(|err| AppError::Internal(anyhow::anyhow!("permission filter: {err}")))?;
-        let grants: i64 = builder
-            .build_query_scalar()
-            .fetch_one(&mut **conn)
-            .await?;
-        Ok(if grants < DRIVE_FROM_GRANTS_BELOW {
-            Drive::Grants
-        } else {
-            Drive::Documents
-        })
+        push_grant_count(&mut builder, &perms_table(&collection.table), roles, cap)
+            .map_err(|err| AppError::Internal(anyhow::anyhow!("permission filter: {err}")))?;
+        let grants: i64 = builder.build_query_scalar().fetch_one(&mut **conn).await?;
+        Ok(Grants(Some(grants)))
+    }
+
+    fn drive(self, below: i64) -> Drive {
+        match self.0 {
+            Some(grants) if grants < below => Drive::Grants,
+            _ => Drive::Documents,
+        }
+    }
+
+    /// The plan of a page of the list.
+    fn page_drive(self) -> Drive {
+        self.drive(PAGE_FROM_GRANTS_BELOW)
+    }
+
+    /// The plan of the list's total.
+    fn count_drive(self) -> Drive {
+        self.drive(COUNT_FROM_GRANTS_BELOW)
     }
 }
 
