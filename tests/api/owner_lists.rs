@@ -308,3 +308,149 @@ async fn a_reader_whose_roles_name_many_grants_lists_the_same_documents() {
     assert_eq!(everything["posts"]["totalCount"], readable);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn each_reader_lists_exactly_its_own_and_its_teams_files_across_pages() {
+    let app = spawn_app().await;
+    app.admin(
+        "mutation($input: CreateBucketInput!) { createBucket(input: $input) { id } }",
+        json!({"input": {"id": "box", "name": "Box", "permissions": ["create(\"users\")"], "fileSecurity": true}}),
+    )
+    .await
+    .ok();
+    let ann = app.signed_in("ann-files@example.com").await;
+    let bob = app.signed_in("bob-files@example.com").await;
+    let cat = app.signed_in("cat-files@example.com").await;
+    let ann_role = format!("user:{}", user_id(&app, &ann).await);
+    let bob_role = format!("user:{}", user_id(&app, &bob).await);
+    app.admin(
+        "mutation { createTeam(input: {id: \"red\", name: \"red\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($u: ID!) { createMembership(input: {teamId: \"red\", userId: $u, roles: [\"member\"]}) { id } }",
+        json!({"u": ann_role.trim_start_matches("user:")}),
+    )
+    .await
+    .ok();
+    let read = |role: &str| format!("read(\"{role}\")");
+    let mut files: Vec<(String, Vec<String>)> = Vec::new();
+    for n in 0..5 {
+        files.push((format!("ann-{n}"), vec![read(&ann_role)]));
+        files.push((format!("zed-{n}"), vec![read("user:zed")]));
+    }
+    for n in 0..3 {
+        files.push((format!("bob-{n}"), vec![read(&bob_role)]));
+        files.push((format!("red-{n}"), vec![read("team:red")]));
+    }
+    files.push(("shared".into(), vec![read(&ann_role), read(&bob_role)]));
+    files.push((
+        "twice".into(),
+        vec![read(&ann_role), read("team:red"), read("team:red/member")],
+    ));
+    for (id, permissions) in &files {
+        crate::storage::upload(
+            &app,
+            &[("x-nimbus-key", &app.admin_key)],
+            json!({"bucketId": "box", "fileId": id, "file": null, "permissions": permissions}),
+            "f.txt",
+            "text/plain",
+            b"x",
+        )
+        .await
+        .ok();
+    }
+    let query = "query($after: String) { files(bucketId: \"box\", first: 2, after: $after) { totalCount nodes { id } pageInfo { hasNextPage endCursor } } }";
+    for (who, secret, roles) in [
+        (
+            "ann",
+            Some(ann.as_str()),
+            vec![ann_role.clone(), "team:red".into()],
+        ),
+        ("bob", Some(bob.as_str()), vec![bob_role.clone()]),
+        ("cat", Some(cat.as_str()), vec![]),
+        ("a guest", None, vec![]),
+    ] {
+        let mut want: Vec<String> = files
+            .iter()
+            .filter(|(_, permissions)| roles.iter().any(|role| permissions.contains(&read(role))))
+            .map(|(id, _)| id.clone())
+            .collect();
+        want.sort();
+        let mut got = Vec::new();
+        let mut after = Value::Null;
+        loop {
+            let data = ask(&app, secret, query, json!({"after": after})).await;
+            let page = &data["files"];
+            assert_eq!(page["totalCount"], want.len(), "{who}'s total");
+            got.extend(
+                page["nodes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n["id"].as_str().unwrap().to_string()),
+            );
+            if page["pageInfo"]["hasNextPage"] != true {
+                break;
+            }
+            after = page["pageInfo"]["endCursor"].clone();
+        }
+        assert_eq!(got, want, "{who}'s files");
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_member_lists_exactly_its_own_teams_across_pages() {
+    let app = spawn_app().await;
+    let ann = app.signed_in("ann-teams@example.com").await;
+    let bob = app.signed_in("bob-teams@example.com").await;
+    let ann_id = user_id(&app, &ann).await;
+    let bob_id = user_id(&app, &bob).await;
+    for n in 0..7 {
+        app.admin(
+            "mutation($id: ID!) { createTeam(input: {id: $id, name: $id}) { id } }",
+            json!({"id": format!("team-{n}")}),
+        )
+        .await
+        .ok();
+    }
+    for (team, user) in [(5, &ann_id), (1, &ann_id), (3, &ann_id), (3, &bob_id)] {
+        app.admin(
+            "mutation($t: ID!, $u: ID!) { createMembership(input: {teamId: $t, userId: $u, roles: [\"member\"]}) { id } }",
+            json!({"t": format!("team-{team}"), "u": user}),
+        )
+        .await
+        .ok();
+    }
+    let query = "query($after: String) { teams(first: 2, after: $after) { totalCount nodes { id } pageInfo { hasNextPage endCursor } } }";
+    for (secret, want) in [
+        (&ann, vec!["team-1", "team-3", "team-5"]),
+        (&bob, vec!["team-3"]),
+    ] {
+        let mut got = Vec::new();
+        let mut after = Value::Null;
+        loop {
+            let data = app
+                .as_session(secret, query, json!({"after": after}))
+                .await
+                .ok();
+            assert_eq!(data["teams"]["totalCount"], want.len());
+            got.extend(
+                data["teams"]["nodes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n["id"].as_str().unwrap().to_string()),
+            );
+            if data["teams"]["pageInfo"]["hasNextPage"] != true {
+                break;
+            }
+            after = data["teams"]["pageInfo"]["endCursor"].clone();
+        }
+        assert_eq!(got, want);
+    }
+    app.shutdown().await;
+}
