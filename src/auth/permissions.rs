@@ -2,8 +2,11 @@
 //! parsed strictly and printed canonically, the roles a caller holds
 //! ([`RoleSet`]), the one decision function ([`allows`]), the rule for which
 //! permissions a caller may attach to a resource ([`check_grantable`]), and the
-//! SQL building block that turns a permission check into an indexed `EXISTS` over a
-//! side table of `(resource_id, role, actions)` rows ([`push_permission_filter`]).
+//! SQL building blocks over a side table of `(resource_id, role, actions)` rows: a
+//! permission check as an indexed `EXISTS` ([`push_permission_filter`]), the
+//! resources a caller may act on as a table to drive a list from
+//! ([`push_permitted_resources`]), and the capped count of a caller's rows that
+//! chooses between the two ([`push_grant_count`]).
 //!
 //! It knows nothing about callers, sessions, API keys or collections: services
 //! build the [`RoleSet`], decide whether an API key skips the checks, and combine
@@ -1572,6 +1575,48 @@ mod tests {
              WHERE nimbus_perm.resource_id = d.id AND nimbus_perm.role IN (?, ?, ?) \
              AND (nimbus_perm.actions & ?) <> 0)"
         );
+    }
+
+    #[test]
+    fn the_grants_side_binds_every_value_and_lists_each_resource_once() {
+        let roles = set(&["team:t1/owner", "label:vip"]);
+        let mut builder = QueryBuilder::<Any>::new("SELECT r.resource_id FROM ");
+        push_permitted_resources(&mut builder, "docs_perms", Action::Read, &roles).unwrap();
+        assert_eq!(
+            builder.sql(),
+            "SELECT r.resource_id FROM (SELECT DISTINCT nimbus_perm.resource_id FROM docs_perms \
+             nimbus_perm WHERE nimbus_perm.role IN (?, ?, ?) AND (nimbus_perm.actions & ?) <> 0)"
+        );
+        let mut builder = QueryBuilder::<Any>::new("");
+        push_grant_count(&mut builder, "docs_perms", &roles, 1000).unwrap();
+        assert_eq!(
+            builder.sql(),
+            "SELECT COUNT(*) FROM (SELECT 1 FROM docs_perms WHERE role IN (?, ?, ?) LIMIT ?) \
+             nimbus_grants"
+        );
+        for table in ["docs; DROP TABLE x", "", "docs.perms"] {
+            let mut builder = QueryBuilder::<Any>::new("");
+            assert!(push_permitted_resources(&mut builder, table, Action::Read, &roles).is_err());
+            assert!(push_grant_count(&mut builder, table, &roles, 1).is_err());
+            assert_eq!(builder.sql(), "");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_grants_side_yields_the_ids_the_filter_accepts_each_once() {
+        let pool = sqlite_with_documents().await;
+        let u1 = RoleSet::for_user("u1", false, &[], &[]);
+        for (action, roles) in [
+            (Action::Read, RoleSet::guest()),
+            (Action::Read, u1.clone()),
+            (Action::Update, u1),
+        ] {
+            let mut builder = QueryBuilder::<Any>::new("SELECT r.resource_id FROM ");
+            push_permitted_resources(&mut builder, "docs_perms", action, &roles).unwrap();
+            builder.push(" r ORDER BY r.resource_id");
+            let ids: Vec<String> = builder.build_query_scalar().fetch_all(&pool).await.unwrap();
+            assert_eq!(ids, visible(&pool, action, &roles).await, "{action:?}");
+        }
     }
 
     #[test]
