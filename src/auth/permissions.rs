@@ -2,8 +2,11 @@
 //! parsed strictly and printed canonically, the roles a caller holds
 //! ([`RoleSet`]), the one decision function ([`allows`]), the rule for which
 //! permissions a caller may attach to a resource ([`check_grantable`]), and the
-//! SQL building block that turns a permission check into an indexed `EXISTS` over a
-//! side table of `(resource_id, role, actions)` rows ([`push_permission_filter`]).
+//! SQL building blocks over a side table of `(resource_id, role, actions)` rows: a
+//! permission check as an indexed `EXISTS` ([`push_permission_filter`]), the
+//! resources a caller may act on as a table to drive a list from
+//! ([`push_permitted_resources`]), and the capped count of a caller's rows that
+//! chooses between the two ([`push_grant_count`]).
 //!
 //! It knows nothing about callers, sessions, API keys or collections: services
 //! build the [`RoleSet`], decide whether an API key skips the checks, and combine
@@ -892,6 +895,67 @@ pub fn push_permission_filter(
     Ok(())
 }
 
+/// Appends a derived table of the resources `roles` may `action`, each once:
+///
+/// ```sql
+/// (SELECT DISTINCT nimbus_perm.resource_id FROM <side_table> nimbus_perm
+///  WHERE nimbus_perm.role IN (?, ?, …) AND (nimbus_perm.actions & ?) <> 0)
+/// ```
+///
+/// the other side of [`push_permission_filter`]: a list that joins its table to
+/// this one, in this order, reads the caller's grants through the `(role,
+/// resource_id)` index and looks up each resource by its key, so that it costs
+/// what the caller may read rather than what the table holds. `DISTINCT` keeps a
+/// resource granted through two of the roles from being listed twice.
+pub fn push_permitted_resources(
+    builder: &mut QueryBuilder<'_, Any>,
+    side_table: &str,
+    action: Action,
+    roles: &RoleSet,
+) -> Result<(), PermissionError> {
+    check_sql_ident(side_table)?;
+    builder.push(format_args!(
+        "(SELECT DISTINCT {SIDE_ALIAS}.resource_id FROM {side_table} {SIDE_ALIAS} \
+             WHERE {SIDE_ALIAS}.role IN ("
+    ));
+    let mut list = builder.separated(", ");
+    for role in roles {
+        list.push_bind(role.to_string());
+    }
+    list.push_unseparated(format_args!(") AND ({SIDE_ALIAS}.actions & "));
+    builder.push_bind(action.bit()).push(") <> 0)");
+    Ok(())
+}
+
+/// Appends a query answering how many side-table rows name one of `roles`,
+/// counting no further than `cap`:
+///
+/// ```sql
+/// SELECT COUNT(*) FROM (SELECT 1 FROM <side_table> WHERE role IN (?, ?, …) LIMIT ?) nimbus_grants
+/// ```
+///
+/// It reads the `(role, resource_id)` index alone, whatever the actions, so it is
+/// an upper bound of what [`push_permitted_resources`] yields, cheap to ask
+/// before choosing which side a list drives from.
+pub fn push_grant_count(
+    builder: &mut QueryBuilder<'_, Any>,
+    side_table: &str,
+    roles: &RoleSet,
+    cap: i64,
+) -> Result<(), PermissionError> {
+    check_sql_ident(side_table)?;
+    builder.push(format_args!(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM {side_table} WHERE role IN ("
+    ));
+    let mut list = builder.separated(", ");
+    for role in roles {
+        list.push_bind(role.to_string());
+    }
+    list.push_unseparated(") LIMIT ");
+    builder.push_bind(cap).push(") nimbus_grants");
+    Ok(())
+}
+
 /// A plain SQL identifier: an ASCII letter or `_`, then letters, digits and `_`.
 fn check_sql_ident(name: &str) -> Result<(), PermissionError> {
     let fail = |reason: &str| {
@@ -1511,6 +1575,48 @@ mod tests {
              WHERE nimbus_perm.resource_id = d.id AND nimbus_perm.role IN (?, ?, ?) \
              AND (nimbus_perm.actions & ?) <> 0)"
         );
+    }
+
+    #[test]
+    fn the_grants_side_binds_every_value_and_lists_each_resource_once() {
+        let roles = set(&["team:t1/owner", "label:vip"]);
+        let mut builder = QueryBuilder::<Any>::new("SELECT r.resource_id FROM ");
+        push_permitted_resources(&mut builder, "docs_perms", Action::Read, &roles).unwrap();
+        assert_eq!(
+            builder.sql(),
+            "SELECT r.resource_id FROM (SELECT DISTINCT nimbus_perm.resource_id FROM docs_perms \
+             nimbus_perm WHERE nimbus_perm.role IN (?, ?, ?) AND (nimbus_perm.actions & ?) <> 0)"
+        );
+        let mut builder = QueryBuilder::<Any>::new("");
+        push_grant_count(&mut builder, "docs_perms", &roles, 1000).unwrap();
+        assert_eq!(
+            builder.sql(),
+            "SELECT COUNT(*) FROM (SELECT 1 FROM docs_perms WHERE role IN (?, ?, ?) LIMIT ?) \
+             nimbus_grants"
+        );
+        for table in ["docs; DROP TABLE x", "", "docs.perms"] {
+            let mut builder = QueryBuilder::<Any>::new("");
+            assert!(push_permitted_resources(&mut builder, table, Action::Read, &roles).is_err());
+            assert!(push_grant_count(&mut builder, table, &roles, 1).is_err());
+            assert_eq!(builder.sql(), "");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_grants_side_yields_the_ids_the_filter_accepts_each_once() {
+        let pool = sqlite_with_documents().await;
+        let u1 = RoleSet::for_user("u1", false, &[], &[]);
+        for (action, roles) in [
+            (Action::Read, RoleSet::guest()),
+            (Action::Read, u1.clone()),
+            (Action::Update, u1),
+        ] {
+            let mut builder = QueryBuilder::<Any>::new("SELECT r.resource_id FROM ");
+            push_permitted_resources(&mut builder, "docs_perms", action, &roles).unwrap();
+            builder.push(" r ORDER BY r.resource_id");
+            let ids: Vec<String> = builder.build_query_scalar().fetch_all(&pool).await.unwrap();
+            assert_eq!(ids, visible(&pool, action, &roles).await, "{action:?}");
+        }
     }
 
     #[test]

@@ -46,6 +46,16 @@ impl Dialect {
         }
     }
 
+    /// The join that reads its left side first, whatever the planner would
+    /// estimate: SQLite keeps the order of a `CROSS JOIN`, MariaDB that of a
+    /// `STRAIGHT_JOIN`. For a list that must drive from a small side (ADR 0017).
+    pub fn ordered_join(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "CROSS JOIN",
+            Dialect::MySql => "STRAIGHT_JOIN",
+        }
+    }
+
     /// Short name for logs and health output.
     pub fn name(self) -> &'static str {
         match self {

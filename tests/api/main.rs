@@ -14,6 +14,7 @@ mod locale;
 mod oauth2;
 mod oauth_provider;
 mod observability;
+mod owner_lists;
 mod projects;
 mod realtime;
 mod resolved_query;

@@ -386,9 +386,9 @@ pub async fn list_files(
         mime_type_prefix: query.mime_type_prefix.as_deref().filter(|s| !s.is_empty()),
     };
     let pool = state.db.pool();
-    let files = store::list_files(pool, &listing, page).await?;
+    let files = store::list_files(pool, state.db.dialect(), &listing, page).await?;
     let total = if want_total {
-        store::count_files(pool, &listing).await?
+        store::count_files(pool, state.db.dialect(), &listing).await?
     } else {
         0
     };

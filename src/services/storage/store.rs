@@ -8,7 +8,7 @@ use crate::db::columns::{corrupt, json, text};
 use sqlx::{Any, AnyConnection, AnyPool, Executor, QueryBuilder, Row as _};
 
 use crate::auth::permissions::{Action, Permission, RoleSet, parse_permissions, permission_rows};
-use crate::db::Page;
+use crate::db::{Dialect, Page};
 use crate::files::{Compression, Encoding};
 
 use super::{Bucket, FileStatus, StoredFile};
@@ -409,14 +409,103 @@ pub struct FileListing<'a> {
     pub mime_type_prefix: Option<&'a str>,
 }
 
-fn push_listing_filter<'a>(builder: &mut QueryBuilder<'a, Any>, listing: &FileListing<'_>) {
+/// Fewer `read` grants than this for the reader's roles in the bucket, and a
+/// page of its files reads them first; more, and it walks the bucket's files
+/// by id with a probe each (which fills a page quickly when the reader may read
+/// that many). The same rule as the document lists (ADR 0017).
+const PAGE_FROM_GRANTS_BELOW: i64 = 1000;
+
+/// The same for the total: counting through the probe reads every file of the
+/// bucket, so the grants are the cheaper side until they are many.
+const COUNT_FROM_GRANTS_BELOW: i64 = 20_000;
+
+/// Which side a file list reads first when the reader reads file by file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drive {
+    /// The bucket's files by id, each probed in `storage_file_perms`.
+    Files,
+    /// The reader's `read` grants in the bucket (the `storage_file_perms_role`
+    /// index), each file looked up by its key.
+    Grants,
+}
+
+/// How many `read` grants of the bucket name one of the reader's roles,
+/// counted up to `cap` from the `(project_id, bucket_id, action, role,
+/// file_id)` index alone; `None` for a reader who reads the whole bucket.
+async fn count_grants(
+    pool: &AnyPool,
+    listing: &FileListing<'_>,
+    cap: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    let Some(roles) = listing.readable_by else {
+        return Ok(None);
+    };
+    let mut builder = QueryBuilder::<Any>::new(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM storage_file_perms WHERE project_id = ",
+    );
     builder
-        .push(" FROM storage_files f WHERE f.project_id = ")
+        .push_bind(listing.project_id.to_string())
+        .push(" AND bucket_id = ")
+        .push_bind(listing.bucket_id.to_string())
+        .push(" AND action = ")
+        .push_bind(Action::Read.as_str())
+        .push(" AND role IN (");
+    let mut list = builder.separated(", ");
+    for role in roles {
+        list.push_bind(role.to_string());
+    }
+    list.push_unseparated(") LIMIT ");
+    builder.push_bind(cap).push(") nimbus_grants");
+    Ok(Some(builder.build_query_scalar().fetch_one(pool).await?))
+}
+
+fn drive(grants: Option<i64>, below: i64) -> Drive {
+    match grants {
+        Some(grants) if grants < below => Drive::Grants,
+        _ => Drive::Files,
+    }
+}
+
+/// ` FROM … WHERE …` of a file list: from the bucket's files with the
+/// permission as a probe, or, driving from the grants, from the reader's
+/// grants (each file once) joined to the files in that order.
+fn push_listing_filter<'a>(
+    builder: &mut QueryBuilder<'a, Any>,
+    dialect: Dialect,
+    listing: &FileListing<'_>,
+    drive: Drive,
+) {
+    let readable_by = listing.readable_by.filter(|_| drive == Drive::Grants);
+    if let Some(roles) = readable_by {
+        builder
+            .push(
+                " FROM (SELECT DISTINCT p.file_id FROM storage_file_perms p \
+                 WHERE p.project_id = ",
+            )
+            .push_bind(listing.project_id.to_string())
+            .push(" AND p.bucket_id = ")
+            .push_bind(listing.bucket_id.to_string())
+            .push(" AND p.action = ")
+            .push_bind(Action::Read.as_str())
+            .push(" AND p.role IN (");
+        let mut list = builder.separated(", ");
+        for role in roles {
+            list.push_bind(role.to_string());
+        }
+        list.push_unseparated(format_args!(
+            ")) nimbus_reach {} storage_files f ON f.id = nimbus_reach.file_id",
+            dialect.ordered_join()
+        ));
+    } else {
+        builder.push(" FROM storage_files f");
+    }
+    builder
+        .push(" WHERE f.project_id = ")
         .push_bind(listing.project_id.to_string())
         .push(" AND f.bucket_id = ")
         .push_bind(listing.bucket_id.to_string())
         .push(" AND f.status = 'ready'");
-    if let Some(roles) = listing.readable_by {
+    if let (Some(roles), Drive::Files) = (listing.readable_by, drive) {
         builder
             .push(
                 " AND EXISTS (SELECT 1 FROM storage_file_perms p WHERE p.project_id = f.project_id \
@@ -459,12 +548,19 @@ fn escape_like(text: &str) -> String {
 /// A page of ready files, by id, with their permissions.
 pub async fn list_files(
     pool: &AnyPool,
+    dialect: Dialect,
     listing: &FileListing<'_>,
     page: &Page,
 ) -> Result<Vec<StoredFile>, sqlx::Error> {
-    // The columns are those of `f`: the permission subquery sits in the WHERE clause.
+    let grants = count_grants(pool, listing, PAGE_FROM_GRANTS_BELOW).await?;
+    // The columns are those of `f`: the grants, when read first, give only ids.
     let mut builder = QueryBuilder::<Any>::new(format!("SELECT {FILE_COLUMNS}"));
-    push_listing_filter(&mut builder, listing);
+    push_listing_filter(
+        &mut builder,
+        dialect,
+        listing,
+        drive(grants, PAGE_FROM_GRANTS_BELOW),
+    );
     if let Some(after) = &page.after {
         builder.push(" AND f.id > ").push_bind(after.clone());
     }
@@ -487,9 +583,19 @@ pub async fn list_files(
     Ok(files)
 }
 
-pub async fn count_files(pool: &AnyPool, listing: &FileListing<'_>) -> Result<i64, sqlx::Error> {
+pub async fn count_files(
+    pool: &AnyPool,
+    dialect: Dialect,
+    listing: &FileListing<'_>,
+) -> Result<i64, sqlx::Error> {
+    let grants = count_grants(pool, listing, COUNT_FROM_GRANTS_BELOW).await?;
     let mut builder = QueryBuilder::<Any>::new("SELECT COUNT(*)");
-    push_listing_filter(&mut builder, listing);
+    push_listing_filter(
+        &mut builder,
+        dialect,
+        listing,
+        drive(grants, COUNT_FROM_GRANTS_BELOW),
+    );
     builder.build_query_scalar().fetch_one(pool).await
 }
 

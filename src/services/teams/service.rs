@@ -250,9 +250,9 @@ pub async fn list_teams(
         Actor::User(me) => Some(me.user.id.as_str()),
     };
     let pool = state.db.pool();
-    let rows = store::list_teams(pool, actor.project(), member, page).await?;
+    let rows = store::list_teams(pool, state.db.dialect(), actor.project(), member, page).await?;
     let total = if with_total {
-        store::count_teams(pool, actor.project(), member).await?
+        store::count_teams(pool, state.db.dialect(), actor.project(), member).await?
     } else {
         0
     };

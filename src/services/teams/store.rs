@@ -2,7 +2,7 @@
 
 use sqlx::{Any, AnyPool, Executor, FromRow};
 
-use crate::db::Page;
+use crate::db::{Dialect, Page};
 
 use super::{Membership, Team};
 
@@ -96,23 +96,35 @@ pub async fn find_team(
     .await
 }
 
+/// ` FROM … WHERE <project> = ? [AND <member> = ?]` of a list of teams. A
+/// member's teams are read from its memberships first (the
+/// `memberships_of_user` index), each team looked up by key, with the join order
+/// fixed: walking every team of the project with a membership probe each would
+/// cost what the project holds, not what the member belongs to (ADR 0017).
+fn teams_from(dialect: Dialect, member: bool) -> String {
+    if member {
+        format!(
+            " FROM memberships m {} teams t ON t.project_id = m.project_id AND t.id = m.team_id \
+             WHERE m.project_id = ? AND m.user_id = ? AND m.confirmed = 1",
+            dialect.ordered_join()
+        )
+    } else {
+        " FROM teams t WHERE t.project_id = ?".into()
+    }
+}
+
 /// Teams by id; only those `member` belongs to (confirmed) when given.
 pub async fn list_teams(
     pool: &AnyPool,
+    dialect: Dialect,
     project_id: &str,
     member: Option<&str>,
     page: &Page,
 ) -> Result<Vec<TeamRow>, sqlx::Error> {
     let (keyset, binds) = page.keyset_sql("t.id");
-    let filter = if member.is_some() {
-        " AND EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = t.project_id \
-         AND m.team_id = t.id AND m.user_id = ? AND m.confirmed = 1)"
-    } else {
-        ""
-    };
     let sql = format!(
-        "SELECT t.project_id, t.id, t.name, t.created_at, t.updated_at FROM teams t \
-         WHERE t.project_id = ?{filter}{keyset}"
+        "SELECT t.project_id, t.id, t.name, t.created_at, t.updated_at{}{keyset}",
+        teams_from(dialect, member.is_some())
     );
     let mut query = sqlx::query_as(&sql).bind(project_id);
     if let Some(member) = member {
@@ -127,16 +139,11 @@ pub async fn list_teams(
 
 pub async fn count_teams(
     pool: &AnyPool,
+    dialect: Dialect,
     project_id: &str,
     member: Option<&str>,
 ) -> Result<i64, sqlx::Error> {
-    let filter = if member.is_some() {
-        " AND EXISTS (SELECT 1 FROM memberships m WHERE m.project_id = t.project_id \
-         AND m.team_id = t.id AND m.user_id = ? AND m.confirmed = 1)"
-    } else {
-        ""
-    };
-    let sql = format!("SELECT COUNT(*) FROM teams t WHERE t.project_id = ?{filter}");
+    let sql = format!("SELECT COUNT(*){}", teams_from(dialect, member.is_some()));
     let mut query = sqlx::query_scalar(&sql).bind(project_id);
     if let Some(member) = member {
         query = query.bind(member);

@@ -1,0 +1,456 @@
+//! Lists of documents readable only through their own permissions (a user's
+//! own, a team's, shared with a few): each reader gets exactly what it may read,
+//! once, in the list's order, page after page (keyset and offset), with its
+//! total; whichever side the list reads first (the reader's few grants, or the
+//! collection in order when the reader's roles name many grants).
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+
+/// Page size: small, so that every list takes several pages.
+const PAGE: usize = 3;
+
+/// One document of the `posts` collection and who may read it.
+struct Post {
+    id: String,
+    published: bool,
+    views: i64,
+    permissions: Vec<String>,
+}
+
+/// The readers and what each of them may read.
+struct World {
+    ann: String,
+    bob: String,
+    cat: String,
+    posts: Vec<Post>,
+}
+
+async fn user_id(app: &TestApp, secret: &str) -> String {
+    app.as_session(secret, "{ account { id } }", json!({}))
+        .await
+        .ok()["account"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Creates `posts` as the admin, fifty to a request.
+async fn create_posts(app: &TestApp, posts: &[Post]) {
+    for chunk in posts.chunks(50) {
+        let mut query = String::from("mutation {");
+        for (i, post) in chunk.iter().enumerate() {
+            query.push_str(&format!(
+                " p{i}: createPost(input: {{id: {}, title: \"t\", published: {}, views: {}, permissions: {}}}) {{ id }}",
+                json!(post.id),
+                post.published,
+                post.views,
+                json!(post.permissions)
+            ));
+        }
+        query.push_str(" }");
+        let data = app.admin(&query, json!({})).await.ok();
+        assert_eq!(data.as_object().unwrap().len(), chunk.len());
+    }
+}
+
+/// A `posts` collection (`title`, `published`, `views`, an index on
+/// `(published, views)`) that signed-in users may create in but nobody may read
+/// as a whole; document security on. Ann is in teams `red` and `blue`, Bob in
+/// `blue`, Cat in none. `update_only_for_ann` more posts give Ann `update` and
+/// nothing else: her roles then name that many more grants, none readable.
+async fn world(app: &TestApp, update_only_for_ann: usize) -> World {
+    app.admin(
+        "mutation { createDatabase(input: {id: \"app\", name: \"App\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "app", "id": "posts", "name": "posts",
+            "documentSecurity": true,
+            "permissions": ["create(\"users\")"],
+            "attributes": [
+                {"key": "title", "type": "STRING", "size": 100, "required": true},
+                {"key": "published", "type": "BOOLEAN", "default": false},
+                {"key": "views", "type": "INTEGER", "default": 0}
+            ],
+            "indexes": [{"key": "hot", "type": "KEY", "attributes": ["published", "views"]}]
+        }}),
+    )
+    .await
+    .ok();
+    let secrets = [
+        app.signed_in("ann-lists@example.com").await,
+        app.signed_in("bob-lists@example.com").await,
+        app.signed_in("cat-lists@example.com").await,
+    ];
+    let [ann, bob] = [
+        user_id(app, &secrets[0]).await,
+        user_id(app, &secrets[1]).await,
+    ];
+    for team in ["red", "blue", "green"] {
+        app.admin(
+            "mutation($id: ID!) { createTeam(input: {id: $id, name: $id}) { id } }",
+            json!({"id": team}),
+        )
+        .await
+        .ok();
+    }
+    for (team, user) in [("red", &ann), ("blue", &ann), ("blue", &bob)] {
+        app.admin(
+            "mutation($t: ID!, $u: ID!) { createMembership(input: {teamId: $t, userId: $u, roles: [\"member\"]}) { id } }",
+            json!({"t": team, "u": user}),
+        )
+        .await
+        .ok();
+    }
+
+    let read = |role: &str| format!("read(\"{role}\")");
+    let (ann_role, bob_role) = (format!("user:{ann}"), format!("user:{bob}"));
+    let mut posts = Vec::new();
+    let mut add = |id: String, n: i64, permissions: Vec<String>| {
+        posts.push(Post {
+            id,
+            // Two in three published; views repeat, so that the id breaks ties.
+            published: n % 3 != 0,
+            views: (n * 7) % 5,
+            permissions,
+        })
+    };
+    for n in 0..8 {
+        add(format!("ann-{n}"), n, vec![read(&ann_role)]);
+    }
+    for n in 0..6 {
+        add(format!("bob-{n}"), n + 1, vec![read(&bob_role)]);
+    }
+    for n in 0..5 {
+        add(format!("red-{n}"), n + 2, vec![read("team:red")]);
+        add(format!("blue-{n}"), n, vec![read("team:blue")]);
+        add(format!("green-{n}"), n, vec![read("team:green")]);
+        add(format!("zed-{n}"), n + 1, vec![read("user:zed")]);
+    }
+    // Shared with two users; and readable by Ann through two of her roles.
+    add("shared".into(), 4, vec![read(&ann_role), read(&bob_role)]);
+    add(
+        "twice".into(),
+        5,
+        vec![read(&ann_role), read("team:red"), read("team:red/member")],
+    );
+    for n in 0..update_only_for_ann {
+        add(
+            format!("upd-{n:04}"),
+            n as i64,
+            vec![format!("update(\"{ann_role}\")")],
+        );
+    }
+    create_posts(app, &posts).await;
+    let [ann, bob, cat] = secrets;
+    World {
+        ann,
+        bob,
+        cat,
+        posts,
+    }
+}
+
+/// The ids of the published posts `roles` may read, most viewed first, ties by id.
+fn expected(world: &World, roles: &[String]) -> Vec<String> {
+    let mut readable: Vec<&Post> = world
+        .posts
+        .iter()
+        .filter(|p| p.published)
+        .filter(|p| {
+            roles
+                .iter()
+                .any(|role| p.permissions.contains(&format!("read(\"{role}\")")))
+        })
+        .collect();
+    readable.sort_by(|a, b| b.views.cmp(&a.views).then_with(|| a.id.cmp(&b.id)));
+    readable.iter().map(|p| p.id.clone()).collect()
+}
+
+/// Sends `query` as `secret`, or as a guest without one.
+async fn ask(app: &TestApp, secret: Option<&str>, query: &str, variables: Value) -> Value {
+    match secret {
+        Some(secret) => app.as_session(secret, query, variables).await.ok(),
+        None => app
+            .post(json!({"query": query, "variables": variables}), &[])
+            .await
+            .ok(),
+    }
+}
+
+/// The typed list of published posts by views, page after page through
+/// keyset cursors; checks `totalCount` on every page.
+async fn keyset_pages(app: &TestApp, secret: Option<&str>, total: usize) -> Vec<String> {
+    let query = "query($after: String, $first: Int) { posts(filter: {published: {eq: true}}, orderBy: [{views: DESC}], first: $first, after: $after) { totalCount nodes { id } pageInfo { hasNextPage endCursor } } }";
+    let mut ids = Vec::new();
+    let mut after = Value::Null;
+    for _ in 0..100 {
+        let data = ask(app, secret, query, json!({"after": after, "first": PAGE})).await;
+        let page = &data["posts"];
+        assert_eq!(page["totalCount"], total, "totalCount on every page");
+        let nodes = page["nodes"].as_array().unwrap();
+        assert!(nodes.len() <= PAGE);
+        ids.extend(nodes.iter().map(|n| n["id"].as_str().unwrap().to_string()));
+        if page["pageInfo"]["hasNextPage"] != true {
+            return ids;
+        }
+        after = page["pageInfo"]["endCursor"].clone();
+    }
+    panic!("the list never ended");
+}
+
+/// The same list through Appwrite's queries, page after page by offset; checks
+/// `total` on every page.
+async fn offset_pages(app: &TestApp, secret: Option<&str>, total: usize) -> Vec<String> {
+    let query = "query($q: [String!]) { documents(databaseId: \"app\", collectionId: \"posts\", queries: $q) { total documents { id } } }";
+    let mut ids = Vec::new();
+    for page in 0..100 {
+        let queries = [
+            json!({"method": "equal", "attribute": "published", "values": [true]}).to_string(),
+            json!({"method": "orderDesc", "attribute": "views"}).to_string(),
+            json!({"method": "limit", "values": [PAGE]}).to_string(),
+            json!({"method": "offset", "values": [page * PAGE]}).to_string(),
+        ];
+        let data = ask(app, secret, query, json!({"q": queries})).await;
+        assert_eq!(data["documents"]["total"], total, "total on every page");
+        let documents = data["documents"]["documents"].as_array().unwrap();
+        ids.extend(
+            documents
+                .iter()
+                .map(|d| d["id"].as_str().unwrap().to_string()),
+        );
+        if documents.len() < PAGE {
+            return ids;
+        }
+    }
+    panic!("the list never ended");
+}
+
+/// Every reader's list, both ways, against what it may read.
+async fn check_every_reader(app: &TestApp, world: &World) {
+    let ann_id = user_id(app, &world.ann).await;
+    let bob_id = user_id(app, &world.bob).await;
+    let ann_roles = [
+        format!("user:{ann_id}"),
+        "team:red".into(),
+        "team:blue".into(),
+    ];
+    let bob_roles = [format!("user:{bob_id}"), "team:blue".into()];
+    for (who, secret, roles) in [
+        ("ann", Some(world.ann.as_str()), &ann_roles[..]),
+        ("bob", Some(world.bob.as_str()), &bob_roles[..]),
+        ("cat", Some(world.cat.as_str()), &[][..]),
+        ("a guest", None, &[][..]),
+    ] {
+        let want = expected(world, roles);
+        let by_keyset = keyset_pages(app, secret, want.len()).await;
+        assert_eq!(by_keyset, want, "{who}'s list by keyset");
+        let by_offset = offset_pages(app, secret, want.len()).await;
+        assert_eq!(by_offset, want, "{who}'s list by offset");
+    }
+    // The expectations themselves hold what the list must show.
+    let ann = expected(world, &ann_roles);
+    let bob = expected(world, &bob_roles);
+    assert!(ann.len() > 2 * PAGE && bob.len() > PAGE);
+    for id in ["shared", "twice", "red-0", "blue-1"] {
+        assert_eq!(ann.iter().filter(|i| *i == id).count(), 1, "{id}");
+    }
+    assert!(bob.contains(&"shared".to_string()) && !bob.contains(&"red-0".to_string()));
+    let distinct: BTreeSet<&String> = ann.iter().collect();
+    assert_eq!(distinct.len(), ann.len());
+}
+
+#[tokio::test]
+async fn each_reader_lists_exactly_its_own_and_its_teams_documents_across_pages() {
+    let app = spawn_app().await;
+    let world = world(&app, 0).await;
+    check_every_reader(&app, &world).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reader_whose_roles_name_many_grants_lists_the_same_documents() {
+    let app = spawn_app().await;
+    // More grants than a list reads from the side table first: Ann's lists walk
+    // the collection in order, Bob's still start from his grants.
+    let world = world(&app, 1000).await;
+    check_every_reader(&app, &world).await;
+    // Ann may update the other thousand but not read them.
+    let everything = ask(
+        &app,
+        Some(&world.ann),
+        "{ posts(first: 1) { totalCount } }",
+        json!({}),
+    )
+    .await;
+    let ann_id = user_id(&app, &world.ann).await;
+    let readable = world
+        .posts
+        .iter()
+        .filter(|p| {
+            [
+                format!("user:{ann_id}"),
+                "team:red".into(),
+                "team:blue".into(),
+            ]
+            .iter()
+            .any(|role| p.permissions.contains(&format!("read(\"{role}\")")))
+        })
+        .count();
+    assert_eq!(everything["posts"]["totalCount"], readable);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_reader_lists_exactly_its_own_and_its_teams_files_across_pages() {
+    let app = spawn_app().await;
+    app.admin(
+        "mutation($input: CreateBucketInput!) { createBucket(input: $input) { id } }",
+        json!({"input": {"id": "box", "name": "Box", "permissions": ["create(\"users\")"], "fileSecurity": true}}),
+    )
+    .await
+    .ok();
+    let ann = app.signed_in("ann-files@example.com").await;
+    let bob = app.signed_in("bob-files@example.com").await;
+    let cat = app.signed_in("cat-files@example.com").await;
+    let ann_role = format!("user:{}", user_id(&app, &ann).await);
+    let bob_role = format!("user:{}", user_id(&app, &bob).await);
+    app.admin(
+        "mutation { createTeam(input: {id: \"red\", name: \"red\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($u: ID!) { createMembership(input: {teamId: \"red\", userId: $u, roles: [\"member\"]}) { id } }",
+        json!({"u": ann_role.trim_start_matches("user:")}),
+    )
+    .await
+    .ok();
+    let read = |role: &str| format!("read(\"{role}\")");
+    let mut files: Vec<(String, Vec<String>)> = Vec::new();
+    for n in 0..5 {
+        files.push((format!("ann-{n}"), vec![read(&ann_role)]));
+        files.push((format!("zed-{n}"), vec![read("user:zed")]));
+    }
+    for n in 0..3 {
+        files.push((format!("bob-{n}"), vec![read(&bob_role)]));
+        files.push((format!("red-{n}"), vec![read("team:red")]));
+    }
+    files.push(("shared".into(), vec![read(&ann_role), read(&bob_role)]));
+    files.push((
+        "twice".into(),
+        vec![read(&ann_role), read("team:red"), read("team:red/member")],
+    ));
+    for (id, permissions) in &files {
+        crate::storage::upload(
+            &app,
+            &[("x-nimbus-key", &app.admin_key)],
+            json!({"bucketId": "box", "fileId": id, "file": null, "permissions": permissions}),
+            "f.txt",
+            "text/plain",
+            b"x",
+        )
+        .await
+        .ok();
+    }
+    let query = "query($after: String) { files(bucketId: \"box\", first: 2, after: $after) { totalCount nodes { id } pageInfo { hasNextPage endCursor } } }";
+    for (who, secret, roles) in [
+        (
+            "ann",
+            Some(ann.as_str()),
+            vec![ann_role.clone(), "team:red".into()],
+        ),
+        ("bob", Some(bob.as_str()), vec![bob_role.clone()]),
+        ("cat", Some(cat.as_str()), vec![]),
+        ("a guest", None, vec![]),
+    ] {
+        let mut want: Vec<String> = files
+            .iter()
+            .filter(|(_, permissions)| roles.iter().any(|role| permissions.contains(&read(role))))
+            .map(|(id, _)| id.clone())
+            .collect();
+        want.sort();
+        let mut got = Vec::new();
+        let mut after = Value::Null;
+        loop {
+            let data = ask(&app, secret, query, json!({"after": after})).await;
+            let page = &data["files"];
+            assert_eq!(page["totalCount"], want.len(), "{who}'s total");
+            got.extend(
+                page["nodes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n["id"].as_str().unwrap().to_string()),
+            );
+            if page["pageInfo"]["hasNextPage"] != true {
+                break;
+            }
+            after = page["pageInfo"]["endCursor"].clone();
+        }
+        assert_eq!(got, want, "{who}'s files");
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_member_lists_exactly_its_own_teams_across_pages() {
+    let app = spawn_app().await;
+    let ann = app.signed_in("ann-teams@example.com").await;
+    let bob = app.signed_in("bob-teams@example.com").await;
+    let ann_id = user_id(&app, &ann).await;
+    let bob_id = user_id(&app, &bob).await;
+    for n in 0..7 {
+        app.admin(
+            "mutation($id: ID!) { createTeam(input: {id: $id, name: $id}) { id } }",
+            json!({"id": format!("team-{n}")}),
+        )
+        .await
+        .ok();
+    }
+    for (team, user) in [(5, &ann_id), (1, &ann_id), (3, &ann_id), (3, &bob_id)] {
+        app.admin(
+            "mutation($t: ID!, $u: ID!) { createMembership(input: {teamId: $t, userId: $u, roles: [\"member\"]}) { id } }",
+            json!({"t": format!("team-{team}"), "u": user}),
+        )
+        .await
+        .ok();
+    }
+    let query = "query($after: String) { teams(first: 2, after: $after) { totalCount nodes { id } pageInfo { hasNextPage endCursor } } }";
+    for (secret, want) in [
+        (&ann, vec!["team-1", "team-3", "team-5"]),
+        (&bob, vec!["team-3"]),
+    ] {
+        let mut got = Vec::new();
+        let mut after = Value::Null;
+        loop {
+            let data = app
+                .as_session(secret, query, json!({"after": after}))
+                .await
+                .ok();
+            assert_eq!(data["teams"]["totalCount"], want.len());
+            got.extend(
+                data["teams"]["nodes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n["id"].as_str().unwrap().to_string()),
+            );
+            if data["teams"]["pageInfo"]["hasNextPage"] != true {
+                break;
+            }
+            after = data["teams"]["pageInfo"]["endCursor"].clone();
+        }
+        assert_eq!(got, want);
+    }
+    app.shutdown().await;
+}
