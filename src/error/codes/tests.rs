@@ -14,6 +14,8 @@ const NOT_CODES: &[&str] = &[
     "SET_NULL",
     "RECOVERY_CODE",
     "SCRYPT_MODIFIED",
+    // SQL.
+    "STRAIGHT_JOIN",
 ];
 
 fn root() -> PathBuf {

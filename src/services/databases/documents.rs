@@ -19,7 +19,7 @@ use crate::auth::permissions::{
     push_permission_filter, push_permitted_resources,
 };
 use crate::bus::Event;
-use crate::db::{ids, now_millis};
+use crate::db::{Dialect, ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
 
 use std::sync::Arc;
@@ -809,9 +809,10 @@ impl Matching<'_> {
                 )
                 .map_err(|err| AppError::Internal(anyhow::anyhow!("permission filter: {err}")))?;
                 let join = match dialect {
-                    SqlDialect::Sqlite => "CROSS JOIN",
-                    SqlDialect::MySql => "STRAIGHT_JOIN",
-                };
+                    SqlDialect::Sqlite => Dialect::Sqlite,
+                    SqlDialect::MySql => Dialect::MySql,
+                }
+                .ordered_join();
                 builder.push(format!(
                     " nimbus_reach {join} {table} {ALIAS} ON {ALIAS}.id = nimbus_reach.resource_id"
                 ));
