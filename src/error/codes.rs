@@ -213,6 +213,8 @@ codes! {
     IMAGE_TOO_LARGE: 400 => "an image over `NIMBUS_PREVIEW_MAX_PIXELS`, refused before it is decoded";
     IMAGE_CORRUPT: 400 => "the file does not decode as the image it claims to be";
     PREVIEW_FAILED: 400 => "the preview could not be encoded";
+    // Avatars.
+    INVALID_AVATAR_PARAMETER: 400 => "an avatar parameter (text, size, margin, output, ...) out of range or of the wrong form";
     // The server's side: details only in its log.
     SERVICE_UNAVAILABLE: 503 => "a dependency is down, or the server has as much of this work as it takes";
     INTERNAL: 500 => "anything unexpected; the cause is logged, never sent";

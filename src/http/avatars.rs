@@ -1,0 +1,169 @@
+//! The image endpoints of avatars, `GET /v1/avatars/{kind}?…`: public, answered
+//! with a strong `ETag` (a digest of the parameters that decide the bytes), `304`
+//! to a matching `If-None-Match` without drawing, and a long public cache
+//! lifetime, since the same parameters always give the same image. The format
+//! comes from `output=` or else from `Accept` (then the answer varies on it).
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::AppState;
+use crate::error::{AppError, AppResult, codes};
+use crate::services::avatars::invalid;
+use crate::services::avatars::output::Output;
+use crate::services::avatars::qr::{self, QrParams};
+
+use super::identity;
+use super::storage::{disposition, error};
+
+/// How long caches may keep an avatar: its URL names all that decides it.
+const CACHE_CONTROL: &str = "public, max-age=604800";
+
+fn query_pairs(uri: &axum::http::Uri) -> Vec<(String, String)> {
+    uri.query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn int_param(query: &[(String, String)], name: &str) -> AppResult<Option<i64>> {
+    param(query, name)
+        .map(|v| {
+            v.trim()
+                .parse::<i64>()
+                .map_err(|_| invalid(name, "expected an integer"))
+        })
+        .transpose()
+}
+
+fn bool_param(query: &[(String, String)], name: &str) -> AppResult<bool> {
+    match param(query, name) {
+        None | Some("" | "0" | "false") => Ok(false),
+        Some("1" | "true") => Ok(true),
+        Some(_) => Err(invalid(name, "expected true or false")),
+    }
+}
+
+/// The format to answer in: `output` when given, else the best of `offered` for
+/// `Accept`; the second value says whether `Accept` decided.
+fn pick_output(
+    given: Option<Output>,
+    headers: &HeaderMap,
+    offered: &[Output],
+) -> AppResult<(Output, bool)> {
+    if let Some(output) = given {
+        return Ok((output, false));
+    }
+    let accept = identity::header(headers, "accept");
+    Output::negotiate(accept, offered)
+        .map(|o| (o, true))
+        .ok_or_else(|| AppError::Invalid {
+            code: codes::NOT_ACCEPTABLE,
+            field: "Accept".into(),
+            reason: "this avatar is served as image/png or image/svg+xml".into(),
+        })
+}
+
+/// The answer for an image of `output` tagged `etag`: `304` when the client has
+/// it, else the bytes `draw` makes, drawn on a turn of the preview pool.
+async fn answer(
+    state: &AppState,
+    headers: &HeaderMap,
+    etag: String,
+    output: Output,
+    negotiated: bool,
+    attachment: Option<&str>,
+    draw: impl FnOnce() -> AppResult<Vec<u8>> + Send + 'static,
+) -> AppResult<Response> {
+    // Only an answer `Accept` chose varies on it.
+    let vary = if negotiated { "Accept" } else { "" };
+    let matches = identity::header(headers, "if-none-match")
+        .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if matches {
+        let mut response = (
+            StatusCode::NOT_MODIFIED,
+            [
+                (header::ETAG, etag),
+                (header::CACHE_CONTROL, CACHE_CONTROL.to_string()),
+            ],
+        )
+            .into_response();
+        if negotiated {
+            response
+                .headers_mut()
+                .insert(header::VARY, header::HeaderValue::from_static("Accept"));
+        }
+        return Ok(response);
+    }
+    let bytes = {
+        let _turn = state.preview_turns.take().await?;
+        tokio::task::spawn_blocking(draw)
+            .await
+            .map_err(|err| AppError::Internal(anyhow::anyhow!("avatar task failed: {err}")))??
+    };
+    metrics::counter!("nimbus_avatars_total", "format" => output.extension()).increment(1);
+    let mut response = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, output.mime_type())
+        .header(header::CONTENT_LENGTH, bytes.len())
+        .header(header::ETAG, etag)
+        .header(header::CACHE_CONTROL, CACHE_CONTROL)
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        // An SVG opened on its own must not run script in the server's origin.
+        .header(header::CONTENT_SECURITY_POLICY, "sandbox");
+    if !vary.is_empty() {
+        response = response.header(header::VARY, vary);
+    }
+    if let Some(name) = attachment {
+        response = response.header(header::CONTENT_DISPOSITION, disposition("attachment", name));
+    }
+    response
+        .body(Body::from(bytes))
+        .map_err(|err| AppError::Internal(err.into()))
+}
+
+/// `GET /v1/avatars/qr?text&size&margin&output&download`.
+pub async fn qr(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let query = query_pairs(&uri);
+    async {
+        let params = QrParams::new(
+            param(&query, "text"),
+            int_param(&query, "size")?,
+            int_param(&query, "margin")?,
+            param(&query, "output"),
+            bool_param(&query, "download")?,
+        )?;
+        let (output, negotiated) = pick_output(params.output, &headers, qr::OUTPUTS)?;
+        let name = format!("qr.{}", output.extension());
+        let attachment = params.download.then_some(name.as_str());
+        let etag = params.etag(output);
+        answer(
+            &state,
+            &headers,
+            etag,
+            output,
+            negotiated,
+            attachment,
+            move || qr::render(&params, output),
+        )
+        .await
+    }
+    .await
+    .unwrap_or_else(error)
+}

@@ -1,0 +1,266 @@
+//! Avatars: QR codes by URL and over GraphQL — the image holds the text asked
+//! for at the size asked for, caching headers and `304`, the format from
+//! `output=` or `Accept`, downloads, and every bad parameter refused with its code
+//! before anything is drawn.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+
+async fn fetch(
+    app: &TestApp,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let url = if path.starts_with("http") {
+        path.to_string()
+    } else {
+        format!("{}{path}", app.url)
+    };
+    let mut request = app.client.get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.bytes().await.unwrap().to_vec())
+}
+
+fn code_of(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body).unwrap()["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("<none>")
+        .to_string()
+}
+
+fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
+    headers.get(name).map_or("", |v| v.to_str().unwrap_or(""))
+}
+
+/// The dark modules read back from a QR PNG of `modules` + 2×`margin` modules a
+/// side, sampled at each module's centre.
+fn read_modules(png: &[u8], modules: usize, margin: usize) -> Vec<bool> {
+    let img = image::load_from_memory(png).unwrap().to_luma8();
+    let total = modules + 2 * margin;
+    let side = img.width() as usize;
+    let mut dark = Vec::new();
+    for y in 0..modules {
+        for x in 0..modules {
+            let centre = |m: usize| (((m + margin) * 2 + 1) * side / (2 * total)) as u32;
+            dark.push(img.get_pixel(centre(x), centre(y)).0[0] < 128);
+        }
+    }
+    dark
+}
+
+fn expected_modules(text: &str) -> (Vec<bool>, usize) {
+    let code =
+        qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::M).unwrap();
+    let width = code.width();
+    let dark = code
+        .to_colors()
+        .into_iter()
+        .map(|c| c == qrcode::Color::Dark)
+        .collect();
+    (dark, width)
+}
+
+#[tokio::test]
+async fn qr_codes_hold_the_text_at_the_size_asked_with_caching_headers() {
+    let app = spawn_app().await;
+    let text = "https://example.com/ünïcode?a=1&b=2";
+    let url = format!(
+        "/v1/avatars/qr?text={}&size=333&margin=3",
+        url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>()
+    );
+    let (status, headers, body) = fetch(&app, &url, &[]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(header(&headers, "content-type"), "image/png");
+    assert_eq!(header(&headers, "x-content-type-options"), "nosniff");
+    assert!(header(&headers, "cache-control").starts_with("public"));
+    assert!(header(&headers, "content-disposition").is_empty());
+    let img = image::load_from_memory(&body).unwrap();
+    assert_eq!((img.width(), img.height()), (333, 333));
+    let (dark, width) = expected_modules(text);
+    assert_eq!(
+        read_modules(&body, width, 3),
+        dark,
+        "the image encodes the text"
+    );
+    assert_eq!(
+        img.to_luma8().get_pixel(2, 2).0[0],
+        255,
+        "the quiet zone is white"
+    );
+
+    // The ETag is stable, and a client holding it gets a 304 with no body.
+    let etag = header(&headers, "etag").to_string();
+    assert!(etag.starts_with('"'), "{etag}");
+    let (again_status, again_headers, again) = fetch(&app, &url, &[]).await;
+    assert_eq!(again_status, 200);
+    assert_eq!(header(&again_headers, "etag"), etag);
+    assert_eq!(again, body, "the same parameters give the same bytes");
+    let (status, _, body) = fetch(&app, &url, &[("if-none-match", &etag)]).await;
+    assert_eq!(status, 304);
+    assert!(body.is_empty());
+    let (status, other_headers, _) = fetch(&app, &url.replace("size=333", "size=334"), &[]).await;
+    assert_eq!(status, 200);
+    assert_ne!(header(&other_headers, "etag"), etag);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn qr_format_comes_from_output_or_accept_and_download_makes_an_attachment() {
+    let app = spawn_app().await;
+    let (status, headers, body) = fetch(&app, "/v1/avatars/qr?text=hello&output=svg", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type"), "image/svg+xml");
+    assert_eq!(header(&headers, "content-security-policy"), "sandbox");
+    let svg = String::from_utf8(body).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("width=\"400\""),
+        "{svg}"
+    );
+    let (_, width) = expected_modules("hello");
+    let total = width + 2;
+    assert!(
+        svg.contains(&format!("viewBox=\"0 0 {total} {total}\"")),
+        "{svg}"
+    );
+
+    // Accept decides when output is absent, and the answer says it varies on it.
+    let (status, headers, _) = fetch(
+        &app,
+        "/v1/avatars/qr?text=hello",
+        &[("accept", "image/svg+xml")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type"), "image/svg+xml");
+    assert!(
+        header(&headers, "vary")
+            .to_ascii_lowercase()
+            .contains("accept")
+    );
+    let (status, headers, _) = fetch(
+        &app,
+        "/v1/avatars/qr?text=hello",
+        &[("accept", "image/webp,image/png;q=0.9,*/*;q=0.1")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type"), "image/png");
+    let (status, _, body) = fetch(
+        &app,
+        "/v1/avatars/qr?text=hello",
+        &[("accept", "text/html")],
+    )
+    .await;
+    assert_eq!(status, 406);
+    assert_eq!(code_of(&body), "NOT_ACCEPTABLE");
+
+    let (status, headers, _) = fetch(&app, "/v1/avatars/qr?text=hello&download=true", &[]).await;
+    assert_eq!(status, 200);
+    assert!(
+        header(&headers, "content-disposition").starts_with("attachment; filename=\"qr.png\""),
+        "{:?}",
+        headers.get("content-disposition")
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn qr_bad_parameters_are_refused_with_their_code_and_field() {
+    let app = spawn_app().await;
+    let long = "a".repeat(2049);
+    let longest = "a".repeat(2048);
+    for (query, field) in [
+        ("size=0&text=x", "size"),
+        ("size=100000&text=x", "size"),
+        ("size=-5&text=x", "size"),
+        ("size=big&text=x", "size"),
+        ("margin=11&text=x", "margin"),
+        ("margin=-1&text=x", "margin"),
+        ("output=gif&text=x", "output"),
+        ("download=maybe&text=x", "download"),
+        ("text=", "text"),
+        ("", "text"),
+        (&format!("text={long}") as &str, "text"),
+    ] {
+        let (status, _, body) = fetch(&app, &format!("/v1/avatars/qr?{query}"), &[]).await;
+        assert_eq!(status, 400, "{query}");
+        let error: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            error["errors"][0]["extensions"]["code"], "INVALID_AVATAR_PARAMETER",
+            "{query}: {error}"
+        );
+        assert!(
+            error["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains(field),
+            "{query}: {error}"
+        );
+    }
+    // The bounds themselves are accepted.
+    for query in [
+        format!("text={longest}&size=2000&margin=0"),
+        "text=x&size=1&margin=10".to_string(),
+    ] {
+        let (status, _, body) = fetch(&app, &format!("/v1/avatars/qr?{query}"), &[]).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn qr_urls_come_from_graphql_with_the_same_checks_and_no_credential() {
+    let app = spawn_app().await;
+    let answer = app
+        .post(
+            json!({ "query": "{ avatars { qr(text: \"hi there & more\", size: 120, output: \"svg\", download: true) } }" }),
+            &[],
+        )
+        .await;
+    let url = answer.ok()["avatars"]["qr"].as_str().unwrap().to_string();
+    assert!(url.starts_with("/v1/avatars/qr?"), "{url}");
+    let (status, headers, body) = fetch(&app, &url, &[]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(header(&headers, "content-type"), "image/svg+xml");
+    assert!(header(&headers, "content-disposition").starts_with("attachment"));
+    let svg = String::from_utf8(body).unwrap();
+    assert!(svg.contains("width=\"120\""), "{svg}");
+    let (_, width) = expected_modules("hi there & more");
+    assert!(
+        svg.contains(&format!("0 0 {} {}", width + 2, width + 2)),
+        "{svg}"
+    );
+
+    for (args, field) in [
+        ("text: \"x\", size: 0", "size"),
+        ("text: \"x\", size: 100000", "size"),
+        ("text: \"\"", "text"),
+        ("text: \"x\", output: \"bmp\"", "output"),
+        ("text: \"x\", margin: 99", "margin"),
+    ] {
+        let answer = app
+            .post(
+                json!({ "query": format!("{{ avatars {{ qr({args}) }} }}") }),
+                &[],
+            )
+            .await;
+        assert_eq!(
+            answer.code(),
+            "INVALID_AVATAR_PARAMETER",
+            "{args}: {}",
+            answer.body
+        );
+        assert_eq!(
+            answer.body["errors"][0]["extensions"]["field"], field,
+            "{args}: {}",
+            answer.body
+        );
+    }
+    app.shutdown().await;
+}
