@@ -214,6 +214,7 @@ codes! {
     IMAGE_CORRUPT: 400 => "the file does not decode as the image it claims to be";
     PREVIEW_FAILED: 400 => "the preview could not be encoded";
     // Avatars.
+    AVATAR_NOT_FOUND: 404 => "no avatar of that name (e.g. a country code with no flag)";
     INVALID_AVATAR_PARAMETER: 400 => "an avatar parameter (text, size, margin, output, ...) out of range or of the wrong form";
     // The server's side: details only in its log.
     SERVICE_UNAVAILABLE: 503 => "a dependency is down, or the server has as much of this work as it takes";

@@ -4,13 +4,16 @@
 //! lifetime, since the same parameters always give the same image. The format
 //! comes from `output=` or else from `Accept` (then the answer varies on it).
 
-use axum::body::Body;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
 use crate::error::{AppError, AppResult, codes};
+use crate::services::avatars::flags::{self, FlagParams};
 use crate::services::avatars::invalid;
 use crate::services::avatars::output::Output;
 use crate::services::avatars::qr::{self, QrParams};
@@ -69,15 +72,19 @@ fn pick_output(
     let accept = identity::header(headers, "accept");
     Output::negotiate(accept, offered)
         .map(|o| (o, true))
-        .ok_or_else(|| AppError::Invalid {
-            code: codes::NOT_ACCEPTABLE,
-            field: "Accept".into(),
-            reason: "this avatar is served as image/png or image/svg+xml".into(),
+        .ok_or_else(|| {
+            let types: Vec<_> = offered.iter().map(|o| o.mime_type()).collect();
+            AppError::Invalid {
+                code: codes::NOT_ACCEPTABLE,
+                field: "Accept".into(),
+                reason: format!("this avatar is served as {}", types.join(", ")),
+            }
         })
 }
 
 /// The answer for an image of `output` tagged `etag`: `304` when the client has
-/// it, else the bytes `draw` makes, drawn on a turn of the preview pool.
+/// it, else the bytes kept in the replica's cache, or those `draw` makes, drawn on
+/// a turn of the preview pool.
 async fn answer(
     state: &AppState,
     headers: &HeaderMap,
@@ -107,13 +114,22 @@ async fn answer(
         }
         return Ok(response);
     }
-    let bytes = {
-        let _turn = state.preview_turns.take().await?;
-        tokio::task::spawn_blocking(draw)
-            .await
-            .map_err(|err| AppError::Internal(anyhow::anyhow!("avatar task failed: {err}")))??
+    let bytes = match state.avatars.get(&etag) {
+        Some(bytes) => {
+            metrics::counter!("nimbus_avatars_total", "source" => "cache").increment(1);
+            bytes
+        }
+        None => {
+            let _turn = state.preview_turns.take().await?;
+            let drawn: Arc<[u8]> = tokio::task::spawn_blocking(draw)
+                .await
+                .map_err(|err| AppError::Internal(anyhow::anyhow!("avatar task failed: {err}")))??
+                .into();
+            state.avatars.put(etag.clone(), drawn.clone());
+            metrics::counter!("nimbus_avatars_total", "source" => "drawn").increment(1);
+            drawn
+        }
     };
-    metrics::counter!("nimbus_avatars_total", "format" => output.extension()).increment(1);
     let mut response = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, output.mime_type())
@@ -130,7 +146,7 @@ async fn answer(
         response = response.header(header::CONTENT_DISPOSITION, disposition("attachment", name));
     }
     response
-        .body(Body::from(bytes))
+        .body(Body::from(Bytes::from_owner(bytes)))
         .map_err(|err| AppError::Internal(err.into()))
 }
 
@@ -161,6 +177,44 @@ pub async fn qr(
             negotiated,
             attachment,
             move || qr::render(&params, output),
+        )
+        .await
+    }
+    .await
+    .unwrap_or_else(error)
+}
+
+#[derive(serde::Deserialize)]
+pub struct FlagPath {
+    code: String,
+}
+
+/// `GET /v1/avatars/flags/{code}?width&height&quality&output`.
+pub async fn flag(
+    State(state): State<AppState>,
+    axum::extract::Path(path): axum::extract::Path<FlagPath>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let query = query_pairs(&uri);
+    async {
+        let params = FlagParams::new(
+            Some(&path.code),
+            int_param(&query, "width")?,
+            int_param(&query, "height")?,
+            int_param(&query, "quality")?,
+            param(&query, "output"),
+        )?;
+        let (output, negotiated) = pick_output(params.output, &headers, flags::OUTPUTS)?;
+        let etag = params.etag(output);
+        answer(
+            &state,
+            &headers,
+            etag,
+            output,
+            negotiated,
+            None,
+            move || flags::render(&params, output),
         )
         .await
     }

@@ -71,6 +71,7 @@ pub fn router(state: AppState) -> Router {
             get(oauth2::callback),
         )
         .route("/v1/avatars/qr", get(avatars::qr))
+        .route("/v1/avatars/flags/{code}", get(avatars::flag))
         .route(&file("download"), get(storage::download))
         .route(&file("view"), get(storage::view))
         .route(&file("preview"), get(storage::preview))

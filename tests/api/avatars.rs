@@ -1,7 +1,7 @@
-//! Avatars: QR codes by URL and over GraphQL — the image holds the text asked
-//! for at the size asked for, caching headers and `304`, the format from
-//! `output=` or `Accept`, downloads, and every bad parameter refused with its code
-//! before anything is drawn.
+//! Avatars: QR codes and flags by URL and over GraphQL — the image holds the
+//! text or flag asked for at the size asked for, caching headers and `304`, the
+//! format from `output=` or `Accept`, downloads, and every bad parameter refused
+//! with its code before anything is drawn.
 
 use serde_json::{Value, json};
 
@@ -146,7 +146,7 @@ async fn qr_format_comes_from_output_or_accept_and_download_makes_an_attachment(
     let (status, headers, _) = fetch(
         &app,
         "/v1/avatars/qr?text=hello",
-        &[("accept", "image/webp,image/png;q=0.9,*/*;q=0.1")],
+        &[("accept", "image/avif,image/png;q=0.9,*/*;q=0.1")],
     )
     .await;
     assert_eq!(status, 200);
@@ -261,6 +261,260 @@ async fn qr_urls_come_from_graphql_with_the_same_checks_and_no_credential() {
             "{args}: {}",
             answer.body
         );
+    }
+    app.shutdown().await;
+}
+
+fn near(pixel: &image::Rgb<u8>, colour: [u8; 3]) -> bool {
+    pixel.0.iter().zip(colour).all(|(a, b)| a.abs_diff(b) < 12)
+}
+
+#[tokio::test]
+async fn flags_are_drawn_at_the_size_and_format_asked_and_kept() {
+    let app = spawn_app().await;
+    let (status, headers, body) = fetch(&app, "/v1/avatars/flags/de?width=300", &[]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(header(&headers, "content-type"), "image/png");
+    assert!(header(&headers, "cache-control").starts_with("public"));
+    let img = image::load_from_memory(&body).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (300, 225), "the height keeps 4:3");
+    assert!(near(img.get_pixel(150, 10), [0, 0, 0]), "black on top");
+    assert!(
+        near(img.get_pixel(150, 112), [255, 0, 0]),
+        "red in the middle"
+    );
+    assert!(near(img.get_pixel(150, 215), [255, 204, 0]), "gold below");
+
+    // Both sides given: covered and centred (France's blue, white, red bands).
+    let (status, _, body) = fetch(
+        &app,
+        "/v1/avatars/flags/FR?width=90&height=90&output=png",
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let img = image::load_from_memory(&body).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (90, 90));
+    assert!(
+        near(img.get_pixel(45, 45), [255, 255, 255]),
+        "white in the centre"
+    );
+    assert!(
+        near(img.get_pixel(2, 45), [0, 0, 145]),
+        "{:?}",
+        img.get_pixel(2, 45)
+    );
+
+    // Formats: output= wins, else Accept.
+    for (path, accept, mime, format) in [
+        (
+            "/v1/avatars/flags/br?output=jpg&quality=40",
+            "",
+            "image/jpeg",
+            image::ImageFormat::Jpeg,
+        ),
+        (
+            "/v1/avatars/flags/br?output=webp",
+            "",
+            "image/webp",
+            image::ImageFormat::WebP,
+        ),
+        (
+            "/v1/avatars/flags/br",
+            "image/webp,*/*;q=0.8",
+            "image/webp",
+            image::ImageFormat::WebP,
+        ),
+        (
+            "/v1/avatars/flags/br",
+            "image/jpeg",
+            "image/jpeg",
+            image::ImageFormat::Jpeg,
+        ),
+    ] {
+        let headers_in: Vec<(&str, &str)> = if accept.is_empty() {
+            vec![]
+        } else {
+            vec![("accept", accept)]
+        };
+        let (status, headers, body) = fetch(&app, path, &headers_in).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(header(&headers, "content-type"), mime, "{path} {accept}");
+        assert_eq!(
+            image::guess_format(&body).unwrap(),
+            format,
+            "{path} {accept}"
+        );
+        let img = image::load_from_memory(&body).unwrap();
+        assert_eq!((img.width(), img.height()), (100, 75), "{path}");
+    }
+    let (low, high) = (
+        fetch(
+            &app,
+            "/v1/avatars/flags/br?output=jpg&quality=5&width=400",
+            &[],
+        )
+        .await
+        .2,
+        fetch(
+            &app,
+            "/v1/avatars/flags/br?output=jpg&quality=100&width=400",
+            &[],
+        )
+        .await
+        .2,
+    );
+    assert!(
+        low.len() < high.len(),
+        "quality counts: {} {}",
+        low.len(),
+        high.len()
+    );
+
+    // The second request is served from the replica's cache, with the same bytes.
+    let drawn = app.metric("nimbus_avatars_total{source=\"drawn\"}").await;
+    let cached = app.metric("nimbus_avatars_total{source=\"cache\"}").await;
+    let (_, first_headers, first) = fetch(&app, "/v1/avatars/flags/jp?width=123", &[]).await;
+    let (_, _, second) = fetch(&app, "/v1/avatars/flags/jp?width=123", &[]).await;
+    assert_eq!(first, second);
+    assert!(app.metric("nimbus_avatars_total{source=\"drawn\"}").await >= drawn + 1.0);
+    assert!(app.metric("nimbus_avatars_total{source=\"cache\"}").await >= cached + 1.0);
+    let etag = header(&first_headers, "etag").to_string();
+    let (status, _, body) = fetch(
+        &app,
+        "/v1/avatars/flags/jp?width=123",
+        &[("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!((status, body.len()), (304, 0));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn flag_bad_codes_and_sizes_are_refused_with_their_code() {
+    let app = spawn_app().await;
+    let long = "x".repeat(3000);
+    for (path, status_wanted, code, field) in [
+        (
+            "/v1/avatars/flags/zz".to_string(),
+            404,
+            "AVATAR_NOT_FOUND",
+            None,
+        ),
+        (
+            "/v1/avatars/flags/XX".to_string(),
+            404,
+            "AVATAR_NOT_FOUND",
+            None,
+        ),
+        (
+            "/v1/avatars/flags/deu".to_string(),
+            400,
+            "INVALID_AVATAR_PARAMETER",
+            Some("code"),
+        ),
+        (
+            "/v1/avatars/flags/d%00".to_string(),
+            400,
+            "INVALID_AVATAR_PARAMETER",
+            Some("code"),
+        ),
+        (
+            format!("/v1/avatars/flags/{long}"),
+            400,
+            "INVALID_AVATAR_PARAMETER",
+            Some("code"),
+        ),
+        (
+            "/v1/avatars/flags/de?width=0".to_string(),
+            400,
+            "INVALID_AVATAR_PARAMETER",
+            Some("width"),
+        ),
+        (
+            "/v1/avatars/flags/de?width=100000".to_string(),
+            400,
+            "INVALID_AVATAR_PARAMETER",
+            Some("width"),
+        ),
+        (
+            "/v1/avatars/flags/de?height=0".to_string(),
+            400,
+            "INVALID_AVATAR_PARAMETER",
+            Some("height"),
+        ),
+        (
+            "/v1/avatars/flags/de?width=10&height=100000".to_string(),
+            400,
+            "INVALID_AVATAR_PARAMETER",
+            Some("height"),
+        ),
+        (
+            "/v1/avatars/flags/de?quality=101".to_string(),
+            400,
+            "INVALID_AVATAR_PARAMETER",
+            Some("quality"),
+        ),
+        (
+            "/v1/avatars/flags/de?output=svg".to_string(),
+            400,
+            "INVALID_AVATAR_PARAMETER",
+            Some("output"),
+        ),
+    ] {
+        let (status, _, body) = fetch(&app, &path, &[]).await;
+        let shown = &path[..path.len().min(60)];
+        assert_eq!(status, status_wanted, "{shown}");
+        let error: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            error["errors"][0]["extensions"]["code"], code,
+            "{shown}: {error}"
+        );
+        if let Some(field) = field {
+            assert!(
+                error["errors"][0]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(field),
+                "{shown}: {error}"
+            );
+        }
+        assert!(
+            body.len() < 500,
+            "the answer does not echo the input: {shown}"
+        );
+    }
+    let (status, _, body) =
+        fetch(&app, "/v1/avatars/flags/de", &[("accept", "image/svg+xml")]).await;
+    assert_eq!(status, 406);
+    assert_eq!(code_of(&body), "NOT_ACCEPTABLE");
+
+    // GraphQL checks the same and answers the URL.
+    let answer = app
+        .post(
+            json!({ "query": "{ avatars { flag(code: \"It\", width: 64, output: \"webp\") } }" }),
+            &[],
+        )
+        .await;
+    let url = answer.ok()["avatars"]["flag"].as_str().unwrap().to_string();
+    assert!(url.starts_with("/v1/avatars/flags/it?"), "{url}");
+    let (status, headers, body) = fetch(&app, &url, &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type"), "image/webp");
+    let img = image::load_from_memory(&body).unwrap();
+    assert_eq!((img.width(), img.height()), (64, 48));
+    for (args, code) in [
+        ("code: \"zz\"", "AVATAR_NOT_FOUND"),
+        ("code: \"de\", width: 0", "INVALID_AVATAR_PARAMETER"),
+        ("code: \"de\", height: 100000", "INVALID_AVATAR_PARAMETER"),
+    ] {
+        let answer = app
+            .post(
+                json!({ "query": format!("{{ avatars {{ flag({args}) }} }}") }),
+                &[],
+            )
+            .await;
+        assert_eq!(answer.code(), code, "{args}: {}", answer.body);
     }
     app.shutdown().await;
 }

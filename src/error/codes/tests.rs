@@ -14,6 +14,8 @@ const NOT_CODES: &[&str] = &[
     "SET_NULL",
     "RECOVERY_CODE",
     "SCRYPT_MODIFIED",
+    // Cargo's build output directory, read with `env!`.
+    "OUT_DIR",
 ];
 
 fn root() -> PathBuf {

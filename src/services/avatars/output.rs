@@ -3,7 +3,9 @@
 
 use image::ExtendedColorType;
 use image::ImageEncoder as _;
+use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::{self, PngEncoder};
+use image::codecs::webp::WebPEncoder;
 
 use crate::error::AppError;
 
@@ -12,6 +14,8 @@ use crate::error::AppError;
 pub enum Output {
     Png,
     Svg,
+    Jpeg,
+    Webp,
 }
 
 impl Output {
@@ -19,6 +23,8 @@ impl Output {
         match self {
             Output::Png => "image/png",
             Output::Svg => "image/svg+xml",
+            Output::Jpeg => "image/jpeg",
+            Output::Webp => "image/webp",
         }
     }
 
@@ -26,11 +32,19 @@ impl Output {
         match self {
             Output::Png => "png",
             Output::Svg => "svg",
+            Output::Jpeg => "jpg",
+            Output::Webp => "webp",
         }
     }
 
-    /// The format called `name` (`png`, `svg`), among those `offered`.
+    /// The format called `name` (`png`, `svg`, `jpg` or `jpeg`, `webp`), among
+    /// those `offered`.
     pub fn named(name: &str, offered: &[Output]) -> Result<Output, AppError> {
+        let name = if name.eq_ignore_ascii_case("jpeg") {
+            "jpg"
+        } else {
+            name
+        };
         offered
             .iter()
             .copied()
@@ -87,6 +101,40 @@ pub fn png_luma(pixels: &[u8], width: u32, height: u32) -> Result<Vec<u8>, AppEr
     )
     .write_image(pixels, width, height, ExtendedColorType::L8)
     .map_err(|err| AppError::Internal(anyhow::anyhow!("encoding an avatar failed: {err}")))?;
+    Ok(bytes)
+}
+
+/// An opaque RGB image in a raster `output`; `quality` (0–100) counts for JPEG
+/// only (WebP is encoded lossless).
+pub fn encode_rgb(
+    pixels: &[u8],
+    width: u32,
+    height: u32,
+    output: Output,
+    quality: u8,
+) -> Result<Vec<u8>, AppError> {
+    let mut bytes = Vec::new();
+    let color = ExtendedColorType::Rgb8;
+    let written = match output {
+        Output::Png => PngEncoder::new_with_quality(
+            &mut bytes,
+            png::CompressionType::Fast,
+            png::FilterType::Adaptive,
+        )
+        .write_image(pixels, width, height, color),
+        Output::Jpeg => JpegEncoder::new_with_quality(&mut bytes, quality.clamp(1, 100))
+            .write_image(pixels, width, height, color),
+        Output::Webp => {
+            WebPEncoder::new_lossless(&mut bytes).write_image(pixels, width, height, color)
+        }
+        Output::Svg => {
+            return Err(AppError::Internal(anyhow::anyhow!(
+                "SVG is not a raster format"
+            )));
+        }
+    };
+    written
+        .map_err(|err| AppError::Internal(anyhow::anyhow!("encoding an avatar failed: {err}")))?;
     Ok(bytes)
 }
 

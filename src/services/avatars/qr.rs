@@ -17,7 +17,9 @@ pub const MAX_MARGIN: u32 = 10;
 pub const DEFAULT_SIZE: u32 = 400;
 pub const DEFAULT_MARGIN: u32 = 1;
 /// The formats a QR code is answered in, the first by default.
-pub const OUTPUTS: &[Output] = &[Output::Png, Output::Svg];
+pub const OUTPUTS: &[Output] = &[Output::Png, Output::Svg, Output::Jpeg, Output::Webp];
+/// JPEG blurs the edges of modules below this.
+const JPEG_QUALITY: u8 = 95;
 
 /// A QR code asked for, its parameters checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +114,7 @@ pub fn render(params: &QrParams, output: Output) -> Result<Vec<u8>, AppError> {
     };
     match output {
         Output::Svg => Ok(svg(&dark, width, margin, params.size).into_bytes()),
-        Output::Png => {
+        raster => {
             // Each pixel takes the module under its centre, so any size is exact.
             let side = params.size as usize;
             let module_of = |p: usize| (2 * p + 1) * total / (2 * side);
@@ -126,7 +128,11 @@ pub fn render(params: &QrParams, output: Output) -> Result<Vec<u8>, AppError> {
                         .map(|&x| if is_dark(x, y) { 0u8 } else { 255u8 }),
                 );
             }
-            output::png_luma(&pixels, params.size, params.size)
+            if raster == Output::Png {
+                return output::png_luma(&pixels, params.size, params.size);
+            }
+            let rgb: Vec<u8> = pixels.iter().flat_map(|&v| [v, v, v]).collect();
+            output::encode_rgb(&rgb, params.size, params.size, raster, JPEG_QUALITY)
         }
     }
 }

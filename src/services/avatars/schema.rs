@@ -13,6 +13,7 @@ use crate::graphql::SchemaParts;
 use crate::graphql::types::{app, object, opt_string};
 use crate::services::projects::Project;
 
+use super::flags::{self, FlagParams};
 use super::invalid;
 use super::qr::{self, QrParams};
 
@@ -25,7 +26,7 @@ fn avatars() -> Field {
     Field::new("avatars", TypeRef::named_nn("Avatars"), |_| {
         FieldFuture::from_value(Some(object([])))
     })
-    .description("URLs of generated images (QR codes). Public.")
+    .description("URLs of generated images (QR codes, country flags). Public.")
 }
 
 fn avatars_type() -> Object {
@@ -35,6 +36,7 @@ fn avatars_type() -> Object {
              arguments and answers the URL; the image is made when the URL is fetched.",
         )
         .field(qr_field())
+        .field(flag_field())
 }
 
 /// The URL of the avatar endpoint `kind` with `query`, absolute when
@@ -121,11 +123,64 @@ fn qr_field() -> Field {
     )
     .argument(
         InputValue::new("output", TypeRef::named(TypeRef::STRING)).description(
-            "`png` or `svg`; without it the request's `Accept` header decides (PNG by default).",
+            "`png`, `svg`, `jpg` or `webp`; without it the request's `Accept` header decides (PNG \
+         by default).",
         ),
     )
     .argument(
         InputValue::new("download", TypeRef::named(TypeRef::BOOLEAN))
             .description("Served as an attachment (`Content-Disposition`) when true."),
     )
+}
+
+fn flag_field() -> Field {
+    Field::new("flag", TypeRef::named_nn(TypeRef::STRING), |ctx| {
+        FieldFuture::new(async move {
+            let code = opt_string(&ctx, "code")?;
+            let params = FlagParams::new(
+                code.as_deref(),
+                opt_int(&ctx, "width")?,
+                opt_int(&ctx, "height")?,
+                opt_int(&ctx, "quality")?,
+                opt_string(&ctx, "output")?.as_deref(),
+            )?;
+            let mut query = vec![
+                ("width", params.width.to_string()),
+                ("height", params.height.to_string()),
+            ];
+            if ctx.args.get("quality").is_some_and(|v| !v.is_null()) {
+                query.push(("quality", params.quality.to_string()));
+            }
+            if let Some(output) = params.output {
+                query.push(("output", output.extension().to_string()));
+            }
+            let url = avatar_url(app(&ctx)?, &format!("flags/{}", params.code), &query);
+            Ok(Some(FieldValue::value(Value::from(url))))
+        })
+    })
+    .description(
+        "The URL of a country's flag (`/v1/avatars/flags/{code}`), scaled to cover the size \
+         asked for and centred. An unknown country is `AVATAR_NOT_FOUND`.",
+    )
+    .argument(
+        InputValue::new("code", TypeRef::named_nn(TypeRef::STRING))
+            .description("The country, ISO 3166-1 alpha-2 (`DE`, `br`), any case."),
+    )
+    .argument(InputValue::new("width", TypeRef::named(TypeRef::INT)).description(format!(
+        "Width in pixels, 1 to {}; {} by default, or 4/3 of the height when only that is given.",
+        super::MAX_SIZE,
+        flags::DEFAULT_WIDTH
+    )))
+    .argument(InputValue::new("height", TypeRef::named(TypeRef::INT)).description(format!(
+        "Height in pixels, 1 to {}; 3/4 of the width by default.",
+        super::MAX_SIZE
+    )))
+    .argument(InputValue::new("quality", TypeRef::named(TypeRef::INT)).description(format!(
+        "JPEG quality, 0 to 100; {} by default (PNG and WebP are lossless).",
+        flags::DEFAULT_QUALITY
+    )))
+    .argument(InputValue::new("output", TypeRef::named(TypeRef::STRING)).description(
+        "`png`, `jpg` or `webp`; without it the request's `Accept` header decides (PNG by \
+         default).",
+    ))
 }
