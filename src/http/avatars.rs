@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use crate::AppState;
 use crate::error::{AppError, AppResult, codes};
 use crate::services::avatars::flags::{self, FlagParams};
+use crate::services::avatars::initials::{self, InitialsParams};
 use crate::services::avatars::invalid;
 use crate::services::avatars::output::Output;
 use crate::services::avatars::qr::{self, QrParams};
@@ -94,6 +95,29 @@ async fn answer(
     attachment: Option<&str>,
     draw: impl FnOnce() -> AppResult<Vec<u8>> + Send + 'static,
 ) -> AppResult<Response> {
+    answer_with(
+        state,
+        headers,
+        (etag, CACHE_CONTROL),
+        output,
+        negotiated,
+        attachment,
+        draw,
+    )
+    .await
+}
+
+/// [`answer`] with the `Cache-Control` given: an image drawn from the caller's
+/// own account must not be kept by a shared cache.
+async fn answer_with(
+    state: &AppState,
+    headers: &HeaderMap,
+    (etag, cache_control): (String, &'static str),
+    output: Output,
+    negotiated: bool,
+    attachment: Option<&str>,
+    draw: impl FnOnce() -> AppResult<Vec<u8>> + Send + 'static,
+) -> AppResult<Response> {
     // Only an answer `Accept` chose varies on it.
     let vary = if negotiated { "Accept" } else { "" };
     let matches = identity::header(headers, "if-none-match")
@@ -103,7 +127,7 @@ async fn answer(
             StatusCode::NOT_MODIFIED,
             [
                 (header::ETAG, etag),
-                (header::CACHE_CONTROL, CACHE_CONTROL.to_string()),
+                (header::CACHE_CONTROL, cache_control.to_string()),
             ],
         )
             .into_response();
@@ -135,7 +159,7 @@ async fn answer(
         .header(header::CONTENT_TYPE, output.mime_type())
         .header(header::CONTENT_LENGTH, bytes.len())
         .header(header::ETAG, etag)
-        .header(header::CACHE_CONTROL, CACHE_CONTROL)
+        .header(header::CACHE_CONTROL, cache_control)
         .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         // An SVG opened on its own must not run script in the server's origin.
         .header(header::CONTENT_SECURITY_POLICY, "sandbox");
@@ -215,6 +239,72 @@ pub async fn flag(
             negotiated,
             None,
             move || flags::render(&params, output),
+        )
+        .await
+    }
+    .await
+    .unwrap_or_else(error)
+}
+
+/// The name of the signed-in user of a request (its name, else its email), with
+/// the project from the header or `?project=`; `None` for a guest.
+async fn signed_in_name(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &[(String, String)],
+) -> AppResult<Option<String>> {
+    let presented = match param(query, "project") {
+        Some(project) if identity::header(headers, identity::PROJECT_HEADER).is_none() => {
+            identity::Presented::for_project(headers, project)
+        }
+        _ => identity::Presented::from_headers(headers),
+    };
+    let addressed = identity::resolve(state, &presented).await?;
+    Ok(addressed.caller.require_session().ok().map(|me| {
+        let user = &me.user;
+        if user.name.trim().is_empty() {
+            user.email.clone().unwrap_or_default()
+        } else {
+            user.name.clone()
+        }
+    }))
+}
+
+/// `GET /v1/avatars/initials?name&width&height&background&output`; without
+/// `name`, the signed-in user's name or email.
+pub async fn initials(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let query = query_pairs(&uri);
+    async {
+        let (name, own) = match param(&query, "name") {
+            Some(name) => (Some(name.to_string()), false),
+            None => (signed_in_name(&state, &headers, &query).await?, true),
+        };
+        let params = InitialsParams::new(
+            name.as_deref(),
+            int_param(&query, "width")?,
+            int_param(&query, "height")?,
+            param(&query, "background"),
+            param(&query, "output"),
+        )?;
+        let (output, negotiated) = pick_output(params.output, &headers, initials::OUTPUTS)?;
+        let etag = params.etag(output);
+        let cache_control = if own {
+            "private, no-cache"
+        } else {
+            CACHE_CONTROL
+        };
+        answer_with(
+            &state,
+            &headers,
+            (etag, cache_control),
+            output,
+            negotiated,
+            None,
+            move || initials::render(&params, output),
         )
         .await
     }

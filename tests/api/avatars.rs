@@ -518,3 +518,144 @@ async fn flag_bad_codes_and_sizes_are_refused_with_their_code() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn initials_take_two_words_with_a_stable_colour_and_refuse_bad_names() {
+    let app = spawn_app().await;
+    let (status, headers, body) = fetch(
+        &app,
+        "/v1/avatars/initials?name=ada%20lovelace%20byron&output=svg",
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(header(&headers, "content-type"), "image/svg+xml");
+    assert!(header(&headers, "cache-control").starts_with("public"));
+    let svg = String::from_utf8(body).unwrap();
+    assert!(svg.contains(">AL</text>"), "{svg}");
+    let colour = |svg: &str| svg.split("fill=\"#").nth(1).unwrap()[..6].to_string();
+    let (_, _, again) = fetch(
+        &app,
+        "/v1/avatars/initials?name=Ada%20Lovelace%20Byron%20&output=svg",
+        &[],
+    )
+    .await;
+    assert_eq!(colour(&svg), colour(&String::from_utf8(again).unwrap()));
+
+    // PNG: the size asked, the background given, letters in the middle.
+    let (status, headers, body) = fetch(
+        &app,
+        "/v1/avatars/initials?name=Hanna%20Ito&width=120&height=80&background=%23102030",
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type"), "image/png");
+    let img = image::load_from_memory(&body).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (120, 80));
+    assert_eq!(img.get_pixel(1, 1).0, [0x10, 0x20, 0x30]);
+    assert!(
+        img.pixels().filter(|p| p.0[0] > 200).count() > 200,
+        "letters drawn"
+    );
+
+    let long = "a".repeat(10_000);
+    for (query, field) in [
+        (format!("name={long}"), "name"),
+        ("name=bad%00name".to_string(), "name"),
+        ("name=line%0Abreak".to_string(), "name"),
+        ("name=evil%E2%80%AEname".to_string(), "name"),
+        ("name=%20%20".to_string(), "name"),
+        ("name=x&width=0".to_string(), "width"),
+        ("name=x&height=100000".to_string(), "height"),
+        ("name=x&background=red".to_string(), "background"),
+        ("".to_string(), "name"),
+    ] {
+        let (status, _, body) = fetch(&app, &format!("/v1/avatars/initials?{query}"), &[]).await;
+        let shown = &query[..query.len().min(40)];
+        assert_eq!(status, 400, "{shown}");
+        let error: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            error["errors"][0]["extensions"]["code"], "INVALID_AVATAR_PARAMETER",
+            "{shown}: {error}"
+        );
+        assert!(
+            error["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains(field),
+            "{shown}: {error}"
+        );
+        assert!(body.len() < 500, "the answer does not echo the input");
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn initials_of_the_signed_in_user_are_private_and_graphql_names_only_the_initials() {
+    let app = spawn_app().await;
+    let secret = app.signed_in("grace.hopper@example.com").await;
+    let bearer = format!("Bearer {secret}");
+    let (status, headers, body) = fetch(
+        &app,
+        "/v1/avatars/initials?output=svg",
+        &[("authorization", &bearer), ("x-nimbus-project", "default")],
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(header(&headers, "cache-control").starts_with("private"));
+    let own = String::from_utf8(body).unwrap();
+    assert!(own.contains("</text>"), "{own}");
+
+    let answer = app
+        .as_session(
+            &secret,
+            "{ avatars { initials(output: \"svg\") } }",
+            json!({}),
+        )
+        .await;
+    let url = answer.ok()["avatars"]["initials"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(url.starts_with("/v1/avatars/initials?"), "{url}");
+    assert!(!url.contains("grace") && !url.contains("example"), "{url}");
+    let (status, _, body) = fetch(&app, &url, &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        own,
+        "the URL draws the same image"
+    );
+
+    let answer = app
+        .post(
+            json!({ "query": "{ avatars { initials(name: \"Ada Lovelace\", width: 64) } }" }),
+            &[],
+        )
+        .await;
+    let url = answer.ok()["avatars"]["initials"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(url.contains("name=A%20L"), "{url}");
+    let (status, _, body) = fetch(&app, &url, &[]).await;
+    assert_eq!(status, 200);
+    let img = image::load_from_memory(&body).unwrap();
+    assert_eq!((img.width(), img.height()), (64, 64));
+
+    // A guest without a name is told to give one.
+    let answer = app
+        .post(json!({ "query": "{ avatars { initials } }" }), &[])
+        .await;
+    assert_eq!(answer.code(), "INVALID_AVATAR_PARAMETER", "{}", answer.body);
+    let long = "é".repeat(10_000);
+    let answer = app
+        .post(
+            json!({ "query": "query($n: String) { avatars { initials(name: $n) } }", "variables": { "n": long } }),
+            &[],
+        )
+        .await;
+    assert_eq!(answer.code(), "INVALID_AVATAR_PARAMETER", "{}", answer.body);
+    app.shutdown().await;
+}

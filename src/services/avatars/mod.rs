@@ -1,6 +1,5 @@
-//! Avatars: images made from a few parameters — QR codes and country flags —
-//! served as bytes
-//! under `/v1/avatars/…` (`http::avatars`) and named by URL in GraphQL. Public: an
+//! Avatars: images made from a few parameters — QR codes, country flags and
+//! initials — served as bytes under `/v1/avatars/…` (`http::avatars`) and named by URL in GraphQL. Public: an
 //! avatar reveals nothing of a project, so no key or session is asked for. Every
 //! parameter is bounded before anything is drawn, and drawing takes a turn of the
 //! preview pool (`storage::preview::Turns`), so a burst of large avatars costs no
@@ -8,6 +7,7 @@
 
 pub mod cache;
 pub mod flags;
+pub mod initials;
 pub mod output;
 pub mod qr;
 pub mod schema;

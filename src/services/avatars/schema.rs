@@ -7,13 +7,16 @@ use async_graphql::dynamic::{
     Field, FieldFuture, FieldValue, InputValue, Object, ResolverContext, TypeRef,
 };
 
+use unicode_segmentation::UnicodeSegmentation as _;
+
 use crate::AppState;
 use crate::error::AppResult;
 use crate::graphql::SchemaParts;
-use crate::graphql::types::{app, object, opt_string};
+use crate::graphql::types::{app, caller, object, opt_string};
 use crate::services::projects::Project;
 
 use super::flags::{self, FlagParams};
+use super::initials::{self, InitialsParams};
 use super::invalid;
 use super::qr::{self, QrParams};
 
@@ -26,7 +29,7 @@ fn avatars() -> Field {
     Field::new("avatars", TypeRef::named_nn("Avatars"), |_| {
         FieldFuture::from_value(Some(object([])))
     })
-    .description("URLs of generated images (QR codes, country flags). Public.")
+    .description("URLs of generated images (QR codes, country flags, initials). Public.")
 }
 
 fn avatars_type() -> Object {
@@ -37,6 +40,7 @@ fn avatars_type() -> Object {
         )
         .field(qr_field())
         .field(flag_field())
+        .field(initials_field())
 }
 
 /// The URL of the avatar endpoint `kind` with `query`, absolute when
@@ -183,4 +187,78 @@ fn flag_field() -> Field {
         "`png`, `jpg` or `webp`; without it the request's `Accept` header decides (PNG by \
          default).",
     ))
+}
+
+fn initials_field() -> Field {
+    Field::new("initials", TypeRef::named_nn(TypeRef::STRING), |ctx| {
+        FieldFuture::new(async move {
+            let name = match opt_string(&ctx, "name")? {
+                Some(name) => Some(name),
+                None => caller(&ctx)?.require_session().ok().map(|me| {
+                    let user = &me.user;
+                    if user.name.trim().is_empty() {
+                        user.email.clone().unwrap_or_default()
+                    } else {
+                        user.name.clone()
+                    }
+                }),
+            };
+            let params = InitialsParams::new(
+                name.as_deref(),
+                opt_int(&ctx, "width")?,
+                opt_int(&ctx, "height")?,
+                opt_string(&ctx, "background")?.as_deref(),
+                opt_string(&ctx, "output")?.as_deref(),
+            )?;
+            // The URL names the initials (a word each) and colour, not the name: it
+            // says no more about the user than the image does.
+            let words: Vec<&str> = params.initials.graphemes(true).collect();
+            let mut query = vec![
+                ("name", words.join(" ")),
+                ("width", params.width.to_string()),
+                ("height", params.height.to_string()),
+                ("background", params.background_hex()),
+            ];
+            if let Some(output) = params.output {
+                query.push(("output", output.extension().to_string()));
+            }
+            let url = avatar_url(app(&ctx)?, "initials", &query);
+            Ok(Some(FieldValue::value(Value::from(url))))
+        })
+    })
+    .description(
+        "The URL of the initials of a name (`/v1/avatars/initials`): the first letter of its \
+         first two words on a colour of its own. Raster formats draw Latin, Greek and \
+         Cyrillic letters; SVG leaves the letters to the viewer's fonts.",
+    )
+    .argument(
+        InputValue::new("name", TypeRef::named(TypeRef::STRING)).description(format!(
+            "At most {} characters, no control characters; the signed-in user's name (else \
+         email) when absent.",
+            initials::MAX_NAME_CHARS
+        )),
+    )
+    .argument(
+        InputValue::new("width", TypeRef::named(TypeRef::INT)).description(format!(
+            "Width in pixels, 1 to {}; {} by default, or the height when only that is given.",
+            super::MAX_SIZE,
+            initials::DEFAULT_SIZE
+        )),
+    )
+    .argument(
+        InputValue::new("height", TypeRef::named(TypeRef::INT)).description(format!(
+            "Height in pixels, 1 to {}; the width by default.",
+            super::MAX_SIZE
+        )),
+    )
+    .argument(
+        InputValue::new("background", TypeRef::named(TypeRef::STRING))
+            .description("Six hex digits (`1e88e5`); by default a colour picked from the name."),
+    )
+    .argument(
+        InputValue::new("output", TypeRef::named(TypeRef::STRING)).description(
+            "`png`, `svg`, `jpg` or `webp`; without it the request's `Accept` header decides (PNG \
+         by default).",
+        ),
+    )
 }
