@@ -214,6 +214,8 @@ codes! {
     IMAGE_CORRUPT: 400 => "the file does not decode as the image it claims to be";
     PREVIEW_FAILED: 400 => "the preview could not be encoded";
     // Avatars.
+    INVALID_AVATAR_URL: 400 => "an image proxy URL that is not http(s), carries credentials, does not resolve, or points to a private, loopback or reserved address (every redirect is checked too)";
+    AVATAR_FETCH_FAILED: 502 => "the remote image did not arrive: no answer, an error status, too many redirects, too large, too slow, or not an image";
     AVATAR_NOT_FOUND: 404 => "no avatar of that name (e.g. a country code with no flag)";
     INVALID_AVATAR_PARAMETER: 400 => "an avatar parameter (text, size, margin, output, ...) out of range or of the wrong form";
     // The server's side: details only in its log.

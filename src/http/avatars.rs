@@ -18,6 +18,9 @@ use crate::services::avatars::initials::{self, InitialsParams};
 use crate::services::avatars::invalid;
 use crate::services::avatars::output::Output;
 use crate::services::avatars::qr::{self, QrParams};
+use crate::services::avatars::remote;
+use crate::services::storage::preview::preview_error;
+use crate::services::storage::render::{self, PreviewParams};
 
 use super::identity;
 use super::storage::{disposition, error};
@@ -307,6 +310,83 @@ pub async fn initials(
             move || initials::render(&params, output),
         )
         .await
+    }
+    .await
+    .unwrap_or_else(error)
+}
+
+/// Remote images fetched per client address and minute.
+const PROXY_PER_MINUTE: u32 = 30;
+
+/// `GET /v1/avatars/image?url&width&height&output&…` (the preview parameters):
+/// a remote image, fetched as [`remote`] says and redrawn through the preview
+/// renderer, so that what reaches the client is always an image Nimbus encoded.
+/// Limited per client address.
+pub async fn image(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let query = query_pairs(&uri);
+    async {
+        let url = remote::check_url(
+            param(&query, "url").ok_or_else(|| invalid("url", "the image URL is required"))?,
+        )?;
+        let rest: Vec<(String, String)> =
+            query.iter().filter(|(k, _)| k != "url").cloned().collect();
+        let params = PreviewParams::from_query(&rest).map_err(preview_error)?;
+        for (name, value) in [("width", params.width), ("height", params.height)] {
+            if value > crate::services::avatars::MAX_SIZE {
+                return Err(invalid(
+                    name,
+                    format!("must be 0 to {} pixels", crate::services::avatars::MAX_SIZE),
+                ));
+            }
+        }
+        let ip = super::client::client_ip(&state.config.trusted_proxies, peer.ip(), &headers);
+        let key = format!(
+            "avatars-image:{}",
+            crate::auth::rate_limit::client_key(&ip.to_string())
+        );
+        state
+            .rate_limiter
+            .hit(
+                &key,
+                crate::auth::rate_limit::Limit {
+                    attempts: PROXY_PER_MINUTE,
+                    window: std::time::Duration::from_secs(60),
+                },
+            )
+            .await?;
+        let source = remote::fetch(url).await?;
+        let mime_type = remote::sniff(&source).ok_or_else(|| AppError::Upstream {
+            code: codes::AVATAR_FETCH_FAILED,
+            reason: "the remote file is not a PNG, JPEG, GIF or WebP image".into(),
+        })?;
+        let max_pixels = state.config.preview_max_pixels;
+        let rendered = {
+            let _turn = state.preview_turns.take().await?;
+            tokio::task::spawn_blocking(move || {
+                render::render(&source, mime_type, &params, max_pixels)
+            })
+            .await
+            .map_err(|err| AppError::Internal(anyhow::anyhow!("avatar task failed: {err}")))?
+            .map_err(preview_error)?
+        };
+        metrics::counter!("nimbus_avatars_total", "source" => "remote").increment(1);
+        Ok::<_, AppError>(
+            (
+                [
+                    (header::CONTENT_TYPE, rendered.mime_type.to_string()),
+                    (header::CACHE_CONTROL, "public, max-age=3600".to_string()),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+                    (header::CONTENT_SECURITY_POLICY, "sandbox".to_string()),
+                ],
+                rendered.bytes,
+            )
+                .into_response(),
+        )
     }
     .await
     .unwrap_or_else(error)

@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/avatars/qr", get(avatars::qr))
         .route("/v1/avatars/flags/{code}", get(avatars::flag))
         .route("/v1/avatars/initials", get(avatars::initials))
+        .route("/v1/avatars/image", get(avatars::image))
         .route(&file("download"), get(storage::download))
         .route(&file("view"), get(storage::view))
         .route(&file("preview"), get(storage::preview))

@@ -659,3 +659,87 @@ async fn initials_of_the_signed_in_user_are_private_and_graphql_names_only_the_i
     assert_eq!(answer.code(), "INVALID_AVATAR_PARAMETER", "{}", answer.body);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_image_proxy_refuses_private_targets_and_bad_urls_and_is_rate_limited() {
+    let app = spawn_app().await;
+    // The test server itself is on loopback: the proxy must not reach it.
+    let own = format!("{}/v1/avatars/qr?text=x", app.url);
+    let targets = [
+        own.as_str(),
+        "http://127.0.0.1/x.png",
+        "http://localhost/x.png",
+        "http://10.0.0.1/x.png",
+        "http://172.16.5.4/x.png",
+        "http://192.168.0.1/x.png",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://100.64.1.1/x.png",
+        "http://0.0.0.0/x.png",
+        "http://[::1]/x.png",
+        "http://[::ffff:10.0.0.1]/x.png",
+        "http://[fe80::1]/x.png",
+        "http://[fc00::1]/x.png",
+        "http://[64:ff9b::7f00:1]/x.png",
+        "http://[2002:7f00:1::]/x.png",
+        "http://2130706433/x.png",
+        "http://0177.0.0.1/x.png",
+    ];
+    for target in targets {
+        let path = format!(
+            "/v1/avatars/image?url={}",
+            url::form_urlencoded::byte_serialize(target.as_bytes()).collect::<String>()
+        );
+        let (status, _, body) = fetch(&app, &path, &[]).await;
+        assert_eq!(status, 400, "{target}");
+        assert_eq!(code_of(&body), "INVALID_AVATAR_URL", "{target}");
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            !text.contains("127.0.0.1") && !text.contains("10.0.0"),
+            "{text}"
+        );
+    }
+    for (query, code) in [
+        ("url=file%3A%2F%2F%2Fetc%2Fpasswd", "INVALID_AVATAR_URL"),
+        ("url=ftp%3A%2F%2Fexample.com%2Fx.png", "INVALID_AVATAR_URL"),
+        (
+            "url=http%3A%2F%2Fuser%3Apass%40example.com%2F",
+            "INVALID_AVATAR_URL",
+        ),
+        ("url=not%20a%20url", "INVALID_AVATAR_URL"),
+        ("", "INVALID_AVATAR_PARAMETER"),
+        (
+            "url=https%3A%2F%2Fexample.com%2Fa.png&width=100000",
+            "INVALID_PREVIEW_PARAMETER",
+        ),
+        (
+            "url=https%3A%2F%2Fexample.com%2Fa.png&width=3000",
+            "INVALID_AVATAR_PARAMETER",
+        ),
+    ] {
+        let (status, _, body) = fetch(&app, &format!("/v1/avatars/image?{query}"), &[]).await;
+        assert_eq!(status, 400, "{query}");
+        assert_eq!(code_of(&body), code, "{query}");
+    }
+    let long = format!("url=https%3A%2F%2Fexample.com%2F{}", "a".repeat(3000));
+    let (status, _, body) = fetch(&app, &format!("/v1/avatars/image?{long}"), &[]).await;
+    assert_eq!(
+        (status, code_of(&body).as_str()),
+        (400, "INVALID_AVATAR_URL")
+    );
+
+    // Fetches count per client address: past the limit, RATE_LIMITED with Retry-After.
+    let mut limited = None;
+    for _ in 0..40 {
+        let (status, headers, body) =
+            fetch(&app, "/v1/avatars/image?url=http%3A%2F%2F127.0.0.1%2F", &[]).await;
+        if status == 429 {
+            limited = Some((code_of(&body), header(&headers, "retry-after").to_string()));
+            break;
+        }
+        assert_eq!(code_of(&body), "INVALID_AVATAR_URL");
+    }
+    let (code, retry_after) = limited.expect("the proxy is rate-limited");
+    assert_eq!(code, "RATE_LIMITED");
+    assert!(retry_after.parse::<u64>().unwrap() >= 1);
+    app.shutdown().await;
+}

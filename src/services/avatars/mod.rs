@@ -10,6 +10,7 @@ pub mod flags;
 pub mod initials;
 pub mod output;
 pub mod qr;
+pub mod remote;
 pub mod schema;
 
 pub use schema::register;
