@@ -720,6 +720,37 @@ async fn the_image_proxy_refuses_private_targets_and_bad_urls_and_is_rate_limite
         assert_eq!(status, 400, "{query}");
         assert_eq!(code_of(&body), code, "{query}");
     }
+    // GraphQL checks the URL's form and answers the proxy URL.
+    let answer = app
+        .post(json!({ "query": "{ avatars { image(url: \"https://example.com/a b.png\", width: 50, output: \"webp\") } }" }), &[])
+        .await;
+    let url = answer.ok()["avatars"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        url,
+        "/v1/avatars/image?url=https%3A%2F%2Fexample.com%2Fa%2520b.png&width=50&output=webp"
+    );
+    for (args, code) in [
+        ("url: \"file:///etc/passwd\"", "INVALID_AVATAR_URL"),
+        (
+            "url: \"https://example.com/\", width: 100000",
+            "INVALID_AVATAR_PARAMETER",
+        ),
+        (
+            "url: \"https://example.com/\", output: \"svg\"",
+            "INVALID_AVATAR_PARAMETER",
+        ),
+    ] {
+        let answer = app
+            .post(
+                json!({ "query": format!("{{ avatars {{ image({args}) }} }}") }),
+                &[],
+            )
+            .await;
+        assert_eq!(answer.code(), code, "{args}: {}", answer.body);
+    }
     let long = format!("url=https%3A%2F%2Fexample.com%2F{}", "a".repeat(3000));
     let (status, _, body) = fetch(&app, &format!("/v1/avatars/image?{long}"), &[]).await;
     assert_eq!(

@@ -19,6 +19,12 @@ pub const MAX_REDIRECTS: usize = 5;
 pub const MAX_BYTES: usize = 10 * 1024 * 1024;
 /// The whole fetch, redirects included.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// The formats the proxy may be asked to answer in (`output`).
+pub const OUTPUTS: &[super::output::Output] = &[
+    super::output::Output::Png,
+    super::output::Output::Jpeg,
+    super::output::Output::Webp,
+];
 /// Longest URL taken.
 pub const MAX_URL_BYTES: usize = 2048;
 
@@ -55,8 +61,11 @@ pub fn check_url(text: &str) -> Result<url::Url, AppError> {
     Ok(url)
 }
 
-/// The addresses of `url`'s host, all public, or why not.
-async fn public_addresses(url: &url::Url) -> Result<Vec<SocketAddr>, AppError> {
+/// The addresses of `url`'s host, all of them `allowed`, or why not.
+async fn allowed_addresses(
+    url: &url::Url,
+    allowed: fn(IpAddr) -> bool,
+) -> Result<Vec<SocketAddr>, AppError> {
     let port = url
         .port_or_known_default()
         .ok_or_else(|| bad_url("has no port"))?;
@@ -73,7 +82,7 @@ async fn public_addresses(url: &url::Url) -> Result<Vec<SocketAddr>, AppError> {
         return Err(bad_url("names a host that does not resolve"));
     }
     // Every address, not just the first: the connection may go to any of them.
-    if addresses.iter().any(|a| !is_public(a.ip())) {
+    if addresses.iter().any(|a| !allowed(a.ip())) {
         return Err(bad_url("points to a private, loopback or reserved address"));
     }
     Ok(addresses)
@@ -81,14 +90,22 @@ async fn public_addresses(url: &url::Url) -> Result<Vec<SocketAddr>, AppError> {
 
 /// The bytes of the image at `url`, following redirects as the module says.
 pub async fn fetch(url: url::Url) -> Result<Vec<u8>, AppError> {
-    tokio::time::timeout(TIMEOUT, fetch_hops(url))
+    fetch_within(url, is_public, TIMEOUT).await
+}
+
+async fn fetch_within(
+    url: url::Url,
+    allowed: fn(IpAddr) -> bool,
+    timeout: Duration,
+) -> Result<Vec<u8>, AppError> {
+    tokio::time::timeout(timeout, fetch_hops(url, allowed))
         .await
         .map_err(|_| failed("the remote image did not arrive in time"))?
 }
 
-async fn fetch_hops(mut url: url::Url) -> Result<Vec<u8>, AppError> {
+async fn fetch_hops(mut url: url::Url, allowed: fn(IpAddr) -> bool) -> Result<Vec<u8>, AppError> {
     for _ in 0..=MAX_REDIRECTS {
-        let addresses = public_addresses(&url).await?;
+        let addresses = allowed_addresses(&url, allowed).await?;
         let mut client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -186,7 +203,7 @@ mod tests {
             "http://0x7f.1/",
         ] {
             let parsed = check_url(url).unwrap();
-            match public_addresses(&parsed).await {
+            match allowed_addresses(&parsed, is_public).await {
                 Err(AppError::Invalid { code, .. }) => assert_eq!(code, codes::INVALID_AVATAR_URL),
                 other => panic!("{url}: {other:?}"),
             }
@@ -200,6 +217,107 @@ mod tests {
         ] {
             assert!(check_url(url).is_err(), "{url}");
         }
+    }
+
+    /// A server on 127.0.0.1 standing for the internet: 127.0.0.1 is "public" in
+    /// these tests, every other address is not.
+    async fn remote_server() -> String {
+        use axum::response::{IntoResponse as _, Redirect};
+        use axum::routing::get;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = axum::Router::new()
+            .route("/img", get(|| async { b"\x89PNG\r\n\x1a\nrest".to_vec() }))
+            .route(
+                "/hop/{n}",
+                get(
+                    |axum::extract::Path(n): axum::extract::Path<u32>| async move {
+                        if n == 0 {
+                            Redirect::temporary("/img").into_response()
+                        } else {
+                            Redirect::temporary(&format!("/hop/{}", n - 1)).into_response()
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/private",
+                get(move || async move {
+                    Redirect::temporary(&format!("http://127.0.0.2:{port}/img")).into_response()
+                }),
+            )
+            .route(
+                "/scheme",
+                get(|| async { Redirect::temporary("file:///etc/passwd").into_response() }),
+            )
+            .route("/big", get(|| async { vec![0u8; MAX_BYTES + 1] }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://127.0.0.1:{port}")
+    }
+
+    fn only_first_loopback(ip: IpAddr) -> bool {
+        ip == IpAddr::from([127, 0, 0, 1])
+    }
+
+    async fn get(url: &str) -> Result<Vec<u8>, AppError> {
+        fetch_within(
+            check_url(url).unwrap(),
+            only_first_loopback,
+            Duration::from_secs(2),
+        )
+        .await
+    }
+
+    fn code(result: Result<Vec<u8>, AppError>) -> &'static str {
+        match result {
+            Err(AppError::Invalid { code, .. } | AppError::Upstream { code, .. }) => code,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn redirects_are_followed_five_times_and_each_hop_is_checked() {
+        let base = remote_server().await;
+        assert!(
+            get(&format!("{base}/img"))
+                .await
+                .unwrap()
+                .starts_with(b"\x89PNG")
+        );
+        // Five redirects, then the image; six are too many.
+        assert!(get(&format!("{base}/hop/4")).await.is_ok());
+        assert_eq!(
+            code(get(&format!("{base}/hop/5")).await),
+            codes::AVATAR_FETCH_FAILED
+        );
+        // A redirect to a forbidden address or scheme is refused like a first URL.
+        assert_eq!(
+            code(get(&format!("{base}/private")).await),
+            codes::INVALID_AVATAR_URL
+        );
+        assert_eq!(
+            code(get(&format!("{base}/scheme")).await),
+            codes::INVALID_AVATAR_URL
+        );
+        assert_eq!(
+            code(get(&format!("{base}/big")).await),
+            codes::AVATAR_FETCH_FAILED
+        );
+        assert_eq!(
+            code(get(&format!("{base}/slow")).await),
+            codes::AVATAR_FETCH_FAILED
+        );
+        assert_eq!(
+            code(get(&format!("{base}/missing")).await),
+            codes::AVATAR_FETCH_FAILED
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ fn avatars() -> Field {
     Field::new("avatars", TypeRef::named_nn("Avatars"), |_| {
         FieldFuture::from_value(Some(object([])))
     })
-    .description("URLs of generated images (QR codes, country flags, initials). Public.")
+    .description("URLs of generated images (QR codes, country flags, initials) and of the remote image proxy. Public.")
 }
 
 fn avatars_type() -> Object {
@@ -41,6 +41,7 @@ fn avatars_type() -> Object {
         .field(qr_field())
         .field(flag_field())
         .field(initials_field())
+        .field(image_field())
 }
 
 /// The URL of the avatar endpoint `kind` with `query`, absolute when
@@ -260,5 +261,60 @@ fn initials_field() -> Field {
             "`png`, `svg`, `jpg` or `webp`; without it the request's `Accept` header decides (PNG \
          by default).",
         ),
+    )
+}
+
+fn image_field() -> Field {
+    Field::new("image", TypeRef::named_nn(TypeRef::STRING), |ctx| {
+        FieldFuture::new(async move {
+            let url = opt_string(&ctx, "url")?.unwrap_or_default();
+            // The form only: where the URL points is checked when it is fetched,
+            // at every hop, since a name may resolve differently by then.
+            let url = super::remote::check_url(&url)?;
+            let mut query = vec![("url", url.to_string())];
+            for name in ["width", "height"] {
+                if let Some(n) = opt_int(&ctx, name)? {
+                    if !(0..=i64::from(super::MAX_SIZE)).contains(&n) {
+                        return Err(invalid(
+                            name,
+                            format!("must be 0 to {} pixels", super::MAX_SIZE),
+                        )
+                        .into());
+                    }
+                    query.push((name, n.to_string()));
+                }
+            }
+            if let Some(output) = opt_string(&ctx, "output")? {
+                let output = super::output::Output::named(&output, super::remote::OUTPUTS)?;
+                query.push(("output", output.extension().to_string()));
+            }
+            let url = avatar_url(app(&ctx)?, "image", &query);
+            Ok(Some(FieldValue::value(Value::from(url))))
+        })
+    })
+    .description(
+        "The URL of a remote image through the image proxy (`/v1/avatars/image`), redrawn at \
+         the size asked for. The proxy reaches only public addresses; the README lists its \
+         limits.",
+    )
+    .argument(
+        InputValue::new("url", TypeRef::named_nn(TypeRef::STRING))
+            .description("An http or https URL of a PNG, JPEG, GIF or WebP image."),
+    )
+    .argument(
+        InputValue::new("width", TypeRef::named(TypeRef::INT)).description(format!(
+            "Width in pixels, 0 (the image's own) to {}.",
+            super::MAX_SIZE
+        )),
+    )
+    .argument(
+        InputValue::new("height", TypeRef::named(TypeRef::INT)).description(format!(
+            "Height in pixels, 0 (the image's own) to {}.",
+            super::MAX_SIZE
+        )),
+    )
+    .argument(
+        InputValue::new("output", TypeRef::named(TypeRef::STRING))
+            .description("`png`, `jpg` or `webp`; the image's own format by default."),
     )
 }
