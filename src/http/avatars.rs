@@ -315,8 +315,17 @@ pub async fn initials(
     .unwrap_or_else(error)
 }
 
-/// Remote images fetched per client address and minute.
+/// Remote fetches (images, favicons) per client address and minute.
 const PROXY_PER_MINUTE: u32 = 30;
+
+/// What the proxy fetches for a request.
+#[derive(Clone, Copy)]
+enum Remote {
+    /// The image at the URL.
+    Image,
+    /// The icon of the page at the URL.
+    Favicon,
+}
 
 /// `GET /v1/avatars/image?url&width&height&output&…` (the preview parameters):
 /// a remote image, fetched as [`remote`] says and redrawn through the preview
@@ -328,10 +337,31 @@ pub async fn image(
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {
-    let query = query_pairs(&uri);
+    proxied(&state, peer, &headers, &uri, Remote::Image).await
+}
+
+/// `GET /v1/avatars/favicon?url&…`: the icon of the page at `url`, as
+/// [`crate::services::avatars::favicon`] finds it, redrawn like `image`.
+pub async fn favicon(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    proxied(&state, peer, &headers, &uri, Remote::Favicon).await
+}
+
+async fn proxied(
+    state: &AppState,
+    peer: std::net::SocketAddr,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    what: Remote,
+) -> Response {
+    let query = query_pairs(uri);
     async {
         let url = remote::check_url(
-            param(&query, "url").ok_or_else(|| invalid("url", "the image URL is required"))?,
+            param(&query, "url").ok_or_else(|| invalid("url", "the URL is required"))?,
         )?;
         let rest: Vec<(String, String)> =
             query.iter().filter(|(k, _)| k != "url").cloned().collect();
@@ -344,9 +374,9 @@ pub async fn image(
                 ));
             }
         }
-        let ip = super::client::client_ip(&state.config.trusted_proxies, peer.ip(), &headers);
+        let ip = super::client::client_ip(&state.config.trusted_proxies, peer.ip(), headers);
         let key = format!(
-            "avatars-image:{}",
+            "avatars-remote:{}",
             crate::auth::rate_limit::client_key(&ip.to_string())
         );
         state
@@ -359,20 +389,34 @@ pub async fn image(
                 },
             )
             .await?;
-        let source = remote::fetch(url).await?;
-        let mime_type = remote::sniff(&source).ok_or_else(|| AppError::Upstream {
+        let not_an_image = || AppError::Upstream {
             code: codes::AVATAR_FETCH_FAILED,
-            reason: "the remote file is not a PNG, JPEG, GIF or WebP image".into(),
-        })?;
+            reason: "the remote file is not a PNG, JPEG, GIF, WebP or ICO image".into(),
+        };
+        let (source, mime_type) = match what {
+            Remote::Image => {
+                let fetched = remote::fetch(url).await?;
+                let mime = remote::sniff(&fetched.bytes).ok_or_else(not_an_image)?;
+                (fetched.bytes, mime)
+            }
+            Remote::Favicon => crate::services::avatars::favicon::fetch(url).await?,
+        };
         let max_pixels = state.config.preview_max_pixels;
         let rendered = {
             let _turn = state.preview_turns.take().await?;
             tokio::task::spawn_blocking(move || {
-                render::render(&source, mime_type, &params, max_pixels)
+                let (source, mime_type) = if mime_type == "image/x-icon" {
+                    (
+                        crate::services::avatars::favicon::ico_to_png(&source, max_pixels)?,
+                        "image/png",
+                    )
+                } else {
+                    (source, mime_type)
+                };
+                render::render(&source, mime_type, &params, max_pixels).map_err(preview_error)
             })
             .await
-            .map_err(|err| AppError::Internal(anyhow::anyhow!("avatar task failed: {err}")))?
-            .map_err(preview_error)?
+            .map_err(|err| AppError::Internal(anyhow::anyhow!("avatar task failed: {err}")))??
         };
         metrics::counter!("nimbus_avatars_total", "source" => "remote").increment(1);
         Ok::<_, AppError>(

@@ -74,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/avatars/flags/{code}", get(avatars::flag))
         .route("/v1/avatars/initials", get(avatars::initials))
         .route("/v1/avatars/image", get(avatars::image))
+        .route("/v1/avatars/favicon", get(avatars::favicon))
         .route(&file("download"), get(storage::download))
         .route(&file("view"), get(storage::view))
         .route(&file("preview"), get(storage::preview))

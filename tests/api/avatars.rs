@@ -661,7 +661,7 @@ async fn initials_of_the_signed_in_user_are_private_and_graphql_names_only_the_i
 }
 
 #[tokio::test]
-async fn the_image_proxy_refuses_private_targets_and_bad_urls_and_is_rate_limited() {
+async fn the_image_proxy_and_favicons_refuse_private_targets_and_bad_urls_and_are_rate_limited() {
     let app = spawn_app().await;
     // The test server itself is on loopback: the proxy must not reach it.
     let own = format!("{}/v1/avatars/qr?text=x", app.url);
@@ -732,6 +732,16 @@ async fn the_image_proxy_refuses_private_targets_and_bad_urls_and_is_rate_limite
         url,
         "/v1/avatars/image?url=https%3A%2F%2Fexample.com%2Fa%2520b.png&width=50&output=webp"
     );
+    let answer = app
+        .post(
+            json!({ "query": "{ avatars { favicon(url: \"https://example.com/\") } }" }),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        answer.ok()["avatars"]["favicon"],
+        "/v1/avatars/favicon?url=https%3A%2F%2Fexample.com%2F"
+    );
     for (args, code) in [
         ("url: \"file:///etc/passwd\"", "INVALID_AVATAR_URL"),
         (
@@ -753,6 +763,29 @@ async fn the_image_proxy_refuses_private_targets_and_bad_urls_and_is_rate_limite
     }
     let long = format!("url=https%3A%2F%2Fexample.com%2F{}", "a".repeat(3000));
     let (status, _, body) = fetch(&app, &format!("/v1/avatars/image?{long}"), &[]).await;
+    assert_eq!(
+        (status, code_of(&body).as_str()),
+        (400, "INVALID_AVATAR_URL")
+    );
+
+    // The favicon finder is held to the same guard.
+    for target in [
+        "http://127.0.0.1/",
+        "http://[::1]:8080/",
+        "http://169.254.169.254/",
+    ] {
+        let path = format!(
+            "/v1/avatars/favicon?url={}",
+            url::form_urlencoded::byte_serialize(target.as_bytes()).collect::<String>()
+        );
+        let (status, _, body) = fetch(&app, &path, &[]).await;
+        assert_eq!(
+            (status, code_of(&body).as_str()),
+            (400, "INVALID_AVATAR_URL"),
+            "{target}"
+        );
+    }
+    let (status, _, body) = fetch(&app, "/v1/avatars/favicon?url=javascript%3Aalert(1)", &[]).await;
     assert_eq!(
         (status, code_of(&body).as_str()),
         (400, "INVALID_AVATAR_URL")

@@ -1,11 +1,14 @@
 //! Avatars: images made from a few parameters — QR codes, country flags and
-//! initials — served as bytes under `/v1/avatars/…` (`http::avatars`) and named by URL in GraphQL. Public: an
+//! initials — and remote images (the image proxy, favicons), served as bytes under
+//! `/v1/avatars/…` (`http::avatars`) and named by URL in GraphQL. Public: an
 //! avatar reveals nothing of a project, so no key or session is asked for. Every
-//! parameter is bounded before anything is drawn, and drawing takes a turn of the
-//! preview pool (`storage::preview::Turns`), so a burst of large avatars costs no
-//! more memory than a burst of previews. It owns no table and writes nothing.
+//! parameter is bounded before anything is drawn or fetched, and drawing takes a
+//! turn of the preview pool (`storage::preview::Turns`), so a burst of large
+//! avatars costs no more memory than a burst of previews. Remote fetches reach
+//! only public addresses ([`remote`]). It owns no table and writes nothing.
 
 pub mod cache;
+pub mod favicon;
 pub mod flags;
 pub mod initials;
 pub mod output;

@@ -4,7 +4,8 @@
 //! the connection goes to an address so checked — a name that resolves again to
 //! something else (DNS rebinding) is not asked. At most [`MAX_REDIRECTS`]
 //! redirects, each checked the same way; the body is capped in bytes and the
-//! whole fetch in time; what arrives must sniff as an image.
+//! whole fetch in time. Callers sniff what arrives ([`sniff`]) and never pass it
+//! on as it came.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -88,8 +89,14 @@ async fn allowed_addresses(
     Ok(addresses)
 }
 
-/// The bytes of the image at `url`, following redirects as the module says.
-pub async fn fetch(url: url::Url) -> Result<Vec<u8>, AppError> {
+/// What a fetch brought: the URL it ended at (after redirects) and its bytes.
+pub struct Fetched {
+    pub url: url::Url,
+    pub bytes: Vec<u8>,
+}
+
+/// The bytes at `url`, following redirects as the module says.
+pub async fn fetch(url: url::Url) -> Result<Fetched, AppError> {
     fetch_within(url, is_public, TIMEOUT).await
 }
 
@@ -97,13 +104,13 @@ async fn fetch_within(
     url: url::Url,
     allowed: fn(IpAddr) -> bool,
     timeout: Duration,
-) -> Result<Vec<u8>, AppError> {
+) -> Result<Fetched, AppError> {
     tokio::time::timeout(timeout, fetch_hops(url, allowed))
         .await
         .map_err(|_| failed("the remote image did not arrive in time"))?
 }
 
-async fn fetch_hops(mut url: url::Url, allowed: fn(IpAddr) -> bool) -> Result<Vec<u8>, AppError> {
+async fn fetch_hops(mut url: url::Url, allowed: fn(IpAddr) -> bool) -> Result<Fetched, AppError> {
     for _ in 0..=MAX_REDIRECTS {
         let addresses = allowed_addresses(&url, allowed).await?;
         let mut client = reqwest::Client::builder()
@@ -120,7 +127,7 @@ async fn fetch_hops(mut url: url::Url, allowed: fn(IpAddr) -> bool) -> Result<Ve
             .map_err(|err| AppError::Internal(anyhow::anyhow!("image proxy client: {err}")))?;
         let response = client
             .get(url.clone())
-            .header(reqwest::header::ACCEPT, "image/*")
+            .header(reqwest::header::ACCEPT, "image/*, text/html;q=0.5")
             .send()
             .await
             .map_err(|err| {
@@ -165,19 +172,20 @@ async fn fetch_hops(mut url: url::Url, allowed: fn(IpAddr) -> bool) -> Result<Ve
             }
             body.extend_from_slice(&chunk);
         }
-        return Ok(body);
+        return Ok(Fetched { url, bytes: body });
     }
     Err(failed(format!("more than {MAX_REDIRECTS} redirects")))
 }
 
 /// The MIME type of an image by its first bytes, whatever the server claimed:
-/// PNG, JPEG, GIF or WebP, or `None`.
+/// PNG, JPEG, GIF, WebP or ICO, or `None`.
 pub fn sniff(bytes: &[u8]) -> Option<&'static str> {
     match image::guess_format(bytes).ok()? {
         image::ImageFormat::Png => Some("image/png"),
         image::ImageFormat::Jpeg => Some("image/jpeg"),
         image::ImageFormat::Gif => Some("image/gif"),
         image::ImageFormat::WebP => Some("image/webp"),
+        image::ImageFormat::Ico => Some("image/x-icon"),
         _ => None,
     }
 }
@@ -273,6 +281,7 @@ mod tests {
             Duration::from_secs(2),
         )
         .await
+        .map(|fetched| fetched.bytes)
     }
 
     fn code(result: Result<Vec<u8>, AppError>) -> &'static str {

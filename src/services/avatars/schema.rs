@@ -1,6 +1,7 @@
 //! GraphQL of the avatars service: the root field `avatars`, whose fields check
 //! their arguments as the image endpoints do and answer the URL that serves the
-//! image, so a bad parameter fails here rather than in an `<img>`. Public.
+//! image, so a bad parameter fails here rather than in an `<img>`. Public; only
+//! `initials` without a name reads the caller (its signed-in user).
 
 use async_graphql::Value;
 use async_graphql::dynamic::{
@@ -29,7 +30,7 @@ fn avatars() -> Field {
     Field::new("avatars", TypeRef::named_nn("Avatars"), |_| {
         FieldFuture::from_value(Some(object([])))
     })
-    .description("URLs of generated images (QR codes, country flags, initials) and of the remote image proxy. Public.")
+    .description("URLs of generated images (QR codes, country flags, initials), remote images and favicons. Public.")
 }
 
 fn avatars_type() -> Object {
@@ -41,7 +42,8 @@ fn avatars_type() -> Object {
         .field(qr_field())
         .field(flag_field())
         .field(initials_field())
-        .field(image_field())
+        .field(remote_field("image"))
+        .field(remote_field("favicon"))
 }
 
 /// The URL of the avatar endpoint `kind` with `query`, absolute when
@@ -264,8 +266,24 @@ fn initials_field() -> Field {
     )
 }
 
-fn image_field() -> Field {
-    Field::new("image", TypeRef::named_nn(TypeRef::STRING), |ctx| {
+/// `image` (a remote image) or `favicon` (the icon of a remote page).
+fn remote_field(kind: &'static str) -> Field {
+    let (about, url_about) = if kind == "image" {
+        (
+            "The URL of a remote image through the image proxy (`/v1/avatars/image`), redrawn \
+             at the size asked for. The proxy reaches only public addresses; the README lists \
+             its limits.",
+            "An http or https URL of a PNG, JPEG, GIF, WebP or ICO image.",
+        )
+    } else {
+        (
+            "The URL of the icon of a web page (`/v1/avatars/favicon`): the one its \
+             `<link rel=\"icon\">` names, else `/favicon.ico`, redrawn at the size asked for. \
+             Fetched like `image`.",
+            "An http or https URL of a web page.",
+        )
+    };
+    Field::new(kind, TypeRef::named_nn(TypeRef::STRING), move |ctx| {
         FieldFuture::new(async move {
             let url = opt_string(&ctx, "url")?.unwrap_or_default();
             // The form only: where the URL points is checked when it is fetched,
@@ -288,19 +306,12 @@ fn image_field() -> Field {
                 let output = super::output::Output::named(&output, super::remote::OUTPUTS)?;
                 query.push(("output", output.extension().to_string()));
             }
-            let url = avatar_url(app(&ctx)?, "image", &query);
+            let url = avatar_url(app(&ctx)?, kind, &query);
             Ok(Some(FieldValue::value(Value::from(url))))
         })
     })
-    .description(
-        "The URL of a remote image through the image proxy (`/v1/avatars/image`), redrawn at \
-         the size asked for. The proxy reaches only public addresses; the README lists its \
-         limits.",
-    )
-    .argument(
-        InputValue::new("url", TypeRef::named_nn(TypeRef::STRING))
-            .description("An http or https URL of a PNG, JPEG, GIF or WebP image."),
-    )
+    .description(about)
+    .argument(InputValue::new("url", TypeRef::named_nn(TypeRef::STRING)).description(url_about))
     .argument(
         InputValue::new("width", TypeRef::named(TypeRef::INT)).description(format!(
             "Width in pixels, 0 (the image's own) to {}.",
