@@ -77,6 +77,8 @@ pub struct AppInner {
     pub preview_turns: services::storage::preview::Turns,
     /// Client address to country, for `locale`.
     pub geoip: services::locale::geoip::GeoIp,
+    /// Avatars drawn lately, kept in memory.
+    pub avatars: services::avatars::cache::AvatarCache,
 }
 
 /// A cheap handle on [`AppInner`].
@@ -133,6 +135,10 @@ impl AppState {
             creates,
             preview_turns,
             geoip,
+            avatars: services::avatars::cache::AvatarCache::new(
+                services::avatars::cache::MAX_ENTRIES,
+                services::avatars::cache::MAX_BYTES,
+            ),
             config,
             db,
             bus,

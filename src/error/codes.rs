@@ -213,6 +213,11 @@ codes! {
     IMAGE_TOO_LARGE: 400 => "an image over `NIMBUS_PREVIEW_MAX_PIXELS`, refused before it is decoded";
     IMAGE_CORRUPT: 400 => "the file does not decode as the image it claims to be";
     PREVIEW_FAILED: 400 => "the preview could not be encoded";
+    // Avatars.
+    INVALID_AVATAR_URL: 400 => "an image proxy URL that is not http(s), carries credentials, does not resolve, or points to a private, loopback or reserved address (every redirect is checked too)";
+    AVATAR_FETCH_FAILED: 502 => "the remote image did not arrive: no answer, an error status, too many redirects, too large, too slow, or not an image";
+    AVATAR_NOT_FOUND: 404 => "no avatar of that name (e.g. a country code with no flag)";
+    INVALID_AVATAR_PARAMETER: 400 => "an avatar parameter (text, size, margin, output, ...) out of range or of the wrong form";
     // The server's side: details only in its log.
     SERVICE_UNAVAILABLE: 503 => "a dependency is down, or the server has as much of this work as it takes";
     INTERNAL: 500 => "anything unexpected; the cause is logged, never sent";

@@ -1,6 +1,7 @@
 //! The HTTP and WebSocket surface of Nimbus: the router, and `serve` used by
 //! `nimbus serve` and by the tests.
 
+pub mod avatars;
 pub mod client;
 pub mod connections;
 pub mod graphql;
@@ -69,6 +70,11 @@ pub fn router(state: AppState) -> Router {
             "/v1/account/oauth2/callback/{provider}/{project}",
             get(oauth2::callback),
         )
+        .route("/v1/avatars/qr", get(avatars::qr))
+        .route("/v1/avatars/flags/{code}", get(avatars::flag))
+        .route("/v1/avatars/initials", get(avatars::initials))
+        .route("/v1/avatars/image", get(avatars::image))
+        .route("/v1/avatars/favicon", get(avatars::favicon))
         .route(&file("download"), get(storage::download))
         .route(&file("view"), get(storage::view))
         .route(&file("preview"), get(storage::preview))

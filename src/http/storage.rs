@@ -34,7 +34,7 @@ pub struct FilePath {
 }
 
 /// The error as JSON, with the status its code deserves (`crate::error::codes`).
-fn error(err: AppError) -> Response {
+pub fn error(err: AppError) -> Response {
     if matches!(err, AppError::Db(_) | AppError::Internal(_)) {
         // Logs the cause; the client reads only the generic message.
         let _ = err.to_graphql();
@@ -168,7 +168,7 @@ fn requested_range(headers: &HeaderMap, size: u64) -> AppResult<Option<std::ops:
 }
 
 /// `filename="…"; filename*=UTF-8''…` with the name made safe for a header.
-fn disposition(kind: &str, name: &str) -> HeaderValue {
+pub fn disposition(kind: &str, name: &str) -> HeaderValue {
     let ascii: String = name
         .chars()
         .map(|c| {

@@ -5,6 +5,7 @@
 //! schemas holds. Nothing below this module imports a service.
 
 pub mod account;
+pub mod avatars;
 pub mod databases;
 pub mod keys;
 pub mod locale;
@@ -40,6 +41,7 @@ pub fn register_all(parts: &mut SchemaParts, project: &Project, model: &DataMode
     databases::register(parts, project, model);
     storage::register(parts, project);
     locale::register(parts, project);
+    avatars::register(parts, project);
 }
 
 /// Builds the schema of `project`. `state` is attached as schema data when given

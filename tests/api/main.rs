@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod avatars;
 mod cli;
 mod databases;
 mod email_flows;

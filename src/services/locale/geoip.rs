@@ -91,8 +91,9 @@ fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Whether `ip` may be anywhere on the public internet: not loopback, private,
-/// shared (CGNAT), link-local, multicast, unspecified or reserved for documentation.
-fn is_public(ip: IpAddr) -> bool {
+/// shared (CGNAT), link-local, multicast, unspecified, reserved for documentation or
+/// benchmarks, nor an IPv6 address that carries such an IPv4 address.
+pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             let [a, b, ..] = v4.octets();
@@ -105,12 +106,32 @@ fn is_public(ip: IpAddr) -> bool {
                 || v4.is_documentation()
                 || a == 0
                 || a >= 240
-                || (a == 100 && (64..128).contains(&b)))
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (18..20).contains(&b))
+                || (a == 192 && b == 0 && v4.octets()[2] == 0))
         }
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => is_public(IpAddr::V4(v4)),
             None => {
-                let first = v6.segments()[0];
+                let segments = v6.segments();
+                let first = segments[0];
+                let octets = v6.octets();
+                let embedded = |at: usize| {
+                    IpAddr::V4(std::net::Ipv4Addr::new(
+                        octets[at],
+                        octets[at + 1],
+                        octets[at + 2],
+                        octets[at + 3],
+                    ))
+                };
+                // Addresses that carry an IPv4 address reach it: NAT64
+                // (64:ff9b::/96), 6to4 (2002::/16) and IPv4-compatible (::/96).
+                if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || segments[..6] == [0; 6] {
+                    return !v6.is_loopback() && !v6.is_unspecified() && is_public(embedded(12));
+                }
+                if first == 0x2002 {
+                    return is_public(embedded(2));
+                }
                 !(v6.is_loopback()
                     || v6.is_unspecified()
                     || v6.is_multicast()

@@ -1,0 +1,42 @@
+//! Avatars: images made from a few parameters — QR codes, country flags and
+//! initials — and remote images (the image proxy, favicons), served as bytes under
+//! `/v1/avatars/…` (`http::avatars`) and named by URL in GraphQL. Public: an
+//! avatar reveals nothing of a project, so no key or session is asked for. Every
+//! parameter is bounded before anything is drawn or fetched, and drawing takes a
+//! turn of the preview pool (`storage::preview::Turns`), so a burst of large
+//! avatars costs no more memory than a burst of previews. Remote fetches reach
+//! only public addresses ([`remote`]). It owns no table and writes nothing.
+
+pub mod cache;
+pub mod favicon;
+pub mod flags;
+pub mod initials;
+pub mod output;
+pub mod qr;
+pub mod remote;
+pub mod schema;
+
+pub use schema::register;
+
+use crate::error::{AppError, codes};
+
+/// Largest side of any avatar, in pixels.
+pub const MAX_SIZE: u32 = 2000;
+
+/// A parameter out of range or of the wrong form.
+pub fn invalid(field: &str, reason: impl Into<String>) -> AppError {
+    AppError::Invalid {
+        code: codes::INVALID_AVATAR_PARAMETER,
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A side in pixels: `1..=MAX_SIZE`, `default` when absent.
+pub fn size(field: &str, given: Option<i64>, default: u32) -> Result<u32, AppError> {
+    match given {
+        None => Ok(default),
+        Some(n) if (1..=i64::from(MAX_SIZE)).contains(&n) => Ok(n as u32),
+        Some(_) => Err(invalid(field, format!("must be 1 to {MAX_SIZE} pixels"))),
+    }
+}
