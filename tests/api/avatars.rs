@@ -66,6 +66,26 @@ fn expected_modules(text: &str) -> (Vec<bool>, usize) {
     (dark, width)
 }
 
+/// Fetches `path`, expects 400 `INVALID_AVATAR_PARAMETER` whose message names
+/// `field`, and answers the body; `shown` labels the case in failures.
+async fn refused_naming(app: &TestApp, path: &str, shown: &str, field: &str) -> Vec<u8> {
+    let (status, _, body) = fetch(app, path, &[]).await;
+    assert_eq!(status, 400, "{shown}");
+    let error: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        error["errors"][0]["extensions"]["code"], "INVALID_AVATAR_PARAMETER",
+        "{shown}: {error}"
+    );
+    assert!(
+        error["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(field),
+        "{shown}: {error}"
+    );
+    body
+}
+
 #[tokio::test]
 async fn qr_codes_hold_the_text_at_the_size_asked_with_caching_headers() {
     let app = spawn_app().await;
@@ -188,20 +208,7 @@ async fn qr_bad_parameters_are_refused_with_their_code_and_field() {
         ("", "text"),
         (&format!("text={long}") as &str, "text"),
     ] {
-        let (status, _, body) = fetch(&app, &format!("/v1/avatars/qr?{query}"), &[]).await;
-        assert_eq!(status, 400, "{query}");
-        let error: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(
-            error["errors"][0]["extensions"]["code"], "INVALID_AVATAR_PARAMETER",
-            "{query}: {error}"
-        );
-        assert!(
-            error["errors"][0]["message"]
-                .as_str()
-                .unwrap()
-                .contains(field),
-            "{query}: {error}"
-        );
+        refused_naming(&app, &format!("/v1/avatars/qr?{query}"), query, field).await;
     }
     // The bounds themselves are accepted.
     for query in [
@@ -571,21 +578,9 @@ async fn initials_take_two_words_with_a_stable_colour_and_refuse_bad_names() {
         ("name=x&background=red".to_string(), "background"),
         ("".to_string(), "name"),
     ] {
-        let (status, _, body) = fetch(&app, &format!("/v1/avatars/initials?{query}"), &[]).await;
         let shown = &query[..query.len().min(40)];
-        assert_eq!(status, 400, "{shown}");
-        let error: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(
-            error["errors"][0]["extensions"]["code"], "INVALID_AVATAR_PARAMETER",
-            "{shown}: {error}"
-        );
-        assert!(
-            error["errors"][0]["message"]
-                .as_str()
-                .unwrap()
-                .contains(field),
-            "{shown}: {error}"
-        );
+        let body =
+            refused_naming(&app, &format!("/v1/avatars/initials?{query}"), shown, field).await;
         assert!(body.len() < 500, "the answer does not echo the input");
     }
     app.shutdown().await;
