@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{Answer, TestApp, spawn_app};
 
 async fn fetch(
     app: &TestApp,
@@ -64,6 +64,15 @@ fn expected_modules(text: &str) -> (Vec<bool>, usize) {
         .map(|c| c == qrcode::Color::Dark)
         .collect();
     (dark, width)
+}
+
+/// The GraphQL answer to `{ avatars { field(args) } }`, without a credential.
+async fn avatar_field(app: &TestApp, field: &str, args: &str) -> Answer {
+    app.post(
+        json!({ "query": format!("{{ avatars {{ {field}({args}) }} }}") }),
+        &[],
+    )
+    .await
 }
 
 /// Fetches `path`, expects 400 `INVALID_AVATAR_PARAMETER` whose message names
@@ -251,12 +260,7 @@ async fn qr_urls_come_from_graphql_with_the_same_checks_and_no_credential() {
         ("text: \"x\", output: \"bmp\"", "output"),
         ("text: \"x\", margin: 99", "margin"),
     ] {
-        let answer = app
-            .post(
-                json!({ "query": format!("{{ avatars {{ qr({args}) }} }}") }),
-                &[],
-            )
-            .await;
+        let answer = avatar_field(&app, "qr", args).await;
         assert_eq!(
             answer.code(),
             "INVALID_AVATAR_PARAMETER",
@@ -515,12 +519,7 @@ async fn flag_bad_codes_and_sizes_are_refused_with_their_code() {
         ("code: \"de\", width: 0", "INVALID_AVATAR_PARAMETER"),
         ("code: \"de\", height: 100000", "INVALID_AVATAR_PARAMETER"),
     ] {
-        let answer = app
-            .post(
-                json!({ "query": format!("{{ avatars {{ flag({args}) }} }}") }),
-                &[],
-            )
-            .await;
+        let answer = avatar_field(&app, "flag", args).await;
         assert_eq!(answer.code(), code, "{args}: {}", answer.body);
     }
     app.shutdown().await;
@@ -748,12 +747,7 @@ async fn the_image_proxy_and_favicons_refuse_private_targets_and_bad_urls_and_ar
             "INVALID_AVATAR_PARAMETER",
         ),
     ] {
-        let answer = app
-            .post(
-                json!({ "query": format!("{{ avatars {{ image({args}) }} }}") }),
-                &[],
-            )
-            .await;
+        let answer = avatar_field(&app, "image", args).await;
         assert_eq!(answer.code(), code, "{args}: {}", answer.body);
     }
     let long = format!("url=https%3A%2F%2Fexample.com%2F{}", "a".repeat(3000));
