@@ -273,6 +273,11 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_UPLOAD_EXPIRY", default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
     pub upload_expiry_secs: u64,
 
+    /// Seconds the event log keeps an event: a replica (or a subscription resuming
+    /// from a cursor) that fell further behind cannot catch up, and must resync.
+    #[arg(long, env = "NIMBUS_EVENT_RETENTION", default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub event_retention_secs: u64,
+
     /// Most unfinished resumable uploads one uploader (a user or an API key) may
     /// have in a project at once.
     #[arg(long, env = "NIMBUS_UPLOAD_MAX_PENDING", default_value_t = 100)]

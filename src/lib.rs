@@ -102,8 +102,8 @@ impl AppState {
         db.migrate().await?;
         services::databases::upgrade::permission_tables(&db).await?;
         let bus = match &config.redis_url {
-            Some(url) => Bus::redis(url, &config.redis_prefix).await?,
-            None => Bus::in_process(),
+            Some(url) => Bus::redis(url, &config.redis_prefix, &db).await?,
+            None => Bus::in_process(&db).await?,
         };
         let files = match &config.storage {
             Some(location) if location.starts_with("s3://") => FileStore::from_url(location)?,
@@ -227,6 +227,7 @@ pub struct Server {
     invalidations: JoinHandle<()>,
     presence: JoinHandle<()>,
     uploads: JoinHandle<()>,
+    pruning: JoinHandle<()>,
 }
 
 impl Server {
@@ -239,6 +240,10 @@ impl Server {
         let invalidations = tokio::spawn(follow_project_changes(state.clone()));
         let presence = tokio::spawn(services::realtime::presence::keep_alive(state.clone()));
         let uploads = tokio::spawn(services::storage::upload::sweep_forever(state.clone()));
+        let pruning = tokio::spawn(bus::log::prune_forever(
+            state.db.clone(),
+            Duration::from_secs(state.config.event_retention_secs),
+        ));
         tokio::spawn(http::multipart::sweep_spool(
             state.config.upload_spool_dir(),
         ));
@@ -268,6 +273,7 @@ impl Server {
             invalidations,
             presence,
             uploads,
+            pruning,
         })
     }
 
@@ -293,6 +299,7 @@ impl Server {
         self.invalidations.abort();
         self.presence.abort();
         self.uploads.abort();
+        self.pruning.abort();
         self.state.close().await;
         served
             .context("the server task failed")?
@@ -309,8 +316,9 @@ fn key_of(event_name: &str) -> Option<&str> {
     }
 }
 
-/// Drops cached project and session state whenever any replica announces a change,
-/// and all of it after a gap in the announcements.
+/// Drops cached project and session state whenever any replica logs a change (the
+/// relay delivers every logged change, a missed notification within a second), and
+/// all of it after a gap.
 async fn follow_project_changes(state: AppState) {
     let mut messages = state.bus.subscribe();
     loop {

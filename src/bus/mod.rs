@@ -2,13 +2,20 @@
 //! replicas tell each other about changes (e.g. a project's schema) here. Backed by
 //! Redis pub/sub when `NIMBUS_REDIS_URL` is set, by a tokio broadcast otherwise.
 //!
+//! Every change's message is written to the event log ([`log`]) in the transaction
+//! that makes the change; the bus then carries a notification of it (the message and
+//! its position) for latency, and each replica's relay hands its subscribers the
+//! messages in position order, reading from the log what the notifications missed
+//! (a gap, a Redis outage, a quiet second). Only presence travels on the bus alone.
+//!
 //! Subscribers always listen to the local broadcast channel. With Redis, a listener
-//! task forwards the Redis channel into it and reconnects by itself, so subscribers
-//! survive a Redis restart without noticing more than the gap. Delivery is at most
-//! once: a message published while Redis is down is lost (and logged); when the
-//! listener is back, it hands its subscribers [`BusMessage::Resumed`], so that what
-//! was cached on the strength of announcements is checked again.
+//! task forwards the Redis channel to the relay and reconnects by itself, so
+//! subscribers survive a Redis restart without noticing more than the gap; when the
+//! listener is back, it hands its subscribers [`BusMessage::Resumed`] (presence
+//! announced meanwhile is lost, and connections re-check their credentials), and
+//! the relay catches up from the log.
 
+pub mod log;
 pub mod presence;
 mod redis_bus;
 
@@ -79,6 +86,10 @@ pub struct Event {
     /// (is it leaving or entering?).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<serde_json::Value>,
+    /// Where the event stands in the event log: positions grow in commit order.
+    /// Zero until logged (it is the log row's key, not part of its body).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub position: i64,
     /// Roles that may read the resource (`any`, `user:ID`, `team:ID/owner`, ...).
     pub read_roles: Vec<String>,
     /// Roles that could read `previous`, which goes only to them (and to keys
@@ -108,6 +119,7 @@ impl Event {
             timestamp: chrono::Utc::now().timestamp_millis(),
             payload,
             previous: None,
+            position: 0,
             read_roles: Vec::new(),
             previous_read_roles: Vec::new(),
             key_scope: String::new(),
@@ -122,6 +134,10 @@ impl Event {
         }
         Some(self.events.first()?.rsplit('.').next().unwrap_or_default())
     }
+}
+
+fn is_zero(position: &i64) -> bool {
+    *position == 0
 }
 
 /// A message as this replica's subscribers receive it: the message, and room for
@@ -205,29 +221,49 @@ pub struct BusHealth {
     pub error: Option<String>,
 }
 
+/// What travels between replicas: notifications of logged messages, and presence
+/// (which is not logged).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+enum Wire {
+    /// The message logged at `position`.
+    Logged { position: i64, message: BusMessage },
+    Presence(presence::Presence),
+}
+
 /// A handle on the bus: cheap to clone.
 #[derive(Clone)]
 pub struct Bus {
     local: Local,
     redis: Option<Arc<RedisBus>>,
+    relay: log::RelayHandle,
+    db: crate::db::Db,
 }
 
 impl Bus {
-    /// The in-process bus of a single replica.
-    pub fn in_process() -> Self {
-        Bus {
-            local: Local::new(),
+    /// The in-process bus of a single replica, relaying the log of `db`.
+    pub async fn in_process(db: &crate::db::Db) -> anyhow::Result<Self> {
+        let local = Local::new();
+        let relay = log::RelayHandle::start(db.clone(), local.clone()).await?;
+        Ok(Bus {
+            local,
             redis: None,
-        }
+            relay,
+            db: db.clone(),
+        })
     }
 
-    /// The Redis-backed bus shared by replicas; fails when Redis cannot be reached now.
-    pub async fn redis(url: &str, prefix: &str) -> anyhow::Result<Self> {
+    /// The Redis-backed bus shared by replicas, relaying the log of `db`; fails when
+    /// Redis cannot be reached now.
+    pub async fn redis(url: &str, prefix: &str, db: &crate::db::Db) -> anyhow::Result<Self> {
         let local = Local::new();
-        let redis = RedisBus::connect(url, prefix, local.clone()).await?;
+        let relay = log::RelayHandle::start(db.clone(), local.clone()).await?;
+        let redis = RedisBus::connect(url, prefix, local.clone(), relay.clone()).await?;
         Ok(Bus {
             local,
             redis: Some(Arc::new(redis)),
+            relay,
+            db: db.clone(),
         })
     }
 
@@ -236,19 +272,52 @@ impl Bus {
         self.local.send(message);
     }
 
-    /// Publishes a message to every replica. A failure is logged and returned; the
-    /// write that caused it has already happened and stays.
-    pub async fn publish(&self, message: BusMessage) -> anyhow::Result<()> {
+    /// Tells every replica about a presence change. Presence is not logged: a
+    /// failure is logged and returned, and the heartbeats repair it.
+    pub async fn publish_presence(&self, presence: presence::Presence) -> anyhow::Result<()> {
         match &self.redis {
-            Some(redis) => redis.publish(&message).await.inspect_err(|err| {
-                metrics::counter!("nimbus_bus_publish_failures_total").increment(1);
-                tracing::warn!(error = %err, "bus publish failed; the event is lost");
-            }),
+            Some(redis) => redis
+                .publish(&Wire::Presence(presence))
+                .await
+                .inspect_err(|err| {
+                    metrics::counter!("nimbus_bus_publish_failures_total").increment(1);
+                    tracing::warn!(error = %err, "bus publish of a presence failed");
+                }),
             None => {
-                self.local.send(message);
+                self.local.send(BusMessage::Presence(presence));
                 Ok(())
             }
         }
+    }
+
+    /// Notifies every replica (this one at once) of messages logged by a committed
+    /// transaction. A failed notification is only late: replicas read the log.
+    pub async fn announce(&self, logged: Vec<crate::db::event_log::Logged>) {
+        if logged.is_empty() {
+            return;
+        }
+        let decoded: Vec<(i64, BusMessage)> = logged
+            .iter()
+            .filter_map(|entry| Some((entry.position, log::decode(&entry.body)?)))
+            .collect();
+        for (position, message) in &decoded {
+            self.relay.offer(*position, message.clone());
+        }
+        if let Some(redis) = &self.redis {
+            for (position, message) in decoded {
+                let wire = Wire::Logged { position, message };
+                if let Err(err) = redis.publish(&wire).await {
+                    metrics::counter!("nimbus_bus_publish_failures_total").increment(1);
+                    tracing::warn!(error = %err, "bus notification failed; replicas read it from the event log");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The database whose log this bus relays.
+    pub fn db(&self) -> &crate::db::Db {
+        &self.db
     }
 
     /// A receiver of every message published from now on, on any replica.
@@ -279,8 +348,9 @@ impl Bus {
         self.redis.as_ref().map(|redis| redis.connection())
     }
 
-    /// Stops background tasks (the Redis listener) of this bus.
+    /// Stops background tasks (the relay, the Redis listener) of this bus.
     pub fn shutdown(&self) {
+        self.relay.shutdown();
         if let Some(redis) = &self.redis {
             redis.shutdown();
         }
@@ -366,21 +436,19 @@ mod tests {
         assert!(serde_json::from_str::<BusMessage>(r#"{"kind":"resumed"}"#).is_err());
     }
 
-    #[tokio::test]
-    async fn in_process_bus_delivers_to_every_subscriber() {
-        let bus = Bus::in_process();
-        let mut first = bus.subscribe();
-        let mut second = bus.subscribe();
-        bus.publish(BusMessage::ProjectChanged {
-            project_id: "p".into(),
-        })
-        .await
-        .unwrap();
-        for rx in [&mut first, &mut second] {
-            let msg = rx.recv().await.unwrap();
-            assert!(
-                matches!(&msg.message, BusMessage::ProjectChanged { project_id } if project_id == "p")
-            );
-        }
+    #[test]
+    fn a_logged_notice_carries_its_message_and_position() {
+        let wire = Wire::Logged {
+            position: 7,
+            message: BusMessage::ProjectChanged {
+                project_id: "p".into(),
+            },
+        };
+        let text = serde_json::to_string(&wire).unwrap();
+        let Wire::Logged { position, message } = serde_json::from_str(&text).unwrap() else {
+            panic!("not a logged notice: {text}");
+        };
+        assert_eq!(position, 7);
+        assert!(matches!(message, BusMessage::ProjectChanged { project_id } if project_id == "p"));
     }
 }

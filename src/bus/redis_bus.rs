@@ -1,7 +1,8 @@
 //! The Redis side of the bus: a publisher over a self-healing `ConnectionManager`,
 //! and a listener task that owns the pub/sub connection, reconnects with backoff
-//! when Redis goes away, and forwards every message into the local broadcast (with
-//! a `Resumed` notice after each reconnect).
+//! when Redis goes away, and forwards notifications of logged messages to the relay
+//! and presence into the local broadcast (with a `Resumed` notice after each
+//! reconnect, upon which the relay also catches up from the log).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +14,8 @@ use redis::AsyncCommands as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::task::JoinHandle;
 
-use super::{BusMessage, Local};
+use super::log::RelayHandle;
+use super::{BusMessage, Local, Wire};
 
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -26,7 +28,12 @@ pub struct RedisBus {
 }
 
 impl RedisBus {
-    pub(super) async fn connect(url: &str, prefix: &str, local: Local) -> anyhow::Result<Self> {
+    pub(super) async fn connect(
+        url: &str,
+        prefix: &str,
+        local: Local,
+        relay: RelayHandle,
+    ) -> anyhow::Result<Self> {
         let shown = crate::db::redact_url(url);
         let client =
             redis::Client::open(url).with_context(|| format!("invalid Redis URL {shown}"))?;
@@ -57,6 +64,7 @@ impl RedisBus {
             channel.clone(),
             first,
             local,
+            relay,
             listening.clone(),
         ));
         Ok(RedisBus {
@@ -67,7 +75,7 @@ impl RedisBus {
         })
     }
 
-    pub(super) async fn publish(&self, message: &BusMessage) -> anyhow::Result<()> {
+    pub(super) async fn publish(&self, message: &Wire) -> anyhow::Result<()> {
         let payload = serde_json::to_string(message)?;
         let mut conn = self.publisher.clone();
         tokio::time::timeout(
@@ -115,13 +123,14 @@ async fn subscribe(
     Ok(pubsub)
 }
 
-/// Forwards the Redis channel into the local broadcast for as long as the bus lives,
-/// re-subscribing after every disconnect.
+/// Forwards the Redis channel to the relay (logged messages) and the local broadcast
+/// (presence) for as long as the bus lives, re-subscribing after every disconnect.
 async fn listen(
     client: redis::Client,
     channel: String,
     first: redis::aio::PubSub,
     local: Local,
+    relay: RelayHandle,
     listening: Arc<AtomicBool>,
 ) {
     let mut pubsub = Some(first);
@@ -142,15 +151,17 @@ async fn listen(
             Ok(connection) => {
                 if !listening.swap(true, Ordering::SeqCst) {
                     tracing::info!("bus listener re-subscribed to Redis");
-                    // Announcements made during the gap are lost: subscribers
-                    // drop what they cached and re-check what they hold.
+                    // Notifications sent during the gap are lost: the relay reads
+                    // the log, and subscribers re-check what they hold.
                     local.send(BusMessage::Resumed);
+                    relay.catch_up();
                 }
                 backoff = Duration::from_millis(100);
                 let mut messages = connection.into_on_message();
                 while let Some(msg) = messages.next().await {
-                    match serde_json::from_slice::<BusMessage>(msg.get_payload_bytes()) {
-                        Ok(message) => local.send(message),
+                    match serde_json::from_slice::<Wire>(msg.get_payload_bytes()) {
+                        Ok(Wire::Logged { position, message }) => relay.offer(position, message),
+                        Ok(Wire::Presence(presence)) => local.send(BusMessage::Presence(presence)),
                         Err(err) => tracing::warn!(error = %err, "ignoring malformed bus message"),
                     }
                 }

@@ -7,7 +7,10 @@
 //! by SQLite when it fails). The batch commits when its last member has finished, and every
 //! member is answered only then. A member that fails after its writes were made
 //! cannot be taken out alone: the batch rolls back and every member runs again,
-//! alone in a transaction of its own ([`Outcome::RolledBack`]).
+//! alone in a transaction of its own ([`Outcome::RolledBack`]). Members hand
+//! their events over as they leave; the batch logs them all as its last
+//! statements ([`super::event_log`]) and keeps them, as logged, for its members to
+//! announce once committed.
 
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
@@ -16,6 +19,7 @@ use futures_util::future::BoxFuture;
 use sqlx::{Any, AnyConnection, AnyPool, Executor as _, Transaction};
 use tokio::sync::{Mutex, MutexGuard, OwnedSemaphorePermit, Semaphore, watch};
 
+use super::event_log::{self, Entry, Logged};
 use crate::error::{AppError, AppResult};
 
 /// Most requests one batch takes: bounds how long its first member waits.
@@ -71,6 +75,10 @@ pub struct Batch {
     /// Where the savepoint of the last operation stands. Changed only by the holder
     /// of `tx`.
     savepoint: StdMutex<Savepoint>,
+    /// The events of members that left, to log before the commit.
+    entries: StdMutex<Vec<Entry>>,
+    /// The events as logged by the commit, until a member announces them.
+    logged: StdMutex<Vec<Logged>>,
 }
 
 /// The savepoint of the last operation in a batch: operations take turns, so only
@@ -132,6 +140,8 @@ impl GroupCommit {
             turn: StdMutex::new(Some(turn)),
             began: Instant::now(),
             savepoint: StdMutex::new(Savepoint::None),
+            entries: StdMutex::new(Vec::new()),
+            logged: StdMutex::new(Vec::new()),
         });
         if let Ok(mut current) = self.current.lock() {
             *current = Some(batch.clone());
@@ -239,10 +249,18 @@ impl Batch {
         }
     }
 
-    /// A member is done: `failed_after_writing` poisons the batch. The last member
-    /// out ends the batch. Returns a receiver of the batch's outcome.
-    pub fn leave(self: &Arc<Self>, failed_after_writing: bool) -> watch::Receiver<Option<Outcome>> {
+    /// A member is done: `failed_after_writing` poisons the batch; `entries` are
+    /// its events, logged with the batch. The last member out ends the batch.
+    /// Returns a receiver of the batch's outcome.
+    pub fn leave(
+        self: &Arc<Self>,
+        failed_after_writing: bool,
+        entries: Vec<Entry>,
+    ) -> watch::Receiver<Option<Outcome>> {
         let outcome = self.outcome.subscribe();
+        if let Ok(mut pending) = self.entries.lock() {
+            pending.extend(entries);
+        }
         let last = match self.members.lock() {
             Ok(mut members) => {
                 if failed_after_writing {
@@ -267,6 +285,14 @@ impl Batch {
         outcome
     }
 
+    /// What the committed batch logged, for the first member that asks.
+    pub fn take_logged(&self) -> Vec<Logged> {
+        self.logged
+            .lock()
+            .map(|mut logged| std::mem::take(&mut *logged))
+            .unwrap_or_default()
+    }
+
     async fn end(&self, poisoned: bool) {
         let tx = match self.connection().await {
             Ok(mut guard) => guard.take(),
@@ -274,6 +300,28 @@ impl Batch {
         };
         // A failed undo of an abandoned operation poisons late.
         let poisoned = poisoned || self.members.lock().map_or(true, |m| m.poisoned);
+        let entries = self
+            .entries
+            .lock()
+            .map(|mut entries| std::mem::take(&mut *entries))
+            .unwrap_or_default();
+        let mut tx = tx;
+        if !poisoned && let Some(conn) = tx.as_mut() {
+            match event_log::append(conn, super::Dialect::Sqlite, entries).await {
+                Ok(logged) => {
+                    if let Ok(mut kept) = self.logged.lock() {
+                        *kept = logged;
+                    }
+                }
+                Err(err) => {
+                    // Without its events the batch may not commit.
+                    tracing::error!(error = %err, "logging a batch's events failed");
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.rollback().await;
+                    }
+                }
+            }
+        }
         let outcome = match tx {
             None => Outcome::Failed,
             Some(tx) if poisoned => match tx.rollback().await {

@@ -4,6 +4,7 @@
 
 pub mod claimed_ids;
 pub mod columns;
+pub mod event_log;
 pub mod group_commit;
 pub mod ids;
 pub mod lease;

@@ -9,7 +9,7 @@ use crate::auth::sealing::Sealer;
 use crate::auth::session_cache::ResolvedSession;
 use crate::auth::totp;
 use crate::error::{AppError, AppResult, codes};
-use crate::services::users::service::announce_user_change;
+use crate::services::users::service::commit_user_change;
 use crate::services::users::store;
 
 /// Appwrite's limit on MFA challenges, per user and client address: someone who
@@ -121,9 +121,9 @@ async fn count_attempt(state: &AppState, me: &ResolvedSession) -> AppResult<()> 
 
 /// Marks this session as having passed the second factor, on every replica.
 async fn session_passed(state: &AppState, me: &ResolvedSession) -> AppResult<()> {
-    store::mark_session_mfa_verified(state.db.pool(), &me.user.project_id, &me.session.id).await?;
-    announce_user_change(state, &me.user.project_id, &me.user.id).await;
-    Ok(())
+    let mut tx = state.db.pool().begin().await?;
+    store::mark_session_mfa_verified(&mut *tx, &me.user.project_id, &me.session.id).await?;
+    commit_user_change(state, tx, &me.user.project_id, &me.user.id).await
 }
 
 /// Checks an authenticator code and uses it up.
@@ -164,11 +164,10 @@ pub async fn delete_authenticator(
     code: &str,
 ) -> AppResult<()> {
     check_totp(state, me, code).await?;
-    let pool = state.db.pool();
-    store::set_totp(pool, &me.user.project_id, &me.user.id, None, false).await?;
-    store::set_mfa(pool, &me.user.project_id, &me.user.id, false).await?;
-    announce_user_change(state, &me.user.project_id, &me.user.id).await;
-    Ok(())
+    let mut tx = state.db.pool().begin().await?;
+    store::set_totp(&mut *tx, &me.user.project_id, &me.user.id, None, false).await?;
+    store::set_mfa(&mut *tx, &me.user.project_id, &me.user.id, false).await?;
+    commit_user_change(state, tx, &me.user.project_id, &me.user.id).await
 }
 
 /// New recovery codes, replacing any old ones; shown only now.

@@ -7,7 +7,8 @@
 //! whole flight, and every member runs again alone, in a transaction of its own
 //! (as with SQLite's group commit, [`crate::db::group_commit`]). A flight whose
 //! insert fails (an id taken, a unique index) gives its rows back, and each
-//! request inserts its own, getting its own error.
+//! request inserts its own, getting its own error. Members hand their events over
+//! as they leave; the flight logs them as its last statements before COMMIT.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,7 @@ use sqlx::{Any, QueryBuilder};
 use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::db::Db;
+use crate::db::event_log::{self, Entry, Logged};
 use crate::db::group_commit::Outcome;
 use crate::db::lease::Lease;
 use crate::error::{AppError, AppResult};
@@ -200,6 +202,8 @@ impl Queue {
                 poisoned: false,
             }),
             outcome: watch::channel(None).0,
+            entries: StdMutex::new(Vec::new()),
+            logged: StdMutex::new(Vec::new()),
         });
         let ended = flight.outcome.subscribe();
         for waiting in taken {
@@ -276,10 +280,14 @@ struct Members {
 }
 
 /// One shared insert, uncommitted until every member has answered.
-struct Flight {
+pub(super) struct Flight {
     lease: StdMutex<Option<Lease>>,
     members: StdMutex<Members>,
     outcome: watch::Sender<Option<Outcome>>,
+    /// The events of members that left, to log before the commit.
+    entries: StdMutex<Vec<Entry>>,
+    /// The events as logged by the commit, until a member announces them.
+    logged: StdMutex<Vec<Logged>>,
 }
 
 impl std::fmt::Debug for Flight {
@@ -304,13 +312,27 @@ impl std::fmt::Debug for Membership {
 
 impl Membership {
     /// The request has answered: `failed` (its answer has errors) undoes the
-    /// flight. The last member out ends it. Returns a receiver of the flight's
-    /// outcome; only the first call counts.
-    pub fn leave(&self, failed: bool) -> watch::Receiver<Option<Outcome>> {
+    /// flight; `entries` are its events, logged with the flight. The last member
+    /// out ends it. Returns a receiver of the flight's outcome; only the first
+    /// call counts.
+    pub fn leave(&self, failed: bool, entries: Vec<Entry>) -> watch::Receiver<Option<Outcome>> {
         if self.left.swap(true, Ordering::SeqCst) {
             return self.flight.outcome.subscribe();
         }
+        if let Ok(mut pending) = self.flight.entries.lock() {
+            pending.extend(entries);
+        }
         self.flight.leave(failed)
+    }
+
+    /// What the committed flight logged, for the first member that asks.
+    pub fn take_logged(&self) -> Vec<Logged> {
+        self.flight.take_logged()
+    }
+
+    /// The flight, to take what it logged once it has ended.
+    pub(super) fn flight_handle(&self) -> Arc<Flight> {
+        self.flight.clone()
     }
 }
 
@@ -342,8 +364,39 @@ impl Flight {
         outcome
     }
 
+    /// What the committed flight logged, for the first member that asks.
+    pub(super) fn take_logged(&self) -> Vec<Logged> {
+        self.logged
+            .lock()
+            .map(|mut logged| std::mem::take(&mut *logged))
+            .unwrap_or_default()
+    }
+
     async fn end(&self, poisoned: bool, joined: usize) {
-        let lease = self.lease.lock().ok().and_then(|mut lease| lease.take());
+        let mut lease = self.lease.lock().ok().and_then(|mut lease| lease.take());
+        let entries = self
+            .entries
+            .lock()
+            .map(|mut entries| std::mem::take(&mut *entries))
+            .unwrap_or_default();
+        if !poisoned && let Some(conn) = lease.as_mut() {
+            match event_log::append(conn, crate::db::Dialect::MySql, entries).await {
+                Ok(logged) => {
+                    if let Ok(mut kept) = self.logged.lock() {
+                        *kept = logged;
+                    }
+                }
+                Err(err) => {
+                    // Without its events the flight may not commit.
+                    tracing::error!(error = %err, "logging a shared insert's events failed");
+                    if let Some(lease) = lease.take()
+                        && let Err(err) = lease.end(false).await
+                    {
+                        tracing::warn!(error = %err, "rolling back a shared insert failed; its connection is closed");
+                    }
+                }
+            }
+        }
         let outcome = match lease {
             None => Outcome::Failed,
             Some(lease) if poisoned => {
@@ -415,7 +468,7 @@ mod tests {
     }
 
     async fn ended(place: &Membership, failed: bool) -> Outcome {
-        let left = place.leave(failed);
+        let left = place.leave(failed, Vec::new());
         tokio::time::timeout(
             Duration::from_secs(10),
             crate::db::group_commit::outcome(left),
@@ -487,15 +540,15 @@ mod tests {
             .map(|(_, place)| place.expect("written"))
             .collect();
         assert_eq!(places[0].flight.members.lock().unwrap().joined, 3);
-        places[0].leave(false);
-        places[2].leave(false);
+        places[0].leave(false, Vec::new());
+        places[2].leave(false, Vec::new());
         assert_eq!(ended(&places[1], true).await, Outcome::RolledBack);
         assert_eq!(stored(&test.pool).await, Vec::<(String, i64)>::new());
 
         // Uncommitted until the last member has answered; then all of it.
         let placed = together(&batches, &collection, &["a", "b"]).await;
         let places: Vec<Membership> = placed.into_iter().map(|(_, p)| p.unwrap()).collect();
-        places[0].leave(false);
+        places[0].leave(false, Vec::new());
         assert!(stored(&test.pool).await.is_empty(), "not yet committed");
         assert_eq!(ended(&places[1], false).await, Outcome::Committed);
         assert_eq!(

@@ -2242,6 +2242,7 @@ pub fn event(
         timestamp: now_millis(),
         payload: document.to_json(collection),
         previous: previous.map(|d| d.to_json(collection)),
+        position: 0,
         read_roles: read_roles(collection, document),
         previous_read_roles: previous
             .map(|d| read_roles(collection, d))

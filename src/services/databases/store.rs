@@ -72,7 +72,10 @@ pub async fn list_databases(
     .collect()
 }
 
-pub async fn update_database(pool: &AnyPool, db: &Database) -> Result<bool, sqlx::Error> {
+pub async fn update_database<'e>(
+    pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    db: &Database,
+) -> Result<bool, sqlx::Error> {
     sqlx::query(
         "UPDATE db_databases SET name = ?, enabled = ?, updated_at = ? WHERE project_id = ? AND id = ?",
     )
@@ -86,8 +89,8 @@ pub async fn update_database(pool: &AnyPool, db: &Database) -> Result<bool, sqlx
     .map(|r| r.rows_affected() == 1)
 }
 
-pub async fn delete_database(
-    pool: &AnyPool,
+pub async fn delete_database<'e>(
+    pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
     id: &str,
 ) -> Result<bool, sqlx::Error> {

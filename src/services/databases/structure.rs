@@ -13,7 +13,8 @@ use crate::auth::scopes::{DatabasesRead, DatabasesWrite};
 use crate::auth::{AdminGrant, Grant};
 use crate::db::{DbErrorExt as _, Dialect, ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
-use crate::services::projects::service::announce_change;
+use crate::services::projects::service::{change_message, commit_change, forget};
+use crate::bus::log;
 
 use super::ddl::{self, DdlError, Index, IndexKind};
 use super::model::{Attribute, ValueError};
@@ -133,8 +134,9 @@ pub async fn update_database(
         database.enabled = enabled;
     }
     database.updated_at = now_millis();
-    store::update_database(state.db.pool(), &database).await?;
-    announce_change(state, &database.project_id).await;
+    let mut tx = state.db.pool().begin().await?;
+    store::update_database(&mut *tx, &database).await?;
+    commit_change(state, tx, &database.project_id).await?;
     Ok(database)
 }
 
@@ -150,8 +152,9 @@ pub async fn delete_database(
     for collection in &collections {
         drop_collection(state, collection).await?;
     }
-    store::delete_database(state.db.pool(), &database.project_id, &database.id).await?;
-    announce_change(state, &database.project_id).await;
+    let mut tx = state.db.pool().begin().await?;
+    store::delete_database(&mut *tx, &database.project_id, &database.id).await?;
+    commit_change(state, tx, &database.project_id).await?;
     Ok(())
 }
 
@@ -238,7 +241,6 @@ pub async fn create_collection(
     };
     let undo = ddl::drop_table_sql(dialect, &collection.table).map_err(ddl_error)?;
     run_change(state, &statements, &undo, Change::Insert(&collection)).await?;
-    announce_change(state, &collection.project_id).await;
     Ok(collection)
 }
 
@@ -335,7 +337,6 @@ pub async fn delete_collection(
         });
     }
     drop_collection(state, &collection).await?;
-    announce_change(state, &collection.project_id).await;
     Ok(())
 }
 
@@ -782,8 +783,15 @@ async fn apply_update(
     collection.version += 1;
     collection.updated_at = now_millis();
     run_change(state, statements, undo, Change::Update(collection)).await?;
-    announce_change(state, &collection.project_id).await;
     Ok(())
+}
+
+impl Change<'_> {
+    fn project_id(&self) -> &str {
+        match self {
+            Change::Insert(c) | Change::Update(c) | Change::Delete(c) => &c.project_id,
+        }
+    }
 }
 
 /// What a structural change does to the metadata.
@@ -845,6 +853,8 @@ async fn run_change(
     change: Change<'_>,
 ) -> AppResult<()> {
     let pool = state.db.pool();
+    let project_id = change.project_id().to_string();
+    let messages = vec![change_message(&project_id)];
     match state.db.dialect() {
         Dialect::Sqlite => {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -855,10 +865,11 @@ async fn run_change(
                     .map_err(ddl_failure)?;
             }
             write_metadata(&mut tx, &change).await?;
-            tx.commit().await?;
-            Ok(())
+            log::commit(&state.bus, tx, messages).await?;
         }
         Dialect::MySql => {
+            // DDL commits by itself on MariaDB; the metadata and its log entry
+            // commit together after it, or the DDL is undone.
             let mut conn = pool.acquire().await?;
             let mut result = Ok(());
             for statement in statements {
@@ -868,7 +879,7 @@ async fn run_change(
                 }
             }
             if result.is_ok() {
-                result = write_metadata(&mut conn, &change).await;
+                result = write_logged_metadata(state, &mut conn, &change, messages).await;
             }
             if result.is_err() {
                 for statement in undo {
@@ -876,7 +887,29 @@ async fn run_change(
                     let _ = sqlx::query(statement).execute(&mut *conn).await;
                 }
             }
-            result
+            result?;
         }
     }
+    forget(state, &project_id).await;
+    Ok(())
+}
+
+/// The metadata of a change and its log entry, in one transaction on `conn`.
+async fn write_logged_metadata(
+    state: &AppState,
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+    change: &Change<'_>,
+    messages: Vec<crate::bus::BusMessage>,
+) -> AppResult<()> {
+    let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+    write_metadata(&mut tx, change).await?;
+    let logged = crate::db::event_log::append(
+        &mut tx,
+        state.db.dialect(),
+        log::entries(&messages),
+    )
+    .await?;
+    tx.commit().await?;
+    state.bus.announce(logged).await;
+    Ok(())
 }

@@ -2,8 +2,10 @@
 //! document mutation field of a request runs in it, so the request is all or
 //! nothing, and reads later in the same request see its writes. The HTTP and
 //! WebSocket handlers finish it after execution — commit when the response has
-//! no errors, roll back otherwise — and only then are the writes' realtime events
-//! published, so nobody hears of a write that did not happen. On SQLite, requests
+//! no errors, roll back otherwise. The writes' realtime events are written to the
+//! event log in that same transaction, as its last statements, and announced on
+//! the bus once it committed, so nobody hears of a write that did not happen and
+//! no committed write goes unheard. On SQLite, requests
 //! with a single mutation field share group-committed batches instead
 //! ([`crate::db::group_commit`]), and run again alone should their batch roll back.
 //! On MariaDB, such a request whose write is one create shares an insert with
@@ -21,7 +23,8 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use tracing::Instrument as _;
 
 use crate::AppState;
-use crate::bus::{BusMessage, Event};
+use crate::bus::{BusMessage, Event, log};
+use crate::db::event_log::{self, Entry};
 use crate::db::group_commit::{self, Batch, Outcome};
 use crate::db::lease::Lease;
 use crate::error::{AppError, AppResult};
@@ -437,22 +440,48 @@ impl RequestTx {
             .unwrap_or_default()
     }
 
+    /// The queued events as log entries.
+    fn take_entries(&self) -> Vec<Entry> {
+        self.take_events()
+            .into_iter()
+            .filter_map(|event| log::entry(&BusMessage::Event(event)))
+            .collect()
+    }
+
+    /// Announces what the committed batch or flight logged, once for all of its
+    /// members (the first to ask takes it).
+    async fn announce_shared(&self) {
+        let logged = match (self.batch.get(), self.flight.get()) {
+            (Some(batch), _) => batch.take_logged(),
+            (None, Some(flight)) => flight.take_logged(),
+            (None, None) => Vec::new(),
+        };
+        self.state.bus.announce(logged).await;
+    }
+
     /// Ends the request: commits and publishes its events when `success`, rolls
     /// back otherwise. In a batch, waits for the batch to end. A failed commit is
     /// an error for the whole request.
     pub async fn finish(&self, success: bool) -> AppResult<Finished> {
-        let shared = if let Some(batch) = self.batch.get() {
-            let wrote = self.wrote.load(Ordering::SeqCst);
-            Some(batch.leave(!success && wrote))
-        } else {
-            self.flight.get().map(|flight| flight.leave(!success))
-        };
-        if let Some(left) = shared {
+        if self.batch.get().is_some() || self.flight.get().is_some() {
+            // Logged by the batch or flight, in its transaction, with the others'.
+            let entries = if success {
+                self.take_entries()
+            } else {
+                self.take_events();
+                Vec::new()
+            };
+            let left = if let Some(batch) = self.batch.get() {
+                let wrote = self.wrote.load(Ordering::SeqCst);
+                batch.leave(!success && wrote, entries)
+            } else {
+                let flight = self.flight.get().ok_or_else(vanished)?;
+                flight.leave(!success, entries)
+            };
             self.left.store(true, Ordering::SeqCst);
-            let events = self.take_events();
             return match group_commit::outcome(left).await {
                 Outcome::Committed if success => {
-                    publish(&self.state, events).await;
+                    self.announce_shared().await;
                     Ok(Finished::Kept)
                 }
                 Outcome::Committed => Ok(Finished::RolledBack),
@@ -463,10 +492,16 @@ impl RequestTx {
             };
         }
         let open = self.open.lock().await.take();
-        let events = self.take_events();
+        let entries = if success {
+            self.take_entries()
+        } else {
+            self.take_events();
+            Vec::new()
+        };
         let Some(mut lease) = open else {
             return Ok(Finished::Kept);
         };
+        let db_dialect = self.state.db.dialect();
         let dialect = self.dialect;
         // The next writer's turn comes once this transaction has ended.
         let turn = self.turn.lock().ok().and_then(|mut held| held.take());
@@ -475,20 +510,29 @@ impl RequestTx {
         // The lease goes back to the pool once out of the transaction, and is
         // closed (the server rolling back) if it could not get out.
         let ended = tokio::spawn(async move {
-            match dialect {
-                SqlDialect::MySql => lease.end(success).await,
-                SqlDialect::Sqlite if success => AnyTransactionManager::commit(&mut lease).await,
+            // The log's entries last: the counter row they take is locked only
+            // until the commit that follows.
+            let logged = match success {
+                true => event_log::append(&mut lease, db_dialect, entries).await,
+                false => Ok(Vec::new()),
+            };
+            let keep = success && logged.is_ok();
+            let ended = match dialect {
+                SqlDialect::MySql => lease.end(keep).await,
+                SqlDialect::Sqlite if keep => AnyTransactionManager::commit(&mut lease).await,
                 SqlDialect::Sqlite => AnyTransactionManager::rollback(&mut lease).await,
-            }
+            };
+            let logged = logged?;
+            ended.map(|()| logged)
         })
         .await
         .map_err(|err| AppError::Internal(anyhow::anyhow!("ending a transaction: {err}")))?;
         drop(turn);
-        ended?;
+        let logged = ended?;
         if !success {
             return Ok(Finished::RolledBack);
         }
-        publish(&self.state, events).await;
+        self.state.bus.announce(logged).await;
         Ok(Finished::Kept)
     }
 }
@@ -503,31 +547,36 @@ impl Drop for RequestTx {
         if self.left.swap(true, Ordering::SeqCst) {
             return;
         }
+        if self.flight.get().is_some() {
+            self.wrote.store(true, Ordering::SeqCst);
+        }
+        let entries = if self.wrote.load(Ordering::SeqCst) {
+            self.take_entries()
+        } else {
+            Vec::new()
+        };
+        let logs = !entries.is_empty();
         let receiver = match (self.batch.get(), self.flight.get()) {
-            (Some(batch), _) => batch.leave(false),
-            (None, Some(flight)) => {
-                self.wrote.store(true, Ordering::SeqCst);
-                flight.leave(false)
-            }
+            (Some(batch), _) => batch.leave(false, entries),
+            (None, Some(flight)) => flight.leave(false, entries),
             (None, None) => return,
         };
-        let events = self.take_events();
-        if events.is_empty() || !self.wrote.load(Ordering::SeqCst) {
+        if !logs {
             return;
         }
         let state = self.state.clone();
+        let batch = self.batch.get().cloned();
+        let flight = self.flight.get().map(Membership::flight_handle);
         tokio::spawn(async move {
             if group_commit::outcome(receiver).await == Outcome::Committed {
-                publish(&state, events).await;
+                let logged = match (batch, flight) {
+                    (Some(batch), _) => batch.take_logged(),
+                    (None, Some(flight)) => flight.take_logged(),
+                    (None, None) => Vec::new(),
+                };
+                state.bus.announce(logged).await;
             }
         });
-    }
-}
-
-async fn publish(state: &AppState, events: Vec<Event>) {
-    for event in events {
-        // A lost event is logged by the bus; the write itself stands.
-        let _ = state.bus.publish(BusMessage::Event(event)).await;
     }
 }
 

@@ -8,7 +8,7 @@ use crate::AppState;
 use crate::auth::scopes::{KeysRead, KeysWrite, Scope, ScopeMarker};
 use crate::auth::secrets::SecretKind;
 use crate::auth::{ApiKeyGrant, Caller, Grant, secrets};
-use crate::bus::{BusMessage, Event};
+use crate::bus::{BusMessage, Event, log};
 use crate::db::{Page, ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
 use crate::services::projects::{DEFAULT_PROJECT, service::load_project};
@@ -149,9 +149,10 @@ pub async fn create_key_as_operator(
         updated_at: now,
     };
     let (secret, digest) = secrets::new_secret(SecretKind::ApiKey, &key.id);
-    store::insert_key(state.db.pool(), &key, &digest).await?;
+    let mut tx = state.db.pool().begin().await?;
+    store::insert_key(&mut *tx, &key, &digest).await?;
+    log::commit(&state.bus, tx, vec![event(&key, "create")]).await?;
     tracing::info!(key = %key.id, project = %key.project_id, "API key created");
-    publish(state, &key, "create").await;
     Ok((key, secret))
 }
 
@@ -205,14 +206,15 @@ pub async fn delete_key(
             ),
         });
     }
-    if !store::delete_key(state.db.pool(), id).await? {
+    let mut tx = state.db.pool().begin().await?;
+    if !store::delete_key(&mut *tx, id).await? {
         return Err(not_found());
     }
+    log::commit(&state.bus, tx, vec![event(&key, "delete")]).await?;
     tracing::info!(key = %key.id, project = %key.project_id, "API key deleted");
-    // This replica's connections holding the key hear of it even when the bus is
-    // down; the others through the event below.
+    // This replica's connections holding the key hear of it at once; the others
+    // through the logged event above.
     state.sessions.key_changed(&key.id);
-    publish(state, &key, "delete").await;
     Ok(key)
 }
 
@@ -266,8 +268,9 @@ pub fn key_json(key: &ApiKey) -> serde_json::Value {
     })
 }
 
-async fn publish(state: &AppState, key: &ApiKey, action: &str) {
-    let event = Event {
+/// The event of a change to a key, logged with it.
+fn event(key: &ApiKey, action: &str) -> BusMessage {
+    BusMessage::Event(Event {
         project_id: key.project_id.clone(),
         events: vec![
             format!("keys.{}.{action}", key.id),
@@ -277,9 +280,9 @@ async fn publish(state: &AppState, key: &ApiKey, action: &str) {
         timestamp: now_millis(),
         payload: key_json(key),
         previous: None,
+        position: 0,
         read_roles: Vec::new(),
         previous_read_roles: Vec::new(),
         key_scope: KeysRead::NAME.into(),
-    };
-    let _ = state.bus.publish(BusMessage::Event(event)).await;
+    })
 }

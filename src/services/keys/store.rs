@@ -115,10 +115,13 @@ pub async fn count_keys(pool: &AnyPool, project_id: &str) -> Result<i64, sqlx::E
 }
 
 /// Deletes key `id`; false when it did not exist.
-pub async fn delete_key(pool: &AnyPool, id: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete_key<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
     sqlx::query("DELETE FROM api_keys WHERE id = ?")
         .bind(id)
-        .execute(pool)
+        .execute(db)
         .await
         .map(|r| r.rows_affected() == 1)
 }

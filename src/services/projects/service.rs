@@ -3,7 +3,7 @@
 
 use crate::AppState;
 use crate::auth::AdminGrant;
-use crate::bus::BusMessage;
+use crate::bus::{BusMessage, log};
 use crate::db::{DbErrorExt as _, Page, ids, now_millis};
 use crate::error::{AppError, AppResult};
 
@@ -142,10 +142,11 @@ pub async fn update_project(
         project.description = description;
     }
     project.updated_at = now_millis();
-    if !store::update_project(state.db.pool(), &project).await? {
+    let mut tx = state.db.pool().begin().await?;
+    if !store::update_project(&mut *tx, &project).await? {
         return Err(AppError::ProjectNotFound { id: project.id });
     }
-    announce_change(state, &project.id).await;
+    commit_change(state, tx, &project.id).await?;
     Ok(project)
 }
 
@@ -245,10 +246,11 @@ pub async fn update_project_auth(
         auth.redirect_hosts = normalized;
     }
     project.updated_at = now_millis();
-    if !store::update_project(state.db.pool(), &project).await? {
+    let mut tx = state.db.pool().begin().await?;
+    if !store::update_project(&mut *tx, &project).await? {
         return Err(AppError::ProjectNotFound { id: project.id });
     }
-    announce_change(state, &project.id).await;
+    commit_change(state, tx, &project.id).await?;
     Ok(project)
 }
 
@@ -280,26 +282,41 @@ pub async fn delete_project(
         return Err(AppError::ProjectNotFound { id: id.into() });
     }
     data.drop_before(state, admin).await?;
-    if !store::delete_project(state.db.pool(), id).await? {
+    let mut tx = state.db.pool().begin().await?;
+    if !store::delete_project(&mut *tx, id).await? {
         return Err(AppError::ProjectNotFound { id: id.into() });
     }
+    commit_change(state, tx, id).await?;
     data.forget_after(state, admin).await;
     tracing::info!(project = %id, "project deleted");
-    announce_change(state, id).await;
     Ok(())
 }
 
-/// Tells every replica (this one included) to drop what it cached about the project.
-pub async fn announce_change(state: &AppState, id: &str) {
-    // This replica forgets at once, so its next request (and the next operation on
-    // its open sockets) already sees the change even when the bus is down; the
-    // others learn it from the bus.
+/// The message that makes every replica drop what it cached about a project (its
+/// schema included), logged with the change.
+pub fn change_message(id: &str) -> BusMessage {
+    BusMessage::ProjectChanged {
+        project_id: id.to_string(),
+    }
+}
+
+/// Commits `tx`, which changed the project, with its [`change_message`], and
+/// forgets what this replica cached about the project.
+pub async fn commit_change(
+    state: &AppState,
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    id: &str,
+) -> AppResult<()> {
+    log::commit(&state.bus, tx, vec![change_message(id)]).await?;
+    forget(state, id).await;
+    Ok(())
+}
+
+/// Drops at once what this replica cached about the project, so that its next
+/// request (and the next operation on its open sockets) sees the change even
+/// before the relay delivers it.
+pub async fn forget(state: &AppState, id: &str) {
     state.schemas.invalidate(id).await;
     state.sessions.evict_project(id);
-    let _ = state
-        .bus
-        .publish(BusMessage::ProjectChanged {
-            project_id: id.to_string(),
-        })
-        .await;
 }
+

@@ -97,7 +97,10 @@ fn auth_json(project: &Project) -> String {
 }
 
 /// Writes name, description and auth settings; false when no such project exists.
-pub async fn update_project(pool: &AnyPool, project: &Project) -> Result<bool, sqlx::Error> {
+pub async fn update_project<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    project: &Project,
+) -> Result<bool, sqlx::Error> {
     sqlx::query(
         "UPDATE projects SET name = ?, description = ?, auth = ?, updated_at = ? WHERE id = ?",
     )
@@ -106,16 +109,19 @@ pub async fn update_project(pool: &AnyPool, project: &Project) -> Result<bool, s
     .bind(auth_json(project))
     .bind(project.updated_at)
     .bind(&project.id)
-    .execute(pool)
+    .execute(db)
     .await
     .map(|r| r.rows_affected() == 1)
 }
 
 /// Deletes the project and, by cascade, everything in it; false when it did not exist.
-pub async fn delete_project(pool: &AnyPool, id: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete_project<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
     sqlx::query("DELETE FROM projects WHERE id = ?")
         .bind(id)
-        .execute(pool)
+        .execute(db)
         .await
         .map(|r| r.rows_affected() == 1)
 }

@@ -319,7 +319,7 @@ impl Drop for OwnPresence {
         self.state.presence.apply(&leave);
         let bus = self.state.bus.clone();
         tokio::spawn(async move {
-            let _ = bus.publish(BusMessage::Presence(leave)).await;
+            let _ = bus.publish_presence(leave).await;
         });
     }
 }
@@ -486,7 +486,7 @@ fn presence() -> SubscriptionField {
             state.presence.open_local(&presence, &client, limits)?;
             let own = OwnPresence { state: state.clone(), presence: presence.clone() };
             let stream = presence_stream(state.clone(), caller.project.id.clone(), channel, Some(own));
-            let _ = state.bus.publish(BusMessage::Presence(presence)).await;
+            let _ = state.bus.publish_presence(presence).await;
             Ok(stream.map(|item| item.map(FieldValue::value)))
         })
     })
@@ -524,7 +524,7 @@ fn update_presence() -> Field {
                 presence.state = new_state.clone();
                 presence.kind = presence::PresenceKind::Update;
                 presence.at = chrono::Utc::now().timestamp_millis();
-                let _ = state.bus.publish(BusMessage::Presence(presence)).await;
+                let _ = state.bus.publish_presence(presence).await;
             }
             Ok(Some(async_graphql::dynamic::FieldValue::value(object([(
                 "updatedCount",

@@ -339,7 +339,7 @@ pub async fn keep_alive(state: AppState) {
         for mut presence in state.presence.local() {
             presence.kind = PresenceKind::Heartbeat;
             presence.at = chrono::Utc::now().timestamp_millis();
-            let _ = state.bus.publish(BusMessage::Presence(presence)).await;
+            let _ = state.bus.publish_presence(presence).await;
         }
         // Each replica decides for its own watchers: the LEAVE stays local.
         for gone in state.presence.expire(expiry) {

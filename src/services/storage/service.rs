@@ -6,6 +6,7 @@
 use tokio::io::AsyncRead;
 
 use crate::AppState;
+use crate::bus::{BusMessage, log};
 use crate::auth::permissions::{Action, allows};
 use crate::auth::scopes::{BucketsRead, BucketsWrite, FilesRead, FilesWrite, ScopeMarker};
 use crate::auth::{AdminGrant, Grant, ScopedAccess};
@@ -590,10 +591,17 @@ pub async fn store_bytes(
         }
         apply_written(&mut file, written);
         file.updated_at = now_millis();
-        let mut conn = state.db.pool().acquire().await?;
-        if !store::mark_ready(&mut conn, &file).await? {
+        let mut tx = state.db.pool().begin().await?;
+        if !store::mark_ready(&mut tx, &file).await? {
             return Err(file_not_found(&file.id));
         }
+        let ready = StoredFile {
+            status: FileStatus::Ready,
+            chunks_uploaded: file.chunks_total,
+            ..file.clone()
+        };
+        let event = file_event(state, bucket, &ready, "create");
+        log::commit(&state.bus, tx, vec![event]).await?;
         Ok(())
     }
     .await;
@@ -603,7 +611,6 @@ pub async fn store_bytes(
     }
     file.status = FileStatus::Ready;
     file.chunks_uploaded = file.chunks_total;
-    publish_file(state, bucket, &file, "create").await;
     tracing::info!(project = %file.project_id, bucket = %file.bucket_id, file = %file.id,
         size = file.size, stored = file.stored_size, "file stored");
     Ok(file)
@@ -627,9 +634,12 @@ pub async fn discard(state: &AppState, file: &StoredFile, key: &Key) {
     {
         tracing::warn!(file = %file.id, error = ?err, "could not remove the chunks of a failed upload");
     }
-    if let Err(err) =
-        store::delete_file(state.db.pool(), &file.project_id, &file.bucket_id, &file.id).await
-    {
+    let removed = async {
+        let mut tx = state.db.pool().begin().await?;
+        store::delete_file(&mut tx, &file.project_id, &file.bucket_id, &file.id).await?;
+        tx.commit().await
+    };
+    if let Err(err) = removed.await {
         tracing::error!(file = %file.id, error = ?err, "could not remove the row of a failed upload");
     }
 }
@@ -693,8 +703,7 @@ pub async fn update_file(
     if !store::update_file(&mut tx, &file).await? {
         return Err(file_not_found(id));
     }
-    tx.commit().await?;
-    publish_file(state, &bucket, &file, "update").await;
+    log::commit(&state.bus, tx, vec![file_event(state, &bucket, &file, "update")]).await?;
     Ok(readable_as_written(&bucket, access, file))
 }
 
@@ -739,9 +748,16 @@ pub async fn delete_file(
             FileStatus::Uploading => file_not_found(id),
         });
     }
-    if !store::delete_file(state.db.pool(), &bucket.project_id, &bucket.id, id).await? {
+    let mut tx = state.db.pool().begin().await?;
+    if !store::delete_file(&mut tx, &bucket.project_id, &bucket.id, id).await? {
         return Err(file_not_found(id));
     }
+    // An unfinished upload was never announced: its removal is not either.
+    let events = match file.status {
+        FileStatus::Ready => vec![file_event(state, &bucket, &file, "delete")],
+        FileStatus::Uploading => Vec::new(),
+    };
+    log::commit(&state.bus, tx, events).await?;
     let key = Key::file(&file.project_id, &file.bucket_id, &file.id).map_err(file_error)?;
     if let Err(err) = state.files.delete(&key).await {
         tracing::error!(file = %id, error = ?err, "the file is deleted but its bytes could not be removed");
@@ -752,16 +768,13 @@ pub async fn delete_file(
         let _ = state.files.delete_prefix(&prefix).await;
     }
     super::preview::forget_cached_file(state, &file).await;
-    if file.status == FileStatus::Ready {
-        publish_file(state, &bucket, &file, "delete").await;
-    }
     Ok(())
 }
 
-/// Tells subscribers about a file (`files`, `buckets.B.files`, `buckets.B.files.F`):
-/// those who may read it — through the bucket, or with `fileSecurity` through the
-/// file's own permissions.
-pub async fn publish_file(state: &AppState, bucket: &Bucket, file: &StoredFile, action: &str) {
+/// The event subscribers see of a change to a file (`files`, `buckets.B.files`,
+/// `buckets.B.files.F`): those who may read it — through the bucket, or with
+/// `fileSecurity` through the file's own permissions — logged with the change.
+fn file_event(state: &AppState, bucket: &Bucket, file: &StoredFile, action: &str) -> BusMessage {
     let mut read_roles: Vec<String> = bucket
         .permissions
         .iter()
@@ -781,7 +794,7 @@ pub async fn publish_file(state: &AppState, bucket: &Bucket, file: &StoredFile, 
     if !bucket.enabled {
         read_roles.clear();
     }
-    let event = crate::bus::Event {
+    BusMessage::Event(crate::bus::Event {
         channels: vec![
             "files".into(),
             format!("buckets.{}.files", bucket.id),
@@ -798,9 +811,5 @@ pub async fn publish_file(state: &AppState, bucket: &Bucket, file: &StoredFile, 
                 .into_json()
                 .unwrap_or_default(),
         )
-    };
-    let _ = state
-        .bus
-        .publish(crate::bus::BusMessage::Event(event))
-        .await;
+    })
 }

@@ -306,14 +306,14 @@ pub async fn update_file(conn: &mut AnyConnection, f: &StoredFile) -> Result<boo
     Ok(updated)
 }
 
-/// Deletes a file row with its permissions and chunk rows; false when it did not exist.
+/// Deletes a file row with its permissions and chunk rows, in the caller's
+/// transaction on `conn`; false when it did not exist.
 pub async fn delete_file(
-    pool: &AnyPool,
+    conn: &mut AnyConnection,
     project_id: &str,
     bucket_id: &str,
     id: &str,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
     for table in ["storage_upload_chunks", "storage_file_perms"] {
         sqlx::query(&format!(
             "DELETE FROM {table} WHERE project_id = ? AND bucket_id = ? AND file_id = ?"
@@ -321,7 +321,7 @@ pub async fn delete_file(
         .bind(project_id)
         .bind(bucket_id)
         .bind(id)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     }
     let deleted =
@@ -329,11 +329,10 @@ pub async fn delete_file(
             .bind(project_id)
             .bind(bucket_id)
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?
             .rows_affected()
             == 1;
-    tx.commit().await?;
     Ok(deleted)
 }
 

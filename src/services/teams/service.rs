@@ -5,6 +5,7 @@
 //! every user whose memberships change.
 
 use crate::AppState;
+use crate::bus::BusMessage;
 use crate::auth::Actor;
 use crate::auth::principal::AuthSettings;
 use crate::auth::rate_limit::{self, Limit};
@@ -18,16 +19,18 @@ use crate::services::account::service::{
     check_redirect_url, count_mail_from, link_with, project_name, send,
 };
 use crate::services::users::service::{
-    ClientInfo, NewUser, announce_user_change, check_name as check_user_name, create_session,
-    insert_invited_user, insert_new_user, normalize_email, policy, with_proven_mailbox,
+    ClientInfo, NewUser, check_name as check_user_name, commit_logged, create_session,
+    insert_invited_user, insert_new_user, normalize_email, policy, user_changed,
+    with_proven_mailbox,
 };
 use crate::services::users::{Session, User, store as users_store};
 
 use super::{Membership, OWNER, Team, store};
 
-/// Tells subscribers about a team (`teams`, `teams.T`): its members may read it.
-async fn publish_team(state: &AppState, team: &Team, action: &str) {
-    let event = crate::bus::Event {
+/// The event subscribers see of a change to a team (`teams`, `teams.T`): its
+/// members may read it.
+fn team_event(team: &Team, action: &str) -> BusMessage {
+    BusMessage::Event(crate::bus::Event {
         channels: vec!["teams".into(), format!("teams.{}", team.id)],
         read_roles: vec![format!("team:{}", team.id)],
         key_scope: TeamsRead::NAME.into(),
@@ -40,17 +43,13 @@ async fn publish_team(state: &AppState, team: &Team, action: &str) {
                 .into_json()
                 .unwrap_or_default(),
         )
-    };
-    let _ = state
-        .bus
-        .publish(crate::bus::BusMessage::Event(event))
-        .await;
+    })
 }
 
-/// Tells subscribers about a membership (`memberships`, `memberships.M`,
-/// `teams.T`): the team's members and the member may read it.
-async fn publish_membership(state: &AppState, membership: &Membership, action: &str) {
-    let event = crate::bus::Event {
+/// The event subscribers see of a change to a membership (`memberships`,
+/// `memberships.M`, `teams.T`): the team's members and the member may read it.
+fn membership_event(membership: &Membership, action: &str) -> BusMessage {
+    BusMessage::Event(crate::bus::Event {
         channels: vec![
             "memberships".into(),
             format!("memberships.{}", membership.id),
@@ -69,11 +68,7 @@ async fn publish_membership(state: &AppState, membership: &Membership, action: &
                 .into_json()
                 .unwrap_or_default(),
         )
-    };
-    let _ = state
-        .bus
-        .publish(crate::bus::BusMessage::Event(event))
-        .await;
+    })
 }
 
 const MAX_NAME: usize = 128;
@@ -224,13 +219,13 @@ pub async fn create_team(
             updated_at: now,
         };
         store::insert_membership(&mut *tx, &membership).await?;
-        tx.commit().await?;
-        announce_user_change(state, &team.project_id, &me.user.id).await;
-        publish_membership(state, &membership, "create").await;
+        let mut messages = user_changed(&mut tx, &team.project_id, &me.user.id).await?;
+        messages.push(membership_event(&membership, "create"));
+        messages.push(team_event(&team, "create"));
+        commit_logged(state, tx, messages).await?;
     } else {
-        tx.commit().await?;
+        commit_logged(state, tx, vec![team_event(&team, "create")]).await?;
     }
-    publish_team(state, &team, "create").await;
     Ok(team)
 }
 
@@ -269,15 +264,16 @@ pub async fn rename_team(
     check_name(&name)?;
     team.name = name;
     team.updated_at = now_millis();
+    let mut tx = state.db.pool().begin().await?;
     store::rename_team(
-        state.db.pool(),
+        &mut *tx,
         &team.project_id,
         &team.id,
         &team.name,
         team.updated_at,
     )
     .await?;
-    publish_team(state, &team, "update").await;
+    commit_logged(state, tx, vec![team_event(&team, "update")]).await?;
     Ok(team)
 }
 
@@ -289,12 +285,14 @@ pub async fn delete_team(
 ) -> AppResult<()> {
     let team = managed_team(state, actor, id).await?;
     let members = store::list_memberships(state.db.pool(), &team.project_id, &team.id).await?;
-    // Told before the roles go, so the members may still read it.
-    publish_team(state, &team, "delete").await;
-    store::delete_team(state.db.pool(), &team.project_id, &team.id).await?;
+    let mut tx = state.db.pool().begin().await?;
+    store::delete_team(&mut *tx, &team.project_id, &team.id).await?;
+    // Logged before the members' changes, so they may still read it.
+    let mut messages = vec![team_event(&team, "delete")];
     for user_id in members.iter().filter_map(|m| m.user_id.as_deref()) {
-        announce_user_change(state, &team.project_id, user_id).await;
+        messages.extend(user_changed(&mut tx, &team.project_id, user_id).await?);
     }
+    commit_logged(state, tx, messages).await?;
     Ok(())
 }
 
@@ -527,7 +525,8 @@ pub async fn create_membership(
         },
     };
     let secret = mail_to.as_ref().map(|_| secrets::random_token());
-    save_membership(state, &membership, renewed, secret.as_deref(), &who).await?;
+    let action = if renewed { "update" } else { "create" };
+    save_membership(state, &membership, action, secret.as_deref(), &who).await?;
     if let (Some(url), Some(secret), Some(email)) = (&mail_to, &secret, &address) {
         let invitation = Invitation {
             team: &team,
@@ -539,11 +538,6 @@ pub async fn create_membership(
         };
         mail_invitation(state, &policy, actor, invitation).await?;
     }
-    if let Some(user_id) = &membership.user_id {
-        announce_user_change(state, &team.project_id, user_id).await;
-    }
-    let action = if renewed { "update" } else { "create" };
-    publish_membership(state, &membership, action).await;
     Ok(membership)
 }
 
@@ -609,10 +603,11 @@ async fn hit_invited_address(state: &AppState, team: &Team, email: &str) -> AppR
 async fn save_membership(
     state: &AppState,
     membership: &Membership,
-    renewed: bool,
+    action: &str,
     secret: Option<&str>,
     who: &str,
 ) -> AppResult<()> {
+    let renewed = action == "update";
     let digest = secret.map(secrets::digest);
     let mut tx = state.db.pool().begin().await?;
     if renewed {
@@ -636,8 +631,12 @@ async fn save_membership(
                 .await?;
         }
     }
-    tx.commit().await?;
-    Ok(())
+    let mut messages = match &membership.user_id {
+        Some(user_id) => user_changed(&mut tx, &membership.project_id, user_id).await?,
+        None => Vec::new(),
+    };
+    messages.push(membership_event(membership, action));
+    commit_logged(state, tx, messages).await
 }
 
 /// An invitation to mail: where its link goes and to whom.
@@ -695,9 +694,15 @@ async fn mail_invitation(
         // A new invitation nobody received is dropped; a renewed one stays
         // pending, to be sent again.
         if !renewed {
-            let _ =
-                store::delete_membership(state.db.pool(), &membership.project_id, &membership.id)
-                    .await;
+            // Its creation was logged: so is its removal.
+            let dropped = async {
+                let mut tx = state.db.pool().begin().await?;
+                store::delete_membership(&mut *tx, &membership.project_id, &membership.id).await?;
+                commit_logged(state, tx, vec![membership_event(membership, "delete")]).await
+            };
+            if let Err(dropped) = dropped.await {
+                tracing::warn!(error = %dropped.message(), "dropping an unsent invitation failed");
+            }
         }
         return Err(err);
     }
@@ -743,8 +748,9 @@ pub async fn accept_membership(
     }
     if !membership.confirmed {
         let now = now_millis();
+        let mut tx = state.db.pool().begin().await?;
         let confirmed = store::confirm_membership(
-            state.db.pool(),
+            &mut *tx,
             &membership.project_id,
             &membership.id,
             &me.user.id,
@@ -766,8 +772,9 @@ pub async fn accept_membership(
         membership.confirmed = true;
         membership.joined_at = Some(now);
         membership.updated_at = now;
-        announce_user_change(state, &membership.project_id, &me.user.id).await;
-        publish_membership(state, &membership, "update").await;
+        let mut messages = user_changed(&mut tx, &membership.project_id, &me.user.id).await?;
+        messages.push(membership_event(&membership, "update"));
+        commit_logged(state, tx, messages).await?;
     }
     Ok(membership)
 }
@@ -847,17 +854,17 @@ pub async fn accept_invitation(
     if !confirmed {
         return Err(invalid());
     }
-    tx.commit().await?;
     membership.user_id = Some(user.id.clone());
     membership.email = None;
     membership.invite_name = None;
     membership.confirmed = true;
     membership.joined_at = Some(now);
     membership.updated_at = now;
+    let mut messages = user_changed(&mut tx, project_id, &user.id).await?;
+    messages.push(membership_event(&membership, "update"));
+    commit_logged(state, tx, messages).await?;
     let user = with_proven_mailbox(state, project_id, user).await?;
     let (session, secret) = create_session(state, &user, "invite", client).await?;
-    announce_user_change(state, project_id, &user.id).await;
-    publish_membership(state, &membership, "update").await;
     Ok((membership, session, secret))
 }
 
@@ -872,11 +879,14 @@ pub async fn update_membership_roles(
     let mut membership = load_membership(state, &team.project_id, &team.id, id).await?;
     membership.roles = check_roles(&roles)?;
     membership.updated_at = now_millis();
-    store::update_membership_roles(state.db.pool(), &membership).await?;
-    if let Some(user_id) = &membership.user_id {
-        announce_user_change(state, &membership.project_id, user_id).await;
-    }
-    publish_membership(state, &membership, "update").await;
+    let mut tx = state.db.pool().begin().await?;
+    store::update_membership_roles(&mut *tx, &membership).await?;
+    let mut messages = match &membership.user_id {
+        Some(user_id) => user_changed(&mut tx, &membership.project_id, user_id).await?,
+        None => Vec::new(),
+    };
+    messages.push(membership_event(&membership, "update"));
+    commit_logged(state, tx, messages).await?;
     Ok(membership)
 }
 
@@ -907,11 +917,13 @@ pub async fn delete_membership(
             load_membership(state, &project_id, &team.id, id).await?
         }
     };
-    // Told before the roles go, so the member and the team may still read it.
-    publish_membership(state, &membership, "delete").await;
-    store::delete_membership(state.db.pool(), &project_id, &membership.id).await?;
+    let mut tx = state.db.pool().begin().await?;
+    store::delete_membership(&mut *tx, &project_id, &membership.id).await?;
+    // Logged before the member's change, so the member may still read it.
+    let mut messages = vec![membership_event(&membership, "delete")];
     if let Some(user_id) = &membership.user_id {
-        announce_user_change(state, &project_id, user_id).await;
+        messages.extend(user_changed(&mut tx, &project_id, user_id).await?);
     }
+    commit_logged(state, tx, messages).await?;
     Ok(())
 }

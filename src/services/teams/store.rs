@@ -151,8 +151,8 @@ pub async fn count_teams(
     query.fetch_one(pool).await
 }
 
-pub async fn rename_team(
-    pool: &AnyPool,
+pub async fn rename_team<'e>(
+    pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
     id: &str,
     name: &str,
@@ -169,7 +169,7 @@ pub async fn rename_team(
 }
 
 /// Deletes the team and, by cascade, its memberships.
-pub async fn delete_team(pool: &AnyPool, project_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete_team<'e>(pool: impl sqlx::Executor<'e, Database = sqlx::Any>, project_id: &str, id: &str) -> Result<bool, sqlx::Error> {
     sqlx::query("DELETE FROM teams WHERE project_id = ? AND id = ?")
         .bind(project_id)
         .bind(id)
@@ -288,8 +288,8 @@ pub async fn memberships_of_user(
     .await
 }
 
-pub async fn update_membership_roles(
-    pool: &AnyPool,
+pub async fn update_membership_roles<'e>(
+    pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
     membership: &Membership,
 ) -> Result<bool, sqlx::Error> {
     sqlx::query("UPDATE memberships SET roles = ?, updated_at = ? WHERE project_id = ? AND id = ?")
@@ -395,8 +395,8 @@ pub async fn invite_secret(
     .map(Option::flatten)
 }
 
-pub async fn delete_membership(
-    pool: &AnyPool,
+pub async fn delete_membership<'e>(
+    pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
     id: &str,
 ) -> Result<bool, sqlx::Error> {

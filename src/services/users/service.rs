@@ -434,22 +434,16 @@ async fn record_own(state: &AppState, me: &ResolvedSession, event: &str) {
     .await;
 }
 
-/// Tells every replica to forget what it cached about this user.
-pub(crate) async fn announce_user_change(state: &AppState, project_id: &str, user_id: &str) {
-    state.sessions.evict_user(project_id, user_id);
-    let _ = state
-        .bus
-        .publish(BusMessage::UserChanged {
-            project_id: project_id.to_string(),
-            user_id: user_id.to_string(),
-        })
-        .await;
-    // Then the event subscribers see: on `account` for the user, on `users` for
-    // servers. The user's roles were already refreshed by the message above.
-    let user = store::find_user(state.db.pool(), project_id, user_id)
-        .await
-        .ok()
-        .flatten();
+/// The messages that tell every replica a user changed, to log with the change:
+/// drop the user's cached sessions (their roles with them), then the event
+/// subscribers see, on `account` for the user and on `users` for servers. The user
+/// is read through `conn`, inside the change's transaction, as the change left them.
+pub(crate) async fn user_changed(
+    conn: &mut sqlx::AnyConnection,
+    project_id: &str,
+    user_id: &str,
+) -> AppResult<Vec<BusMessage>> {
+    let user = store::find_user(&mut *conn, project_id, user_id).await?;
     let (action, payload) = match &user {
         Some(row) => (
             "update",
@@ -471,7 +465,49 @@ pub(crate) async fn announce_user_change(state: &AppState, project_id: &str, use
             payload,
         )
     };
-    let _ = state.bus.publish(BusMessage::Event(event)).await;
+    Ok(vec![
+        BusMessage::UserChanged {
+            project_id: project_id.to_string(),
+            user_id: user_id.to_string(),
+        },
+        BusMessage::Event(event),
+    ])
+}
+
+/// Commits `tx` with `messages` logged, then drops this replica's cached sessions
+/// of every user they name at once (the other replicas as their relays deliver).
+pub(crate) async fn commit_logged(
+    state: &AppState,
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    messages: Vec<BusMessage>,
+) -> AppResult<()> {
+    let changed: Vec<(String, String)> = messages
+        .iter()
+        .filter_map(|message| match message {
+            BusMessage::UserChanged {
+                project_id,
+                user_id,
+            } => Some((project_id.clone(), user_id.clone())),
+            _ => None,
+        })
+        .collect();
+    crate::bus::log::commit(&state.bus, tx, messages).await?;
+    for (project_id, user_id) in changed {
+        state.sessions.evict_user(&project_id, &user_id);
+    }
+    Ok(())
+}
+
+/// Commits `tx`, which changed the user, with the user's change logged
+/// ([`user_changed`]).
+pub(crate) async fn commit_user_change(
+    state: &AppState,
+    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    project_id: &str,
+    user_id: &str,
+) -> AppResult<()> {
+    let messages = user_changed(&mut tx, project_id, user_id).await?;
+    commit_logged(state, tx, messages).await
 }
 
 pub(crate) async fn insert_new_user(
@@ -756,8 +792,7 @@ pub(crate) async fn apply_changes(
             None => store::delete_sessions(&mut *tx, project_id, id).await?,
         };
     }
-    tx.commit().await?;
-    announce_user_change(state, project_id, id).await;
+    commit_user_change(state, tx, project_id, id).await?;
     Ok(user)
 }
 
@@ -848,13 +883,14 @@ async fn change_password(
 pub async fn delete_user(state: &AppState, grant: &Grant<UsersWrite>, id: &str) -> AppResult<()> {
     let project_id = grant.project();
     ids::validate("id", id)?;
-    if !store::delete_user(state.db.pool(), project_id, id).await? {
+    let mut tx = state.db.pool().begin().await?;
+    if !store::delete_user(&mut *tx, project_id, id).await? {
         return Err(AppError::NotFound {
             what: "user",
             id: id.into(),
         });
     }
-    announce_user_change(state, project_id, id).await;
+    commit_user_change(state, tx, project_id, id).await?;
     Ok(())
 }
 
@@ -881,8 +917,9 @@ pub async fn delete_user_sessions(
 ) -> AppResult<u64> {
     let project_id = grant.project();
     load_user(state, project_id, user_id).await?;
-    let deleted = store::delete_sessions(state.db.pool(), project_id, user_id).await?;
-    announce_user_change(state, project_id, user_id).await;
+    let mut tx = state.db.pool().begin().await?;
+    let deleted = store::delete_sessions(&mut *tx, project_id, user_id).await?;
+    commit_user_change(state, tx, project_id, user_id).await?;
     Ok(deleted)
 }
 
@@ -1031,10 +1068,11 @@ pub(crate) async fn create_session(
         .skip(policy.max_sessions.max(1) as usize)
         .collect();
     if !excess.is_empty() {
+        let mut tx = pool.begin().await?;
         for old in excess {
-            store::delete_session(pool, &user.project_id, &user.id, &old.id).await?;
+            store::delete_session(&mut *tx, &user.project_id, &user.id, &old.id).await?;
         }
-        announce_user_change(state, &user.project_id, &user.id).await;
+        commit_user_change(state, tx, &user.project_id, &user.id).await?;
     }
     Ok((session, secret))
 }
@@ -1216,20 +1254,22 @@ pub async fn delete_own_session(
         id.to_string()
     };
     ids::validate("id", &id)?;
-    if !store::delete_session(state.db.pool(), &me.user.project_id, &me.user.id, &id).await? {
+    let mut tx = state.db.pool().begin().await?;
+    if !store::delete_session(&mut *tx, &me.user.project_id, &me.user.id, &id).await? {
         return Err(AppError::NotFound {
             what: "session",
             id,
         });
     }
-    announce_user_change(state, &me.user.project_id, &me.user.id).await;
+    commit_user_change(state, tx, &me.user.project_id, &me.user.id).await?;
     record_own(state, me, "session.delete").await;
     Ok(id)
 }
 
 pub async fn delete_own_sessions(state: &AppState, me: &ResolvedSession) -> AppResult<u64> {
-    let deleted = store::delete_sessions(state.db.pool(), &me.user.project_id, &me.user.id).await?;
-    announce_user_change(state, &me.user.project_id, &me.user.id).await;
+    let mut tx = state.db.pool().begin().await?;
+    let deleted = store::delete_sessions(&mut *tx, &me.user.project_id, &me.user.id).await?;
+    commit_user_change(state, tx, &me.user.project_id, &me.user.id).await?;
     record_own(state, me, "sessions.delete").await;
     Ok(deleted)
 }

@@ -114,8 +114,8 @@ pub async fn insert_user<'e>(
     .map(|_| ())
 }
 
-pub async fn find_user(
-    pool: &AnyPool,
+pub async fn find_user<'e>(
+    pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
     id: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
@@ -242,7 +242,7 @@ pub async fn touch_user(
 }
 
 /// Deletes the user and, by cascade, their sessions; false when it did not exist.
-pub async fn delete_user(pool: &AnyPool, project_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete_user<'e>(pool: impl sqlx::Executor<'e, Database = sqlx::Any>, project_id: &str, id: &str) -> Result<bool, sqlx::Error> {
     sqlx::query("DELETE FROM users WHERE project_id = ? AND id = ?")
         .bind(project_id)
         .bind(id)
@@ -535,8 +535,8 @@ pub async fn find_mfa(
 }
 
 /// Sets (or with `None`, removes) the TOTP secret; a new one starts unconfirmed.
-pub async fn set_totp(
-    pool: &AnyPool,
+pub async fn set_totp<'e>(
+    pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
     user_id: &str,
     secret: Option<&str>,
@@ -619,8 +619,8 @@ pub async fn swap_recovery_codes(
     Ok(result.rows_affected() == 1)
 }
 
-pub async fn set_mfa(
-    pool: &AnyPool,
+pub async fn set_mfa<'e>(
+    pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
     user_id: &str,
     enabled: bool,
@@ -634,8 +634,8 @@ pub async fn set_mfa(
         .map(|_| ())
 }
 
-pub async fn mark_session_mfa_verified(
-    pool: &AnyPool,
+pub async fn mark_session_mfa_verified<'e>(
+    pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
     session_id: &str,
 ) -> Result<(), sqlx::Error> {
