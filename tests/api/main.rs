@@ -8,6 +8,7 @@ mod avatars;
 mod cli;
 mod databases;
 mod email_flows;
+mod event_log;
 mod grants;
 mod identity;
 mod limits;

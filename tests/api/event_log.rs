@@ -1,0 +1,350 @@
+//! The event log: every change is logged in its own transaction, and each replica
+//! delivers the log in commit order — per document in the order of its writes —
+//! whether the bus carried the notification or not (a Redis outage, a replica that
+//! heard nothing), refreshes its caches from it, and prunes it past the retention.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::{TestApp, WAIT, WsClient, from_server, spawn_with, test_config};
+use crate::realtime::PrivateRedis;
+
+/// Two replicas over one database, and the given Redis (or none: then they hear
+/// of each other's changes only from the log).
+async fn two_replicas(redis: Option<String>) -> (TestApp, TestApp) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.redis_url = redis;
+    config.secret = Some("event-log-tests-share-this-secret-0123456789".into());
+    // Both replicas open the same database: the first's SQLite file, when SQLite.
+    config.database_url = Some(config.effective_database_url());
+    let first = spawn_with(config.clone(), dir).await;
+    let dir = tempfile::tempdir().unwrap();
+    config.data_dir = dir.path().to_path_buf();
+    let server = nimbus::Server::start(config.clone())
+        .await
+        .expect("the second replica starts");
+    let second = from_server(server, first.admin_key.clone(), config, dir);
+    (first, second)
+}
+
+const KEY_EVENTS: &str =
+    "subscription { realtime(channels: [\"keys\"]) { events payload } }";
+
+async fn key_subscriber(app: &TestApp) -> WsClient {
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({"X-Nimbus-Key": app.admin_key}))
+        .await
+        .expect("ack");
+    ws.subscribe("keys", KEY_EVENTS).await;
+    ws
+}
+
+async fn create_key_named(app: &TestApp, name: &str) {
+    app.admin(
+        "mutation($name: String!) { createApiKey(input: {name: $name, scopes: [\"keys.read\"]}) { apiKey { id } } }",
+        json!({"name": name}),
+    )
+    .await
+    .ok();
+}
+
+/// The name of the key the next key event on `ws` is about, waiting up to `wait`.
+async fn next_key_name(ws: &mut WsClient, wait: Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let message = match tokio::time::timeout_at(deadline, ws.socket.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<Value>(&text).unwrap(),
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => panic!("the subscription ended: {other:?}"),
+            Err(_) => return None,
+        };
+        let name = &message["payload"]["data"]["realtime"]["payload"]["name"];
+        if let Some(name) = name.as_str() {
+            return Some(name.to_string());
+        }
+    }
+}
+
+/// Creates keys named `warm-N` on `writer` until `ws` hears of one, then drains
+/// what else the warm-up brought.
+async fn until_live(writer: &TestApp, ws: &mut WsClient) {
+    let deadline = Instant::now() + WAIT;
+    for n in 0.. {
+        create_key_named(writer, &format!("warm-{n}")).await;
+        if next_key_name(ws, Duration::from_millis(1500)).await.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the subscription never went live");
+    }
+    while next_key_name(ws, Duration::from_millis(1200)).await.is_some() {}
+}
+
+/// A `counters` collection anyone may read, with an integer `n`.
+async fn counters(app: &TestApp) {
+    app.admin(
+        "mutation { createDatabase(input: {id: \"log\", name: \"Log\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "log", "id": "counters", "name": "counters",
+            "permissions": ["read(\"any\")"],
+            "attributes": [{"key": "n", "type": "INTEGER", "min": 0, "max": 1000000, "default": 0}]
+        }}),
+    )
+    .await
+    .ok();
+}
+
+const COUNTER_EVENTS: &str = "subscription { counterChanged { type node { id n } } }";
+
+/// What a counter subscriber heard: per counter, the values of its events in the
+/// order they arrived.
+async fn hear_counters(
+    ws: &mut WsClient,
+    heard: &mut HashMap<String, Vec<i64>>,
+    done: impl Fn(&HashMap<String, Vec<i64>>) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + WAIT * 3;
+    while !done(heard) {
+        let text = match tokio::time::timeout_at(deadline, ws.socket.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => text,
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => panic!("the subscription ended: {other:?}"),
+            Err(_) => panic!("not every event arrived; heard {heard:?}"),
+        };
+        let message: Value = serde_json::from_str(&text).unwrap();
+        let node = &message["payload"]["data"]["counterChanged"]["node"];
+        let (Some(id), Some(n)) = (node["id"].as_str(), node["n"].as_i64()) else {
+            panic!("not a counter event: {message}");
+        };
+        if !id.starts_with("warm") {
+            heard.entry(id.to_string()).or_default().push(n);
+        }
+    }
+}
+
+#[tokio::test]
+async fn concurrent_increments_reach_both_replicas_in_the_order_of_each_documents_writes() {
+    const DOCUMENTS: usize = 30;
+    const INCREMENTS: i64 = 10;
+    let redis = PrivateRedis::start();
+    let (first, second) = two_replicas(redis.as_ref().map(PrivateRedis::url)).await;
+    counters(&first).await;
+    let key = first.create_key("default", &["documents.write"]).await;
+    let mut subscribers = Vec::new();
+    for app in [&first, &second] {
+        let mut ws = WsClient::connect(&app.ws_url, false).await;
+        ws.init(json!({})).await.expect("ack");
+        ws.subscribe("c", COUNTER_EVENTS).await;
+        subscribers.push(ws);
+    }
+    // Live on both once each has heard of a warm-up counter.
+    let mut warm = 0;
+    let deadline = Instant::now() + WAIT;
+    let mut live = [false, false];
+    while live != [true, true] {
+        warm += 1;
+        first
+            .as_key(
+                &key,
+                "default",
+                "mutation($id: ID!) { createCounter(input: {id: $id}) { id } }",
+                json!({"id": format!("warm{warm}")}),
+            )
+            .await
+            .ok();
+        for (ws, live) in subscribers.iter_mut().zip(live.iter_mut()) {
+            while ws.socket_next_within_short_time().await.is_some() {
+                *live = true;
+            }
+        }
+        assert!(Instant::now() < deadline, "the subscriptions never went live");
+    }
+    for ws in &mut subscribers {
+        while ws.socket_next_within_short_time().await.is_some() {}
+    }
+
+    // Created all at once (shared inserts and group commits), then incremented all
+    // at once, half of the writes through each replica.
+    let create = |index: usize| {
+        let app = if index % 2 == 0 { &first } else { &second };
+        let key = key.clone();
+        async move {
+            app.as_key(
+                &key,
+                "default",
+                "mutation($id: ID!) { createCounter(input: {id: $id, n: 0}) { id } }",
+                json!({"id": format!("c{index}")}),
+            )
+            .await
+            .ok();
+        }
+    };
+    futures_util::future::join_all((0..DOCUMENTS).map(create)).await;
+    let increment = |(index, round): (usize, i64)| {
+        let app = if (index + round as usize) % 2 == 0 { &first } else { &second };
+        let key = key.clone();
+        async move {
+            app.as_key(
+                &key,
+                "default",
+                "mutation($id: ID!) { incrementCounter(input: {id: $id, field: \"n\", by: 1}) { n } }",
+                json!({"id": format!("c{index}")}),
+            )
+            .await
+            .ok();
+        }
+    };
+    let writes: Vec<(usize, i64)> = (0..INCREMENTS)
+        .flat_map(|round| (0..DOCUMENTS).map(move |index| (index, round)))
+        .collect();
+    futures_util::stream::iter(writes)
+        .for_each_concurrent(32, increment)
+        .await;
+
+    let complete = |heard: &HashMap<String, Vec<i64>>| {
+        heard.len() == DOCUMENTS && heard.values().all(|values| values.len() as i64 > INCREMENTS)
+    };
+    for (replica, ws) in subscribers.iter_mut().enumerate() {
+        let mut heard = HashMap::new();
+        hear_counters(ws, &mut heard, complete).await;
+        for (id, values) in &heard {
+            let expected: Vec<i64> = (0..=INCREMENTS).collect();
+            assert_eq!(
+                values, &expected,
+                "replica {replica} heard {id}'s writes out of order, twice or not at all"
+            );
+        }
+    }
+    second.shutdown().await;
+    first.shutdown().await;
+}
+
+#[tokio::test]
+async fn writes_acknowledged_while_redis_is_down_reach_the_other_replica_in_order() {
+    let Some(mut redis) = PrivateRedis::start() else {
+        eprintln!("skipped: no redis-server on this machine");
+        return;
+    };
+    let (first, second) = two_replicas(Some(redis.url())).await;
+    let mut ws = key_subscriber(&second).await;
+    until_live(&first, &mut ws).await;
+
+    redis.stop();
+    crate::realtime::wait_for_health(&first, 503).await;
+    let during: Vec<String> = (0..5).map(|n| format!("during-{n}")).collect();
+    for name in &during {
+        create_key_named(&first, name).await;
+    }
+    redis.run();
+    crate::realtime::wait_for_health(&first, 200).await;
+    crate::realtime::wait_for_health(&second, 200).await;
+    create_key_named(&first, "after").await;
+
+    let mut heard = Vec::new();
+    while heard.last().map(String::as_str) != Some("after") {
+        let name = next_key_name(&mut ws, WAIT)
+            .await
+            .unwrap_or_else(|| panic!("the other replica heard only {heard:?}"));
+        heard.push(name);
+    }
+    let mut expected = during.clone();
+    expected.push("after".into());
+    assert_eq!(heard, expected, "every acknowledged write, once, in order");
+    second.shutdown().await;
+    first.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_replica_that_hears_nothing_still_delivers_from_the_log() {
+    // No Redis at all: the replicas share only the database.
+    let (first, second) = two_replicas(None).await;
+    let mut ws = key_subscriber(&second).await;
+    until_live(&first, &mut ws).await;
+    for name in ["quiet-0", "quiet-1", "quiet-2"] {
+        create_key_named(&first, name).await;
+    }
+    let mut heard = Vec::new();
+    for _ in 0..3 {
+        heard.push(next_key_name(&mut ws, WAIT).await.expect("delivered from the log"));
+    }
+    assert_eq!(heard, ["quiet-0", "quiet-1", "quiet-2"]);
+    second.shutdown().await;
+    first.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_session_deleted_during_a_redis_outage_stops_working_on_the_other_replica() {
+    let Some(mut redis) = PrivateRedis::start() else {
+        eprintln!("skipped: no redis-server on this machine");
+        return;
+    };
+    let (first, second) = two_replicas(Some(redis.url())).await;
+    let secret = first.signed_in("outage@example.com").await;
+    // The second replica has the session cached.
+    for _ in 0..2 {
+        let me = second.as_session(&secret, "{ account { id } }", json!({})).await;
+        assert!(me.ok()["account"]["id"].is_string());
+    }
+
+    redis.stop();
+    crate::realtime::wait_for_health(&first, 503).await;
+    first
+        .as_session(
+            &secret,
+            "mutation { deleteSession(input: {id: \"current\"}) { deletedId } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    let deleted = Instant::now();
+    // Within the relay's poll interval (and some slack), with Redis still down.
+    loop {
+        let me = second.as_session(&secret, "{ account { id } }", json!({})).await;
+        if me.code() == "INVALID_SESSION" {
+            break;
+        }
+        assert!(
+            deleted.elapsed() < Duration::from_secs(4),
+            "the deleted session still worked on the other replica: {:?}",
+            me.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(redis);
+    second.shutdown().await;
+    first.shutdown().await;
+}
+
+async fn logged_events(app: &TestApp) -> i64 {
+    let pool = app.server.as_ref().unwrap().state().db.pool();
+    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM event_log")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn events_older_than_the_retention_are_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.event_retention_secs = 2;
+    let app = spawn_with(config, dir).await;
+    create_key_named(&app, "short-lived").await;
+    assert!(logged_events(&app).await >= 1, "the change was logged");
+    let deadline = Instant::now() + WAIT;
+    while logged_events(&app).await > 0 {
+        assert!(Instant::now() < deadline, "the log was never pruned");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    app.shutdown().await;
+}
