@@ -8,8 +8,8 @@ CREATE TABLE event_log (
     position   BIGINT       NOT NULL PRIMARY KEY,
     project_id VARCHAR(36)  NOT NULL,
     created_at BIGINT       NOT NULL,
-    -- The message as JSON (the bus message the subscribers see).
-    body       LONGTEXT     NOT NULL,
+    -- The message as JSON (the bus message the subscribers see), read as bytes (ADR 0001).
+    body       MEDIUMTEXT   NOT NULL,
     KEY event_log_project (project_id, position),
     KEY event_log_created (created_at)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;

@@ -145,7 +145,7 @@ fn logged(row: &sqlx::any::AnyRow) -> Result<Logged, sqlx::Error> {
     Ok(Logged {
         position: row.try_get("position")?,
         project_id: row.try_get("project_id")?,
-        body: row.try_get("body")?,
+        body: super::columns::text(row, "body")?,
     })
 }
 
