@@ -3,14 +3,19 @@
 //! relay that hands this replica's subscribers every logged message in position
 //! order, and the pruning of entries past the retention.
 //!
-//! The relay keeps the last position it delivered. A notification (from this
-//! replica's own writes, or from Redis) at the next position is delivered at once;
-//! one further ahead waits a moment for those before it, then the relay reads the
-//! missing positions from the log. It also reads the log when the Redis listener
+//! The relay keeps the position up to which it has delivered. A notification (from
+//! this replica's own writes, or from Redis) at the next position is delivered at
+//! once; one further ahead waits a moment for those before it, then the relay reads
+//! the missing positions from the log. It also reads the log when the Redis listener
 //! comes back and, whatever happens, every [`POLL`]: a replica that heard nothing
 //! still delivers (and refreshes its caches from) every change within that time.
-//! Positions are given out in commit order without gaps (see
-//! [`crate::db::event_log`]), so a missing position is either on its way or pruned.
+//!
+//! Positions are taken at insert, not at commit ([`crate::db::event_log`]): a
+//! missing position is a transaction between its last statement and its commit
+//! (it will come), or a rollback (it never will). The relay waits on a gap for
+//! [`GAP_BOUND`] at most, reading the log again meanwhile, then passes it; a
+//! passed position that turns up within [`LATE_WATCH`] is still delivered, late
+//! rather than never.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +24,7 @@ use std::time::Duration;
 use sqlx::{Any, Transaction};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::{BusMessage, Local};
 use crate::db::event_log::{self, Entry, Logged};
@@ -26,9 +32,16 @@ use crate::db::{Db, now_millis};
 
 /// How often the relay reads the log even when no notification came.
 pub const POLL: Duration = Duration::from_secs(1);
-/// How long a notification ahead of the next position waits for those before it
-/// before the relay reads them from the log.
+/// How long a gap waits for its positions before the relay reads the log, the
+/// first time; then twice as long each time, up to [`POLL`].
 const GAP_WAIT: Duration = Duration::from_millis(50);
+/// How long a gap may hold back the positions after it: a transaction takes no
+/// longer from its last statement to its commit, unless it failed.
+pub const GAP_BOUND: Duration = Duration::from_secs(5);
+/// How long a passed position is still looked for in the log.
+const LATE_WATCH: Duration = Duration::from_secs(60);
+/// Most passed positions looked for at once (a larger gap is the pruned past).
+const MAX_LATE: usize = 10_000;
 /// Most entries one read of the log returns.
 const READ_BATCH: i64 = 1000;
 /// Notifications queued for the relay; past this they are dropped (the relay reads
@@ -84,7 +97,7 @@ pub async fn commit(
     mut tx: Transaction<'static, Any>,
     messages: Vec<BusMessage>,
 ) -> Result<(), sqlx::Error> {
-    let logged = event_log::append(&mut tx, bus.db().dialect(), entries(&messages)).await?;
+    let logged = event_log::append(&mut tx, entries(&messages)).await?;
     tx.commit().await?;
     bus.announce(logged).await;
     Ok(())
@@ -122,6 +135,8 @@ impl RelayHandle {
             local,
             delivered: head,
             waiting: BTreeMap::new(),
+            gap: None,
+            late: BTreeMap::new(),
         };
         let task = Arc::new(tokio::spawn(relay.run(received)));
         Ok(RelayHandle { inbox, task })
@@ -149,56 +164,89 @@ impl RelayHandle {
     }
 }
 
+/// A position missing before others that arrived.
+struct Gap {
+    since: Instant,
+    /// When to read the log for it next.
+    read_at: Instant,
+    /// The wait before the read after that.
+    backoff: Duration,
+}
+
 struct Relay {
     db: Db,
     local: Local,
-    /// The last position handed to subscribers.
+    /// Every position up to this one was delivered or passed.
     delivered: i64,
-    /// Notifications ahead of the next position.
-    waiting: BTreeMap<i64, BusMessage>,
+    /// Messages after a gap, by position (none: an entry that cannot be read,
+    /// passed without a word).
+    waiting: BTreeMap<i64, Option<BusMessage>>,
+    gap: Option<Gap>,
+    /// Positions passed as gaps, by when: delivered late should they turn up.
+    late: BTreeMap<i64, Instant>,
 }
 
 impl Relay {
     async fn run(mut self, mut inbox: mpsc::Receiver<Inbound>) {
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut gap_since: Option<tokio::time::Instant> = None;
         loop {
-            let gap_deadline = gap_since.map(|since| since + GAP_WAIT);
+            let gap_read = self.gap.as_ref().map(|gap| gap.read_at);
             let read_log = tokio::select! {
                 received = inbox.recv() => match received {
                     None => return,
                     Some(Inbound::CatchUp) => true,
                     Some(Inbound::Logged(position, message)) => {
-                        if position > self.delivered {
-                            self.waiting.insert(position, message);
-                        }
-                        self.deliver_waiting();
+                        self.offered(position, message);
                         false
                     }
                 },
                 _ = poll.tick() => true,
-                _ = sleep_until(gap_deadline) => true,
+                _ = sleep_until(gap_read) => true,
             };
             if read_log {
                 self.read_log().await;
             }
-            gap_since = match (self.waiting.is_empty(), gap_since) {
-                (true, _) => None,
-                (false, None) => Some(tokio::time::Instant::now()),
-                (false, since) => since,
-            };
+            self.track_gap();
         }
     }
 
-    /// Delivers the notifications that follow the last delivered position.
+    fn offered(&mut self, position: i64, message: BusMessage) {
+        if position > self.delivered {
+            self.waiting.insert(position, Some(message));
+            self.deliver_waiting();
+        } else if self.late.remove(&position).is_some() {
+            self.deliver_late(position, message);
+        }
+    }
+
+    /// Starts timing a gap when messages wait, and forgets it when none do.
+    fn track_gap(&mut self) {
+        if self.waiting.is_empty() {
+            self.gap = None;
+        } else if self.gap.is_none() {
+            let now = Instant::now();
+            self.gap = Some(Gap {
+                since: now,
+                read_at: now + GAP_WAIT,
+                backoff: GAP_WAIT * 2,
+            });
+        }
+    }
+
+    /// Delivers the waiting messages that follow the delivered positions.
     fn deliver_waiting(&mut self) {
         while let Some(entry) = self.waiting.first_entry() {
             if *entry.key() != self.delivered + 1 {
                 break;
             }
             let (position, message) = entry.remove_entry();
-            self.deliver(position, message);
+            match message {
+                Some(message) => self.deliver(position, message),
+                None => self.delivered = position,
+            }
+            // Whatever gap there was is closed; the next one is timed afresh.
+            self.gap = None;
         }
     }
 
@@ -206,13 +254,25 @@ impl Relay {
         if let BusMessage::Event(event) = &mut message {
             event.position = position;
         }
-        self.delivered = position;
+        self.delivered = self.delivered.max(position);
         self.local.send(message);
     }
 
-    /// Delivers what the log holds past the last delivered position.
+    fn deliver_late(&mut self, position: i64, message: BusMessage) {
+        metrics::counter!("nimbus_relay_late_total").increment(1);
+        tracing::warn!(position, "an event committed after the relay passed its position");
+        let mut message = message;
+        if let BusMessage::Event(event) = &mut message {
+            event.position = position;
+        }
+        self.local.send(message);
+    }
+
+    /// Reads what the log holds past the delivered positions, passes a gap that
+    /// outlived [`GAP_BOUND`], and looks for the positions passed earlier.
     async fn read_log(&mut self) {
         loop {
+            let before = self.delivered;
             let read = event_log::after(self.db.pool(), self.delivered, READ_BATCH).await;
             let entries = match read {
                 Ok(entries) => entries,
@@ -223,35 +283,74 @@ impl Relay {
             };
             let full = entries.len() as i64 == READ_BATCH;
             for logged in entries {
-                if logged.position != self.delivered + 1 {
-                    // Pruned before this replica read it: what subscribers
-                    // missed cannot be told, so everything cached is dropped.
-                    tracing::warn!(
-                        from = self.delivered + 1,
-                        to = logged.position - 1,
-                        "event log entries were pruned before this replica relayed them"
-                    );
-                    self.local.send(BusMessage::Resumed);
-                }
-                let message = self
-                    .waiting
-                    .remove(&logged.position)
-                    .or_else(|| decode(&logged.body));
-                match message {
-                    Some(message) => self.deliver(logged.position, message),
-                    None => self.delivered = logged.position,
+                if !self.waiting.contains_key(&logged.position) {
+                    self.waiting.insert(logged.position, decode(&logged.body));
                 }
             }
-            self.waiting = self.waiting.split_off(&(self.delivered + 1));
             self.deliver_waiting();
-            if !full {
-                return;
+            self.pass_old_gap();
+            if !full || self.delivered == before {
+                break;
             }
+        }
+        if let Some(gap) = &mut self.gap {
+            gap.read_at = Instant::now() + gap.backoff;
+            gap.backoff = (gap.backoff * 2).min(POLL);
+        }
+        self.read_late().await;
+    }
+
+    /// Passes the gap before the first waiting message once it is older than
+    /// [`GAP_BOUND`], watching its positions for [`LATE_WATCH`].
+    fn pass_old_gap(&mut self) {
+        let Some(gap) = &self.gap else { return };
+        if gap.since.elapsed() < GAP_BOUND {
+            return;
+        }
+        let Some(&first) = self.waiting.keys().next() else {
+            return;
+        };
+        tracing::warn!(
+            from = self.delivered + 1,
+            to = first - 1,
+            "passing event log positions that did not commit in time"
+        );
+        let now = Instant::now();
+        for position in (self.delivered + 1)..first {
+            if self.late.len() >= MAX_LATE {
+                break;
+            }
+            self.late.insert(position, now);
+        }
+        self.delivered = first - 1;
+        self.gap = None;
+        self.deliver_waiting();
+    }
+
+    /// Delivers the passed positions that committed since, and forgets those
+    /// passed too long ago.
+    async fn read_late(&mut self) {
+        let now = Instant::now();
+        self.late.retain(|_, passed| now.duration_since(*passed) < LATE_WATCH);
+        if self.late.is_empty() {
+            return;
+        }
+        let positions: Vec<i64> = self.late.keys().take(READ_BATCH as usize).copied().collect();
+        match event_log::at(self.db.pool(), &positions).await {
+            Ok(found) => {
+                for logged in found {
+                    self.late.remove(&logged.position);
+                    if let Some(message) = decode(&logged.body) {
+                        self.deliver_late(logged.position, message);
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "reading passed event log positions failed"),
         }
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,

@@ -3,12 +3,15 @@
 //! What an entry holds (a bus message, as JSON) is the bus's business, not this
 //! module's; here it is text with a project and a position.
 //!
-//! Positions come from one counter row (`event_head`), bumped by [`append`] as the
-//! last statements before COMMIT. Its row lock is then held only until the commit,
-//! so positions are handed out in commit order: a reader that has seen position
-//! `p` committed knows every position below `p` is committed too (or never will
-//! be, if rolled back with its transaction, which gives the positions back).
-//! Auto-increment ids would not do: MariaDB takes them at insert, not at commit.
+//! Positions are auto-increment ids, taken by [`append`] as the transaction's last
+//! statement before COMMIT. They are handed out at insert, not at commit (on
+//! MariaDB, concurrent transactions commit in another order than they inserted), so
+//! a reader may find a gap that a still-open transaction will fill, or that a
+//! rollback left for good: the relay (`crate::bus::log`) waits on gaps, bounded,
+//! and watches the positions it passed for a while longer. Writes to one row take
+//! its lock until they commit, so the positions of one document's events follow the
+//! order of its writes. ADR 18 has the measurements that chose this over a counter
+//! row bumped at commit.
 
 use sqlx::{Any, AnyConnection, QueryBuilder, Row as _};
 
@@ -29,71 +32,75 @@ pub struct Logged {
     pub body: String,
 }
 
-/// Most rows one `INSERT` of [`append`] carries (4 placeholders each).
+/// Most rows one `INSERT` of [`append`] carries (3 placeholders each).
 const ROWS_PER_INSERT: usize = 1000;
 
-/// Logs `entries` in the transaction open on `conn`, at consecutive positions,
-/// and returns them as logged. Run it last before COMMIT: the counter row stays
-/// locked until the transaction ends.
+/// Logs `entries` in the transaction open on `conn`, and returns them as logged,
+/// in order. Run it last before COMMIT, so that the gap its positions leave until
+/// then is short.
 pub async fn append(
     conn: &mut AnyConnection,
-    dialect: Dialect,
     entries: Vec<Entry>,
 ) -> Result<Vec<Logged>, sqlx::Error> {
-    if entries.is_empty() {
-        return Ok(Vec::new());
-    }
-    let count = entries.len() as i64;
-    let last = match dialect {
-        // `LAST_INSERT_ID(expr)` hands the new value back in the statement's own
-        // answer: no second round trip under the lock.
-        Dialect::MySql => sqlx::query(
-            "UPDATE event_head SET position = LAST_INSERT_ID(position + ?) WHERE id = 1",
-        )
-        .bind(count)
-        .execute(&mut *conn)
-        .await?
-        .last_insert_id()
-        .ok_or(sqlx::Error::RowNotFound)?,
-        Dialect::Sqlite => {
-            sqlx::query_scalar::<_, i64>(
-                "UPDATE event_head SET position = position + ? WHERE id = 1 RETURNING position",
-            )
-            .bind(count)
-            .fetch_one(&mut *conn)
-            .await?
-        }
-    };
-    let first = last - count + 1;
     let now = super::now_millis();
-    let logged: Vec<Logged> = entries
+    let mut logged: Vec<Logged> = entries
         .into_iter()
-        .zip(first..)
-        .map(|(entry, position)| Logged {
-            position,
+        .map(|entry| Logged {
+            position: 0,
             project_id: entry.project_id,
             body: entry.body,
         })
         .collect();
-    for chunk in logged.chunks(ROWS_PER_INSERT) {
+    for chunk in logged.chunks_mut(ROWS_PER_INSERT) {
         let mut insert =
-            QueryBuilder::<Any>::new("INSERT INTO event_log (position, project_id, created_at, body) ");
-        insert.push_values(chunk, |mut row, entry| {
-            row.push_bind(entry.position)
-                .push_bind(entry.project_id.as_str())
+            QueryBuilder::<Any>::new("INSERT INTO event_log (project_id, created_at, body) ");
+        insert.push_values(chunk.iter(), |mut row, entry| {
+            row.push_bind(entry.project_id.as_str())
                 .push_bind(now)
                 .push_bind(entry.body.as_str());
         });
-        insert.build().execute(&mut *conn).await?;
+        // Both MariaDB (10.5+) and SQLite (3.35+) hand each row's id back, in the
+        // order of the rows, whatever the auto-increment lock mode.
+        insert.push(" RETURNING position");
+        let positions: Vec<i64> = insert
+            .build_query_scalar::<i64>()
+            .fetch_all(&mut *conn)
+            .await?;
+        if positions.len() != chunk.len() {
+            return Err(sqlx::Error::RowNotFound);
+        }
+        for (entry, position) in chunk.iter_mut().zip(positions) {
+            entry.position = position;
+        }
     }
     Ok(logged)
 }
 
-/// The last position given out.
+/// The highest position committed so far (0 for an empty log).
 pub async fn head<'e>(db: impl sqlx::Executor<'e, Database = Any>) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar::<_, i64>("SELECT position FROM event_head WHERE id = 1")
+    sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(position), 0) FROM event_log")
         .fetch_one(db)
         .await
+}
+
+/// Those of `positions` that the log holds, in position order.
+pub async fn at<'e>(
+    db: impl sqlx::Executor<'e, Database = Any>,
+    positions: &[i64],
+) -> Result<Vec<Logged>, sqlx::Error> {
+    if positions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query = QueryBuilder::<Any>::new(
+        "SELECT position, project_id, body FROM event_log WHERE position IN (",
+    );
+    let mut list = query.separated(", ");
+    for position in positions {
+        list.push_bind(*position);
+    }
+    query.push(") ORDER BY position");
+    let rows = query.build().fetch_all(db).await?;
+    rows.iter().map(logged).collect()
 }
 
 /// Up to `limit` entries after `position`, in position order.

@@ -307,7 +307,7 @@ impl Batch {
             .unwrap_or_default();
         let mut tx = tx;
         if !poisoned && let Some(conn) = tx.as_mut() {
-            match event_log::append(conn, super::Dialect::Sqlite, entries).await {
+            match event_log::append(conn, entries).await {
                 Ok(logged) => {
                     if let Ok(mut kept) = self.logged.lock() {
                         *kept = logged;

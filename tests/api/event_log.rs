@@ -348,3 +348,52 @@ async fn events_older_than_the_retention_are_pruned() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_position_taken_by_an_open_transaction_holds_later_events_back_for_a_bounded_time() {
+    let app = crate::helpers::spawn_app().await;
+    if !app.config.effective_database_url().starts_with("mysql") {
+        // SQLite has one writer: no position is taken by one transaction while
+        // another commits.
+        eprintln!("skipped: MariaDB only");
+        app.shutdown().await;
+        return;
+    }
+    let mut ws = key_subscriber(&app).await;
+    until_live(&app, &mut ws).await;
+    // A transaction takes a position and stays open past the relay's bound.
+    let pool = app.server.as_ref().unwrap().state().db.pool().clone();
+    let mut held = pool.begin().await.unwrap();
+    let late = json!({
+        "kind": "event", "projectId": "default", "events": ["keys.late.create", "keys.*.create"],
+        "channels": ["keys", "keys.late"], "timestamp": 0, "payload": {"name": "committed-late"},
+        "readRoles": [], "keyScope": "keys.read"
+    });
+    sqlx::query("INSERT INTO event_log (project_id, created_at, body) VALUES ('default', ?, ?)")
+        .bind(chrono_now())
+        .bind(late.to_string())
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let written = Instant::now();
+    create_key_named(&app, "behind-the-gap").await;
+    let name = next_key_name(&mut ws, WAIT).await;
+    assert_eq!(name.as_deref(), Some("behind-the-gap"));
+    assert!(
+        written.elapsed() >= Duration::from_secs(4),
+        "delivered after {:?}: the relay did not wait for the open position",
+        written.elapsed()
+    );
+    // Committed after the relay passed it: delivered late, not lost.
+    held.commit().await.unwrap();
+    let name = next_key_name(&mut ws, WAIT).await;
+    assert_eq!(name.as_deref(), Some("committed-late"));
+    app.shutdown().await;
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}

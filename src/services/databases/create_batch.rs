@@ -380,7 +380,7 @@ impl Flight {
             .map(|mut entries| std::mem::take(&mut *entries))
             .unwrap_or_default();
         if !poisoned && let Some(conn) = lease.as_mut() {
-            match event_log::append(conn, crate::db::Dialect::MySql, entries).await {
+            match event_log::append(conn, entries).await {
                 Ok(logged) => {
                     if let Ok(mut kept) = self.logged.lock() {
                         *kept = logged;

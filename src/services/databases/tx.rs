@@ -501,7 +501,6 @@ impl RequestTx {
         let Some(mut lease) = open else {
             return Ok(Finished::Kept);
         };
-        let db_dialect = self.state.db.dialect();
         let dialect = self.dialect;
         // The next writer's turn comes once this transaction has ended.
         let turn = self.turn.lock().ok().and_then(|mut held| held.take());
@@ -510,10 +509,10 @@ impl RequestTx {
         // The lease goes back to the pool once out of the transaction, and is
         // closed (the server rolling back) if it could not get out.
         let ended = tokio::spawn(async move {
-            // The log's entries last: the counter row they take is locked only
-            // until the commit that follows.
+            // The log's entries last: the positions they take stand as a gap
+            // for readers only until the commit that follows.
             let logged = match success {
-                true => event_log::append(&mut lease, db_dialect, entries).await,
+                true => event_log::append(&mut lease, entries).await,
                 false => Ok(Vec::new()),
             };
             let keep = success && logged.is_ok();
