@@ -112,7 +112,7 @@ pub async fn log_alone(bus: &super::Bus, messages: Vec<BusMessage>) -> Result<()
 
 enum Inbound {
     /// A notification of the message logged at this position.
-    Logged(i64, BusMessage),
+    Logged(i64, Box<BusMessage>),
     /// Read the log now.
     CatchUp,
 }
@@ -147,7 +147,7 @@ impl RelayHandle {
     pub(super) fn offer(&self, position: i64, message: BusMessage) {
         if self
             .inbox
-            .try_send(Inbound::Logged(position, message))
+            .try_send(Inbound::Logged(position, Box::new(message)))
             .is_err()
         {
             metrics::counter!("nimbus_relay_notifications_dropped_total").increment(1);
@@ -197,7 +197,7 @@ impl Relay {
                     None => return,
                     Some(Inbound::CatchUp) => true,
                     Some(Inbound::Logged(position, message)) => {
-                        self.offered(position, message);
+                        self.offered(position, *message);
                         false
                     }
                 },
@@ -260,7 +260,10 @@ impl Relay {
 
     fn deliver_late(&mut self, position: i64, message: BusMessage) {
         metrics::counter!("nimbus_relay_late_total").increment(1);
-        tracing::warn!(position, "an event committed after the relay passed its position");
+        tracing::warn!(
+            position,
+            "an event committed after the relay passed its position"
+        );
         let mut message = message;
         if let BusMessage::Event(event) = &mut message {
             event.position = position;
@@ -283,9 +286,9 @@ impl Relay {
             };
             let full = entries.len() as i64 == READ_BATCH;
             for logged in entries {
-                if !self.waiting.contains_key(&logged.position) {
-                    self.waiting.insert(logged.position, decode(&logged.body));
-                }
+                self.waiting
+                    .entry(logged.position)
+                    .or_insert_with(|| decode(&logged.body));
             }
             self.deliver_waiting();
             self.pass_old_gap();
@@ -331,11 +334,17 @@ impl Relay {
     /// passed too long ago.
     async fn read_late(&mut self) {
         let now = Instant::now();
-        self.late.retain(|_, passed| now.duration_since(*passed) < LATE_WATCH);
+        self.late
+            .retain(|_, passed| now.duration_since(*passed) < LATE_WATCH);
         if self.late.is_empty() {
             return;
         }
-        let positions: Vec<i64> = self.late.keys().take(READ_BATCH as usize).copied().collect();
+        let positions: Vec<i64> = self
+            .late
+            .keys()
+            .take(READ_BATCH as usize)
+            .copied()
+            .collect();
         match event_log::at(self.db.pool(), &positions).await {
             Ok(found) => {
                 for logged in found {

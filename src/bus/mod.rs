@@ -227,7 +227,10 @@ pub struct BusHealth {
 #[serde(tag = "kind", rename_all = "camelCase")]
 enum Wire {
     /// The message logged at `position`.
-    Logged { position: i64, message: BusMessage },
+    Logged {
+        position: i64,
+        message: BusMessage,
+    },
     Presence(presence::Presence),
 }
 

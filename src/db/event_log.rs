@@ -166,9 +166,7 @@ pub async fn prune<'e>(
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
     let sql = match dialect {
-        Dialect::MySql => {
-            "DELETE FROM event_log WHERE created_at < ? ORDER BY position LIMIT ?"
-        }
+        Dialect::MySql => "DELETE FROM event_log WHERE created_at < ? ORDER BY position LIMIT ?",
         Dialect::Sqlite => {
             "DELETE FROM event_log WHERE position IN \
              (SELECT position FROM event_log WHERE created_at < ? ORDER BY position LIMIT ?)"

@@ -32,8 +32,7 @@ async fn two_replicas(redis: Option<String>) -> (TestApp, TestApp) {
     (first, second)
 }
 
-const KEY_EVENTS: &str =
-    "subscription { realtime(channels: [\"keys\"]) { events payload } }";
+const KEY_EVENTS: &str = "subscription { realtime(channels: [\"keys\"]) { events payload } }";
 
 async fn key_subscriber(app: &TestApp) -> WsClient {
     let mut ws = WsClient::connect(&app.ws_url, false).await;
@@ -76,12 +75,21 @@ async fn until_live(writer: &TestApp, ws: &mut WsClient) {
     let deadline = Instant::now() + WAIT;
     for n in 0.. {
         create_key_named(writer, &format!("warm-{n}")).await;
-        if next_key_name(ws, Duration::from_millis(1500)).await.is_some() {
+        if next_key_name(ws, Duration::from_millis(1500))
+            .await
+            .is_some()
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "the subscription never went live");
+        assert!(
+            Instant::now() < deadline,
+            "the subscription never went live"
+        );
     }
-    while next_key_name(ws, Duration::from_millis(1200)).await.is_some() {}
+    while next_key_name(ws, Duration::from_millis(1200))
+        .await
+        .is_some()
+    {}
 }
 
 /// A `counters` collection anyone may read, with an integer `n`.
@@ -167,7 +175,10 @@ async fn concurrent_increments_reach_both_replicas_in_the_order_of_each_document
                 *live = true;
             }
         }
-        assert!(Instant::now() < deadline, "the subscriptions never went live");
+        assert!(
+            Instant::now() < deadline,
+            "the subscriptions never went live"
+        );
     }
     for ws in &mut subscribers {
         while ws.socket_next_within_short_time().await.is_some() {}
@@ -176,7 +187,11 @@ async fn concurrent_increments_reach_both_replicas_in_the_order_of_each_document
     // Created all at once (shared inserts and group commits), then incremented all
     // at once, half of the writes through each replica.
     let create = |index: usize| {
-        let app = if index % 2 == 0 { &first } else { &second };
+        let app = if index.is_multiple_of(2) {
+            &first
+        } else {
+            &second
+        };
         let key = key.clone();
         async move {
             app.as_key(
@@ -191,7 +206,11 @@ async fn concurrent_increments_reach_both_replicas_in_the_order_of_each_document
     };
     futures_util::future::join_all((0..DOCUMENTS).map(create)).await;
     let increment = |(index, round): (usize, i64)| {
-        let app = if (index + round as usize) % 2 == 0 { &first } else { &second };
+        let app = if (index + round as usize).is_multiple_of(2) {
+            &first
+        } else {
+            &second
+        };
         let key = key.clone();
         async move {
             app.as_key(
@@ -212,7 +231,10 @@ async fn concurrent_increments_reach_both_replicas_in_the_order_of_each_document
         .await;
 
     let complete = |heard: &HashMap<String, Vec<i64>>| {
-        heard.len() == DOCUMENTS && heard.values().all(|values| values.len() as i64 > INCREMENTS)
+        heard.len() == DOCUMENTS
+            && heard
+                .values()
+                .all(|values| values.len() as i64 > INCREMENTS)
     };
     for (replica, ws) in subscribers.iter_mut().enumerate() {
         let mut heard = HashMap::new();
@@ -275,7 +297,11 @@ async fn a_replica_that_hears_nothing_still_delivers_from_the_log() {
     }
     let mut heard = Vec::new();
     for _ in 0..3 {
-        heard.push(next_key_name(&mut ws, WAIT).await.expect("delivered from the log"));
+        heard.push(
+            next_key_name(&mut ws, WAIT)
+                .await
+                .expect("delivered from the log"),
+        );
     }
     assert_eq!(heard, ["quiet-0", "quiet-1", "quiet-2"]);
     second.shutdown().await;
@@ -292,7 +318,9 @@ async fn a_session_deleted_during_a_redis_outage_stops_working_on_the_other_repl
     let secret = first.signed_in("outage@example.com").await;
     // The second replica has the session cached.
     for _ in 0..2 {
-        let me = second.as_session(&secret, "{ account { id } }", json!({})).await;
+        let me = second
+            .as_session(&secret, "{ account { id } }", json!({}))
+            .await;
         assert!(me.ok()["account"]["id"].is_string());
     }
 
@@ -309,7 +337,9 @@ async fn a_session_deleted_during_a_redis_outage_stops_working_on_the_other_repl
     let deleted = Instant::now();
     // Within the relay's poll interval (and some slack), with Redis still down.
     loop {
-        let me = second.as_session(&secret, "{ account { id } }", json!({})).await;
+        let me = second
+            .as_session(&secret, "{ account { id } }", json!({}))
+            .await;
         if me.code() == "INVALID_SESSION" {
             break;
         }

@@ -11,10 +11,10 @@ use crate::AppState;
 use crate::auth::permissions::Permission;
 use crate::auth::scopes::{DatabasesRead, DatabasesWrite};
 use crate::auth::{AdminGrant, Grant};
+use crate::bus::log;
 use crate::db::{DbErrorExt as _, Dialect, ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
 use crate::services::projects::service::{change_message, commit_change, forget};
-use crate::bus::log;
 
 use super::ddl::{self, DdlError, Index, IndexKind};
 use super::model::{Attribute, ValueError};

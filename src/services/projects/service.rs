@@ -319,4 +319,3 @@ pub async fn forget(state: &AppState, id: &str) {
     state.schemas.invalidate(id).await;
     state.sessions.evict_project(id);
 }
-

@@ -6,10 +6,10 @@
 use tokio::io::AsyncRead;
 
 use crate::AppState;
-use crate::bus::{BusMessage, log};
 use crate::auth::permissions::{Action, allows};
 use crate::auth::scopes::{BucketsRead, BucketsWrite, FilesRead, FilesWrite, ScopeMarker};
 use crate::auth::{AdminGrant, Grant, ScopedAccess};
+use crate::bus::{BusMessage, log};
 use crate::db::{DbErrorExt as _, Page, ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
 use crate::files::{Compression, Encoding, FileError, Key, WriteOptions, Written};
@@ -703,7 +703,12 @@ pub async fn update_file(
     if !store::update_file(&mut tx, &file).await? {
         return Err(file_not_found(id));
     }
-    log::commit(&state.bus, tx, vec![file_event(state, &bucket, &file, "update")]).await?;
+    log::commit(
+        &state.bus,
+        tx,
+        vec![file_event(state, &bucket, &file, "update")],
+    )
+    .await?;
     Ok(readable_as_written(&bucket, access, file))
 }
 

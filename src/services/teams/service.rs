@@ -5,13 +5,13 @@
 //! every user whose memberships change.
 
 use crate::AppState;
-use crate::bus::BusMessage;
 use crate::auth::Actor;
 use crate::auth::principal::AuthSettings;
 use crate::auth::rate_limit::{self, Limit};
 use crate::auth::scopes::{ScopeMarker, TeamsRead, TeamsWrite};
 use crate::auth::secrets;
 use crate::auth::session_cache::ResolvedSession;
+use crate::bus::BusMessage;
 use crate::db::{DbErrorExt as _, Page, claimed_ids, ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
 use crate::mail::templates;

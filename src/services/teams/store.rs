@@ -169,7 +169,11 @@ pub async fn rename_team<'e>(
 }
 
 /// Deletes the team and, by cascade, its memberships.
-pub async fn delete_team<'e>(pool: impl sqlx::Executor<'e, Database = sqlx::Any>, project_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete_team<'e>(
+    pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    project_id: &str,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
     sqlx::query("DELETE FROM teams WHERE project_id = ? AND id = ?")
         .bind(project_id)
         .bind(id)

@@ -242,7 +242,11 @@ pub async fn touch_user(
 }
 
 /// Deletes the user and, by cascade, their sessions; false when it did not exist.
-pub async fn delete_user<'e>(pool: impl sqlx::Executor<'e, Database = sqlx::Any>, project_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete_user<'e>(
+    pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    project_id: &str,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
     sqlx::query("DELETE FROM users WHERE project_id = ? AND id = ?")
         .bind(project_id)
         .bind(id)
