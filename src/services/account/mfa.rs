@@ -119,9 +119,13 @@ async fn count_attempt(state: &AppState, me: &ResolvedSession) -> AppResult<()> 
     state.rate_limiter.hit(&user, USER_ATTEMPTS_LIMIT).await
 }
 
-/// Marks this session as having passed the second factor, on every replica.
-async fn session_passed(state: &AppState, me: &ResolvedSession) -> AppResult<()> {
-    let mut tx = state.db.pool().begin().await?;
+/// Marks this session as having passed the second factor, on every replica, in
+/// `tx` with what else passing changed (the factor confirmed, MFA turned on).
+async fn session_passed(
+    state: &AppState,
+    me: &ResolvedSession,
+    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+) -> AppResult<()> {
     store::mark_session_mfa_verified(&mut *tx, &me.user.project_id, &me.session.id).await?;
     commit_user_change(state, tx, &me.user.project_id, &me.user.id).await
 }
@@ -152,8 +156,9 @@ pub async fn verify_authenticator(
     code: &str,
 ) -> AppResult<()> {
     check_totp(state, me, code).await?;
-    store::confirm_totp(state.db.pool(), &me.user.project_id, &me.user.id).await?;
-    session_passed(state, me).await
+    let mut tx = state.db.pool().begin().await?;
+    store::confirm_totp(&mut *tx, &me.user.project_id, &me.user.id).await?;
+    session_passed(state, me, tx).await
 }
 
 /// Removes the authenticator (a current code proves possession). Without any factor
@@ -196,9 +201,10 @@ pub async fn set_enabled(state: &AppState, me: &ResolvedSession, enabled: bool) 
             "add and confirm an authenticator before turning MFA on".into(),
         ));
     }
-    store::set_mfa(state.db.pool(), &me.user.project_id, &me.user.id, enabled).await?;
+    let mut tx = state.db.pool().begin().await?;
+    store::set_mfa(&mut *tx, &me.user.project_id, &me.user.id, enabled).await?;
     // The session that turns MFA on has just proven the factor.
-    session_passed(state, me).await
+    session_passed(state, me, tx).await
 }
 
 /// The second factor of a signed-in session: `TOTP` (an authenticator code) or
@@ -239,5 +245,6 @@ pub async fn complete_challenge(
             ));
         }
     }
-    session_passed(state, me).await
+    let tx = state.db.pool().begin().await?;
+    session_passed(state, me, tx).await
 }

@@ -558,8 +558,8 @@ pub async fn set_totp<'e>(
     .map(|_| ())
 }
 
-pub async fn confirm_totp(
-    pool: &AnyPool,
+pub async fn confirm_totp<'e>(
+    pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
     user_id: &str,
 ) -> Result<(), sqlx::Error> {
