@@ -112,15 +112,13 @@ async fn counters(app: &TestApp) {
     .ok();
 }
 
-const COUNTER_EVENTS: &str = "subscription { counterChanged { type node { id n } } }";
+const COUNTER_EVENTS: &str = "subscription { counterChanged { type node { id n updatedAt } } }";
 
-/// What a counter subscriber heard: per counter, the values of its events in the
-/// order they arrived.
-async fn hear_counters(
-    ws: &mut WsClient,
-    heard: &mut HashMap<String, Vec<i64>>,
-    done: impl Fn(&HashMap<String, Vec<i64>>) -> bool,
-) {
+/// Per counter, the values of its events and their `updatedAt`, as they arrived.
+type Heard = HashMap<String, Vec<(i64, String)>>;
+
+/// What a counter subscriber heard, until `done`.
+async fn hear_counters(ws: &mut WsClient, heard: &mut Heard, done: impl Fn(&Heard) -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT * 3;
     while !done(heard) {
         let text = match tokio::time::timeout_at(deadline, ws.socket.next()).await {
@@ -134,8 +132,9 @@ async fn hear_counters(
         let (Some(id), Some(n)) = (node["id"].as_str(), node["n"].as_i64()) else {
             panic!("not a counter event: {message}");
         };
+        let updated = node["updatedAt"].as_str().unwrap_or_default().to_string();
         if !id.starts_with("warm") {
-            heard.entry(id.to_string()).or_default().push(n);
+            heard.entry(id.to_string()).or_default().push((n, updated));
         }
     }
 }
@@ -230,7 +229,7 @@ async fn concurrent_increments_reach_both_replicas_in_the_order_of_each_document
         .for_each_concurrent(32, increment)
         .await;
 
-    let complete = |heard: &HashMap<String, Vec<i64>>| {
+    let complete = |heard: &Heard| {
         heard.len() == DOCUMENTS
             && heard
                 .values()
@@ -239,11 +238,18 @@ async fn concurrent_increments_reach_both_replicas_in_the_order_of_each_document
     for (replica, ws) in subscribers.iter_mut().enumerate() {
         let mut heard = HashMap::new();
         hear_counters(ws, &mut heard, complete).await;
-        for (id, values) in &heard {
+        for (id, events) in &heard {
+            let values: Vec<i64> = events.iter().map(|(n, _)| *n).collect();
             let expected: Vec<i64> = (0..=INCREMENTS).collect();
             assert_eq!(
-                values, &expected,
+                values, expected,
                 "replica {replica} heard {id}'s writes out of order, twice or not at all"
+            );
+            // Every write moves `updatedAt` on by at least a millisecond: the
+            // document's version, which the events carry in order.
+            assert!(
+                events.windows(2).all(|pair| pair[0].1 < pair[1].1),
+                "replica {replica} heard {id}'s versions out of order: {events:?}"
             );
         }
     }
