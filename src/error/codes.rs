@@ -157,6 +157,7 @@ codes! {
     INVALID_CHANNEL: 400 => "a channel name that does not parse, or a presence channel that is not one document or file";
     PRESENCE_TOO_LARGE: 400 => "a presence state over `NIMBUS_PRESENCE_MAX_STATE_BYTES`";
     TOO_MANY_PRESENCES: 400 => "over the presences a client, user or channel may hold";
+    RESYNC_REQUIRED: 410 => "a realtime cursor from before what the event log still keeps (`NIMBUS_EVENT_RETENTION`): re-query, then subscribe without it";
     // Databases: structure.
     DATABASE_NOT_FOUND: 404 => "no database has that id";
     DATABASE_ALREADY_EXISTS: 409 => "a database has that id already";

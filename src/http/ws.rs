@@ -74,6 +74,7 @@ use crate::http::identity::{self, Addressed, KEY_HEADER, PROJECT_HEADER, Present
 use crate::services::LoadedProject;
 use crate::services::databases::tx::{Finished, Mode, RequestTx};
 use crate::services::projects::DEFAULT_PROJECT;
+use crate::services::realtime::resume;
 use crate::services::realtime::watch::{Watch, WatchSlot};
 use crate::services::users::service::ClientInfo;
 
@@ -563,6 +564,8 @@ struct Watching {
     frame_prefix: Box<str>,
     watch: Box<dyn Watch>,
     shape: Arc<Shape>,
+    /// Log positions replayed from its `after:` cursor, not to be sent again live.
+    replayed: std::collections::HashSet<i64>,
     _active: GaugeGuard,
 }
 
@@ -932,16 +935,24 @@ impl Connection {
                             operation_name,
                             variables,
                         ));
-                        self.watching.push(Watching {
+                        if self.bus.is_none() {
+                            self.bus = Some(self.state.bus.subscribe());
+                        }
+                        let mut watching = Watching {
                             frame_prefix: frame_prefix(self.link.protocol, &id).into(),
                             id,
                             watch,
                             shape,
+                            replayed: Default::default(),
                             _active: GaugeGuard::raise("nimbus_subscriptions_active"),
-                        });
-                        if self.bus.is_none() {
-                            self.bus = Some(self.state.bus.subscribe());
+                        };
+                        if let Some(after) = watching.watch.resume_after()
+                            && !self.replay(&mut watching, after).await?
+                        {
+                            self.release_bus();
+                            return Ok(());
                         }
+                        self.watching.push(watching);
                         Ok(())
                     }
                     None => {
@@ -951,6 +962,54 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Sends a resuming watch what its project logged after `after` (the bus is
+    /// read from before the log, so nothing falls between), and notes the
+    /// positions so the live stream skips them. False when it cannot resume: the
+    /// subscription got its error and is over.
+    async fn replay(&mut self, watching: &mut Watching, after: i64) -> Result<bool, Gone> {
+        let project_id = self.caller.project.id.clone();
+        let replayed = match resume::replay(&self.state, &project_id, after).await {
+            Ok(replayed) => replayed,
+            Err(err) => {
+                let response = Response::from_errors(vec![
+                    err.to_graphql().into_server_error(Default::default()),
+                ]);
+                self.link.send_response(&watching.id, &response).await?;
+                self.link.send_complete(&watching.id).await?;
+                return Ok(false);
+            }
+        };
+        watching.replayed = resume::positions(&replayed);
+        let renderer = Renderer {
+            state: &self.state,
+            schema: &self.loaded.schema,
+            data: &self.data,
+        };
+        for published in &replayed {
+            let BusMessage::Event(event) = &published.message else {
+                continue;
+            };
+            let Some(outcome) = watching.watch.outcome(event) else {
+                continue;
+            };
+            if !self.caller.may_receive(event, &self.roles) {
+                continue;
+            }
+            let payload = renderer
+                .payload(
+                    published,
+                    event,
+                    watching.watch.as_ref(),
+                    &watching.shape,
+                    outcome,
+                )
+                .await;
+            let frame = format!("{}{payload}}}", watching.frame_prefix);
+            self.link.send_text(frame).await?;
+        }
+        Ok(true)
     }
 
     /// Stops reading the bus when no watch needs it and none is starting (an
@@ -1006,6 +1065,9 @@ impl Connection {
                     data: &self.data,
                 };
                 for watching in &self.watching {
+                    if watching.replayed.contains(&event.position) {
+                        continue;
+                    }
                     let Some(outcome) = watching.watch.outcome(event) else {
                         continue;
                     };

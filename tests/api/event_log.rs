@@ -32,7 +32,8 @@ async fn two_replicas(redis: Option<String>) -> (TestApp, TestApp) {
     (first, second)
 }
 
-const KEY_EVENTS: &str = "subscription { realtime(channels: [\"keys\"]) { events payload } }";
+const KEY_EVENTS: &str =
+    "subscription { realtime(channels: [\"keys\"]) { events payload cursor } }";
 
 async fn key_subscriber(app: &TestApp) -> WsClient {
     let mut ws = WsClient::connect(&app.ws_url, false).await;
@@ -41,6 +42,40 @@ async fn key_subscriber(app: &TestApp) -> WsClient {
         .expect("ack");
     ws.subscribe("keys", KEY_EVENTS).await;
     ws
+}
+
+/// A subscriber to key events resuming after `cursor`.
+async fn resuming_subscriber(app: &TestApp, project: &str, cursor: &str) -> WsClient {
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({"X-Nimbus-Key": app.admin_key, "X-Nimbus-Project": project}))
+        .await
+        .expect("ack");
+    ws.send(json!({"id": "keys", "type": "subscribe", "payload": {
+        "query": "subscription($after: String) { realtime(channels: [\"keys\"], after: $after) { payload cursor } }",
+        "variables": {"after": cursor},
+    }}))
+    .await;
+    ws
+}
+
+/// The next key event on `ws`: the key's name and the event's cursor.
+async fn next_key_event(ws: &mut WsClient) -> (String, String) {
+    let message = ws.next_json().await.expect("an event");
+    let event = &message["payload"]["data"]["realtime"];
+    let (Some(name), Some(cursor)) = (event["payload"]["name"].as_str(), event["cursor"].as_str())
+    else {
+        panic!("not a key event with a cursor: {message}");
+    };
+    (name.to_string(), cursor.to_string())
+}
+
+/// The error code that ends the subscription on `ws`.
+async fn ending_code(ws: &mut WsClient) -> String {
+    let message = ws.next_json().await.expect("an answer");
+    message["payload"]["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error: {message}"))
+        .to_string()
 }
 
 async fn create_key_named(app: &TestApp, name: &str) {
@@ -370,18 +405,62 @@ async fn logged_events(app: &TestApp) -> i64 {
 }
 
 #[tokio::test]
-async fn events_older_than_the_retention_are_pruned() {
+async fn events_older_than_the_retention_are_pruned_and_their_cursors_need_a_resync() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path()).await;
     config.event_retention_secs = 2;
     let app = spawn_with(config, dir).await;
+    let mut ws = key_subscriber(&app).await;
+    until_live(&app, &mut ws).await;
     create_key_named(&app, "short-lived").await;
+    let (_, cursor) = next_key_event(&mut ws).await;
+    create_key_named(&app, "pruned-before-it-was-replayed").await;
     assert!(logged_events(&app).await >= 1, "the change was logged");
     let deadline = Instant::now() + WAIT;
     while logged_events(&app).await > 0 {
         assert!(Instant::now() < deadline, "the log was never pruned");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let mut late = resuming_subscriber(&app, "default", &cursor).await;
+    assert_eq!(ending_code(&mut late).await, "RESYNC_REQUIRED");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_subscription_resumed_after_a_cursor_replays_what_it_missed_then_goes_on_live() {
+    let app = crate::helpers::spawn_app().await;
+    let mut ws = key_subscriber(&app).await;
+    until_live(&app, &mut ws).await;
+    create_key_named(&app, "seen").await;
+    let (name, cursor) = next_key_event(&mut ws).await;
+    assert_eq!(name, "seen");
+    // The client goes away; keys are made meanwhile.
+    drop(ws);
+    for name in ["missed-1", "missed-2", "missed-3"] {
+        create_key_named(&app, name).await;
+    }
+    let mut resumed = resuming_subscriber(&app, "default", &cursor).await;
+    let mut heard = Vec::new();
+    for _ in 0..3 {
+        heard.push(next_key_event(&mut resumed).await.0);
+    }
+    assert_eq!(
+        heard,
+        ["missed-1", "missed-2", "missed-3"],
+        "replayed in order"
+    );
+    // Live from there: every later event once, none of the replayed again.
+    create_key_named(&app, "live").await;
+    assert_eq!(next_key_event(&mut resumed).await.0, "live");
+    let more = resumed.socket_next_within_short_time().await;
+    assert!(more.is_none(), "delivered twice: {more:?}");
+
+    // A cursor that is not one, or one of another project.
+    let mut garbled = resuming_subscriber(&app, "default", "bm90IGEgY3Vyc29y").await;
+    assert_eq!(ending_code(&mut garbled).await, "INVALID_CURSOR");
+    app.create_project("elsewhere").await;
+    let mut foreign = resuming_subscriber(&app, "elsewhere", &cursor).await;
+    assert_eq!(ending_code(&mut foreign).await, "INVALID_CURSOR");
     app.shutdown().await;
 }
 

@@ -10,6 +10,7 @@
 //! it; announcing needs a user or key unless the project lets guests in.
 
 pub mod presence;
+pub mod resume;
 pub mod watch;
 
 use async_graphql::Value;
@@ -66,7 +67,12 @@ fn check_channels(channels: &[String]) -> AppResult<()> {
 fn event_value(event: &Event) -> Value {
     let strings =
         |items: &[String]| Value::List(items.iter().map(|s| Value::from(s.as_str())).collect());
+    let cursor = match event.position {
+        0 => Value::Null,
+        position => Value::from(resume::cursor(&event.project_id, position)),
+    };
     object([
+        ("cursor", cursor),
         ("events", strings(&event.events)),
         ("channels", strings(&event.channels)),
         ("timestamp", datetime(event.timestamp)),
@@ -151,6 +157,8 @@ pub fn caller_events(
 /// A `realtime(channels:)` subscription: the events on any of its channels.
 struct ChannelWatch {
     channels: Vec<String>,
+    /// The position of `after:`, when resuming.
+    after: Option<i64>,
 }
 
 impl watch::Watch for ChannelWatch {
@@ -166,6 +174,10 @@ impl watch::Watch for ChannelWatch {
     fn value(&self, event: &Event, _: watch::Outcome) -> Value {
         event_value(event)
     }
+
+    fn resume_after(&self) -> Option<i64> {
+        self.after
+    }
 }
 
 pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
@@ -177,6 +189,11 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
 fn realtime_event_type() -> Object {
     Object::new("RealtimeEvent")
         .description("A change to a resource, delivered to subscribers allowed to read it.")
+        .field(prop(
+            "cursor",
+            TypeRef::named(TypeRef::STRING),
+            "The event's place in the project's event log: subscribe again with `after:` set to the last one received to miss nothing in between.",
+        ))
         .field(prop(
             "events",
             TypeRef::named_nn_list_nn(TypeRef::STRING),
@@ -215,11 +232,18 @@ fn realtime() -> SubscriptionField {
                 .map(|v| v.string().map(str::to_string))
                 .collect::<Result<_, _>>()?;
             check_channels(&channels)?;
-            Ok(watch::follow(&ctx, state, caller, ChannelWatch { channels }))
+            let after = match ctx.args.get("after") {
+                Some(after) if !after.is_null() => {
+                    Some(resume::parse_cursor(&caller.project.id, after.string()?)?)
+                }
+                _ => None,
+            };
+            Ok(watch::follow(&ctx, state, caller, ChannelWatch { channels, after }))
         })
     })
     .description("Events on the given channels of the addressed project, e.g. `keys` or `keys.K`; a `*` segment matches any one segment. Only events the caller may read arrive.")
     .argument(InputValue::new("channels", TypeRef::named_nn_list_nn(TypeRef::STRING)).description("Channels to watch, 1 to 100."))
+    .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING)).description("The `cursor` of the last event received: first replays what happened since (ending with `RESYNC_REQUIRED` when that is no longer kept), then continues live."))
 }
 
 fn presence_value(presence: &presence::Presence) -> Value {

@@ -33,6 +33,11 @@ pub trait Watch: Send + Sync + 'static {
     /// The value the subscription field yields for `event` seen as `outcome`. It
     /// must depend on nothing else: subscribers of the same operation share it.
     fn value(&self, event: &Event, outcome: Outcome) -> Value;
+
+    /// The log position to replay from before going live (`after:`), if any.
+    fn resume_after(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// Request data of a subscription started on a WebSocket: the resolver leaves its
@@ -81,7 +86,42 @@ pub fn follow<'a>(
         move |event: &Event| watch.outcome(event).is_some()
     };
     let receiver = caller.clone();
-    super::caller_events(state, caller, wanted)
+    let after = watch.resume_after();
+    let project_id = caller.project.id.clone();
+    // Live first, so that nothing logged while the replay is read falls between.
+    let live = super::caller_events(state.clone(), caller.clone(), wanted);
+    let events = match after {
+        None => live.boxed(),
+        Some(after) => {
+            let replaying = receiver.clone();
+            let watching = watch.clone();
+            stream::once(async move {
+                let replayed = match super::resume::replay(&state, &project_id, after).await {
+                    Ok(replayed) => replayed,
+                    Err(err) => {
+                        return stream::once(future::ready(Err(err.to_graphql()))).boxed();
+                    }
+                };
+                let skip = super::resume::positions(&replayed);
+                let roles = replaying.roles().as_strings();
+                let replayed = replayed.into_iter().filter(move |published| {
+                    matches!(&published.message, BusMessage::Event(event)
+                        if event.project_id == replaying.project.id
+                            && watching.outcome(event).is_some()
+                            && replaying.may_receive(event, &roles))
+                });
+                let live = live.filter(move |item| {
+                    let replayed = matches!(item, Ok(published)
+                        if matches!(&published.message, BusMessage::Event(event) if skip.contains(&event.position)));
+                    future::ready(!replayed)
+                });
+                stream::iter(replayed.map(Ok)).chain(live).boxed()
+            })
+            .flatten()
+            .boxed()
+        }
+    };
+    events
         .map(move |item| {
             item.map(|published| match &published.message {
                 BusMessage::Event(event) if !may_see_previous(&receiver, event) => {
