@@ -20,6 +20,7 @@ use crate::graphql::types::{
     DATETIME, app, caller, connection_types, count_arg, datetime, holds_objects, json_into_value,
     json_value, object, parent_entry, parent_value, parse_datetime,
 };
+use crate::services::realtime::resume;
 
 use super::documents::{self, Access, Document, DocumentChanges, ListQuery, NewDocument, Paging};
 use super::filter::{
@@ -1779,6 +1780,8 @@ struct DocumentWatch {
     /// The subscriber as it subscribed: whether a document left its set is
     /// told only when it could read the version that was in the set.
     subscriber: crate::auth::Caller,
+    /// The position of `after:`, when resuming.
+    after: Option<i64>,
 }
 
 impl crate::services::realtime::watch::Watch for DocumentWatch {
@@ -1809,7 +1812,12 @@ impl crate::services::realtime::watch::Watch for DocumentWatch {
                     .map(node_value_from_event)
                     .unwrap_or(Value::Null),
             ),
+            ("cursor", resume::cursor_value(event)),
         ])
+    }
+
+    fn resume_after(&self) -> Option<i64> {
+        self.after
     }
 }
 
@@ -1835,6 +1843,11 @@ fn register_subscription(parts: &mut SchemaParts, collection: &Arc<Collection>) 
                 "previous".into(),
                 TypeRef::named(t.as_str()),
                 "The document before an update.".into(),
+            ))
+            .field(entry(
+                "cursor".into(),
+                TypeRef::named(TypeRef::STRING),
+                resume::CURSOR_DESCRIPTION.into(),
             )),
     );
     let c = collection.clone();
@@ -1867,14 +1880,16 @@ fn register_subscription(parts: &mut SchemaParts, collection: &Arc<Collection>) 
                         Some(v) if !v.is_null() => Some(v.string()?.to_string()),
                         _ => None,
                     };
-                    let watch = DocumentWatch { channel: collection.channel(), filter, only, subscriber: caller.clone() };
+                    let after = resume::after_argument(&ctx, &caller.project.id)?;
+                    let watch = DocumentWatch { channel: collection.channel(), filter, only, subscriber: caller.clone(), after };
                     Ok(crate::services::realtime::watch::follow(&ctx, state, caller, watch))
                 })
             },
         )
-        .description(format!("Changes to `{t}` documents the caller may read: all of them, those matching `filter` (the list's filter; relationships excepted), or the one with `id`. An update that takes a document out of the filtered set arrives as LEAVE. Delivery is at most once: after a reconnect, re-query from the last `updatedAt` seen."))
+        .description(format!("Changes to `{t}` documents the caller may read: all of them, those matching `filter` (the list's filter; relationships excepted), or the one with `id`. An update that takes a document out of the filtered set arrives as LEAVE. After a reconnect, `after:` the last `cursor` received replays what was missed."))
         .argument(InputValue::new("filter", TypeRef::named(format!("{t}Filter"))))
-        .argument(InputValue::new("id", TypeRef::named(TypeRef::ID))),
+        .argument(InputValue::new("id", TypeRef::named(TypeRef::ID)))
+        .argument(resume::after_input()),
     );
 }
 

@@ -67,12 +67,8 @@ fn check_channels(channels: &[String]) -> AppResult<()> {
 fn event_value(event: &Event) -> Value {
     let strings =
         |items: &[String]| Value::List(items.iter().map(|s| Value::from(s.as_str())).collect());
-    let cursor = match event.position {
-        0 => Value::Null,
-        position => Value::from(resume::cursor(&event.project_id, position)),
-    };
     object([
-        ("cursor", cursor),
+        ("cursor", resume::cursor_value(event)),
         ("events", strings(&event.events)),
         ("channels", strings(&event.channels)),
         ("timestamp", datetime(event.timestamp)),
@@ -192,7 +188,7 @@ fn realtime_event_type() -> Object {
         .field(prop(
             "cursor",
             TypeRef::named(TypeRef::STRING),
-            "The event's place in the project's event log: subscribe again with `after:` set to the last one received to miss nothing in between.",
+            resume::CURSOR_DESCRIPTION,
         ))
         .field(prop(
             "events",
@@ -232,18 +228,13 @@ fn realtime() -> SubscriptionField {
                 .map(|v| v.string().map(str::to_string))
                 .collect::<Result<_, _>>()?;
             check_channels(&channels)?;
-            let after = match ctx.args.get("after") {
-                Some(after) if !after.is_null() => {
-                    Some(resume::parse_cursor(&caller.project.id, after.string()?)?)
-                }
-                _ => None,
-            };
+            let after = resume::after_argument(&ctx, &caller.project.id)?;
             Ok(watch::follow(&ctx, state, caller, ChannelWatch { channels, after }))
         })
     })
     .description("Events on the given channels of the addressed project, e.g. `keys` or `keys.K`; a `*` segment matches any one segment. Only events the caller may read arrive.")
     .argument(InputValue::new("channels", TypeRef::named_nn_list_nn(TypeRef::STRING)).description("Channels to watch, 1 to 100."))
-    .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING)).description("The `cursor` of the last event received: first replays what happened since (ending with `RESYNC_REQUIRED` when that is no longer kept), then continues live."))
+    .argument(resume::after_input())
 }
 
 fn presence_value(presence: &presence::Presence) -> Value {

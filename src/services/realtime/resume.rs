@@ -13,8 +13,11 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use async_graphql::Value;
+use async_graphql::dynamic::{InputValue, ResolverContext, TypeRef};
+
 use crate::AppState;
-use crate::bus::{BusMessage, Published, log};
+use crate::bus::{BusMessage, Event, Published, log};
 use crate::db::event_log;
 use crate::error::{AppError, AppResult, codes};
 
@@ -49,6 +52,35 @@ pub fn parse_cursor(project_id: &str, cursor: &str) -> AppResult<i64> {
         .ok()
         .filter(|p| *p >= 0)
         .ok_or_else(invalid)
+}
+
+/// What the `cursor` field of every event type says.
+pub const CURSOR_DESCRIPTION: &str = "The event's place in the project's event log: subscribe again with `after:` set to the last one received to miss nothing in between.";
+
+/// The `after:` argument, alike on every subscription that resumes.
+pub fn after_input() -> InputValue {
+    InputValue::new("after", TypeRef::named(TypeRef::STRING)).description(
+        "The `cursor` of the last event received: first replays what happened since (ending with `RESYNC_REQUIRED` when that is no longer kept), then continues live.",
+    )
+}
+
+/// The position of a subscription field's `after:` argument, if given.
+pub fn after_argument(
+    ctx: &ResolverContext<'_>,
+    project_id: &str,
+) -> async_graphql::Result<Option<i64>> {
+    match ctx.args.get("after") {
+        Some(after) if !after.is_null() => Ok(Some(parse_cursor(project_id, after.string()?)?)),
+        _ => Ok(None),
+    }
+}
+
+/// The value of an event's `cursor` field (none before it was logged).
+pub fn cursor_value(event: &Event) -> Value {
+    match event.position {
+        0 => Value::Null,
+        position => Value::from(cursor(&event.project_id, position)),
+    }
 }
 
 fn resync() -> AppError {

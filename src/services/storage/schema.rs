@@ -18,6 +18,7 @@ use crate::graphql::types::{
     DATETIME, app, caller, connection, connection_types, datetime, input, object, opt_string,
     page_request, prop, wants_total_count, with_connection_args,
 };
+use crate::services::realtime::resume;
 
 use super::service::{self, BucketSettings, FileQuery, NewFile};
 use super::{Bucket, FileStatus, StoredFile, tokens, upload};
@@ -398,6 +399,8 @@ fn file_from_payload(payload: &serde_json::Value) -> Value {
 /// A `fileChanged` subscription: the events on one bucket's (or file's) channel.
 struct FileWatch {
     channel: String,
+    /// The position of `after:`, when resuming.
+    after: Option<i64>,
 }
 
 impl crate::services::realtime::watch::Watch for FileWatch {
@@ -413,7 +416,12 @@ impl crate::services::realtime::watch::Watch for FileWatch {
         object([
             ("type", Value::Enum(Name::new(outcome))),
             ("node", file_from_payload(&event.payload)),
+            ("cursor", resume::cursor_value(event)),
         ])
+    }
+
+    fn resume_after(&self) -> Option<i64> {
+        self.after
     }
 }
 
@@ -447,6 +455,11 @@ fn file_event_type() -> Object {
             TypeRef::named_nn("File"),
             "The file after the change (before it, for a delete).",
         ))
+        .field(prop(
+            "cursor",
+            TypeRef::named(TypeRef::STRING),
+            resume::CURSOR_DESCRIPTION,
+        ))
 }
 
 fn file_changed() -> SubscriptionField {
@@ -467,12 +480,14 @@ fn file_changed() -> SubscriptionField {
                 Some(id) => format!("buckets.{bucket_id}.files.{id}"),
                 None => format!("buckets.{bucket_id}.files"),
             };
-            Ok(crate::services::realtime::watch::follow(&ctx, state, caller, FileWatch { channel }))
+            let after = resume::after_argument(&ctx, &caller.project.id)?;
+            Ok(crate::services::realtime::watch::follow(&ctx, state, caller, FileWatch { channel, after }))
         })
     })
     .description("Changes to the files of a bucket (or to one file): CREATE, UPDATE, DELETE, for the files the caller may read at that moment.")
     .argument(InputValue::new("bucketId", TypeRef::named_nn(TypeRef::ID)).description("The bucket."))
     .argument(InputValue::new("fileId", TypeRef::named(TypeRef::ID)).description("Only this file."))
+    .argument(resume::after_input())
 }
 
 fn register_types(parts: &mut SchemaParts) {
