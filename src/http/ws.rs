@@ -25,7 +25,9 @@
 //! then reads the bus once for all of them, asks each watch what an event means,
 //! checks once whether its caller may read the resource, and sends a response
 //! rendered once per operation and outcome for every subscriber that asked alike
-//! (see [`render`]). Other operations run as async-graphql streams.
+//! (see [`render`]). A watch resuming after a cursor is first sent what the event
+//! log holds since, then skips those positions live. Other operations run as
+//! async-graphql streams.
 //!
 //! A client that stops reading its socket must not hold the server's resources
 //! forever: once TCP buffers fill, a write waits, and one that cannot finish within

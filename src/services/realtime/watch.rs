@@ -6,7 +6,10 @@
 //! Elsewhere the subscription field streams the events itself.
 //!
 //! A resolver that supports both starts with [`prepared`] (a render in progress:
-//! yield the prepared value and nothing else) and ends with [`follow`].
+//! yield the prepared value and nothing else) and ends with [`follow`]. A watch
+//! resuming after a cursor ([`Watch::resume_after`]) is first handed what the
+//! event log holds since, then the live events it was not handed
+//! ([`super::resume`]).
 
 use std::sync::{Arc, Mutex};
 
