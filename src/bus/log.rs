@@ -103,13 +103,6 @@ pub async fn commit(
     Ok(())
 }
 
-/// [`commit`] with a transaction of its own: for a message about a change whose
-/// own transaction is out of reach (DDL on MariaDB commits by itself).
-pub async fn log_alone(bus: &super::Bus, messages: Vec<BusMessage>) -> Result<(), sqlx::Error> {
-    let tx = bus.db().pool().begin().await?;
-    commit(bus, tx, messages).await
-}
-
 enum Inbound {
     /// A notification of the message logged at this position.
     Logged(i64, Box<BusMessage>),
