@@ -15,7 +15,7 @@ use crate::error::AppError;
 /// A bundled set of icons.
 pub struct IconSet {
     /// What one icon is, for messages (`browser`).
-    pub what: &'static str,
+    pub kind: &'static str,
     /// Its folder under `/v1/avatars/` and `data/avatars/` (`browsers`).
     pub path: &'static str,
     /// Every icon, by lower-case code, sorted (listed by `build.rs`).
@@ -23,13 +23,13 @@ pub struct IconSet {
 }
 
 pub static BROWSERS: IconSet = IconSet {
-    what: "browser",
+    kind: "browser",
     path: "browsers",
     icons: include!(concat!(env!("OUT_DIR"), "/browsers.rs")),
 };
 
 pub static CREDIT_CARDS: IconSet = IconSet {
-    what: "credit card",
+    kind: "credit card",
     path: "credit-cards",
     icons: include!(concat!(env!("OUT_DIR"), "/credit-cards.rs")),
 };
@@ -82,21 +82,21 @@ impl IconParams {
         output: Option<&str>,
     ) -> Result<IconParams, AppError> {
         let code =
-            code.ok_or_else(|| invalid("code", format!("a {} code is required", set.what)))?;
+            code.ok_or_else(|| invalid("code", format!("a {} code is required", set.kind)))?;
         if code.is_empty()
             || code.len() > MAX_CODE_LEN
             || !code.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-')
         {
             return Err(invalid(
                 "code",
-                format!("must be a {} code of letters and '-'", set.what),
+                format!("must be a {} code of letters and '-'", set.kind),
             ));
         }
         let code = code.to_ascii_lowercase();
         if set.svg(&code).is_none() {
             return Err(AppError::NotFound {
                 what: "avatar",
-                id: format!("{} {code}", set.what),
+                id: format!("{} {code}", set.kind),
             });
         }
         let (width, height) = match (width, height) {
@@ -155,7 +155,7 @@ pub fn render(params: &IconParams, output: Output) -> Result<Vec<u8>, AppError> 
     let failed = |what: &str| {
         AppError::Internal(anyhow::anyhow!(
             "{} icon {}: {what}",
-            params.set.what,
+            params.set.kind,
             params.code
         ))
     };

@@ -240,13 +240,13 @@ fn icon_field(name: &str, set: &'static IconSet) -> Field {
         "The URL of a {what} icon (`/v1/avatars/{path}/{{code}}`): the brand's mark, or a \
          neutral badge with its name where no open mark exists, fitted inside the size asked \
          for on a transparent background. An unknown code is `AVATAR_NOT_FOUND`.",
-        what = set.what,
+        what = set.kind,
         path = set.path
     ))
     .argument(
         InputValue::new("code", TypeRef::named_nn(TypeRef::STRING)).description(format!(
             "The {}, by Appwrite's code, any case: {}.",
-            set.what,
+            set.kind,
             set.codes()
                 .map(|c| format!("`{c}`"))
                 .collect::<Vec<_>>()
