@@ -142,7 +142,7 @@ counter = 0
 bad = 0
 request = function()
     counter = counter + 1
-    return wrk.format("GET", string.format("/v1/avatars/initials?$initials_query&background=%06x", (counter * 7919) % 16777216))
+    return wrk.format("GET", "/v1/avatars/initials?$initials_query&background=" .. string.format("%06x", (counter * 7919) % 16777216))
 end
 response = function(status, headers, body)
     if status ~= 200 or string.sub(body, 2, 4) ~= "PNG" then bad = bad + 1 end
