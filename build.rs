@@ -1,20 +1,39 @@
 //! Rebuilds the crate when a migration changes: `sqlx::migrate!` embeds them at
-//! compile time but does not tell cargo to watch them. Lists the bundled flags
-//! (`data/avatars/flags/*.svg`) for the avatars service to embed.
+//! compile time but does not tell cargo to watch them. Lists the bundled images
+//! of the avatars service (`data/avatars/{flags,browsers,credit-cards}/*.svg`) for
+//! it to embed, one sorted table per set.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 fn main() {
     println!("cargo:rerun-if-changed=migrations");
-    println!("cargo:rerun-if-changed=data/avatars/flags");
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/avatars/flags");
+    let out_dir = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
+    // Flags are named by their two-letter code; icons by Appwrite's codes
+    // (`ch`, `union-china-pay`).
+    let flag = |code: &str| code.len() == 2 && code.bytes().all(|b| b.is_ascii_lowercase());
+    let icon = |code: &str| {
+        !code.is_empty()
+            && code.len() <= 32
+            && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+    };
+    embed("flags", &out_dir, flag);
+    embed("browsers", &out_dir, icon);
+    embed("credit-cards", &out_dir, icon);
+}
+
+/// Writes `OUT_DIR/{set}.rs`: `&[(code, bytes)]` of `data/avatars/{set}/*.svg`,
+/// sorted by code, for `include!`.
+fn embed(set: &str, out_dir: &str, valid: impl Fn(&str) -> bool) {
+    let relative = format!("data/avatars/{set}");
+    println!("cargo:rerun-if-changed={relative}");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(&relative);
     let mut codes: Vec<String> = std::fs::read_dir(&dir)
-        .expect("data/avatars/flags is readable")
+        .unwrap_or_else(|err| panic!("{relative} is readable: {err}"))
         .filter_map(|entry| {
             let name = entry.ok()?.file_name().into_string().ok()?;
             let code = name.strip_suffix(".svg")?;
-            (code.len() == 2 && code.bytes().all(|b| b.is_ascii_lowercase()))
-                .then(|| code.to_string())
+            valid(code).then(|| code.to_string())
         })
         .collect();
     codes.sort();
@@ -29,7 +48,6 @@ fn main() {
         .expect("writing to a string");
     }
     list.push(']');
-    let out = std::path::Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"))
-        .join("flags.rs");
-    std::fs::write(out, list).expect("OUT_DIR is writable");
+    std::fs::write(Path::new(out_dir).join(format!("{set}.rs")), list)
+        .expect("OUT_DIR is writable");
 }

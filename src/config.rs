@@ -324,6 +324,34 @@ pub struct Config {
     /// countries for `locale`. Unset: the bundled database (CC0, by ip-location-db).
     #[arg(long, env = "NIMBUS_GEOIP_DB")]
     pub geoip_db: Option<PathBuf>,
+
+    /// Most avatars (flags, icons, QR codes, initials) a replica keeps drawn in
+    /// memory.
+    #[arg(long, env = "NIMBUS_AVATAR_CACHE_ENTRIES", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub avatar_cache_entries: u64,
+
+    /// Most bytes of drawn avatars a replica keeps in memory; one avatar over an
+    /// eighth of it is not kept.
+    #[arg(long, env = "NIMBUS_AVATAR_CACHE_BYTES", default_value_t = 32 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub avatar_cache_bytes: u64,
+
+    /// Largest body the image proxy and favicons read from a remote server, in bytes.
+    #[arg(long, env = "NIMBUS_AVATAR_PROXY_MAX_BYTES", default_value_t = 10 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=1024 * 1024 * 1024))]
+    pub avatar_proxy_max_bytes: u64,
+
+    /// Seconds a remote fetch of the image proxy or favicons may take, redirects
+    /// included.
+    #[arg(long = "avatar-proxy-timeout", env = "NIMBUS_AVATAR_PROXY_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub avatar_proxy_timeout_secs: u64,
+
+    /// Redirects a remote fetch follows, each checked like the first URL.
+    #[arg(long, env = "NIMBUS_AVATAR_PROXY_MAX_REDIRECTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=20))]
+    pub avatar_proxy_max_redirects: u32,
+
+    /// Remote fetches (image proxy and favicons) one client address may start per
+    /// minute.
+    #[arg(long, env = "NIMBUS_AVATAR_PROXY_PER_MINUTE", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub avatar_proxy_per_minute: u32,
 }
 
 /// The reverse proxies whose `X-Forwarded-For` counts: addresses (networks of one)

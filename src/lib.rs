@@ -136,8 +136,8 @@ impl AppState {
             preview_turns,
             geoip,
             avatars: services::avatars::cache::AvatarCache::new(
-                services::avatars::cache::MAX_ENTRIES,
-                services::avatars::cache::MAX_BYTES,
+                usize::try_from(config.avatar_cache_entries).unwrap_or(usize::MAX),
+                usize::try_from(config.avatar_cache_bytes).unwrap_or(usize::MAX),
             ),
             config,
             db,

@@ -41,6 +41,9 @@ pub struct AuthSettings {
     /// Whether callers without a user (guests) may announce themselves on presence
     /// channels; watching needs no user either way.
     pub presence_guests: bool,
+    /// Whether anyone may fetch the project's avatars (the default); when off, only
+    /// signed-in users and API keys may.
+    pub avatars_public: bool,
     /// Host names that links in emails (verification, recovery, magic URL) may point
     /// to, so nobody can have the server mail a user a link to another site.
     pub redirect_hosts: Vec<String>,
@@ -60,6 +63,7 @@ impl Default for AuthSettings {
             magic_url: true,
             email_otp: true,
             presence_guests: false,
+            avatars_public: true,
             redirect_hosts: vec!["localhost".to_string()],
         }
     }

@@ -219,6 +219,7 @@ codes! {
     AVATAR_FETCH_FAILED: 502 => "the remote image did not arrive: no answer, an error status, too many redirects, too large, too slow, or not an image";
     AVATAR_NOT_FOUND: 404 => "no avatar of that name (e.g. a country code with no flag)";
     INVALID_AVATAR_PARAMETER: 400 => "an avatar parameter (text, size, margin, output, ...) out of range or of the wrong form";
+    AVATARS_NOT_PUBLIC: 401 => "the project turned public avatars off (`avatarsPublic`): present a signed-in user's session or an API key";
     // The server's side: details only in its log.
     SERVICE_UNAVAILABLE: 503 => "a dependency is down, or the server has as much of this work as it takes";
     INTERNAL: 500 => "anything unexpected; the cause is logged, never sent";

@@ -62,6 +62,9 @@ pub enum AppError {
     },
     /// `AUTH_METHOD_DISABLED`: the project turned this sign-in method off.
     MethodDisabled { method: &'static str },
+    /// `AVATARS_NOT_PUBLIC`: the project serves avatars only to signed-in users and
+    /// API keys, and the request presents neither.
+    AvatarsNotPublic,
     /// `OPERATION_NOT_ALLOWED`: the request is well formed but refused by a rule.
     NotAllowed(String),
     /// `RATE_LIMITED`: too many attempts; retry after the given seconds.
@@ -123,6 +126,9 @@ impl AppError {
             AppError::MethodDisabled { method } => {
                 format!("the {method} sign-in method is disabled for this project")
             }
+            AppError::AvatarsNotPublic => {
+                "this project serves avatars only to signed-in users and API keys".into()
+            }
             AppError::NotAllowed(reason) => reason.clone(),
             AppError::RateLimited { retry_after } => {
                 format!("too many requests; retry after {retry_after} s")
@@ -176,6 +182,7 @@ impl AppError {
             AppError::PermissionDenied { .. } => codes::PERMISSION_DENIED,
             AppError::ProjectNotFound { .. } => codes::PROJECT_NOT_FOUND,
             AppError::MethodDisabled { .. } => codes::AUTH_METHOD_DISABLED,
+            AppError::AvatarsNotPublic => codes::AVATARS_NOT_PUBLIC,
             AppError::NotAllowed(_) => codes::OPERATION_NOT_ALLOWED,
             AppError::RateLimited { .. } => codes::RATE_LIMITED,
             AppError::Unavailable | AppError::Busy { .. } => codes::SERVICE_UNAVAILABLE,

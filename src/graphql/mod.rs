@@ -16,6 +16,7 @@ use std::sync::Arc;
 use async_graphql::dynamic::{
     Field, Object, Schema, SchemaBuilder, Subscription, SubscriptionField, Type,
 };
+use async_graphql::extensions::{Extension, ExtensionFactory};
 use tokio::sync::{OnceCell, RwLock};
 
 use crate::AppState;
@@ -29,6 +30,16 @@ pub struct SchemaParts {
     mutation: Vec<Field>,
     subscription: Vec<SubscriptionField>,
     types: Vec<Type>,
+    extensions: Vec<Box<dyn ExtensionFactory>>,
+}
+
+/// A service's extension, as the schema builder takes one.
+struct ServiceExtension(Box<dyn ExtensionFactory>);
+
+impl ExtensionFactory for ServiceExtension {
+    fn create(&self) -> Arc<dyn Extension> {
+        self.0.create()
+    }
 }
 
 impl SchemaParts {
@@ -50,6 +61,13 @@ impl SchemaParts {
 
     pub fn add_types(&mut self, types: impl IntoIterator<Item = Type>) {
         self.types.extend(types);
+    }
+
+    /// Adds an extension that sees every request of the schema (after the limits):
+    /// for a service whose answers need more than a resolver, e.g. a cache of
+    /// whole fields.
+    pub fn extension(&mut self, factory: impl ExtensionFactory) {
+        self.extensions.push(Box::new(factory));
     }
 
     /// Adds an input type declared with [`graphql_input!`](crate::graphql_input).
@@ -97,6 +115,9 @@ impl SchemaParts {
             .extension(limits::LimitsFactory::new(limits::QueryLimits::of(config)));
         for ty in self.types {
             builder = builder.register(ty);
+        }
+        for extension in self.extensions {
+            builder = builder.extension(ServiceExtension(extension));
         }
         if !config.introspection {
             // "Did you mean …" in validation errors would spell the schema out field by

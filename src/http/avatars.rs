@@ -1,5 +1,6 @@
-//! The image endpoints of avatars, `GET /v1/avatars/{kind}?…`: public, answered
-//! with a strong `ETag` (a digest of the parameters that decide the bytes), `304`
+//! The image endpoints of avatars, `GET /v1/avatars/{kind}?…`: public unless the
+//! addressed project (`X-Nimbus-Project` or `?project=`) turned `avatarsPublic`
+//! off, checked before anything else, `304` included; answered with a strong `ETag` (a digest of the parameters that decide the bytes), `304`
 //! to a matching `If-None-Match` without drawing, and a long public cache
 //! lifetime, since the same parameters always give the same image. The format
 //! comes from `output=` or else from `Accept` (then the answer varies on it).
@@ -14,11 +15,13 @@ use axum::response::{IntoResponse, Response};
 use crate::AppState;
 use crate::error::{AppError, AppResult, codes};
 use crate::services::avatars::flags::{self, FlagParams};
+use crate::services::avatars::icons::{self, IconParams, IconSet};
 use crate::services::avatars::initials::{self, InitialsParams};
 use crate::services::avatars::invalid;
 use crate::services::avatars::output::Output;
 use crate::services::avatars::qr::{self, QrParams};
 use crate::services::avatars::remote;
+use crate::services::avatars::{AvatarGrant, grant};
 use crate::services::storage::preview::preview_error;
 use crate::services::storage::render::{self, PreviewParams};
 
@@ -27,6 +30,45 @@ use super::storage::{disposition, error};
 
 /// How long caches may keep an avatar: its URL names all that decides it.
 const CACHE_CONTROL: &str = "public, max-age=604800";
+/// The same for a project whose avatars are not for everyone: only the
+/// caller's own cache may keep one.
+const PRIVATE_CACHE_CONTROL: &str = "private, max-age=604800";
+
+/// The credentials of an avatar request, with the project from the header or,
+/// for an `<img>` that cannot send one, from `?project=`.
+fn presented(headers: &HeaderMap, query: &[(String, String)]) -> identity::Presented {
+    match param(query, "project") {
+        Some(project) if identity::header(headers, identity::PROJECT_HEADER).is_none() => {
+            identity::Presented::for_project(headers, project)
+        }
+        _ => identity::Presented::from_headers(headers),
+    }
+}
+
+/// Leave to answer an avatar request. A project whose avatars are public answers
+/// everyone without reading the credential (a stale cookie does not break an
+/// `<img>`); otherwise the credential must resolve to a user or a key.
+async fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &[(String, String)],
+) -> AppResult<AvatarGrant> {
+    let presented = presented(headers, query);
+    let loaded = identity::project(state, &presented).await?;
+    if loaded.project.auth.avatars_public {
+        return Ok(AvatarGrant { shared: true });
+    }
+    grant(&identity::resolve(state, &presented).await?.caller)
+}
+
+/// The `Cache-Control` of an avatar answered under `grant`.
+fn cache_control(grant: AvatarGrant) -> &'static str {
+    if grant.shared {
+        CACHE_CONTROL
+    } else {
+        PRIVATE_CACHE_CONTROL
+    }
+}
 
 fn query_pairs(uri: &axum::http::Uri) -> Vec<(String, String)> {
     uri.query()
@@ -89,9 +131,11 @@ fn pick_output(
 /// The answer for an image of `output` tagged `etag`: `304` when the client has
 /// it, else the bytes kept in the replica's cache, or those `draw` makes, drawn on
 /// a turn of the preview pool.
+#[allow(clippy::too_many_arguments)]
 async fn answer(
     state: &AppState,
     headers: &HeaderMap,
+    grant: AvatarGrant,
     etag: String,
     output: Output,
     negotiated: bool,
@@ -101,7 +145,7 @@ async fn answer(
     answer_with(
         state,
         headers,
-        (etag, CACHE_CONTROL),
+        (etag, cache_control(grant)),
         output,
         negotiated,
         attachment,
@@ -111,7 +155,8 @@ async fn answer(
 }
 
 /// [`answer`] with the `Cache-Control` given: an image drawn from the caller's
-/// own account must not be kept by a shared cache.
+/// own account must not be kept by a shared cache. Callers hold an
+/// [`AvatarGrant`] for the request.
 async fn answer_with(
     state: &AppState,
     headers: &HeaderMap,
@@ -185,6 +230,7 @@ pub async fn qr(
 ) -> Response {
     let query = query_pairs(&uri);
     async {
+        let grant = admit(&state, &headers, &query).await?;
         let params = QrParams::new(
             param(&query, "text"),
             int_param(&query, "size")?,
@@ -199,6 +245,7 @@ pub async fn qr(
         answer(
             &state,
             &headers,
+            grant,
             etag,
             output,
             negotiated,
@@ -225,6 +272,7 @@ pub async fn flag(
 ) -> Response {
     let query = query_pairs(&uri);
     async {
+        let grant = admit(&state, &headers, &query).await?;
         let params = FlagParams::new(
             Some(&path.code),
             int_param(&query, "width")?,
@@ -237,11 +285,68 @@ pub async fn flag(
         answer(
             &state,
             &headers,
+            grant,
             etag,
             output,
             negotiated,
             None,
             move || flags::render(&params, output),
+        )
+        .await
+    }
+    .await
+    .unwrap_or_else(error)
+}
+
+/// `GET /v1/avatars/browsers/{code}?width&height&quality&output`.
+pub async fn browser(
+    State(state): State<AppState>,
+    axum::extract::Path(path): axum::extract::Path<FlagPath>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    icon(&state, &icons::BROWSERS, &path.code, &headers, &uri).await
+}
+
+/// `GET /v1/avatars/credit-cards/{code}?width&height&quality&output`.
+pub async fn credit_card(
+    State(state): State<AppState>,
+    axum::extract::Path(path): axum::extract::Path<FlagPath>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    icon(&state, &icons::CREDIT_CARDS, &path.code, &headers, &uri).await
+}
+
+async fn icon(
+    state: &AppState,
+    set: &'static IconSet,
+    code: &str,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+) -> Response {
+    let query = query_pairs(uri);
+    async {
+        let grant = admit(state, headers, &query).await?;
+        let params = IconParams::new(
+            set,
+            Some(code),
+            int_param(&query, "width")?,
+            int_param(&query, "height")?,
+            int_param(&query, "quality")?,
+            param(&query, "output"),
+        )?;
+        let (output, negotiated) = pick_output(params.output, headers, icons::OUTPUTS)?;
+        let etag = params.etag(output);
+        answer(
+            state,
+            headers,
+            grant,
+            etag,
+            output,
+            negotiated,
+            None,
+            move || icons::render(&params, output),
         )
         .await
     }
@@ -256,12 +361,7 @@ async fn signed_in_name(
     headers: &HeaderMap,
     query: &[(String, String)],
 ) -> AppResult<Option<String>> {
-    let presented = match param(query, "project") {
-        Some(project) if identity::header(headers, identity::PROJECT_HEADER).is_none() => {
-            identity::Presented::for_project(headers, project)
-        }
-        _ => identity::Presented::from_headers(headers),
-    };
+    let presented = presented(headers, query);
     let addressed = identity::resolve(state, &presented).await?;
     Ok(addressed.caller.require_session().ok().map(|me| {
         let user = &me.user;
@@ -282,6 +382,7 @@ pub async fn initials(
 ) -> Response {
     let query = query_pairs(&uri);
     async {
+        let grant = admit(&state, &headers, &query).await?;
         let (name, own) = match param(&query, "name") {
             Some(name) => (Some(name.to_string()), false),
             None => (signed_in_name(&state, &headers, &query).await?, true),
@@ -295,15 +396,15 @@ pub async fn initials(
         )?;
         let (output, negotiated) = pick_output(params.output, &headers, initials::OUTPUTS)?;
         let etag = params.etag(output);
-        let cache_control = if own {
+        let caching = if own {
             "private, no-cache"
         } else {
-            CACHE_CONTROL
+            cache_control(grant)
         };
         answer_with(
             &state,
             &headers,
-            (etag, cache_control),
+            (etag, caching),
             output,
             negotiated,
             None,
@@ -314,9 +415,6 @@ pub async fn initials(
     .await
     .unwrap_or_else(error)
 }
-
-/// Remote fetches (images, favicons) per client address and minute.
-const PROXY_PER_MINUTE: u32 = 30;
 
 /// What the proxy fetches for a request.
 #[derive(Clone, Copy)]
@@ -360,11 +458,15 @@ async fn proxied(
 ) -> Response {
     let query = query_pairs(uri);
     async {
+        let grant = admit(state, headers, &query).await?;
         let url = remote::check_url(
             param(&query, "url").ok_or_else(|| invalid("url", "the URL is required"))?,
         )?;
-        let rest: Vec<(String, String)> =
-            query.iter().filter(|(k, _)| k != "url").cloned().collect();
+        let rest: Vec<(String, String)> = query
+            .iter()
+            .filter(|(k, _)| k != "url" && k != "project")
+            .cloned()
+            .collect();
         let params = PreviewParams::from_query(&rest).map_err(preview_error)?;
         for (name, value) in [("width", params.width), ("height", params.height)] {
             if value > crate::services::avatars::MAX_SIZE {
@@ -384,7 +486,7 @@ async fn proxied(
             .hit(
                 &key,
                 crate::auth::rate_limit::Limit {
-                    attempts: PROXY_PER_MINUTE,
+                    attempts: state.config.avatar_proxy_per_minute,
                     window: std::time::Duration::from_secs(60),
                 },
             )
@@ -393,13 +495,14 @@ async fn proxied(
             code: codes::AVATAR_FETCH_FAILED,
             reason: "the remote file is not a PNG, JPEG, GIF, WebP or ICO image".into(),
         };
+        let limits = remote::ProxyLimits::of(&state.config);
         let (source, mime_type) = match what {
             Remote::Image => {
-                let fetched = remote::fetch(url).await?;
+                let fetched = remote::fetch(url, limits).await?;
                 let mime = remote::sniff(&fetched.bytes).ok_or_else(not_an_image)?;
                 (fetched.bytes, mime)
             }
-            Remote::Favicon => crate::services::avatars::favicon::fetch(url).await?,
+            Remote::Favicon => crate::services::avatars::favicon::fetch(url, limits).await?,
         };
         let max_pixels = state.config.preview_max_pixels;
         let rendered = {
@@ -423,7 +526,15 @@ async fn proxied(
             (
                 [
                     (header::CONTENT_TYPE, rendered.mime_type.to_string()),
-                    (header::CACHE_CONTROL, "public, max-age=3600".to_string()),
+                    (
+                        header::CACHE_CONTROL,
+                        if grant.shared {
+                            "public, max-age=3600"
+                        } else {
+                            "private, max-age=3600"
+                        }
+                        .to_string(),
+                    ),
                     (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
                     (header::CONTENT_SECURITY_POLICY, "sandbox".to_string()),
                 ],

@@ -168,6 +168,17 @@ pub fn origin_allowed(origin: &str, host: Option<&str>, project: &Project) -> bo
         || project.auth.redirect_hosts.contains(&origin_host)
 }
 
+/// The project a request addresses, without looking at its credential: for
+/// answers that do not depend on who asks.
+pub async fn project(state: &AppState, presented: &Presented) -> AppResult<Arc<LoadedProject>> {
+    let project = presented.project.as_deref();
+    check_project_id(project)?;
+    state
+        .schemas
+        .get(state, project.unwrap_or(DEFAULT_PROJECT))
+        .await
+}
+
 /// Resolves from the request headers.
 pub async fn from_headers(state: &AppState, headers: &HeaderMap) -> AppResult<Addressed> {
     resolve(state, &Presented::from_headers(headers)).await

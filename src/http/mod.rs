@@ -72,6 +72,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/avatars/qr", get(avatars::qr))
         .route("/v1/avatars/flags/{code}", get(avatars::flag))
+        .route("/v1/avatars/browsers/{code}", get(avatars::browser))
+        .route("/v1/avatars/credit-cards/{code}", get(avatars::credit_card))
         .route("/v1/avatars/initials", get(avatars::initials))
         .route("/v1/avatars/image", get(avatars::image))
         .route("/v1/avatars/favicon", get(avatars::favicon))

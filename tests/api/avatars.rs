@@ -796,3 +796,371 @@ async fn the_image_proxy_and_favicons_refuse_private_targets_and_bad_urls_and_ar
     assert!(retry_after.parse::<u64>().unwrap() >= 1);
     app.shutdown().await;
 }
+
+/// Appwrite's codes of `getBrowser` and `getCreditCard`.
+const BROWSER_CODES: &[&str] = &[
+    "aa", "an", "ch", "ci", "cm", "cr", "ff", "sf", "mf", "ps", "oi", "om", "op", "on",
+];
+const CARD_CODES: &[&str] = &[
+    "amex",
+    "argencard",
+    "cabal",
+    "cencosud",
+    "diners",
+    "discover",
+    "elo",
+    "hipercard",
+    "jcb",
+    "mastercard",
+    "naranja",
+    "targeta-shopping",
+    "union-china-pay",
+    "visa",
+    "mir",
+    "maestro",
+    "rupay",
+];
+
+fn near_rgba(pixel: &image::Rgba<u8>, colour: [u8; 4]) -> bool {
+    pixel.0.iter().zip(colour).all(|(a, b)| a.abs_diff(b) < 12)
+}
+
+#[tokio::test]
+async fn browser_and_credit_card_icons_are_drawn_fitted_for_every_appwrite_code() {
+    let app = spawn_app().await;
+    for (path, codes) in [("browsers", BROWSER_CODES), ("credit-cards", CARD_CODES)] {
+        for code in codes {
+            let url = format!("/v1/avatars/{path}/{}?width=24", code.to_uppercase());
+            let (status, headers, body) = fetch(&app, &url, &[]).await;
+            assert_eq!(status, 200, "{url}: {}", String::from_utf8_lossy(&body));
+            assert_eq!(header(&headers, "content-type"), "image/png", "{url}");
+            let img = image::load_from_memory(&body).unwrap().to_rgba8();
+            assert_eq!(img.dimensions(), (24, 24), "{url}: square by default");
+            assert!(img.pixels().any(|p| p.0[3] == 255), "{url} draws something");
+        }
+    }
+
+    // Chrome's mark in its blue, fitted inside a wide box: the sides stay transparent.
+    let (status, headers, body) =
+        fetch(&app, "/v1/avatars/browsers/ch?width=90&height=60", &[]).await;
+    assert_eq!(status, 200);
+    assert!(header(&headers, "cache-control").starts_with("public"));
+    let img = image::load_from_memory(&body).unwrap().to_rgba8();
+    assert_eq!(img.dimensions(), (90, 60));
+    assert_eq!(
+        img.get_pixel(5, 30).0[3],
+        0,
+        "left of the mark is transparent"
+    );
+    assert_eq!(
+        img.get_pixel(85, 30).0[3],
+        0,
+        "right of the mark is transparent"
+    );
+    assert!(
+        near_rgba(img.get_pixel(45, 30), [0x42, 0x85, 0xF4, 255]),
+        "Chrome's blue in the middle: {:?}",
+        img.get_pixel(45, 30)
+    );
+
+    // A card keeps its 3:2 shape inside a square: white with Visa's mark, and a
+    // neutral grey badge where no open mark exists.
+    let (_, _, body) = fetch(&app, "/v1/avatars/credit-cards/visa?width=120", &[]).await;
+    let img = image::load_from_memory(&body).unwrap().to_rgba8();
+    assert_eq!(img.dimensions(), (120, 120));
+    assert_eq!(
+        img.get_pixel(60, 5).0[3],
+        0,
+        "above the card is transparent"
+    );
+    assert!(
+        near_rgba(img.get_pixel(8, 60), [255, 255, 255, 255]),
+        "the card is white"
+    );
+    assert!(
+        img.pixels().any(|p| near_rgba(p, [0x1A, 0x1F, 0x71, 255])),
+        "Visa's blue is on it"
+    );
+    let (_, _, body) = fetch(&app, "/v1/avatars/credit-cards/cabal?width=120", &[]).await;
+    let img = image::load_from_memory(&body).unwrap().to_rgba8();
+    assert!(
+        near_rgba(img.get_pixel(8, 60), [0x5F, 0x63, 0x68, 255]),
+        "a grey badge"
+    );
+    assert!(
+        img.pixels().any(|p| near_rgba(p, [255, 255, 255, 255])),
+        "with white lettering"
+    );
+
+    // JPEG has no transparency: the margins turn white. WebP by `Accept`.
+    let (status, headers, body) = fetch(
+        &app,
+        "/v1/avatars/browsers/ff?width=90&height=60&output=jpg&quality=80",
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type"), "image/jpeg");
+    let img = image::load_from_memory(&body).unwrap().to_rgb8();
+    assert!(near(img.get_pixel(3, 30), [255, 255, 255]));
+    let (status, headers, body) = fetch(
+        &app,
+        "/v1/avatars/credit-cards/jcb",
+        &[("accept", "image/webp")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type"), "image/webp");
+    assert_eq!(header(&headers, "vary"), "Accept");
+    assert_eq!(
+        image::load_from_memory(&body)
+            .unwrap()
+            .to_rgba8()
+            .dimensions(),
+        (100, 100)
+    );
+
+    // Kept: the same ETag, and 304 to a client that has it.
+    let url = "/v1/avatars/credit-cards/mastercard?width=64";
+    let (_, headers, _) = fetch(&app, url, &[]).await;
+    let etag = header(&headers, "etag").to_string();
+    let (status, _, body) = fetch(&app, url, &[("if-none-match", &etag)]).await;
+    assert_eq!((status, body.len()), (304, 0));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn icon_bad_codes_and_parameters_are_refused_and_graphql_answers_their_urls() {
+    let app = spawn_app().await;
+    for path in [
+        "/v1/avatars/browsers/xx",
+        "/v1/avatars/browsers/chrome",
+        "/v1/avatars/credit-cards/paypal",
+        "/v1/avatars/credit-cards/de",
+    ] {
+        let (status, _, body) = fetch(&app, path, &[]).await;
+        assert_eq!(
+            (status, code_of(&body).as_str()),
+            (404, "AVATAR_NOT_FOUND"),
+            "{path}"
+        );
+    }
+    refused_naming(&app, "/v1/avatars/browsers/c%20h", "a space", "code").await;
+    refused_naming(&app, "/v1/avatars/browsers/c1", "a digit", "code").await;
+    refused_naming(
+        &app,
+        &format!("/v1/avatars/credit-cards/{}", "a".repeat(40)),
+        "too long",
+        "code",
+    )
+    .await;
+    refused_naming(&app, "/v1/avatars/browsers/ch?width=0", "width 0", "width").await;
+    refused_naming(
+        &app,
+        "/v1/avatars/credit-cards/visa?height=100000",
+        "height",
+        "height",
+    )
+    .await;
+    refused_naming(
+        &app,
+        "/v1/avatars/credit-cards/visa?quality=101",
+        "quality",
+        "quality",
+    )
+    .await;
+    refused_naming(
+        &app,
+        "/v1/avatars/credit-cards/visa?output=svg",
+        "svg",
+        "output",
+    )
+    .await;
+    let (status, _, body) =
+        fetch(&app, "/v1/avatars/browsers/ch", &[("accept", "text/html")]).await;
+    assert_eq!((status, code_of(&body).as_str()), (406, "NOT_ACCEPTABLE"));
+
+    let url = avatar_field(&app, "browser", "code: \"CH\", width: 64")
+        .await
+        .ok();
+    assert_eq!(
+        url["avatars"]["browser"],
+        "/v1/avatars/browsers/ch?width=64&height=64"
+    );
+    let url = avatar_field(
+        &app,
+        "creditCard",
+        "code: \"Union-China-Pay\", quality: 70, output: \"jpeg\"",
+    )
+    .await
+    .ok();
+    let url = url["avatars"]["creditCard"].as_str().unwrap().to_string();
+    assert_eq!(
+        url,
+        "/v1/avatars/credit-cards/union-china-pay?width=100&height=100&quality=70&output=jpg"
+    );
+    let (status, headers, _) = fetch(&app, &url, &[]).await;
+    assert_eq!(
+        (status, header(&headers, "content-type")),
+        (200, "image/jpeg")
+    );
+    assert_eq!(
+        avatar_field(&app, "creditCard", "code: \"paypal\"")
+            .await
+            .code(),
+        "AVATAR_NOT_FOUND"
+    );
+    assert_eq!(
+        avatar_field(&app, "browser", "code: \"ch\", height: 0")
+            .await
+            .code(),
+        "INVALID_AVATAR_PARAMETER"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_project_with_avatars_not_public_serves_them_only_to_users_and_keys() {
+    let app = spawn_app().await;
+    let read = app
+        .admin("{ project { auth { avatarsPublic } } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(
+        read["project"]["auth"]["avatarsPublic"], true,
+        "public by default"
+    );
+    app.create_project("shut").await;
+    let changed = app
+        .admin(
+            "mutation { updateProjectAuth(input: {projectId: \"shut\", avatarsPublic: false}) { auth { avatarsPublic } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(changed["updateProjectAuth"]["auth"]["avatarsPublic"], false);
+
+    // Every endpoint of the closed project refuses a guest before anything else,
+    // a 304 included; the default project still serves everyone.
+    let flag = "/v1/avatars/flags/de?width=40";
+    let (_, headers, _) = fetch(&app, flag, &[]).await;
+    let etag = header(&headers, "etag").to_string();
+    let endpoints = [
+        "/v1/avatars/qr?text=hi",
+        flag,
+        "/v1/avatars/browsers/ch",
+        "/v1/avatars/credit-cards/visa",
+        "/v1/avatars/initials?name=Ada%20Lovelace",
+        "/v1/avatars/initials",
+        "/v1/avatars/image?url=http://127.0.0.1/x.png",
+        "/v1/avatars/favicon?url=http://127.0.0.1/",
+    ];
+    for path in endpoints {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let shut = format!("{path}{sep}project=shut");
+        let (status, _, body) = fetch(&app, &shut, &[]).await;
+        assert_eq!(
+            (status, code_of(&body).as_str()),
+            (401, "AVATARS_NOT_PUBLIC"),
+            "{shut}"
+        );
+        let (status, _, body) = fetch(&app, path, &[("x-nimbus-project", "shut")]).await;
+        assert_eq!(
+            (status, code_of(&body).as_str()),
+            (401, "AVATARS_NOT_PUBLIC"),
+            "{path} by header"
+        );
+    }
+    let (status, _, _) = fetch(
+        &app,
+        &format!("{flag}&project=shut"),
+        &[("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!(status, 401, "no 304 without leave");
+    let (status, headers, _) = fetch(&app, flag, &[]).await;
+    assert_eq!(status, 200, "the default project is public");
+    assert!(header(&headers, "cache-control").starts_with("public"));
+
+    // A key of the project is served, and only its own cache may keep the answer.
+    let key = app.create_key("shut", &["project.read"]).await;
+    let (status, headers, body) = fetch(
+        &app,
+        &format!("{flag}&project=shut"),
+        &[("x-nimbus-key", &key)],
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        header(&headers, "cache-control").starts_with("private"),
+        "{headers:?}"
+    );
+    let (status, _, _) = fetch(
+        &app,
+        "/v1/avatars/credit-cards/visa",
+        &[("x-nimbus-key", &key), ("x-nimbus-project", "shut")],
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // GraphQL: every field of `avatars` is refused to a guest of the closed
+    // project; for a key, the URLs name the project, so an `<img>` addresses it.
+    let guest = app
+        .post(
+            json!({ "query": "{ avatars { flag(code: \"de\") } }" }),
+            &[("x-nimbus-project", "shut")],
+        )
+        .await;
+    assert_eq!(guest.code(), "AVATARS_NOT_PUBLIC", "{:?}", guest.body);
+    let data = app
+        .as_key(
+            &key,
+            "shut",
+            "{ avatars { flag(code: \"de\") creditCard(code: \"visa\") } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    let url = data["avatars"]["flag"].as_str().unwrap();
+    assert!(url.ends_with("&project=shut"), "{url}");
+    assert!(
+        data["avatars"]["creditCard"]
+            .as_str()
+            .unwrap()
+            .ends_with("&project=shut")
+    );
+    let (status, _, _) = fetch(&app, url, &[]).await;
+    assert_eq!(status, 401, "the URL alone is no leave");
+
+    // With the default project closed too, a signed-in user is served.
+    let session = app.signed_in("avatar-reader@example.com").await;
+    app.admin(
+        "mutation { updateProjectAuth(input: {projectId: \"default\", avatarsPublic: false}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let (status, _, body) = fetch(&app, flag, &[]).await;
+    assert_eq!(
+        (status, code_of(&body).as_str()),
+        (401, "AVATARS_NOT_PUBLIC")
+    );
+    let bearer = format!("Bearer {session}");
+    let (status, _, _) = fetch(&app, flag, &[("authorization", &bearer)]).await;
+    assert_eq!(status, 200, "a signed-in user is served");
+    let url = app
+        .as_session(&session, "{ avatars { initials } }", json!({}))
+        .await
+        .ok();
+    assert!(
+        url["avatars"]["initials"]
+            .as_str()
+            .unwrap()
+            .starts_with("/v1/avatars/initials?")
+    );
+    assert_eq!(
+        avatar_field(&app, "qr", "text: \"hi\"").await.code(),
+        "AVATARS_NOT_PUBLIC"
+    );
+    app.shutdown().await;
+}

@@ -350,3 +350,60 @@ async fn locale_over_a_websocket_reads_the_upgrade_requests_headers() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn locale_lists_asked_again_keep_their_language_selection_and_directives() {
+    let app = spawn_app().await;
+    let de = [("x-nimbus-locale", "de")];
+    let fr = [("x-nimbus-locale", "fr")];
+    let plain = "{ locale { countries { code name } } }";
+    let first = public(&app, plain, &de).await;
+    let again = public(&app, plain, &de).await;
+    assert_eq!(
+        first, again,
+        "the same list, language and fields: the same answer"
+    );
+    assert_eq!(name_of(&again["countries"], "DE"), "Deutschland");
+    let french = public(&app, plain, &fr).await;
+    assert_eq!(
+        name_of(&french["countries"], "DE"),
+        "Allemagne",
+        "another language"
+    );
+
+    // Aliases and `__typename` are part of what is kept; two selections of the same
+    // list in one request each get their own fields.
+    let aliased = public(
+        &app,
+        "{ locale { a: countries { c: code n: name __typename } b: countries { code } } }",
+        &de,
+    )
+    .await;
+    let germany = find(&aliased["a"], "c", "DE");
+    assert_eq!(
+        germany,
+        &json!({ "c": "DE", "n": "Deutschland", "__typename": "LocaleCountry" })
+    );
+    assert_eq!(find(&aliased["b"], "code", "DE"), &json!({ "code": "DE" }));
+    let eu = public(&app, "{ locale { countriesEU { code } } }", &de).await;
+    assert_eq!(eu["countriesEU"].as_array().unwrap().len(), 27);
+
+    // Fragments and directives (which may hang on variables) are resolved as usual.
+    let fragment = public(
+        &app,
+        "{ locale { countries { ...C } } } fragment C on LocaleCountry { code name }",
+        &fr,
+    )
+    .await;
+    assert_eq!(name_of(&fragment["countries"], "DE"), "Allemagne");
+    let query = "query($n: Boolean!) { locale { countries { code name @include(if: $n) } } }";
+    for shown in [true, false, true] {
+        let answer = app
+            .post(json!({ "query": query, "variables": { "n": shown } }), &de)
+            .await
+            .ok();
+        let germany = find(&answer["locale"]["countries"], "code", "DE");
+        assert_eq!(germany.get("name").is_some(), shown, "{germany}");
+    }
+    app.shutdown().await;
+}

@@ -8,12 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
-/// Most avatars kept.
-pub const MAX_ENTRIES: usize = 512;
-/// Most bytes kept; an avatar over an eighth of it is not kept at all, so one
-/// large image cannot empty the cache.
-pub const MAX_BYTES: usize = 32 * 1024 * 1024;
-
+/// Holds at most `max_entries` avatars (`NIMBUS_AVATAR_CACHE_ENTRIES`) and
+/// `max_bytes` bytes (`NIMBUS_AVATAR_CACHE_BYTES`); an avatar over an eighth of the
+/// bytes is not kept at all, so one large image cannot empty the cache.
 pub struct AvatarCache {
     inner: Mutex<Inner>,
     max_bytes: usize,

@@ -72,8 +72,11 @@ pub fn icon_links(html: &str, base: &url::Url) -> Vec<url::Url> {
 }
 
 /// The favicon of the page at `url`: its bytes and sniffed MIME type.
-pub async fn fetch(url: url::Url) -> Result<(Vec<u8>, &'static str), AppError> {
-    let page = remote::fetch(url).await?;
+pub async fn fetch(
+    url: url::Url,
+    limits: remote::ProxyLimits,
+) -> Result<(Vec<u8>, &'static str), AppError> {
+    let page = remote::fetch(url, limits).await?;
     if let Some(mime) = remote::sniff(&page.bytes) {
         return Ok((page.bytes, mime));
     }
@@ -87,7 +90,7 @@ pub async fn fetch(url: url::Url) -> Result<(Vec<u8>, &'static str), AppError> {
             continue;
         };
         // A refused address ends the search: the page pointed at it on purpose.
-        match remote::fetch(candidate).await {
+        match remote::fetch(candidate, limits).await {
             Ok(icon) => {
                 if let Some(mime) = remote::sniff(&icon.bytes) {
                     return Ok((icon.bytes, mime));

@@ -1,7 +1,8 @@
-//! Avatars: images made from a few parameters — QR codes, country flags and
-//! initials — and remote images (the image proxy, favicons), served as bytes under
-//! `/v1/avatars/…` (`http::avatars`) and named by URL in GraphQL. Public: an
-//! avatar reveals nothing of a project, so no key or session is asked for. Every
+//! Avatars: images made from a few parameters — QR codes, country flags, browser
+//! and credit-card icons, initials — and remote images (the image proxy, favicons), served as bytes under
+//! `/v1/avatars/…` (`http::avatars`) and named by URL in GraphQL. Public unless
+//! the project turns `avatarsPublic` off ([`grant`]): an avatar reveals nothing of
+//! a project, so by default no key or session is asked for. Every
 //! parameter is bounded before anything is drawn or fetched, and drawing takes a
 //! turn of the preview pool (`storage::preview::Turns`), so a burst of large
 //! avatars costs no more memory than a burst of previews. Remote fetches reach
@@ -10,6 +11,7 @@
 pub mod cache;
 pub mod favicon;
 pub mod flags;
+pub mod icons;
 pub mod initials;
 pub mod output;
 pub mod qr;
@@ -18,7 +20,30 @@ pub mod schema;
 
 pub use schema::register;
 
+use crate::auth::Caller;
 use crate::error::{AppError, codes};
+
+/// Leave to serve avatars to a caller, from [`grant`]: whatever draws or fetches
+/// an avatar for a request takes one, so none is served unchecked.
+#[derive(Debug, Clone, Copy)]
+pub struct AvatarGrant {
+    /// Whether the answer is the same for everyone, so a shared cache may keep it:
+    /// not when the project serves avatars only to some callers.
+    pub shared: bool,
+}
+
+/// Who may have the avatars of the caller's project: anyone while its
+/// `avatarsPublic` is on (the default), else only signed-in users and API keys;
+/// anyone else gets `AVATARS_NOT_PUBLIC`.
+pub fn grant(caller: &Caller) -> Result<AvatarGrant, AppError> {
+    if caller.project.auth.avatars_public {
+        return Ok(AvatarGrant { shared: true });
+    }
+    if caller.key().is_some() || caller.require_session().is_ok() {
+        return Ok(AvatarGrant { shared: false });
+    }
+    Err(AppError::AvatarsNotPublic)
+}
 
 /// Largest side of any avatar, in pixels.
 pub const MAX_SIZE: u32 = 2000;

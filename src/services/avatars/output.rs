@@ -138,6 +138,44 @@ pub fn encode_rgb(
     Ok(bytes)
 }
 
+/// An RGBA image (not premultiplied) in a raster `output`: PNG and WebP keep its
+/// transparency, JPEG has none and lays it on white; `quality` as [`encode_rgb`].
+pub fn encode_rgba(
+    pixels: &[u8],
+    width: u32,
+    height: u32,
+    output: Output,
+    quality: u8,
+) -> Result<Vec<u8>, AppError> {
+    let color = ExtendedColorType::Rgba8;
+    let mut bytes = Vec::new();
+    let written = match output {
+        Output::Png => PngEncoder::new_with_quality(
+            &mut bytes,
+            png::CompressionType::Fast,
+            png::FilterType::Adaptive,
+        )
+        .write_image(pixels, width, height, color),
+        Output::Webp => {
+            WebPEncoder::new_lossless(&mut bytes).write_image(pixels, width, height, color)
+        }
+        Output::Jpeg | Output::Svg => {
+            let rgb: Vec<u8> = pixels
+                .chunks_exact(4)
+                .flat_map(|p| {
+                    let a = u16::from(p[3]);
+                    let on_white = |c: u8| ((u16::from(c) * a + 255 * (255 - a)) / 255) as u8;
+                    [on_white(p[0]), on_white(p[1]), on_white(p[2])]
+                })
+                .collect();
+            return encode_rgb(&rgb, width, height, output, quality);
+        }
+    };
+    written
+        .map_err(|err| AppError::Internal(anyhow::anyhow!("encoding an avatar failed: {err}")))?;
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,9 +2,9 @@
 //! letting the URL reach the server's own network. Every hop is resolved here,
 //! each of its addresses must be public (the check `locale` uses for GeoIP), and
 //! the connection goes to an address so checked — a name that resolves again to
-//! something else (DNS rebinding) is not asked. At most [`MAX_REDIRECTS`]
-//! redirects, each checked the same way; the body is capped in bytes and the
-//! whole fetch in time. Callers sniff what arrives ([`sniff`]) and never pass it
+//! something else (DNS rebinding) is not asked. At most
+//! [`ProxyLimits::max_redirects`] redirects, each checked the same way; the body is
+//! capped in bytes and the whole fetch in time (`NIMBUS_AVATAR_PROXY_*`). Callers sniff what arrives ([`sniff`]) and never pass it
 //! on as it came.
 
 use std::net::{IpAddr, SocketAddr};
@@ -15,11 +15,26 @@ use futures_util::StreamExt as _;
 use crate::error::{AppError, codes};
 use crate::services::locale::geoip::is_public;
 
-pub const MAX_REDIRECTS: usize = 5;
-/// Largest remote image read.
-pub const MAX_BYTES: usize = 10 * 1024 * 1024;
-/// The whole fetch, redirects included.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// How far a fetch may go, from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyLimits {
+    /// Redirects followed (`NIMBUS_AVATAR_PROXY_MAX_REDIRECTS`).
+    pub max_redirects: usize,
+    /// Largest body read, in bytes (`NIMBUS_AVATAR_PROXY_MAX_BYTES`).
+    pub max_bytes: usize,
+    /// The whole fetch, redirects included (`NIMBUS_AVATAR_PROXY_TIMEOUT`).
+    pub timeout: Duration,
+}
+
+impl ProxyLimits {
+    pub fn of(config: &crate::config::Config) -> Self {
+        ProxyLimits {
+            max_redirects: config.avatar_proxy_max_redirects as usize,
+            max_bytes: usize::try_from(config.avatar_proxy_max_bytes).unwrap_or(usize::MAX),
+            timeout: Duration::from_secs(config.avatar_proxy_timeout_secs),
+        }
+    }
+}
 /// The formats the proxy may be asked to answer in (`output`).
 pub const OUTPUTS: &[super::output::Output] = &[
     super::output::Output::Png,
@@ -96,22 +111,27 @@ pub struct Fetched {
 }
 
 /// The bytes at `url`, following redirects as the module says.
-pub async fn fetch(url: url::Url) -> Result<Fetched, AppError> {
-    fetch_within(url, is_public, TIMEOUT).await
+pub async fn fetch(url: url::Url, limits: ProxyLimits) -> Result<Fetched, AppError> {
+    fetch_within(url, is_public, limits).await
 }
 
 async fn fetch_within(
     url: url::Url,
     allowed: fn(IpAddr) -> bool,
-    timeout: Duration,
+    limits: ProxyLimits,
 ) -> Result<Fetched, AppError> {
-    tokio::time::timeout(timeout, fetch_hops(url, allowed))
+    tokio::time::timeout(limits.timeout, fetch_hops(url, allowed, limits))
         .await
         .map_err(|_| failed("the remote image did not arrive in time"))?
 }
 
-async fn fetch_hops(mut url: url::Url, allowed: fn(IpAddr) -> bool) -> Result<Fetched, AppError> {
-    for _ in 0..=MAX_REDIRECTS {
+async fn fetch_hops(
+    mut url: url::Url,
+    allowed: fn(IpAddr) -> bool,
+    limits: ProxyLimits,
+) -> Result<Fetched, AppError> {
+    let max_bytes = limits.max_bytes;
+    for _ in 0..=limits.max_redirects {
         let addresses = allowed_addresses(&url, allowed).await?;
         let mut client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -155,26 +175,29 @@ async fn fetch_hops(mut url: url::Url, allowed: fn(IpAddr) -> bool) -> Result<Fe
         }
         if response
             .content_length()
-            .is_some_and(|n| n > MAX_BYTES as u64)
+            .is_some_and(|n| n > max_bytes as u64)
         {
             return Err(failed(format!(
-                "the remote image is over {MAX_BYTES} bytes"
+                "the remote image is over {max_bytes} bytes"
             )));
         }
         let mut body = Vec::new();
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|_| failed("the remote image broke off"))?;
-            if body.len() + chunk.len() > MAX_BYTES {
+            if body.len() + chunk.len() > max_bytes {
                 return Err(failed(format!(
-                    "the remote image is over {MAX_BYTES} bytes"
+                    "the remote image is over {max_bytes} bytes"
                 )));
             }
             body.extend_from_slice(&chunk);
         }
         return Ok(Fetched { url, bytes: body });
     }
-    Err(failed(format!("more than {MAX_REDIRECTS} redirects")))
+    Err(failed(format!(
+        "more than {} redirects",
+        limits.max_redirects
+    )))
 }
 
 /// The MIME type of an image by its first bytes, whatever the server claimed:
@@ -258,7 +281,7 @@ mod tests {
                 "/scheme",
                 get(|| async { Redirect::temporary("file:///etc/passwd").into_response() }),
             )
-            .route("/big", get(|| async { vec![0u8; MAX_BYTES + 1] }))
+            .route("/big", get(|| async { vec![0u8; LIMITS.max_bytes + 1] }))
             .route(
                 "/slow",
                 get(|| async {
@@ -274,14 +297,16 @@ mod tests {
         ip == IpAddr::from([127, 0, 0, 1])
     }
 
+    const LIMITS: ProxyLimits = ProxyLimits {
+        max_redirects: 5,
+        max_bytes: 64 * 1024,
+        timeout: Duration::from_secs(2),
+    };
+
     async fn get(url: &str) -> Result<Vec<u8>, AppError> {
-        fetch_within(
-            check_url(url).unwrap(),
-            only_first_loopback,
-            Duration::from_secs(2),
-        )
-        .await
-        .map(|fetched| fetched.bytes)
+        fetch_within(check_url(url).unwrap(), only_first_loopback, LIMITS)
+            .await
+            .map(|fetched| fetched.bytes)
     }
 
     fn code(result: Result<Vec<u8>, AppError>) -> &'static str {

@@ -1,7 +1,10 @@
 //! GraphQL of the avatars service: the root field `avatars`, whose fields check
 //! their arguments as the image endpoints do and answer the URL that serves the
-//! image, so a bad parameter fails here rather than in an `<img>`. Public; only
-//! `initials` without a name reads the caller (its signed-in user).
+//! image, so a bad parameter fails here rather than in an `<img>`. Public unless
+//! the project turned `avatarsPublic` off (checked on `avatars` itself, so on every
+//! field); `initials` without a name reads the caller (its signed-in user). The
+//! URLs of a project other than `default` name it (`?project=`), since an `<img>`
+//! sends no header.
 
 use async_graphql::Value;
 use async_graphql::dynamic::{
@@ -10,13 +13,13 @@ use async_graphql::dynamic::{
 
 use unicode_segmentation::UnicodeSegmentation as _;
 
-use crate::AppState;
 use crate::error::AppResult;
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{app, caller, object, opt_string};
-use crate::services::projects::Project;
+use crate::services::projects::{DEFAULT_PROJECT, Project};
 
 use super::flags::{self, FlagParams};
+use super::icons::{self, IconParams, IconSet};
 use super::initials::{self, InitialsParams};
 use super::invalid;
 use super::qr::{self, QrParams};
@@ -27,10 +30,13 @@ pub fn register(parts: &mut SchemaParts, _project: &Project) {
 }
 
 fn avatars() -> Field {
-    Field::new("avatars", TypeRef::named_nn("Avatars"), |_| {
-        FieldFuture::from_value(Some(object([])))
+    Field::new("avatars", TypeRef::named_nn("Avatars"), |ctx| {
+        FieldFuture::new(async move {
+            super::grant(caller(&ctx)?)?;
+            Ok(Some(FieldValue::value(object([]))))
+        })
     })
-    .description("URLs of generated images (QR codes, country flags, initials), remote images and favicons. Public.")
+    .description("URLs of generated images (QR codes, country flags, browser and credit-card icons, initials), remote images and favicons. Public unless the project's `avatarsPublic` is off: then only for signed-in users and API keys, and `AVATARS_NOT_PUBLIC` for anyone else.")
 }
 
 fn avatars_type() -> Object {
@@ -41,25 +47,36 @@ fn avatars_type() -> Object {
         )
         .field(qr_field())
         .field(flag_field())
+        .field(icon_field("browser", &icons::BROWSERS))
+        .field(icon_field("creditCard", &icons::CREDIT_CARDS))
         .field(initials_field())
         .field(remote_field("image"))
         .field(remote_field("favicon"))
 }
 
 /// The URL of the avatar endpoint `kind` with `query`, absolute when
-/// `NIMBUS_PUBLIC_URL` is set.
-fn avatar_url(state: &AppState, kind: &str, query: &[(&str, String)]) -> String {
+/// `NIMBUS_PUBLIC_URL` is set, naming the caller's project unless it is the
+/// default one.
+fn avatar_url(
+    ctx: &ResolverContext<'_>,
+    kind: &str,
+    query: &[(&str, String)],
+) -> AppResult<String> {
+    let state = app(ctx)?;
+    let project = &caller(ctx)?.project.id;
     let base = state
         .config
         .public_url
         .as_deref()
         .unwrap_or("")
         .trim_end_matches('/');
-    let query = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(query)
-        .finish()
-        .replace('+', "%20");
-    format!("{base}/v1/avatars/{kind}?{query}")
+    let mut serializer = url::form_urlencoded::Serializer::new(String::new());
+    serializer.extend_pairs(query);
+    if project != DEFAULT_PROJECT {
+        serializer.append_pair("project", project);
+    }
+    let query = serializer.finish().replace('+', "%20");
+    Ok(format!("{base}/v1/avatars/{kind}?{query}"))
 }
 
 fn opt_int(ctx: &ResolverContext<'_>, name: &str) -> AppResult<Option<i64>> {
@@ -103,7 +120,7 @@ fn qr_field() -> Field {
             if params.download {
                 query.push(("download", "true".to_string()));
             }
-            let url = avatar_url(app(&ctx)?, "qr", &query);
+            let url = avatar_url(&ctx, "qr", &query)?;
             Ok(Some(FieldValue::value(Value::from(url))))
         })
     })
@@ -161,7 +178,7 @@ fn flag_field() -> Field {
             if let Some(output) = params.output {
                 query.push(("output", output.extension().to_string()));
             }
-            let url = avatar_url(app(&ctx)?, &format!("flags/{}", params.code), &query);
+            let url = avatar_url(&ctx, &format!("flags/{}", params.code), &query)?;
             Ok(Some(FieldValue::value(Value::from(url))))
         })
     })
@@ -190,6 +207,77 @@ fn flag_field() -> Field {
         "`png`, `jpg` or `webp`; without it the request's `Accept` header decides (PNG by \
          default).",
     ))
+}
+
+/// `browser` or `creditCard`: an icon of `set`.
+fn icon_field(name: &str, set: &'static IconSet) -> Field {
+    Field::new(name, TypeRef::named_nn(TypeRef::STRING), move |ctx| {
+        FieldFuture::new(async move {
+            let code = opt_string(&ctx, "code")?;
+            let params = IconParams::new(
+                set,
+                code.as_deref(),
+                opt_int(&ctx, "width")?,
+                opt_int(&ctx, "height")?,
+                opt_int(&ctx, "quality")?,
+                opt_string(&ctx, "output")?.as_deref(),
+            )?;
+            let mut query = vec![
+                ("width", params.width.to_string()),
+                ("height", params.height.to_string()),
+            ];
+            if ctx.args.get("quality").is_some_and(|v| !v.is_null()) {
+                query.push(("quality", params.quality.to_string()));
+            }
+            if let Some(output) = params.output {
+                query.push(("output", output.extension().to_string()));
+            }
+            let url = avatar_url(&ctx, &format!("{}/{}", set.path, params.code), &query)?;
+            Ok(Some(FieldValue::value(Value::from(url))))
+        })
+    })
+    .description(format!(
+        "The URL of a {what} icon (`/v1/avatars/{path}/{{code}}`): the brand's mark, or a \
+         neutral badge with its name where no open mark exists, fitted inside the size asked \
+         for on a transparent background. An unknown code is `AVATAR_NOT_FOUND`.",
+        what = set.kind,
+        path = set.path
+    ))
+    .argument(
+        InputValue::new("code", TypeRef::named_nn(TypeRef::STRING)).description(format!(
+            "The {}, by Appwrite's code, any case: {}.",
+            set.kind,
+            set.codes()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    )
+    .argument(
+        InputValue::new("width", TypeRef::named(TypeRef::INT)).description(format!(
+            "Width in pixels, 1 to {}; {} by default, or the height when only that is given.",
+            super::MAX_SIZE,
+            icons::DEFAULT_SIZE
+        )),
+    )
+    .argument(
+        InputValue::new("height", TypeRef::named(TypeRef::INT)).description(format!(
+            "Height in pixels, 1 to {}; the width by default.",
+            super::MAX_SIZE
+        )),
+    )
+    .argument(
+        InputValue::new("quality", TypeRef::named(TypeRef::INT)).description(format!(
+            "JPEG quality, 0 to 100; {} by default (PNG and WebP are lossless).",
+            icons::DEFAULT_QUALITY
+        )),
+    )
+    .argument(
+        InputValue::new("output", TypeRef::named(TypeRef::STRING)).description(
+            "`png`, `jpg` or `webp`; without it the request's `Accept` header decides (PNG by \
+         default).",
+        ),
+    )
 }
 
 fn initials_field() -> Field {
@@ -225,7 +313,7 @@ fn initials_field() -> Field {
             if let Some(output) = params.output {
                 query.push(("output", output.extension().to_string()));
             }
-            let url = avatar_url(app(&ctx)?, "initials", &query);
+            let url = avatar_url(&ctx, "initials", &query)?;
             Ok(Some(FieldValue::value(Value::from(url))))
         })
     })
@@ -306,7 +394,7 @@ fn remote_field(kind: &'static str) -> Field {
                 let output = super::output::Output::named(&output, super::remote::OUTPUTS)?;
                 query.push(("output", output.extension().to_string()));
             }
-            let url = avatar_url(app(&ctx)?, kind, &query);
+            let url = avatar_url(&ctx, kind, &query)?;
             Ok(Some(FieldValue::value(Value::from(url))))
         })
     })

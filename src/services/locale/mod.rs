@@ -5,6 +5,7 @@
 //! public; the data is compiled in, so it needs no database, file or network.
 //! It owns no table and writes nothing.
 
+pub mod cache;
 pub mod data;
 pub mod geoip;
 pub mod negotiate;

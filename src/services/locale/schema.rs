@@ -25,6 +25,7 @@ pub fn register(parts: &mut SchemaParts, _project: &Project) {
     parts.add_type(locale_code_type());
 
     parts.query(locale());
+    parts.extension(super::cache::ListCacheFactory);
 }
 
 /// The client of the request, as the transport saw it.

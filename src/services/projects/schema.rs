@@ -39,6 +39,7 @@ pub fn project_value(project: &Project) -> Value {
                 ("magicUrl", Value::from(auth.magic_url)),
                 ("emailOtp", Value::from(auth.email_otp)),
                 ("presenceGuests", Value::from(auth.presence_guests)),
+                ("avatarsPublic", Value::from(auth.avatars_public)),
                 (
                     "redirectHosts",
                     Value::List(
@@ -108,6 +109,8 @@ crate::graphql_input! {
         email_otp: Option<bool>,
         "Whether callers who are not signed in may announce themselves on presence channels (default off)."
         presence_guests: Option<bool>,
+        "Whether anyone may fetch the project's avatars (default on); off: only signed-in users and API keys, and others get `AVATARS_NOT_PUBLIC`."
+        avatars_public: Option<bool>,
     }
 }
 
@@ -306,6 +309,7 @@ fn update_project_auth() -> Field {
                 magic_url: input.magic_url,
                 email_otp: input.email_otp,
                 presence_guests: input.presence_guests,
+                avatars_public: input.avatars_public,
                 redirect_hosts: input.redirect_hosts,
             };
             let project = service::update_project_auth(

@@ -164,6 +164,7 @@ pub struct AuthChanges {
     pub magic_url: Option<bool>,
     pub email_otp: Option<bool>,
     pub presence_guests: Option<bool>,
+    pub avatars_public: Option<bool>,
     pub redirect_hosts: Option<Vec<String>>,
 }
 
@@ -222,6 +223,9 @@ pub async fn update_project_auth(
     }
     if let Some(v) = changes.presence_guests {
         auth.presence_guests = v;
+    }
+    if let Some(v) = changes.avatars_public {
+        auth.avatars_public = v;
     }
     if let Some(hosts) = changes.redirect_hosts {
         if hosts.len() > 100 {
