@@ -66,6 +66,10 @@ pub enum BusMessage {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
+    /// Unique id of the event, the same on every replica that sees it: webhooks
+    /// deliver an event at most once per webhook by it (their `webhook-id`).
+    #[serde(default = "new_event_id")]
+    pub id: String,
     pub project_id: String,
     /// Appwrite-style event names, most specific first, e.g. `keys.K.create`, `keys.*.create`.
     pub events: Vec<String>,
@@ -102,6 +106,7 @@ impl Event {
         payload: serde_json::Value,
     ) -> Event {
         Event {
+            id: new_event_id(),
             project_id: project_id.to_string(),
             events: vec![format!("{name}.{action}"), format!("{pattern}.{action}")],
             channels: Vec::new(),
@@ -122,6 +127,11 @@ impl Event {
         }
         Some(self.events.first()?.rsplit('.').next().unwrap_or_default())
     }
+}
+
+/// A fresh event id (time-ordered, like every generated id).
+pub fn new_event_id() -> String {
+    crate::db::ids::generate()
 }
 
 /// A message as this replica's subscribers receive it: the message, and room for
@@ -205,11 +215,19 @@ pub struct BusHealth {
     pub error: Option<String>,
 }
 
+/// What else happens to an event once its change is committed (webhook
+/// deliveries are queued here), on the replica that made the change only.
+#[async_trait::async_trait]
+pub trait EventSink: Send + Sync {
+    async fn committed(&self, event: &Event);
+}
+
 /// A handle on the bus: cheap to clone.
 #[derive(Clone)]
 pub struct Bus {
     local: Local,
     redis: Option<Arc<RedisBus>>,
+    sink: Arc<std::sync::OnceLock<Arc<dyn EventSink>>>,
 }
 
 impl Bus {
@@ -218,6 +236,7 @@ impl Bus {
         Bus {
             local: Local::new(),
             redis: None,
+            sink: Arc::default(),
         }
     }
 
@@ -228,6 +247,7 @@ impl Bus {
         Ok(Bus {
             local,
             redis: Some(Arc::new(redis)),
+            sink: Arc::default(),
         })
     }
 
@@ -236,9 +256,21 @@ impl Bus {
         self.local.send(message);
     }
 
+    /// Sets what is told of every event published here; once, at start.
+    pub fn set_sink(&self, sink: Arc<dyn EventSink>) {
+        if self.sink.set(sink).is_err() {
+            tracing::warn!("the bus's event sink was set twice; the first stays");
+        }
+    }
+
     /// Publishes a message to every replica. A failure is logged and returned; the
-    /// write that caused it has already happened and stays.
+    /// write that caused it has already happened and stays. Every event passes
+    /// here once, on the replica that made its change, after the change committed:
+    /// the sink hears of it first, so it does not depend on the bus being up.
     pub async fn publish(&self, message: BusMessage) -> anyhow::Result<()> {
+        if let (BusMessage::Event(event), Some(sink)) = (&message, self.sink.get()) {
+            sink.committed(event).await;
+        }
         match &self.redis {
             Some(redis) => redis.publish(&message).await.inspect_err(|err| {
                 metrics::counter!("nimbus_bus_publish_failures_total").increment(1);

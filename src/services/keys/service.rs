@@ -268,6 +268,7 @@ pub fn key_json(key: &ApiKey) -> serde_json::Value {
 
 async fn publish(state: &AppState, key: &ApiKey, action: &str) {
     let event = Event {
+        id: crate::bus::new_event_id(),
         project_id: key.project_id.clone(),
         events: vec![
             format!("keys.{}.{action}", key.id),
