@@ -3,7 +3,8 @@
 -- A replica claims due jobs by writing its lease (owner token and expiry) into them;
 -- a job whose lease expired (its replica died) is claimed again by another.
 -- `dedupe_key`, when set, makes an enqueue idempotent (one delivery per webhook and
--- event, one job per schedule tick). Timestamps are milliseconds since the epoch.
+-- event, one job per schedule tick). Timestamps are milliseconds since the epoch;
+-- payloads are JSON in MEDIUMTEXT, read as bytes (ADR 0001).
 CREATE TABLE jobs (
     id               VARCHAR(36) NOT NULL PRIMARY KEY,
     project_id       VARCHAR(36) NOT NULL,

@@ -1,5 +1,5 @@
 -- Webhooks of a project: where to POST which events. `events` is a JSON array of
--- Appwrite event patterns (`*` matches one segment). The signing secret must be read
+-- Appwrite event patterns (`*` matches one segment), MEDIUMTEXT read as bytes (ADR 0001). The signing secret must be read
 -- back to sign, so it is sealed with the server secret, never stored in clear.
 -- `failures` counts consecutive failed deliveries; at the configured threshold the
 -- webhook is disabled (`enabled` 0) until an update enables it again.
@@ -8,7 +8,7 @@ CREATE TABLE webhooks (
     id         VARCHAR(36) NOT NULL,
     name       VARCHAR(128) NOT NULL,
     url        VARCHAR(2048) NOT NULL,
-    events     TEXT NOT NULL,
+    events     MEDIUMTEXT NOT NULL,
     enabled    SMALLINT NOT NULL,
     tls_verify SMALLINT NOT NULL,
     secret     VARCHAR(512) NOT NULL,
@@ -32,7 +32,7 @@ CREATE TABLE webhook_deliveries (
     duration_ms      BIGINT NOT NULL,
     success          SMALLINT NOT NULL,
     error            VARCHAR(1024) NULL,
-    response_excerpt TEXT NULL,
+    response_excerpt VARCHAR(1024) NULL,
     created_at       BIGINT NOT NULL,
     INDEX webhook_deliveries_by_webhook (project_id, webhook_id, id),
     INDEX webhook_deliveries_by_age (created_at)

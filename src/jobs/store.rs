@@ -3,8 +3,10 @@
 //! rows holding it; every later write of a job names that token, so a replica
 //! whose lease was taken over cannot overwrite the job's new owner.
 
-use sqlx::{Any, AnyPool, Executor, FromRow};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyPool, Executor, FromRow, Row as _};
 
+use crate::db::columns::text;
 use crate::db::{Dialect, Page};
 
 use super::{DEAD, DONE, Job, QUEUED, RUNNING};
@@ -13,7 +15,7 @@ const COLUMNS: &str = "id, project_id, kind, payload, dedupe_key, status, attemp
      run_at, lease_owner, lease_expires_at, last_error, created_at, updated_at";
 
 /// A job as stored.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct JobRow {
     pub id: String,
     pub project_id: String,
@@ -29,6 +31,27 @@ pub struct JobRow {
     pub last_error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl FromRow<'_, AnyRow> for JobRow {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(JobRow {
+            id: row.try_get("id")?,
+            project_id: row.try_get("project_id")?,
+            kind: row.try_get("kind")?,
+            payload: text(row, "payload")?,
+            dedupe_key: row.try_get("dedupe_key")?,
+            status: row.try_get("status")?,
+            attempts: row.try_get("attempts")?,
+            max_attempts: row.try_get("max_attempts")?,
+            run_at: row.try_get("run_at")?,
+            lease_owner: row.try_get("lease_owner")?,
+            lease_expires_at: row.try_get("lease_expires_at")?,
+            last_error: row.try_get("last_error")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
 }
 
 /// Inserts `job`; with a dedupe key already taken, inserts nothing and answers false.
@@ -255,7 +278,7 @@ pub async fn prune_done(pool: &AnyPool, before: i64) -> Result<u64, sqlx::Error>
 }
 
 /// A recurring job as stored.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct ScheduleRow {
     pub id: String,
     pub project_id: String,
@@ -263,6 +286,19 @@ pub struct ScheduleRow {
     pub payload: String,
     pub cron: String,
     pub next_run_at: i64,
+}
+
+impl FromRow<'_, AnyRow> for ScheduleRow {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(ScheduleRow {
+            id: row.try_get("id")?,
+            project_id: row.try_get("project_id")?,
+            kind: row.try_get("kind")?,
+            payload: text(row, "payload")?,
+            cron: row.try_get("cron")?,
+            next_run_at: row.try_get("next_run_at")?,
+        })
+    }
 }
 
 /// Creates schedule `id`, or changes its expression and payload (the next tick is

@@ -73,7 +73,7 @@ impl crate::bus::EventSink for Deliveries {
             return;
         };
         if let Err(err) = service::deliveries_for(&state, event).await {
-            tracing::warn!(event = %event.id, error = %err.message(), "cannot queue webhook deliveries");
+            tracing::warn!(event = %event.id, error = ?err, "cannot queue webhook deliveries");
         }
     }
 }

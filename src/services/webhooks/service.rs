@@ -93,7 +93,12 @@ async fn check_url(state: &AppState, text: &str) -> AppResult<String> {
             Err(refused) => return Err(bad(refused.to_string())),
         }
     }
-    Ok(url.to_string())
+    // Normalising escapes what needs it, which can make the URL longer.
+    let url = url.to_string();
+    if url.len() > MAX_URL_BYTES {
+        return Err(bad(outbound::Refused::TooLong(MAX_URL_BYTES).to_string()));
+    }
+    Ok(url)
 }
 
 /// Creates a webhook; answers it and its secret, which is shown only now.

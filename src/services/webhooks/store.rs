@@ -1,15 +1,17 @@
 //! SQL of webhooks and their delivery log.
 
-use sqlx::{Any, AnyPool, Executor, FromRow};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyPool, Executor, FromRow, Row as _};
 
 use crate::db::Page;
+use crate::db::columns::text;
 
 use super::{Delivery, Webhook};
 
 const COLUMNS: &str = "project_id, id, name, url, events, enabled, tls_verify, secret, failures, created_at, updated_at";
 
 /// A webhook as stored; `secret` is sealed.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct WebhookRow {
     pub project_id: String,
     pub id: String,
@@ -23,6 +25,24 @@ pub struct WebhookRow {
     pub failures: i64,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl FromRow<'_, AnyRow> for WebhookRow {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(WebhookRow {
+            project_id: row.try_get("project_id")?,
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            url: row.try_get("url")?,
+            events: text(row, "events")?,
+            enabled: row.try_get("enabled")?,
+            tls_verify: row.try_get("tls_verify")?,
+            secret: row.try_get("secret")?,
+            failures: row.try_get("failures")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
 }
 
 impl WebhookRow {
@@ -146,15 +166,18 @@ pub async fn count(pool: &AnyPool, project_id: &str) -> Result<i64, sqlx::Error>
         .await
 }
 
-/// The project's enabled webhooks: id and patterns.
+/// The project's enabled webhooks: id and patterns (JSON).
 pub async fn enabled(
     pool: &AnyPool,
     project_id: &str,
 ) -> Result<Vec<(String, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT id, events FROM webhooks WHERE project_id = ? AND enabled = 1")
+    let rows = sqlx::query("SELECT id, events FROM webhooks WHERE project_id = ? AND enabled = 1")
         .bind(project_id)
         .fetch_all(pool)
-        .await
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("id")?, text(row, "events")?)))
+        .collect()
 }
 
 pub async fn delete(pool: &AnyPool, project_id: &str, id: &str) -> Result<bool, sqlx::Error> {
@@ -188,14 +211,17 @@ pub async fn count_failure(
     now: i64,
 ) -> Result<bool, sqlx::Error> {
     sqlx::query(
-        "UPDATE webhooks SET failures = failures + 1, \
+        // MariaDB assigns left to right, each expression seeing the columns set
+        // before it (SQLite: the old row): so the columns read come last.
+        "UPDATE webhooks SET \
+         updated_at = CASE WHEN failures + 1 >= ? AND enabled = 1 THEN ? ELSE updated_at END, \
          enabled = CASE WHEN failures + 1 >= ? THEN 0 ELSE enabled END, \
-         updated_at = CASE WHEN failures + 1 >= ? AND enabled = 1 THEN ? ELSE updated_at END \
+         failures = failures + 1 \
          WHERE project_id = ? AND id = ?",
     )
     .bind(threshold)
-    .bind(threshold)
     .bind(now)
+    .bind(threshold)
     .bind(project_id)
     .bind(id)
     .execute(pool)
