@@ -23,6 +23,7 @@ CREATE TABLE jobs (
     updated_at       BIGINT NOT NULL,
     UNIQUE KEY jobs_dedupe (dedupe_key),
     INDEX jobs_due (status, run_at),
+    INDEX jobs_leases (status, lease_expires_at),
     INDEX jobs_by_owner (lease_owner),
     INDEX jobs_by_project (project_id, id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;

@@ -22,6 +22,7 @@ CREATE TABLE jobs (
     updated_at       BIGINT NOT NULL
 );
 CREATE INDEX jobs_due ON jobs (status, run_at);
+CREATE INDEX jobs_leases ON jobs (status, lease_expires_at);
 CREATE INDEX jobs_by_owner ON jobs (lease_owner);
 CREATE INDEX jobs_by_project ON jobs (project_id, id);
 

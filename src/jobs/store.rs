@@ -81,13 +81,19 @@ pub async fn insert<'e>(
         .map(|r| r.rows_affected() == 1)
 }
 
-/// What makes a job due: queued and its time has come, or running under a lease
-/// that expired (its replica died or hung).
-const DUE: &str =
-    "((status = 'queued' AND run_at <= ?) OR (status = 'running' AND lease_expires_at <= ?))";
+/// What makes a job due, in two conditions that each read one index range: queued
+/// and its time has come, or running under a lease that expired (its replica died
+/// or hung). The one that orders them comes with each.
+const DUE: [(&str, &str); 2] = [
+    (
+        "status = 'running' AND lease_expires_at <= ?",
+        "lease_expires_at",
+    ),
+    ("status = 'queued' AND run_at <= ?", "run_at"),
+];
 
 /// Leases at most `limit` due jobs to `owner` until `lease_until`, counting an
-/// attempt for each, and returns them.
+/// attempt for each, and returns them. Jobs whose replica died go first.
 pub async fn claim(
     pool: &AnyPool,
     dialect: Dialect,
@@ -98,25 +104,35 @@ pub async fn claim(
 ) -> Result<Vec<JobRow>, sqlx::Error> {
     let set = "SET status = 'running', lease_owner = ?, lease_expires_at = ?, \
                attempts = attempts + 1, updated_at = ?";
-    // MariaDB takes ORDER BY and LIMIT on a single-table UPDATE (and locks only the
-    // rows it takes, re-reading the condition after a wait); SQLite needs the
-    // compile-time option for that, so it picks the rows in a subquery, which its
-    // single writer makes atomic.
-    let sql = match dialect {
-        Dialect::MySql => format!("UPDATE jobs {set} WHERE {DUE} ORDER BY run_at LIMIT {limit}"),
-        Dialect::Sqlite => format!(
-            "UPDATE jobs {set} WHERE id IN (SELECT id FROM jobs WHERE {DUE} ORDER BY run_at LIMIT {limit})"
-        ),
-    };
-    let claimed = sqlx::query(&sql)
-        .bind(owner)
-        .bind(lease_until)
-        .bind(now)
-        .bind(now)
-        .bind(now)
-        .execute(pool)
-        .await?
-        .rows_affected();
+    let mut claimed = 0;
+    for (due, order) in DUE {
+        let room = limit.saturating_sub(claimed);
+        if room == 0 {
+            break;
+        }
+        // MariaDB takes ORDER BY and LIMIT on a single-table UPDATE, locks the rows
+        // of the index range it reads and re-reads the condition after a wait, so
+        // two replicas never take one row; SQLite needs a compile-time option for
+        // that, so it picks the rows in a subquery, which its single writer makes
+        // atomic.
+        let sql = match dialect {
+            Dialect::MySql => {
+                format!("UPDATE jobs {set} WHERE {due} ORDER BY {order} LIMIT {room}")
+            }
+            Dialect::Sqlite => format!(
+                "UPDATE jobs {set} WHERE id IN \
+                 (SELECT id FROM jobs WHERE {due} ORDER BY {order} LIMIT {room})"
+            ),
+        };
+        claimed += sqlx::query(&sql)
+            .bind(owner)
+            .bind(lease_until)
+            .bind(now)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected() as usize;
+    }
     if claimed == 0 {
         return Ok(Vec::new());
     }
