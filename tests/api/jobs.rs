@@ -263,3 +263,56 @@ async fn an_email_sent_while_smtp_is_down_arrives_once_it_is_back() {
     assert_eq!(smtp.messages_to("outage@example.com").len(), 1);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn each_tick_of_a_schedule_is_taken_by_one_replica_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.secret = Some("a-secret-the-replicas-of-this-test-share".into());
+    config.jobs_poll_ms = 50;
+    let app = spawn_with(config, dir).await;
+    let _replica = ServeProcess::start(
+        &app,
+        ServeOptions {
+            env: vec![("NIMBUS_JOBS_POLL_MS", "50".into())],
+            ..ServeOptions::default()
+        },
+    )
+    .await;
+    // Every second; the kind has no handler, so each tick's job is dead-lettered
+    // and stays listed.
+    let state = app.server.as_ref().unwrap().state();
+    state
+        .jobs
+        .schedule(
+            state,
+            "every-second",
+            "default",
+            "test.tick",
+            json!({}),
+            "* * * * * *",
+        )
+        .await
+        .unwrap();
+    let ticks = eventually("three ticks", || async {
+        let data = app
+            .admin(
+                "{ jobs(kind: \"test.tick\", first: 100) { nodes { createdAt status lastError } } }",
+                json!({}),
+            )
+            .await
+            .ok();
+        let nodes = data["jobs"]["nodes"].as_array().unwrap().clone();
+        (nodes.len() >= 3).then_some(nodes)
+    })
+    .await;
+    // Both replicas look every 50 ms; still one job per tick (per second).
+    let mut seconds: Vec<String> = ticks
+        .iter()
+        .map(|job| job["createdAt"].as_str().unwrap()[..19].to_string())
+        .collect();
+    let all = seconds.len();
+    seconds.dedup();
+    assert_eq!(seconds.len(), all, "{ticks:?}");
+    app.shutdown().await;
+}
