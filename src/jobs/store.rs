@@ -283,6 +283,16 @@ pub async fn delete(pool: &AnyPool, project_id: &str, id: &str) -> Result<bool, 
         .map(|r| r.rows_affected() == 1)
 }
 
+/// Deletes every job of a project (deleted with it): a queued email or delivery of a
+/// project that no longer exists is not sent.
+pub async fn delete_project_jobs(pool: &AnyPool, project_id: &str) -> Result<u64, sqlx::Error> {
+    sqlx::query("DELETE FROM jobs WHERE project_id = ?")
+        .bind(project_id)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
+}
+
 /// Deletes finished jobs last changed before `before`.
 pub async fn prune_done(pool: &AnyPool, before: i64) -> Result<u64, sqlx::Error> {
     sqlx::query("DELETE FROM jobs WHERE status = ? AND updated_at < ?")

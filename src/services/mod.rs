@@ -143,6 +143,8 @@ impl projects::service::ProjectData for ProjectRemains {
 
     async fn forget_after(&self, state: &AppState, admin: &AdminGrant) {
         storage::service::forget_project_files(state, admin).await;
+        webhooks::service::forget_project(state, admin).await;
+        jobs::service::forget_project(state, admin).await;
     }
 }
 

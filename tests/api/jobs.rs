@@ -316,3 +316,54 @@ async fn each_tick_of_a_schedule_is_taken_by_one_replica_only() {
     assert_eq!(seconds.len(), all, "{ticks:?}");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn deleting_a_project_drops_its_queued_jobs_and_webhooks() {
+    let receiver = Receiver::start().await;
+    // Nothing runs jobs here: the delivery stays queued.
+    let app = app_with_webhooks(|c| c.jobs_concurrency = 0).await;
+    app.create_project("gone").await;
+    let key = app
+        .create_key("gone", &["webhooks.write", "teams.write", "jobs.read"])
+        .await;
+    app.as_key(
+        &key,
+        "gone",
+        "mutation($url: String!) { createWebhook(input: {name: \"h\", url: $url, events: [\"teams.*\"]}) { webhook { id } } }",
+        json!({"url": receiver.url("/ok")}),
+    )
+    .await
+    .ok();
+    app.as_key(
+        &key,
+        "gone",
+        "mutation { createTeam(input: {id: \"t\", name: \"T\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let queued = app
+        .as_key(
+            &key,
+            "gone",
+            "{ jobs(kind: \"webhook\") { nodes { id status } } }",
+            json!({}),
+        )
+        .await
+        .ok()["jobs"]["nodes"][0]
+        .clone();
+    assert_eq!(queued["status"], "QUEUED");
+
+    app.admin(
+        "mutation { deleteProject(input: {id: \"gone\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let state = app.server.as_ref().unwrap().state();
+    let left = nimbus::jobs::store::find(state.db.pool(), "gone", queued["id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert!(left.is_none(), "{left:?}");
+    app.shutdown().await;
+}

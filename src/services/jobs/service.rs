@@ -88,6 +88,14 @@ pub async fn delete(state: &AppState, grant: &Grant<JobsWrite>, id: &str) -> App
     Ok(id.to_string())
 }
 
+/// Forgets the jobs of the grant's deleted project: its queued mail and deliveries
+/// are not sent any more. A failure is logged.
+pub async fn forget_project(state: &AppState, admin: &crate::auth::AdminGrant) {
+    if let Err(err) = store::delete_project_jobs(state.db.pool(), admin.project()).await {
+        tracing::warn!(error = %err, "cannot delete a deleted project's jobs");
+    }
+}
+
 /// The statuses, as the schema's enum names them.
 pub const STATUSES: &[(&str, &str, &str)] = &[
     (

@@ -307,6 +307,14 @@ pub async fn deliveries_for(state: &AppState, event: &Event) -> AppResult<usize>
     Ok(queued)
 }
 
+/// Forgets the delivery log of the grant's deleted project (its webhooks go with
+/// its rows). A failure is logged; pruning takes what is left.
+pub async fn forget_project(state: &AppState, admin: &crate::auth::AdminGrant) {
+    if let Err(err) = store::delete_project_deliveries(state.db.pool(), admin.project()).await {
+        tracing::warn!(error = %err, "cannot delete a deleted project's webhook deliveries");
+    }
+}
+
 /// The secret of a webhook, opened; `None` when it does not open (sealed under
 /// another server secret).
 pub(super) fn open_secret(state: &AppState, sealed: &str) -> Option<String> {

@@ -344,6 +344,18 @@ pub async fn delete_deliveries_of(
         .map(|_| ())
 }
 
+/// Deletes the delivery log of a deleted project (its webhooks cascade).
+pub async fn delete_project_deliveries(
+    pool: &AnyPool,
+    project_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM webhook_deliveries WHERE project_id = ?")
+        .bind(project_id)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
 pub async fn prune_deliveries(pool: &AnyPool, before: i64) -> Result<u64, sqlx::Error> {
     sqlx::query("DELETE FROM webhook_deliveries WHERE created_at < ?")
         .bind(before)
