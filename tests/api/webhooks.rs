@@ -654,3 +654,38 @@ async fn hostile_inputs_get_clear_codes() {
     assert_eq!(deleted["deleteWebhook"]["deletedId"], "dup");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn delivery_attempts_can_be_watched_live() {
+    let receiver = Receiver::start().await;
+    let app = app_with_webhooks(|_| {}).await;
+    let (hook, _) = create_webhook(&app, &receiver.url("/ok"), &["teams.*.create"]).await;
+    let watcher = app.create_key("default", &["webhooks.read"]).await;
+    let mut ws = crate::helpers::WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({"X-Nimbus-Key": watcher}))
+        .await
+        .expect("ack");
+    ws.subscribe(
+        "d",
+        &format!(
+            "subscription {{ realtime(channels: [\"webhooks.{hook}.deliveries\"]) {{ events payload }} }}"
+        ),
+    )
+    .await;
+    // Messages are handled in order: after the pong, the subscription is live.
+    ws.ping_pong().await;
+    create_team(&app, "watched").await;
+    let event = ws.next_json().await.expect("a delivery event");
+    let data = &event["payload"]["data"]["realtime"];
+    assert!(
+        data["events"][0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("webhooks.{hook}.deliveries.")),
+        "{event}"
+    );
+    assert_eq!(data["payload"]["webhookId"], hook);
+    assert_eq!(data["payload"]["statusCode"], 200);
+    assert_eq!(data["payload"]["success"], true);
+    app.shutdown().await;
+}

@@ -13,6 +13,7 @@ use futures_util::StreamExt as _;
 use hmac::{Hmac, Mac as _};
 
 use crate::AppState;
+use crate::auth::scopes::{ScopeMarker, WebhooksRead};
 use crate::db::{ids, now_millis};
 use crate::jobs::{Failure, Handler, Job};
 use crate::outbound;
@@ -122,9 +123,9 @@ impl Handler for WebhookJobs {
             response_excerpt: attempt.excerpt,
             created_at: now_millis(),
         };
-        if let Err(err) = store::insert_delivery(state.db.pool(), &job.project_id, &delivery).await
-        {
-            tracing::warn!(error = %err, "cannot log a webhook delivery");
+        match store::insert_delivery(state.db.pool(), &job.project_id, &delivery).await {
+            Ok(()) => publish(state, &job.project_id, &delivery).await,
+            Err(err) => tracing::warn!(error = %err, "cannot log a webhook delivery"),
         }
         if success {
             store::reset_failures(state.db.pool(), &job.project_id, &webhook_id)
@@ -151,6 +152,36 @@ impl Handler for WebhookJobs {
         }
         Err(Failure::Retry(error))
     }
+}
+
+/// Announces a logged attempt as `webhooks.W.deliveries.D.create`, on the channels
+/// `webhooks`, `webhooks.W` and `webhooks.W.deliveries`, to keys holding
+/// `webhooks.read` only. No webhook pattern names `webhooks`, so it is never itself
+/// delivered to a webhook.
+async fn publish(state: &AppState, project_id: &str, delivery: &Delivery) {
+    let name = format!(
+        "webhooks.{}.deliveries.{}",
+        delivery.webhook_id, delivery.id
+    );
+    let event = crate::bus::Event {
+        channels: vec![
+            "webhooks".into(),
+            format!("webhooks.{}", delivery.webhook_id),
+            format!("webhooks.{}.deliveries", delivery.webhook_id),
+        ],
+        key_scope: <WebhooksRead as ScopeMarker>::NAME.into(),
+        ..crate::bus::Event::change(
+            project_id,
+            &name,
+            "webhooks.*.deliveries.*",
+            "create",
+            super::schema::delivery_json(delivery),
+        )
+    };
+    let _ = state
+        .bus
+        .publish(crate::bus::BusMessage::Event(event))
+        .await;
 }
 
 fn body_events(job: &Job) -> Vec<String> {

@@ -40,6 +40,11 @@ pub fn webhook_value(webhook: &Webhook) -> Value {
     ])
 }
 
+/// A delivery attempt as its realtime event carries it.
+pub fn delivery_json(delivery: &Delivery) -> serde_json::Value {
+    delivery_value(delivery).into_json().unwrap_or_default()
+}
+
 fn delivery_value(delivery: &Delivery) -> Value {
     let text = |t: &Option<String>| t.as_deref().map_or(Value::Null, Value::from);
     object([
@@ -304,7 +309,7 @@ fn webhook_deliveries() -> Field {
             })
         },
     ))
-    .description("The delivery attempts of a webhook, oldest first (`last` for the newest), kept `NIMBUS_JOBS_RETENTION_DAYS` (scope `webhooks.read`).")
+    .description("The delivery attempts of a webhook, oldest first (`last` for the newest), kept `NIMBUS_JOBS_RETENTION_DAYS` (scope `webhooks.read`). Each new attempt is also published as `webhooks.ID.deliveries.ID.create` on the realtime channels `webhooks`, `webhooks.ID` and `webhooks.ID.deliveries`, to keys holding `webhooks.read`.")
     .argument(InputValue::new("webhookId", TypeRef::named_nn(TypeRef::ID)).description("The webhook's id."))
 }
 
