@@ -321,8 +321,10 @@ pub struct Config {
     pub jobs_concurrency: usize,
 
     /// Attempts of a background job before it is dead-lettered (kept, listed by
-    /// `jobs(status: DEAD)`, retried only by an administrator).
-    #[arg(long, env = "NIMBUS_JOBS_MAX_ATTEMPTS", default_value_t = 8)]
+    /// `jobs(status: DEAD)`, retried only by an administrator). With the default
+    /// backoff, 12 attempts span about two hours: an SMTP relay or a webhook receiver
+    /// may be down that long without losing anything.
+    #[arg(long, env = "NIMBUS_JOBS_MAX_ATTEMPTS", default_value_t = 12)]
     pub jobs_max_attempts: u32,
 
     /// Delay before the first retry of a failed job, in milliseconds; each further

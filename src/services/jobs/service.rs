@@ -60,22 +60,34 @@ pub async fn get(state: &AppState, grant: &Grant<JobsRead>, id: &str) -> AppResu
 /// Queues a dead job again, its attempts counted afresh.
 pub async fn retry(state: &AppState, grant: &Grant<JobsWrite>, id: &str) -> AppResult<Job> {
     ids::validate("id", id)?;
-    if !store::retry_dead(state.db.pool(), grant.project(), id, now_millis()).await? {
-        let exists = store::find(state.db.pool(), grant.project(), id).await?;
-        return Err(match exists {
+    let mut job = store::find(state.db.pool(), grant.project(), id)
+        .await?
+        .map(Job::from)
+        .ok_or_else(|| not_found(id))?;
+    let now = now_millis();
+    if !store::retry_dead(state.db.pool(), grant.project(), id, now).await? {
+        let current = store::find(state.db.pool(), grant.project(), id).await?;
+        return Err(match current {
             None => not_found(id),
-            Some(job) => AppError::Invalid {
+            Some(current) => AppError::Invalid {
                 code: codes::JOB_NOT_DEAD,
                 field: "id".into(),
-                reason: format!("the job is {}; only a dead job can be retried", job.status),
+                reason: format!(
+                    "the job is {}; only a dead job can be retried",
+                    current.status
+                ),
             },
         });
     }
+    // The answer is the job as queued (what the update wrote), not whatever a
+    // worker has made of it by the time it could be read back.
+    job.status = jobs::QUEUED.into();
+    job.attempts = 0;
+    job.run_at = now;
+    job.last_error = None;
+    job.updated_at = now;
     state.jobs.wake();
-    store::find(state.db.pool(), grant.project(), id)
-        .await?
-        .map(Job::from)
-        .ok_or_else(|| not_found(id))
+    Ok(job)
 }
 
 /// Deletes a job: a queued one never runs; a running one finishes its attempt but
