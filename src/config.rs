@@ -320,6 +320,51 @@ pub struct Config {
     )]
     pub trusted_proxies: TrustedProxies,
 
+    /// Background jobs (emails, webhook deliveries) one replica runs at once; 0: this
+    /// replica runs none (other replicas do).
+    #[arg(long, env = "NIMBUS_JOBS_CONCURRENCY", default_value_t = 8)]
+    pub jobs_concurrency: usize,
+
+    /// Attempts of a background job before it is dead-lettered (kept, listed by
+    /// `jobs(status: DEAD)`, retried only by an administrator). With the default
+    /// backoff, 12 attempts span about two hours: an SMTP relay or a webhook receiver
+    /// may be down that long without losing anything.
+    #[arg(long, env = "NIMBUS_JOBS_MAX_ATTEMPTS", default_value_t = 12)]
+    pub jobs_max_attempts: u32,
+
+    /// Delay before the first retry of a failed job, in milliseconds; each further
+    /// retry waits twice as long (at most an hour), with random jitter.
+    #[arg(long, env = "NIMBUS_JOBS_RETRY_BASE_MS", default_value_t = 5000)]
+    pub jobs_retry_base_ms: u64,
+
+    /// How long a replica holds a job it runs, in seconds: a job whose replica died
+    /// is run by another once this has passed. Longer than any job may take.
+    #[arg(long, env = "NIMBUS_JOBS_LEASE_SECS", default_value_t = 120)]
+    pub jobs_lease_secs: u64,
+
+    /// How often an idle replica looks for due jobs, in milliseconds (jobs enqueued
+    /// on the same replica start at once).
+    #[arg(long, env = "NIMBUS_JOBS_POLL_MS", default_value_t = 1000)]
+    pub jobs_poll_ms: u64,
+
+    /// Days finished jobs and webhook delivery logs are kept.
+    #[arg(long, env = "NIMBUS_JOBS_RETENTION_DAYS", default_value_t = 7)]
+    pub jobs_retention_days: u32,
+
+    /// Seconds a webhook receiver has to answer one delivery (connecting included).
+    #[arg(long, env = "NIMBUS_WEBHOOKS_TIMEOUT_SECS", default_value_t = 10)]
+    pub webhooks_timeout_secs: u64,
+
+    /// Consecutive failed deliveries after which a webhook is disabled (re-enabled
+    /// by `updateWebhook`).
+    #[arg(long, env = "NIMBUS_WEBHOOKS_FAILURE_THRESHOLD", default_value_t = 10)]
+    pub webhooks_failure_threshold: u32,
+
+    /// Let webhooks deliver to loopback, private, link-local and other reserved
+    /// addresses. Off: such URLs are refused, also when a name resolves to one.
+    #[arg(long, env = "NIMBUS_WEBHOOKS_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhooks_allow_private: bool,
+
     /// A MaxMind DB file (e.g. GeoLite2-Country) that maps client addresses to
     /// countries for `locale`. Unset: the bundled database (CC0, by ip-location-db).
     #[arg(long, env = "NIMBUS_GEOIP_DB")]

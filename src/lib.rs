@@ -20,8 +20,12 @@ pub mod gauge;
 pub mod graphql;
 /// The HTTP and WebSocket surface: router, GraphQL transport, health, metrics, playground.
 pub mod http;
-/// Outgoing email: SMTP, or an outbox folder for development.
+/// Durable background jobs: a table, leases, retries, dead letters, CRON schedules.
+pub mod jobs;
+/// Outgoing email: SMTP, or an outbox folder for development; queued as jobs.
 pub mod mail;
+/// Outgoing HTTP to user-named URLs, kept off the server's own network.
+pub mod outbound;
 /// The services, one folder each.
 pub mod services;
 
@@ -50,6 +54,8 @@ pub struct AppInner {
     pub bus: Bus,
     pub files: FileStore,
     pub mailer: mail::Mailer,
+    /// The durable job queue and this replica's worker settings.
+    pub jobs: jobs::Jobs,
     pub schemas: ProjectSchemas<services::LoadedProject>,
     /// The type and root field names of the core schema, which collections may not take.
     pub core_names: &'static std::collections::HashSet<String>,
@@ -93,6 +99,17 @@ impl Deref for AppState {
 }
 
 impl AppState {
+    /// A handle that does not keep the state alive, for what the state itself
+    /// holds (the bus's event sink).
+    pub fn downgrade(&self) -> std::sync::Weak<AppInner> {
+        Arc::downgrade(&self.0)
+    }
+
+    /// The state behind `weak`, unless it was dropped.
+    pub fn upgrade(weak: &std::sync::Weak<AppInner>) -> Option<AppState> {
+        weak.upgrade().map(AppState)
+    }
+
     /// Connects to the database (applying migrations) and the bus, and prepares file
     /// storage: what every command that touches data needs.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
@@ -131,6 +148,7 @@ impl AppState {
             services::storage::preview::Turns::new(config.preview_slots(), config.preview_queue);
         let parsed_queries =
             graphql::parsed::ParsedQueries::new(graphql::limits::QueryLimits::of(&config));
+        let config_for_jobs = config.clone();
         let state = AppState(Arc::new(AppInner {
             creates,
             preview_turns,
@@ -144,6 +162,7 @@ impl AppState {
             bus,
             files,
             mailer,
+            jobs: jobs::Jobs::new(&config_for_jobs),
             schemas: ProjectSchemas::default(),
             core_names: services::core_names(),
             memberships: services::team_memberships(),
@@ -228,6 +247,7 @@ pub struct Server {
     presence: JoinHandle<()>,
     uploads: JoinHandle<()>,
     pruning: JoinHandle<()>,
+    jobs: JoinHandle<()>,
 }
 
 impl Server {
@@ -247,6 +267,7 @@ impl Server {
         tokio::spawn(http::multipart::sweep_spool(
             state.config.upload_spool_dir(),
         ));
+        let jobs = start_jobs(&state).await;
         let admin_key = services::keys::service::bootstrap_admin_key(&state)
             .await
             .map_err(|e| anyhow::anyhow!("cannot create the first admin key: {}", e.message()))?;
@@ -274,6 +295,7 @@ impl Server {
             presence,
             uploads,
             pruning,
+            jobs,
         })
     }
 
@@ -300,11 +322,48 @@ impl Server {
         self.presence.abort();
         self.uploads.abort();
         self.pruning.abort();
+        self.jobs.abort();
         self.state.close().await;
         served
             .context("the server task failed")?
             .context("serving failed")
     }
+}
+
+/// Registers the handler of every kind of job, routes committed events to
+/// webhooks, and starts this replica's job worker.
+async fn start_jobs(state: &AppState) -> JoinHandle<()> {
+    use services::webhooks;
+    let mut handlers: std::collections::HashMap<&'static str, Arc<dyn jobs::Handler>> =
+        std::collections::HashMap::new();
+    handlers.insert(mail::queue::KIND, Arc::new(mail::queue::MailJobs));
+    handlers.insert(
+        webhooks::service::KIND,
+        Arc::new(webhooks::deliver::WebhookJobs),
+    );
+    handlers.insert(
+        webhooks::service::PRUNE_KIND,
+        Arc::new(webhooks::deliver::PruneDeliveries),
+    );
+    state.jobs.set_handlers(handlers);
+    state
+        .bus
+        .set_sink(Arc::new(webhooks::Deliveries::new(state.downgrade())));
+    if let Err(err) = state
+        .jobs
+        .schedule(
+            state,
+            webhooks::service::PRUNE_KIND,
+            "",
+            webhooks::service::PRUNE_KIND,
+            serde_json::Value::Null,
+            "23 * * * *",
+        )
+        .await
+    {
+        tracing::warn!(error = %err, "cannot set up the pruning of webhook deliveries");
+    }
+    tokio::spawn(jobs::work_forever(state.clone()))
 }
 
 /// The key an event name such as `keys.K.delete` is about.

@@ -81,6 +81,10 @@ scopes! {
     FunctionsWrite = "functions.write": "Create, change, deploy and delete functions.",
     ExecutionsRead = "executions.read": "Read function executions.",
     ExecutionsWrite = "executions.write": "Run functions.",
+    WebhooksRead = "webhooks.read": "Read the project's webhooks (never their secrets) and their delivery logs.",
+    WebhooksWrite = "webhooks.write": "Create, change, rotate the secret of and delete the project's webhooks.",
+    JobsRead = "jobs.read": "Read the project's background jobs (emails, webhook deliveries).",
+    JobsWrite = "jobs.write": "Retry dead background jobs and delete jobs.",
 }
 
 impl Scope {

@@ -73,6 +73,10 @@ pub enum BusMessage {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
+    /// Unique id of the event, the same on every replica that sees it: webhooks
+    /// deliver an event at most once per webhook by it (their `webhook-id`).
+    #[serde(default = "new_event_id")]
+    pub id: String,
     pub project_id: String,
     /// Appwrite-style event names, most specific first, e.g. `keys.K.create`, `keys.*.create`.
     pub events: Vec<String>,
@@ -113,6 +117,7 @@ impl Event {
         payload: serde_json::Value,
     ) -> Event {
         Event {
+            id: new_event_id(),
             project_id: project_id.to_string(),
             events: vec![format!("{name}.{action}"), format!("{pattern}.{action}")],
             channels: Vec::new(),
@@ -138,6 +143,11 @@ impl Event {
 
 fn is_zero(position: &i64) -> bool {
     *position == 0
+}
+
+/// A fresh event id (time-ordered, like every generated id).
+pub fn new_event_id() -> String {
+    crate::db::ids::generate()
 }
 
 /// A message as this replica's subscribers receive it: the message, and room for
@@ -234,6 +244,13 @@ enum Wire {
     Presence(presence::Presence),
 }
 
+/// What else happens to an event once its change is committed (webhook
+/// deliveries are queued here), on the replica that made the change only.
+#[async_trait::async_trait]
+pub trait EventSink: Send + Sync {
+    async fn committed(&self, event: &Event);
+}
+
 /// A handle on the bus: cheap to clone.
 #[derive(Clone)]
 pub struct Bus {
@@ -241,6 +258,7 @@ pub struct Bus {
     redis: Option<Arc<RedisBus>>,
     relay: log::RelayHandle,
     db: crate::db::Db,
+    sink: Arc<std::sync::OnceLock<Arc<dyn EventSink>>>,
 }
 
 impl Bus {
@@ -253,6 +271,7 @@ impl Bus {
             redis: None,
             relay,
             db: db.clone(),
+            sink: Arc::default(),
         })
     }
 
@@ -267,12 +286,20 @@ impl Bus {
             redis: Some(Arc::new(redis)),
             relay,
             db: db.clone(),
+            sink: Arc::default(),
         })
     }
 
     /// Hands a message to this replica's subscribers only.
     pub fn publish_local(&self, message: BusMessage) {
         self.local.send(message);
+    }
+
+    /// Sets what is told of every event published here; once, at start.
+    pub fn set_sink(&self, sink: Arc<dyn EventSink>) {
+        if self.sink.set(sink).is_err() {
+            tracing::warn!("the bus's event sink was set twice; the first stays");
+        }
     }
 
     /// Tells every replica about a presence change. Presence is not logged: a
@@ -306,6 +333,7 @@ impl Bus {
         for (position, message) in &decoded {
             self.relay.offer(*position, message.clone());
         }
+        self.tell_sink(&decoded);
         if let Some(redis) = &self.redis {
             for (position, message) in decoded {
                 let wire = Wire::Logged { position, message };
@@ -316,6 +344,29 @@ impl Bus {
                 }
             }
         }
+    }
+
+    /// Hands the committed events to the sink, in a task of its own so that the
+    /// writer's answer does not wait on it (webhook lookups, job inserts).
+    fn tell_sink(&self, decoded: &[(i64, BusMessage)]) {
+        let Some(sink) = self.sink.get().cloned() else {
+            return;
+        };
+        let events: Vec<Event> = decoded
+            .iter()
+            .filter_map(|(_, message)| match message {
+                BusMessage::Event(event) => Some(event.clone()),
+                _ => None,
+            })
+            .collect();
+        if events.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            for event in &events {
+                sink.committed(event).await;
+            }
+        });
     }
 
     /// The database whose log this bus relays.

@@ -220,6 +220,13 @@ codes! {
     AVATAR_NOT_FOUND: 404 => "no avatar of that name (e.g. a country code with no flag)";
     INVALID_AVATAR_PARAMETER: 400 => "an avatar parameter (text, size, margin, output, ...) out of range or of the wrong form";
     AVATARS_NOT_PUBLIC: 401 => "the project turned public avatars off (`avatarsPublic`): present a signed-in user's session or an API key";
+    // Webhooks and background jobs.
+    WEBHOOK_NOT_FOUND: 404 => "no webhook has that id";
+    WEBHOOK_ALREADY_EXISTS: 409 => "a webhook has that id already";
+    INVALID_WEBHOOK_URL: 400 => "a webhook URL that is not http(s), carries credentials, is over 2048 bytes, or names a private, loopback or reserved address (unless `NIMBUS_WEBHOOKS_ALLOW_PRIVATE`)";
+    INVALID_WEBHOOK_EVENTS: 400 => "no event pattern, more than 100, or one that names no Appwrite event";
+    JOB_NOT_FOUND: 404 => "no job of the project has that id";
+    JOB_NOT_DEAD: 400 => "only a dead job can be retried";
     // The server's side: details only in its log.
     SERVICE_UNAVAILABLE: 503 => "a dependency is down, or the server has as much of this work as it takes";
     INTERNAL: 500 => "anything unexpected; the cause is logged, never sent";

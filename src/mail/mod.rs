@@ -4,10 +4,12 @@
 //! configured, writes each message as an `.eml` file into an outbox directory, so a
 //! fresh install works offline and a developer can open what would have been sent.
 //!
-//! This module only formats and delivers: it does not decide *when* to send (the
-//! services do, through durable jobs), does not build links or secrets (the caller
-//! does), and never logs a message body, which carries sign-in secrets.
+//! This module only formats, queues ([`queue`], on durable jobs) and delivers: it
+//! does not decide *when* to send (the services do), does not build links or
+//! secrets (the caller does), and never logs a message body, which carries sign-in
+//! secrets.
 
+pub mod queue;
 pub mod templates;
 
 use std::path::{Path, PathBuf};
@@ -198,6 +200,11 @@ impl Mailer {
                 Ok(())
             }
         }
+    }
+
+    /// Checks that `mail` can be sent (recipient, subject) without sending it.
+    pub fn check_message(&self, mail: &OutgoingMail) -> Result<(), MailError> {
+        self.build(mail).map(|_| ())
     }
 
     fn build(&self, mail: &OutgoingMail) -> Result<Message, MailError> {

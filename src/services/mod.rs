@@ -7,6 +7,7 @@
 pub mod account;
 pub mod avatars;
 pub mod databases;
+pub mod jobs;
 pub mod keys;
 pub mod locale;
 pub mod projects;
@@ -14,6 +15,7 @@ pub mod realtime;
 pub mod storage;
 pub mod teams;
 pub mod users;
+pub mod webhooks;
 
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
@@ -42,6 +44,8 @@ pub fn register_all(parts: &mut SchemaParts, project: &Project, model: &DataMode
     storage::register(parts, project);
     locale::register(parts, project);
     avatars::register(parts, project);
+    webhooks::register(parts, project);
+    jobs::register(parts, project);
 }
 
 /// Builds the schema of `project`. `state` is attached as schema data when given
@@ -139,6 +143,8 @@ impl projects::service::ProjectData for ProjectRemains {
 
     async fn forget_after(&self, state: &AppState, admin: &AdminGrant) {
         storage::service::forget_project_files(state, admin).await;
+        webhooks::service::forget_project(state, admin).await;
+        jobs::service::forget_project(state, admin).await;
     }
 }
 

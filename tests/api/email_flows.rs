@@ -254,18 +254,27 @@ async fn without_smtp_mail_is_written_to_the_outbox_folder() {
     )
     .await
     .ok();
+    // Mail is sent in the background: wait for it to land.
     let outbox = app.config.data_dir.join("outbox");
-    let files: Vec<_> = std::fs::read_dir(&outbox)
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .collect();
-    let messages: Vec<_> = files
-        .iter()
-        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-        .collect();
+    let deadline = std::time::Instant::now() + WAIT;
+    let (files, messages) = loop {
+        let files: Vec<_> = std::fs::read_dir(&outbox)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        let messages: Vec<_> = files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .cloned()
+            .collect();
+        if !messages.is_empty() || std::time::Instant::now() > deadline {
+            break (files, messages);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(messages.len(), 1, "{files:?}");
-    let text = std::fs::read_to_string(messages[0]).unwrap();
+    let text = std::fs::read_to_string(&messages[0]).unwrap();
     assert!(text.contains("To: quinn@example.com"), "{text}");
     app.shutdown().await;
 }

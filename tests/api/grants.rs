@@ -102,7 +102,7 @@ async fn a_keys_scopes_are_kept_once_each_by_name_and_unknown_ones_refused() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names.len(), 20);
+    assert_eq!(names.len(), 24);
     assert_eq!(names[0], "admin");
     assert!(names.contains(&"files.write") && names.contains(&"executions.read"));
     assert!(

@@ -92,7 +92,13 @@ impl Inbox {
 impl TestSmtp {
     /// Listens on a free port of 127.0.0.1 and serves until dropped.
     pub async fn start() -> TestSmtp {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::start_on(0).await
+    }
+
+    /// Listens on `port` of 127.0.0.1 (0: a free one), e.g. the port of a relay
+    /// that was down until now.
+    pub async fn start_on(port: u16) -> TestSmtp {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind the test SMTP server");
         let port = listener.local_addr().expect("its address").port();

@@ -161,15 +161,22 @@ async fn consume(
     Ok(token.kind)
 }
 
+/// Queues an email of `project_id`'s to `to`: the request does not wait for the
+/// relay, and a relay that is down gets the message later (see `mail::queue`).
 pub(crate) async fn send(
     state: &AppState,
+    project_id: &str,
     to: &str,
     content: templates::MailContent,
 ) -> AppResult<()> {
-    state.mailer.send(content.to(to)).await.map_err(|err| {
-        tracing::error!(error = %err, "sending email failed");
-        AppError::Unavailable
-    })
+    crate::mail::queue::enqueue(state, project_id, content.to(to))
+        .await
+        .map_err(|err| match err {
+            crate::mail::queue::QueueError::Refused(err) => {
+                AppError::invalid("email", err.to_string())
+            }
+            crate::mail::queue::QueueError::Db(err) => AppError::from(err),
+        })
 }
 
 /// Counts an email `caller` asks for, from `client`, against the bounds per sender
@@ -235,6 +242,7 @@ pub async fn create_verification(
     let token = issue(state, user, VERIFICATION, &secret, VERIFICATION_TTL).await?;
     send(
         state,
+        &user.project_id,
         &email,
         templates::verification(&project_name(state, &user.project_id).await?, &link),
     )
@@ -310,6 +318,7 @@ async fn send_recovery(
     issue(state, &user, RECOVERY, &secret, RECOVERY_TTL).await?;
     send(
         state,
+        project_id,
         email,
         templates::password_recovery(&project_name(state, project_id).await?, &link),
     )
@@ -405,6 +414,7 @@ pub async fn create_magic_url(
     let token = issue(state, &user, MAGIC_URL, &secret, MAGIC_URL_TTL).await?;
     send(
         state,
+        project_id,
         &email,
         templates::magic_url(&project_name(state, project_id).await?, &link),
     )
@@ -424,6 +434,7 @@ pub async fn create_email_code(
     let token = issue(state, &user, EMAIL_OTP, &code, EMAIL_OTP_TTL).await?;
     send(
         state,
+        project_id,
         &email,
         templates::email_otp(&project_name(state, project_id).await?, &code, None),
     )

@@ -1,6 +1,6 @@
 //! Remote images: fetching an image a URL names, for the image proxy, without
-//! letting the URL reach the server's own network. Every hop is resolved here,
-//! each of its addresses must be public (the check `locale` uses for GeoIP), and
+//! letting the URL reach the server's own network. Every hop is resolved and
+//! checked by [`crate::outbound`] (each of its addresses must be public), and
 //! the connection goes to an address so checked — a name that resolves again to
 //! something else (DNS rebinding) is not asked. At most
 //! [`ProxyLimits::max_redirects`] redirects, each checked the same way; the body is
@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 
 use crate::error::{AppError, codes};
-use crate::services::locale::geoip::is_public;
+use crate::outbound::{self, is_public};
 
 /// How far a fetch may go, from the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,20 +61,7 @@ fn failed(reason: impl Into<String>) -> AppError {
 
 /// A URL the proxy may try: absolute `http` or `https`, no credentials in it.
 pub fn check_url(text: &str) -> Result<url::Url, AppError> {
-    if text.len() > MAX_URL_BYTES {
-        return Err(bad_url(format!("must be at most {MAX_URL_BYTES} bytes")));
-    }
-    let url = url::Url::parse(text).map_err(|_| bad_url("must be an absolute http(s) URL"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad_url("must be an http or https URL"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad_url("must not carry credentials"));
-    }
-    if url.host().is_none() {
-        return Err(bad_url("must name a host"));
-    }
-    Ok(url)
+    outbound::check_url(text, MAX_URL_BYTES).map_err(|refused| bad_url(refused.to_string()))
 }
 
 /// The addresses of `url`'s host, all of them `allowed`, or why not.
@@ -82,26 +69,9 @@ async fn allowed_addresses(
     url: &url::Url,
     allowed: fn(IpAddr) -> bool,
 ) -> Result<Vec<SocketAddr>, AppError> {
-    let port = url
-        .port_or_known_default()
-        .ok_or_else(|| bad_url("has no port"))?;
-    let addresses: Vec<SocketAddr> = match url.host() {
-        Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
-        Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
-        Some(url::Host::Domain(name)) => tokio::net::lookup_host((name, port))
-            .await
-            .map_err(|_| bad_url("names a host that does not resolve"))?
-            .collect(),
-        None => return Err(bad_url("must name a host")),
-    };
-    if addresses.is_empty() {
-        return Err(bad_url("names a host that does not resolve"));
-    }
-    // Every address, not just the first: the connection may go to any of them.
-    if addresses.iter().any(|a| !allowed(a.ip())) {
-        return Err(bad_url("points to a private, loopback or reserved address"));
-    }
-    Ok(addresses)
+    outbound::allowed_addresses(url, allowed)
+        .await
+        .map_err(|refused| bad_url(refused.to_string()))
 }
 
 /// What a fetch brought: the URL it ended at (after redirects) and its bytes.
@@ -133,18 +103,18 @@ async fn fetch_hops(
     let max_bytes = limits.max_bytes;
     for _ in 0..=limits.max_redirects {
         let addresses = allowed_addresses(&url, allowed).await?;
-        let mut client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("nimbus/", env!("CARGO_PKG_VERSION"), " (avatars)"));
-        if let Some(url::Host::Domain(name)) = url.host() {
-            // Connect only to the addresses just checked.
-            client = client.resolve_to_addrs(name, &addresses);
-        }
-        let client = client
-            .build()
-            .map_err(|err| AppError::Internal(anyhow::anyhow!("image proxy client: {err}")))?;
+        // Connect only to the addresses just checked.
+        let client = outbound::pinned_client(
+            &url,
+            &addresses,
+            reqwest::Client::builder().user_agent(concat!(
+                "nimbus/",
+                env!("CARGO_PKG_VERSION"),
+                " (avatars)"
+            )),
+            Duration::from_secs(5),
+        )
+        .map_err(|err| AppError::Internal(anyhow::anyhow!("image proxy client: {err}")))?;
         let response = client
             .get(url.clone())
             .header(reqwest::header::ACCEPT, "image/*, text/html;q=0.5")

@@ -2224,6 +2224,7 @@ pub fn event(
         collection.database_id, collection.id
     );
     Event {
+        id: crate::bus::new_event_id(),
         project_id: collection.project_id.clone(),
         events: vec![
             format!("{prefix}.{}.{action}", document.id),

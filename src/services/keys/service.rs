@@ -271,6 +271,7 @@ pub fn key_json(key: &ApiKey) -> serde_json::Value {
 /// The event of a change to a key, logged with it.
 fn event(key: &ApiKey, action: &str) -> BusMessage {
     BusMessage::Event(Event {
+        id: crate::bus::new_event_id(),
         project_id: key.project_id.clone(),
         events: vec![
             format!("keys.{}.{action}", key.id),

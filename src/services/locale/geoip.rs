@@ -90,58 +90,7 @@ fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(cannot)
 }
 
-/// Whether `ip` may be anywhere on the public internet: not loopback, private,
-/// shared (CGNAT), link-local, multicast, unspecified, reserved for documentation or
-/// benchmarks, nor an IPv6 address that carries such an IPv4 address.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || v4.is_unspecified()
-                || v4.is_documentation()
-                || a == 0
-                || a >= 240
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 198 && (18..20).contains(&b))
-                || (a == 192 && b == 0 && v4.octets()[2] == 0))
-        }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public(IpAddr::V4(v4)),
-            None => {
-                let segments = v6.segments();
-                let first = segments[0];
-                let octets = v6.octets();
-                let embedded = |at: usize| {
-                    IpAddr::V4(std::net::Ipv4Addr::new(
-                        octets[at],
-                        octets[at + 1],
-                        octets[at + 2],
-                        octets[at + 3],
-                    ))
-                };
-                // Addresses that carry an IPv4 address reach it: NAT64
-                // (64:ff9b::/96), 6to4 (2002::/16) and IPv4-compatible (::/96).
-                if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || segments[..6] == [0; 6] {
-                    return !v6.is_loopback() && !v6.is_unspecified() && is_public(embedded(12));
-                }
-                if first == 0x2002 {
-                    return is_public(embedded(2));
-                }
-                !(v6.is_loopback()
-                    || v6.is_unspecified()
-                    || v6.is_multicast()
-                    || (first & 0xfe00) == 0xfc00
-                    || (first & 0xffc0) == 0xfe80
-                    || first == 0x2001 && v6.segments()[1] == 0x0db8)
-            }
-        },
-    }
-}
+pub use crate::outbound::is_public;
 
 #[cfg(test)]
 mod tests {

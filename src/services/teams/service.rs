@@ -690,7 +690,7 @@ async fn mail_invitation(
         &inviter,
         &link,
     );
-    if let Err(err) = send(state, email, content).await {
+    if let Err(err) = send(state, &team.project_id, email, content).await {
         // A new invitation nobody received is dropped; a renewed one stays
         // pending, to be sent again.
         if !renewed {

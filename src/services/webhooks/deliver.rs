@@ -1,0 +1,364 @@
+//! Delivering one event to one webhook, as a job: resolve and check the receiver
+//! (no private addresses unless allowed), connect only to what was checked, POST
+//! the event signed two ways (Standard Webhooks and Appwrite's), follow no
+//! redirect, read at most [`MAX_RESPONSE_BYTES`] of the answer within the timeout,
+//! and log the attempt. A failure counts against the webhook, which is disabled at
+//! the threshold; otherwise the job is retried with backoff.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use futures_util::StreamExt as _;
+use hmac::{Hmac, Mac as _};
+
+use crate::AppState;
+use crate::auth::scopes::{ScopeMarker, WebhooksRead};
+use crate::db::{ids, now_millis};
+use crate::jobs::{Failure, Handler, Job};
+use crate::outbound;
+
+use super::service::{self, MAX_URL_BYTES};
+use super::{Delivery, store};
+
+/// The most of a receiver's answer read; a longer answer is a failed delivery.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// The most of it kept in the delivery log.
+const EXCERPT_BYTES: usize = 1024;
+
+/// How one attempt went.
+#[derive(Debug, Default)]
+struct Attempt {
+    status: Option<u16>,
+    excerpt: Option<String>,
+    error: Option<String>,
+}
+
+/// `v1,<base64 HMAC-SHA256>` of `id.timestamp.body` under the secret's key, as
+/// Standard Webhooks signs.
+pub fn standard_signature(secret: &str, id: &str, timestamp: i64, body: &str) -> String {
+    let key = secret
+        .strip_prefix("whsec_")
+        .and_then(|key| STANDARD.decode(key).ok())
+        .unwrap_or_else(|| secret.as_bytes().to_vec());
+    let mut mac =
+        <Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&key).expect("HMAC takes any key");
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body.as_bytes());
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+/// Appwrite's `X-Appwrite-Webhook-Signature`: base64 HMAC-SHA1 of the URL followed
+/// by the body, keyed with the secret as written.
+pub fn appwrite_signature(secret: &str, url: &str, body: &str) -> String {
+    let mut mac = <Hmac<sha1::Sha1> as hmac::Mac>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes any key");
+    mac.update(url.as_bytes());
+    mac.update(body.as_bytes());
+    STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// Runs delivery jobs.
+pub struct WebhookJobs;
+
+#[async_trait::async_trait]
+impl Handler for WebhookJobs {
+    async fn run(&self, state: &AppState, job: &Job) -> Result<(), Failure> {
+        let field = |name: &str| {
+            job.payload
+                .get(name)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| Failure::Permanent(format!("the delivery has no {name}")))
+        };
+        let webhook_id = field("webhookId")?;
+        let event_id = field("eventId")?;
+        let body = job
+            .payload
+            .get("body")
+            .ok_or_else(|| Failure::Permanent("the delivery has no body".into()))?;
+        let retry = |err: sqlx::Error| Failure::Retry(format!("database: {err}"));
+        let Some(row) = store::find(state.db.pool(), &job.project_id, &webhook_id)
+            .await
+            .map_err(retry)?
+        else {
+            // Deleted since: nothing to deliver.
+            return Ok(());
+        };
+        if row.enabled == 0 {
+            return Ok(());
+        }
+        let secret = service::open_secret(state, &row.secret).ok_or_else(|| {
+            Failure::Permanent("the webhook's secret does not open with this server secret".into())
+        })?;
+        let body = serde_json::to_string(body)
+            .map_err(|err| Failure::Permanent(format!("the body does not serialise: {err}")))?;
+        let events: Vec<String> = body_events(job);
+
+        let started = Instant::now();
+        let timeout = Duration::from_secs(state.config.webhooks_timeout_secs.max(1));
+        let attempt = match tokio::time::timeout(
+            timeout,
+            attempt(state, &row, &secret, &event_id, &events, &body, timeout),
+        )
+        .await
+        {
+            Ok(attempt) => attempt,
+            Err(_) => Attempt {
+                error: Some(format!("no answer within {} s", timeout.as_secs())),
+                ..Attempt::default()
+            },
+        };
+        let success = attempt.error.is_none();
+        let delivery = Delivery {
+            id: ids::generate(),
+            webhook_id: webhook_id.clone(),
+            event_id,
+            job_id: job.id.clone(),
+            attempt: job.attempts,
+            status_code: attempt.status.map(i64::from),
+            duration_ms: started.elapsed().as_millis() as i64,
+            success,
+            error: attempt.error.clone(),
+            response_excerpt: attempt.excerpt,
+            created_at: now_millis(),
+        };
+        if let Err(err) = log_delivery(state, &job.project_id, &delivery).await {
+            tracing::warn!(error = %err, "cannot log a webhook delivery");
+        }
+        if success {
+            store::reset_failures(state.db.pool(), &job.project_id, &webhook_id)
+                .await
+                .map_err(retry)?;
+            return Ok(());
+        }
+        let threshold = i64::from(state.config.webhooks_failure_threshold.max(1));
+        let disabled = store::count_failure(
+            state.db.pool(),
+            &job.project_id,
+            &webhook_id,
+            threshold,
+            now_millis(),
+        )
+        .await
+        .map_err(retry)?;
+        let error = attempt.error.unwrap_or_default();
+        if disabled {
+            tracing::info!(webhook = %webhook_id, project = %job.project_id, "webhook disabled after consecutive failures");
+            return Err(Failure::Permanent(format!(
+                "{error}; the webhook is disabled after {threshold} consecutive failures"
+            )));
+        }
+        Err(Failure::Retry(error))
+    }
+}
+
+/// Records an attempt in the delivery log, with its event in the same transaction.
+async fn log_delivery(
+    state: &AppState,
+    project_id: &str,
+    delivery: &Delivery,
+) -> Result<(), sqlx::Error> {
+    let mut tx = state.db.pool().begin().await?;
+    store::insert_delivery(&mut *tx, project_id, delivery).await?;
+    let event = delivery_event(project_id, delivery);
+    crate::bus::log::commit(&state.bus, tx, vec![crate::bus::BusMessage::Event(event)]).await
+}
+
+/// An attempt as `webhooks.W.deliveries.D.create`, on the channels `webhooks`,
+/// `webhooks.W` and `webhooks.W.deliveries`, to keys holding `webhooks.read` only.
+/// No webhook pattern names `webhooks`, so it is never itself delivered to a webhook.
+fn delivery_event(project_id: &str, delivery: &Delivery) -> crate::bus::Event {
+    let name = format!(
+        "webhooks.{}.deliveries.{}",
+        delivery.webhook_id, delivery.id
+    );
+    crate::bus::Event {
+        channels: vec![
+            "webhooks".into(),
+            format!("webhooks.{}", delivery.webhook_id),
+            format!("webhooks.{}.deliveries", delivery.webhook_id),
+        ],
+        key_scope: <WebhooksRead as ScopeMarker>::NAME.into(),
+        ..crate::bus::Event::change(
+            project_id,
+            &name,
+            "webhooks.*.deliveries.*",
+            "create",
+            super::schema::delivery_json(delivery),
+        )
+    }
+}
+
+fn body_events(job: &Job) -> Vec<String> {
+    job.payload
+        .get("body")
+        .and_then(|b| b.get("events"))
+        .and_then(|e| serde_json::from_value(e.clone()).ok())
+        .unwrap_or_default()
+}
+
+async fn attempt(
+    state: &AppState,
+    row: &store::WebhookRow,
+    secret: &str,
+    event_id: &str,
+    events: &[String],
+    body: &str,
+    timeout: Duration,
+) -> Attempt {
+    let failed = |error: String| Attempt {
+        error: Some(error),
+        ..Attempt::default()
+    };
+    let url = match outbound::check_url(&row.url, MAX_URL_BYTES) {
+        Ok(url) => url,
+        Err(refused) => return failed(format!("the URL {refused}")),
+    };
+    let allowed = if state.config.webhooks_allow_private {
+        outbound::any_address
+    } else {
+        outbound::is_public
+    };
+    let addresses = match outbound::allowed_addresses(&url, allowed).await {
+        Ok(addresses) => addresses,
+        Err(refused) => return failed(format!("the URL {refused}")),
+    };
+    let client = match outbound::pinned_client(
+        &url,
+        &addresses,
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .danger_accept_invalid_certs(row.tls_verify == 0)
+            .user_agent(concat!("nimbus/", env!("CARGO_PKG_VERSION"), " (webhooks)")),
+        timeout,
+    ) {
+        Ok(client) => client,
+        Err(err) => return failed(format!("cannot prepare the request: {err}")),
+    };
+    let timestamp = now_millis() / 1000;
+    let response = client
+        .post(url.clone())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header("webhook-id", event_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header(
+            "webhook-signature",
+            standard_signature(secret, event_id, timestamp, body),
+        )
+        .header("X-Appwrite-Webhook-Id", &row.id)
+        .header("X-Appwrite-Webhook-Name", header_text(&row.name))
+        .header("X-Appwrite-Webhook-Project-Id", &row.project_id)
+        .header("X-Appwrite-Webhook-Events", events.join(","))
+        .header(
+            "X-Appwrite-Webhook-Signature",
+            appwrite_signature(secret, url.as_str(), body),
+        )
+        .body(body.to_string())
+        .send()
+        .await;
+    let response = match response {
+        Ok(response) => response,
+        Err(err) if err.is_timeout() => {
+            return failed(format!("no answer within {} s", timeout.as_secs()));
+        }
+        Err(err) if err.is_connect() => return failed("cannot connect to the receiver".into()),
+        Err(_) => return failed("the request to the receiver failed".into()),
+    };
+    let status = response.status();
+    let mut read = Vec::new();
+    let mut too_large = false;
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
+    {
+        too_large = true;
+    }
+    let mut stream = response.bytes_stream();
+    while !too_large && let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            break;
+        };
+        if read.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            // Keep what fits for the excerpt; read no further.
+            let room = MAX_RESPONSE_BYTES - read.len();
+            read.extend_from_slice(&chunk[..room]);
+            too_large = true;
+            break;
+        }
+        read.extend_from_slice(&chunk);
+    }
+    drop(stream);
+    let excerpt = excerpt(&read);
+    let error = if status.is_redirection() {
+        Some(format!(
+            "the receiver answered {} (redirects are not followed)",
+            status.as_u16()
+        ))
+    } else if !status.is_success() {
+        Some(format!("the receiver answered {}", status.as_u16()))
+    } else if too_large {
+        Some(format!(
+            "the receiver's answer is over {MAX_RESPONSE_BYTES} bytes"
+        ))
+    } else {
+        None
+    };
+    Attempt {
+        status: Some(status.as_u16()),
+        excerpt,
+        error,
+    }
+}
+
+/// The first bytes of an answer as text, cut at a character boundary.
+fn excerpt(bytes: &[u8]) -> Option<String> {
+    if bytes.is_empty() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(EXCERPT_BYTES)]);
+    Some(text.trim_end_matches('\u{FFFD}').to_string())
+}
+
+/// A header value from user text: control characters, which would break the
+/// header, become spaces.
+fn header_text(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Prunes the delivery log past retention.
+pub struct PruneDeliveries;
+
+#[async_trait::async_trait]
+impl Handler for PruneDeliveries {
+    async fn run(&self, state: &AppState, _job: &Job) -> Result<(), Failure> {
+        let before = now_millis() - i64::from(state.config.jobs_retention_days) * 86_400_000;
+        store::prune_deliveries(state.db.pool(), before)
+            .await
+            .map(|_| ())
+            .map_err(|err| Failure::Retry(format!("cannot prune deliveries: {err}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signs_as_the_standard_webhooks_example() {
+        // The example of the Standard Webhooks specification.
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let body = r#"{"test": 2432232314}"#;
+        assert_eq!(
+            standard_signature(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+
+    #[test]
+    fn header_text_has_no_line_breaks() {
+        assert_eq!(header_text("a\r\nb"), "a  b");
+    }
+}

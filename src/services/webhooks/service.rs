@@ -1,0 +1,322 @@
+//! Webhook rules: checking and storing webhooks, their secrets (generated here,
+//! shown once, sealed at rest), the delivery log, and turning a committed event
+//! into delivery jobs.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use rand::RngCore as _;
+
+use crate::AppState;
+use crate::auth::Grant;
+use crate::auth::scopes::{WebhooksRead, WebhooksWrite};
+use crate::auth::sealing::Sealer;
+use crate::bus::Event;
+use crate::db::{Page, ids, now_millis};
+use crate::error::{AppError, AppResult, codes};
+use crate::jobs::NewJob;
+use crate::outbound;
+
+use super::{Delivery, Webhook, events, store};
+
+/// The kind of delivery jobs.
+pub const KIND: &str = "webhook";
+/// The kind of the schedule that prunes the delivery log.
+pub const PRUNE_KIND: &str = "webhooks.prune";
+const SEALING_PURPOSE: &str = "webhook secrets";
+const MAX_NAME: usize = 128;
+pub const MAX_URL_BYTES: usize = 2048;
+
+/// A webhook to create.
+#[derive(Debug)]
+pub struct NewWebhook {
+    pub id: Option<String>,
+    pub name: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub enabled: bool,
+    pub tls_verify: bool,
+}
+
+/// Changes to a webhook; what is `None` stays.
+#[derive(Debug, Default)]
+pub struct WebhookChange {
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub enabled: Option<bool>,
+    pub tls_verify: Option<bool>,
+}
+
+fn not_found(id: &str) -> AppError {
+    AppError::NotFound {
+        what: "webhook",
+        id: id.to_string(),
+    }
+}
+
+fn sealer(state: &AppState) -> Sealer {
+    Sealer::new(&state.secret, SEALING_PURPOSE)
+}
+
+/// A new signing secret, in Standard Webhooks' form: `whsec_` and 32 random bytes
+/// in base64.
+fn new_secret() -> String {
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    format!("whsec_{}", STANDARD.encode(key))
+}
+
+fn check_name(name: &str) -> AppResult<()> {
+    let length = name.chars().count();
+    if name.trim().is_empty() || length > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(AppError::invalid(
+            "name",
+            format!("must be 1 to {MAX_NAME} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// An http(s) URL without credentials that, unless the operator allows private
+/// receivers, does not name a private address. A name is resolved again at every
+/// delivery; one that does not resolve yet is taken.
+async fn check_url(state: &AppState, text: &str) -> AppResult<String> {
+    let bad = |reason: String| AppError::Invalid {
+        code: codes::INVALID_WEBHOOK_URL,
+        field: "url".into(),
+        reason,
+    };
+    let url = outbound::check_url(text, MAX_URL_BYTES).map_err(|r| bad(r.to_string()))?;
+    if !state.config.webhooks_allow_private {
+        match outbound::allowed_addresses(&url, outbound::is_public).await {
+            Ok(_) | Err(outbound::Refused::Unresolved) => {}
+            Err(refused) => return Err(bad(refused.to_string())),
+        }
+    }
+    // Normalising escapes what needs it, which can make the URL longer.
+    let url = url.to_string();
+    if url.len() > MAX_URL_BYTES {
+        return Err(bad(outbound::Refused::TooLong(MAX_URL_BYTES).to_string()));
+    }
+    Ok(url)
+}
+
+/// Creates a webhook; answers it and its secret, which is shown only now.
+pub async fn create(
+    state: &AppState,
+    grant: &Grant<WebhooksWrite>,
+    new: NewWebhook,
+) -> AppResult<(Webhook, String)> {
+    let id = ids::resolve("id", new.id.as_deref())?;
+    check_name(&new.name)?;
+    let events = events::check_patterns(&new.events)?;
+    let url = check_url(state, &new.url).await?;
+    let now = now_millis();
+    let webhook = Webhook {
+        id,
+        project_id: grant.project().to_string(),
+        name: new.name,
+        url,
+        events,
+        enabled: new.enabled,
+        tls_verify: new.tls_verify,
+        failures: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    let secret = new_secret();
+    if let Err(err) = store::insert(state.db.pool(), &webhook, &sealer(state).seal(&secret)).await {
+        return Err(match crate::error::DbError::from(err) {
+            crate::error::DbError::UniqueViolation => AppError::Conflict {
+                what: "webhook",
+                id: webhook.id,
+            },
+            other => other.into(),
+        });
+    }
+    tracing::info!(webhook = %webhook.id, project = %webhook.project_id, "webhook created");
+    Ok((webhook, secret))
+}
+
+async fn load(state: &AppState, project_id: &str, id: &str) -> AppResult<Webhook> {
+    ids::validate("id", id)?;
+    store::find(state.db.pool(), project_id, id)
+        .await?
+        .map(|row| row.to_webhook())
+        .ok_or_else(|| not_found(id))
+}
+
+/// Changes a webhook. Enabling it (again) starts its count of failures afresh.
+pub async fn update(
+    state: &AppState,
+    grant: &Grant<WebhooksWrite>,
+    id: &str,
+    change: WebhookChange,
+) -> AppResult<Webhook> {
+    let mut webhook = load(state, grant.project(), id).await?;
+    if let Some(name) = change.name {
+        check_name(&name)?;
+        webhook.name = name;
+    }
+    if let Some(events) = change.events {
+        webhook.events = events::check_patterns(&events)?;
+    }
+    if let Some(url) = change.url {
+        webhook.url = check_url(state, &url).await?;
+    }
+    if let Some(tls_verify) = change.tls_verify {
+        webhook.tls_verify = tls_verify;
+    }
+    if let Some(enabled) = change.enabled {
+        if enabled {
+            webhook.failures = 0;
+        }
+        webhook.enabled = enabled;
+    }
+    webhook.updated_at = now_millis();
+    if !store::update(state.db.pool(), &webhook).await? {
+        return Err(not_found(id));
+    }
+    Ok(webhook)
+}
+
+/// Gives a webhook a new secret; answers it, shown only now. The old one stops
+/// signing at once.
+pub async fn rotate_secret(
+    state: &AppState,
+    grant: &Grant<WebhooksWrite>,
+    id: &str,
+) -> AppResult<(Webhook, String)> {
+    let mut webhook = load(state, grant.project(), id).await?;
+    let secret = new_secret();
+    let now = now_millis();
+    if !store::set_secret(
+        state.db.pool(),
+        grant.project(),
+        id,
+        &sealer(state).seal(&secret),
+        now,
+    )
+    .await?
+    {
+        return Err(not_found(id));
+    }
+    webhook.updated_at = now;
+    Ok((webhook, secret))
+}
+
+/// Deletes a webhook and its delivery log; deliveries still queued find it gone
+/// and end.
+pub async fn delete(
+    state: &AppState,
+    grant: &Grant<WebhooksWrite>,
+    id: &str,
+) -> AppResult<Webhook> {
+    let webhook = load(state, grant.project(), id).await?;
+    if !store::delete(state.db.pool(), grant.project(), id).await? {
+        return Err(not_found(id));
+    }
+    store::delete_deliveries_of(state.db.pool(), grant.project(), id).await?;
+    Ok(webhook)
+}
+
+pub async fn get(state: &AppState, grant: &Grant<WebhooksRead>, id: &str) -> AppResult<Webhook> {
+    load(state, grant.project(), id).await
+}
+
+pub async fn list(
+    state: &AppState,
+    grant: &Grant<WebhooksRead>,
+    page: &Page,
+    with_total: bool,
+) -> AppResult<(Vec<Webhook>, i64)> {
+    let rows = store::list(state.db.pool(), grant.project(), page).await?;
+    let total = if with_total {
+        store::count(state.db.pool(), grant.project()).await?
+    } else {
+        0
+    };
+    Ok((rows.iter().map(|r| r.to_webhook()).collect(), total))
+}
+
+/// The delivery log of a webhook, oldest first.
+pub async fn deliveries(
+    state: &AppState,
+    grant: &Grant<WebhooksRead>,
+    webhook_id: &str,
+    page: &Page,
+    with_total: bool,
+) -> AppResult<(Vec<Delivery>, i64)> {
+    load(state, grant.project(), webhook_id).await?;
+    let rows = store::list_deliveries(state.db.pool(), grant.project(), webhook_id, page).await?;
+    let total = if with_total {
+        store::count_deliveries(state.db.pool(), grant.project(), webhook_id).await?
+    } else {
+        0
+    };
+    Ok((rows.iter().map(|r| r.to_delivery()).collect(), total))
+}
+
+/// The body a receiver gets for `event`: what realtime subscribers see of it,
+/// without the fields that only steer realtime (readers, channels).
+pub fn body_of(event: &Event) -> serde_json::Value {
+    serde_json::json!({
+        "id": event.id,
+        "projectId": event.project_id,
+        "events": event.events,
+        "timestamp": event.timestamp,
+        "payload": event.payload,
+    })
+}
+
+/// Queues one delivery of `event` per enabled webhook of its project whose patterns
+/// take it: the one entry point from committed events to webhooks. Idempotent per
+/// webhook and event id. Answers how many deliveries were queued now.
+pub async fn deliveries_for(state: &AppState, event: &Event) -> AppResult<usize> {
+    let Some(name) = event.events.first() else {
+        return Ok(0);
+    };
+    let hooks = store::enabled(state.db.pool(), &event.project_id).await?;
+    let mut queued = 0;
+    let mut body = None;
+    for (webhook_id, patterns) in hooks {
+        let patterns: Vec<String> = serde_json::from_str(&patterns).unwrap_or_default();
+        if !patterns.iter().any(|p| events::matches(p, name)) {
+            continue;
+        }
+        let body = body.get_or_insert_with(|| body_of(event)).clone();
+        let job = NewJob {
+            project_id: event.project_id.clone(),
+            kind: KIND,
+            payload: serde_json::json!({ "webhookId": webhook_id, "eventId": event.id, "body": body }),
+            run_at: None,
+            dedupe_key: Some(format!(
+                "webhook:{}:{webhook_id}:{}",
+                event.project_id, event.id
+            )),
+        };
+        if state
+            .jobs
+            .enqueue(state.db.pool(), state.db.dialect(), job)
+            .await?
+            .is_some()
+        {
+            queued += 1;
+        }
+    }
+    Ok(queued)
+}
+
+/// Forgets the delivery log of the grant's deleted project (its webhooks go with
+/// its rows). A failure is logged; pruning takes what is left.
+pub async fn forget_project(state: &AppState, admin: &crate::auth::AdminGrant) {
+    if let Err(err) = store::delete_project_deliveries(state.db.pool(), admin.project()).await {
+        tracing::warn!(error = %err, "cannot delete a deleted project's webhook deliveries");
+    }
+}
+
+/// The secret of a webhook, opened; `None` when it does not open (sealed under
+/// another server secret).
+pub(super) fn open_secret(state: &AppState, sealed: &str) -> Option<String> {
+    sealer(state).open(sealed).ok()
+}
