@@ -302,7 +302,9 @@ mod tests {
             grants(&db).await,
             expected(&[("d2", "team:t1/owner", 1 | 2)])
         );
-        assert_eq!(index_columns(&db, "c_1").await, 3);
+        let mut conn = db.pool.acquire().await.unwrap();
+        assert_eq!(index_columns(&mut conn, db.dialect, "c_1").await, 3);
+        drop(conn);
         if db.dialect == SqlDialect::MySql {
             let left: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() \
@@ -317,8 +319,8 @@ mod tests {
     }
 
     /// How many columns the role index of the side table of `table` has.
-    async fn index_columns(db: &TestDb, table: &str) -> i64 {
-        let sql = match db.dialect {
+    async fn index_columns(conn: &mut AnyConnection, dialect: SqlDialect, table: &str) -> i64 {
+        let sql = match dialect {
             SqlDialect::Sqlite => {
                 format!("SELECT COUNT(*) FROM pragma_index_info('s_{table}__perms')")
             }
@@ -327,7 +329,7 @@ mod tests {
                  AND TABLE_NAME = '{table}_perms' AND INDEX_NAME = 's_role'"
             ),
         };
-        sqlx::query_scalar(&sql).fetch_one(&db.pool).await.unwrap()
+        sqlx::query_scalar(&sql).fetch_one(conn).await.unwrap()
     }
 
     /// A side table of one row per role with the index of `(role, resource_id)`
@@ -367,10 +369,10 @@ mod tests {
         ] {
             sqlx::query(statement).execute(&db.pool).await.unwrap();
         }
-        assert_eq!(index_columns(&db, "c_2").await, 2);
         let mut conn = db.pool.acquire().await.unwrap();
+        assert_eq!(index_columns(&mut conn, db.dialect, "c_2").await, 2);
         convert_all(&mut conn, db.dialect).await.unwrap();
-        assert_eq!(index_columns(&db, "c_2").await, 3);
+        assert_eq!(index_columns(&mut conn, db.dialect, "c_2").await, 3);
         // A second start finds nothing to do; the grants are untouched.
         assert!(
             uncovered_tables(&mut conn, db.dialect)
