@@ -689,8 +689,17 @@ async fn list_impl(
     };
     let read = read_columns(&columns, query);
     let system = system_columns(query);
-    let mut builder =
-        QueryBuilder::<Any>::new(format!("SELECT {}", column_list(dialect, system, &read)));
+    // A page that walks the list's order probes each row it passes: MariaDB
+    // would rather materialise every grant of the reader first, which costs
+    // what the reader may read when the walk costs a page (ADR 0017).
+    let walk = match (matching.drive, &reach) {
+        (Drive::Documents, Reach::PerItem(_)) => db_dialect(dialect).probe_each_row(),
+        _ => "",
+    };
+    let mut builder = QueryBuilder::<Any>::new(format!(
+        "{walk}SELECT {}",
+        column_list(dialect, system, &read)
+    ));
     matching.push_from(&mut builder, dialect)?;
     matching.push_where(&mut builder, dialect)?;
     let (limit, from_end) = push_paging(&mut builder, dialect, &columns, query)?;
