@@ -17,6 +17,23 @@
 #   nimbus-mariadb  the same Nimbus on a private MariaDB (skipped without mariadbd)
 #   postgraphile    PostGraphile 5 from npm (amber preset, as it comes: anonymous,
 #                   no row-level security) on a private PostgreSQL from Debian
+# Who may read the posts is the scope (SCOPE, below; see benches/databases/seed.py):
+#   all     every signed-in user reads every post (the default, as described above)
+#   owner   each post is read by its owner only, one post in SHARE belonging to the
+#           bench user: Nimbus documentSecurity with read("user:ID") on each post and
+#           no collection read permission; PocketBase rules `owner = @request.auth.id`
+#           and an index on (owner, published, views); PostGraphile with a
+#           row-level-security policy on an indexed owner column, the user being the
+#           JWT's claim (benches/databases/postgres-owner.sql, postgraphile.config.mjs)
+#   team    each post is read by the members of its team only, one post in SHARE per
+#           team, the bench user in TEAMS teams: Nimbus read("team:T") on each post
+#           and memberships; PocketBase `@request.auth.teams.id ?= team` (a relation
+#           of the user to a teams collection) and an index on (team, published,
+#           views); PostGraphile a policy through a membership table
+#           (postgres-team.sql)
+# In the scopes owner and team, by-id rotates through the bench user's posts (of
+# its first team), lists and counts show what it reads, and creates give the new
+# post to it (or its first team).
 # Prints the machine, versions, every figure, the ratios Nimbus/PocketBase and
 # Nimbus-on-MariaDB/PostGraphile against the 2x goal, and a Markdown block for
 # benches/RESULTS.md.
@@ -39,6 +56,11 @@
 #                                   without bad responses, and every round's req/s is shown
 #   PROFILE=1                       after each Nimbus workload, `perf record` it for
 #                                   5 s and print the top symbols (needs perf)
+#   SCOPE=all SHARE=10 TEAMS=3      who reads the posts (above): in scope owner the bench
+#                                   user reads one post in SHARE, in scope team TEAMS in
+#                                   SHARE (e.g. SCOPE=owner SHARE=10000 ROWS=1000000:
+#                                   100 posts of a million, as SHARE=100 of 10,000)
+#   ATTEMPTS=3                      tries of a measurement that other work disturbed
 # PostGraphile and the Node.js it runs on (22, from the npm registry: PostGraphile 5
 # needs Node >= 22) are pinned by benches/databases/package.json and its lock file.
 # PostgreSQL is Debian's (apt-get install postgresql when initdb is missing, as root).
@@ -68,10 +90,23 @@ POCKETBASE_VERSION=${POCKETBASE_VERSION:-0.40.6}
 PROFILE=${PROFILE:-0}
 REPEAT=${REPEAT:-3}
 FIRST_WARMUP=${FIRST_WARMUP:-10s}
+SCOPE=${SCOPE:-all}
+SHARE=${SHARE:-10}
+TEAMS=${TEAMS:-3}
+ATTEMPTS=${ATTEMPTS:-3}
+export BENCH_SCOPE=$SCOPE BENCH_SHARE=$SHARE BENCH_TEAMS=$TEAMS
 EMAIL=bench@example.com
 PASSWORD='bench password 1234'
-# Published posts: N % 3 != 0 for N in 1..ROWS.
-PUBLISHED_COUNT=$((ROWS - ROWS / 3))
+case $SCOPE in all | owner | team) ;; *) echo "error: SCOPE must be all, owner or team" >&2; exit 1 ;; esac
+# What the bench user must see, from the generator itself: the titles of its 20
+# most-viewed published posts, how many published posts it reads, and its own posts
+# (by-id rotates through them): post FIRST, then every STEP-th, MINE of them.
+expectation=$(python3 "$here/seed.py" expect "$ROWS")
+expect_field() { tr ' ' '\n' <<<"$expectation" | awk -F= -v k="$1" '$1 == k { print $2 }'; }
+PUBLISHED_COUNT=$(expect_field published)
+ID_FIRST=$(expect_field first)
+ID_STEP=$(expect_field step)
+ID_COUNT=$(expect_field mine)
 read -r -a WORKLOADS <<<"${WORKLOADS:-by-id list count create}"
 TIMEOUT=${TIMEOUT:-2s}
 
@@ -218,7 +253,8 @@ load() {
     shift 4
     BENCH_METHOD=${req[$system.$workload.method]} BENCH_PATH=${req[$system.$workload.path]} \
         BENCH_BODY=${req[$system.$workload.body]} BENCH_EXPECT=${req[$system.$workload.expect]} \
-        BENCH_ID_FORMAT=${req[$system.$workload.id_format]} BENCH_ID_COUNT=$ROWS \
+        BENCH_ID_FORMAT=${req[$system.$workload.id_format]} BENCH_ID_COUNT=$ID_COUNT \
+        BENCH_ID_FIRST=$ID_FIRST BENCH_ID_STEP=$ID_STEP \
         BENCH_AUTH=${auth_of[$system]} BENCH_TAG=$tag \
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" --timeout "$TIMEOUT" "$@" -s "$here/wrk.lua" "${base_url[$system]}"
 }
@@ -230,7 +266,7 @@ measure() {
     read -r -a server_roots <<<"${roots_of[$system]}"
     ((round > 1)) || warmup=$FIRST_WARMUP
     say "-- $system / $workload (round $round): wrk -t$THREADS -c$CONNECTIONS -d$DURATION (after $warmup warm-up)"
-    for attempt in 1 2 3; do
+    for ((attempt = 1; attempt <= ATTEMPTS; attempt++)); do
         wait_for_quiet || true
         ((attempt == 1)) || warmup=$WARMUP
         load "$system" "$workload" "w$round$attempt-$RANDOM" "$warmup" >"$out.warmup" 2>&1 ||
@@ -240,8 +276,8 @@ measure() {
             break
         fi
         say "DISTURBED: other work used ${others}% of the machine during attempt $attempt"
-        if ((attempt == 3)); then
-            say "WARNING: all three attempts were disturbed; the figure below is skewed"
+        if ((attempt == ATTEMPTS)); then
+            say "WARNING: every attempt ($ATTEMPTS) was disturbed; the figure below is skewed"
             noisy=yes
             disturbed+=("$system/$workload round $round (${others}%)")
         fi
@@ -340,7 +376,8 @@ say "memory:   $memory"
 say "kernel:   $(uname -sr)"
 say "wrk:      $(wrk -v 2>&1 | head -n 1 || true)"
 say "systems:  $SYSTEMS"
-say "rows:     $ROWS ($PUBLISHED_COUNT published)"
+say "rows:     $ROWS (the bench user reads $PUBLISHED_COUNT published)"
+say "scope:    $SCOPE$([[ $SCOPE == all ]] || echo ", one in $SHARE per $([[ $SCOPE == team ]] && echo "team, $TEAMS teams" || echo user)")"
 say "cache:    $BENCH_CACHE"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
@@ -419,15 +456,7 @@ nimbus=$work/nimbus
 say "rustc:    $(rustc --version 2>/dev/null || echo unknown)"
 
 # The expected answer of the list workload, from the generator itself.
-expected_top=$(python3 - "$here" "$ROWS" <<'EOF'
-import sys
-sys.path.insert(0, sys.argv[1])
-from seed import post
-rows = [(n, post(n)) for n in range(1, int(sys.argv[2]) + 1)]
-top = sorted((p for p in rows if p[1]["published"]), key=lambda p: (-p[1]["views"], p[0]))[:20]
-print(",".join(p[1]["title"] for p in top))
-EOF
-)
+expected_top=$(expect_field top | tr '_' ' ')
 
 # `start_nimbus NAME PORT [DATABASE_URL]`: a Nimbus with default settings on a fresh
 # data directory (SQLite there unless DATABASE_URL is given); sets `nimbus_pid` and
@@ -472,9 +501,15 @@ setup_nimbus() {
     define "$system" count POST /v1/graphql \
         "{\"query\":\"{ $list { totalCount nodes { id title views } } }\"}" "\"totalCount\":$PUBLISHED_COUNT"
     define "$system" create POST /v1/graphql \
-        '{"query":"mutation($input: CreatePostInput!){ createPost(input: $input) { id } }","variables":{"input":{"title":"@TITLE@","body":"@TEXT@","views":@VIEWS@,"published":@PUBLISHED@}}}' \
+        '{"query":"mutation($input: CreatePostInput!){ createPost(input: $input) { id } }","variables":{"input":{"title":"@TITLE@","body":"@TEXT@","views":@VIEWS@,"published":@PUBLISHED@'"$nimbus_grant"'}}}' \
         '"createPost":{"id":"'
 }
+# What a new post carries in each scope: who reads it.
+case $SCOPE in
+all) nimbus_grant='' pb_grant='' pgl_grant='' ;;
+owner) nimbus_grant=',"permissions":["read(\"user:u1\")"]' pb_grant=',"owner":"u00000000000001"' pgl_grant='' ;;
+team) nimbus_grant=',"permissions":["read(\"team:t1\")"]' pb_grant=',"team":"t00000000000001"' pgl_grant=',"team":1' ;;
+esac
 
 # Every system is started and seeded first; all stay up until the end.
 for system in $SYSTEMS; do
@@ -542,7 +577,7 @@ for system in $SYSTEMS; do
         define pocketbase list GET "$pb_list&skipTotal=1" '' '"items":[{'
         define pocketbase count GET "$pb_list" '' "\"totalItems\":$PUBLISHED_COUNT"
         define pocketbase create POST /api/collections/posts/records \
-            '{"title":"@TITLE@","body":"@TEXT@","views":@VIEWS@,"published":@PUBLISHED@}' '"title":"Bench post '
+            '{"title":"@TITLE@","body":"@TEXT@","views":@VIEWS@,"published":@PUBLISHED@'"$pb_grant"'}' '"title":"Bench post '
         ;;
     postgraphile)
         section "PostGraphile $postgraphile_version on PostgreSQL $pg_version: start and seed"
@@ -568,29 +603,52 @@ for system in $SYSTEMS; do
         psql_=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U postgres)
         "${psql_[@]}" -d postgres -c 'CREATE DATABASE bench'
         "${psql_[@]}" -d bench -f "$here/postgres.sql"
+        [[ $SCOPE == all ]] || "${psql_[@]}" -d bench -f "$here/postgres-$SCOPE.sql"
+        if [[ $SCOPE == team ]]; then
+            "${psql_[@]}" -d bench -c "INSERT INTO memberships SELECT 1, k FROM generate_series(1, $TEAMS) k"
+        fi
         started=$EPOCHREALTIME
         python3 "$here/seed.py" csv "$ROWS" |
-            "${psql_[@]}" -d bench -c '\copy posts (id, title, body, views, published) from stdin with (format csv)'
+            "${psql_[@]}" -d bench -c '\copy posts (id, title, body, views, published, owner, team) from stdin with (format csv)'
         "${psql_[@]}" -d bench -c "SELECT setval(pg_get_serial_sequence('posts', 'id'), $ROWS)" >/dev/null
         "${psql_[@]}" -d bench -c 'VACUUM ANALYZE posts'
         seed_seconds[postgraphile]=$(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
         say "seeded $ROWS rows with COPY in ${seed_seconds[postgraphile]} s"
         free_port && pgl_port=$REPLY
-        (cd "$npm_dir" && exec "$node" node_modules/postgraphile/dist/cli-run.js \
-            -P postgraphile/presets/amber -c "postgres://postgres@127.0.0.1:$pg_port/bench" -s public \
+        pgl_auth=
+        if [[ $SCOPE == all ]]; then
+            pgl_config=(-P postgraphile/presets/amber -c "postgres://postgres@127.0.0.1:$pg_port/bench" -s public)
+        else
+            # The config verifies an HS256 JWT whose user_id claim is the bench user (1).
+            cp "$here/postgraphile.config.mjs" "$npm_dir/postgraphile.config.mjs"
+            pgl_config=(-C "$npm_dir/postgraphile.config.mjs")
+            export BENCH_PG_URL="postgres://postgres@127.0.0.1:$pg_port/bench"
+            BENCH_JWT_SECRET=$(head -c 32 /dev/urandom | base64 | tr -d '/+=')
+            export BENCH_JWT_SECRET
+            pgl_auth="Bearer $(python3 - <<'EOF'
+import base64, hashlib, hmac, json, os, time
+b64 = lambda data: base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+body = b64(json.dumps({"user_id": 1, "exp": int(time.time()) + 86400}).encode())
+mac = hmac.new(os.environ["BENCH_JWT_SECRET"].encode(), f"{head}.{body}".encode(), hashlib.sha256)
+print(f"{head}.{body}.{b64(mac.digest())}")
+EOF
+)"
+        fi
+        (cd "$npm_dir" && exec "$node" node_modules/postgraphile/dist/cli-run.js "${pgl_config[@]}" \
             --host 127.0.0.1 --port "$pgl_port") >"$work/postgraphile.out" 2>&1 &
         pgl_pid=$!
         started_pids+=("$pgl_pid")
         wait_for_port "$pgl_port" "$pgl_pid" "$work/postgraphile.out"
         url="http://127.0.0.1:$pgl_port"
         pgl_list='allPosts(condition: {published: true}, orderBy: [VIEWS_DESC], first: 20)'
-        top=$(curl -fsS "$url/graphql" -H 'Content-Type: application/json' \
+        top=$(curl -fsS "$url/graphql" -H 'Content-Type: application/json' ${pgl_auth:+-H "Authorization: $pgl_auth"} \
             --data-binary "{\"query\":\"{ $pgl_list { nodes { title } } }\"}" |
             jq -r '[.data.allPosts.nodes[].title] | join(",")')
         check_top postgraphile "$top"
         base_url[postgraphile]=$url
         roots_of[postgraphile]="$pgl_pid $postmaster_pid"
-        auth_of[postgraphile]=
+        auth_of[postgraphile]=$pgl_auth
         define postgraphile by-id POST /graphql \
             '{"query":"query($id: Int!){ postByRowId(rowId: $id) { rowId title body views published } }","variables":{"id":@ID@}}' \
             '"postByRowId":{"rowId":'
@@ -599,7 +657,7 @@ for system in $SYSTEMS; do
         define postgraphile count POST /graphql \
             "{\"query\":\"{ $pgl_list { totalCount nodes { rowId title views } } }\"}" "\"totalCount\":$PUBLISHED_COUNT"
         define postgraphile create POST /graphql \
-            '{"query":"mutation($input: PostInput!){ createPost(input: {post: $input}) { post { rowId } } }","variables":{"input":{"title":"@TITLE@","body":"@TEXT@","views":@VIEWS@,"published":@PUBLISHED@}}}' \
+            '{"query":"mutation($input: PostInput!){ createPost(input: {post: $input}) { post { rowId } } }","variables":{"input":{"title":"@TITLE@","body":"@TEXT@","views":@VIEWS@,"published":@PUBLISHED@'"$pgl_grant"'}}}' \
             '"post":{"rowId":'
         ;;
     *)
@@ -750,9 +808,18 @@ detail_table() {
         seeded+=("${seed_seconds[pocketbase]} s through PocketBase \`/api/batch\`")
     [[ -z ${seed_seconds[postgraphile]:-} ]] ||
         seeded+=("${seed_seconds[postgraphile]} s by PostgreSQL \`COPY\`")
-    printf 'Data: %s posts (%s published), seeded in %s.\n\n' "$(fmt_rps "$ROWS")" "$(fmt_rps "$PUBLISHED_COUNT")" \
+    printf 'Data: %s posts (the bench user reads %s published), seeded in %s.\n\n' "$(fmt_rps "$ROWS")" "$(fmt_rps "$PUBLISHED_COUNT")" \
         "$(IFS='|'; printf '%s' "${seeded[*]}" | sed 's/|/, /g')"
-    printf 'Conditions: Nimbus with a signed-in user (`Authorization: Bearer` session), collection permissions `read("users")`, `create("users")` and `documentSecurity`; PocketBase with every rule `@request.auth.id != ""` and a `users` token; PostGraphile as it comes (amber preset, anonymous, no row-level security). Nimbus and PocketBase on SQLite on disk (WAL); MariaDB (`innodb-flush-log-at-trx-commit=0`) and PostgreSQL (`synchronous_commit=off`) in %s. Lists return `id title views` of 20 posts; by-id returns the whole post; creates return the new id (PocketBase: the record).\n\n' "$db_base"
+    case $SCOPE in
+    owner) printf 'Scope: each post read by its owner only, the bench user owning one post in %s. Nimbus: collection permission `create("users")` only, `documentSecurity`, `read("user:ID")` on each post; PocketBase: rules `owner = @request.auth.id` (create: `@request.body.owner = @request.auth.id`), index on `(owner, published, views DESC)`; PostGraphile: row-level security `owner = current_setting('"'"'jwt.claims.user_id'"'"')::int` on an index `(owner, published, views DESC)`, the user from a verified HS256 JWT, role `bench_user`. By id rotates through the bench user'"'"'s posts; creates give the post to it.\n\n' "$(fmt_rps "$SHARE")" ;;
+    team) printf 'Scope: each post read by the members of its team only, one post in %s per team, the bench user in %s teams. Nimbus: `read("team:T")` on each post, memberships; PocketBase: rule `@request.auth.teams.id ?= team` (a relation of the user to a `teams` collection), index on `(team, published, views DESC)`; PostGraphile: row-level security `team = ANY (ARRAY(SELECT team_id FROM memberships WHERE user_id = <the JWT claim>))`, index `(team, published, views DESC)`. By id rotates through the posts of the first team; creates give the post to it.\n\n' "$(fmt_rps "$SHARE")" "$TEAMS" ;;
+    esac
+    if [[ $SCOPE == all ]]; then
+        printf 'Conditions: Nimbus with a signed-in user (`Authorization: Bearer` session), collection permissions `read("users")`, `create("users")` and `documentSecurity`; PocketBase with every rule `@request.auth.id != ""` and a `users` token; PostGraphile as it comes (amber preset, anonymous, no row-level security). '
+    else
+        printf 'Conditions: Nimbus with a signed-in user (`Authorization: Bearer` session); PocketBase with a `users` token; PostGraphile with `Authorization: Bearer` JWT. '
+    fi
+    printf 'Nimbus and PocketBase on SQLite on disk (WAL); MariaDB (`innodb-flush-log-at-trx-commit=0`) and PostgreSQL (`synchronous_commit=off`) in %s. Lists return `id title views` of 20 posts; by-id returns the whole post; creates return the new id (PocketBase: the record).\n\n' "$db_base"
     if want nimbus-sqlite || want pocketbase; then
         pair_table nimbus-sqlite pocketbase "PocketBase"
         printf '\n'

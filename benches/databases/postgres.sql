@@ -12,3 +12,7 @@ CREATE TABLE posts (
 );
 CREATE INDEX posts_views ON posts (views);
 CREATE INDEX posts_published_views ON posts (published, views DESC);
+-- Who owns a post (scope `owner`) or which team it belongs to (scope `team`): set
+-- only in those scopes, where postgres-owner.sql or postgres-team.sql adds the
+-- row-level security that reads them.
+ALTER TABLE posts ADD COLUMN owner int, ADD COLUMN team int;

@@ -8,6 +8,15 @@ Every system gets the same 10,000 `posts` (by default): post N (1-based) has
   published  N % 3 != 0
 and indexes on (views) and (published, views).
 
+Who may read them is the scope (environment: BENCH_SCOPE, BENCH_SHARE, BENCH_TEAMS):
+  all    (default) every signed-in user reads every post
+  owner  post N belongs to user N % SHARE and only its owner reads it; the bench
+         user is user 1, so it reads one post in SHARE
+  team   post N belongs to team N % SHARE and only that team's members read it; the
+         bench user is in teams 1..TEAMS (default 3), so it reads TEAMS posts in SHARE
+Users and teams are named u<K> and t<K> on Nimbus, u%014d and t%014d on PocketBase
+(its ids have 15 characters), and are the integers K on PostgreSQL.
+
 Subcommands (standard library only; every request's failure stops the run):
   nimbus URL ADMIN_KEY EMAIL PASSWORD [COUNT]
       creates database `bench`, collection `posts` (documentSecurity, read("users"),
@@ -21,8 +30,16 @@ Subcommands (standard library only; every request's failure stops the run):
       /api/batch (1,000 per request, as the superuser), then a user of the built-in
       `users` collection and its token; prints `token=… seed_seconds=…`.
   csv [COUNT]
-      the rows as CSV (id,title,body,views,published) for PostgreSQL's COPY.
+      the rows as CSV (id,title,body,views,published,owner,team) for PostgreSQL's
+      COPY (owner and team empty in the scope `all`, one of them set otherwise).
+  expect [COUNT]
+      what the bench user must see: `top=<the titles of the 20 most-viewed
+      published posts it reads, comma-separated> published=<how many published
+      posts it reads> first=<its first post> step=<between its posts of team or
+      user 1> mine=<how many of those>`.
 """
+
+import os
 
 import csv
 import json
@@ -38,6 +55,33 @@ LOREM = (
     "dolor in reprehenderit in voluptate velit esse cillum dolore eu fugiat nulla pariatur."
 )
 BODY_BYTES = 240
+SCOPE = os.environ.get("BENCH_SCOPE", "all")
+SHARE = int(os.environ.get("BENCH_SHARE", "10"))
+TEAMS = int(os.environ.get("BENCH_TEAMS", "3"))
+if SCOPE not in ("all", "owner", "team"):
+    sys.exit(f"seed.py: BENCH_SCOPE must be all, owner or team, not {SCOPE!r}")
+
+
+def reader(n):
+    """The user (scope owner) or team (scope team) that reads post n."""
+    return n % SHARE
+
+
+def readable(n):
+    """Whether the bench user reads post n."""
+    if SCOPE == "owner":
+        return reader(n) == 1
+    if SCOPE == "team":
+        return 1 <= reader(n) <= TEAMS
+    return True
+
+
+def nimbus_permissions(n):
+    if SCOPE == "owner":
+        return [f'read("user:u{reader(n)}")']
+    if SCOPE == "team":
+        return [f'read("team:t{reader(n)}")']
+    return []
 
 
 def post(n):
@@ -87,7 +131,7 @@ def seed_nimbus(url, key, email, password, count=10000):
                 "id": "posts",
                 "name": "posts",
                 "documentSecurity": True,
-                "permissions": ['read("users")', 'create("users")'],
+                "permissions": ['read("users")', 'create("users")'] if SCOPE == "all" else ['create("users")'],
                 "attributes": [
                     {"key": "title", "type": "STRING", "size": 200, "required": True},
                     {"key": "body", "type": "STRING", "size": 1000, "required": True},
@@ -110,16 +154,27 @@ def seed_nimbus(url, key, email, password, count=10000):
     create = "mutation($input: [CreatePostInput!]!) { createPosts(input: $input) { id } }"
     started = time.monotonic()
     for first in range(1, count + 1, 1000):
-        batch = [dict(post(n), id=f"p{n}") for n in range(first, min(first + 1000, count + 1))]
+        batch = [
+            dict(post(n), id=f"p{n}", **({"permissions": nimbus_permissions(n)} if SCOPE != "all" else {}))
+            for n in range(first, min(first + 1000, count + 1))
+        ]
         created = graphql(endpoint, create, {"input": batch}, admin)["createPosts"]
         if len(created) != len(batch):
             sys.exit(f"seed.py: createPosts made {len(created)} of {len(batch)} documents")
     seeded = time.monotonic() - started
     graphql(
         endpoint,
-        "mutation($e: String!, $p: String!) { createAccount(input: {email: $e, password: $p}) { id } }",
+        "mutation($e: String!, $p: String!) { createAccount(input: {id: \"u1\", email: $e, password: $p}) { id } }",
         {"e": email, "p": password},
     )
+    if SCOPE == "team":
+        for k in range(1, TEAMS + 1):
+            graphql(endpoint, f'mutation {{ createTeam(input: {{id: "t{k}", name: "Team {k}"}}) {{ id }} }}', headers=admin)
+            graphql(
+                endpoint,
+                f'mutation {{ createMembership(input: {{teamId: "t{k}", userId: "u1", roles: ["member"]}}) {{ id }} }}',
+                headers=admin,
+            )
     started = time.monotonic()
     secret = graphql(
         endpoint,
@@ -128,8 +183,9 @@ def seed_nimbus(url, key, email, password, count=10000):
     )["createEmailPasswordSession"]["secret"]
     signin = time.monotonic() - started
     total = graphql(endpoint, "{ posts { totalCount } }", headers={"Authorization": f"Bearer {secret}"})
-    if total["posts"]["totalCount"] != count:
-        sys.exit(f"seed.py: the signed-in user sees {total['posts']['totalCount']} posts, not {count}")
+    mine = sum(1 for n in range(1, count + 1) if readable(n))
+    if total["posts"]["totalCount"] != mine:
+        sys.exit(f"seed.py: the signed-in user sees {total['posts']['totalCount']} posts, not {mine}")
     print(f"secret={secret} seed_seconds={seeded:.2f} signin_seconds={signin:.3f}")
 
 
@@ -153,7 +209,32 @@ def pocketbase_admin(url, su_email, su_password):
 
 def seed_pocketbase(url, su_email, su_password, email, password, count=10000):
     base, admin = pocketbase_admin(url, su_email, su_password)
-    rule = '@request.auth.id != ""'
+    rule = create_rule = '@request.auth.id != ""'
+    scoped_fields, scoped_indexes = [], []
+    if SCOPE == "owner":
+        rule = "owner = @request.auth.id"
+        create_rule = '@request.auth.id != "" && @request.body.owner = @request.auth.id'
+        scoped_fields = [{"name": "owner", "type": "text", "max": 15}]
+        scoped_indexes = ["CREATE INDEX idx_posts_owner ON posts (owner, published, views DESC)"]
+    elif SCOPE == "team":
+        # The user's teams are a relation of the user; a post names its team.
+        teams = request(
+            "POST",
+            f"{base}/api/collections",
+            {"name": "teams", "type": "base", "fields": [{"name": "name", "type": "text"}]},
+            admin,
+        )
+        for k in range(1, TEAMS + 1):
+            request("POST", f"{base}/api/collections/teams/records", {"id": f"t{k:014d}", "name": f"Team {k}"}, admin)
+        users = request("GET", f"{base}/api/collections/users", headers=admin)
+        users["fields"].append(
+            {"name": "teams", "type": "relation", "collectionId": teams["id"], "maxSelect": 999, "cascadeDelete": False}
+        )
+        request("PATCH", f"{base}/api/collections/users", {"fields": users["fields"]}, admin)
+        rule = "@request.auth.teams.id ?= team"
+        create_rule = "@request.auth.teams.id ?= @request.body.team"
+        scoped_fields = [{"name": "team", "type": "text", "max": 15}]
+        scoped_indexes = ["CREATE INDEX idx_posts_team ON posts (team, published, views DESC)"]
     request(
         "POST",
         f"{base}/api/collections",
@@ -162,7 +243,7 @@ def seed_pocketbase(url, su_email, su_password, email, password, count=10000):
             "type": "base",
             "listRule": rule,
             "viewRule": rule,
-            "createRule": rule,
+            "createRule": create_rule,
             "updateRule": None,
             "deleteRule": None,
             "fields": [
@@ -172,11 +253,13 @@ def seed_pocketbase(url, su_email, su_password, email, password, count=10000):
                 {"name": "published", "type": "bool"},
                 {"name": "created", "type": "autodate", "onCreate": True, "onUpdate": False},
                 {"name": "updated", "type": "autodate", "onCreate": True, "onUpdate": True},
-            ],
+            ]
+            + scoped_fields,
             "indexes": [
                 "CREATE INDEX idx_posts_views ON posts (views)",
                 "CREATE INDEX idx_posts_published_views ON posts (published, views DESC)",
-            ],
+            ]
+            + scoped_indexes,
         },
         admin,
     )
@@ -186,7 +269,7 @@ def seed_pocketbase(url, su_email, su_password, email, password, count=10000):
             {
                 "method": "POST",
                 "url": "/api/collections/posts/records",
-                "body": dict(post(n), id=f"p{n:014d}"),
+                "body": dict(post(n), id=f"p{n:014d}", **pocketbase_scope(n)),
             }
             for n in range(first, min(first + 1000, count + 1))
         ]
@@ -198,24 +281,54 @@ def seed_pocketbase(url, su_email, su_password, email, password, count=10000):
     request(
         "POST",
         f"{base}/api/collections/users/records",
-        {"email": email, "password": password, "passwordConfirm": password},
+        {"id": f"u{1:014d}", "email": email, "password": password, "passwordConfirm": password},
     )
+    if SCOPE == "team":
+        request(
+            "PATCH",
+            f"{base}/api/collections/users/records/u{1:014d}",
+            {"teams": [f"t{k:014d}" for k in range(1, TEAMS + 1)]},
+            admin,
+        )
     token = request(
         "POST",
         f"{base}/api/collections/users/auth-with-password",
         {"identity": email, "password": password},
     )["token"]
     total = request("GET", f"{base}/api/collections/posts/records?perPage=1", headers={"Authorization": token})
-    if total["totalItems"] != count:
-        sys.exit(f"seed.py: the signed-in user sees {total['totalItems']} records, not {count}")
+    mine = sum(1 for n in range(1, count + 1) if readable(n))
+    if total["totalItems"] != mine:
+        sys.exit(f"seed.py: the signed-in user sees {total['totalItems']} records, not {mine}")
     print(f"token={token} seed_seconds={seeded:.2f}")
+
+
+def pocketbase_scope(n):
+    if SCOPE == "owner":
+        return {"owner": f"u{reader(n):014d}"}
+    if SCOPE == "team":
+        return {"team": f"t{reader(n):014d}"}
+    return {}
 
 
 def write_csv(count=10000):
     out = csv.writer(sys.stdout, lineterminator="\n")
     for n in range(1, count + 1):
         p = post(n)
-        out.writerow([n, p["title"], p["body"], p["views"], "t" if p["published"] else "f"])
+        owner = reader(n) if SCOPE == "owner" else ""
+        team = reader(n) if SCOPE == "team" else ""
+        out.writerow([n, p["title"], p["body"], p["views"], "t" if p["published"] else "f", owner, team])
+
+
+def write_expect(count=10000):
+    mine = [n for n in range(1, count + 1) if readable(n)]
+    published = [(n, post(n)) for n in mine if post(n)["published"]]
+    top = sorted(published, key=lambda p: (-p[1]["views"], p[0]))[:20]
+    step = 1 if SCOPE == "all" else SHARE
+    first = 1
+    print(
+        f"top={','.join(p[1]['title'] for p in top).replace(' ', '_')} published={len(published)} "
+        f"first={first} step={step} mine={len(range(first, count + 1, step))}"
+    )
 
 
 def main(argv):
@@ -228,6 +341,8 @@ def main(argv):
         seed_pocketbase(*args[:5], *(int(a) for a in args[5:]))
     elif command == "csv" and len(args) in (0, 1):
         write_csv(*(int(a) for a in args))
+    elif command == "expect" and len(args) in (0, 1):
+        write_expect(*(int(a) for a in args))
     else:
         sys.exit(__doc__)
 

@@ -5,7 +5,8 @@
 --   BENCH_BODY       the body (JSON); none when unset or empty
 --   BENCH_AUTH       the Authorization header's value (optional)
 --   BENCH_ID_FORMAT  how record number N becomes an id (string.format), e.g. p%d
---   BENCH_ID_COUNT   ids rotate through 1..BENCH_ID_COUNT (default 10000)
+--   BENCH_ID_COUNT   ids rotate through BENCH_ID_COUNT records (default 10000): numbers
+--                    BENCH_ID_FIRST, then every BENCH_ID_STEP-th (defaults 1 and 1)
 --   BENCH_TAG        makes the titles of created records unique to this run
 --   BENCH_EXPECT     text every good response body contains
 -- Placeholders in BENCH_PATH and BENCH_BODY: @ID@ (the next id in the rotation),
@@ -24,6 +25,8 @@ end
 local auth = os.getenv("BENCH_AUTH")
 local id_format = os.getenv("BENCH_ID_FORMAT") or "%d"
 local id_count = tonumber(os.getenv("BENCH_ID_COUNT") or "10000")
+local id_first = tonumber(os.getenv("BENCH_ID_FIRST") or "1")
+local id_step = tonumber(os.getenv("BENCH_ID_STEP") or "1")
 local tag = os.getenv("BENCH_TAG") or tostring(os.time())
 local expect = os.getenv("BENCH_EXPECT") or ""
 
@@ -66,7 +69,7 @@ if dynamic(path_template) or dynamic(body_template) then
         local n = counter
         local unique = tag .. "-" .. (thread_number or 1) .. "-" .. n
         local values = {
-            ID = string.format(id_format, (n - 1) % id_count + 1),
+            ID = string.format(id_format, id_first + id_step * ((n - 1) % id_count)),
             N = unique,
             TITLE = "Bench post " .. unique,
             TEXT = string.sub("Created by wrk as post " .. unique .. ": " .. LOREM, 1, 240),

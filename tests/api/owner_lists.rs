@@ -57,12 +57,8 @@ async fn create_posts(app: &TestApp, posts: &[Post]) {
     }
 }
 
-/// A `posts` collection (`title`, `published`, `views`, an index on
-/// `(published, views)`) that signed-in users may create in but nobody may read
-/// as a whole; document security on. Ann is in teams `red` and `blue`, Bob in
-/// `blue`, Cat in none. `update_only_for_ann` more posts give Ann `update` and
-/// nothing else: her roles then name that many more grants, none readable.
-async fn world(app: &TestApp, update_only_for_ann: usize) -> World {
+/// The `posts` collection of [`world`], without its documents.
+async fn world_collection(app: &TestApp) {
     app.admin(
         "mutation { createDatabase(input: {id: \"app\", name: \"App\"}) { id } }",
         json!({}),
@@ -85,6 +81,15 @@ async fn world(app: &TestApp, update_only_for_ann: usize) -> World {
     )
     .await
     .ok();
+}
+
+/// A `posts` collection (`title`, `published`, `views`, an index on
+/// `(published, views)`) that signed-in users may create in but nobody may read
+/// as a whole; document security on. Ann is in teams `red` and `blue`, Bob in
+/// `blue`, Cat in none. `update_only_for_ann` more posts give Ann `update` and
+/// nothing else: her roles then name that many more grants, none readable.
+async fn world(app: &TestApp, update_only_for_ann: usize) -> World {
+    world_collection(app).await;
     let secrets = [
         app.signed_in("ann-lists@example.com").await,
         app.signed_in("bob-lists@example.com").await,
@@ -452,5 +457,129 @@ async fn a_member_lists_exactly_its_own_teams_across_pages() {
         }
         assert_eq!(got, want);
     }
+    app.shutdown().await;
+}
+
+/// Documents in the middle-range test: enough that a reader with a little over
+/// a thousand grants still reads a page from them (the threshold grows with
+/// the square root of the collection's size; ADR 0017).
+const MIDDLE_DOCUMENTS: usize = 50_000;
+
+#[tokio::test]
+async fn a_reader_with_more_than_a_thousand_grants_in_a_large_collection_lists_exactly_its_documents()
+ {
+    let app = spawn_app().await;
+    world_collection(&app).await;
+    let ann = app.signed_in("ann-middle@example.com").await;
+    let bob = app.signed_in("bob-middle@example.com").await;
+    let (ann_id, bob_id) = (user_id(&app, &ann).await, user_id(&app, &bob).await);
+    app.admin(
+        "mutation { createTeam(input: {id: \"red\", name: \"red\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($u: ID!) { createMembership(input: {teamId: \"red\", userId: $u, roles: [\"member\"]}) { id } }",
+        json!({"u": ann_id}),
+    )
+    .await
+    .ok();
+    // Ann reads one post in 48 as herself (1,041), 30 more through team `red`,
+    // ten of those also as herself; Bob one in 997, two of them Ann's as well.
+    let read = |role: &str| format!("read(\"{role}\")");
+    let mut posts = Vec::with_capacity(MIDDLE_DOCUMENTS);
+    for n in 0..MIDDLE_DOCUMENTS {
+        let mut permissions = Vec::new();
+        if n % 48 == 5 {
+            permissions.push(read(&format!("user:{ann_id}")));
+        }
+        if n % 1601 == 7 || n % 4800 == 5 {
+            permissions.push(read("team:red"));
+        }
+        if n % 997 == 3 || n == 48 * 300 + 5 || n == 48 * 700 + 5 {
+            permissions.push(read(&format!("user:{bob_id}")));
+        }
+        if permissions.is_empty() {
+            permissions.push(read(&format!("user:zed{}", n % 40)));
+        }
+        posts.push(Post {
+            id: format!("m{n:05}"),
+            published: n % 3 != 0,
+            // Views repeat, so that the id breaks ties within a page.
+            views: ((n as i64) * 7919) % 2003,
+            permissions,
+        });
+    }
+    for chunk in posts.chunks(1000) {
+        let input: Vec<Value> = chunk
+            .iter()
+            .map(|p| {
+                json!({"id": p.id, "title": "t", "published": p.published, "views": p.views,
+                       "permissions": p.permissions})
+            })
+            .collect();
+        let data = app
+            .admin(
+                "mutation($input: [CreatePostInput!]!) { createPosts(input: $input) { id } }",
+                json!({"input": input}),
+            )
+            .await
+            .ok();
+        assert_eq!(data["createPosts"].as_array().unwrap().len(), chunk.len());
+    }
+    let world = World {
+        ann: ann.clone(),
+        bob: bob.clone(),
+        cat: String::new(),
+        posts,
+    };
+    let ann_roles = [format!("user:{ann_id}"), "team:red".to_string()];
+    let grants = world
+        .posts
+        .iter()
+        .flat_map(|p| &p.permissions)
+        .filter(|p| ann_roles.iter().any(|r| **p == read(r)))
+        .count();
+    // More grants than a page reads from unconditionally, fewer than the
+    // threshold of a collection this size.
+    assert!((1000..1200).contains(&grants), "{grants} grants");
+    for (who, secret, roles) in [
+        ("ann", &ann, &ann_roles[..]),
+        ("bob", &bob, &[format!("user:{bob_id}")][..]),
+    ] {
+        let want = expected(&world, roles);
+        let query = "query($after: String) { posts(filter: {published: {eq: true}}, orderBy: [{views: DESC}], first: 100, after: $after) { totalCount nodes { id } pageInfo { hasNextPage endCursor } } }";
+        let mut got = Vec::new();
+        let mut after = Value::Null;
+        for _ in 0..100 {
+            let data = app
+                .as_session(secret, query, json!({"after": after}))
+                .await
+                .ok();
+            let page = &data["posts"];
+            assert_eq!(page["totalCount"], want.len(), "{who}'s total");
+            got.extend(
+                page["nodes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n["id"].as_str().unwrap().to_string()),
+            );
+            if page["pageInfo"]["hasNextPage"] != true {
+                break;
+            }
+            after = page["pageInfo"]["endCursor"].clone();
+        }
+        assert_eq!(got, want, "{who}'s list");
+    }
+    // The expectations hold what the list must show: hundreds of Ann's
+    // published posts, each once, the shared ones in both lists.
+    let ann_list = expected(&world, &ann_roles);
+    assert!(ann_list.len() > 600, "{}", ann_list.len());
+    let distinct: BTreeSet<&String> = ann_list.iter().collect();
+    assert_eq!(distinct.len(), ann_list.len());
+    let bob_list = expected(&world, &[format!("user:{bob_id}")]);
+    assert!(bob_list.iter().any(|id| ann_list.contains(id)));
     app.shutdown().await;
 }

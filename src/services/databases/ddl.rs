@@ -339,7 +339,9 @@ pub fn create_table_sql(
 /// The statements creating the permission side table `perms` of the collection
 /// table `table`: one row per document and role, the role's actions as bits
 /// (`auth::permissions::permission_grants`), keyed by `(resource_id, role)`,
-/// indexed by `(role, resource_id)`, rows deleted with their document. `perms`
+/// indexed by `(role, resource_id, actions)`, rows deleted with their document.
+/// The index covers a reader's grants with their actions, so that a list
+/// driving from them reads it alone (ADR 0017). `perms`
 /// is another name than [`perms_table`] only while an older side table is
 /// converted ([`upgrade_perms_sql`]).
 fn perms_table_sql(dialect: SqlDialect, table: &str, perms: &str) -> Vec<String> {
@@ -354,7 +356,7 @@ fn perms_table_sql(dialect: SqlDialect, table: &str, perms: &str) -> Vec<String>
                  PRIMARY KEY ({resource}, {role})) WITHOUT ROWID"
             ),
             format!(
-                "CREATE INDEX {} ON {perms} ({role}, {resource})",
+                "CREATE INDEX {} ON {perms} ({role}, {resource}, {actions})",
                 q(&format!("s_{table}__perms"))
             ),
         ],
@@ -363,13 +365,39 @@ fn perms_table_sql(dialect: SqlDialect, table: &str, perms: &str) -> Vec<String>
         SqlDialect::MySql => vec![format!(
             "CREATE TABLE {perms} ({resource} VARCHAR(36) NOT NULL, \
              {role} VARCHAR(128) NOT NULL, {actions} SMALLINT NOT NULL, \
-             PRIMARY KEY ({resource}, {role}), KEY {} ({role}, {resource}), \
+             PRIMARY KEY ({resource}, {role}), KEY {} ({role}, {resource}, {actions}), \
              CONSTRAINT {} FOREIGN KEY ({resource}) REFERENCES {t} ({id}) ON DELETE CASCADE) \
              {MYSQL_TABLE_OPTIONS}",
             q("s_role"),
             q(&format!("f_{table}")),
         )],
     }
+}
+
+/// The statements giving the side table of `table`, in the layout of one row
+/// per role, the covering index of [`perms_table_sql`] in place of its index on
+/// `(role, resource_id)` alone: one transaction on SQLite, one `ALTER TABLE` on
+/// MariaDB (which builds the new index before it drops the older one).
+pub fn cover_perms_index_sql(dialect: SqlDialect, table: &str) -> Result<Vec<String>, DdlError> {
+    check_table_name(table)?;
+    let q = |name: &str| dialect.quote(name);
+    let perms = q(&perms_table(table));
+    let (resource, role, actions) = (q("resource_id"), q("role"), q("actions"));
+    Ok(match dialect {
+        SqlDialect::Sqlite => {
+            let index = q(&format!("s_{table}__perms"));
+            vec![
+                format!("DROP INDEX IF EXISTS {index}"),
+                format!("CREATE INDEX {index} ON {perms} ({role}, {resource}, {actions})"),
+            ]
+        }
+        SqlDialect::MySql => {
+            let index = q("s_role");
+            vec![format!(
+                "ALTER TABLE {perms} DROP KEY {index}, ADD KEY {index} ({role}, {resource}, {actions})"
+            )]
+        }
+    })
 }
 
 /// The side table's name while [`upgrade_perms_sql`] fills it: `__` keeps it
@@ -1079,7 +1107,7 @@ mod tests {
                 ),
                 "CREATE TABLE `c_1_perms` (`resource_id` VARCHAR(36) NOT NULL, \
                  `role` VARCHAR(128) NOT NULL, `actions` SMALLINT NOT NULL, \
-                 PRIMARY KEY (`resource_id`, `role`), KEY `s_role` (`role`, `resource_id`), \
+                 PRIMARY KEY (`resource_id`, `role`), KEY `s_role` (`role`, `resource_id`, `actions`), \
                  CONSTRAINT `f_c_1` FOREIGN KEY (`resource_id`) REFERENCES `c_1` (`id`) \
                  ON DELETE CASCADE) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
                     .to_string(),

@@ -274,22 +274,44 @@ async fn load_permissions(
     Ok(())
 }
 
-/// Appends ` AND <may read>` for a client that reads per document.
+/// Appends ` AND <may read>` for a client that reads per document: the
+/// permission probe of [`push_permission_filter`]. On SQLite the probe seeks
+/// the document's grants once, by `resource_id`, and checks their roles as it
+/// reads them (`+role`, SQLite's way to keep a term out of the index search)
+/// rather than seeking once per role of the reader: a document carries a few
+/// grants, a reader five roles or more, and a list walking its order probes
+/// every row it passes (ADR 0017: half the time of the probe). MariaDB plans
+/// the `EXISTS` as a semi-join of its own.
 fn push_reach(
     builder: &mut QueryBuilder<'_, Any>,
+    dialect: SqlDialect,
     collection: &Collection,
     roles: &RoleSet,
     action: Action,
 ) -> AppResult<()> {
     builder.push(" AND ");
-    push_permission_filter(
-        builder,
-        &format!("{ALIAS}.id"),
-        &perms_table(&collection.table),
-        action,
-        roles,
-    )
-    .map_err(|err| AppError::Internal(anyhow::anyhow!("permission filter: {err}")))
+    let perms = perms_table(&collection.table);
+    match dialect {
+        SqlDialect::Sqlite => {
+            // The side table's name is a checked identifier (ddl::check_table_name).
+            builder.push(format!(
+                "EXISTS (SELECT 1 FROM {} nimbus_perm WHERE nimbus_perm.resource_id = {ALIAS}.id \
+                 AND +nimbus_perm.role IN (",
+                q(dialect, &perms)
+            ));
+            let mut list = builder.separated(", ");
+            for role in roles {
+                list.push_bind(role.to_string());
+            }
+            list.push_unseparated(") AND (nimbus_perm.actions & ");
+            builder.push_bind(action.bit()).push(") <> 0)");
+            Ok(())
+        }
+        SqlDialect::MySql => {
+            push_permission_filter(builder, &format!("{ALIAS}.id"), &perms, action, roles)
+                .map_err(|err| AppError::Internal(anyhow::anyhow!("permission filter: {err}")))
+        }
+    }
 }
 
 /// A document by id, as `access` may read it (`None` when absent or hidden),
@@ -325,7 +347,7 @@ async fn get_impl(
         .push(format!(" WHERE {ALIAS}.id = "))
         .push_bind(id.to_string());
     if let Reach::PerItem(roles) = &reach {
-        push_reach(&mut builder, collection, roles, Action::Read)?;
+        push_reach(&mut builder, dialect, collection, roles, Action::Read)?;
     }
     let Some(row) = builder.build().fetch_optional(&mut **conn).await? else {
         return Ok(None);
@@ -366,7 +388,7 @@ pub fn get_many<'a>(
         }
         list.push_unseparated(")");
         if let Reach::PerItem(roles) = &reach {
-            push_reach(&mut builder, collection, roles, Action::Read)?;
+            push_reach(&mut builder, dialect, collection, roles, Action::Read)?;
         }
         let rows = builder.build().fetch_all(&mut **conn).await?;
         let columns = collection.columns();
@@ -486,7 +508,7 @@ pub fn hide_unreadable_references<'a>(
                         list.push_bind(id.clone());
                     }
                     list.push_unseparated(")");
-                    push_reach(&mut builder, related, &roles, Action::Read)?;
+                    push_reach(&mut builder, dialect, related, &roles, Action::Read)?;
                     builder
                         .build_query_scalar::<String>()
                         .fetch_all(&mut **conn)
@@ -547,7 +569,7 @@ async fn cursor_of_impl(
         .push(format!(" WHERE {ALIAS}.id = "))
         .push_bind(id.to_string());
     if let Reach::PerItem(roles) = &reach {
-        push_reach(&mut builder, collection, roles, Action::Read)?;
+        push_reach(&mut builder, dialect, collection, roles, Action::Read)?;
     }
     let row = builder
         .build()
@@ -667,8 +689,17 @@ async fn list_impl(
     };
     let read = read_columns(&columns, query);
     let system = system_columns(query);
-    let mut builder =
-        QueryBuilder::<Any>::new(format!("SELECT {}", column_list(dialect, system, &read)));
+    // A page that walks the list's order probes each row it passes: MariaDB
+    // would rather materialise every grant of the reader first, which costs
+    // what the reader may read when the walk costs a page (ADR 0017).
+    let walk = match (matching.drive, &reach) {
+        (Drive::Documents, Reach::PerItem(_)) => db_dialect(dialect).probe_each_row(),
+        _ => "",
+    };
+    let mut builder = QueryBuilder::<Any>::new(format!(
+        "{walk}SELECT {}",
+        column_list(dialect, system, &read)
+    ));
     matching.push_from(&mut builder, dialect)?;
     matching.push_where(&mut builder, dialect)?;
     let (limit, from_end) = push_paging(&mut builder, dialect, &columns, query)?;
@@ -704,21 +735,39 @@ async fn list_impl(
     })
 }
 
-/// The most side-table rows a reader's roles may name for a page of a list to
-/// drive from them ([`Drive::Grants`]). Below it, reading every grant and
-/// looking each document up by id costs at most this many lookups and a sort of
-/// as many rows, whatever the collection's size; above it the reader reads a
-/// good share of the collection, and walking the list's own order with a
-/// permission probe per row fills a page after a few dozen rows. Measured in
-/// ADR 0017.
+/// Below this many side-table rows naming a reader's roles, a page of a list
+/// drives from them ([`Drive::Grants`]) whatever the collection's size: reading
+/// every grant and looking each document up by id costs at most this many
+/// lookups and a sort of as many rows (about 1 ms). Measured in ADR 0017.
 const PAGE_FROM_GRANTS_BELOW: i64 = 1000;
 
-/// The same for a list's total. Counting through the permission probe reads
-/// every document the filter matches, so counting through the grants is the
-/// cheaper plan as long as they are fewer than the documents; past this many,
-/// the grants' `DISTINCT` costs more than the probes on MariaDB (ADR 0017), and
-/// the count of grants itself stops.
+/// Past [`PAGE_FROM_GRANTS_BELOW`], a page still drives from the grants while
+/// `grants² < PAGE_GRANTS_SQUARED_PER_DOCUMENT × documents`. Walking the list's
+/// order with a probe per row reads about `page × documents / grants` rows
+/// before it fills a page, where the grants plan reads `grants` of them, each a
+/// few times dearer: the two meet near that curve (ADR 0017: 1,000,000
+/// documents, 4,000 readable, 26 ms through the probe, 15 through the grants;
+/// 10,000 documents, 1,000 readable, 0.2 and 0.6 ms). Below the curve the
+/// probe would cost what the collection holds; the grants plan costs what the
+/// reader may read, however large the collection grows.
+const PAGE_GRANTS_SQUARED_PER_DOCUMENT: i64 = 30;
+
+/// The same for a list's total, and the most a page's threshold grows to.
+/// Counting through the permission probe reads every document the filter
+/// matches, so counting through the grants is the cheaper plan as long as they
+/// are fewer than the documents; past this many, the grants' `DISTINCT` costs
+/// more than the probes on MariaDB (ADR 0017), and the count of grants itself
+/// stops.
 const COUNT_FROM_GRANTS_BELOW: i64 = 20_000;
+
+/// How many grants a page drives from, for a collection of about `documents`
+/// (from [`Dialect::row_estimate`]): [`PAGE_FROM_GRANTS_BELOW`] at least, then
+/// up to the curve of [`PAGE_GRANTS_SQUARED_PER_DOCUMENT`], at most
+/// [`COUNT_FROM_GRANTS_BELOW`].
+fn page_threshold(documents: i64) -> i64 {
+    let curve = (PAGE_GRANTS_SQUARED_PER_DOCUMENT.saturating_mul(documents.max(0)) as f64).sqrt();
+    (curve as i64).clamp(PAGE_FROM_GRANTS_BELOW, COUNT_FROM_GRANTS_BELOW)
+}
 
 /// Which side a list reads first when the reader reads per document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -726,21 +775,29 @@ enum Drive {
     /// The collection table in the list's order, each row probed in the side
     /// table (`EXISTS`): the plan for a reader who may read much of it.
     Documents,
-    /// The reader's grants in the side table (through its `(role, resource_id)`
-    /// index), each document looked up by id: the plan for a reader who may
+    /// The reader's grants in the side table (through its `(role, resource_id,
+    /// actions)` index), each document looked up by id: the plan for a reader who may
     /// read few documents of a large collection.
     Grants,
 }
 
-/// How many side-table rows the reader's roles name, counted up to a cap;
-/// `None` when the reader does not read per document.
+/// How many side-table rows the reader's roles name (`None` when the reader
+/// does not read per document), counted up to a cap, and below how many of them
+/// a page of this collection drives from them.
 #[derive(Debug, Clone, Copy)]
-struct Grants(Option<i64>);
+struct Grants {
+    grants: Option<i64>,
+    page_below: i64,
+}
 
 impl Grants {
-    /// One index-only count over `(role, resource_id)`, stopped at
+    /// One index-only count over `(role, resource_id, actions)`, stopped at
     /// [`PAGE_FROM_GRANTS_BELOW`], or at [`COUNT_FROM_GRANTS_BELOW`] for a list
-    /// that wants its total (whose count reads far more than this anyway).
+    /// that wants its total (whose count reads far more than this anyway). A
+    /// reader with more grants than the first cap pays two more statements, both
+    /// cheap beside the list it is about to read: the collection's estimated
+    /// size, which scales the page's threshold ([`page_threshold`]), and, when
+    /// that threshold is higher, the count again up to it.
     async fn count(
         conn: &mut Conn<'_>,
         collection: &Collection,
@@ -748,22 +805,32 @@ impl Grants {
         want_total: bool,
     ) -> AppResult<Grants> {
         let Reach::PerItem(roles) = reach else {
-            return Ok(Grants(None));
+            return Ok(Grants {
+                grants: None,
+                page_below: PAGE_FROM_GRANTS_BELOW,
+            });
         };
         let cap = if want_total {
             COUNT_FROM_GRANTS_BELOW
         } else {
             PAGE_FROM_GRANTS_BELOW
         };
-        let mut builder = QueryBuilder::<Any>::new("");
-        push_grant_count(&mut builder, &perms_table(&collection.table), roles, cap)
-            .map_err(|err| AppError::Internal(anyhow::anyhow!("permission filter: {err}")))?;
-        let grants: i64 = builder.build_query_scalar().fetch_one(&mut **conn).await?;
-        Ok(Grants(Some(grants)))
+        let mut grants = count_grants(conn, collection, roles, cap).await?;
+        let mut page_below = PAGE_FROM_GRANTS_BELOW;
+        if grants >= PAGE_FROM_GRANTS_BELOW {
+            page_below = page_threshold(row_estimate(conn, collection).await?);
+            if grants == cap && page_below > cap {
+                grants = count_grants(conn, collection, roles, page_below).await?;
+            }
+        }
+        Ok(Grants {
+            grants: Some(grants),
+            page_below,
+        })
     }
 
     fn drive(self, below: i64) -> Drive {
-        match self.0 {
+        match self.grants {
             Some(grants) if grants < below => Drive::Grants,
             _ => Drive::Documents,
         }
@@ -771,12 +838,44 @@ impl Grants {
 
     /// The plan of a page of the list.
     fn page_drive(self) -> Drive {
-        self.drive(PAGE_FROM_GRANTS_BELOW)
+        self.drive(self.page_below)
     }
 
     /// The plan of the list's total.
     fn count_drive(self) -> Drive {
         self.drive(COUNT_FROM_GRANTS_BELOW)
+    }
+}
+
+/// How many side-table rows of `collection` name one of `roles`, up to `cap`.
+async fn count_grants(
+    conn: &mut Conn<'_>,
+    collection: &Collection,
+    roles: &RoleSet,
+    cap: i64,
+) -> AppResult<i64> {
+    let mut builder = QueryBuilder::<Any>::new("");
+    push_grant_count(&mut builder, &perms_table(&collection.table), roles, cap)
+        .map_err(|err| AppError::Internal(anyhow::anyhow!("permission filter: {err}")))?;
+    Ok(builder.build_query_scalar().fetch_one(&mut **conn).await?)
+}
+
+/// About how many documents `collection` holds, from what the database already
+/// keeps ([`Dialect::row_estimate`]): no scan of the table.
+async fn row_estimate(conn: &mut Conn<'_>, collection: &Collection) -> AppResult<i64> {
+    let dialect = db_dialect(conn.dialect());
+    let (sql, bind_name) = dialect.row_estimate(&q(conn.dialect(), &collection.table));
+    let mut query = sqlx::query_scalar::<Any, i64>(&sql);
+    if bind_name {
+        query = query.bind(collection.table.as_str());
+    }
+    Ok(query.fetch_one(&mut **conn).await?)
+}
+
+fn db_dialect(dialect: SqlDialect) -> Dialect {
+    match dialect {
+        SqlDialect::Sqlite => Dialect::Sqlite,
+        SqlDialect::MySql => Dialect::MySql,
     }
 }
 
@@ -808,11 +907,7 @@ impl Matching<'_> {
                     roles,
                 )
                 .map_err(|err| AppError::Internal(anyhow::anyhow!("permission filter: {err}")))?;
-                let join = match dialect {
-                    SqlDialect::Sqlite => Dialect::Sqlite,
-                    SqlDialect::MySql => Dialect::MySql,
-                }
-                .ordered_join();
+                let join = db_dialect(dialect).ordered_join();
                 builder.push(format!(
                     " nimbus_reach {join} {table} {ALIAS} ON {ALIAS}.id = nimbus_reach.resource_id"
                 ));
@@ -842,7 +937,7 @@ impl Matching<'_> {
     ) -> AppResult<()> {
         filter::push_filter(builder, dialect, ALIAS, self.filter).map_err(filter_error)?;
         if let (Reach::PerItem(roles), Drive::Documents) = (self.reach, self.drive) {
-            push_reach(builder, self.collection, roles, Action::Read)?;
+            push_reach(builder, dialect, self.collection, roles, Action::Read)?;
         }
         Ok(())
     }
@@ -2142,7 +2237,7 @@ async fn count_readable(
     }
     list.push_unseparated(")");
     if let Reach::PerItem(roles) = &reach {
-        push_reach(&mut builder, collection, roles, Action::Read)?;
+        push_reach(&mut builder, dialect, collection, roles, Action::Read)?;
     }
     let found: i64 = builder.build_query_scalar().fetch_one(&mut **conn).await?;
     Ok(usize::try_from(found).unwrap_or(0))
@@ -2249,5 +2344,29 @@ pub fn event(
             .map(|d| read_roles(collection, d))
             .unwrap_or_default(),
         key_scope: <DocumentsRead as crate::auth::scopes::ScopeMarker>::NAME.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_drives_from_a_thousand_grants_in_a_small_collection_and_more_in_a_large_one() {
+        assert_eq!(page_threshold(0), PAGE_FROM_GRANTS_BELOW);
+        assert_eq!(page_threshold(10_000), PAGE_FROM_GRANTS_BELOW);
+        assert_eq!(page_threshold(1_000_000), 5_477);
+        assert_eq!(page_threshold(i64::MAX), COUNT_FROM_GRANTS_BELOW);
+        let middle = Grants {
+            grants: Some(4_000),
+            page_below: page_threshold(1_000_000),
+        };
+        assert_eq!(middle.page_drive(), Drive::Grants);
+        let small = Grants {
+            grants: Some(4_000),
+            page_below: page_threshold(10_000),
+        };
+        assert_eq!(small.page_drive(), Drive::Documents);
+        assert_eq!(small.count_drive(), Drive::Grants);
     }
 }

@@ -1,8 +1,9 @@
 //! Conversions of the per-collection tables that SQL migrations cannot reach
 //! (there is one table per collection), run at startup after the migrations:
 //! permission side tables from one row per permission to one row per role
-//! ([`ddl::upgrade_perms_sql`]). Each conversion is done once; a server stopped
-//! half-way finishes it at its next start.
+//! ([`ddl::upgrade_perms_sql`]), then their index on `(role, resource_id)` to one
+//! that also covers `actions` ([`ddl::cover_perms_index_sql`]). Each conversion
+//! is done once; a server stopped half-way finishes it at its next start.
 
 use std::collections::HashSet;
 
@@ -70,7 +71,74 @@ async fn convert_all(conn: &mut AnyConnection, dialect: SqlDialect) -> anyhow::R
             }
         }
     }
+    for table in uncovered_tables(conn, dialect).await? {
+        tracing::info!(
+            table,
+            "covering the actions in the permission table's index"
+        );
+        let statements = ddl::cover_perms_index_sql(dialect, &table)?;
+        match dialect {
+            SqlDialect::Sqlite => {
+                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+                for statement in &statements {
+                    tx.execute(statement.as_str()).await?;
+                }
+                tx.commit().await?;
+            }
+            SqlDialect::MySql => {
+                for statement in &statements {
+                    conn.execute(statement.as_str()).await?;
+                }
+            }
+        }
+    }
     Ok(())
+}
+
+/// The collection tables whose side table's role index does not cover
+/// `actions` yet: on MariaDB one question to `information_schema`, on SQLite a
+/// pragma per table.
+async fn uncovered_tables(
+    conn: &mut AnyConnection,
+    dialect: SqlDialect,
+) -> Result<Vec<String>, sqlx::Error> {
+    let tables: Vec<String> = sqlx::query_scalar("SELECT table_name FROM db_collections")
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut pending = Vec::new();
+    match dialect {
+        SqlDialect::MySql => {
+            let uncovered: HashSet<String> = sqlx::query_scalar(
+                "SELECT TABLE_NAME FROM information_schema.STATISTICS \
+                 WHERE TABLE_SCHEMA = DATABASE() AND INDEX_NAME = 's_role' \
+                 GROUP BY TABLE_NAME HAVING SUM(COLUMN_NAME = 'actions') = 0",
+            )
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
+            pending.extend(
+                tables
+                    .into_iter()
+                    .filter(|table| uncovered.contains(&perms_table(table))),
+            );
+        }
+        SqlDialect::Sqlite => {
+            for table in tables {
+                // The index's columns; none when the table or index is missing.
+                let (columns, covered): (i64, i64) = sqlx::query_as(
+                    "SELECT COUNT(*), COALESCE(SUM(name = 'actions'), 0) FROM pragma_index_info(?)",
+                )
+                .bind(format!("s_{table}__perms"))
+                .fetch_one(&mut *conn)
+                .await?;
+                if columns > 0 && covered == 0 {
+                    pending.push(table);
+                }
+            }
+        }
+    }
+    Ok(pending)
 }
 
 /// The collection tables whose side table still has the older layout: on
@@ -234,20 +302,9 @@ mod tests {
             grants(&db).await,
             expected(&[("d2", "team:t1/owner", 1 | 2)])
         );
-        let indexes = match db.dialect {
-            SqlDialect::Sqlite => {
-                "SELECT COUNT(*) FROM pragma_index_list('c_1_perms') WHERE name = 's_c_1__perms'"
-            }
-            SqlDialect::MySql => {
-                "SELECT COUNT(DISTINCT INDEX_NAME) FROM information_schema.STATISTICS \
-                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'c_1_perms' AND INDEX_NAME = 's_role'"
-            }
-        };
-        let found: i64 = sqlx::query_scalar(indexes)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-        assert_eq!(found, 1);
+        let mut conn = db.pool.acquire().await.unwrap();
+        assert_eq!(index_columns(&mut conn, db.dialect, "c_1").await, 3);
+        drop(conn);
         if db.dialect == SqlDialect::MySql {
             let left: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() \
@@ -259,6 +316,97 @@ mod tests {
             assert_eq!(left, 0);
         }
         db.close().await;
+    }
+
+    /// How many columns the role index of the side table of `table` has.
+    async fn index_columns(conn: &mut AnyConnection, dialect: SqlDialect, table: &str) -> i64 {
+        let sql = match dialect {
+            SqlDialect::Sqlite => {
+                format!("SELECT COUNT(*) FROM pragma_index_info('s_{table}__perms')")
+            }
+            SqlDialect::MySql => format!(
+                "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() \
+                 AND TABLE_NAME = '{table}_perms' AND INDEX_NAME = 's_role'"
+            ),
+        };
+        sqlx::query_scalar(&sql).fetch_one(conn).await.unwrap()
+    }
+
+    /// A side table of one row per role with the index of `(role, resource_id)`
+    /// alone, as the versions before the covering index created it.
+    fn uncovered_layout(dialect: SqlDialect) -> Vec<&'static str> {
+        match dialect {
+            SqlDialect::Sqlite => vec![
+                "CREATE TABLE db_collections (table_name TEXT NOT NULL)",
+                "CREATE TABLE c_2 (id TEXT NOT NULL PRIMARY KEY)",
+                "CREATE TABLE c_2_perms (resource_id TEXT NOT NULL REFERENCES c_2 (id) \
+                 ON DELETE CASCADE, role TEXT NOT NULL, actions INTEGER NOT NULL, \
+                 PRIMARY KEY (resource_id, role)) WITHOUT ROWID",
+                "CREATE INDEX s_c_2__perms ON c_2_perms (role, resource_id)",
+            ],
+            SqlDialect::MySql => vec![
+                "CREATE TABLE db_collections (table_name VARCHAR(64) NOT NULL)",
+                "CREATE TABLE c_2 (id VARCHAR(36) NOT NULL, PRIMARY KEY (id)) \
+                 ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+                "CREATE TABLE c_2_perms (resource_id VARCHAR(36) NOT NULL, \
+                 role VARCHAR(128) NOT NULL, actions SMALLINT NOT NULL, \
+                 PRIMARY KEY (resource_id, role), KEY s_role (role, resource_id), \
+                 FOREIGN KEY (resource_id) REFERENCES c_2 (id) ON DELETE CASCADE) \
+                 ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+            ],
+        }
+    }
+
+    async fn covers_actions_in_the_role_index(db: TestDb) {
+        for statement in uncovered_layout(db.dialect) {
+            sqlx::query(statement).execute(&db.pool).await.unwrap();
+        }
+        for statement in [
+            "INSERT INTO db_collections (table_name) VALUES ('c_2')",
+            "INSERT INTO c_2 (id) VALUES ('d1'), ('d2')",
+            "INSERT INTO c_2_perms (resource_id, role, actions) VALUES \
+             ('d1', 'user:u1', 5), ('d2', 'team:t1', 1)",
+        ] {
+            sqlx::query(statement).execute(&db.pool).await.unwrap();
+        }
+        let mut conn = db.pool.acquire().await.unwrap();
+        assert_eq!(index_columns(&mut conn, db.dialect, "c_2").await, 2);
+        convert_all(&mut conn, db.dialect).await.unwrap();
+        assert_eq!(index_columns(&mut conn, db.dialect, "c_2").await, 3);
+        // A second start finds nothing to do; the grants are untouched.
+        assert!(
+            uncovered_tables(&mut conn, db.dialect)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        convert_all(&mut conn, db.dialect).await.unwrap();
+        drop(conn);
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT resource_id, role, actions FROM c_2_perms ORDER BY resource_id")
+                .fetch_all(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                ("d1".to_string(), "user:u1".to_string(), 5),
+                ("d2".to_string(), "team:t1".to_string(), 1)
+            ]
+        );
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_role_indexes_come_to_cover_actions() {
+        covers_actions_in_the_role_index(test_support::sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn mariadb_role_indexes_come_to_cover_actions() {
+        if let Some(db) = test_support::mariadb().await {
+            covers_actions_in_the_role_index(db).await;
+        }
     }
 
     #[tokio::test]
