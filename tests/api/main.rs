@@ -35,3 +35,4 @@ mod statements;
 mod storage;
 mod teams;
 mod transport;
+mod uploads_fast;
