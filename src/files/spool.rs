@@ -1,14 +1,16 @@
 //! Writing incoming bytes to a local file in one pass: the bytes are handed, in
-//! batches of about 1 MiB, to a blocking task that hashes them (SHA-256) and writes
-//! them with one `writev` per batch, while the request's task goes on receiving. The
+//! batches of about 1 MiB, to two blocking tasks, one hashing them (SHA-256), the
+//! other writing them with one `writev` per batch, while the request's task goes on
+//! receiving. The
 //! receiving side never waits on the disk for each network chunk, and no byte is
 //! copied on the way (the batches are the network's own buffers).
 //!
 //! What the pass learns (size, SHA-256, the first bytes for MIME sniffing) is a
 //! [`Digest`], which a resumable upload keeps between its chunks.
 //!
-//! Memory is bounded: one batch being filled and one being written. Dropping an
-//! unfinished writer lets the batch being written finish, and writes nothing more.
+//! Memory is bounded: one batch being filled and one being written and hashed.
+//! Dropping an unfinished writer lets the batch in hand finish, and writes nothing
+//! more.
 
 use std::io::{self, IoSlice, Seek as _, SeekFrom, Write as _};
 
@@ -79,12 +81,15 @@ pub struct Fingerprint {
 }
 
 /// Writes bytes into a file from `offset` on, hashing them into a `Digest` when given
-/// one. Each batch is written by one blocking task while the next one fills, so no
-/// thread is held while the sender is slow.
+/// one. Each batch is written by one blocking task and hashed by another, side by
+/// side, while the next batch fills; no thread is held while the sender is slow.
 pub struct SpoolWriter {
-    /// The file and digest, while no batch is being written.
-    idle: Option<(std::fs::File, Option<Digest>)>,
-    writing: Option<JoinHandle<io::Result<(std::fs::File, Option<Digest>)>>>,
+    /// The file, while no batch is being written.
+    file: Option<std::fs::File>,
+    writing: Option<JoinHandle<io::Result<std::fs::File>>>,
+    /// The digest, while no batch is being hashed.
+    digest: Option<Digest>,
+    hashing: Option<JoinHandle<Digest>>,
     batch: Vec<Bytes>,
     batched: usize,
 }
@@ -93,8 +98,10 @@ impl SpoolWriter {
     pub fn new(mut file: std::fs::File, offset: u64, digest: Option<Digest>) -> io::Result<Self> {
         file.seek(SeekFrom::Start(offset))?;
         Ok(SpoolWriter {
-            idle: Some((file, digest)),
+            file: Some(file),
             writing: None,
+            digest,
+            hashing: None,
             batch: Vec::new(),
             batched: 0,
         })
@@ -118,34 +125,48 @@ impl SpoolWriter {
     /// written) and the digest.
     pub async fn finish(mut self) -> io::Result<(std::fs::File, Option<Digest>)> {
         self.dispatch().await?;
-        self.settle().await
+        self.settle().await?;
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("the file writer failed earlier"))?;
+        Ok((file, self.digest.take()))
     }
 
-    /// Waits for the batch being written, if any.
-    async fn settle(&mut self) -> io::Result<(std::fs::File, Option<Digest>)> {
-        if let Some(writing) = self.writing.take() {
-            return writing.await.map_err(io::Error::other)?;
+    /// Waits for the batch being written and hashed, if any.
+    async fn settle(&mut self) -> io::Result<()> {
+        if let Some(hashing) = self.hashing.take() {
+            self.digest = Some(hashing.await.map_err(io::Error::other)?);
         }
-        self.idle
-            .take()
-            .ok_or_else(|| io::Error::other("the file writer failed earlier"))
+        if let Some(writing) = self.writing.take() {
+            self.file = Some(writing.await.map_err(io::Error::other)??);
+        }
+        Ok(())
     }
 
     async fn dispatch(&mut self) -> io::Result<()> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let (mut file, mut digest) = self.settle().await?;
+        self.settle().await?;
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("the file writer failed earlier"))?;
         let batch = std::mem::take(&mut self.batch);
         self.batched = 0;
-        self.writing = Some(tokio::task::spawn_blocking(move || {
-            if let Some(digest) = digest.as_mut() {
-                for bytes in &batch {
+        if let Some(mut digest) = self.digest.take() {
+            let hashed = batch.clone();
+            self.hashing = Some(tokio::task::spawn_blocking(move || {
+                for bytes in &hashed {
                     digest.update(bytes);
                 }
-            }
+                digest
+            }));
+        }
+        self.writing = Some(tokio::task::spawn_blocking(move || {
             write_all_vectored(&mut file, &batch)?;
-            Ok((file, digest))
+            Ok(file)
         }));
         Ok(())
     }
