@@ -468,18 +468,21 @@ async fn forget_upload(state: &AppState, stored: &StoredFile) {
 /// upload completes. Entries are told apart by the assembly's path (which names
 /// the data directory) and the upload's creation time, so a new upload reusing an
 /// id never continues an old one's hash.
-static RUNNING: LazyLock<Mutex<LruCache<(String, i64), (u32, Digest)>>> = LazyLock::new(|| {
+static RUNNING: LazyLock<Mutex<LruCache<UploadIdentity, (u32, Digest)>>> = LazyLock::new(|| {
     Mutex::new(LruCache::new(
         NonZeroUsize::new(RUNNING_UPLOADS).expect("a positive capacity"),
     ))
 });
+
+/// An upload's assembly path and creation time.
+type UploadIdentity = (String, i64);
 
 /// Uploads whose running hash is kept at most; each entry is about 8 KiB.
 const RUNNING_UPLOADS: usize = 256;
 
 /// The running hash of one upload.
 struct RunningDigest {
-    key: (String, i64),
+    key: UploadIdentity,
 }
 
 impl RunningDigest {
