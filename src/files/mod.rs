@@ -570,6 +570,14 @@ impl FileStore {
     }
 }
 
+/// Whether a chunk's recorded key is an upload's one file (`FileStore::open_assembly`)
+/// rather than an object of its own.
+pub fn is_assembly_key(stored: &str) -> bool {
+    stored
+        .rsplit_once('/')
+        .is_some_and(|(_, name)| name == ASSEMBLY)
+}
+
 /// Reads all of `input` through `encoder` into `upload`, returning the original size
 /// and, when `hashed`, its digest.
 async fn pump(

@@ -223,11 +223,25 @@ pub async fn receive_chunk(
             file.chunk_size
         )));
     }
-    if state.files.assembles_in_place() {
+    if in_place(state, &file).await? {
         receive_in_place(state, &bucket, file, range, body).await
     } else {
         receive_as_object(state, &bucket, file, range, body).await
     }
+}
+
+/// Whether the upload's chunks go into its one file: in a local store, unless its
+/// first chunks were kept as objects of their own (by an earlier version), which the
+/// rest then follow.
+async fn in_place(state: &AppState, file: &StoredFile) -> AppResult<bool> {
+    if !state.files.assembles_in_place() {
+        return Ok(false);
+    }
+    let Some(previous) = file.chunks_uploaded.checked_sub(1) else {
+        return Ok(true);
+    };
+    let key = store::chunk_object_key(state.db.pool(), file, previous).await?;
+    Ok(key.is_some_and(|key| crate::files::is_assembly_key(&key)))
 }
 
 fn delivered_first() -> AppError {
