@@ -123,9 +123,23 @@ async fn no_upload_leftovers(app: &TestApp) {
 
 #[tokio::test]
 async fn chunked_uploads_around_chunk_boundaries_store_exactly_the_source_bytes_and_checksum() {
+    chunk_boundaries(false).await;
+}
+
+/// The same in a local store whatever store the suite uses, so that writing chunks
+/// in place runs on every database.
+#[tokio::test]
+async fn chunked_uploads_around_chunk_boundaries_in_a_local_store() {
+    chunk_boundaries(true).await;
+}
+
+async fn chunk_boundaries(local: bool) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path()).await;
     config.upload_chunk_size = CHUNK as u64;
+    if local {
+        config.storage = None;
+    }
     let app = spawn_with(config, dir).await;
     buckets(&app).await;
     let sizes = [
@@ -262,9 +276,21 @@ async fn multipart_uploads_store_the_source_bytes_and_one_part_can_make_two_file
 
 #[tokio::test]
 async fn a_chunked_upload_broken_by_a_restart_resumes_and_completes_with_the_right_checksum() {
+    resume_after_restart(false).await;
+}
+
+#[tokio::test]
+async fn a_chunked_upload_broken_by_a_restart_resumes_in_a_local_store() {
+    resume_after_restart(true).await;
+}
+
+async fn resume_after_restart(local: bool) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path()).await;
     config.upload_chunk_size = CHUNK as u64;
+    if local {
+        config.storage = None;
+    }
     let app = spawn_with(config.clone(), dir).await;
     buckets(&app).await;
     let size = 4 * CHUNK + 123;
