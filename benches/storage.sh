@@ -240,7 +240,9 @@ section "Goals"
 declare -A verdicts=()
 ms() { awk -v s="$1" 'BEGIN { printf "%.1f", s * 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-verdict() { if awk -v c="$1" 'BEGIN { exit !(c) }'; then echo MET; else echo MISSED; fi; }
+# `verdict "A OP B"`: MET when the comparison holds (awk evaluates it as an expression;
+# passed in as a -v string it would hold whenever it is not empty).
+verdict() { if awk "BEGIN { exit !($1) }"; then echo MET; else echo MISSED; fi; }
 memory_verdict=$(verdict "$peak < 64")
 declare -A share=() goal=()
 for bucket in plain sealed; do
