@@ -15,6 +15,7 @@ mod codec;
 mod crypto;
 mod key;
 mod mime;
+mod spool;
 mod upload;
 
 #[cfg(test)]
@@ -35,21 +36,28 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
 use object_store::{GetOptions, GetRange, GetResult, GetResultPayload, ObjectStore};
-use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncSeekExt as _};
 use tokio_util::io::ReaderStream;
 
 pub use key::Key;
 pub use mime::sniff_mime;
+pub use spool::{Digest, Fingerprint, SpoolWriter};
 
-use codec::{CHUNK, Encoder};
+use codec::Encoder;
 use upload::{Tuning, Upload};
 
 /// A file's original bytes, in chunks of at most 64 KiB.
 pub type ByteStream = futures_util::stream::BoxStream<'static, io::Result<Bytes>>;
 
-/// Input is read in pieces of this size.
-const READ_CHUNK: usize = 64 * 1024;
+/// Input is read in pieces of this size: large enough that reading a spooled file
+/// costs one blocking-pool round trip per piece, not one per 64 KiB.
+const READ_CHUNK: usize = 512 * 1024;
+
+/// Plain local files are read for downloads in pieces of this size.
+const FILE_READ_CHUNK: usize = 512 * 1024;
+
+/// The file of a resumable upload's received bytes, under its upload prefix.
+const ASSEMBLY: &str = "assembly";
 
 /// Where uploaded files live.
 #[derive(Clone)]
@@ -59,6 +67,8 @@ pub struct FileStore {
     description: String,
     /// The directory of a local store.
     root: Option<PathBuf>,
+    /// The same store as `store`, when it is local: it maps keys to paths.
+    local: Option<Arc<LocalFileSystem>>,
 }
 
 impl fmt::Debug for FileStore {
@@ -85,11 +95,13 @@ impl FileStore {
         let store = LocalFileSystem::new_with_prefix(&root)
             .with_context(|| format!("cannot use {} for file storage", root.display()))?
             .with_automatic_cleanup(true);
+        let local = Arc::new(store);
         Ok(FileStore {
-            store: Arc::new(store),
+            store: local.clone(),
             kind: "local",
             description: root.display().to_string(),
             root: Some(root),
+            local: Some(local),
         })
     }
 
@@ -192,6 +204,7 @@ impl FileStore {
             kind: "s3",
             description,
             root: None,
+            local: None,
         })
     }
 
@@ -234,8 +247,20 @@ impl FileStore {
     pub async fn write(
         &self,
         key: &Key,
+        input: impl AsyncRead + Unpin + Send,
+        options: &WriteOptions,
+    ) -> Result<Written, FileError> {
+        self.write_known(key, input, options, None).await
+    }
+
+    /// `write`, for input whose fingerprint is already `known` (it was hashed as it
+    /// was spooled): it is not hashed again.
+    pub async fn write_known(
+        &self,
+        key: &Key,
         mut input: impl AsyncRead + Unpin + Send,
         options: &WriteOptions,
+        known: Option<&Fingerprint>,
     ) -> Result<Written, FileError> {
         let salt = options.encrypt.then(crypto::new_salt);
         let mut encoder = Encoder::new(
@@ -244,13 +269,14 @@ impl FileStore {
         );
         let mut upload = Upload::new(self.store.clone(), key.to_path(), self.tuning(options));
 
-        let mut result = pump(&mut input, options, &mut encoder, &mut upload).await;
+        let hashed = known.is_none();
+        let mut result = pump(&mut input, options, &mut encoder, &mut upload, hashed).await;
         if result.is_ok()
             && let Err(error) = upload.finish().await
         {
             result = Err(store_error(error));
         }
-        let (size, sha256, head) = match result {
+        let (size, digest) = match result {
             Ok(done) => done,
             Err(error) => {
                 upload.abort().await;
@@ -258,16 +284,147 @@ impl FileStore {
                 return Err(error);
             }
         };
+        let fingerprint = match known {
+            Some(known) if known.size == size => known.clone(),
+            Some(_) => {
+                // The spooled file changed under us: keep nothing.
+                let _ = self.delete(key).await;
+                return Err(FileError::Store(anyhow::anyhow!(
+                    "a spooled file's size changed while it was stored"
+                )));
+            }
+            None => digest.finish(),
+        };
         Ok(Written {
             size,
             stored_size: upload.written(),
-            sha256,
-            mime_type: sniff_mime(&head),
+            sha256: fingerprint.sha256,
+            mime_type: fingerprint.mime_type,
             encoding: Encoding {
                 compression: options.compression,
                 salt: salt.map(hex::encode),
             },
         })
+    }
+
+    /// Publishes the local file `spooled` (written and fingerprinted by a
+    /// `SpoolWriter`) under `key` without copying it: a hard link beside the target,
+    /// renamed into place, so the object appears whole or not at all. Answers `None`
+    /// when that cannot be done (not a local store, another file system, transforms
+    /// to apply): the caller then streams the file with `write_known`.
+    pub async fn adopt(
+        &self,
+        key: &Key,
+        spooled: &Path,
+        fingerprint: &Fingerprint,
+        options: &WriteOptions,
+    ) -> Result<Option<Written>, FileError> {
+        if !options.is_plain() || fingerprint.size > options.max_size {
+            return Ok(None);
+        }
+        let Some(target) = self.local_path(key) else {
+            return Ok(None);
+        };
+        let spooled = spooled.to_path_buf();
+        let linked = tokio::task::spawn_blocking(move || publish_link(&spooled, &target))
+            .await
+            .map_err(|join| FileError::Store(anyhow::Error::new(join)))?;
+        match linked {
+            Ok(true) => Ok(Some(Written::plain(fingerprint.clone()))),
+            Ok(false) => Ok(None),
+            Err(error) => {
+                self.remove_empty_dirs(key).await;
+                Err(io_error(error))
+            }
+        }
+    }
+
+    /// Where `key` lives on disk, for a local store.
+    fn local_path(&self, key: &Key) -> Option<PathBuf> {
+        self.local.as_ref()?.path_to_filesystem(&key.to_path()).ok()
+    }
+
+    /// Whether a resumable upload's chunks are written into one file in place (a
+    /// local store), rather than kept as objects of their own (S3).
+    pub fn assembles_in_place(&self) -> bool {
+        self.local.is_some()
+    }
+
+    /// The file of `upload`'s received bytes (a local store only), locked for the
+    /// caller alone: `Busy` when another request holds it.
+    pub async fn open_assembly(&self, upload: &Key) -> Result<Assembly, FileError> {
+        let key = Key::from_stored(&format!("{}/{ASSEMBLY}", upload.as_str()))?;
+        let path = self
+            .local_path(&key)
+            .ok_or_else(|| FileError::Store(anyhow::anyhow!("not a local file store")))?;
+        let file = tokio::task::spawn_blocking(move || {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)?;
+            match file.try_lock() {
+                Ok(()) => Ok(Some((file, path))),
+                Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+                Err(std::fs::TryLockError::Error(error)) => Err(error),
+            }
+        })
+        .await
+        .map_err(|join| FileError::Store(anyhow::Error::new(join)))?
+        .map_err(io_error)?;
+        let (file, path) = file.ok_or(FileError::Busy)?;
+        Ok(Assembly { file, path, key })
+    }
+
+    /// Publishes the `size` bytes of a complete assembly under `key`. A plain file is
+    /// renamed into place (its `digest` taken, or recomputed when the chunks arrived
+    /// at another process); otherwise it is streamed through `options`' transforms.
+    /// On failure nothing is left under `key`; the assembly is the caller's to remove.
+    pub async fn publish_assembly(
+        &self,
+        assembly: Assembly,
+        key: &Key,
+        size: u64,
+        digest: Option<Digest>,
+        options: &WriteOptions,
+    ) -> Result<Written, FileError> {
+        let Assembly { file, path, .. } = assembly;
+        let digest = digest.filter(|digest| digest.size() == size);
+        if options.is_plain() {
+            let target = self
+                .local_path(key)
+                .ok_or_else(|| FileError::Store(anyhow::anyhow!("not a local file store")))?;
+            let published = tokio::task::spawn_blocking(move || {
+                file.set_len(size)?;
+                let fingerprint = match digest {
+                    Some(digest) => digest.finish(),
+                    None => rehash(&file, size)?,
+                };
+                if let Some(dir) = target.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::rename(&path, &target)?;
+                Ok::<_, io::Error>(fingerprint)
+            })
+            .await
+            .map_err(|join| FileError::Store(anyhow::Error::new(join)))?;
+            return match published {
+                Ok(fingerprint) => Ok(Written::plain(fingerprint)),
+                Err(error) => {
+                    self.remove_empty_dirs(key).await;
+                    Err(io_error(error))
+                }
+            };
+        }
+        let mut file = tokio::fs::File::from_std(file);
+        file.seek(io::SeekFrom::Start(0)).await.map_err(io_error)?;
+        let known = digest.map(Digest::finish);
+        self.write_known(key, file.take(size), options, known.as_ref())
+            .await
     }
 
     /// The original bytes of `key`. Fails before returning the stream when the object is
@@ -413,18 +570,26 @@ impl FileStore {
     }
 }
 
-/// Reads all of `input` through `encoder` into `upload`, returning the original size,
-/// its SHA-256 and its first bytes.
+/// Whether a chunk's recorded key is an upload's one file (`FileStore::open_assembly`)
+/// rather than an object of its own.
+pub fn is_assembly_key(stored: &str) -> bool {
+    stored
+        .rsplit_once('/')
+        .is_some_and(|(_, name)| name == ASSEMBLY)
+}
+
+/// Reads all of `input` through `encoder` into `upload`, returning the original size
+/// and, when `hashed`, its digest.
 async fn pump(
     input: &mut (impl AsyncRead + Unpin + Send),
     options: &WriteOptions,
     encoder: &mut Encoder,
     upload: &mut Upload,
-) -> Result<(u64, String, Vec<u8>), FileError> {
+    hashed: bool,
+) -> Result<(u64, Digest), FileError> {
     let mut buffer = vec![0u8; READ_CHUNK];
     let mut size = 0u64;
-    let mut hasher = Sha256::new();
-    let mut head = Vec::with_capacity(mime::SNIFF_LEN);
+    let mut digest = Digest::default();
     loop {
         let read = input.read(&mut buffer).await.map_err(FileError::Input)?;
         if read == 0 {
@@ -437,21 +602,134 @@ async fn pump(
             });
         }
         let data = &buffer[..read];
-        hasher.update(data);
-        if head.len() < mime::SNIFF_LEN {
-            let take = (mime::SNIFF_LEN - head.len()).min(data.len());
-            head.extend_from_slice(&data[..take]);
+        if hashed {
+            digest.update(data);
         }
         let stored = encoder.push(data).await.map_err(io_error)?;
         upload.write(stored).await.map_err(store_error)?;
     }
     let stored = encoder.finish().await.map_err(io_error)?;
     upload.write(stored).await.map_err(store_error)?;
-    Ok((size, hex::encode(hasher.finalize()), head))
+    Ok((size, digest))
 }
 
-/// The stored bytes of a GET. Local files are read in `CHUNK`-sized pieces instead of
-/// object_store's 8 KiB ones, which would cost a blocking-pool round trip every 8 KiB.
+/// Links `spooled` to a staging name beside `target` and renames it into place.
+/// `Ok(false)` when the two are on different file systems (or links are not
+/// supported there).
+fn publish_link(spooled: &Path, target: &Path) -> io::Result<bool> {
+    let Some(dir) = target.parent() else {
+        return Ok(false);
+    };
+    std::fs::create_dir_all(dir)?;
+    // `<name>#<digits>` is the local store's own staging name: hidden from listings.
+    let mut staging = target.as_os_str().to_owned();
+    staging.push(format!("#{}", rand::random::<u32>()));
+    let staging = PathBuf::from(staging);
+    if let Err(error) = std::fs::hard_link(spooled, &staging) {
+        return match error.kind() {
+            io::ErrorKind::CrossesDevices | io::ErrorKind::Unsupported => Ok(false),
+            _ if error.raw_os_error() == Some(EPERM) => Ok(false),
+            _ => Err(error),
+        };
+    }
+    if let Err(error) = std::fs::rename(&staging, target) {
+        let _ = std::fs::remove_file(&staging);
+        return Err(error);
+    }
+    Ok(true)
+}
+
+/// The fingerprint of the first `size` bytes of `file`, read from the start.
+fn rehash(file: &std::fs::File, size: u64) -> io::Result<Fingerprint> {
+    use std::os::unix::fs::FileExt as _;
+    let mut digest = Digest::default();
+    let mut buffer = vec![0u8; 1024 * 1024];
+    let mut offset = 0u64;
+    while offset < size {
+        let want = buffer.len().min((size - offset) as usize);
+        let read = file.read_at(&mut buffer[..want], offset)?;
+        if read == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        digest.update(&buffer[..read]);
+        offset += read as u64;
+    }
+    Ok(digest.finish())
+}
+
+/// The received bytes of one resumable upload in a local store, locked against
+/// other requests for as long as it is held.
+pub struct Assembly {
+    file: std::fs::File,
+    path: PathBuf,
+    key: Key,
+}
+
+impl fmt::Debug for Assembly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Assembly").field("key", &self.key).finish()
+    }
+}
+
+impl Assembly {
+    /// Where the chunks are, as recorded with each chunk.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// The file's path: it tells apart uploads of different data directories.
+    pub fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// Drops whatever lies past `length` (a chunk that failed part-way), so a full
+    /// disk gets its space back; a failure is only logged, since the retried chunk
+    /// overwrites those bytes anyway.
+    pub async fn cut(&self, length: u64) {
+        let file = match self.file.try_clone() {
+            Ok(file) => file,
+            Err(error) => {
+                tracing::warn!(%error, "could not cut an upload back");
+                return;
+            }
+        };
+        match tokio::task::spawn_blocking(move || file.set_len(length)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "could not cut an upload back"),
+            Err(error) => tracing::warn!(%error, "could not cut an upload back"),
+        }
+    }
+
+    /// Writes `input` from `offset` on, up to `limit` bytes (`TooLarge` past it),
+    /// hashing it into `digest` when given. Answers the bytes written and the digest.
+    /// A chunk cut short leaves bytes past what is recorded, which the retried chunk
+    /// overwrites.
+    pub async fn write(
+        &mut self,
+        offset: u64,
+        mut input: ByteStream,
+        limit: u64,
+        digest: Option<Digest>,
+    ) -> Result<(u64, Option<Digest>), FileError> {
+        let file = self.file.try_clone().map_err(io_error)?;
+        let mut writer = SpoolWriter::new(file, offset, digest).map_err(io_error)?;
+        let mut size = 0u64;
+        while let Some(bytes) = input.next().await {
+            let bytes = bytes.map_err(FileError::Input)?;
+            size += bytes.len() as u64;
+            if size > limit {
+                return Err(FileError::TooLarge { limit });
+            }
+            writer.push(bytes).await.map_err(io_error)?;
+        }
+        let (_, digest) = writer.finish().await.map_err(io_error)?;
+        Ok((size, digest))
+    }
+}
+
+/// The stored bytes of a GET. Local files are read in `FILE_READ_CHUNK`-sized pieces
+/// instead of object_store's 8 KiB ones, which would cost a blocking-pool round trip
+/// every 8 KiB.
 fn stored_stream(result: GetResult) -> ByteStream {
     let range = result.range.clone();
     match result.payload {
@@ -459,7 +737,10 @@ fn stored_stream(result: GetResult) -> ByteStream {
             let mut file = tokio::fs::File::from_std(file);
             file.seek(io::SeekFrom::Start(range.start)).await?;
             let length = range.end.saturating_sub(range.start);
-            io::Result::Ok(ReaderStream::with_capacity(file.take(length), CHUNK))
+            io::Result::Ok(ReaderStream::with_capacity(
+                file.take(length),
+                FILE_READ_CHUNK,
+            ))
         })
         .try_flatten()
         .boxed(),
@@ -570,6 +851,13 @@ impl Encoding {
     }
 }
 
+impl WriteOptions {
+    /// Whether objects are stored as sent.
+    pub fn is_plain(&self) -> bool {
+        self.compression == Compression::None && !self.encrypt
+    }
+}
+
 /// What `write` stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Written {
@@ -583,6 +871,19 @@ pub struct Written {
     pub encoding: Encoding,
 }
 
+impl Written {
+    /// A file stored as sent.
+    fn plain(fingerprint: Fingerprint) -> Self {
+        Written {
+            size: fingerprint.size,
+            stored_size: fingerprint.size,
+            sha256: fingerprint.sha256,
+            mime_type: fingerprint.mime_type,
+            encoding: Encoding::plain(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
     #[error("the file is larger than the limit of {limit} bytes")]
@@ -591,6 +892,9 @@ pub enum FileError {
     NotFound,
     #[error("invalid file storage key")]
     InvalidKey,
+    /// Another request is writing the same upload.
+    #[error("another request is writing this upload")]
+    Busy,
     /// Wrong server secret, corrupt or truncated object.
     #[error("the stored file cannot be read: wrong server secret, corrupt or truncated")]
     Unreadable,
@@ -603,6 +907,13 @@ pub enum FileError {
     /// Anything else from the store: worth logging, not worth showing to clients.
     #[error("file storage failed: {0:#}")]
     Store(anyhow::Error),
+}
+
+impl FileError {
+    /// An I/O error while writing, recognising full storage.
+    pub fn from_io(error: io::Error) -> FileError {
+        io_error(error)
+    }
 }
 
 /// Maps an `object_store` error, recognising missing objects and full storage.
@@ -648,7 +959,9 @@ fn carries_store_error(error: &io::Error) -> bool {
         .is_some_and(|inner| inner.is::<object_store::Error>())
 }
 
-/// Linux's errno values for "no space left", "file too large" and "quota exceeded".
+/// Linux's errno values for "operation not permitted" (links refused), "no space
+/// left", "file too large" and "quota exceeded".
+const EPERM: i32 = 1;
 const ENOSPC: i32 = 28;
 const EFBIG: i32 = 27;
 const EDQUOT: i32 = 122;

@@ -7,8 +7,10 @@ use std::task::{Context, Poll};
 
 use futures_util::TryStreamExt as _;
 use rand::RngCore as _;
+use sha2::{Digest as _, Sha256};
 use tokio::io::ReadBuf;
 
+use super::codec::CHUNK;
 use super::*;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -1136,4 +1138,28 @@ async fn s3_round_trips_and_leaves_nothing_on_failure() {
         .await
         .unwrap();
     store.delete(&key("never-there")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_spool_writer_writes_and_hashes_every_byte_from_its_offset_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool");
+    let data = random_bytes(3 * 1024 * 1024 + 17);
+    std::fs::write(&path, b"keep").unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut writer = SpoolWriter::new(file, 4, Some(Digest::default())).unwrap();
+    for piece in data.chunks(100_003) {
+        writer.push(Bytes::copy_from_slice(piece)).await.unwrap();
+    }
+    let (_, digest) = writer.finish().await.unwrap();
+    let fingerprint = digest.unwrap().finish();
+    assert_eq!(fingerprint.size, data.len() as u64);
+    assert_eq!(fingerprint.sha256, sha256_hex(&data));
+    let written = std::fs::read(&path).unwrap();
+    assert_eq!(&written[..4], b"keep", "the bytes before the offset stay");
+    assert!(written[4..] == data[..], "every byte in order");
 }

@@ -24,15 +24,14 @@ use async_graphql::parser::types::{DocumentOperations, OperationType, Selection}
 use async_graphql::{BatchRequest, Request, UploadValue};
 use async_graphql_value::{ConstValue, Value};
 use axum::body::Body;
-use tokio::io::AsyncWriteExt as _;
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::auth::ScopedAccess;
 use crate::error::{AppError, codes};
-use crate::files::FileError;
+use crate::files::{Digest, FileError, Fingerprint, SpoolWriter};
 use crate::services::storage::Bucket;
-use crate::services::storage::service::{self, file_error};
+use crate::services::storage::service::{self, Spooled, SpooledUploads, file_error};
 
 /// The mutation whose file's bucket is known before the file arrives.
 const CREATE_FILE: &str = "createFile";
@@ -133,6 +132,7 @@ pub async fn receive(
         .await
         .map_err(internal)?;
     let mut spooled = Vec::with_capacity(rules.len());
+    let mut fingerprints: HashMap<usize, SpooledUploads> = HashMap::new();
     let mut received = HashSet::with_capacity(rules.len());
     while let Some(mut field) = multipart.next_field().await.map_err(&unreadable)? {
         let rule = accept_part(&field, &rules, &mut received)?;
@@ -141,12 +141,39 @@ pub async fn receive(
         for bucket in &rule.check_filename {
             service::check_new_name(bucket, &filename).map_err(Refusal::App)?;
         }
-        let (file, path) = spool(&mut field, rule, &spool_dir, &unreadable).await?;
+        let (file, path, fingerprint) = spool(&mut field, rule, &spool_dir, &unreadable).await?;
+        let known = Spooled {
+            path: path.to_path_buf(),
+            fingerprint,
+        };
         spooled.push(path);
-        attach(&mut batch, &rule.paths, &filename, content_type, &file)?;
+        attach(
+            &mut batch,
+            &rule.paths,
+            &filename,
+            content_type,
+            &file,
+            &known,
+            &mut fingerprints,
+        )?;
     }
     if received.len() != rules.len() {
         return Err(bad("a file named in `map` is missing"));
+    }
+    // What the spooling learnt travels with each request, by upload index.
+    match &mut batch {
+        BatchRequest::Single(request) => {
+            if let Some(known) = fingerprints.remove(&0) {
+                request.data.insert(known);
+            }
+        }
+        BatchRequest::Batch(requests) => {
+            for (index, request) in requests.iter_mut().enumerate() {
+                if let Some(known) = fingerprints.remove(&index) {
+                    request.data.insert(known);
+                }
+            }
+        }
     }
     Ok(Received { batch, spooled })
 }
@@ -255,20 +282,20 @@ fn internal(err: std::io::Error) -> Refusal {
     Refusal::App(AppError::Internal(err.into()))
 }
 
-/// Writes a file part to a spool file, refusing it once it is over its rule's
-/// limit; the file is removed when its path is dropped.
+/// Writes a file part to a spool file, hashing it on the way, refusing it once it
+/// is over its rule's limit; the file is removed when its path is dropped.
 async fn spool(
     field: &mut multer::Field<'_>,
     rule: &Rule,
     spool_dir: &std::path::Path,
     unreadable: &impl Fn(multer::Error) -> Refusal,
-) -> Result<(std::fs::File, tempfile::TempPath), Refusal> {
+) -> Result<(std::fs::File, tempfile::TempPath, Fingerprint), Refusal> {
     let (file, path) = tempfile::Builder::new()
         .prefix("upload-")
         .tempfile_in(spool_dir)
         .map_err(internal)?
         .into_parts();
-    let mut out = tokio::fs::File::from_std(file);
+    let mut writer = SpoolWriter::new(file, 0, Some(Digest::default())).map_err(internal)?;
     let mut size = 0u64;
     while let Some(chunk) = field.chunk().await.map_err(unreadable)? {
         size += chunk.len() as u64;
@@ -282,21 +309,30 @@ async fn spool(
                 ))
             });
         }
-        out.write_all(&chunk).await.map_err(internal)?;
+        writer.push(chunk).await.map_err(spool_failed)?;
     }
-    out.flush().await.map_err(internal)?;
-    let mut file = out.into_std().await;
+    let (mut file, digest) = writer.finish().await.map_err(spool_failed)?;
     file.seek(SeekFrom::Start(0)).map_err(internal)?;
-    Ok((file, path))
+    let fingerprint = digest.unwrap_or_default().finish();
+    Ok((file, path, fingerprint))
 }
 
-/// Puts the spooled file at each of its map paths in the request(s).
+/// A spool write that failed: a full disk is said so, anything else is internal.
+fn spool_failed(err: std::io::Error) -> Refusal {
+    let err = file_error(crate::files::FileError::from_io(err));
+    Refusal::App(err)
+}
+
+/// Puts the spooled file at each of its map paths in the request(s), noting what
+/// the spooling learnt under the upload index each path gets.
 fn attach(
     batch: &mut BatchRequest,
     paths: &[String],
     filename: &str,
     content_type: Option<String>,
     file: &std::fs::File,
+    known: &Spooled,
+    fingerprints: &mut HashMap<usize, SpooledUploads>,
 ) -> Result<(), Refusal> {
     for var_path in paths {
         let upload = UploadValue {
@@ -304,18 +340,30 @@ fn attach(
             content_type: content_type.clone(),
             content: file.try_clone().map_err(internal)?,
         };
-        match batch {
-            BatchRequest::Single(request) => request.set_upload(var_path, upload),
+        let (request_index, request, path) = match batch {
+            BatchRequest::Single(request) => (0, request, var_path.as_str()),
             BatchRequest::Batch(requests) => {
-                if let Some((index, path)) = var_path.split_once('.')
-                    && let Some(request) = index
-                        .parse::<usize>()
-                        .ok()
-                        .and_then(|i| requests.get_mut(i))
-                {
-                    request.set_upload(path, upload);
-                }
+                let Some((index, path)) = var_path.split_once('.') else {
+                    continue;
+                };
+                let Some((index, request)) = index
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| requests.get_mut(i).map(|request| (i, request)))
+                else {
+                    continue;
+                };
+                (index, request, path)
             }
+        };
+        let before = request.uploads.len();
+        request.set_upload(path, upload);
+        if request.uploads.len() > before {
+            fingerprints
+                .entry(request_index)
+                .or_default()
+                .0
+                .insert(before, known.clone());
         }
     }
     Ok(())

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use futures_util::StreamExt as _;
 use serde::Deserialize;
-use tokio_util::io::{ReaderStream, StreamReader};
+use tokio_util::io::ReaderStream;
 
 use crate::AppState;
 use crate::auth::ScopedAccess;
@@ -333,7 +333,7 @@ pub async fn upload_chunk(
             })?,
         )?;
         let stall = std::time::Duration::from_secs(state.config.http_body_timeout_secs);
-        let reader = StreamReader::new(crate::http::stall_limited(body, stall).0);
+        let reader = crate::http::stall_limited(body, stall).0;
         let file = upload::receive_chunk(
             &state,
             &ScopedAccess::of(&addressed.caller)?,

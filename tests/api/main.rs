@@ -37,4 +37,5 @@ mod statements;
 mod storage;
 mod teams;
 mod transport;
+mod uploads_fast;
 mod webhooks;

@@ -638,7 +638,7 @@ async fn buckets_enforce_size_extension_name_and_id_rules_leaving_nothing_behind
 /// Every object in the server's file store: files under the local directory, or the
 /// keys under the server's prefix in the S3 bucket (listed over plain HTTP, as the
 /// test S3 server allows).
-async fn stored_objects(app: &TestApp) -> Vec<String> {
+pub(crate) async fn stored_objects(app: &TestApp) -> Vec<String> {
     fn walk(dir: &std::path::Path, into: &mut Vec<String>) {
         if let Ok(entries) = std::fs::read_dir(dir) {
             for entry in entries.flatten() {
@@ -1516,7 +1516,8 @@ async fn a_disk_filling_up_mid_upload_keeps_nothing_and_frees_the_space() {
         .await
         .ok();
     // A server on the same data dir whose files may not grow past 6 MiB, as if the
-    // disk were full: chunks of 5 MiB fit, the 12 MiB file they make does not.
+    // disk were full: the chunks go into one file per upload, so the first 5 MiB
+    // chunk fits and the second one fills the disk part-way.
     let full = ServeProcess::start(
         &app,
         ServeOptions {
@@ -1538,8 +1539,8 @@ async fn a_disk_filling_up_mid_upload_keeps_nothing_and_frees_the_space() {
     assert_eq!(started["chunksTotal"], 3);
     let url = started["uploadUrl"].as_str().unwrap();
     let chunk = 5 * 1024 * 1024;
-    let mut last = (0, Value::Null);
-    for start in (0..content.len()).step_by(chunk) {
+    let mut answers = Vec::new();
+    for start in (0..content.len()).step_by(chunk).take(2) {
         let end = (start + chunk).min(content.len());
         let response = app
             .client
@@ -1553,20 +1554,21 @@ async fn a_disk_filling_up_mid_upload_keeps_nothing_and_frees_the_space() {
             .send()
             .await
             .unwrap();
-        last = (
+        answers.push((
             response.status().as_u16(),
-            response.json().await.unwrap_or(Value::Null),
-        );
-        if end < content.len() {
-            assert_eq!(last.0, 200, "{}: {}", last.1, full.log_text());
-        }
+            response.json::<Value>().await.unwrap_or(Value::Null),
+        ));
     }
-    assert_eq!(last.0, 507, "{}", last.1);
-    assert_eq!(last.1["errors"][0]["extensions"]["code"], "STORAGE_FULL");
+    assert_eq!(answers[0].0, 200, "{}: {}", answers[0].1, full.log_text());
+    assert_eq!(answers[1].0, 507, "{}", answers[1].1);
+    assert_eq!(
+        answers[1].1["errors"][0]["extensions"]["code"],
+        "STORAGE_FULL"
+    );
     let listed = app
         .as_session(
             &ann,
-            "{ files(bucketId: \"big\") { totalCount } }",
+            "{ files(bucketId: \"big\") { totalCount } fileUpload(bucketId: \"big\", fileId: \"huge\") { chunksUploaded } }",
             json!({}),
         )
         .await
@@ -1576,9 +1578,27 @@ async fn a_disk_filling_up_mid_upload_keeps_nothing_and_frees_the_space() {
         "no partial file is visible"
     );
     assert_eq!(
+        listed["fileUpload"]["chunksUploaded"], 1,
+        "the upload resumes from the chunk that did not fit"
+    );
+    let kept = stored_objects(&app).await;
+    assert_eq!(kept.len(), 1, "only the upload's received bytes: {kept:?}");
+    assert_eq!(
+        std::fs::metadata(&kept[0]).unwrap().len(),
+        chunk as u64,
+        "what the failed chunk wrote is given back"
+    );
+    app.as_session(
+        &ann,
+        "mutation { deleteFile(input: {bucketId: \"big\", fileId: \"huge\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(
         stored_objects(&app).await,
         Vec::<String>::new(),
-        "the chunks and the partial file are gone"
+        "abandoning the upload removes its bytes"
     );
     let again = app
         .as_session(

@@ -316,8 +316,11 @@ crate::graphql_input! {
     }
 }
 
-/// The upload of a `createFile` input, from the multipart request.
-fn uploaded(ctx: &ResolverContext<'_>) -> Result<async_graphql::UploadValue, AppError> {
+/// The upload of a `createFile` input, from the multipart request, with what the
+/// spooling learnt of it.
+fn uploaded(
+    ctx: &ResolverContext<'_>,
+) -> Result<(async_graphql::UploadValue, Option<service::Spooled>), AppError> {
     let missing = || {
         AppError::invalid(
             "file",
@@ -330,7 +333,12 @@ fn uploaded(ctx: &ResolverContext<'_>) -> Result<async_graphql::UploadValue, App
         .get("file")
         .and_then(|file| file.upload().ok())
         .ok_or_else(missing)?;
-    upload.value(ctx.ctx).map_err(|_| missing())
+    let spooled = ctx
+        .data_opt::<service::SpooledUploads>()
+        .and_then(|spooled| spooled.0.get(&upload.0))
+        .cloned();
+    let value = upload.value(ctx.ctx).map_err(|_| missing())?;
+    Ok((value, spooled))
 }
 
 fn required_string(ctx: &ResolverContext<'_>, name: &str) -> Result<String, AppError> {
@@ -792,16 +800,14 @@ fn create_file() -> Field {
         FieldFuture::new(async move {
             let state = app(&ctx)?;
             let given: CreateFileInput = input(&ctx)?;
-            let upload = uploaded(&ctx)?;
-            let size = upload.size().ok();
+            let (upload, spooled) = uploaded(&ctx)?;
             let new = NewFile {
                 bucket_id: given.bucket_id,
                 file_id: given.file_id,
                 name: given.name.unwrap_or_else(|| upload.filename.clone()),
                 permissions: given.permissions,
             };
-            let content = tokio::fs::File::from_std(upload.content);
-            let file = service::create_file(state, &ScopedAccess::of(caller(&ctx)?)?, new, size, content).await?;
+            let file = service::create_file(state, &ScopedAccess::of(caller(&ctx)?)?, new, upload.content, spooled.as_ref()).await?;
             Ok(file.map(|file| FieldValue::value(file_value(state, &file))))
         })
     })

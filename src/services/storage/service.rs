@@ -3,7 +3,9 @@
 //! through the bucket's permissions and, with `fileSecurity`, the file's own), the
 //! limits a bucket sets, and the events every file change publishes.
 
-use tokio::io::AsyncRead;
+use std::future::Future;
+
+use tokio::io::{AsyncRead, AsyncSeekExt as _};
 
 use crate::AppState;
 use crate::auth::permissions::{Action, allows};
@@ -12,7 +14,7 @@ use crate::auth::{AdminGrant, Grant, ScopedAccess};
 use crate::bus::{BusMessage, log};
 use crate::db::{DbErrorExt as _, Page, ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
-use crate::files::{Compression, Encoding, FileError, Key, WriteOptions, Written};
+use crate::files::{Compression, Encoding, FileError, Fingerprint, Key, WriteOptions, Written};
 
 use super::{Bucket, FileStatus, StoredFile, store};
 
@@ -38,6 +40,12 @@ pub fn file_error(err: FileError) -> AppError {
             reason: "not a valid id".into(),
         },
         FileError::Full => AppError::StorageFull,
+        FileError::Busy => AppError::Invalid {
+            code: codes::UPLOAD_CHUNK_OUT_OF_ORDER,
+            field: "Content-Range".into(),
+            reason: "another request is delivering a chunk of this upload; ask where it stands"
+                .into(),
+        },
         FileError::Unreadable => AppError::FileUnreadable,
         FileError::Input(cause) => AppError::Invalid {
             code: codes::UPLOAD_INTERRUPTED,
@@ -574,16 +582,77 @@ pub fn write_options(state: &AppState, bucket: &Bucket) -> WriteOptions {
 pub async fn store_bytes(
     state: &AppState,
     bucket: &Bucket,
-    mut file: StoredFile,
+    file: StoredFile,
     input: impl AsyncRead + Unpin + Send,
 ) -> AppResult<StoredFile> {
+    let options = write_options(state, bucket);
+    finish_file(state, bucket, file, |key| async move {
+        state.files.write(&key, input, &options).await
+    })
+    .await
+}
+
+/// Stores a claimed file whose bytes a multipart request spooled: the spool file
+/// itself becomes the object when the bucket stores files as sent (no second copy),
+/// else it is streamed through the bucket's transforms without being hashed again.
+pub async fn store_spooled(
+    state: &AppState,
+    bucket: &Bucket,
+    file: StoredFile,
+    spooled: &Spooled,
+    content: std::fs::File,
+) -> AppResult<StoredFile> {
+    let options = write_options(state, bucket);
+    finish_file(state, bucket, file, |key| async move {
+        if let Some(written) = state
+            .files
+            .adopt(&key, &spooled.path, &spooled.fingerprint, &options)
+            .await?
+        {
+            return Ok(written);
+        }
+        let mut content = tokio::fs::File::from_std(content);
+        content
+            .seek(std::io::SeekFrom::Start(0))
+            .await
+            .map_err(FileError::Input)?;
+        state
+            .files
+            .write_known(&key, content, &options, Some(&spooled.fingerprint))
+            .await
+    })
+    .await
+}
+
+/// A multipart request's file part, spooled to `path` and fingerprinted on the way.
+#[derive(Debug, Clone)]
+pub struct Spooled {
+    pub path: std::path::PathBuf,
+    pub fingerprint: Fingerprint,
+}
+
+/// The spooled parts of one GraphQL request, by upload index (as async-graphql
+/// numbers the request's uploads).
+#[derive(Debug, Clone, Default)]
+pub struct SpooledUploads(pub std::collections::HashMap<usize, Spooled>);
+
+/// Publishes a claimed file's bytes with `write` (which must leave nothing under
+/// the key when it fails), scans them when the bucket asks for it, and marks the
+/// file ready. On any failure the row and the bytes are removed, so the id is free
+/// again and nothing partial remains.
+pub async fn finish_file<F, W>(
+    state: &AppState,
+    bucket: &Bucket,
+    mut file: StoredFile,
+    write: W,
+) -> AppResult<StoredFile>
+where
+    W: FnOnce(Key) -> F,
+    F: Future<Output = Result<Written, FileError>>,
+{
     let key = Key::file(&file.project_id, &file.bucket_id, &file.id).map_err(file_error)?;
     let result = async {
-        let written = state
-            .files
-            .write(&key, input, &write_options(state, bucket))
-            .await
-            .map_err(file_error)?;
+        let written = write(key.clone()).await.map_err(file_error)?;
         if bucket.antivirus
             && let Some(address) = &state.config.clamd
         {
@@ -644,17 +713,25 @@ pub async fn discard(state: &AppState, file: &StoredFile, key: &Key) {
     }
 }
 
-/// Creates a file from a stream of bytes in one request (a multipart GraphQL upload).
+/// Creates a file from the spooled part of a multipart GraphQL request; `spooled`
+/// is what the spooling learnt of it, when it was spooled by Nimbus itself.
 pub async fn create_file(
     state: &AppState,
     access: &ScopedAccess<FilesWrite>,
     new: NewFile,
-    size: Option<u64>,
-    input: impl AsyncRead + Unpin + Send,
+    content: std::fs::File,
+    spooled: Option<&Spooled>,
 ) -> AppResult<Option<StoredFile>> {
+    let size = match spooled {
+        Some(spooled) => Some(spooled.fingerprint.size),
+        None => content.metadata().ok().map(|meta| meta.len()),
+    };
     let (bucket, file) = prepare_file(state, access, new, size).await?;
     claim_file(state, &file).await?;
-    let file = store_bytes(state, &bucket, file, input).await?;
+    let file = match spooled {
+        Some(spooled) => store_spooled(state, &bucket, file, spooled, content).await?,
+        None => store_bytes(state, &bucket, file, tokio::fs::File::from_std(content)).await?,
+    };
     Ok(readable_as_written(&bucket, access, file))
 }
 

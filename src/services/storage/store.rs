@@ -707,6 +707,24 @@ pub async fn chunks(pool: &AnyPool, file: &StoredFile) -> Result<Vec<Chunk>, sql
         .collect()
 }
 
+/// Where chunk `index` of a file was stored, when it was received.
+pub async fn chunk_object_key(
+    pool: &AnyPool,
+    file: &StoredFile,
+    index: u32,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT object_key FROM storage_upload_chunks \
+         WHERE project_id = ? AND bucket_id = ? AND file_id = ? AND chunk_index = ?",
+    )
+    .bind(&file.project_id)
+    .bind(&file.bucket_id)
+    .bind(&file.id)
+    .bind(index as i32)
+    .fetch_optional(pool)
+    .await
+}
+
 /// Forgets the chunk rows of a completed upload.
 pub async fn forget_chunks<'e>(
     db: impl Executor<'e, Database = Any>,

@@ -1,15 +1,21 @@
 //! Resumable uploads: a file announced with its size (`createFileUpload`) receives
 //! its bytes in fixed-size chunks over HTTP, each with a `Content-Range`, strictly
-//! in order and only from the caller that started it. Each chunk is kept as an
-//! object of its own, so a broken upload resumes from the last chunk received, on
-//! any replica. When the last chunk arrives the chunks are streamed, in order,
-//! through the bucket's pipeline into the file; only then does the file exist for
-//! everyone else. Uploads left unfinished are swept after `NIMBUS_UPLOAD_EXPIRY`.
+//! in order and only from the caller that started it. A broken upload resumes from
+//! the last chunk received, on any replica sharing the store.
+//!
+//! In a local store the chunks are written in place into one file per upload, and
+//! hashed as they arrive: completing a file stored as sent is a rename, and a file
+//! to compress or encrypt is read once more. In S3 each chunk is an object of its
+//! own, streamed in order through the bucket's pipeline into the file when the last
+//! one arrives. Either way the file exists for everyone else only once complete.
+//! Uploads left unfinished are swept after `NIMBUS_UPLOAD_EXPIRY`.
 
+use std::num::NonZeroUsize;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use tokio::io::AsyncRead;
+use lru::LruCache;
 use tokio_util::io::StreamReader;
 
 use crate::AppState;
@@ -17,7 +23,9 @@ use crate::auth::ScopedAccess;
 use crate::auth::scopes::FilesWrite;
 use crate::db::{ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
-use crate::files::{ByteStream, Compression, Encoding, FileError, Key, WriteOptions};
+use crate::files::{
+    Assembly, ByteStream, Compression, Digest, Encoding, FileError, Key, WriteOptions,
+};
 
 use super::service::{self, Access, NewFile, file_error};
 use super::{FileStatus, StoredFile, store};
@@ -181,9 +189,9 @@ pub async fn receive_chunk(
     bucket_id: &str,
     file_id: &str,
     range: ContentRange,
-    body: impl AsyncRead + Unpin + Send,
+    body: ByteStream,
 ) -> AppResult<StoredFile> {
-    let (bucket, mut file) = own_upload(state, access, bucket_id, file_id).await?;
+    let (bucket, file) = own_upload(state, access, bucket_id, file_id).await?;
     // Checked again for every chunk, not only when the upload started.
     service::check_upload_allowed(&bucket, access, &file)?;
     if range.total != file.size {
@@ -215,6 +223,137 @@ pub async fn receive_chunk(
             file.chunk_size
         )));
     }
+    if in_place(state, &file).await? {
+        receive_in_place(state, &bucket, file, range, body).await
+    } else {
+        receive_as_object(state, &bucket, file, range, body).await
+    }
+}
+
+/// Whether the upload's chunks go into its one file: in a local store, unless its
+/// first chunks were kept as objects of their own (by an earlier version), which the
+/// rest then follow.
+async fn in_place(state: &AppState, file: &StoredFile) -> AppResult<bool> {
+    if !state.files.assembles_in_place() {
+        return Ok(false);
+    }
+    let Some(previous) = file.chunks_uploaded.checked_sub(1) else {
+        return Ok(true);
+    };
+    let key = store::chunk_object_key(state.db.pool(), file, previous).await?;
+    Ok(key.is_some_and(|key| crate::files::is_assembly_key(&key)))
+}
+
+fn delivered_first() -> AppError {
+    AppError::Invalid {
+        code: codes::UPLOAD_CHUNK_OUT_OF_ORDER,
+        field: "Content-Range".into(),
+        reason: "another request delivered this chunk first; ask where the upload stands".into(),
+    }
+}
+
+/// The chunk's body did not have the announced length.
+fn wrong_length(error: FileError, got: Option<u64>, range: &ContentRange) -> AppError {
+    match (error, got) {
+        (FileError::TooLarge { .. }, _) => chunk_error(format!(
+            "the body is longer than the {} bytes the Content-Range announces",
+            range.byte_count()
+        )),
+        (_, Some(got)) => chunk_error(format!(
+            "the body has {got} bytes; the Content-Range announces {}",
+            range.byte_count()
+        )),
+        (error, None) => file_error(error),
+    }
+}
+
+/// A local store: the chunk is written straight into its place in the upload's one
+/// file, hashed on the way (the running hash is kept between chunks), so completing
+/// a plain file is a rename. The file's lock keeps two requests from writing the
+/// same upload at once, and the row is read again under it, so a chunk is written
+/// only where nothing recorded lies.
+async fn receive_in_place(
+    state: &AppState,
+    bucket: &super::Bucket,
+    mut file: StoredFile,
+    range: ContentRange,
+    body: ByteStream,
+) -> AppResult<StoredFile> {
+    let prefix =
+        Key::upload_prefix(&file.project_id, &file.bucket_id, &file.id).map_err(file_error)?;
+    let mut assembly = state
+        .files
+        .open_assembly(&prefix)
+        .await
+        .map_err(file_error)?;
+    let current = store::find_file(state.db.pool(), &file.project_id, &file.bucket_id, &file.id)
+        .await?
+        .ok_or_else(|| upload_not_found(&file.id))?;
+    if current.status != FileStatus::Uploading
+        || current.chunks_uploaded != file.chunks_uploaded
+        || current.created_at != file.created_at
+    {
+        return Err(delivered_first());
+    }
+    let index = file.chunks_uploaded;
+    let running = RunningDigest::of(&assembly, &file);
+    let digest = if index == 0 {
+        Some(Digest::default())
+    } else {
+        running.take(index)
+    };
+    let written = assembly
+        .write(range.start, body, range.byte_count(), digest)
+        .await;
+    let digest = match written {
+        Ok((size, digest)) if size == range.byte_count() => digest,
+        Ok((size, _)) => {
+            assembly.cut(range.start).await;
+            return Err(wrong_length(FileError::Unreadable, Some(size), &range));
+        }
+        Err(error) => {
+            assembly.cut(range.start).await;
+            return Err(wrong_length(error, None, &range));
+        }
+    };
+    let chunk = store::Chunk {
+        index,
+        object_key: assembly.key().as_str().to_string(),
+        size: range.byte_count(),
+    };
+    if !store::record_chunk(state.db.pool(), &file, &chunk, now_millis()).await? {
+        return Err(delivered_first());
+    }
+    file.chunks_uploaded = index + 1;
+    if file.chunks_uploaded < file.chunks_total {
+        if let Some(digest) = digest {
+            running.keep(file.chunks_uploaded, digest);
+        }
+        return Ok(file);
+    }
+    running.forget();
+    check_chunk_rows(state, &file).await?;
+    let options = service::write_options(state, bucket);
+    let size = file.size;
+    let files = state.files.clone();
+    let stored = service::finish_file(state, bucket, file, |key| async move {
+        files
+            .publish_assembly(assembly, &key, size, digest, &options)
+            .await
+    })
+    .await?;
+    forget_upload(state, &stored).await;
+    Ok(stored)
+}
+
+/// Another store (S3): each chunk is an object of its own, assembled at the end.
+async fn receive_as_object(
+    state: &AppState,
+    bucket: &super::Bucket,
+    mut file: StoredFile,
+    range: ContentRange,
+    body: ByteStream,
+) -> AppResult<StoredFile> {
     let index = file.chunks_uploaded;
     let key = Key::chunk(
         &file.project_id,
@@ -230,23 +369,21 @@ pub async fn receive_chunk(
         encrypt: false,
         secret: String::new(),
     };
-    let written = match state.files.write(&key, body, &plain).await {
+    let written = match state
+        .files
+        .write(&key, StreamReader::new(body), &plain)
+        .await
+    {
         Ok(written) if written.size == range.byte_count() => written,
         Ok(written) => {
             let _ = state.files.delete(&key).await;
-            return Err(chunk_error(format!(
-                "the body has {} bytes; the Content-Range announces {}",
-                written.size,
-                range.byte_count()
-            )));
+            return Err(wrong_length(
+                FileError::Unreadable,
+                Some(written.size),
+                &range,
+            ));
         }
-        Err(FileError::TooLarge { .. }) => {
-            return Err(chunk_error(format!(
-                "the body is longer than the {} bytes the Content-Range announces",
-                range.byte_count()
-            )));
-        }
-        Err(err) => return Err(file_error(err)),
+        Err(error) => return Err(wrong_length(error, None, &range)),
     };
     let chunk = store::Chunk {
         index,
@@ -258,12 +395,7 @@ pub async fn receive_chunk(
         Ok(true) => {}
         Ok(false) => {
             let _ = state.files.delete(&key).await;
-            return Err(AppError::Invalid {
-                code: codes::UPLOAD_CHUNK_OUT_OF_ORDER,
-                field: "Content-Range".into(),
-                reason: "another request delivered this chunk first; ask where the upload stands"
-                    .into(),
-            });
+            return Err(delivered_first());
         }
         Err(err) => {
             let _ = state.files.delete(&key).await;
@@ -274,16 +406,12 @@ pub async fn receive_chunk(
     if file.chunks_uploaded < file.chunks_total {
         return Ok(file);
     }
-    complete(state, &bucket, file).await
+    complete(state, bucket, file).await
 }
 
-/// Streams the chunks, in order, into the file and forgets them.
-async fn complete(
-    state: &AppState,
-    bucket: &super::Bucket,
-    file: StoredFile,
-) -> AppResult<StoredFile> {
-    let chunks = store::chunks(state.db.pool(), &file).await?;
+/// Fails unless every chunk of `file` has its row, in order.
+async fn check_chunk_rows(state: &AppState, file: &StoredFile) -> AppResult<Vec<store::Chunk>> {
+    let chunks = store::chunks(state.db.pool(), file).await?;
     let complete = chunks.len() == file.chunks_total as usize
         && chunks
             .iter()
@@ -297,6 +425,16 @@ async fn complete(
             file.chunks_total
         )));
     }
+    Ok(chunks)
+}
+
+/// Streams the chunk objects, in order, into the file and forgets them.
+async fn complete(
+    state: &AppState,
+    bucket: &super::Bucket,
+    file: StoredFile,
+) -> AppResult<StoredFile> {
+    let chunks = check_chunk_rows(state, &file).await?;
     let files = state.files.clone();
     let plain = Encoding {
         compression: Compression::None,
@@ -316,16 +454,82 @@ async fn complete(
         }
     };
     let reader = StreamReader::new(Box::pin(stream) as ByteStream);
-    let upload_prefix =
-        Key::upload_prefix(&file.project_id, &file.bucket_id, &file.id).map_err(file_error)?;
     let stored = service::store_bytes(state, bucket, file, reader).await?;
-    if let Err(err) = store::forget_chunks(state.db.pool(), &stored).await {
+    forget_upload(state, &stored).await;
+    Ok(stored)
+}
+
+/// Removes what a completed upload kept on the way: its chunk rows and objects.
+async fn forget_upload(state: &AppState, stored: &StoredFile) {
+    if let Err(err) = store::forget_chunks(state.db.pool(), stored).await {
         tracing::warn!(file = %stored.id, error = ?err, "could not forget the chunk rows of a completed upload");
     }
-    if let Err(err) = state.files.delete_prefix(&upload_prefix).await {
-        tracing::warn!(file = %stored.id, error = ?err, "could not remove the chunks of a completed upload");
+    match Key::upload_prefix(&stored.project_id, &stored.bucket_id, &stored.id) {
+        Ok(prefix) => {
+            if let Err(err) = state.files.delete_prefix(&prefix).await {
+                tracing::warn!(file = %stored.id, error = ?err, "could not remove the chunks of a completed upload");
+            }
+        }
+        Err(err) => {
+            tracing::warn!(file = %stored.id, error = ?err, "no upload key for a completed upload")
+        }
     }
-    Ok(stored)
+}
+
+/// Running hashes of the uploads this process receives, each valid up to a chunk
+/// count. A hash is only a shortcut: one missing (another replica took a chunk, the
+/// server restarted, the entry was evicted) is recomputed from the bytes when the
+/// upload completes. Entries are told apart by the assembly's path (which names
+/// the data directory) and the upload's creation time, so a new upload reusing an
+/// id never continues an old one's hash.
+static RUNNING: LazyLock<Mutex<LruCache<UploadIdentity, (u32, Digest)>>> = LazyLock::new(|| {
+    Mutex::new(LruCache::new(
+        NonZeroUsize::new(RUNNING_UPLOADS).expect("a positive capacity"),
+    ))
+});
+
+/// An upload's assembly path and creation time.
+type UploadIdentity = (String, i64);
+
+/// Uploads whose running hash is kept at most; each entry is about 8 KiB.
+const RUNNING_UPLOADS: usize = 256;
+
+/// The running hash of one upload.
+struct RunningDigest {
+    key: UploadIdentity,
+}
+
+impl RunningDigest {
+    fn of(assembly: &Assembly, file: &StoredFile) -> Self {
+        RunningDigest {
+            key: (assembly.describe(), file.created_at),
+        }
+    }
+
+    /// The hash of the chunks before `index`, when it is known.
+    fn take(&self, index: u32) -> Option<Digest> {
+        let mut running = RUNNING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match running.pop(&self.key) {
+            Some((next, digest)) if next == index => Some(digest),
+            _ => None,
+        }
+    }
+
+    fn keep(self, next: u32, digest: Digest) {
+        let mut running = RUNNING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        running.put(self.key, (next, digest));
+    }
+
+    fn forget(&self) {
+        let mut running = RUNNING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        running.pop(&self.key);
+    }
 }
 
 /// Removes uploads that stopped receiving chunks more than `NIMBUS_UPLOAD_EXPIRY`
