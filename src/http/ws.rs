@@ -93,8 +93,11 @@ const TOO_SLOW_CLOSE_CODE: u16 = 4008;
 /// before the connection is dropped anyway.
 const TOO_SLOW_CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Close codes of the graphql-transport-ws protocol (and, where the legacy one has
-/// none, of ours): a message that is not one, `connection_init` not sent in time,
-/// an operation before the acknowledgement, an id in use, a second init.
+/// none, of ours): a message that is not one of the protocol's (graphql-ws
+/// `BadRequest`; the legacy protocol, which defines none, gets 1002),
+/// `connection_init` not sent in time, an operation before the acknowledgement,
+/// an id in use, a second init.
+const CLOSE_BAD_REQUEST: u16 = 4400;
 const CLOSE_BAD_MESSAGE: u16 = 1002;
 const CLOSE_INIT_TIMEOUT: u16 = 4408;
 const CLOSE_UNAUTHORIZED: u16 = 4401;
@@ -141,6 +144,41 @@ impl Protocol {
             Protocol::Legacy => "data",
         }
     }
+
+    /// Whether `kind` is a client message type of this protocol: async-graphql
+    /// reads the types of both protocols into one message, so the legacy-only
+    /// ones are told apart here. The legacy protocol keeps accepting all of them.
+    fn speaks(self, kind: &str) -> bool {
+        match self {
+            Protocol::Transport => !matches!(kind, "start" | "stop" | "connection_terminate"),
+            Protocol::Legacy => true,
+        }
+    }
+
+    /// The close code for a message that is not one of the protocol's.
+    fn bad_message_close(self) -> u16 {
+        match self {
+            Protocol::Transport => CLOSE_BAD_REQUEST,
+            Protocol::Legacy => CLOSE_BAD_MESSAGE,
+        }
+    }
+
+    /// The close code for a refused `connection_init` (graphql-ws `Forbidden`; the
+    /// legacy protocol sends `connection_error` first and closes as for a bad
+    /// message).
+    fn refused_close(self) -> u16 {
+        match self {
+            Protocol::Transport => CLOSE_FORBIDDEN,
+            Protocol::Legacy => CLOSE_BAD_MESSAGE,
+        }
+    }
+}
+
+/// The `type` of a client message, read on its own to tell the protocols apart.
+#[derive(Deserialize)]
+struct MessageType<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// What the WebSockets of each client address hold on this replica.
@@ -330,7 +368,8 @@ enum Incoming {
     /// Boxed: a `subscribe` holds a whole request, which would otherwise take room
     /// in every idle connection's task.
     Message(Box<ClientMessage>),
-    /// Not a message of the protocol: the connection closes with 1002.
+    /// Not a message of the protocol: the connection closes with 4400 (legacy:
+    /// 1002).
     Malformed(String),
 }
 
@@ -351,6 +390,13 @@ impl Link {
                 Ok(Message::Ping(_) | Message::Pong(_)) => continue,
                 Ok(Message::Close(_)) | Err(_) => return None,
             };
+            if let Ok(MessageType { kind: Some(kind) }) = serde_json::from_slice(&bytes)
+                && !self.protocol.speaks(&kind)
+            {
+                return Some(Incoming::Malformed(format!(
+                    "`{kind}` is not a message type of this subprotocol"
+                )));
+            }
             return Some(match ClientMessage::from_bytes(&bytes) {
                 Ok(message) => Incoming::Message(Box::new(message)),
                 Err(err) => Incoming::Malformed(err.to_string()),
@@ -452,12 +498,9 @@ async fn initialise(
         match incoming {
             None => return Err(Gone),
             Some(Incoming::Malformed(reason)) => {
-                return Err(link
-                    .close(
-                        CLOSE_BAD_MESSAGE,
-                        close_reason(codes::INVALID_MESSAGE, &reason),
-                    )
-                    .await);
+                let code = link.protocol.bad_message_close();
+                let reason = close_reason(codes::INVALID_MESSAGE, &reason);
+                return Err(link.close(code, reason).await);
             }
             Some(Incoming::Message(message)) => match *message {
                 ClientMessage::ConnectionInit { payload } => break payload.unwrap_or_default(),
@@ -504,7 +547,7 @@ async fn initialise(
                 });
                 link.send_text(refusal.to_string()).await?;
             }
-            link.close(CLOSE_BAD_MESSAGE, reason).await;
+            link.close(link.protocol.refused_close(), reason).await;
             Ok(None)
         }
     }
@@ -783,8 +826,9 @@ impl Connection {
         let message = match incoming {
             Incoming::Message(message) => message,
             Incoming::Malformed(reason) => {
+                let code = self.link.protocol.bad_message_close();
                 let reason = close_reason(codes::INVALID_MESSAGE, &reason);
-                return Err(self.link.close(CLOSE_BAD_MESSAGE, reason).await);
+                return Err(self.link.close(code, reason).await);
             }
         };
         match *message {
