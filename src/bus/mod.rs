@@ -9,6 +9,7 @@
 //! listener is back, it hands its subscribers [`BusMessage::Resumed`], so that what
 //! was cached on the strength of announcements is checked again.
 
+mod paced;
 pub mod presence;
 mod redis_bus;
 
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+pub use paced::PacedReceiver;
 pub use redis_bus::RedisBus;
 
 /// Messages kept for subscribers that fall behind; one that falls further is dropped.
@@ -169,6 +171,7 @@ impl Published {
 pub(crate) struct Local {
     sender: broadcast::Sender<Arc<Published>>,
     sharing: Arc<Mutex<VecDeque<Arc<Published>>>>,
+    pacer: Arc<paced::Pacer>,
 }
 
 impl Local {
@@ -177,6 +180,7 @@ impl Local {
         Local {
             sender,
             sharing: Arc::default(),
+            pacer: Arc::default(),
         }
     }
 
@@ -254,6 +258,13 @@ impl Bus {
     /// A receiver of every message published from now on, on any replica.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
         self.local.sender.subscribe()
+    }
+
+    /// The same, for subscribers that come by the thousand (connections,
+    /// subscriptions): they are woken a chunk at a time, so that a message to all
+    /// of them does not hold up the replica's other work (see [`paced`]).
+    pub fn subscribe_paced(&self) -> PacedReceiver {
+        self.local.pacer.subscribe(&self.local.sender)
     }
 
     pub async fn health(&self) -> BusHealth {

@@ -57,14 +57,14 @@ use futures_util::stream::{self, BoxStream};
 use futures_util::{FutureExt as _, StreamExt as _, future};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::time::Sleep;
 use tokio_stream::StreamMap;
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::auth::session_cache::Wake;
-use crate::bus::{BusMessage, Published};
+use crate::bus::{BusMessage, PacedReceiver, Published};
 use crate::db::now_millis;
 use crate::error::{AppError, AppResult, codes};
 use crate::gauge::GaugeGuard;
@@ -636,7 +636,7 @@ struct Connection {
     operations: StreamMap<String, BoxStream<'static, Step>>,
     watching: Vec<Watching>,
     /// The bus, while some watch needs it (or a subscription is starting).
-    bus: Option<broadcast::Receiver<Arc<Published>>>,
+    bus: Option<PacedReceiver>,
     /// The client's address, as operations see it (rate limits, presence caps).
     client: Arc<ClientInfo>,
     /// This socket's place under its address's caps.
@@ -910,7 +910,7 @@ impl Connection {
         // Listening starts now, so an event published once the subscription's
         // resolver ran is not missed before its watch is registered.
         if self.bus.is_none() {
-            self.bus = Some(self.state.bus.subscribe());
+            self.bus = Some(self.state.bus.subscribe_paced());
         }
         let started = Box::new(Started {
             slot: WatchSlot::default(),
@@ -984,7 +984,7 @@ impl Connection {
                             _active: GaugeGuard::raise("nimbus_subscriptions_active"),
                         });
                         if self.bus.is_none() {
-                            self.bus = Some(self.state.bus.subscribe());
+                            self.bus = Some(self.state.bus.subscribe_paced());
                         }
                         Ok(())
                     }
@@ -1117,9 +1117,7 @@ async fn until(expiry: &mut Option<Pin<Box<Sleep>>>) {
 }
 
 /// The next bus message, or never when not listening.
-async fn recv_bus(
-    bus: &mut Option<broadcast::Receiver<Arc<Published>>>,
-) -> Result<Arc<Published>, RecvError> {
+async fn recv_bus(bus: &mut Option<PacedReceiver>) -> Result<Arc<Published>, RecvError> {
     match bus {
         Some(bus) => bus.recv().await,
         None => future::pending().await,

@@ -8,6 +8,7 @@ mod avatars;
 mod cli;
 mod databases;
 mod email_flows;
+mod fanout;
 mod grants;
 mod identity;
 mod limits;
