@@ -1057,17 +1057,17 @@ impl Connection {
                     {
                         return Ok(());
                     }
-                    let payload = renderer
-                        .payload(
+                    let frame = renderer
+                        .frame(
                             &published,
                             event,
                             watching.watch.as_ref(),
                             &watching.shape,
                             outcome,
+                            &watching.frame_prefix,
                         )
                         .await;
-                    let frame = format!("{}{payload}}}", watching.frame_prefix);
-                    self.link.send_text(frame).await?;
+                    self.link.send(Message::Text(frame)).await?;
                 }
                 Ok(())
             }
