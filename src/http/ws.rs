@@ -25,7 +25,9 @@
 //! then reads the bus once for all of them, asks each watch what an event means,
 //! checks once whether its caller may read the resource, and sends a response
 //! rendered once per operation and outcome for every subscriber that asked alike
-//! (see [`render`]). Other operations run as async-graphql streams.
+//! (see [`render`]). Connections are woken for bus messages a chunk at a time
+//! (`bus::paced`), so a fan-out to every socket does not hold up the replica's
+//! other work. Other operations run as async-graphql streams.
 //!
 //! A client that stops reading its socket must not hold the server's resources
 //! forever: once TCP buffers fill, a write waits, and one that cannot finish within
@@ -1197,3 +1199,4 @@ mod tests {
         assert!(frame_prefix(Protocol::Legacy, "1").contains("\"data\""));
     }
 }
+
