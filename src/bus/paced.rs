@@ -83,13 +83,19 @@ impl Pacer {
     }
 
     fn forget_snapshot(&self) {
-        self.bells.lock().unwrap_or_else(|e| e.into_inner()).snapshot = None;
+        self.bells
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot = None;
     }
 }
 
 /// Rings every doorbell for each message, a chunk at a time, until the bus closes
 /// or the pacer is dropped.
-async fn dispatch(pacer: std::sync::Weak<Pacer>, mut messages: broadcast::Receiver<Arc<Published>>) {
+async fn dispatch(
+    pacer: std::sync::Weak<Pacer>,
+    mut messages: broadcast::Receiver<Arc<Published>>,
+) {
     loop {
         let closed = match messages.recv().await {
             // Several messages rung for at once: each subscriber reads all it has.
@@ -171,8 +177,9 @@ mod tests {
     async fn every_paced_subscriber_gets_every_message_in_order() {
         let (sender, _) = broadcast::channel(1024);
         let pacer = Arc::new(Pacer::default());
-        let receivers: Vec<PacedReceiver> =
-            (0..CHUNK * 3 + 5).map(|_| pacer.subscribe(&sender)).collect();
+        let receivers: Vec<PacedReceiver> = (0..CHUNK * 3 + 5)
+            .map(|_| pacer.subscribe(&sender))
+            .collect();
         let tasks: Vec<_> = receivers
             .into_iter()
             .map(|mut receiver| {

@@ -1199,4 +1199,3 @@ mod tests {
         assert!(frame_prefix(Protocol::Legacy, "1").contains("\"data\""));
     }
 }
-

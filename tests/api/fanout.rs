@@ -36,7 +36,12 @@ async fn anonymous_sessions(app: &TestApp, count: usize) -> Vec<String> {
             .await
             .ok();
         for n in 0..batch {
-            secrets.push(data[format!("s{n}")]["secret"].as_str().unwrap().to_string());
+            secrets.push(
+                data[format!("s{n}")]["secret"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
         }
     }
     secrets
@@ -186,7 +191,11 @@ async fn subscribers_that_may_read_nothing_get_nothing_while_others_get_everythi
         if i == 0 {
             assert_eq!(seen, expected);
         } else {
-            assert_eq!(seen, ["marker:1"], "subscriber {i} was sent what it may not read");
+            assert_eq!(
+                seen,
+                ["marker:1"],
+                "subscriber {i} was sent what it may not read"
+            );
         }
     }
     app.shutdown().await;
@@ -233,7 +242,10 @@ async fn a_malformed_or_unknown_message_closes_with_4400() {
             }
             send_text(&mut ws, text).await;
             let (code, reason) = closed_with(&mut ws).await;
-            assert_eq!(code, 4400, "{text} (acknowledged: {acknowledged}): {reason}");
+            assert_eq!(
+                code, 4400,
+                "{text} (acknowledged: {acknowledged}): {reason}"
+            );
             assert!(reason.starts_with("INVALID_MESSAGE: "), "{reason}");
         }
     }
@@ -254,15 +266,27 @@ async fn a_malformed_or_unknown_message_closes_with_4400() {
 async fn a_refused_connection_init_closes_with_4403_and_the_error_code() {
     let app = crate::helpers::spawn_app().await;
     let refusals: [(Value, &str); 3] = [
-        (json!({"X-Nimbus-Key": "nk_forged_secret"}), "INVALID_API_KEY"),
-        (json!({"Authorization": "Bearer not-a-session"}), "INVALID_SESSION"),
-        (json!({"headers": {"X-Nimbus-Project": "nope"}}), "PROJECT_NOT_FOUND"),
+        (
+            json!({"X-Nimbus-Key": "nk_forged_secret"}),
+            "INVALID_API_KEY",
+        ),
+        (
+            json!({"Authorization": "Bearer not-a-session"}),
+            "INVALID_SESSION",
+        ),
+        (
+            json!({"headers": {"X-Nimbus-Project": "nope"}}),
+            "PROJECT_NOT_FOUND",
+        ),
     ];
     for (payload, code) in &refusals {
         let mut ws = WsClient::connect(&app.ws_url, false).await;
         let (close, reason) = ws.init(payload.clone()).await.expect_err("refused");
         assert_eq!(close, 4403, "{payload}: {reason}");
-        assert!(reason.starts_with(&format!("{code}: ")), "{payload}: {reason}");
+        assert!(
+            reason.starts_with(&format!("{code}: ")),
+            "{payload}: {reason}"
+        );
     }
     // The legacy subprotocol answers `connection_error`, then closes with its code.
     let mut legacy = WsClient::connect(&app.ws_url, true).await;
