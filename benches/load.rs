@@ -68,12 +68,15 @@ modes:
        [--trigger-body JSON] [--trigger-expect TEXT] [--tokens FILE]
        [--connections N] [--parallel 64] [--project default] [--query SUBSCRIPTION]
        [--topic posts] [--metrics-url http://HOST:PORT/metrics] [--repeat 5]
-       [--gap 2s] [--rates 5,10,20] [--duration 10s] [--senders 4] [--threads 1]
+       [--gap 2s] [--writes 20] [--writes-duration 30s] [--rates 5,10,20]
+       [--duration 10s] [--senders 4] [--threads 1]
       N subscribers (one token per line of FILE each); their memory on the server,
       then --repeat single events (each triggered by one request whose body has
       @SEQ@ replaced by the event's number, which the event carries as `views`)
-      timed to every subscriber, then a stream at each of --rates events/s for
-      --duration, stopping at the first rate not sustained
+      timed to every subscriber, then (--writes) a stream of that many events/s
+      for --writes-duration, timing the triggering writes while each fans out,
+      then a stream at each of --rates events/s for --duration, stopping at the
+      first rate not sustained
   ws-reference --listen ADDR --trigger-listen ADDR [--threads 2]
       a bare tokio-tungstenite server: every body POSTed to the trigger address
       goes to every connected WebSocket as one text frame

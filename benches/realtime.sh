@@ -9,6 +9,9 @@
 #             update's response (negative when the event came first: PocketBase
 #             answers only after it has notified every subscriber, and so does Nimbus
 #             when the fan-out keeps its two threads busy), and the server CPU it took
+#   writes    writes during fan-out: WRITES updates/s for WRITES_DURATION, each
+#             fanning out to every subscriber while the next ones are written: the
+#             updates' own response times (p50/p99), and the deliveries'
 #   steady    updates at fixed rates (RATES events/s, each for DURATION), counting
 #             the events delivered per second in total, the deliveries missing, the
 #             subscribers the server dropped (graphql-ws closes a client that stops
@@ -43,6 +46,7 @@
 #   N=10000               Nimbus and reference subscribers
 #   REPEAT=5 GAP=2s       single-event fan-outs, and the pause before each measurement
 #   DURATION=10s          each steady-state rate
+#   WRITES=20 WRITES_DURATION=30s   the writes-during-fan-out stream (WRITES=none: skip)
 #   RATES=                events/s of the steady-state steps; by default
 #                         ceil(50000 / N) (the goal) doubled STEPS - 1 times
 #   STEPS=4
@@ -80,7 +84,13 @@ DURATION=${DURATION:-10s}
 STEPS=${STEPS:-4}
 GOAL_EVENTS=50000
 GOAL_P99_MS=100
-GOAL_KIB=10
+GOAL_KIB=5
+# Writes during fan-out: the updates' p99, and one update's fan-out p99 against the
+# bare broadcast's in the same run.
+GOAL_WRITE_P99_MS=20
+GOAL_FANOUT_RATIO=1.2
+WRITES=${WRITES:-20}
+WRITES_DURATION=${WRITES_DURATION:-30s}
 PB_N=${PB_N-1000 5000}
 PB_RATES=${PB_RATES:-}
 PARTS=${PARTS:-redis reference nimbus pocketbase}
@@ -174,7 +184,7 @@ say "kernel:   $(uname -sr)"
 say "rustc:    $(rustc --version 2>/dev/null || echo unknown)"
 say "ulimit:   -n $(ulimit -n)"
 say "parts:    $PARTS"
-say "N:        $N subscribers (PocketBase: ${pb_counts[*]}); $REPEAT fan-outs $GAP apart; steady rates $RATES updates/s, $DURATION each"
+say "N:        $N subscribers (PocketBase: ${pb_counts[*]}); $REPEAT fan-outs $GAP apart; writes during fan-out: $WRITES updates/s for $WRITES_DURATION; steady rates $RATES updates/s, $DURATION each"
 say "sign-in:  $SIGN_IN; bus: $BUS; load tool: $CLIENT_THREADS thread(s), $SENDERS sending threads"
 
 versions=()
@@ -303,6 +313,7 @@ if want reference; then
     wait_for_port "$reference_port" "$reference_pid" "$work/reference.out"
     fanout reference "$work/reference.fanout" --protocol ws --url "ws://127.0.0.1:$reference_port/" \
         --connections "$N" --server-pid "$reference_pid" --rates "$RATES" \
+        --writes "$WRITES" --writes-duration "$WRITES_DURATION" \
         --trigger-url "http://127.0.0.1:$trigger_port/" --trigger-body "$REFERENCE_FRAME" --trigger-expect '"receivers"'
     result[reference]=$(grep '^RESULT' "$work/reference.fanout")
     stop "$reference_pid"
@@ -355,6 +366,7 @@ if want nimbus; then
     fanout nimbus "$work/nimbus.fanout" --protocol graphql-ws --url "ws://127.0.0.1:$nimbus_port/v1/graphql/ws" \
         --tokens "$work/nimbus.tokens" --connections "$N" --project default --query "$SUBSCRIPTION" \
         --metrics-url "$url/metrics" --server-pid "$nimbus_pid" --rates "$RATES" \
+        --writes "$WRITES" --writes-duration "$WRITES_DURATION" \
         --trigger-url "$url/v1/graphql" --trigger-header "X-Nimbus-Key: $admin_key" \
         --trigger-body "$NIMBUS_UPDATE" --trigger-expect '"updatePost"'
     result[nimbus]=$(grep '^RESULT' "$work/nimbus.fanout")
@@ -440,7 +452,25 @@ steady_rows() {
             "$(field client_cores "$line")" "$(field sustained "$line")"
     done < <(grep '^STEADY' "$2")
 }
+# `writes_row LABEL OUT`: the writes-during-fan-out step of one system.
+writes_row() {
+    local line
+    line=$(grep -m 1 '^WRITES' "$2" 2>/dev/null) || return 0
+    printf '| %s | %s | %s | %s / **%s** | %s / %s | %s / %s / %s | %s | %s |\n' "$1" \
+        "$(field rate "$line")" "$(fmt_int "$(field subscribers "$line")")" \
+        "$(field mutation_p50_ms "$line")" "$(field mutation_p99_ms "$line")" \
+        "$(fmt_int "$(field delivered "$line")")" "$(fmt_int "$(field expected "$line")")" \
+        "$(field p50_ms "$line")" "$(field p99_ms "$line")" "$(field max_ms "$line")" \
+        "$(field server_cores "$line") ($(field server_us_per_delivery "$line") µs/event)" \
+        "$(field client_cores "$line")"
+}
 nimbus_r=${result[nimbus]:-}
+reference_r=${result[reference]:-}
+nimbus_writes=$(grep -m 1 '^WRITES' "$work/nimbus.fanout" 2>/dev/null || true)
+reference_writes=$(grep -m 1 '^WRITES' "$work/reference.fanout" 2>/dev/null || true)
+write_p99=$(field mutation_p99_ms "$nimbus_writes")
+reference_p99=$(field p99_ms "$reference_r")
+fanout_ratio=$(awk -v a="$(field p99_ms "$nimbus_r")" -v b="$reference_p99" 'BEGIN { if (a != "" && b > 0) printf "%.2f", a / b }')
 pb_last=${pb_counts[${#pb_counts[@]} - 1]}
 pb_r=${result[pocketbase.$pb_last]:-}
 nimbus_p99=$(field p99_ms "$nimbus_r")
@@ -483,6 +513,16 @@ fi
         fi
         printf '| %s events/s delivered at steady state | %s | %s |\n' "$(fmt_int "$GOAL_EVENTS")" "$steady_figure" \
             "$(verdict "${best:-0}" "$GOAL_EVENTS" ge)"
+        if [[ -n $nimbus_writes ]]; then
+            printf '| writes during fan-out: %s updates/s, each to %s subscribers, update p99 < %s ms | p99 %s ms (p50 %s ms) over %s updates; the bare broadcast'"'"'s trigger: p99 %s ms | %s |\n' \
+                "$(field rate "$nimbus_writes")" "$(fmt_int "$(field subscribers "$nimbus_writes")")" "$GOAL_WRITE_P99_MS" \
+                "$write_p99" "$(field mutation_p50_ms "$nimbus_writes")" "$(field ok "$nimbus_writes")" \
+                "$(field mutation_p99_ms "$reference_writes")" "$(verdict "$write_p99" "$GOAL_WRITE_P99_MS" lt)"
+        fi
+        if [[ -n $fanout_ratio ]]; then
+            printf '| one update'"'"'s fan-out p99 < %s× the bare broadcast'"'"'s | %s ms vs %s ms: **%s×** | %s |\n' "$GOAL_FANOUT_RATIO" \
+                "$nimbus_p99" "$reference_p99" "$fanout_ratio" "$(verdict "$fanout_ratio" "$GOAL_FANOUT_RATIO" lt)"
+        fi
     fi
     printf '\nOne update fanned out (times in ms, from sending the update unless marked):\n\n'
     printf '| system | subscribers | received (worst round) | p50 / **p99** / max | p99 of each round | p99 from the response | response after | server CPU µs per delivery | server RSS MiB | KiB per subscriber |\n'
@@ -492,6 +532,13 @@ fi
     for n in "${pb_counts[@]}"; do
         [[ -z ${result[pocketbase.$n]:-} ]] || fan_row "PocketBase (SSE)" "${result[pocketbase.$n]}"
     done
+    if [[ -n $nimbus_writes || -n $reference_writes ]]; then
+        printf '\nWrites during fan-out (%s updates/s for %s, each fanning out to every subscriber; times in ms, deliveries from sending each update):\n\n' "$WRITES" "$WRITES_DURATION"
+        printf '| system | updates/s | subscribers | update p50 / **p99** | delivered / expected | delivery p50 / p99 / max | server cores | load tool cores |\n'
+        printf '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n'
+        writes_row "Nimbus" "$work/nimbus.fanout"
+        writes_row "reference" "$work/reference.fanout"
+    fi
     printf '\nA stream of updates (steady state; latency in ms from sending each update):\n\n'
     printf '| system | updates/s | subscribers | delivered / expected | **delivered events/s** | dropped | update p99 | p50 / p99 / max | server cores | load tool cores | sustained |\n'
     printf '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n'
@@ -527,4 +574,6 @@ if [[ -n $nimbus_r ]]; then
     [[ -z $pb_r ]] || say "... and < half of PocketBase's $pb_last-subscriber p99 ($pb_p99 ms): $nimbus_p99 ms vs $half_pb ms" \
         "$(verdict "$nimbus_p99" "$half_pb" lt)"
     say "$GOAL_EVENTS events/s delivered at steady state: $steady_figure $(verdict "${best:-0}" "$GOAL_EVENTS" ge)"
+    [[ -z $nimbus_writes ]] || say "writes during fan-out, update p99 < $GOAL_WRITE_P99_MS ms: $write_p99 ms $(verdict "$write_p99" "$GOAL_WRITE_P99_MS" lt)"
+    [[ -z $fanout_ratio ]] || say "one update's fan-out p99 < ${GOAL_FANOUT_RATIO}x the bare broadcast's: ${fanout_ratio}x $(verdict "$fanout_ratio" "$GOAL_FANOUT_RATIO" lt)"
 fi

@@ -6,9 +6,11 @@
 //!   memory, then makes the server publish: one event at a time (`--repeat`), timing
 //!   each subscriber's receipt from the sending of the triggering request (and from
 //!   its response, which PocketBase, and Nimbus under load, send only after the
-//!   event has gone out), and then a stream of events at fixed rates (`--rates`),
-//!   counting what is delivered per second in total and which subscribers the
-//!   server dropped.
+//!   event has gone out); then, with `--writes`, writes during fan-out: a stream
+//!   of updates, each fanning out to every subscriber while the next ones are
+//!   written, timing the updates themselves (a `WRITES` line); and then a stream
+//!   of events at fixed rates (`--rates`), counting what is delivered per second
+//!   in total and which subscribers the server dropped.
 //! - `ws-reference`: the limit those figures are measured against: a bare
 //!   tokio-tungstenite server that sends every body POSTed to its trigger port to
 //!   every WebSocket connected to it, through a tokio broadcast channel and one task
@@ -594,6 +596,8 @@ pub async fn fanout_mode(options: Options) -> Result<()> {
         "gap",
         "rates",
         "duration",
+        "writes",
+        "writes-duration",
         "senders",
         "threads",
     ])?;
@@ -639,6 +643,16 @@ pub async fn fanout_mode(options: Options) -> Result<()> {
     let gap = options.duration("gap", Duration::from_secs(2))?;
     let duration = options.duration("duration", Duration::from_secs(10))?;
     let senders = options.number("senders", 4)?.max(1);
+    let writes: Option<f64> = match options.get("writes") {
+        None | Some("" | "none") => None,
+        Some(rate) => Some(
+            rate.parse::<f64>()
+                .ok()
+                .filter(|r| *r > 0.0)
+                .ok_or_else(|| format!("`--writes`: `{rate}` is not a positive rate"))?,
+        ),
+    };
+    let writes_duration = options.duration("writes-duration", Duration::from_secs(30))?;
     let rates: Vec<f64> = match options.get("rates") {
         None | Some("" | "none") => Vec::new(),
         Some(list) => list
@@ -811,6 +825,25 @@ pub async fn fanout_mode(options: Options) -> Result<()> {
         round_cpu_us.push(server_ms * 1000.0 / arrivals.len().max(1) as f64);
     }
 
+    // Writes during fan-out: each update of the stream fans out to every
+    // subscriber while the next ones are being written; what matters here is how
+    // long the writes take.
+    if let Some(rate) = writes.filter(|_| audience.live > 0) {
+        tokio::time::sleep(gap).await;
+        steady_step(
+            "WRITES",
+            pid,
+            rate,
+            writes_duration,
+            senders,
+            &trigger,
+            &mut seq,
+            &mut reports,
+            &mut audience,
+        )
+        .await?;
+    }
+
     let mut best_rate: Option<(f64, f64)> = None;
     let mut steps = 0;
     for &rate in &rates {
@@ -820,6 +853,7 @@ pub async fn fanout_mode(options: Options) -> Result<()> {
         tokio::time::sleep(gap).await;
         steps += 1;
         let outcome = steady_step(
+            "STEADY",
             pid,
             rate,
             duration,
@@ -887,9 +921,10 @@ struct StepOutcome {
 
 /// Sends `rate` events a second for `duration` from `senders` threads, collecting
 /// the deliveries until every live subscriber has every event or nothing arrives
-/// for 3 s; prints a `STEADY` line.
+/// for 3 s; prints a line starting with `label` (`STEADY`, `WRITES`).
 #[allow(clippy::too_many_arguments)]
 async fn steady_step(
+    label: &str,
     pid: u32,
     rate: f64,
     duration: Duration,
@@ -1045,7 +1080,7 @@ async fn steady_step(
         }
     );
     println!(
-        "STEADY rate={rate} events={} ok={ok} subscribers={live_at_start} expected={expected} delivered={delivered} missing={missing} span_s={span:.2} per_second={per_second:.0} p50_ms={p50:.1} p99_ms={p99:.1} max_ms={max:.1} resp_p50_ms={resp_p50:.1} resp_p99_ms={resp_p99:.1} dropped={dropped} mutation_p50_ms={mutation_p50:.1} mutation_p99_ms={mutation_p99:.1} late_ms={late_ms:.0} server_cores={server_cores:.2} server_us_per_delivery={server_us:.1} client_cores={client_cores:.2} sustained={}",
+        "{label} rate={rate} events={} ok={ok} subscribers={live_at_start} expected={expected} delivered={delivered} missing={missing} span_s={span:.2} per_second={per_second:.0} p50_ms={p50:.1} p99_ms={p99:.1} max_ms={max:.1} resp_p50_ms={resp_p50:.1} resp_p99_ms={resp_p99:.1} dropped={dropped} mutation_p50_ms={mutation_p50:.1} mutation_p99_ms={mutation_p99:.1} late_ms={late_ms:.0} server_cores={server_cores:.2} server_us_per_delivery={server_us:.1} client_cores={client_cores:.2} sustained={}",
         fired.len(),
         if sustained { "yes" } else { "no" }
     );

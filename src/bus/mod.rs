@@ -16,6 +16,7 @@
 //! the relay catches up from the log.
 
 pub mod log;
+mod paced;
 pub mod presence;
 mod redis_bus;
 
@@ -26,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+pub use paced::PacedReceiver;
 pub use redis_bus::RedisBus;
 
 /// Messages kept for subscribers that fall behind; one that falls further is dropped.
@@ -195,6 +197,7 @@ impl Published {
 pub(crate) struct Local {
     sender: broadcast::Sender<Arc<Published>>,
     sharing: Arc<Mutex<VecDeque<Arc<Published>>>>,
+    pacer: Arc<paced::Pacer>,
 }
 
 impl Local {
@@ -203,6 +206,7 @@ impl Local {
         Local {
             sender,
             sharing: Arc::default(),
+            pacer: Arc::default(),
         }
     }
 
@@ -377,6 +381,13 @@ impl Bus {
     /// A receiver of every message published from now on, on any replica.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
         self.local.sender.subscribe()
+    }
+
+    /// The same, for subscribers that come by the thousand (connections,
+    /// subscriptions): they are woken a chunk at a time, so that a message to all
+    /// of them does not hold up the replica's other work (see [`paced`]).
+    pub fn subscribe_paced(&self) -> PacedReceiver {
+        self.local.pacer.subscribe(&self.local.sender)
     }
 
     pub async fn health(&self) -> BusHealth {

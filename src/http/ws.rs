@@ -26,8 +26,9 @@
 //! checks once whether its caller may read the resource, and sends a response
 //! rendered once per operation and outcome for every subscriber that asked alike
 //! (see [`render`]). A watch resuming after a cursor is first sent what the event
-//! log holds since, then skips those positions live. Other operations run as
-//! async-graphql streams.
+//! log holds since, then skips those positions live. Connections are woken for bus messages a
+//! chunk at a time (`bus::paced`), so a fan-out to every socket does not hold up
+//! the replica's other work. Other operations run as async-graphql streams.
 //!
 //! A client that stops reading its socket must not hold the server's resources
 //! forever: once TCP buffers fill, a write waits, and one that cannot finish within
@@ -59,14 +60,14 @@ use futures_util::stream::{self, BoxStream};
 use futures_util::{FutureExt as _, StreamExt as _, future};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::time::Sleep;
 use tokio_stream::StreamMap;
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::auth::session_cache::Wake;
-use crate::bus::{BusMessage, Published};
+use crate::bus::{BusMessage, PacedReceiver, Published};
 use crate::db::now_millis;
 use crate::error::{AppError, AppResult, codes};
 use crate::gauge::GaugeGuard;
@@ -96,8 +97,11 @@ const TOO_SLOW_CLOSE_CODE: u16 = 4008;
 /// before the connection is dropped anyway.
 const TOO_SLOW_CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Close codes of the graphql-transport-ws protocol (and, where the legacy one has
-/// none, of ours): a message that is not one, `connection_init` not sent in time,
-/// an operation before the acknowledgement, an id in use, a second init.
+/// none, of ours): a message that is not one of the protocol's (graphql-ws
+/// `BadRequest`; the legacy protocol, which defines none, gets 1002),
+/// `connection_init` not sent in time, an operation before the acknowledgement,
+/// an id in use, a second init.
+const CLOSE_BAD_REQUEST: u16 = 4400;
 const CLOSE_BAD_MESSAGE: u16 = 1002;
 const CLOSE_INIT_TIMEOUT: u16 = 4408;
 const CLOSE_UNAUTHORIZED: u16 = 4401;
@@ -144,6 +148,41 @@ impl Protocol {
             Protocol::Legacy => "data",
         }
     }
+
+    /// Whether `kind` is a client message type of this protocol: async-graphql
+    /// reads the types of both protocols into one message, so the legacy-only
+    /// ones are told apart here. The legacy protocol keeps accepting all of them.
+    fn speaks(self, kind: &str) -> bool {
+        match self {
+            Protocol::Transport => !matches!(kind, "start" | "stop" | "connection_terminate"),
+            Protocol::Legacy => true,
+        }
+    }
+
+    /// The close code for a message that is not one of the protocol's.
+    fn bad_message_close(self) -> u16 {
+        match self {
+            Protocol::Transport => CLOSE_BAD_REQUEST,
+            Protocol::Legacy => CLOSE_BAD_MESSAGE,
+        }
+    }
+
+    /// The close code for a refused `connection_init` (graphql-ws `Forbidden`; the
+    /// legacy protocol sends `connection_error` first and closes as for a bad
+    /// message).
+    fn refused_close(self) -> u16 {
+        match self {
+            Protocol::Transport => CLOSE_FORBIDDEN,
+            Protocol::Legacy => CLOSE_BAD_MESSAGE,
+        }
+    }
+}
+
+/// The `type` of a client message, read on its own to tell the protocols apart.
+#[derive(Deserialize)]
+struct MessageType<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// What the WebSockets of each client address hold on this replica.
@@ -333,7 +372,8 @@ enum Incoming {
     /// Boxed: a `subscribe` holds a whole request, which would otherwise take room
     /// in every idle connection's task.
     Message(Box<ClientMessage>),
-    /// Not a message of the protocol: the connection closes with 1002.
+    /// Not a message of the protocol: the connection closes with 4400 (legacy:
+    /// 1002).
     Malformed(String),
 }
 
@@ -354,6 +394,13 @@ impl Link {
                 Ok(Message::Ping(_) | Message::Pong(_)) => continue,
                 Ok(Message::Close(_)) | Err(_) => return None,
             };
+            if let Ok(MessageType { kind: Some(kind) }) = serde_json::from_slice(&bytes)
+                && !self.protocol.speaks(&kind)
+            {
+                return Some(Incoming::Malformed(format!(
+                    "`{kind}` is not a message type of this subprotocol"
+                )));
+            }
             return Some(match ClientMessage::from_bytes(&bytes) {
                 Ok(message) => Incoming::Message(Box::new(message)),
                 Err(err) => Incoming::Malformed(err.to_string()),
@@ -455,12 +502,9 @@ async fn initialise(
         match incoming {
             None => return Err(Gone),
             Some(Incoming::Malformed(reason)) => {
-                return Err(link
-                    .close(
-                        CLOSE_BAD_MESSAGE,
-                        close_reason(codes::INVALID_MESSAGE, &reason),
-                    )
-                    .await);
+                let code = link.protocol.bad_message_close();
+                let reason = close_reason(codes::INVALID_MESSAGE, &reason);
+                return Err(link.close(code, reason).await);
             }
             Some(Incoming::Message(message)) => match *message {
                 ClientMessage::ConnectionInit { payload } => break payload.unwrap_or_default(),
@@ -507,7 +551,7 @@ async fn initialise(
                 });
                 link.send_text(refusal.to_string()).await?;
             }
-            link.close(CLOSE_BAD_MESSAGE, reason).await;
+            link.close(link.protocol.refused_close(), reason).await;
             Ok(None)
         }
     }
@@ -598,7 +642,7 @@ struct Connection {
     operations: StreamMap<String, BoxStream<'static, Step>>,
     watching: Vec<Watching>,
     /// The bus, while some watch needs it (or a subscription is starting).
-    bus: Option<broadcast::Receiver<Arc<Published>>>,
+    bus: Option<PacedReceiver>,
     /// The client's address, as operations see it (rate limits, presence caps).
     client: Arc<ClientInfo>,
     /// This socket's place under its address's caps.
@@ -788,8 +832,9 @@ impl Connection {
         let message = match incoming {
             Incoming::Message(message) => message,
             Incoming::Malformed(reason) => {
+                let code = self.link.protocol.bad_message_close();
                 let reason = close_reason(codes::INVALID_MESSAGE, &reason);
-                return Err(self.link.close(CLOSE_BAD_MESSAGE, reason).await);
+                return Err(self.link.close(code, reason).await);
             }
         };
         match *message {
@@ -871,7 +916,7 @@ impl Connection {
         // Listening starts now, so an event published once the subscription's
         // resolver ran is not missed before its watch is registered.
         if self.bus.is_none() {
-            self.bus = Some(self.state.bus.subscribe());
+            self.bus = Some(self.state.bus.subscribe_paced());
         }
         let started = Box::new(Started {
             slot: WatchSlot::default(),
@@ -938,7 +983,7 @@ impl Connection {
                             variables,
                         ));
                         if self.bus.is_none() {
-                            self.bus = Some(self.state.bus.subscribe());
+                            self.bus = Some(self.state.bus.subscribe_paced());
                         }
                         let mut watching = Watching {
                             frame_prefix: frame_prefix(self.link.protocol, &id).into(),
@@ -999,17 +1044,17 @@ impl Connection {
             if !self.caller.may_receive(event, &self.roles) {
                 continue;
             }
-            let payload = renderer
-                .payload(
+            let frame = renderer
+                .frame(
                     published,
                     event,
                     watching.watch.as_ref(),
                     &watching.shape,
                     outcome,
+                    &watching.frame_prefix,
                 )
                 .await;
-            let frame = format!("{}{payload}}}", watching.frame_prefix);
-            self.link.send_text(frame).await?;
+            self.link.send(Message::Text(frame)).await?;
         }
         Ok(true)
     }
@@ -1077,17 +1122,17 @@ impl Connection {
                     {
                         return Ok(());
                     }
-                    let payload = renderer
-                        .payload(
+                    let frame = renderer
+                        .frame(
                             &published,
                             event,
                             watching.watch.as_ref(),
                             &watching.shape,
                             outcome,
+                            &watching.frame_prefix,
                         )
                         .await;
-                    let frame = format!("{}{payload}}}", watching.frame_prefix);
-                    self.link.send_text(frame).await?;
+                    self.link.send(Message::Text(frame)).await?;
                 }
                 Ok(())
             }
@@ -1137,9 +1182,7 @@ async fn until(expiry: &mut Option<Pin<Box<Sleep>>>) {
 }
 
 /// The next bus message, or never when not listening.
-async fn recv_bus(
-    bus: &mut Option<broadcast::Receiver<Arc<Published>>>,
-) -> Result<Arc<Published>, RecvError> {
+async fn recv_bus(bus: &mut Option<PacedReceiver>) -> Result<Arc<Published>, RecvError> {
     match bus {
         Some(bus) => bus.recv().await,
         None => future::pending().await,

@@ -9,6 +9,7 @@ mod cli;
 mod databases;
 mod email_flows;
 mod event_log;
+mod fanout;
 mod grants;
 mod identity;
 mod jobs;

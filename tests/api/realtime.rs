@@ -107,7 +107,7 @@ async fn connection_init_with_a_bad_key_or_project_is_refused() {
     let mut ws = WsClient::connect(&app.ws_url, false).await;
     let refused = ws.init(json!({"X-Nimbus-Key": "nk_forged_secret"})).await;
     let (code, reason) = refused.expect_err("the server closes");
-    assert_eq!(code, 1002);
+    assert_eq!(code, 4403);
     assert!(reason.starts_with("INVALID_API_KEY"), "{reason}");
 
     let mut ws = WsClient::connect(&app.ws_url, false).await;
@@ -145,7 +145,7 @@ async fn malformed_protocol_messages_close_only_that_connection() {
     .await
     .unwrap();
     let (code, _) = ws.next_json().await.expect_err("closed");
-    assert_eq!(code, 1002);
+    assert_eq!(code, 4400);
     assert_eq!(
         app.post(json!({"query": "{ __typename }"}), &[]).await.ok()["__typename"],
         "Query"

@@ -9,10 +9,11 @@
 use std::any::TypeId;
 use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher as _};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, Weak};
 
 use async_graphql::dynamic::Schema;
 use async_graphql::{Data, Request, Response, Variables};
+use axum::extract::ws::Utf8Bytes;
 use futures_util::StreamExt as _;
 
 use crate::AppState;
@@ -121,9 +122,27 @@ enum Rendered {
     Shared {
         shape: Arc<Shape>,
         payload: Arc<str>,
+        /// The whole message for the first subscriber's frame prefix, which
+        /// subscribers with the same operation id share without a copy.
+        frame: OnceLock<(Box<str>, Utf8Bytes)>,
     },
     /// The selection depends on the caller: each subscriber renders its own.
     CallersOwn,
+}
+
+/// Deliveries that reused a shared render. A handle taken once: looking the
+/// counter up in the registry would cost every delivery of a fan-out. The server
+/// installs the recorder before it serves any connection.
+static SHARED_RENDERS: LazyLock<metrics::Counter> =
+    LazyLock::new(|| metrics::counter!("nimbus_realtime_shared_renders_total"));
+
+/// `prefix`, `payload` and the closing brace: a whole `next` message.
+fn framed(prefix: &str, payload: &str) -> Utf8Bytes {
+    let mut frame = String::with_capacity(prefix.len() + payload.len() + 1);
+    frame.push_str(prefix);
+    frame.push_str(payload);
+    frame.push('}');
+    frame.into()
 }
 
 /// What a connection renders with.
@@ -135,17 +154,19 @@ pub struct Renderer<'a> {
 }
 
 impl Renderer<'_> {
-    /// The JSON payload of the response for `event` seen as `outcome` by a
-    /// subscriber of `shape`. The version before the change goes only to a
-    /// subscriber who could read it: others get the event without it.
-    pub async fn payload(
+    /// The message with the response for `event` seen as `outcome` by a
+    /// subscriber of `shape` whose messages start with `prefix` (see
+    /// `frame_prefix`). The version before the change goes only to a subscriber
+    /// who could read it: others get the event without it.
+    pub async fn frame(
         &self,
         published: &Published,
         event: &Event,
         watch: &dyn Watch,
         shape: &Arc<Shape>,
         outcome: Outcome,
-    ) -> Arc<str> {
+        prefix: &str,
+    ) -> Utf8Bytes {
         let caller = self
             .data
             .get(&TypeId::of::<Caller>())
@@ -166,25 +187,34 @@ impl Renderer<'_> {
                     Rendered::Shared {
                         shape: shape.clone(),
                         payload,
+                        frame: OnceLock::new(),
                     }
                 }
             })
             .await;
         if let Some(payload) = own {
-            return payload;
+            return framed(prefix, &payload);
         }
         match rendered {
             Rendered::Shared {
                 shape: rendered_for,
                 payload,
+                frame,
             } if Arc::ptr_eq(rendered_for, shape) => {
-                metrics::counter!("nimbus_realtime_shared_renders_total").increment(1);
-                payload.clone()
+                SHARED_RENDERS.increment(1);
+                let (first_prefix, shared) =
+                    frame.get_or_init(|| (prefix.into(), framed(prefix, payload)));
+                if **first_prefix == *prefix {
+                    shared.clone()
+                } else {
+                    framed(prefix, payload)
+                }
             }
             _ => {
-                self.render(event, watch, shape, outcome, previous_shown)
-                    .await
-                    .0
+                let (payload, _) = self
+                    .render(event, watch, shape, outcome, previous_shown)
+                    .await;
+                framed(prefix, &payload)
             }
         }
     }

@@ -90,7 +90,7 @@ pub fn caller_events(
     wanted: impl Fn(&Event) -> bool + Send + 'static,
 ) -> impl Stream<Item = Result<Arc<Published>, async_graphql::Error>> + Send + 'static {
     let own_key_revoked = caller.key().map(|k| format!("keys.{}.delete", k.key_id));
-    let mut messages = state.bus.subscribe();
+    let mut messages = state.bus.subscribe_paced();
     let mut roles = caller.roles().as_strings();
     let active = GaugeGuard::raise("nimbus_subscriptions_active");
     async_stream::stream! {
@@ -347,7 +347,7 @@ fn presence_stream(
     own: Option<OwnPresence>,
 ) -> impl Stream<Item = Result<Value, async_graphql::Error>> + Send + 'static {
     // Listening starts before the list is read, so nobody falls in between.
-    let mut messages = state.bus.subscribe();
+    let mut messages = state.bus.subscribe_paced();
     let current = state.presence.members(
         &project_id,
         &channel,
