@@ -4,7 +4,6 @@
 //! WebP.
 
 use resvg::{tiny_skia, usvg};
-use sha2::{Digest as _, Sha256};
 
 use super::output::{self, Output};
 use super::{invalid, size};
@@ -80,11 +79,7 @@ impl FlagParams {
             }
             (w, h) => (size("width", w, 0)?, size("height", h, 0)?),
         };
-        let quality = match quality {
-            None => DEFAULT_QUALITY,
-            Some(q) if (0..=100).contains(&q) => q as u8,
-            Some(_) => return Err(invalid("quality", "must be 0 to 100")),
-        };
+        let quality = super::quality(quality, DEFAULT_QUALITY)?;
         Ok(FlagParams {
             code,
             width,
@@ -101,19 +96,14 @@ impl FlagParams {
         } else {
             String::new()
         };
-        let mut hasher = Sha256::new();
-        for part in [
+        super::etag(&[
             "flag1",
             &self.code,
             &self.width.to_string(),
             &self.height.to_string(),
             &quality,
             output.extension(),
-        ] {
-            hasher.update(part.as_bytes());
-            hasher.update(b"\0");
-        }
-        format!("\"{}\"", hex::encode(&hasher.finalize()[..16]))
+        ])
     }
 }
 

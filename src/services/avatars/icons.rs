@@ -6,7 +6,6 @@
 //! background (white in JPEG).
 
 use resvg::{tiny_skia, usvg};
-use sha2::{Digest as _, Sha256};
 
 use super::output::{self, Output};
 use super::{invalid, size};
@@ -111,11 +110,7 @@ impl IconParams {
             }
             (w, h) => (size("width", w, 0)?, size("height", h, 0)?),
         };
-        let quality = match quality {
-            None => DEFAULT_QUALITY,
-            Some(q) if (0..=100).contains(&q) => q as u8,
-            Some(_) => return Err(invalid("quality", "must be 0 to 100")),
-        };
+        let quality = super::quality(quality, DEFAULT_QUALITY)?;
         Ok(IconParams {
             set,
             code,
@@ -133,8 +128,7 @@ impl IconParams {
         } else {
             String::new()
         };
-        let mut hasher = Sha256::new();
-        for part in [
+        super::etag(&[
             "icon1",
             self.set.path,
             &self.code,
@@ -142,11 +136,7 @@ impl IconParams {
             &self.height.to_string(),
             &quality,
             output.extension(),
-        ] {
-            hasher.update(part.as_bytes());
-            hasher.update(b"\0");
-        }
-        format!("\"{}\"", hex::encode(&hasher.finalize()[..16]))
+        ])
     }
 }
 

@@ -146,19 +146,14 @@ impl InitialsParams {
 
     /// The `ETag` of the image in `output`: a digest of what decides its bytes.
     pub fn etag(&self, output: Output) -> String {
-        let mut hasher = Sha256::new();
-        for part in [
+        super::etag(&[
             "initials1",
             &self.initials,
             &self.width.to_string(),
             &self.height.to_string(),
             &self.background_hex(),
             output.extension(),
-        ] {
-            hasher.update(part.as_bytes());
-            hasher.update(b"\0");
-        }
-        format!("\"{}\"", hex::encode(&hasher.finalize()[..16]))
+        ])
     }
 
     /// White letters on a dark background, near-black ones on a light one.

@@ -57,6 +57,27 @@ pub fn invalid(field: &str, reason: impl Into<String>) -> AppError {
     }
 }
 
+/// A JPEG quality: `0..=100`, `default` when absent.
+pub fn quality(given: Option<i64>, default: u8) -> Result<u8, AppError> {
+    match given {
+        None => Ok(default),
+        Some(q) if (0..=100).contains(&q) => Ok(q as u8),
+        Some(_) => Err(invalid("quality", "must be 0 to 100")),
+    }
+}
+
+/// An `ETag`: a digest of the parts that decide an image's bytes (the first
+/// naming the kind of image and its drawing's version).
+pub fn etag(parts: &[&str]) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update(b"\0");
+    }
+    format!("\"{}\"", hex::encode(&hasher.finalize()[..16]))
+}
+
 /// A side in pixels: `1..=MAX_SIZE`, `default` when absent.
 pub fn size(field: &str, given: Option<i64>, default: u32) -> Result<u32, AppError> {
     match given {

@@ -4,7 +4,6 @@
 //! bytes, which is what the `ETag` rests on.
 
 use qrcode::{Color, EcLevel, QrCode};
-use sha2::{Digest as _, Sha256};
 
 use super::output::{self, Output};
 use super::{invalid, size};
@@ -72,18 +71,13 @@ impl QrParams {
 
     /// The `ETag` of the image in `output`: a digest of what decides its bytes.
     pub fn etag(&self, output: Output) -> String {
-        let mut hasher = Sha256::new();
-        for part in [
+        super::etag(&[
             "qr1",
             &self.text,
             &self.size.to_string(),
             &self.margin.to_string(),
             output.extension(),
-        ] {
-            hasher.update(part.as_bytes());
-            hasher.update(b"\0");
-        }
-        format!("\"{}\"", hex::encode(&hasher.finalize()[..16]))
+        ])
     }
 }
 
