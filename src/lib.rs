@@ -376,8 +376,9 @@ fn key_of(event_name: &str) -> Option<&str> {
 }
 
 /// Drops cached project and session state whenever any replica logs a change (the
-/// relay delivers every logged change, a missed notification within a second), and
-/// all of it after a gap.
+/// relay delivers every logged change, a missed notification within a second, so a
+/// Redis outage loses none), and all of it when this replica's own broadcast
+/// dropped messages.
 async fn follow_project_changes(state: AppState) {
     let mut messages = state.bus.subscribe();
     loop {
@@ -401,10 +402,10 @@ async fn follow_project_changes(state: AppState) {
                         state.sessions.key_changed(key_id);
                     }
                 }
-                BusMessage::Resumed => {
-                    state.schemas.invalidate_all().await;
-                    state.sessions.clear();
-                }
+                // Changes logged during the gap reach this loop from the relay,
+                // which reads the log: nothing cached needs dropping, and no
+                // connection need re-check its credential against the database.
+                BusMessage::Resumed => {}
             },
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                 // Changes may have been missed: forget everything rather than serve stale.

@@ -3,8 +3,9 @@
 //! reaches them at once. Entries live at most `TTL`, and every change to a user
 //! (blocked, deleted, signed out, password changed, new team roles or labels) evicts
 //! that user's entries and wakes the connections holding that user's sessions, on
-//! every replica through the bus; after a bus gap (Redis came back, a subscriber
-//! lagged) everything is forgotten and every connection re-checks.
+//! every replica through the bus (the event log's relay, so a Redis outage loses
+//! none); when this replica's broadcast dropped messages (a lagging reader),
+//! everything is forgotten and every connection re-checks.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

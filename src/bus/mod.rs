@@ -12,8 +12,8 @@
 //! task forwards the Redis channel to the relay and reconnects by itself, so
 //! subscribers survive a Redis restart without noticing more than the gap; when the
 //! listener is back, it hands its subscribers [`BusMessage::Resumed`] (presence
-//! announced meanwhile is lost, and connections re-check their credentials), and
-//! the relay catches up from the log.
+//! announced meanwhile is lost), and the relay catches up from the log, so caches
+//! are refreshed by the changes it replays rather than dropped wholesale.
 
 pub mod log;
 mod paced;
@@ -64,9 +64,9 @@ pub enum BusMessage {
     /// Someone joined, changed, left or is still on a presence channel.
     Presence(presence::Presence),
     /// This replica's bus came back after a gap (Redis restarted or was
-    /// unreachable): whatever was announced meanwhile is lost, so caches are dropped
-    /// and every connection re-checks its credential. Local only: never sent to or
-    /// read from Redis, so no one can announce it.
+    /// unreachable): presence announced meanwhile is lost; logged changes are not
+    /// (the relay reads them from the log). Local only: never sent to or read from
+    /// Redis, so no one can announce it.
     #[serde(skip)]
     Resumed,
 }

@@ -110,14 +110,12 @@ pub fn caller_events(
             };
             let event = match &message.message {
                 BusMessage::Event(event) => event,
-                BusMessage::UserChanged { .. } | BusMessage::Resumed => {
+                BusMessage::UserChanged { project_id, user_id } => {
                     // The subscriber's own user changed (signed out, blocked,
-                    // deleted, new team roles or labels), or changes may have been
-                    // missed in a bus gap: reload or end.
+                    // deleted, new team roles or labels): reload or end. A change
+                    // made during a bus gap arrives here too, from the event log.
                     let Credential::Session(session) = &caller.credential else { continue };
-                    if let BusMessage::UserChanged { project_id, user_id } = &message.message
-                        && (session.user.project_id != *project_id || session.user.id != *user_id)
-                    {
+                    if session.user.project_id != *project_id || session.user.id != *user_id {
                         continue;
                     }
                     // Boxed: its state would otherwise sit in every idle
@@ -134,7 +132,9 @@ pub fn caller_events(
                     }
                     continue;
                 }
-                BusMessage::ProjectChanged { .. } | BusMessage::Presence(_) => continue,
+                BusMessage::ProjectChanged { .. } | BusMessage::Presence(_) | BusMessage::Resumed => {
+                    continue
+                }
             };
             if event.project_id != caller.project.id {
                 continue;
