@@ -1692,3 +1692,79 @@ async fn deleting_a_project_removes_its_files_bytes_and_cached_previews() {
     assert!(!previews.exists(), "its cached previews are gone");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn bucket_changes_are_events_for_keys_and_not_for_users() {
+    let app = spawn_app().await;
+    let (ann, _) = users_bucket(&app, "shared").await;
+    let mut admin_ws = WsClient::connect(&app.ws_url, false).await;
+    admin_ws
+        .init(json!({"X-Nimbus-Key": app.admin_key}))
+        .await
+        .unwrap();
+    admin_ws
+        .subscribe(
+            "buckets",
+            "subscription { realtime(channels: [\"buckets\"]) { events channels payload } }",
+        )
+        .await;
+    let mut ann_ws = WsClient::connect(&app.ws_url, false).await;
+    ann_ws
+        .init(json!({"Authorization": format!("Bearer {ann}")}))
+        .await
+        .unwrap();
+    ann_ws
+        .subscribe(
+            "all",
+            "subscription { realtime(channels: [\"buckets\", \"files\"]) { events } }",
+        )
+        .await;
+    admin_ws.ping_pong().await;
+    ann_ws.ping_pong().await;
+
+    bucket(&app, json!({"id": "more", "name": "more"})).await;
+    let created = next_event(&mut admin_ws).await;
+    assert_eq!(
+        created["events"],
+        json!(["buckets.more.create", "buckets.*.create"])
+    );
+    assert_eq!(created["channels"], json!(["buckets", "buckets.more"]));
+    assert_eq!(created["payload"]["name"], "more");
+    app.admin(
+        "mutation { updateBucket(input: {id: \"more\", name: \"renamed\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let updated = next_event(&mut admin_ws).await;
+    assert_eq!(updated["events"][0], "buckets.more.update");
+    assert_eq!(updated["payload"]["name"], "renamed");
+    app.admin(
+        "mutation { deleteBucket(input: {id: \"more\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        next_event(&mut admin_ws).await["events"][0],
+        "buckets.more.delete"
+    );
+
+    // A bucket is configuration: a signed-in user on the same channels hears
+    // nothing of it, and the first event she gets is her own file's.
+    upload(
+        &app,
+        &borrowed(&[bearer(&ann)]),
+        json!({"bucketId": "shared", "fileId": "mine", "file": null}),
+        "mine.txt",
+        "text/plain",
+        b"hers",
+    )
+    .await
+    .ok();
+    assert_eq!(
+        next_event(&mut ann_ws).await["events"][0],
+        "buckets.shared.files.mine.create"
+    );
+    app.shutdown().await;
+}

@@ -191,9 +191,11 @@ pub async fn create_bucket(
         updated_at: now,
     };
     apply_settings(state, &mut bucket, settings)?;
-    store::insert_bucket(state.db.pool(), &bucket)
+    let mut tx = state.db.pool().begin().await?;
+    store::insert_bucket(&mut tx, &bucket)
         .await
         .conflict_as("bucket", &bucket.id)?;
+    log::commit(&state.bus, tx, vec![bucket_event(&bucket, "create")]).await?;
     tracing::info!(project = %bucket.project_id, bucket = %bucket.id, "bucket created");
     Ok(bucket)
 }
@@ -207,9 +209,11 @@ pub async fn update_bucket(
     let mut bucket = find_bucket(state, grant.project(), id).await?;
     apply_settings(state, &mut bucket, settings)?;
     bucket.updated_at = now_millis();
-    if !store::update_bucket(state.db.pool(), &bucket).await? {
+    let mut tx = state.db.pool().begin().await?;
+    if !store::update_bucket(&mut tx, &bucket).await? {
         return Err(bucket_not_found(id));
     }
+    log::commit(&state.bus, tx, vec![bucket_event(&bucket, "update")]).await?;
     Ok(bucket)
 }
 
@@ -245,9 +249,12 @@ pub async fn delete_bucket(
     id: &str,
 ) -> AppResult<()> {
     ids::validate("id", id)?;
-    if !store::delete_bucket(state.db.pool(), grant.project(), id).await? {
+    let bucket = find_bucket(state, grant.project(), id).await?;
+    let mut tx = state.db.pool().begin().await?;
+    if !store::delete_bucket(&mut tx, grant.project(), id).await? {
         return Err(bucket_not_found(id));
     }
+    log::commit(&state.bus, tx, vec![bucket_event(&bucket, "delete")]).await?;
     let prefix = Key::bucket_prefix(grant.project(), id).map_err(file_error)?;
     if let Err(err) = state.files.delete_prefix(&prefix).await {
         tracing::error!(project = %grant.project(), bucket = %id, error = ?err,
@@ -274,6 +281,24 @@ pub async fn forget_project_files(state: &AppState, admin: &AdminGrant) {
         }
     }
     super::preview::forget_cached_project(state, project_id).await;
+}
+
+/// The event of a change to a bucket's settings: for API keys holding
+/// `buckets.read` (a bucket is configuration, not data any client reads).
+fn bucket_event(bucket: &Bucket, action: &str) -> BusMessage {
+    BusMessage::Event(crate::bus::Event {
+        channels: vec!["buckets".into(), format!("buckets.{}", bucket.id)],
+        key_scope: BucketsRead::NAME.into(),
+        ..crate::bus::Event::change(
+            &bucket.project_id,
+            &format!("buckets.{}", bucket.id),
+            "buckets.*",
+            action,
+            super::schema::bucket_value(bucket)
+                .into_json()
+                .unwrap_or_default(),
+        )
+    })
 }
 
 async fn find_bucket(state: &AppState, project_id: &str, id: &str) -> AppResult<Bucket> {

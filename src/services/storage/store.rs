@@ -48,7 +48,7 @@ fn permission_strings(permissions: &[Permission]) -> Vec<String> {
     permissions.iter().map(|p| p.to_string()).collect()
 }
 
-pub async fn insert_bucket(pool: &AnyPool, b: &Bucket) -> Result<(), sqlx::Error> {
+pub async fn insert_bucket(conn: &mut AnyConnection, b: &Bucket) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
         "INSERT INTO storage_buckets ({BUCKET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
@@ -65,13 +65,13 @@ pub async fn insert_bucket(pool: &AnyPool, b: &Bucket) -> Result<(), sqlx::Error
     .bind(i16::from(b.antivirus))
     .bind(b.created_at)
     .bind(b.updated_at)
-    .execute(pool)
+    .execute(conn)
     .await
     .map(|_| ())
 }
 
 /// Writes every setting of `b`; false when it no longer exists.
-pub async fn update_bucket(pool: &AnyPool, b: &Bucket) -> Result<bool, sqlx::Error> {
+pub async fn update_bucket(conn: &mut AnyConnection, b: &Bucket) -> Result<bool, sqlx::Error> {
     sqlx::query(
         "UPDATE storage_buckets SET name = ?, enabled = ?, file_security = ?, permissions = ?, \
          maximum_file_size = ?, allowed_file_extensions = ?, compression = ?, encryption = ?, \
@@ -89,7 +89,7 @@ pub async fn update_bucket(pool: &AnyPool, b: &Bucket) -> Result<bool, sqlx::Err
     .bind(b.updated_at)
     .bind(&b.project_id)
     .bind(&b.id)
-    .execute(pool)
+    .execute(conn)
     .await
     .map(|r| r.rows_affected() == 1)
 }
@@ -133,14 +133,14 @@ pub async fn count_buckets(pool: &AnyPool, project_id: &str) -> Result<i64, sqlx
         .await
 }
 
-/// Deletes a bucket; its files, their permissions and upload chunks go with it
-/// (foreign keys). False when it did not exist.
+/// Deletes a bucket in the transaction open on `tx`; its files, their
+/// permissions and upload chunks go with it (foreign keys). False when it did not
+/// exist.
 pub async fn delete_bucket(
-    pool: &AnyPool,
+    tx: &mut AnyConnection,
     project_id: &str,
     id: &str,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
     // Children first: MariaDB and SQLite both cascade, but explicit deletes keep a
     // large bucket's cascade from holding one statement's locks for long.
     for table in [
@@ -163,7 +163,6 @@ pub async fn delete_bucket(
         .await?
         .rows_affected()
         == 1;
-    tx.commit().await?;
     Ok(deleted)
 }
 
