@@ -1732,3 +1732,91 @@ async fn subscribers_share_a_render_unless_their_selection_reads_as_them() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn collection_changes_are_events_for_keys_with_databases_read() {
+    let app = spawn_app().await;
+    let mut ws = crate::helpers::WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({"X-Nimbus-Key": app.admin_key}))
+        .await
+        .expect("ack");
+    ws.subscribe(
+        "1",
+        "subscription { realtime(channels: [\"collections\"]) { events channels payload } }",
+    )
+    .await;
+    let mut guest = crate::helpers::WsClient::connect(&app.ws_url, false).await;
+    guest.init(json!({})).await.expect("ack");
+    guest
+        .subscribe(
+            "1",
+            "subscription { realtime(channels: [\"collections\", \"databases.blog.collections.posts.documents\"]) { events } }",
+        )
+        .await;
+    ws.ping_pong().await;
+    guest.ping_pong().await;
+
+    blog(&app).await;
+    let created = changed_realtime(&mut ws).await;
+    assert_eq!(
+        created["events"],
+        json!([
+            "databases.blog.collections.posts.create",
+            "databases.*.collections.*.create"
+        ])
+    );
+    assert_eq!(
+        created["channels"],
+        json!(["collections", "databases.blog.collections.posts"])
+    );
+    assert_eq!(created["payload"]["graphqlName"], "Post");
+    app.admin(
+        "mutation { createAttribute(input: {databaseId: \"blog\", collectionId: \"posts\", attribute: {key: \"subtitle\", type: STRING, size: 80}}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let updated = changed_realtime(&mut ws).await;
+    assert_eq!(
+        updated["events"][0],
+        "databases.blog.collections.posts.update"
+    );
+    assert!(
+        updated["payload"]["attributes"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["key"] == "subtitle")),
+        "{updated}"
+    );
+
+    // Structure is for keys: a guest on the same channels first hears a document.
+    app.admin(
+        "mutation { createPost(input: {id: \"p1\", title: \"hello\", permissions: [\"read(\\\"any\\\")\"]}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let first = changed_realtime(&mut guest).await;
+    assert_eq!(
+        first["events"][0],
+        "databases.blog.collections.posts.documents.p1.create"
+    );
+
+    app.admin(
+        "mutation { deleteCollection(input: {databaseId: \"blog\", id: \"posts\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        changed_realtime(&mut ws).await["events"][0],
+        "databases.blog.collections.posts.delete"
+    );
+    app.shutdown().await;
+}
+
+/// The next `realtime` event on `ws`.
+async fn changed_realtime(ws: &mut crate::helpers::WsClient) -> Value {
+    let message = ws.next_json().await.expect("an event");
+    assert_eq!(message["type"], "next", "{message}");
+    message["payload"]["data"]["realtime"].clone()
+}

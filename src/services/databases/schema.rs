@@ -195,7 +195,7 @@ fn relationship_value(relationship: &Relationship) -> Value {
     ])
 }
 
-fn collection_value(collection: &Collection) -> Value {
+pub(super) fn collection_value(collection: &Collection) -> Value {
     object([
         ("id", Value::from(collection.id.as_str())),
         ("databaseId", Value::from(collection.database_id.as_str())),

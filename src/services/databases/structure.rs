@@ -801,6 +801,35 @@ enum Change<'a> {
     Delete(&'a Collection),
 }
 
+/// The event of a change to a collection (its settings, attributes or indexes):
+/// `databases.D.collections.C.create|update|delete`, for API keys holding
+/// `databases.read` and for webhooks. Structure is configuration, not data any
+/// client reads.
+fn collection_event(change: &Change<'_>) -> crate::bus::BusMessage {
+    let (collection, action) = match change {
+        Change::Insert(c) => (c, "create"),
+        Change::Update(c) => (c, "update"),
+        Change::Delete(c) => (c, "delete"),
+    };
+    let name = format!(
+        "databases.{}.collections.{}",
+        collection.database_id, collection.id
+    );
+    crate::bus::BusMessage::Event(crate::bus::Event {
+        channels: vec!["collections".into(), name.clone()],
+        key_scope: <DatabasesRead as crate::auth::scopes::ScopeMarker>::NAME.into(),
+        ..crate::bus::Event::change(
+            &collection.project_id,
+            &name,
+            "databases.*.collections.*",
+            action,
+            super::schema::collection_value(collection)
+                .into_json()
+                .unwrap_or_default(),
+        )
+    })
+}
+
 async fn write_metadata(conn: &mut sqlx::AnyConnection, change: &Change<'_>) -> AppResult<()> {
     match change {
         Change::Insert(c) => store::insert_collection(&mut *conn, c)
@@ -854,7 +883,7 @@ async fn run_change(
 ) -> AppResult<()> {
     let pool = state.db.pool();
     let project_id = change.project_id().to_string();
-    let messages = vec![change_message(&project_id)];
+    let messages = vec![change_message(&project_id), collection_event(&change)];
     match state.db.dialect() {
         Dialect::Sqlite => {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
