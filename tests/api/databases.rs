@@ -1734,7 +1734,7 @@ async fn subscribers_share_a_render_unless_their_selection_reads_as_them() {
 }
 
 #[tokio::test]
-async fn collection_changes_are_events_for_keys_with_databases_read() {
+async fn database_and_collection_changes_are_events_for_keys_with_databases_read() {
     let app = spawn_app().await;
     let mut ws = crate::helpers::WsClient::connect(&app.ws_url, false).await;
     ws.init(json!({"X-Nimbus-Key": app.admin_key}))
@@ -1742,7 +1742,7 @@ async fn collection_changes_are_events_for_keys_with_databases_read() {
         .expect("ack");
     ws.subscribe(
         "1",
-        "subscription { realtime(channels: [\"collections\"]) { events channels payload } }",
+        "subscription { realtime(channels: [\"databases\", \"collections\"]) { events channels payload } }",
     )
     .await;
     let mut guest = crate::helpers::WsClient::connect(&app.ws_url, false).await;
@@ -1757,6 +1757,13 @@ async fn collection_changes_are_events_for_keys_with_databases_read() {
     guest.ping_pong().await;
 
     blog(&app).await;
+    let database = changed_realtime(&mut ws).await;
+    assert_eq!(
+        database["events"],
+        json!(["databases.blog.create", "databases.*.create"])
+    );
+    assert_eq!(database["channels"], json!(["databases", "databases.blog"]));
+    assert_eq!(database["payload"]["name"], "Blog");
     let created = changed_realtime(&mut ws).await;
     assert_eq!(
         created["events"],
@@ -1810,6 +1817,16 @@ async fn collection_changes_are_events_for_keys_with_databases_read() {
     assert_eq!(
         changed_realtime(&mut ws).await["events"][0],
         "databases.blog.collections.posts.delete"
+    );
+    app.admin(
+        "mutation { deleteDatabase(input: {id: \"blog\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        changed_realtime(&mut ws).await["events"][0],
+        "databases.blog.delete"
     );
     app.shutdown().await;
 }

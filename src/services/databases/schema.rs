@@ -67,7 +67,7 @@ pub async fn may_read_document(
     found.map(|_| ()).ok_or_else(hidden)
 }
 
-fn database_value(database: &Database) -> Value {
+pub(super) fn database_value(database: &Database) -> Value {
     object([
         ("id", Value::from(database.id.as_str())),
         ("name", Value::from(database.name.as_str())),

@@ -25,7 +25,10 @@ fn database_from(row: &AnyRow) -> Result<Database, sqlx::Error> {
 
 const DATABASE_COLUMNS: &str = "project_id, id, name, enabled, created_at, updated_at";
 
-pub async fn insert_database(pool: &AnyPool, db: &Database) -> Result<(), sqlx::Error> {
+pub async fn insert_database(
+    conn: &mut sqlx::AnyConnection,
+    db: &Database,
+) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
         "INSERT INTO db_databases ({DATABASE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
     ))
@@ -35,7 +38,7 @@ pub async fn insert_database(pool: &AnyPool, db: &Database) -> Result<(), sqlx::
     .bind(i16::from(db.enabled))
     .bind(db.created_at)
     .bind(db.updated_at)
-    .execute(pool)
+    .execute(conn)
     .await
     .map(|_| ())
 }

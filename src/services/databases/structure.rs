@@ -14,7 +14,7 @@ use crate::auth::{AdminGrant, Grant};
 use crate::bus::log;
 use crate::db::{DbErrorExt as _, Dialect, ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
-use crate::services::projects::service::{change_message, commit_change, forget};
+use crate::services::projects::service::{change_message, forget};
 
 use super::ddl::{self, DdlError, Index, IndexKind};
 use super::model::{Attribute, ValueError};
@@ -87,9 +87,11 @@ pub async fn create_database(
         created_at: now,
         updated_at: now,
     };
-    store::insert_database(state.db.pool(), &database)
+    let mut tx = state.db.pool().begin().await?;
+    store::insert_database(&mut tx, &database)
         .await
         .conflict_as("database", &database.id)?;
+    log::commit(&state.bus, tx, vec![database_event(&database, "create")]).await?;
     Ok(database)
 }
 
@@ -136,7 +138,12 @@ pub async fn update_database(
     database.updated_at = now_millis();
     let mut tx = state.db.pool().begin().await?;
     store::update_database(&mut *tx, &database).await?;
-    commit_change(state, tx, &database.project_id).await?;
+    let messages = vec![
+        change_message(&database.project_id),
+        database_event(&database, "update"),
+    ];
+    log::commit(&state.bus, tx, messages).await?;
+    forget(state, &database.project_id).await;
     Ok(database)
 }
 
@@ -154,8 +161,33 @@ pub async fn delete_database(
     }
     let mut tx = state.db.pool().begin().await?;
     store::delete_database(&mut *tx, &database.project_id, &database.id).await?;
-    commit_change(state, tx, &database.project_id).await?;
+    let messages = vec![
+        change_message(&database.project_id),
+        database_event(&database, "delete"),
+    ];
+    log::commit(&state.bus, tx, messages).await?;
+    forget(state, &database.project_id).await;
     Ok(())
+}
+
+/// The event of a change to a database: `databases.D.create|update|delete` on
+/// `databases` and `databases.D`, for API keys holding `databases.read` and for
+/// webhooks.
+fn database_event(database: &Database, action: &str) -> crate::bus::BusMessage {
+    let name = format!("databases.{}", database.id);
+    crate::bus::BusMessage::Event(crate::bus::Event {
+        channels: vec!["databases".into(), name.clone()],
+        key_scope: <DatabasesRead as crate::auth::scopes::ScopeMarker>::NAME.into(),
+        ..crate::bus::Event::change(
+            &database.project_id,
+            &name,
+            "databases.*",
+            action,
+            super::schema::database_value(database)
+                .into_json()
+                .unwrap_or_default(),
+        )
+    })
 }
 
 /// Drops the tables of every collection of the grant's project, which is being
