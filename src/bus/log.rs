@@ -122,6 +122,7 @@ impl RelayHandle {
     /// logged before this replica started is not delivered.
     pub(super) async fn start(db: Db, local: Local) -> anyhow::Result<RelayHandle> {
         let head = event_log::head(db.pool()).await?;
+        let late = uncommitted_below(&db, head).await?;
         let (inbox, received) = mpsc::channel(INBOX);
         let relay = Relay {
             db,
@@ -129,7 +130,7 @@ impl RelayHandle {
             delivered: head,
             waiting: BTreeMap::new(),
             gap: None,
-            late: BTreeMap::new(),
+            late,
         };
         let task = Arc::new(tokio::spawn(relay.run(received)));
         Ok(RelayHandle { inbox, task })
@@ -155,6 +156,25 @@ impl RelayHandle {
     pub(super) fn shutdown(&self) {
         self.task.abort();
     }
+}
+
+/// The positions among the last [`READ_BATCH`] up to `head` that had not
+/// committed when the relay started, watched like passed ones: a transaction that
+/// took one before the start may still commit, and its events are then delivered
+/// late rather than never. (Most are gaps that stay gaps: rolled back, or skipped
+/// by MariaDB's auto-increment.)
+async fn uncommitted_below(db: &Db, head: i64) -> Result<BTreeMap<i64, Instant>, sqlx::Error> {
+    let from = (head - READ_BATCH).max(0);
+    let committed: std::collections::HashSet<i64> = event_log::after(db.pool(), from, READ_BATCH)
+        .await?
+        .iter()
+        .map(|logged| logged.position)
+        .collect();
+    let now = Instant::now();
+    Ok(((from + 1)..=head)
+        .filter(|position| !committed.contains(position))
+        .map(|position| (position, now))
+        .collect())
 }
 
 /// A position missing before others that arrived.

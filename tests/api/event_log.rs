@@ -579,3 +579,50 @@ async fn a_typed_subscription_resumes_after_a_cursor_with_its_filter() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_replica_started_while_a_transaction_holds_a_position_delivers_it_once_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    if !config.effective_database_url().starts_with("mysql") {
+        // SQLite has one writer: no position below the head is still open.
+        eprintln!("skipped: MariaDB only");
+        return;
+    }
+    config.secret = Some("event-log-tests-share-this-secret-0123456789".into());
+    config.database_url = Some(config.effective_database_url());
+    let app = spawn_with(config.clone(), dir).await;
+    let pool = app.server.as_ref().unwrap().state().db.pool().clone();
+    let mut held = pool.begin().await.unwrap();
+    let late = json!({
+        "kind": "event", "projectId": "default", "events": ["keys.late.create", "keys.*.create"],
+        "channels": ["keys", "keys.late"], "timestamp": 0, "payload": {"name": "committed-late"},
+        "readRoles": [], "keyScope": "keys.read"
+    });
+    sqlx::query("INSERT INTO event_log (project_id, created_at, body) VALUES ('default', ?, ?)")
+        .bind(chrono_now())
+        .bind(late.to_string())
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    // A later position commits, so the replica starts with its head past the open one.
+    create_key_named(&app, "after-the-open-one").await;
+    let dir = tempfile::tempdir().unwrap();
+    config.data_dir = dir.path().to_path_buf();
+    let server = nimbus::Server::start(config.clone())
+        .await
+        .expect("the second replica starts");
+    let replica = from_server(server, app.admin_key.clone(), config, dir);
+    let mut ws = key_subscriber(&replica).await;
+    until_live(&app, &mut ws).await;
+    held.commit().await.unwrap();
+    loop {
+        match next_key_name(&mut ws, WAIT).await.as_deref() {
+            Some("committed-late") => break,
+            Some(_) => continue,
+            None => panic!("the replica never delivered the position open at its start"),
+        }
+    }
+    replica.shutdown().await;
+    app.shutdown().await;
+}
