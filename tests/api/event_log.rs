@@ -15,10 +15,19 @@ use crate::realtime::PrivateRedis;
 
 /// Two replicas over one database, and the given Redis (or none: then they hear
 /// of each other's changes only from the log).
-async fn two_replicas(redis: Option<String>) -> (TestApp, TestApp) {
+pub(crate) async fn two_replicas(redis: Option<String>) -> (TestApp, TestApp) {
+    two_replicas_with(redis, |_| {}).await
+}
+
+/// The same, with `tweak` applied to both replicas' configuration.
+pub(crate) async fn two_replicas_with(
+    redis: Option<String>,
+    tweak: impl FnOnce(&mut nimbus::config::Config),
+) -> (TestApp, TestApp) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path()).await;
     config.redis_url = redis;
+    tweak(&mut config);
     config.secret = Some("event-log-tests-share-this-secret-0123456789".into());
     // Both replicas open the same database: the first's SQLite file, when SQLite.
     config.database_url = Some(config.effective_database_url());
@@ -128,7 +137,7 @@ async fn until_live(writer: &TestApp, ws: &mut WsClient) {
 }
 
 /// A `counters` collection anyone may read, with an integer `n`.
-async fn counters(app: &TestApp) {
+pub(crate) async fn counters(app: &TestApp) {
     app.admin(
         "mutation { createDatabase(input: {id: \"log\", name: \"Log\"}) { id } }",
         json!({}),
