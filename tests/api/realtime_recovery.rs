@@ -32,7 +32,9 @@ async fn present(ws_url: &str, key: &str, channel: &str, name: &str) -> WsClient
 
 /// The next presence change a watcher hears: its type and the name in its state.
 async fn next_change(watcher: &mut WsClient, within: Duration) -> Option<(String, String)> {
-    let message = tokio::time::timeout(within, watcher.next_json()).await.ok()?;
+    let message = tokio::time::timeout(within, watcher.next_json())
+        .await
+        .ok()?;
     let message = message.expect("the watch goes on");
     let change = &message["payload"]["data"]["presenceChanged"];
     let (Some(kind), Some(name)) = (change["type"].as_str(), change["state"]["name"].as_str())
@@ -72,7 +74,10 @@ async fn presences_are_reconciled_after_a_redis_outage() {
     }
     assert_eq!(
         joined,
-        BTreeSet::from([("JOIN".into(), "closing".into()), ("JOIN".into(), "kept".into())])
+        BTreeSet::from([
+            ("JOIN".into(), "closing".into()),
+            ("JOIN".into(), "kept".into())
+        ])
     );
 
     // While Redis is down, one presence leaves and another arrives: neither is
@@ -109,7 +114,10 @@ async fn presences_are_reconciled_after_a_redis_outage() {
     // The presence that stayed stays: no second JOIN, no LEAVE, through more
     // than a whole timeout.
     let quiet = next_change(&mut watcher, timeout + timeout / 2).await;
-    assert!(quiet.is_none(), "the presence that stayed changed: {quiet:?}");
+    assert!(
+        quiet.is_none(),
+        "the presence that stayed changed: {quiet:?}"
+    );
 
     // A watcher arriving now on the other replica sees exactly who is there.
     let mut late = WsClient::connect(&first.ws_url, false).await;
@@ -125,7 +133,10 @@ async fn presences_are_reconciled_after_a_redis_outage() {
     }
     assert_eq!(
         listed,
-        BTreeSet::from([("JOIN".into(), "arrived".into()), ("JOIN".into(), "kept".into())])
+        BTreeSet::from([
+            ("JOIN".into(), "arrived".into()),
+            ("JOIN".into(), "kept".into())
+        ])
     );
     second.shutdown().await;
     first.shutdown().await;
@@ -180,7 +191,8 @@ async fn an_open_socket_selects_a_new_attribute_without_reconnecting() {
     // takes it as soon as it has.
     let deadline = Instant::now() + WAIT;
     let mut attempt = 0;
-    while let Some(refusal) = try_subscribe(&mut sockets[1], &format!("after-{attempt}"), LABELS).await
+    while let Some(refusal) =
+        try_subscribe(&mut sockets[1], &format!("after-{attempt}"), LABELS).await
     {
         attempt += 1;
         assert!(

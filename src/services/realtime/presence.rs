@@ -531,7 +531,11 @@ mod tests {
         assert_eq!(told.state, serde_json::json!({"x": 1}));
         assert!(
             registry
-                .apply(&presence("a", PresenceKind::Heartbeat, serde_json::json!(null)))
+                .apply(&presence(
+                    "a",
+                    PresenceKind::Heartbeat,
+                    serde_json::json!(null)
+                ))
                 .is_none(),
             "a heartbeat of a known presence tells watchers nothing"
         );
@@ -549,7 +553,11 @@ mod tests {
         assert_eq!(told.kind, PresenceKind::Leave);
         assert!(
             registry
-                .apply(&presence("a", PresenceKind::Heartbeat, serde_json::json!(null)))
+                .apply(&presence(
+                    "a",
+                    PresenceKind::Heartbeat,
+                    serde_json::json!(null)
+                ))
                 .is_none(),
             "a heartbeat heard after the LEAVE does not bring it back"
         );
@@ -559,7 +567,11 @@ mod tests {
     #[test]
     fn after_a_gap_others_presences_get_a_full_expiry_to_be_heard_again() {
         let registry = PresenceRegistry::default();
-        let _ = registry.apply(&presence("remote", PresenceKind::Join, serde_json::json!(null)));
+        let _ = registry.apply(&presence(
+            "remote",
+            PresenceKind::Join,
+            serde_json::json!(null),
+        ));
         registry
             .entries
             .lock()
