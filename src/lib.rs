@@ -70,7 +70,7 @@ pub struct AppInner {
     /// Calls to third parties (OAuth2 providers): no redirects followed, bounded time.
     pub http: reqwest::Client,
     /// Who is on which presence channel, on every replica.
-    pub presence: services::realtime::presence::PresenceRegistry,
+    pub presence: Arc<services::realtime::presence::PresenceRegistry>,
     /// Parsed query documents by their text.
     pub parsed_queries: graphql::parsed::ParsedQueries,
     /// The subscription operations WebSocket connections watch with, one of each.
@@ -149,6 +149,8 @@ impl AppState {
         let parsed_queries =
             graphql::parsed::ParsedQueries::new(graphql::limits::QueryLimits::of(&config));
         let config_for_jobs = config.clone();
+        let presence = Arc::new(services::realtime::presence::PresenceRegistry::default());
+        bus.set_presence_book(presence.clone());
         let state = AppState(Arc::new(AppInner {
             creates,
             preview_turns,
@@ -176,7 +178,7 @@ impl AppState {
                 .user_agent(concat!("nimbus/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .context("cannot build the HTTP client")?,
-            presence: Default::default(),
+            presence,
             parsed_queries,
             subscription_shapes: Default::default(),
             ws_clients: Default::default(),
@@ -394,7 +396,8 @@ async fn follow_project_changes(state: AppState) {
                 } => {
                     state.sessions.evict_user(project_id, user_id);
                 }
-                BusMessage::Presence(presence) => state.presence.apply(presence),
+                // Recorded by the presence book as the bus heard it.
+                BusMessage::Presence(_) => {}
                 BusMessage::Event(event) => {
                     // A key deleted (or changed) on any replica: connections
                     // holding it here re-check it.
@@ -405,7 +408,8 @@ async fn follow_project_changes(state: AppState) {
                 // Changes logged during the gap reach this loop from the relay,
                 // which reads the log: nothing cached needs dropping, and no
                 // connection need re-check its credential against the database.
-                BusMessage::Resumed => {}
+                // Presence is not logged: it is reconciled.
+                BusMessage::Resumed => services::realtime::presence::reconcile(&state).await,
             },
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                 // Changes may have been missed: forget everything rather than serve stale.

@@ -115,6 +115,11 @@ step "setup" npx --no-install tsx scripts/setup.ts
 rm -rf src/gql
 step "codegen" npx --no-install graphql-codegen
 step "typecheck" npx --no-install tsc --noEmit
+# The app's subscriptions use the global WebSocket: built into Node 22 and later,
+# behind a flag in Node 20 and 21.
+if ! node -e 'process.exit(typeof WebSocket === "function" ? 0 : 1)'; then
+  export NODE_OPTIONS="${NODE_OPTIONS:+$NODE_OPTIONS }--experimental-websocket"
+fi
 step "typed client" npx --no-install tsx src/main.ts
 
 failed=0

@@ -12,8 +12,9 @@
 //! task forwards the Redis channel to the relay and reconnects by itself, so
 //! subscribers survive a Redis restart without noticing more than the gap; when the
 //! listener is back, it hands its subscribers [`BusMessage::Resumed`] (presence
-//! announced meanwhile is lost), and the relay catches up from the log, so caches
-//! are refreshed by the changes it replays rather than dropped wholesale.
+//! announced meanwhile is lost and gets reconciled), and the relay catches up from
+//! the log, so caches are refreshed by the changes it replays rather than dropped
+//! wholesale.
 
 pub mod log;
 mod paced;
@@ -198,6 +199,8 @@ pub(crate) struct Local {
     sender: broadcast::Sender<Arc<Published>>,
     sharing: Arc<Mutex<VecDeque<Arc<Published>>>>,
     pacer: Arc<paced::Pacer>,
+    /// Where presence heard from any replica is recorded before it is passed on.
+    book: Arc<std::sync::OnceLock<Arc<dyn presence::PresenceBook>>>,
 }
 
 impl Local {
@@ -207,6 +210,19 @@ impl Local {
             sender,
             sharing: Arc::default(),
             pacer: Arc::default(),
+            book: Arc::default(),
+        }
+    }
+
+    /// Hands a presence message heard from any replica to the book, then what it
+    /// makes of it to this replica's subscribers.
+    pub(crate) fn send_presence(&self, presence: presence::Presence) {
+        let told = match self.book.get() {
+            Some(book) => book.heard(presence),
+            None => Some(presence),
+        };
+        if let Some(presence) = told {
+            self.send(BusMessage::Presence(presence));
         }
     }
 
@@ -306,6 +322,13 @@ impl Bus {
         }
     }
 
+    /// Sets where the presence heard on the bus is recorded; once, at start.
+    pub fn set_presence_book(&self, book: Arc<dyn presence::PresenceBook>) {
+        if self.local.book.set(book).is_err() {
+            tracing::warn!("the bus's presence book was set twice; the first stays");
+        }
+    }
+
     /// Tells every replica about a presence change. Presence is not logged: a
     /// failure is logged and returned, and the heartbeats repair it.
     pub async fn publish_presence(&self, presence: presence::Presence) -> anyhow::Result<()> {
@@ -318,7 +341,7 @@ impl Bus {
                     tracing::warn!(error = %err, "bus publish of a presence failed");
                 }),
             None => {
-                self.local.send(BusMessage::Presence(presence));
+                self.local.send_presence(presence);
                 Ok(())
             }
         }

@@ -42,3 +42,13 @@ pub struct Presence {
     /// Milliseconds since the Unix epoch.
     pub at: i64,
 }
+
+/// Where a replica keeps who is present. Every presence message this replica
+/// hears passes through it before its subscribers see it, so the book and the
+/// watchers agree on what happened: a presence first heard of through a
+/// heartbeat or an update is a JOIN to them, a heartbeat of one already known
+/// is nothing to them.
+pub trait PresenceBook: Send + Sync {
+    /// Records `presence` and returns what watchers are told of it, if anything.
+    fn heard(&self, presence: Presence) -> Option<Presence>;
+}

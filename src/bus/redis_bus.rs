@@ -161,7 +161,7 @@ async fn listen(
                 while let Some(msg) = messages.next().await {
                     match serde_json::from_slice::<Wire>(msg.get_payload_bytes()) {
                         Ok(Wire::Logged { position, message }) => relay.offer(position, message),
-                        Ok(Wire::Presence(presence)) => local.send(BusMessage::Presence(presence)),
+                        Ok(Wire::Presence(presence)) => local.send_presence(presence),
                         Err(err) => tracing::warn!(error = %err, "ignoring malformed bus message"),
                     }
                 }

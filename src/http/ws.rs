@@ -753,12 +753,21 @@ impl Connection {
     /// Takes the project as it is now (its settings, its schema with the
     /// collections' permissions); the credential stands.
     async fn reload_project(&mut self) -> Result<(), Gone> {
+        self.current_project().await
+    }
+
+    /// Takes the project's schema as this replica has it now when it is not the
+    /// one held: a structure change (a new attribute) is selectable by the next
+    /// operation on an open socket, even one that starts before the change's
+    /// notification wakes the connection. A cache look-up when nothing changed.
+    async fn current_project(&mut self) -> Result<(), Gone> {
         match self
             .state
             .schemas
             .get(&self.state, &self.caller.project.id)
             .await
         {
+            Ok(loaded) if Arc::ptr_eq(&loaded, &self.loaded) => Ok(()),
             Ok(loaded) => {
                 self.caller.project = loaded.project.clone();
                 self.data = Arc::new(caller_data(&self.caller, &self.client));
@@ -883,6 +892,7 @@ impl Connection {
                 Err(_) => self.on_change(true).await?,
             }
         }
+        self.current_project().await?;
         if self.in_use(&id) {
             let reason = format!("Subscriber for {id} already exists");
             return Err(self.link.close(CLOSE_ID_IN_USE, reason).await);

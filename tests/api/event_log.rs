@@ -15,10 +15,19 @@ use crate::realtime::PrivateRedis;
 
 /// Two replicas over one database, and the given Redis (or none: then they hear
 /// of each other's changes only from the log).
-async fn two_replicas(redis: Option<String>) -> (TestApp, TestApp) {
+pub(crate) async fn two_replicas(redis: Option<String>) -> (TestApp, TestApp) {
+    two_replicas_with(redis, |_| {}).await
+}
+
+/// The same, with `tweak` applied to both replicas' configuration.
+pub(crate) async fn two_replicas_with(
+    redis: Option<String>,
+    tweak: impl FnOnce(&mut nimbus::config::Config),
+) -> (TestApp, TestApp) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path()).await;
     config.redis_url = redis;
+    tweak(&mut config);
     config.secret = Some("event-log-tests-share-this-secret-0123456789".into());
     // Both replicas open the same database: the first's SQLite file, when SQLite.
     config.database_url = Some(config.effective_database_url());
@@ -128,7 +137,7 @@ async fn until_live(writer: &TestApp, ws: &mut WsClient) {
 }
 
 /// A `counters` collection anyone may read, with an integer `n`.
-async fn counters(app: &TestApp) {
+pub(crate) async fn counters(app: &TestApp) {
     app.admin(
         "mutation { createDatabase(input: {id: \"log\", name: \"Log\"}) { id } }",
         json!({}),
@@ -591,6 +600,9 @@ async fn a_replica_started_while_a_transaction_holds_a_position_delivers_it_once
     }
     config.secret = Some("event-log-tests-share-this-secret-0123456789".into());
     config.database_url = Some(config.effective_database_url());
+    // The held transaction keeps one pool connection for the whole test: leave
+    // the server more than the tests' usual two for its own work.
+    config.database_max_connections = 16;
     let app = spawn_with(config.clone(), dir).await;
     let pool = app.server.as_ref().unwrap().state().db.pool().clone();
     let mut held = pool.begin().await.unwrap();
@@ -625,4 +637,143 @@ async fn a_replica_started_while_a_transaction_holds_a_position_delivers_it_once
     }
     replica.shutdown().await;
     app.shutdown().await;
+}
+
+/// A subscriber to key events reading on its own task: it reports its index on
+/// `live` at its first `warm-` key, and returns the names of the `w-` keys it
+/// heard, in order, once it hears `end`.
+async fn recording_subscriber(
+    app: &TestApp,
+    index: usize,
+    live: tokio::sync::mpsc::UnboundedSender<usize>,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    let mut ws = key_subscriber(app).await;
+    tokio::spawn(async move {
+        let mut heard = Vec::new();
+        let mut warm = false;
+        loop {
+            let text = match ws.socket.next().await {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                    panic!("subscriber {index} lost its connection after {heard:?}")
+                }
+                Some(Ok(_)) => continue,
+            };
+            let message: Value = serde_json::from_str(&text).unwrap();
+            let Some(name) = message["payload"]["data"]["realtime"]["payload"]["name"].as_str()
+            else {
+                panic!("subscriber {index} got something else than a key event: {message}");
+            };
+            if name.starts_with("warm-") && !warm {
+                warm = true;
+                let _ = live.send(index);
+            } else if name.starts_with("w-") {
+                heard.push(name.to_string());
+            } else if name == "end" {
+                return heard;
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_hundred_subscribers_get_every_acknowledged_write_in_order_across_a_ten_second_redis_outage()
+ {
+    const SUBSCRIBERS: usize = 100;
+    const OUTAGE: Duration = Duration::from_secs(10);
+    const PERIOD: Duration = Duration::from_millis(50);
+    let Some(mut redis) = PrivateRedis::start() else {
+        eprintln!("skipped: no redis-server on this machine");
+        return;
+    };
+    let (first, second) = two_replicas(Some(redis.url())).await;
+    let (live, mut went_live) = tokio::sync::mpsc::unbounded_channel();
+    let mut subscribers = Vec::new();
+    for index in 0..SUBSCRIBERS {
+        let app = if index.is_multiple_of(2) {
+            &first
+        } else {
+            &second
+        };
+        subscribers.push(recording_subscriber(app, index, live.clone()).await);
+    }
+    let mut ready = std::collections::HashSet::new();
+    let deadline = Instant::now() + WAIT * 2;
+    for n in 0.. {
+        create_key_named(&first, &format!("warm-{n}")).await;
+        let round = tokio::time::Instant::now() + Duration::from_millis(500);
+        while let Ok(Some(index)) = tokio::time::timeout_at(round, went_live.recv()).await {
+            ready.insert(index);
+        }
+        if ready.len() == SUBSCRIBERS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} subscribers went live",
+            ready.len()
+        );
+    }
+
+    // A write every 50 ms, alternately through each replica, each acknowledged
+    // before the next: their commit order is their order. Redis dies a second
+    // in and comes back ten seconds later; the stream goes on two more seconds.
+    let mut acknowledged = Vec::new();
+    let mut ticks = tokio::time::interval(PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = Instant::now();
+    let mut stopped_at = None;
+    let mut restarted_at = None;
+    let mut n = 0usize;
+    loop {
+        ticks.tick().await;
+        let elapsed = started.elapsed();
+        if stopped_at.is_none() && elapsed >= Duration::from_secs(1) {
+            redis.stop();
+            stopped_at = Some(Instant::now());
+        }
+        if let Some(stopped) = stopped_at
+            && restarted_at.is_none()
+            && stopped.elapsed() >= OUTAGE
+        {
+            redis.run();
+            restarted_at = Some(Instant::now());
+        }
+        if restarted_at.is_some_and(|at| at.elapsed() >= Duration::from_secs(2)) {
+            break;
+        }
+        let app = if n.is_multiple_of(2) { &first } else { &second };
+        let name = format!("w-{n}");
+        let answer = app
+            .admin(
+                "mutation($name: String!) { createApiKey(input: {name: $name, scopes: [\"keys.read\"]}) { apiKey { id } } }",
+                json!({"name": name}),
+            )
+            .await;
+        if answer.body["data"]["createApiKey"]["apiKey"]["id"].is_string() {
+            acknowledged.push(name);
+        }
+        n += 1;
+    }
+    let during = acknowledged.len();
+    assert!(
+        during >= 150,
+        "the write stream was too thin to mean anything: {during} writes"
+    );
+    crate::realtime::wait_for_health(&first, 200).await;
+    crate::realtime::wait_for_health(&second, 200).await;
+    create_key_named(&second, "end").await;
+
+    for (index, subscriber) in subscribers.into_iter().enumerate() {
+        let heard = tokio::time::timeout(WAIT * 3, subscriber)
+            .await
+            .unwrap_or_else(|_| panic!("subscriber {index} never heard the end"))
+            .expect("the subscriber's task");
+        assert_eq!(
+            heard, acknowledged,
+            "subscriber {index} heard other than every acknowledged write once, in order"
+        );
+    }
+    second.shutdown().await;
+    first.shutdown().await;
 }

@@ -21,6 +21,7 @@ mod observability;
 mod owner_lists;
 mod projects;
 mod realtime;
+mod realtime_recovery;
 mod resolved_query;
 mod schema;
 mod security_accounts;

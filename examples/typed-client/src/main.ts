@@ -9,14 +9,17 @@ import {
   CreatePostsDocument,
   DeletePostDocument,
   PopularPostsDocument,
+  PostChangedDocument,
   PostDocument,
   SignInDocument,
   SignUpDocument,
   UpdatePostDocument,
   type CreatePostInput,
   type PopularPostsQuery,
+  type PostChangedSubscription,
 } from "./gql/graphql.js";
 import { GraphQLRequestError, bearer, request } from "./request.js";
+import { subscribe } from "./subscribe.js";
 
 function check(condition: boolean, message: string): asserts condition {
   if (!condition) throw new Error(`check failed: ${message}`);
@@ -163,6 +166,51 @@ await fails("DOCUMENT_CHANGED", "updatePost with a stale expectedUpdatedAt", () 
 const afterStale = await request(PostDocument, { id: post.id });
 same([afterStale.post?.views, afterStale.post?.updatedAt], [5001, updated.updatedAt], "post after the refused update");
 
+// Realtime that survives a disconnect: a subscriber keeps the cursor of the
+// last event it saw and, once reconnected, resumes after it. What happened while
+// it was away is replayed first, in order, then it goes on live, with nothing
+// missed and nothing twice.
+const watched = created[0];
+check(watched !== undefined, "createPosts returned no posts");
+const watchedId = watched.id;
+type PostChange = PostChangedSubscription["postChanged"];
+const setViews = (views: number) => request(UpdatePostDocument, { input: { id: watchedId, views } }, ann);
+/** The next change to the watched post (others on the server are skipped). */
+async function nextChange(next: () => Promise<PostChangedSubscription>): Promise<PostChange> {
+  for (;;) {
+    const { postChanged } = await next();
+    if (postChanged.node?.id === watchedId) return postChanged;
+  }
+}
+const live = await subscribe(PostChangedDocument, {});
+await live.settled(); // the server has started the subscription
+await setViews(1);
+const seen = await nextChange(() => live.next());
+same([seen.type, seen.node?.views], ["UPDATE", 1], "postChanged, live");
+check(seen.cursor !== null, "postChanged: an event without a cursor");
+let lastCursor: string = seen.cursor;
+live.close(); // the network drops
+await setViews(2); // changes made while the client is away
+await setViews(3);
+const resumed = await subscribe(PostChangedDocument, { after: lastCursor });
+const replayed = [await nextChange(() => resumed.next()), await nextChange(() => resumed.next())];
+same(
+  replayed.map((c) => [c.type, c.node?.views]),
+  [
+    ["UPDATE", 2],
+    ["UPDATE", 3],
+  ],
+  "postChanged(after: last cursor): what was missed, in order",
+);
+lastCursor = replayed[1]?.cursor ?? lastCursor;
+await setViews(4);
+const next = await nextChange(() => resumed.next());
+same([next.node?.views], [4], "postChanged after the replay: live again");
+check(next.cursor !== lastCursor, "each event has its own cursor");
+await resumed.settled();
+same(resumed.pending(), 0, "nothing delivered twice");
+resumed.close();
+
 // Delete: the post is gone. Then clean up the rest, so the script can run again.
 const { deletePost } = await request(DeletePostDocument, { id: post.id }, ann);
 same(deletePost.deletedId, post.id, "deletePost");
@@ -171,4 +219,6 @@ for (const p of created) {
   if (p.id !== post.id) await request(DeletePostDocument, { id: p.id }, ann);
 }
 
-console.log(`typed client: ok (${created.length} posts, ${listed.length} listed, top ${topViews} views)`);
+console.log(
+  `typed client: ok (${created.length} posts, ${listed.length} listed, top ${topViews} views, resumed after a disconnect)`,
+);

@@ -331,7 +331,7 @@ impl Drop for OwnPresence {
         let mut leave = self.presence.clone();
         leave.kind = presence::PresenceKind::Leave;
         leave.at = chrono::Utc::now().timestamp_millis();
-        self.state.presence.apply(&leave);
+        let _ = self.state.presence.apply(&leave);
         let bus = self.state.bus.clone();
         tokio::spawn(async move {
             let _ = bus.publish_presence(leave).await;

@@ -5,7 +5,9 @@
 //! whole list, learned from the bus. Each replica re-announces its own presences
 //! every quarter of `NIMBUS_PRESENCE_TIMEOUT`; one not heard of for that long is
 //! gone (LEAVE) — so a replica that dies takes its presences with it, on every
-//! other replica.
+//! other replica. The registry is the bus's presence book: watchers see a
+//! presence as their replica first heard of it (a JOIN, even when that was a
+//! heartbeat), and after a bus gap presences are reconciled ([`reconcile`]).
 //!
 //! The registry is memory every client can add to, so announcing is capped per
 //! channel, per user and per client address (counts kept as entries come and go,
@@ -63,6 +65,10 @@ struct Entries {
     joins: HashMap<String, (Instant, usize)>,
     /// The size `joins` may reach before expired windows are swept.
     joins_sweep_at: usize,
+    /// Presences that left lately, by (project, id), and when: a heartbeat or an
+    /// update sent before a LEAVE but heard after it does not bring one back.
+    /// Kept for one expiry (ids are never reused).
+    left: HashMap<(String, String), Instant>,
 }
 
 fn count_down<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
@@ -184,18 +190,57 @@ fn too_many(reason: String) -> AppError {
 }
 
 impl PresenceRegistry {
-    /// Applies a presence message from the bus.
-    pub fn apply(&self, presence: &Presence) {
+    /// Applies a presence message heard on the bus (or a LEAVE decided here) and
+    /// returns what watchers are told of it: a presence first heard of through a
+    /// heartbeat or an update JOINs (with the state heard), a heartbeat of one
+    /// already known refreshes it silently, and one for a presence that has left
+    /// (a heartbeat sent just before its LEAVE, arriving after it) is ignored.
+    pub fn apply(&self, presence: &Presence) -> Option<Presence> {
+        let mut entries = self.entries.lock().ok()?;
+        let key = (presence.project_id.clone(), presence.channel.clone());
+        let gone = (presence.project_id.clone(), presence.id.clone());
+        match presence.kind {
+            PresenceKind::Leave => {
+                entries.remove(&key, &presence.id);
+                entries.left.insert(gone, Instant::now());
+                Some(presence.clone())
+            }
+            _ if entries.left.contains_key(&gone) => None,
+            PresenceKind::Join => {
+                entries.upsert(presence, None);
+                Some(presence.clone())
+            }
+            PresenceKind::Update | PresenceKind::Heartbeat => {
+                let known = entries
+                    .channels
+                    .get(&key)
+                    .is_some_and(|channel| channel.contains_key(&presence.id));
+                entries.upsert(presence, None);
+                match (known, presence.kind) {
+                    (true, PresenceKind::Heartbeat) => None,
+                    (true, _) => Some(presence.clone()),
+                    (false, _) => {
+                        let mut join = presence.clone();
+                        join.kind = PresenceKind::Join;
+                        Some(join)
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a bus gap: what other replicas announced meanwhile is lost, so each
+    /// of their presences gets a full expiry from now to be heard of again (their
+    /// heartbeats, or the re-announcement they make on their own resumption)
+    /// before it leaves.
+    fn regrace(&self) {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
-        match presence.kind {
-            PresenceKind::Leave => {
-                let key = (presence.project_id.clone(), presence.channel.clone());
-                entries.remove(&key, &presence.id);
-            }
-            PresenceKind::Join | PresenceKind::Update | PresenceKind::Heartbeat => {
-                entries.upsert(presence, None);
+        let now = Instant::now();
+        for entry in entries.channels.values_mut().flat_map(|c| c.values_mut()) {
+            if !entry.local {
+                entry.seen = now;
             }
         }
     }
@@ -322,9 +367,40 @@ impl PresenceRegistry {
         for leave in &gone {
             let key = (leave.project_id.clone(), leave.channel.clone());
             entries.remove(&key, &leave.id);
+            entries
+                .left
+                .insert((leave.project_id.clone(), leave.id.clone()), Instant::now());
         }
+        entries.left.retain(|_, at| at.elapsed() < expiry);
         gone
     }
+}
+
+impl crate::bus::presence::PresenceBook for PresenceRegistry {
+    fn heard(&self, presence: Presence) -> Option<Presence> {
+        self.apply(&presence)
+    }
+}
+
+/// Announces this replica's presences to every replica as heartbeats: a replica
+/// that knows one only refreshes it, one that does not yet (it missed the JOIN)
+/// tells its watchers it JOINed.
+async fn announce_local(state: &AppState) {
+    for mut presence in state.presence.local() {
+        presence.kind = PresenceKind::Heartbeat;
+        presence.at = chrono::Utc::now().timestamp_millis();
+        let _ = state.bus.publish_presence(presence).await;
+    }
+}
+
+/// Reconciles presence after a bus gap: JOINs, UPDATEs and LEAVEs sent
+/// meanwhile are lost. This replica re-announces its own presences at once;
+/// others' presences that are not heard of again within the presence timeout
+/// leave (a LEAVE to watchers, as for a replica that died), and those heard of
+/// again stay, with no second JOIN.
+pub async fn reconcile(state: &AppState) {
+    state.presence.regrace();
+    announce_local(state).await;
 }
 
 /// Re-announces this replica's presences every quarter of the presence timeout
@@ -336,11 +412,7 @@ pub async fn keep_alive(state: AppState) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        for mut presence in state.presence.local() {
-            presence.kind = PresenceKind::Heartbeat;
-            presence.at = chrono::Utc::now().timestamp_millis();
-            let _ = state.bus.publish_presence(presence).await;
-        }
+        announce_local(&state).await;
         // Each replica decides for its own watchers: the LEAVE stays local.
         for gone in state.presence.expire(expiry) {
             state.bus.publish_local(BusMessage::Presence(gone));
@@ -443,6 +515,74 @@ mod tests {
         assert_eq!(gone[0].id, "remote");
         assert_eq!(gone[0].kind, PresenceKind::Leave);
         assert!(registry.members("p", "room", None).is_empty());
+    }
+
+    #[test]
+    fn watchers_learn_of_a_presence_however_it_was_first_heard() {
+        let registry = PresenceRegistry::default();
+        let told = registry
+            .apply(&presence(
+                "a",
+                PresenceKind::Heartbeat,
+                serde_json::json!({"x": 1}),
+            ))
+            .expect("a presence first heard in a heartbeat");
+        assert_eq!(told.kind, PresenceKind::Join);
+        assert_eq!(told.state, serde_json::json!({"x": 1}));
+        assert!(
+            registry
+                .apply(&presence(
+                    "a",
+                    PresenceKind::Heartbeat,
+                    serde_json::json!(null)
+                ))
+                .is_none(),
+            "a heartbeat of a known presence tells watchers nothing"
+        );
+        let told = registry
+            .apply(&presence("b", PresenceKind::Update, serde_json::json!(2)))
+            .unwrap();
+        assert_eq!(told.kind, PresenceKind::Join, "first heard in an update");
+        let told = registry
+            .apply(&presence("b", PresenceKind::Update, serde_json::json!(3)))
+            .unwrap();
+        assert_eq!(told.kind, PresenceKind::Update);
+        let told = registry
+            .apply(&presence("a", PresenceKind::Leave, serde_json::json!(null)))
+            .unwrap();
+        assert_eq!(told.kind, PresenceKind::Leave);
+        assert!(
+            registry
+                .apply(&presence(
+                    "a",
+                    PresenceKind::Heartbeat,
+                    serde_json::json!(null)
+                ))
+                .is_none(),
+            "a heartbeat heard after the LEAVE does not bring it back"
+        );
+        assert_eq!(registry.members("p", "room", None).len(), 1);
+    }
+
+    #[test]
+    fn after_a_gap_others_presences_get_a_full_expiry_to_be_heard_again() {
+        let registry = PresenceRegistry::default();
+        let _ = registry.apply(&presence(
+            "remote",
+            PresenceKind::Join,
+            serde_json::json!(null),
+        ));
+        registry
+            .entries
+            .lock()
+            .unwrap()
+            .channels
+            .values_mut()
+            .flat_map(|c| c.values_mut())
+            .for_each(|e| e.seen -= Duration::from_secs(10));
+        registry.regrace();
+        assert!(registry.expire(Duration::from_secs(5)).is_empty());
+        assert_eq!(registry.expire(Duration::ZERO).len(), 1);
     }
 
     #[test]
