@@ -67,8 +67,6 @@ pub struct AppInner {
     pub jwt: auth::jwt::JwtKeys,
     /// The server secret, for signing and encryption.
     pub secret: String,
-    /// Calls to third parties (OAuth2 providers): no redirects followed, bounded time.
-    pub http: reqwest::Client,
     /// Who is on which presence channel, on every replica.
     pub presence: services::realtime::presence::PresenceRegistry,
     /// Parsed query documents by their text.
@@ -170,12 +168,6 @@ impl AppState {
             rate_limiter,
             jwt: auth::jwt::JwtKeys::new(&secret),
             secret,
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(Duration::from_secs(15))
-                .user_agent(concat!("nimbus/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .context("cannot build the HTTP client")?,
             presence: Default::default(),
             parsed_queries,
             subscription_shapes: Default::default(),

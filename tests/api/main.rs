@@ -16,6 +16,7 @@ mod jobs;
 mod limits;
 mod locale;
 mod oauth2;
+mod oauth2_private;
 mod oauth_provider;
 mod observability;
 mod owner_lists;
