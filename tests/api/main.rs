@@ -13,6 +13,7 @@ mod fanout;
 mod grants;
 mod identity;
 mod jobs;
+mod jobs_faults;
 mod limits;
 mod locale;
 mod oauth2;
