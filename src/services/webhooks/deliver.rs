@@ -127,9 +127,13 @@ impl Handler for WebhookJobs {
             tracing::warn!(error = %err, "cannot log a webhook delivery");
         }
         if success {
-            store::reset_failures(state.db.pool(), &job.project_id, &webhook_id)
-                .await
-                .map_err(retry)?;
+            // Most deliveries follow a success: no write then (on SQLite even an
+            // UPDATE that changes nothing waits for the one writer).
+            if row.failures != 0 {
+                store::reset_failures(state.db.pool(), &job.project_id, &webhook_id)
+                    .await
+                    .map_err(retry)?;
+            }
             return Ok(());
         }
         let threshold = i64::from(state.config.webhooks_failure_threshold.max(1));
