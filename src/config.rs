@@ -365,6 +365,13 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_WEBHOOKS_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
     pub webhooks_allow_private: bool,
 
+    /// Let OAuth2 and OpenID Connect sign-in reach a provider's discovery, token and
+    /// userinfo endpoints at loopback, private, link-local and other reserved
+    /// addresses (an identity provider on the operator's own network). Off: such
+    /// URLs are refused when configured and not asked at sign-in.
+    #[arg(long, env = "NIMBUS_OAUTH2_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub oauth2_allow_private: bool,
+
     /// A MaxMind DB file (e.g. GeoLite2-Country) that maps client addresses to
     /// countries for `locale`. Unset: the bundled database (CC0, by ip-location-db).
     #[arg(long, env = "NIMBUS_GEOIP_DB")]

@@ -67,8 +67,6 @@ pub struct AppInner {
     pub jwt: auth::jwt::JwtKeys,
     /// The server secret, for signing and encryption.
     pub secret: String,
-    /// Calls to third parties (OAuth2 providers): no redirects followed, bounded time.
-    pub http: reqwest::Client,
     /// Who is on which presence channel, on every replica.
     pub presence: Arc<services::realtime::presence::PresenceRegistry>,
     /// Parsed query documents by their text.
@@ -172,12 +170,6 @@ impl AppState {
             rate_limiter,
             jwt: auth::jwt::JwtKeys::new(&secret),
             secret,
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(Duration::from_secs(15))
-                .user_agent(concat!("nimbus/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .context("cannot build the HTTP client")?,
             presence,
             parsed_queries,
             subscription_shapes: Default::default(),

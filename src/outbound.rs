@@ -1,5 +1,6 @@
-//! Outgoing HTTP to URLs that users name (the avatar image proxy, webhooks),
-//! without letting a URL reach the server's own network: the host is resolved
+//! Outgoing HTTP to URLs that users name (the avatar image proxy, webhooks, the
+//! OAuth2 providers a project configures), without letting a URL reach the
+//! server's own network: the host is resolved
 //! here, every address it resolves to is checked, and the connection goes only to
 //! an address so checked, so a name that resolves again to something else (DNS
 //! rebinding) is not asked. Redirects are never followed by the client: a caller

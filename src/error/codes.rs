@@ -120,6 +120,7 @@ codes! {
     OAUTH2_NONCE_INVALID: 400 => "the provider's ID token does not carry the sign-in's nonce";
     OAUTH2_DENIED: 400 => "the provider did not authorize the sign-in";
     OAUTH2_PROVIDER_FAILED: 502 => "the provider answered wrongly; its answer is logged, not sent";
+    OAUTH2_PROVIDER_PRIVATE: 502 => "a provider endpoint (configured, or named by its discovery document) resolves to a private, loopback or reserved address; not asked (unless `NIMBUS_OAUTH2_ALLOW_PRIVATE`)";
     OAUTH2_EMAIL_IN_USE: 400 => "a user has this email and the provider has not verified it";
     PUBLIC_URL_NOT_CONFIGURED: 400 => "OAuth2 sign-in needs `NIMBUS_PUBLIC_URL`";
     IDENTITY_NOT_FOUND: 404 => "the account has no such linked identity";

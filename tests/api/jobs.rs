@@ -342,16 +342,21 @@ async fn deleting_a_project_drops_its_queued_jobs_and_webhooks() {
     )
     .await
     .ok();
-    let queued = app
-        .as_key(
-            &key,
-            "gone",
-            "{ jobs(kind: \"webhook\") { nodes { id status } } }",
-            json!({}),
-        )
-        .await
-        .ok()["jobs"]["nodes"][0]
-        .clone();
+    // Deliveries are queued once the write has committed, in the background.
+    let queued = eventually("a queued delivery", || async {
+        let job = app
+            .as_key(
+                &key,
+                "gone",
+                "{ jobs(kind: \"webhook\") { nodes { id status } } }",
+                json!({}),
+            )
+            .await
+            .ok()["jobs"]["nodes"][0]
+            .clone();
+        (!job.is_null()).then_some(job)
+    })
+    .await;
     assert_eq!(queued["status"], "QUEUED");
 
     app.admin(

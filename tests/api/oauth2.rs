@@ -13,6 +13,11 @@ pub const FAILURE: &str = "http://localhost/failed";
 /// A server whose `NIMBUS_PUBLIC_URL` is its own address, as OAuth2 requires: the
 /// port is chosen before the server starts.
 pub async fn spawn_oauth_app() -> TestApp {
+    spawn_oauth_app_with(|_| {}).await
+}
+
+/// [`spawn_oauth_app`] with more settings.
+pub async fn spawn_oauth_app_with(adjust: impl FnOnce(&mut nimbus::config::Config)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path()).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -22,6 +27,9 @@ pub async fn spawn_oauth_app() -> TestApp {
         .port();
     config.listen = format!("127.0.0.1:{port}").parse().unwrap();
     config.public_url = Some(format!("http://127.0.0.1:{port}"));
+    // The test provider listens on loopback.
+    config.oauth2_allow_private = true;
+    adjust(&mut config);
     spawn_with(config, dir).await
 }
 

@@ -678,7 +678,11 @@ async fn an_oauth2_callback_finishes_only_in_the_browser_that_started_it() {
 #[tokio::test]
 async fn oauth2_callbacks_come_from_the_public_url_never_the_host_header() {
     // Without NIMBUS_PUBLIC_URL, OAuth2 refuses to start.
-    let bare = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    // The test provider listens on loopback.
+    config.oauth2_allow_private = true;
+    let bare = spawn_with(config, dir).await;
     let provider = TestProvider::start().await;
     configure(&bare, "acme", json!({"issuer": provider.url})).await;
     let refused = get(

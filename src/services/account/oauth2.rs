@@ -16,6 +16,8 @@ use oauth2::{
     PkceCodeVerifier, RedirectUrl, Scope, TokenResponse as _, TokenUrl,
 };
 use serde::Deserialize;
+use std::net::IpAddr;
+use std::time::Duration;
 
 use crate::AppState;
 use crate::auth::AdminGrant;
@@ -23,6 +25,7 @@ use crate::auth::sealing::Sealer;
 use crate::auth::secrets;
 use crate::db::{DbErrorExt as _, ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
+use crate::outbound;
 use crate::services::projects::AuthSettings;
 use crate::services::users::service::{
     ClientInfo, NewUser, UserChanges, apply_changes, create_session, insert_new_user,
@@ -138,7 +141,15 @@ pub fn check_provider_name(provider: &str) -> AppResult<()> {
 }
 
 /// An endpoint URL: absolute `https` (or `http` to a loopback host, for development).
-fn check_endpoint(field: &str, value: &str) -> AppResult<url::Url> {
+/// One the server fetches (`fetched`: the issuer, token and userinfo URLs) must also
+/// not resolve to a private, loopback or reserved address unless the operator allows
+/// it; a name that does not resolve yet is taken, since it is checked again at use.
+async fn check_endpoint(
+    state: &AppState,
+    field: &str,
+    value: &str,
+    fetched: bool,
+) -> AppResult<url::Url> {
     if value.len() > MAX_URL {
         return Err(invalid(field, "longer than 2048 characters"));
     }
@@ -147,13 +158,25 @@ fn check_endpoint(field: &str, value: &str) -> AppResult<url::Url> {
         .host_str()
         .is_some_and(|host| host == "localhost" || is_loopback(host));
     match url.scheme() {
-        "https" => Ok(url),
-        "http" if loopback => Ok(url),
-        _ => Err(invalid(
-            field,
-            "use https (plain http only to localhost or a loopback address)",
-        )),
+        "https" => {}
+        "http" if loopback => {}
+        _ => {
+            return Err(invalid(
+                field,
+                "use https (plain http only to localhost or a loopback address)",
+            ));
+        }
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(field, outbound::Refused::Credentials.to_string()));
+    }
+    if fetched {
+        match outbound::allowed_addresses(&url, reachable(state)).await {
+            Ok(_) | Err(outbound::Refused::Unresolved) => {}
+            Err(refused) => return Err(invalid(field, refused.to_string())),
+        }
+    }
+    Ok(url)
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -161,6 +184,54 @@ fn is_loopback(host: &str) -> bool {
         .trim_end_matches(']')
         .parse::<std::net::IpAddr>()
         .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Which addresses the server may ask a provider at.
+fn reachable(state: &AppState) -> fn(IpAddr) -> bool {
+    if state.config.oauth2_allow_private {
+        outbound::any_address
+    } else {
+        outbound::is_public
+    }
+}
+
+/// How long one request to a provider may take, connection included.
+const PROVIDER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A client for one request to a provider's `what` endpoint at `url`: the URL is
+/// checked again (a discovery document, or a name that resolves elsewhere since it
+/// was configured, may point inside), and the client connects only to the addresses
+/// so checked and follows no redirect.
+async fn provider_client(
+    state: &AppState,
+    what: &str,
+    url: &str,
+) -> AppResult<(url::Url, reqwest::Client)> {
+    let refused = |refused: outbound::Refused| {
+        tracing::warn!(%url, %refused, "an OAuth2 provider endpoint was not asked");
+        AppError::Upstream {
+            code: if refused == outbound::Refused::Private {
+                codes::OAUTH2_PROVIDER_PRIVATE
+            } else {
+                codes::OAUTH2_PROVIDER_FAILED
+            },
+            reason: format!("the provider's {what} URL {refused}"),
+        }
+    };
+    let url = outbound::check_url(url, MAX_URL).map_err(refused)?;
+    let addresses = outbound::allowed_addresses(&url, reachable(state))
+        .await
+        .map_err(refused)?;
+    let client = outbound::pinned_client(
+        &url,
+        &addresses,
+        reqwest::Client::builder()
+            .timeout(PROVIDER_TIMEOUT)
+            .user_agent(concat!("nimbus/", env!("CARGO_PKG_VERSION"), " (oauth2)")),
+        PROVIDER_TIMEOUT,
+    )
+    .map_err(|err| AppError::Internal(anyhow::anyhow!("OAuth2 provider client: {err}")))?;
+    Ok((url, client))
 }
 
 /// Creates or changes a provider of the admin grant's project.
@@ -189,11 +260,16 @@ pub async fn configure_provider(
         created_at: now,
         updated_at: now,
     });
-    let url_setting = |field: &str, value: Option<String>| -> AppResult<Option<Option<String>>> {
+    let url_setting = async |field: &str,
+                             value: Option<String>,
+                             fetched: bool|
+           -> AppResult<Option<Option<String>>> {
         match value {
             None => Ok(None),
             Some(v) if v.is_empty() => Ok(Some(None)),
-            Some(v) => check_endpoint(field, &v).map(|_| Some(Some(v))),
+            Some(v) => check_endpoint(state, field, &v, fetched)
+                .await
+                .map(|_| Some(Some(v))),
         }
     };
     if let Some(enabled) = changes.enabled {
@@ -211,16 +287,16 @@ pub async fn configure_provider(
         }
         config.sealed_secret = sealer.seal(&secret);
     }
-    if let Some(issuer) = url_setting("issuer", changes.issuer)? {
+    if let Some(issuer) = url_setting("issuer", changes.issuer, true).await? {
         config.issuer = issuer.map(|i| i.trim_end_matches('/').to_string());
     }
-    if let Some(v) = url_setting("authorizationUrl", changes.authorization_url)? {
+    if let Some(v) = url_setting("authorizationUrl", changes.authorization_url, false).await? {
         config.authorization_url = v;
     }
-    if let Some(v) = url_setting("tokenUrl", changes.token_url)? {
+    if let Some(v) = url_setting("tokenUrl", changes.token_url, true).await? {
         config.token_url = v;
     }
-    if let Some(v) = url_setting("userInfoUrl", changes.userinfo_url)? {
+    if let Some(v) = url_setting("userInfoUrl", changes.userinfo_url, true).await? {
         config.userinfo_url = v;
     }
     if let Some(scopes) = changes.scopes {
@@ -331,9 +407,14 @@ async fn endpoints(state: &AppState, config: &ProviderConfig) -> AppResult<Endpo
             .clone()
             .or_else(|| default_issuer(&config.provider).map(String::from))
             .ok_or_else(|| invalid("issuer", "the provider has no issuer configured"))?;
-        let discovery: Discovery = state
-            .http
-            .get(format!("{issuer}/.well-known/openid-configuration"))
+        let (url, http) = provider_client(
+            state,
+            "discovery",
+            &format!("{issuer}/.well-known/openid-configuration"),
+        )
+        .await?;
+        let discovery: Discovery = http
+            .get(url)
             .send()
             .await
             .and_then(|r| r.error_for_status())
@@ -651,23 +732,26 @@ async fn fetch_profile(
     })?;
     let endpoints = endpoints(state, &config).await?;
     let client = client(&config, secret, &endpoints, callback_url)?;
+    let (_, http) = provider_client(state, "token", &endpoints.token).await?;
     let token = client
         .exchange_code(AuthorizationCode::new(code))
         .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier.clone()))
-        .request_async(&state.http)
+        .request_async(&http)
         .await
         .map_err(|err| {
             tracing::warn!(%provider, error = %err, "OAuth2 code exchange failed");
             provider_failed("the provider refused the authorization code")
         })?;
     let access_token = token.access_token().secret();
-    let get = |url: String| {
-        state
-            .http
-            .get(url)
-            .bearer_auth(access_token)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
+    let get = async |what: &str, url: String| {
+        let (url, http) = provider_client(state, what, &url).await?;
+        Ok::<_, AppError>(
+            http.get(url)
+                .bearer_auth(access_token)
+                .header(reqwest::header::ACCEPT, "application/json")
+                .send()
+                .await,
+        )
     };
     let read = |what: &'static str| {
         move |err: reqwest::Error| {
@@ -677,8 +761,8 @@ async fn fetch_profile(
     };
     match config.flavor() {
         Flavor::Oidc => {
-            let info: OidcUserInfo = get(endpoints.userinfo.clone())
-                .await
+            let info: OidcUserInfo = get("userinfo", endpoints.userinfo.clone())
+                .await?
                 .and_then(|r| r.error_for_status())
                 .map_err(read("userinfo"))?
                 .json()
@@ -692,18 +776,18 @@ async fn fetch_profile(
             })
         }
         Flavor::GitHub => {
-            let user: GitHubUser = get(endpoints.userinfo.clone())
-                .await
+            let user: GitHubUser = get("user profile", endpoints.userinfo.clone())
+                .await?
                 .and_then(|r| r.error_for_status())
                 .map_err(read("user profile"))?
                 .json()
                 .await
                 .map_err(read("user profile"))?;
-            let emails: Vec<GitHubEmail> = get(format!(
-                "{}/emails",
-                endpoints.userinfo.trim_end_matches('/')
-            ))
-            .await
+            let emails: Vec<GitHubEmail> = get(
+                "email list",
+                format!("{}/emails", endpoints.userinfo.trim_end_matches('/')),
+            )
+            .await?
             .and_then(|r| r.error_for_status())
             .map_err(read("email list"))?
             .json()

@@ -127,9 +127,13 @@ impl Handler for WebhookJobs {
             tracing::warn!(error = %err, "cannot log a webhook delivery");
         }
         if success {
-            store::reset_failures(state.db.pool(), &job.project_id, &webhook_id)
-                .await
-                .map_err(retry)?;
+            // Most deliveries follow a success: no write then (on SQLite even an
+            // UPDATE that changes nothing waits for the one writer).
+            if row.failures != 0 {
+                store::reset_failures(state.db.pool(), &job.project_id, &webhook_id)
+                    .await
+                    .map_err(retry)?;
+            }
             return Ok(());
         }
         let threshold = i64::from(state.config.webhooks_failure_threshold.max(1));
@@ -198,6 +202,54 @@ fn body_events(job: &Job) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// What a client is made for: it connects only to `addresses`, checked for `host`.
+type ClientKey = (String, Vec<std::net::SocketAddr>, bool, Duration);
+
+/// Clients made for deliveries, at most this many kept.
+const MAX_CLIENTS: usize = 256;
+
+/// A client pinned to `addresses` (just checked for `url`'s host), made once per
+/// host, address set, TLS setting and timeout: making one loads the TLS root
+/// certificates, which cost more CPU than the delivery itself. A host that resolves
+/// elsewhere gets another client, so a connection still goes only to addresses
+/// checked for it.
+fn client_for(
+    url: &url::Url,
+    mut addresses: Vec<std::net::SocketAddr>,
+    tls_verify: bool,
+    timeout: Duration,
+) -> reqwest::Result<reqwest::Client> {
+    static CLIENTS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<ClientKey, reqwest::Client>>,
+    > = std::sync::OnceLock::new();
+    addresses.sort();
+    let key = (
+        url.host_str().unwrap_or_default().to_string(),
+        addresses,
+        tls_verify,
+        timeout,
+    );
+    let clients = CLIENTS.get_or_init(Default::default);
+    if let Some(client) = clients.lock().expect("not poisoned").get(&key) {
+        return Ok(client.clone());
+    }
+    let client = outbound::pinned_client(
+        url,
+        &key.1,
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .danger_accept_invalid_certs(!tls_verify)
+            .user_agent(concat!("nimbus/", env!("CARGO_PKG_VERSION"), " (webhooks)")),
+        timeout,
+    )?;
+    let mut clients = clients.lock().expect("not poisoned");
+    if clients.len() >= MAX_CLIENTS {
+        clients.clear();
+    }
+    clients.insert(key, client.clone());
+    Ok(client)
+}
+
 async fn attempt(
     state: &AppState,
     row: &store::WebhookRow,
@@ -224,15 +276,7 @@ async fn attempt(
         Ok(addresses) => addresses,
         Err(refused) => return failed(format!("the URL {refused}")),
     };
-    let client = match outbound::pinned_client(
-        &url,
-        &addresses,
-        reqwest::Client::builder()
-            .timeout(timeout)
-            .danger_accept_invalid_certs(row.tls_verify == 0)
-            .user_agent(concat!("nimbus/", env!("CARGO_PKG_VERSION"), " (webhooks)")),
-        timeout,
-    ) {
+    let client = match client_for(&url, addresses, row.tls_verify != 0, timeout) {
         Ok(client) => client,
         Err(err) => return failed(format!("cannot prepare the request: {err}")),
     };

@@ -69,11 +69,33 @@ impl Deliveries {
 #[async_trait::async_trait]
 impl crate::bus::EventSink for Deliveries {
     async fn committed(&self, event: &crate::bus::Event) {
-        let Some(state) = crate::AppState::upgrade(&self.state) else {
-            return;
-        };
-        if let Err(err) = service::deliveries_for(&state, event).await {
-            tracing::warn!(event = %event.id, error = ?err, "cannot queue webhook deliveries");
+        // The change is committed and its event logged, but its deliveries are not
+        // queued yet: a database that is restarting now would lose them, so the
+        // queueing is tried again (each delivery is keyed by webhook and event, so a
+        // repeat queues nothing twice). This runs in a task of its own.
+        let mut wait = QUEUE_RETRY_FIRST;
+        let give_up = tokio::time::Instant::now() + QUEUE_RETRY_FOR;
+        loop {
+            let Some(state) = crate::AppState::upgrade(&self.state) else {
+                return;
+            };
+            let Err(err) = service::deliveries_for(&state, event).await else {
+                return;
+            };
+            drop(state);
+            if tokio::time::Instant::now() + wait > give_up {
+                tracing::error!(event = %event.id, error = ?err, "webhook deliveries of an event were not queued: the database stayed unavailable");
+                return;
+            }
+            tracing::warn!(event = %event.id, error = ?err, "cannot queue webhook deliveries yet; trying again");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(QUEUE_RETRY_MAX);
         }
     }
 }
+
+/// The first wait before queueing an event's deliveries again, doubled each time up
+/// to [`QUEUE_RETRY_MAX`], for at most [`QUEUE_RETRY_FOR`].
+const QUEUE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+const QUEUE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+const QUEUE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(15 * 60);
