@@ -795,6 +795,8 @@ async fn behind_an_https_public_url_cookies_are_secure() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path()).await;
     config.public_url = Some("https://nimbus.example".into());
+    // The test provider listens on loopback.
+    config.oauth2_allow_private = true;
     let app = spawn_with(config, dir).await;
     let provider = TestProvider::start().await;
     configure(&app, "acme", json!({"issuer": provider.url})).await;
