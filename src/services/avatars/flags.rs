@@ -3,8 +3,6 @@
 //! the size asked for — the flag scaled to cover it and centred — as PNG, JPEG or
 //! WebP.
 
-use resvg::{tiny_skia, usvg};
-
 use super::output::{self, Output};
 use super::{invalid, size};
 use crate::error::AppError;
@@ -111,23 +109,8 @@ impl FlagParams {
 pub fn render(params: &FlagParams, output: Output) -> Result<Vec<u8>, AppError> {
     let failed = |what: &str| AppError::Internal(anyhow::anyhow!("flag {}: {what}", params.code));
     let source = svg(&params.code).ok_or_else(|| failed("not bundled"))?;
-    let tree = usvg::Tree::from_data(source, &usvg::Options::default())
-        .map_err(|err| failed(&format!("does not parse: {err}")))?;
-    let mut pixmap =
-        tiny_skia::Pixmap::new(params.width, params.height).ok_or_else(|| failed("no pixmap"))?;
-    let (w, h) = (params.width as f32, params.height as f32);
-    let view = tree.size();
-    // Cover the whole image, centred: the flag's edges are cut, never padded.
-    let scale = (w / view.width()).max(h / view.height());
-    let transform = tiny_skia::Transform::from_row(
-        scale,
-        0.0,
-        0.0,
-        scale,
-        (w - view.width() * scale) / 2.0,
-        (h - view.height() * scale) / 2.0,
-    );
-    resvg::render(&tree, transform, &mut pixmap.as_mut());
+    let pixmap = super::rasterise(source, params.width, params.height, super::Fit::Cover)
+        .map_err(|err| failed(&err))?;
     // Flags are opaque; anything left transparent is drawn on white.
     let rgb: Vec<u8> = pixmap
         .pixels()

@@ -5,8 +5,6 @@
 //! the flags, but fitted inside the size asked for (never cut) on a transparent
 //! background (white in JPEG).
 
-use resvg::{tiny_skia, usvg};
-
 use super::output::{self, Output};
 use super::{invalid, size};
 use crate::error::AppError;
@@ -153,23 +151,8 @@ pub fn render(params: &IconParams, output: Output) -> Result<Vec<u8>, AppError> 
         .set
         .svg(&params.code)
         .ok_or_else(|| failed("not bundled"))?;
-    let tree = usvg::Tree::from_data(source, &usvg::Options::default())
-        .map_err(|err| failed(&format!("does not parse: {err}")))?;
-    let mut pixmap =
-        tiny_skia::Pixmap::new(params.width, params.height).ok_or_else(|| failed("no pixmap"))?;
-    let (w, h) = (params.width as f32, params.height as f32);
-    let view = tree.size();
-    // Fit inside, centred: a mark or a card is never cut.
-    let scale = (w / view.width()).min(h / view.height());
-    let transform = tiny_skia::Transform::from_row(
-        scale,
-        0.0,
-        0.0,
-        scale,
-        (w - view.width() * scale) / 2.0,
-        (h - view.height() * scale) / 2.0,
-    );
-    resvg::render(&tree, transform, &mut pixmap.as_mut());
+    let pixmap = super::rasterise(source, params.width, params.height, super::Fit::Contain)
+        .map_err(|err| failed(&err))?;
     let rgba: Vec<u8> = pixmap
         .pixels()
         .iter()

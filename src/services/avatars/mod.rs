@@ -57,6 +57,45 @@ pub fn invalid(field: &str, reason: impl Into<String>) -> AppError {
     }
 }
 
+/// How a bundled SVG fills an image of another shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// Covers the whole image: the edges are cut, never padded (flags).
+    Cover,
+    /// Fits inside: never cut, the rest left transparent (marks, cards).
+    Contain,
+}
+
+/// `source` (an SVG) drawn centred into a `width`×`height` pixmap, or why not.
+pub fn rasterise(
+    source: &[u8],
+    width: u32,
+    height: u32,
+    fit: Fit,
+) -> Result<resvg::tiny_skia::Pixmap, String> {
+    use resvg::{tiny_skia, usvg};
+    let tree = usvg::Tree::from_data(source, &usvg::Options::default())
+        .map_err(|err| format!("does not parse: {err}"))?;
+    let mut pixmap = tiny_skia::Pixmap::new(width, height).ok_or("no pixmap")?;
+    let (w, h) = (width as f32, height as f32);
+    let view = tree.size();
+    let (across, down) = (w / view.width(), h / view.height());
+    let scale = match fit {
+        Fit::Cover => across.max(down),
+        Fit::Contain => across.min(down),
+    };
+    let transform = tiny_skia::Transform::from_row(
+        scale,
+        0.0,
+        0.0,
+        scale,
+        (w - view.width() * scale) / 2.0,
+        (h - view.height() * scale) / 2.0,
+    );
+    resvg::render(&tree, transform, &mut pixmap.as_mut());
+    Ok(pixmap)
+}
+
 /// A JPEG quality: `0..=100`, `default` when absent.
 pub fn quality(given: Option<i64>, default: u8) -> Result<u8, AppError> {
     match given {
