@@ -26,6 +26,8 @@ pub mod jobs;
 pub mod mail;
 /// Outgoing HTTP to user-named URLs, kept off the server's own network.
 pub mod outbound;
+/// The JavaScript sandbox functions run in.
+pub mod sandbox;
 /// The services, one folder each.
 pub mod services;
 

@@ -1,0 +1,259 @@
+//! The JavaScript sandbox that functions run in: a deployment's ES modules compiled
+//! once to a [`Program`], and each execution run in a fresh engine context on a
+//! worker thread of a bounded [`Pool`], with hard limits on memory, CPU time, wall
+//! time, stack depth, log size and response size.
+//!
+//! The guest sees what Appwrite's function runtimes give it, and nothing of the
+//! host: its entrypoint's default export is called with a context
+//! `{ req, res, log, error, env }` and returns one of `res.send(body, status,
+//! headers)`, `res.text(…)`, `res.json(value, status, headers)`,
+//! `res.binary(bytes, status, headers)`, `res.empty()` or
+//! `res.redirect(url, status)`. `req` has `method`, `scheme`, `host`, `port`,
+//! `path`, `queryString`, `query` (an object), `headers` (lower-cased names),
+//! `bodyText`, `bodyJson`, `bodyBinary` and `url`. `console.*` and `log`/`error`
+//! are captured into the execution's logs. `env` (also `process.env`) holds the
+//! function's variables only. `fetch(url, init)` and `nimbus.graphql(query,
+//! variables)` reach out through the [`Host`], which applies the outbound address
+//! guard and the function's scopes; the sandbox itself has no filesystem, network,
+//! clock beyond `Date`, or host environment.
+//!
+//! This module knows nothing of projects, storage or GraphQL: the functions
+//! service stores programs and records executions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+
+/// Per-execution limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The engine's heap.
+    pub memory: usize,
+    /// Time spent running guest code (host calls excluded).
+    pub cpu: Duration,
+    /// Time from start to response, host calls included.
+    pub wall: Duration,
+    /// The engine's stack.
+    pub stack: usize,
+    /// Bytes of `console.*`/`log`/`error` output kept; the rest is cut and marked.
+    pub log: usize,
+    /// Bytes of response body.
+    pub response: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: 64 << 20,
+            cpu: Duration::from_secs(15),
+            wall: Duration::from_secs(15),
+            stack: 512 << 10,
+            log: 64 << 10,
+            response: 6 << 20,
+        }
+    }
+}
+
+/// A deployment's code: ES modules by relative path, and which one is the
+/// entrypoint. A single pre-bundled file is one module.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub modules: BTreeMap<String, String>,
+    pub entrypoint: String,
+}
+
+/// Why a deployment's code cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CompileError {
+    /// What is wrong, for the developer (no host paths).
+    pub message: String,
+    /// The module it is in, when known.
+    pub module: Option<String>,
+    /// 1-based line, when known.
+    pub line: Option<u32>,
+}
+
+/// Compiled code, ready to run any number of times: stored with its deployment.
+#[derive(Debug, Clone)]
+pub struct Program {
+    bytes: Arc<[u8]>,
+}
+
+impl Program {
+    /// The form stored with a deployment.
+    pub fn to_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// A program read back from storage; checked when it first runs.
+    pub fn from_bytes(bytes: impl Into<Arc<[u8]>>) -> Program {
+        Program {
+            bytes: bytes.into(),
+        }
+    }
+}
+
+/// Compiles a deployment: every module parsed and compiled to bytecode, imports
+/// resolved among the modules (no others exist), the entrypoint's default export
+/// checked to exist.
+pub fn compile(source: &Source) -> Result<Program, CompileError> {
+    let _ = source;
+    Err(CompileError {
+        message: "this build has no JavaScript engine".into(),
+        module: None,
+        line: None,
+    })
+}
+
+/// What the guest sees as its request.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub method: String,
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+    /// Without the `?`.
+    pub query_string: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+/// What the guest answered.
+#[derive(Debug, Clone, Default)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+/// How an execution failed; [`Failure::code`] is its stable name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The guest threw, or its promise rejected: the error's message and stack.
+    Thrown(String),
+    /// Guest code ran longer than [`Limits::cpu`].
+    CpuLimit,
+    /// The execution took longer than [`Limits::wall`].
+    Timeout,
+    MemoryLimit,
+    StackOverflow,
+    /// The returned promise can never settle (nothing left to wait for).
+    NeverSettled,
+    ResponseTooLarge,
+    /// The entrypoint returned something that is not a `res.*` result, or the
+    /// program no longer loads.
+    InvalidResponse(String),
+}
+
+impl Failure {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Failure::Thrown(_) => "EXECUTION_THREW",
+            Failure::CpuLimit => "EXECUTION_CPU_LIMIT",
+            Failure::Timeout => "EXECUTION_TIMEOUT",
+            Failure::MemoryLimit => "EXECUTION_MEMORY_LIMIT",
+            Failure::StackOverflow => "EXECUTION_STACK_OVERFLOW",
+            Failure::NeverSettled => "EXECUTION_NEVER_SETTLED",
+            Failure::ResponseTooLarge => "EXECUTION_RESPONSE_TOO_LARGE",
+            Failure::InvalidResponse(_) => "EXECUTION_INVALID_RESPONSE",
+        }
+    }
+}
+
+/// One finished execution.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub result: Result<Response, Failure>,
+    /// `console.log`/`info`/`debug` and `log(…)`, one line each.
+    pub logs: String,
+    /// `console.warn`/`error` and `error(…)`.
+    pub errors: String,
+    /// Whether output past [`Limits::log`] was cut.
+    pub logs_truncated: bool,
+    pub duration: Duration,
+}
+
+/// An outgoing request of the guest's `fetch`.
+#[derive(Debug, Clone)]
+pub struct FetchRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+/// Its answer, body already capped by the host.
+#[derive(Debug, Clone)]
+pub struct FetchResponse {
+    pub status: u16,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+/// What a guest can reach outside the sandbox, supplied per execution by the
+/// functions service. Its futures run on the server's async runtime, never on a
+/// sandbox thread.
+pub trait Host: Send + Sync {
+    /// An outgoing HTTP request; the error is a message for the guest (it becomes
+    /// a rejected promise).
+    fn fetch(&self, request: FetchRequest) -> BoxFuture<'static, Result<FetchResponse, String>>;
+
+    /// A GraphQL operation against the project's own schema, as the function or
+    /// its caller; the answer is the GraphQL response (`data`, `errors`).
+    fn graphql(
+        &self,
+        query: String,
+        variables: serde_json::Value,
+    ) -> BoxFuture<'static, serde_json::Value>;
+}
+
+/// One execution to run.
+pub struct Invocation {
+    pub program: Program,
+    /// The function's variables, as `env` and `process.env`.
+    pub env: BTreeMap<String, String>,
+    pub request: Request,
+    pub limits: Limits,
+    pub host: Arc<dyn Host>,
+}
+
+/// The pool is full: the caller answers `TOO_MANY_EXECUTIONS` with `Retry-After`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("too many executions are running or waiting")]
+pub struct Busy {
+    pub retry_after: Duration,
+}
+
+/// The worker threads executions run on, with a bounded queue before them.
+pub struct Pool {
+    workers: usize,
+    queue: usize,
+}
+
+impl Pool {
+    /// `workers` threads, each running one execution at a time, and at most
+    /// `queue` executions waiting for one.
+    pub fn new(workers: usize, queue: usize) -> Pool {
+        Pool { workers, queue }
+    }
+
+    /// Runs one execution to its end, or refuses it at once when the queue is full.
+    pub async fn run(&self, invocation: Invocation) -> Result<Outcome, Busy> {
+        let _ = (invocation, self.workers, self.queue);
+        Ok(Outcome {
+            result: Err(Failure::InvalidResponse(
+                "this build has no JavaScript engine".into(),
+            )),
+            logs: String::new(),
+            errors: String::new(),
+            logs_truncated: false,
+            duration: Duration::ZERO,
+        })
+    }
+}
