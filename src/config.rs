@@ -347,6 +347,12 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_JOBS_POLL_MS", default_value_t = 1000)]
     pub jobs_poll_ms: u64,
 
+    /// How long a replica holds an event log consumer (the one turning events into
+    /// webhook deliveries), in seconds, renewed while it runs: when the replica dies,
+    /// another takes over once this has passed.
+    #[arg(long, env = "NIMBUS_CONSUMER_LEASE_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    pub consumer_lease_secs: u64,
+
     /// Days finished jobs and webhook delivery logs are kept.
     #[arg(long, env = "NIMBUS_JOBS_RETENTION_DAYS", default_value_t = 7)]
     pub jobs_retention_days: u32,

@@ -99,17 +99,6 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    /// A handle that does not keep the state alive, for what the state itself
-    /// holds (the bus's event sink).
-    pub fn downgrade(&self) -> std::sync::Weak<AppInner> {
-        Arc::downgrade(&self.0)
-    }
-
-    /// The state behind `weak`, unless it was dropped.
-    pub fn upgrade(weak: &std::sync::Weak<AppInner>) -> Option<AppState> {
-        weak.upgrade().map(AppState)
-    }
-
     /// Connects to the database (applying migrations) and the bus, and prepares file
     /// storage: what every command that touches data needs.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
@@ -244,6 +233,28 @@ pub struct Server {
     uploads: JoinHandle<()>,
     pruning: JoinHandle<()>,
     jobs: JoinHandle<()>,
+    consumers: Consumers,
+}
+
+/// This replica's event log consumers, stopped (their leases released) on shutdown.
+struct Consumers {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Consumers {
+    /// How long a shutdown waits for a consumer to finish its step and release.
+    const STOP_WAIT: Duration = Duration::from_secs(5);
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Self::STOP_WAIT, task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
 }
 
 impl Server {
@@ -264,6 +275,7 @@ impl Server {
             state.config.upload_spool_dir(),
         ));
         let jobs = start_jobs(&state).await;
+        let consumers = start_consumers(&state);
         let admin_key = services::keys::service::bootstrap_admin_key(&state)
             .await
             .map_err(|e| anyhow::anyhow!("cannot create the first admin key: {}", e.message()))?;
@@ -292,6 +304,7 @@ impl Server {
             uploads,
             pruning,
             jobs,
+            consumers,
         })
     }
 
@@ -319,6 +332,7 @@ impl Server {
         self.uploads.abort();
         self.pruning.abort();
         self.jobs.abort();
+        self.consumers.stop().await;
         self.state.close().await;
         served
             .context("the server task failed")?
@@ -326,8 +340,8 @@ impl Server {
     }
 }
 
-/// Registers the handler of every kind of job, routes committed events to
-/// webhooks, and starts this replica's job worker.
+/// Registers the handler of every kind of job and starts this replica's job
+/// worker.
 async fn start_jobs(state: &AppState) -> JoinHandle<()> {
     use services::webhooks;
     let mut handlers: std::collections::HashMap<&'static str, Arc<dyn jobs::Handler>> =
@@ -342,9 +356,6 @@ async fn start_jobs(state: &AppState) -> JoinHandle<()> {
         Arc::new(webhooks::deliver::PruneDeliveries),
     );
     state.jobs.set_handlers(handlers);
-    state
-        .bus
-        .set_sink(Arc::new(webhooks::Deliveries::new(state.downgrade())));
     if let Err(err) = state
         .jobs
         .schedule(
@@ -360,6 +371,31 @@ async fn start_jobs(state: &AppState) -> JoinHandle<()> {
         tracing::warn!(error = %err, "cannot set up the pruning of webhook deliveries");
     }
     tokio::spawn(jobs::work_forever(state.clone()))
+}
+
+/// Starts this replica's share of the event log consumers (each runs on the one
+/// replica holding its lease), where this replica runs background work at all.
+fn start_consumers(state: &AppState) -> Consumers {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let consumers: Vec<Arc<dyn bus::consumer::Consumer>> =
+        vec![Arc::new(services::webhooks::Deliveries)];
+    let lease = Duration::from_secs(state.config.consumer_lease_secs);
+    let tasks = if state.config.jobs_concurrency == 0 {
+        Vec::new()
+    } else {
+        consumers
+            .into_iter()
+            .map(|consumer| {
+                tokio::spawn(bus::consumer::run(
+                    state.clone(),
+                    consumer,
+                    lease,
+                    stopped.clone(),
+                ))
+            })
+            .collect()
+    };
+    Consumers { stop, tasks }
 }
 
 /// The key an event name such as `keys.K.delete` is about.

@@ -382,26 +382,61 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// Deletes log entries older than `retention`, in bounded statements, for as long
 /// as the server runs. Every replica prunes; deleting what another replica deleted
 /// deletes nothing.
+///
+/// What a consumer of the log ([`super::consumer`]) has not handled yet stays, for
+/// up to [`CONSUMER_HOLD`] times the retention: a consumer that stopped for good
+/// (or fails at every try) must not fill the disk. Entries pruned past a
+/// consumer's position are lost to it: that is logged as an error and counted.
 pub async fn prune_forever(db: Db, retention: Duration) {
     let every = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let before = now_millis() - retention.as_millis() as i64;
-        loop {
-            match event_log::prune(db.pool(), db.dialect(), before, PRUNE_BATCH).await {
-                Ok(deleted) => {
-                    metrics::counter!("nimbus_event_log_pruned_total").increment(deleted);
-                    if (deleted as i64) < PRUNE_BATCH {
-                        break;
-                    }
-                    tokio::task::yield_now().await;
+        let floor = match crate::db::log_consumers::floor(db.pool()).await {
+            Ok(floor) => floor.unwrap_or(i64::MAX),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the event log consumers' positions; not pruning");
+                continue;
+            }
+        };
+        let now = now_millis();
+        let before = now - retention.as_millis() as i64;
+        let overdue = now - (retention * CONSUMER_HOLD).as_millis() as i64;
+        let handled = prune_below(&db, before, floor).await;
+        let unhandled = prune_below(&db, overdue, i64::MAX).await;
+        metrics::counter!("nimbus_event_log_pruned_total").increment(handled + unhandled);
+        if unhandled > 0 {
+            metrics::counter!("nimbus_event_log_pruned_unhandled_total").increment(unhandled);
+            tracing::error!(
+                events = unhandled,
+                consumer_position = floor,
+                "pruned event log entries an event log consumer had not handled: it was \
+                 stopped or failing for longer than the retention allows"
+            );
+        }
+    }
+}
+
+/// How many retention periods the log keeps entries its consumers have not handled.
+pub const CONSUMER_HOLD: u32 = 2;
+
+/// Deletes the entries logged before `before` at or below `kept_above`, in bounded
+/// statements; answers how many went.
+async fn prune_below(db: &Db, before: i64, kept_above: i64) -> u64 {
+    let mut pruned = 0;
+    loop {
+        match event_log::prune(db.pool(), db.dialect(), before, kept_above, PRUNE_BATCH).await {
+            Ok(deleted) => {
+                pruned += deleted;
+                if (deleted as i64) < PRUNE_BATCH {
+                    return pruned;
                 }
-                Err(err) => {
-                    tracing::warn!(error = %err, "pruning the event log failed");
-                    break;
-                }
+                tokio::task::yield_now().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "pruning the event log failed");
+                return pruned;
             }
         }
     }

@@ -16,6 +16,7 @@
 //! the log, so caches are refreshed by the changes it replays rather than dropped
 //! wholesale.
 
+pub mod consumer;
 pub mod log;
 mod paced;
 pub mod presence;
@@ -264,13 +265,6 @@ enum Wire {
     Presence(presence::Presence),
 }
 
-/// What else happens to an event once its change is committed (webhook
-/// deliveries are queued here), on the replica that made the change only.
-#[async_trait::async_trait]
-pub trait EventSink: Send + Sync {
-    async fn committed(&self, event: &Event);
-}
-
 /// A handle on the bus: cheap to clone.
 #[derive(Clone)]
 pub struct Bus {
@@ -278,7 +272,6 @@ pub struct Bus {
     redis: Option<Arc<RedisBus>>,
     relay: log::RelayHandle,
     db: crate::db::Db,
-    sink: Arc<std::sync::OnceLock<Arc<dyn EventSink>>>,
 }
 
 impl Bus {
@@ -291,7 +284,6 @@ impl Bus {
             redis: None,
             relay,
             db: db.clone(),
-            sink: Arc::default(),
         })
     }
 
@@ -306,20 +298,12 @@ impl Bus {
             redis: Some(Arc::new(redis)),
             relay,
             db: db.clone(),
-            sink: Arc::default(),
         })
     }
 
     /// Hands a message to this replica's subscribers only.
     pub fn publish_local(&self, message: BusMessage) {
         self.local.send(message);
-    }
-
-    /// Sets what is told of every event published here; once, at start.
-    pub fn set_sink(&self, sink: Arc<dyn EventSink>) {
-        if self.sink.set(sink).is_err() {
-            tracing::warn!("the bus's event sink was set twice; the first stays");
-        }
     }
 
     /// Sets where the presence heard on the bus is recorded; once, at start.
@@ -360,7 +344,6 @@ impl Bus {
         for (position, message) in &decoded {
             self.relay.offer(*position, message.clone());
         }
-        self.tell_sink(&decoded);
         if let Some(redis) = &self.redis {
             for (position, message) in decoded {
                 let wire = Wire::Logged { position, message };
@@ -371,29 +354,6 @@ impl Bus {
                 }
             }
         }
-    }
-
-    /// Hands the committed events to the sink, in a task of its own so that the
-    /// writer's answer does not wait on it (webhook lookups, job inserts).
-    fn tell_sink(&self, decoded: &[(i64, BusMessage)]) {
-        let Some(sink) = self.sink.get().cloned() else {
-            return;
-        };
-        let events: Vec<Event> = decoded
-            .iter()
-            .filter_map(|(_, message)| match message {
-                BusMessage::Event(event) => Some(event.clone()),
-                _ => None,
-            })
-            .collect();
-        if events.is_empty() {
-            return;
-        }
-        tokio::spawn(async move {
-            for event in &events {
-                sink.committed(event).await;
-            }
-        });
     }
 
     /// The database whose log this bus relays.

@@ -156,24 +156,59 @@ fn logged(row: &sqlx::any::AnyRow) -> Result<Logged, sqlx::Error> {
     })
 }
 
+/// Up to `limit` entries whose positions lie in one of `ranges` (each inclusive),
+/// in position order: the positions a reader found missing, looked for again.
+pub async fn in_ranges<'e>(
+    db: impl sqlx::Executor<'e, Database = Any>,
+    ranges: &[(i64, i64)],
+    limit: i64,
+) -> Result<Vec<Logged>, sqlx::Error> {
+    if ranges.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query =
+        QueryBuilder::<Any>::new("SELECT position, project_id, body FROM event_log WHERE ");
+    for (n, (from, to)) in ranges.iter().enumerate() {
+        if n > 0 {
+            query.push(" OR ");
+        }
+        query
+            .push("(position >= ")
+            .push_bind(*from)
+            .push(" AND position <= ")
+            .push_bind(*to)
+            .push(")");
+    }
+    query.push(" ORDER BY position LIMIT ").push_bind(limit);
+    let rows = query.build().fetch_all(db).await?;
+    rows.iter().map(logged).collect()
+}
+
 /// Deletes up to `limit` entries logged before `before` (milliseconds), oldest
-/// first; returns how many went. Bounded, so that no single statement holds locks
-/// for long; idempotent, so replicas may prune at the same time.
+/// first, that are at or below `kept_above` (what the log's consumers have not
+/// handled stays); returns how many went. Bounded, so that no single statement
+/// holds locks for long; idempotent, so replicas may prune at the same time.
 pub async fn prune<'e>(
     db: impl sqlx::Executor<'e, Database = Any>,
     dialect: Dialect,
     before: i64,
+    kept_above: i64,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
     let sql = match dialect {
-        Dialect::MySql => "DELETE FROM event_log WHERE created_at < ? ORDER BY position LIMIT ?",
+        Dialect::MySql => {
+            "DELETE FROM event_log WHERE created_at < ? AND position <= ? \
+             ORDER BY position LIMIT ?"
+        }
         Dialect::Sqlite => {
             "DELETE FROM event_log WHERE position IN \
-             (SELECT position FROM event_log WHERE created_at < ? ORDER BY position LIMIT ?)"
+             (SELECT position FROM event_log WHERE created_at < ? AND position <= ? \
+              ORDER BY position LIMIT ?)"
         }
     };
     Ok(sqlx::query(sql)
         .bind(before)
+        .bind(kept_above)
         .bind(limit)
         .execute(db)
         .await?

@@ -8,6 +8,7 @@ pub mod event_log;
 pub mod group_commit;
 pub mod ids;
 pub mod lease;
+pub mod log_consumers;
 pub mod page;
 
 pub use page::Page;

@@ -93,6 +93,15 @@ enum StartTls {
     Never,
 }
 
+/// `to` as an address the relay takes.
+fn recipient(to: &str) -> Result<Address, MailError> {
+    to.parse()
+        .map_err(|err: lettre::address::AddressError| MailError::InvalidAddress {
+            address: to.to_string(),
+            reason: err.to_string(),
+        })
+}
+
 impl Mailer {
     /// Builds the mailer from the server's settings.
     ///
@@ -207,16 +216,13 @@ impl Mailer {
         self.build(mail).map(|_| ())
     }
 
+    /// Checks that mail can be sent to `to`, before anything is written for it.
+    pub fn check_recipient(&self, to: &str) -> Result<(), MailError> {
+        recipient(to).map(|_| ())
+    }
+
     fn build(&self, mail: &OutgoingMail) -> Result<Message, MailError> {
-        let to: Address = mail
-            .to
-            .parse()
-            .map_err(
-                |err: lettre::address::AddressError| MailError::InvalidAddress {
-                    address: mail.to.clone(),
-                    reason: err.to_string(),
-                },
-            )?;
+        let to = recipient(&mail.to)?;
         if mail.subject.chars().any(|c| c.is_control() && c != '\t') {
             return Err(MailError::InvalidSubject);
         }

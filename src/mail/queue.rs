@@ -36,9 +36,13 @@ struct QueuedMail {
     html: Option<String>,
 }
 
-/// Queues `mail` from `project_id` for delivery.
-pub async fn enqueue(
+/// Queues `mail` from `project_id` for delivery through `db`: the transaction that
+/// writes what the mail carries (a sign-in token, an invitation's secret), so that
+/// neither exists without the other. The job worker finds it once that commits
+/// ([`crate::jobs::Jobs::wake`] it then).
+pub async fn enqueue<'e>(
     state: &AppState,
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
     mail: OutgoingMail,
 ) -> Result<(), QueueError> {
@@ -58,7 +62,7 @@ pub async fn enqueue(
     state
         .jobs
         .enqueue(
-            state.db.pool(),
+            db,
             state.db.dialect(),
             NewJob {
                 project_id: project_id.to_string(),

@@ -342,7 +342,8 @@ async fn deleting_a_project_drops_its_queued_jobs_and_webhooks() {
     )
     .await
     .ok();
-    // Deliveries are queued once the write has committed, in the background.
+    // Deliveries are queued once the write has committed, by the event log's
+    // webhooks consumer.
     let queued = eventually("a queued delivery", || async {
         let job = app
             .as_key(

@@ -16,6 +16,7 @@ mod jobs;
 mod jobs_faults;
 mod limits;
 mod locale;
+mod log_consumers;
 mod oauth2;
 mod oauth2_private;
 mod oauth_provider;

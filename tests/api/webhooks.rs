@@ -339,8 +339,8 @@ async fn patterns_and_wildcards_choose_the_events_delivered_once_each() {
     .await
     .ok();
 
-    // Deliveries are queued by the writing replica once each write has committed,
-    // in a task of their own: four jobs, no more.
+    // Deliveries are queued by the event log's webhooks consumer once each write
+    // has committed: four jobs, no more.
     eventually("four delivery jobs", || async {
         let jobs = app
             .admin(
@@ -381,10 +381,12 @@ async fn patterns_and_wildcards_choose_the_events_delivered_once_each() {
         "create",
         json!({"id": "gamma"}),
     );
-    let first = nimbus::services::webhooks::service::deliveries_for(state, &event)
+    use nimbus::services::webhooks::service::{Hooks, queue_deliveries};
+    let mut conn = state.db.pool().acquire().await.unwrap();
+    let first = queue_deliveries(state, &mut conn, &mut Hooks::default(), &event)
         .await
         .unwrap();
-    let again = nimbus::services::webhooks::service::deliveries_for(state, &event)
+    let again = queue_deliveries(state, &mut conn, &mut Hooks::default(), &event)
         .await
         .unwrap();
     assert_eq!((first, again), (1, 0));

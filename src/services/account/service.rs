@@ -79,17 +79,24 @@ fn link(policy: &AuthSettings, url: &str, user_id: &str, secret: &str) -> AppRes
     link_with(policy, url, &[("userId", user_id), ("secret", secret)])
 }
 
-async fn issue(
+/// Writes a token of `kind` for `user` with the digest of `secret` and queues the
+/// mail that carries the secret to `to`, in one transaction: a token nobody was
+/// sent, or a mail whose secret matches nothing, never exists. The message is
+/// checked before anything is written.
+async fn issue_and_mail(
     state: &AppState,
     user: &User,
     kind: &str,
     secret: &str,
     ttl: i64,
+    to: &str,
+    content: templates::MailContent,
 ) -> AppResult<IssuedToken> {
     let now = now_millis();
     let expires_at = now + ttl;
+    let mut tx = state.db.pool().begin().await?;
     store::insert_token(
-        state.db.pool(),
+        &mut *tx,
         &user.project_id,
         &ids::generate(),
         &user.id,
@@ -99,6 +106,9 @@ async fn issue(
         now,
     )
     .await?;
+    queue_mail(state, &mut *tx, &user.project_id, to, content).await?;
+    tx.commit().await?;
+    state.jobs.wake();
     Ok(IssuedToken {
         user_id: user.id.clone(),
         expires_at,
@@ -161,22 +171,45 @@ async fn consume(
     Ok(token.kind)
 }
 
-/// Queues an email of `project_id`'s to `to`: the request does not wait for the
-/// relay, and a relay that is down gets the message later (see `mail::queue`).
-pub(crate) async fn send(
+/// Queues an email of `project_id`'s to `to` through `db` (the transaction that
+/// writes what it carries): the request does not wait for the relay, and a relay
+/// that is down gets the message later (see `mail::queue`). A message the relay
+/// would refuse (the recipient) is refused here, before anything is written.
+pub(crate) async fn queue_mail<'e>(
     state: &AppState,
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
     to: &str,
     content: templates::MailContent,
 ) -> AppResult<()> {
-    crate::mail::queue::enqueue(state, project_id, content.to(to))
+    crate::mail::queue::enqueue(state, db, project_id, content.to(to))
         .await
         .map_err(|err| match err {
+            crate::mail::queue::QueueError::Refused(
+                err @ crate::mail::MailError::InvalidAddress { .. },
+            ) => unmailable(err),
             crate::mail::queue::QueueError::Refused(err) => {
                 AppError::invalid("email", err.to_string())
             }
             crate::mail::queue::QueueError::Db(err) => AppError::from(err),
         })
+}
+
+fn unmailable(err: crate::mail::MailError) -> AppError {
+    AppError::Invalid {
+        code: codes::INVALID_EMAIL,
+        field: "email".into(),
+        reason: err.to_string(),
+    }
+}
+
+/// Refuses an address mail cannot be sent to, before a user, token or invitation
+/// is written for it.
+pub(crate) fn check_recipient(state: &AppState, email: &str) -> AppResult<()> {
+    state
+        .mailer
+        .check_recipient(email)
+        .map_err(unmailable)
 }
 
 /// Counts an email `caller` asks for, from `client`, against the bounds per sender
@@ -239,15 +272,17 @@ pub async fn create_verification(
     let policy = policy(state, &user.project_id).await?;
     let secret = secrets::random_token();
     let link = link(&policy, url, &user.id, &secret)?;
-    let token = issue(state, user, VERIFICATION, &secret, VERIFICATION_TTL).await?;
-    send(
+    let content = templates::verification(&project_name(state, &user.project_id).await?, &link);
+    issue_and_mail(
         state,
-        &user.project_id,
+        user,
+        VERIFICATION,
+        &secret,
+        VERIFICATION_TTL,
         &email,
-        templates::verification(&project_name(state, &user.project_id).await?, &link),
+        content,
     )
-    .await?;
-    Ok(token)
+    .await
 }
 
 /// Marks the email verified, with the secret from the link.
@@ -315,14 +350,9 @@ async fn send_recovery(
     }
     let secret = secrets::random_token();
     let link = link(policy, url, &user.id, &secret)?;
-    issue(state, &user, RECOVERY, &secret, RECOVERY_TTL).await?;
-    send(
-        state,
-        project_id,
-        email,
-        templates::password_recovery(&project_name(state, project_id).await?, &link),
-    )
-    .await
+    let content = templates::password_recovery(&project_name(state, project_id).await?, &link);
+    issue_and_mail(state, &user, RECOVERY, &secret, RECOVERY_TTL, email, content).await?;
+    Ok(())
 }
 
 /// Sets a new password with the secret from the recovery link, and signs the user
@@ -387,6 +417,7 @@ async fn email_sign_in_user(
     flow: &str,
 ) -> AppResult<(String, User)> {
     let email = normalize_email("email", email)?;
+    check_recipient(state, &email)?;
     state
         .rate_limiter
         .hit(&format!("{flow}:{project_id}:{email}"), MAIL_LIMIT)
@@ -411,15 +442,17 @@ pub async fn create_magic_url(
     let (email, user) = email_sign_in_user(state, project_id, email, MAGIC_URL).await?;
     let secret = secrets::random_token();
     let link = link(&policy, url, &user.id, &secret)?;
-    let token = issue(state, &user, MAGIC_URL, &secret, MAGIC_URL_TTL).await?;
-    send(
+    let content = templates::magic_url(&project_name(state, project_id).await?, &link);
+    issue_and_mail(
         state,
-        project_id,
+        &user,
+        MAGIC_URL,
+        &secret,
+        MAGIC_URL_TTL,
         &email,
-        templates::magic_url(&project_name(state, project_id).await?, &link),
+        content,
     )
-    .await?;
-    Ok(token)
+    .await
 }
 
 /// Mails a 6-digit sign-in code (creating the user on first use).
@@ -431,15 +464,17 @@ pub async fn create_email_code(
     require_method(state, project_id, |p| p.email_otp, "email-otp").await?;
     let (email, user) = email_sign_in_user(state, project_id, email, EMAIL_OTP).await?;
     let code = format!("{:06}", rand::rng().random_range(0..1_000_000u32));
-    let token = issue(state, &user, EMAIL_OTP, &code, EMAIL_OTP_TTL).await?;
-    send(
+    let content = templates::email_otp(&project_name(state, project_id).await?, &code, None);
+    issue_and_mail(
         state,
-        project_id,
+        &user,
+        EMAIL_OTP,
+        &code,
+        EMAIL_OTP_TTL,
         &email,
-        templates::email_otp(&project_name(state, project_id).await?, &code, None),
+        content,
     )
-    .await?;
-    Ok(token)
+    .await
 }
 
 /// Who a `createSession` is for: the `userId` from a link, or the email a code was

@@ -77,7 +77,7 @@ pub(super) fn database_value(database: &Database) -> Value {
     ])
 }
 
-fn attribute_value(attribute: &Attribute) -> Value {
+pub(super) fn attribute_value(attribute: &Attribute) -> Value {
     let (size, min, max, elements) = match &attribute.kind {
         AttributeKind::String { size } => {
             (Value::from(*size), Value::Null, Value::Null, Value::Null)
@@ -123,7 +123,7 @@ fn attribute_value(attribute: &Attribute) -> Value {
     ])
 }
 
-fn index_value(index: &Index) -> Value {
+pub(super) fn index_value(index: &Index) -> Value {
     let kind = match index.kind {
         IndexKind::Key => "KEY",
         IndexKind::Unique => "UNIQUE",
@@ -160,7 +160,7 @@ fn index_value(index: &Index) -> Value {
     ])
 }
 
-fn relationship_value(relationship: &Relationship) -> Value {
+pub(super) fn relationship_value(relationship: &Relationship) -> Value {
     let enum_value = |name: &str| Value::Enum(async_graphql::Name::new(name));
     object([
         ("key", Value::from(relationship.key.as_str())),

@@ -272,7 +272,7 @@ pub async fn create_collection(
         updated_at: now,
     };
     let undo = ddl::drop_table_sql(dialect, &collection.table).map_err(ddl_error)?;
-    run_change(state, &statements, &undo, Change::Insert(&collection)).await?;
+    run_change(state, &statements, &undo, Change::Insert(&collection), Vec::new()).await?;
     Ok(collection)
 }
 
@@ -340,7 +340,7 @@ pub async fn update_collection(
     if let Some(permissions) = changes.permissions {
         collection.permissions = check_permissions(&permissions)?;
     }
-    apply_update(state, &mut collection, &[], &[]).await?;
+    apply_update(state, &mut collection, &[], &[], Vec::new()).await?;
     Ok(collection)
 }
 
@@ -393,7 +393,7 @@ async fn drop_collection(state: &AppState, collection: &Collection) -> AppResult
         }
     }
     statements.extend(ddl::drop_table_sql(dialect, &collection.table).map_err(ddl_error)?);
-    run_change(state, &statements, &[], Change::Delete(collection)).await
+    run_change(state, &statements, &[], Change::Delete(collection), Vec::new()).await
 }
 
 // ---- attributes ----
@@ -427,8 +427,9 @@ pub async fn create_attribute(
     }
     let undo =
         ddl::drop_column_sql(dialect, &collection.table, &attribute.key, &[]).map_err(ddl_error)?;
+    let parts = vec![Part::attribute(&attribute, "create")];
     collection.attributes.push(attribute);
-    apply_update(state, &mut collection, &statements, &undo).await?;
+    apply_update(state, &mut collection, &statements, &undo, parts).await?;
     Ok(collection)
 }
 
@@ -445,21 +446,19 @@ pub async fn delete_attribute(
     if let Some(relationship) = collection.relationship(key).cloned() {
         return delete_relationship(state, collection, &relationship).await;
     }
-    if collection.attribute(key).is_none() {
+    let Some(attribute) = collection.attribute(key).cloned() else {
         return Err(AppError::NotFound {
             what: "attribute",
             id: key.chars().take(64).collect(),
         });
-    }
+    };
     let dialect = sql_dialect(state.db.dialect());
     let statements = ddl::drop_column_sql(dialect, &collection.table, key, &collection.indexes)
         .map_err(ddl_error)?;
-    let dropped: HashSet<String> = ddl::indexes_using(&collection.indexes, key)
-        .map(|i| i.key.clone())
-        .collect();
-    collection.indexes.retain(|i| !dropped.contains(&i.key));
+    let mut parts = vec![Part::attribute(&attribute, "delete")];
+    parts.extend(dropped_indexes(&mut collection, key));
     collection.attributes.retain(|a| a.key != key);
-    apply_update(state, &mut collection, &statements, &[]).await?;
+    apply_update(state, &mut collection, &statements, &[], parts).await?;
     Ok(collection)
 }
 
@@ -632,8 +631,9 @@ pub async fn create_relationship(
     if let Some(junction) = &relationship.junction {
         let statements = junction_sql(dialect, junction, &holder.table, &target.table)?;
         let undo = vec![format!("DROP TABLE {}", dialect.quote(junction))];
+        let parts = vec![Part::relationship(&relationship, "create")];
         holder.relationships.push(relationship);
-        apply_update(state, &mut holder, &statements, &undo).await?;
+        apply_update(state, &mut holder, &statements, &undo, parts).await?;
         return Ok(holder);
     }
     let columns = holder.columns();
@@ -650,8 +650,9 @@ pub async fn create_relationship(
     undo.extend(
         ddl::drop_column_sql(dialect, &holder.table, &relationship.key, &[]).map_err(ddl_error)?,
     );
+    let parts = vec![Part::relationship(&relationship, "create")];
     holder.relationships.push(relationship);
-    apply_update(state, &mut holder, &statements, &undo).await?;
+    apply_update(state, &mut holder, &statements, &undo, parts).await?;
     Ok(holder)
 }
 
@@ -705,8 +706,9 @@ async fn delete_relationship(
     let dialect = sql_dialect(state.db.dialect());
     if let Some(junction) = &relationship.junction {
         let statements = vec![format!("DROP TABLE {}", dialect.quote(junction))];
+        let parts = vec![Part::relationship(relationship, "delete")];
         collection.relationships.retain(|r| r.key != key);
-        apply_update(state, &mut collection, &statements, &[]).await?;
+        apply_update(state, &mut collection, &statements, &[], parts).await?;
         return Ok(collection);
     }
     let mut statements =
@@ -716,12 +718,10 @@ async fn delete_relationship(
         ddl::drop_column_sql(dialect, &collection.table, key, &collection.indexes)
             .map_err(ddl_error)?,
     );
-    let dropped: HashSet<String> = ddl::indexes_using(&collection.indexes, key)
-        .map(|i| i.key.clone())
-        .collect();
-    collection.indexes.retain(|i| !dropped.contains(&i.key));
+    let mut parts = vec![Part::relationship(relationship, "delete")];
+    parts.extend(dropped_indexes(&mut collection, key));
     collection.relationships.retain(|r| r.key != key);
-    apply_update(state, &mut collection, &statements, &[]).await?;
+    apply_update(state, &mut collection, &statements, &[], parts).await?;
     Ok(collection)
 }
 
@@ -765,9 +765,10 @@ pub async fn create_index(
         ddl::create_index_sql(dialect, &collection.table, &collection.columns(), &index)
             .map_err(ddl_error)?;
     let undo = ddl::drop_index_sql(dialect, &collection.table, &index).map_err(ddl_error)?;
+    let parts = vec![Part::index(&index, "create")];
     collection.indexes.push(index);
     check_unique_index_keys(&collection.indexes)?;
-    apply_update(state, &mut collection, &statements, &undo).await?;
+    apply_update(state, &mut collection, &statements, &undo, parts).await?;
     Ok(collection)
 }
 
@@ -789,7 +790,8 @@ pub async fn delete_index(
     let dialect = sql_dialect(state.db.dialect());
     let statements = ddl::drop_index_sql(dialect, &collection.table, &index).map_err(ddl_error)?;
     collection.indexes.retain(|i| i.key != key);
-    apply_update(state, &mut collection, &statements, &[]).await?;
+    let parts = vec![Part::index(&index, "delete")];
+    apply_update(state, &mut collection, &statements, &[], parts).await?;
     Ok(collection)
 }
 
@@ -804,18 +806,107 @@ async fn has_rows(state: &AppState, collection: &Collection) -> AppResult<bool> 
         .is_some())
 }
 
-/// Writes a changed collection as its next version, with its DDL, and tells
-/// every replica to rebuild the project's schema.
+/// Writes a changed collection as its next version, with its DDL and the events
+/// of the `parts` that changed with it, and tells every replica to rebuild the
+/// project's schema.
 async fn apply_update(
     state: &AppState,
     collection: &mut Collection,
     statements: &[String],
     undo: &[String],
+    parts: Vec<Part>,
 ) -> AppResult<()> {
     collection.version += 1;
     collection.updated_at = now_millis();
-    run_change(state, statements, undo, Change::Update(collection)).await?;
+    run_change(state, statements, undo, Change::Update(collection), parts).await?;
     Ok(())
+}
+
+/// An attribute (a relationship counts as one, as in Appwrite) or an index that
+/// changed with its collection. Besides the collection's `update`, it has its own
+/// event under Appwrite's name, `databases.D.collections.C.attributes.A.create`
+/// or `…indexes.I.delete`, for webhooks and realtime channels that name it.
+struct Part {
+    /// `attributes` or `indexes`.
+    kind: &'static str,
+    key: String,
+    action: &'static str,
+    /// The attribute or index as the API shows it (before a delete).
+    payload: serde_json::Value,
+}
+
+impl Part {
+    fn attribute(attribute: &Attribute, action: &'static str) -> Part {
+        Part {
+            kind: "attributes",
+            key: attribute.key.clone(),
+            action,
+            payload: super::schema::attribute_value(attribute)
+                .into_json()
+                .unwrap_or_default(),
+        }
+    }
+
+    fn relationship(relationship: &Relationship, action: &'static str) -> Part {
+        Part {
+            kind: "attributes",
+            key: relationship.key.clone(),
+            action,
+            payload: super::schema::relationship_value(relationship)
+                .into_json()
+                .unwrap_or_default(),
+        }
+    }
+
+    fn index(index: &Index, action: &'static str) -> Part {
+        Part {
+            kind: "indexes",
+            key: index.key.clone(),
+            action,
+            payload: super::schema::index_value(index)
+                .into_json()
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Removes the indexes of `collection` that use `key` (its column is dropped with
+/// them); answers their deletions.
+fn dropped_indexes(collection: &mut Collection, key: &str) -> Vec<Part> {
+    let dropped: HashSet<String> = ddl::indexes_using(&collection.indexes, key)
+        .map(|i| i.key.clone())
+        .collect();
+    let parts = collection
+        .indexes
+        .iter()
+        .filter(|i| dropped.contains(&i.key))
+        .map(|i| Part::index(i, "delete"))
+        .collect();
+    collection.indexes.retain(|i| !dropped.contains(&i.key));
+    parts
+}
+
+/// The event of `part` of `collection`: on `attributes` (or `indexes`), on the
+/// collection's `databases.D.collections.C.attributes` and on the part's own
+/// channel, for API keys holding `databases.read` and for webhooks, like the
+/// collection's.
+fn part_event(collection: &Collection, part: &Part) -> crate::bus::BusMessage {
+    let parts = format!(
+        "databases.{}.collections.{}.{}",
+        collection.database_id, collection.id, part.kind
+    );
+    let name = format!("{parts}.{}", part.key);
+    crate::bus::BusMessage::Event(crate::bus::Event {
+        channels: vec![part.kind.into(), parts, name.clone()],
+        key_scope: <DatabasesRead as crate::auth::scopes::ScopeMarker>::NAME.into(),
+        ..crate::bus::Event::change(
+            &collection.project_id,
+            &name,
+            &format!("databases.*.collections.*.{}.*", part.kind),
+            part.action,
+            part.payload.clone(),
+        )
+    })
 }
 
 impl Change<'_> {
@@ -912,10 +1003,14 @@ async fn run_change(
     statements: &[String],
     undo: &[String],
     change: Change<'_>,
+    parts: Vec<Part>,
 ) -> AppResult<()> {
     let pool = state.db.pool();
     let project_id = change.project_id().to_string();
-    let messages = vec![change_message(&project_id), collection_event(&change)];
+    let mut messages = vec![change_message(&project_id), collection_event(&change)];
+    if let Change::Update(collection) = &change {
+        messages.extend(parts.iter().map(|part| part_event(collection, part)));
+    }
     match state.db.dialect() {
         Dialect::Sqlite => {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;

@@ -16,7 +16,7 @@ use crate::db::{DbErrorExt as _, Page, claimed_ids, ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
 use crate::mail::templates;
 use crate::services::account::service::{
-    check_redirect_url, count_mail_from, link_with, project_name, send,
+    check_redirect_url, count_mail_from, link_with, project_name, queue_mail,
 };
 use crate::services::users::service::{
     ClientInfo, NewUser, check_name as check_user_name, commit_logged, create_session,
@@ -526,18 +526,20 @@ pub async fn create_membership(
     };
     let secret = mail_to.as_ref().map(|_| secrets::random_token());
     let action = if renewed { "update" } else { "create" };
-    save_membership(state, &membership, action, secret.as_deref(), &who).await?;
-    if let (Some(url), Some(secret), Some(email)) = (&mail_to, &secret, &address) {
-        let invitation = Invitation {
-            team: &team,
-            membership: &membership,
-            url,
-            secret,
-            email,
-            renewed,
-        };
-        mail_invitation(state, &policy, actor, invitation).await?;
-    }
+    let mail = match (&mail_to, &secret, &address) {
+        (Some(url), Some(secret), Some(email)) => {
+            let invitation = Invitation {
+                team: &team,
+                membership: &membership,
+                url,
+                secret,
+            };
+            let content = invitation_mail(state, &policy, actor, invitation).await?;
+            Some((email.as_str(), content))
+        }
+        _ => None,
+    };
+    save_membership(state, &membership, action, secret.as_deref(), &who, mail).await?;
     Ok(membership)
 }
 
@@ -599,13 +601,16 @@ async fn hit_invited_address(state: &AppState, team: &Team, email: &str) -> AppR
 }
 
 /// Writes a new membership, or renews a pending one, with the digest of the
-/// invitation link's secret when one is mailed.
+/// invitation link's secret when one is mailed, and queues that `mail` (to whom,
+/// what) in the same transaction: an invitation nobody was sent, or a link whose
+/// secret matches nothing, never exists.
 async fn save_membership(
     state: &AppState,
     membership: &Membership,
     action: &str,
     secret: Option<&str>,
     who: &str,
+    mail: Option<(&str, templates::MailContent)>,
 ) -> AppResult<()> {
     let renewed = action == "update";
     let digest = secret.map(secrets::digest);
@@ -636,35 +641,39 @@ async fn save_membership(
         None => Vec::new(),
     };
     messages.push(membership_event(membership, action));
-    commit_logged(state, tx, messages).await
+    let mailed = mail.is_some();
+    if let Some((to, content)) = mail {
+        queue_mail(state, &mut *tx, &membership.project_id, to, content).await?;
+    }
+    commit_logged(state, tx, messages).await?;
+    if mailed {
+        state.jobs.wake();
+    }
+    Ok(())
 }
 
-/// An invitation to mail: where its link goes and to whom.
+/// An invitation to mail: where its link goes.
 struct Invitation<'a> {
     team: &'a Team,
     membership: &'a Membership,
     url: &'a url::Url,
     secret: &'a str,
-    email: &'a str,
-    /// A renewed invitation stays pending when mailing fails; a new one is dropped.
-    renewed: bool,
 }
 
-/// Mails the invitation link. The link names the invitation, never an account:
-/// whoever holds the mailbox becomes (or signs in as) the user with this address.
-async fn mail_invitation(
+/// The mail of an invitation link. The link names the invitation, never an
+/// account: whoever holds the mailbox becomes (or signs in as) the user with this
+/// address.
+async fn invitation_mail(
     state: &AppState,
     policy: &AuthSettings,
     actor: &Actor<'_, TeamsWrite>,
     invitation: Invitation<'_>,
-) -> AppResult<()> {
+) -> AppResult<templates::MailContent> {
     let Invitation {
         team,
         membership,
         url,
         secret,
-        email,
-        renewed,
     } = invitation;
     let link = link_with(
         policy,
@@ -684,29 +693,12 @@ async fn mail_invitation(
             .unwrap_or_else(|| "A team owner".into()),
         Actor::Server(_) => "A team owner".into(),
     };
-    let content = templates::team_invitation(
+    Ok(templates::team_invitation(
         &project_name(state, &team.project_id).await?,
         &team.name,
         &inviter,
         &link,
-    );
-    if let Err(err) = send(state, &team.project_id, email, content).await {
-        // A new invitation nobody received is dropped; a renewed one stays
-        // pending, to be sent again.
-        if !renewed {
-            // Its creation was logged: so is its removal.
-            let dropped = async {
-                let mut tx = state.db.pool().begin().await?;
-                store::delete_membership(&mut *tx, &membership.project_id, &membership.id).await?;
-                commit_logged(state, tx, vec![membership_event(membership, "delete")]).await
-            };
-            if let Err(dropped) = dropped.await {
-                tracing::warn!(error = %dropped.message(), "dropping an unsent invitation failed");
-            }
-        }
-        return Err(err);
-    }
-    Ok(())
+    ))
 }
 
 async fn load_membership(

@@ -433,8 +433,8 @@ pub struct TokenRow {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub async fn insert_token(
-    pool: &AnyPool,
+pub async fn insert_token<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
     id: &str,
     user_id: &str,
@@ -454,7 +454,7 @@ pub async fn insert_token(
     .bind(secret_hash)
     .bind(expires_at)
     .bind(created_at)
-    .execute(pool)
+    .execute(db)
     .await
     .map(|_| ())
 }

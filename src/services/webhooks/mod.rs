@@ -7,9 +7,11 @@
 //! link-local addresses are refused unless the operator allows them
 //! (`NIMBUS_WEBHOOKS_ALLOW_PRIVATE`), with the checks of [`crate::outbound`].
 //!
-//! Events become deliveries in one place, [`service::deliveries_for`], called once
-//! per committed event on the replica that made it; a delivery is keyed by webhook
-//! and event id, so hearing an event twice cannot deliver it twice.
+//! Events become deliveries in one place, [`service::queue_deliveries`], called by
+//! the event log consumer [`Deliveries`] for every logged event, whichever replica
+//! logged it, in the transaction that stores the consumer's position; a delivery
+//! is keyed by webhook and event id, so handling an event twice (a new consumer
+//! holder, a late position) cannot deliver it twice.
 
 pub mod deliver;
 pub mod events;
@@ -55,47 +57,30 @@ pub struct Delivery {
     pub created_at: i64,
 }
 
-/// Queues the deliveries of every event this replica commits.
-pub struct Deliveries {
-    state: std::sync::Weak<crate::AppInner>,
-}
-
-impl Deliveries {
-    pub fn new(state: std::sync::Weak<crate::AppInner>) -> Self {
-        Deliveries { state }
-    }
-}
+/// The event log consumer that turns events into delivery jobs: on one replica at a
+/// time, in the transaction that stores how far it got ([`crate::bus::consumer`]).
+pub struct Deliveries;
 
 #[async_trait::async_trait]
-impl crate::bus::EventSink for Deliveries {
-    async fn committed(&self, event: &crate::bus::Event) {
-        // The change is committed and its event logged, but its deliveries are not
-        // queued yet: a database that is restarting now would lose them, so the
-        // queueing is tried again (each delivery is keyed by webhook and event, so a
-        // repeat queues nothing twice). This runs in a task of its own.
-        let mut wait = QUEUE_RETRY_FIRST;
-        let give_up = tokio::time::Instant::now() + QUEUE_RETRY_FOR;
-        loop {
-            let Some(state) = crate::AppState::upgrade(&self.state) else {
-                return;
-            };
-            let Err(err) = service::deliveries_for(&state, event).await else {
-                return;
-            };
-            drop(state);
-            if tokio::time::Instant::now() + wait > give_up {
-                tracing::error!(event = %event.id, error = ?err, "webhook deliveries of an event were not queued: the database stayed unavailable");
-                return;
-            }
-            tracing::warn!(event = %event.id, error = ?err, "cannot queue webhook deliveries yet; trying again");
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(QUEUE_RETRY_MAX);
+impl crate::bus::consumer::Consumer for Deliveries {
+    fn name(&self) -> &'static str {
+        "webhooks"
+    }
+
+    async fn handle(
+        &self,
+        state: &crate::AppState,
+        conn: &mut sqlx::AnyConnection,
+        batch: &[(i64, crate::bus::Event)],
+    ) -> crate::error::AppResult<()> {
+        let mut hooks = service::Hooks::default();
+        for (_, event) in batch {
+            service::queue_deliveries(state, &mut *conn, &mut hooks, event).await?;
         }
+        Ok(())
+    }
+
+    fn committed(&self, state: &crate::AppState) {
+        state.jobs.wake();
     }
 }
-
-/// The first wait before queueing an event's deliveries again, doubled each time up
-/// to [`QUEUE_RETRY_MAX`], for at most [`QUEUE_RETRY_FOR`].
-const QUEUE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
-const QUEUE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
-const QUEUE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(15 * 60);

@@ -269,18 +269,35 @@ pub fn body_of(event: &Event) -> serde_json::Value {
     })
 }
 
+/// The enabled webhooks of the projects seen so far, with their patterns: read once
+/// per project for a batch of events.
+#[derive(Default)]
+pub struct Hooks(std::collections::HashMap<String, Vec<(String, Vec<String>)>>);
+
 /// Queues one delivery of `event` per enabled webhook of its project whose patterns
-/// take it: the one entry point from committed events to webhooks. Idempotent per
-/// webhook and event id. Answers how many deliveries were queued now.
-pub async fn deliveries_for(state: &AppState, event: &Event) -> AppResult<usize> {
+/// take it, through `conn` (the consumer's transaction): the one entry point from
+/// logged events to webhooks. Idempotent per webhook and event id. Answers how many
+/// deliveries were queued now.
+pub async fn queue_deliveries(
+    state: &AppState,
+    conn: &mut sqlx::AnyConnection,
+    hooks: &mut Hooks,
+    event: &Event,
+) -> AppResult<usize> {
     let Some(name) = event.events.first() else {
         return Ok(0);
     };
-    let hooks = store::enabled(state.db.pool(), &event.project_id).await?;
+    if !hooks.0.contains_key(&event.project_id) {
+        let enabled = store::enabled(&mut *conn, &event.project_id)
+            .await?
+            .into_iter()
+            .map(|(id, patterns)| (id, serde_json::from_str(&patterns).unwrap_or_default()))
+            .collect();
+        hooks.0.insert(event.project_id.clone(), enabled);
+    }
     let mut queued = 0;
     let mut body = None;
-    for (webhook_id, patterns) in hooks {
-        let patterns: Vec<String> = serde_json::from_str(&patterns).unwrap_or_default();
+    for (webhook_id, patterns) in &hooks.0[&event.project_id] {
         if !patterns.iter().any(|p| events::matches(p, name)) {
             continue;
         }
@@ -297,7 +314,7 @@ pub async fn deliveries_for(state: &AppState, event: &Event) -> AppResult<usize>
         };
         if state
             .jobs
-            .enqueue(state.db.pool(), state.db.dialect(), job)
+            .enqueue(&mut *conn, state.db.dialect(), job)
             .await?
             .is_some()
         {

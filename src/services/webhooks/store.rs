@@ -167,13 +167,13 @@ pub async fn count(pool: &AnyPool, project_id: &str) -> Result<i64, sqlx::Error>
 }
 
 /// The project's enabled webhooks: id and patterns (JSON).
-pub async fn enabled(
-    pool: &AnyPool,
+pub async fn enabled<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
 ) -> Result<Vec<(String, String)>, sqlx::Error> {
     let rows = sqlx::query("SELECT id, events FROM webhooks WHERE project_id = ? AND enabled = 1")
         .bind(project_id)
-        .fetch_all(pool)
+        .fetch_all(db)
         .await?;
     rows.iter()
         .map(|row| Ok((row.try_get("id")?, text(row, "events")?)))
