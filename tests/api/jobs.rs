@@ -334,30 +334,31 @@ async fn deleting_a_project_drops_its_queued_jobs_and_webhooks() {
     )
     .await
     .ok();
-    app.as_key(
-        &key,
-        "gone",
-        "mutation { createTeam(input: {id: \"t\", name: \"T\"}) { id } }",
-        json!({}),
+    // This replica runs no background work, event log consumers included: the
+    // delivery of an event is queued here as the webhooks consumer would.
+    let state = app.server.as_ref().unwrap().state();
+    let event = nimbus::bus::Event::change("gone", "teams.t", "teams.*", "create", json!({"id": "t"}));
+    let mut conn = state.db.pool().acquire().await.unwrap();
+    let queued = nimbus::services::webhooks::service::queue_deliveries(
+        state,
+        &mut conn,
+        &mut Default::default(),
+        &event,
     )
     .await
-    .ok();
-    // Deliveries are queued once the write has committed, by the event log's
-    // webhooks consumer.
-    let queued = eventually("a queued delivery", || async {
-        let job = app
-            .as_key(
-                &key,
-                "gone",
-                "{ jobs(kind: \"webhook\") { nodes { id status } } }",
-                json!({}),
-            )
-            .await
-            .ok()["jobs"]["nodes"][0]
-            .clone();
-        (!job.is_null()).then_some(job)
-    })
-    .await;
+    .unwrap();
+    assert_eq!(queued, 1);
+    drop(conn);
+    let queued = app
+        .as_key(
+            &key,
+            "gone",
+            "{ jobs(kind: \"webhook\") { nodes { id status } } }",
+            json!({}),
+        )
+        .await
+        .ok()["jobs"]["nodes"][0]
+        .clone();
     assert_eq!(queued["status"], "QUEUED");
 
     app.admin(
