@@ -178,10 +178,7 @@ impl Progress {
 
     /// The position to store: below the first gap, or all that was read.
     fn floor(&self) -> i64 {
-        self.gaps
-            .keys()
-            .next()
-            .map_or(self.seen, |first| first - 1)
+        self.gaps.keys().next().map_or(self.seen, |first| first - 1)
     }
 
     /// The oldest runs of missing positions, to look for.
@@ -241,7 +238,9 @@ pub async fn run(
                 .await
             {
                 Ok(()) => ensured = true,
-                Err(err) => tracing::warn!(consumer = name, error = %err, "cannot register an event log consumer; retrying"),
+                Err(err) => {
+                    tracing::warn!(consumer = name, error = %err, "cannot register an event log consumer; retrying")
+                }
             }
         }
         if ensured && Instant::now() >= next_renew {
@@ -253,7 +252,11 @@ pub async fn run(
                     let stale = holder.as_ref().is_none_or(|h| h.progress.stored != stored);
                     if stale {
                         if holder.is_none() {
-                            tracing::info!(consumer = name, position = stored, "this replica consumes the event log");
+                            tracing::info!(
+                                consumer = name,
+                                position = stored,
+                                "this replica consumes the event log"
+                            );
                         }
                         holder = Some(Holder {
                             progress: Progress::new(stored),
@@ -265,7 +268,10 @@ pub async fn run(
                 Ok(None) => {
                     next_renew = Instant::now() + renew_every;
                     if holder.take().is_some() {
-                        tracing::warn!(consumer = name, "another replica took over this event log consumer");
+                        tracing::warn!(
+                            consumer = name,
+                            "another replica took over this event log consumer"
+                        );
                     }
                     metrics::gauge!("nimbus_consumer_leader", "consumer" => name).set(0.0);
                 }
@@ -285,7 +291,10 @@ pub async fn run(
                     wait = POLL.min(next_renew.saturating_duration_since(Instant::now()));
                 }
                 Ok(Step::Lost) => {
-                    tracing::warn!(consumer = name, "this replica lost an event log consumer's lease");
+                    tracing::warn!(
+                        consumer = name,
+                        "this replica lost an event log consumer's lease"
+                    );
                     holder = None;
                     metrics::gauge!("nimbus_consumer_leader", "consumer" => name).set(0.0);
                 }
@@ -305,7 +314,12 @@ pub async fn run(
         }
         let listening = holder.is_some();
         tokio::select! {
-            _ = stop.changed() => {}
+            changed = stop.changed() => {
+                // The server is gone without a word: so is this consumer.
+                if changed.is_err() {
+                    break;
+                }
+            }
             woke = messages.recv(), if listening => {
                 if matches!(woke, Err(broadcast::error::RecvError::Closed)) {
                     break;
@@ -478,10 +492,7 @@ mod tests {
         progress.read([8], later);
         assert_eq!(progress.give_up(start + LATE_WINDOW, LATE_WINDOW), [(3, 3)]);
         assert_eq!(progress.floor(), 6);
-        assert_eq!(
-            progress.give_up(later + LATE_WINDOW, LATE_WINDOW),
-            [(7, 7)]
-        );
+        assert_eq!(progress.give_up(later + LATE_WINDOW, LATE_WINDOW), [(7, 7)]);
         assert_eq!(progress.floor(), 8);
     }
 

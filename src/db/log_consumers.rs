@@ -100,9 +100,7 @@ pub async fn release(pool: &AnyPool, name: &str, owner: &str) -> Result<(), sqlx
 }
 
 /// The lowest position of any consumer: the log after it is still to be handled.
-pub async fn floor<'e>(
-    db: impl Executor<'e, Database = Any>,
-) -> Result<Option<i64>, sqlx::Error> {
+pub async fn floor<'e>(db: impl Executor<'e, Database = Any>) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar::<_, Option<i64>>("SELECT MIN(position) FROM log_consumers")
         .fetch_one(db)
         .await

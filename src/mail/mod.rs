@@ -95,11 +95,12 @@ enum StartTls {
 
 /// `to` as an address the relay takes.
 fn recipient(to: &str) -> Result<Address, MailError> {
-    to.parse()
-        .map_err(|err: lettre::address::AddressError| MailError::InvalidAddress {
+    to.parse().map_err(
+        |err: lettre::address::AddressError| MailError::InvalidAddress {
             address: to.to_string(),
             reason: err.to_string(),
-        })
+        },
+    )
 }
 
 impl Mailer {

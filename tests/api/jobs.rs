@@ -337,7 +337,8 @@ async fn deleting_a_project_drops_its_queued_jobs_and_webhooks() {
     // This replica runs no background work, event log consumers included: the
     // delivery of an event is queued here as the webhooks consumer would.
     let state = app.server.as_ref().unwrap().state();
-    let event = nimbus::bus::Event::change("gone", "teams.t", "teams.*", "create", json!({"id": "t"}));
+    let event =
+        nimbus::bus::Event::change("gone", "teams.t", "teams.*", "create", json!({"id": "t"}));
     let mut conn = state.db.pool().acquire().await.unwrap();
     let queued = nimbus::services::webhooks::service::queue_deliveries(
         state,

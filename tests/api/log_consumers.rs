@@ -199,8 +199,9 @@ async fn an_event_that_commits_after_later_ones_were_handled_is_still_delivered(
         )
     });
     let mut held = pool.begin().await.unwrap();
-    let logged =
-        nimbus::db::event_log::append(&mut held, nimbus::bus::log::entries([&late])).await.unwrap();
+    let logged = nimbus::db::event_log::append(&mut held, nimbus::bus::log::entries([&late]))
+        .await
+        .unwrap();
     let open_position = logged[0].position;
 
     // A later event commits and is delivered meanwhile...
@@ -234,7 +235,10 @@ async fn attribute_and_index_changes_have_their_own_events() {
     create_webhook(
         &app,
         &receiver.url("/ok/attributes"),
-        &["databases.*.collections.*.attributes.*.create", "databases.*.collections.*.attributes.*.delete"],
+        &[
+            "databases.*.collections.*.attributes.*.create",
+            "databases.*.collections.*.attributes.*.delete",
+        ],
     )
     .await;
     create_webhook(

@@ -206,10 +206,7 @@ fn unmailable(err: crate::mail::MailError) -> AppError {
 /// Refuses an address mail cannot be sent to, before a user, token or invitation
 /// is written for it.
 pub(crate) fn check_recipient(state: &AppState, email: &str) -> AppResult<()> {
-    state
-        .mailer
-        .check_recipient(email)
-        .map_err(unmailable)
+    state.mailer.check_recipient(email).map_err(unmailable)
 }
 
 /// Counts an email `caller` asks for, from `client`, against the bounds per sender
@@ -351,7 +348,16 @@ async fn send_recovery(
     let secret = secrets::random_token();
     let link = link(policy, url, &user.id, &secret)?;
     let content = templates::password_recovery(&project_name(state, project_id).await?, &link);
-    issue_and_mail(state, &user, RECOVERY, &secret, RECOVERY_TTL, email, content).await?;
+    issue_and_mail(
+        state,
+        &user,
+        RECOVERY,
+        &secret,
+        RECOVERY_TTL,
+        email,
+        content,
+    )
+    .await?;
     Ok(())
 }
 

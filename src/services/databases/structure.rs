@@ -272,7 +272,14 @@ pub async fn create_collection(
         updated_at: now,
     };
     let undo = ddl::drop_table_sql(dialect, &collection.table).map_err(ddl_error)?;
-    run_change(state, &statements, &undo, Change::Insert(&collection), Vec::new()).await?;
+    run_change(
+        state,
+        &statements,
+        &undo,
+        Change::Insert(&collection),
+        Vec::new(),
+    )
+    .await?;
     Ok(collection)
 }
 
@@ -393,7 +400,14 @@ async fn drop_collection(state: &AppState, collection: &Collection) -> AppResult
         }
     }
     statements.extend(ddl::drop_table_sql(dialect, &collection.table).map_err(ddl_error)?);
-    run_change(state, &statements, &[], Change::Delete(collection), Vec::new()).await
+    run_change(
+        state,
+        &statements,
+        &[],
+        Change::Delete(collection),
+        Vec::new(),
+    )
+    .await
 }
 
 // ---- attributes ----
