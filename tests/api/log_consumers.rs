@@ -360,3 +360,17 @@ async fn a_token_whose_mail_cannot_be_queued_is_not_written() {
     assert_eq!(count("tokens").await, tokens);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_new_user_is_a_users_create_event() {
+    let receiver = Receiver::start().await;
+    let app = app_with_webhooks(|_| {}).await;
+    create_webhook(&app, &receiver.url("/ok"), &["users.*.create"]).await;
+    app.signed_in("newcomer@example.com").await;
+    let created = receiver.wait_for("/ok", 1).await;
+    let body: Value = serde_json::from_str(&created[0].body).unwrap();
+    let id = body["payload"]["id"].as_str().unwrap();
+    assert_eq!(body["events"][0], format!("users.{id}.create"));
+    assert_eq!(body["payload"]["email"], "newcomer@example.com");
+    app.shutdown().await;
+}

@@ -20,7 +20,7 @@ use crate::services::account::service::{
 };
 use crate::services::users::service::{
     ClientInfo, NewUser, check_name as check_user_name, commit_logged, create_session,
-    insert_invited_user, insert_new_user, normalize_email, policy, user_changed,
+    insert_invited_user, insert_new_user, normalize_email, policy, user_changed, user_created,
     with_proven_mailbox,
 };
 use crate::services::users::{Session, User, store as users_store};
@@ -830,12 +830,15 @@ pub async fn accept_invitation(
     // The user made for the address and the confirmation are one write: a failed
     // or replayed acceptance leaves no account behind.
     let mut tx = pool.begin().await?;
+    let mut messages = Vec::new();
     let user = match existing {
         Some(user) => user,
         None => {
             let email = membership.email.as_deref().unwrap_or_default();
             let name = membership.invite_name.as_deref().unwrap_or_default();
-            insert_invited_user(&mut tx, project_id, email, name).await?
+            let user = insert_invited_user(&mut tx, project_id, email, name).await?;
+            messages.push(user_created(&user));
+            user
         }
     };
     // Whoever confirms first owns the secret: a replayed or re-sent link fails here.
@@ -852,7 +855,7 @@ pub async fn accept_invitation(
     membership.confirmed = true;
     membership.joined_at = Some(now);
     membership.updated_at = now;
-    let mut messages = user_changed(&mut tx, project_id, &user.id).await?;
+    messages.extend(user_changed(&mut tx, project_id, &user.id).await?);
     messages.push(membership_event(&membership, "update"));
     commit_logged(state, tx, messages).await?;
     let user = with_proven_mailbox(state, project_id, user).await?;

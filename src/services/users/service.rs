@@ -453,7 +453,24 @@ pub(crate) async fn user_changed(
         ),
         None => ("delete", serde_json::json!({ "id": user_id })),
     };
-    let event = crate::bus::Event {
+    Ok(vec![
+        BusMessage::UserChanged {
+            project_id: project_id.to_string(),
+            user_id: user_id.to_string(),
+        },
+        user_event(project_id, user_id, action, payload),
+    ])
+}
+
+/// `users.U.<action>` on `account`, `users` and `users.U`, for the user and for
+/// keys holding `users.read`.
+fn user_event(
+    project_id: &str,
+    user_id: &str,
+    action: &str,
+    payload: serde_json::Value,
+) -> BusMessage {
+    BusMessage::Event(crate::bus::Event {
         channels: vec!["account".into(), "users".into(), format!("users.{user_id}")],
         read_roles: vec![format!("user:{user_id}")],
         key_scope: UsersRead::NAME.into(),
@@ -464,14 +481,15 @@ pub(crate) async fn user_changed(
             action,
             payload,
         )
-    };
-    Ok(vec![
-        BusMessage::UserChanged {
-            project_id: project_id.to_string(),
-            user_id: user_id.to_string(),
-        },
-        BusMessage::Event(event),
-    ])
+    })
+}
+
+/// The `users.U.create` event of a user just written.
+pub(crate) fn user_created(user: &User) -> BusMessage {
+    let payload = crate::services::users::schema::user_value(user)
+        .into_json()
+        .unwrap_or_default();
+    user_event(&user.project_id, &user.id, "create", payload)
 }
 
 /// Commits `tx` with `messages` logged, then drops this replica's cached sessions
@@ -584,7 +602,7 @@ pub(crate) async fn insert_new_user(
             other => other.into(),
         }
     })?;
-    tx.commit().await?;
+    commit_logged(state, tx, vec![user_created(&user)]).await?;
     Ok(user)
 }
 
