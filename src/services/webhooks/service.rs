@@ -213,10 +213,14 @@ pub async fn delete(
     id: &str,
 ) -> AppResult<Webhook> {
     let webhook = load(state, grant.project(), id).await?;
-    if !store::delete(state.db.pool(), grant.project(), id).await? {
+    // One transaction: a webhook id may be taken again, and must not inherit a
+    // delivery log left behind.
+    let mut tx = state.db.pool().begin().await?;
+    if !store::delete(&mut *tx, grant.project(), id).await? {
         return Err(not_found(id));
     }
-    store::delete_deliveries_of(state.db.pool(), grant.project(), id).await?;
+    store::delete_deliveries_of(&mut *tx, grant.project(), id).await?;
+    tx.commit().await?;
     Ok(webhook)
 }
 

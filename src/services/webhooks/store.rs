@@ -180,11 +180,15 @@ pub async fn enabled<'e>(
         .collect()
 }
 
-pub async fn delete(pool: &AnyPool, project_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    project_id: &str,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
     sqlx::query("DELETE FROM webhooks WHERE project_id = ? AND id = ?")
         .bind(project_id)
         .bind(id)
-        .execute(pool)
+        .execute(db)
         .await
         .map(|r| r.rows_affected() == 1)
 }
@@ -331,15 +335,15 @@ pub async fn count_deliveries(
     .await
 }
 
-pub async fn delete_deliveries_of(
-    pool: &AnyPool,
+pub async fn delete_deliveries_of<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
     webhook_id: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM webhook_deliveries WHERE project_id = ? AND webhook_id = ?")
         .bind(project_id)
         .bind(webhook_id)
-        .execute(pool)
+        .execute(db)
         .await
         .map(|_| ())
 }
