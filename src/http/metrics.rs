@@ -95,6 +95,30 @@ pub fn install_recorder() {
             "nimbus_write_batch_members_total",
             "Requests that wrote in shared transactions."
         );
+        metrics::describe_gauge!(
+            "nimbus_consumer_position",
+            "Stored event log position of a log consumer (webhooks), on the replica holding it: every event up to it is handled."
+        );
+        metrics::describe_gauge!(
+            "nimbus_consumer_lag",
+            "Event log positions logged but not yet read by a log consumer, on the replica holding it."
+        );
+        metrics::describe_gauge!(
+            "nimbus_consumer_waiting_positions",
+            "Missing event log positions a log consumer waits for (transactions not committed yet, or rolled back)."
+        );
+        metrics::describe_gauge!(
+            "nimbus_consumer_leader",
+            "1 on the replica holding a log consumer's lease, else 0."
+        );
+        metrics::describe_counter!(
+            "nimbus_consumer_gaps_given_up_total",
+            "Event log positions a log consumer gave up after they stayed missing for a minute."
+        );
+        metrics::describe_counter!(
+            "nimbus_event_log_pruned_unhandled_total",
+            "Event log entries pruned before a log consumer handled them (it was stopped or failing for longer than the retention allows)."
+        );
         metrics::describe_counter!(
             "nimbus_operations_rerun_total",
             "Operations run again, alone, after their shared transaction rolled back."
