@@ -47,10 +47,10 @@ const MAX_QUERY_BYTES: usize = 2 * 1024;
 const MAX_VARIABLES_BYTES: usize = 1024;
 /// Largest answer kept.
 const MAX_ANSWER_BYTES: usize = 256 * 1024;
-/// Most requests (text, variables, operation, project) kept.
-const MAX_REQUESTS: usize = 512;
-/// Most variants (languages) kept per request.
-const MAX_VARIANTS: usize = 96;
+/// Most operations (project, query text, operation name) kept.
+const MAX_OPERATIONS: usize = 512;
+/// Most answers (variables and variant) kept per operation.
+const MAX_ANSWERS: usize = 96;
 /// Most bytes of text and answers kept in all.
 const MAX_BYTES: usize = 16 * 1024 * 1024;
 
@@ -63,27 +63,39 @@ pub struct KeptAnswers {
 }
 
 struct Entries {
-    requests: LruCache<u64, Entry>,
+    operations: LruCache<u64, Entry>,
     bytes: usize,
 }
 
-/// One request's answers, by variant.
+/// One operation's answers, by variables and variant.
 struct Entry {
     parts: Parts,
     /// The name of the operation, as its document declares it.
     name: Option<String>,
     /// Which of the schema's rules covers it.
     rule: usize,
-    answers: Vec<(&'static str, Bytes)>,
+    answers: Vec<Answer>,
     bytes: usize,
 }
 
-/// What an answer depends on besides its variant.
-#[derive(PartialEq, Eq, Hash)]
+struct Answer {
+    /// The variables, as JSON (empty without any).
+    variables: String,
+    variant: &'static str,
+    body: Bytes,
+}
+
+impl Answer {
+    fn bytes(&self) -> usize {
+        self.variables.len() + self.body.len()
+    }
+}
+
+/// What identifies an operation.
+#[derive(PartialEq, Eq)]
 struct Parts {
     project: String,
     operation: Option<String>,
-    variables: String,
     query: String,
 }
 
@@ -91,9 +103,7 @@ struct Parts {
 pub struct Asked<'r> {
     hash: u64,
     project: &'r str,
-    operation: Option<&'r str>,
-    variables: String,
-    query: &'r str,
+    request: &'r Request,
 }
 
 /// A kept answer.
@@ -108,6 +118,7 @@ pub struct ToKeep {
     hash: u64,
     parts: Parts,
     rule: usize,
+    variables: String,
     variant: &'static str,
 }
 
@@ -115,8 +126,8 @@ impl Default for KeptAnswers {
     fn default() -> Self {
         KeptAnswers {
             entries: Mutex::new(Entries {
-                requests: LruCache::new(
-                    NonZeroUsize::new(MAX_REQUESTS).unwrap_or(NonZeroUsize::MIN),
+                operations: LruCache::new(
+                    NonZeroUsize::new(MAX_OPERATIONS).unwrap_or(NonZeroUsize::MIN),
                 ),
                 bytes: 0,
             }),
@@ -126,35 +137,39 @@ impl Default for KeptAnswers {
     }
 }
 
+/// The variables of `request` as JSON (empty without any); `None` when too long
+/// to keep.
+fn variables_of(request: &Request) -> Option<String> {
+    if request.variables.is_empty() {
+        return Some(String::new());
+    }
+    let json = serde_json::to_string(&request.variables).ok()?;
+    (json.len() <= MAX_VARIABLES_BYTES).then_some(json)
+}
+
 impl KeptAnswers {
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         // A panic while holding the lock leaves consistent maps: keep using them.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// What identifies `request` in `project`; `None` when it is too long to keep.
+    fn hash(&self, project: &str, request: &Request) -> u64 {
+        self.hasher.hash_one((
+            project,
+            request.operation_name.as_deref(),
+            request.query.as_str(),
+        ))
+    }
+
+    /// What identifies `request` in `project`; `None` when it cannot be kept.
     pub fn ask<'r>(&self, project: &'r str, request: &'r Request) -> Option<Asked<'r>> {
         if request.query.len() > MAX_QUERY_BYTES || !request.uploads.is_empty() {
             return None;
         }
-        let variables = if request.variables.is_empty() {
-            String::new()
-        } else {
-            serde_json::to_string(&request.variables).ok()?
-        };
-        if variables.len() > MAX_VARIABLES_BYTES {
-            return None;
-        }
-        let operation = request.operation_name.as_deref();
-        let query = request.query.as_str();
         Some(Asked {
-            hash: self
-                .hasher
-                .hash_one((project, operation, variables.as_str(), query)),
+            hash: self.hash(project, request),
             project,
-            operation,
-            variables,
-            query,
+            request,
         })
     }
 
@@ -163,21 +178,29 @@ impl KeptAnswers {
         if !self.any.load(Ordering::Relaxed) {
             return None;
         }
+        let (rule, name) = {
+            let entries = self.lock();
+            let entry = entries.operations.peek(&asked.hash)?;
+            if !entry.parts.is(asked) {
+                return None;
+            }
+            (entry.rule, entry.name.clone())
+        };
+        // Only for an operation kept: its variables and variant, out of the lock.
+        let variables = variables_of(asked.request)?;
+        let variant = rules.get(rule)?.variant(languages);
         let mut entries = self.lock();
-        let entry = entries.requests.get(&asked.hash)?;
-        if !entry.parts.is(asked) {
+        let entry = entries.operations.get(&asked.hash)?;
+        if !entry.parts.is(asked) || entry.rule != rule {
             return None;
         }
-        let variant = rules.get(entry.rule)?.variant(languages);
         let body = entry
             .answers
             .iter()
-            .find(|(v, _)| *v == variant)
-            .map(|(_, body)| body.clone())?;
-        Some(Kept {
-            name: entry.name.clone(),
-            body,
-        })
+            .find(|a| a.variant == variant && a.variables == variables)?
+            .body
+            .clone();
+        Some(Kept { name, body })
     }
 
     /// `Some` when a rule covers the operation `request` runs in `project`: its
@@ -190,7 +213,8 @@ impl KeptAnswers {
         request: &mut Request,
         languages: &str,
     ) -> Option<ToKeep> {
-        if rules.is_empty() {
+        if rules.is_empty() || request.query.len() > MAX_QUERY_BYTES || !request.uploads.is_empty()
+        {
             return None;
         }
         let name = request.operation_name.clone();
@@ -207,16 +231,16 @@ impl KeptAnswers {
             return None;
         }
         let rule = rules.iter().position(|r| r.covers(document, operation))?;
-        let asked = self.ask(project, request)?;
+        let variables = variables_of(request)?;
         Some(ToKeep {
-            hash: asked.hash,
+            hash: self.hash(project, request),
             variant: rules[rule].variant(languages),
             rule,
+            variables,
             parts: Parts {
-                project: asked.project.to_string(),
-                operation: asked.operation.map(str::to_string),
-                variables: asked.variables,
-                query: asked.query.to_string(),
+                project: project.to_string(),
+                operation: request.operation_name.clone(),
+                query: request.query.clone(),
             },
         })
     }
@@ -231,12 +255,13 @@ impl KeptAnswers {
             hash,
             parts,
             rule,
+            variables,
             variant,
         } = to_keep;
         let mut entries = self.lock();
         let entries = &mut *entries;
         let same = entries
-            .requests
+            .operations
             .peek(&hash)
             .is_some_and(|e| e.parts == parts && e.rule == rule);
         if !same {
@@ -248,51 +273,56 @@ impl KeptAnswers {
                 answers: Vec::new(),
                 bytes,
             };
-            // A request under the same hash, or the least recently used one when
-            // full, makes way.
-            if let Some((_, old)) = entries.requests.push(hash, entry) {
+            // An operation under the same hash, or the least recently used one
+            // when full, makes way.
+            if let Some((_, old)) = entries.operations.push(hash, entry) {
                 entries.bytes -= old.bytes;
             }
             entries.bytes += bytes;
         }
-        let Some(entry) = entries.requests.get_mut(&hash) else {
+        let Some(entry) = entries.operations.get_mut(&hash) else {
             return;
         };
-        if entry.answers.iter().any(|(v, _)| *v == variant) {
+        if entry
+            .answers
+            .iter()
+            .any(|a| a.variant == variant && a.variables == variables)
+        {
             return;
         }
-        if entry.answers.len() >= MAX_VARIANTS {
-            let (_, oldest) = entry.answers.remove(0);
-            entry.bytes -= oldest.len();
-            entries.bytes -= oldest.len();
+        if entry.answers.len() >= MAX_ANSWERS {
+            let oldest = entry.answers.remove(0);
+            entry.bytes -= oldest.bytes();
+            entries.bytes -= oldest.bytes();
         }
-        entry.bytes += body.len();
-        entries.bytes += body.len();
-        entry.answers.push((variant, body));
+        let answer = Answer {
+            variables,
+            variant,
+            body,
+        };
+        entry.bytes += answer.bytes();
+        entries.bytes += answer.bytes();
+        entry.answers.push(answer);
         while entries.bytes > MAX_BYTES {
-            let Some((_, old)) = entries.requests.pop_lru() else {
+            let Some((_, old)) = entries.operations.pop_lru() else {
                 break;
             };
             entries.bytes -= old.bytes;
         }
         self.any
-            .store(!entries.requests.is_empty(), Ordering::Relaxed);
+            .store(!entries.operations.is_empty(), Ordering::Relaxed);
     }
 }
 
 impl Parts {
     fn is(&self, asked: &Asked<'_>) -> bool {
-        self.query == asked.query
+        self.query == asked.request.query
             && self.project == asked.project
-            && self.operation.as_deref() == asked.operation
-            && self.variables == asked.variables
+            && self.operation == asked.request.operation_name
     }
 
     fn bytes(&self) -> usize {
-        self.project.len()
-            + self.operation.as_ref().map_or(0, String::len)
-            + self.variables.len()
-            + self.query.len()
+        self.project.len() + self.operation.as_ref().map_or(0, String::len) + self.query.len()
     }
 }
 
@@ -375,7 +405,7 @@ mod tests {
         }
         let entries = kept.lock();
         assert!(entries.bytes <= MAX_BYTES, "{}", entries.bytes);
-        let counted: usize = entries.requests.iter().map(|(_, e)| e.bytes).sum();
+        let counted: usize = entries.operations.iter().map(|(_, e)| e.bytes).sum();
         assert_eq!(counted, entries.bytes);
         drop(entries);
         let mut too_big = Request::new("{ same }");
