@@ -73,6 +73,8 @@ pub struct AppInner {
     pub presence: Arc<services::realtime::presence::PresenceRegistry>,
     /// Parsed query documents by their text.
     pub parsed_queries: graphql::parsed::ParsedQueries,
+    /// Serialised answers of operations alike for every caller.
+    pub kept_answers: graphql::alike::KeptAnswers,
     /// The subscription operations WebSocket connections watch with, one of each.
     pub subscription_shapes: http::ws::Shapes,
     /// The WebSockets and subscriptions each client address holds here.
@@ -163,6 +165,7 @@ impl AppState {
             secret,
             presence,
             parsed_queries,
+            kept_answers: Default::default(),
             subscription_shapes: Default::default(),
             ws_clients: Default::default(),
         }));

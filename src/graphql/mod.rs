@@ -4,6 +4,7 @@
 //! the per-project cache that keeps a built schema until the bus announces that
 //! the project changed. It knows no service: `services` lists them and assembles.
 
+pub mod alike;
 pub mod input;
 pub mod limits;
 pub mod parsed;
@@ -31,6 +32,7 @@ pub struct SchemaParts {
     subscription: Vec<SubscriptionField>,
     types: Vec<Type>,
     extensions: Vec<Box<dyn ExtensionFactory>>,
+    alike: Vec<Box<dyn alike::SameForAll>>,
 }
 
 /// A service's extension, as the schema builder takes one.
@@ -64,10 +66,16 @@ impl SchemaParts {
     }
 
     /// Adds an extension that sees every request of the schema (after the limits):
-    /// for a service whose answers need more than a resolver, e.g. a cache of
-    /// whole fields.
+    /// for a service whose answers need more than a resolver. Each one costs every
+    /// request of the schema its hooks.
     pub fn extension(&mut self, factory: impl ExtensionFactory) {
         self.extensions.push(Box::new(factory));
+    }
+
+    /// Declares operations whose whole answers are alike for every caller, for the
+    /// HTTP handler to keep and send again.
+    pub fn answers_alike(&mut self, rule: impl alike::SameForAll) {
+        self.alike.push(Box::new(rule));
     }
 
     /// Adds an input type declared with [`graphql_input!`](crate::graphql_input).
@@ -86,12 +94,14 @@ impl SchemaParts {
     }
 
     /// Stitches the parts into one schema with the limits of `config`; `data`
-    /// attaches the schema data its resolvers need.
+    /// attaches the schema data its resolvers need. Also hands back the operations
+    /// declared alike for every caller.
     pub fn finish(
         self,
         config: &Config,
         data: impl FnOnce(SchemaBuilder) -> SchemaBuilder,
-    ) -> AppResult<Schema> {
+    ) -> AppResult<(Schema, alike::Rules)> {
+        let rules: alike::Rules = self.alike.into();
         let query = self.query.into_iter().fold(
             Object::new("Query").description("Reads of every Nimbus service."),
             Object::field,
@@ -124,9 +134,10 @@ impl SchemaParts {
             // field to whoever guesses near a name.
             builder = builder.disable_introspection().disable_suggestions();
         }
-        data(builder)
-            .finish()
-            .map_err(|err| AppError::Internal(anyhow::anyhow!("building the schema failed: {err}")))
+        let schema = data(builder).finish().map_err(|err| {
+            AppError::Internal(anyhow::anyhow!("building the schema failed: {err}"))
+        })?;
+        Ok((schema, rules))
     }
 }
 

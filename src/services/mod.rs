@@ -55,7 +55,7 @@ pub fn build_schema(
     project: &Project,
     model: &Arc<DataModel>,
     state: Option<AppState>,
-) -> AppResult<Schema> {
+) -> AppResult<(Schema, crate::graphql::alike::Rules)> {
     let mut parts = SchemaParts::new();
     register_all(&mut parts, project, model);
     let resources: Arc<dyn realtime::ResourceAccess> = Arc::new(ResourceChannels);
@@ -155,7 +155,7 @@ pub fn core_sdl(config: &Config) -> AppResult<String> {
 
 fn core_schema(config: &Config) -> AppResult<Schema> {
     let project = Project::placeholder("default");
-    build_schema(config, &project, &Arc::default(), None)
+    build_schema(config, &project, &Arc::default(), None).map(|(schema, _)| schema)
 }
 
 /// The type names and root field names of a project with no collections, which a
@@ -207,6 +207,8 @@ pub struct LoadedProject {
     pub project: Arc<Project>,
     pub model: Arc<DataModel>,
     pub schema: Schema,
+    /// Its operations whose answers are alike for every caller.
+    pub alike: crate::graphql::alike::Rules,
 }
 
 impl LoadProject for LoadedProject {
@@ -215,11 +217,12 @@ impl LoadProject for LoadedProject {
             return Ok(None);
         };
         let model = Arc::new(databases::store::load_model(state, id).await?);
-        let schema = build_schema(&state.config, &project, &model, Some(state.clone()))?;
+        let (schema, alike) = build_schema(&state.config, &project, &model, Some(state.clone()))?;
         Ok(Some(LoadedProject {
             project: Arc::new(project),
             model,
             schema,
+            alike,
         }))
     }
 }

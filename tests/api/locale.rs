@@ -407,3 +407,224 @@ async fn locale_lists_asked_again_keep_their_language_selection_and_directives()
     }
     app.shutdown().await;
 }
+
+/// The status and body text of a POST of `body`.
+async fn raw(app: &TestApp, body: &Value, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut request = app
+        .client
+        .post(format!("{}/v1/graphql", app.url))
+        .json(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// Asks `query` with `variables` three times: first and again on its own (the
+/// second answer is the kept one), and as a batch of one, which the executor
+/// always resolves; checks the three are the same bytes and returns the answer.
+async fn kept_and_resolved(
+    app: &TestApp,
+    query: &str,
+    variables: &Value,
+    headers: &[(&str, &str)],
+) -> Value {
+    let single = json!({ "query": query, "variables": variables });
+    let (status, first) = raw(app, &single, headers).await;
+    assert_eq!(status, 200, "{first}");
+    let (_, kept) = raw(app, &single, headers).await;
+    let (_, resolved) = raw(app, &json!([single]), headers).await;
+    assert_eq!(kept, first, "{query} {headers:?}");
+    assert_eq!(format!("[{kept}]"), resolved, "{query} {headers:?}");
+    let answer: Value = serde_json::from_str(&kept).unwrap();
+    assert!(answer.get("errors").is_none(), "{answer}");
+    answer["data"].clone()
+}
+
+#[tokio::test]
+async fn kept_locale_answers_are_the_resolved_ones_in_every_language_and_shape() {
+    let app = spawn_app().await;
+    let none = json!({});
+    let shapes = [
+        ("{ locale { countries { code name } } }", none.clone()),
+        (LISTS, none.clone()),
+        (
+            "{ __typename l: locale { __typename a: countriesEU { c: code n: name __typename } \
+             b: countriesPhones { countryName code } } }",
+            none.clone(),
+        ),
+        (
+            "query Lists { locale { ...L } } fragment L on Locale { continents { ...C } \
+             localeCodes { ... on LocaleCode { code name } } } \
+             fragment C on LocaleContinent { name code }",
+            none.clone(),
+        ),
+        (
+            "query($n: Boolean!, $c: Boolean!) { locale { currencies { code name @include(if: $n) \
+             symbol @skip(if: $c) } } }",
+            json!({ "n": true, "c": false }),
+        ),
+        (
+            "query($n: Boolean!, $c: Boolean!) { locale { currencies { code name @include(if: $n) \
+             symbol @skip(if: $c) } } }",
+            json!({ "n": false, "c": true }),
+        ),
+    ];
+    for language in ["de", "fr-CA", "ja", "pt-BR", "xx"] {
+        let headers = [("x-nimbus-locale", language)];
+        for (query, variables) in &shapes {
+            kept_and_resolved(&app, query, variables, &headers).await;
+        }
+    }
+    // What the shapes answer, in one language.
+    let de = [("x-nimbus-locale", "de")];
+    let aliased = kept_and_resolved(&app, shapes[2].0, &none, &de).await;
+    assert_eq!(aliased["__typename"], "Query");
+    assert_eq!(aliased["l"]["__typename"], "Locale");
+    assert_eq!(
+        find(&aliased["l"]["a"], "c", "DE"),
+        &json!({ "c": "DE", "n": "Deutschland", "__typename": "LocaleCountry" })
+    );
+    assert_eq!(
+        find(&aliased["l"]["b"], "code", "+49"),
+        &json!({ "countryName": "Deutschland", "code": "+49" })
+    );
+    let fragments = kept_and_resolved(&app, shapes[3].0, &none, &de).await;
+    assert_eq!(
+        find(&fragments["locale"]["continents"], "code", "EU"),
+        &json!({ "name": "Europa", "code": "EU" })
+    );
+    let shown = kept_and_resolved(&app, shapes[4].0, &shapes[4].1, &de).await;
+    assert_eq!(
+        find(&shown["locale"]["currencies"], "code", "USD"),
+        &json!({ "code": "USD", "name": "US-Dollar", "symbol": "$" })
+    );
+    let hidden = kept_and_resolved(&app, shapes[5].0, &shapes[5].1, &de).await;
+    assert_eq!(
+        find(&hidden["locale"]["currencies"], "code", "USD"),
+        &json!({ "code": "USD" })
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_kept_locale_list_answers_only_its_own_language_and_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.trusted_proxies = "127.0.0.1".parse().unwrap();
+    let app = spawn_with(config, dir).await;
+    let query = "{ locale { countries { code name } } }";
+    let germany = |locale: Value| name_of(&locale["countries"], "DE");
+    for _ in 0..2 {
+        let german = public(&app, query, &[("x-nimbus-locale", "de")]).await;
+        assert_eq!(germany(german), "Deutschland");
+    }
+    for (headers, expected) in [
+        (vec![("x-nimbus-locale", "fr")], "Allemagne"),
+        (vec![], "Germany"),
+        (vec![("x-nimbus-locale", "de-AT")], "Deutschland"),
+        (vec![("accept-language", "fr-FR,fr;q=0.9")], "Allemagne"),
+        (
+            vec![("accept-language", "de"), ("x-nimbus-locale", "ja")],
+            "ドイツ",
+        ),
+        (vec![("x-nimbus-locale", "de")], "Deutschland"),
+    ] {
+        for _ in 0..2 {
+            let locale = public(&app, query, &headers).await;
+            assert_eq!(germany(locale), expected, "{headers:?}");
+        }
+    }
+
+    // With the caller's own place in it, an answer is the caller's.
+    let mixed = "{ locale { countryCode countries { code } } }";
+    for (forwarded, country) in [("8.8.8.8", json!("US")), ("10.0.0.1", Value::Null)] {
+        for _ in 0..2 {
+            let locale = public(&app, mixed, &[("x-forwarded-for", forwarded)]).await;
+            assert_eq!(locale["countryCode"], country, "{forwarded}");
+            assert!(locale["countries"].as_array().unwrap().len() >= 249);
+        }
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn kept_locale_answers_keep_errors_and_limits_as_they_were() {
+    let app = spawn_app().await;
+    let query = "{ locale { countries { code name } } }";
+    let unknown_operation = "query Q { locale { countries { code } } }";
+    let refused: Vec<(Value, Vec<(&str, &str)>)> = vec![
+        (
+            json!({ "query": query }),
+            vec![("authorization", "Bearer ns_not-a-session")],
+        ),
+        (
+            json!({ "query": query }),
+            vec![("x-nimbus-key", "not-a-key")],
+        ),
+        (
+            json!({ "query": query }),
+            vec![("x-nimbus-project", "no-such-project")],
+        ),
+        (
+            json!({ "query": query }),
+            vec![("x-nimbus-project", "bad id!")],
+        ),
+        (
+            json!({ "query": "{ locale { countries { code nope } } }" }),
+            vec![],
+        ),
+        (
+            json!({ "query": "{ locale { countries { code name } }" }),
+            vec![],
+        ),
+        (
+            json!({ "query": unknown_operation, "operationName": "R" }),
+            vec![],
+        ),
+    ];
+    let mut before = Vec::new();
+    for (body, headers) in &refused {
+        let answer = app.post(body.clone(), headers).await;
+        before.push((answer.status, answer.code().to_string()));
+    }
+    let codes: Vec<&str> = before.iter().map(|(_, code)| code.as_str()).collect();
+    assert_eq!(
+        codes[4..],
+        [
+            "GRAPHQL_VALIDATION_FAILED",
+            "GRAPHQL_PARSE_FAILED",
+            "OPERATION_NOT_FOUND"
+        ]
+    );
+    assert_eq!(
+        codes[..4],
+        [
+            "INVALID_SESSION",
+            "INVALID_API_KEY",
+            "PROJECT_NOT_FOUND",
+            "INVALID_ID"
+        ]
+    );
+
+    // The same list kept in every language the refused requests would get, and
+    // the operation the unknown name missed: they are refused as before.
+    let huge = format!("de;q=0.9, {}", "x-private-tag;q=0.5, ".repeat(256));
+    assert!(huge.len() > 5000);
+    let oversized = [("accept-language", huge.as_str())];
+    let locale = kept_and_resolved(&app, query, &json!({}), &oversized).await;
+    assert_eq!(name_of(&locale["locale"]["countries"], "DE"), "Germany");
+    kept_and_resolved(&app, query, &json!({}), &[]).await;
+    kept_and_resolved(&app, unknown_operation, &json!({}), &[]).await;
+    for ((body, headers), was) in refused.iter().zip(&before) {
+        let answer = app.post(body.clone(), headers).await;
+        assert_eq!(
+            (answer.status, answer.code().to_string()),
+            *was,
+            "{body} {headers:?}"
+        );
+        assert!(answer.body.get("data").is_none(), "{}", answer.body);
+    }
+    app.shutdown().await;
+}

@@ -1,25 +1,20 @@
-//! The answers of `locale`'s lists, kept per (list, language, selection): the
-//! data is compiled in, so a list asked for in the same language with the same
-//! fields is always the same value, and resolving its hundreds of objects field by
-//! field is most of what such a request costs. A schema extension answers a list
-//! field from here before the executor walks it. Only plain selections are kept
-//! (fields without arguments, aliases allowed; no fragments or directives, which
-//! may depend on variables); anything else is resolved as usual. Bounded in
-//! entries; shared by every project, since no list depends on one.
+//! Which operations of `locale` answer every caller alike: those that read only
+//! its reference lists (and `__typename`s). The lists are compiled in, so such an
+//! operation's answer depends on nothing but its text, its variables and the
+//! request's language; the GraphQL handler keeps it whole, serialised, and sends
+//! it again ([`crate::graphql::alike`]), which spares resolving hundreds of objects
+//! field by field and serialising them for every request. An operation that also
+//! reads the caller's own place (`ip`, `countryCode`…), or any other service, is
+//! answered as usual.
 
-use std::num::NonZeroUsize;
-use std::sync::{Arc, LazyLock, Mutex};
-
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextResolve, ResolveInfo,
+use async_graphql::parser::types::{
+    ExecutableDocument, OperationDefinition, Selection, SelectionSet,
 };
-use async_graphql::parser::types::{Field, Selection};
-use async_graphql::{ServerResult, Value};
-use lru::LruCache;
 
 use super::data::data;
 use super::negotiate;
-use crate::services::users::service::ClientInfo;
+use crate::graphql::alike::SameForAll;
+use crate::graphql::limits::MAX_NESTING;
 
 /// The lists of `Locale`, by field name.
 const LISTS: &[&str] = &[
@@ -31,97 +26,108 @@ const LISTS: &[&str] = &[
     "languages",
     "localeCodes",
 ];
-/// Most answers kept: every list in a dozen languages with a few selections each.
-const MAX_ENTRIES: usize = 256;
-/// Longest selection kept; a longer one (many aliases) is resolved as usual.
-const MAX_SELECTION_BYTES: usize = 512;
 
-type Cache = Mutex<LruCache<String, Arc<Value>>>;
+/// Operations reading only `locale`'s lists.
+pub struct Lists;
 
-static CACHE: LazyLock<Cache> = LazyLock::new(|| {
-    Mutex::new(LruCache::new(
-        NonZeroUsize::new(MAX_ENTRIES).unwrap_or(NonZeroUsize::MIN),
-    ))
-});
-static EXTENSION: LazyLock<Arc<ListCache>> = LazyLock::new(|| Arc::new(ListCache));
+impl SameForAll for Lists {
+    fn covers(&self, document: &ExecutableDocument, operation: &OperationDefinition) -> bool {
+        only_lists(document, &operation.selection_set.node, Level::Query, 0)
+    }
 
-/// Adds the cache to a schema.
-pub struct ListCacheFactory;
-
-impl ExtensionFactory for ListCacheFactory {
-    fn create(&self) -> Arc<dyn Extension> {
-        // Stateless per request: one instance serves them all.
-        EXTENSION.clone()
+    fn variant(&self, languages: &str) -> &'static str {
+        negotiate::pick(data(), languages).code()
     }
 }
 
-struct ListCache;
-
-/// The key of a list field's answer: its name, the request's language and its
-/// plain selection; `None` when the selection is not plain.
-fn key(ctx: &ExtensionContext<'_>, info: &ResolveInfo<'_>) -> Option<String> {
-    if info.parent_type != "Locale" || !LISTS.contains(&info.name) {
-        return None;
-    }
-    let asked = ctx
-        .data_opt::<ClientInfo>()
-        .map_or("", |c| c.locale.as_str());
-    let locale = negotiate::pick(data(), asked);
-    let mut key = format!("{}\0{}\0", info.name, locale.code());
-    selection(info.field, &mut key)?;
-    (key.len() <= MAX_SELECTION_BYTES).then_some(key)
+/// Where in the operation a selection set stands.
+#[derive(Clone, Copy)]
+enum Level {
+    Query,
+    Locale,
 }
 
-/// Appends the plain selection of `field` to `key`, or `None` when it is not plain.
-fn selection(field: &Field, key: &mut String) -> Option<()> {
-    if !field.directives.is_empty() {
-        return None;
+/// Whether `set` selects, at `level`, only `__typename`, `locale` and, within
+/// it, lists (whatever below them: their items hold nothing but data), fragments
+/// followed. What is not valid there at all is refused by validation, and an
+/// answer with errors is not kept.
+fn only_lists(
+    document: &ExecutableDocument,
+    set: &SelectionSet,
+    level: Level,
+    depth: usize,
+) -> bool {
+    if depth > MAX_NESTING {
+        return false;
     }
-    for item in &field.selection_set.node.items {
-        let Selection::Field(child) = &item.node else {
-            return None;
+    set.items.iter().all(|item| match &item.node {
+        Selection::Field(field) => {
+            let field = &field.node;
+            let name = field.name.node.as_str();
+            match level {
+                _ if name == "__typename" => true,
+                Level::Query => {
+                    name == "locale"
+                        && only_lists(
+                            document,
+                            &field.selection_set.node,
+                            Level::Locale,
+                            depth + 1,
+                        )
+                }
+                Level::Locale => LISTS.contains(&name),
+            }
+        }
+        Selection::InlineFragment(inline) => {
+            only_lists(document, &inline.node.selection_set.node, level, depth + 1)
+        }
+        Selection::FragmentSpread(spread) => document
+            .fragments
+            .get(&spread.node.fragment_name.node)
+            .is_some_and(|fragment| {
+                only_lists(
+                    document,
+                    &fragment.node.selection_set.node,
+                    level,
+                    depth + 1,
+                )
+            }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_graphql::parser::parse_query;
+    use async_graphql::parser::types::DocumentOperations;
+
+    fn covered(query: &str) -> bool {
+        let document = parse_query(query).unwrap();
+        let DocumentOperations::Single(operation) = &document.operations else {
+            panic!("one operation");
         };
-        let child = &child.node;
-        if !child.arguments.is_empty()
-            || !child.directives.is_empty()
-            || !child.selection_set.node.items.is_empty()
-        {
-            return None;
-        }
-        if let Some(alias) = &child.alias {
-            key.push_str(alias.node.as_str());
-            key.push(':');
-        }
-        key.push_str(child.name.node.as_str());
-        key.push(',');
+        Lists.covers(&document, &operation.node)
     }
-    Some(())
-}
 
-fn lock() -> std::sync::MutexGuard<'static, LruCache<String, Arc<Value>>> {
-    // A panic while holding the lock leaves a consistent map: keep using it.
-    CACHE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-#[async_trait::async_trait]
-impl Extension for ListCache {
-    async fn resolve(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        info: ResolveInfo<'_>,
-        next: NextResolve<'_>,
-    ) -> ServerResult<Option<Value>> {
-        let Some(key) = key(ctx, &info) else {
-            return next.run(ctx, info).await;
-        };
-        let kept = lock().get(&key).cloned();
-        if let Some(value) = kept {
-            return Ok(Some(Value::clone(&value)));
+    #[test]
+    fn covers_lists_typenames_and_fragments_of_them_only() {
+        for query in [
+            "{ locale { countries { code name } } }",
+            "{ __typename a: locale { __typename x: currencies { code } languages { name } } }",
+            "{ locale { ...L } } fragment L on Locale { countries { ...C } } fragment C on LocaleCountry { code }",
+            "{ ... on Query { locale { ... on Locale { continents { code } } } } }",
+        ] {
+            assert!(covered(query), "{query}");
         }
-        let value = next.run(ctx, info).await?;
-        if let Some(value) = &value {
-            lock().put(key, Arc::new(value.clone()));
+        for query in [
+            "{ locale { ip countries { code } } }",
+            "{ locale { countryCode } }",
+            "{ locale { ...L } } fragment L on Locale { country }",
+            "{ locale { countries { code } } account { id } }",
+            "{ __schema { types { name } } }",
+            "{ locale { ...Missing } }",
+        ] {
+            assert!(!covered(query), "{query}");
         }
-        Ok(value)
     }
 }

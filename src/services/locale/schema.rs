@@ -25,7 +25,7 @@ pub fn register(parts: &mut SchemaParts, _project: &Project) {
     parts.add_type(locale_code_type());
 
     parts.query(locale());
-    parts.extension(super::cache::ListCacheFactory);
+    parts.answers_alike(super::cache::Lists);
 }
 
 /// The client of the request, as the transport saw it.
