@@ -410,6 +410,12 @@ pub struct Config {
     /// minute.
     #[arg(long, env = "NIMBUS_AVATAR_PROXY_PER_MINUTE", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub avatar_proxy_per_minute: u32,
+
+    /// Let the image proxy and favicons fetch from loopback, private, link-local and
+    /// other reserved addresses (images on the operator's own network). Off: such
+    /// URLs are refused, also when a name or a redirect leads to one.
+    #[arg(long, env = "NIMBUS_AVATAR_PROXY_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub avatar_proxy_allow_private: bool,
 }
 
 /// The reverse proxies whose `X-Forwarded-For` counts: addresses (networks of one)

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod avatars;
+mod avatars_remote;
 mod cli;
 mod databases;
 mod email_flows;

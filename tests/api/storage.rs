@@ -1102,7 +1102,7 @@ fn png(width: u32, height: u32) -> Vec<u8> {
 }
 
 /// A PNG whose header claims `width` × `height` pixels, with no pixel data.
-fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+pub(crate) fn png_header_only(width: u32, height: u32) -> Vec<u8> {
     let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut chunk = b"IHDR".to_vec();
     chunk.extend_from_slice(&width.to_be_bytes());

@@ -24,6 +24,8 @@ pub struct ProxyLimits {
     pub max_bytes: usize,
     /// The whole fetch, redirects included (`NIMBUS_AVATAR_PROXY_TIMEOUT`).
     pub timeout: Duration,
+    /// Whether reserved addresses may be fetched (`NIMBUS_AVATAR_PROXY_ALLOW_PRIVATE`).
+    pub allow_private: bool,
 }
 
 impl ProxyLimits {
@@ -32,6 +34,7 @@ impl ProxyLimits {
             max_redirects: config.avatar_proxy_max_redirects as usize,
             max_bytes: usize::try_from(config.avatar_proxy_max_bytes).unwrap_or(usize::MAX),
             timeout: Duration::from_secs(config.avatar_proxy_timeout_secs),
+            allow_private: config.avatar_proxy_allow_private,
         }
     }
 }
@@ -82,7 +85,12 @@ pub struct Fetched {
 
 /// The bytes at `url`, following redirects as the module says.
 pub async fn fetch(url: url::Url, limits: ProxyLimits) -> Result<Fetched, AppError> {
-    fetch_within(url, is_public, limits).await
+    let allowed = if limits.allow_private {
+        outbound::any_address
+    } else {
+        is_public
+    };
+    fetch_within(url, allowed, limits).await
 }
 
 async fn fetch_within(
@@ -271,6 +279,7 @@ mod tests {
         max_redirects: 5,
         max_bytes: 64 * 1024,
         timeout: Duration::from_secs(2),
+        allow_private: false,
     };
 
     async fn get(url: &str) -> Result<Vec<u8>, AppError> {
