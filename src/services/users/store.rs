@@ -330,8 +330,8 @@ pub async fn find_session(
 }
 
 /// A user's sessions, newest first.
-pub async fn list_sessions(
-    pool: &AnyPool,
+pub async fn list_sessions<'e>(
+    db: impl Executor<'e, Database = Any>,
     project_id: &str,
     user_id: &str,
 ) -> Result<Vec<SessionRow>, sqlx::Error> {
@@ -341,7 +341,7 @@ pub async fn list_sessions(
     ))
     .bind(project_id)
     .bind(user_id)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
 }
 
@@ -430,6 +430,7 @@ pub struct TokenRow {
     pub secret_hash: String,
     pub kind: String,
     pub expires_at: i64,
+    pub created_at: i64,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -468,7 +469,7 @@ pub async fn tokens_of(
 ) -> Result<Vec<TokenRow>, sqlx::Error> {
     let placeholders = vec!["?"; kinds.len().max(1)].join(", ");
     let sql = format!(
-        "SELECT id, secret_hash, kind, expires_at FROM tokens WHERE project_id = ? AND user_id = ? \
+        "SELECT id, secret_hash, kind, expires_at, created_at FROM tokens WHERE project_id = ? AND user_id = ? \
          AND kind IN ({placeholders}) ORDER BY created_at DESC LIMIT 50"
     );
     kinds
