@@ -600,7 +600,8 @@ pub(crate) enum Ending<'a> {
     One(&'a str),
 }
 
-/// Ends sessions of a user in `conn` (the change's transaction), answering the
+/// Ends sessions of a user in `conn` (the change's transaction, begun by
+/// [`crate::db::Db::begin_write`] when this is its first statement), answering the
 /// `users.U.sessions.S.delete` events of those it ended, read and deleted in that
 /// transaction: a session ended meanwhile by another request is announced once.
 /// A user has at most the project's session limit (100) of them.
@@ -964,7 +965,8 @@ pub(crate) async fn apply_changes(
         user.mfa = mfa;
     }
     user.updated_at = now;
-    let mut tx = state.db.pool().begin().await?;
+    // Sessions are read, then ended, in it.
+    let mut tx = state.db.begin_write().await?;
     let mut messages = Vec::new();
     if claimed {
         // Ended one by one first, so each is announced.
@@ -1120,7 +1122,7 @@ pub async fn delete_user_sessions(
 ) -> AppResult<u64> {
     let project_id = grant.project();
     load_user(state, project_id, user_id).await?;
-    let mut tx = state.db.pool().begin().await?;
+    let mut tx = state.db.begin_write().await?;
     let ended = end_sessions(&mut tx, project_id, user_id, Ending::All).await?;
     let deleted = ended.len() as u64;
     commit_session_events(state, tx, project_id, user_id, ended).await?;
@@ -1459,7 +1461,7 @@ pub async fn delete_own_session(
     };
     ids::validate("id", &id)?;
     let (project_id, user_id) = (&me.user.project_id, &me.user.id);
-    let mut tx = state.db.pool().begin().await?;
+    let mut tx = state.db.begin_write().await?;
     let ended = end_sessions(&mut tx, project_id, user_id, Ending::One(&id)).await?;
     if ended.is_empty() {
         return Err(AppError::NotFound {
@@ -1474,7 +1476,7 @@ pub async fn delete_own_session(
 
 pub async fn delete_own_sessions(state: &AppState, me: &ResolvedSession) -> AppResult<u64> {
     let (project_id, user_id) = (&me.user.project_id, &me.user.id);
-    let mut tx = state.db.pool().begin().await?;
+    let mut tx = state.db.begin_write().await?;
     let ended = end_sessions(&mut tx, project_id, user_id, Ending::All).await?;
     let deleted = ended.len() as u64;
     commit_session_events(state, tx, project_id, user_id, ended).await?;
