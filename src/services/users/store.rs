@@ -361,40 +361,12 @@ pub async fn delete_session<'e>(
         .map(|r| r.rows_affected() == 1)
 }
 
-/// Deletes every session of a user; returns how many there were.
-pub async fn delete_sessions<'e>(
-    db: impl Executor<'e, Database = Any>,
-    project_id: &str,
-    user_id: &str,
-) -> Result<u64, sqlx::Error> {
-    sqlx::query("DELETE FROM sessions WHERE project_id = ? AND user_id = ?")
-        .bind(project_id)
-        .bind(user_id)
-        .execute(db)
-        .await
-        .map(|r| r.rows_affected())
-}
-
-/// Deletes every session of a user but `keep`; returns how many there were.
-pub async fn delete_other_sessions<'e>(
-    db: impl Executor<'e, Database = Any>,
-    project_id: &str,
-    user_id: &str,
-    keep: &str,
-) -> Result<u64, sqlx::Error> {
-    sqlx::query("DELETE FROM sessions WHERE project_id = ? AND user_id = ? AND id <> ?")
-        .bind(project_id)
-        .bind(user_id)
-        .bind(keep)
-        .execute(db)
-        .await
-        .map(|r| r.rows_affected())
-}
-
 /// Takes from an account whose email was never verified everything that signs in
 /// without that email: its password (and their history), second factor, sessions
 /// and linked provider accounts, and marks the email verified. For when the owner of
 /// the mailbox proves it: whoever registered the address before them keeps nothing.
+/// Callers end the sessions one by one first, to announce each; the sessions are
+/// deleted here all the same, so none is ever left behind.
 pub async fn claim_unverified_account(
     tx: &mut sqlx::Transaction<'_, Any>,
     project_id: &str,
