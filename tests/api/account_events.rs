@@ -430,3 +430,79 @@ async fn sessions_trimmed_past_the_limit_and_a_block_are_events() {
     assert_eq!(blocked["payload"]["blocked"], true, "{blocked}");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn mfa_changes_are_events_without_the_authenticator_secret() {
+    let receiver = Receiver::start().await;
+    let (app, _smtp) = app_with_mail_and_webhooks().await;
+    create_webhook(
+        &app,
+        &receiver.url("/ok"),
+        &["users.*.update.mfa", "users.*.sessions.*.update"],
+    )
+    .await;
+    let (dora, session) = account(&app, "dora@example.com", "dora-password-1").await;
+    let added = run(
+        &app,
+        "mutation { createMfaAuthenticator { secret uri } }",
+        json!({}),
+        Some(&session),
+    )
+    .await;
+    let secret = added["createMfaAuthenticator"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let totp = nimbus::auth::totp::TotpSecret::from_base32(&secret).unwrap();
+    let code = nimbus::auth::totp::code_at(&totp, chrono::Utc::now().timestamp() as u64);
+    run(
+        &app,
+        "mutation($c: String!) { verifyMfaAuthenticator(input: {code: $c}) }",
+        json!({"c": code}),
+        Some(&session),
+    )
+    .await;
+    run(
+        &app,
+        "mutation { updateMfa(input: {enabled: true}) { mfa } }",
+        json!({}),
+        Some(&session),
+    )
+    .await;
+
+    let requests = receiver.wait_for("/ok", 4).await;
+    let bodies: Vec<Value> = requests
+        .iter()
+        .map(|r| serde_json::from_str(&r.body).unwrap())
+        .collect();
+    let names: Vec<&str> = bodies
+        .iter()
+        .map(|b| b["events"][0].as_str().unwrap())
+        .collect();
+    let mfa = format!("users.{dora}.update.mfa");
+    assert_eq!(names.iter().filter(|n| **n == mfa).count(), 2, "{names:?}");
+    let passed: Vec<&Value> = bodies
+        .iter()
+        .filter(|b| {
+            let name = b["events"][0].as_str().unwrap();
+            name.starts_with(&format!("users.{dora}.sessions.")) && name.ends_with(".update")
+        })
+        .collect();
+    assert_eq!(passed.len(), 2, "{names:?}");
+    assert_eq!(passed[0]["payload"]["mfaVerified"], true);
+    let turned_on = bodies
+        .iter()
+        .rev()
+        .find(|b| b["events"][0] == mfa.as_str())
+        .unwrap();
+    assert_eq!(turned_on["payload"]["mfa"], true, "{turned_on}");
+    for request in &requests {
+        assert!(!request.body.contains(&secret), "the TOTP secret travelled");
+        assert!(
+            !request.body.contains(&session),
+            "the session secret travelled"
+        );
+        assert!(!request.body.contains("otpauth"), "{}", request.body);
+    }
+    app.shutdown().await;
+}
