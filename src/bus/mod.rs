@@ -135,13 +135,29 @@ impl Event {
         }
     }
 
+    /// The same change named more narrowly, as Appwrite names a change to one part
+    /// of a resource (`users.U.update.email`, `teams.T.memberships.M.update.status`):
+    /// the `<name>.<detail>` names come first (webhooks and functions match the
+    /// first), the broader ones stay for subscribers that look for them.
+    pub fn detailed(mut self, detail: &str) -> Event {
+        let narrow: Vec<String> = self
+            .events
+            .iter()
+            .map(|e| format!("{e}.{detail}"))
+            .collect();
+        self.events.splice(0..0, narrow);
+        self
+    }
+
     /// The action of the most specific event name (`create`, `update`, `delete`, …)
     /// when the event is on `channel`.
     pub fn action_on(&self, channel: &str) -> Option<&str> {
         if !self.channels.iter().any(|c| c == channel) {
             return None;
         }
-        Some(self.events.first()?.rsplit('.').next().unwrap_or_default())
+        // The broadest of the names: a detailed event (`….update.email`) ends in
+        // its detail, not its action.
+        Some(self.events.last()?.rsplit('.').next().unwrap_or_default())
     }
 }
 

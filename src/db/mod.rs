@@ -180,6 +180,17 @@ impl Db {
         &self.pool
     }
 
+    /// A transaction that reads what it then writes: on SQLite it holds the write
+    /// lock from its start (`BEGIN IMMEDIATE`), since a deferred one that read
+    /// first fails at its first write when another writer committed meanwhile
+    /// (busy waiting does not help it).
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::MySql => self.pool.begin().await,
+        }
+    }
+
     /// A connection for document reads and writes ([`lease`]).
     pub async fn lease(&self) -> Result<lease::Lease, sqlx::Error> {
         self.leases.lease().await

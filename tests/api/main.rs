@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod account_events;
 mod avatars;
 mod avatars_remote;
 mod cli;

@@ -562,7 +562,10 @@ async fn account_team_and_membership_changes_reach_the_users_they_concern() {
         if let Some(message) = ws.socket_next_within_short_time().await {
             let event = realtime_event(&message);
             assert!(
-                event["events"][0].as_str().unwrap().ends_with(".update"),
+                event["events"][0]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(".update.name"),
                 "{event}"
             );
             assert!(

@@ -9,7 +9,8 @@ use crate::auth::sealing::Sealer;
 use crate::auth::session_cache::ResolvedSession;
 use crate::auth::totp;
 use crate::error::{AppError, AppResult, codes};
-use crate::services::users::service::commit_user_change;
+use crate::services::users::Session;
+use crate::services::users::service::{commit_session_events, commit_user_update, session_event};
 use crate::services::users::store;
 
 /// Appwrite's limit on MFA challenges, per user and client address: someone who
@@ -125,9 +126,20 @@ async fn session_passed(
     state: &AppState,
     me: &ResolvedSession,
     mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    mfa_changed: bool,
 ) -> AppResult<()> {
-    store::mark_session_mfa_verified(&mut *tx, &me.user.project_id, &me.session.id).await?;
-    commit_user_change(state, tx, &me.user.project_id, &me.user.id).await
+    let (project_id, user_id) = (&me.user.project_id, &me.user.id);
+    store::mark_session_mfa_verified(&mut *tx, project_id, &me.session.id).await?;
+    let session = Session {
+        mfa_verified: true,
+        ..me.session.clone()
+    };
+    let passed = vec![session_event(&session, "update")];
+    if mfa_changed {
+        commit_user_update(state, tx, project_id, user_id, &["mfa"], passed).await
+    } else {
+        commit_session_events(state, tx, project_id, user_id, passed).await
+    }
 }
 
 /// Checks an authenticator code and uses it up.
@@ -158,7 +170,7 @@ pub async fn verify_authenticator(
     check_totp(state, me, code).await?;
     let mut tx = state.db.pool().begin().await?;
     store::confirm_totp(&mut *tx, &me.user.project_id, &me.user.id).await?;
-    session_passed(state, me, tx).await
+    session_passed(state, me, tx, true).await
 }
 
 /// Removes the authenticator (a current code proves possession). Without any factor
@@ -172,7 +184,15 @@ pub async fn delete_authenticator(
     let mut tx = state.db.pool().begin().await?;
     store::set_totp(&mut *tx, &me.user.project_id, &me.user.id, None, false).await?;
     store::set_mfa(&mut *tx, &me.user.project_id, &me.user.id, false).await?;
-    commit_user_change(state, tx, &me.user.project_id, &me.user.id).await
+    commit_user_update(
+        state,
+        tx,
+        &me.user.project_id,
+        &me.user.id,
+        &["mfa"],
+        Vec::new(),
+    )
+    .await
 }
 
 /// New recovery codes, replacing any old ones; shown only now.
@@ -204,7 +224,7 @@ pub async fn set_enabled(state: &AppState, me: &ResolvedSession, enabled: bool) 
     let mut tx = state.db.pool().begin().await?;
     store::set_mfa(&mut *tx, &me.user.project_id, &me.user.id, enabled).await?;
     // The session that turns MFA on has just proven the factor.
-    session_passed(state, me, tx).await
+    session_passed(state, me, tx, true).await
 }
 
 /// The second factor of a signed-in session: `TOTP` (an authenticator code) or
@@ -246,5 +266,5 @@ pub async fn complete_challenge(
         }
     }
     let tx = state.db.pool().begin().await?;
-    session_passed(state, me, tx).await
+    session_passed(state, me, tx, false).await
 }

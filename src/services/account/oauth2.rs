@@ -673,10 +673,12 @@ pub async fn finish(
         if pending.token_mode {
             let secret = secrets::random_token();
             let now = now_millis();
+            let id = ids::generate();
+            let mut tx = state.db.pool().begin().await?;
             users_store::insert_token(
-                state.db.pool(),
+                &mut *tx,
                 project_id,
-                &ids::generate(),
+                &id,
                 &user.id,
                 OAUTH2_TOKEN,
                 &secrets::digest(&secret),
@@ -684,6 +686,16 @@ pub async fn finish(
                 now,
             )
             .await?;
+            let issued = crate::services::users::service::TokenIssued {
+                project_id,
+                user_id: &user.id,
+                id: &id,
+                kind: OAUTH2_TOKEN,
+                created_at: now,
+                expires_at: now + TOKEN_TTL_MS,
+            };
+            let event = crate::services::users::service::token_event(&issued, "create");
+            crate::bus::log::commit(&state.bus, tx, vec![event]).await?;
             let mut url = url::Url::parse(&pending.success_url).map_err(|_| {
                 AppError::Internal(anyhow::anyhow!("stored success URL does not parse"))
             })?;

@@ -9,13 +9,14 @@ use crate::AppState;
 use crate::auth::rate_limit::{Limit, client_key};
 use crate::auth::secrets;
 use crate::auth::session_cache::ResolvedSession;
+use crate::bus::BusMessage;
 use crate::db::{ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
 use crate::mail::templates;
 use crate::services::projects::AuthSettings;
 use crate::services::users::service::{
-    ClientInfo, NewUser, UserChanges, apply_changes, create_session, insert_new_user,
-    normalize_email, policy, require_method,
+    ClientInfo, NewUser, TokenIssued, UserChanges, apply_changes, create_session, insert_new_user,
+    normalize_email, policy, require_method, token_event,
 };
 use crate::services::users::store::{EMAIL_OTP, MAGIC_URL, RECOVERY, VERIFICATION};
 use crate::services::users::{Session, User, store};
@@ -94,11 +95,12 @@ async fn issue_and_mail(
 ) -> AppResult<IssuedToken> {
     let now = now_millis();
     let expires_at = now + ttl;
+    let id = ids::generate();
     let mut tx = state.db.pool().begin().await?;
     store::insert_token(
         &mut *tx,
         &user.project_id,
-        &ids::generate(),
+        &id,
         &user.id,
         kind,
         &secrets::digest(secret),
@@ -107,7 +109,15 @@ async fn issue_and_mail(
     )
     .await?;
     queue_mail(state, &mut *tx, &user.project_id, to, content).await?;
-    tx.commit().await?;
+    let issued = TokenIssued {
+        project_id: &user.project_id,
+        user_id: &user.id,
+        id: &id,
+        kind,
+        created_at: now,
+        expires_at,
+    };
+    crate::bus::log::commit(&state.bus, tx, vec![token_event(&issued, "create")]).await?;
     state.jobs.wake();
     Ok(IssuedToken {
         user_id: user.id.clone(),
@@ -128,7 +138,7 @@ fn is_code(secret: &str) -> bool {
     secret.len() == 6 && secret.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Uses up a token of one of `kinds`; returns its kind.
+/// Uses up a token of one of `kinds`; returns it.
 async fn consume(
     state: &AppState,
     project_id: &str,
@@ -136,7 +146,7 @@ async fn consume(
     kinds: &[&str],
     secret: &str,
     client: &ClientInfo,
-) -> AppResult<String> {
+) -> AppResult<store::TokenRow> {
     let invalid = invalid_token;
     ids::validate("userId", user_id).map_err(|_| invalid())?;
     state
@@ -168,7 +178,21 @@ async fn consume(
             reason: "the link or code has expired; ask for a new one".into(),
         });
     }
-    Ok(token.kind)
+    Ok(token)
+}
+
+/// The `update` event of a recovery or verification token used up by a change
+/// of `user_id`'s, to log with that change (Appwrite's `users.U.recovery.T.update`).
+fn token_used(project_id: &str, user_id: &str, token: &store::TokenRow) -> BusMessage {
+    let used = TokenIssued {
+        project_id,
+        user_id,
+        id: &token.id,
+        kind: &token.kind,
+        created_at: token.created_at,
+        expires_at: token.expires_at,
+    };
+    token_event(&used, "update")
 }
 
 /// Queues an email of `project_id`'s to `to` through `db` (the transaction that
@@ -290,13 +314,14 @@ pub async fn confirm_verification(
     secret: &str,
     client: &ClientInfo,
 ) -> AppResult<User> {
-    consume(state, project_id, user_id, &[VERIFICATION], secret, client).await?;
+    let token = consume(state, project_id, user_id, &[VERIFICATION], secret, client).await?;
     apply_changes(
         state,
         project_id,
         user_id,
         UserChanges {
             email_verified: Some(true),
+            also: vec![token_used(project_id, user_id, &token)],
             ..Default::default()
         },
     )
@@ -373,7 +398,7 @@ pub async fn complete_recovery(
     password: String,
     client: &ClientInfo,
 ) -> AppResult<()> {
-    consume(state, project_id, user_id, &[RECOVERY], secret, client).await?;
+    let token = consume(state, project_id, user_id, &[RECOVERY], secret, client).await?;
     apply_changes(
         state,
         project_id,
@@ -381,6 +406,7 @@ pub async fn complete_recovery(
         UserChanges {
             password: Some(password),
             claim: true,
+            also: vec![token_used(project_id, user_id, &token)],
             ..Default::default()
         },
     )
@@ -529,7 +555,8 @@ pub async fn create_session_from_token(
         secret,
         &client,
     )
-    .await?;
+    .await?
+    .kind;
     // A link or code that reached the mailbox proves the email; an OAuth2 hand-over
     // says nothing about it.
     let user = apply_changes(

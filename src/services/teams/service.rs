@@ -71,6 +71,14 @@ fn membership_event(membership: &Membership, action: &str) -> BusMessage {
     })
 }
 
+/// `teams.T.memberships.M.update.status`: an invitation accepted (Appwrite's name).
+fn membership_accepted(membership: &Membership) -> BusMessage {
+    match membership_event(membership, "update") {
+        BusMessage::Event(event) => BusMessage::Event(event.detailed("status")),
+        other => other,
+    }
+}
+
 const MAX_NAME: usize = 128;
 const MAX_ROLES: usize = 100;
 
@@ -765,7 +773,7 @@ pub async fn accept_membership(
         membership.joined_at = Some(now);
         membership.updated_at = now;
         let mut messages = user_changed(&mut tx, &membership.project_id, &me.user.id).await?;
-        messages.push(membership_event(&membership, "update"));
+        messages.push(membership_accepted(&membership));
         commit_logged(state, tx, messages).await?;
     }
     Ok(membership)
@@ -856,7 +864,7 @@ pub async fn accept_invitation(
     membership.joined_at = Some(now);
     membership.updated_at = now;
     messages.extend(user_changed(&mut tx, project_id, &user.id).await?);
-    messages.push(membership_event(&membership, "update"));
+    messages.push(membership_accepted(&membership));
     commit_logged(state, tx, messages).await?;
     let user = with_proven_mailbox(state, project_id, user).await?;
     let (session, secret) = create_session(state, &user, "invite", client).await?;

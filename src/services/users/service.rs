@@ -148,6 +148,9 @@ pub struct UserChanges {
     /// Removing rather than refusing the sign-in: a refusal would leave the owner
     /// locked out of an account in their name, and the squatter in it.
     pub claim: bool,
+    /// What else the change does, logged with it (the recovery or verification
+    /// token it used up).
+    pub also: Vec<BusMessage>,
 }
 
 pub fn normalize_email(field: &str, email: &str) -> AppResult<String> {
@@ -443,45 +446,87 @@ pub(crate) async fn user_changed(
     project_id: &str,
     user_id: &str,
 ) -> AppResult<Vec<BusMessage>> {
-    let user = store::find_user(&mut *conn, project_id, user_id).await?;
-    let (action, payload) = match &user {
-        Some(row) => (
-            "update",
-            crate::services::users::schema::user_value(&row.to_user())
-                .into_json()
-                .unwrap_or_default(),
-        ),
-        None => ("delete", serde_json::json!({ "id": user_id })),
-    };
-    Ok(vec![
-        BusMessage::UserChanged {
-            project_id: project_id.to_string(),
-            user_id: user_id.to_string(),
-        },
-        user_event(project_id, user_id, action, payload),
-    ])
+    user_updated(conn, project_id, user_id, &[], true).await
 }
 
-/// `users.U.<action>` on `account`, `users` and `users.U`, for the user and for
-/// keys holding `users.read`.
-fn user_event(
+/// [`user_changed`] named by what changed, as Appwrite names it: one
+/// `users.U.update.<field>` event per field of `fields` (`name`, `email`,
+/// `password`, `status`, …), and a plain `users.U.update` when nothing more narrow
+/// says it (`broad`, or no field). A user gone is `users.U.delete`.
+pub(crate) async fn user_updated(
+    conn: &mut sqlx::AnyConnection,
     project_id: &str,
     user_id: &str,
+    fields: &[&str],
+    broad: bool,
+) -> AppResult<Vec<BusMessage>> {
+    let user = store::find_user(&mut *conn, project_id, user_id).await?;
+    let mut messages = vec![user_cache_dropped(project_id, user_id)];
+    match &user {
+        Some(row) => {
+            let payload = crate::services::users::schema::user_value(&row.to_user())
+                .into_json()
+                .unwrap_or_default();
+            for field in fields {
+                let event = user_event(project_id, user_id, "update", payload.clone());
+                messages.push(BusMessage::Event(event.detailed(field)));
+            }
+            if broad || fields.is_empty() {
+                let event = user_event(project_id, user_id, "update", payload);
+                messages.push(BusMessage::Event(event));
+            }
+        }
+        None => {
+            let payload = serde_json::json!({ "id": user_id });
+            let event = user_event(project_id, user_id, "delete", payload);
+            messages.push(BusMessage::Event(event));
+        }
+    }
+    Ok(messages)
+}
+
+/// Tells every replica to drop its cached sessions of the user (their roles with
+/// them), so a change to the user takes effect at once.
+fn user_cache_dropped(project_id: &str, user_id: &str) -> BusMessage {
+    BusMessage::UserChanged {
+        project_id: project_id.to_string(),
+        user_id: user_id.to_string(),
+    }
+}
+
+/// An event about the user `user_id` or something of theirs (`name` below
+/// `users.U`, `pattern` below `users.*`): on `account` for the user, on `users` and
+/// `users.U` for keys holding `users.read`.
+fn user_event_of(
+    project_id: &str,
+    user_id: &str,
+    name: &str,
+    pattern: &str,
     action: &str,
     payload: serde_json::Value,
-) -> BusMessage {
-    BusMessage::Event(crate::bus::Event {
+) -> crate::bus::Event {
+    crate::bus::Event {
         channels: vec!["account".into(), "users".into(), format!("users.{user_id}")],
         read_roles: vec![format!("user:{user_id}")],
         key_scope: UsersRead::NAME.into(),
         ..crate::bus::Event::change(
             project_id,
-            &format!("users.{user_id}"),
-            "users.*",
+            &format!("users.{user_id}{name}"),
+            &format!("users.*{pattern}"),
             action,
             payload,
         )
-    })
+    }
+}
+
+/// `users.U.<action>`.
+fn user_event(
+    project_id: &str,
+    user_id: &str,
+    action: &str,
+    payload: serde_json::Value,
+) -> crate::bus::Event {
+    user_event_of(project_id, user_id, "", "", action, payload)
 }
 
 /// The `users.U.create` event of a user just written.
@@ -489,7 +534,110 @@ pub(crate) fn user_created(user: &User) -> BusMessage {
     let payload = crate::services::users::schema::user_value(user)
         .into_json()
         .unwrap_or_default();
-    user_event(&user.project_id, &user.id, "create", payload)
+    BusMessage::Event(user_event(&user.project_id, &user.id, "create", payload))
+}
+
+/// `users.U.sessions.S.<action>`, with the session as `sessions` shows it: its
+/// secret is not part of a session (only its digest is stored, and never shown).
+pub(crate) fn session_event(session: &Session, action: &str) -> BusMessage {
+    let payload = crate::services::users::schema::session_value(session, None)
+        .into_json()
+        .unwrap_or_default();
+    BusMessage::Event(user_event_of(
+        &session.project_id,
+        &session.user_id,
+        &format!(".sessions.{}", session.id),
+        ".sessions.*",
+        action,
+        payload,
+    ))
+}
+
+/// A one-time secret sent to a user, as its events show it: without the secret.
+pub(crate) struct TokenIssued<'a> {
+    pub project_id: &'a str,
+    pub user_id: &'a str,
+    pub id: &'a str,
+    /// `store::RECOVERY`, `store::VERIFICATION`, or a sign-in token's kind.
+    pub kind: &'a str,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// `users.U.recovery.T.<action>`, `users.U.verification.T.<action>`, or
+/// `users.U.tokens.T.<action>` for a sign-in token (magic link, emailed code,
+/// OAuth2 hand-over): Appwrite's names. The payload has no secret: events reach
+/// webhooks, functions and the user's other devices, and the secret is for the
+/// mailbox (or the browser) it was sent to alone.
+pub(crate) fn token_event(token: &TokenIssued<'_>, action: &str) -> BusMessage {
+    let resource = match token.kind {
+        store::RECOVERY => "recovery",
+        store::VERIFICATION => "verification",
+        _ => "tokens",
+    };
+    let payload = serde_json::json!({
+        "id": token.id,
+        "userId": token.user_id,
+        "createdAt": crate::graphql::types::datetime(token.created_at).into_json().unwrap_or_default(),
+        "expiresAt": crate::graphql::types::datetime(token.expires_at).into_json().unwrap_or_default(),
+    });
+    BusMessage::Event(user_event_of(
+        token.project_id,
+        token.user_id,
+        &format!(".{resource}.{}", token.id),
+        &format!(".{resource}.*"),
+        action,
+        payload,
+    ))
+}
+
+/// Which of a user's sessions [`end_sessions`] ends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ending<'a> {
+    All,
+    /// Every one but this (the session that changed the password).
+    AllBut(&'a str),
+    One(&'a str),
+}
+
+/// Ends sessions of a user in `conn` (the change's transaction, begun by
+/// [`crate::db::Db::begin_write`] when this is its first statement), answering the
+/// `users.U.sessions.S.delete` events of those it ended, read and deleted in that
+/// transaction: a session ended meanwhile by another request is announced once.
+/// A user has at most the project's session limit (100) of them.
+pub(crate) async fn end_sessions(
+    conn: &mut sqlx::AnyConnection,
+    project_id: &str,
+    user_id: &str,
+    ending: Ending<'_>,
+) -> AppResult<Vec<BusMessage>> {
+    let rows = store::list_sessions(&mut *conn, project_id, user_id).await?;
+    let mut messages = Vec::new();
+    for row in rows {
+        let ends = match ending {
+            Ending::All => true,
+            Ending::AllBut(keep) => row.id != keep,
+            Ending::One(id) => row.id == id,
+        };
+        if ends && store::delete_session(&mut *conn, project_id, user_id, &row.id).await? {
+            messages.push(session_event(&row.to_session(), "delete"));
+        }
+    }
+    Ok(messages)
+}
+
+/// Commits `tx`, which made, changed or ended sessions of the user, with their
+/// events (`ended`, from [`end_sessions`], or [`session_event`]) and the word to
+/// drop the user's cached sessions.
+pub(crate) async fn commit_session_events(
+    state: &AppState,
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    project_id: &str,
+    user_id: &str,
+    mut ended: Vec<BusMessage>,
+) -> AppResult<()> {
+    ended.push(user_cache_dropped(project_id, user_id));
+    commit_logged(state, tx, ended).await
 }
 
 /// Commits `tx` with `messages` logged, then drops this replica's cached sessions
@@ -520,11 +668,25 @@ pub(crate) async fn commit_logged(
 /// ([`user_changed`]).
 pub(crate) async fn commit_user_change(
     state: &AppState,
-    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    tx: sqlx::Transaction<'static, sqlx::Any>,
     project_id: &str,
     user_id: &str,
 ) -> AppResult<()> {
-    let messages = user_changed(&mut tx, project_id, user_id).await?;
+    commit_user_update(state, tx, project_id, user_id, &[], Vec::new()).await
+}
+
+/// Commits `tx`, which changed `fields` of the user, with the user's change
+/// logged ([`user_updated`]) and `also`, what else the change did.
+pub(crate) async fn commit_user_update(
+    state: &AppState,
+    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    project_id: &str,
+    user_id: &str,
+    fields: &[&str],
+    mut also: Vec<BusMessage>,
+) -> AppResult<()> {
+    let mut messages = user_updated(&mut tx, project_id, user_id, fields, false).await?;
+    messages.append(&mut also);
     commit_logged(state, tx, messages).await
 }
 
@@ -728,6 +890,24 @@ pub(crate) async fn apply_changes(
     changes: UserChanges,
 ) -> AppResult<User> {
     ids::validate("id", id)?;
+    // What the change is named by (`users.U.update.<field>`); a change of
+    // verification alone is a plain `users.U.update`.
+    let fields: Vec<&str> = [
+        ("name", changes.name.is_some()),
+        ("email", changes.email.is_some()),
+        ("phone", changes.phone.is_some()),
+        ("password", changes.password.is_some()),
+        ("status", changes.blocked.is_some()),
+        ("labels", changes.labels.is_some()),
+        ("prefs", changes.prefs.is_some()),
+        ("mfa", changes.mfa.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(field, changed)| changed.then_some(field))
+    .collect();
+    let broad =
+        changes.claim || changes.email_verified.is_some() || changes.phone_verified.is_some();
+    let mut also = changes.also;
     let row = store::find_user(state.db.pool(), project_id, id)
         .await?
         .ok_or_else(|| AppError::NotFound {
@@ -785,8 +965,12 @@ pub(crate) async fn apply_changes(
         user.mfa = mfa;
     }
     user.updated_at = now;
-    let mut tx = state.db.pool().begin().await?;
+    // Sessions are read, then ended, in it.
+    let mut tx = state.db.begin_write().await?;
+    let mut messages = Vec::new();
     if claimed {
+        // Ended one by one first, so each is announced.
+        messages.extend(end_sessions(&mut tx, project_id, id, Ending::All).await?);
         store::claim_unverified_account(&mut tx, project_id, id, now).await?;
     }
     if email_changed {
@@ -805,12 +989,15 @@ pub(crate) async fn apply_changes(
         });
     }
     if password_changed {
-        match changes.keep_session.as_deref() {
-            Some(keep) => store::delete_other_sessions(&mut *tx, project_id, id, keep).await?,
-            None => store::delete_sessions(&mut *tx, project_id, id).await?,
+        let ending = match changes.keep_session.as_deref() {
+            Some(keep) => Ending::AllBut(keep),
+            None => Ending::All,
         };
+        messages.extend(end_sessions(&mut tx, project_id, id, ending).await?);
     }
-    commit_user_change(state, tx, project_id, id).await?;
+    messages.extend(user_updated(&mut tx, project_id, id, &fields, broad).await?);
+    messages.append(&mut also);
+    commit_logged(state, tx, messages).await?;
     Ok(user)
 }
 
@@ -935,9 +1122,10 @@ pub async fn delete_user_sessions(
 ) -> AppResult<u64> {
     let project_id = grant.project();
     load_user(state, project_id, user_id).await?;
-    let mut tx = state.db.pool().begin().await?;
-    let deleted = store::delete_sessions(&mut *tx, project_id, user_id).await?;
-    commit_user_change(state, tx, project_id, user_id).await?;
+    let mut tx = state.db.begin_write().await?;
+    let ended = end_sessions(&mut tx, project_id, user_id, Ending::All).await?;
+    let deleted = ended.len() as u64;
+    commit_session_events(state, tx, project_id, user_id, ended).await?;
     Ok(deleted)
 }
 
@@ -1068,7 +1256,20 @@ pub(crate) async fn create_session(
     };
     let pool = state.db.pool();
     let (secret, digest) = secrets::new_secret(SecretKind::Session, &session.id);
-    store::insert_session(pool, &session, &digest).await?;
+    let mut tx = pool.begin().await?;
+    store::insert_session(&mut *tx, &session, &digest).await?;
+    let mut messages = vec![session_event(&session, "create")];
+    // Past the project's maximum, the oldest sessions end, in the same transaction.
+    let sessions = store::list_sessions(&mut *tx, &user.project_id, &user.id).await?;
+    for old in sessions.iter().skip(policy.max_sessions.max(1) as usize) {
+        if store::delete_session(&mut *tx, &user.project_id, &user.id, &old.id).await? {
+            messages.push(session_event(&old.to_session(), "delete"));
+        }
+    }
+    if messages.len() > 1 {
+        messages.push(user_cache_dropped(&user.project_id, &user.id));
+    }
+    commit_logged(state, tx, messages).await?;
     let _ = store::touch_user(pool, &user.project_id, &user.id, now).await;
     record(
         state,
@@ -1079,19 +1280,6 @@ pub(crate) async fn create_session(
         &session.user_agent,
     )
     .await;
-    // Past the project's maximum, the oldest sessions end.
-    let sessions = store::list_sessions(pool, &user.project_id, &user.id).await?;
-    let excess: Vec<_> = sessions
-        .iter()
-        .skip(policy.max_sessions.max(1) as usize)
-        .collect();
-    if !excess.is_empty() {
-        let mut tx = pool.begin().await?;
-        for old in excess {
-            store::delete_session(&mut *tx, &user.project_id, &user.id, &old.id).await?;
-        }
-        commit_user_change(state, tx, &user.project_id, &user.id).await?;
-    }
     Ok((session, secret))
 }
 
@@ -1272,22 +1460,26 @@ pub async fn delete_own_session(
         id.to_string()
     };
     ids::validate("id", &id)?;
-    let mut tx = state.db.pool().begin().await?;
-    if !store::delete_session(&mut *tx, &me.user.project_id, &me.user.id, &id).await? {
+    let (project_id, user_id) = (&me.user.project_id, &me.user.id);
+    let mut tx = state.db.begin_write().await?;
+    let ended = end_sessions(&mut tx, project_id, user_id, Ending::One(&id)).await?;
+    if ended.is_empty() {
         return Err(AppError::NotFound {
             what: "session",
             id,
         });
     }
-    commit_user_change(state, tx, &me.user.project_id, &me.user.id).await?;
+    commit_session_events(state, tx, project_id, user_id, ended).await?;
     record_own(state, me, "session.delete").await;
     Ok(id)
 }
 
 pub async fn delete_own_sessions(state: &AppState, me: &ResolvedSession) -> AppResult<u64> {
-    let mut tx = state.db.pool().begin().await?;
-    let deleted = store::delete_sessions(&mut *tx, &me.user.project_id, &me.user.id).await?;
-    commit_user_change(state, tx, &me.user.project_id, &me.user.id).await?;
+    let (project_id, user_id) = (&me.user.project_id, &me.user.id);
+    let mut tx = state.db.begin_write().await?;
+    let ended = end_sessions(&mut tx, project_id, user_id, Ending::All).await?;
+    let deleted = ended.len() as u64;
+    commit_session_events(state, tx, project_id, user_id, ended).await?;
     record_own(state, me, "sessions.delete").await;
     Ok(deleted)
 }

@@ -330,8 +330,8 @@ pub async fn find_session(
 }
 
 /// A user's sessions, newest first.
-pub async fn list_sessions(
-    pool: &AnyPool,
+pub async fn list_sessions<'e>(
+    db: impl Executor<'e, Database = Any>,
     project_id: &str,
     user_id: &str,
 ) -> Result<Vec<SessionRow>, sqlx::Error> {
@@ -341,7 +341,7 @@ pub async fn list_sessions(
     ))
     .bind(project_id)
     .bind(user_id)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
 }
 
@@ -361,40 +361,12 @@ pub async fn delete_session<'e>(
         .map(|r| r.rows_affected() == 1)
 }
 
-/// Deletes every session of a user; returns how many there were.
-pub async fn delete_sessions<'e>(
-    db: impl Executor<'e, Database = Any>,
-    project_id: &str,
-    user_id: &str,
-) -> Result<u64, sqlx::Error> {
-    sqlx::query("DELETE FROM sessions WHERE project_id = ? AND user_id = ?")
-        .bind(project_id)
-        .bind(user_id)
-        .execute(db)
-        .await
-        .map(|r| r.rows_affected())
-}
-
-/// Deletes every session of a user but `keep`; returns how many there were.
-pub async fn delete_other_sessions<'e>(
-    db: impl Executor<'e, Database = Any>,
-    project_id: &str,
-    user_id: &str,
-    keep: &str,
-) -> Result<u64, sqlx::Error> {
-    sqlx::query("DELETE FROM sessions WHERE project_id = ? AND user_id = ? AND id <> ?")
-        .bind(project_id)
-        .bind(user_id)
-        .bind(keep)
-        .execute(db)
-        .await
-        .map(|r| r.rows_affected())
-}
-
 /// Takes from an account whose email was never verified everything that signs in
 /// without that email: its password (and their history), second factor, sessions
 /// and linked provider accounts, and marks the email verified. For when the owner of
 /// the mailbox proves it: whoever registered the address before them keeps nothing.
+/// Callers end the sessions one by one first, to announce each; the sessions are
+/// deleted here all the same, so none is ever left behind.
 pub async fn claim_unverified_account(
     tx: &mut sqlx::Transaction<'_, Any>,
     project_id: &str,
@@ -430,6 +402,7 @@ pub struct TokenRow {
     pub secret_hash: String,
     pub kind: String,
     pub expires_at: i64,
+    pub created_at: i64,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -468,7 +441,7 @@ pub async fn tokens_of(
 ) -> Result<Vec<TokenRow>, sqlx::Error> {
     let placeholders = vec!["?"; kinds.len().max(1)].join(", ");
     let sql = format!(
-        "SELECT id, secret_hash, kind, expires_at FROM tokens WHERE project_id = ? AND user_id = ? \
+        "SELECT id, secret_hash, kind, expires_at, created_at FROM tokens WHERE project_id = ? AND user_id = ? \
          AND kind IN ({placeholders}) ORDER BY created_at DESC LIMIT 50"
     );
     kinds
