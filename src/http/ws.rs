@@ -643,8 +643,9 @@ struct Watching {
     frame_prefix: Box<str>,
     watch: Box<dyn Watch>,
     shape: Arc<Shape>,
-    /// Log positions replayed from its `after:` cursor, not to be sent again live.
-    replayed: std::collections::HashSet<i64>,
+    /// Log positions replayed from its `after:` cursor, not to be sent again live
+    /// (none when it did not resume: a pointer rather than an empty set's room).
+    replayed: Option<Box<std::collections::HashSet<i64>>>,
     _active: GaugeGuard,
 }
 
@@ -669,7 +670,8 @@ struct Connection {
     expires_at: Option<i64>,
     expiry: Option<Pin<Box<Sleep>>>,
     /// The events that say the caller's own key changed.
-    own_key_events: Option<(String, String)>,
+    /// Boxed: most connections hold a session, not a key.
+    own_key_events: Option<Box<(String, String)>>,
     operations: StreamMap<String, BoxStream<'static, Step>>,
     watching: Vec<Watching>,
     /// The bus, while some watch needs it (or a subscription is starting).
@@ -702,10 +704,10 @@ impl Connection {
             seen,
             changes,
             own_key_events: caller.key().map(|k| {
-                (
+                Box::new((
                     format!("keys.{}.delete", k.key_id),
                     format!("keys.{}.update", k.key_id),
-                )
+                ))
             }),
             roles: caller.roles().as_strings(),
             client,
@@ -1024,7 +1026,7 @@ impl Connection {
                             id,
                             watch,
                             shape,
-                            replayed: Default::default(),
+                            replayed: None,
                             _active: GaugeGuard::raise("nimbus_subscriptions_active"),
                         };
                         if let Some(after) = watching.watch.resume_after()
@@ -1065,7 +1067,7 @@ impl Connection {
                 return Ok(false);
             }
         };
-        watching.replayed = resume::positions(&replayed);
+        watching.replayed = Some(Box::new(resume::positions(&replayed)));
         let renderer = Renderer {
             state: &self.state,
             schema: &self.loaded.schema,
@@ -1138,7 +1140,7 @@ impl Connection {
                 }
                 // The caller's own key changed: heard here, in order with the
                 // events, so none that follows is delivered on the old key.
-                if (self.own_key_events.as_ref())
+                if (self.own_key_events.as_deref())
                     .is_some_and(|(a, b)| event.events.iter().any(|e| e == a || e == b))
                 {
                     return self.recheck().await;
@@ -1151,7 +1153,7 @@ impl Connection {
                     client: &self.client,
                 };
                 for watching in &self.watching {
-                    if watching.replayed.contains(&event.position) {
+                    if (watching.replayed.as_ref()).is_some_and(|r| r.contains(&event.position)) {
                         continue;
                     }
                     let Some(outcome) = watching.watch.outcome(event) else {
