@@ -643,9 +643,9 @@ struct Watching {
     frame_prefix: Box<str>,
     watch: Box<dyn Watch>,
     shape: Arc<Shape>,
-    /// Log positions replayed from its `after:` cursor, not to be sent again live
-    /// (none when it did not resume: a pointer rather than an empty set's room).
-    replayed: Option<Box<std::collections::HashSet<i64>>>,
+    /// Log positions replayed from its `after:` cursor, not to be sent again live,
+    /// in order (empty, with nothing allocated, when it did not resume).
+    replayed: Box<[i64]>,
     _active: GaugeGuard,
 }
 
@@ -1026,7 +1026,7 @@ impl Connection {
                             id,
                             watch,
                             shape,
-                            replayed: None,
+                            replayed: Box::default(),
                             _active: GaugeGuard::raise("nimbus_subscriptions_active"),
                         };
                         if let Some(after) = watching.watch.resume_after()
@@ -1067,7 +1067,9 @@ impl Connection {
                 return Ok(false);
             }
         };
-        watching.replayed = Some(Box::new(resume::positions(&replayed)));
+        let mut positions: Vec<i64> = resume::positions(&replayed).into_iter().collect();
+        positions.sort_unstable();
+        watching.replayed = positions.into();
         let renderer = Renderer {
             state: &self.state,
             schema: &self.loaded.schema,
@@ -1153,7 +1155,7 @@ impl Connection {
                     client: &self.client,
                 };
                 for watching in &self.watching {
-                    if (watching.replayed.as_ref()).is_some_and(|r| r.contains(&event.position)) {
+                    if watching.replayed.binary_search(&event.position).is_ok() {
                         continue;
                     }
                     let Some(outcome) = watching.watch.outcome(event) else {
