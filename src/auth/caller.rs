@@ -47,8 +47,9 @@ impl ApiKeyGrant {
 pub enum Credential {
     /// No credential: a guest.
     Anonymous,
-    /// A valid API key.
-    Key(ApiKeyGrant),
+    /// A valid API key (boxed: a caller is copied into every long-lived
+    /// subscription, and most callers hold a session).
+    Key(Box<ApiKeyGrant>),
     /// A signed-in user's session.
     Session(Arc<ResolvedSession>),
 }
@@ -168,7 +169,7 @@ impl<S: ScopeMarker> Actor<'_, S> {
 impl Caller {
     pub fn key(&self) -> Option<&ApiKeyGrant> {
         match &self.credential {
-            Credential::Key(key) => Some(key),
+            Credential::Key(key) => Some(key.as_ref()),
             _ => None,
         }
     }

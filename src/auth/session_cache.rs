@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::auth::principal::{Membership, Session, User};
 
@@ -73,12 +73,59 @@ pub struct Wake {
     pub project: u64,
 }
 
-/// One wake-up channel per holder, shared by every connection of that holder: a
-/// connection costs one receiver, not a task or a timer.
+/// One wake-up bell per holder, shared by every connection of that holder: a
+/// connection costs a reference to it, not a task, a timer or a channel. (A tokio
+/// `watch` channel per holder took 350 bytes, most of it eight `Notify`s spread
+/// for contention that a holder's few connections never cause.)
 #[derive(Default)]
 struct Holders {
-    senders: HashMap<Holder, watch::Sender<Wake>>,
+    bells: HashMap<Holder, Arc<Bell>>,
     sweep_at: usize,
+}
+
+/// The counters of a holder's changes, and the connections waiting for one.
+#[derive(Default)]
+struct Bell {
+    credential: AtomicU64,
+    project: AtomicU64,
+    notify: Notify,
+}
+
+impl Bell {
+    fn ring(&self, change: impl Fn(&Bell)) {
+        change(self);
+        self.notify.notify_waiters();
+    }
+}
+
+/// A connection's end of its holder's bell: what changed so far, and a wait for
+/// the next change.
+pub struct Wakes(Arc<Bell>);
+
+impl Wakes {
+    /// The changes so far.
+    pub fn now(&self) -> Wake {
+        Wake {
+            credential: self.0.credential.load(Ordering::SeqCst),
+            project: self.0.project.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Resolves once the changes differ from `seen` (at once if they already do).
+    /// Cancel safe.
+    pub async fn changed_from(&self, seen: Wake) {
+        loop {
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so a ring between the look and the
+            // wait is not slept through.
+            notified.as_mut().enable();
+            if self.now() != seen {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -127,8 +174,10 @@ impl SessionCache {
             project_id: project_id.to_string(),
             user_id: user_id.to_string(),
         };
-        if let Some(sender) = self.holders().senders.get(&holder) {
-            sender.send_modify(|wake| wake.credential += 1);
+        if let Some(bell) = self.holders().bells.get(&holder) {
+            bell.ring(|bell| {
+                bell.credential.fetch_add(1, Ordering::SeqCst);
+            });
         }
     }
 
@@ -141,7 +190,9 @@ impl SessionCache {
         }
         self.wake(
             |holder| holder.project_id() == project_id,
-            |wake| wake.project += 1,
+            |bell| {
+                bell.project.fetch_add(1, Ordering::SeqCst);
+            },
         );
     }
 
@@ -149,7 +200,9 @@ impl SessionCache {
     pub fn key_changed(&self, key_id: &str) {
         self.wake(
             |holder| matches!(holder, Holder::Key { key_id: id, .. } if id == key_id),
-            |wake| wake.credential += 1,
+            |bell| {
+                bell.credential.fetch_add(1, Ordering::SeqCst);
+            },
         );
     }
 
@@ -160,27 +213,27 @@ impl SessionCache {
             self.generation.fetch_add(1, Ordering::SeqCst);
             entries.clear();
         }
-        self.wake(|_| true, |wake| wake.credential += 1);
+        self.wake(
+            |_| true,
+            |bell| {
+                bell.credential.fetch_add(1, Ordering::SeqCst);
+            },
+        );
     }
 
-    /// A receiver that changes whenever `holder`'s credential or project may have
-    /// changed.
-    pub fn watch(&self, holder: Holder) -> watch::Receiver<Wake> {
+    /// What tells whenever `holder`'s credential or project may have changed.
+    pub fn watch(&self, holder: Holder) -> Wakes {
         let mut holders = self.holders();
-        if holders.senders.len() >= holders.sweep_at {
-            holders.senders.retain(|_, s| s.receiver_count() > 0);
-            holders.sweep_at = (holders.senders.len() * 2).max(SWEEP_FLOOR);
+        if holders.bells.len() >= holders.sweep_at {
+            holders.bells.retain(|_, bell| Arc::strong_count(bell) > 1);
+            holders.sweep_at = (holders.bells.len() * 2).max(SWEEP_FLOOR);
         }
-        holders
-            .senders
-            .entry(holder)
-            .or_insert_with(|| watch::channel(Wake::default()).0)
-            .subscribe()
+        Wakes(holders.bells.entry(holder).or_default().clone())
     }
 
-    fn wake(&self, which: impl Fn(&Holder) -> bool, change: impl Fn(&mut Wake)) {
-        for (_, sender) in self.holders().senders.iter().filter(|(h, _)| which(h)) {
-            sender.send_modify(&change);
+    fn wake(&self, which: impl Fn(&Holder) -> bool, change: impl Fn(&Bell)) {
+        for (_, bell) in self.holders().bells.iter().filter(|(h, _)| which(h)) {
+            bell.ring(&change);
         }
     }
 
@@ -203,25 +256,25 @@ mod tests {
     #[test]
     fn wakes_only_the_connections_a_change_concerns() {
         let cache = SessionCache::default();
-        let mut ann = cache.watch(user("ann"));
-        let mut bob = cache.watch(user("bob"));
+        let ann = cache.watch(user("ann"));
+        let bob = cache.watch(user("bob"));
         let key = cache.watch(Holder::Key {
             project_id: "p".into(),
             key_id: "k".into(),
         });
         cache.evict_user("p", "ann");
-        assert_eq!(ann.borrow_and_update().credential, 1);
-        assert!(!bob.has_changed().unwrap());
+        assert_eq!(ann.now().credential, 1);
+        assert_eq!(bob.now(), Wake::default());
         cache.key_changed("k");
-        assert!(key.has_changed().unwrap());
-        assert!(!ann.has_changed().unwrap());
+        assert_eq!(key.now().credential, 1);
+        assert_eq!(ann.now().credential, 1);
         cache.evict_project("p");
-        let wake = *ann.borrow_and_update();
+        let wake = ann.now();
         assert_eq!((wake.credential, wake.project), (1, 1));
-        assert!(bob.has_changed().unwrap());
+        assert_eq!(bob.now().project, 1);
         cache.clear();
         assert_eq!(
-            *bob.borrow_and_update(),
+            bob.now(),
             Wake {
                 credential: 1,
                 project: 1
@@ -236,8 +289,32 @@ mod tests {
         for n in 0..SWEEP_FLOOR * 3 {
             drop(cache.watch(user(&n.to_string())));
         }
-        assert!(cache.holders().senders.len() <= SWEEP_FLOOR);
+        assert!(cache.holders().bells.len() <= SWEEP_FLOOR);
         cache.evict_user("p", "kept");
-        assert!(kept.has_changed().unwrap());
+        assert_eq!(kept.now().credential, 1);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_connection_wakes_on_its_holders_change_only() {
+        let cache = Arc::new(SessionCache::default());
+        let ann = cache.watch(user("ann"));
+        let seen = ann.now();
+        let waiting = tokio::spawn(async move { ann.changed_from(seen).await });
+        tokio::task::yield_now().await;
+        cache.evict_user("p", "bob");
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        cache.evict_user("p", "ann");
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken")
+            .unwrap();
+        // A change made before the wait starts is not slept through.
+        let ann = cache.watch(user("ann"));
+        let seen = ann.now();
+        cache.evict_project("p");
+        tokio::time::timeout(Duration::from_secs(5), ann.changed_from(seen))
+            .await
+            .expect("already changed");
     }
 }

@@ -119,7 +119,7 @@ async fn resolve_with(
         (Some(secret), _) => {
             let key = authenticate(state, &loaded.project.id, secret).await?;
             let expires_at = key.expires_at;
-            (Credential::Key(key), expires_at)
+            (Credential::Key(Box::new(key)), expires_at)
         }
         // Session secrets start `ns_`; anything else with dots is a JWT.
         (None, Some(token)) if !token.starts_with("ns_") && token.contains('.') => {

@@ -60,13 +60,12 @@ use futures_util::stream::{self, BoxStream};
 use futures_util::{FutureExt as _, StreamExt as _, future};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::watch;
 use tokio::time::Sleep;
 use tokio_stream::StreamMap;
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::auth::session_cache::Wake;
+use crate::auth::session_cache::{Wake, Wakes};
 use crate::bus::{BusMessage, PacedReceiver, Published};
 use crate::db::now_millis;
 use crate::error::{AppError, AppResult, codes};
@@ -305,13 +304,20 @@ pub async fn graphql_ws(
         );
         return refusal;
     };
+    let opening = Box::new(Opening {
+        state,
+        protocol,
+        upgrade: presented,
+        client,
+        share,
+    });
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| serve_socket(state, socket, protocol, presented, client, share))
+        .on_upgrade(move |socket| serve_socket(opening, socket))
 }
 
 /// The refusal of an upgrade that the session cookie would authenticate, from a page
@@ -341,27 +347,54 @@ async fn foreign_cookie_upgrade(
     ))
 }
 
-async fn serve_socket(
+/// What an upgraded socket starts with, until `connection_init` says who the caller is.
+struct Opening {
     state: AppState,
-    socket: WebSocket,
     protocol: Protocol,
+    /// What the upgrade request presented.
     upgrade: Presented,
     client: ClientInfo,
     share: ClientShare,
-) {
-    let _open = GaugeGuard::raise("nimbus_websocket_connections");
-    let mut link = Link {
+}
+
+/// Serves an upgraded socket. The task keeps this future for as long as the
+/// connection lives (10,000 idle connections are the goal), so it holds only
+/// pointers: the connection lives in one box, the initialisation in another
+/// while it runs. (An `async fn` keeps its arguments in its future beside every
+/// later state, the socket included, even once they moved out.)
+fn serve_socket(opening: Box<Opening>, socket: WebSocket) -> impl Future<Output = ()> + Send {
+    let link = Box::new(Link {
         socket,
-        protocol,
-        send_timeout: Duration::from_secs(state.config.ws_send_timeout_secs),
-    };
+        protocol: opening.protocol,
+        send_timeout: Duration::from_secs(opening.state.config.ws_send_timeout_secs),
+    });
+    async move {
+        let _open = GaugeGuard::raise("nimbus_websocket_connections");
+        if let Some(connection) = Box::pin(open(opening, link)).await {
+            connection.run().await;
+        }
+    }
+}
+
+/// Waits for `connection_init` and makes the connection; `None` when the socket
+/// is done.
+async fn open(opening: Box<Opening>, mut link: Box<Link>) -> Option<Box<Connection>> {
+    let Opening {
+        state,
+        protocol: _,
+        upgrade,
+        client,
+        share,
+    } = *opening;
     let init_timeout = Duration::from_secs(state.config.ws_init_timeout_secs);
-    let initialising = Box::pin(initialise(&state, &mut link, upgrade, init_timeout));
-    let Ok(Some((addressed, presented))) = initialising.await else {
-        return;
+    let Ok(Some((addressed, presented))) =
+        initialise(&state, &mut link, upgrade, init_timeout).await
+    else {
+        return None;
     };
-    let connection = Connection::new(state, link, addressed, presented, client, share);
-    connection.run().await;
+    Some(Connection::new(
+        state, *link, addressed, presented, client, share,
+    ))
 }
 
 /// The connection is over: the client left, broke the protocol, or stopped reading.
@@ -610,8 +643,9 @@ struct Watching {
     frame_prefix: Box<str>,
     watch: Box<dyn Watch>,
     shape: Arc<Shape>,
-    /// Log positions replayed from its `after:` cursor, not to be sent again live.
-    replayed: std::collections::HashSet<i64>,
+    /// Log positions replayed from its `after:` cursor, not to be sent again live,
+    /// in order (empty, with nothing allocated, when it did not resume).
+    replayed: Box<[i64]>,
     _active: GaugeGuard,
 }
 
@@ -624,13 +658,11 @@ struct Connection {
     /// The caller's roles as permission strings, worked out once (and again when
     /// the user changes).
     roles: Vec<String>,
-    /// The request data every operation gets: the caller, as of the last check.
-    data: Arc<Data>,
     /// What the client presented, checked again whenever it may have changed.
     presented: Presented,
-    /// Changes when the credential (user, session, key; or anything, after a bus
+    /// Tells when the credential (user, session, key; or anything, after a bus
     /// gap) or the project may have changed, on any replica.
-    changes: watch::Receiver<Wake>,
+    changes: Wakes,
     /// The changes already acted on.
     seen: Wake,
     /// When the credential expires (milliseconds since the epoch), and the timer
@@ -638,13 +670,16 @@ struct Connection {
     expires_at: Option<i64>,
     expiry: Option<Pin<Box<Sleep>>>,
     /// The events that say the caller's own key changed.
-    own_key_events: Option<(String, String)>,
+    /// Boxed: most connections hold a session, not a key.
+    own_key_events: Option<Box<(String, String)>>,
     operations: StreamMap<String, BoxStream<'static, Step>>,
     watching: Vec<Watching>,
     /// The bus, while some watch needs it (or a subscription is starting).
     bus: Option<PacedReceiver>,
     /// The client's address, as operations see it (rate limits, presence caps).
-    client: Arc<ClientInfo>,
+    /// Operations and renders get it, with the caller, in request data made for
+    /// each: an idle connection holds no copy.
+    client: ClientInfo,
     /// This socket's place under its address's caps.
     share: ClientShare,
 }
@@ -657,26 +692,24 @@ impl Connection {
         presented: Presented,
         client: ClientInfo,
         share: ClientShare,
-    ) -> Self {
+    ) -> Box<Self> {
         let Addressed {
             caller,
             loaded,
             expires_at,
         } = addressed;
-        let client = Arc::new(client);
         let changes = state.sessions.watch(caller.holder());
-        let seen = *changes.borrow();
-        let mut connection = Connection {
+        let seen = changes.now();
+        let mut connection = Box::new(Connection {
             seen,
             changes,
             own_key_events: caller.key().map(|k| {
-                (
+                Box::new((
                     format!("keys.{}.delete", k.key_id),
                     format!("keys.{}.update", k.key_id),
-                )
+                ))
             }),
             roles: caller.roles().as_strings(),
-            data: Arc::new(caller_data(&caller, &client)),
             client,
             share,
             caller,
@@ -689,7 +722,7 @@ impl Connection {
             operations: StreamMap::new(),
             watching: Vec::new(),
             bus: None,
-        };
+        });
         connection.expire_at(expires_at);
         connection
     }
@@ -715,14 +748,10 @@ impl Connection {
         self.expires_at.is_some_and(|at| at <= now_millis())
     }
 
-    /// Acts on a change heard (or, with `lost`, on the channel going away): re-checks
-    /// the credential, or reloads the project when only it changed.
-    async fn on_change(&mut self, lost: bool) -> Result<(), Gone> {
-        if lost {
-            self.changes = self.state.sessions.watch(self.caller.holder());
-            return self.recheck().await;
-        }
-        let now = *self.changes.borrow_and_update();
+    /// Acts on a change heard: re-checks the credential, or reloads the project
+    /// when only it changed.
+    async fn on_change(&mut self) -> Result<(), Gone> {
+        let now = self.changes.now();
         if now.credential != self.seen.credential {
             self.recheck().await
         } else if now.project != self.seen.project {
@@ -736,11 +765,10 @@ impl Connection {
     /// Checks the credential again, past every cache: the connection goes on with
     /// the caller as it is now, or ends.
     async fn recheck(&mut self) -> Result<(), Gone> {
-        self.seen = *self.changes.borrow_and_update();
+        self.seen = self.changes.now();
         match identity::recheck(&self.state, &self.presented).await {
             Ok(addressed) => {
                 self.roles = addressed.caller.roles().as_strings();
-                self.data = Arc::new(caller_data(&addressed.caller, &self.client));
                 self.caller = addressed.caller;
                 self.loaded = addressed.loaded;
                 self.expire_at(addressed.expires_at);
@@ -770,7 +798,6 @@ impl Connection {
             Ok(loaded) if Arc::ptr_eq(&loaded, &self.loaded) => Ok(()),
             Ok(loaded) => {
                 self.caller.project = loaded.project.clone();
-                self.data = Arc::new(caller_data(&self.caller, &self.client));
                 self.loaded = loaded;
                 Ok(())
             }
@@ -813,13 +840,13 @@ impl Connection {
         &self.loaded.schema
     }
 
-    async fn run(mut self) {
+    async fn run(mut self: Box<Self>) {
         loop {
             // The handlers are boxed: the task keeps only what an idle connection
             // needs between messages (10,000 idle connections are the goal), not
             // the largest handler's state.
             let step = tokio::select! {
-                changed = self.changes.changed() => Box::pin(self.on_change(changed.is_err())).await,
+                () = self.changes.changed_from(self.seen) => Box::pin(self.on_change()).await,
                 () = until(&mut self.expiry) => Box::pin(self.recheck()).await,
                 incoming = self.link.receive() => match incoming {
                     Some(incoming) => Box::pin(self.on_incoming(incoming)).await,
@@ -885,12 +912,8 @@ impl Connection {
         // first: the operation gets the credential as it is now.
         if self.expired() {
             self.recheck().await?;
-        } else {
-            match self.changes.has_changed() {
-                Ok(false) => {}
-                Ok(true) => self.on_change(false).await?,
-                Err(_) => self.on_change(true).await?,
-            }
+        } else if self.changes.now() != self.seen {
+            self.on_change().await?;
         }
         self.current_project().await?;
         if self.in_use(&id) {
@@ -938,7 +961,10 @@ impl Connection {
         let request = request.data(tx.clone()).data(started.slot.clone());
         let responses = self
             .schema()
-            .execute_stream_with_session_data(request, self.data.clone())
+            .execute_stream_with_session_data(
+                request,
+                Arc::new(caller_data(&self.caller, &self.client)),
+            )
             .then(move |response| {
                 // Most responses (every event of a subscription) follow no write:
                 // nothing to finish, and nothing held per subscription meanwhile.
@@ -1000,7 +1026,7 @@ impl Connection {
                             id,
                             watch,
                             shape,
-                            replayed: Default::default(),
+                            replayed: Box::default(),
                             _active: GaugeGuard::raise("nimbus_subscriptions_active"),
                         };
                         if let Some(after) = watching.watch.resume_after()
@@ -1009,6 +1035,9 @@ impl Connection {
                             self.release_bus();
                             return Ok(());
                         }
+                        // Room for just this one: most connections hold one
+                        // subscription, and a vector's first growth is to four.
+                        self.watching.reserve_exact(1);
                         self.watching.push(watching);
                         Ok(())
                     }
@@ -1038,11 +1067,14 @@ impl Connection {
                 return Ok(false);
             }
         };
-        watching.replayed = resume::positions(&replayed);
+        let mut positions: Vec<i64> = resume::positions(&replayed).into_iter().collect();
+        positions.sort_unstable();
+        watching.replayed = positions.into();
         let renderer = Renderer {
             state: &self.state,
             schema: &self.loaded.schema,
-            data: &self.data,
+            caller: &self.caller,
+            client: &self.client,
         };
         for published in &replayed {
             let BusMessage::Event(event) = &published.message else {
@@ -1110,7 +1142,7 @@ impl Connection {
                 }
                 // The caller's own key changed: heard here, in order with the
                 // events, so none that follows is delivered on the old key.
-                if (self.own_key_events.as_ref())
+                if (self.own_key_events.as_deref())
                     .is_some_and(|(a, b)| event.events.iter().any(|e| e == a || e == b))
                 {
                     return self.recheck().await;
@@ -1119,10 +1151,11 @@ impl Connection {
                 let renderer = Renderer {
                     state: &self.state,
                     schema: &self.loaded.schema,
-                    data: &self.data,
+                    caller: &self.caller,
+                    client: &self.client,
                 };
                 for watching in &self.watching {
-                    if watching.replayed.contains(&event.position) {
+                    if watching.replayed.binary_search(&event.position).is_ok() {
                         continue;
                     }
                     let Some(outcome) = watching.watch.outcome(event) else {

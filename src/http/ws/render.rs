@@ -6,13 +6,12 @@
 //! (a relationship read with their permissions), that render is the caller's own
 //! and each subscriber renders for itself.
 
-use std::any::TypeId;
 use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher as _};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock, Weak};
 
 use async_graphql::dynamic::Schema;
-use async_graphql::{Data, Request, Response, Variables};
+use async_graphql::{Request, Response, Variables};
 use axum::extract::ws::Utf8Bytes;
 use futures_util::StreamExt as _;
 
@@ -24,6 +23,7 @@ use crate::graphql::types::RenderTaint;
 use crate::services::LoadedProject;
 use crate::services::databases::tx::{Mode, RequestTx};
 use crate::services::realtime::watch::{Outcome, Prepared, Watch};
+use crate::services::users::service::ClientInfo;
 
 /// A subscription operation as asked for: subscribers with equal shapes get
 /// equal responses to an event (the caller aside, see [`RenderTaint`]).
@@ -149,8 +149,9 @@ fn framed(prefix: &str, payload: &str) -> Utf8Bytes {
 pub struct Renderer<'a> {
     pub state: &'a AppState,
     pub schema: &'a Schema,
-    /// The connection's request data (its caller).
-    pub data: &'a Arc<Data>,
+    /// The connection's caller and client, put in the request data of a render.
+    pub caller: &'a Caller,
+    pub client: &'a ClientInfo,
 }
 
 impl Renderer<'_> {
@@ -167,11 +168,7 @@ impl Renderer<'_> {
         outcome: Outcome,
         prefix: &str,
     ) -> Utf8Bytes {
-        let caller = self
-            .data
-            .get(&TypeId::of::<Caller>())
-            .and_then(|data| data.downcast_ref::<Caller>());
-        let previous_shown = caller.is_some_and(|caller| may_see_previous(caller, event));
+        let previous_shown = may_see_previous(self.caller, event);
         let cell = published.shared::<SharedRender>(shape.key(outcome, previous_shown));
         let mut own = None;
         let rendered = cell
@@ -255,7 +252,10 @@ impl Renderer<'_> {
         let _ = self.state.parsed_queries.prepare(&mut request);
         let response = self
             .schema
-            .execute_stream_with_session_data(request, self.data.clone())
+            .execute_stream_with_session_data(
+                request,
+                Arc::new(super::caller_data(self.caller, self.client)),
+            )
             .next()
             .await
             .unwrap_or_else(|| Response::new(async_graphql::Value::Null));

@@ -1747,20 +1747,23 @@ fn node_value_from_event(payload: &Json) -> Value {
     Value::Object(node)
 }
 
-/// What a change means to a subscriber watching the set `filter` describes:
-/// nothing, or the change type to deliver.
+/// What a change means to a subscriber watching the set `filter` describes (no
+/// filter: every document): nothing, or the change type to deliver.
 fn change_for(
-    filter: &ResolvedFilter,
+    filter: Option<&ResolvedFilter>,
     action: &str,
     document: &serde_json::Map<String, Json>,
     previous: Option<&serde_json::Map<String, Json>>,
 ) -> Option<&'static str> {
-    let now = super::matcher::matches(filter, document);
+    let matches = |document: &serde_json::Map<String, Json>| {
+        filter.is_none_or(|f| super::matcher::matches(f, document))
+    };
+    let now = matches(document);
     match action {
         "create" => now.then_some("CREATE"),
         "delete" => now.then_some("DELETE"),
         "update" => {
-            let before = previous.is_some_and(|p| super::matcher::matches(filter, p));
+            let before = previous.is_some_and(matches);
             match (before, now) {
                 (_, true) => Some("UPDATE"),
                 (true, false) => Some("LEAVE"),
@@ -1775,7 +1778,9 @@ fn change_for(
 /// collection in the filtered set (or the one with `id`).
 struct DocumentWatch {
     channel: String,
-    filter: ResolvedFilter,
+    /// `None` for every document: most subscriptions have no filter, and each
+    /// one's watch lives as long as it does.
+    filter: Option<Box<ResolvedFilter>>,
     only: Option<String>,
     /// The subscriber as it subscribed: whether a document left its set is
     /// told only when it could read the version that was in the set.
@@ -1797,7 +1802,7 @@ impl crate::services::realtime::watch::Watch for DocumentWatch {
             .as_ref()
             .filter(|_| crate::auth::access::may_see_previous(&self.subscriber, event))
             .and_then(Json::as_object);
-        change_for(&self.filter, action, document, previous)
+        change_for(self.filter.as_deref(), action, document, previous)
     }
 
     fn value(&self, event: &crate::bus::Event, outcome: &'static str) -> Value {
@@ -1875,7 +1880,10 @@ fn register_subscription(parts: &mut SchemaParts, collection: &Arc<Collection>) 
                         Some(input) => filter_from_input(&collection, &model, &access, &input, 0)?,
                         None => Filter::default(),
                     };
-                    let filter = resolve(&collection, &filter, Use::Match)?;
+                    let filter = match resolve(&collection, &filter, Use::Match)? {
+                        ResolvedFilter::And(all) if all.is_empty() => None,
+                        filter => Some(Box::new(filter)),
+                    };
                     let only = match ctx.args.get("id") {
                         Some(v) if !v.is_null() => Some(v.string()?.to_string()),
                         _ => None,
