@@ -155,8 +155,7 @@ async fn run(
         }
     };
 
-    let session_cookie =
-        crate::services::account::cookies::session_cookie_name(&caller.project.id);
+    let session_cookie = crate::services::account::cookies::session_cookie_name(&caller.project.id);
     let mut passed = Vec::with_capacity(headers.len());
     for (name, value) in &headers {
         let name = name.as_str();
@@ -265,9 +264,7 @@ impl Gateway for FunctionsGateway {
         query: String,
         variables: serde_json::Value,
     ) -> serde_json::Value {
-        let refused = |code: &str, message: String| {
-            serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] })
-        };
+        let refused = |code: &str, message: String| serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
         if query.len() > state.config.graphql_max_query_bytes {
             return refused(
                 codes::QUERY_TOO_LARGE,
@@ -290,8 +287,8 @@ impl Gateway for FunctionsGateway {
             loaded,
             expires_at: None,
         };
-        let mut request = Request::new(query)
-            .variables(async_graphql::Variables::from_json(variables));
+        let mut request =
+            Request::new(query).variables(async_graphql::Variables::from_json(variables));
         if let Err(refusal) = state.parsed_queries.prepare(&mut request) {
             return serde_json::to_value(async_graphql::Response::from_errors(vec![refusal]))
                 .unwrap_or_default();

@@ -13,7 +13,8 @@ use crate::helpers::{Answer, TestApp, WAIT, WsClient, spawn_app, spawn_with, tes
 const CREATE: &str = "mutation($input: CreateFunctionInput!) { createFunction(input: $input) { id name runtime entrypoint execute events schedule timeout memory enabled scopes deploymentId } }";
 const UPDATE: &str = "mutation($input: UpdateFunctionInput!) { updateFunction(input: $input) { id name execute schedule timeout enabled } }";
 const EXECUTE: &str = "mutation($input: CreateExecutionInput!) { createExecution(input: $input) { id status trigger responseStatusCode responseBody responseHeaders { name value } logs errors failure duration } }";
-const VARIABLE: &str = "mutation($input: VariableInput!) { createVariable(input: $input) { key size } }";
+const VARIABLE: &str =
+    "mutation($input: VariableInput!) { createVariable(input: $input) { key size } }";
 
 async fn create(app: &TestApp, input: Value) -> Answer {
     app.admin(CREATE, json!({ "input": input })).await
@@ -100,8 +101,11 @@ fn tar_gz(files: &[(&str, &str)]) -> Vec<u8> {
 }
 
 async fn execute_as(app: &TestApp, headers: &[(&str, &str)], input: Value) -> Answer {
-    app.post(json!({"query": EXECUTE, "variables": {"input": input}}), headers)
-        .await
+    app.post(
+        json!({"query": EXECUTE, "variables": {"input": input}}),
+        headers,
+    )
+    .await
 }
 
 async fn execute(app: &TestApp, input: Value) -> Answer {
@@ -133,38 +137,109 @@ async fn functions_are_created_changed_listed_and_deleted_with_checked_settings(
     assert_eq!(made["deploymentId"], Value::Null);
 
     for (input, code, field) in [
-        (json!({"name": "x", "entrypoint": "../main.js"}), "BAD_USER_INPUT", "entrypoint"),
-        (json!({"name": "x", "entrypoint": "main.py"}), "BAD_USER_INPUT", "entrypoint"),
-        (json!({"name": "", "entrypoint": "main.js"}), "BAD_USER_INPUT", "name"),
-        (json!({"name": "x", "entrypoint": "main.js", "execute": ["everyone"]}), "INVALID_ROLE", "execute"),
-        (json!({"name": "x", "entrypoint": "main.js", "events": ["documents.*.create"]}), "INVALID_FUNCTION_EVENTS", "events"),
-        (json!({"name": "x", "entrypoint": "main.js", "schedule": "every minute"}), "INVALID_SCHEDULE", "schedule"),
-        (json!({"name": "x", "entrypoint": "main.js", "timeout": 0}), "BAD_USER_INPUT", "timeout"),
-        (json!({"name": "x", "entrypoint": "main.js", "timeout": 901}), "BAD_USER_INPUT", "timeout"),
-        (json!({"name": "x", "entrypoint": "main.js", "memory": 4096}), "BAD_USER_INPUT", "memory"),
-        (json!({"name": "x", "entrypoint": "main.js", "scopes": ["documents.everything"]}), "INVALID_SCOPE", "scopes"),
-        (json!({"name": "x", "entrypoint": "main.js", "scopes": ["admin"]}), "INVALID_SCOPE", "scopes"),
-        (json!({"id": "enrich", "name": "x", "entrypoint": "main.js"}), "FUNCTION_ALREADY_EXISTS", ""),
+        (
+            json!({"name": "x", "entrypoint": "../main.js"}),
+            "BAD_USER_INPUT",
+            "entrypoint",
+        ),
+        (
+            json!({"name": "x", "entrypoint": "main.py"}),
+            "BAD_USER_INPUT",
+            "entrypoint",
+        ),
+        (
+            json!({"name": "", "entrypoint": "main.js"}),
+            "BAD_USER_INPUT",
+            "name",
+        ),
+        (
+            json!({"name": "x", "entrypoint": "main.js", "execute": ["everyone"]}),
+            "INVALID_ROLE",
+            "execute",
+        ),
+        (
+            json!({"name": "x", "entrypoint": "main.js", "events": ["documents.*.create"]}),
+            "INVALID_FUNCTION_EVENTS",
+            "events",
+        ),
+        (
+            json!({"name": "x", "entrypoint": "main.js", "schedule": "every minute"}),
+            "INVALID_SCHEDULE",
+            "schedule",
+        ),
+        (
+            json!({"name": "x", "entrypoint": "main.js", "timeout": 0}),
+            "BAD_USER_INPUT",
+            "timeout",
+        ),
+        (
+            json!({"name": "x", "entrypoint": "main.js", "timeout": 901}),
+            "BAD_USER_INPUT",
+            "timeout",
+        ),
+        (
+            json!({"name": "x", "entrypoint": "main.js", "memory": 4096}),
+            "BAD_USER_INPUT",
+            "memory",
+        ),
+        (
+            json!({"name": "x", "entrypoint": "main.js", "scopes": ["documents.everything"]}),
+            "INVALID_SCOPE",
+            "scopes",
+        ),
+        (
+            json!({"name": "x", "entrypoint": "main.js", "scopes": ["admin"]}),
+            "INVALID_SCOPE",
+            "scopes",
+        ),
+        (
+            json!({"id": "enrich", "name": "x", "entrypoint": "main.js"}),
+            "FUNCTION_ALREADY_EXISTS",
+            "",
+        ),
     ] {
         let answer = create(&app, input.clone()).await;
         assert_eq!(answer.code(), code, "{input}: {:#}", answer.body);
         if !field.is_empty() {
-            assert_eq!(answer.body["errors"][0]["extensions"]["field"], field, "{input}");
+            assert_eq!(
+                answer.body["errors"][0]["extensions"]["field"], field,
+                "{input}"
+            );
         }
     }
 
     // A key gives a function no scope it does not hold itself.
-    let writer = app.create_key("default", &["functions.write", "functions.read"]).await;
+    let writer = app
+        .create_key("default", &["functions.write", "functions.read"])
+        .await;
     let beyond = app
-        .as_key(&writer, "default", CREATE, json!({"input": {"name": "x", "entrypoint": "main.js", "scopes": ["users.write"]}}))
+        .as_key(
+            &writer,
+            "default",
+            CREATE,
+            json!({"input": {"name": "x", "entrypoint": "main.js", "scopes": ["users.write"]}}),
+        )
         .await;
     assert_eq!(beyond.code(), "PERMISSION_DENIED", "{:#}", beyond.body);
     // Reading needs `functions.read`; signed-in users manage no functions.
     let reader = app.create_key("default", &["executions.read"]).await;
-    let refused = app.as_key(&reader, "default", "{ functions { totalCount } }", json!({})).await;
+    let refused = app
+        .as_key(
+            &reader,
+            "default",
+            "{ functions { totalCount } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(refused.code(), "SCOPE_MISSING");
     let ann = app.signed_in("ann@example.com").await;
-    let refused = app.as_session(&ann, CREATE, json!({"input": {"name": "x", "entrypoint": "main.js"}})).await;
+    let refused = app
+        .as_session(
+            &ann,
+            CREATE,
+            json!({"input": {"name": "x", "entrypoint": "main.js"}}),
+        )
+        .await;
     assert_eq!(refused.code(), "PERMISSION_DENIED");
 
     let changed = app
@@ -176,12 +251,25 @@ async fn functions_are_created_changed_listed_and_deleted_with_checked_settings(
     assert_eq!(changed["schedule"], Value::Null);
     assert_eq!(changed["enabled"], false);
     assert_eq!(changed["execute"], json!(["any"]));
-    let bad = app.admin(UPDATE, json!({"input": {"id": "enrich", "schedule": "61 * * * *"}})).await;
+    let bad = app
+        .admin(
+            UPDATE,
+            json!({"input": {"id": "enrich", "schedule": "61 * * * *"}}),
+        )
+        .await;
     assert_eq!(bad.code(), "INVALID_SCHEDULE");
 
-    create(&app, json!({"id": "second", "name": "Second", "entrypoint": "main.js"})).await.ok();
+    create(
+        &app,
+        json!({"id": "second", "name": "Second", "entrypoint": "main.js"}),
+    )
+    .await
+    .ok();
     let listed = app
-        .admin("{ functions(first: 1) { totalCount nodes { id } pageInfo { hasNextPage } } }", json!({}))
+        .admin(
+            "{ functions(first: 1) { totalCount nodes { id } pageInfo { hasNextPage } } }",
+            json!({}),
+        )
         .await
         .ok();
     assert_eq!(listed["functions"]["totalCount"], 2);
@@ -189,11 +277,16 @@ async fn functions_are_created_changed_listed_and_deleted_with_checked_settings(
     assert_eq!(listed["functions"]["pageInfo"]["hasNextPage"], true);
 
     let deleted = app
-        .admin("mutation { deleteFunction(input: {id: \"enrich\"}) { deletedId } }", json!({}))
+        .admin(
+            "mutation { deleteFunction(input: {id: \"enrich\"}) { deletedId } }",
+            json!({}),
+        )
         .await
         .ok();
     assert_eq!(deleted["deleteFunction"]["deletedId"], "enrich");
-    let gone = app.admin("{ function(id: \"enrich\") { id } }", json!({})).await;
+    let gone = app
+        .admin("{ function(id: \"enrich\") { id } }", json!({}))
+        .await;
     assert_eq!(gone.code(), "FUNCTION_NOT_FOUND");
     app.shutdown().await;
 }
@@ -201,23 +294,42 @@ async fn functions_are_created_changed_listed_and_deleted_with_checked_settings(
 #[tokio::test]
 async fn variables_are_sealed_at_rest_never_shown_and_bounded() {
     let app = spawn_app().await;
-    create(&app, json!({"id": "vars", "name": "Vars", "entrypoint": "main.js"})).await.ok();
+    create(
+        &app,
+        json!({"id": "vars", "name": "Vars", "entrypoint": "main.js"}),
+    )
+    .await
+    .ok();
     let secret = "sk_live_very_secret_value_1234";
     let made = app
-        .admin(VARIABLE, json!({"input": {"functionId": "vars", "key": "STRIPE_KEY", "value": secret}}))
+        .admin(
+            VARIABLE,
+            json!({"input": {"functionId": "vars", "key": "STRIPE_KEY", "value": secret}}),
+        )
         .await;
     assert!(!made.body.to_string().contains(secret));
     assert_eq!(made.ok()["createVariable"]["size"], secret.len());
     let listed = app
-        .admin("{ functionVariables(functionId: \"vars\") { key size createdAt } }", json!({}))
+        .admin(
+            "{ functionVariables(functionId: \"vars\") { key size createdAt } }",
+            json!({}),
+        )
         .await;
     assert!(!listed.body.to_string().contains(secret));
     assert_eq!(listed.ok()["functionVariables"][0]["key"], "STRIPE_KEY");
     // The type has no field that could show a value.
     let asked = app
-        .admin("{ functionVariables(functionId: \"vars\") { value } }", json!({}))
+        .admin(
+            "{ functionVariables(functionId: \"vars\") { value } }",
+            json!({}),
+        )
         .await;
-    assert_eq!(asked.code(), "GRAPHQL_VALIDATION_FAILED", "{:#}", asked.body);
+    assert_eq!(
+        asked.code(),
+        "GRAPHQL_VALIDATION_FAILED",
+        "{:#}",
+        asked.body
+    );
 
     // At rest the value is sealed.
     let pool = app.server.as_ref().unwrap().state().db.pool().clone();
@@ -230,10 +342,22 @@ async fn variables_are_sealed_at_rest_never_shown_and_bounded() {
     assert!(!stored.contains(secret));
 
     for (input, code) in [
-        (json!({"functionId": "vars", "key": "STRIPE_KEY", "value": "again"}), "VARIABLE_ALREADY_EXISTS"),
-        (json!({"functionId": "vars", "key": "1BAD", "value": "x"}), "INVALID_VARIABLE"),
-        (json!({"functionId": "vars", "key": "BIG", "value": "x".repeat(8 * 1024 + 1)}), "INVALID_VARIABLE"),
-        (json!({"functionId": "nope", "key": "K", "value": "x"}), "FUNCTION_NOT_FOUND"),
+        (
+            json!({"functionId": "vars", "key": "STRIPE_KEY", "value": "again"}),
+            "VARIABLE_ALREADY_EXISTS",
+        ),
+        (
+            json!({"functionId": "vars", "key": "1BAD", "value": "x"}),
+            "INVALID_VARIABLE",
+        ),
+        (
+            json!({"functionId": "vars", "key": "BIG", "value": "x".repeat(8 * 1024 + 1)}),
+            "INVALID_VARIABLE",
+        ),
+        (
+            json!({"functionId": "nope", "key": "K", "value": "x"}),
+            "FUNCTION_NOT_FOUND",
+        ),
     ] {
         let answer = app.admin(VARIABLE, json!({"input": input})).await;
         assert_eq!(answer.code(), code, "{:#}", answer.body);
@@ -262,7 +386,10 @@ async fn variables_are_sealed_at_rest_never_shown_and_bounded() {
         .await
         .ok();
     let listed = app
-        .admin("{ functionVariables(functionId: \"vars\") { key } }", json!({}))
+        .admin(
+            "{ functionVariables(functionId: \"vars\") { key } }",
+            json!({}),
+        )
         .await
         .ok();
     assert!(!listed.to_string().contains("STRIPE_KEY"));
@@ -272,23 +399,48 @@ async fn variables_are_sealed_at_rest_never_shown_and_bounded() {
 #[tokio::test]
 async fn uploads_that_are_not_javascript_or_break_the_archive_rules_are_refused() {
     let app = spawn_app().await;
-    create(&app, json!({"id": "code", "name": "Code", "entrypoint": "main.js"})).await.ok();
+    create(
+        &app,
+        json!({"id": "code", "name": "Code", "entrypoint": "main.js"}),
+    )
+    .await
+    .ok();
     let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
     for (filename, bytes, needle) in [
         ("logo.png", png.to_vec(), "upload one"),
         ("main.js", png.to_vec(), "not"),
         ("code.tar.gz", b"not gzip at all".to_vec(), "gzipped tar"),
-        ("code.tar.gz", tar_gz(&[("../evil.js", "export default () => 1")]), "plain names"),
-        ("code.tar.gz", tar_gz(&[("main.js", "x"), ("run.sh", "rm -rf /")]), "only"),
-        ("code.tar.gz", tar_gz(&[("lib.js", "export const a = 1;")]), "entrypoint `main.js`"),
+        (
+            "code.tar.gz",
+            tar_gz(&[("../evil.js", "export default () => 1")]),
+            "plain names",
+        ),
+        (
+            "code.tar.gz",
+            tar_gz(&[("main.js", "x"), ("run.sh", "rm -rf /")]),
+            "only",
+        ),
+        (
+            "code.tar.gz",
+            tar_gz(&[("lib.js", "export const a = 1;")]),
+            "entrypoint `main.js`",
+        ),
     ] {
         let answer = deploy(&app, "code", filename, &bytes).await;
-        assert_eq!(answer.code(), "DEPLOYMENT_INVALID", "{filename}: {:#}", answer.body);
+        assert_eq!(
+            answer.code(),
+            "DEPLOYMENT_INVALID",
+            "{filename}: {:#}",
+            answer.body
+        );
         let message = answer.body["errors"][0]["message"].as_str().unwrap();
         assert!(message.contains(needle), "{filename}: {message}");
     }
     let listed = app
-        .admin("{ deployments(functionId: \"code\") { totalCount } }", json!({}))
+        .admin(
+            "{ deployments(functionId: \"code\") { totalCount } }",
+            json!({}),
+        )
         .await
         .ok();
     assert_eq!(listed["deployments"]["totalCount"], 0);
@@ -315,30 +467,71 @@ async fn execute_roles_decide_who_may_run_a_function() {
     let guest = execute_as(&app, &[], json!({"functionId": "members"})).await;
     assert_eq!(guest.code(), "UNAUTHENTICATED", "{:#}", guest.body);
     let nobody = app.create_key("default", &["functions.read"]).await;
-    let keyed = execute_as(&app, &[("x-nimbus-key", &nobody)], json!({"functionId": "members"})).await;
+    let keyed = execute_as(
+        &app,
+        &[("x-nimbus-key", &nobody)],
+        json!({"functionId": "members"}),
+    )
+    .await;
     assert_eq!(keyed.code(), "SCOPE_MISSING");
     let ann = app.signed_in("ann@example.com").await;
     let bearer = format!("Bearer {ann}");
-    let member = execute_as(&app, &[("authorization", &bearer)], json!({"functionId": "members"})).await;
-    assert_eq!(member.ok()["createExecution"]["responseBody"], "hello member");
+    let member = execute_as(
+        &app,
+        &[("authorization", &bearer)],
+        json!({"functionId": "members"}),
+    )
+    .await;
+    assert_eq!(
+        member.ok()["createExecution"]["responseBody"],
+        "hello member"
+    );
     let public = execute_as(&app, &[], json!({"functionId": "public"})).await;
-    assert_eq!(public.ok()["createExecution"]["responseBody"], "hello anyone");
+    assert_eq!(
+        public.ok()["createExecution"]["responseBody"],
+        "hello anyone"
+    );
 
     // A guest cannot read an execution; its caller can, and only its own.
-    let ann_run = execute_as(&app, &[("authorization", &bearer)], json!({"functionId": "members"})).await.ok();
-    let id = ann_run["createExecution"]["id"].as_str().unwrap().to_string();
-    let read = format!("{{ execution(functionId: \"members\", executionId: \"{id}\") {{ id status }} }}");
-    assert_eq!(app.post(json!({"query": read}), &[]).await.code(), "EXECUTION_NOT_FOUND");
+    let ann_run = execute_as(
+        &app,
+        &[("authorization", &bearer)],
+        json!({"functionId": "members"}),
+    )
+    .await
+    .ok();
+    let id = ann_run["createExecution"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let read =
+        format!("{{ execution(functionId: \"members\", executionId: \"{id}\") {{ id status }} }}");
+    assert_eq!(
+        app.post(json!({"query": read}), &[]).await.code(),
+        "EXECUTION_NOT_FOUND"
+    );
     let bob = app.signed_in("bob@example.com").await;
-    assert_eq!(app.as_session(&bob, &read, json!({})).await.code(), "EXECUTION_NOT_FOUND");
-    assert_eq!(app.as_session(&ann, &read, json!({})).await.ok()["execution"]["status"], "COMPLETED");
+    assert_eq!(
+        app.as_session(&bob, &read, json!({})).await.code(),
+        "EXECUTION_NOT_FOUND"
+    );
+    assert_eq!(
+        app.as_session(&ann, &read, json!({})).await.ok()["execution"]["status"],
+        "COMPLETED"
+    );
     let mine = app
-        .as_session(&bob, "{ executions(functionId: \"members\") { totalCount } }", json!({}))
+        .as_session(
+            &bob,
+            "{ executions(functionId: \"members\") { totalCount } }",
+            json!({}),
+        )
         .await
         .ok();
     assert_eq!(mine["executions"]["totalCount"], 0);
 
-    app.admin(UPDATE, json!({"input": {"id": "public", "enabled": false}})).await.ok();
+    app.admin(UPDATE, json!({"input": {"id": "public", "enabled": false}}))
+        .await
+        .ok();
     let disabled = execute_as(&app, &[], json!({"functionId": "public"})).await;
     assert_eq!(disabled.code(), "FUNCTION_DISABLED");
     app.shutdown().await;
@@ -347,10 +540,18 @@ async fn execute_roles_decide_who_may_run_a_function() {
 #[tokio::test]
 async fn a_deployment_runs_synchronously_with_its_body_status_headers_logs_and_env() {
     let app = spawn_app().await;
-    create(&app, json!({"id": "echo", "name": "Echo", "entrypoint": "main.js"})).await.ok();
-    app.admin(VARIABLE, json!({"input": {"functionId": "echo", "key": "GREETING", "value": "hej"}}))
-        .await
-        .ok();
+    create(
+        &app,
+        json!({"id": "echo", "name": "Echo", "entrypoint": "main.js"}),
+    )
+    .await
+    .ok();
+    app.admin(
+        VARIABLE,
+        json!({"input": {"functionId": "echo", "key": "GREETING", "value": "hej"}}),
+    )
+    .await
+    .ok();
     let code = r#"
         export default async ({ req, res, log, error, env }) => {
             log('method ' + req.method);
@@ -363,7 +564,9 @@ async fn a_deployment_runs_synchronously_with_its_body_status_headers_logs_and_e
             );
         };
     "#;
-    let deployment = deploy(&app, "echo", "bundle.mjs", code.as_bytes()).await.ok();
+    let deployment = deploy(&app, "echo", "bundle.mjs", code.as_bytes())
+        .await
+        .ok();
     assert_eq!(deployment["createDeployment"]["modules"], 1);
     let answer = execute(
         &app,
@@ -377,11 +580,22 @@ async fn a_deployment_runs_synchronously_with_its_body_status_headers_logs_and_e
     assert_eq!(run["trigger"], "GRAPHQL");
     assert_eq!(run["responseStatusCode"], 201);
     let body: Value = serde_json::from_str(run["responseBody"].as_str().unwrap()).unwrap();
-    assert_eq!(body, json!({"greeting": "hej", "body": {"n": 7}, "header": "yes"}));
+    assert_eq!(
+        body,
+        json!({"greeting": "hej", "body": {"n": 7}, "header": "yes"})
+    );
     let headers = run["responseHeaders"].as_array().unwrap();
-    assert!(headers.iter().any(|h| h["name"] == "x-answer" && h["value"] == "42"), "{headers:?}");
+    assert!(
+        headers
+            .iter()
+            .any(|h| h["name"] == "x-answer" && h["value"] == "42"),
+        "{headers:?}"
+    );
     let logs = run["logs"].as_str().unwrap();
-    assert!(logs.contains("method PUT") && logs.contains("/items"), "{logs}");
+    assert!(
+        logs.contains("method PUT") && logs.contains("/items"),
+        "{logs}"
+    );
     assert!(run["errors"].as_str().unwrap().contains("careful"));
     assert_eq!(run["failure"], Value::Null);
 
@@ -396,7 +610,10 @@ async fn a_deployment_runs_synchronously_with_its_body_status_headers_logs_and_e
 
     // The variable reaches `env` but never an answer of the API.
     let all = app
-        .admin("{ functionVariables(functionId: \"echo\") { key } }", json!({}))
+        .admin(
+            "{ functionVariables(functionId: \"echo\") { key } }",
+            json!({}),
+        )
         .await;
     assert!(!all.body.to_string().contains("hej"));
     app.shutdown().await;
@@ -405,22 +622,41 @@ async fn a_deployment_runs_synchronously_with_its_body_status_headers_logs_and_e
 #[tokio::test]
 async fn a_syntax_error_answers_deployment_invalid_with_its_line() {
     let app = spawn_app().await;
-    create(&app, json!({"id": "broken", "name": "Broken", "entrypoint": "main.js"})).await.ok();
+    create(
+        &app,
+        json!({"id": "broken", "name": "Broken", "entrypoint": "main.js"}),
+    )
+    .await
+    .ok();
     let code = "export default async ({ res }) => {\n  const a = 1;\n  return res.text(a +);\n};\n";
     let answer = deploy(&app, "broken", "main.js", code.as_bytes()).await;
     assert_eq!(answer.code(), "DEPLOYMENT_INVALID", "{:#}", answer.body);
     let message = answer.body["errors"][0]["message"].as_str().unwrap();
-    assert!(message.contains("main.js") && message.contains("line 3"), "{message}");
+    assert!(
+        message.contains("main.js") && message.contains("line 3"),
+        "{message}"
+    );
     app.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_tar_gz_of_modules_runs_its_entrypoint_with_its_imports() {
     let app = spawn_app().await;
-    create(&app, json!({"id": "modular", "name": "Modular", "entrypoint": "src/main.js"})).await.ok();
+    create(
+        &app,
+        json!({"id": "modular", "name": "Modular", "entrypoint": "src/main.js"}),
+    )
+    .await
+    .ok();
     let archive = tar_gz(&[
-        ("src/main.js", "import { shout } from './lib/text.js';\nexport default async ({ res }) => res.text(shout('hi'));\n"),
-        ("src/lib/text.js", "export const shout = (s) => s.toUpperCase() + '!';\n"),
+        (
+            "src/main.js",
+            "import { shout } from './lib/text.js';\nexport default async ({ res }) => res.text(shout('hi'));\n",
+        ),
+        (
+            "src/lib/text.js",
+            "export const shout = (s) => s.toUpperCase() + '!';\n",
+        ),
     ]);
     let deployment = deploy(&app, "modular", "code.tar.gz", &archive).await.ok();
     assert_eq!(deployment["createDeployment"]["modules"], 2);
@@ -440,16 +676,23 @@ async fn an_async_execution_is_queued_runs_as_a_job_and_is_announced() {
     )
     .await;
     let mut ws = WsClient::connect(&app.ws_url, false).await;
-    ws.init(json!({"X-Nimbus-Key": app.admin_key})).await.expect("ack");
+    ws.init(json!({"X-Nimbus-Key": app.admin_key}))
+        .await
+        .expect("ack");
     ws.subscribe(
         "x",
         "subscription { executionChanged(functionId: \"later\") { id status logs responseBody } }",
     )
     .await;
     ws.ping_pong().await;
-    let queued = execute(&app, json!({"functionId": "later", "async": true})).await.ok();
+    let queued = execute(&app, json!({"functionId": "later", "async": true}))
+        .await
+        .ok();
     assert_eq!(queued["createExecution"]["status"], "WAITING");
-    let id = queued["createExecution"]["id"].as_str().unwrap().to_string();
+    let id = queued["createExecution"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let finished = tokio::time::timeout(WAIT, async {
         loop {
             let message = ws.next_json().await.expect("an execution event");
@@ -484,7 +727,13 @@ async fn the_http_route_passes_the_request_and_returns_the_response() {
         );"#,
     )
     .await;
-    deployed(&app, "private", json!({"execute": ["users"]}), "export default async ({ res }) => res.text('no')").await;
+    deployed(
+        &app,
+        "private",
+        json!({"execute": ["users"]}),
+        "export default async ({ res }) => res.text('no')",
+    )
+    .await;
     let url = format!("{}/v1/functions/hook/stripe/events?live=1", app.url);
     let response = app
         .client
@@ -510,7 +759,12 @@ async fn the_http_route_passes_the_request_and_returns_the_response() {
         .await
         .unwrap();
     assert_eq!(refused.status().as_u16(), 401);
-    let missing = app.client.get(format!("{}/v1/functions/nope/x", app.url)).send().await.unwrap();
+    let missing = app
+        .client
+        .get(format!("{}/v1/functions/nope/x", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status().as_u16(), 404);
 
     // A body over the limit is refused, over HTTP and over GraphQL.
@@ -524,7 +778,11 @@ async fn the_http_route_passes_the_request_and_returns_the_response() {
     assert_eq!(big.status().as_u16(), 413);
     let body: Value = big.json().await.unwrap();
     assert_eq!(body["errors"][0]["extensions"]["code"], "REQUEST_TOO_LARGE");
-    let big = execute(&app, json!({"functionId": "hook", "body": "a".repeat(2 << 20)})).await;
+    let big = execute(
+        &app,
+        json!({"functionId": "hook", "body": "a".repeat(2 << 20)}),
+    )
+    .await;
     assert_eq!(big.code(), "REQUEST_TOO_LARGE", "{}", big.status);
     app.shutdown().await;
 }
@@ -532,9 +790,12 @@ async fn the_http_route_passes_the_request_and_returns_the_response() {
 #[tokio::test]
 async fn nimbus_graphql_reads_as_the_caller_and_stops_at_the_function_scopes() {
     let app = spawn_app().await;
-    app.admin("mutation { createDatabase(input: {id: \"app\", name: \"App\"}) { id } }", json!({}))
-        .await
-        .ok();
+    app.admin(
+        "mutation { createDatabase(input: {id: \"app\", name: \"App\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
     app.admin(
         "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
         json!({"input": {"databaseId": "app", "id": "notes", "name": "notes", "documentSecurity": true,
@@ -566,19 +827,43 @@ async fn nimbus_graphql_reads_as_the_caller_and_stops_at_the_function_scopes() {
         serde_json::from_str(body.as_str().unwrap()).unwrap()
     };
     let as_ann = answer_of(
-        execute_as(&app, &[("authorization", &format!("Bearer {ann}"))], json!({"functionId": "reader"})).await,
+        execute_as(
+            &app,
+            &[("authorization", &format!("Bearer {ann}"))],
+            json!({"functionId": "reader"}),
+        )
+        .await,
     );
-    assert_eq!(as_ann["data"]["document"]["data"]["text"], "ann's", "{as_ann:#}");
+    assert_eq!(
+        as_ann["data"]["document"]["data"]["text"], "ann's",
+        "{as_ann:#}"
+    );
     let bob = app.signed_in("bob@example.com").await;
     let as_bob = answer_of(
-        execute_as(&app, &[("authorization", &format!("Bearer {bob}"))], json!({"functionId": "reader"})).await,
+        execute_as(
+            &app,
+            &[("authorization", &format!("Bearer {bob}"))],
+            json!({"functionId": "reader"}),
+        )
+        .await,
     );
-    assert_eq!(as_bob["errors"][0]["extensions"]["code"], "DOCUMENT_NOT_FOUND", "{as_bob:#}");
+    assert_eq!(
+        as_bob["errors"][0]["extensions"]["code"], "DOCUMENT_NOT_FOUND",
+        "{as_bob:#}"
+    );
     // A guest's call runs with the function's scopes: `databases.read` reads no
     // documents.
     let as_guest = answer_of(execute_as(&app, &[], json!({"functionId": "reader"})).await);
-    assert_eq!(as_guest["errors"][0]["extensions"]["code"], "SCOPE_MISSING", "{as_guest:#}");
-    app.admin(UPDATE, json!({"input": {"id": "reader", "scopes": ["documents.read"]}})).await.ok();
+    assert_eq!(
+        as_guest["errors"][0]["extensions"]["code"], "SCOPE_MISSING",
+        "{as_guest:#}"
+    );
+    app.admin(
+        UPDATE,
+        json!({"input": {"id": "reader", "scopes": ["documents.read"]}}),
+    )
+    .await
+    .ok();
     let as_guest = answer_of(execute_as(&app, &[], json!({"functionId": "reader"})).await);
     assert_eq!(as_guest["data"]["document"]["id"], "n1", "{as_guest:#}");
     app.shutdown().await;
@@ -603,7 +888,10 @@ async fn fetch_to_a_private_address_is_refused_by_default() {
     let run = execute(&app, json!({"functionId": "fetcher"})).await.ok();
     let run = &run["createExecution"];
     assert_eq!(run["responseStatusCode"], 403, "{run:#}");
-    assert!(run["responseBody"].as_str().unwrap().contains("private"), "{run:#}");
+    assert!(
+        run["responseBody"].as_str().unwrap().contains("private"),
+        "{run:#}"
+    );
     app.shutdown().await;
 }
 
@@ -617,7 +905,9 @@ async fn an_endless_loop_fails_with_the_cpu_limit_and_the_next_execution_works()
         "export default async ({ req, res }) => { if (req.path === '/spin') { while (true) {} } return res.text('fine'); }",
     )
     .await;
-    let spun = execute(&app, json!({"functionId": "spin", "path": "/spin"})).await.ok();
+    let spun = execute(&app, json!({"functionId": "spin", "path": "/spin"}))
+        .await
+        .ok();
     assert_eq!(spun["createExecution"]["status"], "FAILED", "{spun:#}");
     assert_eq!(spun["createExecution"]["failure"], "EXECUTION_CPU_LIMIT");
     let next = execute(&app, json!({"functionId": "spin"})).await.ok();

@@ -20,7 +20,9 @@ use crate::db::now_millis;
 use crate::error::{AppError, AppResult};
 use crate::jobs::{Failure, Handler, Job};
 use crate::outbound;
-use crate::sandbox::{self, FetchRequest, FetchResponse, Host, Invocation, Limits, Outcome, Program};
+use crate::sandbox::{
+    self, FetchRequest, FetchResponse, Host, Invocation, Limits, Outcome, Program,
+};
 
 use super::service::{self, ExecutionRequest};
 use super::{Execution, Function, status, store};
@@ -95,10 +97,7 @@ impl Host for FunctionHost {
         Box::pin(async move {
             match tokio::time::timeout(FETCH_TIMEOUT, fetch(request, allow_private)).await {
                 Ok(answer) => answer,
-                Err(_) => Err(format!(
-                    "no answer within {} s",
-                    FETCH_TIMEOUT.as_secs()
-                )),
+                Err(_) => Err(format!("no answer within {} s", FETCH_TIMEOUT.as_secs())),
             }
         })
     }
@@ -171,7 +170,11 @@ async fn fetch(request: FetchRequest, allow_private: bool) -> Result<FetchRespon
             &addresses,
             reqwest::Client::builder()
                 .timeout(FETCH_TIMEOUT)
-                .user_agent(concat!("nimbus/", env!("CARGO_PKG_VERSION"), " (functions)")),
+                .user_agent(concat!(
+                    "nimbus/",
+                    env!("CARGO_PKG_VERSION"),
+                    " (functions)"
+                )),
             FETCH_TIMEOUT,
         )
         .map_err(|_| "cannot prepare the request".to_string())?;
@@ -218,7 +221,8 @@ async fn fetch(request: FetchRequest, allow_private: bool) -> Result<FetchRespon
         let mut bytes = Vec::new();
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|err| format!("reading the answer failed: {}", without_url(&err)))?;
+            let chunk =
+                chunk.map_err(|err| format!("reading the answer failed: {}", without_url(&err)))?;
             if bytes.len() + chunk.len() > FETCH_MAX_BYTES {
                 return Err(format!("the answer is over {FETCH_MAX_BYTES} bytes"));
             }
@@ -246,13 +250,22 @@ fn without_url(err: &reqwest::Error) -> String {
 }
 
 /// The compiled program of a deployment, from the cache or the database.
-async fn program(state: &AppState, function: &Function, deployment_id: &str) -> AppResult<Option<Program>> {
+async fn program(
+    state: &AppState,
+    function: &Function,
+    deployment_id: &str,
+) -> AppResult<Option<Program>> {
     let runtime = &state.functions;
     if let Some(program) = runtime.cached(&function.project_id, deployment_id) {
         return Ok(Some(program));
     }
-    let Some(bytes) =
-        store::program(state.db.pool(), &function.project_id, &function.id, deployment_id).await?
+    let Some(bytes) = store::program(
+        state.db.pool(),
+        &function.project_id,
+        &function.id,
+        deployment_id,
+    )
+    .await?
     else {
         return Ok(None);
     };
@@ -329,17 +342,23 @@ async fn run_deployment(
         }),
     };
     let started = std::time::Instant::now();
-    let outcome = state
-        .functions
-        .pool
-        .run(invocation)
-        .await
-        .map_err(|busy| AppError::TooManyExecutions {
-            retry_after: busy.retry_after.as_secs().max(1),
-        })?;
-    let result = if outcome.result.is_ok() { "completed" } else { "failed" };
+    let outcome =
+        state
+            .functions
+            .pool
+            .run(invocation)
+            .await
+            .map_err(|busy| AppError::TooManyExecutions {
+                retry_after: busy.retry_after.as_secs().max(1),
+            })?;
+    let result = if outcome.result.is_ok() {
+        "completed"
+    } else {
+        "failed"
+    };
     metrics::counter!("nimbus_function_executions_total", "outcome" => result).increment(1);
-    metrics::histogram!("nimbus_function_execution_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("nimbus_function_execution_seconds")
+        .record(started.elapsed().as_secs_f64());
     Ok(outcome)
 }
 
@@ -348,7 +367,9 @@ pub fn apply(execution: &mut Execution, outcome: Outcome) {
     execution.logs = outcome.logs;
     execution.errors = outcome.errors;
     if outcome.logs_truncated {
-        execution.errors.push_str("\n[logs were cut at the size limit]");
+        execution
+            .errors
+            .push_str("\n[logs were cut at the size limit]");
     }
     execution.duration_ms = outcome.duration.as_millis() as i64;
     execution.updated_at = now_millis();
@@ -411,7 +432,10 @@ impl Handler for ExecuteJobs {
             // Ran already: a job runs at least once.
             return Ok(());
         }
-        let Some(function) = store::find(pool, project, &function_id).await.map_err(retry)? else {
+        let Some(function) = store::find(pool, project, &function_id)
+            .await
+            .map_err(retry)?
+        else {
             return Ok(());
         };
         let body = store::request_body(pool, project, &function_id, &execution_id)
@@ -450,7 +474,9 @@ impl Handler for ExecuteJobs {
             Err(err) => return Err(Failure::Retry(err.message())),
         };
         apply(&mut execution, outcome);
-        execution.response_body.truncate(service::KEPT_RESPONSE_BYTES);
+        execution
+            .response_body
+            .truncate(service::KEPT_RESPONSE_BYTES);
         let mut tx = pool.begin().await.map_err(retry)?;
         if store::finish_execution(&mut *tx, &execution)
             .await

@@ -40,7 +40,10 @@ pub fn function_value(function: &Function) -> Value {
         ("events", strings(&function.events)),
         (
             "schedule",
-            function.schedule.as_deref().map_or(Value::Null, Value::from),
+            function
+                .schedule
+                .as_deref()
+                .map_or(Value::Null, Value::from),
         ),
         ("timeout", Value::from(function.timeout)),
         ("memory", Value::from(function.memory)),
@@ -109,14 +112,23 @@ pub fn execution_value(execution: &Execution) -> Value {
     object([
         ("id", Value::from(execution.id.as_str())),
         ("functionId", Value::from(execution.function_id.as_str())),
-        ("deploymentId", Value::from(execution.deployment_id.as_str())),
+        (
+            "deploymentId",
+            Value::from(execution.deployment_id.as_str()),
+        ),
         ("trigger", enum_value(&execution.trigger)),
         ("status", enum_value(&execution.status)),
-        ("requestMethod", Value::from(execution.request_method.as_str())),
+        (
+            "requestMethod",
+            Value::from(execution.request_method.as_str()),
+        ),
         ("requestPath", Value::from(execution.request_path.as_str())),
         ("requestHeaders", headers_value(&execution.request_headers)),
         ("responseStatusCode", Value::from(execution.response_status)),
-        ("responseHeaders", headers_value(&execution.response_headers)),
+        (
+            "responseHeaders",
+            headers_value(&execution.response_headers),
+        ),
         (
             "responseBody",
             Value::from(String::from_utf8_lossy(&execution.response_body).into_owned()),
@@ -129,9 +141,15 @@ pub fn execution_value(execution: &Execution) -> Value {
         ("errors", Value::from(execution.errors.as_str())),
         (
             "failure",
-            execution.failure.as_deref().map_or(Value::Null, Value::from),
+            execution
+                .failure
+                .as_deref()
+                .map_or(Value::Null, Value::from),
         ),
-        ("duration", Value::from(execution.duration_ms as f64 / 1000.0)),
+        (
+            "duration",
+            Value::from(execution.duration_ms as f64 / 1000.0),
+        ),
         ("createdAt", datetime(execution.created_at)),
         ("updatedAt", datetime(execution.updated_at)),
     ])
@@ -317,7 +335,9 @@ fn register_types(parts: &mut SchemaParts) {
     parts.add_type(
         Enum::new("FunctionRuntime")
             .description("What runs a function's code.")
-            .item(EnumItem::new("JS").description("JavaScript ES modules in the in-process sandbox.")),
+            .item(
+                EnumItem::new("JS").description("JavaScript ES modules in the in-process sandbox."),
+            ),
     );
     parts.add_type(
         Enum::new("ExecutionStatus")
@@ -325,7 +345,10 @@ fn register_types(parts: &mut SchemaParts) {
             .item(EnumItem::new("WAITING").description("Queued to run as a background job."))
             .item(EnumItem::new("PROCESSING").description("Running."))
             .item(EnumItem::new("COMPLETED").description("The function answered."))
-            .item(EnumItem::new("FAILED").description("It threw, hit a limit, or could not run; see `failure`.")),
+            .item(
+                EnumItem::new("FAILED")
+                    .description("It threw, hit a limit, or could not run; see `failure`."),
+            ),
     );
     parts.add_type(
         Enum::new("ExecutionTrigger")
@@ -338,7 +361,8 @@ fn register_types(parts: &mut SchemaParts) {
         ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
             .into_iter()
             .fold(
-                Enum::new("ExecutionMethod").description("The HTTP method of an execution's request."),
+                Enum::new("ExecutionMethod")
+                    .description("The HTTP method of an execution's request."),
                 |e, m| e.item(EnumItem::new(m)),
             ),
     );
@@ -427,11 +451,23 @@ fn deployment_type() -> Object {
         .description("Code uploaded to a function, compiled once.")
         .field(prop("id", id(), "Unique id."))
         .field(prop("functionId", id(), "The function."))
-        .field(prop("entrypoint", string(), "The module whose default export runs."))
+        .field(prop(
+            "entrypoint",
+            string(),
+            "The module whose default export runs.",
+        ))
         .field(prop("sourceSize", int(), "Bytes uploaded."))
         .field(prop("modules", int(), "Modules it holds."))
-        .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When it was uploaded."))
-        .field(prop("updatedAt", TypeRef::named_nn(DATETIME), "When it was uploaded (deployments do not change)."))
+        .field(prop(
+            "createdAt",
+            TypeRef::named_nn(DATETIME),
+            "When it was uploaded.",
+        ))
+        .field(prop(
+            "updatedAt",
+            TypeRef::named_nn(DATETIME),
+            "When it was uploaded (deployments do not change).",
+        ))
 }
 
 fn header_type() -> Object {
@@ -595,9 +631,7 @@ fn executions_field() -> Field {
 }
 
 /// The caller's key, which a key-only mutation has (its scope was just checked).
-fn key_of<'a>(
-    ctx: &ResolverContext<'a>,
-) -> AppResult<&'a crate::auth::caller::ApiKeyGrant> {
+fn key_of<'a>(ctx: &ResolverContext<'a>) -> AppResult<&'a crate::auth::caller::ApiKeyGrant> {
     caller(ctx)?.key().ok_or(AppError::Unauthenticated)
 }
 
@@ -625,7 +659,9 @@ fn create_function() -> Field {
             Ok(Some(FieldValue::value(function_value(&function))))
         })
     })
-    .description("Creates a function (scope `functions.write`); deploy code to it with `createDeployment`.")
+    .description(
+        "Creates a function (scope `functions.write`); deploy code to it with `createDeployment`.",
+    )
     .argument(CreateFunctionInput::argument())
 }
 
@@ -650,7 +686,9 @@ fn update_function() -> Field {
             Ok(Some(FieldValue::value(function_value(&function))))
         })
     })
-    .description("Changes a function (scope `functions.write`); a changed schedule takes effect at once.")
+    .description(
+        "Changes a function (scope `functions.write`); a changed schedule takes effect at once.",
+    )
     .argument(UpdateFunctionInput::argument())
 }
 

@@ -145,7 +145,10 @@ pub fn check_module_path(path: &str) -> Result<(), String> {
             path.chars().take(64).collect::<String>()
         ));
     }
-    if ![".js", ".mjs", ".json"].iter().any(|ext| path.ends_with(ext)) {
+    if ![".js", ".mjs", ".json"]
+        .iter()
+        .any(|ext| path.ends_with(ext))
+    {
         return Err("only `.js`, `.mjs` and `.json` modules are taken".into());
     }
     Ok(())
@@ -261,7 +264,9 @@ fn check_scopes(key: &ApiKeyGrant, scopes: &[String]) -> AppResult<Vec<String>> 
         }
         if !key.holds(scope) {
             return Err(AppError::PermissionDenied {
-                reason: format!("a key cannot give a function the scope `{name}`, which it does not hold"),
+                reason: format!(
+                    "a key cannot give a function the scope `{name}`, which it does not hold"
+                ),
             });
         }
         if !checked.contains(name) {
@@ -468,9 +473,7 @@ fn check_variable_key(key: &str) -> AppResult<()> {
     {
         return Err(invalid_variable(
             "key",
-            format!(
-                "a key has 1 to {MAX_VARIABLE_KEY} of `A-Za-z0-9_`, not starting with a digit"
-            ),
+            format!("a key has 1 to {MAX_VARIABLE_KEY} of `A-Za-z0-9_`, not starting with a digit"),
         ));
     }
     Ok(())
@@ -688,9 +691,7 @@ pub fn unpack(filename: &str, bytes: &[u8]) -> AppResult<BTreeMap<String, String
                 )));
             }
             if modules.len() >= MAX_MODULES {
-                return Err(deployment_invalid(format!(
-                    "at most {MAX_MODULES} modules"
-                )));
+                return Err(deployment_invalid(format!("at most {MAX_MODULES} modules")));
             }
             let mut text = String::new();
             entry
@@ -777,13 +778,7 @@ pub async fn create_deployment(
         created_at: now_millis(),
     };
     let mut tx = state.db.pool().begin().await?;
-    store::insert_deployment(
-        &mut *tx,
-        grant.project(),
-        &deployment,
-        program.to_bytes(),
-    )
-    .await?;
+    store::insert_deployment(&mut *tx, grant.project(), &deployment, program.to_bytes()).await?;
     let mut messages = vec![deployment_event(grant.project(), &deployment, "create")];
     if activate {
         store::set_active(
@@ -898,8 +893,14 @@ pub async fn delete_deployment(
     if function.deployment_id.as_deref() == Some(deployment_id) {
         function.deployment_id = None;
         function.updated_at = now_millis();
-        store::set_active(&mut *tx, grant.project(), function_id, None, function.updated_at)
-            .await?;
+        store::set_active(
+            &mut *tx,
+            grant.project(),
+            function_id,
+            None,
+            function.updated_at,
+        )
+        .await?;
         messages.push(function_event(&function, "update"));
     }
     if !store::delete_deployment(&mut *tx, grant.project(), function_id, deployment_id).await? {
@@ -952,7 +953,10 @@ const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "
 
 /// The request, checked: a known method, a path from `/`, bounded headers with
 /// lower-cased names, a body within `NIMBUS_FUNCTIONS_MAX_REQUEST_BYTES`.
-pub fn check_request(state: &AppState, mut request: ExecutionRequest) -> AppResult<ExecutionRequest> {
+pub fn check_request(
+    state: &AppState,
+    mut request: ExecutionRequest,
+) -> AppResult<ExecutionRequest> {
     request.method = request.method.to_ascii_uppercase();
     if !METHODS.contains(&request.method.as_str()) {
         return Err(AppError::invalid(
@@ -982,7 +986,9 @@ pub fn check_request(state: &AppState, mut request: ExecutionRequest) -> AppResu
     for (name, value) in &mut request.headers {
         *name = name.to_ascii_lowercase();
         if name.is_empty()
-            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
             || value.chars().any(|c| c.is_control() && c != '\t')
         {
             return Err(AppError::invalid(
