@@ -250,6 +250,7 @@ codes! {
     EXECUTION_NEVER_SETTLED: 500 => "the function's promise can never settle";
     EXECUTION_RESPONSE_TOO_LARGE: 502 => "the function's response is over the size limit";
     EXECUTION_INVALID_RESPONSE: 502 => "the function returned something other than a `res.*` result, or could not load";
+    EXECUTION_CRASHED: 500 => "the engine itself failed, not the function: the sandbox thread was replaced";
     // The server's side: details only in its log.
     SERVICE_UNAVAILABLE: 503 => "a dependency is down, or the server has as much of this work as it takes";
     INTERNAL: 500 => "anything unexpected; the cause is logged, never sent";

@@ -27,6 +27,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
+mod engine;
+mod pool;
+mod program;
+#[cfg(test)]
+mod tests;
+
+pub use pool::Pool;
+
 /// Per-execution limits.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -99,14 +107,13 @@ impl Program {
 
 /// Compiles a deployment: every module parsed and compiled to bytecode, imports
 /// resolved among the modules (no others exist), the entrypoint's default export
-/// checked to exist.
+/// checked to exist and be a function.
+///
+/// Checking the export runs the modules' top-level code once, in a sandbox with
+/// no host (host calls reject) and a CPU limit of two seconds: call it from a
+/// blocking thread (`spawn_blocking`), never on the async runtime.
 pub fn compile(source: &Source) -> Result<Program, CompileError> {
-    let _ = source;
-    Err(CompileError {
-        message: "this build has no JavaScript engine".into(),
-        module: None,
-        line: None,
-    })
+    program::compile(source)
 }
 
 /// What the guest sees as its request.
@@ -148,6 +155,9 @@ pub enum Failure {
     /// The entrypoint returned something that is not a `res.*` result, or the
     /// program no longer loads.
     InvalidResponse(String),
+    /// The engine itself failed (a bug, not the guest's doing); the worker was
+    /// replaced.
+    Crashed,
 }
 
 impl Failure {
@@ -161,6 +171,7 @@ impl Failure {
             Failure::NeverSettled => "EXECUTION_NEVER_SETTLED",
             Failure::ResponseTooLarge => "EXECUTION_RESPONSE_TOO_LARGE",
             Failure::InvalidResponse(_) => "EXECUTION_INVALID_RESPONSE",
+            Failure::Crashed => "EXECUTION_CRASHED",
         }
     }
 }
@@ -228,32 +239,4 @@ pub struct Invocation {
 #[error("too many executions are running or waiting")]
 pub struct Busy {
     pub retry_after: Duration,
-}
-
-/// The worker threads executions run on, with a bounded queue before them.
-pub struct Pool {
-    workers: usize,
-    queue: usize,
-}
-
-impl Pool {
-    /// `workers` threads, each running one execution at a time, and at most
-    /// `queue` executions waiting for one.
-    pub fn new(workers: usize, queue: usize) -> Pool {
-        Pool { workers, queue }
-    }
-
-    /// Runs one execution to its end, or refuses it at once when the queue is full.
-    pub async fn run(&self, invocation: Invocation) -> Result<Outcome, Busy> {
-        let _ = (invocation, self.workers, self.queue);
-        Ok(Outcome {
-            result: Err(Failure::InvalidResponse(
-                "this build has no JavaScript engine".into(),
-            )),
-            logs: String::new(),
-            errors: String::new(),
-            logs_truncated: false,
-            duration: Duration::ZERO,
-        })
-    }
 }

@@ -494,7 +494,7 @@ fn execution_type() -> Object {
         .field(prop("responseBodyBase64", string(), "The same body, in base64, for binary answers."))
         .field(prop("logs", string(), "What it logged (`console.log`, `context.log`), cut at the log limit."))
         .field(prop("errors", string(), "What it logged as errors (`console.error`, `context.error`), and why it failed."))
-        .field(prop("failure", TypeRef::named(TypeRef::STRING), "Why it failed, as a stable code: `EXECUTION_THREW`, `EXECUTION_CPU_LIMIT`, `EXECUTION_TIMEOUT`, `EXECUTION_MEMORY_LIMIT`, `EXECUTION_STACK_OVERFLOW`, `EXECUTION_NEVER_SETTLED`, `EXECUTION_RESPONSE_TOO_LARGE`, `EXECUTION_INVALID_RESPONSE`."))
+        .field(prop("failure", TypeRef::named(TypeRef::STRING), "Why it failed, as a stable code: `EXECUTION_THREW`, `EXECUTION_CPU_LIMIT`, `EXECUTION_TIMEOUT`, `EXECUTION_MEMORY_LIMIT`, `EXECUTION_STACK_OVERFLOW`, `EXECUTION_NEVER_SETTLED`, `EXECUTION_RESPONSE_TOO_LARGE`, `EXECUTION_INVALID_RESPONSE`, `EXECUTION_CRASHED`."))
         .field(prop("duration", TypeRef::named_nn(TypeRef::FLOAT), "Seconds it ran."))
         .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When it was started."))
         .field(prop("updatedAt", TypeRef::named_nn(DATETIME), "When it last changed."))
