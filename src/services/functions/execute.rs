@@ -274,15 +274,22 @@ async fn program(
     Ok(Some(program))
 }
 
-/// The limits of an execution of `function`: its memory and timeout, the rest the
-/// sandbox's defaults; `wall` caps the timeout further (a job's lease).
-fn limits(function: &Function, wall: Option<Duration>) -> Limits {
+/// How much longer than its CPU time an execution may take in all: the host calls
+/// it waits on, and the moment a CPU-bound guest needs to be interrupted (so that
+/// it fails with the CPU limit, which says what happened, not the wall time).
+const WALL_GRACE: Duration = Duration::from_secs(1);
+
+/// The limits of an execution of `function`: its memory, and its timeout as CPU
+/// time (wall time a grace later); the rest the sandbox's defaults. `cap` bounds
+/// both further (a job's lease).
+fn limits(function: &Function, cap: Option<Duration>) -> Limits {
     let timeout = Duration::from_secs(function.timeout.clamp(1, service::MAX_TIMEOUT) as u64);
-    let timeout = wall.map_or(timeout, |wall| timeout.min(wall));
+    let wall = timeout + WALL_GRACE;
+    let wall = cap.map_or(wall, |cap| wall.min(cap));
     Limits {
         memory: (function.memory.clamp(1, service::MAX_MEMORY) as usize) << 20,
-        cpu: timeout,
-        wall: timeout,
+        cpu: timeout.min(wall),
+        wall,
         ..Limits::default()
     }
 }
