@@ -914,3 +914,70 @@ async fn an_endless_loop_fails_with_the_cpu_limit_and_the_next_execution_works()
     assert_eq!(next["createExecution"]["responseBody"], "fine");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_schedule_runs_the_function_and_removing_it_stops_the_ticks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.jobs_poll_ms = 50;
+    let app = spawn_with(config, dir).await;
+    deployed(
+        &app,
+        "ticker",
+        json!({"schedule": "* * * * * *"}),
+        "export default async ({ req, res, log }) => { log('tick ' + req.method); return res.empty(); }",
+    )
+    .await;
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({"X-Nimbus-Key": app.admin_key}))
+        .await
+        .expect("ack");
+    ws.subscribe(
+        "t",
+        "subscription { executionChanged(functionId: \"ticker\") { id status trigger logs } }",
+    )
+    .await;
+    let ran = tokio::time::timeout(WAIT, async {
+        loop {
+            let message = ws.next_json().await.expect("an execution event");
+            let execution = message["payload"]["data"]["executionChanged"].clone();
+            if execution["status"] == "COMPLETED" {
+                return execution;
+            }
+        }
+    })
+    .await
+    .expect("a tick runs the function in time");
+    assert_eq!(ran["trigger"], "SCHEDULE", "{ran:#}");
+    assert!(ran["logs"].as_str().unwrap().contains("tick POST"), "{ran:#}");
+
+    let pool = app.server.as_ref().unwrap().state().db.pool().clone();
+    let schedules = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM job_schedules WHERE kind = 'functions.schedule'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(schedules().await, 1);
+    app.admin(UPDATE, json!({"input": {"id": "ticker", "schedule": ""}}))
+        .await
+        .ok();
+    assert_eq!(schedules().await, 0);
+    app.admin(
+        UPDATE,
+        json!({"input": {"id": "ticker", "schedule": "0 0 * * *"}}),
+    )
+    .await
+    .ok();
+    assert_eq!(schedules().await, 1);
+    app.admin(
+        "mutation { deleteFunction(input: {id: \"ticker\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(schedules().await, 0);
+    app.shutdown().await;
+}
