@@ -26,7 +26,7 @@ use rquickjs::{
 use tokio::runtime::Handle;
 
 use super::program::{self, Bundle};
-use super::{FetchRequest, FetchResponse, Failure, Host, Limits, Outcome, Request, Response};
+use super::{Failure, FetchRequest, FetchResponse, Host, Limits, Outcome, Request, Response};
 
 /// The host calls one execution may have in flight at once.
 const MAX_HOST_CALLS: usize = 64;
@@ -49,7 +49,9 @@ fn prelude() -> &'static [u8] {
         context.with(|ctx| {
             let module = Module::declare(ctx, PRELUDE_NAME, include_str!("prelude.js"))
                 .expect("the guest API compiles");
-            module.write(WriteOptions::default()).expect("the guest API compiles")
+            module
+                .write(WriteOptions::default())
+                .expect("the guest API compiles")
         })
     })
 }
@@ -274,7 +276,9 @@ impl Exec {
         if self.calls.borrow().len() >= MAX_HOST_CALLS {
             return Err(Exception::throw_range(
                 ctx,
-                &format!("at most {MAX_HOST_CALLS} fetch and nimbus.graphql calls can be pending at once"),
+                &format!(
+                    "at most {MAX_HOST_CALLS} fetch and nimbus.graphql calls can be pending at once"
+                ),
             ));
         }
         let id = self.id();
@@ -289,10 +293,9 @@ impl Exec {
                 Some(task.abort_handle())
             }
             None => {
-                let _ = self.tx.send((
-                    id,
-                    Answer::Refused("the host is not reachable here".into()),
-                ));
+                let _ = self
+                    .tx
+                    .send((id, Answer::Refused("the host is not reachable here".into())));
                 None
             }
         };
@@ -310,7 +313,9 @@ impl Exec {
         let id = self.id();
         // Past the wall time the execution is over anyway.
         let delay = Duration::from_secs_f64((ms / 1000.0).clamp(0.0, 86_400.0));
-        self.timers.borrow_mut().insert((Instant::now() + delay, id));
+        self.timers
+            .borrow_mut()
+            .insert((Instant::now() + delay, id));
         Ok(id)
     }
 
@@ -601,7 +606,9 @@ impl Worker {
                     Ok(())
                 } else {
                     Err((
-                        format!("the entrypoint '{entry}' has no default export that is a function"),
+                        format!(
+                            "the entrypoint '{entry}' has no default export that is a function"
+                        ),
                         Some(entry.clone()),
                         None,
                     ))
@@ -675,7 +682,9 @@ impl Worker {
         let natives = natives(ctx, exec).map_err(fail)?;
         let env_object = Object::new(ctx.clone()).map_err(fail)?;
         for (name, value) in env {
-            env_object.set(name.as_str(), value.as_str()).map_err(fail)?;
+            env_object
+                .set(name.as_str(), value.as_str())
+                .map_err(fail)?;
         }
         let limit_object = Object::new(ctx.clone()).map_err(fail)?;
         limit_object
@@ -699,7 +708,8 @@ impl Worker {
         api: &Api<'js>,
         bytes: &[u8],
     ) -> Result<Module<'js, Evaluated>, Loaded> {
-        let bundle = Bundle::parse(bytes).map_err(|m| Loaded::Failed(Failure::InvalidResponse(m)))?;
+        let bundle =
+            Bundle::parse(bytes).map_err(|m| Loaded::Failed(Failure::InvalidResponse(m)))?;
         let threw = |e: rquickjs::Error| -> Loaded {
             if let Some(abort) = self.shared.abort.get() {
                 let _ = ctx.catch();
@@ -712,7 +722,11 @@ impl Worker {
                 Loaded::Threw(c)
             }
         };
-        let code = bundle.modules.get(bundle.entry).copied().unwrap_or_default();
+        let code = bundle
+            .modules
+            .get(bundle.entry)
+            .copied()
+            .unwrap_or_default();
         // SAFETY: see `BundleLoader::load`.
         let module = unsafe { Module::load(ctx.clone(), code) }.map_err(threw)?;
         let (module, promise) = module.eval().map_err(threw)?;
@@ -746,12 +760,10 @@ impl Worker {
             .invoke
             .call((ns, req, api.context.clone()))
             .map_err(fail)?;
-        let value = self
-            .drive(ctx, exec, &api, &promise)
-            .map_err(|d| match d {
-                Driven::Failed(f) => f,
-                Driven::Rejected(e) => self.fail(ctx, e),
-            })?;
+        let value = self.drive(ctx, exec, &api, &promise).map_err(|d| match d {
+            Driven::Failed(f) => f,
+            Driven::Rejected(e) => self.fail(ctx, e),
+        })?;
         response(ctx, value, limits.response).map_err(|e| match e {
             Shaped::Failure(f) => f,
             Shaped::Js(e) => self.fail(ctx, e),
@@ -850,7 +862,9 @@ impl Failure {
             Failure::Timeout => "the top-level code ran out of time".into(),
             Failure::MemoryLimit => "the top-level code ran out of memory".into(),
             Failure::StackOverflow => "the top-level code overflowed the stack".into(),
-            Failure::NeverSettled => "the top-level code awaits something that never settles".into(),
+            Failure::NeverSettled => {
+                "the top-level code awaits something that never settles".into()
+            }
             Failure::ResponseTooLarge => "the response is too large".into(),
             Failure::Crashed => "the engine failed".into(),
         }
@@ -902,8 +916,10 @@ fn natives<'js>(ctx: &Ctx<'js>, exec: &Rc<Exec>) -> rquickjs::Result<Object<'js>
         Function::new(
             ctx.clone(),
             move |ctx: Ctx<'js>, method: String, url: String, headers: String, body: Value<'js>| {
-                let headers: Vec<(String, String)> = serde_json::from_str(&headers)
-                    .map_err(|_| Exception::throw_type(&ctx, "fetch: headers must be name/value pairs"))?;
+                let headers: Vec<(String, String)> =
+                    serde_json::from_str(&headers).map_err(|_| {
+                        Exception::throw_type(&ctx, "fetch: headers must be name/value pairs")
+                    })?;
                 let body = bytes_of(&body).unwrap_or_default();
                 let request = FetchRequest {
                     method,
@@ -936,7 +952,9 @@ fn natives<'js>(ctx: &Ctx<'js>, exec: &Rc<Exec>) -> rquickjs::Result<Object<'js>
     let exec_ = exec.clone();
     o.set(
         "timer",
-        Function::new(ctx.clone(), move |ctx: Ctx<'js>, ms: f64| exec_.timer(&ctx, ms))?,
+        Function::new(ctx.clone(), move |ctx: Ctx<'js>, ms: f64| {
+            exec_.timer(&ctx, ms)
+        })?,
     )?;
     let exec_ = exec.clone();
     o.set(
@@ -959,19 +977,17 @@ fn natives<'js>(ctx: &Ctx<'js>, exec: &Rc<Exec>) -> rquickjs::Result<Object<'js>
     Ok(o)
 }
 
-fn deliver<'js>(
-    ctx: &Ctx<'js>,
-    api: &Api<'js>,
-    id: u32,
-    answer: Answer,
-) -> rquickjs::Result<()> {
+fn deliver<'js>(ctx: &Ctx<'js>, api: &Api<'js>, id: u32, answer: Answer) -> rquickjs::Result<()> {
     match answer {
         Answer::Fetch(Ok(response)) => {
             let o = Object::new(ctx.clone())?;
             o.set("status", response.status as i32)?;
             o.set("url", response.url)?;
             o.set("headers", pairs(ctx, &response.headers)?)?;
-            o.set("body", ArrayBuffer::new(ctx.clone(), response.body.to_vec())?)?;
+            o.set(
+                "body",
+                ArrayBuffer::new(ctx.clone(), response.body.to_vec())?,
+            )?;
             api.settle.call((id, true, o))
         }
         Answer::Fetch(Err(message)) | Answer::Refused(message) => {
@@ -1001,7 +1017,10 @@ fn request_object<'js>(ctx: &Ctx<'js>, request: Request) -> rquickjs::Result<Obj
     o.set("path", request.path)?;
     o.set("queryString", request.query_string)?;
     o.set("headers", pairs(ctx, &request.headers)?)?;
-    o.set("body", ArrayBuffer::new(ctx.clone(), request.body.to_vec())?)?;
+    o.set(
+        "body",
+        ArrayBuffer::new(ctx.clone(), request.body.to_vec())?,
+    )?;
     Ok(o)
 }
 
@@ -1035,7 +1054,9 @@ fn response<'js>(ctx: &Ctx<'js>, value: Value<'js>, limit: usize) -> Result<Resp
             return Err(invalid(format!("'{name}' is not a valid header name")));
         }
         if axum::http::HeaderValue::from_str(&value).is_err() {
-            return Err(invalid(format!("the value of header '{name}' is not valid")));
+            return Err(invalid(format!(
+                "the value of header '{name}' is not valid"
+            )));
         }
         size += name.len() + value.len();
         headers.push((name.to_ascii_lowercase(), value));

@@ -85,14 +85,19 @@ impl<'a> Reader<'a> {
         self.take(1).map(|b| b[0])
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
 
 fn write(entry: usize, modules: &[(String, Vec<u8>)]) -> Vec<u8> {
     let version = engine_version().as_bytes();
     let mut out = Vec::with_capacity(
-        16 + version.len() + modules.iter().map(|(n, c)| 8 + n.len() + c.len()).sum::<usize>(),
+        16 + version.len()
+            + modules
+                .iter()
+                .map(|(n, c)| 8 + n.len() + c.len())
+                .sum::<usize>(),
     );
     out.push(FORMAT);
     out.push(version.len() as u8);
@@ -193,12 +198,13 @@ pub(crate) fn compile(source: &Source) -> Result<Program, CompileError> {
             )
         })?;
 
-    let runtime = Runtime::new().map_err(|_| error("the engine could not start".into(), None, None))?;
+    let runtime =
+        Runtime::new().map_err(|_| error("the engine could not start".into(), None, None))?;
     let limits = super::Limits::default();
     runtime.set_memory_limit(limits.memory);
     runtime.set_max_stack_size(limits.stack);
-    let context =
-        Context::full(&runtime).map_err(|_| error("the engine could not start".into(), None, None))?;
+    let context = Context::full(&runtime)
+        .map_err(|_| error("the engine could not start".into(), None, None))?;
     let compiled = context.with(|ctx| -> Result<Vec<(String, Vec<u8>)>, CompileError> {
         let mut out = Vec::with_capacity(names.len());
         for (name, text) in &names {
@@ -220,17 +226,20 @@ pub(crate) fn compile(source: &Source) -> Result<Program, CompileError> {
     // modules are evaluated: do it once now, in a sandbox with no host, so a bad
     // import or a missing export is a deployment error rather than a failure of
     // every execution.
-    let mut worker = Worker::new().map_err(|_| error("the engine could not start".into(), None, None))?;
+    let mut worker =
+        Worker::new().map_err(|_| error("the engine could not start".into(), None, None))?;
     let check = super::Limits {
         cpu: CHECK_CPU,
         wall: CHECK_CPU,
         ..limits
     };
-    worker.check(&bytes, &check).map_err(|(message, module, line)| CompileError {
-        message,
-        module,
-        line,
-    })?;
+    worker
+        .check(&bytes, &check)
+        .map_err(|(message, module, line)| CompileError {
+            message,
+            module,
+            line,
+        })?;
     Ok(Program::from_bytes(bytes))
 }
 

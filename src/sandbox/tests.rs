@@ -22,8 +22,14 @@ impl Host for FakeHost {
         })
     }
 
-    fn graphql(&self, query: String, variables: serde_json::Value) -> BoxFuture<'static, serde_json::Value> {
-        Box::pin(async move { serde_json::json!({ "data": { "query": query, "variables": variables } }) })
+    fn graphql(
+        &self,
+        query: String,
+        variables: serde_json::Value,
+    ) -> BoxFuture<'static, serde_json::Value> {
+        Box::pin(async move {
+            serde_json::json!({ "data": { "query": query, "variables": variables } })
+        })
     }
 }
 
@@ -59,11 +65,17 @@ async fn run(pool: &Pool, code: &str) -> Outcome {
 #[tokio::test]
 async fn runs_a_hello_world_that_answers_json() {
     let pool = Pool::new(1, 4);
-    let outcome = run(&pool, "export default async ({ req, res }) => res.json({ ok: true })").await;
+    let outcome = run(
+        &pool,
+        "export default async ({ req, res }) => res.json({ ok: true })",
+    )
+    .await;
     let response = outcome.result.expect("succeeds");
     assert_eq!(response.status, 200);
     assert_eq!(&response.body[..], b"{\"ok\":true}");
-    assert!(response
-        .headers
-        .contains(&("content-type".to_string(), "application/json".to_string())));
+    assert!(
+        response
+            .headers
+            .contains(&("content-type".to_string(), "application/json".to_string()))
+    );
 }

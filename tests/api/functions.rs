@@ -949,7 +949,10 @@ async fn a_schedule_runs_the_function_and_removing_it_stops_the_ticks() {
     .await
     .expect("a tick runs the function in time");
     assert_eq!(ran["trigger"], "SCHEDULE", "{ran:#}");
-    assert!(ran["logs"].as_str().unwrap().contains("tick POST"), "{ran:#}");
+    assert!(
+        ran["logs"].as_str().unwrap().contains("tick POST"),
+        "{ran:#}"
+    );
 
     let pool = app.server.as_ref().unwrap().state().db.pool().clone();
     let schedules = || async {
@@ -979,5 +982,62 @@ async fn a_schedule_runs_the_function_and_removing_it_stops_the_ticks() {
     .await
     .ok();
     assert_eq!(schedules().await, 0);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_full_sandbox_answers_too_many_executions_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.functions_workers = 1;
+    config.functions_queue = 0;
+    let app = spawn_with(config, dir).await;
+    deployed(
+        &app,
+        "slow",
+        json!({"execute": ["any"], "timeout": 5}),
+        "export default async ({ req, res }) => { if (req.path === '/slow') { const end = Date.now() + 2000; while (Date.now() < end) {} } return res.text('done'); }",
+    )
+    .await;
+    let url = format!("{}/v1/functions/slow/slow", app.url);
+    let client = app.client.clone();
+    let busy = tokio::spawn(async move { client.get(url).send().await.unwrap().status() });
+    // While the one sandbox thread is busy and nothing may wait, a second
+    // execution is refused at once.
+    let refused = tokio::time::timeout(WAIT, async {
+        loop {
+            let response = app
+                .client
+                .get(format!("{}/v1/functions/slow", app.url))
+                .send()
+                .await
+                .unwrap();
+            if response.status().as_u16() == 429 {
+                return response;
+            }
+            assert!(
+                !busy.is_finished(),
+                "no execution was refused while one ran"
+            );
+        }
+    })
+    .await
+    .expect("refused in time");
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "TOO_MANY_EXECUTIONS"
+    );
+    let over_graphql = execute(&app, json!({"functionId": "slow"})).await;
+    assert!(
+        over_graphql.code() == "TOO_MANY_EXECUTIONS" || busy.is_finished(),
+        "{:#}",
+        over_graphql.body
+    );
+    assert_eq!(busy.await.unwrap().as_u16(), 200);
+    // Once free, the next execution runs.
+    let next = execute(&app, json!({"functionId": "slow"})).await.ok();
+    assert_eq!(next["createExecution"]["responseBody"], "done");
     app.shutdown().await;
 }
