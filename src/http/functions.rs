@@ -21,7 +21,7 @@ use crate::error::{AppError, codes};
 use crate::http::graphql::plain_error;
 use crate::http::identity::{self, Addressed, Presented};
 use crate::services::functions::service::{self, ExecutionRequest, Trigger};
-use crate::services::functions::{Gateway, status};
+use crate::services::functions::{Gateway, InsideFunction, status};
 use crate::services::users::service::ClientInfo;
 
 /// The error as JSON with its code's status, and `Retry-After` when it has one.
@@ -287,8 +287,9 @@ impl Gateway for FunctionsGateway {
             loaded,
             expires_at: None,
         };
-        let mut request =
-            Request::new(query).variables(async_graphql::Variables::from_json(variables));
+        let mut request = Request::new(query)
+            .variables(async_graphql::Variables::from_json(variables))
+            .data(InsideFunction);
         if let Err(refusal) = state.parsed_queries.prepare(&mut request) {
             return serde_json::to_value(async_graphql::Response::from_errors(vec![refusal]))
                 .unwrap_or_default();

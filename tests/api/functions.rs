@@ -865,6 +865,23 @@ async fn nimbus_graphql_reads_as_the_caller_and_stops_at_the_function_scopes() {
     .ok();
     let as_guest = answer_of(execute_as(&app, &[], json!({"functionId": "reader"})).await);
     assert_eq!(as_guest["data"]["document"]["id"], "n1", "{as_guest:#}");
+
+    // A function runs another (or itself) only asynchronously: a synchronous chain
+    // would hold every sandbox thread, each waiting on the next.
+    deployed(
+        &app,
+        "chain",
+        json!({"execute": ["any"], "scopes": ["executions.write"]}),
+        r#"export default async ({ res }) => res.json(await nimbus.graphql(
+            'mutation { createExecution(input: {functionId: "chain"}) { id } }',
+        ));"#,
+    )
+    .await;
+    let chained = answer_of(execute_as(&app, &[], json!({"functionId": "chain"})).await);
+    assert_eq!(
+        chained["errors"][0]["extensions"]["code"], "OPERATION_NOT_ALLOWED",
+        "{chained:#}"
+    );
     app.shutdown().await;
 }
 

@@ -135,6 +135,11 @@ pub trait Gateway: Send + Sync {
     ) -> serde_json::Value;
 }
 
+/// Request data of a `nimbus.graphql` call: the operation runs inside a
+/// function's execution, which holds a sandbox thread while it waits.
+#[derive(Debug, Clone, Copy)]
+pub struct InsideFunction;
+
 /// Compiled programs kept in memory, by project and deployment: loading one from
 /// the database costs more than running it.
 const CACHED_PROGRAMS: usize = 64;

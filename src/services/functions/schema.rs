@@ -898,7 +898,16 @@ fn create_execution() -> Field {
                     port: 443,
                 },
             )?;
-            let execution = if given.r#async.unwrap_or(false) {
+            let run_later = given.r#async.unwrap_or(false);
+            if !run_later && ctx.data_opt::<super::InsideFunction>().is_some() {
+                // The calling execution holds a sandbox thread while it waits: chains
+                // of synchronous executions would hold them all, and wait on each other.
+                return Err(AppError::NotAllowed(
+                    "a function runs another function only with `async: true`".into(),
+                )
+                .into());
+            }
+            let execution = if run_later {
                 service::execute_later(state, caller, &function, Trigger::Graphql, request).await?
             } else {
                 service::execute_now(state, caller, &function, Trigger::Graphql, request).await?
