@@ -25,8 +25,9 @@ use rquickjs::{
 };
 use tokio::runtime::Handle;
 
+use super::meter::{Meter, Metered};
 use super::program::{self, Bundle};
-use super::{FetchRequest, FetchResponse, Failure, Host, Limits, Outcome, Request, Response};
+use super::{Failure, FetchRequest, FetchResponse, Host, Limits, Outcome, Request, Response};
 
 /// The host calls one execution may have in flight at once.
 const MAX_HOST_CALLS: usize = 64;
@@ -49,7 +50,9 @@ fn prelude() -> &'static [u8] {
         context.with(|ctx| {
             let module = Module::declare(ctx, PRELUDE_NAME, include_str!("prelude.js"))
                 .expect("the guest API compiles");
-            module.write(WriteOptions::default()).expect("the guest API compiles")
+            module
+                .write(WriteOptions::default())
+                .expect("the guest API compiles")
         })
     })
 }
@@ -186,6 +189,7 @@ impl Loader for BundleLoader {
 pub(crate) struct Worker {
     runtime: Runtime,
     shared: Rc<Shared>,
+    meter: Rc<Meter>,
 }
 
 /// What a host call or timer answered.
@@ -274,7 +278,9 @@ impl Exec {
         if self.calls.borrow().len() >= MAX_HOST_CALLS {
             return Err(Exception::throw_range(
                 ctx,
-                &format!("at most {MAX_HOST_CALLS} fetch and nimbus.graphql calls can be pending at once"),
+                &format!(
+                    "at most {MAX_HOST_CALLS} fetch and nimbus.graphql calls can be pending at once"
+                ),
             ));
         }
         let id = self.id();
@@ -289,10 +295,9 @@ impl Exec {
                 Some(task.abort_handle())
             }
             None => {
-                let _ = self.tx.send((
-                    id,
-                    Answer::Refused("the host is not reachable here".into()),
-                ));
+                let _ = self
+                    .tx
+                    .send((id, Answer::Refused("the host is not reachable here".into())));
                 None
             }
         };
@@ -310,7 +315,9 @@ impl Exec {
         let id = self.id();
         // Past the wall time the execution is over anyway.
         let delay = Duration::from_secs_f64((ms / 1000.0).clamp(0.0, 86_400.0));
-        self.timers.borrow_mut().insert((Instant::now() + delay, id));
+        self.timers
+            .borrow_mut()
+            .insert((Instant::now() + delay, id));
         Ok(id)
     }
 
@@ -427,12 +434,21 @@ pub(crate) fn line_in(stack: &str, module: &str) -> Option<u32> {
         let before = rest[..at].chars().next_back();
         let after = &rest[at + needle.len()..];
         let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
-        if matches!(before, None | Some(' ' | '(' | '/')) && !digits.is_empty() {
+        if matches!(before, None | Some(' ' | '(')) && !digits.is_empty() {
             return digits.parse().ok();
         }
         rest = after;
     }
     None
+}
+
+/// The first of `modules` named with a line in a stack trace: where an error is.
+pub(crate) fn locate(stack: &str, modules: &[String]) -> Option<(String, u32)> {
+    stack.lines().find_map(|frame| {
+        modules
+            .iter()
+            .find_map(|m| line_in(frame, m).map(|l| (m.clone(), l)))
+    })
 }
 
 /// Runs the job queue until it is empty; an error is an uncatchable exception
@@ -458,16 +474,6 @@ fn jobs_pending(runtime: &Runtime) -> bool {
     runtime.is_job_pending()
 }
 
-fn memory_used(ctx: &Ctx<'_>) -> i64 {
-    let mut usage = MaybeUninit::<rquickjs::qjs::JSMemoryUsage>::zeroed();
-    // SAFETY: fills the struct; the runtime is locked by `Context::with`.
-    unsafe {
-        let rt = rquickjs::qjs::JS_GetRuntime(ctx.as_raw().as_ptr());
-        rquickjs::qjs::JS_ComputeMemoryUsage(rt, usage.as_mut_ptr());
-        usage.assume_init().malloc_size
-    }
-}
-
 /// The guest API's entry points, taken from its module.
 struct Api<'js> {
     invoke: Function<'js>,
@@ -478,7 +484,9 @@ struct Api<'js> {
 
 impl Worker {
     pub fn new() -> rquickjs::Result<Worker> {
-        let runtime = Runtime::new()?;
+        let meter = Rc::new(Meter::default());
+        meter.limit.set(Limits::default().memory);
+        let runtime = Runtime::new_with_alloc(Metered(meter.clone()))?;
         let now = Instant::now();
         let shared = Rc::new(Shared {
             cpu_deadline: Cell::new(now),
@@ -490,16 +498,24 @@ impl Worker {
         let handler = shared.clone();
         runtime.set_interrupt_handler(Some(Box::new(move || handler.interrupt())));
         runtime.set_loader(BundleResolver(shared.clone()), BundleLoader(shared.clone()));
-        Ok(Worker { runtime, shared })
+        Ok(Worker {
+            runtime,
+            shared,
+            meter,
+        })
     }
 
     /// Bytes the idle engine holds.
+    #[cfg(test)]
     pub fn memory(&self) -> i64 {
-        self.runtime.memory_usage().malloc_size
+        self.meter.used.get() as i64
     }
 
     fn set_limits(&self, limits: &Limits) {
-        self.runtime.set_memory_limit(limits.memory.max(1 << 20));
+        // The metered allocator enforces it (QuickJS's own limit does not apply
+        // to a custom allocator).
+        self.meter.limit.set(limits.memory.max(1 << 20));
+        self.meter.refused.set(false);
         self.runtime
             .set_max_stack_size(limits.stack.clamp(64 << 10, MAX_STACK));
     }
@@ -515,10 +531,10 @@ impl Worker {
                 | Err(Failure::InvalidResponse(_))
                 | Err(Failure::ResponseTooLarge)
         );
-        if !clean || jobs_pending(&self.runtime) {
-            if let Ok(fresh) = Worker::new() {
-                *self = fresh;
-            }
+        if (!clean || jobs_pending(&self.runtime))
+            && let Ok(fresh) = Worker::new()
+        {
+            *self = fresh;
         }
     }
 
@@ -551,6 +567,9 @@ impl Worker {
         exec.stop_host_calls();
         self.shared.disarm();
         self.recycle(&result);
+        // The dropped context's cycles (functions hold their realm) go now, not
+        // against the next execution's memory limit.
+        self.runtime.run_gc();
         Outcome {
             result,
             logs: exec.logs.take(),
@@ -579,10 +598,8 @@ impl Worker {
             Ok(context) => context.with(|ctx| {
                 let failed = |caught: Caught| {
                     let stack = caught.stack.as_deref().unwrap_or("");
-                    let (module, line) = names
-                        .iter()
-                        .find_map(|n| line_in(stack, n).map(|l| (n.clone(), l)))
-                        .map_or((None, None), |(n, l)| (Some(n), Some(l)));
+                    let (module, line) =
+                        locate(stack, &names).map_or((None, None), |(n, l)| (Some(n), Some(l)));
                     (caught.message, module, line)
                 };
                 let api = self
@@ -601,7 +618,9 @@ impl Worker {
                     Ok(())
                 } else {
                     Err((
-                        format!("the entrypoint '{entry}' has no default export that is a function"),
+                        format!(
+                            "the entrypoint '{entry}' has no default export that is a function"
+                        ),
                         Some(entry.clone()),
                         None,
                     ))
@@ -612,10 +631,10 @@ impl Worker {
         exec.stop_host_calls();
         self.shared.disarm();
         // A check that failed may have been interrupted half-way.
-        if result.is_err() || jobs_pending(&self.runtime) {
-            if let Ok(fresh) = Worker::new() {
-                *self = fresh;
-            }
+        if (result.is_err() || jobs_pending(&self.runtime))
+            && let Ok(fresh) = Worker::new()
+        {
+            *self = fresh;
         }
         result
     }
@@ -626,23 +645,20 @@ impl Worker {
             return abort.failure();
         }
         let caught = caught(ctx, error);
-        self.classify(ctx, caught)
+        self.classify(caught)
     }
 
-    fn classify(&self, ctx: &Ctx<'_>, caught: Caught) -> Failure {
+    fn classify(&self, caught: Caught) -> Failure {
         if let Some(abort) = self.shared.abort.get() {
             return abort.failure();
         }
-        if caught.out_of_memory {
+        // An uncaught failure after the allocator refused is the memory limit,
+        // whatever QuickJS managed to throw for it.
+        if caught.out_of_memory || self.meter.refused.get() {
             return Failure::MemoryLimit;
         }
         if caught.stack_overflow {
             return Failure::StackOverflow;
-        }
-        if caught.message == "null" && caught.stack.is_none() {
-            // Thrown null near the memory limit is the engine failing to allocate.
-            let _ = ctx;
-            return Failure::MemoryLimit;
         }
         let mut text = caught.message;
         if let Some(stack) = caught.stack {
@@ -675,7 +691,9 @@ impl Worker {
         let natives = natives(ctx, exec).map_err(fail)?;
         let env_object = Object::new(ctx.clone()).map_err(fail)?;
         for (name, value) in env {
-            env_object.set(name.as_str(), value.as_str()).map_err(fail)?;
+            env_object
+                .set(name.as_str(), value.as_str())
+                .map_err(fail)?;
         }
         let limit_object = Object::new(ctx.clone()).map_err(fail)?;
         limit_object
@@ -699,20 +717,25 @@ impl Worker {
         api: &Api<'js>,
         bytes: &[u8],
     ) -> Result<Module<'js, Evaluated>, Loaded> {
-        let bundle = Bundle::parse(bytes).map_err(|m| Loaded::Failed(Failure::InvalidResponse(m)))?;
+        let bundle =
+            Bundle::parse(bytes).map_err(|m| Loaded::Failed(Failure::InvalidResponse(m)))?;
         let threw = |e: rquickjs::Error| -> Loaded {
             if let Some(abort) = self.shared.abort.get() {
                 let _ = ctx.catch();
                 return Loaded::Failed(abort.failure());
             }
             let c = caught(ctx, e);
-            if c.out_of_memory || c.stack_overflow || (c.message == "null" && c.stack.is_none()) {
-                Loaded::Failed(self.classify(ctx, c))
+            if c.out_of_memory || c.stack_overflow || self.meter.refused.get() {
+                Loaded::Failed(self.classify(c))
             } else {
                 Loaded::Threw(c)
             }
         };
-        let code = bundle.modules.get(bundle.entry).copied().unwrap_or_default();
+        let code = bundle
+            .modules
+            .get(bundle.entry)
+            .copied()
+            .unwrap_or_default();
         // SAFETY: see `BundleLoader::load`.
         let module = unsafe { Module::load(ctx.clone(), code) }.map_err(threw)?;
         let (module, promise) = module.eval().map_err(threw)?;
@@ -737,7 +760,7 @@ impl Worker {
             .load_entry(ctx, exec, &api, bytes)
             .map_err(|l| match l {
                 Loaded::Failed(f) => f,
-                Loaded::Threw(c) => self.classify(ctx, c),
+                Loaded::Threw(c) => self.classify(c),
             })?;
         let fail = |e| self.fail(ctx, e);
         let ns = module.namespace().map_err(fail)?;
@@ -746,12 +769,10 @@ impl Worker {
             .invoke
             .call((ns, req, api.context.clone()))
             .map_err(fail)?;
-        let value = self
-            .drive(ctx, exec, &api, &promise)
-            .map_err(|d| match d {
-                Driven::Failed(f) => f,
-                Driven::Rejected(e) => self.fail(ctx, e),
-            })?;
+        let value = self.drive(ctx, exec, &api, &promise).map_err(|d| match d {
+            Driven::Failed(f) => f,
+            Driven::Rejected(e) => self.fail(ctx, e),
+        })?;
         response(ctx, value, limits.response).map_err(|e| match e {
             Shaped::Failure(f) => f,
             Shaped::Js(e) => self.fail(ctx, e),
@@ -812,10 +833,10 @@ impl Worker {
             }
             let answer = exec.rx.recv_timeout(until.saturating_duration_since(now));
             self.shared.credit(now.elapsed());
-            if let Ok((id, answer)) = answer {
-                if exec.calls.borrow_mut().remove(&id).is_some() {
-                    deliver(ctx, api, id, answer).map_err(failed)?;
-                }
+            if let Ok((id, answer)) = answer
+                && exec.calls.borrow_mut().remove(&id).is_some()
+            {
+                deliver(ctx, api, id, answer).map_err(failed)?;
             }
         }
     }
@@ -850,7 +871,9 @@ impl Failure {
             Failure::Timeout => "the top-level code ran out of time".into(),
             Failure::MemoryLimit => "the top-level code ran out of memory".into(),
             Failure::StackOverflow => "the top-level code overflowed the stack".into(),
-            Failure::NeverSettled => "the top-level code awaits something that never settles".into(),
+            Failure::NeverSettled => {
+                "the top-level code awaits something that never settles".into()
+            }
             Failure::ResponseTooLarge => "the response is too large".into(),
             Failure::Crashed => "the engine failed".into(),
         }
@@ -902,8 +925,10 @@ fn natives<'js>(ctx: &Ctx<'js>, exec: &Rc<Exec>) -> rquickjs::Result<Object<'js>
         Function::new(
             ctx.clone(),
             move |ctx: Ctx<'js>, method: String, url: String, headers: String, body: Value<'js>| {
-                let headers: Vec<(String, String)> = serde_json::from_str(&headers)
-                    .map_err(|_| Exception::throw_type(&ctx, "fetch: headers must be name/value pairs"))?;
+                let headers: Vec<(String, String)> =
+                    serde_json::from_str(&headers).map_err(|_| {
+                        Exception::throw_type(&ctx, "fetch: headers must be name/value pairs")
+                    })?;
                 let body = bytes_of(&body).unwrap_or_default();
                 let request = FetchRequest {
                     method,
@@ -936,7 +961,9 @@ fn natives<'js>(ctx: &Ctx<'js>, exec: &Rc<Exec>) -> rquickjs::Result<Object<'js>
     let exec_ = exec.clone();
     o.set(
         "timer",
-        Function::new(ctx.clone(), move |ctx: Ctx<'js>, ms: f64| exec_.timer(&ctx, ms))?,
+        Function::new(ctx.clone(), move |ctx: Ctx<'js>, ms: f64| {
+            exec_.timer(&ctx, ms)
+        })?,
     )?;
     let exec_ = exec.clone();
     o.set(
@@ -959,19 +986,17 @@ fn natives<'js>(ctx: &Ctx<'js>, exec: &Rc<Exec>) -> rquickjs::Result<Object<'js>
     Ok(o)
 }
 
-fn deliver<'js>(
-    ctx: &Ctx<'js>,
-    api: &Api<'js>,
-    id: u32,
-    answer: Answer,
-) -> rquickjs::Result<()> {
+fn deliver<'js>(ctx: &Ctx<'js>, api: &Api<'js>, id: u32, answer: Answer) -> rquickjs::Result<()> {
     match answer {
         Answer::Fetch(Ok(response)) => {
             let o = Object::new(ctx.clone())?;
             o.set("status", response.status as i32)?;
             o.set("url", response.url)?;
             o.set("headers", pairs(ctx, &response.headers)?)?;
-            o.set("body", ArrayBuffer::new(ctx.clone(), response.body.to_vec())?)?;
+            o.set(
+                "body",
+                ArrayBuffer::new(ctx.clone(), response.body.to_vec())?,
+            )?;
             api.settle.call((id, true, o))
         }
         Answer::Fetch(Err(message)) | Answer::Refused(message) => {
@@ -1001,7 +1026,10 @@ fn request_object<'js>(ctx: &Ctx<'js>, request: Request) -> rquickjs::Result<Obj
     o.set("path", request.path)?;
     o.set("queryString", request.query_string)?;
     o.set("headers", pairs(ctx, &request.headers)?)?;
-    o.set("body", ArrayBuffer::new(ctx.clone(), request.body.to_vec())?)?;
+    o.set(
+        "body",
+        ArrayBuffer::new(ctx.clone(), request.body.to_vec())?,
+    )?;
     Ok(o)
 }
 
@@ -1035,16 +1063,18 @@ fn response<'js>(ctx: &Ctx<'js>, value: Value<'js>, limit: usize) -> Result<Resp
             return Err(invalid(format!("'{name}' is not a valid header name")));
         }
         if axum::http::HeaderValue::from_str(&value).is_err() {
-            return Err(invalid(format!("the value of header '{name}' is not valid")));
+            return Err(invalid(format!(
+                "the value of header '{name}' is not valid"
+            )));
         }
         size += name.len() + value.len();
         headers.push((name.to_ascii_lowercase(), value));
     }
     let body: Value = object.get("body")?;
-    if let Some(buffer) = ArrayBuffer::from_value(body.clone()) {
-        if buffer.len() + size > limit {
-            return Err(Shaped::Failure(Failure::ResponseTooLarge));
-        }
+    if let Some(buffer) = ArrayBuffer::from_value(body.clone())
+        && buffer.len() + size > limit
+    {
+        return Err(Shaped::Failure(Failure::ResponseTooLarge));
     }
     let body = bytes_of(&body).unwrap_or_default();
     if body.len() + size > limit {
@@ -1060,9 +1090,4 @@ fn response<'js>(ctx: &Ctx<'js>, value: Value<'js>, limit: usize) -> Result<Resp
 #[cfg(test)]
 pub(crate) fn idle_memory() -> i64 {
     Worker::new().map(|w| w.memory()).unwrap_or(0)
-}
-
-#[cfg(test)]
-pub(crate) fn memory_in_use(ctx: &Ctx<'_>) -> i64 {
-    memory_used(ctx)
 }

@@ -28,6 +28,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 mod engine;
+mod meter;
 mod pool;
 mod program;
 #[cfg(test)]

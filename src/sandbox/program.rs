@@ -10,7 +10,12 @@ use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::sync::OnceLock;
 
-use rquickjs::{Context, Ctx, Module, Runtime, WriteOptions};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use rquickjs::loader::{ImportAttributes, Loader, Resolver};
+use rquickjs::module::Declared;
+use rquickjs::{Context, Ctx, Exception, Module, Runtime, WriteOptions};
 
 use super::engine::{self, Worker};
 use super::{CompileError, Program, Source};
@@ -85,14 +90,19 @@ impl<'a> Reader<'a> {
         self.take(1).map(|b| b[0])
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
 
 fn write(entry: usize, modules: &[(String, Vec<u8>)]) -> Vec<u8> {
     let version = engine_version().as_bytes();
     let mut out = Vec::with_capacity(
-        16 + version.len() + modules.iter().map(|(n, c)| 8 + n.len() + c.len()).sum::<usize>(),
+        16 + version.len()
+            + modules
+                .iter()
+                .map(|(n, c)| 8 + n.len() + c.len())
+                .sum::<usize>(),
     );
     out.push(FORMAT);
     out.push(version.len() as u8);
@@ -193,26 +203,47 @@ pub(crate) fn compile(source: &Source) -> Result<Program, CompileError> {
             )
         })?;
 
-    let runtime = Runtime::new().map_err(|_| error("the engine could not start".into(), None, None))?;
+    let runtime =
+        Runtime::new().map_err(|_| error("the engine could not start".into(), None, None))?;
     let limits = super::Limits::default();
     runtime.set_memory_limit(limits.memory);
     runtime.set_max_stack_size(limits.stack);
-    let context =
-        Context::full(&runtime).map_err(|_| error("the engine could not start".into(), None, None))?;
-    let compiled = context.with(|ctx| -> Result<Vec<(String, Vec<u8>)>, CompileError> {
-        let mut out = Vec::with_capacity(names.len());
+    // QuickJS resolves a module's imports when it is declared: imported modules
+    // are declared (and their bytecode written) by the loader, from source.
+    let sources: Rc<BTreeMap<String, String>> = Rc::new(
+        names
+            .iter()
+            .map(|(n, t)| (n.clone(), t.to_string()))
+            .collect(),
+    );
+    let written: Rc<RefCell<BTreeMap<String, Vec<u8>>>> = Rc::default();
+    runtime.set_loader(
+        SourceResolver(sources.clone()),
+        SourceLoader {
+            sources: sources.clone(),
+            written: written.clone(),
+        },
+    );
+    let context = Context::full(&runtime)
+        .map_err(|_| error("the engine could not start".into(), None, None))?;
+    let all: Vec<String> = names.keys().cloned().collect();
+    context.with(|ctx| -> Result<(), CompileError> {
         for (name, text) in &names {
+            if written.borrow().contains_key(name) {
+                continue;
+            }
             let module = Module::declare(ctx.clone(), name.as_str(), *text)
-                .map_err(|e| syntax_error(&ctx, e, name))?;
+                .map_err(|e| syntax_error(&ctx, e, name, &all))?;
             let code = module
                 .write(WriteOptions::default())
                 .map_err(|_| error("the module could not be compiled".into(), Some(name), None))?;
-            out.push((name.clone(), code));
+            written.borrow_mut().insert(name.clone(), code);
         }
-        Ok(out)
+        Ok(())
     })?;
     drop(context);
     drop(runtime);
+    let compiled: Vec<(String, Vec<u8>)> = written.take().into_iter().collect();
     let entry_index = compiled.iter().position(|(n, _)| *n == entry).unwrap_or(0);
     let bytes = write(entry_index, &compiled);
 
@@ -220,33 +251,88 @@ pub(crate) fn compile(source: &Source) -> Result<Program, CompileError> {
     // modules are evaluated: do it once now, in a sandbox with no host, so a bad
     // import or a missing export is a deployment error rather than a failure of
     // every execution.
-    let mut worker = Worker::new().map_err(|_| error("the engine could not start".into(), None, None))?;
+    let mut worker =
+        Worker::new().map_err(|_| error("the engine could not start".into(), None, None))?;
     let check = super::Limits {
         cpu: CHECK_CPU,
         wall: CHECK_CPU,
         ..limits
     };
-    worker.check(&bytes, &check).map_err(|(message, module, line)| CompileError {
-        message,
-        module,
-        line,
-    })?;
+    worker
+        .check(&bytes, &check)
+        .map_err(|(message, module, line)| CompileError {
+            message,
+            module,
+            line,
+        })?;
     Ok(Program::from_bytes(bytes))
 }
 
 /// A compile error at its module and line (QuickJS puts `file:line:column` in the
-/// stack of a syntax error).
-fn syntax_error(ctx: &Ctx<'_>, error: rquickjs::Error, module: &str) -> CompileError {
+/// stack of a syntax error; it may be in a module `module` imports).
+fn syntax_error(
+    ctx: &Ctx<'_>,
+    error: rquickjs::Error,
+    module: &str,
+    all: &[String],
+) -> CompileError {
     let caught = engine::caught(ctx, error);
-    let line = caught
-        .stack
-        .as_deref()
-        .and_then(|s| engine::line_in(s, module))
-        .or(caught.line);
+    let stack = caught.stack.as_deref().unwrap_or("");
+    let (module, line) = engine::locate(stack, all)
+        .map(|(m, l)| (m, Some(l)))
+        .unwrap_or_else(|| (module.to_string(), caught.line));
     CompileError {
         message: caught.message,
-        module: Some(module.to_string()),
+        module: Some(module),
         line,
+    }
+}
+
+struct SourceResolver(Rc<BTreeMap<String, String>>);
+
+impl Resolver for SourceResolver {
+    fn resolve<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        base: &str,
+        name: &str,
+        _attributes: Option<ImportAttributes<'js>>,
+    ) -> rquickjs::Result<String> {
+        match resolve(base, name) {
+            Ok(resolved) if self.0.contains_key(&resolved) => Ok(resolved),
+            Ok(resolved) => Err(Exception::throw_reference(
+                ctx,
+                &format!(
+                    "cannot import '{name}' from '{base}': the deployment has no module '{resolved}'"
+                ),
+            )),
+            Err(message) => Err(Exception::throw_reference(ctx, &message)),
+        }
+    }
+}
+
+struct SourceLoader {
+    sources: Rc<BTreeMap<String, String>>,
+    written: Rc<RefCell<BTreeMap<String, Vec<u8>>>>,
+}
+
+impl Loader for SourceLoader {
+    fn load<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        name: &str,
+        _attributes: Option<ImportAttributes<'js>>,
+    ) -> rquickjs::Result<Module<'js, Declared>> {
+        let Some(text) = self.sources.get(name) else {
+            return Err(Exception::throw_reference(
+                ctx,
+                &format!("the deployment has no module '{name}'"),
+            ));
+        };
+        let module = Module::declare(ctx.clone(), name, text.as_str())?;
+        let code = module.write(WriteOptions::default())?;
+        self.written.borrow_mut().insert(name.to_string(), code);
+        Ok(module)
     }
 }
 
