@@ -196,6 +196,35 @@ fn imports_of_anything_else_are_refused_at_compile_time() {
     }
 }
 
+#[tokio::test]
+async fn dynamic_imports_reach_the_deployments_modules_only() {
+    let program = compile(&Source {
+        modules: BTreeMap::from([
+            (
+                "index.js".to_string(),
+                "export default async ({ res }) => {
+                    const refused = [];
+                    for (const name of ['std', 'os', '<nimbus>', './missing.js']) {
+                        try { await import(name); refused.push('loaded ' + name); } catch (e) { refused.push(e.name); }
+                    }
+                    const lib = await import('./lib.js');
+                    return res.json({ refused, value: lib.value });
+                }"
+                .to_string(),
+            ),
+            ("lib.js".to_string(), "export const value = 7;".to_string()),
+        ]),
+        entrypoint: "index.js".into(),
+    })
+    .expect("compiles");
+    let pool = Pool::new(1, 1);
+    let outcome = pool.run(invocation(program)).await.unwrap();
+    assert_eq!(
+        body(&outcome),
+        "{\"refused\":[\"ReferenceError\",\"ReferenceError\",\"ReferenceError\",\"ReferenceError\"],\"value\":7}"
+    );
+}
+
 #[test]
 fn a_missing_entrypoint_or_default_export_is_a_compile_error() {
     let error = compile_error(&[("index.js", HELLO)], "main.js");
