@@ -505,10 +505,10 @@ impl Worker {
         })
     }
 
-    /// Bytes the idle engine holds.
+    /// Bytes the engine holds now, and the most it held during the last execution.
     #[cfg(test)]
-    pub fn memory(&self) -> i64 {
-        self.meter.used.get() as i64
+    pub fn memory(&self) -> (usize, usize) {
+        (self.meter.used.get(), self.meter.peak.get())
     }
 
     fn set_limits(&self, limits: &Limits) {
@@ -516,6 +516,7 @@ impl Worker {
         // to a custom allocator).
         self.meter.limit.set(limits.memory.max(1 << 20));
         self.meter.refused.set(false);
+        self.meter.peak.set(self.meter.used.get());
         self.runtime
             .set_max_stack_size(limits.stack.clamp(64 << 10, MAX_STACK));
     }
@@ -1087,7 +1088,12 @@ fn response<'js>(ctx: &Ctx<'js>, value: Value<'js>, limit: usize) -> Result<Resp
     })
 }
 
+/// Bytes of an idle engine, and the peak of one hello-world execution on it.
 #[cfg(test)]
-pub(crate) fn idle_memory() -> i64 {
-    Worker::new().map(|w| w.memory()).unwrap_or(0)
+pub(crate) fn memory_figures(invocation: super::Invocation) -> (usize, usize) {
+    let mut worker = Worker::new().expect("the engine starts");
+    let (idle, _) = worker.memory();
+    let outcome = worker.execute(invocation, None, None);
+    assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+    (idle, worker.memory().1)
 }

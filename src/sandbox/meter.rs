@@ -13,11 +13,19 @@ use rquickjs::allocator::{Allocator, RustAllocator};
 #[derive(Default)]
 pub(crate) struct Meter {
     pub used: Cell<usize>,
+    /// The most `used` has been since it was last reset.
+    pub peak: Cell<usize>,
     pub limit: Cell<usize>,
     pub refused: Cell<bool>,
 }
 
 impl Meter {
+    fn add(&self, bytes: usize) {
+        let used = self.used.get() + bytes;
+        self.used.set(used);
+        self.peak.set(self.peak.get().max(used));
+    }
+
     fn admit(&self, more: usize) -> bool {
         let fits = self
             .used
@@ -42,8 +50,7 @@ unsafe impl Allocator for Metered {
         }
         let ptr = RustAllocator.alloc(size);
         if !ptr.is_null() {
-            let got = unsafe { RustAllocator::usable_size(ptr) };
-            self.0.used.set(self.0.used.get() + got);
+            self.0.add(unsafe { RustAllocator::usable_size(ptr) });
         }
         ptr
     }
@@ -57,8 +64,7 @@ unsafe impl Allocator for Metered {
         }
         let ptr = RustAllocator.calloc(1, total);
         if !ptr.is_null() {
-            let got = unsafe { RustAllocator::usable_size(ptr) };
-            self.0.used.set(self.0.used.get() + got);
+            self.0.add(unsafe { RustAllocator::usable_size(ptr) });
         }
         ptr
     }
@@ -86,8 +92,8 @@ unsafe impl Allocator for Metered {
         }
         let moved = unsafe { RustAllocator.realloc(ptr, new_size) };
         if !moved.is_null() {
-            let got = unsafe { RustAllocator::usable_size(moved) };
-            self.0.used.set(self.0.used.get() - old + got);
+            self.0.used.set(self.0.used.get() - old);
+            self.0.add(unsafe { RustAllocator::usable_size(moved) });
         }
         moved
     }

@@ -737,13 +737,14 @@ async fn measures_compile_execution_and_idle_memory() {
     }
     durations.sort();
     round_trips.sort();
-    let idle = engine::idle_memory();
+    let (idle, peak) = engine::memory_figures(invocation(program));
     println!(
-        "compile hello-world {compile_each:?}; execution p50 {:?} p99 {:?}; through the pool p50 {:?}; idle engine {} KiB",
+        "compile hello-world {compile_each:?}; execution p50 {:?} p99 {:?}; through the pool p50 {:?}; idle engine {} KiB; peak during a hello-world {} KiB",
         durations[100],
         durations[198],
         round_trips[100],
-        idle / 1024
+        idle / 1024,
+        peak / 1024,
     );
-    assert!(idle > 0);
+    assert!(idle > 0 && peak > idle);
 }
