@@ -776,7 +776,12 @@ impl Worker {
         })?;
         response(ctx, value, limits.response).map_err(|e| match e {
             Shaped::Failure(f) => f,
-            Shaped::Js(e) => self.fail(ctx, e),
+            // A getter of the guest's threw, or an interrupt came.
+            Shaped::Js(e) if e.is_exception() => self.fail(ctx, e),
+            Shaped::Js(_) => self.shared.abort.get().map_or_else(
+                || Failure::InvalidResponse("the response is malformed".into()),
+                Abort::failure,
+            ),
         })
     }
 

@@ -633,6 +633,7 @@ async fn every_kind_of_response_comes_back() {
         "export default ({ res }) => res.send('x', 1000)",
         "export default ({ res }) => res.send('x', 200, { 'bad name': 'v' })",
         "export default ({ res }) => res.send('x', 200, { 'x-a': 'line\\nbreak' })",
+        "export default ({ res }) => ({ ...res.send('x') })",
     ] {
         let outcome = run(&pool, code).await;
         assert!(
@@ -641,6 +642,10 @@ async fn every_kind_of_response_comes_back() {
             outcome.result
         );
     }
+    // A result cannot be altered after `res.*` made it.
+    let code = "export default ({ res }) => { const r = res.send('x'); for (const f of [() => r.headers.push(5), () => { r.status = 1; }, () => r.headers[0] = 'x']) { try { f(); } catch (e) {} } return r; }";
+    let response = run(&pool, code).await.result.unwrap();
+    assert_eq!((response.status, response.headers.len()), (200, 0));
     next_one_succeeds(&pool).await;
 }
 
