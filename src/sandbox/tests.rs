@@ -651,11 +651,10 @@ async fn every_kind_of_response_comes_back() {
 
 #[tokio::test]
 async fn env_holds_the_functions_variables_only() {
-    // SAFETY: set before any thread of this test reads the environment; a
-    // variable of the host the guest must not see.
-    unsafe { std::env::set_var("NIMBUS_SANDBOX_TEST_SECRET", "host-secret") };
+    // The test process has a PATH and a HOME; the guest must see neither.
+    assert!(std::env::var_os("PATH").is_some());
     let pool = Pool::new(1, 1);
-    let code = "export default ({ env, res }) => res.json({ env, process: process.env, keys: Object.keys(process.env), std: typeof std, os: typeof os, require: typeof require })";
+    let code = "export default ({ env, res }) => res.json({ env, process: process.env, keys: Object.keys(process.env), path: process.env.PATH ?? null, home: env.HOME ?? null, std: typeof std, os: typeof os, require: typeof require })";
     let outcome = run_with(&pool, code, |i| {
         i.env = BTreeMap::from([("API_KEY".to_string(), "k1".to_string())]);
     })
@@ -665,6 +664,7 @@ async fn env_holds_the_functions_variables_only() {
         got,
         serde_json::json!({
             "env": { "API_KEY": "k1" }, "process": { "API_KEY": "k1" }, "keys": ["API_KEY"],
+            "path": null, "home": null,
             "std": "undefined", "os": "undefined", "require": "undefined",
         })
     );
