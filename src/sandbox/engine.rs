@@ -25,6 +25,7 @@ use rquickjs::{
 };
 use tokio::runtime::Handle;
 
+use super::meter::{Meter, Metered};
 use super::program::{self, Bundle};
 use super::{Failure, FetchRequest, FetchResponse, Host, Limits, Outcome, Request, Response};
 
@@ -188,6 +189,7 @@ impl Loader for BundleLoader {
 pub(crate) struct Worker {
     runtime: Runtime,
     shared: Rc<Shared>,
+    meter: Rc<Meter>,
 }
 
 /// What a host call or timer answered.
@@ -432,12 +434,21 @@ pub(crate) fn line_in(stack: &str, module: &str) -> Option<u32> {
         let before = rest[..at].chars().next_back();
         let after = &rest[at + needle.len()..];
         let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
-        if matches!(before, None | Some(' ' | '(' | '/')) && !digits.is_empty() {
+        if matches!(before, None | Some(' ' | '(')) && !digits.is_empty() {
             return digits.parse().ok();
         }
         rest = after;
     }
     None
+}
+
+/// The first of `modules` named with a line in a stack trace: where an error is.
+pub(crate) fn locate(stack: &str, modules: &[String]) -> Option<(String, u32)> {
+    stack.lines().find_map(|frame| {
+        modules
+            .iter()
+            .find_map(|m| line_in(frame, m).map(|l| (m.clone(), l)))
+    })
 }
 
 /// Runs the job queue until it is empty; an error is an uncatchable exception
@@ -463,16 +474,6 @@ fn jobs_pending(runtime: &Runtime) -> bool {
     runtime.is_job_pending()
 }
 
-fn memory_used(ctx: &Ctx<'_>) -> i64 {
-    let mut usage = MaybeUninit::<rquickjs::qjs::JSMemoryUsage>::zeroed();
-    // SAFETY: fills the struct; the runtime is locked by `Context::with`.
-    unsafe {
-        let rt = rquickjs::qjs::JS_GetRuntime(ctx.as_raw().as_ptr());
-        rquickjs::qjs::JS_ComputeMemoryUsage(rt, usage.as_mut_ptr());
-        usage.assume_init().malloc_size
-    }
-}
-
 /// The guest API's entry points, taken from its module.
 struct Api<'js> {
     invoke: Function<'js>,
@@ -483,7 +484,9 @@ struct Api<'js> {
 
 impl Worker {
     pub fn new() -> rquickjs::Result<Worker> {
-        let runtime = Runtime::new()?;
+        let meter = Rc::new(Meter::default());
+        meter.limit.set(Limits::default().memory);
+        let runtime = Runtime::new_with_alloc(Metered(meter.clone()))?;
         let now = Instant::now();
         let shared = Rc::new(Shared {
             cpu_deadline: Cell::new(now),
@@ -495,16 +498,25 @@ impl Worker {
         let handler = shared.clone();
         runtime.set_interrupt_handler(Some(Box::new(move || handler.interrupt())));
         runtime.set_loader(BundleResolver(shared.clone()), BundleLoader(shared.clone()));
-        Ok(Worker { runtime, shared })
+        Ok(Worker {
+            runtime,
+            shared,
+            meter,
+        })
     }
 
-    /// Bytes the idle engine holds.
-    pub fn memory(&self) -> i64 {
-        self.runtime.memory_usage().malloc_size
+    /// Bytes the engine holds now, and the most it held during the last execution.
+    #[cfg(test)]
+    pub fn memory(&self) -> (usize, usize) {
+        (self.meter.used.get(), self.meter.peak.get())
     }
 
     fn set_limits(&self, limits: &Limits) {
-        self.runtime.set_memory_limit(limits.memory.max(1 << 20));
+        // The metered allocator enforces it (QuickJS's own limit does not apply
+        // to a custom allocator).
+        self.meter.limit.set(limits.memory.max(1 << 20));
+        self.meter.refused.set(false);
+        self.meter.peak.set(self.meter.used.get());
         self.runtime
             .set_max_stack_size(limits.stack.clamp(64 << 10, MAX_STACK));
     }
@@ -520,10 +532,10 @@ impl Worker {
                 | Err(Failure::InvalidResponse(_))
                 | Err(Failure::ResponseTooLarge)
         );
-        if !clean || jobs_pending(&self.runtime) {
-            if let Ok(fresh) = Worker::new() {
-                *self = fresh;
-            }
+        if (!clean || jobs_pending(&self.runtime))
+            && let Ok(fresh) = Worker::new()
+        {
+            *self = fresh;
         }
     }
 
@@ -556,6 +568,9 @@ impl Worker {
         exec.stop_host_calls();
         self.shared.disarm();
         self.recycle(&result);
+        // The dropped context's cycles (functions hold their realm) go now, not
+        // against the next execution's memory limit.
+        self.runtime.run_gc();
         Outcome {
             result,
             logs: exec.logs.take(),
@@ -584,10 +599,8 @@ impl Worker {
             Ok(context) => context.with(|ctx| {
                 let failed = |caught: Caught| {
                     let stack = caught.stack.as_deref().unwrap_or("");
-                    let (module, line) = names
-                        .iter()
-                        .find_map(|n| line_in(stack, n).map(|l| (n.clone(), l)))
-                        .map_or((None, None), |(n, l)| (Some(n), Some(l)));
+                    let (module, line) =
+                        locate(stack, &names).map_or((None, None), |(n, l)| (Some(n), Some(l)));
                     (caught.message, module, line)
                 };
                 let api = self
@@ -619,10 +632,10 @@ impl Worker {
         exec.stop_host_calls();
         self.shared.disarm();
         // A check that failed may have been interrupted half-way.
-        if result.is_err() || jobs_pending(&self.runtime) {
-            if let Ok(fresh) = Worker::new() {
-                *self = fresh;
-            }
+        if (result.is_err() || jobs_pending(&self.runtime))
+            && let Ok(fresh) = Worker::new()
+        {
+            *self = fresh;
         }
         result
     }
@@ -633,23 +646,20 @@ impl Worker {
             return abort.failure();
         }
         let caught = caught(ctx, error);
-        self.classify(ctx, caught)
+        self.classify(caught)
     }
 
-    fn classify(&self, ctx: &Ctx<'_>, caught: Caught) -> Failure {
+    fn classify(&self, caught: Caught) -> Failure {
         if let Some(abort) = self.shared.abort.get() {
             return abort.failure();
         }
-        if caught.out_of_memory {
+        // An uncaught failure after the allocator refused is the memory limit,
+        // whatever QuickJS managed to throw for it.
+        if caught.out_of_memory || self.meter.refused.get() {
             return Failure::MemoryLimit;
         }
         if caught.stack_overflow {
             return Failure::StackOverflow;
-        }
-        if caught.message == "null" && caught.stack.is_none() {
-            // Thrown null near the memory limit is the engine failing to allocate.
-            let _ = ctx;
-            return Failure::MemoryLimit;
         }
         let mut text = caught.message;
         if let Some(stack) = caught.stack {
@@ -716,8 +726,8 @@ impl Worker {
                 return Loaded::Failed(abort.failure());
             }
             let c = caught(ctx, e);
-            if c.out_of_memory || c.stack_overflow || (c.message == "null" && c.stack.is_none()) {
-                Loaded::Failed(self.classify(ctx, c))
+            if c.out_of_memory || c.stack_overflow || self.meter.refused.get() {
+                Loaded::Failed(self.classify(c))
             } else {
                 Loaded::Threw(c)
             }
@@ -751,7 +761,7 @@ impl Worker {
             .load_entry(ctx, exec, &api, bytes)
             .map_err(|l| match l {
                 Loaded::Failed(f) => f,
-                Loaded::Threw(c) => self.classify(ctx, c),
+                Loaded::Threw(c) => self.classify(c),
             })?;
         let fail = |e| self.fail(ctx, e);
         let ns = module.namespace().map_err(fail)?;
@@ -766,7 +776,12 @@ impl Worker {
         })?;
         response(ctx, value, limits.response).map_err(|e| match e {
             Shaped::Failure(f) => f,
-            Shaped::Js(e) => self.fail(ctx, e),
+            // A getter of the guest's threw, or an interrupt came.
+            Shaped::Js(e) if e.is_exception() => self.fail(ctx, e),
+            Shaped::Js(_) => self.shared.abort.get().map_or_else(
+                || Failure::InvalidResponse("the response is malformed".into()),
+                Abort::failure,
+            ),
         })
     }
 
@@ -824,10 +839,10 @@ impl Worker {
             }
             let answer = exec.rx.recv_timeout(until.saturating_duration_since(now));
             self.shared.credit(now.elapsed());
-            if let Ok((id, answer)) = answer {
-                if exec.calls.borrow_mut().remove(&id).is_some() {
-                    deliver(ctx, api, id, answer).map_err(failed)?;
-                }
+            if let Ok((id, answer)) = answer
+                && exec.calls.borrow_mut().remove(&id).is_some()
+            {
+                deliver(ctx, api, id, answer).map_err(failed)?;
             }
         }
     }
@@ -1062,10 +1077,10 @@ fn response<'js>(ctx: &Ctx<'js>, value: Value<'js>, limit: usize) -> Result<Resp
         headers.push((name.to_ascii_lowercase(), value));
     }
     let body: Value = object.get("body")?;
-    if let Some(buffer) = ArrayBuffer::from_value(body.clone()) {
-        if buffer.len() + size > limit {
-            return Err(Shaped::Failure(Failure::ResponseTooLarge));
-        }
+    if let Some(buffer) = ArrayBuffer::from_value(body.clone())
+        && buffer.len() + size > limit
+    {
+        return Err(Shaped::Failure(Failure::ResponseTooLarge));
     }
     let body = bytes_of(&body).unwrap_or_default();
     if body.len() + size > limit {
@@ -1078,12 +1093,12 @@ fn response<'js>(ctx: &Ctx<'js>, value: Value<'js>, limit: usize) -> Result<Resp
     })
 }
 
+/// Bytes of an idle engine, and the peak of one hello-world execution on it.
 #[cfg(test)]
-pub(crate) fn idle_memory() -> i64 {
-    Worker::new().map(|w| w.memory()).unwrap_or(0)
-}
-
-#[cfg(test)]
-pub(crate) fn memory_in_use(ctx: &Ctx<'_>) -> i64 {
-    memory_used(ctx)
+pub(crate) fn memory_figures(invocation: super::Invocation) -> (usize, usize) {
+    let mut worker = Worker::new().expect("the engine starts");
+    let (idle, _) = worker.memory();
+    let outcome = worker.execute(invocation, None, None);
+    assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+    (idle, worker.memory().1)
 }

@@ -8,14 +8,25 @@
 //! `{ req, res, log, error, env }` and returns one of `res.send(body, status,
 //! headers)`, `res.text(…)`, `res.json(value, status, headers)`,
 //! `res.binary(bytes, status, headers)`, `res.empty()` or
-//! `res.redirect(url, status)`. `req` has `method`, `scheme`, `host`, `port`,
-//! `path`, `queryString`, `query` (an object), `headers` (lower-cased names),
-//! `bodyText`, `bodyJson`, `bodyBinary` and `url`. `console.*` and `log`/`error`
+//! `res.redirect(url, status)` (301 unless given). `res.json` sets
+//! `content-type: application/json`, `res.text` `text/plain; charset=utf-8` and
+//! `res.binary` `application/octet-stream`, unless the headers given name one.
+//! `req` has `method`, `scheme`, `host`, `port`, `path`, `queryString`, `query`
+//! (an object; a repeated key keeps its last value), `headers` (lower-cased
+//! names), `bodyText`, `bodyJson` (throws `SyntaxError` on a body that is not
+//! JSON), `bodyBinary` (a `Uint8Array`) and `url`. `console.*` and `log`/`error`
 //! are captured into the execution's logs. `env` (also `process.env`) holds the
-//! function's variables only. `fetch(url, init)` and `nimbus.graphql(query,
-//! variables)` reach out through the [`Host`], which applies the outbound address
-//! guard and the function's scopes; the sandbox itself has no filesystem, network,
-//! clock beyond `Date`, or host environment.
+//! function's variables only. `fetch(url, init)` (a Response-like answer with
+//! `status`, `ok`, `url`, `headers.get()`, `text()`, `json()`, `arrayBuffer()`)
+//! and `nimbus.graphql(query, variables)` (`{ data, errors }`) reach out through
+//! the [`Host`], which applies the outbound address guard and the function's
+//! scopes. Also there: `Headers`, `TextEncoder`/`TextDecoder` (UTF-8),
+//! `queueMicrotask`, and `setTimeout`/`clearTimeout`, whose callbacks run only
+//! while the execution does (they count as pending work until the wall time;
+//! those still pending when the response is ready are dropped). Imports resolve
+//! among the deployment's own modules by relative path, nothing else. The
+//! sandbox itself has no filesystem, network, process, `std`/`os` modules,
+//! `require`, clock beyond `Date`/`performance`, or host environment.
 //!
 //! This module knows nothing of projects, storage or GraphQL: the functions
 //! service stores programs and records executions.
@@ -28,6 +39,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 mod engine;
+mod meter;
 mod pool;
 mod program;
 #[cfg(test)]

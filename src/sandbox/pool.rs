@@ -26,7 +26,8 @@ struct Job {
 
 struct Queue {
     jobs: VecDeque<Job>,
-    idle: usize,
+    /// Jobs a worker has taken and not finished.
+    taken: usize,
     closed: bool,
 }
 
@@ -61,7 +62,7 @@ impl Pool {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
-                idle: 0,
+                taken: 0,
                 closed: false,
             }),
             ready: Condvar::new(),
@@ -90,8 +91,10 @@ impl Pool {
         let (reply, answer) = oneshot::channel();
         {
             let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-            // Idle workers take a job each at once; past them, `capacity` wait.
-            if queue.closed || queue.jobs.len() >= self.shared.capacity + queue.idle {
+            // Every worker runs one; past them, `capacity` wait.
+            if queue.closed
+                || queue.jobs.len() + queue.taken >= self.shared.capacity + self.shared.workers
+            {
                 return Err(Busy {
                     retry_after: self.retry_after(queue.jobs.len()),
                 });
@@ -156,15 +159,19 @@ fn next(shared: &Shared) -> Option<Job> {
     let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
     loop {
         if let Some(job) = queue.jobs.pop_front() {
+            queue.taken += 1;
             return Some(job);
         }
         if queue.closed {
             return None;
         }
-        queue.idle += 1;
         queue = shared.ready.wait(queue).unwrap_or_else(|p| p.into_inner());
-        queue.idle -= 1;
     }
+}
+
+fn done(shared: &Shared) {
+    let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+    queue.taken -= 1;
 }
 
 fn work(shared: Arc<Shared>) {
@@ -177,6 +184,7 @@ fn work(shared: Arc<Shared>) {
     };
     while let Some(job) = next(&shared) {
         if job.reply.is_closed() {
+            done(&shared);
             continue;
         }
         shared.running.fetch_add(1, Ordering::Relaxed);
@@ -210,6 +218,7 @@ fn work(shared: Arc<Shared>) {
             .store((old * 7 + micros) / 8, Ordering::Relaxed);
         shared.completed.fetch_add(1, Ordering::Relaxed);
         shared.running.fetch_sub(1, Ordering::Relaxed);
+        done(&shared);
         if let Ok(reply) = Rc::try_unwrap(reply) {
             let _ = reply.send(outcome);
         }

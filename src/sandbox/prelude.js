@@ -245,7 +245,7 @@ function answer(body, status, headers, defaults) {
   const tooLarge = size > responseLimit;
   const result = freeze({
     status: status ?? 200,
-    headers: headerList(headers, defaults),
+    headers: freeze(headerList(headers, defaults).map(freeze)),
     body: tooLarge ? '' : payload,
     tooLarge,
   });

@@ -10,7 +10,12 @@ use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::sync::OnceLock;
 
-use rquickjs::{Context, Ctx, Module, Runtime, WriteOptions};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use rquickjs::loader::{ImportAttributes, Loader, Resolver};
+use rquickjs::module::Declared;
+use rquickjs::{Context, Ctx, Exception, Module, Runtime, WriteOptions};
 
 use super::engine::{self, Worker};
 use super::{CompileError, Program, Source};
@@ -203,22 +208,42 @@ pub(crate) fn compile(source: &Source) -> Result<Program, CompileError> {
     let limits = super::Limits::default();
     runtime.set_memory_limit(limits.memory);
     runtime.set_max_stack_size(limits.stack);
+    // QuickJS resolves a module's imports when it is declared: imported modules
+    // are declared (and their bytecode written) by the loader, from source.
+    let sources: Rc<BTreeMap<String, String>> = Rc::new(
+        names
+            .iter()
+            .map(|(n, t)| (n.clone(), t.to_string()))
+            .collect(),
+    );
+    let written: Rc<RefCell<BTreeMap<String, Vec<u8>>>> = Rc::default();
+    runtime.set_loader(
+        SourceResolver(sources.clone()),
+        SourceLoader {
+            sources: sources.clone(),
+            written: written.clone(),
+        },
+    );
     let context = Context::full(&runtime)
         .map_err(|_| error("the engine could not start".into(), None, None))?;
-    let compiled = context.with(|ctx| -> Result<Vec<(String, Vec<u8>)>, CompileError> {
-        let mut out = Vec::with_capacity(names.len());
+    let all: Vec<String> = names.keys().cloned().collect();
+    context.with(|ctx| -> Result<(), CompileError> {
         for (name, text) in &names {
+            if written.borrow().contains_key(name) {
+                continue;
+            }
             let module = Module::declare(ctx.clone(), name.as_str(), *text)
-                .map_err(|e| syntax_error(&ctx, e, name))?;
+                .map_err(|e| syntax_error(&ctx, e, name, &all))?;
             let code = module
                 .write(WriteOptions::default())
                 .map_err(|_| error("the module could not be compiled".into(), Some(name), None))?;
-            out.push((name.clone(), code));
+            written.borrow_mut().insert(name.clone(), code);
         }
-        Ok(out)
+        Ok(())
     })?;
     drop(context);
     drop(runtime);
+    let compiled: Vec<(String, Vec<u8>)> = written.take().into_iter().collect();
     let entry_index = compiled.iter().position(|(n, _)| *n == entry).unwrap_or(0);
     let bytes = write(entry_index, &compiled);
 
@@ -244,18 +269,70 @@ pub(crate) fn compile(source: &Source) -> Result<Program, CompileError> {
 }
 
 /// A compile error at its module and line (QuickJS puts `file:line:column` in the
-/// stack of a syntax error).
-fn syntax_error(ctx: &Ctx<'_>, error: rquickjs::Error, module: &str) -> CompileError {
+/// stack of a syntax error; it may be in a module `module` imports).
+fn syntax_error(
+    ctx: &Ctx<'_>,
+    error: rquickjs::Error,
+    module: &str,
+    all: &[String],
+) -> CompileError {
     let caught = engine::caught(ctx, error);
-    let line = caught
-        .stack
-        .as_deref()
-        .and_then(|s| engine::line_in(s, module))
-        .or(caught.line);
+    let stack = caught.stack.as_deref().unwrap_or("");
+    let (module, line) = engine::locate(stack, all)
+        .map(|(m, l)| (m, Some(l)))
+        .unwrap_or_else(|| (module.to_string(), caught.line));
     CompileError {
         message: caught.message,
-        module: Some(module.to_string()),
+        module: Some(module),
         line,
+    }
+}
+
+struct SourceResolver(Rc<BTreeMap<String, String>>);
+
+impl Resolver for SourceResolver {
+    fn resolve<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        base: &str,
+        name: &str,
+        _attributes: Option<ImportAttributes<'js>>,
+    ) -> rquickjs::Result<String> {
+        match resolve(base, name) {
+            Ok(resolved) if self.0.contains_key(&resolved) => Ok(resolved),
+            Ok(resolved) => Err(Exception::throw_reference(
+                ctx,
+                &format!(
+                    "cannot import '{name}' from '{base}': the deployment has no module '{resolved}'"
+                ),
+            )),
+            Err(message) => Err(Exception::throw_reference(ctx, &message)),
+        }
+    }
+}
+
+struct SourceLoader {
+    sources: Rc<BTreeMap<String, String>>,
+    written: Rc<RefCell<BTreeMap<String, Vec<u8>>>>,
+}
+
+impl Loader for SourceLoader {
+    fn load<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        name: &str,
+        _attributes: Option<ImportAttributes<'js>>,
+    ) -> rquickjs::Result<Module<'js, Declared>> {
+        let Some(text) = self.sources.get(name) else {
+            return Err(Exception::throw_reference(
+                ctx,
+                &format!("the deployment has no module '{name}'"),
+            ));
+        };
+        let module = Module::declare(ctx.clone(), name, text.as_str())?;
+        let code = module.write(WriteOptions::default())?;
+        self.written.borrow_mut().insert(name.to_string(), code);
+        Ok(module)
     }
 }
 
