@@ -371,6 +371,31 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_WEBHOOKS_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
     pub webhooks_allow_private: bool,
 
+    /// Sandbox threads that run function executions on this replica, each one
+    /// execution at a time; 0: twice the CPU cores.
+    #[arg(long, env = "NIMBUS_FUNCTIONS_WORKERS", default_value_t = 0)]
+    pub functions_workers: usize,
+
+    /// Executions that may wait for a sandbox thread; past them an execution is
+    /// refused with `TOO_MANY_EXECUTIONS` (HTTP 429 with `Retry-After`).
+    #[arg(long, env = "NIMBUS_FUNCTIONS_QUEUE", default_value_t = 256)]
+    pub functions_queue: usize,
+
+    /// Let functions' `fetch` reach loopback, private, link-local and other reserved
+    /// addresses. Off: such URLs are refused, also when a name resolves to one or a
+    /// redirect leads to one.
+    #[arg(long, env = "NIMBUS_FUNCTIONS_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub functions_allow_private: bool,
+
+    /// Most bytes of a request body passed to a function (plain HTTP route and
+    /// `createExecution`); a larger one is refused with `REQUEST_TOO_LARGE`.
+    #[arg(long, env = "NIMBUS_FUNCTIONS_MAX_REQUEST_BYTES", default_value_t = 6 << 20)]
+    pub functions_max_request_bytes: usize,
+
+    /// Seconds execution records (request, response, logs) are kept.
+    #[arg(long, env = "NIMBUS_EXECUTION_RETENTION", default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
+    pub execution_retention_secs: u64,
+
     /// Let OAuth2 and OpenID Connect sign-in reach a provider's discovery, token and
     /// userinfo endpoints at loopback, private, link-local and other reserved
     /// addresses (an identity provider on the operator's own network). Off: such
@@ -486,6 +511,15 @@ impl Config {
     pub fn preview_slots(&self) -> usize {
         match self.preview_concurrency {
             0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            n => n,
+        }
+    }
+
+    /// How many sandbox threads run executions: `NIMBUS_FUNCTIONS_WORKERS`, or twice
+    /// the cores.
+    pub fn functions_workers(&self) -> usize {
+        match self.functions_workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
             n => n,
         }
     }

@@ -87,6 +87,8 @@ pub struct AppInner {
     pub geoip: services::locale::geoip::GeoIp,
     /// Avatars drawn lately, kept in memory.
     pub avatars: services::avatars::cache::AvatarCache,
+    /// The sandbox threads functions run on, and what their executions share.
+    pub functions: services::functions::Runtime,
 }
 
 /// A cheap handle on [`AppInner`].
@@ -150,6 +152,7 @@ impl AppState {
                 usize::try_from(config.avatar_cache_entries).unwrap_or(usize::MAX),
                 usize::try_from(config.avatar_cache_bytes).unwrap_or(usize::MAX),
             ),
+            functions: services::functions::Runtime::new(&config),
             config,
             db,
             bus,
@@ -358,6 +361,29 @@ async fn start_jobs(state: &AppState) -> JoinHandle<()> {
         webhooks::service::PRUNE_KIND,
         Arc::new(webhooks::deliver::PruneDeliveries),
     );
+    {
+        use services::functions::{execute, service};
+        handlers.insert(service::EXECUTE_KIND, Arc::new(execute::ExecuteJobs));
+        handlers.insert(service::SCHEDULE_KIND, Arc::new(execute::ScheduleJobs));
+        handlers.insert(service::PRUNE_KIND, Arc::new(execute::PruneExecutions));
+        state
+            .functions
+            .set_gateway(Arc::new(http::functions::FunctionsGateway));
+        if let Err(err) = state
+            .jobs
+            .schedule(
+                state,
+                service::PRUNE_KIND,
+                "",
+                service::PRUNE_KIND,
+                serde_json::Value::Null,
+                "29 * * * *",
+            )
+            .await
+        {
+            tracing::warn!(error = %err, "cannot set up the pruning of function executions");
+        }
+    }
     state.jobs.set_handlers(handlers);
     if let Err(err) = state
         .jobs

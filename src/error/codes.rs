@@ -228,6 +228,29 @@ codes! {
     INVALID_WEBHOOK_EVENTS: 400 => "no event pattern, more than 100, or one that names no Appwrite event";
     JOB_NOT_FOUND: 404 => "no job of the project has that id";
     JOB_NOT_DEAD: 400 => "only a dead job can be retried";
+    // Functions.
+    FUNCTION_NOT_FOUND: 404 => "no function of the project has that id";
+    FUNCTION_ALREADY_EXISTS: 409 => "a function has that id already";
+    FUNCTION_DISABLED: 403 => "the function is disabled: it runs for no one";
+    INVALID_FUNCTION_EVENTS: 400 => "more than 100 event patterns, or one that names no Appwrite event";
+    INVALID_SCHEDULE: 400 => "a schedule that is not a CRON expression of 5 (or 6, seconds first) fields";
+    VARIABLE_NOT_FOUND: 404 => "the function has no variable with that key";
+    VARIABLE_ALREADY_EXISTS: 409 => "the function has a variable with that key already";
+    INVALID_VARIABLE: 400 => "a variable key that is not 1-128 of `A-Za-z0-9_`, or a value (or all values together) over the size limit";
+    DEPLOYMENT_NOT_FOUND: 404 => "no deployment of the function has that id, or the function has no active deployment";
+    DEPLOYMENT_INVALID: 400 => "uploaded code that does not compile (module and line in the message), is not JavaScript, lacks the entrypoint, or breaks the archive's limits";
+    EXECUTION_NOT_FOUND: 404 => "no execution of the function has that id, or the caller may not read it";
+    TOO_MANY_EXECUTIONS: 429 => "every sandbox thread is busy and the queue is full (`NIMBUS_FUNCTIONS_QUEUE`); retry after `extensions.retryAfter` seconds";
+    // How an execution failed: its `failure`, and the plain HTTP route's answer.
+    EXECUTION_THREW: 500 => "the function threw, or its promise rejected";
+    EXECUTION_CPU_LIMIT: 500 => "the function's code ran longer than its timeout";
+    EXECUTION_TIMEOUT: 504 => "the execution, waits included, took longer than its timeout";
+    EXECUTION_MEMORY_LIMIT: 500 => "the function used more memory than its limit";
+    EXECUTION_STACK_OVERFLOW: 500 => "the function recursed too deep";
+    EXECUTION_NEVER_SETTLED: 500 => "the function's promise can never settle";
+    EXECUTION_RESPONSE_TOO_LARGE: 502 => "the function's response is over the size limit";
+    EXECUTION_INVALID_RESPONSE: 502 => "the function returned something other than a `res.*` result, or could not load";
+    EXECUTION_CRASHED: 500 => "the engine itself failed, not the function: the sandbox thread was replaced";
     // The server's side: details only in its log.
     SERVICE_UNAVAILABLE: 503 => "a dependency is down, or the server has as much of this work as it takes";
     INTERNAL: 500 => "anything unexpected; the cause is logged, never sent";
@@ -245,6 +268,7 @@ pub const NOT_CONVENTIONAL: &[&str] = &[
     FILTER_INVALID,
     QUERY_INVALID,
     UPLOAD_CHUNK_INVALID,
+    DEPLOYMENT_INVALID,
 ];
 
 /// The declared code called `name`.

@@ -74,6 +74,9 @@ pub enum AppError {
     /// `SERVICE_UNAVAILABLE`: the server has as much of this work running and
     /// queued as it is configured to take; retry after the given seconds.
     Busy { retry_after: u64 },
+    /// `TOO_MANY_EXECUTIONS`: every sandbox thread is busy and the queue before them
+    /// is full; retry after the given seconds.
+    TooManyExecutions { retry_after: u64 },
     /// The code given, one of [`codes`] (`OAUTH2_PROVIDER_FAILED`, ...): a third-party service the
     /// request relies on answered wrongly; its full answer is logged, not sent.
     Upstream { code: &'static str, reason: String },
@@ -137,6 +140,9 @@ impl AppError {
             AppError::Busy { retry_after } => {
                 format!("the server is busy; retry after {retry_after} s")
             }
+            AppError::TooManyExecutions { retry_after } => {
+                format!("too many executions are running or waiting; retry after {retry_after} s")
+            }
             AppError::Upstream { reason, .. } => reason.clone(),
             AppError::StorageFull => "the file storage is full; nothing of this write was kept".into(),
             AppError::FileUnreadable => {
@@ -186,6 +192,7 @@ impl AppError {
             AppError::NotAllowed(_) => codes::OPERATION_NOT_ALLOWED,
             AppError::RateLimited { .. } => codes::RATE_LIMITED,
             AppError::Unavailable | AppError::Busy { .. } => codes::SERVICE_UNAVAILABLE,
+            AppError::TooManyExecutions { .. } => codes::TOO_MANY_EXECUTIONS,
             AppError::StorageFull => codes::STORAGE_FULL,
             AppError::FileUnreadable => codes::FILE_UNREADABLE,
             AppError::Db(_) | AppError::Internal(_) => codes::INTERNAL,
@@ -220,7 +227,9 @@ impl AppError {
             match self {
                 AppError::Invalid { field, .. } => ext.set("field", field.as_str()),
                 AppError::ScopeMissing { scope } => ext.set("scope", scope.as_str()),
-                AppError::RateLimited { retry_after } | AppError::Busy { retry_after } => {
+                AppError::RateLimited { retry_after }
+                | AppError::Busy { retry_after }
+                | AppError::TooManyExecutions { retry_after } => {
                     ext.set("retryAfter", *retry_after)
                 }
                 _ => {}

@@ -435,7 +435,7 @@ fn operation_of(request: &mut Request) -> Option<(OperationType, Option<Name>)> 
 /// Runs one operation with its document transaction. A mutation of a single field
 /// shares a group-committed batch with others (where the database has group
 /// commit); should the batch roll back, the operation runs again, alone.
-async fn run_operation(
+pub(crate) async fn run_operation(
     state: &AppState,
     addressed: &Addressed,
     client: &ClientInfo,

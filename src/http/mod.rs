@@ -4,6 +4,7 @@
 pub mod avatars;
 pub mod client;
 pub mod connections;
+pub mod functions;
 pub mod graphql;
 pub mod health;
 pub mod identity;
@@ -23,7 +24,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Method};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{any, get};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
@@ -81,6 +82,8 @@ pub fn router(state: AppState) -> Router {
         .route(&file("view"), get(storage::view))
         .route(&file("preview"), get(storage::preview))
         .route(&file("upload"), axum::routing::put(storage::upload_chunk))
+        .route("/v1/functions/{function}", any(functions::execute))
+        .route("/v1/functions/{function}/{*path}", any(functions::execute))
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::metrics))
         .merge(playground::router())

@@ -226,6 +226,13 @@ impl Jobs {
         Ok(())
     }
 
+    /// Removes the recurring job `id`: no tick is enqueued from now on (one already
+    /// enqueued still runs).
+    pub async fn unschedule(&self, state: &AppState, id: &str) -> anyhow::Result<()> {
+        store::delete_schedule(state.db.pool(), id).await?;
+        Ok(())
+    }
+
     /// The wait before retrying after the `attempt`-th failure: the base doubled
     /// per attempt, capped, then drawn between half and all of it so that jobs that
     /// failed together do not retry together.

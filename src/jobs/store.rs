@@ -370,6 +370,15 @@ pub async fn upsert_schedule(
     Ok(())
 }
 
+/// Removes schedule `id`; false when there was none.
+pub async fn delete_schedule(pool: &AnyPool, id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query("DELETE FROM job_schedules WHERE id = ?")
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+}
+
 pub async fn due_schedules(pool: &AnyPool, now: i64) -> Result<Vec<ScheduleRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, project_id, kind, payload, cron, next_run_at FROM job_schedules \

@@ -8,14 +8,25 @@
 //! `{ req, res, log, error, env }` and returns one of `res.send(body, status,
 //! headers)`, `res.text(…)`, `res.json(value, status, headers)`,
 //! `res.binary(bytes, status, headers)`, `res.empty()` or
-//! `res.redirect(url, status)`. `req` has `method`, `scheme`, `host`, `port`,
-//! `path`, `queryString`, `query` (an object), `headers` (lower-cased names),
-//! `bodyText`, `bodyJson`, `bodyBinary` and `url`. `console.*` and `log`/`error`
+//! `res.redirect(url, status)` (301 unless given). `res.json` sets
+//! `content-type: application/json`, `res.text` `text/plain; charset=utf-8` and
+//! `res.binary` `application/octet-stream`, unless the headers given name one.
+//! `req` has `method`, `scheme`, `host`, `port`, `path`, `queryString`, `query`
+//! (an object; a repeated key keeps its last value), `headers` (lower-cased
+//! names), `bodyText`, `bodyJson` (throws `SyntaxError` on a body that is not
+//! JSON), `bodyBinary` (a `Uint8Array`) and `url`. `console.*` and `log`/`error`
 //! are captured into the execution's logs. `env` (also `process.env`) holds the
-//! function's variables only. `fetch(url, init)` and `nimbus.graphql(query,
-//! variables)` reach out through the [`Host`], which applies the outbound address
-//! guard and the function's scopes; the sandbox itself has no filesystem, network,
-//! clock beyond `Date`, or host environment.
+//! function's variables only. `fetch(url, init)` (a Response-like answer with
+//! `status`, `ok`, `url`, `headers.get()`, `text()`, `json()`, `arrayBuffer()`)
+//! and `nimbus.graphql(query, variables)` (`{ data, errors }`) reach out through
+//! the [`Host`], which applies the outbound address guard and the function's
+//! scopes. Also there: `Headers`, `TextEncoder`/`TextDecoder` (UTF-8),
+//! `queueMicrotask`, and `setTimeout`/`clearTimeout`, whose callbacks run only
+//! while the execution does (they count as pending work until the wall time;
+//! those still pending when the response is ready are dropped). Imports resolve
+//! among the deployment's own modules by relative path, nothing else. The
+//! sandbox itself has no filesystem, network, process, `std`/`os` modules,
+//! `require`, clock beyond `Date`/`performance`, or host environment.
 //!
 //! This module knows nothing of projects, storage or GraphQL: the functions
 //! service stores programs and records executions.
@@ -26,6 +37,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+
+mod engine;
+mod meter;
+mod pool;
+mod program;
+#[cfg(test)]
+mod tests;
+
+pub use pool::Pool;
 
 /// Per-execution limits.
 #[derive(Debug, Clone)]
@@ -99,14 +119,13 @@ impl Program {
 
 /// Compiles a deployment: every module parsed and compiled to bytecode, imports
 /// resolved among the modules (no others exist), the entrypoint's default export
-/// checked to exist.
+/// checked to exist and be a function.
+///
+/// Checking the export runs the modules' top-level code once, in a sandbox with
+/// no host (host calls reject) and a CPU limit of two seconds: call it from a
+/// blocking thread (`spawn_blocking`), never on the async runtime.
 pub fn compile(source: &Source) -> Result<Program, CompileError> {
-    let _ = source;
-    Err(CompileError {
-        message: "this build has no JavaScript engine".into(),
-        module: None,
-        line: None,
-    })
+    program::compile(source)
 }
 
 /// What the guest sees as its request.
@@ -148,6 +167,9 @@ pub enum Failure {
     /// The entrypoint returned something that is not a `res.*` result, or the
     /// program no longer loads.
     InvalidResponse(String),
+    /// The engine itself failed (a bug, not the guest's doing); the worker was
+    /// replaced.
+    Crashed,
 }
 
 impl Failure {
@@ -161,6 +183,7 @@ impl Failure {
             Failure::NeverSettled => "EXECUTION_NEVER_SETTLED",
             Failure::ResponseTooLarge => "EXECUTION_RESPONSE_TOO_LARGE",
             Failure::InvalidResponse(_) => "EXECUTION_INVALID_RESPONSE",
+            Failure::Crashed => "EXECUTION_CRASHED",
         }
     }
 }
@@ -228,32 +251,4 @@ pub struct Invocation {
 #[error("too many executions are running or waiting")]
 pub struct Busy {
     pub retry_after: Duration,
-}
-
-/// The worker threads executions run on, with a bounded queue before them.
-pub struct Pool {
-    workers: usize,
-    queue: usize,
-}
-
-impl Pool {
-    /// `workers` threads, each running one execution at a time, and at most
-    /// `queue` executions waiting for one.
-    pub fn new(workers: usize, queue: usize) -> Pool {
-        Pool { workers, queue }
-    }
-
-    /// Runs one execution to its end, or refuses it at once when the queue is full.
-    pub async fn run(&self, invocation: Invocation) -> Result<Outcome, Busy> {
-        let _ = (invocation, self.workers, self.queue);
-        Ok(Outcome {
-            result: Err(Failure::InvalidResponse(
-                "this build has no JavaScript engine".into(),
-            )),
-            logs: String::new(),
-            errors: String::new(),
-            logs_truncated: false,
-            duration: Duration::ZERO,
-        })
-    }
 }

@@ -7,6 +7,7 @@
 pub mod account;
 pub mod avatars;
 pub mod databases;
+pub mod functions;
 pub mod jobs;
 pub mod keys;
 pub mod locale;
@@ -45,6 +46,7 @@ pub fn register_all(parts: &mut SchemaParts, project: &Project, model: &DataMode
     locale::register(parts, project);
     avatars::register(parts, project);
     webhooks::register(parts, project);
+    functions::register(parts, project);
     jobs::register(parts, project);
 }
 
@@ -144,6 +146,7 @@ impl projects::service::ProjectData for ProjectRemains {
     async fn forget_after(&self, state: &AppState, admin: &AdminGrant) {
         storage::service::forget_project_files(state, admin).await;
         webhooks::service::forget_project(state, admin).await;
+        functions::service::forget_project(state, admin).await;
         jobs::service::forget_project(state, admin).await;
     }
 }

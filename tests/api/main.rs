@@ -12,6 +12,7 @@ mod databases;
 mod email_flows;
 mod event_log;
 mod fanout;
+mod functions;
 mod grants;
 mod identity;
 mod jobs;

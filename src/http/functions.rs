@@ -1,0 +1,306 @@
+//! Functions over plain HTTP, `/v1/functions/{functionId}/{*path}` (any method),
+//! for clients and third-party webhooks: the request's method, path, query,
+//! headers and body (bounded) go to the active deployment, and its response comes
+//! back as it answered (hop-by-hop headers dropped). The caller's credential, as
+//! for any endpoint, decides whether it may execute the function; `any` among its
+//! execute roles makes it public. Also the [`Gateway`] that runs the guests'
+//! `nimbus.graphql` calls through the same GraphQL execution as `/v1/graphql`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_graphql::Request;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse as _, Response};
+
+use crate::AppState;
+use crate::auth::{Caller, Credential};
+use crate::error::{AppError, codes};
+use crate::http::graphql::plain_error;
+use crate::http::identity::{self, Addressed, Presented};
+use crate::services::functions::service::{self, ExecutionRequest, Trigger};
+use crate::services::functions::{Gateway, InsideFunction, status};
+use crate::services::users::service::ClientInfo;
+
+/// The error as JSON with its code's status, and `Retry-After` when it has one.
+fn error(err: AppError) -> Response {
+    if matches!(err, AppError::Db(_) | AppError::Internal(_)) {
+        // Logs the cause; the client reads only the generic message.
+        let _ = err.to_graphql();
+    }
+    let mut response = plain_error(&err.code(), &err.message());
+    if let AppError::TooManyExecutions { retry_after }
+    | AppError::Busy { retry_after }
+    | AppError::RateLimited { retry_after } = err
+    {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    }
+    response
+}
+
+/// Headers of one connection, not of the message: never passed on.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "content-length"
+    )
+}
+
+/// Who calls: the project from `X-Nimbus-Project` or `?project=`, the credential
+/// as for any endpoint. A bearer token that is no Nimbus session is the function's
+/// business (a third party's webhook signature, say): the caller is then a guest
+/// and the header is passed on. Answers whether a Nimbus session was presented in
+/// the request's own headers (which are then not passed on).
+async fn addressed(
+    state: &AppState,
+    headers: &HeaderMap,
+    project: Option<&str>,
+) -> Result<(Addressed, bool), AppError> {
+    let presented = match project {
+        Some(project) if identity::header(headers, identity::PROJECT_HEADER).is_none() => {
+            Presented::for_project(headers, project)
+        }
+        _ => Presented::from_headers(headers),
+    };
+    match identity::resolve(state, &presented).await {
+        Ok(addressed) => {
+            let session = matches!(addressed.caller.credential, Credential::Session(_));
+            Ok((addressed, session))
+        }
+        Err(
+            AppError::InvalidSession
+            | AppError::InvalidJwt
+            | AppError::SessionExpired
+            | AppError::JwtExpired,
+        ) if presented.key.is_none() && !presented.session_from_cookie => {
+            let guest = Presented {
+                session: None,
+                ..presented
+            };
+            Ok((identity::resolve(state, &guest).await?, false))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// `ANY /v1/functions/{functionId}` and `/v1/functions/{functionId}/{*path}`.
+pub async fn execute(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    run(&state, params, method, uri, headers, body)
+        .await
+        .unwrap_or_else(error)
+}
+
+async fn run(
+    state: &AppState,
+    params: HashMap<String, String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AppError> {
+    let function_id = params.get("function").cloned().unwrap_or_default();
+    let project = uri.query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "project")
+            .map(|(_, v)| v.into_owned())
+    });
+    let (addressed, by_session) = addressed(state, &headers, project.as_deref()).await?;
+    let caller = addressed.caller;
+    let function = service::runnable(state, &caller, &function_id).await?;
+
+    let limit = state.config.functions_max_request_bytes;
+    let too_large = || AppError::Invalid {
+        code: codes::REQUEST_TOO_LARGE,
+        field: "body".into(),
+        reason: format!("a function's request body is at most {limit} bytes"),
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        // Refused before reading: the client need not send it all.
+        return Err(too_large());
+    }
+    let timeout = Duration::from_secs(state.config.http_body_timeout_secs.max(1));
+    let body = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return Err(too_large()),
+        Err(_) => {
+            return Err(AppError::Invalid {
+                code: codes::REQUEST_TIMEOUT,
+                field: "body".into(),
+                reason: format!("the body did not arrive within {} s", timeout.as_secs()),
+            });
+        }
+    };
+
+    let session_cookie = crate::services::account::cookies::session_cookie_name(&caller.project.id);
+    let mut passed = Vec::with_capacity(headers.len());
+    for (name, value) in &headers {
+        let name = name.as_str();
+        let credential = name == identity::KEY_HEADER
+            || (by_session && (name == "authorization" || name == "cookie"));
+        if is_hop_by_hop(name) || credential {
+            continue;
+        }
+        let Ok(value) = value.to_str() else { continue };
+        if name == "cookie" {
+            // The project's session cookie is Nimbus's; other cookies are the app's.
+            let kept: Vec<&str> = value
+                .split(';')
+                .map(str::trim)
+                .filter(|pair| !pair.starts_with(&format!("{session_cookie}=")))
+                .collect();
+            if !kept.is_empty() {
+                passed.push((name.to_string(), kept.join("; ")));
+            }
+            continue;
+        }
+        passed.push((name.to_string(), value.to_string()));
+    }
+    if let Credential::Session(session) = &caller.credential {
+        passed.push(("x-nimbus-user-id".into(), session.user.id.clone()));
+    }
+    let host = identity::header(&headers, "host").unwrap_or_default();
+    let (host_name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if port.parse::<u16>().is_ok() => {
+            (name.to_string(), port.parse().unwrap_or(80))
+        }
+        _ => (host.to_string(), 80),
+    };
+    let scheme = identity::header(&headers, "x-forwarded-proto")
+        .filter(|p| *p == "https")
+        .unwrap_or("http");
+    let path = params.get("path").map(String::as_str).unwrap_or_default();
+    let path = match uri.query() {
+        Some(query) => format!("/{path}?{query}"),
+        None => format!("/{path}"),
+    };
+    let request = service::check_request(
+        state,
+        ExecutionRequest {
+            method: method.as_str().to_string(),
+            path,
+            headers: passed,
+            body,
+            host: host_name,
+            scheme: scheme.into(),
+            port,
+        },
+    )?;
+    let execution = service::execute_now(state, &caller, &function, Trigger::Http, request).await?;
+
+    if execution.status == status::FAILED {
+        let code = execution
+            .failure
+            .clone()
+            .unwrap_or_else(|| codes::EXECUTION_INVALID_RESPONSE.to_string());
+        let mut response = plain_error(&code, "the function failed; see its execution's errors");
+        if let Ok(id) = HeaderValue::from_str(&execution.id) {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static("x-nimbus-execution-id"), id);
+        }
+        return Ok(response);
+    }
+    let status = u16::try_from(execution.response_status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, execution.response_body).into_response();
+    for (name, value) in &execution.response_headers {
+        let lower = name.to_ascii_lowercase();
+        if is_hop_by_hop(&lower) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(lower.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    if let Ok(id) = HeaderValue::from_str(&execution.id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-nimbus-execution-id"), id);
+    }
+    Ok(response)
+}
+
+/// Runs guests' `nimbus.graphql` calls as `/v1/graphql` runs a request: the
+/// project's cached schema, the query limits, the request's document
+/// transaction, the caller's credential checked by every resolver.
+pub struct FunctionsGateway;
+
+#[async_trait::async_trait]
+impl Gateway for FunctionsGateway {
+    async fn execute(
+        &self,
+        state: &AppState,
+        project_id: &str,
+        credential: Credential,
+        query: String,
+        variables: serde_json::Value,
+    ) -> serde_json::Value {
+        let refused = |code: &str, message: String| serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+        if query.len() > state.config.graphql_max_query_bytes {
+            return refused(
+                codes::QUERY_TOO_LARGE,
+                format!(
+                    "the query is {} bytes long; the limit is {}",
+                    query.len(),
+                    state.config.graphql_max_query_bytes
+                ),
+            );
+        }
+        let loaded = match state.schemas.get(state, project_id).await {
+            Ok(loaded) => loaded,
+            Err(err) => return refused(&err.code(), err.message()),
+        };
+        let addressed = Addressed {
+            caller: Caller {
+                project: loaded.project.clone(),
+                credential,
+            },
+            loaded,
+            expires_at: None,
+        };
+        let mut request = Request::new(query)
+            .variables(async_graphql::Variables::from_json(variables))
+            .data(InsideFunction);
+        if let Err(refusal) = state.parsed_queries.prepare(&mut request) {
+            return serde_json::to_value(async_graphql::Response::from_errors(vec![refusal]))
+                .unwrap_or_default();
+        }
+        let client = ClientInfo {
+            ip: "127.0.0.1".into(),
+            user_agent: "nimbus-functions".into(),
+            locale: String::new(),
+        };
+        let response =
+            crate::http::graphql::run_operation(state, &addressed, &client, request).await;
+        serde_json::to_value(&response).unwrap_or_default()
+    }
+}

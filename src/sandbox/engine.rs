@@ -1,0 +1,1104 @@
+//! One engine (a QuickJS runtime) and the run of one execution in a fresh
+//! context on it: the guest API installed, the deployment's modules loaded from
+//! bytecode, its promise driven to the end while host calls run on the async
+//! runtime, and every limit enforced.
+//!
+//! An engine lives on one thread and runs one execution at a time. It must not
+//! be shared between threads, and it never waits on anything but its own
+//! execution's host calls and timers.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+use std::mem::MaybeUninit;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rquickjs::loader::{ImportAttributes, Loader, Resolver};
+use rquickjs::module::{Declared, Evaluated};
+use rquickjs::promise::PromiseState;
+use rquickjs::{
+    Array, ArrayBuffer, Coerced, Context, Ctx, Exception, Function, Module, Object, Promise,
+    Runtime, Value, WriteOptions,
+};
+use tokio::runtime::Handle;
+
+use super::meter::{Meter, Metered};
+use super::program::{self, Bundle};
+use super::{Failure, FetchRequest, FetchResponse, Host, Limits, Outcome, Request, Response};
+
+/// The host calls one execution may have in flight at once.
+const MAX_HOST_CALLS: usize = 64;
+/// The timers one execution may have pending at once.
+const MAX_TIMERS: usize = 1024;
+/// The engine's stack is capped below the worker thread's own.
+pub(crate) const MAX_STACK: usize = 4 << 20;
+/// How often a wait for host calls looks whether the caller went away.
+const CANCEL_POLL: Duration = Duration::from_millis(50);
+/// The name the guest API's module is compiled under; no deployment module can
+/// have it (`<` is refused in module names).
+const PRELUDE_NAME: &str = "<nimbus>";
+
+/// The guest API's bytecode, compiled once per process.
+fn prelude() -> &'static [u8] {
+    static PRELUDE: OnceLock<Vec<u8>> = OnceLock::new();
+    PRELUDE.get_or_init(|| {
+        let runtime = Runtime::new().expect("the engine starts");
+        let context = Context::full(&runtime).expect("the engine starts");
+        context.with(|ctx| {
+            let module = Module::declare(ctx, PRELUDE_NAME, include_str!("prelude.js"))
+                .expect("the guest API compiles");
+            module
+                .write(WriteOptions::default())
+                .expect("the guest API compiles")
+        })
+    })
+}
+
+/// Why the interrupt handler stopped guest code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Abort {
+    Cpu,
+    Wall,
+    Cancelled,
+}
+
+impl Abort {
+    fn failure(self) -> Failure {
+        match self {
+            Abort::Cpu => Failure::CpuLimit,
+            Abort::Wall | Abort::Cancelled => Failure::Timeout,
+        }
+    }
+}
+
+/// What the interrupt handler and the module loader of one engine share with it.
+struct Shared {
+    cpu_deadline: Cell<Instant>,
+    wall_deadline: Cell<Instant>,
+    abort: Cell<Option<Abort>>,
+    cancelled: RefCell<Option<Box<dyn Fn() -> bool>>>,
+    program: RefCell<Option<Arc<[u8]>>>,
+}
+
+impl Shared {
+    fn interrupt(&self) -> bool {
+        if self.abort.get().is_some() {
+            return true;
+        }
+        let now = Instant::now();
+        let reason = if now >= self.wall_deadline.get() {
+            Abort::Wall
+        } else if now >= self.cpu_deadline.get() {
+            Abort::Cpu
+        } else if self.cancelled.borrow().as_ref().is_some_and(|c| c()) {
+            Abort::Cancelled
+        } else {
+            return false;
+        };
+        self.abort.set(Some(reason));
+        true
+    }
+
+    fn arm(&self, start: Instant, limits: &Limits, cancelled: Option<Box<dyn Fn() -> bool>>) {
+        self.cpu_deadline.set(start + limits.cpu);
+        self.wall_deadline.set(start + limits.wall);
+        self.abort.set(None);
+        *self.cancelled.borrow_mut() = cancelled;
+    }
+
+    fn disarm(&self) {
+        *self.cancelled.borrow_mut() = None;
+        *self.program.borrow_mut() = None;
+    }
+
+    /// Time spent waiting for the host is not guest CPU time.
+    fn credit(&self, waited: Duration) {
+        self.cpu_deadline.set(self.cpu_deadline.get() + waited);
+    }
+
+    fn is_cancelled(&self) -> bool {
+        if self.cancelled.borrow().as_ref().is_some_and(|c| c()) {
+            self.abort.set(Some(Abort::Cancelled));
+        }
+        self.abort.get() == Some(Abort::Cancelled)
+    }
+}
+
+struct BundleResolver(Rc<Shared>);
+
+impl Resolver for BundleResolver {
+    fn resolve<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        base: &str,
+        name: &str,
+        _attributes: Option<ImportAttributes<'js>>,
+    ) -> rquickjs::Result<String> {
+        let resolved = match program::resolve(base, name) {
+            Ok(resolved) => resolved,
+            Err(message) => return Err(Exception::throw_reference(ctx, &message)),
+        };
+        let program = self.0.program.borrow();
+        let known = program
+            .as_deref()
+            .and_then(|bytes| Bundle::parse(bytes).ok())
+            .is_some_and(|b| b.modules.contains_key(resolved.as_str()));
+        if !known {
+            return Err(Exception::throw_reference(
+                ctx,
+                &format!(
+                    "cannot import '{name}' from '{base}': the deployment has no module '{resolved}'"
+                ),
+            ));
+        }
+        Ok(resolved)
+    }
+}
+
+struct BundleLoader(Rc<Shared>);
+
+impl Loader for BundleLoader {
+    fn load<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        name: &str,
+        _attributes: Option<ImportAttributes<'js>>,
+    ) -> rquickjs::Result<Module<'js, Declared>> {
+        let program = self.0.program.borrow();
+        let code = program
+            .as_deref()
+            .and_then(|bytes| Bundle::parse(bytes).ok())
+            .and_then(|b| b.modules.get(name).copied());
+        match code {
+            // SAFETY: the bytes were written by `compile` with this engine's
+            // version (checked by `Bundle::parse`), and programs are stored by
+            // the server, never taken from a client.
+            Some(code) => unsafe { Module::load(ctx.clone(), code) },
+            None => Err(Exception::throw_reference(
+                ctx,
+                &format!("the deployment has no module '{name}'"),
+            )),
+        }
+    }
+}
+
+/// One QuickJS runtime, reused by the executions of one worker thread.
+pub(crate) struct Worker {
+    runtime: Runtime,
+    shared: Rc<Shared>,
+    meter: Rc<Meter>,
+}
+
+/// What a host call or timer answered.
+enum Answer {
+    Fetch(Result<FetchResponse, String>),
+    Graphql(serde_json::Value),
+    Refused(String),
+}
+
+/// The state of one execution that the guest API's native functions reach.
+struct Exec {
+    host: Arc<dyn Host>,
+    handle: Option<Handle>,
+    log_limit: usize,
+    logs: RefCell<String>,
+    errors: RefCell<String>,
+    log_used: Cell<usize>,
+    truncated: Cell<bool>,
+    next_id: Cell<u32>,
+    calls: RefCell<HashMap<u32, Option<tokio::task::AbortHandle>>>,
+    timers: RefCell<BTreeSet<(Instant, u32)>>,
+    tx: mpsc::Sender<(u32, Answer)>,
+    rx: mpsc::Receiver<(u32, Answer)>,
+}
+
+impl Exec {
+    fn new(host: Arc<dyn Host>, handle: Option<Handle>, log_limit: usize) -> Exec {
+        let (tx, rx) = mpsc::channel();
+        Exec {
+            host,
+            handle,
+            log_limit,
+            logs: RefCell::default(),
+            errors: RefCell::default(),
+            log_used: Cell::new(0),
+            truncated: Cell::new(false),
+            next_id: Cell::new(1),
+            calls: RefCell::default(),
+            timers: RefCell::default(),
+            tx,
+            rx,
+        }
+    }
+
+    fn id(&self) -> u32 {
+        let id = self.next_id.get();
+        self.next_id.set(id.wrapping_add(1).max(1));
+        id
+    }
+
+    /// Keeps output up to the limit, counting logs and errors together.
+    fn log(&self, stream: i32, text: &str) -> bool {
+        if self.truncated.get() {
+            return false;
+        }
+        let room = self.log_limit.saturating_sub(self.log_used.get());
+        let need = text.len() + 1;
+        let mut target = if stream == 0 {
+            self.logs.borrow_mut()
+        } else {
+            self.errors.borrow_mut()
+        };
+        if need <= room {
+            target.push_str(text);
+            target.push('\n');
+            self.log_used.set(self.log_used.get() + need);
+            true
+        } else {
+            let mut cut = room;
+            while cut > 0 && !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            target.push_str(&text[..cut]);
+            self.log_used.set(self.log_limit);
+            self.truncated.set(true);
+            false
+        }
+    }
+
+    /// Starts a host call on the async runtime; its answer comes back on `rx`.
+    fn start(
+        &self,
+        ctx: &Ctx<'_>,
+        work: impl FnOnce(&dyn Host) -> futures_util::future::BoxFuture<'static, Answer>,
+    ) -> rquickjs::Result<u32> {
+        if self.calls.borrow().len() >= MAX_HOST_CALLS {
+            return Err(Exception::throw_range(
+                ctx,
+                &format!(
+                    "at most {MAX_HOST_CALLS} fetch and nimbus.graphql calls can be pending at once"
+                ),
+            ));
+        }
+        let id = self.id();
+        let abort = match &self.handle {
+            Some(handle) => {
+                let future = work(self.host.as_ref());
+                let tx = self.tx.clone();
+                let task = handle.spawn(async move {
+                    let answer = future.await;
+                    let _ = tx.send((id, answer));
+                });
+                Some(task.abort_handle())
+            }
+            None => {
+                let _ = self
+                    .tx
+                    .send((id, Answer::Refused("the host is not reachable here".into())));
+                None
+            }
+        };
+        self.calls.borrow_mut().insert(id, abort);
+        Ok(id)
+    }
+
+    fn timer(&self, ctx: &Ctx<'_>, ms: f64) -> rquickjs::Result<u32> {
+        if self.timers.borrow().len() >= MAX_TIMERS {
+            return Err(Exception::throw_range(
+                ctx,
+                &format!("at most {MAX_TIMERS} timers can be pending at once"),
+            ));
+        }
+        let id = self.id();
+        // Past the wall time the execution is over anyway.
+        let delay = Duration::from_secs_f64((ms / 1000.0).clamp(0.0, 86_400.0));
+        self.timers
+            .borrow_mut()
+            .insert((Instant::now() + delay, id));
+        Ok(id)
+    }
+
+    fn cancel_timer(&self, id: u32) {
+        self.timers.borrow_mut().retain(|(_, t)| *t != id);
+    }
+
+    fn due_timer(&self, now: Instant) -> Option<u32> {
+        let mut timers = self.timers.borrow_mut();
+        let first = *timers.first()?;
+        (first.0 <= now).then(|| {
+            timers.remove(&first);
+            first.1
+        })
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        self.timers.borrow().first().map(|(at, _)| *at)
+    }
+
+    fn stop_host_calls(&self) {
+        for abort in self.calls.borrow_mut().drain().filter_map(|(_, a)| a) {
+            abort.abort();
+        }
+    }
+}
+
+/// An exception taken apart.
+pub(crate) struct Caught {
+    pub message: String,
+    pub stack: Option<String>,
+    pub line: Option<u32>,
+    pub out_of_memory: bool,
+    pub stack_overflow: bool,
+}
+
+/// Takes the pending exception (for `Error::Exception`) and describes it.
+pub(crate) fn caught(ctx: &Ctx<'_>, error: rquickjs::Error) -> Caught {
+    let value = match error {
+        rquickjs::Error::Exception => ctx.catch(),
+        rquickjs::Error::Allocation => {
+            return Caught {
+                message: "out of memory".into(),
+                stack: None,
+                line: None,
+                out_of_memory: true,
+                stack_overflow: false,
+            };
+        }
+        other => {
+            return Caught {
+                message: other.to_string(),
+                stack: None,
+                line: None,
+                out_of_memory: false,
+                stack_overflow: false,
+            };
+        }
+    };
+    describe(&value)
+}
+
+fn describe(value: &Value<'_>) -> Caught {
+    if value.is_null() {
+        // QuickJS throws null when it cannot even allocate the error.
+        return Caught {
+            message: "null".into(),
+            stack: None,
+            line: None,
+            out_of_memory: false,
+            stack_overflow: false,
+        };
+    }
+    if let Some(object) = value.as_object() {
+        let text = |key: &str| -> Option<String> {
+            match object.get::<_, Value>(key) {
+                Ok(v) if !v.is_undefined() && !v.is_null() => {
+                    v.get::<Coerced<String>>().ok().map(|c| c.0)
+                }
+                _ => None,
+            }
+        };
+        if let Some(message) = text("message") {
+            let name = text("name").unwrap_or_else(|| "Error".into());
+            let line = object.get::<_, Option<f64>>("lineNumber").ok().flatten();
+            return Caught {
+                out_of_memory: name == "InternalError" && message == "out of memory",
+                stack_overflow: name == "RangeError"
+                    && message == "Maximum call stack size exceeded",
+                message: format!("{name}: {message}"),
+                stack: text("stack").filter(|s| !s.is_empty()),
+                line: line.filter(|l| *l >= 1.0).map(|l| l as u32),
+            };
+        }
+    }
+    let message = value
+        .get::<Coerced<String>>()
+        .map(|c| c.0)
+        .unwrap_or_else(|_| "a value that cannot be shown".into());
+    Caught {
+        message: format!("Uncaught {message}"),
+        stack: None,
+        line: None,
+        out_of_memory: false,
+        stack_overflow: false,
+    }
+}
+
+/// The 1-based line of `module` named in a stack trace (`module:line:column`).
+pub(crate) fn line_in(stack: &str, module: &str) -> Option<u32> {
+    let needle = format!("{module}:");
+    let mut rest = stack;
+    while let Some(at) = rest.find(&needle) {
+        let before = rest[..at].chars().next_back();
+        let after = &rest[at + needle.len()..];
+        let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+        if matches!(before, None | Some(' ' | '(')) && !digits.is_empty() {
+            return digits.parse().ok();
+        }
+        rest = after;
+    }
+    None
+}
+
+/// The first of `modules` named with a line in a stack trace: where an error is.
+pub(crate) fn locate(stack: &str, modules: &[String]) -> Option<(String, u32)> {
+    stack.lines().find_map(|frame| {
+        modules
+            .iter()
+            .find_map(|m| line_in(frame, m).map(|l| (m.clone(), l)))
+    })
+}
+
+/// Runs the job queue until it is empty; an error is an uncatchable exception
+/// (an interrupt) or an allocation failure inside a job.
+fn run_jobs(ctx: &Ctx<'_>) -> rquickjs::Result<()> {
+    loop {
+        let mut job_ctx = MaybeUninit::<*mut rquickjs::qjs::JSContext>::uninit();
+        // SAFETY: the runtime is this context's, locked by `Context::with`.
+        let status = unsafe {
+            let rt = rquickjs::qjs::JS_GetRuntime(ctx.as_raw().as_ptr());
+            rquickjs::qjs::JS_ExecutePendingJob(rt, job_ctx.as_mut_ptr())
+        };
+        match status {
+            0 => return Ok(()),
+            // One context per runtime at a time: the exception is on `ctx`.
+            s if s < 0 => return Err(rquickjs::Error::Exception),
+            _ => {}
+        }
+    }
+}
+
+fn jobs_pending(runtime: &Runtime) -> bool {
+    runtime.is_job_pending()
+}
+
+/// The guest API's entry points, taken from its module.
+struct Api<'js> {
+    invoke: Function<'js>,
+    settle: Function<'js>,
+    has_default: Function<'js>,
+    context: Object<'js>,
+}
+
+impl Worker {
+    pub fn new() -> rquickjs::Result<Worker> {
+        let meter = Rc::new(Meter::default());
+        meter.limit.set(Limits::default().memory);
+        let runtime = Runtime::new_with_alloc(Metered(meter.clone()))?;
+        let now = Instant::now();
+        let shared = Rc::new(Shared {
+            cpu_deadline: Cell::new(now),
+            wall_deadline: Cell::new(now),
+            abort: Cell::new(None),
+            cancelled: RefCell::new(None),
+            program: RefCell::new(None),
+        });
+        let handler = shared.clone();
+        runtime.set_interrupt_handler(Some(Box::new(move || handler.interrupt())));
+        runtime.set_loader(BundleResolver(shared.clone()), BundleLoader(shared.clone()));
+        Ok(Worker {
+            runtime,
+            shared,
+            meter,
+        })
+    }
+
+    /// Bytes the engine holds now, and the most it held during the last execution.
+    #[cfg(test)]
+    pub fn memory(&self) -> (usize, usize) {
+        (self.meter.used.get(), self.meter.peak.get())
+    }
+
+    fn set_limits(&self, limits: &Limits) {
+        // The metered allocator enforces it (QuickJS's own limit does not apply
+        // to a custom allocator).
+        self.meter.limit.set(limits.memory.max(1 << 20));
+        self.meter.refused.set(false);
+        self.meter.peak.set(self.meter.used.get());
+        self.runtime
+            .set_max_stack_size(limits.stack.clamp(64 << 10, MAX_STACK));
+    }
+
+    /// After an execution that was cut short, or left work queued, the engine is
+    /// replaced: nothing of it may reach the next one.
+    fn recycle(&mut self, result: &Result<Response, Failure>) {
+        let clean = matches!(
+            result,
+            Ok(_)
+                | Err(Failure::Thrown(_))
+                | Err(Failure::NeverSettled)
+                | Err(Failure::InvalidResponse(_))
+                | Err(Failure::ResponseTooLarge)
+        );
+        if (!clean || jobs_pending(&self.runtime))
+            && let Ok(fresh) = Worker::new()
+        {
+            *self = fresh;
+        }
+    }
+
+    /// Runs one execution to its end.
+    pub fn execute(
+        &mut self,
+        invocation: super::Invocation,
+        handle: Option<Handle>,
+        cancelled: Option<Box<dyn Fn() -> bool>>,
+    ) -> Outcome {
+        let start = Instant::now();
+        let limits = invocation.limits.clone();
+        self.set_limits(&limits);
+        self.shared.arm(start, &limits, cancelled);
+        *self.shared.program.borrow_mut() = Some(invocation.program.bytes.clone());
+        let exec = Rc::new(Exec::new(invocation.host.clone(), handle, limits.log));
+        let result = match Context::full(&self.runtime) {
+            Ok(context) => context.with(|ctx| {
+                self.run(
+                    &ctx,
+                    &exec,
+                    &limits,
+                    &invocation.program.bytes,
+                    &invocation.env,
+                    invocation.request,
+                )
+            }),
+            Err(_) => Err(Failure::MemoryLimit),
+        };
+        exec.stop_host_calls();
+        self.shared.disarm();
+        self.recycle(&result);
+        // The dropped context's cycles (functions hold their realm) go now, not
+        // against the next execution's memory limit.
+        self.runtime.run_gc();
+        Outcome {
+            result,
+            logs: exec.logs.take(),
+            errors: exec.errors.take(),
+            logs_truncated: exec.truncated.get(),
+            duration: start.elapsed(),
+        }
+    }
+
+    /// Loads a freshly compiled program once, with no host, to check that its
+    /// imports link, its top-level code runs and its entrypoint has a default
+    /// export that is a function. Errors are `(message, module, line)`.
+    pub fn check(
+        &mut self,
+        bytes: &[u8],
+        limits: &Limits,
+    ) -> Result<(), (String, Option<String>, Option<u32>)> {
+        let bundle = Bundle::parse(bytes).map_err(|m| (m, None, None))?;
+        let names: Vec<String> = bundle.modules.keys().map(|s| s.to_string()).collect();
+        let entry = bundle.entry.to_string();
+        self.set_limits(limits);
+        self.shared.arm(Instant::now(), limits, None);
+        *self.shared.program.borrow_mut() = Some(bytes.into());
+        let exec = Rc::new(Exec::new(Arc::new(NoHost), None, 0));
+        let result = match Context::full(&self.runtime) {
+            Ok(context) => context.with(|ctx| {
+                let failed = |caught: Caught| {
+                    let stack = caught.stack.as_deref().unwrap_or("");
+                    let (module, line) =
+                        locate(stack, &names).map_or((None, None), |(n, l)| (Some(n), Some(l)));
+                    (caught.message, module, line)
+                };
+                let api = self
+                    .api(&ctx, &exec, limits, &std::collections::BTreeMap::new())
+                    .map_err(|f| (f.describe(), None, None))?;
+                let module = match self.load_entry(&ctx, &exec, &api, bytes) {
+                    Ok(module) => module,
+                    Err(Loaded::Failed(failure)) => return Err((failure.describe(), None, None)),
+                    Err(Loaded::Threw(c)) => return Err(failed(c)),
+                };
+                let ok = module
+                    .namespace()
+                    .and_then(|ns| api.has_default.call::<_, bool>((ns,)))
+                    .unwrap_or(false);
+                if ok {
+                    Ok(())
+                } else {
+                    Err((
+                        format!(
+                            "the entrypoint '{entry}' has no default export that is a function"
+                        ),
+                        Some(entry.clone()),
+                        None,
+                    ))
+                }
+            }),
+            Err(_) => Err(("the engine ran out of memory".into(), None, None)),
+        };
+        exec.stop_host_calls();
+        self.shared.disarm();
+        // A check that failed may have been interrupted half-way.
+        if (result.is_err() || jobs_pending(&self.runtime))
+            && let Ok(fresh) = Worker::new()
+        {
+            *self = fresh;
+        }
+        result
+    }
+
+    fn fail(&self, ctx: &Ctx<'_>, error: rquickjs::Error) -> Failure {
+        if let Some(abort) = self.shared.abort.get() {
+            let _ = ctx.catch();
+            return abort.failure();
+        }
+        let caught = caught(ctx, error);
+        self.classify(caught)
+    }
+
+    fn classify(&self, caught: Caught) -> Failure {
+        if let Some(abort) = self.shared.abort.get() {
+            return abort.failure();
+        }
+        // An uncaught failure after the allocator refused is the memory limit,
+        // whatever QuickJS managed to throw for it.
+        if caught.out_of_memory || self.meter.refused.get() {
+            return Failure::MemoryLimit;
+        }
+        if caught.stack_overflow {
+            return Failure::StackOverflow;
+        }
+        let mut text = caught.message;
+        if let Some(stack) = caught.stack {
+            text.push('\n');
+            text.push_str(stack.trim_end());
+        }
+        Failure::Thrown(text)
+    }
+
+    /// Builds the guest API in the fresh context.
+    fn api<'js>(
+        &self,
+        ctx: &Ctx<'js>,
+        exec: &Rc<Exec>,
+        limits: &Limits,
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Api<'js>, Failure> {
+        let fail = |e| self.fail(ctx, e);
+        // SAFETY: the prelude's bytecode was written by this engine in this process.
+        let module = unsafe { Module::load(ctx.clone(), prelude()) }.map_err(fail)?;
+        let (module, promise) = module.eval().map_err(fail)?;
+        run_jobs(ctx).map_err(fail)?;
+        if promise.state() != PromiseState::Resolved {
+            return Err(Failure::InvalidResponse(
+                "the engine could not start".into(),
+            ));
+        }
+        let ns = module.namespace().map_err(fail)?;
+        let setup: Function = ns.get("setup").map_err(fail)?;
+        let natives = natives(ctx, exec).map_err(fail)?;
+        let env_object = Object::new(ctx.clone()).map_err(fail)?;
+        for (name, value) in env {
+            env_object
+                .set(name.as_str(), value.as_str())
+                .map_err(fail)?;
+        }
+        let limit_object = Object::new(ctx.clone()).map_err(fail)?;
+        limit_object
+            .set("response", limits.response as f64)
+            .map_err(fail)?;
+        let context: Object = setup
+            .call((natives, env_object, limit_object))
+            .map_err(fail)?;
+        Ok(Api {
+            invoke: ns.get("invoke").map_err(fail)?,
+            settle: ns.get("settle").map_err(fail)?,
+            has_default: ns.get("hasDefaultFunction").map_err(fail)?,
+            context,
+        })
+    }
+
+    fn load_entry<'js>(
+        &self,
+        ctx: &Ctx<'js>,
+        exec: &Exec,
+        api: &Api<'js>,
+        bytes: &[u8],
+    ) -> Result<Module<'js, Evaluated>, Loaded> {
+        let bundle =
+            Bundle::parse(bytes).map_err(|m| Loaded::Failed(Failure::InvalidResponse(m)))?;
+        let threw = |e: rquickjs::Error| -> Loaded {
+            if let Some(abort) = self.shared.abort.get() {
+                let _ = ctx.catch();
+                return Loaded::Failed(abort.failure());
+            }
+            let c = caught(ctx, e);
+            if c.out_of_memory || c.stack_overflow || self.meter.refused.get() {
+                Loaded::Failed(self.classify(c))
+            } else {
+                Loaded::Threw(c)
+            }
+        };
+        let code = bundle
+            .modules
+            .get(bundle.entry)
+            .copied()
+            .unwrap_or_default();
+        // SAFETY: see `BundleLoader::load`.
+        let module = unsafe { Module::load(ctx.clone(), code) }.map_err(threw)?;
+        let (module, promise) = module.eval().map_err(threw)?;
+        match self.drive(ctx, exec, api, &promise) {
+            Ok(_) => Ok(module),
+            Err(Driven::Rejected(e)) => Err(threw(e)),
+            Err(Driven::Failed(f)) => Err(Loaded::Failed(f)),
+        }
+    }
+
+    fn run(
+        &self,
+        ctx: &Ctx<'_>,
+        exec: &Rc<Exec>,
+        limits: &Limits,
+        bytes: &[u8],
+        env: &std::collections::BTreeMap<String, String>,
+        request: Request,
+    ) -> Result<Response, Failure> {
+        let api = self.api(ctx, exec, limits, env)?;
+        let module = self
+            .load_entry(ctx, exec, &api, bytes)
+            .map_err(|l| match l {
+                Loaded::Failed(f) => f,
+                Loaded::Threw(c) => self.classify(c),
+            })?;
+        let fail = |e| self.fail(ctx, e);
+        let ns = module.namespace().map_err(fail)?;
+        let req = request_object(ctx, request).map_err(fail)?;
+        let promise: Promise = api
+            .invoke
+            .call((ns, req, api.context.clone()))
+            .map_err(fail)?;
+        let value = self.drive(ctx, exec, &api, &promise).map_err(|d| match d {
+            Driven::Failed(f) => f,
+            Driven::Rejected(e) => self.fail(ctx, e),
+        })?;
+        response(ctx, value, limits.response).map_err(|e| match e {
+            Shaped::Failure(f) => f,
+            // A getter of the guest's threw, or an interrupt came.
+            Shaped::Js(e) if e.is_exception() => self.fail(ctx, e),
+            Shaped::Js(_) => self.shared.abort.get().map_or_else(
+                || Failure::InvalidResponse("the response is malformed".into()),
+                Abort::failure,
+            ),
+        })
+    }
+
+    /// Runs jobs, host answers and timers until `promise` settles, or nothing
+    /// is left that could settle it.
+    fn drive<'js>(
+        &self,
+        ctx: &Ctx<'js>,
+        exec: &Exec,
+        api: &Api<'js>,
+        promise: &Promise<'js>,
+    ) -> Result<Value<'js>, Driven> {
+        let failed = |e| Driven::Failed(self.fail(ctx, e));
+        loop {
+            run_jobs(ctx).map_err(failed)?;
+            if let Some(abort) = self.shared.abort.get() {
+                return Err(Driven::Failed(abort.failure()));
+            }
+            match promise.state() {
+                PromiseState::Resolved => {
+                    return promise
+                        .result::<Value>()
+                        .unwrap_or(Err(rquickjs::Error::Unknown))
+                        .map_err(failed);
+                }
+                PromiseState::Rejected => {
+                    let e = promise
+                        .result::<Value>()
+                        .map(|r| r.err().unwrap_or(rquickjs::Error::Unknown))
+                        .unwrap_or(rquickjs::Error::Unknown);
+                    return Err(Driven::Rejected(e));
+                }
+                PromiseState::Pending => {}
+            }
+            let now = Instant::now();
+            if let Some(id) = exec.due_timer(now) {
+                api.settle
+                    .call::<_, ()>((id, true, rquickjs::Undefined))
+                    .map_err(failed)?;
+                continue;
+            }
+            if exec.calls.borrow().is_empty() && exec.timers.borrow().is_empty() {
+                return Err(Driven::Failed(Failure::NeverSettled));
+            }
+            let wall = self.shared.wall_deadline.get();
+            if now >= wall {
+                return Err(Driven::Failed(Failure::Timeout));
+            }
+            if self.shared.is_cancelled() {
+                return Err(Driven::Failed(Failure::Timeout));
+            }
+            let mut until = wall.min(now + CANCEL_POLL);
+            if let Some(next) = exec.next_timer() {
+                until = until.min(next);
+            }
+            let answer = exec.rx.recv_timeout(until.saturating_duration_since(now));
+            self.shared.credit(now.elapsed());
+            if let Ok((id, answer)) = answer
+                && exec.calls.borrow_mut().remove(&id).is_some()
+            {
+                deliver(ctx, api, id, answer).map_err(failed)?;
+            }
+        }
+    }
+}
+
+enum Driven {
+    Failed(Failure),
+    Rejected(rquickjs::Error),
+}
+
+enum Loaded {
+    Failed(Failure),
+    Threw(Caught),
+}
+
+enum Shaped {
+    Failure(Failure),
+    Js(rquickjs::Error),
+}
+
+impl From<rquickjs::Error> for Shaped {
+    fn from(e: rquickjs::Error) -> Self {
+        Shaped::Js(e)
+    }
+}
+
+impl Failure {
+    fn describe(&self) -> String {
+        match self {
+            Failure::Thrown(m) | Failure::InvalidResponse(m) => m.clone(),
+            Failure::CpuLimit => "the top-level code ran out of CPU time".into(),
+            Failure::Timeout => "the top-level code ran out of time".into(),
+            Failure::MemoryLimit => "the top-level code ran out of memory".into(),
+            Failure::StackOverflow => "the top-level code overflowed the stack".into(),
+            Failure::NeverSettled => {
+                "the top-level code awaits something that never settles".into()
+            }
+            Failure::ResponseTooLarge => "the response is too large".into(),
+            Failure::Crashed => "the engine failed".into(),
+        }
+    }
+}
+
+/// A host for checking programs: there is nothing to reach.
+struct NoHost;
+
+impl Host for NoHost {
+    fn fetch(
+        &self,
+        _request: FetchRequest,
+    ) -> futures_util::future::BoxFuture<'static, Result<FetchResponse, String>> {
+        Box::pin(async { Err("the host is not reachable here".to_string()) })
+    }
+
+    fn graphql(
+        &self,
+        _query: String,
+        _variables: serde_json::Value,
+    ) -> futures_util::future::BoxFuture<'static, serde_json::Value> {
+        Box::pin(async { serde_json::Value::Null })
+    }
+}
+
+/// Bytes of an ArrayBuffer, or of a string as UTF-8.
+fn bytes_of(value: &Value<'_>) -> Option<Vec<u8>> {
+    if let Some(s) = value.as_string() {
+        return s.to_string().ok().map(String::into_bytes);
+    }
+    let buffer = ArrayBuffer::from_value(value.clone())?;
+    // SAFETY: copied at once, with no guest code running in between.
+    unsafe { buffer.as_bytes() }.map(<[u8]>::to_vec)
+}
+
+fn natives<'js>(ctx: &Ctx<'js>, exec: &Rc<Exec>) -> rquickjs::Result<Object<'js>> {
+    let o = Object::new(ctx.clone())?;
+    let exec_ = exec.clone();
+    o.set(
+        "log",
+        Function::new(ctx.clone(), move |stream: i32, text: String| {
+            exec_.log(stream, &text)
+        })?,
+    )?;
+    let exec_ = exec.clone();
+    o.set(
+        "fetch",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, method: String, url: String, headers: String, body: Value<'js>| {
+                let headers: Vec<(String, String)> =
+                    serde_json::from_str(&headers).map_err(|_| {
+                        Exception::throw_type(&ctx, "fetch: headers must be name/value pairs")
+                    })?;
+                let body = bytes_of(&body).unwrap_or_default();
+                let request = FetchRequest {
+                    method,
+                    url,
+                    headers,
+                    body: Bytes::from(body),
+                };
+                exec_.start(&ctx, move |host| {
+                    let call = host.fetch(request);
+                    Box::pin(async move { Answer::Fetch(call.await) })
+                })
+            },
+        )?,
+    )?;
+    let exec_ = exec.clone();
+    o.set(
+        "graphql",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, query: String, variables: String| {
+                let variables: serde_json::Value =
+                    serde_json::from_str(&variables).unwrap_or(serde_json::Value::Null);
+                exec_.start(&ctx, move |host| {
+                    let call = host.graphql(query, variables);
+                    Box::pin(async move { Answer::Graphql(call.await) })
+                })
+            },
+        )?,
+    )?;
+    let exec_ = exec.clone();
+    o.set(
+        "timer",
+        Function::new(ctx.clone(), move |ctx: Ctx<'js>, ms: f64| {
+            exec_.timer(&ctx, ms)
+        })?,
+    )?;
+    let exec_ = exec.clone();
+    o.set(
+        "cancel",
+        Function::new(ctx.clone(), move |id: u32| exec_.cancel_timer(id))?,
+    )?;
+    o.set(
+        "decode",
+        Function::new(ctx.clone(), move |value: Value<'js>| {
+            let bytes = bytes_of(&value).unwrap_or_default();
+            String::from_utf8_lossy(&bytes).into_owned()
+        })?,
+    )?;
+    o.set(
+        "encode",
+        Function::new(ctx.clone(), move |ctx: Ctx<'js>, text: String| {
+            ArrayBuffer::new(ctx, text.into_bytes())
+        })?,
+    )?;
+    Ok(o)
+}
+
+fn deliver<'js>(ctx: &Ctx<'js>, api: &Api<'js>, id: u32, answer: Answer) -> rquickjs::Result<()> {
+    match answer {
+        Answer::Fetch(Ok(response)) => {
+            let o = Object::new(ctx.clone())?;
+            o.set("status", response.status as i32)?;
+            o.set("url", response.url)?;
+            o.set("headers", pairs(ctx, &response.headers)?)?;
+            o.set(
+                "body",
+                ArrayBuffer::new(ctx.clone(), response.body.to_vec())?,
+            )?;
+            api.settle.call((id, true, o))
+        }
+        Answer::Fetch(Err(message)) | Answer::Refused(message) => {
+            api.settle.call((id, false, message))
+        }
+        Answer::Graphql(value) => api.settle.call((id, true, value.to_string())),
+    }
+}
+
+fn pairs<'js>(ctx: &Ctx<'js>, list: &[(String, String)]) -> rquickjs::Result<Array<'js>> {
+    let array = Array::new(ctx.clone())?;
+    for (i, (name, value)) in list.iter().enumerate() {
+        let pair = Array::new(ctx.clone())?;
+        pair.set(0, name.as_str())?;
+        pair.set(1, value.as_str())?;
+        array.set(i, pair)?;
+    }
+    Ok(array)
+}
+
+fn request_object<'js>(ctx: &Ctx<'js>, request: Request) -> rquickjs::Result<Object<'js>> {
+    let o = Object::new(ctx.clone())?;
+    o.set("method", request.method)?;
+    o.set("scheme", request.scheme)?;
+    o.set("host", request.host)?;
+    o.set("port", request.port as i32)?;
+    o.set("path", request.path)?;
+    o.set("queryString", request.query_string)?;
+    o.set("headers", pairs(ctx, &request.headers)?)?;
+    o.set(
+        "body",
+        ArrayBuffer::new(ctx.clone(), request.body.to_vec())?,
+    )?;
+    Ok(o)
+}
+
+/// The guest's `res.*` result as a [`Response`], checked.
+fn response<'js>(ctx: &Ctx<'js>, value: Value<'js>, limit: usize) -> Result<Response, Shaped> {
+    let _ = ctx;
+    let object = value
+        .into_object()
+        .ok_or_else(|| Shaped::Failure(Failure::InvalidResponse("no response".into())))?;
+    if let Some(message) = object.get::<_, Option<String>>("invalid")? {
+        return Err(Shaped::Failure(Failure::InvalidResponse(message)));
+    }
+    if object.get::<_, bool>("tooLarge")? {
+        return Err(Shaped::Failure(Failure::ResponseTooLarge));
+    }
+    let invalid = |m: String| Shaped::Failure(Failure::InvalidResponse(m));
+    let status: Value = object.get("status")?;
+    let status = status
+        .as_number()
+        .filter(|s| s.fract() == 0.0 && (100.0..=599.0).contains(s))
+        .ok_or_else(|| invalid("the status must be an integer from 100 to 599".into()))?
+        as u16;
+    let raw: Vec<Vec<String>> = object.get("headers")?;
+    let mut headers = Vec::with_capacity(raw.len());
+    let mut size = 0usize;
+    for pair in raw {
+        let [name, value]: [String; 2] = pair
+            .try_into()
+            .map_err(|_| invalid("a header is not a name and a value".into()))?;
+        if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(invalid(format!("'{name}' is not a valid header name")));
+        }
+        if axum::http::HeaderValue::from_str(&value).is_err() {
+            return Err(invalid(format!(
+                "the value of header '{name}' is not valid"
+            )));
+        }
+        size += name.len() + value.len();
+        headers.push((name.to_ascii_lowercase(), value));
+    }
+    let body: Value = object.get("body")?;
+    if let Some(buffer) = ArrayBuffer::from_value(body.clone())
+        && buffer.len() + size > limit
+    {
+        return Err(Shaped::Failure(Failure::ResponseTooLarge));
+    }
+    let body = bytes_of(&body).unwrap_or_default();
+    if body.len() + size > limit {
+        return Err(Shaped::Failure(Failure::ResponseTooLarge));
+    }
+    Ok(Response {
+        status,
+        headers,
+        body: Bytes::from(body),
+    })
+}
+
+/// Bytes of an idle engine, and the peak of one hello-world execution on it.
+#[cfg(test)]
+pub(crate) fn memory_figures(invocation: super::Invocation) -> (usize, usize) {
+    let mut worker = Worker::new().expect("the engine starts");
+    let (idle, _) = worker.memory();
+    let outcome = worker.execute(invocation, None, None);
+    assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+    (idle, worker.memory().1)
+}

@@ -1,0 +1,226 @@
+//! The worker threads and their bounded queue. Each worker is an OS thread
+//! (never a tokio worker: guest code must not block the async runtime) with its
+//! own engine; the async side only queues a job and awaits its answer.
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+use super::engine::Worker;
+use super::{Busy, Failure, Invocation, Outcome};
+
+/// The OS stack of a worker: room for the engine's stack limit and the host
+/// frames below it.
+const THREAD_STACK: usize = 8 << 20;
+
+struct Job {
+    invocation: Invocation,
+    reply: oneshot::Sender<Outcome>,
+}
+
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Jobs a worker has taken and not finished.
+    taken: usize,
+    closed: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    workers: usize,
+    capacity: usize,
+    running: AtomicUsize,
+    /// Moving average of execution time, in microseconds.
+    average_us: AtomicU64,
+    completed: AtomicU64,
+    handle: Option<Handle>,
+}
+
+/// The worker threads executions run on, with a bounded queue before them.
+pub struct Pool {
+    shared: Arc<Shared>,
+}
+
+impl Pool {
+    /// `workers` threads, each running one execution at a time, and at most
+    /// `queue` executions waiting for one. Host calls run on the tokio runtime
+    /// `new` is called in (if any).
+    pub fn new(workers: usize, queue: usize) -> Pool {
+        Pool::with_handle(workers, queue, Handle::try_current().ok())
+    }
+
+    /// As [`Pool::new`], with the runtime host calls run on given explicitly.
+    pub fn with_handle(workers: usize, queue: usize, handle: Option<Handle>) -> Pool {
+        let workers = workers.max(1);
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                taken: 0,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            workers,
+            capacity: queue,
+            running: AtomicUsize::new(0),
+            average_us: AtomicU64::new(1_000),
+            completed: AtomicU64::new(0),
+            handle,
+        });
+        for n in 0..workers {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("nimbus-fn-{n}"))
+                .stack_size(THREAD_STACK)
+                .spawn(move || work(shared))
+                .expect("the OS starts a function worker thread");
+        }
+        Pool { shared }
+    }
+
+    /// Runs one execution to its end, or refuses it at once when the queue is full.
+    /// Dropping the future abandons the execution: it is skipped if still
+    /// queued, and stopped at its next interrupt check if running.
+    pub async fn run(&self, invocation: Invocation) -> Result<Outcome, Busy> {
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            // Every worker runs one; past them, `capacity` wait.
+            if queue.closed
+                || queue.jobs.len() + queue.taken >= self.shared.capacity + self.shared.workers
+            {
+                return Err(Busy {
+                    retry_after: self.retry_after(queue.jobs.len()),
+                });
+            }
+            queue.jobs.push_back(Job { invocation, reply });
+        }
+        self.shared.ready.notify_one();
+        Ok(answer.await.unwrap_or_else(|_| Outcome {
+            result: Err(Failure::Crashed),
+            logs: String::new(),
+            errors: String::new(),
+            logs_truncated: false,
+            duration: Duration::ZERO,
+        }))
+    }
+
+    /// How long until a place is likely free: the waiting executions shared
+    /// among the workers, at the recent average duration; whole seconds (it
+    /// becomes `Retry-After`).
+    fn retry_after(&self, waiting: usize) -> Duration {
+        let average = self.shared.average_us.load(Ordering::Relaxed);
+        let rounds = (waiting / self.shared.workers + 1) as u64;
+        let micros = average.saturating_mul(rounds);
+        Duration::from_secs(micros.div_ceil(1_000_000).clamp(1, 60))
+    }
+
+    /// Threads running executions.
+    pub fn workers(&self) -> usize {
+        self.shared.workers
+    }
+
+    /// Executions running now.
+    pub fn running(&self) -> usize {
+        self.shared.running.load(Ordering::Relaxed)
+    }
+
+    /// Executions waiting for a worker.
+    pub fn waiting(&self) -> usize {
+        self.shared
+            .queue
+            .lock()
+            .map(|q| q.jobs.len())
+            .unwrap_or_default()
+    }
+
+    /// Executions finished since the pool started.
+    pub fn completed(&self) -> u64 {
+        self.shared.completed.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if let Ok(mut queue) = self.shared.queue.lock() {
+            queue.closed = true;
+        }
+        self.shared.ready.notify_all();
+    }
+}
+
+fn next(shared: &Shared) -> Option<Job> {
+    let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        if let Some(job) = queue.jobs.pop_front() {
+            queue.taken += 1;
+            return Some(job);
+        }
+        if queue.closed {
+            return None;
+        }
+        queue = shared.ready.wait(queue).unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+fn done(shared: &Shared) {
+    let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+    queue.taken -= 1;
+}
+
+fn work(shared: Arc<Shared>) {
+    let mut worker = match Worker::new() {
+        Ok(worker) => worker,
+        Err(error) => {
+            tracing::error!(%error, "a function worker could not start its engine");
+            return;
+        }
+    };
+    while let Some(job) = next(&shared) {
+        if job.reply.is_closed() {
+            done(&shared);
+            continue;
+        }
+        shared.running.fetch_add(1, Ordering::Relaxed);
+        let reply = Rc::new(job.reply);
+        let watch = reply.clone();
+        let cancelled: Box<dyn Fn() -> bool> = Box::new(move || watch.is_closed());
+        let handle = shared.handle.clone();
+        let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            worker.execute(job.invocation, handle, Some(cancelled))
+        }));
+        let outcome = match run {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                tracing::error!("a function execution panicked; its engine is replaced");
+                if let Ok(fresh) = Worker::new() {
+                    worker = fresh;
+                }
+                Outcome {
+                    result: Err(Failure::Crashed),
+                    logs: String::new(),
+                    errors: String::new(),
+                    logs_truncated: false,
+                    duration: Duration::ZERO,
+                }
+            }
+        };
+        let micros = outcome.duration.as_micros().min(u64::MAX as u128) as u64;
+        let old = shared.average_us.load(Ordering::Relaxed);
+        shared
+            .average_us
+            .store((old * 7 + micros) / 8, Ordering::Relaxed);
+        shared.completed.fetch_add(1, Ordering::Relaxed);
+        shared.running.fetch_sub(1, Ordering::Relaxed);
+        done(&shared);
+        if let Ok(reply) = Rc::try_unwrap(reply) {
+            let _ = reply.send(outcome);
+        }
+    }
+}

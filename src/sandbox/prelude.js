@@ -1,0 +1,288 @@
+// The guest API, evaluated in every fresh context before the deployment's code.
+// It is compiled once per process; the host passes its native functions to `setup`
+// and never exposes them as globals, so the guest reaches the host only through
+// what this module builds. Builtins are captured here, before guest code runs, so
+// a guest that overwrites `JSON` or `Map` only breaks its own execution.
+
+const { parse, stringify } = JSON;
+const PMap = Map;
+const PWeakSet = WeakSet;
+const PPromise = Promise;
+const PArrayBuffer = ArrayBuffer;
+const PUint8Array = Uint8Array;
+const isView = ArrayBuffer.isView;
+const freeze = Object.freeze;
+const defineProperty = Object.defineProperty;
+const entries = Object.entries;
+
+let host;
+let responseLimit = 0;
+const pending = new PMap();
+const results = new PWeakSet();
+
+function bytes(value) {
+  if (value instanceof PArrayBuffer) return value;
+  if (isView(value)) return value.buffer.slice(value.byteOffset, value.byteOffset + value.byteLength);
+  return undefined;
+}
+
+function show(value) {
+  if (typeof value === 'string') return value;
+  if (value instanceof Error) return value.stack ? `${value.name}: ${value.message}\n${value.stack}` : String(value);
+  if (typeof value === 'object' && value !== null) {
+    try {
+      const text = stringify(value);
+      if (text !== undefined) return text;
+    } catch (_) {
+      // cyclic or throwing: fall back to its string form
+    }
+  }
+  return String(value);
+}
+
+function writer(stream) {
+  return (...args) => {
+    host.log(stream, args.map(show).join(' '));
+  };
+}
+
+// One pending host operation: the host answers through `settle` with the id.
+function hostCall(start) {
+  return new PPromise((resolve, reject) => {
+    const id = start();
+    pending.set(id, { resolve, reject });
+  });
+}
+
+export function settle(id, ok, value) {
+  const entry = pending.get(id);
+  if (entry === undefined) return;
+  pending.delete(id);
+  if (ok) entry.resolve(value);
+  else entry.reject(new Error(value));
+}
+
+class Headers {
+  #map = new PMap();
+  constructor(init) {
+    const pairs = init instanceof Headers ? [...init] : Array.isArray(init) ? init : entries(init ?? {});
+    for (const [name, value] of pairs) this.append(name, value);
+  }
+  append(name, value) {
+    const key = String(name).toLowerCase();
+    const old = this.#map.get(key);
+    this.#map.set(key, old === undefined ? String(value) : `${old}, ${value}`);
+  }
+  set(name, value) { this.#map.set(String(name).toLowerCase(), String(value)); }
+  get(name) { return this.#map.get(String(name).toLowerCase()) ?? null; }
+  has(name) { return this.#map.has(String(name).toLowerCase()); }
+  delete(name) { this.#map.delete(String(name).toLowerCase()); }
+  forEach(f, self) { for (const [k, v] of this.#map) f.call(self, v, k, this); }
+  keys() { return this.#map.keys(); }
+  values() { return this.#map.values(); }
+  entries() { return this.#map.entries(); }
+  [Symbol.iterator]() { return this.#map.entries(); }
+}
+
+class FetchResponse {
+  #body;
+  constructor(answer) {
+    this.status = answer.status;
+    this.statusText = '';
+    this.ok = answer.status >= 200 && answer.status < 300;
+    this.url = answer.url;
+    this.redirected = false;
+    this.headers = new Headers(answer.headers);
+    this.#body = answer.body;
+  }
+  async arrayBuffer() { return this.#body.slice(0); }
+  async text() { return host.decode(this.#body); }
+  async json() { return parse(host.decode(this.#body)); }
+}
+
+async function fetch(input, init = {}) {
+  const url = String(typeof input === 'object' && input !== null && 'url' in input ? input.url : input);
+  const method = String(init.method ?? 'GET').toUpperCase();
+  const headers = [...new Headers(init.headers ?? {})];
+  let body = init.body;
+  if (body === undefined || body === null) body = '';
+  else if (typeof body !== 'string') {
+    const raw = bytes(body);
+    if (raw === undefined) throw new TypeError('fetch: body must be a string, an ArrayBuffer or a typed array');
+    body = raw;
+  }
+  const answer = await hostCall(() => host.fetch(method, url, stringify(headers), body));
+  return new FetchResponse(answer);
+}
+
+async function graphql(query, variables = {}) {
+  const text = await hostCall(() => host.graphql(String(query), stringify(variables ?? {})));
+  return parse(text);
+}
+
+class TextEncoder {
+  get encoding() { return 'utf-8'; }
+  encode(text = '') { return new PUint8Array(host.encode(String(text))); }
+}
+
+class TextDecoder {
+  get encoding() { return 'utf-8'; }
+  decode(input) {
+    if (input === undefined) return '';
+    const raw = bytes(input);
+    if (raw === undefined) throw new TypeError('TextDecoder: input must be an ArrayBuffer or a typed array');
+    return host.decode(raw);
+  }
+}
+
+// Timers fire only while the execution runs: the host drops them when the
+// response is ready, and they count as pending work until then.
+function setTimeout(callback, delay = 0, ...args) {
+  if (typeof callback !== 'function') throw new TypeError('setTimeout: callback must be a function');
+  const ms = Number(delay);
+  const id = host.timer(ms > 0 ? ms : 0);
+  pending.set(id, { resolve: () => callback(...args), reject() {} });
+  return id;
+}
+
+function clearTimeout(id) {
+  if (pending.delete(id)) host.cancel(id);
+}
+
+function define(target, name, value) {
+  defineProperty(target, name, { value, writable: true, configurable: true, enumerable: false });
+}
+
+export function setup(natives, env, limits) {
+  host = natives;
+  responseLimit = limits.response;
+  const frozenEnv = freeze(env);
+  const out = writer(0);
+  const err = writer(1);
+  define(globalThis, 'console', freeze({
+    log: out, info: out, debug: out, trace: err, warn: err, error: err,
+    assert(condition, ...args) { if (!condition) err('Assertion failed:', ...args); },
+  }));
+  define(globalThis, 'process', freeze({ env: frozenEnv }));
+  define(globalThis, 'fetch', fetch);
+  define(globalThis, 'Headers', Headers);
+  define(globalThis, 'TextEncoder', TextEncoder);
+  define(globalThis, 'TextDecoder', TextDecoder);
+  define(globalThis, 'setTimeout', setTimeout);
+  define(globalThis, 'clearTimeout', clearTimeout);
+  define(globalThis, 'queueMicrotask', (f) => { PPromise.resolve().then(f); });
+  define(globalThis, 'nimbus', freeze({ graphql }));
+  return { env: frozenEnv, log: out, error: err };
+}
+
+function parseQuery(text) {
+  const query = {};
+  if (text === '') return query;
+  for (const part of text.split('&')) {
+    if (part === '') continue;
+    const eq = part.indexOf('=');
+    const rawKey = eq < 0 ? part : part.slice(0, eq);
+    const rawValue = eq < 0 ? '' : part.slice(eq + 1);
+    const decode = (s) => {
+      const plain = s.replace(/\+/g, ' ');
+      try { return decodeURIComponent(plain); } catch (_) { return plain; }
+    };
+    query[decode(rawKey)] = decode(rawValue);
+  }
+  return query;
+}
+
+function makeRequest(raw) {
+  const headers = {};
+  for (const [name, value] of raw.headers) {
+    const key = name.toLowerCase();
+    headers[key] = key in headers ? `${headers[key]}, ${value}` : value;
+  }
+  const defaultPort = raw.scheme === 'https' ? 443 : 80;
+  const port = raw.port === defaultPort || raw.port === 0 ? '' : `:${raw.port}`;
+  const qs = raw.queryString === '' ? '' : `?${raw.queryString}`;
+  const body = raw.body;
+  const req = {
+    method: raw.method,
+    scheme: raw.scheme,
+    host: raw.host,
+    port: raw.port,
+    path: raw.path,
+    queryString: raw.queryString,
+    query: parseQuery(raw.queryString),
+    headers,
+    url: `${raw.scheme}://${raw.host}${port}${raw.path}${qs}`,
+  };
+  const text = () => host.decode(body);
+  Object.defineProperties(req, {
+    bodyText: { get: text, enumerable: true },
+    bodyRaw: { get: text, enumerable: false },
+    bodyJson: { get: () => parse(text()), enumerable: true },
+    bodyBinary: { get: () => new PUint8Array(body.slice(0)), enumerable: true },
+  });
+  return req;
+}
+
+function headerList(headers, defaults) {
+  const list = [];
+  const seen = new Set();
+  for (const [name, value] of entries(headers ?? {})) {
+    seen.add(String(name).toLowerCase());
+    list.push([String(name), String(value)]);
+  }
+  for (const [name, value] of defaults) if (!seen.has(name)) list.push([name, value]);
+  return list;
+}
+
+function answer(body, status, headers, defaults) {
+  let payload;
+  if (typeof body === 'string') payload = body;
+  else if (body === undefined || body === null) payload = '';
+  else payload = bytes(body) ?? String(body);
+  const size = typeof payload === 'string' ? payload.length : payload.byteLength;
+  // UTF-8 needs at least one byte per UTF-16 unit, so this never refuses a body
+  // that fits; the host checks the exact byte count.
+  const tooLarge = size > responseLimit;
+  const result = freeze({
+    status: status ?? 200,
+    headers: freeze(headerList(headers, defaults).map(freeze)),
+    body: tooLarge ? '' : payload,
+    tooLarge,
+  });
+  results.add(result);
+  return result;
+}
+
+const res = freeze({
+  send: (body, status, headers) => answer(body, status, headers, []),
+  text: (body, status, headers) => answer(String(body ?? ''), status, headers, [['content-type', 'text/plain; charset=utf-8']]),
+  json: (value, status, headers) => answer(stringify(value) ?? 'null', status, headers, [['content-type', 'application/json']]),
+  binary: (value, status, headers) => {
+    const raw = bytes(value);
+    if (raw === undefined) throw new TypeError('res.binary: expects an ArrayBuffer or a typed array');
+    return answer(raw, status, headers, [['content-type', 'application/octet-stream']]);
+  },
+  empty: () => answer('', 204, {}, []),
+  redirect: (url, status = 301, headers) => answer('', status, headers, [['location', String(url)]]),
+});
+
+function describe(value) {
+  if (value === undefined) return 'undefined';
+  if (value === null) return 'null';
+  return typeof value;
+}
+
+export async function invoke(namespace, raw, context) {
+  const entry = namespace.default;
+  if (typeof entry !== 'function') return { invalid: 'the entrypoint has no default export that is a function' };
+  const req = makeRequest(raw);
+  const out = await entry({ req, res, log: context.log, error: context.error, env: context.env });
+  if (!results.has(out)) {
+    return { invalid: `the function returned ${describe(out)}, not the result of res.send, res.text, res.json, res.binary, res.empty or res.redirect` };
+  }
+  return out;
+}
+
+export function hasDefaultFunction(namespace) {
+  return typeof namespace.default === 'function';
+}

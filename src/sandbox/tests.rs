@@ -1,0 +1,755 @@
+//! The engine's behaviour, driven through the public interface.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use super::*;
+use crate::sandbox::engine;
+
+/// A host whose fetch answers after `delay` (a tokio timer: it only works on
+/// the runtime), or never when `delay` is `None`.
+struct FakeHost {
+    delay: Option<Duration>,
+}
+
+const FAKE: FakeHost = FakeHost {
+    delay: Some(Duration::ZERO),
+};
+
+impl Host for FakeHost {
+    fn fetch(&self, request: FetchRequest) -> BoxFuture<'static, Result<FetchResponse, String>> {
+        let delay = self.delay;
+        Box::pin(async move {
+            match delay {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => std::future::pending::<()>().await,
+            }
+            if request.url.contains("refused") {
+                return Err("the address is not allowed".to_string());
+            }
+            Ok(FetchResponse {
+                status: 200,
+                url: request.url,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: bytes::Bytes::from_static(b"{\"hello\":\"world\"}"),
+            })
+        })
+    }
+
+    fn graphql(
+        &self,
+        query: String,
+        variables: serde_json::Value,
+    ) -> BoxFuture<'static, serde_json::Value> {
+        Box::pin(async move {
+            serde_json::json!({ "data": { "query": query, "variables": variables } })
+        })
+    }
+}
+
+fn source(code: &str) -> Source {
+    Source {
+        modules: BTreeMap::from([("index.js".to_string(), code.to_string())]),
+        entrypoint: "index.js".into(),
+    }
+}
+
+fn invocation(program: Program) -> Invocation {
+    Invocation {
+        program,
+        env: BTreeMap::new(),
+        request: Request {
+            method: "GET".into(),
+            scheme: "http".into(),
+            host: "localhost".into(),
+            port: 80,
+            path: "/".into(),
+            ..Request::default()
+        },
+        limits: Limits::default(),
+        host: Arc::new(FAKE),
+    }
+}
+
+async fn run(pool: &Pool, code: &str) -> Outcome {
+    run_with(pool, code, |_| {}).await
+}
+
+async fn run_with(pool: &Pool, code: &str, change: impl FnOnce(&mut Invocation)) -> Outcome {
+    let program = compile(&source(code)).expect("compiles");
+    let mut invocation = invocation(program);
+    change(&mut invocation);
+    pool.run(invocation).await.expect("not busy")
+}
+
+fn body(outcome: &Outcome) -> String {
+    match &outcome.result {
+        Ok(response) => String::from_utf8_lossy(&response.body).into_owned(),
+        Err(failure) => panic!(
+            "failed: {failure:?}; logs {} errors {}",
+            outcome.logs, outcome.errors
+        ),
+    }
+}
+
+const HELLO: &str = "export default async ({ res }) => res.json({ ok: true })";
+
+/// The worker is healthy after a failure: the next execution succeeds.
+async fn next_one_succeeds(pool: &Pool) {
+    let outcome = run(pool, HELLO).await;
+    assert_eq!(body(&outcome), "{\"ok\":true}");
+}
+
+fn compile_error(modules: &[(&str, &str)], entry: &str) -> CompileError {
+    compile(&Source {
+        modules: modules
+            .iter()
+            .map(|(n, c)| (n.to_string(), c.to_string()))
+            .collect(),
+        entrypoint: entry.into(),
+    })
+    .expect_err("refused")
+}
+
+#[tokio::test]
+async fn runs_a_hello_world_that_answers_json() {
+    let pool = Pool::new(1, 4);
+    let outcome = run(
+        &pool,
+        "export default async ({ req, res }) => res.json({ ok: true })",
+    )
+    .await;
+    let response = outcome.result.expect("succeeds");
+    assert_eq!(response.status, 200);
+    assert_eq!(&response.body[..], b"{\"ok\":true}");
+    assert!(
+        response
+            .headers
+            .contains(&("content-type".to_string(), "application/json".to_string()))
+    );
+}
+
+#[test]
+fn a_syntax_error_names_its_module_and_line() {
+    let error = compile_error(
+        &[(
+            "index.js",
+            "export default async ({ res }) => {\n  const a = 1;\n  return res.json(a +);\n};\n",
+        )],
+        "index.js",
+    );
+    assert_eq!(error.module.as_deref(), Some("index.js"));
+    assert_eq!(error.line, Some(3), "{error:?}");
+    let error = compile_error(
+        &[
+            (
+                "index.js",
+                "import { f } from './lib/util.js';\nexport default f;\n",
+            ),
+            ("lib/util.js", "export function f() {\n\n  return (;\n}\n"),
+        ],
+        "index.js",
+    );
+    assert_eq!(error.module.as_deref(), Some("lib/util.js"));
+    assert_eq!(error.line, Some(3), "{error:?}");
+}
+
+#[tokio::test]
+async fn imports_among_the_deployments_modules_resolve_by_relative_path() {
+    let program = compile(&Source {
+        modules: BTreeMap::from([
+            ("src/index.js".to_string(), "import { greet } from './lib/greet.js';\nexport default ({ res }) => res.text(greet('nimbus'));".to_string()),
+            ("src/lib/greet.js".to_string(), "import { PREFIX } from '../consts.js';\nexport const greet = (n) => PREFIX + n;".to_string()),
+            ("src/consts.js".to_string(), "export const PREFIX = 'hello ';".to_string()),
+        ]),
+        entrypoint: "src/index.js".into(),
+    })
+    .expect("compiles");
+    let pool = Pool::new(1, 1);
+    let outcome = pool.run(invocation(program)).await.unwrap();
+    assert_eq!(body(&outcome), "hello nimbus");
+}
+
+#[test]
+fn imports_of_anything_else_are_refused_at_compile_time() {
+    for (specifier, expect) in [
+        ("std", "only the deployment's own modules"),
+        ("os", "only the deployment's own modules"),
+        ("node:fs", "only the deployment's own modules"),
+        ("/etc/passwd", "only the deployment's own modules"),
+        ("./missing.js", "no module 'missing.js'"),
+        ("../outside.js", "outside the deployment"),
+    ] {
+        let error = compile_error(
+            &[(
+                "index.js",
+                &format!(
+                    "import * as m from '{specifier}';\nexport default ({{ res }}) => res.empty();"
+                ),
+            )],
+            "index.js",
+        );
+        assert!(error.message.contains(expect), "{specifier}: {error:?}");
+    }
+}
+
+#[tokio::test]
+async fn dynamic_imports_reach_the_deployments_modules_only() {
+    let program = compile(&Source {
+        modules: BTreeMap::from([
+            (
+                "index.js".to_string(),
+                "export default async ({ res }) => {
+                    const refused = [];
+                    for (const name of ['std', 'os', '<nimbus>', './missing.js']) {
+                        try { await import(name); refused.push('loaded ' + name); } catch (e) { refused.push(e.name); }
+                    }
+                    const lib = await import('./lib.js');
+                    return res.json({ refused, value: lib.value });
+                }"
+                .to_string(),
+            ),
+            ("lib.js".to_string(), "export const value = 7;".to_string()),
+        ]),
+        entrypoint: "index.js".into(),
+    })
+    .expect("compiles");
+    let pool = Pool::new(1, 1);
+    let outcome = pool.run(invocation(program)).await.unwrap();
+    assert_eq!(
+        body(&outcome),
+        "{\"refused\":[\"ReferenceError\",\"ReferenceError\",\"ReferenceError\",\"ReferenceError\"],\"value\":7}"
+    );
+}
+
+#[test]
+fn a_missing_entrypoint_or_default_export_is_a_compile_error() {
+    let error = compile_error(&[("index.js", HELLO)], "main.js");
+    assert!(
+        error.message.contains("'main.js' is not one of"),
+        "{error:?}"
+    );
+    let error = compile_error(
+        &[("index.js", "export const handler = () => 1;")],
+        "index.js",
+    );
+    assert!(
+        error
+            .message
+            .contains("no default export that is a function"),
+        "{error:?}"
+    );
+    assert_eq!(error.module.as_deref(), Some("index.js"));
+    let error = compile_error(&[("index.js", "export default 42;")], "index.js");
+    assert!(
+        error
+            .message
+            .contains("no default export that is a function"),
+        "{error:?}"
+    );
+    let error = compile_error(
+        &[(
+            "index.js",
+            "throw new Error('boom at load');\nexport default () => 1;",
+        )],
+        "index.js",
+    );
+    assert!(error.message.contains("boom at load"), "{error:?}");
+    assert_eq!(error.line, Some(1), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_program_of_another_format_is_refused_cleanly() {
+    let pool = Pool::new(1, 1);
+    let good = compile(&source(HELLO)).unwrap();
+    for bytes in [Vec::new(), b"\x00not a program".to_vec(), {
+        let mut b = good.to_bytes().to_vec();
+        b[0] = 0;
+        b
+    }] {
+        let outcome = pool
+            .run(invocation(Program::from_bytes(bytes)))
+            .await
+            .unwrap();
+        match outcome.result {
+            Err(Failure::InvalidResponse(message)) => {
+                assert!(message.contains("deploy it again"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let reloaded = Program::from_bytes(good.to_bytes().to_vec());
+    let outcome = pool.run(invocation(reloaded)).await.unwrap();
+    assert_eq!(body(&outcome), "{\"ok\":true}");
+}
+
+#[tokio::test]
+async fn every_execution_gets_a_fresh_context() {
+    let pool = Pool::new(1, 4);
+    let code = "export default ({ res }) => { const seen = globalThis.leak ?? null; const extra = [].extra ?? null; globalThis.leak = 'set'; Array.prototype.extra = 1; return res.json({ seen, extra }); }";
+    for _ in 0..3 {
+        assert_eq!(
+            body(&run(&pool, code).await),
+            "{\"seen\":null,\"extra\":null}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_busy_at_once() {
+    let pool = Pool::new(1, 1);
+    let slow = compile(&source("export default async ({ res }) => { await fetch('https://slow.example'); return res.empty(); }")).unwrap();
+    let slow_invocation = || {
+        let mut i = invocation(slow.clone());
+        i.host = Arc::new(FakeHost {
+            delay: Some(Duration::from_millis(500)),
+        });
+        i
+    };
+    let first = pool.run(slow_invocation());
+    let second = pool.run(slow_invocation());
+    let third = async {
+        // Let the first two take the worker and the one place in the queue.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = std::time::Instant::now();
+        let busy = pool.run(slow_invocation()).await.expect_err("busy");
+        assert!(started.elapsed() < Duration::from_millis(50));
+        assert!(busy.retry_after >= Duration::from_secs(1));
+        assert!(busy.retry_after <= Duration::from_secs(60));
+    };
+    let (a, b, ()) = tokio::join!(first, second, third);
+    assert!(a.unwrap().result.is_ok());
+    assert!(b.unwrap().result.is_ok());
+}
+
+#[tokio::test]
+async fn a_caller_that_goes_away_does_not_wedge_the_worker() {
+    let pool = Pool::new(1, 4);
+    let spin = compile(&source("export default () => { while (true) {} }")).unwrap();
+    let mut long = invocation(spin);
+    long.limits.cpu = Duration::from_secs(600);
+    long.limits.wall = Duration::from_secs(600);
+    let abandoned = tokio::time::timeout(Duration::from_millis(200), pool.run(long)).await;
+    assert!(abandoned.is_err(), "still running when dropped");
+    let outcome = tokio::time::timeout(Duration::from_secs(5), run(&pool, HELLO))
+        .await
+        .expect("the worker is free again");
+    assert_eq!(body(&outcome), "{\"ok\":true}");
+}
+
+#[tokio::test]
+async fn an_endless_loop_hits_the_cpu_limit() {
+    let pool = Pool::new(1, 1);
+    let outcome = run_with(&pool, "export default () => { while (true) {} }", |i| {
+        i.limits.cpu = Duration::from_millis(200);
+    })
+    .await;
+    assert_eq!(outcome.result.unwrap_err(), Failure::CpuLimit);
+    assert!(
+        outcome.duration < Duration::from_secs(2),
+        "{:?}",
+        outcome.duration
+    );
+    next_one_succeeds(&pool).await;
+}
+
+#[tokio::test]
+async fn a_memory_bomb_hits_the_memory_limit() {
+    let pool = Pool::new(1, 1);
+    let outcome = run_with(
+        &pool,
+        "export default () => { const a = []; while (true) a.push('x'.repeat(1024) + a.length); }",
+        |i| {
+            i.limits.memory = 16 << 20;
+        },
+    )
+    .await;
+    assert_eq!(outcome.result.unwrap_err(), Failure::MemoryLimit);
+    next_one_succeeds(&pool).await;
+    next_one_succeeds(&pool).await;
+}
+
+#[tokio::test]
+async fn deep_recursion_overflows_the_stack() {
+    let pool = Pool::new(1, 1);
+    let outcome = run(
+        &pool,
+        "const f = (n) => f(n + 1) + 1;\nexport default () => f(0);",
+    )
+    .await;
+    assert_eq!(outcome.result.unwrap_err(), Failure::StackOverflow);
+    next_one_succeeds(&pool).await;
+}
+
+#[tokio::test]
+async fn a_throw_or_a_rejection_is_thrown_with_message_and_stack() {
+    let pool = Pool::new(1, 1);
+    let outcome = run(
+        &pool,
+        "function deep() {\n  throw new TypeError('bad thing');\n}\nexport default () => deep();",
+    )
+    .await;
+    match outcome.result.unwrap_err() {
+        Failure::Thrown(text) => {
+            assert!(text.starts_with("TypeError: bad thing"), "{text}");
+            assert!(
+                text.contains("deep") && text.contains("index.js:2"),
+                "{text}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let outcome = run(
+        &pool,
+        "export default async () => { await null; return Promise.reject(new Error('nope')); }",
+    )
+    .await;
+    assert!(
+        matches!(outcome.result.unwrap_err(), Failure::Thrown(t) if t.starts_with("Error: nope"))
+    );
+    let outcome = run(&pool, "export default () => { throw 'plain'; }").await;
+    assert!(matches!(outcome.result.unwrap_err(), Failure::Thrown(t) if t.contains("plain")));
+    next_one_succeeds(&pool).await;
+}
+
+#[tokio::test]
+async fn a_promise_that_can_never_settle_ends_at_once() {
+    let pool = Pool::new(1, 1);
+    let outcome = run_with(
+        &pool,
+        "export default async () => { await new Promise(() => {}); }",
+        |i| {
+            i.limits.wall = Duration::from_secs(30);
+        },
+    )
+    .await;
+    assert_eq!(outcome.result.unwrap_err(), Failure::NeverSettled);
+    assert!(
+        outcome.duration < Duration::from_millis(500),
+        "{:?}",
+        outcome.duration
+    );
+    next_one_succeeds(&pool).await;
+}
+
+#[tokio::test]
+async fn a_host_call_past_the_wall_time_times_out() {
+    let pool = Pool::new(1, 1);
+    let outcome = run_with(&pool, "export default async ({ res }) => { await fetch('https://never.example'); return res.empty(); }", |i| {
+        i.limits.wall = Duration::from_millis(300);
+        i.host = Arc::new(FakeHost { delay: None });
+    })
+    .await;
+    assert_eq!(outcome.result.unwrap_err(), Failure::Timeout);
+    assert!(outcome.duration >= Duration::from_millis(300));
+    assert!(
+        outcome.duration < Duration::from_secs(2),
+        "{:?}",
+        outcome.duration
+    );
+    next_one_succeeds(&pool).await;
+}
+
+#[tokio::test]
+async fn host_calls_count_toward_wall_time_not_cpu_time() {
+    let pool = Pool::new(1, 1);
+    let outcome = run_with(&pool, "export default async ({ res }) => { const r = await fetch('https://slow.example'); return res.json(r.status); }", |i| {
+        i.limits.cpu = Duration::from_millis(100);
+        i.limits.wall = Duration::from_secs(5);
+        i.host = Arc::new(FakeHost { delay: Some(Duration::from_millis(400)) });
+    })
+    .await;
+    assert_eq!(body(&outcome), "200");
+    assert!(outcome.duration >= Duration::from_millis(400));
+}
+
+#[tokio::test]
+async fn a_huge_response_is_refused() {
+    let pool = Pool::new(1, 1);
+    let outcome = run_with(
+        &pool,
+        "export default ({ res }) => res.send('x'.repeat(100 * 1024 * 1024));",
+        |i| {
+            i.limits.memory = 256 << 20;
+        },
+    )
+    .await;
+    assert_eq!(outcome.result.unwrap_err(), Failure::ResponseTooLarge);
+    // Multi-byte text is measured in UTF-8 bytes.
+    let outcome = run_with(
+        &pool,
+        "export default ({ res }) => res.text('é'.repeat(600));",
+        |i| {
+            i.limits.response = 1000;
+        },
+    )
+    .await;
+    assert_eq!(outcome.result.unwrap_err(), Failure::ResponseTooLarge);
+    let outcome = run_with(
+        &pool,
+        "export default ({ res }) => res.binary(new Uint8Array(2000));",
+        |i| {
+            i.limits.response = 1000;
+        },
+    )
+    .await;
+    assert_eq!(outcome.result.unwrap_err(), Failure::ResponseTooLarge);
+    next_one_succeeds(&pool).await;
+}
+
+#[tokio::test]
+async fn a_megabyte_of_logs_is_cut_at_the_limit() {
+    let pool = Pool::new(1, 1);
+    let outcome = run(&pool, "export default ({ res }) => { for (let i = 0; i < 16384; i++) console.log('y'.repeat(63)); console.error('late'); return res.text('done'); }").await;
+    assert_eq!(body(&outcome), "done");
+    assert!(outcome.logs_truncated);
+    assert!(outcome.logs.len() + outcome.errors.len() <= Limits::default().log);
+    assert!(outcome.logs.len() > Limits::default().log - 100);
+    assert!(outcome.errors.is_empty());
+    let outcome = run(&pool, "export default ({ res, log, error }) => { console.log('a', 1, { b: 2 }); console.info('i'); log('via context'); console.warn('w'); error('e'); return res.empty(); }").await;
+    assert!(!outcome.logs_truncated);
+    assert_eq!(outcome.logs, "a 1 {\"b\":2}\ni\nvia context\n");
+    assert_eq!(outcome.errors, "w\ne\n");
+}
+
+#[tokio::test]
+async fn the_guest_sees_the_request_as_appwrite_describes_it() {
+    let pool = Pool::new(1, 1);
+    let code = r#"export default ({ req, res }) => {
+        let bad = null;
+        try { req.bodyJson; } catch (e) { bad = e.name; }
+        return res.json({
+            method: req.method, path: req.path, query: req.query, queryString: req.queryString,
+            headers: req.headers, url: req.url, text: req.bodyText, bytes: req.bodyBinary.length,
+            port: req.port, scheme: req.scheme, host: req.host, bad,
+        }, 201, { 'X-Extra': 'yes' });
+    }"#;
+    let outcome = run_with(&pool, code, |i| {
+        i.request = Request {
+            method: "POST".into(),
+            scheme: "https".into(),
+            host: "api.example".into(),
+            port: 8443,
+            path: "/v1/hook".into(),
+            query_string: "a=1&b=two+words&c=%C3%A9&a=3".into(),
+            headers: vec![
+                ("Content-Type".into(), "text/plain".into()),
+                ("X-Custom".into(), "v".into()),
+            ],
+            body: bytes::Bytes::from_static(b"{not json"),
+        };
+    })
+    .await;
+    let response = outcome.result.as_ref().unwrap();
+    assert_eq!(response.status, 201);
+    assert!(response.headers.contains(&("x-extra".into(), "yes".into())));
+    let got: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+    assert_eq!(
+        got,
+        serde_json::json!({
+            "method": "POST", "path": "/v1/hook", "query": { "a": "3", "b": "two words", "c": "é" },
+            "queryString": "a=1&b=two+words&c=%C3%A9&a=3",
+            "headers": { "content-type": "text/plain", "x-custom": "v" },
+            "url": "https://api.example:8443/v1/hook?a=1&b=two+words&c=%C3%A9&a=3",
+            "text": "{not json", "bytes": 9, "port": 8443, "scheme": "https", "host": "api.example",
+            "bad": "SyntaxError",
+        })
+    );
+    let outcome = run_with(
+        &pool,
+        "export default ({ req, res }) => res.json(req.bodyJson.n + 1)",
+        |i| {
+            i.request.body = bytes::Bytes::from_static(b"{\"n\": 41}");
+        },
+    )
+    .await;
+    assert_eq!(body(&outcome), "42");
+}
+
+#[tokio::test]
+async fn every_kind_of_response_comes_back() {
+    let pool = Pool::new(1, 1);
+    let response = run(
+        &pool,
+        "export default ({ res }) => res.redirect('https://elsewhere.example/x')",
+    )
+    .await
+    .result
+    .unwrap();
+    assert_eq!(response.status, 301);
+    assert!(
+        response
+            .headers
+            .contains(&("location".into(), "https://elsewhere.example/x".into()))
+    );
+    let response = run(&pool, "export default ({ res }) => res.redirect('/y', 302)")
+        .await
+        .result
+        .unwrap();
+    assert_eq!(response.status, 302);
+    let response = run(&pool, "export default ({ res }) => res.empty()")
+        .await
+        .result
+        .unwrap();
+    assert_eq!((response.status, response.body.len()), (204, 0));
+    let response = run(
+        &pool,
+        "export default ({ res }) => res.binary(new Uint8Array([1, 2, 255]))",
+    )
+    .await
+    .result
+    .unwrap();
+    assert_eq!(&response.body[..], &[1, 2, 255]);
+    assert!(
+        response
+            .headers
+            .contains(&("content-type".into(), "application/octet-stream".into()))
+    );
+    let response = run(&pool, "export default ({ res }) => res.text('hé', 418)")
+        .await
+        .result
+        .unwrap();
+    assert_eq!(
+        (response.status, &response.body[..]),
+        (418, "hé".as_bytes())
+    );
+    let response = run(
+        &pool,
+        "export default ({ res }) => res.send('raw', 200, { 'content-type': 'text/csv' })",
+    )
+    .await
+    .result
+    .unwrap();
+    assert_eq!(
+        response.headers,
+        vec![("content-type".to_string(), "text/csv".to_string())]
+    );
+    for code in [
+        "export default () => ({ status: 200, body: 'forged' })",
+        "export default () => undefined",
+        "export default ({ res }) => res.send('x', 1000)",
+        "export default ({ res }) => res.send('x', 200, { 'bad name': 'v' })",
+        "export default ({ res }) => res.send('x', 200, { 'x-a': 'line\\nbreak' })",
+        "export default ({ res }) => ({ ...res.send('x') })",
+    ] {
+        let outcome = run(&pool, code).await;
+        assert!(
+            matches!(outcome.result, Err(Failure::InvalidResponse(_))),
+            "{code}: {:?}",
+            outcome.result
+        );
+    }
+    // A result cannot be altered after `res.*` made it.
+    let code = "export default ({ res }) => { const r = res.send('x'); for (const f of [() => r.headers.push(5), () => { r.status = 1; }, () => r.headers[0] = 'x']) { try { f(); } catch (e) {} } return r; }";
+    let response = run(&pool, code).await.result.unwrap();
+    assert_eq!((response.status, response.headers.len()), (200, 0));
+    next_one_succeeds(&pool).await;
+}
+
+#[tokio::test]
+async fn env_holds_the_functions_variables_only() {
+    // The test process has a PATH and a HOME; the guest must see neither.
+    assert!(std::env::var_os("PATH").is_some());
+    let pool = Pool::new(1, 1);
+    let code = "export default ({ env, res }) => res.json({ env, process: process.env, keys: Object.keys(process.env), path: process.env.PATH ?? null, home: env.HOME ?? null, std: typeof std, os: typeof os, require: typeof require })";
+    let outcome = run_with(&pool, code, |i| {
+        i.env = BTreeMap::from([("API_KEY".to_string(), "k1".to_string())]);
+    })
+    .await;
+    let got: serde_json::Value = serde_json::from_str(&body(&outcome)).unwrap();
+    assert_eq!(
+        got,
+        serde_json::json!({
+            "env": { "API_KEY": "k1" }, "process": { "API_KEY": "k1" }, "keys": ["API_KEY"],
+            "path": null, "home": null,
+            "std": "undefined", "os": "undefined", "require": "undefined",
+        })
+    );
+}
+
+#[tokio::test]
+async fn timers_run_within_the_execution_only() {
+    let pool = Pool::new(1, 1);
+    let code = "export default async ({ res }) => {
+        const order = [];
+        const cancelled = setTimeout(() => order.push('cancelled'), 5);
+        clearTimeout(cancelled);
+        await new Promise((resolve) => setTimeout(() => { order.push('timer'); resolve(); }, 20));
+        setTimeout(() => console.log('never runs'), 10000);
+        return res.json(order);
+    }";
+    let outcome = run(&pool, code).await;
+    assert_eq!(body(&outcome), "[\"timer\"]");
+    assert!(outcome.duration < Duration::from_secs(2));
+    assert!(outcome.logs.is_empty());
+    next_one_succeeds(&pool).await;
+}
+
+#[tokio::test]
+async fn fetch_and_graphql_reach_the_host_on_its_runtime() {
+    let pool = Pool::new(1, 1);
+    let code = r#"export default async ({ res }) => {
+        const r = await fetch('https://api.example/x', { method: 'post', headers: { 'X-A': '1' }, body: 'hi' });
+        const copy = await fetch('https://api.example/y');
+        const refused = await fetch('https://refused.example').then(() => 'no', (e) => e.message);
+        const gql = await nimbus.graphql('query Q($id: ID!) { document(id: $id) { id } }', { id: 'd1' });
+        return res.json({
+            status: r.status, ok: r.ok, url: r.url, type: r.headers.get('Content-Type'),
+            json: await r.json(), text: await copy.text(), bytes: (await copy.arrayBuffer()).byteLength,
+            refused, gql,
+        });
+    }"#;
+    let outcome = run_with(&pool, code, |i| {
+        i.host = Arc::new(FakeHost {
+            delay: Some(Duration::from_millis(10)),
+        });
+    })
+    .await;
+    let got: serde_json::Value = serde_json::from_str(&body(&outcome)).unwrap();
+    assert_eq!(
+        got,
+        serde_json::json!({
+            "status": 200, "ok": true, "url": "https://api.example/x", "type": "application/json",
+            "json": { "hello": "world" }, "text": "{\"hello\":\"world\"}", "bytes": 17,
+            "refused": "the address is not allowed",
+            "gql": { "data": { "query": "query Q($id: ID!) { document(id: $id) { id } }", "variables": { "id": "d1" } } },
+        })
+    );
+}
+
+/// Figures for the report: `cargo test --release --lib sandbox::tests::measures -- --nocapture`.
+#[tokio::test]
+async fn measures_compile_execution_and_idle_memory() {
+    let started = std::time::Instant::now();
+    let rounds = 50;
+    for _ in 0..rounds {
+        compile(&source(HELLO)).unwrap();
+    }
+    let compile_each = started.elapsed() / rounds;
+    let pool = Pool::new(1, 1);
+    let program = compile(&source(HELLO)).unwrap();
+    let mut durations = Vec::new();
+    let mut round_trips = Vec::new();
+    for _ in 0..200 {
+        let started = std::time::Instant::now();
+        let outcome = pool.run(invocation(program.clone())).await.unwrap();
+        round_trips.push(started.elapsed());
+        assert!(outcome.result.is_ok());
+        durations.push(outcome.duration);
+    }
+    durations.sort();
+    round_trips.sort();
+    let (idle, peak) = engine::memory_figures(invocation(program));
+    println!(
+        "compile hello-world {compile_each:?}; execution p50 {:?} p99 {:?}; through the pool p50 {:?}; idle engine {} KiB; peak during a hello-world {} KiB",
+        durations[100],
+        durations[198],
+        round_trips[100],
+        idle / 1024,
+        peak / 1024,
+    );
+    assert!(idle > 0 && peak > idle);
+}

@@ -1,0 +1,545 @@
+//! Running an execution: the program (from the cache, or the database), the
+//! function's variables as `env`, its limits, and the [`FunctionHost`] through
+//! which the guest reaches out: `fetch` behind the outbound guard (every redirect
+//! checked like a first URL, a timeout, a capped answer) and `nimbus.graphql` as
+//! the calling user or with exactly the function's scopes. Also the jobs that run
+//! asynchronous and scheduled executions, and the pruning of old records.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use futures_util::future::BoxFuture;
+
+use crate::AppState;
+use crate::auth::caller::ApiKeyGrant;
+use crate::auth::scopes::Scope;
+use crate::auth::{Caller, Credential};
+use crate::bus::log;
+use crate::db::now_millis;
+use crate::error::{AppError, AppResult};
+use crate::jobs::{Failure, Handler, Job};
+use crate::outbound;
+use crate::sandbox::{
+    self, FetchRequest, FetchResponse, Host, Invocation, Limits, Outcome, Program,
+};
+
+use super::service::{self, ExecutionRequest};
+use super::{Execution, Function, status, store};
+
+/// Most redirects a guest's `fetch` follows, each checked like a first URL.
+const MAX_REDIRECTS: usize = 5;
+/// How long one `fetch` may take, redirects included.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+/// Most bytes of a `fetch` answer handed to the guest.
+pub const FETCH_MAX_BYTES: usize = 5 << 20;
+const MAX_FETCH_URL: usize = 8192;
+
+/// As whom the guest's `nimbus.graphql` calls run.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub project_id: String,
+    pub credential: Credential,
+}
+
+impl Identity {
+    /// A signed-in caller's own identity, with its permissions; anyone else (a
+    /// guest, a key, a schedule) gets exactly the function's scopes, as an API key
+    /// holding them would.
+    pub fn of(caller: &Caller, function: &Function) -> Identity {
+        match &caller.credential {
+            Credential::Session(_) => Identity {
+                project_id: function.project_id.clone(),
+                credential: caller.credential.clone(),
+            },
+            _ => Identity::function(function),
+        }
+    }
+
+    /// The function's own identity: its scopes, nothing more.
+    pub fn function(function: &Function) -> Identity {
+        Identity {
+            project_id: function.project_id.clone(),
+            credential: Credential::Key(ApiKeyGrant {
+                key_id: format!("function:{}", function.id),
+                project_id: function.project_id.clone(),
+                scopes: function
+                    .scopes
+                    .iter()
+                    .filter_map(|name| Scope::from_name(name))
+                    .filter(|scope| *scope != Scope::Admin)
+                    .collect(),
+                expires_at: None,
+            }),
+        }
+    }
+
+    /// For an execution that runs later and was started by a user: the user's
+    /// session is not at hand then, so it runs with a guest's roles, never more
+    /// than the user had.
+    fn guest(function: &Function) -> Identity {
+        Identity {
+            project_id: function.project_id.clone(),
+            credential: Credential::Anonymous,
+        }
+    }
+}
+
+/// What a guest reaches outside the sandbox during one execution.
+pub struct FunctionHost {
+    state: AppState,
+    identity: Identity,
+}
+
+impl Host for FunctionHost {
+    fn fetch(&self, request: FetchRequest) -> BoxFuture<'static, Result<FetchResponse, String>> {
+        let allow_private = self.state.config.functions_allow_private;
+        Box::pin(async move {
+            match tokio::time::timeout(FETCH_TIMEOUT, fetch(request, allow_private)).await {
+                Ok(answer) => answer,
+                Err(_) => Err(format!("no answer within {} s", FETCH_TIMEOUT.as_secs())),
+            }
+        })
+    }
+
+    fn graphql(
+        &self,
+        query: String,
+        variables: serde_json::Value,
+    ) -> BoxFuture<'static, serde_json::Value> {
+        let state = self.state.clone();
+        let identity = self.identity.clone();
+        Box::pin(async move {
+            match state.functions.gateway() {
+                Some(gateway) => {
+                    gateway
+                        .execute(
+                            &state,
+                            &identity.project_id,
+                            identity.credential,
+                            query,
+                            variables,
+                        )
+                        .await
+                }
+                None => serde_json::json!({
+                    "errors": [{ "message": "GraphQL is not available to functions on this server" }]
+                }),
+            }
+        })
+    }
+}
+
+/// Headers a guest may not set on an outgoing request: the connection's own.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "host"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "content-length"
+    )
+}
+
+/// One guest `fetch`: each URL (the first and every redirect's target) checked and
+/// connected to only at the addresses checked, the answer read up to
+/// [`FETCH_MAX_BYTES`].
+async fn fetch(request: FetchRequest, allow_private: bool) -> Result<FetchResponse, String> {
+    let allowed = if allow_private {
+        outbound::any_address
+    } else {
+        outbound::is_public
+    };
+    let mut method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("`{}` is not an HTTP method", request.method))?;
+    let mut body = Some(request.body);
+    let mut url = outbound::check_url(&request.url, MAX_FETCH_URL)
+        .map_err(|refused| format!("the URL {refused}"))?;
+    for _ in 0..=MAX_REDIRECTS {
+        let addresses = outbound::allowed_addresses(&url, allowed)
+            .await
+            .map_err(|refused| format!("the URL {refused}"))?;
+        let client = outbound::pinned_client(
+            &url,
+            &addresses,
+            reqwest::Client::builder()
+                .timeout(FETCH_TIMEOUT)
+                .user_agent(concat!(
+                    "nimbus/",
+                    env!("CARGO_PKG_VERSION"),
+                    " (functions)"
+                )),
+            FETCH_TIMEOUT,
+        )
+        .map_err(|_| "cannot prepare the request".to_string())?;
+        let mut outgoing = client.request(method.clone(), url.clone());
+        for (name, value) in &request.headers {
+            if !is_hop_by_hop(name) {
+                outgoing = outgoing.header(name.as_str(), value.as_str());
+            }
+        }
+        if let Some(body) = body.clone().filter(|b| !b.is_empty()) {
+            outgoing = outgoing.body(body);
+        }
+        let response = outgoing
+            .send()
+            .await
+            .map_err(|err| format!("the request failed: {}", without_url(&err)))?;
+        let code = response.status();
+        if code.is_redirection()
+            && let Some(location) = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+        {
+            let next = url
+                .join(location)
+                .map_err(|_| "a redirect names no URL".to_string())?;
+            url = outbound::check_url(next.as_str(), MAX_FETCH_URL)
+                .map_err(|refused| format!("a redirect's URL {refused}"))?;
+            // As browsers do: 303 (and 301/302 after a POST) continue as a GET.
+            if code == reqwest::StatusCode::SEE_OTHER
+                || (matches!(code.as_u16(), 301 | 302) && method == reqwest::Method::POST)
+            {
+                method = reqwest::Method::GET;
+                body = None;
+            }
+            continue;
+        }
+        let headers = response
+            .headers()
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let final_url = response.url().to_string();
+        let mut bytes = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|err| format!("reading the answer failed: {}", without_url(&err)))?;
+            if bytes.len() + chunk.len() > FETCH_MAX_BYTES {
+                return Err(format!("the answer is over {FETCH_MAX_BYTES} bytes"));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        return Ok(FetchResponse {
+            status: code.as_u16(),
+            url: final_url,
+            headers,
+            body: bytes.into(),
+        });
+    }
+    Err(format!("more than {MAX_REDIRECTS} redirects"))
+}
+
+/// A reqwest error's text without the URL (which the guest knows) or addresses.
+fn without_url(err: &reqwest::Error) -> String {
+    if err.is_timeout() {
+        "timed out".into()
+    } else if err.is_connect() {
+        "cannot connect".into()
+    } else {
+        "the connection failed".into()
+    }
+}
+
+/// The compiled program of a deployment, from the cache or the database.
+async fn program(
+    state: &AppState,
+    function: &Function,
+    deployment_id: &str,
+) -> AppResult<Option<Program>> {
+    let runtime = &state.functions;
+    if let Some(program) = runtime.cached(&function.project_id, deployment_id) {
+        return Ok(Some(program));
+    }
+    let Some(bytes) = store::program(
+        state.db.pool(),
+        &function.project_id,
+        &function.id,
+        deployment_id,
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let program = Program::from_bytes(bytes);
+    runtime.keep(&function.project_id, deployment_id, program.clone());
+    Ok(Some(program))
+}
+
+/// How much longer than its CPU time an execution may take in all: the host calls
+/// it waits on, and the moment a CPU-bound guest needs to be interrupted (so that
+/// it fails with the CPU limit, which says what happened, not the wall time).
+const WALL_GRACE: Duration = Duration::from_secs(1);
+
+/// The limits of an execution of `function`: its memory, and its timeout as CPU
+/// time (wall time a grace later); the rest the sandbox's defaults. `cap` bounds
+/// both further (a job's lease).
+fn limits(function: &Function, cap: Option<Duration>) -> Limits {
+    let timeout = Duration::from_secs(function.timeout.clamp(1, service::MAX_TIMEOUT) as u64);
+    let wall = timeout + WALL_GRACE;
+    let wall = cap.map_or(wall, |cap| wall.min(cap));
+    Limits {
+        memory: (function.memory.clamp(1, service::MAX_MEMORY) as usize) << 20,
+        cpu: timeout.min(wall),
+        wall,
+        ..Limits::default()
+    }
+}
+
+/// Runs the active deployment of `function` (or `deployment_id`) on a sandbox
+/// thread. `TOO_MANY_EXECUTIONS` when the pool's queue is full.
+pub async fn run(
+    state: &AppState,
+    function: &Function,
+    identity: Identity,
+    request: ExecutionRequest,
+) -> AppResult<Outcome> {
+    let deployment_id = function.deployment_id.clone().unwrap_or_default();
+    run_deployment(state, function, &deployment_id, identity, request, None).await
+}
+
+async fn run_deployment(
+    state: &AppState,
+    function: &Function,
+    deployment_id: &str,
+    identity: Identity,
+    request: ExecutionRequest,
+    wall: Option<Duration>,
+) -> AppResult<Outcome> {
+    let Some(program) = program(state, function, deployment_id).await? else {
+        return Ok(Outcome {
+            result: Err(sandbox::Failure::InvalidResponse(
+                "the deployment was deleted".into(),
+            )),
+            logs: String::new(),
+            errors: String::new(),
+            logs_truncated: false,
+            duration: Duration::ZERO,
+        });
+    };
+    let (path, query) = match request.path.split_once('?') {
+        Some((path, query)) => (path.to_string(), query.to_string()),
+        None => (request.path.clone(), String::new()),
+    };
+    let invocation = Invocation {
+        program,
+        env: service::environment(state, function).await?,
+        request: sandbox::Request {
+            method: request.method,
+            scheme: request.scheme,
+            host: request.host,
+            port: request.port,
+            path,
+            query_string: query,
+            headers: request.headers,
+            body: request.body,
+        },
+        limits: limits(function, wall),
+        host: Arc::new(FunctionHost {
+            state: state.clone(),
+            identity,
+        }),
+    };
+    let started = std::time::Instant::now();
+    let outcome =
+        state
+            .functions
+            .pool
+            .run(invocation)
+            .await
+            .map_err(|busy| AppError::TooManyExecutions {
+                retry_after: busy.retry_after.as_secs().max(1),
+            })?;
+    let result = if outcome.result.is_ok() {
+        "completed"
+    } else {
+        "failed"
+    };
+    metrics::counter!("nimbus_function_executions_total", "outcome" => result).increment(1);
+    metrics::histogram!("nimbus_function_execution_seconds")
+        .record(started.elapsed().as_secs_f64());
+    Ok(outcome)
+}
+
+/// Writes how a run went into its record.
+pub fn apply(execution: &mut Execution, outcome: Outcome) {
+    execution.logs = outcome.logs;
+    execution.errors = outcome.errors;
+    if outcome.logs_truncated {
+        execution
+            .errors
+            .push_str("\n[logs were cut at the size limit]");
+    }
+    execution.duration_ms = outcome.duration.as_millis() as i64;
+    execution.updated_at = now_millis();
+    match outcome.result {
+        Ok(response) => {
+            execution.status = status::COMPLETED.into();
+            execution.response_status = i64::from(response.status);
+            execution.response_headers = response.headers;
+            execution.response_body = response.body.to_vec();
+            execution.failure = None;
+        }
+        Err(failure) => {
+            execution.status = status::FAILED.into();
+            execution.response_status = 500;
+            execution.failure = Some(failure.code().to_string());
+            let detail = match &failure {
+                sandbox::Failure::Thrown(message) | sandbox::Failure::InvalidResponse(message) => {
+                    message.clone()
+                }
+                other => other.code().to_string(),
+            };
+            if !execution.errors.is_empty() && !execution.errors.ends_with('\n') {
+                execution.errors.push('\n');
+            }
+            execution.errors.push_str(&detail);
+        }
+    }
+}
+
+fn payload_field(job: &Job, name: &str) -> Result<String, Failure> {
+    job.payload
+        .get(name)
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| Failure::Permanent(format!("the job has no {name}")))
+}
+
+fn retry(err: impl std::fmt::Display) -> Failure {
+    Failure::Retry(format!("database: {err}"))
+}
+
+/// Runs asynchronous executions (`functions.execute` jobs).
+pub struct ExecuteJobs;
+
+#[async_trait::async_trait]
+impl Handler for ExecuteJobs {
+    async fn run(&self, state: &AppState, job: &Job) -> Result<(), Failure> {
+        let function_id = payload_field(job, "functionId")?;
+        let execution_id = payload_field(job, "executionId")?;
+        let pool = state.db.pool();
+        let project = &job.project_id;
+        let Some(mut execution) = store::find_execution(pool, project, &function_id, &execution_id)
+            .await
+            .map_err(retry)?
+        else {
+            // Deleted since (with its function, or pruned).
+            return Ok(());
+        };
+        if execution.status != status::WAITING && execution.status != status::PROCESSING {
+            // Ran already: a job runs at least once.
+            return Ok(());
+        }
+        let Some(function) = store::find(pool, project, &function_id)
+            .await
+            .map_err(retry)?
+        else {
+            return Ok(());
+        };
+        let body = store::request_body(pool, project, &function_id, &execution_id)
+            .await
+            .map_err(retry)?
+            .unwrap_or_default();
+        let identity = match execution.caller.as_deref() {
+            Some(caller) if caller.starts_with("user:") => Identity::guest(&function),
+            _ => Identity::function(&function),
+        };
+        let request = ExecutionRequest {
+            method: execution.request_method.clone(),
+            path: execution.request_path.clone(),
+            headers: execution.request_headers.clone(),
+            body: body.into(),
+            host: String::new(),
+            scheme: "https".into(),
+            port: 443,
+        };
+        // The run must end within the job's lease.
+        let wall = Duration::from_secs(state.config.jobs_lease_secs.saturating_sub(5).max(1));
+        let outcome = match run_deployment(
+            state,
+            &function,
+            &execution.deployment_id.clone(),
+            identity,
+            request,
+            Some(wall),
+        )
+        .await
+        {
+            Ok(outcome) => outcome,
+            Err(AppError::TooManyExecutions { .. }) => {
+                return Err(Failure::Retry("every sandbox thread is busy".into()));
+            }
+            Err(err) => return Err(Failure::Retry(err.message())),
+        };
+        apply(&mut execution, outcome);
+        execution
+            .response_body
+            .truncate(service::KEPT_RESPONSE_BYTES);
+        let mut tx = pool.begin().await.map_err(retry)?;
+        if store::finish_execution(&mut *tx, &execution)
+            .await
+            .map_err(retry)?
+        {
+            log::commit(
+                &state.bus,
+                tx,
+                vec![service::execution_event(&execution, "update")],
+            )
+            .await
+            .map_err(retry)?;
+        }
+        Ok(())
+    }
+}
+
+/// Turns a function's CRON tick into an execution (`functions.schedule` jobs).
+pub struct ScheduleJobs;
+
+#[async_trait::async_trait]
+impl Handler for ScheduleJobs {
+    async fn run(&self, state: &AppState, job: &Job) -> Result<(), Failure> {
+        let function_id = payload_field(job, "functionId")?;
+        let function = store::find(state.db.pool(), &job.project_id, &function_id)
+            .await
+            .map_err(retry)?;
+        let Some(function) = function.filter(|f| f.schedule.is_some()) else {
+            // Deleted, or its schedule removed, and the schedule row outlived it.
+            let id = service::schedule_id(&job.project_id, &function_id);
+            state
+                .jobs
+                .unschedule(state, &id)
+                .await
+                .map_err(|err| Failure::Retry(err.to_string()))?;
+            return Ok(());
+        };
+        if !function.enabled || function.deployment_id.is_none() {
+            return Ok(());
+        }
+        service::execute_scheduled(state, &function)
+            .await
+            .map_err(|err| Failure::Retry(err.message()))
+    }
+}
+
+/// Deletes execution records past `NIMBUS_EXECUTION_RETENTION`.
+pub struct PruneExecutions;
+
+#[async_trait::async_trait]
+impl Handler for PruneExecutions {
+    async fn run(&self, state: &AppState, _job: &Job) -> Result<(), Failure> {
+        let before = now_millis() - (state.config.execution_retention_secs as i64) * 1000;
+        store::prune_executions(state.db.pool(), before)
+            .await
+            .map(|_| ())
+            .map_err(retry)
+    }
+}

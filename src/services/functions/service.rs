@@ -1,0 +1,1273 @@
+//! Function rules: checking and storing functions, their variables (sealed at
+//! rest, never shown again), deployments (unpacked with limits and compiled once),
+//! and executions: who may run one, who may read it, and how it is recorded and
+//! announced.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::str::FromStr as _;
+
+use bytes::Bytes;
+use sha2::Digest as _;
+
+use crate::AppState;
+use crate::auth::caller::ApiKeyGrant;
+use crate::auth::permissions::Role;
+use crate::auth::scopes::{
+    ExecutionsRead, ExecutionsWrite, FunctionsRead, FunctionsWrite, Scope, ScopeMarker,
+};
+use crate::auth::sealing::Sealer;
+use crate::auth::{Caller, Credential, Grant};
+use crate::bus::{BusMessage, Event, log};
+use crate::db::{DbErrorExt as _, Page, ids, now_millis};
+use crate::error::{AppError, AppResult, codes};
+use crate::jobs::NewJob;
+use crate::sandbox::{self, Source};
+
+use super::{Deployment, Execution, Function, Variable, execute, status, store};
+
+/// The kind of the jobs that run asynchronous executions.
+pub const EXECUTE_KIND: &str = "functions.execute";
+/// The kind of the jobs a function's CRON schedule enqueues.
+pub const SCHEDULE_KIND: &str = "functions.schedule";
+/// The kind of the schedule that prunes execution records.
+pub const PRUNE_KIND: &str = "functions.prune";
+
+const SEALING_PURPOSE: &str = "function variables";
+const MAX_NAME: usize = 128;
+const MAX_ENTRYPOINT: usize = 255;
+/// Seconds an execution may take: Appwrite's bounds.
+pub const MAX_TIMEOUT: i64 = 900;
+const DEFAULT_TIMEOUT: i64 = 15;
+/// MiB of engine heap.
+const MIN_MEMORY: i64 = 8;
+pub const MAX_MEMORY: i64 = 512;
+const DEFAULT_MEMORY: i64 = 64;
+const MAX_ROLES: usize = 100;
+const MAX_SCHEDULE: usize = 255;
+const MAX_VARIABLE_KEY: usize = 128;
+/// Bytes of one variable's value, and of all of a function's values together.
+pub const MAX_VARIABLE_BYTES: usize = 8 << 10;
+pub const MAX_VARIABLES_BYTES: usize = 64 << 10;
+/// Most modules of a deployment, and most bytes of them unpacked.
+pub const MAX_MODULES: usize = 256;
+pub const MAX_SOURCE_BYTES: usize = 8 << 20;
+/// Most bytes of an execution's path and headers.
+const MAX_PATH: usize = 2048;
+const MAX_HEADERS: usize = 100;
+const MAX_HEADER_BYTES: usize = 16 << 10;
+/// Most bytes of a response body kept in the execution record (the caller of a
+/// synchronous execution gets all of it).
+pub const KEPT_RESPONSE_BYTES: usize = 64 << 10;
+
+/// A function to create.
+#[derive(Debug, Default)]
+pub struct NewFunction {
+    pub id: Option<String>,
+    pub name: String,
+    pub entrypoint: String,
+    pub execute: Vec<String>,
+    pub events: Vec<String>,
+    pub schedule: Option<String>,
+    pub timeout: Option<i64>,
+    pub memory: Option<i64>,
+    pub enabled: Option<bool>,
+    pub scopes: Vec<String>,
+}
+
+/// Changes to a function; what is `None` stays. An empty `schedule` removes it.
+#[derive(Debug, Default)]
+pub struct FunctionChange {
+    pub name: Option<String>,
+    pub entrypoint: Option<String>,
+    pub execute: Option<Vec<String>>,
+    pub events: Option<Vec<String>>,
+    pub schedule: Option<String>,
+    pub timeout: Option<i64>,
+    pub memory: Option<i64>,
+    pub enabled: Option<bool>,
+    pub scopes: Option<Vec<String>>,
+}
+
+fn not_found(id: &str) -> AppError {
+    AppError::NotFound {
+        what: "function",
+        id: id.to_string(),
+    }
+}
+
+fn deployment_not_found(id: &str) -> AppError {
+    AppError::NotFound {
+        what: "deployment",
+        id: id.to_string(),
+    }
+}
+
+fn execution_not_found(id: &str) -> AppError {
+    AppError::NotFound {
+        what: "execution",
+        id: id.to_string(),
+    }
+}
+
+fn sealer(state: &AppState) -> Sealer {
+    Sealer::new(&state.secret, SEALING_PURPOSE)
+}
+
+fn check_name(name: &str) -> AppResult<()> {
+    let length = name.chars().count();
+    if name.trim().is_empty() || length > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(AppError::invalid(
+            "name",
+            format!("must be 1 to {MAX_NAME} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// A module path inside a deployment: relative, `/`-separated, of plain segments
+/// (no `.`, `..` or empty ones), ending `.js`, `.mjs` or `.json`.
+pub fn check_module_path(path: &str) -> Result<(), String> {
+    if path.is_empty() || path.len() > MAX_ENTRYPOINT {
+        return Err(format!("a module path has 1 to {MAX_ENTRYPOINT} bytes"));
+    }
+    let plain = |segment: &str| {
+        !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-@+".contains(&b))
+    };
+    if !path.split('/').all(plain) {
+        return Err(format!(
+            "`{}` is not a relative path of plain names (letters, digits, `._-@+`)",
+            path.chars().take(64).collect::<String>()
+        ));
+    }
+    if ![".js", ".mjs", ".json"]
+        .iter()
+        .any(|ext| path.ends_with(ext))
+    {
+        return Err("only `.js`, `.mjs` and `.json` modules are taken".into());
+    }
+    Ok(())
+}
+
+fn check_entrypoint(entrypoint: &str) -> AppResult<()> {
+    check_module_path(entrypoint).map_err(|reason| AppError::invalid("entrypoint", reason))?;
+    if entrypoint.ends_with(".json") {
+        return Err(AppError::invalid(
+            "entrypoint",
+            "the entrypoint is a `.js` or `.mjs` module",
+        ));
+    }
+    Ok(())
+}
+
+fn check_roles(roles: &[String]) -> AppResult<Vec<String>> {
+    if roles.len() > MAX_ROLES {
+        return Err(AppError::Invalid {
+            code: codes::INVALID_ROLE,
+            field: "execute".into(),
+            reason: format!("at most {MAX_ROLES} roles"),
+        });
+    }
+    let mut checked: Vec<String> = Vec::with_capacity(roles.len());
+    for role in roles {
+        let parsed = Role::from_str(role).map_err(|err| AppError::Invalid {
+            code: codes::INVALID_ROLE,
+            field: "execute".into(),
+            reason: err.to_string(),
+        })?;
+        let canonical = parsed.to_string();
+        if !checked.contains(&canonical) {
+            checked.push(canonical);
+        }
+    }
+    Ok(checked)
+}
+
+fn check_events(events: &[String]) -> AppResult<Vec<String>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    crate::services::webhooks::events::check_patterns(events).map_err(|err| match err {
+        AppError::Invalid { reason, .. } => AppError::Invalid {
+            code: codes::INVALID_FUNCTION_EVENTS,
+            field: "events".into(),
+            reason,
+        },
+        other => other,
+    })
+}
+
+fn check_schedule(schedule: Option<String>) -> AppResult<Option<String>> {
+    let Some(schedule) = schedule.map(|s| s.trim().to_string()) else {
+        return Ok(None);
+    };
+    if schedule.is_empty() {
+        return Ok(None);
+    }
+    let invalid = |reason: String| AppError::Invalid {
+        code: codes::INVALID_SCHEDULE,
+        field: "schedule".into(),
+        reason,
+    };
+    if schedule.len() > MAX_SCHEDULE {
+        return Err(invalid(format!("at most {MAX_SCHEDULE} bytes")));
+    }
+    crate::jobs::next_tick(&schedule, now_millis()).map_err(|err| invalid(err.to_string()))?;
+    Ok(Some(schedule))
+}
+
+fn check_timeout(timeout: i64) -> AppResult<i64> {
+    if !(1..=MAX_TIMEOUT).contains(&timeout) {
+        return Err(AppError::invalid(
+            "timeout",
+            format!("must be 1 to {MAX_TIMEOUT} seconds"),
+        ));
+    }
+    Ok(timeout)
+}
+
+fn check_memory(memory: i64) -> AppResult<i64> {
+    if !(MIN_MEMORY..=MAX_MEMORY).contains(&memory) {
+        return Err(AppError::invalid(
+            "memory",
+            format!("must be {MIN_MEMORY} to {MAX_MEMORY} MiB"),
+        ));
+    }
+    Ok(memory)
+}
+
+/// The scopes a function's own API calls get: known scopes of a project (not
+/// `admin`, which reaches every project), each held by the key that sets them, so
+/// that no key makes a function that can do more than the key itself.
+fn check_scopes(key: &ApiKeyGrant, scopes: &[String]) -> AppResult<Vec<String>> {
+    let mut checked: Vec<String> = Vec::with_capacity(scopes.len());
+    for name in scopes {
+        let scope = Scope::from_name(name).ok_or_else(|| AppError::Invalid {
+            code: codes::INVALID_SCOPE,
+            field: "scopes".into(),
+            reason: format!(
+                "`{}` is not a scope",
+                name.chars().take(64).collect::<String>()
+            ),
+        })?;
+        if scope == Scope::Admin {
+            return Err(AppError::Invalid {
+                code: codes::INVALID_SCOPE,
+                field: "scopes".into(),
+                reason: "a function cannot hold `admin`".into(),
+            });
+        }
+        if !key.holds(scope) {
+            return Err(AppError::PermissionDenied {
+                reason: format!(
+                    "a key cannot give a function the scope `{name}`, which it does not hold"
+                ),
+            });
+        }
+        if !checked.contains(name) {
+            checked.push(name.clone());
+        }
+    }
+    Ok(checked)
+}
+
+/// The schedule row of a function: ids of at most 64 bytes, whatever the
+/// project's and function's ids.
+pub fn schedule_id(project_id: &str, function_id: &str) -> String {
+    let digest = sha2::Sha256::digest(format!("{project_id}\0{function_id}").as_bytes());
+    format!("functions:{}", &hex::encode(digest)[..40])
+}
+
+/// Makes the jobs schedule follow the function's: set, changed or removed.
+async fn sync_schedule(state: &AppState, function: &Function) -> AppResult<()> {
+    let id = schedule_id(&function.project_id, &function.id);
+    let result = match &function.schedule {
+        Some(cron) => {
+            state
+                .jobs
+                .schedule(
+                    state,
+                    &id,
+                    &function.project_id,
+                    SCHEDULE_KIND,
+                    serde_json::json!({ "functionId": function.id }),
+                    cron,
+                )
+                .await
+        }
+        None => state.jobs.unschedule(state, &id).await,
+    };
+    result.map_err(AppError::Internal)
+}
+
+fn function_event(function: &Function, action: &str) -> BusMessage {
+    BusMessage::Event(Event {
+        channels: vec!["functions".into(), format!("functions.{}", function.id)],
+        key_scope: FunctionsRead::NAME.into(),
+        ..Event::change(
+            &function.project_id,
+            &format!("functions.{}", function.id),
+            "functions.*",
+            action,
+            super::schema::function_json(function),
+        )
+    })
+}
+
+/// Creates a function. `key` is the caller's: the function's scopes must be its.
+pub async fn create(
+    state: &AppState,
+    grant: &Grant<FunctionsWrite>,
+    key: &ApiKeyGrant,
+    new: NewFunction,
+) -> AppResult<Function> {
+    let id = ids::resolve("id", new.id.as_deref())?;
+    check_name(&new.name)?;
+    check_entrypoint(&new.entrypoint)?;
+    let now = now_millis();
+    let function = Function {
+        id,
+        project_id: grant.project().to_string(),
+        name: new.name,
+        runtime: "js".into(),
+        entrypoint: new.entrypoint,
+        execute: check_roles(&new.execute)?,
+        events: check_events(&new.events)?,
+        schedule: check_schedule(new.schedule)?,
+        timeout: check_timeout(new.timeout.unwrap_or(DEFAULT_TIMEOUT))?,
+        memory: check_memory(new.memory.unwrap_or(DEFAULT_MEMORY))?,
+        enabled: new.enabled.unwrap_or(true),
+        scopes: check_scopes(key, &new.scopes)?,
+        deployment_id: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let mut tx = state.db.pool().begin().await?;
+    store::insert(&mut *tx, &function)
+        .await
+        .conflict_as("function", &function.id)?;
+    log::commit(&state.bus, tx, vec![function_event(&function, "create")]).await?;
+    sync_schedule(state, &function).await?;
+    tracing::info!(function = %function.id, project = %function.project_id, "function created");
+    Ok(function)
+}
+
+async fn load(state: &AppState, project_id: &str, id: &str) -> AppResult<Function> {
+    ids::validate("functionId", id).map_err(|_| not_found(id))?;
+    store::find(state.db.pool(), project_id, id)
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
+pub async fn update(
+    state: &AppState,
+    grant: &Grant<FunctionsWrite>,
+    key: &ApiKeyGrant,
+    id: &str,
+    change: FunctionChange,
+) -> AppResult<Function> {
+    let mut function = load(state, grant.project(), id).await?;
+    if let Some(name) = change.name {
+        check_name(&name)?;
+        function.name = name;
+    }
+    if let Some(entrypoint) = change.entrypoint {
+        check_entrypoint(&entrypoint)?;
+        function.entrypoint = entrypoint;
+    }
+    if let Some(execute) = change.execute {
+        function.execute = check_roles(&execute)?;
+    }
+    if let Some(events) = change.events {
+        function.events = check_events(&events)?;
+    }
+    if change.schedule.is_some() {
+        function.schedule = check_schedule(change.schedule)?;
+    }
+    if let Some(timeout) = change.timeout {
+        function.timeout = check_timeout(timeout)?;
+    }
+    if let Some(memory) = change.memory {
+        function.memory = check_memory(memory)?;
+    }
+    if let Some(enabled) = change.enabled {
+        function.enabled = enabled;
+    }
+    if let Some(scopes) = change.scopes {
+        function.scopes = check_scopes(key, &scopes)?;
+    }
+    function.updated_at = now_millis();
+    let mut tx = state.db.pool().begin().await?;
+    if !store::update(&mut *tx, &function).await? {
+        return Err(not_found(id));
+    }
+    log::commit(&state.bus, tx, vec![function_event(&function, "update")]).await?;
+    sync_schedule(state, &function).await?;
+    Ok(function)
+}
+
+/// Deletes a function with its variables, deployments, schedule and executions.
+pub async fn delete(
+    state: &AppState,
+    grant: &Grant<FunctionsWrite>,
+    id: &str,
+) -> AppResult<Function> {
+    let function = load(state, grant.project(), id).await?;
+    let mut tx = state.db.pool().begin().await?;
+    if !store::delete(&mut *tx, grant.project(), id).await? {
+        return Err(not_found(id));
+    }
+    log::commit(&state.bus, tx, vec![function_event(&function, "delete")]).await?;
+    if let Some(deployment) = &function.deployment_id {
+        state.functions.forget(grant.project(), deployment);
+    }
+    let schedule = schedule_id(grant.project(), id);
+    if let Err(err) = state.jobs.unschedule(state, &schedule).await {
+        // The schedule's next tick finds the function gone and removes it then.
+        tracing::warn!(error = %err, "cannot remove a deleted function's schedule");
+    }
+    store::delete_executions_of(state.db.pool(), grant.project(), id).await?;
+    Ok(function)
+}
+
+pub async fn get(state: &AppState, grant: &Grant<FunctionsRead>, id: &str) -> AppResult<Function> {
+    load(state, grant.project(), id).await
+}
+
+pub async fn list(
+    state: &AppState,
+    grant: &Grant<FunctionsRead>,
+    page: &Page,
+    with_total: bool,
+) -> AppResult<(Vec<Function>, i64)> {
+    let functions = store::list(state.db.pool(), grant.project(), page).await?;
+    let total = if with_total {
+        store::count(state.db.pool(), grant.project()).await?
+    } else {
+        0
+    };
+    Ok((functions, total))
+}
+
+// ---------------------------------------------------------------------------
+// Variables
+
+fn invalid_variable(field: &str, reason: String) -> AppError {
+    AppError::Invalid {
+        code: codes::INVALID_VARIABLE,
+        field: field.into(),
+        reason,
+    }
+}
+
+fn check_variable_key(key: &str) -> AppResult<()> {
+    if key.is_empty()
+        || key.len() > MAX_VARIABLE_KEY
+        || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        || key.as_bytes()[0].is_ascii_digit()
+    {
+        return Err(invalid_variable(
+            "key",
+            format!("a key has 1 to {MAX_VARIABLE_KEY} of `A-Za-z0-9_`, not starting with a digit"),
+        ));
+    }
+    Ok(())
+}
+
+/// The value fits alone, and with the function's other values.
+async fn check_variable_value(
+    state: &AppState,
+    project_id: &str,
+    function_id: &str,
+    key: &str,
+    value: &str,
+) -> AppResult<()> {
+    if value.len() > MAX_VARIABLE_BYTES {
+        return Err(invalid_variable(
+            "value",
+            format!("a value is at most {MAX_VARIABLE_BYTES} bytes"),
+        ));
+    }
+    let others: i64 = store::variables(state.db.pool(), project_id, function_id)
+        .await?
+        .iter()
+        .filter(|row| row.variable.key != key)
+        .map(|row| row.variable.size)
+        .sum();
+    if others as usize + value.len() > MAX_VARIABLES_BYTES {
+        return Err(invalid_variable(
+            "value",
+            format!("a function's values are at most {MAX_VARIABLES_BYTES} bytes together"),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn variables(
+    state: &AppState,
+    grant: &Grant<FunctionsRead>,
+    function_id: &str,
+) -> AppResult<Vec<Variable>> {
+    load(state, grant.project(), function_id).await?;
+    Ok(
+        store::variables(state.db.pool(), grant.project(), function_id)
+            .await?
+            .into_iter()
+            .map(|row| row.variable)
+            .collect(),
+    )
+}
+
+pub async fn create_variable(
+    state: &AppState,
+    grant: &Grant<FunctionsWrite>,
+    function_id: &str,
+    key: &str,
+    value: &str,
+) -> AppResult<Variable> {
+    load(state, grant.project(), function_id).await?;
+    check_variable_key(key)?;
+    check_variable_value(state, grant.project(), function_id, key, value).await?;
+    let now = now_millis();
+    let variable = Variable {
+        function_id: function_id.to_string(),
+        key: key.to_string(),
+        size: value.len() as i64,
+        created_at: now,
+        updated_at: now,
+    };
+    store::insert_variable(
+        state.db.pool(),
+        grant.project(),
+        &variable,
+        &sealer(state).seal(value),
+    )
+    .await
+    .conflict_as("variable", key)?;
+    Ok(variable)
+}
+
+pub async fn update_variable(
+    state: &AppState,
+    grant: &Grant<FunctionsWrite>,
+    function_id: &str,
+    key: &str,
+    value: &str,
+) -> AppResult<Variable> {
+    load(state, grant.project(), function_id).await?;
+    let missing = || AppError::NotFound {
+        what: "variable",
+        id: key.to_string(),
+    };
+    let mut variable = store::variables(state.db.pool(), grant.project(), function_id)
+        .await?
+        .into_iter()
+        .map(|row| row.variable)
+        .find(|v| v.key == key)
+        .ok_or_else(missing)?;
+    check_variable_value(state, grant.project(), function_id, key, value).await?;
+    variable.size = value.len() as i64;
+    variable.updated_at = now_millis();
+    if !store::update_variable(
+        state.db.pool(),
+        grant.project(),
+        &variable,
+        &sealer(state).seal(value),
+    )
+    .await?
+    {
+        return Err(missing());
+    }
+    Ok(variable)
+}
+
+pub async fn delete_variable(
+    state: &AppState,
+    grant: &Grant<FunctionsWrite>,
+    function_id: &str,
+    key: &str,
+) -> AppResult<()> {
+    load(state, grant.project(), function_id).await?;
+    if !store::delete_variable(state.db.pool(), grant.project(), function_id, key).await? {
+        return Err(AppError::NotFound {
+            what: "variable",
+            id: key.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The function's variables, opened, for its `env`. A value that does not open
+/// (sealed under another server secret) is left out, and logged.
+pub(super) async fn environment(
+    state: &AppState,
+    function: &Function,
+) -> AppResult<BTreeMap<String, String>> {
+    let sealer = sealer(state);
+    let mut env = BTreeMap::new();
+    for row in store::variables(state.db.pool(), &function.project_id, &function.id).await? {
+        match sealer.open(&row.sealed) {
+            Ok(value) => {
+                env.insert(row.variable.key, value);
+            }
+            Err(_) => tracing::warn!(
+                function = %function.id,
+                key = %row.variable.key,
+                "a function variable does not open with this server secret"
+            ),
+        }
+    }
+    Ok(env)
+}
+
+// ---------------------------------------------------------------------------
+// Deployments
+
+fn deployment_invalid(reason: impl Into<String>) -> AppError {
+    AppError::Invalid {
+        code: codes::DEPLOYMENT_INVALID,
+        field: "code".into(),
+        reason: reason.into(),
+    }
+}
+
+/// The modules of an upload: one `.js`/`.mjs` file (named by its file name), or a
+/// gzipped tar of `.js`/`.mjs`/`.json` files, within the limits on count and size,
+/// with no path leaving the archive.
+pub fn unpack(filename: &str, bytes: &[u8]) -> AppResult<BTreeMap<String, String>> {
+    let name = filename.rsplit(['/', '\\']).next().unwrap_or_default();
+    let mut modules = BTreeMap::new();
+    if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+        if bytes.len() > MAX_SOURCE_BYTES {
+            return Err(deployment_invalid(format!(
+                "the archive is over {MAX_SOURCE_BYTES} bytes"
+            )));
+        }
+        // Reads at most one byte past the limit: a gzip bomb stops there.
+        let mut unpacked = Vec::new();
+        flate2::read::GzDecoder::new(bytes)
+            .take(MAX_SOURCE_BYTES as u64 * 2 + 1)
+            .read_to_end(&mut unpacked)
+            .map_err(|_| deployment_invalid("the archive is not a gzipped tar"))?;
+        let mut archive = tar::Archive::new(unpacked.as_slice());
+        let entries = archive
+            .entries()
+            .map_err(|_| deployment_invalid("the archive is not a gzipped tar"))?;
+        let mut total = 0usize;
+        for entry in entries {
+            let mut entry =
+                entry.map_err(|_| deployment_invalid("the archive is not a readable tar"))?;
+            let kind = entry.header().entry_type();
+            let path = entry
+                .path()
+                .map_err(|_| deployment_invalid("an archive path is not UTF-8"))?
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_string();
+            if kind.is_dir() {
+                continue;
+            }
+            if !kind.is_file() {
+                return Err(deployment_invalid(format!(
+                    "`{}` is a link or special file; only regular files are taken",
+                    path.chars().take(64).collect::<String>()
+                )));
+            }
+            // Metadata files of macOS tar; they carry no code.
+            if path.rsplit('/').next().is_some_and(|n| n.starts_with("._")) {
+                continue;
+            }
+            check_module_path(&path).map_err(deployment_invalid)?;
+            let size = entry.header().size().unwrap_or(u64::MAX) as usize;
+            total = total.saturating_add(size);
+            if total > MAX_SOURCE_BYTES {
+                return Err(deployment_invalid(format!(
+                    "the modules are over {MAX_SOURCE_BYTES} bytes together"
+                )));
+            }
+            if modules.len() >= MAX_MODULES {
+                return Err(deployment_invalid(format!("at most {MAX_MODULES} modules")));
+            }
+            let mut text = String::new();
+            entry
+                .read_to_string(&mut text)
+                .map_err(|_| deployment_invalid(format!("`{path}` is not UTF-8 text")))?;
+            modules.insert(path, text);
+        }
+        if modules.is_empty() {
+            return Err(deployment_invalid("the archive holds no module"));
+        }
+        return Ok(modules);
+    }
+    if !(name.ends_with(".js") || name.ends_with(".mjs")) {
+        return Err(deployment_invalid(
+            "upload one `.js` or `.mjs` file (an ES module, bundled) or a `.tar.gz` of modules",
+        ));
+    }
+    check_module_path(name).map_err(deployment_invalid)?;
+    if bytes.len() > MAX_SOURCE_BYTES {
+        return Err(deployment_invalid(format!(
+            "the module is over {MAX_SOURCE_BYTES} bytes"
+        )));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| deployment_invalid("the file is not UTF-8 text, so not JavaScript"))?;
+    if text.contains('\0') {
+        return Err(deployment_invalid("the file is binary, not JavaScript"));
+    }
+    modules.insert(name.to_string(), text.to_string());
+    Ok(modules)
+}
+
+fn compile_error(err: sandbox::CompileError) -> AppError {
+    let place = match (&err.module, err.line) {
+        (Some(module), Some(line)) => format!("{module}, line {line}: "),
+        (Some(module), None) => format!("{module}: "),
+        (None, Some(line)) => format!("line {line}: "),
+        (None, None) => String::new(),
+    };
+    deployment_invalid(format!("{place}{}", err.message))
+}
+
+/// Unpacks, checks and compiles an upload (on a blocking thread: compiling is CPU
+/// work), stores the program, and activates it when asked.
+pub async fn create_deployment(
+    state: &AppState,
+    grant: &Grant<FunctionsWrite>,
+    function_id: &str,
+    filename: String,
+    bytes: Vec<u8>,
+    activate: bool,
+) -> AppResult<Deployment> {
+    let function = load(state, grant.project(), function_id).await?;
+    let entrypoint = function.entrypoint.clone();
+    let source_size = bytes.len() as i64;
+    let (program, modules) = tokio::task::spawn_blocking(move || {
+        let mut modules = unpack(&filename, &bytes)?;
+        // One bundled file is the entrypoint whatever it was called.
+        if modules.len() == 1 && !modules.contains_key(&entrypoint) && !filename.contains(".tar") {
+            let (_, text) = modules.pop_first().expect("one module");
+            modules.insert(entrypoint.clone(), text);
+        }
+        if !modules.contains_key(&entrypoint) {
+            return Err(deployment_invalid(format!(
+                "the entrypoint `{entrypoint}` is not among the uploaded modules"
+            )));
+        }
+        let count = modules.len();
+        let source = Source {
+            modules,
+            entrypoint,
+        };
+        let program = sandbox::compile(&source).map_err(compile_error)?;
+        Ok::<_, AppError>((program, count))
+    })
+    .await
+    .map_err(|err| AppError::Internal(anyhow::anyhow!("compiling panicked: {err}")))??;
+    let deployment = Deployment {
+        id: ids::generate(),
+        function_id: function.id.clone(),
+        entrypoint: function.entrypoint.clone(),
+        source_size,
+        modules: modules as i64,
+        created_at: now_millis(),
+    };
+    let mut tx = state.db.pool().begin().await?;
+    store::insert_deployment(&mut *tx, grant.project(), &deployment, program.to_bytes()).await?;
+    let mut messages = vec![deployment_event(grant.project(), &deployment, "create")];
+    if activate {
+        store::set_active(
+            &mut *tx,
+            grant.project(),
+            function_id,
+            Some(&deployment.id),
+            now_millis(),
+        )
+        .await?;
+        let mut function = function;
+        function.deployment_id = Some(deployment.id.clone());
+        messages.push(function_event(&function, "update"));
+    }
+    log::commit(&state.bus, tx, messages).await?;
+    state
+        .functions
+        .keep(grant.project(), &deployment.id, program);
+    Ok(deployment)
+}
+
+fn deployment_event(project_id: &str, deployment: &Deployment, action: &str) -> BusMessage {
+    let name = format!(
+        "functions.{}.deployments.{}",
+        deployment.function_id, deployment.id
+    );
+    BusMessage::Event(Event {
+        channels: vec![
+            "functions".into(),
+            format!("functions.{}", deployment.function_id),
+        ],
+        key_scope: FunctionsRead::NAME.into(),
+        ..Event::change(
+            project_id,
+            &name,
+            "functions.*.deployments.*",
+            action,
+            super::schema::deployment_json(deployment),
+        )
+    })
+}
+
+pub async fn deployments(
+    state: &AppState,
+    grant: &Grant<FunctionsRead>,
+    function_id: &str,
+    page: &Page,
+    with_total: bool,
+) -> AppResult<(Vec<Deployment>, i64)> {
+    load(state, grant.project(), function_id).await?;
+    let pool = state.db.pool();
+    let list = store::list_deployments(pool, grant.project(), function_id, page).await?;
+    let total = if with_total {
+        store::count_deployments(pool, grant.project(), function_id).await?
+    } else {
+        0
+    };
+    Ok((list, total))
+}
+
+async fn load_deployment(
+    state: &AppState,
+    project_id: &str,
+    function_id: &str,
+    id: &str,
+) -> AppResult<Deployment> {
+    ids::validate("deploymentId", id).map_err(|_| deployment_not_found(id))?;
+    store::find_deployment(state.db.pool(), project_id, function_id, id)
+        .await?
+        .ok_or_else(|| deployment_not_found(id))
+}
+
+/// Makes a deployment the one executions run.
+pub async fn activate_deployment(
+    state: &AppState,
+    grant: &Grant<FunctionsWrite>,
+    function_id: &str,
+    deployment_id: &str,
+) -> AppResult<Function> {
+    let mut function = load(state, grant.project(), function_id).await?;
+    load_deployment(state, grant.project(), function_id, deployment_id).await?;
+    function.deployment_id = Some(deployment_id.to_string());
+    function.updated_at = now_millis();
+    let mut tx = state.db.pool().begin().await?;
+    if !store::set_active(
+        &mut *tx,
+        grant.project(),
+        function_id,
+        Some(deployment_id),
+        function.updated_at,
+    )
+    .await?
+    {
+        return Err(not_found(function_id));
+    }
+    log::commit(&state.bus, tx, vec![function_event(&function, "update")]).await?;
+    Ok(function)
+}
+
+/// Deletes a deployment. Deleting the active one deactivates the function (as
+/// Appwrite does): it runs nothing until another is activated.
+pub async fn delete_deployment(
+    state: &AppState,
+    grant: &Grant<FunctionsWrite>,
+    function_id: &str,
+    deployment_id: &str,
+) -> AppResult<Deployment> {
+    let mut function = load(state, grant.project(), function_id).await?;
+    let deployment = load_deployment(state, grant.project(), function_id, deployment_id).await?;
+    let mut tx = state.db.pool().begin().await?;
+    let mut messages = vec![deployment_event(grant.project(), &deployment, "delete")];
+    if function.deployment_id.as_deref() == Some(deployment_id) {
+        function.deployment_id = None;
+        function.updated_at = now_millis();
+        store::set_active(
+            &mut *tx,
+            grant.project(),
+            function_id,
+            None,
+            function.updated_at,
+        )
+        .await?;
+        messages.push(function_event(&function, "update"));
+    }
+    if !store::delete_deployment(&mut *tx, grant.project(), function_id, deployment_id).await? {
+        return Err(deployment_not_found(deployment_id));
+    }
+    log::commit(&state.bus, tx, messages).await?;
+    state.functions.forget(grant.project(), deployment_id);
+    Ok(deployment)
+}
+
+// ---------------------------------------------------------------------------
+// Executions
+
+/// How an execution was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// `createExecution`.
+    Graphql,
+    /// The plain HTTP route.
+    Http,
+    /// A CRON tick.
+    Schedule,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Graphql => "graphql",
+            Trigger::Http => "http",
+            Trigger::Schedule => "schedule",
+        }
+    }
+}
+
+/// The request an execution runs with.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionRequest {
+    pub method: String,
+    /// The path, from `/`, with its query string.
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    /// Host, scheme and port the guest's `req` shows.
+    pub host: String,
+    pub scheme: String,
+    pub port: u16,
+}
+
+const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"];
+
+/// The request, checked: a known method, a path from `/`, bounded headers with
+/// lower-cased names, a body within `NIMBUS_FUNCTIONS_MAX_REQUEST_BYTES`.
+pub fn check_request(
+    state: &AppState,
+    mut request: ExecutionRequest,
+) -> AppResult<ExecutionRequest> {
+    request.method = request.method.to_ascii_uppercase();
+    if !METHODS.contains(&request.method.as_str()) {
+        return Err(AppError::invalid(
+            "method",
+            format!("one of {}", METHODS.join(", ")),
+        ));
+    }
+    if request.path.is_empty() {
+        request.path = "/".into();
+    }
+    if !request.path.starts_with('/')
+        || request.path.len() > MAX_PATH
+        || request.path.chars().any(char::is_control)
+    {
+        return Err(AppError::invalid(
+            "path",
+            format!("a path starts with `/` and has at most {MAX_PATH} bytes"),
+        ));
+    }
+    let header_bytes: usize = request.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    if request.headers.len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
+        return Err(AppError::invalid(
+            "headers",
+            format!("at most {MAX_HEADERS} headers of {MAX_HEADER_BYTES} bytes together"),
+        ));
+    }
+    for (name, value) in &mut request.headers {
+        *name = name.to_ascii_lowercase();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            || value.chars().any(|c| c.is_control() && c != '\t')
+        {
+            return Err(AppError::invalid(
+                "headers",
+                "a header name is a token and a value has no control characters",
+            ));
+        }
+    }
+    let max = state.config.functions_max_request_bytes;
+    if request.body.len() > max {
+        return Err(AppError::Invalid {
+            code: codes::REQUEST_TOO_LARGE,
+            field: "body".into(),
+            reason: format!("a function's request body is at most {max} bytes"),
+        });
+    }
+    Ok(request)
+}
+
+/// Who started an execution, as the record names them.
+fn caller_name(caller: &Caller) -> Option<String> {
+    match &caller.credential {
+        Credential::Anonymous => None,
+        Credential::Key(key) => Some(format!("key:{}", key.key_id)),
+        Credential::Session(session) => Some(format!("user:{}", session.user.id)),
+    }
+}
+
+/// Whether `caller` may execute `function`: a key holding `executions.write`, or
+/// a client holding one of the function's execute roles.
+fn may_execute(caller: &Caller, function: &Function) -> AppResult<()> {
+    if caller.key().is_some() {
+        caller.require::<ExecutionsWrite>()?;
+        return Ok(());
+    }
+    let roles = caller.roles();
+    let allowed = function
+        .execute
+        .iter()
+        .filter_map(|r| Role::from_str(r).ok())
+        .any(|role| roles.contains(&role));
+    if allowed {
+        return Ok(());
+    }
+    if matches!(caller.credential, Credential::Anonymous) {
+        return Err(AppError::Unauthenticated);
+    }
+    Err(AppError::PermissionDenied {
+        reason: "the function's execute roles do not include the caller".into(),
+    })
+}
+
+/// The function `id` of the caller's project, if the caller may execute it and it
+/// can run: enabled, with an active deployment.
+pub async fn runnable(state: &AppState, caller: &Caller, id: &str) -> AppResult<Function> {
+    let function = load(state, &caller.project.id, id).await?;
+    may_execute(caller, &function)?;
+    if !function.enabled {
+        return Err(AppError::Invalid {
+            code: codes::FUNCTION_DISABLED,
+            field: "functionId".into(),
+            reason: "the function is disabled".into(),
+        });
+    }
+    if function.deployment_id.is_none() {
+        return Err(AppError::Invalid {
+            code: codes::DEPLOYMENT_NOT_FOUND,
+            field: "functionId".into(),
+            reason: "the function has no active deployment".into(),
+        });
+    }
+    Ok(function)
+}
+
+/// Where an execution's realtime events go: the executions channels, to its caller
+/// (when a user) and to keys holding `executions.read`.
+pub(super) fn execution_event(execution: &Execution, action: &str) -> BusMessage {
+    let name = format!(
+        "functions.{}.executions.{}",
+        execution.function_id, execution.id
+    );
+    let read_roles = match execution.caller.as_deref() {
+        Some(user) if user.starts_with("user:") => vec![user.to_string()],
+        _ => Vec::new(),
+    };
+    BusMessage::Event(Event {
+        channels: vec![
+            "executions".into(),
+            format!("functions.{}.executions", execution.function_id),
+            name.clone(),
+        ],
+        key_scope: ExecutionsRead::NAME.into(),
+        read_roles,
+        ..Event::change(
+            &execution.project_id,
+            &name,
+            "functions.*.executions.*",
+            action,
+            super::schema::execution_json(execution),
+        )
+    })
+}
+
+fn new_execution(
+    function: &Function,
+    caller: Option<String>,
+    trigger: Trigger,
+    request: &ExecutionRequest,
+    status: &str,
+) -> Execution {
+    let now = now_millis();
+    Execution {
+        id: ids::generate(),
+        project_id: function.project_id.clone(),
+        function_id: function.id.clone(),
+        deployment_id: function.deployment_id.clone().unwrap_or_default(),
+        trigger: trigger.as_str().into(),
+        status: status.into(),
+        caller,
+        request_method: request.method.clone(),
+        request_path: request.path.clone(),
+        request_headers: request.headers.clone(),
+        response_status: 0,
+        response_headers: Vec::new(),
+        response_body: Vec::new(),
+        logs: String::new(),
+        errors: String::new(),
+        failure: None,
+        duration_ms: 0,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Runs `function` now for `caller` and records it: the execution, with its whole
+/// response body (the record keeps the first [`KEPT_RESPONSE_BYTES`]).
+pub async fn execute_now(
+    state: &AppState,
+    caller: &Caller,
+    function: &Function,
+    trigger: Trigger,
+    request: ExecutionRequest,
+) -> AppResult<Execution> {
+    let mut execution = new_execution(
+        function,
+        caller_name(caller),
+        trigger,
+        &request,
+        status::PROCESSING,
+    );
+    let identity = execute::Identity::of(caller, function);
+    let outcome = execute::run(state, function, identity, request).await?;
+    execute::apply(&mut execution, outcome);
+    let mut kept = execution.clone();
+    kept.response_body.truncate(KEPT_RESPONSE_BYTES);
+    let mut tx = state.db.pool().begin().await?;
+    store::insert_execution(&mut *tx, &kept, None).await?;
+    log::commit(&state.bus, tx, vec![execution_event(&kept, "create")]).await?;
+    Ok(execution)
+}
+
+/// Records an execution as `waiting` and queues the job that runs it, in one
+/// transaction.
+pub async fn execute_later(
+    state: &AppState,
+    caller: &Caller,
+    function: &Function,
+    trigger: Trigger,
+    request: ExecutionRequest,
+) -> AppResult<Execution> {
+    let execution = new_execution(
+        function,
+        caller_name(caller),
+        trigger,
+        &request,
+        status::WAITING,
+    );
+    queue(state, &execution, &request.body).await?;
+    Ok(execution)
+}
+
+async fn queue(state: &AppState, execution: &Execution, body: &[u8]) -> AppResult<()> {
+    let mut tx = state.db.pool().begin().await?;
+    store::insert_execution(&mut *tx, execution, Some(body)).await?;
+    let job = NewJob {
+        project_id: execution.project_id.clone(),
+        kind: EXECUTE_KIND,
+        payload: serde_json::json!({
+            "functionId": execution.function_id,
+            "executionId": execution.id,
+        }),
+        run_at: None,
+        dedupe_key: Some(format!(
+            "execution:{}:{}",
+            execution.project_id, execution.id
+        )),
+    };
+    state
+        .jobs
+        .enqueue(&mut *tx, state.db.dialect(), job)
+        .await?;
+    log::commit(&state.bus, tx, vec![execution_event(execution, "create")]).await?;
+    state.jobs.wake();
+    Ok(())
+}
+
+/// Queues a scheduled run of `function` (a CRON tick).
+pub(super) async fn execute_scheduled(state: &AppState, function: &Function) -> AppResult<()> {
+    let request = ExecutionRequest {
+        method: "POST".into(),
+        path: "/".into(),
+        ..ExecutionRequest::default()
+    };
+    let execution = new_execution(function, None, Trigger::Schedule, &request, status::WAITING);
+    queue(state, &execution, &[]).await
+}
+
+/// Who may read `execution`: its caller, or a key holding `executions.read`.
+fn may_read(caller: &Caller, execution: &Execution) -> AppResult<()> {
+    if caller.key().is_some() {
+        caller.require::<ExecutionsRead>()?;
+        return Ok(());
+    }
+    match (&caller.credential, execution.caller.as_deref()) {
+        (Credential::Session(session), Some(who)) if who == format!("user:{}", session.user.id) => {
+            Ok(())
+        }
+        _ => Err(execution_not_found(&execution.id)),
+    }
+}
+
+pub async fn get_execution(
+    state: &AppState,
+    caller: &Caller,
+    function_id: &str,
+    id: &str,
+) -> AppResult<Execution> {
+    ids::validate("executionId", id).map_err(|_| execution_not_found(id))?;
+    ids::validate("functionId", function_id).map_err(|_| execution_not_found(id))?;
+    let execution = store::find_execution(state.db.pool(), &caller.project.id, function_id, id)
+        .await?
+        .ok_or_else(|| execution_not_found(id))?;
+    may_read(caller, &execution)?;
+    Ok(execution)
+}
+
+/// The executions of a function the caller may read: all of them for a key
+/// holding `executions.read`, a user's own otherwise (none for a guest).
+pub async fn executions(
+    state: &AppState,
+    caller: &Caller,
+    function_id: &str,
+    page: &Page,
+    with_total: bool,
+) -> AppResult<(Vec<Execution>, i64)> {
+    ids::validate("functionId", function_id).map_err(|_| not_found(function_id))?;
+    let own = match &caller.credential {
+        Credential::Key(_) => {
+            caller.require::<ExecutionsRead>()?;
+            None
+        }
+        Credential::Session(session) => Some(format!("user:{}", session.user.id)),
+        Credential::Anonymous => return Err(AppError::Unauthenticated),
+    };
+    let pool = state.db.pool();
+    let project = &caller.project.id;
+    let list = store::list_executions(pool, project, function_id, own.as_deref(), page).await?;
+    let total = if with_total {
+        store::count_executions(pool, project, function_id, own.as_deref()).await?
+    } else {
+        0
+    };
+    Ok((list, total))
+}
+
+/// Forgets the execution records of the grant's deleted project (its functions go
+/// with its rows). A failure is logged; pruning takes what is left.
+pub async fn forget_project(state: &AppState, admin: &crate::auth::AdminGrant) {
+    if let Err(err) = store::delete_project_executions(state.db.pool(), admin.project()).await {
+        tracing::warn!(error = %err, "cannot delete a deleted project's function executions");
+    }
+}

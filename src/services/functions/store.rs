@@ -1,0 +1,617 @@
+//! SQL of functions, their variables, deployments and executions.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyPool, Executor, FromRow, Row as _};
+
+use crate::db::Page;
+use crate::db::columns::{json, text};
+
+use super::{Deployment, Execution, Function, Variable};
+
+const COLUMNS: &str = "project_id, id, name, runtime, entrypoint, execute, events, schedule, \
+     timeout, memory, enabled, scopes, deployment_id, created_at, updated_at";
+
+/// A function as stored: lists are JSON arrays.
+#[derive(Debug, Clone)]
+pub struct FunctionRow(pub Function);
+
+fn list_of(row: &AnyRow, column: &str) -> Result<Vec<String>, sqlx::Error> {
+    // Written by this module only, from checked values.
+    Ok(serde_json::from_str(&text(row, column)?).unwrap_or_default())
+}
+
+impl FromRow<'_, AnyRow> for FunctionRow {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(FunctionRow(Function {
+            project_id: row.try_get("project_id")?,
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            runtime: row.try_get("runtime")?,
+            entrypoint: row.try_get("entrypoint")?,
+            execute: list_of(row, "execute")?,
+            events: list_of(row, "events")?,
+            schedule: row.try_get("schedule")?,
+            timeout: row.try_get("timeout")?,
+            memory: row.try_get("memory")?,
+            enabled: row.try_get::<i16, _>("enabled")? != 0,
+            scopes: list_of(row, "scopes")?,
+            deployment_id: row.try_get("deployment_id")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        }))
+    }
+}
+
+pub async fn insert<'e>(
+    db: impl Executor<'e, Database = Any>,
+    f: &Function,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO functions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ))
+    .bind(&f.project_id)
+    .bind(&f.id)
+    .bind(&f.name)
+    .bind(&f.runtime)
+    .bind(&f.entrypoint)
+    .bind(json(&f.execute))
+    .bind(json(&f.events))
+    .bind(&f.schedule)
+    .bind(f.timeout)
+    .bind(f.memory)
+    .bind(i16::from(f.enabled))
+    .bind(json(&f.scopes))
+    .bind(&f.deployment_id)
+    .bind(f.created_at)
+    .bind(f.updated_at)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+/// Writes the changeable fields of `f`; false when it is gone.
+pub async fn update<'e>(
+    db: impl Executor<'e, Database = Any>,
+    f: &Function,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE functions SET name = ?, entrypoint = ?, execute = ?, events = ?, schedule = ?, \
+         timeout = ?, memory = ?, enabled = ?, scopes = ?, deployment_id = ?, updated_at = ? \
+         WHERE project_id = ? AND id = ?",
+    )
+    .bind(&f.name)
+    .bind(&f.entrypoint)
+    .bind(json(&f.execute))
+    .bind(json(&f.events))
+    .bind(&f.schedule)
+    .bind(f.timeout)
+    .bind(f.memory)
+    .bind(i16::from(f.enabled))
+    .bind(json(&f.scopes))
+    .bind(&f.deployment_id)
+    .bind(f.updated_at)
+    .bind(&f.project_id)
+    .bind(&f.id)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
+pub async fn find(
+    pool: &AnyPool,
+    project_id: &str,
+    id: &str,
+) -> Result<Option<Function>, sqlx::Error> {
+    sqlx::query_as::<_, FunctionRow>(&format!(
+        "SELECT {COLUMNS} FROM functions WHERE project_id = ? AND id = ?"
+    ))
+    .bind(project_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map(|row| row.map(|r| r.0))
+}
+
+pub async fn list(
+    pool: &AnyPool,
+    project_id: &str,
+    page: &Page,
+) -> Result<Vec<Function>, sqlx::Error> {
+    let (keyset, binds) = page.keyset_sql("id");
+    let sql = format!("SELECT {COLUMNS} FROM functions WHERE project_id = ?{keyset}");
+    let rows: Vec<FunctionRow> = binds
+        .iter()
+        .fold(sqlx::query_as(&sql).bind(project_id), |q, b| q.bind(b))
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+pub async fn count(pool: &AnyPool, project_id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM functions WHERE project_id = ?")
+        .bind(project_id)
+        .fetch_one(pool)
+        .await
+}
+
+/// Deletes a function with its variables and deployments (its executions are
+/// deleted apart: they have no foreign key, to be written without a lock on it).
+pub async fn delete<'e>(
+    db: impl Executor<'e, Database = Any>,
+    project_id: &str,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query("DELETE FROM functions WHERE project_id = ? AND id = ?")
+        .bind(project_id)
+        .bind(id)
+        .execute(db)
+        .await
+        .map(|r| r.rows_affected() == 1)
+}
+
+// ---------------------------------------------------------------------------
+// Variables
+
+/// A variable with its sealed value.
+#[derive(Debug, Clone)]
+pub struct VariableRow {
+    pub variable: Variable,
+    pub sealed: String,
+}
+
+impl FromRow<'_, AnyRow> for VariableRow {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(VariableRow {
+            variable: Variable {
+                function_id: row.try_get("function_id")?,
+                key: row.try_get("var_key")?,
+                size: row.try_get("size")?,
+                created_at: row.try_get("created_at")?,
+                updated_at: row.try_get("updated_at")?,
+            },
+            sealed: text(row, "value")?,
+        })
+    }
+}
+
+const VARIABLE_COLUMNS: &str = "function_id, var_key, value, size, created_at, updated_at";
+
+pub async fn variables(
+    pool: &AnyPool,
+    project_id: &str,
+    function_id: &str,
+) -> Result<Vec<VariableRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {VARIABLE_COLUMNS} FROM function_variables WHERE project_id = ? AND function_id = ? ORDER BY var_key"
+    ))
+    .bind(project_id)
+    .bind(function_id)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn insert_variable<'e>(
+    db: impl Executor<'e, Database = Any>,
+    project_id: &str,
+    variable: &Variable,
+    sealed: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO function_variables (project_id, {VARIABLE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    ))
+    .bind(project_id)
+    .bind(&variable.function_id)
+    .bind(&variable.key)
+    .bind(sealed)
+    .bind(variable.size)
+    .bind(variable.created_at)
+    .bind(variable.updated_at)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+pub async fn update_variable<'e>(
+    db: impl Executor<'e, Database = Any>,
+    project_id: &str,
+    variable: &Variable,
+    sealed: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE function_variables SET value = ?, size = ?, updated_at = ? \
+         WHERE project_id = ? AND function_id = ? AND var_key = ?",
+    )
+    .bind(sealed)
+    .bind(variable.size)
+    .bind(variable.updated_at)
+    .bind(project_id)
+    .bind(&variable.function_id)
+    .bind(&variable.key)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
+pub async fn delete_variable(
+    pool: &AnyPool,
+    project_id: &str,
+    function_id: &str,
+    key: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM function_variables WHERE project_id = ? AND function_id = ? AND var_key = ?",
+    )
+    .bind(project_id)
+    .bind(function_id)
+    .bind(key)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
+// ---------------------------------------------------------------------------
+// Deployments
+
+const DEPLOYMENT_COLUMNS: &str = "id, function_id, entrypoint, source_size, modules, created_at";
+
+#[derive(Debug, Clone)]
+pub struct DeploymentRow(pub Deployment);
+
+impl FromRow<'_, AnyRow> for DeploymentRow {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(DeploymentRow(Deployment {
+            id: row.try_get("id")?,
+            function_id: row.try_get("function_id")?,
+            entrypoint: row.try_get("entrypoint")?,
+            source_size: row.try_get("source_size")?,
+            modules: row.try_get("modules")?,
+            created_at: row.try_get("created_at")?,
+        }))
+    }
+}
+
+pub async fn insert_deployment<'e>(
+    db: impl Executor<'e, Database = Any>,
+    project_id: &str,
+    deployment: &Deployment,
+    program: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO function_deployments (project_id, {DEPLOYMENT_COLUMNS}, program) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    ))
+    .bind(project_id)
+    .bind(&deployment.id)
+    .bind(&deployment.function_id)
+    .bind(&deployment.entrypoint)
+    .bind(deployment.source_size)
+    .bind(deployment.modules)
+    .bind(deployment.created_at)
+    .bind(program.to_vec())
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+pub async fn find_deployment(
+    pool: &AnyPool,
+    project_id: &str,
+    function_id: &str,
+    id: &str,
+) -> Result<Option<Deployment>, sqlx::Error> {
+    sqlx::query_as::<_, DeploymentRow>(&format!(
+        "SELECT {DEPLOYMENT_COLUMNS} FROM function_deployments WHERE project_id = ? AND function_id = ? AND id = ?"
+    ))
+    .bind(project_id)
+    .bind(function_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map(|row| row.map(|r| r.0))
+}
+
+/// The compiled program of a deployment.
+pub async fn program(
+    pool: &AnyPool,
+    project_id: &str,
+    function_id: &str,
+    id: &str,
+) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT program FROM function_deployments WHERE project_id = ? AND function_id = ? AND id = ?",
+    )
+    .bind(project_id)
+    .bind(function_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn list_deployments(
+    pool: &AnyPool,
+    project_id: &str,
+    function_id: &str,
+    page: &Page,
+) -> Result<Vec<Deployment>, sqlx::Error> {
+    let (keyset, binds) = page.keyset_sql("id");
+    let sql = format!(
+        "SELECT {DEPLOYMENT_COLUMNS} FROM function_deployments WHERE project_id = ? AND function_id = ?{keyset}"
+    );
+    let rows: Vec<DeploymentRow> = binds
+        .iter()
+        .fold(
+            sqlx::query_as(&sql).bind(project_id).bind(function_id),
+            |q, b| q.bind(b),
+        )
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+pub async fn count_deployments(
+    pool: &AnyPool,
+    project_id: &str,
+    function_id: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM function_deployments WHERE project_id = ? AND function_id = ?",
+    )
+    .bind(project_id)
+    .bind(function_id)
+    .fetch_one(pool)
+    .await
+}
+
+pub async fn delete_deployment<'e>(
+    db: impl Executor<'e, Database = Any>,
+    project_id: &str,
+    function_id: &str,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM function_deployments WHERE project_id = ? AND function_id = ? AND id = ?",
+    )
+    .bind(project_id)
+    .bind(function_id)
+    .bind(id)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
+/// Makes `deployment_id` the function's active deployment (none: deactivates).
+pub async fn set_active<'e>(
+    db: impl Executor<'e, Database = Any>,
+    project_id: &str,
+    function_id: &str,
+    deployment_id: Option<&str>,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE functions SET deployment_id = ?, updated_at = ? WHERE project_id = ? AND id = ?",
+    )
+    .bind(deployment_id)
+    .bind(now)
+    .bind(project_id)
+    .bind(function_id)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
+// ---------------------------------------------------------------------------
+// Executions
+
+const EXECUTION_COLUMNS: &str = "project_id, function_id, id, deployment_id, trigger_kind, status, \
+     caller, request_method, request_path, request_headers, response_status, response_headers, \
+     response_body, logs, errors, failure, duration_ms, created_at, updated_at";
+
+fn pairs_of(row: &AnyRow, column: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
+    Ok(serde_json::from_str(&text(row, column)?).unwrap_or_default())
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecutionRow(pub Execution);
+
+impl FromRow<'_, AnyRow> for ExecutionRow {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(ExecutionRow(Execution {
+            project_id: row.try_get("project_id")?,
+            function_id: row.try_get("function_id")?,
+            id: row.try_get("id")?,
+            deployment_id: row.try_get("deployment_id")?,
+            trigger: row.try_get("trigger_kind")?,
+            status: row.try_get("status")?,
+            caller: row.try_get("caller")?,
+            request_method: row.try_get("request_method")?,
+            request_path: text(row, "request_path")?,
+            request_headers: pairs_of(row, "request_headers")?,
+            response_status: row.try_get("response_status")?,
+            response_headers: pairs_of(row, "response_headers")?,
+            response_body: row.try_get("response_body")?,
+            logs: text(row, "logs")?,
+            errors: text(row, "errors")?,
+            failure: row.try_get("failure")?,
+            duration_ms: row.try_get("duration_ms")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        }))
+    }
+}
+
+/// Records a new execution; `request_body` is kept only for one that runs later.
+pub async fn insert_execution<'e>(
+    db: impl Executor<'e, Database = Any>,
+    e: &Execution,
+    request_body: Option<&[u8]>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO function_executions ({EXECUTION_COLUMNS}, request_body) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ))
+    .bind(&e.project_id)
+    .bind(&e.function_id)
+    .bind(&e.id)
+    .bind(&e.deployment_id)
+    .bind(&e.trigger)
+    .bind(&e.status)
+    .bind(&e.caller)
+    .bind(&e.request_method)
+    .bind(&e.request_path)
+    .bind(json(&e.request_headers))
+    .bind(e.response_status)
+    .bind(json(&e.response_headers))
+    .bind(e.response_body.clone())
+    .bind(&e.logs)
+    .bind(&e.errors)
+    .bind(&e.failure)
+    .bind(e.duration_ms)
+    .bind(e.created_at)
+    .bind(e.updated_at)
+    .bind(request_body.map(<[u8]>::to_vec))
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+/// Records how an execution ended (and forgets its request body); false when it is
+/// gone or already ended.
+pub async fn finish_execution<'e>(
+    db: impl Executor<'e, Database = Any>,
+    e: &Execution,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE function_executions SET status = ?, response_status = ?, response_headers = ?, \
+         response_body = ?, logs = ?, errors = ?, failure = ?, duration_ms = ?, updated_at = ?, \
+         request_body = NULL \
+         WHERE project_id = ? AND function_id = ? AND id = ? AND status IN ('waiting', 'processing')",
+    )
+    .bind(&e.status)
+    .bind(e.response_status)
+    .bind(json(&e.response_headers))
+    .bind(e.response_body.clone())
+    .bind(&e.logs)
+    .bind(&e.errors)
+    .bind(&e.failure)
+    .bind(e.duration_ms)
+    .bind(e.updated_at)
+    .bind(&e.project_id)
+    .bind(&e.function_id)
+    .bind(&e.id)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
+pub async fn find_execution(
+    pool: &AnyPool,
+    project_id: &str,
+    function_id: &str,
+    id: &str,
+) -> Result<Option<Execution>, sqlx::Error> {
+    sqlx::query_as::<_, ExecutionRow>(&format!(
+        "SELECT {EXECUTION_COLUMNS} FROM function_executions WHERE project_id = ? AND function_id = ? AND id = ?"
+    ))
+    .bind(project_id)
+    .bind(function_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map(|row| row.map(|r| r.0))
+}
+
+/// The body of an execution that waits to run.
+pub async fn request_body(
+    pool: &AnyPool,
+    project_id: &str,
+    function_id: &str,
+    id: &str,
+) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar::<_, Option<Vec<u8>>>(
+        "SELECT request_body FROM function_executions WHERE project_id = ? AND function_id = ? AND id = ?",
+    )
+    .bind(project_id)
+    .bind(function_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map(Option::flatten)
+}
+
+/// Executions of a function, newest last; only those of `caller` when given.
+pub async fn list_executions(
+    pool: &AnyPool,
+    project_id: &str,
+    function_id: &str,
+    caller: Option<&str>,
+    page: &Page,
+) -> Result<Vec<Execution>, sqlx::Error> {
+    let (keyset, binds) = page.keyset_sql("id");
+    let by_caller = if caller.is_some() {
+        " AND caller = ?"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT {EXECUTION_COLUMNS} FROM function_executions WHERE project_id = ? AND function_id = ?{by_caller}{keyset}"
+    );
+    let mut query = sqlx::query_as(&sql).bind(project_id).bind(function_id);
+    if let Some(caller) = caller {
+        query = query.bind(caller);
+    }
+    let rows: Vec<ExecutionRow> = binds
+        .iter()
+        .fold(query, |q, b| q.bind(b))
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+pub async fn count_executions(
+    pool: &AnyPool,
+    project_id: &str,
+    function_id: &str,
+    caller: Option<&str>,
+) -> Result<i64, sqlx::Error> {
+    let sql = if caller.is_some() {
+        "SELECT COUNT(*) FROM function_executions WHERE project_id = ? AND function_id = ? AND caller = ?"
+    } else {
+        "SELECT COUNT(*) FROM function_executions WHERE project_id = ? AND function_id = ?"
+    };
+    let mut query = sqlx::query_scalar(sql).bind(project_id).bind(function_id);
+    if let Some(caller) = caller {
+        query = query.bind(caller);
+    }
+    query.fetch_one(pool).await
+}
+
+pub async fn delete_executions_of(
+    pool: &AnyPool,
+    project_id: &str,
+    function_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM function_executions WHERE project_id = ? AND function_id = ?")
+        .bind(project_id)
+        .bind(function_id)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+pub async fn delete_project_executions(
+    pool: &AnyPool,
+    project_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM function_executions WHERE project_id = ?")
+        .bind(project_id)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+pub async fn prune_executions(pool: &AnyPool, before: i64) -> Result<u64, sqlx::Error> {
+    sqlx::query("DELETE FROM function_executions WHERE created_at < ?")
+        .bind(before)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
+}
