@@ -49,7 +49,12 @@ pub fn id_of(kind: SecretKind, secret: &str) -> Option<&str> {
 
 /// Hex SHA-256 of a secret.
 pub fn digest(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    hex::encode(digest_bytes(secret))
+}
+
+/// SHA-256 of a secret, as bytes.
+pub fn digest_bytes(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
 }
 
 /// Whether `secret` hashes to `stored_digest`, in constant time.

@@ -130,7 +130,9 @@ impl Wakes {
 
 #[derive(Default)]
 pub struct SessionCache {
-    entries: RwLock<HashMap<String, (Instant, Arc<ResolvedSession>)>>,
+    /// Keyed by the raw SHA-256 of the secret: a 64-character hex string would cost
+    /// about 90 bytes more per signed-in user, which counts with one user per socket.
+    entries: RwLock<HashMap<[u8; 32], (Instant, Arc<ResolvedSession>)>>,
     /// Counts evictions, so a session loaded before one is not cached after it.
     generation: AtomicU64,
     holders: Mutex<Holders>,
@@ -138,7 +140,7 @@ pub struct SessionCache {
 
 impl SessionCache {
     /// The cached session for this secret digest, if fresh.
-    pub fn get(&self, digest: &str) -> Option<Arc<ResolvedSession>> {
+    pub fn get(&self, digest: &[u8; 32]) -> Option<Arc<ResolvedSession>> {
         let entries = self.entries.read().ok()?;
         let (loaded_at, resolved) = entries.get(digest)?;
         (loaded_at.elapsed() < TTL).then(|| resolved.clone())
@@ -152,7 +154,7 @@ impl SessionCache {
 
     /// Caches a session loaded when evictions stood at `generation`; one loaded
     /// before a later eviction may be stale and is not kept.
-    pub fn insert(&self, digest: String, resolved: Arc<ResolvedSession>, generation: u64) {
+    pub fn insert(&self, digest: [u8; 32], resolved: Arc<ResolvedSession>, generation: u64) {
         if let Ok(mut entries) = self.entries.write() {
             if self.generation() != generation {
                 return;

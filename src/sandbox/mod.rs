@@ -175,15 +175,15 @@ pub enum Failure {
 impl Failure {
     pub fn code(&self) -> &'static str {
         match self {
-            Failure::Thrown(_) => "EXECUTION_THREW",
-            Failure::CpuLimit => "EXECUTION_CPU_LIMIT",
-            Failure::Timeout => "EXECUTION_TIMEOUT",
-            Failure::MemoryLimit => "EXECUTION_MEMORY_LIMIT",
-            Failure::StackOverflow => "EXECUTION_STACK_OVERFLOW",
-            Failure::NeverSettled => "EXECUTION_NEVER_SETTLED",
-            Failure::ResponseTooLarge => "EXECUTION_RESPONSE_TOO_LARGE",
-            Failure::InvalidResponse(_) => "EXECUTION_INVALID_RESPONSE",
-            Failure::Crashed => "EXECUTION_CRASHED",
+            Failure::Thrown(_) => crate::error::codes::EXECUTION_THREW,
+            Failure::CpuLimit => crate::error::codes::EXECUTION_CPU_LIMIT,
+            Failure::Timeout => crate::error::codes::EXECUTION_TIMEOUT,
+            Failure::MemoryLimit => crate::error::codes::EXECUTION_MEMORY_LIMIT,
+            Failure::StackOverflow => crate::error::codes::EXECUTION_STACK_OVERFLOW,
+            Failure::NeverSettled => crate::error::codes::EXECUTION_NEVER_SETTLED,
+            Failure::ResponseTooLarge => crate::error::codes::EXECUTION_RESPONSE_TOO_LARGE,
+            Failure::InvalidResponse(_) => crate::error::codes::EXECUTION_INVALID_RESPONSE,
+            Failure::Crashed => crate::error::codes::EXECUTION_CRASHED,
         }
     }
 }

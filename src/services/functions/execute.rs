@@ -60,7 +60,7 @@ impl Identity {
     pub fn function(function: &Function) -> Identity {
         Identity {
             project_id: function.project_id.clone(),
-            credential: Credential::Key(ApiKeyGrant {
+            credential: Credential::Key(Box::new(ApiKeyGrant {
                 key_id: format!("function:{}", function.id),
                 project_id: function.project_id.clone(),
                 scopes: function
@@ -70,7 +70,7 @@ impl Identity {
                     .filter(|scope| *scope != Scope::Admin)
                     .collect(),
                 expires_at: None,
-            }),
+            })),
         }
     }
 

@@ -1289,7 +1289,7 @@ pub async fn resolve_session(
     project_id: &str,
     secret: &str,
 ) -> AppResult<Arc<ResolvedSession>> {
-    let digest = secrets::digest(secret);
+    let digest = secrets::digest_bytes(secret);
     let resolved = match state.sessions.get(&digest) {
         Some(resolved) => resolved,
         None => {
