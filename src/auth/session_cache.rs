@@ -128,11 +128,14 @@ impl Wakes {
     }
 }
 
+/// The SHA-256 of a session secret.
+pub type SecretDigest = [u8; 32];
+
 #[derive(Default)]
 pub struct SessionCache {
     /// Keyed by the raw SHA-256 of the secret: a 64-character hex string would cost
     /// about 90 bytes more per signed-in user, which counts with one user per socket.
-    entries: RwLock<HashMap<[u8; 32], (Instant, Arc<ResolvedSession>)>>,
+    entries: RwLock<HashMap<SecretDigest, (Instant, Arc<ResolvedSession>)>>,
     /// Counts evictions, so a session loaded before one is not cached after it.
     generation: AtomicU64,
     holders: Mutex<Holders>,
@@ -140,7 +143,7 @@ pub struct SessionCache {
 
 impl SessionCache {
     /// The cached session for this secret digest, if fresh.
-    pub fn get(&self, digest: &[u8; 32]) -> Option<Arc<ResolvedSession>> {
+    pub fn get(&self, digest: &SecretDigest) -> Option<Arc<ResolvedSession>> {
         let entries = self.entries.read().ok()?;
         let (loaded_at, resolved) = entries.get(digest)?;
         (loaded_at.elapsed() < TTL).then(|| resolved.clone())
@@ -154,7 +157,7 @@ impl SessionCache {
 
     /// Caches a session loaded when evictions stood at `generation`; one loaded
     /// before a later eviction may be stale and is not kept.
-    pub fn insert(&self, digest: [u8; 32], resolved: Arc<ResolvedSession>, generation: u64) {
+    pub fn insert(&self, digest: SecretDigest, resolved: Arc<ResolvedSession>, generation: u64) {
         if let Ok(mut entries) = self.entries.write() {
             if self.generation() != generation {
                 return;
