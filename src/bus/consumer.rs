@@ -40,6 +40,10 @@ use crate::error::{AppError, AppResult};
 const BATCH: i64 = 500;
 /// How often the holder reads the log when the bus says nothing.
 const POLL: Duration = Duration::from_secs(2);
+/// How long the holder lets notifications gather before it reads the log: under a
+/// stream of writes, one read, one lookup and one position update then serve many
+/// events instead of one each (each step is a write transaction of its own).
+const GATHER: Duration = Duration::from_millis(20);
 /// How long a missing position holds the stored position back before it is given
 /// up as one that never committed (the relay watches passed positions as long).
 pub const LATE_WINDOW: Duration = Duration::from_secs(60);
@@ -324,7 +328,8 @@ pub async fn run(
                 if matches!(woke, Err(broadcast::error::RecvError::Closed)) {
                     break;
                 }
-                // One read of the log serves every notification queued so far.
+                // One read of the log serves every notification of the moment.
+                tokio::time::sleep(GATHER).await;
                 while messages.try_recv().is_ok() {}
             }
             _ = tokio::time::sleep(wait) => {}

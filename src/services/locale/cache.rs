@@ -32,7 +32,13 @@ pub struct Lists;
 
 impl SameForAll for Lists {
     fn covers(&self, document: &ExecutableDocument, operation: &OperationDefinition) -> bool {
-        only_lists(document, &operation.selection_set.node, Level::Query, 0)
+        only_lists(
+            document,
+            &operation.selection_set.node,
+            Level::Query,
+            0,
+            &mut Walked::new(),
+        )
     }
 
     fn variant(&self, languages: &str) -> &'static str {
@@ -41,21 +47,29 @@ impl SameForAll for Lists {
 }
 
 /// Where in the operation a selection set stands.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Level {
     Query,
     Locale,
 }
 
+/// What a fragment was found to select, per level: each fragment is walked once
+/// per level, so that a document of fragments spreading each other twice (2^30
+/// selections in a kilobyte) costs its size, not its expansion. A fragment is
+/// marked `false` while it is walked, which also ends a cycle (refused by
+/// validation later anyway).
+type Walked<'a> = std::collections::HashMap<(&'a str, Level), bool>;
+
 /// Whether `set` selects, at `level`, only `__typename`, `locale` and, within
 /// it, lists (whatever below them: their items hold nothing but data), fragments
 /// followed. What is not valid there at all is refused by validation, and an
 /// answer with errors is not kept.
-fn only_lists(
-    document: &ExecutableDocument,
-    set: &SelectionSet,
+fn only_lists<'a>(
+    document: &'a ExecutableDocument,
+    set: &'a SelectionSet,
     level: Level,
     depth: usize,
+    walked: &mut Walked<'a>,
 ) -> bool {
     if depth > MAX_NESTING {
         return false;
@@ -73,25 +87,38 @@ fn only_lists(
                             &field.selection_set.node,
                             Level::Locale,
                             depth + 1,
+                            walked,
                         )
                 }
                 Level::Locale => LISTS.contains(&name),
             }
         }
-        Selection::InlineFragment(inline) => {
-            only_lists(document, &inline.node.selection_set.node, level, depth + 1)
+        Selection::InlineFragment(inline) => only_lists(
+            document,
+            &inline.node.selection_set.node,
+            level,
+            depth + 1,
+            walked,
+        ),
+        Selection::FragmentSpread(spread) => {
+            let name = spread.node.fragment_name.node.as_str();
+            if let Some(known) = walked.get(&(name, level)) {
+                return *known;
+            }
+            let Some(fragment) = document.fragments.get(&spread.node.fragment_name.node) else {
+                return false;
+            };
+            walked.insert((name, level), false);
+            let covered = only_lists(
+                document,
+                &fragment.node.selection_set.node,
+                level,
+                depth + 1,
+                walked,
+            );
+            walked.insert((name, level), covered);
+            covered
         }
-        Selection::FragmentSpread(spread) => document
-            .fragments
-            .get(&spread.node.fragment_name.node)
-            .is_some_and(|fragment| {
-                only_lists(
-                    document,
-                    &fragment.node.selection_set.node,
-                    level,
-                    depth + 1,
-                )
-            }),
     })
 }
 
@@ -107,6 +134,23 @@ mod tests {
             panic!("one operation");
         };
         Lists.covers(&document, &operation.node)
+    }
+
+    #[test]
+    fn a_fragment_bomb_is_walked_in_its_size_not_its_expansion() {
+        // 40 fragments each spreading the next twice: 2^40 selections if expanded.
+        let mut query = String::from("{ locale { ...F0 } }");
+        for i in 0..40 {
+            query.push_str(&format!(
+                " fragment F{i} on Locale {{ ...F{} ...F{} }}",
+                i + 1,
+                i + 1
+            ));
+        }
+        query.push_str(" fragment F40 on Locale { countries { code } }");
+        let started = std::time::Instant::now();
+        assert!(covered(&query));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]
