@@ -276,3 +276,54 @@ async fn an_event_storm_runs_the_function_once_per_event_none_lost() {
     assert_eq!(ids, expected);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn two_functions_that_trigger_each_other_stop_at_the_depth_limit() {
+    let app = fast_app().await;
+    notes(&app).await;
+    // Each bumps the note on every update of it, so each one's write runs the other.
+    let bump = r#"export default async ({ req, res }) => {
+        const wrote = await nimbus.graphql(
+            'mutation($id: ID!, $data: JSON!) { updateDocument(input: {databaseId: "app", collectionId: "notes", id: $id, data: $data}) { id } }',
+            { id: req.bodyJson['$id'], data: { words: (req.bodyJson.words ?? 0) + 1 } },
+        );
+        if (wrote.errors) throw new Error(JSON.stringify(wrote.errors));
+        return res.empty();
+    };"#;
+    let settings = json!({"events": ["databases.*.collections.notes.documents.*.update"],
+        "scopes": ["documents.read", "documents.write"]});
+    deployed(&app, "ping", settings.clone(), bump).await;
+    deployed(&app, "pong", settings, bump).await;
+    deployed(
+        &app,
+        "marker",
+        json!({"events": ["databases.*.collections.notes.documents.*.create"]}),
+        "export default async ({ res }) => res.empty();",
+    )
+    .await;
+    let mut ping_ws = follow(&app, "ping").await;
+    let mut pong_ws = follow(&app, "pong").await;
+    let mut marker_ws = follow(&app, "marker").await;
+    create_note(&app, "n1", "one").await;
+    assert_eq!(ended(&mut marker_ws, 1, WAIT).await, 1);
+    app.admin(
+        "mutation { updateDocument(input: {databaseId: \"app\", collectionId: \"notes\", id: \"n1\", data: {words: 0}}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    // The update runs both (depth 1); each one's write runs the other, one level
+    // deeper, up to the limit of 8: 8 runs each.
+    assert_eq!(ended(&mut ping_ws, 8, WAIT).await, 8);
+    assert_eq!(ended(&mut pong_ws, 8, WAIT).await, 8);
+    // Logged after the last writes: once it ran, they were handled.
+    create_note(&app, "n2", "two").await;
+    assert_eq!(ended(&mut marker_ws, 1, WAIT).await, 1);
+    assert_eq!(executions(&app, "ping").await.len(), 8);
+    assert_eq!(executions(&app, "pong").await.len(), 8);
+    assert_eq!(
+        app.metric("nimbus_function_triggers_dropped_total").await,
+        2.0
+    );
+    app.shutdown().await;
+}
