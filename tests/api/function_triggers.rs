@@ -327,3 +327,41 @@ async fn two_functions_that_trigger_each_other_stop_at_the_depth_limit() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_function_that_queues_itself_stops_at_the_depth_limit() {
+    let app = fast_app().await;
+    deployed(
+        &app,
+        "again",
+        json!({"scopes": ["executions.write"]}),
+        r#"export default async ({ res }) => res.json(await nimbus.graphql(
+            'mutation { createExecution(input: {functionId: "again", async: true}) { status } }',
+        ));"#,
+    )
+    .await;
+    let mut ws = follow(&app, "again").await;
+    app.admin(
+        "mutation { createExecution(input: {functionId: \"again\", async: true}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(ended(&mut ws, 8, WAIT).await, 8);
+    let ran = executions(&app, "again").await;
+    let answers: Vec<Value> = ran
+        .iter()
+        .map(|e| serde_json::from_str(e["responseBody"].as_str().unwrap()).unwrap())
+        .collect();
+    // Seven queued the next; the eighth was refused, so there is no ninth.
+    assert_eq!(ran.len(), 8, "{answers:#?}");
+    for answer in &answers[..7] {
+        assert_eq!(answer["data"]["createExecution"]["status"], "WAITING", "{answer:#}");
+    }
+    assert_eq!(
+        answers[7]["errors"][0]["extensions"]["code"], "OPERATION_NOT_ALLOWED",
+        "{:#}",
+        answers[7]
+    );
+    app.shutdown().await;
+}

@@ -1186,6 +1186,15 @@ pub async fn execute_later(
 }
 
 async fn queue(state: &AppState, execution: &Execution, body: &[u8]) -> AppResult<()> {
+    // Queued by another execution (`createExecution` through `nimbus.graphql`): one
+    // level deeper in its chain, which ends at the same depth as event triggers, so
+    // a function that queues itself cannot run forever.
+    let depth = CAUSE.try_with(|cause| cause.depth + 1).unwrap_or(1);
+    if depth > MAX_TRIGGER_DEPTH {
+        return Err(AppError::NotAllowed(format!(
+            "functions that run each other form chains of at most {MAX_TRIGGER_DEPTH}"
+        )));
+    }
     let mut tx = state.db.pool().begin().await?;
     store::insert_execution(&mut *tx, execution, Some(body)).await?;
     let job = NewJob {
@@ -1194,6 +1203,7 @@ async fn queue(state: &AppState, execution: &Execution, body: &[u8]) -> AppResul
         payload: serde_json::json!({
             "functionId": execution.function_id,
             "executionId": execution.id,
+            "depth": depth,
         }),
         run_at: None,
         dedupe_key: Some(format!(
@@ -1207,7 +1217,7 @@ async fn queue(state: &AppState, execution: &Execution, body: &[u8]) -> AppResul
         .await?;
     let cause = Cause {
         function_id: execution.function_id.clone(),
-        depth: 1,
+        depth,
     };
     CAUSE
         .scope(
