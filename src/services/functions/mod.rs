@@ -153,7 +153,7 @@ pub struct Execution {
     pub project_id: String,
     pub function_id: String,
     pub deployment_id: String,
-    /// `http`, `graphql` or `schedule`.
+    /// `http`, `graphql`, `schedule` or `event`.
     pub trigger: String,
     /// One of [`status`].
     pub status: String,
