@@ -128,11 +128,14 @@ impl Wakes {
     }
 }
 
+/// A cached session, with when it was loaded, by the raw SHA-256 of its secret.
+type Entries = HashMap<[u8; 32], (Instant, Arc<ResolvedSession>)>;
+
 #[derive(Default)]
 pub struct SessionCache {
     /// Keyed by the raw SHA-256 of the secret: a 64-character hex string would cost
     /// about 90 bytes more per signed-in user, which counts with one user per socket.
-    entries: RwLock<HashMap<[u8; 32], (Instant, Arc<ResolvedSession>)>>,
+    entries: RwLock<Entries>,
     /// Counts evictions, so a session loaded before one is not cached after it.
     generation: AtomicU64,
     holders: Mutex<Holders>,

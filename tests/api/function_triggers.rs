@@ -32,11 +32,11 @@ async fn notes(app: &TestApp) {
     app.admin(
         "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
         json!({"input": {"databaseId": "app", "id": "notes", "name": "notes",
-            "permissions": ["read(\"users\")"],
-            "attributes": [
-                {"key": "text", "type": "STRING", "size": 200, "required": true},
-                {"key": "words", "type": "INTEGER", "required": false}
-            ]}}),
+        "permissions": ["read(\"users\")"],
+        "attributes": [
+            {"key": "text", "type": "STRING", "size": 200, "required": true},
+            {"key": "words", "type": "INTEGER", "required": false}
+        ]}}),
     )
     .await
     .ok();
@@ -66,11 +66,9 @@ async fn ended(ws: &mut WsClient, count: usize, within: Duration) -> usize {
             let message = ws.next_json().await.expect("an execution event");
             let execution = &message["payload"]["data"]["executionChanged"];
             let status = execution["status"].as_str().unwrap_or_default();
-            if (status == "COMPLETED" || status == "FAILED")
-                && ended.insert(execution["id"].as_str().unwrap().to_string())
-                && status == "COMPLETED"
-            {
-                completed += 1;
+            let id = execution["id"].as_str().unwrap_or_default().to_string();
+            if (status == "COMPLETED" || status == "FAILED") && ended.insert(id) {
+                completed += usize::from(status == "COMPLETED");
             }
         }
     })
@@ -356,7 +354,10 @@ async fn a_function_that_queues_itself_stops_at_the_depth_limit() {
     // Seven queued the next; the eighth was refused, so there is no ninth.
     assert_eq!(ran.len(), 8, "{answers:#?}");
     for answer in &answers[..7] {
-        assert_eq!(answer["data"]["createExecution"]["status"], "WAITING", "{answer:#}");
+        assert_eq!(
+            answer["data"]["createExecution"]["status"], "WAITING",
+            "{answer:#}"
+        );
     }
     assert_eq!(
         answers[7]["errors"][0]["extensions"]["code"], "OPERATION_NOT_ALLOWED",
