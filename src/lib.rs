@@ -406,8 +406,10 @@ async fn start_jobs(state: &AppState) -> JoinHandle<()> {
 /// replica holding its lease), where this replica runs background work at all.
 fn start_consumers(state: &AppState) -> Consumers {
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let consumers: Vec<Arc<dyn bus::consumer::Consumer>> =
-        vec![Arc::new(services::webhooks::Deliveries)];
+    let consumers: Vec<Arc<dyn bus::consumer::Consumer>> = vec![
+        Arc::new(services::webhooks::Deliveries),
+        Arc::new(services::functions::Triggers::default()),
+    ];
     let lease = Duration::from_secs(state.config.consumer_lease_secs);
     let tasks = if state.config.jobs_concurrency == 0 {
         Vec::new()

@@ -59,7 +59,20 @@ pub fn entry(message: &BusMessage) -> Option<Entry> {
         }
         BusMessage::Presence(_) | BusMessage::Resumed => return None,
     };
-    let body = serde_json::to_string(message)
+    // A change made on behalf of a function's execution names it, so that event
+    // triggers can tell (and not loop).
+    let caused = match message {
+        BusMessage::Event(event) if event.cause.is_none() => {
+            super::CAUSE.try_with(Clone::clone).ok().map(|cause| {
+                BusMessage::Event(super::Event {
+                    cause: Some(cause),
+                    ..event.clone()
+                })
+            })
+        }
+        _ => None,
+    };
+    let body = serde_json::to_string(caused.as_ref().unwrap_or(message))
         .inspect_err(|err| tracing::error!(error = %err, "an event could not be encoded"))
         .ok()?;
     Some(Entry {

@@ -106,6 +106,26 @@ pub struct Event {
     pub previous_read_roles: Vec<String>,
     /// The scope an API key needs to receive it.
     pub key_scope: String,
+    /// The function execution whose work caused the change, if one did: event
+    /// triggers skip that function and stop past a depth ([`Cause`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+}
+
+/// The function execution a change came from, and how deep in a chain of event
+/// triggers that execution ran (1: started by a call, a schedule or a change no
+/// function made; n + 1: triggered by an event whose cause had depth n).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cause {
+    pub function_id: String,
+    pub depth: u32,
+}
+
+tokio::task_local! {
+    /// The execution on whose behalf the current task writes: events logged inside
+    /// its scope carry it ([`log::entry`]).
+    pub static CAUSE: Cause;
 }
 
 impl Event {
@@ -132,6 +152,7 @@ impl Event {
             read_roles: Vec::new(),
             previous_read_roles: Vec::new(),
             key_scope: String::new(),
+            cause: None,
         }
     }
 

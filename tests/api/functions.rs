@@ -70,7 +70,7 @@ async fn deploy(app: &TestApp, function: &str, filename: &str, bytes: &[u8]) -> 
 }
 
 /// A function `id` whose code is `code` (one `main.js`), deployed and active.
-async fn deployed(app: &TestApp, id: &str, settings: Value, code: &str) {
+pub(crate) async fn deployed(app: &TestApp, id: &str, settings: Value, code: &str) {
     let mut input = json!({"id": id, "name": id, "entrypoint": "main.js"});
     input
         .as_object_mut()

@@ -2344,6 +2344,7 @@ pub fn event(
             .map(|d| read_roles(collection, d))
             .unwrap_or_default(),
         key_scope: <DocumentsRead as crate::auth::scopes::ScopeMarker>::NAME.into(),
+        cause: None,
     }
 }
 

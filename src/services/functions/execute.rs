@@ -15,7 +15,7 @@ use crate::AppState;
 use crate::auth::caller::ApiKeyGrant;
 use crate::auth::scopes::Scope;
 use crate::auth::{Caller, Credential};
-use crate::bus::log;
+use crate::bus::{CAUSE, Cause, log};
 use crate::db::now_millis;
 use crate::error::{AppError, AppResult};
 use crate::jobs::{Failure, Handler, Job};
@@ -89,6 +89,8 @@ impl Identity {
 pub struct FunctionHost {
     state: AppState,
     identity: Identity,
+    /// Stamped on the events its `nimbus.graphql` writes cause.
+    cause: Cause,
 }
 
 impl Host for FunctionHost {
@@ -109,16 +111,20 @@ impl Host for FunctionHost {
     ) -> BoxFuture<'static, serde_json::Value> {
         let state = self.state.clone();
         let identity = self.identity.clone();
+        let cause = self.cause.clone();
         Box::pin(async move {
             match state.functions.gateway() {
                 Some(gateway) => {
-                    gateway
-                        .execute(
-                            &state,
-                            &identity.project_id,
-                            identity.credential,
-                            query,
-                            variables,
+                    CAUSE
+                        .scope(
+                            cause,
+                            gateway.execute(
+                                &state,
+                                &identity.project_id,
+                                identity.credential,
+                                query,
+                                variables,
+                            ),
                         )
                         .await
                 }
@@ -303,7 +309,7 @@ pub async fn run(
     request: ExecutionRequest,
 ) -> AppResult<Outcome> {
     let deployment_id = function.deployment_id.clone().unwrap_or_default();
-    run_deployment(state, function, &deployment_id, identity, request, None).await
+    run_deployment(state, function, &deployment_id, identity, request, None, 1).await
 }
 
 async fn run_deployment(
@@ -313,6 +319,7 @@ async fn run_deployment(
     identity: Identity,
     request: ExecutionRequest,
     wall: Option<Duration>,
+    depth: u32,
 ) -> AppResult<Outcome> {
     let Some(program) = program(state, function, deployment_id).await? else {
         return Ok(Outcome {
@@ -346,6 +353,10 @@ async fn run_deployment(
         host: Arc::new(FunctionHost {
             state: state.clone(),
             identity,
+            cause: Cause {
+                function_id: function.id.clone(),
+                depth,
+            },
         }),
     };
     let started = std::time::Instant::now();
@@ -426,6 +437,12 @@ impl Handler for ExecuteJobs {
     async fn run(&self, state: &AppState, job: &Job) -> Result<(), Failure> {
         let function_id = payload_field(job, "functionId")?;
         let execution_id = payload_field(job, "executionId")?;
+        // How deep in a chain of event triggers it runs (1 when no event started it).
+        let depth = job
+            .payload
+            .get("depth")
+            .and_then(|v| v.as_u64())
+            .map_or(1, |d| u32::try_from(d).unwrap_or(u32::MAX));
         let pool = state.db.pool();
         let project = &job.project_id;
         let Some(mut execution) = store::find_execution(pool, project, &function_id, &execution_id)
@@ -471,6 +488,7 @@ impl Handler for ExecuteJobs {
             identity,
             request,
             Some(wall),
+            depth,
         )
         .await
         {
@@ -489,13 +507,21 @@ impl Handler for ExecuteJobs {
             .await
             .map_err(retry)?
         {
-            log::commit(
-                &state.bus,
-                tx,
-                vec![service::execution_event(&execution, "update")],
-            )
-            .await
-            .map_err(retry)?;
+            let cause = Cause {
+                function_id: function_id.clone(),
+                depth,
+            };
+            CAUSE
+                .scope(
+                    cause,
+                    log::commit(
+                        &state.bus,
+                        tx,
+                        vec![service::execution_event(&execution, "update")],
+                    ),
+                )
+                .await
+                .map_err(retry)?;
         }
         Ok(())
     }

@@ -9,8 +9,15 @@
 //! What a guest reaches outside the sandbox goes through [`execute::FunctionHost`]:
 //! `fetch` with the outbound guard of [`crate::outbound`], and `nimbus.graphql`
 //! against the project's own schema as the calling user, or with exactly the
-//! function's scopes, through the [`Gateway`] the HTTP layer supplies. Event
-//! triggers are not run here yet: a function's `events` are stored and checked.
+//! function's scopes, through the [`Gateway`] the HTTP layer supplies.
+//!
+//! Events trigger functions through the event log consumer [`Triggers`]: for each
+//! logged event, whichever replica logged it, one execution job per subscribed
+//! function, queued in the transaction that stores the consumer's position and
+//! keyed by function and event id, so each event runs each function once. A change
+//! made on behalf of an execution carries its cause ([`crate::bus::Cause`]): it
+//! does not trigger the function that made it, and chains of triggers stop at
+//! [`service::MAX_TRIGGER_DEPTH`].
 
 pub mod execute;
 pub mod schema;
@@ -25,6 +32,54 @@ use crate::config::Config;
 use crate::sandbox::{Pool, Program};
 
 pub use schema::register;
+
+/// The event log consumer that turns events into executions of the functions
+/// subscribed to them: on one replica at a time, in the transaction that stores
+/// how far it got ([`crate::bus::consumer`]).
+#[derive(Default)]
+pub struct Triggers {
+    /// The execution events of the last batch, announced once it committed.
+    logged: Mutex<Vec<crate::db::event_log::Logged>>,
+}
+
+#[async_trait::async_trait]
+impl crate::bus::consumer::Consumer for Triggers {
+    fn name(&self) -> &'static str {
+        "functions"
+    }
+
+    async fn handle(
+        &self,
+        state: &AppState,
+        conn: &mut sqlx::AnyConnection,
+        batch: &[(i64, crate::bus::Event)],
+    ) -> crate::error::AppResult<()> {
+        self.logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        let mut subscribed = service::Subscribed::default();
+        let mut messages = Vec::new();
+        for (_, event) in batch {
+            messages
+                .extend(service::queue_triggered(state, &mut *conn, &mut subscribed, event).await?);
+        }
+        // Logged last, so the positions they take stay open for a short time.
+        let logged =
+            crate::db::event_log::append(&mut *conn, crate::bus::log::entries(&messages)).await?;
+        *self.logged.lock().unwrap_or_else(|e| e.into_inner()) = logged;
+        Ok(())
+    }
+
+    fn committed(&self, state: &AppState) {
+        state.jobs.wake();
+        let logged = std::mem::take(&mut *self.logged.lock().unwrap_or_else(|e| e.into_inner()));
+        if !logged.is_empty() {
+            let bus = state.bus.clone();
+            tokio::spawn(async move { bus.announce(logged).await });
+        }
+    }
+}
 
 /// A function's settings, without its variables.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +153,7 @@ pub struct Execution {
     pub project_id: String,
     pub function_id: String,
     pub deployment_id: String,
-    /// `http`, `graphql` or `schedule`.
+    /// `http`, `graphql`, `schedule` or `event`.
     pub trigger: String,
     /// One of [`status`].
     pub status: String,

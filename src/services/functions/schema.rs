@@ -187,7 +187,7 @@ crate::graphql_input! {
         entrypoint: String,
         "Roles that may execute it, as in permissions: `any` (public, e.g. for third-party webhooks), `guests`, `users`, `user:ID`, `team:ID`, `team:ID/ROLE`, `label:NAME`, … Omitted: none (only keys with `executions.write`)."
         execute: Option<Vec<String>>,
-        "Event patterns (Appwrite's names, `*` for one segment), at most 100; stored for event triggers."
+        "Event patterns (Appwrite's names, `*` for one segment), at most 100: each matching event runs the function once (not events its own executions caused)."
         events: Option<Vec<String>>,
         "A CRON expression (5 fields, or 6 with seconds first; UTC) to run it on; omitted: none."
         schedule: Option<String>,
@@ -355,7 +355,8 @@ fn register_types(parts: &mut SchemaParts) {
             .description("What started an execution.")
             .item(EnumItem::new("GRAPHQL").description("`createExecution`."))
             .item(EnumItem::new("HTTP").description("The plain HTTP route `/v1/functions/ID/…`."))
-            .item(EnumItem::new("SCHEDULE").description("A tick of the function's CRON schedule.")),
+            .item(EnumItem::new("SCHEDULE").description("A tick of the function's CRON schedule."))
+            .item(EnumItem::new("EVENT").description("An event the function subscribes to; the request is a `POST /` with the event's payload as body and its name in `x-nimbus-event`.")),
     );
     parts.add_type(
         ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]

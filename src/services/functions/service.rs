@@ -18,7 +18,7 @@ use crate::auth::scopes::{
 };
 use crate::auth::sealing::Sealer;
 use crate::auth::{Caller, Credential, Grant};
-use crate::bus::{BusMessage, Event, log};
+use crate::bus::{BusMessage, CAUSE, Cause, Event, log};
 use crate::db::{DbErrorExt as _, Page, ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
 use crate::jobs::NewJob;
@@ -30,6 +30,10 @@ use super::{Deployment, Execution, Function, Variable, execute, status, store};
 pub const EXECUTE_KIND: &str = "functions.execute";
 /// The kind of the jobs a function's CRON schedule enqueues.
 pub const SCHEDULE_KIND: &str = "functions.schedule";
+/// How deep a chain of event triggers may go: a function triggered by a change
+/// that a function triggered by a change … made, at most this many functions
+/// long. Past it, events are logged but trigger nothing.
+pub const MAX_TRIGGER_DEPTH: u32 = 8;
 /// The kind of the schedule that prunes execution records.
 pub const PRUNE_KIND: &str = "functions.prune";
 
@@ -923,6 +927,8 @@ pub enum Trigger {
     Http,
     /// A CRON tick.
     Schedule,
+    /// An event the function subscribes to.
+    Event,
 }
 
 impl Trigger {
@@ -931,6 +937,7 @@ impl Trigger {
             Trigger::Graphql => "graphql",
             Trigger::Http => "http",
             Trigger::Schedule => "schedule",
+            Trigger::Event => "event",
         }
     }
 }
@@ -1146,7 +1153,15 @@ pub async fn execute_now(
     kept.response_body.truncate(KEPT_RESPONSE_BYTES);
     let mut tx = state.db.pool().begin().await?;
     store::insert_execution(&mut *tx, &kept, None).await?;
-    log::commit(&state.bus, tx, vec![execution_event(&kept, "create")]).await?;
+    CAUSE
+        .scope(
+            Cause {
+                function_id: function.id.clone(),
+                depth: 1,
+            },
+            log::commit(&state.bus, tx, vec![execution_event(&kept, "create")]),
+        )
+        .await?;
     Ok(execution)
 }
 
@@ -1171,6 +1186,15 @@ pub async fn execute_later(
 }
 
 async fn queue(state: &AppState, execution: &Execution, body: &[u8]) -> AppResult<()> {
+    // Queued by another execution (`createExecution` through `nimbus.graphql`): one
+    // level deeper in its chain, which ends at the same depth as event triggers, so
+    // a function that queues itself cannot run forever.
+    let depth = CAUSE.try_with(|cause| cause.depth + 1).unwrap_or(1);
+    if depth > MAX_TRIGGER_DEPTH {
+        return Err(AppError::NotAllowed(format!(
+            "functions that run each other form chains of at most {MAX_TRIGGER_DEPTH}"
+        )));
+    }
     let mut tx = state.db.pool().begin().await?;
     store::insert_execution(&mut *tx, execution, Some(body)).await?;
     let job = NewJob {
@@ -1179,6 +1203,7 @@ async fn queue(state: &AppState, execution: &Execution, body: &[u8]) -> AppResul
         payload: serde_json::json!({
             "functionId": execution.function_id,
             "executionId": execution.id,
+            "depth": depth,
         }),
         run_at: None,
         dedupe_key: Some(format!(
@@ -1190,9 +1215,118 @@ async fn queue(state: &AppState, execution: &Execution, body: &[u8]) -> AppResul
         .jobs
         .enqueue(&mut *tx, state.db.dialect(), job)
         .await?;
-    log::commit(&state.bus, tx, vec![execution_event(execution, "create")]).await?;
+    let cause = Cause {
+        function_id: execution.function_id.clone(),
+        depth,
+    };
+    CAUSE
+        .scope(
+            cause,
+            log::commit(&state.bus, tx, vec![execution_event(execution, "create")]),
+        )
+        .await?;
     state.jobs.wake();
     Ok(())
+}
+
+/// The subscribed functions of the projects seen so far: read once per project
+/// for a batch of events.
+#[derive(Default)]
+pub struct Subscribed(std::collections::HashMap<String, Vec<Function>>);
+
+/// Queues one execution of each function of `event`'s project that subscribes to
+/// it (enabled, with an active deployment), through `conn` (the event consumer's
+/// transaction): the one entry point from logged events to functions. A job is
+/// keyed by function and event id, so an event handled twice runs each function
+/// once. A function is not triggered by a change its own execution made (as in
+/// Appwrite), nor past [`MAX_TRIGGER_DEPTH`]. Answers the execution events to log
+/// with the transaction.
+pub async fn queue_triggered(
+    state: &AppState,
+    conn: &mut sqlx::AnyConnection,
+    subscribed: &mut Subscribed,
+    event: &Event,
+) -> AppResult<Vec<BusMessage>> {
+    let Some(name) = event.events.first() else {
+        return Ok(Vec::new());
+    };
+    let depth = event.cause.as_ref().map_or(1, |cause| cause.depth + 1);
+    if !subscribed.0.contains_key(&event.project_id) {
+        let functions = store::subscribed(&mut *conn, &event.project_id).await?;
+        subscribed.0.insert(event.project_id.clone(), functions);
+    }
+    let mut messages = Vec::new();
+    for function in &subscribed.0[&event.project_id] {
+        if !function
+            .events
+            .iter()
+            .any(|p| crate::services::webhooks::events::matches(p, name))
+        {
+            continue;
+        }
+        if event
+            .cause
+            .as_ref()
+            .is_some_and(|cause| cause.function_id == function.id)
+        {
+            continue;
+        }
+        if depth > MAX_TRIGGER_DEPTH {
+            tracing::warn!(
+                function = %function.id,
+                project = %function.project_id,
+                event = %name,
+                "a chain of event triggers reached its depth limit; not triggered"
+            );
+            metrics::counter!("nimbus_function_triggers_dropped_total").increment(1);
+            continue;
+        }
+        let request = ExecutionRequest {
+            method: "POST".into(),
+            path: "/".into(),
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("x-nimbus-event".into(), name.clone()),
+                ("x-appwrite-event".into(), name.clone()),
+            ],
+            ..ExecutionRequest::default()
+        };
+        let execution = new_execution(function, None, Trigger::Event, &request, status::WAITING);
+        let job = NewJob {
+            project_id: execution.project_id.clone(),
+            kind: EXECUTE_KIND,
+            payload: serde_json::json!({
+                "functionId": execution.function_id,
+                "executionId": execution.id,
+                "depth": depth,
+            }),
+            run_at: None,
+            dedupe_key: Some(format!(
+                "trigger:{}:{}:{}",
+                execution.project_id, execution.function_id, event.id
+            )),
+        };
+        if state
+            .jobs
+            .enqueue(&mut *conn, state.db.dialect(), job)
+            .await?
+            .is_none()
+        {
+            // Queued when this event was handled before.
+            continue;
+        }
+        let body = serde_json::to_vec(&event.payload).unwrap_or_default();
+        store::insert_execution(&mut *conn, &execution, Some(&body)).await?;
+        let mut message = execution_event(&execution, "create");
+        if let BusMessage::Event(event) = &mut message {
+            event.cause = Some(Cause {
+                function_id: function.id.clone(),
+                depth,
+            });
+        }
+        messages.push(message);
+    }
+    Ok(messages)
 }
 
 /// Queues a scheduled run of `function` (a CRON tick).

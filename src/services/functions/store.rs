@@ -112,6 +112,22 @@ pub async fn find(
     .map(|row| row.map(|r| r.0))
 }
 
+/// The functions of `project_id` that events may trigger: enabled, with an active
+/// deployment and at least one event pattern.
+pub async fn subscribed<'e>(
+    db: impl Executor<'e, Database = Any>,
+    project_id: &str,
+) -> Result<Vec<Function>, sqlx::Error> {
+    let rows: Vec<FunctionRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM functions WHERE project_id = ? AND enabled = 1 \
+         AND deployment_id IS NOT NULL AND events <> '[]'"
+    ))
+    .bind(project_id)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
 pub async fn list(
     pool: &AnyPool,
     project_id: &str,

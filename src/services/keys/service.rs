@@ -285,5 +285,6 @@ fn event(key: &ApiKey, action: &str) -> BusMessage {
         read_roles: Vec::new(),
         previous_read_roles: Vec::new(),
         key_scope: KeysRead::NAME.into(),
+        cause: None,
     })
 }
