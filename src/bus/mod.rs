@@ -19,6 +19,7 @@
 pub mod consumer;
 pub mod log;
 mod paced;
+pub mod patterns;
 pub mod presence;
 mod redis_bus;
 

@@ -196,7 +196,7 @@ fn check_events(events: &[String]) -> AppResult<Vec<String>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    crate::services::webhooks::events::check_patterns(events).map_err(|err| match err {
+    crate::bus::patterns::check_patterns(events).map_err(|err| match err {
         AppError::Invalid { reason, .. } => AppError::Invalid {
             code: codes::INVALID_FUNCTION_EVENTS,
             field: "events".into(),
@@ -1260,7 +1260,7 @@ pub async fn queue_triggered(
         if !function
             .events
             .iter()
-            .any(|p| crate::services::webhooks::events::matches(p, name))
+            .any(|p| crate::bus::patterns::matches(p, name))
         {
             continue;
         }

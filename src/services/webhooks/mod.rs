@@ -14,7 +14,6 @@
 //! holder, a late position) cannot deliver it twice.
 
 pub mod deliver;
-pub mod events;
 pub mod schema;
 pub mod service;
 pub mod store;

@@ -16,7 +16,7 @@ use crate::error::{AppError, AppResult, codes};
 use crate::jobs::NewJob;
 use crate::outbound;
 
-use super::{Delivery, Webhook, events, store};
+use super::{Delivery, Webhook, store};
 
 /// The kind of delivery jobs.
 pub const KIND: &str = "webhook";
@@ -109,7 +109,7 @@ pub async fn create(
 ) -> AppResult<(Webhook, String)> {
     let id = ids::resolve("id", new.id.as_deref())?;
     check_name(&new.name)?;
-    let events = events::check_patterns(&new.events)?;
+    let events = crate::bus::patterns::check_patterns(&new.events)?;
     let url = check_url(state, &new.url).await?;
     let now = now_millis();
     let webhook = Webhook {
@@ -159,7 +159,7 @@ pub async fn update(
         webhook.name = name;
     }
     if let Some(events) = change.events {
-        webhook.events = events::check_patterns(&events)?;
+        webhook.events = crate::bus::patterns::check_patterns(&events)?;
     }
     if let Some(url) = change.url {
         webhook.url = check_url(state, &url).await?;
@@ -302,7 +302,10 @@ pub async fn queue_deliveries(
     let mut queued = 0;
     let mut body = None;
     for (webhook_id, patterns) in &hooks.0[&event.project_id] {
-        if !patterns.iter().any(|p| events::matches(p, name)) {
+        if !patterns
+            .iter()
+            .any(|p| crate::bus::patterns::matches(p, name))
+        {
             continue;
         }
         let body = body.get_or_insert_with(|| body_of(event)).clone();

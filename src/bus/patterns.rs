@@ -1,4 +1,4 @@
-//! Event patterns of webhooks, with Appwrite's names: `users.*.create`,
+//! Event patterns of webhooks and function triggers, with Appwrite's names: `users.*.create`,
 //! `databases.*.collections.*.documents.*`, `buckets.B.files.*.update` — a
 //! resource, then an id (`*` for any) and a child resource or an action, and so
 //! on; `*` stands for exactly one segment. A pattern that stops before the action
