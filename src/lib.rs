@@ -18,7 +18,7 @@ pub mod files;
 pub mod gauge;
 /// Per-project schema assembly, caching, limits and shared GraphQL types.
 pub mod graphql;
-/// The HTTP and WebSocket surface: router, GraphQL transport, health, metrics, playground.
+/// The HTTP and WebSocket surface: router, GraphQL transport, health, metrics, playground, console.
 pub mod http;
 /// Durable background jobs: a table, leases, retries, dead letters, CRON schedules.
 pub mod jobs;

@@ -228,6 +228,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         shown.replacen("http", "ws", 1)
     );
     println!("  Playground: {shown}/playground");
+    println!("  Console:    {shown}/console");
     println!("  Health:     {shown}/health   Metrics: {shown}/metrics");
     if let Some(secret) = server.first_admin_key() {
         println!();

@@ -4,6 +4,7 @@
 pub mod avatars;
 pub mod client;
 pub mod connections;
+pub mod console;
 pub mod functions;
 pub mod graphql;
 pub mod health;
@@ -87,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::metrics))
         .merge(playground::router())
+        .merge(console::router())
         .fallback(not_found)
         // The GraphQL handler reads its body itself, with its own limit and error.
         .layer(DefaultBodyLimit::disable())

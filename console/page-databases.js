@@ -1,0 +1,401 @@
+// Databases, their collections, and one collection's attributes, indexes and
+// permissions: each form maps to one mutation of the databases service.
+import { html, useState } from "./lib.js";
+import * as api from "./api.js";
+import {
+  Check,
+  ErrorBox,
+  Field,
+  Loading,
+  PermissionsEditor,
+  Select,
+  TypedConfirm,
+  formatDate,
+  href,
+  summarizePermissions,
+  useAction,
+  useAsync,
+} from "./ui.js";
+
+export function Databases() {
+  const list = useAsync(() => api.gql("query ConsoleDatabases { databases { id name enabled createdAt } }"), []);
+  const [id, setId] = useState("");
+  const [name, setName] = useState("");
+  const create = useAction(() =>
+    api.gql(`mutation ConsoleCreateDatabase($input: CreateDatabaseInput!) { createDatabase(input: $input) { id } }`, {
+      input: { name, ...(id ? { id } : {}) },
+    }),
+  );
+  const submit = async (e) => {
+    e.preventDefault();
+    if (await create.run()) {
+      setId("");
+      setName("");
+      list.reload();
+    }
+  };
+  return html`<section aria-labelledby="db-title">
+    <h1 id="db-title">Databases</h1>
+    <form class="card" onSubmit=${submit} aria-labelledby="new-db">
+      <h2 id="new-db">New database</h2>
+      <div class="row">
+        <${Field} label="Name" value=${name} onInput=${setName} required />
+        <${Field} label="Id (optional)" value=${id} onInput=${setId} />
+        <button disabled=${create.pending}>Create database</button>
+      </div>
+      <${ErrorBox} error=${create.error} />
+    </form>
+    <${ErrorBox} error=${list.error} />
+    ${list.loading && !list.data && html`<${Loading} what="databases" />`}
+    ${list.data &&
+    html`<ul class="plain cards">
+      ${list.data.databases.map(
+        (db) => html`<li class="card">
+          <a href=${href("databases", db.id)}><strong>${db.name}</strong></a> <code>${db.id}</code>
+          ${!db.enabled && html` <span class="badge warn">disabled</span>`}
+          <div class="muted">created ${formatDate(db.createdAt)}</div>
+        </li>`,
+      )}
+      ${!list.data.databases.length && html`<li class="muted">No databases yet.</li>`}
+    </ul>`}
+  </section>`;
+}
+
+export function DatabasePage({ databaseId }) {
+  const list = useAsync(
+    () =>
+      api.gql(
+        `query ConsoleCollections($db: ID!) {
+          database(id: $db) { id name }
+          collections(databaseId: $db) { id name graphqlName documentSecurity permissions attributes { key } }
+        }`,
+        { db: databaseId },
+      ),
+    [databaseId],
+  );
+  const [id, setId] = useState("");
+  const [name, setName] = useState("");
+  const [documentSecurity, setDocumentSecurity] = useState(false);
+  const [permissions, setPermissions] = useState([]);
+  const create = useAction(() =>
+    api.gql(
+      `mutation ConsoleCreateCollection($input: CreateCollectionInput!) { createCollection(input: $input) { id } }`,
+      { input: { databaseId, name, documentSecurity, permissions, ...(id ? { id } : {}) } },
+    ),
+  );
+  const submit = async (e) => {
+    e.preventDefault();
+    const data = await create.run();
+    if (data) location.hash = href("databases", databaseId, data.createCollection.id);
+  };
+  return html`<section aria-labelledby="coll-title">
+    <p><a href=${href("databases")}>Databases</a> /</p>
+    <h1 id="coll-title">Database ${databaseId}</h1>
+    <${ErrorBox} error=${list.error} />
+    ${list.loading && !list.data && html`<${Loading} what="collections" />`}
+    ${list.data &&
+    html`<ul class="plain cards">
+      ${list.data.collections.map(
+        (c) => html`<li class="card">
+          <a href=${href("databases", databaseId, c.id)}><strong>${c.name}</strong></a> <code>${c.id}</code>
+          <div class="muted">${c.attributes.length} attributes · GraphQL type ${c.graphqlName}</div>
+          <div class="muted">${summarizePermissions(c.permissions).join(" ")}</div>
+          <a href=${href("databases", databaseId, c.id, "documents")}>Documents</a>
+        </li>`,
+      )}
+      ${!list.data.collections.length && html`<li class="muted">No collections yet.</li>`}
+    </ul>`}
+    <form class="card" onSubmit=${submit} aria-labelledby="new-coll">
+      <h2 id="new-coll">New collection</h2>
+      <div class="row">
+        <${Field} label="Name" value=${name} onInput=${setName} required />
+        <${Field} label="Id (optional)" value=${id} onInput=${setId} />
+      </div>
+      <${Check}
+        label="Document security (each document's own permissions count too)"
+        checked=${documentSecurity}
+        onChange=${setDocumentSecurity}
+      />
+      <${PermissionsEditor} value=${permissions} onChange=${setPermissions} />
+      <button disabled=${create.pending}>Create collection</button>
+      <${ErrorBox} error=${create.error} />
+    </form>
+    <details class="card">
+      <summary>Delete this database</summary>
+      <${TypedConfirm}
+        word=${databaseId}
+        label="Delete database"
+        action=${() =>
+          api.gql(`mutation ConsoleDeleteDatabase($input: DeleteDatabaseInput!) { deleteDatabase(input: $input) { __typename } }`, {
+            input: { id: databaseId },
+          })}
+        onDone=${() => (location.hash = href("databases"))}
+      />
+    </details>
+  </section>`;
+}
+
+const TYPE_HELP = {
+  STRING: "Text of at most `size` characters.",
+  INTEGER: "A whole number (64-bit), optionally within min…max.",
+  FLOAT: "A number, optionally within min…max.",
+  BOOLEAN: "true or false.",
+  DATETIME: "A date and time (ISO 8601).",
+  EMAIL: "Text that must be an email address.",
+  URL: "Text that must be a URL.",
+  IP: "An IPv4 or IPv6 address.",
+  ENUM: "One of a fixed list of elements.",
+};
+
+/** The JSON value typed in a default/min/max box, as the attribute's type wants it. */
+function typedValue(type, text) {
+  if (text === "") return undefined;
+  if (type === "INTEGER") return Number.parseInt(text, 10);
+  if (type === "FLOAT") return Number.parseFloat(text);
+  if (type === "BOOLEAN") return text === "true";
+  return text;
+}
+
+function AttributeForm({ databaseId, collectionId, onCreated }) {
+  const [key, setKey] = useState("");
+  const [type, setType] = useState("STRING");
+  const [size, setSize] = useState("255");
+  const [min, setMin] = useState("");
+  const [max, setMax] = useState("");
+  const [elements, setElements] = useState("");
+  const [required, setRequired] = useState(false);
+  const [array, setArray] = useState(false);
+  const [def, setDef] = useState("");
+  const create = useAction(() => {
+    const attribute = { key, type, required, array };
+    if (type === "STRING") attribute.size = Number.parseInt(size, 10);
+    if (type === "INTEGER" || type === "FLOAT") {
+      if (min !== "") attribute.min = typedValue(type, min);
+      if (max !== "") attribute.max = typedValue(type, max);
+    }
+    if (type === "ENUM") attribute.elements = elements.split(",").map((s) => s.trim()).filter(Boolean);
+    if (def !== "" && !required) attribute.default = typedValue(type, def);
+    return api.gql(
+      `mutation ConsoleCreateAttribute($input: CreateAttributeInput!) { createAttribute(input: $input) { id } }`,
+      { input: { databaseId, collectionId, attribute } },
+    );
+  });
+  const submit = async (e) => {
+    e.preventDefault();
+    if (await create.run()) {
+      setKey("");
+      setDef("");
+      setRequired(false);
+      setArray(false);
+      onCreated();
+    }
+  };
+  return html`<form class="card" onSubmit=${submit} aria-labelledby="new-attr">
+    <h3 id="new-attr">New attribute</h3>
+    <div class="row">
+      <${Field} label="Key" value=${key} onInput=${setKey} required />
+      <${Select} label="Type" value=${type} onChange=${setType} options=${Object.keys(TYPE_HELP)} />
+      ${type === "STRING" && html`<${Field} label="Size" type="number" min="1" value=${size} onInput=${setSize} required />`}
+      ${(type === "INTEGER" || type === "FLOAT") &&
+      html`<${Field} label="Minimum" type="number" step="any" value=${min} onInput=${setMin} />
+        <${Field} label="Maximum" type="number" step="any" value=${max} onInput=${setMax} />`}
+      ${type === "ENUM" && html`<${Field} label="Elements (comma-separated)" value=${elements} onInput=${setElements} required />`}
+      ${!required && html`<${Field} label="Default (optional)" value=${def} onInput=${setDef} />`}
+    </div>
+    <p class="muted">${TYPE_HELP[type]}</p>
+    <div class="row">
+      <${Check} label="Required" checked=${required} onChange=${setRequired} />
+      <${Check} label="Array" checked=${array} onChange=${setArray} />
+      <button disabled=${create.pending}>Add attribute</button>
+    </div>
+    <${ErrorBox} error=${create.error} />
+  </form>`;
+}
+
+function IndexForm({ databaseId, collectionId, attributes, onCreated }) {
+  const [key, setKey] = useState("");
+  const [type, setType] = useState("KEY");
+  const [chosen, setChosen] = useState([]);
+  const [order, setOrder] = useState("ASC");
+  const create = useAction(() =>
+    api.gql(`mutation ConsoleCreateIndex($input: CreateIndexInput!) { createIndex(input: $input) { id } }`, {
+      input: { databaseId, collectionId, index: { key, type, attributes: chosen, orders: chosen.map(() => order) } },
+    }),
+  );
+  const submit = async (e) => {
+    e.preventDefault();
+    if (await create.run()) {
+      setKey("");
+      setChosen([]);
+      onCreated();
+    }
+  };
+  return html`<form class="card" onSubmit=${submit} aria-labelledby="new-index">
+    <h3 id="new-index">New index</h3>
+    <div class="row">
+      <${Field} label="Index key" value=${key} onInput=${setKey} required />
+      <${Select} label="Index type" value=${type} onChange=${setType} options=${["KEY", "UNIQUE", "FULLTEXT"]} />
+      <${Select} label="Order" value=${order} onChange=${setOrder} options=${["ASC", "DESC"]} />
+    </div>
+    <fieldset>
+      <legend>Attributes, in order</legend>
+      ${attributes.map(
+        (a) => html`<${Check}
+          label=${a.key}
+          checked=${chosen.includes(a.key)}
+          onChange=${(on) => setChosen(on ? [...chosen, a.key] : chosen.filter((k) => k !== a.key))}
+        />`,
+      )}
+    </fieldset>
+    <button disabled=${create.pending || !chosen.length}>Add index</button>
+    <${ErrorBox} error=${create.error} />
+  </form>`;
+}
+
+function CollectionPermissions({ collection, onSaved }) {
+  const [permissions, setPermissions] = useState(collection.permissions);
+  const [documentSecurity, setDocumentSecurity] = useState(collection.documentSecurity);
+  const save = useAction(() =>
+    api.gql(
+      `mutation ConsoleUpdateCollection($input: UpdateCollectionInput!) { updateCollection(input: $input) { id } }`,
+      { input: { databaseId: collection.databaseId, id: collection.id, permissions, documentSecurity } },
+    ),
+  );
+  const submit = async (e) => {
+    e.preventDefault();
+    if (await save.run()) onSaved();
+  };
+  return html`<form class="card" onSubmit=${submit} aria-labelledby="coll-perms">
+    <h2 id="coll-perms">Permissions</h2>
+    <${Check} label="Document security" checked=${documentSecurity} onChange=${setDocumentSecurity} />
+    <${PermissionsEditor} value=${permissions} onChange=${setPermissions} />
+    <button disabled=${save.pending}>Save permissions</button>
+    <${ErrorBox} error=${save.error} />
+  </form>`;
+}
+
+function Codegen({ collection }) {
+  const type = collection.graphqlName;
+  const fields = collection.attributes.map((a) => a.key).join(" ");
+  const snippet = `# The typed operations of ${collection.name} (see the playground's Docs pane)
+query {
+  ${type[0].toLowerCase()}${type.slice(1)}List: documents(databaseId: "${collection.databaseId}", collectionId: "${collection.id}", queries: []) {
+    total documents { id data }
+  }
+}
+# Generate a typed client from this project's schema:
+#   curl -H 'X-Nimbus-Project: ${api.currentProject()}' <server>/v1/graphql/schema.graphql > schema.graphql
+# Attributes: ${fields || "(none yet)"}`;
+  return html`<details class="card">
+    <summary>GraphQL and codegen</summary>
+    <pre class="block">${snippet}</pre>
+  </details>`;
+}
+
+export function CollectionPage({ databaseId, collectionId }) {
+  const data = useAsync(
+    () =>
+      api.gql(
+        `query ConsoleCollection($db: ID!, $id: ID!) {
+          collection(databaseId: $db, id: $id) {
+            id databaseId name graphqlName documentSecurity permissions
+            attributes { key type required array default size min max elements }
+            indexes { key type attributes orders }
+            relationships { key relatedCollectionId type twoWayKey onDelete }
+          }
+        }`,
+        { db: databaseId, id: collectionId },
+      ),
+    [databaseId, collectionId],
+  );
+  const drop = async (what, key) => {
+    const mutation =
+      what === "attribute"
+        ? `mutation ConsoleDeleteAttribute($input: DeleteAttributeInput!) { deleteAttribute(input: $input) { id } }`
+        : `mutation ConsoleDeleteIndex($input: DeleteIndexInput!) { deleteIndex(input: $input) { id } }`;
+    if (!confirm(`Delete the ${what} ${key}?`)) return;
+    try {
+      await api.gql(mutation, { input: { databaseId, collectionId, key } });
+    } catch (err) {
+      alert(`${err.message} (${err.code})`);
+    }
+    data.reload();
+  };
+  const collection = data.data && data.data.collection;
+  return html`<section aria-labelledby="collection-title">
+    <p><a href=${href("databases")}>Databases</a> / <a href=${href("databases", databaseId)}>${databaseId}</a> /</p>
+    <h1 id="collection-title">Collection ${collectionId}</h1>
+    <${ErrorBox} error=${data.error} />
+    ${data.loading && !collection && html`<${Loading} what="the collection" />`}
+    ${collection &&
+    html`<p><a class="button" href=${href("databases", databaseId, collectionId, "documents")}>Browse documents</a></p>
+      <h2>Attributes</h2>
+      <div class="table-wrap">
+        <table>
+          <thead>
+            <tr><th scope="col">Key</th><th scope="col">Type</th><th scope="col">Details</th><th scope="col"><span class="sr-only">Actions</span></th></tr>
+          </thead>
+          <tbody>
+            ${collection.attributes.map(
+              (a) => html`<tr>
+                <td><code>${a.key}</code></td>
+                <td>${a.type}${a.array ? "[]" : ""}</td>
+                <td class="muted">
+                  ${[
+                    a.required && "required",
+                    a.size != null && `size ${a.size}`,
+                    a.min != null && `min ${a.min}`,
+                    a.max != null && `max ${a.max}`,
+                    a.elements && `one of ${a.elements.join(", ")}`,
+                    a.default != null && `default ${JSON.stringify(a.default)}`,
+                  ]
+                    .filter(Boolean)
+                    .join(" · ")}
+                </td>
+                <td><button class="link" onClick=${() => drop("attribute", a.key)} aria-label=${`Delete attribute ${a.key}`}>Delete</button></td>
+              </tr>`,
+            )}
+          </tbody>
+        </table>
+      </div>
+      <${AttributeForm} databaseId=${databaseId} collectionId=${collectionId} onCreated=${data.reload} />
+      <h2>Indexes</h2>
+      <ul class="plain">
+        ${collection.indexes.map(
+          (i) => html`<li>
+            <code>${i.key}</code> ${i.type} on ${i.attributes.map((a, n) => `${a} ${i.orders[n] || ""}`).join(", ")}
+            <button class="link" onClick=${() => drop("index", i.key)} aria-label=${`Delete index ${i.key}`}>Delete</button>
+          </li>`,
+        )}
+        ${!collection.indexes.length && html`<li class="muted">No indexes.</li>`}
+      </ul>
+      <${IndexForm}
+        databaseId=${databaseId}
+        collectionId=${collectionId}
+        attributes=${collection.attributes}
+        onCreated=${data.reload}
+      />
+      ${collection.relationships.length > 0 &&
+      html`<h2>Relationships</h2>
+        <ul class="plain">
+          ${collection.relationships.map(
+            (r) => html`<li><code>${r.key}</code> ${r.type} → ${r.relatedCollectionId} (on delete ${r.onDelete})</li>`,
+          )}
+        </ul>`}
+      <${CollectionPermissions} key=${collection.permissions.join()} collection=${collection} onSaved=${data.reload} />
+      <${Codegen} collection=${collection} />
+      <details class="card">
+        <summary>Delete this collection</summary>
+        <${TypedConfirm}
+          word=${collectionId}
+          label="Delete collection"
+          action=${() =>
+            api.gql(
+              `mutation ConsoleDeleteCollection($input: DeleteCollectionInput!) { deleteCollection(input: $input) { __typename } }`,
+              { input: { databaseId, id: collectionId } },
+            )}
+          onDone=${() => (location.hash = href("databases", databaseId))}
+        />
+      </details>`}
+  </section>`;
+}
