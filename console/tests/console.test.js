@@ -1,0 +1,423 @@
+// End-to-end tests of the console in headless Chromium, against the server that
+// scripts/console-tests starts (NIMBUS_URL, with an admin key in NIMBUS_ADMIN_KEY).
+// Each test signs in on a fresh page; every request a page makes is recorded and
+// must go to the server's own origin; a failing test leaves a screenshot in
+// NIMBUS_SCREENSHOTS.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { deflateSync } from "node:zlib";
+import { chromium } from "playwright-core";
+
+const BASE = process.env.NIMBUS_URL;
+const KEY = process.env.NIMBUS_ADMIN_KEY;
+const SHOTS = process.env.NIMBUS_SCREENSHOTS || "console-screenshots";
+const ORIGIN = new URL(BASE).origin;
+/** How long to wait for anything the page should show. */
+const WAIT = 10_000;
+
+let browser;
+
+before(async () => {
+  assert.ok(BASE && KEY, "NIMBUS_URL and NIMBUS_ADMIN_KEY are set (run scripts/console-tests)");
+  // Playwright adds --headless and a fresh --user-data-dir of its own.
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+/** A unique id for this run's resources. */
+function unique(prefix) {
+  return `${prefix}${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+}
+
+/** A GraphQL call as an app would make it, with the admin key. */
+async function gql(query, variables = {}, project = "default") {
+  const response = await fetch(`${BASE}/v1/graphql`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-Nimbus-Key": KEY, "X-Nimbus-Project": project },
+    body: JSON.stringify({ query, variables }),
+  });
+  const body = await response.json();
+  assert.equal(body.errors, undefined, JSON.stringify(body.errors));
+  return body.data;
+}
+
+/** A database and a collection (title: string, price: integer) in `project`. */
+async function makeCollection(project = "default") {
+  const databaseId = unique("db");
+  const collectionId = unique("c");
+  await gql(`mutation ($input: CreateDatabaseInput!) { createDatabase(input: $input) { id } }`, { input: { id: databaseId, name: "Shop" } }, project);
+  await gql(
+    `mutation ($input: CreateCollectionInput!) { createCollection(input: $input) { id } }`,
+    {
+      input: {
+        databaseId,
+        id: collectionId,
+        name: `Products ${collectionId}`,
+        graphqlName: `Product${collectionId.toUpperCase()}`,
+        permissions: ['read("any")'],
+        attributes: [
+          { key: "title", type: "STRING", size: 100 },
+          { key: "price", type: "INTEGER" },
+        ],
+      },
+    },
+    project,
+  );
+  return { databaseId, collectionId };
+}
+
+/** A `size`×`size` PNG (a colour gradient), made here so no fixture is needed. */
+function gradientPng(size) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc = (bytes) => {
+    let c = 0xffffffff;
+    for (const b of bytes) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (type, data) => {
+    const body = Buffer.concat([Buffer.from(type), data]);
+    const out = Buffer.alloc(12 + data.length);
+    out.writeUInt32BE(data.length, 0);
+    body.copy(out, 4);
+    out.writeUInt32BE(crc(body), 8 + data.length);
+    return out;
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(size, 0);
+  header.writeUInt32BE(size, 4);
+  header.set([8, 2, 0, 0, 0], 8);
+  const rows = [];
+  for (let y = 0; y < size; y++) {
+    const row = Buffer.alloc(1 + size * 3);
+    for (let x = 0; x < size; x++) row.set([(x * 255) / size, (y * 255) / size, 128], 1 + x * 3);
+    rows.push(row);
+  }
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk("IHDR", header),
+    chunk("IDAT", deflateSync(Buffer.concat(rows))),
+    chunk("IEND", Buffer.alloc(0)),
+  ]);
+}
+
+/**
+ * Runs `body(page)` on a fresh page signed in with the admin key (unless
+ * `signIn` is false). Afterwards: no request left the server's origin, no
+ * script error happened; on any failure, a screenshot.
+ */
+async function withPage(t, body, { signIn = true, viewport = { width: 1280, height: 900 } } = {}) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  const requests = [];
+  const problems = [];
+  page.on("request", (request) => requests.push(request.url()));
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  page.on("console", (message) => {
+    // A 401 from the session check is how a signed-out page learns it is one.
+    if (message.type() === "error" && !message.text().startsWith("Failed to load resource")) {
+      problems.push(`console error: ${message.text()}`);
+    }
+  });
+  try {
+    if (signIn) await signInWithKey(page);
+    await body(page, requests);
+    const foreign = requests.filter((url) => !url.startsWith(`${ORIGIN}/`) && !url.startsWith("blob:") && !url.startsWith("data:"));
+    assert.deepEqual(foreign, [], "every request goes to the server's own origin");
+    assert.deepEqual(problems, [], "no script errors");
+  } catch (err) {
+    mkdirSync(SHOTS, { recursive: true });
+    const name = t.name.replace(/[^a-z0-9]+/gi, "-").toLowerCase();
+    await page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true }).catch(() => {});
+    if (problems.length) err.message += `\n${problems.join("\n")}`;
+    throw err;
+  } finally {
+    await context.close();
+  }
+}
+
+async function signInWithKey(page) {
+  await page.goto(`${BASE}/console`);
+  await page.getByLabel("API key", { exact: true }).fill(KEY);
+  await page.getByRole("button", { name: "Use key" }).click();
+  await page.getByRole("heading", { name: "Projects", exact: true }).waitFor();
+}
+
+test("signs in with an admin key, refuses a wrong one with its code, and signs out", async (t) => {
+  await withPage(
+    t,
+    async (page) => {
+      const response = await page.goto(`${BASE}/console`);
+      assert.match(response.headers()["content-security-policy"], /default-src 'none'/);
+      await page.getByLabel("API key", { exact: true }).fill("nk_wrong.wrong");
+      await page.getByRole("button", { name: "Use key" }).click();
+      await page.getByRole("alert").filter({ hasText: "INVALID_API_KEY" }).waitFor();
+
+      await page.getByLabel("API key", { exact: true }).fill(KEY);
+      await page.getByRole("button", { name: "Use key" }).click();
+      await page.getByRole("heading", { name: "Projects", exact: true }).waitFor();
+      assert.equal(await page.evaluate(() => localStorage.length && Object.values(localStorage).join()).then((v) => String(v).includes("nk_")), false, "the key is never in localStorage");
+
+      // A reload keeps the tab signed in (sessionStorage), signing out forgets it.
+      await page.reload();
+      await page.getByRole("heading", { name: "Projects", exact: true }).waitFor();
+      await page.getByRole("button", { name: "Sign out" }).click();
+      await page.getByLabel("API key", { exact: true }).waitFor();
+      assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+    },
+    { signIn: false },
+  );
+});
+
+test("signs in as an administrator with email and password through an HttpOnly cookie", async (t) => {
+  const email = process.env.NIMBUS_ADMIN_EMAIL;
+  const password = process.env.NIMBUS_ADMIN_PASSWORD;
+  if (!email) {
+    t.skip("this build has no console administrators (nimbus admin create)");
+    return;
+  }
+  await withPage(
+    t,
+    async (page) => {
+      await page.goto(`${BASE}/console`);
+      await page.getByLabel("Email").fill(email);
+      await page.getByLabel("Password").fill(`${password}-wrong`);
+      await page.getByRole("button", { name: "Sign in", exact: true }).click();
+      await page.getByRole("alert").filter({ hasText: "INVALID_CREDENTIALS" }).waitFor();
+
+      await page.getByLabel("Password").fill(password);
+      await page.getByRole("button", { name: "Sign in", exact: true }).click();
+      await page.getByRole("heading", { name: "Projects", exact: true }).waitFor();
+      assert.equal(await page.evaluate(() => document.cookie.includes("nimbus_console")), false, "the cookie is HttpOnly");
+      const cookies = await page.context().cookies();
+      const session = cookies.find((c) => c.name === "nimbus_console");
+      assert.ok(session && session.httpOnly && session.sameSite === "Strict", JSON.stringify(cookies));
+
+      // The cookie alone is no credential: the page's calls carry the CSRF header.
+      const anonymous = await page.evaluate(async () => {
+        const response = await fetch("/v1/graphql", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ query: "{ projects(first: 1) { totalCount } }" }),
+        });
+        return (await response.json()).errors?.[0]?.extensions?.code;
+      });
+      assert.ok(anonymous, "a request with the cookie but no CSRF header is refused");
+
+      await page.reload();
+      await page.getByRole("heading", { name: "Projects", exact: true }).waitFor();
+      await page.getByRole("button", { name: "Sign out" }).click();
+      await page.getByLabel("Email").waitFor();
+      await page.reload();
+      await page.getByLabel("Email").waitFor();
+    },
+    { signIn: false },
+  );
+});
+
+test("creates a project, then a collection with two attributes and a permission in it", async (t) => {
+  const projectId = unique("p");
+  await withPage(t, async (page) => {
+    await page.getByLabel("Name").fill("Console test");
+    await page.getByLabel("Id (optional)").fill(projectId);
+    await page.getByRole("button", { name: "Create project" }).click();
+    await page.locator("main").getByText(projectId, { exact: true }).waitFor();
+    await page.getByLabel("Project", { exact: true }).selectOption(projectId);
+
+    await page.getByRole("link", { name: "Databases" }).click();
+    await page.getByLabel("Name").fill("Main");
+    await page.getByLabel("Id (optional)").fill("main");
+    await page.getByRole("button", { name: "Create database" }).click();
+    await page.getByRole("link", { name: "Main" }).click();
+
+    await page.getByLabel("Name").fill("Posts");
+    await page.getByLabel("Id (optional)").fill("posts");
+    await page.getByLabel("Action").selectOption("read");
+    await page.getByLabel("Role").selectOption("users");
+    await page.getByRole("button", { name: "Add permission" }).click();
+    await page.getByText("Signed-in users can read.").waitFor();
+    await page.getByRole("button", { name: "Create collection" }).click();
+    await page.getByRole("heading", { name: "Collection posts" }).waitFor();
+
+    await page.getByLabel("Key", { exact: true }).fill("title");
+    await page.getByLabel("Size").fill("120");
+    await page.getByLabel("Required").check();
+    await page.getByRole("button", { name: "Add attribute" }).click();
+    await page.getByRole("cell", { name: "title", exact: true }).waitFor();
+
+    await page.getByLabel("Key", { exact: true }).fill("views");
+    await page.getByLabel("Type", { exact: true }).selectOption("INTEGER");
+    await page.getByLabel("Minimum").fill("0");
+    await page.getByRole("button", { name: "Add attribute" }).click();
+    await page.getByRole("cell", { name: "views", exact: true }).waitFor();
+  });
+
+  const { collection } = await gql(
+    `{ collection(databaseId: "main", id: "posts") { permissions attributes { key type required size min } } }`,
+    {},
+    projectId,
+  );
+  assert.deepEqual(collection.permissions, ['read("users")']);
+  assert.deepEqual(collection.attributes, [
+    { key: "title", type: "STRING", required: true, size: 120, min: null },
+    { key: "views", type: "INTEGER", required: false, size: null, min: 0 },
+  ]);
+});
+
+test("adds documents, filters them and edits one inline", async (t) => {
+  const { databaseId, collectionId } = await makeCollection();
+  await withPage(t, async (page) => {
+    await page.goto(`${BASE}/console#/databases/${databaseId}/${collectionId}/documents`);
+    await page.getByTestId("documents-count").filter({ hasText: "0 documents" }).waitFor();
+    for (const [title, price] of [["apple", 3], ["banana", 5]]) {
+      await page.getByText("New document").click();
+      await page.getByLabel("Data (JSON)").fill(JSON.stringify({ title, price }));
+      await page.getByRole("button", { name: "Create document" }).click();
+      await page.getByRole("button", { name: `Edit title of` }).filter({ hasText: title }).waitFor();
+      await page.getByText("New document").click();
+    }
+    await page.getByTestId("documents-count").filter({ hasText: "2 documents" }).waitFor();
+
+    await page.getByLabel("Filter on").selectOption("title");
+    await page.getByLabel("Operator").selectOption("equal");
+    await page.getByLabel("Value", { exact: true }).fill("banana");
+    await page.getByRole("button", { name: "Apply" }).click();
+    await page.getByTestId("documents-count").filter({ hasText: "1 documents" }).waitFor();
+    assert.equal(await page.getByRole("button", { name: /^Edit title of / }).count(), 1);
+
+    const price = page.getByRole("button", { name: /^Edit price of / });
+    await price.click();
+    const input = page.getByRole("textbox", { name: /^price of / });
+    await input.fill("7");
+    await input.press("Enter");
+    await page.getByRole("button", { name: /^Edit price of / }).filter({ hasText: "7" }).waitFor();
+  });
+
+  const { documents } = await gql(
+    `query ($db: ID!, $c: ID!) { documents(databaseId: $db, collectionId: $c) { documents { data } } }`,
+    { db: databaseId, c: collectionId },
+  );
+  const prices = Object.fromEntries(documents.documents.map((d) => [d.data.title, d.data.price]));
+  assert.deepEqual(prices, { apple: 3, banana: 7 });
+});
+
+test("renders only the rows in view of a long collection and pages in the rest", async (t) => {
+  const { databaseId, collectionId } = await makeCollection();
+  const count = 450;
+  for (let start = 0; start < count; start += 50) {
+    const fields = [];
+    for (let i = start; i < Math.min(start + 50, count); i++) {
+      fields.push(`d${i}: createDocument(input: { databaseId: "${databaseId}", collectionId: "${collectionId}", id: "doc${String(i).padStart(4, "0")}", data: { title: "item ${i}", price: ${i} } }) { id }`);
+    }
+    await gql(`mutation { ${fields.join("\n")} }`);
+  }
+  await withPage(t, async (page) => {
+    await page.goto(`${BASE}/console#/databases/${databaseId}/${collectionId}/documents`);
+    await page.getByTestId("documents-count").filter({ hasText: `${count} documents` }).waitFor();
+    await page.getByText("doc0000", { exact: true }).waitFor();
+    const rendered = await page.locator(".grid-row").count();
+    assert.ok(rendered < 80, `only the rows in view are rendered, not ${rendered}`);
+
+    await page.locator(".grid-body").evaluate((el) => (el.scrollTop = el.scrollHeight));
+    await page.getByText(`doc${String(count - 1).padStart(4, "0")}`, { exact: true }).waitFor();
+    assert.ok((await page.locator(".grid-row").count()) < 80);
+  });
+});
+
+test("uploads files in chunks with progress and shows an image's preview", async (t) => {
+  const bucketId = unique("b");
+  await gql(`mutation ($input: CreateBucketInput!) { createBucket(input: $input) { id } }`, { input: { id: bucketId, name: "Pictures" } });
+  const dir = mkdtempSync(join(tmpdir(), "nimbus-console-"));
+  try {
+    const picture = join(dir, "gradient.png");
+    writeFileSync(picture, gradientPng(64));
+    // Larger than three chunks (5 MiB each by default): several PUTs, resumable.
+    const big = join(dir, "big.bin");
+    writeFileSync(big, Buffer.alloc(16 * 1024 * 1024 + 123, 7));
+    await withPage(t, async (page, requests) => {
+      await page.goto(`${BASE}/console#/storage/${bucketId}`);
+      await page.getByLabel("Upload a file").setInputFiles(picture);
+      const preview = page.getByRole("img", { name: "Preview of gradient.png" });
+      await preview.waitFor();
+      assert.match(await preview.getAttribute("src"), /^blob:/, "the preview is shown through an object URL");
+      assert.ok(await preview.evaluate((img) => img.complete && img.naturalWidth > 0), "the preview decoded");
+
+      await page.getByLabel("Upload a file").setInputFiles(big);
+      await page.getByText("big.bin", { exact: true }).waitFor({ timeout: 30_000 });
+      const puts = requests.filter((url) => /\/upload(\?|$)/.test(url) && url.includes(`/v1/storage/buckets/${bucketId}/files/`));
+      assert.ok(puts.length >= 4, `uploaded in chunks (${puts.length} requests)`);
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const { files } = await gql(`query ($b: ID!) { files(bucketId: $b) { nodes { name size status } } }`, { b: bucketId });
+  assert.deepEqual(
+    files.nodes.map((f) => [f.name, f.size, f.status]).sort(),
+    [["big.bin", 16 * 1024 * 1024 + 123, "READY"], ["gradient.png", files.nodes.find((f) => f.name === "gradient.png").size, "READY"]].sort(),
+  );
+});
+
+test("shows a realtime event as a document is created through the API", async (t) => {
+  const { databaseId, collectionId } = await makeCollection();
+  await withPage(t, async (page) => {
+    await page.getByRole("link", { name: "Realtime" }).click();
+    await page.getByLabel("Channels (comma-separated)").fill(`databases.${databaseId}.collections.${collectionId}.documents`);
+    await page.getByRole("button", { name: "Subscribe" }).click();
+    await page.getByTestId("realtime-status").filter({ hasText: "listening" }).waitFor();
+
+    await gql(`mutation ($input: CreateDocumentInput!) { createDocument(input: $input) { id } }`, {
+      input: { databaseId, collectionId, id: "live1", data: { title: "live", price: 1 } },
+    });
+    await page
+      .getByText(`databases.${databaseId}.collections.${collectionId}.documents.live1.create`, { exact: true })
+      .waitFor();
+    await page.getByTestId("realtime-status").filter({ hasText: "1 events" }).waitFor();
+  });
+});
+
+test("every page loads only from the server's own origin, on a phone-sized screen too", async (t) => {
+  await withPage(
+    t,
+    async (page, requests) => {
+      for (const [link, heading] of [
+        ["API keys", /^API keys of /],
+        ["Databases", "Databases"],
+        ["Users", "Users"],
+        ["Storage", "Storage"],
+        ["Realtime", "Realtime inspector"],
+        ["Projects", "Projects"],
+      ]) {
+        await page.getByRole("link", { name: link, exact: true }).click();
+        await page.getByRole("heading", { name: heading, exact: typeof heading === "string" }).waitFor();
+        await page.waitForLoadState("networkidle");
+        const width = await page.evaluate(() => document.documentElement.scrollWidth);
+        assert.ok(width <= 375, `${link}: no horizontal scrolling at 375 px (page is ${width} px wide)`);
+      }
+      assert.ok(requests.some((url) => url === `${ORIGIN}/v1/graphql`), "the pages used the API");
+      assert.ok(requests.every((url) => new URL(url).origin === ORIGIN), requests.join("\n"));
+    },
+    { viewport: { width: 375, height: 800 } },
+  );
+});
