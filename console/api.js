@@ -218,14 +218,15 @@ export async function uploadFile(bucketId, file, onProgress) {
   const url = upload.uploadUrl || `/v1/storage/buckets/${bucketId}/files/${upload.id}/upload`;
   let offset = 0;
   onProgress(0);
-  while (offset < file.size || (file.size === 0 && offset === 0)) {
+  // (An empty file is refused by createFileUpload already.)
+  while (offset < file.size) {
     const end = Math.min(offset + upload.chunkSize, file.size);
     const response = await send(url, {
       method: "PUT",
       headers: {
         ...authHeaders(),
         "Content-Type": "application/octet-stream",
-        "Content-Range": `bytes ${offset}-${Math.max(end - 1, 0)}/${file.size}`,
+        "Content-Range": `bytes ${offset}-${end - 1}/${file.size}`,
       },
       body: file.slice(offset, end),
     });

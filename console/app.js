@@ -13,12 +13,17 @@ import { Users, UserPage } from "./page-users.js";
 import { Storage, BucketPage } from "./page-storage.js";
 import { Realtime } from "./page-realtime.js";
 import { Account } from "./page-account.js";
+import { Settings } from "./page-settings.js";
+import { Teams, TeamPage } from "./page-teams.js";
+import { ViewAsUser } from "./page-view-as.js";
 
 const NAV = [
   ["projects", "Projects"],
+  ["settings", "Settings"],
   ["keys", "API keys"],
   ["databases", "Databases"],
   ["users", "Users"],
+  ["teams", "Teams"],
   ["storage", "Storage"],
   ["realtime", "Realtime"],
 ];
@@ -37,6 +42,8 @@ function Page({ route, project }) {
   switch (section) {
     case "projects":
       return html`<${Projects} project=${project} />`;
+    case "settings":
+      return html`<${Settings} project=${project} />`;
     case "keys":
       return html`<${Keys} project=${project} />`;
     case "databases":
@@ -45,7 +52,10 @@ function Page({ route, project }) {
       if (a) return html`<${DatabasePage} databaseId=${a} />`;
       return html`<${Databases} />`;
     case "users":
+      if (a && b === "view") return html`<${ViewAsUser} userId=${a} />`;
       return a ? html`<${UserPage} userId=${a} />` : html`<${Users} />`;
+    case "teams":
+      return a ? html`<${TeamPage} teamId=${a} />` : html`<${Teams} />`;
     case "storage":
       return a ? html`<${BucketPage} bucketId=${a} />` : html`<${Storage} />`;
     case "realtime":

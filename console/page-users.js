@@ -172,6 +172,7 @@ export function UserPage({ userId }) {
     ${data.data && !user && html`<${ErrorBox} error=${{ message: "No such user.", code: "USER_NOT_FOUND" }} />`}
     ${user &&
     html`<p class="muted"><code>${user.id}</code> · ${user.email || "no email"} · created ${formatDate(user.createdAt)}</p>
+      <p><a class="button" href=${href("users", user.id, "view")}>View as this user</a></p>
       <${UserSettings} key=${JSON.stringify(user)} user=${user} onSaved=${data.reload} />
       <div class="card">
         <h2>Sessions</h2>

@@ -84,6 +84,11 @@ async function makeCollection(project = "default") {
   return { databaseId, collectionId };
 }
 
+async function userId(email) {
+  const { users } = await gql(`query ($s: String) { users(first: 1, search: $s) { nodes { id } } }`, { s: email });
+  return users.nodes[0].id;
+}
+
 /** A `size`×`size` PNG (a colour gradient), made here so no fixture is needed. */
 function gradientPng(size) {
   const crcTable = Array.from({ length: 256 }, (_, n) => {
@@ -286,6 +291,60 @@ test("creates a project, then a collection with two attributes and a permission 
   ]);
 });
 
+test("creates an API key with the scopes picked, whose secret is shown once and works", async (t) => {
+  let secret;
+  const name = unique("key");
+  await withPage(t, async (page) => {
+    await page.getByRole("link", { name: "API keys" }).click();
+    await page.getByLabel("Name").fill(name);
+    await page.getByLabel("databases.read", { exact: true }).check();
+    await page.getByLabel("documents.read", { exact: true }).check();
+    await page.getByRole("button", { name: "Create key" }).click();
+    secret = await page.getByTestId("key-secret").textContent();
+    assert.match(secret, /^nk_/);
+    await page.getByRole("button", { name: "Done" }).click();
+    assert.equal(await page.getByTestId("key-secret").count(), 0, "the secret is gone once dismissed");
+    await page.getByRole("button", { name: `Delete key ${name}` }).waitFor();
+  });
+  const asKey = async (query) => {
+    const response = await fetch(`${BASE}/v1/graphql`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-Nimbus-Key": secret },
+      body: JSON.stringify({ query }),
+    });
+    return response.json();
+  };
+  const databases = await asKey("{ databases { id } }");
+  assert.ok(Array.isArray(databases.data?.databases), JSON.stringify(databases));
+  const users = await asKey("{ users(first: 1) { totalCount } }");
+  assert.equal(users.errors?.[0]?.extensions?.code, "SCOPE_MISSING", "users.read was not picked");
+});
+
+test("changes the project's sign-in settings and adds an OAuth2 provider", async (t) => {
+  const projectId = unique("p");
+  await gql(`mutation ($input: CreateProjectInput!) { createProject(input: $input) { id } }`, { input: { id: projectId, name: "Settings" } });
+  await withPage(t, async (page) => {
+    await page.getByLabel("Project", { exact: true }).selectOption(projectId);
+    await page.getByRole("link", { name: "Settings" }).click();
+    await page.getByRole("heading", { name: `Settings of ${projectId}` }).waitFor();
+    await page.getByLabel("Minimum password length").fill("14");
+    await page.getByLabel("Anonymous sessions").uncheck();
+    await page.getByLabel("Allowed origins (redirect hosts, one a line)").fill("app.example.com\nlocalhost");
+    await page.getByRole("button", { name: "Save settings" }).click();
+    await page.getByLabel("Provider", { exact: true }).fill("github");
+    await page.getByLabel("Client id").fill("console-client");
+    await page.getByLabel("Client secret").fill("console-secret");
+    await page.getByRole("button", { name: "Save provider" }).click();
+    await page.getByText("client console-client").waitFor();
+  });
+  const data = await gql(
+    `query ($id: ID!) { project(id: $id) { auth { passwordMinLength anonymous redirectHosts } } oauth2Providers(projectId: $id) { provider enabled clientId } }`,
+    { id: projectId },
+  );
+  assert.deepEqual(data.project.auth, { passwordMinLength: 14, anonymous: false, redirectHosts: ["app.example.com", "localhost"] });
+  assert.deepEqual(data.oauth2Providers, [{ provider: "github", enabled: true, clientId: "console-client" }]);
+});
+
 test("adds documents, filters them and edits one inline", async (t) => {
   const { databaseId, collectionId } = await makeCollection();
   await withPage(t, async (page) => {
@@ -346,6 +405,89 @@ test("renders only the rows in view of a long collection and pages in the rest",
   });
 });
 
+test("creates a user, finds them, blocks them with labels and revokes their sessions", async (t) => {
+  const name = unique("User ");
+  const email = `${name.slice(5)}@example.com`;
+  await withPage(t, async (page) => {
+    await page.getByRole("link", { name: "Users" }).click();
+    await page.getByLabel("Email").fill(email);
+    await page.getByLabel("Name", { exact: true }).fill(name);
+    await page.getByLabel("Password").fill("console-user-password-1");
+    await page.getByRole("button", { name: "Create user" }).click();
+    await page.getByLabel("Search users").fill(email);
+    await page.getByRole("button", { name: "Search" }).click();
+    await page.getByRole("link", { name }).click();
+    await page.getByRole("heading", { name }).waitFor();
+    await page.getByLabel("Blocked").check();
+    await page.getByLabel("Labels (comma-separated)").fill("beta, staff");
+    await page.getByRole("button", { name: "Save user" }).click();
+    await page.getByLabel("Blocked").and(page.locator(":checked")).waitFor();
+    await page.getByRole("button", { name: "Save user" }).and(page.locator(":enabled")).waitFor();
+
+    // A session made meanwhile (as the user's app would, before the block)…
+    await gql(`mutation ($id: ID!) { updateUser(input: { id: $id, blocked: false }) { id } }`, { id: await userId(email) });
+    const signIn = await fetch(`${BASE}/v1/graphql`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        query: `mutation ($e: String!) { createEmailPasswordSession(input: { email: $e, password: "console-user-password-1" }) { secret } }`,
+        variables: { e: email },
+      }),
+    });
+    assert.ok((await signIn.json()).data?.createEmailPasswordSession?.secret);
+    await gql(`mutation ($id: ID!) { updateUser(input: { id: $id, blocked: true }) { id } }`, { id: await userId(email) });
+    // …is listed, and revoked.
+    await page.reload();
+    await page.getByRole("button", { name: "Revoke all sessions" }).and(page.locator(":enabled")).click();
+    await page.getByText("No sessions.").waitFor();
+  });
+  const { userSessions } = await gql(`query ($id: ID!) { userSessions(userId: $id) { id } }`, { id: await userId(email) });
+  assert.deepEqual(userSessions, []);
+  const { users } = await gql(`query ($s: String) { users(first: 5, search: $s) { nodes { email blocked labels } } }`, { s: email });
+  assert.deepEqual(users.nodes, [{ email, blocked: true, labels: ["beta", "staff"] }]);
+});
+
+test("creates a team and adds a user to it with roles", async (t) => {
+  const teamName = unique("Team ");
+  const { createUser } = await gql(`mutation ($input: CreateUserInput!) { createUser(input: $input) { id } }`, {
+    input: { email: `${unique("m")}@example.com`, password: "console-member-password-1" },
+  });
+  await withPage(t, async (page) => {
+    await page.getByRole("link", { name: "Teams" }).click();
+    await page.getByLabel("Name").fill(teamName);
+    await page.getByRole("button", { name: "Create team" }).click();
+    await page.getByRole("link", { name: teamName }).click();
+    await page.getByLabel("Email or user id").fill(createUser.id);
+    await page.getByLabel("Roles (comma-separated)").fill("owner, editor");
+    await page.getByRole("button", { name: "Invite" }).click();
+    await page.getByRole("row").filter({ hasText: "editor" }).waitFor();
+  });
+  const { userMemberships } = await gql(`query ($id: ID!) { userMemberships(userId: $id) { roles } }`, { id: createUser.id });
+  assert.deepEqual(userMemberships.map((m) => [...m.roles].sort()), [["editor", "owner"]]);
+});
+
+test("views the API as a user through GraphiQL with a JWT minted for them", async (t) => {
+  const { __type } = await gql(`{ __type(name: "Mutation") { fields { name } } }`);
+  if (!__type.fields.some((f) => f.name === "createUserJWT")) {
+    t.skip("this build has no createUserJWT");
+    return;
+  }
+  const email = `${unique("v")}@example.com`;
+  const { createUser } = await gql(`mutation ($input: CreateUserInput!) { createUser(input: $input) { id } }`, {
+    input: { email, password: "console-viewer-password-1" },
+  });
+  await withPage(t, async (page) => {
+    await page.goto(`${BASE}/console#/users/${createUser.id}`);
+    await page.getByRole("link", { name: "View as this user" }).click();
+    await page.getByRole("button", { name: "Start" }).click();
+    await page.getByText(`Acting as ${createUser.id}`).waitFor();
+    await page.locator(".graphiql-container").waitFor();
+    await page.getByRole("button", { name: /Execute query/ }).click();
+    await page.locator(".result-window").getByText(email).waitFor();
+    assert.equal(await page.evaluate(() => JSON.stringify(localStorage).includes("eyJ")), false, "no token in localStorage");
+  });
+});
+
 test("uploads files in chunks with progress and shows an image's preview", async (t) => {
   const bucketId = unique("b");
   await gql(`mutation ($input: CreateBucketInput!) { createBucket(input: $input) { id } }`, { input: { id: bucketId, name: "Pictures" } });
@@ -402,9 +544,11 @@ test("every page loads only from the server's own origin, on a phone-sized scree
     t,
     async (page, requests) => {
       for (const [link, heading] of [
+        ["Settings", /^Settings of /],
         ["API keys", /^API keys of /],
         ["Databases", "Databases"],
         ["Users", "Users"],
+        ["Teams", "Teams"],
         ["Storage", "Storage"],
         ["Realtime", "Realtime inspector"],
         ["Projects", "Projects"],

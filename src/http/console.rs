@@ -29,14 +29,16 @@ static ASSETS: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/console_as
 /// Everything the page loads comes from this origin, and scripts and styles are
 /// files (ES modules), never inline, so neither needs `'unsafe-inline'`. File
 /// previews are shown through `blob:` URLs made from `fetch` answers (which carry
-/// the credential headers; an `<img src>` could not). `ws:`/`wss:` are listed
-/// because not every browser counts a same-origin WebSocket as `'self'`.
+/// the credential headers; an `<img src>` could not). The GraphiQL of "view as
+/// user" (the playground's files, loaded on demand) keeps its icons and fonts as
+/// `data:` URLs in its stylesheet. `ws:`/`wss:` are listed because not every
+/// browser counts a same-origin WebSocket as `'self'`.
 pub const PAGE_CSP: &str = "default-src 'none'; \
     script-src 'self'; \
     style-src 'self'; \
     connect-src 'self' ws: wss:; \
     img-src 'self' data: blob:; \
-    font-src 'self'; \
+    font-src 'self' data:; \
     base-uri 'none'; \
     form-action 'none'; \
     frame-ancestors 'none'";
