@@ -4,6 +4,7 @@ import { html, useState } from "./lib.js";
 import * as api from "./api.js";
 import {
   Check,
+  CopyButton,
   ErrorBox,
   Field,
   Loading,
@@ -136,7 +137,7 @@ export function DatabasePage({ databaseId }) {
 }
 
 const TYPE_HELP = {
-  STRING: "Text of at most `size` characters.",
+  STRING: "Text of at most Size characters.",
   INTEGER: "A whole number (64-bit), optionally within min…max.",
   FLOAT: "A number, optionally within min…max.",
   BOOLEAN: "true or false.",
@@ -274,21 +275,65 @@ function CollectionPermissions({ collection, onSaved }) {
   </form>`;
 }
 
+const TYPED_FIELDS = `query ConsoleTypedFields($type: String!) {
+  __type(name: $type) { fields { name } }
+  __schema {
+    queryType { fields { name type { name ofType { name } } } }
+    mutationType { fields { name } }
+    subscriptionType { fields { name } }
+  }
+}`;
+
+/** The collection's typed GraphQL operations, read from the live schema, and a codegen setup. */
 function Codegen({ collection }) {
   const type = collection.graphqlName;
-  const fields = collection.attributes.map((a) => a.key).join(" ");
-  const snippet = `# The typed operations of ${collection.name} (see the playground's Docs pane)
-query {
-  ${type[0].toLowerCase()}${type.slice(1)}List: documents(databaseId: "${collection.databaseId}", collectionId: "${collection.id}", queries: []) {
-    total documents { id data }
+  const [open, setOpen] = useState(false);
+  const data = useAsync(() => (open ? api.gql(TYPED_FIELDS, { type }) : null), [open, type]);
+  let body = null;
+  if (data.data) {
+    const schema = data.data.__schema;
+    const returns = (f, name) => f.type.name === name || (f.type.ofType && f.type.ofType.name === name);
+    const single = schema.queryType.fields.find((f) => returns(f, type));
+    const list = schema.queryType.fields.find((f) => returns(f, `${type}Connection`));
+    const mine = (fields) => (fields || []).map((f) => f.name).filter((n) => n.includes(type) || (list && n.toLowerCase().includes(list.name.toLowerCase())));
+    const fields = data.data.__type ? data.data.__type.fields.map((f) => f.name).filter((n) => !n.startsWith("__")) : [];
+    const selection = fields.filter((f) => !["permissions"].includes(f)).join(" ");
+    const query = list
+      ? `query List${type}($after: String) {
+  ${list.name}(first: 20, after: $after) {
+    nodes { ${selection} }
+    pageInfo { hasNextPage endCursor }
   }
-}
-# Generate a typed client from this project's schema:
-#   curl -H 'X-Nimbus-Project: ${api.currentProject()}' <server>/v1/graphql/schema.graphql > schema.graphql
-# Attributes: ${fields || "(none yet)"}`;
-  return html`<details class="card">
-    <summary>GraphQL and codegen</summary>
-    <pre class="block">${snippet}</pre>
+}${single ? `
+
+query Get${type}($id: ID!) {
+  ${single.name}(id: $id) { ${selection} }
+}` : ""}`
+      : "# No typed fields found for this collection.";
+    const project = api.currentProject();
+    const codegen = `# codegen.yml (GraphQL Code Generator), typed from this project's live schema
+schema:
+  - ${location.origin}/v1/graphql/schema.graphql:
+      headers:
+        X-Nimbus-Project: ${project}
+documents: src/**/*.graphql
+generates:
+  src/gql/:
+    preset: client`;
+    const names = (list) => (list.length ? list.map((n) => html`<code>${n}</code> `) : "none");
+    body = html`<p>Queries: ${names([single, list].filter(Boolean).map((f) => f.name))}</p>
+      <p>Mutations: ${names(mine(schema.mutationType && schema.mutationType.fields))}</p>
+      <p>Subscriptions: ${names(mine(schema.subscriptionType && schema.subscriptionType.fields))}</p>
+      <pre class="block">${query}</pre>
+      <div class="row"><${CopyButton} text=${query} label="Copy operations" /></div>
+      <pre class="block">${codegen}</pre>
+      <div class="row"><${CopyButton} text=${codegen} label="Copy codegen.yml" /></div>`;
+  }
+  return html`<details class="card" onToggle=${(e) => setOpen(e.target.open)}>
+    <summary>Typed GraphQL operations and codegen (type <code>${type}</code>)</summary>
+    <${ErrorBox} error=${data.error} />
+    ${open && data.loading && html`<${Loading} what="the schema" />`}
+    ${body}
   </details>`;
 }
 

@@ -277,6 +277,9 @@ test("creates a project, then a collection with two attributes and a permission 
     await page.getByLabel("Minimum").fill("0");
     await page.getByRole("button", { name: "Add attribute" }).click();
     await page.getByRole("cell", { name: "views", exact: true }).waitFor();
+
+    await page.getByText("Typed GraphQL operations and codegen").click();
+    await page.locator("pre").filter({ hasText: "pageInfo { hasNextPage endCursor }" }).filter({ hasText: "title" }).waitFor();
   });
 
   const { collection } = await gql(
@@ -536,6 +539,30 @@ test("shows a realtime event as a document is created through the API", async (t
       .getByText(`databases.${databaseId}.collections.${collectionId}.documents.live1.create`, { exact: true })
       .waitFor();
     await page.getByTestId("realtime-status").filter({ hasText: "1 events" }).waitFor();
+  });
+});
+
+test("shows who is on a presence channel as another tab joins and leaves it", async (t) => {
+  const channel = unique("room");
+  await withPage(t, async (watcher) => {
+    await watcher.getByRole("link", { name: "Realtime" }).click();
+    await watcher.getByLabel("Presence channel").fill(channel);
+    await watcher.getByRole("button", { name: "Watch" }).click();
+    await watcher.getByText("Presence: listening · 0 here").waitFor();
+
+    await withPage(t, async (visitor) => {
+      await visitor.getByRole("link", { name: "Realtime" }).click();
+      await visitor.getByLabel("Listen to").selectOption("document");
+      await visitor
+        .getByLabel("Subscription (e.g. a collection's typed one)")
+        .fill(`subscription { presence(channel: "${channel}", state: { cursor: 7 }) { type presenceId } }`);
+      await visitor.getByRole("button", { name: "Subscribe" }).click();
+      await visitor.getByTestId("realtime-status").filter({ hasText: "listening" }).waitFor();
+      await watcher.getByText("Presence: listening · 1 here").waitFor();
+      await watcher.getByText('{"cursor":7}').waitFor();
+      await visitor.getByRole("button", { name: "Stop" }).first().click();
+    });
+    await watcher.getByText("Presence: listening · 0 here").waitFor();
   });
 });
 
