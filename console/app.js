@@ -1,7 +1,7 @@
 // The console's shell: sign-in gate, navigation, project switcher and a hash
 // router (`#/databases/blog/posts`), so that every page has a link of its own
 // and moving between pages never reloads the application.
-import { html, render, useState, useEffect, useRef } from "./lib.js";
+import { html, render, useState, useEffect, useRef, useErrorBoundary } from "./lib.js";
 import * as api from "./api.js";
 import { ErrorBox, href } from "./ui.js";
 import { SignIn } from "./page-signin.js";
@@ -16,6 +16,7 @@ import { Account } from "./page-account.js";
 import { Settings } from "./page-settings.js";
 import { Teams, TeamPage } from "./page-teams.js";
 import { ViewAsUser } from "./page-view-as.js";
+import { Webhooks, Functions, Jobs } from "./page-operations.js";
 
 const NAV = [
   ["projects", "Projects"],
@@ -26,6 +27,9 @@ const NAV = [
   ["teams", "Teams"],
   ["storage", "Storage"],
   ["realtime", "Realtime"],
+  ["functions", "Functions"],
+  ["webhooks", "Webhooks"],
+  ["jobs", "Jobs"],
 ];
 
 function currentRoute() {
@@ -60,11 +64,27 @@ function Page({ route, project }) {
       return a ? html`<${BucketPage} bucketId=${a} />` : html`<${Storage} />`;
     case "realtime":
       return html`<${Realtime} />`;
+    case "functions":
+      return html`<${Functions} />`;
+    case "webhooks":
+      return html`<${Webhooks} />`;
+    case "jobs":
+      return html`<${Jobs} />`;
     case "account":
       return html`<${Account} />`;
     default:
       return html`<${ErrorBox} error=${{ message: "There is no such page.", code: "NOT_FOUND" }} />`;
   }
+}
+
+/** A page that throws while rendering shows the error instead of vanishing. */
+function Boundary({ children }) {
+  const [error, reset] = useErrorBoundary();
+  if (!error) return children;
+  return html`<div>
+    <${ErrorBox} error=${{ message: `This page failed: ${error.message || error}`, code: "PAGE_ERROR" }} />
+    <button class="secondary" onClick=${reset}>Try again</button>
+  </div>`;
 }
 
 function ProjectSwitcher({ project, onSwitch, version }) {
@@ -135,7 +155,9 @@ function Shell({ who, onSignOut }) {
       </ul>
     </nav>
     <main id="main" tabindex="-1" ref=${main}>
-      <${Page} key=${`${project}/${route.join("/")}`} route=${route} project=${project} />
+      <${Boundary} key=${`${project}/${route.join("/")}`}>
+        <${Page} route=${route} project=${project} />
+      </${Boundary}>
     </main>
   </div>`;
 }

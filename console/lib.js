@@ -10,6 +10,7 @@ export {
   useRef,
   useMemo,
   useCallback,
+  useErrorBoundary,
 } from "./vendor/hooks.js";
 
 export const html = htm.bind(h);

@@ -491,6 +491,25 @@ test("views the API as a user through GraphiQL with a JWT minted for them", asyn
   });
 });
 
+test("creates a webhook, shows its signing secret once, and lists it", async (t) => {
+  const name = unique("hook");
+  await withPage(t, async (page) => {
+    await page.getByRole("link", { name: "Webhooks" }).click();
+    await page.getByLabel("Name").fill(name);
+    await page.getByLabel("URL").fill("https://hooks.example.com/nimbus");
+    await page.getByLabel("Events (comma-separated)").fill("users.*.create");
+    await page.getByRole("button", { name: "Create webhook" }).click();
+    await page.getByText("The signing secret, shown only now:").waitFor();
+    await page.getByRole("listitem").filter({ hasText: name }).getByRole("button", { name: "Deliveries" }).click();
+    await page.getByText("No deliveries yet.").waitFor();
+  });
+  const { webhooks } = await gql(`{ webhooks(first: 100) { nodes { name url events } } }`);
+  assert.deepEqual(
+    webhooks.nodes.filter((w) => w.name === name),
+    [{ name, url: "https://hooks.example.com/nimbus", events: ["users.*.create"] }],
+  );
+});
+
 test("uploads files in chunks with progress and shows an image's preview", async (t) => {
   const bucketId = unique("b");
   await gql(`mutation ($input: CreateBucketInput!) { createBucket(input: $input) { id } }`, { input: { id: bucketId, name: "Pictures" } });
@@ -578,6 +597,9 @@ test("every page loads only from the server's own origin, on a phone-sized scree
         ["Teams", "Teams"],
         ["Storage", "Storage"],
         ["Realtime", "Realtime inspector"],
+        ["Functions", "Functions"],
+        ["Webhooks", "Webhooks"],
+        ["Jobs", "Background jobs"],
         ["Projects", "Projects"],
       ]) {
         await page.getByRole("link", { name: link, exact: true }).click();
