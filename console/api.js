@@ -73,8 +73,31 @@ async function send(url, init) {
   }
 }
 
+/** Codes that mean the credential this tab holds no longer works. */
+const LOST = ["INVALID_API_KEY", "API_KEY_EXPIRED", "SESSION_EXPIRED"];
+
+/** Forgets the credential and tells the application, which goes back to sign-in. */
+async function credentialLost(error) {
+  if (credential.key) {
+    credential.key = null;
+    sessionStorage.removeItem(KEY_STORAGE);
+  } else if (credential.csrf) {
+    // A request that comes back anonymous may mean the session ended: ask.
+    try {
+      await consoleApi("GET", "session");
+      return;
+    } catch {
+      credential.csrf = null;
+      credential.email = null;
+    }
+  } else {
+    return;
+  }
+  dispatchEvent(new CustomEvent("nimbus:signed-out", { detail: error }));
+}
+
 /** Runs a GraphQL operation; its data, or an ApiError with the first error's code. */
-export async function gql(query, variables = {}, { projectId } = {}) {
+export async function gql(query, variables = {}, { projectId, probe = false } = {}) {
   const response = await send("/v1/graphql", {
     method: "POST",
     headers: {
@@ -90,7 +113,10 @@ export async function gql(query, variables = {}, { projectId } = {}) {
   }
   if (body.errors && body.errors.length) {
     const first = body.errors[0];
-    throw new ApiError(first.message, first.extensions && first.extensions.code, body.errors);
+    const error = new ApiError(first.message, first.extensions && first.extensions.code, body.errors);
+    const lost = LOST.includes(error.code) || (error.code === "UNAUTHENTICATED" && credential.csrf);
+    if (lost && !probe) await credentialLost(error);
+    throw error;
   }
   return body.data;
 }
@@ -141,7 +167,7 @@ export async function signInWithKey(key) {
   const previous = credential.key;
   credential.key = key.trim();
   try {
-    await gql("query ConsoleSignIn { projects(first: 1) { totalCount } }");
+    await gql("query ConsoleSignIn { projects(first: 1) { totalCount } }", {}, { probe: true });
   } catch (err) {
     credential.key = previous;
     throw err;

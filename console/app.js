@@ -164,11 +164,26 @@ function Shell({ who, onSignOut }) {
 
 function App() {
   const [who, setWho] = useState(undefined);
+  const [lost, setLost] = useState(null);
   useEffect(() => {
     api.restore().then(setWho, () => setWho(null));
+    const onLost = (e) => {
+      setLost(e.detail);
+      setWho(null);
+    };
+    addEventListener("nimbus:signed-out", onLost);
+    return () => removeEventListener("nimbus:signed-out", onLost);
   }, []);
   if (who === undefined) return html`<p class="muted" role="status">Loading…</p>`;
-  if (!who) return html`<${SignIn} onSignedIn=${setWho} />`;
+  if (!who) {
+    return html`<${SignIn}
+      reason=${lost}
+      onSignedIn=${(w) => {
+        setLost(null);
+        setWho(w);
+      }}
+    />`;
+  }
   const signOut = async () => {
     try {
       await api.signOut();

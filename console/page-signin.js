@@ -71,9 +71,10 @@ function KeyForm({ onSignedIn }) {
   </form>`;
 }
 
-export function SignIn({ onSignedIn }) {
+export function SignIn({ onSignedIn, reason }) {
   return html`<main class="signin" id="main">
     <h1>Nimbus console</h1>
+    ${reason && html`<${ErrorBox} error=${{ message: `Signed out: ${reason.message}`, code: reason.code }} />`}
     <div class="signin-forms">
       <${PasswordForm} onSignedIn=${onSignedIn} />
       <${KeyForm} onSignedIn=${onSignedIn} />

@@ -196,6 +196,30 @@ test("signs in with an admin key, refuses a wrong one with its code, and signs o
   );
 });
 
+test("goes back to sign-in, saying why, when the key it holds is deleted", async (t) => {
+  const { createApiKey } = await gql(
+    `mutation ($input: CreateApiKeyInput!) { createApiKey(input: $input) { secret apiKey { id } } }`,
+    { input: { name: unique("short-lived"), scopes: ["admin"] } },
+  );
+  await withPage(
+    t,
+    async (page) => {
+      await page.goto(`${BASE}/console`);
+      await page.getByLabel("API key", { exact: true }).fill(createApiKey.secret);
+      await page.getByRole("button", { name: "Use key" }).click();
+      await page.getByRole("heading", { name: "Projects", exact: true }).waitFor();
+      await gql(`mutation ($input: DeleteApiKeyInput!) { deleteApiKey(input: $input) { __typename } }`, {
+        input: { id: createApiKey.apiKey.id },
+      });
+      await page.getByRole("link", { name: "Databases" }).click();
+      await page.getByRole("alert").filter({ hasText: "INVALID_API_KEY" }).waitFor();
+      await page.getByLabel("API key", { exact: true }).waitFor();
+      assert.equal(await page.evaluate(() => sessionStorage.length), 0, "the dead key is forgotten");
+    },
+    { signIn: false },
+  );
+});
+
 test("signs in as an administrator with email and password through an HttpOnly cookie", async (t) => {
   const email = process.env.NIMBUS_ADMIN_EMAIL;
   const password = process.env.NIMBUS_ADMIN_PASSWORD;
@@ -517,9 +541,9 @@ test("uploads files in chunks with progress and shows an image's preview", async
   try {
     const picture = join(dir, "gradient.png");
     writeFileSync(picture, gradientPng(64));
-    // Larger than three chunks (5 MiB each by default): several PUTs, resumable.
+    // 20 MB, five chunks of 5 MiB (the default chunk size): several PUTs, resumable.
     const big = join(dir, "big.bin");
-    writeFileSync(big, Buffer.alloc(16 * 1024 * 1024 + 123, 7));
+    writeFileSync(big, Buffer.alloc(20 * 1024 * 1024 + 123, 7));
     await withPage(t, async (page, requests) => {
       await page.goto(`${BASE}/console#/storage/${bucketId}`);
       await page.getByLabel("Upload a file").setInputFiles(picture);
@@ -531,7 +555,7 @@ test("uploads files in chunks with progress and shows an image's preview", async
       await page.getByLabel("Upload a file").setInputFiles(big);
       await page.getByText("big.bin", { exact: true }).waitFor({ timeout: 30_000 });
       const puts = requests.filter((url) => /\/upload(\?|$)/.test(url) && url.includes(`/v1/storage/buckets/${bucketId}/files/`));
-      assert.ok(puts.length >= 4, `uploaded in chunks (${puts.length} requests)`);
+      assert.ok(puts.length >= 5, `uploaded in chunks (${puts.length} requests)`);
     });
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -539,7 +563,7 @@ test("uploads files in chunks with progress and shows an image's preview", async
   const { files } = await gql(`query ($b: ID!) { files(bucketId: $b) { nodes { name size status } } }`, { b: bucketId });
   assert.deepEqual(
     files.nodes.map((f) => [f.name, f.size, f.status]).sort(),
-    [["big.bin", 16 * 1024 * 1024 + 123, "READY"], ["gradient.png", files.nodes.find((f) => f.name === "gradient.png").size, "READY"]].sort(),
+    [["big.bin", 20 * 1024 * 1024 + 123, "READY"], ["gradient.png", files.nodes.find((f) => f.name === "gradient.png").size, "READY"]].sort(),
   );
 });
 
