@@ -317,12 +317,43 @@
     return postOverHttp(params, headers);
   }
 
+  // GraphiQL keeps the header editor (so the API key), its tabs and its history
+  // (which records each run's headers too) in the storage it is given, by default
+  // localStorage: the key would outlive the tab and be readable by every page of
+  // this origin, the console included, for as long as the browser keeps it. The
+  // tab's sessionStorage keeps all of it across reloads and forgets it with the tab.
+  var PREFIX = 'graphiql:';
+  function ownKeys(store) {
+    var keys = [];
+    for (var i = 0; i < store.length; i++) {
+      var key = store.key(i);
+      if (key && key.indexOf(PREFIX) === 0) {
+        keys.push(key);
+      }
+    }
+    return keys;
+  }
+  var tabStorage = {
+    getItem: function (key) { return sessionStorage.getItem(key); },
+    setItem: function (key, value) { sessionStorage.setItem(key, value); },
+    removeItem: function (key) { sessionStorage.removeItem(key); },
+    clear: function () { ownKeys(sessionStorage).forEach(function (key) { sessionStorage.removeItem(key); }); },
+    get length() { return ownKeys(sessionStorage).length; }
+  };
+  // What earlier versions of this page left in localStorage (keys among it) goes.
+  try {
+    ownKeys(localStorage).forEach(function (key) { localStorage.removeItem(key); });
+  } catch (e) {
+    // Storage disabled: nothing was kept there either.
+  }
+
   var root = ReactDOM.createRoot(document.getElementById('graphiql'));
   root.render(
     React.createElement(GraphiQL, {
       fetcher: fetcher,
       defaultQuery: DEFAULT_QUERY,
       defaultHeaders: DEFAULT_HEADERS,
+      storage: tabStorage,
       shouldPersistHeaders: true,
       defaultEditorToolsVisibility: 'headers'
     })

@@ -609,6 +609,33 @@ test("shows who is on a presence channel as another tab joins and leaves it", as
   });
 });
 
+test("the playground keeps its headers, the API key among them, in the tab only", async (t) => {
+  await withPage(
+    t,
+    async (page) => {
+      // As an earlier playground left it: headers (a key) and history in localStorage.
+      await page.goto(`${BASE}/health`);
+      await page.evaluate(() => {
+        localStorage.setItem("graphiql:headers", JSON.stringify({ "X-Nimbus-Key": "nk_left.behind" }));
+        localStorage.setItem("graphiql:queries", JSON.stringify({ queries: [{ query: "{ __typename }", headers: "nk_left.behind" }] }));
+      });
+      await page.goto(`${BASE}/playground`);
+      await page.locator(".graphiql-container").waitFor();
+      assert.equal(await page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith("graphiql:")).length), 0);
+
+      await page.getByRole("button", { name: /Execute query/ }).click();
+      await page.locator(".result-window").getByText("__typename").waitFor();
+      const kept = await page.evaluate(() => ({
+        local: JSON.stringify(localStorage),
+        session: Object.keys(sessionStorage).filter((k) => k.startsWith("graphiql:")),
+      }));
+      assert.doesNotMatch(kept.local, /graphiql|nk_/);
+      assert.ok(kept.session.includes("graphiql:tabState"), kept.session.join());
+    },
+    { signIn: false },
+  );
+});
+
 test("every page loads only from the server's own origin, on a phone-sized screen too", async (t) => {
   await withPage(
     t,
