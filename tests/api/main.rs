@@ -8,6 +8,7 @@ mod account_events;
 mod avatars;
 mod avatars_remote;
 mod cli;
+mod console_auth;
 mod databases;
 mod email_flows;
 mod event_log;

@@ -207,7 +207,11 @@ fn weak_password(code: &'static str, reason: impl Into<String>) -> AppError {
 
 /// Checks a new password against the project's policy. `personal` holds the user's
 /// id, name, email and phone, for the personal-data rule.
-fn check_password(password: &str, policy: &AuthSettings, personal: &[&str]) -> AppResult<()> {
+pub(crate) fn check_password(
+    password: &str,
+    policy: &AuthSettings,
+    personal: &[&str],
+) -> AppResult<()> {
     let min = policy.password_min_length as usize;
     if password.chars().count() < min {
         return Err(weak_password(
@@ -372,13 +376,13 @@ async fn on_password_threads<T: Send + 'static>(
         .map_err(|_| AppError::Internal(anyhow::anyhow!("password work was dropped")))
 }
 
-async fn hash(password: String) -> AppResult<String> {
+pub(crate) async fn hash(password: String) -> AppResult<String> {
     on_password_threads(move || passwords::hash_password(&password))
         .await?
         .map_err(|e| AppError::Internal(anyhow::anyhow!("password hashing failed: {e}")))
 }
 
-async fn verify(password: String, stored: String) -> AppResult<bool> {
+pub(crate) async fn verify(password: String, stored: String) -> AppResult<bool> {
     on_password_threads(move || {
         StoredHash::from_stored(&stored)
             .and_then(|hash| passwords::verify_password(&password, &hash))
@@ -389,7 +393,7 @@ async fn verify(password: String, stored: String) -> AppResult<bool> {
 
 /// Verifies `password` against a fixed hash of the current parameters, for the
 /// time it takes; the answer is thrown away.
-async fn verify_dummy(password: String) {
+pub(crate) async fn verify_dummy(password: String) {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let _ = on_password_threads(move || {
         let stored = DUMMY
