@@ -43,6 +43,16 @@ impl ApiKeyGrant {
         }
     }
 
+    /// Who acts, as activity logs name it: `key:ID`, or `admin:EMAIL` for a console
+    /// administrator (and `function:ID` for a function's own access).
+    pub fn actor(&self) -> String {
+        if self.key_id.contains(':') {
+            self.key_id.clone()
+        } else {
+            format!("key:{}", self.key_id)
+        }
+    }
+
     pub fn is_admin(&self) -> bool {
         self.scopes.contains(&Scope::Admin)
     }

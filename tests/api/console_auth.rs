@@ -1,6 +1,6 @@
 //! Console administrators and sign-in: `nimbus admin`, `/console/api/session` and
 //! the TOTP routes, the console cookie with its CSRF token as a credential on
-//! GraphQL over HTTP and WebSocket.
+//! GraphQL over HTTP and WebSocket, and `createUserJWT`.
 
 use std::process::{Command, Stdio};
 
@@ -784,6 +784,262 @@ async fn post_raw(app: &TestApp, headers: &[(&str, &str)], body: Vec<u8>) -> Rep
         Some(body.into()),
     )
     .await
+}
+
+/// Creates a key in the default project; its id and secret.
+async fn key_with_id(app: &TestApp, scopes: &[&str]) -> (String, String) {
+    let data = app
+        .admin(
+            "mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { secret apiKey { id } } }",
+            json!({"input": {"projectId": "default", "name": "test", "scopes": scopes}}),
+        )
+        .await
+        .ok();
+    (
+        data["createApiKey"]["apiKey"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        data["createApiKey"]["secret"].as_str().unwrap().to_string(),
+    )
+}
+
+const CREATE_USER_JWT: &str =
+    "mutation($input: CreateUserJWTInput!) { createUserJWT(input: $input) { jwt expiresAt } }";
+
+#[tokio::test]
+async fn create_user_jwt_acts_as_the_user_and_is_recorded_with_who_minted_it() {
+    let app = spawn_app().await;
+    let (key_id, key) = key_with_id(&app, &["users.write", "users.read"]).await;
+    for (id, email) in [("ann", "ann@example.com"), ("bob", "bob@example.com")] {
+        app.as_key(
+            &key,
+            "default",
+            "mutation($id: ID!, $e: String!) { createUser(input: {id: $id, email: $e, password: \"db-password-1\"}) { id } }",
+            json!({"id": id, "e": email}),
+        )
+        .await
+        .ok();
+    }
+
+    let before = chrono::Utc::now();
+    let minted = app
+        .as_key(
+            &key,
+            "default",
+            CREATE_USER_JWT,
+            json!({"input": {"userId": "ann", "duration": 600}}),
+        )
+        .await
+        .ok();
+    let jwt = minted["createUserJWT"]["jwt"].as_str().unwrap().to_string();
+    let expires_at = chrono::DateTime::parse_from_rfc3339(
+        minted["createUserJWT"]["expiresAt"].as_str().unwrap(),
+    )
+    .unwrap();
+    let lifetime = (expires_at.with_timezone(&chrono::Utc) - before).num_seconds();
+    assert!((598..=602).contains(&lifetime), "{lifetime}");
+
+    // It reads as Ann, and only as Ann may: her account, not the server's lists.
+    let me = app
+        .as_session(&jwt, "{ account { id email } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(me["account"]["id"], "ann");
+    let server_only = app
+        .as_session(&jwt, "{ users { totalCount } }", json!({}))
+        .await;
+    assert_eq!(
+        server_only.code(),
+        "PERMISSION_DENIED",
+        "{:?}",
+        server_only.body
+    );
+    let other = app
+        .as_session(&jwt, "{ user(id: \"bob\") { id } }", json!({}))
+        .await;
+    assert_eq!(other.code(), "PERMISSION_DENIED", "{:?}", other.body);
+    // A JWT mints no JWT.
+    let chained = app
+        .as_session(&jwt, "mutation { createJWT { jwt } }", json!({}))
+        .await;
+    assert_eq!(chained.code(), "PERMISSION_DENIED");
+
+    // Recorded in Ann's activity log with the key that minted it.
+    let logs = app
+        .as_key(
+            &key,
+            "default",
+            "{ userLogs(userId: \"ann\", last: 1) { nodes { event actor } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(logs["userLogs"]["nodes"][0]["event"], "jwt.create");
+    assert_eq!(
+        logs["userLogs"]["nodes"][0]["actor"],
+        format!("key:{key_id}")
+    );
+    let own = app
+        .as_session(
+            &jwt,
+            "{ accountLogs(last: 1) { nodes { event actor } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(own["accountLogs"]["nodes"][0]["event"], "jwt.create");
+
+    // Signing Ann out everywhere ends it.
+    app.as_key(
+        &key,
+        "default",
+        "mutation { deleteUserSessions(input: {userId: \"ann\"}) { deletedCount } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let ended = app.as_session(&jwt, "{ account { id } }", json!({})).await;
+    assert_eq!(ended.code(), "INVALID_JWT", "{:?}", ended.body);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn create_user_jwt_needs_users_write_a_known_user_and_at_most_an_hour() {
+    let app = spawn_app().await;
+    let (_, writer) = key_with_id(&app, &["users.write"]).await;
+    let (_, reader) = key_with_id(&app, &["users.read"]).await;
+    app.as_key(
+        &writer,
+        "default",
+        "mutation { createUser(input: {id: \"ann\", email: \"ann@example.com\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let input = |duration: Value| json!({"input": {"userId": "ann", "duration": duration}});
+
+    let scoped = app
+        .as_key(&reader, "default", CREATE_USER_JWT, input(json!(60)))
+        .await;
+    assert_eq!(scoped.code(), "SCOPE_MISSING");
+    let guest = app
+        .post(
+            json!({"query": CREATE_USER_JWT, "variables": input(json!(60))}),
+            &[],
+        )
+        .await;
+    assert_eq!(guest.code(), "UNAUTHENTICATED");
+    let user = app.signed_in("carl@example.com").await;
+    let by_user = app
+        .as_session(&user, CREATE_USER_JWT, input(json!(60)))
+        .await;
+    assert_eq!(by_user.code(), "PERMISSION_DENIED");
+    for duration in [json!(3601), json!(0), json!(-5)] {
+        let refused = app
+            .as_key(&writer, "default", CREATE_USER_JWT, input(duration.clone()))
+            .await;
+        assert_eq!(refused.code(), "BAD_USER_INPUT", "{duration}");
+        assert_eq!(refused.body["errors"][0]["extensions"]["field"], "duration");
+    }
+    let longest = app
+        .as_key(&writer, "default", CREATE_USER_JWT, input(json!(3600)))
+        .await
+        .ok();
+    assert!(longest["createUserJWT"]["jwt"].is_string());
+    let unknown = app
+        .as_key(
+            &writer,
+            "default",
+            CREATE_USER_JWT,
+            json!({"input": {"userId": "nobody"}}),
+        )
+        .await;
+    assert_eq!(unknown.code(), "USER_NOT_FOUND");
+    let malformed = app
+        .as_key(
+            &writer,
+            "default",
+            CREATE_USER_JWT,
+            json!({"input": {"userId": "../x"}}),
+        )
+        .await;
+    assert_eq!(malformed.code(), "INVALID_ID");
+    // Nothing was minted by the refusals: one entry, from the one success.
+    let (_, both) = key_with_id(&app, &["users.read"]).await;
+    let logs = app
+        .as_key(
+            &both,
+            "default",
+            "{ userLogs(userId: \"ann\") { nodes { event } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    let minted = logs["userLogs"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["event"] == "jwt.create")
+        .count();
+    assert_eq!(minted, 1);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_console_views_as_a_user_and_the_log_names_the_administrator() {
+    let app = spawn_app().await;
+    create_admin(&app, "root@example.com");
+    let (cookie, csrf) = signed_in(&app, "root@example.com").await;
+    as_console(
+        &app,
+        &cookie,
+        Some(&csrf),
+        "default",
+        "mutation { createUser(input: {id: \"ann\", email: \"ann@example.com\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let minted = as_console(
+        &app,
+        &cookie,
+        Some(&csrf),
+        "default",
+        CREATE_USER_JWT,
+        json!({"input": {"userId": "ann"}}),
+    )
+    .await
+    .ok();
+    let jwt = minted["createUserJWT"]["jwt"].as_str().unwrap();
+    // The bearer JWT wins over the console cookie a browser sends beside it.
+    let me = app
+        .post(
+            json!({"query": "{ account { id } }"}),
+            &[
+                ("authorization", &format!("Bearer {jwt}")),
+                ("cookie", &cookie),
+                ("x-nimbus-csrf", &csrf),
+            ],
+        )
+        .await
+        .ok();
+    assert_eq!(me["account"]["id"], "ann");
+    let logs = as_console(
+        &app,
+        &cookie,
+        Some(&csrf),
+        "default",
+        "{ userLogs(userId: \"ann\", last: 1) { nodes { event actor } } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        logs["userLogs"]["nodes"][0]["actor"],
+        "admin:root@example.com"
+    );
+    app.shutdown().await;
 }
 
 #[tokio::test]
