@@ -1156,3 +1156,57 @@ async fn functions_are_never_handed_the_console_cookie_or_its_token() {
     assert_eq!(response.text().await.unwrap(), "theme=dark|undefined");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_file_routes_take_the_console_session_only_with_its_token() {
+    let app = spawn_app().await;
+    create_admin(&app, "root@example.com");
+    let (cookie, csrf) = signed_in(&app, "root@example.com").await;
+    as_console(
+        &app,
+        &cookie,
+        Some(&csrf),
+        "default",
+        "mutation { createBucket(input: {id: \"private\", name: \"Private\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let uploaded = crate::storage::upload(
+        &app,
+        &[("cookie", &cookie), ("x-nimbus-csrf", &csrf)],
+        json!({"bucketId": "private", "fileId": "notes", "file": null}),
+        "notes.txt",
+        "text/plain",
+        b"only for admins",
+    )
+    .await
+    .ok();
+    assert_eq!(uploaded["createFile"]["id"], "notes");
+    let download = format!(
+        "{}/v1/storage/buckets/private/files/notes/download",
+        app.url
+    );
+    let with_token = app
+        .client
+        .get(&download)
+        .header("cookie", &cookie)
+        .header("x-nimbus-csrf", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_token.status().as_u16(), 200);
+    assert_eq!(with_token.text().await.unwrap(), "only for admins");
+    // An `<img>` or a link another page plants sends the cookie alone: no file.
+    let cookie_only = app
+        .client
+        .get(&download)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cookie_only.status().as_u16(), 404);
+    let body: Value = cookie_only.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "FILE_NOT_FOUND");
+    app.shutdown().await;
+}
