@@ -11,9 +11,10 @@
 //!   factor.
 //!
 //! Everything that changes something needs the CSRF token as `X-Nimbus-CSRF` beside
-//! the cookie. A request whose `Origin` is not the server's own is refused
-//! (`ORIGIN_NOT_ALLOWED`), a body that is not `application/json` too, so no other
-//! page can sign a browser in, out or anything else. Bodies are capped small.
+//! the cookie. A request whose `Origin` is not the server's own (its `Host`, or
+//! `NIMBUS_PUBLIC_URL`) is refused (`ORIGIN_NOT_ALLOWED`), a body that is not
+//! `application/json` too, so no other page can sign a browser in, out or anything
+//! else. Bodies are capped small.
 
 use std::net::SocketAddr;
 
@@ -94,11 +95,10 @@ fn unauthenticated() -> Refusal {
 /// Refuses a request from a page that is not the server's own: the cookie is
 /// `SameSite=Strict`, and this closes what that leaves (sibling subdomains, old
 /// browsers, and sign-in, which needs no cookie).
-fn same_origin_only(headers: &HeaderMap) -> Result<(), Refusal> {
-    let Some(origin) = identity::header(headers, "origin") else {
-        return Ok(());
-    };
-    if identity::same_origin(origin, identity::header(headers, "host")) {
+fn same_origin_only(state: &AppState, headers: &HeaderMap) -> Result<(), Refusal> {
+    if identity::header(headers, "origin").is_none()
+        || identity::from_own_page(&state.config, headers)
+    {
         Ok(())
     } else {
         Err(Refusal::new(
@@ -217,7 +217,7 @@ fn with_cookie(mut response: Response, cookie: &str) -> Response {
 /// `GET /console/api/session`.
 pub async fn get_session(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let answer: Answer = async {
-        same_origin_only(&headers)?;
+        same_origin_only(&state, &headers)?;
         let secret = cookie(&headers).ok_or_else(unauthenticated)?;
         let session = service::current(&state, &secret)
             .await?
@@ -248,7 +248,7 @@ pub async fn create_session(
     body: Body,
 ) -> Response {
     let answer: Answer = async {
-        same_origin_only(&headers)?;
+        same_origin_only(&state, &headers)?;
         let input: SignIn = json_body(&headers, body).await?;
         let client = crate::http::client::client_info(&state.config, peer, &headers);
         let (session, secret) = service::sign_in(
@@ -271,7 +271,7 @@ pub async fn create_session(
 /// `DELETE /console/api/session`.
 pub async fn delete_session(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let answer: Answer = async {
-        same_origin_only(&headers)?;
+        same_origin_only(&state, &headers)?;
         let session = proven(&state, &headers).await?;
         service::sign_out(&state, &session).await?;
         Ok(with_cookie(
@@ -291,7 +291,7 @@ struct Code {
 /// `POST /console/api/totp`: a new secret, active once verified.
 pub async fn create_totp(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let answer: Answer = async {
-        same_origin_only(&headers)?;
+        same_origin_only(&state, &headers)?;
         let session = proven(&state, &headers).await?;
         let (secret, uri) = service::enrol_totp(&state, &session).await?;
         let body = serde_json::json!({"secret": secret, "uri": uri});
@@ -312,7 +312,7 @@ pub async fn verify_totp(
     body: Body,
 ) -> Response {
     let answer: Answer = async {
-        same_origin_only(&headers)?;
+        same_origin_only(&state, &headers)?;
         let session = proven(&state, &headers).await?;
         let input: Code = json_body(&headers, body).await?;
         service::confirm_totp(&state, &session, &input.otp).await?;
@@ -329,7 +329,7 @@ pub async fn delete_totp(
     body: Body,
 ) -> Response {
     let answer: Answer = async {
-        same_origin_only(&headers)?;
+        same_origin_only(&state, &headers)?;
         let session = proven(&state, &headers).await?;
         let input: Code = json_body(&headers, body).await?;
         service::remove_totp(&state, &session, &input.otp).await?;

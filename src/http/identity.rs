@@ -105,6 +105,23 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|value| !value.is_empty())
 }
 
+/// Whether a request's `Origin` is the server's own page: same host and port as the
+/// request's `Host`, or the origin of `NIMBUS_PUBLIC_URL` (behind a proxy that
+/// rewrites `Host`).
+pub fn from_own_page(config: &crate::config::Config, headers: &HeaderMap) -> bool {
+    let Some(origin) = header(headers, "origin") else {
+        return false;
+    };
+    let public = config
+        .public_url
+        .as_deref()
+        .and_then(|url| url::Url::parse(url).ok());
+    same_origin(origin, header(headers, "host"))
+        || public.is_some_and(|public| {
+            url::Url::parse(origin).is_ok_and(|origin| origin.origin() == public.origin())
+        })
+}
+
 /// Whether a browser page at `origin` (an `Origin` header) is the server's own:
 /// same host and port as the request's `Host`.
 pub fn same_origin(origin: &str, host: Option<&str>) -> bool {

@@ -291,9 +291,7 @@ pub async fn graphql_ws(
     // The console cookie counts only on a socket the console's own page opens (and
     // then with the CSRF token in `connection_init`): the browser sends it
     // whichever page opens the socket.
-    let own_page = identity::header(&headers, "origin")
-        .is_some_and(|origin| identity::same_origin(origin, identity::header(&headers, "host")));
-    if !own_page {
+    if !identity::from_own_page(&state.config, &headers) {
         presented.console = None;
     }
     if let Some(refusal) = foreign_cookie_upgrade(&state, &headers, &presented).await {

@@ -1129,6 +1129,38 @@ async fn behind_an_https_public_url_the_console_cookie_is_secure() {
         ["HttpOnly", "Path=/", "SameSite=Strict", "Secure"],
         "{set_cookie}"
     );
+
+    // Behind a proxy that rewrites `Host`, the public URL's origin is the server's
+    // own, for the console API and for the WebSocket.
+    let form = json!({"email": "root@example.com", "password": PASSWORD}).to_string();
+    for (origin, status) in [
+        ("https://console.example", 200),
+        ("https://evil.example", 403),
+        ("http://console.example", 403),
+    ] {
+        let reply = post_raw(
+            &app,
+            &[("content-type", "application/json"), ("origin", origin)],
+            form.clone().into_bytes(),
+        )
+        .await;
+        assert_eq!(reply.status, status, "{origin}: {}", reply.body);
+    }
+    let csrf = reply.body["csrf"].as_str().unwrap().to_string();
+    let cookie = reply.cookie();
+    let mut ws = socket(
+        &app,
+        &[("origin", "https://console.example"), ("cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(
+        ws.init(json!({"csrf": csrf})).await.unwrap()["type"],
+        "connection_ack"
+    );
+    let answer = ws_query(&mut ws, "1", "{ projects { totalCount } }")
+        .await
+        .unwrap();
+    assert_eq!(answer["data"]["projects"]["totalCount"], 1, "{answer}");
     app.shutdown().await;
 }
 
