@@ -364,8 +364,26 @@ async fn the_cli_refuses_weak_passwords_and_twins_and_deletes_administrators_wit
     as_console(&app, &cookie, Some(&csrf), "default", query, json!({}))
         .await
         .ok();
+    let origin = own_origin(&app);
+    let mut ws = socket(&app, &[("origin", &origin), ("cookie", &cookie)]).await;
+    assert_eq!(
+        ws.init(json!({"csrf": csrf})).await.unwrap()["type"],
+        "connection_ack"
+    );
     let (ok, _, stderr) = nimbus_admin(&app, &["delete", "--email", "root@example.com"], None);
     assert!(ok, "{stderr}");
+    // Deleted by another process: the server hears it from the event log, and the
+    // socket let in with the administrator's session closes.
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Err(close) = ws.next_json().await {
+                return close;
+            }
+        }
+    })
+    .await
+    .expect("the socket closes");
+    assert_eq!(closed.0, 4403, "{closed:?}");
     let after = as_console(&app, &cookie, Some(&csrf), "default", query, json!({})).await;
     assert_eq!(after.code(), "UNAUTHENTICATED");
     let (ok, listed, _) = nimbus_admin(&app, &["list"], None);
