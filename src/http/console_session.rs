@@ -259,6 +259,11 @@ pub async fn create_session(
             &client,
         )
         .await?;
+        // A new sign-in replaces the session the browser held (no fixation, and
+        // nothing left behind).
+        if let Some(old) = cookie(&headers) {
+            service::end_replaced(&state, &old).await?;
+        }
         Ok(with_cookie(
             session_response(&session),
             &session_cookie(&state, &secret),

@@ -243,6 +243,30 @@ async fn an_administrator_made_by_the_cli_signs_in_and_acts_as_admin_only_with_t
     assert_eq!(current.body["csrf"], csrf.as_str());
     assert_eq!(current.body["email"], "root@example.com");
 
+    // Signing in again from a browser that holds a session replaces it.
+    let input = json!({"email": "root@example.com", "password": PASSWORD}).to_string();
+    let again = console(
+        &app,
+        reqwest::Method::POST,
+        "session",
+        &[("content-type", "application/json"), ("cookie", &cookie)],
+        Some(input.into()),
+    )
+    .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_ne!(again.cookie(), cookie);
+    let replaced = console(
+        &app,
+        reqwest::Method::GET,
+        "session",
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await;
+    assert_eq!(replaced.status, 401);
+    let cookie = again.cookie();
+    let csrf = again.body["csrf"].as_str().unwrap().to_string();
+
     // With the token: the server-wide admin scope, in any project.
     let created = as_console(
         &app,

@@ -281,6 +281,29 @@ pub async fn sign_out(state: &AppState, session: &ConsoleSession) -> AppResult<(
     announce(state, tx, &session.admin.email).await
 }
 
+/// Ends the session whose cookie holds `secret`, if it is one (live or not): a
+/// browser that signs in again leaves no session of its old cookie behind.
+pub async fn end_replaced(state: &AppState, secret: &str) -> AppResult<()> {
+    let Some(id) = secrets::id_of(SecretKind::Console, secret) else {
+        return Ok(());
+    };
+    if ids::validate("session", id).is_err() {
+        return Ok(());
+    }
+    let Some(session) = store::find_session(state.db.pool(), id).await? else {
+        return Ok(());
+    };
+    if !secrets::matches(secret, &session.secret_hash) {
+        return Ok(());
+    }
+    let Some(admin) = store::find_by_id(state.db.pool(), &session.admin_id).await? else {
+        return Ok(());
+    };
+    let mut tx = state.db.begin_write().await?;
+    store::delete_session(&mut *tx, &session.id).await?;
+    announce(state, tx, &admin.email).await
+}
+
 /// TOTP seeds must be readable to check codes, so they are sealed, not hashed.
 fn totp_sealer(state: &AppState) -> Sealer {
     Sealer::new(&state.secret, "console-totp-secret")
