@@ -62,6 +62,15 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_COOKIE_SECURE", default_value_t = false, action = clap::ArgAction::Set)]
     pub cookie_secure: bool,
 
+    /// Seconds a console administrator's session lasts unused: a console left idle
+    /// this long must sign in again.
+    #[arg(long, env = "NIMBUS_CONSOLE_SESSION_IDLE", default_value_t = 12 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
+    pub console_session_idle_secs: u64,
+
+    /// Seconds a console administrator's session lasts at most, however used.
+    #[arg(long, env = "NIMBUS_CONSOLE_SESSION_LIFETIME", default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
+    pub console_session_lifetime_secs: u64,
+
     /// The address browsers reach this server at (`https://api.example.com`): the base
     /// of the OAuth2 callback URL registered with providers, and of file URLs.
     /// Required for OAuth2 sign-in (the request's `Host` header is the client's to

@@ -457,6 +457,11 @@ async fn follow_project_changes(state: AppState) {
                 } => {
                     state.sessions.evict_user(project_id, user_id);
                 }
+                // A console administrator signed out or changed: connections
+                // acting with their sessions here re-check them.
+                BusMessage::AdminChanged { email } => {
+                    state.sessions.key_changed(&auth::console_key_id(email));
+                }
                 // Recorded by the presence book as the bus heard it.
                 BusMessage::Presence(_) => {}
                 BusMessage::Event(event) => {

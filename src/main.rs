@@ -1,4 +1,5 @@
-//! The `nimbus` command: `serve`, `migrate`, `schema print`, `errors print`, `key create`.
+//! The `nimbus` command: `serve`, `migrate`, `schema print`, `errors print`, `key create`,
+//! `admin create|list|delete`.
 
 use std::process::ExitCode;
 
@@ -67,6 +68,40 @@ enum Command {
     Key {
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// Manage console administrators (server-wide, for every project).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a console administrator. The password is asked for (not echoed), or
+    /// read from standard input with --password-stdin.
+    Create {
+        /// The administrator's email, which they sign in with.
+        #[arg(long)]
+        email: String,
+        /// Read the password from standard input (its first line) instead of asking.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        config: Config,
+    },
+    /// List the console administrators.
+    List {
+        #[command(flatten)]
+        config: Config,
+    },
+    /// Delete a console administrator; their console sessions end at once.
+    Delete {
+        /// The administrator's email.
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        config: Config,
     },
 }
 
@@ -211,7 +246,103 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{secret}");
             Ok(())
         }
+        Command::Admin { command } => admin(command).await,
     }
+}
+
+async fn admin(command: AdminCommand) -> anyhow::Result<()> {
+    use nimbus::services::admins::service;
+    match command {
+        AdminCommand::Create {
+            email,
+            password_stdin,
+            config,
+        } => {
+            let password = if password_stdin {
+                password_from_stdin()?
+            } else {
+                password_from_prompt()?
+            };
+            let state = AppState::open(config).await?;
+            let created = service::create_admin(&state, &email, password).await;
+            state.close().await;
+            let admin = created.map_err(AppError::into_anyhow)?;
+            eprintln!(
+                "created console administrator {}; sign in at /console",
+                admin.email
+            );
+            Ok(())
+        }
+        AdminCommand::List { config } => {
+            let state = AppState::open(config).await?;
+            let listed = service::list_admins(&state).await;
+            state.close().await;
+            for admin in listed.map_err(AppError::into_anyhow)? {
+                let created = chrono::DateTime::from_timestamp_millis(admin.created_at)
+                    .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default();
+                let totp = if admin.totp { "totp" } else { "password" };
+                println!("{}\t{totp}\t{created}", admin.email);
+            }
+            Ok(())
+        }
+        AdminCommand::Delete { email, config } => {
+            let state = AppState::open(config).await?;
+            let deleted = service::delete_admin(&state, &email).await;
+            state.close().await;
+            deleted.map_err(AppError::into_anyhow)?;
+            eprintln!(
+                "deleted console administrator {}",
+                email.trim().to_lowercase()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The first line of standard input, without its line end.
+fn password_from_stdin() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// Asks twice at the terminal, without echo.
+fn password_from_prompt() -> anyhow::Result<String> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        anyhow::bail!("standard input is not a terminal: pass the password with --password-stdin");
+    }
+    let first = read_hidden("Password: ")?;
+    let again = read_hidden("Again: ")?;
+    if first != again {
+        anyhow::bail!("the passwords differ");
+    }
+    Ok(first)
+}
+
+/// Reads a line from the terminal with echo off, restoring the terminal after.
+fn read_hidden(prompt: &str) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    let fd = libc::STDIN_FILENO;
+    // SAFETY: termios is plain data, filled by tcgetattr before it is read.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is stdin, a terminal (checked by the caller); the pointer is valid.
+    if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let mut hidden = saved;
+    hidden.c_lflag &= !libc::ECHO;
+    hidden.c_lflag |= libc::ECHONL;
+    // SAFETY: as above.
+    if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &hidden) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let read = password_from_stdin();
+    // SAFETY: restores the settings read above.
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
+    read
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -237,6 +368,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
         println!("  X-Nimbus-Key: {secret}");
         println!("More keys: nimbus key create --project default --scopes admin");
+    }
+    match nimbus::services::admins::service::any_admin(server.state()).await {
+        Ok(true) => {}
+        Ok(false) => {
+            println!();
+            println!("No console administrator yet. Create one, then sign in at {shown}/console:");
+            println!("  nimbus admin create --email you@example.com");
+        }
+        Err(err) => {
+            tracing::warn!(error = %err.into_anyhow(), "cannot tell whether a console administrator exists")
+        }
     }
     shutdown_signal().await;
     tracing::info!("shutting down");

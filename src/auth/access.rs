@@ -72,7 +72,7 @@ impl<S: ScopeMarker> ScopedAccess<S> {
     pub fn of(caller: &Caller) -> AppResult<Self> {
         let access = Access::checked::<S>(caller)?;
         let actor = match caller.key() {
-            Some(key) => Some(format!("key:{}", key.key_id)),
+            Some(key) => Some(key.actor()),
             None => caller
                 .require_session()
                 .ok()
@@ -91,8 +91,8 @@ impl<S: ScopeMarker> ScopedAccess<S> {
         &self.project
     }
 
-    /// Who acts, as `key:ID` for a server or `user:ID` for a signed-in user; none
-    /// for a guest.
+    /// Who acts, as `key:ID` for a server (`admin:EMAIL` for a console
+    /// administrator) or `user:ID` for a signed-in user; none for a guest.
     pub fn actor(&self) -> Option<&str> {
         self.actor.as_deref()
     }

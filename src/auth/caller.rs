@@ -25,7 +25,34 @@ pub struct ApiKeyGrant {
     pub expires_at: Option<i64>,
 }
 
+/// The key id a console administrator's session acts under: `admin:EMAIL`. Real key
+/// ids never hold a `:`, so it names no key.
+pub fn console_key_id(email: &str) -> String {
+    format!("admin:{email}")
+}
+
 impl ApiKeyGrant {
+    /// A console administrator's session, in `project_id`: the server-wide `admin`
+    /// scope, as an admin API key would hold it.
+    pub fn console(project_id: &str, email: &str, expires_at: Option<i64>) -> Self {
+        ApiKeyGrant {
+            key_id: console_key_id(email),
+            project_id: project_id.to_string(),
+            scopes: BTreeSet::from([Scope::Admin]),
+            expires_at,
+        }
+    }
+
+    /// Who acts, as activity logs name it: `key:ID`, or `admin:EMAIL` for a console
+    /// administrator (and `function:ID` for a function's own access).
+    pub fn actor(&self) -> String {
+        if self.key_id.contains(':') {
+            self.key_id.clone()
+        } else {
+            format!("key:{}", self.key_id)
+        }
+    }
+
     pub fn is_admin(&self) -> bool {
         self.scopes.contains(&Scope::Admin)
     }

@@ -17,4 +17,4 @@ pub mod session_cache;
 pub mod totp;
 
 pub use access::{Access, Container, Reach, ScopedAccess};
-pub use caller::{Actor, AdminGrant, ApiKeyGrant, Caller, Credential, Grant};
+pub use caller::{Actor, AdminGrant, ApiKeyGrant, Caller, Credential, Grant, console_key_id};

@@ -1,7 +1,7 @@
 //! Bearer secrets (API keys, sessions): generated from a CSPRNG, stored only as
 //! SHA-256 digests, compared in constant time. A secret reads `<prefix><id>_<random>`
-//! (`nk_` for keys, `ns_` for sessions), so its row is found by id without scanning
-//! digests.
+//! (`nk_` for keys, `ns_` for sessions, `nc_` for console sessions), so its row is
+//! found by id without scanning digests.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -14,6 +14,8 @@ use subtle::ConstantTimeEq as _;
 pub enum SecretKind {
     ApiKey,
     Session,
+    /// A console administrator's session (the `nimbus_console` cookie).
+    Console,
 }
 
 impl SecretKind {
@@ -21,6 +23,7 @@ impl SecretKind {
         match self {
             SecretKind::ApiKey => "nk_",
             SecretKind::Session => "ns_",
+            SecretKind::Console => "nc_",
         }
     }
 }

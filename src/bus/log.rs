@@ -57,6 +57,8 @@ pub fn entry(message: &BusMessage) -> Option<Entry> {
         BusMessage::ProjectChanged { project_id } | BusMessage::UserChanged { project_id, .. } => {
             project_id
         }
+        // No project id is empty: the log's server-wide entries.
+        BusMessage::AdminChanged { .. } => "",
         BusMessage::Presence(_) | BusMessage::Resumed => return None,
     };
     // A change made on behalf of a function's execution names it, so that event
@@ -76,7 +78,7 @@ pub fn entry(message: &BusMessage) -> Option<Entry> {
         .inspect_err(|err| tracing::error!(error = %err, "an event could not be encoded"))
         .ok()?;
     Some(Entry {
-        project_id: project_id.clone(),
+        project_id: project_id.to_string(),
         body,
     })
 }

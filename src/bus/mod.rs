@@ -64,6 +64,10 @@ pub enum BusMessage {
         #[serde(rename = "userId")]
         user_id: String,
     },
+    /// A console administrator signed out, changed their second factor or was
+    /// deleted: replicas wake the connections acting with that administrator's
+    /// console sessions, which re-check them. Server-wide: logged under no project.
+    AdminChanged { email: String },
     /// Someone joined, changed, left or is still on a presence channel.
     Presence(presence::Presence),
     /// This replica's bus came back after a gap (Redis restarted or was

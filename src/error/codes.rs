@@ -147,6 +147,10 @@ codes! {
     PROJECT_ALREADY_EXISTS: 409 => "a project has that id already";
     API_KEY_NOT_FOUND: 404 => "no API key has that id";
     INVALID_SCOPE: 400 => "an API key scope that does not exist";
+    // Console administrators.
+    ADMIN_NOT_FOUND: 404 => "no console administrator has that email";
+    ADMIN_ALREADY_EXISTS: 409 => "a console administrator has that email already";
+    AUTHENTICATOR_NOT_FOUND: 404 => "the console administrator has no authenticator to remove";
     // Ids, cursors and permissions.
     BAD_USER_INPUT: 400 => "an input value is wrong; `extensions.field` names it";
     INVALID_ID: 400 => "an id that is empty, too long or has characters outside `a-z A-Z 0-9 . - _`";

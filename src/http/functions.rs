@@ -160,17 +160,23 @@ async fn run(
     for (name, value) in &headers {
         let name = name.as_str();
         let credential = name == identity::KEY_HEADER
+            || name == identity::CSRF_HEADER
             || (by_session && (name == "authorization" || name == "cookie"));
         if is_hop_by_hop(name) || credential {
             continue;
         }
         let Ok(value) = value.to_str() else { continue };
         if name == "cookie" {
-            // The project's session cookie is Nimbus's; other cookies are the app's.
+            // The project's session cookie and the console's are Nimbus's; other
+            // cookies are the app's.
+            let console_cookie = format!("{}=", identity::CONSOLE_COOKIE);
             let kept: Vec<&str> = value
                 .split(';')
                 .map(str::trim)
-                .filter(|pair| !pair.starts_with(&format!("{session_cookie}=")))
+                .filter(|pair| {
+                    !pair.starts_with(&format!("{session_cookie}="))
+                        && !pair.starts_with(&console_cookie)
+                })
                 .collect();
             if !kept.is_empty() {
                 passed.push((name.to_string(), kept.join("; ")));

@@ -1,15 +1,19 @@
 //! Finds the project a request addresses and the credential it presents:
 //! `X-Nimbus-Project` (default `default`); then an API key in `X-Nimbus-Key`, or a
-//! session secret (or a JWT from `createJWT`) in `Authorization: Bearer …`, or the
-//! project's session cookie. A long-lived connection re-checks what it presented
-//! with [`recheck`], past every cache, when it hears the credential may have changed.
+//! session secret (or a JWT from `createJWT`) in `Authorization: Bearer …`, or a
+//! console administrator's session (the `nimbus_console` cookie with its CSRF token
+//! in `X-Nimbus-CSRF`, acting with the server-wide `admin` scope), or the project's
+//! session cookie. The console cookie without its token counts for nothing: the
+//! browser sends it whichever page asks. A long-lived connection re-checks what it
+//! presented with [`recheck`], past every cache, when it hears the credential may
+//! have changed.
 
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
 
 use crate::AppState;
-use crate::auth::{Caller, Credential};
+use crate::auth::{ApiKeyGrant, Caller, Credential};
 use crate::error::{AppError, AppResult, codes};
 use crate::services::LoadedProject;
 use crate::services::account::cookies::session_cookie_name;
@@ -20,6 +24,24 @@ use crate::services::users::service::{resolve_jwt, resolve_session, verify_sessi
 
 pub const PROJECT_HEADER: &str = "x-nimbus-project";
 pub const KEY_HEADER: &str = "x-nimbus-key";
+/// The header that carries a console session's CSRF token.
+pub const CSRF_HEADER: &str = "x-nimbus-csrf";
+/// The cookie that holds a console administrator's session.
+pub const CONSOLE_COOKIE: &str = "nimbus_console";
+
+/// A console session presented: the cookie's secret and, when sent, the CSRF token
+/// that proves the page holding it is the console.
+#[derive(Clone, Default)]
+pub struct ConsoleProof {
+    pub secret: String,
+    pub csrf: Option<String>,
+}
+
+impl std::fmt::Debug for ConsoleProof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConsoleProof(..)")
+    }
+}
 
 /// The credentials a request presents.
 #[derive(Debug, Default, Clone)]
@@ -30,6 +52,8 @@ pub struct Presented {
     /// Whether `session` is the session cookie: sent by the browser on its own,
     /// whichever page asks, so not proof that the page is the project's.
     pub session_from_cookie: bool,
+    /// A console session, counted only with its CSRF token.
+    pub console: Option<ConsoleProof>,
 }
 
 impl Presented {
@@ -53,21 +77,68 @@ impl Presented {
                     .or_else(|| value.strip_prefix("bearer "))
             })
             .map(|token| token.trim().to_string());
-        let cookie = headers
-            .get_all(axum::http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == cookie_name)
-            .map(|(_, value)| value.to_string());
+        let cookie = cookie(headers, &cookie_name);
+        let console = self::cookie(headers, CONSOLE_COOKIE).map(|secret| ConsoleProof {
+            secret,
+            csrf: header(headers, CSRF_HEADER).map(str::to_string),
+        });
         Presented {
             project,
             key: header(headers, KEY_HEADER).map(str::to_string),
             session_from_cookie: bearer.is_none() && cookie.is_some(),
             session: bearer.or(cookie),
+            console,
         }
     }
+}
+
+/// The value of the cookie `name`, when the request carries it.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(cookie, _)| *cookie == name)
+        .map(|(_, value)| value.to_string())
+        .filter(|value| !value.is_empty())
+}
+
+/// Whether a request's `Origin` is the server's own page: same host and port as the
+/// request's `Host`, or the origin of `NIMBUS_PUBLIC_URL` (behind a proxy that
+/// rewrites `Host`).
+pub fn from_own_page(config: &crate::config::Config, headers: &HeaderMap) -> bool {
+    let Some(origin) = header(headers, "origin") else {
+        return false;
+    };
+    let public = config
+        .public_url
+        .as_deref()
+        .and_then(|url| url::Url::parse(url).ok());
+    same_origin(origin, header(headers, "host"))
+        || public.is_some_and(|public| {
+            url::Url::parse(origin).is_ok_and(|origin| origin.origin() == public.origin())
+        })
+}
+
+/// Whether a browser page at `origin` (an `Origin` header) is the server's own:
+/// same host and port as the request's `Host`.
+pub fn same_origin(origin: &str, host: Option<&str>) -> bool {
+    let Ok(parsed) = url::Url::parse(origin) else {
+        return false;
+    };
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return false;
+    }
+    let Some(origin_host) = parsed.host_str() else {
+        return false;
+    };
+    let authority = match parsed.port() {
+        Some(port) => format!("{origin_host}:{port}"),
+        None => origin_host.to_string(),
+    };
+    host.is_some_and(|host| host.eq_ignore_ascii_case(&authority))
 }
 
 /// The caller of a request and the project it addresses, with its schema.
@@ -115,6 +186,31 @@ async fn resolve_with(
     check_project_id(project)?;
     let project_id = project.unwrap_or(DEFAULT_PROJECT);
     let loaded = state.schemas.get(state, project_id).await?;
+    let bearer = presented
+        .session
+        .as_ref()
+        .filter(|_| !presented.session_from_cookie);
+    if presented.key.is_none()
+        && bearer.is_none()
+        && let Some(proof) = &presented.console
+    {
+        match console(state, proof, &loaded.project.id).await? {
+            Some((grant, expires_at)) => {
+                return Ok(Addressed {
+                    caller: Caller {
+                        project: loaded.project.clone(),
+                        credential: Credential::Key(Box::new(grant)),
+                    },
+                    loaded,
+                    expires_at: Some(expires_at),
+                });
+            }
+            // A connection that was let in with the console session loses it.
+            None if matches!(sessions, Sessions::Stored) => return Err(AppError::InvalidSession),
+            // Without its token, or ended: as if not sent.
+            None => {}
+        }
+    }
     let (credential, expires_at) = match (&presented.key, &presented.session) {
         (Some(secret), _) => {
             let key = authenticate(state, &loaded.project.id, secret).await?;
@@ -145,6 +241,25 @@ async fn resolve_with(
         loaded,
         expires_at,
     })
+}
+
+/// The admin grant of a live console session proven by its CSRF token, in
+/// `project_id`, and when the session ends unless used; `None` without the token
+/// or for a session that ended.
+async fn console(
+    state: &AppState,
+    proof: &ConsoleProof,
+    project_id: &str,
+) -> AppResult<Option<(ApiKeyGrant, i64)>> {
+    let Some(csrf) = &proof.csrf else {
+        return Ok(None);
+    };
+    let session = crate::services::admins::service::with_csrf(state, &proof.secret, csrf).await?;
+    Ok(session.map(|session| {
+        let grant =
+            ApiKeyGrant::console(project_id, &session.admin.email, Some(session.expires_at));
+        (grant, session.expires_at)
+    }))
 }
 
 /// Whether a browser page at `origin` (an `Origin` header) is one of the project's

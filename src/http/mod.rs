@@ -5,6 +5,7 @@ pub mod avatars;
 pub mod client;
 pub mod connections;
 pub mod console;
+pub mod console_session;
 pub mod functions;
 pub mod graphql;
 pub mod health;
@@ -85,6 +86,20 @@ pub fn router(state: AppState) -> Router {
         .route(&file("upload"), axum::routing::put(storage::upload_chunk))
         .route("/v1/functions/{function}", any(functions::execute))
         .route("/v1/functions/{function}/{*path}", any(functions::execute))
+        .route(
+            "/console/api/session",
+            get(console_session::get_session)
+                .post(console_session::create_session)
+                .delete(console_session::delete_session),
+        )
+        .route(
+            "/console/api/totp",
+            axum::routing::post(console_session::create_totp).delete(console_session::delete_totp),
+        )
+        .route(
+            "/console/api/totp/verify",
+            axum::routing::post(console_session::verify_totp),
+        )
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::metrics))
         .merge(playground::router())

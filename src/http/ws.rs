@@ -6,7 +6,9 @@
 //! that project's session cookie. The cookie is sent by the browser whichever page
 //! opens the socket, so an upgrade it authenticates must come from one of the
 //! project's origins (else HTTP 403 `ORIGIN_NOT_ALLOWED`, before the upgrade); a
-//! credential in `connection_init` is the page's own and needs no such check. A
+//! credential in `connection_init` is the page's own and needs no such check. The
+//! console's cookie counts only on an upgrade from the server's own origin, with its
+//! CSRF token in the `connection_init` payload (`csrf`); it is ignored otherwise. A
 //! connection may hold a bounded number of subscriptions; one client address may
 //! hold a bounded number of sockets (refused before the upgrade, 503
 //! `TOO_MANY_CONNECTIONS`) and of subscriptions over all its sockets
@@ -282,10 +284,16 @@ pub async fn graphql_ws(
             "offer the graphql-transport-ws or graphql-ws subprotocol",
         );
     };
-    let presented = match &params.project {
+    let mut presented = match &params.project {
         Some(project) => Presented::for_project(&headers, project),
         None => Presented::from_headers(&headers),
     };
+    // The console cookie counts only on a socket the console's own page opens (and
+    // then with the CSRF token in `connection_init`): the browser sends it
+    // whichever page opens the socket.
+    if !identity::from_own_page(&state.config, &headers) {
+        presented.console = None;
+    }
     if let Some(refusal) = foreign_cookie_upgrade(&state, &headers, &presented).await {
         return refusal;
     }
@@ -563,14 +571,28 @@ async fn initialise(
     };
     let bearer = payload_value(&payload, "authorization")
         .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
-    let presented = Presented {
+    let csrf = payload_value(&payload, "csrf");
+    let console = upgrade.console.map(|proof| identity::ConsoleProof {
+        csrf: csrf.or(proof.csrf),
+        ..proof
+    });
+    let mut presented = Presented {
         project: project.or(upgrade.project),
         key: payload_value(&payload, KEY_HEADER).or(upgrade.key),
         session_from_cookie: bearer.is_none() && upgrade.session_from_cookie,
         session: bearer.or(upgrade_session),
+        console,
     };
     match identity::resolve(state, &presented).await {
         Ok(addressed) => {
+            // Without a key, a key's grant is the console session's: kept to be
+            // re-checked. Otherwise it was not let in with it, and a re-check must
+            // not fail for it.
+            let by_console = presented.key.is_none()
+                && matches!(addressed.caller.credential, crate::auth::Credential::Key(_));
+            if !by_console {
+                presented.console = None;
+            }
             link.send_text(r#"{"type":"connection_ack"}"#.into())
                 .await?;
             Ok(Some((addressed, presented)))
@@ -1183,6 +1205,17 @@ impl Connection {
                 project_id,
                 user_id,
             } => self.on_user_changed(project_id, user_id).await,
+            // The administrator whose console session the caller holds signed out
+            // or changed: heard here, in order with the events.
+            BusMessage::AdminChanged { email }
+                if self
+                    .caller
+                    .key()
+                    .is_some_and(|key| key.key_id == crate::auth::console_key_id(email)) =>
+            {
+                self.recheck().await
+            }
+            BusMessage::AdminChanged { .. } => Ok(()),
             // Also heard through the session cache, which re-checks every
             // connection concerned, watching or not.
             BusMessage::ProjectChanged { .. } | BusMessage::Presence(_) | BusMessage::Resumed => {

@@ -5,6 +5,7 @@
 //! schemas holds. Nothing below this module imports a service.
 
 pub mod account;
+pub mod admins;
 pub mod avatars;
 pub mod databases;
 pub mod functions;

@@ -9,6 +9,7 @@ mod avatars;
 mod avatars_remote;
 mod cli;
 mod console;
+mod console_auth;
 mod databases;
 mod email_flows;
 mod event_log;

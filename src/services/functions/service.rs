@@ -1019,7 +1019,7 @@ pub fn check_request(
 fn caller_name(caller: &Caller) -> Option<String> {
     match &caller.credential {
         Credential::Anonymous => None,
-        Credential::Key(key) => Some(format!("key:{}", key.key_id)),
+        Credential::Key(key) => Some(key.actor()),
         Credential::Session(session) => Some(format!("user:{}", session.user.id)),
     }
 }

@@ -132,9 +132,12 @@ pub fn caller_events(
                     }
                     continue;
                 }
-                BusMessage::ProjectChanged { .. } | BusMessage::Presence(_) | BusMessage::Resumed => {
-                    continue
-                }
+                // A console session is re-checked by the connection that holds
+                // it, woken through the session cache.
+                BusMessage::ProjectChanged { .. }
+                | BusMessage::AdminChanged { .. }
+                | BusMessage::Presence(_)
+                | BusMessage::Resumed => continue,
             };
             if event.project_id != caller.project.id {
                 continue;

@@ -1,6 +1,7 @@
 //! GraphQL of users for servers (API keys with `users.read` / `users.write`):
 //! `user`, `users`, `userSessions`, `createUser`, `updateUser`, `deleteUser`,
-//! `deleteUserSessions`. The `User` and `Session` types are shared with `account`.
+//! `deleteUserSessions`, `createUserJWT`. The `User` and `Session` types are shared
+//! with `account`.
 
 use async_graphql::Value;
 use async_graphql::dynamic::{
@@ -87,6 +88,14 @@ pub fn log_value(log: &super::store::LogRow) -> Value {
     object([
         ("id", Value::from(log.id.as_str())),
         ("event", Value::from(log.event.as_str())),
+        (
+            "actor",
+            if log.actor.is_empty() {
+                Value::Null
+            } else {
+                Value::from(log.actor.as_str())
+            },
+        ),
         ("ip", Value::from(log.ip.as_str())),
         ("userAgent", Value::from(log.user_agent.as_str())),
         ("createdAt", datetime(log.created_at)),
@@ -206,6 +215,46 @@ crate::graphql_input! {
         "The user."
         user_id: String as "ID",
     }
+}
+
+crate::graphql_input! {
+    "The user a server mints a JWT for, and for how long."
+    struct CreateUserJWTInput {
+        "The user the JWT acts as."
+        user_id: String as "ID",
+        "Seconds the JWT works: 900 (15 minutes) when omitted, at most 3600."
+        duration: Option<i64>,
+    }
+}
+
+fn create_user_jwt() -> Field {
+    Field::new("createUserJWT", TypeRef::named_nn("JwtPayload"), |ctx| {
+        FieldFuture::new(async move {
+            let caller = caller(&ctx)?;
+            let grant = caller.require::<UsersWrite>()?;
+            let input: CreateUserJWTInput = input(&ctx)?;
+            let actor = caller.key().map(|key| key.actor()).unwrap_or_default();
+            let client = ctx
+                .data::<super::service::ClientInfo>()
+                .cloned()
+                .unwrap_or_default();
+            let (jwt, expires_at) = service::issue_user_jwt(
+                app(&ctx)?,
+                &grant,
+                &input.user_id,
+                input.duration,
+                &actor,
+                &client,
+            )
+            .await?;
+            Ok(Some(FieldValue::value(object([
+                ("jwt", Value::from(jwt)),
+                ("expiresAt", datetime(expires_at)),
+            ]))))
+        })
+    })
+    .description("A short-lived JWT (HS256) acting as the user, for a server or the console's \"view as user\" (scope `users.write`): 15 minutes unless `duration` says otherwise, an hour at most. It works as `Authorization: Bearer` like `createJWT`'s, sees only what the user may see, ends with the user's sessions, and is recorded in the user's activity log (`jwt.create`, with the key or administrator that minted it).")
+    .argument(CreateUserJWTInput::argument())
 }
 
 fn user_type() -> Object {
@@ -371,6 +420,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.add_input::<UpdateUserInput>();
     parts.add_input::<DeleteUserInput>();
     parts.add_input::<DeleteUserSessionsInput>();
+    parts.add_input::<CreateUserJWTInput>();
     parts.add_type(delete_user_payload_type());
     parts.add_type(delete_sessions_payload_type());
 
@@ -381,6 +431,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.mutation(update_user());
     parts.mutation(delete_user());
     parts.mutation(delete_user_sessions());
+    parts.mutation(create_user_jwt());
 }
 
 fn log_type() -> Object {
@@ -388,6 +439,7 @@ fn log_type() -> Object {
         .description("An entry of a user's activity log.")
         .field(prop("id", TypeRef::named_nn(TypeRef::ID), "Unique id; ids grow with time."))
         .field(prop("event", TypeRef::named_nn(TypeRef::STRING), "What happened: `user.create`, `session.create.email`, `session.delete`, `user.update.password`, ..."))
+        .field(prop("actor", TypeRef::named(TypeRef::STRING), "Who did it when it was not the user: `key:ID` for an API key, `admin:EMAIL` for a console administrator; null for the user themself."))
         .field(prop("ip", TypeRef::named_nn(TypeRef::STRING), "The IP address of the device."))
         .field(prop("userAgent", TypeRef::named_nn(TypeRef::STRING), "The user agent of the device."))
         .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When it happened."))

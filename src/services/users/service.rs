@@ -207,7 +207,11 @@ fn weak_password(code: &'static str, reason: impl Into<String>) -> AppError {
 
 /// Checks a new password against the project's policy. `personal` holds the user's
 /// id, name, email and phone, for the personal-data rule.
-fn check_password(password: &str, policy: &AuthSettings, personal: &[&str]) -> AppResult<()> {
+pub(crate) fn check_password(
+    password: &str,
+    policy: &AuthSettings,
+    personal: &[&str],
+) -> AppResult<()> {
     let min = policy.password_min_length as usize;
     if password.chars().count() < min {
         return Err(weak_password(
@@ -372,13 +376,13 @@ async fn on_password_threads<T: Send + 'static>(
         .map_err(|_| AppError::Internal(anyhow::anyhow!("password work was dropped")))
 }
 
-async fn hash(password: String) -> AppResult<String> {
+pub(crate) async fn hash(password: String) -> AppResult<String> {
     on_password_threads(move || passwords::hash_password(&password))
         .await?
         .map_err(|e| AppError::Internal(anyhow::anyhow!("password hashing failed: {e}")))
 }
 
-async fn verify(password: String, stored: String) -> AppResult<bool> {
+pub(crate) async fn verify(password: String, stored: String) -> AppResult<bool> {
     on_password_threads(move || {
         StoredHash::from_stored(&stored)
             .and_then(|hash| passwords::verify_password(&password, &hash))
@@ -389,7 +393,7 @@ async fn verify(password: String, stored: String) -> AppResult<bool> {
 
 /// Verifies `password` against a fixed hash of the current parameters, for the
 /// time it takes; the answer is thrown away.
-async fn verify_dummy(password: String) {
+pub(crate) async fn verify_dummy(password: String) {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let _ = on_password_threads(move || {
         let stored = DUMMY
@@ -410,10 +414,25 @@ pub(crate) async fn record(
     ip: &str,
     user_agent: &str,
 ) {
+    record_by(state, project_id, user_id, event, "", ip, user_agent).await;
+}
+
+/// Appends to the user's activity log what `actor` (`key:ID`, `admin:EMAIL`; empty
+/// for the user themself) did to the account.
+pub(crate) async fn record_by(
+    state: &AppState,
+    project_id: &str,
+    user_id: &str,
+    event: &str,
+    actor: &str,
+    ip: &str,
+    user_agent: &str,
+) {
     let log = store::LogRow {
         id: ids::generate(),
         user_id: user_id.to_string(),
         event: event.to_string(),
+        actor: actor.chars().take(400).collect(),
         ip: ip.chars().take(64).collect(),
         user_agent: user_agent.chars().take(512).collect(),
         created_at: now_millis(),
@@ -1394,6 +1413,76 @@ pub fn issue_jwt(state: &AppState, me: &ResolvedSession) -> AppResult<(String, i
         ttl,
     );
     Ok((token, i64::try_from((now + ttl) * 1000).unwrap_or(i64::MAX)))
+}
+
+/// Longest a JWT a server mints for a user lasts.
+pub const USER_JWT_MAX_SECS: i64 = 3600;
+
+/// `createUserJWT`: a JWT acting as the user for `duration_secs` (15 minutes when
+/// none, an hour at most), minted by a server (`actor` names it in the user's
+/// activity log). It rides on a session of its own (provider `server`, past the
+/// second factor, ending with the JWT), so signing the user out, blocking or
+/// deleting them ends it too, and the user sees it among their sessions; its
+/// secret is never handed out, and it does not count towards the session limit.
+pub async fn issue_user_jwt(
+    state: &AppState,
+    grant: &Grant<UsersWrite>,
+    user_id: &str,
+    duration_secs: Option<i64>,
+    actor: &str,
+    client: &ClientInfo,
+) -> AppResult<(String, i64)> {
+    let ttl = match duration_secs {
+        None => crate::auth::jwt::DEFAULT_TTL_SECS,
+        Some(secs) if (1..=USER_JWT_MAX_SECS).contains(&secs) => secs.unsigned_abs(),
+        Some(_) => {
+            return Err(AppError::invalid(
+                "duration",
+                format!("between 1 and {USER_JWT_MAX_SECS} seconds"),
+            ));
+        }
+    };
+    let project_id = grant.project();
+    let user = load_user(state, project_id, user_id).await?;
+    if user.blocked {
+        return Err(AppError::UserBlocked);
+    }
+    let now_unix = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+    let now = i64::try_from(now_unix.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let expires_at =
+        i64::try_from(now_unix.saturating_add(ttl).saturating_mul(1000)).unwrap_or(i64::MAX);
+    let session = Session {
+        project_id: project_id.to_string(),
+        id: ids::generate(),
+        user_id: user.id.clone(),
+        provider: "server".into(),
+        ip: client.ip.chars().take(64).collect(),
+        user_agent: client.user_agent.chars().take(512).collect(),
+        expires_at,
+        mfa_verified: true,
+        created_at: now,
+        updated_at: now,
+    };
+    // The session's own secret is thrown away: only the JWT opens it.
+    let (_, digest) = secrets::new_secret(SecretKind::Session, &session.id);
+    let mut tx = state.db.begin_write().await?;
+    store::insert_session(&mut *tx, &session, &digest).await?;
+    store::mark_session_mfa_verified(&mut *tx, project_id, &session.id).await?;
+    commit_logged(state, tx, vec![session_event(&session, "create")]).await?;
+    let token = state
+        .jwt
+        .issue(project_id, &user.id, &session.id, now_unix, ttl);
+    record_by(
+        state,
+        project_id,
+        &user.id,
+        "jwt.create",
+        actor,
+        &client.ip,
+        &client.user_agent,
+    )
+    .await;
+    Ok((token, expires_at))
 }
 
 /// The session a JWT was issued for, if the JWT is valid and the session still is,

@@ -630,6 +630,8 @@ pub struct LogRow {
     pub id: String,
     pub user_id: String,
     pub event: String,
+    /// Who did it, when not the user: `key:ID`, `admin:EMAIL`; empty otherwise.
+    pub actor: String,
     pub ip: String,
     pub user_agent: String,
     pub created_at: i64,
@@ -637,13 +639,15 @@ pub struct LogRow {
 
 pub async fn insert_log(pool: &AnyPool, project_id: &str, log: &LogRow) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO activity_logs (project_id, id, user_id, event, ip, user_agent, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO activity_logs \
+         (project_id, id, user_id, event, actor, ip, user_agent, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(project_id)
     .bind(&log.id)
     .bind(&log.user_id)
     .bind(&log.event)
+    .bind(&log.actor)
     .bind(&log.ip)
     .bind(&log.user_agent)
     .bind(log.created_at)
@@ -661,7 +665,7 @@ pub async fn list_logs(
 ) -> Result<Vec<LogRow>, sqlx::Error> {
     let (keyset, binds) = page.keyset_sql("id");
     let sql = format!(
-        "SELECT id, user_id, event, ip, user_agent, created_at FROM activity_logs \
+        "SELECT id, user_id, event, actor, ip, user_agent, created_at FROM activity_logs \
          WHERE project_id = ? AND user_id = ?{keyset}"
     );
     binds
