@@ -52,9 +52,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
         if !lists_token(&parts.headers, header::UPGRADE, "websocket") {
             return Err(refused("`Upgrade` is not `websocket`"));
         }
-        if !(parts.headers.get(header::SEC_WEBSOCKET_VERSION))
-            .is_some_and(|v| v.as_bytes() == b"13")
-        {
+        let version = parts.headers.get(header::SEC_WEBSOCKET_VERSION);
+        if version.is_none_or(|v| v.as_bytes() != b"13") {
             return Err(refused("`Sec-WebSocket-Version` is not 13"));
         }
         let Some(key) = parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
