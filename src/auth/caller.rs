@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::auth::permissions::{RoleSet, TeamMembership};
+use crate::auth::permissions::{RoleNames, RoleSet, TeamMembership};
 use crate::auth::principal::Project;
 use crate::auth::scopes::{Admin, Scope, ScopeMarker};
 use crate::auth::session_cache::{Holder, ResolvedSession};
@@ -318,7 +318,7 @@ impl Caller {
     /// else needs one of the roles allowed to read the resource. `roles` are
     /// [`Caller::roles`] as strings, worked out once per subscriber rather than for
     /// every event.
-    pub fn may_receive(&self, event: &Event, roles: &[String]) -> bool {
+    pub fn may_receive(&self, event: &Event, roles: &RoleNames) -> bool {
         if event.project_id != self.project.id {
             return false;
         }

@@ -717,6 +717,32 @@ impl RoleSet {
     pub fn as_strings(&self) -> Vec<String> {
         self.roles.iter().map(Role::to_string).collect()
     }
+
+    /// The roles as canonical strings in one allocation, for what holds them as
+    /// long as a connection lives (the realtime filter).
+    pub fn names(&self) -> RoleNames {
+        let mut joined = String::new();
+        for role in &self.roles {
+            if !joined.is_empty() {
+                joined.push('\n');
+            }
+            joined.push_str(&role.to_string());
+        }
+        RoleNames(joined.into_boxed_str())
+    }
+}
+
+/// A caller's roles as canonical strings, one allocation for all of them (a
+/// vector of strings costs one per role and the vector's own): joined by
+/// newlines, which no role contains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleNames(Box<str>);
+
+impl RoleNames {
+    /// Whether `role` (a canonical role string) is one of these.
+    pub fn contains(&self, role: &str) -> bool {
+        self.0.split('\n').any(|held| held == role)
+    }
 }
 
 /// Builds a set from any roles; `any` is added.
@@ -1355,6 +1381,9 @@ mod tests {
     #[test]
     fn a_guest_holds_any_and_guests() {
         assert_eq!(RoleSet::guest().as_strings(), ["any", "guests"]);
+        let names = RoleSet::guest().names();
+        assert!(names.contains("any") && names.contains("guests"));
+        assert!(!names.contains("any\nguests") && !names.contains("") && !names.contains("users"));
     }
 
     #[test]

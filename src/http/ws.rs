@@ -42,6 +42,7 @@
 //! [`Watch`]: crate::services::realtime::watch::Watch
 
 mod render;
+mod upgrade;
 
 pub use render::Shapes;
 
@@ -52,21 +53,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_graphql::dynamic::Schema;
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, ClientMessage};
+use async_graphql::http::ClientMessage;
 use async_graphql::{Data, Request, Response, ServerError};
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response as HttpResponse;
 use futures_util::stream::{self, BoxStream};
-use futures_util::{FutureExt as _, StreamExt as _, future};
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _, future};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Sleep;
 use tokio_stream::StreamMap;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
 use crate::AppState;
 use crate::auth::Caller;
+use crate::auth::permissions::RoleNames;
 use crate::auth::session_cache::{Wake, Wakes};
 use crate::bus::{BusMessage, PacedReceiver, Published};
 use crate::db::now_millis;
@@ -83,6 +87,7 @@ use crate::services::realtime::watch::{Watch, WatchSlot};
 use crate::services::users::service::ClientInfo;
 
 use render::{Renderer, Shape};
+use upgrade::{Socket, Upgrade, Upgraded};
 
 /// Largest message a client may send.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
@@ -140,6 +145,14 @@ impl Protocol {
                 p if p.eq_ignore_ascii_case("graphql-ws") => Some(Protocol::Legacy),
                 _ => None,
             })
+    }
+
+    /// The subprotocol's name, as the handshake's answer echoes it.
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Transport => "graphql-transport-ws",
+            Protocol::Legacy => "graphql-ws",
+        }
     }
 
     /// The message type of an operation's result.
@@ -276,7 +289,7 @@ pub async fn graphql_ws(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(params): Query<WsParams>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Upgrade,
 ) -> HttpResponse {
     let Some(protocol) = Protocol::offered(&headers) else {
         return plain_error(
@@ -319,13 +332,9 @@ pub async fn graphql_ws(
         client,
         share,
     });
-    upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(0)
-        .max_message_size(MAX_MESSAGE_BYTES)
-        .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| serve_socket(opening, socket))
+    upgrade.accept(protocol.name(), move |upgraded| {
+        serve_socket(opening, upgraded)
+    })
 }
 
 /// The refusal of an upgrade that the session cookie would authenticate, from a page
@@ -365,19 +374,21 @@ struct Opening {
     share: ClientShare,
 }
 
-/// Serves an upgraded socket. The task keeps this future for as long as the
+/// Serves an upgraded connection. The task keeps this future for as long as the
 /// connection lives (10,000 idle connections are the goal), so it holds only
-/// pointers: the connection lives in one box, the initialisation in another
-/// while it runs. (An `async fn` keeps its arguments in its future beside every
-/// later state, the socket included, even once they moved out.)
-fn serve_socket(opening: Box<Opening>, socket: WebSocket) -> impl Future<Output = ()> + Send {
-    let link = Box::new(Link {
-        socket,
-        protocol: opening.protocol,
-        send_timeout: Duration::from_secs(opening.state.config.ws_send_timeout_secs),
-    });
+/// pointers: the socket is made in a box of its own, the connection lives in
+/// one box, the initialisation in another while it runs. (A future keeps what
+/// it captured, and what it moved out of, beside every later state.)
+fn serve_socket(opening: Box<Opening>, upgraded: Upgraded) -> impl Future<Output = ()> + Send {
+    let upgraded = Box::new(upgraded);
     async move {
         let _open = GaugeGuard::raise("nimbus_websocket_connections");
+        let link = Box::pin(Link::new(
+            upgraded,
+            opening.protocol,
+            Duration::from_secs(opening.state.config.ws_send_timeout_secs),
+        ))
+        .await;
         if let Some(connection) = Box::pin(open(opening, link)).await {
             connection.run().await;
         }
@@ -420,19 +431,34 @@ enum Incoming {
 
 /// The socket of one connection, with every write given `send_timeout`.
 struct Link {
-    socket: WebSocket,
+    socket: Socket,
     protocol: Protocol,
     send_timeout: Duration,
 }
 
 impl Link {
+    /// The WebSocket over `upgraded`, with small buffers that grow with what is
+    /// read and written, and the message and frame size caps.
+    async fn new(upgraded: Box<Upgraded>, protocol: Protocol, send_timeout: Duration) -> Box<Link> {
+        let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_BYTES)
+            .write_buffer_size(0)
+            .max_message_size(Some(MAX_MESSAGE_BYTES))
+            .max_frame_size(Some(MAX_MESSAGE_BYTES));
+        Box::new(Link {
+            socket: upgrade::socket(*upgraded, config).await,
+            protocol,
+            send_timeout,
+        })
+    }
+
     /// The next protocol message; `None` once the socket is closed.
     async fn receive(&mut self) -> Option<Incoming> {
         loop {
-            let bytes = match self.socket.recv().await? {
+            let bytes = match self.socket.next().await? {
                 Ok(Message::Text(text)) => axum::body::Bytes::from(text),
                 Ok(Message::Binary(bytes)) => bytes,
-                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
                 Ok(Message::Close(_)) | Err(_) => return None,
             };
             if let Ok(MessageType { kind: Some(kind) }) = serde_json::from_slice(&bytes)
@@ -515,7 +541,7 @@ fn frame_prefix(protocol: Protocol, id: &str) -> String {
 
 fn close_message(code: u16, reason: String) -> Message {
     Message::Close(Some(CloseFrame {
-        code,
+        code: CloseCode::from(code),
         reason: reason.into(),
     }))
 }
@@ -679,7 +705,7 @@ struct Connection {
     caller: Caller,
     /// The caller's roles as permission strings, worked out once (and again when
     /// the user changes).
-    roles: Vec<String>,
+    roles: RoleNames,
     /// What the client presented, checked again whenever it may have changed.
     presented: Presented,
     /// Tells when the credential (user, session, key; or anything, after a bus
@@ -731,7 +757,7 @@ impl Connection {
                     format!("keys.{}.update", k.key_id),
                 ))
             }),
-            roles: caller.roles().as_strings(),
+            roles: caller.roles().names(),
             client,
             share,
             caller,
@@ -790,7 +816,7 @@ impl Connection {
         self.seen = self.changes.now();
         match identity::recheck(&self.state, &self.presented).await {
             Ok(addressed) => {
-                self.roles = addressed.caller.roles().as_strings();
+                self.roles = addressed.caller.roles().names();
                 self.caller = addressed.caller;
                 self.loaded = addressed.loaded;
                 self.expire_at(addressed.expires_at);

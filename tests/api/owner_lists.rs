@@ -261,7 +261,19 @@ async fn check_every_reader(app: &TestApp, world: &World) {
         let by_offset = offset_pages(app, secret, want.len()).await;
         assert_eq!(by_offset, want, "{who}'s list by offset");
     }
-    // The expectations themselves hold what the list must show.
+}
+
+/// The expectations of [`world`] as made hold what the lists must show: posts
+/// Ann reads through two roles, shared ones, her teams'.
+async fn check_world_as_made(app: &TestApp, world: &World) {
+    let ann_id = user_id(app, &world.ann).await;
+    let bob_id = user_id(app, &world.bob).await;
+    let ann_roles = [
+        format!("user:{ann_id}"),
+        "team:red".into(),
+        "team:blue".into(),
+    ];
+    let bob_roles = [format!("user:{bob_id}"), "team:blue".into()];
     let ann = expected(world, &ann_roles);
     let bob = expected(world, &bob_roles);
     assert!(ann.len() > 2 * PAGE && bob.len() > PAGE);
@@ -277,6 +289,7 @@ async fn check_every_reader(app: &TestApp, world: &World) {
 async fn each_reader_lists_exactly_its_own_and_its_teams_documents_across_pages() {
     let app = spawn_app().await;
     let world = world(&app, 0).await;
+    check_world_as_made(&app, &world).await;
     check_every_reader(&app, &world).await;
     app.shutdown().await;
 }
@@ -287,6 +300,7 @@ async fn a_reader_whose_roles_name_many_grants_lists_the_same_documents() {
     // More grants than a list reads from the side table first: Ann's lists walk
     // the collection in order, Bob's still start from his grants.
     let world = world(&app, 1000).await;
+    check_world_as_made(&app, &world).await;
     check_every_reader(&app, &world).await;
     // Ann may update the other thousand but not read them.
     let everything = ask(
@@ -311,6 +325,72 @@ async fn a_reader_whose_roles_name_many_grants_lists_the_same_documents() {
         })
         .count();
     assert_eq!(everything["posts"]["totalCount"], readable);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn lists_follow_permission_changes_and_deletes() {
+    let app = spawn_app().await;
+    let mut world = world(&app, 0).await;
+    let ann_role = format!("user:{}", user_id(&app, &world.ann).await);
+    let bob_role = format!("user:{}", user_id(&app, &world.bob).await);
+    let read = |role: &str| format!("read(\"{role}\")");
+    // Each kind of reader turned into each other: one owner to two readers,
+    // two readers to one, one owner to another, a team to none (an update grant
+    // only), nobody's to Ann's, one owner to a team.
+    let changes = [
+        ("ann-1", vec![read(&ann_role), read(&bob_role)]),
+        ("shared", vec![read(&bob_role)]),
+        ("bob-0", vec![read(&ann_role)]),
+        ("red-0", vec![format!("update(\"{ann_role}\")")]),
+        ("zed-0", vec![read(&ann_role)]),
+        ("ann-4", vec![read("team:blue")]),
+    ];
+    for (id, permissions) in changes {
+        let data = app
+            .admin(
+                "mutation($id: ID!, $p: [String!]!) { updatePost(input: {id: $id, permissions: $p}) { id permissions } }",
+                json!({"id": id, "p": permissions}),
+            )
+            .await
+            .ok();
+        assert_eq!(
+            data["updatePost"]["permissions"],
+            json!(permissions),
+            "{id}"
+        );
+        let post = world.posts.iter_mut().find(|p| p.id == id).unwrap();
+        post.permissions = permissions;
+    }
+    // Deleted: one owner's, one with several readers, a team's.
+    for id in ["ann-2", "twice", "blue-1"] {
+        app.admin(
+            "mutation($id: ID!) { deletePost(input: {id: $id}) { deletedId } }",
+            json!({"id": id}),
+        )
+        .await
+        .ok();
+        world.posts.retain(|p| p.id != id);
+    }
+    // What the lists must now show: the changes in both directions.
+    let ann_roles = [ann_role.clone(), "team:red".into(), "team:blue".into()];
+    let ann = expected(&world, &ann_roles);
+    let bob = expected(&world, &[bob_role.clone(), "team:blue".into()]);
+    let published = |id: &str| world.posts.iter().any(|p| p.id == id && p.published);
+    for id in ["ann-1", "bob-0", "zed-0", "ann-4"] {
+        assert_eq!(ann.contains(&id.to_string()), published(id), "{id} for Ann");
+    }
+    for id in ["ann-1", "shared", "ann-4"] {
+        assert_eq!(bob.contains(&id.to_string()), published(id), "{id} for Bob");
+    }
+    for id in ["ann-1", "bob-0", "zed-0", "ann-4", "shared"] {
+        assert!(published(id), "{id} is published");
+    }
+    for id in ["shared", "red-0", "ann-2", "twice", "blue-1"] {
+        assert!(!ann.contains(&id.to_string()), "{id} not for Ann");
+    }
+    assert!(!bob.contains(&"bob-0".to_string()) && !bob.contains(&"blue-1".to_string()));
+    check_every_reader(&app, &world).await;
     app.shutdown().await;
 }
 

@@ -12,8 +12,8 @@ use std::sync::{Arc, LazyLock, Mutex, OnceLock, Weak};
 
 use async_graphql::dynamic::Schema;
 use async_graphql::{Request, Response, Variables};
-use axum::extract::ws::Utf8Bytes;
 use futures_util::StreamExt as _;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::AppState;
 use crate::auth::Caller;

@@ -91,7 +91,7 @@ pub fn caller_events(
 ) -> impl Stream<Item = Result<Arc<Published>, async_graphql::Error>> + Send + 'static {
     let own_key_revoked = caller.key().map(|k| format!("keys.{}.delete", k.key_id));
     let mut messages = state.bus.subscribe_paced();
-    let mut roles = caller.roles().as_strings();
+    let mut roles = caller.roles().names();
     let active = GaugeGuard::raise("nimbus_subscriptions_active");
     async_stream::stream! {
         let _active = active;
@@ -123,7 +123,7 @@ pub fn caller_events(
                     match Box::pin(reload_session(&state, session)).await {
                         Ok(reloaded) => {
                             caller.credential = Credential::Session(reloaded);
-                            roles = caller.roles().as_strings();
+                            roles = caller.roles().names();
                         }
                         Err(err) => {
                             yield Err(err.to_graphql());

@@ -106,7 +106,7 @@ pub fn follow<'a>(
                     }
                 };
                 let skip = super::resume::positions(&replayed);
-                let roles = replaying.roles().as_strings();
+                let roles = replaying.roles().names();
                 let replayed = replayed.into_iter().filter(move |published| {
                     matches!(&published.message, BusMessage::Event(event)
                         if event.project_id == replaying.project.id
