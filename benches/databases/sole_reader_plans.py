@@ -1,4 +1,4 @@
-"""The plans of ADR 21 on SQLite: a reader's own list (the 20 most-viewed published
+"""The plans of ADR 22 on SQLite: a reader's own list (the 20 most-viewed published
 documents) and its total, through today's plans (ADR 17) and through a sole-reader
 column kept in the collection table, on a collection laid out as `ddl.rs` makes it.
 

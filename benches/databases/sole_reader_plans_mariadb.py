@@ -1,4 +1,4 @@
-"""The plans of ADR 21 on MariaDB, printed as SQL for the `mariadb` client: `seed`
+"""The plans of ADR 22 on MariaDB, printed as SQL for the `mariadb` client: `seed`
 builds a database of DOCS documents (the reader owning one in SHARE, MULTI_PCT
 percent read by a second owner too) from `seq_0_to_N`; `measure` runs each plan
 five times (today's once at a million) with profiling on, checks that the plans
