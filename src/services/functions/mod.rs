@@ -66,7 +66,7 @@ impl crate::bus::consumer::Consumer for Triggers {
         }
         // Logged last, so the positions they take stay open for a short time.
         let logged =
-            crate::db::event_log::append(&mut *conn, crate::bus::log::entries(&messages)).await?;
+            crate::db::event_log::append(&mut *conn, crate::bus::log::entries(messages)).await?;
         *self.logged.lock().unwrap_or_else(|e| e.into_inner()) = logged;
         Ok(())
     }
