@@ -48,6 +48,14 @@ impl crate::bus::consumer::Consumer for Triggers {
         "functions"
     }
 
+    async fn wanted(
+        &self,
+        state: &AppState,
+        projects: &[&str],
+    ) -> crate::error::AppResult<std::collections::HashSet<String>> {
+        service::projects_triggering(state, projects).await
+    }
+
     async fn handle(
         &self,
         state: &AppState,
