@@ -18,7 +18,8 @@
 #
 # Usage: benches/instructions.sh WORKLOAD BINARY...
 # Knobs (environment): DURATION=30s CONNECTIONS=32 DATABASE=sqlite|mariadb
-#   KEEP=dir   keep each profile there (callgrind_annotate KEEP/NAME.callgrind)
+#   KEEP=dir   keep each profile there (callgrind_annotate KEEP/N.callgrind, N the
+#              binary's place on the command line, from 1)
 # Needs valgrind, wrk, curl, jq and python3; DATABASE=mariadb needs MariaDB's server.
 set -euo pipefail
 
@@ -178,7 +179,7 @@ declare -a rows=()
 i=0
 for binary in "$@"; do
     i=$((i + 1))
-    name="$i-$(basename "$(dirname "$(dirname "$(dirname "$binary")")")")"
+    name=$i
     measure "$name" "$binary"
     read -r instructions answers <<<"$REPLY"
     per=$((instructions / answers))
