@@ -9,6 +9,7 @@
 --                    BENCH_ID_FIRST, then every BENCH_ID_STEP-th (defaults 1 and 1)
 --   BENCH_TAG        makes the titles of created records unique to this run
 --   BENCH_EXPECT     text every good response body contains
+--   BENCH_HEADERS    more headers, one `Name: value` a line (optional)
 -- Placeholders in BENCH_PATH and BENCH_BODY: @ID@ (the next id in the rotation),
 -- @N@ (a number unique to the request), @TITLE@, @TEXT@ (about 240 bytes),
 -- @VIEWS@ (0..100000) and @PUBLISHED@ (true/false) of a new post made from @N@.
@@ -42,6 +43,9 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json"
 if auth and auth ~= "" then
     wrk.headers["Authorization"] = auth
+end
+for name, value in (os.getenv("BENCH_HEADERS") or ""):gmatch("([^:\n]+):%s*([^\n]*)") do
+    wrk.headers[name] = value
 end
 
 local threads = {}

@@ -5,9 +5,12 @@
 //!
 //! A consumer's position is stored (`log_consumers`, [`crate::db::log_consumers`]);
 //! one replica at a time holds its lease and works on it. The holder reads the log
-//! after what it has read, hands the events to the [`Consumer`] in a transaction,
-//! and moves the stored position in that same transaction, so what a consumer
-//! enqueues (delivery jobs) exists exactly when the position says so. A replica
+//! after what it has read, hands the events of the projects the [`Consumer`] acts
+//! on to it in a transaction, and moves the stored position in that same
+//! transaction, so what a consumer enqueues (delivery jobs) exists exactly when
+//! the position says so. The events of other projects are passed over unread;
+//! the position past them is stored with the next transaction, or alone once
+//! [`STORE_EVERY`] has passed. A replica
 //! that dies stops renewing its lease; another takes it once it lapses and goes on
 //! from the stored position.
 //!
@@ -22,7 +25,7 @@
 //! The holder wakes on the bus's notifications; a slow poll covers a quiet bus.
 //! This module knows no consumer: the crate root starts one task per consumer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +47,11 @@ const POLL: Duration = Duration::from_secs(2);
 /// stream of writes, one read, one lookup and one position update then serve many
 /// events instead of one each (each step is a write transaction of its own).
 const GATHER: Duration = Duration::from_millis(20);
+/// How long a holder may keep the stored position behind what it has passed
+/// over (events of no project it acts on): storing it is a write transaction of
+/// its own, which a stream of such events would otherwise cost once per step. A
+/// new holder reads those events again, and passes over them again.
+const STORE_EVERY: Duration = Duration::from_secs(1);
 /// How long a missing position holds the stored position back before it is given
 /// up as one that never committed (the relay watches passed positions as long).
 pub const LATE_WINDOW: Duration = Duration::from_secs(60);
@@ -65,6 +73,13 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 pub trait Consumer: Send + Sync {
     /// The stored name: one position and one lease per name, across replicas.
     fn name(&self) -> &'static str;
+
+    /// Those of `projects` (each named once) whose events this consumer may act
+    /// on (they have webhooks, or functions subscribed to events). The events of
+    /// the others are passed over without being read or decoded, and a step that
+    /// leaves none needs no transaction. Asked after the events were read, so
+    /// whatever was committed before them is seen.
+    async fn wanted(&self, state: &AppState, projects: &[&str]) -> AppResult<HashSet<String>>;
 
     /// Acts on `batch` (events in position order, possibly some handled before:
     /// be idempotent) inside the transaction open on `conn`, which commits with the
@@ -214,6 +229,8 @@ struct Holder {
     progress: Progress,
     /// When to look for the missing positions next, and the wait after that.
     gap_check: Option<(Instant, Duration)>,
+    /// When the position was last stored.
+    stored_at: Instant,
 }
 
 /// Works on `consumer` on this replica for as long as the server runs: holds its
@@ -265,6 +282,7 @@ pub async fn run(
                         holder = Some(Holder {
                             progress: Progress::new(stored),
                             gap_check: None,
+                            stored_at: Instant::now(),
                         });
                         metrics::gauge!("nimbus_consumer_leader", "consumer" => name).set(1.0);
                     }
@@ -383,9 +401,9 @@ async fn step(
             );
         }
     }
-    let fresh = event_log::after(pool, next.seen, BATCH).await?;
+    let fresh = event_log::listed_after(pool, next.seen, BATCH).await?;
     let full = fresh.len() as i64 == BATCH;
-    let opened = next.read(fresh.iter().map(|logged| logged.position), now);
+    let opened = next.read(fresh.iter().map(|(position, _)| *position), now);
     for (from, to) in next.give_up(now, LATE_WINDOW) {
         metrics::counter!("nimbus_consumer_gaps_given_up_total", "consumer" => name)
             .increment((to - from + 1) as u64);
@@ -405,19 +423,42 @@ async fn step(
         }
         (false, false, kept) => kept,
     };
+    // Only the entries of projects the consumer acts on are read whole and decoded.
+    let mut projects: Vec<&str> = late
+        .iter()
+        .map(|logged| logged.project_id.as_str())
+        .chain(fresh.iter().map(|(_, project)| project.as_str()))
+        .collect();
+    projects.sort_unstable();
+    projects.dedup();
+    let wanted = match projects.is_empty() {
+        true => HashSet::new(),
+        false => consumer.wanted(state, &projects).await?,
+    };
+    let positions: Vec<i64> = fresh
+        .iter()
+        .filter(|(_, project)| wanted.contains(project))
+        .map(|(position, _)| *position)
+        .collect();
+    let read = event_log::at(pool, &positions).await?;
     let batch: Vec<(i64, Event)> = late
         .iter()
-        .chain(fresh.iter())
+        .filter(|logged| wanted.contains(&logged.project_id))
+        .chain(read.iter())
         .filter_map(|logged| match super::log::decode_at(logged)? {
             BusMessage::Event(event) => Some((logged.position, event)),
             _ => None,
         })
         .collect();
     let floor = next.floor();
-    if batch.is_empty() && floor == held.progress.stored {
+    let store = floor != held.progress.stored && held.stored_at.elapsed() >= STORE_EVERY;
+    if batch.is_empty() && !store {
+        // Nothing to act on: the position is stored later, with other work or
+        // once `STORE_EVERY` has passed.
+        next.stored = held.progress.stored;
         held.progress = next;
         held.gap_check = gap_check;
-        return Ok(Step::Idle);
+        return Ok(if full { Step::More } else { Step::Idle });
     }
     let mut tx = begin(state).await?;
     if !batch.is_empty() {
@@ -430,6 +471,7 @@ async fn step(
     }
     tx.commit().await.map_err(AppError::from)?;
     next.stored = floor;
+    held.stored_at = Instant::now();
     if !batch.is_empty() {
         consumer.committed(state);
         metrics::counter!("nimbus_consumer_events_total", "consumer" => name)

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{BusMessage, Local};
-use crate::db::event_log::{self, Entry, Logged};
+use crate::db::event_log::{self, Carried, Entry, Logged};
 use crate::db::{Db, now_millis};
 
 /// How often the relay reads the log even when no notification came.
@@ -51,36 +51,45 @@ const INBOX: usize = 8192;
 const PRUNE_BATCH: i64 = 5000;
 
 /// The log entry of a message, when it is one that is logged (presence is not).
-pub fn entry(message: &BusMessage) -> Option<Entry> {
-    let project_id = match message {
-        BusMessage::Event(event) => &event.project_id,
+/// The message travels with it ([`Carried`]) to [`super::Bus::announce`].
+pub fn entry(mut message: BusMessage) -> Option<Entry> {
+    let project_id = match &message {
+        BusMessage::Event(event) => event.project_id.clone(),
         BusMessage::ProjectChanged { project_id } | BusMessage::UserChanged { project_id, .. } => {
-            project_id
+            project_id.clone()
         }
         // No project id is empty: the log's server-wide entries.
-        BusMessage::AdminChanged { .. } => "",
+        BusMessage::AdminChanged { .. } => String::new(),
         BusMessage::Presence(_) | BusMessage::Resumed => return None,
     };
     // A change made on behalf of a function's execution names it, so that event
     // triggers can tell (and not loop).
-    let caused = match message {
-        BusMessage::Event(event) if event.cause.is_none() => {
-            super::CAUSE.try_with(Clone::clone).ok().map(|cause| {
-                BusMessage::Event(super::Event {
-                    cause: Some(cause),
-                    ..event.clone()
-                })
-            })
-        }
-        _ => None,
-    };
-    let body = serde_json::to_string(caused.as_ref().unwrap_or(message))
+    if let BusMessage::Event(event) = &mut message
+        && event.cause.is_none()
+    {
+        event.cause = super::CAUSE.try_with(Clone::clone).ok();
+    }
+    let body = serde_json::to_string(&message)
         .inspect_err(|err| tracing::error!(error = %err, "an event could not be encoded"))
         .ok()?;
     Some(Entry {
-        project_id: project_id.to_string(),
+        project_id,
         body,
+        carried: Some(Carried(Box::new(message))),
     })
+}
+
+/// The message of a logged entry: the one its writer carried along, else its
+/// body decoded.
+pub fn message_of(logged: Logged) -> Option<(i64, BusMessage)> {
+    let carried = logged
+        .carried
+        .and_then(|carried| carried.0.downcast::<BusMessage>().ok());
+    let message = match carried {
+        Some(message) => *message,
+        None => decode(&logged.body)?,
+    };
+    Some((logged.position, message))
 }
 
 /// The message of a logged entry's body, at its position.
@@ -100,7 +109,7 @@ pub(super) fn decode(body: &str) -> Option<BusMessage> {
 }
 
 /// The log entries of `messages`.
-pub fn entries<'a>(messages: impl IntoIterator<Item = &'a BusMessage>) -> Vec<Entry> {
+pub fn entries(messages: impl IntoIterator<Item = BusMessage>) -> Vec<Entry> {
     messages.into_iter().filter_map(entry).collect()
 }
 
@@ -112,7 +121,7 @@ pub async fn commit(
     mut tx: Transaction<'static, Any>,
     messages: Vec<BusMessage>,
 ) -> Result<(), sqlx::Error> {
-    let logged = event_log::append(&mut tx, entries(&messages)).await?;
+    let logged = event_log::append(&mut tx, entries(messages)).await?;
     tx.commit().await?;
     bus.announce(logged).await;
     Ok(())

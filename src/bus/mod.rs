@@ -379,21 +379,23 @@ impl Bus {
         if logged.is_empty() {
             return;
         }
-        let decoded: Vec<(i64, BusMessage)> = logged
-            .iter()
-            .filter_map(|entry| Some((entry.position, log::decode(&entry.body)?)))
-            .collect();
-        for (position, message) in &decoded {
+        let messages: Vec<(i64, BusMessage)> =
+            logged.into_iter().filter_map(log::message_of).collect();
+        let Some(redis) = &self.redis else {
+            for (position, message) in messages {
+                self.relay.offer(position, message);
+            }
+            return;
+        };
+        for (position, message) in &messages {
             self.relay.offer(*position, message.clone());
         }
-        if let Some(redis) = &self.redis {
-            for (position, message) in decoded {
-                let wire = Wire::Logged { position, message };
-                if let Err(err) = redis.publish(&wire).await {
-                    metrics::counter!("nimbus_bus_publish_failures_total").increment(1);
-                    tracing::warn!(error = %err, "bus notification failed; replicas read it from the event log");
-                    return;
-                }
+        for (position, message) in messages {
+            let wire = Wire::Logged { position, message };
+            if let Err(err) = redis.publish(&wire).await {
+                metrics::counter!("nimbus_bus_publish_failures_total").increment(1);
+                tracing::warn!(error = %err, "bus notification failed; replicas read it from the event log");
+                return;
             }
         }
     }

@@ -18,18 +18,33 @@ use sqlx::{Any, AnyConnection, QueryBuilder, Row as _};
 use super::Dialect;
 
 /// An event to log: the project it belongs to and its body (JSON).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Entry {
     pub project_id: String,
     pub body: String,
+    /// Handed on untouched to the entry as logged.
+    pub carried: Option<Carried>,
 }
 
 /// An entry as logged, at its position.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Logged {
     pub position: i64,
     pub project_id: String,
     pub body: String,
+    /// What the writer handed along with the entry; none for one read back.
+    pub carried: Option<Carried>,
+}
+
+/// What a writer hands along with an entry, untouched, to whoever announces it
+/// once committed: the message its body encodes, so that the announcement need
+/// not decode it again (decoding an event costs more than encoding it).
+pub struct Carried(pub Box<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for Carried {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Carried")
+    }
 }
 
 /// Most rows one `INSERT` of [`append`] carries (3 placeholders each).
@@ -49,6 +64,7 @@ pub async fn append(
             position: 0,
             project_id: entry.project_id,
             body: entry.body,
+            carried: entry.carried,
         })
         .collect();
     for chunk in logged.chunks_mut(ROWS_PER_INSERT) {
@@ -120,6 +136,27 @@ pub async fn after<'e>(
     rows.iter().map(logged).collect()
 }
 
+/// The positions and projects of up to `limit` entries after `position`, in
+/// position order, without their bodies: what a reader that acts on some
+/// projects only looks at first.
+pub async fn listed_after<'e>(
+    db: impl sqlx::Executor<'e, Database = Any>,
+    position: i64,
+    limit: i64,
+) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT position, project_id FROM event_log WHERE position > ? \
+         ORDER BY position LIMIT ?",
+    )
+    .bind(position)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("position")?, row.try_get("project_id")?)))
+        .collect()
+}
+
 /// Up to `limit` entries of one project after `position`, in position order.
 pub async fn project_after<'e>(
     db: impl sqlx::Executor<'e, Database = Any>,
@@ -153,6 +190,7 @@ fn logged(row: &sqlx::any::AnyRow) -> Result<Logged, sqlx::Error> {
         position: row.try_get("position")?,
         project_id: row.try_get("project_id")?,
         body: super::columns::text(row, "body")?,
+        carried: None,
     })
 }
 

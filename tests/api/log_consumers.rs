@@ -199,7 +199,7 @@ async fn an_event_that_commits_after_later_ones_were_handled_is_still_delivered(
         )
     });
     let mut held = pool.begin().await.unwrap();
-    let logged = nimbus::db::event_log::append(&mut held, nimbus::bus::log::entries([&late]))
+    let logged = nimbus::db::event_log::append(&mut held, nimbus::bus::log::entries([late]))
         .await
         .unwrap();
     let open_position = logged[0].position;

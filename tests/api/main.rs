@@ -20,6 +20,7 @@ mod grants;
 mod identity;
 mod jobs;
 mod jobs_faults;
+mod lean_paths;
 mod limits;
 mod locale;
 mod log_consumers;

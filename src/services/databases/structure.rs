@@ -1073,7 +1073,7 @@ async fn write_logged_metadata(
 ) -> AppResult<()> {
     let mut tx = sqlx::Connection::begin(&mut **conn).await?;
     write_metadata(&mut tx, change).await?;
-    let logged = crate::db::event_log::append(&mut tx, log::entries(&messages)).await?;
+    let logged = crate::db::event_log::append(&mut tx, log::entries(messages)).await?;
     tx.commit().await?;
     state.bus.announce(logged).await;
     Ok(())

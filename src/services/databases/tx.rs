@@ -444,7 +444,7 @@ impl RequestTx {
     fn take_entries(&self) -> Vec<Entry> {
         self.take_events()
             .into_iter()
-            .filter_map(|event| log::entry(&BusMessage::Event(event)))
+            .filter_map(|event| log::entry(BusMessage::Event(event)))
             .collect()
     }
 

@@ -48,6 +48,14 @@ impl crate::bus::consumer::Consumer for Triggers {
         "functions"
     }
 
+    async fn wanted(
+        &self,
+        state: &AppState,
+        projects: &[&str],
+    ) -> crate::error::AppResult<std::collections::HashSet<String>> {
+        service::projects_triggering(state, projects).await
+    }
+
     async fn handle(
         &self,
         state: &AppState,
@@ -66,7 +74,7 @@ impl crate::bus::consumer::Consumer for Triggers {
         }
         // Logged last, so the positions they take stay open for a short time.
         let logged =
-            crate::db::event_log::append(&mut *conn, crate::bus::log::entries(&messages)).await?;
+            crate::db::event_log::append(&mut *conn, crate::bus::log::entries(messages)).await?;
         *self.logged.lock().unwrap_or_else(|e| e.into_inner()) = logged;
         Ok(())
     }

@@ -1229,6 +1229,15 @@ async fn queue(state: &AppState, execution: &Execution, body: &[u8]) -> AppResul
     Ok(())
 }
 
+/// Those of `projects` whose events may trigger a function ([`queue_triggered`]):
+/// the event log consumer passes over the others' events unread.
+pub async fn projects_triggering(
+    state: &AppState,
+    projects: &[&str],
+) -> AppResult<std::collections::HashSet<String>> {
+    Ok(store::with_subscribed(state.db.pool(), projects).await?)
+}
+
 /// The subscribed functions of the projects seen so far: read once per project
 /// for a batch of events.
 #[derive(Default)]

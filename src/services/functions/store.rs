@@ -128,6 +128,30 @@ pub async fn subscribed<'e>(
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
+/// Those of `projects` that have a function events may trigger ([`subscribed`]).
+pub async fn with_subscribed<'e>(
+    db: impl Executor<'e, Database = Any>,
+    projects: &[&str],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    if projects.is_empty() {
+        return Ok(Default::default());
+    }
+    let mut query = sqlx::QueryBuilder::<Any>::new(
+        "SELECT DISTINCT project_id FROM functions WHERE enabled = 1 \
+         AND deployment_id IS NOT NULL AND events <> '[]' AND project_id IN (",
+    );
+    let mut list = query.separated(", ");
+    for project in projects {
+        list.push_bind(*project);
+    }
+    query.push(")");
+    query
+        .build_query_scalar::<String>()
+        .fetch_all(db)
+        .await
+        .map(|found| found.into_iter().collect())
+}
+
 pub async fn list(
     pool: &AnyPool,
     project_id: &str,

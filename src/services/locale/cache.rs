@@ -1,11 +1,14 @@
-//! Which operations of `locale` answer every caller alike: those that read only
-//! its reference lists (and `__typename`s). The lists are compiled in, so such an
-//! operation's answer depends on nothing but its text, its variables and the
-//! request's language; the GraphQL handler keeps it whole, serialised, and sends
-//! it again ([`crate::graphql::alike`]), which spares resolving hundreds of objects
-//! field by field and serialising them for every request. An operation that also
-//! reads the caller's own place (`ip`, `countryCode`…), or any other service, is
-//! answered as usual.
+//! Which operations of `locale` answer every caller alike: those that read at
+//! least one of its reference lists and nothing else (but `__typename`s). The
+//! lists are compiled in, so such an operation's answer depends on nothing but
+//! its text, its variables and the request's language; the GraphQL handler keeps
+//! it whole, serialised, and sends it again ([`crate::graphql::alike`]), which
+//! spares resolving hundreds of objects field by field and serialising them for
+//! every request. An operation that also reads the caller's own place (`ip`,
+//! `countryCode`…), or any other service, is answered as usual, and so is one
+//! that reads no list at all (`{ __typename }` costs less to execute than to
+//! keep: it is the reference the cost of every other request is measured
+//! against).
 
 use async_graphql::parser::types::{
     ExecutableDocument, OperationDefinition, Selection, SelectionSet,
@@ -32,13 +35,12 @@ pub struct Lists;
 
 impl SameForAll for Lists {
     fn covers(&self, document: &ExecutableDocument, operation: &OperationDefinition) -> bool {
-        only_lists(
+        let mut walk = Walk {
             document,
-            &operation.selection_set.node,
-            Level::Query,
-            0,
-            &mut Walked::new(),
-        )
+            walked: Walked::new(),
+            reads_a_list: false,
+        };
+        walk.only_lists(&operation.selection_set.node, Level::Query, 0) && walk.reads_a_list
     }
 
     fn variant(&self, languages: &str) -> &'static str {
@@ -60,66 +62,60 @@ enum Level {
 /// validation later anyway).
 type Walked<'a> = std::collections::HashMap<(&'a str, Level), bool>;
 
-/// Whether `set` selects, at `level`, only `__typename`, `locale` and, within
-/// it, lists (whatever below them: their items hold nothing but data), fragments
-/// followed. What is not valid there at all is refused by validation, and an
-/// answer with errors is not kept.
-fn only_lists<'a>(
+/// A walk through an operation's selections, fragments followed.
+struct Walk<'a> {
     document: &'a ExecutableDocument,
-    set: &'a SelectionSet,
-    level: Level,
-    depth: usize,
-    walked: &mut Walked<'a>,
-) -> bool {
-    if depth > MAX_NESTING {
-        return false;
-    }
-    set.items.iter().all(|item| match &item.node {
-        Selection::Field(field) => {
-            let field = &field.node;
-            let name = field.name.node.as_str();
-            match level {
-                _ if name == "__typename" => true,
-                Level::Query => {
-                    name == "locale"
-                        && only_lists(
-                            document,
-                            &field.selection_set.node,
-                            Level::Locale,
-                            depth + 1,
-                            walked,
-                        )
+    walked: Walked<'a>,
+    /// Whether a list of `Locale` was found on the way.
+    reads_a_list: bool,
+}
+
+impl<'a> Walk<'a> {
+    /// Whether `set` selects, at `level`, only `__typename`, `locale` and, within
+    /// it, lists (whatever below them: their items hold nothing but data). What is
+    /// not valid there at all is refused by validation, and an answer with errors
+    /// is not kept.
+    fn only_lists(&mut self, set: &'a SelectionSet, level: Level, depth: usize) -> bool {
+        if depth > MAX_NESTING {
+            return false;
+        }
+        set.items.iter().all(|item| match &item.node {
+            Selection::Field(field) => {
+                let field = &field.node;
+                let name = field.name.node.as_str();
+                match level {
+                    _ if name == "__typename" => true,
+                    Level::Query => {
+                        name == "locale"
+                            && self.only_lists(&field.selection_set.node, Level::Locale, depth + 1)
+                    }
+                    Level::Locale => {
+                        let list = LISTS.contains(&name);
+                        self.reads_a_list |= list;
+                        list
+                    }
                 }
-                Level::Locale => LISTS.contains(&name),
             }
-        }
-        Selection::InlineFragment(inline) => only_lists(
-            document,
-            &inline.node.selection_set.node,
-            level,
-            depth + 1,
-            walked,
-        ),
-        Selection::FragmentSpread(spread) => {
-            let name = spread.node.fragment_name.node.as_str();
-            if let Some(known) = walked.get(&(name, level)) {
-                return *known;
+            Selection::InlineFragment(inline) => {
+                self.only_lists(&inline.node.selection_set.node, level, depth + 1)
             }
-            let Some(fragment) = document.fragments.get(&spread.node.fragment_name.node) else {
-                return false;
-            };
-            walked.insert((name, level), false);
-            let covered = only_lists(
-                document,
-                &fragment.node.selection_set.node,
-                level,
-                depth + 1,
-                walked,
-            );
-            walked.insert((name, level), covered);
-            covered
-        }
-    })
+            Selection::FragmentSpread(spread) => {
+                let name = spread.node.fragment_name.node.as_str();
+                // A fragment walked before found its lists then.
+                if let Some(known) = self.walked.get(&(name, level)) {
+                    return *known;
+                }
+                let Some(fragment) = self.document.fragments.get(&spread.node.fragment_name.node)
+                else {
+                    return false;
+                };
+                self.walked.insert((name, level), false);
+                let covered = self.only_lists(&fragment.node.selection_set.node, level, depth + 1);
+                self.walked.insert((name, level), covered);
+                covered
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -170,6 +166,10 @@ mod tests {
             "{ locale { countries { code } } account { id } }",
             "{ __schema { types { name } } }",
             "{ locale { ...Missing } }",
+            // Nothing kept is worth less than the plain executor's answer.
+            "{ __typename }",
+            "{ locale { __typename } }",
+            "{ ...T } fragment T on Query { __typename }",
         ] {
             assert!(!covered(query), "{query}");
         }

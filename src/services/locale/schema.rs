@@ -12,7 +12,7 @@ use crate::graphql::types::{app, object, prop};
 use crate::services::projects::Project;
 use crate::services::users::service::ClientInfo;
 
-use super::data::{Locale, LocaleData, Names, data};
+use super::data::{Continent, Country, Locale, LocaleData, Names, data};
 use super::negotiate;
 
 pub fn register(parts: &mut SchemaParts, _project: &Project) {
@@ -49,20 +49,22 @@ fn opt_text(value: Option<&str>) -> Value {
 
 fn locale() -> Field {
     Field::new("locale", TypeRef::named_nn("Locale"), |ctx| {
-        FieldFuture::new(async move {
-            let state = app(&ctx)?;
-            let ip = client(&ctx).map_or("", |c| c.ip.as_str());
-            let country = ip
-                .parse::<IpAddr>()
-                .ok()
-                .and_then(|ip| state.geoip.country(ip));
-            Ok(Some(FieldValue::value(caller_locale(
-                data(),
-                requested(&ctx),
-                ip,
-                country.as_deref(),
-            ))))
-        })
+        // Resolved at once: no future to allocate.
+        let state = match app(&ctx) {
+            Ok(state) => state,
+            Err(err) => {
+                return FieldFuture::new(async move {
+                    Err::<Option<FieldValue>, async_graphql::Error>(err.into())
+                });
+            }
+        };
+        let ip = client(&ctx).map_or("", |c| c.ip.as_str());
+        let country = ip
+            .parse::<IpAddr>()
+            .ok()
+            .and_then(|ip| state.geoip.country(ip))
+            .and_then(|code| data().country(&code));
+        FieldFuture::Value(Some(FieldValue::owned_any(Place { country })))
     })
     .description(
         "Where the caller is, by its client address, and the world's reference data in the \
@@ -71,32 +73,35 @@ fn locale() -> Field {
     )
 }
 
-/// The scalar fields of `Locale`; its lists are resolved only when asked for.
-fn caller_locale(data: &LocaleData, locale: Locale, ip: &str, country: Option<&str>) -> Value {
-    let country = country.and_then(|code| data.country(code));
-    let continent = country.and_then(|c| data.continent(&c.continent));
-    object([
-        ("ip", text(ip)),
-        ("countryCode", opt_text(country.map(|c| c.code.as_str()))),
-        ("country", opt_text(country.map(|c| c.names.get(locale)))),
-        (
-            "continentCode",
-            opt_text(continent.map(|c| c.code.as_str())),
-        ),
-        (
-            "continent",
-            opt_text(continent.map(|c| c.names.get(locale))),
-        ),
-        ("eu", Value::from(country.is_some_and(|c| c.eu))),
-        (
-            "currency",
-            opt_text(
-                country
-                    .and_then(|c| c.currencies.first())
-                    .map(String::as_str),
-            ),
-        ),
-    ])
+/// The caller's place, as `locale` found it. Each field of `Locale` reads what it
+/// needs from it when selected, so that `{ locale { countryCode } }` costs one
+/// address lookup and builds nothing else (no names in the request's language,
+/// no object of every field).
+struct Place {
+    country: Option<&'static Country>,
+}
+
+/// A field of `Locale` read from its [`Place`] by `read` (null for `Value::Null`).
+fn place_field(
+    name: &str,
+    ty: TypeRef,
+    about: &str,
+    read: fn(&ResolverContext<'_>, Option<&'static Country>) -> Value,
+) -> Field {
+    Field::new(name, ty, move |ctx| {
+        let country = ctx
+            .parent_value
+            .try_downcast_ref::<Place>()
+            .ok()
+            .and_then(|place| place.country);
+        let value = read(&ctx, country);
+        FieldFuture::from_value((value != Value::Null).then_some(value))
+    })
+    .description(about)
+}
+
+fn continent_of(country: &Country) -> Option<&'static Continent> {
+    data().continent(&country.continent)
 }
 
 /// A list field of `Locale`, built from the data in the request's locale.
@@ -202,40 +207,59 @@ fn locale_type() -> Object {
              address has no country (loopback, private networks, unknown ranges) the country \
              fields are null and `eu` is false.",
         )
-        .field(prop(
+        .field(place_field(
             "ip",
             TypeRef::named_nn(TypeRef::STRING),
             "The client address the server sees.",
+            |ctx, _| text(client(ctx).map_or("", |c| c.ip.as_str())),
         ))
-        .field(prop(
+        .field(place_field(
             "countryCode",
             string(),
             "ISO 3166-1 alpha-2 code of its country.",
+            |_, country| opt_text(country.map(|c| c.code.as_str())),
         ))
-        .field(prop(
+        .field(place_field(
             "country",
             string(),
             "Name of its country, in the request's language.",
+            |ctx, country| opt_text(country.map(|c| c.names.get(requested(ctx)))),
         ))
-        .field(prop(
+        .field(place_field(
             "continentCode",
             string(),
             "Code of its continent: AF, AN, AS, EU, NA, OC or SA.",
+            |_, country| opt_text(country.and_then(continent_of).map(|c| c.code.as_str())),
         ))
-        .field(prop(
+        .field(place_field(
             "continent",
             string(),
             "Name of its continent, in the request's language.",
+            |ctx, country| {
+                opt_text(
+                    country
+                        .and_then(continent_of)
+                        .map(|c| c.names.get(requested(ctx))),
+                )
+            },
         ))
-        .field(prop(
+        .field(place_field(
             "eu",
             TypeRef::named_nn(TypeRef::BOOLEAN),
             "Whether its country is a member state of the European Union.",
+            |_, country| Value::from(country.is_some_and(|c| c.eu)),
         ))
-        .field(prop(
+        .field(place_field(
             "currency",
             string(),
             "ISO 4217 code of its country's main currency.",
+            |_, country| {
+                opt_text(
+                    country
+                        .and_then(|c| c.currencies.first())
+                        .map(String::as_str),
+                )
+            },
         ))
         .field(list(
             "countries",

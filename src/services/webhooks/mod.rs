@@ -66,6 +66,14 @@ impl crate::bus::consumer::Consumer for Deliveries {
         "webhooks"
     }
 
+    async fn wanted(
+        &self,
+        state: &crate::AppState,
+        projects: &[&str],
+    ) -> crate::error::AppResult<std::collections::HashSet<String>> {
+        service::projects_to_deliver(state, projects).await
+    }
+
     async fn handle(
         &self,
         state: &crate::AppState,

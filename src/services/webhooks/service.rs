@@ -278,6 +278,15 @@ pub fn body_of(event: &Event) -> serde_json::Value {
 #[derive(Default)]
 pub struct Hooks(std::collections::HashMap<String, Vec<(String, Vec<String>)>>);
 
+/// Those of `projects` whose events may become deliveries (they have an enabled
+/// webhook): the event log consumer passes over the others' events unread.
+pub async fn projects_to_deliver(
+    state: &AppState,
+    projects: &[&str],
+) -> AppResult<std::collections::HashSet<String>> {
+    Ok(store::with_enabled(state.db.pool(), projects).await?)
+}
+
 /// Queues one delivery of `event` per enabled webhook of its project whose patterns
 /// take it, through `conn` (the consumer's transaction): the one entry point from
 /// logged events to webhooks. Idempotent per webhook and event id. Answers how many

@@ -180,6 +180,29 @@ pub async fn enabled<'e>(
         .collect()
 }
 
+/// Those of `projects` that have an enabled webhook.
+pub async fn with_enabled<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    projects: &[&str],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    if projects.is_empty() {
+        return Ok(Default::default());
+    }
+    let mut query = sqlx::QueryBuilder::<Any>::new(
+        "SELECT DISTINCT project_id FROM webhooks WHERE enabled = 1 AND project_id IN (",
+    );
+    let mut list = query.separated(", ");
+    for project in projects {
+        list.push_bind(*project);
+    }
+    query.push(")");
+    query
+        .build_query_scalar::<String>()
+        .fetch_all(db)
+        .await
+        .map(|found| found.into_iter().collect())
+}
+
 pub async fn delete<'e>(
     db: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,

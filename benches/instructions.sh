@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# Instructions per request, counted by callgrind: a figure that repeats on a busy
+# machine, where requests per second do not. Each BINARY in turn serves WORKLOAD
+# under `valgrind --tool=callgrind` (a fresh data directory, or a fresh MariaDB
+# database, each); the counters are zeroed once the server is up and seeded, wrk
+# sends the workload for DURATION, the profile is dumped, and the total of
+# instructions (Ir, every thread of the server) is divided by the answers wrk got.
+# The database server's own instructions are not counted.
+#
+#   typename   {"query":"{ __typename }"}
+#   caller     { locale { countryCode } }, X-Forwarded-For: 8.8.8.8 (a GeoIP lookup)
+#   countries  { locale { countries { code name } } }, X-Nimbus-Locale: de
+#   create     createPost as a signed-in user, as benches/databases.sh's `create`
+#
+# Callgrind runs a server's threads one at a time, about 50 times slower: a create
+# batch (SQLite's group commit, MariaDB's shared insert) holds fewer members than
+# at full speed, so compare binaries within one run, not with wrk's figures.
+#
+# Usage: benches/instructions.sh WORKLOAD BINARY...
+# Knobs (environment): DURATION=30s CONNECTIONS=32 DATABASE=sqlite|mariadb
+#   KEEP=dir   keep each profile there (callgrind_annotate KEEP/N.callgrind, N the
+#              binary's place on the command line, from 1)
+# Needs valgrind, wrk, curl, jq and python3; DATABASE=mariadb needs MariaDB's server.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root=$PWD
+# shellcheck source=benches/lib.sh
+source "$root/benches/lib.sh"
+
+(($# >= 2)) || die "usage: benches/instructions.sh typename|caller|countries|create BINARY..."
+workload=$1
+shift
+DURATION=${DURATION:-30s}
+CONNECTIONS=${CONNECTIONS:-32}
+DATABASE=${DATABASE:-sqlite}
+for tool in valgrind callgrind_control wrk curl jq python3; do
+    command -v "$tool" >/dev/null || die "$tool is needed"
+done
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/nimbus-instructions.XXXXXX")
+started_pids=()
+taken_ports=()
+mariadb_pid=
+cleanup() {
+    local pid
+    for pid in "${started_pids[@]}"; do stop "$pid"; done
+    [[ -z $mariadb_pid ]] || stop "$mariadb_pid"
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+find_tool() {
+    local name
+    for name in "$@"; do
+        command -v "$name" 2>/dev/null && return 0
+        [[ -x /usr/sbin/$name ]] && { echo "/usr/sbin/$name"; return 0; }
+    done
+    return 1
+}
+
+if [[ $DATABASE == mariadb ]]; then
+    mariadbd=$(find_tool mariadbd mysqld) || die "MariaDB's server is needed"
+    install_db=$(find_tool mariadb-install-db mysql_install_db) || die "mariadb-install-db is needed"
+    mariadb_client=$(find_tool mariadb mysql) || die "MariaDB's client is needed"
+    free_port && mariadb_port=$REPLY
+    # As scripts/test and benches/databases.sh start it.
+    "$install_db" --no-defaults --user="$(id -un)" --datadir="$work/mariadb" \
+        --auth-root-authentication-method=normal --skip-test-db >"$work/mariadb-install.log" 2>&1 ||
+        { tail -n 20 "$work/mariadb-install.log"; die "mariadb-install-db failed"; }
+    "$mariadbd" --no-defaults --user="$(id -un)" --datadir="$work/mariadb" \
+        --socket="$work/mariadb.sock" --pid-file="$work/mariadb.pid" --log-error="$work/mariadb.log" \
+        --port="$mariadb_port" --bind-address=127.0.0.1 \
+        --skip-grant-tables --skip-name-resolve --skip-log-bin \
+        --character-set-server=utf8mb4 --collation-server=utf8mb4_uca1400_ai_ci --default-time-zone=+00:00 \
+        --max-connections=1000 --innodb-buffer-pool-size=256M \
+        --innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 \
+        </dev/null >/dev/null 2>&1 &
+    mariadb_pid=$!
+    wait_for_port "$mariadb_port" "$mariadb_pid" "$work/mariadb.log"
+    until "$mariadb_client" -h 127.0.0.1 -P "$mariadb_port" -u root -e 'SELECT 1' >/dev/null 2>&1; do
+        kill -0 "$mariadb_pid" 2>/dev/null || die "MariaDB exited"
+        sleep 0.2
+    done
+fi
+
+headers=()
+expect=
+case $workload in
+typename)
+    body='{"query":"{ __typename }"}' expect='"__typename":"Query"'
+    ;;
+caller)
+    body='{"query":"{ locale { countryCode } }"}' expect='"countryCode":"US"'
+    headers=('X-Forwarded-For: 8.8.8.8')
+    ;;
+countries)
+    body='{"query":"{ locale { countries { code name } } }"}' expect='"name":"Deutschland"'
+    headers=('X-Nimbus-Locale: de')
+    ;;
+create)
+    body='{"query":"mutation($input: CreatePostInput!){ createPost(input: $input) { id } }","variables":{"input":{"title":"@TITLE@","body":"@TEXT@","views":@VIEWS@,"published":@PUBLISHED@}}}'
+    expect='"createPost":{"id":"'
+    ;;
+*) die "unknown workload $workload" ;;
+esac
+
+# `measure NAME BINARY`: sets REPLY to "instructions answers".
+measure() {
+    local name=$1 binary=$2 port url pid database=() out seeded secret auth='' n=${#started_pids[@]}
+    free_port && port=$REPLY
+    url="http://127.0.0.1:$port"
+    if [[ $DATABASE == mariadb ]]; then
+        "$mariadb_client" -h 127.0.0.1 -P "$mariadb_port" -u root -e "CREATE DATABASE ir_$n"
+        database=(--database-url "mysql://root@127.0.0.1:$mariadb_port/ir_$n")
+    fi
+    out=$work/$name.callgrind
+    env -u NIMBUS_DATABASE_URL -u NIMBUS_REDIS_URL -u NIMBUS_SECRET -u NIMBUS_DATA_DIR -u NIMBUS_LISTEN \
+        -u NIMBUS_GEOIP_DB NIMBUS_LOG=warn NIMBUS_TRUSTED_PROXIES=127.0.0.1 \
+        valgrind --tool=callgrind --callgrind-out-file="$out" \
+        "$binary" serve --listen "127.0.0.1:$port" --data-dir "$work/data-$name" "${database[@]}" \
+        >"$work/$name.out" 2>"$work/$name.err" &
+    pid=$!
+    started_pids+=("$pid")
+    local tries=0
+    until curl -sf "$url/v1/graphql" -H 'Content-Type: application/json' \
+        --data-binary '{"query":"{ __typename }"}' >/dev/null 2>&1; do
+        kill -0 "$pid" 2>/dev/null || { tail -n 30 "$work/$name.err"; die "$name exited"; }
+        ((++tries < 1200)) || die "$name did not answer within 4 minutes"
+        sleep 0.2
+    done
+    if [[ $workload == create ]]; then
+        admin_key_from "$work/$name.out"
+        seeded=$(python3 "$root/benches/databases/seed.py" nimbus "$url" "$admin_key" \
+            bench@example.com 'bench-password-1' 1000)
+        secret=$(sed -n 's/.*secret=\([^ ]*\).*/\1/p' <<<"$seeded")
+        [[ -n $secret ]] || die "the seeding printed no session: $seeded"
+        auth="Bearer $secret"
+    fi
+    local header args=()
+    for header in "${headers[@]}"; do args+=(-H "$header"); done
+    if [[ $workload != create ]]; then
+        local answer
+        answer=$(curl -sf "$url/v1/graphql" -H 'Content-Type: application/json' "${args[@]}" \
+            --data-binary "$body" || true)
+        [[ $answer == *"$expect"* ]] || die "$name answered $answer"
+    fi
+    # Warm up (caches, pools, kept answers), then count from zero.
+    run_wrk "$url" "$auth" 3s "warm-$name" >/dev/null
+    callgrind_control -z "$pid" >/dev/null
+    run_wrk "$url" "$auth" "$DURATION" "run-$name" >"$work/$name.wrk"
+    callgrind_control -d "$pid" >/dev/null
+    stop "$pid"
+    local answers bad dump instructions
+    answers=$(awk '/requests in/ { print $1; exit }' "$work/$name.wrk")
+    bad=$(awk '/^BAD / { print $2 }' "$work/$name.wrk")
+    ((bad == 0)) || { cat "$work/$name.wrk"; die "$name gave $bad bad answers"; }
+    # The dump asked for, not the one written at exit.
+    dump=$(ls "$out".* 2>/dev/null | sort -V | head -n 1)
+    [[ -n $dump ]] || die "no callgrind dump for $name"
+    instructions=$(awk '/^summary:/ { print $2; exit }' "$dump")
+    if [[ -n ${KEEP:-} ]]; then
+        mkdir -p "$KEEP"
+        cp "$dump" "$KEEP/$name.callgrind"
+    fi
+    REPLY="$instructions $answers"
+}
+
+# `run_wrk URL AUTH DURATION TAG`
+run_wrk() {
+    BENCH_METHOD=POST BENCH_PATH=/v1/graphql BENCH_BODY=$body BENCH_EXPECT=$expect \
+        BENCH_AUTH=$2 BENCH_TAG=$4 BENCH_HEADERS="$(printf '%s\n' "${headers[@]}")" \
+        wrk -t1 -c"$CONNECTIONS" -d"$3" --timeout 20s -s "$root/benches/databases/wrk.lua" "$1/v1/graphql"
+}
+
+section "Instructions per request: $workload ($DATABASE, wrk -c$CONNECTIONS -d$DURATION under callgrind)"
+say "machine load: $(cut -d' ' -f1-3 /proc/loadavg)"
+declare -a rows=()
+i=0
+for binary in "$@"; do
+    i=$((i + 1))
+    name=$i
+    measure "$name" "$binary"
+    read -r instructions answers <<<"$REPLY"
+    per=$((instructions / answers))
+    say "$binary: $instructions instructions, $answers answers: $per per request"
+    rows+=("| \`$binary\` | $answers | $per |")
+done
+say ""
+say "| binary | answers | instructions per request |"
+say "| --- | ---: | ---: |"
+printf '%s\n' "${rows[@]}"
