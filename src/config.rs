@@ -400,7 +400,11 @@ pub struct Config {
 
     /// Deployments one project may upload per minute: each is compiled, up to two
     /// seconds of CPU. Past it, `RATE_LIMITED` with `Retry-After`; 0: no limit.
-    #[arg(long, env = "NIMBUS_FUNCTIONS_DEPLOYMENTS_PER_MINUTE", default_value_t = 20)]
+    #[arg(
+        long,
+        env = "NIMBUS_FUNCTIONS_DEPLOYMENTS_PER_MINUTE",
+        default_value_t = 20
+    )]
     pub functions_deployments_per_minute: u32,
 
     /// Most bytes of a request body passed to a function (plain HTTP route and

@@ -303,7 +303,11 @@ mod tests {
             Duration::from_secs(2),
         )
         .unwrap();
-        for url in ["http://127.0.0.1:9/x", "http://[::1]:9/", "http://169.254.169.254/"] {
+        for url in [
+            "http://127.0.0.1:9/x",
+            "http://[::1]:9/",
+            "http://169.254.169.254/",
+        ] {
             let refused = client
                 .request(reqwest::Method::GET, check_url(url, 2048).unwrap())
                 .err();

@@ -121,11 +121,7 @@ impl Pool {
     }
 
     fn is_closed(&self) -> bool {
-        self.shared
-            .queue
-            .lock()
-            .map(|q| q.closed)
-            .unwrap_or(true)
+        self.shared.queue.lock().map(|q| q.closed).unwrap_or(true)
     }
 
     /// Queues `invocation`, or hands it back when every worker is busy and the

@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::functions::{
-    VARIABLE, deploy, deploy_response, deployed, execute, execute_as, tar_gz,
-};
+use crate::functions::{VARIABLE, deploy, deploy_response, deployed, execute, execute_as, tar_gz};
 use crate::helpers::{TestApp, WAIT, WsClient, from_server, spawn_app, spawn_with, test_config};
 
 /// What the function `hostile` does, by path.
@@ -68,13 +66,7 @@ async fn hostile_code_fails_with_a_clear_code_and_the_next_execution_works() {
         HOSTILE,
     )
     .await;
-    deployed(
-        &app,
-        "small",
-        json!({"timeout": 5, "memory": 16}),
-        HOSTILE,
-    )
-    .await;
+    deployed(&app, "small", json!({"timeout": 5, "memory": 16}), HOSTILE).await;
     for (function, path, failure, detail) in [
         ("small", "/bomb", "EXECUTION_MEMORY_LIMIT", None),
         ("hostile", "/recurse", "EXECUTION_STACK_OVERFLOW", None),

@@ -210,7 +210,11 @@ pub fn fetch_client(config: &crate::config::Config) -> anyhow::Result<outbound::
             env!("CARGO_PKG_VERSION"),
             " (functions)"
         ));
-    Ok(outbound::GuardedClient::new(builder, allowed, FETCH_TIMEOUT)?)
+    Ok(outbound::GuardedClient::new(
+        builder,
+        allowed,
+        FETCH_TIMEOUT,
+    )?)
 }
 
 /// One guest `fetch`: each URL (the first and every redirect's target) checked and
@@ -238,10 +242,13 @@ async fn fetch(
         if let Some(body) = body.clone().filter(|b| !b.is_empty()) {
             outgoing = outgoing.body(body);
         }
-        let response = outgoing.send().await.map_err(|err| match outbound::refusal(&err) {
-            Some(refused) => format!("{which} {refused}"),
-            None => format!("the request failed: {}", without_url(&err)),
-        })?;
+        let response = outgoing
+            .send()
+            .await
+            .map_err(|err| match outbound::refusal(&err) {
+                Some(refused) => format!("{which} {refused}"),
+                None => format!("the request failed: {}", without_url(&err)),
+            })?;
         let code = response.status();
         if code.is_redirection()
             && let Some(location) = response
@@ -414,18 +421,16 @@ async fn run_deployment(
     let started = std::time::Instant::now();
     // A job (`wall` set: it must end within its lease) waits for a place, bounded
     // by the jobs' own concurrency; a request is refused at once.
-    let outcome = if wall.is_some() {
-        state.functions.pool.run_when_free(invocation).await
-    } else {
-        state
-            .functions
-            .pool
-            .run(invocation)
-            .await
-            .map_err(|busy| AppError::TooManyExecutions {
-                retry_after: busy.retry_after.as_secs().max(1),
+    let outcome =
+        if wall.is_some() {
+            state.functions.pool.run_when_free(invocation).await
+        } else {
+            state.functions.pool.run(invocation).await.map_err(|busy| {
+                AppError::TooManyExecutions {
+                    retry_after: busy.retry_after.as_secs().max(1),
+                }
             })?
-    };
+        };
     let result = if outcome.result.is_ok() {
         "completed"
     } else {
