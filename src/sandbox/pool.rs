@@ -1,6 +1,9 @@
 //! The worker threads and their bounded queue. Each worker is an OS thread
 //! (never a tokio worker: guest code must not block the async runtime) with its
-//! own engine; the async side only queues a job and awaits its answer.
+//! own engine; the async side only queues a job and awaits its answer. A request
+//! finding the queue full is refused at once; background work may wait outside
+//! it for a place. How many run and wait is on `/metrics`
+//! (`nimbus_function_executions_running`, `…_waiting`).
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;

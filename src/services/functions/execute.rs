@@ -1,9 +1,11 @@
 //! Running an execution: the program (from the cache, or the database), the
 //! function's variables as `env`, its limits, and the [`FunctionHost`] through
-//! which the guest reaches out: `fetch` behind the outbound guard (every redirect
-//! checked like a first URL, a timeout, a capped answer) and `nimbus.graphql` as
-//! the calling user or with exactly the function's scopes. Also the jobs that run
-//! asynchronous and scheduled executions, and the pruning of old records.
+//! which the guest reaches out: `fetch` through the replica's one pooled client
+//! behind the outbound guard (every redirect checked like a first URL, a timeout,
+//! a capped answer) and `nimbus.graphql` as the calling user (also, checked again,
+//! when the execution runs later as a job) or with exactly the function's scopes.
+//! Also the jobs that run asynchronous and scheduled executions, and the pruning
+//! of old records.
 
 use std::sync::Arc;
 use std::time::Duration;
