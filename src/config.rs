@@ -396,6 +396,26 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_FUNCTIONS_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
     pub functions_allow_private: bool,
 
+    /// Addresses and CIDR networks functions' `fetch` may reach although they are
+    /// private (`10.1.2.3,192.168.7.0/24`), e.g. one internal service, without
+    /// opening the whole private network as `NIMBUS_FUNCTIONS_ALLOW_PRIVATE` does.
+    #[arg(
+        long,
+        env = "NIMBUS_FUNCTIONS_FETCH_ALLOW",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub functions_fetch_allow: Networks,
+
+    /// Deployments one project may upload per minute: each is compiled, up to two
+    /// seconds of CPU. Past it, `RATE_LIMITED` with `Retry-After`; 0: no limit.
+    #[arg(
+        long,
+        env = "NIMBUS_FUNCTIONS_DEPLOYMENTS_PER_MINUTE",
+        default_value_t = 20
+    )]
+    pub functions_deployments_per_minute: u32,
+
     /// Most bytes of a request body passed to a function (plain HTTP route and
     /// `createExecution`); a larger one is refused with `REQUEST_TOO_LARGE`.
     #[arg(long, env = "NIMBUS_FUNCTIONS_MAX_REQUEST_BYTES", default_value_t = 6 << 20)]
@@ -452,19 +472,21 @@ pub struct Config {
     pub avatar_proxy_allow_private: bool,
 }
 
-/// The reverse proxies whose `X-Forwarded-For` counts: addresses (networks of one)
-/// and CIDR networks, written comma-separated; empty entries are skipped, so an
-/// empty variable trusts none.
+/// A list of addresses (networks of one) and CIDR networks, written
+/// comma-separated; empty entries are skipped, so an empty variable lists none.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies(pub Vec<ipnet::IpNet>);
+pub struct Networks(pub Vec<ipnet::IpNet>);
 
-impl TrustedProxies {
+/// The reverse proxies whose `X-Forwarded-For` counts.
+pub type TrustedProxies = Networks;
+
+impl Networks {
     pub fn contains(&self, ip: std::net::IpAddr) -> bool {
         self.0.iter().any(|net| net.contains(&ip))
     }
 }
 
-impl std::str::FromStr for TrustedProxies {
+impl std::str::FromStr for Networks {
     type Err = String;
 
     fn from_str(list: &str) -> Result<Self, String> {
@@ -478,7 +500,7 @@ impl std::str::FromStr for TrustedProxies {
                     .map_err(|_| format!("`{entry}` is neither an IP address nor a CIDR network"))
             })
             .collect::<Result<_, _>>()
-            .map(TrustedProxies)
+            .map(Networks)
     }
 }
 

@@ -152,7 +152,7 @@ impl AppState {
                 usize::try_from(config.avatar_cache_entries).unwrap_or(usize::MAX),
                 usize::try_from(config.avatar_cache_bytes).unwrap_or(usize::MAX),
             ),
-            functions: services::functions::Runtime::new(&config),
+            functions: services::functions::Runtime::new(&config)?,
             config,
             db,
             bus,

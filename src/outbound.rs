@@ -6,10 +6,16 @@
 //! rebinding) is not asked. Redirects are never followed by the client: a caller
 //! that follows one checks its target like a first URL.
 //!
+//! Two shapes: a client per request pinned to the addresses checked
+//! ([`pinned_client`]), or one long-lived client whose own resolver does the check
+//! ([`GuardedClient`]), so that its connections are pooled and reused and still go
+//! only to addresses checked when each was opened.
+//!
 //! This module decides what is reachable; callers decide what a refusal means to
 //! their users (which error code) and what to do with the answer.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why a URL may not be fetched. The texts are safe to show to the URL's author.
@@ -98,6 +104,98 @@ pub fn pinned_client(
         builder = builder.resolve_to_addrs(name, addresses);
     }
     builder.build()
+}
+
+/// Which addresses a [`GuardedClient`] may connect to.
+pub type Allowed = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
+
+/// Resolves names for a [`GuardedClient`]: every address a name resolves to is
+/// checked, and only checked addresses reach the connector.
+struct GuardedResolver {
+    allowed: Allowed,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allowed = self.allowed.clone();
+        let name = name.as_str().to_string();
+        let refused = |why: Refused| -> Box<dyn std::error::Error + Send + Sync> { Box::new(why) };
+        Box::pin(async move {
+            let addresses: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
+                .await
+                .map_err(|_| refused(Refused::Unresolved))?
+                .collect();
+            if addresses.is_empty() {
+                return Err(refused(Refused::Unresolved));
+            }
+            // Every address, not just the first: the connection may go to any of them.
+            if addresses.iter().any(|a| !allowed(a.ip())) {
+                return Err(refused(Refused::Private));
+            }
+            Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// One client for many requests to URLs users name: connections are pooled and
+/// reused, and each new one goes only to addresses `allowed` (its resolver checks
+/// names; [`GuardedClient::request`] checks literal addresses, which are not
+/// resolved). It follows no redirects and uses no proxy.
+#[derive(Clone)]
+pub struct GuardedClient {
+    client: reqwest::Client,
+    allowed: Allowed,
+}
+
+impl GuardedClient {
+    pub fn new(
+        builder: reqwest::ClientBuilder,
+        allowed: Allowed,
+        connect_timeout: Duration,
+    ) -> reqwest::Result<GuardedClient> {
+        let client = builder
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(connect_timeout)
+            .dns_resolver(Arc::new(GuardedResolver {
+                allowed: allowed.clone(),
+            }))
+            .build()?;
+        Ok(GuardedClient { client, allowed })
+    }
+
+    /// A request to `url` (checked by [`check_url`]), or why it may not be made. A
+    /// name that resolves to an address not allowed fails when sent: see
+    /// [`refusal`].
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        url: url::Url,
+    ) -> Result<reqwest::RequestBuilder, Refused> {
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            Some(url::Host::Domain(_)) => None,
+            None => return Err(Refused::NoHost),
+        };
+        if literal.is_some_and(|ip| !(self.allowed)(ip)) {
+            return Err(Refused::Private);
+        }
+        url.port_or_known_default().ok_or(Refused::NoPort)?;
+        Ok(self.client.request(method, url))
+    }
+}
+
+/// Why a request of a [`GuardedClient`] was refused by its resolver, if it was.
+pub fn refusal(err: &reqwest::Error) -> Option<Refused> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<Refused>() {
+            return Some(refused.clone());
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// Whether `ip` may be anywhere on the public internet: not loopback, private,
@@ -195,5 +293,35 @@ mod tests {
             check_url("http://example.com/aaaa", 10),
             Err(Refused::TooLong(10))
         );
+    }
+
+    #[tokio::test]
+    async fn a_guarded_client_refuses_private_names_and_literals_alike() {
+        let client = GuardedClient::new(
+            reqwest::Client::builder(),
+            Arc::new(is_public),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        for url in [
+            "http://127.0.0.1:9/x",
+            "http://[::1]:9/",
+            "http://169.254.169.254/",
+        ] {
+            let refused = client
+                .request(reqwest::Method::GET, check_url(url, 2048).unwrap())
+                .err();
+            assert_eq!(refused, Some(Refused::Private), "{url}");
+        }
+        let err = client
+            .request(
+                reqwest::Method::GET,
+                check_url("http://localhost:9/x", 2048).unwrap(),
+            )
+            .unwrap()
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(refusal(&err), Some(Refused::Private), "{err:?}");
     }
 }

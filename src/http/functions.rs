@@ -309,4 +309,16 @@ impl Gateway for FunctionsGateway {
             crate::http::graphql::run_operation(state, &addressed, &client, request).await;
         serde_json::to_value(&response).unwrap_or_default()
     }
+
+    async fn delegated(
+        &self,
+        state: &AppState,
+        project_id: &str,
+        user_id: &str,
+        session_id: &str,
+    ) -> crate::error::AppResult<Credential> {
+        crate::services::users::service::delegated_session(state, project_id, user_id, session_id)
+            .await
+            .map(Credential::Session)
+    }
 }

@@ -130,7 +130,16 @@ fn app_error_response(err: &AppError, media: MediaType) -> Response {
         AppError::Invalid { .. } => StatusCode::BAD_REQUEST,
         other => other.http_status(),
     };
-    json_response(status, media, &body)
+    let mut response = json_response(status, media, &body);
+    if let AppError::RateLimited { retry_after }
+    | AppError::Busy { retry_after }
+    | AppError::TooManyExecutions { retry_after } = err
+    {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, (*retry_after).into());
+    }
+    response
 }
 
 /// What a panic turns into: a generic 500, the panic itself only in the log.
@@ -765,7 +774,26 @@ fn answer(answered: &[GqlResponse], is_batch: bool, media: MediaType) -> Respons
     for (name, value) in answered.iter().flat_map(|r| r.http_headers.iter()) {
         response.headers_mut().append(name.clone(), value.clone());
     }
+    // An error that says when to come back (`RATE_LIMITED`, `TOO_MANY_EXECUTIONS`,
+    // a busy server) says it in HTTP too, where clients and proxies look for it.
+    if let Some(seconds) = retry_after(answered) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, seconds.into());
+    }
     response
+}
+
+/// The longest `retryAfter` of the errors of `answered`, in seconds.
+fn retry_after(answered: &[GqlResponse]) -> Option<u64> {
+    answered
+        .iter()
+        .flat_map(|r| r.errors.iter())
+        .filter_map(|e| match e.extensions.as_ref()?.get("retryAfter")? {
+            async_graphql::Value::Number(n) => n.as_u64(),
+            _ => None,
+        })
+        .max()
 }
 
 /// A response that failed before execution: no data, and no error from a field.

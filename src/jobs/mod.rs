@@ -417,11 +417,13 @@ async fn run_one(state: &AppState, job: Job, owner: &str) {
         ))),
     };
     let now = now_millis();
-    let recorded = match outcome {
+    // How the run went, as the job's row records it: done, or failed with its error
+    // and when to try again (`None`: dead).
+    let failed = match outcome {
         Ok(()) => {
             metrics::counter!("nimbus_jobs_total", "kind" => job.kind.clone(), "outcome" => "done")
                 .increment(1);
-            store::finish(state.db.pool(), &job.id, owner, now).await
+            None
         }
         Err(failure) => {
             let (error, retry) = match failure {
@@ -434,7 +436,24 @@ async fn run_one(state: &AppState, job: Job, owner: &str) {
             metrics::counter!("nimbus_jobs_total", "kind" => job.kind.clone(), "outcome" => outcome)
                 .increment(1);
             tracing::info!(job = %job.id, kind = %job.kind, attempt = job.attempts, %error, outcome, "a job failed");
-            store::fail(state.db.pool(), &job.id, owner, &error, retry_at, now).await
+            Some((error, retry_at))
+        }
+    };
+    // A deadlock (MariaDB, against the claims of other workers) rolled the update
+    // back and is gone when tried again; left alone, the job would run again once
+    // its lease ran out.
+    let mut tries = 0;
+    let recorded = loop {
+        tries += 1;
+        let recorded = match &failed {
+            None => store::finish(state.db.pool(), &job.id, owner, now).await,
+            Some((error, retry_at)) => {
+                store::fail(state.db.pool(), &job.id, owner, error, *retry_at, now).await
+            }
+        };
+        match recorded {
+            Err(err) if tries < RECORD_TRIES && is_deadlock(&err) => continue,
+            recorded => break recorded,
         }
     };
     match recorded {
@@ -446,6 +465,17 @@ async fn run_one(state: &AppState, job: Job, owner: &str) {
             tracing::warn!(job = %job.id, error = %err, "cannot record a job's outcome; it runs again after its lease")
         }
     }
+}
+
+/// Tries at recording a job's outcome when the database answers with a deadlock.
+const RECORD_TRIES: u32 = 3;
+
+/// Whether the database rolled a statement back as a deadlock victim (SQLSTATE
+/// 40001), which succeeds when tried again.
+fn is_deadlock(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "40001")
 }
 
 /// Deletes finished jobs past retention.

@@ -1,6 +1,9 @@
 //! The worker threads and their bounded queue. Each worker is an OS thread
 //! (never a tokio worker: guest code must not block the async runtime) with its
-//! own engine; the async side only queues a job and awaits its answer.
+//! own engine; the async side only queues a job and awaits its answer. A request
+//! finding the queue full is refused at once; background work may wait outside
+//! it for a place. How many run and wait is on `/metrics`
+//! (`nimbus_function_executions_running`, `…_waiting`).
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -41,6 +44,8 @@ struct Shared {
     average_us: AtomicU64,
     completed: AtomicU64,
     handle: Option<Handle>,
+    /// Rung whenever a place frees up, for [`Pool::run_when_free`].
+    freed: tokio::sync::Notify,
 }
 
 /// The worker threads executions run on, with a bounded queue before them.
@@ -72,6 +77,7 @@ impl Pool {
             average_us: AtomicU64::new(1_000),
             completed: AtomicU64::new(0),
             handle,
+            freed: tokio::sync::Notify::new(),
         });
         for n in 0..workers {
             let shared = shared.clone();
@@ -88,6 +94,46 @@ impl Pool {
     /// Dropping the future abandons the execution: it is skipped if still
     /// queued, and stopped at its next interrupt check if running.
     pub async fn run(&self, invocation: Invocation) -> Result<Outcome, Busy> {
+        match self.enqueue(invocation) {
+            Ok(answer) => Ok(answered(answer.await)),
+            Err((busy, _)) => Err(busy),
+        }
+    }
+
+    /// Runs one execution to its end, waiting outside the queue while it is full:
+    /// for background work (jobs), whose own concurrency bounds how many wait, so
+    /// that a burst of requests delays it rather than failing it. Dropping the
+    /// future abandons the execution, as with [`Pool::run`].
+    pub async fn run_when_free(&self, mut invocation: Invocation) -> Outcome {
+        loop {
+            // Registered before trying, so a place freed in between is not missed.
+            let freed = self.shared.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            match self.enqueue(invocation) {
+                Ok(answer) => return answered(answer.await),
+                Err((_, back)) => {
+                    if self.is_closed() {
+                        return answered(Err(()));
+                    }
+                    invocation = back;
+                    freed.await;
+                }
+            }
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.shared.queue.lock().map(|q| q.closed).unwrap_or(true)
+    }
+
+    /// Queues `invocation`, or hands it back when every worker is busy and the
+    /// queue is full.
+    #[allow(clippy::result_large_err)]
+    fn enqueue(
+        &self,
+        invocation: Invocation,
+    ) -> Result<oneshot::Receiver<Outcome>, (Busy, Invocation)> {
         let (reply, answer) = oneshot::channel();
         {
             let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -95,20 +141,16 @@ impl Pool {
             if queue.closed
                 || queue.jobs.len() + queue.taken >= self.shared.capacity + self.shared.workers
             {
-                return Err(Busy {
+                let busy = Busy {
                     retry_after: self.retry_after(queue.jobs.len()),
-                });
+                };
+                return Err((busy, invocation));
             }
             queue.jobs.push_back(Job { invocation, reply });
+            metrics::gauge!("nimbus_function_executions_waiting").set(queue.jobs.len() as f64);
         }
         self.shared.ready.notify_one();
-        Ok(answer.await.unwrap_or_else(|_| Outcome {
-            result: Err(Failure::Crashed),
-            logs: String::new(),
-            errors: String::new(),
-            logs_truncated: false,
-            duration: Duration::ZERO,
-        }))
+        Ok(answer)
     }
 
     /// How long until a place is likely free: the waiting executions shared
@@ -152,7 +194,19 @@ impl Drop for Pool {
             queue.closed = true;
         }
         self.shared.ready.notify_all();
+        self.shared.freed.notify_waiters();
     }
+}
+
+/// The outcome a worker sent, or a crash when it dropped the reply unsent.
+fn answered<E>(answer: Result<Outcome, E>) -> Outcome {
+    answer.unwrap_or_else(|_| Outcome {
+        result: Err(Failure::Crashed),
+        logs: String::new(),
+        errors: String::new(),
+        logs_truncated: false,
+        duration: Duration::ZERO,
+    })
 }
 
 fn next(shared: &Shared) -> Option<Job> {
@@ -160,6 +214,7 @@ fn next(shared: &Shared) -> Option<Job> {
     loop {
         if let Some(job) = queue.jobs.pop_front() {
             queue.taken += 1;
+            metrics::gauge!("nimbus_function_executions_waiting").set(queue.jobs.len() as f64);
             return Some(job);
         }
         if queue.closed {
@@ -172,6 +227,8 @@ fn next(shared: &Shared) -> Option<Job> {
 fn done(shared: &Shared) {
     let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
     queue.taken -= 1;
+    drop(queue);
+    shared.freed.notify_waiters();
 }
 
 fn work(shared: Arc<Shared>) {
@@ -187,7 +244,8 @@ fn work(shared: Arc<Shared>) {
             done(&shared);
             continue;
         }
-        shared.running.fetch_add(1, Ordering::Relaxed);
+        let running = shared.running.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!("nimbus_function_executions_running").set(running as f64);
         let reply = Rc::new(job.reply);
         let watch = reply.clone();
         let cancelled: Box<dyn Fn() -> bool> = Box::new(move || watch.is_closed());
@@ -217,7 +275,8 @@ fn work(shared: Arc<Shared>) {
             .average_us
             .store((old * 7 + micros) / 8, Ordering::Relaxed);
         shared.completed.fetch_add(1, Ordering::Relaxed);
-        shared.running.fetch_sub(1, Ordering::Relaxed);
+        let running = shared.running.fetch_sub(1, Ordering::Relaxed) - 1;
+        metrics::gauge!("nimbus_function_executions_running").set(running as f64);
         done(&shared);
         if let Ok(reply) = Rc::try_unwrap(reply) {
             let _ = reply.send(outcome);

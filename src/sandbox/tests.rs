@@ -326,6 +326,31 @@ async fn a_full_queue_answers_busy_at_once() {
 }
 
 #[tokio::test]
+async fn background_work_waits_for_a_place_where_a_request_is_refused() {
+    let pool = Pool::new(1, 0);
+    let slow = compile(&source("export default async ({ res }) => { await fetch('https://slow.example'); return res.empty(); }")).unwrap();
+    let mut first = invocation(slow);
+    first.host = Arc::new(FakeHost {
+        delay: Some(Duration::from_millis(300)),
+    });
+    let hello = compile(&source(HELLO)).unwrap();
+    let first = pool.run(first);
+    let later = async {
+        // Let the first take the one worker.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(pool.run(invocation(hello.clone())).await.is_err());
+        let started = std::time::Instant::now();
+        let outcome = pool.run_when_free(invocation(hello.clone())).await;
+        (outcome, started.elapsed())
+    };
+    let (first, (outcome, waited)) = tokio::join!(first, later);
+    assert!(first.unwrap().result.is_ok());
+    assert_eq!(body(&outcome), "{\"ok\":true}");
+    // It ran once the first was done, not at once.
+    assert!(waited >= Duration::from_millis(100), "{waited:?}");
+}
+
+#[tokio::test]
 async fn a_caller_that_goes_away_does_not_wedge_the_worker() {
     let pool = Pool::new(1, 4);
     let spin = compile(&source("export default () => { while (true) {} }")).unwrap();

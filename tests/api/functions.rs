@@ -10,18 +10,35 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Answer, TestApp, WAIT, WsClient, spawn_app, spawn_with, test_config};
 
-const CREATE: &str = "mutation($input: CreateFunctionInput!) { createFunction(input: $input) { id name runtime entrypoint execute events schedule timeout memory enabled scopes deploymentId } }";
-const UPDATE: &str = "mutation($input: UpdateFunctionInput!) { updateFunction(input: $input) { id name execute schedule timeout enabled } }";
-const EXECUTE: &str = "mutation($input: CreateExecutionInput!) { createExecution(input: $input) { id status trigger responseStatusCode responseBody responseHeaders { name value } logs errors failure duration } }";
-const VARIABLE: &str =
+pub(crate) const CREATE: &str = "mutation($input: CreateFunctionInput!) { createFunction(input: $input) { id name runtime entrypoint execute events schedule timeout memory enabled scopes deploymentId } }";
+pub(crate) const UPDATE: &str = "mutation($input: UpdateFunctionInput!) { updateFunction(input: $input) { id name execute schedule timeout enabled } }";
+pub(crate) const EXECUTE: &str = "mutation($input: CreateExecutionInput!) { createExecution(input: $input) { id status trigger responseStatusCode responseBody responseHeaders { name value } logs errors failure duration } }";
+pub(crate) const VARIABLE: &str =
     "mutation($input: VariableInput!) { createVariable(input: $input) { key size } }";
 
-async fn create(app: &TestApp, input: Value) -> Answer {
+pub(crate) async fn create(app: &TestApp, input: Value) -> Answer {
     app.admin(CREATE, json!({ "input": input })).await
 }
 
 /// A multipart `createDeployment` request (the GraphQL multipart request spec).
-async fn deploy(app: &TestApp, function: &str, filename: &str, bytes: &[u8]) -> Answer {
+pub(crate) async fn deploy(app: &TestApp, function: &str, filename: &str, bytes: &[u8]) -> Answer {
+    let response = deploy_response(app, "default", function, filename, bytes).await;
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    Answer {
+        status,
+        body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    }
+}
+
+/// The HTTP response to a `createDeployment` in `project`, as the admin.
+pub(crate) async fn deploy_response(
+    app: &TestApp,
+    project: &str,
+    function: &str,
+    filename: &str,
+    bytes: &[u8],
+) -> reqwest::Response {
     let boundary = "nimbus-functions-boundary-5c1e";
     let operations = json!({
         "query": "mutation($input: CreateDeploymentInput!) { createDeployment(input: $input) { id functionId modules sourceSize } }",
@@ -48,8 +65,7 @@ async fn deploy(app: &TestApp, function: &str, filename: &str, bytes: &[u8]) -> 
         bytes,
     );
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    let response = app
-        .client
+    app.client
         .post(format!("{}/v1/graphql", app.url))
         .header(
             "content-type",
@@ -57,16 +73,11 @@ async fn deploy(app: &TestApp, function: &str, filename: &str, bytes: &[u8]) -> 
         )
         .header("apollo-require-preflight", "true")
         .header("x-nimbus-key", &app.admin_key)
+        .header("x-nimbus-project", project)
         .body(body)
         .send()
         .await
-        .expect("request sent");
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    Answer {
-        status,
-        body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    }
+        .expect("request sent")
 }
 
 /// A function `id` whose code is `code` (one `main.js`), deployed and active.
@@ -81,7 +92,7 @@ pub(crate) async fn deployed(app: &TestApp, id: &str, settings: Value, code: &st
 }
 
 /// A gzipped tar of `files`.
-fn tar_gz(files: &[(&str, &str)]) -> Vec<u8> {
+pub(crate) fn tar_gz(files: &[(&str, &str)]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for (path, text) in files {
         let mut header = tar::Header::new_gnu();
@@ -100,7 +111,7 @@ fn tar_gz(files: &[(&str, &str)]) -> Vec<u8> {
     gz.finish().unwrap()
 }
 
-async fn execute_as(app: &TestApp, headers: &[(&str, &str)], input: Value) -> Answer {
+pub(crate) async fn execute_as(app: &TestApp, headers: &[(&str, &str)], input: Value) -> Answer {
     app.post(
         json!({"query": EXECUTE, "variables": {"input": input}}),
         headers,
@@ -108,7 +119,7 @@ async fn execute_as(app: &TestApp, headers: &[(&str, &str)], input: Value) -> An
     .await
 }
 
-async fn execute(app: &TestApp, input: Value) -> Answer {
+pub(crate) async fn execute(app: &TestApp, input: Value) -> Answer {
     let key = app.admin_key.clone();
     execute_as(app, &[("x-nimbus-key", &key)], input).await
 }

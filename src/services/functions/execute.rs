@@ -1,9 +1,11 @@
 //! Running an execution: the program (from the cache, or the database), the
 //! function's variables as `env`, its limits, and the [`FunctionHost`] through
-//! which the guest reaches out: `fetch` behind the outbound guard (every redirect
-//! checked like a first URL, a timeout, a capped answer) and `nimbus.graphql` as
-//! the calling user or with exactly the function's scopes. Also the jobs that run
-//! asynchronous and scheduled executions, and the pruning of old records.
+//! which the guest reaches out: `fetch` through the replica's one pooled client
+//! behind the outbound guard (every redirect checked like a first URL, a timeout,
+//! a capped answer) and `nimbus.graphql` as the calling user (also, checked again,
+//! when the execution runs later as a job) or with exactly the function's scopes.
+//! Also the jobs that run asynchronous and scheduled executions, and the pruning
+//! of old records.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,14 +76,51 @@ impl Identity {
         }
     }
 
-    /// For an execution that runs later and was started by a user: the user's
-    /// session is not at hand then, so it runs with a guest's roles, never more
-    /// than the user had.
-    fn guest(function: &Function) -> Identity {
-        Identity {
-            project_id: function.project_id.clone(),
-            credential: Credential::Anonymous,
+    /// For an execution that runs later: as the user who started it, if the job
+    /// names their session and it is still good (checked now); with exactly the
+    /// function's scopes when no user started it; with a guest's roles, never more
+    /// than the user had, for a user's job that names no session.
+    async fn deferred(
+        state: &AppState,
+        function: &Function,
+        execution: &Execution,
+        job: &Job,
+    ) -> AppResult<Identity> {
+        if !execution
+            .caller
+            .as_deref()
+            .is_some_and(|c| c.starts_with("user:"))
+        {
+            return Ok(Identity::function(function));
         }
+        let named = |field: &str| {
+            job.payload
+                .get("caller")
+                .and_then(|c| c.get(field))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        let (Some(user_id), Some(session_id), Some(gateway)) = (
+            named("userId"),
+            named("sessionId"),
+            state.functions.gateway(),
+        ) else {
+            return Ok(Identity {
+                project_id: function.project_id.clone(),
+                credential: Credential::Anonymous,
+            });
+        };
+        // The job's user is the execution's caller, whatever the payload says.
+        if execution.caller.as_deref() != Some(format!("user:{user_id}").as_str()) {
+            return Err(AppError::InvalidSession);
+        }
+        let credential = gateway
+            .delegated(state, &function.project_id, &user_id, &session_id)
+            .await?;
+        Ok(Identity {
+            project_id: function.project_id.clone(),
+            credential,
+        })
     }
 }
 
@@ -95,9 +134,9 @@ pub struct FunctionHost {
 
 impl Host for FunctionHost {
     fn fetch(&self, request: FetchRequest) -> BoxFuture<'static, Result<FetchResponse, String>> {
-        let allow_private = self.state.config.functions_allow_private;
+        let client = self.state.functions.fetch_client().clone();
         Box::pin(async move {
-            match tokio::time::timeout(FETCH_TIMEOUT, fetch(request, allow_private)).await {
+            match tokio::time::timeout(FETCH_TIMEOUT, fetch(&client, request)).await {
                 Ok(answer) => answer,
                 Err(_) => Err(format!("no answer within {} s", FETCH_TIMEOUT.as_secs())),
             }
@@ -153,38 +192,50 @@ fn is_hop_by_hop(name: &str) -> bool {
     )
 }
 
-/// One guest `fetch`: each URL (the first and every redirect's target) checked and
-/// connected to only at the addresses checked, the answer read up to
-/// [`FETCH_MAX_BYTES`].
-async fn fetch(request: FetchRequest, allow_private: bool) -> Result<FetchResponse, String> {
-    let allowed = if allow_private {
-        outbound::any_address
+/// The one client of guests' `fetch` on this replica: public addresses only,
+/// unless `NIMBUS_FUNCTIONS_ALLOW_PRIVATE` opens every one or
+/// `NIMBUS_FUNCTIONS_FETCH_ALLOW` lists some. Sharing it keeps connections to the
+/// hosts functions call open between executions.
+pub fn fetch_client(config: &crate::config::Config) -> anyhow::Result<outbound::GuardedClient> {
+    let allowed: outbound::Allowed = if config.functions_allow_private {
+        std::sync::Arc::new(outbound::any_address)
     } else {
-        outbound::is_public
+        let listed = config.functions_fetch_allow.clone();
+        std::sync::Arc::new(move |ip| outbound::is_public(ip) || listed.contains(ip))
     };
+    let builder = reqwest::Client::builder()
+        .timeout(FETCH_TIMEOUT)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(8)
+        .user_agent(concat!(
+            "nimbus/",
+            env!("CARGO_PKG_VERSION"),
+            " (functions)"
+        ));
+    Ok(outbound::GuardedClient::new(
+        builder,
+        allowed,
+        FETCH_TIMEOUT,
+    )?)
+}
+
+/// One guest `fetch`: each URL (the first and every redirect's target) checked and
+/// connected to only at addresses checked, the answer read up to
+/// [`FETCH_MAX_BYTES`].
+async fn fetch(
+    client: &outbound::GuardedClient,
+    request: FetchRequest,
+) -> Result<FetchResponse, String> {
     let mut method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| format!("`{}` is not an HTTP method", request.method))?;
     let mut body = Some(request.body);
     let mut url = outbound::check_url(&request.url, MAX_FETCH_URL)
         .map_err(|refused| format!("the URL {refused}"))?;
+    let mut which = "the URL";
     for _ in 0..=MAX_REDIRECTS {
-        let addresses = outbound::allowed_addresses(&url, allowed)
-            .await
-            .map_err(|refused| format!("the URL {refused}"))?;
-        let client = outbound::pinned_client(
-            &url,
-            &addresses,
-            reqwest::Client::builder()
-                .timeout(FETCH_TIMEOUT)
-                .user_agent(concat!(
-                    "nimbus/",
-                    env!("CARGO_PKG_VERSION"),
-                    " (functions)"
-                )),
-            FETCH_TIMEOUT,
-        )
-        .map_err(|_| "cannot prepare the request".to_string())?;
-        let mut outgoing = client.request(method.clone(), url.clone());
+        let mut outgoing = client
+            .request(method.clone(), url.clone())
+            .map_err(|refused| format!("{which} {refused}"))?;
         for (name, value) in &request.headers {
             if !is_hop_by_hop(name) {
                 outgoing = outgoing.header(name.as_str(), value.as_str());
@@ -196,7 +247,10 @@ async fn fetch(request: FetchRequest, allow_private: bool) -> Result<FetchRespon
         let response = outgoing
             .send()
             .await
-            .map_err(|err| format!("the request failed: {}", without_url(&err)))?;
+            .map_err(|err| match outbound::refusal(&err) {
+                Some(refused) => format!("{which} {refused}"),
+                None => format!("the request failed: {}", without_url(&err)),
+            })?;
         let code = response.status();
         if code.is_redirection()
             && let Some(location) = response
@@ -207,8 +261,9 @@ async fn fetch(request: FetchRequest, allow_private: bool) -> Result<FetchRespon
             let next = url
                 .join(location)
                 .map_err(|_| "a redirect names no URL".to_string())?;
+            which = "a redirect's URL";
             url = outbound::check_url(next.as_str(), MAX_FETCH_URL)
-                .map_err(|refused| format!("a redirect's URL {refused}"))?;
+                .map_err(|refused| format!("{which} {refused}"))?;
             // As browsers do: 303 (and 301/302 after a POST) continue as a GET.
             if code == reqwest::StatusCode::SEE_OTHER
                 || (matches!(code.as_u16(), 301 | 302) && method == reqwest::Method::POST)
@@ -224,6 +279,12 @@ async fn fetch(request: FetchRequest, allow_private: bool) -> Result<FetchRespon
             .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect();
         let final_url = response.url().to_string();
+        if response
+            .content_length()
+            .is_some_and(|n| n > FETCH_MAX_BYTES as u64)
+        {
+            return Err(format!("the answer is over {FETCH_MAX_BYTES} bytes"));
+        }
         let mut bytes = Vec::new();
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
@@ -360,15 +421,18 @@ async fn run_deployment(
         }),
     };
     let started = std::time::Instant::now();
+    // A job (`wall` set: it must end within its lease) waits for a place, bounded
+    // by the jobs' own concurrency; a request is refused at once.
     let outcome =
-        state
-            .functions
-            .pool
-            .run(invocation)
-            .await
-            .map_err(|busy| AppError::TooManyExecutions {
-                retry_after: busy.retry_after.as_secs().max(1),
-            })?;
+        if wall.is_some() {
+            state.functions.pool.run_when_free(invocation).await
+        } else {
+            state.functions.pool.run(invocation).await.map_err(|busy| {
+                AppError::TooManyExecutions {
+                    retry_after: busy.retry_after.as_secs().max(1),
+                }
+            })?
+        };
     let result = if outcome.result.is_ok() {
         "completed"
     } else {
@@ -415,6 +479,15 @@ pub fn apply(execution: &mut Execution, outcome: Outcome) {
             execution.errors.push_str(&detail);
         }
     }
+}
+
+/// Records that an execution did not run because its caller may no longer run it.
+fn refuse(execution: &mut Execution, err: &AppError) {
+    execution.status = status::FAILED.into();
+    execution.response_status = i64::from(err.http_status().as_u16());
+    execution.failure = Some(err.code().to_string());
+    execution.errors = err.message();
+    execution.updated_at = now_millis();
 }
 
 fn payload_field(job: &Job, name: &str) -> Result<String, Failure> {
@@ -466,10 +539,6 @@ impl Handler for ExecuteJobs {
             .await
             .map_err(retry)?
             .unwrap_or_default();
-        let identity = match execution.caller.as_deref() {
-            Some(caller) if caller.starts_with("user:") => Identity::guest(&function),
-            _ => Identity::function(&function),
-        };
         let request = ExecutionRequest {
             method: execution.request_method.clone(),
             path: execution.request_path.clone(),
@@ -481,24 +550,32 @@ impl Handler for ExecuteJobs {
         };
         // The run must end within the job's lease.
         let wall = Duration::from_secs(state.config.jobs_lease_secs.saturating_sub(5).max(1));
-        let outcome = match run_deployment(
-            state,
-            &function,
-            &execution.deployment_id.clone(),
-            identity,
-            request,
-            Some(wall),
-            depth,
-        )
-        .await
-        {
-            Ok(outcome) => outcome,
-            Err(AppError::TooManyExecutions { .. }) => {
-                return Err(Failure::Retry("every sandbox thread is busy".into()));
+        match Identity::deferred(state, &function, &execution, job).await {
+            Ok(identity) => {
+                let outcome = match run_deployment(
+                    state,
+                    &function,
+                    &execution.deployment_id.clone(),
+                    identity,
+                    request,
+                    Some(wall),
+                    depth,
+                )
+                .await
+                {
+                    Ok(outcome) => outcome,
+                    Err(AppError::TooManyExecutions { .. }) => {
+                        return Err(Failure::Retry("every sandbox thread is busy".into()));
+                    }
+                    Err(err) => return Err(Failure::Retry(err.message())),
+                };
+                apply(&mut execution, outcome);
             }
+            // Its user signed out, or was blocked or deleted, since: it does not
+            // run, and says why.
+            Err(err) if !err.http_status().is_server_error() => refuse(&mut execution, &err),
             Err(err) => return Err(Failure::Retry(err.message())),
-        };
-        apply(&mut execution, outcome);
+        }
         execution
             .response_body
             .truncate(service::KEPT_RESPONSE_BYTES);

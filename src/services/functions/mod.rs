@@ -196,6 +196,18 @@ pub trait Gateway: Send + Sync {
         query: String,
         variables: serde_json::Value,
     ) -> serde_json::Value;
+
+    /// The credential of user `user_id`'s session `session_id`, for an execution
+    /// that runs on their behalf after the request that started it; an error (its
+    /// code recorded as the execution's failure) when the session ended or the
+    /// user was blocked or deleted since.
+    async fn delegated(
+        &self,
+        state: &AppState,
+        project_id: &str,
+        user_id: &str,
+        session_id: &str,
+    ) -> crate::error::AppResult<Credential>;
 }
 
 /// Request data of a `nimbus.graphql` call: the operation runs inside a
@@ -208,22 +220,29 @@ pub struct InsideFunction;
 const CACHED_PROGRAMS: usize = 64;
 
 /// What executions share on this replica: the sandbox's worker pool, the compiled
-/// programs lately run, and the way to the project's GraphQL.
+/// programs lately run, the way to the project's GraphQL, and the one HTTP client
+/// of guests' `fetch` (its connections pooled, each checked by the outbound guard).
 pub struct Runtime {
     pub pool: Pool,
     programs: Mutex<lru::LruCache<(String, String), Program>>,
     gateway: OnceLock<Arc<dyn Gateway>>,
+    fetch: crate::outbound::GuardedClient,
 }
 
 impl Runtime {
-    pub fn new(config: &Config) -> Runtime {
-        Runtime {
+    pub fn new(config: &Config) -> anyhow::Result<Runtime> {
+        Ok(Runtime {
             pool: Pool::new(config.functions_workers(), config.functions_queue),
             programs: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(CACHED_PROGRAMS).expect("not zero"),
             )),
             gateway: OnceLock::new(),
-        }
+            fetch: execute::fetch_client(config)?,
+        })
+    }
+
+    pub(crate) fn fetch_client(&self) -> &crate::outbound::GuardedClient {
+        &self.fetch
     }
 
     /// Sets how `nimbus.graphql` reaches the schema; once, at start.

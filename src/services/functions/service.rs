@@ -13,6 +13,7 @@ use sha2::Digest as _;
 use crate::AppState;
 use crate::auth::caller::ApiKeyGrant;
 use crate::auth::permissions::Role;
+use crate::auth::rate_limit::Limit;
 use crate::auth::scopes::{
     ExecutionsRead, ExecutionsWrite, FunctionsRead, FunctionsWrite, Scope, ScopeMarker,
 };
@@ -739,7 +740,8 @@ fn compile_error(err: sandbox::CompileError) -> AppError {
 }
 
 /// Unpacks, checks and compiles an upload (on a blocking thread: compiling is CPU
-/// work), stores the program, and activates it when asked.
+/// work), stores the program, and activates it when asked. At most
+/// `NIMBUS_FUNCTIONS_DEPLOYMENTS_PER_MINUTE` per project, counted before compiling.
 pub async fn create_deployment(
     state: &AppState,
     grant: &Grant<FunctionsWrite>,
@@ -749,6 +751,18 @@ pub async fn create_deployment(
     activate: bool,
 ) -> AppResult<Deployment> {
     let function = load(state, grant.project(), function_id).await?;
+    // Before the expensive part: compiling costs up to two seconds of CPU.
+    let per_minute = state.config.functions_deployments_per_minute;
+    if per_minute > 0 {
+        let limit = Limit {
+            attempts: per_minute,
+            window: std::time::Duration::from_secs(60),
+        };
+        state
+            .rate_limiter
+            .hit(&format!("deployments:{}", grant.project()), limit)
+            .await?;
+    }
     let entrypoint = function.entrypoint.clone();
     let source_size = bytes.len() as i64;
     let (program, modules) = tokio::task::spawn_blocking(move || {
@@ -1181,11 +1195,25 @@ pub async fn execute_later(
         &request,
         status::WAITING,
     );
-    queue(state, &execution, &request.body).await?;
+    // A user's execution runs as that user when its job does: the job names the
+    // session (ids, no secret), checked again then.
+    let on_behalf = match &caller.credential {
+        Credential::Session(session) => Some(serde_json::json!({
+            "userId": session.user.id,
+            "sessionId": session.session.id,
+        })),
+        _ => None,
+    };
+    queue(state, &execution, &request.body, on_behalf).await?;
     Ok(execution)
 }
 
-async fn queue(state: &AppState, execution: &Execution, body: &[u8]) -> AppResult<()> {
+async fn queue(
+    state: &AppState,
+    execution: &Execution,
+    body: &[u8],
+    on_behalf: Option<serde_json::Value>,
+) -> AppResult<()> {
     // Queued by another execution (`createExecution` through `nimbus.graphql`): one
     // level deeper in its chain, which ends at the same depth as event triggers, so
     // a function that queues itself cannot run forever.
@@ -1204,6 +1232,7 @@ async fn queue(state: &AppState, execution: &Execution, body: &[u8]) -> AppResul
             "functionId": execution.function_id,
             "executionId": execution.id,
             "depth": depth,
+            "caller": on_behalf,
         }),
         run_at: None,
         dedupe_key: Some(format!(
@@ -1265,6 +1294,8 @@ pub async fn queue_triggered(
         subscribed.0.insert(event.project_id.clone(), functions);
     }
     let mut messages = Vec::new();
+    // Serialised once, for the first function it triggers.
+    let mut body: Option<Vec<u8>> = None;
     for function in &subscribed.0[&event.project_id] {
         if !function
             .events
@@ -1290,14 +1321,19 @@ pub async fn queue_triggered(
             metrics::counter!("nimbus_function_triggers_dropped_total").increment(1);
             continue;
         }
+        let body = body.get_or_insert_with(|| event_body(state, event));
+        let mut headers = vec![
+            ("content-type".into(), "application/json".into()),
+            ("x-nimbus-event".into(), name.clone()),
+            ("x-appwrite-event".into(), name.clone()),
+        ];
+        if body.is_empty() {
+            headers.push(("x-nimbus-event-body".into(), "omitted".into()));
+        }
         let request = ExecutionRequest {
             method: "POST".into(),
             path: "/".into(),
-            headers: vec![
-                ("content-type".into(), "application/json".into()),
-                ("x-nimbus-event".into(), name.clone()),
-                ("x-appwrite-event".into(), name.clone()),
-            ],
+            headers,
             ..ExecutionRequest::default()
         };
         let execution = new_execution(function, None, Trigger::Event, &request, status::WAITING);
@@ -1324,8 +1360,7 @@ pub async fn queue_triggered(
             // Queued when this event was handled before.
             continue;
         }
-        let body = serde_json::to_vec(&event.payload).unwrap_or_default();
-        store::insert_execution(&mut *conn, &execution, Some(&body)).await?;
+        store::insert_execution(&mut *conn, &execution, Some(body)).await?;
         let mut message = execution_event(&execution, "create");
         if let BusMessage::Event(event) = &mut message {
             event.cause = Some(Cause {
@@ -1338,6 +1373,18 @@ pub async fn queue_triggered(
     Ok(messages)
 }
 
+/// The request body of an execution `event` triggers: the event's payload as JSON,
+/// or nothing when it is over `NIMBUS_FUNCTIONS_MAX_REQUEST_BYTES` (a function
+/// called over HTTP could not be sent it either); the execution then carries
+/// `x-nimbus-event-body: omitted` and reads what it needs through `nimbus.graphql`.
+fn event_body(state: &AppState, event: &Event) -> Vec<u8> {
+    let body = serde_json::to_vec(&event.payload).unwrap_or_default();
+    if body.len() > state.config.functions_max_request_bytes {
+        return Vec::new();
+    }
+    body
+}
+
 /// Queues a scheduled run of `function` (a CRON tick).
 pub(super) async fn execute_scheduled(state: &AppState, function: &Function) -> AppResult<()> {
     let request = ExecutionRequest {
@@ -1346,7 +1393,7 @@ pub(super) async fn execute_scheduled(state: &AppState, function: &Function) -> 
         ..ExecutionRequest::default()
     };
     let execution = new_execution(function, None, Trigger::Schedule, &request, status::WAITING);
-    queue(state, &execution, &[]).await
+    queue(state, &execution, &[], None).await
 }
 
 /// Who may read `execution`: its caller, or a key holding `executions.read`.

@@ -1511,6 +1511,27 @@ pub async fn resolve_jwt(
     Ok((Arc::new(resolved), expires_at))
 }
 
+/// A user's session as a delegation, for work that runs on their behalf after the
+/// request that asked for it (an asynchronous function execution): loaded now, so
+/// it fails when the session ended or expired or the user was blocked or deleted,
+/// and held as a JWT of it would be, acting on the user's data but not on their
+/// credentials or sessions.
+pub async fn delegated_session(
+    state: &AppState,
+    project_id: &str,
+    user_id: &str,
+    session_id: &str,
+) -> AppResult<Arc<ResolvedSession>> {
+    let row = store::find_session(state.db.pool(), project_id, session_id)
+        .await?
+        .filter(|row| row.user_id == user_id)
+        .ok_or(AppError::InvalidSession)?;
+    let mut resolved = load_resolved(state, row.to_session()).await?;
+    resolved.by_jwt = true;
+    check_usable(&resolved)?;
+    Ok(Arc::new(resolved))
+}
+
 /// The same session as now stored: for long-lived connections (subscriptions) when
 /// their user changed. Fails when it was signed out, or the user blocked or deleted.
 pub async fn reload_session(
