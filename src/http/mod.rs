@@ -13,6 +13,7 @@ pub mod multipart;
 pub mod oauth2;
 pub mod playground;
 pub mod storage;
+pub mod usage;
 pub mod ws;
 
 use std::future::Future;
@@ -59,7 +60,8 @@ pub fn router(state: AppState) -> Router {
             HeaderName::from_static("repr-digest"),
         ]);
     let file = |endpoint: &str| format!("/v1/storage/buckets/{{bucket}}/files/{{file}}/{endpoint}");
-    Router::new()
+    let counting = state.usage.enabled();
+    let router = Router::new()
         .route(
             "/v1/graphql",
             get(graphql::graphql_get).post(graphql::graphql_post),
@@ -87,7 +89,14 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::metrics))
         .merge(playground::router())
-        .fallback(not_found)
+        .fallback(not_found);
+    // Off, requests do not pass through the bandwidth count at all.
+    let router = if counting {
+        router.layer(axum::middleware::from_fn(usage::count))
+    } else {
+        router
+    };
+    router
         // The GraphQL handler reads its body itself, with its own limit and error.
         .layer(DefaultBodyLimit::disable())
         .layer(cors)
