@@ -358,7 +358,10 @@ impl Server {
         if let Some((stop, task)) = self.usage.take() {
             let _ = stop.send(true);
             let abort = task.abort_handle();
-            if tokio::time::timeout(Consumers::STOP_WAIT, task).await.is_err() {
+            if tokio::time::timeout(Consumers::STOP_WAIT, task)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }

@@ -641,7 +641,7 @@ async fn execute_as(
             }
             Screened::Runs(name) => {
                 let roots = if counters.is_some() {
-                    usage::roots_of(&mut request)
+                    usage::known_roots(&loaded.schema, usage::roots_of(&mut request))
                 } else {
                     Vec::new()
                 };
@@ -656,14 +656,7 @@ async fn execute_as(
                 let response =
                     run_measured(state, addressed, &client, request, name.as_deref()).await;
                 if let Some(counters) = counters {
-                    // Only an operation that passed validation selected fields
-                    // that exist.
-                    let roots: &[String] = if is_request_error(&response) {
-                        &[]
-                    } else {
-                        &roots
-                    };
-                    counters.operation(roots, usage::error_codes(&response));
+                    counters.operation(&roots, usage::error_codes(&response));
                 }
                 if let Some(to_keep) = to_keep
                     && is_clean(&response)

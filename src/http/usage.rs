@@ -39,7 +39,7 @@ const MAX_FRAGMENT_DEPTH: usize = 4;
 /// The root fields the operation of `request` selects, as `query.users`, each
 /// once, fragments at the root followed: usage counts operations by what they ask
 /// for in the schema, not by the names clients give them. Read from the parsed
-/// document before validation: count them only once the operation passed it.
+/// document before validation: keep only those the schema has ([`known_roots`]).
 pub fn roots_of(request: &mut async_graphql::Request) -> Vec<String> {
     use async_graphql::parser::types::{DocumentOperations, OperationType};
     let name = request.operation_name.clone();
@@ -111,8 +111,9 @@ fn collect_roots(
     }
 }
 
-/// The roots of `roots` (from [`roots_of`]) that the schema has, for an operation
-/// counted before it is validated (WebSocket operations start streaming at once).
+/// The roots of `roots` (from [`roots_of`]) that the schema has: names a client
+/// made up (a field that does not exist) are not counted, so they cannot grow the
+/// counters, whether or not the operation then passes validation.
 pub fn known_roots(schema: &async_graphql::dynamic::Schema, roots: Vec<String>) -> Vec<String> {
     use async_graphql::registry::MetaType;
     let registry = schema.registry();

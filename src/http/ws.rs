@@ -70,16 +70,16 @@ use crate::bus::{BusMessage, PacedReceiver, Published};
 use crate::db::now_millis;
 use crate::error::{AppError, AppResult, codes};
 use crate::gauge::GaugeGuard;
-use crate::http::usage;
-use crate::services::usage::counters::ConnectionGuard;
 use crate::graphql::limits::coded;
 use crate::http::graphql::plain_error;
 use crate::http::identity::{self, Addressed, KEY_HEADER, PROJECT_HEADER, Presented};
+use crate::http::usage;
 use crate::services::LoadedProject;
 use crate::services::databases::tx::{Finished, Mode, RequestTx};
 use crate::services::projects::DEFAULT_PROJECT;
 use crate::services::realtime::resume;
 use crate::services::realtime::watch::{Watch, WatchSlot};
+use crate::services::usage::counters::ConnectionGuard;
 use crate::services::users::service::ClientInfo;
 
 use render::{Renderer, Shape};
@@ -966,7 +966,9 @@ impl Connection {
         if let Err(refused) = self.state.parsed_queries.prepare(&mut request) {
             let refusal = Response::from_errors(vec![refused]);
             if let Some(usage) = &self.link.usage {
-                usage.counters().operation(&[], usage::error_codes(&refusal));
+                usage
+                    .counters()
+                    .operation(&[], usage::error_codes(&refusal));
             }
             self.link.send_response(&id, &refusal).await?;
             return self.link.send_complete(&id).await;

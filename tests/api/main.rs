@@ -47,4 +47,5 @@ mod storage;
 mod teams;
 mod transport;
 mod uploads_fast;
+mod usage;
 mod webhooks;

@@ -178,11 +178,31 @@ impl ProjectCounters {
                 });
             }
         };
-        push(Metric::Requests, "", self.requests.swap(0, Ordering::Relaxed));
-        push(Metric::BandwidthIn, "http", self.http_in.swap(0, Ordering::Relaxed));
-        push(Metric::BandwidthOut, "http", self.http_out.swap(0, Ordering::Relaxed));
-        push(Metric::BandwidthIn, "ws", self.ws_in.swap(0, Ordering::Relaxed));
-        push(Metric::BandwidthOut, "ws", self.ws_out.swap(0, Ordering::Relaxed));
+        push(
+            Metric::Requests,
+            "",
+            self.requests.swap(0, Ordering::Relaxed),
+        );
+        push(
+            Metric::BandwidthIn,
+            "http",
+            self.http_in.swap(0, Ordering::Relaxed),
+        );
+        push(
+            Metric::BandwidthOut,
+            "http",
+            self.http_out.swap(0, Ordering::Relaxed),
+        );
+        push(
+            Metric::BandwidthIn,
+            "ws",
+            self.ws_in.swap(0, Ordering::Relaxed),
+        );
+        push(
+            Metric::BandwidthOut,
+            "ws",
+            self.ws_out.swap(0, Ordering::Relaxed),
+        );
         // The next period's peak starts from what is open now.
         let open = self.connections.load(Ordering::Relaxed).max(0);
         let peak = self.peak.swap(open, Ordering::Relaxed).max(open);

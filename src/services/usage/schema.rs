@@ -8,7 +8,9 @@ use async_graphql::{Name, Value};
 use crate::auth::scopes::UsageRead;
 use crate::error::{AppError, AppResult};
 use crate::graphql::SchemaParts;
-use crate::graphql::types::{DATETIME, app, caller, datetime, object, opt_string, parse_datetime, prop};
+use crate::graphql::types::{
+    DATETIME, app, caller, datetime, object, opt_string, parse_datetime, prop,
+};
 
 use super::Metric;
 use super::service::{self, Interval, Report, Series, Span};
@@ -21,7 +23,11 @@ const RANGES: &[(&str, i64, &str)] = &[
     ("LAST_24_HOURS", DAY, "The last 24 hours, up to now."),
     ("LAST_7_DAYS", 7 * DAY, "The last 7 days, up to now."),
     ("LAST_30_DAYS", 30 * DAY, "The last 30 days, up to now."),
-    ("LAST_90_DAYS", 90 * DAY, "The last 90 days, up to now (at `DAY` only: hourly it is more points than allowed)."),
+    (
+        "LAST_90_DAYS",
+        90 * DAY,
+        "The last 90 days, up to now (at `DAY` only: hourly it is more points than allowed).",
+    ),
 ];
 
 pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::Project) {
@@ -42,8 +48,16 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.add_type(
         Object::new("UsagePoint")
             .description("The value of a usage series in one bucket.")
-            .field(prop("time", TypeRef::named_nn(DATETIME), "Start of the bucket."))
-            .field(prop("value", TypeRef::named_nn(TypeRef::FLOAT), "The value in the bucket (a whole number; Float because bytes outgrow Int).")),
+            .field(prop(
+                "time",
+                TypeRef::named_nn(DATETIME),
+                "Start of the bucket.",
+            ))
+            .field(prop(
+                "value",
+                TypeRef::named_nn(TypeRef::FLOAT),
+                "The value in the bucket (a whole number; Float because bytes outgrow Int).",
+            )),
     );
     parts.add_type(
         Object::new("UsageSeries")
@@ -56,11 +70,31 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.add_type(
         Object::new("Usage")
             .description("A project's usage over a range of time.")
-            .field(prop("projectId", TypeRef::named_nn(TypeRef::ID), "The project."))
-            .field(prop("from", TypeRef::named_nn(DATETIME), "Start of the first bucket."))
-            .field(prop("to", TypeRef::named_nn(DATETIME), "End of the last bucket (the current one, while it lasts)."))
-            .field(prop("interval", TypeRef::named_nn("UsageInterval"), "What each point covers."))
-            .field(prop("series", TypeRef::named_nn_list_nn("UsageSeries"), "Each metric asked for as a whole, then each of its keys, the largest first.")),
+            .field(prop(
+                "projectId",
+                TypeRef::named_nn(TypeRef::ID),
+                "The project.",
+            ))
+            .field(prop(
+                "from",
+                TypeRef::named_nn(DATETIME),
+                "Start of the first bucket.",
+            ))
+            .field(prop(
+                "to",
+                TypeRef::named_nn(DATETIME),
+                "End of the last bucket (the current one, while it lasts).",
+            ))
+            .field(prop(
+                "interval",
+                TypeRef::named_nn("UsageInterval"),
+                "What each point covers.",
+            ))
+            .field(prop(
+                "series",
+                TypeRef::named_nn_list_nn("UsageSeries"),
+                "Each metric asked for as a whole, then each of its keys, the largest first.",
+            )),
     );
     parts.query(usage());
 }
@@ -160,7 +194,13 @@ fn report_value(report: &Report) -> Value {
         ),
         (
             "series",
-            Value::List(report.series.iter().map(|s| series_value(report, s)).collect()),
+            Value::List(
+                report
+                    .series
+                    .iter()
+                    .map(|s| series_value(report, s))
+                    .collect(),
+            ),
         ),
     ])
 }
@@ -191,5 +231,5 @@ fn usage() -> Field {
     .argument(InputValue::new("from", TypeRef::named(DATETIME)).description("Start of a span (its bucket included); instead of `range`."))
     .argument(InputValue::new("to", TypeRef::named(DATETIME)).description("End of a span begun with `from`; omitted: now."))
     .argument(InputValue::new("interval", TypeRef::named_nn("UsageInterval")).description("What one point covers."))
-    .argument(InputValue::new("metrics", TypeRef::named_list_nn("UsageMetric")).description("Only these metrics; omitted: all."))
+    .argument(InputValue::new("metrics", TypeRef::named_nn_list("UsageMetric")).description("Only these metrics; omitted: all."))
 }

@@ -430,7 +430,10 @@ pub async fn report(
     // metric → key ('' for the whole) → points
     let mut values: BTreeMap<Metric, BTreeMap<String, Vec<Option<i64>>>> = BTreeMap::new();
     for metric in &wanted {
-        values.entry(*metric).or_default().insert(String::new(), vec![None; points]);
+        values
+            .entry(*metric)
+            .or_default()
+            .insert(String::new(), vec![None; points]);
     }
     for row in read {
         let Some(metric) = Metric::from_stored(&row.metric) else {
@@ -555,10 +558,18 @@ mod tests {
 
     #[test]
     fn gauges_carry_their_last_snapshot_and_peaks_total_their_highest() {
-        let gauge = finish(Metric::Documents, None, vec![None, Some(3), None, Some(5), None]);
+        let gauge = finish(
+            Metric::Documents,
+            None,
+            vec![None, Some(3), None, Some(5), None],
+        );
         assert_eq!(gauge.points, [0, 3, 3, 5, 5]);
         assert_eq!(gauge.total, 5);
-        let peak = finish(Metric::RealtimeConnections, None, vec![Some(2), None, Some(7)]);
+        let peak = finish(
+            Metric::RealtimeConnections,
+            None,
+            vec![Some(2), None, Some(7)],
+        );
         assert_eq!(peak.points, [2, 0, 7]);
         assert_eq!(peak.total, 7);
         let counter = finish(Metric::Requests, None, vec![Some(2), None, Some(7)]);

@@ -61,17 +61,29 @@ fn upsert_sql(dialect: Dialect, kind: Kind, rows: usize) -> String {
 /// Adds `rows` to their buckets on `conn` (inside the caller's transaction).
 /// Rows go in key order, so that replicas flushing at once lock rows in the same
 /// order and do not deadlock each other.
-pub async fn add(conn: &mut AnyConnection, dialect: Dialect, rows: &[Row]) -> Result<(), sqlx::Error> {
+pub async fn add(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    rows: &[Row],
+) -> Result<(), sqlx::Error> {
     let mut sorted: Vec<&Row> = rows.iter().collect();
     sorted.sort_by(|a, b| {
-        (&a.project_id, a.period, a.bucket, a.metric, &a.dimension, &a.replica).cmp(&(
-            &b.project_id,
-            b.period,
-            b.bucket,
-            b.metric,
-            &b.dimension,
-            &b.replica,
-        ))
+        (
+            &a.project_id,
+            a.period,
+            a.bucket,
+            a.metric,
+            &a.dimension,
+            &a.replica,
+        )
+            .cmp(&(
+                &b.project_id,
+                b.period,
+                b.bucket,
+                b.metric,
+                &b.dimension,
+                &b.replica,
+            ))
     });
     for kind in [Kind::Counter, Kind::Peak, Kind::Gauge] {
         let of_kind: Vec<&Row> = sorted.iter().copied().filter(|r| r.kind == kind).collect();
@@ -205,10 +217,7 @@ pub async fn consumer_position<'e>(
 }
 
 /// Which of `positions` were counted already.
-pub async fn counted(
-    conn: &mut AnyConnection,
-    positions: &[i64],
-) -> Result<Vec<i64>, sqlx::Error> {
+pub async fn counted(conn: &mut AnyConnection, positions: &[i64]) -> Result<Vec<i64>, sqlx::Error> {
     let mut found = Vec::new();
     for chunk in positions.chunks(500) {
         let sql = format!(
@@ -250,10 +259,7 @@ pub async fn mark_counted(
 }
 
 /// `(project, count)` of a `GROUP BY project_id` count over `table`.
-async fn counts_by_project(
-    pool: &AnyPool,
-    sql: &str,
-) -> Result<Vec<(String, i64)>, sqlx::Error> {
+async fn counts_by_project(pool: &AnyPool, sql: &str) -> Result<Vec<(String, i64)>, sqlx::Error> {
     sqlx::query(sql)
         .fetch_all(pool)
         .await?
