@@ -3,14 +3,16 @@
 //! only once a project is resolved, so a client cannot make the counters grow by
 //! naming projects that do not exist. Installed only while usage is on.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
-use http_body_util::BodyExt as _;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::AppState;
 use crate::services::usage::counters::ProjectCounters;
@@ -156,12 +158,6 @@ struct Exchange {
     sent: u64,
 }
 
-impl Exchange {
-    fn sent(&mut self, bytes: usize) {
-        self.sent += bytes as u64;
-    }
-}
-
 impl Drop for Exchange {
     fn drop(&mut self) {
         self.counters
@@ -169,34 +165,71 @@ impl Drop for Exchange {
     }
 }
 
+/// A body that counts the bytes of its data frames as they pass, and keeps the
+/// size hint of the body it wraps (so a response of known length still gets a
+/// `Content-Length`, not chunked encoding).
+struct Counted<C: Count> {
+    inner: Body,
+    count: C,
+}
+
+trait Count: Send + Unpin + 'static {
+    fn add(&mut self, bytes: usize);
+}
+
+impl Count for Arc<AtomicU64> {
+    fn add(&mut self, bytes: usize) {
+        self.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+impl Count for Exchange {
+    fn add(&mut self, bytes: usize) {
+        self.sent += bytes as u64;
+    }
+}
+
+impl<C: Count> HttpBody for Counted<C> {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.count.add(data.len());
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// The layer: counts what the handler reads of the request body, and what the
 /// client is sent of the response body, for a tagged response.
 pub async fn count(request: Request, next: Next) -> Response {
     let received = Arc::new(AtomicU64::new(0));
-    let reading = received.clone();
-    let request = request.map(|body| {
-        Body::new(body.map_frame(move |frame| {
-            if let Some(data) = frame.data_ref() {
-                reading.fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
-            frame
-        }))
-    });
+    let count = received.clone();
+    let request = request.map(|inner| Body::new(Counted { inner, count }));
     let mut response = next.run(request).await;
     let Some(Served(counters)) = response.extensions_mut().remove::<Served>() else {
         return response;
     };
-    let mut exchange = Exchange {
+    let count = Exchange {
         counters,
         received,
         sent: 0,
     };
-    response.map(|body| {
-        Body::new(body.map_frame(move |frame| {
-            if let Some(data) = frame.data_ref() {
-                exchange.sent(data.len());
-            }
-            frame
-        }))
-    })
+    response.map(|inner| Body::new(Counted { inner, count }))
 }

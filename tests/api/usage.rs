@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use crate::functions::deployed;
 use crate::helpers::{TestApp, WsClient, from_server, spawn_with, test_config};
 use crate::storage::upload;
 use crate::webhooks::eventually;
@@ -137,7 +138,19 @@ async fn what_a_project_did_reaches_usage_with_exact_counts_hourly_and_daily() {
         "GRAPHQL_VALIDATION_FAILED"
     );
     for _ in 0..3 {
-        in_project(&app, p, "{ __typename }", json!({})).await;
+        // Counted bodies keep their length: the answer is not sent chunked.
+        let response = app
+            .client
+            .post(format!("{}/v1/graphql", app.url))
+            .header("x-nimbus-key", &app.admin_key)
+            .header("x-nimbus-project", p)
+            .json(&json!({"query": "{ __typename }"}))
+            .send()
+            .await
+            .unwrap();
+        let length = response.headers().get("content-length").cloned();
+        let body = response.bytes().await.unwrap();
+        assert_eq!(length.unwrap().to_str().unwrap(), body.len().to_string());
     }
     // A realtime connection of the project, with one exchange on it.
     let mut ws = WsClient::connect(&app.ws_url, false).await;
@@ -395,4 +408,71 @@ async fn two_replicas_on_one_database_add_up() {
     let (t, answer) = totals(&first, "pair", "DAY").await;
     assert_eq!(total(&t, "OPERATIONS", "query.__typename"), 6.0, "{answer}");
     first.shutdown().await;
+}
+
+#[tokio::test]
+async fn sessions_and_executions_are_counted() {
+    let app = counting_app(200).await;
+    deployed(
+        &app,
+        "hello",
+        json!({"execute": ["any"]}),
+        "export default async ({ res }) => res.text('hi')",
+    )
+    .await;
+    for _ in 0..2 {
+        let run = app
+            .admin(
+                "mutation { createExecution(input: {functionId: \"hello\"}) { responseBody } }",
+                json!({}),
+            )
+            .await
+            .ok();
+        assert_eq!(run["createExecution"]["responseBody"], "hi");
+    }
+    app.signed_in("ann@example.com").await;
+    let (t, answer) = eventually("sessions and executions reaching usage", || async {
+        let (t, answer) = totals(&app, "default", "HOUR").await;
+        (total(&t, "EXECUTIONS", "") == 2.0 && total(&t, "SESSIONS", "") == 1.0)
+            .then_some((t, answer))
+    })
+    .await;
+    assert_eq!(total(&t, "SESSIONS_CREATED", ""), 1.0, "{answer}");
+    assert_eq!(total(&t, "USERS_CREATED", ""), 1.0, "{answer}");
+    assert_eq!(total(&t, "USERS", ""), 1.0, "{answer}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn counts_a_flush_could_not_write_arrive_with_a_later_one() {
+    let app = counting_app(200).await;
+    app.create_project("later").await;
+    let server = app.server.as_ref().unwrap();
+    let pool = server.state().db.pool().clone();
+    // The table goes away: flushes fail and keep their counts.
+    sqlx::query("ALTER TABLE usage_counters RENAME TO usage_counters_away")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        in_project(&app, "later", "{ __typename }", json!({})).await;
+    }
+    // A flush that starts from now holds those four.
+    let failures = app.metric("nimbus_usage_flush_failures_total").await;
+    eventually("a flush failing", || async {
+        (app.metric("nimbus_usage_flush_failures_total").await > failures).then_some(())
+    })
+    .await;
+    sqlx::query("ALTER TABLE usage_counters_away RENAME TO usage_counters")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (t, answer) = eventually("the kept counts written", || async {
+        let (t, answer) = totals(&app, "later", "HOUR").await;
+        (total(&t, "OPERATIONS", "query.__typename") >= 4.0).then_some((t, answer))
+    })
+    .await;
+    assert_eq!(total(&t, "OPERATIONS", "query.__typename"), 4.0, "{answer}");
+    assert_eq!(total(&t, "REQUESTS", ""), 4.0, "{answer}");
+    app.shutdown().await;
 }

@@ -146,6 +146,7 @@ impl Flusher {
                 }
             }
             Err(err) => {
+                metrics::counter!("nimbus_usage_flush_failures_total").increment(1);
                 if !std::mem::replace(&mut self.failing, true) {
                     tracing::warn!(error = %err, rows = rows.len(),
                         "cannot write usage counts; keeping them for the next flush");
