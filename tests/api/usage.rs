@@ -246,7 +246,7 @@ async fn usage_needs_its_scope_and_another_project_needs_admin() {
 
     let own = app.as_key(&reader, "default", query, json!({})).await.ok();
     assert_eq!(own["usage"]["projectId"], "default");
-    assert_eq!(own["usage"]["series"].as_array().unwrap().len() >= 20, true);
+    assert!(own["usage"]["series"].as_array().unwrap().len() >= 20);
 
     let refused = app.as_key(&users, "default", query, json!({})).await;
     assert_eq!(refused.code(), "SCOPE_MISSING", "{:?}", refused.body);

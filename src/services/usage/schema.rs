@@ -222,7 +222,7 @@ fn usage() -> Field {
             Ok(Some(FieldValue::value(report_value(&report))))
         })
     })
-    .description(&format!(
+    .description(format!(
         "A project's usage over a range, one point per interval (scope `usage.read`; another project than the addressed one needs `admin`). Give `range`, or `from` (and optionally `to`); at most {} points per series, else `USAGE_RANGE_TOO_LARGE`. Counts reach it within `NIMBUS_USAGE_FLUSH_SECS`; gauges (documents, files, storage bytes, users, sessions) within `NIMBUS_USAGE_SNAPSHOT_SECS`.",
         service::MAX_POINTS
     ))

@@ -474,14 +474,20 @@ pub async fn report(
             ))
         });
         if of_metric.len() > MAX_SERIES_PER_METRIC + 1 {
-            let rest = of_metric.split_off(MAX_SERIES_PER_METRIC);
+            let mut rest = of_metric.split_off(MAX_SERIES_PER_METRIC);
+            // An `other` counted by the flushes joins the one folded here.
+            if let Some(at) = of_metric
+                .iter()
+                .position(|s| s.key.as_deref() == Some(OTHER))
+            {
+                rest.push(of_metric.remove(at));
+            }
             let mut other = vec![0i64; points];
             for extra in rest {
                 for (sum, value) in other.iter_mut().zip(extra.points) {
                     *sum = sum.saturating_add(value);
                 }
             }
-            of_metric.retain(|s| s.key.as_deref() != Some(OTHER));
             let folded = finish(
                 metric,
                 Some(OTHER.to_string()),
