@@ -460,42 +460,11 @@ pub async fn report(
     }
     let mut series = Vec::new();
     for (metric, keys) in values {
-        let mut of_metric: Vec<Series> = keys
+        let of_metric: Vec<Series> = keys
             .into_iter()
             .map(|(key, points)| finish(metric, (!key.is_empty()).then_some(key), points))
             .collect();
-        // The whole first, then the keys by total, the smallest beyond the cap
-        // added up as `other`.
-        of_metric.sort_by(|a, b| {
-            (a.key.is_some(), std::cmp::Reverse(a.total), &a.key).cmp(&(
-                b.key.is_some(),
-                std::cmp::Reverse(b.total),
-                &b.key,
-            ))
-        });
-        if of_metric.len() > MAX_SERIES_PER_METRIC + 1 {
-            let mut rest = of_metric.split_off(MAX_SERIES_PER_METRIC);
-            // An `other` counted by the flushes joins the one folded here.
-            if let Some(at) = of_metric
-                .iter()
-                .position(|s| s.key.as_deref() == Some(OTHER))
-            {
-                rest.push(of_metric.remove(at));
-            }
-            let mut other = vec![0i64; points];
-            for extra in rest {
-                for (sum, value) in other.iter_mut().zip(extra.points) {
-                    *sum = sum.saturating_add(value);
-                }
-            }
-            let folded = finish(
-                metric,
-                Some(OTHER.to_string()),
-                other.into_iter().map(Some).collect(),
-            );
-            of_metric.push(folded);
-        }
-        series.extend(of_metric);
+        series.extend(capped(metric, of_metric, points));
     }
     Ok(Report {
         project_id: project_id.to_string(),
@@ -504,6 +473,41 @@ pub async fn report(
         interval,
         series,
     })
+}
+
+/// The series of one metric in the order of the answer: the whole first, then
+/// the keys by total; past [`MAX_SERIES_PER_METRIC`] the smallest are added up as
+/// one `other` (with any `other` the flushes counted).
+fn capped(metric: Metric, mut of_metric: Vec<Series>, points: usize) -> Vec<Series> {
+    of_metric.sort_by(|a, b| {
+        (a.key.is_some(), std::cmp::Reverse(a.total), &a.key).cmp(&(
+            b.key.is_some(),
+            std::cmp::Reverse(b.total),
+            &b.key,
+        ))
+    });
+    if of_metric.len() <= MAX_SERIES_PER_METRIC + 1 {
+        return of_metric;
+    }
+    let mut rest = of_metric.split_off(MAX_SERIES_PER_METRIC);
+    if let Some(at) = of_metric
+        .iter()
+        .position(|s| s.key.as_deref() == Some(OTHER))
+    {
+        rest.push(of_metric.remove(at));
+    }
+    let mut other = vec![0i64; points];
+    for extra in rest {
+        for (sum, value) in other.iter_mut().zip(extra.points) {
+            *sum = sum.saturating_add(value);
+        }
+    }
+    of_metric.push(finish(
+        metric,
+        Some(OTHER.to_string()),
+        other.into_iter().map(Some).collect(),
+    ));
+    of_metric
 }
 
 /// A series from its bucket values (`None`: no row): counters and peaks read 0
@@ -581,6 +585,30 @@ mod tests {
         assert_eq!(peak.total, 7);
         let counter = finish(Metric::Requests, None, vec![Some(2), None, Some(7)]);
         assert_eq!(counter.total, 9);
+    }
+
+    #[test]
+    fn keys_past_the_cap_fold_into_one_other_with_the_counted_one() {
+        let key =
+            |name: String, value: i64| finish(Metric::Operations, Some(name), vec![Some(value)]);
+        let mut of_metric = vec![finish(Metric::Operations, None, vec![Some(10_000)])];
+        for n in 0..60 {
+            of_metric.push(key(format!("query.f{n}"), 100 + n));
+        }
+        of_metric.push(key(OTHER.to_string(), 1000));
+        let capped = capped(Metric::Operations, of_metric, 1);
+        assert!(capped.len() <= MAX_SERIES_PER_METRIC + 1);
+        assert_eq!(capped[0].key, None);
+        let others: Vec<&Series> = capped
+            .iter()
+            .filter(|s| s.key.as_deref() == Some(OTHER))
+            .collect();
+        assert_eq!(others.len(), 1);
+        // The counted `other` was among the largest: the 48 largest keys stay,
+        // the 12 smallest (100..=111) are folded with it.
+        assert_eq!(others[0].total, 1000 + (100..=111).sum::<i64>());
+        let total: i64 = capped.iter().skip(1).map(|s| s.total).sum();
+        assert_eq!(total, 1000 + (100..160).sum::<i64>());
     }
 
     #[test]
