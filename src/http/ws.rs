@@ -420,8 +420,8 @@ struct Link {
     send_timeout: Duration,
     /// The project's usage counters once the connection is made (usage on): the
     /// connection counts as open while it holds them, and its messages' bytes
-    /// are counted. Boxed: one pointer in every idle connection.
-    usage: Option<Box<ConnectionGuard>>,
+    /// are counted. One pointer in every idle connection.
+    usage: Option<ConnectionGuard>,
 }
 
 impl Link {
@@ -722,7 +722,7 @@ impl Connection {
         link.usage = state
             .usage
             .project(&caller.project.id)
-            .map(|counters| Box::new(counters.connection()));
+            .map(|counters| counters.connection());
         let mut connection = Box::new(Connection {
             seen,
             changes,
