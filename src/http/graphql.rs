@@ -569,7 +569,7 @@ async fn execute(
         },
     };
     let counters = state.usage.project(&addressed.loaded.project.id);
-    let mut response = execute_as(
+    let response = execute_as(
         state,
         headers,
         peer,
@@ -582,7 +582,7 @@ async fn execute(
     )
     .await;
     if let Some(counters) = counters {
-        crate::http::usage::tag_with(&mut response, counters);
+        usage::count_answered(&counters, headers, &response);
     }
     response
 }

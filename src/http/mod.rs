@@ -60,8 +60,22 @@ pub fn router(state: AppState) -> Router {
             HeaderName::from_static("repr-digest"),
         ]);
     let file = |endpoint: &str| format!("/v1/storage/buckets/{{bucket}}/files/{{file}}/{endpoint}");
-    let counting = state.usage.enabled();
-    let router = Router::new()
+    // Streamed bodies (files, function calls) are counted as they pass; GraphQL
+    // counts its own, whose lengths it knows, without the layer's cost.
+    let streamed = Router::new()
+        .route(&file("download"), get(storage::download))
+        .route(&file("view"), get(storage::view))
+        .route(&file("preview"), get(storage::preview))
+        .route(&file("upload"), axum::routing::put(storage::upload_chunk))
+        .route("/v1/functions/{function}", any(functions::execute))
+        .route("/v1/functions/{function}/{*path}", any(functions::execute));
+    // Off, requests do not pass through the bandwidth count at all.
+    let streamed = if state.usage.enabled() {
+        streamed.route_layer(axum::middleware::from_fn(usage::count))
+    } else {
+        streamed
+    };
+    Router::new()
         .route(
             "/v1/graphql",
             get(graphql::graphql_get).post(graphql::graphql_post),
@@ -80,23 +94,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/avatars/initials", get(avatars::initials))
         .route("/v1/avatars/image", get(avatars::image))
         .route("/v1/avatars/favicon", get(avatars::favicon))
-        .route(&file("download"), get(storage::download))
-        .route(&file("view"), get(storage::view))
-        .route(&file("preview"), get(storage::preview))
-        .route(&file("upload"), axum::routing::put(storage::upload_chunk))
-        .route("/v1/functions/{function}", any(functions::execute))
-        .route("/v1/functions/{function}/{*path}", any(functions::execute))
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::metrics))
+        .merge(streamed)
         .merge(playground::router())
-        .fallback(not_found);
-    // Off, requests do not pass through the bandwidth count at all.
-    let router = if counting {
-        router.layer(axum::middleware::from_fn(usage::count))
-    } else {
-        router
-    };
-    router
+        .fallback(not_found)
         // The GraphQL handler reads its body itself, with its own limit and error.
         .layer(DefaultBodyLimit::disable())
         .layer(cors)

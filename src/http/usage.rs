@@ -1,7 +1,10 @@
-//! Bandwidth for usage: a layer that counts the body bytes of every request and
-//! response whose handler named the project it served ([`tag`]). Handlers tag
-//! only once a project is resolved, so a client cannot make the counters grow by
-//! naming projects that do not exist. Installed only while usage is on.
+//! Usage on the request path: the root fields an operation selects, the codes of
+//! its errors, and bandwidth. Streamed bodies (files, function calls) pass a layer
+//! that counts their bytes when the handler named the project it served ([`tag`]);
+//! GraphQL answers count their known lengths ([`count_answered`]). Handlers name
+//! a project only once it is resolved, so a client cannot make the counters grow
+//! by naming projects that do not exist. The layer is installed only while usage
+//! is on.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,6 +13,7 @@ use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
@@ -29,8 +33,21 @@ pub fn tag(state: &AppState, project_id: &str, response: &mut Response) {
 }
 
 /// Marks `response` as served for the project of `counters`.
-pub fn tag_with(response: &mut Response, counters: Arc<ProjectCounters>) {
+fn tag_with(response: &mut Response, counters: Arc<ProjectCounters>) {
     response.extensions_mut().insert(Served(counters));
+}
+
+/// Counts the bytes of a GraphQL exchange, whose lengths are known without
+/// wrapping either body: the request's `Content-Length` (the handler read all of
+/// it, or refused it), and the whole answer it built.
+pub fn count_answered(counters: &ProjectCounters, headers: &HeaderMap, response: &Response) {
+    let received = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let hint = response.body().size_hint();
+    counters.http(received, hint.exact().unwrap_or(hint.lower()));
 }
 
 /// Most distinct root fields counted of one operation.

@@ -232,6 +232,34 @@ async fn what_a_project_did_reaches_usage_with_exact_counts_hourly_and_daily() {
             "{metric} {key}: {daily_answer}"
         );
     }
+
+    // A download's bytes count as they stream out.
+    let before = total(&hourly, "BANDWIDTH_OUT", "http");
+    let downloaded = app
+        .client
+        .get(format!(
+            "{}/v1/storage/buckets/b/files/f1/download",
+            app.url
+        ))
+        .header("x-nimbus-key", &app.admin_key)
+        .header("x-nimbus-project", p)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&downloaded[..], b"hello usage");
+    let (after, answer) = eventually("the download counted", || async {
+        let (t, answer) = totals(&app, p, "HOUR").await;
+        (total(&t, "BANDWIDTH_OUT", "http") > before).then_some((t, answer))
+    })
+    .await;
+    assert_eq!(
+        total(&after, "BANDWIDTH_OUT", "http"),
+        before + 11.0,
+        "{answer}"
+    );
     ws.socket.close(None).await.ok();
     app.shutdown().await;
 }
