@@ -432,6 +432,34 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_OAUTH2_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
     pub oauth2_allow_private: bool,
 
+    /// Per-project usage counters (`usage` query): `on` or `off`. Off, nothing is
+    /// counted on the request path and nothing is flushed.
+    #[arg(long, env = "NIMBUS_USAGE", default_value = "on", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub usage: bool,
+
+    /// Seconds between two flushes of this replica's usage counts to the database
+    /// (counted in memory meanwhile); also how late `usage` may be.
+    #[arg(long, env = "NIMBUS_USAGE_FLUSH_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub usage_flush_secs: u64,
+
+    /// Seconds between two snapshots of how many documents, files, storage bytes,
+    /// users and sessions each project has (on replicas running background work).
+    #[arg(long, env = "NIMBUS_USAGE_SNAPSHOT_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub usage_snapshot_secs: u64,
+
+    /// Distinct keys (root fields of operations, error codes) one project's usage
+    /// counts take per flush; further ones count as `other`.
+    #[arg(long, env = "NIMBUS_USAGE_MAX_KEYS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub usage_max_keys: u64,
+
+    /// Days hourly usage buckets are kept.
+    #[arg(long, env = "NIMBUS_USAGE_HOURLY_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub usage_hourly_retention_days: u32,
+
+    /// Days daily usage buckets are kept.
+    #[arg(long, env = "NIMBUS_USAGE_DAILY_RETENTION_DAYS", default_value_t = 730, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub usage_daily_retention_days: u32,
+
     /// A MaxMind DB file (e.g. GeoLite2-Country) that maps client addresses to
     /// countries for `locale`. Unset: the bundled database (CC0, by ip-location-db).
     #[arg(long, env = "NIMBUS_GEOIP_DB")]

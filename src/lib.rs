@@ -89,6 +89,8 @@ pub struct AppInner {
     pub avatars: services::avatars::cache::AvatarCache,
     /// The sandbox threads functions run on, and what their executions share.
     pub functions: services::functions::Runtime,
+    /// What this replica counted of each project's usage since its last flush.
+    pub usage: services::usage::counters::Usage,
 }
 
 /// A cheap handle on [`AppInner`].
@@ -153,6 +155,10 @@ impl AppState {
                 usize::try_from(config.avatar_cache_bytes).unwrap_or(usize::MAX),
             ),
             functions: services::functions::Runtime::new(&config)?,
+            usage: services::usage::counters::Usage::new(
+                config.usage,
+                usize::try_from(config.usage_max_keys).unwrap_or(usize::MAX),
+            ),
             config,
             db,
             bus,
@@ -240,6 +246,7 @@ pub struct Server {
     pruning: JoinHandle<()>,
     jobs: JoinHandle<()>,
     consumers: Consumers,
+    usage: Option<(tokio::sync::watch::Sender<bool>, JoinHandle<()>)>,
 }
 
 /// This replica's event log consumers, stopped (their leases released) on shutdown.
@@ -282,6 +289,14 @@ impl Server {
         ));
         let jobs = start_jobs(&state).await;
         let consumers = start_consumers(&state);
+        let usage = state.config.usage.then(|| {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(services::usage::service::flush_forever(
+                state.clone(),
+                stopped,
+            ));
+            (stop, task)
+        });
         let admin_key = services::keys::service::bootstrap_admin_key(&state)
             .await
             .map_err(|e| anyhow::anyhow!("cannot create the first admin key: {}", e.message()))?;
@@ -311,6 +326,7 @@ impl Server {
             pruning,
             jobs,
             consumers,
+            usage,
         })
     }
 
@@ -338,6 +354,17 @@ impl Server {
         self.uploads.abort();
         self.pruning.abort();
         self.jobs.abort();
+        // Requests are done: the last counts are flushed.
+        if let Some((stop, task)) = self.usage.take() {
+            let _ = stop.send(true);
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Consumers::STOP_WAIT, task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
         self.consumers.stop().await;
         self.state.close().await;
         served
@@ -409,6 +436,7 @@ fn start_consumers(state: &AppState) -> Consumers {
     let consumers: Vec<Arc<dyn bus::consumer::Consumer>> = vec![
         Arc::new(services::webhooks::Deliveries),
         Arc::new(services::functions::Triggers::default()),
+        Arc::new(services::usage::Tally),
     ];
     let lease = Duration::from_secs(state.config.consumer_lease_secs);
     let tasks = if state.config.jobs_concurrency == 0 {

@@ -85,6 +85,7 @@ scopes! {
     WebhooksWrite = "webhooks.write": "Create, change, rotate the secret of and delete the project's webhooks.",
     JobsRead = "jobs.read": "Read the project's background jobs (emails, webhook deliveries).",
     JobsWrite = "jobs.write": "Retry dead background jobs and delete jobs.",
+    UsageRead = "usage.read": "Read the project's usage: requests by operation, errors, bandwidth, realtime connections, and counts of documents, files, storage, users, sessions and executions.",
 }
 
 impl Scope {

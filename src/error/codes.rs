@@ -232,6 +232,8 @@ codes! {
     INVALID_WEBHOOK_EVENTS: 400 => "no event pattern, more than 100, or one that names no Appwrite event";
     JOB_NOT_FOUND: 404 => "no job of the project has that id";
     JOB_NOT_DEAD: 400 => "only a dead job can be retried";
+    // Usage.
+    USAGE_RANGE_TOO_LARGE: 400 => "a `usage` range with more points than allowed at its interval: ask for a shorter range or a coarser interval";
     // Functions.
     FUNCTION_NOT_FOUND: 404 => "no function of the project has that id";
     FUNCTION_ALREADY_EXISTS: 409 => "a function has that id already";

@@ -72,6 +72,8 @@ struct Entry {
     parts: Parts,
     /// The name of the operation, as its document declares it.
     name: Option<String>,
+    /// The root fields it selects, as the caller counted them (usage).
+    roots: std::sync::Arc<[String]>,
     /// Which of the schema's rules covers it.
     rule: usize,
     answers: Vec<Answer>,
@@ -110,6 +112,8 @@ pub struct Asked<'r> {
 pub struct Kept {
     /// The name of the operation, as its document declares it.
     pub name: Option<String>,
+    /// The root fields it selects, as given to [`KeptAnswers::keep`].
+    pub roots: std::sync::Arc<[String]>,
     pub body: Bytes,
 }
 
@@ -178,13 +182,13 @@ impl KeptAnswers {
         if !self.any.load(Ordering::Relaxed) {
             return None;
         }
-        let (rule, name) = {
+        let (rule, name, roots) = {
             let entries = self.lock();
             let entry = entries.operations.peek(&asked.hash)?;
             if !entry.parts.is(asked) {
                 return None;
             }
-            (entry.rule, entry.name.clone())
+            (entry.rule, entry.name.clone(), entry.roots.clone())
         };
         // Only for an operation kept: its variables and variant, out of the lock.
         let variables = variables_of(asked.request)?;
@@ -200,7 +204,7 @@ impl KeptAnswers {
             .find(|a| a.variant == variant && a.variables == variables)?
             .body
             .clone();
-        Some(Kept { name, body })
+        Some(Kept { name, roots, body })
     }
 
     /// `Some` when a rule covers the operation `request` runs in `project`: its
@@ -246,8 +250,9 @@ impl KeptAnswers {
     }
 
     /// Keeps `body`, the whole answer (without errors, extensions or headers) of
-    /// the operation named `name` that `to_keep` describes.
-    pub fn keep(&self, to_keep: ToKeep, name: Option<&str>, body: Bytes) {
+    /// the operation named `name` that `to_keep` describes, and the names of the
+    /// root fields it selects (`roots`, handed back with the answer).
+    pub fn keep(&self, to_keep: ToKeep, name: Option<&str>, roots: &[String], body: Bytes) {
         if body.len() > MAX_ANSWER_BYTES {
             return;
         }
@@ -269,6 +274,7 @@ impl KeptAnswers {
             let entry = Entry {
                 parts,
                 name: name.map(str::to_string),
+                roots: roots.into(),
                 rule,
                 answers: Vec::new(),
                 bytes,
@@ -361,7 +367,7 @@ mod tests {
     fn run(kept: &KeptAnswers, request: &mut Request, languages: &str, body: &str) -> bool {
         match kept.covered(&rules(), "p", request, languages) {
             Some(to_keep) => {
-                kept.keep(to_keep, None, Bytes::from(body.to_string()));
+                kept.keep(to_keep, None, &[], Bytes::from(body.to_string()));
                 true
             }
             None => false,

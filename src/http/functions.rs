@@ -217,6 +217,13 @@ async fn run(
     )?;
     let execution = service::execute_now(state, &caller, &function, Trigger::Http, request).await?;
 
+    let mut response = respond(execution);
+    super::usage::tag(state, &caller.project.id, &mut response);
+    Ok(response)
+}
+
+/// The HTTP answer of a function's execution.
+fn respond(execution: crate::services::functions::Execution) -> Response {
     if execution.status == status::FAILED {
         let code = execution
             .failure
@@ -228,7 +235,7 @@ async fn run(
                 .headers_mut()
                 .insert(HeaderName::from_static("x-nimbus-execution-id"), id);
         }
-        return Ok(response);
+        return response;
     }
     let status = u16::try_from(execution.response_status)
         .ok()
@@ -252,7 +259,7 @@ async fn run(
             .headers_mut()
             .insert(HeaderName::from_static("x-nimbus-execution-id"), id);
     }
-    Ok(response)
+    response
 }
 
 /// Runs guests' `nimbus.graphql` calls as `/v1/graphql` runs a request: the

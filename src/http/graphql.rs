@@ -22,7 +22,9 @@ use crate::auth::Credential;
 use crate::error::{AppError, codes};
 use crate::http::identity::{self, Addressed};
 use crate::http::multipart::{self, Refusal};
+use crate::http::usage;
 use crate::services::databases::tx::{Finished, Mode, RequestTx};
+use crate::services::usage::counters::ProjectCounters;
 use crate::services::users::service::ClientInfo;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -564,7 +566,7 @@ async fn execute(
     addressed: Option<Addressed>,
 ) -> Response {
     let is_batch = matches!(batch, BatchRequest::Batch(_));
-    let mut requests = match requests_of(state, batch, media) {
+    let requests = match requests_of(state, batch, media) {
         Ok(requests) => requests,
         Err(response) => return *response,
     };
@@ -575,6 +577,39 @@ async fn execute(
             Err(err) => return app_error_response(&err, media),
         },
     };
+    let counters = state.usage.project(&addressed.loaded.project.id);
+    let response = execute_as(
+        state,
+        headers,
+        peer,
+        requests,
+        is_batch,
+        media,
+        method,
+        &addressed,
+        counters.as_deref(),
+    )
+    .await;
+    if let Some(counters) = counters {
+        usage::count_answered(&counters, headers, &response);
+    }
+    response
+}
+
+/// [`execute`] once the caller is known, counting each operation in `counters`
+/// when usage is on.
+#[allow(clippy::too_many_arguments)]
+async fn execute_as(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    mut requests: Vec<Request>,
+    is_batch: bool,
+    media: MediaType,
+    method: Method,
+    addressed: &Addressed,
+    counters: Option<&ProjectCounters>,
+) -> Response {
     let client = crate::http::client::client_info(&state.config, peer, headers);
     // One operation that answers every caller alike may have been answered before.
     let loaded = &addressed.loaded;
@@ -584,6 +619,9 @@ async fn execute(
         && let Some(kept) = state.kept_answers.get(rules, &asked, &client.locale)
     {
         let started = Instant::now();
+        if let Some(counters) = counters {
+            counters.operation(&kept.roots, std::iter::empty());
+        }
         let response = bytes_response(StatusCode::OK, media, kept.body);
         crate::http::metrics::record_operation(
             &state.config,
@@ -604,8 +642,18 @@ async fn execute(
     let mut answered = Vec::with_capacity(requests.len());
     for (mut request, screened) in requests.into_iter().zip(screened) {
         let response = match screened {
-            Screened::Answered(response) => *response,
+            Screened::Answered(response) => {
+                if let Some(counters) = counters {
+                    counters.operation(&[], usage::error_codes(&response));
+                }
+                *response
+            }
             Screened::Runs(name) => {
+                let roots = if counters.is_some() {
+                    usage::known_roots(&loaded.schema, usage::roots_of(&mut request))
+                } else {
+                    Vec::new()
+                };
                 let to_keep = alike.and_then(|rules| {
                     state.kept_answers.covered(
                         rules,
@@ -615,14 +663,17 @@ async fn execute(
                     )
                 });
                 let response =
-                    run_measured(state, &addressed, &client, request, name.as_deref()).await;
+                    run_measured(state, addressed, &client, request, name.as_deref()).await;
+                if let Some(counters) = counters {
+                    counters.operation(&roots, usage::error_codes(&response));
+                }
                 if let Some(to_keep) = to_keep
                     && is_clean(&response)
                 {
                     let body = Bytes::from(response_bytes(&response_json(&response)));
                     state
                         .kept_answers
-                        .keep(to_keep, name.as_deref(), body.clone());
+                        .keep(to_keep, name.as_deref(), &roots, body.clone());
                     return bytes_response(StatusCode::OK, media, body);
                 }
                 response

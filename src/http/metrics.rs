@@ -120,6 +120,14 @@ pub fn install_recorder() {
             "Event log entries pruned before a log consumer handled them (it was stopped or failing for longer than the retention allows)."
         );
         metrics::describe_counter!(
+            "nimbus_usage_flush_failures_total",
+            "Flushes of usage counts the database refused; their counts wait for the next flush."
+        );
+        metrics::describe_counter!(
+            "nimbus_usage_dropped_total",
+            "Usage rows dropped because too many waited for the database."
+        );
+        metrics::describe_counter!(
             "nimbus_operations_rerun_total",
             "Operations run again, alone, after their shared transaction rolled back."
         );

@@ -15,6 +15,7 @@ pub mod multipart;
 pub mod oauth2;
 pub mod playground;
 pub mod storage;
+pub mod usage;
 pub mod ws;
 
 use std::future::Future;
@@ -61,6 +62,21 @@ pub fn router(state: AppState) -> Router {
             HeaderName::from_static("repr-digest"),
         ]);
     let file = |endpoint: &str| format!("/v1/storage/buckets/{{bucket}}/files/{{file}}/{endpoint}");
+    // Streamed bodies (files, function calls) are counted as they pass; GraphQL
+    // counts its own, whose lengths it knows, without the layer's cost.
+    let streamed = Router::new()
+        .route(&file("download"), get(storage::download))
+        .route(&file("view"), get(storage::view))
+        .route(&file("preview"), get(storage::preview))
+        .route(&file("upload"), axum::routing::put(storage::upload_chunk))
+        .route("/v1/functions/{function}", any(functions::execute))
+        .route("/v1/functions/{function}/{*path}", any(functions::execute));
+    // Off, requests do not pass through the bandwidth count at all.
+    let streamed = if state.usage.enabled() {
+        streamed.route_layer(axum::middleware::from_fn(usage::count))
+    } else {
+        streamed
+    };
     Router::new()
         .route(
             "/v1/graphql",
@@ -80,12 +96,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/avatars/initials", get(avatars::initials))
         .route("/v1/avatars/image", get(avatars::image))
         .route("/v1/avatars/favicon", get(avatars::favicon))
-        .route(&file("download"), get(storage::download))
-        .route(&file("view"), get(storage::view))
-        .route(&file("preview"), get(storage::preview))
-        .route(&file("upload"), axum::routing::put(storage::upload_chunk))
-        .route("/v1/functions/{function}", any(functions::execute))
-        .route("/v1/functions/{function}/{*path}", any(functions::execute))
         .route(
             "/console/api/session",
             get(console_session::get_session)
@@ -102,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::metrics))
+        .merge(streamed)
         .merge(playground::router())
         .merge(console::router())
         .fallback(not_found)

@@ -196,6 +196,18 @@ async fn serve(
     attachment: bool,
 ) -> AppResult<Response> {
     let (_, file) = readable(state, headers, path, query).await?;
+    let mut response = serve_file(state, headers, &file, attachment).await?;
+    super::usage::tag(state, &file.project_id, &mut response);
+    Ok(response)
+}
+
+/// The bytes of a file the caller may read.
+async fn serve_file(
+    state: &AppState,
+    headers: &HeaderMap,
+    file: &StoredFile,
+    attachment: bool,
+) -> AppResult<Response> {
     let etag = format!("\"{}\"", file.checksum);
     if identity::header(headers, "if-none-match") == Some(etag.as_str()) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
@@ -278,6 +290,7 @@ pub async fn preview(
     let query = query_pairs(uri.query());
     async {
         let (_, file) = readable(&state, &headers, &path, &query).await?;
+        let project_id = file.project_id.clone();
         let params_only: Vec<(String, String)> = query
             .into_iter()
             .filter(|(k, _)| k != "project" && k != "token")
@@ -293,17 +306,17 @@ pub async fn preview(
             }
             PreviewBody::Fresh(bytes) => Body::from(bytes),
         };
-        Ok::<_, AppError>(
-            (
-                [
-                    (header::CONTENT_TYPE, rendered.mime_type.to_string()),
-                    (header::CACHE_CONTROL, "private, max-age=3600".to_string()),
-                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
-                ],
-                body,
-            )
-                .into_response(),
+        let mut response = (
+            [
+                (header::CONTENT_TYPE, rendered.mime_type.to_string()),
+                (header::CACHE_CONTROL, "private, max-age=3600".to_string()),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+            ],
+            body,
         )
+            .into_response();
+        super::usage::tag(&state, &project_id, &mut response);
+        Ok::<_, AppError>(response)
     }
     .await
     .unwrap_or_else(error)
@@ -325,6 +338,7 @@ pub async fn upload_chunk(
             .find(|(k, _)| k == "project")
             .map(|(_, v)| v.as_str());
         let addressed = identity::resolve(&state, &presented(&headers, project)).await?;
+        let project_id = addressed.caller.project.id.clone();
         let range = ContentRange::parse(
             identity::header(&headers, "content-range").ok_or_else(|| AppError::Invalid {
                 code: codes::UPLOAD_CHUNK_INVALID,
@@ -356,17 +370,17 @@ pub async fn upload_chunk(
             "mimeType": if ready { Some(file.mime_type.as_str()) } else { None },
             "checksum": if ready { Some(file.checksum.as_str()) } else { None },
         });
-        Ok::<_, AppError>(
-            (
-                if ready {
-                    StatusCode::CREATED
-                } else {
-                    StatusCode::OK
-                },
-                axum::Json(body),
-            )
-                .into_response(),
+        let mut response = (
+            if ready {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            axum::Json(body),
         )
+            .into_response();
+        super::usage::tag(&state, &project_id, &mut response);
+        Ok::<_, AppError>(response)
     }
     .await
     .unwrap_or_else(error)

@@ -79,11 +79,13 @@ use crate::gauge::GaugeGuard;
 use crate::graphql::limits::coded;
 use crate::http::graphql::plain_error;
 use crate::http::identity::{self, Addressed, KEY_HEADER, PROJECT_HEADER, Presented};
+use crate::http::usage;
 use crate::services::LoadedProject;
 use crate::services::databases::tx::{Finished, Mode, RequestTx};
 use crate::services::projects::DEFAULT_PROJECT;
 use crate::services::realtime::resume;
 use crate::services::realtime::watch::{Watch, WatchSlot};
+use crate::services::usage::counters::ConnectionGuard;
 use crate::services::users::service::ClientInfo;
 
 use render::{Renderer, Shape};
@@ -434,6 +436,10 @@ struct Link {
     socket: Socket,
     protocol: Protocol,
     send_timeout: Duration,
+    /// The project's usage counters once the connection is made (usage on): the
+    /// connection counts as open while it holds them, and its messages' bytes
+    /// are counted. One pointer in every idle connection.
+    usage: Option<ConnectionGuard>,
 }
 
 impl Link {
@@ -449,6 +455,7 @@ impl Link {
             socket: upgrade::socket(*upgraded, config).await,
             protocol,
             send_timeout,
+            usage: None,
         })
     }
 
@@ -461,6 +468,9 @@ impl Link {
                 Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
                 Ok(Message::Close(_)) | Err(_) => return None,
             };
+            if let Some(usage) = &self.usage {
+                usage.counters().ws_received(bytes.len() as u64);
+            }
             if let Ok(MessageType { kind: Some(kind) }) = serde_json::from_slice(&bytes)
                 && !self.protocol.speaks(&kind)
             {
@@ -484,6 +494,14 @@ impl Link {
     /// `SUBSCRIBER_TOO_SLOW` close frame behind the unsent data (so it reaches only
     /// a client that resumes reading in time).
     async fn send(&mut self, message: Message) -> Result<(), Gone> {
+        if let Some(usage) = &self.usage {
+            let bytes = match &message {
+                Message::Text(text) => text.len(),
+                Message::Binary(bytes) => bytes.len(),
+                _ => 0,
+            };
+            usage.counters().ws_sent(bytes as u64);
+        }
         match tokio::time::timeout(self.send_timeout, self.socket.send(message)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Gone),
@@ -748,6 +766,11 @@ impl Connection {
         } = addressed;
         let changes = state.sessions.watch(caller.holder());
         let seen = changes.now();
+        let mut link = link;
+        link.usage = state
+            .usage
+            .project(&caller.project.id)
+            .map(|counters| counters.connection());
         let mut connection = Box::new(Connection {
             seen,
             changes,
@@ -989,10 +1012,18 @@ impl Connection {
             return self.link.send_complete(&id).await;
         }
         if let Err(refused) = self.state.parsed_queries.prepare(&mut request) {
-            self.link
-                .send_response(&id, &Response::from_errors(vec![refused]))
-                .await?;
+            let refusal = Response::from_errors(vec![refused]);
+            if let Some(usage) = &self.link.usage {
+                usage
+                    .counters()
+                    .operation(&[], usage::error_codes(&refusal));
+            }
+            self.link.send_response(&id, &refusal).await?;
             return self.link.send_complete(&id).await;
+        }
+        if let Some(usage) = &self.link.usage {
+            let roots = usage::known_roots(self.schema(), usage::roots_of(&mut request));
+            usage.counters().operation(&roots, std::iter::empty());
         }
         // Listening starts now, so an event published once the subscription's
         // resolver ran is not missed before its watch is registered.
@@ -1049,7 +1080,14 @@ impl Connection {
 
     async fn on_step(&mut self, id: String, step: Step) -> Result<(), Gone> {
         match step {
-            Step::Respond(response) => self.link.send_response(&id, &response).await,
+            Step::Respond(response) => {
+                if let Some(usage) = &self.link.usage
+                    && !response.errors.is_empty()
+                {
+                    usage.counters().errors(usage::error_codes(&response));
+                }
+                self.link.send_response(&id, &response).await
+            }
             Step::End(started) => {
                 self.operations.remove(&id);
                 let Started {

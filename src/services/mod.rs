@@ -16,6 +16,7 @@ pub mod projects;
 pub mod realtime;
 pub mod storage;
 pub mod teams;
+pub mod usage;
 pub mod users;
 pub mod webhooks;
 
@@ -49,6 +50,7 @@ pub fn register_all(parts: &mut SchemaParts, project: &Project, model: &DataMode
     webhooks::register(parts, project);
     functions::register(parts, project);
     jobs::register(parts, project);
+    usage::register(parts, project);
 }
 
 /// Builds the schema of `project`. `state` is attached as schema data when given
@@ -149,6 +151,7 @@ impl projects::service::ProjectData for ProjectRemains {
         webhooks::service::forget_project(state, admin).await;
         functions::service::forget_project(state, admin).await;
         jobs::service::forget_project(state, admin).await;
+        usage::service::forget_project(state, admin).await;
     }
 }
 

@@ -51,4 +51,5 @@ mod storage;
 mod teams;
 mod transport;
 mod uploads_fast;
+mod usage;
 mod webhooks;
