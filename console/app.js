@@ -17,6 +17,7 @@ import { Settings } from "./page-settings.js";
 import { Teams, TeamPage } from "./page-teams.js";
 import { ViewAsUser } from "./page-view-as.js";
 import { Webhooks, Functions, Jobs } from "./page-operations.js";
+import { Usage } from "./page-usage.js";
 
 const NAV = [
   ["projects", "Projects"],
@@ -30,6 +31,7 @@ const NAV = [
   ["functions", "Functions"],
   ["webhooks", "Webhooks"],
   ["jobs", "Jobs"],
+  ["usage", "Usage"],
 ];
 
 function currentRoute() {
@@ -70,6 +72,8 @@ function Page({ route, project }) {
       return html`<${Webhooks} />`;
     case "jobs":
       return html`<${Jobs} />`;
+    case "usage":
+      return html`<${Usage} project=${project} />`;
     case "account":
       return html`<${Account} />`;
     default:
