@@ -636,6 +636,67 @@ test("the playground keeps its headers, the API key among them, in the tab only"
   );
 });
 
+test("charts the requests and errors just made in a project, with their totals and a table", async (t) => {
+  const projectId = unique("usage");
+  await gql(`mutation ($input: CreateProjectInput!) { createProject(input: $input) { id } }`, { input: { id: projectId, name: "Usage" } });
+  const made = 5;
+  for (let i = 0; i < made; i++) await gql("{ __typename }", {}, projectId);
+  const refused = await fetch(`${BASE}/v1/graphql`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-Nimbus-Key": KEY, "X-Nimbus-Project": projectId },
+    body: JSON.stringify({ query: "{ noSuchField }" }),
+  }).then((r) => r.json());
+  assert.ok(refused.errors?.length, "the bad query is refused");
+  await withPage(t, async (page) => {
+    await page.getByLabel("Project", { exact: true }).selectOption(projectId);
+    await page.getByRole("link", { name: "Usage", exact: true }).click();
+    await page.getByRole("heading", { name: `Usage of ${projectId}` }).waitFor();
+    const total = (metric) => page.getByTestId(`usage-total-${metric}`);
+    // Counts reach the database at the next flush (every second here): refresh
+    // until they have.
+    const reached = (min) =>
+      page
+        .waitForFunction(
+          ([requests, errors]) => {
+            const read = (m) => Number((document.querySelector(`[data-testid="usage-total-${m}"]`)?.textContent || "").replace(/\D/g, ""));
+            return read("REQUESTS") >= requests && read("ERRORS") >= errors;
+          },
+          min,
+          { timeout: 2000 },
+        )
+        .then(() => true, () => false);
+    const deadline = Date.now() + 20_000;
+    while (!(await reached([made + 1, 1]))) {
+      assert.ok(Date.now() < deadline, `the usage page shows ${made + 1} requests and 1 error (shows ${await total("REQUESTS").textContent()} and ${await total("ERRORS").textContent()})`);
+      await page.getByRole("button", { name: "Refresh" }).click();
+    }
+    assert.equal(await page.getByTestId("usage-empty").count(), 0, "no empty state once there is usage");
+
+    // The chart is drawn: uPlot's canvas, with room, in the requests card.
+    const chart = page.getByTestId("usage-requests");
+    const canvas = chart.locator(".usage-plot canvas");
+    await canvas.waitFor();
+    const box = await canvas.boundingBox();
+    assert.ok(box.width > 100 && box.height > 100, JSON.stringify(box));
+    // The table beside it holds the same points the chart draws: they add up to its total.
+    await chart.getByText("Requests and errors as a table").click();
+    const table = chart.getByRole("table");
+    await table.waitFor();
+    const column = await table.locator("tbody tr").evaluateAll((rows) => rows.map((row) => Number(row.cells[1].textContent.replace(/\D/g, "") || 0)));
+    const shown = Number((await total("REQUESTS").textContent()).replace(/\D/g, ""));
+    assert.ok(column.length >= 24, `one row per hour (${column.length})`);
+    assert.equal(column.reduce((a, b) => a + b, 0), shown, "the points add up to the total");
+
+    // 90 days are charted by day (about 90 rows, not 24 × 90), whatever the interval picked.
+    await page.getByLabel("Range").selectOption("LAST_90_DAYS");
+    await page.getByLabel("Interval").isDisabled().then((disabled) => assert.ok(disabled, "90 days forces daily points"));
+    await page.waitForFunction((min) => {
+      const rows = document.querySelectorAll('[data-testid="usage-requests"] tbody tr');
+      return rows.length >= 90 && rows.length < 200 && Number(document.querySelector('[data-testid="usage-total-REQUESTS"]').textContent.replace(/\D/g, "")) >= min;
+    }, made + 1);
+  });
+});
+
 test("every page loads only from the server's own origin, on a phone-sized screen too", async (t) => {
   await withPage(
     t,
@@ -651,6 +712,7 @@ test("every page loads only from the server's own origin, on a phone-sized scree
         ["Functions", "Functions"],
         ["Webhooks", "Webhooks"],
         ["Jobs", "Background jobs"],
+        ["Usage", /^Usage of /],
         ["Projects", "Projects"],
       ]) {
         await page.getByRole("link", { name: link, exact: true }).click();
