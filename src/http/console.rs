@@ -197,8 +197,13 @@ mod tests {
             );
             let dir = file.rsplit_once('/').map_or("", |(dir, _)| dir).to_string();
             let text = body_text(response).await;
-            for quote in ['"', '\''] {
-                for rest in text.split(&format!("from {quote}./")).skip(1) {
+            // Static imports (`from "./x.js"`, minified `from"./x.js"`) and
+            // dynamic ones (`import("./x.js")`, a library loaded by one page).
+            let patterns = ['"', '\''].into_iter().flat_map(|quote| {
+                ["from ", "from", "import("].map(|lead| (quote, format!("{lead}{quote}./")))
+            });
+            for (quote, pattern) in patterns {
+                for rest in text.split(&pattern).skip(1) {
                     let target = rest.split(quote).next().unwrap();
                     referenced.push(if dir.is_empty() {
                         target.to_string()
