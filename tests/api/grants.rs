@@ -102,9 +102,13 @@ async fn a_keys_scopes_are_kept_once_each_by_name_and_unknown_ones_refused() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names.len(), 24);
+    assert_eq!(names.len(), 25);
     assert_eq!(names[0], "admin");
-    assert!(names.contains(&"files.write") && names.contains(&"executions.read"));
+    assert!(
+        names.contains(&"files.write")
+            && names.contains(&"executions.read")
+            && names.contains(&"usage.read")
+    );
     assert!(
         listed["apiKeyScopes"]
             .as_array()
