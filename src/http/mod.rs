@@ -13,6 +13,8 @@ pub mod identity;
 pub mod metrics;
 pub mod multipart;
 pub mod oauth2;
+#[cfg(test)]
+mod page_tests;
 pub mod playground;
 pub mod storage;
 pub mod usage;

@@ -108,32 +108,10 @@ fn embedded(file: &str) -> Option<(&'static [u8], &'static str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::{
-        body::Body,
-        http::{HeaderName, Request},
-    };
-    use tower::ServiceExt;
+    use crate::http::page_tests::{body_text, header};
 
     async fn get(uri: &str) -> Response {
-        router::<()>()
-            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-            .await
-            .unwrap()
-    }
-
-    fn header(response: &Response, name: HeaderName) -> &str {
-        response
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-    }
-
-    async fn body_text(response: Response) -> String {
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        String::from_utf8(bytes.to_vec()).unwrap()
+        crate::http::page_tests::get(router(), uri).await
     }
 
     #[tokio::test]
