@@ -8,6 +8,7 @@ import {
   ErrorBox,
   Field,
   Loading,
+  NameAndIdForm,
   PermissionsEditor,
   Select,
   TypedConfirm,
@@ -20,32 +21,13 @@ import {
 
 export function Databases() {
   const list = useAsync(() => api.gql("query ConsoleDatabases { databases { id name enabled createdAt } }"), []);
-  const [id, setId] = useState("");
-  const [name, setName] = useState("");
-  const create = useAction(() =>
-    api.gql(`mutation ConsoleCreateDatabase($input: CreateDatabaseInput!) { createDatabase(input: $input) { id } }`, {
-      input: { name, ...(id ? { id } : {}) },
-    }),
-  );
-  const submit = async (e) => {
-    e.preventDefault();
-    if (await create.run()) {
-      setId("");
-      setName("");
-      list.reload();
-    }
-  };
   return html`<section aria-labelledby="db-title">
     <h1 id="db-title">Databases</h1>
-    <form class="card" onSubmit=${submit} aria-labelledby="new-db">
-      <h2 id="new-db">New database</h2>
-      <div class="row">
-        <${Field} label="Name" value=${name} onInput=${setName} required />
-        <${Field} label="Id (optional)" value=${id} onInput=${setId} />
-        <button disabled=${create.pending}>Create database</button>
-      </div>
-      <${ErrorBox} error=${create.error} />
-    </form>
+    <${NameAndIdForm}
+      noun="database"
+      create=${(input) => api.gql(`mutation ConsoleCreateDatabase($input: CreateDatabaseInput!) { createDatabase(input: $input) { id } }`, { input })}
+      onCreated=${list.reload}
+    />
     <${ErrorBox} error=${list.error} />
     ${list.loading && !list.data && html`<${Loading} what="databases" />`}
     ${list.data &&

@@ -2,7 +2,7 @@
 // email (or a user id, which joins at once with an API key) with their roles.
 import { html, useState } from "./lib.js";
 import * as api from "./api.js";
-import { ErrorBox, Field, Loading, TypedConfirm, formatDate, href, useAction, useAsync } from "./ui.js";
+import { ErrorBox, Field, Loading, NameAndIdForm, TypedConfirm, formatDate, href, useAction, useAsync } from "./ui.js";
 
 function splitRoles(text) {
   return text
@@ -13,32 +13,13 @@ function splitRoles(text) {
 
 export function Teams() {
   const list = useAsync(() => api.gql("query ConsoleTeams { teams(first: 100) { totalCount nodes { id name createdAt } } }"), []);
-  const [id, setId] = useState("");
-  const [name, setName] = useState("");
-  const create = useAction(() =>
-    api.gql(`mutation ConsoleCreateTeam($input: CreateTeamInput!) { createTeam(input: $input) { id } }`, {
-      input: { name, ...(id ? { id } : {}) },
-    }),
-  );
-  const submit = async (e) => {
-    e.preventDefault();
-    if (await create.run()) {
-      setId("");
-      setName("");
-      list.reload();
-    }
-  };
   return html`<section aria-labelledby="teams-title">
     <h1 id="teams-title">Teams</h1>
-    <form class="card" onSubmit=${submit} aria-labelledby="new-team">
-      <h2 id="new-team">New team</h2>
-      <div class="row">
-        <${Field} label="Name" value=${name} onInput=${setName} required />
-        <${Field} label="Id (optional)" value=${id} onInput=${setId} />
-        <button disabled=${create.pending}>Create team</button>
-      </div>
-      <${ErrorBox} error=${create.error} />
-    </form>
+    <${NameAndIdForm}
+      noun="team"
+      create=${(input) => api.gql(`mutation ConsoleCreateTeam($input: CreateTeamInput!) { createTeam(input: $input) { id } }`, { input })}
+      onCreated=${list.reload}
+    />
     <${ErrorBox} error=${list.error} />
     ${list.loading && !list.data && html`<${Loading} what="teams" />`}
     ${list.data &&

@@ -74,6 +74,32 @@ export function Field({ label, hint, value, onInput, type = "text", ...rest }) {
   </div>`;
 }
 
+/** The form that creates a thing of `noun` from a name and an optional id
+ * (databases, teams): `create` gets `{ name, id? }`; `onCreated` runs after. */
+export function NameAndIdForm({ noun, create, onCreated }) {
+  const [id, setId] = useState("");
+  const [name, setName] = useState("");
+  const action = useAction(() => create({ name, ...(id ? { id } : {}) }));
+  const submit = async (e) => {
+    e.preventDefault();
+    if (await action.run()) {
+      setId("");
+      setName("");
+      onCreated();
+    }
+  };
+  const heading = `new-${noun}`;
+  return html`<form class="card" onSubmit=${submit} aria-labelledby=${heading}>
+    <h2 id=${heading}>New ${noun}</h2>
+    <div class="row">
+      <${Field} label="Name" value=${name} onInput=${setName} required />
+      <${Field} label="Id (optional)" value=${id} onInput=${setId} />
+      <button disabled=${action.pending}>Create ${noun}</button>
+    </div>
+    <${ErrorBox} error=${action.error} />
+  </form>`;
+}
+
 export function Check({ label, checked, onChange }) {
   return html`<label class="check">
     <input type="checkbox" checked=${checked} onChange=${(e) => onChange(e.target.checked)} />
