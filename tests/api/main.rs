@@ -19,6 +19,7 @@ mod function_triggers;
 mod functions;
 mod grants;
 mod identity;
+mod identity_events;
 mod jobs;
 mod jobs_faults;
 mod lean_paths;

@@ -920,22 +920,49 @@ async fn user_for_profile(
         }
     };
     let now = now_millis();
-    store::insert_identity(
-        state,
-        &Identity {
-            project_id: project_id.to_string(),
-            id: ids::generate(),
-            user_id: user.id.clone(),
-            provider: provider.to_string(),
-            subject: profile.subject.clone(),
-            email: email.clone(),
-            created_at: now,
-            updated_at: now,
-        },
-    )
-    .await
-    .conflict_as("identity", &profile.subject)?;
+    let identity = Identity {
+        project_id: project_id.to_string(),
+        id: ids::generate(),
+        user_id: user.id.clone(),
+        provider: provider.to_string(),
+        subject: profile.subject.clone(),
+        email: email.clone(),
+        created_at: now,
+        updated_at: now,
+    };
+    let mut tx = state.db.begin_write().await?;
+    store::insert_identity(&mut tx, &identity)
+        .await
+        .conflict_as("identity", &profile.subject)?;
+    crate::bus::log::commit(&state.bus, tx, vec![identity_event(&identity, "create")]).await?;
     Ok(user)
+}
+
+/// `users.U.identities.I.<action>` of `identity`. The payload is the identity as
+/// `accountIdentities` shows it: the provider's tokens are not kept, so none can
+/// travel to webhooks or functions.
+fn identity_event(identity: &Identity, action: &str) -> crate::bus::BusMessage {
+    let time = |at: i64| {
+        crate::graphql::types::datetime(at)
+            .into_json()
+            .unwrap_or_default()
+    };
+    let payload = serde_json::json!({
+        "id": identity.id,
+        "userId": identity.user_id,
+        "provider": identity.provider,
+        "providerUid": identity.subject,
+        "providerEmail": identity.email,
+        "createdAt": time(identity.created_at),
+        "updatedAt": time(identity.updated_at),
+    });
+    crate::services::users::service::identity_event(
+        &identity.project_id,
+        &identity.user_id,
+        &identity.id,
+        action,
+        payload,
+    )
 }
 
 /// A provider account linked to a user.
@@ -967,13 +994,19 @@ pub async fn delete_identity(
     id: &str,
 ) -> AppResult<()> {
     ids::validate("id", id)?;
-    if store::delete_identity(state, project_id, user_id, id).await? {
-        Ok(())
-    } else {
-        Err(AppError::NotFound {
+    let mut tx = state.db.begin_write().await?;
+    // Read and deleted in one transaction: of two requests unlinking it at once,
+    // only the one whose delete took the row announces it.
+    match store::take_identity(&mut tx, project_id, user_id, id).await? {
+        Some(identity) => {
+            crate::bus::log::commit(&state.bus, tx, vec![identity_event(&identity, "delete")])
+                .await?;
+            Ok(())
+        }
+        None => Err(AppError::NotFound {
             what: "identity",
             id: id.into(),
-        })
+        }),
     }
 }
 
@@ -1209,7 +1242,10 @@ mod store {
         Ok(rows.iter().map(identity_from).collect::<Result<_, _>>()?)
     }
 
-    pub async fn insert_identity(state: &AppState, identity: &Identity) -> Result<(), sqlx::Error> {
+    pub async fn insert_identity(
+        conn: &mut sqlx::AnyConnection,
+        identity: &Identity,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(&format!(
             "INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         ))
@@ -1221,24 +1257,37 @@ mod store {
         .bind(&identity.email)
         .bind(identity.created_at)
         .bind(identity.updated_at)
-        .execute(state.db.pool())
+        .execute(conn)
         .await?;
         Ok(())
     }
 
-    pub async fn delete_identity(
-        state: &AppState,
+    /// Deletes the user's identity `id` in `conn`, answering it if this delete
+    /// removed it.
+    pub async fn take_identity(
+        conn: &mut sqlx::AnyConnection,
         project_id: &str,
         user_id: &str,
         id: &str,
-    ) -> AppResult<bool> {
+    ) -> AppResult<Option<Identity>> {
+        let row = sqlx::query(&format!(
+            "SELECT {IDENTITY_COLUMNS} FROM identities WHERE project_id = ? AND user_id = ? AND id = ?"
+        ))
+        .bind(project_id)
+        .bind(user_id)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(identity) = row.as_ref().map(identity_from).transpose()? else {
+            return Ok(None);
+        };
         let done =
             sqlx::query("DELETE FROM identities WHERE project_id = ? AND user_id = ? AND id = ?")
                 .bind(project_id)
                 .bind(user_id)
                 .bind(id)
-                .execute(state.db.pool())
+                .execute(conn)
                 .await?;
-        Ok(done.rows_affected() > 0)
+        Ok((done.rows_affected() > 0).then_some(identity))
     }
 }

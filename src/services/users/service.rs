@@ -572,6 +572,26 @@ pub(crate) fn session_event(session: &Session, action: &str) -> BusMessage {
     ))
 }
 
+/// `users.U.identities.I.<action>`: a provider account linked to the user
+/// (`create`, on an OAuth2 sign-in that linked it) or unlinked (`delete`), with the
+/// identity as `accountIdentities` shows it (`payload`).
+pub(crate) fn identity_event(
+    project_id: &str,
+    user_id: &str,
+    identity_id: &str,
+    action: &str,
+    payload: serde_json::Value,
+) -> BusMessage {
+    BusMessage::Event(user_event_of(
+        project_id,
+        user_id,
+        &format!(".identities.{identity_id}"),
+        ".identities.*",
+        action,
+        payload,
+    ))
+}
+
 /// A one-time secret sent to a user, as its events show it: without the secret.
 pub(crate) struct TokenIssued<'a> {
     pub project_id: &'a str,
