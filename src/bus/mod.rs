@@ -300,11 +300,15 @@ pub struct BusHealth {
 #[serde(tag = "kind", rename_all = "camelCase")]
 enum Wire {
     /// The message logged at `position`.
-    Logged {
-        position: i64,
-        message: BusMessage,
+    Logged { position: i64, message: BusMessage },
+    /// A presence change, and the replica that sent it: a replica has told its
+    /// own subscribers already and skips its own.
+    Presence {
+        #[serde(default)]
+        origin: String,
+        #[serde(flatten)]
+        presence: presence::Presence,
     },
-    Presence(presence::Presence),
 }
 
 /// A handle on the bus: cheap to clone.
@@ -355,22 +359,27 @@ impl Bus {
         }
     }
 
-    /// Tells every replica about a presence change. Presence is not logged: a
-    /// failure is logged and returned, and the heartbeats repair it.
+    /// Tells every replica about a presence change: this one at once, whether
+    /// Redis is up or not (its own subscribers never wait on Redis to hear of
+    /// their own replica's presences), the others through Redis. Presence is not
+    /// logged: a failure is logged and returned, and the re-announcement after the
+    /// bus is back repairs it.
     pub async fn publish_presence(&self, presence: presence::Presence) -> anyhow::Result<()> {
-        match &self.redis {
-            Some(redis) => redis
-                .publish(&Wire::Presence(presence))
-                .await
-                .inspect_err(|err| {
-                    metrics::counter!("nimbus_bus_publish_failures_total").increment(1);
-                    tracing::warn!(error = %err, "bus publish of a presence failed");
-                }),
-            None => {
-                self.local.send_presence(presence);
-                Ok(())
-            }
-        }
+        let Some(redis) = &self.redis else {
+            self.local.send_presence(presence);
+            return Ok(());
+        };
+        self.local.send_presence(presence.clone());
+        redis
+            .publish(&Wire::Presence {
+                origin: redis.origin().to_string(),
+                presence,
+            })
+            .await
+            .inspect_err(|err| {
+                metrics::counter!("nimbus_bus_publish_failures_total").increment(1);
+                tracing::debug!(error = %err, "bus publish of a presence failed");
+            })
     }
 
     /// Notifies every replica (this one at once) of messages logged by a committed
@@ -526,6 +535,36 @@ mod tests {
     fn a_resumed_notice_never_travels_between_replicas() {
         assert!(serde_json::to_string(&BusMessage::Resumed).is_err());
         assert!(serde_json::from_str::<BusMessage>(r#"{"kind":"resumed"}"#).is_err());
+    }
+
+    #[test]
+    fn a_presence_notice_names_the_replica_that_sent_it() {
+        let wire = Wire::Presence {
+            origin: "replica-a".into(),
+            presence: presence::Presence {
+                project_id: "p".into(),
+                channel: "room".into(),
+                id: "x".into(),
+                user_id: None,
+                state: serde_json::json!({"name": "ann"}),
+                kind: presence::PresenceKind::Join,
+                at: 5,
+            },
+        };
+        let text = serde_json::to_string(&wire).unwrap();
+        let Wire::Presence { origin, presence } = serde_json::from_str(&text).unwrap() else {
+            panic!("not a presence: {text}");
+        };
+        assert_eq!(origin, "replica-a");
+        assert_eq!(presence.kind, presence::PresenceKind::Join);
+        assert_eq!(presence.state, serde_json::json!({"name": "ann"}));
+        // One from a replica that names none is heard as another's.
+        let unnamed = text.replace(r#""origin":"replica-a","#, "");
+        assert_ne!(unnamed, text);
+        let Wire::Presence { origin, .. } = serde_json::from_str(&unnamed).unwrap() else {
+            panic!("not a presence: {unnamed}");
+        };
+        assert_eq!(origin, "");
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The Redis side of the bus: a publisher over a self-healing `ConnectionManager`,
 //! and a listener task that owns the pub/sub connection, reconnects with backoff
 //! when Redis goes away, and forwards notifications of logged messages to the relay
-//! and presence into the local broadcast (with a `Resumed` notice after each
-//! reconnect, upon which the relay also catches up from the log).
+//! and other replicas' presence into the local broadcast (with a `Resumed` notice
+//! after each reconnect, upon which the relay also catches up from the log).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +23,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub struct RedisBus {
     publisher: ConnectionManager,
     channel: String,
+    /// This replica, as its presence messages name it: the listener skips them.
+    origin: String,
     listening: Arc<AtomicBool>,
     listener: JoinHandle<()>,
 }
@@ -53,6 +55,7 @@ impl RedisBus {
 
         let channel = format!("{prefix}:bus");
         let listening = Arc::new(AtomicBool::new(false));
+        let origin = crate::db::ids::generate();
         // Subscribe before returning, so a message published right after start-up is
         // not missed by this replica.
         let first = subscribe(&client, &channel)
@@ -66,16 +69,31 @@ impl RedisBus {
             local,
             relay,
             listening.clone(),
+            origin.clone(),
         ));
         Ok(RedisBus {
             publisher,
             channel,
+            origin,
             listening,
             listener,
         })
     }
 
+    /// This replica's name on the bus.
+    pub(super) fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Publishes `message`; fails at once while the listener is cut off from
+    /// Redis. Every notification is only for latency (the log is the truth, and
+    /// presence is re-announced on resumption), so a write or a presence must not
+    /// wait on a Redis that is known to be away.
     pub(super) async fn publish(&self, message: &Wire) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.listening.load(Ordering::SeqCst),
+            "the bus is reconnecting to Redis"
+        );
         let payload = serde_json::to_string(message)?;
         let mut conn = self.publisher.clone();
         tokio::time::timeout(
@@ -132,6 +150,7 @@ async fn listen(
     local: Local,
     relay: RelayHandle,
     listening: Arc<AtomicBool>,
+    origin: String,
 ) {
     let mut pubsub = Some(first);
     let mut backoff = Duration::from_millis(100);
@@ -161,7 +180,9 @@ async fn listen(
                 while let Some(msg) = messages.next().await {
                     match serde_json::from_slice::<Wire>(msg.get_payload_bytes()) {
                         Ok(Wire::Logged { position, message }) => relay.offer(position, message),
-                        Ok(Wire::Presence(presence)) => local.send_presence(presence),
+                        // This replica's own were told here when sent.
+                        Ok(Wire::Presence { origin: from, .. }) if from == origin => {}
+                        Ok(Wire::Presence { presence, .. }) => local.send_presence(presence),
                         Err(err) => tracing::warn!(error = %err, "ignoring malformed bus message"),
                     }
                 }

@@ -31,6 +31,7 @@ mod oauth2_private;
 mod oauth_provider;
 mod observability;
 mod owner_lists;
+mod presence_outage;
 mod projects;
 mod realtime;
 mod realtime_recovery;

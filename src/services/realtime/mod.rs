@@ -379,6 +379,11 @@ fn presence_stream(
                 Err(RecvError::Closed) => break,
             };
             let BusMessage::Presence(change) = &message.message else { continue };
+            // A listed presence that leaves (an expiry during a bus outage, say)
+            // and is heard of again later JOINs anew.
+            if change.kind == presence::PresenceKind::Leave {
+                listed.remove(&change.id);
+            }
             if change.project_id != project_id
                 || change.channel != channel
                 || change.kind == presence::PresenceKind::Heartbeat

@@ -7,7 +7,10 @@
 //! gone (LEAVE) — so a replica that dies takes its presences with it, on every
 //! other replica. The registry is the bus's presence book: watchers see a
 //! presence as their replica first heard of it (a JOIN, even when that was a
-//! heartbeat), and after a bus gap presences are reconciled ([`reconcile`]).
+//! heartbeat), a replica's own presences reach its own watchers without waiting
+//! on Redis, and after a bus gap presences are reconciled ([`reconcile`]): an
+//! outage longer than the timeout expires the others' presences, and those still
+//! alive JOIN again when their replica re-announces them.
 //!
 //! The registry is memory every client can add to, so announcing is capped per
 //! channel, per user and per client address (counts kept as entries come and go,
@@ -349,7 +352,11 @@ impl PresenceRegistry {
             .collect()
     }
 
-    /// Removes other replicas' presences not heard of within `expiry`.
+    /// Removes other replicas' presences not heard of within `expiry`. Unlike a
+    /// LEAVE, an expiry leaves no mark: a replica cut off from the bus for longer
+    /// than the expiry (its own outage, or the other's) cannot tell a live
+    /// presence from a dead one, so it reports what it can vouch for, and a
+    /// presence heard of again once the bus is back JOINs again at once.
     fn expire(&self, expiry: Duration) -> Vec<Presence> {
         let Ok(mut entries) = self.entries.lock() else {
             return Vec::new();
@@ -367,9 +374,6 @@ impl PresenceRegistry {
         for leave in &gone {
             let key = (leave.project_id.clone(), leave.channel.clone());
             entries.remove(&key, &leave.id);
-            entries
-                .left
-                .insert((leave.project_id.clone(), leave.id.clone()), Instant::now());
         }
         entries.left.retain(|_, at| at.elapsed() < expiry);
         gone
@@ -515,6 +519,41 @@ mod tests {
         assert_eq!(gone[0].id, "remote");
         assert_eq!(gone[0].kind, PresenceKind::Leave);
         assert!(registry.members("p", "room", None).is_empty());
+    }
+
+    #[test]
+    fn a_presence_that_expired_and_is_heard_again_joins_again_at_once() {
+        let registry = PresenceRegistry::default();
+        let _ = registry.apply(&presence(
+            "remote",
+            PresenceKind::Join,
+            serde_json::json!({"x": 1}),
+        ));
+        assert_eq!(registry.expire(Duration::ZERO).len(), 1);
+        let told = registry
+            .apply(&presence(
+                "remote",
+                PresenceKind::Heartbeat,
+                serde_json::json!({"x": 1}),
+            ))
+            .expect("heard again after its expiry");
+        assert_eq!(told.kind, PresenceKind::Join);
+        assert_eq!(registry.members("p", "room", None).len(), 1);
+        // A LEAVE, unlike an expiry, is final.
+        let _ = registry.apply(&presence(
+            "remote",
+            PresenceKind::Leave,
+            serde_json::json!(null),
+        ));
+        assert!(
+            registry
+                .apply(&presence(
+                    "remote",
+                    PresenceKind::Heartbeat,
+                    serde_json::json!(null)
+                ))
+                .is_none()
+        );
     }
 
     #[test]
