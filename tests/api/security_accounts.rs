@@ -489,21 +489,29 @@ async fn guessing_a_users_link_from_elsewhere_does_not_lock_the_user_out() {
     app.shutdown().await;
 }
 
-/// The shortest of a few wrong sign-ins for `email`.
-async fn fastest_refusal(app: &TestApp, email: &str) -> Duration {
-    let mut fastest = Duration::MAX;
-    for _ in 0..3 {
-        let started = Instant::now();
-        let answer = password_session(app, email, "not-the-password-9").await;
-        assert_eq!(answer.code(), "INVALID_CREDENTIALS");
-        fastest = fastest.min(started.elapsed());
+/// The shortest of `rounds` wrong sign-ins for each of `emails`. Each round signs
+/// in once as each, in turn, so that a burst of load on the machine slows them
+/// alike rather than all the samples of one.
+async fn fastest_refusals(app: &TestApp, emails: &[&str], rounds: usize) -> Vec<Duration> {
+    let mut fastest = vec![Duration::MAX; emails.len()];
+    for _ in 0..rounds {
+        for (email, fastest) in emails.iter().zip(&mut fastest) {
+            let started = Instant::now();
+            let answer = password_session(app, email, "not-the-password-9").await;
+            assert_eq!(answer.code(), "INVALID_CREDENTIALS");
+            *fastest = (*fastest).min(started.elapsed());
+        }
     }
     fastest
 }
 
 #[tokio::test]
 async fn signing_in_takes_as_long_without_an_account_or_a_password() {
-    let app = spawn_app().await;
+    // Each address is tried more often than the sign-in limit allows in an hour.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.rate_limits = false;
+    let app = spawn_with(config, dir).await;
     sign_up(&app, "pw@example.com").await;
     app.admin(
         "mutation { createUser(input: {email: \"nopw@example.com\"}) { id } }",
@@ -512,20 +520,31 @@ async fn signing_in_takes_as_long_without_an_account_or_a_password() {
     .await
     .ok();
     // Warm the password threads and the dummy hash.
-    fastest_refusal(&app, "warm@example.com").await;
-    let with_password = fastest_refusal(&app, "pw@example.com").await;
-    let without_password = fastest_refusal(&app, "nopw@example.com").await;
-    let without_account = fastest_refusal(&app, "none@example.com").await;
-    for (what, took) in [
-        ("no password", without_password),
-        ("no account", without_account),
-    ] {
-        assert!(
-            took * 3 >= with_password,
-            "{what}: {took:?} against {with_password:?} with a password"
-        );
+    fastest_refusals(&app, &["warm@example.com"], 3).await;
+    // A sign-in that skips the hash is many times faster in every measurement;
+    // one skewed by the machine's load is not, so a measurement that fails is
+    // taken again, up to three times.
+    let mut measured = Vec::new();
+    for _ in 0..3 {
+        let fastest = fastest_refusals(
+            &app,
+            &["pw@example.com", "nopw@example.com", "none@example.com"],
+            5,
+        )
+        .await;
+        let with_password = fastest[0];
+        let short: Vec<(&str, Duration)> =
+            [("no password", fastest[1]), ("no account", fastest[2])]
+                .into_iter()
+                .filter(|(_, took)| *took * 3 < with_password)
+                .collect();
+        if short.is_empty() {
+            app.shutdown().await;
+            return;
+        }
+        measured.push((with_password, short));
     }
-    app.shutdown().await;
+    panic!("refused faster than with a password (password, then the quicker ones): {measured:?}");
 }
 
 #[tokio::test]
