@@ -974,3 +974,156 @@ async fn a_collection_made_before_sole_readers_is_filled_in_at_the_next_start() 
     check_sole_readers(&app).await;
     app.shutdown().await;
 }
+
+/// The typed list of published posts by views (`order` ASC or DESC), read
+/// from the end backwards through `last`/`before` when `backwards`; checks
+/// `totalCount` on every page and answers the ids in the list's order.
+async fn pages(
+    app: &TestApp,
+    secret: Option<&str>,
+    order: &str,
+    backwards: bool,
+    total: usize,
+) -> Vec<String> {
+    let query = if backwards {
+        format!(
+            "query($cursor: String, $n: Int) {{ posts(filter: {{published: {{eq: true}}}}, orderBy: [{{views: {order}}}], last: $n, before: $cursor) {{ totalCount nodes {{ id }} pageInfo {{ hasPreviousPage startCursor }} }} }}"
+        )
+    } else {
+        format!(
+            "query($cursor: String, $n: Int) {{ posts(filter: {{published: {{eq: true}}}}, orderBy: [{{views: {order}}}], first: $n, after: $cursor) {{ totalCount nodes {{ id }} pageInfo {{ hasNextPage endCursor }} }} }}"
+        )
+    };
+    let mut chunks: Vec<Vec<String>> = Vec::new();
+    let mut cursor = Value::Null;
+    for _ in 0..100 {
+        let data = ask(app, secret, &query, json!({"cursor": cursor, "n": PAGE})).await;
+        let page = &data["posts"];
+        assert_eq!(page["totalCount"], total, "totalCount on every page");
+        let nodes = page["nodes"].as_array().unwrap();
+        assert!(nodes.len() <= PAGE);
+        chunks.push(
+            nodes
+                .iter()
+                .map(|n| n["id"].as_str().unwrap().to_string())
+                .collect(),
+        );
+        let (more, next) = if backwards {
+            ("hasPreviousPage", "startCursor")
+        } else {
+            ("hasNextPage", "endCursor")
+        };
+        if page["pageInfo"][more] != true {
+            if backwards {
+                chunks.reverse();
+            }
+            return chunks.concat();
+        }
+        cursor = page["pageInfo"][next].clone();
+    }
+    panic!("the list never ended");
+}
+
+#[tokio::test]
+async fn wide_label_and_shared_readers_list_in_both_orders_and_directions() {
+    let app = spawn_app().await;
+    world_collection(&app).await;
+    let ann = app.signed_in("ann-wide@example.com").await;
+    let bob = app.signed_in("bob-wide@example.com").await;
+    let (ann_id, bob_id) = (user_id(&app, &ann).await, user_id(&app, &bob).await);
+    app.admin(
+        "mutation($id: ID!) { updateUser(input: {id: $id, labels: [\"vip\"]}) { id } }",
+        json!({"id": ann_id}),
+    )
+    .await
+    .ok();
+    let read = |role: &str| format!("read(\"{role}\")");
+    let (ann_role, bob_role) = (format!("user:{ann_id}"), format!("user:{bob_id}"));
+    let mut posts = Vec::new();
+    let kinds: Vec<(&str, Vec<String>)> = vec![
+        ("any", vec![read("any")]),
+        ("users", vec![read("users")]),
+        ("vip", vec![read("label:vip")]),
+        ("ann", vec![read(&ann_role)]),
+        ("bob", vec![read(&bob_role)]),
+        ("both", vec![read(&ann_role), read(&bob_role)]),
+        ("any-and-ann", vec![read("any"), read(&ann_role)]),
+        ("nobody", vec![format!("update(\"{ann_role}\")")]),
+        ("none", vec![]),
+    ];
+    for (kind, permissions) in &kinds {
+        for n in 0..4 {
+            posts.push(Post {
+                id: format!("{kind}-{n}"),
+                published: n != 3,
+                views: (n * 3 + kind.len() as i64) % 4,
+                permissions: permissions.clone(),
+            });
+        }
+    }
+    create_posts(&app, &posts).await;
+    let world = World {
+        ann: ann.clone(),
+        bob: bob.clone(),
+        cat: String::new(),
+        posts,
+    };
+    check_sole_readers(&app).await;
+    let ann_roles: Vec<String> = vec![
+        "any".into(),
+        "users".into(),
+        ann_role.clone(),
+        "label:vip".into(),
+    ];
+    let bob_roles: Vec<String> = vec!["any".into(), "users".into(), bob_role.clone()];
+    let guest_roles: Vec<String> = vec!["any".into(), "guests".into()];
+    for (who, secret, roles) in [
+        ("ann", Some(ann.as_str()), &ann_roles),
+        ("bob", Some(bob.as_str()), &bob_roles),
+        ("a guest", None, &guest_roles),
+    ] {
+        let desc = expected(&world, roles);
+        let mut asc = desc.clone();
+        // Ascending views, ties still by id ascending.
+        asc.sort_by_key(|id| {
+            let post = world.posts.iter().find(|p| &p.id == id).unwrap();
+            (post.views, post.id.clone())
+        });
+        assert!(desc.len() > PAGE, "{who} reads several pages");
+        for (order, want) in [("DESC", &desc), ("ASC", &asc)] {
+            for backwards in [false, true] {
+                let got = pages(&app, secret, order, backwards, want.len()).await;
+                assert_eq!(&got, want, "{who}, {order}, backwards: {backwards}");
+            }
+        }
+        assert_eq!(
+            offset_pages(&app, secret, desc.len()).await,
+            desc,
+            "{who} by offset"
+        );
+    }
+    // Ann's own post shared, then hers alone again, then nobody's: her lists follow.
+    let update = "mutation($id: ID!, $p: [String!]!) { updatePost(input: {id: $id, permissions: $p}) { id } }";
+    let mut world = world;
+    for permissions in [
+        vec![read(&ann_role), read(&bob_role), read("label:vip")],
+        vec![read(&ann_role)],
+        vec![],
+    ] {
+        app.admin(update, json!({"id": "ann-0", "p": permissions}))
+            .await
+            .ok();
+        world
+            .posts
+            .iter_mut()
+            .find(|p| p.id == "ann-0")
+            .unwrap()
+            .permissions = permissions;
+        check_sole_readers(&app).await;
+        for (secret, roles) in [(&ann, &ann_roles), (&bob, &bob_roles)] {
+            let want = expected(&world, roles);
+            assert_eq!(keyset_pages(&app, Some(secret), want.len()).await, want);
+        }
+    }
+    app.shutdown().await;
+}
