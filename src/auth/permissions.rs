@@ -850,6 +850,26 @@ pub fn permission_grants(
     grants
 }
 
+/// The sole reader of a resource with `permissions`: the role of its `read`
+/// permissions when, once duplicates are removed, they name exactly one role;
+/// `None` when they name none or several (`write` does not read). A document
+/// keeps it beside its row so that a reader's list is an index range of its
+/// table (ADR 0022); the grant of that role in the side table is marked `sole`.
+pub fn sole_reader(permissions: &[Permission]) -> Option<String> {
+    let mut reader: Option<&Role> = None;
+    for permission in permissions {
+        if permission.action != Action::Read {
+            continue;
+        }
+        match reader {
+            None => reader = Some(&permission.role),
+            Some(role) if *role == permission.role => {}
+            Some(_) => return None,
+        }
+    }
+    reader.map(Role::to_string)
+}
+
 /// The permissions one side-table row grants (the inverse of
 /// [`permission_grants`]); bits of no action are ignored.
 pub fn granted(role: &str, actions: i64) -> Result<Vec<Permission>, PermissionError> {
@@ -1564,6 +1584,42 @@ mod tests {
                 ("doc1".to_string(), "update", "user:u1".to_string()),
                 ("doc1".to_string(), "delete", "user:u1".to_string()),
             ]
+        );
+    }
+
+    #[test]
+    fn a_sole_reader_is_the_one_role_that_may_read() {
+        let sole = |list: &[&str]| sole_reader(&perms(list));
+        assert_eq!(sole(&[]), None);
+        assert_eq!(sole(&["write(\"user:u1\")"]), None, "write does not read");
+        assert_eq!(
+            sole(&[
+                "read(\"user:u1\")",
+                "write(\"user:u1\")",
+                "read(\"user:u1\")"
+            ]),
+            Some("user:u1".into())
+        );
+        assert_eq!(
+            sole(&["update(\"team:t1\")", "read(\"user:u2\")"]),
+            Some("user:u2".into()),
+            "other roles' other actions do not count"
+        );
+        assert_eq!(sole(&["read(\"any\")"]), Some("any".into()));
+        assert_eq!(sole(&["read(\"users\")"]), Some("users".into()));
+        assert_eq!(sole(&["read(\"label:vip\")"]), Some("label:vip".into()));
+        assert_eq!(
+            sole(&["read(\"team:t1/owner\")"]),
+            Some("team:t1/owner".into())
+        );
+        assert_eq!(sole(&["read(\"user:u1\")", "read(\"user:u2\")"]), None);
+        assert_eq!(
+            sole(&["read(\"team:t1\")", "read(\"team:t1/owner\")"]),
+            None
+        );
+        assert_eq!(
+            sole(&["read(\"user:u1\")", "read(\"user:u1/verified\")"]),
+            None
         );
     }
 

@@ -663,3 +663,467 @@ async fn a_reader_with_more_than_a_thousand_grants_in_a_large_collection_lists_e
     assert!(bob_list.iter().any(|id| ann_list.contains(id)));
     app.shutdown().await;
 }
+
+/// The sole reader of a document with `permissions` (as the API shows them):
+/// the one role its `read` permissions name, none when they name none or
+/// several.
+fn sole_reader_of(permissions: &[Value]) -> Option<String> {
+    let readers: BTreeSet<&str> = permissions
+        .iter()
+        .filter_map(|p| p.as_str()?.strip_prefix("read(\"")?.strip_suffix("\")"))
+        .collect();
+    match readers.len() {
+        1 => readers.into_iter().next().map(str::to_string),
+        _ => None,
+    }
+}
+
+/// The physical table of the `posts` collection.
+async fn posts_table(app: &TestApp) -> String {
+    let pool = app.server.as_ref().unwrap().state().db.pool();
+    sqlx::query_scalar("SELECT table_name FROM db_collections WHERE id = 'posts'")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Every post's stored sole reader and its grants' `sole` marks agree with its
+/// permissions as the API shows them (the side table's truth); answers how many
+/// posts there are.
+async fn check_sole_readers(app: &TestApp) -> usize {
+    let data = app
+        .admin(
+            "{ posts(first: 1000) { nodes { id permissions } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    let nodes = data["posts"]["nodes"].as_array().unwrap().clone();
+    let table = posts_table(app).await;
+    let pool = app.server.as_ref().unwrap().state().db.pool();
+    let stored: Vec<(String, Option<String>)> = sqlx::query_as(&format!(
+        "SELECT id, nimbus_reader FROM {table} ORDER BY id"
+    ))
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let marks: Vec<(String, String, i64)> = sqlx::query_as(&format!(
+        "SELECT resource_id, role, sole FROM {table}_perms ORDER BY resource_id, role"
+    ))
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(stored.len(), nodes.len(), "one row per document");
+    for node in &nodes {
+        let id = node["id"].as_str().unwrap();
+        let want = sole_reader_of(node["permissions"].as_array().unwrap());
+        let row = stored.iter().find(|(i, _)| i == id).expect("stored");
+        assert_eq!(row.1, want, "the sole reader of {id}");
+        for (_, role, sole) in marks.iter().filter(|(r, _, _)| r == id) {
+            assert_eq!(
+                *sole,
+                i64::from(want.as_deref() == Some(role.as_str())),
+                "the mark of {id}'s grant to {role}"
+            );
+        }
+    }
+    assert_eq!(
+        marks.iter().filter(|(_, _, sole)| *sole == 1).count(),
+        stored.iter().filter(|(_, reader)| reader.is_some()).count(),
+        "one marked grant per document with a sole reader"
+    );
+    nodes.len()
+}
+
+#[tokio::test]
+async fn sole_readers_stay_exact_through_every_write() {
+    let app = spawn_app().await;
+    world_collection(&app).await;
+    let ann = app.signed_in("ann-sole@example.com").await;
+    let ann_id = user_id(&app, &ann).await;
+    let ann_role = format!("user:{ann_id}");
+    let read = |role: &str| format!("read(\"{role}\")");
+    let create = "mutation($id: ID!, $p: [String!]) { createPost(input: {id: $id, title: \"t\", permissions: $p}) { id } }";
+
+    // One create to a request, many at once: MariaDB shares their inserts.
+    let kinds: Vec<(String, Vec<String>)> = vec![
+        (
+            "owner".into(),
+            vec![read(&ann_role), format!("write(\"{ann_role}\")")],
+        ),
+        ("owner-twice".into(), vec![read(&ann_role), read(&ann_role)]),
+        ("two".into(), vec![read(&ann_role), read("user:bob")]),
+        (
+            "team".into(),
+            vec![read("team:red"), "update(\"team:blue\")".into()],
+        ),
+        ("team-role".into(), vec![read("team:red/owner")]),
+        (
+            "team-and-role".into(),
+            vec![read("team:red"), read("team:red/owner")],
+        ),
+        ("label".into(), vec![read("label:vip")]),
+        (
+            "any".into(),
+            vec![read("any"), format!("update(\"{ann_role}\")")],
+        ),
+        ("users".into(), vec![read("users")]),
+        ("verified".into(), vec![read("users/verified")]),
+        ("nobody".into(), vec![format!("update(\"{ann_role}\")")]),
+        ("none".into(), vec![]),
+        ("odd".into(), vec![read("user:a.b-c_D9")]),
+    ];
+    let creates = kinds
+        .iter()
+        .map(|(id, permissions)| app.admin(create, json!({"id": id, "p": permissions})));
+    for answer in futures_util::future::join_all(creates).await {
+        answer.ok();
+    }
+    // Created by a signed-in user with no permissions given: the creator's own.
+    app.as_session(
+        &ann,
+        "mutation { createPost(input: {id: \"mine\", title: \"t\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    // Several in one request; in bulk; an upsert's create.
+    app.admin(
+        "mutation($a: [String!], $b: [String!]) { a: createPost(input: {id: \"req-a\", title: \"t\", permissions: $a}) { id } b: createPost(input: {id: \"req-b\", title: \"t\", permissions: $b}) { id } }",
+        json!({"a": [read("team:red")], "b": [read("any"), read("users")]}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: [CreatePostInput!]!) { createPosts(input: $input) { id } }",
+        json!({"input": [
+            {"id": "bulk-1", "title": "t", "permissions": [read(&ann_role)]},
+            {"id": "bulk-2", "title": "t", "permissions": [read(&ann_role), read("team:red")]},
+            {"id": "bulk-3", "title": "t", "permissions": []}
+        ]}),
+    )
+    .await
+    .ok();
+    let upsert = "mutation($input: UpsertPostInput!) { upsertPost(input: $input) { id } }";
+    app.admin(
+        upsert,
+        json!({"input": {"id": "up", "title": "t", "permissions": [read("label:vip")]}}),
+    )
+    .await
+    .ok();
+    assert_eq!(check_sole_readers(&app).await, kinds.len() + 7);
+
+    // A permission that does not parse is refused whole, with its code.
+    for bad in [
+        "read(\"user:x'); DROP TABLE posts; --\")",
+        "read(\"user:\")",
+        "read(\"team:a/b/c\")",
+    ] {
+        let answer = app.admin(create, json!({"id": "bad", "p": [bad]})).await;
+        assert_eq!(answer.code(), "INVALID_PERMISSION", "{bad}");
+    }
+    let answer = app
+        .admin(
+            "mutation($p: [String!]!) { updatePost(input: {id: \"owner\", permissions: $p}) { id } }",
+            json!({"p": [read("users"), "read(\"user:a b\")"]}),
+        )
+        .await;
+    assert_eq!(answer.code(), "INVALID_PERMISSION");
+
+    // One reader to several, back to one, to none, to a team; each way round.
+    let update = "mutation($id: ID!, $p: [String!]!) { updatePost(input: {id: $id, permissions: $p}) { id } }";
+    for (id, permissions) in [
+        ("owner", vec![read(&ann_role), read("user:bob")]),
+        ("two", vec![read("user:bob")]),
+        ("team", vec![]),
+        ("nobody", vec![read("team:blue")]),
+        ("any", vec![read("any"), read("users")]),
+        (
+            "owner",
+            vec![read("user:bob"), format!("delete(\"{ann_role}\")")],
+        ),
+        ("owner-twice", vec![format!("write(\"{ann_role}\")")]),
+    ] {
+        app.admin(update, json!({"id": id, "p": permissions}))
+            .await
+            .ok();
+        check_sole_readers(&app).await;
+    }
+    // A change of data alone leaves the reader as it was.
+    app.admin(
+        "mutation { updatePost(input: {id: \"two\", views: 3}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    // In bulk; an upsert's update; an increment.
+    app.admin(
+        "mutation($input: [UpdatePostInput!]!) { updatePosts(input: $input) { id } }",
+        json!({"input": [
+            {"id": "bulk-1", "permissions": [read(&ann_role), read("label:vip")]},
+            {"id": "bulk-2", "permissions": [read("team:red")]},
+            {"id": "bulk-3", "views": 5}
+        ]}),
+    )
+    .await
+    .ok();
+    app.admin(
+        upsert,
+        json!({"input": {"id": "up", "permissions": [read("label:vip"), read("any")]}}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation { incrementPost(input: {id: \"two\", field: \"views\", by: 1}) { views } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let count = check_sole_readers(&app).await;
+
+    // Deleted one by one and in bulk: their rows and grants go.
+    app.admin(
+        "mutation { deletePost(input: {id: \"label\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation { deletePosts(input: {filter: {views: {gte: 4}}}) { deletedIds } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(check_sole_readers(&app).await, count - 3);
+    app.shutdown().await;
+}
+
+/// Takes the sole readers away from the `posts` table, as the versions before
+/// them made it: no column, no `sole` marks, the older side-table index, and
+/// the collection not marked.
+async fn as_before_sole_readers(app: &TestApp) {
+    let table = posts_table(app).await;
+    let pool = app.server.as_ref().unwrap().state().db.pool();
+    let statements = if app.config.effective_database_url().starts_with("mysql") {
+        vec![
+            format!("ALTER TABLE {table} DROP COLUMN nimbus_reader"),
+            format!(
+                "ALTER TABLE {table}_perms DROP KEY s_role, DROP COLUMN sole, \
+                 ADD KEY s_role (role, resource_id, actions)"
+            ),
+        ]
+    } else {
+        vec![
+            format!("ALTER TABLE {table} DROP COLUMN nimbus_reader"),
+            format!("DROP INDEX s_{table}__perms"),
+            format!("ALTER TABLE {table}_perms DROP COLUMN sole"),
+            format!("CREATE INDEX s_{table}__perms ON {table}_perms (role, resource_id, actions)"),
+        ]
+    };
+    // On one connection: each sees the schema the one before left.
+    let mut conn = pool.acquire().await.unwrap();
+    for statement in statements {
+        sqlx::query(&statement).execute(&mut *conn).await.unwrap();
+    }
+    sqlx::query("UPDATE db_collections SET readers_ready = 0")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_collection_made_before_sole_readers_is_filled_in_at_the_next_start() {
+    // The database outlives the first server: a file of its own on SQLite.
+    let keep = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(dir.path()).await;
+    if config.database_url.is_none() {
+        config.database_url = Some(format!(
+            "sqlite://{}?mode=rwc",
+            keep.path().join("nimbus.db").display()
+        ));
+    }
+    config.secret = Some("owner-lists-tests-share-this-secret-0123456789".into());
+    let first = crate::helpers::spawn_with(config.clone(), dir).await;
+    let world = world(&first, 0).await;
+    let admin_key = first.admin_key.clone();
+    as_before_sole_readers(&first).await;
+    first.shutdown().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    config.data_dir = dir.path().to_path_buf();
+    let server = nimbus::Server::start(config.clone())
+        .await
+        .expect("the server starts on the older tables");
+    let app = crate::helpers::from_server(server, admin_key, config, dir);
+    let pool = app.server.as_ref().unwrap().state().db.pool();
+    let ready: Vec<i64> = sqlx::query_scalar("SELECT readers_ready FROM db_collections")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(ready, [1]);
+    assert_eq!(check_sole_readers(&app).await, world.posts.len());
+    check_every_reader(&app, &world).await;
+    // Written to after: kept exact.
+    app.admin(
+        "mutation($p: [String!]!) { updatePost(input: {id: \"shared\", permissions: $p}) { id } }",
+        json!({"p": ["read(\"team:red\")"]}),
+    )
+    .await
+    .ok();
+    check_sole_readers(&app).await;
+    app.shutdown().await;
+}
+
+/// The typed list of published posts by views (`order` ASC or DESC), read
+/// from the end backwards through `last`/`before` when `backwards`; checks
+/// `totalCount` on every page and answers the ids in the list's order.
+async fn pages(
+    app: &TestApp,
+    secret: Option<&str>,
+    order: &str,
+    backwards: bool,
+    total: usize,
+) -> Vec<String> {
+    let query = if backwards {
+        format!(
+            "query($cursor: String, $n: Int) {{ posts(filter: {{published: {{eq: true}}}}, orderBy: [{{views: {order}}}], last: $n, before: $cursor) {{ totalCount nodes {{ id }} pageInfo {{ hasPreviousPage startCursor }} }} }}"
+        )
+    } else {
+        format!(
+            "query($cursor: String, $n: Int) {{ posts(filter: {{published: {{eq: true}}}}, orderBy: [{{views: {order}}}], first: $n, after: $cursor) {{ totalCount nodes {{ id }} pageInfo {{ hasNextPage endCursor }} }} }}"
+        )
+    };
+    let mut chunks: Vec<Vec<String>> = Vec::new();
+    let mut cursor = Value::Null;
+    for _ in 0..100 {
+        let data = ask(app, secret, &query, json!({"cursor": cursor, "n": PAGE})).await;
+        let page = &data["posts"];
+        assert_eq!(page["totalCount"], total, "totalCount on every page");
+        let nodes = page["nodes"].as_array().unwrap();
+        assert!(nodes.len() <= PAGE);
+        chunks.push(
+            nodes
+                .iter()
+                .map(|n| n["id"].as_str().unwrap().to_string())
+                .collect(),
+        );
+        let (more, next) = if backwards {
+            ("hasPreviousPage", "startCursor")
+        } else {
+            ("hasNextPage", "endCursor")
+        };
+        if page["pageInfo"][more] != true {
+            if backwards {
+                chunks.reverse();
+            }
+            return chunks.concat();
+        }
+        cursor = page["pageInfo"][next].clone();
+    }
+    panic!("the list never ended");
+}
+
+#[tokio::test]
+async fn wide_label_and_shared_readers_list_in_both_orders_and_directions() {
+    let app = spawn_app().await;
+    world_collection(&app).await;
+    let ann = app.signed_in("ann-wide@example.com").await;
+    let bob = app.signed_in("bob-wide@example.com").await;
+    let (ann_id, bob_id) = (user_id(&app, &ann).await, user_id(&app, &bob).await);
+    app.admin(
+        "mutation($id: ID!) { updateUser(input: {id: $id, labels: [\"vip\"]}) { id } }",
+        json!({"id": ann_id}),
+    )
+    .await
+    .ok();
+    let read = |role: &str| format!("read(\"{role}\")");
+    let (ann_role, bob_role) = (format!("user:{ann_id}"), format!("user:{bob_id}"));
+    let mut posts = Vec::new();
+    let kinds: Vec<(&str, Vec<String>)> = vec![
+        ("any", vec![read("any")]),
+        ("users", vec![read("users")]),
+        ("vip", vec![read("label:vip")]),
+        ("ann", vec![read(&ann_role)]),
+        ("bob", vec![read(&bob_role)]),
+        ("both", vec![read(&ann_role), read(&bob_role)]),
+        ("any-and-ann", vec![read("any"), read(&ann_role)]),
+        ("nobody", vec![format!("update(\"{ann_role}\")")]),
+        ("none", vec![]),
+    ];
+    for (kind, permissions) in &kinds {
+        for n in 0..4 {
+            posts.push(Post {
+                id: format!("{kind}-{n}"),
+                published: n != 3,
+                views: (n * 3 + kind.len() as i64) % 4,
+                permissions: permissions.clone(),
+            });
+        }
+    }
+    create_posts(&app, &posts).await;
+    let world = World {
+        ann: ann.clone(),
+        bob: bob.clone(),
+        cat: String::new(),
+        posts,
+    };
+    check_sole_readers(&app).await;
+    let ann_roles: Vec<String> = vec![
+        "any".into(),
+        "users".into(),
+        ann_role.clone(),
+        "label:vip".into(),
+    ];
+    let bob_roles: Vec<String> = vec!["any".into(), "users".into(), bob_role.clone()];
+    let guest_roles: Vec<String> = vec!["any".into(), "guests".into()];
+    for (who, secret, roles) in [
+        ("ann", Some(ann.as_str()), &ann_roles),
+        ("bob", Some(bob.as_str()), &bob_roles),
+        ("a guest", None, &guest_roles),
+    ] {
+        let desc = expected(&world, roles);
+        let mut asc = desc.clone();
+        // Ascending views, ties still by id ascending.
+        asc.sort_by_key(|id| {
+            let post = world.posts.iter().find(|p| &p.id == id).unwrap();
+            (post.views, post.id.clone())
+        });
+        assert!(desc.len() > PAGE, "{who} reads several pages");
+        for (order, want) in [("DESC", &desc), ("ASC", &asc)] {
+            for backwards in [false, true] {
+                let got = pages(&app, secret, order, backwards, want.len()).await;
+                assert_eq!(&got, want, "{who}, {order}, backwards: {backwards}");
+            }
+        }
+        assert_eq!(
+            offset_pages(&app, secret, desc.len()).await,
+            desc,
+            "{who} by offset"
+        );
+    }
+    // Ann's own post shared, then hers alone again, then nobody's: her lists follow.
+    let update = "mutation($id: ID!, $p: [String!]!) { updatePost(input: {id: $id, permissions: $p}) { id } }";
+    let mut world = world;
+    for permissions in [
+        vec![read(&ann_role), read(&bob_role), read("label:vip")],
+        vec![read(&ann_role)],
+        vec![],
+    ] {
+        app.admin(update, json!({"id": "ann-0", "p": permissions}))
+            .await
+            .ok();
+        world
+            .posts
+            .iter_mut()
+            .find(|p| p.id == "ann-0")
+            .unwrap()
+            .permissions = permissions;
+        check_sole_readers(&app).await;
+        for (secret, roles) in [(&ann, &ann_roles), (&bob, &bob_roles)] {
+            let want = expected(&world, roles);
+            assert_eq!(keyset_pages(&app, Some(secret), want.len()).await, want);
+        }
+    }
+    app.shutdown().await;
+}

@@ -25,7 +25,7 @@ use crate::error::{AppError, AppResult};
 
 use super::Collection;
 use super::ddl::perms_table;
-use super::documents::{NewRow, insert_columns};
+use super::documents::{GRANT_COLUMNS, NewRow, insert_columns};
 use super::model::SqlDialect;
 
 /// Most rows one flight inserts.
@@ -105,10 +105,10 @@ impl CreateBatches {
                     Arc::new(Queue {
                         insert: format!("INSERT INTO `{}` ({columns}) ", collection.table),
                         insert_grants: format!(
-                            "INSERT INTO `{}` (resource_id, role, actions) ",
+                            "INSERT INTO `{}` {GRANT_COLUMNS} ",
                             perms_table(&collection.table)
                         ),
-                        columns: collection.columns().len() + 3,
+                        columns: collection.columns().len() + 4,
                         state: StdMutex::new(QueueState::default()),
                     })
                 })
@@ -164,7 +164,7 @@ impl Queue {
                     grants += waiting.row.grants.len();
                     let full = count == MAX_ROWS
                         || (count + 1) * self.columns > MAX_PLACEHOLDERS
-                        || grants * 3 > MAX_PLACEHOLDERS
+                        || grants * 4 > MAX_PLACEHOLDERS
                         || bytes > MAX_BYTES;
                     if count > 0 && full {
                         break;
@@ -231,14 +231,7 @@ impl Queue {
         let written = match written {
             Ok(_) if rows.iter().any(|row| !row.grants.is_empty()) => {
                 let mut grants = QueryBuilder::<Any>::new(self.insert_grants.as_str());
-                grants.push_values(
-                    rows.iter().flat_map(|row| &row.grants),
-                    |mut b, (resource, role, actions)| {
-                        b.push_bind(resource.as_str())
-                            .push_bind(role.as_str())
-                            .push_bind(*actions);
-                    },
-                );
+                NewRow::push_all_grants(&mut grants, rows);
                 grants.build().execute(&mut *lease).await.map(drop)
             }
             other => other.map(drop),
@@ -451,20 +444,25 @@ mod tests {
             created_at: 1,
             values: vec![SqlValue::Text(format!("title of {id}"))],
             grants: vec![(id.into(), "user:u1".into(), 13)],
+            reader: Some("user:u1".into()),
         }
     }
 
+    /// The stored documents and their grants' actions; each is its owner's
+    /// alone, which its row and grant say.
     async fn stored(pool: &sqlx::AnyPool) -> Vec<(String, i64)> {
-        sqlx::query(
-            "SELECT d.id, p.actions FROM c_1 d JOIN c_1_perms p ON p.resource_id = d.id \
-             ORDER BY d.id",
+        let rows = sqlx::query(
+            "SELECT d.id, p.actions, d.nimbus_reader, p.sole FROM c_1 d \
+             JOIN c_1_perms p ON p.resource_id = d.id ORDER BY d.id",
         )
         .fetch_all(pool)
         .await
-        .unwrap()
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect()
+        .unwrap();
+        for row in &rows {
+            assert_eq!(row.get::<Option<String>, _>(2).as_deref(), Some("user:u1"));
+            assert_eq!(row.get::<i64, _>(3), 1);
+        }
+        rows.iter().map(|row| (row.get(0), row.get(1))).collect()
     }
 
     async fn ended(place: &Membership, failed: bool) -> Outcome {
@@ -521,9 +519,10 @@ mod tests {
         };
         for statement in [
             "CREATE TABLE c_1 (id VARCHAR(36) NOT NULL PRIMARY KEY, created_at BIGINT NOT NULL, \
-             updated_at BIGINT NOT NULL, a_title VARCHAR(100))",
+             updated_at BIGINT NOT NULL, nimbus_reader VARCHAR(128), a_title VARCHAR(100))",
             "CREATE TABLE c_1_perms (resource_id VARCHAR(36) NOT NULL, role VARCHAR(128) NOT NULL, \
-             actions SMALLINT NOT NULL, PRIMARY KEY (resource_id, role))",
+             actions SMALLINT NOT NULL, sole SMALLINT NOT NULL DEFAULT 0, \
+             PRIMARY KEY (resource_id, role))",
         ] {
             sqlx::query(statement).execute(&test.pool).await.unwrap();
         }

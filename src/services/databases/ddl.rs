@@ -230,12 +230,20 @@ fn mysql_column_width(attr: &Attribute) -> usize {
 }
 
 /// The declared width of a row of a collection with these attributes on
-/// MariaDB, system columns and NULL bitmap included, against [`MAX_ROW_WIDTH`].
+/// MariaDB, system columns (the sole reader's `VARCHAR(128)` among them) and
+/// NULL bitmap included, against [`MAX_ROW_WIDTH`].
 pub fn row_width(attrs: &[Attribute]) -> usize {
-    let system = 145 + 8 + 8;
-    let nullable = attrs.iter().filter(|a| !a.required).count();
+    let system = 145 + 8 + 8 + READER_WIDTH;
+    let nullable = attrs.iter().filter(|a| !a.required).count() + 1;
     system + attrs.iter().map(mysql_column_width).sum::<usize>() + nullable.div_ceil(8)
 }
+
+/// The declared width of [`READER_COLUMN`] on MariaDB: 128 utf8mb4 characters
+/// and two length bytes.
+const READER_WIDTH: usize = 128 * 4 + 2;
+/// What [`READER_COLUMN`] can take in its page: longer than 255 bytes, it can
+/// move off the page as a string attribute of more than 63 characters does.
+const READER_IN_PAGE: usize = 21;
 
 /// The bytes an attribute's column can take in its InnoDB page: a column of at
 /// most 255 bytes is stored there whole (with one length byte), a longer one
@@ -254,12 +262,13 @@ fn in_page_column_size(attr: &Attribute) -> usize {
 }
 
 /// The largest in-page size of a record, against [`MAX_IN_PAGE_SIZE`]: 179
-/// bytes of header, id, transaction fields and timestamps, the NULL bitmap and
-/// each column's part. (Measured on MariaDB 10.11 at the edges: 977 nullable
-/// integers fit and 978 do not; 43 IPs and 44; 376 long strings and 377.)
+/// bytes of header, id, transaction fields and timestamps, the sole reader's
+/// part, the NULL bitmap and each column's part. (Measured on MariaDB 10.11 at the edges,
+/// before the sole reader took its 21 bytes: 977 nullable integers fit and 978 did not;
+/// 43 IPs and 44; 376 long strings and 377.)
 pub fn in_page_size(attrs: &[Attribute]) -> usize {
-    let system = 5 + 145 + 13 + 16;
-    let nullable = attrs.iter().filter(|a| !a.required).count();
+    let system = 5 + 145 + 13 + 16 + READER_IN_PAGE;
+    let nullable = attrs.iter().filter(|a| !a.required).count() + 1;
     system + nullable.div_ceil(8) + attrs.iter().map(in_page_column_size).sum::<usize>()
 }
 
@@ -310,6 +319,7 @@ pub fn create_table_sql(
     }
     columns.push(format!("{} BIGINT NOT NULL", q("created_at")));
     columns.push(format!("{} BIGINT NOT NULL", q("updated_at")));
+    columns.push(reader_column_def(dialect));
     columns.extend(attrs.iter().map(|a| column_def(dialect, a, false)));
     let (id, created, updated) = (q("id"), q("created_at"), q("updated_at"));
     let mut statements = match dialect {
@@ -336,6 +346,93 @@ pub fn create_table_sql(
     Ok(statements)
 }
 
+/// The column of a collection table holding each document's sole reader
+/// (`auth::permissions::sole_reader`), `NULL` when none or several roles may
+/// read it: a reader's documents are then a range of an index led by it (ADR
+/// 0022). No attribute can take the name: their columns are `a_…`.
+pub const READER_COLUMN: &str = "nimbus_reader";
+
+/// The definition of [`READER_COLUMN`]: as wide as a side table's `role`.
+fn reader_column_def(dialect: SqlDialect) -> String {
+    match dialect {
+        SqlDialect::Sqlite => format!("{} TEXT", dialect.quote(READER_COLUMN)),
+        SqlDialect::MySql => format!("{} VARCHAR(128)", dialect.quote(READER_COLUMN)),
+    }
+}
+
+/// The statements giving a collection created before ADR 0022 its sole-reader
+/// column (unless `has_reader`) and its side table the `sole` column and the
+/// index of [`perms_table_sql`] (unless `has_sole`): on SQLite each statement
+/// alone is atomic and the side table's are run in one transaction by the
+/// caller; on MariaDB each is one `ALTER TABLE`. Values are filled in by
+/// [`backfill_readers_sql`].
+pub fn add_readers_sql(
+    dialect: SqlDialect,
+    table: &str,
+    has_reader: bool,
+    has_sole: bool,
+) -> Result<(Vec<String>, Vec<String>), DdlError> {
+    check_table_name(table)?;
+    let q = |name: &str| dialect.quote(name);
+    let mut columns = Vec::new();
+    if !has_reader {
+        columns.push(format!(
+            "ALTER TABLE {} ADD COLUMN {}",
+            q(table),
+            reader_column_def(dialect)
+        ));
+    }
+    let mut side = Vec::new();
+    if !has_sole {
+        let perms = q(&perms_table(table));
+        let (resource, role, actions, sole) =
+            (q("resource_id"), q("role"), q("actions"), q("sole"));
+        match dialect {
+            SqlDialect::Sqlite => {
+                let index = q(&format!("s_{table}__perms"));
+                side.push(format!(
+                    "ALTER TABLE {perms} ADD COLUMN {sole} INTEGER NOT NULL DEFAULT 0"
+                ));
+                side.push(format!("DROP INDEX IF EXISTS {index}"));
+                side.push(format!(
+                    "CREATE INDEX {index} ON {perms} ({role}, {sole}, {resource}, {actions})"
+                ));
+            }
+            SqlDialect::MySql => {
+                let index = q("s_role");
+                side.push(format!(
+                    "ALTER TABLE {perms} ADD COLUMN {sole} SMALLINT NOT NULL DEFAULT 0, \
+                     DROP KEY {index}, ADD KEY {index} ({role}, {sole}, {resource}, {actions})"
+                ));
+            }
+        }
+    }
+    Ok((columns, side))
+}
+
+/// The two statements that derive, for the documents of `table` whose ids lie
+/// in `(?, ?]`, their sole reader from their grants (the role of the one grant
+/// holding `read`, as `auth::permissions::sole_reader` derives it from the
+/// permissions) and then the side table's `sole` marks from it. Idempotent.
+pub fn backfill_readers_sql(dialect: SqlDialect, table: &str) -> Result<[String; 2], DdlError> {
+    check_table_name(table)?;
+    let q = |name: &str| dialect.quote(name);
+    let (t, perms, reader) = (q(table), q(&perms_table(table)), q(READER_COLUMN));
+    let read = crate::auth::permissions::Action::Read.bit();
+    Ok([
+        format!(
+            "UPDATE {t} SET {reader} = (SELECT CASE WHEN COUNT(*) = 1 THEN MIN(p.role) END \
+             FROM {perms} p WHERE p.resource_id = {t}.id AND (p.actions & {read}) <> 0) \
+             WHERE {t}.id > ? AND {t}.id <= ?"
+        ),
+        format!(
+            "UPDATE {perms} SET sole = CASE WHEN EXISTS (SELECT 1 FROM {t} d \
+             WHERE d.id = {perms}.resource_id AND d.{reader} = {perms}.role) THEN 1 ELSE 0 END \
+             WHERE {perms}.resource_id > ? AND {perms}.resource_id <= ?"
+        ),
+    ])
+}
+
 /// The statements creating the permission side table `perms` of the collection
 /// table `table`: one row per document and role, the role's actions as bits
 /// (`auth::permissions::permission_grants`), keyed by `(resource_id, role)`,
@@ -347,16 +444,17 @@ pub fn create_table_sql(
 fn perms_table_sql(dialect: SqlDialect, table: &str, perms: &str) -> Vec<String> {
     let q = |name: &str| dialect.quote(name);
     let (t, perms, id) = (q(table), q(perms), q("id"));
-    let (resource, role, actions) = (q("resource_id"), q("role"), q("actions"));
+    let (resource, role, actions, sole) = (q("resource_id"), q("role"), q("actions"), q("sole"));
     match dialect {
         SqlDialect::Sqlite => vec![
             format!(
                 "CREATE TABLE {perms} ({resource} TEXT NOT NULL REFERENCES {t} ({id}) \
                  ON DELETE CASCADE, {role} TEXT NOT NULL, {actions} INTEGER NOT NULL, \
+                 {sole} INTEGER NOT NULL DEFAULT 0, \
                  PRIMARY KEY ({resource}, {role})) WITHOUT ROWID"
             ),
             format!(
-                "CREATE INDEX {} ON {perms} ({role}, {resource}, {actions})",
+                "CREATE INDEX {} ON {perms} ({role}, {sole}, {resource}, {actions})",
                 q(&format!("s_{table}__perms"))
             ),
         ],
@@ -365,7 +463,8 @@ fn perms_table_sql(dialect: SqlDialect, table: &str, perms: &str) -> Vec<String>
         SqlDialect::MySql => vec![format!(
             "CREATE TABLE {perms} ({resource} VARCHAR(36) NOT NULL, \
              {role} VARCHAR(128) NOT NULL, {actions} SMALLINT NOT NULL, \
-             PRIMARY KEY ({resource}, {role}), KEY {} ({role}, {resource}, {actions}), \
+             {sole} SMALLINT NOT NULL DEFAULT 0, \
+             PRIMARY KEY ({resource}, {role}), KEY {} ({role}, {sole}, {resource}, {actions}), \
              CONSTRAINT {} FOREIGN KEY ({resource}) REFERENCES {t} ({id}) ON DELETE CASCADE) \
              {MYSQL_TABLE_OPTIONS}",
             q("s_role"),
@@ -1095,7 +1194,7 @@ mod tests {
                 format!(
                     "CREATE TABLE `c_1` (`id` VARCHAR(36) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, \
                      `created_at` BIGINT NOT NULL, `updated_at` BIGINT NOT NULL, \
-                     `a_title` VARCHAR(100) {text} NOT NULL, \
+                     `nimbus_reader` VARCHAR(128), `a_title` VARCHAR(100) {text} NOT NULL, \
                      `a_note` LONGTEXT {text} DEFAULT 'it''s a \\\\ test', \
                      `a_price` DOUBLE DEFAULT 1.5e-7, `a_done` SMALLINT DEFAULT 0, \
                      `a_due` BIGINT, `a_n` BIGINT, `a_mail` VARCHAR(255) {text}, \
@@ -1107,8 +1206,8 @@ mod tests {
                 ),
                 "CREATE TABLE `c_1_perms` (`resource_id` VARCHAR(36) NOT NULL, \
                  `role` VARCHAR(128) NOT NULL, `actions` SMALLINT NOT NULL, \
-                 PRIMARY KEY (`resource_id`, `role`), KEY `s_role` (`role`, `resource_id`, `actions`), \
-                 CONSTRAINT `f_c_1` FOREIGN KEY (`resource_id`) REFERENCES `c_1` (`id`) \
+                 `sole` SMALLINT NOT NULL DEFAULT 0, PRIMARY KEY (`resource_id`, `role`), \
+                 KEY `s_role` (`role`, `sole`, `resource_id`, `actions`), CONSTRAINT `f_c_1` FOREIGN KEY (`resource_id`) REFERENCES `c_1` (`id`) \
                  ON DELETE CASCADE) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
                     .to_string(),
             ]
@@ -1295,9 +1394,10 @@ mod tests {
             let err = add_column_sql(SqlDialect::MySql, "c_1", rest, last).unwrap_err();
             assert_eq!(err.code(), "ATTRIBUTE_LIMIT_EXCEEDED");
         }
-        // 161 bytes of system columns, 4 bytes a character plus 2, one bitmap byte.
-        assert_eq!(row_width(&fit[0]), 65_532);
-        assert_eq!(in_page_size(&fit[1]), 8118);
+        // 161 bytes of system columns and 514 of the sole reader, 4 bytes a
+        // character plus 2, one bitmap byte.
+        assert_eq!(row_width(&fit[0]), 65_534);
+        assert_eq!(in_page_size(&fit[1]), 8122);
         let dup = attr("TITLE", AttributeKind::Boolean);
         assert_eq!(
             add_column_sql(SqlDialect::Sqlite, "c_1", &collection(), &dup)
@@ -1322,10 +1422,10 @@ mod tests {
         };
         let long = AttributeKind::String { size: 20_000 };
         let fit = vec![
-            many(1, AttributeKind::String { size: 16_342 }),
-            many(977, int.clone()),
+            many(1, AttributeKind::String { size: 16_214 }),
+            many(975, int.clone()),
             many(43, AttributeKind::Ip),
-            many(376, long.clone()),
+            many(375, long.clone()),
             many(63, AttributeKind::Email),
             [
                 many(20, AttributeKind::String { size: 63 }),
@@ -1334,10 +1434,10 @@ mod tests {
             .concat(),
         ];
         let too_big = vec![
-            many(1, AttributeKind::String { size: 16_343 }),
-            many(978, int),
+            many(1, AttributeKind::String { size: 16_215 }),
+            many(976, int),
             many(44, AttributeKind::Ip),
-            many(377, long),
+            many(376, long),
             many(64, AttributeKind::Email),
             many(32, AttributeKind::String { size: 63 }),
         ];

@@ -16,7 +16,7 @@ use sqlx::{Any, QueryBuilder, Row as _};
 
 use crate::auth::permissions::{
     Action, Permission, RoleSet, allows, granted, permission_grants, push_grant_count,
-    push_permission_filter, push_permitted_resources,
+    push_permission_filter, push_permitted_resources, sole_reader,
 };
 use crate::bus::Event;
 use crate::db::{Dialect, ids, now_millis};
@@ -25,7 +25,7 @@ use crate::error::{AppError, AppResult, codes};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::ddl::perms_table;
+use super::ddl::{READER_COLUMN, perms_table};
 use super::filter::{
     self, Cursor, CursorColumns, Filter, FilterError, OrderBy, ResolvedFilter, cursor_for_row,
 };
@@ -1295,13 +1295,28 @@ async fn write_permissions(
     if rows.is_empty() {
         return Ok(());
     }
-    let mut builder =
-        QueryBuilder::<Any>::new(format!("INSERT INTO {table} (resource_id, role, actions) "));
+    let reader = sole_reader(permissions);
+    let mut builder = QueryBuilder::<Any>::new(format!("INSERT INTO {table} {GRANT_COLUMNS} "));
     builder.push_values(rows, |mut b, (resource, role, actions)| {
-        b.push_bind(resource).push_bind(role).push_bind(actions);
+        let sole = is_sole(reader.as_deref(), &role);
+        b.push_bind(resource)
+            .push_bind(role)
+            .push_bind(actions)
+            .push_bind(sole);
     });
     builder.build().execute(&mut **conn).await?;
     Ok(())
+}
+
+/// The columns of a side-table insert, in the order [`write_permissions`] and
+/// [`NewRow::push_grants`] bind them.
+pub const GRANT_COLUMNS: &str = "(resource_id, role, actions, sole)";
+
+/// The side table's `sole` of the grant of `role` to a document whose sole
+/// reader is `reader` ([`sole_reader`]): 1 on that reader's grant (the one
+/// row of its role, which holds its `read`), 0 on every other.
+fn is_sole(reader: Option<&str>, role: &str) -> i64 {
+    i64::from(reader == Some(role))
 }
 
 fn is_unique_violation(err: &sqlx::Error) -> bool {
@@ -1364,6 +1379,8 @@ pub struct NewRow {
     pub created_at: i64,
     pub values: Vec<SqlValue>,
     pub grants: Vec<(String, String, i64)>,
+    /// The document's sole reader ([`sole_reader`]), kept in its row.
+    pub reader: Option<String>,
 }
 
 impl NewRow {
@@ -1372,17 +1389,45 @@ impl NewRow {
     pub fn push_values<'a>(&'a self, mut row: Separated<'_, 'a, Any, &str>) {
         row.push_bind(self.id.as_str())
             .push_bind(self.created_at)
-            .push_bind(self.created_at);
+            .push_bind(self.created_at)
+            .push_bind(self.reader.as_deref());
         for value in &self.values {
             value.push_bind_separated(&mut row);
         }
+    }
+
+    /// Binds the row's grants as `(…)`s of a `VALUES` list, in the order of
+    /// [`GRANT_COLUMNS`].
+    pub fn push_grants<'a>(&'a self, builder: &mut QueryBuilder<'a, Any>) {
+        builder.push_values(&self.grants, |mut b, (resource, role, actions)| {
+            b.push_bind(resource.as_str())
+                .push_bind(role.as_str())
+                .push_bind(*actions)
+                .push_bind(is_sole(self.reader.as_deref(), role));
+        });
+    }
+
+    /// The grants of `rows` together as one `VALUES` list ([`GRANT_COLUMNS`]).
+    pub fn push_all_grants<'a>(builder: &mut QueryBuilder<'a, Any>, rows: &[&'a NewRow]) {
+        builder.push_values(
+            rows.iter()
+                .copied()
+                .flat_map(|row| row.grants.iter().map(move |grant| (row, grant))),
+            |mut b, (row, (resource, role, actions))| {
+                b.push_bind(resource.as_str())
+                    .push_bind(role.as_str())
+                    .push_bind(*actions)
+                    .push_bind(is_sole(row.reader.as_deref(), role));
+            },
+        );
     }
 
     /// About how many bytes the row sends, to bound a statement of many rows.
     pub fn size(&self) -> usize {
         let values: usize = self.values.iter().map(SqlValue::size).sum();
         let grants: usize = self.grants.iter().map(|(_, role, _)| role.len() + 40).sum();
-        self.id.len() + 16 + values + grants
+        let reader = self.reader.as_ref().map_or(0, String::len);
+        self.id.len() + 16 + reader + values + grants
     }
 }
 
@@ -1439,12 +1484,14 @@ pub fn prepare_create(
         values.push(value);
     }
     let grants = permission_grants(&id, &permissions);
+    let reader = sole_reader(&permissions);
     Ok(PreparedCreate {
         row: NewRow {
             id,
             created_at: now_millis(),
             values,
             grants,
+            reader,
         },
         data,
         permissions,
@@ -1455,10 +1502,11 @@ pub fn prepare_create(
 /// The columns of a collection's insert, in the order of [`NewRow::push_values`].
 pub fn insert_columns(dialect: SqlDialect, collection: &Collection) -> String {
     let mut columns = format!(
-        "{}, {}, {}",
+        "{}, {}, {}, {}",
         q(dialect, "id"),
         q(dialect, "created_at"),
-        q(dialect, "updated_at")
+        q(dialect, "updated_at"),
+        q(dialect, READER_COLUMN)
     );
     for attribute in collection.columns() {
         columns.push_str(", ");
@@ -1491,14 +1539,10 @@ pub async fn create_prepared(
     let permissions_along = dialect == SqlDialect::Sqlite && !row.grants.is_empty();
     if permissions_along {
         builder.push(format!(
-            "; INSERT INTO {} (resource_id, role, actions) ",
+            "; INSERT INTO {} {GRANT_COLUMNS} ",
             q(dialect, &perms_table(&collection.table))
         ));
-        builder.push_values(&row.grants, |mut b, (resource, role, actions)| {
-            b.push_bind(resource.as_str())
-                .push_bind(role.as_str())
-                .push_bind(*actions);
-        });
+        row.push_grants(&mut builder);
     }
     first_write.store(true, Ordering::SeqCst);
     if let Err(err) = builder.build().execute(&mut **conn).await {
@@ -1673,6 +1717,11 @@ async fn update_impl(
             .map_err(value_error)?;
         builder.push(format!(", {} = ", q(dialect, &attribute.column())));
         value.push_bind(&mut builder);
+    }
+    if let Some(permissions) = &permissions {
+        // In the statement that changes the row, beside the grants replaced below.
+        builder.push(format!(", {} = ", q(dialect, READER_COLUMN)));
+        builder.push_bind(sole_reader(permissions));
     }
     builder.push(" WHERE id = ").push_bind(id.to_string());
     if let Err(err) = builder.build().execute(&mut **conn).await {

@@ -2,10 +2,15 @@
 //! (there is one table per collection), run at startup after the migrations:
 //! permission side tables from one row per permission to one row per role
 //! ([`ddl::upgrade_perms_sql`]), then their index on `(role, resource_id)` to one
-//! that also covers `actions` ([`ddl::cover_perms_index_sql`]). Each conversion
-//! is done once; a server stopped half-way finishes it at its next start.
+//! that also covers `actions` ([`ddl::cover_perms_index_sql`]), then each
+//! document's sole reader beside it and the side table's `sole` marks (ADR
+//! 0022, [`ddl::add_readers_sql`], filled in by [`ddl::backfill_readers_sql`] in
+//! bounded batches). Each conversion is done once; a server stopped half-way
+//! finishes it at its next start.
 
 use std::collections::HashSet;
+
+use anyhow::Context as _;
 
 use sqlx::{AnyConnection, Connection as _, Executor as _};
 
@@ -23,7 +28,10 @@ const LOCK: &str = "nimbus_upgrade_perms";
 pub async fn permission_tables(db: &Db) -> anyhow::Result<()> {
     let dialect = sql_dialect(db.dialect());
     let mut conn = db.pool().acquire().await?.detach();
-    let result = convert_all(&mut conn, dialect).await;
+    let result = match convert_all(&mut conn, dialect).await {
+        Ok(()) => sole_readers(&mut conn, dialect).await,
+        Err(err) => Err(err),
+    };
     if dialect == SqlDialect::MySql && result.is_ok() {
         sqlx::query("DO RELEASE_LOCK(?)")
             .bind(LOCK)
@@ -93,6 +101,124 @@ async fn convert_all(conn: &mut AnyConnection, dialect: SqlDialect) -> anyhow::R
         }
     }
     Ok(())
+}
+
+/// Documents one transaction of the sole readers' backfill reads.
+const BACKFILL_BATCH: i64 = 10_000;
+
+/// Gives every collection not yet marked `readers_ready` its sole-reader column
+/// and `sole` marks, fills them in batches of [`BACKFILL_BATCH`] documents (each
+/// its own transaction, so that a table of millions holds no lock for long),
+/// and marks it. A server stopped half-way finds it unmarked and fills it again
+/// from the start: the backfill derives every value afresh from the grants.
+async fn sole_readers(conn: &mut AnyConnection, dialect: SqlDialect) -> anyhow::Result<()> {
+    sole_readers_in_batches(conn, dialect, BACKFILL_BATCH).await
+}
+
+async fn sole_readers_in_batches(
+    conn: &mut AnyConnection,
+    dialect: SqlDialect,
+    batch: i64,
+) -> anyhow::Result<()> {
+    let pending: Vec<String> =
+        sqlx::query_scalar("SELECT table_name FROM db_collections WHERE readers_ready = 0")
+            .fetch_all(&mut *conn)
+            .await?;
+    for table in pending {
+        let has_reader = has_column(conn, dialect, &table, ddl::READER_COLUMN).await?;
+        let has_sole = has_column(conn, dialect, &perms_table(&table), "sole").await?;
+        let (columns, side) = ddl::add_readers_sql(dialect, &table, has_reader, has_sole)?;
+        if !columns.is_empty() || !side.is_empty() {
+            tracing::info!(table, "adding the sole-reader columns");
+        }
+        for statement in &columns {
+            // The one statement that can fail on a sound table: a MariaDB row
+            // already within the column's 514 bytes of the row limit.
+            conn.execute(statement.as_str()).await.with_context(|| {
+                format!(
+                    "adding the sole-reader column to the collection table {table} failed; \
+                     on MariaDB a row at the width limit cannot take it: shorten a string \
+                     attribute and start again"
+                )
+            })?;
+        }
+        match dialect {
+            SqlDialect::Sqlite if !side.is_empty() => {
+                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+                for statement in &side {
+                    tx.execute(statement.as_str()).await?;
+                }
+                tx.commit().await?;
+            }
+            _ => {
+                for statement in &side {
+                    conn.execute(statement.as_str()).await?;
+                }
+            }
+        }
+        let [readers, marks] = ddl::backfill_readers_sql(dialect, &table)?;
+        let next = format!(
+            "SELECT id FROM {} WHERE id > ? ORDER BY id LIMIT {batch}",
+            dialect.quote(&table)
+        );
+        let mut after = String::new();
+        let mut done = 0usize;
+        loop {
+            let mut tx = match dialect {
+                SqlDialect::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+                SqlDialect::MySql => conn.begin().await?,
+            };
+            let ids: Vec<String> = sqlx::query_scalar(&next)
+                .bind(&after)
+                .fetch_all(&mut *tx)
+                .await?;
+            let Some(last) = ids.last().cloned() else {
+                tx.commit().await?;
+                break;
+            };
+            for statement in [&readers, &marks] {
+                sqlx::query(statement)
+                    .bind(&after)
+                    .bind(&last)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            done += ids.len();
+            after = last;
+            if (ids.len() as i64) < batch {
+                break;
+            }
+        }
+        sqlx::query("UPDATE db_collections SET readers_ready = 1 WHERE table_name = ?")
+            .bind(&table)
+            .execute(&mut *conn)
+            .await?;
+        tracing::info!(table, documents = done, "sole readers filled in");
+    }
+    Ok(())
+}
+
+/// Whether `table` has a column named `column`.
+async fn has_column(
+    conn: &mut AnyConnection,
+    dialect: SqlDialect,
+    table: &str,
+    column: &str,
+) -> Result<bool, sqlx::Error> {
+    let sql = match dialect {
+        SqlDialect::Sqlite => "SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?",
+        SqlDialect::MySql => {
+            "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
+             AND TABLE_NAME = ? AND COLUMN_NAME = ?"
+        }
+    };
+    let count: i64 = sqlx::query_scalar(sql)
+        .bind(table)
+        .bind(column)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(count > 0)
 }
 
 /// The collection tables whose side table's role index does not cover
@@ -303,7 +429,8 @@ mod tests {
             expected(&[("d2", "team:t1/owner", 1 | 2)])
         );
         let mut conn = db.pool.acquire().await.unwrap();
-        assert_eq!(index_columns(&mut conn, db.dialect, "c_1").await, 3);
+        // Made in today's layout: the role index leads by the role and its mark.
+        assert_eq!(index_columns(&mut conn, db.dialect, "c_1").await, 4);
         drop(conn);
         if db.dialect == SqlDialect::MySql {
             let left: i64 = sqlx::query_scalar(
@@ -395,6 +522,175 @@ mod tests {
             ]
         );
         db.close().await;
+    }
+
+    /// A collection as the versions before ADR 0022 made it, with documents
+    /// of every kind of reader.
+    fn before_sole_readers(dialect: SqlDialect) -> Vec<&'static str> {
+        let mut statements = match dialect {
+            SqlDialect::Sqlite => vec![
+                "CREATE TABLE db_collections (table_name TEXT NOT NULL, \
+                 readers_ready INTEGER NOT NULL DEFAULT 1)",
+                "CREATE TABLE c_3 (id TEXT NOT NULL PRIMARY KEY)",
+                "CREATE TABLE c_3_perms (resource_id TEXT NOT NULL REFERENCES c_3 (id) \
+                 ON DELETE CASCADE, role TEXT NOT NULL, actions INTEGER NOT NULL, \
+                 PRIMARY KEY (resource_id, role)) WITHOUT ROWID",
+                "CREATE INDEX s_c_3__perms ON c_3_perms (role, resource_id, actions)",
+            ],
+            SqlDialect::MySql => vec![
+                "CREATE TABLE db_collections (table_name VARCHAR(64) NOT NULL, \
+                 readers_ready SMALLINT NOT NULL DEFAULT 1)",
+                "CREATE TABLE c_3 (id VARCHAR(36) NOT NULL, PRIMARY KEY (id)) \
+                 ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+                "CREATE TABLE c_3_perms (resource_id VARCHAR(36) NOT NULL, \
+                 role VARCHAR(128) NOT NULL, actions SMALLINT NOT NULL, \
+                 PRIMARY KEY (resource_id, role), KEY s_role (role, resource_id, actions), \
+                 FOREIGN KEY (resource_id) REFERENCES c_3 (id) ON DELETE CASCADE) \
+                 ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+            ],
+        };
+        statements.extend([
+            "INSERT INTO db_collections (table_name, readers_ready) VALUES ('c_3', 0)",
+            "INSERT INTO c_3 (id) VALUES ('d1'), ('d2'), ('d3'), ('d4'), ('d5'), ('d6'), ('d7')",
+            // d1 its owner's; d2 two users'; d3 a team's, another team writing;
+            // d4 nobody's; d5 everyone's with its owner writing; d6 a label's;
+            // d7 written by one user, read by nobody.
+            "INSERT INTO c_3_perms (resource_id, role, actions) VALUES \
+             ('d1', 'user:u1', 13), ('d2', 'user:u1', 1), ('d2', 'user:u2', 13), \
+             ('d3', 'team:t1', 1), ('d3', 'team:t2/owner', 12), ('d5', 'any', 1), \
+             ('d5', 'user:u1', 12), ('d6', 'label:vip', 1), ('d7', 'user:u3', 14)",
+        ]);
+        statements
+    }
+
+    async fn readers(conn: &mut AnyConnection) -> Vec<(String, Option<String>)> {
+        sqlx::query_as("SELECT id, nimbus_reader FROM c_3 ORDER BY id")
+            .fetch_all(conn)
+            .await
+            .unwrap()
+    }
+
+    async fn marks(conn: &mut AnyConnection) -> Vec<(String, String, i64)> {
+        sqlx::query_as("SELECT resource_id, role, sole FROM c_3_perms ORDER BY resource_id, role")
+            .fetch_all(conn)
+            .await
+            .unwrap()
+    }
+
+    async fn ready(conn: &mut AnyConnection) -> i64 {
+        sqlx::query_scalar("SELECT readers_ready FROM db_collections")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    async fn fills_in_sole_readers(db: TestDb) {
+        for statement in before_sole_readers(db.dialect) {
+            sqlx::query(statement).execute(&db.pool).await.unwrap();
+        }
+        let expected_readers: Vec<(String, Option<String>)> = [
+            ("d1", Some("user:u1")),
+            ("d2", None),
+            ("d3", Some("team:t1")),
+            ("d4", None),
+            ("d5", Some("any")),
+            ("d6", Some("label:vip")),
+            ("d7", None),
+        ]
+        .into_iter()
+        .map(|(id, reader)| (id.to_string(), reader.map(str::to_string)))
+        .collect();
+        let expected_marks: Vec<(String, String, i64)> = [
+            ("d1", "user:u1", 1),
+            ("d2", "user:u1", 0),
+            ("d2", "user:u2", 0),
+            ("d3", "team:t1", 1),
+            ("d3", "team:t2/owner", 0),
+            ("d5", "any", 1),
+            ("d5", "user:u1", 0),
+            ("d6", "label:vip", 1),
+            ("d7", "user:u3", 0),
+        ]
+        .into_iter()
+        .map(|(id, role, sole)| (id.to_string(), role.to_string(), sole))
+        .collect();
+
+        // A first start stopped in the middle: the columns are there, the
+        // first batch was filled in (here with a wrong value), the table is
+        // not marked.
+        let mut conn = db.pool.acquire().await.unwrap();
+        let (columns, side) = ddl::add_readers_sql(db.dialect, "c_3", false, false).unwrap();
+        for statement in columns.iter().chain(&side) {
+            conn.execute(statement.as_str()).await.unwrap();
+        }
+        conn.execute("UPDATE c_3 SET nimbus_reader = 'user:u9' WHERE id IN ('d1', 'd2')")
+            .await
+            .unwrap();
+        conn.execute("UPDATE c_3_perms SET sole = 1 WHERE resource_id = 'd2'")
+            .await
+            .unwrap();
+        assert_eq!(ready(&mut conn).await, 0);
+
+        // The next start completes it, in batches smaller than the table.
+        sole_readers_in_batches(&mut conn, db.dialect, 2)
+            .await
+            .unwrap();
+        assert_eq!(readers(&mut conn).await, expected_readers);
+        assert_eq!(marks(&mut conn).await, expected_marks);
+        assert_eq!(ready(&mut conn).await, 1);
+        assert!(
+            has_column(&mut conn, db.dialect, "c_3_perms", "sole")
+                .await
+                .unwrap()
+        );
+        // The side table's index leads by the role and its mark.
+        let columns: i64 = match db.dialect {
+            SqlDialect::Sqlite => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM pragma_index_info('s_c_3__perms')")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap()
+            }
+            SqlDialect::MySql => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE \
+                 TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'c_3_perms' AND INDEX_NAME = 's_role'",
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap(),
+        };
+        assert_eq!(columns, 4);
+
+        // Marked: a later start leaves the table alone.
+        conn.execute("UPDATE c_3 SET nimbus_reader = 'user:u9' WHERE id = 'd4'")
+            .await
+            .unwrap();
+        sole_readers(&mut conn, db.dialect).await.unwrap();
+        assert_eq!(
+            readers(&mut conn).await[3],
+            ("d4".to_string(), Some("user:u9".to_string()))
+        );
+        // From scratch, in one batch larger than the table, the same values.
+        conn.execute("UPDATE db_collections SET readers_ready = 0")
+            .await
+            .unwrap();
+        sole_readers(&mut conn, db.dialect).await.unwrap();
+        assert_eq!(readers(&mut conn).await, expected_readers);
+        assert_eq!(marks(&mut conn).await, expected_marks);
+        drop(conn);
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_sole_readers_are_filled_in() {
+        fills_in_sole_readers(test_support::sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn mariadb_sole_readers_are_filled_in() {
+        if let Some(db) = test_support::mariadb().await {
+            fills_in_sole_readers(db).await;
+        }
     }
 
     #[tokio::test]
