@@ -267,8 +267,8 @@ pub struct Runtime {
 /// The queue of sync execution records written behind their responses
 /// ([`service::record_forever`]), while its writer runs.
 struct Records {
-    sender: tokio::sync::mpsc::Sender<Execution>,
-    receiver: Mutex<Option<tokio::sync::mpsc::Receiver<Execution>>>,
+    sender: tokio::sync::mpsc::Sender<Box<Execution>>,
+    receiver: Mutex<Option<tokio::sync::mpsc::Receiver<Box<Execution>>>>,
     writing: std::sync::atomic::AtomicBool,
 }
 
@@ -379,7 +379,7 @@ impl Runtime {
 
     /// Queues a sync execution's record for the writer; hands it back when there is
     /// no writer or its queue is full (the caller writes it then).
-    pub(crate) fn record_later(&self, execution: Execution) -> Result<(), Execution> {
+    pub(crate) fn record_later(&self, execution: Box<Execution>) -> Result<(), Box<Execution>> {
         if !self
             .records
             .writing
@@ -397,7 +397,7 @@ impl Runtime {
     }
 
     /// The queue of records to write, for the one writer; `None` after the first.
-    pub(crate) fn take_records(&self) -> Option<tokio::sync::mpsc::Receiver<Execution>> {
+    pub(crate) fn take_records(&self) -> Option<tokio::sync::mpsc::Receiver<Box<Execution>>> {
         let receiver = self
             .records
             .receiver

@@ -1266,9 +1266,9 @@ pub async fn execute_now(
     // Over plain HTTP the record is written behind the response (ADR 24); a
     // `createExecution` caller may ask for it by id at once, so it is written first.
     let kept = match trigger {
-        Trigger::Http => match state.functions.record_later(kept) {
+        Trigger::Http => match state.functions.record_later(Box::new(kept)) {
             Ok(()) => return Ok(execution),
-            Err(kept) => kept,
+            Err(kept) => *kept,
         },
         _ => kept,
     };
@@ -1318,13 +1318,20 @@ pub async fn record_forever(state: AppState, mut stop: tokio::sync::watch::Recei
     }
 }
 
-async fn write_records(state: &AppState, batch: &mut Vec<Execution>) {
-    async fn write(state: &AppState, records: &[Execution]) -> AppResult<()> {
+// The queue holds boxes, so that a full one hands a record back cheaply.
+#[allow(clippy::vec_box)]
+async fn write_records(state: &AppState, batch: &mut Vec<Box<Execution>>) {
+    async fn write(state: &AppState, records: &[Box<Execution>]) -> AppResult<()> {
         let mut tx = state.db.pool().begin().await?;
         for record in records {
             store::insert_execution(&mut *tx, record, None).await?;
         }
-        log::commit(&state.bus, tx, records.iter().map(created_event).collect()).await?;
+        log::commit(
+            &state.bus,
+            tx,
+            records.iter().map(|record| created_event(record)).collect(),
+        )
+        .await?;
         Ok(())
     }
     metrics::histogram!("nimbus_function_records_per_batch").record(batch.len() as f64);
