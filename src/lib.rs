@@ -247,6 +247,8 @@ pub struct Server {
     jobs: JoinHandle<()>,
     consumers: Consumers,
     usage: Option<(tokio::sync::watch::Sender<bool>, JoinHandle<()>)>,
+    /// The writer of sync execution records queued behind their responses.
+    records: (tokio::sync::watch::Sender<bool>, JoinHandle<()>),
 }
 
 /// This replica's event log consumers, stopped (their leases released) on shutdown.
@@ -297,6 +299,14 @@ impl Server {
             ));
             (stop, task)
         });
+        let records = {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(services::functions::service::record_forever(
+                state.clone(),
+                stopped,
+            ));
+            (stop, task)
+        };
         let admin_key = services::keys::service::bootstrap_admin_key(&state)
             .await
             .map_err(|e| anyhow::anyhow!("cannot create the first admin key: {}", e.message()))?;
@@ -327,6 +337,7 @@ impl Server {
             jobs,
             consumers,
             usage,
+            records,
         })
     }
 
@@ -364,6 +375,16 @@ impl Server {
             {
                 abort.abort();
             }
+        }
+        // Requests are done: the execution records still queued are written.
+        let (stop, task) = self.records;
+        let _ = stop.send(true);
+        let abort = task.abort_handle();
+        if tokio::time::timeout(Consumers::STOP_WAIT, task)
+            .await
+            .is_err()
+        {
+            abort.abort();
         }
         self.consumers.stop().await;
         self.state.close().await;
@@ -478,6 +499,7 @@ async fn follow_project_changes(state: AppState) {
                 BusMessage::ProjectChanged { project_id } => {
                     state.schemas.invalidate(project_id).await;
                     state.sessions.evict_project(project_id);
+                    state.functions.function_changed(project_id, None);
                 }
                 BusMessage::UserChanged {
                     project_id,
@@ -498,6 +520,9 @@ async fn follow_project_changes(state: AppState) {
                     for key_id in event.events.iter().filter_map(|name| key_of(name)) {
                         state.sessions.key_changed(key_id);
                     }
+                    // A function, its variables or deployments changed: executions
+                    // here read them again.
+                    state.functions.heard(event);
                 }
                 // Changes logged during the gap reach this loop from the relay,
                 // which reads the log: nothing cached needs dropping, and no
@@ -509,6 +534,7 @@ async fn follow_project_changes(state: AppState) {
                 // Changes may have been missed: forget everything rather than serve stale.
                 state.schemas.invalidate_all().await;
                 state.sessions.clear();
+                state.functions.forget_ready();
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }

@@ -20,8 +20,8 @@ use rquickjs::loader::{ImportAttributes, Loader, Resolver};
 use rquickjs::module::{Declared, Evaluated};
 use rquickjs::promise::PromiseState;
 use rquickjs::{
-    Array, ArrayBuffer, Coerced, Context, Ctx, Exception, Function, Module, Object, Promise,
-    Runtime, Value, WriteOptions,
+    Array, ArrayBuffer, Coerced, Context, Ctx, Exception, Function, Module, Object, Persistent,
+    Promise, Runtime, Value, WriteOptions,
 };
 use tokio::runtime::Handle;
 
@@ -187,9 +187,21 @@ impl Loader for BundleLoader {
 
 /// One QuickJS runtime, reused by the executions of one worker thread.
 pub(crate) struct Worker {
+    /// The context the next execution gets, made while the worker had nothing to
+    /// do. Declared first: it goes before the runtime it lives in.
+    spare: Option<Spare>,
     runtime: Runtime,
     shared: Rc<Shared>,
     meter: Rc<Meter>,
+}
+
+/// A context made ahead of an execution: new, with the guest API's module
+/// evaluated in it and nothing else. No guest code, host, variable or request has
+/// touched it; each is used by one execution, then dropped.
+struct Spare {
+    /// The guest API module's namespace, kept alive outside the context's scope.
+    api: Persistent<Object<'static>>,
+    context: Context,
 }
 
 /// What a host call or timer answered.
@@ -499,10 +511,46 @@ impl Worker {
         runtime.set_interrupt_handler(Some(Box::new(move || handler.interrupt())));
         runtime.set_loader(BundleResolver(shared.clone()), BundleLoader(shared.clone()));
         Ok(Worker {
+            spare: None,
             runtime,
             shared,
             meter,
         })
+    }
+
+    /// Makes the next execution's context now, while no execution waits for it:
+    /// a new context and the guest API module evaluated in it (most of what an
+    /// execution costs before the guest runs). Under the default limits; when it
+    /// fails, the next execution makes its own.
+    pub fn prepare(&mut self) {
+        if self.spare.is_some() {
+            return;
+        }
+        let limits = Limits::default();
+        self.set_limits(&limits);
+        self.shared.arm(Instant::now(), &limits, None);
+        let spare = Context::full(&self.runtime).ok().and_then(|context| {
+            let api = context.with(|ctx| {
+                // SAFETY: the prelude's bytecode was written by this engine in this process.
+                let module = unsafe { Module::load(ctx.clone(), prelude()) }.ok()?;
+                let (module, promise) = module.eval().ok()?;
+                run_jobs(&ctx).ok()?;
+                if promise.state() != PromiseState::Resolved {
+                    return None;
+                }
+                Some(Persistent::save(&ctx, module.namespace().ok()?))
+            })?;
+            Some(Spare { api, context })
+        });
+        self.shared.disarm();
+        if spare.is_none() || self.shared.abort.get().is_some() || jobs_pending(&self.runtime) {
+            // Not clean: the execution makes its own, on a fresh engine.
+            if let Ok(fresh) = Worker::new() {
+                *self = fresh;
+            }
+            return;
+        }
+        self.spare = spare;
     }
 
     /// Bytes the engine holds now, and the most it held during the last execution.
@@ -552,8 +600,22 @@ impl Worker {
         self.shared.arm(start, &limits, cancelled);
         *self.shared.program.borrow_mut() = Some(invocation.program.bytes.clone());
         let exec = Rc::new(Exec::new(invocation.host.clone(), handle, limits.log));
-        let result = match Context::full(&self.runtime) {
-            Ok(context) => context.with(|ctx| {
+        let spare = self.spare.take();
+        let made = match spare {
+            Some(Spare { api, context }) => Ok((context, Some(api))),
+            None => Context::full(&self.runtime).map(|context| (context, None)),
+        };
+        let result = match made {
+            Ok((context, api)) => context.with(|ctx| {
+                let api = match api.map(|api| api.restore(&ctx)) {
+                    Some(Ok(api)) => Some(api),
+                    Some(Err(_)) => {
+                        return Err(Failure::InvalidResponse(
+                            "the engine could not start".into(),
+                        ));
+                    }
+                    None => None,
+                };
                 self.run(
                     &ctx,
                     &exec,
@@ -561,6 +623,7 @@ impl Worker {
                     &invocation.program.bytes,
                     &invocation.env,
                     invocation.request,
+                    api,
                 )
             }),
             Err(_) => Err(Failure::MemoryLimit),
@@ -604,7 +667,13 @@ impl Worker {
                     (caught.message, module, line)
                 };
                 let api = self
-                    .api(&ctx, &exec, limits, &std::collections::BTreeMap::new())
+                    .api(
+                        &ctx,
+                        &exec,
+                        limits,
+                        &std::collections::BTreeMap::new(),
+                        None,
+                    )
                     .map_err(|f| (f.describe(), None, None))?;
                 let module = match self.load_entry(&ctx, &exec, &api, bytes) {
                     Ok(module) => module,
@@ -669,25 +738,32 @@ impl Worker {
         Failure::Thrown(text)
     }
 
-    /// Builds the guest API in the fresh context.
+    /// Builds the guest API in the fresh context: its module evaluated now, or
+    /// already (`prepared`, the namespace of a spare context's).
     fn api<'js>(
         &self,
         ctx: &Ctx<'js>,
         exec: &Rc<Exec>,
         limits: &Limits,
         env: &std::collections::BTreeMap<String, String>,
+        prepared: Option<Object<'js>>,
     ) -> Result<Api<'js>, Failure> {
         let fail = |e| self.fail(ctx, e);
-        // SAFETY: the prelude's bytecode was written by this engine in this process.
-        let module = unsafe { Module::load(ctx.clone(), prelude()) }.map_err(fail)?;
-        let (module, promise) = module.eval().map_err(fail)?;
-        run_jobs(ctx).map_err(fail)?;
-        if promise.state() != PromiseState::Resolved {
-            return Err(Failure::InvalidResponse(
-                "the engine could not start".into(),
-            ));
-        }
-        let ns = module.namespace().map_err(fail)?;
+        let ns = match prepared {
+            Some(ns) => ns,
+            None => {
+                // SAFETY: the prelude's bytecode was written by this engine in this process.
+                let module = unsafe { Module::load(ctx.clone(), prelude()) }.map_err(fail)?;
+                let (module, promise) = module.eval().map_err(fail)?;
+                run_jobs(ctx).map_err(fail)?;
+                if promise.state() != PromiseState::Resolved {
+                    return Err(Failure::InvalidResponse(
+                        "the engine could not start".into(),
+                    ));
+                }
+                module.namespace().map_err(fail)?
+            }
+        };
         let setup: Function = ns.get("setup").map_err(fail)?;
         let natives = natives(ctx, exec).map_err(fail)?;
         let env_object = Object::new(ctx.clone()).map_err(fail)?;
@@ -747,16 +823,18 @@ impl Worker {
         }
     }
 
-    fn run(
+    #[allow(clippy::too_many_arguments)]
+    fn run<'js>(
         &self,
-        ctx: &Ctx<'_>,
+        ctx: &Ctx<'js>,
         exec: &Rc<Exec>,
         limits: &Limits,
         bytes: &[u8],
         env: &std::collections::BTreeMap<String, String>,
         request: Request,
+        prepared: Option<Object<'js>>,
     ) -> Result<Response, Failure> {
-        let api = self.api(ctx, exec, limits, env)?;
+        let api = self.api(ctx, exec, limits, env, prepared)?;
         let module = self
             .load_entry(ctx, exec, &api, bytes)
             .map_err(|l| match l {

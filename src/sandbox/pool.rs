@@ -239,6 +239,7 @@ fn work(shared: Arc<Shared>) {
             return;
         }
     };
+    worker.prepare();
     while let Some(job) = next(&shared) {
         if job.reply.is_closed() {
             done(&shared);
@@ -281,5 +282,7 @@ fn work(shared: Arc<Shared>) {
         if let Ok(reply) = Rc::try_unwrap(reply) {
             let _ = reply.send(outcome);
         }
+        // Answered first: the next execution's context is made off its path.
+        worker.prepare();
     }
 }

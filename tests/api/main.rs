@@ -14,6 +14,7 @@ mod databases;
 mod email_flows;
 mod event_log;
 mod fanout;
+mod function_cache;
 mod function_limits;
 mod function_triggers;
 mod functions;

@@ -448,6 +448,7 @@ async fn run_deployment(
 pub fn apply(execution: &mut Execution, outcome: Outcome) {
     execution.logs = outcome.logs;
     execution.errors = outcome.errors;
+    execution.logs_truncated = outcome.logs_truncated;
     if outcome.logs_truncated {
         execution
             .errors

@@ -24,6 +24,7 @@ pub mod schema;
 pub mod service;
 pub mod store;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::AppState;
@@ -175,6 +176,8 @@ pub struct Execution {
     pub response_body: Vec<u8>,
     pub logs: String,
     pub errors: String,
+    /// Whether logs and errors went past the log limit and were cut.
+    pub logs_truncated: bool,
     /// The failure's stable code (`EXECUTION_CPU_LIMIT`, …), when it failed.
     pub failure: Option<String>,
     pub duration_ms: i64,
@@ -219,14 +222,54 @@ pub struct InsideFunction;
 /// the database costs more than running it.
 const CACHED_PROGRAMS: usize = 64;
 
+/// Functions kept ready (settings and opened variables), by project and id.
+const CACHED_FUNCTIONS: usize = 4096;
+
+/// How long a ready function is trusted without hearing of a change: the bound of
+/// a change whose event this replica never heard (none is expected: the relay
+/// reads the log), the same as the session cache's.
+pub const READY_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Sync execution records waiting to be written behind their responses; past
+/// this, a record is written before its response, as a backpressure.
+const PENDING_RECORDS: usize = 4096;
+
+/// Most records one transaction writes.
+pub(crate) const RECORDS_PER_BATCH: usize = 256;
+
+/// A function as executions need it: its settings and its variables, opened.
+#[derive(Debug)]
+pub struct Ready {
+    pub function: Function,
+    pub env: BTreeMap<String, String>,
+    loaded: std::time::Instant,
+}
+
+/// The functions kept ready, and a count of the changes heard: a function loaded
+/// while a change was heard is not kept, since it may have been read before it.
+struct ReadyCache {
+    entries: lru::LruCache<(String, String), Arc<Ready>>,
+    changes: u64,
+}
+
 /// What executions share on this replica: the sandbox's worker pool, the compiled
 /// programs lately run, the way to the project's GraphQL, and the one HTTP client
 /// of guests' `fetch` (its connections pooled, each checked by the outbound guard).
 pub struct Runtime {
     pub pool: Pool,
     programs: Mutex<lru::LruCache<(String, String), Program>>,
+    ready: Mutex<ReadyCache>,
+    records: Records,
     gateway: OnceLock<Arc<dyn Gateway>>,
     fetch: crate::outbound::GuardedClient,
+}
+
+/// The queue of sync execution records written behind their responses
+/// ([`service::record_forever`]), while its writer runs.
+struct Records {
+    sender: tokio::sync::mpsc::Sender<Box<Execution>>,
+    receiver: Mutex<Option<tokio::sync::mpsc::Receiver<Box<Execution>>>>,
+    writing: std::sync::atomic::AtomicBool,
 }
 
 impl Runtime {
@@ -236,9 +279,144 @@ impl Runtime {
             programs: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(CACHED_PROGRAMS).expect("not zero"),
             )),
+            ready: Mutex::new(ReadyCache {
+                entries: lru::LruCache::new(
+                    std::num::NonZeroUsize::new(CACHED_FUNCTIONS).expect("not zero"),
+                ),
+                changes: 0,
+            }),
+            records: {
+                let (sender, receiver) = tokio::sync::mpsc::channel(PENDING_RECORDS);
+                Records {
+                    sender,
+                    receiver: Mutex::new(Some(receiver)),
+                    writing: std::sync::atomic::AtomicBool::new(false),
+                }
+            },
             gateway: OnceLock::new(),
             fetch: execute::fetch_client(config)?,
         })
+    }
+
+    /// Function `id` of the project, ready, if kept and fresh.
+    pub(crate) fn ready(&self, project_id: &str, id: &str) -> Option<Arc<Ready>> {
+        let mut cache = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (project_id.to_string(), id.to_string());
+        match cache.entries.get(&key) {
+            Some(ready) if ready.loaded.elapsed() < READY_TTL => Some(ready.clone()),
+            Some(_) => {
+                cache.entries.pop(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// The count of changes heard so far; [`Runtime::keep_ready`] takes it.
+    pub(crate) fn changes_heard(&self) -> u64 {
+        self.ready.lock().unwrap_or_else(|e| e.into_inner()).changes
+    }
+
+    /// Keeps `function` with its variables, read after `changes_heard` answered
+    /// `heard`, unless a change was heard since (it may have been read before it).
+    pub(crate) fn keep_ready(
+        &self,
+        heard: u64,
+        function: Function,
+        env: BTreeMap<String, String>,
+    ) -> Arc<Ready> {
+        let ready = Arc::new(Ready {
+            function,
+            env,
+            loaded: std::time::Instant::now(),
+        });
+        let mut cache = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.changes == heard {
+            let key = (ready.function.project_id.clone(), ready.function.id.clone());
+            cache.entries.put(key, ready.clone());
+        }
+        ready
+    }
+
+    /// Forgets what is kept of function `id` (all of the project's when `None`).
+    pub fn function_changed(&self, project_id: &str, id: Option<&str>) {
+        let mut cache = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+        cache.changes += 1;
+        match id {
+            Some(id) => {
+                cache.entries.pop(&(project_id.to_string(), id.to_string()));
+            }
+            None => {
+                let gone: Vec<_> = cache
+                    .entries
+                    .iter()
+                    .filter(|((project, _), _)| project == project_id)
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                for key in gone {
+                    cache.entries.pop(&key);
+                }
+            }
+        }
+    }
+
+    /// Forgets every function kept: changes may have been missed.
+    pub fn forget_ready(&self) {
+        let mut cache = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+        cache.changes += 1;
+        cache.entries.clear();
+    }
+
+    /// Forgets what a logged event changes: a function, its variables or its
+    /// deployments (not its executions, which change nothing kept).
+    pub fn heard(&self, event: &crate::bus::Event) {
+        for name in &event.events {
+            if let Some(id) = changed_function(name) {
+                self.function_changed(&event.project_id, Some(id));
+            }
+        }
+    }
+
+    /// Queues a sync execution's record for the writer; hands it back when there is
+    /// no writer or its queue is full (the caller writes it then).
+    pub(crate) fn record_later(&self, execution: Box<Execution>) -> Result<(), Box<Execution>> {
+        if !self
+            .records
+            .writing
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(execution);
+        }
+        self.records
+            .sender
+            .try_send(execution)
+            .map_err(|err| match err {
+                tokio::sync::mpsc::error::TrySendError::Full(e)
+                | tokio::sync::mpsc::error::TrySendError::Closed(e) => e,
+            })
+    }
+
+    /// The queue of records to write, for the one writer; `None` after the first.
+    pub(crate) fn take_records(&self) -> Option<tokio::sync::mpsc::Receiver<Box<Execution>>> {
+        let receiver = self
+            .records
+            .receiver
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if receiver.is_some() {
+            self.records
+                .writing
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        receiver
+    }
+
+    /// Records go to the writer no more (it is stopping): callers write their own.
+    pub(crate) fn stop_recording_later(&self) {
+        self.records
+            .writing
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 
     pub(crate) fn fetch_client(&self) -> &crate::outbound::GuardedClient {
@@ -276,5 +454,44 @@ impl Runtime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pop(&(project_id.to_string(), deployment_id.to_string()));
+    }
+}
+
+/// The function an event name says changed: `functions.F.<action>`,
+/// `functions.F.variables.K.<action>` or `functions.F.deployments.D.<action>`
+/// (with or without a detail after the action); not its executions, and not the
+/// `*` patterns.
+fn changed_function(name: &str) -> Option<&str> {
+    let mut parts = name.split('.');
+    if parts.next()? != "functions" {
+        return None;
+    }
+    let id = parts.next().filter(|id| *id != "*")?;
+    match parts.next()? {
+        "executions" => None,
+        _ => Some(id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::changed_function;
+
+    #[test]
+    fn events_of_a_function_its_variables_and_deployments_change_it_but_executions_do_not() {
+        assert_eq!(changed_function("functions.f1.update"), Some("f1"));
+        assert_eq!(changed_function("functions.f1.delete"), Some("f1"));
+        assert_eq!(
+            changed_function("functions.f1.variables.KEY.update"),
+            Some("f1")
+        );
+        assert_eq!(
+            changed_function("functions.f1.deployments.d1.delete"),
+            Some("f1")
+        );
+        assert_eq!(changed_function("functions.f1.executions.e1.create"), None);
+        assert_eq!(changed_function("functions.*.update"), None);
+        assert_eq!(changed_function("functions.f1"), None);
+        assert_eq!(changed_function("documents.f1.update"), None);
     }
 }

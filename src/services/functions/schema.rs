@@ -66,6 +66,11 @@ pub fn function_json(function: &Function) -> serde_json::Value {
     function_value(function).into_json().unwrap_or_default()
 }
 
+/// A variable (never its value) as its realtime events carry it.
+pub fn variable_json(variable: &Variable) -> serde_json::Value {
+    variable_value(variable).into_json().unwrap_or_default()
+}
+
 fn variable_value(variable: &Variable) -> Value {
     object([
         ("functionId", Value::from(variable.function_id.as_str())),
@@ -138,6 +143,7 @@ pub fn execution_value(execution: &Execution) -> Value {
             Value::from(base64::engine::general_purpose::STANDARD.encode(&execution.response_body)),
         ),
         ("logs", Value::from(execution.logs.as_str())),
+        ("logsTruncated", Value::from(execution.logs_truncated)),
         ("errors", Value::from(execution.errors.as_str())),
         (
             "failure",
@@ -494,6 +500,7 @@ fn execution_type() -> Object {
         .field(prop("responseBody", string(), "The body it answered, as text (invalid UTF-8 replaced); records keep the first 64 KiB, a synchronous answer has all of it."))
         .field(prop("responseBodyBase64", string(), "The same body, in base64, for binary answers."))
         .field(prop("logs", string(), "What it logged (`console.log`, `context.log`), cut at the log limit."))
+        .field(prop("logsTruncated", TypeRef::named_nn(TypeRef::BOOLEAN), "Whether its logs and errors went past the log limit (64 KiB) and were cut there."))
         .field(prop("errors", string(), "What it logged as errors (`console.error`, `context.error`), and why it failed."))
         .field(prop("failure", TypeRef::named(TypeRef::STRING), "Why it failed, as a stable code: `EXECUTION_THREW`, `EXECUTION_CPU_LIMIT`, `EXECUTION_TIMEOUT`, `EXECUTION_MEMORY_LIMIT`, `EXECUTION_STACK_OVERFLOW`, `EXECUTION_NEVER_SETTLED`, `EXECUTION_RESPONSE_TOO_LARGE`, `EXECUTION_INVALID_RESPONSE`, `EXECUTION_CRASHED`."))
         .field(prop("duration", TypeRef::named_nn(TypeRef::FLOAT), "Seconds it ran."))

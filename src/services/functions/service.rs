@@ -412,6 +412,9 @@ pub async fn update(
         return Err(not_found(id));
     }
     log::commit(&state.bus, tx, vec![function_event(&function, "update")]).await?;
+    state
+        .functions
+        .function_changed(&function.project_id, Some(&function.id));
     sync_schedule(state, &function).await?;
     Ok(function)
 }
@@ -428,6 +431,7 @@ pub async fn delete(
         return Err(not_found(id));
     }
     log::commit(&state.bus, tx, vec![function_event(&function, "delete")]).await?;
+    state.functions.function_changed(grant.project(), Some(id));
     if let Some(deployment) = &function.deployment_id {
         state.functions.forget(grant.project(), deployment);
     }
@@ -546,14 +550,16 @@ pub async fn create_variable(
         created_at: now,
         updated_at: now,
     };
+    let mut tx = state.db.pool().begin().await?;
     store::insert_variable(
-        state.db.pool(),
+        &mut *tx,
         grant.project(),
         &variable,
         &sealer(state).seal(value),
     )
     .await
     .conflict_as("variable", key)?;
+    variable_committed(state, grant.project(), tx, &variable, "create").await?;
     Ok(variable)
 }
 
@@ -578,8 +584,9 @@ pub async fn update_variable(
     check_variable_value(state, grant.project(), function_id, key, value).await?;
     variable.size = value.len() as i64;
     variable.updated_at = now_millis();
+    let mut tx = state.db.pool().begin().await?;
     if !store::update_variable(
-        state.db.pool(),
+        &mut *tx,
         grant.project(),
         &variable,
         &sealer(state).seal(value),
@@ -588,6 +595,7 @@ pub async fn update_variable(
     {
         return Err(missing());
     }
+    variable_committed(state, grant.project(), tx, &variable, "update").await?;
     Ok(variable)
 }
 
@@ -598,18 +606,96 @@ pub async fn delete_variable(
     key: &str,
 ) -> AppResult<()> {
     load(state, grant.project(), function_id).await?;
-    if !store::delete_variable(state.db.pool(), grant.project(), function_id, key).await? {
+    let mut variable = store::variables(state.db.pool(), grant.project(), function_id)
+        .await?
+        .into_iter()
+        .map(|row| row.variable)
+        .find(|v| v.key == key)
+        .ok_or_else(|| AppError::NotFound {
+            what: "variable",
+            id: key.to_string(),
+        })?;
+    let mut tx = state.db.pool().begin().await?;
+    if !store::delete_variable(&mut *tx, grant.project(), function_id, key).await? {
         return Err(AppError::NotFound {
             what: "variable",
             id: key.to_string(),
         });
     }
+    variable.updated_at = now_millis();
+    variable_committed(state, grant.project(), tx, &variable, "delete").await?;
     Ok(())
 }
 
-/// The function's variables, opened, for its `env`. A value that does not open
-/// (sealed under another server secret) is left out, and logged.
+/// Commits a variable's change with its event, which tells every replica to
+/// read the function's variables again (this one at once).
+async fn variable_committed(
+    state: &AppState,
+    project_id: &str,
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    variable: &Variable,
+    action: &str,
+) -> AppResult<()> {
+    let name = format!(
+        "functions.{}.variables.{}",
+        variable.function_id, variable.key
+    );
+    let event = BusMessage::Event(Event {
+        channels: vec![
+            "functions".into(),
+            format!("functions.{}", variable.function_id),
+        ],
+        key_scope: FunctionsRead::NAME.into(),
+        ..Event::change(
+            project_id,
+            &name,
+            "functions.*.variables.*",
+            action,
+            super::schema::variable_json(variable),
+        )
+    });
+    log::commit(&state.bus, tx, vec![event]).await?;
+    state
+        .functions
+        .function_changed(project_id, Some(&variable.function_id));
+    Ok(())
+}
+
+/// The function's variables, opened, for its `env`: those kept ready with this
+/// very function when they are, else from the database.
 pub(super) async fn environment(
+    state: &AppState,
+    function: &Function,
+) -> AppResult<BTreeMap<String, String>> {
+    match state.functions.ready(&function.project_id, &function.id) {
+        Some(ready) if ready.function == *function => Ok(ready.env.clone()),
+        _ => open_variables(state, function).await,
+    }
+}
+
+/// The function `id` of a project with its variables opened: kept on this replica
+/// until a change to either is heard (on any replica, through the event log) or
+/// for [`super::READY_TTL`], else read and kept.
+async fn ready(
+    state: &AppState,
+    project_id: &str,
+    id: &str,
+) -> AppResult<std::sync::Arc<super::Ready>> {
+    if let Some(ready) = state.functions.ready(project_id, id) {
+        return Ok(ready);
+    }
+    ids::validate("functionId", id).map_err(|_| not_found(id))?;
+    let heard = state.functions.changes_heard();
+    let function = store::find(state.db.pool(), project_id, id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    let env = open_variables(state, &function).await?;
+    Ok(state.functions.keep_ready(heard, function, env))
+}
+
+/// The function's variables, opened from the database. A value that does not
+/// open (sealed under another server secret) is left out, and logged.
+async fn open_variables(
     state: &AppState,
     function: &Function,
 ) -> AppResult<BTreeMap<String, String>> {
@@ -812,6 +898,11 @@ pub async fn create_deployment(
         messages.push(function_event(&function, "update"));
     }
     log::commit(&state.bus, tx, messages).await?;
+    if activate {
+        state
+            .functions
+            .function_changed(grant.project(), Some(function_id));
+    }
     state
         .functions
         .keep(grant.project(), &deployment.id, program);
@@ -893,6 +984,9 @@ pub async fn activate_deployment(
         return Err(not_found(function_id));
     }
     log::commit(&state.bus, tx, vec![function_event(&function, "update")]).await?;
+    state
+        .functions
+        .function_changed(grant.project(), Some(function_id));
     Ok(function)
 }
 
@@ -925,6 +1019,9 @@ pub async fn delete_deployment(
         return Err(deployment_not_found(deployment_id));
     }
     log::commit(&state.bus, tx, messages).await?;
+    state
+        .functions
+        .function_changed(grant.project(), Some(function_id));
     state.functions.forget(grant.project(), deployment_id);
     Ok(deployment)
 }
@@ -1065,7 +1162,7 @@ fn may_execute(caller: &Caller, function: &Function) -> AppResult<()> {
 /// The function `id` of the caller's project, if the caller may execute it and it
 /// can run: enabled, with an active deployment.
 pub async fn runnable(state: &AppState, caller: &Caller, id: &str) -> AppResult<Function> {
-    let function = load(state, &caller.project.id, id).await?;
+    let function = ready(state, &caller.project.id, id).await?.function.clone();
     may_execute(caller, &function)?;
     if !function.enabled {
         return Err(AppError::Invalid {
@@ -1137,6 +1234,7 @@ fn new_execution(
         response_body: Vec::new(),
         logs: String::new(),
         errors: String::new(),
+        logs_truncated: false,
         failure: None,
         duration_ms: 0,
         created_at: now,
@@ -1165,18 +1263,94 @@ pub async fn execute_now(
     execute::apply(&mut execution, outcome);
     let mut kept = execution.clone();
     kept.response_body.truncate(KEPT_RESPONSE_BYTES);
+    // Over plain HTTP the record is written behind the response (ADR 24); a
+    // `createExecution` caller may ask for it by id at once, so it is written first.
+    let kept = match trigger {
+        Trigger::Http => match state.functions.record_later(Box::new(kept)) {
+            Ok(()) => return Ok(execution),
+            Err(kept) => *kept,
+        },
+        _ => kept,
+    };
     let mut tx = state.db.pool().begin().await?;
     store::insert_execution(&mut *tx, &kept, None).await?;
-    CAUSE
-        .scope(
-            Cause {
-                function_id: function.id.clone(),
-                depth: 1,
-            },
-            log::commit(&state.bus, tx, vec![execution_event(&kept, "create")]),
+    log::commit(&state.bus, tx, vec![created_event(&kept)]).await?;
+    Ok(execution)
+}
+
+/// The `create` event of a sync execution's record, caused by that execution.
+fn created_event(execution: &Execution) -> BusMessage {
+    let mut message = execution_event(execution, "create");
+    if let BusMessage::Event(event) = &mut message {
+        event.cause = Some(Cause {
+            function_id: execution.function_id.clone(),
+            depth: 1,
+        });
+    }
+    message
+}
+
+/// Writes the records of sync executions queued behind their responses, in one
+/// transaction per batch (as many as wait, up to [`super::RECORDS_PER_BATCH`]),
+/// until `stop`; then writes what is still queued, while new records are written
+/// by their requests. A batch that fails is tried again record by record, so one
+/// bad record costs only itself; a record that cannot be written is logged.
+pub async fn record_forever(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Some(mut queue) = state.functions.take_records() else {
+        return;
+    };
+    let mut batch = Vec::with_capacity(super::RECORDS_PER_BATCH);
+    loop {
+        tokio::select! {
+            got = queue.recv_many(&mut batch, super::RECORDS_PER_BATCH) => {
+                if got == 0 {
+                    return;
+                }
+            }
+            _ = stop.changed() => break,
+        }
+        write_records(&state, &mut batch).await;
+    }
+    state.functions.stop_recording_later();
+    queue.close();
+    while queue.recv_many(&mut batch, super::RECORDS_PER_BATCH).await > 0 {
+        write_records(&state, &mut batch).await;
+    }
+}
+
+// The queue holds boxes, so that a full one hands a record back cheaply.
+#[allow(clippy::vec_box)]
+async fn write_records(state: &AppState, batch: &mut Vec<Box<Execution>>) {
+    async fn write(state: &AppState, records: &[Box<Execution>]) -> AppResult<()> {
+        let mut tx = state.db.pool().begin().await?;
+        for record in records {
+            store::insert_execution(&mut *tx, record, None).await?;
+        }
+        log::commit(
+            &state.bus,
+            tx,
+            records.iter().map(|record| created_event(record)).collect(),
         )
         .await?;
-    Ok(execution)
+        Ok(())
+    }
+    metrics::histogram!("nimbus_function_records_per_batch").record(batch.len() as f64);
+    if batch.len() > 1 && write(state, batch).await.is_ok() {
+        batch.clear();
+        return;
+    }
+    for record in batch.drain(..) {
+        if let Err(err) = write(state, std::slice::from_ref(&record)).await {
+            metrics::counter!("nimbus_function_records_lost_total").increment(1);
+            tracing::error!(
+                error = %err.message(),
+                project = %record.project_id,
+                function = %record.function_id,
+                execution = %record.id,
+                "an execution record could not be written"
+            );
+        }
+    }
 }
 
 /// Records an execution as `waiting` and queues the job that runs it, in one

@@ -272,8 +272,8 @@ pub async fn update_variable<'e>(
     .map(|r| r.rows_affected() == 1)
 }
 
-pub async fn delete_variable(
-    pool: &AnyPool,
+pub async fn delete_variable<'e>(
+    db: impl Executor<'e, Database = Any>,
     project_id: &str,
     function_id: &str,
     key: &str,
@@ -284,7 +284,7 @@ pub async fn delete_variable(
     .bind(project_id)
     .bind(function_id)
     .bind(key)
-    .execute(pool)
+    .execute(db)
     .await
     .map(|r| r.rows_affected() == 1)
 }
@@ -443,7 +443,7 @@ pub async fn set_active<'e>(
 
 const EXECUTION_COLUMNS: &str = "project_id, function_id, id, deployment_id, trigger_kind, status, \
      caller, request_method, request_path, request_headers, response_status, response_headers, \
-     response_body, logs, errors, failure, duration_ms, created_at, updated_at";
+     response_body, logs, errors, logs_truncated, failure, duration_ms, created_at, updated_at";
 
 fn pairs_of(row: &AnyRow, column: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
     Ok(serde_json::from_str(&text(row, column)?).unwrap_or_default())
@@ -470,6 +470,7 @@ impl FromRow<'_, AnyRow> for ExecutionRow {
             response_body: row.try_get("response_body")?,
             logs: text(row, "logs")?,
             errors: text(row, "errors")?,
+            logs_truncated: row.try_get::<i16, _>("logs_truncated")? != 0,
             failure: row.try_get("failure")?,
             duration_ms: row.try_get("duration_ms")?,
             created_at: row.try_get("created_at")?,
@@ -486,7 +487,7 @@ pub async fn insert_execution<'e>(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
         "INSERT INTO function_executions ({EXECUTION_COLUMNS}, request_body) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(&e.project_id)
     .bind(&e.function_id)
@@ -503,6 +504,7 @@ pub async fn insert_execution<'e>(
     .bind(e.response_body.clone())
     .bind(&e.logs)
     .bind(&e.errors)
+    .bind(i16::from(e.logs_truncated))
     .bind(&e.failure)
     .bind(e.duration_ms)
     .bind(e.created_at)
@@ -521,7 +523,8 @@ pub async fn finish_execution<'e>(
 ) -> Result<bool, sqlx::Error> {
     sqlx::query(
         "UPDATE function_executions SET status = ?, response_status = ?, response_headers = ?, \
-         response_body = ?, logs = ?, errors = ?, failure = ?, duration_ms = ?, updated_at = ?, \
+         response_body = ?, logs = ?, errors = ?, logs_truncated = ?, failure = ?, duration_ms = ?, \
+         updated_at = ?, \
          request_body = NULL \
          WHERE project_id = ? AND function_id = ? AND id = ? AND status IN ('waiting', 'processing')",
     )
@@ -531,6 +534,7 @@ pub async fn finish_execution<'e>(
     .bind(e.response_body.clone())
     .bind(&e.logs)
     .bind(&e.errors)
+    .bind(i16::from(e.logs_truncated))
     .bind(&e.failure)
     .bind(e.duration_ms)
     .bind(e.updated_at)
