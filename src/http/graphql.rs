@@ -579,15 +579,7 @@ async fn execute(
     };
     let counters = addressed.loaded.usage.as_deref();
     let response = execute_as(
-        state,
-        headers,
-        peer,
-        requests,
-        is_batch,
-        media,
-        method,
-        &addressed,
-        counters,
+        state, headers, peer, requests, is_batch, media, method, &addressed, counters,
     )
     .await;
     if let Some(counters) = counters {

@@ -10,11 +10,15 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 use crate::helpers::{TestApp, WAIT, WsClient, spawn_app};
 
-pub(crate) const PASSWORD: &str = "console-pass-47";
+const PASSWORD: &str = "console-pass-47";
 
 /// `nimbus admin ARGS…` against the test server's database, the password (if any)
 /// on standard input; its success, standard output and standard error.
-pub(crate) fn nimbus_admin(app: &TestApp, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+fn nimbus_admin(
+    app: &TestApp,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_nimbus"));
     for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("NIMBUS_")) {
@@ -82,7 +86,7 @@ impl Reply {
     }
 }
 
-pub(crate) async fn console(
+async fn console(
     app: &TestApp,
     method: reqwest::Method,
     path: &str,
@@ -110,7 +114,12 @@ pub(crate) async fn console(
     }
 }
 
-pub(crate) async fn sign_in(app: &TestApp, email: &str, password: &str, otp: Option<&str>) -> Reply {
+async fn sign_in(
+    app: &TestApp,
+    email: &str,
+    password: &str,
+    otp: Option<&str>,
+) -> Reply {
     let mut input = json!({"email": email, "password": password});
     if let Some(otp) = otp {
         input["otp"] = json!(otp);
@@ -163,7 +172,7 @@ fn totp_code(secret: &str, at: u64) -> String {
 }
 
 /// A WebSocket to the server with these upgrade headers.
-pub(crate) async fn socket(app: &TestApp, headers: &[(&str, &str)]) -> WsClient {
+async fn socket(app: &TestApp, headers: &[(&str, &str)]) -> WsClient {
     let mut request = app.ws_url.as_str().into_client_request().unwrap();
     request.headers_mut().insert(
         "sec-websocket-protocol",
@@ -183,7 +192,11 @@ pub(crate) async fn socket(app: &TestApp, headers: &[(&str, &str)]) -> WsClient 
 }
 
 /// The answer to one operation on the socket (its `next`), or the close.
-pub(crate) async fn ws_query(ws: &mut WsClient, id: &str, query: &str) -> Result<Value, (u16, String)> {
+async fn ws_query(
+    ws: &mut WsClient,
+    id: &str,
+    query: &str,
+) -> Result<Value, (u16, String)> {
     ws.send(json!({"id": id, "type": "subscribe", "payload": {"query": query}}))
         .await;
     loop {
@@ -197,7 +210,7 @@ pub(crate) async fn ws_query(ws: &mut WsClient, id: &str, query: &str) -> Result
     }
 }
 
-pub(crate) fn own_origin(app: &TestApp) -> String {
+fn own_origin(app: &TestApp) -> String {
     app.url.clone()
 }
 
@@ -1325,7 +1338,12 @@ async fn the_cli_sets_a_password_under_the_policy_and_ends_the_administrators_se
 
     let (ok, _, stderr) = nimbus_admin(
         &app,
-        &["password", "--email", "ROOT@example.com", "--password-stdin"],
+        &[
+            "password",
+            "--email",
+            "ROOT@example.com",
+            "--password-stdin",
+        ],
         Some("another-pass-83"),
     );
     assert!(ok, "{stderr}");
@@ -1360,9 +1378,16 @@ async fn the_cli_sets_a_password_under_the_policy_and_ends_the_administrators_se
     let new = sign_in(&app, "root@example.com", "another-pass-83", None).await;
     assert_eq!(new.status, 200, "{}", new.body);
     let csrf = new.body["csrf"].as_str().unwrap().to_string();
-    as_console(&app, &new.cookie(), Some(&csrf), "default", query, json!({}))
-        .await
-        .ok();
+    as_console(
+        &app,
+        &new.cookie(),
+        Some(&csrf),
+        "default",
+        query,
+        json!({}),
+    )
+    .await
+    .ok();
     app.shutdown().await;
 }
 
