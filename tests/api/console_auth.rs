@@ -14,11 +14,7 @@ const PASSWORD: &str = "console-pass-47";
 
 /// `nimbus admin ARGS…` against the test server's database, the password (if any)
 /// on standard input; its success, standard output and standard error.
-fn nimbus_admin(
-    app: &TestApp,
-    args: &[&str],
-    stdin: Option<&str>,
-) -> (bool, String, String) {
+fn nimbus_admin(app: &TestApp, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_nimbus"));
     for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("NIMBUS_")) {
@@ -114,12 +110,7 @@ async fn console(
     }
 }
 
-async fn sign_in(
-    app: &TestApp,
-    email: &str,
-    password: &str,
-    otp: Option<&str>,
-) -> Reply {
+async fn sign_in(app: &TestApp, email: &str, password: &str, otp: Option<&str>) -> Reply {
     let mut input = json!({"email": email, "password": password});
     if let Some(otp) = otp {
         input["otp"] = json!(otp);
@@ -192,11 +183,7 @@ async fn socket(app: &TestApp, headers: &[(&str, &str)]) -> WsClient {
 }
 
 /// The answer to one operation on the socket (its `next`), or the close.
-async fn ws_query(
-    ws: &mut WsClient,
-    id: &str,
-    query: &str,
-) -> Result<Value, (u16, String)> {
+async fn ws_query(ws: &mut WsClient, id: &str, query: &str) -> Result<Value, (u16, String)> {
     ws.send(json!({"id": id, "type": "subscribe", "payload": {"query": query}}))
         .await;
     loop {
