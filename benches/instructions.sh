@@ -17,6 +17,8 @@
 # at full speed, so compare binaries within one run, not with wrk's figures.
 #
 # Usage: benches/instructions.sh WORKLOAD BINARY...
+#   A BINARY written `VAR=value:path` runs with that variable set, e.g.
+#   `NIMBUS_USAGE=off:target/release/nimbus` (one binary, usage on and off).
 # Knobs (environment): DURATION=30s CONNECTIONS=32 DATABASE=sqlite|mariadb
 #   KEEP=dir   keep each profile there (callgrind_annotate KEEP/N.callgrind, N the
 #              binary's place on the command line, from 1)
@@ -108,6 +110,11 @@ esac
 # `measure NAME BINARY`: sets REPLY to "instructions answers".
 measure() {
     local name=$1 binary=$2 port url pid database=() out seeded secret auth='' n=${#started_pids[@]}
+    local setting=NIMBUS_BENCH_VARIANT=
+    if [[ $binary == *=*:* ]]; then
+        setting=${binary%%:*}
+        binary=${binary#*:}
+    fi
     free_port && port=$REPLY
     url="http://127.0.0.1:$port"
     if [[ $DATABASE == mariadb ]]; then
@@ -116,7 +123,7 @@ measure() {
     fi
     out=$work/$name.callgrind
     env -u NIMBUS_DATABASE_URL -u NIMBUS_REDIS_URL -u NIMBUS_SECRET -u NIMBUS_DATA_DIR -u NIMBUS_LISTEN \
-        -u NIMBUS_GEOIP_DB NIMBUS_LOG=warn NIMBUS_TRUSTED_PROXIES=127.0.0.1 \
+        -u NIMBUS_GEOIP_DB NIMBUS_LOG=warn NIMBUS_TRUSTED_PROXIES=127.0.0.1 "$setting" \
         valgrind --tool=callgrind --callgrind-out-file="$out" \
         "$binary" serve --listen "127.0.0.1:$port" --data-dir "$work/data-$name" "${database[@]}" \
         >"$work/$name.out" 2>"$work/$name.err" &

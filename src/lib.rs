@@ -90,7 +90,7 @@ pub struct AppInner {
     /// The sandbox threads functions run on, and what their executions share.
     pub functions: services::functions::Runtime,
     /// What this replica counted of each project's usage since its last flush.
-    pub usage: services::usage::counters::Usage,
+    pub usage: Arc<services::usage::counters::Usage>,
 }
 
 /// A cheap handle on [`AppInner`].
@@ -146,6 +146,13 @@ impl AppState {
         let config_for_jobs = config.clone();
         let presence = Arc::new(services::realtime::presence::PresenceRegistry::default());
         bus.set_presence_book(presence.clone());
+        let usage = Arc::new(services::usage::counters::Usage::new(
+            config.usage,
+            usize::try_from(config.usage_max_keys).unwrap_or(usize::MAX),
+        ));
+        if config.usage {
+            bus.set_commit_watch(usage.clone());
+        }
         let state = AppState(Arc::new(AppInner {
             creates,
             preview_turns,
@@ -155,10 +162,7 @@ impl AppState {
                 usize::try_from(config.avatar_cache_bytes).unwrap_or(usize::MAX),
             ),
             functions: services::functions::Runtime::new(&config)?,
-            usage: services::usage::counters::Usage::new(
-                config.usage,
-                usize::try_from(config.usage_max_keys).unwrap_or(usize::MAX),
-            ),
+            usage,
             config,
             db,
             bus,
@@ -457,7 +461,6 @@ fn start_consumers(state: &AppState) -> Consumers {
     let consumers: Vec<Arc<dyn bus::consumer::Consumer>> = vec![
         Arc::new(services::webhooks::Deliveries),
         Arc::new(services::functions::Triggers::default()),
-        Arc::new(services::usage::Tally),
     ];
     let lease = Duration::from_secs(state.config.consumer_lease_secs);
     let tasks = if state.config.jobs_concurrency == 0 {

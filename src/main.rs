@@ -1,5 +1,5 @@
 //! The `nimbus` command: `serve`, `migrate`, `schema print`, `errors print`, `key create`,
-//! `admin create|list|delete`.
+//! `admin create|password|list|delete`.
 
 use std::process::ExitCode;
 
@@ -82,6 +82,19 @@ enum AdminCommand {
     /// read from standard input with --password-stdin.
     Create {
         /// The administrator's email, which they sign in with.
+        #[arg(long)]
+        email: String,
+        /// Read the password from standard input (its first line) instead of asking.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        config: Config,
+    },
+    /// Set a console administrator's password (same policy as `create`); all their
+    /// console sessions end at once. The password is asked for (not echoed), or
+    /// read from standard input with --password-stdin.
+    Password {
+        /// The administrator's email.
         #[arg(long)]
         email: String,
         /// Read the password from standard input (its first line) instead of asking.
@@ -270,6 +283,26 @@ async fn admin(command: AdminCommand) -> anyhow::Result<()> {
             eprintln!(
                 "created console administrator {}; sign in at /console",
                 admin.email
+            );
+            Ok(())
+        }
+        AdminCommand::Password {
+            email,
+            password_stdin,
+            config,
+        } => {
+            let password = if password_stdin {
+                password_from_stdin()?
+            } else {
+                password_from_prompt()?
+            };
+            let state = AppState::open(config).await?;
+            let changed = service::set_password(&state, &email, password).await;
+            state.close().await;
+            changed.map_err(AppError::into_anyhow)?;
+            eprintln!(
+                "changed the password of console administrator {}; their sessions ended",
+                email.trim().to_lowercase()
             );
             Ok(())
         }

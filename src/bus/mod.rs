@@ -311,6 +311,13 @@ enum Wire {
     },
 }
 
+/// What learns of each message its replica committed to the log, once, on the
+/// replica that wrote it (usage counts created and deleted resources this way,
+/// without reading the log back).
+pub trait CommitWatch: Send + Sync {
+    fn committed(&self, message: &BusMessage);
+}
+
 /// A handle on the bus: cheap to clone.
 #[derive(Clone)]
 pub struct Bus {
@@ -318,6 +325,7 @@ pub struct Bus {
     redis: Option<Arc<RedisBus>>,
     relay: log::RelayHandle,
     db: crate::db::Db,
+    watch: Arc<std::sync::OnceLock<Arc<dyn CommitWatch>>>,
 }
 
 impl Bus {
@@ -330,6 +338,7 @@ impl Bus {
             redis: None,
             relay,
             db: db.clone(),
+            watch: Arc::default(),
         })
     }
 
@@ -344,6 +353,7 @@ impl Bus {
             redis: Some(Arc::new(redis)),
             relay,
             db: db.clone(),
+            watch: Arc::default(),
         })
     }
 
@@ -356,6 +366,13 @@ impl Bus {
     pub fn set_presence_book(&self, book: Arc<dyn presence::PresenceBook>) {
         if self.local.book.set(book).is_err() {
             tracing::warn!("the bus's presence book was set twice; the first stays");
+        }
+    }
+
+    /// Sets what learns of the messages this replica commits; once, at start.
+    pub fn set_commit_watch(&self, watch: Arc<dyn CommitWatch>) {
+        if self.watch.set(watch).is_err() {
+            tracing::warn!("the bus's commit watch was set twice; the first stays");
         }
     }
 
@@ -390,6 +407,11 @@ impl Bus {
         }
         let messages: Vec<(i64, BusMessage)> =
             logged.into_iter().filter_map(log::message_of).collect();
+        if let Some(watch) = self.watch.get() {
+            for (_, message) in &messages {
+                watch.committed(message);
+            }
+        }
         let Some(redis) = &self.redis else {
             for (position, message) in messages {
                 self.relay.offer(position, message);

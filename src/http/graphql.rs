@@ -577,21 +577,13 @@ async fn execute(
             Err(err) => return app_error_response(&err, media),
         },
     };
-    let counters = state.usage.project(&addressed.loaded.project.id);
+    let counters = addressed.loaded.usage.as_deref();
     let response = execute_as(
-        state,
-        headers,
-        peer,
-        requests,
-        is_batch,
-        media,
-        method,
-        &addressed,
-        counters.as_deref(),
+        state, headers, peer, requests, is_batch, media, method, &addressed, counters,
     )
     .await;
     if let Some(counters) = counters {
-        usage::count_answered(&counters, headers, &response);
+        usage::count_answered(counters, headers, &response);
     }
     response
 }

@@ -81,6 +81,7 @@ use crate::http::graphql::plain_error;
 use crate::http::identity::{self, Addressed, KEY_HEADER, PROJECT_HEADER, Presented};
 use crate::http::usage;
 use crate::services::LoadedProject;
+use crate::services::admins;
 use crate::services::databases::tx::{Finished, Mode, RequestTx};
 use crate::services::projects::DEFAULT_PROJECT;
 use crate::services::realtime::resume;
@@ -748,6 +749,10 @@ struct Connection {
     client: ClientInfo,
     /// This socket's place under its address's caps.
     share: ClientShare,
+    /// When a console session acting here was last checked (none for any other
+    /// credential): its use over the socket renews its idle end, as over HTTP, at
+    /// most every [`admins::service::touch_every_ms`], not with every message.
+    console_checked: Option<tokio::time::Instant>,
 }
 
 impl Connection {
@@ -767,10 +772,7 @@ impl Connection {
         let changes = state.sessions.watch(caller.holder());
         let seen = changes.now();
         let mut link = link;
-        link.usage = state
-            .usage
-            .project(&caller.project.id)
-            .map(|counters| counters.connection());
+        link.usage = loaded.usage.as_ref().map(|counters| counters.connection());
         let mut connection = Box::new(Connection {
             seen,
             changes,
@@ -793,7 +795,11 @@ impl Connection {
             operations: StreamMap::new(),
             watching: Vec::new(),
             bus: None,
+            console_checked: None,
         });
+        if connection.presented.console.is_some() {
+            connection.console_checked = Some(tokio::time::Instant::now());
+        }
         connection.expire_at(expires_at);
         connection
     }
@@ -819,6 +825,15 @@ impl Connection {
         self.expires_at.is_some_and(|at| at <= now_millis())
     }
 
+    /// Whether the console session acting here is due a check that marks it used
+    /// (and moves the connection's expiry to its new idle end).
+    fn console_due(&self) -> bool {
+        let every = admins::service::touch_every_ms(&self.state);
+        self.console_checked.is_some_and(|at| {
+            at.elapsed() >= Duration::from_millis(u64::try_from(every).unwrap_or(u64::MAX))
+        })
+    }
+
     /// Acts on a change heard: re-checks the credential, or reloads the project
     /// when only it changed.
     async fn on_change(&mut self) -> Result<(), Gone> {
@@ -837,6 +852,9 @@ impl Connection {
     /// the caller as it is now, or ends.
     async fn recheck(&mut self) -> Result<(), Gone> {
         self.seen = self.changes.now();
+        if self.console_checked.is_some() {
+            self.console_checked = Some(tokio::time::Instant::now());
+        }
         match identity::recheck(&self.state, &self.presented).await {
             Ok(addressed) => {
                 self.roles = addressed.caller.roles().names();
@@ -981,7 +999,7 @@ impl Connection {
     async fn start(&mut self, id: String, mut request: Request) -> Result<(), Gone> {
         // A change heard, or an expiry passed, while this message arrived goes
         // first: the operation gets the credential as it is now.
-        if self.expired() {
+        if self.expired() || self.console_due() {
             self.recheck().await?;
         } else if self.changes.now() != self.seen {
             self.on_change().await?;

@@ -216,6 +216,9 @@ pub struct LoadedProject {
     pub schema: Schema,
     /// Its operations whose answers are alike for every caller.
     pub alike: crate::graphql::alike::Rules,
+    /// Its usage counters on this replica (none when usage is off), kept here so
+    /// that a request counts without looking its project up.
+    pub usage: Option<Arc<usage::counters::ProjectCounters>>,
 }
 
 impl LoadProject for LoadedProject {
@@ -230,6 +233,7 @@ impl LoadProject for LoadedProject {
             model,
             schema,
             alike,
+            usage: state.usage.project(id),
         }))
     }
 }

@@ -1,6 +1,7 @@
 //! Console administrators and sign-in: `nimbus admin`, `/console/api/session` and
 //! the TOTP routes, the console cookie with its CSRF token as a credential on
-//! GraphQL over HTTP and WebSocket, and `createUserJWT`.
+//! GraphQL over HTTP and WebSocket (where using it renews its idle end too), and
+//! `createUserJWT`.
 
 use std::process::{Command, Stdio};
 
@@ -44,7 +45,7 @@ fn nimbus_admin(app: &TestApp, args: &[&str], stdin: Option<&str>) -> (bool, Str
     )
 }
 
-fn create_admin(app: &TestApp, email: &str) {
+pub(crate) fn create_admin(app: &TestApp, email: &str) {
     let (ok, _, stderr) = nimbus_admin(
         app,
         &["create", "--email", email, "--password-stdin"],
@@ -125,7 +126,7 @@ async fn sign_in(app: &TestApp, email: &str, password: &str, otp: Option<&str>) 
 }
 
 /// Signs in; the cookie pair and the CSRF token.
-async fn signed_in(app: &TestApp, email: &str) -> (String, String) {
+pub(crate) async fn signed_in(app: &TestApp, email: &str) -> (String, String) {
     let reply = sign_in(app, email, PASSWORD, None).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let csrf = reply.body["csrf"].as_str().unwrap().to_string();
@@ -133,7 +134,7 @@ async fn signed_in(app: &TestApp, email: &str) -> (String, String) {
 }
 
 /// A GraphQL request with the console cookie (and the CSRF header when given).
-async fn as_console(
+pub(crate) async fn as_console(
     app: &TestApp,
     cookie: &str,
     csrf: Option<&str>,
@@ -1282,5 +1283,147 @@ async fn the_file_routes_take_the_console_session_only_with_its_token() {
     assert_eq!(cookie_only.status().as_u16(), 404);
     let body: Value = cookie_only.json().await.unwrap();
     assert_eq!(body["errors"][0]["extensions"]["code"], "FILE_NOT_FOUND");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_cli_sets_a_password_under_the_policy_and_ends_the_administrators_sessions() {
+    let app = spawn_app().await;
+    create_admin(&app, "root@example.com");
+    create_admin(&app, "other@example.com");
+    let (cookie, csrf) = signed_in(&app, "root@example.com").await;
+    let (other_cookie, other_csrf) = signed_in(&app, "other@example.com").await;
+    let query = "{ projects { totalCount } }";
+    let origin = own_origin(&app);
+    let mut ws = socket(&app, &[("origin", &origin), ("cookie", &cookie)]).await;
+    assert_eq!(
+        ws.init(json!({"csrf": csrf})).await.unwrap()["type"],
+        "connection_ack"
+    );
+
+    // Refused as `create` refuses: the sessions stay.
+    for (email, password, code) in [
+        ("root@example.com", "password", "PASSWORD_TOO_COMMON"),
+        ("root@example.com", "abc", "PASSWORD_TOO_SHORT"),
+        ("nobody@example.com", "another-pass-83", "ADMIN_NOT_FOUND"),
+        ("not-an-email", "another-pass-83", "INVALID_EMAIL"),
+    ] {
+        let (ok, _, stderr) = nimbus_admin(
+            &app,
+            &["password", "--email", email, "--password-stdin"],
+            Some(password),
+        );
+        assert!(!ok, "{email} {password}");
+        assert!(stderr.contains(code), "{code}: {stderr}");
+    }
+    let (ok, _, stderr) = nimbus_admin(&app, &["password", "--email", "root@example.com"], None);
+    assert!(!ok, "no terminal and no --password-stdin");
+    assert!(stderr.contains("--password-stdin"), "{stderr}");
+    as_console(&app, &cookie, Some(&csrf), "default", query, json!({}))
+        .await
+        .ok();
+
+    let (ok, _, stderr) = nimbus_admin(
+        &app,
+        &[
+            "password",
+            "--email",
+            "ROOT@example.com",
+            "--password-stdin",
+        ],
+        Some("another-pass-83"),
+    );
+    assert!(ok, "{stderr}");
+    // Changed by another process: the server hears it from the event log, and
+    // the socket let in with the administrator's session closes.
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Err(close) = ws.next_json().await {
+                return close;
+            }
+        }
+    })
+    .await
+    .expect("the socket closes");
+    assert_eq!(closed.0, 4403, "{closed:?}");
+    let after = as_console(&app, &cookie, Some(&csrf), "default", query, json!({})).await;
+    assert_eq!(after.code(), "UNAUTHENTICATED");
+    // Another administrator's session is not touched.
+    as_console(
+        &app,
+        &other_cookie,
+        Some(&other_csrf),
+        "default",
+        query,
+        json!({}),
+    )
+    .await
+    .ok();
+    // The old password no longer signs in; the new one does.
+    let old = sign_in(&app, "root@example.com", PASSWORD, None).await;
+    assert_eq!(old.status, 401, "{}", old.body);
+    let new = sign_in(&app, "root@example.com", "another-pass-83", None).await;
+    assert_eq!(new.status, 200, "{}", new.body);
+    let csrf = new.body["csrf"].as_str().unwrap().to_string();
+    as_console(
+        &app,
+        &new.cookie(),
+        Some(&csrf),
+        "default",
+        query,
+        json!({}),
+    )
+    .await
+    .ok();
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_console_session_used_only_over_a_websocket_stays_alive_past_its_idle_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(dir.path()).await;
+    // Idle after 2 s; in use, marked used every half second.
+    config.console_session_idle_secs = 2;
+    let app = crate::helpers::spawn_with(config, dir).await;
+    create_admin(&app, "root@example.com");
+    let (cookie, csrf) = signed_in(&app, "root@example.com").await;
+    let origin = own_origin(&app);
+    let mut ws = socket(&app, &[("origin", &origin), ("cookie", &cookie)]).await;
+    assert_eq!(
+        ws.init(json!({"csrf": csrf})).await.unwrap()["type"],
+        "connection_ack"
+    );
+    // Used over the socket only, for twice its idle time and more.
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    while started.elapsed() < std::time::Duration::from_millis(4500) {
+        n += 1;
+        let answer = ws_query(&mut ws, &n.to_string(), "{ projects { totalCount } }")
+            .await
+            .unwrap_or_else(|close| panic!("closed after {:?}: {close:?}", started.elapsed()));
+        assert!(
+            answer["data"]["projects"]["totalCount"].as_i64().unwrap() >= 1,
+            "{answer}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    // The stored session was renewed too: HTTP takes it.
+    let query = "{ projects { totalCount } }";
+    as_console(&app, &cookie, Some(&csrf), "default", query, json!({}))
+        .await
+        .ok();
+    // Left idle, it ends: the socket closes, HTTP refuses it.
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Err(close) = ws.next_json().await {
+                return close;
+            }
+        }
+    })
+    .await
+    .expect("the idle session's socket closes");
+    assert_eq!(closed.0, 4403, "{closed:?}");
+    let after = as_console(&app, &cookie, Some(&csrf), "default", query, json!({})).await;
+    assert_eq!(after.code(), "UNAUTHENTICATED");
     app.shutdown().await;
 }

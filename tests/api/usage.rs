@@ -1,6 +1,8 @@
 //! Usage: what a project did reaches `usage(…)` with exact counts, hourly and daily
 //! alike, replicas add up, only `usage.read` (or `admin` for another project)
-//! reads it, hostile ranges are refused, and client-chosen names cannot grow it.
+//! reads it, hostile ranges are refused, each range has exactly its number of
+//! points, the console's own requests count in the project they act on, and
+//! client-chosen names cannot grow it.
 
 use std::collections::BTreeMap;
 
@@ -163,6 +165,9 @@ async fn what_a_project_did_reaches_usage_with_exact_counts_hourly_and_daily() {
     // the user, 2 errors, 3 `__typename`.
     let settled = |t: &BTreeMap<(String, String), f64>| {
         total(t, "REQUESTS", "") == 13.0
+            && total(t, "DOCUMENTS_CREATED", "") == 2.0
+            && total(t, "FILES_CREATED", "") == 1.0
+            && total(t, "USERS_CREATED", "") == 1.0
             && total(t, "DOCUMENTS", "") == 1.0
             && total(t, "DOCUMENTS_DELETED", "") == 1.0
             && total(t, "FILES", "") == 1.0
@@ -502,5 +507,114 @@ async fn counts_a_flush_could_not_write_arrive_with_a_later_one() {
     .await;
     assert_eq!(total(&t, "OPERATIONS", "query.__typename"), 4.0, "{answer}");
     assert_eq!(total(&t, "REQUESTS", ""), 4.0, "{answer}");
+    app.shutdown().await;
+}
+
+/// `usage(range, interval)` of the addressed project: its `from`, `to` and the
+/// times of its points, as milliseconds.
+async fn span_of(app: &TestApp, range: &str, interval: &str) -> (i64, i64, Vec<i64>) {
+    let query = format!(
+        "{{ usage(range: {range}, interval: {interval}, metrics: [REQUESTS]) {{ from to series {{ points {{ time }} }} }} }}"
+    );
+    let data = app.admin(&query, json!({})).await.ok();
+    let millis = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+            .unwrap()
+            .timestamp_millis()
+    };
+    let usage = &data["usage"];
+    let times = usage["series"][0]["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| millis(&p["time"]))
+        .collect();
+    (millis(&usage["from"]), millis(&usage["to"]), times)
+}
+
+#[tokio::test]
+async fn each_range_has_exactly_its_buckets_and_the_current_one() {
+    const HOUR: i64 = 3_600_000;
+    const DAY: i64 = 24 * HOUR;
+    let app = crate::helpers::spawn_app().await;
+    // (range, interval, points): the range's whole buckets before the current
+    // one, and the current one.
+    let cases = [
+        ("LAST_24_HOURS", "HOUR", 25),
+        ("LAST_24_HOURS", "DAY", 2),
+        ("LAST_7_DAYS", "HOUR", 7 * 24 + 1),
+        ("LAST_7_DAYS", "DAY", 8),
+        ("LAST_30_DAYS", "HOUR", 30 * 24 + 1),
+        ("LAST_30_DAYS", "DAY", 31),
+        ("LAST_90_DAYS", "DAY", 91),
+    ];
+    for (range, interval, points) in cases {
+        let size = if interval == "HOUR" { HOUR } else { DAY };
+        let before = chrono::Utc::now().timestamp_millis();
+        let (from, to, times) = span_of(&app, range, interval).await;
+        let after = chrono::Utc::now().timestamp_millis();
+        assert_eq!(times.len(), points, "{range} {interval}");
+        assert_eq!(to - from, points as i64 * size, "{range} {interval}");
+        assert_eq!(times[0], from, "{range} {interval}");
+        assert!(
+            times.windows(2).all(|w| w[1] - w[0] == size),
+            "{range} {interval}"
+        );
+        // The last point is the bucket holding now; the first starts the range.
+        let current = |t: i64| t - t.rem_euclid(size);
+        assert!(
+            *times.last().unwrap() == current(before) || *times.last().unwrap() == current(after),
+            "{range} {interval}"
+        );
+        assert_eq!(from % size, 0, "{range} {interval}");
+    }
+    let refused = app
+        .admin(
+            "{ usage(range: LAST_90_DAYS, interval: HOUR) { from } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(refused.code(), "USAGE_RANGE_TOO_LARGE");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_consoles_own_requests_count_in_the_project_they_act_on() {
+    use crate::console_auth::{as_console, create_admin, signed_in};
+    let app = counting_app(200).await;
+    app.create_project("watched").await;
+    create_admin(&app, "root@example.com");
+    let (cookie, csrf) = signed_in(&app, "root@example.com").await;
+    // Three requests of a console administrator's session, two of an admin key
+    // of another project, all addressed to `watched`.
+    for _ in 0..3 {
+        let answer = as_console(
+            &app,
+            &cookie,
+            Some(&csrf),
+            "watched",
+            "{ project { id } }",
+            json!({}),
+        )
+        .await
+        .ok();
+        assert_eq!(answer["project"]["id"], "watched");
+    }
+    for _ in 0..2 {
+        let answer = in_project(&app, "watched", "{ project { name } }", json!({})).await;
+        assert!(answer["errors"].is_null(), "{answer}");
+    }
+    let (counted, answer) = eventually("the console's requests counted", || async {
+        let (t, answer) = totals(&app, "watched", "HOUR").await;
+        (total(&t, "REQUESTS", "") >= 5.0).then_some((t, answer))
+    })
+    .await;
+    assert_eq!(total(&counted, "REQUESTS", ""), 5.0, "{answer}");
+    assert_eq!(
+        total(&counted, "OPERATIONS", "query.project"),
+        5.0,
+        "{answer}"
+    );
+    assert!(total(&counted, "BANDWIDTH_IN", "http") > 0.0, "{answer}");
     app.shutdown().await;
 }

@@ -35,7 +35,8 @@ const SIGN_IN_PER_CLIENT: Limit = Limit::per_hour(30);
 /// Code attempts when enrolling or removing the second factor, per administrator.
 const TOTP_ATTEMPTS: Limit = Limit::per_hour(10);
 /// A session's last use is written at most this often: an idle end a minute late
-/// costs nothing, a write on every console request would.
+/// costs nothing, a write on every console request would. (At most a quarter of
+/// the idle time, so that a session in use never idles out between two writes.)
 const TOUCH_EVERY_MS: i64 = 60_000;
 /// The issuer authenticator apps show for the console's factor.
 const TOTP_ISSUER: &str = "Nimbus console";
@@ -91,6 +92,24 @@ pub async fn list_admins(state: &AppState) -> AppResult<Vec<Admin>> {
 /// Whether any administrator exists (the serve banner says how to create one).
 pub async fn any_admin(state: &AppState) -> AppResult<bool> {
     Ok(store::any_admin(state.db.pool()).await?)
+}
+
+/// Sets an administrator's password (`nimbus admin password`), under the policy
+/// of [`create_admin`], and ends their sessions, on every replica at once: a
+/// password changed because it leaked must not leave a session opened with it.
+pub async fn set_password(state: &AppState, email: &str, password: String) -> AppResult<()> {
+    let email = normalize_email("email", email)?;
+    let row = store::find_by_email(state.db.pool(), &email)
+        .await?
+        .ok_or_else(|| admin_not_found(&email))?;
+    check_password(&password, &password_policy(), &[&email])?;
+    let password_hash = hash(password).await?;
+    let mut tx = state.db.begin_write().await?;
+    if !store::set_password(&mut *tx, &row.id, &password_hash, now_millis()).await? {
+        return Err(admin_not_found(&email));
+    }
+    store::delete_sessions_of(&mut *tx, &row.id).await?;
+    announce(state, tx, &email).await
 }
 
 /// Deletes an administrator and ends their sessions, on every replica at once.
@@ -196,6 +215,12 @@ fn idle_ms(state: &AppState) -> i64 {
     millis(state.config.console_session_idle_secs)
 }
 
+/// How often a session in use has its last use written (and a connection acting
+/// with it checks it again to renew its idle end).
+pub fn touch_every_ms(state: &AppState) -> i64 {
+    TOUCH_EVERY_MS.min(idle_ms(state) / 4).max(1)
+}
+
 fn console_session(
     state: &AppState,
     session: &SessionRow,
@@ -246,7 +271,7 @@ pub async fn current(state: &AppState, secret: &str) -> AppResult<Option<Console
     let Some(admin) = store::find_by_id(pool, &session.admin_id).await? else {
         return Ok(None);
     };
-    let session = if now - session.last_used_at >= TOUCH_EVERY_MS {
+    let session = if now - session.last_used_at >= touch_every_ms(state) {
         store::touch_session(pool, &session.id, now).await?;
         SessionRow {
             last_used_at: now,

@@ -93,6 +93,35 @@ pub async fn delete_admin(
     Ok(done.rows_affected() > 0)
 }
 
+/// Sets the administrator's password hash; whether they exist.
+pub async fn set_password(
+    conn: impl Executor<'_, Database = Any>,
+    id: &str,
+    password_hash: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let done =
+        sqlx::query("UPDATE console_admins SET password_hash = ?, updated_at = ? WHERE id = ?")
+            .bind(password_hash)
+            .bind(now)
+            .bind(id)
+            .execute(conn)
+            .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Ends every session of the administrator.
+pub async fn delete_sessions_of(
+    conn: impl Executor<'_, Database = Any>,
+    admin_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM console_sessions WHERE admin_id = ?")
+        .bind(admin_id)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
 /// Sets the enrolment waiting for its first code (none: drops it).
 pub async fn set_totp_pending(
     pool: &AnyPool,

@@ -1,12 +1,15 @@
-//! What one replica counted since its last flush, in memory: per project, atomic
-//! counters for requests, bandwidth and realtime connections, and small capped maps
-//! for the counts that have a key (an operation's root field, an error code). The
-//! request path takes a read lock to find its project's counters and, for keyed
-//! counts, one short lock per request; the flush swaps everything out. Nothing here
+//! What one replica counted since its last flush, in memory: per project, counters
+//! for requests, bandwidth and realtime connections, and small capped maps for the
+//! counts that have a key (an operation's root field, an error code). A project's
+//! counters are kept with its loaded schema, so the request path looks nothing up;
+//! they are split in shards, each on its own cache line, and a thread counts in its
+//! own shard: two workers counting the same project at 100,000 requests a second do
+//! not bounce a cache line between cores. The flush adds the shards up. Nothing here
 //! touches the database.
 
+use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::Metric;
@@ -15,6 +18,8 @@ use super::Metric;
 pub const OTHER: &str = "other";
 /// Longest key kept as it is; a longer one counts as [`OTHER`].
 const MAX_KEY_BYTES: usize = 100;
+/// Most shards of one project's counters.
+const MAX_SHARDS: usize = 64;
 
 /// This replica's counters of every project.
 pub struct Usage {
@@ -22,29 +27,86 @@ pub struct Usage {
     enabled: bool,
     /// Distinct keys one project's keyed counts may take between two flushes.
     max_keys: usize,
+    /// Shards of each project's counters: a power of two, at least twice the cores,
+    /// so that threads seldom share one.
+    shards: usize,
     projects: RwLock<HashMap<Box<str>, Arc<ProjectCounters>>>,
 }
 
 /// What one replica counted of one project since the last flush.
-#[derive(Default)]
 pub struct ProjectCounters {
+    shards: Box<[Shard]>,
+    /// Realtime connections open now on this replica, and the most since the last
+    /// flush (a connection opens far less often than a request is answered).
+    connections: AtomicI64,
+    peak: AtomicI64,
+    max_keys: usize,
+}
+
+/// The metrics counted from the events a replica commits, in the order of
+/// [`Shard::resources`].
+const RESOURCES: [Metric; 9] = [
+    Metric::DocumentsCreated,
+    Metric::DocumentsDeleted,
+    Metric::FilesCreated,
+    Metric::FilesDeleted,
+    Metric::UsersCreated,
+    Metric::UsersDeleted,
+    Metric::SessionsCreated,
+    Metric::SessionsDeleted,
+    Metric::Executions,
+];
+
+/// The counts of the threads that count in one shard, alone on their cache lines.
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard {
     requests: AtomicU64,
+    resources: [AtomicU64; RESOURCES.len()],
     http_in: AtomicU64,
     http_out: AtomicU64,
     ws_in: AtomicU64,
     ws_out: AtomicU64,
-    /// Realtime connections open now on this replica, and the most since the last
-    /// flush.
-    connections: AtomicI64,
-    peak: AtomicI64,
     keyed: Mutex<Keyed>,
-    max_keys: usize,
 }
 
 #[derive(Default)]
 struct Keyed {
     operations: HashMap<Box<str>, u64>,
     errors: HashMap<Box<str>, u64>,
+}
+
+thread_local! {
+    /// This thread's shard number, taken in turn the first time it counts.
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+fn shard_number() -> usize {
+    SHARD.with(|shard| {
+        let mut n = shard.get();
+        if n == usize::MAX {
+            n = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
+            shard.set(n);
+        }
+        n
+    })
+}
+
+/// Created and deleted resources are counted on the replica that commits their
+/// events, as it commits them: once each, with no reading of the log back. The
+/// counts of a replica killed before its flush are lost, as its requests' are.
+impl crate::bus::CommitWatch for Usage {
+    fn committed(&self, message: &crate::bus::BusMessage) {
+        if let crate::bus::BusMessage::Event(event) = message
+            && !event.project_id.is_empty()
+            && let Some(metric) = Metric::of_event(event)
+            && let Some(counters) = self.project(&event.project_id)
+        {
+            counters.resource(metric);
+        }
+    }
 }
 
 /// One count taken out by a flush.
@@ -58,9 +120,11 @@ pub struct Delta {
 
 impl Usage {
     pub fn new(enabled: bool, max_keys: usize) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Usage {
             enabled,
             max_keys: max_keys.max(1),
+            shards: (cores * 2).next_power_of_two().min(MAX_SHARDS),
             projects: RwLock::default(),
         }
     }
@@ -71,7 +135,8 @@ impl Usage {
 
     /// The counters of `project_id` (an existing project: callers name the project
     /// a request was resolved to, never one a client merely wrote); none when
-    /// counting is off.
+    /// counting is off. The request path takes them from its loaded project
+    /// instead of asking here.
     pub fn project(&self, project_id: &str) -> Option<Arc<ProjectCounters>> {
         if !self.enabled {
             return None;
@@ -87,8 +152,10 @@ impl Usage {
                 .entry(project_id.into())
                 .or_insert_with(|| {
                     Arc::new(ProjectCounters {
+                        shards: (0..self.shards).map(|_| Shard::default()).collect(),
+                        connections: AtomicI64::new(0),
+                        peak: AtomicI64::new(0),
                         max_keys: self.max_keys,
-                        ..Default::default()
                     })
                 })
                 .clone(),
@@ -115,49 +182,64 @@ impl Usage {
 }
 
 impl ProjectCounters {
+    /// The shard this thread counts in.
+    fn shard(&self) -> &Shard {
+        // `shards.len()` is a power of two.
+        &self.shards[shard_number() & (self.shards.len() - 1)]
+    }
+
     /// One GraphQL operation answered: `roots` are the root fields it selected
     /// (`query.users`), empty when it did not pass validation; `errors` the codes
     /// of its errors.
     pub fn operation<'a>(&self, roots: &[String], errors: impl Iterator<Item = &'a str>) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.keys(roots, errors);
+        let shard = self.shard();
+        shard.requests.fetch_add(1, Ordering::Relaxed);
+        self.keys(shard, roots, errors);
     }
 
     /// Errors answered later in an operation counted before (a subscription's).
     pub fn errors<'a>(&self, errors: impl Iterator<Item = &'a str>) {
-        self.keys(&[], errors);
+        self.keys(self.shard(), &[], errors);
     }
 
-    fn keys<'a>(&self, roots: &[String], errors: impl Iterator<Item = &'a str>) {
+    fn keys<'a>(&self, shard: &Shard, roots: &[String], errors: impl Iterator<Item = &'a str>) {
         let mut errors = errors.peekable();
         if roots.is_empty() && errors.peek().is_none() {
             return;
         }
-        let Ok(mut keyed) = self.keyed.lock() else {
+        let Ok(mut keyed) = shard.keyed.lock() else {
             return;
         };
         for root in roots {
-            bump(&mut keyed.operations, root, self.max_keys);
+            bump(&mut keyed.operations, root, 1, self.max_keys);
         }
         for code in errors {
-            bump(&mut keyed.errors, code, self.max_keys);
+            bump(&mut keyed.errors, code, 1, self.max_keys);
         }
     }
 
     /// Body bytes of one HTTP request and its response.
     pub fn http(&self, received: u64, sent: u64) {
-        self.http_in.fetch_add(received, Ordering::Relaxed);
-        self.http_out.fetch_add(sent, Ordering::Relaxed);
+        let shard = self.shard();
+        shard.http_in.fetch_add(received, Ordering::Relaxed);
+        shard.http_out.fetch_add(sent, Ordering::Relaxed);
     }
 
     /// Bytes of one WebSocket message received.
     pub fn ws_received(&self, bytes: u64) {
-        self.ws_in.fetch_add(bytes, Ordering::Relaxed);
+        self.shard().ws_in.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Bytes of one WebSocket message sent.
     pub fn ws_sent(&self, bytes: u64) {
-        self.ws_out.fetch_add(bytes, Ordering::Relaxed);
+        self.shard().ws_out.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// One resource created or deleted (`metric` one of [`RESOURCES`]).
+    fn resource(&self, metric: Metric) {
+        if let Some(at) = RESOURCES.iter().position(|m| *m == metric) {
+            self.shard().resources[at].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A realtime connection opened; it counts as open until the guard drops.
@@ -178,52 +260,57 @@ impl ProjectCounters {
                 });
             }
         };
-        push(
-            Metric::Requests,
-            "",
-            self.requests.swap(0, Ordering::Relaxed),
-        );
-        push(
-            Metric::BandwidthIn,
-            "http",
-            self.http_in.swap(0, Ordering::Relaxed),
-        );
-        push(
-            Metric::BandwidthOut,
-            "http",
-            self.http_out.swap(0, Ordering::Relaxed),
-        );
-        push(
-            Metric::BandwidthIn,
-            "ws",
-            self.ws_in.swap(0, Ordering::Relaxed),
-        );
-        push(
-            Metric::BandwidthOut,
-            "ws",
-            self.ws_out.swap(0, Ordering::Relaxed),
-        );
+        let take = |field: fn(&Shard) -> &AtomicU64| {
+            self.shards
+                .iter()
+                .map(|shard| field(shard).swap(0, Ordering::Relaxed))
+                .fold(0u64, u64::saturating_add)
+        };
+        push(Metric::Requests, "", take(|s| &s.requests));
+        push(Metric::BandwidthIn, "http", take(|s| &s.http_in));
+        push(Metric::BandwidthOut, "http", take(|s| &s.http_out));
+        push(Metric::BandwidthIn, "ws", take(|s| &s.ws_in));
+        push(Metric::BandwidthOut, "ws", take(|s| &s.ws_out));
+        for (at, metric) in RESOURCES.iter().enumerate() {
+            let taken = self
+                .shards
+                .iter()
+                .map(|shard| shard.resources[at].swap(0, Ordering::Relaxed))
+                .fold(0u64, u64::saturating_add);
+            push(*metric, "", taken);
+        }
         // The next period's peak starts from what is open now.
         let open = self.connections.load(Ordering::Relaxed).max(0);
         let peak = self.peak.swap(open, Ordering::Relaxed).max(open);
         push(Metric::RealtimeConnections, "", peak as u64);
-        let keyed = self.keyed.lock().map(|mut k| std::mem::take(&mut *k));
-        if let Ok(keyed) = keyed {
+        // Each shard kept up to `max_keys` keys: together they keep as many, the
+        // rest under `other`, as one map would have.
+        let mut merged = Keyed::default();
+        for shard in self.shards.iter() {
+            let Ok(keyed) = shard.keyed.lock().map(|mut k| std::mem::take(&mut *k)) else {
+                continue;
+            };
             for (key, value) in keyed.operations {
-                push(Metric::Operations, &key, value);
+                bump(&mut merged.operations, &key, value, self.max_keys);
             }
             for (key, value) in keyed.errors {
-                push(Metric::Errors, &key, value);
+                bump(&mut merged.errors, &key, value, self.max_keys);
             }
+        }
+        for (key, value) in merged.operations {
+            push(Metric::Operations, &key, value);
+        }
+        for (key, value) in merged.errors {
+            push(Metric::Errors, &key, value);
         }
     }
 }
 
-/// Adds one to `key` in `counts`, or to [`OTHER`] when the map holds `max_keys`
+/// Adds `n` to `key` in `counts`, or to [`OTHER`] when the map holds `max_keys`
 /// keys already (or the key is too long): names clients choose cannot grow it.
-fn bump(counts: &mut HashMap<Box<str>, u64>, key: &str, max_keys: usize) {
+fn bump(counts: &mut HashMap<Box<str>, u64>, key: &str, n: u64, max_keys: usize) {
     if let Some(count) = counts.get_mut(key) {
-        *count += 1;
+        *count = count.saturating_add(n);
         return;
     }
     let key = if counts.len() < max_keys && key.len() <= MAX_KEY_BYTES {
@@ -231,7 +318,8 @@ fn bump(counts: &mut HashMap<Box<str>, u64>, key: &str, max_keys: usize) {
     } else {
         OTHER
     };
-    *counts.entry(key.into()).or_default() += 1;
+    let count = counts.entry(key.into()).or_default();
+    *count = count.saturating_add(n);
 }
 
 /// An open realtime connection of a project.
@@ -301,6 +389,35 @@ mod tests {
         // Nothing counted, nothing open, nobody holding it: forgotten.
         assert!(usage.take().is_empty());
         assert!(usage.projects.read().unwrap().is_empty());
+    }
+
+    #[test]
+    fn counts_of_many_threads_add_up_under_one_cap() {
+        let usage = Usage::new(true, 3);
+        let counters = usage.project("p").unwrap();
+        std::thread::scope(|scope| {
+            for thread in 0..8 {
+                let counters = &counters;
+                scope.spawn(move || {
+                    for n in 0..100 {
+                        let root = format!("query.f{}", (thread + n) % 5);
+                        counters.operation(&[root], ["E"].into_iter());
+                        counters.http(1, 2);
+                    }
+                });
+            }
+        });
+        let deltas = usage.take();
+        assert_eq!(value(&deltas, Metric::Requests, ""), 800);
+        assert_eq!(value(&deltas, Metric::Errors, "E"), 800);
+        assert_eq!(value(&deltas, Metric::BandwidthOut, "http"), 1600);
+        let operations: Vec<&Delta> = deltas
+            .iter()
+            .filter(|d| d.metric == Metric::Operations)
+            .collect();
+        assert_eq!(operations.iter().map(|d| d.value).sum::<i64>(), 800);
+        // Three keys and `other`, however the threads shared the shards.
+        assert!(operations.len() <= 4, "{operations:?}");
     }
 
     #[test]

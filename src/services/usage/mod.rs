@@ -1,10 +1,10 @@
 //! Usage of each project, kept in Nimbus's own database in hourly and daily
 //! buckets: requests by the root fields they selected, errors by code, bandwidth,
-//! realtime connections (counted in memory on each replica, [`counters`], and added
-//! to the buckets by every replica's flush), documents, files, users, sessions and
-//! function executions created and deleted (counted from the event log by the
-//! `usage` log consumer, [`Tally`], exactly once), and how many documents, files,
-//! bytes, users and sessions exist (snapshots). Read through `usage(…)`.
+//! realtime connections, and documents, files, users, sessions and function
+//! executions created and deleted (all counted in memory on each replica,
+//! [`counters`], the last ones as the replica that wrote them commits their events,
+//! and added to the buckets by every replica's flush), and how many documents,
+//! files, bytes, users and sessions exist (snapshots). Read through `usage(…)`.
 //!
 //! This service only counts and reads counts: it never changes another service's
 //! data, and the request path never waits for the database because of it.
@@ -16,10 +16,7 @@ pub mod store;
 
 pub use schema::register;
 
-use crate::AppState;
 use crate::bus::Event;
-use crate::bus::consumer::Consumer;
-use crate::error::AppResult;
 
 /// How the values of a metric in one bucket combine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,45 +118,6 @@ impl Metric {
             "functions.*.executions.*.create" => Metric::Executions,
             _ => return None,
         })
-    }
-}
-
-/// The log consumer `usage`: counts what the logged events created and deleted,
-/// in its own transaction, so the counts are exact whichever replica wrote the
-/// event and whichever dies.
-pub struct Tally;
-
-#[async_trait::async_trait]
-impl Consumer for Tally {
-    fn name(&self) -> &'static str {
-        service::CONSUMER
-    }
-
-    /// Every project while counting is on: each one's creates and deletes count.
-    /// Off, the events are passed over unread, and the position still follows
-    /// the log so that it never holds back pruning.
-    async fn wanted(
-        &self,
-        state: &AppState,
-        projects: &[&str],
-    ) -> AppResult<std::collections::HashSet<String>> {
-        if !state.usage.enabled() {
-            return Ok(Default::default());
-        }
-        Ok(projects
-            .iter()
-            .filter(|project| !project.is_empty())
-            .map(|project| project.to_string())
-            .collect())
-    }
-
-    async fn handle(
-        &self,
-        state: &AppState,
-        conn: &mut sqlx::AnyConnection,
-        batch: &[(i64, Event)],
-    ) -> AppResult<()> {
-        service::tally(state, conn, batch).await
     }
 }
 

@@ -1,6 +1,6 @@
 //! Rules of usage: the flush that adds each replica's counts to the bucket rows
 //! (keeping what failed for the next one), the snapshots of what exists, pruning,
-//! the log consumer's tally, and the reading of a range of buckets.
+//! and the reading of a range of buckets.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -13,12 +13,8 @@ use super::{Kind, Metric};
 use crate::AppState;
 use crate::auth::Grant;
 use crate::auth::scopes::UsageRead;
-use crate::bus::Event;
 use crate::db::{ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
-
-/// The name of the log consumer that counts created and deleted resources.
-pub const CONSUMER: &str = "usage";
 
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
@@ -250,46 +246,6 @@ pub async fn flush_forever(state: AppState, mut stop: watch::Receiver<bool>) {
     // The last counts of a replica that shuts down.
     flusher.take_counts(&state, now_millis());
     flusher.write(&state).await;
-}
-
-/// Counts the events of a batch of the log consumer, in its transaction; events
-/// counted before (by a holder that lost the consumer past a missing position)
-/// are not counted again.
-pub async fn tally(
-    state: &AppState,
-    conn: &mut sqlx::AnyConnection,
-    batch: &[(i64, Event)],
-) -> AppResult<()> {
-    // Off, the consumer still moves on (its position must not hold the log's
-    // pruning back), counting nothing.
-    if !state.usage.enabled() {
-        return Ok(());
-    }
-    let counting: Vec<(i64, &Event, Metric)> = batch
-        .iter()
-        .filter_map(|(position, event)| Some((*position, event, Metric::of_event(event)?)))
-        .collect();
-    if counting.is_empty() {
-        return Ok(());
-    }
-    let stored = store::consumer_position(&mut *conn, CONSUMER).await?;
-    let positions: Vec<i64> = counting.iter().map(|(p, _, _)| *p).collect();
-    let before = store::counted(conn, &positions).await?;
-    let mut pending = Pending::default();
-    let mut fresh = Vec::with_capacity(positions.len());
-    for (position, event, metric) in counting {
-        if position <= stored || before.contains(&position) {
-            continue;
-        }
-        fresh.push(position);
-        for row in rows_of(&event.project_id, metric, "", 1, event.timestamp, "") {
-            pending.add(row);
-        }
-    }
-    let rows: Vec<Row> = pending.rows.into_values().collect();
-    store::add(conn, state.db.dialect(), &rows).await?;
-    store::mark_counted(conn, &fresh, stored).await?;
-    Ok(())
 }
 
 /// Forgets the usage of the grant's deleted project. A failure is logged; the

@@ -3,7 +3,7 @@
 //! aggregate reads of snapshots (how many users, sessions, files and documents a
 //! project has: read-only counts over other services' tables, nothing more).
 
-use sqlx::{Any, AnyConnection, AnyPool, Executor, Row as _};
+use sqlx::{AnyConnection, AnyPool, Row as _};
 
 use super::Kind;
 use crate::db::Dialect;
@@ -202,60 +202,6 @@ pub async fn project_exists(pool: &AnyPool, project_id: &str) -> Result<bool, sq
         .fetch_optional(pool)
         .await?
         .is_some())
-}
-
-/// The stored position of the log consumer `name`, read in its transaction.
-pub async fn consumer_position<'e>(
-    db: impl Executor<'e, Database = Any>,
-    name: &str,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar::<_, i64>("SELECT position FROM log_consumers WHERE name = ?")
-        .bind(name)
-        .fetch_optional(db)
-        .await
-        .map(Option::unwrap_or_default)
-}
-
-/// Which of `positions` were counted already.
-pub async fn counted(conn: &mut AnyConnection, positions: &[i64]) -> Result<Vec<i64>, sqlx::Error> {
-    let mut found = Vec::new();
-    for chunk in positions.chunks(500) {
-        let sql = format!(
-            "SELECT position FROM usage_counted_events WHERE position IN ({})",
-            vec!["?"; chunk.len()].join(", ")
-        );
-        let mut query = sqlx::query_scalar::<_, i64>(&sql);
-        for position in chunk {
-            query = query.bind(*position);
-        }
-        found.extend(query.fetch_all(&mut *conn).await?);
-    }
-    Ok(found)
-}
-
-/// Records `positions` as counted, and forgets those at or below `stored` (the
-/// consumer's stored position: no holder handles them again).
-pub async fn mark_counted(
-    conn: &mut AnyConnection,
-    positions: &[i64],
-    stored: i64,
-) -> Result<(), sqlx::Error> {
-    for chunk in positions.chunks(500) {
-        let sql = format!(
-            "INSERT INTO usage_counted_events (position) VALUES {}",
-            vec!["(?)"; chunk.len()].join(", ")
-        );
-        let mut query = sqlx::query(&sql);
-        for position in chunk {
-            query = query.bind(*position);
-        }
-        query.execute(&mut *conn).await?;
-    }
-    sqlx::query("DELETE FROM usage_counted_events WHERE position <= ?")
-        .bind(stored)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
 }
 
 /// `(project, count)` of a `GROUP BY project_id` count over `table`.
