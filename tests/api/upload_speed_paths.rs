@@ -62,7 +62,11 @@ async fn start_upload(app: &TestApp, bucket: &str, id: &str, size: usize) -> Str
         .await
         .ok()["createFileUpload"]
         .clone();
-    assert_eq!(started["encrypted"], bucket == "sealed", "{started}");
+    // In a local store an encrypted bucket's upload is sealed from its first chunk
+    // on; in S3 its chunks are sealed when it completes.
+    if app.config.storage.is_none() {
+        assert_eq!(started["encrypted"], bucket == "sealed", "{started}");
+    }
     started["uploadUrl"].as_str().unwrap().to_string()
 }
 
