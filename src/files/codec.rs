@@ -7,7 +7,7 @@ use std::io;
 use async_compression::Level;
 use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
 use async_compression::tokio::write::{GzipEncoder, ZstdEncoder};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
 use tokio::io::AsyncWriteExt as _;
 use tokio_util::io::{ReaderStream, StreamReader};
@@ -15,8 +15,9 @@ use tokio_util::io::{ReaderStream, StreamReader};
 use super::crypto::{Opener, SALT, Sealer};
 use super::{ByteStream, Compression};
 
-/// Largest chunk handed to readers.
-pub(super) const CHUNK: usize = 64 * 1024;
+/// Largest chunk handed to readers: as large as a local file's reads, so a plain
+/// download passes them on whole (one frame, one write each) instead of in slices.
+pub(super) const CHUNK: usize = 512 * 1024;
 
 /// Original bytes in, stored bytes out.
 pub(super) struct Encoder {
@@ -156,14 +157,29 @@ pub(super) fn decode(
         .boxed()
 }
 
+/// Opens sealed bytes as they are read. Every segment a read completes is opened
+/// at once and handed on as one chunk, so a large read makes one chunk downstream,
+/// not one per 64 KiB segment.
 fn decrypt(sealed: ByteStream, opener: Opener) -> ByteStream {
     stream::try_unfold(Some((sealed, opener)), |state| async move {
         let Some((mut sealed, mut opener)) = state else {
             return Ok(None);
         };
         loop {
-            if let Some(segment) = opener.next_segment()? {
-                return Ok(Some((segment, Some((sealed, opener)))));
+            if let Some(first) = opener.next_segment()? {
+                let Some(second) = opener.next_segment()? else {
+                    return Ok(Some((first, Some((sealed, opener)))));
+                };
+                let mut opened = BytesMut::with_capacity(CHUNK + first.len());
+                opened.extend_from_slice(&first);
+                opened.extend_from_slice(&second);
+                while opened.len() < CHUNK {
+                    match opener.next_segment()? {
+                        Some(segment) => opened.extend_from_slice(&segment),
+                        None => break,
+                    }
+                }
+                return Ok(Some((opened.freeze(), Some((sealed, opener)))));
             }
             match sealed.try_next().await? {
                 Some(chunk) => opener.push(&chunk),

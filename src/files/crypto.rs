@@ -3,11 +3,22 @@
 //! sealed and opened with bounded memory, and reordering, truncation or a swapped
 //! segment all fail authentication.
 //!
-//! Layout: `NBFE` ‖ version (1) ‖ 7-byte random nonce prefix, then each segment's
-//! ciphertext ‖ 16-byte tag. Every segment but the last holds exactly 64 KiB of
-//! plaintext; the last (possibly empty) one is sealed with STREAM's "last" flag, which
-//! is how a cut at a segment boundary is told from a complete object. The header is the
-//! associated data of every segment.
+//! Two layouts, told apart by the version byte after the magic:
+//!
+//! - version 1, a file sealed in one pass: `NBFE` ‖ 1 ‖ 7-byte random nonce prefix,
+//!   then each segment's ciphertext ‖ 16-byte tag. Every segment but the last holds
+//!   exactly 64 KiB of plaintext; the last (possibly empty) one is sealed with
+//!   STREAM's "last" flag, which is how a cut at a segment boundary is told from a
+//!   complete object. The header is the associated data of every segment.
+//! - version 2, a resumable upload sealed chunk by chunk as the chunks arrive (ADR
+//!   26): `NBFE` ‖ 2 ‖ chunk size (8 bytes, big-endian), then per chunk a 16-byte
+//!   random seed followed by the chunk's segments. Each chunk has a key of its own,
+//!   derived from the file's key material, the chunk's index and its seed, and its
+//!   own STREAM counter; a seed is drawn afresh for every attempt at a chunk, so a
+//!   retried chunk never seals other bytes under a key and nonce already used. Only
+//!   the file's very last segment carries the "last" flag; the header is the
+//!   associated data of every segment, and the index in the key keeps chunks from
+//!   being moved.
 //!
 //! The key is HMAC-SHA256(server secret, "nimbus file key\0" ‖ salt), with a random
 //! 16-byte salt per file kept by the caller, so no two files share a key and rotating
@@ -29,10 +40,40 @@ const TAG: usize = 16;
 const SEALED_SEGMENT: usize = SEGMENT + TAG;
 const MAGIC: &[u8; 4] = b"NBFE";
 const VERSION: u8 = 1;
+const VERSION_CHUNKED: u8 = 2;
 /// 12-byte GCM nonce less STREAM's 4-byte counter and 1-byte last flag.
 const NONCE_PREFIX: usize = 7;
 pub(super) const HEADER: usize = MAGIC.len() + 1 + NONCE_PREFIX;
 pub(super) const SALT: usize = 16;
+/// Version 2: magic, version, chunk size.
+pub(super) const CHUNKED_HEADER: usize = MAGIC.len() + 1 + 8;
+/// The random seed at the start of every chunk of version 2.
+const SEED: usize = 16;
+
+/// Stored bytes of `plain` bytes of one chunk of version 2 (seed and tags included).
+pub(super) fn sealed_chunk_len(plain: u64) -> u64 {
+    SEED as u64 + plain + plain.div_ceil(SEGMENT as u64) * TAG as u64
+}
+
+/// Where chunk `index` starts in a file of version 2 cut in chunks of `chunk_size`.
+/// The first chunk starts at 0: it writes the header.
+pub(super) fn sealed_chunk_offset(chunk_size: u64, index: u32) -> u64 {
+    match index {
+        0 => 0,
+        _ => CHUNKED_HEADER as u64 + u64::from(index) * sealed_chunk_len(chunk_size),
+    }
+}
+
+/// The stored size of a file of `size` bytes sealed in chunks of `chunk_size`.
+pub(super) fn sealed_size(size: u64, chunk_size: u64) -> u64 {
+    let full = size / chunk_size;
+    let rest = size % chunk_size;
+    let mut total = CHUNKED_HEADER as u64 + full * sealed_chunk_len(chunk_size);
+    if rest > 0 {
+        total += sealed_chunk_len(rest);
+    }
+    total
+}
 
 /// A fresh random per-file salt.
 pub(super) fn new_salt() -> [u8; SALT] {
@@ -47,13 +88,147 @@ pub(super) fn parse_salt(hex_salt: &str) -> Option<[u8; SALT]> {
     bytes.try_into().ok()
 }
 
+fn secret_mac(server_secret: &str) -> Hmac<Sha256> {
+    <Hmac<Sha256> as hmac::Mac>::new_from_slice(server_secret.as_bytes())
+        .expect("HMAC takes keys of any length")
+}
+
 fn cipher(server_secret: &str, salt: &[u8; SALT]) -> Aes256Gcm {
-    let mut mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(server_secret.as_bytes())
-        .expect("HMAC takes keys of any length");
+    file_cipher(secret_mac(server_secret), salt)
+}
+
+fn file_cipher(mut mac: Hmac<Sha256>, salt: &[u8; SALT]) -> Aes256Gcm {
     mac.update(b"nimbus file key\0");
     mac.update(salt);
     let key = mac.finalize().into_bytes();
     Aes256Gcm::new(&key)
+}
+
+/// The key of one attempt at chunk `index` of a file of version 2.
+fn chunk_cipher(
+    mut mac: Hmac<Sha256>,
+    salt: &[u8; SALT],
+    index: u32,
+    seed: &[u8; SEED],
+) -> Aes256Gcm {
+    mac.update(b"nimbus chunk key\0");
+    mac.update(salt);
+    mac.update(&index.to_be_bytes());
+    mac.update(seed);
+    let key = mac.finalize().into_bytes();
+    Aes256Gcm::new(&key)
+}
+
+/// A chunk's key is used for that chunk alone, so its STREAM nonces start from a
+/// zero prefix.
+const CHUNK_NONCE_PREFIX: [u8; NONCE_PREFIX] = [0; NONCE_PREFIX];
+
+fn chunked_header(chunk_size: u64) -> [u8; CHUNKED_HEADER] {
+    let mut header = [0u8; CHUNKED_HEADER];
+    header[..MAGIC.len()].copy_from_slice(MAGIC);
+    header[MAGIC.len()] = VERSION_CHUNKED;
+    header[MAGIC.len() + 1..].copy_from_slice(&chunk_size.to_be_bytes());
+    header
+}
+
+/// Seals one chunk of a resumable upload (version 2) as it arrives, with a fresh
+/// seed: the chunk's stored bytes, from `sealed_chunk_offset` on, are what `push`
+/// and `finish` hand out.
+pub(super) struct ChunkSealer {
+    stream: Option<EncryptorBE32<Aes256Gcm>>,
+    header: [u8; CHUNKED_HEADER],
+    /// The header (first chunk only) and the seed, until they are handed out.
+    opening: Vec<u8>,
+    pending: BytesMut,
+    /// Whether this chunk ends the file: its last segment is sealed as the last.
+    last: bool,
+}
+
+impl ChunkSealer {
+    pub(super) fn new(
+        server_secret: &str,
+        salt: &[u8; SALT],
+        chunk_size: u64,
+        index: u32,
+        last: bool,
+    ) -> Self {
+        let mut seed = [0u8; SEED];
+        rand::rng().fill_bytes(&mut seed);
+        let header = chunked_header(chunk_size);
+        let mut opening = Vec::with_capacity(CHUNKED_HEADER + SEED);
+        if index == 0 {
+            opening.extend_from_slice(&header);
+        }
+        opening.extend_from_slice(&seed);
+        let cipher = chunk_cipher(secret_mac(server_secret), salt, index, &seed);
+        ChunkSealer {
+            stream: Some(EncryptorBE32::from_aead(
+                cipher,
+                (&CHUNK_NONCE_PREFIX).into(),
+            )),
+            header,
+            opening,
+            pending: BytesMut::with_capacity(2 * SEGMENT),
+            last,
+        }
+    }
+
+    /// Takes plaintext, appends the stored bytes that are ready to `out`.
+    pub(super) fn push(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        out.append(&mut self.opening);
+        self.pending.extend_from_slice(data);
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| unreadable("sealed twice"))?;
+        while self.pending.len() > SEGMENT {
+            let segment = self.pending.split_to(SEGMENT);
+            seal_into(stream, &segment, &self.header, out)?;
+        }
+        Ok(())
+    }
+
+    /// Seals what is held back: the last segment of the chunk, flagged as the file's
+    /// last when the chunk ends the file.
+    pub(super) fn finish(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        out.append(&mut self.opening);
+        let stream = self
+            .stream
+            .take()
+            .ok_or_else(|| unreadable("sealed twice"))?;
+        let payload = Payload {
+            msg: &self.pending,
+            aad: &self.header,
+        };
+        let sealed = if self.last {
+            stream.encrypt_last(payload)
+        } else if self.pending.is_empty() {
+            return Ok(());
+        } else {
+            let mut stream = stream;
+            stream.encrypt_next(payload)
+        }
+        .map_err(|_| io::Error::other("chunk too large to encrypt"))?;
+        out.extend_from_slice(&sealed);
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+fn seal_into(
+    stream: &mut EncryptorBE32<Aes256Gcm>,
+    segment: &[u8],
+    header: &[u8],
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    let sealed = stream
+        .encrypt_next(Payload {
+            msg: segment,
+            aad: header,
+        })
+        .map_err(|_| io::Error::other("file too large to encrypt"))?;
+    out.extend_from_slice(&sealed);
+    Ok(())
 }
 
 /// The error every authentication or format failure turns into. Its kind is
@@ -129,20 +304,39 @@ impl Sealer {
     }
 }
 
-/// Opens a sealed byte stream as it is read.
+/// Opens a sealed byte stream (either version) as it is read.
 pub(super) struct Opener {
-    cipher: Option<Aes256Gcm>,
-    stream: Option<DecryptorBE32<Aes256Gcm>>,
-    header: [u8; HEADER],
+    mac: Hmac<Sha256>,
+    salt: [u8; SALT],
+    layout: Layout,
+    /// The header as read: the associated data of every segment.
+    header: Vec<u8>,
     pending: BytesMut,
+}
+
+enum Layout {
+    /// The header has not arrived yet.
+    Waiting,
+    /// Version 1: one stream over the whole file.
+    Whole(DecryptorBE32<Aes256Gcm>),
+    /// Version 2: one stream per chunk, opened once the chunk's seed has arrived.
+    Chunked {
+        chunk_size: u64,
+        index: u32,
+        /// Plaintext opened so far of the current chunk.
+        offset: u64,
+        stream: Option<DecryptorBE32<Aes256Gcm>>,
+    },
+    Finished,
 }
 
 impl Opener {
     pub(super) fn new(server_secret: &str, salt: &[u8; SALT]) -> Self {
         Opener {
-            cipher: Some(cipher(server_secret, salt)),
-            stream: None,
-            header: [0u8; HEADER],
+            mac: secret_mac(server_secret),
+            salt: *salt,
+            layout: Layout::Waiting,
+            header: Vec::new(),
             pending: BytesMut::new(),
         }
     }
@@ -154,19 +348,43 @@ impl Opener {
     /// The next plaintext segment, if one is buffered and is known not to be the last
     /// (more sealed bytes follow it).
     pub(super) fn next_segment(&mut self) -> io::Result<Option<Bytes>> {
-        if !self.read_header()? || self.pending.len() <= SEALED_SEGMENT {
+        if !self.read_header()? {
             return Ok(None);
         }
-        let Some(stream) = self.stream.as_mut() else {
-            return Err(unreadable("already finished"));
+        let sealed_len = match self.next_sealed_len()? {
+            Some(len) if self.pending.len() > len => len,
+            _ => return Ok(None),
         };
-        let plain = stream
-            .decrypt_next(Payload {
-                msg: &self.pending[..SEALED_SEGMENT],
+        let plain = match &mut self.layout {
+            Layout::Whole(stream) => stream.decrypt_next(Payload {
+                msg: &self.pending[..sealed_len],
                 aad: &self.header,
-            })
-            .map_err(|_| unreadable("does not authenticate"))?;
-        self.pending.advance(SEALED_SEGMENT);
+            }),
+            Layout::Chunked {
+                chunk_size,
+                index,
+                offset,
+                stream,
+            } => {
+                let Some(open) = stream.as_mut() else {
+                    return Err(unreadable("is corrupt"));
+                };
+                let plain = open.decrypt_next(Payload {
+                    msg: &self.pending[..sealed_len],
+                    aad: &self.header,
+                });
+                *offset += (sealed_len - TAG) as u64;
+                if *offset == *chunk_size {
+                    *stream = None;
+                    *offset = 0;
+                    *index = index.saturating_add(1);
+                }
+                plain
+            }
+            Layout::Waiting | Layout::Finished => return Err(unreadable("already finished")),
+        }
+        .map_err(|_| unreadable("does not authenticate"))?;
+        self.pending.advance(sealed_len);
         Ok(Some(Bytes::from(plain)))
     }
 
@@ -175,46 +393,113 @@ impl Opener {
         if !self.read_header()? {
             return Err(unreadable("is truncated"));
         }
+        let longest = self
+            .next_sealed_len()?
+            .ok_or_else(|| unreadable("is truncated"))?;
         // A remainder longer than one sealed segment means `next_segment` was not drained;
         // the last segment can never be that long.
-        if self.pending.len() < TAG || self.pending.len() > SEALED_SEGMENT {
+        if self.pending.len() < TAG || self.pending.len() > longest {
             return Err(unreadable("is truncated"));
         }
-        let Some(stream) = self.stream.take() else {
-            return Err(unreadable("already finished"));
+        let payload = Payload {
+            msg: &self.pending,
+            aad: &self.header,
         };
-        let plain = stream
-            .decrypt_last(Payload {
-                msg: &self.pending,
-                aad: &self.header,
-            })
-            .map_err(|_| unreadable("does not authenticate"))?;
+        let plain = match std::mem::replace(&mut self.layout, Layout::Finished) {
+            Layout::Whole(stream) => stream.decrypt_last(payload),
+            Layout::Chunked {
+                stream: Some(stream),
+                ..
+            } => stream.decrypt_last(payload),
+            _ => return Err(unreadable("is truncated")),
+        }
+        .map_err(|_| unreadable("does not authenticate"))?;
         self.pending.clear();
         Ok(Bytes::from(plain))
     }
 
+    /// The sealed length of the next segment, opening the next chunk of version 2
+    /// when its seed has arrived; `None` while waiting for the seed.
+    fn next_sealed_len(&mut self) -> io::Result<Option<usize>> {
+        match &mut self.layout {
+            Layout::Whole(_) => Ok(Some(SEALED_SEGMENT)),
+            Layout::Chunked {
+                chunk_size,
+                index,
+                offset,
+                stream,
+            } => {
+                if stream.is_none() {
+                    if self.pending.len() < SEED {
+                        return Ok(None);
+                    }
+                    let mut seed = [0u8; SEED];
+                    seed.copy_from_slice(&self.pending.split_to(SEED));
+                    let cipher = chunk_cipher(self.mac.clone(), &self.salt, *index, &seed);
+                    *stream = Some(DecryptorBE32::from_aead(
+                        cipher,
+                        (&CHUNK_NONCE_PREFIX).into(),
+                    ));
+                }
+                // Both are at most a chunk, which is far below usize::MAX.
+                let plain = (*chunk_size - *offset).min(SEGMENT as u64) as usize;
+                Ok(Some(plain + TAG))
+            }
+            Layout::Waiting | Layout::Finished => Err(unreadable("already finished")),
+        }
+    }
+
     /// Parses the header once enough bytes are buffered; `false` while waiting.
     fn read_header(&mut self) -> io::Result<bool> {
-        if self.stream.is_some() {
+        if !matches!(self.layout, Layout::Waiting) {
             return Ok(true);
         }
-        if self.pending.len() < HEADER {
+        if self.pending.len() < MAGIC.len() + 1 {
             return Ok(false);
         }
-        let Some(cipher) = self.cipher.take() else {
-            return Err(unreadable("already finished"));
-        };
-        let header = self.pending.split_to(HEADER);
-        if &header[..MAGIC.len()] != MAGIC || header[MAGIC.len()] != VERSION {
+        if &self.pending[..MAGIC.len()] != MAGIC {
             return Err(unreadable("has an unknown format"));
         }
-        self.header.copy_from_slice(&header);
-        let mut prefix = [0u8; NONCE_PREFIX];
-        prefix.copy_from_slice(&header[MAGIC.len() + 1..]);
-        self.stream = Some(DecryptorBE32::from_aead(cipher, (&prefix).into()));
+        match self.pending[MAGIC.len()] {
+            VERSION => {
+                if self.pending.len() < HEADER {
+                    return Ok(false);
+                }
+                let header = self.pending.split_to(HEADER);
+                let mut prefix = [0u8; NONCE_PREFIX];
+                prefix.copy_from_slice(&header[MAGIC.len() + 1..]);
+                let cipher = file_cipher(self.mac.clone(), &self.salt);
+                self.layout = Layout::Whole(DecryptorBE32::from_aead(cipher, (&prefix).into()));
+                self.header = header.to_vec();
+            }
+            VERSION_CHUNKED => {
+                if self.pending.len() < CHUNKED_HEADER {
+                    return Ok(false);
+                }
+                let header = self.pending.split_to(CHUNKED_HEADER);
+                let mut size = [0u8; 8];
+                size.copy_from_slice(&header[MAGIC.len() + 1..]);
+                let chunk_size = u64::from_be_bytes(size);
+                if chunk_size == 0 || chunk_size > MAX_CHUNK {
+                    return Err(unreadable("has an unknown format"));
+                }
+                self.layout = Layout::Chunked {
+                    chunk_size,
+                    index: 0,
+                    offset: 0,
+                    stream: None,
+                };
+                self.header = header.to_vec();
+            }
+            _ => return Err(unreadable("has an unknown format")),
+        }
         Ok(true)
     }
 }
+
+/// Largest chunk a header of version 2 may declare: far above any configured chunk
+/// size, and small enough that the arithmetic on it cannot overflow.
+const MAX_CHUNK: u64 = 1 << 40;
 
 #[cfg(test)]
 mod tests {
@@ -285,5 +570,99 @@ mod tests {
                 "cut {cut}"
             );
         }
+    }
+
+    /// `data` sealed chunk by chunk as a resumable upload writes it.
+    fn seal_chunked(secret: &str, salt: &[u8; SALT], chunk_size: usize, data: &[u8]) -> Vec<u8> {
+        let chunks: Vec<&[u8]> = data.chunks(chunk_size).collect();
+        let mut out = Vec::new();
+        for (index, chunk) in chunks.iter().enumerate() {
+            assert_eq!(
+                out.len() as u64,
+                sealed_chunk_offset(chunk_size as u64, index as u32)
+            );
+            let last = index + 1 == chunks.len();
+            let mut sealer = ChunkSealer::new(secret, salt, chunk_size as u64, index as u32, last);
+            // Pushed in uneven pieces, as the network delivers them.
+            for piece in chunk.chunks(10_000) {
+                sealer.push(piece, &mut out).unwrap();
+            }
+            sealer.finish(&mut out).unwrap();
+        }
+        assert_eq!(
+            out.len() as u64,
+            sealed_size(data.len() as u64, chunk_size as u64)
+        );
+        out
+    }
+
+    #[test]
+    fn chunks_sealed_one_by_one_open_as_one_file() {
+        let salt = new_salt();
+        let data: Vec<u8> = (0..7 * SEGMENT + 77).map(|i| (i % 253) as u8).collect();
+        for chunk_size in [SEGMENT, SEGMENT + 1, 2 * SEGMENT, 3 * SEGMENT - 5] {
+            for len in [
+                1,
+                SEGMENT,
+                chunk_size,
+                chunk_size + 1,
+                2 * chunk_size,
+                data.len(),
+            ] {
+                let sealed = seal_chunked("s", &salt, chunk_size, &data[..len]);
+                for step in [1, 4096, SEALED_SEGMENT + 3, 1 << 20] {
+                    assert_eq!(
+                        open("s", &salt, &sealed, step).unwrap(),
+                        &data[..len],
+                        "chunk {chunk_size} len {len} step {step}"
+                    );
+                }
+                assert!(open("other", &salt, &sealed, 1 << 20).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn a_chunk_sealed_again_uses_another_key_and_moved_or_cut_chunks_fail() {
+        let salt = new_salt();
+        let chunk = 2 * SEGMENT;
+        let data: Vec<u8> = (0..3 * chunk).map(|i| (i % 241) as u8).collect();
+        let first = seal_chunked("s", &salt, chunk, &data);
+        let second = seal_chunked("s", &salt, chunk, &data);
+        let region = |sealed: &[u8], index: u32| {
+            let start = sealed_chunk_offset(chunk as u64, index) as usize;
+            let end = sealed_chunk_offset(chunk as u64, index + 1) as usize;
+            sealed[start..end].to_vec()
+        };
+        // The same bytes at the same place never seal alike: each attempt has its key.
+        assert_ne!(region(&first, 1)[SEED..], region(&second, 1)[SEED..]);
+        // Chunks 1 and 0's bodies swapped (header kept in place): no longer opens.
+        let mut swapped = first.clone();
+        let one = region(&first, 1);
+        let zero = first[CHUNKED_HEADER..CHUNKED_HEADER + one.len()].to_vec();
+        swapped[CHUNKED_HEADER..CHUNKED_HEADER + one.len()].copy_from_slice(&one);
+        let at = sealed_chunk_offset(chunk as u64, 1) as usize;
+        swapped[at..at + zero.len()].copy_from_slice(&zero);
+        assert!(open("s", &salt, &swapped, 1 << 20).is_err());
+        // A chunk of another attempt at the same place opens: it is what was sent there.
+        let mut mixed = first.clone();
+        mixed[at..at + one.len()].copy_from_slice(&region(&second, 1));
+        assert_eq!(open("s", &salt, &mixed, 1 << 20).unwrap(), data);
+        // Cut at a chunk boundary, a segment boundary or mid-segment: truncated.
+        for cut in [
+            sealed_chunk_offset(chunk as u64, 1) as usize,
+            sealed_chunk_offset(chunk as u64, 2) as usize,
+            sealed_chunk_offset(chunk as u64, 2) as usize + SEED + SEALED_SEGMENT,
+            first.len() - 1,
+        ] {
+            assert!(
+                open("s", &salt, &first[..cut], 1 << 20).is_err(),
+                "cut {cut}"
+            );
+        }
+        // One flipped bit anywhere past the header fails.
+        let mut flipped = first.clone();
+        flipped[at + SEED + 100] ^= 1;
+        assert!(open("s", &salt, &flipped, 1 << 20).is_err());
     }
 }

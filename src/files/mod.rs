@@ -380,10 +380,12 @@ impl FileStore {
         Ok(Assembly { file, path, key })
     }
 
-    /// Publishes the `size` bytes of a complete assembly under `key`. A plain file is
-    /// renamed into place (its `digest` taken, or recomputed when the chunks arrived
-    /// at another process); otherwise it is streamed through `options`' transforms.
-    /// On failure nothing is left under `key`; the assembly is the caller's to remove.
+    /// Publishes the `size` bytes of a complete assembly under `key`. A plain file,
+    /// or one sealed chunk by chunk as it arrived (`sealed`: its salt and chunk size),
+    /// is renamed into place (its `digest` taken, or recomputed when the chunks
+    /// arrived at another process); otherwise it is streamed through `options`'
+    /// transforms. On failure nothing is left under `key`; the assembly is the
+    /// caller's to remove.
     pub async fn publish_assembly(
         &self,
         assembly: Assembly,
@@ -391,29 +393,58 @@ impl FileStore {
         size: u64,
         digest: Option<Digest>,
         options: &WriteOptions,
+        sealed: Option<(&str, u64)>,
     ) -> Result<Written, FileError> {
         let Assembly { file, path, .. } = assembly;
         let digest = digest.filter(|digest| digest.size() == size);
-        if options.is_plain() {
+        let sealed = match sealed {
+            Some((salt, chunk_size)) => Some((
+                crypto::parse_salt(salt).ok_or(FileError::Unreadable)?,
+                salt.to_string(),
+                chunk_size,
+            )),
+            None => None,
+        };
+        if options.is_plain() || sealed.is_some() {
             let target = self
                 .local_path(key)
                 .ok_or_else(|| FileError::Store(anyhow::anyhow!("not a local file store")))?;
+            let secret = options.secret.clone();
+            let opened = sealed.as_ref().map(|(salt, _, chunk)| (*salt, *chunk));
             let published = tokio::task::spawn_blocking(move || {
-                file.set_len(size)?;
-                let fingerprint = match digest {
-                    Some(digest) => digest.finish(),
-                    None => rehash(&file, size)?,
+                let stored_size = match opened {
+                    Some((_, chunk_size)) => crypto::sealed_size(size, chunk_size),
+                    None => size,
                 };
+                file.set_len(stored_size)?;
+                let fingerprint = match (digest, opened) {
+                    (Some(digest), _) => digest.finish(),
+                    (None, None) => rehash(&file, size)?,
+                    (None, Some((salt, _))) => rehash_sealed(&file, stored_size, &secret, &salt)?,
+                };
+                if fingerprint.size != size {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "an upload's bytes do not add up to its size",
+                    ));
+                }
                 if let Some(dir) = target.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
                 std::fs::rename(&path, &target)?;
-                Ok::<_, io::Error>(fingerprint)
+                Ok::<_, io::Error>((fingerprint, stored_size))
             })
             .await
             .map_err(|join| FileError::Store(anyhow::Error::new(join)))?;
             return match published {
-                Ok(fingerprint) => Ok(Written::plain(fingerprint)),
+                Ok((fingerprint, stored_size)) => {
+                    let mut written = Written::plain(fingerprint);
+                    if let Some((_, salt, _)) = sealed {
+                        written.stored_size = stored_size;
+                        written.encoding.salt = Some(salt);
+                    }
+                    Ok(written)
+                }
                 Err(error) => {
                     self.remove_empty_dirs(key).await;
                     Err(io_error(error))
@@ -657,6 +688,35 @@ fn rehash(file: &std::fs::File, size: u64) -> io::Result<Fingerprint> {
     Ok(digest.finish())
 }
 
+/// The fingerprint of the original bytes of `file`, a resumable upload sealed chunk by
+/// chunk (`stored_size` bytes of it), opened from the start.
+fn rehash_sealed(
+    file: &std::fs::File,
+    stored_size: u64,
+    secret: &str,
+    salt: &[u8; crypto::SALT],
+) -> io::Result<Fingerprint> {
+    use std::os::unix::fs::FileExt as _;
+    let mut opener = crypto::Opener::new(secret, salt);
+    let mut digest = Digest::default();
+    let mut buffer = vec![0u8; 1024 * 1024];
+    let mut offset = 0u64;
+    while offset < stored_size {
+        let want = buffer.len().min((stored_size - offset) as usize);
+        let read = file.read_at(&mut buffer[..want], offset)?;
+        if read == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        opener.push(&buffer[..read]);
+        while let Some(segment) = opener.next_segment()? {
+            digest.update(&segment);
+        }
+        offset += read as u64;
+    }
+    digest.update(&opener.finish()?);
+    Ok(digest.finish())
+}
+
 /// The received bytes of one resumable upload in a local store, locked against
 /// other requests for as long as it is held.
 pub struct Assembly {
@@ -700,19 +760,31 @@ impl Assembly {
         }
     }
 
-    /// Writes `input` from `offset` on, up to `limit` bytes (`TooLarge` past it),
-    /// hashing it into `digest` when given. Answers the bytes written and the digest.
-    /// A chunk cut short leaves bytes past what is recorded, which the retried chunk
-    /// overwrites.
+    /// Writes `input` from original offset `offset` on, up to `limit` bytes
+    /// (`TooLarge` past it), hashing it into `digest` when given, and sealing it
+    /// when `seal` says how. Answers the bytes written and the digest. A chunk cut
+    /// short leaves bytes past what is recorded, which the retried chunk overwrites.
     pub async fn write(
         &mut self,
         offset: u64,
         mut input: ByteStream,
         limit: u64,
         digest: Option<Digest>,
+        seal: Option<&ChunkSeal>,
     ) -> Result<(u64, Option<Digest>), FileError> {
         let file = self.file.try_clone().map_err(io_error)?;
-        let mut writer = SpoolWriter::new(file, offset, digest).map_err(io_error)?;
+        let mut writer =
+            SpoolWriter::new(file, stored_offset(offset, seal), digest).map_err(io_error)?;
+        if let Some(seal) = seal {
+            let salt = crypto::parse_salt(&seal.salt).ok_or(FileError::Unreadable)?;
+            writer = writer.sealing(crypto::ChunkSealer::new(
+                &seal.secret,
+                &salt,
+                seal.chunk_size,
+                seal.index,
+                seal.last,
+            ));
+        }
         let mut size = 0u64;
         while let Some(bytes) = input.next().await {
             let bytes = bytes.map_err(FileError::Input)?;
@@ -724,6 +796,41 @@ impl Assembly {
         }
         let (_, digest) = writer.finish().await.map_err(io_error)?;
         Ok((size, digest))
+    }
+}
+
+/// How one chunk of a resumable upload is sealed as it is written into its place
+/// (an encrypted bucket in a local store; see `crypto`'s version 2).
+#[derive(Clone)]
+pub struct ChunkSeal {
+    pub secret: String,
+    /// The upload's salt, as kept in `Encoding::salt`.
+    pub salt: String,
+    pub chunk_size: u64,
+    pub index: u32,
+    /// Whether this chunk ends the file.
+    pub last: bool,
+}
+
+impl fmt::Debug for ChunkSeal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChunkSeal")
+            .field("index", &self.index)
+            .field("last", &self.last)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fresh salt for a file, in the form `Encoding::salt` keeps.
+pub fn new_salt() -> String {
+    hex::encode(crypto::new_salt())
+}
+
+/// Where the chunk starting at original offset `offset` lies in an assembly.
+pub fn stored_offset(offset: u64, seal: Option<&ChunkSeal>) -> u64 {
+    match seal {
+        Some(seal) => crypto::sealed_chunk_offset(seal.chunk_size, seal.index),
+        None => offset,
     }
 }
 

@@ -8,6 +8,10 @@
 //! What the pass learns (size, SHA-256, the first bytes for MIME sniffing) is a
 //! [`Digest`], which a resumable upload keeps between its chunks.
 //!
+//! A resumable upload's chunk for an encrypted bucket is sealed on the way (see
+//! `crypto::ChunkSealer`), by the task that writes it: the bytes are hashed as sent
+//! and written sealed, still in one pass.
+//!
 //! Memory is bounded: one batch being filled and one being written and hashed.
 //! Dropping an unfinished writer lets the batch in hand finish, and writes nothing
 //! more.
@@ -18,6 +22,7 @@ use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 use tokio::task::JoinHandle;
 
+use super::crypto::ChunkSealer;
 use super::mime;
 
 /// Bytes gathered before they are written.
@@ -85,8 +90,8 @@ pub struct Fingerprint {
 /// side, while the next batch fills; no thread is held while the sender is slow.
 pub struct SpoolWriter {
     /// The file, while no batch is being written.
-    file: Option<std::fs::File>,
-    writing: Option<JoinHandle<io::Result<std::fs::File>>>,
+    file: Option<Sink>,
+    writing: Option<JoinHandle<io::Result<Sink>>>,
     /// The digest, while no batch is being hashed.
     digest: Option<Digest>,
     hashing: Option<JoinHandle<Digest>>,
@@ -98,13 +103,25 @@ impl SpoolWriter {
     pub fn new(mut file: std::fs::File, offset: u64, digest: Option<Digest>) -> io::Result<Self> {
         file.seek(SeekFrom::Start(offset))?;
         Ok(SpoolWriter {
-            file: Some(file),
+            file: Some(Sink {
+                file,
+                sealer: None,
+                sealed: Vec::new(),
+            }),
             writing: None,
             digest,
             hashing: None,
             batch: Vec::new(),
             batched: 0,
         })
+    }
+
+    /// Seals what is written with `sealer` (the original bytes are still hashed).
+    pub(super) fn sealing(mut self, sealer: ChunkSealer) -> Self {
+        if let Some(sink) = self.file.as_mut() {
+            sink.sealer = Some(sealer);
+        }
+        self
     }
 
     /// Queues `bytes`; waits only when a full batch is ready and the previous one is
@@ -126,11 +143,19 @@ impl SpoolWriter {
     pub async fn finish(mut self) -> io::Result<(std::fs::File, Option<Digest>)> {
         self.dispatch().await?;
         self.settle().await?;
-        let file = self
+        let mut sink = self
             .file
             .take()
             .ok_or_else(|| io::Error::other("the file writer failed earlier"))?;
-        Ok((file, self.digest.take()))
+        if sink.sealer.is_some() {
+            sink = tokio::task::spawn_blocking(move || {
+                sink.finish()?;
+                Ok::<_, io::Error>(sink)
+            })
+            .await
+            .map_err(io::Error::other)??;
+        }
+        Ok((sink.file, self.digest.take()))
     }
 
     /// Waits for the batch being written and hashed, if any.
@@ -149,7 +174,7 @@ impl SpoolWriter {
             return Ok(());
         }
         self.settle().await?;
-        let mut file = self
+        let mut sink = self
             .file
             .take()
             .ok_or_else(|| io::Error::other("the file writer failed earlier"))?;
@@ -165,9 +190,39 @@ impl SpoolWriter {
             }));
         }
         self.writing = Some(tokio::task::spawn_blocking(move || {
-            write_all_vectored(&mut file, &batch)?;
-            Ok(file)
+            sink.write(&batch)?;
+            Ok(sink)
         }));
+        Ok(())
+    }
+}
+
+/// The file being written, and the sealer the bytes go through first, if any.
+struct Sink {
+    file: std::fs::File,
+    sealer: Option<ChunkSealer>,
+    /// The sealer's output, kept between batches for its allocation.
+    sealed: Vec<u8>,
+}
+
+impl Sink {
+    fn write(&mut self, batch: &[Bytes]) -> io::Result<()> {
+        let Some(sealer) = self.sealer.as_mut() else {
+            return write_all_vectored(&mut self.file, batch);
+        };
+        self.sealed.clear();
+        for bytes in batch {
+            sealer.push(bytes, &mut self.sealed)?;
+        }
+        self.file.write_all(&self.sealed)
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        if let Some(mut sealer) = self.sealer.take() {
+            self.sealed.clear();
+            sealer.finish(&mut self.sealed)?;
+            self.file.write_all(&self.sealed)?;
+        }
         Ok(())
     }
 }

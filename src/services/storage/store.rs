@@ -642,6 +642,30 @@ pub struct Chunk {
     pub size: u64,
 }
 
+/// Advances an upload written in place from `index` chunks received to `index + 1`,
+/// in one statement: false (nothing written) when another request got there first.
+pub async fn advance_upload(
+    pool: &AnyPool,
+    file: &StoredFile,
+    index: u32,
+    at: i64,
+) -> Result<bool, sqlx::Error> {
+    let advanced = sqlx::query(
+        "UPDATE storage_files SET chunks_uploaded = ?, updated_at = ? WHERE project_id = ? \
+         AND bucket_id = ? AND id = ? AND status = 'uploading' AND chunks_uploaded = ?",
+    )
+    .bind(index as i32 + 1)
+    .bind(at)
+    .bind(&file.project_id)
+    .bind(&file.bucket_id)
+    .bind(&file.id)
+    .bind(index as i32)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(advanced == 1)
+}
+
 /// Records chunk `index` and advances the file's count from `index` to
 /// `index + 1`; false (nothing written) when another request got there first.
 pub async fn record_chunk(

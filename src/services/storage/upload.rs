@@ -4,10 +4,12 @@
 //! the last chunk received, on any replica sharing the store.
 //!
 //! In a local store the chunks are written in place into one file per upload, and
-//! hashed as they arrive: completing a file stored as sent is a rename, and a file
-//! to compress or encrypt is read once more. In S3 each chunk is an object of its
-//! own, streamed in order through the bucket's pipeline into the file when the last
-//! one arrives. Either way the file exists for everyone else only once complete.
+//! hashed as they arrive: completing a file stored as sent is a rename. In an
+//! encrypted bucket each chunk is also sealed as it is written, with a key of its
+//! own for every attempt (ADR 26), so completing it is a rename too; a file to
+//! compress is read once more. Each chunk costs one statement to record it besides
+//! the reads that authorise it. In S3 each chunk is an object of its own, streamed
+//! in order through the bucket's pipeline into the file when the last one arrives. Either way the file exists for everyone else only once complete.
 //! Uploads left unfinished are swept after `NIMBUS_UPLOAD_EXPIRY`.
 
 use std::num::NonZeroUsize;
@@ -24,7 +26,7 @@ use crate::auth::scopes::FilesWrite;
 use crate::db::{ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
 use crate::files::{
-    Assembly, ByteStream, Compression, Digest, Encoding, FileError, Key, WriteOptions,
+    Assembly, ByteStream, ChunkSeal, Compression, Digest, Encoding, FileError, Key, WriteOptions,
 };
 
 use super::service::{self, Access, NewFile, file_error};
@@ -97,7 +99,17 @@ pub async fn start(
         return Err(AppError::invalid("size", "at least 1 byte"));
     }
     let size = size as u64;
-    let (_, mut file) = service::prepare_file(state, access, new, Some(size)).await?;
+    let (bucket, mut file) = service::prepare_file(state, access, new, Some(size)).await?;
+    // Chunks written in place into an encrypted bucket are sealed as they arrive,
+    // under the salt chosen now: the row carries it from the start, and with it the
+    // way every chunk of this upload is stored, whatever the bucket's settings
+    // become before it completes.
+    if state.files.assembles_in_place()
+        && bucket.encryption
+        && bucket.compression == Compression::None
+    {
+        file.encoding.salt = Some(crate::files::new_salt());
+    }
     check_pending(state, &file, size).await?;
     let chunk_size = state.config.upload_chunk_size;
     file.chunk_size = chunk_size;
@@ -223,25 +235,40 @@ pub async fn receive_chunk(
             file.chunk_size
         )));
     }
-    if in_place(state, &file).await? {
-        receive_in_place(state, &bucket, file, range, body).await
+    if !state.files.assembles_in_place() {
+        return receive_as_object(state, &bucket, file, range, body).await;
+    }
+    let prefix =
+        Key::upload_prefix(&file.project_id, &file.bucket_id, &file.id).map_err(file_error)?;
+    let assembly = state
+        .files
+        .open_assembly(&prefix)
+        .await
+        .map_err(file_error)?;
+    let running = RunningDigest::of(&assembly, &file);
+    if in_place(state, &file, &running).await? {
+        receive_in_place(state, &bucket, file, range, body, assembly, running).await
     } else {
+        drop(assembly);
         receive_as_object(state, &bucket, file, range, body).await
     }
 }
 
-/// Whether the upload's chunks go into its one file: in a local store, unless its
+/// Whether the upload's chunks go into its one file (a local store): yes, unless its
 /// first chunks were kept as objects of their own (by an earlier version), which the
-/// rest then follow.
-async fn in_place(state: &AppState, file: &StoredFile) -> AppResult<bool> {
-    if !state.files.assembles_in_place() {
-        return Ok(false);
-    }
+/// rest then follow. An upload whose previous chunk this process wrote in place is
+/// known without asking the database.
+async fn in_place(state: &AppState, file: &StoredFile, running: &RunningDigest) -> AppResult<bool> {
     let Some(previous) = file.chunks_uploaded.checked_sub(1) else {
         return Ok(true);
     };
+    if running.knows(file.chunks_uploaded) {
+        return Ok(true);
+    }
+    // Chunks written in place keep no row of their own (earlier versions kept one
+    // naming the assembly); an object has one.
     let key = store::chunk_object_key(state.db.pool(), file, previous).await?;
-    Ok(key.is_some_and(|key| crate::files::is_assembly_key(&key)))
+    Ok(key.is_none_or(|key| crate::files::is_assembly_key(&key)))
 }
 
 fn delivered_first() -> AppError {
@@ -268,24 +295,19 @@ fn wrong_length(error: FileError, got: Option<u64>, range: &ContentRange) -> App
 }
 
 /// A local store: the chunk is written straight into its place in the upload's one
-/// file, hashed on the way (the running hash is kept between chunks), so completing
-/// a plain file is a rename. The file's lock keeps two requests from writing the
-/// same upload at once, and the row is read again under it, so a chunk is written
-/// only where nothing recorded lies.
+/// file, hashed on the way (the running hash is kept between chunks) and, for an
+/// upload that carries a salt, sealed, so completing it is a rename. The file's
+/// lock keeps two requests from writing the same upload at once, and the row is read
+/// again under it, so a chunk is written only where nothing recorded lies.
 async fn receive_in_place(
     state: &AppState,
     bucket: &super::Bucket,
     mut file: StoredFile,
     range: ContentRange,
     body: ByteStream,
+    mut assembly: Assembly,
+    running: RunningDigest,
 ) -> AppResult<StoredFile> {
-    let prefix =
-        Key::upload_prefix(&file.project_id, &file.bucket_id, &file.id).map_err(file_error)?;
-    let mut assembly = state
-        .files
-        .open_assembly(&prefix)
-        .await
-        .map_err(file_error)?;
     let current = store::find_file(state.db.pool(), &file.project_id, &file.bucket_id, &file.id)
         .await?
         .ok_or_else(|| upload_not_found(&file.id))?;
@@ -296,32 +318,37 @@ async fn receive_in_place(
         return Err(delivered_first());
     }
     let index = file.chunks_uploaded;
-    let running = RunningDigest::of(&assembly, &file);
     let digest = if index == 0 {
         Some(Digest::default())
     } else {
         running.take(index)
     };
+    // The salt comes from the row as read under the lock: it was fixed when the
+    // upload started.
+    let seal = current.encoding.salt.clone().map(|salt| ChunkSeal {
+        secret: state.secret.clone(),
+        salt,
+        chunk_size: file.chunk_size,
+        index,
+        last: index + 1 == file.chunks_total,
+    });
+    file.encoding = current.encoding.clone();
     let written = assembly
-        .write(range.start, body, range.byte_count(), digest)
+        .write(range.start, body, range.byte_count(), digest, seal.as_ref())
         .await;
+    let cut_at = crate::files::stored_offset(range.start, seal.as_ref());
     let digest = match written {
         Ok((size, digest)) if size == range.byte_count() => digest,
         Ok((size, _)) => {
-            assembly.cut(range.start).await;
+            assembly.cut(cut_at).await;
             return Err(wrong_length(FileError::Unreadable, Some(size), &range));
         }
         Err(error) => {
-            assembly.cut(range.start).await;
+            assembly.cut(cut_at).await;
             return Err(wrong_length(error, None, &range));
         }
     };
-    let chunk = store::Chunk {
-        index,
-        object_key: assembly.key().as_str().to_string(),
-        size: range.byte_count(),
-    };
-    if !store::record_chunk(state.db.pool(), &file, &chunk, now_millis()).await? {
+    if !store::advance_upload(state.db.pool(), &file, index, now_millis()).await? {
         return Err(delivered_first());
     }
     file.chunks_uploaded = index + 1;
@@ -332,13 +359,18 @@ async fn receive_in_place(
         return Ok(file);
     }
     running.forget();
-    check_chunk_rows(state, &file).await?;
     let options = service::write_options(state, bucket);
     let size = file.size;
+    let sealed = file
+        .encoding
+        .salt
+        .clone()
+        .map(|salt| (salt, file.chunk_size));
     let files = state.files.clone();
     let stored = service::finish_file(state, bucket, file, |key| async move {
+        let sealed = sealed.as_ref().map(|(salt, chunk)| (salt.as_str(), *chunk));
         files
-            .publish_assembly(assembly, &key, size, digest, &options)
+            .publish_assembly(assembly, &key, size, digest, &options, sealed)
             .await
     })
     .await?;
@@ -504,6 +536,16 @@ impl RunningDigest {
         RunningDigest {
             key: (assembly.describe(), file.created_at),
         }
+    }
+
+    /// Whether this process wrote the chunks before `index` and still has their hash.
+    fn knows(&self, index: u32) -> bool {
+        let running = RUNNING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        running
+            .peek(&self.key)
+            .is_some_and(|(next, _)| *next == index)
     }
 
     /// The hash of the chunks before `index`, when it is known.
