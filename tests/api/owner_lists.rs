@@ -1127,3 +1127,168 @@ async fn wide_label_and_shared_readers_list_in_both_orders_and_directions() {
     }
     app.shutdown().await;
 }
+
+/// A list of `posts` (`filter` and `order_by` as GraphQL literals), page after
+/// page forwards through `first`/`after` or from the end through
+/// `last`/`before`; checks `totalCount` on every page and answers the ids in
+/// the list's order.
+async fn pages_of(
+    app: &TestApp,
+    secret: &str,
+    filter: &str,
+    order_by: &str,
+    backwards: bool,
+    total: usize,
+) -> Vec<String> {
+    let (size, cursor_arg, more, next) = if backwards {
+        ("last", "before", "hasPreviousPage", "startCursor")
+    } else {
+        ("first", "after", "hasNextPage", "endCursor")
+    };
+    let query = format!(
+        "query($cursor: String, $n: Int) {{ posts(filter: {filter}, orderBy: {order_by}, {size}: $n, {cursor_arg}: $cursor) {{ totalCount nodes {{ id }} pageInfo {{ {more} {next} }} }} }}"
+    );
+    let mut chunks: Vec<Vec<String>> = Vec::new();
+    let mut cursor = Value::Null;
+    for _ in 0..100 {
+        let data = ask(
+            app,
+            Some(secret),
+            &query,
+            json!({"cursor": cursor, "n": PAGE}),
+        )
+        .await;
+        let page = &data["posts"];
+        assert_eq!(page["totalCount"], total, "totalCount on every page");
+        let nodes = page["nodes"].as_array().unwrap();
+        assert!(nodes.len() <= PAGE);
+        chunks.push(
+            nodes
+                .iter()
+                .map(|n| n["id"].as_str().unwrap().to_string())
+                .collect(),
+        );
+        if page["pageInfo"][more] != true {
+            if backwards {
+                chunks.reverse();
+            }
+            return chunks.concat();
+        }
+        cursor = page["pageInfo"][next].clone();
+    }
+    panic!("the list never ended");
+}
+
+/// A reader whose one own document sits among many it shares and many it
+/// cannot read, listed by an attribute no index holds (`title`, with ties)
+/// under a filter on another (`views`): every page, whichever side of the
+/// own document it starts on, in both orders and both directions and by
+/// offset, holds exactly what the reader may read, once, with the same total.
+/// A plan that reads a reader's own documents apart from its shared ones
+/// must meet them in one order across every page boundary.
+#[tokio::test]
+async fn one_own_document_among_shared_ones_pages_by_an_unindexed_attribute() {
+    let app = spawn_app().await;
+    world_collection(&app).await;
+    let ann = app.signed_in("ann-among@example.com").await;
+    let bob = app.signed_in("bob-among@example.com").await;
+    let (ann_id, bob_id) = (user_id(&app, &ann).await, user_id(&app, &bob).await);
+    let read = |role: &str| format!("read(\"{role}\")");
+    let (ann_role, bob_role) = (format!("user:{ann_id}"), format!("user:{bob_id}"));
+    // (id, title, views, permissions): titles repeat so that the id breaks
+    // ties; Ann's own post sorts in the middle of her list either way.
+    let mut posts: Vec<(String, String, i64, Vec<String>)> = Vec::new();
+    posts.push(("own".into(), "g".into(), 3, vec![read(&ann_role)]));
+    for n in 0..12i64 {
+        let title = ((b'a' + (n * 5 % 13) as u8) as char).to_string();
+        posts.push((
+            format!("shared-{n:02}"),
+            title.clone(),
+            n % 5,
+            vec![read(&ann_role), read(&bob_role)],
+        ));
+        posts.push((
+            format!("bob-{n:02}"),
+            title.clone(),
+            n % 5,
+            vec![read(&bob_role)],
+        ));
+        posts.push((
+            format!("also-{n:02}"),
+            title,
+            n % 4,
+            vec![read(&ann_role), read("any")],
+        ));
+    }
+    let create = "mutation($id: ID!, $t: String!, $v: Int!, $p: [String!]) { createPost(input: {id: $id, title: $t, views: $v, permissions: $p}) { id } }";
+    for (id, title, views, permissions) in &posts {
+        app.admin(
+            create,
+            json!({"id": id, "t": title, "v": views, "p": permissions}),
+        )
+        .await
+        .ok();
+    }
+    assert_eq!(check_sole_readers(&app).await, posts.len());
+
+    // Ann reads her own post, the shared ones and the ones anyone reads; the
+    // filter keeps views of at least 1.
+    let mut want: Vec<&(String, String, i64, Vec<String>)> = posts
+        .iter()
+        .filter(|(_, _, views, permissions)| {
+            *views >= 1
+                && (permissions.contains(&read(&ann_role)) || permissions.contains(&read("any")))
+        })
+        .collect();
+    want.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    let asc: Vec<String> = want.iter().map(|p| p.0.clone()).collect();
+    // Descending by title; the id breaks ties ascending whatever the order.
+    want.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let desc: Vec<String> = want.iter().map(|p| p.0.clone()).collect();
+    let own = asc.iter().position(|id| id == "own").unwrap();
+    assert!(
+        own > PAGE && own + PAGE < asc.len(),
+        "the own post is mid-list"
+    );
+
+    let filter = "{views: {gte: 1}}";
+    for (order, want) in [("ASC", &asc), ("DESC", &desc)] {
+        let order_by = format!("[{{title: {order}}}]");
+        for backwards in [false, true] {
+            let got = pages_of(&app, &ann, filter, &order_by, backwards, want.len()).await;
+            assert_eq!(&got, want, "{order}, backwards: {backwards}");
+        }
+    }
+    // By offset, every page size from one to past the whole list: each
+    // boundary falls at another place around the own post.
+    let query = "query($q: [String!]) { documents(databaseId: \"app\", collectionId: \"posts\", queries: $q) { total documents { id } } }";
+    for size in [1, 2, PAGE, asc.len() + 1] {
+        let mut ids = Vec::new();
+        for page in 0..=asc.len() {
+            let queries = [
+                json!({"method": "greaterThanEqual", "attribute": "views", "values": [1]})
+                    .to_string(),
+                json!({"method": "orderAsc", "attribute": "title"}).to_string(),
+                json!({"method": "limit", "values": [size]}).to_string(),
+                json!({"method": "offset", "values": [page * size]}).to_string(),
+            ];
+            let data = ask(&app, Some(ann.as_str()), query, json!({"q": queries})).await;
+            assert_eq!(
+                data["documents"]["total"],
+                asc.len(),
+                "total, pages of {size}"
+            );
+            let documents = data["documents"]["documents"].as_array().unwrap();
+            ids.extend(
+                documents
+                    .iter()
+                    .map(|d| d["id"].as_str().unwrap().to_string()),
+            );
+            if documents.len() < size {
+                break;
+            }
+        }
+        assert_eq!(ids, asc, "by offset, pages of {size}");
+    }
+    app.shutdown().await;
+}
