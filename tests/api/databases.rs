@@ -1837,3 +1837,102 @@ async fn changed_realtime(ws: &mut crate::helpers::WsClient) -> Value {
     assert_eq!(message["type"], "next", "{message}");
     message["payload"]["data"]["realtime"].clone()
 }
+
+/// The indexes `n` distinct key shapes over eight integer attributes: each alone,
+/// then each ordered pair.
+fn distinct_indexes(n: usize) -> Vec<Value> {
+    let singles = (0..8).map(|a| vec![a]);
+    let pairs = (0..8).flat_map(|a| (0..8).filter(move |b| *b != a).map(move |b| vec![a, b]));
+    singles
+        .chain(pairs)
+        .take(n)
+        .enumerate()
+        .map(|(i, attrs)| {
+            let attributes: Vec<String> = attrs.iter().map(|a| format!("a{a}")).collect();
+            json!({"key": format!("i{i}"), "type": "KEY", "attributes": attributes})
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_collection_takes_as_many_indexes_as_its_table_can_hold_and_then_a_clear_refusal() {
+    let app = spawn_app().await;
+    blog(&app).await;
+    authors(&app).await;
+    let attributes: Vec<Value> = (0..8)
+        .map(|a| json!({"key": format!("a{a}"), "type": "INTEGER"}))
+        .collect();
+    let collection = |id: &str, indexes: Vec<Value>| {
+        json!({"input": {"databaseId": "blog", "id": id, "name": id,
+            "permissions": ["read(\"any\")"], "attributes": attributes.clone(), "indexes": indexes}})
+    };
+    // 61 of its own beside the three every table has: MariaDB's 64 keys.
+    let too_many = app
+        .admin(CREATE_COLLECTION, collection("wide", distinct_indexes(62)))
+        .await;
+    assert_eq!(
+        too_many.code(),
+        "INDEX_LIMIT_EXCEEDED",
+        "{:#}",
+        too_many.body
+    );
+    let absent = app
+        .admin(
+            "{ collection(databaseId: \"blog\", id: \"wide\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(absent.code(), "COLLECTION_NOT_FOUND", "{:#}", absent.body);
+
+    let created = app
+        .admin(CREATE_COLLECTION, collection("wide", distinct_indexes(60)))
+        .await
+        .ok();
+    assert_eq!(
+        created["createCollection"]["indexes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        60
+    );
+    let index = |key: &str, attrs: [&str; 3]| {
+        format!(
+            "mutation {{ createIndex(input: {{databaseId: \"blog\", collectionId: \"wide\", index: {{key: \"{key}\", type: KEY, attributes: {attrs:?}}}}}) {{ indexes {{ key }} }} }}"
+        )
+    };
+    let last = app
+        .admin(&index("last", ["a0", "a1", "a2"]), json!({}))
+        .await
+        .ok();
+    assert_eq!(last["createIndex"]["indexes"].as_array().unwrap().len(), 61);
+    let over = app
+        .admin(&index("over", ["a0", "a1", "a3"]), json!({}))
+        .await;
+    assert_eq!(over.code(), "INDEX_LIMIT_EXCEEDED", "{:#}", over.body);
+    // A relationship held by the table needs a key of its own.
+    let relate = "mutation { createRelationship(input: {databaseId: \"blog\", collectionId: \"wide\", relatedCollectionId: \"authors\", key: \"author\", type: MANY_TO_ONE}) { relationships { key } } }";
+    let refused = app.admin(relate, json!({})).await;
+    assert_eq!(refused.code(), "INDEX_LIMIT_EXCEEDED", "{:#}", refused.body);
+    app.admin(
+        "mutation { deleteIndex(input: {databaseId: \"blog\", collectionId: \"wide\", key: \"last\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let related = app.admin(relate, json!({})).await.ok();
+    assert_eq!(
+        related["createRelationship"]["relationships"][0]["key"],
+        "author"
+    );
+    let listed = app
+        .admin(
+            "{ collection(databaseId: \"blog\", id: \"wide\") { indexes { key } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        listed["collection"]["indexes"].as_array().unwrap().len(),
+        60
+    );
+}

@@ -48,6 +48,14 @@ pub const MAX_INDEX_KEY_WIDTH: usize = 3072;
 /// Most attributes in one index.
 pub const MAX_INDEX_ATTRIBUTES: usize = 8;
 
+/// Keys one collection table may carry: InnoDB's limit of 64 per table, kept on
+/// SQLite too so that a collection moves between the backends unchanged.
+pub const MAX_TABLE_KEYS: usize = 64;
+
+/// Keys every collection table has before any of its own: the primary key and
+/// the `created`/`updated` keys that lists page by.
+pub const BUILT_IN_TABLE_KEYS: usize = 3;
+
 /// Characters of a long string column that a MariaDB key or unique index
 /// covers. A unique index on such a column compares only this prefix: two
 /// values that share their first 191 characters collide on MariaDB.

@@ -248,6 +248,7 @@ pub async fn create_collection(
         ddl::create_table_sql(dialect, &table, &new.attributes).map_err(ddl_error)?;
     ddl::validate_indexes(&new.indexes, &new.attributes).map_err(ddl_error)?;
     check_unique_index_keys(&new.indexes)?;
+    check_key_room(&new.indexes, &[])?;
     for index in &new.indexes {
         statements.extend(
             ddl::create_index_sql(dialect, &table, &new.attributes, index).map_err(ddl_error)?,
@@ -539,6 +540,28 @@ pub struct NewRelationship {
 }
 
 /// The index that makes following a reference back cheap (unique for one-to-one).
+/// Refuses a structure whose table would need more keys than MariaDB allows:
+/// the built-in ones, one per index, and the reference key of each relationship
+/// whose column this table holds. Checked before any DDL runs, so the limit is
+/// a coded refusal on both backends rather than a database error on one.
+fn check_key_room(indexes: &[Index], relationships: &[Relationship]) -> AppResult<()> {
+    let references = relationships
+        .iter()
+        .filter(|relationship| relationship.junction.is_none())
+        .count();
+    if ddl::BUILT_IN_TABLE_KEYS + indexes.len() + references > ddl::MAX_TABLE_KEYS {
+        return Err(AppError::Invalid {
+            code: codes::INDEX_LIMIT_EXCEEDED,
+            field: "index".into(),
+            reason: format!(
+                "a collection has at most {} indexes, counting one for each relationship it holds",
+                ddl::MAX_TABLE_KEYS - ddl::BUILT_IN_TABLE_KEYS
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn reference_index(relationship: &Relationship) -> Index {
     Index {
         key: format!("ref_{}", relationship.key),
@@ -650,6 +673,9 @@ pub async fn create_relationship(
         apply_update(state, &mut holder, &statements, &undo, parts).await?;
         return Ok(holder);
     }
+    let mut with_reference = holder.relationships.clone();
+    with_reference.push(relationship.clone());
+    check_key_room(&holder.indexes, &with_reference)?;
     let columns = holder.columns();
     let mut statements =
         ddl::add_column_sql(dialect, &holder.table, &columns, &relationship.column())
@@ -782,6 +808,7 @@ pub async fn create_index(
     let parts = vec![Part::index(&index, "create")];
     collection.indexes.push(index);
     check_unique_index_keys(&collection.indexes)?;
+    check_key_room(&collection.indexes, &collection.relationships)?;
     apply_update(state, &mut collection, &statements, &undo, parts).await?;
     Ok(collection)
 }
