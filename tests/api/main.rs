@@ -52,4 +52,5 @@ mod teams;
 mod transport;
 mod uploads_fast;
 mod usage;
+mod user_mfa_reset;
 mod webhooks;
