@@ -3,7 +3,7 @@
 // Each test signs in on a fresh page; every request a page makes is recorded and
 // must go to the server's own origin; a failing test leaves a screenshot in
 // NIMBUS_SCREENSHOTS.
-import { after, before, test } from "node:test";
+import { after, before, test as nodeTest } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, createHmac, randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -20,6 +20,15 @@ const ORIGIN = new URL(BASE).origin;
 const WAIT = 10_000;
 
 let browser;
+
+/**
+ * A test with its own time limit. (`node --test-timeout` would also limit the
+ * whole file, which runs as one test of its own, so the suite's length would count
+ * against each test's minute.)
+ */
+function test(name, body) {
+  return nodeTest(name, { timeout: 60_000 }, body);
+}
 
 before(async () => {
   assert.ok(BASE && KEY, "NIMBUS_URL and NIMBUS_ADMIN_KEY are set (run scripts/console-tests)");
