@@ -15,7 +15,9 @@
 #         sends (first page with its count, next page, a page half-way in by cursor
 #         and by offset; unsorted, sorted, filtered), REPEAT times each, timed with
 #         curl (time to first byte less time to the request sent), on SQLite and on
-#         a private MariaDB (skipped when mariadbd is missing).
+#         a private MariaDB (skipped when mariadbd is missing): first as the
+#         collection was created (no index but the id's), then with the indexes the
+#         grid offers for the attributes it sorts and filters by.
 # Prints the machine's load beside the figures: the machine may be shared.
 #
 # Usage: benches/console.sh             (builds the release binary first)
@@ -171,6 +173,11 @@ if [[ " $PARTS " == *" grid "* ]]; then
         fi
         start_nimbus "grid-$backend" "$database"
         python3 "$here/grid.py" seed "$url" "$key" "$ROWS"
+        say "-- as created: no index but the id's"
+        say "load average before: $(load)"
+        python3 "$here/grid.py" time "$url" "$key" "$REPEAT"
+        say "-- with the indexes the grid offers (by_price, by_category)"
+        python3 "$here/grid.py" index "$url" "$key" -
         say "load average before: $(load)"
         python3 "$here/grid.py" time "$url" "$key" "$REPEAT"
         say "load average after: $(load)"

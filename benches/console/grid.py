@@ -4,6 +4,9 @@
                                           price, category; no index but the id), ROWS
                                           documents through createItems (1,000 a request)
     python3 grid.py time URL KEY REPEAT   each query the grid sends, REPEAT times
+    python3 grid.py index URL KEY -       the indexes the grid offers when a list is
+                                          sorted or filtered by an attribute no index
+                                          starts with: `by_price`, `by_category`
 
 The queries are the grid's own (console/page-documents.js): the first page with the
 count (`ConsoleDocumentsTotal`), the next page by `cursorAfter`, a page half-way in
@@ -155,9 +158,23 @@ def time_all(url, key, repeat):
     print(f"WORST p95_ms={worst:.1f}")
 
 
+def index(url, key):
+    started = time.monotonic()
+    for attribute in ["price", "category"]:
+        graphql(
+            url,
+            key,
+            "mutation($input: CreateIndexInput!) { createIndex(input: $input) { id } }",
+            {"input": {"databaseId": "grid", "collectionId": "items", "index": {"key": f"by_{attribute}", "type": "KEY", "attributes": [attribute], "orders": ["ASC"]}}},
+        )
+    print(f"indexed by_price by_category seconds={time.monotonic() - started:.1f}")
+
+
 if __name__ == "__main__":
     command, url, key, number = sys.argv[1:5]
     if command == "seed":
         seed(url, key, int(number))
+    elif command == "index":
+        index(url, key)
     else:
         time_all(url, key, int(number))
