@@ -16,8 +16,8 @@
 #         and by offset; unsorted, sorted, filtered), REPEAT times each, timed with
 #         curl (time to first byte less time to the request sent), on SQLite and on
 #         a private MariaDB (skipped when mariadbd is missing): first as the
-#         collection was created (no index but the id's), then with the indexes the
-#         grid offers for the attributes it sorts and filters by.
+#         collection was created (no index but the id's), then with indexes
+#         on the attributes it sorts and filters by (by_price, by_category).
 # Prints the machine's load beside the figures: the machine may be shared.
 #
 # Usage: benches/console.sh             (builds the release binary first)
@@ -176,7 +176,7 @@ if [[ " $PARTS " == *" grid "* ]]; then
         say "-- as created: no index but the id's"
         say "load average before: $(load)"
         python3 "$here/grid.py" time "$url" "$key" "$REPEAT"
-        say "-- with the indexes the grid offers (by_price, by_category)"
+        say "-- with single-column indexes on price and category (by_price, by_category)"
         python3 "$here/grid.py" index "$url" "$key" -
         say "load average before: $(load)"
         python3 "$here/grid.py" time "$url" "$key" "$REPEAT"

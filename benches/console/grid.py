@@ -4,9 +4,9 @@
                                           price, category; no index but the id), ROWS
                                           documents through createItems (1,000 a request)
     python3 grid.py time URL KEY REPEAT   each query the grid sends, REPEAT times
-    python3 grid.py index URL KEY -       the indexes the grid offers when a list is
-                                          sorted or filtered by an attribute no index
-                                          starts with: `by_price`, `by_category`
+    python3 grid.py index URL KEY -       indexes on the attributes the grid sorts and
+                                          filters by in this benchmark
+                                          (a user adding them): `by_price`, `by_category`
 
 The queries are the grid's own (console/page-documents.js): the first page with the
 count (`ConsoleDocumentsTotal`), the next page by `cursorAfter`, a page half-way in
