@@ -232,42 +232,107 @@ export async function objectUrl(url, projectId = project) {
   return URL.createObjectURL(await response.blob());
 }
 
-/** Uploads `file` to a bucket in chunks (resumable upload), reporting progress 0..1. */
+/** How often a chunk is tried again after the connection or the server failed it. */
+const UPLOAD_ATTEMPTS = 5;
+
+/** Where an upload stands on the server: the byte its next chunk starts at. */
+async function uploadOffset(bucketId, fileId, size) {
+  let data;
+  try {
+    data = await gql(
+      `query ConsoleUploadState($bucket: ID!, $file: ID!) {
+        fileUpload(bucketId: $bucket, fileId: $file) { status size chunkSize chunksUploaded }
+      }`,
+      { bucket: bucketId, file: fileId },
+    );
+  } catch (error) {
+    // The chunk whose answer was lost was the last one.
+    if (error.code === "UPLOAD_COMPLETE") return size;
+    throw error;
+  }
+  const f = data.fileUpload;
+  return f.status === "READY" ? f.size : f.chunksUploaded * f.chunkSize;
+}
+
+/** A chunk failure worth trying again: the request never got an answer, or the
+ * server could not take it just then. */
+function transient(error) {
+  return error.code === "NETWORK_ERROR" || error.code === "UPLOAD_CHUNK_OUT_OF_ORDER" || /^HTTP_(408|429|5\d\d)$/.test(error.code);
+}
+
+/**
+ * Uploads `file` to a bucket in chunks (resumable upload), reporting progress
+ * 0..1 and, while it waits to resume, `onProgress(fraction, { resuming: true })`.
+ * A chunk whose request fails (the connection dropped, the server restarted) is
+ * not sent blindly again: the server is asked where the upload stands, and the
+ * upload goes on from there. The upload's id is kept for the tab, so choosing the
+ * same file again (after a reload) resumes it instead of starting over.
+ */
 export async function uploadFile(bucketId, file, onProgress) {
-  const data = await gql(
-    `mutation ConsoleUpload($input: CreateFileUploadInput!) {
-      createFileUpload(input: $input) { id chunkSize uploadUrl }
-    }`,
-    { input: { bucketId, name: file.name, size: file.size } },
-  );
-  const upload = data.createFileUpload;
-  const url = upload.uploadUrl || `/v1/storage/buckets/${bucketId}/files/${upload.id}/upload`;
+  const remembered = `nimbus.upload:${project}:${bucketId}:${file.name}:${file.size}:${file.lastModified}`;
+  let upload = null;
   let offset = 0;
-  onProgress(0);
+  const earlier = sessionStorage.getItem(remembered);
+  if (earlier) {
+    try {
+      upload = JSON.parse(earlier);
+      offset = await uploadOffset(bucketId, upload.id, file.size);
+    } catch {
+      // Gone (deleted, expired) or unreadable: start again.
+      upload = null;
+      offset = 0;
+      sessionStorage.removeItem(remembered);
+    }
+  }
+  if (!upload) {
+    const data = await gql(
+      `mutation ConsoleUpload($input: CreateFileUploadInput!) {
+        createFileUpload(input: $input) { id chunkSize uploadUrl }
+      }`,
+      { input: { bucketId, name: file.name, size: file.size } },
+    );
+    upload = data.createFileUpload;
+    sessionStorage.setItem(remembered, JSON.stringify(upload));
+  }
+  const url = upload.uploadUrl || `/v1/storage/buckets/${bucketId}/files/${upload.id}/upload`;
+  let failures = 0;
+  onProgress(offset / file.size);
   // (An empty file is refused by createFileUpload already.)
   while (offset < file.size) {
     const end = Math.min(offset + upload.chunkSize, file.size);
-    const response = await send(url, {
-      method: "PUT",
-      headers: {
-        ...authHeaders(),
-        "Content-Type": "application/octet-stream",
-        "Content-Range": `bytes ${offset}-${end - 1}/${file.size}`,
-      },
-      body: file.slice(offset, end),
-    });
-    const body = await readJson(response);
-    if (!response.ok) {
-      const error = body && ((body.errors && body.errors[0]) || body.error);
-      throw new ApiError(
-        (error && error.message) || `HTTP ${response.status}`,
-        (error && ((error.extensions && error.extensions.code) || error.code)) || `HTTP_${response.status}`,
-      );
+    let body;
+    try {
+      const response = await send(url, {
+        method: "PUT",
+        headers: {
+          ...authHeaders(),
+          "Content-Type": "application/octet-stream",
+          "Content-Range": `bytes ${offset}-${end - 1}/${file.size}`,
+        },
+        body: file.slice(offset, end),
+      });
+      body = await readJson(response);
+      if (!response.ok) {
+        const error = body && ((body.errors && body.errors[0]) || body.error);
+        throw new ApiError(
+          (error && error.message) || `HTTP ${response.status}`,
+          (error && ((error.extensions && error.extensions.code) || error.code)) || `HTTP_${response.status}`,
+        );
+      }
+    } catch (error) {
+      if (!transient(error) || ++failures >= UPLOAD_ATTEMPTS) throw error;
+      onProgress(offset / file.size, { resuming: true });
+      await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** failures));
+      offset = await uploadOffset(bucketId, upload.id, file.size);
+      onProgress(offset / file.size);
+      continue;
     }
+    failures = 0;
     offset = body.status === "READY" ? file.size : body.nextOffset;
-    onProgress(file.size ? offset / file.size : 1);
+    onProgress(offset / file.size);
     if (body.status === "READY") break;
   }
+  sessionStorage.removeItem(remembered);
   return upload.id;
 }
 

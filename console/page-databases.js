@@ -1,5 +1,6 @@
-// Databases, their collections, and one collection's attributes, indexes and
-// permissions: each form maps to one mutation of the databases service.
+// Databases, their collections, and one collection's attributes, indexes,
+// relationships and permissions: each form maps to one mutation of the databases
+// service.
 import { html, useState } from "./lib.js";
 import * as api from "./api.js";
 import {
@@ -235,6 +236,116 @@ function IndexForm({ databaseId, collectionId, attributes, onCreated }) {
   </form>`;
 }
 
+/**
+ * What each relationship type gives each side, in the words of the two
+ * collections: the form shows it beside the type picked.
+ */
+function relationshipHelp(type, here, there) {
+  switch (type) {
+    case "MANY_TO_ONE":
+      return [
+        `Each document of ${here} names at most one document of ${there} in the key.`,
+        `Each document of ${there} can be named by any number of ${here}; the reverse key (optional) lists them there.`,
+      ];
+    case "ONE_TO_ONE":
+      return [
+        `Each document of ${here} names at most one document of ${there} in the key.`,
+        `Each document of ${there} is named by at most one of ${here}; the reverse key (optional) names it there.`,
+      ];
+    case "ONE_TO_MANY":
+      return [
+        `Each document of ${here} lists any number of documents of ${there} in the key.`,
+        `Each document of ${there} belongs to at most one of ${here}, named in the reverse key (required: the reference is stored there).`,
+      ];
+    default:
+      return [
+        `Each document of ${here} lists any number of documents of ${there} in the key.`,
+        `Each document of ${there} lists any number of ${here} in the reverse key (optional); links go when either document does.`,
+      ];
+  }
+}
+
+const ON_DELETE_HELP = {
+  RESTRICT: "refuse to delete a document while others refer to it",
+  CASCADE: "delete the documents that refer to it too",
+  SET_NULL: "clear the reference of the documents that refer to it",
+};
+
+function RelationshipForm({ databaseId, collectionId, onCreated }) {
+  const others = useAsync(
+    () => api.gql(`query ConsoleRelatable($db: ID!) { collections(databaseId: $db) { id name } }`, { db: databaseId }),
+    [databaseId],
+  );
+  const [key, setKey] = useState("");
+  const [type, setType] = useState("MANY_TO_ONE");
+  const [related, setRelated] = useState("");
+  const [twoWayKey, setTwoWayKey] = useState("");
+  const [onDelete, setOnDelete] = useState("RESTRICT");
+  const collections = others.data ? others.data.collections : [];
+  const target = related || (collections[0] && collections[0].id) || "";
+  const create = useAction(() =>
+    api.gql(`mutation ConsoleCreateRelationship($input: CreateRelationshipInput!) { createRelationship(input: $input) { id } }`, {
+      input: {
+        databaseId,
+        collectionId,
+        key,
+        relatedCollectionId: target,
+        type,
+        ...(twoWayKey ? { twoWayKey } : {}),
+        ...(type === "MANY_TO_MANY" ? {} : { onDelete }),
+      },
+    }),
+  );
+  const submit = async (e) => {
+    e.preventDefault();
+    if (await create.run()) {
+      setKey("");
+      setTwoWayKey("");
+      onCreated();
+    }
+  };
+  const [sideHere, sideThere] = relationshipHelp(type, collectionId, target || "the other collection");
+  return html`<form class="card" onSubmit=${submit} aria-labelledby="new-rel">
+    <h3 id="new-rel">New relationship</h3>
+    <${ErrorBox} error=${others.error} />
+    <div class="row">
+      <${Field} label="Relationship key" value=${key} onInput=${setKey} required />
+      <${Select}
+        label="Relationship type"
+        value=${type}
+        onChange=${setType}
+        options=${[
+          ["MANY_TO_ONE", "many to one"],
+          ["ONE_TO_ONE", "one to one"],
+          ["ONE_TO_MANY", "one to many"],
+          ["MANY_TO_MANY", "many to many"],
+        ]}
+      />
+      <${Select} label="Related collection" value=${target} onChange=${setRelated} options=${collections.map((c) => [c.id, c.name])} />
+      <${Field}
+        label=${type === "ONE_TO_MANY" ? "Reverse key (required)" : "Reverse key (optional)"}
+        value=${twoWayKey}
+        onInput=${setTwoWayKey}
+        required=${type === "ONE_TO_MANY"}
+      />
+      ${type !== "MANY_TO_MANY" &&
+      html`<${Select}
+        label="On delete"
+        value=${onDelete}
+        onChange=${setOnDelete}
+        options=${Object.keys(ON_DELETE_HELP).map((k) => [k, k])}
+      />`}
+    </div>
+    <ul class="muted" data-testid="relationship-help">
+      <li>${sideHere}</li>
+      <li>${sideThere}</li>
+      ${type !== "MANY_TO_MANY" && html`<li>Deleting a document of ${type === "ONE_TO_MANY" ? collectionId : target}: ${ON_DELETE_HELP[onDelete]}.</li>`}
+    </ul>
+    <button disabled=${create.pending || !target}>Add relationship</button>
+    <${ErrorBox} error=${create.error} />
+  </form>`;
+}
+
 function CollectionPermissions({ collection, onSaved }) {
   const [permissions, setPermissions] = useState(collection.permissions);
   const [documentSecurity, setDocumentSecurity] = useState(collection.documentSecurity);
@@ -402,13 +513,18 @@ export function CollectionPage({ databaseId, collectionId }) {
         attributes=${collection.attributes}
         onCreated=${data.reload}
       />
-      ${collection.relationships.length > 0 &&
-      html`<h2>Relationships</h2>
-        <ul class="plain">
-          ${collection.relationships.map(
-            (r) => html`<li><code>${r.key}</code> ${r.type} → ${r.relatedCollectionId} (on delete ${r.onDelete})</li>`,
-          )}
-        </ul>`}
+      <h2>Relationships</h2>
+      <ul class="plain" aria-label="Relationships">
+        ${collection.relationships.map(
+          (r) => html`<li>
+            <code>${r.key}</code> ${r.type} → ${r.relatedCollectionId}${r.twoWayKey ? html` (reverse <code>${r.twoWayKey}</code>)` : ""}, on
+            delete ${r.onDelete}
+            <button class="link" onClick=${() => drop("attribute", r.key)} aria-label=${`Delete relationship ${r.key}`}>Delete</button>
+          </li>`,
+        )}
+        ${!collection.relationships.length && html`<li class="muted">No relationships.</li>`}
+      </ul>
+      <${RelationshipForm} databaseId=${databaseId} collectionId=${collectionId} onCreated=${data.reload} />
       <${CollectionPermissions} key=${collection.permissions.join()} collection=${collection} onSaved=${data.reload} />
       <${Codegen} collection=${collection} />
       <details class="card">

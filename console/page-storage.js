@@ -1,6 +1,7 @@
 // Storage: buckets and their settings, and one bucket's files with thumbnails,
-// chunked uploads with a progress bar, downloads and deletion. File bytes are
-// fetched with the credential headers and shown through object URLs.
+// resumable chunked uploads with a progress bar, downloads, each file's
+// permissions and deletion. File bytes are fetched with the credential headers and
+// shown through object URLs.
 import { html, useState, useEffect } from "./lib.js";
 import * as api from "./api.js";
 import {
@@ -107,12 +108,17 @@ async function download(file) {
 
 function Upload({ bucketId, onUploaded }) {
   const [progress, setProgress] = useState(null);
+  const [resuming, setResuming] = useState(false);
   const act = useAction(async (file) => {
     setProgress(0);
     try {
-      await api.uploadFile(bucketId, file, setProgress);
+      await api.uploadFile(bucketId, file, (fraction, how) => {
+        setProgress(fraction);
+        setResuming(Boolean(how && how.resuming));
+      });
     } finally {
       setProgress(null);
+      setResuming(false);
     }
     return true;
   });
@@ -128,9 +134,27 @@ function Upload({ bucketId, onUploaded }) {
     html`<div class="row">
       <progress max="1" value=${progress} aria-label="Upload progress"></progress>
       <span>${Math.round(progress * 100)}%</span>
+      ${resuming && html`<span role="status">Connection lost; resuming…</span>`}
     </div>`}
     <${ErrorBox} error=${act.error} />
   </div>`;
+}
+
+/** One file's own permissions (they count when the bucket has file security). */
+function FilePermissions({ bucketId, file, fileSecurity, onSaved }) {
+  const [permissions, setPermissions] = useState(file.permissions);
+  const save = useAction(() =>
+    api.gql(`mutation ConsoleUpdateFile($input: UpdateFileInput!) { updateFile(input: $input) { id permissions } }`, {
+      input: { bucketId, fileId: file.id, permissions },
+    }),
+  );
+  return html`<details>
+    <summary>Permissions of ${file.name}</summary>
+    ${!fileSecurity && html`<p class="muted">File security is off in this bucket: only the bucket's permissions count.</p>`}
+    <${PermissionsEditor} value=${permissions} onChange=${setPermissions} actions=${["read", "update", "delete", "write"]} />
+    <button class="secondary" disabled=${save.pending} onClick=${async () => (await save.run()) && onSaved()}>Save permissions</button>
+    <${ErrorBox} error=${save.error} />
+  </details>`;
 }
 
 export function BucketPage({ bucketId }) {
@@ -143,7 +167,7 @@ export function BucketPage({ bucketId }) {
           bucket(id: $bucket) { id name permissions fileSecurity maximumFileSize }
           files(bucketId: $bucket, first: 24, after: $after) {
             totalCount pageInfo { hasNextPage endCursor }
-            nodes { id name status mimeType size createdAt updatedAt downloadUrl previewUrl(width: 160, height: 160) }
+            nodes { id name status mimeType size permissions createdAt updatedAt downloadUrl previewUrl(width: 160, height: 160) }
           }
         }`,
         { bucket: bucketId, after: cursor },
@@ -180,9 +204,18 @@ export function BucketPage({ bucketId }) {
               <div class="muted">${formatBytes(f.size)} · ${f.mimeType} · ${formatDate(f.createdAt)}</div>
               ${f.status !== "READY" && html`<span class="badge warn">${f.status}</span>`}
               <div class="row">
-                <button class="secondary" onClick=${() => download(f).catch(setError)} disabled=${!f.downloadUrl}>Download</button>
-                <button class="secondary" onClick=${() => remove(f)}>Delete</button>
+                <button class="secondary" onClick=${() => download(f).catch(setError)} disabled=${!f.downloadUrl} aria-label=${`Download ${f.name}`}>
+                  Download
+                </button>
+                <button class="secondary" onClick=${() => remove(f)} aria-label=${`Delete ${f.name}`}>Delete</button>
               </div>
+              <${FilePermissions}
+                key=${f.id + f.updatedAt}
+                bucketId=${bucketId}
+                file=${f}
+                fileSecurity=${data.data.bucket.fileSecurity}
+                onSaved=${data.reload}
+              />
             </div>
           </li>`,
         )}

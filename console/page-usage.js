@@ -1,7 +1,8 @@
 // The project's usage over a range: requests and errors, bandwidth, documents and
 // files, storage, users and sessions, executions and realtime connections, each
 // chart drawn by uPlot (loaded only when this page opens) with its totals beside
-// it and a table of the same points for readers who cannot see the canvas.
+// it and a table of the same points for readers who cannot see the canvas; and
+// the requests by operation and the errors by code, as ranked tables.
 import { html, useState, useEffect, useRef } from "./lib.js";
 import * as api from "./api.js";
 import { ErrorBox, Loading, Select, formatBytes, useAsync } from "./ui.js";
@@ -30,7 +31,12 @@ const CHARTS = [
   { id: "executions", title: "Function executions", unit: "count", series: [["EXECUTIONS", "Executions", "sum"]] },
   { id: "realtime", title: "Realtime connections", unit: "count", series: [["REALTIME_CONNECTIONS", "Open at once", "peak"]] },
 ];
-const METRICS = CHARTS.flatMap((c) => c.series.map(([metric]) => metric));
+/** Metrics broken down by key, shown as tables ranked by their totals. */
+const BREAKDOWNS = [
+  { id: "operations", metric: "OPERATIONS", title: "Requests by operation", column: "Operation" },
+  { id: "errors", metric: "ERRORS", title: "Errors by code", column: "Code" },
+];
+const METRICS = [...new Set([...CHARTS.flatMap((c) => c.series.map(([metric]) => metric)), ...BREAKDOWNS.map((b) => b.metric)])];
 
 const QUERY = `query ConsoleUsage($range: UsageRange!, $interval: UsageInterval!, $metrics: [UsageMetric!]) {
   usage(range: $range, interval: $interval, metrics: $metrics) {
@@ -181,7 +187,39 @@ function shape(usage) {
     }),
   }));
   const empty = charts.every((c) => c.rows.every((r) => !r.total && r.values.every((v) => !v)));
-  return { times, charts, empty };
+  const breakdowns = BREAKDOWNS.map((b) => ({
+    ...b,
+    rows: usage.series
+      .filter((s) => s.metric === b.metric && s.key != null && s.total > 0)
+      .map((s) => ({ key: s.key, total: s.total }))
+      .sort((x, y) => y.total - x.total || x.key.localeCompare(y.key)),
+  }));
+  return { times, charts, breakdowns, empty };
+}
+
+/** A metric's keys over the range, the largest first. */
+function Breakdown({ breakdown }) {
+  const titleId = `usage-${breakdown.id}-title`;
+  return html`<section class="card" aria-labelledby=${titleId} data-testid=${`usage-${breakdown.id}`}>
+    <h2 id=${titleId}>${breakdown.title}</h2>
+    ${breakdown.rows.length
+      ? html`<div class="table-wrap">
+          <table>
+            <thead>
+              <tr><th scope="col">${breakdown.column}</th><th scope="col">Count</th></tr>
+            </thead>
+            <tbody>
+              ${breakdown.rows.map(
+                (row) => html`<tr>
+                  <th scope="row"><code>${row.key}</code></th>
+                  <td>${format("count", row.total)}</td>
+                </tr>`,
+              )}
+            </tbody>
+          </table>
+        </div>`
+      : html`<p class="muted">None in this range.</p>`}
+  </section>`;
 }
 
 export function Usage({ project }) {
@@ -220,6 +258,7 @@ export function Usage({ project }) {
         ({ chart, rows }) =>
           html`<${Chart} key=${chart.id} chart=${chart} rows=${rows} times=${data.times} interval=${interval} />`,
       )}
+      ${data.breakdowns.map((b) => html`<${Breakdown} key=${b.id} breakdown=${b} />`)}
     </div>`}
   </section>`;
 }

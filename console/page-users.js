@@ -1,5 +1,6 @@
 // Users of the current project: search, create, and for one user: block,
-// verification flags, labels, prefs, sessions (revoked all at once), activity.
+// verification flags, labels, prefs, MFA reset, sessions (revoked all at once),
+// activity.
 import { html, useState } from "./lib.js";
 import * as api from "./api.js";
 import { Check, ErrorBox, Field, Loading, TypedConfirm, formatDate, href, useAction, useAsync } from "./ui.js";
@@ -163,6 +164,11 @@ export function UserPage({ userId }) {
       input: { userId },
     }),
   );
+  const resetMfa = useAction(() =>
+    api.gql(`mutation ConsoleResetMfa($input: DeleteUserMfaAuthenticatorInput!) { deleteUserMfaAuthenticator(input: $input) { id mfa } }`, {
+      input: { userId },
+    }),
+  );
   const user = data.data && data.data.user;
   return html`<section aria-labelledby="user-title">
     <p><a href=${href("users")}>Users</a> /</p>
@@ -174,6 +180,19 @@ export function UserPage({ userId }) {
     html`<p class="muted"><code>${user.id}</code> · ${user.email || "no email"} · created ${formatDate(user.createdAt)}</p>
       <p><a class="button" href=${href("users", user.id, "view")}>View as this user</a></p>
       <${UserSettings} key=${JSON.stringify(user)} user=${user} onSaved=${data.reload} />
+      <div class="card" aria-labelledby="user-mfa">
+        <h2 id="user-mfa">Second factor</h2>
+        <p data-testid="user-mfa-state">
+          ${user.mfa ? "MFA is on: signing in needs the authenticator app or a recovery code." : "MFA is off."}
+        </p>
+        <p class="muted">For a user who lost their device: removes their authenticator app and recovery codes and turns MFA off. They set it up again from their account.</p>
+        <button
+          class="secondary"
+          disabled=${resetMfa.pending}
+          onClick=${async () => confirm(`Reset MFA of ${user.email || user.id}?`) && (await resetMfa.run()) && data.reload()}
+        >Reset MFA</button>
+        <${ErrorBox} error=${resetMfa.error} />
+      </div>
       <div class="card">
         <h2>Sessions</h2>
         <ul class="plain">

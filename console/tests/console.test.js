@@ -3,9 +3,10 @@
 // Each test signs in on a fresh page; every request a page makes is recorded and
 // must go to the server's own origin; a failing test leaves a screenshot in
 // NIMBUS_SCREENSHOTS.
-import { after, before, test } from "node:test";
+import { after, before, test as nodeTest } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createHash, createHmac, randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { deflateSync } from "node:zlib";
@@ -19,6 +20,15 @@ const ORIGIN = new URL(BASE).origin;
 const WAIT = 10_000;
 
 let browser;
+
+/**
+ * A test with its own time limit. (`node --test-timeout` would also limit the
+ * whole file, which runs as one test of its own, so the suite's length would count
+ * against each test's minute.)
+ */
+function test(name, body) {
+  return nodeTest(name, { timeout: 60_000 }, body);
+}
 
 before(async () => {
   assert.ok(BASE && KEY, "NIMBUS_URL and NIMBUS_ADMIN_KEY are set (run scripts/console-tests)");
@@ -82,6 +92,29 @@ async function makeCollection(project = "default") {
     project,
   );
   return { databaseId, collectionId };
+}
+
+/** A GraphQL call as a signed-in user's app makes it. */
+async function asUser(secret, query, variables = {}) {
+  const response = await fetch(`${BASE}/v1/graphql`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: `Bearer ${secret}` },
+    body: JSON.stringify({ query, variables }),
+  });
+  return response.json();
+}
+
+/** The current TOTP code (RFC 6238: SHA-1, 30 s, 6 digits) of a base32 secret. */
+function totp(secret) {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  let bits = "";
+  for (const c of secret.replace(/=+$/, "").toUpperCase()) bits += alphabet.indexOf(c).toString(2).padStart(5, "0");
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => Number.parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 1000 / 30)));
+  const mac = createHmac("sha1", key).update(counter).digest();
+  const at = mac[mac.length - 1] & 0xf;
+  return String((mac.readUInt32BE(at) & 0x7fffffff) % 1_000_000).padStart(6, "0");
 }
 
 async function userId(email) {
@@ -498,6 +531,104 @@ test("creates a team and adds a user to it with roles", async (t) => {
   assert.deepEqual(userMemberships.map((m) => [...m.roles].sort()), [["editor", "owner"]]);
 });
 
+test("invites a new address to a team by email: a user is made for it and joins", async (t) => {
+  const { createTeam } = await gql(`mutation ($input: CreateTeamInput!) { createTeam(input: $input) { id } }`, { input: { name: unique("Invite ") } });
+  const email = `${unique("inv")}@example.com`;
+  await withPage(t, async (page) => {
+    await page.goto(`${BASE}/console#/teams/${createTeam.id}`);
+    await page.getByLabel("Email or user id").fill(email);
+    await page.getByLabel("Roles (comma-separated)").fill("viewer");
+    await page.getByRole("button", { name: "Invite" }).click();
+    await page.getByRole("row").filter({ hasText: "viewer" }).filter({ hasText: "joined" }).waitFor();
+  });
+  const { memberships } = await gql(`query ($t: ID!) { memberships(teamId: $t) { userId email roles confirmed } }`, { t: createTeam.id });
+  assert.equal(memberships.length, 1);
+  assert.deepEqual([memberships[0].roles, memberships[0].confirmed], [["viewer"], true]);
+  assert.equal(memberships[0].userId, await userId(email), "the membership names the user made for the address");
+});
+
+test("sets a user's verification flags and resets their MFA, removing the authenticator", async (t) => {
+  const email = `${unique("mfa")}@example.com`;
+  const password = "Console-Lost-Phone-81";
+  const signIn = async () => {
+    const body = await asUser(
+      "",
+      `mutation ($e: String!, $p: String!) { createEmailPasswordSession(input: {email: $e, password: $p}) { secret } }`,
+      { e: email, p: password },
+    );
+    assert.equal(body.errors, undefined, JSON.stringify(body.errors));
+    return body.data.createEmailPasswordSession.secret;
+  };
+  const created = await asUser("", `mutation ($e: String!, $p: String!) { createAccount(input: {email: $e, password: $p}) { id } }`, { e: email, p: password });
+  const id = created.data.createAccount.id;
+  const first = await signIn();
+  const secret = (await asUser(first, "mutation { createMfaAuthenticator { secret } }")).data.createMfaAuthenticator.secret;
+  assert.equal((await asUser(first, "mutation ($c: String!) { verifyMfaAuthenticator(input: {code: $c}) }", { c: totp(secret) })).data.verifyMfaAuthenticator, true);
+  assert.equal((await asUser(first, "mutation { updateMfa(input: {enabled: true}) { mfa } }")).data.updateMfa.mfa, true);
+  const locked = await signIn();
+  assert.equal((await asUser(locked, "{ account { id } }")).errors[0].extensions.code, "MFA_REQUIRED");
+
+  await withPage(t, async (page) => {
+    await page.goto(`${BASE}/console#/users/${id}`);
+    await page.getByTestId("user-mfa-state").filter({ hasText: "MFA is on" }).waitFor();
+    assert.equal(await page.getByLabel("MFA required").isChecked(), true);
+    page.once("dialog", (dialog) => dialog.accept());
+    await page.getByRole("button", { name: "Reset MFA" }).click();
+    await page.getByTestId("user-mfa-state").filter({ hasText: "MFA is off" }).waitFor();
+    assert.equal(await page.getByLabel("MFA required").isChecked(), false);
+
+    await page.getByLabel("Email verified").check();
+    const saved = page.waitForResponse((r) => (r.request().postData() || "").includes("ConsoleUpdateUser"));
+    await page.getByRole("button", { name: "Save user" }).click();
+    assert.equal((await (await saved).json()).errors, undefined);
+  });
+  const { user } = await gql(`query ($id: ID!) { user(id: $id) { emailVerified phoneVerified mfa } }`, { id });
+  assert.deepEqual(user, { emailVerified: true, phoneVerified: false, mfa: false });
+  // The session that owed a second factor is let in; no authenticator or code is left.
+  assert.equal((await asUser(locked, "{ account { id } }")).data.account.id, id);
+  const factors = await asUser(await signIn(), "{ accountMfaFactors { totp recoveryCode } }");
+  assert.deepEqual(factors.data.accountMfaFactors, { totp: false, recoveryCode: false });
+});
+
+test("adds a relationship with a form that says what each side allows", async (t) => {
+  const { databaseId, collectionId } = await makeCollection();
+  const authors = unique("a");
+  await gql(`mutation ($input: CreateCollectionInput!) { createCollection(input: $input) { id } }`, {
+    input: { databaseId, id: authors, name: `Authors ${authors}`, permissions: [], attributes: [{ key: "name", type: "STRING", size: 50 }] },
+  });
+  await withPage(t, async (page) => {
+    await page.goto(`${BASE}/console#/databases/${databaseId}/${collectionId}`);
+    const help = page.getByTestId("relationship-help");
+    await page.getByLabel("Related collection").selectOption(authors);
+    await page.getByLabel("Relationship type").selectOption("ONE_TO_MANY");
+    await help.getByText(`Each document of ${collectionId} lists any number of documents of ${authors} in the key.`).waitFor();
+    await help.getByText("named in the reverse key (required: the reference is stored there)").waitFor();
+    assert.equal(await page.getByLabel("Reverse key (required)").getAttribute("required"), "");
+    await page.getByLabel("Relationship type").selectOption("MANY_TO_MANY");
+    await help.getByText("links go when either document does").waitFor();
+    assert.equal(await page.getByLabel("On delete").count(), 0, "many-to-many has no delete rule to pick");
+
+    await page.getByLabel("Relationship type").selectOption("MANY_TO_ONE");
+    await page.getByLabel("On delete").selectOption("CASCADE");
+    await help.getByText(`Each document of ${collectionId} names at most one document of ${authors} in the key.`).waitFor();
+    await help.getByText(`Deleting a document of ${authors}: delete the documents that refer to it too.`).waitFor();
+    await page.getByLabel("Relationship key").fill("author");
+    await page.getByLabel("Reverse key (optional)").fill("products");
+    await page.getByRole("button", { name: "Add relationship" }).click();
+    await page.getByRole("list", { name: "Relationships" }).getByText(`MANY_TO_ONE → ${authors}`).waitFor();
+
+    // A refusal shows the API's message and code.
+    await page.getByLabel("Relationship key").fill("author");
+    await page.getByRole("button", { name: "Add relationship" }).click();
+    await page.getByRole("alert").filter({ hasText: /ATTRIBUTE_/ }).waitFor();
+  });
+  const { collection } = await gql(`query ($db: ID!, $id: ID!) { collection(databaseId: $db, id: $id) { relationships { key relatedCollectionId type twoWayKey onDelete } } }`, {
+    db: databaseId,
+    id: collectionId,
+  });
+  assert.deepEqual(collection.relationships, [{ key: "author", relatedCollectionId: authors, type: "MANY_TO_ONE", twoWayKey: "products", onDelete: "CASCADE" }]);
+});
+
 test("views the API as a user through GraphiQL with a JWT minted for them", async (t) => {
   const { __type } = await gql(`{ __type(name: "Mutation") { fields { name } } }`);
   if (!__type.fields.some((f) => f.name === "createUserJWT")) {
@@ -570,6 +701,65 @@ test("uploads files in chunks with progress and shows an image's preview", async
     files.nodes.map((f) => [f.name, f.size, f.status]).sort(),
     [["big.bin", 20 * 1024 * 1024 + 123, "READY"], ["gradient.png", files.nodes.find((f) => f.name === "gradient.png").size, "READY"]].sort(),
   );
+});
+
+test("resumes an upload whose chunk request is cut, downloads the file and sets its permissions", async (t) => {
+  const bucketId = unique("b");
+  await gql(`mutation ($input: CreateBucketInput!) { createBucket(input: $input) { id } }`, { input: { id: bucketId, name: "Resumable", fileSecurity: true } });
+  const dir = mkdtempSync(join(tmpdir(), "nimbus-console-"));
+  try {
+    // Three chunks of the default 5 MiB; random bytes, so a wrong offset shows.
+    const bytes = randomBytes(12 * 1024 * 1024 + 77);
+    const path = join(dir, "resume.bin");
+    writeFileSync(path, bytes);
+    await withPage(t, async (page) => {
+      await page.goto(`${BASE}/console#/storage/${bucketId}`);
+      // The second chunk's request is cut once after it reached the server: the
+      // page does not know whether it arrived, and must ask.
+      let cut = 0;
+      let puts = 0;
+      let asked = 0;
+      page.on("request", (request) => {
+        if ((request.postData() || "").includes("ConsoleUploadState")) asked++;
+      });
+      await page.route(/\/upload(\?|$)/, async (route) => {
+        if (route.request().method() === "PUT" && ++puts === 2) {
+          cut++;
+          await route.fetch().catch(() => {});
+          await route.abort("connectionreset");
+          return;
+        }
+        await route.continue();
+      });
+      await page.getByLabel("Upload a file").setInputFiles(path);
+      await page.getByText("resume.bin", { exact: true }).waitFor({ timeout: 30_000 });
+      assert.equal(cut, 1, "one chunk request was cut");
+      assert.equal(asked, 1, "the page asked once where the upload stood");
+      assert.equal(puts, 3, "three chunks, each sent once: the cut one had arrived");
+
+      const download = page.waitForEvent("download", { timeout: 30_000 });
+      await page.getByRole("button", { name: "Download resume.bin" }).click();
+      const file = await download;
+      assert.equal(file.suggestedFilename(), "resume.bin");
+      const got = readFileSync(await file.path());
+      assert.equal(got.length, bytes.length);
+      assert.equal(createHash("sha256").update(got).digest("hex"), createHash("sha256").update(bytes).digest("hex"), "the download is the file uploaded");
+
+      await page.getByText("Permissions of resume.bin").click();
+      await page.getByLabel("Action").selectOption("read");
+      await page.getByLabel("Role").selectOption("any");
+      await page.getByRole("button", { name: "Add permission" }).click();
+      const saved = page.waitForResponse((r) => (r.request().postData() || "").includes("ConsoleUpdateFile"));
+      await page.getByRole("button", { name: "Save permissions" }).click();
+      assert.equal((await (await saved).json()).errors, undefined);
+    });
+    const { files } = await gql(`query ($b: ID!) { files(bucketId: $b) { nodes { name size status permissions checksum } } }`, { b: bucketId });
+    assert.deepEqual(files.nodes.map((f) => [f.name, f.size, f.status]), [["resume.bin", bytes.length, "READY"]]);
+    assert.equal(files.nodes[0].checksum, createHash("sha256").update(bytes).digest("hex"));
+    assert.ok(files.nodes[0].permissions.includes('read("any")'), JSON.stringify(files.nodes[0].permissions));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("shows a realtime event as a document is created through the API", async (t) => {
@@ -646,6 +836,7 @@ test("charts the requests and errors just made in a project, with their totals a
   await gql(`mutation ($input: CreateProjectInput!) { createProject(input: $input) { id } }`, { input: { id: projectId, name: "Usage" } });
   const made = 5;
   for (let i = 0; i < made; i++) await gql("{ __typename }", {}, projectId);
+  for (let i = 0; i < 3; i++) await gql("{ databases { id } }", {}, projectId);
   const refused = await fetch(`${BASE}/v1/graphql`, {
     method: "POST",
     headers: { "Content-Type": "application/json", "X-Nimbus-Key": KEY, "X-Nimbus-Project": projectId },
@@ -671,11 +862,17 @@ test("charts the requests and errors just made in a project, with their totals a
         )
         .then(() => true, () => false);
     const deadline = Date.now() + 20_000;
-    while (!(await reached([made + 1, 1]))) {
-      assert.ok(Date.now() < deadline, `the usage page shows ${made + 1} requests and 1 error (shows ${await total("REQUESTS").textContent()} and ${await total("ERRORS").textContent()})`);
+    while (!(await reached([made + 4, 1]))) {
+      assert.ok(Date.now() < deadline, `the usage page shows ${made + 4} requests and 1 error (shows ${await total("REQUESTS").textContent()} and ${await total("ERRORS").textContent()})`);
       await page.getByRole("button", { name: "Refresh" }).click();
     }
     assert.equal(await page.getByTestId("usage-empty").count(), 0, "no empty state once there is usage");
+
+    // Requests by operation: the three `databases` queries under their root field,
+    // and the refused one under its error code.
+    const byOperation = page.getByTestId("usage-operations").getByRole("row").filter({ hasText: "query.databases" });
+    assert.equal((await byOperation.getByRole("cell").textContent()).trim(), "3");
+    await page.getByTestId("usage-errors").getByRole("row").filter({ hasText: "GRAPHQL_VALIDATION_FAILED" }).waitFor();
 
     // The chart is drawn: uPlot's canvas, with room, in the requests card.
     const chart = page.getByTestId("usage-requests");

@@ -56,4 +56,5 @@ mod transport;
 mod upload_speed_paths;
 mod uploads_fast;
 mod usage;
+mod user_mfa_reset;
 mod webhooks;

@@ -1,6 +1,6 @@
 //! GraphQL of users for servers (API keys with `users.read` / `users.write`):
 //! `user`, `users`, `userSessions`, `createUser`, `updateUser`, `deleteUser`,
-//! `deleteUserSessions`, `createUserJWT`. The `User` and `Session` types are shared
+//! `deleteUserSessions`, `deleteUserMfaAuthenticator`, `createUserJWT`. The `User` and `Session` types are shared
 //! with `account`.
 
 use async_graphql::Value;
@@ -218,6 +218,14 @@ crate::graphql_input! {
 }
 
 crate::graphql_input! {
+    "The user whose second factor is removed."
+    struct DeleteUserMfaAuthenticatorInput {
+        "The user."
+        user_id: String as "ID",
+    }
+}
+
+crate::graphql_input! {
     "The user a server mints a JWT for, and for how long."
     struct CreateUserJWTInput {
         "The user the JWT acts as."
@@ -420,6 +428,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.add_input::<UpdateUserInput>();
     parts.add_input::<DeleteUserInput>();
     parts.add_input::<DeleteUserSessionsInput>();
+    parts.add_input::<DeleteUserMfaAuthenticatorInput>();
     parts.add_input::<CreateUserJWTInput>();
     parts.add_type(delete_user_payload_type());
     parts.add_type(delete_sessions_payload_type());
@@ -431,6 +440,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.mutation(update_user());
     parts.mutation(delete_user());
     parts.mutation(delete_user_sessions());
+    parts.mutation(delete_user_mfa_authenticator());
     parts.mutation(create_user_jwt());
 }
 
@@ -684,6 +694,30 @@ fn delete_user() -> Field {
         "Deletes a user and their sessions; they are signed out at once (scope `users.write`).",
     )
     .argument(DeleteUserInput::argument())
+}
+
+fn delete_user_mfa_authenticator() -> Field {
+    Field::new(
+        "deleteUserMfaAuthenticator",
+        TypeRef::named_nn("User"),
+        |ctx| {
+            FieldFuture::new(async move {
+                let caller = caller(&ctx)?;
+                let grant = caller.require::<UsersWrite>()?;
+                let input: DeleteUserMfaAuthenticatorInput = input(&ctx)?;
+                let changes = UserChanges {
+                    reset_mfa: true,
+                    ..Default::default()
+                };
+                let user = service::update_user(app(&ctx)?, &grant, &input.user_id, changes).await?;
+                Ok(Some(FieldValue::value(user_value(&user))))
+            })
+        },
+    )
+    .description(
+        "Removes a user's authenticator app and recovery codes and turns MFA off, for a user who lost their device; they set it up again from their account (scope `users.write`).",
+    )
+    .argument(DeleteUserMfaAuthenticatorInput::argument())
 }
 
 fn delete_user_sessions() -> Field {

@@ -139,6 +139,9 @@ pub struct UserChanges {
     pub prefs: Option<serde_json::Map<String, serde_json::Value>>,
     /// Require a second factor (servers only; users go through `updateMfa`).
     pub mfa: Option<bool>,
+    /// Removes the authenticator app and the recovery codes and turns MFA off
+    /// (servers only): the way back in for a user who lost their device.
+    pub reset_mfa: bool,
     /// The change comes with proof that the user holds the mailbox (an emailed link
     /// or code, a provider that verified the email): the email becomes verified, and
     /// an account whose email was not verified yet is claimed first, in the same
@@ -939,7 +942,7 @@ pub(crate) async fn apply_changes(
         ("status", changes.blocked.is_some()),
         ("labels", changes.labels.is_some()),
         ("prefs", changes.prefs.is_some()),
-        ("mfa", changes.mfa.is_some()),
+        ("mfa", changes.mfa.is_some() || changes.reset_mfa),
     ]
     .into_iter()
     .filter_map(|(field, changed)| changed.then_some(field))
@@ -1003,6 +1006,9 @@ pub(crate) async fn apply_changes(
     if let Some(mfa) = changes.mfa {
         user.mfa = mfa;
     }
+    if changes.reset_mfa {
+        user.mfa = false;
+    }
     user.updated_at = now;
     // Sessions are read, then ended, in it.
     let mut tx = state.db.begin_write().await?;
@@ -1026,6 +1032,9 @@ pub(crate) async fn apply_changes(
             what: "user",
             id: id.into(),
         });
+    }
+    if changes.reset_mfa {
+        store::remove_second_factor(&mut *tx, project_id, id).await?;
     }
     if password_changed {
         let ending = match changes.keep_session.as_deref() {
@@ -1661,6 +1670,7 @@ pub async fn update_own(
     }
     // What only a server may change.
     changes.mfa = None;
+    changes.reset_mfa = false;
     changes.blocked = None;
     changes.email_verified = None;
     changes.phone_verified = None;

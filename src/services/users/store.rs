@@ -531,6 +531,24 @@ pub async fn set_totp<'e>(
     .map(|_| ())
 }
 
+/// Forgets the authenticator app and the recovery codes (the `mfa` flag is the
+/// user row's, written with it).
+pub async fn remove_second_factor<'e>(
+    pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    project_id: &str,
+    user_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE users SET totp_secret = NULL, totp_verified = 0, totp_last_step = NULL, \
+         recovery_codes = NULL WHERE project_id = ? AND id = ?",
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .execute(pool)
+    .await
+    .map(|_| ())
+}
+
 pub async fn confirm_totp<'e>(
     pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
