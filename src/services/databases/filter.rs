@@ -1584,6 +1584,32 @@ fn keyset(
     check_cursor_fits(columns, cursor)?;
     let mut out = Fragment::default();
     out.sql("(");
+    // The OR-chain alone is not a range either database seeks an index by: an
+    // index on the first order column would be read from its start. The bound
+    // below is implied by the chain (every term is equal or after on that
+    // column), and turns a deep page into a seek.
+    if let (Some((column, desc)), Some(value)) = (columns.first(), cursor.values.first()) {
+        let e = table.expr(column);
+        match (desc, value) {
+            // After a NULL in ascending order comes anything: no bound.
+            (false, SqlValue::Null) => {}
+            (true, SqlValue::Null) => {
+                out.sql(format!("{e} IS NULL AND "));
+            }
+            (false, value) => {
+                out.sql(format!("{e} >= ")).bind(value.clone()).sql(" AND ");
+            }
+            (true, value) if column.nullable() => {
+                out.sql(format!("({e} <= "))
+                    .bind(value.clone())
+                    .sql(format!(" OR {e} IS NULL) AND "));
+            }
+            (true, value) => {
+                out.sql(format!("{e} <= ")).bind(value.clone()).sql(" AND ");
+            }
+        }
+    }
+    out.sql("(");
     let mut first = true;
     for i in 0..=columns.len() {
         // The term for "equal on the first i columns, after on column i".
@@ -1631,7 +1657,7 @@ fn keyset(
         out.append(term);
         out.sql(")");
     }
-    out.sql(")");
+    out.sql("))");
     Ok(out)
 }
 
@@ -2620,8 +2646,8 @@ mod tests {
         .unwrap();
         assert_eq!(
             builder.sql(),
-            "WHERE 1=1 AND ((`d`.`a_n` > ?) OR (`d`.`a_n` = ? AND (`d`.`a_title` < ? OR `d`.`a_title` IS NULL)) \
-             OR (`d`.`a_n` = ? AND `d`.`a_title` = ? AND `d`.`id` > ?)) \
+            "WHERE 1=1 AND (`d`.`a_n` >= ? AND ((`d`.`a_n` > ?) OR (`d`.`a_n` = ? AND (`d`.`a_title` < ? OR `d`.`a_title` IS NULL)) \
+             OR (`d`.`a_n` = ? AND `d`.`a_title` = ? AND `d`.`id` > ?))) \
              ORDER BY `d`.`a_n` ASC, `d`.`a_title` DESC, `d`.`id` ASC LIMIT 11"
         );
         let nulls = Cursor {
@@ -2643,8 +2669,8 @@ mod tests {
         // Backwards: n descending (NULLs last, so nothing after NULL), title ascending.
         assert_eq!(
             builder.sql(),
-            " AND ((`d`.`a_n` IS NULL AND `d`.`a_title` IS NOT NULL) \
-             OR (`d`.`a_n` IS NULL AND `d`.`a_title` IS NULL AND `d`.`id` < ?)) \
+            " AND (`d`.`a_n` IS NULL AND ((`d`.`a_n` IS NULL AND `d`.`a_title` IS NOT NULL) \
+             OR (`d`.`a_n` IS NULL AND `d`.`a_title` IS NULL AND `d`.`id` < ?))) \
              ORDER BY `d`.`a_n` DESC, `d`.`a_title` ASC, `d`.`id` DESC LIMIT 6"
         );
     }
