@@ -268,10 +268,16 @@ impl Consumers {
     async fn stop(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(Self::STOP_WAIT, task).await.is_err() {
-                abort.abort();
-            }
+            Self::finish(task).await;
+        }
+    }
+
+    /// Waits for a stopped task to finish its last step, aborting it after
+    /// [`Self::STOP_WAIT`].
+    async fn finish(task: JoinHandle<()>) {
+        let abort = task.abort_handle();
+        if tokio::time::timeout(Self::STOP_WAIT, task).await.is_err() {
+            abort.abort();
         }
     }
 }
@@ -372,24 +378,12 @@ impl Server {
         // Requests are done: the last counts are flushed.
         if let Some((stop, task)) = self.usage.take() {
             let _ = stop.send(true);
-            let abort = task.abort_handle();
-            if tokio::time::timeout(Consumers::STOP_WAIT, task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
+            Consumers::finish(task).await;
         }
         // Requests are done: the execution records still queued are written.
         let (stop, task) = self.records;
         let _ = stop.send(true);
-        let abort = task.abort_handle();
-        if tokio::time::timeout(Consumers::STOP_WAIT, task)
-            .await
-            .is_err()
-        {
-            abort.abort();
-        }
+        Consumers::finish(task).await;
         self.consumers.stop().await;
         self.state.close().await;
         served

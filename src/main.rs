@@ -263,6 +263,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// An administrator's new password, from standard input or typed twice.
+fn new_password(from_stdin: bool) -> anyhow::Result<String> {
+    if from_stdin {
+        password_from_stdin()
+    } else {
+        password_from_prompt()
+    }
+}
+
 async fn admin(command: AdminCommand) -> anyhow::Result<()> {
     use nimbus::services::admins::service;
     match command {
@@ -271,11 +280,7 @@ async fn admin(command: AdminCommand) -> anyhow::Result<()> {
             password_stdin,
             config,
         } => {
-            let password = if password_stdin {
-                password_from_stdin()?
-            } else {
-                password_from_prompt()?
-            };
+            let password = new_password(password_stdin)?;
             let state = AppState::open(config).await?;
             let created = service::create_admin(&state, &email, password).await;
             state.close().await;
@@ -291,11 +296,7 @@ async fn admin(command: AdminCommand) -> anyhow::Result<()> {
             password_stdin,
             config,
         } => {
-            let password = if password_stdin {
-                password_from_stdin()?
-            } else {
-                password_from_prompt()?
-            };
+            let password = new_password(password_stdin)?;
             let state = AppState::open(config).await?;
             let changed = service::set_password(&state, &email, password).await;
             state.close().await;

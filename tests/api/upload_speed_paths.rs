@@ -7,30 +7,13 @@
 //! and every refusal is a stable error code.
 
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
 
 use crate::helpers::{TestApp, WAIT, spawn_with, test_config};
 use crate::storage::stored_objects;
+use crate::uploads_fast::{content, sha256_hex};
 
 const CHUNK: usize = 65_536;
 const START_UPLOAD: &str = "mutation($input: CreateFileUploadInput!) { createFileUpload(input: $input) { uploadUrl chunksTotal encrypted } }";
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// Bytes that differ at every offset and between seeds.
-fn content(size: usize, seed: u32) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..size)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            (state >> 24) as u8
-        })
-        .collect()
-}
 
 /// A server with chunks of `chunk` bytes, in a local store when `local`, with a
 /// plain and an encrypted bucket.

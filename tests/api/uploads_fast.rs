@@ -14,12 +14,12 @@ use crate::storage::{stored_objects, upload};
 const CHUNK: usize = 65_536;
 const START_UPLOAD: &str = "mutation($input: CreateFileUploadInput!) { createFileUpload(input: $input) { uploadUrl chunksTotal } }";
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
 /// Bytes that differ at every offset and between files of the same size.
-fn content(size: usize, seed: u32) -> Vec<u8> {
+pub(crate) fn content(size: usize, seed: u32) -> Vec<u8> {
     let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
     (0..size)
         .map(|_| {
