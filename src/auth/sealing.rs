@@ -4,7 +4,7 @@
 //! value reads `v1.<base64url nonce‖ciphertext‖tag>`; the version leaves room to
 //! rotate the scheme.
 
-use aes_gcm::aead::{Aead as _, KeyInit as _, OsRng, rand_core::RngCore as _};
+use aes_gcm::aead::{Aead as _, KeyInit as _, OsRng, Payload, rand_core::RngCore as _};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -57,6 +57,43 @@ impl Sealer {
         format!("{VERSION}{}", URL_SAFE_NO_PAD.encode(out))
     }
 
+    /// Seals bytes bound to `context` (which must be given again to open them):
+    /// `nonce‖ciphertext‖tag`, for values kept in files rather than columns.
+    pub fn seal_bytes(&self, plaintext: &[u8], context: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        OsRng.fill_bytes(&mut nonce);
+        let ciphertext = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: context,
+                },
+            )
+            .expect("AES-GCM encrypts any message under 64 GiB");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ciphertext);
+        out
+    }
+
+    /// Opens what [`Self::seal_bytes`] sealed with the same `context`.
+    pub fn open_bytes(&self, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>, Unsealable> {
+        if sealed.len() < NONCE_LEN {
+            return Err(Unsealable);
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        self.cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: context,
+                },
+            )
+            .map_err(|_| Unsealable)
+    }
+
     pub fn open(&self, sealed: &str) -> Result<String, Unsealable> {
         let bytes = sealed
             .strip_prefix(VERSION)
@@ -77,6 +114,28 @@ impl Sealer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealed_bytes_open_only_with_their_context_and_secret() {
+        let sealer = Sealer::new(SECRET, "preview-cache");
+        let sealed = sealer.seal_bytes(b"\x89PNG pixels", b"file-a");
+        assert!(!sealed.windows(3).any(|w| w == b"PNG"));
+        assert_ne!(sealed, sealer.seal_bytes(b"\x89PNG pixels", b"file-a"));
+        assert_eq!(
+            sealer.open_bytes(&sealed, b"file-a").unwrap(),
+            b"\x89PNG pixels"
+        );
+        assert!(sealer.open_bytes(&sealed, b"file-b").is_err());
+        assert!(
+            Sealer::new(SECRET, "other")
+                .open_bytes(&sealed, b"file-a")
+                .is_err()
+        );
+        let mut flipped = sealed.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(sealer.open_bytes(&flipped, b"file-a").is_err());
+        assert!(sealer.open_bytes(&sealed[..5], b"file-a").is_err());
+    }
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 

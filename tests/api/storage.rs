@@ -1130,6 +1130,72 @@ fn crc32(bytes: &[u8]) -> u32 {
 }
 
 #[tokio::test]
+async fn the_previews_of_encrypted_files_are_cached_sealed_and_rendered_again_if_damaged() {
+    let app = spawn_app().await;
+    let admin = admin_headers(&app);
+    let admin = borrowed(&admin);
+    for (id, encryption) in [("sealed", true), ("open", false)] {
+        bucket(
+            &app,
+            json!({"id": id, "name": id, "encryption": encryption, "permissions": ["read(\"any\")"]}),
+        )
+        .await;
+        let file = upload(
+            &app,
+            &admin,
+            json!({"bucketId": id, "fileId": "photo", "file": null}),
+            "photo.png",
+            "image/png",
+            &png(320, 240),
+        )
+        .await
+        .ok()["createFile"]
+            .clone();
+        assert_eq!(file["encrypted"], encryption);
+        let preview = format!("{}&width=80", file["previewUrl"].as_str().unwrap());
+        let (status, _, rendered) = fetch(&app, &preview, &[]).await;
+        assert_eq!(status, 200);
+        let cache = app
+            .config
+            .preview_cache_dir()
+            .join("default")
+            .join(id)
+            .join("photo");
+        let kept: Vec<_> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        let stored = std::fs::read(&kept[0]).unwrap();
+        // An encrypted file's preview is no plaintext on disk; a plain one's is.
+        assert_eq!(stored == rendered, !encryption, "{id}");
+        assert_eq!(
+            stored.windows(4).any(|w| w == b"IDAT"),
+            !encryption,
+            "{id}: the PNG's image data is readable on disk"
+        );
+        let hits = app.metric("nimbus_previews_total{source=\"cache\"}").await;
+        let (status, _, again) = fetch(&app, &preview, &[]).await;
+        assert_eq!((status, again == rendered), (200, true), "{id}");
+        assert_eq!(
+            app.metric("nimbus_previews_total{source=\"cache\"}").await,
+            hits + 1.0,
+            "{id}: the second request read the cache"
+        );
+        if encryption {
+            // A damaged sealed preview is not served: it is rendered again.
+            let mut damaged = stored.clone();
+            let last = damaged.len() - 1;
+            damaged[last] ^= 1;
+            std::fs::write(&kept[0], &damaged).unwrap();
+            let (status, _, redone) = fetch(&app, &preview, &[]).await;
+            assert_eq!((status, redone == rendered), (200, true));
+            assert_ne!(std::fs::read(&kept[0]).unwrap(), damaged);
+        }
+    }
+}
+
+#[tokio::test]
 async fn previews_resize_images_once_and_refuse_bad_images_and_parameters() {
     let app = spawn_app().await;
     bucket(

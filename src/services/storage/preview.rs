@@ -3,7 +3,9 @@
 //! memory-heavy; see [`Turns`]), and kept on local disk under
 //! `DATA_DIR/cache/previews`, keyed by the file's checksum and the canonical
 //! parameters, so later requests read it back. A file's cached previews go when
-//! the file (or its bucket) does.
+//! the file (or its bucket) does. The previews of an encrypted file are kept
+//! sealed (AES-256-GCM under a key derived from the server secret, bound to their
+//! name), so the cache holds no more plaintext than the store does.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +16,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::AppState;
+use crate::auth::sealing::Sealer;
 use crate::error::{AppError, AppResult, codes};
 use crate::files::Key;
 
@@ -133,8 +136,24 @@ pub async fn preview(
     } else {
         OutputFormat::Png
     });
-    let path = dir.join(format!("{name}.{}", output.extension()));
-    if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+    let sealer = file
+        .encoding
+        .salt
+        .is_some()
+        .then(|| Sealer::new(&state.secret, PREVIEW_SEALING));
+    let path = match sealer {
+        Some(_) => dir.join(format!("{name}.{}.sealed", output.extension())),
+        None => dir.join(format!("{name}.{}", output.extension())),
+    };
+    if let Some(sealer) = &sealer {
+        if let Some(bytes) = open_sealed(sealer, &path, &name).await {
+            metrics::counter!("nimbus_previews_total", "source" => "cache").increment(1);
+            return Ok(Preview {
+                body: PreviewBody::Fresh(bytes),
+                mime_type: output.mime_type(),
+            });
+        }
+    } else if tokio::fs::try_exists(&path).await.unwrap_or(false) {
         metrics::counter!("nimbus_previews_total", "source" => "cache").increment(1);
         return Ok(Preview {
             body: PreviewBody::Cached(path),
@@ -183,6 +202,16 @@ pub async fn preview(
     .map_err(|err| AppError::Internal(anyhow::anyhow!("preview task failed: {err}")))?
     .map_err(preview_error)?;
     metrics::counter!("nimbus_previews_total", "source" => "rendered").increment(1);
+    if let Some(sealer) = &sealer {
+        let sealed = sealer.seal_bytes(&rendered.bytes, name.as_bytes());
+        if let Err(err) = keep(&dir, &path, &sealed).await {
+            tracing::warn!(error = %err, "could not cache a preview");
+        }
+        return Ok(Preview {
+            body: PreviewBody::Fresh(rendered.bytes),
+            mime_type: rendered.mime_type,
+        });
+    }
     if let Err(err) = keep(&dir, &path, &rendered.bytes).await {
         tracing::warn!(error = %err, "could not cache a preview");
         return Ok(Preview {
@@ -194,6 +223,22 @@ pub async fn preview(
         body: PreviewBody::Cached(path),
         mime_type: rendered.mime_type,
     })
+}
+
+/// The purpose the cached previews of encrypted files are sealed for.
+const PREVIEW_SEALING: &str = "preview-cache";
+
+/// The cached preview at `path`, opened; `None` when there is none or it does not
+/// open (written under another server secret, or damaged), so it is rendered again.
+async fn open_sealed(sealer: &Sealer, path: &PathBuf, name: &str) -> Option<Vec<u8>> {
+    let sealed = tokio::fs::read(path).await.ok()?;
+    match sealer.open_bytes(&sealed, name.as_bytes()) {
+        Ok(bytes) => Some(bytes),
+        Err(_) => {
+            tracing::warn!(path = %path.display(), "a cached preview does not open; rendering it again");
+            None
+        }
+    }
 }
 
 /// Writes a preview under a temporary name and renames it into place, so a reader
