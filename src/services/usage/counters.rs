@@ -283,27 +283,47 @@ impl ProjectCounters {
         let open = self.connections.load(Ordering::Relaxed).max(0);
         let peak = self.peak.swap(open, Ordering::Relaxed).max(open);
         push(Metric::RealtimeConnections, "", peak as u64);
-        // Each shard kept up to `max_keys` keys: together they keep as many, the
-        // rest under `other`, as one map would have.
-        let mut merged = Keyed::default();
+        // Each shard kept up to `max_keys` keys; together they keep as many as one
+        // map would have: the most counted (ties by name, so the choice does not
+        // depend on the shards' order), the rest under `other`.
+        let mut operations = HashMap::new();
+        let mut errors = HashMap::new();
         for shard in self.shards.iter() {
             let Ok(keyed) = shard.keyed.lock().map(|mut k| std::mem::take(&mut *k)) else {
                 continue;
             };
-            for (key, value) in keyed.operations {
-                bump(&mut merged.operations, &key, value, self.max_keys);
-            }
-            for (key, value) in keyed.errors {
-                bump(&mut merged.errors, &key, value, self.max_keys);
-            }
+            add_all(&mut operations, keyed.operations);
+            add_all(&mut errors, keyed.errors);
         }
-        for (key, value) in merged.operations {
+        for (key, value) in capped(operations, self.max_keys) {
             push(Metric::Operations, &key, value);
         }
-        for (key, value) in merged.errors {
+        for (key, value) in capped(errors, self.max_keys) {
             push(Metric::Errors, &key, value);
         }
     }
+}
+
+fn add_all(into: &mut HashMap<Box<str>, u64>, from: HashMap<Box<str>, u64>) {
+    for (key, value) in from {
+        let count = into.entry(key).or_default();
+        *count = count.saturating_add(value);
+    }
+}
+
+/// The `max_keys` most counted keys of `counts` (ties by name), and the rest
+/// added up under [`OTHER`].
+fn capped(mut counts: HashMap<Box<str>, u64>, max_keys: usize) -> Vec<(Box<str>, u64)> {
+    let mut other = counts.remove(OTHER).unwrap_or(0);
+    let mut ranked: Vec<(Box<str>, u64)> = counts.into_iter().collect();
+    ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    for (_, value) in ranked.drain(max_keys.min(ranked.len())..) {
+        other = other.saturating_add(value);
+    }
+    if other > 0 {
+        ranked.push((OTHER.into(), other));
+    }
+    ranked
 }
 
 /// Adds `n` to `key` in `counts`, or to [`OTHER`] when the map holds `max_keys`
