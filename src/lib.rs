@@ -184,7 +184,7 @@ impl AppState {
         }));
         services::projects::service::ensure_default_project(&state)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot create the default project: {}", e.message()))?;
+            .map_err(|e| e.into_anyhow().context("cannot create the default project"))?;
         Ok(state)
     }
 

@@ -261,12 +261,13 @@ fn prepare_sqlite(
 ) -> futures_util::future::BoxFuture<'_, Result<(), sqlx::Error>> {
     Box::pin(async move {
         // WAL lets readers proceed during a write; busy_timeout makes concurrent
-        // writers wait instead of failing with SQLITE_BUSY. Each connection keeps
+        // writers wait instead of failing with SQLITE_BUSY, and comes first so
+        // that setting the journal mode beside a busy writer waits too. Each connection keeps
         // its own page cache, so the same pages sit in many of them: 512 KiB each
         // (SQLite's default is 2 MiB) bounds that at 8 MiB for 16 connections, and
         // a page that is not cached comes from the OS's page cache.
         conn.execute(
-            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
+            "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
              PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; \
              PRAGMA cache_size = -512;",
         )

@@ -10,11 +10,28 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 use crate::helpers::{TestApp, WAIT, WsClient, spawn_app};
 
-const PASSWORD: &str = "console-pass-47";
+pub(crate) const PASSWORD: &str = "console-pass-47";
 
 /// `nimbus admin ARGS…` against the test server's database, the password (if any)
 /// on standard input; its success, standard output and standard error.
-fn nimbus_admin(app: &TestApp, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+///
+/// The command runs on the blocking pool: the test server shares this test's
+/// runtime, and a write transaction it has open must be able to commit while
+/// the command waits for SQLite's lock.
+pub(crate) async fn nimbus_admin(
+    app: &TestApp,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (bool, String, String) {
+    let database_url = app.config.effective_database_url();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let stdin = stdin.map(str::to_string);
+    tokio::task::spawn_blocking(move || run_admin(&database_url, &args, stdin.as_deref()))
+        .await
+        .unwrap()
+}
+
+fn run_admin(database_url: &str, args: &[String], stdin: Option<&str>) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_nimbus"));
     for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("NIMBUS_")) {
@@ -23,7 +40,7 @@ fn nimbus_admin(app: &TestApp, args: &[&str], stdin: Option<&str>) -> (bool, Str
     command
         .arg("admin")
         .args(args)
-        .env("NIMBUS_DATABASE_URL", app.config.effective_database_url())
+        .env("NIMBUS_DATABASE_URL", database_url)
         .env("NIMBUS_DATA_DIR", dir.path())
         .env("NIMBUS_LOG", "warn")
         .stdin(Stdio::piped())
@@ -45,12 +62,13 @@ fn nimbus_admin(app: &TestApp, args: &[&str], stdin: Option<&str>) -> (bool, Str
     )
 }
 
-pub(crate) fn create_admin(app: &TestApp, email: &str) {
+pub(crate) async fn create_admin(app: &TestApp, email: &str) {
     let (ok, _, stderr) = nimbus_admin(
         app,
         &["create", "--email", email, "--password-stdin"],
         Some(PASSWORD),
-    );
+    )
+    .await;
     assert!(ok, "admin create failed: {stderr}");
 }
 
@@ -204,8 +222,8 @@ fn own_origin(app: &TestApp) -> String {
 #[tokio::test]
 async fn an_administrator_made_by_the_cli_signs_in_and_acts_as_admin_only_with_the_csrf_token() {
     let app = spawn_app().await;
-    create_admin(&app, "Root@Example.com");
-    let (ok, listed, _) = nimbus_admin(&app, &["list"], None);
+    create_admin(&app, "Root@Example.com").await;
+    let (ok, listed, _) = nimbus_admin(&app, &["list"], None).await;
     assert!(ok);
     assert!(
         listed.starts_with("root@example.com\tpassword\t"),
@@ -332,7 +350,7 @@ async fn an_administrator_made_by_the_cli_signs_in_and_acts_as_admin_only_with_t
     assert_eq!(token_only.code(), "UNAUTHENTICATED");
 
     // Another administrator's cookie with this token: tokens are per session.
-    create_admin(&app, "ops@example.com");
+    create_admin(&app, "ops@example.com").await;
     let (other_cookie, _) = signed_in(&app, "ops@example.com").await;
     let crossed = as_console(
         &app,
@@ -354,33 +372,37 @@ async fn the_cli_refuses_weak_passwords_and_twins_and_deletes_administrators_wit
         &app,
         &["create", "--email", "weak@example.com", "--password-stdin"],
         Some("password"),
-    );
+    )
+    .await;
     assert!(!ok);
     assert!(stderr.contains("PASSWORD_TOO_COMMON"), "{stderr}");
     let (ok, _, stderr) = nimbus_admin(
         &app,
         &["create", "--email", "short@example.com", "--password-stdin"],
         Some("abc"),
-    );
+    )
+    .await;
     assert!(!ok);
     assert!(stderr.contains("PASSWORD_TOO_SHORT"), "{stderr}");
     let (ok, _, stderr) = nimbus_admin(
         &app,
         &["create", "--email", "not-an-email", "--password-stdin"],
         Some(PASSWORD),
-    );
+    )
+    .await;
     assert!(!ok);
     assert!(stderr.contains("INVALID_EMAIL"), "{stderr}");
-    let (ok, _, stderr) = nimbus_admin(&app, &["create", "--email", "x@example.com"], None);
+    let (ok, _, stderr) = nimbus_admin(&app, &["create", "--email", "x@example.com"], None).await;
     assert!(!ok, "no terminal and no --password-stdin");
     assert!(stderr.contains("--password-stdin"), "{stderr}");
 
-    create_admin(&app, "root@example.com");
+    create_admin(&app, "root@example.com").await;
     let (ok, _, stderr) = nimbus_admin(
         &app,
         &["create", "--email", "ROOT@example.com", "--password-stdin"],
         Some(PASSWORD),
-    );
+    )
+    .await;
     assert!(!ok);
     assert!(stderr.contains("ADMIN_ALREADY_EXISTS"), "{stderr}");
 
@@ -395,7 +417,8 @@ async fn the_cli_refuses_weak_passwords_and_twins_and_deletes_administrators_wit
         ws.init(json!({"csrf": csrf})).await.unwrap()["type"],
         "connection_ack"
     );
-    let (ok, _, stderr) = nimbus_admin(&app, &["delete", "--email", "root@example.com"], None);
+    let (ok, _, stderr) =
+        nimbus_admin(&app, &["delete", "--email", "root@example.com"], None).await;
     assert!(ok, "{stderr}");
     // Deleted by another process: the server hears it from the event log, and the
     // socket let in with the administrator's session closes.
@@ -411,10 +434,11 @@ async fn the_cli_refuses_weak_passwords_and_twins_and_deletes_administrators_wit
     assert_eq!(closed.0, 4403, "{closed:?}");
     let after = as_console(&app, &cookie, Some(&csrf), "default", query, json!({})).await;
     assert_eq!(after.code(), "UNAUTHENTICATED");
-    let (ok, listed, _) = nimbus_admin(&app, &["list"], None);
+    let (ok, listed, _) = nimbus_admin(&app, &["list"], None).await;
     assert!(ok);
     assert_eq!(listed, "");
-    let (ok, _, stderr) = nimbus_admin(&app, &["delete", "--email", "root@example.com"], None);
+    let (ok, _, stderr) =
+        nimbus_admin(&app, &["delete", "--email", "root@example.com"], None).await;
     assert!(!ok);
     assert!(stderr.contains("ADMIN_NOT_FOUND"), "{stderr}");
     app.shutdown().await;
@@ -423,7 +447,7 @@ async fn the_cli_refuses_weak_passwords_and_twins_and_deletes_administrators_wit
 #[tokio::test]
 async fn a_wrong_password_and_an_unknown_email_get_the_same_answer_until_the_limit() {
     let app = spawn_app().await;
-    create_admin(&app, "root@example.com");
+    create_admin(&app, "root@example.com").await;
     let wrong = sign_in(&app, "root@example.com", "not-the-password", None).await;
     let unknown = sign_in(&app, "nobody@example.com", PASSWORD, None).await;
     assert_eq!((wrong.status, wrong.code()), (401, "INVALID_CREDENTIALS"));
@@ -457,7 +481,7 @@ async fn a_wrong_password_and_an_unknown_email_get_the_same_answer_until_the_lim
 #[tokio::test]
 async fn with_totp_enrolled_sign_in_needs_a_current_code() {
     let app = spawn_app().await;
-    create_admin(&app, "root@example.com");
+    create_admin(&app, "root@example.com").await;
     let (cookie, csrf) = signed_in(&app, "root@example.com").await;
     let with_token = [
         ("cookie", cookie.as_str()),
@@ -528,7 +552,7 @@ async fn with_totp_enrolled_sign_in_needs_a_current_code() {
 #[tokio::test]
 async fn removing_totp_takes_a_code_and_sign_in_needs_none_after() {
     let app = spawn_app().await;
-    create_admin(&app, "root@example.com");
+    create_admin(&app, "root@example.com").await;
     let (cookie, csrf) = signed_in(&app, "root@example.com").await;
     let with_token = [
         ("cookie", cookie.as_str()),
@@ -579,7 +603,7 @@ async fn removing_totp_takes_a_code_and_sign_in_needs_none_after() {
 #[tokio::test]
 async fn signing_out_revokes_the_session_for_requests_and_open_sockets() {
     let app = spawn_app().await;
-    create_admin(&app, "root@example.com");
+    create_admin(&app, "root@example.com").await;
     let (cookie, csrf) = signed_in(&app, "root@example.com").await;
     let origin = own_origin(&app);
 
@@ -663,7 +687,7 @@ async fn signing_out_revokes_the_session_for_requests_and_open_sockets() {
 #[tokio::test]
 async fn a_websocket_gets_the_console_cookie_only_from_the_servers_own_page_with_the_token() {
     let app = spawn_app().await;
-    create_admin(&app, "root@example.com");
+    create_admin(&app, "root@example.com").await;
     let (cookie, csrf) = signed_in(&app, "root@example.com").await;
     let admin_only = "{ projects { totalCount } }";
 
@@ -724,7 +748,7 @@ async fn a_websocket_gets_the_console_cookie_only_from_the_servers_own_page_with
 #[tokio::test]
 async fn hostile_sign_in_bodies_get_coded_errors() {
     let app = spawn_app().await;
-    create_admin(&app, "root@example.com");
+    create_admin(&app, "root@example.com").await;
     let json_type = [("content-type", "application/json")];
 
     let huge_email = format!("{}@example.com", "a".repeat(10 * 1024));
@@ -1032,7 +1056,7 @@ async fn create_user_jwt_needs_users_write_a_known_user_and_at_most_an_hour() {
 #[tokio::test]
 async fn the_console_views_as_a_user_and_the_log_names_the_administrator() {
     let app = spawn_app().await;
-    create_admin(&app, "root@example.com");
+    create_admin(&app, "root@example.com").await;
     let (cookie, csrf) = signed_in(&app, "root@example.com").await;
     as_console(
         &app,
@@ -1148,7 +1172,7 @@ async fn serve_says_how_to_create_an_administrator_while_there_is_none() {
     let (text, _dir) = banner(&app);
     assert!(text.contains("No console administrator yet"), "{text}");
     assert!(text.contains("nimbus admin create --email"), "{text}");
-    create_admin(&app, "root@example.com");
+    create_admin(&app, "root@example.com").await;
     let (text, _dir) = banner(&app);
     assert!(text.contains("Health:"), "{text}");
     assert!(!text.contains("No console administrator"), "{text}");
@@ -1161,7 +1185,7 @@ async fn behind_an_https_public_url_the_console_cookie_is_secure() {
     let mut config = crate::helpers::test_config(dir.path()).await;
     config.public_url = Some("https://console.example".into());
     let app = crate::helpers::spawn_with(config, dir).await;
-    create_admin(&app, "root@example.com");
+    create_admin(&app, "root@example.com").await;
     let reply = sign_in(&app, "root@example.com", PASSWORD, None).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let set_cookie = reply.set_cookie();
@@ -1210,7 +1234,7 @@ async fn behind_an_https_public_url_the_console_cookie_is_secure() {
 #[tokio::test]
 async fn functions_are_never_handed_the_console_cookie_or_its_token() {
     let app = spawn_app().await;
-    create_admin(&app, "root@example.com");
+    create_admin(&app, "root@example.com").await;
     let (cookie, csrf) = signed_in(&app, "root@example.com").await;
     crate::functions::deployed(
         &app,
@@ -1235,7 +1259,7 @@ async fn functions_are_never_handed_the_console_cookie_or_its_token() {
 #[tokio::test]
 async fn the_file_routes_take_the_console_session_only_with_its_token() {
     let app = spawn_app().await;
-    create_admin(&app, "root@example.com");
+    create_admin(&app, "root@example.com").await;
     let (cookie, csrf) = signed_in(&app, "root@example.com").await;
     as_console(
         &app,
@@ -1289,8 +1313,8 @@ async fn the_file_routes_take_the_console_session_only_with_its_token() {
 #[tokio::test]
 async fn the_cli_sets_a_password_under_the_policy_and_ends_the_administrators_sessions() {
     let app = spawn_app().await;
-    create_admin(&app, "root@example.com");
-    create_admin(&app, "other@example.com");
+    create_admin(&app, "root@example.com").await;
+    create_admin(&app, "other@example.com").await;
     let (cookie, csrf) = signed_in(&app, "root@example.com").await;
     let (other_cookie, other_csrf) = signed_in(&app, "other@example.com").await;
     let query = "{ projects { totalCount } }";
@@ -1312,11 +1336,13 @@ async fn the_cli_sets_a_password_under_the_policy_and_ends_the_administrators_se
             &app,
             &["password", "--email", email, "--password-stdin"],
             Some(password),
-        );
+        )
+        .await;
         assert!(!ok, "{email} {password}");
         assert!(stderr.contains(code), "{code}: {stderr}");
     }
-    let (ok, _, stderr) = nimbus_admin(&app, &["password", "--email", "root@example.com"], None);
+    let (ok, _, stderr) =
+        nimbus_admin(&app, &["password", "--email", "root@example.com"], None).await;
     assert!(!ok, "no terminal and no --password-stdin");
     assert!(stderr.contains("--password-stdin"), "{stderr}");
     as_console(&app, &cookie, Some(&csrf), "default", query, json!({}))
@@ -1332,7 +1358,8 @@ async fn the_cli_sets_a_password_under_the_policy_and_ends_the_administrators_se
             "--password-stdin",
         ],
         Some("another-pass-83"),
-    );
+    )
+    .await;
     assert!(ok, "{stderr}");
     // Changed by another process: the server hears it from the event log, and
     // the socket let in with the administrator's session closes.
@@ -1385,7 +1412,7 @@ async fn a_console_session_used_only_over_a_websocket_stays_alive_past_its_idle_
     // Idle after 2 s; in use, marked used every half second.
     config.console_session_idle_secs = 2;
     let app = crate::helpers::spawn_with(config, dir).await;
-    create_admin(&app, "root@example.com");
+    create_admin(&app, "root@example.com").await;
     let (cookie, csrf) = signed_in(&app, "root@example.com").await;
     let origin = own_origin(&app);
     let mut ws = socket(&app, &[("origin", &origin), ("cookie", &cookie)]).await;

@@ -583,7 +583,7 @@ async fn the_consoles_own_requests_count_in_the_project_they_act_on() {
     use crate::console_auth::{as_console, create_admin, signed_in};
     let app = counting_app(200).await;
     app.create_project("watched").await;
-    create_admin(&app, "root@example.com");
+    create_admin(&app, "root@example.com").await;
     let (cookie, csrf) = signed_in(&app, "root@example.com").await;
     // Three requests of a console administrator's session, two of an admin key
     // of another project, all addressed to `watched`.

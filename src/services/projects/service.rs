@@ -66,6 +66,14 @@ pub async fn load_project(state: &AppState, id: &str) -> AppResult<Option<Projec
 
 /// Makes sure the `default` project exists.
 pub async fn ensure_default_project(state: &AppState) -> AppResult<()> {
+    // Read first: a command run beside a live server (`nimbus admin …`) then
+    // needs no write lock on a database that already has the project.
+    if store::find_project(state.db.pool(), DEFAULT_PROJECT)
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
     let now = now_millis();
     let project = Project {
         id: DEFAULT_PROJECT.into(),
