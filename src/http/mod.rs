@@ -37,6 +37,26 @@ use tower_http::trace::TraceLayer;
 use crate::AppState;
 use crate::error::codes;
 
+/// An HTML page embedded in the binary, with the headers every such page gets:
+/// revalidated on each load (its assets are what is cached), its own CSP, never
+/// framed (`X-Frame-Options` for browsers that predate `frame-ancestors`), no
+/// sniffing and no referrer.
+pub(crate) fn embedded_page(csp: &'static str, html: &'static str) -> axum::response::Response {
+    use axum::http::header;
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, csp),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
 /// Every route of the server.
 pub fn router(state: AppState) -> Router {
     // API keys travel in headers, never cookies, so any origin may call without
