@@ -16,6 +16,12 @@
 //! [`GAP_BOUND`] at most, reading the log again meanwhile, then passes it; a
 //! passed position that turns up within [`LATE_WATCH`] is still delivered, late
 //! rather than never.
+//!
+//! An entry's body is JSON: a document event (any change whose channels, names
+//! and key scope follow from its resource) without those and without its
+//! project, which is the row's ([`ChangeOut`]); any other message whole, as the
+//! bus carries it. Bodies of both forms, and the whole messages earlier versions
+//! wrote for every event, decode alike ([`decode`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,7 +32,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{BusMessage, Local};
+use serde::{Deserialize, Serialize};
+
+use super::{BusMessage, Cause, Event, Local};
 use crate::db::event_log::{self, Carried, Entry, Logged};
 use crate::db::{Db, now_millis};
 
@@ -69,7 +77,7 @@ pub fn entry(mut message: BusMessage) -> Option<Entry> {
     {
         event.cause = super::CAUSE.try_with(Clone::clone).ok();
     }
-    let body = serde_json::to_string(&message)
+    let body = encode(&message)
         .inspect_err(|err| tracing::error!(error = %err, "an event could not be encoded"))
         .ok()?;
     Some(Entry {
@@ -77,6 +85,219 @@ pub fn entry(mut message: BusMessage) -> Option<Entry> {
         body,
         carried: Some(Carried(Box::new(message))),
     })
+}
+
+/// Room reserved for a body before it is written: most events (a document and
+/// its readers) fit, so that the text is not grown and copied as it is written.
+const BODY_CAPACITY: usize = 512;
+
+/// The body a message is logged with: a change whose channels, names and key
+/// scope follow from its resource ([`Change`]) without them, any other message
+/// whole, as the bus carries it.
+fn encode(message: &BusMessage) -> serde_json::Result<String> {
+    let mut body = Vec::with_capacity(BODY_CAPACITY);
+    let change = match message {
+        BusMessage::Event(event) => change_of(event).map(|change| (event, change)),
+        _ => None,
+    };
+    match change {
+        Some((event, (resource, action))) => {
+            serde_json::to_writer(
+                &mut body,
+                &ChangeOut {
+                    kind: CHANGE_KIND,
+                    resource,
+                    action,
+                    id: &event.id,
+                    timestamp: event.timestamp,
+                    payload: &event.payload,
+                    previous: event.previous.as_ref(),
+                    read_roles: &event.read_roles,
+                    previous_read_roles: &event.previous_read_roles,
+                    cause: event.cause.as_ref(),
+                },
+            )?;
+        }
+        None => serde_json::to_writer(&mut body, message)?,
+    }
+    // serde_json writes UTF-8 only.
+    Ok(String::from_utf8(body).unwrap_or_default())
+}
+
+/// The `kind` of a body holding a change without what follows from its resource;
+/// every other body is a whole [`BusMessage`], whose kinds are others.
+const CHANGE_KIND: &str = "change";
+/// How such a body begins (serde writes a struct's fields in their order).
+const CHANGE_START: &str = "{\"kind\":\"change\",";
+
+/// A change to a resource as the log stores it, written by [`encode`]. Its
+/// channels are the resource's kind, its parent and itself; its names are
+/// `<resource>.<action>` and then the same with the resource's ids replaced by
+/// `*` one more at a time from the right; its key scope is `<kind>.read`; its
+/// project is the log row's. Document events are such changes
+/// (`databases.D.collections.C.documents.I`: channels `documents`,
+/// `databases.D.collections.C.documents` and the resource, four names), and
+/// leaving out what follows halves their rows. A change only goes in this form
+/// when decoding it gives back exactly what was written ([`change_of`]).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ChangeOut<'a> {
+    kind: &'static str,
+    resource: &'a str,
+    action: &'a str,
+    id: &'a str,
+    timestamp: i64,
+    payload: &'a serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous: Option<&'a serde_json::Value>,
+    read_roles: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    previous_read_roles: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cause: Option<&'a Cause>,
+}
+
+/// A [`ChangeOut`] read back.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChangeIn {
+    resource: String,
+    action: String,
+    id: String,
+    timestamp: i64,
+    payload: serde_json::Value,
+    #[serde(default)]
+    previous: Option<serde_json::Value>,
+    read_roles: Vec<String>,
+    #[serde(default)]
+    previous_read_roles: Vec<String>,
+    #[serde(default)]
+    cause: Option<Cause>,
+}
+
+impl ChangeIn {
+    fn into_event(self, project_id: &str) -> Event {
+        let kind = kind_of(&self.resource);
+        let ids = ids_in(&self.resource);
+        let events = (0..=ids)
+            .map(|wildcards| {
+                let mut name = String::with_capacity(self.resource.len() + self.action.len() + 1);
+                // Writing to a String cannot fail.
+                let _ = write_name(&mut name, &self.resource, wildcards, &self.action);
+                name
+            })
+            .collect();
+        let channels = vec![
+            kind.to_string(),
+            parent_of(&self.resource).to_string(),
+            self.resource.clone(),
+        ];
+        Event {
+            id: self.id,
+            project_id: project_id.to_string(),
+            events,
+            channels,
+            timestamp: self.timestamp,
+            payload: self.payload,
+            previous: self.previous,
+            position: 0,
+            read_roles: self.read_roles,
+            previous_read_roles: self.previous_read_roles,
+            key_scope: format!("{kind}.read"),
+            cause: self.cause,
+        }
+    }
+}
+
+/// The resource and action of `event` when it is a change that [`ChangeIn`]
+/// gives back exactly (its channels, names and key scope those its resource
+/// implies); none otherwise, and it is logged whole. Compares without
+/// allocating: it runs for every logged event.
+fn change_of(event: &Event) -> Option<(&str, &str)> {
+    let [kind, parent, resource] = event.channels.as_slice() else {
+        return None;
+    };
+    let segments = resource.split('.').count();
+    if segments < 2 || segments % 2 == 1 {
+        return None;
+    }
+    let action = event
+        .events
+        .first()?
+        .strip_prefix(resource.as_str())?
+        .strip_prefix('.')?;
+    let ids = ids_in(resource);
+    let same = event.events.len() == ids + 1
+        && kind == kind_of(resource)
+        && parent == parent_of(resource)
+        && event
+            .key_scope
+            .strip_prefix(kind.as_str())
+            .is_some_and(|rest| rest == ".read")
+        && event.events.iter().enumerate().all(|(wildcards, name)| {
+            writes(name, |out| write_name(out, resource, wildcards, action))
+        });
+    same.then_some((resource.as_str(), action))
+}
+
+/// How many ids a resource names: one per pair of segments (`teams.T`: one).
+fn ids_in(resource: &str) -> usize {
+    resource.split('.').count() / 2
+}
+
+/// The kind of a resource: the segment before its id (`documents`).
+fn kind_of(resource: &str) -> &str {
+    resource.rsplit('.').nth(1).unwrap_or_default()
+}
+
+/// The resource without its id: the channel of its kind's collection.
+fn parent_of(resource: &str) -> &str {
+    resource.rsplit_once('.').map_or("", |(parent, _)| parent)
+}
+
+/// Writes the name of `action` on `resource` with its last `wildcards` ids
+/// written `*` (`databases.D.collections.*.documents.*.create` for two).
+fn write_name(
+    out: &mut impl std::fmt::Write,
+    resource: &str,
+    wildcards: usize,
+    action: &str,
+) -> std::fmt::Result {
+    let kept = ids_in(resource).saturating_sub(wildcards);
+    for (n, segment) in resource.split('.').enumerate() {
+        if n > 0 {
+            out.write_char('.')?;
+        }
+        let wild = n % 2 == 1 && n / 2 >= kept;
+        out.write_str(if wild { "*" } else { segment })?;
+    }
+    out.write_char('.')?;
+    out.write_str(action)
+}
+
+/// Whether `write` writes exactly `expected`.
+fn writes(expected: &str, write: impl FnOnce(&mut Same<'_>) -> std::fmt::Result) -> bool {
+    let mut same = Same {
+        rest: expected,
+        same: true,
+    };
+    write(&mut same).is_ok() && same.same && same.rest.is_empty()
+}
+
+/// A writer that compares what it is given with a text, and keeps nothing.
+struct Same<'a> {
+    rest: &'a str,
+    same: bool,
+}
+
+impl std::fmt::Write for Same<'_> {
+    fn write_str(&mut self, piece: &str) -> std::fmt::Result {
+        match self.rest.strip_prefix(piece) {
+            Some(rest) if self.same => self.rest = rest,
+            _ => self.same = false,
+        }
+        Ok(())
+    }
 }
 
 /// The message of a logged entry: the one its writer carried along, else its
@@ -87,23 +308,29 @@ pub fn message_of(logged: Logged) -> Option<(i64, BusMessage)> {
         .and_then(|carried| carried.0.downcast::<BusMessage>().ok());
     let message = match carried {
         Some(message) => *message,
-        None => decode(&logged.body)?,
+        None => decode(&logged.project_id, &logged.body)?,
     };
     Some((logged.position, message))
 }
 
 /// The message of a logged entry's body, at its position.
 pub fn decode_at(logged: &Logged) -> Option<BusMessage> {
-    let mut message = decode(&logged.body)?;
+    let mut message = decode(&logged.project_id, &logged.body)?;
     if let BusMessage::Event(event) = &mut message {
         event.position = logged.position;
     }
     Some(message)
 }
 
-/// The message of a log entry's body.
-pub(super) fn decode(body: &str) -> Option<BusMessage> {
-    serde_json::from_str(body)
+/// The message of a log entry's body, logged under `project_id`: either form
+/// [`encode`] writes, and the whole messages every earlier version wrote.
+pub(super) fn decode(project_id: &str, body: &str) -> Option<BusMessage> {
+    let decoded = match body.starts_with(CHANGE_START) {
+        true => serde_json::from_str::<ChangeIn>(body)
+            .map(|change| BusMessage::Event(change.into_event(project_id))),
+        false => serde_json::from_str(body),
+    };
+    decoded
         .inspect_err(|err| tracing::warn!(error = %err, "skipping an undecodable log entry"))
         .ok()
 }
@@ -325,7 +552,7 @@ impl Relay {
             for logged in entries {
                 self.waiting
                     .entry(logged.position)
-                    .or_insert_with(|| decode(&logged.body));
+                    .or_insert_with(|| decode(&logged.project_id, &logged.body));
             }
             self.deliver_waiting();
             self.pass_old_gap();
@@ -386,7 +613,7 @@ impl Relay {
             Ok(found) => {
                 for logged in found {
                     self.late.remove(&logged.position);
-                    if let Some(message) = decode(&logged.body) {
+                    if let Some(message) = decode(&logged.project_id, &logged.body) {
                         self.deliver_late(logged.position, message);
                     }
                 }
@@ -450,7 +677,7 @@ pub const CONSUMER_HOLD: u32 = 2;
 async fn prune_below(db: &Db, before: i64, kept_above: i64) -> u64 {
     let mut pruned = 0;
     loop {
-        match event_log::prune(db.pool(), db.dialect(), before, kept_above, PRUNE_BATCH).await {
+        match event_log::prune(db.pool(), before, kept_above, PRUNE_BATCH).await {
             Ok(deleted) => {
                 pruned += deleted;
                 if (deleted as i64) < PRUNE_BATCH {
@@ -463,5 +690,190 @@ async fn prune_below(db: &Db, before: i64, kept_above: i64) -> u64 {
                 return pruned;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A document event as the databases service makes one.
+    fn document_event(id: &str, action: &str) -> Event {
+        let resource = format!("databases.db1.collections.posts.documents.{id}");
+        Event {
+            id: "evt1".into(),
+            project_id: "p1".into(),
+            events: vec![
+                format!("{resource}.{action}"),
+                format!("databases.db1.collections.posts.documents.*.{action}"),
+                format!("databases.db1.collections.*.documents.*.{action}"),
+                format!("databases.*.collections.*.documents.*.{action}"),
+            ],
+            channels: vec![
+                "documents".into(),
+                "databases.db1.collections.posts.documents".into(),
+                resource,
+            ],
+            timestamp: 1_700_000_000_123,
+            payload: serde_json::json!({"$id": id, "title": "hello", "views": 3}),
+            previous: None,
+            position: 0,
+            read_roles: vec!["any".into(), "user:u1".into()],
+            previous_read_roles: Vec::new(),
+            key_scope: "documents.read".into(),
+            cause: None,
+        }
+    }
+
+    fn logged(project_id: &str, body: String) -> Logged {
+        Logged {
+            position: 42,
+            project_id: project_id.into(),
+            body,
+            carried: None,
+        }
+    }
+
+    /// Every field of an event, for comparing one read back with the one written.
+    fn fields(message: &BusMessage) -> serde_json::Value {
+        serde_json::to_value(message).unwrap()
+    }
+
+    fn round_trip(message: BusMessage) -> (String, BusMessage) {
+        let project_id = match &message {
+            BusMessage::Event(event) => event.project_id.clone(),
+            _ => "p1".into(),
+        };
+        let body = encode(&message).unwrap();
+        let back = decode_at(&logged(&project_id, body.clone())).expect("decodes");
+        let mut expected = message;
+        if let BusMessage::Event(event) = &mut expected {
+            event.position = 42;
+        }
+        assert_eq!(fields(&back), fields(&expected), "read back from {body}");
+        (body, back)
+    }
+
+    #[test]
+    fn a_document_event_is_stored_without_what_its_resource_implies_and_reads_back_whole() {
+        let event = document_event("d1", "create");
+        let whole = serde_json::to_string(&BusMessage::Event(event.clone())).unwrap();
+        let (body, _) = round_trip(BusMessage::Event(event));
+        assert!(body.starts_with(CHANGE_START), "{body}");
+        for implied in ["events", "channels", "keyScope", "projectId", "previous"] {
+            assert!(
+                !body.contains(&format!("\"{implied}\"")),
+                "{implied} in {body}"
+            );
+        }
+        assert!(
+            body.len() * 3 < whole.len() * 2,
+            "{} bytes stored for {} whole",
+            body.len(),
+            whole.len()
+        );
+    }
+
+    #[test]
+    fn an_update_keeps_what_it_was_and_who_could_read_it_and_its_cause() {
+        let mut event = document_event("d1", "update");
+        event.previous = Some(serde_json::json!({"$id": "d1", "title": "before"}));
+        event.previous_read_roles = vec!["user:u2".into()];
+        event.cause = Some(Cause {
+            function_id: "f1".into(),
+            depth: 2,
+        });
+        let (body, _) = round_trip(BusMessage::Event(event));
+        assert!(body.starts_with(CHANGE_START), "{body}");
+    }
+
+    #[test]
+    fn events_whose_names_do_not_follow_their_resource_are_stored_whole() {
+        let mut membership = Event::change(
+            "p1",
+            "teams.t1.memberships.m1",
+            "teams.*.memberships.*",
+            "create",
+            serde_json::json!({"$id": "m1"}),
+        );
+        membership.channels = vec!["memberships".into(), "memberships.m1".into()];
+        membership.key_scope = "teams.read".into();
+        let mut detailed = document_event("d1", "update").detailed("title");
+        detailed.previous = Some(serde_json::json!({}));
+        // Ids with dots do not split into a resource's pairs.
+        let dotted = document_event("a.b", "create");
+        let mut other_scope = document_event("d1", "delete");
+        other_scope.key_scope = "documents.write".into();
+        let mut extra_channel = document_event("d1", "create");
+        extra_channel.channels.push("elsewhere".into());
+        for event in [membership, detailed, dotted, other_scope, extra_channel] {
+            let (body, _) = round_trip(BusMessage::Event(event));
+            assert!(body.starts_with(r#"{"kind":"event","#), "{body}");
+        }
+        for message in [
+            BusMessage::ProjectChanged {
+                project_id: "p1".into(),
+            },
+            BusMessage::UserChanged {
+                project_id: "p1".into(),
+                user_id: "u1".into(),
+            },
+        ] {
+            round_trip(message);
+        }
+    }
+
+    #[test]
+    fn a_change_of_one_resource_level_derives_its_two_names() {
+        let mut file = Event::change(
+            "p1",
+            "buckets.b1",
+            "buckets.*",
+            "create",
+            serde_json::json!({"$id": "b1"}),
+        );
+        file.channels = vec!["buckets".into(), "buckets".into(), "buckets.b1".into()];
+        file.key_scope = "buckets.read".into();
+        let (body, _) = round_trip(BusMessage::Event(file));
+        assert!(body.starts_with(CHANGE_START), "{body}");
+    }
+
+    #[test]
+    fn a_body_stored_whole_by_an_earlier_version_still_decodes() {
+        let body = r#"{"kind":"event","id":"evt0","projectId":"p1","events":["databases.db1.collections.posts.documents.d1.create","databases.db1.collections.posts.documents.*.create","databases.db1.collections.*.documents.*.create","databases.*.collections.*.documents.*.create"],"channels":["documents","databases.db1.collections.posts.documents","databases.db1.collections.posts.documents.d1"],"timestamp":1700000000123,"payload":{"$id":"d1","title":"hello"},"readRoles":["any"],"keyScope":"documents.read"}"#;
+        let Some(BusMessage::Event(event)) = decode_at(&logged("p1", body.into())) else {
+            panic!("not decoded");
+        };
+        assert_eq!(event.position, 42);
+        assert_eq!(event.id, "evt0");
+        assert_eq!(
+            event.events,
+            document_event("d1", "create").events,
+            "its names as stored"
+        );
+        assert_eq!(event.channels, document_event("d1", "create").channels);
+        assert_eq!(event.payload["title"], "hello");
+        // The project in its body, as it was written.
+        assert!(decode("elsewhere", body).is_some_and(|message| matches!(
+            message,
+            BusMessage::Event(event) if event.project_id == "p1"
+        )));
+    }
+
+    #[test]
+    fn no_message_of_the_bus_is_stored_under_the_kind_of_a_change() {
+        for message in [
+            BusMessage::Event(document_event("d1", "create")),
+            BusMessage::ProjectChanged {
+                project_id: "p1".into(),
+            },
+            BusMessage::AdminChanged {
+                email: "a@example.com".into(),
+            },
+        ] {
+            let whole = serde_json::to_string(&message).unwrap();
+            assert!(!whole.starts_with(CHANGE_START), "{whole}");
+        }
+        assert!(decode("p1", r#"{"kind":"change","resource":"x"}"#).is_none());
     }
 }

@@ -15,8 +15,6 @@
 
 use sqlx::{Any, AnyConnection, QueryBuilder, Row as _};
 
-use super::Dialect;
-
 /// An event to log: the project it belongs to and its body (JSON).
 #[derive(Debug)]
 pub struct Entry {
@@ -222,33 +220,40 @@ pub async fn in_ranges<'e>(
     rows.iter().map(logged).collect()
 }
 
-/// Deletes up to `limit` entries logged before `before` (milliseconds), oldest
-/// first, that are at or below `kept_above` (what the log's consumers have not
-/// handled stays); returns how many went. Bounded, so that no single statement
-/// holds locks for long; idempotent, so replicas may prune at the same time.
-pub async fn prune<'e>(
-    db: impl sqlx::Executor<'e, Database = Any>,
-    dialect: Dialect,
+/// Deletes the oldest entries, in position order, up to the first one logged at
+/// or after `before` (milliseconds) or above `kept_above` (what the log's
+/// consumers have not handled stays), looking at no more than `limit` of them;
+/// returns how many went. It walks the primary key from the oldest entry rather
+/// than an index on the time of logging: positions are taken at the time of
+/// logging, so the time rises with them (up to the clocks of the replicas, an
+/// entry further on may be a moment older), and one index less is one insert
+/// less for every logged event. Bounded, so that no single statement holds locks
+/// for long; idempotent, so replicas may prune at the same time.
+pub async fn prune(
+    pool: &sqlx::AnyPool,
     before: i64,
     kept_above: i64,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
-    let sql = match dialect {
-        Dialect::MySql => {
-            "DELETE FROM event_log WHERE created_at < ? AND position <= ? \
-             ORDER BY position LIMIT ?"
-        }
-        Dialect::Sqlite => {
-            "DELETE FROM event_log WHERE position IN \
-             (SELECT position FROM event_log WHERE created_at < ? AND position <= ? \
-              ORDER BY position LIMIT ?)"
-        }
+    let oldest: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT position, created_at FROM event_log WHERE position <= ? \
+         ORDER BY position LIMIT ?",
+    )
+    .bind(kept_above)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let Some(last) = oldest
+        .iter()
+        .take_while(|(_, logged_at)| *logged_at < before)
+        .last()
+        .map(|(position, _)| *position)
+    else {
+        return Ok(0);
     };
-    Ok(sqlx::query(sql)
-        .bind(before)
-        .bind(kept_above)
-        .bind(limit)
-        .execute(db)
+    Ok(sqlx::query("DELETE FROM event_log WHERE position <= ?")
+        .bind(last)
+        .execute(pool)
         .await?
         .rows_affected())
 }

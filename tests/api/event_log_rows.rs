@@ -1,0 +1,198 @@
+//! What the event log keeps of a change: a document event is stored without the
+//! channels, names and key scope its document's resource implies, and a
+//! subscription that replays it from the log receives it exactly as the live one
+//! did; rows stored whole, as before, still replay as they were written.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::event_log::counters;
+use crate::helpers::{TestApp, WAIT, WsClient, spawn_app};
+
+const DOCUMENT_EVENTS: &str = "events channels timestamp payload cursor";
+
+/// A subscriber to every document event of the project, after `cursor` if given.
+async fn document_subscriber(app: &TestApp, after: Option<&str>) -> WsClient {
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({"X-Nimbus-Key": app.admin_key}))
+        .await
+        .expect("ack");
+    ws.send(json!({"id": "documents", "type": "subscribe", "payload": {
+        "query": format!(
+            "subscription($after: String) {{ realtime(channels: [\"documents\"], after: $after) {{ {DOCUMENT_EVENTS} }} }}"
+        ),
+        "variables": {"after": after},
+    }}))
+    .await;
+    ws
+}
+
+/// The next document event on `ws` within `wait`, if one comes.
+async fn next_document_event(ws: &mut WsClient, wait: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let message = match tokio::time::timeout_at(deadline, ws.socket.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<Value>(&text).unwrap(),
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => panic!("the subscription ended: {other:?}"),
+            Err(_) => return None,
+        };
+        let event = &message["payload"]["data"]["realtime"];
+        if event.is_object() {
+            return Some(event.clone());
+        }
+        assert!(
+            message["type"] != "error" && message["payload"]["errors"].is_null(),
+            "the subscription failed: {message}"
+        );
+    }
+}
+
+async fn create_counter(app: &TestApp, id: &str, n: i64) {
+    app.admin(
+        "mutation($id: ID!, $n: Int) { createCounter(input: {id: $id, n: $n}) { id } }",
+        json!({"id": id, "n": n}),
+    )
+    .await
+    .ok();
+}
+
+/// Creates counters `warm-N` until `ws` hears of one; answers that event.
+async fn until_live(app: &TestApp, ws: &mut WsClient) -> Value {
+    let deadline = Instant::now() + WAIT;
+    for n in 0.. {
+        create_counter(app, &format!("warm-{n}"), n).await;
+        if let Some(event) = next_document_event(ws, Duration::from_millis(1500)).await {
+            // Drain what else the warm-up brought: the last event heard is the
+            // newest logged before the test goes on.
+            let mut last = event;
+            while let Some(event) = next_document_event(ws, Duration::from_millis(800)).await {
+                last = event;
+            }
+            return last;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the subscription never went live"
+        );
+    }
+    unreachable!()
+}
+
+async fn newest_body(app: &TestApp) -> String {
+    let pool = app.server.as_ref().unwrap().state().db.pool();
+    let row = sqlx::query("SELECT body FROM event_log ORDER BY position DESC LIMIT 1")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    nimbus::db::columns::text(&row, "body").unwrap()
+}
+
+#[tokio::test]
+async fn a_document_event_is_logged_without_what_its_resource_implies_and_replays_whole() {
+    let app = spawn_app().await;
+    counters(&app).await;
+    let mut live = document_subscriber(&app, None).await;
+    let before = until_live(&app, &mut live).await;
+    let cursor = before["cursor"].as_str().expect("a cursor").to_string();
+
+    create_counter(&app, "kept", 7).await;
+    let heard = next_document_event(&mut live, WAIT)
+        .await
+        .expect("the live event");
+    assert_eq!(heard["payload"]["$id"], "kept");
+    assert_eq!(
+        heard["events"],
+        json!([
+            "databases.log.collections.counters.documents.kept.create",
+            "databases.log.collections.counters.documents.*.create",
+            "databases.log.collections.*.documents.*.create",
+            "databases.*.collections.*.documents.*.create",
+        ])
+    );
+    assert_eq!(
+        heard["channels"],
+        json!([
+            "documents",
+            "databases.log.collections.counters.documents",
+            "databases.log.collections.counters.documents.kept",
+        ])
+    );
+
+    // The row holds the document, not its names and channels.
+    let body = newest_body(&app).await;
+    assert!(
+        body.starts_with(r#"{"kind":"change","resource":"databases.log.collections.counters.documents.kept","action":"create","#),
+        "stored as {body}"
+    );
+    for implied in [
+        "\"events\"",
+        "\"channels\"",
+        "\"keyScope\"",
+        "\"projectId\"",
+    ] {
+        assert!(!body.contains(implied), "{implied} is stored: {body}");
+    }
+
+    // Replayed from the log, it is the event the live subscriber received.
+    let mut resumed = document_subscriber(&app, Some(&cursor)).await;
+    let replayed = next_document_event(&mut resumed, WAIT)
+        .await
+        .expect("the replayed event");
+    assert_eq!(replayed, heard);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_row_stored_whole_before_still_replays_as_it_was_written() {
+    let app = spawn_app().await;
+    counters(&app).await;
+    let mut live = document_subscriber(&app, None).await;
+    let before = until_live(&app, &mut live).await;
+    let cursor = before["cursor"].as_str().expect("a cursor").to_string();
+
+    // A document event as every row held it before, its names and channels in it.
+    let whole = json!({
+        "kind": "event", "id": "evt-written-whole", "projectId": "default",
+        "events": [
+            "databases.log.collections.counters.documents.old.update",
+            "databases.log.collections.counters.documents.*.update",
+            "databases.log.collections.*.documents.*.update",
+            "databases.*.collections.*.documents.*.update",
+        ],
+        "channels": [
+            "documents",
+            "databases.log.collections.counters.documents",
+            "databases.log.collections.counters.documents.old",
+        ],
+        "timestamp": 1_700_000_000_000_i64,
+        "payload": {"$id": "old", "$collectionId": "counters", "$databaseId": "log", "n": 3},
+        "readRoles": ["any"], "keyScope": "documents.read"
+    });
+    let pool = app.server.as_ref().unwrap().state().db.pool();
+    sqlx::query("INSERT INTO event_log (project_id, created_at, body) VALUES ('default', ?, ?)")
+        .bind(1_700_000_000_000_i64)
+        .bind(whole.to_string())
+        .execute(pool)
+        .await
+        .unwrap();
+
+    let mut resumed = document_subscriber(&app, Some(&cursor)).await;
+    let replayed = next_document_event(&mut resumed, WAIT)
+        .await
+        .expect("the replayed event");
+    assert_eq!(replayed["payload"]["n"], 3);
+    assert_eq!(replayed["events"], whole["events"]);
+    assert_eq!(replayed["channels"], whole["channels"]);
+    assert!(
+        replayed["timestamp"]
+            .as_str()
+            .is_some_and(|at| at.starts_with("2023-11-14T22:13:20")),
+        "replayed at {}",
+        replayed["timestamp"]
+    );
+    app.shutdown().await;
+}
