@@ -299,8 +299,20 @@ pub struct BusHealth {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 enum Wire {
-    /// The message logged at `position`.
+    /// The message logged at `position`, whole: what earlier versions send, still
+    /// heard from them while replicas are upgraded one at a time.
+    #[allow(dead_code)]
     Logged { position: i64, message: BusMessage },
+    /// The entry logged at `position`, its body as the log holds it: the writer
+    /// sends the text it already encoded for the log (no second encoding, and a
+    /// document event without what its resource implies), and a replica reads
+    /// it as it would read the log ([`log::decode`]).
+    Entry {
+        position: i64,
+        #[serde(rename = "projectId")]
+        project_id: String,
+        body: String,
+    },
     /// A presence change, and the replica that sent it: a replica has told its
     /// own subscribers already and skips its own.
     Presence {
@@ -405,24 +417,38 @@ impl Bus {
         if logged.is_empty() {
             return;
         }
-        let messages: Vec<(i64, BusMessage)> =
-            logged.into_iter().filter_map(log::message_of).collect();
+        // The other replicas are told with the bodies as logged.
+        let mut wires = Vec::new();
+        let messages: Vec<(i64, BusMessage)> = logged
+            .into_iter()
+            .filter_map(|mut logged| {
+                if self.redis.is_some() {
+                    // The body is only decoded when no message was carried along.
+                    let body = match logged.carried.is_some() {
+                        true => std::mem::take(&mut logged.body),
+                        false => logged.body.clone(),
+                    };
+                    wires.push(Wire::Entry {
+                        position: logged.position,
+                        project_id: logged.project_id.clone(),
+                        body,
+                    });
+                }
+                log::message_of(logged)
+            })
+            .collect();
         if let Some(watch) = self.watch.get() {
             for (_, message) in &messages {
                 watch.committed(message);
             }
         }
+        for (position, message) in messages {
+            self.relay.offer(position, message);
+        }
         let Some(redis) = &self.redis else {
-            for (position, message) in messages {
-                self.relay.offer(position, message);
-            }
             return;
         };
-        for (position, message) in &messages {
-            self.relay.offer(*position, message.clone());
-        }
-        for (position, message) in messages {
-            let wire = Wire::Logged { position, message };
+        for wire in wires {
             if let Err(err) = redis.publish(&wire).await {
                 metrics::counter!("nimbus_bus_publish_failures_total").increment(1);
                 tracing::warn!(error = %err, "bus notification failed; replicas read it from the event log");
@@ -587,6 +613,33 @@ mod tests {
             panic!("not a presence: {unnamed}");
         };
         assert_eq!(origin, "");
+    }
+
+    #[test]
+    fn an_entry_notice_is_read_as_the_log_reads_its_body() {
+        let entry = log::entry(BusMessage::ProjectChanged {
+            project_id: "p".into(),
+        })
+        .unwrap();
+        let wire = Wire::Entry {
+            position: 9,
+            project_id: entry.project_id,
+            body: entry.body,
+        };
+        let text = serde_json::to_string(&wire).unwrap();
+        let Wire::Entry {
+            position,
+            project_id,
+            body,
+        } = serde_json::from_str(&text).unwrap()
+        else {
+            panic!("not an entry notice: {text}");
+        };
+        assert_eq!(position, 9);
+        let message = log::decode(&project_id, &body);
+        assert!(
+            matches!(message, Some(BusMessage::ProjectChanged { project_id }) if project_id == "p")
+        );
     }
 
     #[test]

@@ -179,6 +179,15 @@ async fn listen(
                 let mut messages = connection.into_on_message();
                 while let Some(msg) = messages.next().await {
                     match serde_json::from_slice::<Wire>(msg.get_payload_bytes()) {
+                        Ok(Wire::Entry {
+                            position,
+                            project_id,
+                            body,
+                        }) => {
+                            if let Some(message) = super::log::decode(&project_id, &body) {
+                                relay.offer(position, message);
+                            }
+                        }
                         Ok(Wire::Logged { position, message }) => relay.offer(position, message),
                         // This replica's own were told here when sent.
                         Ok(Wire::Presence { origin: from, .. }) if from == origin => {}
