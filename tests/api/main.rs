@@ -34,6 +34,7 @@ mod observability;
 mod owner_lists;
 mod presence_outage;
 mod projects;
+mod reader_twins;
 mod realtime;
 mod realtime_recovery;
 mod resolved_query;

@@ -244,6 +244,33 @@ pub async fn list_collections(
         .collect()
 }
 
+/// The collections whose table may lack the twin indexes its metadata calls
+/// for (`reader_twins = 0`, ADR 0022), by table.
+pub async fn collections_awaiting_twins(
+    conn: &mut sqlx::AnyConnection,
+) -> Result<Vec<Collection>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {COLLECTION_COLUMNS} FROM db_collections WHERE reader_twins = 0 ORDER BY table_name"
+    ))
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(collection_from)
+    .collect()
+}
+
+/// Marks the collection of `table` as having the twins its metadata calls for.
+pub async fn mark_twins_made<'e>(
+    db: impl Executor<'e, Database = Any>,
+    table: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE db_collections SET reader_twins = 1 WHERE table_name = ?")
+        .bind(table)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
 pub async fn delete_collection<'e>(
     db: impl Executor<'e, Database = Any>,
     project_id: &str,
