@@ -167,7 +167,7 @@ async fn twins_follow_indexes_and_document_security_while_lists_stay_the_same() 
         ann_notes.push((views, note(&app, &ann, title, views).await));
     }
     let bob_note = note(&app, &bob, "d", 7).await;
-    ann_notes.sort_by(|a, b| b.0.cmp(&a.0));
+    ann_notes.sort_by_key(|(views, _)| std::cmp::Reverse(*views));
     let ann_list: Vec<String> = ann_notes.iter().map(|(_, id)| id.clone()).collect();
     let check = |ann_expected: Vec<String>, bob_expected: Vec<String>| {
         let app = &app;
@@ -432,5 +432,63 @@ async fn a_collection_made_before_twins_gets_them_at_the_next_start() {
         .unwrap();
     assert_eq!(marks, [1]);
     assert_eq!(listed(&app, &ann).await, (vec![two, one], 2));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_index_cannot_take_the_name_of_a_relationships_own_index() {
+    let app = spawn_app().await;
+    app.admin(
+        "mutation { createDatabase(input: {id: \"app\", name: \"App\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    for id in ["people", "books"] {
+        app.admin(
+            CREATE_COLLECTION,
+            json!({"input": {"databaseId": "app", "id": id, "name": id,
+                "documentSecurity": true,
+                "permissions": ["read(\"any\")"],
+                "attributes": [{"key": "name", "type": "STRING", "size": 10}]}}),
+        )
+        .await
+        .ok();
+    }
+    let relate = |key: &str| {
+        format!(
+            "mutation {{ createRelationship(input: {{databaseId: \"app\", collectionId: \"books\", relatedCollectionId: \"people\", key: \"{key}\", type: MANY_TO_ONE}}) {{ relationships {{ key }} }} }}"
+        )
+    };
+    app.admin(&relate("author"), json!({})).await.ok();
+    for key in ["ref_author", "REF_Author"] {
+        let taken = create_index(
+            &app,
+            "books",
+            json!({"key": key, "type": "KEY", "attributes": ["name"]}),
+        )
+        .await;
+        assert_eq!(taken.code(), "INDEX_INVALID", "{:#}", taken.body);
+    }
+    // The other way round: the index first.
+    create_index(
+        &app,
+        "books",
+        json!({"key": "ref_editor", "type": "KEY", "attributes": ["name"]}),
+    )
+    .await
+    .ok();
+    let refused = app.admin(&relate("editor"), json!({})).await;
+    assert_eq!(refused.code(), "ATTRIBUTE_INVALID", "{:#}", refused.body);
+    // Nothing was left half made: the collection takes other names.
+    let data = app.admin(&relate("editor2"), json!({})).await.ok();
+    let keys: Vec<&str> = data["createRelationship"]["relationships"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["author", "editor2"]);
+    assert_eq!(twins(&app, "books").await, ["reader", "ref_editor"]);
     app.shutdown().await;
 }

@@ -564,6 +564,35 @@ fn check_key_room(indexes: &[Index], relationships: &[Relationship]) -> AppResul
     Ok(())
 }
 
+/// Refuses an index whose key is that of a relationship's reference index
+/// (`ref_<key>`, [`reference_index`]): both would take one name in the
+/// database, and the second `CREATE INDEX` would fail there rather than here.
+fn check_reference_names(
+    indexes: &[Index],
+    relationships: &[Relationship],
+    code: &'static str,
+    field: &str,
+) -> AppResult<()> {
+    for relationship in relationships.iter().filter(|r| r.junction.is_none()) {
+        let reference = reference_index(relationship).key;
+        if let Some(index) = indexes
+            .iter()
+            .find(|i| i.key.eq_ignore_ascii_case(&reference))
+        {
+            return Err(AppError::Invalid {
+                code,
+                field: field.into(),
+                reason: format!(
+                    "the index `{}` and the relationship `{}` would share a name: \
+                     `{reference}` is the relationship's own index",
+                    index.key, relationship.key
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The index that makes following a reference back cheap (unique for one-to-one).
 fn reference_index(relationship: &Relationship) -> Index {
     Index {
@@ -680,6 +709,12 @@ pub async fn create_relationship(
     let mut with_reference = holder.relationships.clone();
     with_reference.push(relationship.clone());
     check_key_room(&holder.indexes, &with_reference)?;
+    check_reference_names(
+        &holder.indexes,
+        &with_reference,
+        codes::ATTRIBUTE_INVALID,
+        "key",
+    )?;
     let columns = holder.columns();
     let mut statements =
         ddl::add_column_sql(dialect, &holder.table, &columns, &relationship.column())
@@ -814,6 +849,12 @@ pub async fn create_index(
     let before = collection.clone();
     collection.indexes.push(index);
     check_unique_index_keys(&collection.indexes)?;
+    check_reference_names(
+        &collection.indexes,
+        &collection.relationships,
+        codes::INDEX_INVALID,
+        "index",
+    )?;
     check_key_room(&collection.indexes, &collection.relationships)?;
     apply_update(state, &before, &mut collection, &statements, &undo, parts).await?;
     Ok(collection)
