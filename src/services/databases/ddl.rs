@@ -20,7 +20,8 @@
 //! Index names: SQLite's are global to the database and MariaDB's are per table
 //! but at most 64 characters. So SQLite gets `i_<table>__<key>` (the table name
 //! has no `__`, so the name is unique) and MariaDB `i_<key>`. The indexes the
-//! system needs are `s_…`.
+//! system needs are `s_…`; the twins led by the sole reader ([`reader_twins`])
+//! are `r_…` in place of their index's `i_…`.
 
 use std::collections::HashSet;
 

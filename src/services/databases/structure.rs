@@ -1,9 +1,10 @@
 //! Changing the structure of a project's data (API keys with `databases.write`):
 //! databases, collections, attributes and indexes. Each change validates first,
-//! then runs its DDL and writes the metadata so that a failure leaves the
-//! collection as it was: on SQLite both happen in one transaction; on MariaDB,
-//! where DDL commits by itself, a failed metadata write undoes the DDL. The
-//! project's schema is rebuilt on every replica afterwards.
+//! then runs its DDL (with the twin indexes it drops and makes, ADR 0022) and
+//! writes the metadata so that a failure leaves the collection as it was: on
+//! SQLite both happen in one transaction; on MariaDB, where DDL commits by
+//! itself, a failed metadata write undoes the DDL. The project's schema is
+//! rebuilt on every replica afterwards.
 
 use std::collections::HashSet;
 
