@@ -2678,9 +2678,13 @@ mod tests {
                 "CREATE INDEX r_id ON c_1 (nimbus_reader, id)",
             ]
             .map(String::from),
+            // The index declared `(published, views DESC)`: MariaDB keeps the
+            // declared orders in its keys and in its twin's, and then reads a
+            // page of the twin for a list in that order instead of sorting the
+            // reader's range (ADR 0022).
             SqlDialect::MySql => [
-                "CREATE INDEX i_pv ON c_1 (a_published, a_views)",
-                "CREATE INDEX r_pv ON c_1 (nimbus_reader, a_published, a_views, id)",
+                "CREATE INDEX i_pv ON c_1 (a_published, a_views DESC)",
+                "CREATE INDEX r_pv ON c_1 (nimbus_reader, a_published, a_views DESC, id)",
                 "CREATE INDEX r_id ON c_1 (nimbus_reader, id)",
             ]
             .map(String::from),
@@ -2877,7 +2881,16 @@ mod tests {
         let (page, total) = explained(&db).await;
         let roles = RoleSet::for_user("u1", false, &[], &[]).len();
         assert_eq!(lines_with(&page, "key=r_pv"), roles, "{page:#?}");
-        assert_eq!(lines_with(&total, "key=r_pv"), 1, "{total:#?}");
+        // In the index's order: each branch reads a page of it, no sort.
+        assert!(
+            page.iter()
+                .filter(|line| line.contains("key=r_pv"))
+                .all(|line| !line.contains("filesort")),
+            "{page:#?}"
+        );
+        // The range count, and the shared documents' lookups, which find the
+        // documents without a sole reader there too.
+        assert!(lines_with(&total, "key=r_pv") >= 1, "{total:#?}");
         db.close().await;
     }
 }
