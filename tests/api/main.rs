@@ -50,6 +50,7 @@ mod security_resources;
 mod security_sockets;
 mod security_uploads;
 mod smtp_server;
+mod sole_reader_plans;
 mod statements;
 mod storage;
 mod teams;

@@ -29,7 +29,7 @@ struct World {
     posts: Vec<Post>,
 }
 
-async fn user_id(app: &TestApp, secret: &str) -> String {
+pub(crate) async fn user_id(app: &TestApp, secret: &str) -> String {
     app.as_session(secret, "{ account { id } }", json!({}))
         .await
         .ok()["account"]["id"]
@@ -58,7 +58,7 @@ async fn create_posts(app: &TestApp, posts: &[Post]) {
 }
 
 /// The `posts` collection of [`world`], without its documents.
-async fn world_collection(app: &TestApp) {
+pub(crate) async fn world_collection(app: &TestApp) {
     app.admin(
         "mutation { createDatabase(input: {id: \"app\", name: \"App\"}) { id } }",
         json!({}),
@@ -181,7 +181,12 @@ fn expected(world: &World, roles: &[String]) -> Vec<String> {
 }
 
 /// Sends `query` as `secret`, or as a guest without one.
-async fn ask(app: &TestApp, secret: Option<&str>, query: &str, variables: Value) -> Value {
+pub(crate) async fn ask(
+    app: &TestApp,
+    secret: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> Value {
     match secret {
         Some(secret) => app.as_session(secret, query, variables).await.ok(),
         None => app
@@ -679,7 +684,7 @@ fn sole_reader_of(permissions: &[Value]) -> Option<String> {
 }
 
 /// The physical table of the `posts` collection.
-async fn posts_table(app: &TestApp) -> String {
+pub(crate) async fn posts_table(app: &TestApp) -> String {
     let pool = app.server.as_ref().unwrap().state().db.pool();
     sqlx::query_scalar("SELECT table_name FROM db_collections WHERE id = 'posts'")
         .fetch_one(pool)
@@ -690,7 +695,7 @@ async fn posts_table(app: &TestApp) -> String {
 /// Every post's stored sole reader and its grants' `sole` marks agree with its
 /// permissions as the API shows them (the side table's truth); answers how many
 /// posts there are.
-async fn check_sole_readers(app: &TestApp) -> usize {
+pub(crate) async fn check_sole_readers(app: &TestApp) -> usize {
     let data = app
         .admin(
             "{ posts(first: 1000) { nodes { id permissions } } }",

@@ -272,6 +272,8 @@ pub async fn create_collection(
         version: 1,
         created_at: now,
         updated_at: now,
+        // Its table is made with the sole-reader column and marks.
+        readers_ready: true,
     };
     let undo = ddl::drop_table_sql(dialect, &collection.table).map_err(ddl_error)?;
     let (statements, undo) = with_twins(dialect, None, &collection, &statements, &undo)?;
