@@ -658,3 +658,117 @@ async fn records_queued_behind_their_response_never_outlive_their_function() {
     assert!(written, "a record of the function as it is was not written");
     app.shutdown().await;
 }
+
+const MEMBERSHIPS: &str = "{ memberships(teamId: \"band\") { id userId email confirmed roles } }";
+
+/// The next realtime event `ws` hears, within [`WAIT`]: its first name and payload.
+async fn next_event(ws: &mut WsClient) -> (String, Value) {
+    loop {
+        let message = tokio::time::timeout(WAIT, ws.next_json())
+            .await
+            .expect("an event in time")
+            .expect("the socket stays open");
+        let event = &message["payload"]["data"]["realtime"];
+        if message["type"] == "next" {
+            return (
+                event["events"][0].as_str().unwrap_or_default().to_string(),
+                event["payload"].clone(),
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_invited_address_is_shown_to_the_teams_owners_and_servers_only() {
+    let smtp = crate::smtp_server::TestSmtp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(dir.path()).await;
+    config.smtp_url = Some(smtp.url.clone());
+    let app = crate::helpers::spawn_with(config, dir).await;
+    let owner = app.signed_in("olga@example.com").await;
+    app.as_session(
+        &owner,
+        "mutation { createTeam(input: {id: \"band\", name: \"The Band\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let member = app.signed_in("mia@example.com").await;
+    let mia = who(&app, &member).await.ok()["account"]["id"].clone();
+    app.admin(
+        "mutation($u: ID!) { createMembership(input: {teamId: \"band\", userId: $u, roles: [\"drums\"]}) { confirmed } }",
+        json!({"u": mia}),
+    )
+    .await
+    .ok();
+    // Mia listens to the team's memberships, live once she hears a team change.
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({"Authorization": format!("Bearer {member}")}))
+        .await
+        .expect("ack");
+    ws.subscribe(
+        "m",
+        "subscription { realtime(channels: [\"teams\", \"memberships\"]) { events payload } }",
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        app.as_session(
+            &owner,
+            "mutation { updateTeamName(input: {id: \"band\", name: \"The Band\"}) { id } }",
+            json!({}),
+        )
+        .await
+        .ok();
+        if ws.socket_next_within_short_time().await.is_some() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no team event");
+    }
+    while ws.socket_next_within_short_time().await.is_some() {}
+
+    let invited = app
+        .as_session(
+            &owner,
+            "mutation { createMembership(input: {teamId: \"band\", email: \"nico@example.com\", roles: [\"bass\"], url: \"http://localhost/join\"}) { id email } }",
+            json!({}),
+        )
+        .await
+        .ok()["createMembership"]
+        .clone();
+    assert_eq!(invited["email"], "nico@example.com");
+    let pending = |list: &Value| {
+        list["memberships"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == invited["id"])
+            .cloned()
+            .expect("the invitation is listed")
+    };
+    let seen_by_member = app.as_session(&member, MEMBERSHIPS, json!({})).await.ok();
+    let row = pending(&seen_by_member);
+    assert_eq!(
+        (&row["email"], &row["userId"]),
+        (&Value::Null, &Value::Null)
+    );
+    assert_eq!(row["confirmed"], false);
+    let seen_by_owner = app.as_session(&owner, MEMBERSHIPS, json!({})).await.ok();
+    assert_eq!(pending(&seen_by_owner)["email"], "nico@example.com");
+    let seen_by_server = app.admin(MEMBERSHIPS, json!({})).await.ok();
+    assert_eq!(pending(&seen_by_server)["email"], "nico@example.com");
+
+    // Nor does Mia hear of it: the next event she hears is the team's change that
+    // came after the invitation.
+    app.as_session(
+        &owner,
+        "mutation { updateTeamName(input: {id: \"band\", name: \"After\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let (name, payload) = next_event(&mut ws).await;
+    assert!(name.starts_with("teams.band.update"), "{name}: {payload}");
+    assert!(!payload.to_string().contains("nico@"), "{payload}");
+    app.shutdown().await;
+}

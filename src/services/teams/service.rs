@@ -55,9 +55,15 @@ fn membership_event(membership: &Membership, action: &str) -> BusMessage {
             format!("memberships.{}", membership.id),
             format!("teams.{}", membership.team_id),
         ],
-        read_roles: std::iter::once(format!("team:{}", membership.team_id))
-            .chain(membership.user_id.iter().map(|u| format!("user:{u}")))
-            .collect(),
+        // An invitation by email carries its address: only the team's owners hear
+        // of it, as only they see it in `memberships`.
+        read_roles: std::iter::once(if membership.email.is_some() {
+            format!("team:{}/{OWNER}", membership.team_id)
+        } else {
+            format!("team:{}", membership.team_id)
+        })
+        .chain(membership.user_id.iter().map(|u| format!("user:{u}")))
+        .collect(),
         key_scope: TeamsRead::NAME.into(),
         ..crate::bus::Event::change(
             &membership.project_id,
@@ -309,9 +315,22 @@ pub async fn list_memberships(
     actor: &Actor<'_, TeamsRead>,
     team_id: &str,
 ) -> AppResult<Vec<Membership>> {
-    let (team, _) = visible_team(state, actor, team_id).await?;
+    let (team, mine) = visible_team(state, actor, team_id).await?;
     let rows = store::list_memberships(state.db.pool(), &team.project_id, &team.id).await?;
-    Ok(rows.into_iter().map(Membership::from).collect())
+    // The address of an invitation by email is the invitee's, not the team's: only
+    // owners (who invite) and servers see it; other members see that an invitation
+    // waits, not to whom.
+    let shows_addresses = mine.is_none_or(|m| m.roles.iter().any(|r| r == OWNER));
+    Ok(rows
+        .into_iter()
+        .map(Membership::from)
+        .map(|mut membership| {
+            if !shows_addresses {
+                membership.email = None;
+            }
+            membership
+        })
+        .collect())
 }
 
 /// A request to add someone to a team.
