@@ -772,3 +772,53 @@ async fn an_invited_address_is_shown_to_the_teams_owners_and_servers_only() {
     assert!(!payload.to_string().contains("nico@"), "{payload}");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_server_adding_a_new_address_makes_its_user_with_the_membership_once() {
+    let app = spawn_app().await;
+    for team in ["reds", "blues"] {
+        app.admin(
+            "mutation($t: ID!) { createTeam(input: {id: $t, name: $t}) { id } }",
+            json!({"t": team}),
+        )
+        .await
+        .ok();
+    }
+    let add = |team: &'static str| {
+        app.admin(
+            "mutation($t: ID!) { createMembership(input: {teamId: $t, email: \"Nia@Example.com\", name: \"Nia\", roles: [\"fan\"]}) { userId confirmed } }",
+            json!({"t": team}),
+        )
+    };
+    // The same new address added to two teams at once: one user, in both.
+    let (reds, blues) = tokio::join!(add("reds"), add("blues"));
+    let (reds, blues) = (reds.ok(), blues.ok());
+    assert_eq!(reds["createMembership"]["confirmed"], true);
+    assert_eq!(
+        reds["createMembership"]["userId"],
+        blues["createMembership"]["userId"]
+    );
+    let users = app
+        .admin(
+            "{ users { totalCount nodes { id email name } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(users["users"]["totalCount"], 1, "{users}");
+    assert_eq!(
+        users["users"]["nodes"][0],
+        json!({"id": reds["createMembership"]["userId"], "email": "nia@example.com", "name": "Nia"})
+    );
+    // A refused membership creates no user.
+    let refused = app
+        .admin(
+            "mutation { createMembership(input: {teamId: \"nope\", email: \"ghost@example.com\", roles: [\"fan\"]}) { userId } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(refused.code(), "TEAM_NOT_FOUND");
+    let users = app.admin("{ users { totalCount } }", json!({})).await.ok();
+    assert_eq!(users["users"]["totalCount"], 1);
+    app.shutdown().await;
+}

@@ -835,8 +835,21 @@ pub(crate) async fn insert_passwordless_user(
     name: &str,
     email_verified: bool,
 ) -> AppResult<User> {
+    let user = passwordless_user(project_id, email, name, email_verified);
+    insert_user_in(tx, &user).await?;
+    Ok(user)
+}
+
+/// A new user without a password, not yet written ([`insert_user_in`]): for a
+/// change that must know the user's id before its transaction begins.
+pub(crate) fn passwordless_user(
+    project_id: &str,
+    email: Option<&str>,
+    name: &str,
+    email_verified: bool,
+) -> User {
     let now = now_millis();
-    let user = User {
+    User {
         project_id: project_id.to_string(),
         id: ids::generate(),
         name: name.to_string(),
@@ -853,14 +866,26 @@ pub(crate) async fn insert_passwordless_user(
         mfa: false,
         created_at: now,
         updated_at: now,
-    };
-    claimed_ids::claim(&mut **tx, project_id, claimed_ids::Kind::User, &user.id)
+    }
+}
+
+/// Writes `user` (from [`passwordless_user`]) inside the caller's transaction; a
+/// clash on its email is a `Conflict` on the user.
+pub(crate) async fn insert_user_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    user: &User,
+) -> AppResult<()> {
+    claimed_ids::claim(
+        &mut **tx,
+        &user.project_id,
+        claimed_ids::Kind::User,
+        &user.id,
+    )
+    .await
+    .conflict_as("user", &user.id)?;
+    store::insert_user(&mut **tx, user)
         .await
-        .conflict_as("user", &user.id)?;
-    store::insert_user(&mut **tx, &user)
-        .await
-        .conflict_as("user", email.unwrap_or(&user.id))?;
-    Ok(user)
+        .conflict_as("user", user.email.as_deref().unwrap_or(&user.id))
 }
 
 // ---- server side (API keys with users.* scopes) ----
