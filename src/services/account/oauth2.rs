@@ -878,18 +878,16 @@ async fn user_for_profile(
     // Rounds: a claim of an unverified account, then a clash, each send it round
     // once more; a third round meets neither.
     for _ in 0..3 {
-        match link_profile(
+        let linked = link_profile(
             state,
             project_id,
             provider,
             profile,
             email.as_deref(),
             &name,
-        )
-        .await?
-        {
-            Linked::User(user) => return Ok(user),
-            Linked::Again => {}
+        );
+        if let Some(user) = linked.await? {
+            return Ok(user);
         }
     }
     Err(AppError::Conflict {
@@ -898,13 +896,8 @@ async fn user_for_profile(
     })
 }
 
-/// What one round of [`user_for_profile`] came to.
-enum Linked {
-    User(User),
-    /// Changed something or lost a race: look again.
-    Again,
-}
-
+/// One round of [`user_for_profile`]: the user, or `None` when it changed
+/// something (a claim) or lost a race, and the next round looks again.
 async fn link_profile(
     state: &AppState,
     project_id: &str,
@@ -912,16 +905,16 @@ async fn link_profile(
     profile: &Profile,
     email: Option<&str>,
     name: &str,
-) -> AppResult<Linked> {
+) -> AppResult<Option<User>> {
     // On SQLite this takes the write lock at once, so rounds never interleave; on
     // MariaDB a concurrent round shows up as a unique-key clash.
     let mut tx = state.db.begin_write().await?;
     if let Some(identity) =
-        store::find_identity(&mut *tx, project_id, provider, &profile.subject).await?
+        store::find_identity(&mut tx, project_id, provider, &profile.subject).await?
     {
         return users_store::find_user(&mut *tx, project_id, &identity.user_id)
             .await?
-            .map(|row| Linked::User(row.to_user()))
+            .map(|row| Some(row.to_user()))
             .ok_or(AppError::InvalidCredentials);
     }
     let existing = match email {
@@ -947,7 +940,7 @@ async fn link_profile(
         Some(user) if !user.email_verified => {
             drop(tx);
             with_proven_mailbox(state, project_id, user).await?;
-            return Ok(Linked::Again);
+            return Ok(None);
         }
         Some(user) => user,
         None => {
@@ -959,7 +952,7 @@ async fn link_profile(
                     messages.push(user_created(&user));
                     user
                 }
-                Err(AppError::Conflict { .. }) => return Ok(Linked::Again),
+                Err(AppError::Conflict { .. }) => return Ok(None),
                 Err(err) => return Err(err),
             }
         }
@@ -980,12 +973,12 @@ async fn link_profile(
         .conflict_as("identity", &profile.subject)
     {
         Ok(()) => {}
-        Err(AppError::Conflict { .. }) => return Ok(Linked::Again),
+        Err(AppError::Conflict { .. }) => return Ok(None),
         Err(err) => return Err(err),
     }
     messages.push(identity_event(&identity, "create"));
     commit_logged(state, tx, messages).await?;
-    Ok(Linked::User(user))
+    Ok(Some(user))
 }
 
 /// `users.U.identities.I.<action>` of `identity`. The payload is the identity as
