@@ -55,6 +55,7 @@ mod statements;
 mod storage;
 mod teams;
 mod transport;
+mod trust_parity;
 mod upload_speed_paths;
 mod uploads_fast;
 mod usage;

@@ -264,11 +264,20 @@ pub struct Runtime {
     fetch: crate::outbound::GuardedClient,
 }
 
+/// A sync execution's record waiting to be written behind its response, with
+/// the creation time of the function it ran as: that tells the function from a
+/// later one of the same id, so a record that outlived its function's deletion is
+/// not written ([`store::insert_execution_of`]).
+pub(crate) struct QueuedRecord {
+    pub execution: Execution,
+    pub function_created_at: i64,
+}
+
 /// The queue of sync execution records written behind their responses
 /// ([`service::record_forever`]), while its writer runs.
 struct Records {
-    sender: tokio::sync::mpsc::Sender<Box<Execution>>,
-    receiver: Mutex<Option<tokio::sync::mpsc::Receiver<Box<Execution>>>>,
+    sender: tokio::sync::mpsc::Sender<Box<QueuedRecord>>,
+    receiver: Mutex<Option<tokio::sync::mpsc::Receiver<Box<QueuedRecord>>>>,
     writing: std::sync::atomic::AtomicBool,
 }
 
@@ -379,7 +388,10 @@ impl Runtime {
 
     /// Queues a sync execution's record for the writer; hands it back when there is
     /// no writer or its queue is full (the caller writes it then).
-    pub(crate) fn record_later(&self, execution: Box<Execution>) -> Result<(), Box<Execution>> {
+    pub(crate) fn record_later(
+        &self,
+        execution: Box<QueuedRecord>,
+    ) -> Result<(), Box<QueuedRecord>> {
         if !self
             .records
             .writing
@@ -397,7 +409,7 @@ impl Runtime {
     }
 
     /// The queue of records to write, for the one writer; `None` after the first.
-    pub(crate) fn take_records(&self) -> Option<tokio::sync::mpsc::Receiver<Box<Execution>>> {
+    pub(crate) fn take_records(&self) -> Option<tokio::sync::mpsc::Receiver<Box<QueuedRecord>>> {
         let receiver = self
             .records
             .receiver

@@ -430,6 +430,9 @@ pub async fn delete(
     if !store::delete(&mut *tx, grant.project(), id).await? {
         return Err(not_found(id));
     }
+    // In the delete's transaction: a record written behind its response either
+    // committed before (and goes here) or finds the function gone.
+    store::delete_executions_of(&mut *tx, grant.project(), id).await?;
     log::commit(&state.bus, tx, vec![function_event(&function, "delete")]).await?;
     state.functions.function_changed(grant.project(), Some(id));
     if let Some(deployment) = &function.deployment_id {
@@ -440,7 +443,6 @@ pub async fn delete(
         // The schedule's next tick finds the function gone and removes it then.
         tracing::warn!(error = %err, "cannot remove a deleted function's schedule");
     }
-    store::delete_executions_of(state.db.pool(), grant.project(), id).await?;
     Ok(function)
 }
 
@@ -1265,16 +1267,30 @@ pub async fn execute_now(
     kept.response_body.truncate(KEPT_RESPONSE_BYTES);
     // Over plain HTTP the record is written behind the response (ADR 24); a
     // `createExecution` caller may ask for it by id at once, so it is written first.
-    let kept = match trigger {
-        Trigger::Http => match state.functions.record_later(Box::new(kept)) {
+    let record = Box::new(super::QueuedRecord {
+        execution: kept,
+        function_created_at: function.created_at,
+    });
+    let record = match trigger {
+        Trigger::Http => match state.functions.record_later(record) {
             Ok(()) => return Ok(execution),
-            Err(kept) => *kept,
+            Err(record) => record,
         },
-        _ => kept,
+        _ => record,
     };
     let mut tx = state.db.pool().begin().await?;
-    store::insert_execution(&mut *tx, &kept, None).await?;
-    log::commit(&state.bus, tx, vec![created_event(&kept)]).await?;
+    // The function may have been deleted while it ran: then there is nothing to
+    // record it under.
+    if store::insert_execution_of(
+        &mut *tx,
+        &record.execution,
+        record.function_created_at,
+        None,
+    )
+    .await?
+    {
+        log::commit(&state.bus, tx, vec![created_event(&record.execution)]).await?;
+    }
     Ok(execution)
 }
 
@@ -1320,18 +1336,25 @@ pub async fn record_forever(state: AppState, mut stop: tokio::sync::watch::Recei
 
 // The queue holds boxes, so that a full one hands a record back cheaply.
 #[allow(clippy::vec_box)]
-async fn write_records(state: &AppState, batch: &mut Vec<Box<Execution>>) {
-    async fn write(state: &AppState, records: &[Box<Execution>]) -> AppResult<()> {
+async fn write_records(state: &AppState, batch: &mut Vec<Box<super::QueuedRecord>>) {
+    async fn write(state: &AppState, records: &[Box<super::QueuedRecord>]) -> AppResult<()> {
         let mut tx = state.db.pool().begin().await?;
+        let mut events = Vec::with_capacity(records.len());
         for record in records {
-            store::insert_execution(&mut *tx, record, None).await?;
+            // A record of a function deleted since it ran is dropped here (and one
+            // written just before the delete goes with the function's executions).
+            if store::insert_execution_of(
+                &mut *tx,
+                &record.execution,
+                record.function_created_at,
+                None,
+            )
+            .await?
+            {
+                events.push(created_event(&record.execution));
+            }
         }
-        log::commit(
-            &state.bus,
-            tx,
-            records.iter().map(|record| created_event(record)).collect(),
-        )
-        .await?;
+        log::commit(&state.bus, tx, events).await?;
         Ok(())
     }
     metrics::histogram!("nimbus_function_records_per_batch").record(batch.len() as f64);
@@ -1344,9 +1367,9 @@ async fn write_records(state: &AppState, batch: &mut Vec<Box<Execution>>) {
             metrics::counter!("nimbus_function_records_lost_total").increment(1);
             tracing::error!(
                 error = %err.message(),
-                project = %record.project_id,
-                function = %record.function_id,
-                execution = %record.id,
+                project = %record.execution.project_id,
+                function = %record.execution.function_id,
+                execution = %record.execution.id,
                 "an execution record could not be written"
             );
         }
@@ -1378,13 +1401,21 @@ pub async fn execute_later(
         })),
         _ => None,
     };
-    queue(state, &execution, &request.body, on_behalf).await?;
+    queue(
+        state,
+        &execution,
+        function.created_at,
+        &request.body,
+        on_behalf,
+    )
+    .await?;
     Ok(execution)
 }
 
 async fn queue(
     state: &AppState,
     execution: &Execution,
+    function_created_at: i64,
     body: &[u8],
     on_behalf: Option<serde_json::Value>,
 ) -> AppResult<()> {
@@ -1398,7 +1429,10 @@ async fn queue(
         )));
     }
     let mut tx = state.db.pool().begin().await?;
-    store::insert_execution(&mut *tx, execution, Some(body)).await?;
+    // A function deleted since it was read takes no new execution.
+    if !store::insert_execution_of(&mut *tx, execution, function_created_at, Some(body)).await? {
+        return Err(not_found(&execution.function_id));
+    }
     let job = NewJob {
         project_id: execution.project_id.clone(),
         kind: EXECUTE_KIND,
@@ -1534,7 +1568,13 @@ pub async fn queue_triggered(
             // Queued when this event was handled before.
             continue;
         }
-        store::insert_execution(&mut *conn, &execution, Some(body)).await?;
+        // A function deleted since it was read is not run: its job finds no
+        // execution and ends.
+        if !store::insert_execution_of(&mut *conn, &execution, function.created_at, Some(body))
+            .await?
+        {
+            continue;
+        }
         let mut message = execution_event(&execution, "create");
         if let BusMessage::Event(event) = &mut message {
             event.cause = Some(Cause {
@@ -1567,7 +1607,7 @@ pub(super) async fn execute_scheduled(state: &AppState, function: &Function) -> 
         ..ExecutionRequest::default()
     };
     let execution = new_execution(function, None, Trigger::Schedule, &request, status::WAITING);
-    queue(state, &execution, &[], None).await
+    queue(state, &execution, function.created_at, &[], None).await
 }
 
 /// Who may read `execution`: its caller, or a key holding `executions.read`.
