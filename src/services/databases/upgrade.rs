@@ -806,6 +806,7 @@ mod tests {
             table: table.into(),
             document_security,
             enabled: true,
+            readers_ready: true,
             permissions: Vec::new(),
             attributes: vec![
                 attribute("title", AttributeKind::String { size: 300 }),
