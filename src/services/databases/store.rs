@@ -255,7 +255,7 @@ pub async fn collections_awaiting_twins(
     conn: &mut sqlx::AnyConnection,
 ) -> Result<Vec<Collection>, sqlx::Error> {
     sqlx::query(&format!(
-        "SELECT {COLLECTION_COLUMNS} FROM db_collections WHERE reader_twins = 0 ORDER BY table_name"
+        "SELECT {COLLECTION_READ_COLUMNS} FROM db_collections WHERE reader_twins = 0 ORDER BY table_name"
     ))
     .fetch_all(conn)
     .await?
