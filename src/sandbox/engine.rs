@@ -807,8 +807,7 @@ impl Worker {
         while self.warm.len() > WARM_CONTEXTS {
             self.warm.remove(0);
         }
-        while self.warm.len() > 1 && self.warm.iter().map(Warm::bytes).sum::<usize>() > WARM_BYTES
-        {
+        while self.warm.len() > 1 && self.warm.iter().map(Warm::bytes).sum::<usize>() > WARM_BYTES {
             self.warm.remove(0);
         }
     }

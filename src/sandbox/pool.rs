@@ -261,8 +261,11 @@ fn work(shared: Arc<Shared>, n: usize) {
     };
     worker.prepare();
     while let Some(job) = next(&shared) {
-        let forgotten =
-            std::mem::take(&mut *shared.forgotten[n].lock().unwrap_or_else(|p| p.into_inner()));
+        let forgotten = std::mem::take(
+            &mut *shared.forgotten[n]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
         for prefix in forgotten {
             worker.forget_warm(&prefix);
         }

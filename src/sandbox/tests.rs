@@ -827,8 +827,14 @@ async fn a_warm_context_keeps_module_state_for_its_key_only() {
     let changed = run_with(&pool, COUNTER, warm("p/f", "2/d")).await;
     assert_eq!(body(&changed), "{\"count\":1,\"leak\":null}");
     // The default stays a fresh context, untouched by the warm ones.
-    assert_eq!(body(&run(&pool, COUNTER).await), "{\"count\":1,\"leak\":null}");
-    assert_eq!(body(&run(&pool, COUNTER).await), "{\"count\":1,\"leak\":null}");
+    assert_eq!(
+        body(&run(&pool, COUNTER).await),
+        "{\"count\":1,\"leak\":null}"
+    );
+    assert_eq!(
+        body(&run(&pool, COUNTER).await),
+        "{\"count\":1,\"leak\":null}"
+    );
 }
 
 #[tokio::test]
@@ -905,9 +911,17 @@ async fn a_warm_context_that_did_not_end_cleanly_is_dropped() {
         ("/forever", Some(Failure::NeverSettled)),
     ] {
         let warmed = run_with(&pool, code, at("/")).await;
-        assert_eq!(body(&warmed), "{\"count\":1,\"leak\":null}", "before {path}");
+        assert_eq!(
+            body(&warmed),
+            "{\"count\":1,\"leak\":null}",
+            "before {path}"
+        );
         let again = run_with(&pool, code, at("/")).await;
-        assert_eq!(body(&again), "{\"count\":2,\"leak\":\"set\"}", "before {path}");
+        assert_eq!(
+            body(&again),
+            "{\"count\":2,\"leak\":\"set\"}",
+            "before {path}"
+        );
         let outcome = run_with(&pool, code, at(path)).await;
         match failure {
             Some(failure) => assert_eq!(outcome.result.unwrap_err(), failure, "{path}"),
@@ -946,7 +960,10 @@ async fn what_a_warm_context_keeps_counts_against_its_memory_limit() {
                 break;
             }
         }
-        assert!(kept.len() < 10, "the kept state outgrew the limit: {kept:?}");
+        assert!(
+            kept.len() < 10,
+            "the kept state outgrew the limit: {kept:?}"
+        );
     }
     assert!(kept.len() >= 4, "{kept:?}");
     // The context that hit the limit was dropped: the next starts over.

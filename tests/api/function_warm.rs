@@ -83,7 +83,13 @@ async fn warmed(app: &TestApp) {
 #[tokio::test]
 async fn a_warm_function_keeps_module_state_between_executions_and_a_cold_one_does_not() {
     let app = one_thread_app().await;
-    deployed(&app, "warm", json!({"execute": ["any"], "warm": true}), COUNTER).await;
+    deployed(
+        &app,
+        "warm",
+        json!({"execute": ["any"], "warm": true}),
+        COUNTER,
+    )
+    .await;
     deployed(&app, "cold", json!({"execute": ["any"]}), COUNTER).await;
     let settings = app
         .admin(
@@ -179,7 +185,11 @@ async fn a_warm_context_answers_each_caller_with_their_own_identity() {
     assert_eq!(first, json!({"count": 1, "ids": ["a1"]}));
     assert_eq!(logs, "execution 1\n");
     let (second, logs) = run(bob.clone()).await;
-    assert_eq!(second, json!({"count": 2, "ids": ["b1"]}), "Bob sees only his");
+    assert_eq!(
+        second,
+        json!({"count": 2, "ids": ["b1"]}),
+        "Bob sees only his"
+    );
     assert_eq!(logs, "execution 2\n", "each execution has its own logs");
     let (third, _) = run(ann).await;
     assert_eq!(third, json!({"count": 3, "ids": ["a1"]}));
