@@ -17,6 +17,7 @@ mod fanout;
 mod function_cache;
 mod function_limits;
 mod function_triggers;
+mod function_warm;
 mod functions;
 mod grants;
 mod identity;

@@ -111,6 +111,9 @@ pub struct Function {
     /// MiB of engine heap an execution may use.
     pub memory: i64,
     pub enabled: bool,
+    /// Whether each sandbox thread keeps one context per deployment, with the
+    /// program loaded, between executions (module state persists on that thread).
+    pub warm: bool,
     /// The API scopes its `nimbus.graphql` calls hold when no user called it.
     pub scopes: Vec<String>,
     /// The active deployment.
@@ -243,7 +246,29 @@ pub struct Ready {
     pub function: Function,
     pub env: BTreeMap<String, String>,
     loaded: std::time::Instant,
+    /// Unique to this reading of the function and its variables: the version of
+    /// its warm contexts, which a changed function therefore never reuses.
+    generation: u64,
 }
+
+impl Ready {
+    /// The warm context an execution of this very function's `deployment_id`
+    /// runs in, when the function is warm.
+    pub(crate) fn warm_key(&self, deployment_id: &str) -> Option<crate::sandbox::WarmKey> {
+        self.function.warm.then(|| crate::sandbox::WarmKey {
+            owner: warm_owner(&self.function.project_id, Some(&self.function.id)),
+            version: format!("{}/{deployment_id}", self.generation),
+        })
+    }
+}
+
+/// The owner of a function's warm contexts, or the prefix of all of a project's.
+fn warm_owner(project_id: &str, id: Option<&str>) -> String {
+    format!("{project_id}/{}", id.unwrap_or_default())
+}
+
+/// Counts readings of functions, for [`Ready::generation`].
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The functions kept ready, and a count of the changes heard: a function loaded
 /// while a change was heard is not kept, since it may have been read before it.
@@ -338,6 +363,7 @@ impl Runtime {
             function,
             env,
             loaded: std::time::Instant::now(),
+            generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         });
         let mut cache = self.ready.lock().unwrap_or_else(|e| e.into_inner());
         if cache.changes == heard {
@@ -347,8 +373,10 @@ impl Runtime {
         ready
     }
 
-    /// Forgets what is kept of function `id` (all of the project's when `None`).
+    /// Forgets what is kept of function `id` (all of the project's when `None`),
+    /// its warm contexts included.
     pub fn function_changed(&self, project_id: &str, id: Option<&str>) {
+        self.pool.forget_warm(&warm_owner(project_id, id));
         let mut cache = self.ready.lock().unwrap_or_else(|e| e.into_inner());
         cache.changes += 1;
         match id {
@@ -371,6 +399,7 @@ impl Runtime {
 
     /// Forgets every function kept: changes may have been missed.
     pub fn forget_ready(&self) {
+        self.pool.forget_warm("");
         let mut cache = self.ready.lock().unwrap_or_else(|e| e.into_inner());
         cache.changes += 1;
         cache.entries.clear();

@@ -77,6 +77,7 @@ pub struct NewFunction {
     pub timeout: Option<i64>,
     pub memory: Option<i64>,
     pub enabled: Option<bool>,
+    pub warm: Option<bool>,
     pub scopes: Vec<String>,
 }
 
@@ -91,6 +92,7 @@ pub struct FunctionChange {
     pub timeout: Option<i64>,
     pub memory: Option<i64>,
     pub enabled: Option<bool>,
+    pub warm: Option<bool>,
     pub scopes: Option<Vec<String>>,
 }
 
@@ -347,6 +349,7 @@ pub async fn create(
         timeout: check_timeout(new.timeout.unwrap_or(DEFAULT_TIMEOUT))?,
         memory: check_memory(new.memory.unwrap_or(DEFAULT_MEMORY))?,
         enabled: new.enabled.unwrap_or(true),
+        warm: new.warm.unwrap_or(false),
         scopes: check_scopes(key, &new.scopes)?,
         deployment_id: None,
         created_at: now,
@@ -402,6 +405,9 @@ pub async fn update(
     }
     if let Some(enabled) = change.enabled {
         function.enabled = enabled;
+    }
+    if let Some(warm) = change.warm {
+        function.warm = warm;
     }
     if let Some(scopes) = change.scopes {
         function.scopes = check_scopes(key, &scopes)?;
@@ -664,14 +670,19 @@ async fn variable_committed(
 }
 
 /// The function's variables, opened, for its `env`: those kept ready with this
-/// very function when they are, else from the database.
+/// very function when they are, else from the database; and the warm context
+/// an execution of `deployment_id` runs in, when the function is warm and kept
+/// ready (a function read apart from the cache runs in a fresh context).
 pub(super) async fn environment(
     state: &AppState,
     function: &Function,
-) -> AppResult<BTreeMap<String, String>> {
+    deployment_id: &str,
+) -> AppResult<(BTreeMap<String, String>, Option<crate::sandbox::WarmKey>)> {
     match state.functions.ready(&function.project_id, &function.id) {
-        Some(ready) if ready.function == *function => Ok(ready.env.clone()),
-        _ => open_variables(state, function).await,
+        Some(ready) if ready.function == *function => {
+            Ok((ready.env.clone(), ready.warm_key(deployment_id)))
+        }
+        _ => Ok((open_variables(state, function).await?, None)),
     }
 }
 

@@ -9,7 +9,7 @@ use crate::db::columns::{json, text};
 use super::{Deployment, Execution, Function, Variable};
 
 const COLUMNS: &str = "project_id, id, name, runtime, entrypoint, execute, events, schedule, \
-     timeout, memory, enabled, scopes, deployment_id, created_at, updated_at";
+     timeout, memory, enabled, warm, scopes, deployment_id, created_at, updated_at";
 
 /// A function as stored: lists are JSON arrays.
 #[derive(Debug, Clone)]
@@ -34,6 +34,7 @@ impl FromRow<'_, AnyRow> for FunctionRow {
             timeout: row.try_get("timeout")?,
             memory: row.try_get("memory")?,
             enabled: row.try_get::<i16, _>("enabled")? != 0,
+            warm: row.try_get::<i16, _>("warm")? != 0,
             scopes: list_of(row, "scopes")?,
             deployment_id: row.try_get("deployment_id")?,
             created_at: row.try_get("created_at")?,
@@ -47,7 +48,7 @@ pub async fn insert<'e>(
     f: &Function,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "INSERT INTO functions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO functions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(&f.project_id)
     .bind(&f.id)
@@ -60,6 +61,7 @@ pub async fn insert<'e>(
     .bind(f.timeout)
     .bind(f.memory)
     .bind(i16::from(f.enabled))
+    .bind(i16::from(f.warm))
     .bind(json(&f.scopes))
     .bind(&f.deployment_id)
     .bind(f.created_at)
@@ -76,7 +78,7 @@ pub async fn update<'e>(
 ) -> Result<bool, sqlx::Error> {
     sqlx::query(
         "UPDATE functions SET name = ?, entrypoint = ?, execute = ?, events = ?, schedule = ?, \
-         timeout = ?, memory = ?, enabled = ?, scopes = ?, deployment_id = ?, updated_at = ? \
+         timeout = ?, memory = ?, enabled = ?, warm = ?, scopes = ?, deployment_id = ?, updated_at = ? \
          WHERE project_id = ? AND id = ?",
     )
     .bind(&f.name)
@@ -87,6 +89,7 @@ pub async fn update<'e>(
     .bind(f.timeout)
     .bind(f.memory)
     .bind(i16::from(f.enabled))
+    .bind(i16::from(f.warm))
     .bind(json(&f.scopes))
     .bind(&f.deployment_id)
     .bind(f.updated_at)
