@@ -51,6 +51,7 @@ mod security_uploads;
 mod smtp_server;
 mod statements;
 mod storage;
+mod storage_transfers;
 mod teams;
 mod transport;
 mod upload_speed_paths;
