@@ -787,4 +787,28 @@ mod tests {
         };
         assert_eq!(decryptor.decrypt_next(first).unwrap(), &data[..SEGMENT]);
     }
+
+    /// The cost per MiB of what an upload pays for besides the copies: SHA-256 of
+    /// the original bytes and AES-256-GCM sealing in place. Run in release:
+    /// `cargo test --release --lib files::crypto::tests::primitives -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a timing to read, not a check"]
+    fn primitives_cost_per_mib() {
+        use sha2::Digest as _;
+        const MIB: usize = 64;
+        let data: Vec<u8> = (0..MIB << 20).map(|i| (i * 31 + i / 7) as u8).collect();
+        let started = std::time::Instant::now();
+        let digest = Sha256::digest(&data);
+        let per_mib = started.elapsed().as_secs_f64() * 1000.0 / MIB as f64;
+        println!("SHA-256: {per_mib:.3} ms/MiB ({:02x})", digest[0]);
+        let mut sealer = Sealer::new("s", &new_salt());
+        let started = std::time::Instant::now();
+        for piece in data.chunks(1 << 20) {
+            sealer.push(piece).unwrap();
+            sealer.consume();
+        }
+        sealer.finish().unwrap();
+        let per_mib = started.elapsed().as_secs_f64() * 1000.0 / MIB as f64;
+        println!("AES-256-GCM, 64 KiB segments in place: {per_mib:.3} ms/MiB");
+    }
 }
