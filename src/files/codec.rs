@@ -25,6 +25,9 @@ pub(super) struct Encoder {
     sealer: Option<Sealer>,
     /// Stored bytes ready for the store; cleared on every call.
     out: Vec<u8>,
+    /// Whether the sealer's ready bytes were handed out (and are written by the
+    /// next call): the header is ready before the first call.
+    handed_out: bool,
 }
 
 enum Compressor {
@@ -50,6 +53,7 @@ impl Encoder {
             compressor,
             sealer: seal.map(|(secret, salt)| Sealer::new(secret, salt)),
             out: Vec::new(),
+            handed_out: false,
         }
     }
 
@@ -59,8 +63,14 @@ impl Encoder {
             compressor,
             sealer,
             out,
+            handed_out,
         } = self;
         out.clear();
+        if let Some(sealer) = sealer.as_mut()
+            && std::mem::replace(handed_out, true)
+        {
+            sealer.consume();
+        }
         match compressor {
             Compressor::None => seal(sealer, out, data)?,
             Compressor::Gzip(encoder) => {
@@ -72,7 +82,7 @@ impl Encoder {
                 drain(encoder.get_mut(), sealer, out)?;
             }
         }
-        Ok(&self.out)
+        Ok(self.ready())
     }
 
     /// Flushes everything still held back; returns the last stored bytes.
@@ -81,8 +91,14 @@ impl Encoder {
             compressor,
             sealer,
             out,
+            handed_out,
         } = self;
         out.clear();
+        if let Some(sealer) = sealer.as_mut()
+            && std::mem::replace(handed_out, true)
+        {
+            sealer.consume();
+        }
         match compressor {
             Compressor::None => {}
             Compressor::Gzip(encoder) => {
@@ -94,10 +110,19 @@ impl Encoder {
                 drain(encoder.get_mut(), sealer, out)?;
             }
         }
-        if let Some(sealer) = sealer.take() {
-            sealer.finish(out)?;
+        if let Some(sealer) = sealer.as_mut() {
+            sealer.finish()?;
         }
-        Ok(&self.out)
+        Ok(self.ready())
+    }
+
+    /// The stored bytes the last call made ready: sealed in the sealer's own buffer
+    /// (no copy), else in `out`.
+    fn ready(&self) -> &[u8] {
+        match &self.sealer {
+            Some(sealer) => sealer.ready(),
+            None => &self.out,
+        }
     }
 }
 
@@ -114,7 +139,7 @@ fn drain(
 
 fn seal(sealer: &mut Option<Sealer>, out: &mut Vec<u8>, data: &[u8]) -> io::Result<()> {
     match sealer {
-        Some(sealer) => sealer.push(data, out),
+        Some(sealer) => sealer.push(data),
         None => {
             out.extend_from_slice(data);
             Ok(())

@@ -53,7 +53,7 @@ pub type ByteStream = futures_util::stream::BoxStream<'static, io::Result<Bytes>
 /// costs one blocking-pool round trip per piece, not one per 64 KiB.
 const READ_CHUNK: usize = 512 * 1024;
 
-/// Plain local files are read for downloads in pieces of this size.
+/// Local files are read for downloads in pieces of this size, one piece ahead.
 const FILE_READ_CHUNK: usize = 512 * 1024;
 
 /// The file of a resumable upload's received bytes, under its upload prefix.
@@ -308,35 +308,96 @@ impl FileStore {
     }
 
     /// Publishes the local file `spooled` (written and fingerprinted by a
-    /// `SpoolWriter`) under `key` without copying it: a hard link beside the target,
-    /// renamed into place, so the object appears whole or not at all. Answers `None`
-    /// when that cannot be done (not a local store, another file system, transforms
-    /// to apply): the caller then streams the file with `write_known`.
+    /// `SpoolWriter`, and sealed under `salt` when given) under `key` without
+    /// copying it: a hard link beside the target, renamed into place, so the object
+    /// appears whole or not at all. Answers `None` when that cannot be done (not a
+    /// local store, another file system, the file is not what `options` store):
+    /// the caller then streams the file with `write_known`.
     pub async fn adopt(
         &self,
         key: &Key,
         spooled: &Path,
         fingerprint: &Fingerprint,
+        salt: Option<&str>,
         options: &WriteOptions,
     ) -> Result<Option<Written>, FileError> {
-        if !options.is_plain() || fingerprint.size > options.max_size {
+        let stored_as_spooled = match salt {
+            None => options.is_plain(),
+            Some(salt) => {
+                options.encrypt
+                    && options.compression == Compression::None
+                    && crypto::parse_salt(salt).is_some()
+            }
+        };
+        if !stored_as_spooled || fingerprint.size > options.max_size {
             return Ok(None);
         }
         let Some(target) = self.local_path(key) else {
             return Ok(None);
         };
         let spooled = spooled.to_path_buf();
-        let linked = tokio::task::spawn_blocking(move || publish_link(&spooled, &target))
-            .await
-            .map_err(|join| FileError::Store(anyhow::Error::new(join)))?;
+        let linked = tokio::task::spawn_blocking(move || {
+            let stored_size = std::fs::metadata(&spooled)?.len();
+            Ok::<_, io::Error>(publish_link(&spooled, &target)?.then_some(stored_size))
+        })
+        .await
+        .map_err(|join| FileError::Store(anyhow::Error::new(join)))?;
         match linked {
-            Ok(true) => Ok(Some(Written::plain(fingerprint.clone()))),
-            Ok(false) => Ok(None),
+            Ok(Some(stored_size)) => {
+                let mut written = Written::plain(fingerprint.clone());
+                if let Some(salt) = salt {
+                    written.stored_size = stored_size;
+                    written.encoding.salt = Some(salt.to_string());
+                }
+                Ok(Some(written))
+            }
+            Ok(None) => Ok(None),
             Err(error) => {
                 self.remove_empty_dirs(key).await;
                 Err(io_error(error))
             }
         }
+    }
+
+    /// Stores the local file `spooled`, sealed under `salt` as it was spooled
+    /// (`SpoolWriter::sealing_file`), as it is: its bytes are copied into `key`
+    /// without being opened or sealed again (an S3 store, where `adopt` cannot link
+    /// it). The caller has checked that `options` encrypt and do not compress.
+    pub async fn write_sealed(
+        &self,
+        key: &Key,
+        mut spooled: impl AsyncRead + Unpin + Send,
+        fingerprint: &Fingerprint,
+        salt: &str,
+        options: &WriteOptions,
+    ) -> Result<Written, FileError> {
+        if fingerprint.size > options.max_size {
+            return Err(FileError::TooLarge {
+                limit: options.max_size,
+            });
+        }
+        let mut upload = Upload::new(self.store.clone(), key.to_path(), self.tuning(options));
+        let copied = async {
+            let mut buffer = vec![0u8; READ_CHUNK];
+            loop {
+                let read = spooled.read(&mut buffer).await.map_err(FileError::Input)?;
+                if read == 0 {
+                    break;
+                }
+                upload.write(&buffer[..read]).await.map_err(store_error)?;
+            }
+            upload.finish().await.map_err(store_error)
+        }
+        .await;
+        if let Err(error) = copied {
+            upload.abort().await;
+            self.remove_empty_dirs(key).await;
+            return Err(error);
+        }
+        let mut written = Written::plain(fingerprint.clone());
+        written.stored_size = upload.written();
+        written.encoding.salt = Some(salt.to_string());
+        Ok(written)
     }
 
     /// Where `key` lives on disk, for a local store.
@@ -821,6 +882,19 @@ impl fmt::Debug for ChunkSeal {
     }
 }
 
+/// The original bytes of a local file sealed as a whole (`crypto`'s version 1)
+/// under `salt`, as it is read.
+pub fn unsealed(
+    file: tokio::fs::File,
+    secret: &str,
+    salt: &str,
+) -> Result<impl AsyncRead + Unpin + Send + use<>, FileError> {
+    let salt = crypto::parse_salt(salt).ok_or(FileError::Unreadable)?;
+    let sealed = ReaderStream::with_capacity(file, READ_CHUNK).boxed();
+    let plain = codec::decode(sealed, Compression::None, Some((secret, &salt)));
+    Ok(tokio_util::io::StreamReader::new(plain))
+}
+
 /// A fresh salt for a file, in the form `Encoding::salt` keeps.
 pub fn new_salt() -> String {
     hex::encode(crypto::new_salt())
@@ -840,19 +914,52 @@ pub fn stored_offset(offset: u64, seal: Option<&ChunkSeal>) -> u64 {
 fn stored_stream(result: GetResult) -> ByteStream {
     let range = result.range.clone();
     match result.payload {
-        GetResultPayload::File(file, _) => stream::once(async move {
-            let mut file = tokio::fs::File::from_std(file);
-            file.seek(io::SeekFrom::Start(range.start)).await?;
-            let length = range.end.saturating_sub(range.start);
-            io::Result::Ok(ReaderStream::with_capacity(
-                file.take(length),
-                FILE_READ_CHUNK,
-            ))
-        })
-        .try_flatten()
-        .boxed(),
+        GetResultPayload::File(file, _) => local_stream(Arc::new(file), range),
         GetResultPayload::Stream(stored) => stored.map_err(io::Error::other).boxed(),
     }
+}
+
+/// Bytes `range` of a local file, read one piece ahead of the reader: while a piece
+/// is on its way out, the next is being read on the blocking pool, straight into the
+/// buffer that goes out (no copy through another buffer). No thread waits on a slow
+/// reader: a piece is read only when the one before it is taken, so at most two are
+/// held.
+fn local_stream(file: Arc<std::fs::File>, range: Range<u64>) -> ByteStream {
+    let end = range.end;
+    let first = read_ahead(&file, range.start, end);
+    stream::try_unfold(
+        (file, range.start, first),
+        move |(file, offset, ahead)| async move {
+            let Some(reading) = ahead else {
+                return Ok(None);
+            };
+            let piece = reading.await.map_err(io::Error::other)??;
+            let next = offset + piece.len() as u64;
+            let ahead = read_ahead(&file, next, end);
+            Ok(Some((piece, (file, next, ahead))))
+        },
+    )
+    .boxed()
+}
+
+/// Starts reading the piece at `offset` (none at or past `end`).
+fn read_ahead(
+    file: &Arc<std::fs::File>,
+    offset: u64,
+    end: u64,
+) -> Option<tokio::task::JoinHandle<io::Result<Bytes>>> {
+    if offset >= end {
+        return None;
+    }
+    let file = file.clone();
+    Some(tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt as _;
+        // Both are at most FILE_READ_CHUNK here.
+        let want = (end - offset).min(FILE_READ_CHUNK as u64) as usize;
+        let mut piece = bytes::BytesMut::zeroed(want);
+        file.read_exact_at(&mut piece, offset)?;
+        Ok(piece.freeze())
+    }))
 }
 
 /// Waits for the first chunk so that a missing, undecryptable or corrupt object fails

@@ -8,9 +8,10 @@
 //! What the pass learns (size, SHA-256, the first bytes for MIME sniffing) is a
 //! [`Digest`], which a resumable upload keeps between its chunks.
 //!
-//! A resumable upload's chunk for an encrypted bucket is sealed on the way (see
-//! `crypto::ChunkSealer`), by the task that writes it: the bytes are hashed as sent
-//! and written sealed, still in one pass.
+//! Bytes bound for an encrypted bucket are sealed on the way, by the task that
+//! writes them (a resumable upload's chunk with `crypto::ChunkSealer`, a multipart
+//! upload's file with `crypto::Sealer`): the bytes are hashed as sent and written
+//! sealed, still in one pass, AES-GCM and SHA-256 each on a thread of its own.
 //!
 //! Memory is bounded: one batch being filled and one being written and hashed.
 //! Dropping an unfinished writer lets the batch in hand finish, and writes nothing
@@ -22,7 +23,7 @@ use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 use tokio::task::JoinHandle;
 
-use super::crypto::ChunkSealer;
+use super::crypto::{self, ChunkSealer, Sealer};
 use super::mime;
 
 /// Bytes gathered before they are written.
@@ -103,11 +104,7 @@ impl SpoolWriter {
     pub fn new(mut file: std::fs::File, offset: u64, digest: Option<Digest>) -> io::Result<Self> {
         file.seek(SeekFrom::Start(offset))?;
         Ok(SpoolWriter {
-            file: Some(Sink {
-                file,
-                sealer: None,
-                sealed: Vec::new(),
-            }),
+            file: Some(Sink { file, sealer: None }),
             writing: None,
             digest,
             hashing: None,
@@ -116,12 +113,24 @@ impl SpoolWriter {
         })
     }
 
-    /// Seals what is written with `sealer` (the original bytes are still hashed).
+    /// Seals what is written as one chunk of a resumable upload (the original bytes
+    /// are still hashed).
     pub(super) fn sealing(mut self, sealer: ChunkSealer) -> Self {
         if let Some(sink) = self.file.as_mut() {
-            sink.sealer = Some(sealer);
+            sink.sealer = Some(Seal::Chunk(sealer));
         }
         self
+    }
+
+    /// Seals what is written as a whole file (`crypto`'s version 1) under the key of
+    /// `salt` (as `Encoding::salt` keeps it), so the file can be stored as it is;
+    /// the original bytes are still hashed. `None` for a salt `new_salt` did not make.
+    pub fn sealing_file(mut self, secret: &str, salt: &str) -> Option<Self> {
+        let salt = crypto::parse_salt(salt)?;
+        if let Some(sink) = self.file.as_mut() {
+            sink.sealer = Some(Seal::Whole(Sealer::new(secret, &salt)));
+        }
+        Some(self)
     }
 
     /// Queues `bytes`; waits only when a full batch is ready and the previous one is
@@ -200,9 +209,44 @@ impl SpoolWriter {
 /// The file being written, and the sealer the bytes go through first, if any.
 struct Sink {
     file: std::fs::File,
-    sealer: Option<ChunkSealer>,
-    /// The sealer's output, kept between batches for its allocation.
-    sealed: Vec<u8>,
+    sealer: Option<Seal>,
+}
+
+/// How the bytes are sealed on their way to the file.
+enum Seal {
+    Chunk(ChunkSealer),
+    Whole(Sealer),
+}
+
+impl Seal {
+    fn push(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Seal::Chunk(sealer) => sealer.push(data),
+            Seal::Whole(sealer) => sealer.push(data),
+        }
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        match self {
+            Seal::Chunk(sealer) => sealer.finish(),
+            Seal::Whole(sealer) => sealer.finish(),
+        }
+    }
+
+    /// Writes the sealed bytes that are ready, and forgets them.
+    fn write_ready(&mut self, file: &mut std::fs::File) -> io::Result<()> {
+        match self {
+            Seal::Chunk(sealer) => {
+                file.write_all(sealer.ready())?;
+                sealer.consume();
+            }
+            Seal::Whole(sealer) => {
+                file.write_all(sealer.ready())?;
+                sealer.consume();
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Sink {
@@ -210,18 +254,16 @@ impl Sink {
         let Some(sealer) = self.sealer.as_mut() else {
             return write_all_vectored(&mut self.file, batch);
         };
-        self.sealed.clear();
         for bytes in batch {
-            sealer.push(bytes, &mut self.sealed)?;
+            sealer.push(bytes)?;
         }
-        self.file.write_all(&self.sealed)
+        sealer.write_ready(&mut self.file)
     }
 
     fn finish(&mut self) -> io::Result<()> {
         if let Some(mut sealer) = self.sealer.take() {
-            self.sealed.clear();
-            sealer.finish(&mut self.sealed)?;
-            self.file.write_all(&self.sealed)?;
+            sealer.finish()?;
+            sealer.write_ready(&mut self.file)?;
         }
         Ok(())
     }

@@ -1163,3 +1163,101 @@ async fn a_spool_writer_writes_and_hashes_every_byte_from_its_offset_on() {
     assert_eq!(&written[..4], b"keep", "the bytes before the offset stay");
     assert!(written[4..] == data[..], "every byte in order");
 }
+
+#[tokio::test]
+async fn a_spool_sealed_as_it_is_written_is_adopted_or_opened_on_the_way() {
+    let (dir, store) = local();
+    let data = random_bytes(1_000_003);
+    let spool = dir.path().join("spool");
+    let salt = new_salt();
+    let file = std::fs::File::create(&spool).unwrap();
+    let mut writer = SpoolWriter::new(file, 0, Some(Digest::default()))
+        .unwrap()
+        .sealing_file(SECRET, &salt)
+        .unwrap();
+    for piece in data.chunks(77_777) {
+        writer.push(Bytes::copy_from_slice(piece)).await.unwrap();
+    }
+    let (_, digest) = writer.finish().await.unwrap();
+    let fingerprint = digest.unwrap().finish();
+    assert_eq!(
+        fingerprint.sha256,
+        sha256_hex(&data),
+        "the original bytes are hashed"
+    );
+    assert_eq!(fingerprint.size, data.len() as u64);
+    // An encrypted bucket stores the spool file as it is.
+    let sealed = options(Compression::None, true, u64::MAX);
+    let written = store
+        .adopt(&key("a"), &spool, &fingerprint, Some(&salt), &sealed)
+        .await
+        .unwrap()
+        .expect("adopted");
+    assert_eq!(written.encoding.salt.as_deref(), Some(salt.as_str()));
+    assert_eq!(
+        written.stored_size,
+        std::fs::metadata(&spool).unwrap().len()
+    );
+    assert_eq!(
+        read_fully(&store, &key("a"), &written.encoding)
+            .await
+            .unwrap(),
+        data
+    );
+    // Where it cannot be linked (S3), it is copied as it is.
+    let spooled = tokio::fs::File::open(&spool).await.unwrap();
+    let copied = store
+        .write_sealed(&key("d"), spooled, &fingerprint, &salt, &sealed)
+        .await
+        .unwrap();
+    assert_eq!(copied, written);
+    assert_eq!(
+        std::fs::read(stored_file(&store, &key("d"))).unwrap(),
+        std::fs::read(&spool).unwrap()
+    );
+    assert_eq!(
+        read_fully(&store, &key("d"), &copied.encoding)
+            .await
+            .unwrap(),
+        data
+    );
+    // Buckets that store it otherwise open it on the way.
+    for other in [
+        options(Compression::None, false, u64::MAX),
+        options(Compression::Gzip, true, u64::MAX),
+    ] {
+        let adopted = store
+            .adopt(&key("b"), &spool, &fingerprint, Some(&salt), &other)
+            .await
+            .unwrap();
+        assert!(adopted.is_none(), "{other:?}");
+        let plain = unsealed(tokio::fs::File::open(&spool).await.unwrap(), SECRET, &salt).unwrap();
+        let written = store
+            .write_known(&key("b"), plain, &other, Some(&fingerprint))
+            .await
+            .unwrap();
+        assert_eq!(written.size, data.len() as u64);
+        assert_eq!(
+            read_fully(&store, &key("b"), &written.encoding)
+                .await
+                .unwrap(),
+            data
+        );
+    }
+    // Another secret does not open it.
+    let plain = unsealed(
+        tokio::fs::File::open(&spool).await.unwrap(),
+        "another",
+        &salt,
+    )
+    .unwrap();
+    let failed = store
+        .write_known(
+            &key("c"),
+            plain,
+            &options(Compression::None, false, u64::MAX),
+            Some(&fingerprint),
+        )
+        .await;
+    assert!(failed.is_err());
+}

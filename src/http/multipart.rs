@@ -11,6 +11,12 @@
 //! late to bound what was spooled. The request as a whole is capped by
 //! `NIMBUS_MAX_MULTIPART_BYTES`, its files by `NIMBUS_MAX_UPLOAD_FILES`.
 //!
+//! A part whose one `createFile` goes into an encrypted, uncompressed bucket is
+//! sealed (AES-256-GCM, under a fresh salt) as it is spooled, on the thread that
+//! writes it while another hashes it: the spool file is then what the bucket stores,
+//! and becomes the object by a link (a local store) or is copied as it is (S3); no
+//! plaintext reaches the disk.
+//!
 //! Spooled files live under `DATA_DIR/tmp/uploads` while their request runs and
 //! are removed when it ends, refused or not; those a crash left behind are
 //! removed at the next start once a day old (replicas may share the directory). This module decides nothing about
@@ -29,7 +35,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::auth::ScopedAccess;
 use crate::error::{AppError, codes};
-use crate::files::{Digest, FileError, Fingerprint, SpoolWriter};
+use crate::files::{Compression, Digest, FileError, Fingerprint, SpoolWriter};
 use crate::services::storage::Bucket;
 use crate::services::storage::service::{self, Spooled, SpooledUploads, file_error};
 
@@ -84,6 +90,10 @@ struct Rule {
     /// Buckets whose extension rules apply to the part's filename (the operation
     /// gave no `name`).
     check_filename: Vec<Bucket>,
+    /// The salt to seal the part under as it is spooled: its one `createFile` is
+    /// into an encrypted bucket of a local store, so the spool file can become the
+    /// stored object as it is.
+    seal: Option<String>,
 }
 
 /// Reads the multipart `body`, authorising every file `caller` sends before it is
@@ -141,10 +151,12 @@ pub async fn receive(
         for bucket in &rule.check_filename {
             service::check_new_name(bucket, &filename).map_err(Refusal::App)?;
         }
-        let (file, path, fingerprint) = spool(&mut field, rule, &spool_dir, &unreadable).await?;
+        let (file, path, fingerprint) =
+            spool(&mut field, rule, &spool_dir, &state.secret, &unreadable).await?;
         let known = Spooled {
             path: path.to_path_buf(),
             fingerprint,
+            salt: rule.seal.clone(),
         };
         spooled.push(path);
         attach(
@@ -223,6 +235,7 @@ async fn rules(
             limit: config.max_upload_bytes as u64,
             bucket_limit: false,
             check_filename: Vec::new(),
+            seal: None,
         };
         for path in &rule.paths {
             let Some(target) = targets.get(path) else {
@@ -253,6 +266,10 @@ async fn rules(
                 rule.limit = bucket.maximum_file_size;
                 rule.bucket_limit = true;
             }
+            if rule.paths.len() == 1 && bucket.encryption && bucket.compression == Compression::None
+            {
+                rule.seal = Some(crate::files::new_salt());
+            }
         }
         rules.insert(part, rule);
     }
@@ -282,12 +299,14 @@ fn internal(err: std::io::Error) -> Refusal {
     Refusal::App(AppError::Internal(err.into()))
 }
 
-/// Writes a file part to a spool file, hashing it on the way, refusing it once it
-/// is over its rule's limit; the file is removed when its path is dropped.
+/// Writes a file part to a spool file, hashing it on the way (and sealing it, when
+/// its rule says so), refusing it once it is over its rule's limit; the file is
+/// removed when its path is dropped.
 async fn spool(
     field: &mut multer::Field<'_>,
     rule: &Rule,
     spool_dir: &std::path::Path,
+    secret: &str,
     unreadable: &impl Fn(multer::Error) -> Refusal,
 ) -> Result<(std::fs::File, tempfile::TempPath, Fingerprint), Refusal> {
     let (file, path) = tempfile::Builder::new()
@@ -296,6 +315,11 @@ async fn spool(
         .map_err(internal)?
         .into_parts();
     let mut writer = SpoolWriter::new(file, 0, Some(Digest::default())).map_err(internal)?;
+    if let Some(salt) = &rule.seal {
+        writer = writer
+            .sealing_file(secret, salt)
+            .ok_or_else(|| internal(std::io::Error::other("a spool salt is malformed")))?;
+    }
     let mut size = 0u64;
     while let Some(chunk) = field.chunk().await.map_err(unreadable)? {
         size += chunk.len() as u64;

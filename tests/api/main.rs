@@ -55,6 +55,7 @@ mod smtp_server;
 mod sole_reader_plans;
 mod statements;
 mod storage;
+mod storage_transfers;
 mod teams;
 mod transport;
 mod trust_parity;

@@ -618,8 +618,9 @@ pub async fn store_bytes(
 }
 
 /// Stores a claimed file whose bytes a multipart request spooled: the spool file
-/// itself becomes the object when the bucket stores files as sent (no second copy),
-/// else it is streamed through the bucket's transforms without being hashed again.
+/// itself becomes the object when it is already what the bucket stores (as sent,
+/// or sealed as it was spooled; no second copy), else it is streamed through the
+/// bucket's transforms without being hashed again.
 pub async fn store_spooled(
     state: &AppState,
     bucket: &Bucket,
@@ -629,9 +630,10 @@ pub async fn store_spooled(
 ) -> AppResult<StoredFile> {
     let options = write_options(state, bucket);
     finish_file(state, bucket, file, |key| async move {
+        let salt = spooled.salt.as_deref();
         if let Some(written) = state
             .files
-            .adopt(&key, &spooled.path, &spooled.fingerprint, &options)
+            .adopt(&key, &spooled.path, &spooled.fingerprint, salt, &options)
             .await?
         {
             return Ok(written);
@@ -641,10 +643,28 @@ pub async fn store_spooled(
             .seek(std::io::SeekFrom::Start(0))
             .await
             .map_err(FileError::Input)?;
-        state
-            .files
-            .write_known(&key, content, &options, Some(&spooled.fingerprint))
-            .await
+        let known = Some(&spooled.fingerprint);
+        match salt {
+            // Sealed as the bucket stores it, in a store it cannot be linked into.
+            Some(salt) if options.encrypt && options.compression == Compression::None => {
+                state
+                    .files
+                    .write_sealed(&key, content, &spooled.fingerprint, salt, &options)
+                    .await
+            }
+            // The bucket's settings changed since the part was sealed: its bytes
+            // are opened on the way into the store.
+            Some(salt) => {
+                let plain = crate::files::unsealed(content, &options.secret, salt)?;
+                state.files.write_known(&key, plain, &options, known).await
+            }
+            None => {
+                state
+                    .files
+                    .write_known(&key, content, &options, known)
+                    .await
+            }
+        }
     })
     .await
 }
@@ -654,6 +674,9 @@ pub async fn store_spooled(
 pub struct Spooled {
     pub path: std::path::PathBuf,
     pub fingerprint: Fingerprint,
+    /// The salt the spool file is sealed under (`crypto`'s version 1), when it was
+    /// sealed as it was spooled.
+    pub salt: Option<String>,
 }
 
 /// The spooled parts of one GraphQL request, by upload index (as async-graphql
