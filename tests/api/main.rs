@@ -19,6 +19,7 @@ mod function_limits;
 mod function_triggers;
 mod functions;
 mod grants;
+mod grid_pages;
 mod identity;
 mod identity_events;
 mod jobs;

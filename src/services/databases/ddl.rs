@@ -961,7 +961,7 @@ pub fn create_index_sql(
         ]);
     }
     let columns = index.resolve(attrs)?;
-    let parts: Vec<String> = columns
+    let mut parts: Vec<String> = columns
         .iter()
         .enumerate()
         .map(|(i, column)| {
@@ -980,6 +980,14 @@ pub fn create_index_sql(
             part
         })
         .collect();
+    // A list is ordered by its attributes, then by id. InnoDB's secondary
+    // indexes end with the primary key; SQLite's end with the rowid, so there a
+    // key index ends with the id too: the order is then read from the index
+    // alone, and a deep offset or a run of ties skips entries, not table rows
+    // (ADR 0031).
+    if dialect == SqlDialect::Sqlite && index.kind == IndexKind::Key {
+        parts.push(dialect.quote("id"));
+    }
     let kind = match index.kind {
         IndexKind::Key => "INDEX",
         IndexKind::Unique => "UNIQUE INDEX",
