@@ -25,9 +25,11 @@ use crate::error::{AppError, AppResult, codes};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::ddl::IndexKind;
 use super::ddl::{READER_COLUMN, perms_table};
 use super::filter::{
-    self, Cursor, CursorColumns, Filter, FilterError, OrderBy, ResolvedFilter, cursor_for_row,
+    self, Cursor, CursorColumns, Filter, FilterError, KeysetPart, OrderBy, ResolvedFilter,
+    cursor_for_row,
 };
 use super::model::{Attribute, SqlDialect, SqlValue, millis_to_rfc3339};
 use super::structure::value_error;
@@ -696,8 +698,9 @@ async fn list_impl(
         (Drive::Documents, Reach::PerItem(_)) => db_dialect(dialect).probe_each_row(),
         _ => "",
     };
-    let select = format!("{walk}SELECT {}", column_list(dialect, system, &read));
-    let (rows, limit, from_end) = read_page(conn, &matching, &select, &columns, query).await?;
+    let selected = column_list(dialect, system, &read);
+    let (rows, limit, from_end) =
+        read_page(conn, &matching, walk, &selected, &columns, query).await?;
     let has_more = rows.len() > limit;
     let cursor_columns = if query.want_cursors {
         Some(CursorColumns::new(&columns, &query.orders).map_err(filter_error)?)
@@ -983,17 +986,21 @@ fn system_columns(query: &ListQuery) -> SystemColumns {
     }
 }
 
-/// The rows of the page `query` asks for, after `select` (the columns): at
-/// most its page size and one more, in reading order (reversed when read from
-/// the end); answers the page size and whether it is read from the end.
+/// The rows of the page `query` asks for, with the columns `selected` (and
+/// `walk` before the statement): at most its page size and one more, in
+/// reading order (reversed when read from the end); answers the page size and
+/// whether it is read from the end.
 async fn read_page(
     conn: &mut Conn<'_>,
     matching: &Matching<'_>,
-    select: &str,
+    walk: &str,
+    selected: &str,
     columns: &[Attribute],
     query: &ListQuery,
 ) -> AppResult<(Vec<AnyRow>, usize, bool)> {
     let dialect = conn.dialect();
+    let select = format!("{walk}SELECT {selected}");
+    let select = select.as_str();
     match &query.paging {
         Paging::Keyset {
             after,
@@ -1012,6 +1019,35 @@ async fn read_page(
             let wanted = limit + usize::from(query.want_more);
             let parts = filter::keyset_parts(columns, &query.orders, cursor.as_ref(), *from_end)
                 .map_err(filter_error)?;
+            let until = match bounded_by_lead(dialect, matching, query) {
+                Some(lead) => {
+                    let mut probe = QueryBuilder::<Any>::new(format!(
+                        "{walk}SELECT {ALIAS}.{}, {lead}",
+                        q(dialect, "id")
+                    ));
+                    matching.push_from(&mut probe, dialect)?;
+                    matching.push_where(&mut probe, dialect)?;
+                    filter::push_lead_probe(
+                        &mut probe,
+                        dialect,
+                        ALIAS,
+                        columns,
+                        &query.orders,
+                        cursor.as_ref(),
+                        *from_end,
+                        wanted,
+                    )
+                    .map_err(filter_error)?;
+                    match probe.build().fetch_optional(&mut **conn).await? {
+                        Some(row) => cursor_for_row(&row, columns, &query.orders[..1])
+                            .map_err(filter_error)?
+                            .values
+                            .pop(),
+                        None => None,
+                    }
+                }
+                None => None,
+            };
             let mut rows = Vec::with_capacity(wanted);
             // Each part follows the one before in the list's order: the next
             // is read only when the page is not full yet.
@@ -1022,6 +1058,18 @@ async fn read_page(
                 let mut builder = QueryBuilder::<Any>::new(select);
                 matching.push_from(&mut builder, dialect)?;
                 matching.push_where(&mut builder, dialect)?;
+                if let (KeysetPart::Near, Some(until)) = (part, &until) {
+                    filter::push_lead_bound(
+                        &mut builder,
+                        dialect,
+                        ALIAS,
+                        columns,
+                        &query.orders,
+                        *from_end,
+                        until,
+                    )
+                    .map_err(filter_error)?;
+                }
                 filter::push_order_and_cursor(
                     &mut builder,
                     dialect,
@@ -1085,6 +1133,44 @@ async fn read_page(
             Ok((builder.build().fetch_all(&mut **conn).await?, limit, false))
         }
     }
+}
+
+/// The first order column of a keyset page that MariaDB should bound before
+/// reading it ([`filter::push_lead_probe`]), quoted: on MariaDB, for an order
+/// its index cannot give as it is (descending, or more than one column, since
+/// ties always go to id ascending), when an index leads with that column and
+/// the list has no filter (a filter the index does not cover could make the
+/// walk of the probe read much of the table for a few matches). SQLite sorts
+/// such an order by groups of equal values as it walks the index, and needs
+/// no bound.
+fn bounded_by_lead(
+    dialect: SqlDialect,
+    matching: &Matching<'_>,
+    query: &ListQuery,
+) -> Option<String> {
+    let [first, rest @ ..] = query.orders.as_slice() else {
+        return None;
+    };
+    let indexed = match &first.field {
+        filter::Field::CreatedAt | filter::Field::UpdatedAt => true,
+        filter::Field::Attribute(key) => matching.collection.indexes.iter().any(|index| {
+            index.kind != IndexKind::Fulltext && index.attributes.first() == Some(key)
+        }),
+        filter::Field::Id => false,
+    };
+    let unfiltered = matches!(matching.filter, ResolvedFilter::And(all) if all.is_empty());
+    if dialect != SqlDialect::MySql || !indexed || !unfiltered || !(first.desc || !rest.is_empty())
+    {
+        return None;
+    }
+    filter::lead_column_sql(
+        dialect,
+        ALIAS,
+        &matching.collection.columns(),
+        &query.orders,
+    )
+    .ok()
+    .flatten()
 }
 
 /// The first `limit` documents of `rows`, each with its cursor (empty without

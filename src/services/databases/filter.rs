@@ -1603,6 +1603,97 @@ fn crosses_nulls(columns: &[(Column, bool)], cursor: &Cursor) -> bool {
     }
 }
 
+/// The first order column of `orders` (none for no order or one by id alone),
+/// quoted, to select with a row's id for [`push_lead_probe`].
+pub fn lead_column_sql(
+    dialect: SqlDialect,
+    table_alias: &str,
+    attrs: &[Attribute],
+    orders: &[OrderBy],
+) -> Result<Option<String>, FilterError> {
+    let table = Table::new(dialect, table_alias)?;
+    Ok(order_columns(attrs, orders)?
+        .first()
+        .filter(|(column, _)| column.field() != &Field::Id)
+        .map(|(column, _)| table.expr(column)))
+}
+
+/// Appends what finds the row at which a keyset page of `rows` rows (its near
+/// part) ends, ordered by the first order column alone: the keyset condition,
+/// ` ORDER BY <first column> LIMIT 1 OFFSET rows - 1`. An index on that column
+/// answers it by a walk of `rows` entries in either direction, where the
+/// page's own order (`a DESC, id ASC`) is one MariaDB can only sort, reading
+/// every row after the cursor; the value found then bounds the page
+/// ([`push_lead_bound`]) to about its own rows.
+#[allow(clippy::too_many_arguments)]
+pub fn push_lead_probe(
+    builder: &mut QueryBuilder<'_, Any>,
+    dialect: SqlDialect,
+    table_alias: &str,
+    attrs: &[Attribute],
+    orders: &[OrderBy],
+    cursor: Option<&Cursor>,
+    from_end: bool,
+    rows: usize,
+) -> Result<(), FilterError> {
+    let table = Table::new(dialect, table_alias)?;
+    let columns = reading_columns(attrs, orders, from_end)?;
+    let Some((lead, desc)) = columns.first() else {
+        return Err(internal("a probe needs an order"));
+    };
+    let mut out = Fragment::default();
+    if let Some(cursor) = cursor {
+        out.sql(" AND ");
+        out.append(keyset(&table, &columns, from_end, cursor)?);
+    }
+    let direction = if *desc { "DESC" } else { "ASC" };
+    out.sql(format!(
+        " ORDER BY {} {direction} LIMIT 1 OFFSET {}",
+        table.expr(lead),
+        rows.saturating_sub(1)
+    ));
+    out.emit(builder);
+    Ok(())
+}
+
+/// Appends ` AND <first order column> >= ?` (`<=` when read ascending, NULLs
+/// included there since they come first): the rows of a keyset page whose
+/// last row has `value` there ([`push_lead_probe`]). A NULL bounds nothing.
+pub fn push_lead_bound(
+    builder: &mut QueryBuilder<'_, Any>,
+    dialect: SqlDialect,
+    table_alias: &str,
+    attrs: &[Attribute],
+    orders: &[OrderBy],
+    from_end: bool,
+    value: &SqlValue,
+) -> Result<(), FilterError> {
+    let table = Table::new(dialect, table_alias)?;
+    let columns = reading_columns(attrs, orders, from_end)?;
+    let (Some((lead, desc)), false) = (columns.first(), matches!(value, SqlValue::Null)) else {
+        return Ok(());
+    };
+    check_cursor_fits(
+        &columns[..1],
+        &Cursor {
+            values: vec![value.clone()],
+            id: String::new(),
+        },
+    )?;
+    let e = table.expr(lead);
+    let mut out = Fragment::default();
+    match (desc, lead.nullable()) {
+        (true, _) => out.sql(format!(" AND {e} >= ")).bind(value.clone()),
+        (false, false) => out.sql(format!(" AND {e} <= ")).bind(value.clone()),
+        (false, true) => out
+            .sql(format!(" AND ({e} <= "))
+            .bind(value.clone())
+            .sql(format!(" OR {e} IS NULL)")),
+    };
+    out.emit(builder);
+    Ok(())
+}
+
 /// `ORDER BY …, id LIMIT ? OFFSET ?` for offset pagination (Appwrite's `limit`
 /// and `offset`), with the same order rules as [`push_order_and_cursor`].
 pub fn push_order_and_offset(
@@ -2531,19 +2622,57 @@ mod tests {
 
     /// A keyset page as lists read it: one statement per part
     /// ([`keyset_parts`]), the next only while the page is not full.
+    /// With `bounded`, the near part is first bounded on the first order
+    /// column by a probe ([`push_lead_probe`]), as MariaDB lists do.
     async fn page(
         db: &TestDb,
         orders: &[OrderBy],
         cursor: Option<&Cursor>,
         from_end: bool,
         limit: usize,
+        bounded: bool,
     ) -> (Vec<String>, Vec<Cursor>, bool) {
+        let mut until = None;
+        let lead = lead_column_sql(db.dialect, "d", &attrs(), orders).unwrap();
+        if let (true, Some(lead)) = (bounded, lead) {
+            let mut probe =
+                QueryBuilder::<Any>::new(format!("SELECT d.id, {lead} FROM c_t d WHERE 1=1"));
+            push_lead_probe(
+                &mut probe,
+                db.dialect,
+                "d",
+                &attrs(),
+                orders,
+                cursor,
+                from_end,
+                limit + 1,
+            )
+            .unwrap();
+            if let Some(row) = probe.build().fetch_optional(&db.pool).await.unwrap() {
+                until = cursor_for_row(&row, &attrs(), &orders[..1])
+                    .unwrap()
+                    .values
+                    .pop();
+            }
+        }
         let mut rows = Vec::new();
         for part in keyset_parts(&attrs(), orders, cursor, from_end).unwrap() {
             if rows.len() > limit {
                 break;
             }
             let mut builder = QueryBuilder::<Any>::new("SELECT d.* FROM c_t d WHERE 1=1");
+            if let (KeysetPart::Near, Some(until)) = (part, &until) {
+                push_lead_bound(
+                    &mut builder,
+                    db.dialect,
+                    "d",
+                    &attrs(),
+                    orders,
+                    from_end,
+                    until,
+                )
+                .unwrap();
+            }
             push_order_and_cursor(
                 &mut builder,
                 db.dialect,
@@ -2631,11 +2760,11 @@ mod tests {
     /// Pages of every size, forwards and backwards, by cursor and by offset,
     /// and from every row, give each row once in the specified order: every
     /// page boundary falls once among, before and after the NULLs.
-    async fn check_paging(db: &TestDb, rows: &[Row]) {
+    async fn check_paging(db: &TestDb, rows: &[Row], bounded: bool) {
         for orders in &paged_orders() {
             let want = expected(rows, orders);
             // The database agrees with the specified order.
-            let (all, _, more) = page(db, orders, None, false, 1000).await;
+            let (all, _, more) = page(db, orders, None, false, 1000, bounded).await;
             assert_eq!(all, want, "{orders:?}");
             assert!(!more);
             for limit in [1, 2, 5, 36, 37] {
@@ -2643,7 +2772,7 @@ mod tests {
                 let mut cursor = None;
                 loop {
                     let (ids, cursors, more) =
-                        page(db, orders, cursor.as_ref(), false, limit).await;
+                        page(db, orders, cursor.as_ref(), false, limit, bounded).await;
                     forwards.extend(ids);
                     if !more {
                         break;
@@ -2655,7 +2784,8 @@ mod tests {
                 let mut backwards: Vec<String> = Vec::new();
                 let mut cursor = None;
                 loop {
-                    let (ids, cursors, more) = page(db, orders, cursor.as_ref(), true, limit).await;
+                    let (ids, cursors, more) =
+                        page(db, orders, cursor.as_ref(), true, limit, bounded).await;
                     backwards.splice(0..0, ids);
                     if !more {
                         break;
@@ -2672,15 +2802,15 @@ mod tests {
             }
             // From any row, the next rows forwards and the previous rows
             // backwards, and the rows from any offset.
-            let (_, cursors, _) = page(db, orders, None, false, 1000).await;
+            let (_, cursors, _) = page(db, orders, None, false, 1000, bounded).await;
             for (i, cursor) in cursors.iter().enumerate() {
-                let (after, _, _) = page(db, orders, Some(cursor), false, 3).await;
+                let (after, _, _) = page(db, orders, Some(cursor), false, 3, bounded).await;
                 assert_eq!(
                     after,
                     want[i + 1..(i + 4).min(want.len())],
                     "{orders:?} after {i}"
                 );
-                let (before, _, _) = page(db, orders, Some(cursor), true, 3).await;
+                let (before, _, _) = page(db, orders, Some(cursor), true, 3, bounded).await;
                 assert_eq!(
                     before,
                     want[i.saturating_sub(3)..i],
@@ -2696,10 +2826,11 @@ mod tests {
     }
 
     /// The same pages without an index on the ordered columns, then with one
-    /// on each (which the planners walk instead of sorting) and on pairs.
+    /// on each (which the planners walk instead of sorting) and on pairs, read
+    /// as they are and bounded by a probe first.
     async fn keyset_paging(db: TestDb) {
         let rows = paging_rows(&db).await;
-        check_paging(&db, &rows).await;
+        check_paging(&db, &rows, false).await;
         let indexes = [
             ("by_n", vec!["n"], vec![]),
             ("by_title", vec!["title"], vec![]),
@@ -2723,7 +2854,8 @@ mod tests {
                 sqlx::query(&statement).execute(&db.pool).await.unwrap();
             }
         }
-        check_paging(&db, &rows).await;
+        check_paging(&db, &rows, false).await;
+        check_paging(&db, &rows, true).await;
         db.close().await;
     }
 
