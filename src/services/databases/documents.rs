@@ -1159,8 +1159,8 @@ fn bounded_by_lead(
         filter::Field::Id => false,
     };
     let unfiltered = matches!(matching.filter, ResolvedFilter::And(all) if all.is_empty());
-    if dialect != SqlDialect::MySql || !indexed || !unfiltered || !(first.desc || !rest.is_empty())
-    {
+    let sorted_apart = first.desc || !rest.is_empty();
+    if dialect != SqlDialect::MySql || !indexed || !unfiltered || !sorted_apart {
         return None;
     }
     filter::lead_column_sql(

@@ -13,7 +13,10 @@
 //!
 //! Orders come with keyset pagination ([`push_order_and_cursor`], with
 //! [`Cursor`], whose one string form [`Cursor::encode`] serves every list) or
-//! with an offset ([`push_order_and_offset`]).
+//! with an offset ([`push_order_and_offset`]). Every keyset condition is a range
+//! of an index on the first order column: a page that may cross that column's
+//! NULLs is read in two statements, one per side ([`keyset_parts`]), and a page
+//! may be bounded first by where it ends ([`push_lead_probe`]).
 //!
 //! Values are bound, never spliced. Identifiers are the caller's table alias
 //! (checked) and columns derived from validated keys, quoted per dialect.
