@@ -8,7 +8,10 @@
 #              one request at a time, alternated: the difference of the medians is
 #              what an execution costs the server (fresh context, run, record)
 #   hello      wrk (1 thread, CONNECTIONS connections, DURATION) on a hello-world
-#              handler: GET /v1/functions/hello vs PocketBase's GET /hello
+#              handler: GET /v1/functions/hello (a fresh context per execution)
+#              and /v1/functions/hello-warm (`warm: true`, ADR 33) vs PocketBase's
+#              GET /hello; with each server's CPU time per request (utime + stime
+#              of its process over the run, from /proc)
 #   read       the same with a handler reading one record: `nimbus.graphql`
 #              `document(…)` vs `$app.findRecordById`
 #   memory     RSS at rest, at its peak while EXECUTIONS asynchronous executions
@@ -113,10 +116,13 @@ record=$(python3 "$here/functions/bench.py" pocketbase "$pb_base" admin@bench.lo
     tail -n 1 | sed -n 's/.*record=\([^ ]*\).*/\1/p')
 say "record: $record"
 
-# `measure NAME URL EXPECT`: wrk GETs of URL; answers lacking EXPECT count as bad.
-declare -A rps=() p50=() p99=() bad=()
+# `measure NAME URL EXPECT PID`: wrk GETs of URL; answers lacking EXPECT count as
+# bad; the CPU time process PID used over the run, per request served.
+declare -A rps=() p50=() p99=() bad=() cpu=()
+hz=$(getconf CLK_TCK)
+ticks_of() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 measure() {
-    local name=$1 url=$2 expect=$3
+    local name=$1 url=$2 expect=$3 pid=$4
     local answer
     answer=$(curl -sf "$url") || die "$name: $url failed"
     [[ $answer == *"$expect"* ]] || die "$name answered $answer, expected $expect"
@@ -131,9 +137,16 @@ end
 LUA
     section "$name: $url"
     wait_for_quiet || noisy+=("$name (${REPLY}%)")
+    local before after
+    before=$(ticks_of "$pid")
     wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$work/$name.lua" "$url" >"$work/$name.wrk"
+    after=$(ticks_of "$pid")
     cat "$work/$name.wrk"
     rps[$name]=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$work/$name.wrk")
+    local requests
+    requests=$(awk '/requests in/ { print $1 }' "$work/$name.wrk")
+    cpu[$name]=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$requests" 'BEGIN { printf "%.0f", t / hz / n * 1e6 }')
+    say "cpu: ${cpu[$name]} µs per request; load $(cut -d' ' -f1 /proc/loadavg)"
     p50[$name]=$(awk '$1 == "50%" { print $2 }' "$work/$name.wrk")
     p99[$name]=$(awk '$1 == "99%" { print $2 }' "$work/$name.wrk")
     bad[$name]=$(awk '/^BAD / { print $2 }' "$work/$name.wrk")
@@ -152,10 +165,12 @@ wait_for_quiet || noisy+=("overhead (${REPLY}%)")
 overhead=$(python3 "$here/functions/bench.py" overhead "$base" "$OVERHEAD_ROUNDS" | tail -n 1)
 say "$overhead"
 
-measure nimbus-hello "$base/v1/functions/hello" '"message":"Hello"'
-measure pocketbase-hello "$pb_base/hello" '"message":"Hello"'
-measure nimbus-read "$base/v1/functions/reader/p1" '"title":"Hello"'
-measure pocketbase-read "$pb_base/read/$record" '"title":"Hello"'
+measure nimbus-hello "$base/v1/functions/hello" '"message":"Hello"' "$nimbus_pid"
+measure nimbus-hello-warm "$base/v1/functions/hello-warm" '"message":"Hello"' "$nimbus_pid"
+measure pocketbase-hello "$pb_base/hello" '"message":"Hello"' "$pb_pid"
+measure nimbus-read "$base/v1/functions/reader/p1" '"title":"Hello"' "$nimbus_pid"
+measure nimbus-read-warm "$base/v1/functions/reader-warm/p1" '"title":"Hello"' "$nimbus_pid"
+measure pocketbase-read "$pb_base/read/$record" '"title":"Hello"' "$pb_pid"
 
 section "Memory ($EXECUTIONS asynchronous executions)"
 wait_for_quiet || noisy+=("memory (${REPLY}%)")
@@ -166,7 +181,9 @@ times_of() { awk -v a="${rps[$1]}" -v b="${rps[$2]}" 'BEGIN { printf "%.2f", a /
 at_least() { awk -v r="$1" -v g="$2" 'BEGIN { exit !(r >= g) }' && echo "met" || echo "NOT met"; }
 below() { awk -v v="$1" -v g="$2" 'BEGIN { exit !(v < g) }' && echo "met" || echo "NOT met"; }
 hello_ratio=$(times_of nimbus-hello pocketbase-hello)
+warm_ratio=$(times_of nimbus-hello-warm pocketbase-hello)
 read_ratio=$(times_of nimbus-read pocketbase-read)
+warm_read_ratio=$(times_of nimbus-read-warm pocketbase-read)
 cold_p50=$(field p50_ms "$cold")
 overhead_p50=$(field overhead_p50_ms "$overhead")
 per_kib=$(field per_execution_kib "$mem")
@@ -184,13 +201,18 @@ sandbox settings; PocketBase $pocketbase_version with the same handlers in \`pb_
 | hello-world execution over its route, p50, one at a time | $(field hello_p50_ms "$overhead") ms | | | |
 | \`{ __typename }\`, p50, one at a time (same connection, alternated) | $(field typename_p50_ms "$overhead") ms | | | |
 | per-execution overhead (difference of the two p50s) | $overhead_p50 ms | | | < 0.5 ms: $(below "$overhead_p50" 0.5) |
-| hello world, req/s (p50 / p99) | ${rps[nimbus-hello]} (${p50[nimbus-hello]} / ${p99[nimbus-hello]}) | ${rps[pocketbase-hello]} (${p50[pocketbase-hello]} / ${p99[pocketbase-hello]}) | ${hello_ratio}× | ≥ 2×: $(at_least "$hello_ratio" 2) |
-| read one record, req/s (p50 / p99) | ${rps[nimbus-read]} (${p50[nimbus-read]} / ${p99[nimbus-read]}) | ${rps[pocketbase-read]} (${p50[pocketbase-read]} / ${p99[pocketbase-read]}) | ${read_ratio}× | |
+| hello world, fresh context, req/s (p50 / p99) | ${rps[nimbus-hello]} (${p50[nimbus-hello]} / ${p99[nimbus-hello]}) | ${rps[pocketbase-hello]} (${p50[pocketbase-hello]} / ${p99[pocketbase-hello]}) | ${hello_ratio}× | |
+| hello world, warm context, req/s (p50 / p99) | ${rps[nimbus-hello-warm]} (${p50[nimbus-hello-warm]} / ${p99[nimbus-hello-warm]}) | ${rps[pocketbase-hello]} | ${warm_ratio}× | ≥ 2×: $(at_least "$warm_ratio" 2) |
+| server CPU per hello-world request: fresh / warm | ${cpu[nimbus-hello]} / ${cpu[nimbus-hello-warm]} µs | ${cpu[pocketbase-hello]} µs | | |
+| read one record, fresh context, req/s (p50 / p99) | ${rps[nimbus-read]} (${p50[nimbus-read]} / ${p99[nimbus-read]}) | ${rps[pocketbase-read]} (${p50[pocketbase-read]} / ${p99[pocketbase-read]}) | ${read_ratio}× | |
+| read one record, warm context, req/s (p50 / p99) | ${rps[nimbus-read-warm]} (${p50[nimbus-read-warm]} / ${p99[nimbus-read-warm]}) | ${rps[pocketbase-read]} | ${warm_read_ratio}× | |
+| server CPU per read request: fresh / warm | ${cpu[nimbus-read]} / ${cpu[nimbus-read-warm]} µs | ${cpu[pocketbase-read]} µs | | |
 | RSS idle → peak with $EXECUTIONS async executions queued → after | $(field idle_mib "$mem") → $(field peak_mib "$mem") → $(field after_mib "$mem") MiB | | | |
 | RSS per queued execution | $per_kib KiB | | | < 1 MiB: $(below "$per_kib" 1024) |
 
-Wrong answers: nimbus-hello ${bad[nimbus-hello]}, pocketbase-hello ${bad[pocketbase-hello]},
-nimbus-read ${bad[nimbus-read]}, pocketbase-read ${bad[pocketbase-read]}. The $EXECUTIONS
+Wrong answers: nimbus-hello ${bad[nimbus-hello]}, nimbus-hello-warm ${bad[nimbus-hello-warm]},
+pocketbase-hello ${bad[pocketbase-hello]}, nimbus-read ${bad[nimbus-read]}, nimbus-read-warm
+${bad[nimbus-read-warm]}, pocketbase-read ${bad[pocketbase-read]}. The $EXECUTIONS
 executions were queued in $(field queued_s "$mem") s and all ended $(field ran_s "$mem") s
 after the first was queued.
 MD

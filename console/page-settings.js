@@ -6,7 +6,7 @@ import * as api from "./api.js";
 import { Check, ErrorBox, Field, Loading, useAction, useAsync } from "./ui.js";
 
 const AUTH_FIELDS =
-  "redirectHosts passwordMinLength passwordHistory passwordDictionary personalDataCheck maxSessions sessionLength emailPassword anonymous magicUrl emailOtp presenceGuests avatarsPublic";
+  "redirectHosts passwordMinLength passwordHistory passwordDictionary personalDataCheck maxSessions sessionLength emailPassword anonymous magicUrl emailOtp presenceGuests avatarsPublic invalidateSessions";
 
 const METHODS = [
   ["emailPassword", "Email and password"],
@@ -20,6 +20,7 @@ const POLICY = [
   ["personalDataCheck", "Refuse passwords containing the user's name or email"],
   ["presenceGuests", "Guests may announce presence"],
   ["avatarsPublic", "Avatars without a credential"],
+  ["invalidateSessions", "A new password ends the user's other sessions"],
 ];
 
 function AuthForm({ projectId, auth, onSaved }) {

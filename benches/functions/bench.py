@@ -128,9 +128,19 @@ def setup(url, key):
     )
     create_function(client, "reader", {"execute": ["any"], "scopes": ["documents.read"]})
     client.deploy("reader", READER)
+    # The same handlers in warm contexts (ADR 33): one per sandbox thread, reused.
+    create_function(client, "hello-warm", {"execute": ["any"], "warm": True})
+    client.deploy("hello-warm", HELLO)
+    create_function(client, "reader-warm", {"execute": ["any"], "scopes": ["documents.read"], "warm": True})
+    client.deploy("reader-warm", READER)
     create_function(client, "slow", {"execute": ["any"]})
     client.deploy("slow", SLOW)
-    for path, expect in [("/v1/functions/hello", b"Hello"), ("/v1/functions/reader/p1", b"Hello")]:
+    for path, expect in [
+        ("/v1/functions/hello", b"Hello"),
+        ("/v1/functions/reader/p1", b"Hello"),
+        ("/v1/functions/hello-warm", b"Hello"),
+        ("/v1/functions/reader-warm/p1", b"Hello"),
+    ]:
         status, body = Client(url).request("GET", path)
         if status != 200 or expect not in body:
             sys.exit(f"{path} answered {status} {body[:200]!r}")

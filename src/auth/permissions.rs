@@ -707,6 +707,16 @@ impl RoleSet {
         self.roles.contains(role)
     }
 
+    /// How many roles the set holds (`any` included).
+    pub fn len(&self) -> usize {
+        self.roles.len()
+    }
+
+    /// Never: every set holds `any`.
+    pub fn is_empty(&self) -> bool {
+        self.roles.is_empty()
+    }
+
     /// The roles in a stable order.
     pub fn iter(&self) -> impl Iterator<Item = &Role> {
         self.roles.iter()
@@ -941,11 +951,37 @@ pub fn push_permission_filter(
     Ok(())
 }
 
+/// Which rows of a side table a query over a caller's grants reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SideRows {
+    /// Every row naming one of the caller's roles.
+    All,
+    /// Only the rows not marked `sole`: the grants of resources that several
+    /// roles, or none, may read. A side table whose resources keep their sole
+    /// reader beside them (ADR 0022: collection tables) has the `sole` column
+    /// and leads its `(role, sole, …)` index with it, so these rows are an index
+    /// range of their own; a list reads the resources with a sole reader
+    /// through that column instead.
+    Shared,
+}
+
+impl SideRows {
+    /// ` AND <alias>sole = 0` for [`SideRows::Shared`]; `alias` is empty or ends
+    /// with a dot.
+    fn condition(self, alias: &str) -> String {
+        match self {
+            SideRows::All => String::new(),
+            SideRows::Shared => format!(" AND {alias}sole = 0"),
+        }
+    }
+}
+
 /// Appends a derived table of the resources `roles` may `action`, each once:
 ///
 /// ```sql
 /// (SELECT DISTINCT nimbus_perm.resource_id FROM <side_table> nimbus_perm
-///  WHERE nimbus_perm.role IN (?, ?, …) AND (nimbus_perm.actions & ?) <> 0)
+///  WHERE nimbus_perm.role IN (?, ?, …) [AND nimbus_perm.sole = 0]
+///    AND (nimbus_perm.actions & ?) <> 0)
 /// ```
 ///
 /// the other side of [`push_permission_filter`]: a list that joins its table to
@@ -958,6 +994,7 @@ pub fn push_permitted_resources(
     side_table: &str,
     action: Action,
     roles: &RoleSet,
+    rows: SideRows,
 ) -> Result<(), PermissionError> {
     check_sql_ident(side_table)?;
     builder.push(format_args!(
@@ -968,7 +1005,10 @@ pub fn push_permitted_resources(
     for role in roles {
         list.push_bind(role.to_string());
     }
-    list.push_unseparated(format_args!(") AND ({SIDE_ALIAS}.actions & "));
+    list.push_unseparated(format_args!(
+        "){} AND ({SIDE_ALIAS}.actions & ",
+        rows.condition(&format!("{SIDE_ALIAS}."))
+    ));
     builder.push_bind(action.bit()).push(") <> 0)");
     Ok(())
 }
@@ -977,7 +1017,8 @@ pub fn push_permitted_resources(
 /// counting no further than `cap`:
 ///
 /// ```sql
-/// SELECT COUNT(*) FROM (SELECT 1 FROM <side_table> WHERE role IN (?, ?, …) LIMIT ?) nimbus_grants
+/// SELECT COUNT(*) FROM (SELECT 1 FROM <side_table> WHERE role IN (?, ?, …) [AND sole = 0]
+///   LIMIT ?) nimbus_grants
 /// ```
 ///
 /// It reads the `(role, resource_id)` index alone, whatever the actions, so it is
@@ -987,6 +1028,7 @@ pub fn push_grant_count(
     builder: &mut QueryBuilder<'_, Any>,
     side_table: &str,
     roles: &RoleSet,
+    rows: SideRows,
     cap: i64,
 ) -> Result<(), PermissionError> {
     check_sql_ident(side_table)?;
@@ -997,7 +1039,7 @@ pub fn push_grant_count(
     for role in roles {
         list.push_bind(role.to_string());
     }
-    list.push_unseparated(") LIMIT ");
+    list.push_unseparated(format_args!("){} LIMIT ", rows.condition("")));
     builder.push_bind(cap).push(") nimbus_grants");
     Ok(())
 }
@@ -1666,23 +1708,55 @@ mod tests {
     fn the_grants_side_binds_every_value_and_lists_each_resource_once() {
         let roles = set(&["team:t1/owner", "label:vip"]);
         let mut builder = QueryBuilder::<Any>::new("SELECT r.resource_id FROM ");
-        push_permitted_resources(&mut builder, "docs_perms", Action::Read, &roles).unwrap();
+        push_permitted_resources(
+            &mut builder,
+            "docs_perms",
+            Action::Read,
+            &roles,
+            SideRows::All,
+        )
+        .unwrap();
         assert_eq!(
             builder.sql(),
             "SELECT r.resource_id FROM (SELECT DISTINCT nimbus_perm.resource_id FROM docs_perms \
              nimbus_perm WHERE nimbus_perm.role IN (?, ?, ?) AND (nimbus_perm.actions & ?) <> 0)"
         );
         let mut builder = QueryBuilder::<Any>::new("");
-        push_grant_count(&mut builder, "docs_perms", &roles, 1000).unwrap();
+        push_permitted_resources(
+            &mut builder,
+            "docs_perms",
+            Action::Read,
+            &roles,
+            SideRows::Shared,
+        )
+        .unwrap();
+        assert_eq!(
+            builder.sql(),
+            "(SELECT DISTINCT nimbus_perm.resource_id FROM docs_perms nimbus_perm \
+             WHERE nimbus_perm.role IN (?, ?, ?) AND nimbus_perm.sole = 0 \
+             AND (nimbus_perm.actions & ?) <> 0)"
+        );
+        let mut builder = QueryBuilder::<Any>::new("");
+        push_grant_count(&mut builder, "docs_perms", &roles, SideRows::All, 1000).unwrap();
         assert_eq!(
             builder.sql(),
             "SELECT COUNT(*) FROM (SELECT 1 FROM docs_perms WHERE role IN (?, ?, ?) LIMIT ?) \
              nimbus_grants"
         );
+        let mut builder = QueryBuilder::<Any>::new("");
+        push_grant_count(&mut builder, "docs_perms", &roles, SideRows::Shared, 1000).unwrap();
+        assert_eq!(
+            builder.sql(),
+            "SELECT COUNT(*) FROM (SELECT 1 FROM docs_perms WHERE role IN (?, ?, ?) \
+             AND sole = 0 LIMIT ?) nimbus_grants"
+        );
         for table in ["docs; DROP TABLE x", "", "docs.perms"] {
             let mut builder = QueryBuilder::<Any>::new("");
-            assert!(push_permitted_resources(&mut builder, table, Action::Read, &roles).is_err());
-            assert!(push_grant_count(&mut builder, table, &roles, 1).is_err());
+            assert!(
+                push_permitted_resources(&mut builder, table, Action::Read, &roles, SideRows::All)
+                    .is_err()
+            );
+            assert!(push_grant_count(&mut builder, table, &roles, SideRows::All, 1).is_err());
             assert_eq!(builder.sql(), "");
         }
     }
@@ -1697,7 +1771,8 @@ mod tests {
             (Action::Update, u1),
         ] {
             let mut builder = QueryBuilder::<Any>::new("SELECT r.resource_id FROM ");
-            push_permitted_resources(&mut builder, "docs_perms", action, &roles).unwrap();
+            push_permitted_resources(&mut builder, "docs_perms", action, &roles, SideRows::All)
+                .unwrap();
             builder.push(" r ORDER BY r.resource_id");
             let ids: Vec<String> = builder.build_query_scalar().fetch_all(&pool).await.unwrap();
             assert_eq!(ids, visible(&pool, action, &roles).await, "{action:?}");

@@ -47,6 +47,10 @@ pub struct AuthSettings {
     /// Host names that links in emails (verification, recovery, magic URL) may point
     /// to, so nobody can have the server mail a user a link to another site.
     pub redirect_hosts: Vec<String>,
+    /// Whether a new password ends the user's other sessions (all of them when a
+    /// server or a recovery link set it). A project stored before the setting
+    /// existed reads it as on: that was its behaviour.
+    pub invalidate_sessions: bool,
 }
 
 impl Default for AuthSettings {
@@ -65,6 +69,7 @@ impl Default for AuthSettings {
             presence_guests: false,
             avatars_public: true,
             redirect_hosts: vec!["localhost".to_string()],
+            invalidate_sessions: true,
         }
     }
 }

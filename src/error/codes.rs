@@ -123,7 +123,7 @@ codes! {
     OAUTH2_PROVIDER_PRIVATE: 502 => "a provider endpoint (configured, or named by its discovery document) resolves to a private, loopback or reserved address; not asked (unless `NIMBUS_OAUTH2_ALLOW_PRIVATE`)";
     OAUTH2_EMAIL_IN_USE: 400 => "a user has this email and the provider has not verified it";
     PUBLIC_URL_NOT_CONFIGURED: 400 => "OAuth2 sign-in needs `NIMBUS_PUBLIC_URL`";
-    IDENTITY_NOT_FOUND: 404 => "the account has no such linked identity";
+    IDENTITY_NOT_FOUND: 404 => "the account (for a server: the project) has no such linked identity";
     IDENTITY_ALREADY_EXISTS: 409 => "this provider account is linked to a user already";
     // Accounts, users and teams.
     INVALID_EMAIL: 400 => "not an email address";

@@ -1,7 +1,9 @@
 //! One engine (a QuickJS runtime) and the run of one execution in a fresh
 //! context on it: the guest API installed, the deployment's modules loaded from
 //! bytecode, its promise driven to the end while host calls run on the async
-//! runtime, and every limit enforced.
+//! runtime, and every limit enforced. Warm contexts ([`super::WarmKey`]) each
+//! live on a runtime of their own, kept by the worker between executions of one
+//! deployment, and are dropped after any execution that did not end cleanly.
 //!
 //! An engine lives on one thread and runs one execution at a time. It must not
 //! be shared between threads, and it never waits on anything but its own
@@ -27,7 +29,9 @@ use tokio::runtime::Handle;
 
 use super::meter::{Meter, Metered};
 use super::program::{self, Bundle};
-use super::{Failure, FetchRequest, FetchResponse, Host, Limits, Outcome, Request, Response};
+use super::{
+    Failure, FetchRequest, FetchResponse, Host, Limits, Outcome, Request, Response, WarmKey,
+};
 
 /// The host calls one execution may have in flight at once.
 const MAX_HOST_CALLS: usize = 64;
@@ -40,6 +44,12 @@ const CANCEL_POLL: Duration = Duration::from_millis(50);
 /// The name the guest API's module is compiled under; no deployment module can
 /// have it (`<` is refused in module names).
 const PRELUDE_NAME: &str = "<nimbus>";
+/// Warm contexts one worker thread keeps at most; the least recently used goes.
+pub(crate) const WARM_CONTEXTS: usize = 8;
+/// Engine bytes the warm contexts of one thread may hold together before the
+/// least recently used are dropped (one context alone may hold up to its
+/// function's memory limit).
+pub(crate) const WARM_BYTES: usize = 128 << 20;
 
 /// The guest API's bytecode, compiled once per process.
 fn prelude() -> &'static [u8] {
@@ -190,6 +200,8 @@ pub(crate) struct Worker {
     /// The context the next execution gets, made while the worker had nothing to
     /// do. Declared first: it goes before the runtime it lives in.
     spare: Option<Spare>,
+    /// Warm contexts, least recently used first, each on its own runtime.
+    warm: Vec<Warm>,
     runtime: Runtime,
     shared: Rc<Shared>,
     meter: Rc<Meter>,
@@ -202,6 +214,140 @@ struct Spare {
     /// The guest API module's namespace, kept alive outside the context's scope.
     api: Persistent<Object<'static>>,
     context: Context,
+}
+
+/// A context kept between the executions of one deployment on one thread. It
+/// has a runtime of its own, so its memory is metered apart from every other
+/// context's (the guest's kept state counts against its own limit), and
+/// dropping it frees everything the guest kept.
+struct Warm {
+    /// The loaded program and guest API, once the first execution made them.
+    /// Declared first: they go before the context and runtime they live in.
+    kept: Option<Kept>,
+    context: Context,
+    engine: Worker,
+    /// The execution the guest API's natives act for now; empty between
+    /// executions, so nothing of one (its host, its identity) stays reachable.
+    slot: Rc<Slot>,
+    key: WarmKey,
+}
+
+/// What a warm context keeps of its first execution.
+struct Kept {
+    invoke: Persistent<Function<'static>>,
+    settle: Persistent<Function<'static>>,
+    has_default: Persistent<Function<'static>>,
+    context: Persistent<Object<'static>>,
+    entry: Persistent<Object<'static>>,
+}
+
+impl Kept {
+    fn save<'js>(ctx: &Ctx<'js>, api: &Api<'js>, entry: &Object<'js>) -> Kept {
+        Kept {
+            invoke: Persistent::save(ctx, api.invoke.clone()),
+            settle: Persistent::save(ctx, api.settle.clone()),
+            has_default: Persistent::save(ctx, api.has_default.clone()),
+            context: Persistent::save(ctx, api.context.clone()),
+            entry: Persistent::save(ctx, entry.clone()),
+        }
+    }
+
+    fn restore<'js>(&self, ctx: &Ctx<'js>) -> rquickjs::Result<(Api<'js>, Object<'js>)> {
+        Ok((
+            Api {
+                invoke: self.invoke.clone().restore(ctx)?,
+                settle: self.settle.clone().restore(ctx)?,
+                has_default: self.has_default.clone().restore(ctx)?,
+                context: self.context.clone().restore(ctx)?,
+            },
+            self.entry.clone().restore(ctx)?,
+        ))
+    }
+}
+
+/// The execution a context's natives serve.
+#[derive(Default)]
+struct Slot(RefCell<Option<Rc<Exec>>>);
+
+impl Slot {
+    fn holding(exec: &Rc<Exec>) -> Rc<Slot> {
+        Rc::new(Slot(RefCell::new(Some(exec.clone()))))
+    }
+
+    fn exec(&self, ctx: &Ctx<'_>) -> rquickjs::Result<Rc<Exec>> {
+        self.0
+            .borrow()
+            .clone()
+            .ok_or_else(|| Exception::throw_internal(ctx, "no execution is running"))
+    }
+}
+
+impl Warm {
+    fn new(key: WarmKey) -> rquickjs::Result<Warm> {
+        let engine = Worker::new()?;
+        let context = Context::full(&engine.runtime)?;
+        Ok(Warm {
+            kept: None,
+            context,
+            engine,
+            slot: Rc::default(),
+            key,
+        })
+    }
+
+    /// Runs one execution in the kept context; the first loads the guest API and
+    /// the program (its top-level code runs then, under this execution's limits).
+    fn run(
+        &mut self,
+        exec: &Rc<Exec>,
+        invocation: super::Invocation,
+        start: Instant,
+        cancelled: Option<Box<dyn Fn() -> bool>>,
+    ) -> Result<Response, Failure> {
+        let limits = &invocation.limits;
+        let engine = &self.engine;
+        engine.set_limits(limits);
+        engine.shared.arm(start, limits, cancelled);
+        *engine.shared.program.borrow_mut() = Some(invocation.program.bytes.clone());
+        *self.slot.0.borrow_mut() = Some(exec.clone());
+        let kept = &mut self.kept;
+        let slot = &self.slot;
+        let result = self.context.with(|ctx| {
+            let (api, entry) = match kept.as_ref() {
+                Some(k) => k.restore(&ctx).map_err(|e| engine.fail(&ctx, e))?,
+                None => {
+                    let api = engine.api(&ctx, slot, limits, &invocation.env, None)?;
+                    let module = engine
+                        .load_entry(&ctx, exec, &api, &invocation.program.bytes)
+                        .map_err(|l| match l {
+                            Loaded::Failed(f) => f,
+                            Loaded::Threw(c) => engine.classify(c),
+                        })?;
+                    let entry = module.namespace().map_err(|e| engine.fail(&ctx, e))?;
+                    *kept = Some(Kept::save(&ctx, &api, &entry));
+                    (api, entry)
+                }
+            };
+            engine.respond(&ctx, exec, limits, &api, entry, invocation.request)
+        });
+        *self.slot.0.borrow_mut() = None;
+        engine.shared.disarm();
+        result
+    }
+
+    /// Whether the context may serve another execution: nothing cut short, no
+    /// refused allocation the guest caught, no job, host call or timer left.
+    fn reusable(&self, exec: &Exec) -> bool {
+        self.engine.shared.abort.get().is_none()
+            && !self.engine.meter.refused.get()
+            && exec.calls.borrow().is_empty()
+            && exec.timers.borrow().is_empty()
+            && !jobs_pending(&self.engine.runtime)
+    }
+
+    fn bytes(&self) -> usize {
+        self.engine.meter.used.get()
+    }
 }
 
 /// What a host call or timer answered.
@@ -512,6 +658,7 @@ impl Worker {
         runtime.set_loader(BundleResolver(shared.clone()), BundleLoader(shared.clone()));
         Ok(Worker {
             spare: None,
+            warm: Vec::new(),
             runtime,
             shared,
             meter,
@@ -545,9 +692,7 @@ impl Worker {
         self.shared.disarm();
         if spare.is_none() || self.shared.abort.get().is_some() || jobs_pending(&self.runtime) {
             // Not clean: the execution makes its own, on a fresh engine.
-            if let Ok(fresh) = Worker::new() {
-                *self = fresh;
-            }
+            self.renew();
             return;
         }
         self.spare = spare;
@@ -580,10 +725,90 @@ impl Worker {
                 | Err(Failure::InvalidResponse(_))
                 | Err(Failure::ResponseTooLarge)
         );
-        if (!clean || jobs_pending(&self.runtime))
-            && let Ok(fresh) = Worker::new()
-        {
+        if !clean || jobs_pending(&self.runtime) {
+            self.renew();
+        }
+    }
+
+    /// Replaces the engine of fresh contexts; warm contexts have their own.
+    fn renew(&mut self) {
+        if let Ok(mut fresh) = Worker::new() {
+            fresh.warm = std::mem::take(&mut self.warm);
             *self = fresh;
+        }
+    }
+
+    /// Drops the warm contexts whose owner starts with `prefix`.
+    pub fn forget_warm(&mut self, prefix: &str) {
+        self.warm.retain(|w| !w.key.owner.starts_with(prefix));
+    }
+
+    /// The warm contexts kept, for tests.
+    #[cfg(test)]
+    pub fn warm_contexts(&self) -> usize {
+        self.warm.len()
+    }
+
+    /// Runs one execution in the warm context of its key: the kept one when its
+    /// version matches, else a new one (the old is dropped). The context is kept
+    /// for the next execution only when this one ended cleanly.
+    fn execute_warm(
+        &mut self,
+        key: WarmKey,
+        invocation: super::Invocation,
+        handle: Option<Handle>,
+        cancelled: Option<Box<dyn Fn() -> bool>>,
+    ) -> Outcome {
+        let start = Instant::now();
+        let exec = Rc::new(Exec::new(
+            invocation.host.clone(),
+            handle,
+            invocation.limits.log,
+        ));
+        let found = self
+            .warm
+            .iter()
+            .position(|w| w.key.owner == key.owner)
+            .map(|at| self.warm.remove(at));
+        let warm = match found {
+            Some(warm) if warm.key == key => Ok(warm),
+            // Made for another deployment, settings or variables: dropped here.
+            _ => Warm::new(key),
+        };
+        let (result, keep) = match warm {
+            Ok(mut warm) => {
+                let result = warm.run(&exec, invocation, start, cancelled);
+                let keep = (result.is_ok() && warm.reusable(&exec)).then_some(warm);
+                (result, keep)
+            }
+            Err(_) => (Err(Failure::MemoryLimit), None),
+        };
+        exec.stop_host_calls();
+        if let Some(warm) = keep {
+            // Cycles the guest left as garbage go before they count against
+            // its next execution, once they are a sizeable part of its limit.
+            if warm.bytes() > warm.engine.meter.limit.get() / 2 {
+                warm.engine.runtime.run_gc();
+            }
+            self.keep_warm(warm);
+        }
+        Outcome {
+            result,
+            logs: exec.logs.take(),
+            errors: exec.errors.take(),
+            logs_truncated: exec.truncated.get(),
+            duration: start.elapsed(),
+        }
+    }
+
+    /// Keeps `warm` as the most recently used, within the thread's bounds.
+    fn keep_warm(&mut self, warm: Warm) {
+        self.warm.push(warm);
+        while self.warm.len() > WARM_CONTEXTS {
+            self.warm.remove(0);
+        }
+        while self.warm.len() > 1 && self.warm.iter().map(Warm::bytes).sum::<usize>() > WARM_BYTES {
+            self.warm.remove(0);
         }
     }
 
@@ -594,6 +819,9 @@ impl Worker {
         handle: Option<Handle>,
         cancelled: Option<Box<dyn Fn() -> bool>>,
     ) -> Outcome {
+        if let Some(key) = invocation.warm.clone() {
+            return self.execute_warm(key, invocation, handle, cancelled);
+        }
         let start = Instant::now();
         let limits = invocation.limits.clone();
         self.set_limits(&limits);
@@ -669,7 +897,7 @@ impl Worker {
                 let api = self
                     .api(
                         &ctx,
-                        &exec,
+                        &Slot::holding(&exec),
                         limits,
                         &std::collections::BTreeMap::new(),
                         None,
@@ -701,10 +929,8 @@ impl Worker {
         exec.stop_host_calls();
         self.shared.disarm();
         // A check that failed may have been interrupted half-way.
-        if (result.is_err() || jobs_pending(&self.runtime))
-            && let Ok(fresh) = Worker::new()
-        {
-            *self = fresh;
+        if result.is_err() || jobs_pending(&self.runtime) {
+            self.renew();
         }
         result
     }
@@ -743,7 +969,7 @@ impl Worker {
     fn api<'js>(
         &self,
         ctx: &Ctx<'js>,
-        exec: &Rc<Exec>,
+        slot: &Rc<Slot>,
         limits: &Limits,
         env: &std::collections::BTreeMap<String, String>,
         prepared: Option<Object<'js>>,
@@ -765,7 +991,7 @@ impl Worker {
             }
         };
         let setup: Function = ns.get("setup").map_err(fail)?;
-        let natives = natives(ctx, exec).map_err(fail)?;
+        let natives = natives(ctx, slot).map_err(fail)?;
         let env_object = Object::new(ctx.clone()).map_err(fail)?;
         for (name, value) in env {
             env_object
@@ -834,21 +1060,35 @@ impl Worker {
         request: Request,
         prepared: Option<Object<'js>>,
     ) -> Result<Response, Failure> {
-        let api = self.api(ctx, exec, limits, env, prepared)?;
+        let api = self.api(ctx, &Slot::holding(exec), limits, env, prepared)?;
         let module = self
             .load_entry(ctx, exec, &api, bytes)
             .map_err(|l| match l {
                 Loaded::Failed(f) => f,
                 Loaded::Threw(c) => self.classify(c),
             })?;
+        let ns = module.namespace().map_err(|e| self.fail(ctx, e))?;
+        self.respond(ctx, exec, limits, &api, ns, request)
+    }
+
+    /// Calls the entrypoint's handler (`ns.default`) with the request and turns
+    /// what it settles to into the response.
+    fn respond<'js>(
+        &self,
+        ctx: &Ctx<'js>,
+        exec: &Exec,
+        limits: &Limits,
+        api: &Api<'js>,
+        ns: Object<'js>,
+        request: Request,
+    ) -> Result<Response, Failure> {
         let fail = |e| self.fail(ctx, e);
-        let ns = module.namespace().map_err(fail)?;
         let req = request_object(ctx, request).map_err(fail)?;
         let promise: Promise = api
             .invoke
             .call((ns, req, api.context.clone()))
             .map_err(fail)?;
-        let value = self.drive(ctx, exec, &api, &promise).map_err(|d| match d {
+        let value = self.drive(ctx, exec, api, &promise).map_err(|d| match d {
             Driven::Failed(f) => f,
             Driven::Rejected(e) => self.fail(ctx, e),
         })?;
@@ -994,16 +1234,20 @@ fn bytes_of(value: &Value<'_>) -> Option<Vec<u8>> {
     unsafe { buffer.as_bytes() }.map(<[u8]>::to_vec)
 }
 
-fn natives<'js>(ctx: &Ctx<'js>, exec: &Rc<Exec>) -> rquickjs::Result<Object<'js>> {
+/// The guest API's natives; each acts for the execution in `slot` when called.
+fn natives<'js>(ctx: &Ctx<'js>, slot: &Rc<Slot>) -> rquickjs::Result<Object<'js>> {
     let o = Object::new(ctx.clone())?;
-    let exec_ = exec.clone();
+    let slot_ = slot.clone();
     o.set(
         "log",
-        Function::new(ctx.clone(), move |stream: i32, text: String| {
-            exec_.log(stream, &text)
-        })?,
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, stream: i32, text: String| {
+                Ok::<_, rquickjs::Error>(slot_.exec(&ctx)?.log(stream, &text))
+            },
+        )?,
     )?;
-    let exec_ = exec.clone();
+    let slot_ = slot.clone();
     o.set(
         "fetch",
         Function::new(
@@ -1020,14 +1264,14 @@ fn natives<'js>(ctx: &Ctx<'js>, exec: &Rc<Exec>) -> rquickjs::Result<Object<'js>
                     headers,
                     body: Bytes::from(body),
                 };
-                exec_.start(&ctx, move |host| {
+                slot_.exec(&ctx)?.start(&ctx, move |host| {
                     let call = host.fetch(request);
                     Box::pin(async move { Answer::Fetch(call.await) })
                 })
             },
         )?,
     )?;
-    let exec_ = exec.clone();
+    let slot_ = slot.clone();
     o.set(
         "graphql",
         Function::new(
@@ -1035,24 +1279,26 @@ fn natives<'js>(ctx: &Ctx<'js>, exec: &Rc<Exec>) -> rquickjs::Result<Object<'js>
             move |ctx: Ctx<'js>, query: String, variables: String| {
                 let variables: serde_json::Value =
                     serde_json::from_str(&variables).unwrap_or(serde_json::Value::Null);
-                exec_.start(&ctx, move |host| {
+                slot_.exec(&ctx)?.start(&ctx, move |host| {
                     let call = host.graphql(query, variables);
                     Box::pin(async move { Answer::Graphql(call.await) })
                 })
             },
         )?,
     )?;
-    let exec_ = exec.clone();
+    let slot_ = slot.clone();
     o.set(
         "timer",
         Function::new(ctx.clone(), move |ctx: Ctx<'js>, ms: f64| {
-            exec_.timer(&ctx, ms)
+            slot_.exec(&ctx)?.timer(&ctx, ms)
         })?,
     )?;
-    let exec_ = exec.clone();
+    let slot_ = slot.clone();
     o.set(
         "cancel",
-        Function::new(ctx.clone(), move |id: u32| exec_.cancel_timer(id))?,
+        Function::new(ctx.clone(), move |ctx: Ctx<'js>, id: u32| {
+            slot_.exec(&ctx).map(|exec| exec.cancel_timer(id))
+        })?,
     )?;
     o.set(
         "decode",

@@ -1,7 +1,11 @@
 //! The JavaScript sandbox that functions run in: a deployment's ES modules compiled
 //! once to a [`Program`], and each execution run in a fresh engine context on a
 //! worker thread of a bounded [`Pool`], with hard limits on memory, CPU time, wall
-//! time, stack depth, log size and response size.
+//! time, stack depth, log size and response size. A function may opt in to warm
+//! contexts ([`WarmKey`]): each worker thread then keeps its deployment loaded in
+//! one context, whose module-level state persists between that deployment's
+//! executions on that thread, while everything request-scoped (request, `env`,
+//! logs, host calls and their identity, limits) is still per execution.
 //!
 //! The guest sees what Appwrite's function runtimes give it, and nothing of the
 //! host: its entrypoint's default export is called with a context
@@ -244,6 +248,23 @@ pub struct Invocation {
     pub request: Request,
     pub limits: Limits,
     pub host: Arc<dyn Host>,
+    /// Run in the warm context this key names, kept on the worker thread between
+    /// executions (made when there is none); `None`: a fresh context, dropped
+    /// after this one execution.
+    pub warm: Option<WarmKey>,
+}
+
+/// Which kept context an execution may reuse. A worker thread keeps at most one
+/// per `owner`; an execution whose `version` differs from the kept one's drops
+/// it and starts a new one, so a context never outlives what it was made for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmKey {
+    /// Whose context it is (a project's function); [`Pool::forget_warm`] drops
+    /// the contexts whose owner starts with a prefix.
+    pub owner: String,
+    /// What it was made from: the deployment, the settings and the variables as
+    /// read. Everything that changes them changes this.
+    pub version: String,
 }
 
 /// The pool is full: the caller answers `TOO_MANY_EXECUTIONS` with `Retry-After`.

@@ -46,6 +46,9 @@ struct Shared {
     handle: Option<Handle>,
     /// Rung whenever a place frees up, for [`Pool::run_when_free`].
     freed: tokio::sync::Notify,
+    /// Per worker, the owner prefixes of warm contexts to drop before its next
+    /// execution ([`Pool::forget_warm`]).
+    forgotten: Vec<Mutex<Vec<String>>>,
 }
 
 /// The worker threads executions run on, with a bounded queue before them.
@@ -78,13 +81,14 @@ impl Pool {
             completed: AtomicU64::new(0),
             handle,
             freed: tokio::sync::Notify::new(),
+            forgotten: (0..workers).map(|_| Mutex::default()).collect(),
         });
         for n in 0..workers {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name(format!("nimbus-fn-{n}"))
                 .stack_size(THREAD_STACK)
-                .spawn(move || work(shared))
+                .spawn(move || work(shared, n))
                 .expect("the OS starts a function worker thread");
         }
         Pool { shared }
@@ -163,6 +167,22 @@ impl Pool {
         Duration::from_secs(micros.div_ceil(1_000_000).clamp(1, 60))
     }
 
+    /// Drops the warm contexts whose owner starts with `prefix` (all with `""`)
+    /// on every worker, before that worker's next execution. Executions whose
+    /// key changed never reuse the old context anyway; this frees its memory.
+    pub fn forget_warm(&self, prefix: &str) {
+        for inbox in &self.shared.forgotten {
+            let mut inbox = inbox.lock().unwrap_or_else(|p| p.into_inner());
+            if inbox.len() >= 64 {
+                // Many changes at once: drop every warm context of the worker.
+                inbox.clear();
+                inbox.push(String::new());
+            } else {
+                inbox.push(prefix.to_string());
+            }
+        }
+    }
+
     /// Threads running executions.
     pub fn workers(&self) -> usize {
         self.shared.workers
@@ -231,7 +251,7 @@ fn done(shared: &Shared) {
     shared.freed.notify_waiters();
 }
 
-fn work(shared: Arc<Shared>) {
+fn work(shared: Arc<Shared>, n: usize) {
     let mut worker = match Worker::new() {
         Ok(worker) => worker,
         Err(error) => {
@@ -241,6 +261,14 @@ fn work(shared: Arc<Shared>) {
     };
     worker.prepare();
     while let Some(job) = next(&shared) {
+        let forgotten = std::mem::take(
+            &mut *shared.forgotten[n]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for prefix in forgotten {
+            worker.forget_warm(&prefix);
+        }
         if job.reply.is_closed() {
             done(&shared);
             continue;

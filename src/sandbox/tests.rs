@@ -71,6 +71,7 @@ fn invocation(program: Program) -> Invocation {
         },
         limits: Limits::default(),
         host: Arc::new(FAKE),
+        warm: None,
     }
 }
 
@@ -777,4 +778,228 @@ async fn measures_compile_execution_and_idle_memory() {
         peak / 1024,
     );
     assert!(idle > 0 && peak > idle);
+}
+
+/// A host whose `nimbus.graphql` answers who it acts for.
+struct Identity(&'static str);
+
+impl Host for Identity {
+    fn fetch(&self, _request: FetchRequest) -> BoxFuture<'static, Result<FetchResponse, String>> {
+        Box::pin(std::future::pending())
+    }
+
+    fn graphql(
+        &self,
+        _query: String,
+        _variables: serde_json::Value,
+    ) -> BoxFuture<'static, serde_json::Value> {
+        let who = self.0;
+        Box::pin(async move { serde_json::json!({ "data": { "who": who } }) })
+    }
+}
+
+fn warm(owner: &str, version: &str) -> impl FnOnce(&mut Invocation) {
+    let key = WarmKey {
+        owner: owner.into(),
+        version: version.into(),
+    };
+    move |i| i.warm = Some(key)
+}
+
+const COUNTER: &str = "let count = 0; export default ({ res }) => res.json({ count: ++count, leak: globalThis.leak ?? null })";
+
+#[tokio::test]
+async fn a_warm_context_keeps_module_state_for_its_key_only() {
+    let pool = Pool::new(1, 4);
+    for expected in 1..=3 {
+        let outcome = run_with(&pool, COUNTER, warm("p/f", "1/d")).await;
+        assert_eq!(
+            body(&outcome),
+            format!("{{\"count\":{expected},\"leak\":null}}")
+        );
+    }
+    // Another function on the same thread has its own context.
+    let other = run_with(&pool, COUNTER, warm("p/g", "1/d")).await;
+    assert_eq!(body(&other), "{\"count\":1,\"leak\":null}");
+    let back = run_with(&pool, COUNTER, warm("p/f", "1/d")).await;
+    assert_eq!(body(&back), "{\"count\":4,\"leak\":null}");
+    // A new version (deployment, settings or variables) starts over.
+    let changed = run_with(&pool, COUNTER, warm("p/f", "2/d")).await;
+    assert_eq!(body(&changed), "{\"count\":1,\"leak\":null}");
+    // The default stays a fresh context, untouched by the warm ones.
+    assert_eq!(
+        body(&run(&pool, COUNTER).await),
+        "{\"count\":1,\"leak\":null}"
+    );
+    assert_eq!(
+        body(&run(&pool, COUNTER).await),
+        "{\"count\":1,\"leak\":null}"
+    );
+}
+
+#[tokio::test]
+async fn a_warm_context_serves_each_execution_with_its_own_host_env_and_logs() {
+    let pool = Pool::new(1, 4);
+    // The guest keeps the API's functions from its first execution.
+    let code = "const gql = nimbus.graphql; const log = console.log; let first; \
+        export default async ({ req, res, env }) => { first ??= env.WHO; log('as', env.WHO); \
+        const answer = await gql('{ me }'); \
+        if (req.path === '/noisy') for (let i = 0; i < 2000; i++) console.log('z'.repeat(63)); \
+        return res.json({ who: answer.data.who, env: env.WHO, first }); }";
+    let as_user = |who: &'static str, noisy: bool| {
+        move |i: &mut Invocation| {
+            warm("p/f", "1/d")(i);
+            i.host = Arc::new(Identity(who));
+            i.env = BTreeMap::from([("WHO".to_string(), who.to_string())]);
+            if noisy {
+                i.request.path = "/noisy".into();
+            }
+            i.limits.log = 4096;
+        }
+    };
+    let a = run_with(&pool, code, as_user("alice", true)).await;
+    assert_eq!(
+        body(&a),
+        "{\"who\":\"alice\",\"env\":\"alice\",\"first\":\"alice\"}"
+    );
+    assert!(a.logs.starts_with("as alice\n"));
+    assert!(a.logs_truncated);
+    // Same key, so the same context: module state is kept, but the host, the
+    // logs and their cap are the second execution's own. (`env` comes with
+    // the key: changed variables make a new version.)
+    let b = run_with(&pool, code, as_user("bob", false)).await;
+    assert_eq!(
+        body(&b),
+        "{\"who\":\"bob\",\"env\":\"alice\",\"first\":\"alice\"}"
+    );
+    assert_eq!(b.logs, "as alice\n");
+    assert!(!b.logs_truncated);
+}
+
+#[tokio::test]
+async fn a_warm_context_that_did_not_end_cleanly_is_dropped() {
+    let pool = Pool::new(1, 4);
+    let code = "let count = 0; export default async ({ req, res }) => { count++; globalThis.leak = 'set'; \
+        const seen = { count, leak: globalThis.seen ?? null }; globalThis.seen = 'set'; \
+        switch (req.path) { \
+          case '/loop': while (true) {} \
+          case '/throw': throw new Error('boom'); \
+          case '/deep': { const f = (n) => f(n + 1) + 1; f(0); } \
+          case '/bomb': { const a = []; while (true) a.push('x'.repeat(1024) + a.length); } \
+          case '/timer': setTimeout(() => {}, 60000); break; \
+          case '/fetch': fetch('https://never.example'); break; \
+          case '/forever': await new Promise(() => {}); \
+        } \
+        return res.json(seen); }";
+    let at = |path: &'static str| {
+        move |i: &mut Invocation| {
+            warm("p/f", "1/d")(i);
+            i.request.path = path.into();
+            i.host = Arc::new(FakeHost { delay: None });
+            i.limits.cpu = Duration::from_millis(200);
+            i.limits.wall = Duration::from_secs(5);
+            i.limits.memory = 16 << 20;
+        }
+    };
+    for (path, failure) in [
+        ("/loop", Some(Failure::CpuLimit)),
+        ("/throw", None),
+        ("/deep", Some(Failure::StackOverflow)),
+        ("/bomb", Some(Failure::MemoryLimit)),
+        ("/timer", None),
+        ("/fetch", None),
+        ("/forever", Some(Failure::NeverSettled)),
+    ] {
+        let warmed = run_with(&pool, code, at("/")).await;
+        assert_eq!(
+            body(&warmed),
+            "{\"count\":1,\"leak\":null}",
+            "before {path}"
+        );
+        let again = run_with(&pool, code, at("/")).await;
+        assert_eq!(
+            body(&again),
+            "{\"count\":2,\"leak\":\"set\"}",
+            "before {path}"
+        );
+        let outcome = run_with(&pool, code, at(path)).await;
+        match failure {
+            Some(failure) => assert_eq!(outcome.result.unwrap_err(), failure, "{path}"),
+            None if path == "/throw" => {
+                assert!(matches!(outcome.result, Err(Failure::Thrown(_))), "{path}")
+            }
+            None => assert!(outcome.result.is_ok(), "{path}"),
+        }
+        let after = run_with(&pool, code, at("/")).await;
+        assert_eq!(
+            body(&after),
+            "{\"count\":1,\"leak\":null}",
+            "after {path}: a fresh context"
+        );
+        // The next key starts clean for the next round.
+        pool.forget_warm("");
+    }
+}
+
+#[tokio::test]
+async fn what_a_warm_context_keeps_counts_against_its_memory_limit() {
+    let pool = Pool::new(1, 4);
+    // Each execution keeps one more MiB; the limit is 8 MiB.
+    let code = "const kept = []; export default ({ res }) => { kept.push('x'.repeat(1 << 20)); return res.json(kept.length); }";
+    let limited = |i: &mut Invocation| {
+        warm("p/f", "1/d")(i);
+        i.limits.memory = 8 << 20;
+    };
+    let mut kept = Vec::new();
+    loop {
+        let outcome = run_with(&pool, code, limited).await;
+        match outcome.result {
+            Ok(_) => kept.push(body(&outcome)),
+            Err(failure) => {
+                assert_eq!(failure, Failure::MemoryLimit);
+                break;
+            }
+        }
+        assert!(
+            kept.len() < 10,
+            "the kept state outgrew the limit: {kept:?}"
+        );
+    }
+    assert!(kept.len() >= 4, "{kept:?}");
+    // The context that hit the limit was dropped: the next starts over.
+    assert_eq!(body(&run_with(&pool, code, limited).await), "1");
+}
+
+#[tokio::test]
+async fn forgotten_warm_contexts_start_over() {
+    let pool = Pool::new(1, 4);
+    assert_eq!(
+        body(&run_with(&pool, COUNTER, warm("p/f", "1/d")).await),
+        "{\"count\":1,\"leak\":null}"
+    );
+    assert_eq!(
+        body(&run_with(&pool, COUNTER, warm("q/f", "1/d")).await),
+        "{\"count\":1,\"leak\":null}"
+    );
+    pool.forget_warm("p/");
+    assert_eq!(
+        body(&run_with(&pool, COUNTER, warm("p/f", "1/d")).await),
+        "{\"count\":1,\"leak\":null}"
+    );
+    assert_eq!(
+        body(&run_with(&pool, COUNTER, warm("q/f", "1/d")).await),
+        "{\"count\":2,\"leak\":null}"
+    );
+}
+
+#[test]
+fn a_thread_keeps_a_bounded_number_of_warm_contexts() {
+    let mut worker = engine::Worker::new().expect("the engine starts");
+    let program = compile(&source(COUNTER)).expect("compiles");
+    for n in 0..engine::WARM_CONTEXTS + 3 {
+        let mut i = invocation(program.clone());
+        warm(&format!("p/f{n}"), "1")(&mut i);
+        assert!(worker.execute(i, None, None).result.is_ok());
+    }
+    assert_eq!(worker.warm_contexts(), engine::WARM_CONTEXTS);
 }

@@ -30,7 +30,7 @@ async fn shared_app() -> TestApp {
 }
 
 /// Another replica of `app`'s database.
-async fn replica_of(app: &TestApp) -> TestApp {
+pub(crate) async fn replica_of(app: &TestApp) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut config = app.config.clone();
     config.data_dir = dir.path().to_path_buf();

@@ -29,7 +29,7 @@ struct World {
     posts: Vec<Post>,
 }
 
-async fn user_id(app: &TestApp, secret: &str) -> String {
+pub(crate) async fn user_id(app: &TestApp, secret: &str) -> String {
     app.as_session(secret, "{ account { id } }", json!({}))
         .await
         .ok()["account"]["id"]
@@ -58,7 +58,7 @@ async fn create_posts(app: &TestApp, posts: &[Post]) {
 }
 
 /// The `posts` collection of [`world`], without its documents.
-async fn world_collection(app: &TestApp) {
+pub(crate) async fn world_collection(app: &TestApp) {
     app.admin(
         "mutation { createDatabase(input: {id: \"app\", name: \"App\"}) { id } }",
         json!({}),
@@ -181,7 +181,12 @@ fn expected(world: &World, roles: &[String]) -> Vec<String> {
 }
 
 /// Sends `query` as `secret`, or as a guest without one.
-async fn ask(app: &TestApp, secret: Option<&str>, query: &str, variables: Value) -> Value {
+pub(crate) async fn ask(
+    app: &TestApp,
+    secret: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> Value {
     match secret {
         Some(secret) => app.as_session(secret, query, variables).await.ok(),
         None => app
@@ -679,7 +684,7 @@ fn sole_reader_of(permissions: &[Value]) -> Option<String> {
 }
 
 /// The physical table of the `posts` collection.
-async fn posts_table(app: &TestApp) -> String {
+pub(crate) async fn posts_table(app: &TestApp) -> String {
     let pool = app.server.as_ref().unwrap().state().db.pool();
     sqlx::query_scalar("SELECT table_name FROM db_collections WHERE id = 'posts'")
         .fetch_one(pool)
@@ -690,7 +695,7 @@ async fn posts_table(app: &TestApp) -> String {
 /// Every post's stored sole reader and its grants' `sole` marks agree with its
 /// permissions as the API shows them (the side table's truth); answers how many
 /// posts there are.
-async fn check_sole_readers(app: &TestApp) -> usize {
+pub(crate) async fn check_sole_readers(app: &TestApp) -> usize {
     let data = app
         .admin(
             "{ posts(first: 1000) { nodes { id permissions } } }",
@@ -899,13 +904,14 @@ async fn sole_readers_stay_exact_through_every_write() {
 }
 
 /// Takes the sole readers away from the `posts` table, as the versions before
-/// them made it: no column, no `sole` marks, the older side-table index, and
-/// the collection not marked.
+/// them made it: no twin indexes, no column, no `sole` marks, the older
+/// side-table index, and the collection not marked.
 async fn as_before_sole_readers(app: &TestApp) {
     let table = posts_table(app).await;
     let pool = app.server.as_ref().unwrap().state().db.pool();
     let statements = if app.config.effective_database_url().starts_with("mysql") {
         vec![
+            format!("ALTER TABLE {table} DROP KEY s_reader, DROP KEY r_hot"),
             format!("ALTER TABLE {table} DROP COLUMN nimbus_reader"),
             format!(
                 "ALTER TABLE {table}_perms DROP KEY s_role, DROP COLUMN sole, \
@@ -914,6 +920,8 @@ async fn as_before_sole_readers(app: &TestApp) {
         ]
     } else {
         vec![
+            format!("DROP INDEX s_{table}__reader"),
+            format!("DROP INDEX r_{table}__hot"),
             format!("ALTER TABLE {table} DROP COLUMN nimbus_reader"),
             format!("DROP INDEX s_{table}__perms"),
             format!("ALTER TABLE {table}_perms DROP COLUMN sole"),
@@ -925,7 +933,7 @@ async fn as_before_sole_readers(app: &TestApp) {
     for statement in statements {
         sqlx::query(&statement).execute(&mut *conn).await.unwrap();
     }
-    sqlx::query("UPDATE db_collections SET readers_ready = 0")
+    sqlx::query("UPDATE db_collections SET readers_ready = 0, reader_twins = 0")
         .execute(&mut *conn)
         .await
         .unwrap();
@@ -957,11 +965,12 @@ async fn a_collection_made_before_sole_readers_is_filled_in_at_the_next_start() 
         .expect("the server starts on the older tables");
     let app = crate::helpers::from_server(server, admin_key, config, dir);
     let pool = app.server.as_ref().unwrap().state().db.pool();
-    let ready: Vec<i64> = sqlx::query_scalar("SELECT readers_ready FROM db_collections")
-        .fetch_all(pool)
-        .await
-        .unwrap();
-    assert_eq!(ready, [1]);
+    let ready: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT readers_ready, reader_twins FROM db_collections")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(ready, [(1, 1)]);
     assert_eq!(check_sole_readers(&app).await, world.posts.len());
     check_every_reader(&app, &world).await;
     // Written to after: kept exact.

@@ -64,6 +64,18 @@ async fn query(ws: &mut WsClient, id: &str, query: &str) -> Value {
     result["payload"].clone()
 }
 
+/// [`query`] on a socket whose credential may expire meanwhile: `None` when the
+/// socket closed or the operation did not answer normally.
+async fn try_query(ws: &mut WsClient, id: &str, query: &str) -> Option<Value> {
+    ws.subscribe(id, query).await;
+    let result = ws.next_json().await.ok()?;
+    if result["id"] != id || result["type"] != "next" {
+        return None;
+    }
+    let complete = ws.next_json().await.ok()?;
+    (complete["type"] == "complete").then(|| result["payload"].clone())
+}
+
 /// Reads the socket to its close: the messages before it, and the close frame.
 async fn read_to_close(ws: &mut WsClient) -> (Vec<Value>, (u16, String)) {
     let mut messages = Vec::new();
@@ -217,6 +229,27 @@ async fn key_expiring_at(
     )
 }
 
+/// The secret of a new key expiring at `expires`; `None` when the machine was so
+/// slow that the instant passed before the key was created (it is then refused).
+async fn try_key_expiring_at(
+    app: &TestApp,
+    expires: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    let created = app
+        .admin(
+            "mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { secret } }",
+            json!({"input": {"name": "socket", "scopes": ["keys.read"], "expiresAt": expires.to_rfc3339()}}),
+        )
+        .await;
+    if created.body["errors"].is_array() {
+        assert!(chrono::Utc::now() >= expires, "{:?}", created.body);
+        return None;
+    }
+    created.body["data"]["createApiKey"]["secret"]
+        .as_str()
+        .map(str::to_string)
+}
+
 /// Waits until the wall clock has passed `at`.
 async fn pass(at: chrono::DateTime<chrono::Utc>) {
     let left = (at - chrono::Utc::now()).num_milliseconds();
@@ -244,21 +277,43 @@ async fn a_deleted_or_expired_key_closes_its_sockets_at_once() {
     let messages = assert_closed_with(&mut ws, "INVALID_API_KEY").await;
     assert_ended(&messages, "1", "INVALID_API_KEY");
 
-    // Expiry needs no event: the connection's timer closes an idle socket.
-    let expires = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
-    let (secret, _) = key_expiring_at(&app, Some(expires)).await;
-    let mut ws = socket(&app.ws_url, json!({"X-Nimbus-Key": secret})).await;
-    let before = query(&mut ws, "q", "{ apiKeys { totalCount } }").await;
-    assert!(before["errors"].is_null(), "{before}");
-    assert_closed_with(&mut ws, "API_KEY_EXPIRED").await;
-    assert!(
-        chrono::Utc::now() >= expires,
-        "closed before the key expired"
-    );
-    assert!(
-        chrono::Utc::now() < expires + chrono::Duration::seconds(2),
-        "closed long after the key expired"
-    );
+    // Expiry needs no event: the connection's timer closes an idle socket. The key
+    // must be created, its socket opened and used before it expires; a round in
+    // which the machine was too slow for that proves nothing and is tried again
+    // with more room (a new key), so the close is still timed against the key's
+    // own expiry instant.
+    let mut room = chrono::Duration::milliseconds(1500);
+    for round in 0.. {
+        let expires = chrono::Utc::now() + room;
+        let created = try_key_expiring_at(&app, expires).await;
+        let mut ws = WsClient::connect(&app.ws_url, false).await;
+        let before = match created {
+            Some(secret) => match ws.init(json!({"X-Nimbus-Key": secret})).await {
+                Ok(ack) if ack["type"] == "connection_ack" => {
+                    try_query(&mut ws, "q", "{ apiKeys { totalCount } }").await
+                }
+                _ => None,
+            },
+            None => None,
+        };
+        if chrono::Utc::now() >= expires {
+            assert!(round < 4, "never used the key within {room}");
+            room = room * 2;
+            continue;
+        }
+        let before = before.expect("the socket was accepted before the key expired");
+        assert!(before["errors"].is_null(), "{before}");
+        assert_closed_with(&mut ws, "API_KEY_EXPIRED").await;
+        assert!(
+            chrono::Utc::now() >= expires,
+            "closed before the key expired"
+        );
+        assert!(
+            chrono::Utc::now() < expires + chrono::Duration::seconds(2),
+            "closed long after the key expired"
+        );
+        break;
+    }
     app.shutdown().await;
 }
 
@@ -280,25 +335,67 @@ async fn expire_session_at(app: &TestApp, session_id: &str, at: chrono::DateTime
 #[tokio::test]
 async fn an_expiring_session_or_jwt_closes_its_socket_when_it_expires() {
     let app = spawn_app().await;
-    let ann = sign_up(&app, "ann@example.com", "default").await;
-    let expires = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
-    expire_session_at(&app, &ann.session_id, expires).await;
-    let mut ws = socket(&app.ws_url, bearer(&ann.secret)).await;
-    ws.subscribe("p", PRESENCE).await;
-    let messages = assert_closed_with(&mut ws, "SESSION_EXPIRED").await;
-    assert_ended(&messages, "p", "SESSION_EXPIRED");
-    assert!(chrono::Utc::now() >= expires);
+    // The socket must be open and subscribed before the credential expires; a
+    // round in which the machine was too slow for that proves nothing and is
+    // tried again with more room and a new session (or JWT). The close is timed
+    // against the credential's own expiry instant.
+    sign_up(&app, "ann@example.com", "default").await;
+    let mut room = chrono::Duration::milliseconds(1500);
+    for round in 0.. {
+        let ann = sign_in(&app, "ann@example.com", "default").await;
+        let expires = chrono::Utc::now() + room;
+        expire_session_at(&app, &ann.session_id, expires).await;
+        let mut ws = WsClient::connect(&app.ws_url, false).await;
+        let acked = ws
+            .init(bearer(&ann.secret))
+            .await
+            .is_ok_and(|ack| ack["type"] == "connection_ack");
+        if acked {
+            ws.subscribe("p", PRESENCE).await;
+        }
+        // The subscription's first answer (the presence JOIN) says it started.
+        let started = acked && ws.next_json().await.is_ok_and(|m| m["type"] == "next");
+        if chrono::Utc::now() >= expires {
+            assert!(round < 4, "never subscribed within {room}");
+            room = room * 2;
+            continue;
+        }
+        assert!(started, "the subscription did not start before the expiry");
+        let messages = assert_closed_with(&mut ws, "SESSION_EXPIRED").await;
+        assert_ended(&messages, "p", "SESSION_EXPIRED");
+        assert!(chrono::Utc::now() >= expires);
+        break;
+    }
 
     let bob = sign_up(&app, "bob@example.com", "default").await;
-    let now = chrono::Utc::now().timestamp() as u64;
-    let jwt = state(&app)
-        .jwt
-        .issue("default", &bob.user_id, &bob.session_id, now, 2);
-    let mut ws = socket(&app.ws_url, bearer(&jwt)).await;
-    let me = query(&mut ws, "q", "{ account { id } }").await;
-    assert_eq!(me["data"]["account"]["id"], bob.user_id.as_str());
-    assert_closed_with(&mut ws, "JWT_EXPIRED").await;
-    assert!(chrono::Utc::now().timestamp() as u64 >= now + 2);
+    let mut lifetime = 2;
+    for round in 0.. {
+        let now = chrono::Utc::now().timestamp() as u64;
+        let jwt = state(&app)
+            .jwt
+            .issue("default", &bob.user_id, &bob.session_id, now, lifetime);
+        let expires = chrono::DateTime::from_timestamp((now + lifetime) as i64, 0).unwrap();
+        let mut ws = WsClient::connect(&app.ws_url, false).await;
+        let acked = ws
+            .init(bearer(&jwt))
+            .await
+            .is_ok_and(|ack| ack["type"] == "connection_ack");
+        let me = if acked {
+            try_query(&mut ws, "q", "{ account { id } }").await
+        } else {
+            None
+        };
+        if chrono::Utc::now() >= expires {
+            assert!(round < 4, "never used the JWT within {lifetime} s");
+            lifetime *= 2;
+            continue;
+        }
+        let me = me.expect("the socket was accepted before the JWT expired");
+        assert_eq!(me["data"]["account"]["id"], bob.user_id.as_str());
+        assert_closed_with(&mut ws, "JWT_EXPIRED").await;
+        assert!(chrono::Utc::now() >= expires);
+        break;
+    }
     app.shutdown().await;
 }
 
@@ -315,11 +412,15 @@ async fn http_requests_honour_key_session_and_jwt_expiry_to_the_instant() {
     for round in 0.. {
         let carl = sign_in(&app, "carl@example.com", "default").await;
         let expires = chrono::Utc::now() + room;
-        let (key, _) = key_expiring_at(&app, Some(expires)).await;
+        let key = try_key_expiring_at(&app, expires).await;
         expire_session_at(&app, &carl.session_id, expires).await;
-        let by_key = app
-            .as_key(&key, "default", "{ apiKeys { totalCount } }", json!({}))
-            .await;
+        let by_key = match &key {
+            Some(key) => Some(
+                app.as_key(key, "default", "{ apiKeys { totalCount } }", json!({}))
+                    .await,
+            ),
+            None => None,
+        };
         let by_session = app
             .as_session(&carl.secret, "{ account { id } }", json!({}))
             .await;
@@ -328,8 +429,9 @@ async fn http_requests_honour_key_session_and_jwt_expiry_to_the_instant() {
             room = room * 2;
             continue;
         }
-        by_key.ok();
+        by_key.expect("a key created before its expiry").ok();
         by_session.ok();
+        let key = key.unwrap();
 
         pass(expires).await;
         let answer = app

@@ -20,15 +20,16 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::AppState;
-use crate::auth::AdminGrant;
+use crate::auth::scopes::{UsersRead, UsersWrite};
 use crate::auth::sealing::Sealer;
 use crate::auth::secrets;
-use crate::db::{DbErrorExt as _, ids, now_millis};
+use crate::auth::{AdminGrant, Grant};
+use crate::db::{DbErrorExt as _, Page, ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
 use crate::outbound;
 use crate::services::projects::AuthSettings;
 use crate::services::users::service::{
-    ClientInfo, NewUser, UserChanges, apply_changes, create_session, insert_new_user,
+    ClientInfo, commit_logged, create_session, insert_passwordless_user, user_created,
     with_proven_mailbox,
 };
 use crate::services::users::{Session, User, store as users_store};
@@ -845,6 +846,12 @@ struct GitHubEmail {
 
 /// The user behind a provider account: the one linked before; else the user with
 /// the same email, when the provider vouches for that email; else a new user.
+///
+/// The user a first sign-in creates and the identity that links it are written in
+/// one transaction, so nothing can leave a user without its identity. Two first
+/// sign-ins of one provider account at once (or a sign-up with its email) clash on
+/// a unique key: the loser's transaction rolls back whole and its next round finds
+/// what the winner wrote, so both sign in as the one user.
 async fn user_for_profile(
     state: &AppState,
     project_id: &str,
@@ -856,25 +863,67 @@ async fn user_for_profile(
             "the provider's account id is empty or too long",
         ));
     }
-    let pool = state.db.pool();
-    if let Some(identity) =
-        store::find_identity(state, project_id, provider, &profile.subject).await?
-    {
-        return users_store::find_user(pool, project_id, &identity.user_id)
-            .await?
-            .map(|row| row.to_user())
-            .ok_or(AppError::InvalidCredentials);
-    }
     let email = profile
         .email
         .as_deref()
         .and_then(|e| crate::services::users::service::normalize_email("email", e).ok());
-    let existing = match &email {
-        Some(email) => users_store::find_user_by_email(pool, project_id, email)
+    // A name the user service refuses (control characters) is left out rather
+    // than failing the sign-in.
+    let name = profile
+        .name
+        .as_deref()
+        .map(|n| n.chars().take(128).collect::<String>())
+        .filter(|n| crate::services::users::service::check_name(n).is_ok())
+        .unwrap_or_default();
+    // Rounds: a claim of an unverified account, then a clash, each send it round
+    // once more; a third round meets neither.
+    for _ in 0..3 {
+        let linked = link_profile(
+            state,
+            project_id,
+            provider,
+            profile,
+            email.as_deref(),
+            &name,
+        );
+        if let Some(user) = linked.await? {
+            return Ok(user);
+        }
+    }
+    Err(AppError::Conflict {
+        what: "identity",
+        id: profile.subject.clone(),
+    })
+}
+
+/// One round of [`user_for_profile`]: the user, or `None` when it changed
+/// something (a claim) or lost a race, and the next round looks again.
+async fn link_profile(
+    state: &AppState,
+    project_id: &str,
+    provider: &str,
+    profile: &Profile,
+    email: Option<&str>,
+    name: &str,
+) -> AppResult<Option<User>> {
+    // On SQLite this takes the write lock at once, so rounds never interleave; on
+    // MariaDB a concurrent round shows up as a unique-key clash.
+    let mut tx = state.db.begin_write().await?;
+    if let Some(identity) =
+        store::find_identity(&mut tx, project_id, provider, &profile.subject).await?
+    {
+        return users_store::find_user(&mut *tx, project_id, &identity.user_id)
+            .await?
+            .map(|row| Some(row.to_user()))
+            .ok_or(AppError::InvalidCredentials);
+    }
+    let existing = match email {
+        Some(email) => users_store::find_user_by_email(&mut *tx, project_id, email)
             .await?
             .map(|row| row.to_user()),
         None => None,
     };
+    let mut messages = Vec::new();
     let user = match existing {
         // Linking to an account on the provider's word is only safe when the
         // provider checked that the email is theirs.
@@ -886,36 +935,25 @@ async fn user_for_profile(
             });
         }
         // The provider vouches for the mailbox: an account whose email was not
-        // verified yet is claimed (see `UserChanges::claim`).
-        Some(user) => with_proven_mailbox(state, project_id, user).await?,
+        // verified yet is claimed first (see `UserChanges::claim`), in a change of
+        // its own; the next round links the claimed account.
+        Some(user) if !user.email_verified => {
+            drop(tx);
+            with_proven_mailbox(state, project_id, user).await?;
+            return Ok(None);
+        }
+        Some(user) => user,
         None => {
-            let name = profile
-                .name
-                .as_deref()
-                .map(|n| n.chars().take(128).collect::<String>());
-            let user = insert_new_user(
-                state,
-                project_id,
-                NewUser {
-                    email: email.clone(),
-                    name,
-                    ..Default::default()
-                },
-            )
-            .await?;
-            if profile.email_verified && email.is_some() {
-                apply_changes(
-                    state,
-                    project_id,
-                    &user.id,
-                    UserChanges {
-                        email_verified: Some(true),
-                        ..Default::default()
-                    },
-                )
-                .await?
-            } else {
-                user
+            let created =
+                insert_passwordless_user(&mut tx, project_id, email, name, profile.email_verified)
+                    .await;
+            match created {
+                Ok(user) => {
+                    messages.push(user_created(&user));
+                    user
+                }
+                Err(AppError::Conflict { .. }) => return Ok(None),
+                Err(err) => return Err(err),
             }
         }
     };
@@ -926,16 +964,21 @@ async fn user_for_profile(
         user_id: user.id.clone(),
         provider: provider.to_string(),
         subject: profile.subject.clone(),
-        email: email.clone(),
+        email: email.map(str::to_string),
         created_at: now,
         updated_at: now,
     };
-    let mut tx = state.db.begin_write().await?;
-    store::insert_identity(&mut tx, &identity)
+    match store::insert_identity(&mut tx, &identity)
         .await
-        .conflict_as("identity", &profile.subject)?;
-    crate::bus::log::commit(&state.bus, tx, vec![identity_event(&identity, "create")]).await?;
-    Ok(user)
+        .conflict_as("identity", &profile.subject)
+    {
+        Ok(()) => {}
+        Err(AppError::Conflict { .. }) => return Ok(None),
+        Err(err) => return Err(err),
+    }
+    messages.push(identity_event(&identity, "create"));
+    commit_logged(state, tx, messages).await?;
+    Ok(Some(user))
 }
 
 /// `users.U.identities.I.<action>` of `identity`. The payload is the identity as
@@ -993,6 +1036,71 @@ pub async fn delete_identity(
     user_id: &str,
     id: &str,
 ) -> AppResult<()> {
+    take_identity(state, project_id, Some(user_id), id)
+        .await
+        .map(|_| ())
+}
+
+/// Which identities [`list_identities`] answers; all of the project's by default.
+#[derive(Debug, Default)]
+pub struct IdentityFilter {
+    pub user_id: Option<String>,
+    pub provider: Option<String>,
+    /// The start of the provider's account id or of the email it gave.
+    pub search: Option<String>,
+}
+
+/// Every provider account linked to the grant's project's users (Appwrite's
+/// `listIdentities`), by id. The provider's tokens are never kept, so none can
+/// be shown.
+pub async fn list_identities(
+    state: &AppState,
+    grant: &Grant<UsersRead>,
+    mut filter: IdentityFilter,
+    page: &Page,
+    with_total: bool,
+) -> AppResult<(Vec<Identity>, i64)> {
+    if let Some(user_id) = &filter.user_id {
+        ids::validate("userId", user_id)?;
+    }
+    if let Some(provider) = &filter.provider {
+        check_provider_name(provider)?;
+    }
+    filter.search = filter
+        .search
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    if filter.search.as_ref().is_some_and(|s| s.len() > 256) {
+        return Err(AppError::invalid("search", "at most 256 characters"));
+    }
+    let pool = state.db.pool();
+    let identities = store::list_identities(pool, grant.project(), &filter, page).await?;
+    let total = if with_total {
+        store::count_identities(pool, grant.project(), &filter).await?
+    } else {
+        0
+    };
+    Ok((identities, total))
+}
+
+/// Unlinks any provider account of the grant's project (Appwrite's server-side
+/// `deleteIdentity`); its user keeps their account and other sign-in methods.
+pub async fn delete_user_identity(
+    state: &AppState,
+    grant: &Grant<UsersWrite>,
+    id: &str,
+) -> AppResult<Identity> {
+    take_identity(state, grant.project(), None, id).await
+}
+
+/// Deletes identity `id` (of `user_id` only, when given) and logs its `delete`
+/// event in the same transaction.
+async fn take_identity(
+    state: &AppState,
+    project_id: &str,
+    user_id: Option<&str>,
+    id: &str,
+) -> AppResult<Identity> {
     ids::validate("id", id)?;
     let mut tx = state.db.begin_write().await?;
     // Read and deleted in one transaction: of two requests unlinking it at once,
@@ -1001,7 +1109,7 @@ pub async fn delete_identity(
         Some(identity) => {
             crate::bus::log::commit(&state.bus, tx, vec![identity_event(&identity, "delete")])
                 .await?;
-            Ok(())
+            Ok(identity)
         }
         None => Err(AppError::NotFound {
             what: "identity",
@@ -1016,8 +1124,9 @@ mod store {
     use sqlx::Row as _;
     use sqlx::any::AnyRow;
 
-    use super::{Identity, ProviderConfig};
+    use super::{Identity, IdentityFilter, ProviderConfig};
     use crate::AppState;
+    use crate::db::Page;
     use crate::error::AppResult;
 
     const PROVIDER_COLUMNS: &str = "project_id, provider, enabled, client_id, client_secret, issuer, authorization_url, token_url, userinfo_url, scopes, created_at, updated_at";
@@ -1211,7 +1320,7 @@ mod store {
         "project_id, id, user_id, provider, subject, email, created_at, updated_at";
 
     pub async fn find_identity(
-        state: &AppState,
+        conn: &mut sqlx::AnyConnection,
         project_id: &str,
         provider: &str,
         subject: &str,
@@ -1222,7 +1331,7 @@ mod store {
         .bind(project_id)
         .bind(provider)
         .bind(subject)
-        .fetch_optional(state.db.pool())
+        .fetch_optional(conn)
         .await?;
         Ok(row.as_ref().map(identity_from).transpose()?)
     }
@@ -1262,32 +1371,96 @@ mod store {
         Ok(())
     }
 
-    /// Deletes the user's identity `id` in `conn`, answering it if this delete
-    /// removed it.
+    /// Identities by id, filtered as `filter` says.
+    pub async fn list_identities(
+        pool: &sqlx::AnyPool,
+        project_id: &str,
+        filter: &IdentityFilter,
+        page: &Page,
+    ) -> AppResult<Vec<Identity>> {
+        let (keyset, page_binds) = page.keyset_sql("id");
+        let (conditions, binds) = filtered(filter);
+        let sql = format!(
+            "SELECT {IDENTITY_COLUMNS} FROM identities WHERE project_id = ?{conditions}{keyset}"
+        );
+        let query = sqlx::query(&sql).bind(project_id);
+        let rows = binds
+            .iter()
+            .chain(page_binds.iter())
+            .fold(query, |q, b| q.bind(b))
+            .fetch_all(pool)
+            .await?;
+        Ok(rows.iter().map(identity_from).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn count_identities(
+        pool: &sqlx::AnyPool,
+        project_id: &str,
+        filter: &IdentityFilter,
+    ) -> AppResult<i64> {
+        let (conditions, binds) = filtered(filter);
+        let sql = format!("SELECT COUNT(*) FROM identities WHERE project_id = ?{conditions}");
+        let query = sqlx::query_scalar(&sql).bind(project_id);
+        Ok(binds
+            .iter()
+            .fold(query, |q, b| q.bind(b))
+            .fetch_one(pool)
+            .await?)
+    }
+
+    /// The conditions of `filter` after `project_id = ?`, with their binds.
+    fn filtered(filter: &IdentityFilter) -> (String, Vec<String>) {
+        let mut sql = String::new();
+        let mut binds = Vec::new();
+        if let Some(user_id) = &filter.user_id {
+            sql.push_str(" AND user_id = ?");
+            binds.push(user_id.clone());
+        }
+        if let Some(provider) = &filter.provider {
+            sql.push_str(" AND provider = ?");
+            binds.push(provider.clone());
+        }
+        if let Some(search) = &filter.search {
+            sql.push_str(" AND (subject LIKE ? ESCAPE '!' OR email LIKE ? ESCAPE '!')");
+            let pattern = format!(
+                "{}%",
+                search
+                    .replace('!', "!!")
+                    .replace('%', "!%")
+                    .replace('_', "!_")
+            );
+            binds.push(pattern.clone());
+            binds.push(pattern);
+        }
+        (sql, binds)
+    }
+
+    /// Deletes identity `id` (only if it is `user_id`'s, when given) in `conn`,
+    /// answering it if this delete removed it.
     pub async fn take_identity(
         conn: &mut sqlx::AnyConnection,
         project_id: &str,
-        user_id: &str,
+        user_id: Option<&str>,
         id: &str,
     ) -> AppResult<Option<Identity>> {
         let row = sqlx::query(&format!(
-            "SELECT {IDENTITY_COLUMNS} FROM identities WHERE project_id = ? AND user_id = ? AND id = ?"
+            "SELECT {IDENTITY_COLUMNS} FROM identities WHERE project_id = ? AND id = ?"
         ))
         .bind(project_id)
-        .bind(user_id)
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?;
         let Some(identity) = row.as_ref().map(identity_from).transpose()? else {
             return Ok(None);
         };
-        let done =
-            sqlx::query("DELETE FROM identities WHERE project_id = ? AND user_id = ? AND id = ?")
-                .bind(project_id)
-                .bind(user_id)
-                .bind(id)
-                .execute(conn)
-                .await?;
+        if user_id.is_some_and(|user_id| user_id != identity.user_id) {
+            return Ok(None);
+        }
+        let done = sqlx::query("DELETE FROM identities WHERE project_id = ? AND id = ?")
+            .bind(project_id)
+            .bind(id)
+            .execute(conn)
+            .await?;
         Ok((done.rows_affected() > 0).then_some(identity))
     }
 }

@@ -1,18 +1,22 @@
 //! GraphQL of OAuth2 sign-in: a project's providers (`oauth2Providers`,
 //! `updateProjectOAuth2Provider`, `deleteProjectOAuth2Provider`, scope `admin`) and
-//! the caller's linked provider accounts (`accountIdentities`, `deleteIdentity`).
+//! the caller's linked provider accounts (`accountIdentities`, `deleteIdentity`),
+//! and every user's, for servers (`identities`, scope `users.read`;
+//! `deleteUserIdentity`, scope `users.write`).
 //! The sign-in itself is a browser redirect, served by `http::oauth2`.
 
 use async_graphql::Value;
 use async_graphql::dynamic::{Field, FieldFuture, FieldValue, InputValue, Object, TypeRef};
 
+use crate::auth::scopes::{UsersRead, UsersWrite};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
-    DATETIME, app, caller, datetime, deleted_payload_type, input, object, prop,
+    DATETIME, app, caller, connection, connection_types, datetime, deleted_payload_type, input,
+    object, opt_string, page_request, prop, wants_total_count, with_connection_args,
 };
 use crate::services::projects::service::get_project;
 
-use super::oauth2::{self, Identity, ProviderChanges, ProviderConfig};
+use super::oauth2::{self, Identity, IdentityFilter, ProviderChanges, ProviderConfig};
 
 crate::graphql_input! {
     "Creates or changes a project's OAuth2 provider; omitted fields stay as they are, an empty URL removes it."
@@ -53,6 +57,14 @@ crate::graphql_input! {
 crate::graphql_input! {
     "The linked provider account to remove."
     struct DeleteIdentityInput {
+        "The identity's id."
+        id: String as "ID",
+    }
+}
+
+crate::graphql_input! {
+    "The provider account to unlink from its user."
+    struct DeleteUserIdentityInput {
         "The identity's id."
         id: String as "ID",
     }
@@ -129,6 +141,10 @@ pub fn register(parts: &mut SchemaParts) {
     parts.mutation(delete_project_oauth2_provider());
     parts.query(account_identities());
     parts.mutation(delete_identity());
+    parts.add_types(connection_types("Identity", "identities"));
+    parts.add_input::<DeleteUserIdentityInput>();
+    parts.query(identities());
+    parts.mutation(delete_user_identity());
 }
 
 fn oauth2_provider_type() -> Object {
@@ -302,4 +318,70 @@ fn delete_identity() -> Field {
     )
     .description("Unlinks a provider account from the signed-in user.")
     .argument(DeleteIdentityInput::argument())
+}
+
+fn identities() -> Field {
+    with_connection_args(Field::new(
+        "identities",
+        TypeRef::named_nn("IdentityConnection"),
+        |ctx| {
+            FieldFuture::new(async move {
+                let grant = caller(&ctx)?.require::<UsersRead>()?;
+                let page = page_request(&ctx)?;
+                let filter = IdentityFilter {
+                    user_id: opt_string(&ctx, "userId")?,
+                    provider: opt_string(&ctx, "provider")?,
+                    search: opt_string(&ctx, "search")?,
+                };
+                let (identities, total) = oauth2::list_identities(
+                    app(&ctx)?,
+                    &grant,
+                    filter,
+                    &page,
+                    wants_total_count(&ctx),
+                )
+                .await?;
+                Ok(Some(FieldValue::value(connection(
+                    &page,
+                    identities,
+                    total,
+                    |i| &i.id,
+                    identity_value,
+                ))))
+            })
+        },
+    ))
+    .description("The provider accounts linked to the addressed project's users, by id (scope `users.read`). The provider's tokens are never kept, so never shown.")
+    .argument(
+        InputValue::new("userId", TypeRef::named(TypeRef::ID))
+            .description("Only this user's."),
+    )
+    .argument(
+        InputValue::new("provider", TypeRef::named(TypeRef::STRING))
+            .description("Only this provider's."),
+    )
+    .argument(
+        InputValue::new("search", TypeRef::named(TypeRef::STRING))
+            .description("Only those whose account id at the provider, or the email it gave, starts with this text."),
+    )
+}
+
+fn delete_user_identity() -> Field {
+    Field::new(
+        "deleteUserIdentity",
+        TypeRef::named_nn("DeleteIdentityPayload"),
+        |ctx| {
+            FieldFuture::new(async move {
+                let grant = caller(&ctx)?.require::<UsersWrite>()?;
+                let input: DeleteUserIdentityInput = input(&ctx)?;
+                let identity = oauth2::delete_user_identity(app(&ctx)?, &grant, &input.id).await?;
+                Ok(Some(FieldValue::value(object([(
+                    "deletedId",
+                    Value::from(identity.id),
+                )]))))
+            })
+        },
+    )
+    .description("Unlinks any user's provider account (scope `users.write`); the user keeps their account and other sign-in methods.")
+    .argument(DeleteUserIdentityInput::argument())
 }

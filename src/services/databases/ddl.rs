@@ -20,7 +20,8 @@
 //! Index names: SQLite's are global to the database and MariaDB's are per table
 //! but at most 64 characters. So SQLite gets `i_<table>__<key>` (the table name
 //! has no `__`, so the name is unique) and MariaDB `i_<key>`. The indexes the
-//! system needs are `s_…`.
+//! system needs are `s_…`; the twins led by the sole reader ([`reader_twins`])
+//! are `r_…` in place of their index's `i_…`.
 
 use std::collections::HashSet;
 
@@ -961,25 +962,7 @@ pub fn create_index_sql(
         ]);
     }
     let columns = index.resolve(attrs)?;
-    let mut parts: Vec<String> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, column)| {
-            let mut part = dialect.quote(&column.name());
-            if dialect == SqlDialect::MySql
-                && index.kind != IndexKind::Fulltext
-                && let Some(prefix) = column.mysql_prefix()
-            {
-                part.push_str(&format!("({prefix})"));
-            }
-            match index.orders.get(i) {
-                Some(IndexOrder::Asc) => part.push_str(" ASC"),
-                Some(IndexOrder::Desc) => part.push_str(" DESC"),
-                None => {}
-            }
-            part
-        })
-        .collect();
+    let mut parts = key_parts(dialect, index, &columns);
     // A list is ordered by its attributes, then by id. InnoDB's secondary
     // indexes end with the primary key; SQLite's end with the rowid, so there a
     // key index ends with the id too: the order is then read from the index
@@ -999,6 +982,187 @@ pub fn create_index_sql(
         dialect.quote(table),
         parts.join(", ")
     )])
+}
+
+/// The parts of a key or unique index: each column quoted, with its MariaDB
+/// prefix and its declared order.
+fn key_parts(dialect: SqlDialect, index: &Index, columns: &[IndexColumn<'_>]) -> Vec<String> {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, column)| {
+            let mut part = dialect.quote(&column.name());
+            if dialect == SqlDialect::MySql
+                && let Some(prefix) = column.mysql_prefix()
+            {
+                part.push_str(&format!("({prefix})"));
+            }
+            match index.orders.get(i) {
+                Some(IndexOrder::Asc) => part.push_str(" ASC"),
+                Some(IndexOrder::Desc) => part.push_str(" DESC"),
+                None => {}
+            }
+            part
+        })
+        .collect()
+}
+
+/// What decides the twin indexes of a collection (ADR 0022): whether it reads
+/// per document, its stored columns, its indexes in the order they were made,
+/// and how many reference keys its table holds.
+pub struct TwinSource<'a> {
+    pub document_security: bool,
+    pub columns: &'a [Attribute],
+    pub indexes: &'a [Index],
+    pub references: usize,
+}
+
+/// A twin index: an index of a collection table led by [`READER_COLUMN`], so
+/// that a reader's own documents are a range of it in an index's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Twin {
+    /// Its name in the database ([`twin_name`], [`READER_TWIN`]).
+    pub name: String,
+    /// `CREATE INDEX IF NOT EXISTS …`
+    pub create: String,
+    /// `DROP INDEX IF EXISTS …`
+    pub drop: String,
+}
+
+/// The key of the collection's own twin on `(nimbus_reader, id)`, for lists
+/// without a filter or order of their own. `s_…`, like the system indexes: no
+/// user index (`i_…`) nor index twin (`r_…`) can take its name.
+pub const READER_TWIN: &str = "reader";
+
+/// The name of the twin of the user index `key`: `r_` in place of the `i_` of
+/// [`index_name`], so it is unique wherever that one is and, on MariaDB, at
+/// most 64 characters like it (a key has at most 62).
+pub fn twin_name(dialect: SqlDialect, table: &str, key: &str) -> String {
+    match dialect {
+        SqlDialect::Sqlite => format!("r_{table}__{key}"),
+        SqlDialect::MySql => format!("r_{key}"),
+    }
+}
+
+/// The name of the collection's own twin ([`READER_TWIN`]).
+pub fn collection_twin_name(dialect: SqlDialect, table: &str) -> String {
+    match dialect {
+        SqlDialect::Sqlite => format!("s_{table}__{READER_TWIN}"),
+        SqlDialect::MySql => format!("s_{READER_TWIN}"),
+    }
+}
+
+/// Whether `name`, an index of `table`, is one of its twins.
+pub fn is_twin_name(dialect: SqlDialect, table: &str, name: &str) -> bool {
+    name == collection_twin_name(dialect, table)
+        || name
+            .strip_prefix(&twin_name(dialect, table, ""))
+            .is_some_and(is_valid_key)
+}
+
+/// The twins a collection has, a function of its metadata alone, the same on
+/// both backends: none without `documentSecurity`; else the collection's own,
+/// then one per key or unique index in the order they were made, each on
+/// `(nimbus_reader, <the index's columns, prefixes and orders>, id)` and never
+/// unique, while the table has room for another key ([`MAX_TABLE_KEYS`],
+/// counting the built-in keys, every index and every reference key). A twin
+/// wider than InnoDB's key limit is left out, as is every twin that finds no
+/// room: twins only make lists cheaper, and a list reads the same rows
+/// without them, so the indexes a user may make stay what they were.
+pub fn reader_twins(
+    dialect: SqlDialect,
+    table: &str,
+    source: &TwinSource<'_>,
+) -> Result<Vec<Twin>, DdlError> {
+    check_table_name(table)?;
+    if !source.document_security {
+        return Ok(Vec::new());
+    }
+    let room = MAX_TABLE_KEYS
+        .saturating_sub(BUILT_IN_TABLE_KEYS + source.indexes.len() + source.references);
+    let q = |name: &str| dialect.quote(name);
+    let (t, reader, id) = (q(table), q(READER_COLUMN), q("id"));
+    let twin = |name: String, parts: &str| Twin {
+        create: format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {t} ({reader}, {parts})",
+            q(&name)
+        ),
+        drop: drop_twin_sql(dialect, table, &name),
+        name,
+    };
+    let mut twins = vec![twin(collection_twin_name(dialect, table), &id)];
+    for index in source.indexes {
+        if index.kind == IndexKind::Fulltext {
+            continue;
+        }
+        let columns = index.resolve(source.columns)?;
+        let has_id = columns.iter().any(|c| matches!(c, IndexColumn::Id));
+        let width = READER_KEY_WIDTH
+            + columns.iter().map(IndexColumn::key_width).sum::<usize>()
+            + if has_id {
+                0
+            } else {
+                IndexColumn::Id.key_width()
+            };
+        if width > MAX_INDEX_KEY_WIDTH {
+            continue;
+        }
+        let mut parts = key_parts(dialect, index, &columns);
+        // A key names a column once (MariaDB refuses it twice).
+        if !has_id {
+            parts.push(id.clone());
+        }
+        twins.push(twin(
+            twin_name(dialect, table, &index.key),
+            &parts.join(", "),
+        ));
+    }
+    twins.truncate(room);
+    Ok(twins)
+}
+
+/// The statement dropping the twin `name` of `table`, if it exists.
+pub fn drop_twin_sql(dialect: SqlDialect, table: &str, name: &str) -> String {
+    match dialect {
+        SqlDialect::Sqlite => format!("DROP INDEX IF EXISTS {}", dialect.quote(name)),
+        SqlDialect::MySql => format!(
+            "DROP INDEX IF EXISTS {} ON {}",
+            dialect.quote(name),
+            dialect.quote(table)
+        ),
+    }
+}
+
+/// Bytes of [`READER_COLUMN`] in a MariaDB key: 128 utf8mb4 characters and two
+/// length bytes.
+const READER_KEY_WIDTH: usize = 128 * 4 + 2;
+
+/// The statements that take a collection's twins from those of `before` (none
+/// for a new collection) to those of `after`: drops first (they make room for
+/// the change's own keys, and SQLite cannot drop a column a twin covers), then
+/// creates, to run after the change's own statements. Every statement is
+/// idempotent (`IF [NOT] EXISTS`), so undoing or repeating one is safe.
+pub fn twin_changes(
+    dialect: SqlDialect,
+    table: &str,
+    before: Option<&TwinSource<'_>>,
+    after: &TwinSource<'_>,
+) -> Result<(Vec<Twin>, Vec<Twin>), DdlError> {
+    let before = match before {
+        Some(source) => reader_twins(dialect, table, source)?,
+        None => Vec::new(),
+    };
+    let after = reader_twins(dialect, table, after)?;
+    let dropped = before
+        .iter()
+        .filter(|old| !after.iter().any(|new| new.name == old.name))
+        .cloned()
+        .collect();
+    let created = after
+        .into_iter()
+        .filter(|new| !before.iter().any(|old| old.name == new.name))
+        .collect();
+    Ok((dropped, created))
 }
 
 /// The statements dropping `index`: none for a full-text index on SQLite,
@@ -1717,6 +1881,407 @@ mod tests {
     async fn mariadb_ddl_runs_and_behaves() {
         if let Some(db) = test_support::mariadb().await {
             ddl_runs_and_behaves(db).await;
+        }
+    }
+
+    #[test]
+    fn twins_are_named_apart_from_every_other_index() {
+        let key = "k".repeat(62);
+        assert!(is_valid_key(&key));
+        assert_eq!(twin_name(SqlDialect::MySql, "c_1", &key).len(), 64);
+        assert_eq!(twin_name(SqlDialect::Sqlite, "c_1", "k"), "r_c_1__k");
+        assert_eq!(collection_twin_name(SqlDialect::MySql, "c_1"), "s_reader");
+        for dialect in [SqlDialect::Sqlite, SqlDialect::MySql] {
+            let twin = twin_name(dialect, "c_1", "k");
+            assert_ne!(twin, index_name(dialect, "c_1", "k"));
+            assert!(is_twin_name(dialect, "c_1", &twin));
+            assert!(is_twin_name(
+                dialect,
+                "c_1",
+                &collection_twin_name(dialect, "c_1")
+            ));
+            for other in [
+                index_name(dialect, "c_1", "k"),
+                "s_created".into(),
+                "s_c_1__created".into(),
+                "PRIMARY".into(),
+            ] {
+                assert!(!is_twin_name(dialect, "c_1", &other), "{other}");
+            }
+        }
+        // SQLite's names are global: another table's twins are not this one's.
+        assert!(!is_twin_name(
+            SqlDialect::Sqlite,
+            "c_1",
+            &twin_name(SqlDialect::Sqlite, "c_2", "k")
+        ));
+        // Without documentSecurity, none.
+        let attrs = collection();
+        let indexes = [index("by_title", IndexKind::Key, &["title"])];
+        let source = |document_security| TwinSource {
+            document_security,
+            columns: &attrs,
+            indexes: &indexes,
+            references: 0,
+        };
+        assert!(
+            reader_twins(SqlDialect::Sqlite, "c_1", &source(false))
+                .unwrap()
+                .is_empty()
+        );
+        let twins = reader_twins(SqlDialect::MySql, "c_1", &source(true)).unwrap();
+        assert_eq!(
+            twins.iter().map(|t| t.create.as_str()).collect::<Vec<_>>(),
+            [
+                "CREATE INDEX IF NOT EXISTS `s_reader` ON `c_1` (`nimbus_reader`, `id`)",
+                "CREATE INDEX IF NOT EXISTS `r_by_title` ON `c_1` (`nimbus_reader`, `a_title`, `id`)"
+            ]
+        );
+    }
+
+    /// Each key as [`index_names`] lists it, for a twin its column parts:
+    /// `(column, descending, MariaDB prefix)`.
+    async fn index_parts(db: &TestDb, table: &str, name: &str) -> Vec<(String, bool, Option<i64>)> {
+        match db.dialect {
+            SqlDialect::Sqlite => sqlx::query_as::<_, (String, i64)>(
+                "SELECT name, \"desc\" FROM pragma_index_xinfo(?) WHERE key = 1 ORDER BY seqno",
+            )
+            .bind(name)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(column, desc)| (column, desc != 0, None))
+            .collect(),
+            SqlDialect::MySql => sqlx::query_as::<_, (String, Option<String>, Option<i64>)>(
+                "SELECT COLUMN_NAME, COLLATION, CAST(SUB_PART AS SIGNED) \
+                 FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() \
+                 AND TABLE_NAME = ? AND INDEX_NAME = ? ORDER BY SEQ_IN_INDEX",
+            )
+            .bind(table)
+            .bind(name)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(column, order, prefix)| (column, order.as_deref() == Some("D"), prefix))
+            .collect(),
+        }
+    }
+
+    /// A table's twins, as the keys they twin (`reader` for the collection's),
+    /// sorted.
+    async fn twins_of(db: &TestDb, table: &str) -> Vec<String> {
+        let own = collection_twin_name(db.dialect, table);
+        let prefix = twin_name(db.dialect, table, "");
+        let mut keys: Vec<String> = index_names(db, table)
+            .await
+            .into_iter()
+            .filter(|name| is_twin_name(db.dialect, table, name))
+            .map(|name| {
+                if name == own {
+                    READER_TWIN.to_string()
+                } else {
+                    name[prefix.len()..].to_string()
+                }
+            })
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    fn secured<'a>(
+        document_security: bool,
+        columns: &'a [Attribute],
+        indexes: &'a [Index],
+    ) -> TwinSource<'a> {
+        TwinSource {
+            document_security,
+            columns,
+            indexes,
+            references: 0,
+        }
+    }
+
+    /// A structural change as `structure` runs it: the twins `before` has and
+    /// `after` lacks dropped, the change's own statements, the twins `after`
+    /// adds made.
+    async fn change(
+        db: &TestDb,
+        table: &str,
+        before: Option<&TwinSource<'_>>,
+        after: &TwinSource<'_>,
+        own: &[String],
+    ) {
+        let (dropped, created) = twin_changes(db.dialect, table, before, after).unwrap();
+        let mut statements: Vec<String> = dropped.into_iter().map(|t| t.drop).collect();
+        statements.extend_from_slice(own);
+        statements.extend(created.into_iter().map(|t| t.create));
+        run(&db.pool, &statements).await;
+    }
+
+    /// Twins made and dropped with their indexes and with `documentSecurity`,
+    /// in their index's orders and MariaDB prefixes; none for a full-text
+    /// index or one too wide to take the sole reader.
+    async fn twins_follow_indexes(db: TestDb) {
+        let dialect = db.dialect;
+        let attrs = collection();
+        let mut statements = create_table_sql(dialect, "c_1", &attrs).unwrap();
+        let (_, created) = twin_changes(dialect, "c_1", None, &secured(true, &attrs, &[])).unwrap();
+        statements.extend(created.into_iter().map(|t| t.create));
+        run(&db.pool, &statements).await;
+        assert_eq!(twins_of(&db, "c_1").await, ["reader"]);
+
+        // Each index in turn, as `createIndex` makes them.
+        let all = [
+            Index {
+                orders: vec![IndexOrder::Desc, IndexOrder::Asc],
+                ..index("uniq", IndexKind::Unique, &["title", "count"])
+            },
+            Index {
+                orders: vec![IndexOrder::Desc],
+                ..index("by_note", IndexKind::Key, &["note"])
+            },
+            index("search", IndexKind::Fulltext, &["body"]),
+            // 766 + 766 + 766 + 158 bytes: no room for the sole reader's 514
+            // and the id's 146.
+            index("long", IndexKind::Key, &["body", "mail", "site", "addr"]),
+            index("by_id", IndexKind::Key, &["$id", "count"]),
+        ];
+        for n in 1..=all.len() {
+            let own = create_index_sql(dialect, "c_1", &attrs, &all[n - 1]).unwrap();
+            change(
+                &db,
+                "c_1",
+                Some(&secured(true, &attrs, &all[..n - 1])),
+                &secured(true, &attrs, &all[..n]),
+                &own,
+            )
+            .await;
+        }
+        let made = ["by_id", "by_note", "reader", "uniq"];
+        assert_eq!(twins_of(&db, "c_1").await, made);
+        // The user's indexes are all there.
+        let users: Vec<String> = index_names(&db, "c_1")
+            .await
+            .into_iter()
+            .filter(|n| n.starts_with("i_"))
+            .collect();
+        assert_eq!(users.len(), 4 + usize::from(dialect == SqlDialect::MySql));
+        let prefix = match dialect {
+            SqlDialect::Sqlite => None,
+            SqlDialect::MySql => Some(191),
+        };
+        let part = |c: &str, desc: bool, prefix: Option<i64>| (c.to_string(), desc, prefix);
+        assert_eq!(
+            index_parts(&db, "c_1", &twin_name(dialect, "c_1", "by_note")).await,
+            [
+                part("nimbus_reader", false, None),
+                part("a_note", true, prefix),
+                part("id", false, None)
+            ]
+        );
+        assert_eq!(
+            index_parts(&db, "c_1", &twin_name(dialect, "c_1", "uniq")).await,
+            [
+                part("nimbus_reader", false, None),
+                part("a_title", true, None),
+                part("a_count", false, None),
+                part("id", false, None)
+            ]
+        );
+        // Named once when the index has it.
+        assert_eq!(
+            index_parts(&db, "c_1", &twin_name(dialect, "c_1", "by_id")).await,
+            [
+                part("nimbus_reader", false, None),
+                part("id", false, None),
+                part("a_count", false, None)
+            ]
+        );
+        // A twin never refuses what its index accepts.
+        let insert = "INSERT INTO c_1 (id, created_at, updated_at, a_title, a_count, nimbus_reader) \
+                      VALUES (?, 1, 1, ?, 1, 'user:u1')";
+        sqlx::query(insert)
+            .bind("d1")
+            .bind("a")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        sqlx::query(insert)
+            .bind("d2")
+            .bind("b")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+
+        // Dropped with its index, or with the column its index covers.
+        let without_uniq = &all[1..];
+        change(
+            &db,
+            "c_1",
+            Some(&secured(true, &attrs, &all)),
+            &secured(true, &attrs, without_uniq),
+            &drop_index_sql(dialect, "c_1", &all[0]).unwrap(),
+        )
+        .await;
+        assert_eq!(twins_of(&db, "c_1").await, ["by_id", "by_note", "reader"]);
+        let without_note = &all[2..];
+        change(
+            &db,
+            "c_1",
+            Some(&secured(true, &attrs, without_uniq)),
+            &secured(true, &attrs, without_note),
+            &drop_column_sql(dialect, "c_1", "note", without_uniq).unwrap(),
+        )
+        .await;
+        assert_eq!(twins_of(&db, "c_1").await, ["by_id", "reader"]);
+
+        // documentSecurity off: none; on again: all of them.
+        change(
+            &db,
+            "c_1",
+            Some(&secured(true, &attrs, without_note)),
+            &secured(false, &attrs, without_note),
+            &[],
+        )
+        .await;
+        assert!(twins_of(&db, "c_1").await.is_empty());
+        change(
+            &db,
+            "c_1",
+            Some(&secured(false, &attrs, without_note)),
+            &secured(true, &attrs, without_note),
+            &[],
+        )
+        .await;
+        assert_eq!(twins_of(&db, "c_1").await, ["by_id", "reader"]);
+        run(&db.pool, &drop_table_sql(dialect, "c_1").unwrap()).await;
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_twins_follow_indexes() {
+        twins_follow_indexes(test_support::sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn mariadb_twins_follow_indexes() {
+        if let Some(db) = test_support::mariadb().await {
+            twins_follow_indexes(db).await;
+        }
+    }
+
+    /// The indexes `n` distinct key shapes over eight integer attributes can be.
+    fn distinct_indexes(n: usize) -> Vec<Index> {
+        let singles = (0..8).map(|a| vec![a]);
+        let pairs = (0..8).flat_map(|a| (0..8).filter(move |b| *b != a).map(move |b| vec![a, b]));
+        singles
+            .chain(pairs)
+            .take(n)
+            .enumerate()
+            .map(|(i, attrs)| {
+                let keys: Vec<String> = attrs.iter().map(|a| format!("n{a}")).collect();
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                index(&format!("k{i}"), IndexKind::Key, &keys)
+            })
+            .collect()
+    }
+
+    /// Twins take only the keys the table has left: at the limit of its own
+    /// indexes a table has none, and every user index is still made.
+    async fn twins_take_only_the_keys_left(db: TestDb) {
+        let dialect = db.dialect;
+        let int = AttributeKind::Integer {
+            min: None,
+            max: None,
+        };
+        let mut attrs: Vec<Attribute> = (0..8)
+            .map(|a| attr(&format!("n{a}"), int.clone()))
+            .collect();
+        attrs.push(attr("body", AttributeKind::String { size: 20_000 }));
+        let mut indexes = distinct_indexes(58);
+        // A full-text index is a key of the table on MariaDB, and counts.
+        indexes.insert(1, index("words", IndexKind::Fulltext, &["body"]));
+        let source = |indexes: &[Index], references| {
+            reader_twins(
+                dialect,
+                "c_2",
+                &TwinSource {
+                    document_security: true,
+                    columns: &attrs,
+                    indexes,
+                    references,
+                },
+            )
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect::<Vec<_>>()
+        };
+        // 59 of its own: room for two twins, the collection's and the first index's.
+        assert_eq!(
+            source(&indexes, 0),
+            [
+                collection_twin_name(dialect, "c_2"),
+                twin_name(dialect, "c_2", "k0")
+            ]
+        );
+        assert_eq!(source(&indexes, 1), [collection_twin_name(dialect, "c_2")]);
+        assert!(source(&indexes, 2).is_empty());
+        let mut statements = create_table_sql(dialect, "c_2", &attrs).unwrap();
+        for index in &indexes {
+            statements.extend(create_index_sql(dialect, "c_2", &attrs, index).unwrap());
+        }
+        let (_, created) =
+            twin_changes(dialect, "c_2", None, &secured(true, &attrs, &indexes)).unwrap();
+        statements.extend(created.into_iter().map(|t| t.create));
+        run(&db.pool, &statements).await;
+        assert_eq!(twins_of(&db, "c_2").await, ["k0", "reader"]);
+        // The 60th and 61st: each takes a twin's key.
+        let more = distinct_indexes(61);
+        for next in &more[58..60] {
+            let before = indexes.clone();
+            indexes.push(next.clone());
+            change(
+                &db,
+                "c_2",
+                Some(&secured(true, &attrs, &before)),
+                &secured(true, &attrs, &indexes),
+                &create_index_sql(dialect, "c_2", &attrs, next).unwrap(),
+            )
+            .await;
+        }
+        assert!(twins_of(&db, "c_2").await.is_empty());
+        assert_eq!(
+            index_names(&db, "c_2").await.len(),
+            MAX_TABLE_KEYS - usize::from(dialect == SqlDialect::Sqlite) // no FTS index
+        );
+        // One dropped: its key goes to the collection's twin.
+        let before = indexes.clone();
+        let gone = indexes.remove(0);
+        change(
+            &db,
+            "c_2",
+            Some(&secured(true, &attrs, &before)),
+            &secured(true, &attrs, &indexes),
+            &drop_index_sql(dialect, "c_2", &gone).unwrap(),
+        )
+        .await;
+        assert_eq!(twins_of(&db, "c_2").await, ["reader"]);
+        run(&db.pool, &drop_table_sql(dialect, "c_2").unwrap()).await;
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_twins_take_only_the_keys_left() {
+        twins_take_only_the_keys_left(test_support::sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn mariadb_twins_take_only_the_keys_left() {
+        if let Some(db) = test_support::mariadb().await {
+            twins_take_only_the_keys_left(db).await;
         }
     }
 

@@ -1246,6 +1246,23 @@ pub fn push_filter(
     Ok(())
 }
 
+/// How many values [`push_filter`] binds for `filter`: what a statement
+/// repeating the filter (once per branch of a union) multiplies.
+pub fn bound_values(
+    dialect: SqlDialect,
+    table_alias: &str,
+    filter: &ResolvedFilter,
+) -> Result<usize, FilterError> {
+    let table = Table::new(dialect, table_alias)?;
+    let mut out = Fragment::default();
+    table.compile(filter, &mut out);
+    Ok(out
+        .parts
+        .iter()
+        .filter(|part| matches!(part, Part::Bind(_)))
+        .count())
+}
+
 /// One order: a field, ascending unless `desc`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderBy {

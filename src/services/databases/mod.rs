@@ -67,6 +67,11 @@ pub struct Collection {
     pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Whether every document's sole reader (`nimbus_reader`) and its grants'
+    /// `sole` marks are filled in (ADR 0022): set for collections made with
+    /// them, and by the start-up conversion once it has filled in an older one.
+    /// Until then no list reads them.
+    pub readers_ready: bool,
 }
 
 impl Collection {
@@ -228,5 +233,6 @@ pub(crate) fn test_collection(attributes: Vec<Attribute>) -> Collection {
         version: 1,
         created_at: 0,
         updated_at: 0,
+        readers_ready: true,
     }
 }

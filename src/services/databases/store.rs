@@ -107,6 +107,10 @@ pub async fn delete_database<'e>(
 
 const COLLECTION_COLUMNS: &str = "project_id, database_id, id, name, type_name, table_name, document_security, enabled, permissions, attributes, indexes, relationships, version, created_at, updated_at";
 
+/// What a read of collections selects: [`COLLECTION_COLUMNS`] and the mark the
+/// start-up conversion sets (written by it alone; a new row takes its default, 1).
+const COLLECTION_READ_COLUMNS: &str = "project_id, database_id, id, name, type_name, table_name, document_security, enabled, permissions, attributes, indexes, relationships, version, created_at, updated_at, readers_ready";
+
 fn collection_from(row: &AnyRow) -> Result<Collection, sqlx::Error> {
     let type_name: String = row.try_get("type_name")?;
     // Every name derives from the type name alone.
@@ -132,6 +136,7 @@ fn collection_from(row: &AnyRow) -> Result<Collection, sqlx::Error> {
         version: row.try_get("version")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        readers_ready: row.try_get::<i16, _>("readers_ready")? != 0,
     })
 }
 
@@ -206,7 +211,7 @@ pub async fn find_collection(
     id: &str,
 ) -> Result<Option<Collection>, sqlx::Error> {
     sqlx::query(&format!(
-        "SELECT {COLLECTION_COLUMNS} FROM db_collections WHERE project_id = ? AND database_id = ? AND id = ?"
+        "SELECT {COLLECTION_READ_COLUMNS} FROM db_collections WHERE project_id = ? AND database_id = ? AND id = ?"
     ))
     .bind(project_id)
     .bind(database_id)
@@ -230,7 +235,7 @@ pub async fn list_collections(
         ""
     };
     let sql = format!(
-        "SELECT {COLLECTION_COLUMNS} FROM db_collections WHERE project_id = ?{filter} ORDER BY database_id, id"
+        "SELECT {COLLECTION_READ_COLUMNS} FROM db_collections WHERE project_id = ?{filter} ORDER BY database_id, id"
     );
     let mut query = sqlx::query(&sql).bind(project_id);
     if let Some(database_id) = database_id {
@@ -242,6 +247,33 @@ pub async fn list_collections(
         .iter()
         .map(collection_from)
         .collect()
+}
+
+/// The collections whose table may lack the twin indexes its metadata calls
+/// for (`reader_twins = 0`, ADR 0022), by table.
+pub async fn collections_awaiting_twins(
+    conn: &mut sqlx::AnyConnection,
+) -> Result<Vec<Collection>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {COLLECTION_READ_COLUMNS} FROM db_collections WHERE reader_twins = 0 ORDER BY table_name"
+    ))
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(collection_from)
+    .collect()
+}
+
+/// Marks the collection of `table` as having the twins its metadata calls for.
+pub async fn mark_twins_made<'e>(
+    db: impl Executor<'e, Database = Any>,
+    table: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE db_collections SET reader_twins = 1 WHERE table_name = ?")
+        .bind(table)
+        .execute(db)
+        .await
+        .map(|_| ())
 }
 
 pub async fn delete_collection<'e>(

@@ -1,9 +1,10 @@
 //! Changing the structure of a project's data (API keys with `databases.write`):
 //! databases, collections, attributes and indexes. Each change validates first,
-//! then runs its DDL and writes the metadata so that a failure leaves the
-//! collection as it was: on SQLite both happen in one transaction; on MariaDB,
-//! where DDL commits by itself, a failed metadata write undoes the DDL. The
-//! project's schema is rebuilt on every replica afterwards.
+//! then runs its DDL (with the twin indexes it drops and makes, ADR 0022) and
+//! writes the metadata so that a failure leaves the collection as it was: on
+//! SQLite both happen in one transaction; on MariaDB, where DDL commits by
+//! itself, a failed metadata write undoes the DDL. The project's schema is
+//! rebuilt on every replica afterwards.
 
 use std::collections::HashSet;
 
@@ -271,8 +272,11 @@ pub async fn create_collection(
         version: 1,
         created_at: now,
         updated_at: now,
+        // Its table is made with the sole-reader column and marks.
+        readers_ready: true,
     };
     let undo = ddl::drop_table_sql(dialect, &collection.table).map_err(ddl_error)?;
+    let (statements, undo) = with_twins(dialect, None, &collection, &statements, &undo)?;
     run_change(
         state,
         &statements,
@@ -335,6 +339,7 @@ pub async fn update_collection(
     changes: CollectionChanges,
 ) -> AppResult<Collection> {
     let mut collection = load_collection(state, grant.project(), database_id, id).await?;
+    let before = collection.clone();
     if let Some(name) = changes.name {
         check_name(&name)?;
         collection.name = name;
@@ -348,7 +353,7 @@ pub async fn update_collection(
     if let Some(permissions) = changes.permissions {
         collection.permissions = check_permissions(&permissions)?;
     }
-    apply_update(state, &mut collection, &[], &[], Vec::new()).await?;
+    apply_update(state, &before, &mut collection, &[], &[], Vec::new()).await?;
     Ok(collection)
 }
 
@@ -443,8 +448,9 @@ pub async fn create_attribute(
     let undo =
         ddl::drop_column_sql(dialect, &collection.table, &attribute.key, &[]).map_err(ddl_error)?;
     let parts = vec![Part::attribute(&attribute, "create")];
+    let before = collection.clone();
     collection.attributes.push(attribute);
-    apply_update(state, &mut collection, &statements, &undo, parts).await?;
+    apply_update(state, &before, &mut collection, &statements, &undo, parts).await?;
     Ok(collection)
 }
 
@@ -471,9 +477,10 @@ pub async fn delete_attribute(
     let statements = ddl::drop_column_sql(dialect, &collection.table, key, &collection.indexes)
         .map_err(ddl_error)?;
     let mut parts = vec![Part::attribute(&attribute, "delete")];
+    let before = collection.clone();
     parts.extend(dropped_indexes(&mut collection, key));
     collection.attributes.retain(|a| a.key != key);
-    apply_update(state, &mut collection, &statements, &[], parts).await?;
+    apply_update(state, &before, &mut collection, &statements, &[], parts).await?;
     Ok(collection)
 }
 
@@ -539,16 +546,14 @@ pub struct NewRelationship {
     pub on_delete: OnDelete,
 }
 
-/// The index that makes following a reference back cheap (unique for one-to-one).
 /// Refuses a structure whose table would need more keys than MariaDB allows:
 /// the built-in ones, one per index, and the reference key of each relationship
 /// whose column this table holds. Checked before any DDL runs, so the limit is
-/// a coded refusal on both backends rather than a database error on one.
+/// a coded refusal on both backends rather than a database error on one. Twin
+/// indexes do not count: they take only the keys left over
+/// ([`ddl::reader_twins`]).
 fn check_key_room(indexes: &[Index], relationships: &[Relationship]) -> AppResult<()> {
-    let references = relationships
-        .iter()
-        .filter(|relationship| relationship.junction.is_none())
-        .count();
+    let references = reference_keys(relationships);
     if ddl::BUILT_IN_TABLE_KEYS + indexes.len() + references > ddl::MAX_TABLE_KEYS {
         return Err(AppError::Invalid {
             code: codes::INDEX_LIMIT_EXCEEDED,
@@ -562,6 +567,36 @@ fn check_key_room(indexes: &[Index], relationships: &[Relationship]) -> AppResul
     Ok(())
 }
 
+/// Refuses an index whose key is that of a relationship's reference index
+/// (`ref_<key>`, [`reference_index`]): both would take one name in the
+/// database, and the second `CREATE INDEX` would fail there rather than here.
+fn check_reference_names(
+    indexes: &[Index],
+    relationships: &[Relationship],
+    code: &'static str,
+    field: &str,
+) -> AppResult<()> {
+    for relationship in relationships.iter().filter(|r| r.junction.is_none()) {
+        let reference = reference_index(relationship).key;
+        if let Some(index) = indexes
+            .iter()
+            .find(|i| i.key.eq_ignore_ascii_case(&reference))
+        {
+            return Err(AppError::Invalid {
+                code,
+                field: field.into(),
+                reason: format!(
+                    "the index `{}` and the relationship `{}` would share a name: \
+                     `{reference}` is the relationship's own index",
+                    index.key, relationship.key
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The index that makes following a reference back cheap (unique for one-to-one).
 fn reference_index(relationship: &Relationship) -> Index {
     Index {
         key: format!("ref_{}", relationship.key),
@@ -665,17 +700,24 @@ pub async fn create_relationship(
         }
     }
     let dialect = sql_dialect(state.db.dialect());
+    let before = holder.clone();
     if let Some(junction) = &relationship.junction {
         let statements = junction_sql(dialect, junction, &holder.table, &target.table)?;
         let undo = vec![format!("DROP TABLE {}", dialect.quote(junction))];
         let parts = vec![Part::relationship(&relationship, "create")];
         holder.relationships.push(relationship);
-        apply_update(state, &mut holder, &statements, &undo, parts).await?;
+        apply_update(state, &before, &mut holder, &statements, &undo, parts).await?;
         return Ok(holder);
     }
     let mut with_reference = holder.relationships.clone();
     with_reference.push(relationship.clone());
     check_key_room(&holder.indexes, &with_reference)?;
+    check_reference_names(
+        &holder.indexes,
+        &with_reference,
+        codes::ATTRIBUTE_INVALID,
+        "key",
+    )?;
     let columns = holder.columns();
     let mut statements =
         ddl::add_column_sql(dialect, &holder.table, &columns, &relationship.column())
@@ -692,7 +734,7 @@ pub async fn create_relationship(
     );
     let parts = vec![Part::relationship(&relationship, "create")];
     holder.relationships.push(relationship);
-    apply_update(state, &mut holder, &statements, &undo, parts).await?;
+    apply_update(state, &before, &mut holder, &statements, &undo, parts).await?;
     Ok(holder)
 }
 
@@ -744,11 +786,12 @@ async fn delete_relationship(
 ) -> AppResult<Collection> {
     let key = relationship.key.as_str();
     let dialect = sql_dialect(state.db.dialect());
+    let before = collection.clone();
     if let Some(junction) = &relationship.junction {
         let statements = vec![format!("DROP TABLE {}", dialect.quote(junction))];
         let parts = vec![Part::relationship(relationship, "delete")];
         collection.relationships.retain(|r| r.key != key);
-        apply_update(state, &mut collection, &statements, &[], parts).await?;
+        apply_update(state, &before, &mut collection, &statements, &[], parts).await?;
         return Ok(collection);
     }
     let mut statements =
@@ -761,7 +804,7 @@ async fn delete_relationship(
     let mut parts = vec![Part::relationship(relationship, "delete")];
     parts.extend(dropped_indexes(&mut collection, key));
     collection.relationships.retain(|r| r.key != key);
-    apply_update(state, &mut collection, &statements, &[], parts).await?;
+    apply_update(state, &before, &mut collection, &statements, &[], parts).await?;
     Ok(collection)
 }
 
@@ -806,10 +849,17 @@ pub async fn create_index(
             .map_err(ddl_error)?;
     let undo = ddl::drop_index_sql(dialect, &collection.table, &index).map_err(ddl_error)?;
     let parts = vec![Part::index(&index, "create")];
+    let before = collection.clone();
     collection.indexes.push(index);
     check_unique_index_keys(&collection.indexes)?;
+    check_reference_names(
+        &collection.indexes,
+        &collection.relationships,
+        codes::INDEX_INVALID,
+        "index",
+    )?;
     check_key_room(&collection.indexes, &collection.relationships)?;
-    apply_update(state, &mut collection, &statements, &undo, parts).await?;
+    apply_update(state, &before, &mut collection, &statements, &undo, parts).await?;
     Ok(collection)
 }
 
@@ -830,9 +880,10 @@ pub async fn delete_index(
     };
     let dialect = sql_dialect(state.db.dialect());
     let statements = ddl::drop_index_sql(dialect, &collection.table, &index).map_err(ddl_error)?;
+    let before = collection.clone();
     collection.indexes.retain(|i| i.key != key);
     let parts = vec![Part::index(&index, "delete")];
-    apply_update(state, &mut collection, &statements, &[], parts).await?;
+    apply_update(state, &before, &mut collection, &statements, &[], parts).await?;
     Ok(collection)
 }
 
@@ -847,11 +898,13 @@ async fn has_rows(state: &AppState, collection: &Collection) -> AppResult<bool> 
         .is_some())
 }
 
-/// Writes a changed collection as its next version, with its DDL and the events
+/// Writes a changed collection (`before` as it was read) as its next version,
+/// with its DDL, the twin indexes the change drops and creates, and the events
 /// of the `parts` that changed with it, and tells every replica to rebuild the
 /// project's schema.
 async fn apply_update(
     state: &AppState,
+    before: &Collection,
     collection: &mut Collection,
     statements: &[String],
     undo: &[String],
@@ -859,8 +912,74 @@ async fn apply_update(
 ) -> AppResult<()> {
     collection.version += 1;
     collection.updated_at = now_millis();
-    run_change(state, statements, undo, Change::Update(collection), parts).await?;
+    let dialect = sql_dialect(state.db.dialect());
+    let (statements, undo) = with_twins(dialect, Some(before), collection, statements, undo)?;
+    run_change(state, &statements, &undo, Change::Update(collection), parts).await?;
     Ok(())
+}
+
+/// The relationships whose reference column, and so whose reference key, the
+/// table holds.
+fn reference_keys(relationships: &[Relationship]) -> usize {
+    relationships
+        .iter()
+        .filter(|relationship| relationship.junction.is_none())
+        .count()
+}
+
+/// The twin indexes (ADR 0022) of `collection`, a function of its metadata.
+pub(super) fn reader_twins(
+    dialect: super::model::SqlDialect,
+    collection: &Collection,
+) -> Result<Vec<ddl::Twin>, DdlError> {
+    let columns = collection.columns();
+    ddl::reader_twins(
+        dialect,
+        &collection.table,
+        &twin_source(collection, &columns),
+    )
+}
+
+fn twin_source<'a>(collection: &'a Collection, columns: &'a [Attribute]) -> ddl::TwinSource<'a> {
+    ddl::TwinSource {
+        document_security: collection.document_security,
+        columns,
+        indexes: &collection.indexes,
+        references: reference_keys(&collection.relationships),
+    }
+}
+
+/// A change's statements and undo with the twins it drops and creates around
+/// them: drops first (they free keys for the change's own and release the
+/// columns it may drop), creates last; the undo drops what was created and
+/// makes again what was dropped. Twins live and die in the change's own
+/// transaction (SQLite) or beside its own DDL (MariaDB).
+fn with_twins(
+    dialect: super::model::SqlDialect,
+    before: Option<&Collection>,
+    after: &Collection,
+    statements: &[String],
+    undo: &[String],
+) -> AppResult<(Vec<String>, Vec<String>)> {
+    let before_columns = before.map(Collection::columns);
+    let before_source = before
+        .zip(before_columns.as_deref())
+        .map(|(collection, columns)| twin_source(collection, columns));
+    let after_columns = after.columns();
+    let (dropped, created) = ddl::twin_changes(
+        dialect,
+        &after.table,
+        before_source.as_ref(),
+        &twin_source(after, &after_columns),
+    )
+    .map_err(ddl_error)?;
+    let mut run: Vec<String> = dropped.iter().map(|twin| twin.drop.clone()).collect();
+    run.extend_from_slice(statements);
+    run.extend(created.iter().map(|twin| twin.create.clone()));
+    let mut reverse: Vec<String> = created.iter().map(|twin| twin.drop.clone()).collect();
+    reverse.extend_from_slice(undo);
+    reverse.extend(dropped.iter().map(|twin| twin.create.clone()));
+    Ok((run, reverse))
 }
 
 /// An attribute (a relationship counts as one, as in Appwrite) or an index that

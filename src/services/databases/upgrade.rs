@@ -5,8 +5,9 @@
 //! that also covers `actions` ([`ddl::cover_perms_index_sql`]), then each
 //! document's sole reader beside it and the side table's `sole` marks (ADR
 //! 0022, [`ddl::add_readers_sql`], filled in by [`ddl::backfill_readers_sql`] in
-//! bounded batches). Each conversion is done once; a server stopped half-way
-//! finishes it at its next start.
+//! bounded batches), then the twin indexes of collections read per document
+//! ([`ddl::reader_twins`]). Each conversion is done once; a server stopped
+//! half-way finishes it at its next start.
 
 use std::collections::HashSet;
 
@@ -18,7 +19,7 @@ use crate::db::Db;
 
 use super::ddl::{self, UPGRADE_PERMS_NEW, UPGRADE_PERMS_OLD, perms_table};
 use super::model::SqlDialect;
-use super::sql_dialect;
+use super::{sql_dialect, store, structure};
 
 /// Name of the MariaDB lock that keeps replicas starting together from
 /// converting the same table at once.
@@ -29,7 +30,10 @@ pub async fn permission_tables(db: &Db) -> anyhow::Result<()> {
     let dialect = sql_dialect(db.dialect());
     let mut conn = db.pool().acquire().await?.detach();
     let result = match convert_all(&mut conn, dialect).await {
-        Ok(()) => sole_readers(&mut conn, dialect).await,
+        Ok(()) => match sole_readers(&mut conn, dialect).await {
+            Ok(()) => reader_twins(&mut conn, dialect).await,
+            Err(err) => Err(err),
+        },
         Err(err) => Err(err),
     };
     if dialect == SqlDialect::MySql && result.is_ok() {
@@ -197,6 +201,78 @@ async fn sole_readers_in_batches(
         tracing::info!(table, documents = done, "sole readers filled in");
     }
     Ok(())
+}
+
+/// Brings the twin indexes of every collection not marked `reader_twins` to
+/// what its metadata calls for (made before the twins, or marked again after a
+/// change of rule): drops the twins it should not have, makes those it lacks,
+/// and marks it. One collection at a time: on SQLite in one transaction with
+/// its mark; on MariaDB, whose DDL commits by itself, each statement is
+/// idempotent and the mark comes last, so a start cut short is completed by the
+/// next. Runs after the sole readers are filled in, under the same lock.
+async fn reader_twins(conn: &mut AnyConnection, dialect: SqlDialect) -> anyhow::Result<()> {
+    for collection in store::collections_awaiting_twins(conn).await? {
+        let table = collection.table.as_str();
+        let wanted = structure::reader_twins(dialect, &collection)?;
+        let present = index_names(conn, dialect, table).await?;
+        let mut statements: Vec<String> = present
+            .iter()
+            .filter(|name| ddl::is_twin_name(dialect, table, name))
+            .filter(|name| !wanted.iter().any(|twin| &twin.name == *name))
+            .map(|name| ddl::drop_twin_sql(dialect, table, name))
+            .collect();
+        statements.extend(
+            wanted
+                .iter()
+                .filter(|twin| !present.contains(&twin.name))
+                .map(|twin| twin.create.clone()),
+        );
+        if !statements.is_empty() {
+            tracing::info!(
+                table,
+                statements = statements.len(),
+                "making the twin indexes of the sole reader"
+            );
+        }
+        match dialect {
+            SqlDialect::Sqlite => {
+                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+                for statement in &statements {
+                    tx.execute(statement.as_str()).await?;
+                }
+                store::mark_twins_made(&mut *tx, table).await?;
+                tx.commit().await?;
+            }
+            SqlDialect::MySql => {
+                for statement in &statements {
+                    conn.execute(statement.as_str()).await?;
+                }
+                store::mark_twins_made(&mut *conn, table).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The names of the indexes of `table`.
+async fn index_names(
+    conn: &mut AnyConnection,
+    dialect: SqlDialect,
+    table: &str,
+) -> Result<HashSet<String>, sqlx::Error> {
+    let sql = match dialect {
+        SqlDialect::Sqlite => "SELECT name FROM pragma_index_list(?)",
+        SqlDialect::MySql => {
+            "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?"
+        }
+    };
+    Ok(sqlx::query_scalar(sql)
+        .bind(table)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect())
 }
 
 /// Whether `table` has a column named `column`.
@@ -679,6 +755,197 @@ mod tests {
         assert_eq!(marks(&mut conn).await, expected_marks);
         drop(conn);
         db.close().await;
+    }
+
+    /// `db_collections` with the columns the store reads and the marks.
+    fn collections_table(dialect: SqlDialect) -> String {
+        let (text, json, small, big) = match dialect {
+            SqlDialect::Sqlite => ("TEXT", "TEXT", "INTEGER", "INTEGER"),
+            SqlDialect::MySql => ("VARCHAR(128)", "MEDIUMTEXT", "SMALLINT", "BIGINT"),
+        };
+        format!(
+            "CREATE TABLE db_collections (project_id {text} NOT NULL, database_id {text} NOT NULL, \
+             id {text} NOT NULL, name {text} NOT NULL, type_name {text} NOT NULL, \
+             table_name {text} NOT NULL, document_security {small} NOT NULL, \
+             enabled {small} NOT NULL, permissions {json} NOT NULL, attributes {json} NOT NULL, \
+             indexes {json} NOT NULL, relationships {json} NOT NULL, version {big} NOT NULL, \
+             created_at {big} NOT NULL, updated_at {big} NOT NULL, \
+             readers_ready {small} NOT NULL DEFAULT 1, reader_twins {small} NOT NULL DEFAULT 1)"
+        )
+    }
+
+    fn collection_of(name: &str, table: &str, document_security: bool) -> super::super::Collection {
+        use super::super::model::AttributeKind;
+        use super::super::model::test_support::attribute;
+        let indexes = vec![
+            ddl::Index {
+                key: "by_title".into(),
+                kind: ddl::IndexKind::Key,
+                attributes: vec!["title".into(), "$createdAt".into()],
+                orders: vec![ddl::IndexOrder::Asc, ddl::IndexOrder::Desc],
+            },
+            ddl::Index {
+                key: "words".into(),
+                kind: ddl::IndexKind::Fulltext,
+                attributes: vec!["title".into()],
+                orders: Vec::new(),
+            },
+            ddl::Index {
+                key: "by_views".into(),
+                kind: ddl::IndexKind::Unique,
+                attributes: vec!["views".into()],
+                orders: Vec::new(),
+            },
+        ];
+        super::super::Collection {
+            project_id: "p".into(),
+            database_id: "d".into(),
+            id: name.into(),
+            name: name.into(),
+            names: super::super::naming::GraphqlNames::derive(name, None).unwrap(),
+            table: table.into(),
+            document_security,
+            enabled: true,
+            readers_ready: true,
+            permissions: Vec::new(),
+            attributes: vec![
+                attribute("title", AttributeKind::String { size: 300 }),
+                attribute(
+                    "views",
+                    AttributeKind::Integer {
+                        min: None,
+                        max: None,
+                    },
+                ),
+            ],
+            indexes,
+            relationships: Vec::new(),
+            version: 1,
+            created_at: 1,
+            updated_at: 1,
+        }
+    }
+
+    /// The twins of `table`, by name.
+    async fn twins(conn: &mut AnyConnection, dialect: SqlDialect, table: &str) -> Vec<String> {
+        let mut names: Vec<String> = index_names(conn, dialect, table)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|name| ddl::is_twin_name(dialect, table, name))
+            .collect();
+        names.sort();
+        names
+    }
+
+    async fn twin_marks(conn: &mut AnyConnection) -> Vec<(String, i64)> {
+        sqlx::query_as("SELECT table_name, reader_twins FROM db_collections ORDER BY table_name")
+            .fetch_all(conn)
+            .await
+            .unwrap()
+    }
+
+    /// Collections made before the twins get theirs at the next start: those
+    /// with `documentSecurity` only; a start cut short (one twin made, one of
+    /// a former rule left) is completed; a marked collection is left alone
+    /// until marked again.
+    async fn makes_the_missing_twins(db: TestDb) {
+        let dialect = db.dialect;
+        let mut conn = db.pool.acquire().await.unwrap();
+        conn.execute(collections_table(dialect).as_str())
+            .await
+            .unwrap();
+        let (secured, plain) = (
+            collection_of("notes", "c_4", true),
+            collection_of("tags", "c_5", false),
+        );
+        for collection in [&secured, &plain] {
+            store::insert_collection(&mut *conn, collection)
+                .await
+                .unwrap();
+            // Made as the versions before the twins made it.
+            let mut statements =
+                ddl::create_table_sql(dialect, &collection.table, &collection.attributes).unwrap();
+            for index in &collection.indexes {
+                statements.extend(
+                    ddl::create_index_sql(
+                        dialect,
+                        &collection.table,
+                        &collection.attributes,
+                        index,
+                    )
+                    .unwrap(),
+                );
+            }
+            for statement in &statements {
+                conn.execute(statement.as_str()).await.unwrap();
+            }
+        }
+        conn.execute("UPDATE db_collections SET reader_twins = 0")
+            .await
+            .unwrap();
+        conn.execute(
+            "INSERT INTO c_4 (id, created_at, updated_at, a_title, a_views, nimbus_reader) \
+                      VALUES ('d1', 1, 1, 't', 1, 'user:u1'), ('d2', 1, 1, 't', 2, NULL)",
+        )
+        .await
+        .unwrap();
+        let wanted = structure::reader_twins(dialect, &secured).unwrap();
+        let mut names: Vec<String> = wanted.iter().map(|t| t.name.clone()).collect();
+        names.sort();
+        assert_eq!(names.len(), 3, "the collection's and two indexes'");
+        // A start cut short: one twin made, and one of a former rule left.
+        let stale = ddl::twin_name(dialect, "c_4", "gone");
+        for statement in [
+            wanted[1].create.clone(),
+            format!(
+                "CREATE INDEX {} ON {} (nimbus_reader)",
+                dialect.quote(&stale),
+                dialect.quote("c_4")
+            ),
+        ] {
+            conn.execute(statement.as_str()).await.unwrap();
+        }
+
+        reader_twins(&mut conn, dialect).await.unwrap();
+        assert_eq!(twins(&mut conn, dialect, "c_4").await, names);
+        assert!(twins(&mut conn, dialect, "c_5").await.is_empty());
+        assert_eq!(
+            twin_marks(&mut conn).await,
+            [("c_4".to_string(), 1), ("c_5".to_string(), 1)]
+        );
+        // The user's own indexes are untouched.
+        let own = index_names(&mut conn, dialect, "c_4").await.unwrap();
+        for index in &secured.indexes {
+            if index.kind != ddl::IndexKind::Fulltext || dialect == SqlDialect::MySql {
+                assert!(own.contains(&ddl::index_name(dialect, "c_4", &index.key)));
+            }
+        }
+
+        // Marked: a later start leaves the table alone; marked again, it is
+        // brought back to what its metadata calls for.
+        conn.execute(wanted[0].drop.as_str()).await.unwrap();
+        reader_twins(&mut conn, dialect).await.unwrap();
+        assert_eq!(twins(&mut conn, dialect, "c_4").await.len(), 2);
+        conn.execute("UPDATE db_collections SET reader_twins = 0")
+            .await
+            .unwrap();
+        reader_twins(&mut conn, dialect).await.unwrap();
+        assert_eq!(twins(&mut conn, dialect, "c_4").await, names);
+        drop(conn);
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_missing_twins_are_made_at_start() {
+        makes_the_missing_twins(test_support::sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn mariadb_missing_twins_are_made_at_start() {
+        if let Some(db) = test_support::mariadb().await {
+            makes_the_missing_twins(db).await;
+        }
     }
 
     #[tokio::test]

@@ -397,9 +397,11 @@ async fn run_deployment(
         Some((path, query)) => (path.to_string(), query.to_string()),
         None => (request.path.clone(), String::new()),
     };
+    let (env, warm) = service::environment(state, function, deployment_id).await?;
     let invocation = Invocation {
         program,
-        env: service::environment(state, function).await?,
+        env,
+        warm,
         request: sandbox::Request {
             method: request.method,
             scheme: request.scheme,

@@ -111,6 +111,9 @@ pub struct Function {
     /// MiB of engine heap an execution may use.
     pub memory: i64,
     pub enabled: bool,
+    /// Whether each sandbox thread keeps one context per deployment, with the
+    /// program loaded, between executions (module state persists on that thread).
+    pub warm: bool,
     /// The API scopes its `nimbus.graphql` calls hold when no user called it.
     pub scopes: Vec<String>,
     /// The active deployment.
@@ -243,7 +246,29 @@ pub struct Ready {
     pub function: Function,
     pub env: BTreeMap<String, String>,
     loaded: std::time::Instant,
+    /// Unique to this reading of the function and its variables: the version of
+    /// its warm contexts, which a changed function therefore never reuses.
+    generation: u64,
 }
+
+impl Ready {
+    /// The warm context an execution of this very function's `deployment_id`
+    /// runs in, when the function is warm.
+    pub(crate) fn warm_key(&self, deployment_id: &str) -> Option<crate::sandbox::WarmKey> {
+        self.function.warm.then(|| crate::sandbox::WarmKey {
+            owner: warm_owner(&self.function.project_id, Some(&self.function.id)),
+            version: format!("{}/{deployment_id}", self.generation),
+        })
+    }
+}
+
+/// The owner of a function's warm contexts, or the prefix of all of a project's.
+fn warm_owner(project_id: &str, id: Option<&str>) -> String {
+    format!("{project_id}/{}", id.unwrap_or_default())
+}
+
+/// Counts readings of functions, for [`Ready::generation`].
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The functions kept ready, and a count of the changes heard: a function loaded
 /// while a change was heard is not kept, since it may have been read before it.
@@ -264,11 +289,20 @@ pub struct Runtime {
     fetch: crate::outbound::GuardedClient,
 }
 
+/// A sync execution's record waiting to be written behind its response, with
+/// the creation time of the function it ran as: that tells the function from a
+/// later one of the same id, so a record that outlived its function's deletion is
+/// not written ([`store::insert_execution_of`]).
+pub(crate) struct QueuedRecord {
+    pub execution: Execution,
+    pub function_created_at: i64,
+}
+
 /// The queue of sync execution records written behind their responses
 /// ([`service::record_forever`]), while its writer runs.
 struct Records {
-    sender: tokio::sync::mpsc::Sender<Box<Execution>>,
-    receiver: Mutex<Option<tokio::sync::mpsc::Receiver<Box<Execution>>>>,
+    sender: tokio::sync::mpsc::Sender<Box<QueuedRecord>>,
+    receiver: Mutex<Option<tokio::sync::mpsc::Receiver<Box<QueuedRecord>>>>,
     writing: std::sync::atomic::AtomicBool,
 }
 
@@ -329,6 +363,7 @@ impl Runtime {
             function,
             env,
             loaded: std::time::Instant::now(),
+            generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         });
         let mut cache = self.ready.lock().unwrap_or_else(|e| e.into_inner());
         if cache.changes == heard {
@@ -338,8 +373,10 @@ impl Runtime {
         ready
     }
 
-    /// Forgets what is kept of function `id` (all of the project's when `None`).
+    /// Forgets what is kept of function `id` (all of the project's when `None`),
+    /// its warm contexts included.
     pub fn function_changed(&self, project_id: &str, id: Option<&str>) {
+        self.pool.forget_warm(&warm_owner(project_id, id));
         let mut cache = self.ready.lock().unwrap_or_else(|e| e.into_inner());
         cache.changes += 1;
         match id {
@@ -362,6 +399,7 @@ impl Runtime {
 
     /// Forgets every function kept: changes may have been missed.
     pub fn forget_ready(&self) {
+        self.pool.forget_warm("");
         let mut cache = self.ready.lock().unwrap_or_else(|e| e.into_inner());
         cache.changes += 1;
         cache.entries.clear();
@@ -379,7 +417,10 @@ impl Runtime {
 
     /// Queues a sync execution's record for the writer; hands it back when there is
     /// no writer or its queue is full (the caller writes it then).
-    pub(crate) fn record_later(&self, execution: Box<Execution>) -> Result<(), Box<Execution>> {
+    pub(crate) fn record_later(
+        &self,
+        execution: Box<QueuedRecord>,
+    ) -> Result<(), Box<QueuedRecord>> {
         if !self
             .records
             .writing
@@ -397,7 +438,7 @@ impl Runtime {
     }
 
     /// The queue of records to write, for the one writer; `None` after the first.
-    pub(crate) fn take_records(&self) -> Option<tokio::sync::mpsc::Receiver<Box<Execution>>> {
+    pub(crate) fn take_records(&self) -> Option<tokio::sync::mpsc::Receiver<Box<QueuedRecord>>> {
         let receiver = self
             .records
             .receiver

@@ -48,6 +48,7 @@ pub fn function_value(function: &Function) -> Value {
         ("timeout", Value::from(function.timeout)),
         ("memory", Value::from(function.memory)),
         ("enabled", Value::from(function.enabled)),
+        ("warm", Value::from(function.warm)),
         ("scopes", strings(&function.scopes)),
         (
             "deploymentId",
@@ -203,6 +204,8 @@ crate::graphql_input! {
         memory: Option<i64>,
         "Whether it runs at all; default true."
         enabled: Option<bool>,
+        "Whether executions reuse a warm context: each sandbox thread keeps the active deployment loaded, and module-level state persists between its executions on that thread (never across functions, deployments or variable changes); default false, a fresh context per execution."
+        warm: Option<bool>,
         "API scopes its own `nimbus.graphql` calls hold when no signed-in user called it (not `admin`; only scopes the calling key holds)."
         scopes: Option<Vec<String>>,
     }
@@ -229,6 +232,8 @@ crate::graphql_input! {
         memory: Option<i64>,
         "Whether it runs at all."
         enabled: Option<bool>,
+        "Whether executions reuse a warm context per sandbox thread and deployment (module state persists between them)."
+        warm: Option<bool>,
         "API scopes of its own `nimbus.graphql` calls."
         scopes: Option<Vec<String>>,
     }
@@ -437,6 +442,7 @@ fn function_type() -> Object {
         .field(prop("timeout", int(), "Seconds an execution may take."))
         .field(prop("memory", int(), "MiB of memory an execution may use."))
         .field(prop("enabled", TypeRef::named_nn(TypeRef::BOOLEAN), "Whether it runs."))
+        .field(prop("warm", TypeRef::named_nn(TypeRef::BOOLEAN), "Whether executions reuse a warm context per sandbox thread and deployment, keeping module-level state between them; false: a fresh context per execution."))
         .field(prop("scopes", string_list(), "API scopes its own `nimbus.graphql` calls hold when no signed-in user called it."))
         .field(prop("deploymentId", TypeRef::named(TypeRef::ID), "The active deployment; null until one is activated."))
         .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When it was created."))
@@ -661,6 +667,7 @@ fn create_function() -> Field {
                 timeout: given.timeout,
                 memory: given.memory,
                 enabled: given.enabled,
+                warm: given.warm,
                 scopes: given.scopes.unwrap_or_default(),
             };
             let function = service::create(app(&ctx)?, &grant, key_of(&ctx)?, new).await?;
@@ -687,6 +694,7 @@ fn update_function() -> Field {
                 timeout: given.timeout,
                 memory: given.memory,
                 enabled: given.enabled,
+                warm: given.warm,
                 scopes: given.scopes,
             };
             let function =

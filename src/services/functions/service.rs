@@ -77,6 +77,7 @@ pub struct NewFunction {
     pub timeout: Option<i64>,
     pub memory: Option<i64>,
     pub enabled: Option<bool>,
+    pub warm: Option<bool>,
     pub scopes: Vec<String>,
 }
 
@@ -91,6 +92,7 @@ pub struct FunctionChange {
     pub timeout: Option<i64>,
     pub memory: Option<i64>,
     pub enabled: Option<bool>,
+    pub warm: Option<bool>,
     pub scopes: Option<Vec<String>>,
 }
 
@@ -347,6 +349,7 @@ pub async fn create(
         timeout: check_timeout(new.timeout.unwrap_or(DEFAULT_TIMEOUT))?,
         memory: check_memory(new.memory.unwrap_or(DEFAULT_MEMORY))?,
         enabled: new.enabled.unwrap_or(true),
+        warm: new.warm.unwrap_or(false),
         scopes: check_scopes(key, &new.scopes)?,
         deployment_id: None,
         created_at: now,
@@ -403,6 +406,9 @@ pub async fn update(
     if let Some(enabled) = change.enabled {
         function.enabled = enabled;
     }
+    if let Some(warm) = change.warm {
+        function.warm = warm;
+    }
     if let Some(scopes) = change.scopes {
         function.scopes = check_scopes(key, &scopes)?;
     }
@@ -430,6 +436,9 @@ pub async fn delete(
     if !store::delete(&mut *tx, grant.project(), id).await? {
         return Err(not_found(id));
     }
+    // In the delete's transaction: a record written behind its response either
+    // committed before (and goes here) or finds the function gone.
+    store::delete_executions_of(&mut *tx, grant.project(), id).await?;
     log::commit(&state.bus, tx, vec![function_event(&function, "delete")]).await?;
     state.functions.function_changed(grant.project(), Some(id));
     if let Some(deployment) = &function.deployment_id {
@@ -440,7 +449,6 @@ pub async fn delete(
         // The schedule's next tick finds the function gone and removes it then.
         tracing::warn!(error = %err, "cannot remove a deleted function's schedule");
     }
-    store::delete_executions_of(state.db.pool(), grant.project(), id).await?;
     Ok(function)
 }
 
@@ -662,14 +670,19 @@ async fn variable_committed(
 }
 
 /// The function's variables, opened, for its `env`: those kept ready with this
-/// very function when they are, else from the database.
+/// very function when they are, else from the database; and the warm context
+/// an execution of `deployment_id` runs in, when the function is warm and kept
+/// ready (a function read apart from the cache runs in a fresh context).
 pub(super) async fn environment(
     state: &AppState,
     function: &Function,
-) -> AppResult<BTreeMap<String, String>> {
+    deployment_id: &str,
+) -> AppResult<(BTreeMap<String, String>, Option<crate::sandbox::WarmKey>)> {
     match state.functions.ready(&function.project_id, &function.id) {
-        Some(ready) if ready.function == *function => Ok(ready.env.clone()),
-        _ => open_variables(state, function).await,
+        Some(ready) if ready.function == *function => {
+            Ok((ready.env.clone(), ready.warm_key(deployment_id)))
+        }
+        _ => Ok((open_variables(state, function).await?, None)),
     }
 }
 
@@ -1265,16 +1278,30 @@ pub async fn execute_now(
     kept.response_body.truncate(KEPT_RESPONSE_BYTES);
     // Over plain HTTP the record is written behind the response (ADR 24); a
     // `createExecution` caller may ask for it by id at once, so it is written first.
-    let kept = match trigger {
-        Trigger::Http => match state.functions.record_later(Box::new(kept)) {
+    let record = Box::new(super::QueuedRecord {
+        execution: kept,
+        function_created_at: function.created_at,
+    });
+    let record = match trigger {
+        Trigger::Http => match state.functions.record_later(record) {
             Ok(()) => return Ok(execution),
-            Err(kept) => *kept,
+            Err(record) => record,
         },
-        _ => kept,
+        _ => record,
     };
     let mut tx = state.db.pool().begin().await?;
-    store::insert_execution(&mut *tx, &kept, None).await?;
-    log::commit(&state.bus, tx, vec![created_event(&kept)]).await?;
+    // The function may have been deleted while it ran: then there is nothing to
+    // record it under.
+    if store::insert_execution_of(
+        &mut *tx,
+        &record.execution,
+        record.function_created_at,
+        None,
+    )
+    .await?
+    {
+        log::commit(&state.bus, tx, vec![created_event(&record.execution)]).await?;
+    }
     Ok(execution)
 }
 
@@ -1320,18 +1347,25 @@ pub async fn record_forever(state: AppState, mut stop: tokio::sync::watch::Recei
 
 // The queue holds boxes, so that a full one hands a record back cheaply.
 #[allow(clippy::vec_box)]
-async fn write_records(state: &AppState, batch: &mut Vec<Box<Execution>>) {
-    async fn write(state: &AppState, records: &[Box<Execution>]) -> AppResult<()> {
+async fn write_records(state: &AppState, batch: &mut Vec<Box<super::QueuedRecord>>) {
+    async fn write(state: &AppState, records: &[Box<super::QueuedRecord>]) -> AppResult<()> {
         let mut tx = state.db.pool().begin().await?;
+        let mut events = Vec::with_capacity(records.len());
         for record in records {
-            store::insert_execution(&mut *tx, record, None).await?;
+            // A record of a function deleted since it ran is dropped here (and one
+            // written just before the delete goes with the function's executions).
+            if store::insert_execution_of(
+                &mut *tx,
+                &record.execution,
+                record.function_created_at,
+                None,
+            )
+            .await?
+            {
+                events.push(created_event(&record.execution));
+            }
         }
-        log::commit(
-            &state.bus,
-            tx,
-            records.iter().map(|record| created_event(record)).collect(),
-        )
-        .await?;
+        log::commit(&state.bus, tx, events).await?;
         Ok(())
     }
     metrics::histogram!("nimbus_function_records_per_batch").record(batch.len() as f64);
@@ -1344,9 +1378,9 @@ async fn write_records(state: &AppState, batch: &mut Vec<Box<Execution>>) {
             metrics::counter!("nimbus_function_records_lost_total").increment(1);
             tracing::error!(
                 error = %err.message(),
-                project = %record.project_id,
-                function = %record.function_id,
-                execution = %record.id,
+                project = %record.execution.project_id,
+                function = %record.execution.function_id,
+                execution = %record.execution.id,
                 "an execution record could not be written"
             );
         }
@@ -1378,13 +1412,21 @@ pub async fn execute_later(
         })),
         _ => None,
     };
-    queue(state, &execution, &request.body, on_behalf).await?;
+    queue(
+        state,
+        &execution,
+        function.created_at,
+        &request.body,
+        on_behalf,
+    )
+    .await?;
     Ok(execution)
 }
 
 async fn queue(
     state: &AppState,
     execution: &Execution,
+    function_created_at: i64,
     body: &[u8],
     on_behalf: Option<serde_json::Value>,
 ) -> AppResult<()> {
@@ -1398,7 +1440,10 @@ async fn queue(
         )));
     }
     let mut tx = state.db.pool().begin().await?;
-    store::insert_execution(&mut *tx, execution, Some(body)).await?;
+    // A function deleted since it was read takes no new execution.
+    if !store::insert_execution_of(&mut *tx, execution, function_created_at, Some(body)).await? {
+        return Err(not_found(&execution.function_id));
+    }
     let job = NewJob {
         project_id: execution.project_id.clone(),
         kind: EXECUTE_KIND,
@@ -1534,7 +1579,13 @@ pub async fn queue_triggered(
             // Queued when this event was handled before.
             continue;
         }
-        store::insert_execution(&mut *conn, &execution, Some(body)).await?;
+        // A function deleted since it was read is not run: its job finds no
+        // execution and ends.
+        if !store::insert_execution_of(&mut *conn, &execution, function.created_at, Some(body))
+            .await?
+        {
+            continue;
+        }
         let mut message = execution_event(&execution, "create");
         if let BusMessage::Event(event) = &mut message {
             event.cause = Some(Cause {
@@ -1567,7 +1618,7 @@ pub(super) async fn execute_scheduled(state: &AppState, function: &Function) -> 
         ..ExecutionRequest::default()
     };
     let execution = new_execution(function, None, Trigger::Schedule, &request, status::WAITING);
-    queue(state, &execution, &[], None).await
+    queue(state, &execution, function.created_at, &[], None).await
 }
 
 /// Who may read `execution`: its caller, or a key holding `executions.read`.

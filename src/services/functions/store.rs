@@ -9,7 +9,7 @@ use crate::db::columns::{json, text};
 use super::{Deployment, Execution, Function, Variable};
 
 const COLUMNS: &str = "project_id, id, name, runtime, entrypoint, execute, events, schedule, \
-     timeout, memory, enabled, scopes, deployment_id, created_at, updated_at";
+     timeout, memory, enabled, warm, scopes, deployment_id, created_at, updated_at";
 
 /// A function as stored: lists are JSON arrays.
 #[derive(Debug, Clone)]
@@ -34,6 +34,7 @@ impl FromRow<'_, AnyRow> for FunctionRow {
             timeout: row.try_get("timeout")?,
             memory: row.try_get("memory")?,
             enabled: row.try_get::<i16, _>("enabled")? != 0,
+            warm: row.try_get::<i16, _>("warm")? != 0,
             scopes: list_of(row, "scopes")?,
             deployment_id: row.try_get("deployment_id")?,
             created_at: row.try_get("created_at")?,
@@ -47,7 +48,7 @@ pub async fn insert<'e>(
     f: &Function,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "INSERT INTO functions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO functions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(&f.project_id)
     .bind(&f.id)
@@ -60,6 +61,7 @@ pub async fn insert<'e>(
     .bind(f.timeout)
     .bind(f.memory)
     .bind(i16::from(f.enabled))
+    .bind(i16::from(f.warm))
     .bind(json(&f.scopes))
     .bind(&f.deployment_id)
     .bind(f.created_at)
@@ -76,7 +78,7 @@ pub async fn update<'e>(
 ) -> Result<bool, sqlx::Error> {
     sqlx::query(
         "UPDATE functions SET name = ?, entrypoint = ?, execute = ?, events = ?, schedule = ?, \
-         timeout = ?, memory = ?, enabled = ?, scopes = ?, deployment_id = ?, updated_at = ? \
+         timeout = ?, memory = ?, enabled = ?, warm = ?, scopes = ?, deployment_id = ?, updated_at = ? \
          WHERE project_id = ? AND id = ?",
     )
     .bind(&f.name)
@@ -87,6 +89,7 @@ pub async fn update<'e>(
     .bind(f.timeout)
     .bind(f.memory)
     .bind(i16::from(f.enabled))
+    .bind(i16::from(f.warm))
     .bind(json(&f.scopes))
     .bind(&f.deployment_id)
     .bind(f.updated_at)
@@ -175,7 +178,7 @@ pub async fn count(pool: &AnyPool, project_id: &str) -> Result<i64, sqlx::Error>
 }
 
 /// Deletes a function with its variables and deployments (its executions are
-/// deleted apart: they have no foreign key, to be written without a lock on it).
+/// deleted apart, in the same transaction: they have no foreign key).
 pub async fn delete<'e>(
     db: impl Executor<'e, Database = Any>,
     project_id: &str,
@@ -479,15 +482,24 @@ impl FromRow<'_, AnyRow> for ExecutionRow {
     }
 }
 
-/// Records a new execution; `request_body` is kept only for one that runs later.
-pub async fn insert_execution<'e>(
+/// Records a new execution if the function it runs as (created at
+/// `function_created_at`) still exists; false when it does not. `request_body` is
+/// kept only for one that runs later. The existence
+/// check and the insert are one statement: on MariaDB `INSERT … SELECT` holds a
+/// shared lock on the function's row until the commit, so a concurrent delete
+/// either commits first (nothing is written) or waits and deletes the record with
+/// the function's executions; on SQLite writers take turns. A later function of
+/// the same id has another creation time and gets none of the old records.
+pub async fn insert_execution_of<'e>(
     db: impl Executor<'e, Database = Any>,
     e: &Execution,
+    function_created_at: i64,
     request_body: Option<&[u8]>,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     sqlx::query(&format!(
         "INSERT INTO function_executions ({EXECUTION_COLUMNS}, request_body) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+         SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM functions \
+         WHERE project_id = ? AND id = ? AND created_at = ?"
     ))
     .bind(&e.project_id)
     .bind(&e.function_id)
@@ -510,9 +522,12 @@ pub async fn insert_execution<'e>(
     .bind(e.created_at)
     .bind(e.updated_at)
     .bind(request_body.map(<[u8]>::to_vec))
+    .bind(&e.project_id)
+    .bind(&e.function_id)
+    .bind(function_created_at)
     .execute(db)
     .await
-    .map(|_| ())
+    .map(|r| r.rows_affected() == 1)
 }
 
 /// Records how an execution ended (and forgets its request body); false when it is
@@ -628,15 +643,15 @@ pub async fn count_executions(
     query.fetch_one(pool).await
 }
 
-pub async fn delete_executions_of(
-    pool: &AnyPool,
+pub async fn delete_executions_of<'e>(
+    db: impl Executor<'e, Database = Any>,
     project_id: &str,
     function_id: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM function_executions WHERE project_id = ? AND function_id = ?")
         .bind(project_id)
         .bind(function_id)
-        .execute(pool)
+        .execute(db)
         .await
         .map(|_| ())
 }

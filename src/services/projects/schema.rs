@@ -40,6 +40,7 @@ pub fn project_value(project: &Project) -> Value {
                 ("emailOtp", Value::from(auth.email_otp)),
                 ("presenceGuests", Value::from(auth.presence_guests)),
                 ("avatarsPublic", Value::from(auth.avatars_public)),
+                ("invalidateSessions", Value::from(auth.invalidate_sessions)),
                 (
                     "redirectHosts",
                     Value::List(
@@ -111,6 +112,8 @@ crate::graphql_input! {
         presence_guests: Option<bool>,
         "Whether anyone may fetch the project's avatars (default on); off: only signed-in users and API keys, and others get `AVATARS_NOT_PUBLIC`."
         avatars_public: Option<bool>,
+        "Whether a new password ends the user's other sessions at once, open sockets included (default on): a password changed by the user keeps the session that changed it; one set by a server or a recovery link ends them all."
+        invalidate_sessions: Option<bool>,
     }
 }
 
@@ -310,6 +313,7 @@ fn update_project_auth() -> Field {
                 email_otp: input.email_otp,
                 presence_guests: input.presence_guests,
                 avatars_public: input.avatars_public,
+                invalidate_sessions: input.invalidate_sessions,
                 redirect_hosts: input.redirect_hosts,
             };
             let project = service::update_project_auth(

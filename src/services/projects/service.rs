@@ -173,6 +173,7 @@ pub struct AuthChanges {
     pub email_otp: Option<bool>,
     pub presence_guests: Option<bool>,
     pub avatars_public: Option<bool>,
+    pub invalidate_sessions: Option<bool>,
     pub redirect_hosts: Option<Vec<String>>,
 }
 
@@ -234,6 +235,9 @@ pub async fn update_project_auth(
     }
     if let Some(v) = changes.avatars_public {
         auth.avatars_public = v;
+    }
+    if let Some(v) = changes.invalidate_sessions {
+        auth.invalidate_sessions = v;
     }
     if let Some(hosts) = changes.redirect_hosts {
         if hosts.len() > 100 {

@@ -19,8 +19,8 @@ use crate::services::account::service::{
     check_redirect_url, count_mail_from, link_with, project_name, queue_mail,
 };
 use crate::services::users::service::{
-    ClientInfo, NewUser, check_name as check_user_name, commit_logged, create_session,
-    insert_invited_user, insert_new_user, normalize_email, policy, user_changed, user_created,
+    ClientInfo, check_name as check_user_name, commit_logged, create_session, insert_invited_user,
+    insert_user_in, normalize_email, passwordless_user, policy, user_changed, user_created,
     with_proven_mailbox,
 };
 use crate::services::users::{Session, User, store as users_store};
@@ -55,9 +55,15 @@ fn membership_event(membership: &Membership, action: &str) -> BusMessage {
             format!("memberships.{}", membership.id),
             format!("teams.{}", membership.team_id),
         ],
-        read_roles: std::iter::once(format!("team:{}", membership.team_id))
-            .chain(membership.user_id.iter().map(|u| format!("user:{u}")))
-            .collect(),
+        // An invitation by email carries its address: only the team's owners hear
+        // of it, as only they see it in `memberships`.
+        read_roles: std::iter::once(if membership.email.is_some() {
+            format!("team:{}/{OWNER}", membership.team_id)
+        } else {
+            format!("team:{}", membership.team_id)
+        })
+        .chain(membership.user_id.iter().map(|u| format!("user:{u}")))
+        .collect(),
         key_scope: TeamsRead::NAME.into(),
         ..crate::bus::Event::change(
             &membership.project_id,
@@ -309,13 +315,26 @@ pub async fn list_memberships(
     actor: &Actor<'_, TeamsRead>,
     team_id: &str,
 ) -> AppResult<Vec<Membership>> {
-    let (team, _) = visible_team(state, actor, team_id).await?;
+    let (team, mine) = visible_team(state, actor, team_id).await?;
     let rows = store::list_memberships(state.db.pool(), &team.project_id, &team.id).await?;
-    Ok(rows.into_iter().map(Membership::from).collect())
+    // The address of an invitation by email is the invitee's, not the team's: only
+    // owners (who invite) and servers see it; other members see that an invitation
+    // waits, not to whom.
+    let shows_addresses = mine.is_none_or(|m| m.roles.iter().any(|r| r == OWNER));
+    Ok(rows
+        .into_iter()
+        .map(Membership::from)
+        .map(|mut membership| {
+            if !shows_addresses {
+                membership.email = None;
+            }
+            membership
+        })
+        .collect())
 }
 
 /// A request to add someone to a team.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct NewMembership {
     pub team_id: String,
     /// An existing user…
@@ -346,6 +365,9 @@ enum Invitee {
     /// An address without a verified account: its user is found or created when the
     /// invitation is accepted through the emailed link, which proves the mailbox.
     Email { email: String, name: Option<String> },
+    /// An address without an account that a server adds: the user is created in
+    /// the membership's transaction, so a failed membership leaves no user behind.
+    New(User),
 }
 
 /// The invitee: the user named, or the one with the email. An owner inviting an
@@ -389,29 +411,12 @@ async fn invitee(
                 }
                 _ => {}
             }
-            let created = insert_new_user(
-                state,
+            Ok(Invitee::New(passwordless_user(
                 project_id,
-                NewUser {
-                    email: Some(email.clone()),
-                    name: new.name.clone(),
-                    ..Default::default()
-                },
-            )
-            .await;
-            match created {
-                // Created concurrently: take that one.
-                Err(AppError::Conflict { .. }) => {
-                    users_store::find_user_by_email(pool, project_id, &email)
-                        .await?
-                        .map(|row| Invitee::User(row.to_user()))
-                        .ok_or(AppError::Conflict {
-                            what: "user",
-                            id: email,
-                        })
-                }
-                other => other.map(Invitee::User),
-            }
+                Some(&email),
+                new.name.as_deref().unwrap_or_default(),
+                false,
+            )))
         }
         _ => Err(AppError::invalid(
             "userId",
@@ -443,6 +448,7 @@ async fn existing_membership(
             }
         }
         Invitee::Email { email, .. } => email,
+        Invitee::New(user) => user.email.as_deref().unwrap_or_default(),
     };
     Ok(
         store::membership_invited(pool, &team.project_id, &team.id, email)
@@ -462,6 +468,21 @@ pub async fn create_membership(
     new: NewMembership,
     client: &ClientInfo,
 ) -> AppResult<Membership> {
+    // A server adding an address without an account creates its user with the
+    // membership; when someone signed up with it meanwhile, the second try finds
+    // that user.
+    match add_member(state, actor, new.clone(), client).await {
+        Err(AppError::Conflict { what: "user", .. }) => add_member(state, actor, new, client).await,
+        other => other,
+    }
+}
+
+async fn add_member(
+    state: &AppState,
+    actor: &Actor<'_, TeamsWrite>,
+    new: NewMembership,
+    client: &ClientInfo,
+) -> AppResult<Membership> {
     let team = managed_team(state, actor, &new.team_id).await?;
     let roles = check_roles(&new.roles)?;
     let by_server = matches!(actor, Actor::Server(_));
@@ -474,6 +495,7 @@ pub async fn create_membership(
     let (user_id, address, invite_name) = match &invitee {
         Invitee::User(user) => (Some(user.id.clone()), user.email.clone(), None),
         Invitee::Email { email, name } => (None, Some(email.clone()), name.clone()),
+        Invitee::New(user) => (Some(user.id.clone()), user.email.clone(), None),
     };
     // Names the membership in a conflict: the user, or the invited address.
     let who = user_id
@@ -547,7 +569,19 @@ pub async fn create_membership(
         }
         _ => None,
     };
-    save_membership(state, &membership, action, secret.as_deref(), &who, mail).await?;
+    let new_user = match invitee {
+        Invitee::New(user) => Some(user),
+        _ => None,
+    };
+    let saving = Saving {
+        membership: &membership,
+        action,
+        secret: secret.as_deref(),
+        who: &who,
+        mail,
+        new_user,
+    };
+    save_membership(state, saving).await?;
     Ok(membership)
 }
 
@@ -612,17 +646,36 @@ async fn hit_invited_address(state: &AppState, team: &Team, email: &str) -> AppR
 /// invitation link's secret when one is mailed, and queues that `mail` (to whom,
 /// what) in the same transaction: an invitation nobody was sent, or a link whose
 /// secret matches nothing, never exists.
-async fn save_membership(
-    state: &AppState,
-    membership: &Membership,
-    action: &str,
-    secret: Option<&str>,
-    who: &str,
-    mail: Option<(&str, templates::MailContent)>,
-) -> AppResult<()> {
+/// A membership to write, with what goes with it.
+struct Saving<'a> {
+    membership: &'a Membership,
+    /// `create`, or `update` for a renewed invitation.
+    action: &'a str,
+    secret: Option<&'a str>,
+    /// Names the membership in a conflict.
+    who: &'a str,
+    mail: Option<(&'a str, templates::MailContent)>,
+    /// The member's user, when a server adds an address without one.
+    new_user: Option<User>,
+}
+
+async fn save_membership(state: &AppState, saving: Saving<'_>) -> AppResult<()> {
+    let Saving {
+        membership,
+        action,
+        secret,
+        who,
+        mail,
+        new_user,
+    } = saving;
     let renewed = action == "update";
     let digest = secret.map(secrets::digest);
     let mut tx = state.db.pool().begin().await?;
+    let mut messages = Vec::new();
+    if let Some(user) = &new_user {
+        insert_user_in(&mut tx, user).await?;
+        messages.push(user_created(user));
+    }
     if renewed {
         // The old link stops working: its secret is replaced (or cleared).
         let renewed = store::renew_invitation(&mut *tx, membership, digest.as_deref())
@@ -644,10 +697,9 @@ async fn save_membership(
                 .await?;
         }
     }
-    let mut messages = match &membership.user_id {
-        Some(user_id) => user_changed(&mut tx, &membership.project_id, user_id).await?,
-        None => Vec::new(),
-    };
+    if let Some(user_id) = &membership.user_id {
+        messages.extend(user_changed(&mut tx, &membership.project_id, user_id).await?);
+    }
     messages.push(membership_event(membership, action));
     let mailed = mail.is_some();
     if let Some((to, content)) = mail {

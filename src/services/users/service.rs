@@ -127,8 +127,9 @@ pub struct UserChanges {
     pub email: Option<String>,
     /// A new phone number; `""` removes it (servers only), and its verification with it.
     pub phone: Option<String>,
-    /// A new password. It ends every session of the user but `keep_session`, in the
-    /// same transaction: whoever held the old password is signed out.
+    /// A new password. Unless the project's `invalidate_sessions` is off, it ends
+    /// every session of the user but `keep_session`, in the same transaction:
+    /// whoever held the old password is signed out.
     pub password: Option<String>,
     /// The session that survives a password change: the one that made it.
     pub keep_session: Option<String>,
@@ -819,17 +820,45 @@ pub(crate) async fn insert_invited_user(
     email: &str,
     name: &str,
 ) -> AppResult<User> {
+    insert_passwordless_user(tx, project_id, Some(email), name, true).await
+}
+
+/// Creates, inside the caller's transaction, a user without a password: one an
+/// invitation or a provider account brings, created in the transaction that links
+/// it, so a failure or a concurrent sign-up leaves neither half. `email` is
+/// normalized and `name` checked by the caller; the caller logs [`user_created`].
+/// A clash (someone signed up with the email meanwhile) is a `Conflict`.
+pub(crate) async fn insert_passwordless_user(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    project_id: &str,
+    email: Option<&str>,
+    name: &str,
+    email_verified: bool,
+) -> AppResult<User> {
+    let user = passwordless_user(project_id, email, name, email_verified);
+    insert_user_in(tx, &user).await?;
+    Ok(user)
+}
+
+/// A new user without a password, not yet written ([`insert_user_in`]): for a
+/// change that must know the user's id before its transaction begins.
+pub(crate) fn passwordless_user(
+    project_id: &str,
+    email: Option<&str>,
+    name: &str,
+    email_verified: bool,
+) -> User {
     let now = now_millis();
-    let user = User {
+    User {
         project_id: project_id.to_string(),
         id: ids::generate(),
         name: name.to_string(),
-        email: Some(email.to_string()),
+        email: email.map(str::to_string),
         phone: None,
         password_updated_at: None,
         password_hash: None,
         blocked: false,
-        email_verified: true,
+        email_verified: email_verified && email.is_some(),
         phone_verified: false,
         labels: Vec::new(),
         prefs: Default::default(),
@@ -837,15 +866,26 @@ pub(crate) async fn insert_invited_user(
         mfa: false,
         created_at: now,
         updated_at: now,
-    };
-    claimed_ids::claim(&mut **tx, project_id, claimed_ids::Kind::User, &user.id)
+    }
+}
+
+/// Writes `user` (from [`passwordless_user`]) inside the caller's transaction; a
+/// clash on its email is a `Conflict` on the user.
+pub(crate) async fn insert_user_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    user: &User,
+) -> AppResult<()> {
+    claimed_ids::claim(
+        &mut **tx,
+        &user.project_id,
+        claimed_ids::Kind::User,
+        &user.id,
+    )
+    .await
+    .conflict_as("user", &user.id)?;
+    store::insert_user(&mut **tx, user)
         .await
-        .conflict_as("user", &user.id)?;
-    // A clash is on the email: someone signed up with it meanwhile.
-    store::insert_user(&mut **tx, &user)
-        .await
-        .conflict_as("user", email)?;
-    Ok(user)
+        .conflict_as("user", user.email.as_deref().unwrap_or(&user.id))
 }
 
 // ---- server side (API keys with users.* scopes) ----
@@ -1010,6 +1050,9 @@ pub(crate) async fn apply_changes(
         user.mfa = false;
     }
     user.updated_at = now;
+    // Whoever held the old password is signed out, unless the project lets
+    // sessions outlive a new password (read before the write lock is taken).
+    let ends_sessions = password_changed && policy(state, project_id).await?.invalidate_sessions;
     // Sessions are read, then ended, in it.
     let mut tx = state.db.begin_write().await?;
     let mut messages = Vec::new();
@@ -1036,7 +1079,7 @@ pub(crate) async fn apply_changes(
     if changes.reset_mfa {
         store::remove_second_factor(&mut *tx, project_id, id).await?;
     }
-    if password_changed {
+    if ends_sessions {
         let ending = match changes.keep_session.as_deref() {
             Some(keep) => Ending::AllBut(keep),
             None => Ending::All,

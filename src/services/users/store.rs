@@ -128,8 +128,8 @@ pub async fn find_user<'e>(
     .await
 }
 
-pub async fn find_user_by_email(
-    pool: &AnyPool,
+pub async fn find_user_by_email<'e>(
+    pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
     email: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
