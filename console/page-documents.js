@@ -353,12 +353,43 @@ function Grid({ attributes, list, onOpen, selected }) {
   </div>`;
 }
 
+/**
+ * Offers an index on the attribute the list is sorted or filtered by when none
+ * starts with it: without one, every page (and the count) reads the whole
+ * collection, which a large one feels on every scroll.
+ */
+function IndexHint({ databaseId, collectionId, attributes, indexes, base, onCreated }) {
+  const wanted = [];
+  for (const q of base) {
+    const key = q.attribute;
+    if (!key || key.startsWith("$") || wanted.includes(key)) continue;
+    const attribute = attributes.find((a) => a.key === key);
+    if (!attribute || attribute.array) continue;
+    if (!indexes.some((i) => i.attributes[0] === key)) wanted.push(key);
+  }
+  const add = useAction((key) =>
+    api.gql(`mutation ConsoleGridIndex($input: CreateIndexInput!) { createIndex(input: $input) { id } }`, {
+      input: { databaseId, collectionId, index: { key: `by_${key}`.slice(0, 36), type: "KEY", attributes: [key], orders: ["ASC"] } },
+    }),
+  );
+  if (!wanted.length) return null;
+  return html`<div class="card" role="note" data-testid="index-hint">
+    ${wanted.map(
+      (key) => html`<p>
+        No index starts with <code>${key}</code>: each page sorted or filtered by it reads the whole collection.
+        <button class="secondary" disabled=${add.pending} onClick=${async () => (await add.run(key)) && onCreated()}>Add an index on ${key}</button>
+      </p>`,
+    )}
+    <${ErrorBox} error=${add.error} />
+  </div>`;
+}
+
 export function Documents({ databaseId, collectionId }) {
   const meta = useAsync(
     () =>
       api.gql(
         `query ConsoleDocumentColumns($db: ID!, $id: ID!) {
-          collection(databaseId: $db, id: $id) { id name attributes { key type array } }
+          collection(databaseId: $db, id: $id) { id name attributes { key type array } indexes { attributes } }
         }`,
         { db: databaseId, id: collectionId },
       ),
@@ -413,6 +444,14 @@ export function Documents({ databaseId, collectionId }) {
         ${list.total == null ? "Counting…" : `${list.total} documents`}
       </p>
       <${ErrorBox} error=${list.error} />
+      <${IndexHint}
+        databaseId=${databaseId}
+        collectionId=${collectionId}
+        attributes=${attributes}
+        indexes=${meta.data.collection.indexes}
+        base=${base}
+        onCreated=${meta.reload}
+      />
       <${NewDocument} databaseId=${databaseId} collectionId=${collectionId} attributes=${attributes} onCreated=${list.reload} />
       <div class="documents">
         <${Grid} attributes=${attributes} list=${list} onOpen=${setOpen} selected=${open && open.id} />

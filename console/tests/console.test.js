@@ -447,6 +447,34 @@ test("adds documents, filters them and edits one inline", async (t) => {
   assert.deepEqual(prices, { apple: 3, banana: 7 });
 });
 
+test("offers an index on the attribute the grid is sorted or filtered by when none starts with it", async (t) => {
+  const { databaseId, collectionId } = await makeCollection();
+  await gql(`mutation ($input: CreateIndexInput!) { createIndex(input: $input) { id } }`, {
+    input: { databaseId, collectionId, index: { key: "by_title", type: "KEY", attributes: ["title"], orders: ["ASC"] } },
+  });
+  await withPage(t, async (page) => {
+    await page.goto(`${BASE}/console#/databases/${databaseId}/${collectionId}/documents`);
+    await page.getByTestId("documents-count").filter({ hasText: "0 documents" }).waitFor();
+    // Filtered by the indexed title: nothing to offer.
+    await page.getByLabel("Filter on").selectOption("title");
+    await page.getByLabel("Value", { exact: true }).fill("x");
+    await page.getByRole("button", { name: "Apply" }).click();
+    await page.getByTestId("documents-count").filter({ hasText: "0 documents" }).waitFor();
+    assert.equal(await page.getByTestId("index-hint").count(), 0);
+
+    await page.getByLabel("Sort by").selectOption("price");
+    await page.getByRole("button", { name: "Apply" }).click();
+    await page.getByTestId("index-hint").getByText("No index starts with price").waitFor();
+    await page.getByRole("button", { name: "Add an index on price" }).click();
+    await page.getByTestId("index-hint").waitFor({ state: "detached" });
+  });
+  const { collection } = await gql(`query ($db: ID!, $id: ID!) { collection(databaseId: $db, id: $id) { indexes { key attributes } } }`, {
+    db: databaseId,
+    id: collectionId,
+  });
+  assert.deepEqual(collection.indexes.map((i) => [i.key, i.attributes]).sort(), [["by_price", ["price"]], ["by_title", ["title"]]]);
+});
+
 test("renders only the rows in view of a long collection and pages in the rest", async (t) => {
   const { databaseId, collectionId } = await makeCollection();
   const count = 450;

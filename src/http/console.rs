@@ -209,6 +209,39 @@ mod tests {
         assert_eq!(header(&response, header::LOCATION), "/console");
     }
 
+    /// The size budget of the console: under 600 KB gzipped, GraphiQL aside
+    /// (the playground's files, which "view as user" loads on demand, are not
+    /// among these). Counted as a browser would fetch them: the page and every
+    /// asset, each compressed on its own.
+    #[test]
+    fn stays_under_its_size_budget_gzipped() {
+        use std::io::Write as _;
+        const BUDGET: usize = 600 * 1000;
+        let gzipped = |bytes: &[u8]| {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(bytes).unwrap();
+            encoder.finish().unwrap().len()
+        };
+        let mut total = gzipped(PAGE.as_bytes());
+        let mut sizes = Vec::new();
+        for (name, body) in ASSETS {
+            assert!(!body.is_empty(), "{name} is empty");
+            let size = gzipped(body);
+            sizes.push((size, *name));
+            total += size;
+        }
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        assert!(
+            total < BUDGET,
+            "the console is {total} bytes gzipped, over its budget of {BUDGET}; largest: {:?}",
+            &sizes[..sizes.len().min(5)]
+        );
+        // Every script the page starts from is counted.
+        assert!(sizes.iter().any(|(_, name)| *name == "app.js"));
+        assert!(sizes.iter().any(|(_, name)| name.starts_with("vendor/")));
+    }
+
     #[test]
     fn lists_the_assets_sorted_for_lookup() {
         assert!(ASSETS.windows(2).all(|pair| pair[0].0 < pair[1].0));

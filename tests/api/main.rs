@@ -21,6 +21,7 @@ mod function_triggers;
 mod function_warm;
 mod functions;
 mod grants;
+mod grid_pages;
 mod identity;
 mod identity_events;
 mod jobs;

@@ -962,7 +962,15 @@ pub fn create_index_sql(
         ]);
     }
     let columns = index.resolve(attrs)?;
-    let parts = key_parts(dialect, index, &columns);
+    let mut parts = key_parts(dialect, index, &columns);
+    // A list is ordered by its attributes, then by id. InnoDB's secondary
+    // indexes end with the primary key; SQLite's end with the rowid, so there a
+    // key index ends with the id too: the order is then read from the index
+    // alone, and a deep offset or a run of ties skips entries, not table rows
+    // (ADR 0031).
+    if dialect == SqlDialect::Sqlite && index.kind == IndexKind::Key {
+        parts.push(dialect.quote("id"));
+    }
     let kind = match index.kind {
         IndexKind::Key => "INDEX",
         IndexKind::Unique => "UNIQUE INDEX",
@@ -1429,6 +1437,20 @@ mod tests {
         assert_eq!(
             create_index_sql(SqlDialect::MySql, "c_1", &attrs, &long).unwrap(),
             ["CREATE INDEX `i_by_body` ON `c_1` (`a_body`(191), `a_mail`(191), `a_site`(191))"]
+        );
+        // On SQLite a key index ends with the id, as InnoDB's end with the
+        // primary key: lists order by their attributes, then id. A unique one
+        // does not (it would no longer be unique).
+        assert_eq!(
+            create_index_sql(SqlDialect::Sqlite, "c_1", &attrs, &long).unwrap(),
+            [
+                "CREATE INDEX \"i_c_1__by_body\" ON \"c_1\" (\"a_body\", \"a_mail\", \"a_site\", \"id\")"
+            ]
+        );
+        assert_eq!(
+            create_index_sql(SqlDialect::Sqlite, "c_1", &attrs, &idx).unwrap(),
+            ["CREATE UNIQUE INDEX \"i_c_1__by_title\" ON \"c_1\" \
+              (\"a_title\" ASC, \"a_note\" DESC, \"a_addr\" ASC, \"created_at\" ASC)"]
         );
         let two = index("search", IndexKind::Fulltext, &["body", "title"]);
         assert!(create_index_sql(SqlDialect::MySql, "c_1", &attrs, &two).is_err());

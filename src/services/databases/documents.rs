@@ -25,9 +25,11 @@ use crate::error::{AppError, AppResult, codes};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::ddl::IndexKind;
 use super::ddl::{READER_COLUMN, perms_table};
 use super::filter::{
-    self, Cursor, CursorColumns, Filter, FilterError, OrderBy, ResolvedFilter, cursor_for_row,
+    self, Cursor, CursorColumns, Filter, FilterError, KeysetPart, OrderBy, ResolvedFilter,
+    cursor_for_row,
 };
 use super::model::{Attribute, SqlDialect, SqlValue, millis_to_rfc3339};
 use super::structure::value_error;
@@ -703,28 +705,20 @@ async fn list_impl(
         (Drive::Documents, Reach::PerItem(_)) => db_dialect(dialect).probe_each_row(),
         _ => "",
     };
-    let mut builder = QueryBuilder::<Any>::new(walk);
-    let (limit, from_end) = match by_reader {
-        Some(roles) => push_page_by_reader(
-            &mut builder,
-            dialect,
-            &matching,
-            roles,
-            &columns,
-            Page {
+    let (rows, limit, from_end) = match by_reader {
+        Some(roles) => {
+            let page = Page {
                 read: &read,
                 system,
                 query,
-            },
-        )?,
+            };
+            read_page_by_reader(conn, walk, &matching, roles, &columns, page).await?
+        }
         None => {
-            builder.push(format!("SELECT {}", column_list(dialect, system, &read)));
-            matching.push_from(&mut builder, dialect)?;
-            matching.push_where(&mut builder, dialect)?;
-            push_paging(&mut builder, dialect, &columns, query, Step::Whole)?
+            let selected = column_list(dialect, system, &read);
+            read_page(conn, &matching, walk, &selected, &columns, query).await?
         }
     };
-    let rows = builder.build().fetch_all(&mut **conn).await?;
     let has_more = rows.len() > limit;
     let cursor_columns = if query.want_cursors {
         Some(CursorColumns::new(&columns, &query.orders).map_err(filter_error)?)
@@ -1116,6 +1110,8 @@ fn push_page_by_reader(
     roles: &RoleSet,
     columns: &[Attribute],
     page: Page<'_>,
+    part: KeysetPart,
+    wanted: usize,
 ) -> AppResult<(usize, bool)> {
     let table = q(dialect, &matching.collection.table);
     let reader = q(dialect, READER_COLUMN);
@@ -1147,14 +1143,30 @@ fn push_page_by_reader(
                 matching.push_where(builder, dialect)?;
             }
         }
-        push_paging(builder, dialect, columns, page.query, Step::Branch)?;
+        push_paging(
+            builder,
+            dialect,
+            columns,
+            page.query,
+            Step::Branch,
+            part,
+            wanted,
+        )?;
         match dialect {
             SqlDialect::Sqlite => builder.push(format!(") nimbus_b{i}")),
             SqlDialect::MySql => builder.push(")"),
         };
     }
     builder.push(format!(") {ALIAS}"));
-    push_paging(builder, dialect, columns, page.query, Step::Merge)
+    push_paging(
+        builder,
+        dialect,
+        columns,
+        page.query,
+        Step::Merge,
+        part,
+        wanted,
+    )
 }
 
 /// The columns a list reads: those asked for ([`ListQuery::only`]) and those
@@ -1191,11 +1203,210 @@ fn system_columns(query: &ListQuery) -> SystemColumns {
     }
 }
 
+/// The rows of the page `query` asks for, with the columns `selected` (and
+/// `walk` before the statement): at most its page size and one more, in
+/// reading order (reversed when read from the end); answers the page size and
+/// whether it is read from the end.
+async fn read_page(
+    conn: &mut Conn<'_>,
+    matching: &Matching<'_>,
+    walk: &str,
+    selected: &str,
+    columns: &[Attribute],
+    query: &ListQuery,
+) -> AppResult<(Vec<AnyRow>, usize, bool)> {
+    let dialect = conn.dialect();
+    let select = format!("{walk}SELECT {selected}");
+    let select = select.as_str();
+    match &query.paging {
+        Paging::Keyset {
+            after,
+            before,
+            limit,
+            from_end,
+        } => {
+            if after.is_some() && before.is_some() {
+                return Err(AppError::invalid(
+                    "before",
+                    "give `after` or `before`, not both",
+                ));
+            }
+            let cursor = if *from_end { before } else { after };
+            let limit = (*limit).min(MAX_PAGE);
+            let wanted = limit + usize::from(query.want_more);
+            let parts = filter::keyset_parts(columns, &query.orders, cursor.as_ref(), *from_end)
+                .map_err(filter_error)?;
+            let until = match bounded_by_lead(dialect, matching, query) {
+                Some(lead) => {
+                    let mut probe = QueryBuilder::<Any>::new(format!(
+                        "{walk}SELECT {ALIAS}.{}, {lead}",
+                        q(dialect, "id")
+                    ));
+                    matching.push_from(&mut probe, dialect)?;
+                    matching.push_where(&mut probe, dialect)?;
+                    filter::push_lead_probe(
+                        &mut probe,
+                        dialect,
+                        ALIAS,
+                        columns,
+                        &query.orders,
+                        cursor.as_ref(),
+                        *from_end,
+                        wanted,
+                    )
+                    .map_err(filter_error)?;
+                    match probe.build().fetch_optional(&mut **conn).await? {
+                        Some(row) => cursor_for_row(&row, columns, &query.orders[..1])
+                            .map_err(filter_error)?
+                            .values
+                            .pop(),
+                        None => None,
+                    }
+                }
+                None => None,
+            };
+            let mut rows = Vec::with_capacity(wanted);
+            // Each part follows the one before in the list's order: the next
+            // is read only when the page is not full yet.
+            for part in parts {
+                if rows.len() >= wanted {
+                    break;
+                }
+                let mut builder = QueryBuilder::<Any>::new(select);
+                matching.push_from(&mut builder, dialect)?;
+                matching.push_where(&mut builder, dialect)?;
+                if let (KeysetPart::Near, Some(until)) = (part, &until) {
+                    filter::push_lead_bound(
+                        &mut builder,
+                        dialect,
+                        ALIAS,
+                        columns,
+                        &query.orders,
+                        *from_end,
+                        until,
+                    )
+                    .map_err(filter_error)?;
+                }
+                filter::push_order_and_cursor(
+                    &mut builder,
+                    dialect,
+                    ALIAS,
+                    columns,
+                    &query.orders,
+                    cursor.as_ref(),
+                    *from_end,
+                    *part,
+                    wanted - rows.len(),
+                )
+                .map_err(filter_error)?;
+                rows.extend(builder.build().fetch_all(&mut **conn).await?);
+            }
+            Ok((rows, limit, *from_end))
+        }
+        Paging::Offset { limit, offset } => {
+            let limit = (*limit).min(MAX_PAGE);
+            let mut builder = QueryBuilder::<Any>::new(select);
+            if *offset == 0 {
+                matching.push_from(&mut builder, dialect)?;
+                matching.push_where(&mut builder, dialect)?;
+                filter::push_order_and_offset(
+                    &mut builder,
+                    dialect,
+                    ALIAS,
+                    columns,
+                    &query.orders,
+                    limit + 1,
+                    0,
+                )
+                .map_err(filter_error)?;
+            } else {
+                // A deferred join: the rows skipped are read for their id and
+                // order columns only (from an index covering the order when one
+                // exists), and only the page's rows are read whole, by id.
+                // Ordering whole rows to skip them cost 2–3× as much (ADR 0031).
+                let order = filter::order_by_sql(dialect, ALIAS, columns, &query.orders)
+                    .map_err(filter_error)?;
+                let id = q(dialect, "id");
+                builder.push(format!(
+                    " FROM {} {ALIAS} JOIN (SELECT {ALIAS}.{id} AS nimbus_id",
+                    q(dialect, &matching.collection.table)
+                ));
+                matching.push_from(&mut builder, dialect)?;
+                matching.push_where(&mut builder, dialect)?;
+                filter::push_order_and_offset(
+                    &mut builder,
+                    dialect,
+                    ALIAS,
+                    columns,
+                    &query.orders,
+                    limit + 1,
+                    *offset,
+                )
+                .map_err(filter_error)?;
+                builder.push(format!(
+                    ") nimbus_page ON {ALIAS}.{id} = nimbus_page.nimbus_id{order}"
+                ));
+            }
+            Ok((builder.build().fetch_all(&mut **conn).await?, limit, false))
+        }
+    }
+}
+
+/// The rows of the page `query` asks for, read by sole reader
+/// ([`push_page_by_reader`]), as [`read_page`] answers them: a keyset page one
+/// statement per part of it ([`filter::keyset_parts`]), the next only while the
+/// page is not full.
+async fn read_page_by_reader(
+    conn: &mut Conn<'_>,
+    walk: &str,
+    matching: &Matching<'_>,
+    roles: &RoleSet,
+    columns: &[Attribute],
+    page: Page<'_>,
+) -> AppResult<(Vec<AnyRow>, usize, bool)> {
+    let dialect = conn.dialect();
+    let query = page.query;
+    let (parts, wanted) = match &query.paging {
+        Paging::Keyset {
+            after,
+            before,
+            limit,
+            from_end,
+        } => {
+            let cursor = if *from_end { before } else { after };
+            (
+                filter::keyset_parts(columns, &query.orders, cursor.as_ref(), *from_end)
+                    .map_err(filter_error)?,
+                (*limit).min(MAX_PAGE) + usize::from(query.want_more),
+            )
+        }
+        Paging::Offset { .. } => (&[KeysetPart::Near][..], 0),
+    };
+    let mut rows = Vec::new();
+    let mut answer = (0, false);
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 && rows.len() >= wanted {
+            break;
+        }
+        let mut builder = QueryBuilder::<Any>::new(walk);
+        answer = push_page_by_reader(
+            &mut builder,
+            dialect,
+            matching,
+            roles,
+            columns,
+            page,
+            *part,
+            wanted.saturating_sub(rows.len()),
+        )?;
+        rows.extend(builder.build().fetch_all(&mut **conn).await?);
+    }
+    Ok((rows, answer.0, answer.1))
+}
+
 /// Which statement of a page [`push_paging`] ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
-    /// The one statement of the page.
-    Whole,
     /// One branch of a page read by sole reader: the keyset as the page's, and
     /// as many rows as the page could take from it (with an offset, the rows
     /// skipped too: any of them may be the branch's).
@@ -1205,14 +1416,17 @@ enum Step {
     Merge,
 }
 
-/// Appends the order and the page of `query` to a statement, or to one `step`
-/// of it; answers the page size and whether it is read from the end.
+/// Appends the order and the page of `query` to one `step` of a page read by
+/// sole reader (for a keyset page, its `part` and the `wanted` rows left);
+/// answers the page size and whether it is read from the end.
 fn push_paging(
     builder: &mut QueryBuilder<'_, Any>,
     dialect: SqlDialect,
     columns: &[Attribute],
     query: &ListQuery,
     step: Step,
+    part: KeysetPart,
+    wanted: usize,
 ) -> AppResult<(usize, bool)> {
     match &query.paging {
         Paging::Keyset {
@@ -1229,8 +1443,8 @@ fn push_paging(
             }
             let cursor = match step {
                 Step::Merge => None,
-                Step::Whole | Step::Branch if *from_end => before.as_ref(),
-                Step::Whole | Step::Branch => after.as_ref(),
+                Step::Branch if *from_end => before.as_ref(),
+                Step::Branch => after.as_ref(),
             };
             let limit = (*limit).min(MAX_PAGE);
             filter::push_order_and_cursor(
@@ -1241,7 +1455,14 @@ fn push_paging(
                 &query.orders,
                 cursor,
                 *from_end,
-                limit + usize::from(query.want_more),
+                // The merge has no cursor: its part is the whole of what the
+                // branches read.
+                if step == Step::Merge {
+                    KeysetPart::Near
+                } else {
+                    part
+                },
+                wanted,
             )
             .map_err(filter_error)?;
             Ok((limit, *from_end))
@@ -1249,7 +1470,7 @@ fn push_paging(
         Paging::Offset { limit, offset } => {
             let limit = (*limit).min(MAX_PAGE);
             let (rows, skipped) = match step {
-                Step::Whole | Step::Merge => (limit + 1, *offset),
+                Step::Merge => (limit + 1, *offset),
                 Step::Branch => (offset.saturating_add(limit + 1), 0),
             };
             filter::push_order_and_offset(
@@ -1265,6 +1486,44 @@ fn push_paging(
             Ok((limit, false))
         }
     }
+}
+
+/// The first order column of a keyset page that MariaDB should bound before
+/// reading it ([`filter::push_lead_probe`]), quoted: on MariaDB, for an order
+/// its index cannot give as it is (descending, or more than one column, since
+/// ties always go to id ascending), when an index leads with that column and
+/// the list has no filter (a filter the index does not cover could make the
+/// walk of the probe read much of the table for a few matches). SQLite sorts
+/// such an order by groups of equal values as it walks the index, and needs
+/// no bound.
+fn bounded_by_lead(
+    dialect: SqlDialect,
+    matching: &Matching<'_>,
+    query: &ListQuery,
+) -> Option<String> {
+    let [first, rest @ ..] = query.orders.as_slice() else {
+        return None;
+    };
+    let indexed = match &first.field {
+        filter::Field::CreatedAt | filter::Field::UpdatedAt => true,
+        filter::Field::Attribute(key) => matching.collection.indexes.iter().any(|index| {
+            index.kind != IndexKind::Fulltext && index.attributes.first() == Some(key)
+        }),
+        filter::Field::Id => false,
+    };
+    let unfiltered = matches!(matching.filter, ResolvedFilter::And(all) if all.is_empty());
+    let sorted_apart = first.desc || !rest.is_empty();
+    if dialect != SqlDialect::MySql || !indexed || !unfiltered || !sorted_apart {
+        return None;
+    }
+    filter::lead_column_sql(
+        dialect,
+        ALIAS,
+        &matching.collection.columns(),
+        &query.orders,
+    )
+    .ok()
+    .flatten()
 }
 
 /// The first `limit` documents of `rows`, each with its cursor (empty without
@@ -2775,6 +3034,8 @@ mod tests {
                     system: SystemColumns::All,
                     query: &query,
                 },
+                KeysetPart::Near,
+                21,
             )
             .unwrap();
         };
