@@ -9,7 +9,7 @@
 #              what an execution costs the server (fresh context, run, record)
 #   hello      wrk (1 thread, CONNECTIONS connections, DURATION) on a hello-world
 #              handler: GET /v1/functions/hello (a fresh context per execution)
-#              and /v1/functions/hello-warm (`warm: true`, ADR 33) vs PocketBase's
+#              and /v1/functions/hello-warm (`warm: true`, ADR 30) vs PocketBase's
 #              GET /hello; with each server's CPU time per request (utime + stime
 #              of its process over the run, from /proc)
 #   read       the same with a handler reading one record: `nimbus.graphql`

@@ -128,7 +128,7 @@ def setup(url, key):
     )
     create_function(client, "reader", {"execute": ["any"], "scopes": ["documents.read"]})
     client.deploy("reader", READER)
-    # The same handlers in warm contexts (ADR 33): one per sandbox thread, reused.
+    # The same handlers in warm contexts (ADR 30): one per sandbox thread, reused.
     create_function(client, "hello-warm", {"execute": ["any"], "warm": True})
     client.deploy("hello-warm", HELLO)
     create_function(client, "reader-warm", {"execute": ["any"], "scopes": ["documents.read"], "warm": True})

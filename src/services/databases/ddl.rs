@@ -967,7 +967,7 @@ pub fn create_index_sql(
     // indexes end with the primary key; SQLite's end with the rowid, so there a
     // key index ends with the id too: the order is then read from the index
     // alone, and a deep offset or a run of ties skips entries, not table rows
-    // (ADR 0031).
+    // (ADR 0029).
     if dialect == SqlDialect::Sqlite && index.kind == IndexKind::Key {
         parts.push(dialect.quote("id"));
     }

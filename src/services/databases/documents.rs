@@ -1323,7 +1323,7 @@ async fn read_page(
                 // A deferred join: the rows skipped are read for their id and
                 // order columns only (from an index covering the order when one
                 // exists), and only the page's rows are read whole, by id.
-                // Ordering whole rows to skip them cost 2–3× as much (ADR 0031).
+                // Ordering whole rows to skip them cost 2–3× as much (ADR 0029).
                 let order = filter::order_by_sql(dialect, ALIAS, columns, &query.orders)
                     .map_err(filter_error)?;
                 let id = q(dialect, "id");
