@@ -1110,8 +1110,7 @@ fn push_page_by_reader(
     roles: &RoleSet,
     columns: &[Attribute],
     page: Page<'_>,
-    part: KeysetPart,
-    wanted: usize,
+    slice: Slice,
 ) -> AppResult<(usize, bool)> {
     let table = q(dialect, &matching.collection.table);
     let reader = q(dialect, READER_COLUMN);
@@ -1143,30 +1142,14 @@ fn push_page_by_reader(
                 matching.push_where(builder, dialect)?;
             }
         }
-        push_paging(
-            builder,
-            dialect,
-            columns,
-            page.query,
-            Step::Branch,
-            part,
-            wanted,
-        )?;
+        push_paging(builder, dialect, columns, page.query, Step::Branch, slice)?;
         match dialect {
             SqlDialect::Sqlite => builder.push(format!(") nimbus_b{i}")),
             SqlDialect::MySql => builder.push(")"),
         };
     }
     builder.push(format!(") {ALIAS}"));
-    push_paging(
-        builder,
-        dialect,
-        columns,
-        page.query,
-        Step::Merge,
-        part,
-        wanted,
-    )
+    push_paging(builder, dialect, columns, page.query, Step::Merge, slice)
 }
 
 /// The columns a list reads: those asked for ([`ListQuery::only`]) and those
@@ -1396,12 +1379,22 @@ async fn read_page_by_reader(
             roles,
             columns,
             page,
-            *part,
-            wanted.saturating_sub(rows.len()),
+            Slice {
+                part: *part,
+                wanted: wanted.saturating_sub(rows.len()),
+            },
         )?;
         rows.extend(builder.build().fetch_all(&mut **conn).await?);
     }
     Ok((rows, answer.0, answer.1))
+}
+
+/// Which rows of a keyset page one statement by sole reader reads: the part
+/// of the page ([`filter::keyset_parts`]) and how many rows it still wants.
+#[derive(Debug, Clone, Copy)]
+struct Slice {
+    part: KeysetPart,
+    wanted: usize,
 }
 
 /// Which statement of a page [`push_paging`] ends.
@@ -1425,8 +1418,7 @@ fn push_paging(
     columns: &[Attribute],
     query: &ListQuery,
     step: Step,
-    part: KeysetPart,
-    wanted: usize,
+    slice: Slice,
 ) -> AppResult<(usize, bool)> {
     match &query.paging {
         Paging::Keyset {
@@ -1460,9 +1452,9 @@ fn push_paging(
                 if step == Step::Merge {
                     KeysetPart::Near
                 } else {
-                    part
+                    slice.part
                 },
-                wanted,
+                slice.wanted,
             )
             .map_err(filter_error)?;
             Ok((limit, *from_end))
@@ -3034,8 +3026,10 @@ mod tests {
                     system: SystemColumns::All,
                     query: &query,
                 },
-                KeysetPart::Near,
-                21,
+                Slice {
+                    part: KeysetPart::Near,
+                    wanted: 21,
+                },
             )
             .unwrap();
         };
