@@ -1289,43 +1289,34 @@ async fn read_page(
         Paging::Offset { limit, offset } => {
             let limit = (*limit).min(MAX_PAGE);
             let mut builder = QueryBuilder::<Any>::new(select);
-            if *offset == 0 {
-                matching.push_from(&mut builder, dialect)?;
-                matching.push_where(&mut builder, dialect)?;
-                filter::push_order_and_offset(
-                    &mut builder,
-                    dialect,
-                    ALIAS,
-                    columns,
-                    &query.orders,
-                    limit + 1,
-                    0,
-                )
-                .map_err(filter_error)?;
-            } else {
-                // A deferred join: the rows skipped are read for their id and
-                // order columns only (from an index covering the order when one
-                // exists), and only the page's rows are read whole, by id.
-                // Ordering whole rows to skip them cost 2–3× as much (ADR 0029).
-                let order = filter::order_by_sql(dialect, ALIAS, columns, &query.orders)
-                    .map_err(filter_error)?;
-                let id = q(dialect, "id");
+            // Past the first page, a deferred join: the rows skipped are read
+            // for their id and order columns only (from an index covering the
+            // order when one exists), and only the page's rows are read whole,
+            // by id. Ordering whole rows to skip them cost 2–3× as much (ADR
+            // 0029).
+            let deferred = *offset > 0;
+            let id = q(dialect, "id");
+            if deferred {
                 builder.push(format!(
                     " FROM {} {ALIAS} JOIN (SELECT {ALIAS}.{id} AS nimbus_id",
                     q(dialect, &matching.collection.table)
                 ));
-                matching.push_from(&mut builder, dialect)?;
-                matching.push_where(&mut builder, dialect)?;
-                filter::push_order_and_offset(
-                    &mut builder,
-                    dialect,
-                    ALIAS,
-                    columns,
-                    &query.orders,
-                    limit + 1,
-                    *offset,
-                )
-                .map_err(filter_error)?;
+            }
+            matching.push_from(&mut builder, dialect)?;
+            matching.push_where(&mut builder, dialect)?;
+            filter::push_order_and_offset(
+                &mut builder,
+                dialect,
+                ALIAS,
+                columns,
+                &query.orders,
+                limit + 1,
+                *offset,
+            )
+            .map_err(filter_error)?;
+            if deferred {
+                let order = filter::order_by_sql(dialect, ALIAS, columns, &query.orders)
+                    .map_err(filter_error)?;
                 builder.push(format!(
                     ") nimbus_page ON {ALIAS}.{id} = nimbus_page.nimbus_id{order}"
                 ));
