@@ -984,55 +984,6 @@ async fn a_collection_made_before_sole_readers_is_filled_in_at_the_next_start() 
     app.shutdown().await;
 }
 
-/// The typed list of published posts by views (`order` ASC or DESC), read
-/// from the end backwards through `last`/`before` when `backwards`; checks
-/// `totalCount` on every page and answers the ids in the list's order.
-async fn pages(
-    app: &TestApp,
-    secret: Option<&str>,
-    order: &str,
-    backwards: bool,
-    total: usize,
-) -> Vec<String> {
-    let query = if backwards {
-        format!(
-            "query($cursor: String, $n: Int) {{ posts(filter: {{published: {{eq: true}}}}, orderBy: [{{views: {order}}}], last: $n, before: $cursor) {{ totalCount nodes {{ id }} pageInfo {{ hasPreviousPage startCursor }} }} }}"
-        )
-    } else {
-        format!(
-            "query($cursor: String, $n: Int) {{ posts(filter: {{published: {{eq: true}}}}, orderBy: [{{views: {order}}}], first: $n, after: $cursor) {{ totalCount nodes {{ id }} pageInfo {{ hasNextPage endCursor }} }} }}"
-        )
-    };
-    let mut chunks: Vec<Vec<String>> = Vec::new();
-    let mut cursor = Value::Null;
-    for _ in 0..100 {
-        let data = ask(app, secret, &query, json!({"cursor": cursor, "n": PAGE})).await;
-        let page = &data["posts"];
-        assert_eq!(page["totalCount"], total, "totalCount on every page");
-        let nodes = page["nodes"].as_array().unwrap();
-        assert!(nodes.len() <= PAGE);
-        chunks.push(
-            nodes
-                .iter()
-                .map(|n| n["id"].as_str().unwrap().to_string())
-                .collect(),
-        );
-        let (more, next) = if backwards {
-            ("hasPreviousPage", "startCursor")
-        } else {
-            ("hasNextPage", "endCursor")
-        };
-        if page["pageInfo"][more] != true {
-            if backwards {
-                chunks.reverse();
-            }
-            return chunks.concat();
-        }
-        cursor = page["pageInfo"][next].clone();
-    }
-    panic!("the list never ended");
-}
-
 #[tokio::test]
 async fn wide_label_and_shared_readers_list_in_both_orders_and_directions() {
     let app = spawn_app().await;
@@ -1101,7 +1052,16 @@ async fn wide_label_and_shared_readers_list_in_both_orders_and_directions() {
         assert!(desc.len() > PAGE, "{who} reads several pages");
         for (order, want) in [("DESC", &desc), ("ASC", &asc)] {
             for backwards in [false, true] {
-                let got = pages(&app, secret, order, backwards, want.len()).await;
+                let got = pages_of(
+                    &app,
+                    secret,
+                    "{published: {eq: true}}",
+                    &format!("[{{views: {order}}}]"),
+                    backwards,
+                    PAGE,
+                    want.len(),
+                )
+                .await;
                 assert_eq!(&got, want, "{who}, {order}, backwards: {backwards}");
             }
         }
@@ -1137,40 +1097,35 @@ async fn wide_label_and_shared_readers_list_in_both_orders_and_directions() {
     app.shutdown().await;
 }
 
-/// A list of `posts` (`filter` and `order_by` as GraphQL literals), page after
-/// page forwards through `first`/`after` or from the end through
+/// A list of `posts` (`filter` and `order_by` as GraphQL literals), `size` to
+/// a page, forwards through `first`/`after` or from the end through
 /// `last`/`before`; checks `totalCount` on every page and answers the ids in
 /// the list's order.
-async fn pages_of(
+pub(crate) async fn pages_of(
     app: &TestApp,
-    secret: &str,
+    secret: Option<&str>,
     filter: &str,
     order_by: &str,
     backwards: bool,
+    size: usize,
     total: usize,
 ) -> Vec<String> {
-    let (size, cursor_arg, more, next) = if backwards {
+    let (count, cursor_arg, more, next) = if backwards {
         ("last", "before", "hasPreviousPage", "startCursor")
     } else {
         ("first", "after", "hasNextPage", "endCursor")
     };
     let query = format!(
-        "query($cursor: String, $n: Int) {{ posts(filter: {filter}, orderBy: {order_by}, {size}: $n, {cursor_arg}: $cursor) {{ totalCount nodes {{ id }} pageInfo {{ {more} {next} }} }} }}"
+        "query($cursor: String, $n: Int) {{ posts(filter: {filter}, orderBy: {order_by}, {count}: $n, {cursor_arg}: $cursor) {{ totalCount nodes {{ id }} pageInfo {{ {more} {next} }} }} }}"
     );
     let mut chunks: Vec<Vec<String>> = Vec::new();
     let mut cursor = Value::Null;
-    for _ in 0..100 {
-        let data = ask(
-            app,
-            Some(secret),
-            &query,
-            json!({"cursor": cursor, "n": PAGE}),
-        )
-        .await;
+    for _ in 0..200 {
+        let data = ask(app, secret, &query, json!({"cursor": cursor, "n": size})).await;
         let page = &data["posts"];
         assert_eq!(page["totalCount"], total, "totalCount on every page");
         let nodes = page["nodes"].as_array().unwrap();
-        assert!(nodes.len() <= PAGE);
+        assert!(nodes.len() <= size);
         chunks.push(
             nodes
                 .iter()
@@ -1264,7 +1219,16 @@ async fn one_own_document_among_shared_ones_pages_by_an_unindexed_attribute() {
     for (order, want) in [("ASC", &asc), ("DESC", &desc)] {
         let order_by = format!("[{{title: {order}}}]");
         for backwards in [false, true] {
-            let got = pages_of(&app, &ann, filter, &order_by, backwards, want.len()).await;
+            let got = pages_of(
+                &app,
+                Some(&ann),
+                filter,
+                &order_by,
+                backwards,
+                PAGE,
+                want.len(),
+            )
+            .await;
             assert_eq!(&got, want, "{order}, backwards: {backwards}");
         }
     }

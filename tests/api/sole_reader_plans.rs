@@ -175,38 +175,16 @@ async fn by_cursor(
     size: usize,
     total: usize,
 ) -> Vec<String> {
-    let (count, cursor_arg, more, next) = if backwards {
-        ("last", "before", "hasPreviousPage", "startCursor")
-    } else {
-        ("first", "after", "hasNextPage", "endCursor")
-    };
-    let query = format!(
-        "query($cursor: String, $n: Int) {{ posts(filter: {}, orderBy: {}, {count}: $n, {cursor_arg}: $cursor) {{ totalCount nodes {{ id }} pageInfo {{ {more} {next} }} }} }}",
-        listing.filter, listing.order_by
-    );
-    let mut chunks: Vec<Vec<String>> = Vec::new();
-    let mut cursor = Value::Null;
-    for _ in 0..200 {
-        let data = ask(app, secret, &query, json!({"cursor": cursor, "n": size})).await;
-        let page = &data["posts"];
-        assert_eq!(page["totalCount"], total, "totalCount on every page");
-        let nodes = page["nodes"].as_array().unwrap();
-        assert!(nodes.len() <= size);
-        chunks.push(
-            nodes
-                .iter()
-                .map(|n| n["id"].as_str().unwrap().to_string())
-                .collect(),
-        );
-        if page["pageInfo"][more] != true {
-            if backwards {
-                chunks.reverse();
-            }
-            return chunks.concat();
-        }
-        cursor = page["pageInfo"][next].clone();
-    }
-    panic!("the list never ended");
+    crate::owner_lists::pages_of(
+        app,
+        secret,
+        listing.filter,
+        listing.order_by,
+        backwards,
+        size,
+        total,
+    )
+    .await
 }
 
 /// The list of `listing` through Appwrite's queries, `size` to a page by
