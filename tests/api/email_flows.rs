@@ -122,7 +122,7 @@ async fn password_recovery_resets_the_password_and_signs_out_everywhere() {
     )
     .await;
     assert_eq!(weak.code(), "PASSWORD_TOO_SHORT");
-    // A refused password used the token up: ask again.
+    // A refused password leaves the link usable; a new one works as well.
     run(&app, "mutation { createRecovery(input: {email: \"olga@example.com\", url: \"http://localhost/reset\"}) }", json!({}), None)
         .await
         .ok();

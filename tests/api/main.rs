@@ -5,6 +5,7 @@
 mod helpers;
 
 mod account_events;
+mod atomic_writes;
 mod avatars;
 mod avatars_remote;
 mod cli;

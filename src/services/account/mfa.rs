@@ -142,8 +142,14 @@ async fn session_passed(
     }
 }
 
-/// Checks an authenticator code and uses it up.
-async fn check_totp(state: &AppState, me: &ResolvedSession, code: &str) -> AppResult<()> {
+/// Checks an authenticator code and uses it up in `tx`, the change it allows: a
+/// change that fails leaves the code unused.
+async fn check_totp(
+    state: &AppState,
+    me: &ResolvedSession,
+    code: &str,
+    tx: &mut sqlx::AnyConnection,
+) -> AppResult<()> {
     count_attempt(state, me).await?;
     let row = mfa_row(state, me).await?;
     let secret = row
@@ -154,7 +160,7 @@ async fn check_totp(state: &AppState, me: &ResolvedSession, code: &str) -> AppRe
     let last = row.totp_last_step.and_then(|s| u64::try_from(s).ok());
     let step = totp::verify(&secret, code.trim(), unix_now(), last).ok_or_else(invalid_code)?;
     let step = i64::try_from(step).map_err(|_| invalid_code())?;
-    if !store::use_totp_step(state.db.pool(), &me.user.project_id, &me.user.id, step).await? {
+    if !store::use_totp_step(&mut *tx, &me.user.project_id, &me.user.id, step).await? {
         return Err(invalid_code());
     }
     Ok(())
@@ -167,8 +173,8 @@ pub async fn verify_authenticator(
     me: &ResolvedSession,
     code: &str,
 ) -> AppResult<()> {
-    check_totp(state, me, code).await?;
     let mut tx = state.db.pool().begin().await?;
+    check_totp(state, me, code, &mut tx).await?;
     store::confirm_totp(&mut *tx, &me.user.project_id, &me.user.id).await?;
     session_passed(state, me, tx, true).await
 }
@@ -180,8 +186,8 @@ pub async fn delete_authenticator(
     me: &ResolvedSession,
     code: &str,
 ) -> AppResult<()> {
-    check_totp(state, me, code).await?;
     let mut tx = state.db.pool().begin().await?;
+    check_totp(state, me, code, &mut tx).await?;
     store::set_totp(&mut *tx, &me.user.project_id, &me.user.id, None, false).await?;
     store::set_mfa(&mut *tx, &me.user.project_id, &me.user.id, false).await?;
     commit_user_update(
@@ -235,8 +241,11 @@ pub async fn complete_challenge(
     factor: &str,
     code: &str,
 ) -> AppResult<()> {
+    // The factor used up and the session marked as past it are one write: a
+    // crash between cannot spend a recovery code for nothing.
+    let mut tx = state.db.pool().begin().await?;
     match factor {
-        "TOTP" => check_totp(state, me, code).await?,
+        "TOTP" => check_totp(state, me, code, &mut tx).await?,
         "RECOVERY_CODE" => {
             count_attempt(state, me).await?;
             let row = mfa_row(state, me).await?;
@@ -247,7 +256,7 @@ pub async fn complete_challenge(
             }
             let remaining = serde_json::to_string(&digests).map_err(anyhow::Error::from)?;
             let swapped = store::swap_recovery_codes(
-                state.db.pool(),
+                &mut *tx,
                 &me.user.project_id,
                 &me.user.id,
                 Some(&stored),
@@ -265,6 +274,5 @@ pub async fn complete_challenge(
             ));
         }
     }
-    let tx = state.db.pool().begin().await?;
     session_passed(state, me, tx, false).await
 }

@@ -15,8 +15,9 @@ use crate::error::{AppError, AppResult, codes};
 use crate::mail::templates;
 use crate::services::projects::AuthSettings;
 use crate::services::users::service::{
-    ClientInfo, NewUser, TokenIssued, UserChanges, apply_changes, create_session, insert_new_user,
-    normalize_email, policy, require_method, token_event,
+    ClientInfo, NewUser, TokenIssued, UserChanges, apply_changes, commit_logged, insert_session_in,
+    insert_user_in, normalize_email, policy, prepare_changes, prepare_user, require_method,
+    session_opened, token_event, user_created,
 };
 use crate::services::users::store::{EMAIL_OTP, MAGIC_URL, RECOVERY, VERIFICATION};
 use crate::services::users::{Session, User, store};
@@ -84,9 +85,16 @@ fn link(policy: &AuthSettings, url: &str, user_id: &str, secret: &str) -> AppRes
 /// mail that carries the secret to `to`, in one transaction: a token nobody was
 /// sent, or a mail whose secret matches nothing, never exists. The message is
 /// checked before anything is written.
+/// Whom a mailed token is for: a user that exists, or a new one (an emailed
+/// sign-in's first use) written with the token.
+enum Holder<'a> {
+    Existing(&'a User),
+    New(&'a User),
+}
+
 async fn issue_and_mail(
     state: &AppState,
-    user: &User,
+    holder: Holder<'_>,
     kind: &str,
     secret: &str,
     ttl: i64,
@@ -97,6 +105,15 @@ async fn issue_and_mail(
     let expires_at = now + ttl;
     let id = ids::generate();
     let mut tx = state.db.pool().begin().await?;
+    let mut messages = Vec::new();
+    let user = match holder {
+        Holder::Existing(user) => user,
+        Holder::New(user) => {
+            insert_user_in(&mut tx, user).await?;
+            messages.push(user_created(user));
+            user
+        }
+    };
     store::insert_token(
         &mut *tx,
         &user.project_id,
@@ -117,7 +134,8 @@ async fn issue_and_mail(
         created_at: now,
         expires_at,
     };
-    crate::bus::log::commit(&state.bus, tx, vec![token_event(&issued, "create")]).await?;
+    messages.push(token_event(&issued, "create"));
+    commit_logged(state, tx, messages).await?;
     state.jobs.wake();
     Ok(IssuedToken {
         user_id: user.id.clone(),
@@ -138,8 +156,10 @@ fn is_code(secret: &str) -> bool {
     secret.len() == 6 && secret.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Uses up a token of one of `kinds`; returns it.
-async fn consume(
+/// The unexpired token of one of `kinds` that `secret` opens. It is used up by
+/// the change it allows, in that change's transaction ([`UserChanges::token`]),
+/// so a refused change leaves it usable and a token works once.
+async fn find_token(
     state: &AppState,
     project_id: &str,
     user_id: &str,
@@ -167,11 +187,8 @@ async fn consume(
         .into_iter()
         .find(|t| secrets::matches(secret, &t.secret_hash))
         .ok_or_else(invalid)?;
-    // Deleting first makes a token single-use even when two requests race.
-    if !store::delete_token(state.db.pool(), project_id, &token.id).await? {
-        return Err(invalid());
-    }
     if token.expires_at <= now_millis() {
+        store::delete_token(state.db.pool(), project_id, &token.id).await?;
         return Err(AppError::Invalid {
             code: codes::TOKEN_EXPIRED,
             field: "secret".into(),
@@ -296,7 +313,7 @@ pub async fn create_verification(
     let content = templates::verification(&project_name(state, &user.project_id).await?, &link);
     issue_and_mail(
         state,
-        user,
+        Holder::Existing(user),
         VERIFICATION,
         &secret,
         VERIFICATION_TTL,
@@ -314,7 +331,7 @@ pub async fn confirm_verification(
     secret: &str,
     client: &ClientInfo,
 ) -> AppResult<User> {
-    let token = consume(state, project_id, user_id, &[VERIFICATION], secret, client).await?;
+    let token = find_token(state, project_id, user_id, &[VERIFICATION], secret, client).await?;
     apply_changes(
         state,
         project_id,
@@ -322,6 +339,7 @@ pub async fn confirm_verification(
         UserChanges {
             email_verified: Some(true),
             also: vec![token_used(project_id, user_id, &token)],
+            token: Some(token.id),
             ..Default::default()
         },
     )
@@ -375,7 +393,7 @@ async fn send_recovery(
     let content = templates::password_recovery(&project_name(state, project_id).await?, &link);
     issue_and_mail(
         state,
-        &user,
+        Holder::Existing(&user),
         RECOVERY,
         &secret,
         RECOVERY_TTL,
@@ -398,7 +416,7 @@ pub async fn complete_recovery(
     password: String,
     client: &ClientInfo,
 ) -> AppResult<()> {
-    let token = consume(state, project_id, user_id, &[RECOVERY], secret, client).await?;
+    let token = find_token(state, project_id, user_id, &[RECOVERY], secret, client).await?;
     apply_changes(
         state,
         project_id,
@@ -407,6 +425,7 @@ pub async fn complete_recovery(
             password: Some(password),
             claim: true,
             also: vec![token_used(project_id, user_id, &token)],
+            token: Some(token.id),
             ..Default::default()
         },
     )
@@ -414,51 +433,52 @@ pub async fn complete_recovery(
     Ok(())
 }
 
-/// The user with this email, created (without a password) when there is none.
-async fn user_for_email(state: &AppState, project_id: &str, email: &str) -> AppResult<User> {
-    if let Some(row) = store::find_user_by_email(state.db.pool(), project_id, email).await? {
-        return Ok(row.to_user());
-    }
-    match insert_new_user(
-        state,
-        project_id,
-        NewUser {
-            email: Some(email.to_string()),
-            ..Default::default()
-        },
-    )
-    .await
-    {
-        // Created concurrently by another request: take that one.
-        Err(AppError::Conflict { .. }) => {
-            store::find_user_by_email(state.db.pool(), project_id, email)
-                .await?
-                .map(|row| row.to_user())
-                .ok_or(AppError::InvalidCredentials)
-        }
-        other => other,
-    }
-}
-
-/// The user an emailed sign-in (`flow`) goes to, created on first use, once the
-/// abuse limit allows; with the normalized email.
-async fn email_sign_in_user(
+/// Mails an emailed sign-in (`flow`, valid for `ttl`) to `email`, once the abuse
+/// limit allows: `make` gives the secret and the message for the user it goes to.
+/// An address without an account gets a new user, written in the transaction
+/// that writes the token and queues the mail, so a crash leaves neither; if
+/// another request created it meanwhile, the mail goes to that one.
+async fn mail_sign_in(
     state: &AppState,
     project_id: &str,
     email: &str,
     flow: &str,
-) -> AppResult<(String, User)> {
+    ttl: i64,
+    make: impl Fn(&User) -> AppResult<(String, templates::MailContent)>,
+) -> AppResult<IssuedToken> {
     let email = normalize_email("email", email)?;
     check_recipient(state, &email)?;
     state
         .rate_limiter
         .hit(&format!("{flow}:{project_id}:{email}"), MAIL_LIMIT)
         .await?;
-    let user = user_for_email(state, project_id, &email).await?;
-    if user.blocked {
-        return Err(AppError::UserBlocked);
+    for _ in 0..2 {
+        let (user, new) =
+            match store::find_user_by_email(state.db.pool(), project_id, &email).await? {
+                Some(row) => (row.to_user(), false),
+                None => {
+                    let new = NewUser {
+                        email: Some(email.clone()),
+                        ..Default::default()
+                    };
+                    (prepare_user(state, project_id, new).await?, true)
+                }
+            };
+        if user.blocked {
+            return Err(AppError::UserBlocked);
+        }
+        let (secret, content) = make(&user)?;
+        let holder = if new {
+            Holder::New(&user)
+        } else {
+            Holder::Existing(&user)
+        };
+        match issue_and_mail(state, holder, flow, &secret, ttl, &email, content).await {
+            Err(AppError::Conflict { .. }) if new => continue,
+            other => return other,
+        }
     }
-    Ok((email, user))
+    Err(AppError::InvalidCredentials)
 }
 
 /// Mails a sign-in link (creating the user on first use).
@@ -471,19 +491,12 @@ pub async fn create_magic_url(
     require_method(state, project_id, |p| p.magic_url, "magic-url").await?;
     let policy = policy(state, project_id).await?;
     link(&policy, url, "check", "check")?;
-    let (email, user) = email_sign_in_user(state, project_id, email, MAGIC_URL).await?;
-    let secret = secrets::random_token();
-    let link = link(&policy, url, &user.id, &secret)?;
-    let content = templates::magic_url(&project_name(state, project_id).await?, &link);
-    issue_and_mail(
-        state,
-        &user,
-        MAGIC_URL,
-        &secret,
-        MAGIC_URL_TTL,
-        &email,
-        content,
-    )
+    let name = project_name(state, project_id).await?;
+    mail_sign_in(state, project_id, email, MAGIC_URL, MAGIC_URL_TTL, |user| {
+        let secret = secrets::random_token();
+        let link = link(&policy, url, &user.id, &secret)?;
+        Ok((secret, templates::magic_url(&name, &link)))
+    })
     .await
 }
 
@@ -494,18 +507,12 @@ pub async fn create_email_code(
     email: &str,
 ) -> AppResult<IssuedToken> {
     require_method(state, project_id, |p| p.email_otp, "email-otp").await?;
-    let (email, user) = email_sign_in_user(state, project_id, email, EMAIL_OTP).await?;
-    let code = format!("{:06}", rand::rng().random_range(0..1_000_000u32));
-    let content = templates::email_otp(&project_name(state, project_id).await?, &code, None);
-    issue_and_mail(
-        state,
-        &user,
-        EMAIL_OTP,
-        &code,
-        EMAIL_OTP_TTL,
-        &email,
-        content,
-    )
+    let name = project_name(state, project_id).await?;
+    mail_sign_in(state, project_id, email, EMAIL_OTP, EMAIL_OTP_TTL, |_| {
+        let code = format!("{:06}", rand::rng().random_range(0..1_000_000u32));
+        let content = templates::email_otp(&name, &code, None);
+        Ok((code, content))
+    })
     .await
 }
 
@@ -547,7 +554,7 @@ pub async fn create_session_from_token(
         }
     };
     let user_id = user_id.as_str();
-    let kind = consume(
+    let token = find_token(
         state,
         project_id,
         user_id,
@@ -555,22 +562,32 @@ pub async fn create_session_from_token(
         secret,
         &client,
     )
-    .await?
-    .kind;
+    .await?;
     // A link or code that reached the mailbox proves the email; an OAuth2 hand-over
     // says nothing about it.
-    let user = apply_changes(
+    let change = prepare_changes(
         state,
         project_id,
         user_id,
         UserChanges {
-            claim: kind != super::oauth2::OAUTH2_TOKEN,
+            claim: token.kind != super::oauth2::OAUTH2_TOKEN,
+            token: Some(token.id.clone()),
             ..Default::default()
         },
     )
     .await?;
+    let policy = policy(state, project_id).await?;
+    // The token used up, the claim and the session are one write: a crash or a
+    // refusal between them cannot leave a used link that signed nobody in.
+    let mut tx = state.db.begin_write().await?;
+    let (user, mut messages) = change.write(&mut tx).await?;
     if user.blocked {
         return Err(AppError::UserBlocked);
     }
-    create_session(state, &user, &kind, client).await
+    let (session, secret, opened) =
+        insert_session_in(&mut tx, &policy, &user, &token.kind, &client).await?;
+    messages.extend(opened);
+    commit_logged(state, tx, messages).await?;
+    session_opened(state, &user, &session).await;
+    Ok((session, secret))
 }

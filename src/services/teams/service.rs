@@ -19,9 +19,9 @@ use crate::services::account::service::{
     check_redirect_url, count_mail_from, link_with, project_name, queue_mail,
 };
 use crate::services::users::service::{
-    ClientInfo, check_name as check_user_name, commit_logged, create_session, insert_invited_user,
-    insert_user_in, normalize_email, passwordless_user, policy, user_changed, user_created,
-    with_proven_mailbox,
+    ClientInfo, UserChanges, check_name as check_user_name, commit_logged, insert_invited_user,
+    insert_session_in, insert_user_in, normalize_email, passwordless_user, policy,
+    prepare_changes, session_opened, user_changed, user_created,
 };
 use crate::services::users::{Session, User, store as users_store};
 
@@ -886,10 +886,24 @@ pub async fn accept_invitation(
     if existing.as_ref().is_some_and(|user| user.blocked) {
         return Err(AppError::UserBlocked);
     }
+    // The link proves the mailbox: an account whose email was never verified is
+    // claimed ([`UserChanges::claim`]) as it joins.
+    let claim = match &existing {
+        Some(user) if !user.email_verified => {
+            let claim = UserChanges {
+                claim: true,
+                ..Default::default()
+            };
+            Some(prepare_changes(state, project_id, &user.id, claim).await?)
+        }
+        _ => None,
+    };
+    let policy = policy(state, project_id).await?;
     let now = now_millis();
-    // The user made for the address and the confirmation are one write: a failed
-    // or replayed acceptance leaves no account behind.
-    let mut tx = pool.begin().await?;
+    // The user made for the address, the confirmation, the claim and the session
+    // are one write: a failed or replayed acceptance leaves no account behind, and
+    // a crash cannot use up the link without signing the invitee in.
+    let mut tx = state.db.begin_write().await?;
     let mut messages = Vec::new();
     let user = match existing {
         Some(user) => user,
@@ -915,11 +929,21 @@ pub async fn accept_invitation(
     membership.confirmed = true;
     membership.joined_at = Some(now);
     membership.updated_at = now;
+    let user = match claim {
+        Some(claim) => {
+            let (user, claimed) = claim.write(&mut tx).await?;
+            messages.extend(claimed);
+            user
+        }
+        None => user,
+    };
     messages.extend(user_changed(&mut tx, project_id, &user.id).await?);
     messages.push(membership_accepted(&membership));
+    let (session, secret, opened) =
+        insert_session_in(&mut tx, &policy, &user, "invite", &client).await?;
+    messages.extend(opened);
     commit_logged(state, tx, messages).await?;
-    let user = with_proven_mailbox(state, project_id, user).await?;
-    let (session, secret) = create_session(state, &user, "invite", client).await?;
+    session_opened(state, &user, &session).await;
     Ok((membership, session, secret))
 }
 

@@ -155,6 +155,10 @@ pub struct UserChanges {
     /// What else the change does, logged with it (the recovery or verification
     /// token it used up).
     pub also: Vec<BusMessage>,
+    /// The id of a mailed token the change uses up, deleted in its transaction:
+    /// a change refused (a weak password, a clash) leaves the token usable, and
+    /// of two requests with one token the second writes nothing (`INVALID_TOKEN`).
+    pub token: Option<String>,
 }
 
 pub fn normalize_email(field: &str, email: &str) -> AppResult<String> {
@@ -733,7 +737,22 @@ pub(crate) async fn commit_user_update(
     commit_logged(state, tx, messages).await
 }
 
+/// Writes a new user in a transaction of its own, with its `create` event.
 pub(crate) async fn insert_new_user(
+    state: &AppState,
+    project_id: &str,
+    new: NewUser,
+) -> AppResult<User> {
+    let user = prepare_user(state, project_id, new).await?;
+    let mut tx = state.db.pool().begin().await?;
+    insert_user_in(&mut tx, &user).await?;
+    commit_logged(state, tx, vec![user_created(&user)]).await?;
+    Ok(user)
+}
+
+/// A new user, checked and with its password hashed, not yet written
+/// ([`insert_user_in`]): hashing takes its time before any transaction begins.
+pub(crate) async fn prepare_user(
     state: &AppState,
     project_id: &str,
     new: NewUser,
@@ -788,26 +807,6 @@ pub(crate) async fn insert_new_user(
         created_at: now,
         updated_at: now,
     };
-    // A user id is never given out twice: grants to `user:ID` outlive the user.
-    let mut tx = state.db.pool().begin().await?;
-    claimed_ids::claim(&mut *tx, project_id, claimed_ids::Kind::User, &user.id)
-        .await
-        .conflict_as("user", &user.id)?;
-    store::insert_user(&mut *tx, &user).await.map_err(|err| {
-        // Unique violations are on the id, the email or the phone: say which can clash.
-        match crate::error::DbError::from(err) {
-            crate::error::DbError::UniqueViolation => AppError::Conflict {
-                what: "user",
-                id: user
-                    .email
-                    .clone()
-                    .or_else(|| user.phone.clone())
-                    .unwrap_or_else(|| user.id.clone()),
-            },
-            other => other.into(),
-        }
-    })?;
-    commit_logged(state, tx, vec![user_created(&user)]).await?;
     Ok(user)
 }
 
@@ -869,12 +868,14 @@ pub(crate) fn passwordless_user(
     }
 }
 
-/// Writes `user` (from [`passwordless_user`]) inside the caller's transaction; a
-/// clash on its email is a `Conflict` on the user.
+/// Writes `user` (from [`prepare_user`] or [`passwordless_user`]) inside the
+/// caller's transaction; the caller logs [`user_created`]. A clash on its id, email
+/// or phone is a `Conflict` on the user naming what can clash.
 pub(crate) async fn insert_user_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     user: &User,
 ) -> AppResult<()> {
+    // A user id is never given out twice: grants to `user:ID` outlive the user.
     claimed_ids::claim(
         &mut **tx,
         &user.project_id,
@@ -883,9 +884,14 @@ pub(crate) async fn insert_user_in(
     )
     .await
     .conflict_as("user", &user.id)?;
+    let clash = user
+        .email
+        .as_deref()
+        .or(user.phone.as_deref())
+        .unwrap_or(&user.id);
     store::insert_user(&mut **tx, user)
         .await
-        .conflict_as("user", user.email.as_deref().unwrap_or(&user.id))
+        .conflict_as("user", clash)
 }
 
 // ---- server side (API keys with users.* scopes) ----
@@ -965,16 +971,49 @@ pub(crate) async fn with_proven_mailbox(
     apply_changes(state, project_id, &user.id, claim).await
 }
 
+/// Checks and makes `changes` to the user `id` in one transaction of its own.
 pub(crate) async fn apply_changes(
     state: &AppState,
     project_id: &str,
     id: &str,
     changes: UserChanges,
 ) -> AppResult<User> {
+    let change = prepare_changes(state, project_id, id, changes).await?;
+    let mut tx = state.db.begin_write().await?;
+    let (user, messages) = change.write(&mut tx).await?;
+    commit_logged(state, tx, messages).await?;
+    Ok(user)
+}
+
+/// A change to a user, checked and with its password hashed, to write in a
+/// transaction ([`PreparedChange::write`]) with whatever else must go with it.
+pub(crate) struct PreparedChange {
+    project_id: String,
+    id: String,
+    user: User,
+    history: Vec<String>,
+    fields: Vec<&'static str>,
+    broad: bool,
+    claimed: bool,
+    email_changed: bool,
+    ends_sessions: bool,
+    keep_session: Option<String>,
+    reset_mfa: bool,
+    token: Option<String>,
+    also: Vec<BusMessage>,
+}
+
+/// Checks `changes` to the user `id` against the user as it is; writes nothing.
+pub(crate) async fn prepare_changes(
+    state: &AppState,
+    project_id: &str,
+    id: &str,
+    changes: UserChanges,
+) -> AppResult<PreparedChange> {
     ids::validate("id", id)?;
     // What the change is named by (`users.U.update.<field>`); a change of
     // verification alone is a plain `users.U.update`.
-    let fields: Vec<&str> = [
+    let fields: Vec<&'static str> = [
         ("name", changes.name.is_some()),
         ("email", changes.email.is_some()),
         ("phone", changes.phone.is_some()),
@@ -989,7 +1028,7 @@ pub(crate) async fn apply_changes(
     .collect();
     let broad =
         changes.claim || changes.email_verified.is_some() || changes.phone_verified.is_some();
-    let mut also = changes.also;
+    let also = changes.also;
     let row = store::find_user(state.db.pool(), project_id, id)
         .await?
         .ok_or_else(|| AppError::NotFound {
@@ -1053,43 +1092,94 @@ pub(crate) async fn apply_changes(
     // Whoever held the old password is signed out, unless the project lets
     // sessions outlive a new password (read before the write lock is taken).
     let ends_sessions = password_changed && policy(state, project_id).await?.invalidate_sessions;
-    // Sessions are read, then ended, in it.
-    let mut tx = state.db.begin_write().await?;
-    let mut messages = Vec::new();
-    if claimed {
-        // Ended one by one first, so each is announced.
-        messages.extend(end_sessions(&mut tx, project_id, id, Ending::All).await?);
-        store::claim_unverified_account(&mut tx, project_id, id, now).await?;
+    Ok(PreparedChange {
+        project_id: project_id.to_string(),
+        id: id.to_string(),
+        user,
+        history,
+        fields,
+        broad,
+        claimed,
+        email_changed,
+        ends_sessions,
+        keep_session: changes.keep_session,
+        reset_mfa: changes.reset_mfa,
+        token: changes.token,
+        also,
+    })
+}
+
+impl PreparedChange {
+    /// Writes the change in `tx`, which must be a write transaction
+    /// ([`crate::db::Db::begin_write`]: sessions are read, then ended, in it).
+    /// Answers the user as changed and the events to log with the commit.
+    pub(crate) async fn write(
+        self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    ) -> AppResult<(User, Vec<BusMessage>)> {
+        let PreparedChange {
+            project_id,
+            id,
+            user,
+            history,
+            fields,
+            broad,
+            claimed,
+            email_changed,
+            ends_sessions,
+            keep_session,
+            reset_mfa,
+            token,
+            mut also,
+        } = self;
+        let (project_id, id) = (project_id.as_str(), id.as_str());
+        let now = user.updated_at;
+        if let Some(token) = &token
+            && !store::delete_token(&mut **tx, project_id, token).await?
+        {
+            // Used up by another request since it was read.
+            return Err(AppError::Invalid {
+                code: codes::INVALID_TOKEN,
+                field: "secret".into(),
+                reason: "the secret is wrong, was already used, or belongs to another user"
+                    .into(),
+            });
+        }
+        let mut messages = Vec::new();
+        if claimed {
+            // Ended one by one first, so each is announced.
+            messages.extend(end_sessions(tx, project_id, id, Ending::All).await?);
+            store::claim_unverified_account(tx, project_id, id, now).await?;
+        }
+        if email_changed {
+            // What was mailed to the old address is not for the new one: a
+            // verification link would verify an address nobody proved, a magic link
+            // or recovery would let the old mailbox in.
+            store::delete_tokens_of(&mut **tx, project_id, id, &store::MAILED_TOKENS).await?;
+        }
+        let written = store::update_user(&mut **tx, &user, &history)
+            .await
+            .conflict_as("user", user.email.as_deref().unwrap_or(&user.id))?;
+        if !written {
+            return Err(AppError::NotFound {
+                what: "user",
+                id: id.into(),
+            });
+        }
+        if reset_mfa {
+            store::remove_second_factor(&mut **tx, project_id, id).await?;
+        }
+        if ends_sessions {
+            let ending = match keep_session.as_deref() {
+                Some(keep) => Ending::AllBut(keep),
+                None => Ending::All,
+            };
+            messages.extend(end_sessions(tx, project_id, id, ending).await?);
+        }
+        messages.extend(user_updated(tx, project_id, id, &fields, broad).await?);
+        messages.append(&mut also);
+        Ok((user, messages))
     }
-    if email_changed {
-        // What was mailed to the old address is not for the new one: a verification
-        // link would verify an address nobody proved, a magic link or recovery would
-        // let the old mailbox in.
-        store::delete_tokens_of(&mut *tx, project_id, id, &store::MAILED_TOKENS).await?;
-    }
-    let written = store::update_user(&mut *tx, &user, &history)
-        .await
-        .conflict_as("user", user.email.as_deref().unwrap_or(&user.id))?;
-    if !written {
-        return Err(AppError::NotFound {
-            what: "user",
-            id: id.into(),
-        });
-    }
-    if changes.reset_mfa {
-        store::remove_second_factor(&mut *tx, project_id, id).await?;
-    }
-    if ends_sessions {
-        let ending = match changes.keep_session.as_deref() {
-            Some(keep) => Ending::AllBut(keep),
-            None => Ending::All,
-        };
-        messages.extend(end_sessions(&mut tx, project_id, id, ending).await?);
-    }
-    messages.extend(user_updated(&mut tx, project_id, id, &fields, broad).await?);
-    messages.append(&mut also);
-    commit_logged(state, tx, messages).await?;
-    Ok(user)
 }
 
 /// Applies new contact details (an empty value removes one); a changed address or
@@ -1319,10 +1409,21 @@ pub async fn sign_in_anonymously(
     require_method(state, project_id, |p| p.anonymous, "anonymous").await?;
     let key = format!("anonymous:{project_id}:{}", client.ip);
     state.rate_limiter.hit(&key, ANONYMOUS_LIMIT).await?;
-    let user = insert_new_user(state, project_id, NewUser::default()).await?;
-    create_session(state, &user, "anonymous", client).await
+    // The user and its session are one write: a user nobody holds a session of
+    // could never be signed in as again.
+    let user = prepare_user(state, project_id, NewUser::default()).await?;
+    let policy = policy(state, project_id).await?;
+    let mut tx = state.db.pool().begin().await?;
+    insert_user_in(&mut tx, &user).await?;
+    let (session, secret, mut messages) =
+        insert_session_in(&mut tx, &policy, &user, "anonymous", &client).await?;
+    messages.insert(0, user_created(&user));
+    commit_logged(state, tx, messages).await?;
+    session_opened(state, &user, &session).await;
+    Ok((session, secret))
 }
 
+/// Signs `user` in with a session of its own transaction.
 pub(crate) async fn create_session(
     state: &AppState,
     user: &User,
@@ -1330,6 +1431,25 @@ pub(crate) async fn create_session(
     client: ClientInfo,
 ) -> AppResult<(Session, String)> {
     let policy = policy(state, &user.project_id).await?;
+    let mut tx = state.db.pool().begin().await?;
+    let (session, secret, messages) =
+        insert_session_in(&mut tx, &policy, user, provider, &client).await?;
+    commit_logged(state, tx, messages).await?;
+    session_opened(state, user, &session).await;
+    Ok((session, secret))
+}
+
+/// Writes a new session of `user` in `tx`, the change that signs them in (with
+/// the user it creates, the token it uses up, the claim it makes), so that a
+/// crash or a refusal leaves neither half. Past the project's maximum, the oldest
+/// sessions end in it. Answers the session, its secret and the events to log.
+pub(crate) async fn insert_session_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    policy: &AuthSettings,
+    user: &User,
+    provider: &str,
+    client: &ClientInfo,
+) -> AppResult<(Session, String, Vec<BusMessage>)> {
     let now = now_millis();
     let lifetime_ms =
         i64::try_from(policy.session_length_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
@@ -1345,33 +1465,40 @@ pub(crate) async fn create_session(
         created_at: now,
         updated_at: now,
     };
-    let pool = state.db.pool();
     let (secret, digest) = secrets::new_secret(SecretKind::Session, &session.id);
-    let mut tx = pool.begin().await?;
-    store::insert_session(&mut *tx, &session, &digest).await?;
+    store::insert_session(&mut **tx, &session, &digest).await?;
     let mut messages = vec![session_event(&session, "create")];
-    // Past the project's maximum, the oldest sessions end, in the same transaction.
-    let sessions = store::list_sessions(&mut *tx, &user.project_id, &user.id).await?;
+    let sessions = store::list_sessions(&mut **tx, &user.project_id, &user.id).await?;
     for old in sessions.iter().skip(policy.max_sessions.max(1) as usize) {
-        if store::delete_session(&mut *tx, &user.project_id, &user.id, &old.id).await? {
+        if store::delete_session(&mut **tx, &user.project_id, &user.id, &old.id).await? {
             messages.push(session_event(&old.to_session(), "delete"));
         }
     }
     if messages.len() > 1 {
         messages.push(user_cache_dropped(&user.project_id, &user.id));
     }
-    commit_logged(state, tx, messages).await?;
-    let _ = store::touch_user(pool, &user.project_id, &user.id, now).await;
+    Ok((session, secret, messages))
+}
+
+/// What follows a committed sign-in, best effort: the user's last access and the
+/// activity log's `session.create.<provider>`.
+pub(crate) async fn session_opened(state: &AppState, user: &User, session: &Session) {
+    let _ = store::touch_user(
+        state.db.pool(),
+        &user.project_id,
+        &user.id,
+        session.created_at,
+    )
+    .await;
     record(
         state,
         &user.project_id,
         &user.id,
-        &format!("session.create.{provider}"),
+        &format!("session.create.{}", session.provider),
         &session.ip,
         &session.user_agent,
     )
     .await;
-    Ok((session, secret))
 }
 
 /// The session a secret opens in `project_id`, with its user; cached.

@@ -476,11 +476,15 @@ pub async fn delete_tokens_of<'e>(
         .map(|r| r.rows_affected())
 }
 
-pub async fn delete_token(pool: &AnyPool, project_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete_token<'e>(
+    db: impl Executor<'e, Database = Any>,
+    project_id: &str,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
     sqlx::query("DELETE FROM tokens WHERE project_id = ? AND id = ?")
         .bind(project_id)
         .bind(id)
-        .execute(pool)
+        .execute(db)
         .await
         .map(|r| r.rows_affected() == 1)
 }
@@ -564,8 +568,8 @@ pub async fn confirm_totp<'e>(
 
 /// Records that TOTP time step `step` was used; false when it (or a later one)
 /// already was, so each code works once even under concurrent requests.
-pub async fn use_totp_step(
-    pool: &AnyPool,
+pub async fn use_totp_step<'e>(
+    db: impl Executor<'e, Database = Any>,
     project_id: &str,
     user_id: &str,
     step: i64,
@@ -578,15 +582,15 @@ pub async fn use_totp_step(
     .bind(project_id)
     .bind(user_id)
     .bind(step)
-    .execute(pool)
+    .execute(db)
     .await
     .map(|r| r.rows_affected() == 1)
 }
 
 /// Replaces the recovery-code digests if they are still `expected` (compare and swap,
 /// so a code is consumed once under concurrent requests).
-pub async fn swap_recovery_codes(
-    pool: &AnyPool,
+pub async fn swap_recovery_codes<'e>(
+    db: impl Executor<'e, Database = Any>,
     project_id: &str,
     user_id: &str,
     expected: Option<&str>,
@@ -599,7 +603,7 @@ pub async fn swap_recovery_codes(
                 .bind(project_id)
                 .bind(user_id)
                 .bind(expected)
-                .execute(pool)
+                .execute(db)
                 .await?
         }
         None => {
@@ -607,7 +611,7 @@ pub async fn swap_recovery_codes(
                 .bind(new)
                 .bind(project_id)
                 .bind(user_id)
-                .execute(pool)
+                .execute(db)
                 .await?
         }
     };
