@@ -599,7 +599,7 @@ fn check_reference_names(
 /// The index that makes following a reference back cheap (unique for one-to-one).
 fn reference_index(relationship: &Relationship) -> Index {
     Index {
-        key: format!("ref_{}", relationship.key),
+        key: reference_index_key(&relationship.key),
         kind: if relationship.kind == RelationKind::OneToOne {
             IndexKind::Unique
         } else {
@@ -608,6 +608,26 @@ fn reference_index(relationship: &Relationship) -> Index {
         attributes: vec![relationship.key.clone()],
         orders: Vec::new(),
     }
+}
+
+/// The key of a relationship's reference index: `ref_<key>` while that is a
+/// valid index key (a relationship key of up to 58 characters: every reference
+/// index made before longer keys could have one keeps its name), else
+/// `ref_<the key's first 49 characters>_<8 hex digits of its SHA-256>`, 62
+/// characters, so that its names in the database (`i_…`, `r_…`) stay within
+/// MariaDB's 64. A function of the key alone: a reference index is found again
+/// by computing its name, with no migration and nothing stored.
+pub(super) fn reference_index_key(key: &str) -> String {
+    const PREFIX: &str = "ref_";
+    if PREFIX.len() + key.len() <= super::model::MAX_KEY_LEN {
+        return format!("{PREFIX}{key}");
+    }
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let kept = super::model::MAX_KEY_LEN - PREFIX.len() - 1 - 8;
+    // Keys are ASCII (`is_valid_key`), so a byte index is a character index.
+    let head = key.get(..kept).unwrap_or(key);
+    format!("{PREFIX}{head}_{}", &hex::encode(digest)[..8])
 }
 
 /// Creates a relationship; returns the collection that holds its reference
@@ -1223,4 +1243,30 @@ async fn write_logged_metadata(
     tx.commit().await?;
     state.bus.announce(logged).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_index_keys_keep_old_names_and_fit_past_them() {
+        assert_eq!(reference_index_key("author"), "ref_author");
+        let longest_plain = "k".repeat(58);
+        assert_eq!(
+            reference_index_key(&longest_plain),
+            format!("ref_{longest_plain}")
+        );
+        for len in 59..=super::super::model::MAX_KEY_LEN {
+            let key = "k".repeat(len);
+            let name = reference_index_key(&key);
+            assert_eq!(name.len(), super::super::model::MAX_KEY_LEN, "{name}");
+            assert!(super::super::model::is_valid_key(&name), "{name}");
+            assert_eq!(name, reference_index_key(&key), "stable");
+        }
+        // Keys that share their first 49 characters still get names of their own.
+        let a = format!("{}_a", "k".repeat(59));
+        let b = format!("{}_b", "k".repeat(59));
+        assert_ne!(reference_index_key(&a), reference_index_key(&b));
+    }
 }
