@@ -1,7 +1,8 @@
 //! A change that writes several rows writes them all or none: a sign-up with its
 //! session, an emailed sign-in's first use with its user, a link or code with
 //! the session or change it allows, an accepted invitation with its user and
-//! session, a recovery code with the session it lets past the second factor.
+//! session, a recovery code with the session it lets past the second factor, a
+//! console administrator's code with the console session it opens.
 //!
 //! A crash between two writes is staged by a trigger of the database itself that
 //! refuses every insert into one table (SQLite's `RAISE`, MariaDB's `SIGNAL`): the
@@ -385,5 +386,48 @@ async fn a_recovery_code_is_spent_only_with_the_session_it_lets_in() {
     let other = new_session().await;
     let spent = app.as_session(&other, challenge, json!({"c": code})).await;
     assert_eq!(spent.code(), "INVALID_MFA_CODE", "a code still works once");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_console_code_is_spent_only_with_the_session_it_opens() {
+    use crate::console_auth::{
+        PASSWORD, console, create_admin, now_unix, sign_in, signed_in, totp_code,
+    };
+    let app = spawn_app().await;
+    create_admin(&app, "root@example.com").await;
+    let (cookie, csrf) = signed_in(&app, "root@example.com").await;
+    let with_token = [
+        ("cookie", cookie.as_str()),
+        ("x-nimbus-csrf", csrf.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let enrolled = console(&app, reqwest::Method::POST, "totp", &with_token, None).await;
+    let secret = enrolled.body["secret"].as_str().unwrap().to_string();
+    let verified = console(
+        &app,
+        reqwest::Method::POST,
+        "totp/verify",
+        &with_token,
+        Some(
+            json!({"otp": totp_code(&secret, now_unix())})
+                .to_string()
+                .into(),
+        ),
+    )
+    .await;
+    assert_eq!(verified.status, 200, "{}", verified.body);
+
+    let code = totp_code(&secret, now_unix() + 30);
+    break_inserts(&app, "console_sessions").await;
+    let failed = sign_in(&app, "root@example.com", PASSWORD, Some(&code)).await;
+    assert_eq!(failed.code(), "INTERNAL", "{}", failed.body);
+    assert!(!failed.body.to_string().contains("staged"), "{}", failed.body);
+    heal(&app, "console_sessions").await;
+
+    let accepted = sign_in(&app, "root@example.com", PASSWORD, Some(&code)).await;
+    assert_eq!(accepted.status, 200, "{}", accepted.body);
+    let replayed = sign_in(&app, "root@example.com", PASSWORD, Some(&code)).await;
+    assert_eq!(replayed.code(), "INVALID_MFA_CODE", "a code still works once");
     app.shutdown().await;
 }

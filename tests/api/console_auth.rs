@@ -73,14 +73,14 @@ pub(crate) async fn create_admin(app: &TestApp, email: &str) {
 }
 
 /// A console API answer: status, headers and JSON body (`Null` when empty).
-struct Reply {
-    status: u16,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
     headers: reqwest::header::HeaderMap,
-    body: Value,
+    pub(crate) body: Value,
 }
 
 impl Reply {
-    fn code(&self) -> &str {
+    pub(crate) fn code(&self) -> &str {
         self.body["error"]["code"].as_str().unwrap_or("<none>")
     }
 
@@ -100,7 +100,7 @@ impl Reply {
     }
 }
 
-async fn console(
+pub(crate) async fn console(
     app: &TestApp,
     method: reqwest::Method,
     path: &str,
@@ -128,7 +128,7 @@ async fn console(
     }
 }
 
-async fn sign_in(app: &TestApp, email: &str, password: &str, otp: Option<&str>) -> Reply {
+pub(crate) async fn sign_in(app: &TestApp, email: &str, password: &str, otp: Option<&str>) -> Reply {
     let mut input = json!({"email": email, "password": password});
     if let Some(otp) = otp {
         input["otp"] = json!(otp);
@@ -168,14 +168,14 @@ pub(crate) async fn as_console(
         .await
 }
 
-fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
 }
 
-fn totp_code(secret: &str, at: u64) -> String {
+pub(crate) fn totp_code(secret: &str, at: u64) -> String {
     let secret = nimbus::auth::totp::TotpSecret::from_base32(secret).unwrap();
     nimbus::auth::totp::code_at(&secret, at)
 }

@@ -167,20 +167,26 @@ pub async fn sign_in(
     if !verify(password, row.password_hash.clone()).await? {
         return Err(AppError::InvalidCredentials);
     }
+    // The code spent and the session it opens are one write: a crash between
+    // cannot use up a code that signed nobody in.
+    let mut tx = state.db.begin_write().await?;
     if let Some(sealed) = &row.totp_secret {
         let code = otp.map(str::trim).filter(|c| !c.is_empty());
         let Some(code) = code else {
             return Err(AppError::MfaRequired);
         };
-        check_code(state, &row, sealed, code).await?;
+        check_code(state, &row, sealed, code, &mut tx).await?;
     }
-    open_session(state, &row, client).await
+    let opened = open_session(state, &row, client, &mut tx).await?;
+    tx.commit().await?;
+    Ok(opened)
 }
 
 async fn open_session(
     state: &AppState,
     row: &AdminRow,
     client: &ClientInfo,
+    tx: &mut sqlx::AnyConnection,
 ) -> AppResult<(ConsoleSession, String)> {
     let now = now_millis();
     let lifetime = millis(state.config.console_session_lifetime_secs);
@@ -199,10 +205,9 @@ async fn open_session(
         secret_hash: digest,
         ..session
     };
-    let pool = state.db.pool();
     // Ended sessions are swept here: the table holds what administrators signed in.
-    store::delete_expired_sessions(pool, now, idle_ms(state)).await?;
-    store::insert_session(pool, &session).await?;
+    store::delete_expired_sessions(&mut *tx, now, idle_ms(state)).await?;
+    store::insert_session(&mut *tx, &session).await?;
     let console = console_session(state, &session, row, &secret);
     Ok((console, secret))
 }
@@ -343,7 +348,15 @@ fn invalid_code() -> AppError {
 }
 
 /// Checks a code against the sealed secret and uses its time step up.
-async fn check_code(state: &AppState, row: &AdminRow, sealed: &str, code: &str) -> AppResult<()> {
+/// Checks a code of the administrator's authenticator and spends it in `tx`, the
+/// change it allows.
+async fn check_code(
+    state: &AppState,
+    row: &AdminRow,
+    sealed: &str,
+    code: &str,
+    tx: &mut sqlx::AnyConnection,
+) -> AppResult<()> {
     let secret = totp_sealer(state)
         .open(sealed)
         .ok()
@@ -352,7 +365,7 @@ async fn check_code(state: &AppState, row: &AdminRow, sealed: &str, code: &str) 
     let last = row.totp_last_step.and_then(|s| u64::try_from(s).ok());
     let step = totp::verify(&secret, code, now_unix(), last).ok_or_else(invalid_code)?;
     let step = i64::try_from(step).map_err(|_| invalid_code())?;
-    if !store::use_totp_step(state.db.pool(), &row.id, step).await? {
+    if !store::use_totp_step(&mut *tx, &row.id, step).await? {
         return Err(invalid_code());
     }
     Ok(())
@@ -419,8 +432,8 @@ pub async fn remove_totp(state: &AppState, session: &ConsoleSession, otp: &str) 
             id: "totp".into(),
         });
     };
-    check_code(state, &row, &sealed, otp.trim()).await?;
     let mut tx = state.db.begin_write().await?;
+    check_code(state, &row, &sealed, otp.trim(), &mut tx).await?;
     store::set_totp(&mut *tx, &row.id, None, None, now_millis()).await?;
     announce(state, tx, &row.email).await
 }

@@ -161,7 +161,11 @@ pub async fn set_totp(
 }
 
 /// Records `step` as used, unless it (or a later one) already was: whether it was not.
-pub async fn use_totp_step(pool: &AnyPool, id: &str, step: i64) -> Result<bool, sqlx::Error> {
+pub async fn use_totp_step(
+    conn: impl Executor<'_, Database = Any>,
+    id: &str,
+    step: i64,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE console_admins SET totp_last_step = ? \
          WHERE id = ? AND (totp_last_step IS NULL OR totp_last_step < ?)",
@@ -169,7 +173,7 @@ pub async fn use_totp_step(pool: &AnyPool, id: &str, step: i64) -> Result<bool, 
     .bind(step)
     .bind(id)
     .bind(step)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(done.rows_affected() > 0)
 }
