@@ -64,6 +64,20 @@ impl QueryLimits {
 /// what keeps [`measure`]'s recursion shallow.
 pub const MAX_NESTING: usize = 64;
 
+/// Most introspection root fields (`__schema`, `__type`) one document runs,
+/// fragments expanded. Their answers grow with the project's schema, not with
+/// the query: `__schema` of a project with a hundred collections is megabytes, so
+/// a hundred aliases of it (within the alias and complexity limits) would build
+/// an answer of hundreds. Two lets a client read the schema and a type at once.
+pub const MAX_INTROSPECTION: usize = 2;
+
+/// Most validation errors one answer lists, then one saying how many more there
+/// were. Validation makes an error per offending node, and the text scan before
+/// parsing counts selections and aliases but not arguments or variable
+/// definitions: a document at the size limit repeating one argument 20,000
+/// times would otherwise be answered with 20,000 errors, some 17 times its size.
+pub const MAX_VALIDATION_ERRORS: usize = 100;
+
 /// Most validated queries a schema keeps; past it the record starts over.
 const MAX_VALIDATED: usize = 1024;
 /// Longer queries are validated every time.
@@ -202,10 +216,19 @@ impl Extension for Limits {
             return Ok(result);
         }
         let result = next.run(ctx).await.map_err(|errors| {
-            errors
+            let left_out = errors.len().saturating_sub(MAX_VALIDATION_ERRORS);
+            let mut kept: Vec<ServerError> = errors
                 .into_iter()
+                .take(MAX_VALIDATION_ERRORS)
                 .map(|e| with_code(e, VALIDATION_FAILED))
-                .collect::<Vec<_>>()
+                .collect();
+            if left_out > 0 {
+                kept.push(coded(
+                    format!("{left_out} more validation errors were left out"),
+                    VALIDATION_FAILED,
+                ));
+            }
+            kept
         })?;
         let limits = self.limits;
         if result.depth > limits.max_depth {
@@ -451,6 +474,8 @@ struct Cost {
     selections: usize,
     /// Aliased fields among them.
     aliases: usize,
+    /// Introspection root fields (`__schema`, `__type`) among them.
+    introspection: usize,
     /// Deepest field nesting (a field of the root is at depth 1).
     depth: usize,
     /// Deepest nesting of selection sets, spreads and inline fragments.
@@ -461,6 +486,7 @@ impl Cost {
     fn add(&mut self, other: Cost) {
         self.selections = self.selections.saturating_add(other.selections);
         self.aliases = self.aliases.saturating_add(other.aliases);
+        self.introspection = self.introspection.saturating_add(other.introspection);
     }
 }
 
@@ -517,6 +543,16 @@ pub fn measure(document: &ExecutableDocument, limits: &QueryLimits) -> ServerRes
                 total.aliases, limits.max_aliases
             ),
             codes::TOO_MANY_ALIASES,
+        ));
+    }
+    if total.introspection > MAX_INTROSPECTION {
+        return Err(coded(
+            format!(
+                "the query runs {} introspection fields (`__schema`, `__type`), fragments \
+                 expanded; the limit is {MAX_INTROSPECTION}",
+                total.introspection
+            ),
+            codes::QUERY_TOO_COMPLEX,
         ));
     }
     if total.selections > limits.max_complexity {
@@ -598,6 +634,10 @@ fn selection_set<'d>(
                 cost.aliases = cost
                     .aliases
                     .saturating_add(usize::from(field.alias.is_some()));
+                cost.introspection = cost.introspection.saturating_add(usize::from(matches!(
+                    field.name.node.as_str(),
+                    "__schema" | "__type"
+                )));
                 cost.depth = cost.depth.max(inner.depth + 1);
                 (field.directives.len(), inner)
             }

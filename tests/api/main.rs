@@ -23,6 +23,7 @@ mod function_warm;
 mod functions;
 mod grants;
 mod grid_pages;
+mod hostile_sweep;
 mod identifier_limits;
 mod identity;
 mod identity_events;

@@ -66,6 +66,11 @@ pub const MAX_CONDITIONS: usize = 100;
 /// Most values in one `In`.
 pub const MAX_IN_VALUES: usize = 100;
 
+/// Most words in one `search`: each is a term of its own for the full-text
+/// index (a prefix match), so a search costs about its words times the index's
+/// matches. Every word also counts as a condition towards [`MAX_CONDITIONS`].
+pub const MAX_SEARCH_WORDS: usize = 32;
+
 /// Most orders in one list (each adds a term to the keyset condition).
 pub const MAX_ORDERS: usize = 8;
 
@@ -830,6 +835,23 @@ fn check_complexity(filter: &Filter, depth: usize, count: &mut usize) -> Result<
         Filter::Not(inner) => check_complexity(inner, depth + 1, count)?,
         Filter::Related { filter, .. } | Filter::RelatedThrough { filter, .. } => {
             check_complexity(filter, depth + 1, count)?
+        }
+        Filter::Search { query, .. } => {
+            // Counted only as far as the limit, so the check stays bounded.
+            let words = query.split_whitespace().take(MAX_SEARCH_WORDS + 1).count();
+            if words > MAX_SEARCH_WORDS {
+                return Err(FilterError::TooComplex {
+                    reason: format!("a search has at most {MAX_SEARCH_WORDS} words"),
+                });
+            }
+            *count += words.max(1);
+            if *count > MAX_CONDITIONS {
+                return Err(FilterError::TooComplex {
+                    reason: format!(
+                        "a filter has at most {MAX_CONDITIONS} conditions, counting each word searched for"
+                    ),
+                });
+            }
         }
         _ => {
             *count += 1;

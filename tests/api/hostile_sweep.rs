@@ -1,0 +1,301 @@
+//! What an attacker sends to the GraphQL endpoint and the WebSocket, each answered
+//! with a coded error in bounded time and size: searches of thousands of words,
+//! introspection repeated under aliases on a project with many collections,
+//! documents that repeat an argument or a variable thousands of times, odd bytes
+//! in cursors and ids, pages past the largest, and batches past the cap.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Answer, TestApp, WsClient, spawn_app};
+
+/// Longest any of these refusals may take on a loaded test machine: each is
+/// decided before the expensive part, in milliseconds.
+const QUICK: Duration = Duration::from_secs(5);
+
+async fn timed(app: &TestApp, body: Value, key: bool) -> (Answer, Duration) {
+    let started = Instant::now();
+    let answer = if key {
+        app.post(body, &[("x-nimbus-key", &app.admin_key)]).await
+    } else {
+        app.post(body, &[]).await
+    };
+    (answer, started.elapsed())
+}
+
+/// The code of a WebSocket answer: an `error` message's first error, or that
+/// of a `next` message's `errors`.
+fn ws_code(message: &Value) -> &str {
+    message["payload"]["errors"][0]["extensions"]["code"]
+        .as_str()
+        .or(message["payload"][0]["extensions"]["code"].as_str())
+        .unwrap_or("<none>")
+}
+
+async fn notes(app: &TestApp) {
+    app.admin(
+        "mutation { createDatabase(input: {id: \"db\", name: \"db\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {"databaseId": "db", "id": "notes", "name": "notes",
+                          "permissions": ["read(\"any\")"],
+                          "attributes": [{"key": "body", "type": "STRING", "size": 10000}],
+                          "indexes": [{"key": "words", "type": "FULLTEXT", "attributes": ["body"]}]}}),
+    )
+    .await
+    .ok();
+    let notes: Vec<Value> = (0..20)
+        .map(|i| json!({"id": format!("n{i}"), "body": format!("alpha beta gamma note{i}")}))
+        .collect();
+    app.admin(
+        "mutation($n: [CreateNoteInput!]!) { createNotes(input: $n) { id } }",
+        json!({"n": notes}),
+    )
+    .await
+    .ok();
+}
+
+#[tokio::test]
+async fn a_search_of_thousands_of_words_is_refused_before_it_reaches_the_index() {
+    let app = spawn_app().await;
+    notes(&app).await;
+    let typed = "query($f: NoteFilter) { notes(filter: $f, first: 5) { totalCount } }";
+    let words = |n: usize| vec!["alpha"; n].join(" ");
+
+    let found = app
+        .post(
+            json!({"query": typed, "variables": {"f": {"body": {"search": words(32)}}}}),
+            &[],
+        )
+        .await
+        .ok();
+    assert_eq!(found["notes"]["totalCount"], 20, "32 words are allowed");
+
+    let (refused, took) = timed(
+        &app,
+        json!({"query": typed, "variables": {"f": {"body": {"search": words(200_000)}}}}),
+        false,
+    )
+    .await;
+    assert_eq!(refused.code(), "FILTER_TOO_COMPLEX", "{:#}", refused.body);
+    assert!(took < QUICK, "{took:?}");
+
+    // Words count towards the conditions of the whole filter.
+    let many: Vec<Value> = (0..4)
+        .map(|_| json!({"body": {"search": words(30)}}))
+        .collect();
+    let spread = app
+        .post(
+            json!({"query": typed, "variables": {"f": {"and": many}}}),
+            &[],
+        )
+        .await;
+    assert_eq!(spread.code(), "FILTER_TOO_COMPLEX", "{:#}", spread.body);
+
+    // The same bound on the generic list's queries and a subscription's filter.
+    let queries = [json!({"method": "search", "attribute": "body", "values": [words(33)]}).to_string()];
+    let generic = app
+        .post(
+            json!({"query": "query($q: [String!]) { documents(databaseId: \"db\", collectionId: \"notes\", queries: $q) { total } }",
+                   "variables": {"q": queries}}),
+            &[],
+        )
+        .await;
+    assert_eq!(generic.code(), "FILTER_TOO_COMPLEX", "{:#}", generic.body);
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({})).await.unwrap();
+    ws.subscribe(
+        "s",
+        &format!(
+            "subscription {{ noteChanged(filter: {{body: {{search: \"{}\"}}}}) {{ type }} }}",
+            words(40)
+        ),
+    )
+    .await;
+    let message = ws.next_json().await.unwrap();
+    assert_eq!(ws_code(&message), "FILTER_TOO_COMPLEX", "{message}");
+    app.shutdown().await;
+}
+
+const INTROSPECTION: &str =
+    "__schema { types { name kind fields { name args { name } type { name kind ofType { name } } } } }";
+
+#[tokio::test]
+async fn introspection_repeated_under_aliases_is_refused_for_any_caller() {
+    let app = spawn_app().await;
+    app.admin(
+        "mutation { createDatabase(input: {id: \"db\", name: \"db\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    // A schema of some size: every collection adds types and root fields.
+    for i in 0..30 {
+        let attributes: Vec<Value> = (0..10)
+            .map(|a| json!({"key": format!("f{a}"), "type": "STRING", "size": 20}))
+            .collect();
+        app.admin(
+            "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+            json!({"input": {"databaseId": "db", "id": format!("c{i}"), "name": format!("thing{i}"),
+                              "attributes": attributes}}),
+        )
+        .await
+        .ok();
+    }
+    let one = app
+        .post(json!({"query": format!("{{ {INTROSPECTION} }}")}), &[])
+        .await
+        .ok();
+    let size = one.to_string().len();
+    assert!(size > 100_000, "the schema is large: {size} bytes");
+
+    // The console's own question, a type and the schema, is allowed.
+    app.post(
+        json!({"query": "{ __type(name: \"Query\") { name } __schema { queryType { name } } }"}),
+        &[],
+    )
+    .await
+    .ok();
+
+    let aliased: String = (0..100)
+        .map(|i| format!("a{i}: {INTROSPECTION} "))
+        .collect();
+    for (query, key) in [
+        (format!("{{ {aliased} }}"), false),
+        (format!("{{ {aliased} }}"), true),
+        // Through a fragment spread twice, and an inline fragment.
+        (
+            format!(
+                "{{ ...F a: __type(name: \"Query\") {{ name }} }} fragment F on Query {{ x: {INTROSPECTION} y: {INTROSPECTION} }}"
+            ),
+            false,
+        ),
+        (
+            format!("{{ a: {INTROSPECTION} ... on Query {{ b: {INTROSPECTION} c: {INTROSPECTION} }} }}"),
+            false,
+        ),
+    ] {
+        let (refused, took) = timed(&app, json!({"query": query}), key).await;
+        assert_eq!(refused.code(), "QUERY_TOO_COMPLEX", "{:#}", refused.body);
+        assert!(
+            refused.body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("introspection"),
+            "{:#}",
+            refused.body
+        );
+        assert!(took < QUICK, "{took:?}");
+    }
+
+    // The same over the WebSocket.
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({})).await.unwrap();
+    ws.send(json!({"id": "q", "type": "subscribe", "payload": {"query": format!("{{ {aliased} }}")}}))
+        .await;
+    let message = ws.next_json().await.unwrap();
+    assert_eq!(ws_code(&message), "QUERY_TOO_COMPLEX", "{message}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn repeated_arguments_and_variables_get_a_bounded_list_of_errors() {
+    let app = spawn_app().await;
+    let repeated_argument = format!(
+        "{{ users({}) {{ totalCount }} }}",
+        vec!["first: 1"; 20_000].join(", ")
+    );
+    let repeated_variable = format!(
+        "query({}) {{ __typename }}",
+        vec!["$v: Int"; 20_000].join(", ")
+    );
+    let unused_variables = format!(
+        "query({}) {{ __typename }}",
+        (0..15_000)
+            .map(|i| format!("$v{i}: Int"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for query in [repeated_argument, repeated_variable, unused_variables] {
+        let sent = query.len();
+        let (answer, took) = timed(&app, json!({"query": query}), true).await;
+        assert!(took < QUICK, "{took:?}");
+        let errors = answer.body["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 101, "100 and the count of the rest");
+        assert!(
+            errors
+                .iter()
+                .all(|e| e["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"),
+            "{errors:?}"
+        );
+        let last = errors[100]["message"].as_str().unwrap();
+        assert!(last.ends_with("more validation errors were left out"), "{last}");
+        let answered = answer.body.to_string().len();
+        assert!(
+            answered < sent,
+            "an answer of {answered} bytes to a query of {sent}"
+        );
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn odd_bytes_huge_pages_and_batches_are_coded_refusals() {
+    let app = spawn_app().await;
+    notes(&app).await;
+    let page = "query($a: String, $n: Int) { notes(first: $n, after: $a) { totalCount } }";
+    for cursor in [
+        "\u{0}\u{ffff}%%%".to_string(),
+        "eyJ4IjoxfQ".to_string(),
+        "A".repeat(1_000_000),
+    ] {
+        let (answer, took) = timed(
+            &app,
+            json!({"query": page, "variables": {"a": cursor, "n": 2}}),
+            false,
+        )
+        .await;
+        assert_eq!(answer.code(), "INVALID_CURSOR", "{:#}", answer.body);
+        assert!(took < QUICK, "{took:?}");
+    }
+    for first in [1001, i64::from(i32::MAX)] {
+        let answer = app
+            .post(json!({"query": page, "variables": {"n": first}}), &[])
+            .await;
+        assert_eq!(answer.code(), "BAD_USER_INPUT", "{:#}", answer.body);
+    }
+    let generic = "query($q: [String!]) { documents(databaseId: \"db\", collectionId: \"notes\", queries: $q) { total } }";
+    for query in [
+        json!({"method": "limit", "values": [1_000_000_000]}),
+        json!({"method": "offset", "values": [-1]}),
+        json!({"method": "offset", "values": [i64::MAX]}),
+        json!({"method": "limit", "values": [1.5e308]}),
+    ] {
+        let answer = app
+            .post(
+                json!({"query": generic, "variables": {"q": [query.to_string()]}}),
+                &[],
+            )
+            .await;
+        assert_eq!(answer.code(), "QUERY_INVALID", "{query}: {:#}", answer.body);
+    }
+    // Ids with odd bytes read as ids nothing has.
+    let missing = app
+        .post(
+            json!({"query": "query($i: ID!) { note(id: $i) { id } }", "variables": {"i": "a\u{0}b"}}),
+            &[],
+        )
+        .await
+        .ok();
+    assert_eq!(missing["note"], Value::Null);
+    // A batch past the cap is refused whole.
+    let batch: Vec<Value> = (0..11).map(|_| json!({"query": "{ __typename }"})).collect();
+    let refused = app.post(json!(batch), &[]).await;
+    assert_eq!(refused.code(), "BATCH_TOO_LARGE", "{:#}", refused.body);
+    app.shutdown().await;
+}
