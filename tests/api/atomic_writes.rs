@@ -358,14 +358,13 @@ async fn a_recovery_code_is_spent_only_with_the_session_it_lets_in() {
     .await
     .ok();
     let locked = new_session().await;
-    let challenge = "mutation($c: String!) { updateMfaChallenge(input: {factor: RECOVERY_CODE, code: $c}) }";
+    let challenge =
+        "mutation($c: String!) { updateMfaChallenge(input: {factor: RECOVERY_CODE, code: $c}) }";
 
     // The session is marked as past the second factor with its event logged:
     // refusing the log's insert stops the change after the code was checked.
     break_inserts(&app, "event_log").await;
-    let failed = app
-        .as_session(&locked, challenge, json!({"c": code}))
-        .await;
+    let failed = app.as_session(&locked, challenge, json!({"c": code})).await;
     assert_failed_inside(&failed);
     heal(&app, "event_log").await;
     assert_eq!(
@@ -422,12 +421,20 @@ async fn a_console_code_is_spent_only_with_the_session_it_opens() {
     break_inserts(&app, "console_sessions").await;
     let failed = sign_in(&app, "root@example.com", PASSWORD, Some(&code)).await;
     assert_eq!(failed.code(), "INTERNAL", "{}", failed.body);
-    assert!(!failed.body.to_string().contains("staged"), "{}", failed.body);
+    assert!(
+        !failed.body.to_string().contains("staged"),
+        "{}",
+        failed.body
+    );
     heal(&app, "console_sessions").await;
 
     let accepted = sign_in(&app, "root@example.com", PASSWORD, Some(&code)).await;
     assert_eq!(accepted.status, 200, "{}", accepted.body);
     let replayed = sign_in(&app, "root@example.com", PASSWORD, Some(&code)).await;
-    assert_eq!(replayed.code(), "INVALID_MFA_CODE", "a code still works once");
+    assert_eq!(
+        replayed.code(),
+        "INVALID_MFA_CODE",
+        "a code still works once"
+    );
     app.shutdown().await;
 }

@@ -128,7 +128,12 @@ pub(crate) async fn console(
     }
 }
 
-pub(crate) async fn sign_in(app: &TestApp, email: &str, password: &str, otp: Option<&str>) -> Reply {
+pub(crate) async fn sign_in(
+    app: &TestApp,
+    email: &str,
+    password: &str,
+    otp: Option<&str>,
+) -> Reply {
     let mut input = json!({"email": email, "password": password});
     if let Some(otp) = otp {
         input["otp"] = json!(otp);

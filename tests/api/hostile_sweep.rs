@@ -2,7 +2,11 @@
 //! with a coded error in bounded time and size: searches of thousands of words,
 //! introspection repeated under aliases on a project with many collections,
 //! documents that repeat an argument or a variable thousands of times, odd bytes
-//! in cursors and ids, pages past the largest, and batches past the cap.
+//! in cursors and ids, pages past the largest, persisted-query ids, variables
+//! nested thousands deep, and batches past the cap. (Depth, complexity, alias,
+//! directive and fragment bombs, slow readers and the socket and subscription
+//! caps have their tests in `limits`, `security_limits`, `security_load` and
+//! `realtime`.)
 
 use std::time::{Duration, Instant};
 
@@ -98,7 +102,8 @@ async fn a_search_of_thousands_of_words_is_refused_before_it_reaches_the_index()
     assert_eq!(spread.code(), "FILTER_TOO_COMPLEX", "{:#}", spread.body);
 
     // The same bound on the generic list's queries and a subscription's filter.
-    let queries = [json!({"method": "search", "attribute": "body", "values": [words(33)]}).to_string()];
+    let queries =
+        [json!({"method": "search", "attribute": "body", "values": [words(33)]}).to_string()];
     let generic = app
         .post(
             json!({"query": "query($q: [String!]) { documents(databaseId: \"db\", collectionId: \"notes\", queries: $q) { total } }",
@@ -122,8 +127,7 @@ async fn a_search_of_thousands_of_words_is_refused_before_it_reaches_the_index()
     app.shutdown().await;
 }
 
-const INTROSPECTION: &str =
-    "__schema { types { name kind fields { name args { name } type { name kind ofType { name } } } } }";
+const INTROSPECTION: &str = "__schema { types { name kind fields { name args { name } type { name kind ofType { name } } } } }";
 
 #[tokio::test]
 async fn introspection_repeated_under_aliases_is_refused_for_any_caller() {
@@ -176,7 +180,9 @@ async fn introspection_repeated_under_aliases_is_refused_for_any_caller() {
             false,
         ),
         (
-            format!("{{ a: {INTROSPECTION} ... on Query {{ b: {INTROSPECTION} c: {INTROSPECTION} }} }}"),
+            format!(
+                "{{ a: {INTROSPECTION} ... on Query {{ b: {INTROSPECTION} c: {INTROSPECTION} }} }}"
+            ),
             false,
         ),
     ] {
@@ -196,8 +202,10 @@ async fn introspection_repeated_under_aliases_is_refused_for_any_caller() {
     // The same over the WebSocket.
     let mut ws = WsClient::connect(&app.ws_url, false).await;
     ws.init(json!({})).await.unwrap();
-    ws.send(json!({"id": "q", "type": "subscribe", "payload": {"query": format!("{{ {aliased} }}")}}))
-        .await;
+    ws.send(
+        json!({"id": "q", "type": "subscribe", "payload": {"query": format!("{{ {aliased} }}")}}),
+    )
+    .await;
     let message = ws.next_json().await.unwrap();
     assert_eq!(ws_code(&message), "QUERY_TOO_COMPLEX", "{message}");
     app.shutdown().await;
@@ -234,7 +242,10 @@ async fn repeated_arguments_and_variables_get_a_bounded_list_of_errors() {
             "{errors:?}"
         );
         let last = errors[100]["message"].as_str().unwrap();
-        assert!(last.ends_with("more validation errors were left out"), "{last}");
+        assert!(
+            last.ends_with("more validation errors were left out"),
+            "{last}"
+        );
         let answered = answer.body.to_string().len();
         assert!(
             answered < sent,
@@ -293,8 +304,45 @@ async fn odd_bytes_huge_pages_and_batches_are_coded_refusals() {
         .await
         .ok();
     assert_eq!(missing["note"], Value::Null);
+    // Persisted-query ids are not taken for a query, and variables nested past
+    // the JSON reader's depth are refused as a body.
+    let persisted = app
+        .post(
+            json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "ab".repeat(32)}}}),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (persisted.status, persisted.code()),
+        (400, "BAD_REQUEST"),
+        "{:#}",
+        persisted.body
+    );
+    let deep = format!(
+        "{{\"query\": \"{{ __typename }}\", \"variables\": {{\"d\": {}1{}}}}}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    let started = Instant::now();
+    let response = app
+        .client
+        .post(format!("{}/v1/graphql", app.url))
+        .header("content-type", "application/json")
+        .body(deep)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_REQUEST",
+        "{body}"
+    );
+    assert!(started.elapsed() < QUICK);
     // A batch past the cap is refused whole.
-    let batch: Vec<Value> = (0..11).map(|_| json!({"query": "{ __typename }"})).collect();
+    let batch: Vec<Value> = (0..11)
+        .map(|_| json!({"query": "{ __typename }"}))
+        .collect();
     let refused = app.post(json!(batch), &[]).await;
     assert_eq!(refused.code(), "BATCH_TOO_LARGE", "{:#}", refused.body);
     app.shutdown().await;

@@ -30,7 +30,8 @@ async fn admin_ok(app: &TestApp, query: &str, input: Value) -> Value {
     answer.ok()
 }
 
-const CREATE_ATTRIBUTE: &str = "mutation($input: CreateAttributeInput!) { createAttribute(input: $input) { id } }";
+const CREATE_ATTRIBUTE: &str =
+    "mutation($input: CreateAttributeInput!) { createAttribute(input: $input) { id } }";
 const CREATE_INDEX: &str =
     "mutation($input: CreateIndexInput!) { createIndex(input: $input) { id } }";
 const CREATE_RELATIONSHIP: &str =
@@ -119,11 +120,35 @@ async fn the_longest_keys_and_ids_go_through_every_structural_change() {
     // Relationship keys around the length where the reference index's name
     // (`ref_<key>`) stops fitting, on both sides of every kind.
     let relationships = [
-        (&posts, &authors, "MANY_TO_ONE", long("writer"), long("written")),
-        (&posts, &authors, "ONE_TO_ONE", key_of("editor", 58), long("edited")),
-        (&authors, &posts, "ONE_TO_MANY", long("drafts"), key_of("draft_author", 59)),
+        (
+            &posts,
+            &authors,
+            "MANY_TO_ONE",
+            long("writer"),
+            long("written"),
+        ),
+        (
+            &posts,
+            &authors,
+            "ONE_TO_ONE",
+            key_of("editor", 58),
+            long("edited"),
+        ),
+        (
+            &authors,
+            &posts,
+            "ONE_TO_MANY",
+            long("drafts"),
+            key_of("draft_author", 59),
+        ),
         (&posts, &tags, "MANY_TO_MANY", long("tags"), long("tagged")),
-        (&posts, &posts, "MANY_TO_ONE", key_of("parent", 60), long("children")),
+        (
+            &posts,
+            &posts,
+            "MANY_TO_ONE",
+            key_of("parent", 60),
+            long("children"),
+        ),
     ];
     for (from, to, kind, key, two_way) in &relationships {
         admin_ok(
@@ -139,10 +164,9 @@ async fn the_longest_keys_and_ids_go_through_every_structural_change() {
     let key = app
         .create_key("default", &["documents.read", "documents.write"])
         .await;
-    let create_document = "mutation($input: CreateDocumentInput!) { createDocument(input: $input) { id data } }";
-    let write = |collection: &str, id: &str, data: Value| {
-        json!({"input": {"databaseId": db, "collectionId": collection, "id": id, "data": data}})
-    };
+    let create_document =
+        "mutation($input: CreateDocumentInput!) { createDocument(input: $input) { id data } }";
+    let write = |collection: &str, id: &str, data: Value| json!({"input": {"databaseId": db, "collectionId": collection, "id": id, "data": data}});
     for (collection, id) in [(&authors, "ann"), (&tags, "red")] {
         app.as_key(
             &key,
@@ -191,9 +215,14 @@ async fn the_longest_keys_and_ids_go_through_every_structural_change() {
         "{created}"
     );
     let child = json!({ key_of("parent", 60): "one", long("c_float"): 3.5, long("a_float"): 4.5 });
-    app.as_key(&key, "default", create_document, write(&posts, "two", child))
-        .await
-        .ok();
+    app.as_key(
+        &key,
+        "default",
+        create_document,
+        write(&posts, "two", child),
+    )
+    .await
+    .ok();
 
     let documents = "query($d: ID!, $c: ID!, $q: [String!]) { documents(databaseId: $d, collectionId: $c, queries: $q) { total documents { id } } }";
     let find = |queries: Vec<String>| {
@@ -302,7 +331,10 @@ async fn one_past_the_longest_key_or_id_is_refused_for_what_the_client_named() {
         let error = &answer.body["errors"][0];
         assert_eq!(error["extensions"]["field"], field, "{error:#}");
         let message = error["message"].as_str().unwrap();
-        assert!(!message.contains("ref_") && !message.contains("i_"), "{message}");
+        assert!(
+            !message.contains("ref_") && !message.contains("i_"),
+            "{message}"
+        );
     };
     refused(
         app.admin(

@@ -20,8 +20,8 @@ use crate::services::account::service::{
 };
 use crate::services::users::service::{
     ClientInfo, UserChanges, check_name as check_user_name, commit_logged, insert_invited_user,
-    insert_session_in, insert_user_in, normalize_email, passwordless_user, policy,
-    prepare_changes, session_opened, user_changed, user_created,
+    insert_session_in, insert_user_in, normalize_email, passwordless_user, policy, prepare_changes,
+    session_opened, user_changed, user_created,
 };
 use crate::services::users::{Session, User, store as users_store};
 

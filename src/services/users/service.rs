@@ -1141,8 +1141,7 @@ impl PreparedChange {
             return Err(AppError::Invalid {
                 code: codes::INVALID_TOKEN,
                 field: "secret".into(),
-                reason: "the secret is wrong, was already used, or belongs to another user"
-                    .into(),
+                reason: "the secret is wrong, was already used, or belongs to another user".into(),
             });
         }
         let mut messages = Vec::new();
