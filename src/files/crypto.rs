@@ -34,9 +34,9 @@
 use std::io;
 
 use bytes::{Bytes, BytesMut};
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use hmac::{Hmac, Mac as _};
 use rand::RngCore as _;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use sha2::Sha256;
 
 /// Plaintext bytes per segment.

@@ -88,7 +88,13 @@ async fn start_upload(app: &TestApp, bucket: &str, id: &str, size: usize) -> (St
     )
 }
 
-async fn put_chunk(app: &TestApp, url: &str, bytes: &[u8], start: usize, end: usize) -> (u16, Value) {
+async fn put_chunk(
+    app: &TestApp,
+    url: &str,
+    bytes: &[u8],
+    start: usize,
+    end: usize,
+) -> (u16, Value) {
     let response = app
         .client
         .put(format!("{}{url}", app.url))
@@ -204,8 +210,7 @@ async fn a_sealed_file_is_what_aes_gcm_sealed_before_so_old_files_open() {
     mac.update(&salt);
     let key = mac.finalize().into_bytes();
     let prefix: [u8; 7] = header[5..].try_into().unwrap();
-    let mut encryptor =
-        EncryptorBE32::from_aead(aes_gcm::Aes256Gcm::new(&key), (&prefix).into());
+    let mut encryptor = EncryptorBE32::from_aead(aes_gcm::Aes256Gcm::new(&key), (&prefix).into());
     let mut reference = header.to_vec();
     let segments: Vec<&[u8]> = bytes.chunks(SEGMENT).collect();
     for segment in &segments[..segments.len() - 1] {
@@ -226,7 +231,10 @@ async fn a_sealed_file_is_what_aes_gcm_sealed_before_so_old_files_open() {
             })
             .unwrap(),
     );
-    assert!(stored == reference, "the object is aead's STREAM over aes-gcm");
+    assert!(
+        stored == reference,
+        "the object is aead's STREAM over aes-gcm"
+    );
     assert!(download(&app, "sealed", "old").await == bytes);
     app.shutdown().await;
 }

@@ -253,7 +253,10 @@ async fn tampering_with_a_file_sealed_chunk_by_chunk_is_caught() {
         // with nothing sent.
         let response = app
             .client
-            .get(format!("{}/v1/storage/buckets/sealed/files/t/download", app.url))
+            .get(format!(
+                "{}/v1/storage/buckets/sealed/files/t/download",
+                app.url
+            ))
             .header("x-nimbus-key", &app.admin_key)
             .send()
             .await;
