@@ -122,8 +122,7 @@ pub struct Config {
     pub http_header_timeout_secs: u64,
 
     /// Largest request head (request line, with a GET query, and headers) accepted,
-    /// in bytes; a longer one is answered 431. Also the most a connection buffers
-    /// while it reads one.
+    /// in bytes; a longer one is answered 431.
     #[arg(long, env = "NIMBUS_HTTP_MAX_HEAD_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u64).range(8192..=(16 * 1024 * 1024)))]
     pub http_max_head_bytes: u64,
 

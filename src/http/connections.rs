@@ -51,14 +51,20 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     /// Longest a write may wait for the client to read.
     pub send_timeout: Duration,
-    /// Largest request head, and most a connection buffers while reading one (at
-    /// least 8 KiB, hyper's minimum).
+    /// Largest request head; a larger one is answered 431.
     pub max_head_bytes: usize,
     /// Most open connections.
     pub max_total: usize,
     /// Most open connections per client address; 0 for no cap.
     pub max_per_client: usize,
 }
+
+/// Most a connection reads at once (hyper's buffer starts at 8 KiB and grows to
+/// this while reads fill it, as a body streams in): a 100 MiB upload is read in
+/// about 200 reads rather than 1,600, each handing its bytes on as one piece. A head
+/// is still refused at `max_head_bytes`, checked after each read, so a connection
+/// buffers at most that plus one read of a head.
+const READ_BUFFER: usize = 512 * 1024;
 
 /// File descriptors kept for everything but client connections: the database
 /// pool, Redis, files being read or written, the listener.
@@ -198,7 +204,10 @@ async fn serve_connection(
             idle: limits.idle_timeout,
         })
         .header_read_timeout(limits.header_timeout)
-        .max_buf_size(limits.max_head_bytes.max(8192));
+        // The head limit is hyper's own, apart from its read buffer, so a body is
+        // read in pieces as large as the buffer, not the head limit's.
+        .max_header_size(limits.max_head_bytes)
+        .max_buf_size(READ_BUFFER.max(limits.max_head_bytes + 8192));
     let connection = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(connection);
     tokio::select! {

@@ -280,6 +280,9 @@ async fn serve_file(
         .map_err(|err| AppError::Internal(err.into()))
 }
 
+/// Pieces in which a cached preview is read.
+const CACHED_PREVIEW_READ: usize = 512 * 1024;
+
 /// `GET …/preview?width&height&gravity&…`.
 pub async fn preview(
     State(state): State<AppState>,
@@ -302,7 +305,9 @@ pub async fn preview(
                 let opened = tokio::fs::File::open(&path)
                     .await
                     .map_err(|err| AppError::Internal(err.into()))?;
-                Body::from_stream(ReaderStream::new(opened))
+                // In pieces as large as a download's, not ReaderStream's 4 KiB (each
+                // a blocking-pool round trip).
+                Body::from_stream(ReaderStream::with_capacity(opened, CACHED_PREVIEW_READ))
             }
             PreviewBody::Fresh(bytes) => Body::from(bytes),
         };

@@ -63,6 +63,7 @@ mod storage_transfers;
 mod teams;
 mod transport;
 mod trust_parity;
+mod upload_passes;
 mod upload_speed_paths;
 mod uploads_fast;
 mod usage;
