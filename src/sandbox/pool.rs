@@ -31,6 +31,10 @@ struct Queue {
     jobs: VecDeque<Job>,
     /// Jobs a worker has taken and not finished.
     taken: usize,
+    /// Workers asleep on [`Shared::ready`]: a new job wakes one only when there
+    /// is one (a busy worker takes it when it next looks), since every wake-up
+    /// is a system call, and often a context switch, on the request's path.
+    idle: usize,
     closed: bool,
 }
 
@@ -71,6 +75,7 @@ impl Pool {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
                 taken: 0,
+                idle: 0,
                 closed: false,
             }),
             ready: Condvar::new(),
@@ -139,7 +144,7 @@ impl Pool {
         invocation: Invocation,
     ) -> Result<oneshot::Receiver<Outcome>, (Busy, Invocation)> {
         let (reply, answer) = oneshot::channel();
-        {
+        let asleep = {
             let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
             // Every worker runs one; past them, `capacity` wait.
             if queue.closed
@@ -152,8 +157,11 @@ impl Pool {
             }
             queue.jobs.push_back(Job { invocation, reply });
             metrics::gauge!("nimbus_function_executions_waiting").set(queue.jobs.len() as f64);
+            queue.idle
+        };
+        if asleep > 0 {
+            self.shared.ready.notify_one();
         }
-        self.shared.ready.notify_one();
         Ok(answer)
     }
 
@@ -240,7 +248,9 @@ fn next(shared: &Shared) -> Option<Job> {
         if queue.closed {
             return None;
         }
+        queue.idle += 1;
         queue = shared.ready.wait(queue).unwrap_or_else(|p| p.into_inner());
+        queue.idle -= 1;
     }
 }
 

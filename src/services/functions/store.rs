@@ -9,7 +9,7 @@ use crate::db::columns::{json, text};
 use super::{Deployment, Execution, Function, Variable};
 
 const COLUMNS: &str = "project_id, id, name, runtime, entrypoint, execute, events, schedule, \
-     timeout, memory, enabled, warm, scopes, deployment_id, created_at, updated_at";
+     timeout, memory, enabled, warm, logging, scopes, deployment_id, created_at, updated_at";
 
 /// A function as stored: lists are JSON arrays.
 #[derive(Debug, Clone)]
@@ -35,6 +35,7 @@ impl FromRow<'_, AnyRow> for FunctionRow {
             memory: row.try_get("memory")?,
             enabled: row.try_get::<i16, _>("enabled")? != 0,
             warm: row.try_get::<i16, _>("warm")? != 0,
+            logging: row.try_get::<i16, _>("logging")? != 0,
             scopes: list_of(row, "scopes")?,
             deployment_id: row.try_get("deployment_id")?,
             created_at: row.try_get("created_at")?,
@@ -48,7 +49,7 @@ pub async fn insert<'e>(
     f: &Function,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "INSERT INTO functions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO functions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(&f.project_id)
     .bind(&f.id)
@@ -62,6 +63,7 @@ pub async fn insert<'e>(
     .bind(f.memory)
     .bind(i16::from(f.enabled))
     .bind(i16::from(f.warm))
+    .bind(i16::from(f.logging))
     .bind(json(&f.scopes))
     .bind(&f.deployment_id)
     .bind(f.created_at)
@@ -78,7 +80,8 @@ pub async fn update<'e>(
 ) -> Result<bool, sqlx::Error> {
     sqlx::query(
         "UPDATE functions SET name = ?, entrypoint = ?, execute = ?, events = ?, schedule = ?, \
-         timeout = ?, memory = ?, enabled = ?, warm = ?, scopes = ?, deployment_id = ?, updated_at = ? \
+         timeout = ?, memory = ?, enabled = ?, warm = ?, logging = ?, \
+         scopes = ?, deployment_id = ?, updated_at = ? \
          WHERE project_id = ? AND id = ?",
     )
     .bind(&f.name)
@@ -90,6 +93,7 @@ pub async fn update<'e>(
     .bind(f.memory)
     .bind(i16::from(f.enabled))
     .bind(i16::from(f.warm))
+    .bind(i16::from(f.logging))
     .bind(json(&f.scopes))
     .bind(&f.deployment_id)
     .bind(f.updated_at)
@@ -470,7 +474,7 @@ impl FromRow<'_, AnyRow> for ExecutionRow {
             request_headers: pairs_of(row, "request_headers")?,
             response_status: row.try_get("response_status")?,
             response_headers: pairs_of(row, "response_headers")?,
-            response_body: row.try_get("response_body")?,
+            response_body: row.try_get::<Vec<u8>, _>("response_body")?.into(),
             logs: text(row, "logs")?,
             errors: text(row, "errors")?,
             logs_truncated: row.try_get::<i16, _>("logs_truncated")? != 0,
@@ -480,6 +484,13 @@ impl FromRow<'_, AnyRow> for ExecutionRow {
             updated_at: row.try_get("updated_at")?,
         }))
     }
+}
+
+/// What a record keeps of a response body: its first
+/// [`super::service::KEPT_RESPONSE_BYTES`] (the caller of a synchronous
+/// execution got all of it).
+fn kept_body(body: &[u8]) -> Vec<u8> {
+    body[..body.len().min(super::service::KEPT_RESPONSE_BYTES)].to_vec()
 }
 
 /// Records a new execution if the function it runs as (created at
@@ -513,7 +524,7 @@ pub async fn insert_execution_of<'e>(
     .bind(json(&e.request_headers))
     .bind(e.response_status)
     .bind(json(&e.response_headers))
-    .bind(e.response_body.clone())
+    .bind(kept_body(&e.response_body))
     .bind(&e.logs)
     .bind(&e.errors)
     .bind(i16::from(e.logs_truncated))
@@ -546,7 +557,7 @@ pub async fn finish_execution<'e>(
     .bind(&e.status)
     .bind(e.response_status)
     .bind(json(&e.response_headers))
-    .bind(e.response_body.clone())
+    .bind(kept_body(&e.response_body))
     .bind(&e.logs)
     .bind(&e.errors)
     .bind(i16::from(e.logs_truncated))
