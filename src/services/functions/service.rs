@@ -1373,21 +1373,19 @@ pub async fn record_forever(state: AppState, mut stop: tokio::sync::watch::Recei
 async fn write_records(state: &AppState, batch: &mut Vec<super::QueuedRecord>) {
     async fn write(state: &AppState, records: &[super::QueuedRecord]) -> AppResult<()> {
         let mut tx = state.db.pool().begin().await?;
-        let mut events = Vec::with_capacity(records.len());
-        for record in records {
-            // A record of a function deleted since it ran is dropped here (and one
-            // written just before the delete goes with the function's executions).
-            if store::insert_execution_of(
-                &mut *tx,
-                &record.execution,
-                record.function_created_at,
-                None,
-            )
-            .await?
-            {
-                events.push(created_event(&record.execution));
-            }
-        }
+        let rows: Vec<_> = records
+            .iter()
+            .map(|r| (&*r.execution, r.function_created_at))
+            .collect();
+        // A record of a function deleted since it ran is dropped here (and one
+        // written just before the delete goes with the function's executions).
+        let written: std::collections::HashSet<String> =
+            store::insert_executions_of(&mut tx, &rows).await?.into_iter().collect();
+        let events = records
+            .iter()
+            .filter(|r| written.contains(&r.execution.id))
+            .map(|r| created_event(&r.execution))
+            .collect();
         log::commit(&state.bus, tx, events).await?;
         Ok(())
     }

@@ -541,6 +541,71 @@ pub async fn insert_execution_of<'e>(
     .map(|r| r.rows_affected() == 1)
 }
 
+/// Most records one statement of [`insert_executions_of`] inserts.
+pub const RECORDS_PER_INSERT: usize = 64;
+
+/// Records finished synchronous executions, each (as [`insert_execution_of`]
+/// does) only if the function it ran as, created at its `i64`, still exists;
+/// the ids of those written. One statement per power of two of records (64 at
+/// most), so a batch of any size takes a few round trips and a few statement
+/// shapes, not one of each per record.
+pub async fn insert_executions_of(
+    conn: &mut sqlx::AnyConnection,
+    records: &[(&Execution, i64)],
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut written = Vec::with_capacity(records.len());
+    let mut rest = records;
+    while !rest.is_empty() {
+        let take = RECORDS_PER_INSERT.min(1 << rest.len().ilog2());
+        let (chunk, after) = rest.split_at(take);
+        rest = after;
+        let mut insert = sqlx::QueryBuilder::<Any>::new(format!(
+            "INSERT INTO function_executions ({EXECUTION_COLUMNS}, request_body) "
+        ));
+        for (n, (e, function_created_at)) in chunk.iter().enumerate() {
+            insert.push(if n == 0 { "SELECT " } else { " UNION ALL SELECT " });
+            let mut values = insert.separated(", ");
+            values
+                .push_bind(e.project_id.as_str())
+                .push_bind(e.function_id.as_str())
+                .push_bind(e.id.as_str())
+                .push_bind(e.deployment_id.as_str())
+                .push_bind(e.trigger.as_str())
+                .push_bind(e.status.as_str())
+                .push_bind(e.caller.as_deref())
+                .push_bind(e.request_method.as_str())
+                .push_bind(e.request_path.as_str())
+                .push_bind(json(&e.request_headers))
+                .push_bind(e.response_status)
+                .push_bind(json(&e.response_headers))
+                .push_bind(kept_body(&e.response_body))
+                .push_bind(e.logs.as_str())
+                .push_bind(e.errors.as_str())
+                .push_bind(i16::from(e.logs_truncated))
+                .push_bind(e.failure.as_deref())
+                .push_bind(e.duration_ms)
+                .push_bind(e.created_at)
+                .push_bind(e.updated_at)
+                .push("NULL");
+            insert
+                .push(" FROM functions WHERE project_id = ")
+                .push_bind(e.project_id.as_str())
+                .push(" AND id = ")
+                .push_bind(e.function_id.as_str())
+                .push(" AND created_at = ")
+                .push_bind(*function_created_at);
+        }
+        insert.push(" RETURNING id");
+        written.extend(
+            insert
+                .build_query_scalar::<String>()
+                .fetch_all(&mut *conn)
+                .await?,
+        );
+    }
+    Ok(written)
+}
+
 /// Records how an execution ended (and forgets its request body); false when it is
 /// gone or already ended.
 pub async fn finish_execution<'e>(
