@@ -24,7 +24,8 @@ const ANSWER_OR_THROW: &str = "export default ({ req, res, log }) => { \
     return res.json({ ok: true, path: req.path }); };";
 
 const RECORD: &str = "query($f: String!, $e: String!) { execution(functionId: $f, executionId: $e) { id status trigger failure errors logs } }";
-const COUNT: &str = "query($f: String!) { executions(functionId: $f) { totalCount nodes { id status trigger } } }";
+const COUNT: &str =
+    "query($f: String!) { executions(functionId: $f) { totalCount nodes { id status trigger } } }";
 
 /// A server whose database a second replica can open.
 async fn shared_app() -> TestApp {
@@ -120,18 +121,33 @@ async fn without_logging_successes_answer_the_same_and_leave_no_record_but_failu
     );
     let logged_id = logged_id.expect("a recorded execution is named");
     assert_eq!(quiet_id, None, "no record to name");
-    assert_eq!(record(&app, "logged", &logged_id).await["status"], "COMPLETED");
+    assert_eq!(
+        record(&app, "logged", &logged_id).await["status"],
+        "COMPLETED"
+    );
 
     // The same answer from `createExecution`, which names an id it keeps no record of.
-    let logged_run = execute(&app, json!({"functionId": "logged", "method": "GET", "path": "/b"}))
-        .await
-        .ok()["createExecution"]
+    let logged_run = execute(
+        &app,
+        json!({"functionId": "logged", "method": "GET", "path": "/b"}),
+    )
+    .await
+    .ok()["createExecution"]
         .clone();
-    let quiet_run = execute(&app, json!({"functionId": "quiet", "method": "GET", "path": "/b"}))
-        .await
-        .ok()["createExecution"]
+    let quiet_run = execute(
+        &app,
+        json!({"functionId": "quiet", "method": "GET", "path": "/b"}),
+    )
+    .await
+    .ok()["createExecution"]
         .clone();
-    for field in ["status", "responseStatusCode", "responseBody", "logs", "errors"] {
+    for field in [
+        "status",
+        "responseStatusCode",
+        "responseBody",
+        "logs",
+        "errors",
+    ] {
         assert_eq!(quiet_run[field], logged_run[field], "{field}");
     }
     assert_eq!(quiet_run["logs"], "ran /b\n");
@@ -149,7 +165,10 @@ async fn without_logging_successes_answer_the_same_and_leave_no_record_but_failu
     let failed = record(&app, "quiet", &failed_id).await;
     assert_eq!(failed["status"], "FAILED", "{failed:#}");
     assert_eq!(failed["failure"], "EXECUTION_THREW");
-    assert!(failed["errors"].as_str().unwrap().contains("asked to fail"), "{failed:#}");
+    assert!(
+        failed["errors"].as_str().unwrap().contains("asked to fail"),
+        "{failed:#}"
+    );
     assert_eq!(failed["logs"], "ran /c\n");
     let first = tokio::time::timeout(WAIT, ws.next_json())
         .await
@@ -238,7 +257,13 @@ async fn until_recorded(app: &TestApp, function: &str, recorded: bool) -> Option
 #[tokio::test]
 async fn switching_logging_takes_effect_on_another_replica_and_needs_functions_write() {
     let first = shared_app().await;
-    deployed(&first, "switch", json!({"execute": ["any"]}), ANSWER_OR_THROW).await;
+    deployed(
+        &first,
+        "switch",
+        json!({"execute": ["any"]}),
+        ANSWER_OR_THROW,
+    )
+    .await;
     let second = replica_of(&first).await;
     // The second replica keeps the function ready, recording its successes.
     let id = until_recorded(&second, "switch", true).await.unwrap();
@@ -248,7 +273,9 @@ async fn switching_logging_takes_effect_on_another_replica_and_needs_functions_w
     // and a value that is no boolean change nothing.
     let reader = first.create_key("default", &["functions.read"]).await;
     let change = json!({"input": {"id": "switch", "logging": false}});
-    let refused = first.as_key(&reader, "default", UPDATE, change.clone()).await;
+    let refused = first
+        .as_key(&reader, "default", UPDATE, change.clone())
+        .await;
     assert_eq!(refused.code(), "SCOPE_MISSING", "{:#}", refused.body);
     let ann = first.signed_in("ann@example.com").await;
     let refused = first.as_session(&ann, UPDATE, change.clone()).await;

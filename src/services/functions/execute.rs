@@ -584,10 +584,9 @@ impl Handler for ExecuteJobs {
         let wall = Duration::from_secs(state.config.jobs_lease_secs.saturating_sub(5).max(1));
         match Identity::deferred(state, &function, &execution, job).await {
             Ok(identity) => {
-                let (env, warm) =
-                    service::environment(state, &function, &execution.deployment_id)
-                        .await
-                        .map_err(|err| Failure::Retry(err.message()))?;
+                let (env, warm) = service::environment(state, &function, &execution.deployment_id)
+                    .await
+                    .map_err(|err| Failure::Retry(err.message()))?;
                 let place = Place {
                     deployment_id: &execution.deployment_id,
                     env,

@@ -449,10 +449,7 @@ impl Runtime {
 
     /// Queues a sync execution's record for the writer; hands it back when there is
     /// no writer or its queue is full (the caller writes it then).
-    pub(crate) fn record_later(
-        &self,
-        execution: QueuedRecord,
-    ) -> Result<(), QueuedRecord> {
+    pub(crate) fn record_later(&self, execution: QueuedRecord) -> Result<(), QueuedRecord> {
         if !self
             .records
             .writing

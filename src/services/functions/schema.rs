@@ -171,9 +171,12 @@ fn execution_fields(execution: &Execution, body: &[u8]) -> Value {
 /// An execution as its realtime events carry it.
 pub fn execution_json(execution: &Execution) -> serde_json::Value {
     let body = &execution.response_body;
-    execution_fields(execution, &body[..body.len().min(service::KEPT_RESPONSE_BYTES)])
-        .into_json()
-        .unwrap_or_default()
+    execution_fields(
+        execution,
+        &body[..body.len().min(service::KEPT_RESPONSE_BYTES)],
+    )
+    .into_json()
+    .unwrap_or_default()
 }
 
 /// A published execution (the JSON of [`execution_value`]) as a value again: its

@@ -1380,7 +1380,10 @@ async fn write_records(state: &AppState, batch: &mut Vec<super::QueuedRecord>) {
         // A record of a function deleted since it ran is dropped here (and one
         // written just before the delete goes with the function's executions).
         let written: std::collections::HashSet<String> =
-            store::insert_executions_of(&mut tx, &rows).await?.into_iter().collect();
+            store::insert_executions_of(&mut tx, &rows)
+                .await?
+                .into_iter()
+                .collect();
         let events = records
             .iter()
             .filter(|r| written.contains(&r.execution.id))

@@ -563,7 +563,11 @@ pub async fn insert_executions_of(
             "INSERT INTO function_executions ({EXECUTION_COLUMNS}, request_body) "
         ));
         for (n, (e, function_created_at)) in chunk.iter().enumerate() {
-            insert.push(if n == 0 { "SELECT " } else { " UNION ALL SELECT " });
+            insert.push(if n == 0 {
+                "SELECT "
+            } else {
+                " UNION ALL SELECT "
+            });
             let mut values = insert.separated(", ");
             values
                 .push_bind(e.project_id.as_str())
