@@ -1299,6 +1299,10 @@ pub async fn execute_now(
     execute::apply(&mut execution, outcome);
     let execution = std::sync::Arc::new(execution);
     if !is_recorded(function, &execution) {
+        // Usage counts executions by their `create` events; this one has none.
+        if let Some(counters) = state.usage.project(&function.project_id) {
+            counters.unrecorded_execution();
+        }
         return Ok(execution);
     }
     // Over plain HTTP the record is written behind the response (ADR 24); a
