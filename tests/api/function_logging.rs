@@ -334,3 +334,82 @@ async fn switching_logging_takes_effect_on_another_replica_and_needs_functions_w
     second.shutdown().await;
     first.shutdown().await;
 }
+
+#[tokio::test]
+async fn records_written_together_are_each_kept_only_under_the_function_they_ran_as() {
+    let app = crate::helpers::spawn_app().await;
+    deployed(&app, "f", json!({"execute": ["any"]}), ANSWER_OR_THROW).await;
+    let state = app.server.as_ref().unwrap().state();
+    let created_at: i64 = sqlx::query_scalar(
+        "SELECT created_at FROM functions WHERE project_id = 'default' AND id = 'f'",
+    )
+    .fetch_one(state.db.pool())
+    .await
+    .unwrap();
+    let record = |id: &str| nimbus::services::functions::Execution {
+        id: id.into(),
+        project_id: "default".into(),
+        function_id: "f".into(),
+        deployment_id: "d".into(),
+        trigger: "http".into(),
+        status: "completed".into(),
+        caller: None,
+        request_method: "GET".into(),
+        request_path: "/".into(),
+        request_headers: vec![("x-a".into(), "b".into())],
+        response_status: 200,
+        response_headers: Vec::new(),
+        // Past what a record keeps: cut to 64 KiB.
+        response_body: vec![b'x'; 100 << 10].into(),
+        logs: format!("log of {id}\n"),
+        errors: String::new(),
+        logs_truncated: false,
+        failure: None,
+        duration_ms: 1,
+        created_at,
+        updated_at: created_at,
+    };
+    // 7 records (statements of 4, 2 and 1), every third of a function of the
+    // same id deleted before: those are not written, the others all are.
+    let records: Vec<_> = (0..7).map(|n| record(&format!("r{n}"))).collect();
+    let rows: Vec<_> = records
+        .iter()
+        .enumerate()
+        .map(|(n, e)| {
+            (
+                e,
+                if n % 3 == 0 {
+                    created_at - 1
+                } else {
+                    created_at
+                },
+            )
+        })
+        .collect();
+    let mut conn = state.db.pool().acquire().await.unwrap();
+    let mut written = nimbus::services::functions::store::insert_executions_of(&mut conn, &rows)
+        .await
+        .unwrap();
+    drop(conn);
+    written.sort();
+    assert_eq!(written, ["r1", "r2", "r4", "r5"]);
+    let kept = executions(&app, "f").await;
+    assert_eq!(kept["totalCount"], 4, "{kept:#}");
+    let r5 = app
+        .admin(
+            "{ execution(functionId: \"f\", executionId: \"r5\") { logs requestHeaders { name value } responseBodyBase64 } }",
+            json!({}),
+        )
+        .await
+        .ok()["execution"]
+        .clone();
+    assert_eq!(r5["logs"], "log of r5\n");
+    assert_eq!(r5["requestHeaders"], json!([{"name": "x-a", "value": "b"}]));
+    let body = r5["responseBodyBase64"].as_str().unwrap();
+    assert_eq!(
+        body.len(),
+        (64 << 10) / 3 * 4 + 4,
+        "the kept body is 64 KiB"
+    );
+    app.shutdown().await;
+}
