@@ -9,9 +9,11 @@
 #              what an execution costs the server (fresh context, run, record)
 #   hello      wrk (1 thread, CONNECTIONS connections, DURATION) on a hello-world
 #              handler: GET /v1/functions/hello (a fresh context per execution)
-#              and /v1/functions/hello-warm (`warm: true`, ADR 30) vs PocketBase's
-#              GET /hello; with each server's CPU time per request (utime + stime
-#              of its process over the run, from /proc)
+#              /v1/functions/hello-warm (`warm: true`, ADR 30) and
+#              /v1/functions/hello-quiet (warm, `logging: false`: no record of its
+#              successes, ADR 31) vs PocketBase's GET /hello; with each server's
+#              CPU time per request (utime + stime of its process over the run,
+#              from /proc)
 #   read       the same with a handler reading one record: `nimbus.graphql`
 #              `document(…)` vs `$app.findRecordById`
 #   memory     RSS at rest, at its peak while EXECUTIONS asynchronous executions
@@ -167,9 +169,11 @@ say "$overhead"
 
 measure nimbus-hello "$base/v1/functions/hello" '"message":"Hello"' "$nimbus_pid"
 measure nimbus-hello-warm "$base/v1/functions/hello-warm" '"message":"Hello"' "$nimbus_pid"
+measure nimbus-hello-quiet "$base/v1/functions/hello-quiet" '"message":"Hello"' "$nimbus_pid"
 measure pocketbase-hello "$pb_base/hello" '"message":"Hello"' "$pb_pid"
 measure nimbus-read "$base/v1/functions/reader/p1" '"title":"Hello"' "$nimbus_pid"
 measure nimbus-read-warm "$base/v1/functions/reader-warm/p1" '"title":"Hello"' "$nimbus_pid"
+measure nimbus-read-quiet "$base/v1/functions/reader-quiet/p1" '"title":"Hello"' "$nimbus_pid"
 measure pocketbase-read "$pb_base/read/$record" '"title":"Hello"' "$pb_pid"
 
 section "Memory ($EXECUTIONS asynchronous executions)"
@@ -184,6 +188,8 @@ hello_ratio=$(times_of nimbus-hello pocketbase-hello)
 warm_ratio=$(times_of nimbus-hello-warm pocketbase-hello)
 read_ratio=$(times_of nimbus-read pocketbase-read)
 warm_read_ratio=$(times_of nimbus-read-warm pocketbase-read)
+quiet_ratio=$(times_of nimbus-hello-quiet pocketbase-hello)
+quiet_read_ratio=$(times_of nimbus-read-quiet pocketbase-read)
 cold_p50=$(field p50_ms "$cold")
 overhead_p50=$(field overhead_p50_ms "$overhead")
 per_kib=$(field per_execution_kib "$mem")
@@ -203,16 +209,19 @@ sandbox settings; PocketBase $pocketbase_version with the same handlers in \`pb_
 | per-execution overhead (difference of the two p50s) | $overhead_p50 ms | | | < 0.5 ms: $(below "$overhead_p50" 0.5) |
 | hello world, fresh context, req/s (p50 / p99) | ${rps[nimbus-hello]} (${p50[nimbus-hello]} / ${p99[nimbus-hello]}) | ${rps[pocketbase-hello]} (${p50[pocketbase-hello]} / ${p99[pocketbase-hello]}) | ${hello_ratio}× | |
 | hello world, warm context, req/s (p50 / p99) | ${rps[nimbus-hello-warm]} (${p50[nimbus-hello-warm]} / ${p99[nimbus-hello-warm]}) | ${rps[pocketbase-hello]} | ${warm_ratio}× | ≥ 2×: $(at_least "$warm_ratio" 2) |
-| server CPU per hello-world request: fresh / warm | ${cpu[nimbus-hello]} / ${cpu[nimbus-hello-warm]} µs | ${cpu[pocketbase-hello]} µs | | |
+| hello world, warm, \`logging: false\`, req/s (p50 / p99) | ${rps[nimbus-hello-quiet]} (${p50[nimbus-hello-quiet]} / ${p99[nimbus-hello-quiet]}) | ${rps[pocketbase-hello]} | ${quiet_ratio}× | ≥ 2×: $(at_least "$quiet_ratio" 2) |
+| server CPU per hello-world request: fresh / warm / warm without record | ${cpu[nimbus-hello]} / ${cpu[nimbus-hello-warm]} / ${cpu[nimbus-hello-quiet]} µs | ${cpu[pocketbase-hello]} µs | | |
 | read one record, fresh context, req/s (p50 / p99) | ${rps[nimbus-read]} (${p50[nimbus-read]} / ${p99[nimbus-read]}) | ${rps[pocketbase-read]} (${p50[pocketbase-read]} / ${p99[pocketbase-read]}) | ${read_ratio}× | |
 | read one record, warm context, req/s (p50 / p99) | ${rps[nimbus-read-warm]} (${p50[nimbus-read-warm]} / ${p99[nimbus-read-warm]}) | ${rps[pocketbase-read]} | ${warm_read_ratio}× | |
-| server CPU per read request: fresh / warm | ${cpu[nimbus-read]} / ${cpu[nimbus-read-warm]} µs | ${cpu[pocketbase-read]} µs | | |
+| read one record, warm, \`logging: false\`, req/s (p50 / p99) | ${rps[nimbus-read-quiet]} (${p50[nimbus-read-quiet]} / ${p99[nimbus-read-quiet]}) | ${rps[pocketbase-read]} | ${quiet_read_ratio}× | ≥ 2×: $(at_least "$quiet_read_ratio" 2) |
+| server CPU per read request: fresh / warm / warm without record | ${cpu[nimbus-read]} / ${cpu[nimbus-read-warm]} / ${cpu[nimbus-read-quiet]} µs | ${cpu[pocketbase-read]} µs | | |
 | RSS idle → peak with $EXECUTIONS async executions queued → after | $(field idle_mib "$mem") → $(field peak_mib "$mem") → $(field after_mib "$mem") MiB | | | |
 | RSS per queued execution | $per_kib KiB | | | < 1 MiB: $(below "$per_kib" 1024) |
 
 Wrong answers: nimbus-hello ${bad[nimbus-hello]}, nimbus-hello-warm ${bad[nimbus-hello-warm]},
-pocketbase-hello ${bad[pocketbase-hello]}, nimbus-read ${bad[nimbus-read]}, nimbus-read-warm
-${bad[nimbus-read-warm]}, pocketbase-read ${bad[pocketbase-read]}. The $EXECUTIONS
+nimbus-hello-quiet ${bad[nimbus-hello-quiet]}, pocketbase-hello ${bad[pocketbase-hello]},
+nimbus-read ${bad[nimbus-read]}, nimbus-read-warm ${bad[nimbus-read-warm]}, nimbus-read-quiet
+${bad[nimbus-read-quiet]}, pocketbase-read ${bad[pocketbase-read]}. The $EXECUTIONS
 executions were queued in $(field queued_s "$mem") s and all ended $(field ran_s "$mem") s
 after the first was queued.
 MD

@@ -133,6 +133,13 @@ def setup(url, key):
     client.deploy("hello-warm", HELLO)
     create_function(client, "reader-warm", {"execute": ["any"], "scopes": ["documents.read"], "warm": True})
     client.deploy("reader-warm", READER)
+    # Warm, and no record of their successes (`logging: false`, ADR 31).
+    create_function(client, "hello-quiet", {"execute": ["any"], "warm": True, "logging": False})
+    client.deploy("hello-quiet", HELLO)
+    create_function(
+        client, "reader-quiet", {"execute": ["any"], "scopes": ["documents.read"], "warm": True, "logging": False}
+    )
+    client.deploy("reader-quiet", READER)
     create_function(client, "slow", {"execute": ["any"]})
     client.deploy("slow", SLOW)
     for path, expect in [
@@ -140,6 +147,8 @@ def setup(url, key):
         ("/v1/functions/reader/p1", b"Hello"),
         ("/v1/functions/hello-warm", b"Hello"),
         ("/v1/functions/reader-warm/p1", b"Hello"),
+        ("/v1/functions/hello-quiet", b"Hello"),
+        ("/v1/functions/reader-quiet/p1", b"Hello"),
     ]:
         status, body = Client(url).request("GET", path)
         if status != 200 or expect not in body:

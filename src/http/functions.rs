@@ -126,7 +126,7 @@ async fn run(
     });
     let (addressed, by_session) = addressed(state, &headers, project.as_deref()).await?;
     let caller = addressed.caller;
-    let function = service::runnable(state, &caller, &function_id).await?;
+    let ready = service::runnable(state, &caller, &function_id).await?;
 
     let limit = state.config.functions_max_request_bytes;
     let too_large = || AppError::Invalid {
@@ -215,15 +215,17 @@ async fn run(
             port,
         },
     )?;
-    let execution = service::execute_now(state, &caller, &function, Trigger::Http, request).await?;
+    let execution = service::execute_now(state, &caller, &ready, Trigger::Http, request).await?;
 
-    let mut response = respond(execution);
+    let recorded = service::is_recorded(&ready.function, &execution);
+    let mut response = respond(&execution, recorded);
     super::usage::tag(state, &caller.project.id, &mut response);
     Ok(response)
 }
 
-/// The HTTP answer of a function's execution.
-fn respond(execution: crate::services::functions::Execution) -> Response {
+/// The HTTP answer of a function's execution, naming its record when there is
+/// one (`x-nimbus-execution-id`).
+fn respond(execution: &crate::services::functions::Execution, recorded: bool) -> Response {
     if execution.status == status::FAILED {
         let code = execution
             .failure
@@ -241,7 +243,7 @@ fn respond(execution: crate::services::functions::Execution) -> Response {
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (status, execution.response_body).into_response();
+    let mut response = (status, execution.response_body.clone()).into_response();
     for (name, value) in &execution.response_headers {
         let lower = name.to_ascii_lowercase();
         if is_hop_by_hop(&lower) {
@@ -254,7 +256,7 @@ fn respond(execution: crate::services::functions::Execution) -> Response {
             response.headers_mut().append(name, value);
         }
     }
-    if let Ok(id) = HeaderValue::from_str(&execution.id) {
+    if recorded && let Ok(id) = HeaderValue::from_str(&execution.id) {
         response
             .headers_mut()
             .insert(HeaderName::from_static("x-nimbus-execution-id"), id);

@@ -84,12 +84,28 @@ impl Abort {
     }
 }
 
+/// What runs an execution learns from it while it runs: whether its caller is
+/// gone, asked at every interrupt check and before every wait for the host, and
+/// when it waits for the host and runs again (the pool hands queued executions
+/// to another thread then).
+pub(crate) trait Watch {
+    fn cancelled(&self) -> bool;
+
+    fn waiting(&self, _waiting: bool) {}
+}
+
+impl<F: Fn() -> bool> Watch for F {
+    fn cancelled(&self) -> bool {
+        self()
+    }
+}
+
 /// What the interrupt handler and the module loader of one engine share with it.
 struct Shared {
     cpu_deadline: Cell<Instant>,
     wall_deadline: Cell<Instant>,
     abort: Cell<Option<Abort>>,
-    cancelled: RefCell<Option<Box<dyn Fn() -> bool>>>,
+    cancelled: RefCell<Option<Box<dyn Watch>>>,
     program: RefCell<Option<Arc<[u8]>>>,
 }
 
@@ -103,7 +119,12 @@ impl Shared {
             Abort::Wall
         } else if now >= self.cpu_deadline.get() {
             Abort::Cpu
-        } else if self.cancelled.borrow().as_ref().is_some_and(|c| c()) {
+        } else if self
+            .cancelled
+            .borrow()
+            .as_ref()
+            .is_some_and(|c| c.cancelled())
+        {
             Abort::Cancelled
         } else {
             return false;
@@ -112,7 +133,7 @@ impl Shared {
         true
     }
 
-    fn arm(&self, start: Instant, limits: &Limits, cancelled: Option<Box<dyn Fn() -> bool>>) {
+    fn arm(&self, start: Instant, limits: &Limits, cancelled: Option<Box<dyn Watch>>) {
         self.cpu_deadline.set(start + limits.cpu);
         self.wall_deadline.set(start + limits.wall);
         self.abort.set(None);
@@ -129,8 +150,20 @@ impl Shared {
         self.cpu_deadline.set(self.cpu_deadline.get() + waited);
     }
 
+    /// The execution waits for the host (`true`), or runs again.
+    fn waiting(&self, waiting: bool) {
+        if let Some(watch) = self.cancelled.borrow().as_ref() {
+            watch.waiting(waiting);
+        }
+    }
+
     fn is_cancelled(&self) -> bool {
-        if self.cancelled.borrow().as_ref().is_some_and(|c| c()) {
+        if self
+            .cancelled
+            .borrow()
+            .as_ref()
+            .is_some_and(|c| c.cancelled())
+        {
             self.abort.set(Some(Abort::Cancelled));
         }
         self.abort.get() == Some(Abort::Cancelled)
@@ -302,7 +335,7 @@ impl Warm {
         exec: &Rc<Exec>,
         invocation: super::Invocation,
         start: Instant,
-        cancelled: Option<Box<dyn Fn() -> bool>>,
+        cancelled: Option<Box<dyn Watch>>,
     ) -> Result<Response, Failure> {
         let limits = &invocation.limits;
         let engine = &self.engine;
@@ -757,7 +790,7 @@ impl Worker {
         key: WarmKey,
         invocation: super::Invocation,
         handle: Option<Handle>,
-        cancelled: Option<Box<dyn Fn() -> bool>>,
+        cancelled: Option<Box<dyn Watch>>,
     ) -> Outcome {
         let start = Instant::now();
         let exec = Rc::new(Exec::new(
@@ -817,7 +850,7 @@ impl Worker {
         &mut self,
         invocation: super::Invocation,
         handle: Option<Handle>,
-        cancelled: Option<Box<dyn Fn() -> bool>>,
+        cancelled: Option<Box<dyn Watch>>,
     ) -> Outcome {
         if let Some(key) = invocation.warm.clone() {
             return self.execute_warm(key, invocation, handle, cancelled);
@@ -1155,7 +1188,9 @@ impl Worker {
             if let Some(next) = exec.next_timer() {
                 until = until.min(next);
             }
+            self.shared.waiting(true);
             let answer = exec.rx.recv_timeout(until.saturating_duration_since(now));
+            self.shared.waiting(false);
             self.shared.credit(now.elapsed());
             if let Ok((id, answer)) = answer
                 && exec.calls.borrow_mut().remove(&id).is_some()

@@ -243,8 +243,9 @@ pub trait Host: Send + Sync {
 /// One execution to run.
 pub struct Invocation {
     pub program: Program,
-    /// The function's variables, as `env` and `process.env`.
-    pub env: BTreeMap<String, String>,
+    /// The function's variables, as `env` and `process.env` (shared by the
+    /// executions of one reading of them).
+    pub env: Arc<BTreeMap<String, String>>,
     pub request: Request,
     pub limits: Limits,
     pub host: Arc<dyn Host>,
@@ -261,10 +262,10 @@ pub struct Invocation {
 pub struct WarmKey {
     /// Whose context it is (a project's function); [`Pool::forget_warm`] drops
     /// the contexts whose owner starts with a prefix.
-    pub owner: String,
+    pub owner: Arc<str>,
     /// What it was made from: the deployment, the settings and the variables as
     /// read. Everything that changes them changes this.
-    pub version: String,
+    pub version: Arc<str>,
 }
 
 /// The pool is full: the caller answers `TOO_MANY_EXECUTIONS` with `Retry-After`.

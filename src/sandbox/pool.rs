@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-use super::engine::Worker;
+use super::engine::{Watch, Worker};
 use super::{Busy, Failure, Invocation, Outcome};
 
 /// The OS stack of a worker: room for the engine's stack limit and the host
@@ -31,7 +31,34 @@ struct Queue {
     jobs: VecDeque<Job>,
     /// Jobs a worker has taken and not finished.
     taken: usize,
+    /// Workers asleep on [`Shared::ready`], and how many of them were rung and
+    /// have not woken yet.
+    idle: usize,
+    rung: usize,
+    /// Workers whose execution waits for the host (a `fetch`, a
+    /// `nimbus.graphql` call): taken, but not going to look at the queue soon.
+    blocked: usize,
     closed: bool,
+}
+
+impl Queue {
+    /// Whether a job waits that no awake worker is about to take: every wake-up
+    /// is a system call and often a context switch on the request's path, so a
+    /// job is left to a worker that runs guest code (it takes the job when it
+    /// ends, or hands it on at its next interrupt check or wait, [`hand_off`]),
+    /// and a sleeping one is rung only when none runs, or to hand on.
+    fn wants_a_sleeper(&self, handing_off: bool) -> bool {
+        let running = self.taken - self.blocked.min(self.taken);
+        !self.jobs.is_empty() && self.idle > self.rung && (handing_off || running == 0)
+    }
+
+    /// Rings one sleeping worker, if [`Queue::wants_a_sleeper`].
+    fn ring(&mut self, ready: &Condvar, handing_off: bool) {
+        if self.wants_a_sleeper(handing_off) {
+            self.rung += 1;
+            ready.notify_one();
+        }
+    }
 }
 
 struct Shared {
@@ -46,6 +73,8 @@ struct Shared {
     handle: Option<Handle>,
     /// Rung whenever a place frees up, for [`Pool::run_when_free`].
     freed: tokio::sync::Notify,
+    /// How many jobs wait, read without the lock by [`hand_off`].
+    queued: AtomicUsize,
     /// Per worker, the owner prefixes of warm contexts to drop before its next
     /// execution ([`Pool::forget_warm`]).
     forgotten: Vec<Mutex<Vec<String>>>,
@@ -71,6 +100,9 @@ impl Pool {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
                 taken: 0,
+                idle: 0,
+                rung: 0,
+                blocked: 0,
                 closed: false,
             }),
             ready: Condvar::new(),
@@ -81,6 +113,7 @@ impl Pool {
             completed: AtomicU64::new(0),
             handle,
             freed: tokio::sync::Notify::new(),
+            queued: AtomicUsize::new(0),
             forgotten: (0..workers).map(|_| Mutex::default()).collect(),
         });
         for n in 0..workers {
@@ -151,9 +184,12 @@ impl Pool {
                 return Err((busy, invocation));
             }
             queue.jobs.push_back(Job { invocation, reply });
+            self.shared
+                .queued
+                .store(queue.jobs.len(), Ordering::Relaxed);
             metrics::gauge!("nimbus_function_executions_waiting").set(queue.jobs.len() as f64);
+            queue.ring(&self.shared.ready, false);
         }
-        self.shared.ready.notify_one();
         Ok(answer)
     }
 
@@ -234,13 +270,51 @@ fn next(shared: &Shared) -> Option<Job> {
     loop {
         if let Some(job) = queue.jobs.pop_front() {
             queue.taken += 1;
+            shared.queued.store(queue.jobs.len(), Ordering::Relaxed);
             metrics::gauge!("nimbus_function_executions_waiting").set(queue.jobs.len() as f64);
             return Some(job);
         }
         if queue.closed {
             return None;
         }
+        queue.idle += 1;
         queue = shared.ready.wait(queue).unwrap_or_else(|p| p.into_inner());
+        queue.idle -= 1;
+        queue.rung = queue.rung.saturating_sub(1).min(queue.idle);
+    }
+}
+
+/// Rings a sleeping worker for the jobs waiting while this one runs guest code
+/// or waits for the host: cheap (no lock) when none waits.
+fn hand_off(shared: &Shared) {
+    if shared.queued.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+    queue.ring(&shared.ready, true);
+}
+
+/// The running execution's [`Watch`]: its caller gone, and the moments it
+/// hands waiting jobs on.
+struct Watcher {
+    reply: Rc<oneshot::Sender<Outcome>>,
+    shared: Arc<Shared>,
+}
+
+impl Watch for Watcher {
+    fn cancelled(&self) -> bool {
+        hand_off(&self.shared);
+        self.reply.is_closed()
+    }
+
+    fn waiting(&self, waiting: bool) {
+        let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if waiting {
+            queue.blocked += 1;
+            queue.ring(&self.shared.ready, true);
+        } else {
+            queue.blocked = queue.blocked.saturating_sub(1);
+        }
     }
 }
 
@@ -276,8 +350,10 @@ fn work(shared: Arc<Shared>, n: usize) {
         let running = shared.running.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::gauge!("nimbus_function_executions_running").set(running as f64);
         let reply = Rc::new(job.reply);
-        let watch = reply.clone();
-        let cancelled: Box<dyn Fn() -> bool> = Box::new(move || watch.is_closed());
+        let cancelled: Box<dyn Watch> = Box::new(Watcher {
+            reply: reply.clone(),
+            shared: shared.clone(),
+        });
         let handle = shared.handle.clone();
         let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
             worker.execute(job.invocation, handle, Some(cancelled))
@@ -310,7 +386,10 @@ fn work(shared: Arc<Shared>, n: usize) {
         if let Ok(reply) = Rc::try_unwrap(reply) {
             let _ = reply.send(outcome);
         }
-        // Answered first: the next execution's context is made off its path.
-        worker.prepare();
+        // Answered first: the next execution's context is made off its path,
+        // unless one waits already (it then makes its own, at once).
+        if shared.queued.load(Ordering::Relaxed) == 0 {
+            worker.prepare();
+        }
     }
 }

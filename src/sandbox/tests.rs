@@ -60,7 +60,7 @@ fn source(code: &str) -> Source {
 fn invocation(program: Program) -> Invocation {
     Invocation {
         program,
-        env: BTreeMap::new(),
+        env: Arc::default(),
         request: Request {
             method: "GET".into(),
             scheme: "http".into(),
@@ -682,7 +682,7 @@ async fn env_holds_the_functions_variables_only() {
     let pool = Pool::new(1, 1);
     let code = "export default ({ env, res }) => res.json({ env, process: process.env, keys: Object.keys(process.env), path: process.env.PATH ?? null, home: env.HOME ?? null, std: typeof std, os: typeof os, require: typeof require })";
     let outcome = run_with(&pool, code, |i| {
-        i.env = BTreeMap::from([("API_KEY".to_string(), "k1".to_string())]);
+        i.env = Arc::new(BTreeMap::from([("API_KEY".to_string(), "k1".to_string())]));
     })
     .await;
     let got: serde_json::Value = serde_json::from_str(&body(&outcome)).unwrap();
@@ -850,7 +850,7 @@ async fn a_warm_context_serves_each_execution_with_its_own_host_env_and_logs() {
         move |i: &mut Invocation| {
             warm("p/f", "1/d")(i);
             i.host = Arc::new(Identity(who));
-            i.env = BTreeMap::from([("WHO".to_string(), who.to_string())]);
+            i.env = Arc::new(BTreeMap::from([("WHO".to_string(), who.to_string())]));
             if noisy {
                 i.request.path = "/noisy".into();
             }

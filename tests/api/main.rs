@@ -18,6 +18,7 @@ mod event_log_rows;
 mod fanout;
 mod function_cache;
 mod function_limits;
+mod function_logging;
 mod function_triggers;
 mod function_warm;
 mod functions;

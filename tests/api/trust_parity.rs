@@ -638,7 +638,7 @@ async fn records_queued_behind_their_response_never_outlive_their_function() {
         request_headers: Vec::new(),
         response_status: 200,
         response_headers: Vec::new(),
-        response_body: b"stale".to_vec(),
+        response_body: b"stale".to_vec().into(),
         logs: String::new(),
         errors: String::new(),
         logs_truncated: false,

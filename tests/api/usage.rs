@@ -453,20 +453,35 @@ async fn sessions_and_executions_are_counted() {
         "export default async ({ res }) => res.text('hi')",
     )
     .await;
-    for _ in 0..2 {
+    // Without a record (`logging: false`), and so without an event, it counts too.
+    deployed(
+        &app,
+        "quiet",
+        json!({"execute": ["any"], "logging": false}),
+        "export default async ({ res }) => res.text('hi')",
+    )
+    .await;
+    for function in ["hello", "hello", "quiet"] {
         let run = app
             .admin(
-                "mutation { createExecution(input: {functionId: \"hello\"}) { responseBody } }",
-                json!({}),
+                "mutation($f: ID!) { createExecution(input: {functionId: $f}) { responseBody } }",
+                json!({"f": function}),
             )
             .await
             .ok();
         assert_eq!(run["createExecution"]["responseBody"], "hi");
     }
+    let over_http = app
+        .client
+        .get(format!("{}/v1/functions/quiet", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(over_http.text().await.unwrap(), "hi");
     app.signed_in("ann@example.com").await;
     let (t, answer) = eventually("sessions and executions reaching usage", || async {
         let (t, answer) = totals(&app, "default", "HOUR").await;
-        (total(&t, "EXECUTIONS", "") == 2.0 && total(&t, "SESSIONS", "") == 1.0)
+        (total(&t, "EXECUTIONS", "") == 4.0 && total(&t, "SESSIONS", "") == 1.0)
             .then_some((t, answer))
     })
     .await;

@@ -47,14 +47,14 @@ pub struct Identity {
 impl Identity {
     /// A signed-in caller's own identity, with its permissions; anyone else (a
     /// guest, a key, a schedule) gets exactly the function's scopes, as an API key
-    /// holding them would.
-    pub fn of(caller: &Caller, function: &Function) -> Identity {
+    /// holding them would (made once per reading of the function).
+    pub fn of(caller: &Caller, ready: &super::Ready) -> Arc<Identity> {
         match &caller.credential {
-            Credential::Session(_) => Identity {
-                project_id: function.project_id.clone(),
+            Credential::Session(_) => Arc::new(Identity {
+                project_id: ready.function.project_id.clone(),
                 credential: caller.credential.clone(),
-            },
-            _ => Identity::function(function),
+            }),
+            _ => ready.identity.clone(),
         }
     }
 
@@ -127,7 +127,7 @@ impl Identity {
 /// What a guest reaches outside the sandbox during one execution.
 pub struct FunctionHost {
     state: AppState,
-    identity: Identity,
+    identity: Arc<Identity>,
     /// Stamped on the events its `nimbus.graphql` writes cause.
     cause: Cause,
 }
@@ -160,7 +160,7 @@ impl Host for FunctionHost {
                             gateway.execute(
                                 &state,
                                 &identity.project_id,
-                                identity.credential,
+                                identity.credential.clone(),
                                 query,
                                 variables,
                             ),
@@ -361,27 +361,52 @@ fn limits(function: &Function, cap: Option<Duration>) -> Limits {
     }
 }
 
-/// Runs the active deployment of `function` (or `deployment_id`) on a sandbox
-/// thread. `TOO_MANY_EXECUTIONS` when the pool's queue is full.
+/// Runs the active deployment of the function kept `ready` on a sandbox thread,
+/// with its variables and (when warm) in its warm context. `TOO_MANY_EXECUTIONS`
+/// when the pool's queue is full.
 pub async fn run(
     state: &AppState,
-    function: &Function,
-    identity: Identity,
+    ready: &super::Ready,
+    identity: Arc<Identity>,
     request: ExecutionRequest,
 ) -> AppResult<Outcome> {
-    let deployment_id = function.deployment_id.clone().unwrap_or_default();
-    run_deployment(state, function, &deployment_id, identity, request, None, 1).await
+    let function = &ready.function;
+    let deployment_id = function.deployment_id.as_deref().unwrap_or_default();
+    let place = Place {
+        deployment_id,
+        env: ready.env.clone(),
+        warm: ready.warm_key(deployment_id),
+        wall: None,
+        depth: 1,
+    };
+    run_deployment(state, function, place, identity, request).await
+}
+
+/// Where and how long an execution runs.
+struct Place<'a> {
+    deployment_id: &'a str,
+    env: Arc<std::collections::BTreeMap<String, String>>,
+    warm: Option<sandbox::WarmKey>,
+    /// Set for a job: it must end within its lease.
+    wall: Option<Duration>,
+    /// How deep in a chain of event triggers it runs.
+    depth: u32,
 }
 
 async fn run_deployment(
     state: &AppState,
     function: &Function,
-    deployment_id: &str,
-    identity: Identity,
+    place: Place<'_>,
+    identity: Arc<Identity>,
     request: ExecutionRequest,
-    wall: Option<Duration>,
-    depth: u32,
 ) -> AppResult<Outcome> {
+    let Place {
+        deployment_id,
+        env,
+        warm,
+        wall,
+        depth,
+    } = place;
     let Some(program) = program(state, function, deployment_id).await? else {
         return Ok(Outcome {
             result: Err(sandbox::Failure::InvalidResponse(
@@ -393,11 +418,15 @@ async fn run_deployment(
             duration: Duration::ZERO,
         });
     };
-    let (path, query) = match request.path.split_once('?') {
-        Some((path, query)) => (path.to_string(), query.to_string()),
-        None => (request.path.clone(), String::new()),
+    let mut path = request.path;
+    let query = match path.find('?') {
+        Some(at) => {
+            let query = path[at + 1..].to_string();
+            path.truncate(at);
+            query
+        }
+        None => String::new(),
     };
-    let (env, warm) = service::environment(state, function, deployment_id).await?;
     let invocation = Invocation {
         program,
         env,
@@ -463,7 +492,7 @@ pub fn apply(execution: &mut Execution, outcome: Outcome) {
             execution.status = status::COMPLETED.into();
             execution.response_status = i64::from(response.status);
             execution.response_headers = response.headers;
-            execution.response_body = response.body.to_vec();
+            execution.response_body = response.body;
             execution.failure = None;
         }
         Err(failure) => {
@@ -555,14 +584,22 @@ impl Handler for ExecuteJobs {
         let wall = Duration::from_secs(state.config.jobs_lease_secs.saturating_sub(5).max(1));
         match Identity::deferred(state, &function, &execution, job).await {
             Ok(identity) => {
+                let (env, warm) = service::environment(state, &function, &execution.deployment_id)
+                    .await
+                    .map_err(|err| Failure::Retry(err.message()))?;
+                let place = Place {
+                    deployment_id: &execution.deployment_id,
+                    env,
+                    warm,
+                    wall: Some(wall),
+                    depth,
+                };
                 let outcome = match run_deployment(
                     state,
                     &function,
-                    &execution.deployment_id.clone(),
-                    identity,
+                    place,
+                    Arc::new(identity),
                     request,
-                    Some(wall),
-                    depth,
                 )
                 .await
                 {

@@ -114,6 +114,9 @@ pub struct Function {
     /// Whether each sandbox thread keeps one context per deployment, with the
     /// program loaded, between executions (module state persists on that thread).
     pub warm: bool,
+    /// Whether its successful synchronous executions are recorded; failed and
+    /// asynchronous ones always are (ADR 31).
+    pub logging: bool,
     /// The API scopes its `nimbus.graphql` calls hold when no user called it.
     pub scopes: Vec<String>,
     /// The active deployment.
@@ -176,7 +179,7 @@ pub struct Execution {
     pub request_headers: Vec<(String, String)>,
     pub response_status: i64,
     pub response_headers: Vec<(String, String)>,
-    pub response_body: Vec<u8>,
+    pub response_body: bytes::Bytes,
     pub logs: String,
     pub errors: String,
     /// Whether logs and errors went past the log limit and were cut.
@@ -240,11 +243,20 @@ const PENDING_RECORDS: usize = 4096;
 /// Most records one transaction writes.
 pub(crate) const RECORDS_PER_BATCH: usize = 256;
 
-/// A function as executions need it: its settings and its variables, opened.
+/// A function as executions need it: its settings, its variables opened, and
+/// what every execution of it would otherwise build again (its own identity,
+/// the key of its warm contexts). Shared, never copied, by the executions that
+/// run it.
 #[derive(Debug)]
 pub struct Ready {
     pub function: Function,
-    pub env: BTreeMap<String, String>,
+    pub env: Arc<BTreeMap<String, String>>,
+    /// As whom its `nimbus.graphql` calls run when no signed-in user called it.
+    pub(crate) identity: Arc<execute::Identity>,
+    /// The warm context an execution of its active deployment runs in, when the
+    /// function is warm and this reading is the one kept (a reading that crossed
+    /// a change runs in a fresh context).
+    warm: Option<crate::sandbox::WarmKey>,
     loaded: std::time::Instant,
     /// Unique to this reading of the function and its variables: the version of
     /// its warm contexts, which a changed function therefore never reuses.
@@ -255,10 +267,16 @@ impl Ready {
     /// The warm context an execution of this very function's `deployment_id`
     /// runs in, when the function is warm.
     pub(crate) fn warm_key(&self, deployment_id: &str) -> Option<crate::sandbox::WarmKey> {
-        self.function.warm.then(|| crate::sandbox::WarmKey {
-            owner: warm_owner(&self.function.project_id, Some(&self.function.id)),
-            version: format!("{}/{deployment_id}", self.generation),
-        })
+        match &self.warm {
+            Some(key) if self.function.deployment_id.as_deref() == Some(deployment_id) => {
+                Some(key.clone())
+            }
+            Some(_) => self.function.warm.then(|| crate::sandbox::WarmKey {
+                owner: warm_owner(&self.function.project_id, Some(&self.function.id)).into(),
+                version: format!("{}/{deployment_id}", self.generation).into(),
+            }),
+            None => None,
+        }
     }
 }
 
@@ -294,15 +312,17 @@ pub struct Runtime {
 /// later one of the same id, so a record that outlived its function's deletion is
 /// not written ([`store::insert_execution_of`]).
 pub(crate) struct QueuedRecord {
-    pub execution: Execution,
+    /// Shared with the response being sent: the record keeps the first
+    /// [`service::KEPT_RESPONSE_BYTES`] of its body.
+    pub execution: Arc<Execution>,
     pub function_created_at: i64,
 }
 
 /// The queue of sync execution records written behind their responses
 /// ([`service::record_forever`]), while its writer runs.
 struct Records {
-    sender: tokio::sync::mpsc::Sender<Box<QueuedRecord>>,
-    receiver: Mutex<Option<tokio::sync::mpsc::Receiver<Box<QueuedRecord>>>>,
+    sender: tokio::sync::mpsc::Sender<QueuedRecord>,
+    receiver: Mutex<Option<tokio::sync::mpsc::Receiver<QueuedRecord>>>,
     writing: std::sync::atomic::AtomicBool,
 }
 
@@ -359,14 +379,26 @@ impl Runtime {
         function: Function,
         env: BTreeMap<String, String>,
     ) -> Arc<Ready> {
-        let ready = Arc::new(Ready {
-            function,
-            env,
-            loaded: std::time::Instant::now(),
-            generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        });
+        let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut cache = self.ready.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.changes == heard {
+        let kept = cache.changes == heard;
+        let warm = (kept && function.warm).then(|| crate::sandbox::WarmKey {
+            owner: warm_owner(&function.project_id, Some(&function.id)).into(),
+            version: format!(
+                "{generation}/{}",
+                function.deployment_id.as_deref().unwrap_or_default()
+            )
+            .into(),
+        });
+        let ready = Arc::new(Ready {
+            identity: Arc::new(execute::Identity::function(&function)),
+            function,
+            env: Arc::new(env),
+            warm,
+            loaded: std::time::Instant::now(),
+            generation,
+        });
+        if kept {
             let key = (ready.function.project_id.clone(), ready.function.id.clone());
             cache.entries.put(key, ready.clone());
         }
@@ -417,10 +449,7 @@ impl Runtime {
 
     /// Queues a sync execution's record for the writer; hands it back when there is
     /// no writer or its queue is full (the caller writes it then).
-    pub(crate) fn record_later(
-        &self,
-        execution: Box<QueuedRecord>,
-    ) -> Result<(), Box<QueuedRecord>> {
+    pub(crate) fn record_later(&self, execution: QueuedRecord) -> Result<(), QueuedRecord> {
         if !self
             .records
             .writing
@@ -438,7 +467,7 @@ impl Runtime {
     }
 
     /// The queue of records to write, for the one writer; `None` after the first.
-    pub(crate) fn take_records(&self) -> Option<tokio::sync::mpsc::Receiver<Box<QueuedRecord>>> {
+    pub(crate) fn take_records(&self) -> Option<tokio::sync::mpsc::Receiver<QueuedRecord>> {
         let receiver = self
             .records
             .receiver

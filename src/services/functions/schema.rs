@@ -49,6 +49,7 @@ pub fn function_value(function: &Function) -> Value {
         ("memory", Value::from(function.memory)),
         ("enabled", Value::from(function.enabled)),
         ("warm", Value::from(function.warm)),
+        ("logging", Value::from(function.logging)),
         ("scopes", strings(&function.scopes)),
         (
             "deploymentId",
@@ -115,6 +116,11 @@ fn headers_value(headers: &[(String, String)]) -> Value {
 
 /// The GraphQL value of an execution.
 pub fn execution_value(execution: &Execution) -> Value {
+    execution_fields(execution, &execution.response_body)
+}
+
+/// The fields of an execution, with `body` as its response body.
+fn execution_fields(execution: &Execution, body: &[u8]) -> Value {
     object([
         ("id", Value::from(execution.id.as_str())),
         ("functionId", Value::from(execution.function_id.as_str())),
@@ -137,11 +143,11 @@ pub fn execution_value(execution: &Execution) -> Value {
         ),
         (
             "responseBody",
-            Value::from(String::from_utf8_lossy(&execution.response_body).into_owned()),
+            Value::from(String::from_utf8_lossy(body).into_owned()),
         ),
         (
             "responseBodyBase64",
-            Value::from(base64::engine::general_purpose::STANDARD.encode(&execution.response_body)),
+            Value::from(base64::engine::general_purpose::STANDARD.encode(body)),
         ),
         ("logs", Value::from(execution.logs.as_str())),
         ("logsTruncated", Value::from(execution.logs_truncated)),
@@ -164,7 +170,13 @@ pub fn execution_value(execution: &Execution) -> Value {
 
 /// An execution as its realtime events carry it.
 pub fn execution_json(execution: &Execution) -> serde_json::Value {
-    execution_value(execution).into_json().unwrap_or_default()
+    let body = &execution.response_body;
+    execution_fields(
+        execution,
+        &body[..body.len().min(service::KEPT_RESPONSE_BYTES)],
+    )
+    .into_json()
+    .unwrap_or_default()
 }
 
 /// A published execution (the JSON of [`execution_value`]) as a value again: its
@@ -206,6 +218,8 @@ crate::graphql_input! {
         enabled: Option<bool>,
         "Whether executions reuse a warm context: each sandbox thread keeps the active deployment loaded, and module-level state persists between its executions on that thread (never across functions, deployments or variable changes); default false, a fresh context per execution."
         warm: Option<bool>,
+        "Whether successful synchronous executions (the HTTP route, `createExecution` without `async`) are recorded with their logs and `executions` event; default true. False answers them the same but keeps no record of them, which makes them cheaper; failed and asynchronous executions are always recorded."
+        logging: Option<bool>,
         "API scopes its own `nimbus.graphql` calls hold when no signed-in user called it (not `admin`; only scopes the calling key holds)."
         scopes: Option<Vec<String>>,
     }
@@ -234,6 +248,8 @@ crate::graphql_input! {
         enabled: Option<bool>,
         "Whether executions reuse a warm context per sandbox thread and deployment (module state persists between them)."
         warm: Option<bool>,
+        "Whether successful synchronous executions are recorded (failed and asynchronous ones always are)."
+        logging: Option<bool>,
         "API scopes of its own `nimbus.graphql` calls."
         scopes: Option<Vec<String>>,
     }
@@ -443,6 +459,7 @@ fn function_type() -> Object {
         .field(prop("memory", int(), "MiB of memory an execution may use."))
         .field(prop("enabled", TypeRef::named_nn(TypeRef::BOOLEAN), "Whether it runs."))
         .field(prop("warm", TypeRef::named_nn(TypeRef::BOOLEAN), "Whether executions reuse a warm context per sandbox thread and deployment, keeping module-level state between them; false: a fresh context per execution."))
+        .field(prop("logging", TypeRef::named_nn(TypeRef::BOOLEAN), "Whether successful synchronous executions are recorded, with their logs and `executions` event; failed and asynchronous executions always are."))
         .field(prop("scopes", string_list(), "API scopes its own `nimbus.graphql` calls hold when no signed-in user called it."))
         .field(prop("deploymentId", TypeRef::named(TypeRef::ID), "The active deployment; null until one is activated."))
         .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When it was created."))
@@ -668,6 +685,7 @@ fn create_function() -> Field {
                 memory: given.memory,
                 enabled: given.enabled,
                 warm: given.warm,
+                logging: given.logging,
                 scopes: given.scopes.unwrap_or_default(),
             };
             let function = service::create(app(&ctx)?, &grant, key_of(&ctx)?, new).await?;
@@ -695,6 +713,7 @@ fn update_function() -> Field {
                 memory: given.memory,
                 enabled: given.enabled,
                 warm: given.warm,
+                logging: given.logging,
                 scopes: given.scopes,
             };
             let function =
@@ -896,7 +915,7 @@ fn create_execution() -> Field {
             let state = app(&ctx)?;
             let caller = caller(&ctx)?;
             let given: CreateExecutionInput = input(&ctx)?;
-            let function = service::runnable(state, caller, &given.function_id).await?;
+            let ready = service::runnable(state, caller, &given.function_id).await?;
             let request = service::check_request(
                 state,
                 ExecutionRequest {
@@ -923,12 +942,17 @@ fn create_execution() -> Field {
                 )
                 .into());
             }
-            let execution = if run_later {
-                service::execute_later(state, caller, &function, Trigger::Graphql, request).await?
+            let value = if run_later {
+                let execution =
+                    service::execute_later(state, caller, &ready.function, Trigger::Graphql, request)
+                        .await?;
+                execution_value(&execution)
             } else {
-                service::execute_now(state, caller, &function, Trigger::Graphql, request).await?
+                let execution =
+                    service::execute_now(state, caller, &ready, Trigger::Graphql, request).await?;
+                execution_value(&execution)
             };
-            Ok(Some(FieldValue::value(execution_value(&execution))))
+            Ok(Some(FieldValue::value(value)))
         })
     })
     .description("Runs a function: at once, answering its response, or (`async: true`) as a background job, answering `WAITING` (follow it with `executionChanged` or `execution`). Needs one of the function's execute roles, or a key with `executions.write`; `TOO_MANY_EXECUTIONS` when the server's sandbox queue is full.")

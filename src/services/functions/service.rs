@@ -78,6 +78,7 @@ pub struct NewFunction {
     pub memory: Option<i64>,
     pub enabled: Option<bool>,
     pub warm: Option<bool>,
+    pub logging: Option<bool>,
     pub scopes: Vec<String>,
 }
 
@@ -93,6 +94,7 @@ pub struct FunctionChange {
     pub memory: Option<i64>,
     pub enabled: Option<bool>,
     pub warm: Option<bool>,
+    pub logging: Option<bool>,
     pub scopes: Option<Vec<String>>,
 }
 
@@ -350,6 +352,7 @@ pub async fn create(
         memory: check_memory(new.memory.unwrap_or(DEFAULT_MEMORY))?,
         enabled: new.enabled.unwrap_or(true),
         warm: new.warm.unwrap_or(false),
+        logging: new.logging.unwrap_or(true),
         scopes: check_scopes(key, &new.scopes)?,
         deployment_id: None,
         created_at: now,
@@ -408,6 +411,9 @@ pub async fn update(
     }
     if let Some(warm) = change.warm {
         function.warm = warm;
+    }
+    if let Some(logging) = change.logging {
+        function.logging = logging;
     }
     if let Some(scopes) = change.scopes {
         function.scopes = check_scopes(key, &scopes)?;
@@ -677,12 +683,15 @@ pub(super) async fn environment(
     state: &AppState,
     function: &Function,
     deployment_id: &str,
-) -> AppResult<(BTreeMap<String, String>, Option<crate::sandbox::WarmKey>)> {
+) -> AppResult<(
+    std::sync::Arc<BTreeMap<String, String>>,
+    Option<crate::sandbox::WarmKey>,
+)> {
     match state.functions.ready(&function.project_id, &function.id) {
         Some(ready) if ready.function == *function => {
             Ok((ready.env.clone(), ready.warm_key(deployment_id)))
         }
-        _ => Ok((open_variables(state, function).await?, None)),
+        _ => Ok((open_variables(state, function).await?.into(), None)),
     }
 }
 
@@ -1172,11 +1181,16 @@ fn may_execute(caller: &Caller, function: &Function) -> AppResult<()> {
     })
 }
 
-/// The function `id` of the caller's project, if the caller may execute it and it
-/// can run: enabled, with an active deployment.
-pub async fn runnable(state: &AppState, caller: &Caller, id: &str) -> AppResult<Function> {
-    let function = ready(state, &caller.project.id, id).await?.function.clone();
-    may_execute(caller, &function)?;
+/// The function `id` of the caller's project, kept ready, if the caller may
+/// execute it and it can run: enabled, with an active deployment.
+pub async fn runnable(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> AppResult<std::sync::Arc<super::Ready>> {
+    let ready = ready(state, &caller.project.id, id).await?;
+    let function = &ready.function;
+    may_execute(caller, function)?;
     if !function.enabled {
         return Err(AppError::Invalid {
             code: codes::FUNCTION_DISABLED,
@@ -1191,7 +1205,7 @@ pub async fn runnable(state: &AppState, caller: &Caller, id: &str) -> AppResult<
             reason: "the function has no active deployment".into(),
         });
     }
-    Ok(function)
+    Ok(ready)
 }
 
 /// Where an execution's realtime events go: the executions channels, to its caller
@@ -1244,7 +1258,7 @@ fn new_execution(
         request_headers: request.headers.clone(),
         response_status: 0,
         response_headers: Vec::new(),
-        response_body: Vec::new(),
+        response_body: Bytes::new(),
         logs: String::new(),
         errors: String::new(),
         logs_truncated: false,
@@ -1255,15 +1269,24 @@ fn new_execution(
     }
 }
 
-/// Runs `function` now for `caller` and records it: the execution, with its whole
-/// response body (the record keeps the first [`KEPT_RESPONSE_BYTES`]).
+/// Whether a synchronous execution of `function` that ended as `execution` did
+/// is recorded: always, unless it succeeded and the function keeps no record of
+/// successes (`logging: false`, ADR 31).
+pub fn is_recorded(function: &Function, execution: &Execution) -> bool {
+    function.logging || execution.status != status::COMPLETED
+}
+
+/// Runs the function kept `ready` now for `caller` and records it (unless
+/// [`is_recorded`] says not): the execution, with its whole response body (the
+/// record keeps the first [`KEPT_RESPONSE_BYTES`]).
 pub async fn execute_now(
     state: &AppState,
     caller: &Caller,
-    function: &Function,
+    ready: &super::Ready,
     trigger: Trigger,
     request: ExecutionRequest,
-) -> AppResult<Execution> {
+) -> AppResult<std::sync::Arc<Execution>> {
+    let function = &ready.function;
     let mut execution = new_execution(
         function,
         caller_name(caller),
@@ -1271,17 +1294,23 @@ pub async fn execute_now(
         &request,
         status::PROCESSING,
     );
-    let identity = execute::Identity::of(caller, function);
-    let outcome = execute::run(state, function, identity, request).await?;
+    let identity = execute::Identity::of(caller, ready);
+    let outcome = execute::run(state, ready, identity, request).await?;
     execute::apply(&mut execution, outcome);
-    let mut kept = execution.clone();
-    kept.response_body.truncate(KEPT_RESPONSE_BYTES);
+    let execution = std::sync::Arc::new(execution);
+    if !is_recorded(function, &execution) {
+        // Usage counts executions by their `create` events; this one has none.
+        if let Some(counters) = state.usage.project(&function.project_id) {
+            counters.unrecorded_execution();
+        }
+        return Ok(execution);
+    }
     // Over plain HTTP the record is written behind the response (ADR 24); a
     // `createExecution` caller may ask for it by id at once, so it is written first.
-    let record = Box::new(super::QueuedRecord {
-        execution: kept,
+    let record = super::QueuedRecord {
+        execution: execution.clone(),
         function_created_at: function.created_at,
-    });
+    };
     let record = match trigger {
         Trigger::Http => match state.functions.record_later(record) {
             Ok(()) => return Ok(execution),
@@ -1345,26 +1374,25 @@ pub async fn record_forever(state: AppState, mut stop: tokio::sync::watch::Recei
     }
 }
 
-// The queue holds boxes, so that a full one hands a record back cheaply.
-#[allow(clippy::vec_box)]
-async fn write_records(state: &AppState, batch: &mut Vec<Box<super::QueuedRecord>>) {
-    async fn write(state: &AppState, records: &[Box<super::QueuedRecord>]) -> AppResult<()> {
+async fn write_records(state: &AppState, batch: &mut Vec<super::QueuedRecord>) {
+    async fn write(state: &AppState, records: &[super::QueuedRecord]) -> AppResult<()> {
         let mut tx = state.db.pool().begin().await?;
-        let mut events = Vec::with_capacity(records.len());
-        for record in records {
-            // A record of a function deleted since it ran is dropped here (and one
-            // written just before the delete goes with the function's executions).
-            if store::insert_execution_of(
-                &mut *tx,
-                &record.execution,
-                record.function_created_at,
-                None,
-            )
-            .await?
-            {
-                events.push(created_event(&record.execution));
-            }
-        }
+        let rows: Vec<_> = records
+            .iter()
+            .map(|r| (&*r.execution, r.function_created_at))
+            .collect();
+        // A record of a function deleted since it ran is dropped here (and one
+        // written just before the delete goes with the function's executions).
+        let written: std::collections::HashSet<String> =
+            store::insert_executions_of(&mut tx, &rows)
+                .await?
+                .into_iter()
+                .collect();
+        let events = records
+            .iter()
+            .filter(|r| written.contains(&r.execution.id))
+            .map(|r| created_event(&r.execution))
+            .collect();
         log::commit(&state.bus, tx, events).await?;
         Ok(())
     }

@@ -9,7 +9,7 @@ use crate::db::columns::{json, text};
 use super::{Deployment, Execution, Function, Variable};
 
 const COLUMNS: &str = "project_id, id, name, runtime, entrypoint, execute, events, schedule, \
-     timeout, memory, enabled, warm, scopes, deployment_id, created_at, updated_at";
+     timeout, memory, enabled, warm, logging, scopes, deployment_id, created_at, updated_at";
 
 /// A function as stored: lists are JSON arrays.
 #[derive(Debug, Clone)]
@@ -35,6 +35,7 @@ impl FromRow<'_, AnyRow> for FunctionRow {
             memory: row.try_get("memory")?,
             enabled: row.try_get::<i16, _>("enabled")? != 0,
             warm: row.try_get::<i16, _>("warm")? != 0,
+            logging: row.try_get::<i16, _>("logging")? != 0,
             scopes: list_of(row, "scopes")?,
             deployment_id: row.try_get("deployment_id")?,
             created_at: row.try_get("created_at")?,
@@ -48,7 +49,7 @@ pub async fn insert<'e>(
     f: &Function,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "INSERT INTO functions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO functions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(&f.project_id)
     .bind(&f.id)
@@ -62,6 +63,7 @@ pub async fn insert<'e>(
     .bind(f.memory)
     .bind(i16::from(f.enabled))
     .bind(i16::from(f.warm))
+    .bind(i16::from(f.logging))
     .bind(json(&f.scopes))
     .bind(&f.deployment_id)
     .bind(f.created_at)
@@ -78,7 +80,8 @@ pub async fn update<'e>(
 ) -> Result<bool, sqlx::Error> {
     sqlx::query(
         "UPDATE functions SET name = ?, entrypoint = ?, execute = ?, events = ?, schedule = ?, \
-         timeout = ?, memory = ?, enabled = ?, warm = ?, scopes = ?, deployment_id = ?, updated_at = ? \
+         timeout = ?, memory = ?, enabled = ?, warm = ?, logging = ?, \
+         scopes = ?, deployment_id = ?, updated_at = ? \
          WHERE project_id = ? AND id = ?",
     )
     .bind(&f.name)
@@ -90,6 +93,7 @@ pub async fn update<'e>(
     .bind(f.memory)
     .bind(i16::from(f.enabled))
     .bind(i16::from(f.warm))
+    .bind(i16::from(f.logging))
     .bind(json(&f.scopes))
     .bind(&f.deployment_id)
     .bind(f.updated_at)
@@ -470,7 +474,7 @@ impl FromRow<'_, AnyRow> for ExecutionRow {
             request_headers: pairs_of(row, "request_headers")?,
             response_status: row.try_get("response_status")?,
             response_headers: pairs_of(row, "response_headers")?,
-            response_body: row.try_get("response_body")?,
+            response_body: row.try_get::<Vec<u8>, _>("response_body")?.into(),
             logs: text(row, "logs")?,
             errors: text(row, "errors")?,
             logs_truncated: row.try_get::<i16, _>("logs_truncated")? != 0,
@@ -480,6 +484,13 @@ impl FromRow<'_, AnyRow> for ExecutionRow {
             updated_at: row.try_get("updated_at")?,
         }))
     }
+}
+
+/// What a record keeps of a response body: its first
+/// [`super::service::KEPT_RESPONSE_BYTES`] (the caller of a synchronous
+/// execution got all of it).
+fn kept_body(body: &[u8]) -> Vec<u8> {
+    body[..body.len().min(super::service::KEPT_RESPONSE_BYTES)].to_vec()
 }
 
 /// Records a new execution if the function it runs as (created at
@@ -513,7 +524,7 @@ pub async fn insert_execution_of<'e>(
     .bind(json(&e.request_headers))
     .bind(e.response_status)
     .bind(json(&e.response_headers))
-    .bind(e.response_body.clone())
+    .bind(kept_body(&e.response_body))
     .bind(&e.logs)
     .bind(&e.errors)
     .bind(i16::from(e.logs_truncated))
@@ -528,6 +539,75 @@ pub async fn insert_execution_of<'e>(
     .execute(db)
     .await
     .map(|r| r.rows_affected() == 1)
+}
+
+/// Most records one statement of [`insert_executions_of`] inserts.
+pub const RECORDS_PER_INSERT: usize = 64;
+
+/// Records finished synchronous executions, each (as [`insert_execution_of`]
+/// does) only if the function it ran as, created at its `i64`, still exists;
+/// the ids of those written. One statement per power of two of records (64 at
+/// most), so a batch of any size takes a few round trips and a few statement
+/// shapes, not one of each per record.
+pub async fn insert_executions_of(
+    conn: &mut sqlx::AnyConnection,
+    records: &[(&Execution, i64)],
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut written = Vec::with_capacity(records.len());
+    let mut rest = records;
+    while !rest.is_empty() {
+        let take = RECORDS_PER_INSERT.min(1 << rest.len().ilog2());
+        let (chunk, after) = rest.split_at(take);
+        rest = after;
+        let mut insert = sqlx::QueryBuilder::<Any>::new(format!(
+            "INSERT INTO function_executions ({EXECUTION_COLUMNS}, request_body) "
+        ));
+        for (n, (e, function_created_at)) in chunk.iter().enumerate() {
+            insert.push(if n == 0 {
+                "SELECT "
+            } else {
+                " UNION ALL SELECT "
+            });
+            let mut values = insert.separated(", ");
+            values
+                .push_bind(e.project_id.as_str())
+                .push_bind(e.function_id.as_str())
+                .push_bind(e.id.as_str())
+                .push_bind(e.deployment_id.as_str())
+                .push_bind(e.trigger.as_str())
+                .push_bind(e.status.as_str())
+                .push_bind(e.caller.as_deref())
+                .push_bind(e.request_method.as_str())
+                .push_bind(e.request_path.as_str())
+                .push_bind(json(&e.request_headers))
+                .push_bind(e.response_status)
+                .push_bind(json(&e.response_headers))
+                .push_bind(kept_body(&e.response_body))
+                .push_bind(e.logs.as_str())
+                .push_bind(e.errors.as_str())
+                .push_bind(i16::from(e.logs_truncated))
+                .push_bind(e.failure.as_deref())
+                .push_bind(e.duration_ms)
+                .push_bind(e.created_at)
+                .push_bind(e.updated_at)
+                .push("NULL");
+            insert
+                .push(" FROM functions WHERE project_id = ")
+                .push_bind(e.project_id.as_str())
+                .push(" AND id = ")
+                .push_bind(e.function_id.as_str())
+                .push(" AND created_at = ")
+                .push_bind(*function_created_at);
+        }
+        insert.push(" RETURNING id");
+        written.extend(
+            insert
+                .build_query_scalar::<String>()
+                .fetch_all(&mut *conn)
+                .await?,
+        );
+    }
+    Ok(written)
 }
 
 /// Records how an execution ended (and forgets its request body); false when it is
@@ -546,7 +626,7 @@ pub async fn finish_execution<'e>(
     .bind(&e.status)
     .bind(e.response_status)
     .bind(json(&e.response_headers))
-    .bind(e.response_body.clone())
+    .bind(kept_body(&e.response_body))
     .bind(&e.logs)
     .bind(&e.errors)
     .bind(i16::from(e.logs_truncated))

@@ -235,6 +235,12 @@ impl ProjectCounters {
         self.shard().ws_out.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// One function execution that logs no `create` event (a success of a
+    /// function with `logging: false`), counted as that event would have been.
+    pub fn unrecorded_execution(&self) {
+        self.resource(Metric::Executions);
+    }
+
     /// One resource created or deleted (`metric` one of [`RESOURCES`]).
     fn resource(&self, metric: Metric) {
         if let Some(at) = RESOURCES.iter().position(|m| *m == metric) {
