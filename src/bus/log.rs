@@ -102,6 +102,9 @@ fn encode(message: &BusMessage) -> serde_json::Result<String> {
     };
     match change {
         Some((event, (resource, action))) => {
+            let payload = Trimmed::of(resource, &event.payload);
+            let previous =
+                (event.previous.as_ref()).map(|previous| Trimmed::of(resource, previous));
             serde_json::to_writer(
                 &mut body,
                 &ChangeOut {
@@ -110,8 +113,10 @@ fn encode(message: &BusMessage) -> serde_json::Result<String> {
                     action,
                     id: &event.id,
                     timestamp: event.timestamp,
-                    payload: &event.payload,
-                    previous: event.previous.as_ref(),
+                    implied: payload.implied,
+                    previous_implied: previous.as_ref().map_or(0, |previous| previous.implied),
+                    payload,
+                    previous,
                     read_roles: &event.read_roles,
                     previous_read_roles: &event.previous_read_roles,
                     cause: event.cause.as_ref(),
@@ -147,9 +152,15 @@ struct ChangeOut<'a> {
     action: &'a str,
     id: &'a str,
     timestamp: i64,
-    payload: &'a serde_json::Value,
+    payload: Trimmed<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    previous: Option<&'a serde_json::Value>,
+    previous: Option<Trimmed<'a>>,
+    /// The fields of `payload` left out because the resource implies them
+    /// ([`Implied`]), and of `previous`.
+    #[serde(skip_serializing_if = "is_zero")]
+    implied: u8,
+    #[serde(skip_serializing_if = "is_zero")]
+    previous_implied: u8,
     read_roles: &'a [String],
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     previous_read_roles: &'a [String],
@@ -168,6 +179,10 @@ struct ChangeIn {
     payload: serde_json::Value,
     #[serde(default)]
     previous: Option<serde_json::Value>,
+    #[serde(default)]
+    implied: u8,
+    #[serde(default)]
+    previous_implied: u8,
     read_roles: Vec<String>,
     #[serde(default)]
     previous_read_roles: Vec<String>,
@@ -176,7 +191,11 @@ struct ChangeIn {
 }
 
 impl ChangeIn {
-    fn into_event(self, project_id: &str) -> Event {
+    fn into_event(mut self, project_id: &str) -> Event {
+        restore(&self.resource, &mut self.payload, self.implied);
+        if let Some(previous) = &mut self.previous {
+            restore(&self.resource, previous, self.previous_implied);
+        }
         let kind = kind_of(&self.resource);
         let ids = ids_in(&self.resource);
         let events = (0..=ids)
@@ -206,6 +225,136 @@ impl ChangeIn {
             key_scope: format!("{kind}.read"),
             cause: self.cause,
         }
+    }
+}
+
+fn is_zero(bits: &u8) -> bool {
+    *bits == 0
+}
+
+/// The fields of a document (`payload`, `previous`) that its resource implies,
+/// one bit each in a body's `implied`: its id, its database's and collection's
+/// ids (the resource names all three), and an `$updatedAt` equal to its
+/// `$createdAt` (a create's). A field goes only when its value is exactly what
+/// [`restore`] puts back; an earlier body has no `implied`, and has them all.
+/// They are a fifth of a create's body, which MariaDB's work on the log row
+/// grows with.
+struct Implied;
+
+impl Implied {
+    const ID: u8 = 1;
+    const DATABASE: u8 = 2;
+    const COLLECTION: u8 = 4;
+    const UPDATED_AS_CREATED: u8 = 8;
+}
+
+/// The id in `resource` after the segment `kind` (`databases.D…`: `D`).
+fn id_after<'r>(resource: &'r str, kind: &str) -> Option<&'r str> {
+    let mut segments = resource.split('.');
+    while let Some(segment) = segments.next() {
+        let id = segments.next()?;
+        if segment == kind {
+            return Some(id);
+        }
+    }
+    None
+}
+
+/// The fields of `value` that `resource` implies, as [`Implied`] bits, and the
+/// text of each: what [`restore`] gives back for them.
+fn implied_fields(resource: &str) -> [(u8, &'static str, Option<&str>); 3] {
+    [
+        (Implied::ID, "$id", resource.rsplit('.').next()),
+        (
+            Implied::DATABASE,
+            "$databaseId",
+            id_after(resource, "databases"),
+        ),
+        (
+            Implied::COLLECTION,
+            "$collectionId",
+            id_after(resource, "collections"),
+        ),
+    ]
+}
+
+/// A document as a body holds it: without the fields its resource implies.
+struct Trimmed<'a> {
+    value: &'a serde_json::Value,
+    implied: u8,
+}
+
+impl<'a> Trimmed<'a> {
+    /// Checks, without allocating, which of [`Implied`]'s fields `value` holds
+    /// exactly as `resource` implies them.
+    fn of(resource: &str, value: &'a serde_json::Value) -> Trimmed<'a> {
+        let mut implied = 0;
+        if let serde_json::Value::Object(fields) = value {
+            for (bit, key, expected) in implied_fields(resource) {
+                if expected.is_some()
+                    && fields.get(key).and_then(serde_json::Value::as_str) == expected
+                {
+                    implied |= bit;
+                }
+            }
+            let created = fields.get("$createdAt").and_then(serde_json::Value::as_str);
+            if created.is_some()
+                && fields.get("$updatedAt").and_then(serde_json::Value::as_str) == created
+            {
+                implied |= Implied::UPDATED_AS_CREATED;
+            }
+        }
+        Trimmed { value, implied }
+    }
+
+    fn left_out(&self, key: &str) -> bool {
+        let bit = match key {
+            "$id" => Implied::ID,
+            "$databaseId" => Implied::DATABASE,
+            "$collectionId" => Implied::COLLECTION,
+            "$updatedAt" => Implied::UPDATED_AS_CREATED,
+            _ => return false,
+        };
+        self.implied & bit != 0
+    }
+}
+
+impl Serialize for Trimmed<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let serde_json::Value::Object(fields) = self.value else {
+            return self.value.serialize(serializer);
+        };
+        let mut map =
+            serializer.serialize_map(Some(fields.len() - self.implied.count_ones() as usize))?;
+        for (key, value) in fields {
+            if !self.left_out(key) {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// Puts back into `value` the fields `implied` says its body left out.
+fn restore(resource: &str, value: &mut serde_json::Value, implied: u8) {
+    let serde_json::Value::Object(fields) = value else {
+        return;
+    };
+    if implied == 0 {
+        return;
+    }
+    for (bit, key, text) in implied_fields(resource) {
+        if implied & bit != 0
+            && let Some(text) = text
+        {
+            fields.insert(key.to_string(), serde_json::Value::from(text));
+        }
+    }
+    if implied & Implied::UPDATED_AS_CREATED != 0
+        && let Some(created) = fields.get("$createdAt").cloned()
+    {
+        fields.insert("$updatedAt".to_string(), created);
     }
 }
 
@@ -821,6 +970,76 @@ mod tests {
         ] {
             round_trip(message);
         }
+    }
+
+    /// A document as `Document::to_json` shapes it.
+    fn document(id: &str, created: &str, updated: &str) -> serde_json::Value {
+        serde_json::json!({
+            "$id": id,
+            "$collectionId": "posts",
+            "$databaseId": "db1",
+            "$createdAt": created,
+            "$updatedAt": updated,
+            "$permissions": ["read(\"any\")"],
+            "title": "hello",
+        })
+    }
+
+    #[test]
+    fn a_created_document_is_stored_without_the_ids_and_time_its_resource_and_creation_imply() {
+        let mut event = document_event("d1", "create");
+        let at = "2026-12-05T16:01:14.602Z";
+        event.payload = document("d1", at, at);
+        let (body, _) = round_trip(BusMessage::Event(event));
+        for implied in ["$id", "$collectionId", "$databaseId", "$updatedAt"] {
+            assert!(
+                !body.contains(&format!("\"{implied}\"")),
+                "{implied} in {body}"
+            );
+        }
+        assert!(
+            body.contains(r#""$createdAt":"2026-12-05T16:01:14.602Z""#),
+            "{body}"
+        );
+        assert!(body.contains(r#""implied":15"#), "{body}");
+    }
+
+    #[test]
+    fn an_updated_document_keeps_its_update_time_and_what_its_resource_does_not_imply() {
+        let mut event = document_event("d1", "update");
+        event.payload = document("d1", "2026-12-05T16:01:14.602Z", "2026-12-05T16:01:15.000Z");
+        let mut previous = document("d1", "2026-12-05T16:01:14.602Z", "2026-12-05T16:01:14.602Z");
+        // Not what the resource says: kept as it is.
+        previous["$collectionId"] = "other".into();
+        event.previous = Some(previous);
+        let (body, _) = round_trip(BusMessage::Event(event));
+        assert!(
+            body.contains(r#""$updatedAt":"2026-12-05T16:01:15.000Z""#),
+            "{body}"
+        );
+        assert!(body.contains(r#""$collectionId":"other""#), "{body}");
+        assert!(body.contains(r#""implied":7"#), "{body}");
+        assert!(body.contains(r#""previousImplied":11"#), "{body}");
+        // A payload that is no object, or lacks the fields, is stored as it is.
+        for payload in [serde_json::json!("text"), serde_json::json!({"title": "t"})] {
+            let mut event = document_event("d1", "delete");
+            event.payload = payload;
+            let (body, _) = round_trip(BusMessage::Event(event));
+            assert!(!body.contains("implied"), "{body}");
+        }
+    }
+
+    #[test]
+    fn a_change_stored_before_fields_were_implied_reads_back_as_stored() {
+        let body = r#"{"kind":"change","resource":"databases.db1.collections.posts.documents.d1","action":"create","id":"evt0","timestamp":1700000000123,"payload":{"$id":"d1","$databaseId":"db1","title":"hello"},"readRoles":["any"]}"#;
+        let Some(BusMessage::Event(event)) = decode_at(&logged("p1", body.into())) else {
+            panic!("not decoded");
+        };
+        assert_eq!(
+            event.payload,
+            serde_json::json!({"$id": "d1", "$databaseId": "db1", "title": "hello"}),
+            "nothing added"
+        );
     }
 
     #[test]
