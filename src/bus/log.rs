@@ -19,9 +19,10 @@
 //!
 //! An entry's body is JSON: a document event (any change whose channels, names
 //! and key scope follow from its resource) without those and without its
-//! project, which is the row's ([`ChangeOut`]); any other message whole, as the
-//! bus carries it. Bodies of both forms, and the whole messages earlier versions
-//! wrote for every event, decode alike ([`decode`]).
+//! project, which is the row's ([`ChangeOut`]), its document without the ids and
+//! time the resource and its creation imply ([`Trimmed`]); any other message
+//! whole, as the bus carries it. Bodies of both forms, and the whole messages
+//! earlier versions wrote for every event, decode alike ([`decode`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
