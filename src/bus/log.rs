@@ -19,9 +19,10 @@
 //!
 //! An entry's body is JSON: a document event (any change whose channels, names
 //! and key scope follow from its resource) without those and without its
-//! project, which is the row's ([`ChangeOut`]); any other message whole, as the
-//! bus carries it. Bodies of both forms, and the whole messages earlier versions
-//! wrote for every event, decode alike ([`decode`]).
+//! project, which is the row's ([`ChangeOut`]), its document without the ids and
+//! time the resource and its creation imply ([`Trimmed`]); any other message
+//! whole, as the bus carries it. Bodies of both forms, and the whole messages
+//! earlier versions wrote for every event, decode alike ([`decode`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -102,6 +103,9 @@ fn encode(message: &BusMessage) -> serde_json::Result<String> {
     };
     match change {
         Some((event, (resource, action))) => {
+            let payload = Trimmed::of(resource, &event.payload);
+            let previous =
+                (event.previous.as_ref()).map(|previous| Trimmed::of(resource, previous));
             serde_json::to_writer(
                 &mut body,
                 &ChangeOut {
@@ -110,8 +114,10 @@ fn encode(message: &BusMessage) -> serde_json::Result<String> {
                     action,
                     id: &event.id,
                     timestamp: event.timestamp,
-                    payload: &event.payload,
-                    previous: event.previous.as_ref(),
+                    implied: payload.implied,
+                    previous_implied: previous.as_ref().map_or(0, |previous| previous.implied),
+                    payload,
+                    previous,
                     read_roles: &event.read_roles,
                     previous_read_roles: &event.previous_read_roles,
                     cause: event.cause.as_ref(),
@@ -147,9 +153,15 @@ struct ChangeOut<'a> {
     action: &'a str,
     id: &'a str,
     timestamp: i64,
-    payload: &'a serde_json::Value,
+    payload: Trimmed<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    previous: Option<&'a serde_json::Value>,
+    previous: Option<Trimmed<'a>>,
+    /// The fields of `payload` left out because the resource implies them
+    /// ([`Implied`]), and of `previous`.
+    #[serde(skip_serializing_if = "is_zero")]
+    implied: u8,
+    #[serde(skip_serializing_if = "is_zero")]
+    previous_implied: u8,
     read_roles: &'a [String],
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     previous_read_roles: &'a [String],
@@ -168,6 +180,10 @@ struct ChangeIn {
     payload: serde_json::Value,
     #[serde(default)]
     previous: Option<serde_json::Value>,
+    #[serde(default)]
+    implied: u8,
+    #[serde(default)]
+    previous_implied: u8,
     read_roles: Vec<String>,
     #[serde(default)]
     previous_read_roles: Vec<String>,
@@ -176,7 +192,11 @@ struct ChangeIn {
 }
 
 impl ChangeIn {
-    fn into_event(self, project_id: &str) -> Event {
+    fn into_event(mut self, project_id: &str) -> Event {
+        restore(&self.resource, &mut self.payload, self.implied);
+        if let Some(previous) = &mut self.previous {
+            restore(&self.resource, previous, self.previous_implied);
+        }
         let kind = kind_of(&self.resource);
         let ids = ids_in(&self.resource);
         let events = (0..=ids)
@@ -209,6 +229,136 @@ impl ChangeIn {
     }
 }
 
+fn is_zero(bits: &u8) -> bool {
+    *bits == 0
+}
+
+/// The fields of a document (`payload`, `previous`) that its resource implies,
+/// one bit each in a body's `implied`: its id, its database's and collection's
+/// ids (the resource names all three), and an `$updatedAt` equal to its
+/// `$createdAt` (a create's). A field goes only when its value is exactly what
+/// [`restore`] puts back; an earlier body has no `implied`, and has them all.
+/// They are a fifth of a create's body, which MariaDB's work on the log row
+/// grows with.
+struct Implied;
+
+impl Implied {
+    const ID: u8 = 1;
+    const DATABASE: u8 = 2;
+    const COLLECTION: u8 = 4;
+    const UPDATED_AS_CREATED: u8 = 8;
+}
+
+/// The id in `resource` after the segment `kind` (`databases.D…`: `D`).
+fn id_after<'r>(resource: &'r str, kind: &str) -> Option<&'r str> {
+    let mut segments = resource.split('.');
+    while let Some(segment) = segments.next() {
+        let id = segments.next()?;
+        if segment == kind {
+            return Some(id);
+        }
+    }
+    None
+}
+
+/// The fields of `value` that `resource` implies, as [`Implied`] bits, and the
+/// text of each: what [`restore`] gives back for them.
+fn implied_fields(resource: &str) -> [(u8, &'static str, Option<&str>); 3] {
+    [
+        (Implied::ID, "$id", resource.rsplit('.').next()),
+        (
+            Implied::DATABASE,
+            "$databaseId",
+            id_after(resource, "databases"),
+        ),
+        (
+            Implied::COLLECTION,
+            "$collectionId",
+            id_after(resource, "collections"),
+        ),
+    ]
+}
+
+/// A document as a body holds it: without the fields its resource implies.
+struct Trimmed<'a> {
+    value: &'a serde_json::Value,
+    implied: u8,
+}
+
+impl<'a> Trimmed<'a> {
+    /// Checks, without allocating, which of [`Implied`]'s fields `value` holds
+    /// exactly as `resource` implies them.
+    fn of(resource: &str, value: &'a serde_json::Value) -> Trimmed<'a> {
+        let mut implied = 0;
+        if let serde_json::Value::Object(fields) = value {
+            for (bit, key, expected) in implied_fields(resource) {
+                if expected.is_some()
+                    && fields.get(key).and_then(serde_json::Value::as_str) == expected
+                {
+                    implied |= bit;
+                }
+            }
+            let created = fields.get("$createdAt").and_then(serde_json::Value::as_str);
+            if created.is_some()
+                && fields.get("$updatedAt").and_then(serde_json::Value::as_str) == created
+            {
+                implied |= Implied::UPDATED_AS_CREATED;
+            }
+        }
+        Trimmed { value, implied }
+    }
+
+    fn left_out(&self, key: &str) -> bool {
+        let bit = match key {
+            "$id" => Implied::ID,
+            "$databaseId" => Implied::DATABASE,
+            "$collectionId" => Implied::COLLECTION,
+            "$updatedAt" => Implied::UPDATED_AS_CREATED,
+            _ => return false,
+        };
+        self.implied & bit != 0
+    }
+}
+
+impl Serialize for Trimmed<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let serde_json::Value::Object(fields) = self.value else {
+            return self.value.serialize(serializer);
+        };
+        let mut map =
+            serializer.serialize_map(Some(fields.len() - self.implied.count_ones() as usize))?;
+        for (key, value) in fields {
+            if !self.left_out(key) {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// Puts back into `value` the fields `implied` says its body left out.
+fn restore(resource: &str, value: &mut serde_json::Value, implied: u8) {
+    let serde_json::Value::Object(fields) = value else {
+        return;
+    };
+    if implied == 0 {
+        return;
+    }
+    for (bit, key, text) in implied_fields(resource) {
+        if implied & bit != 0
+            && let Some(text) = text
+        {
+            fields.insert(key.to_string(), serde_json::Value::from(text));
+        }
+    }
+    if implied & Implied::UPDATED_AS_CREATED != 0
+        && let Some(created) = fields.get("$createdAt").cloned()
+    {
+        fields.insert("$updatedAt".to_string(), created);
+    }
+}
+
 /// The resource and action of `event` when it is a change that [`ChangeIn`]
 /// gives back exactly (its channels, names and key scope those its resource
 /// implies); none otherwise, and it is logged whole. Compares without
@@ -234,9 +384,11 @@ fn change_of(event: &Event) -> Option<(&str, &str)> {
             .key_scope
             .strip_prefix(kind.as_str())
             .is_some_and(|rest| rest == ".read")
-        && event.events.iter().enumerate().all(|(wildcards, name)| {
-            writes(name, |out| write_name(out, resource, wildcards, action))
-        });
+        && event
+            .events
+            .iter()
+            .enumerate()
+            .all(|(wildcards, name)| is_name(name, resource, wildcards, action));
     same.then_some((resource.as_str(), action))
 }
 
@@ -275,29 +427,25 @@ fn write_name(
     out.write_str(action)
 }
 
-/// Whether `write` writes exactly `expected`.
-fn writes(expected: &str, write: impl FnOnce(&mut Same<'_>) -> std::fmt::Result) -> bool {
-    let mut same = Same {
-        rest: expected,
-        same: true,
+/// Whether `name` is what [`write_name`] writes for `resource`, `wildcards`
+/// and `action`: compared segment by segment, in place (it runs for every name
+/// of every logged change).
+fn is_name(name: &str, resource: &str, wildcards: usize, action: &str) -> bool {
+    let Some(path) = name
+        .strip_suffix(action)
+        .and_then(|rest| rest.strip_suffix('.'))
+    else {
+        return false;
     };
-    write(&mut same).is_ok() && same.same && same.rest.is_empty()
-}
-
-/// A writer that compares what it is given with a text, and keeps nothing.
-struct Same<'a> {
-    rest: &'a str,
-    same: bool,
-}
-
-impl std::fmt::Write for Same<'_> {
-    fn write_str(&mut self, piece: &str) -> std::fmt::Result {
-        match self.rest.strip_prefix(piece) {
-            Some(rest) if self.same => self.rest = rest,
-            _ => self.same = false,
+    let kept = ids_in(resource).saturating_sub(wildcards);
+    let mut segments = path.split('.');
+    for (n, segment) in resource.split('.').enumerate() {
+        let wild = n % 2 == 1 && n / 2 >= kept;
+        if segments.next() != Some(if wild { "*" } else { segment }) {
+            return false;
         }
-        Ok(())
     }
+    segments.next().is_none()
 }
 
 /// The message of a logged entry: the one its writer carried along, else its
@@ -821,6 +969,101 @@ mod tests {
         ] {
             round_trip(message);
         }
+    }
+
+    /// A document as `Document::to_json` shapes it.
+    fn document(id: &str, created: &str, updated: &str) -> serde_json::Value {
+        serde_json::json!({
+            "$id": id,
+            "$collectionId": "posts",
+            "$databaseId": "db1",
+            "$createdAt": created,
+            "$updatedAt": updated,
+            "$permissions": ["read(\"any\")"],
+            "title": "hello",
+        })
+    }
+
+    #[test]
+    fn a_created_document_is_stored_without_the_ids_and_time_its_resource_and_creation_imply() {
+        let mut event = document_event("d1", "create");
+        let at = "2026-12-05T16:01:14.602Z";
+        event.payload = document("d1", at, at);
+        let (body, _) = round_trip(BusMessage::Event(event));
+        for implied in ["$id", "$collectionId", "$databaseId", "$updatedAt"] {
+            assert!(
+                !body.contains(&format!("\"{implied}\"")),
+                "{implied} in {body}"
+            );
+        }
+        assert!(
+            body.contains(r#""$createdAt":"2026-12-05T16:01:14.602Z""#),
+            "{body}"
+        );
+        assert!(body.contains(r#""implied":15"#), "{body}");
+    }
+
+    #[test]
+    fn an_updated_document_keeps_its_update_time_and_what_its_resource_does_not_imply() {
+        let mut event = document_event("d1", "update");
+        event.payload = document("d1", "2026-12-05T16:01:14.602Z", "2026-12-05T16:01:15.000Z");
+        let mut previous = document("d1", "2026-12-05T16:01:14.602Z", "2026-12-05T16:01:14.602Z");
+        // Not what the resource says: kept as it is.
+        previous["$collectionId"] = "other".into();
+        event.previous = Some(previous);
+        let (body, _) = round_trip(BusMessage::Event(event));
+        assert!(
+            body.contains(r#""$updatedAt":"2026-12-05T16:01:15.000Z""#),
+            "{body}"
+        );
+        assert!(body.contains(r#""$collectionId":"other""#), "{body}");
+        assert!(body.contains(r#""implied":7"#), "{body}");
+        assert!(body.contains(r#""previousImplied":11"#), "{body}");
+        // A payload that is no object, or lacks the fields, is stored as it is.
+        for payload in [serde_json::json!("text"), serde_json::json!({"title": "t"})] {
+            let mut event = document_event("d1", "delete");
+            event.payload = payload;
+            let (body, _) = round_trip(BusMessage::Event(event));
+            assert!(!body.contains("implied"), "{body}");
+        }
+    }
+
+    #[test]
+    fn a_change_stored_before_fields_were_implied_reads_back_as_stored() {
+        let body = r#"{"kind":"change","resource":"databases.db1.collections.posts.documents.d1","action":"create","id":"evt0","timestamp":1700000000123,"payload":{"$id":"d1","$databaseId":"db1","title":"hello"},"readRoles":["any"]}"#;
+        let Some(BusMessage::Event(event)) = decode_at(&logged("p1", body.into())) else {
+            panic!("not decoded");
+        };
+        assert_eq!(
+            event.payload,
+            serde_json::json!({"$id": "d1", "$databaseId": "db1", "title": "hello"}),
+            "nothing added"
+        );
+    }
+
+    #[test]
+    fn a_name_matches_what_is_written_for_it_and_nothing_else() {
+        let resource = "databases.db1.collections.posts.documents.d1";
+        for wildcards in 0..=3 {
+            let mut written = String::new();
+            write_name(&mut written, resource, wildcards, "create").unwrap();
+            assert!(
+                is_name(&written, resource, wildcards, "create"),
+                "{written}"
+            );
+            for other in [
+                format!("{written}x"),
+                format!("x{written}"),
+                written.replace("create", "update"),
+                written.replacen('.', "..", 1),
+                written.replace(".create", ".x.create"),
+            ] {
+                assert!(!is_name(&other, resource, wildcards, "create"), "{other}");
+            }
+            assert!(!is_name(&written, resource, (wildcards + 1) % 4, "create"));
+        }
+        assert!(!is_name("create", resource, 0, "create"));
+        assert!(!is_name(".create", resource, 0, "create"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::helpers::{TestApp, WAIT, WsClient, spawn_app};
 const DOCUMENT_EVENTS: &str = "events channels timestamp payload cursor";
 
 /// A subscriber to every document event of the project, after `cursor` if given.
-async fn document_subscriber(app: &TestApp, after: Option<&str>) -> WsClient {
+pub(crate) async fn document_subscriber(app: &TestApp, after: Option<&str>) -> WsClient {
     let mut ws = WsClient::connect(&app.ws_url, false).await;
     ws.init(json!({"X-Nimbus-Key": app.admin_key}))
         .await
@@ -31,7 +31,7 @@ async fn document_subscriber(app: &TestApp, after: Option<&str>) -> WsClient {
 }
 
 /// The next document event on `ws` within `wait`, if one comes.
-async fn next_document_event(ws: &mut WsClient, wait: Duration) -> Option<Value> {
+pub(crate) async fn next_document_event(ws: &mut WsClient, wait: Duration) -> Option<Value> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let message = match tokio::time::timeout_at(deadline, ws.socket.next()).await {
@@ -51,7 +51,7 @@ async fn next_document_event(ws: &mut WsClient, wait: Duration) -> Option<Value>
     }
 }
 
-async fn create_counter(app: &TestApp, id: &str, n: i64) {
+pub(crate) async fn create_counter(app: &TestApp, id: &str, n: i64) {
     app.admin(
         "mutation($id: ID!, $n: Int) { createCounter(input: {id: $id, n: $n}) { id } }",
         json!({"id": id, "n": n}),
@@ -61,7 +61,7 @@ async fn create_counter(app: &TestApp, id: &str, n: i64) {
 }
 
 /// Creates counters `warm-N` until `ws` hears of one; answers that event.
-async fn until_live(app: &TestApp, ws: &mut WsClient) -> Value {
+pub(crate) async fn until_live(app: &TestApp, ws: &mut WsClient) -> Value {
     let deadline = Instant::now() + WAIT;
     for n in 0.. {
         create_counter(app, &format!("warm-{n}"), n).await;
@@ -82,7 +82,7 @@ async fn until_live(app: &TestApp, ws: &mut WsClient) -> Value {
     unreachable!()
 }
 
-async fn newest_body(app: &TestApp) -> String {
+pub(crate) async fn newest_body(app: &TestApp) -> String {
     let pool = app.server.as_ref().unwrap().state().db.pool();
     let row = sqlx::query("SELECT body FROM event_log ORDER BY position DESC LIMIT 1")
         .fetch_one(pool)

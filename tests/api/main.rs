@@ -14,6 +14,7 @@ mod console_auth;
 mod databases;
 mod email_flows;
 mod event_log;
+mod event_log_documents;
 mod event_log_rows;
 mod fanout;
 mod function_cache;

@@ -64,8 +64,14 @@ impl Document {
             "$databaseId".into(),
             Value::from(collection.database_id.as_str()),
         );
-        object.insert("$createdAt".into(), time(self.created_at));
-        object.insert("$updatedAt".into(), time(self.updated_at));
+        let created = time(self.created_at);
+        // A created document's two times are one: written once.
+        let updated = match self.updated_at == self.created_at {
+            true => created.clone(),
+            false => time(self.updated_at),
+        };
+        object.insert("$createdAt".into(), created);
+        object.insert("$updatedAt".into(), updated);
         object.insert(
             "$permissions".into(),
             Value::Array(
@@ -1912,7 +1918,8 @@ impl PreparedCreate {
     /// The created document, answered from what was written rather than read back.
     pub fn into_document(self) -> Document {
         let mut permissions = self.permissions;
-        permissions.sort_by_key(|p| (p.action.as_str(), p.role.to_string()));
+        // Each role written once, not once per comparison.
+        permissions.sort_by_cached_key(|p| (p.action.as_str(), p.role.to_string()));
         permissions.dedup();
         Document {
             id: self.row.id,
@@ -1969,18 +1976,48 @@ pub fn prepare_create(
 
 /// The columns of a collection's insert, in the order of [`NewRow::push_values`].
 pub fn insert_columns(dialect: SqlDialect, collection: &Collection) -> String {
-    let mut columns = format!(
-        "{}, {}, {}, {}",
-        q(dialect, "id"),
-        q(dialect, "created_at"),
-        q(dialect, "updated_at"),
-        q(dialect, READER_COLUMN)
-    );
-    for attribute in collection.columns() {
-        columns.push_str(", ");
-        columns.push_str(&q(dialect, &attribute.column()));
-    }
+    let mut columns = String::with_capacity(64 + 24 * collection.attributes.len());
+    push_insert_columns(&mut columns, dialect, collection);
     columns
+}
+
+/// Appends [`insert_columns`] to `out`, each name quoted in place: a create
+/// writes its statement's text once, without a string per column.
+fn push_insert_columns(out: &mut String, dialect: SqlDialect, collection: &Collection) {
+    for (n, system) in ["id", "created_at", "updated_at", READER_COLUMN]
+        .into_iter()
+        .enumerate()
+    {
+        if n > 0 {
+            out.push_str(", ");
+        }
+        dialect.push_quoted(out, "", system);
+    }
+    // The order of [`Collection::columns`]: attributes, then the reference
+    // columns of relationships (named as attributes are).
+    let keys = collection.attributes.iter().map(|a| a.key.as_str()).chain(
+        collection
+            .relationships
+            .iter()
+            .filter(|r| r.has_column())
+            .map(|r| r.key.as_str()),
+    );
+    for key in keys {
+        out.push_str(", ");
+        dialect.push_quoted(out, "a_", key);
+    }
+}
+
+/// `INSERT INTO <table> (<columns>) `, to which the values are pushed; with
+/// `grants`, the text that follows them for the permission rows' insert.
+fn create_statement(dialect: SqlDialect, collection: &Collection) -> String {
+    let mut sql = String::with_capacity(128 + 24 * collection.attributes.len());
+    sql.push_str("INSERT INTO ");
+    dialect.push_quoted(&mut sql, "", &collection.table);
+    sql.push_str(" (");
+    push_insert_columns(&mut sql, dialect, collection);
+    sql.push_str(") ");
+    sql
 }
 
 /// Inserts a prepared document, after checking the documents it references
@@ -1996,20 +2033,19 @@ pub async fn create_prepared(
     let dialect = conn.dialect();
     check_references(conn, collection, access, model, &prepared.input).await?;
     let row = &prepared.row;
-    let mut builder = QueryBuilder::<Any>::new(format!(
-        "INSERT INTO {} ({}) ",
-        q(dialect, &collection.table),
-        insert_columns(dialect, collection)
-    ));
+    let mut builder = QueryBuilder::<Any>::new(create_statement(dialect, collection));
     builder.push_values(std::iter::once(row), |values, row| row.push_values(values));
     // SQLite takes both inserts in one round trip to its thread; MariaDB prepares
     // one statement at a time.
     let permissions_along = dialect == SqlDialect::Sqlite && !row.grants.is_empty();
     if permissions_along {
-        builder.push(format!(
-            "; INSERT INTO {} {GRANT_COLUMNS} ",
-            q(dialect, &perms_table(&collection.table))
-        ));
+        let mut grants = String::with_capacity(collection.table.len() + 64);
+        grants.push_str("; INSERT INTO ");
+        dialect.push_quoted(&mut grants, "", &perms_table(&collection.table));
+        grants.push(' ');
+        grants.push_str(GRANT_COLUMNS);
+        grants.push(' ');
+        builder.push(grants);
         row.push_grants(&mut builder);
     }
     first_write.store(true, Ordering::SeqCst);

@@ -82,20 +82,27 @@ impl SqlDialect {
     /// MariaDB. Callers pass validated identifiers only; a quote character inside
     /// is doubled anyway, so that even a mistake cannot end the identifier.
     pub fn quote(self, name: &str) -> String {
+        let mut out = String::with_capacity(name.len() + 2);
+        self.push_quoted(&mut out, "", name);
+        out
+    }
+
+    /// Appends `prefix` and `name`, together one identifier, quoted as by
+    /// [`SqlDialect::quote`]: for statements built piece by piece into one text,
+    /// with no allocation per identifier.
+    pub fn push_quoted(self, out: &mut String, prefix: &str, name: &str) {
         let q = match self {
             SqlDialect::Sqlite => '"',
             SqlDialect::MySql => '`',
         };
-        let mut out = String::with_capacity(name.len() + 2);
         out.push(q);
-        for c in name.chars() {
+        for c in prefix.chars().chain(name.chars()) {
             if c == q {
                 out.push(q);
             }
             out.push(c);
         }
         out.push(q);
-        out
     }
 }
 
