@@ -2,7 +2,8 @@
 //! session, an emailed sign-in's first use with its user, a link or code with
 //! the session or change it allows, an accepted invitation with its user and
 //! session, a recovery code with the session it lets past the second factor, a
-//! console administrator's code with the console session it opens.
+//! console administrator's code with the console session it opens, a first
+//! provider sign-in's user and identity with its session.
 //!
 //! A crash between two writes is staged by a trigger of the database itself that
 //! refuses every insert into one table (SQLite's `RAISE`, MariaDB's `SIGNAL`): the
@@ -435,6 +436,43 @@ async fn a_console_code_is_spent_only_with_the_session_it_opens() {
         replayed.code(),
         "INVALID_MFA_CODE",
         "a code still works once"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_first_provider_sign_in_that_fails_at_its_session_links_nobody() {
+    use crate::oauth2::{FAILURE, SUCCESS, ann, configure, sign_in, spawn_oauth_app};
+    let app = spawn_oauth_app().await;
+    let provider = crate::oauth_provider::TestProvider::start().await;
+    configure(&app, "acme", json!({"issuer": provider.url})).await;
+
+    provider.sign_in_as(ann());
+    break_inserts(&app, "sessions").await;
+    let failed = sign_in(&app, "acme", "").await;
+    assert!(failed.location.starts_with(FAILURE), "{failed:?}");
+    assert_eq!(failed.param("error").as_deref(), Some("INTERNAL"));
+    assert_eq!(
+        users(&app).await["totalCount"],
+        0,
+        "no user and identity without the session"
+    );
+
+    heal(&app, "sessions").await;
+    provider.sign_in_as(ann());
+    let landing = sign_in(&app, "acme", "").await;
+    assert_eq!(landing.location, SUCCESS, "{landing:?}");
+    let me = app
+        .as_session(
+            &landing.session_secret(),
+            "{ account { email } accountIdentities { providerUid } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        me,
+        json!({"account": {"email": "ann@example.com"}, "accountIdentities": [{"providerUid": "ann-123"}]})
     );
     app.shutdown().await;
 }

@@ -29,8 +29,8 @@ use crate::error::{AppError, AppResult, codes};
 use crate::outbound;
 use crate::services::projects::AuthSettings;
 use crate::services::users::service::{
-    ClientInfo, commit_logged, create_session, insert_passwordless_user, user_created,
-    with_proven_mailbox,
+    ClientInfo, commit_logged, insert_passwordless_user, insert_session_in, session_opened,
+    user_created, with_proven_mailbox,
 };
 use crate::services::users::{Session, User, store as users_store};
 
@@ -667,53 +667,37 @@ pub async fn finish(
     let result = async {
         let profile =
             fetch_profile(state, project_id, provider, callback_url, code, &pending).await?;
-        let user = user_for_profile(state, project_id, provider, &profile).await?;
-        if user.blocked {
-            return Err(AppError::UserBlocked);
-        }
-        if pending.token_mode {
-            let secret = secrets::random_token();
-            let now = now_millis();
-            let id = ids::generate();
-            let mut tx = state.db.pool().begin().await?;
-            users_store::insert_token(
-                &mut *tx,
-                project_id,
-                &id,
-                &user.id,
-                OAUTH2_TOKEN,
-                &secrets::digest(&secret),
-                now + TOKEN_TTL_MS,
-                now,
-            )
-            .await?;
-            let issued = crate::services::users::service::TokenIssued {
-                project_id,
-                user_id: &user.id,
-                id: &id,
-                kind: OAUTH2_TOKEN,
-                created_at: now,
-                expires_at: now + TOKEN_TTL_MS,
-            };
-            let event = crate::services::users::service::token_event(&issued, "create");
-            crate::bus::log::commit(&state.bus, tx, vec![event]).await?;
-            let mut url = url::Url::parse(&pending.success_url).map_err(|_| {
-                AppError::Internal(anyhow::anyhow!("stored success URL does not parse"))
-            })?;
-            url.query_pairs_mut()
-                .append_pair("userId", &user.id)
-                .append_pair("secret", &secret);
-            Ok(Finished::Token {
-                success_url: url.into(),
-            })
+        let opening = if pending.token_mode {
+            Opening::Token
         } else {
-            let (session, secret) =
-                create_session(state, &user, &format!("oauth2-{provider}"), client_info).await?;
-            Ok(Finished::Session {
-                session,
-                secret,
-                success_url: pending.success_url.clone(),
-            })
+            Opening::Session {
+                provider: format!("oauth2-{provider}"),
+                client: client_info,
+                policy: Box::new(crate::services::users::service::policy(state, project_id).await?),
+            }
+        };
+        let (user, opened) =
+            user_for_profile(state, project_id, provider, &profile, &opening).await?;
+        match opened {
+            Opened::Token(secret) => {
+                let mut url = url::Url::parse(&pending.success_url).map_err(|_| {
+                    AppError::Internal(anyhow::anyhow!("stored success URL does not parse"))
+                })?;
+                url.query_pairs_mut()
+                    .append_pair("userId", &user.id)
+                    .append_pair("secret", &secret);
+                Ok(Finished::Token {
+                    success_url: url.into(),
+                })
+            }
+            Opened::Session(session, secret) => {
+                session_opened(state, &user, &session).await;
+                Ok(Finished::Session {
+                    session,
+                    secret,
+                    success_url: pending.success_url.clone(),
+                })
+            }
         }
     }
     .await;
@@ -852,12 +836,80 @@ struct GitHubEmail {
 /// sign-ins of one provider account at once (or a sign-up with its email) clash on
 /// a unique key: the loser's transaction rolls back whole and its next round finds
 /// what the winner wrote, so both sign in as the one user.
+/// What a provider's sign-in opens, in the transaction that finds or links its
+/// user: a session (with the project's policy), or the one-time token of the
+/// token mode. A crash cannot leave a first sign-in's user and identity without
+/// the session or token that was to use them.
+enum Opening {
+    Session {
+        provider: String,
+        client: ClientInfo,
+        policy: Box<crate::services::projects::AuthSettings>,
+    },
+    Token,
+}
+
+/// What [`Opening`] made: the session and its secret, or the token's secret.
+enum Opened {
+    Session(Session, String),
+    Token(String),
+}
+
+/// Writes `opening` for `user` in `tx`; answers it with the events to log.
+async fn open_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    user: &User,
+    opening: &Opening,
+) -> AppResult<(Opened, Vec<crate::bus::BusMessage>)> {
+    if user.blocked {
+        return Err(AppError::UserBlocked);
+    }
+    match opening {
+        Opening::Session {
+            provider,
+            client,
+            policy,
+        } => {
+            let (session, secret, messages) =
+                insert_session_in(tx, policy, user, provider, client).await?;
+            Ok((Opened::Session(session, secret), messages))
+        }
+        Opening::Token => {
+            let secret = secrets::random_token();
+            let now = now_millis();
+            let id = ids::generate();
+            users_store::insert_token(
+                &mut **tx,
+                &user.project_id,
+                &id,
+                &user.id,
+                OAUTH2_TOKEN,
+                &secrets::digest(&secret),
+                now + TOKEN_TTL_MS,
+                now,
+            )
+            .await?;
+            let issued = crate::services::users::service::TokenIssued {
+                project_id: &user.project_id,
+                user_id: &user.id,
+                id: &id,
+                kind: OAUTH2_TOKEN,
+                created_at: now,
+                expires_at: now + TOKEN_TTL_MS,
+            };
+            let event = crate::services::users::service::token_event(&issued, "create");
+            Ok((Opened::Token(secret), vec![event]))
+        }
+    }
+}
+
 async fn user_for_profile(
     state: &AppState,
     project_id: &str,
     provider: &str,
     profile: &Profile,
-) -> AppResult<User> {
+    opening: &Opening,
+) -> AppResult<(User, Opened)> {
     if profile.subject.is_empty() || profile.subject.len() > 255 {
         return Err(provider_failed(
             "the provider's account id is empty or too long",
@@ -885,9 +937,10 @@ async fn user_for_profile(
             profile,
             email.as_deref(),
             &name,
+            opening,
         );
-        if let Some(user) = linked.await? {
-            return Ok(user);
+        if let Some(found) = linked.await? {
+            return Ok(found);
         }
     }
     Err(AppError::Conflict {
@@ -905,17 +958,21 @@ async fn link_profile(
     profile: &Profile,
     email: Option<&str>,
     name: &str,
-) -> AppResult<Option<User>> {
+    opening: &Opening,
+) -> AppResult<Option<(User, Opened)>> {
     // On SQLite this takes the write lock at once, so rounds never interleave; on
     // MariaDB a concurrent round shows up as a unique-key clash.
     let mut tx = state.db.begin_write().await?;
     if let Some(identity) =
         store::find_identity(&mut tx, project_id, provider, &profile.subject).await?
     {
-        return users_store::find_user(&mut *tx, project_id, &identity.user_id)
+        let user = users_store::find_user(&mut *tx, project_id, &identity.user_id)
             .await?
-            .map(|row| Some(row.to_user()))
-            .ok_or(AppError::InvalidCredentials);
+            .map(|row| row.to_user())
+            .ok_or(AppError::InvalidCredentials)?;
+        let (opened, messages) = open_in(&mut tx, &user, opening).await?;
+        commit_logged(state, tx, messages).await?;
+        return Ok(Some((user, opened)));
     }
     let existing = match email {
         Some(email) => users_store::find_user_by_email(&mut *tx, project_id, email)
@@ -977,8 +1034,10 @@ async fn link_profile(
         Err(err) => return Err(err),
     }
     messages.push(identity_event(&identity, "create"));
+    let (opened, opening_messages) = open_in(&mut tx, &user, opening).await?;
+    messages.extend(opening_messages);
     commit_logged(state, tx, messages).await?;
-    Ok(Some(user))
+    Ok(Some((user, opened)))
 }
 
 /// `users.U.identities.I.<action>` of `identity`. The payload is the identity as
