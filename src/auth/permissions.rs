@@ -1044,6 +1044,34 @@ pub fn push_grant_count(
     Ok(())
 }
 
+/// Appends a query answering which of `roles` a side table names, and how:
+///
+/// ```sql
+/// SELECT role, sole FROM <side_table> WHERE role IN (?, ?, …) GROUP BY role, sole
+/// ```
+///
+/// one row per role and value of `sole` it holds: whether the role is the sole
+/// reader of some resource (`sole = 1`), and whether it holds any other grant.
+/// Over the `(role, sole, …)` index MariaDB skips from one group to the next
+/// (`Using index for group-by`): a seek or two per role, whatever the number of
+/// grants, cheaper than [`push_grant_count`].
+pub fn push_role_marks(
+    builder: &mut QueryBuilder<'_, Any>,
+    side_table: &str,
+    roles: &RoleSet,
+) -> Result<(), PermissionError> {
+    check_sql_ident(side_table)?;
+    builder.push(format_args!(
+        "SELECT role, sole FROM {side_table} WHERE role IN ("
+    ));
+    let mut list = builder.separated(", ");
+    for role in roles {
+        list.push_bind(role.to_string());
+    }
+    list.push_unseparated(") GROUP BY role, sole");
+    Ok(())
+}
+
 /// A plain SQL identifier: an ASCII letter or `_`, then letters, digits and `_`.
 fn check_sql_ident(name: &str) -> Result<(), PermissionError> {
     let fail = |reason: &str| {
