@@ -684,7 +684,7 @@ async fn list_impl(
     }
     let columns = collection.columns();
     let by_reader = match by_reader(collection, &reach, dialect, &query.filter)? {
-        Some(roles) => Some(Branches::of(&mut **conn, dialect, collection, roles).await?),
+        Some(roles) => Some(Branches::of(conn, dialect, collection, roles).await?),
         None => None,
     };
     // Read by sole reader, the grants left are those of shared documents.
