@@ -1155,22 +1155,17 @@ impl<'r> Branches<'r> {
         let mut marks = QueryBuilder::<Any>::new("");
         push_role_marks(&mut marks, &perms_table(&collection.table), roles)
             .map_err(|err| AppError::Internal(anyhow::anyhow!("permission filter: {err}")))?;
-        let marks: Vec<(String, i64)> = marks.build_query_as().fetch_all(conn).await?;
+        let marks = marks.build().fetch_one(conn).await?;
+        let marked = |i: usize| -> AppResult<bool> { Ok(marks.try_get::<i64, _>(i)? != 0) };
         let mut sole_readers = Vec::new();
-        let mut shared = false;
-        for (role, sole) in marks {
-            if sole == 0 {
-                shared = true;
-            } else {
+        for (i, role) in roles.iter().enumerate() {
+            if marked(i + 1)? {
                 sole_readers.push(role);
             }
         }
         Ok(Branches {
-            roles: roles
-                .iter()
-                .filter(|role| sole_readers.contains(&role.to_string()))
-                .collect(),
-            shared,
+            roles: sole_readers,
+            shared: marked(0)?,
         })
     }
 
