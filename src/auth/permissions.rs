@@ -1044,6 +1044,43 @@ pub fn push_grant_count(
     Ok(())
 }
 
+/// Appends a query answering, in one row, whether `roles` hold a grant not
+/// marked `sole` and, for each role in the set's order, whether it is the sole
+/// reader of some resource:
+///
+/// ```sql
+/// SELECT EXISTS (SELECT 1 FROM <side_table> WHERE role IN (?, …) AND sole = 0),
+///        EXISTS (SELECT 1 FROM <side_table> WHERE role = ? AND sole = 1), …
+/// ```
+///
+/// Each is the first entry of a range of the `(role, sole, …)` index, whatever
+/// the number of grants. (`GROUP BY role, sole` over that index costs a third
+/// of this when MariaDB skips from group to group, but it chooses to by its
+/// statistics: with them stale, after a large load, it read every grant of the
+/// reader.)
+pub fn push_role_marks(
+    builder: &mut QueryBuilder<'_, Any>,
+    side_table: &str,
+    roles: &RoleSet,
+) -> Result<(), PermissionError> {
+    check_sql_ident(side_table)?;
+    builder.push(format_args!(
+        "SELECT EXISTS (SELECT 1 FROM {side_table} WHERE role IN ("
+    ));
+    let mut list = builder.separated(", ");
+    for role in roles {
+        list.push_bind(role.to_string());
+    }
+    list.push_unseparated(") AND sole = 0)");
+    for role in roles {
+        builder.push(format_args!(
+            ", EXISTS (SELECT 1 FROM {side_table} WHERE role = "
+        ));
+        builder.push_bind(role.to_string()).push(" AND sole = 1)");
+    }
+    Ok(())
+}
+
 /// A plain SQL identifier: an ASCII letter or `_`, then letters, digits and `_`.
 fn check_sql_ident(name: &str) -> Result<(), PermissionError> {
     let fail = |reason: &str| {

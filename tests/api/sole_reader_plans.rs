@@ -522,3 +522,199 @@ async fn a_filter_of_many_values_lists_what_the_same_filter_of_few_values_does()
     assert_eq!(list(many).await, (json!(want.len()), want));
     app.shutdown().await;
 }
+
+/// Readers whose lists take one branch or none: a user who reads only its own
+/// documents, one who reads only documents it shares, one who reads both, and
+/// one who reads nothing (its only grant is an update). Each lists exactly
+/// what it may read, by cursor both ways and by offset, with its total; the
+/// reader of nothing an empty list with a total of 0.
+#[tokio::test]
+async fn readers_of_one_kind_of_document_or_none_list_exactly_what_they_read() {
+    let app = spawn_app().await;
+    world_collection(&app).await;
+    let mut readers = Vec::new();
+    for name in ["dan", "eve", "fay", "gus"] {
+        let secret = app
+            .signed_in(&format!("{name}-one-branch@example.com"))
+            .await;
+        let id = user_id(&app, &secret).await;
+        readers.push((name, secret, format!("user:{id}")));
+    }
+    let role = |name: &str| {
+        readers
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, _, role)| role.clone())
+            .unwrap()
+    };
+    let kinds: Vec<(&str, Vec<String>)> = vec![
+        ("dan", vec![read(&role("dan"))]),
+        ("eve-fay", vec![read(&role("eve")), read(&role("fay"))]),
+        ("fay", vec![read(&role("fay"))]),
+        ("gus", vec![format!("update(\"{}\")", role("gus"))]),
+    ];
+    let titles = ["a", "b", "c", "d", "e"];
+    let mut posts = Vec::new();
+    for (k, (kind, permissions)) in kinds.iter().enumerate() {
+        for n in 0..6usize {
+            posts.push(Post {
+                id: format!("{kind}-{n}"),
+                title: titles[(n * 2 + k) % titles.len()].to_string(),
+                published: (n + k) % 3 != 0,
+                views: ((n * 5 + k) % 4) as i64,
+                permissions: permissions.clone(),
+            });
+        }
+    }
+    create(&app, &posts).await;
+    assert_eq!(check_sole_readers(&app).await, posts.len());
+    for (name, secret, role) in &readers {
+        let roles = vec!["any".to_string(), "users".to_string(), role.clone()];
+        let all = expected(&posts, &roles, &listings()[4]);
+        match *name {
+            "gus" => assert!(all.is_empty()),
+            _ => assert_eq!(all.len(), if *name == "fay" { 12 } else { 6 }, "{name}"),
+        }
+        check_reader(&app, name, Some(secret.as_str()), &roles, &posts).await;
+    }
+    app.shutdown().await;
+}
+
+/// The ids and total of one page of the published posts by views, descending,
+/// `size` after `after`, as `secret`; answers its end cursor too.
+async fn page_after(
+    app: &TestApp,
+    secret: &str,
+    after: &Value,
+    size: usize,
+) -> (Vec<String>, i64, Value) {
+    let query = "query($after: String, $n: Int) { posts(filter: {published: {eq: true}}, orderBy: [{views: DESC}], first: $n, after: $after) { totalCount nodes { id } pageInfo { endCursor } } }";
+    let data = ask(app, Some(secret), query, json!({"after": after, "n": size})).await;
+    let page = &data["posts"];
+    let ids = page["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect();
+    (
+        ids,
+        page["totalCount"].as_i64().unwrap(),
+        page["pageInfo"]["endCursor"].clone(),
+    )
+}
+
+/// Between two pages of a reader's list, a role of the reader becomes the
+/// sole reader of its first document (a team's, a post of its own), or stops
+/// being the sole reader of any (its last documents deleted, or shared): each
+/// page holds what the reader may read when it is asked, after the cursor,
+/// with the total of that moment. A plan that leaves out the roles no document
+/// is sole-read by must ask again for every page.
+#[tokio::test]
+async fn a_role_whose_sole_documents_appear_or_disappear_between_pages_is_listed_as_it_is() {
+    let app = spawn_app().await;
+    world_collection(&app).await;
+    let dan = app.signed_in("dan-between-pages@example.com").await;
+    let eve = app.signed_in("eve-between-pages@example.com").await;
+    let (dan_id, eve_id) = (user_id(&app, &dan).await, user_id(&app, &eve).await);
+    join(&app, "green", &dan_id).await;
+    let (dan_role, eve_role) = (format!("user:{dan_id}"), format!("user:{eve_id}"));
+    let post = |id: &str, views: i64, permissions: Vec<String>| Post {
+        id: id.to_string(),
+        title: "t".to_string(),
+        published: true,
+        views,
+        permissions,
+    };
+    // At first Dan reads three posts shared with Eve, and nothing alone.
+    create(
+        &app,
+        &[
+            post("s-90", 90, vec![read(&dan_role), read(&eve_role)]),
+            post("s-50", 50, vec![read(&dan_role), read(&eve_role)]),
+            post("s-10", 10, vec![read(&dan_role), read(&eve_role)]),
+            post("eve-70", 70, vec![read(&eve_role)]),
+        ],
+    )
+    .await;
+    let (ids, total, cursor) = page_after(&app, &dan, &Value::Null, 1).await;
+    assert_eq!((ids, total), (vec!["s-90".to_string()], 3));
+
+    // His team becomes the sole reader of a post, his user of another: both
+    // come after the cursor, in order.
+    create(
+        &app,
+        &[
+            post("green-60", 60, vec![read("team:green")]),
+            post("dan-40", 40, vec![read(&dan_role)]),
+            post("dan-95", 95, vec![read(&dan_role)]),
+        ],
+    )
+    .await;
+    let (ids, total, cursor) = page_after(&app, &dan, &cursor, 2).await;
+    assert_eq!((ids, total), (vec!["green-60".into(), "s-50".into()], 6));
+
+    // The team's only post is shared with Eve, and his own before the cursor
+    // is deleted: no team branch is left, and his user still has dan-40.
+    let update = "mutation($id: ID!, $p: [String!]!) { updatePost(input: {id: $id, permissions: $p}) { id } }";
+    app.admin(
+        update,
+        json!({"id": "green-60", "p": [read("team:green"), read(&eve_role)]}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($id: ID!) { deletePost(input: {id: $id}) { deletedId } }",
+        json!({"id": "dan-95"}),
+    )
+    .await
+    .ok();
+    let (ids, total, cursor) = page_after(&app, &dan, &cursor, 1).await;
+    assert_eq!((ids, total), (vec!["dan-40".to_string()], 5));
+
+    // His last own post is given to Eve alone, and every shared one becomes
+    // his alone: the shared documents' branch finds none, his user's all.
+    app.admin(update, json!({"id": "dan-40", "p": [read(&eve_role)]}))
+        .await
+        .ok();
+    for id in ["s-90", "s-50", "s-10"] {
+        app.admin(update, json!({"id": id, "p": [read(&dan_role)]}))
+            .await
+            .ok();
+    }
+    let (ids, total, cursor) = page_after(&app, &dan, &cursor, 5).await;
+    assert_eq!((ids, total), (vec!["s-10".to_string()], 4));
+    let (ids, total, _) = page_after(&app, &dan, &Value::Null, 5).await;
+    assert_eq!(
+        (ids, total),
+        (
+            vec![
+                "s-90".into(),
+                "green-60".into(),
+                "s-50".into(),
+                "s-10".into()
+            ],
+            4
+        )
+    );
+
+    // Nothing left to read: an empty page and a total of 0, from the start
+    // and after the cursor.
+    for id in ["s-90", "s-50", "s-10"] {
+        app.admin(
+            "mutation($id: ID!) { deletePost(input: {id: $id}) { deletedId } }",
+            json!({"id": id}),
+        )
+        .await
+        .ok();
+    }
+    app.admin(update, json!({"id": "green-60", "p": [read(&eve_role)]}))
+        .await
+        .ok();
+    assert_eq!(check_sole_readers(&app).await, 3);
+    for after in [Value::Null, cursor] {
+        let (ids, total, _) = page_after(&app, &dan, &after, 3).await;
+        assert_eq!((ids, total), (Vec::<String>::new(), 0));
+    }
+    app.shutdown().await;
+}
