@@ -31,10 +31,10 @@ struct Queue {
     jobs: VecDeque<Job>,
     /// Jobs a worker has taken and not finished.
     taken: usize,
-    /// Workers asleep on [`Shared::ready`], and how many of them were rung and
-    /// have not woken yet.
-    idle: usize,
-    rung: usize,
+    /// Workers asleep, each on its own [`Shared::bells`], the last to sleep
+    /// last: it is rung first, so that a few threads, their caches warm, take
+    /// the executions while the others sleep on. A rung worker leaves it.
+    sleeping: Vec<usize>,
     /// Workers whose execution waits for the host (a `fetch`, a
     /// `nimbus.graphql` call): taken, but not going to look at the queue soon.
     blocked: usize,
@@ -49,21 +49,23 @@ impl Queue {
     /// and a sleeping one is rung only when none runs, or to hand on.
     fn wants_a_sleeper(&self, handing_off: bool) -> bool {
         let running = self.taken - self.blocked.min(self.taken);
-        !self.jobs.is_empty() && self.idle > self.rung && (handing_off || running == 0)
+        !self.jobs.is_empty() && !self.sleeping.is_empty() && (handing_off || running == 0)
     }
 
     /// Rings one sleeping worker, if [`Queue::wants_a_sleeper`].
-    fn ring(&mut self, ready: &Condvar, handing_off: bool) {
-        if self.wants_a_sleeper(handing_off) {
-            self.rung += 1;
-            ready.notify_one();
+    fn ring(&mut self, bells: &[Condvar], handing_off: bool) {
+        if self.wants_a_sleeper(handing_off)
+            && let Some(worker) = self.sleeping.pop()
+        {
+            bells[worker].notify_one();
         }
     }
 }
 
 struct Shared {
     queue: Mutex<Queue>,
-    ready: Condvar,
+    /// One per worker, rung when it has work.
+    bells: Vec<Condvar>,
     workers: usize,
     capacity: usize,
     running: AtomicUsize,
@@ -100,12 +102,11 @@ impl Pool {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
                 taken: 0,
-                idle: 0,
-                rung: 0,
+                sleeping: Vec::with_capacity(workers),
                 blocked: 0,
                 closed: false,
             }),
-            ready: Condvar::new(),
+            bells: (0..workers).map(|_| Condvar::new()).collect(),
             workers,
             capacity: queue,
             running: AtomicUsize::new(0),
@@ -188,7 +189,7 @@ impl Pool {
                 .queued
                 .store(queue.jobs.len(), Ordering::Relaxed);
             metrics::gauge!("nimbus_function_executions_waiting").set(queue.jobs.len() as f64);
-            queue.ring(&self.shared.ready, false);
+            queue.ring(&self.shared.bells, false);
         }
         Ok(answer)
     }
@@ -249,7 +250,9 @@ impl Drop for Pool {
         if let Ok(mut queue) = self.shared.queue.lock() {
             queue.closed = true;
         }
-        self.shared.ready.notify_all();
+        for bell in &self.shared.bells {
+            bell.notify_all();
+        }
         self.shared.freed.notify_waiters();
     }
 }
@@ -265,7 +268,7 @@ fn answered<E>(answer: Result<Outcome, E>) -> Outcome {
     })
 }
 
-fn next(shared: &Shared) -> Option<Job> {
+fn next(shared: &Shared, n: usize) -> Option<Job> {
     let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
     loop {
         if let Some(job) = queue.jobs.pop_front() {
@@ -277,10 +280,14 @@ fn next(shared: &Shared) -> Option<Job> {
         if queue.closed {
             return None;
         }
-        queue.idle += 1;
-        queue = shared.ready.wait(queue).unwrap_or_else(|p| p.into_inner());
-        queue.idle -= 1;
-        queue.rung = queue.rung.saturating_sub(1).min(queue.idle);
+        queue.sleeping.push(n);
+        queue = shared.bells[n]
+            .wait(queue)
+            .unwrap_or_else(|p| p.into_inner());
+        // Woken without being rung (spuriously, or to close): off the list.
+        if let Some(at) = queue.sleeping.iter().rposition(|&w| w == n) {
+            queue.sleeping.remove(at);
+        }
     }
 }
 
@@ -291,7 +298,7 @@ fn hand_off(shared: &Shared) {
         return;
     }
     let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-    queue.ring(&shared.ready, true);
+    queue.ring(&shared.bells, true);
 }
 
 /// The running execution's [`Watch`]: its caller gone, and the moments it
@@ -311,7 +318,7 @@ impl Watch for Watcher {
         let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         if waiting {
             queue.blocked += 1;
-            queue.ring(&self.shared.ready, true);
+            queue.ring(&self.shared.bells, true);
         } else {
             queue.blocked = queue.blocked.saturating_sub(1);
         }
@@ -334,7 +341,7 @@ fn work(shared: Arc<Shared>, n: usize) {
         }
     };
     worker.prepare();
-    while let Some(job) = next(&shared) {
+    while let Some(job) = next(&shared, n) {
         let forgotten = std::mem::take(
             &mut *shared.forgotten[n]
                 .lock()
