@@ -384,11 +384,9 @@ fn change_of(event: &Event) -> Option<(&str, &str)> {
             .key_scope
             .strip_prefix(kind.as_str())
             .is_some_and(|rest| rest == ".read")
-        && event
-            .events
-            .iter()
-            .enumerate()
-            .all(|(wildcards, name)| is_name(name, resource, wildcards, action));
+        && event.events.iter().enumerate().all(|(wildcards, name)| {
+            writes(name, |out| write_name(out, resource, wildcards, action))
+        });
     same.then_some((resource.as_str(), action))
 }
 
@@ -427,25 +425,29 @@ fn write_name(
     out.write_str(action)
 }
 
-/// Whether `name` is what [`write_name`] writes for `resource`, `wildcards`
-/// and `action`: compared segment by segment, in place (it runs for every name
-/// of every logged change).
-fn is_name(name: &str, resource: &str, wildcards: usize, action: &str) -> bool {
-    let Some(path) = name
-        .strip_suffix(action)
-        .and_then(|rest| rest.strip_suffix('.'))
-    else {
-        return false;
+/// Whether `write` writes exactly `expected`.
+fn writes(expected: &str, write: impl FnOnce(&mut Same<'_>) -> std::fmt::Result) -> bool {
+    let mut same = Same {
+        rest: expected,
+        same: true,
     };
-    let kept = ids_in(resource).saturating_sub(wildcards);
-    let mut segments = path.split('.');
-    for (n, segment) in resource.split('.').enumerate() {
-        let wild = n % 2 == 1 && n / 2 >= kept;
-        if segments.next() != Some(if wild { "*" } else { segment }) {
-            return false;
+    write(&mut same).is_ok() && same.same && same.rest.is_empty()
+}
+
+/// A writer that compares what it is given with a text, and keeps nothing.
+struct Same<'a> {
+    rest: &'a str,
+    same: bool,
+}
+
+impl std::fmt::Write for Same<'_> {
+    fn write_str(&mut self, piece: &str) -> std::fmt::Result {
+        match self.rest.strip_prefix(piece) {
+            Some(rest) if self.same => self.rest = rest,
+            _ => self.same = false,
         }
+        Ok(())
     }
-    segments.next().is_none()
 }
 
 /// The message of a logged entry: the one its writer carried along, else its
@@ -1043,6 +1045,9 @@ mod tests {
 
     #[test]
     fn a_name_matches_what_is_written_for_it_and_nothing_else() {
+        let is_name = |name: &str, resource: &str, wildcards: usize, action: &str| {
+            writes(name, |out| write_name(out, resource, wildcards, action))
+        };
         let resource = "databases.db1.collections.posts.documents.d1";
         for wildcards in 0..=3 {
             let mut written = String::new();
