@@ -4,7 +4,7 @@
 //! checksum `sha256sum` gives; the sealed bytes at rest are AES-256-GCM exactly as
 //! files were sealed before (aead's STREAM over `aes-gcm`), so old files open; a
 //! client that breaks off a chunk leaves the upload free for the retry; and the
-//! request-head limit holds whatever the size of the reads.
+//! request-head limit, now apart from the connection's read buffer, is where it was.
 
 use std::time::Duration;
 
@@ -128,7 +128,7 @@ async fn upload_in_chunks(app: &TestApp, bucket: &str, id: &str, bytes: &[u8]) -
 async fn every_way_stores_the_bytes_sent(local: bool) {
     let app = app_with(local).await;
     let admin = [("x-nimbus-key", app.admin_key.as_str())];
-    // Several of the connection's 512 KiB reads, a sealed segment and a bit.
+    // Many of the connection's reads, several spool batches, a sealed segment and a bit.
     let bytes = content(3 * 1024 * 1024 + SEGMENT + 13, 77);
     let expected = sha256sum(&bytes);
     for bucket in ["plain", "sealed"] {
@@ -339,9 +339,10 @@ async fn head_status(stream: &mut TcpStream, head_padding: usize, close: bool) -
     parse_answer(&received).0
 }
 
-/// Reads are larger than the head limit now; the limit itself is where it was: a
-/// head over the default 64 KiB is answered 431, on a fresh connection and on one
-/// that has just streamed a body of several reads, and a head under it is served.
+/// The head limit is hyper's `max_header_size`, apart from its read buffer; the
+/// limit itself is where it was: a head over the default 64 KiB is answered 431, on
+/// a fresh connection and on one that has just streamed a body of many reads, and a
+/// head under it is served.
 #[tokio::test]
 async fn the_request_head_limit_holds_whatever_the_read_size() {
     let app = app_with(true).await;
@@ -352,7 +353,7 @@ async fn the_request_head_limit_holds_whatever_the_read_size() {
     assert_eq!(head_status(&mut fresh, 60 * 1024, false).await, 200);
     assert_eq!(head_status(&mut fresh, 70 * 1024, true).await, 431);
 
-    // A keep-alive connection that has just read a 3 MiB body in large reads.
+    // A keep-alive connection that has just read a 3 MiB body, its buffer grown.
     let bytes = content(3 * 1024 * 1024, 80);
     let (url, chunk) = start_upload(&app, "plain", "warm", bytes.len()).await;
     let end = chunk.min(bytes.len());
