@@ -452,7 +452,13 @@ async fn run_one(state: &AppState, job: Job, owner: &str) {
             }
         };
         match recorded {
-            Err(err) if tries < RECORD_TRIES && is_deadlock(&err) => continue,
+            Err(err) if tries < RECORD_TRIES && is_deadlock(&err) => {
+                // Tried again at once, the same claims may win again: wait a
+                // moment that grows and differs between workers.
+                let ceiling = 2u64 << tries.min(6);
+                let wait = Duration::from_millis(rand::rng().random_range(1..=ceiling));
+                tokio::time::sleep(wait).await;
+            }
             recorded => break recorded,
         }
     };
@@ -467,8 +473,10 @@ async fn run_one(state: &AppState, job: Job, owner: &str) {
     }
 }
 
-/// Tries at recording a job's outcome when the database answers with a deadlock.
-const RECORD_TRIES: u32 = 3;
+/// Tries at recording a job's outcome when the database answers with a deadlock:
+/// a storm of claims beside the outcomes can pick the same victim a few times
+/// in a row, and every try given up runs the job a second time.
+const RECORD_TRIES: u32 = 10;
 
 /// Whether the database rolled a statement back as a deadlock victim (SQLSTATE
 /// 40001), which succeeds when tried again.

@@ -12,7 +12,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Answer, TestApp, WAIT, spawn_app, spawn_with, test_config};
+use crate::helpers::{Answer, TestApp, WAIT, enrol_totp, spawn_app, spawn_with, test_config};
 use crate::smtp_server::TestSmtp;
 
 const ANONYMOUS: &str = "mutation { createAnonymousSession { secret session { userId } } }";
@@ -300,11 +300,6 @@ async fn an_invitation_accepted_while_sessions_fail_creates_and_confirms_nothing
     app.shutdown().await;
 }
 
-fn totp_now(secret: &str) -> String {
-    let secret = nimbus::auth::totp::TotpSecret::from_base32(secret).unwrap();
-    nimbus::auth::totp::code_at(&secret, chrono::Utc::now().timestamp() as u64)
-}
-
 #[tokio::test]
 async fn a_recovery_code_is_spent_only_with_the_session_it_lets_in() {
     let app = spawn_app().await;
@@ -326,25 +321,7 @@ async fn a_recovery_code_is_spent_only_with_the_session_it_lets_in() {
             .to_string()
     };
     let first = new_session().await;
-    let added = app
-        .as_session(
-            &first,
-            "mutation { createMfaAuthenticator { secret } }",
-            json!({}),
-        )
-        .await
-        .ok();
-    let totp = added["createMfaAuthenticator"]["secret"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    app.as_session(
-        &first,
-        "mutation($c: String!) { verifyMfaAuthenticator(input: {code: $c}) }",
-        json!({"c": totp_now(&totp)}),
-    )
-    .await
-    .ok();
+    enrol_totp(&app, &first).await;
     let codes = app
         .as_session(&first, "mutation { createMfaRecoveryCodes }", json!({}))
         .await

@@ -516,3 +516,34 @@ pub async fn small_window_connection(app: &TestApp) -> tokio::net::TcpStream {
     assert_eq!(set, 0, "TCP_MAXSEG: {}", std::io::Error::last_os_error());
     socket.connect(address).await.expect("connects")
 }
+
+/// The code an authenticator app shows now for a TOTP secret in base32.
+pub fn totp_now(secret: &str) -> String {
+    let secret = nimbus::auth::totp::TotpSecret::from_base32(secret).unwrap();
+    nimbus::auth::totp::code_at(&secret, chrono::Utc::now().timestamp() as u64)
+}
+
+/// Adds a TOTP authenticator to the session's user and verifies it with a code;
+/// returns the authenticator's secret.
+pub async fn enrol_totp(app: &TestApp, session: &str) -> String {
+    let added = app
+        .as_session(
+            session,
+            "mutation { createMfaAuthenticator { secret } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    let secret = added["createMfaAuthenticator"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.as_session(
+        session,
+        "mutation($c: String!) { verifyMfaAuthenticator(input: {code: $c}) }",
+        json!({"c": totp_now(&secret)}),
+    )
+    .await
+    .ok();
+    secret
+}

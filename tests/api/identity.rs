@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Answer, TestApp, spawn_app};
+use crate::helpers::{Answer, TestApp, spawn_app, totp_now};
 
 const SIGN_IN: &str = "mutation($email: String!, $password: String!) { createEmailPasswordSession(input: {email: $email, password: $password}) { secret session { id userId provider current } } }";
 
@@ -740,11 +740,6 @@ async fn in_strict(app: &TestApp, secret: &str, body: Value) -> Answer {
         &[("x-nimbus-project", "strict"), ("authorization", &bearer)],
     )
     .await
-}
-
-fn totp_now(secret: &str) -> String {
-    let secret = nimbus::auth::totp::TotpSecret::from_base32(secret).unwrap();
-    nimbus::auth::totp::code_at(&secret, chrono::Utc::now().timestamp() as u64)
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Answer, TestApp, WAIT, spawn_app, spawn_with, test_config};
+use crate::helpers::{Answer, TestApp, WAIT, spawn_app, spawn_with, test_config, totp_now};
 use crate::oauth_provider::{Account, TestProvider};
 use crate::oauth2::{
     FAILURE, SUCCESS, browser, configure, cookie_pair, get, get_with, sign_in, spawn_oauth_app,
@@ -102,11 +102,6 @@ async fn account_code(app: &TestApp, secret: &str) -> String {
         .await
         .code()
         .to_string()
-}
-
-fn totp_now(secret: &str) -> String {
-    let secret = nimbus::auth::totp::TotpSecret::from_base32(secret).unwrap();
-    nimbus::auth::totp::code_at(&secret, chrono::Utc::now().timestamp() as u64)
 }
 
 /// Adds an authenticator, turns MFA on and returns the recovery codes.

@@ -3,12 +3,7 @@
 
 use serde_json::json;
 
-use crate::helpers::spawn_app;
-
-fn totp_now(secret: &str) -> String {
-    let secret = nimbus::auth::totp::TotpSecret::from_base32(secret).unwrap();
-    nimbus::auth::totp::code_at(&secret, chrono::Utc::now().timestamp() as u64)
-}
+use crate::helpers::{enrol_totp, spawn_app};
 
 const SIGN_IN: &str = "mutation($e: String!, $p: String!) { createEmailPasswordSession(input: {email: $e, password: $p}) { secret } }";
 
@@ -36,25 +31,7 @@ async fn a_server_removes_a_users_authenticator_and_recovery_codes() {
             .to_string()
     };
     let first = sign_in().await;
-    let added = app
-        .as_session(
-            &first,
-            "mutation { createMfaAuthenticator { secret } }",
-            json!({}),
-        )
-        .await
-        .ok();
-    let secret = added["createMfaAuthenticator"]["secret"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    app.as_session(
-        &first,
-        "mutation($c: String!) { verifyMfaAuthenticator(input: {code: $c}) }",
-        json!({"c": totp_now(&secret)}),
-    )
-    .await
-    .ok();
+    enrol_totp(&app, &first).await;
     app.as_session(&first, "mutation { createMfaRecoveryCodes }", json!({}))
         .await
         .ok();
