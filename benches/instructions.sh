@@ -21,7 +21,12 @@
 #   `NIMBUS_USAGE=off:target/release/nimbus` (one binary, usage on and off).
 # Knobs (environment): DURATION=30s CONNECTIONS=32 DATABASE=sqlite|mariadb
 #   KEEP=dir   keep each profile there (callgrind_annotate KEEP/N.callgrind, N the
-#              binary's place on the command line, from 1)
+#              binary's place on the command line, from 1; with THREADS=1, one
+#              file per thread, KEEP/N.callgrind-TT)
+#   THREADS=1  count each thread apart (callgrind's --separate-threads): besides
+#              the total, the instructions per request of the threads running
+#              SQLite's statements (sqlx's worker threads, one per connection:
+#              the writer's among them) and of the rest
 # Needs valgrind, wrk, curl, jq and python3; DATABASE=mariadb needs MariaDB's server.
 set -euo pipefail
 
@@ -122,9 +127,11 @@ measure() {
         database=(--database-url "mysql://root@127.0.0.1:$mariadb_port/ir_$n")
     fi
     out=$work/$name.callgrind
+    local threads=()
+    [[ ${THREADS:-} != 1 ]] || threads=(--separate-threads=yes)
     env -u NIMBUS_DATABASE_URL -u NIMBUS_REDIS_URL -u NIMBUS_SECRET -u NIMBUS_DATA_DIR -u NIMBUS_LISTEN \
         -u NIMBUS_GEOIP_DB NIMBUS_LOG=warn NIMBUS_TRUSTED_PROXIES=127.0.0.1 "$setting" \
-        valgrind --tool=callgrind --callgrind-out-file="$out" \
+        valgrind --tool=callgrind "${threads[@]}" --callgrind-out-file="$out" \
         "$binary" serve --listen "127.0.0.1:$port" --data-dir "$work/data-$name" "${database[@]}" \
         >"$work/$name.out" 2>"$work/$name.err" &
     pid=$!
@@ -165,12 +172,29 @@ measure() {
     # The dump asked for, not the one written at exit.
     dump=$(ls "$out".* 2>/dev/null | sort -V | head -n 1)
     [[ -n $dump ]] || die "no callgrind dump for $name"
-    instructions=$(awk '/^summary:/ { print $2; exit }' "$dump")
-    if [[ -n ${KEEP:-} ]]; then
-        mkdir -p "$KEEP"
-        cp "$dump" "$KEEP/$name.callgrind"
+    local sqlite=0
+    if [[ ${THREADS:-} == 1 ]]; then
+        # One file per thread of that dump (`OUT.1-TT`): the total is their sum;
+        # a thread that ran SQLite's VM is one of sqlx's SQLite workers.
+        local file part
+        instructions=0
+        for file in "${dump%-*}"-*; do
+            part=$(awk '/^summary:/ { print $2; exit }' "$file")
+            instructions=$((instructions + part))
+            if grep -q 'sqlite3VdbeExec' "$file"; then sqlite=$((sqlite + part)); fi
+            if [[ -n ${KEEP:-} ]]; then
+                mkdir -p "$KEEP"
+                cp "$file" "$KEEP/$name.callgrind-${file##*-}"
+            fi
+        done
+    else
+        instructions=$(awk '/^summary:/ { print $2; exit }' "$dump")
+        if [[ -n ${KEEP:-} ]]; then
+            mkdir -p "$KEEP"
+            cp "$dump" "$KEEP/$name.callgrind"
+        fi
     fi
-    REPLY="$instructions $answers"
+    REPLY="$instructions $answers $sqlite"
 }
 
 # `run_wrk URL AUTH DURATION TAG`
@@ -188,12 +212,23 @@ for binary in "$@"; do
     i=$((i + 1))
     name=$i
     measure "$name" "$binary"
-    read -r instructions answers <<<"$REPLY"
+    read -r instructions answers sqlite <<<"$REPLY"
     per=$((instructions / answers))
-    say "$binary: $instructions instructions, $answers answers: $per per request"
-    rows+=("| \`$binary\` | $answers | $per |")
+    if [[ ${THREADS:-} == 1 ]]; then
+        say "$binary: $instructions instructions, $answers answers: $per per request," \
+            "$((sqlite / answers)) of them in SQLite's worker threads"
+        rows+=("| \`$binary\` | $answers | $per | $((sqlite / answers)) | $(((instructions - sqlite) / answers)) |")
+    else
+        say "$binary: $instructions instructions, $answers answers: $per per request"
+        rows+=("| \`$binary\` | $answers | $per |")
+    fi
 done
 say ""
-say "| binary | answers | instructions per request |"
-say "| --- | ---: | ---: |"
+if [[ ${THREADS:-} == 1 ]]; then
+    say "| binary | answers | instructions per request | in SQLite's worker threads | in the other threads |"
+    say "| --- | ---: | ---: | ---: | ---: |"
+else
+    say "| binary | answers | instructions per request |"
+    say "| --- | ---: | ---: |"
+fi
 printf '%s\n' "${rows[@]}"

@@ -79,7 +79,8 @@ pub struct AppInner {
     pub subscription_shapes: http::ws::Shapes,
     /// The WebSockets and subscriptions each client address holds here.
     pub ws_clients: http::ws::SocketsPerClient,
-    /// Shared inserts of single creates (MariaDB; SQLite has group commit).
+    /// Shared inserts of single creates (both backends; on SQLite a flight
+    /// takes the writer's turn as a group-committed batch does).
     pub creates: Option<services::databases::create_batch::CreateBatches>,
     /// Turns to render image previews, and the queue for them.
     pub preview_turns: services::storage::preview::Turns,
@@ -134,11 +135,13 @@ impl AppState {
             &config.redis_prefix,
             bus.redis_connection(),
         );
-        let creates = (db.dialect() == db::Dialect::MySql).then(|| {
-            // A quarter of the document connections at most hold a shared insert.
-            let max_flights = (config.database_max_connections as usize * 3 / 4) / 4;
-            services::databases::create_batch::CreateBatches::new(db.clone(), max_flights)
-        });
+        // A quarter of the document connections at most hold a shared insert
+        // (on SQLite one at a time writes, and the others wait for its turn).
+        let max_flights = (config.database_max_connections as usize * 3 / 4) / 4;
+        let creates = Some(services::databases::create_batch::CreateBatches::new(
+            db.clone(),
+            max_flights,
+        ));
         let preview_turns =
             services::storage::preview::Turns::new(config.preview_slots(), config.preview_queue);
         let parsed_queries =

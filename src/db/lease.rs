@@ -15,8 +15,8 @@ use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::any::AnyConnectOptions;
-use sqlx::{AnyConnection, Connection as _, Executor as _};
+use sqlx::any::{AnyConnectOptions, AnyTransactionManager};
+use sqlx::{AnyConnection, Connection as _, Executor as _, TransactionManager as _};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::broken_epoch;
@@ -191,8 +191,16 @@ pub struct Lease {
 impl Lease {
     /// Ends the transaction of a connection for writes ([`Purpose::Writes`])
     /// with `COMMIT` or `ROLLBACK`, and returns the connection: the next
-    /// statement on it would begin another transaction.
+    /// statement on it would begin another transaction. A transaction begun
+    /// through sqlx's transaction manager (SQLite's `BEGIN IMMEDIATE`) is ended
+    /// through it, so that the connection is known to be out of it.
     pub async fn end(mut self, commit: bool) -> Result<(), sqlx::Error> {
+        if !self.open {
+            return match commit {
+                true => AnyTransactionManager::commit(&mut self).await,
+                false => AnyTransactionManager::rollback(&mut self).await,
+            };
+        }
         let sql = if commit { "COMMIT" } else { "ROLLBACK" };
         self.execute(sql).await?;
         self.open = false;
@@ -240,8 +248,6 @@ impl Drop for Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlx::TransactionManager as _;
-    use sqlx::any::AnyTransactionManager;
 
     /// Each connection to `sqlite::memory:` has a database of its own: a table
     /// made on one shows which connection a later lease got.

@@ -1,8 +1,13 @@
-//! Shared inserts of creates on MariaDB. A request whose only write is one create
+//! Shared inserts of creates. A request whose only write is one create
 //! (no relationships set) queues its rows; one task per collection takes every
 //! row waiting and writes them with a multi-row `INSERT` for the documents and
 //! one for their permissions, in a transaction of its own, a few round trips for
-//! the lot instead of three per create. Each request then builds its answer, and
+//! the lot instead of three per create on MariaDB. On SQLite a flight holds the
+//! writer's turn ([`Db::writer_turn`]) from its insert to its commit, as a
+//! group-committed batch does ([`crate::db::group_commit`]), and takes the turn
+//! before the rows: every create that waited meanwhile goes into one statement,
+//! rather than each taking the batch's connection for a round trip to SQLite's
+//! thread of its own (ADR 34). Each request then builds its answer, and
 //! the transaction commits once all have: a request whose answer fails undoes the
 //! whole flight, and every member runs again alone, in a transaction of its own
 //! (as with SQLite's group commit, [`crate::db::group_commit`]). A flight whose
@@ -14,8 +19,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
-use sqlx::{Any, QueryBuilder};
-use tokio::sync::{Semaphore, oneshot, watch};
+use sqlx::any::AnyTransactionManager;
+use sqlx::{Any, QueryBuilder, TransactionManager as _};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
 use crate::db::Db;
 use crate::db::event_log::{self, Entry, Logged};
@@ -23,10 +29,10 @@ use crate::db::group_commit::Outcome;
 use crate::db::lease::Lease;
 use crate::error::{AppError, AppResult};
 
-use super::Collection;
 use super::ddl::perms_table;
 use super::documents::{GRANT_COLUMNS, NewRow, insert_columns};
 use super::model::SqlDialect;
+use super::{Collection, sql_dialect};
 
 /// Most rows one flight inserts.
 const MAX_ROWS: usize = 64;
@@ -34,6 +40,8 @@ const MAX_ROWS: usize = 64;
 const MAX_BYTES: usize = 1 << 20;
 /// Most placeholders in one statement (MariaDB's protocol allows 65,535).
 const MAX_PLACEHOLDERS: usize = 60_000;
+/// Most placeholders in one statement on SQLite (its limit is 32,766).
+const MAX_PLACEHOLDERS_SQLITE: usize = 32_000;
 /// Flights of one collection that may be open at once: while one waits for its
 /// members' answers and its commit, the next is written.
 const FLIGHTS_PER_COLLECTION: usize = 2;
@@ -42,6 +50,7 @@ const FLIGHTS_PER_COLLECTION: usize = 2;
 /// change of a collection's columns bumps its version).
 pub struct CreateBatches {
     db: Db,
+    dialect: SqlDialect,
     queues: StdMutex<HashMap<(String, i64), Arc<Queue>>>,
     /// Turns of flights across collections: each holds a connection until its
     /// members have answered, and answers may need connections too.
@@ -59,6 +68,7 @@ struct Queue {
     insert: String,
     insert_grants: String,
     columns: usize,
+    max_placeholders: usize,
     state: StdMutex<QueueState>,
 }
 
@@ -77,6 +87,7 @@ impl CreateBatches {
     /// Queues over `db`, with at most `max_flights` flights open at once.
     pub fn new(db: Db, max_flights: usize) -> CreateBatches {
         CreateBatches {
+            dialect: sql_dialect(db.dialect()),
             db,
             queues: StdMutex::new(HashMap::new()),
             flights: Arc::new(Semaphore::new(max_flights.max(1))),
@@ -101,14 +112,25 @@ impl CreateBatches {
             queues
                 .entry((collection.table.clone(), collection.version))
                 .or_insert_with(|| {
-                    let columns = insert_columns(SqlDialect::MySql, collection);
+                    let dialect = self.dialect;
+                    let mut insert = String::from("INSERT INTO ");
+                    dialect.push_quoted(&mut insert, "", &collection.table);
+                    insert.push_str(" (");
+                    insert.push_str(&insert_columns(dialect, collection));
+                    insert.push_str(") ");
+                    let mut insert_grants = String::from("INSERT INTO ");
+                    dialect.push_quoted(&mut insert_grants, "", &perms_table(&collection.table));
+                    insert_grants.push(' ');
+                    insert_grants.push_str(GRANT_COLUMNS);
+                    insert_grants.push(' ');
                     Arc::new(Queue {
-                        insert: format!("INSERT INTO `{}` ({columns}) ", collection.table),
-                        insert_grants: format!(
-                            "INSERT INTO `{}` {GRANT_COLUMNS} ",
-                            perms_table(&collection.table)
-                        ),
+                        insert,
+                        insert_grants,
                         columns: collection.columns().len() + 4,
+                        max_placeholders: match dialect {
+                            SqlDialect::Sqlite => MAX_PLACEHOLDERS_SQLITE,
+                            SqlDialect::MySql => MAX_PLACEHOLDERS,
+                        },
                         state: StdMutex::new(QueueState::default()),
                     })
                 })
@@ -146,6 +168,10 @@ impl Queue {
             let Ok(_turn) = flights.acquire().await else {
                 return;
             };
+            // SQLite's writer first (none on MariaDB): the rows are taken once
+            // it is this flight's turn to write, so that every create that came
+            // while another write held it flies now, in one statement.
+            let writer = db.writer_turn().await;
             let taken = {
                 let Ok(mut state) = self.state.lock() else {
                     return;
@@ -163,8 +189,8 @@ impl Queue {
                     bytes += waiting.row.size();
                     grants += waiting.row.grants.len();
                     let full = count == MAX_ROWS
-                        || (count + 1) * self.columns > MAX_PLACEHOLDERS
-                        || grants * 4 > MAX_PLACEHOLDERS
+                        || (count + 1) * self.columns > self.max_placeholders
+                        || grants * 4 > self.max_placeholders
                         || bytes > MAX_BYTES;
                     if count > 0 && full {
                         break;
@@ -173,17 +199,18 @@ impl Queue {
                 }
                 state.waiting.drain(..count).collect::<Vec<_>>()
             };
-            self.flight(&db, taken).await;
+            self.flight(&db, taken, writer).await;
         }
     }
 
-    /// Inserts `taken` in one transaction and waits for it to end.
-    async fn flight(&self, db: &Db, taken: Vec<Waiting>) {
+    /// Inserts `taken` in one transaction and waits for it to end; `writer`
+    /// is SQLite's turn, held until then.
+    async fn flight(&self, db: &Db, taken: Vec<Waiting>, writer: Option<OwnedSemaphorePermit>) {
         let rows: Vec<&NewRow> = taken.iter().map(|waiting| &waiting.row).collect();
-        let written = self.write(db, &rows).await;
+        let written = self.write(db, &rows, writer).await;
         drop(rows);
-        let lease = match written {
-            Ok(lease) => lease,
+        let (lease, writer) = match written {
+            Ok(written) => written,
             Err(err) => {
                 tracing::debug!(error = %err, rows = taken.len(), "a shared insert failed; its creates run alone");
                 metrics::counter!("nimbus_write_batches_total", "outcome" => "not_written")
@@ -196,6 +223,7 @@ impl Queue {
         };
         let flight = Arc::new(Flight {
             lease: StdMutex::new(Some(lease)),
+            writer: StdMutex::new(writer),
             members: StdMutex::new(Members {
                 active: taken.len(),
                 joined: taken.len(),
@@ -219,11 +247,22 @@ impl Queue {
         crate::db::group_commit::outcome(ended).await;
     }
 
-    /// Writes the rows on a connection of their own, inside its transaction.
-    async fn write(&self, db: &Db, rows: &[&NewRow]) -> Result<Lease, sqlx::Error> {
+    /// Writes the rows on a connection of their own, inside its transaction;
+    /// gives SQLite's `writer` turn back with it, to hold until the commit.
+    async fn write(
+        &self,
+        db: &Db,
+        rows: &[&NewRow],
+        writer: Option<OwnedSemaphorePermit>,
+    ) -> Result<(Lease, Option<OwnedSemaphorePermit>), sqlx::Error> {
         let mut lease = match db.lease_for_writes().await {
             Some(lease) => lease?,
-            None => return Err(sqlx::Error::PoolClosed),
+            None => {
+                // SQLite, with the writer's turn held: the write lock at once.
+                let mut lease = db.lease().await?;
+                AnyTransactionManager::begin(&mut lease, Some("BEGIN IMMEDIATE".into())).await?;
+                lease
+            }
         };
         let mut documents = QueryBuilder::<Any>::new(self.insert.as_str());
         documents.push_values(rows.iter().copied(), |values, row| row.push_values(values));
@@ -237,12 +276,14 @@ impl Queue {
             other => other.map(drop),
         };
         match written {
-            Ok(()) => Ok(lease),
+            Ok(()) => Ok((lease, writer)),
             Err(err) => {
-                // Rolled back in a task of its own; a connection that cannot is
-                // closed, and MariaDB rolls back.
+                // Rolled back in a task of its own, the writer's turn held until
+                // then; a connection that cannot is closed, and the database
+                // rolls back.
                 tokio::spawn(async move {
                     let _ = lease.end(false).await;
+                    drop(writer);
                 });
                 Err(err)
             }
@@ -275,6 +316,8 @@ struct Members {
 /// One shared insert, uncommitted until every member has answered.
 pub(super) struct Flight {
     lease: StdMutex<Option<Lease>>,
+    /// SQLite's writer turn, given back once the flight has ended.
+    writer: StdMutex<Option<OwnedSemaphorePermit>>,
     members: StdMutex<Members>,
     outcome: watch::Sender<Option<Outcome>>,
     /// The events of members that left, to log before the commit.
@@ -406,6 +449,9 @@ impl Flight {
                 }
             },
         };
+        if let Ok(mut writer) = self.writer.lock() {
+            writer.take();
+        }
         let label = match outcome {
             Outcome::Committed => "committed",
             Outcome::RolledBack => "rolled_back",

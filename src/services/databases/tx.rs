@@ -8,7 +8,7 @@
 //! no committed write goes unheard. On SQLite, requests
 //! with a single mutation field share group-committed batches instead
 //! ([`crate::db::group_commit`]), and run again alone should their batch roll back.
-//! On MariaDB, such a request whose write is one create shares an insert with
+//! On both, such a request whose write is one create shares an insert with
 //! others ([`super::create_batch`]), and runs again alone should it be undone.
 
 use std::ops::{Deref, DerefMut};
@@ -42,8 +42,8 @@ pub enum Mode {
     /// first write to the end of the request.
     Exclusive,
     /// A place in a group-committed batch ([`crate::db::group_commit`]) on
-    /// SQLite, or in a shared insert ([`super::create_batch`]) for a create on
-    /// MariaDB: for requests that can run again from the start should it be
+    /// SQLite, or in a shared insert ([`super::create_batch`]) for a create:
+    /// for requests that can run again from the start should it be
     /// undone.
     Shared,
 }
@@ -79,7 +79,7 @@ pub struct RequestTx {
     open: Mutex<Option<Lease>>,
     /// The batch joined by the first write ([`Mode::Shared`], SQLite).
     batch: OnceLock<Arc<Batch>>,
-    /// The shared insert of the request's create ([`Mode::Shared`], MariaDB).
+    /// The shared insert of the request's create ([`Mode::Shared`]).
     flight: OnceLock<Membership>,
     joining: Mutex<()>,
     /// An operation of this request has completed in its batch.
@@ -275,8 +275,8 @@ impl RequestTx {
         }
     }
 
-    /// Offers a prepared create to a shared insert with other requests'
-    /// (MariaDB): only in a request of one mutation field ([`Mode::Shared`])
+    /// Offers a prepared create to a shared insert with other requests':
+    /// only in a request of one mutation field ([`Mode::Shared`])
     /// whose only write it is ([`Sharing::Sole`]), and unless it sets
     /// relationships (which read and write more than its rows). True when the
     /// shared insert wrote it and the request joined its flight; false when the
