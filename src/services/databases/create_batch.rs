@@ -563,6 +563,52 @@ mod tests {
         let Some(test) = test_support::mariadb().await else {
             return;
         };
+        let mut config = Config::with_data_dir(std::env::temp_dir());
+        config.database_url = Some(test.url.clone());
+        flights_commit_together_or_not_at_all(&config, &test.pool).await;
+        test.close().await;
+    }
+
+    #[tokio::test]
+    async fn on_sqlite_creates_in_one_flight_commit_together_holding_the_writers_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::with_data_dir(dir.path().to_path_buf());
+        let db = Db::connect(&config, Duration::from_secs(10)).await.unwrap();
+        flights_commit_together_or_not_at_all(&config, db.pool()).await;
+
+        // The flight holds the writer's turn until it has ended, and takes it
+        // before its rows: a create queued while another write holds the turn
+        // waits for it, then flies.
+        let batches = Arc::new(CreateBatches::new(db.clone(), 1));
+        let collection = Arc::new(collection());
+        let placed = together(&batches, &collection, &["f"]).await;
+        let place = placed.into_iter().next().unwrap().1.expect("written");
+        let busy = tokio::time::timeout(Duration::from_millis(200), db.writer_turn()).await;
+        assert!(busy.is_err(), "the turn is the flight's until it ends");
+        assert_eq!(ended(&place, false).await, Outcome::Committed);
+        let turn = db.writer_turn().await;
+        let queued = {
+            let (batches, collection) = (batches.clone(), collection.clone());
+            tokio::spawn(async move { batches.insert(&collection, row("g")).await.unwrap() })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!queued.is_finished(), "no flight without the writer's turn");
+        drop(turn);
+        let (_, place) = tokio::time::timeout(Duration::from_secs(10), queued)
+            .await
+            .expect("the flight goes once the turn is free")
+            .unwrap();
+        assert_eq!(
+            ended(&place.expect("written"), false).await,
+            Outcome::Committed
+        );
+        assert_eq!(stored(db.pool()).await.len(), 4);
+        db.close().await;
+    }
+
+    /// Flights over the database of `config`, read back through `pool`.
+    async fn flights_commit_together_or_not_at_all(config: &Config, pool: &sqlx::AnyPool) {
+        let db = Db::connect(config, Duration::from_secs(10)).await.unwrap();
         for statement in [
             "CREATE TABLE c_1 (id VARCHAR(36) NOT NULL PRIMARY KEY, created_at BIGINT NOT NULL, \
              updated_at BIGINT NOT NULL, nimbus_reader VARCHAR(128), a_title VARCHAR(100))",
@@ -570,11 +616,8 @@ mod tests {
              actions SMALLINT NOT NULL, sole SMALLINT NOT NULL DEFAULT 0, \
              PRIMARY KEY (resource_id, role))",
         ] {
-            sqlx::query(statement).execute(&test.pool).await.unwrap();
+            sqlx::query(statement).execute(pool).await.unwrap();
         }
-        let mut config = Config::with_data_dir(std::env::temp_dir());
-        config.database_url = Some(test.url.clone());
-        let db = Db::connect(&config, Duration::from_secs(10)).await.unwrap();
         let batches = Arc::new(CreateBatches::new(db.clone(), 1));
         let collection = Arc::new(collection());
 
@@ -588,16 +631,16 @@ mod tests {
         places[0].leave(false, Vec::new());
         places[2].leave(false, Vec::new());
         assert_eq!(ended(&places[1], true).await, Outcome::RolledBack);
-        assert_eq!(stored(&test.pool).await, Vec::<(String, i64)>::new());
+        assert_eq!(stored(pool).await, Vec::<(String, i64)>::new());
 
         // Uncommitted until the last member has answered; then all of it.
         let placed = together(&batches, &collection, &["a", "b"]).await;
         let places: Vec<Membership> = placed.into_iter().map(|(_, p)| p.unwrap()).collect();
         places[0].leave(false, Vec::new());
-        assert!(stored(&test.pool).await.is_empty(), "not yet committed");
+        assert!(stored(pool).await.is_empty(), "not yet committed");
         assert_eq!(ended(&places[1], false).await, Outcome::Committed);
         assert_eq!(
-            stored(&test.pool).await,
+            stored(pool).await,
             [("a".to_string(), 13), ("b".to_string(), 13)]
         );
 
@@ -607,7 +650,7 @@ mod tests {
         let kept = places.remove(0);
         drop(places);
         assert_eq!(ended(&kept, false).await, Outcome::RolledBack);
-        assert_eq!(stored(&test.pool).await.len(), 2);
+        assert_eq!(stored(pool).await.len(), 2);
 
         // A flight whose insert fails (an id taken) gives every row back, unwritten.
         let placed = together(&batches, &collection, &["e", "a"]).await;
@@ -615,9 +658,8 @@ mod tests {
             assert!(place.is_none(), "{} was not written", row.id);
             assert_eq!(row.values, [SqlValue::Text(format!("title of {}", row.id))]);
         }
-        assert_eq!(stored(&test.pool).await.len(), 2);
+        assert_eq!(stored(pool).await.len(), 2);
 
         db.close().await;
-        test.close().await;
     }
 }
