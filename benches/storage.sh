@@ -16,7 +16,8 @@
 #             RSS (VmHWM) over all of it, against the goal of staying under 64 MiB;
 #             and the server's CPU time per MiB moved for each kind of transfer
 #             (user + system, from /proc), which a busy machine disturbs far less
-#             than the rates
+#             than the rates, and the page faults it took per MiB (minor faults,
+#             from /proc: memory given back to the system and touched again)
 #   preview   a 12-megapixel JPEG (4000×3000, ImageMagick's plasma fractal, quality
 #             90) to 400 px wide: the first request (decode, resize, encode, cache)
 #             and cached ones, beside ImageMagick's `convert photo.jpg -resize 400x`
@@ -74,6 +75,8 @@ mib_per_s() { awk -v mib="$SIZE_MIB" -v s="$1" 'BEGIN { printf "%.0f", mib / s }
 now() { printf '%s' "$EPOCHREALTIME"; }
 # The server's CPU time so far (user + system), in clock ticks.
 server_ticks() { awk '{ print $14 + $15 }' "/proc/$nimbus_pid/stat"; }
+# The server's minor page faults so far.
+server_faults() { awk '{ print $10 }' "/proc/$nimbus_pid/stat"; }
 ticks_per_s=$(getconf CLK_TCK)
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.4f", b - a }'; }
 
@@ -159,7 +162,7 @@ done
 rss_start=$(rss_mib "$nimbus_pid")
 say "server RSS after start-up and set-up: $rss_start MiB"
 
-declare -A rate=() cpu_ms=()
+declare -A rate=() cpu_ms=() faults_mib=()
 chunk=$((5 * 1024 * 1024))
 size=$((SIZE_MIB * 1024 * 1024))
 split -b "$chunk" -d -a 3 "$work/big.bin" "$work/chunk."
@@ -167,15 +170,17 @@ for bucket in plain sealed; do
     wait_for_quiet || noisy+=("$bucket transfers (${REPLY}%)")
     multipart=() chunked=() download=()
     declare -A ticks=([multipart]=0 [chunked]=0 [download]=0)
+    declare -A faults=([multipart]=0 [chunked]=0 [download]=0)
     for ((i = 0; i < REPEAT; i++)); do
         id="m$i"
-        c=$(server_ticks)
+        c=$(server_ticks) f=$(server_faults)
         t=$(now)
         answer=$(curl -sf "$url/v1/graphql" -H "X-Nimbus-Key: $key" -H 'Apollo-Require-Preflight: true' \
             -F "operations={\"query\": \"mutation(\$i: CreateFileInput!) { createFile(input: \$i) { size checksum } }\", \"variables\": {\"i\": {\"bucketId\": \"$bucket\", \"fileId\": \"$id\", \"file\": null}}}" \
             -F 'map={"0": ["variables.i.file"]}' -F "0=@$work/big.bin;filename=big.bin")
         multipart+=("$(since "$t")")
         ticks[multipart]=$((ticks[multipart] + $(server_ticks) - c))
+        faults[multipart]=$((faults[multipart] + $(server_faults) - f))
         [[ $(jq -r .data.createFile.size <<<"$answer") == "$size" ]] || die "multipart upload failed: $answer"
         [[ $(jq -r .data.createFile.checksum <<<"$answer") == "$big_sha" ]] || die "multipart upload has another checksum: $answer"
 
@@ -193,22 +198,24 @@ for bucket in plain sealed; do
                 --data-binary "@$part" -o "$work/chunk-answer" "$url$upload_path")
             offset=$((offset + length))
         done
-        c=$(server_ticks)
+        c=$(server_ticks) f=$(server_faults)
         t=$(now)
         curl "${transfers[@]}" || die "a chunked upload request failed: $(cat "$work/start-answer" "$work/chunk-answer" 2>/dev/null)"
         chunked+=("$(since "$t")")
         ticks[chunked]=$((ticks[chunked] + $(server_ticks) - c))
+        faults[chunked]=$((faults[chunked] + $(server_faults) - f))
         [[ $(jq -r .data.createFileUpload.uploadUrl "$work/start-answer") == "$upload_path"* ]] ||
             die "createFileUpload answered another uploadUrl: $(cat "$work/start-answer")"
         [[ $(jq -r .status "$work/chunk-answer") == READY ]] || die "chunked upload did not complete: $(cat "$work/chunk-answer")"
         [[ $(jq -r .checksum "$work/chunk-answer") == "$big_sha" ]] || die "chunked upload has another checksum: $(cat "$work/chunk-answer")"
 
-        c=$(server_ticks)
+        c=$(server_ticks) f=$(server_faults)
         t=$(now)
         got=$(curl -sf "$url/v1/storage/buckets/$bucket/files/m$i/download" -H "X-Nimbus-Key: $key" \
             -o /dev/null -w '%{size_download}')
         download+=("$(since "$t")")
         ticks[download]=$((ticks[download] + $(server_ticks) - c))
+        faults[download]=$((faults[download] + $(server_faults) - f))
         [[ $got == "$size" ]] || die "download returned $got bytes"
     done
     for kind in multipart chunked download; do
@@ -218,7 +225,9 @@ for bucket in plain sealed; do
         rate[$bucket.$kind]=$(mib_per_s "$seconds")
         cpu_ms[$bucket.$kind]=$(awk -v t="${ticks[$kind]}" -v hz="$ticks_per_s" -v mib="$SIZE_MIB" -v n="$REPEAT" \
             'BEGIN { printf "%.2f", t / hz * 1000 / (mib * n) }')
-        say "$bucket $kind: ${times[*]} s -> median $seconds s = ${rate[$bucket.$kind]} MiB/s; server CPU ${cpu_ms[$bucket.$kind]} ms/MiB"
+        faults_mib[$bucket.$kind]=$(awk -v n="${faults[$kind]}" -v mib="$SIZE_MIB" -v r="$REPEAT" \
+            'BEGIN { printf "%.0f", n / (mib * r) }')
+        say "$bucket $kind: ${times[*]} s -> median $seconds s = ${rate[$bucket.$kind]} MiB/s; server CPU ${cpu_ms[$bucket.$kind]} ms/MiB, ${faults_mib[$bucket.$kind]} page faults/MiB"
     done
 done
 peak=$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$nimbus_pid/status")
@@ -289,6 +298,7 @@ Run at $commit on $machine, $memory, disk $disk; ImageMagick $magick_version. Ni
 | upload, 5 MiB chunks | ${rate[plain.chunked]} MiB/s (**${share[plain.chunked]}×**; goal ≥ 0.35: ${verdicts[plain.chunked]}) | ${rate[sealed.chunked]} MiB/s (**${share[sealed.chunked]}×**; goal ≥ 0.30: ${verdicts[sealed.chunked]}) | |
 | download | ${rate[plain.download]} MiB/s (**${share[plain.download]}×** \`cat\`; goal ≥ 0.60: ${verdicts[plain.download]}) | ${rate[sealed.download]} MiB/s (${share[sealed.download]}×) | \`cat\` to /dev/null $cat_rate MiB/s |
 | server CPU time per MiB, upload in one request / in chunks / download | ${cpu_ms[plain.multipart]} / ${cpu_ms[plain.chunked]} / ${cpu_ms[plain.download]} ms | ${cpu_ms[sealed.multipart]} / ${cpu_ms[sealed.chunked]} / ${cpu_ms[sealed.download]} ms | |
+| server page faults per MiB, the same | ${faults_mib[plain.multipart]} / ${faults_mib[plain.chunked]} / ${faults_mib[plain.download]} | ${faults_mib[sealed.multipart]} / ${faults_mib[sealed.chunked]} / ${faults_mib[sealed.download]} | |
 | server peak RSS over all of it (start: $rss_start MiB) | **$peak MiB** (goal < 64: $memory_verdict) | | |
 
 | 12 MP JPEG → 400 px wide | Nimbus | ImageMagick \`convert -resize 400x\` |

@@ -18,11 +18,18 @@ use nimbus::{AppState, Server};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 // Memory freed after a burst (the image a preview decoded, a flood of requests)
-// goes back to the system at once, not after mimalloc's default delay of a
-// second, in which the next burst allocates anew: with benches/abuse.sh, 16
-// previews of a 15 MiB PNG took the server to 297 MiB with the delay and to
-// 97 MiB without it, the legitimate reader's p99 unchanged. The `mimalloc`
-// crate exposes no option setter for it, so mimalloc's own is declared here.
+// goes back to the system within a millisecond (ten for whole segments, through
+// mimalloc's arena multiplier of 10), not after mimalloc's default of 10 (100), in
+// which the next burst allocates anew: with benches/abuse.sh, 16 previews of a
+// 15 MiB PNG took the server to 297 MiB with the default and to 97 MiB with no
+// delay at all, the legitimate reader's p99 unchanged. Not no delay at all: a
+// transfer frees buffers and allocates them again within a millisecond or so (an
+// encrypted download's segments, a download's pieces, the batches of an upload),
+// and with no delay their pages went back to the system and faulted in again,
+// zeroed, on their next use: an encrypted download took 260 page faults per MiB
+// sent, 7 with this delay (benches/RESULTS.md, "Storage"). The `mimalloc` crate
+// exposes no option setter, so mimalloc's own is declared here; its
+// `MIMALLOC_PURGE_DELAY` environment variable, when set, is left to rule.
 unsafe extern "C" {
     /// mimalloc's `mi_option_set`, linked in with the allocator.
     fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
@@ -30,6 +37,9 @@ unsafe extern "C" {
 
 /// `mi_option_purge_delay` in mimalloc's `mi_option_t` (the same in its v2 and v3).
 const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+/// Milliseconds before freed memory is given back (see above).
+const PURGE_DELAY_MS: std::ffi::c_long = 1;
 
 #[derive(Parser)]
 #[command(
@@ -178,8 +188,10 @@ fn init_logging(config: &Config) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // SAFETY: mi_option_set only stores the value; mimalloc reads it on each purge.
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: mi_option_set only stores the value; mimalloc reads it on each purge.
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    }
     let cli = Cli::parse();
     match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,

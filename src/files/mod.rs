@@ -923,20 +923,21 @@ fn stored_stream(result: GetResult) -> ByteStream {
 /// is on its way out, the next is being read on the blocking pool, straight into the
 /// buffer that goes out (no copy through another buffer). No thread waits on a slow
 /// reader: a piece is read only when the one before it is taken, so at most two are
-/// held.
+/// held. The buffers are recycled (see [`Pieces`]).
 fn local_stream(file: Arc<std::fs::File>, range: Range<u64>) -> ByteStream {
     let end = range.end;
-    let first = read_ahead(&file, range.start, end);
+    let pieces = Pieces::default();
+    let first = read_ahead(&file, &pieces, range.start, end);
     stream::try_unfold(
-        (file, range.start, first),
-        move |(file, offset, ahead)| async move {
+        (file, pieces, range.start, first),
+        move |(file, pieces, offset, ahead)| async move {
             let Some(reading) = ahead else {
                 return Ok(None);
             };
             let piece = reading.await.map_err(io::Error::other)??;
             let next = offset + piece.len() as u64;
-            let ahead = read_ahead(&file, next, end);
-            Ok(Some((piece, (file, next, ahead))))
+            let ahead = read_ahead(&file, &pieces, next, end);
+            Ok(Some((piece, (file, pieces, next, ahead))))
         },
     )
     .boxed()
@@ -945,6 +946,7 @@ fn local_stream(file: Arc<std::fs::File>, range: Range<u64>) -> ByteStream {
 /// Starts reading the piece at `offset` (none at or past `end`).
 fn read_ahead(
     file: &Arc<std::fs::File>,
+    pieces: &Pieces,
     offset: u64,
     end: u64,
 ) -> Option<tokio::task::JoinHandle<io::Result<Bytes>>> {
@@ -952,14 +954,65 @@ fn read_ahead(
         return None;
     }
     let file = file.clone();
+    let mut piece = pieces.take();
     Some(tokio::task::spawn_blocking(move || {
         use std::os::unix::fs::FileExt as _;
         // Both are at most FILE_READ_CHUNK here.
         let want = (end - offset).min(FILE_READ_CHUNK as u64) as usize;
-        let mut piece = bytes::BytesMut::zeroed(want);
-        file.read_exact_at(&mut piece, offset)?;
-        Ok(piece.freeze())
+        piece.buffer.resize(want, 0);
+        file.read_exact_at(&mut piece.buffer, offset)?;
+        Ok(Bytes::from_owner(piece))
     }))
+}
+
+/// The read buffers of one download, handed back once the piece in each has been
+/// sent (when the response lets go of its `Bytes`) and read into again. A fresh
+/// buffer per piece cost its zeroing and, whenever the allocator had given its pages
+/// back to the system meanwhile (`main.rs`), a page fault per 4 KiB: as much as the
+/// copy from the page cache itself. At most `KEPT` wait here; the
+/// others (and all of them once the download's stream is dropped) are freed.
+#[derive(Default)]
+struct Pieces(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+/// Buffers kept for reuse by one download: one being sent and one read ahead.
+const KEPT: usize = 2;
+
+impl Pieces {
+    fn take(&self) -> Piece {
+        let buffer = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|mut kept| kept.pop())
+            .unwrap_or_else(|| Vec::with_capacity(FILE_READ_CHUNK));
+        Piece {
+            buffer,
+            home: Arc::downgrade(&self.0),
+        }
+    }
+}
+
+/// One piece of a download, going back to its download's [`Pieces`] when dropped.
+struct Piece {
+    buffer: Vec<u8>,
+    home: std::sync::Weak<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        &self.buffer
+    }
+}
+
+impl Drop for Piece {
+    fn drop(&mut self) {
+        if let Some(home) = self.home.upgrade()
+            && let Ok(mut kept) = home.lock()
+            && kept.len() < KEPT
+        {
+            kept.push(std::mem::take(&mut self.buffer));
+        }
+    }
 }
 
 /// Waits for the first chunk so that a missing, undecryptable or corrupt object fails

@@ -352,10 +352,11 @@ pub async fn upload_chunk(
             })?,
         )?;
         let stall = std::time::Duration::from_secs(state.config.http_body_timeout_secs);
-        let reader = crate::http::stall_limited(body, stall).0;
+        let access = ScopedAccess::of(&addressed.caller)?;
+        let reader = started(crate::http::stall_limited(body, stall).0);
         let file = upload::receive_chunk(
             &state,
-            &ScopedAccess::of(&addressed.caller)?,
+            &access,
             &path.bucket,
             &path.file,
             range,
@@ -389,4 +390,27 @@ pub async fn upload_chunk(
     }
     .await
     .unwrap_or_else(error)
+}
+
+/// A chunk's body whose first read starts now, beside the upload's checks, rather
+/// than when they are done. A client that waits for `100 Continue` before a large
+/// body (curl past 1 MiB) is sent it when the body is first read: it then sends
+/// while the upload's row is read and its file opened and locked, instead of
+/// waiting for them, a round trip and a few statements per chunk. The caller's
+/// credential and its key's scope have been checked already; what is taken before the upload's own
+/// checks is one read of the body (at most hyper's read buffer), and a stalled
+/// client is cut off by the body's stall limit as before.
+fn started(mut body: crate::files::ByteStream) -> crate::files::ByteStream {
+    let first = tokio::spawn(async move {
+        let first = body.next().await;
+        (first, body)
+    });
+    futures_util::stream::once(first)
+        .flat_map(|joined| match joined {
+            Ok((first, rest)) => futures_util::stream::iter(first).chain(rest).boxed(),
+            Err(error) => {
+                futures_util::stream::once(async move { Err(std::io::Error::other(error)) }).boxed()
+            }
+        })
+        .boxed()
 }
