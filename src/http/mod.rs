@@ -140,9 +140,15 @@ pub fn router(state: AppState) -> Router {
         // No `DefaultBodyLimit` layer: no handler takes a body extractor it would
         // bound (each reads its body itself, with its own limit and error), and
         // the layer would cost every request an extension and a level of futures.
-        .layer(cors)
-        .layer(CatchPanicLayer::custom(graphql::panic_response))
-        .layer(TraceLayer::new_for_http())
+        // One `layer` call for the three: each call wraps every route in a boxed
+        // service of its own, and every request then boxes and moves one more
+        // future per call (with the request inside it). Outermost first.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http())
+                .layer(CatchPanicLayer::custom(graphql::panic_response))
+                .layer(cors),
+        )
         .with_state(state)
 }
 
