@@ -11,6 +11,10 @@
 #   caller     { locale { countryCode } }, X-Forwarded-For: 8.8.8.8 (a GeoIP lookup)
 #   countries  { locale { countries { code name } } }, X-Nimbus-Locale: de
 #   create     createPost as a signed-in user, as benches/databases.sh's `create`
+#   function   GET /v1/functions/hello-quiet: a hello-world HTTP function, warm,
+#              `logging: false` (as benches/functions.sh sets it up)
+#   function-read  GET /v1/functions/reader-quiet/p1: the same, reading one
+#              document through `nimbus.graphql`
 #
 # Callgrind runs a server's threads one at a time, about 50 times slower: a create
 # batch (SQLite's group commit, MariaDB's shared insert) holds fewer members than
@@ -35,7 +39,7 @@ root=$PWD
 # shellcheck source=benches/lib.sh
 source "$root/benches/lib.sh"
 
-(($# >= 2)) || die "usage: benches/instructions.sh typename|caller|countries|create BINARY..."
+(($# >= 2)) || die "usage: benches/instructions.sh typename|caller|countries|create|function|function-read BINARY..."
 workload=$1
 shift
 DURATION=${DURATION:-30s}
@@ -93,6 +97,8 @@ fi
 
 headers=()
 expect=
+method=POST
+path=/v1/graphql
 case $workload in
 typename)
     body='{"query":"{ __typename }"}' expect='"__typename":"Query"'
@@ -108,6 +114,12 @@ countries)
 create)
     body='{"query":"mutation($input: CreatePostInput!){ createPost(input: $input) { id } }","variables":{"input":{"title":"@TITLE@","body":"@TEXT@","views":@VIEWS@,"published":@PUBLISHED@}}}'
     expect='"createPost":{"id":"'
+    ;;
+function)
+    method=GET path=/v1/functions/hello-quiet body= expect='"message":"Hello"'
+    ;;
+function-read)
+    method=GET path=/v1/functions/reader-quiet/p1 body= expect='"title":"Hello"'
     ;;
 *) die "unknown workload $workload" ;;
 esac
@@ -151,12 +163,21 @@ measure() {
         [[ -n $secret ]] || die "the seeding printed no session: $seeded"
         auth="Bearer $secret"
     fi
+    if [[ $workload == function* ]]; then
+        admin_key_from "$work/$name.out"
+        python3 "$root/benches/functions/bench.py" quiet "$url" "$admin_key" >"$work/$name.setup" ||
+            { cat "$work/$name.setup"; die "setting up the functions failed"; }
+    fi
     local header args=()
     for header in "${headers[@]}"; do args+=(-H "$header"); done
     if [[ $workload != create ]]; then
         local answer
-        answer=$(curl -sf "$url/v1/graphql" -H 'Content-Type: application/json' "${args[@]}" \
-            --data-binary "$body" || true)
+        if [[ $method == GET ]]; then
+            answer=$(curl -sf "$url$path" "${args[@]}" || true)
+        else
+            answer=$(curl -sf "$url$path" -H 'Content-Type: application/json' "${args[@]}" \
+                --data-binary "$body" || true)
+        fi
         [[ $answer == *"$expect"* ]] || die "$name answered $answer"
     fi
     # Warm up (caches, pools, kept answers), then count from zero.
@@ -199,9 +220,9 @@ measure() {
 
 # `run_wrk URL AUTH DURATION TAG`
 run_wrk() {
-    BENCH_METHOD=POST BENCH_PATH=/v1/graphql BENCH_BODY=$body BENCH_EXPECT=$expect \
+    BENCH_METHOD=$method BENCH_PATH=$path BENCH_BODY=$body BENCH_EXPECT=$expect \
         BENCH_AUTH=$2 BENCH_TAG=$4 BENCH_HEADERS="$(printf '%s\n' "${headers[@]}")" \
-        wrk -t1 -c"$CONNECTIONS" -d"$3" --timeout 20s -s "$root/benches/databases/wrk.lua" "$1/v1/graphql"
+        wrk -t1 -c"$CONNECTIONS" -d"$3" --timeout 20s -s "$root/benches/databases/wrk.lua" "$1$path"
 }
 
 section "Instructions per request: $workload ($DATABASE, wrk -c$CONNECTIONS -d$DURATION under callgrind)"

@@ -7,6 +7,7 @@ per measurement, so the client's own cost is the same for every request it times
 Every command prints `RESULT key=value ...` as its last line.
 
     bench.py setup URL KEY                 functions `hello` and `reader`, a document
+    bench.py quiet URL KEY                 only `hello-quiet` and `reader-quiet`, a document
     bench.py cold URL KEY ROUNDS           activateDeployment answered -> first response
     bench.py overhead URL ROUNDS           hello-world execution vs { __typename }
     bench.py pocketbase URL EMAIL PASSWORD a `posts` collection with one record
@@ -107,10 +108,8 @@ def create_function(client, function, settings):
     )
 
 
-def setup(url, key):
-    client = Client(url, key)
-    create_function(client, "hello", {"execute": ["any"]})
-    client.deploy("hello", HELLO)
+def create_document(client):
+    """The database `bench`, its collection `posts` and the document `p1`."""
     client.graphql('mutation { createDatabase(input: {id: "bench", name: "Bench"}) { id } }')
     client.graphql(
         "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
@@ -126,6 +125,36 @@ def setup(url, key):
     client.graphql(
         'mutation { createDocument(input: {databaseId: "bench", collectionId: "posts", id: "p1", data: {title: "Hello"}}) { id } }'
     )
+
+
+def create_quiet(client):
+    """Warm, and no record of their successes (`logging: false`, ADR 31)."""
+    create_function(client, "hello-quiet", {"execute": ["any"], "warm": True, "logging": False})
+    client.deploy("hello-quiet", HELLO)
+    create_function(
+        client, "reader-quiet", {"execute": ["any"], "scopes": ["documents.read"], "warm": True, "logging": False}
+    )
+    client.deploy("reader-quiet", READER)
+
+
+def check_routes(url, routes):
+    for path, expect in routes:
+        status, body = Client(url).request("GET", path)
+        if status != 200 or expect not in body:
+            sys.exit(f"{path} answered {status} {body[:200]!r}")
+
+
+QUIET_ROUTES = [
+    ("/v1/functions/hello-quiet", b"Hello"),
+    ("/v1/functions/reader-quiet/p1", b"Hello"),
+]
+
+
+def setup(url, key):
+    client = Client(url, key)
+    create_function(client, "hello", {"execute": ["any"]})
+    client.deploy("hello", HELLO)
+    create_document(client)
     create_function(client, "reader", {"execute": ["any"], "scopes": ["documents.read"]})
     client.deploy("reader", READER)
     # The same handlers in warm contexts (ADR 30): one per sandbox thread, reused.
@@ -133,26 +162,27 @@ def setup(url, key):
     client.deploy("hello-warm", HELLO)
     create_function(client, "reader-warm", {"execute": ["any"], "scopes": ["documents.read"], "warm": True})
     client.deploy("reader-warm", READER)
-    # Warm, and no record of their successes (`logging: false`, ADR 31).
-    create_function(client, "hello-quiet", {"execute": ["any"], "warm": True, "logging": False})
-    client.deploy("hello-quiet", HELLO)
-    create_function(
-        client, "reader-quiet", {"execute": ["any"], "scopes": ["documents.read"], "warm": True, "logging": False}
-    )
-    client.deploy("reader-quiet", READER)
+    create_quiet(client)
     create_function(client, "slow", {"execute": ["any"]})
     client.deploy("slow", SLOW)
-    for path, expect in [
-        ("/v1/functions/hello", b"Hello"),
-        ("/v1/functions/reader/p1", b"Hello"),
-        ("/v1/functions/hello-warm", b"Hello"),
-        ("/v1/functions/reader-warm/p1", b"Hello"),
-        ("/v1/functions/hello-quiet", b"Hello"),
-        ("/v1/functions/reader-quiet/p1", b"Hello"),
-    ]:
-        status, body = Client(url).request("GET", path)
-        if status != 200 or expect not in body:
-            sys.exit(f"{path} answered {status} {body[:200]!r}")
+    check_routes(
+        url,
+        [
+            ("/v1/functions/hello", b"Hello"),
+            ("/v1/functions/reader/p1", b"Hello"),
+            ("/v1/functions/hello-warm", b"Hello"),
+            ("/v1/functions/reader-warm/p1", b"Hello"),
+        ]
+        + QUIET_ROUTES,
+    )
+    print("RESULT document=p1")
+
+
+def quiet(url, key):
+    client = Client(url, key)
+    create_document(client)
+    create_quiet(client)
+    check_routes(url, QUIET_ROUTES)
     print("RESULT document=p1")
 
 
@@ -296,6 +326,8 @@ def main():
     command, args = sys.argv[1], sys.argv[2:]
     if command == "setup":
         setup(*args)
+    elif command == "quiet":
+        quiet(*args)
     elif command == "cold":
         cold(args[0], args[1], int(args[2]))
     elif command == "overhead":

@@ -168,6 +168,18 @@ const MAX_CACHED: usize = 512;
 impl<T: LoadProject> ProjectSchemas<T> {
     /// The loaded project `id`, building its schema on first use.
     pub async fn get(&self, state: &AppState, id: &str) -> AppResult<Arc<T>> {
+        // Nearly every request finds its project loaded: that path awaits nothing,
+        // and the loading one is boxed, so every request's future (which holds this
+        // one) stays small instead of carrying a schema build's state.
+        if let Ok(loaded) = self.loaded.try_read()
+            && let Some(project) = loaded.get(id).and_then(|cell| cell.get())
+        {
+            return Ok(project.clone());
+        }
+        Box::pin(self.get_or_load(state, id)).await
+    }
+
+    async fn get_or_load(&self, state: &AppState, id: &str) -> AppResult<Arc<T>> {
         let cached = self.loaded.read().await.get(id).cloned();
         let cell = match cached {
             Some(cell) => cell,

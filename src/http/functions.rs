@@ -6,11 +6,10 @@
 //! execute roles makes it public. Also the [`Gateway`] that runs the guests'
 //! `nimbus.graphql` calls through the same GraphQL execution as `/v1/graphql`.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use async_graphql::Request;
-use axum::body::Body;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse as _, Response};
@@ -96,10 +95,18 @@ async fn addressed(
     }
 }
 
+/// The parameters of a function's route.
+#[derive(serde::Deserialize)]
+pub struct Params {
+    function: String,
+    /// Below the function's own path; absent on `/v1/functions/{functionId}`.
+    path: Option<String>,
+}
+
 /// `ANY /v1/functions/{functionId}` and `/v1/functions/{functionId}/{*path}`.
 pub async fn execute(
     State(state): State<AppState>,
-    Path(params): Path<HashMap<String, String>>,
+    Path(params): Path<Params>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -112,13 +119,13 @@ pub async fn execute(
 
 async fn run(
     state: &AppState,
-    params: HashMap<String, String>,
+    params: Params,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
-    let function_id = params.get("function").cloned().unwrap_or_default();
+    let function_id = params.function;
     let project = uri.query().and_then(|q| {
         url::form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "project")
@@ -129,33 +136,22 @@ async fn run(
     let ready = service::runnable(state, &caller, &function_id).await?;
 
     let limit = state.config.functions_max_request_bytes;
-    let too_large = || AppError::Invalid {
-        code: codes::REQUEST_TOO_LARGE,
-        field: "body".into(),
-        reason: format!("a function's request body is at most {limit} bytes"),
-    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
         // Refused before reading: the client need not send it all.
-        return Err(too_large());
+        return Err(too_large(limit));
     }
-    let timeout = Duration::from_secs(state.config.http_body_timeout_secs.max(1));
-    let body = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => return Err(too_large()),
-        Err(_) => {
-            return Err(AppError::Invalid {
-                code: codes::REQUEST_TIMEOUT,
-                field: "body".into(),
-                reason: format!("the body did not arrive within {} s", timeout.as_secs()),
-            });
-        }
+    let body = if HttpBody::is_end_stream(&body) {
+        // Most calls (a GET) have none: no timer to arm for it.
+        Bytes::new()
+    } else {
+        read_body(state, body, limit).await?
     };
 
-    let session_cookie = crate::services::account::cookies::session_cookie_name(&caller.project.id);
+    let received = body.len();
     let mut passed = Vec::with_capacity(headers.len());
     for (name, value) in &headers {
         let name = name.as_str();
@@ -169,6 +165,8 @@ async fn run(
         if name == "cookie" {
             // The project's session cookie and the console's are Nimbus's; other
             // cookies are the app's.
+            let session_cookie =
+                crate::services::account::cookies::session_cookie_name(&caller.project.id);
             let console_cookie = format!("{}=", identity::CONSOLE_COOKIE);
             let kept: Vec<&str> = value
                 .split(';')
@@ -198,7 +196,7 @@ async fn run(
     let scheme = identity::header(&headers, "x-forwarded-proto")
         .filter(|p| *p == "https")
         .unwrap_or("http");
-    let path = params.get("path").map(String::as_str).unwrap_or_default();
+    let path = params.path.as_deref().unwrap_or_default();
     let path = match uri.query() {
         Some(query) => format!("/{path}?{query}"),
         None => format!("/{path}"),
@@ -218,9 +216,33 @@ async fn run(
     let execution = service::execute_now(state, &caller, &ready, Trigger::Http, request).await?;
 
     let recorded = service::is_recorded(&ready.function, &execution);
-    let mut response = respond(&execution, recorded);
-    super::usage::tag(state, &caller.project.id, &mut response);
+    let response = respond(&execution, recorded);
+    if let Some(counters) = state.usage.project(&caller.project.id) {
+        super::usage::count_lengths(&counters, received, &response);
+    }
     Ok(response)
+}
+
+/// The whole body of a call, within the size limit and the body timeout.
+async fn read_body(state: &AppState, body: Body, limit: usize) -> Result<Bytes, AppError> {
+    let timeout = Duration::from_secs(state.config.http_body_timeout_secs.max(1));
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(too_large(limit)),
+        Err(_) => Err(AppError::Invalid {
+            code: codes::REQUEST_TIMEOUT,
+            field: "body".into(),
+            reason: format!("the body did not arrive within {} s", timeout.as_secs()),
+        }),
+    }
+}
+
+fn too_large(limit: usize) -> AppError {
+    AppError::Invalid {
+        code: codes::REQUEST_TOO_LARGE,
+        field: "body".into(),
+        reason: format!("a function's request body is at most {limit} bytes"),
+    }
 }
 
 /// The HTTP answer of a function's execution, naming its record when there is
@@ -245,14 +267,14 @@ fn respond(execution: &crate::services::functions::Execution, recorded: bool) ->
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, execution.response_body.clone()).into_response();
     for (name, value) in &execution.response_headers {
-        let lower = name.to_ascii_lowercase();
-        if is_hop_by_hop(&lower) {
+        // `HeaderName` lower-cases as it parses.
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        if is_hop_by_hop(name.as_str()) {
             continue;
         }
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(lower.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
+        if let Ok(value) = HeaderValue::from_str(value) {
             response.headers_mut().append(name, value);
         }
     }

@@ -460,13 +460,16 @@ pub(crate) async fn run_operation(
     } else {
         Mode::Exclusive
     };
-    if let Some(response) = run_in(state, addressed, client, request, mode).await {
+    // Boxed: the executor's state machine is large, and every future around it
+    // (this one, the handler's, the router's layers) would otherwise hold it
+    // inline and copy all of it each time it is moved into the next.
+    if let Some(response) = Box::pin(run_in(state, addressed, client, request, mode)).await {
         return response;
     }
     tracing::debug!("the operation's batch rolled back; running it again alone");
     metrics::counter!("nimbus_operations_rerun_total").increment(1);
     match again {
-        Some(request) => run_in(state, addressed, client, request, Mode::Exclusive).await,
+        Some(request) => Box::pin(run_in(state, addressed, client, request, Mode::Exclusive)).await,
         None => None,
     }
     .unwrap_or_else(|| {

@@ -69,7 +69,6 @@ impl Presented {
     }
 
     fn read(headers: &HeaderMap, project: Option<String>) -> Self {
-        let cookie_name = session_cookie_name(project.as_deref().unwrap_or(DEFAULT_PROJECT));
         let bearer = header(headers, "authorization")
             .and_then(|value| {
                 value
@@ -77,7 +76,14 @@ impl Presented {
                     .or_else(|| value.strip_prefix("bearer "))
             })
             .map(|token| token.trim().to_string());
-        let cookie = cookie(headers, &cookie_name);
+        // The cookie's name is made only when there are cookies to look through.
+        let cookie = headers
+            .contains_key(axum::http::header::COOKIE)
+            .then(|| {
+                let name = session_cookie_name(project.as_deref().unwrap_or(DEFAULT_PROJECT));
+                cookie(headers, &name)
+            })
+            .flatten();
         let console = self::cookie(headers, CONSOLE_COOKIE).map(|secret| ConsoleProof {
             secret,
             csrf: header(headers, CSRF_HEADER).map(str::to_string),
@@ -194,7 +200,7 @@ async fn resolve_with(
         && bearer.is_none()
         && let Some(proof) = &presented.console
     {
-        match console(state, proof, &loaded.project.id).await? {
+        match Box::pin(console(state, proof, &loaded.project.id)).await? {
             Some((grant, expires_at)) => {
                 return Ok(Addressed {
                     caller: Caller {
@@ -211,22 +217,29 @@ async fn resolve_with(
             None => {}
         }
     }
+    // Each credential's lookup is boxed: an anonymous request (and the future of
+    // every request, which holds this one) need not carry their states inline.
     let (credential, expires_at) = match (&presented.key, &presented.session) {
         (Some(secret), _) => {
-            let key = authenticate(state, &loaded.project.id, secret).await?;
+            let key = Box::pin(authenticate(state, &loaded.project.id, secret)).await?;
             let expires_at = key.expires_at;
             (Credential::Key(Box::new(key)), expires_at)
         }
         // Session secrets start `ns_`; anything else with dots is a JWT.
         (None, Some(token)) if !token.starts_with("ns_") && token.contains('.') => {
-            let (session, jwt_expires_at) = resolve_jwt(state, &loaded.project.id, token).await?;
+            let (session, jwt_expires_at) =
+                Box::pin(resolve_jwt(state, &loaded.project.id, token)).await?;
             let expires_at = session.session.expires_at.min(jwt_expires_at);
             (Credential::Session(session), Some(expires_at))
         }
         (None, Some(secret)) => {
             let session = match sessions {
-                Sessions::Cached => resolve_session(state, &loaded.project.id, secret).await?,
-                Sessions::Stored => verify_session(state, &loaded.project.id, secret).await?,
+                Sessions::Cached => {
+                    Box::pin(resolve_session(state, &loaded.project.id, secret)).await?
+                }
+                Sessions::Stored => {
+                    Box::pin(verify_session(state, &loaded.project.id, secret)).await?
+                }
             };
             let expires_at = session.session.expires_at;
             (Credential::Session(session), Some(expires_at))

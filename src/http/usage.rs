@@ -1,7 +1,8 @@
 //! Usage on the request path: the root fields an operation selects, the codes of
-//! its errors, and bandwidth. Streamed bodies (files, function calls) pass a layer
-//! that counts their bytes when the handler named the project it served ([`tag`]);
-//! GraphQL answers count their known lengths ([`count_answered`]). Handlers name
+//! its errors, and bandwidth. Streamed bodies (files) pass a layer that counts
+//! their bytes when the handler named the project it served ([`tag`]); GraphQL
+//! answers and function calls, whose bodies are read whole and answered from
+//! memory, count their known lengths ([`count_answered`], [`count_lengths`]). Handlers name
 //! a project only once it is resolved, so a client cannot make the counters grow
 //! by naming projects that do not exist. The layer is installed only while usage
 //! is on.
@@ -48,6 +49,13 @@ pub fn count_answered(counters: &ProjectCounters, headers: &HeaderMap, response:
         .unwrap_or(0);
     let hint = response.body().size_hint();
     counters.http(received, hint.exact().unwrap_or(hint.lower()));
+}
+
+/// Counts an exchange whose request body was read whole (`received` bytes) and
+/// whose answer is in memory, for the project of `counters`.
+pub fn count_lengths(counters: &ProjectCounters, received: usize, response: &Response) {
+    let hint = response.body().size_hint();
+    counters.http(received as u64, hint.exact().unwrap_or(hint.lower()));
 }
 
 /// Most distinct root fields counted of one operation.

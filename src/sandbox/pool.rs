@@ -80,6 +80,11 @@ struct Shared {
     /// Per worker, the owner prefixes of warm contexts to drop before its next
     /// execution ([`Pool::forget_warm`]).
     forgotten: Vec<Mutex<Vec<String>>>,
+    /// `nimbus_function_executions_waiting` and `…_running`, registered once: a
+    /// lookup in the recorder's registry per change would cost more than the
+    /// change.
+    waiting_gauge: metrics::Gauge,
+    running_gauge: metrics::Gauge,
 }
 
 /// The worker threads executions run on, with a bounded queue before them.
@@ -116,6 +121,8 @@ impl Pool {
             freed: tokio::sync::Notify::new(),
             queued: AtomicUsize::new(0),
             forgotten: (0..workers).map(|_| Mutex::default()).collect(),
+            waiting_gauge: metrics::gauge!("nimbus_function_executions_waiting"),
+            running_gauge: metrics::gauge!("nimbus_function_executions_running"),
         });
         for n in 0..workers {
             let shared = shared.clone();
@@ -188,7 +195,7 @@ impl Pool {
             self.shared
                 .queued
                 .store(queue.jobs.len(), Ordering::Relaxed);
-            metrics::gauge!("nimbus_function_executions_waiting").set(queue.jobs.len() as f64);
+            self.shared.waiting_gauge.set(queue.jobs.len() as f64);
             queue.ring(&self.shared.bells, false);
         }
         Ok(answer)
@@ -274,7 +281,7 @@ fn next(shared: &Shared, n: usize) -> Option<Job> {
         if let Some(job) = queue.jobs.pop_front() {
             queue.taken += 1;
             shared.queued.store(queue.jobs.len(), Ordering::Relaxed);
-            metrics::gauge!("nimbus_function_executions_waiting").set(queue.jobs.len() as f64);
+            shared.waiting_gauge.set(queue.jobs.len() as f64);
             return Some(job);
         }
         if queue.closed {
@@ -355,7 +362,7 @@ fn work(shared: Arc<Shared>, n: usize) {
             continue;
         }
         let running = shared.running.fetch_add(1, Ordering::Relaxed) + 1;
-        metrics::gauge!("nimbus_function_executions_running").set(running as f64);
+        shared.running_gauge.set(running as f64);
         let reply = Rc::new(job.reply);
         let cancelled: Box<dyn Watch> = Box::new(Watcher {
             reply: reply.clone(),
@@ -388,7 +395,7 @@ fn work(shared: Arc<Shared>, n: usize) {
             .store((old * 7 + micros) / 8, Ordering::Relaxed);
         shared.completed.fetch_add(1, Ordering::Relaxed);
         let running = shared.running.fetch_sub(1, Ordering::Relaxed) - 1;
-        metrics::gauge!("nimbus_function_executions_running").set(running as f64);
+        shared.running_gauge.set(running as f64);
         done(&shared);
         if let Ok(reply) = Rc::try_unwrap(reply) {
             let _ = reply.send(outcome);

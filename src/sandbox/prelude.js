@@ -192,10 +192,14 @@ function parseQuery(text) {
   return query;
 }
 
+// Loops over the host's arrays by index: `for…of` and destructuring make an
+// iterator object per loop and per pair, on every execution.
 function makeRequest(raw) {
   const headers = {};
-  for (const [name, value] of raw.headers) {
-    const key = name.toLowerCase();
+  const list = raw.headers;
+  for (let i = 0; i < list.length; i++) {
+    const key = list[i][0].toLowerCase();
+    const value = list[i][1];
     headers[key] = key in headers ? `${headers[key]}, ${value}` : value;
   }
   const defaultPort = raw.scheme === 'https' ? 443 : 80;
@@ -224,6 +228,9 @@ function makeRequest(raw) {
 }
 
 function headerList(headers, defaults) {
+  // `defaults` is a new array of new pairs at every call: kept as it is when
+  // the guest gave no headers, the most common answer.
+  if (headers === undefined || headers === null) return defaults;
   const list = [];
   const seen = new Set();
   for (const [name, value] of entries(headers ?? {})) {
@@ -243,9 +250,11 @@ function answer(body, status, headers, defaults) {
   // UTF-8 needs at least one byte per UTF-16 unit, so this never refuses a body
   // that fits; the host checks the exact byte count.
   const tooLarge = size > responseLimit;
+  const list = headerList(headers, defaults);
+  for (let i = 0; i < list.length; i++) freeze(list[i]);
   const result = freeze({
     status: status ?? 200,
-    headers: freeze(headerList(headers, defaults).map(freeze)),
+    headers: freeze(list),
     body: tooLarge ? '' : payload,
     tooLarge,
   });

@@ -322,10 +322,19 @@ async fn program(
     function: &Function,
     deployment_id: &str,
 ) -> AppResult<Option<Program>> {
-    let runtime = &state.functions;
-    if let Some(program) = runtime.cached(&function.project_id, deployment_id) {
+    if let Some(program) = state.functions.cached(&function.project_id, deployment_id) {
         return Ok(Some(program));
     }
+    // Boxed, so that an execution's future does not carry the reading inline.
+    Box::pin(read_program(state, function, deployment_id)).await
+}
+
+/// The compiled program of a deployment read from the database, and kept.
+async fn read_program(
+    state: &AppState,
+    function: &Function,
+    deployment_id: &str,
+) -> AppResult<Option<Program>> {
     let Some(bytes) = store::program(
         state.db.pool(),
         &function.project_id,
@@ -337,7 +346,9 @@ async fn program(
         return Ok(None);
     };
     let program = Program::from_bytes(bytes);
-    runtime.keep(&function.project_id, deployment_id, program.clone());
+    state
+        .functions
+        .keep(&function.project_id, deployment_id, program.clone());
     Ok(Some(program))
 }
 
@@ -464,14 +475,13 @@ async fn run_deployment(
                 }
             })?
         };
-    let result = if outcome.result.is_ok() {
-        "completed"
+    let metrics = &state.functions.metrics;
+    if outcome.result.is_ok() {
+        metrics.completed.increment(1);
     } else {
-        "failed"
-    };
-    metrics::counter!("nimbus_function_executions_total", "outcome" => result).increment(1);
-    metrics::histogram!("nimbus_function_execution_seconds")
-        .record(started.elapsed().as_secs_f64());
+        metrics.failed.increment(1);
+    }
+    metrics.seconds.record(started.elapsed().as_secs_f64());
     Ok(outcome)
 }
 

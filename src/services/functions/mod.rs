@@ -305,6 +305,28 @@ pub struct Runtime {
     records: Records,
     gateway: OnceLock<Arc<dyn Gateway>>,
     fetch: crate::outbound::GuardedClient,
+    pub(crate) metrics: ExecutionMetrics,
+}
+
+/// The metrics every execution updates, registered once (the recorder is
+/// installed before any server state is made): looking each up in the
+/// recorder's registry per execution would cost more than updating it.
+pub(crate) struct ExecutionMetrics {
+    /// `nimbus_function_executions_total`, outcome `completed` and `failed`.
+    pub completed: metrics::Counter,
+    pub failed: metrics::Counter,
+    /// `nimbus_function_execution_seconds`.
+    pub seconds: metrics::Histogram,
+}
+
+impl ExecutionMetrics {
+    fn register() -> Self {
+        ExecutionMetrics {
+            completed: metrics::counter!("nimbus_function_executions_total", "outcome" => "completed"),
+            failed: metrics::counter!("nimbus_function_executions_total", "outcome" => "failed"),
+            seconds: metrics::histogram!("nimbus_function_execution_seconds"),
+        }
+    }
 }
 
 /// A sync execution's record waiting to be written behind its response, with
@@ -349,6 +371,7 @@ impl Runtime {
             },
             gateway: OnceLock::new(),
             fetch: execute::fetch_client(config)?,
+            metrics: ExecutionMetrics::register(),
         })
     }
 

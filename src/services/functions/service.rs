@@ -706,6 +706,17 @@ async fn ready(
     if let Some(ready) = state.functions.ready(project_id, id) {
         return Ok(ready);
     }
+    // Boxed: the futures of every execution hold this one, and need not carry
+    // the reading's state inline for the few that read.
+    Box::pin(read_ready(state, project_id, id)).await
+}
+
+/// The function `id` read from the database, and kept ready.
+async fn read_ready(
+    state: &AppState,
+    project_id: &str,
+    id: &str,
+) -> AppResult<std::sync::Arc<super::Ready>> {
     ids::validate("functionId", id).map_err(|_| not_found(id))?;
     let heard = state.functions.changes_heard();
     let function = store::find(state.db.pool(), project_id, id)
@@ -1097,7 +1108,7 @@ pub fn check_request(
     state: &AppState,
     mut request: ExecutionRequest,
 ) -> AppResult<ExecutionRequest> {
-    request.method = request.method.to_ascii_uppercase();
+    request.method.make_ascii_uppercase();
     if !METHODS.contains(&request.method.as_str()) {
         return Err(AppError::invalid(
             "method",
@@ -1124,7 +1135,7 @@ pub fn check_request(
         ));
     }
     for (name, value) in &mut request.headers {
-        *name = name.to_ascii_lowercase();
+        name.make_ascii_lowercase();
         if name.is_empty()
             || !name
                 .bytes()
@@ -1318,6 +1329,13 @@ pub async fn execute_now(
         },
         _ => record,
     };
+    // Boxed, as the path an HTTP execution rarely takes.
+    Box::pin(record_now(state, &record)).await?;
+    Ok(execution)
+}
+
+/// Writes the record of a sync execution now, with its `create` event.
+async fn record_now(state: &AppState, record: &super::QueuedRecord) -> AppResult<()> {
     let mut tx = state.db.pool().begin().await?;
     // The function may have been deleted while it ran: then there is nothing to
     // record it under.
@@ -1331,7 +1349,7 @@ pub async fn execute_now(
     {
         log::commit(&state.bus, tx, vec![created_event(&record.execution)]).await?;
     }
-    Ok(execution)
+    Ok(())
 }
 
 /// The `create` event of a sync execution's record, caused by that execution.
