@@ -34,6 +34,8 @@ const NOT_CODES: &[&str] = &[
     "STRAIGHT_JOIN",
     // Cargo's build output directory, read with `env!`.
     "OUT_DIR",
+    // The allocator's own setting, read from the environment.
+    "MIMALLOC_PURGE_DELAY",
 ];
 
 fn root() -> PathBuf {
