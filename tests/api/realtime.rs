@@ -849,8 +849,11 @@ async fn clients_that_stop_reading_are_dropped_and_memory_stays_bounded() {
             .collect()
             .await
     };
+    // The gauge counts every test server in this process: others' subscriptions
+    // may end meanwhile, so the count need not reach `before + clients` exactly.
+    let margin = clients as f64 / 4.0;
     wait_for_metric(&app, "nimbus_subscriptions_active", |active| {
-        active >= subscriptions_before + clients as f64
+        active >= subscriptions_before + clients as f64 - margin
     })
     .await;
 
@@ -889,7 +892,6 @@ async fn clients_that_stop_reading_are_dropped_and_memory_stays_bounded() {
     );
 
     // Their connections and subscriptions are gone (other tests' may come and go).
-    let margin = clients as f64 / 4.0;
     wait_for_metric(&app, "nimbus_websocket_connections", |open| {
         open <= connections_before + margin
     })
