@@ -20,11 +20,21 @@ const TAG: usize = 16;
 
 /// A server with a plain and an encrypted bucket, in a local store when `local`.
 async fn app_with(local: bool) -> TestApp {
+    app_with_buckets(local, |_| {}).await
+}
+
+/// A server with a plain and an encrypted bucket, in a local store when `local`,
+/// its settings changed by `adjust` first.
+pub(crate) async fn app_with_buckets(
+    local: bool,
+    adjust: impl FnOnce(&mut nimbus::config::Config),
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path()).await;
     if local {
         config.storage = None;
     }
+    adjust(&mut config);
     let app = spawn_with(config, dir).await;
     for (id, encryption) in [("plain", false), ("sealed", true)] {
         app.admin(

@@ -15,9 +15,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::helpers::{TestApp, WAIT, spawn_with, test_config};
+use crate::helpers::{TestApp, WAIT};
 use crate::security_limits::parse_answer;
 use crate::storage::{stored_objects, upload};
+use crate::storage_transfers::app_with_buckets;
 use crate::uploads_fast::content;
 
 const START_UPLOAD: &str = "mutation($input: CreateFileUploadInput!) { createFileUpload(input: $input) { uploadUrl chunkSize chunksTotal } }";
@@ -26,23 +27,11 @@ const SEGMENT: usize = 65_536;
 
 /// A server with a plain and an encrypted bucket, in a local store when `local`.
 async fn app_with(local: bool) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path()).await;
-    if local {
-        config.storage = None;
-    }
     // Chunks of several reads and several spool batches each, a few per file.
-    config.upload_chunk_size = (1024 * 1024 + 3 * SEGMENT) as u64;
-    let app = spawn_with(config, dir).await;
-    for (id, encryption) in [("plain", false), ("sealed", true)] {
-        app.admin(
-            "mutation($i: CreateBucketInput!) { createBucket(input: $i) { id } }",
-            json!({"i": {"id": id, "name": id, "antivirus": false, "encryption": encryption}}),
-        )
-        .await
-        .ok();
-    }
-    app
+    app_with_buckets(local, |config| {
+        config.upload_chunk_size = (1024 * 1024 + 3 * SEGMENT) as u64;
+    })
+    .await
 }
 
 /// What `sha256sum` says of `bytes`: a digest computed outside the server's code.

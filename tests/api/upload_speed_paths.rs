@@ -8,8 +8,9 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, WAIT, spawn_with, test_config};
+use crate::helpers::{TestApp, WAIT};
 use crate::storage::stored_objects;
+use crate::storage_transfers::app_with_buckets;
 use crate::uploads_fast::{content, sha256_hex};
 
 const CHUNK: usize = 65_536;
@@ -18,22 +19,7 @@ const START_UPLOAD: &str = "mutation($input: CreateFileUploadInput!) { createFil
 /// A server with chunks of `chunk` bytes, in a local store when `local`, with a
 /// plain and an encrypted bucket.
 async fn app_with(chunk: usize, local: bool) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path()).await;
-    config.upload_chunk_size = chunk as u64;
-    if local {
-        config.storage = None;
-    }
-    let app = spawn_with(config, dir).await;
-    for (id, encryption) in [("plain", false), ("sealed", true)] {
-        app.admin(
-            "mutation($i: CreateBucketInput!) { createBucket(input: $i) { id } }",
-            json!({"i": {"id": id, "name": id, "antivirus": false, "encryption": encryption}}),
-        )
-        .await
-        .ok();
-    }
-    app
+    app_with_buckets(local, |config| config.upload_chunk_size = chunk as u64).await
 }
 
 async fn start_upload(app: &TestApp, bucket: &str, id: &str, size: usize) -> String {
