@@ -133,18 +133,7 @@ say "wrk:      $(wrk -v 2>&1 | head -n 1 || true)"
 say "python:   $(python3 --version)"
 say "phases:   quiet $PHASES after, ${PHASE_SECONDS} s each; attacker from $ATTACKER"
 
-section "Build"
-if [[ -n ${NIMBUS_BIN:-} ]]; then
-    cp "$NIMBUS_BIN" "$work/nimbus"
-    say "using $NIMBUS_BIN"
-else
-    cargo build --release --bin nimbus --message-format=json-render-diagnostics >"$work/build.json"
-    built=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "nimbus"
-        and .target.kind == ["bin"] and .executable != null) | .executable' "$work/build.json" | tail -n 1)
-    # A copy, so a build started meanwhile in the same target directory cannot swap it.
-    cp "$built" "$work/nimbus"
-    say "built:    $built"
-fi
+nimbus_binary "$work"
 say "rustc:    $(rustc --version 2>/dev/null || echo unknown)"
 
 section "Nimbus on SQLite: start and seed"

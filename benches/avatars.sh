@@ -63,16 +63,7 @@ say "wrk:      $(wrk --version 2>&1 | awk 'NR == 1 { print $2 }')"
 magick_version=$("$convert_bin" -version | awk 'NR == 1 { print $3 }')
 say "magick:   ImageMagick $magick_version"
 
-section "Build"
-if [[ -n ${NIMBUS_BIN:-} ]]; then
-    cp "$NIMBUS_BIN" "$work/nimbus"
-else
-    cargo build --release --bin nimbus --message-format=json-render-diagnostics >"$work/build.json"
-    built=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "nimbus"
-        and .target.kind == ["bin"] and .executable != null) | .executable' "$work/build.json" | tail -n 1)
-    cp "$built" "$work/nimbus"
-    say "built:    $built"
-fi
+nimbus_binary "$work"
 
 section "Server"
 free_port && port=$REPLY

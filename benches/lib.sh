@@ -136,3 +136,22 @@ admin_key_from() {
     admin_key=$(awk '/X-Nimbus-Key:/ { print $2; exit }' "$1")
     [[ -n $admin_key ]] || { cat "$1" >&2; die "Nimbus printed no admin key"; }
 }
+
+# `nimbus_binary DIR`: the server to measure, copied to DIR/nimbus: NIMBUS_BIN when
+# set, else the release binary built now (honouring CARGO_TARGET_DIR). A copy, so a
+# build started meanwhile in the same target directory cannot swap it mid-run.
+nimbus_binary() {
+    section "Build"
+    if [[ -n ${NIMBUS_BIN:-} ]]; then
+        cp "$NIMBUS_BIN" "$1/nimbus"
+        say "using:    $NIMBUS_BIN"
+        return
+    fi
+    cargo build --release --bin nimbus --message-format=json-render-diagnostics >"$1/build.json"
+    local built
+    built=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "nimbus"
+        and .target.kind == ["bin"] and .executable != null) | .executable' "$1/build.json" | tail -n 1)
+    [[ -n $built ]] || die "cargo built no nimbus binary"
+    cp "$built" "$1/nimbus"
+    say "built:    $built"
+}

@@ -91,16 +91,7 @@ say "disk:     $disk, work directory $work"
 say "kernel:   $(uname -sr)"
 say "magick:   ImageMagick $magick_version"
 
-section "Build"
-if [[ -n ${NIMBUS_BIN:-} ]]; then
-    cp "$NIMBUS_BIN" "$work/nimbus"
-else
-    cargo build --release --bin nimbus --message-format=json-render-diagnostics >"$work/build.json"
-    built=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "nimbus"
-        and .target.kind == ["bin"] and .executable != null) | .executable' "$work/build.json" | tail -n 1)
-    cp "$built" "$work/nimbus"
-    say "built:    $built"
-fi
+nimbus_binary "$work"
 
 section "Inputs"
 head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom >"$work/big.bin"
