@@ -67,6 +67,7 @@ mod transport;
 mod trust_parity;
 mod upload_passes;
 mod upload_speed_paths;
+mod uploads;
 mod uploads_fast;
 mod usage;
 mod user_mfa_reset;

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, WAIT, spawn_with, test_config};
 use crate::storage::{stored_objects, upload};
+use crate::uploads::{contains, download, stored_object};
 use crate::uploads_fast::{content, sha256_hex};
 
 /// Pieces in which local files are read for downloads.
@@ -48,35 +49,9 @@ pub(crate) async fn app_with_buckets(
 }
 
 async fn get(app: &TestApp, bucket: &str, id: &str, range: Option<&str>) -> (u16, Vec<u8>) {
-    let mut request = app
-        .client
-        .get(format!(
-            "{}/v1/storage/buckets/{bucket}/files/{id}/download",
-            app.url
-        ))
-        .header("x-nimbus-key", &app.admin_key);
-    if let Some(range) = range {
-        request = request.header("range", range);
-    }
-    let response = request.send().await.unwrap();
+    let response = download(app, bucket, id, range).await;
     let status = response.status().as_u16();
     (status, response.bytes().await.unwrap().to_vec())
-}
-
-/// The one stored object of `bucket`/`id` (a local store).
-fn object_of(objects: &[String], bucket: &str, id: &str) -> std::path::PathBuf {
-    let found: Vec<&String> = objects
-        .iter()
-        .filter(|path| path.contains(&format!("/buckets/{bucket}/")) && path.ends_with(id))
-        .collect();
-    assert_eq!(found.len(), 1, "one object for {bucket}/{id}: {objects:?}");
-    found[0].into()
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|window| window == needle)
 }
 
 /// Files in the upload spool directory.
@@ -134,12 +109,12 @@ async fn transfers_round_trip(local: bool) {
         // Sealed as it was spooled: version 1 of the layout, one tag per segment, no
         // plaintext anywhere in the stored object.
         let objects = stored_objects(&app).await;
-        let sealed = std::fs::read(object_of(&objects, "sealed", "big")).unwrap();
+        let sealed = std::fs::read(stored_object(&objects, "sealed", "big")).unwrap();
         assert_eq!(&sealed[..5], b"NBFE\x01");
         let segments = bytes.len().div_ceil(SEGMENT);
         assert_eq!(sealed.len(), 12 + bytes.len() + segments * TAG);
         assert!(!contains(&sealed, &bytes[PIECE..PIECE + 64]));
-        let plain = std::fs::read(object_of(&objects, "plain", "big")).unwrap();
+        let plain = std::fs::read(stored_object(&objects, "plain", "big")).unwrap();
         assert!(plain == bytes, "a plain bucket stores the bytes as sent");
         let stored = app
             .admin(

@@ -19,9 +19,9 @@ use crate::helpers::{TestApp, WAIT};
 use crate::security_limits::parse_answer;
 use crate::storage::{stored_objects, upload};
 use crate::storage_transfers::app_with_buckets;
+use crate::uploads::{downloaded, put_bytes, start_upload, stored_object};
 use crate::uploads_fast::content;
 
-const START_UPLOAD: &str = "mutation($input: CreateFileUploadInput!) { createFileUpload(input: $input) { uploadUrl chunkSize chunksTotal } }";
 /// Plaintext bytes per sealed segment.
 const SEGMENT: usize = 65_536;
 
@@ -46,67 +46,22 @@ fn sha256sum(bytes: &[u8]) -> String {
     String::from_utf8(out.stdout).unwrap()[..64].to_string()
 }
 
-async fn download(app: &TestApp, bucket: &str, id: &str) -> Vec<u8> {
-    let response = app
-        .client
-        .get(format!(
-            "{}/v1/storage/buckets/{bucket}/files/{id}/download",
-            app.url
-        ))
-        .header("x-nimbus-key", &app.admin_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200, "download of {bucket}/{id}");
-    response.bytes().await.unwrap().to_vec()
-}
-
 /// Starts a resumable upload: its URL and chunk size.
-async fn start_upload(app: &TestApp, bucket: &str, id: &str, size: usize) -> (String, usize) {
-    let started = app
-        .admin(
-            START_UPLOAD,
-            json!({"input": {"bucketId": bucket, "fileId": id, "name": "data.bin", "size": size}}),
-        )
-        .await
-        .ok()["createFileUpload"]
-        .clone();
+async fn started(app: &TestApp, bucket: &str, id: &str, size: usize) -> (String, usize) {
+    let started = start_upload(app, bucket, id, size).await;
     (
         started["uploadUrl"].as_str().unwrap().to_string(),
         started["chunkSize"].as_u64().unwrap() as usize,
     )
 }
 
-async fn put_chunk(
-    app: &TestApp,
-    url: &str,
-    bytes: &[u8],
-    start: usize,
-    end: usize,
-) -> (u16, Value) {
-    let response = app
-        .client
-        .put(format!("{}{url}", app.url))
-        .header("x-nimbus-key", &app.admin_key)
-        .header(
-            "content-range",
-            format!("bytes {start}-{}/{}", end - 1, bytes.len()),
-        )
-        .body(bytes[start..end].to_vec())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 /// Uploads `bytes` in its chunks; the completed file.
 async fn upload_in_chunks(app: &TestApp, bucket: &str, id: &str, bytes: &[u8]) -> Value {
-    let (url, chunk) = start_upload(app, bucket, id, bytes.len()).await;
+    let (url, chunk) = started(app, bucket, id, bytes.len()).await;
     let mut last = Value::Null;
     for start in (0..bytes.len()).step_by(chunk) {
         let end = (start + chunk).min(bytes.len());
-        let (status, answer) = put_chunk(app, &url, bytes, start, end).await;
+        let (status, answer) = put_bytes(app, &url, bytes, start, end).await;
         let expected = if end == bytes.len() { 201 } else { 200 };
         assert_eq!(status, expected, "{bucket}: chunk at {start}: {answer}");
         last = answer;
@@ -134,14 +89,14 @@ async fn every_way_stores_the_bytes_sent(local: bool) {
         assert_eq!(answer["createFile"]["size"], bytes.len(), "{bucket}");
         assert_eq!(answer["createFile"]["checksum"], expected, "{bucket}");
         assert!(
-            download(&app, bucket, "whole").await == bytes,
+            downloaded(&app, bucket, "whole").await == bytes,
             "{bucket}: one request: the bytes read back are the source's"
         );
         let done = upload_in_chunks(&app, bucket, "chunked", &bytes).await;
         assert_eq!(done["status"], "READY", "{bucket}: {done}");
         assert_eq!(done["checksum"], expected, "{bucket}: {done}");
         assert!(
-            download(&app, bucket, "chunked").await == bytes,
+            downloaded(&app, bucket, "chunked").await == bytes,
             "{bucket}: chunks: the bytes read back are the source's"
         );
     }
@@ -184,12 +139,7 @@ async fn a_sealed_file_is_what_aes_gcm_sealed_before_so_old_files_open() {
         .unwrap();
     let salt = hex::decode(nimbus::db::columns::text(&row, "encryption_salt").unwrap()).unwrap();
     let objects = stored_objects(&app).await;
-    let object: Vec<&String> = objects
-        .iter()
-        .filter(|path| path.contains("/buckets/sealed/") && path.ends_with("old"))
-        .collect();
-    assert_eq!(object.len(), 1, "{objects:?}");
-    let stored = std::fs::read(object[0]).unwrap();
+    let stored = std::fs::read(stored_object(&objects, "sealed", "old")).unwrap();
     let header = &stored[..12];
     assert_eq!(&header[..5], b"NBFE\x01");
 
@@ -224,7 +174,7 @@ async fn a_sealed_file_is_what_aes_gcm_sealed_before_so_old_files_open() {
         stored == reference,
         "the object is aead's STREAM over aes-gcm"
     );
-    assert!(download(&app, "sealed", "old").await == bytes);
+    assert!(downloaded(&app, "sealed", "old").await == bytes);
     app.shutdown().await;
 }
 
@@ -235,7 +185,7 @@ async fn a_broken_chunk_leaves_the_upload_free(local: bool) {
     let app = app_with(local).await;
     for bucket in ["plain", "sealed"] {
         let bytes = content(3 * 1024 * 1024 + 5, 79);
-        let (url, chunk) = start_upload(&app, bucket, "retried", bytes.len()).await;
+        let (url, chunk) = started(&app, bucket, "retried", bytes.len()).await;
         let end = chunk.min(bytes.len());
         let half = bytes[..end / 2].to_vec();
         let body = futures_util::stream::iter([
@@ -260,7 +210,7 @@ async fn a_broken_chunk_leaves_the_upload_free(local: bool) {
         // (409: another request is delivering this chunk); it must end, and let go.
         let deadline = tokio::time::Instant::now() + WAIT;
         let retried = loop {
-            let answer = put_chunk(&app, &url, &bytes, 0, end).await;
+            let answer = put_bytes(&app, &url, &bytes, 0, end).await;
             if answer.0 != 409 {
                 break answer;
             }
@@ -274,12 +224,15 @@ async fn a_broken_chunk_leaves_the_upload_free(local: bool) {
         let mut last = retried.1;
         for start in (end..bytes.len()).step_by(chunk) {
             let stop = (start + chunk).min(bytes.len());
-            let (status, answer) = put_chunk(&app, &url, &bytes, start, stop).await;
+            let (status, answer) = put_bytes(&app, &url, &bytes, start, stop).await;
             assert!(status == 200 || status == 201, "{bucket}: {answer}");
             last = answer;
         }
         assert_eq!(last["checksum"], sha256sum(&bytes), "{bucket}: {last}");
-        assert!(download(&app, bucket, "retried").await == bytes, "{bucket}");
+        assert!(
+            downloaded(&app, bucket, "retried").await == bytes,
+            "{bucket}"
+        );
     }
     app.shutdown().await;
 }
@@ -344,7 +297,7 @@ async fn the_request_head_limit_holds_whatever_the_read_size() {
 
     // A keep-alive connection that has just read a 3 MiB body, its buffer grown.
     let bytes = content(3 * 1024 * 1024, 80);
-    let (url, chunk) = start_upload(&app, "plain", "warm", bytes.len()).await;
+    let (url, chunk) = started(&app, "plain", "warm", bytes.len()).await;
     let end = chunk.min(bytes.len());
     let mut warm = TcpStream::connect(&addr).await.unwrap();
     warm.write_all(

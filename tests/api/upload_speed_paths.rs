@@ -11,10 +11,12 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, WAIT};
 use crate::storage::stored_objects;
 use crate::storage_transfers::app_with_buckets;
+use crate::uploads::{
+    contains, download, downloaded, put_bytes, put_range, start_upload, stored_object,
+};
 use crate::uploads_fast::{content, sha256_hex};
 
 const CHUNK: usize = 65_536;
-const START_UPLOAD: &str = "mutation($input: CreateFileUploadInput!) { createFileUpload(input: $input) { uploadUrl chunksTotal encrypted } }";
 
 /// A server with chunks of `chunk` bytes, in a local store when `local`, with a
 /// plain and an encrypted bucket.
@@ -22,41 +24,15 @@ async fn app_with(chunk: usize, local: bool) -> TestApp {
     app_with_buckets(local, |config| config.upload_chunk_size = chunk as u64).await
 }
 
-async fn start_upload(app: &TestApp, bucket: &str, id: &str, size: usize) -> String {
-    let started = app
-        .admin(
-            START_UPLOAD,
-            json!({"input": {"bucketId": bucket, "fileId": id, "name": "data.bin", "size": size}}),
-        )
-        .await
-        .ok()["createFileUpload"]
-        .clone();
+/// Starts a resumable upload: its URL.
+async fn started(app: &TestApp, bucket: &str, id: &str, size: usize) -> String {
+    let started = start_upload(app, bucket, id, size).await;
     // In a local store an encrypted bucket's upload is sealed from its first chunk
     // on; in S3 its chunks are sealed when it completes.
     if app.config.storage.is_none() {
         assert_eq!(started["encrypted"], bucket == "sealed", "{started}");
     }
     started["uploadUrl"].as_str().unwrap().to_string()
-}
-
-/// `PUT`s `body` as the bytes `start..=end` of a file of `total`: status and answer.
-async fn put_range(
-    app: &TestApp,
-    url: &str,
-    (start, end, total): (usize, usize, usize),
-    body: impl Into<reqwest::Body>,
-) -> (u16, Value) {
-    let response = app
-        .client
-        .put(format!("{}{url}", app.url))
-        .header("x-nimbus-key", &app.admin_key)
-        .header("content-range", format!("bytes {start}-{end}/{total}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 /// Chunk `index` of `bytes`, cut in chunks of `chunk`.
@@ -68,14 +44,7 @@ async fn put_chunk(
     index: usize,
 ) -> (u16, Value) {
     let start = index * chunk;
-    let end = (start + chunk).min(bytes.len());
-    put_range(
-        app,
-        url,
-        (start, end - 1, bytes.len()),
-        bytes[start..end].to_vec(),
-    )
-    .await
+    put_bytes(app, url, bytes, start, (start + chunk).min(bytes.len())).await
 }
 
 fn code(answer: &Value) -> &str {
@@ -84,45 +53,10 @@ fn code(answer: &Value) -> &str {
         .unwrap_or_default()
 }
 
-async fn download(app: &TestApp, bucket: &str, id: &str) -> reqwest::Response {
-    app.client
-        .get(format!(
-            "{}/v1/storage/buckets/{bucket}/files/{id}/download",
-            app.url
-        ))
-        .header("x-nimbus-key", &app.admin_key)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn downloaded(app: &TestApp, bucket: &str, id: &str) -> Vec<u8> {
-    let response = download(app, bucket, id).await;
-    assert_eq!(response.status().as_u16(), 200, "download of {bucket}/{id}");
-    response.bytes().await.unwrap().to_vec()
-}
-
 fn upload_dir(app: &TestApp, bucket: &str, id: &str) -> std::path::PathBuf {
     app.config.data_dir.join(format!(
         "files/projects/default/buckets/{bucket}/uploads/{id}"
     ))
-}
-
-/// The one stored object of file `id` (a local store).
-fn stored_object(objects: &[String], bucket: &str, id: &str) -> std::path::PathBuf {
-    let found: Vec<&String> = objects
-        .iter()
-        .filter(|path| path.contains(&format!("/buckets/{bucket}/")) && path.ends_with(id))
-        .collect();
-    assert_eq!(found.len(), 1, "one object for {bucket}/{id}: {objects:?}");
-    found[0].into()
-}
-
-/// Whether `needle` occurs in `haystack`.
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|window| window == needle)
 }
 
 #[tokio::test]
@@ -130,7 +64,7 @@ async fn encrypted_chunks_are_sealed_as_they_arrive_and_the_upload_completes_by_
     let app = app_with(CHUNK, true).await;
     let size = 3 * CHUNK + 5;
     let source = content(size, 1);
-    let url = start_upload(&app, "sealed", "f", size).await;
+    let url = started(&app, "sealed", "f", size).await;
     for index in 0..2 {
         let (status, answer) = put_chunk(&app, &url, &source, CHUNK, index).await;
         assert_eq!(status, 200, "{answer}");
@@ -198,7 +132,7 @@ async fn tampering_with_a_file_sealed_chunk_by_chunk_is_caught() {
     let app = app_with(CHUNK, true).await;
     let size = 3 * CHUNK;
     let source = content(size, 2);
-    let url = start_upload(&app, "sealed", "t", size).await;
+    let url = started(&app, "sealed", "t", size).await;
     for index in 0..3 {
         let (status, answer) = put_chunk(&app, &url, &source, CHUNK, index).await;
         assert!(status == 200 || status == 201, "{answer}");
@@ -211,7 +145,7 @@ async fn tampering_with_a_file_sealed_chunk_by_chunk_is_caught() {
     let mut first = original.clone();
     first[13 + 16 + 100] ^= 1;
     std::fs::write(&path, &first).unwrap();
-    let response = download(&app, "sealed", "t").await;
+    let response = download(&app, "sealed", "t", None).await;
     assert_eq!(response.status().as_u16(), 500);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(code(&answer), "FILE_UNREADABLE", "{answer}");
@@ -363,7 +297,7 @@ async fn a_retried_chunk_is_sealed_under_a_fresh_key_and_the_file_holds_the_last
     let size = 2 * chunk + 100;
     let first_try = content(size, 3);
     let last_try = content(size, 4);
-    let url = start_upload(&app, "sealed", "r", size).await;
+    let url = started(&app, "sealed", "r", size).await;
     let assembly = upload_dir(&app, "sealed", "r").join("assembly");
     let (status, answer) = put_chunk(&app, &url, &first_try, chunk, 0).await;
     assert_eq!(status, 200, "{answer}");
@@ -409,7 +343,7 @@ async fn refusals_and_resumption(local: bool) {
     for bucket in ["plain", "sealed"] {
         let size = 3 * CHUNK + 9;
         let source = content(size, 5);
-        let url = start_upload(&app, bucket, "o", size).await;
+        let url = started(&app, bucket, "o", size).await;
         let (status, answer) = put_chunk(&app, &url, &source, CHUNK, 0).await;
         assert_eq!(status, 200, "{bucket}: {answer}");
 

@@ -10,9 +10,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::helpers::{TestApp, WAIT, spawn_app, spawn_with, test_config};
 use crate::storage::{stored_objects, upload};
+use crate::uploads;
 
 const CHUNK: usize = 65_536;
-const START_UPLOAD: &str = "mutation($input: CreateFileUploadInput!) { createFileUpload(input: $input) { uploadUrl chunksTotal } }";
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -54,16 +54,12 @@ async fn buckets(app: &TestApp) {
     }
 }
 
-async fn start_upload(app: &TestApp, bucket: &str, id: &str, size: usize) -> String {
-    let started = app
-        .admin(
-            START_UPLOAD,
-            json!({"input": {"bucketId": bucket, "fileId": id, "name": "data.bin", "size": size}}),
-        )
-        .await
-        .ok()["createFileUpload"]
-        .clone();
-    started["uploadUrl"].as_str().unwrap().to_string()
+/// Starts a resumable upload: its URL.
+async fn started(app: &TestApp, bucket: &str, id: &str, size: usize) -> String {
+    uploads::start_upload(app, bucket, id, size).await["uploadUrl"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// `PUT`s chunk `index` of `bytes` to `base` + `upload_url`: status and answer.
@@ -155,7 +151,7 @@ async fn chunk_boundaries(local: bool) {
         for (n, size) in sizes.into_iter().enumerate() {
             let bytes = content(size, n as u32 + 1);
             let id = format!("f{n}");
-            let url = start_upload(&app, bucket, &id, size).await;
+            let url = started(&app, bucket, &id, size).await;
             let chunks = size.div_ceil(CHUNK);
             let mut last = (0, Value::Null);
             for index in 0..chunks {
@@ -297,7 +293,7 @@ async fn resume_after_restart(local: bool) {
     let mut urls = Vec::new();
     let sources: Vec<Vec<u8>> = (0..3).map(|n| content(size, 20 + n)).collect();
     for (n, bucket) in ["plain", "sealed", "packed"].into_iter().enumerate() {
-        let url = start_upload(&app, bucket, "resumed", size).await;
+        let url = started(&app, bucket, "resumed", size).await;
         for index in 0..2 {
             let (status, answer) = put_chunk(
                 &app.client,
@@ -346,7 +342,7 @@ async fn two_requests_racing_with_the_same_chunk_leave_exactly_one_of_them() {
     let app = spawn_with(config, dir).await;
     buckets(&app).await;
     let size = 2 * CHUNK;
-    let url = start_upload(&app, "plain", "raced", size).await;
+    let url = started(&app, "plain", "raced", size).await;
     let first = content(size, 31);
     let second = content(size, 32);
 
