@@ -107,11 +107,19 @@ pub struct Params {
 pub async fn execute(
     State(state): State<AppState>,
     Path(params): Path<Params>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Response {
+    // The method, URI and headers taken from the request, not copied by their
+    // extractors.
+    let (
+        axum::http::request::Parts {
+            method,
+            uri,
+            headers,
+            ..
+        },
+        body,
+    ) = request.into_parts();
     // Boxed: the router boxes the handler's future and moves it on every
     // request; holding the call's future (the execution's included) inline
     // would make it copy all of it each time.
@@ -363,7 +371,13 @@ mod tests {
 
     #[test]
     fn the_handler_does_not_hold_the_call_inline() {
-        fn size<F, A, B, C, D, E, G, Fut>(_: &F) -> usize
+        fn size<F, A, B, C, Fut>(_: &F) -> usize
+        where
+            F: Fn(A, B, C) -> Fut,
+        {
+            std::mem::size_of::<Fut>()
+        }
+        fn size_6<F, A, B, C, D, E, G, Fut>(_: &F) -> usize
         where
             F: Fn(A, B, C, D, E, G) -> Fut,
         {
@@ -371,6 +385,6 @@ mod tests {
         }
         // The router boxes a handler's future and moves it, whole, on every
         // request: the call's future (the execution's within) is boxed apart.
-        assert!(size(&execute) < size(&run));
+        assert!(size(&execute) < size_6(&run));
     }
 }
