@@ -9,7 +9,13 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::config::{Config, TrustedProxies};
 use crate::services::users::service::ClientInfo;
-use axum::http::HeaderMap;
+use axum::http::header::{ACCEPT_LANGUAGE, AsHeaderName, USER_AGENT};
+use axum::http::{HeaderMap, HeaderName};
+
+/// Looked up by name already parsed: a name given as text is parsed again at
+/// every lookup.
+const LOCALE_HEADER: HeaderName = HeaderName::from_static("x-nimbus-locale");
+const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Most `X-Forwarded-For` entries read: a chain of proxies is a few hops long.
 const MAX_HOPS: usize = 32;
@@ -17,8 +23,8 @@ const MAX_HOPS: usize = 32;
 /// The client of a request that arrived from `peer` with `headers`.
 pub fn client_info(config: &Config, peer: SocketAddr, headers: &HeaderMap) -> ClientInfo {
     ClientInfo {
-        ip: client_ip(&config.trusted_proxies, peer.ip(), headers).to_string(),
-        user_agent: header(headers, "user-agent").to_string(),
+        ip: address_text(client_ip(&config.trusted_proxies, peer.ip(), headers)),
+        user_agent: header(headers, USER_AGENT).to_string(),
         locale: requested_locale(headers).to_string(),
     }
 }
@@ -33,7 +39,7 @@ pub fn client_ip(trusted: &TrustedProxies, peer: IpAddr, headers: &HeaderMap) ->
     }
     let mut client = peer;
     let hops = headers
-        .get_all("x-forwarded-for")
+        .get_all(FORWARDED_FOR)
         .iter()
         .rev()
         .filter_map(|value| value.to_str().ok())
@@ -56,13 +62,38 @@ pub fn client_ip(trusted: &TrustedProxies, peer: IpAddr, headers: &HeaderMap) ->
 /// The languages the client asks for: `X-Nimbus-Locale`, else `Accept-Language`,
 /// as sent (empty when neither is).
 pub fn requested_locale(headers: &HeaderMap) -> &str {
-    match header(headers, "x-nimbus-locale") {
-        "" => header(headers, "accept-language"),
+    match header(headers, LOCALE_HEADER) {
+        "" => header(headers, ACCEPT_LANGUAGE),
         locale => locale,
     }
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+/// `ip` as text. An IPv4 address (nearly every client's) is written digit by
+/// digit: its `Display` goes through the formatting machinery once per octet,
+/// a cost every request paid.
+fn address_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut text = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                if octet >= 100 {
+                    text.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    text.push(char::from(b'0' + octet / 10 % 10));
+                }
+                text.push(char::from(b'0' + octet % 10));
+            }
+            text
+        }
+        IpAddr::V6(_) => ip.to_string(),
+    }
+}
+
+fn header(headers: &HeaderMap, name: impl AsHeaderName) -> &str {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -150,6 +181,27 @@ mod tests {
         );
         let sent = headers(&["8.8.8.8:1234"]);
         assert_eq!(client_ip(&trusted, ip("127.0.0.1"), &sent), ip("8.8.8.8"));
+    }
+
+    #[test]
+    fn writes_addresses_as_display_does() {
+        for text in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.100.9",
+            "1.20.3.40",
+            "127.0.0.1",
+            "203.0.113.7",
+            "2001:db8::1",
+            "::1",
+        ] {
+            let ip = ip(text);
+            assert_eq!(address_text(ip), ip.to_string());
+        }
+        for octet in 0..=255u8 {
+            let ip = IpAddr::from([octet, 255 - octet, octet / 3, 9]);
+            assert_eq!(address_text(ip), ip.to_string());
+        }
     }
 
     #[test]

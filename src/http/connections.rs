@@ -23,7 +23,9 @@
 //! already answered [`ANSWERS_PER_RETRY`] times within the `Retry-After`: a client
 //! that reconnects in a loop regardless costs an accept and a close each time.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
@@ -32,7 +34,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -40,7 +41,6 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, Re
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
-use tower::Service as _;
 
 use crate::error::codes;
 
@@ -116,14 +116,37 @@ fn open_file_limit() -> Option<usize> {
     None
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets every open
-/// HTTP connection finish its request in flight.
-pub async fn serve(
+/// Serves `service` (the router inside its layers) on `listener` until `shutdown`
+/// resolves, then lets every open HTTP connection finish its request in flight.
+pub async fn serve<S, B>(
     listener: TcpListener,
-    router: Router,
+    service: S,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: tower::Service<hyper::Request<Incoming>, Response = hyper::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut service = service;
+    // Each connection calls its copy of the service without asking it first
+    // whether it is ready: the router always is, and its layers add no
+    // back-pressure of their own. Asked once here, so that a service that
+    // was not would show at once, and not as requests that never end.
+    if !matches!(
+        service.poll_ready(&mut Context::from_waker(std::task::Waker::noop())),
+        Poll::Ready(Ok(()))
+    ) {
+        return Err(std::io::Error::other(
+            "the HTTP service is not ready to serve",
+        ));
+    }
     let caps = Arc::new(Caps {
         limits,
         open: AtomicUsize::new(0),
@@ -151,11 +174,11 @@ pub async fn serve(
         };
         match caps.admit(peer.ip()) {
             Ok(admitted) => {
-                let router = router.clone();
+                let service = service.clone();
                 let stopping = stopping.clone();
                 let running = running.clone();
                 tokio::spawn(async move {
-                    serve_connection(stream, peer, admitted, router, limits, stopping).await;
+                    serve_connection(stream, peer, admitted, service, limits, stopping).await;
                     drop(running);
                 });
             }
@@ -176,14 +199,22 @@ pub async fn serve(
     Ok(())
 }
 
-async fn serve_connection(
+async fn serve_connection<S, B>(
     stream: TcpStream,
     peer: SocketAddr,
     admitted: Admitted,
-    router: Router,
+    service: S,
     limits: ConnectionLimits,
     mut stopping: watch::Receiver<bool>,
-) {
+) where
+    S: tower::Service<hyper::Request<Incoming>, Response = hyper::Response<B>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let reads = Arc::new(AtomicU64::new(0));
     let io = TokioIo::new(Tracked {
         stream,
@@ -193,10 +224,10 @@ async fn serve_connection(
         write_waiting: false,
         _admitted: admitted,
     });
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        router.clone().call(request)
-    });
+    let service = OneConnection {
+        service: RefCell::new(service),
+        peer,
+    };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(HeadTimer {
@@ -215,6 +246,29 @@ async fn serve_connection(
         _ = stopping.wait_for(|stop| *stop) => connection.as_mut().graceful_shutdown(),
     }
     let _ = connection.await;
+}
+
+/// The service as one connection calls it: its own copy, made once for the
+/// connection rather than for each request (copying the CORS layer's rules
+/// allocates), and each request told the connection's peer.
+struct OneConnection<S> {
+    /// Borrowed only while a call makes its future: hyper calls one at a time.
+    service: RefCell<S>,
+    peer: SocketAddr,
+}
+
+impl<S, B> hyper::service::Service<hyper::Request<Incoming>> for OneConnection<S>
+where
+    S: tower::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>,
+{
+    type Response = hyper::Response<B>;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut request: hyper::Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        self.service.borrow_mut().call(request)
+    }
 }
 
 /// Why a connection was refused.

@@ -11,7 +11,7 @@ use async_graphql::{BatchRequest, Name, Request, Response as GqlResponse, Server
 use axum::body::{Body, Bytes};
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, Query, Request as HttpRequest, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -220,9 +220,11 @@ pub(super) fn batch_from_json(bytes: &[u8]) -> serde_json::Result<BatchRequest> 
 pub async fn graphql_post(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
+    request: HttpRequest,
 ) -> Response {
+    // The headers taken from the request, not copied by the `HeaderMap` extractor;
+    // the rest of its head is dropped here, not held across the awaits below.
+    let (axum::http::request::Parts { headers, .. }, body) = request.into_parts();
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
@@ -230,7 +232,7 @@ pub async fn graphql_post(
         Some(JSON) => json_batch(&state, body, media).await,
         Some("application/graphql") => graphql_text_batch(&state, body, media).await,
         Some("multipart/form-data") => {
-            return post_multipart(&state, &headers, peer, body, media).await;
+            return Box::pin(post_multipart(&state, &headers, peer, body, media)).await;
         }
         _ => {
             return error_response(
@@ -241,7 +243,21 @@ pub async fn graphql_post(
         }
     };
     match batch {
-        Ok(batch) => execute(&state, &headers, peer, batch, media, Method::Post, None).await,
+        // Boxed, as in `graphql_get`: the router boxes the handler's future and
+        // moves it on every request; holding the operation's future inline
+        // would make it copy all of it each time.
+        Ok(batch) => {
+            Box::pin(execute(
+                &state,
+                &headers,
+                peer,
+                batch,
+                media,
+                Method::Post,
+                None,
+            ))
+            .await
+        }
         Err(response) => response,
     }
 }
@@ -377,9 +393,11 @@ pub struct GetParams {
 pub async fn graphql_get(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     params: Result<Query<GetParams>, axum::extract::rejection::QueryRejection>,
+    request: HttpRequest,
 ) -> Response {
+    // The headers taken from the request, not copied by the `HeaderMap` extractor.
+    let headers = request.into_parts().0.headers;
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
@@ -407,7 +425,10 @@ pub async fn graphql_get(
     {
         return bad("`extensions` must be a JSON object");
     }
-    execute(
+    // Boxed: the router boxes the handler's future and moves it on every
+    // request; holding the operation's future inline would make it copy all of
+    // it each time.
+    Box::pin(execute(
         &state,
         &headers,
         peer,
@@ -415,7 +436,7 @@ pub async fn graphql_get(
         media,
         Method::Get,
         None,
-    )
+    ))
     .await
 }
 
@@ -917,5 +938,40 @@ pub async fn schema_sdl(State(state): State<AppState>, headers: HeaderMap) -> Re
         )
             .into_response(),
         Err(err) => app_error_response(&err, MediaType::Json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<F, A, B, C, Fut>(_: &F) -> usize
+    where
+        F: Fn(A, B, C) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    fn future_size_4<F, A, B, C, D, Fut>(_: &F) -> usize
+    where
+        F: Fn(A, B, C, D) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    #[test]
+    fn the_handlers_do_not_hold_the_operation_inline() {
+        fn size<F, A, B, C, D, E, G, H, Fut>(_: &F) -> usize
+        where
+            F: Fn(A, B, C, D, E, G, H) -> Fut,
+        {
+            std::mem::size_of::<Fut>()
+        }
+        // The router boxes a handler's future and moves it, whole, on every
+        // request: the operation's future is boxed apart.
+        let operation = size(&execute);
+        assert!(future_size(&graphql_post) < operation);
+        assert!(future_size_4(&graphql_get) < operation);
     }
 }

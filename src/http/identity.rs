@@ -10,7 +10,8 @@
 
 use std::sync::Arc;
 
-use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, AsHeaderName};
+use axum::http::{HeaderMap, HeaderName};
 
 use crate::AppState;
 use crate::auth::{ApiKeyGrant, Caller, Credential};
@@ -26,6 +27,11 @@ pub const PROJECT_HEADER: &str = "x-nimbus-project";
 pub const KEY_HEADER: &str = "x-nimbus-key";
 /// The header that carries a console session's CSRF token.
 pub const CSRF_HEADER: &str = "x-nimbus-csrf";
+/// The names above, parsed once: a name given as text is parsed again at every
+/// lookup.
+pub const PROJECT: HeaderName = HeaderName::from_static(PROJECT_HEADER);
+pub const KEY: HeaderName = HeaderName::from_static(KEY_HEADER);
+pub const CSRF: HeaderName = HeaderName::from_static(CSRF_HEADER);
 /// The cookie that holds a console administrator's session.
 pub const CONSOLE_COOKIE: &str = "nimbus_console";
 
@@ -59,7 +65,7 @@ pub struct Presented {
 impl Presented {
     /// Reads the headers of an HTTP request (or a WebSocket upgrade).
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        Self::read(headers, header(headers, PROJECT_HEADER).map(str::to_string))
+        Self::read(headers, header(headers, PROJECT).map(str::to_string))
     }
 
     /// Reads the headers of a request that names its project elsewhere (a binary
@@ -69,7 +75,7 @@ impl Presented {
     }
 
     fn read(headers: &HeaderMap, project: Option<String>) -> Self {
-        let bearer = header(headers, "authorization")
+        let bearer = header(headers, AUTHORIZATION)
             .and_then(|value| {
                 value
                     .strip_prefix("Bearer ")
@@ -86,11 +92,11 @@ impl Presented {
             .flatten();
         let console = self::cookie(headers, CONSOLE_COOKIE).map(|secret| ConsoleProof {
             secret,
-            csrf: header(headers, CSRF_HEADER).map(str::to_string),
+            csrf: header(headers, CSRF).map(str::to_string),
         });
         Presented {
             project,
-            key: header(headers, KEY_HEADER).map(str::to_string),
+            key: header(headers, KEY).map(str::to_string),
             session_from_cookie: bearer.is_none() && cookie.is_some(),
             session: bearer.or(cookie),
             console,
@@ -157,7 +163,7 @@ pub struct Addressed {
 }
 
 /// The value of a header when it is present and readable.
-pub fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+pub fn header(headers: &HeaderMap, name: impl AsHeaderName) -> Option<&str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())

@@ -56,11 +56,11 @@ pub(crate) fn embedded_page(csp: &'static str, html: &'static str) -> axum::resp
         .into_response()
 }
 
-/// Every route of the server.
-pub fn router(state: AppState) -> Router {
+/// The CORS rules of every answer.
+fn cors() -> CorsLayer {
     // API keys travel in headers, never cookies, so any origin may call without
     // credentials; per-project allowed origins come with cookie sessions.
-    let cors = CorsLayer::new()
+    CorsLayer::new()
         .allow_origin(AllowOrigin::any())
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::OPTIONS])
         .allow_headers([
@@ -81,7 +81,12 @@ pub fn router(state: AppState) -> Router {
             axum::http::header::CONTENT_DISPOSITION,
             axum::http::header::ETAG,
             HeaderName::from_static("repr-digest"),
-        ]);
+        ])
+}
+
+/// Every route of the server; [`serve`] puts the layers every request passes
+/// around it.
+pub fn router(state: AppState) -> Router {
     let file = |endpoint: &str| format!("/v1/storage/buckets/{{bucket}}/files/{{file}}/{endpoint}");
     // Streamed bodies (files) are counted as they pass; GraphQL and function
     // calls count their own, whose lengths they know, without the layer's cost.
@@ -140,15 +145,6 @@ pub fn router(state: AppState) -> Router {
         // No `DefaultBodyLimit` layer: no handler takes a body extractor it would
         // bound (each reads its body itself, with its own limit and error), and
         // the layer would cost every request an extension and a level of futures.
-        // One `layer` call for the three: each call wraps every route in a boxed
-        // service of its own, and every request then boxes and moves one more
-        // future per call (with the request inside it). Outermost first.
-        .layer(
-            tower::ServiceBuilder::new()
-                .layer(TraceLayer::new_for_http())
-                .layer(CatchPanicLayer::custom(graphql::panic_response))
-                .layer(cors),
-        )
         .with_state(state)
 }
 
@@ -205,5 +201,15 @@ pub async fn serve(
         max_per_client: usize::try_from(config.max_connections_per_client).unwrap_or(usize::MAX),
     }
     .within_file_limit(config.database_max_connections as usize);
-    connections::serve(listener, router(state), limits, shutdown).await
+    // The trace, panic and CORS layers wrap the router once, as one service
+    // (outermost first), rather than through `Router::layer`, which wraps every
+    // route in a boxed service of its own whose future each request boxes and
+    // moves again, with the request inside it. They see every request the
+    // routes' layers saw, the fallback's included.
+    let service = tower::ServiceBuilder::new()
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(graphql::panic_response))
+        .layer(cors())
+        .service(router(state));
+    connections::serve(listener, service, limits, shutdown).await
 }
