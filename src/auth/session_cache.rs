@@ -126,6 +126,14 @@ impl Wakes {
             notified.await;
         }
     }
+
+    /// [`Wakes::changed_from`] as a future that holds its own reference to the
+    /// bell, so a connection can keep one wait armed across its loop's turns
+    /// rather than register and unregister a waiter for every message it handles.
+    pub fn changed_from_owned(&self, seen: Wake) -> impl Future<Output = ()> + Send + 'static {
+        let wakes = Wakes(self.0.clone());
+        async move { wakes.changed_from(seen).await }
+    }
 }
 
 /// The SHA-256 of a session secret.
@@ -321,5 +329,20 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), ann.changed_from(seen))
             .await
             .expect("already changed");
+    }
+
+    #[test]
+    fn a_wait_kept_armed_hears_a_change_made_while_nobody_polls_it() {
+        use futures_util::FutureExt as _;
+        let cache = SessionCache::default();
+        let ann = cache.watch(user("ann"));
+        let mut wait = Box::pin(ann.changed_from_owned(ann.now()));
+        // Polled once, then left alone, as a connection leaves it while it
+        // delivers what the bus brought.
+        assert!(wait.as_mut().now_or_never().is_none());
+        cache.evict_user("p", "bob");
+        assert!(wait.as_mut().now_or_never().is_none());
+        cache.evict_user("p", "ann");
+        assert!(wait.as_mut().now_or_never().is_some());
     }
 }

@@ -25,6 +25,7 @@ mod redis_bus;
 
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -201,14 +202,40 @@ pub fn new_event_id() -> String {
 pub struct Published {
     pub message: BusMessage,
     /// `None` once the message is no longer among the newest.
-    shared: Mutex<Option<HashMap<u64, Arc<dyn Any + Send + Sync>>>>,
+    shared: Mutex<Option<SharedWork>>,
+}
+
+/// Shared work by key. The keys are hashes already (see their makers), and one
+/// is looked up for every delivery of a fan-out: they are used as they are
+/// rather than hashed again.
+type SharedWork = HashMap<u64, Arc<dyn Any + Send + Sync>, BuildHasherDefault<KeyAsHash>>;
+
+/// The hasher of keys that are hashes.
+#[derive(Default)]
+struct KeyAsHash(u64);
+
+impl Hasher for KeyAsHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed here; anything else is folded in whole.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
 }
 
 impl Published {
     pub fn new(message: BusMessage) -> Arc<Published> {
         Arc::new(Published {
             message,
-            shared: Mutex::new(Some(HashMap::new())),
+            shared: Mutex::new(Some(SharedWork::default())),
         })
     }
 

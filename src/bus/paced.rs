@@ -12,11 +12,18 @@
 //! Each subscriber still reads the broadcast ring itself (its own position, the
 //! same bounded backlog, the same `Lagged` when it falls behind): the doorbell
 //! only says when to look. The dispatcher never waits on a subscriber.
+//!
+//! A fan-out rings and answers every doorbell once, so ringing takes no lock (a
+//! flag and the subscriber's waker), and a subscriber that has read as many
+//! messages as the dispatcher heard waits for its bell without looking at the
+//! ring first (looking at an empty broadcast ring locks the channel's tail, which
+//! every subscriber shares).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
 use super::Published;
@@ -28,15 +35,48 @@ const CHUNK: usize = 64;
 /// One subscriber's doorbell.
 #[derive(Default)]
 struct Bell {
-    notify: Notify,
+    /// Rung since the subscriber last answered: kept, so a ring that comes
+    /// between a look at the ring and the wait is not slept through.
+    rung: AtomicBool,
+    /// The subscriber's task while it waits.
+    waker: AtomicWaker,
     /// The subscriber is gone: the next snapshot leaves it out.
     gone: AtomicBool,
+}
+
+impl Bell {
+    fn ring(&self) {
+        self.rung.store(true, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    /// Resolves once the bell was rung since the last answer.
+    fn answer(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.rung.swap(false, Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // A ring between the look and the registration may have found no
+            // waker to wake: look again.
+            if self.rung.swap(false, Ordering::SeqCst) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
 }
 
 /// The doorbells of a bus's paced subscribers.
 #[derive(Default)]
 pub(crate) struct Pacer {
     bells: Mutex<Bells>,
+    /// Messages the dispatcher heard (and missed, when it fell behind), counted
+    /// before it rings for them.
+    heard: AtomicU64,
+    /// The bus closed: counted as heard, so subscribers look and learn it.
+    closed: AtomicBool,
     /// Started with the first paced subscriber (a runtime is at hand then).
     dispatcher: OnceLock<()>,
 }
@@ -63,8 +103,12 @@ impl Pacer {
             bells.all.push(bell.clone());
             bells.snapshot = None;
         }
+        // Read before subscribing: the messages counted so far were all sent
+        // before, so the count is never ahead of what this receiver can read.
+        let read = self.heard.load(Ordering::SeqCst);
         PacedReceiver {
             receiver: sender.subscribe(),
+            read,
             bell,
             pacer: self.clone(),
         }
@@ -97,22 +141,34 @@ async fn dispatch(
     mut messages: broadcast::Receiver<Arc<Published>>,
 ) {
     loop {
-        let closed = match messages.recv().await {
-            // Several messages rung for at once: each subscriber reads all it has.
-            Ok(_) => {
-                while messages.try_recv().is_ok() {}
-                false
-            }
-            // Each subscriber finds out for itself how far behind it is.
-            Err(RecvError::Lagged(_)) => false,
-            Err(RecvError::Closed) => true,
+        // Each subscriber finds out for itself how far behind it is; the
+        // messages missed here count as heard.
+        let (mut heard, mut closed) = match messages.recv().await {
+            Ok(_) => (1, false),
+            Err(RecvError::Lagged(missed)) => (missed, false),
+            Err(RecvError::Closed) => (0, true),
         };
-        let Some(bells) = pacer.upgrade().map(|pacer| pacer.snapshot()) else {
+        // Several messages rung for at once: each subscriber reads all it has.
+        while !closed {
+            match messages.try_recv() {
+                Ok(_) => heard += 1,
+                Err(TryRecvError::Lagged(missed)) => heard += missed,
+                Err(TryRecvError::Closed) => closed = true,
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        let Some(pacer) = pacer.upgrade() else {
             return;
         };
+        pacer.heard.fetch_add(heard, Ordering::SeqCst);
+        if closed {
+            pacer.closed.store(true, Ordering::SeqCst);
+        }
+        let bells = pacer.snapshot();
+        drop(pacer);
         for chunk in bells.chunks(CHUNK) {
             for bell in chunk {
-                bell.notify.notify_one();
+                bell.ring();
             }
             tokio::task::yield_now().await;
         }
@@ -126,6 +182,9 @@ async fn dispatch(
 /// in order, as a broadcast receiver gives them.
 pub struct PacedReceiver {
     receiver: broadcast::Receiver<Arc<Published>>,
+    /// Messages read (or missed) here, counted as the dispatcher counts them:
+    /// while it is the dispatcher's count, there is nothing new to read.
+    read: u64,
     bell: Arc<Bell>,
     pacer: Arc<Pacer>,
 }
@@ -136,14 +195,28 @@ impl PacedReceiver {
     /// returned stays in the ring.
     pub async fn recv(&mut self) -> Result<Arc<Published>, RecvError> {
         loop {
-            match self.receiver.try_recv() {
-                Ok(message) => return Ok(message),
-                Err(TryRecvError::Lagged(missed)) => return Err(RecvError::Lagged(missed)),
-                Err(TryRecvError::Closed) => return Err(RecvError::Closed),
-                // A ring stored while nobody waited is kept as a permit, so a
-                // message sent between the look and the wait is not slept through.
-                Err(TryRecvError::Empty) => self.bell.notify.notified().await,
+            // The count can fall short of what was read (messages sent before
+            // this receiver was, heard after), never run ahead: then the ring
+            // is looked at for nothing, and nothing is missed.
+            if self.read < self.pacer.heard.load(Ordering::SeqCst)
+                || self.pacer.closed.load(Ordering::SeqCst)
+            {
+                match self.receiver.try_recv() {
+                    Ok(message) => {
+                        self.read += 1;
+                        return Ok(message);
+                    }
+                    Err(TryRecvError::Lagged(missed)) => {
+                        self.read += missed;
+                        return Err(RecvError::Lagged(missed));
+                    }
+                    Err(TryRecvError::Closed) => return Err(RecvError::Closed),
+                    Err(TryRecvError::Empty) => {}
+                }
             }
+            // A ring while nobody waited is kept, so a message heard between
+            // the look and the wait is not slept through.
+            self.bell.answer().await;
         }
     }
 }
@@ -203,6 +276,40 @@ mod tests {
                 .unwrap();
             assert_eq!(got, expected);
         }
+    }
+
+    async fn within<T>(wait: impl Future<Output = T>) -> T {
+        tokio::time::timeout(std::time::Duration::from_secs(5), wait)
+            .await
+            .expect("in time")
+    }
+
+    #[tokio::test]
+    async fn one_joining_while_the_dispatcher_is_behind_misses_nothing_and_hears_the_close() {
+        let (sender, _) = broadcast::channel(16);
+        let pacer = Arc::new(Pacer::default());
+        let mut first = pacer.subscribe(&sender);
+        // Sent before the second subscriber joins and heard after: the count it
+        // starts from is short of the dispatcher's by one for good.
+        assert!(sender.send(message(0)).is_ok());
+        let mut joined = pacer.subscribe(&sender);
+        assert!(sender.send(message(1)).is_ok());
+        let got = within(first.recv()).await.unwrap();
+        assert_eq!(project(&got), "0");
+        let got = within(first.recv()).await.unwrap();
+        assert_eq!(project(&got), "1");
+        let got = within(joined.recv()).await.unwrap();
+        assert_eq!(project(&got), "1");
+        assert!(sender.send(message(2)).is_ok());
+        let got = within(joined.recv()).await.unwrap();
+        assert_eq!(project(&got), "2");
+        drop(sender);
+        let closed = within(joined.recv()).await;
+        assert!(matches!(closed, Err(RecvError::Closed)));
+        let got = within(first.recv()).await.unwrap();
+        assert_eq!(project(&got), "2");
+        let closed = within(first.recv()).await;
+        assert!(matches!(closed, Err(RecvError::Closed)));
     }
 
     #[tokio::test]

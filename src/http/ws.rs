@@ -50,6 +50,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use async_graphql::dynamic::Schema;
@@ -503,7 +504,17 @@ impl Link {
             };
             usage.counters().ws_sent(bytes as u64);
         }
-        match tokio::time::timeout(self.send_timeout, self.socket.send(message)).await {
+        let sent = {
+            let send = self.socket.send(message);
+            tokio::pin!(send);
+            // Most writes go out at once (the socket's buffer has room): the timer
+            // is armed only for one that has to wait, not for every delivery.
+            match std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await {
+                Poll::Ready(sent) => Ok(sent),
+                Poll::Pending => tokio::time::timeout(self.send_timeout, send).await,
+            }
+        };
+        match sent {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Gone),
             Err(_) => {
@@ -732,6 +743,10 @@ struct Connection {
     changes: Wakes,
     /// The changes already acted on.
     seen: Wake,
+    /// The wait for the next change, armed for the `seen` it holds: kept across
+    /// the loop's turns, so a bus message handled does not cost a waiter
+    /// unregistered and registered again (two locks per delivery of a fan-out).
+    changed: Option<(Wake, ChangeWait)>,
     /// When the credential expires (milliseconds since the epoch), and the timer
     /// that fires then: the one timer of an idle connection.
     expires_at: Option<i64>,
@@ -776,6 +791,7 @@ impl Connection {
         let mut connection = Box::new(Connection {
             seen,
             changes,
+            changed: None,
             own_key_events: caller.key().map(|k| {
                 Box::new((
                     format!("keys.{}.delete", k.key_id),
@@ -931,11 +947,27 @@ impl Connection {
 
     async fn run(mut self: Box<Self>) {
         loop {
+            if self
+                .changed
+                .as_ref()
+                .is_none_or(|(armed, _)| *armed != self.seen)
+            {
+                let wait = Box::pin(self.changes.changed_from_owned(self.seen));
+                self.changed = Some((self.seen, wait));
+            }
             // The handlers are boxed: the task keeps only what an idle connection
             // needs between messages (10,000 idle connections are the goal), not
             // the largest handler's state.
+            //
+            // The bus is looked at first: in a fan-out, a connection is woken for
+            // the bus, and the other waits are left as they are registered
+            // instead of being polled again for every delivery. A change of
+            // credential or an expiry is still acted on before the next event is
+            // delivered (`on_bus` looks at both), and the bus's backlog is bounded.
             let step = tokio::select! {
-                () = self.changes.changed_from(self.seen) => Box::pin(self.on_change()).await,
+                biased;
+                received = recv_bus(&mut self.bus) => Box::pin(self.on_bus(received)).await,
+                () = wait_change(&mut self.changed) => Box::pin(self.on_change()).await,
                 () = until(&mut self.expiry) => Box::pin(self.recheck()).await,
                 incoming = self.link.receive() => match incoming {
                     Some(incoming) => Box::pin(self.on_incoming(incoming)).await,
@@ -944,7 +976,6 @@ impl Connection {
                 Some((id, step)) = self.operations.next(), if !self.operations.is_empty() => {
                     Box::pin(self.on_step(id, step)).await
                 }
-                received = recv_bus(&mut self.bus) => Box::pin(self.on_bus(received)).await,
             };
             if step.is_err() {
                 return;
@@ -1244,6 +1275,13 @@ impl Connection {
                 if event.project_id != self.caller.project.id {
                     return Ok(());
                 }
+                // A change of credential heard, or an expiry passed, goes before
+                // the event: the bus is looked at before those waits.
+                if self.changes.now() != self.seen {
+                    self.on_change().await?;
+                } else if self.expiry.as_ref().is_some_and(|sleep| sleep.is_elapsed()) {
+                    self.recheck().await?;
+                }
                 // The caller's own key changed: heard here, in order with the
                 // events, so none that follows is delivered on the old key.
                 if (self.own_key_events.as_deref())
@@ -1328,6 +1366,20 @@ impl Connection {
             self.link.send_complete(&watching.id).await?;
         }
         Ok(())
+    }
+}
+
+/// A connection's wait for a change of its credential or project.
+type ChangeWait = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// When the armed wait for a change ends (it is then disarmed); never without one.
+async fn wait_change(changed: &mut Option<(Wake, ChangeWait)>) {
+    match changed {
+        Some((_, wait)) => {
+            wait.as_mut().await;
+            *changed = None;
+        }
+        None => future::pending().await,
     }
 }
 

@@ -69,11 +69,18 @@ impl Shape {
     }
 
     /// The key of this shape's render of an event seen as `outcome`, with or
-    /// without the version before the change.
+    /// without the version before the change. Worked out for every delivery, so
+    /// a cheap mix of the shape's hash rather than a second SipHash: a render
+    /// found under it is used only when its shape, outcome and visibility are
+    /// the subscriber's (see [`Rendered::Shared`]), so a collision costs a render,
+    /// never a wrong response.
     fn key(&self, outcome: Outcome, previous_shown: bool) -> u64 {
-        let mut hasher = std::hash::DefaultHasher::new();
-        (self.hash, outcome, previous_shown).hash(&mut hasher);
-        hasher.finish()
+        // FNV-1a over the outcome's few bytes.
+        let mut mixed: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in outcome.bytes() {
+            mixed = (mixed ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.hash ^ mixed.rotate_left(1) ^ u64::from(previous_shown)
     }
 }
 
@@ -121,6 +128,8 @@ struct SharedRender(tokio::sync::OnceCell<Rendered>);
 enum Rendered {
     Shared {
         shape: Arc<Shape>,
+        outcome: Outcome,
+        previous_shown: bool,
         payload: Arc<str>,
         /// The whole message for the first subscriber's frame prefix, which
         /// subscribers with the same operation id share without a copy.
@@ -183,6 +192,8 @@ impl Renderer<'_> {
                 } else {
                     Rendered::Shared {
                         shape: shape.clone(),
+                        outcome,
+                        previous_shown,
                         payload,
                         frame: OnceLock::new(),
                     }
@@ -195,9 +206,14 @@ impl Renderer<'_> {
         match rendered {
             Rendered::Shared {
                 shape: rendered_for,
+                outcome: rendered_outcome,
+                previous_shown: rendered_previous,
                 payload,
                 frame,
-            } if Arc::ptr_eq(rendered_for, shape) => {
+            } if Arc::ptr_eq(rendered_for, shape)
+                && *rendered_outcome == outcome
+                && *rendered_previous == previous_shown =>
+            {
                 SHARED_RENDERS.increment(1);
                 let (first_prefix, shared) =
                     frame.get_or_init(|| (prefix.into(), framed(prefix, payload)));
@@ -283,6 +299,17 @@ mod tests {
             variables_json: "{}".into(),
             hash: hasher.finish(),
         }
+    }
+
+    #[test]
+    fn render_keys_tell_outcomes_and_the_previous_version_apart() {
+        let shape = shape(1, "subscription { a }");
+        let outcomes = ["CREATE", "UPDATE", "DELETE", "LEAVE", "ENTER"];
+        let keys: std::collections::HashSet<u64> = outcomes
+            .iter()
+            .flat_map(|outcome| [shape.key(outcome, false), shape.key(outcome, true)])
+            .collect();
+        assert_eq!(keys.len(), outcomes.len() * 2);
     }
 
     #[test]
