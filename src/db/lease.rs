@@ -34,6 +34,11 @@ pub enum Purpose {
     Reads,
     /// Transactions on MariaDB with autocommit off, so that the first statement
     /// begins one and `BEGIN` costs no round trip; ended with [`Lease::end`].
+    /// On SQLite, the transactions of its one writer (`BEGIN IMMEDIATE`, taken
+    /// in turns): kept apart from the readers' connections, the writer's
+    /// connection is the one that wrote last, and its page cache stays valid
+    /// (SQLite empties a connection's cache when another one wrote since its
+    /// last transaction, and every page then comes back through a `pread`).
     Writes,
 }
 
@@ -51,6 +56,9 @@ pub struct Leases {
     /// least used ones grow idle and are closed.
     idle: std::sync::Mutex<[Vec<Idle>; 2]>,
     acquire_timeout: Duration,
+    /// Connections for writes run with autocommit off (MariaDB); on SQLite they
+    /// are ordinary connections whose transactions sqlx begins and ends.
+    autocommit_off: bool,
 }
 
 struct Idle {
@@ -81,6 +89,7 @@ impl Leases {
             max: max.max(1) as usize,
             idle: std::sync::Mutex::new([Vec::new(), Vec::new()]),
             acquire_timeout,
+            autocommit_off: !url.starts_with("sqlite:"),
         }))
     }
 
@@ -89,7 +98,7 @@ impl Leases {
         self.lease_for(Purpose::Reads).await
     }
 
-    /// A connection for `purpose` ([`Purpose::Writes`] only on MariaDB).
+    /// A connection for `purpose`.
     pub async fn lease_for(self: &Arc<Self>, purpose: Purpose) -> Result<Lease, sqlx::Error> {
         let permit =
             tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned())
@@ -123,7 +132,7 @@ impl Leases {
             if let Some(prepare) = self.prepare {
                 prepare(&mut conn).await?;
             }
-            if purpose == Purpose::Writes {
+            if purpose == Purpose::Writes && self.autocommit_off {
                 conn.execute("SET autocommit = 0").await?;
             }
             Ok::<_, sqlx::Error>(conn)
@@ -149,9 +158,9 @@ impl Leases {
             conn: Some(conn),
             leases: self.clone(),
             purpose,
-            // A connection for writes is always inside a transaction, from its
-            // first statement to `Lease::end`.
-            open: purpose == Purpose::Writes,
+            // A connection for writes on MariaDB is always inside a transaction,
+            // from its first statement to `Lease::end`.
+            open: purpose == Purpose::Writes && self.autocommit_off,
             epoch,
             _permit: permit,
         }
@@ -315,6 +324,26 @@ mod tests {
             (1, 1),
             "an error of the data leaves connections alone"
         );
+    }
+
+    #[tokio::test]
+    async fn on_sqlite_the_writer_gets_back_the_connection_that_wrote_last() {
+        let pool = leases(3);
+        let mut writer = pool.lease_for(Purpose::Writes).await.unwrap();
+        mark(&mut writer).await;
+        AnyTransactionManager::begin(&mut writer, Some("BEGIN IMMEDIATE".into()))
+            .await
+            .unwrap();
+        writer.end(true).await.unwrap();
+        assert_eq!(pool.usage(), (1, 1), "kept once out of its transaction");
+        let mut reader = pool.lease().await.unwrap();
+        assert!(
+            !same_connection(&mut reader).await,
+            "a reader does not take the writer's connection"
+        );
+        drop(reader);
+        let mut again = pool.lease_for(Purpose::Writes).await.unwrap();
+        assert!(same_connection(&mut again).await, "the writer's connection");
     }
 
     #[tokio::test]

@@ -259,7 +259,7 @@ impl Queue {
             Some(lease) => lease?,
             None => {
                 // SQLite, with the writer's turn held: the write lock at once.
-                let mut lease = db.lease().await?;
+                let mut lease = db.lease_writer().await?;
                 AnyTransactionManager::begin(&mut lease, Some("BEGIN IMMEDIATE".into())).await?;
                 lease
             }
