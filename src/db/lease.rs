@@ -106,23 +106,33 @@ impl Leases {
                 .map_err(|_| sqlx::Error::PoolTimedOut)?
                 .map_err(|_| sqlx::Error::PoolClosed)?;
         let epoch = broken_epoch();
-        while let Some(idle) = self.take_idle(purpose) {
-            let waited = idle.since.elapsed();
-            if waited > CLOSE_AFTER_IDLE {
-                continue;
-            }
-            let mut conn = idle.conn;
-            if waited > PING_AFTER_IDLE && conn.ping().await.is_err() {
-                continue;
-            }
-            return Ok(self.leased(conn, purpose, permit, epoch));
-        }
-        // Idle connections hold no permit: when those kept for the other purpose
-        // would take the total over the bound, one of them makes way.
         let other = match purpose {
             Purpose::Reads => Purpose::Writes,
             Purpose::Writes => Purpose::Reads,
         };
+        // On SQLite a connection serves either purpose: one kept for the other
+        // is taken before a new one is opened (a read leaves the writer's cache
+        // valid; only another connection's write empties it).
+        let sources: &[Purpose] = if self.autocommit_off {
+            &[purpose]
+        } else {
+            &[purpose, other]
+        };
+        for &from in sources {
+            while let Some(idle) = self.take_idle(from) {
+                let waited = idle.since.elapsed();
+                if waited > CLOSE_AFTER_IDLE {
+                    continue;
+                }
+                let mut conn = idle.conn;
+                if waited > PING_AFTER_IDLE && conn.ping().await.is_err() {
+                    continue;
+                }
+                return Ok(self.leased(conn, purpose, permit, epoch));
+            }
+        }
+        // Idle connections hold no permit: when those kept for the other purpose
+        // would take the total over the bound, one of them makes way.
         let (open, _) = self.usage();
         if open as usize > self.max {
             drop(self.take_idle(other));
@@ -329,13 +339,15 @@ mod tests {
     #[tokio::test]
     async fn on_sqlite_the_writer_gets_back_the_connection_that_wrote_last() {
         let pool = leases(3);
+        let reading = pool.lease().await.unwrap();
         let mut writer = pool.lease_for(Purpose::Writes).await.unwrap();
         mark(&mut writer).await;
         AnyTransactionManager::begin(&mut writer, Some("BEGIN IMMEDIATE".into()))
             .await
             .unwrap();
         writer.end(true).await.unwrap();
-        assert_eq!(pool.usage(), (1, 1), "kept once out of its transaction");
+        drop(reading);
+        assert_eq!(pool.usage(), (2, 2), "kept once out of its transaction");
         let mut reader = pool.lease().await.unwrap();
         assert!(
             !same_connection(&mut reader).await,
@@ -344,6 +356,15 @@ mod tests {
         drop(reader);
         let mut again = pool.lease_for(Purpose::Writes).await.unwrap();
         assert!(same_connection(&mut again).await, "the writer's connection");
+        drop(again);
+
+        // With no other connection idle, a reader takes the writer's rather
+        // than opening one.
+        let first = pool.lease().await.unwrap();
+        let mut second = pool.lease().await.unwrap();
+        assert!(same_connection(&mut second).await);
+        drop((first, second));
+        assert_eq!(pool.usage(), (2, 2));
     }
 
     #[tokio::test]
