@@ -34,6 +34,11 @@ pub enum Purpose {
     Reads,
     /// Transactions on MariaDB with autocommit off, so that the first statement
     /// begins one and `BEGIN` costs no round trip; ended with [`Lease::end`].
+    /// On SQLite, the transactions of its one writer (`BEGIN IMMEDIATE`, taken
+    /// in turns): kept apart from the readers' connections, the writer's
+    /// connection is the one that wrote last, and its page cache stays valid
+    /// (SQLite empties a connection's cache when another one wrote since its
+    /// last transaction, and every page then comes back through a `pread`).
     Writes,
 }
 
@@ -51,6 +56,9 @@ pub struct Leases {
     /// least used ones grow idle and are closed.
     idle: std::sync::Mutex<[Vec<Idle>; 2]>,
     acquire_timeout: Duration,
+    /// Connections for writes run with autocommit off (MariaDB); on SQLite they
+    /// are ordinary connections whose transactions sqlx begins and ends.
+    autocommit_off: bool,
 }
 
 struct Idle {
@@ -81,6 +89,7 @@ impl Leases {
             max: max.max(1) as usize,
             idle: std::sync::Mutex::new([Vec::new(), Vec::new()]),
             acquire_timeout,
+            autocommit_off: !url.starts_with("sqlite:"),
         }))
     }
 
@@ -89,7 +98,7 @@ impl Leases {
         self.lease_for(Purpose::Reads).await
     }
 
-    /// A connection for `purpose` ([`Purpose::Writes`] only on MariaDB).
+    /// A connection for `purpose`.
     pub async fn lease_for(self: &Arc<Self>, purpose: Purpose) -> Result<Lease, sqlx::Error> {
         let permit =
             tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned())
@@ -97,23 +106,33 @@ impl Leases {
                 .map_err(|_| sqlx::Error::PoolTimedOut)?
                 .map_err(|_| sqlx::Error::PoolClosed)?;
         let epoch = broken_epoch();
-        while let Some(idle) = self.take_idle(purpose) {
-            let waited = idle.since.elapsed();
-            if waited > CLOSE_AFTER_IDLE {
-                continue;
-            }
-            let mut conn = idle.conn;
-            if waited > PING_AFTER_IDLE && conn.ping().await.is_err() {
-                continue;
-            }
-            return Ok(self.leased(conn, purpose, permit, epoch));
-        }
-        // Idle connections hold no permit: when those kept for the other purpose
-        // would take the total over the bound, one of them makes way.
         let other = match purpose {
             Purpose::Reads => Purpose::Writes,
             Purpose::Writes => Purpose::Reads,
         };
+        // On SQLite a connection serves either purpose: one kept for the other
+        // is taken before a new one is opened (a read leaves the writer's cache
+        // valid; only another connection's write empties it).
+        let sources: &[Purpose] = if self.autocommit_off {
+            &[purpose]
+        } else {
+            &[purpose, other]
+        };
+        for &from in sources {
+            while let Some(idle) = self.take_idle(from) {
+                let waited = idle.since.elapsed();
+                if waited > CLOSE_AFTER_IDLE {
+                    continue;
+                }
+                let mut conn = idle.conn;
+                if waited > PING_AFTER_IDLE && conn.ping().await.is_err() {
+                    continue;
+                }
+                return Ok(self.leased(conn, purpose, permit, epoch));
+            }
+        }
+        // Idle connections hold no permit: when those kept for the other purpose
+        // would take the total over the bound, one of them makes way.
         let (open, _) = self.usage();
         if open as usize > self.max {
             drop(self.take_idle(other));
@@ -123,7 +142,7 @@ impl Leases {
             if let Some(prepare) = self.prepare {
                 prepare(&mut conn).await?;
             }
-            if purpose == Purpose::Writes {
+            if purpose == Purpose::Writes && self.autocommit_off {
                 conn.execute("SET autocommit = 0").await?;
             }
             Ok::<_, sqlx::Error>(conn)
@@ -149,9 +168,9 @@ impl Leases {
             conn: Some(conn),
             leases: self.clone(),
             purpose,
-            // A connection for writes is always inside a transaction, from its
-            // first statement to `Lease::end`.
-            open: purpose == Purpose::Writes,
+            // A connection for writes on MariaDB is always inside a transaction,
+            // from its first statement to `Lease::end`.
+            open: purpose == Purpose::Writes && self.autocommit_off,
             epoch,
             _permit: permit,
         }
@@ -315,6 +334,37 @@ mod tests {
             (1, 1),
             "an error of the data leaves connections alone"
         );
+    }
+
+    #[tokio::test]
+    async fn on_sqlite_the_writer_gets_back_the_connection_that_wrote_last() {
+        let pool = leases(3);
+        let reading = pool.lease().await.unwrap();
+        let mut writer = pool.lease_for(Purpose::Writes).await.unwrap();
+        mark(&mut writer).await;
+        AnyTransactionManager::begin(&mut writer, Some("BEGIN IMMEDIATE".into()))
+            .await
+            .unwrap();
+        writer.end(true).await.unwrap();
+        drop(reading);
+        assert_eq!(pool.usage(), (2, 2), "kept once out of its transaction");
+        let mut reader = pool.lease().await.unwrap();
+        assert!(
+            !same_connection(&mut reader).await,
+            "a reader does not take the writer's connection"
+        );
+        drop(reader);
+        let mut again = pool.lease_for(Purpose::Writes).await.unwrap();
+        assert!(same_connection(&mut again).await, "the writer's connection");
+        drop(again);
+
+        // With no other connection idle, a reader takes the writer's rather
+        // than opening one.
+        let first = pool.lease().await.unwrap();
+        let mut second = pool.lease().await.unwrap();
+        assert!(same_connection(&mut second).await);
+        drop((first, second));
+        assert_eq!(pool.usage(), (2, 2));
     }
 
     #[tokio::test]

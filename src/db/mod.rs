@@ -151,6 +151,9 @@ impl Db {
             .with_context(|| format!("cannot connect to the database at {shown}"))?;
         let leases = lease::Leases::new(&url, lease_count(config), connect_timeout, prepare)
             .with_context(|| format!("invalid database URL {shown}"))?;
+        if dialect == Dialect::Sqlite {
+            tokio::spawn(checkpoints(std::sync::Arc::downgrade(&leases)));
+        }
         let writer = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
         let group_commit = (dialect == Dialect::Sqlite).then(|| {
             std::sync::Arc::new(group_commit::GroupCommit::new(pool.clone(), writer.clone()))
@@ -207,6 +210,17 @@ impl Db {
         }
     }
 
+    /// A connection for a transaction of SQLite's one writer, to begin with
+    /// `BEGIN IMMEDIATE` while holding [`Db::writer_turn`]: the connection that
+    /// wrote last, whose page cache no other writer has made stale
+    /// ([`lease::Purpose::Writes`]). On MariaDB a connection from [`Db::lease`].
+    pub async fn lease_writer(&self) -> Result<lease::Lease, sqlx::Error> {
+        match self.dialect {
+            Dialect::Sqlite => self.leases.lease_for(lease::Purpose::Writes).await,
+            Dialect::MySql => self.leases.lease().await,
+        }
+    }
+
     /// The turn of a document-writing transaction: on SQLite one at a time, on
     /// MariaDB (row locks) none needed.
     pub async fn writer_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
@@ -255,6 +269,42 @@ fn lease_count(config: &Config) -> u32 {
     config.database_max_connections.max(2) - pool_count(config)
 }
 
+/// How often the WAL is checkpointed beside the writer ([`checkpoints`]).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// WAL pages after which a committing writer checkpoints itself: a backstop
+/// for when [`checkpoints`] falls behind (SQLite's default is 1,000), which
+/// bounds the WAL at about 40 MiB.
+const WRITER_CHECKPOINT_PAGES: u32 = 10_000;
+
+/// Checkpoints SQLite's WAL (copies committed pages into the database file)
+/// on a connection of its own, every [`CHECKPOINT_EVERY`], until the
+/// database is closed or dropped. Left to SQLite, a checkpoint runs inside the
+/// `COMMIT` that filled the WAL to 1,000 pages, with its reads, writes and two
+/// `fsync`s, while the writer's turn is held and every write waits; here it
+/// runs beside the writer (a passive checkpoint takes no lock a writer needs).
+/// Durability is the WAL's either way: a commit is in the WAL when it returns.
+async fn checkpoints(leases: std::sync::Weak<lease::Leases>) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(leases) = leases.upgrade() else {
+            return;
+        };
+        let mut conn = match leases.lease().await {
+            Ok(conn) => conn,
+            // The database is closing.
+            Err(sqlx::Error::PoolClosed) => return,
+            // Every connection busy for the acquire timeout: next time.
+            Err(_) => continue,
+        };
+        drop(leases);
+        if let Err(err) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
+            tracing::debug!(error = %err, "checkpointing the WAL failed; the writer's backstop remains");
+        }
+    }
+}
+
 /// Sets a new SQLite connection up.
 fn prepare_sqlite(
     conn: &mut sqlx::AnyConnection,
@@ -265,11 +315,16 @@ fn prepare_sqlite(
         // that setting the journal mode beside a busy writer waits too. Each connection keeps
         // its own page cache, so the same pages sit in many of them: 512 KiB each
         // (SQLite's default is 2 MiB) bounds that at 8 MiB for 16 connections, and
-        // a page that is not cached comes from the OS's page cache.
+        // a page that is not cached comes from the OS's page cache. The WAL is
+        // checkpointed beside the writer ([`checkpoints`]); a writer does it
+        // itself only past the backstop.
         conn.execute(
-            "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
-             PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; \
-             PRAGMA cache_size = -512;",
+            format!(
+                "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
+                 PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; \
+                 PRAGMA cache_size = -512; PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES};"
+            )
+            .as_str(),
         )
         .await?;
         Ok(())
@@ -330,6 +385,26 @@ mod tests {
             redact_url("mysql://nimbus:hunter2@db:3306/nimbus"),
             "mysql://nimbus:***@db:3306/nimbus"
         );
+    }
+
+    #[tokio::test]
+    async fn sqlite_connections_leave_checkpoints_to_the_checkpointer_up_to_a_backstop() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::with_data_dir(dir.path().to_path_buf());
+        let db = Db::connect(&config, Duration::from_secs(10)).await.unwrap();
+        let mut writer = db.lease_writer().await.unwrap();
+        let pages: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(&mut *writer)
+            .await
+            .unwrap();
+        assert_eq!(pages, i64::from(WRITER_CHECKPOINT_PAGES));
+        drop(writer);
+        let pages: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(pages, i64::from(WRITER_CHECKPOINT_PAGES));
+        db.close().await;
     }
 
     #[test]

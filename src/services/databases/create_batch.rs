@@ -69,6 +69,8 @@ struct Queue {
     insert_grants: String,
     columns: usize,
     max_placeholders: usize,
+    /// Flights of a power of two rows only ([`Queue::fly`]).
+    fixed_shapes: bool,
     state: StdMutex<QueueState>,
 }
 
@@ -131,6 +133,7 @@ impl CreateBatches {
                             SqlDialect::Sqlite => MAX_PLACEHOLDERS_SQLITE,
                             SqlDialect::MySql => MAX_PLACEHOLDERS,
                         },
+                        fixed_shapes: dialect == SqlDialect::MySql,
                         state: StdMutex::new(QueueState::default()),
                     })
                 })
@@ -197,6 +200,15 @@ impl Queue {
                     }
                     count += 1;
                 }
+                if self.fixed_shapes {
+                    // MariaDB prepares each statement on the server, once per
+                    // connection and per number of rows (ADR 38): flights of 1,
+                    // 2, 4, … 64 rows keep that to seven shapes of each of a
+                    // flight's statements, prepared once and then cached. The
+                    // rows left fly next, in a flight of the collection's
+                    // running beside this one.
+                    count = 1 << count.ilog2();
+                }
                 state.waiting.drain(..count).collect::<Vec<_>>()
             };
             self.flight(&db, taken, writer).await;
@@ -259,7 +271,7 @@ impl Queue {
             Some(lease) => lease?,
             None => {
                 // SQLite, with the writer's turn held: the write lock at once.
-                let mut lease = db.lease().await?;
+                let mut lease = db.lease_writer().await?;
                 AnyTransactionManager::begin(&mut lease, Some("BEGIN IMMEDIATE".into())).await?;
                 lease
             }
@@ -621,15 +633,17 @@ mod tests {
         let batches = Arc::new(CreateBatches::new(db.clone(), 1));
         let collection = Arc::new(collection());
 
-        // A member whose answer failed undoes the whole flight.
-        let placed = together(&batches, &collection, &["a", "b", "c"]).await;
+        // A member whose answer failed undoes the whole flight (of four: on
+        // MariaDB flights hold a power of two rows).
+        let placed = together(&batches, &collection, &["a", "b", "c", "d"]).await;
         let places: Vec<Membership> = placed
             .into_iter()
             .map(|(_, place)| place.expect("written"))
             .collect();
-        assert_eq!(places[0].flight.members.lock().unwrap().joined, 3);
+        assert_eq!(places[0].flight.members.lock().unwrap().joined, 4);
         places[0].leave(false, Vec::new());
         places[2].leave(false, Vec::new());
+        places[3].leave(false, Vec::new());
         assert_eq!(ended(&places[1], true).await, Outcome::RolledBack);
         assert_eq!(stored(pool).await, Vec::<(String, i64)>::new());
 

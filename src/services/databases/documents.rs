@@ -2069,6 +2069,21 @@ impl PreparedCreate {
     }
 
     /// The created document, answered from what was written rather than read back.
+    /// The document as it will be created, its rows kept for the insert.
+    pub fn to_document(&self) -> Document {
+        let mut permissions = self.permissions.clone();
+        // Each role written once, not once per comparison.
+        permissions.sort_by_cached_key(|p| (p.action.as_str(), p.role.to_string()));
+        permissions.dedup();
+        Document {
+            id: self.row.id.clone(),
+            created_at: self.row.created_at,
+            updated_at: self.row.created_at,
+            permissions,
+            data: self.data.clone(),
+        }
+    }
+
     pub fn into_document(self) -> Document {
         let mut permissions = self.permissions;
         // Each role written once, not once per comparison.

@@ -176,7 +176,7 @@ impl<'r> Documents<'r> {
 
     /// Creates a document; needs the collection's `create` permission. A create
     /// that is its mutation's only write ([`Sharing::Sole`]) may share an insert
-    /// with other requests' ([`RequestTx::shared_insert`]).
+    /// with other requests' ([`RequestTx::shared_create`]).
     pub async fn create(
         &self,
         collection: &Collection,
@@ -184,26 +184,33 @@ impl<'r> Documents<'r> {
         sharing: Sharing,
     ) -> AppResult<Option<Document>> {
         let mut prepared = documents::prepare_create(collection, self.access, new)?;
-        let document = if self
-            .tx
-            .shared_insert(collection, &mut prepared, sharing)
-            .await?
-        {
-            prepared.into_document()
-        } else {
-            let mut op = self.tx.tracked_writer().await?;
-            let first_write = op.first_write();
-            let result = documents::create_prepared(
-                &mut op,
-                first_write,
-                collection,
-                self.access,
-                self.model,
-                prepared,
-            )
-            .await;
-            op.end(result)?
-        };
+        if self.tx.may_share(collection, &prepared, sharing) {
+            // The document and its event made before the shared insert, which
+            // then takes only the row ([`RequestTx::shared_create`]).
+            let document = prepared.to_document();
+            let event = documents::event(collection, &document, "create", None);
+            if self
+                .tx
+                .shared_create(collection, &mut prepared, sharing, event)
+                .await?
+            {
+                return Ok(
+                    documents::may_read(collection, self.access, &document).then_some(document)
+                );
+            }
+        }
+        let mut op = self.tx.tracked_writer().await?;
+        let first_write = op.first_write();
+        let result = documents::create_prepared(
+            &mut op,
+            first_write,
+            collection,
+            self.access,
+            self.model,
+            prepared,
+        )
+        .await;
+        let document = op.end(result)?;
         Ok(self.announce(collection, document, "create", None))
     }
 

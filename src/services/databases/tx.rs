@@ -89,6 +89,10 @@ pub struct RequestTx {
     /// The running operation without a savepoint has begun writing.
     first_write: AtomicBool,
     events: std::sync::Mutex<Vec<Event>>,
+    /// The event of a shared create, encoded before its insert
+    /// ([`RequestTx::shared_create`]): the request's only write, so no other
+    /// event comes before or after it.
+    encoded: std::sync::Mutex<Option<Entry>>,
     /// The writer's turn (SQLite), held from the first write to the end.
     turn: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
     /// Batches the reads of referenced documents; made on first use.
@@ -223,6 +227,7 @@ impl RequestTx {
             left: AtomicBool::new(false),
             first_write: AtomicBool::new(false),
             events: std::sync::Mutex::new(Vec::new()),
+            encoded: std::sync::Mutex::new(None),
             turn: std::sync::Mutex::new(None),
             related: OnceLock::new(),
             lists: OnceLock::new(),
@@ -275,29 +280,50 @@ impl RequestTx {
         }
     }
 
-    /// Offers a prepared create to a shared insert with other requests':
-    /// only in a request of one mutation field ([`Mode::Shared`])
-    /// whose only write it is ([`Sharing::Sole`]), and unless it sets
-    /// relationships (which read and write more than its rows). True when the
-    /// shared insert wrote it and the request joined its flight; false when the
-    /// create is to be inserted in the request's own transaction (its row given
-    /// back into `prepared`).
-    pub(super) fn shared_insert<'a>(
+    /// Whether a create may share an insert with other requests': only in a
+    /// request of one mutation field ([`Mode::Shared`]) whose only write it is
+    /// ([`Sharing::Sole`]), and unless it sets relationships (which read and
+    /// write more than its rows).
+    pub(super) fn may_share(
+        &self,
+        collection: &Collection,
+        prepared: &PreparedCreate,
+        sharing: Sharing,
+    ) -> bool {
+        self.state.creates.is_some()
+            && self.mode == Mode::Shared
+            && sharing == Sharing::Sole
+            && !self.has_writes()
+            && !prepared.sets_relationships(collection)
+    }
+
+    /// Offers a prepared create to a shared insert with other requests'
+    /// ([`RequestTx::may_share`]), with `event`, its event. True when the shared
+    /// insert wrote it and the request joined its flight, its event queued;
+    /// false when the create is to be inserted in the request's own
+    /// transaction (its row given back into `prepared`, its event dropped).
+    ///
+    /// The event is encoded here, before the row is queued: a flight holds
+    /// SQLite's writer from its insert until every member has answered, so
+    /// what a member does after its insert delays every write, and what it
+    /// does before runs while another flight writes.
+    pub(super) fn shared_create<'a>(
         &'a self,
         collection: &'a Collection,
         prepared: &'a mut PreparedCreate,
         sharing: Sharing,
+        event: Event,
     ) -> BoxFuture<'a, AppResult<bool>> {
         Box::pin(async move {
-            let shared = self.state.creates.as_ref().filter(|_| {
-                self.mode == Mode::Shared
-                    && sharing == Sharing::Sole
-                    && !self.has_writes()
-                    && !prepared.sets_relationships(collection)
-            });
-            let Some(batches) = shared else {
+            let Some(batches) = self
+                .state
+                .creates
+                .as_ref()
+                .filter(|_| self.may_share(collection, prepared, sharing))
+            else {
                 return Ok(false);
             };
+            let entry = log::entry(BusMessage::Event(event));
             let (row, flight) = batches
                 .insert(collection, std::mem::take(&mut prepared.row))
                 .await?;
@@ -310,6 +336,9 @@ impl RequestTx {
             // else of this request reads the flight's uncommitted rows, as
             // nothing could refer to the document before it was created.
             let _ = self.flight.set(flight);
+            if let Ok(mut encoded) = self.encoded.lock() {
+                *encoded = entry;
+            }
             Ok(true)
         })
     }
@@ -331,7 +360,7 @@ impl RequestTx {
                     // dropped, and the server rolls back).
                     let state = self.state.clone();
                     tokio::spawn(async move {
-                        let mut lease = state.db.lease().await?;
+                        let mut lease = state.db.lease_writer().await?;
                         AnyTransactionManager::begin(&mut lease, Some("BEGIN IMMEDIATE".into()))
                             .await?;
                         Ok::<_, sqlx::Error>(lease)
@@ -434,6 +463,9 @@ impl RequestTx {
     }
 
     fn take_events(&self) -> Vec<Event> {
+        if let Ok(mut encoded) = self.encoded.lock() {
+            encoded.take();
+        }
         self.events
             .lock()
             .map(|mut e| std::mem::take(&mut *e))
@@ -442,9 +474,14 @@ impl RequestTx {
 
     /// The queued events as log entries.
     fn take_entries(&self) -> Vec<Entry> {
-        self.take_events()
+        let encoded = self.encoded.lock().ok().and_then(|mut e| e.take());
+        encoded
             .into_iter()
-            .filter_map(|event| log::entry(BusMessage::Event(event)))
+            .chain(
+                self.take_events()
+                    .into_iter()
+                    .filter_map(|event| log::entry(BusMessage::Event(event))),
+            )
             .collect()
     }
 
