@@ -747,6 +747,9 @@ struct Connection {
     /// the loop's turns, so a bus message handled does not cost a waiter
     /// unregistered and registered again (two locks per delivery of a fan-out).
     changed: Option<(Wake, ChangeWait)>,
+    /// Bus messages handled since the client's side was last given way
+    /// ([`BUS_TURNS_BEFORE_OTHERS`]).
+    bus_in_a_row: u8,
     /// When the credential expires (milliseconds since the epoch), and the timer
     /// that fires then: the one timer of an idle connection.
     expires_at: Option<i64>,
@@ -792,6 +795,7 @@ impl Connection {
             seen,
             changes,
             changed: None,
+            bus_in_a_row: 0,
             own_key_events: caller.key().map(|k| {
                 Box::new((
                     format!("keys.{}.delete", k.key_id),
@@ -964,9 +968,16 @@ impl Connection {
             // instead of being polled again for every delivery. A change of
             // credential or an expiry is still acted on before the next event is
             // delivered (`on_bus` looks at both), and the bus's backlog is bounded.
+            // So that a bus that always has more cannot hold a client's own
+            // messages (a `complete`, a ping) back for long, every so many bus
+            // messages the bus lets the other waits be looked at first.
+            let give_way = self.bus_in_a_row >= BUS_TURNS_BEFORE_OTHERS;
             let step = tokio::select! {
                 biased;
-                received = recv_bus(&mut self.bus) => Box::pin(self.on_bus(received)).await,
+                received = recv_bus(&mut self.bus, give_way) => {
+                    self.bus_in_a_row = if give_way { 0 } else { self.bus_in_a_row + 1 };
+                    Box::pin(self.on_bus(received)).await
+                }
                 () = wait_change(&mut self.changed) => Box::pin(self.on_change()).await,
                 () = until(&mut self.expiry) => Box::pin(self.recheck()).await,
                 incoming = self.link.receive() => match incoming {
@@ -1392,9 +1403,23 @@ async fn until(expiry: &mut Option<Pin<Box<Sleep>>>) {
 }
 
 /// The next bus message, or never when not listening.
-async fn recv_bus(bus: &mut Option<PacedReceiver>) -> Result<Arc<Published>, RecvError> {
+/// Bus messages a connection handles in a row before its other waits (the
+/// client's messages, its operations, a change of credential) are looked at first.
+const BUS_TURNS_BEFORE_OTHERS: u8 = 32;
+
+/// The next bus message; when `give_way`, only after the task has yielded once,
+/// so that a `biased` select looks at its other branches before this one ends.
+async fn recv_bus(
+    bus: &mut Option<PacedReceiver>,
+    give_way: bool,
+) -> Result<Arc<Published>, RecvError> {
     match bus {
-        Some(bus) => bus.recv().await,
+        Some(bus) => {
+            if give_way {
+                tokio::task::yield_now().await;
+            }
+            bus.recv().await
+        }
         None => future::pending().await,
     }
 }
