@@ -438,19 +438,11 @@ if want nimbus-mariadb; then
     fi
 fi
 
-section "Build"
 if [[ " $SYSTEMS " != *" nimbus-"* ]]; then
+    section "Build"
     say "(no Nimbus in SYSTEMS: nothing to build)"
-elif [[ -n ${NIMBUS_BIN:-} ]]; then
-    cp "$NIMBUS_BIN" "$work/nimbus"
-    say "using $NIMBUS_BIN"
 else
-    cargo build --release --bin nimbus --message-format=json-render-diagnostics >"$work/build.json"
-    built=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "nimbus"
-        and .target.kind == ["bin"] and .executable != null) | .executable' "$work/build.json" | tail -n 1)
-    # A copy, so a build started meanwhile in the same target directory cannot swap it.
-    cp "$built" "$work/nimbus"
-    say "built:    $built"
+    nimbus_binary "$work"
 fi
 nimbus=$work/nimbus
 say "rustc:    $(rustc --version 2>/dev/null || echo unknown)"

@@ -68,16 +68,7 @@ say "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
 say "wrk:      $(wrk --version 2>&1 | awk 'NR == 1 { print $2 }')"
 install_pocketbase
 
-section "Build"
-if [[ -n ${NIMBUS_BIN:-} ]]; then
-    cp "$NIMBUS_BIN" "$work/nimbus"
-else
-    cargo build --release --bin nimbus --message-format=json-render-diagnostics >"$work/build.json"
-    built=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "nimbus"
-        and .target.kind == ["bin"] and .executable != null) | .executable' "$work/build.json" | tail -n 1)
-    cp "$built" "$work/nimbus"
-    say "built:    $built"
-fi
+nimbus_binary "$work"
 
 section "Nimbus"
 free_port && port=$REPLY
