@@ -125,14 +125,8 @@ pub async fn serve<S, B>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
-    S: tower::Service<hyper::Request<Incoming>, Response = hyper::Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: HttpService<B> + Clone,
+    B: ResponseBody,
 {
     let mut service = service;
     // Each connection calls its copy of the service without asking it first
@@ -207,13 +201,8 @@ async fn serve_connection<S, B>(
     limits: ConnectionLimits,
     mut stopping: watch::Receiver<bool>,
 ) where
-    S: tower::Service<hyper::Request<Incoming>, Response = hyper::Response<B>, Error = Infallible>
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: HttpService<B>,
+    B: ResponseBody,
 {
     let reads = Arc::new(AtomicU64::new(0));
     let io = TokioIo::new(Tracked {
@@ -246,6 +235,45 @@ async fn serve_connection<S, B>(
         _ = stopping.wait_for(|stop| *stop) => connection.as_mut().graceful_shutdown(),
     }
     let _ = connection.await;
+}
+
+/// What [`serve`] can serve: a service answering hyper's requests, never failing
+/// (errors are answers), whose futures may move between threads.
+pub trait HttpService<B>:
+    tower::Service<
+        hyper::Request<Incoming>,
+        Response = hyper::Response<B>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Send
+    + 'static
+{
+}
+
+impl<S, B> HttpService<B> for S where
+    S: tower::Service<
+            hyper::Request<Incoming>,
+            Response = hyper::Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Send
+        + 'static
+{
+}
+
+/// A body hyper can send from any thread.
+pub trait ResponseBody:
+    hyper::body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + 'static
+{
+}
+
+impl<B> ResponseBody for B where
+    B: hyper::body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static
+{
 }
 
 /// The service as one connection calls it: its own copy, made once for the
