@@ -30,10 +30,12 @@
 #              file per thread, KEEP/N.callgrind-TT)
 #   COUNT=database  (with DATABASE=mariadb) count MariaDB's instructions instead:
 #              mariadbd runs under callgrind (one server for every binary, a fresh
-#              database each), the binaries natively; the same wrk run, the
-#              server's instructions (every thread, its background ones too) per
-#              answer, and the creates a shared insert held on average (read
-#              from the binary's /metrics), which the per-create figure depends on
+#              database each), the binaries natively; the same wrk run. Per
+#              answer: the instructions of the server's connection threads (the
+#              statements), of its background threads apart (flushing, purge:
+#              they run by the clock as well as by the work, and vary more), and
+#              the creates a shared insert held on average (read from the
+#              binary's /metrics), which the per-create figures depend on
 #   SQL='…'    (with DATABASE=mariadb) statements run in each binary's database
 #              once it is seeded, before the warm-up: what-if measurements of the
 #              schema (an index dropped, a column's type changed)
@@ -93,7 +95,7 @@ if [[ $DATABASE == mariadb ]]; then
     # the smaller buffer pool and synchronous I/O valgrind copes with.
     under=() valgrind_settings=()
     if [[ $COUNT == database ]]; then
-        under=(valgrind --tool=callgrind --callgrind-out-file="$work/mariadb.callgrind")
+        under=(valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$work/mariadb.callgrind")
         valgrind_settings=(--innodb-use-native-aio=0 --innodb-buffer-pool-size=64M --innodb-buffer-pool-size-max=64M)
     fi
     "$install_db" --no-defaults --user="$(id -un)" --datadir="$work/mariadb" \
@@ -226,7 +228,21 @@ measure() {
     dump=$(ls "$out".* 2>/dev/null | sort -V | if [[ $COUNT == nimbus ]]; then head -n 1; else tail -n 1; fi)
     [[ -n $dump ]] || die "no callgrind dump for $name"
     local sqlite=0
-    if [[ ${THREADS:-} == 1 ]]; then
+    if [[ $COUNT == database ]]; then
+        # One file per thread of the server (`OUT.N-TT`); `sqlite` holds the
+        # connection threads' part here.
+        local file part
+        instructions=0
+        for file in "${dump%-*}"-*; do
+            part=$(awk '/^summary:/ { print $2; exit }' "$file")
+            instructions=$((instructions + part))
+            if grep -q 'do_handle_one_connection' "$file"; then sqlite=$((sqlite + part)); fi
+            if [[ -n ${KEEP:-} ]]; then
+                mkdir -p "$KEEP"
+                cp "$file" "$KEEP/$name.callgrind-${file##*-}"
+            fi
+        done
+    elif [[ ${THREADS:-} == 1 ]]; then
         # One file per thread of that dump (`OUT.1-TT`): the total is their sum;
         # a thread that ran SQLite's VM is one of sqlx's SQLite workers.
         local file part
@@ -278,9 +294,10 @@ for binary in "$@"; do
     if [[ $COUNT == database ]]; then
         read -r m0 b0 <<<"$batches_before"
         read -r m1 b1 <<<"$batches_after"
-        say "$binary: MariaDB's instructions $instructions, $answers answers: $per per request;" \
-            "creates per flight $(awk -v m=$((m1 - m0)) -v b=$((b1 - b0)) 'BEGIN { printf "%.1f", b ? m / b : 0 }')"
-        rows+=("| \`$binary\` | $answers | $per |")
+        flight=$(awk -v m=$((m1 - m0)) -v b=$((b1 - b0)) 'BEGIN { printf "%.1f", b ? m / b : 0 }')
+        say "$binary: MariaDB's instructions $instructions, $answers answers: $per per request," \
+            "$((sqlite / answers)) of them in its connection threads; creates per flight $flight"
+        rows+=("| \`$binary\` | $answers | $flight | $((sqlite / answers)) | $(((instructions - sqlite) / answers)) | $per |")
         continue
     fi
     if [[ ${THREADS:-} == 1 ]]; then
@@ -293,7 +310,10 @@ for binary in "$@"; do
     fi
 done
 say ""
-if [[ ${THREADS:-} == 1 ]]; then
+if [[ $COUNT == database ]]; then
+    say "| binary | answers | creates per flight | MariaDB's connection threads | its background threads | all |"
+    say "| --- | ---: | ---: | ---: | ---: | ---: |"
+elif [[ ${THREADS:-} == 1 ]]; then
     say "| binary | answers | instructions per request | in SQLite's worker threads | in the other threads |"
     say "| --- | ---: | ---: | ---: | ---: |"
 else
