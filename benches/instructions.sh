@@ -22,11 +22,23 @@
 #
 # Usage: benches/instructions.sh WORKLOAD BINARY...
 #   A BINARY written `VAR=value:path` runs with that variable set, e.g.
-#   `NIMBUS_USAGE=off:target/release/nimbus` (one binary, usage on and off).
+#   `NIMBUS_USAGE=off:target/release/nimbus` (one binary, usage on and off);
+#   several are separated by commas (`A=1,B=2:path`).
 # Knobs (environment): DURATION=30s CONNECTIONS=32 DATABASE=sqlite|mariadb
 #   KEEP=dir   keep each profile there (callgrind_annotate KEEP/N.callgrind, N the
 #              binary's place on the command line, from 1; with THREADS=1, one
 #              file per thread, KEEP/N.callgrind-TT)
+#   COUNT=database  (with DATABASE=mariadb) count MariaDB's instructions instead:
+#              mariadbd runs under callgrind (one server for every binary, a fresh
+#              database each), the binaries natively; the same wrk run. Per
+#              answer: the instructions of the server's connection threads (the
+#              statements), of its background threads apart (flushing, purge:
+#              they run by the clock as well as by the work, and vary more), and
+#              the creates a shared insert held on average (read from the
+#              binary's /metrics), which the per-create figures depend on
+#   SQL='…'    (with DATABASE=mariadb) statements run in each binary's database
+#              once it is seeded, before the warm-up: what-if measurements of the
+#              schema (an index dropped, a column's type changed)
 #   THREADS=1  count each thread apart (callgrind's --separate-threads): besides
 #              the total, the instructions per request of the threads running
 #              SQLite's statements (sqlx's worker threads, one per connection:
@@ -45,6 +57,9 @@ shift
 DURATION=${DURATION:-30s}
 CONNECTIONS=${CONNECTIONS:-32}
 DATABASE=${DATABASE:-sqlite}
+COUNT=${COUNT:-nimbus}
+[[ $COUNT == nimbus || ($COUNT == database && $DATABASE == mariadb) ]] ||
+    die "COUNT=database needs DATABASE=mariadb"
 for tool in valgrind callgrind_control wrk curl jq python3; do
     command -v "$tool" >/dev/null || die "$tool is needed"
 done
@@ -53,6 +68,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/nimbus-instructions.XXXXXX")
 started_pids=()
 taken_ports=()
 mariadb_pid=
+waited=0
 cleanup() {
     local pid
     for pid in "${started_pids[@]}"; do stop "$pid"; done
@@ -75,21 +91,28 @@ if [[ $DATABASE == mariadb ]]; then
     install_db=$(find_tool mariadb-install-db mysql_install_db) || die "mariadb-install-db is needed"
     mariadb_client=$(find_tool mariadb mysql) || die "MariaDB's client is needed"
     free_port && mariadb_port=$REPLY
-    # As scripts/test and benches/databases.sh start it.
+    # As scripts/test and benches/databases.sh start it; under callgrind, with
+    # the smaller buffer pool and synchronous I/O valgrind copes with.
+    under=() valgrind_settings=()
+    if [[ $COUNT == database ]]; then
+        under=(valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$work/mariadb.callgrind")
+        valgrind_settings=(--innodb-use-native-aio=0 --innodb-buffer-pool-size=64M --innodb-buffer-pool-size-max=64M)
+    fi
     "$install_db" --no-defaults --user="$(id -un)" --datadir="$work/mariadb" \
         --auth-root-authentication-method=normal --skip-test-db >"$work/mariadb-install.log" 2>&1 ||
         { tail -n 20 "$work/mariadb-install.log"; die "mariadb-install-db failed"; }
-    "$mariadbd" --no-defaults --user="$(id -un)" --datadir="$work/mariadb" \
+    "${under[@]}" "$mariadbd" --no-defaults --user="$(id -un)" --datadir="$work/mariadb" \
         --socket="$work/mariadb.sock" --pid-file="$work/mariadb.pid" --log-error="$work/mariadb.log" \
         --port="$mariadb_port" --bind-address=127.0.0.1 \
         --skip-grant-tables --skip-name-resolve --skip-log-bin \
         --character-set-server=utf8mb4 --collation-server=utf8mb4_uca1400_ai_ci --default-time-zone=+00:00 \
         --max-connections=1000 --innodb-buffer-pool-size=256M \
-        --innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 \
+        --innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 "${valgrind_settings[@]}" \
         </dev/null >/dev/null 2>&1 &
     mariadb_pid=$!
     wait_for_port "$mariadb_port" "$mariadb_pid" "$work/mariadb.log"
     until "$mariadb_client" -h 127.0.0.1 -P "$mariadb_port" -u root -e 'SELECT 1' >/dev/null 2>&1; do
+        ((++waited < 1200)) || die "MariaDB did not answer within 4 minutes"
         kill -0 "$mariadb_pid" 2>/dev/null || die "MariaDB exited"
         sleep 0.2
     done
@@ -127,9 +150,9 @@ esac
 # `measure NAME BINARY`: sets REPLY to "instructions answers".
 measure() {
     local name=$1 binary=$2 port url pid database=() out seeded secret auth='' n=${#started_pids[@]}
-    local setting=NIMBUS_BENCH_VARIANT=
+    local settings=(NIMBUS_BENCH_VARIANT=)
     if [[ $binary == *=*:* ]]; then
-        setting=${binary%%:*}
+        IFS=, read -r -a settings <<<"${binary%%:*}"
         binary=${binary#*:}
     fi
     free_port && port=$REPLY
@@ -139,12 +162,12 @@ measure() {
         database=(--database-url "mysql://root@127.0.0.1:$mariadb_port/ir_$n")
     fi
     out=$work/$name.callgrind
-    local threads=()
-    [[ ${THREADS:-} != 1 ]] || threads=(--separate-threads=yes)
+    local threads=() counted=(valgrind --tool=callgrind --callgrind-out-file="$out")
+    [[ ${THREADS:-} != 1 ]] || counted+=(--separate-threads=yes)
+    [[ $COUNT == nimbus ]] || counted=()
     env -u NIMBUS_DATABASE_URL -u NIMBUS_REDIS_URL -u NIMBUS_SECRET -u NIMBUS_DATA_DIR -u NIMBUS_LISTEN \
-        -u NIMBUS_GEOIP_DB NIMBUS_LOG=warn NIMBUS_TRUSTED_PROXIES=127.0.0.1 "$setting" \
-        valgrind --tool=callgrind "${threads[@]}" --callgrind-out-file="$out" \
-        "$binary" serve --listen "127.0.0.1:$port" --data-dir "$work/data-$name" "${database[@]}" \
+        -u NIMBUS_GEOIP_DB NIMBUS_LOG=warn NIMBUS_TRUSTED_PROXIES=127.0.0.1 "${settings[@]}" \
+        "${counted[@]}" "$binary" serve --listen "127.0.0.1:$port" --data-dir "$work/data-$name" "${database[@]}" \
         >"$work/$name.out" 2>"$work/$name.err" &
     pid=$!
     started_pids+=("$pid")
@@ -168,6 +191,10 @@ measure() {
         python3 "$root/benches/functions/bench.py" quiet "$url" "$admin_key" >"$work/$name.setup" ||
             { cat "$work/$name.setup"; die "setting up the functions failed"; }
     fi
+    if [[ -n ${SQL:-} ]]; then
+        [[ $DATABASE == mariadb ]] || die "SQL needs DATABASE=mariadb"
+        "$mariadb_client" -h 127.0.0.1 -P "$mariadb_port" -u root "ir_$n" -e "$SQL"
+    fi
     local header args=()
     for header in "${headers[@]}"; do args+=(-H "$header"); done
     if [[ $workload != create ]]; then
@@ -182,19 +209,40 @@ measure() {
     fi
     # Warm up (caches, pools, kept answers), then count from zero.
     run_wrk "$url" "$auth" 3s "warm-$name" >/dev/null
-    callgrind_control -z "$pid" >/dev/null
+    local counted_pid=$pid
+    if [[ $COUNT == database ]]; then
+        counted_pid=$mariadb_pid
+        out=$work/mariadb.callgrind
+        batches_before=$(flights "$url")
+    fi
+    callgrind_control -z "$counted_pid" >/dev/null
     run_wrk "$url" "$auth" "$DURATION" "run-$name" >"$work/$name.wrk"
-    callgrind_control -d "$pid" >/dev/null
+    callgrind_control -d "$counted_pid" >/dev/null
+    [[ $COUNT == nimbus ]] || batches_after=$(flights "$url")
     stop "$pid"
     local answers bad dump instructions
     answers=$(awk '/requests in/ { print $1; exit }' "$work/$name.wrk")
     bad=$(awk '/^BAD / { print $2 }' "$work/$name.wrk")
     ((bad == 0)) || { cat "$work/$name.wrk"; die "$name gave $bad bad answers"; }
-    # The dump asked for, not the one written at exit.
-    dump=$(ls "$out".* 2>/dev/null | sort -V | head -n 1)
+    # The dump asked for, not the one written at exit (MariaDB's: the last one).
+    dump=$(ls "$out".* 2>/dev/null | sort -V | if [[ $COUNT == nimbus ]]; then head -n 1; else tail -n 1; fi)
     [[ -n $dump ]] || die "no callgrind dump for $name"
     local sqlite=0
-    if [[ ${THREADS:-} == 1 ]]; then
+    if [[ $COUNT == database ]]; then
+        # One file per thread of the server (`OUT.N-TT`); `sqlite` holds the
+        # connection threads' part here.
+        local file part
+        instructions=0
+        for file in "${dump%-*}"-*; do
+            part=$(awk '/^summary:/ { print $2; exit }' "$file")
+            instructions=$((instructions + part))
+            if grep -q 'do_handle_one_connection' "$file"; then sqlite=$((sqlite + part)); fi
+            if [[ -n ${KEEP:-} ]]; then
+                mkdir -p "$KEEP"
+                cp "$file" "$KEEP/$name.callgrind-${file##*-}"
+            fi
+        done
+    elif [[ ${THREADS:-} == 1 ]]; then
         # One file per thread of that dump (`OUT.1-TT`): the total is their sum;
         # a thread that ran SQLite's VM is one of sqlx's SQLite workers.
         local file part
@@ -218,6 +266,14 @@ measure() {
     REPLY="$instructions $answers $sqlite"
 }
 
+# `flights URL`: "members batches" of the shared inserts and batches so far.
+flights() {
+    curl -sf "$1/metrics" | awk '
+        /^nimbus_write_batch_members_total / { m = $2 }
+        /^nimbus_write_batches_total/ && !/not_written/ { b += $2 }
+        END { printf "%d %d\n", m, b }'
+}
+
 # `run_wrk URL AUTH DURATION TAG`
 run_wrk() {
     BENCH_METHOD=$method BENCH_PATH=$path BENCH_BODY=$body BENCH_EXPECT=$expect \
@@ -225,7 +281,7 @@ run_wrk() {
         wrk -t1 -c"$CONNECTIONS" -d"$3" --timeout 20s -s "$root/benches/databases/wrk.lua" "$1$path"
 }
 
-section "Instructions per request: $workload ($DATABASE, wrk -c$CONNECTIONS -d$DURATION under callgrind)"
+section "Instructions per request: $workload ($DATABASE, counted in $COUNT, wrk -c$CONNECTIONS -d$DURATION under callgrind)"
 say "machine load: $(cut -d' ' -f1-3 /proc/loadavg)"
 declare -a rows=()
 i=0
@@ -235,6 +291,15 @@ for binary in "$@"; do
     measure "$name" "$binary"
     read -r instructions answers sqlite <<<"$REPLY"
     per=$((instructions / answers))
+    if [[ $COUNT == database ]]; then
+        read -r m0 b0 <<<"$batches_before"
+        read -r m1 b1 <<<"$batches_after"
+        flight=$(awk -v m=$((m1 - m0)) -v b=$((b1 - b0)) 'BEGIN { printf "%.1f", b ? m / b : 0 }')
+        say "$binary: MariaDB's instructions $instructions, $answers answers: $per per request," \
+            "$((sqlite / answers)) of them in its connection threads; creates per flight $flight"
+        rows+=("| \`$binary\` | $answers | $flight | $((sqlite / answers)) | $(((instructions - sqlite) / answers)) | $per |")
+        continue
+    fi
     if [[ ${THREADS:-} == 1 ]]; then
         say "$binary: $instructions instructions, $answers answers: $per per request," \
             "$((sqlite / answers)) of them in SQLite's worker threads"
@@ -245,7 +310,10 @@ for binary in "$@"; do
     fi
 done
 say ""
-if [[ ${THREADS:-} == 1 ]]; then
+if [[ $COUNT == database ]]; then
+    say "| binary | answers | creates per flight | MariaDB's connection threads | its background threads | all |"
+    say "| --- | ---: | ---: | ---: | ---: | ---: |"
+elif [[ ${THREADS:-} == 1 ]]; then
     say "| binary | answers | instructions per request | in SQLite's worker threads | in the other threads |"
     say "| --- | ---: | ---: | ---: | ---: |"
 else

@@ -71,7 +71,9 @@ pub async fn append(
         insert.push_values(chunk.iter(), |mut row, entry| {
             row.push_bind(entry.project_id.as_str())
                 .push_bind(now)
-                .push_bind(entry.body.as_str());
+                // As bytes: MariaDB scans a string parameter's characters and
+                // checks them again into a text column (migration 0031, ADR 39).
+                .push_bind(entry.body.as_bytes());
         });
         // Both MariaDB (10.5+) and SQLite (3.35+) hand each row's id back, in the
         // order of the rows, whatever the auto-increment lock mode.

@@ -196,3 +196,81 @@ async fn a_row_stored_whole_before_still_replays_as_it_was_written() {
     );
     app.shutdown().await;
 }
+
+/// How the newest row's body is stored: SQLite's storage class of the value,
+/// MariaDB's type of the column.
+async fn body_storage(app: &TestApp) -> String {
+    let db = &app.server.as_ref().unwrap().state().db;
+    let sql = match db.dialect() {
+        nimbus::db::Dialect::Sqlite => {
+            "SELECT typeof(body) AS body_storage FROM event_log ORDER BY position DESC LIMIT 1"
+        }
+        nimbus::db::Dialect::MySql => {
+            "SELECT CAST(DATA_TYPE AS CHAR) AS body_storage FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'event_log' AND COLUMN_NAME = 'body'"
+        }
+    };
+    let row = sqlx::query(sql).fetch_one(db.pool()).await.unwrap();
+    nimbus::db::columns::text(&row, "body_storage").unwrap()
+}
+
+#[tokio::test]
+async fn a_body_is_stored_as_bytes_and_rows_stored_as_text_before_still_replay() {
+    let app = spawn_app().await;
+    counters(&app).await;
+    let mut live = document_subscriber(&app, None).await;
+    let before = until_live(&app, &mut live).await;
+    let cursor = before["cursor"].as_str().expect("a cursor").to_string();
+
+    // A row as bodies were written before: text.
+    let written = r#"{"kind":"change","resource":"databases.log.collections.counters.documents.old","action":"create","id":"evt-as-text","timestamp":1700000000000,"payload":{"$createdAt":"2023-11-14T22:13:20.000Z","$permissions":[],"n":3},"implied":15,"readRoles":["any"]}"#;
+    let pool = app.server.as_ref().unwrap().state().db.pool();
+    sqlx::query("INSERT INTO event_log (project_id, created_at, body) VALUES ('default', ?, ?)")
+        .bind(1_700_000_000_000_i64)
+        .bind(written)
+        .execute(pool)
+        .await
+        .unwrap();
+    // And two written now, one with text beyond ASCII in it.
+    create_counter(&app, "new", 4).await;
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "log", "id": "notes", "name": "notes",
+            "permissions": ["read(\"any\")"],
+            "attributes": [{"key": "label", "type": "STRING", "size": 100}]
+        }}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation { createNote(input: {id: \"greeting\", label: \"Grüße, 世界\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+
+    let storage = body_storage(&app).await;
+    assert!(
+        storage == "blob" || storage == "mediumblob",
+        "the body is stored as {storage}"
+    );
+
+    // Both replay, the second with its text as written.
+    let mut resumed = document_subscriber(&app, Some(&cursor)).await;
+    let first = next_document_event(&mut resumed, WAIT)
+        .await
+        .expect("the row written as text");
+    assert_eq!(first["payload"]["$id"], "old");
+    assert_eq!(first["payload"]["n"], 3);
+    let second = next_document_event(&mut resumed, WAIT)
+        .await
+        .expect("the row written as bytes");
+    assert_eq!(second["payload"]["$id"], "new");
+    let third = next_document_event(&mut resumed, WAIT)
+        .await
+        .expect("the note written as bytes");
+    assert_eq!(third["payload"]["$id"], "greeting");
+    assert_eq!(third["payload"]["label"], "Grüße, 世界");
+    app.shutdown().await;
+}
