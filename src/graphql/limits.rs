@@ -88,6 +88,11 @@ const MAX_VALIDATED: usize = 1024;
 const MAX_VALIDATED_TOTAL: usize = 4 * 1024 * 1024;
 /// Longer queries are validated every time.
 const MAX_VALIDATED_BYTES: usize = 8 * 1024;
+/// Most operation names remembered for one query text: a document has a few
+/// operations, and a request naming one it lacks still passes validation (the
+/// executor refuses it), so names beyond these are validated every time rather
+/// than make each lookup of the text longer.
+const MAX_OPERATIONS_PER_QUERY: usize = 16;
 
 /// What validating a query found, for one schema and one operation name: the
 /// result, the same for any request of that query whose variables suit its
@@ -127,9 +132,13 @@ impl Record {
         {
             return;
         }
+        let operations = self.queries.entry(query).or_default();
+        if operations.len() >= MAX_OPERATIONS_PER_QUERY {
+            return;
+        }
+        operations.push(remembered);
         self.entries += 1;
         self.bytes += bytes;
-        self.queries.entry(query).or_default().push(remembered);
     }
 }
 
@@ -956,6 +965,12 @@ mod tests {
             assert_eq!(
                 record.queries.values().map(Vec::len).sum::<usize>(),
                 record.entries
+            );
+            assert!(
+                record
+                    .queries
+                    .values()
+                    .all(|operations| operations.len() <= MAX_OPERATIONS_PER_QUERY)
             );
         }
     }
