@@ -15,6 +15,8 @@
 #              `logging: false` (as benches/functions.sh sets it up)
 #   function-read  GET /v1/functions/reader-quiet/p1: the same, reading one
 #              document through `nimbus.graphql`
+#   read       the same read over POST /v1/graphql, its id a variable, with the
+#              admin key (as a typed client sends its operations)
 #
 # Callgrind runs a server's threads one at a time, about 50 times slower: a create
 # batch (SQLite's group commit, MariaDB's shared insert) holds fewer members than
@@ -51,7 +53,7 @@ root=$PWD
 # shellcheck source=benches/lib.sh
 source "$root/benches/lib.sh"
 
-(($# >= 2)) || die "usage: benches/instructions.sh typename|caller|countries|create|function|function-read BINARY..."
+(($# >= 2)) || die "usage: benches/instructions.sh typename|caller|countries|create|function|function-read|read BINARY..."
 workload=$1
 shift
 DURATION=${DURATION:-30s}
@@ -144,6 +146,10 @@ function)
 function-read)
     method=GET path=/v1/functions/reader-quiet/p1 body= expect='"title":"Hello"'
     ;;
+read)
+    body='{"query":"query($id: ID!) { document(databaseId: \"bench\", collectionId: \"posts\", id: $id) { data } }","variables":{"id":"p1"}}'
+    expect='"title":"Hello"'
+    ;;
 *) die "unknown workload $workload" ;;
 esac
 
@@ -186,7 +192,7 @@ measure() {
         [[ -n $secret ]] || die "the seeding printed no session: $seeded"
         auth="Bearer $secret"
     fi
-    if [[ $workload == function* ]]; then
+    if [[ $workload == function* || $workload == read ]]; then
         admin_key_from "$work/$name.out"
         python3 "$root/benches/functions/bench.py" quiet "$url" "$admin_key" >"$work/$name.setup" ||
             { cat "$work/$name.setup"; die "setting up the functions failed"; }
@@ -195,6 +201,8 @@ measure() {
         [[ $DATABASE == mariadb ]] || die "SQL needs DATABASE=mariadb"
         "$mariadb_client" -h 127.0.0.1 -P "$mariadb_port" -u root "ir_$n" -e "$SQL"
     fi
+    # The key of this server.
+    [[ $workload != read ]] || headers=("X-Nimbus-Key: $admin_key")
     local header args=()
     for header in "${headers[@]}"; do args+=(-H "$header"); done
     if [[ $workload != create ]]; then

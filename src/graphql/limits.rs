@@ -1,8 +1,9 @@
 //! Guards every GraphQL request before it runs: query size, alias count, depth and
 //! complexity limits, each refused with its own `extensions.code`; and the mapping
 //! that gives every error async-graphql raises by itself (syntax, validation,
-//! unknown operation, bad arguments) a stable code too. A query without variables
-//! that passed validation is not validated again against the same schema.
+//! unknown operation, bad arguments) a stable code too. A query that passed
+//! validation is not validated again against the same schema: a later request of
+//! it has only its variables' values checked ([`VariableArguments`]).
 //!
 //! The limits are counted on the document as it would run, fragment spreads
 //! expanded, in one pass that costs each fragment once however often it is
@@ -21,6 +22,7 @@ use async_graphql::extensions::{
 use async_graphql::parser::types::{
     ExecutableDocument, FragmentDefinition, Selection, SelectionSet,
 };
+use async_graphql::registry::Registry;
 use async_graphql::{Name, Positioned};
 use async_graphql::{
     Request, Response, ServerError, ServerResult, ValidationResult, Value, Variables,
@@ -28,6 +30,7 @@ use async_graphql::{
 use futures_util::StreamExt as _;
 use futures_util::stream::BoxStream;
 
+use super::variables::VariableArguments;
 use crate::error::codes;
 
 /// Query parsed but not valid for the schema (unknown field, wrong argument type...).
@@ -80,12 +83,66 @@ pub const MAX_VALIDATION_ERRORS: usize = 100;
 
 /// Most validated queries a schema keeps; past it the record starts over.
 const MAX_VALIDATED: usize = 1024;
+/// Most bytes of query text and kept arguments a schema's record holds; past it
+/// the record starts over.
+const MAX_VALIDATED_TOTAL: usize = 4 * 1024 * 1024;
 /// Longer queries are validated every time.
 const MAX_VALIDATED_BYTES: usize = 8 * 1024;
+/// Most operation names remembered for one query text: a document has a few
+/// operations, and a request naming one it lacks still passes validation (the
+/// executor refuses it), so names beyond these are validated every time rather
+/// than make each lookup of the text longer.
+const MAX_OPERATIONS_PER_QUERY: usize = 16;
 
-/// What validating a query (operation name, text) found, for one schema: the
-/// same query, without variables, against the same schema validates the same.
-type Validated = std::sync::Mutex<HashMap<(Option<String>, String), ValidationResult>>;
+/// What validating a query found, for one schema and one operation name: the
+/// result, the same for any request of that query whose variables suit its
+/// arguments, and the arguments to check each request's variables against.
+struct Remembered {
+    operation_name: Option<String>,
+    result: ValidationResult,
+    arguments: Arc<VariableArguments>,
+}
+
+/// The queries one schema has validated, by their text.
+#[derive(Default)]
+struct Record {
+    queries: HashMap<String, Vec<Remembered>>,
+    entries: usize,
+    bytes: usize,
+}
+
+impl Record {
+    fn recall(&self, query: &str, operation_name: Option<&str>) -> Option<&Remembered> {
+        self.queries
+            .get(query)?
+            .iter()
+            .find(|known| known.operation_name.as_deref() == operation_name)
+    }
+
+    fn remember(&mut self, query: String, remembered: Remembered) {
+        let bytes = query.len()
+            + remembered.operation_name.as_ref().map_or(0, String::len)
+            + remembered.arguments.bytes();
+        if self.entries >= MAX_VALIDATED || self.bytes + bytes > MAX_VALIDATED_TOTAL {
+            *self = Record::default();
+        }
+        if self
+            .recall(&query, remembered.operation_name.as_deref())
+            .is_some()
+        {
+            return;
+        }
+        let operations = self.queries.entry(query).or_default();
+        if operations.len() >= MAX_OPERATIONS_PER_QUERY {
+            return;
+        }
+        operations.push(remembered);
+        self.entries += 1;
+        self.bytes += bytes;
+    }
+}
+
+type Validated = std::sync::Mutex<Record>;
 
 /// The extension of one schema: its limits, and the queries it has validated.
 pub struct LimitsFactory {
@@ -102,41 +159,116 @@ impl LimitsFactory {
     }
 }
 
+#[cfg(test)]
+impl LimitsFactory {
+    /// Whether this schema has remembered the validation of `query`.
+    pub(crate) fn remembers(&self, query: &str, operation_name: Option<&str>) -> bool {
+        self.validated
+            .lock()
+            .unwrap()
+            .recall(query, operation_name)
+            .is_some()
+    }
+}
+
+/// The same schema's extension, sharing what it remembers (for tests that look
+/// at it).
+#[cfg(test)]
+impl Clone for LimitsFactory {
+    fn clone(&self) -> Self {
+        LimitsFactory {
+            limits: self.limits,
+            validated: self.validated.clone(),
+        }
+    }
+}
+
 impl ExtensionFactory for LimitsFactory {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(Limits {
             limits: self.limits,
             validated: self.validated.clone(),
-            query: std::sync::Mutex::new(None),
+            validation: std::sync::Mutex::new(Validation::Afresh),
         })
     }
+}
+
+/// How the request's validation goes, as `prepare_request` found it.
+enum Validation {
+    /// Validated afresh, and not remembered (a long query, one that does not parse).
+    Afresh,
+    /// Validated afresh, and remembered under its text and operation name with its
+    /// arguments that name variables.
+    Remember {
+        query: String,
+        operation_name: Option<String>,
+        arguments: VariableArguments,
+    },
+    /// Known already: the remembered result, or the errors its variables' values
+    /// make.
+    Known(Result<ValidationResult, Vec<ServerError>>),
 }
 
 /// The extension for one request.
 struct Limits {
     limits: QueryLimits,
     validated: Arc<Validated>,
-    /// The request's operation name and query, when its validation may be recalled.
-    query: std::sync::Mutex<Option<(Option<String>, String)>>,
+    validation: std::sync::Mutex<Validation>,
 }
 
 impl Limits {
-    fn recalled(&self) -> Option<ValidationResult> {
-        let query = self.query.lock().ok()?;
-        let key = query.as_ref()?;
-        self.validated.lock().ok()?.get(key).copied()
+    /// Finds how `request` is to be validated: recalled, its variables' values
+    /// checked, or afresh and then remembered.
+    fn plan(&self, registry: &Registry, request: &mut Request) {
+        if request.query.len() > MAX_VALIDATED_BYTES {
+            return;
+        }
+        // The document borrows the request whole: its text, operation name and
+        // variables are taken out meanwhile.
+        let query = std::mem::take(&mut request.query);
+        let operation_name = request.operation_name.take();
+        let variables = std::mem::take(&mut request.variables);
+        let plan = match request.parsed_query() {
+            Ok(document) => {
+                let recalled = self.validated.lock().ok().and_then(|record| {
+                    let known = record.recall(&query, operation_name.as_deref())?;
+                    Some((known.result, known.arguments.clone()))
+                });
+                match recalled {
+                    Some((result, arguments)) => match arguments.check(registry, &variables) {
+                        Some(errors) if errors.is_empty() => Some(Validation::Known(Ok(result))),
+                        Some(errors) => Some(Validation::Known(Err(errors))),
+                        // Cannot tell: validated afresh, as if never seen.
+                        None => None,
+                    },
+                    None => Some(Validation::Remember {
+                        query: query.clone(),
+                        operation_name: operation_name.clone(),
+                        arguments: VariableArguments::of(
+                            registry,
+                            document,
+                            operation_name.as_deref(),
+                        ),
+                    }),
+                }
+            }
+            Err(_) => None,
+        };
+        request.query = query;
+        request.operation_name = operation_name;
+        request.variables = variables;
+        if let Some(plan) = plan
+            && let Ok(mut validation) = self.validation.lock()
+        {
+            *validation = plan;
+        }
     }
 
-    fn remember(&self, result: ValidationResult) {
-        let Some(key) = self.query.lock().ok().and_then(|mut q| q.take()) else {
-            return;
-        };
-        if let Ok(mut validated) = self.validated.lock() {
-            if validated.len() >= MAX_VALIDATED {
-                validated.clear();
-            }
-            validated.insert(key, result);
-        }
+    fn planned(&self) -> Validation {
+        self.validation
+            .lock()
+            .map(|mut validation| std::mem::replace(&mut *validation, Validation::Afresh))
+            .unwrap_or(Validation::Afresh)
     }
 }
 
@@ -176,14 +308,7 @@ impl Extension for Limits {
         if let Ok(document) = request.parsed_query() {
             measure(document, &self.limits)?;
         }
-        // Variables take part in validation (their values are checked against
-        // their types): only a request without any can reuse an earlier result.
-        if request.variables.is_empty()
-            && request.query.len() <= MAX_VALIDATED_BYTES
-            && let Ok(mut query) = self.query.lock()
-        {
-            *query = Some((request.operation_name.clone(), request.query.clone()));
-        }
+        self.plan(&ctx.schema_env.registry, &mut request);
         next.run(ctx, request).await
     }
 
@@ -212,24 +337,18 @@ impl Extension for Limits {
         ctx: &ExtensionContext<'_>,
         next: NextValidation<'_>,
     ) -> Result<ValidationResult, Vec<ServerError>> {
-        if let Some(result) = self.recalled() {
-            return Ok(result);
-        }
-        let result = next.run(ctx).await.map_err(|errors| {
-            let left_out = errors.len().saturating_sub(MAX_VALIDATION_ERRORS);
-            let mut kept: Vec<ServerError> = errors
-                .into_iter()
-                .take(MAX_VALIDATION_ERRORS)
-                .map(|e| with_code(e, VALIDATION_FAILED))
-                .collect();
-            if left_out > 0 {
-                kept.push(coded(
-                    format!("{left_out} more validation errors were left out"),
-                    VALIDATION_FAILED,
-                ));
-            }
-            kept
-        })?;
+        let planned = self.planned();
+        let remember = match planned {
+            // A remembered result passed the limits below when it was found.
+            Validation::Known(outcome) => return outcome.map_err(validation_errors),
+            Validation::Remember {
+                query,
+                operation_name,
+                arguments,
+            } => Some((query, operation_name, arguments)),
+            Validation::Afresh => None,
+        };
+        let result = next.run(ctx).await.map_err(validation_errors)?;
         let limits = self.limits;
         if result.depth > limits.max_depth {
             return Err(vec![coded(
@@ -249,9 +368,40 @@ impl Extension for Limits {
                 codes::QUERY_TOO_COMPLEX,
             )]);
         }
-        self.remember(result);
+        // Valid with its variables, so valid without them (they only add checks),
+        // with the same depth and complexity, which the values do not change.
+        if let Some((query, operation_name, arguments)) = remember
+            && let Ok(mut record) = self.validated.lock()
+        {
+            record.remember(
+                query,
+                Remembered {
+                    operation_name,
+                    result,
+                    arguments: Arc::new(arguments),
+                },
+            );
+        }
         Ok(result)
     }
+}
+
+/// Validation's errors with their code, at most [`MAX_VALIDATION_ERRORS`] of them
+/// and one saying how many more there were.
+fn validation_errors(errors: Vec<ServerError>) -> Vec<ServerError> {
+    let left_out = errors.len().saturating_sub(MAX_VALIDATION_ERRORS);
+    let mut kept: Vec<ServerError> = errors
+        .into_iter()
+        .take(MAX_VALIDATION_ERRORS)
+        .map(|e| with_code(e, VALIDATION_FAILED))
+        .collect();
+    if left_out > 0 {
+        kept.push(coded(
+            format!("{left_out} more validation errors were left out"),
+            VALIDATION_FAILED,
+        ));
+    }
+    kept
 }
 
 /// Deepest nesting of brackets (`{`, `[`, `(`) a query text may have. Parsing,
@@ -786,6 +936,43 @@ mod tests {
                 .map(|code| code.to_string())
                 .unwrap_or_default()
         })
+    }
+
+    #[test]
+    fn the_record_of_validations_stays_within_its_bounds() {
+        let mut record = Record::default();
+        let result = ValidationResult {
+            cache_control: Default::default(),
+            complexity: 1,
+            depth: 1,
+        };
+        let padding = " ".repeat(MAX_VALIDATED_BYTES - 16);
+        for i in 0..3 * MAX_VALIDATED {
+            // Long queries, and many operation names for one.
+            let (query, operation_name) = if i % 2 == 0 {
+                (format!("{{ a{i} }}{padding}"), None)
+            } else {
+                ("{ a }".to_owned(), Some(format!("O{i}")))
+            };
+            let remembered = Remembered {
+                operation_name,
+                result,
+                arguments: Arc::default(),
+            };
+            record.remember(query, remembered);
+            assert!(record.entries <= MAX_VALIDATED);
+            assert!(record.bytes <= MAX_VALIDATED_TOTAL);
+            assert_eq!(
+                record.queries.values().map(Vec::len).sum::<usize>(),
+                record.entries
+            );
+            assert!(
+                record
+                    .queries
+                    .values()
+                    .all(|operations| operations.len() <= MAX_OPERATIONS_PER_QUERY)
+            );
+        }
     }
 
     #[test]

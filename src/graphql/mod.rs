@@ -9,6 +9,7 @@ pub mod input;
 pub mod limits;
 pub mod parsed;
 pub mod types;
+pub mod variables;
 
 use std::collections::HashMap;
 use std::future::Future;

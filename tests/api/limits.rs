@@ -113,3 +113,119 @@ async fn a_query_over_the_size_limit_is_refused_with_its_own_code() {
     assert_eq!(answer.code(), "QUERY_TOO_LARGE");
     app.shutdown().await;
 }
+
+/// A query's validation is remembered once it passes: a later request of it with
+/// variables that do not suit their arguments must be refused as the first one was.
+#[tokio::test]
+async fn bad_variables_are_refused_alike_before_and_after_their_query_is_remembered() {
+    let app = spawn_app().await;
+    let usage = "query($range: UsageRange, $from: DateTime, $interval: UsageInterval!, \
+                 $metrics: [UsageMetric!]) { usage(range: $range, from: $from, \
+                 interval: $interval, metrics: $metrics) { __typename } }";
+    let documents = "query($d: ID!, $c: ID!, $q: [String!]) { documents(databaseId: $d, \
+                     collectionId: $c, queries: $q) { total } }";
+    let create = "mutation($input: CreateDocumentInput!) { createDocument(input: $input) { id } }";
+    let skip = "query($skip: Boolean!) { __typename locale @skip(if: $skip) { countryCode } }";
+    let input = |extra: serde_json::Value| {
+        let mut input = json!({"databaseId": "d", "collectionId": "c", "data": {}});
+        input
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({ "input": input })
+    };
+    let cases = [
+        // An unknown enum value, a bad custom scalar, a missing non-null value, a
+        // bad list item.
+        (
+            usage,
+            json!({"interval": "HOUR", "range": "FOREVER"}),
+            "FOREVER",
+        ),
+        (
+            usage,
+            json!({"interval": "HOUR", "from": "yesterday"}),
+            "DateTime",
+        ),
+        (
+            usage,
+            json!({"interval": null}),
+            "\"interval\", expected type",
+        ),
+        (
+            usage,
+            json!({"interval": "DAY", "metrics": ["REQUESTS", "NOPE"]}),
+            "NOPE",
+        ),
+        (
+            documents,
+            json!({"d": "d", "c": "c", "q": [1]}),
+            "\"queries.0\"",
+        ),
+        (documents, json!({"d": "d", "c": true}), "ID"),
+        // Input objects: a required field left out, an unknown field, a list of
+        // lists where a list of strings belongs.
+        (
+            create,
+            json!({"input": {"databaseId": "d", "data": {}}}),
+            "collectionId",
+        ),
+        (create, input(json!({"nope": 1})), "nope"),
+        (
+            create,
+            input(json!({"permissions": [["read(\"any\")"]]})),
+            "permissions",
+        ),
+        (skip, json!({"skip": "yes"}), "Boolean"),
+    ];
+    for (i, (query, variables, named)) in cases.into_iter().enumerate() {
+        // Its own text per case, so that the first request is the query's first.
+        let query = format!("{query} # {i}");
+        let bad = json!({"query": query, "variables": variables});
+        let accept = [("accept", "application/graphql-response+json")];
+        let first = app.post(bad.clone(), &accept).await;
+        assert_eq!(first.status, 400, "{:#}", first.body);
+        assert_eq!(
+            first.code(),
+            "GRAPHQL_VALIDATION_FAILED",
+            "{:#}",
+            first.body
+        );
+        let message = first.body["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(named), "{message}");
+        // Valid without variables: remembered.
+        app.post(json!({"query": query, "variables": {}}), &accept)
+            .await;
+        let again = app.post(bad, &accept).await;
+        assert_eq!(
+            (again.status, &again.body),
+            (first.status, &first.body),
+            "{query}"
+        );
+    }
+    // And a remembered query still runs with variables that suit it.
+    let query = format!("{skip} # good");
+    for (skipped, fields) in [(true, 1), (false, 2), (true, 1)] {
+        let data = app
+            .post(json!({"query": query, "variables": {"skip": skipped}}), &[])
+            .await
+            .ok();
+        assert_eq!(data.as_object().unwrap().len(), fields, "{data}");
+    }
+    app.shutdown().await;
+}
+
+/// A missing non-null variable is the executor's to report, the same way whether
+/// the query was validated before or not.
+#[tokio::test]
+async fn a_missing_variable_is_reported_alike_before_and_after_its_query_is_remembered() {
+    let app = spawn_app().await;
+    let query = "query($id: ID!) { database(id: $id) { id } }";
+    let missing = app.post(json!({"query": query}), &[]).await;
+    let again = app
+        .post(json!({"query": query, "variables": {}}), &[])
+        .await;
+    assert_eq!(again.body, missing.body);
+    assert_ne!(missing.code(), "<none>", "{:#}", missing.body);
+    app.shutdown().await;
+}
