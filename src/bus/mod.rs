@@ -308,7 +308,7 @@ impl Local {
             }
         }
         // No receiver is not an error: nobody is listening right now.
-        let _ = self.sender.send(published);
+        self.pacer.send(&self.sender, published);
     }
 }
 
