@@ -6,19 +6,14 @@
 
 use serde_json::json;
 
-use crate::event_log::counters;
 use crate::event_log_rows::{
-    create_counter, document_subscriber, newest_body, next_document_event, until_live,
+    create_counter, document_subscriber, live_counters, newest_body, next_document_event,
 };
-use crate::helpers::{WAIT, spawn_app};
+use crate::helpers::WAIT;
 
 #[tokio::test]
 async fn a_created_and_updated_document_replays_its_ids_and_times_from_rows_without_them() {
-    let app = spawn_app().await;
-    counters(&app).await;
-    let mut live = document_subscriber(&app, None).await;
-    let before = until_live(&app, &mut live).await;
-    let cursor = before["cursor"].as_str().expect("a cursor").to_string();
+    let (app, mut live, cursor) = live_counters().await;
 
     create_counter(&app, "trimmed", 7).await;
     let created = next_document_event(&mut live, WAIT)
@@ -77,11 +72,7 @@ async fn a_created_and_updated_document_replays_its_ids_and_times_from_rows_with
 
 #[tokio::test]
 async fn a_change_row_written_with_its_ids_replays_as_it_was_written() {
-    let app = spawn_app().await;
-    counters(&app).await;
-    let mut live = document_subscriber(&app, None).await;
-    let before = until_live(&app, &mut live).await;
-    let cursor = before["cursor"].as_str().expect("a cursor").to_string();
+    let (app, _live, cursor) = live_counters().await;
 
     // A change as rows held it before: its ids and both times in its document
     // (written out: a change's body begins with its kind).

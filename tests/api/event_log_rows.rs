@@ -60,6 +60,17 @@ pub(crate) async fn create_counter(app: &TestApp, id: &str, n: i64) {
     .ok();
 }
 
+/// A server with the counters collection, a document subscriber that is live,
+/// and the cursor of the newest event logged before the test goes on.
+pub(crate) async fn live_counters() -> (TestApp, WsClient, String) {
+    let app = spawn_app().await;
+    counters(&app).await;
+    let mut live = document_subscriber(&app, None).await;
+    let before = until_live(&app, &mut live).await;
+    let cursor = before["cursor"].as_str().expect("a cursor").to_string();
+    (app, live, cursor)
+}
+
 /// Creates counters `warm-N` until `ws` hears of one; answers that event.
 pub(crate) async fn until_live(app: &TestApp, ws: &mut WsClient) -> Value {
     let deadline = Instant::now() + WAIT;
@@ -93,11 +104,7 @@ pub(crate) async fn newest_body(app: &TestApp) -> String {
 
 #[tokio::test]
 async fn a_document_event_is_logged_without_what_its_resource_implies_and_replays_whole() {
-    let app = spawn_app().await;
-    counters(&app).await;
-    let mut live = document_subscriber(&app, None).await;
-    let before = until_live(&app, &mut live).await;
-    let cursor = before["cursor"].as_str().expect("a cursor").to_string();
+    let (app, mut live, cursor) = live_counters().await;
 
     create_counter(&app, "kept", 7).await;
     let heard = next_document_event(&mut live, WAIT)
@@ -148,11 +155,7 @@ async fn a_document_event_is_logged_without_what_its_resource_implies_and_replay
 
 #[tokio::test]
 async fn a_row_stored_whole_before_still_replays_as_it_was_written() {
-    let app = spawn_app().await;
-    counters(&app).await;
-    let mut live = document_subscriber(&app, None).await;
-    let before = until_live(&app, &mut live).await;
-    let cursor = before["cursor"].as_str().expect("a cursor").to_string();
+    let (app, _live, cursor) = live_counters().await;
 
     // A document event as every row held it before, its names and channels in it.
     let whole = json!({
@@ -216,11 +219,7 @@ async fn body_storage(app: &TestApp) -> String {
 
 #[tokio::test]
 async fn a_body_is_stored_as_bytes_and_rows_stored_as_text_before_still_replay() {
-    let app = spawn_app().await;
-    counters(&app).await;
-    let mut live = document_subscriber(&app, None).await;
-    let before = until_live(&app, &mut live).await;
-    let cursor = before["cursor"].as_str().expect("a cursor").to_string();
+    let (app, _live, cursor) = live_counters().await;
 
     // A row as bodies were written before: text.
     let written = r#"{"kind":"change","resource":"databases.log.collections.counters.documents.old","action":"create","id":"evt-as-text","timestamp":1700000000000,"payload":{"$createdAt":"2023-11-14T22:13:20.000Z","$permissions":[],"n":3},"implied":15,"readRoles":["any"]}"#;
