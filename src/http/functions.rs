@@ -310,9 +310,12 @@ impl Gateway for FunctionsGateway {
         project_id: &str,
         credential: Credential,
         query: String,
-        variables: serde_json::Value,
-    ) -> serde_json::Value {
-        let refused = |code: &str, message: String| serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+        variables: String,
+    ) -> String {
+        let refused = |code: &str, message: String| {
+            serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] })
+                .to_string()
+        };
         if query.len() > state.config.graphql_max_query_bytes {
             return refused(
                 codes::QUERY_TOO_LARGE,
@@ -335,12 +338,16 @@ impl Gateway for FunctionsGateway {
             loaded,
             expires_at: None,
         };
+        // Read straight into async-graphql's variables, with no JSON tree between;
+        // text that is not an object is no variables, as `Variables::from_json`
+        // makes of any other JSON value.
+        let variables: async_graphql::Variables =
+            serde_json::from_str(&variables).unwrap_or_default();
         let mut request = Request::new(query)
-            .variables(async_graphql::Variables::from_json(variables))
+            .variables(variables)
             .data(InsideFunction);
         if let Err(refusal) = state.parsed_queries.prepare(&mut request) {
-            return serde_json::to_value(async_graphql::Response::from_errors(vec![refusal]))
-                .unwrap_or_default();
+            return answer(&async_graphql::Response::from_errors(vec![refusal]));
         }
         let client = ClientInfo {
             ip: "127.0.0.1".into(),
@@ -349,7 +356,7 @@ impl Gateway for FunctionsGateway {
         };
         let response =
             crate::http::graphql::run_operation(state, &addressed, &client, request).await;
-        serde_json::to_value(&response).unwrap_or_default()
+        answer(&response)
     }
 
     async fn delegated(
@@ -363,6 +370,15 @@ impl Gateway for FunctionsGateway {
             .await
             .map(Credential::Session)
     }
+}
+
+/// A response as the guest receives it: written as `/v1/graphql` writes it (the
+/// keys in the query's order), with no JSON tree between.
+fn answer(response: &async_graphql::Response) -> String {
+    serde_json::to_string(response).unwrap_or_else(|_| {
+        serde_json::json!({ "errors": [{ "message": "the answer could not be written" }] })
+            .to_string()
+    })
 }
 
 #[cfg(test)]

@@ -386,7 +386,8 @@ impl Warm {
 /// What a host call or timer answered.
 enum Answer {
     Fetch(Result<FetchResponse, String>),
-    Graphql(serde_json::Value),
+    /// The response as JSON text, parsed on the sandbox thread.
+    Graphql(String),
     Refused(String),
 }
 
@@ -1253,9 +1254,9 @@ impl Host for NoHost {
     fn graphql(
         &self,
         _query: String,
-        _variables: serde_json::Value,
-    ) -> futures_util::future::BoxFuture<'static, serde_json::Value> {
-        Box::pin(async { serde_json::Value::Null })
+        _variables: String,
+    ) -> futures_util::future::BoxFuture<'static, String> {
+        Box::pin(async { "null".to_string() })
     }
 }
 
@@ -1312,8 +1313,6 @@ fn natives<'js>(ctx: &Ctx<'js>, slot: &Rc<Slot>) -> rquickjs::Result<Object<'js>
         Function::new(
             ctx.clone(),
             move |ctx: Ctx<'js>, query: String, variables: String| {
-                let variables: serde_json::Value =
-                    serde_json::from_str(&variables).unwrap_or(serde_json::Value::Null);
                 slot_.exec(&ctx)?.start(&ctx, move |host| {
                     let call = host.graphql(query, variables);
                     Box::pin(async move { Answer::Graphql(call.await) })
@@ -1367,7 +1366,16 @@ fn deliver<'js>(ctx: &Ctx<'js>, api: &Api<'js>, id: u32, answer: Answer) -> rqui
         Answer::Fetch(Err(message)) | Answer::Refused(message) => {
             api.settle.call((id, false, message))
         }
-        Answer::Graphql(value) => api.settle.call((id, true, value.to_string())),
+        // Parsed here rather than by the guest API's `JSON.parse`: the promise
+        // settles with the value, with no call into JavaScript to make it.
+        Answer::Graphql(text) => match ctx.json_parse(text) {
+            Ok(value) => api.settle.call((id, true, value)),
+            Err(rquickjs::Error::Exception) => {
+                let thrown = ctx.catch();
+                api.settle.call((id, false, thrown))
+            }
+            Err(err) => Err(err),
+        },
     }
 }
 

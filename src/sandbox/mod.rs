@@ -232,12 +232,10 @@ pub trait Host: Send + Sync {
     fn fetch(&self, request: FetchRequest) -> BoxFuture<'static, Result<FetchResponse, String>>;
 
     /// A GraphQL operation against the project's own schema, as the function or
-    /// its caller; the answer is the GraphQL response (`data`, `errors`).
-    fn graphql(
-        &self,
-        query: String,
-        variables: serde_json::Value,
-    ) -> BoxFuture<'static, serde_json::Value>;
+    /// its caller. `variables` is the guest's object as JSON text; the answer is
+    /// the GraphQL response (`data`, `errors`) as JSON text, which the guest
+    /// receives parsed: its keys in the order the host wrote them.
+    fn graphql(&self, query: String, variables: String) -> BoxFuture<'static, String>;
 }
 
 /// One execution to run.

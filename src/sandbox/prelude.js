@@ -115,9 +115,11 @@ async function fetch(input, init = {}) {
   return new FetchResponse(answer);
 }
 
-async function graphql(query, variables = {}) {
-  const text = await hostCall(() => host.graphql(String(query), stringify(variables ?? {})));
-  return parse(text);
+// The host settles the call with the response already parsed. Not an `async`
+// function: its promise is the call's own, with no second one chained to it.
+// What throws while the call starts (`String(query)`, `stringify`) rejects it.
+function graphql(query, variables = {}) {
+  return hostCall(() => host.graphql(String(query), stringify(variables ?? {})));
 }
 
 class TextEncoder {

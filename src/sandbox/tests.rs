@@ -39,13 +39,10 @@ impl Host for FakeHost {
         })
     }
 
-    fn graphql(
-        &self,
-        query: String,
-        variables: serde_json::Value,
-    ) -> BoxFuture<'static, serde_json::Value> {
+    fn graphql(&self, query: String, variables: String) -> BoxFuture<'static, String> {
         Box::pin(async move {
-            serde_json::json!({ "data": { "query": query, "variables": variables } })
+            let variables: serde_json::Value = serde_json::from_str(&variables).unwrap();
+            serde_json::json!({ "data": { "query": query, "variables": variables } }).to_string()
         })
     }
 }
@@ -788,14 +785,78 @@ impl Host for Identity {
         Box::pin(std::future::pending())
     }
 
-    fn graphql(
-        &self,
-        _query: String,
-        _variables: serde_json::Value,
-    ) -> BoxFuture<'static, serde_json::Value> {
+    fn graphql(&self, _query: String, _variables: String) -> BoxFuture<'static, String> {
         let who = self.0;
-        Box::pin(async move { serde_json::json!({ "data": { "who": who } }) })
+        Box::pin(async move { serde_json::json!({ "data": { "who": who } }).to_string() })
     }
+}
+
+/// A host whose `nimbus.graphql` answers this text, whatever it is asked.
+struct Answers(&'static str);
+
+impl Host for Answers {
+    fn fetch(&self, _request: FetchRequest) -> BoxFuture<'static, Result<FetchResponse, String>> {
+        Box::pin(std::future::pending())
+    }
+
+    fn graphql(&self, _query: String, _variables: String) -> BoxFuture<'static, String> {
+        let text = self.0;
+        Box::pin(async move { text.to_string() })
+    }
+}
+
+#[tokio::test]
+async fn graphql_answers_reach_the_guest_as_the_host_wrote_them() {
+    let pool = Pool::new(1, 1);
+    let code = r#"export default async ({ res }) => {
+        const gql = await nimbus.graphql('{ b a }');
+        const own = gql.data.a;
+        return res.json({
+            keys: Object.keys(gql.data), own: Object.keys(own),
+            plain: Object.getPrototypeOf(own) === Object.prototype, polluted: own.x ?? null,
+        });
+    }"#;
+    let outcome = run_with(&pool, code, |i| {
+        i.host = Arc::new(Answers(r#"{"data":{"b":1,"a":{"__proto__":{"x":1}}}}"#));
+    })
+    .await;
+    // The keys in the host's order (the query's, for the functions service), and
+    // a `__proto__` key an own property, as `JSON.parse` makes it.
+    assert_eq!(
+        body(&outcome),
+        r#"{"keys":["b","a"],"own":["__proto__"],"plain":true,"polluted":null}"#
+    );
+}
+
+#[tokio::test]
+async fn a_graphql_answer_that_does_not_parse_rejects_the_call() {
+    let pool = Pool::new(1, 1);
+    let code = r#"export default async ({ res }) => {
+        const got = await nimbus.graphql('{ a }').then(() => 'parsed', (e) => e instanceof Error);
+        return res.json({ got });
+    }"#;
+    let outcome = run_with(&pool, code, |i| {
+        i.host = Arc::new(Answers("{ not json"));
+    })
+    .await;
+    assert_eq!(body(&outcome), r#"{"got":true}"#);
+}
+
+#[tokio::test]
+async fn what_throws_as_a_graphql_call_starts_rejects_it() {
+    let pool = Pool::new(1, 1);
+    let code = r#"export default async ({ res }) => {
+        const cyclic = {}; cyclic.self = cyclic;
+        const bad = { toString() { throw new Error('no text'); } };
+        const a = await nimbus.graphql('{ a }', cyclic).then(() => 'ran', (e) => e.constructor.name);
+        const b = await nimbus.graphql(bad).then(() => 'ran', (e) => e.message);
+        return res.json({ a, b });
+    }"#;
+    let outcome = run_with(&pool, code, |i| {
+        i.host = Arc::new(Answers(r#"{"data":null}"#));
+    })
+    .await;
+    assert_eq!(body(&outcome), r#"{"a":"TypeError","b":"no text"}"#);
 }
 
 fn warm(owner: &str, version: &str) -> impl FnOnce(&mut Invocation) {

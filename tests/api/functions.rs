@@ -897,6 +897,30 @@ async fn nimbus_graphql_reads_as_the_caller_and_stops_at_the_function_scopes() {
 }
 
 #[tokio::test]
+async fn nimbus_graphql_answers_in_the_order_of_the_query() {
+    let app = spawn_app().await;
+    // The keys as `/v1/graphql` writes them: the query's order, not sorted.
+    deployed(
+        &app,
+        "ordered",
+        json!({"execute": ["any"]}),
+        r#"export default async ({ res }) => {
+            const read = await nimbus.graphql('{ zebra: __typename apple: __typename mango: __typename }');
+            if (read.errors) return res.json(read, 500);
+            return res.json({ top: Object.keys(read), data: Object.keys(read.data) });
+        };"#,
+    )
+    .await;
+    let run = execute(&app, json!({"functionId": "ordered"})).await.ok();
+    let body = run["createExecution"]["responseBody"].as_str().unwrap();
+    assert_eq!(
+        body, r#"{"top":["data"],"data":["zebra","apple","mango"]}"#,
+        "{run:#}"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn fetch_to_a_private_address_is_refused_by_default() {
     let app = spawn_app().await;
     let target = format!("{}/health", app.url);

@@ -167,11 +167,24 @@ fn q(dialect: SqlDialect, name: &str) -> String {
 
 /// `SELECT d.id, d.created_at, d.updated_at, d.a_… FROM <table> d`.
 fn select_from(dialect: SqlDialect, collection: &Collection) -> String {
-    format!(
-        "SELECT {} FROM {} {ALIAS}",
-        selected_columns(dialect, collection),
-        q(dialect, &collection.table)
-    )
+    select_columns_from(dialect, collection, &collection.columns())
+}
+
+/// [`select_from`] for `columns`, the collection's [`Collection::columns`] when
+/// the caller needs them again to read the row.
+fn select_columns_from(
+    dialect: SqlDialect,
+    collection: &Collection,
+    columns: &[Attribute],
+) -> String {
+    let mut sql = String::with_capacity(64 + 24 * columns.len() + collection.table.len());
+    sql.push_str("SELECT ");
+    push_column_list(&mut sql, dialect, SystemColumns::All, columns);
+    sql.push_str(" FROM ");
+    dialect.push_quoted(&mut sql, "", &collection.table);
+    sql.push(' ');
+    sql.push_str(ALIAS);
+    sql
 }
 
 /// `d.id, d.created_at, d.updated_at, d.a_…`: what a document is read from.
@@ -199,18 +212,35 @@ impl SystemColumns {
 }
 
 fn column_list(dialect: SqlDialect, system: SystemColumns, columns: &[Attribute]) -> String {
-    let mut sql = format!("{ALIAS}.{}", q(dialect, "id"));
+    let mut sql = String::with_capacity(48 + 24 * columns.len());
+    push_column_list(&mut sql, dialect, system, columns);
+    sql
+}
+
+/// [`column_list`] appended to `sql`: one text grown in place, no allocation per
+/// column (a read by id builds it on every call).
+fn push_column_list(
+    sql: &mut String,
+    dialect: SqlDialect,
+    system: SystemColumns,
+    columns: &[Attribute],
+) {
+    let column = |sql: &mut String, prefix: &str, name: &str| {
+        sql.push_str(ALIAS);
+        sql.push('.');
+        dialect.push_quoted(sql, prefix, name);
+    };
+    column(sql, "", "id");
     if system == SystemColumns::All {
-        sql.push_str(&format!(
-            ", {ALIAS}.{}, {ALIAS}.{}",
-            q(dialect, "created_at"),
-            q(dialect, "updated_at")
-        ));
+        sql.push_str(", ");
+        column(sql, "", "created_at");
+        sql.push_str(", ");
+        column(sql, "", "updated_at");
     }
     for attribute in columns {
-        sql.push_str(&format!(", {ALIAS}.{}", q(dialect, &attribute.column())));
+        sql.push_str(", ");
+        column(sql, "a_", &attribute.key);
     }
-    sql
 }
 
 /// A document from a row whose first columns are [`column_list`]'s for `system`
@@ -351,9 +381,12 @@ async fn get_impl(
     if matches!(reach, Reach::None) {
         return Ok(None);
     }
-    let mut builder = QueryBuilder::<Any>::new(select_from(dialect, collection));
+    let columns = collection.columns();
+    let mut builder = QueryBuilder::<Any>::new(select_columns_from(dialect, collection, &columns));
     builder
-        .push(format!(" WHERE {ALIAS}.id = "))
+        .push(" WHERE ")
+        .push(ALIAS)
+        .push(".id = ")
         .push_bind(id.to_string());
     if let Reach::PerItem(roles) = &reach {
         push_reach(&mut builder, dialect, collection, roles, Action::Read)?;
@@ -361,11 +394,7 @@ async fn get_impl(
     let Some(row) = builder.build().fetch_optional(&mut **conn).await? else {
         return Ok(None);
     };
-    let mut documents = vec![document_from(
-        SystemColumns::All,
-        &collection.columns(),
-        &row,
-    )?];
+    let mut documents = vec![document_from(SystemColumns::All, &columns, &row)?];
     if with_permissions {
         load_permissions(conn, collection, &mut documents).await?;
     }

@@ -591,6 +591,85 @@ fn model_collection(
 }
 
 fn document_value(collection: &Collection, document: &documents::Document) -> Value {
+    document_fields(collection, document, DocumentFields::ALL)
+}
+
+/// Which fields of a `Document` a query selects, one bit each in the order of
+/// [`DocumentFields::NAMES`]: a read by id builds only those (their times
+/// formatted, their names allocated) instead of all seven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DocumentFields(u8);
+
+impl DocumentFields {
+    const NAMES: [&'static str; 7] = [
+        "id",
+        "databaseId",
+        "collectionId",
+        "createdAt",
+        "updatedAt",
+        "permissions",
+        "data",
+    ];
+    const ALL: DocumentFields = DocumentFields(0x7f);
+
+    /// The fields under `field`, through its fragments too. A field named
+    /// twice, aliased or in a fragment of another type counts as selected; a
+    /// selection can only take more in, never leave out one the executor
+    /// resolves.
+    fn selected(field: async_graphql::SelectionField<'_>) -> DocumentFields {
+        let mut bits = 0;
+        for child in field.selection_set() {
+            if let Some(i) = Self::NAMES.iter().position(|n| *n == child.name()) {
+                bits |= 1 << i;
+            }
+        }
+        DocumentFields(bits)
+    }
+
+    fn has(self, i: usize) -> bool {
+        self.0 & (1 << i) != 0
+    }
+}
+
+/// [`document_value`] with only `fields`.
+fn document_fields(
+    collection: &Collection,
+    document: &documents::Document,
+    fields: DocumentFields,
+) -> Value {
+    let mut map = async_graphql::indexmap::IndexMap::with_capacity(fields.0.count_ones() as usize);
+    for (i, name) in DocumentFields::NAMES.iter().enumerate() {
+        if !fields.has(i) {
+            continue;
+        }
+        let value = match i {
+            0 => Value::from(document.id.as_str()),
+            1 => Value::from(collection.database_id.as_str()),
+            2 => Value::from(collection.id.as_str()),
+            3 => datetime(document.created_at),
+            4 => datetime(document.updated_at),
+            5 => Value::List(
+                document
+                    .permissions
+                    .iter()
+                    .map(|p| Value::from(p.to_string()))
+                    .collect(),
+            ),
+            _ => Value::Object(
+                document
+                    .data
+                    .iter()
+                    .map(|(k, v)| (Name::new(k), json_value(v)))
+                    .collect(),
+            ),
+        };
+        map.insert(Name::new(name), value);
+    }
+    Value::Object(map)
+}
+
+#[cfg(test)]
+fn document_value_in_full(collection: &Collection, document: &documents::Document) -> Value {
     object([
         ("id", Value::from(document.id.as_str())),
         ("databaseId", Value::from(collection.database_id.as_str())),
@@ -1362,10 +1441,11 @@ fn document_field() -> Field {
             let collection = model_collection(&ctx, &database_id, &collection_id)?;
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
             let with_permissions = ctx.look_ahead().field("permissions").exists();
+            let fields = DocumentFields::selected(ctx.field());
             let document = documents_of(&ctx, &access)?
                 .get(&collection, &id, with_permissions, References::ReadableOnly)
                 .await?;
-            Ok(document.map(|d| FieldValue::value(document_value(&collection, &d))))
+            Ok(document.map(|d| FieldValue::value(document_fields(&collection, &d, fields))))
         })
     })
     .description("A document of any collection, or null when it does not exist or the caller may not read it.")
@@ -1432,4 +1512,85 @@ fn delete_document_field() -> Field {
     })
     .description("Deletes a document of any collection; needs `delete` permission on the collection or (with document security) on the document.")
     .argument(DocumentRefInput::argument())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn document() -> documents::Document {
+        documents::Document {
+            id: "d1".into(),
+            created_at: 1_000,
+            updated_at: 2_000,
+            permissions: crate::auth::permissions::parse_permissions(&["read(\"any\")"])
+                .expect("a valid permission"),
+            data: serde_json::from_str(r#"{"title":"Hi","views":3}"#).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_node_with_every_field_is_the_document_in_full() {
+        let collection = super::super::test_collection(Vec::new());
+        assert_eq!(
+            document_fields(&collection, &document(), DocumentFields::ALL),
+            document_value_in_full(&collection, &document())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_node_holds_the_selected_fields_through_fragments_and_aliases() {
+        use async_graphql::dynamic::{Schema, TypeRef};
+        use std::sync::Mutex;
+        // A root field that records what `DocumentFields::selected` saw.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let query = Object::new("Query").field(Field::new(
+            "document",
+            TypeRef::named("Document"),
+            move |ctx| {
+                let record = record.clone();
+                FieldFuture::new(async move {
+                    let fields = DocumentFields::selected(ctx.field());
+                    record.lock().unwrap().push(fields);
+                    let collection = super::super::test_collection(Vec::new());
+                    Ok(Some(FieldValue::value(document_fields(
+                        &collection,
+                        &document(),
+                        fields,
+                    ))))
+                })
+            },
+        ));
+        let schema = Schema::build("Query", None, None)
+            .register(query)
+            .register(document_type())
+            .register(async_graphql::dynamic::Scalar::new(JSON))
+            .register(async_graphql::dynamic::Scalar::new(DATETIME))
+            .finish()
+            .expect("a schema");
+        let run = async |q: &str| {
+            let response = schema.execute(q).await;
+            assert!(response.errors.is_empty(), "{q}: {:?}", response.errors);
+            response.data.into_json().unwrap()
+        };
+        assert_eq!(
+            run("{ document { data } }").await,
+            serde_json::json!({"document": {"data": {"title": "Hi", "views": 3}}})
+        );
+        assert_eq!(
+            run(
+                "{ document { when: createdAt ...F ... on Document { permissions } } } \
+                 fragment F on Document { id data }"
+            )
+            .await,
+            serde_json::json!({"document": {
+                "when": "1970-01-01T00:00:01.000Z", "id": "d1", "data": {"title": "Hi", "views": 3},
+                "permissions": ["read(\"any\")"],
+            }})
+        );
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0], DocumentFields(1 << 6));
+        assert_eq!(seen[1], DocumentFields(1 << 3 | 1 | 1 << 6 | 1 << 5));
+    }
 }

@@ -143,11 +143,7 @@ impl Host for FunctionHost {
         })
     }
 
-    fn graphql(
-        &self,
-        query: String,
-        variables: serde_json::Value,
-    ) -> BoxFuture<'static, serde_json::Value> {
+    fn graphql(&self, query: String, variables: String) -> BoxFuture<'static, String> {
         let state = self.state.clone();
         let identity = self.identity.clone();
         let cause = self.cause.clone();
@@ -169,7 +165,8 @@ impl Host for FunctionHost {
                 }
                 None => serde_json::json!({
                     "errors": [{ "message": "GraphQL is not available to functions on this server" }]
-                }),
+                })
+                .to_string(),
             }
         })
     }

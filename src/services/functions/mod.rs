@@ -195,16 +195,18 @@ pub struct Execution {
 /// given caller. The HTTP layer, which owns GraphQL execution, supplies it.
 #[async_trait::async_trait]
 pub trait Gateway: Send + Sync {
-    /// Executes `query` with `variables` in project `project_id`, as the holder of
-    /// `credential`; answers the GraphQL response as JSON (`data`, `errors`).
+    /// Executes `query` with `variables` (a JSON object's text; anything else is
+    /// no variables) in project `project_id`, as the holder of `credential`;
+    /// answers the GraphQL response as JSON text (`data`, `errors`), its keys in
+    /// the order `/v1/graphql` writes them.
     async fn execute(
         &self,
         state: &AppState,
         project_id: &str,
         credential: Credential,
         query: String,
-        variables: serde_json::Value,
-    ) -> serde_json::Value;
+        variables: String,
+    ) -> String;
 
     /// The credential of user `user_id`'s session `session_id`, for an execution
     /// that runs on their behalf after the request that started it; an error (its
