@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use sqlx::any::{AnyConnectOptions, AnyTransactionManager};
 use sqlx::{AnyConnection, Connection as _, Executor as _, TransactionManager as _};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument as _;
 
 use crate::error::broken_epoch;
 pub use crate::error::note_error;
@@ -147,6 +148,9 @@ impl Leases {
             }
             Ok::<_, sqlx::Error>(conn)
         };
+        // A connection's set-up is its own work, not the operation's that
+        // happened to need it: its statements are not traced as the operation's.
+        let connecting = connecting.instrument(tracing::debug_span!(parent: None, "db_connect"));
         let conn = tokio::time::timeout(self.acquire_timeout, connecting)
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)??;
