@@ -154,6 +154,24 @@ read)
 esac
 
 # `measure NAME BINARY`: sets REPLY to "instructions answers".
+# Sums the per-thread files of a dump (`OUT.N-TT`) into `instructions`, and into
+# `sqlite` the part of the threads whose profile names MARKER; keeps each file
+# in KEEP. Works on its caller's (`measure`'s) `dump`, `name`, `instructions`
+# and `sqlite`.
+sum_threads() {
+    local marker=$1 file part
+    instructions=0
+    for file in "${dump%-*}"-*; do
+        part=$(awk '/^summary:/ { print $2; exit }' "$file")
+        instructions=$((instructions + part))
+        if grep -q "$marker" "$file"; then sqlite=$((sqlite + part)); fi
+        if [[ -n ${KEEP:-} ]]; then
+            mkdir -p "$KEEP"
+            cp "$file" "$KEEP/$name.callgrind-${file##*-}"
+        fi
+    done
+}
+
 measure() {
     local name=$1 binary=$2 port url pid database=() out seeded secret auth='' n=${#started_pids[@]}
     local settings=(NIMBUS_BENCH_VARIANT=)
@@ -237,33 +255,11 @@ measure() {
     [[ -n $dump ]] || die "no callgrind dump for $name"
     local sqlite=0
     if [[ $COUNT == database ]]; then
-        # One file per thread of the server (`OUT.N-TT`); `sqlite` holds the
-        # connection threads' part here.
-        local file part
-        instructions=0
-        for file in "${dump%-*}"-*; do
-            part=$(awk '/^summary:/ { print $2; exit }' "$file")
-            instructions=$((instructions + part))
-            if grep -q 'do_handle_one_connection' "$file"; then sqlite=$((sqlite + part)); fi
-            if [[ -n ${KEEP:-} ]]; then
-                mkdir -p "$KEEP"
-                cp "$file" "$KEEP/$name.callgrind-${file##*-}"
-            fi
-        done
+        # `sqlite` holds the database server's connection threads' part here.
+        sum_threads do_handle_one_connection
     elif [[ ${THREADS:-} == 1 ]]; then
-        # One file per thread of that dump (`OUT.1-TT`): the total is their sum;
-        # a thread that ran SQLite's VM is one of sqlx's SQLite workers.
-        local file part
-        instructions=0
-        for file in "${dump%-*}"-*; do
-            part=$(awk '/^summary:/ { print $2; exit }' "$file")
-            instructions=$((instructions + part))
-            if grep -q 'sqlite3VdbeExec' "$file"; then sqlite=$((sqlite + part)); fi
-            if [[ -n ${KEEP:-} ]]; then
-                mkdir -p "$KEEP"
-                cp "$file" "$KEEP/$name.callgrind-${file##*-}"
-            fi
-        done
+        # A thread that ran SQLite's VM is one of sqlx's SQLite workers.
+        sum_threads sqlite3VdbeExec
     else
         instructions=$(awk '/^summary:/ { print $2; exit }' "$dump")
         if [[ -n ${KEEP:-} ]]; then

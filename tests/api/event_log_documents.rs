@@ -7,7 +7,8 @@
 use serde_json::json;
 
 use crate::event_log_rows::{
-    create_counter, document_subscriber, live_counters, newest_body, next_document_event,
+    create_counter, document_subscriber, insert_text_row, live_counters, newest_body,
+    next_document_event,
 };
 use crate::helpers::WAIT;
 
@@ -77,13 +78,7 @@ async fn a_change_row_written_with_its_ids_replays_as_it_was_written() {
     // A change as rows held it before: its ids and both times in its document
     // (written out: a change's body begins with its kind).
     let written = r#"{"kind":"change","resource":"databases.log.collections.counters.documents.old","action":"create","id":"evt-with-ids","timestamp":1700000000000,"payload":{"$collectionId":"counters","$createdAt":"2023-11-14T22:13:20.000Z","$databaseId":"log","$id":"old","$permissions":[],"$updatedAt":"2023-11-14T22:13:20.000Z","n":3},"readRoles":["any"]}"#;
-    let pool = app.server.as_ref().unwrap().state().db.pool();
-    sqlx::query("INSERT INTO event_log (project_id, created_at, body) VALUES ('default', ?, ?)")
-        .bind(1_700_000_000_000_i64)
-        .bind(written)
-        .execute(pool)
-        .await
-        .unwrap();
+    insert_text_row(&app, written).await;
 
     let mut resumed = document_subscriber(&app, Some(&cursor)).await;
     let replayed = next_document_event(&mut resumed, WAIT)

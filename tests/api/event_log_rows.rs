@@ -60,6 +60,17 @@ pub(crate) async fn create_counter(app: &TestApp, id: &str, n: i64) {
     .ok();
 }
 
+/// Logs a row with `body` as text, as every body was written before it was bytes.
+pub(crate) async fn insert_text_row(app: &TestApp, body: &str) {
+    let pool = app.server.as_ref().unwrap().state().db.pool();
+    sqlx::query("INSERT INTO event_log (project_id, created_at, body) VALUES ('default', ?, ?)")
+        .bind(1_700_000_000_000_i64)
+        .bind(body)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
 /// A server with the counters collection, a document subscriber that is live,
 /// and the cursor of the newest event logged before the test goes on.
 pub(crate) async fn live_counters() -> (TestApp, WsClient, String) {
@@ -175,13 +186,7 @@ async fn a_row_stored_whole_before_still_replays_as_it_was_written() {
         "payload": {"$id": "old", "$collectionId": "counters", "$databaseId": "log", "n": 3},
         "readRoles": ["any"], "keyScope": "documents.read"
     });
-    let pool = app.server.as_ref().unwrap().state().db.pool();
-    sqlx::query("INSERT INTO event_log (project_id, created_at, body) VALUES ('default', ?, ?)")
-        .bind(1_700_000_000_000_i64)
-        .bind(whole.to_string())
-        .execute(pool)
-        .await
-        .unwrap();
+    insert_text_row(&app, &whole.to_string()).await;
 
     let mut resumed = document_subscriber(&app, Some(&cursor)).await;
     let replayed = next_document_event(&mut resumed, WAIT)
@@ -223,13 +228,7 @@ async fn a_body_is_stored_as_bytes_and_rows_stored_as_text_before_still_replay()
 
     // A row as bodies were written before: text.
     let written = r#"{"kind":"change","resource":"databases.log.collections.counters.documents.old","action":"create","id":"evt-as-text","timestamp":1700000000000,"payload":{"$createdAt":"2023-11-14T22:13:20.000Z","$permissions":[],"n":3},"implied":15,"readRoles":["any"]}"#;
-    let pool = app.server.as_ref().unwrap().state().db.pool();
-    sqlx::query("INSERT INTO event_log (project_id, created_at, body) VALUES ('default', ?, ?)")
-        .bind(1_700_000_000_000_i64)
-        .bind(written)
-        .execute(pool)
-        .await
-        .unwrap();
+    insert_text_row(&app, written).await;
     // And two written now, one with text beyond ASCII in it.
     create_counter(&app, "new", 4).await;
     app.admin(
