@@ -12,7 +12,8 @@ use crate::helpers::{TestApp, WAIT};
 use crate::storage::stored_objects;
 use crate::storage_transfers::app_with_buckets;
 use crate::uploads::{
-    contains, download, downloaded, put_bytes, put_range, start_upload, stored_object,
+    contains, download, downloaded, put_bytes, put_range, range_request, start_upload,
+    stored_object,
 };
 use crate::uploads_fast::{content, sha256_hex};
 
@@ -239,13 +240,7 @@ async fn broken_attempt(
     let start = index * chunk;
     let end = (start + chunk).min(total) - 1;
     let body = broken_body(bytes[..sent].to_vec(), released);
-    let request = app
-        .client
-        .put(format!("{}{url}", app.url))
-        .header("x-nimbus-key", &app.admin_key)
-        .header("content-range", format!("bytes {start}-{end}/{total}"))
-        .body(body)
-        .send();
+    let request = range_request(app, url, (start, end, total), body).send();
     let request = tokio::spawn(request);
     // The sealed place of chunk `index`: after the header and the chunks before it.
     let sealed_chunk = 16 + chunk + chunk.div_ceil(CHUNK) * 16;

@@ -19,22 +19,29 @@ pub(crate) async fn start_upload(app: &TestApp, bucket: &str, id: &str, size: us
         .clone()
 }
 
-/// `PUT`s `body` as the bytes `start..=end` of a file of `total`: status and answer.
-pub(crate) async fn put_range(
+/// The admin's `PUT` of `body` as the bytes `start..=end` of a file of `total`,
+/// not sent yet.
+pub(crate) fn range_request(
     app: &TestApp,
     url: &str,
     (start, end, total): (usize, usize, usize),
     body: impl Into<reqwest::Body>,
-) -> (u16, Value) {
-    let response = app
-        .client
+) -> reqwest::RequestBuilder {
+    app.client
         .put(format!("{}{url}", app.url))
         .header("x-nimbus-key", &app.admin_key)
         .header("content-range", format!("bytes {start}-{end}/{total}"))
         .body(body)
-        .send()
-        .await
-        .unwrap();
+}
+
+/// `PUT`s `body` as the bytes `start..=end` of a file of `total`: status and answer.
+pub(crate) async fn put_range(
+    app: &TestApp,
+    url: &str,
+    range: (usize, usize, usize),
+    body: impl Into<reqwest::Body>,
+) -> (u16, Value) {
+    let response = range_request(app, url, range, body).send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
