@@ -1,7 +1,8 @@
 //! One engine (a QuickJS runtime) and the run of one execution in a fresh
 //! context on it: the guest API installed, the deployment's modules loaded from
-//! bytecode, its promise driven to the end while host calls run on the async
-//! runtime, and every limit enforced. Warm contexts ([`super::WarmKey`]) each
+//! bytecode, its promise driven to the end while host calls run, and every
+//! limit enforced. A host call runs on the engine's own thread while the engine
+//! waits for it, and moves to the async runtime when guest code runs again. Warm contexts ([`super::WarmKey`]) each
 //! live on a runtime of their own, kept by the worker between executions of one
 //! deployment, and are dropped after any execution that did not end cleanly.
 //!
@@ -11,13 +12,20 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::mem::MaybeUninit;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
+use std::task::{Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use rquickjs::function::Args;
 use rquickjs::loader::{ImportAttributes, Loader, Resolver};
 use rquickjs::module::{Declared, Evaluated};
 use rquickjs::promise::PromiseState;
@@ -26,6 +34,7 @@ use rquickjs::{
     Promise, Runtime, Value, WriteOptions,
 };
 use tokio::runtime::Handle;
+use tokio::sync::mpsc;
 
 use super::meter::{Meter, Metered};
 use super::program::{self, Bundle};
@@ -401,15 +410,58 @@ struct Exec {
     log_used: Cell<usize>,
     truncated: Cell<bool>,
     next_id: Cell<u32>,
+    /// Every host call in flight; a call moved to the async runtime has the
+    /// handle that aborts it there.
     calls: RefCell<HashMap<u32, Option<tokio::task::AbortHandle>>>,
+    /// Calls started since the engine last waited: not polled yet.
+    fresh: RefCell<Vec<HostCall>>,
+    /// Calls polled on this thread while the engine waits; handed to the async
+    /// runtime before guest code runs again (`hand_off`).
+    polled: RefCell<FuturesUnordered<HostCall>>,
     timers: RefCell<BTreeSet<(Instant, u32)>>,
-    tx: mpsc::Sender<(u32, Answer)>,
-    rx: mpsc::Receiver<(u32, Answer)>,
+    /// Answers of the calls handed to the async runtime.
+    tx: mpsc::UnboundedSender<(u32, Answer)>,
+    rx: RefCell<mpsc::UnboundedReceiver<(u32, Answer)>>,
+    /// Wakes this thread when a polled call or the channel is ready.
+    waker: Waker,
+}
+
+/// One host call's work, with the id its answer settles.
+struct HostCall {
+    id: u32,
+    work: BoxFuture<'static, Answer>,
+}
+
+impl Future for HostCall {
+    type Output = (u32, Answer);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<(u32, Answer)> {
+        let id = self.id;
+        // A panic in the host's code fails this call, not the engine's thread.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.work.as_mut().poll(cx))) {
+            Ok(Poll::Ready(answer)) => Poll::Ready((id, answer)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => Poll::Ready((id, Answer::Refused("the host call failed".into()))),
+        }
+    }
+}
+
+/// Unparks the engine's thread.
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
 }
 
 impl Exec {
     fn new(host: Arc<dyn Host>, handle: Option<Handle>, log_limit: usize) -> Exec {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::unbounded_channel();
         Exec {
             host,
             handle,
@@ -420,9 +472,12 @@ impl Exec {
             truncated: Cell::new(false),
             next_id: Cell::new(1),
             calls: RefCell::default(),
+            fresh: RefCell::default(),
+            polled: RefCell::default(),
             timers: RefCell::default(),
             tx,
-            rx,
+            rx: RefCell::new(rx),
+            waker: Waker::from(Arc::new(Unpark(std::thread::current()))),
         }
     }
 
@@ -461,11 +516,11 @@ impl Exec {
         }
     }
 
-    /// Starts a host call on the async runtime; its answer comes back on `rx`.
+    /// Starts a host call: it runs when the engine next waits (`wait`).
     fn start(
         &self,
         ctx: &Ctx<'_>,
-        work: impl FnOnce(&dyn Host) -> futures_util::future::BoxFuture<'static, Answer>,
+        work: impl FnOnce(&dyn Host) -> BoxFuture<'static, Answer>,
     ) -> rquickjs::Result<u32> {
         if self.calls.borrow().len() >= MAX_HOST_CALLS {
             return Err(Exception::throw_range(
@@ -476,25 +531,61 @@ impl Exec {
             ));
         }
         let id = self.id();
-        let abort = match &self.handle {
-            Some(handle) => {
-                let future = work(self.host.as_ref());
-                let tx = self.tx.clone();
-                let task = handle.spawn(async move {
-                    let answer = future.await;
-                    let _ = tx.send((id, answer));
-                });
-                Some(task.abort_handle())
-            }
-            None => {
-                let _ = self
-                    .tx
-                    .send((id, Answer::Refused("the host is not reachable here".into())));
-                None
-            }
-        };
-        self.calls.borrow_mut().insert(id, abort);
+        if self.handle.is_some() {
+            let work = work(self.host.as_ref());
+            self.fresh.borrow_mut().push(HostCall { id, work });
+        } else {
+            let _ = self
+                .tx
+                .send((id, Answer::Refused("the host is not reachable here".into())));
+        }
+        self.calls.borrow_mut().insert(id, None);
         Ok(id)
+    }
+
+    /// Waits until `until` for one host call's answer. The calls started since
+    /// the last wait are polled here, on this thread: a call the guest awaits
+    /// alone (the common case) runs with no hop to the async runtime and back.
+    fn wait(&self, until: Instant) -> Option<(u32, Answer)> {
+        // Host code may spawn tasks or open sockets, and what it drops may too.
+        let _runtime = self.handle.as_ref().map(Handle::enter);
+        let mut polled = self.polled.borrow_mut();
+        polled.extend(self.fresh.borrow_mut().drain(..));
+        let mut cx = std::task::Context::from_waker(&self.waker);
+        loop {
+            if let Poll::Ready(Some(answer)) = self.rx.borrow_mut().poll_recv(&mut cx) {
+                return Some(answer);
+            }
+            if !polled.is_empty()
+                && let Poll::Ready(Some(answer)) = polled.poll_next_unpin(&mut cx)
+            {
+                return Some(answer);
+            }
+            let now = Instant::now();
+            if now >= until {
+                return None;
+            }
+            std::thread::park_timeout(until - now);
+        }
+    }
+
+    /// Moves the calls polled here to the async runtime, before guest code runs
+    /// again: a started call (a transaction, a connection) keeps going while the
+    /// guest computes, rather than waiting for the engine's next wait.
+    fn hand_off(&self) {
+        let polled = std::mem::take(&mut *self.polled.borrow_mut());
+        let Some(handle) = &self.handle else { return };
+        let mut calls = self.calls.borrow_mut();
+        for call in polled {
+            let tx = self.tx.clone();
+            let id = call.id;
+            let task = handle.spawn(async move {
+                let _ = tx.send(call.await);
+            });
+            if let Some(abort) = calls.get_mut(&id) {
+                *abort = Some(task.abort_handle());
+            }
+        }
     }
 
     fn timer(&self, ctx: &Ctx<'_>, ms: f64) -> rquickjs::Result<u32> {
@@ -534,6 +625,11 @@ impl Exec {
         for abort in self.calls.borrow_mut().drain().filter_map(|(_, a)| a) {
             abort.abort();
         }
+        // Dropped inside the runtime: a call's resources (a pooled connection)
+        // may spawn a task as they go.
+        let _runtime = self.handle.as_ref().map(Handle::enter);
+        self.fresh.borrow_mut().clear();
+        *self.polled.borrow_mut() = FuturesUnordered::new();
     }
 }
 
@@ -1117,10 +1213,8 @@ impl Worker {
         request: Request,
     ) -> Result<Response, Failure> {
         let fail = |e| self.fail(ctx, e);
-        let req = request_object(ctx, request).map_err(fail)?;
-        let promise: Promise = api
-            .invoke
-            .call((ns, req, api.context.clone()))
+        let promise: Promise = invoke_args(ctx, ns, api.context.clone(), request)
+            .and_then(|args| api.invoke.call_arg(args))
             .map_err(fail)?;
         let value = self.drive(ctx, exec, api, &promise).map_err(|d| match d {
             Driven::Failed(f) => f,
@@ -1170,6 +1264,7 @@ impl Worker {
             }
             let now = Instant::now();
             if let Some(id) = exec.due_timer(now) {
+                exec.hand_off();
                 api.settle
                     .call::<_, ()>((id, true, rquickjs::Undefined))
                     .map_err(failed)?;
@@ -1190,12 +1285,13 @@ impl Worker {
                 until = until.min(next);
             }
             self.shared.waiting(true);
-            let answer = exec.rx.recv_timeout(until.saturating_duration_since(now));
+            let answer = exec.wait(until);
             self.shared.waiting(false);
             self.shared.credit(now.elapsed());
-            if let Ok((id, answer)) = answer
+            if let Some((id, answer)) = answer
                 && exec.calls.borrow_mut().remove(&id).is_some()
             {
+                exec.hand_off();
                 deliver(ctx, api, id, answer).map_err(failed)?;
             }
         }
@@ -1312,7 +1408,19 @@ fn natives<'js>(ctx: &Ctx<'js>, slot: &Rc<Slot>) -> rquickjs::Result<Object<'js>
         "graphql",
         Function::new(
             ctx.clone(),
-            move |ctx: Ctx<'js>, query: String, variables: String| {
+            move |ctx: Ctx<'js>, query: String, variables: Value<'js>| {
+                let variables = match super::json::plain_json(&ctx, &variables)? {
+                    Some(text) => text,
+                    None => match ctx.json_stringify(variables)? {
+                        Some(text) => text.to_string()?,
+                        None => {
+                            return Err(Exception::throw_type(
+                                &ctx,
+                                "nimbus.graphql: the variables are not JSON",
+                            ));
+                        }
+                    },
+                };
                 slot_.exec(&ctx)?.start(&ctx, move |host| {
                     let call = host.graphql(query, variables);
                     Box::pin(async move { Answer::Graphql(call.await) })
@@ -1390,42 +1498,82 @@ fn pairs<'js>(ctx: &Ctx<'js>, list: &[(String, String)]) -> rquickjs::Result<Arr
     Ok(array)
 }
 
-fn request_object<'js>(ctx: &Ctx<'js>, request: Request) -> rquickjs::Result<Object<'js>> {
-    let o = Object::new(ctx.clone())?;
-    o.set("method", request.method)?;
-    o.set("scheme", request.scheme)?;
-    o.set("host", request.host)?;
-    o.set("port", request.port as i32)?;
-    o.set("path", request.path)?;
-    o.set("queryString", request.query_string)?;
-    o.set("headers", pairs(ctx, &request.headers)?)?;
-    o.set(
-        "body",
-        ArrayBuffer::new(ctx.clone(), request.body.to_vec())?,
-    )?;
-    Ok(o)
+/// The guest API's `invoke` arguments: the entrypoint's namespace, the context,
+/// then the request's parts one by one (no object with named keys to build).
+fn invoke_args<'js>(
+    ctx: &Ctx<'js>,
+    namespace: Object<'js>,
+    context: Object<'js>,
+    request: Request,
+) -> rquickjs::Result<Args<'js>> {
+    let mut args = Args::new(ctx.clone(), 10);
+    args.push_arg(namespace)?;
+    args.push_arg(context)?;
+    args.push_arg(request.method)?;
+    args.push_arg(request.scheme)?;
+    args.push_arg(request.host)?;
+    args.push_arg(request.port as i32)?;
+    args.push_arg(request.path)?;
+    args.push_arg(request.query_string)?;
+    args.push_arg(header_list(ctx, request.headers)?)?;
+    args.push_arg(ArrayBuffer::new(ctx.clone(), request.body.to_vec())?)?;
+    Ok(args)
+}
+
+/// The request's headers as the guest API takes them: flat (name, value, …),
+/// names lower-cased, a repeated name given once with its values joined by
+/// `, ` in the order they came.
+fn header_list<'js>(
+    ctx: &Ctx<'js>,
+    headers: Vec<(String, String)>,
+) -> rquickjs::Result<Array<'js>> {
+    let mut merged: Vec<(String, String)> = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        let name = if name
+            .bytes()
+            .any(|b| !b.is_ascii_lowercase() && !b.is_ascii_digit() && b != b'-')
+        {
+            name.to_lowercase()
+        } else {
+            name
+        };
+        match merged.iter_mut().find(|(seen, _)| *seen == name) {
+            Some((_, joined)) => {
+                joined.push_str(", ");
+                joined.push_str(&value);
+            }
+            None => merged.push((name, value)),
+        }
+    }
+    let array = Array::new(ctx.clone())?;
+    for (i, (name, value)) in merged.into_iter().enumerate() {
+        array.set(2 * i, name)?;
+        array.set(2 * i + 1, value)?;
+    }
+    Ok(array)
 }
 
 /// The guest's `res.*` result as a [`Response`], checked.
 fn response<'js>(ctx: &Ctx<'js>, value: Value<'js>, limit: usize) -> Result<Response, Shaped> {
     let _ = ctx;
-    let object = value
-        .into_object()
-        .ok_or_else(|| Shaped::Failure(Failure::InvalidResponse("no response".into())))?;
-    if let Some(message) = object.get::<_, Option<String>>("invalid")? {
-        return Err(Shaped::Failure(Failure::InvalidResponse(message)));
+    let invalid = |m: String| Shaped::Failure(Failure::InvalidResponse(m));
+    if let Some(message) = value.as_string() {
+        return Err(invalid(message.to_string()?));
     }
-    if object.get::<_, bool>("tooLarge")? {
+    // The guest API's `[status, headers, body, tooLarge]`.
+    let answer = value
+        .into_array()
+        .ok_or_else(|| invalid("no response".into()))?;
+    if answer.get::<bool>(3)? {
         return Err(Shaped::Failure(Failure::ResponseTooLarge));
     }
-    let invalid = |m: String| Shaped::Failure(Failure::InvalidResponse(m));
-    let status: Value = object.get("status")?;
+    let status: Value = answer.get(0)?;
     let status = status
         .as_number()
         .filter(|s| s.fract() == 0.0 && (100.0..=599.0).contains(s))
         .ok_or_else(|| invalid("the status must be an integer from 100 to 599".into()))?
         as u16;
-    let raw: Vec<Vec<String>> = object.get("headers")?;
+    let raw: Vec<Vec<String>> = answer.get(1)?;
     let mut headers = Vec::with_capacity(raw.len());
     let mut size = 0usize;
     for pair in raw {
@@ -1443,7 +1591,7 @@ fn response<'js>(ctx: &Ctx<'js>, value: Value<'js>, limit: usize) -> Result<Resp
         size += name.len() + value.len();
         headers.push((name.to_ascii_lowercase(), value));
     }
-    let body: Value = object.get("body")?;
+    let body: Value = answer.get(2)?;
     if let Some(buffer) = ArrayBuffer::from_value(body.clone())
         && buffer.len() + size > limit
     {

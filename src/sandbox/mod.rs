@@ -43,6 +43,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 mod engine;
+mod json;
 mod meter;
 mod pool;
 mod program;

@@ -6,7 +6,7 @@
 
 const { parse, stringify } = JSON;
 const PMap = Map;
-const PWeakSet = WeakSet;
+const PWeakMap = WeakMap;
 const PPromise = Promise;
 const PArrayBuffer = ArrayBuffer;
 const PUint8Array = Uint8Array;
@@ -18,7 +18,8 @@ const entries = Object.entries;
 let host;
 let responseLimit = 0;
 const pending = new PMap();
-const results = new PWeakSet();
+// The answers `res.*` made, by the handle each returned to the guest.
+const answers = new PWeakMap();
 
 function bytes(value) {
   if (value instanceof PArrayBuffer) return value;
@@ -50,7 +51,7 @@ function writer(stream) {
 function hostCall(start) {
   return new PPromise((resolve, reject) => {
     const id = start();
-    pending.set(id, { resolve, reject });
+    pending.set(id, [resolve, reject]);
   });
 }
 
@@ -58,8 +59,8 @@ export function settle(id, ok, value) {
   const entry = pending.get(id);
   if (entry === undefined) return;
   pending.delete(id);
-  if (ok) entry.resolve(value);
-  else entry.reject(new Error(value));
+  if (ok) entry[0](value);
+  else entry[1](new Error(value));
 }
 
 class Headers {
@@ -115,11 +116,12 @@ async function fetch(input, init = {}) {
   return new FetchResponse(answer);
 }
 
-// The host settles the call with the response already parsed. Not an `async`
+// The host settles the call with the response already parsed, and writes the
+// variables as JSON itself (as `JSON.stringify` would). Not an `async`
 // function: its promise is the call's own, with no second one chained to it.
-// What throws while the call starts (`String(query)`, `stringify`) rejects it.
+// What throws while the call starts (`String(query)`, a `toJSON`) rejects it.
 function graphql(query, variables = {}) {
-  return hostCall(() => host.graphql(String(query), stringify(variables ?? {})));
+  return hostCall(() => host.graphql(String(query), variables ?? {}));
 }
 
 class TextEncoder {
@@ -143,7 +145,7 @@ function setTimeout(callback, delay = 0, ...args) {
   if (typeof callback !== 'function') throw new TypeError('setTimeout: callback must be a function');
   const ms = Number(delay);
   const id = host.timer(ms > 0 ? ms : 0);
-  pending.set(id, { resolve: () => callback(...args), reject() {} });
+  pending.set(id, [() => callback(...args), () => {}]);
   return id;
 }
 
@@ -194,38 +196,61 @@ function parseQuery(text) {
   return query;
 }
 
-// Loops over the host's arrays by index: `for…of` and destructuring make an
-// iterator object per loop and per pair, on every execution.
-function makeRequest(raw) {
-  const headers = {};
-  const list = raw.headers;
-  for (let i = 0; i < list.length; i++) {
-    const key = list[i][0].toLowerCase();
-    const value = list[i][1];
-    headers[key] = key in headers ? `${headers[key]}, ${value}` : value;
+// QuickJS gives an object that gains a property the shape of a live object
+// with the same properties in the same order, and otherwise builds a new shape,
+// property by property, each time a literal is made. In a context that serves
+// more than one execution (a warm one), one object of every prefix of the
+// literals made for each execution (the request, the handler's context) is kept
+// from the second on, so that those literals find their shapes. A fresh context
+// serves one execution: it would only pay for them.
+const shapeKeepers = [];
+function keepShapes(...names) {
+  for (let n = 1; n <= names.length; n++) {
+    const o = {};
+    for (let i = 0; i < n; i++) {
+      const [name, getter] = names[i].split(':');
+      defineProperty(o, name, getter === 'get'
+        ? { get() {}, enumerable: true, configurable: true }
+        : { value: undefined, writable: true, enumerable: true, configurable: true });
+    }
+    shapeKeepers.push(o);
   }
-  const defaultPort = raw.scheme === 'https' ? 443 : 80;
-  const port = raw.port === defaultPort || raw.port === 0 ? '' : `:${raw.port}`;
-  const qs = raw.queryString === '' ? '' : `?${raw.queryString}`;
-  const body = raw.body;
+}
+let invocations = 0;
+function keepShapesOnce() {
+  if (++invocations !== 2) return;
+  keepShapes('method', 'scheme', 'host', 'port', 'path', 'queryString', 'query', 'headers', 'url',
+    'bodyText:get', 'bodyJson:get', 'bodyBinary:get');
+  keepShapes('req', 'res', 'log', 'error', 'env');
+}
+
+// `bodyRaw`, Appwrite's older name for `bodyText`, is left out of the keys.
+const BODY_RAW = { get() { return this.bodyText; }, configurable: true };
+
+// `headers` is flat (name, value, name, value…), its names lower-cased and each
+// given once (repeated headers joined by the host). Built by one object literal:
+// its getters cost less than `Object.defineProperties` and its descriptors.
+function makeRequest(method, scheme, hostName, port, path, queryString, list, body) {
+  const headers = {};
+  for (let i = 0; i < list.length; i += 2) headers[list[i]] = list[i + 1];
+  const defaultPort = scheme === 'https' ? 443 : 80;
+  const shownPort = port === defaultPort || port === 0 ? '' : `:${port}`;
+  const qs = queryString === '' ? '' : `?${queryString}`;
   const req = {
-    method: raw.method,
-    scheme: raw.scheme,
-    host: raw.host,
-    port: raw.port,
-    path: raw.path,
-    queryString: raw.queryString,
-    query: parseQuery(raw.queryString),
+    method,
+    scheme,
+    host: hostName,
+    port,
+    path,
+    queryString,
+    query: parseQuery(queryString),
     headers,
-    url: `${raw.scheme}://${raw.host}${port}${raw.path}${qs}`,
+    url: `${scheme}://${hostName}${shownPort}${path}${qs}`,
+    get bodyText() { return host.decode(body); },
+    get bodyJson() { return parse(host.decode(body)); },
+    get bodyBinary() { return new PUint8Array(body.slice(0)); },
   };
-  const text = () => host.decode(body);
-  Object.defineProperties(req, {
-    bodyText: { get: text, enumerable: true },
-    bodyRaw: { get: text, enumerable: false },
-    bodyJson: { get: () => parse(text()), enumerable: true },
-    bodyBinary: { get: () => new PUint8Array(body.slice(0)), enumerable: true },
-  });
+  defineProperty(req, 'bodyRaw', BODY_RAW);
   return req;
 }
 
@@ -243,6 +268,15 @@ function headerList(headers, defaults) {
   return list;
 }
 
+// What `res.*` returns: a handle on an answer kept apart, shown through getters
+// (a header list as a copy), so that nothing the guest does to the handle alters
+// what the host reads. Cheaper than freezing the answer and its lists.
+class Result {
+  get status() { return answers.get(this)?.[0]; }
+  get headers() { return answers.get(this)?.[1].map((pair) => [pair[0], pair[1]]); }
+  get body() { return answers.get(this)?.[2]; }
+}
+
 function answer(body, status, headers, defaults) {
   let payload;
   if (typeof body === 'string') payload = body;
@@ -252,15 +286,9 @@ function answer(body, status, headers, defaults) {
   // UTF-8 needs at least one byte per UTF-16 unit, so this never refuses a body
   // that fits; the host checks the exact byte count.
   const tooLarge = size > responseLimit;
-  const list = headerList(headers, defaults);
-  for (let i = 0; i < list.length; i++) freeze(list[i]);
-  const result = freeze({
-    status: status ?? 200,
-    headers: freeze(list),
-    body: tooLarge ? '' : payload,
-    tooLarge,
-  });
-  results.add(result);
+  const result = new Result();
+  // What the host reads: [status, headers, body, tooLarge].
+  answers.set(result, [status ?? 200, headerList(headers, defaults), tooLarge ? '' : payload, tooLarge]);
   return result;
 }
 
@@ -283,15 +311,18 @@ function describe(value) {
   return typeof value;
 }
 
-export async function invoke(namespace, raw, context) {
+// Settles to the answer the host reads, or to a string saying why there is none.
+export async function invoke(namespace, context, method, scheme, hostName, port, path, queryString, headers, body) {
   const entry = namespace.default;
-  if (typeof entry !== 'function') return { invalid: 'the entrypoint has no default export that is a function' };
-  const req = makeRequest(raw);
+  if (typeof entry !== 'function') return 'the entrypoint has no default export that is a function';
+  keepShapesOnce();
+  const req = makeRequest(method, scheme, hostName, port, path, queryString, headers, body);
   const out = await entry({ req, res, log: context.log, error: context.error, env: context.env });
-  if (!results.has(out)) {
-    return { invalid: `the function returned ${describe(out)}, not the result of res.send, res.text, res.json, res.binary, res.empty or res.redirect` };
+  const kept = typeof out === 'object' && out !== null ? answers.get(out) : undefined;
+  if (kept === undefined) {
+    return `the function returned ${describe(out)}, not the result of res.send, res.text, res.json, res.binary, res.empty or res.redirect`;
   }
-  return out;
+  return kept;
 }
 
 export function hasDefaultFunction(namespace) {

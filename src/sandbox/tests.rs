@@ -1064,3 +1064,97 @@ fn a_thread_keeps_a_bounded_number_of_warm_contexts() {
     }
     assert_eq!(worker.warm_contexts(), engine::WARM_CONTEXTS);
 }
+
+/// A host whose `nimbus.graphql` answers with the name of the thread that
+/// finished the call: `fast` at once, `slow` once `fast` has answered, `panic`
+/// by panicking.
+#[derive(Default)]
+struct ThreadHost {
+    fast_answered: Arc<tokio::sync::Notify>,
+}
+
+impl Host for ThreadHost {
+    fn fetch(&self, request: FetchRequest) -> BoxFuture<'static, Result<FetchResponse, String>> {
+        FAKE.fetch(request)
+    }
+
+    fn graphql(&self, query: String, _variables: String) -> BoxFuture<'static, String> {
+        let fast_answered = self.fast_answered.clone();
+        Box::pin(async move {
+            match query.as_str() {
+                "slow" => fast_answered.notified().await,
+                "fast" => fast_answered.notify_one(),
+                _ => panic!("a host call panicked"),
+            }
+            let thread = std::thread::current().name().unwrap_or("").to_string();
+            serde_json::json!({ "data": thread }).to_string()
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_call_awaited_alone_runs_on_the_engines_thread_and_one_left_pending_moves_to_the_runtime()
+{
+    let pool = Pool::new(1, 1);
+    let code = "export default async ({ res }) => {
+        const slow = nimbus.graphql('slow');
+        const fast = await nimbus.graphql('fast');
+        return res.json({ fast: fast.data, slow: (await slow).data });
+    }";
+    let outcome = run_with(&pool, code, |i| i.host = Arc::new(ThreadHost::default())).await;
+    let got: serde_json::Value = serde_json::from_str(&body(&outcome)).unwrap();
+    assert_eq!(got["fast"], "nimbus-fn-0", "{got}");
+    // `slow` was still pending when guest code ran again: the runtime (this
+    // test's thread) finished it, not the engine waiting for it later.
+    assert_ne!(got["slow"], "nimbus-fn-0", "{got}");
+    assert!(got["slow"].is_string(), "{got}");
+}
+
+#[tokio::test]
+async fn a_host_call_that_panics_fails_that_call_only() {
+    let pool = Pool::new(1, 1);
+    let code = "export default async ({ res }) => {
+        let message = null;
+        try { await nimbus.graphql('panic'); } catch (e) { message = e.message; }
+        const fast = await nimbus.graphql('fast');
+        return res.json({ message, fast: fast.data });
+    }";
+    let outcome = run_with(&pool, code, |i| i.host = Arc::new(ThreadHost::default())).await;
+    assert_eq!(
+        body(&outcome),
+        r#"{"message":"the host call failed","fast":"nimbus-fn-0"}"#
+    );
+    next_one_succeeds(&pool).await;
+}
+
+#[tokio::test]
+async fn the_request_keeps_its_keys_and_joins_repeated_headers() {
+    let pool = Pool::new(1, 1);
+    let code = "export default ({ req, res }) => res.json({
+        keys: Object.keys(req),
+        raw: req.bodyRaw,
+        rawOwn: Object.getOwnPropertyNames(req).includes('bodyRaw'),
+        headers: req.headers,
+        plain: Object.getPrototypeOf(req) === Object.prototype,
+    })";
+    let outcome = run_with(&pool, code, |i| {
+        i.request.headers = vec![
+            ("Accept".into(), "a".into()),
+            ("constructor".into(), "c".into()),
+            ("accept".into(), "b".into()),
+        ];
+        i.request.body = bytes::Bytes::from_static(b"text");
+    })
+    .await;
+    let got: serde_json::Value = serde_json::from_str(&body(&outcome)).unwrap();
+    assert_eq!(
+        got,
+        serde_json::json!({
+            "keys": ["method", "scheme", "host", "port", "path", "queryString", "query", "headers",
+                     "url", "bodyText", "bodyJson", "bodyBinary"],
+            "raw": "text", "rawOwn": true,
+            "headers": { "accept": "a, b", "constructor": "c" },
+            "plain": true,
+        })
+    );
+}

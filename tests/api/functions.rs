@@ -921,6 +921,58 @@ async fn nimbus_graphql_answers_in_the_order_of_the_query() {
 }
 
 #[tokio::test]
+async fn nimbus_graphql_takes_variables_as_json_stringify_writes_them() {
+    let app = spawn_app().await;
+    // Plain data is written by the host; the rest by `JSON.stringify`, with the
+    // same outcome: the variable reaches the query, or the call rejects.
+    deployed(
+        &app,
+        "variables",
+        json!({"execute": ["any"]}),
+        r#"export default async ({ res }) => {
+            const query = 'query($flag: Boolean!) { ... on Query @include(if: $flag) { shown: __typename } }';
+            const cyclic = { flag: true }; cyclic.self = cyclic;
+            const cases = {
+                plain: { flag: true },
+                off: { flag: false, extra: [1, 'two', null, { n: 0.5 }] },
+                toJSON: { toJSON() { return { flag: true }; } },
+                getter: { get flag() { return true; } },
+                proxy: new Proxy({ flag: true }, {}),
+                nested: { flag: true, deep: JSON.parse('[' .repeat(40) + ']'.repeat(40)) },
+                cyclic,
+                bigint: { flag: 1n },
+                fn: () => 1,
+            };
+            const out = {};
+            for (const [name, variables] of Object.entries(cases)) {
+                try {
+                    const read = await nimbus.graphql(query, variables);
+                    out[name] = read.errors ? read.errors[0].message : (read.data?.shown ?? 'hidden');
+                } catch (e) {
+                    out[name] = e.name;
+                }
+            }
+            return res.json(out);
+        };"#,
+    )
+    .await;
+    let run = execute(&app, json!({"functionId": "variables"})).await.ok();
+    let body: Value =
+        serde_json::from_str(run["createExecution"]["responseBody"].as_str().unwrap())
+            .unwrap_or_else(|_| panic!("{run:#}"));
+    assert_eq!(
+        body,
+        json!({
+            "plain": "Query", "off": "hidden", "toJSON": "Query", "getter": "Query",
+            "proxy": "Query", "nested": "Query", "cyclic": "TypeError", "bigint": "TypeError",
+            "fn": "TypeError",
+        }),
+        "{run:#}"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn fetch_to_a_private_address_is_refused_by_default() {
     let app = spawn_app().await;
     let target = format!("{}/health", app.url);
