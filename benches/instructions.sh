@@ -13,6 +13,8 @@
 #   create     createPost as a signed-in user, as benches/databases.sh's `create`
 #   function   GET /v1/functions/hello-quiet: a hello-world HTTP function, warm,
 #              `logging: false` (as benches/functions.sh sets it up)
+#   function-fresh  GET /v1/functions/hello: a hello world in a fresh context per
+#              execution, with a record of each (the defaults)
 #   function-read  GET /v1/functions/reader-quiet/p1: the same, reading one
 #              document through `nimbus.graphql`
 #   read       the same read over POST /v1/graphql, its id a variable, with the
@@ -53,7 +55,7 @@ root=$PWD
 # shellcheck source=benches/lib.sh
 source "$root/benches/lib.sh"
 
-(($# >= 2)) || die "usage: benches/instructions.sh typename|caller|countries|create|function|function-read|read BINARY..."
+(($# >= 2)) || die "usage: benches/instructions.sh typename|caller|countries|create|function|function-fresh|function-read|read BINARY..."
 workload=$1
 shift
 DURATION=${DURATION:-30s}
@@ -146,6 +148,9 @@ function)
 function-read)
     method=GET path=/v1/functions/reader-quiet/p1 body= expect='"title":"Hello"'
     ;;
+function-fresh)
+    method=GET path=/v1/functions/hello body= expect='"message":"Hello"'
+    ;;
 read)
     body='{"query":"query($id: ID!) { document(databaseId: \"bench\", collectionId: \"posts\", id: $id) { data } }","variables":{"id":"p1"}}'
     expect='"title":"Hello"'
@@ -212,7 +217,9 @@ measure() {
     fi
     if [[ $workload == function* || $workload == read ]]; then
         admin_key_from "$work/$name.out"
-        python3 "$root/benches/functions/bench.py" quiet "$url" "$admin_key" >"$work/$name.setup" ||
+        setup=quiet
+        [[ $workload == function-fresh ]] && setup=setup
+        python3 "$root/benches/functions/bench.py" "$setup" "$url" "$admin_key" >"$work/$name.setup" ||
             { cat "$work/$name.setup"; die "setting up the functions failed"; }
     fi
     if [[ -n ${SQL:-} ]]; then

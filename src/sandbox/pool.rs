@@ -94,13 +94,14 @@ pub struct Pool {
 
 impl Pool {
     /// `workers` threads, each running one execution at a time, and at most
-    /// `queue` executions waiting for one. Host calls run on the tokio runtime
-    /// `new` is called in (if any).
+    /// `queue` executions waiting for one. Host calls run in the tokio runtime
+    /// `new` is called in (if any): polled by the worker while its execution
+    /// waits for them, on the runtime's threads while guest code runs (ADR 42).
     pub fn new(workers: usize, queue: usize) -> Pool {
         Pool::with_handle(workers, queue, Handle::try_current().ok())
     }
 
-    /// As [`Pool::new`], with the runtime host calls run on given explicitly.
+    /// As [`Pool::new`], with the runtime host calls run in given explicitly.
     pub fn with_handle(workers: usize, queue: usize, handle: Option<Handle>) -> Pool {
         let workers = workers.max(1);
         let shared = Arc::new(Shared {
