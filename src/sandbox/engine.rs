@@ -426,6 +426,15 @@ struct Exec {
     waker: Waker,
 }
 
+impl Drop for Exec {
+    /// Calls not stopped yet (an unwinding execution) go inside the runtime too.
+    fn drop(&mut self) {
+        let _runtime = self.handle.as_ref().map(Handle::enter);
+        self.fresh.get_mut().clear();
+        *self.polled.get_mut() = FuturesUnordered::new();
+    }
+}
+
 /// One host call's work, with the id its answer settles.
 struct HostCall {
     id: u32,

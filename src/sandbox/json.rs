@@ -5,10 +5,13 @@
 //! small value costs to write.
 //!
 //! Anything else (a `toJSON` anywhere, an accessor, a hole, a proxy, a `Date`,
-//! a `BigInt`, a string that is not valid UTF-16, data nested deeper than
-//! [`MAX_DEPTH`], a cycle) is left to `JSON.stringify`. Nothing here runs guest
-//! code: properties are read as own data properties, never through a getter,
-//! so giving up halfway has no effect the guest could see.
+//! a boxed primitive, a `BigInt`, a string that is not valid UTF-16, data nested
+//! deeper than [`MAX_DEPTH`], a cycle, more than [`MAX_VALUES`] values or
+//! [`MAX_BYTES`] of text) is left to `JSON.stringify`, whose memory counts
+//! against the guest's limit: what is written here is the host's, so it stays
+//! small. Nothing here runs guest code: properties are read as own data
+//! properties, never through a getter, so giving up halfway has no effect the
+//! guest could see.
 
 use std::mem::MaybeUninit;
 
@@ -16,6 +19,10 @@ use rquickjs::{Array, Ctx, Object, Type, Value, qjs};
 
 /// The deepest nesting written here; deeper data goes to `JSON.stringify`.
 const MAX_DEPTH: usize = 32;
+/// The most values (each element, field and the top) written here.
+const MAX_VALUES: usize = 10_000;
+/// The most bytes of text written here.
+const MAX_BYTES: usize = 64 << 10;
 
 /// `value` as JSON text, or `None` when it is not plain data.
 pub(crate) fn plain_json<'js>(
@@ -29,10 +36,20 @@ pub(crate) fn plain_json<'js>(
     let (Some(object_proto), Some(array_proto)) = (object_proto, array_proto) else {
         return Ok(None);
     };
+    // SAFETY: plain reads of a live value's class.
+    let (object_class, array_class) = unsafe {
+        (
+            qjs::JS_GetClassID(object_proto.as_raw()),
+            qjs::JS_GetClassID(Array::new(ctx.clone())?.as_raw()),
+        )
+    };
     let writer = Writer {
         ctx,
         object_proto,
         array_proto,
+        object_class,
+        array_class,
+        values: std::cell::Cell::new(0),
     };
     if !writer.no_to_json(&writer.object_proto)? || !writer.no_to_json(&writer.array_proto)? {
         return Ok(None);
@@ -49,6 +66,12 @@ struct Writer<'a, 'js> {
     ctx: &'a Ctx<'js>,
     object_proto: Object<'js>,
     array_proto: Object<'js>,
+    /// The classes of an ordinary object and of an array: a boxed primitive or
+    /// any other exotic object given an intrinsic prototype is not one of them.
+    object_class: qjs::JSClassID,
+    array_class: qjs::JSClassID,
+    /// Values written so far.
+    values: std::cell::Cell<usize>,
 }
 
 /// An own property as this module reads it.
@@ -61,6 +84,10 @@ enum Own<'js> {
 impl<'js> Writer<'_, 'js> {
     /// Writes `value`; `false` when it is not plain data (`out` is then partial).
     fn value(&self, value: &Value<'js>, out: &mut Vec<u8>, depth: usize) -> rquickjs::Result<bool> {
+        self.values.set(self.values.get() + 1);
+        if self.values.get() > MAX_VALUES || out.len() > MAX_BYTES {
+            return Ok(false);
+        }
         match value.type_of() {
             Type::Null => out.extend_from_slice(b"null"),
             Type::Bool => out.extend_from_slice(if value.as_bool() == Some(true) {
@@ -77,6 +104,9 @@ impl<'js> Writer<'_, 'js> {
                 let Some(text) = value.as_string().and_then(|s| s.to_string().ok()) else {
                     return Ok(false);
                 };
+                if out.len() + text.len() > MAX_BYTES {
+                    return Ok(false);
+                }
                 // A lone surrogate comes out of QuickJS as U+FFFD, where
                 // `JSON.stringify` writes an escape.
                 if text.contains('\u{FFFD}') {
@@ -103,14 +133,19 @@ impl<'js> Writer<'_, 'js> {
 
     fn array(&self, array: &Array<'js>, out: &mut Vec<u8>, depth: usize) -> rquickjs::Result<bool> {
         let object = array.as_object();
-        if object.get_prototype().as_ref().map(Object::as_value)
-            != Some(self.array_proto.as_value())
-            || !self.no_to_json(object)?
-        {
+        if !self.is_plain(object, &self.array_proto, self.array_class)? {
+            return Ok(false);
+        }
+        // Read as a number: a guest can make it anything up to 2^32 - 1.
+        let length = match self.own(object, Key::Atom(qjs::JS_ATOM_length as qjs::JSAtom))? {
+            Own::Data(length) => length.as_number().unwrap_or(f64::NAN),
+            Own::Absent | Own::Accessor => return Ok(false),
+        };
+        if !(0.0..=MAX_VALUES as f64).contains(&length) {
             return Ok(false);
         }
         out.push(b'[');
-        for i in 0..array.len() {
+        for i in 0..length as usize {
             if i > 0 {
                 out.push(b',');
             }
@@ -134,10 +169,7 @@ impl<'js> Writer<'_, 'js> {
         out: &mut Vec<u8>,
         depth: usize,
     ) -> rquickjs::Result<bool> {
-        if object.get_prototype().as_ref().map(Object::as_value)
-            != Some(self.object_proto.as_value())
-            || !self.no_to_json(object)?
-        {
+        if !self.is_plain(object, &self.object_proto, self.object_class)? {
             return Ok(false);
         }
         let ctx = self.ctx.as_raw().as_ptr();
@@ -205,6 +237,22 @@ impl<'js> Writer<'_, 'js> {
         }
         out.push(b'}');
         Ok(true)
+    }
+
+    /// Whether `object` is of `class`, has `proto` and no own `toJSON`.
+    fn is_plain(
+        &self,
+        object: &Object<'js>,
+        proto: &Object<'js>,
+        class: qjs::JSClassID,
+    ) -> rquickjs::Result<bool> {
+        // SAFETY: a plain read of a live value's class.
+        if unsafe { qjs::JS_GetClassID(object.as_raw()) } != class
+            || object.get_prototype().as_ref().map(Object::as_value) != Some(proto.as_value())
+        {
+            return Ok(false);
+        }
+        self.no_to_json(object)
     }
 
     /// Whether `object` has no own `toJSON` (data or accessor).
@@ -357,6 +405,12 @@ mod tests {
                 "new Map()",
                 "({ s: new String('x') })",
                 "({ lone: '\\ud800' })",
+                "Object.setPrototypeOf(new Boolean(true), Object.prototype)",
+                "Object.setPrototypeOf(new String('ab'), Object.prototype)",
+                "(() => { const a = []; a.length = 2 ** 31; return { a }; })()",
+                "Array.from({ length: 10001 }, () => 0)",
+                "(() => { const s = 'x'.repeat(1 << 20); return [s, s]; })()",
+                "(() => { let o = {}; for (let i = 0; i < 30; i++) o = { a: o, b: o }; return o; })()",
                 "undefined",
                 "(() => { let o = {}; for (let i = 0; i < 40; i++) o = { o }; return o; })()",
             ];

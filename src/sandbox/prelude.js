@@ -232,7 +232,11 @@ const BODY_RAW = { get() { return this.bodyText; }, configurable: true };
 // its getters cost less than `Object.defineProperties` and its descriptors.
 function makeRequest(method, scheme, hostName, port, path, queryString, list, body) {
   const headers = {};
-  for (let i = 0; i < list.length; i += 2) headers[list[i]] = list[i + 1];
+  for (let i = 0; i < list.length; i += 2) {
+    // `headers.__proto__ = …` would set no property.
+    if (list[i] === '__proto__') defineProperty(headers, '__proto__', { value: list[i + 1], writable: true, enumerable: true, configurable: true });
+    else headers[list[i]] = list[i + 1];
+  }
   const defaultPort = scheme === 'https' ? 443 : 80;
   const shownPort = port === defaultPort || port === 0 ? '' : `:${port}`;
   const qs = queryString === '' ? '' : `?${queryString}`;
@@ -274,7 +278,10 @@ function headerList(headers, defaults) {
 class Result {
   get status() { return answers.get(this)?.[0]; }
   get headers() { return answers.get(this)?.[1].map((pair) => [pair[0], pair[1]]); }
-  get body() { return answers.get(this)?.[2]; }
+  get body() {
+    const body = answers.get(this)?.[2];
+    return body instanceof PArrayBuffer ? body.slice(0) : body;
+  }
 }
 
 function answer(body, status, headers, defaults) {

@@ -669,6 +669,9 @@ async fn every_kind_of_response_comes_back() {
     let code = "export default ({ res }) => { const r = res.send('x'); for (const f of [() => r.headers.push(5), () => { r.status = 1; }, () => r.headers[0] = 'x']) { try { f(); } catch (e) {} } return r; }";
     let response = run(&pool, code).await.result.unwrap();
     assert_eq!((response.status, response.headers.len()), (200, 0));
+    let code = "export default ({ res }) => { const r = res.binary(new Uint8Array([1, 2, 3])); new Uint8Array(r.body)[0] = 9; return r; }";
+    let response = run(&pool, code).await.result.unwrap();
+    assert_eq!(&response.body[..], &[1, 2, 3]);
     next_one_succeeds(&pool).await;
 }
 
@@ -1141,6 +1144,7 @@ async fn the_request_keeps_its_keys_and_joins_repeated_headers() {
         i.request.headers = vec![
             ("Accept".into(), "a".into()),
             ("constructor".into(), "c".into()),
+            ("__proto__".into(), "p".into()),
             ("accept".into(), "b".into()),
         ];
         i.request.body = bytes::Bytes::from_static(b"text");
@@ -1153,7 +1157,7 @@ async fn the_request_keeps_its_keys_and_joins_repeated_headers() {
             "keys": ["method", "scheme", "host", "port", "path", "queryString", "query", "headers",
                      "url", "bodyText", "bodyJson", "bodyBinary"],
             "raw": "text", "rawOwn": true,
-            "headers": { "accept": "a, b", "constructor": "c" },
+            "headers": { "accept": "a, b", "constructor": "c", "__proto__": "p" },
             "plain": true,
         })
     );
