@@ -94,7 +94,8 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_GRAPHQL_MAX_DEPTH", default_value_t = 15)]
     pub graphql_max_depth: usize,
 
-    /// Highest complexity (number of fields selected, lists weighted) a query may have.
+    /// Highest complexity a query may have: the selections it runs, fragments
+    /// expanded, each counting one (a list's field counts once, whatever its length).
     #[arg(long, env = "NIMBUS_GRAPHQL_MAX_COMPLEXITY", default_value_t = 5000)]
     pub graphql_max_complexity: usize,
 
