@@ -29,18 +29,20 @@ pub(crate) fn plain_json<'js>(
     ctx: &Ctx<'js>,
     value: &Value<'js>,
 ) -> rquickjs::Result<Option<String>> {
-    // The intrinsic prototypes, as every new object and array gets them: the
-    // guest cannot replace these (it can only add to them, which is checked).
-    let object_proto = Object::new(ctx.clone())?.get_prototype();
-    let array_proto = Array::new(ctx.clone())?.as_object().get_prototype();
-    let (Some(object_proto), Some(array_proto)) = (object_proto, array_proto) else {
+    // A new object and a new array have the intrinsic prototypes, which the
+    // guest cannot replace (it can only add to them, which is checked), and
+    // the classes of an ordinary object and of an array.
+    let (object, array) = (Object::new(ctx.clone())?, Array::new(ctx.clone())?);
+    let (Some(object_proto), Some(array_proto)) =
+        (object.get_prototype(), array.as_object().get_prototype())
+    else {
         return Ok(None);
     };
-    // SAFETY: plain reads of a live value's class.
+    // SAFETY: plain reads of live values' classes.
     let (object_class, array_class) = unsafe {
         (
-            qjs::JS_GetClassID(object_proto.as_raw()),
-            qjs::JS_GetClassID(Array::new(ctx.clone())?.as_raw()),
+            qjs::JS_GetClassID(object.as_raw()),
+            qjs::JS_GetClassID(array.as_raw()),
         )
     };
     let writer = Writer {
