@@ -1,8 +1,9 @@
 //! One engine (a QuickJS runtime) and the run of one execution in a fresh
 //! context on it: the guest API installed, the deployment's modules loaded from
 //! bytecode, its promise driven to the end while host calls run, and every
-//! limit enforced. A host call runs on the engine's own thread while the engine
-//! waits for it, and moves to the async runtime when guest code runs again. Warm contexts ([`super::WarmKey`]) each
+//! limit enforced. A `nimbus.graphql` call runs on the engine's own thread while
+//! the engine waits for it, and moves to the async runtime when guest code runs
+//! again; a `fetch` runs on the runtime. Warm contexts ([`super::WarmKey`]) each
 //! live on a runtime of their own, kept by the worker between executions of one
 //! deployment, and are dropped after any execution that did not end cleanly.
 //!
@@ -429,10 +430,21 @@ struct Exec {
 impl Drop for Exec {
     /// Calls not stopped yet (an unwinding execution) go inside the runtime too.
     fn drop(&mut self) {
-        let _runtime = self.handle.as_ref().map(Handle::enter);
-        self.fresh.get_mut().clear();
-        *self.polled.get_mut() = FuturesUnordered::new();
+        self.drop_local_calls();
     }
+}
+
+/// Where a host call runs.
+#[derive(Clone, Copy)]
+enum Where {
+    /// On the engine's thread while it waits: `nimbus.graphql`, whose work is
+    /// the server's own and gains most from skipping a hop.
+    Here,
+    /// On the async runtime from the start: `fetch`. A network call gains little
+    /// from the hop, and the client's pool takes a connection back on the
+    /// runtime: a next `fetch` made at once from here would race that and open
+    /// a second connection.
+    Runtime,
 }
 
 /// One host call's work, with the id its answer settles.
@@ -525,10 +537,12 @@ impl Exec {
         }
     }
 
-    /// Starts a host call: it runs when the engine next waits (`wait`).
+    /// Starts a host call: `Where::Here` runs it when the engine next waits
+    /// (`wait`), `Where::Runtime` spawns it on the async runtime at once.
     fn start(
         &self,
         ctx: &Ctx<'_>,
+        place: Where,
         work: impl FnOnce(&dyn Host) -> BoxFuture<'static, Answer>,
     ) -> rquickjs::Result<u32> {
         if self.calls.borrow().len() >= MAX_HOST_CALLS {
@@ -540,15 +554,32 @@ impl Exec {
             ));
         }
         let id = self.id();
-        if self.handle.is_some() {
-            let work = work(self.host.as_ref());
-            self.fresh.borrow_mut().push(HostCall { id, work });
-        } else {
-            let _ = self
-                .tx
-                .send((id, Answer::Refused("the host is not reachable here".into())));
-        }
-        self.calls.borrow_mut().insert(id, None);
+        let abort = match (&self.handle, place) {
+            (Some(_), Where::Here) => {
+                let work = work(self.host.as_ref());
+                self.fresh.borrow_mut().push(HostCall { id, work });
+                None
+            }
+            (Some(handle), Where::Runtime) => {
+                let call = HostCall {
+                    id,
+                    work: work(self.host.as_ref()),
+                };
+                let tx = self.tx.clone();
+                Some(handle.spawn(async move {
+                    let _ = tx.send(call.await);
+                }))
+            }
+            (None, _) => {
+                let _ = self
+                    .tx
+                    .send((id, Answer::Refused("the host is not reachable here".into())));
+                None
+            }
+        };
+        self.calls
+            .borrow_mut()
+            .insert(id, abort.map(|task| task.abort_handle()));
         Ok(id)
     }
 
@@ -634,8 +665,12 @@ impl Exec {
         for abort in self.calls.borrow_mut().drain().filter_map(|(_, a)| a) {
             abort.abort();
         }
-        // Dropped inside the runtime: a call's resources (a pooled connection)
-        // may spawn a task as they go.
+        self.drop_local_calls();
+    }
+
+    /// Drops the calls not handed to the runtime, inside it: a call's resources
+    /// (a pooled connection) may spawn a task as they go.
+    fn drop_local_calls(&self) {
         let _runtime = self.handle.as_ref().map(Handle::enter);
         self.fresh.borrow_mut().clear();
         *self.polled.borrow_mut() = FuturesUnordered::new();
@@ -1405,7 +1440,7 @@ fn natives<'js>(ctx: &Ctx<'js>, slot: &Rc<Slot>) -> rquickjs::Result<Object<'js>
                     headers,
                     body: Bytes::from(body),
                 };
-                slot_.exec(&ctx)?.start(&ctx, move |host| {
+                slot_.exec(&ctx)?.start(&ctx, Where::Runtime, move |host| {
                     let call = host.fetch(request);
                     Box::pin(async move { Answer::Fetch(call.await) })
                 })
@@ -1430,7 +1465,7 @@ fn natives<'js>(ctx: &Ctx<'js>, slot: &Rc<Slot>) -> rquickjs::Result<Object<'js>
                         }
                     },
                 };
-                slot_.exec(&ctx)?.start(&ctx, move |host| {
+                slot_.exec(&ctx)?.start(&ctx, Where::Here, move |host| {
                     let call = host.graphql(query, variables);
                     Box::pin(async move { Answer::Graphql(call.await) })
                 })

@@ -95,8 +95,8 @@ pub struct Pool {
 impl Pool {
     /// `workers` threads, each running one execution at a time, and at most
     /// `queue` executions waiting for one. Host calls run in the tokio runtime
-    /// `new` is called in (if any): polled by the worker while its execution
-    /// waits for them, on the runtime's threads while guest code runs (ADR 42).
+    /// `new` is called in (if any): a `nimbus.graphql` call polled by the worker
+    /// while its execution waits for it, else on the runtime's threads (ADR 42).
     pub fn new(workers: usize, queue: usize) -> Pool {
         Pool::with_handle(workers, queue, Handle::try_current().ok())
     }
