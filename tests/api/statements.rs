@@ -1,6 +1,9 @@
 //! Counts the SQL statements an operation runs: sqlx logs each statement (target
 //! `sqlx::query`), and the server runs each operation within a `graphql` span
 //! naming it. Tests give their operation a unique name and read its count.
+//! A connection the pool opens while an operation waits for it runs its set-up in
+//! the operation's span; those statements (SQLite's `PRAGMA`s, MariaDB's session
+//! `SET`s) are the pool's, not the operation's, and are not counted.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -48,6 +51,30 @@ impl Visit for OperationVisitor {
 
 pub struct StatementCounter;
 
+/// Whether a statement is one a new connection runs before its first use.
+fn is_connection_set_up(statement: &str) -> bool {
+    let statement = statement.trim_start();
+    statement.starts_with("PRAGMA ")
+        || (statement.starts_with("SET ") && !statement.starts_with("SET STATEMENT "))
+}
+
+/// The start of a `sqlx::query` event's statement (its `summary`).
+struct StatementVisitor(Option<String>);
+
+impl Visit for StatementVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "summary" {
+            self.0 = Some(value.to_string());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "summary" {
+            self.0 = Some(format!("{value:?}"));
+        }
+    }
+}
+
 impl<S> Layer<S> for StatementCounter
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -65,6 +92,11 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         if event.metadata().target() != "sqlx::query" {
+            return;
+        }
+        let mut statement = StatementVisitor(None);
+        event.record(&mut statement);
+        if statement.0.as_deref().is_some_and(is_connection_set_up) {
             return;
         }
         let Some(scope) = ctx.event_scope(event) else {
