@@ -42,7 +42,7 @@
 //! [`Watch`]: crate::services::realtime::watch::Watch
 
 mod render;
-mod runtime;
+pub(crate) mod runtime;
 mod upgrade;
 
 pub use render::Shapes;

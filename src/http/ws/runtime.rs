@@ -3,9 +3,10 @@
 //! runtime those wake-ups queue in front of a write's next step, and an update made
 //! while one event reaches 10,000 subscribers waited tens of milliseconds at p99.
 //! Here the sockets' tasks run on threads of their own, which the operating system
-//! schedules after the request threads when both want a core (Linux: nice +10),
-//! so a fan-out takes the cores requests leave idle and never delays a request by
-//! more than the kernel's preemption.
+//! schedules after the request threads when both want a core (Linux: nice +10 by
+//! default, `NIMBUS_WS_THREAD_NICENESS`), so a fan-out takes the cores requests
+//! leave idle. Apart but at the same priority does not do it: the kernel then
+//! shares the cores evenly, and the write waited as long as before.
 //!
 //! One runtime per process, started with the first socket and kept until the
 //! process ends: its tasks outlive any request, and dropping a runtime inside
@@ -13,38 +14,60 @@
 //! request runtime's reactor, which wakes its task here.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI32, Ordering};
 
-use tokio::runtime::{Builder, Handle, Runtime};
+use tokio::runtime::{Builder, Runtime};
 
-/// How much less the sockets' threads weigh than the request threads: nice +10
-/// gives a thread about a tenth of a contended core's time beside one at 0.
+/// How much less the sockets' threads weigh than the request threads by default:
+/// nice +10 gives a thread about a tenth of a contended core's time beside one at 0.
 const NICENESS: libc::c_int = 10;
+
+/// The niceness the sockets' threads take when they start.
+static CONFIGURED_NICENESS: AtomicI32 = AtomicI32::new(NICENESS);
 
 /// The highest niceness Linux has.
 const LOWEST_PRIORITY: libc::c_int = 19;
 
-/// The sockets' runtime, started on first use.
-fn runtime() -> &'static Runtime {
-    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        let threads = std::thread::available_parallelism().map_or(2, usize::from);
-        Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("nimbus-sockets")
-            .on_thread_start(lower_priority)
-            .enable_all()
-            .build()
-            .unwrap_or_else(|err| panic!("cannot start the WebSocket runtime: {err}"))
-    })
+/// The sockets' runtime, started on first use; `None` when its threads could not
+/// be started (the sockets are then served on the caller's runtime).
+fn runtime() -> Option<&'static Runtime> {
+    static RUNTIME: OnceLock<Option<Runtime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let threads = std::thread::available_parallelism().map_or(2, usize::from);
+            Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name("nimbus-sockets")
+                .on_thread_start(lower_priority)
+                .enable_all()
+                .build()
+                .inspect_err(|err| {
+                    tracing::error!(error = %err, "cannot start the WebSocket threads; sockets are served beside requests")
+                })
+                .ok()
+        })
+        .as_ref()
 }
 
-/// Where socket tasks are spawned.
-pub fn handle() -> &'static Handle {
-    runtime().handle()
+/// Sets the niceness the sockets' threads will take (`NIMBUS_WS_THREAD_NICENESS`);
+/// once the first socket has started them, a later call changes nothing.
+pub fn configure(niceness: u8) {
+    CONFIGURED_NICENESS.store(i32::from(niceness), Ordering::Relaxed);
 }
 
-/// Lowers the calling thread's scheduling priority by [`NICENESS`] below the
-/// process's; a failure leaves it as it was.
+/// Runs `task` on the sockets' runtime.
+pub fn spawn<F>(task: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    match runtime() {
+        Some(runtime) => drop(runtime.spawn(task)),
+        None => drop(tokio::spawn(task)),
+    }
+}
+
+/// Lowers the calling thread's scheduling priority by the configured niceness
+/// below the process's; a failure leaves it as it was.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: gettid, getpriority and setpriority take no pointers; on Linux a
@@ -52,7 +75,11 @@ fn lower_priority() {
     unsafe {
         let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
         let current = libc::getpriority(libc::PRIO_PROCESS, thread);
-        let lowered = (current.max(0) + NICENESS).min(LOWEST_PRIORITY);
+        let niceness = CONFIGURED_NICENESS.load(Ordering::Relaxed);
+        if niceness == 0 {
+            return;
+        }
+        let lowered = (current.max(0) + niceness).min(LOWEST_PRIORITY);
         if libc::setpriority(libc::PRIO_PROCESS, thread, lowered) != 0 {
             tracing::debug!(
                 error = %std::io::Error::last_os_error(),
@@ -68,25 +95,23 @@ mod tests {
 
     #[test]
     fn socket_tasks_run_on_threads_of_their_own_at_a_lower_priority() {
-        let (thread, niceness) = handle()
-            .block_on(async {
-                handle()
-                    .spawn(async {
-                        let name = std::thread::current().name().map(str::to_string);
-                        #[cfg(target_os = "linux")]
-                        // SAFETY: reads the calling thread's priority; no pointers.
-                        let niceness = unsafe {
-                            libc::getpriority(
-                                libc::PRIO_PROCESS,
-                                libc::syscall(libc::SYS_gettid) as libc::id_t,
-                            )
-                        };
-                        #[cfg(not(target_os = "linux"))]
-                        let niceness = NICENESS;
-                        (name, niceness)
-                    })
-                    .await
-            })
+        let (sent, received) = std::sync::mpsc::channel();
+        spawn(async move {
+            let name = std::thread::current().name().map(str::to_string);
+            #[cfg(target_os = "linux")]
+            // SAFETY: reads the calling thread's priority; no pointers.
+            let niceness = unsafe {
+                libc::getpriority(
+                    libc::PRIO_PROCESS,
+                    libc::syscall(libc::SYS_gettid) as libc::id_t,
+                )
+            };
+            #[cfg(not(target_os = "linux"))]
+            let niceness = NICENESS;
+            let _ = sent.send((name, niceness));
+        });
+        let (thread, niceness) = received
+            .recv_timeout(std::time::Duration::from_secs(10))
             .unwrap();
         assert_eq!(thread.as_deref(), Some("nimbus-sockets"));
         assert!(

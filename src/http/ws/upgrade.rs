@@ -77,7 +77,7 @@ impl Upgrade {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let Upgrade { key, on_upgrade } = self;
-        super::runtime::handle().spawn(async move {
+        super::runtime::spawn(async move {
             // A client that went away before the switch leaves nothing to serve.
             if let Ok(upgraded) = on_upgrade.await {
                 serve(upgraded).await;
