@@ -27,6 +27,8 @@ static CONFIGURED_NICENESS: AtomicI32 = AtomicI32::new(NICENESS);
 
 /// The highest niceness Linux has.
 const LOWEST_PRIORITY: libc::c_int = 19;
+/// The lowest.
+const HIGHEST_PRIORITY: libc::c_int = -20;
 
 /// The sockets' runtime, started on first use; `None` when its threads could not
 /// be started (the sockets are then served on the caller's runtime).
@@ -66,21 +68,22 @@ where
     }
 }
 
-/// Lowers the calling thread's scheduling priority by the configured niceness
-/// below the process's; a failure leaves it as it was.
+/// Lowers the calling thread's scheduling priority to the configured niceness
+/// above the process's (its main thread's); a failure leaves it as it was. From
+/// the process's, not the thread's own: a thread inherits its creator's niceness,
+/// and the runtime's blocking threads are created by its already lowered ones.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: gettid, getpriority and setpriority take no pointers; on Linux a
-    // thread id names that thread alone for PRIO_PROCESS.
+    // SAFETY: getpid, gettid, getpriority and setpriority take no pointers; on
+    // Linux a thread id names that thread alone for PRIO_PROCESS, and the main
+    // thread's id is the process's.
     unsafe {
-        let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        let current = libc::getpriority(libc::PRIO_PROCESS, thread);
         let niceness = CONFIGURED_NICENESS.load(Ordering::Relaxed);
-        if niceness == 0 {
-            return;
-        }
-        let lowered = (current.max(0) + niceness).min(LOWEST_PRIORITY);
-        if libc::setpriority(libc::PRIO_PROCESS, thread, lowered) != 0 {
+        let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let lowered = lowered_niceness(niceness);
+        if libc::getpriority(libc::PRIO_PROCESS, thread) != lowered
+            && libc::setpriority(libc::PRIO_PROCESS, thread, lowered) != 0
+        {
             tracing::debug!(
                 error = %std::io::Error::last_os_error(),
                 "the WebSocket threads keep the request threads' priority"
@@ -89,34 +92,54 @@ fn lower_priority() {
     }
 }
 
+/// The niceness `niceness` above the process's, within what Linux has.
+#[cfg(target_os = "linux")]
+fn lowered_niceness(niceness: libc::c_int) -> libc::c_int {
+    // SAFETY: getpid and getpriority take no pointers.
+    let process = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::getpid() as libc::id_t) };
+    (process + niceness).clamp(HIGHEST_PRIORITY, LOWEST_PRIORITY)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The calling thread's name and niceness.
+    fn thread_and_niceness() -> (Option<String>, libc::c_int) {
+        let name = std::thread::current().name().map(str::to_string);
+        #[cfg(target_os = "linux")]
+        // SAFETY: reads the calling thread's priority; no pointers.
+        let niceness = unsafe {
+            libc::getpriority(
+                libc::PRIO_PROCESS,
+                libc::syscall(libc::SYS_gettid) as libc::id_t,
+            )
+        };
+        #[cfg(not(target_os = "linux"))]
+        let niceness = NICENESS;
+        (name, niceness)
+    }
+
     #[test]
-    fn socket_tasks_run_on_threads_of_their_own_at_a_lower_priority() {
+    fn socket_tasks_and_their_blocking_work_run_on_threads_of_their_own_at_a_lower_priority() {
         let (sent, received) = std::sync::mpsc::channel();
         spawn(async move {
-            let name = std::thread::current().name().map(str::to_string);
-            #[cfg(target_os = "linux")]
-            // SAFETY: reads the calling thread's priority; no pointers.
-            let niceness = unsafe {
-                libc::getpriority(
-                    libc::PRIO_PROCESS,
-                    libc::syscall(libc::SYS_gettid) as libc::id_t,
-                )
-            };
-            #[cfg(not(target_os = "linux"))]
-            let niceness = NICENESS;
-            let _ = sent.send((name, niceness));
+            let worker = thread_and_niceness();
+            // Created by a lowered worker, a blocking thread must not be lowered twice.
+            let blocking = tokio::task::spawn_blocking(thread_and_niceness).await;
+            let _ = sent.send((worker, blocking));
         });
-        let (thread, niceness) = received
+        let (worker, blocking) = received
             .recv_timeout(std::time::Duration::from_secs(10))
             .unwrap();
-        assert_eq!(thread.as_deref(), Some("nimbus-sockets"));
-        assert!(
-            niceness >= NICENESS.min(LOWEST_PRIORITY),
-            "niceness {niceness}"
-        );
+        let blocking = blocking.unwrap();
+        assert_eq!(worker.0.as_deref(), Some("nimbus-sockets"));
+        assert_eq!(blocking.0.as_deref(), Some("nimbus-sockets"));
+        #[cfg(target_os = "linux")]
+        {
+            let expected = lowered_niceness(NICENESS);
+            assert_eq!(worker.1, expected);
+            assert_eq!(blocking.1, expected);
+        }
     }
 }
