@@ -210,14 +210,6 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_WS_SEND_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub ws_send_timeout_secs: u64,
 
-    /// How much lower than the request threads' the WebSocket threads' scheduling
-    /// priority is (Linux niceness, added to the process's, at most 19): a fan-out
-    /// to many subscribers then takes the cores requests leave idle instead of
-    /// delaying them. 0 runs both at the same priority. Read when the first
-    /// WebSocket opens.
-    #[arg(long, env = "NIMBUS_WS_THREAD_NICENESS", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=19))]
-    pub ws_thread_niceness: u8,
-
     /// Seconds a presence outlives the last word from its replica. Each replica
     /// re-announces its presences every quarter of this, and the others drop those
     /// not heard of for this long, so a replica that dies takes its presences with

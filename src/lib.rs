@@ -291,7 +291,6 @@ impl Server {
     pub async fn start(config: Config) -> anyhow::Result<Server> {
         http::metrics::install_recorder();
         let listen = config.listen;
-        http::ws::runtime::configure(config.ws_thread_niceness);
         let state = AppState::open(config).await?;
         let invalidations = tokio::spawn(follow_project_changes(state.clone()));
         let presence = tokio::spawn(services::realtime::presence::keep_alive(state.clone()));

@@ -42,7 +42,6 @@
 //! [`Watch`]: crate::services::realtime::watch::Watch
 
 mod render;
-pub(crate) mod runtime;
 mod upgrade;
 
 pub use render::Shapes;

@@ -68,16 +68,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
 
 impl Upgrade {
     /// Answers `101 Switching Protocols` with `protocol`, and once the client has
-    /// it, serves the upgraded connection with `serve` on a task of its own, on the
-    /// sockets' runtime ([`super::runtime`]). The task holds `serve`'s future and
-    /// little else: `serve` makes the socket ([`socket`]) where it keeps it.
+    /// it, serves the upgraded connection with `serve` on a task of its own. The
+    /// task holds `serve`'s future and little else: `serve` makes the socket
+    /// ([`socket`]) where it keeps it.
     pub fn accept<F, Fut>(self, protocol: &'static str, serve: F) -> Response
     where
         F: FnOnce(Upgraded) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let Upgrade { key, on_upgrade } = self;
-        super::runtime::spawn(async move {
+        tokio::spawn(async move {
             // A client that went away before the switch leaves nothing to serve.
             if let Ok(upgraded) = on_upgrade.await {
                 serve(upgraded).await;
