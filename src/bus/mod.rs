@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-pub use paced::{PacedReceiver, WriteRunning};
+pub use paced::PacedReceiver;
 pub use redis_bus::RedisBus;
 
 /// Messages kept for subscribers that fall behind; one that falls further is dropped.
@@ -499,12 +499,6 @@ impl Bus {
     /// of them does not hold up the replica's other work (see [`paced`]).
     pub fn subscribe_paced(&self) -> PacedReceiver {
         self.local.pacer.subscribe(&self.local.sender)
-    }
-
-    /// Marks a write (a mutation) as running until the mark is dropped: paced
-    /// subscribers are woken no further meanwhile, within bounds (see [`paced`]).
-    pub fn write_started(&self) -> WriteRunning {
-        self.local.pacer.write_started()
     }
 
     pub async fn health(&self) -> BusHealth {

@@ -23,38 +23,19 @@
 //! not heard yet. Under a steady stream a dispatcher's round of 10,000 doorbells
 //! takes about as long as the fan-out itself, and a subscriber that stopped at
 //! what the dispatcher had heard received each event up to a round later.
-//!
-//! The dispatcher also gives way to writes. While a mutation is running
-//! ([`Pacer::write_started`]), it rings no further chunk until the write is done,
-//! waiting at most [`GIVE_WAY_PER_CHUNK`] each time and [`GIVE_WAY_PER_ROUND`] in
-//! all for one round. The runtime's queues are not the only place a write waits
-//! behind a fan-out: the operating system shares the cores evenly among the
-//! runtime's threads, SQLite's and the clients', so each of a write's dozen
-//! steps waited for a core while the subscribers' tasks kept both busy. With the
-//! bells held, the chunk already rung drains (a fraction of a millisecond) and the
-//! write has the cores to itself; the fan-out is delayed by the writes it let
-//! through, and by no more than its budget however many there are.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
-use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
-use tokio::sync::Notify;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
-use tokio::time::Instant;
 
 use super::Published;
 
 /// Doorbells rung before the dispatcher lets the runtime run other tasks: the
 /// most deliveries anything else waits behind (a few hundred microseconds).
 const CHUNK: usize = 64;
-/// Most the dispatcher waits for running writes before ringing its next chunk.
-const GIVE_WAY_PER_CHUNK: Duration = Duration::from_millis(2);
-/// Most it waits for writes over one round of every doorbell: the most a
-/// fan-out is delayed however many writes come during it.
-const GIVE_WAY_PER_ROUND: Duration = Duration::from_millis(20);
 
 /// One subscriber's doorbell.
 #[derive(Default)]
@@ -106,45 +87,6 @@ pub(crate) struct Pacer {
     closed: AtomicBool,
     /// Started with the first paced subscriber (a runtime is at hand then).
     dispatcher: OnceLock<()>,
-    /// The writes running on this replica, which the dispatcher gives way to.
-    writes: Arc<Writes>,
-}
-
-/// The count of running writes, and a bell for when it falls to none.
-#[derive(Default)]
-struct Writes {
-    running: AtomicUsize,
-    done: Notify,
-}
-
-impl Writes {
-    /// Waits until no write runs, or `at_most`.
-    async fn given_way(&self, at_most: Duration) {
-        if self.running.load(Ordering::SeqCst) == 0 {
-            return;
-        }
-        let done = self.done.notified();
-        tokio::pin!(done);
-        // Registered before the count is read again: a write ending in between
-        // is not missed.
-        done.as_mut().enable();
-        if self.running.load(Ordering::SeqCst) == 0 {
-            return;
-        }
-        let _ = tokio::time::timeout(at_most, done).await;
-    }
-}
-
-/// A write the paced dispatcher gives way to while it runs; dropped when the write
-/// is done.
-pub struct WriteRunning(Arc<Writes>);
-
-impl Drop for WriteRunning {
-    fn drop(&mut self) {
-        if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.done.notify_waiters();
-        }
-    }
 }
 
 #[derive(Default)]
@@ -155,24 +97,13 @@ struct Bells {
 }
 
 impl Pacer {
-    /// Marks a write as running until the mark is dropped: meanwhile the
-    /// dispatcher rings no more doorbells, within its bounds.
-    pub(crate) fn write_started(&self) -> WriteRunning {
-        self.writes.running.fetch_add(1, Ordering::SeqCst);
-        WriteRunning(self.writes.clone())
-    }
-
     /// A paced receiver of everything sent on `sender` from now on.
     pub(crate) fn subscribe(
         self: &Arc<Self>,
         sender: &broadcast::Sender<Arc<Published>>,
     ) -> PacedReceiver {
         self.dispatcher.get_or_init(|| {
-            tokio::spawn(dispatch(
-                Arc::downgrade(self),
-                self.writes.clone(),
-                sender.subscribe(),
-            ));
+            tokio::spawn(dispatch(Arc::downgrade(self), sender.subscribe()));
         });
         let bell = Arc::new(Bell::default());
         {
@@ -231,7 +162,6 @@ impl Pacer {
 /// or the pacer is dropped.
 async fn dispatch(
     pacer: std::sync::Weak<Pacer>,
-    writes: Arc<Writes>,
     mut messages: broadcast::Receiver<Arc<Published>>,
 ) {
     loop {
@@ -259,16 +189,11 @@ async fn dispatch(
         }
         let bells = pacer.snapshot();
         drop(pacer);
-        let give_way_until = Instant::now() + GIVE_WAY_PER_ROUND;
         for chunk in bells.chunks(CHUNK) {
             for bell in chunk {
                 bell.ring();
             }
             tokio::task::yield_now().await;
-            let left = give_way_until.saturating_duration_since(Instant::now());
-            if !left.is_zero() {
-                writes.given_way(left.min(GIVE_WAY_PER_CHUNK)).await;
-            }
         }
         if closed {
             return;
@@ -340,74 +265,6 @@ mod tests {
             BusMessage::ProjectChanged { project_id } => project_id,
             _ => "",
         }
-    }
-
-    /// Subscribers that count what they receive, as tasks.
-    fn counting_subscribers(
-        pacer: &Arc<Pacer>,
-        sender: &broadcast::Sender<Arc<Published>>,
-        count: usize,
-    ) -> Arc<AtomicUsize> {
-        let received = Arc::new(AtomicUsize::new(0));
-        for _ in 0..count {
-            let mut receiver = pacer.subscribe(sender);
-            let received = received.clone();
-            tokio::spawn(async move {
-                while receiver.recv().await.is_ok() {
-                    received.fetch_add(1, Ordering::SeqCst);
-                }
-            });
-        }
-        received
-    }
-
-    /// Lets every task run until it waits (the clock is paused: it moves only
-    /// when nothing else can run).
-    async fn settle() {
-        tokio::time::sleep(Duration::from_micros(1)).await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_fan_out_rings_no_further_chunk_while_a_write_runs_within_its_bounds() {
-        let (sender, _) = broadcast::channel(1024);
-        let pacer = Arc::new(Pacer::default());
-        let received = counting_subscribers(&pacer, &sender, CHUNK * 3);
-        // Each waits for its bell: one that had not looked yet would read without.
-        settle().await;
-        let step = Duration::from_micros(500);
-
-        let write = pacer.write_started();
-        assert!(pacer.send(&sender, message(1)));
-        tokio::time::sleep(step).await;
-        assert_eq!(
-            received.load(Ordering::SeqCst),
-            CHUNK,
-            "the first chunk only"
-        );
-        drop(write);
-        tokio::time::sleep(step).await;
-        assert_eq!(
-            received.load(Ordering::SeqCst),
-            CHUNK * 3,
-            "all once it is done"
-        );
-
-        // A write that does not end holds each chunk back for a while, not for good.
-        let _endless = pacer.write_started();
-        assert!(pacer.send(&sender, message(2)));
-        tokio::time::sleep(step).await;
-        assert_eq!(received.load(Ordering::SeqCst), CHUNK * 4);
-        tokio::time::sleep(GIVE_WAY_PER_CHUNK).await;
-        assert_eq!(received.load(Ordering::SeqCst), CHUNK * 5);
-        tokio::time::sleep(GIVE_WAY_PER_ROUND).await;
-        assert_eq!(received.load(Ordering::SeqCst), CHUNK * 6);
-
-        // Once a round's budget is spent, the rest of it is rung without waiting.
-        let many = counting_subscribers(&pacer, &sender, CHUNK * 20);
-        settle().await;
-        assert!(pacer.send(&sender, message(3)));
-        tokio::time::sleep(GIVE_WAY_PER_ROUND + step).await;
-        assert_eq!(many.load(Ordering::SeqCst), CHUNK * 20);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

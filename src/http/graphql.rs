@@ -664,7 +664,7 @@ async fn execute_as(
                 }
                 *response
             }
-            Screened::Runs(name, mutation) => {
+            Screened::Runs(name) => {
                 let roots = if counters.is_some() {
                     usage::known_roots(&loaded.schema, usage::roots_of(&mut request))
                 } else {
@@ -678,11 +678,8 @@ async fn execute_as(
                         &client.locale,
                     )
                 });
-                // A fan-out gives way to a write while it runs (`bus::paced`).
-                let write = mutation.then(|| state.bus.write_started());
                 let response =
                     run_measured(state, addressed, &client, request, name.as_deref()).await;
-                drop(write);
                 if let Some(counters) = counters {
                     counters.operation(&roots, usage::error_codes(&response));
                 }
@@ -752,9 +749,8 @@ fn requests_of(
 enum Screened {
     /// Refused, with this answer, in place of running.
     Answered(Box<GqlResponse>),
-    /// It runs: the name of its operation, as its document declares it, and
-    /// whether it is a mutation.
-    Runs(Option<Name>, bool),
+    /// It runs; the name of its operation, as its document declares it.
+    Runs(Option<Name>),
 }
 
 impl Screened {
@@ -803,10 +799,7 @@ fn screen(
             "subscriptions are served over WebSocket at /v1/graphql/ws (graphql-transport-ws or graphql-ws)",
             codes::SUBSCRIPTION_OVER_HTTP,
         ))),
-        ty => Ok(Screened::Runs(
-            name.flatten(),
-            ty == Some(OperationType::Mutation),
-        )),
+        _ => Ok(Screened::Runs(name.flatten())),
     }
 }
 
