@@ -33,18 +33,28 @@ pub fn statements_of(operation: &str) -> usize {
 /// The operation name a `graphql` span carries.
 struct Operation(String);
 
-struct OperationVisitor(Option<String>);
+/// The value of one field of a span or an event, as text.
+struct FieldVisitor {
+    name: &'static str,
+    value: Option<String>,
+}
 
-impl Visit for OperationVisitor {
+impl FieldVisitor {
+    fn new(name: &'static str) -> Self {
+        FieldVisitor { name, value: None }
+    }
+}
+
+impl Visit for FieldVisitor {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "operation" {
-            self.0 = Some(value.to_string());
+        if field.name() == self.name {
+            self.value = Some(value.to_string());
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "operation" {
-            self.0 = Some(format!("{value:?}").trim_matches('"').to_string());
+        if field.name() == self.name {
+            self.value = Some(format!("{value:?}").trim_matches('"').to_string());
         }
     }
 }
@@ -58,23 +68,6 @@ fn is_connection_set_up(statement: &str) -> bool {
         || (statement.starts_with("SET ") && !statement.starts_with("SET STATEMENT "))
 }
 
-/// The start of a `sqlx::query` event's statement (its `summary`).
-struct StatementVisitor(Option<String>);
-
-impl Visit for StatementVisitor {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "summary" {
-            self.0 = Some(value.to_string());
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "summary" {
-            self.0 = Some(format!("{value:?}"));
-        }
-    }
-}
-
 impl<S> Layer<S> for StatementCounter
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -83,9 +76,9 @@ where
         if attrs.metadata().name() != "graphql" {
             return;
         }
-        let mut visitor = OperationVisitor(None);
-        attrs.record(&mut visitor);
-        if let (Some(name), Some(span)) = (visitor.0, ctx.span(id)) {
+        let mut operation = FieldVisitor::new("operation");
+        attrs.record(&mut operation);
+        if let (Some(name), Some(span)) = (operation.value, ctx.span(id)) {
             span.extensions_mut().insert(Operation(name));
         }
     }
@@ -94,9 +87,10 @@ where
         if event.metadata().target() != "sqlx::query" {
             return;
         }
-        let mut statement = StatementVisitor(None);
+        // The start of the statement (sqlx's `summary` of it).
+        let mut statement = FieldVisitor::new("summary");
         event.record(&mut statement);
-        if statement.0.as_deref().is_some_and(is_connection_set_up) {
+        if statement.value.as_deref().is_some_and(is_connection_set_up) {
             return;
         }
         let Some(scope) = ctx.event_scope(event) else {
