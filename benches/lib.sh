@@ -137,6 +137,23 @@ admin_key_from() {
     [[ -n $admin_key ]] || { cat "$1" >&2; die "Nimbus printed no admin key"; }
 }
 
+# `load_binary DIR`: copies the load tool (benches/load.rs) to DIR/load: LOAD_BIN
+# when set, else a release build of it.
+load_binary() {
+    if [[ -n ${LOAD_BIN:-} ]]; then
+        cp "$LOAD_BIN" "$1/load"
+        say "using:    $LOAD_BIN"
+        return
+    fi
+    cargo build --release --bench load --message-format=json-render-diagnostics >"$1/build-load.json"
+    local built
+    built=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "load"
+        and .target.kind == ["bench"] and .executable != null) | .executable' "$1/build-load.json" | tail -n 1)
+    [[ -n $built ]] || die "cargo built no load tool"
+    cp "$built" "$1/load"
+    say "built:    $built"
+}
+
 # `nimbus_binary DIR`: the server to measure, copied to DIR/nimbus: NIMBUS_BIN when
 # set, else the release binary built now (honouring CARGO_TARGET_DIR). A copy, so a
 # build started meanwhile in the same target directory cannot swap it mid-run.

@@ -1,11 +1,15 @@
 //! Nimbus's own load tool, run as `cargo bench --bench load -- <mode> [options]`
-//! (`benches/run.sh` and `benches/realtime.sh` drive it). Six modes:
+//! (`benches/run.sh`, `benches/realtime.sh` and `benches/storage.sh` drive it).
+//! Seven modes:
 //!
 //! - `http`: N keep-alive HTTP/1.1 connections, each sending one request after the
 //!   other, for a fixed time; prints requests/s, p50/p99/max latency and errors
 //!   (with `--expect`, also the responses whose body lacks a given text).
 //! - `reference`: a bare axum handler answering `POST /` with a fixed GraphQL
 //!   response, the ceiling Nimbus's own `{ __typename }` is measured against.
+//! - `file-reference`: a bare axum handler answering `GET /` with one file's bytes,
+//!   held in memory and sent in 512 KiB frames: the ceiling of any download over
+//!   HTTP/1.1 on the machine, which Nimbus's downloads are measured against.
 //! - `ws-idle`: N graphql-transport-ws connections holding one `realtime`
 //!   subscription each; prints what they cost in the server's resident memory and,
 //!   with `--fanout`, how long one event takes to reach every subscriber.
@@ -56,6 +60,9 @@ modes:
       (--expect: a response whose body lacks TEXT counts as unexpected)
   reference --listen ADDR [--threads 2]
       a bare axum handler answering POST / with {\"data\":{\"__typename\":\"Query\"}}
+  file-reference --listen ADDR --file PATH [--threads 2]
+      a bare axum handler answering GET / with the file's bytes, read into memory
+      once and sent in 512 KiB frames
   ws-idle --url ws://HOST:PORT/v1/graphql/ws --key KEY --server-pid PID
        [--connections 10000] [--parallel 64] [--fanout] [--threads 1]
        [--http-url http://HOST:PORT/v1/graphql] [--metrics-url http://HOST:PORT/metrics]
@@ -106,6 +113,7 @@ fn main() {
     let outcome = Options::parse(&args[1..]).and_then(|options| match mode.as_str() {
         "http" => run(options.threads(1)?, http_mode(options)),
         "reference" => run(options.threads(2)?, reference_mode(options)),
+        "file-reference" => run(options.threads(2)?, file_reference_mode(options)),
         "ws-idle" => run(options.threads(1)?, ws_idle_mode(options)),
         "argon2" => argon2_mode(&options),
         "fanout" => run(options.threads(1)?, fanout::fanout_mode(options)),
@@ -585,6 +593,41 @@ async fn reference_mode(options: Options) -> Result<()> {
     );
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("reference: listening on http://{}/", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// Frames of the file reference's answers, as Nimbus sends a local file's.
+const FILE_FRAME: usize = 512 * 1024;
+
+async fn file_reference_mode(options: Options) -> Result<()> {
+    options.only(&["listen", "file", "threads"])?;
+    let addr: SocketAddr = options.required("listen")?.parse()?;
+    // Held in memory: no server that reads the file as it sends can be faster.
+    let file = Bytes::from(std::fs::read(options.required("file")?)?);
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let file = file.clone();
+            // Sent with its length, as Nimbus sends a file (not chunked).
+            let length = file.len().to_string();
+            async move {
+                let frames = (0..file.len()).step_by(FILE_FRAME).map(move |at| {
+                    Ok::<_, std::io::Error>(file.slice(at..(at + FILE_FRAME).min(file.len())))
+                });
+                (
+                    [(hyper::header::CONTENT_TYPE, "application/octet-stream")],
+                    [(hyper::header::CONTENT_LENGTH, length)],
+                    axum::body::Body::from_stream(futures_util::stream::iter(frames)),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!(
+        "file-reference: listening on http://{}/",
+        listener.local_addr()?
+    );
     axum::serve(listener, app).await?;
     Ok(())
 }

@@ -8,6 +8,10 @@
 #               chunk, all from one curl process on one connection, as a client
 #               library sends them)
 #             - download (`/download`, curl to /dev/null)
+#             - reference: the same file from a bare HTTP server that holds it in
+#               memory (the load tool's `file-reference`, axum, 512 KiB frames),
+#               curl to /dev/null: what any download over HTTP/1.1 on loopback
+#               reaches on this machine at best
 #             into a plain bucket (no compression, no encryption) and an encrypted
 #             one (AES-256-GCM at rest), in MiB/s and as ratios of `cp` (uploads)
 #             and `cat` (downloads) measured in the same run, against the goals:
@@ -29,7 +33,7 @@
 #                                 honouring CARGO_TARGET_DIR; about 2 minutes)
 # Knobs (environment):
 #   SIZE_MIB=100 REPEAT=3 PREVIEW_REPEAT=10 QUIET_WAIT=120
-#   NIMBUS_BIN=path       use this binary instead of building it
+#   NIMBUS_BIN=path LOAD_BIN=path   use these binaries instead of building them
 # Needs curl, jq, and ImageMagick (`apt-get install imagemagick`; installed here when
 # missing and apt-get is at hand).
 set -euo pipefail
@@ -92,6 +96,7 @@ say "kernel:   $(uname -sr)"
 say "magick:   ImageMagick $magick_version"
 
 nimbus_binary "$work"
+load_binary "$work"
 
 section "Inputs"
 head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom >"$work/big.bin"
@@ -121,6 +126,23 @@ done
 cat_s=$(printf '%s\n' "${cat_times[@]}" | median)
 cat_rate=$(mib_per_s "$cat_s")
 say "cat to /dev/null: ${cat_times[*]} s -> median $cat_s s = $cat_rate MiB/s"
+
+free_port && port=$REPLY
+"$work/load" file-reference --listen "127.0.0.1:$port" --file "$work/big.bin" >"$work/file-reference.out" 2>&1 &
+reference_pid=$!
+started_pids+=("$reference_pid")
+wait_for_port "$port" "$reference_pid" "$work/file-reference.out"
+bare_times=()
+for ((i = 0; i < REPEAT; i++)); do
+    t=$(now)
+    got=$(curl -sf "http://127.0.0.1:$port/" -o /dev/null -w '%{size_download}')
+    bare_times+=("$(since "$t")")
+    [[ $got == $((SIZE_MIB * 1024 * 1024)) ]] || die "the bare server sent $got bytes"
+done
+stop "$reference_pid"
+bare_s=$(printf '%s\n' "${bare_times[@]}" | median)
+bare_rate=$(mib_per_s "$bare_s")
+say "bare HTTP server to curl: ${bare_times[*]} s -> median $bare_s s = $bare_rate MiB/s"
 
 section "(b) Nimbus on SQLite, local files"
 free_port && port=$REPLY
@@ -184,9 +206,12 @@ for bucket in plain sealed; do
         offset=0
         for part in "$work"/chunk.*; do
             length=$(stat -c %s "$part")
-            transfers+=(--next -s -f -X PUT -H "X-Nimbus-Key: $key"
+            # `-T` sends the chunk's file as it reads it (a PUT), as a client
+            # sends a slice of a file; `--data-binary @FILE` would first read all
+            # of it into memory, in small reads, while the connection waits.
+            transfers+=(--next -s -f -H "X-Nimbus-Key: $key"
                 -H "Content-Range: bytes $offset-$((offset + length - 1))/$size"
-                --data-binary "@$part" -o "$work/chunk-answer" "$url$upload_path")
+                -T "$part" -o "$work/chunk-answer" "$url$upload_path")
             offset=$((offset + length))
         done
         c=$(server_ticks) f=$(server_faults)
@@ -275,6 +300,8 @@ for name in plain.multipart plain.chunked sealed.multipart sealed.chunked plain.
     say "$name: ${rate[$name]} MiB/s = ${share[$name]}× $reference (goal ≥ ${goal[$name]}×): ${verdicts[$name]}"
 done
 say "sealed.download: ${rate[sealed.download]} MiB/s = ${share[sealed.download]}× cat (no goal)"
+bare_share=$(ratio "$bare_rate" "$cat_rate")
+say "bare HTTP server: $bare_rate MiB/s = ${bare_share}× cat; Nimbus's plain download $(ratio "${rate[plain.download]}" "$bare_rate")× of it"
 say "server memory under 64 MiB while moving ${SIZE_MIB} MiB files: peak $peak MiB: $memory_verdict"
 say "preview faster than ImageMagick: first $(ms "$first") ms vs $(ms "$magick_s") ms ($(ratio "$magick_s" "$first")×): $(verdict "$first < $magick_s")"
 ((${#noisy[@]} == 0)) || say "measured while the machine was busy: ${noisy[*]}"
@@ -288,6 +315,7 @@ Run at $commit on $machine, $memory, disk $disk; ImageMagick $magick_version. Ni
 | upload, one multipart request | ${rate[plain.multipart]} MiB/s (**${share[plain.multipart]}×** \`cp\`; goal ≥ 0.50: ${verdicts[plain.multipart]}) | ${rate[sealed.multipart]} MiB/s (**${share[sealed.multipart]}×**; goal ≥ 0.30: ${verdicts[sealed.multipart]}) | \`cp\` $cp_rate MiB/s |
 | upload, 5 MiB chunks | ${rate[plain.chunked]} MiB/s (**${share[plain.chunked]}×**; goal ≥ 0.35: ${verdicts[plain.chunked]}) | ${rate[sealed.chunked]} MiB/s (**${share[sealed.chunked]}×**; goal ≥ 0.30: ${verdicts[sealed.chunked]}) | |
 | download | ${rate[plain.download]} MiB/s (**${share[plain.download]}×** \`cat\`; goal ≥ 0.60: ${verdicts[plain.download]}) | ${rate[sealed.download]} MiB/s (${share[sealed.download]}×) | \`cat\` to /dev/null $cat_rate MiB/s |
+| download from a bare HTTP server holding the file in memory (reference) | $bare_rate MiB/s (${bare_share}× \`cat\`; Nimbus's plain download $(ratio "${rate[plain.download]}" "$bare_rate")× of it) | | |
 | server CPU time per MiB, upload in one request / in chunks / download | ${cpu_ms[plain.multipart]} / ${cpu_ms[plain.chunked]} / ${cpu_ms[plain.download]} ms | ${cpu_ms[sealed.multipart]} / ${cpu_ms[sealed.chunked]} / ${cpu_ms[sealed.download]} ms | |
 | server page faults per MiB, the same | ${faults_mib[plain.multipart]} / ${faults_mib[plain.chunked]} / ${faults_mib[plain.download]} | ${faults_mib[sealed.multipart]} / ${faults_mib[sealed.chunked]} / ${faults_mib[sealed.download]} | |
 | server peak RSS over all of it (start: $rss_start MiB) | **$peak MiB** (goal < 64: $memory_verdict) | | |
