@@ -215,7 +215,38 @@ async fn head(
             ),
         });
     }
+    // Each path is an upload value of its own, with its own handle on the spool
+    // file: a few per file at most, and never the same path twice.
+    let mut seen = std::collections::HashSet::new();
+    for paths in map.values() {
+        if paths.len() > MAX_PATHS_PER_FILE {
+            return Err(Refusal::Plain {
+                code: codes::TOO_MANY_FILES,
+                message: format!(
+                    "a file may be used at {MAX_PATHS_PER_FILE} variable paths; one is mapped to {}",
+                    paths.len()
+                ),
+            });
+        }
+        if let Some(twice) = paths.iter().find(|path| !seen.insert(path.as_str())) {
+            return Err(bad(format!(
+                "the `map` part names the path `{}` more than once",
+                truncated(twice)
+            )));
+        }
+    }
     Ok((batch, map))
+}
+
+/// The most variable paths one file of a multipart request may be put at.
+const MAX_PATHS_PER_FILE: usize = 8;
+
+/// A client's text quoted in an answer, cut to a readable length.
+fn truncated(text: &str) -> &str {
+    match text.char_indices().nth(64) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
 }
 
 /// How each part of the map is received. Every bucket a `createFile` names is

@@ -256,6 +256,29 @@ async fn multipart_uploads_are_authorised_before_their_files_are_spooled() {
     let mut stream = start_post(&app, &ann_headers, 50_000_000, &sent).await;
     let (status, _, body) = answer(&mut stream).await;
     assert_eq!((status, code(&body)), (413, "TOO_MANY_FILES"), "{body}");
+    // One file is one upload per path: a few paths, each named once.
+    let many_paths: Vec<String> = (0..9).map(|i| format!("variables.f{i}")).collect();
+    let mut sent = operations(CREATE_FILE, json!({"input": input("open")}));
+    sent.extend(map(json!({"0": many_paths})));
+    sent.extend(file_head("0", "a.txt"));
+    let mut stream = start_post(&app, &ann_headers, 50_000_000, &sent).await;
+    let (status, _, body) = answer(&mut stream).await;
+    assert_eq!((status, code(&body)), (413, "TOO_MANY_FILES"), "{body}");
+    let mut sent = operations(CREATE_FILE, json!({"input": input("open")}));
+    sent.extend(map(
+        json!({"0": ["variables.input.file"], "1": ["variables.input.file"]}),
+    ));
+    sent.extend(file_head("0", "a.txt"));
+    let mut stream = start_post(&app, &ann_headers, 50_000_000, &sent).await;
+    let (status, _, body) = answer(&mut stream).await;
+    assert_eq!((status, code(&body)), (400, "BAD_REQUEST"), "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("`variables.input.file` more than once")),
+        "{body}"
+    );
+    assert!(spooled(&app).is_empty(), "{:?}", spooled(&app));
 
     // An allowed upload is spooled as it arrives, and its spool file goes when the
     // client gives up halfway...
