@@ -192,11 +192,8 @@ async fn answer_with(
             bytes
         }
         None => {
-            let _turn = state.preview_turns.take().await?;
-            let drawn: Arc<[u8]> = tokio::task::spawn_blocking(draw)
-                .await
-                .map_err(|err| AppError::Internal(anyhow::anyhow!("avatar task failed: {err}")))??
-                .into();
+            let turn = state.preview_turns.take().await?;
+            let drawn: Arc<[u8]> = turn.run("avatar", draw).await??.into();
             state.avatars.put(etag.clone(), drawn.clone());
             metrics::counter!("nimbus_avatars_total", "source" => "drawn").increment(1);
             drawn
@@ -506,8 +503,8 @@ async fn proxied(
         };
         let max_pixels = state.config.preview_max_pixels;
         let rendered = {
-            let _turn = state.preview_turns.take().await?;
-            tokio::task::spawn_blocking(move || {
+            let turn = state.preview_turns.take().await?;
+            turn.run("avatar", move || {
                 let (source, mime_type) = if mime_type == "image/x-icon" {
                     (
                         crate::services::avatars::favicon::ico_to_png(&source, max_pixels)?,
@@ -518,8 +515,7 @@ async fn proxied(
                 };
                 render::render(&source, mime_type, &params, max_pixels).map_err(preview_error)
             })
-            .await
-            .map_err(|err| AppError::Internal(anyhow::anyhow!("avatar task failed: {err}")))??
+            .await??
         };
         metrics::counter!("nimbus_avatars_total", "source" => "remote").increment(1);
         Ok::<_, AppError>(

@@ -8,12 +8,13 @@
 //! name), so the cache holds no more plaintext than the store does.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::TryStreamExt as _;
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::AppState;
 use crate::auth::sealing::Sealer;
@@ -45,14 +46,32 @@ pub enum PreviewBody {
 /// image yet), and a refusal past that, so a burst of previews of large images
 /// costs at most `slots` decoded images of memory.
 pub struct Turns {
-    running: Semaphore,
+    running: Arc<Semaphore>,
     /// Most requests waiting for a turn.
     queue: usize,
     waiting: AtomicUsize,
 }
 
 /// A turn to render; the next waiting request gets it when this is dropped.
-pub struct Turn<'a>(#[allow(dead_code)] SemaphorePermit<'a>);
+pub struct Turn(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl Turn {
+    /// Runs `work` on the blocking pool, holding the turn until `work` returns. A
+    /// blocking task cannot be stopped: a client that goes away mid-render must not
+    /// give its turn to the next request while its render still runs.
+    pub async fn run<T: Send + 'static>(
+        self,
+        what: &'static str,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> AppResult<T> {
+        tokio::task::spawn_blocking(move || {
+            let _turn = self;
+            work()
+        })
+        .await
+        .map_err(|err| AppError::Internal(anyhow::anyhow!("{what} task failed: {err}")))
+    }
+}
 
 /// Seconds a refused preview is told to wait before asking again.
 pub const RETRY_AFTER_SECS: u64 = 1;
@@ -60,7 +79,7 @@ pub const RETRY_AFTER_SECS: u64 = 1;
 impl Turns {
     pub fn new(slots: usize, queue: usize) -> Self {
         Turns {
-            running: Semaphore::new(slots.max(1)),
+            running: Arc::new(Semaphore::new(slots.max(1))),
             queue,
             waiting: AtomicUsize::new(0),
         }
@@ -68,8 +87,8 @@ impl Turns {
 
     /// A turn now, or after the requests ahead in the queue; `PREVIEWS_BUSY` when
     /// the queue is full.
-    pub async fn take(&self) -> AppResult<Turn<'_>> {
-        if let Ok(permit) = self.running.try_acquire() {
+    pub async fn take(&self) -> AppResult<Turn> {
+        if let Ok(permit) = self.running.clone().try_acquire_owned() {
             return Ok(Turn(permit));
         }
         let busy = || AppError::Busy {
@@ -88,7 +107,12 @@ impl Turns {
             }
         }
         let _waiting = Waiting(&self.waiting);
-        self.running.acquire().await.map(Turn).map_err(|_| busy())
+        self.running
+            .clone()
+            .acquire_owned()
+            .await
+            .map(Turn)
+            .map_err(|_| busy())
     }
 }
 
@@ -161,7 +185,7 @@ pub async fn preview(
         });
     }
     // The turn comes before the source is read: a waiting request holds no image.
-    let _turn = state.preview_turns.take().await?;
+    let turn = state.preview_turns.take().await?;
     let source = if is_image {
         if file.size > MAX_SOURCE_BYTES {
             return Err(AppError::Invalid {
@@ -195,12 +219,12 @@ pub async fn preview(
     let mime_type = file.mime_type.clone();
     let params_owned = params.clone();
     let max_pixels = state.config.preview_max_pixels;
-    let rendered = tokio::task::spawn_blocking(move || {
-        render::render(&source, &mime_type, &params_owned, max_pixels)
-    })
-    .await
-    .map_err(|err| AppError::Internal(anyhow::anyhow!("preview task failed: {err}")))?
-    .map_err(preview_error)?;
+    let rendered = turn
+        .run("preview", move || {
+            render::render(&source, &mime_type, &params_owned, max_pixels)
+        })
+        .await?
+        .map_err(preview_error)?;
     metrics::counter!("nimbus_previews_total", "source" => "rendered").increment(1);
     if let Some(sealer) = &sealer {
         let sealed = sealer.seal_bytes(&rendered.bytes, name.as_bytes());
@@ -302,4 +326,40 @@ pub async fn forget_cached_bucket(state: &AppState, project_id: &str, bucket_id:
 pub async fn forget_cached_project(state: &AppState, project_id: &str) {
     let dir = state.config.preview_cache_dir().join(project_id);
     let _ = tokio::fs::remove_dir_all(dir).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_turn_stays_taken_until_its_work_ends_even_when_its_request_is_dropped() {
+        let turns = Turns::new(1, 0);
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (started, has_started) = tokio::sync::oneshot::channel();
+        let turn = turns.take().await.expect("the one turn is free");
+        let request = tokio::spawn(turn.run("test", move || {
+            let _ = started.send(());
+            released.recv().ok();
+        }));
+        has_started.await.expect("the work started");
+        // The client goes away: its request's future is dropped mid-render.
+        request.abort();
+        assert!(request.await.unwrap_err().is_cancelled());
+        assert!(
+            matches!(turns.take().await, Err(AppError::Busy { .. })),
+            "the render still runs, so its turn is still taken"
+        );
+        release.send(()).expect("the work is waiting");
+        let again = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                if let Ok(turn) = turns.take().await {
+                    return turn;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(again.is_ok(), "the turn comes back once the render ends");
+    }
 }
