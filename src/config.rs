@@ -95,9 +95,15 @@ pub struct Config {
     pub graphql_max_depth: usize,
 
     /// Highest complexity a query may have: the selections it runs, fragments
-    /// expanded, each counting one (a list's field counts once, whatever its length).
+    /// expanded, each counting one (a list's field counts once, whatever its length;
+    /// `graphql_max_nodes` bounds what lists return).
     #[arg(long, env = "NIMBUS_GRAPHQL_MAX_COMPLEXITY", default_value_t = 5000)]
     pub graphql_max_complexity: usize,
+
+    /// Most nodes an operation's paged lists may return, each list's page size
+    /// (`first`, `last`, else 20) times the nodes of the lists it is nested in.
+    #[arg(long, env = "NIMBUS_GRAPHQL_MAX_NODES", default_value_t = 100_000)]
+    pub graphql_max_nodes: u64,
 
     /// Most aliased fields a query document may contain.
     #[arg(long, env = "NIMBUS_GRAPHQL_MAX_ALIASES", default_value_t = 100)]
@@ -242,6 +248,15 @@ pub struct Config {
         default_value_t = 20
     )]
     pub presence_max_joins_per_client: usize,
+
+    /// Presence updates one client address may send per second on this replica
+    /// (each presence an `updatePresence` changes counts one); 0 for no cap.
+    #[arg(
+        long,
+        env = "NIMBUS_PRESENCE_MAX_UPDATES_PER_CLIENT",
+        default_value_t = 50
+    )]
+    pub presence_max_updates_per_client: usize,
 
     /// Largest state a presence may carry, in bytes of JSON.
     #[arg(long, env = "NIMBUS_PRESENCE_MAX_STATE_BYTES", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(2..=65_536))]

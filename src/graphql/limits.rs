@@ -1,7 +1,8 @@
 //! Guards every GraphQL request before it runs: query size, alias count, depth and
 //! complexity limits, each refused with its own `extensions.code`; and the mapping
 //! that gives every error async-graphql raises by itself (syntax, validation,
-//! unknown operation, bad arguments) a stable code too. A query that passed
+//! unknown operation, bad arguments) a stable code too, and every field's error its
+//! `path` (async-graphql's dynamic schema leaves it out). A query that passed
 //! validation is not validated again against the same schema: a later request of
 //! it has only its variables' values checked ([`VariableArguments`]).
 //!
@@ -17,13 +18,13 @@ use std::sync::Arc;
 
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest, NextRequest,
-    NextSubscribe, NextValidation,
+    NextResolve, NextSubscribe, NextValidation, ResolveInfo,
 };
 use async_graphql::parser::types::{
     ExecutableDocument, FragmentDefinition, Selection, SelectionSet,
 };
 use async_graphql::registry::Registry;
-use async_graphql::{Name, Positioned};
+use async_graphql::{Name, PathSegment, Positioned, QueryPathNode, QueryPathSegment};
 use async_graphql::{
     Request, Response, ServerError, ServerResult, ValidationResult, Value, Variables,
 };
@@ -47,6 +48,9 @@ pub struct QueryLimits {
     pub max_query_bytes: usize,
     /// Most directives on one field, fragment spread, inline fragment or definition.
     pub max_directives: usize,
+    /// Most nodes an operation's paged lists may return, pages nested in pages
+    /// multiplied ([`super::nodes`]).
+    pub max_nodes: u64,
 }
 
 impl QueryLimits {
@@ -58,6 +62,7 @@ impl QueryLimits {
             max_aliases: config.graphql_max_aliases,
             max_query_bytes: config.graphql_max_query_bytes,
             max_directives: config.graphql_max_directives,
+            max_nodes: config.graphql_max_nodes,
         }
     }
 }
@@ -305,11 +310,45 @@ impl Extension for Limits {
         }
         let mut request = request;
         // A query that does not parse is left for `parse_query` to report.
+        let operation_name = request.operation_name.take();
+        let variables = std::mem::take(&mut request.variables);
         if let Ok(document) = request.parsed_query() {
             measure(document, &self.limits)?;
+            let registry = &ctx.schema_env.registry;
+            let nodes =
+                super::nodes::count(registry, document, operation_name.as_deref(), &variables);
+            if nodes > self.limits.max_nodes {
+                return Err(coded(
+                    format!(
+                        "the query's lists may return {nodes} nodes, pages nested in pages \
+                         multiplied; the limit is {}: ask for smaller pages (`first`)",
+                        self.limits.max_nodes
+                    ),
+                    codes::QUERY_TOO_COMPLEX,
+                ));
+            }
         }
+        request.operation_name = operation_name;
+        request.variables = variables;
         self.plan(&ctx.schema_env.registry, &mut request);
         next.run(ctx, request).await
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        info: ResolveInfo<'_>,
+        next: NextResolve<'_>,
+    ) -> ServerResult<Option<Value>> {
+        let at = info.path_node;
+        next.run(ctx, info).await.map_err(|mut err| {
+            // The innermost field sets it; a parent an error reaches through a
+            // non-null field keeps the child's.
+            if err.path.is_empty() {
+                err.path = path_of(at);
+            }
+            err
+        })
     }
 
     async fn parse_query(
@@ -384,6 +423,19 @@ impl Extension for Limits {
         }
         Ok(result)
     }
+}
+
+/// The response path of a field, from the root.
+fn path_of(node: &QueryPathNode<'_>) -> Vec<PathSegment> {
+    let mut path: Vec<PathSegment> = std::iter::once(node)
+        .chain(node.parents())
+        .map(|node| match node.segment {
+            QueryPathSegment::Name(name) => PathSegment::Field(name.to_string()),
+            QueryPathSegment::Index(index) => PathSegment::Index(index),
+        })
+        .collect();
+    path.reverse();
+    path
 }
 
 /// Validation's errors with their code, at most [`MAX_VALIDATION_ERRORS`] of them
@@ -920,6 +972,7 @@ pub(crate) const TEST_LIMITS: QueryLimits = QueryLimits {
     max_aliases: 100,
     max_query_bytes: 256 * 1024,
     max_directives: 16,
+    max_nodes: 100_000,
 };
 
 #[cfg(test)]

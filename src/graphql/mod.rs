@@ -7,6 +7,7 @@
 pub mod alike;
 pub mod input;
 pub mod limits;
+pub mod nodes;
 pub mod parsed;
 pub mod types;
 pub mod variables;

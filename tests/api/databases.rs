@@ -725,6 +725,63 @@ async fn bad_structure_and_bad_values_get_clear_codes() {
 }
 
 #[tokio::test]
+async fn pages_nested_in_pages_are_refused_before_they_run() {
+    let app = spawn_app().await;
+    blog(&app).await;
+    authors(&app).await;
+    app.admin(
+        "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id } }",
+        json!({"input": {"databaseId": "blog", "collectionId": "authors", "key": "posts", "relatedCollectionId": "posts", "type": "ONE_TO_MANY", "twoWayKey": "author"}}),
+    )
+    .await
+    .ok();
+    let nested = "query($outer: Int, $inner: Int) { posts(first: $outer) { nodes { id author { posts(first: $inner) { nodes { id } } } } } }";
+    let asked = |outer: u64, inner: u64| {
+        app.post(
+            json!({"query": nested, "variables": {"outer": outer, "inner": inner}}),
+            &[],
+        )
+    };
+    // 1,000 pages of 1,000: a million nodes from a short query, counted with the
+    // variables' values before anything runs; the same text with small pages runs.
+    let refused = asked(1000, 1000).await;
+    assert_eq!(refused.code(), "QUERY_TOO_COMPLEX", "{:#}", refused.body);
+    let message = refused.body["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("1001000 nodes"), "{message}");
+    assert!(refused.body["data"].is_null(), "{:#}", refused.body);
+    let ran = asked(300, 300).await.ok();
+    assert_eq!(ran["posts"]["nodes"], json!([]));
+    // A list without `first` counts its default page of 20: four levels of them
+    // are 168,420 nodes.
+    let defaults = "{ posts { nodes { author { posts { nodes { author { posts { nodes { author { posts { nodes { id } } } } } } } } } } } }";
+    let refused = app.post(json!({"query": defaults}), &[]).await;
+    assert_eq!(refused.code(), "QUERY_TOO_COMPLEX", "{:#}", refused.body);
+    assert!(
+        refused.body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("168420 nodes")),
+        "{:#}",
+        refused.body
+    );
+    // Lists side by side add up: 101 pages of 1,000.
+    let aliased = (0..99)
+        .map(|i| format!("a{i}: posts(first: 1000) {{ nodes {{ id }} }}"))
+        .chain([
+            "posts(first: 1000) { nodes { id } }".to_string(),
+            "authors(first: 1000) { nodes { id } }".to_string(),
+        ])
+        .collect::<Vec<_>>()
+        .join(" ");
+    let refused = app
+        .post(json!({"query": format!("{{ {aliased} }}")}), &[])
+        .await;
+    assert_eq!(refused.code(), "QUERY_TOO_COMPLEX", "{:#}", refused.body);
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn relationships_resolve_both_ways_filter_across_and_keep_integrity() {
     let app = spawn_app().await;
     blog(&app).await;

@@ -1,0 +1,274 @@
+//! The most nodes an operation's paged lists can return, with the request's
+//! variables: each list field (one taking `first`) returns up to its page size for
+//! every node of the lists around it, so pages nested in pages multiply. Counted
+//! before anything runs, so that a short query cannot build millions of nodes
+//! (`author { posts(first: 1000) { nodes { author { posts(first: 1000) … } } } }`).
+
+use async_graphql::parser::types::{
+    ExecutableDocument, OperationType, Selection, SelectionSet, VariableDefinition,
+};
+use async_graphql::registry::{MetaField, MetaType, Registry};
+use async_graphql::{Name, Positioned, Value as ConstValue, Variables};
+use async_graphql_value::Value;
+
+/// The page a list field returns when asked without `first` or `last`, as
+/// every list of the schema does.
+const DEFAULT_PAGE: u64 = 20;
+
+/// The most nodes the lists of the operation `operation_name` names (or the
+/// document's only one) return, fragments expanded. A document that names a type,
+/// field or fragment the schema lacks counts what it can: validation refuses it.
+pub fn count(
+    registry: &Registry,
+    document: &ExecutableDocument,
+    operation_name: Option<&str>,
+    variables: &Variables,
+) -> u64 {
+    let mut total = 0u64;
+    for (name, operation) in document.operations.iter() {
+        if operation_name
+            .zip(name)
+            .is_some_and(|(selected, name)| selected != name.as_str())
+        {
+            continue;
+        }
+        let operation = &operation.node;
+        let root = match operation.ty {
+            OperationType::Query => Some(registry.query_type.as_str()),
+            OperationType::Mutation => registry.mutation_type.as_deref(),
+            OperationType::Subscription => registry.subscription_type.as_deref(),
+        };
+        let Some(root) = root else { continue };
+        let walk = Walk {
+            registry,
+            document,
+            variables,
+            definitions: &operation.variable_definitions,
+        };
+        let nodes = walk.selection_set(
+            registry.types.get(root),
+            &operation.selection_set.node,
+            1,
+            0,
+        );
+        total = total.saturating_add(nodes);
+    }
+    total
+}
+
+struct Walk<'a> {
+    registry: &'a Registry,
+    document: &'a ExecutableDocument,
+    variables: &'a Variables,
+    definitions: &'a [Positioned<VariableDefinition>],
+}
+
+/// Deeper than any document the depth and nesting limits let through: a walk that
+/// got here is in a fragment cycle, which validation refuses.
+const MAX_WALK: usize = 256;
+
+impl Walk<'_> {
+    /// The nodes `set` returns, selected from `ty` once for each of `pages` nodes.
+    fn selection_set(
+        &self,
+        ty: Option<&MetaType>,
+        set: &SelectionSet,
+        pages: u64,
+        nesting: usize,
+    ) -> u64 {
+        if nesting > MAX_WALK {
+            return 0;
+        }
+        let mut total = 0u64;
+        for item in &set.items {
+            let nodes = match &item.node {
+                Selection::Field(field) => {
+                    let field = &field.node;
+                    let declared = ty.and_then(|ty| ty.field_by_name(&field.name.node));
+                    let pages = match declared {
+                        Some(declared) if is_list(declared) => {
+                            pages.saturating_mul(self.page_size(&field.arguments))
+                        }
+                        _ => pages,
+                    };
+                    let inner = declared
+                        .and_then(|declared| self.registry.concrete_type_by_name(&declared.ty));
+                    let listed = if declared.is_some_and(is_list) {
+                        pages
+                    } else {
+                        0
+                    };
+                    listed.saturating_add(self.selection_set(
+                        inner,
+                        &field.selection_set.node,
+                        pages,
+                        nesting + 1,
+                    ))
+                }
+                Selection::FragmentSpread(spread) => {
+                    let Some(fragment) =
+                        self.document.fragments.get(&spread.node.fragment_name.node)
+                    else {
+                        continue;
+                    };
+                    let fragment = &fragment.node;
+                    let on = self
+                        .registry
+                        .types
+                        .get(fragment.type_condition.node.on.node.as_str());
+                    self.selection_set(on, &fragment.selection_set.node, pages, nesting + 1)
+                }
+                Selection::InlineFragment(fragment) => {
+                    let fragment = &fragment.node;
+                    let on = match &fragment.type_condition {
+                        Some(condition) => self.registry.types.get(condition.node.on.node.as_str()),
+                        None => ty,
+                    };
+                    self.selection_set(on, &fragment.selection_set.node, pages, nesting + 1)
+                }
+            };
+            total = total.saturating_add(nodes);
+        }
+        total
+    }
+
+    /// The page a list field is asked for: `last` or `first` (the larger when
+    /// both are given, which the field refuses anyway), else the default.
+    fn page_size(&self, arguments: &[(Positioned<Name>, Positioned<Value>)]) -> u64 {
+        arguments
+            .iter()
+            .filter(|(name, _)| matches!(name.node.as_str(), "first" | "last"))
+            .filter_map(|(_, value)| self.number(&value.node))
+            .max()
+            .unwrap_or(DEFAULT_PAGE)
+    }
+
+    /// An argument's value as a count, from the query text or the variables (or
+    /// the variable's default); `None` when it is null or not a count.
+    fn number(&self, value: &Value) -> Option<u64> {
+        match value {
+            Value::Number(number) => number.as_u64(),
+            Value::Variable(name) => {
+                let sent = self.variables.get(name).cloned().or_else(|| {
+                    self.definitions
+                        .iter()
+                        .find(|definition| definition.node.name.node == *name)
+                        .and_then(|definition| definition.node.default_value())
+                        .cloned()
+                });
+                match sent {
+                    Some(ConstValue::Number(number)) => number.as_u64(),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A paged list field: every list of the schema takes `first`.
+fn is_list(field: &MetaField) -> bool {
+    field.args.contains_key("first")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_graphql::dynamic::{Field, FieldFuture, InputValue, Object, Schema, TypeRef};
+
+    /// A schema of posts and their authors, each with a paged list of the other.
+    fn schema() -> Schema {
+        let list = |name: &str, ty: &str| {
+            Field::new(name, TypeRef::named_nn_list_nn(ty), |_| {
+                FieldFuture::new(async { Ok(None::<async_graphql::Value>) })
+            })
+            .argument(InputValue::new("first", TypeRef::named(TypeRef::INT)))
+            .argument(InputValue::new("last", TypeRef::named(TypeRef::INT)))
+        };
+        let one = |name: &str, ty: &str| {
+            Field::new(name, TypeRef::named_nn(ty), |_| {
+                FieldFuture::new(async { Ok(None::<async_graphql::Value>) })
+            })
+        };
+        Schema::build("Query", None, None)
+            .register(
+                Object::new("Query")
+                    .field(list("posts", "Post"))
+                    .field(one("post", "Post")),
+            )
+            .register(
+                Object::new("Post")
+                    .field(one("id", TypeRef::ID))
+                    .field(one("author", "Author")),
+            )
+            .register(
+                Object::new("Author")
+                    .field(one("id", TypeRef::ID))
+                    .field(list("posts", "Post")),
+            )
+            .finish()
+            .expect("the test schema builds")
+    }
+
+    fn nodes(query: &str, variables: serde_json::Value) -> u64 {
+        let document = async_graphql::parser::parse_query(query).expect("the query parses");
+        let variables = Variables::from_json(variables);
+        count(schema().registry(), &document, None, &variables)
+    }
+
+    #[test]
+    fn nested_pages_multiply_and_other_fields_count_nothing() {
+        assert_eq!(
+            nodes(
+                "{ __typename post { id author { id } } }",
+                serde_json::json!({})
+            ),
+            0
+        );
+        assert_eq!(
+            nodes("{ posts { id } }", serde_json::json!({})),
+            DEFAULT_PAGE
+        );
+        assert_eq!(
+            nodes("{ posts(first: 1000) { id } }", serde_json::json!({})),
+            1000
+        );
+        assert_eq!(
+            nodes(
+                "{ posts(first: 1000) { author { posts(first: 1000) { id } } } }",
+                serde_json::json!({})
+            ),
+            1000 + 1000 * 1000
+        );
+        assert_eq!(
+            nodes(
+                "{ a: posts(last: 10) { id } b: posts(first: 5) { author { posts { id } } } }",
+                serde_json::json!({})
+            ),
+            10 + 5 + 5 * DEFAULT_PAGE
+        );
+    }
+
+    #[test]
+    fn variables_defaults_and_fragments_are_counted_as_they_run() {
+        let query = "query($n: Int, $m: Int = 7) {
+            posts(first: $n) { ...More }
+        }
+        fragment More on Post { author { posts(first: $m) { id } ... on Author { posts(last: $n) { id } } } }";
+        assert_eq!(nodes(query, serde_json::json!({"n": 3})), 3 + 3 * 7 + 3 * 3);
+        assert_eq!(
+            nodes(query, serde_json::json!({"n": null, "m": 2})),
+            DEFAULT_PAGE + DEFAULT_PAGE * 2 + DEFAULT_PAGE * DEFAULT_PAGE
+        );
+        // Far past any limit, without overflowing.
+        let deep = "{ posts(first: 4294967295) { author { posts(first: 4294967295) { author {
+            posts(first: 4294967295) { id } } } } } }";
+        assert_eq!(nodes(deep, serde_json::json!({})), u64::MAX);
+    }
+
+    #[test]
+    fn a_fragment_cycle_ends() {
+        let query = "{ posts { ...A } } fragment A on Post { author { posts { ...A } } }";
+        assert_eq!(nodes(query, serde_json::json!({})), u64::MAX);
+    }
+}
