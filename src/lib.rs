@@ -69,6 +69,8 @@ pub struct AppInner {
     pub jwt: auth::jwt::JwtKeys,
     /// The server secret, for signing and encryption.
     pub secret: String,
+    /// Signs the cursors of realtime events and checks those sent back.
+    pub cursors: Arc<services::realtime::resume::Cursors>,
     /// Who is on which presence channel, on every replica.
     pub presence: Arc<services::realtime::presence::PresenceRegistry>,
     /// Parsed query documents by their text.
@@ -178,6 +180,7 @@ impl AppState {
             sessions: Default::default(),
             rate_limiter,
             jwt: auth::jwt::JwtKeys::new(&secret),
+            cursors: Arc::new(services::realtime::resume::Cursors::new(&secret)),
             secret,
             presence,
             parsed_queries,

@@ -121,6 +121,8 @@ const CLOSE_TOO_MANY_INITS: u16 = 4429;
 const CLOSE_FORBIDDEN: u16 = 4403;
 /// It could not be re-checked (graphql-ws `InternalServerError`).
 const CLOSE_INTERNAL: u16 = 4500;
+/// Longest operation id a client may give (graphql-ws uses UUIDs).
+const MAX_OPERATION_ID_BYTES: usize = 128;
 
 #[derive(Deserialize)]
 pub struct WsParams {
@@ -481,6 +483,13 @@ impl Link {
                 )));
             }
             return Some(match ClientMessage::from_bytes(&bytes) {
+                // Kept for as long as the operation runs, and written into each of
+                // its messages.
+                Ok(ClientMessage::Start { id, .. }) if id.len() > MAX_OPERATION_ID_BYTES => {
+                    Incoming::Malformed(format!(
+                        "an operation id is at most {MAX_OPERATION_ID_BYTES} bytes"
+                    ))
+                }
                 Ok(message) => Incoming::Message(Box::new(message)),
                 Err(err) => Incoming::Malformed(err.to_string()),
             });

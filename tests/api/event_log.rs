@@ -467,6 +467,19 @@ async fn a_subscription_resumed_after_a_cursor_replays_what_it_missed_then_goes_
     // A cursor that is not one, or one of another project.
     let mut garbled = resuming_subscriber(&app, "default", "bm90IGEgY3Vyc29y").await;
     assert_eq!(ending_code(&mut garbled).await, "INVALID_CURSOR");
+    // Made up from the start of the log, or the received one moved back: a client
+    // resumes from where it was, not from what it writes.
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let made_up = b64.encode("ev1:default:0");
+    let mut forged = resuming_subscriber(&app, "default", &made_up).await;
+    assert_eq!(ending_code(&mut forged).await, "INVALID_CURSOR");
+    let received = String::from_utf8(b64.decode(&cursor).unwrap()).unwrap();
+    let (signed, tag) = received.rsplit_once(':').unwrap();
+    let (head, _) = signed.rsplit_once(':').unwrap();
+    let moved_back = b64.encode(format!("{head}:0:{tag}"));
+    let mut forged = resuming_subscriber(&app, "default", &moved_back).await;
+    assert_eq!(ending_code(&mut forged).await, "INVALID_CURSOR");
     app.create_project("elsewhere").await;
     let mut foreign = resuming_subscriber(&app, "elsewhere", &cursor).await;
     assert_eq!(ending_code(&mut foreign).await, "INVALID_CURSOR");

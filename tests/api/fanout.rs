@@ -223,8 +223,14 @@ async fn closed_with(ws: &mut WsClient) -> (u16, String) {
 #[tokio::test]
 async fn a_malformed_or_unknown_message_closes_with_4400() {
     let app = crate::helpers::spawn_app().await;
+    let long_id = format!(
+        r#"{{"type": "subscribe", "id": "{}", "payload": {{"query": "{{ __typename }}"}}}}"#,
+        "i".repeat(129)
+    );
     let unknown = [
         "not json",
+        // An id longer than 128 bytes.
+        long_id.as_str(),
         r#"{"id": "1"}"#,
         r#"{"type": "bogus"}"#,
         r#"{"type": "subscribe", "id": "1"}"#,
@@ -259,6 +265,13 @@ async fn a_malformed_or_unknown_message_closes_with_4400() {
     legacy.subscribe("1", "{ __typename }").await;
     let answer = legacy.next_json().await.expect("an answer");
     assert_eq!(answer["payload"]["data"]["__typename"], "Query", "{answer}");
+    // An id of 128 bytes is one.
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({})).await.expect("ack");
+    let id = "i".repeat(128);
+    ws.subscribe(&id, "{ __typename }").await;
+    let answer = ws.next_json().await.expect("an answer");
+    assert_eq!(answer["id"], id.as_str(), "{answer}");
     app.shutdown().await;
 }
 

@@ -182,12 +182,90 @@ async fn presence_on_a_document_is_only_for_those_who_may_read_it() {
 }
 
 #[tokio::test]
+async fn presence_on_a_document_ends_when_its_reader_may_no_longer_read_it() {
+    let app = spawn_app().await;
+    let ann = app.signed_in("ann-revoked@example.com").await;
+    let ann_id = user_id(&app, &ann).await;
+    private_document(&app, &ann_id).await;
+    app.as_session(
+        &ann,
+        "mutation { createTeam(input: {id: \"club\", name: \"Club\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation { createDocument(input: {databaseId: \"vault\", collectionId: \"notes\", id: \"d2\", data: {text: \"club's\"}, permissions: [\"read(\\\"team:club\\\")\"]}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let own = "databases.vault.collections.notes.documents.d1";
+    let club = "databases.vault.collections.notes.documents.d2";
+    let mut ws = socket(&app, bearer(&ann)).await;
+    joins(&mut ws, "own", &presence(own)).await;
+    joins(&mut ws, "club", &presence(club)).await;
+    ws.subscribe("watch", &watch(club)).await;
+    ws.ping_pong().await;
+
+    // Her own note given to someone else: what is said on it is no longer hers to
+    // hear, nor is she there any more.
+    app.admin(
+        "mutation { updateDocument(input: {databaseId: \"vault\", collectionId: \"notes\", id: \"d1\", data: {}, permissions: [\"read(\\\"user:someone-else\\\")\"]}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let ended = next_of(&mut ws, "own").await;
+    assert_eq!(
+        error_code(&ended).as_deref(),
+        Some("PERMISSION_DENIED"),
+        "{ended}"
+    );
+
+    // Out of the team that lets her read the other: both of her operations on it end.
+    let memberships = app
+        .as_session(&ann, "{ memberships(teamId: \"club\") { id } }", json!({}))
+        .await
+        .ok();
+    let membership = memberships["memberships"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.as_session(
+        &ann,
+        "mutation($m: ID!) { deleteMembership(input: {teamId: \"club\", membershipId: $m}) { deletedId } }",
+        json!({"m": membership}),
+    )
+    .await
+    .ok();
+    let mut ended = Vec::new();
+    while ended.len() < 2 {
+        let message = ws.next_json().await.expect("a message");
+        if message["type"] == "error" || error_code(&message).is_some() {
+            assert_eq!(
+                error_code(&message).as_deref(),
+                Some("PERMISSION_DENIED"),
+                "{message}"
+            );
+            ended.push(message["id"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    ended.sort();
+    assert_eq!(ended, ["club", "watch"]);
+    // The socket itself stays: her session holds.
+    ws.ping_pong().await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn presences_are_capped_per_user_in_state_size_and_in_what_a_watcher_is_sent() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path()).await;
     config.presence_max_per_user = 2;
     config.presence_max_replay = 2;
     config.presence_max_state_bytes = 64;
+    config.presence_max_updates_per_client = 3;
     let app = spawn_with(config, dir).await;
     let ann = app.signed_in("ann@example.com").await;
     let bob = app.signed_in("bob@example.com").await;
@@ -221,6 +299,29 @@ async fn presences_are_capped_per_user_in_state_size_and_in_what_a_watcher_is_se
         "TOO_MANY_PRESENCES",
         "the cap is per user, over every channel"
     );
+    // Each presence an update changes counts against the address's updates a
+    // second: two, then two more of three.
+    let updated = app
+        .as_session(
+            &ann,
+            "mutation { a: updatePresence(input: {channel: \"r\", state: 1}) { updatedCount } b: updatePresence(input: {channel: \"r\", state: 2}) { updatedCount } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        updated.body["data"]["a"]["updatedCount"], 2,
+        "{:#}",
+        updated.body
+    );
+    assert!(updated.body["data"]["b"].is_null(), "{:#}", updated.body);
+    assert_eq!(updated.code(), "RATE_LIMITED", "{:#}", updated.body);
+    assert_eq!(
+        updated.body["errors"][0]["path"],
+        json!(["b"]),
+        "{:#}",
+        updated.body
+    );
+    assert_eq!(updated.body["errors"].as_array().map(Vec::len), Some(1));
     let mut bob_ws = socket(&app, bearer(&bob)).await;
     joins(&mut bob_ws, "p", &presence("r")).await;
 

@@ -1787,6 +1787,7 @@ struct DocumentWatch {
     subscriber: crate::auth::Caller,
     /// The position of `after:`, when resuming.
     after: Option<i64>,
+    cursors: Arc<resume::Cursors>,
 }
 
 impl crate::services::realtime::watch::Watch for DocumentWatch {
@@ -1817,7 +1818,7 @@ impl crate::services::realtime::watch::Watch for DocumentWatch {
                     .map(node_value_from_event)
                     .unwrap_or(Value::Null),
             ),
-            ("cursor", resume::cursor_value(event)),
+            ("cursor", self.cursors.value(event)),
         ])
     }
 
@@ -1889,7 +1890,8 @@ fn register_subscription(parts: &mut SchemaParts, collection: &Arc<Collection>) 
                         _ => None,
                     };
                     let after = resume::after_argument(&ctx, &caller.project.id)?;
-                    let watch = DocumentWatch { channel: collection.channel(), filter, only, subscriber: caller.clone(), after };
+                    let cursors = state.cursors.clone();
+                    let watch = DocumentWatch { channel: collection.channel(), filter, only, subscriber: caller.clone(), after, cursors };
                     Ok(crate::services::realtime::watch::follow(&ctx, state, caller, watch))
                 })
             },

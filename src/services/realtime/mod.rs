@@ -64,11 +64,11 @@ fn check_channels(channels: &[String]) -> AppResult<()> {
     Ok(())
 }
 
-fn event_value(event: &Event) -> Value {
+fn event_value(event: &Event, cursors: &resume::Cursors) -> Value {
     let strings =
         |items: &[String]| Value::List(items.iter().map(|s| Value::from(s.as_str())).collect());
     object([
-        ("cursor", resume::cursor_value(event)),
+        ("cursor", cursors.value(event)),
         ("events", strings(&event.events)),
         ("channels", strings(&event.channels)),
         ("timestamp", datetime(event.timestamp)),
@@ -158,6 +158,7 @@ struct ChannelWatch {
     channels: Vec<String>,
     /// The position of `after:`, when resuming.
     after: Option<i64>,
+    cursors: Arc<resume::Cursors>,
 }
 
 impl watch::Watch for ChannelWatch {
@@ -171,7 +172,7 @@ impl watch::Watch for ChannelWatch {
     }
 
     fn value(&self, event: &Event, _: watch::Outcome) -> Value {
-        event_value(event)
+        event_value(event, &self.cursors)
     }
 
     fn resume_after(&self) -> Option<i64> {
@@ -232,7 +233,9 @@ fn realtime() -> SubscriptionField {
                 .collect::<Result<_, _>>()?;
             check_channels(&channels)?;
             let after = resume::after_argument(&ctx, &caller.project.id)?;
-            Ok(watch::follow(&ctx, state, caller, ChannelWatch { channels, after }))
+            let cursors = state.cursors.clone();
+            let watch = ChannelWatch { channels, after, cursors };
+            Ok(watch::follow(&ctx, state, caller, watch))
         })
     })
     .description("Events on the given channels of the addressed project, e.g. `keys` or `keys.K`; a `*` segment matches any one segment. Only events the caller may read arrive.")
@@ -298,6 +301,11 @@ pub trait ResourceAccess: Send + Sync + 'static {
     ) -> Option<AppResult<()>>;
 }
 
+/// Whether a presence channel names a resource (and so needs its reader's access).
+fn is_resource_channel(channel: &str) -> bool {
+    RESOURCE_ROOTS.contains(&channel.split('.').next().unwrap_or_default())
+}
+
 /// Checks that the caller may read the resource a presence channel names:
 /// `databases.D.collections.C.documents.ID` or `buckets.B.files.ID`. Other channels
 /// under a resource root name no one resource and are refused; the rest are free.
@@ -305,10 +313,10 @@ async fn check_presence_access(
     ctx: &async_graphql::dynamic::ResolverContext<'_>,
     channel: &str,
 ) -> AppResult<()> {
-    let segments: Vec<&str> = channel.split('.').collect();
-    if !RESOURCE_ROOTS.contains(&segments[0]) {
+    if !is_resource_channel(channel) {
         return Ok(());
     }
+    let segments: Vec<&str> = channel.split('.').collect();
     let resources = ctx.data::<Arc<dyn ResourceAccess>>().map_err(|_| {
         AppError::Internal(anyhow::anyhow!("ResourceAccess missing from schema data"))
     })?;
@@ -343,12 +351,17 @@ impl Drop for OwnPresence {
 }
 
 /// Who is on `channel` (one JOIN each), then every JOIN, UPDATE and LEAVE there.
+/// On a channel naming a document or file, `reader` is the caller that was let in:
+/// the stream ends (`PERMISSION_DENIED`) once the resource is deleted, changed so
+/// that the reader may no longer read it, or once the reader loses a role.
 fn presence_stream(
     state: AppState,
     project_id: String,
     channel: String,
     own: Option<OwnPresence>,
+    mut reader: Option<Caller>,
 ) -> impl Stream<Item = Result<Value, async_graphql::Error>> + Send + 'static {
+    let mut roles = reader.as_ref().map(|reader| reader.roles().names());
     // Listening starts before the list is read, so nobody falls in between.
     let mut messages = state.bus.subscribe_paced();
     let current = state.presence.members(
@@ -378,7 +391,48 @@ fn presence_stream(
                 }
                 Err(RecvError::Closed) => break,
             };
-            let BusMessage::Presence(change) = &message.message else { continue };
+            let change = match &message.message {
+                BusMessage::Presence(change) => change,
+                BusMessage::Event(event) => {
+                    if let (Some(reader), Some(roles)) = (&reader, &roles)
+                        && event.project_id == project_id
+                        && let Some(action) = event.action_on(&channel)
+                        && (action == "delete" || !reader.may_receive(event, roles))
+                    {
+                        yield Err(no_longer_readable().to_graphql());
+                        break;
+                    }
+                    continue;
+                }
+                BusMessage::UserChanged { project_id: changed_project, user_id } => {
+                    let Some(Credential::Session(session)) = reader.as_ref().map(|r| &r.credential)
+                    else {
+                        continue;
+                    };
+                    if session.user.project_id != *changed_project || session.user.id != *user_id {
+                        continue;
+                    }
+                    let reloaded = match Box::pin(reload_session(&state, session)).await {
+                        Ok(reloaded) => reloaded,
+                        Err(err) => {
+                            yield Err(err.to_graphql());
+                            break;
+                        }
+                    };
+                    let Some(reader) = reader.as_mut() else { continue };
+                    let before = reader.roles();
+                    reader.credential = Credential::Session(reloaded);
+                    // A role gone may have been what let the reader in.
+                    let after = reader.roles();
+                    if !before.iter().all(|role| after.contains(role)) {
+                        yield Err(no_longer_readable().to_graphql());
+                        break;
+                    }
+                    roles = Some(after.names());
+                    continue;
+                }
+                _ => continue,
+            };
             // A listed presence that leaves (an expiry during a bus outage, say)
             // and is heard of again later JOINs anew.
             if change.kind == presence::PresenceKind::Leave {
@@ -393,6 +447,12 @@ fn presence_stream(
             }
             yield Ok(presence_value(change));
         }
+    }
+}
+
+fn no_longer_readable() -> AppError {
+    AppError::PermissionDenied {
+        reason: "you may no longer read what this presence channel names; subscribe again".into(),
     }
 }
 
@@ -508,7 +568,9 @@ fn presence() -> SubscriptionField {
             };
             state.presence.open_local(&presence, &client, limits)?;
             let own = OwnPresence { state: state.clone(), presence: presence.clone() };
-            let stream = presence_stream(state.clone(), caller.project.id.clone(), channel, Some(own));
+            let reader = is_resource_channel(&channel).then(|| caller.clone());
+            let stream =
+                presence_stream(state.clone(), caller.project.id.clone(), channel, Some(own), reader);
             let _ = state.bus.publish_presence(presence).await;
             Ok(stream.map(|item| item.map(FieldValue::value)))
         })
@@ -525,7 +587,8 @@ fn presence_changed() -> SubscriptionField {
             let caller = caller(&ctx)?;
             let channel = channel_arg(&ctx)?;
             check_presence_access(&ctx, &channel).await?;
-            Ok(presence_stream(state, caller.project.id.clone(), channel, None)
+            let reader = is_resource_channel(&channel).then(|| caller.clone());
+            Ok(presence_stream(state, caller.project.id.clone(), channel, None, reader)
                 .map(|item| item.map(FieldValue::value)))
         })
     })
@@ -543,6 +606,13 @@ fn update_presence() -> Field {
             let new_state = new_state.unwrap_or(serde_json::Value::Null);
             check_presence_state(state, &new_state)?;
             let mine = state.presence.held_by(&caller.project.id, &channel, &me.user.id);
+            // Each update reaches every watcher of the channel on every replica.
+            let client = ctx
+                .data::<ClientInfo>()
+                .map(|c| client_key(&c.ip))
+                .unwrap_or_default();
+            let per_second = state.config.presence_max_updates_per_client;
+            state.presence.charge_updates(&client, mine.len(), per_second)?;
             for mut presence in mine.clone() {
                 presence.state = new_state.clone();
                 presence.kind = presence::PresenceKind::Update;
@@ -555,7 +625,7 @@ fn update_presence() -> Field {
             )]))))
         })
     })
-    .description("Changes the signed-in caller's state on a presence channel, in every presence they hold there.")
+    .description("Changes the signed-in caller's state on a presence channel, in every presence they hold there. Each presence changed counts one against `NIMBUS_PRESENCE_MAX_UPDATES_PER_CLIENT` a second (`RATE_LIMITED` past it, and nothing changed).")
     .argument(UpdatePresenceInput::argument())
 }
 

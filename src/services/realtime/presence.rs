@@ -49,6 +49,47 @@ pub struct PresenceLimits {
     pub joins_per_second: usize,
 }
 
+/// Counts of what each client address did in its current window of
+/// [`JOIN_WINDOW`]: when the window began, and how many.
+#[derive(Default)]
+struct Windows {
+    counts: HashMap<String, (Instant, usize)>,
+    /// The size `counts` may reach before expired windows are swept.
+    sweep_at: usize,
+}
+
+impl Windows {
+    /// Counts `n` more for `client`; `RATE_LIMITED` (counting none) when that
+    /// would take it past `per_second` in the current window. Expired windows are
+    /// swept once the map has doubled since the last sweep, so the map stays within
+    /// twice the clients active in the last second, at a constant cost per count.
+    fn charge(&mut self, client: &str, n: usize, per_second: usize) -> AppResult<()> {
+        if per_second == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if self.counts.len() >= self.sweep_at.max(MIN_JOIN_SWEEP) {
+            self.counts
+                .retain(|_, (start, _)| now.duration_since(*start) < JOIN_WINDOW);
+            self.sweep_at = self.counts.len() * 2;
+        }
+        let window = match self.counts.get_mut(client) {
+            Some(window) => window,
+            None => self.counts.entry(client.to_string()).or_insert((now, 0)),
+        };
+        if now.duration_since(window.0) >= JOIN_WINDOW {
+            *window = (now, 0);
+        }
+        if window.1.saturating_add(n) > per_second {
+            return Err(AppError::RateLimited {
+                retry_after: JOIN_WINDOW.as_secs(),
+            });
+        }
+        window.1 += n;
+        Ok(())
+    }
+}
+
 /// How long a client's count of presences opened lasts.
 const JOIN_WINDOW: Duration = Duration::from_secs(1);
 /// The fewest clients' join counts kept before expired ones are swept.
@@ -63,11 +104,10 @@ struct Entries {
     per_user: HashMap<(String, String), usize>,
     /// Presences opened here per client address.
     per_client: HashMap<String, usize>,
-    /// Presences opened here per client address in its current window: when the
-    /// window began, and how many.
-    joins: HashMap<String, (Instant, usize)>,
-    /// The size `joins` may reach before expired windows are swept.
-    joins_sweep_at: usize,
+    /// Presences opened here per client address in its current window.
+    joins: Windows,
+    /// Presence updates sent from here per client address in its current window.
+    updates: Windows,
     /// Presences that left lately, by (project, id), and when: a heartbeat or an
     /// update sent before a LEAVE but heard after it does not bring one back.
     /// Kept for one expiry (ids are never reused).
@@ -84,36 +124,6 @@ fn count_down<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) 
 }
 
 impl Entries {
-    /// Counts a presence opened by `client`; `RATE_LIMITED` when it has opened
-    /// `per_second` already in the current window. Expired windows are swept once
-    /// the map has doubled since the last sweep, so the map stays within twice the
-    /// clients active in the last second, at a constant cost per presence.
-    fn join(&mut self, client: &str, per_second: usize) -> AppResult<()> {
-        if per_second == 0 {
-            return Ok(());
-        }
-        let now = Instant::now();
-        if self.joins.len() >= self.joins_sweep_at.max(MIN_JOIN_SWEEP) {
-            self.joins
-                .retain(|_, (start, _)| now.duration_since(*start) < JOIN_WINDOW);
-            self.joins_sweep_at = self.joins.len() * 2;
-        }
-        let window = match self.joins.get_mut(client) {
-            Some(window) => window,
-            None => self.joins.entry(client.to_string()).or_insert((now, 0)),
-        };
-        if now.duration_since(window.0) >= JOIN_WINDOW {
-            *window = (now, 0);
-        }
-        if window.1 >= per_second {
-            return Err(AppError::RateLimited {
-                retry_after: JOIN_WINDOW.as_secs(),
-            });
-        }
-        window.1 += 1;
-        Ok(())
-    }
-
     fn forget(&mut self, entry: &Entry) {
         if let Some(user) = &entry.presence.user_id {
             count_down(
@@ -290,9 +300,20 @@ impl PresenceRegistry {
                 limits.per_client
             )));
         }
-        entries.join(client, limits.joins_per_second)?;
+        entries.joins.charge(client, 1, limits.joins_per_second)?;
         entries.upsert(presence, Some(client.to_string()));
         Ok(())
+    }
+
+    /// Counts `count` presence updates sent by `client`; `RATE_LIMITED` (and
+    /// none counted) past `per_second`: each reaches every watcher of its channel,
+    /// on every replica.
+    pub fn charge_updates(&self, client: &str, count: usize, per_second: usize) -> AppResult<()> {
+        let mut entries = self
+            .entries
+            .lock()
+            .map_err(|_| AppError::Internal(anyhow::anyhow!("presence registry poisoned")))?;
+        entries.updates.charge(client, count, per_second)
     }
 
     /// Who is on a channel now: the `limit` who came first (all for `None`).
@@ -677,9 +698,35 @@ mod tests {
             .lock()
             .unwrap()
             .joins
+            .counts
             .get_mut("c1")
             .unwrap()
             .0 -= JOIN_WINDOW;
         open("e", "c1").unwrap();
+    }
+
+    #[test]
+    fn a_client_sends_a_bounded_number_of_updates_a_second_counted_all_or_none() {
+        let registry = PresenceRegistry::default();
+        registry.charge_updates("c1", 3, 5).unwrap();
+        // Two more fit, three do not: none of them is counted.
+        assert_eq!(
+            registry.charge_updates("c1", 3, 5).unwrap_err().code(),
+            "RATE_LIMITED"
+        );
+        registry.charge_updates("c1", 2, 5).unwrap();
+        assert!(registry.charge_updates("c1", 1, 5).is_err());
+        registry.charge_updates("c2", 5, 5).unwrap();
+        registry.charge_updates("c1", 1_000, 0).unwrap();
+        registry
+            .entries
+            .lock()
+            .unwrap()
+            .updates
+            .counts
+            .get_mut("c1")
+            .unwrap()
+            .0 -= JOIN_WINDOW;
+        registry.charge_updates("c1", 5, 5).unwrap();
     }
 }

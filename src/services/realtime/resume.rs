@@ -3,8 +3,9 @@
 //! replays from the log what its project logged since, then continues live,
 //! skipping what it replayed (the live stream is joined before the log is read, so
 //! nothing falls between the two). A cursor older than what the log keeps ends the
-//! subscription with `RESYNC_REQUIRED`; one that is malformed or from another
-//! project, with `INVALID_CURSOR`. Filters and permissions are the live ones: a
+//! subscription with `RESYNC_REQUIRED`; one that is malformed, from another
+//! project or not signed by this server (cursors are signed: a client resumes only
+//! from where it was), with `INVALID_CURSOR`. Filters and permissions are the live ones: a
 //! replayed event goes through the same watch and the same read check.
 
 use std::collections::HashSet;
@@ -12,6 +13,8 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use async_graphql::Value;
 use async_graphql::dynamic::{InputValue, ResolverContext, TypeRef};
@@ -26,33 +29,83 @@ pub const MAX_REPLAY: usize = 100_000;
 /// Entries read from the log at a time.
 const PAGE: i64 = 1000;
 
-/// The cursor of the event at `position` in `project_id`.
-pub fn cursor(project_id: &str, position: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("ev1:{project_id}:{position}"))
+/// Makes and reads cursors. A cursor is signed with a key derived from the server
+/// secret: a client resumes only from a place it was given, never from one it made
+/// up (`after` the log's first position would replay a day of events).
+pub struct Cursors {
+    key: Hmac<Sha256>,
 }
 
-/// The position a cursor of `project_id` names.
-pub fn parse_cursor(project_id: &str, cursor: &str) -> AppResult<i64> {
-    let invalid = || AppError::Invalid {
-        code: codes::INVALID_CURSOR,
-        field: "after".into(),
-        reason: "not a realtime cursor of this project".into(),
-    };
-    let bytes = URL_SAFE_NO_PAD
-        .decode(cursor.trim())
-        .map_err(|_| invalid())?;
-    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-    let rest = text.strip_prefix("ev1:").ok_or_else(invalid)?;
-    let (project, position) = rest.rsplit_once(':').ok_or_else(invalid)?;
-    if project != project_id {
-        return Err(invalid());
+impl Cursors {
+    pub fn new(server_secret: &str) -> Self {
+        let mut derive = <Hmac<Sha256> as Mac>::new_from_slice(server_secret.as_bytes())
+            .expect("HMAC takes keys of any length");
+        derive.update(b"nimbus realtime cursor\0");
+        let key = derive.finalize().into_bytes();
+        Cursors {
+            key: <Hmac<Sha256> as Mac>::new_from_slice(&key)
+                .expect("HMAC takes keys of any length"),
+        }
     }
-    position
-        .parse::<i64>()
-        .ok()
-        .filter(|p| *p >= 0)
-        .ok_or_else(invalid)
+
+    fn tag(&self, project_id: &str, position: i64) -> Hmac<Sha256> {
+        let mut mac = self.key.clone();
+        mac.update(project_id.as_bytes());
+        mac.update(b"\0");
+        mac.update(&position.to_be_bytes());
+        mac
+    }
+
+    /// The cursor of the event at `position` in `project_id`.
+    pub fn cursor(&self, project_id: &str, position: i64) -> String {
+        let tag = self.tag(project_id, position).finalize().into_bytes();
+        let tag = URL_SAFE_NO_PAD.encode(&tag[..TAG_BYTES]);
+        URL_SAFE_NO_PAD.encode(format!("ev2:{project_id}:{position}:{tag}"))
+    }
+
+    /// The position a cursor of `project_id` names, if this server signed it.
+    pub fn parse(&self, project_id: &str, cursor: &str) -> AppResult<i64> {
+        let invalid = || AppError::Invalid {
+            code: codes::INVALID_CURSOR,
+            field: "after".into(),
+            reason: "not a realtime cursor of this project".into(),
+        };
+        let bytes = URL_SAFE_NO_PAD
+            .decode(cursor.trim())
+            .map_err(|_| invalid())?;
+        let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+        let rest = text.strip_prefix("ev2:").ok_or_else(invalid)?;
+        let (rest, tag) = rest.rsplit_once(':').ok_or_else(invalid)?;
+        let (project, position) = rest.rsplit_once(':').ok_or_else(invalid)?;
+        if project != project_id {
+            return Err(invalid());
+        }
+        let position = position
+            .parse::<i64>()
+            .ok()
+            .filter(|p| *p >= 0)
+            .ok_or_else(invalid)?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| invalid())?;
+        if tag.len() != TAG_BYTES {
+            return Err(invalid());
+        }
+        self.tag(project_id, position)
+            .verify_truncated_left(&tag)
+            .map_err(|_| invalid())?;
+        Ok(position)
+    }
+
+    /// The value of an event's `cursor` field (none before it was logged).
+    pub fn value(&self, event: &Event) -> Value {
+        match event.position {
+            0 => Value::Null,
+            position => Value::from(self.cursor(&event.project_id, position)),
+        }
+    }
 }
+
+/// Bytes of the signature a cursor carries.
+const TAG_BYTES: usize = 16;
 
 /// What the `cursor` field of every event type says.
 pub const CURSOR_DESCRIPTION: &str = "The event's place in the project's event log: subscribe again with `after:` set to the last one received to miss nothing in between.";
@@ -70,16 +123,11 @@ pub fn after_argument(
     project_id: &str,
 ) -> async_graphql::Result<Option<i64>> {
     match ctx.args.get("after") {
-        Some(after) if !after.is_null() => Ok(Some(parse_cursor(project_id, after.string()?)?)),
+        Some(after) if !after.is_null() => {
+            let cursors = &crate::graphql::types::app(ctx)?.cursors;
+            Ok(Some(cursors.parse(project_id, after.string()?)?))
+        }
         _ => Ok(None),
-    }
-}
-
-/// The value of an event's `cursor` field (none before it was logged).
-pub fn cursor_value(event: &Event) -> Value {
-    match event.position {
-        0 => Value::Null,
-        position => Value::from(cursor(&event.project_id, position)),
     }
 }
 
@@ -141,11 +189,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_cursor_names_its_project_and_position() {
-        let c = cursor("default", 42);
-        assert_eq!(parse_cursor("default", &c).unwrap(), 42);
-        assert!(parse_cursor("other", &c).is_err());
-        assert!(parse_cursor("default", "not a cursor").is_err());
-        assert!(parse_cursor("default", &URL_SAFE_NO_PAD.encode("ev1:default:-3")).is_err());
+    fn a_cursor_names_its_project_and_position_and_only_its_signer_reads_it() {
+        let cursors = Cursors::new("a server secret of thirty-two bytes");
+        let c = cursors.cursor("default", 42);
+        assert_eq!(cursors.parse("default", &c).unwrap(), 42);
+        assert!(cursors.parse("other", &c).is_err());
+        assert!(cursors.parse("default", "not a cursor").is_err());
+        // Made up, or signed by another server: refused.
+        let unsigned = URL_SAFE_NO_PAD.encode("ev1:default:0");
+        assert!(cursors.parse("default", &unsigned).is_err());
+        let elsewhere = Cursors::new("another server secret, also long enough");
+        assert!(
+            cursors
+                .parse("default", &elsewhere.cursor("default", 42))
+                .is_err()
+        );
+        // Another position under the same signature.
+        let text = String::from_utf8(URL_SAFE_NO_PAD.decode(&c).unwrap()).unwrap();
+        let moved = URL_SAFE_NO_PAD.encode(text.replace(":42:", ":0:"));
+        assert!(cursors.parse("default", &moved).is_err());
+        let negative = cursors.cursor("default", -3);
+        assert!(cursors.parse("default", &negative).is_err());
     }
 }

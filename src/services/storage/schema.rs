@@ -409,6 +409,7 @@ struct FileWatch {
     channel: String,
     /// The position of `after:`, when resuming.
     after: Option<i64>,
+    cursors: std::sync::Arc<resume::Cursors>,
 }
 
 impl crate::services::realtime::watch::Watch for FileWatch {
@@ -424,7 +425,7 @@ impl crate::services::realtime::watch::Watch for FileWatch {
         object([
             ("type", Value::Enum(Name::new(outcome))),
             ("node", file_from_payload(&event.payload)),
-            ("cursor", resume::cursor_value(event)),
+            ("cursor", self.cursors.value(event)),
         ])
     }
 
@@ -489,7 +490,9 @@ fn file_changed() -> SubscriptionField {
                 None => format!("buckets.{bucket_id}.files"),
             };
             let after = resume::after_argument(&ctx, &caller.project.id)?;
-            Ok(crate::services::realtime::watch::follow(&ctx, state, caller, FileWatch { channel, after }))
+            let cursors = state.cursors.clone();
+            let watch = FileWatch { channel, after, cursors };
+            Ok(crate::services::realtime::watch::follow(&ctx, state, caller, watch))
         })
     })
     .description("Changes to the files of a bucket (or to one file): CREATE, UPDATE, DELETE, for the files the caller may read at that moment.")
