@@ -163,6 +163,32 @@ impl Access {
         self.parse_allowing(given, &ITEM_ACTIONS)
     }
 
+    /// The permissions a write replaces an item's `current` ones with, as
+    /// [`Access::permissions_to_set`] reads `given`; a client grants nothing new
+    /// that it may not do itself (`may` answers for an action on the item as it is
+    /// now): a right to update is not a way to a right to delete, nor to read.
+    pub fn permissions_replacing(
+        &self,
+        given: &[String],
+        current: &[Permission],
+        may: impl Fn(Action) -> bool,
+    ) -> AppResult<Vec<Permission>> {
+        let permissions = self.permissions_to_set(given)?;
+        if let Access::Client { .. } = self
+            && let Some(new) = permissions
+                .iter()
+                .find(|permission| !current.contains(permission) && !may(permission.action))
+        {
+            return Err(AppError::PermissionDenied {
+                reason: format!(
+                    "you may not grant `{new}`: you are not allowed to {} it yourself",
+                    new.action
+                ),
+            });
+        }
+        Ok(permissions)
+    }
+
     /// The permissions of a container (a collection, a bucket), set by a server:
     /// every action, `create` included.
     pub fn container_permissions(given: &[String]) -> AppResult<Vec<Permission>> {

@@ -595,9 +595,10 @@ async fn a_document_leaves_a_filtered_set_only_for_subscribers_who_could_read_it
     let update = "mutation($input: UpdateNoteInput!) { updateNote(input: $input) { id } }";
     // In Bob's set while he may not read it, then out of it once he may: he
     // never saw it there, so he hears nothing.
+    let own_read = format!("read(\"user:{ann_id}\")");
     write(
         create,
-        json!({"id": "hid", "text": "in", "permissions": [own.clone()]}),
+        json!({"id": "hid", "text": "in", "permissions": [own.clone(), own_read]}),
     )
     .await;
     write(
@@ -779,5 +780,81 @@ async fn plural_collection_names_get_english_singular_type_names() {
         listed,
         json!({"movie": {"title": "Alien"}, "movies": {"nodes": [{"title": "Alien"}]}, "person": {"title": "Ripley"}, "people": {"totalCount": 1}})
     );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_right_to_update_grants_no_right_the_caller_lacks() {
+    let app = spawn_app().await;
+    setup(&app).await;
+    let ann = app.signed_in("ann-grants@example.com").await;
+    let bob = app.signed_in("bob-grants@example.com").await;
+    let (ann_id, bob_id) = (user_id(&app, &ann).await, user_id(&app, &bob).await);
+    let grant = |action: &str, id: &str| format!("{action}(\"user:{id}\")");
+    let set_by_admin = |permissions: Vec<String>| {
+        app.admin(
+            "mutation($p: [String!]!) { updateNote(input: {id: \"handed\", permissions: $p}) { id } }",
+            json!({"p": permissions}),
+        )
+    };
+    note(&app, &ann, "handed", None).await;
+    let mut handed = vec![
+        grant("read", &ann_id),
+        grant("update", &ann_id),
+        grant("delete", &ann_id),
+    ];
+    handed.push(grant("update", &bob_id));
+    set_by_admin(handed).await.ok();
+    let update = "mutation($input: UpdateNoteInput!) { updateNote(input: $input) { id } }";
+    let as_bob = |permissions: Vec<String>| {
+        app.as_session(
+            &bob,
+            update,
+            json!({"input": {"id": "handed", "text": "bob's", "permissions": permissions}}),
+        )
+    };
+    // Bob may update Ann's note, but neither delete nor read it: he cannot give
+    // himself either (`write` is update and delete).
+    for permissions in [
+        vec![grant("update", &bob_id), grant("delete", &bob_id)],
+        vec![grant("read", &bob_id)],
+        vec![format!("write(\"user:{bob_id}\")")],
+        vec!["read(\"users\")".to_string()],
+    ] {
+        let refused = as_bob(permissions.clone()).await;
+        assert_eq!(
+            refused.code(),
+            "PERMISSION_DENIED",
+            "{permissions:?}: {:#}",
+            refused.body
+        );
+    }
+    assert_eq!(
+        admin_note(&app, "handed").await,
+        json!({"id": "handed", "text": "text of handed"}),
+        "nothing was written"
+    );
+    let delete = "mutation { deleteNote(input: {id: \"handed\"}) { deletedId } }";
+    let deleted = app.as_session(&bob, delete, json!({})).await;
+    assert_eq!(deleted.code(), "DOCUMENT_NOT_FOUND", "{:#}", deleted.body);
+    // What he may do already he may grant: reading, once he may read it.
+    as_bob(vec![grant("update", &bob_id)]).await.ok();
+    assert_eq!(admin_note(&app, "handed").await["text"], "bob's");
+    set_by_admin(vec![grant("read", &bob_id), grant("update", &bob_id)])
+        .await
+        .ok();
+    as_bob(vec![
+        "read(\"users\")".to_string(),
+        grant("update", &bob_id),
+    ])
+    .await
+    .ok();
+    let ann_reads = app
+        .as_session(&ann, "{ note(id: \"handed\") { text } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(ann_reads["note"]["text"], "bob's");
+    let deleted = app.as_session(&bob, delete, json!({})).await;
+    assert_eq!(deleted.code(), "PERMISSION_DENIED", "{:#}", deleted.body);
     app.shutdown().await;
 }

@@ -2398,7 +2398,11 @@ async fn update_impl(
     let permissions = changes
         .permissions
         .as_deref()
-        .map(|given| access.permissions_to_set(given))
+        .map(|given| {
+            access.permissions_replacing(given, &current.permissions, |action| {
+                may(collection, access, action, &current.permissions)
+            })
+        })
         .transpose()?;
     let columns = collection.columns();
     // Strictly later than before, so `expectedUpdatedAt` tells every change apart.

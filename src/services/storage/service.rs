@@ -821,7 +821,9 @@ pub async fn update_file(
         check_extension(&bucket, &file.name)?;
     }
     if let Some(given) = permissions {
-        file.permissions = access.permissions_to_set(&given)?;
+        file.permissions = access.permissions_replacing(&given, &file.permissions, |action| {
+            may(&bucket, access, action, &file)
+        })?;
     }
     file.updated_at = now_millis();
     let mut tx = state.db.pool().begin().await?;
