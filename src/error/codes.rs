@@ -68,7 +68,7 @@ codes! {
     REQUEST_TOO_LARGE: 413 => "the body is over `NIMBUS_MAX_BODY_BYTES` (or a multipart limit)";
     REQUEST_TIMEOUT: 408 => "the body did not arrive within `NIMBUS_HTTP_BODY_TIMEOUT`; the connection closes";
     TOO_MANY_CONNECTIONS: 503 => "over a connection cap: sent with `Retry-After` without reading the request, then the connection closes";
-    TOO_MANY_FILES: 413 => "a multipart request carries more files than `NIMBUS_MAX_UPLOAD_FILES`";
+    TOO_MANY_FILES: 413 => "a multipart request carries more files than `NIMBUS_MAX_UPLOAD_FILES`, or maps one file to more than 8 variable paths";
     CSRF_PREFLIGHT_REQUIRED: 400 => "a multipart or GET request without a header that forces a CORS preflight";
     UNSUPPORTED_MEDIA_TYPE: 415 => "a body that is not JSON, GraphQL or multipart";
     NOT_ACCEPTABLE: 406 => "the `Accept` header allows no media type Nimbus answers with";
@@ -82,7 +82,7 @@ codes! {
     GRAPHQL_PARSE_FAILED: 400 => "a syntax error";
     GRAPHQL_VALIDATION_FAILED: 400 => "unknown field, wrong argument or variable type, fragment cycle, …";
     QUERY_TOO_DEEP: 400 => "deeper than `NIMBUS_GRAPHQL_MAX_DEPTH`, counted with fragment spreads expanded";
-    QUERY_TOO_COMPLEX: 400 => "over `NIMBUS_GRAPHQL_MAX_COMPLEXITY` (or `NIMBUS_GRAPHQL_MAX_DIRECTIVES` directives on one selection)";
+    QUERY_TOO_COMPLEX: 400 => "over `NIMBUS_GRAPHQL_MAX_COMPLEXITY`, `NIMBUS_GRAPHQL_MAX_NODES` (pages nested in pages) or `NIMBUS_GRAPHQL_MAX_DIRECTIVES` (directives on one selection)";
     TOO_MANY_ALIASES: 400 => "more aliases than `NIMBUS_GRAPHQL_MAX_ALIASES`";
     OPERATION_NOT_FOUND: 400 => "`operationName` names no operation of the document";
     OPERATION_NAME_REQUIRED: 400 => "the document has several operations and no `operationName`";

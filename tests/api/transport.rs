@@ -256,3 +256,27 @@ async fn unknown_endpoints_answer_404_json() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_field_error_names_the_field_by_its_path() {
+    let app = spawn_app().await;
+    let answer = app
+        .post(
+            json!({"query": "{ __typename them: users { totalCount } }"}),
+            &[],
+        )
+        .await;
+    assert_ne!(answer.code(), "<none>", "{:#}", answer.body);
+    assert_eq!(
+        answer.body["errors"][0]["path"],
+        json!(["them"]),
+        "{:#}",
+        answer.body
+    );
+    assert_eq!(
+        answer.body["data"]["__typename"], "Query",
+        "{:#}",
+        answer.body
+    );
+    app.shutdown().await;
+}
