@@ -14,6 +14,9 @@ use async_graphql_value::Value;
 /// The page a list field returns when asked without `first` or `last`, as
 /// every list of the schema does.
 const DEFAULT_PAGE: u64 = 20;
+/// The largest page any list returns. A list asked for more refuses the request
+/// with its own error (`BAD_USER_INPUT`), which says more than a count could.
+const LARGEST_PAGE: u64 = 1000;
 
 /// The most nodes the lists of the operation `operation_name` names (or the
 /// document's only one) return, fragments expanded. A document that names a type,
@@ -141,6 +144,7 @@ impl Walk<'_> {
             .filter_map(|(_, value)| self.number(&value.node))
             .max()
             .unwrap_or(DEFAULT_PAGE)
+            .min(LARGEST_PAGE)
     }
 
     /// An argument's value as a count, from the query text or the variables (or
@@ -260,10 +264,23 @@ mod tests {
             nodes(query, serde_json::json!({"n": null, "m": 2})),
             DEFAULT_PAGE + DEFAULT_PAGE * 2 + DEFAULT_PAGE * DEFAULT_PAGE
         );
-        // Far past any limit, without overflowing.
+        // A page past any list's largest counts as the largest: the list refuses it.
+        assert_eq!(
+            nodes("{ posts(first: 4294967295) { id } }", serde_json::json!({})),
+            LARGEST_PAGE
+        );
         let deep = "{ posts(first: 4294967295) { author { posts(first: 4294967295) { author {
             posts(first: 4294967295) { id } } } } } }";
-        assert_eq!(nodes(deep, serde_json::json!({})), u64::MAX);
+        assert_eq!(
+            nodes(deep, serde_json::json!({})),
+            1000 + 1000 * 1000 + 1000 * 1000 * 1000
+        );
+    }
+
+    #[test]
+    fn no_list_returns_more_than_the_largest_page() {
+        assert!(LARGEST_PAGE as usize >= crate::services::databases::typed::MAX_FIRST);
+        assert!(LARGEST_PAGE as usize >= crate::graphql::types::MAX_PAGE_SIZE);
     }
 
     #[test]

@@ -38,7 +38,7 @@ use super::{Collection, DataModel};
 
 pub const BIGINT: &str = "BigInt";
 /// The most documents one page of a typed list holds.
-const MAX_FIRST: usize = 1000;
+pub(crate) const MAX_FIRST: usize = 1000;
 const DEFAULT_FIRST: usize = 20;
 const MAX_FILTER_DEPTH: usize = 10;
 
