@@ -1211,7 +1211,11 @@ impl Connection {
     /// subscription got its error and is over.
     async fn replay(&mut self, watching: &mut Watching, after: i64) -> Result<bool, Gone> {
         let project_id = self.caller.project.id.clone();
-        let replayed = match resume::replay(&self.state, &project_id, after).await {
+        let (caller, roles, watch) = (&self.caller, &self.roles, watching.watch.as_ref());
+        let wanted = |event: &crate::bus::Event| {
+            watch.outcome(event).is_some() && caller.may_receive(event, roles)
+        };
+        let replayed = match resume::replay(&self.state, &project_id, after, wanted).await {
             Ok(replayed) => replayed,
             Err(err) => {
                 let response = Response::from_errors(vec![
@@ -1222,7 +1226,7 @@ impl Connection {
                 return Ok(false);
             }
         };
-        let mut positions: Vec<i64> = resume::positions(&replayed).into_iter().collect();
+        let mut positions: Vec<i64> = replayed.positions.into_iter().collect();
         positions.sort_unstable();
         watching.replayed = positions.into();
         let renderer = Renderer {
@@ -1231,7 +1235,7 @@ impl Connection {
             caller: &self.caller,
             client: &self.client,
         };
-        for published in &replayed {
+        for published in &replayed.events {
             let BusMessage::Event(event) = &published.message else {
                 continue;
             };

@@ -139,13 +139,32 @@ fn resync() -> AppError {
     }
 }
 
-/// The events `project_id` logged after `after`, in position order, ready to pass
-/// through a subscription's watch and read check like live ones.
+/// What a resumption replays: the events it keeps, in position order, and the
+/// position of every event it read (kept or not), for the live stream to skip.
+pub struct Replayed {
+    pub events: Vec<Arc<Published>>,
+    pub positions: HashSet<i64>,
+}
+
+/// Resumptions reading the log at once on this replica; the others wait their turn.
+/// Each reads up to [`MAX_REPLAY`] entries: however many subscribers resume at once
+/// (a reconnecting crowd, or one client resubscribing in a loop), the log is read
+/// and decoded for a few at a time.
+static REPLAYS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// The events `project_id` logged after `after` that `keep` wants (the
+/// subscription's watch and read check), in position order; the rest are read and
+/// let go page by page, so memory holds only what the subscriber will be sent.
 pub async fn replay(
     state: &AppState,
     project_id: &str,
     after: i64,
-) -> AppResult<Vec<Arc<Published>>> {
+    keep: impl Fn(&Event) -> bool,
+) -> AppResult<Replayed> {
+    let _turn = REPLAYS
+        .acquire()
+        .await
+        .map_err(|_| AppError::Internal(anyhow::anyhow!("the replay turns are closed")))?;
     let pool = state.db.pool();
     // Pruned past the cursor: what came between cannot be told.
     match event_log::oldest(pool).await? {
@@ -153,7 +172,10 @@ pub async fn replay(
         _ if after == 0 => {}
         _ => return Err(resync()),
     }
-    let mut replayed = Vec::new();
+    let mut replayed = Replayed {
+        events: Vec::new(),
+        positions: HashSet::new(),
+    };
     let mut from = after;
     loop {
         let page = event_log::project_after(pool, project_id, from, PAGE).await?;
@@ -161,27 +183,19 @@ pub async fn replay(
         for logged in page {
             from = logged.position;
             if let Some(message @ BusMessage::Event(_)) = log::decode_at(&logged) {
-                replayed.push(Published::new(message));
+                replayed.positions.insert(logged.position);
+                if matches!(&message, BusMessage::Event(event) if keep(event)) {
+                    replayed.events.push(Published::new(message));
+                }
             }
         }
-        if replayed.len() > MAX_REPLAY {
+        if replayed.positions.len() > MAX_REPLAY {
             return Err(resync());
         }
         if !full {
             return Ok(replayed);
         }
     }
-}
-
-/// The positions of `replayed`, for the live stream to skip.
-pub fn positions(replayed: &[Arc<Published>]) -> HashSet<i64> {
-    replayed
-        .iter()
-        .filter_map(|published| match &published.message {
-            BusMessage::Event(event) => Some(event.position),
-            _ => None,
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -99,20 +99,20 @@ pub fn follow<'a>(
             let replaying = receiver.clone();
             let watching = watch.clone();
             stream::once(async move {
-                let replayed = match super::resume::replay(&state, &project_id, after).await {
+                let roles = replaying.roles().names();
+                let wanted = |event: &Event| {
+                    event.project_id == replaying.project.id
+                        && watching.outcome(event).is_some()
+                        && replaying.may_receive(event, &roles)
+                };
+                let replayed = match super::resume::replay(&state, &project_id, after, wanted).await {
                     Ok(replayed) => replayed,
                     Err(err) => {
                         return stream::once(future::ready(Err(err.to_graphql()))).boxed();
                     }
                 };
-                let skip = super::resume::positions(&replayed);
-                let roles = replaying.roles().names();
-                let replayed = replayed.into_iter().filter(move |published| {
-                    matches!(&published.message, BusMessage::Event(event)
-                        if event.project_id == replaying.project.id
-                            && watching.outcome(event).is_some()
-                            && replaying.may_receive(event, &roles))
-                });
+                let skip = replayed.positions;
+                let replayed = replayed.events.into_iter();
                 let live = live.filter(move |item| {
                     let replayed = matches!(item, Ok(published)
                         if matches!(&published.message, BusMessage::Event(event) if skip.contains(&event.position)));
