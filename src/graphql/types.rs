@@ -22,6 +22,7 @@ pub const JSON: &str = "JSON";
 
 /// Most nodes one page of a connection may hold.
 pub const MAX_PAGE_SIZE: usize = 100;
+const _: () = assert!(MAX_PAGE_SIZE as u64 <= super::nodes::LARGEST_PAGE);
 /// Nodes in a page when the client asks for neither `first` nor `last`.
 pub const DEFAULT_PAGE_SIZE: usize = 20;
 

@@ -38,8 +38,9 @@ use super::{Collection, DataModel};
 
 pub const BIGINT: &str = "BigInt";
 /// The most documents one page of a typed list holds.
-pub(crate) const MAX_FIRST: usize = 1000;
-const DEFAULT_FIRST: usize = 20;
+const MAX_FIRST: usize = 1000;
+const _: () = assert!(MAX_FIRST as u64 <= crate::graphql::nodes::LARGEST_PAGE);
+const DEFAULT_FIRST: usize = crate::graphql::types::DEFAULT_PAGE_SIZE;
 const MAX_FILTER_DEPTH: usize = 10;
 
 /// The scalar kinds a filter input exists for.
