@@ -120,7 +120,7 @@ pub fn caller_events(
                     }
                     // Boxed: its state would otherwise sit in every idle
                     // subscription.
-                    match Box::pin(reload_session(&state, session)).await {
+                    match Box::pin(reload_apart(&state, session)).await {
                         Ok(reloaded) => {
                             caller.credential = Credential::Session(reloaded);
                             roles = caller.roles().names();
@@ -151,6 +151,21 @@ pub fn caller_events(
             }
         }
     }
+}
+
+/// The session reloaded on a task of its own. A subscription's stream is polled
+/// by its socket's task, which may itself be re-checking the same change and need
+/// a database connection meanwhile: a query of the stream's, suspended with its
+/// connection held while that task waits for one, would wait for good on a small
+/// pool.
+async fn reload_apart(
+    state: &AppState,
+    session: &Arc<crate::auth::session_cache::ResolvedSession>,
+) -> AppResult<Arc<crate::auth::session_cache::ResolvedSession>> {
+    let (state, session) = (state.clone(), session.clone());
+    tokio::spawn(async move { reload_session(&state, &session).await })
+        .await
+        .map_err(|err| AppError::Internal(anyhow::anyhow!("reloading a session failed: {err}")))?
 }
 
 /// A `realtime(channels:)` subscription: the events on any of its channels.
@@ -412,7 +427,7 @@ fn presence_stream(
                     if session.user.project_id != *changed_project || session.user.id != *user_id {
                         continue;
                     }
-                    let reloaded = match Box::pin(reload_session(&state, session)).await {
+                    let reloaded = match Box::pin(reload_apart(&state, session)).await {
                         Ok(reloaded) => reloaded,
                         Err(err) => {
                             yield Err(err.to_graphql());
