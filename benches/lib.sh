@@ -137,38 +137,36 @@ admin_key_from() {
     [[ -n $admin_key ]] || { cat "$1" >&2; die "Nimbus printed no admin key"; }
 }
 
-# `load_binary DIR`: copies the load tool (benches/load.rs) to DIR/load: LOAD_BIN
-# when set, else a release build of it.
-load_binary() {
-    if [[ -n ${LOAD_BIN:-} ]]; then
-        cp "$LOAD_BIN" "$1/load"
-        say "using:    $LOAD_BIN"
+# `release_copy KIND NAME GIVEN DIR`: copies GIVEN to DIR/NAME when set, else the
+# release build of target NAME of kind KIND (`bin`, `bench`) made now (honouring
+# CARGO_TARGET_DIR). A copy, so a build started meanwhile in the same target
+# directory cannot swap it mid-run.
+release_copy() {
+    local kind=$1 name=$2 given=$3 dir=$4
+    if [[ -n $given ]]; then
+        cp "$given" "$dir/$name"
+        say "using:    $given"
         return
     fi
-    cargo build --release --bench load --message-format=json-render-diagnostics >"$1/build-load.json"
+    cargo build --release "--$kind" "$name" --message-format=json-render-diagnostics >"$dir/build-$name.json"
     local built
-    built=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "load"
-        and .target.kind == ["bench"] and .executable != null) | .executable' "$1/build-load.json" | tail -n 1)
-    [[ -n $built ]] || die "cargo built no load tool"
-    cp "$built" "$1/load"
+    built=$(jq -r --arg name "$name" --arg kind "$kind" 'select(.reason == "compiler-artifact"
+        and .target.name == $name and .target.kind == [$kind] and .executable != null)
+        | .executable' "$dir/build-$name.json" | tail -n 1)
+    [[ -n $built ]] || die "cargo built no $name $kind"
+    cp "$built" "$dir/$name"
     say "built:    $built"
 }
 
-# `nimbus_binary DIR`: the server to measure, copied to DIR/nimbus: NIMBUS_BIN when
-# set, else the release binary built now (honouring CARGO_TARGET_DIR). A copy, so a
-# build started meanwhile in the same target directory cannot swap it mid-run.
+# `load_binary DIR`: the load tool (benches/load.rs) as DIR/load: LOAD_BIN when set,
+# else a release build of it.
+load_binary() {
+    release_copy bench load "${LOAD_BIN:-}" "$1"
+}
+
+# `nimbus_binary DIR`: the server to measure, as DIR/nimbus: NIMBUS_BIN when set,
+# else the release binary built now.
 nimbus_binary() {
     section "Build"
-    if [[ -n ${NIMBUS_BIN:-} ]]; then
-        cp "$NIMBUS_BIN" "$1/nimbus"
-        say "using:    $NIMBUS_BIN"
-        return
-    fi
-    cargo build --release --bin nimbus --message-format=json-render-diagnostics >"$1/build.json"
-    local built
-    built=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "nimbus"
-        and .target.kind == ["bin"] and .executable != null) | .executable' "$1/build.json" | tail -n 1)
-    [[ -n $built ]] || die "cargo built no nimbus binary"
-    cp "$built" "$1/nimbus"
-    say "built:    $built"
+    release_copy bin nimbus "${NIMBUS_BIN:-}" "$1"
 }

@@ -5,7 +5,7 @@
 //! (`author { posts(first: 1000) { nodes { author { posts(first: 1000) … } } } }`).
 
 use async_graphql::parser::types::{
-    ExecutableDocument, OperationType, Selection, SelectionSet, VariableDefinition,
+    ExecutableDocument, Selection, SelectionSet, VariableDefinition,
 };
 use async_graphql::registry::{MetaField, MetaType, Registry};
 use async_graphql::{Name, Positioned, Value as ConstValue, Variables};
@@ -29,32 +29,14 @@ pub fn count(
     variables: &Variables,
 ) -> u64 {
     let mut total = 0u64;
-    for (name, operation) in document.operations.iter() {
-        if operation_name
-            .zip(name)
-            .is_some_and(|(selected, name)| selected != name.as_str())
-        {
-            continue;
-        }
-        let operation = &operation.node;
-        let root = match operation.ty {
-            OperationType::Query => Some(registry.query_type.as_str()),
-            OperationType::Mutation => registry.mutation_type.as_deref(),
-            OperationType::Subscription => registry.subscription_type.as_deref(),
-        };
-        let Some(root) = root else { continue };
+    for (operation, root) in super::variables::operations_run(registry, document, operation_name) {
         let walk = Walk {
             registry,
             document,
             variables,
             definitions: &operation.variable_definitions,
         };
-        let nodes = walk.selection_set(
-            registry.types.get(root),
-            &operation.selection_set.node,
-            1,
-            0,
-        );
+        let nodes = walk.selection_set(Some(root), &operation.selection_set.node, 1, 0);
         total = total.saturating_add(nodes);
     }
     total

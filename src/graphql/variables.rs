@@ -22,7 +22,7 @@
 use std::collections::HashSet;
 
 use async_graphql::parser::types::{
-    Directive, ExecutableDocument, OperationType, Selection, SelectionSet,
+    Directive, ExecutableDocument, OperationDefinition, OperationType, Selection, SelectionSet,
 };
 use async_graphql::registry::{MetaType, MetaTypeName, Registry};
 use async_graphql::{Name, Pos, Positioned, QueryPathNode, QueryPathSegment, ServerError};
@@ -68,25 +68,11 @@ impl VariableArguments {
             found.directives(&fragment.directives);
             found.selection_set(on, &fragment.selection_set.node);
         }
-        for (name, operation) in document.operations.iter() {
-            // Validation resolves no variable of an operation the request does not
-            // run; what it checks there does not depend on the values.
-            if operation_name
-                .zip(name)
-                .is_some_and(|(selected, name)| selected != name.as_str())
-            {
-                continue;
-            }
-            let operation = &operation.node;
-            let root = match operation.ty {
-                OperationType::Query => Some(registry.query_type.as_str()),
-                OperationType::Mutation => registry.mutation_type.as_deref(),
-                OperationType::Subscription => registry.subscription_type.as_deref(),
-            };
-            // A document using a root the schema lacks fails validation anyway.
-            let Some(root) = root else { continue };
+        // Validation resolves no variable of an operation the request does not run;
+        // what it checks there does not depend on the values.
+        for (operation, root) in operations_run(registry, document, operation_name) {
             found.directives(&operation.directives);
-            found.selection_set(registry.types.get(root), &operation.selection_set.node);
+            found.selection_set(Some(root), &operation.selection_set.node);
         }
         found.found
     }
@@ -122,6 +108,33 @@ impl VariableArguments {
         }
         Some(errors)
     }
+}
+
+/// The operations of `document` a request naming `operation_name` runs (all of
+/// them when it names none), each with the root type it selects from. One whose
+/// root the schema lacks is left out: validation refuses it anyway.
+pub fn operations_run<'d>(
+    registry: &'d Registry,
+    document: &'d ExecutableDocument,
+    operation_name: Option<&'d str>,
+) -> impl Iterator<Item = (&'d OperationDefinition, &'d MetaType)> {
+    document
+        .operations
+        .iter()
+        .filter(move |(name, _)| {
+            operation_name
+                .zip(*name)
+                .is_none_or(|(selected, name)| selected == name.as_str())
+        })
+        .filter_map(|(_, operation)| {
+            let operation = &operation.node;
+            let root = match operation.ty {
+                OperationType::Query => Some(registry.query_type.as_str()),
+                OperationType::Mutation => registry.mutation_type.as_deref(),
+                OperationType::Subscription => registry.subscription_type.as_deref(),
+            }?;
+            Some((operation, registry.types.get(root)?))
+        })
 }
 
 /// The walk over a document that finds its arguments naming variables, keeping
