@@ -71,19 +71,11 @@ impl Walk<'_> {
                 Selection::Field(field) => {
                     let field = &field.node;
                     let declared = ty.and_then(|ty| ty.field_by_name(&field.name.node));
-                    let pages = match declared {
-                        Some(declared) if is_list(declared) => {
-                            pages.saturating_mul(self.page_size(&field.arguments))
-                        }
-                        _ => pages,
-                    };
+                    let size = declared.and_then(|declared| self.list_size(declared, field));
+                    let pages = pages.saturating_mul(size.unwrap_or(1));
                     let inner = declared
                         .and_then(|declared| self.registry.concrete_type_by_name(&declared.ty));
-                    let listed = if declared.is_some_and(is_list) {
-                        pages
-                    } else {
-                        0
-                    };
+                    let listed = if size.is_some() { pages } else { 0 };
                     listed.saturating_add(self.selection_set(
                         inner,
                         &field.selection_set.node,
@@ -118,6 +110,53 @@ impl Walk<'_> {
         total
     }
 
+    /// How many objects `field` returns for each of its parents, when it is a list
+    /// whose length the request sets: a page (a field taking `first`), or as many as
+    /// an argument's list gives (`createPosts(input: [...])`, `updatePosts`, up to
+    /// their batch limit). Other lists (a collection's attributes, a user's
+    /// sessions) hold what the data holds, bounded where it is written.
+    fn list_size(
+        &self,
+        declared: &MetaField,
+        field: &async_graphql::parser::types::Field,
+    ) -> Option<u64> {
+        if is_list(declared) {
+            return Some(self.page_size(&field.arguments));
+        }
+        if !returns_list(&declared.ty) {
+            return None;
+        }
+        field
+            .arguments
+            .iter()
+            .filter_map(|(_, value)| self.list_length(&value.node))
+            .max()
+    }
+
+    /// The length of an argument's list, from the query text or the variables
+    /// (or the variable's default).
+    fn list_length(&self, value: &Value) -> Option<u64> {
+        match value {
+            Value::List(items) => Some(items.len() as u64),
+            Value::Variable(name) => match self.variable(name)? {
+                ConstValue::List(items) => Some(items.len() as u64),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// A variable's value as sent, or its default.
+    fn variable(&self, name: &Name) -> Option<ConstValue> {
+        self.variables.get(name).cloned().or_else(|| {
+            self.definitions
+                .iter()
+                .find(|definition| definition.node.name.node == *name)
+                .and_then(|definition| definition.node.default_value())
+                .cloned()
+        })
+    }
+
     /// The page a list field is asked for: `last` or `first` (the larger when
     /// both are given, which the field refuses anyway), else the default.
     fn page_size(&self, arguments: &[(Positioned<Name>, Positioned<Value>)]) -> u64 {
@@ -135,27 +174,23 @@ impl Walk<'_> {
     fn number(&self, value: &Value) -> Option<u64> {
         match value {
             Value::Number(number) => number.as_u64(),
-            Value::Variable(name) => {
-                let sent = self.variables.get(name).cloned().or_else(|| {
-                    self.definitions
-                        .iter()
-                        .find(|definition| definition.node.name.node == *name)
-                        .and_then(|definition| definition.node.default_value())
-                        .cloned()
-                });
-                match sent {
-                    Some(ConstValue::Number(number)) => number.as_u64(),
-                    _ => None,
-                }
-            }
+            Value::Variable(name) => match self.variable(name)? {
+                ConstValue::Number(number) => number.as_u64(),
+                _ => None,
+            },
             _ => None,
         }
     }
 }
 
-/// A paged list field: every list of the schema takes `first`.
+/// A paged list field: every paged list of the schema takes `first`.
 fn is_list(field: &MetaField) -> bool {
     field.args.contains_key("first")
+}
+
+/// Whether a field's type (`[Post!]!`, `[Post]`) is a list.
+fn returns_list(ty: &str) -> bool {
+    ty.trim_end_matches('!').starts_with('[')
 }
 
 #[cfg(test)]
@@ -181,7 +216,16 @@ mod tests {
             .register(
                 Object::new("Query")
                     .field(list("posts", "Post"))
-                    .field(one("post", "Post")),
+                    .field(one("post", "Post"))
+                    .field(
+                        Field::new("byIds", TypeRef::named_nn_list_nn("Post"), |_| {
+                            FieldFuture::new(async { Ok(None::<async_graphql::Value>) })
+                        })
+                        .argument(InputValue::new(
+                            "ids",
+                            TypeRef::named_nn_list_nn(TypeRef::ID),
+                        )),
+                    ),
             )
             .register(
                 Object::new("Post")
@@ -258,6 +302,18 @@ mod tests {
             nodes(deep, serde_json::json!({})),
             1000 + 1000 * 1000 + 1000 * 1000 * 1000
         );
+    }
+
+    #[test]
+    fn a_list_as_long_as_an_argument_counts_that_many() {
+        let query =
+            "query($ids: [ID!]!) { byIds(ids: $ids) { author { posts(first: 10) { id } } } }";
+        assert_eq!(
+            nodes(query, serde_json::json!({"ids": ["a", "b", "c", "d", "e"]})),
+            5 + 5 * 10
+        );
+        let literal = r#"{ byIds(ids: ["a", "b", "c"]) { id } }"#;
+        assert_eq!(nodes(literal, serde_json::json!({})), 3);
     }
 
     #[test]

@@ -778,6 +778,23 @@ async fn pages_nested_in_pages_are_refused_before_they_run() {
         .post(json!({"query": format!("{{ {aliased} }}")}), &[])
         .await;
     assert_eq!(refused.code(), "QUERY_TOO_COMPLEX", "{:#}", refused.body);
+    // A bulk write's answer is a list as long as its input: 200 posts, each with a
+    // page of 1,000, is refused before anything is written.
+    let inputs: Vec<Value> = (0..200)
+        .map(|i| json!({"title": format!("p{i}")}))
+        .collect();
+    let bulk = "mutation($input: [CreatePostInput!]!) { createPosts(input: $input) { id author { posts(first: 1000) { nodes { id } } } } }";
+    let refused = app.admin(bulk, json!({"input": inputs})).await;
+    assert_eq!(refused.code(), "QUERY_TOO_COMPLEX", "{:#}", refused.body);
+    assert!(
+        refused.body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("200200 nodes")),
+        "{:#}",
+        refused.body
+    );
+    let counted = app.admin("{ posts { totalCount } }", json!({})).await.ok();
+    assert_eq!(counted["posts"]["totalCount"], 0, "nothing was written");
     app.shutdown().await;
 }
 

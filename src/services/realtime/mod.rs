@@ -627,7 +627,10 @@ fn update_presence() -> Field {
                 .map(|c| client_key(&c.ip))
                 .unwrap_or_default();
             let per_second = state.config.presence_max_updates_per_client;
-            state.presence.charge_updates(&client, mine.len(), per_second)?;
+            // At most a second's worth at once, so that a user holding more
+            // presences than that can still update them once a second.
+            let count = mine.len().min(per_second);
+            state.presence.charge_updates(&client, count, per_second)?;
             for mut presence in mine.clone() {
                 presence.state = new_state.clone();
                 presence.kind = presence::PresenceKind::Update;

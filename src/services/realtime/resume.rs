@@ -151,6 +151,8 @@ pub struct Replayed {
 /// (a reconnecting crowd, or one client resubscribing in a loop), the log is read
 /// and decoded for a few at a time.
 static REPLAYS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+/// The longest a resumption waits for its turn to read the log.
+const REPLAY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The events `project_id` logged after `after` that `keep` wants (the
 /// subscription's watch and read check), in position order; the rest are read and
@@ -161,10 +163,12 @@ pub async fn replay(
     after: i64,
     keep: impl Fn(&Event) -> bool,
 ) -> AppResult<Replayed> {
-    let _turn = REPLAYS
-        .acquire()
-        .await
-        .map_err(|_| AppError::Internal(anyhow::anyhow!("the replay turns are closed")))?;
+    // A bounded wait: past it the subscriber is told to come back (busy, with a
+    // `retryAfter`) rather than held, its socket's other subscriptions with it.
+    let _turn = match tokio::time::timeout(REPLAY_WAIT, REPLAYS.acquire()).await {
+        Ok(Ok(turn)) => turn,
+        Ok(Err(_)) | Err(_) => return Err(AppError::Busy { retry_after: 1 }),
+    };
     let pool = state.db.pool();
     // Pruned past the cursor: what came between cannot be told.
     match event_log::oldest(pool).await? {
