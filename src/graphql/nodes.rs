@@ -28,6 +28,17 @@ pub fn count(
     operation_name: Option<&str>,
     variables: &Variables,
 ) -> u64 {
+    // Introspection (`__typename`, `__schema`, `__type`) returns no list of ours
+    // (`MAX_INTROSPECTION` bounds it): an operation of it alone, the commonest
+    // trivial request, is not walked.
+    let ours = |set: &SelectionSet| set.items.iter().any(|item| !is_introspection(&item.node));
+    if !document
+        .operations
+        .iter()
+        .any(|(_, operation)| ours(&operation.node.selection_set.node))
+    {
+        return 0;
+    }
     let mut total = 0u64;
     for (operation, root) in super::variables::operations_run(registry, document, operation_name) {
         let walk = Walk {
@@ -68,6 +79,7 @@ impl Walk<'_> {
         let mut total = 0u64;
         for item in &set.items {
             let nodes = match &item.node {
+                selection if is_introspection(selection) => 0,
                 Selection::Field(field) => {
                     let field = &field.node;
                     let declared = ty.and_then(|ty| ty.field_by_name(&field.name.node));
@@ -186,6 +198,11 @@ impl Walk<'_> {
 /// A paged list field: every paged list of the schema takes `first`.
 fn is_list(field: &MetaField) -> bool {
     field.args.contains_key("first")
+}
+
+/// An introspection field (`__typename`, `__schema`, `__type`).
+fn is_introspection(selection: &Selection) -> bool {
+    matches!(selection, Selection::Field(field) if field.node.name.node.starts_with("__"))
 }
 
 /// Whether a field's type (`[Post!]!`, `[Post]`) is a list.
