@@ -111,20 +111,11 @@ pub fn caller_events(
             let event = match &message.message {
                 BusMessage::Event(event) => event,
                 BusMessage::UserChanged { project_id, user_id } => {
-                    // The subscriber's own user changed (signed out, blocked,
-                    // deleted, new team roles or labels): reload or end. A change
-                    // made during a bus gap arrives here too, from the event log.
-                    let Credential::Session(session) = &caller.credential else { continue };
-                    if session.user.project_id != *project_id || session.user.id != *user_id {
-                        continue;
-                    }
-                    // Boxed: its state would otherwise sit in every idle
-                    // subscription.
-                    match Box::pin(reload_apart(&state, session)).await {
-                        Ok(reloaded) => {
-                            caller.credential = Credential::Session(reloaded);
-                            roles = caller.roles().names();
-                        }
+                    // The subscriber's own user: reload or end. Boxed: its state
+                    // would otherwise sit in every idle subscription.
+                    match Box::pin(follow_user_change(&state, &mut caller, project_id, user_id)).await {
+                        Ok(Some(_)) => roles = caller.roles().names(),
+                        Ok(None) => {}
                         Err(err) => {
                             yield Err(err.to_graphql());
                             break;
@@ -153,19 +144,37 @@ pub fn caller_events(
     }
 }
 
-/// The session reloaded on a task of its own. A subscription's stream is polled
-/// by its socket's task, which may itself be re-checking the same change and need
-/// a database connection meanwhile: a query of the stream's, suspended with its
+/// Reloads `caller`'s session when the user a bus change names (signed out,
+/// blocked, deleted, new team roles or labels) is its own: `Ok(None)` when it is
+/// not, else the roles the caller held before. A change made during a bus gap
+/// arrives too, from the event log.
+///
+/// The reload runs on a task of its own. A subscription's stream is polled by its
+/// socket's task, which may itself be re-checking the same change and need a
+/// database connection meanwhile: a query of the stream's, suspended with its
 /// connection held while that task waits for one, would wait for good on a small
 /// pool.
-async fn reload_apart(
+async fn follow_user_change(
     state: &AppState,
-    session: &Arc<crate::auth::session_cache::ResolvedSession>,
-) -> AppResult<Arc<crate::auth::session_cache::ResolvedSession>> {
-    let (state, session) = (state.clone(), session.clone());
-    tokio::spawn(async move { reload_session(&state, &session).await })
+    caller: &mut Caller,
+    project_id: &str,
+    user_id: &str,
+) -> AppResult<Option<crate::auth::permissions::RoleSet>> {
+    let Credential::Session(session) = &caller.credential else {
+        return Ok(None);
+    };
+    if session.user.project_id != project_id || session.user.id != user_id {
+        return Ok(None);
+    }
+    let (owned_state, session) = (state.clone(), session.clone());
+    let reloaded = tokio::spawn(async move { reload_session(&owned_state, &session).await })
         .await
-        .map_err(|err| AppError::Internal(anyhow::anyhow!("reloading a session failed: {err}")))?
+        .map_err(|err| {
+            AppError::Internal(anyhow::anyhow!("reloading a session failed: {err}"))
+        })??;
+    let before = caller.roles();
+    caller.credential = Credential::Session(reloaded);
+    Ok(Some(before))
 }
 
 /// A `realtime(channels:)` subscription: the events on any of its channels.
@@ -420,30 +429,23 @@ fn presence_stream(
                     continue;
                 }
                 BusMessage::UserChanged { project_id: changed_project, user_id } => {
-                    let Some(Credential::Session(session)) = reader.as_ref().map(|r| &r.credential)
-                    else {
-                        continue;
-                    };
-                    if session.user.project_id != *changed_project || session.user.id != *user_id {
-                        continue;
-                    }
-                    let reloaded = match Box::pin(reload_apart(&state, session)).await {
-                        Ok(reloaded) => reloaded,
+                    let Some(reader) = reader.as_mut() else { continue };
+                    match Box::pin(follow_user_change(&state, reader, changed_project, user_id)).await {
+                        Ok(Some(before)) => {
+                            // A role gone may have been what let the reader in.
+                            let after = reader.roles();
+                            if !before.iter().all(|role| after.contains(role)) {
+                                yield Err(no_longer_readable().to_graphql());
+                                break;
+                            }
+                            roles = Some(after.names());
+                        }
+                        Ok(None) => {}
                         Err(err) => {
                             yield Err(err.to_graphql());
                             break;
                         }
-                    };
-                    let Some(reader) = reader.as_mut() else { continue };
-                    let before = reader.roles();
-                    reader.credential = Credential::Session(reloaded);
-                    // A role gone may have been what let the reader in.
-                    let after = reader.roles();
-                    if !before.iter().all(|role| after.contains(role)) {
-                        yield Err(no_longer_readable().to_graphql());
-                        break;
                     }
-                    roles = Some(after.names());
                     continue;
                 }
                 _ => continue,
