@@ -24,6 +24,17 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
 
+    /// Milliseconds one database statement may run before the database stops it
+    /// and the request answers `DATABASE_TIMEOUT` (0: no limit). On MariaDB every
+    /// statement but structure changes and migrations; on SQLite, statements that
+    /// only read.
+    #[arg(
+        long,
+        env = "NIMBUS_DATABASE_STATEMENT_TIMEOUT_MS",
+        default_value_t = 15_000
+    )]
+    pub database_statement_timeout_ms: u64,
+
     /// Redis URL (`redis://HOST:PORT`) for the event bus shared by replicas.
     /// Unset: an in-process bus (one replica).
     #[arg(long, env = "NIMBUS_REDIS_URL")]

@@ -43,14 +43,10 @@ pub enum Purpose {
     Writes,
 }
 
-/// Sets a new connection up (SQLite's pragmas); shared with sqlx's pool.
-pub type Prepare =
-    fn(&mut AnyConnection) -> futures_util::future::BoxFuture<'_, Result<(), sqlx::Error>>;
-
 /// The pool of leasable connections.
 pub struct Leases {
     options: AnyConnectOptions,
-    prepare: Option<Prepare>,
+    setup: Option<super::deadline::Setup>,
     permits: Arc<Semaphore>,
     max: usize,
     /// Per purpose, most recently returned last: taken from the end, so the
@@ -76,16 +72,16 @@ impl std::fmt::Debug for Leases {
 }
 
 impl Leases {
-    /// A pool of at most `max` connections to `url`, each set up by `prepare`.
+    /// A pool of at most `max` connections to `url`, each set up by `setup`.
     pub fn new(
         url: &str,
         max: u32,
         acquire_timeout: Duration,
-        prepare: Option<Prepare>,
+        setup: Option<super::deadline::Setup>,
     ) -> Result<Arc<Self>, sqlx::Error> {
         Ok(Arc::new(Leases {
             options: AnyConnectOptions::from_str(url)?,
-            prepare,
+            setup,
             permits: Arc::new(Semaphore::new(max.max(1) as usize)),
             max: max.max(1) as usize,
             idle: std::sync::Mutex::new([Vec::new(), Vec::new()]),
@@ -140,8 +136,8 @@ impl Leases {
         }
         let connecting = async {
             let mut conn = AnyConnection::connect_with(&self.options).await?;
-            if let Some(prepare) = self.prepare {
-                prepare(&mut conn).await?;
+            if let Some(setup) = self.setup {
+                setup.run(&mut conn).await?;
             }
             if purpose == Purpose::Writes && self.autocommit_off {
                 conn.execute("SET autocommit = 0").await?;

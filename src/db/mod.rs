@@ -4,6 +4,7 @@
 
 pub mod claimed_ids;
 pub mod columns;
+pub mod deadline;
 pub mod event_log;
 pub mod group_commit;
 pub mod ids;
@@ -140,16 +141,20 @@ impl Db {
             .acquire_timeout(connect_timeout)
             .test_before_acquire(false)
             .idle_timeout(Duration::from_secs(600));
-        let prepare = (dialect == Dialect::Sqlite).then_some(prepare_sqlite as lease::Prepare);
-        if let Some(prepare) = prepare {
-            options = options.after_connect(move |conn, _meta| prepare(conn));
+        if dialect == Dialect::Sqlite {
+            deadline::install_sqlite_hooks();
         }
+        let setup = deadline::Setup {
+            dialect,
+            statement_limit: Duration::from_millis(config.database_statement_timeout_ms),
+        };
+        options = options.after_connect(move |conn, _meta| Box::pin(setup.run(conn)));
         let pool = tokio::time::timeout(connect_timeout, options.connect(&url))
             .await
             .map_err(|_| anyhow::anyhow!("timed out after {connect_timeout:?}"))
             .and_then(|r| r.map_err(anyhow::Error::from))
             .with_context(|| format!("cannot connect to the database at {shown}"))?;
-        let leases = lease::Leases::new(&url, lease_count(config), connect_timeout, prepare)
+        let leases = lease::Leases::new(&url, lease_count(config), connect_timeout, Some(setup))
             .with_context(|| format!("invalid database URL {shown}"))?;
         if dialect == Dialect::Sqlite {
             tokio::spawn(checkpoints(std::sync::Arc::downgrade(&leases)));
@@ -173,10 +178,17 @@ impl Db {
             Dialect::Sqlite => &SQLITE_MIGRATIONS,
             Dialect::MySql => &MYSQL_MIGRATIONS,
         };
-        migrator
-            .run(&self.pool)
+        // A migration may rightly run past the statement deadline (it rewrites
+        // tables however large they grew); it runs on a connection without it.
+        let mut conn = self.pool.acquire().await?.detach();
+        conn.execute(deadline::limit_statement(self.dialect, Duration::ZERO).as_str())
+            .await?;
+        let result = migrator
+            .run(&mut conn)
             .await
-            .context("applying database migrations failed")
+            .context("applying database migrations failed");
+        let _ = sqlx::Connection::close(conn).await;
+        result
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -305,7 +317,7 @@ async fn checkpoints(leases: std::sync::Weak<lease::Leases>) {
     }
 }
 
-/// Sets a new SQLite connection up.
+/// Sets a new SQLite connection up (its deadline aside, [`deadline::Setup`]).
 fn prepare_sqlite(
     conn: &mut sqlx::AnyConnection,
 ) -> futures_util::future::BoxFuture<'_, Result<(), sqlx::Error>> {

@@ -85,6 +85,9 @@ pub enum AppError {
     /// `FILE_UNREADABLE`: stored bytes do not decode (corrupt, or sealed under another
     /// server secret); the cause is logged.
     FileUnreadable,
+    /// `DATABASE_TIMEOUT`: a statement of the request ran past the statement
+    /// deadline and the database stopped it (`db::deadline`).
+    DatabaseTimeout,
     /// `INTERNAL`: a database failure; its cause is logged, never sent.
     Db(DbError),
     /// `INTERNAL`: anything unexpected; its cause is logged, never sent.
@@ -148,6 +151,9 @@ impl AppError {
             AppError::FileUnreadable => {
                 "the stored file cannot be read back (corrupt, or stored under another server secret)".into()
             }
+            AppError::DatabaseTimeout => "the query ran past the database's time limit and was \
+                 stopped; narrow it with an indexed filter, fewer values or a smaller page"
+                .into(),
             AppError::Db(_) | AppError::Internal(_) => "internal server error".into(),
         }
     }
@@ -195,6 +201,7 @@ impl AppError {
             AppError::TooManyExecutions { .. } => codes::TOO_MANY_EXECUTIONS,
             AppError::StorageFull => codes::STORAGE_FULL,
             AppError::FileUnreadable => codes::FILE_UNREADABLE,
+            AppError::DatabaseTimeout => codes::DATABASE_TIMEOUT,
             AppError::Db(_) | AppError::Internal(_) => codes::INTERNAL,
             AppError::NotFound { .. }
             | AppError::Conflict { .. }
@@ -277,6 +284,9 @@ pub enum DbError {
     /// A unique constraint refused the write.
     #[error("unique constraint violated")]
     UniqueViolation,
+    /// The statement ran past its deadline and the database stopped it.
+    #[error("statement stopped at its deadline")]
+    TimedOut,
     /// The pool could not hand out a connection in time (database down or overloaded).
     #[error("database unavailable: {0}")]
     Unavailable(sqlx::Error),
@@ -291,6 +301,7 @@ impl From<sqlx::Error> for DbError {
         match &err {
             sqlx::Error::RowNotFound => DbError::NotFound,
             sqlx::Error::Database(db) if db.is_unique_violation() => DbError::UniqueViolation,
+            _ if crate::db::deadline::is_timeout(&err) => DbError::TimedOut,
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 DbError::Unavailable(err)
             }
@@ -305,6 +316,10 @@ impl From<DbError> for AppError {
             DbError::Unavailable(cause) => {
                 tracing::error!(error = %cause, "database unavailable");
                 AppError::Unavailable
+            }
+            DbError::TimedOut => {
+                tracing::warn!("a statement ran past the statement deadline and was stopped");
+                AppError::DatabaseTimeout
             }
             other => AppError::Db(other),
         }

@@ -781,3 +781,96 @@ async fn values_nested_thousands_deep_are_refused_before_parsing() {
     assert_eq!(answer.ok()["__typename"], "Query");
     app.shutdown().await;
 }
+
+/// A filter costs what its client chooses per row (here 90 substring scans of
+/// 16 KiB each); the statement deadline stops such a read in the database, the
+/// client gets `DATABASE_TIMEOUT` with nothing of the SQL, and the replica goes on.
+#[tokio::test]
+async fn a_read_past_the_statement_deadline_is_stopped_with_a_clear_code() {
+    let mut app = spawn_app().await;
+    app.admin(
+        "mutation { createDatabase(input: {id: \"d\", name: \"d\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "d", "id": "notes", "name": "notes",
+            "permissions": ["read(\"any\")"],
+            "attributes": [{"key": "body", "type": "STRING", "size": 20000, "required": true}]
+        }}),
+    )
+    .await
+    .ok();
+    // 1,000 documents of 16 KiB of letters that never hold the patterns below.
+    let body: String = (0..16 * 1024)
+        .map(|i: usize| char::from(b'a' + ((i * 7 + i / 26) % 25) as u8))
+        .collect();
+    for batch in 0..10 {
+        let input: Vec<Value> = (0..100)
+            .map(|i| json!({"id": format!("n{batch}-{i}"), "body": body}))
+            .collect();
+        app.admin(
+            "mutation($input: [CreateNoteInput!]!) { createNotes(input: $input) { id } }",
+            json!({"input": input}),
+        )
+        .await
+        .ok();
+    }
+
+    // The same data, served with a deadline of 200 ms.
+    app.server
+        .take()
+        .unwrap()
+        .shutdown()
+        .await
+        .expect("clean shutdown");
+    let mut config = app.config.clone();
+    config.database_statement_timeout_ms = 200;
+    let server = nimbus::Server::start(config.clone())
+        .await
+        .expect("the server starts again");
+    let limited = crate::helpers::from_server(
+        server,
+        app.admin_key.clone(),
+        config,
+        tempfile::tempdir().unwrap(),
+    );
+
+    let or: Vec<Value> = (0..90)
+        .map(|i| json!({"body": {"contains": format!("zz{i}")}}))
+        .collect();
+    let started = Instant::now();
+    let answer = tokio::time::timeout(
+        WAIT,
+        limited.admin(
+            "query($f: NoteFilter) { notes(filter: $f, first: 10) { totalCount nodes { id } } }",
+            json!({"f": {"or": or}}),
+        ),
+    )
+    .await
+    .expect("stopped well before the test's wait");
+    assert_eq!(answer.code(), "DATABASE_TIMEOUT", "{:#}", answer.body);
+    let message = answer.body["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        !message.contains("SELECT") && !message.contains("interrupt"),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // A read the deadline does not reach, on the same replica, right after.
+    let one = limited
+        .admin(
+            "query($f: NoteFilter) { notes(filter: $f) { totalCount } }",
+            json!({"f": {"id": {"eq": "n3-7"}}}),
+        )
+        .await
+        .ok();
+    assert_eq!(one["notes"]["totalCount"], 1);
+    limited.shutdown().await;
+}

@@ -1208,8 +1208,12 @@ async fn run_change(
             // commit together after it, or the DDL is undone.
             let mut conn = pool.acquire().await?;
             let mut result = Ok(());
+            // An index built over a large collection may rightly run past the
+            // statement deadline; its undo too.
+            let dialect = state.db.dialect();
             for statement in statements {
-                if let Err(err) = sqlx::query(statement).execute(&mut *conn).await {
+                let statement = dialect.unbounded(statement);
+                if let Err(err) = sqlx::query(&statement).execute(&mut *conn).await {
                     result = Err(ddl_failure(err));
                     break;
                 }
@@ -1220,7 +1224,9 @@ async fn run_change(
             if result.is_err() {
                 for statement in undo {
                     // Undo steps may find nothing to undo; that is fine.
-                    let _ = sqlx::query(statement).execute(&mut *conn).await;
+                    let _ = sqlx::query(&dialect.unbounded(statement))
+                        .execute(&mut *conn)
+                        .await;
                 }
             }
             result?;

@@ -29,6 +29,11 @@ const LOCK: &str = "nimbus_upgrade_perms";
 pub async fn permission_tables(db: &Db) -> anyhow::Result<()> {
     let dialect = sql_dialect(db.dialect());
     let mut conn = db.pool().acquire().await?.detach();
+    // Converting a large table may rightly run past the statement deadline.
+    conn.execute(
+        crate::db::deadline::limit_statement(db.dialect(), std::time::Duration::ZERO).as_str(),
+    )
+    .await?;
     let result = match convert_all(&mut conn, dialect).await {
         Ok(()) => match sole_readers(&mut conn, dialect).await {
             Ok(()) => reader_twins(&mut conn, dialect).await,
