@@ -116,6 +116,16 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_GRAPHQL_MAX_NODES", default_value_t = 100_000)]
     pub graphql_max_nodes: u64,
 
+    /// Milliseconds a query operation may run before it is stopped with
+    /// `OPERATION_TIMEOUT` (0: no limit). Mutations are not stopped halfway; each
+    /// of their statements has its own deadline (`NIMBUS_DATABASE_STATEMENT_TIMEOUT_MS`).
+    #[arg(
+        long,
+        env = "NIMBUS_GRAPHQL_QUERY_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub graphql_query_timeout_ms: u64,
+
     /// Most aliased fields a query document may contain.
     #[arg(long, env = "NIMBUS_GRAPHQL_MAX_ALIASES", default_value_t = 100)]
     pub graphql_max_aliases: usize,

@@ -259,6 +259,7 @@ codes! {
     EXECUTION_INVALID_RESPONSE: 502 => "the function returned something other than a `res.*` result, or could not load";
     EXECUTION_CRASHED: 500 => "the engine itself failed, not the function: the sandbox thread was replaced";
     // The server's side: details only in its log.
+    OPERATION_TIMEOUT: 408 => "a query ran past `NIMBUS_GRAPHQL_QUERY_TIMEOUT_MS` and was stopped: ask for less at once";
     DATABASE_TIMEOUT: 408 => "a statement of the request ran past `NIMBUS_DATABASE_STATEMENT_TIMEOUT_MS` and was stopped: narrow the query (an indexed filter, fewer values, a smaller page)";
     SERVICE_UNAVAILABLE: 503 => "a dependency is down, or the server has as much of this work as it takes";
     INTERNAL: 500 => "anything unexpected; the cause is logged, never sent";

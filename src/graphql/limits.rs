@@ -17,11 +17,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest, NextRequest,
-    NextResolve, NextSubscribe, NextValidation, ResolveInfo,
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest,
+    NextRequest, NextResolve, NextSubscribe, NextValidation, ResolveInfo,
 };
 use async_graphql::parser::types::{
-    ExecutableDocument, FragmentDefinition, Selection, SelectionSet,
+    DocumentOperations, ExecutableDocument, FragmentDefinition, OperationType, Selection,
+    SelectionSet,
 };
 use async_graphql::registry::Registry;
 use async_graphql::{Name, PathSegment, Positioned, QueryPathNode, QueryPathSegment};
@@ -51,6 +52,8 @@ pub struct QueryLimits {
     /// Most nodes an operation's paged lists may return, pages nested in pages
     /// multiplied ([`super::nodes`]).
     pub max_nodes: u64,
+    /// Longest a query operation may run (mutations and subscriptions excepted).
+    pub query_timeout: Option<std::time::Duration>,
 }
 
 impl QueryLimits {
@@ -63,7 +66,24 @@ impl QueryLimits {
             max_query_bytes: config.graphql_max_query_bytes,
             max_directives: config.graphql_max_directives,
             max_nodes: config.graphql_max_nodes,
+            query_timeout: (config.graphql_query_timeout_ms > 0)
+                .then(|| std::time::Duration::from_millis(config.graphql_query_timeout_ms)),
         }
+    }
+}
+
+/// The type of the operation `operation_name` picks (the only one when unnamed),
+/// if the document has it.
+fn operation_type(
+    document: &ExecutableDocument,
+    operation_name: Option<&str>,
+) -> Option<OperationType> {
+    match (&document.operations, operation_name) {
+        (DocumentOperations::Single(operation), _) => Some(operation.node.ty),
+        (DocumentOperations::Multiple(operations), Some(name)) => {
+            operations.get(name).map(|operation| operation.node.ty)
+        }
+        (DocumentOperations::Multiple(_), None) => None,
     }
 }
 
@@ -194,6 +214,7 @@ impl ExtensionFactory for LimitsFactory {
             limits: self.limits,
             validated: self.validated.clone(),
             validation: std::sync::Mutex::new(Validation::Afresh),
+            is_query: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }
@@ -219,6 +240,8 @@ struct Limits {
     limits: QueryLimits,
     validated: Arc<Validated>,
     validation: std::sync::Mutex<Validation>,
+    /// Whether the operation to run is a query, as `prepare_request` found it.
+    is_query: std::sync::atomic::AtomicBool,
 }
 
 impl Limits {
@@ -314,6 +337,10 @@ impl Extension for Limits {
         let variables = std::mem::take(&mut request.variables);
         if let Ok(document) = request.parsed_query() {
             measure(document, &self.limits)?;
+            let is_query =
+                operation_type(document, operation_name.as_deref()) == Some(OperationType::Query);
+            self.is_query
+                .store(is_query, std::sync::atomic::Ordering::Relaxed);
             let registry = &ctx.schema_env.registry;
             let nodes =
                 super::nodes::count(registry, document, operation_name.as_deref(), &variables);
@@ -332,6 +359,40 @@ impl Extension for Limits {
         request.variables = variables;
         self.plan(&ctx.schema_env.registry, &mut request);
         next.run(ctx, request).await
+    }
+
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
+        let deadline = self
+            .limits
+            .query_timeout
+            .filter(|_| self.is_query.load(std::sync::atomic::Ordering::Relaxed));
+        let Some(deadline) = deadline else {
+            return next.run(ctx, operation_name).await;
+        };
+        // Dropping the operation drops its statements' futures; what the database
+        // is still running stops at the statement deadline (`db::deadline`).
+        match tokio::time::timeout(deadline, next.run(ctx, operation_name)).await {
+            Ok(response) => response,
+            Err(_) => {
+                tracing::warn!(
+                    operation = operation_name.unwrap_or_default(),
+                    "a query ran past the query deadline and was stopped"
+                );
+                Response::from_errors(vec![coded(
+                    format!(
+                        "the query ran past {} ms and was stopped; ask for less at once \
+                         (fewer fields or aliases, smaller pages, narrower filters)",
+                        deadline.as_millis()
+                    ),
+                    codes::OPERATION_TIMEOUT,
+                )])
+            }
+        }
     }
 
     async fn resolve(
@@ -973,6 +1034,7 @@ pub(crate) const TEST_LIMITS: QueryLimits = QueryLimits {
     max_query_bytes: 256 * 1024,
     max_directives: 16,
     max_nodes: 100_000,
+    query_timeout: None,
 };
 
 #[cfg(test)]

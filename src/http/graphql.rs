@@ -863,14 +863,17 @@ fn retry_after(answered: &[GqlResponse]) -> Option<u64> {
         .max()
 }
 
-/// A response that failed before execution: no data, and no error from a field.
+/// A response that failed before execution: no data, and no error from a field
+/// nor a query stopped at its deadline (which had begun).
 fn is_request_error(response: &GqlResponse) -> bool {
     response.data == async_graphql::Value::Null
         && !response.errors.is_empty()
-        && response
-            .errors
-            .iter()
-            .all(|e: &ServerError| e.path.is_empty())
+        && response.errors.iter().all(|e: &ServerError| {
+            e.path.is_empty()
+                && !e.extensions.as_ref().is_some_and(|ext| {
+                    ext.get("code") == Some(&async_graphql::Value::from(codes::OPERATION_TIMEOUT))
+                })
+        })
 }
 
 fn status_of(response: &GqlResponse, media: MediaType) -> StatusCode {

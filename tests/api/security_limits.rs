@@ -782,12 +782,10 @@ async fn values_nested_thousands_deep_are_refused_before_parsing() {
     app.shutdown().await;
 }
 
-/// A filter costs what its client chooses per row (here 90 substring scans of
-/// 16 KiB each); the statement deadline stops such a read in the database, the
-/// client gets `DATABASE_TIMEOUT` with nothing of the SQL, and the replica goes on.
-#[tokio::test]
-async fn a_read_past_the_statement_deadline_is_stopped_with_a_clear_code() {
-    let mut app = spawn_app().await;
+/// A `notes` collection of 1,000 documents of 16 KiB of letters, and a filter
+/// that scans each 90 times for what it never holds: over a second of work per
+/// statement (a page and its `totalCount` are two), whatever the deadlines.
+async fn notes_and_a_costly_filter(app: &crate::helpers::TestApp) -> Value {
     app.admin(
         "mutation { createDatabase(input: {id: \"d\", name: \"d\"}) { id } }",
         json!({}),
@@ -804,7 +802,6 @@ async fn a_read_past_the_statement_deadline_is_stopped_with_a_clear_code() {
     )
     .await
     .ok();
-    // 1,000 documents of 16 KiB of letters that never hold the patterns below.
     let body: String = (0..16 * 1024)
         .map(|i: usize| char::from(b'a' + ((i * 7 + i / 26) % 25) as u8))
         .collect();
@@ -819,39 +816,53 @@ async fn a_read_past_the_statement_deadline_is_stopped_with_a_clear_code() {
         .await
         .ok();
     }
+    let or: Vec<Value> = (0..90)
+        .map(|i| json!({"body": {"contains": format!("zz{i}")}}))
+        .collect();
+    json!({"or": or})
+}
 
-    // The same data, served with a deadline of 200 ms.
-    app.server
-        .take()
-        .unwrap()
-        .shutdown()
-        .await
-        .expect("clean shutdown");
+/// The server of `app` stopped and started again on the same data with `change`
+/// made to its configuration.
+async fn restarted(
+    app: &mut crate::helpers::TestApp,
+    change: impl FnOnce(&mut nimbus::config::Config),
+) -> crate::helpers::TestApp {
+    if let Some(server) = app.server.take() {
+        server.shutdown().await.expect("clean shutdown");
+    }
     let mut config = app.config.clone();
-    config.database_statement_timeout_ms = 200;
+    change(&mut config);
     let server = nimbus::Server::start(config.clone())
         .await
         .expect("the server starts again");
-    let limited = crate::helpers::from_server(
+    crate::helpers::from_server(
         server,
         app.admin_key.clone(),
         config,
         tempfile::tempdir().unwrap(),
-    );
-
-    let or: Vec<Value> = (0..90)
-        .map(|i| json!({"body": {"contains": format!("zz{i}")}}))
-        .collect();
-    let started = Instant::now();
-    let answer = tokio::time::timeout(
-        WAIT,
-        limited.admin(
-            "query($f: NoteFilter) { notes(filter: $f, first: 10) { totalCount nodes { id } } }",
-            json!({"f": {"or": or}}),
-        ),
     )
-    .await
-    .expect("stopped well before the test's wait");
+}
+
+const COSTLY_LIST: &str =
+    "query($f: NoteFilter) { notes(filter: $f, first: 10) { totalCount nodes { id } } }";
+
+/// A filter costs what its client chooses per row; the statement deadline stops
+/// such a read in the database, the client gets `DATABASE_TIMEOUT` with nothing of
+/// the SQL, and the replica goes on.
+#[tokio::test]
+async fn a_read_past_the_statement_deadline_is_stopped_with_a_clear_code() {
+    let mut app = spawn_app().await;
+    let filter = notes_and_a_costly_filter(&app).await;
+    let limited = restarted(&mut app, |config| {
+        config.database_statement_timeout_ms = 200;
+    })
+    .await;
+
+    let started = Instant::now();
+    let answer = tokio::time::timeout(WAIT, limited.admin(COSTLY_LIST, json!({"f": filter})))
+        .await
+        .expect("stopped well before the test's wait");
     assert_eq!(answer.code(), "DATABASE_TIMEOUT", "{:#}", answer.body);
     let message = answer.body["errors"][0]["message"].as_str().unwrap();
     assert!(
@@ -872,5 +883,45 @@ async fn a_read_past_the_statement_deadline_is_stopped_with_a_clear_code() {
         .await
         .ok();
     assert_eq!(one["notes"]["totalCount"], 1);
+    limited.shutdown().await;
+}
+
+/// Statements each within their deadline still add up; a query operation has a
+/// deadline of its own, answered `OPERATION_TIMEOUT` as an execution that began
+/// (`data: null`, 200 under `application/graphql-response+json`).
+#[tokio::test]
+async fn a_query_past_the_operation_deadline_is_stopped_with_a_clear_code() {
+    let mut app = spawn_app().await;
+    let filter = notes_and_a_costly_filter(&app).await;
+    let limited = restarted(&mut app, |config| {
+        config.database_statement_timeout_ms = 0;
+        config.graphql_query_timeout_ms = 300;
+    })
+    .await;
+    let response = limited
+        .client
+        .post(format!("{}/v1/graphql", limited.url))
+        .header("x-nimbus-key", &limited.admin_key)
+        .header("accept", "application/graphql-response+json")
+        .json(&json!({"query": COSTLY_LIST, "variables": {"f": filter}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "OPERATION_TIMEOUT",
+        "{body:#}"
+    );
+    assert!(body.get("data").is_some_and(Value::is_null), "{body:#}");
+    // Mutations are not stopped halfway; a quick query still answers.
+    let answer = limited
+        .admin(
+            "mutation { createNote(input: {id: \"late\", body: \"x\"}) { id } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(answer["createNote"]["id"], "late");
     limited.shutdown().await;
 }
