@@ -97,12 +97,51 @@ impl realtime::ResourceAccess for ResourceChannels {
             _ => return None,
         })
     }
+
+    async fn check_now(
+        &self,
+        state: &AppState,
+        reader: &crate::auth::Caller,
+        segments: &[&str],
+    ) -> Option<AppResult<()>> {
+        Some(match segments {
+            [
+                "databases",
+                database_id,
+                "collections",
+                collection_id,
+                "documents",
+                id,
+            ] => {
+                databases::schema::may_read_document_now(
+                    state,
+                    reader,
+                    database_id,
+                    collection_id,
+                    id,
+                )
+                .await
+            }
+            ["buckets", bucket_id, "files", id] => {
+                may_read_file_now(state, reader, bucket_id, id).await
+            }
+            _ => return None,
+        })
+    }
 }
 
 /// Whether the caller may read the file `id` of the bucket `bucket_id`.
 async fn may_read_file(ctx: &ResolverContext<'_>, bucket_id: &str, id: &str) -> AppResult<()> {
-    let state = app(ctx)?;
-    let access = ScopedAccess::of(caller(ctx)?)?;
+    may_read_file_now(app(ctx)?, caller(ctx)?, bucket_id, id).await
+}
+
+async fn may_read_file_now(
+    state: &AppState,
+    caller: &crate::auth::Caller,
+    bucket_id: &str,
+    id: &str,
+) -> AppResult<()> {
+    let access = ScopedAccess::of(caller)?;
     storage::service::get_file(state, &access, bucket_id, id)
         .await
         .map(|_| ())

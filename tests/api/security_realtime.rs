@@ -258,6 +258,90 @@ async fn presence_on_a_document_ends_when_its_reader_may_no_longer_read_it() {
     app.shutdown().await;
 }
 
+/// What decides access to a document or file is also its collection, database or
+/// bucket: a presence on one follows their changes too, asked again as they are now.
+#[tokio::test]
+async fn presence_on_a_document_or_file_follows_its_collection_and_bucket() {
+    let app = spawn_app().await;
+    let ann = app.signed_in("ann-parents@example.com").await;
+    let ann_id = user_id(&app, &ann).await;
+    private_document(&app, &ann_id).await;
+    app.admin(
+        "mutation($input: CreateBucketInput!) { createBucket(input: $input) { id } }",
+        json!({"input": {"id": "shelf", "name": "Shelf", "fileSecurity": true, "permissions": []}}),
+    )
+    .await
+    .ok();
+    crate::storage::upload(
+        &app,
+        &[("x-nimbus-key", &app.admin_key)],
+        json!({"bucketId": "shelf", "fileId": "f1", "file": null,
+               "permissions": [format!("read(\"user:{ann_id}\")")]}),
+        "f.txt",
+        "text/plain",
+        b"hello",
+    )
+    .await
+    .ok();
+    let note = "databases.vault.collections.notes.documents.d1";
+    let file = "buckets.shelf.files.f1";
+    let mut ws = socket(&app, bearer(&ann)).await;
+    joins(&mut ws, "note", &presence(note)).await;
+    ws.subscribe("watch", &watch(note)).await;
+    joins(&mut ws, "file", &presence(file)).await;
+    ws.ping_pong().await;
+
+    // Renamed, the collection still lets her read her note: both stay, and the
+    // watcher hears her arrive again from another socket.
+    app.admin(
+        "mutation { updateCollection(input: {databaseId: \"vault\", id: \"notes\", name: \"Notes\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let mut other = socket(&app, bearer(&ann)).await;
+    joins(&mut other, "again", &presence(note)).await;
+    let heard = next_of(&mut ws, "watch").await;
+    assert_eq!(
+        heard["payload"]["data"]["presenceChanged"]["type"], "JOIN",
+        "{heard}"
+    );
+
+    // Documents' own permissions no longer count: she may not read it any more.
+    app.admin(
+        "mutation { updateCollection(input: {databaseId: \"vault\", id: \"notes\", documentSecurity: false}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let mut ended = Vec::new();
+    while ended.len() < 2 {
+        let message = ws.next_json().await.expect("a message");
+        if let Some(code) = error_code(&message) {
+            assert_eq!(code, "PERMISSION_DENIED", "{message}");
+            ended.push(message["id"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    ended.sort();
+    assert_eq!(ended, ["note", "watch"]);
+
+    // The bucket deleted: the file is gone with it.
+    app.admin(
+        "mutation { deleteBucket(input: {id: \"shelf\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let gone = next_of(&mut ws, "file").await;
+    assert_eq!(
+        error_code(&gone).as_deref(),
+        Some("PERMISSION_DENIED"),
+        "{gone}"
+    );
+    ws.ping_pong().await;
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn presences_are_capped_per_user_in_state_size_and_in_what_a_watcher_is_sent() {
     let dir = tempfile::tempdir().unwrap();

@@ -49,19 +49,42 @@ pub async fn may_read_document(
     collection_id: &str,
     id: &str,
 ) -> AppResult<()> {
-    let caller = caller(ctx)?;
+    let (tx, model) = (request_tx(ctx)?, data_model(ctx)?);
+    may_read_document_in(tx, model, caller(ctx)?, database_id, collection_id, id).await
+}
+
+/// [`may_read_document`] outside a request (a presence stream checking again
+/// after its collection changed), against the project's collections as they are
+/// now.
+pub async fn may_read_document_now(
+    state: &crate::AppState,
+    caller: &crate::auth::Caller,
+    database_id: &str,
+    collection_id: &str,
+    id: &str,
+) -> AppResult<()> {
+    let model = Arc::new(super::store::load_model(state, &caller.project.id).await?);
+    let tx = super::tx::RequestTx::new(state, super::tx::Mode::Exclusive);
+    may_read_document_in(&tx, &model, caller, database_id, collection_id, id).await
+}
+
+async fn may_read_document_in(
+    tx: &Arc<super::tx::RequestTx>,
+    model: &Arc<DataModel>,
+    caller: &crate::auth::Caller,
+    database_id: &str,
+    collection_id: &str,
+    id: &str,
+) -> AppResult<()> {
     let hidden = || AppError::NotFound {
         what: "document",
         id: id.chars().take(64).collect(),
     };
-    let Some(collection) = data_model(ctx)?
-        .collection(database_id, collection_id)
-        .cloned()
-    else {
+    let Some(collection) = model.collection(database_id, collection_id).cloned() else {
         return Err(hidden());
     };
     let access = crate::auth::access::Access::of(caller, documents::DOCUMENTS_READ)?;
-    let found = documents_of(ctx, &access)?
+    let found = Documents::new(tx, model, &access)
         .get(&collection, id, false, References::AsStored)
         .await?;
     found.map(|_| ()).ok_or_else(hidden)

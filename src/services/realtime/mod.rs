@@ -323,6 +323,36 @@ pub trait ResourceAccess: Send + Sync + 'static {
         ctx: &async_graphql::dynamic::ResolverContext<'_>,
         segments: &[&str],
     ) -> Option<AppResult<()>>;
+
+    /// [`ResourceAccess::check`] for `reader` outside a request, against the
+    /// project as it is now (its collections, buckets and the item itself).
+    async fn check_now(
+        &self,
+        state: &AppState,
+        reader: &Caller,
+        segments: &[&str],
+    ) -> Option<AppResult<()>>;
+}
+
+/// The channels whose change decides who may read the resource a presence
+/// channel names: its database and collection, or its bucket.
+fn ancestors_of(channel: &str) -> Vec<String> {
+    let segments: Vec<&str> = channel.split('.').collect();
+    match segments.as_slice() {
+        [
+            "databases",
+            database,
+            "collections",
+            collection,
+            "documents",
+            _,
+        ] => vec![
+            format!("databases.{database}"),
+            format!("databases.{database}.collections.{collection}"),
+        ],
+        ["buckets", bucket, "files", _] => vec![format!("buckets.{bucket}")],
+        _ => Vec::new(),
+    }
 }
 
 /// Whether a presence channel names a resource (and so needs its reader's access).
@@ -377,17 +407,24 @@ impl Drop for OwnPresence {
 /// Who is on `channel` (one JOIN each), then every JOIN, UPDATE and LEAVE there.
 /// On a channel naming a document or file, `reader` is the caller that was let in:
 /// the stream ends (`PERMISSION_DENIED`) once the resource is deleted, changed so
-/// that the reader may no longer read it, or once the reader loses a role.
+/// that the reader may no longer read it, once its collection, database or bucket
+/// is deleted or changed so (asked again as they are now), or once the reader
+/// loses a role. `messages` listens from before the access check, so that no
+/// change falls between the check and the stream.
 fn presence_stream(
     state: AppState,
     project_id: String,
     channel: String,
     own: Option<OwnPresence>,
-    mut reader: Option<Caller>,
+    reader: Option<Reader>,
+    mut messages: crate::bus::PacedReceiver,
 ) -> impl Stream<Item = Result<Value, async_graphql::Error>> + Send + 'static {
+    let (mut reader, resources) = match reader {
+        Some(Reader { caller, resources }) => (Some(caller), Some(resources)),
+        None => (None, None),
+    };
     let mut roles = reader.as_ref().map(|reader| reader.roles().names());
-    // Listening starts before the list is read, so nobody falls in between.
-    let mut messages = state.bus.subscribe_paced();
+    let ancestors = ancestors_of(&channel);
     let current = state.presence.members(
         &project_id,
         &channel,
@@ -418,11 +455,38 @@ fn presence_stream(
             let change = match &message.message {
                 BusMessage::Presence(change) => change,
                 BusMessage::Event(event) => {
-                    if let (Some(reader), Some(roles)) = (&reader, &roles)
-                        && event.project_id == project_id
-                        && let Some(action) = event.action_on(&channel)
+                    let (Some(reader), Some(roles)) = (&reader, &roles) else { continue };
+                    if event.project_id != project_id {
+                        continue;
+                    }
+                    if let Some(action) = event.action_on(&channel)
                         && (action == "delete" || !reader.may_receive(event, roles))
                     {
+                        yield Err(no_longer_readable().to_graphql());
+                        break;
+                    }
+                    // Its collection, database or bucket changed (its permissions,
+                    // document security, enabled flag): asked again as it is now,
+                    // on a task of its own like a session reload.
+                    let Some(action) = ancestors.iter().find_map(|a| event.action_on(a)) else {
+                        continue;
+                    };
+                    let still = action != "delete" && match &resources {
+                        Some(resources) => {
+                            let (state, reader, resources, channel) =
+                                (state.clone(), reader.clone(), resources.clone(), channel.clone());
+                            tokio::spawn(async move {
+                                let segments: Vec<&str> = channel.split('.').collect();
+                                resources.check_now(&state, &reader, &segments).await
+                            })
+                            .await
+                            .ok()
+                            .flatten()
+                            .is_some_and(|checked| checked.is_ok())
+                        }
+                        None => false,
+                    };
+                    if !still {
                         yield Err(no_longer_readable().to_graphql());
                         break;
                     }
@@ -464,6 +528,33 @@ fn presence_stream(
             }
             yield Ok(presence_value(change));
         }
+    }
+}
+
+/// Who was let onto a presence channel naming a resource, and how to ask again
+/// whether they may still read it.
+struct Reader {
+    caller: Caller,
+    resources: Arc<dyn ResourceAccess>,
+}
+
+impl Reader {
+    /// The reader of `channel` when it names a resource.
+    fn of(
+        ctx: &async_graphql::dynamic::ResolverContext<'_>,
+        caller: &Caller,
+        channel: &str,
+    ) -> AppResult<Option<Reader>> {
+        if !is_resource_channel(channel) {
+            return Ok(None);
+        }
+        let resources = ctx.data::<Arc<dyn ResourceAccess>>().map_err(|_| {
+            AppError::Internal(anyhow::anyhow!("ResourceAccess missing from schema data"))
+        })?;
+        Ok(Some(Reader {
+            caller: caller.clone(),
+            resources: resources.clone(),
+        }))
     }
 }
 
@@ -563,6 +654,9 @@ fn presence() -> SubscriptionField {
                 _ => serde_json::Value::Null,
             };
             check_presence_state(&state, &presence_state)?;
+            // Listening starts before the access check and the list of who is
+            // there, so no change falls in between.
+            let messages = state.bus.subscribe_paced();
             check_presence_access(&ctx, &channel).await?;
             let presence = presence::Presence {
                 project_id: caller.project.id.clone(),
@@ -585,9 +679,15 @@ fn presence() -> SubscriptionField {
             };
             state.presence.open_local(&presence, &client, limits)?;
             let own = OwnPresence { state: state.clone(), presence: presence.clone() };
-            let reader = is_resource_channel(&channel).then(|| caller.clone());
-            let stream =
-                presence_stream(state.clone(), caller.project.id.clone(), channel, Some(own), reader);
+            let reader = Reader::of(&ctx, caller, &channel)?;
+            let stream = presence_stream(
+                state.clone(),
+                caller.project.id.clone(),
+                channel,
+                Some(own),
+                reader,
+                messages,
+            );
             let _ = state.bus.publish_presence(presence).await;
             Ok(stream.map(|item| item.map(FieldValue::value)))
         })
@@ -603,9 +703,10 @@ fn presence_changed() -> SubscriptionField {
             let state = app(&ctx)?.clone();
             let caller = caller(&ctx)?;
             let channel = channel_arg(&ctx)?;
+            let messages = state.bus.subscribe_paced();
             check_presence_access(&ctx, &channel).await?;
-            let reader = is_resource_channel(&channel).then(|| caller.clone());
-            Ok(presence_stream(state, caller.project.id.clone(), channel, None, reader)
+            let reader = Reader::of(&ctx, caller, &channel)?;
+            Ok(presence_stream(state, caller.project.id.clone(), channel, None, reader, messages)
                 .map(|item| item.map(FieldValue::value)))
         })
     })
