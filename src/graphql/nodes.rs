@@ -135,6 +135,9 @@ impl Walk<'_> {
         if is_list(declared) {
             return Some(self.page_size(&field.arguments));
         }
+        if declared.args.contains_key("queries") {
+            return Some(self.queries_limit(&field.arguments));
+        }
         if !returns_list(&declared.ty) {
             return None;
         }
@@ -181,6 +184,45 @@ impl Walk<'_> {
             .min(LARGEST_PAGE)
     }
 
+    /// The page of a list asked for with Appwrite's queries (`documents(queries:
+    /// [...])`): its `limit` query, else Appwrite's default of 25. A query that does
+    /// not parse is refused by the list itself.
+    fn queries_limit(&self, arguments: &[(Positioned<Name>, Positioned<Value>)]) -> u64 {
+        let Some((_, value)) = arguments.iter().find(|(name, _)| name.node == "queries") else {
+            return APPWRITE_DEFAULT_LIMIT;
+        };
+        let queries = match &value.node {
+            Value::List(items) => items
+                .iter()
+                .filter_map(|item| match item {
+                    Value::String(text) => Some(text.clone()),
+                    Value::Variable(name) => match self.variable(name)? {
+                        ConstValue::String(text) => Some(text),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect(),
+            Value::Variable(name) => match self.variable(name) {
+                Some(ConstValue::List(items)) => items
+                    .into_iter()
+                    .filter_map(|item| match item {
+                        ConstValue::String(text) => Some(text),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        queries
+            .iter()
+            .filter_map(|text| limit_of(text))
+            .max()
+            .unwrap_or(APPWRITE_DEFAULT_LIMIT)
+            .min(APPWRITE_LARGEST_LIMIT)
+    }
+
     /// An argument's value as a count, from the query text or the variables (or
     /// the variable's default); `None` when it is null or not a count.
     fn number(&self, value: &Value) -> Option<u64> {
@@ -193,6 +235,20 @@ impl Walk<'_> {
             _ => None,
         }
     }
+}
+
+/// The page of a list asked for with Appwrite's queries and no `limit`.
+const APPWRITE_DEFAULT_LIMIT: u64 = 25;
+/// The largest `limit` Appwrite's queries take.
+const APPWRITE_LARGEST_LIMIT: u64 = 5000;
+
+/// The `N` of a `{"method":"limit","values":[N]}` query.
+fn limit_of(query: &str) -> Option<u64> {
+    let query: serde_json::Value = serde_json::from_str(query).ok()?;
+    if query.get("method")?.as_str()? != "limit" {
+        return None;
+    }
+    query.get("values")?.get(0)?.as_u64()
 }
 
 /// A paged list field: every paged list of the schema takes `first`.
@@ -242,7 +298,20 @@ mod tests {
                             "ids",
                             TypeRef::named_nn_list_nn(TypeRef::ID),
                         )),
-                    ),
+                    )
+                    .field(one("found", "Found").argument(InputValue::new(
+                        "queries",
+                        TypeRef::named_nn_list(TypeRef::STRING),
+                    ))),
+            )
+            .register(
+                Object::new("Found")
+                    .field(one("total", TypeRef::INT))
+                    .field(Field::new(
+                        "documents",
+                        TypeRef::named_nn_list_nn("Post"),
+                        |_| FieldFuture::new(async { Ok(None::<async_graphql::Value>) }),
+                    )),
             )
             .register(
                 Object::new("Post")
@@ -331,6 +400,20 @@ mod tests {
         );
         let literal = r#"{ byIds(ids: ["a", "b", "c"]) { id } }"#;
         assert_eq!(nodes(literal, serde_json::json!({})), 3);
+    }
+
+    #[test]
+    fn a_list_asked_with_appwrite_queries_counts_its_limit() {
+        let query = "query($q: [String!]) { found(queries: $q) { total documents { author {
+            posts(first: 10) { id } } } } }";
+        assert_eq!(nodes(query, serde_json::json!({})), 25 + 25 * 10);
+        let limited = serde_json::json!({"q": [
+            r#"{"method":"equal","attribute":"a","values":[1]}"#,
+            r#"{"method":"limit","values":[1000]}"#
+        ]});
+        assert_eq!(nodes(query, limited), 1000 + 1000 * 10);
+        let past = r#"{ found(queries: ["{\"method\":\"limit\",\"values\":[99999]}"]) { total } }"#;
+        assert_eq!(nodes(past, serde_json::json!({})), 5000);
     }
 
     #[test]

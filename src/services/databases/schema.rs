@@ -1452,7 +1452,7 @@ fn documents_field() -> Field {
     .description("Documents of any collection, found with Appwrite's query language: each query a JSON string such as `{\"method\":\"equal\",\"attribute\":\"title\",\"values\":[\"Hi\"]}`. Only documents the caller may read are returned and counted.")
     .argument(InputValue::new("databaseId", TypeRef::named_nn(TypeRef::ID)))
     .argument(InputValue::new("collectionId", TypeRef::named_nn(TypeRef::ID)))
-    .argument(InputValue::new("queries", TypeRef::named_nn_list(TypeRef::STRING)).description("Queries (filters, `orderAsc`, `cursorAfter`, `limit` ≤ 1000, `offset`, `select`, `and`, `or`)."))
+    .argument(InputValue::new("queries", TypeRef::named_nn_list(TypeRef::STRING)).description("Queries (filters, `orderAsc`, `cursorAfter`, `limit` ≤ 5000, default 25, `offset`, `select`, `and`, `or`)."))
 }
 
 fn document_field() -> Field {
