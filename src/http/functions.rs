@@ -174,18 +174,13 @@ async fn run(
         }
         let Ok(value) = value.to_str() else { continue };
         if name == "cookie" {
-            // The project's session cookie and the console's are Nimbus's; other
-            // cookies are the app's.
-            let session_cookie =
-                crate::services::account::cookies::session_cookie_name(&caller.project.id);
-            let console_cookie = format!("{}=", identity::CONSOLE_COOKIE);
+            // Every project's session cookie and the console's are Nimbus's
+            // credentials (one host serves them all): none reaches a function,
+            // whose code may be another project's. Other cookies are the app's.
             let kept: Vec<&str> = value
                 .split(';')
                 .map(str::trim)
-                .filter(|pair| {
-                    !pair.starts_with(&format!("{session_cookie}="))
-                        && !pair.starts_with(&console_cookie)
-                })
+                .filter(|pair| !is_nimbus_cookie(pair))
                 .collect();
             if !kept.is_empty() {
                 passed.push((name.to_string(), kept.join("; ")));
@@ -193,9 +188,6 @@ async fn run(
             continue;
         }
         passed.push((name.to_string(), value.to_string()));
-    }
-    if let Credential::Session(session) = &caller.credential {
-        passed.push(("x-nimbus-user-id".into(), session.user.id.clone()));
     }
     let host = identity::header(&headers, "host").unwrap_or_default();
     let (host_name, port) = match host.rsplit_once(':') {
@@ -214,6 +206,7 @@ async fn run(
     };
     let request = service::check_request(
         state,
+        &caller,
         ExecutionRequest {
             method: method.as_str().to_string(),
             path,
@@ -256,6 +249,24 @@ fn too_large(limit: usize) -> AppError {
     }
 }
 
+/// What a function's page may do in its sandbox: run scripts, send forms, open
+/// popups and downloads, all from an origin that is not the API's.
+const FUNCTION_SANDBOX: &str =
+    "sandbox allow-scripts allow-forms allow-popups allow-downloads allow-modals";
+
+/// Whether a cookie (`name=value`, from a `Cookie` or `Set-Cookie` header) is one
+/// of Nimbus's: a project's session or the console's.
+fn is_nimbus_cookie(pair: &str) -> bool {
+    let name = pair
+        .trim_start()
+        .split('=')
+        .next()
+        .unwrap_or_default()
+        .trim();
+    name.starts_with(crate::services::account::cookies::SESSION_COOKIE_PREFIX)
+        || name == identity::CONSOLE_COOKIE
+}
+
 /// The HTTP answer of a function's execution, naming its record when there is
 /// one (`x-nimbus-execution-id`).
 fn respond(execution: &crate::services::functions::Execution, recorded: bool) -> Response {
@@ -277,6 +288,9 @@ fn respond(execution: &crate::services::functions::Execution, recorded: bool) ->
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, execution.response_body.clone()).into_response();
+    // The function's type replaces the default rather than following it (a
+    // browser reads the last of two).
+    response.headers_mut().remove(header::CONTENT_TYPE);
     for (name, value) in &execution.response_headers {
         // `HeaderName` lower-cases as it parses.
         let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
@@ -285,10 +299,25 @@ fn respond(execution: &crate::services::functions::Execution, recorded: bool) ->
         if is_hop_by_hop(name.as_str()) {
             continue;
         }
+        if name == header::SET_COOKIE && is_nimbus_cookie(value) {
+            continue;
+        }
         if let Ok(value) = HeaderValue::from_str(value) {
             response.headers_mut().append(name, value);
         }
     }
+    // A function's page is served from the API's own origin, beside the console:
+    // in a sandbox its scripts run in an origin of their own, so they can neither
+    // read what the API answers with a visitor's cookies nor reach the console.
+    // A policy the function sets applies too (each one is enforced).
+    response.headers_mut().append(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(FUNCTION_SANDBOX),
+    );
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     if recorded && let Ok(id) = HeaderValue::from_str(&execution.id) {
         response
             .headers_mut()

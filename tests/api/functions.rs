@@ -1155,3 +1155,95 @@ async fn a_full_sandbox_answers_too_many_executions_with_retry_after() {
     assert_eq!(next["createExecution"]["responseBody"], "done");
     app.shutdown().await;
 }
+
+/// A function's page is served from the API's origin: it runs sandboxed, cannot
+/// set Nimbus's cookies nor read any project's session cookie, and its code never
+/// mistakes a caller's header for one Nimbus set. A signed-in caller's session
+/// reaches the code as a JWT of it would: data, not credentials.
+#[tokio::test]
+async fn a_function_cannot_pose_as_nimbus_to_a_browser_or_to_its_own_code() {
+    let app = spawn_app().await;
+    deployed(
+        &app,
+        "page",
+        json!({"execute": ["any"]}),
+        r#"export default async ({ req, res }) => res.send(
+            JSON.stringify({
+                user: req.headers['x-nimbus-user-id'] ?? null,
+                appwrite: req.headers['x-appwrite-user-id'] ?? null,
+                cookie: req.headers['cookie'] ?? null,
+            }),
+            200,
+            { 'content-type': 'text/html', 'set-cookie': 'nimbus_console=planted; Path=/' },
+        );"#,
+    )
+    .await;
+    let response = app
+        .client
+        .get(format!("{}/v1/functions/page", app.url))
+        .header(
+            "cookie",
+            "nimbus_session_other=ns_secret; app=1; nimbus_console=cs_secret",
+        )
+        .header("x-nimbus-user-id", "victim")
+        .header("x-appwrite-user-id", "victim")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let headers = response.headers().clone();
+    let types: Vec<_> = headers.get_all("content-type").iter().collect();
+    assert_eq!(types, ["text/html"]);
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    assert!(policy.starts_with("sandbox ") && !policy.contains("allow-same-origin"));
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert!(headers.get("set-cookie").is_none(), "{headers:?}");
+    let seen: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(
+        seen,
+        json!({"user": null, "appwrite": null, "cookie": "app=1"})
+    );
+
+    let ann = app.signed_in("ann-function@example.com").await;
+    let ann_id = app
+        .as_session(&ann, "{ account { id } }", json!({}))
+        .await
+        .ok()["account"]["id"]
+        .clone();
+    let bearer = format!("Bearer {ann}");
+    let answer = execute_as(
+        &app,
+        &[("authorization", &bearer)],
+        json!({"functionId": "page", "headers": [{"name": "X-Nimbus-User-Id", "value": "victim"}]}),
+    )
+    .await
+    .ok();
+    let seen: Value =
+        serde_json::from_str(answer["createExecution"]["responseBody"].as_str().unwrap()).unwrap();
+    assert_eq!(seen["user"], ann_id, "{seen:#}");
+
+    // Run by Ann, code written by whoever deployed it acts on her data, not on
+    // her credentials: no JWT of hers to carry away.
+    deployed(
+        &app,
+        "minter",
+        json!({"execute": ["users"]}),
+        r#"export default async ({ res }) => res.json(await nimbus.graphql('mutation { createJWT { jwt } }'));"#,
+    )
+    .await;
+    let answer = execute_as(
+        &app,
+        &[("authorization", &bearer)],
+        json!({"functionId": "minter"}),
+    )
+    .await
+    .ok();
+    let minted: Value =
+        serde_json::from_str(answer["createExecution"]["responseBody"].as_str().unwrap()).unwrap();
+    assert!(minted["data"].is_null(), "{minted:#}");
+    assert!(
+        minted["errors"][0]["extensions"]["code"].is_string(),
+        "{minted:#}"
+    );
+    app.shutdown().await;
+}

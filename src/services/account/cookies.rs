@@ -6,8 +6,11 @@ use crate::services::users::Session;
 
 /// The name of the session cookie of a project.
 pub fn session_cookie_name(project_id: &str) -> String {
-    format!("nimbus_session_{project_id}")
+    format!("{SESSION_COOKIE_PREFIX}{project_id}")
 }
+
+/// What every project's session cookie's name begins with.
+pub const SESSION_COOKIE_PREFIX: &str = "nimbus_session_";
 
 /// The `Set-Cookie` value that hands a browser its session: HttpOnly, SameSite=Lax
 /// (sent on top-level navigations back from an OAuth2 provider, not on cross-site

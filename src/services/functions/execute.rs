@@ -45,15 +45,30 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// A signed-in caller's own identity, with its permissions; anyone else (a
-    /// guest, a key, a schedule) gets exactly the function's scopes, as an API key
-    /// holding them would (made once per reading of the function).
+    /// A signed-in caller's own identity, with its permissions, held as a JWT of
+    /// its session would be (as an execution that runs later holds it): the
+    /// function acts on the user's data, not on their credentials, sessions or
+    /// JWTs, whoever wrote its code. Anyone else (a guest, a key, a schedule) gets
+    /// exactly the function's scopes, as an API key holding them would (made once
+    /// per reading of the function).
     pub fn of(caller: &Caller, ready: &super::Ready) -> Arc<Identity> {
         match &caller.credential {
-            Credential::Session(_) => Arc::new(Identity {
-                project_id: ready.function.project_id.clone(),
-                credential: caller.credential.clone(),
-            }),
+            Credential::Session(session) => {
+                let delegated = if session.by_jwt {
+                    session.clone()
+                } else {
+                    Arc::new(crate::auth::session_cache::ResolvedSession {
+                        session: session.session.clone(),
+                        user: session.user.clone(),
+                        memberships: session.memberships.clone(),
+                        by_jwt: true,
+                    })
+                };
+                Arc::new(Identity {
+                    project_id: ready.function.project_id.clone(),
+                    credential: Credential::Session(delegated),
+                })
+            }
             _ => ready.identity.clone(),
         }
     }

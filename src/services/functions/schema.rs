@@ -918,6 +918,7 @@ fn create_execution() -> Field {
             let ready = service::runnable(state, caller, &given.function_id).await?;
             let request = service::check_request(
                 state,
+                caller,
                 ExecutionRequest {
                     method: given.method.unwrap_or_else(|| "POST".into()),
                     path: given.path.unwrap_or_else(|| "/".into()),

@@ -1102,10 +1102,20 @@ pub struct ExecutionRequest {
 
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"];
 
+/// Whether a header is one Nimbus sets for the function (`x-nimbus-user-id`,
+/// `x-nimbus-event`, …), or Appwrite's of the same kind, which code ported from it
+/// trusts: a caller's own is dropped, never passed on as if Nimbus had set it.
+fn is_reserved_header(name: &str) -> bool {
+    name.starts_with("x-nimbus-") || name.starts_with("x-appwrite-")
+}
+
 /// The request, checked: a known method, a path from `/`, bounded headers with
-/// lower-cased names, a body within `NIMBUS_FUNCTIONS_MAX_REQUEST_BYTES`.
+/// lower-cased names, a body within `NIMBUS_FUNCTIONS_MAX_REQUEST_BYTES`. The
+/// caller's reserved headers are dropped and Nimbus's own added: a signed-in
+/// caller's id as `x-nimbus-user-id`.
 pub fn check_request(
     state: &AppState,
+    caller: &Caller,
     mut request: ExecutionRequest,
 ) -> AppResult<ExecutionRequest> {
     request.method.make_ascii_uppercase();
@@ -1147,6 +1157,14 @@ pub fn check_request(
                 "a header name is a token and a value has no control characters",
             ));
         }
+    }
+    request
+        .headers
+        .retain(|(name, _)| !is_reserved_header(name));
+    if let Credential::Session(session) = &caller.credential {
+        request
+            .headers
+            .push(("x-nimbus-user-id".into(), session.user.id.clone()));
     }
     let max = state.config.functions_max_request_bytes;
     if request.body.len() > max {
