@@ -838,3 +838,94 @@ async fn behind_an_https_public_url_cookies_are_secure() {
     assert!(cookie.contains("; Secure"), "{cookie}");
     app.shutdown().await;
 }
+
+/// A client holds a whole IPv6 network (a /64 is what one subscriber gets):
+/// password guesses from its addresses count as one client's.
+#[tokio::test]
+async fn password_guesses_from_one_ipv6_network_count_as_one_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.trusted_proxies = "127.0.0.1".parse().unwrap();
+    let app = spawn_with(config, dir).await;
+    sign_up(&app, "ivy@example.com").await;
+    let query = "mutation($p: String!) { createEmailPasswordSession(input: {email: \"ivy@example.com\", password: $p}) { secret } }";
+    let mut codes = Vec::new();
+    for guess in 0..11 {
+        let address = format!("2001:db8:7:9::{:x}", guess + 1);
+        let answer = app
+            .post(
+                json!({"query": query, "variables": {"p": format!("wrong-{guess}")}}),
+                &[("x-forwarded-for", &address)],
+            )
+            .await;
+        codes.push(answer.code().to_string());
+    }
+    assert_eq!(codes[..10], vec!["INVALID_CREDENTIALS"; 10]);
+    assert_eq!(codes[10], "RATE_LIMITED", "{codes:?}");
+    // Another network is another client.
+    let elsewhere = app
+        .post(
+            json!({"query": query, "variables": {"p": "wrong-again"}}),
+            &[("x-forwarded-for", "2001:db8:8::1")],
+        )
+        .await;
+    assert_eq!(elsewhere.code(), "INVALID_CREDENTIALS");
+    app.shutdown().await;
+}
+
+/// A change prepared from a copy of the user read before a block (a `updatePrefs`
+/// racing the administrator's block) is written only over that copy: it finds
+/// the row changed and puts nothing back.
+#[tokio::test]
+async fn a_change_read_before_a_block_cannot_undo_it() {
+    let app = spawn_app().await;
+    let user_id = sign_up(&app, "kai@example.com").await;
+    let state = app.server.as_ref().unwrap().state().clone();
+    let pool = state.db.pool();
+    let store = nimbus::services::users::store::find_user;
+    let before = store(pool, "default", &user_id).await.unwrap().unwrap();
+    app.admin(
+        "mutation($id: ID!) { updateUser(input: {id: $id, blocked: true}) { blocked } }",
+        json!({"id": user_id}),
+    )
+    .await
+    .ok();
+    let mut stale = before.to_user();
+    stale.prefs = json!({"theme": "dark"}).as_object().unwrap().clone();
+    stale.updated_at += 1;
+    let written = nimbus::services::users::store::update_user(
+        pool,
+        &stale,
+        &before.password_history(),
+        before.to_user().updated_at,
+    )
+    .await
+    .unwrap();
+    assert!(
+        !written,
+        "a write over an older copy must find nothing to write"
+    );
+    let after = store(pool, "default", &user_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .to_user();
+    assert!(after.blocked);
+
+    // Through the API, changes keep applying over what is there now.
+    let admin_prefs = app
+        .admin(
+            "mutation($id: ID!) { updateUser(input: {id: $id, prefs: {theme: \"light\"}}) { blocked prefs } }",
+            json!({"id": user_id}),
+        )
+        .await
+        .ok();
+    assert_eq!(admin_prefs["updateUser"]["prefs"]["theme"], "light");
+    let after = store(pool, "default", &user_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .to_user();
+    assert!(after.blocked, "a later change keeps the block");
+    app.shutdown().await;
+}

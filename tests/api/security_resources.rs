@@ -676,3 +676,36 @@ async fn file_writes_answer_only_files_the_caller_may_read() {
     assert_eq!(readable["createFile"]["id"], "note");
     app.shutdown().await;
 }
+
+/// A key hands out neither scopes nor time it does not have: one that expires
+/// cannot make a key that outlives it.
+#[tokio::test]
+async fn an_expiring_key_cannot_make_a_key_that_outlives_it() {
+    let app = spawn_app().await;
+    let ends = chrono::Utc::now() + chrono::Duration::hours(1);
+    let parent = app
+        .admin(
+            "mutation($at: DateTime!) { createApiKey(input: {name: \"temp\", scopes: [\"keys.write\", \"keys.read\"], expiresAt: $at}) { secret } }",
+            json!({"at": ends.to_rfc3339()}),
+        )
+        .await
+        .ok()["createApiKey"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let create = "mutation($at: DateTime) { createApiKey(input: {name: \"child\", scopes: [\"keys.read\"], expiresAt: $at}) { apiKey { name } } }";
+    let forever = app.as_key(&parent, "default", create, json!({})).await;
+    assert_eq!(forever.code(), "PERMISSION_DENIED", "{:#}", forever.body);
+    let later = (ends + chrono::Duration::minutes(1)).to_rfc3339();
+    let beyond = app
+        .as_key(&parent, "default", create, json!({"at": later}))
+        .await;
+    assert_eq!(beyond.code(), "PERMISSION_DENIED", "{:#}", beyond.body);
+    let within = (ends - chrono::Duration::minutes(1)).to_rfc3339();
+    let child = app
+        .as_key(&parent, "default", create, json!({"at": within}))
+        .await
+        .ok();
+    assert_eq!(child["createApiKey"]["apiKey"]["name"], "child");
+    app.shutdown().await;
+}

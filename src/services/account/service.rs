@@ -114,6 +114,11 @@ async fn issue_and_mail(
             user
         }
     };
+    if kind == EMAIL_OTP {
+        // One six-digit code at a time: a guess is checked against every live
+        // code, so codes piling up (one per request) would multiply its odds.
+        store::delete_tokens_of(&mut *tx, &user.project_id, &user.id, &[EMAIL_OTP]).await?;
+    }
     store::insert_token(
         &mut *tx,
         &user.project_id,

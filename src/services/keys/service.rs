@@ -122,6 +122,16 @@ pub async fn create_key(
             reason: format!("a key cannot grant the scope `{beyond}`, which it does not hold"),
         });
     }
+    // Nor time it does not have: a key made by an expiring one would otherwise
+    // carry its scopes past its end.
+    if let Some(key) = caller.key()
+        && let Some(ends) = key.expires_at
+        && new.expires_at.is_none_or(|wanted| wanted > ends)
+    {
+        return Err(AppError::PermissionDenied {
+            reason: "a key that expires can create only keys that expire no later than it".into(),
+        });
+    }
     create_key_as_operator(state, grant.project(), new).await
 }
 

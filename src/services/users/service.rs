@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::AppState;
 use crate::auth::Grant;
 use crate::auth::passwords::{self, StoredHash};
-use crate::auth::rate_limit::Limit;
+use crate::auth::rate_limit::{Limit, client_key};
 use crate::auth::scopes::{ScopeMarker as _, UsersRead, UsersWrite};
 use crate::auth::secrets::{self, SecretKind};
 use crate::auth::session_cache::ResolvedSession;
@@ -25,6 +25,12 @@ const MAX_PREFS_BYTES: usize = 64 * 1024;
 const MAX_LABELS: usize = 100;
 /// Abuse limits, as Appwrite sets them.
 const SIGN_IN_LIMIT: Limit = Limit::per_hour(10);
+/// Password sign-ins one client address may try in an hour, whatever the email:
+/// each costs an argon2 check on the shared pool, an unknown email too.
+const SIGN_IN_PER_CLIENT: Limit = Limit::per_hour(100);
+/// Password sign-ins to one account in an hour, from every address together:
+/// guesses spread over many addresses (an IPv6 network holds billions) add up.
+const SIGN_IN_PER_ACCOUNT: Limit = Limit::per_hour(100);
 const SIGN_UP_LIMIT: Limit = Limit::per_hour(10);
 const ANONYMOUS_LIMIT: Limit = Limit::per_hour(50);
 const PASSWORD_CHANGE_LIMIT: Limit = Limit::per_hour(10);
@@ -120,7 +126,7 @@ impl ImportedHash {
 }
 
 /// Changes to a user; absent fields stay as they are.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct UserChanges {
     pub name: Option<String>,
     /// A new email; `""` removes it (servers only), and its verification with it.
@@ -971,18 +977,38 @@ pub(crate) async fn with_proven_mailbox(
     apply_changes(state, project_id, &user.id, claim).await
 }
 
-/// Checks and makes `changes` to the user `id` in one transaction of its own.
+/// Checks and makes `changes` to the user `id` in one transaction of its own;
+/// prepared again from the row as it is then when another write changed it
+/// between the reading and the writing (a few times at most).
 pub(crate) async fn apply_changes(
     state: &AppState,
     project_id: &str,
     id: &str,
     changes: UserChanges,
 ) -> AppResult<User> {
-    let change = prepare_changes(state, project_id, id, changes).await?;
-    let mut tx = state.db.begin_write().await?;
-    let (user, messages) = change.write(&mut tx).await?;
-    commit_logged(state, tx, messages).await?;
-    Ok(user)
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let change = prepare_changes(state, project_id, id, changes.clone()).await?;
+        let mut tx = state.db.begin_write().await?;
+        match change.write(&mut tx).await {
+            Ok((user, messages)) => {
+                commit_logged(state, tx, messages).await?;
+                return Ok(user);
+            }
+            Err(err) if attempts < 3 && is_changed_meanwhile(&err) => continue,
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// A user changed between the reading and the writing of a change to it.
+fn changed_meanwhile() -> AppError {
+    AppError::Busy { retry_after: 1 }
+}
+
+fn is_changed_meanwhile(err: &AppError) -> bool {
+    matches!(err, AppError::Busy { retry_after: 1 })
 }
 
 /// A change to a user, checked and with its password hashed, to write in a
@@ -991,6 +1017,8 @@ pub(crate) struct PreparedChange {
     project_id: String,
     id: String,
     user: User,
+    /// The row's `updated_at` as it was read: the write applies only over it.
+    read_at: i64,
     history: Vec<String>,
     fields: Vec<&'static str>,
     broad: bool,
@@ -1036,8 +1064,10 @@ pub(crate) async fn prepare_changes(
             id: id.into(),
         })?;
     let mut user = row.to_user();
+    let read_at = user.updated_at;
     let mut history = row.password_history();
-    let now = now_millis();
+    // Later than the version read, whatever the clock says: every write changes it.
+    let now = now_millis().max(read_at.saturating_add(1));
     let claimed = changes.claim && !user.email_verified && user.email.is_some();
     if claimed {
         user.password_hash = None;
@@ -1096,6 +1126,7 @@ pub(crate) async fn prepare_changes(
         project_id: project_id.to_string(),
         id: id.to_string(),
         user,
+        read_at,
         history,
         fields,
         broad,
@@ -1121,6 +1152,7 @@ impl PreparedChange {
             project_id,
             id,
             user,
+            read_at,
             history,
             fields,
             broad,
@@ -1133,7 +1165,6 @@ impl PreparedChange {
             mut also,
         } = self;
         let (project_id, id) = (project_id.as_str(), id.as_str());
-        let now = user.updated_at;
         if let Some(token) = &token
             && !store::delete_token(&mut **tx, project_id, token).await?
         {
@@ -1148,7 +1179,7 @@ impl PreparedChange {
         if claimed {
             // Ended one by one first, so each is announced.
             messages.extend(end_sessions(tx, project_id, id, Ending::All).await?);
-            store::claim_unverified_account(tx, project_id, id, now).await?;
+            store::claim_unverified_account(tx, project_id, id).await?;
         }
         if email_changed {
             // What was mailed to the old address is not for the new one: a
@@ -1156,13 +1187,19 @@ impl PreparedChange {
             // or recovery would let the old mailbox in.
             store::delete_tokens_of(&mut **tx, project_id, id, &store::MAILED_TOKENS).await?;
         }
-        let written = store::update_user(&mut **tx, &user, &history)
+        let written = store::update_user(&mut **tx, &user, &history, read_at)
             .await
             .conflict_as("user", user.email.as_deref().unwrap_or(&user.id))?;
         if !written {
-            return Err(AppError::NotFound {
-                what: "user",
-                id: id.into(),
+            return Err(match store::find_user(&mut **tx, project_id, id).await? {
+                // Changed by another write since it was read: prepared again
+                // from the row as it is now ([`apply_changes`]), or retried by
+                // the client.
+                Some(_) => changed_meanwhile(),
+                None => AppError::NotFound {
+                    what: "user",
+                    id: id.into(),
+                },
             });
         }
         if reset_mfa {
@@ -1324,7 +1361,10 @@ pub async fn sign_up(
     require_method(state, project_id, |p| p.email_password, "email-password").await?;
     state
         .rate_limiter
-        .hit(&format!("signup:{project_id}:{}", client.ip), SIGN_UP_LIMIT)
+        .hit(
+            &format!("signup:{project_id}:{}", client_key(&client.ip)),
+            SIGN_UP_LIMIT,
+        )
         .await?;
     let user = insert_new_user(
         state,
@@ -1362,11 +1402,26 @@ pub async fn sign_in_with_password(
     let invalid = || AppError::InvalidCredentials;
     require_method(state, project_id, |p| p.email_password, "email-password").await?;
     let email = normalize_email("email", email)?;
-    state
-        .rate_limiter
+    // Each limit keys the client by its address (its /64 for IPv6); all are
+    // counted before any argon2 work.
+    let from = client_key(&client.ip);
+    let limiter = &state.rate_limiter;
+    limiter
         .hit(
-            &format!("signin:{project_id}:{email}:{}", client.ip),
+            &format!("signin:{project_id}:{email}:{from}"),
             SIGN_IN_LIMIT,
+        )
+        .await?;
+    limiter
+        .hit(
+            &format!("signin-client:{project_id}:{from}"),
+            SIGN_IN_PER_CLIENT,
+        )
+        .await?;
+    limiter
+        .hit(
+            &format!("signin-account:{project_id}:{email}"),
+            SIGN_IN_PER_ACCOUNT,
         )
         .await?;
     if password.len() > passwords::MAX_PASSWORD_BYTES {
@@ -1392,9 +1447,8 @@ pub async fn sign_in_with_password(
     }
     // Imported hashes (and old argon2 parameters) are replaced on the first sign-in.
     if StoredHash::from_stored(&stored).is_ok_and(|h| h.needs_rehash()) {
-        let mut rehashed = user.clone();
-        rehashed.password_hash = Some(hash(password).await?);
-        store::update_user(state.db.pool(), &rehashed, &row.password_history()).await?;
+        let rehashed = hash(password).await?;
+        store::rehash_password(state.db.pool(), project_id, &user.id, &stored, &rehashed).await?;
     }
     create_session(state, &user, "email", client).await
 }
@@ -1406,7 +1460,7 @@ pub async fn sign_in_anonymously(
     client: ClientInfo,
 ) -> AppResult<(Session, String)> {
     require_method(state, project_id, |p| p.anonymous, "anonymous").await?;
-    let key = format!("anonymous:{project_id}:{}", client.ip);
+    let key = format!("anonymous:{project_id}:{}", client_key(&client.ip));
     state.rate_limiter.hit(&key, ANONYMOUS_LIMIT).await?;
     // The user and its session are one write: a user nobody holds a session of
     // could never be signed in as again.

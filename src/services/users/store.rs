@@ -196,15 +196,20 @@ fn like_escape(search: &str) -> String {
 }
 
 /// Writes every mutable field of the user; false when it does not exist.
+/// Writes `user` over the row as it was read (`read_at`, its `updated_at` then):
+/// false when the row changed since (or is gone), so that a change prepared from an
+/// older copy never puts back what another write changed meanwhile (a block, a
+/// label removed).
 pub async fn update_user<'e>(
     db: impl Executor<'e, Database = Any>,
     user: &User,
     password_history: &[String],
+    read_at: i64,
 ) -> Result<bool, sqlx::Error> {
     sqlx::query(
         "UPDATE users SET name = ?, email = ?, phone = ?, password_hash = ?, password_history = ?, \
          password_updated_at = ?, status = ?, email_verified = ?, phone_verified = ?, labels = ?, \
-         prefs = ?, mfa = ?, updated_at = ? WHERE project_id = ? AND id = ?",
+         prefs = ?, mfa = ?, updated_at = ? WHERE project_id = ? AND id = ? AND updated_at = ?",
     )
     .bind(&user.name)
     .bind(&user.email)
@@ -221,7 +226,29 @@ pub async fn update_user<'e>(
     .bind(user.updated_at)
     .bind(&user.project_id)
     .bind(&user.id)
+    .bind(read_at)
     .execute(db)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
+/// Replaces a password's hash with a stronger one of the same password, unless the
+/// password changed since `old` was read.
+pub async fn rehash_password(
+    pool: &AnyPool,
+    project_id: &str,
+    id: &str,
+    old: &str,
+    new: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE users SET password_hash = ? WHERE project_id = ? AND id = ? AND password_hash = ?",
+    )
+    .bind(new)
+    .bind(project_id)
+    .bind(id)
+    .bind(old)
+    .execute(pool)
     .await
     .map(|r| r.rows_affected() == 1)
 }
@@ -366,19 +393,18 @@ pub async fn delete_session<'e>(
 /// and linked provider accounts, and marks the email verified. For when the owner of
 /// the mailbox proves it: whoever registered the address before them keeps nothing.
 /// Callers end the sessions one by one first, to announce each; the sessions are
-/// deleted here all the same, so none is ever left behind.
+/// deleted here all the same, so none is ever left behind. Its `updated_at` is
+/// the change's to write (over the version it read), in the same transaction.
 pub async fn claim_unverified_account(
     tx: &mut sqlx::Transaction<'_, Any>,
     project_id: &str,
     user_id: &str,
-    now: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE users SET password_hash = NULL, password_history = NULL, password_updated_at = NULL, \
          mfa = 0, totp_secret = NULL, totp_verified = 0, totp_last_step = NULL, recovery_codes = NULL, \
-         email_verified = 1, updated_at = ? WHERE project_id = ? AND id = ?",
+         email_verified = 1 WHERE project_id = ? AND id = ?",
     )
-    .bind(now)
     .bind(project_id)
     .bind(user_id)
     .execute(&mut **tx)
@@ -624,13 +650,21 @@ pub async fn set_mfa<'e>(
     user_id: &str,
     enabled: bool,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE users SET mfa = ? WHERE project_id = ? AND id = ?")
-        .bind(i16::from(enabled))
-        .bind(project_id)
-        .bind(user_id)
-        .execute(pool)
-        .await
-        .map(|_| ())
+    // A new version, as every change of a column `update_user` writes: a change
+    // prepared from the row before this one must not put the old value back.
+    let now = crate::db::now_millis();
+    sqlx::query(
+        "UPDATE users SET mfa = ?, updated_at = CASE WHEN updated_at >= ? THEN updated_at + 1 \
+         ELSE ? END WHERE project_id = ? AND id = ?",
+    )
+    .bind(i16::from(enabled))
+    .bind(now)
+    .bind(now)
+    .bind(project_id)
+    .bind(user_id)
+    .execute(pool)
+    .await
+    .map(|_| ())
 }
 
 pub async fn mark_session_mfa_verified<'e>(
