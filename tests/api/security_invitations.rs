@@ -473,3 +473,68 @@ async fn only_a_verified_address_or_the_link_accepts_an_invitation_by_email() {
     assert_eq!(teams["teams"]["nodes"], json!([{"id": "band"}]));
     app.shutdown().await;
 }
+
+/// An invitation's link signs its holder in as the invitee: it works for a week,
+/// and not after the invitee's email or password changed (whoever still reads the
+/// old mailbox, or knew the old password, holds the old link).
+#[tokio::test]
+async fn an_invitation_link_expires_and_dies_with_the_invitees_old_email() {
+    let smtp = TestSmtp::start().await;
+    let app = app_with_smtp(smtp.url.clone()).await;
+    let owner = owner_of(&app, "ola@example.com", "crew").await;
+    let pia = app.signed_in("pia@example.com").await;
+    let pia_id = app
+        .as_session(&pia, "{ account { id } }", json!({}))
+        .await
+        .ok()["account"]["id"]
+        .clone();
+    let invited = app
+        .as_session(
+            &owner,
+            INVITE,
+            json!({"input": {"teamId": "crew", "userId": pia_id, "roles": ["deck"], "url": "http://localhost/join"}}),
+        )
+        .await
+        .ok()["createMembership"]
+        .clone();
+    let mail = smtp.wait_for_message_to("pia@example.com", WAIT).await;
+    let secret = mail.link_param("secret").unwrap();
+    app.as_session(
+        &pia,
+        "mutation { updateEmail(input: {email: \"pia-new@example.com\", password: \"db-password-1\"}) { email } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let stale = accept_link(&app, "crew", &invited["id"], &secret).await;
+    assert_eq!(stale.code(), "INVALID_TOKEN", "{:#}", stale.body);
+
+    // A week-old link to a new address.
+    let invited = app
+        .as_session(
+            &owner,
+            INVITE,
+            invitation("crew", "quin@example.com", "deck"),
+        )
+        .await
+        .ok()["createMembership"]
+        .clone();
+    let mail = smtp.wait_for_message_to("quin@example.com", WAIT).await;
+    let secret = mail.link_param("secret").unwrap();
+    let state = app.server.as_ref().unwrap().state().clone();
+    sqlx::query("UPDATE memberships SET updated_at = updated_at - ? WHERE id = ?")
+        .bind(8i64 * 24 * 3600 * 1000)
+        .bind(invited["id"].as_str().unwrap())
+        .execute(state.db.pool())
+        .await
+        .unwrap();
+    let expired = accept_link(&app, "crew", &invited["id"], &secret).await;
+    assert_eq!(expired.code(), "INVALID_TOKEN", "{:#}", expired.body);
+    assert!(
+        expired.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
+    app.shutdown().await;
+}

@@ -357,6 +357,8 @@ const INVITE_LIMIT: Limit = Limit::per_hour(50);
 /// same bound as every other email to one recipient.
 const INVITE_RECIPIENT_LIMIT: Limit = Limit::per_hour(10);
 const ACCEPT_ATTEMPTS_LIMIT: Limit = Limit::per_hour(10);
+/// How long an invitation's link works after it was sent (or sent again): a week.
+const INVITATION_LIFETIME_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// Whom a membership is for.
 enum Invitee {
@@ -865,6 +867,14 @@ pub async fn accept_invitation(
     let mut membership = load_membership(state, project_id, team_id, id).await?;
     if user_id.is_some_and(|user_id| membership.user_id.as_deref() != Some(user_id)) {
         return Err(invalid());
+    }
+    // A link signs its holder in: it lasts as long as Appwrite's, not for ever.
+    if now_millis().saturating_sub(membership.updated_at) > INVITATION_LIFETIME_MS {
+        return Err(AppError::Invalid {
+            code: codes::INVALID_TOKEN,
+            field: "secret".into(),
+            reason: "the invitation expired; ask the team for a new one".into(),
+        });
     }
     let digest = store::invite_secret(state.db.pool(), project_id, id)
         .await?

@@ -1187,6 +1187,9 @@ impl PreparedChange {
             // or recovery would let the old mailbox in.
             store::delete_tokens_of(&mut **tx, project_id, id, &store::MAILED_TOKENS).await?;
         }
+        if email_changed || claimed || fields.contains(&"password") {
+            store::void_invitation_links(&mut **tx, project_id, id).await?;
+        }
         let written = store::update_user(&mut **tx, &user, &history, read_at)
             .await
             .conflict_as("user", user.email.as_deref().unwrap_or(&user.id))?;

@@ -232,6 +232,27 @@ pub async fn update_user<'e>(
     .map(|r| r.rows_affected() == 1)
 }
 
+/// Voids the links of a user's pending team invitations (the team's owners can
+/// send new ones): an invitation link signs its holder in as the user, so one
+/// mailed to an address the user has left, or read by whoever knew the old
+/// password, must not outlive the change. The table is teams'; the change that
+/// calls for it is the user's, in its transaction.
+pub async fn void_invitation_links<'e>(
+    db: impl Executor<'e, Database = Any>,
+    project_id: &str,
+    user_id: &str,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE memberships SET invite_secret_hash = NULL \
+         WHERE project_id = ? AND user_id = ? AND confirmed = 0",
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected())
+}
+
 /// Replaces a password's hash with a stronger one of the same password, unless the
 /// password changed since `old` was read.
 pub async fn rehash_password(
