@@ -31,6 +31,13 @@ impl Limit {
             window: Duration::from_secs(3600),
         }
     }
+
+    pub const fn per_minute(attempts: u32) -> Self {
+        Limit {
+            attempts,
+            window: Duration::from_secs(60),
+        }
+    }
 }
 
 /// The client a request's address stands for, in limit keys: an IPv4 address as

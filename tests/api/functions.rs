@@ -1247,3 +1247,34 @@ async fn a_function_cannot_pose_as_nimbus_to_a_browser_or_to_its_own_code() {
     );
     app.shutdown().await;
 }
+
+/// Every execution holds a sandbox thread or a queued job that all projects
+/// share: a user or a guest client starts at most 60 a minute, however it batches
+/// or aliases them; a key (a server) is not limited.
+#[tokio::test]
+async fn executions_one_client_starts_are_limited_per_minute() {
+    let app = spawn_app().await;
+    deployed(
+        &app,
+        "ping",
+        json!({"execute": ["any"]}),
+        "export default async ({ res }) => res.text('pong')",
+    )
+    .await;
+    let fields: String = (0..61)
+        .map(|n| {
+            format!("e{n}: createExecution(input: {{functionId: \"ping\", async: true}}) {{ id }} ")
+        })
+        .collect();
+    let query = format!("mutation {{ {fields} }}");
+    let guest = app.post(json!({"query": query}), &[]).await;
+    let refused: Vec<&Value> = guest.body["errors"]
+        .as_array()
+        .map(|errors| errors.iter().collect())
+        .unwrap_or_default();
+    assert_eq!(refused.len(), 1, "{:#}", guest.body);
+    assert_eq!(refused[0]["extensions"]["code"], "RATE_LIMITED");
+    let key = app.admin(&query, json!({})).await;
+    assert!(key.body.get("errors").is_none(), "{:#}", key.body);
+    app.shutdown().await;
+}

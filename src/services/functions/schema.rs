@@ -916,6 +916,7 @@ fn create_execution() -> Field {
             let caller = caller(&ctx)?;
             let given: CreateExecutionInput = input(&ctx)?;
             let ready = service::runnable(state, caller, &given.function_id).await?;
+            limit_executions(&ctx, state, caller).await?;
             let request = service::check_request(
                 state,
                 caller,
@@ -958,6 +959,39 @@ fn create_execution() -> Field {
     })
     .description("Runs a function: at once, answering its response, or (`async: true`) as a background job, answering `WAITING` (follow it with `executionChanged` or `execution`). Needs one of the function's execute roles, or a key with `executions.write`; `TOO_MANY_EXECUTIONS` when the server's sandbox queue is full.")
     .argument(CreateExecutionInput::argument())
+}
+
+/// `createExecution`s one user, or one guest client address, may start in a
+/// minute (Appwrite's limit): each holds a sandbox thread or a queued job, which
+/// every project shares, so aliases and batches of it must not fill them.
+const EXECUTIONS_PER_CALLER: crate::auth::rate_limit::Limit =
+    crate::auth::rate_limit::Limit::per_minute(60);
+
+/// Counts a client's `createExecution` against [`EXECUTIONS_PER_CALLER`]; keys
+/// (servers, and functions acting with their scopes) are not limited.
+async fn limit_executions(
+    ctx: &async_graphql::dynamic::ResolverContext<'_>,
+    state: &crate::AppState,
+    caller: &crate::auth::Caller,
+) -> AppResult<()> {
+    let who = match &caller.credential {
+        crate::auth::Credential::Key(_) => return Ok(()),
+        crate::auth::Credential::Session(session) => format!("user:{}", session.user.id),
+        crate::auth::Credential::Anonymous => {
+            let ip = ctx
+                .data_opt::<crate::services::users::service::ClientInfo>()
+                .map(|client| client.ip.as_str())
+                .unwrap_or_default();
+            format!("client:{}", crate::auth::rate_limit::client_key(ip))
+        }
+    };
+    state
+        .rate_limiter
+        .hit(
+            &format!("executions:{}:{who}", caller.project.id),
+            EXECUTIONS_PER_CALLER,
+        )
+        .await
 }
 
 /// An `executionChanged` subscription: the events on a function's executions
