@@ -136,12 +136,28 @@ fn callback_url(base: &str, provider: &str, project: &str) -> String {
     format!("{base}/v1/account/oauth2/callback/{provider}/{project}")
 }
 
+/// Sign-ins one client address may start in an hour (as Appwrite): each writes
+/// a pending sign-in, on SQLite under the one write lock every write shares.
+const STARTS_PER_CLIENT: crate::auth::rate_limit::Limit =
+    crate::auth::rate_limit::Limit::per_hour(50);
+
 pub async fn start(
     State(state): State<AppState>,
     Path(provider): Path<String>,
     Query(query): Query<StartQuery>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
 ) -> Response {
     let project_id = query.project.as_deref().unwrap_or(DEFAULT_PROJECT);
+    let client = crate::http::client::client_info(&state.config, peer, &headers);
+    let from = crate::auth::rate_limit::client_key(&client.ip);
+    if let Err(err) = state
+        .rate_limiter
+        .hit(&format!("oauth2-start:{from}"), STARTS_PER_CLIENT)
+        .await
+    {
+        return error_page(&err);
+    }
     let project = match state.schemas.get(&state, project_id).await {
         Ok(loaded) => loaded.project.clone(),
         Err(err) => return error_page(&err),
