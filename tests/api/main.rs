@@ -65,6 +65,7 @@ mod storage_transfers;
 mod teams;
 mod transport;
 mod trust_parity;
+mod upload_claims;
 mod upload_passes;
 mod upload_speed_paths;
 mod uploads;

@@ -39,19 +39,43 @@ pub struct Bucket {
     pub updated_at: i64,
 }
 
-/// Where a file is in its life: its bytes are still arriving, or it is complete.
+/// Where a file is in its life. Its row holds its id from the upload's start to the
+/// end of its removal, and a claim of the id is told from the next by its
+/// `created_at`: every step after the claim names both, so a step of an upload
+/// deleted (or swept) meanwhile matches no row, whoever claimed the id since.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileStatus {
+    /// Its bytes are still arriving.
     Uploading,
+    /// Its bytes are being written to the file's object: neither a delete nor the
+    /// sweeper touches it, so nothing else can take the id and write there too.
+    Finishing,
+    /// Complete: listed and served.
     Ready,
+    /// Being removed: served to no one, its id still taken until its bytes are gone,
+    /// so no new upload of the id writes where they are being deleted.
+    Removing,
 }
 
 impl FileStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             FileStatus::Uploading => "uploading",
+            FileStatus::Finishing => "finishing",
             FileStatus::Ready => "ready",
+            FileStatus::Removing => "removing",
         }
+    }
+
+    pub fn parse(stored: &str) -> Option<FileStatus> {
+        [
+            FileStatus::Uploading,
+            FileStatus::Finishing,
+            FileStatus::Ready,
+            FileStatus::Removing,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == stored)
     }
 }
 

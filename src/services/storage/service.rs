@@ -73,6 +73,19 @@ fn file_not_found(id: &str) -> AppError {
     }
 }
 
+/// The upload a request was sending was deleted (or swept) meanwhile: nothing of
+/// what it sent is kept, and whoever has claimed the id since is left alone.
+pub fn claim_lost(id: &str) -> AppError {
+    AppError::Invalid {
+        code: codes::UPLOAD_NOT_FOUND,
+        field: "fileId".into(),
+        reason: format!(
+            "the upload of `{}` was deleted while this request was sending it; nothing of it was kept",
+            id.chars().take(64).collect::<String>()
+        ),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Buckets
 
@@ -686,8 +699,11 @@ pub struct SpooledUploads(pub std::collections::HashMap<usize, Spooled>);
 
 /// Publishes a claimed file's bytes with `write` (which must leave nothing under
 /// the key when it fails), scans them when the bucket asks for it, and marks the
-/// file ready. On any failure the row and the bytes are removed, so the id is free
-/// again and nothing partial remains.
+/// file ready. The claim (`file.created_at`) is moved to `finishing` first: the
+/// object's key is the id's, so while it is written no delete or sweep may free
+/// the id for another upload to write there too. A claim gone by then fails with
+/// [`claim_lost`] and writes nothing. On any later failure the row and the bytes
+/// are removed, so the id is free again and nothing partial remains.
 pub async fn finish_file<F, W>(
     state: &AppState,
     bucket: &Bucket,
@@ -699,6 +715,10 @@ where
     F: Future<Output = Result<Written, FileError>>,
 {
     let key = Key::file(&file.project_id, &file.bucket_id, &file.id).map_err(file_error)?;
+    if !store::mark_finishing(state.db.pool(), &file, now_millis()).await? {
+        return Err(claim_lost(&file.id));
+    }
+    file.status = FileStatus::Finishing;
     let result = async {
         let written = write(key.clone()).await.map_err(file_error)?;
         if bucket.antivirus
@@ -710,7 +730,8 @@ where
         file.updated_at = now_millis();
         let mut tx = state.db.pool().begin().await?;
         if !store::mark_ready(&mut tx, &file).await? {
-            return Err(file_not_found(&file.id));
+            // Only a bucket or project deleted meanwhile takes a finishing row away.
+            return Err(claim_lost(&file.id));
         }
         let ready = StoredFile {
             status: FileStatus::Ready,
@@ -723,7 +744,7 @@ where
     }
     .await;
     if let Err(err) = result {
-        discard(state, &file, &key).await;
+        discard(state, &file, None).await;
         return Err(err);
     }
     file.status = FileStatus::Ready;
@@ -741,23 +762,65 @@ fn apply_written(file: &mut StoredFile, written: Written) {
     file.encoding = written.encoding;
 }
 
-/// Removes a file that never became ready: its bytes, chunks and row.
-pub async fn discard(state: &AppState, file: &StoredFile, key: &Key) {
-    if let Err(err) = state.files.delete(key).await {
-        tracing::warn!(file = %file.id, error = ?err, "could not remove the bytes of a failed upload");
-    }
-    if let Ok(prefix) = Key::upload_prefix(&file.project_id, &file.bucket_id, &file.id)
-        && let Err(err) = state.files.delete_prefix(&prefix).await
-    {
-        tracing::warn!(file = %file.id, error = ?err, "could not remove the chunks of a failed upload");
-    }
-    let removed = async {
-        let mut tx = state.db.pool().begin().await?;
-        store::delete_file(&mut tx, &file.project_id, &file.bucket_id, &file.id).await?;
-        tx.commit().await
+/// Removes a file that never became ready, but only the claim `file` is (its
+/// `created_at`) and only while its row is still `file.status` (and, given
+/// `unchanged_before`, unchanged since then: the sweeper's view of it). The row is
+/// marked `removing` first, which keeps the id taken while the bytes and chunks go,
+/// so no newer upload of the id can start and lose its own to this removal; then
+/// the row goes. Anything else now holding the id is left alone. True when this
+/// call removed it.
+pub async fn discard(state: &AppState, file: &StoredFile, unchanged_before: Option<i64>) -> bool {
+    let marked = async {
+        let mut conn = state.db.pool().acquire().await?;
+        store::mark_removing(&mut conn, file, unchanged_before, now_millis()).await
     };
-    if let Err(err) = removed.await {
-        tracing::error!(file = %file.id, error = ?err, "could not remove the row of a failed upload");
+    match marked.await {
+        Ok(true) => {}
+        Ok(false) => return false,
+        Err(err) => {
+            tracing::error!(file = %file.id, error = ?err, "could not mark a failed upload for removal");
+            return false;
+        }
+    }
+    let removing = StoredFile {
+        status: FileStatus::Removing,
+        ..file.clone()
+    };
+    remove_marked(state, &removing, file.status).await
+}
+
+/// Deletes what a file marked `removing` (and still holding its id) left in the
+/// store, then its row; `was` is its status before, which says what it can have:
+/// an upload not yet finishing has no object, a ready file no chunks any more. A
+/// failure keeps the row, and with it the id, for the sweeper to try again.
+async fn remove_marked(state: &AppState, file: &StoredFile, was: FileStatus) -> bool {
+    let bytes = async {
+        if was != FileStatus::Uploading {
+            let key = Key::file(&file.project_id, &file.bucket_id, &file.id)?;
+            state.files.delete(&key).await?;
+        }
+        if was != FileStatus::Ready {
+            let prefix = Key::upload_prefix(&file.project_id, &file.bucket_id, &file.id)?;
+            state.files.delete_prefix(&prefix).await?;
+        }
+        Ok::<_, FileError>(())
+    };
+    if let Err(err) = bytes.await {
+        tracing::warn!(file = %file.id, error = ?err,
+            "could not remove a deleted file's bytes; the sweeper will try again");
+        return false;
+    }
+    let row = async {
+        let mut conn = state.db.pool().acquire().await?;
+        store::delete_removed_file(&mut conn, file).await
+    };
+    match row.await {
+        Ok(deleted) => deleted,
+        Err(err) => {
+            tracing::error!(file = %file.id, error = ?err,
+                "could not remove a deleted file's row; the sweeper will try again");
+            false
+        }
     }
 }
 
@@ -868,37 +931,40 @@ pub async fn delete_file(
     let file = store::find_file(state.db.pool(), &bucket.project_id, &bucket.id, id)
         .await?
         .ok_or_else(|| file_not_found(id))?;
-    let allowed = match file.status {
-        FileStatus::Ready => may(&bucket, access, Action::Delete, &file),
-        FileStatus::Uploading => {
-            matches!(**access, Access::Server) || access.actor() == Some(file.uploader.as_str())
+    let owner =
+        matches!(**access, Access::Server) || access.actor() == Some(file.uploader.as_str());
+    match file.status {
+        FileStatus::Ready if !may(&bucket, access, Action::Delete, &file) => {
+            return Err(denied_or_hidden(&bucket, access, &file, Action::Delete));
         }
-    };
-    if !allowed {
-        return Err(match file.status {
-            FileStatus::Ready => denied_or_hidden(&bucket, access, &file, Action::Delete),
-            FileStatus::Uploading => file_not_found(id),
-        });
+        FileStatus::Uploading | FileStatus::Finishing if !owner => {
+            return Err(file_not_found(id));
+        }
+        FileStatus::Removing => return Err(file_not_found(id)),
+        FileStatus::Finishing => {
+            return Err(AppError::NotAllowed(
+                "this upload is being completed: delete the file once it is ready".into(),
+            ));
+        }
+        FileStatus::Ready | FileStatus::Uploading => {}
     }
+    // The row read above, and no other: were it deleted and its id claimed again
+    // since, the check was of a file that is gone.
     let mut tx = state.db.pool().begin().await?;
-    if !store::delete_file(&mut tx, &bucket.project_id, &bucket.id, id).await? {
+    if !store::mark_removing(&mut tx, &file, None, now_millis()).await? {
         return Err(file_not_found(id));
     }
     // An unfinished upload was never announced: its removal is not either.
     let events = match file.status {
         FileStatus::Ready => vec![file_event(state, &bucket, &file, "delete")],
-        FileStatus::Uploading => Vec::new(),
+        _ => Vec::new(),
     };
     log::commit(&state.bus, tx, events).await?;
-    let key = Key::file(&file.project_id, &file.bucket_id, &file.id).map_err(file_error)?;
-    if let Err(err) = state.files.delete(&key).await {
-        tracing::error!(file = %id, error = ?err, "the file is deleted but its bytes could not be removed");
-    }
-    if file.status == FileStatus::Uploading
-        && let Ok(prefix) = Key::upload_prefix(&file.project_id, &file.bucket_id, &file.id)
-    {
-        let _ = state.files.delete_prefix(&prefix).await;
-    }
+    let removing = StoredFile {
+        status: FileStatus::Removing,
+        ..file.clone()
+    };
+    remove_marked(state, &removing, file.status).await;
     super::preview::forget_cached_file(state, &file).await;
     Ok(())
 }

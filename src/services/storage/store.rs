@@ -172,11 +172,7 @@ const FILE_COLUMNS: &str = "project_id, bucket_id, id, name, status, uploader, s
 
 fn file_from(row: &AnyRow) -> Result<StoredFile, sqlx::Error> {
     let status: String = row.try_get("status")?;
-    let status = match status.as_str() {
-        "uploading" => FileStatus::Uploading,
-        "ready" => FileStatus::Ready,
-        other => return Err(corrupt("file status", other)),
-    };
+    let status = FileStatus::parse(&status).ok_or_else(|| corrupt("file status", &status))?;
     Ok(StoredFile {
         project_id: row.try_get("project_id")?,
         bucket_id: row.try_get("bucket_id")?,
@@ -262,12 +258,35 @@ async fn write_permissions(
     Ok(())
 }
 
-/// Marks an upload complete with what was stored.
+/// Moves the upload claimed as `f` (its `created_at`) from `uploading` to
+/// `finishing`, before its file's object is written; false when that claim is no
+/// longer an upload (deleted, swept, or finishing already).
+pub async fn mark_finishing<'e>(
+    db: impl Executor<'e, Database = Any>,
+    f: &StoredFile,
+    at: i64,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE storage_files SET status = 'finishing', updated_at = ? \
+         WHERE project_id = ? AND bucket_id = ? AND id = ? AND status = 'uploading' AND created_at = ?",
+    )
+    .bind(at)
+    .bind(&f.project_id)
+    .bind(&f.bucket_id)
+    .bind(&f.id)
+    .bind(f.created_at)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
+/// Marks the upload claimed as `f`, finishing, complete with what was stored.
 pub async fn mark_ready(conn: &mut AnyConnection, f: &StoredFile) -> Result<bool, sqlx::Error> {
     sqlx::query(
         "UPDATE storage_files SET status = 'ready', size = ?, stored_size = ?, mime_type = ?, \
          checksum = ?, compression = ?, encryption_salt = ?, chunks_uploaded = chunks_total, \
-         updated_at = ? WHERE project_id = ? AND bucket_id = ? AND id = ? AND status = 'uploading'",
+         updated_at = ? WHERE project_id = ? AND bucket_id = ? AND id = ? \
+         AND status = 'finishing' AND created_at = ?",
     )
     .bind(f.size as i64)
     .bind(f.stored_size as i64)
@@ -279,6 +298,7 @@ pub async fn mark_ready(conn: &mut AnyConnection, f: &StoredFile) -> Result<bool
     .bind(&f.project_id)
     .bind(&f.bucket_id)
     .bind(&f.id)
+    .bind(f.created_at)
     .execute(&mut *conn)
     .await
     .map(|r| r.rows_affected() == 1)
@@ -305,34 +325,74 @@ pub async fn update_file(conn: &mut AnyConnection, f: &StoredFile) -> Result<boo
     Ok(updated)
 }
 
-/// Deletes a file row with its permissions and chunk rows, in the caller's
-/// transaction on `conn`; false when it did not exist.
-pub async fn delete_file(
+/// Marks the file claimed as `f` (its `created_at`) `removing`, in the caller's
+/// transaction on `conn`, only while it is still `f.status` and, when
+/// `unchanged_before` is given, unchanged since then (the sweeper's view of it).
+/// False when the row is no longer that: nothing was changed.
+pub async fn mark_removing(
     conn: &mut AnyConnection,
-    project_id: &str,
-    bucket_id: &str,
-    id: &str,
+    f: &StoredFile,
+    unchanged_before: Option<i64>,
+    at: i64,
 ) -> Result<bool, sqlx::Error> {
+    let stale = if unchanged_before.is_some() {
+        " AND updated_at < ?"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "UPDATE storage_files SET status = 'removing', updated_at = ? WHERE project_id = ? \
+         AND bucket_id = ? AND id = ? AND status = ? AND created_at = ?{stale}"
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(at)
+        .bind(&f.project_id)
+        .bind(&f.bucket_id)
+        .bind(&f.id)
+        .bind(f.status.as_str())
+        .bind(f.created_at);
+    if let Some(before) = unchanged_before {
+        query = query.bind(before);
+    }
+    query
+        .execute(&mut *conn)
+        .await
+        .map(|r| r.rows_affected() == 1)
+}
+
+/// Deletes the row of the file claimed as `f`, once `removing`, with its
+/// permissions and chunk rows; false when that claim's row is not there.
+pub async fn delete_removed_file(
+    conn: &mut AnyConnection,
+    f: &StoredFile,
+) -> Result<bool, sqlx::Error> {
+    let deleted = sqlx::query(
+        "DELETE FROM storage_files WHERE project_id = ? AND bucket_id = ? AND id = ? \
+         AND status = 'removing' AND created_at = ?",
+    )
+    .bind(&f.project_id)
+    .bind(&f.bucket_id)
+    .bind(&f.id)
+    .bind(f.created_at)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if !deleted {
+        return Ok(false);
+    }
+    // The foreign keys cascade; these say so where a connection does not enforce them.
     for table in ["storage_upload_chunks", "storage_file_perms"] {
         sqlx::query(&format!(
             "DELETE FROM {table} WHERE project_id = ? AND bucket_id = ? AND file_id = ?"
         ))
-        .bind(project_id)
-        .bind(bucket_id)
-        .bind(id)
+        .bind(&f.project_id)
+        .bind(&f.bucket_id)
+        .bind(&f.id)
         .execute(&mut *conn)
         .await?;
     }
-    let deleted =
-        sqlx::query("DELETE FROM storage_files WHERE project_id = ? AND bucket_id = ? AND id = ?")
-            .bind(project_id)
-            .bind(bucket_id)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-            == 1;
-    Ok(deleted)
+    Ok(true)
 }
 
 /// A file with its permissions, whatever its status.
@@ -618,17 +678,23 @@ pub async fn pending_upload_sizes(
         .collect()
 }
 
-/// Files whose upload started before `before` and never completed, oldest first.
-pub async fn stale_uploads(
+/// Files left behind, oldest first: uploads unchanged since `before`, and files
+/// still finishing or being removed since `abandoned_before` (the request doing it
+/// failed, or its server stopped).
+pub async fn stale_files(
     pool: &AnyPool,
     before: i64,
+    abandoned_before: i64,
     limit: i64,
 ) -> Result<Vec<StoredFile>, sqlx::Error> {
     let rows = sqlx::query(&format!(
-        "SELECT {FILE_COLUMNS} FROM storage_files WHERE status = 'uploading' AND updated_at < ? \
+        "SELECT {FILE_COLUMNS} FROM storage_files \
+         WHERE (status = 'uploading' AND updated_at < ?) \
+         OR (status IN ('finishing', 'removing') AND updated_at < ?) \
          ORDER BY updated_at LIMIT {limit}"
     ))
     .bind(before)
+    .bind(abandoned_before)
     .fetch_all(pool)
     .await?;
     rows.iter().map(file_from).collect()
@@ -642,8 +708,9 @@ pub struct Chunk {
     pub size: u64,
 }
 
-/// Advances an upload written in place from `index` chunks received to `index + 1`,
-/// in one statement: false (nothing written) when another request got there first.
+/// Advances the upload claimed as `file` (its `created_at`), written in place, from
+/// `index` chunks received to `index + 1`, in one statement: false (nothing
+/// written) when another request got there first or the claim is gone.
 pub async fn advance_upload(
     pool: &AnyPool,
     file: &StoredFile,
@@ -652,13 +719,15 @@ pub async fn advance_upload(
 ) -> Result<bool, sqlx::Error> {
     let advanced = sqlx::query(
         "UPDATE storage_files SET chunks_uploaded = ?, updated_at = ? WHERE project_id = ? \
-         AND bucket_id = ? AND id = ? AND status = 'uploading' AND chunks_uploaded = ?",
+         AND bucket_id = ? AND id = ? AND status = 'uploading' AND created_at = ? \
+         AND chunks_uploaded = ?",
     )
     .bind(index as i32 + 1)
     .bind(at)
     .bind(&file.project_id)
     .bind(&file.bucket_id)
     .bind(&file.id)
+    .bind(file.created_at)
     .bind(index as i32)
     .execute(pool)
     .await?
@@ -666,8 +735,9 @@ pub async fn advance_upload(
     Ok(advanced == 1)
 }
 
-/// Records chunk `index` and advances the file's count from `index` to
-/// `index + 1`; false (nothing written) when another request got there first.
+/// Records chunk `index` of the upload claimed as `file` (its `created_at`) and
+/// advances its count from `index` to `index + 1`; false (nothing written) when
+/// another request got there first or the claim is gone.
 pub async fn record_chunk(
     pool: &AnyPool,
     file: &StoredFile,
@@ -677,13 +747,15 @@ pub async fn record_chunk(
     let mut tx = pool.begin().await?;
     let advanced = sqlx::query(
         "UPDATE storage_files SET chunks_uploaded = ?, updated_at = ? WHERE project_id = ? \
-         AND bucket_id = ? AND id = ? AND status = 'uploading' AND chunks_uploaded = ?",
+         AND bucket_id = ? AND id = ? AND status = 'uploading' AND created_at = ? \
+         AND chunks_uploaded = ?",
     )
     .bind(chunk.index as i32 + 1)
     .bind(at)
     .bind(&file.project_id)
     .bind(&file.bucket_id)
     .bind(&file.id)
+    .bind(file.created_at)
     .bind(chunk.index as i32)
     .execute(&mut *tx)
     .await?
@@ -748,7 +820,8 @@ pub async fn chunk_object_key(
     .await
 }
 
-/// Forgets the chunk rows of a completed upload.
+/// Forgets the chunk rows of an upload whose file is written; its row, finishing,
+/// holds the id, so they are its own.
 pub async fn forget_chunks<'e>(
     db: impl Executor<'e, Database = Any>,
     file: &StoredFile,

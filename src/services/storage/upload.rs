@@ -29,7 +29,7 @@ use crate::files::{
     Assembly, ByteStream, ChunkSeal, Compression, Digest, Encoding, FileError, Key, WriteOptions,
 };
 
-use super::service::{self, Access, NewFile, file_error};
+use super::service::{self, Access, NewFile, claim_lost, file_error};
 use super::{FileStatus, StoredFile, store};
 
 /// The byte range a chunk says it carries: `Content-Range: bytes START-END/TOTAL`.
@@ -149,7 +149,8 @@ async fn check_pending(state: &AppState, file: &StoredFile, size: u64) -> AppRes
     Ok(())
 }
 
-/// An unfinished upload of the caller's (or, for a server, anyone's).
+/// An unfinished upload of the caller's (or, for a server, anyone's), possibly
+/// finishing.
 async fn own_upload(
     state: &AppState,
     access: &ScopedAccess<FilesWrite>,
@@ -169,7 +170,10 @@ async fn own_upload(
     // unknown one, so this cannot tell which files exist.
     let owner =
         matches!(**access, Access::Server) || access.actor() == Some(file.uploader.as_str());
-    if !owner || (matches!(**access, Access::Client { .. }) && !bucket.enabled) {
+    if !owner
+        || (matches!(**access, Access::Client { .. }) && !bucket.enabled)
+        || file.status == FileStatus::Removing
+    {
         return Err(upload_not_found(file_id));
     }
     if file.status == FileStatus::Ready {
@@ -204,6 +208,9 @@ pub async fn receive_chunk(
     body: ByteStream,
 ) -> AppResult<StoredFile> {
     let (bucket, file) = own_upload(state, access, bucket_id, file_id).await?;
+    if file.status == FileStatus::Finishing {
+        return Err(delivered_first());
+    }
     // Checked again for every chunk, not only when the upload started.
     service::check_upload_allowed(&bucket, access, &file)?;
     if range.total != file.size {
@@ -279,6 +286,22 @@ fn delivered_first() -> AppError {
     }
 }
 
+/// Why a step bound to the upload's claim matched no row: another request
+/// delivered the chunk first, or the upload is gone (deleted or swept, its id
+/// perhaps claimed again since, by an upload this request must leave alone).
+async fn step_refused(state: &AppState, file: &StoredFile) -> AppError {
+    match store::find_file(state.db.pool(), &file.project_id, &file.bucket_id, &file.id).await {
+        Ok(Some(current)) if same_claim(&current, file) => delivered_first(),
+        Ok(_) => claim_lost(&file.id),
+        Err(err) => err.into(),
+    }
+}
+
+/// Whether `current`, as read now, is still the upload `file` was read as.
+fn same_claim(current: &StoredFile, file: &StoredFile) -> bool {
+    current.created_at == file.created_at && current.status != FileStatus::Removing
+}
+
 /// The chunk's body did not have the announced length.
 fn wrong_length(error: FileError, got: Option<u64>, range: &ContentRange) -> AppError {
     match (error, got) {
@@ -310,11 +333,9 @@ async fn receive_in_place(
 ) -> AppResult<StoredFile> {
     let current = store::find_file(state.db.pool(), &file.project_id, &file.bucket_id, &file.id)
         .await?
-        .ok_or_else(|| upload_not_found(&file.id))?;
-    if current.status != FileStatus::Uploading
-        || current.chunks_uploaded != file.chunks_uploaded
-        || current.created_at != file.created_at
-    {
+        .filter(|current| same_claim(current, &file))
+        .ok_or_else(|| claim_lost(&file.id))?;
+    if current.status != FileStatus::Uploading || current.chunks_uploaded != file.chunks_uploaded {
         return Err(delivered_first());
     }
     let index = file.chunks_uploaded;
@@ -349,7 +370,7 @@ async fn receive_in_place(
         }
     };
     if !store::advance_upload(state.db.pool(), &file, index, now_millis()).await? {
-        return Err(delivered_first());
+        return Err(step_refused(state, &file).await);
     }
     file.chunks_uploaded = index + 1;
     if file.chunks_uploaded < file.chunks_total {
@@ -366,16 +387,17 @@ async fn receive_in_place(
         .salt
         .clone()
         .map(|salt| (salt, file.chunk_size));
-    let files = state.files.clone();
-    let stored = service::finish_file(state, bucket, file, |key| async move {
+    let upload = file.clone();
+    service::finish_file(state, bucket, file, |key| async move {
         let sealed = sealed.as_ref().map(|(salt, chunk)| (salt.as_str(), *chunk));
-        files
+        let written = state
+            .files
             .publish_assembly(assembly, &key, size, digest, &options, sealed)
-            .await
+            .await?;
+        forget_upload(state, &upload).await;
+        Ok(written)
     })
-    .await?;
-    forget_upload(state, &stored).await;
-    Ok(stored)
+    .await
 }
 
 /// Another store (S3): each chunk is an object of its own, assembled at the end.
@@ -426,8 +448,10 @@ async fn receive_as_object(
     match recorded {
         Ok(true) => {}
         Ok(false) => {
+            // The object's key is this request's own (its nonce): deleting it
+            // touches no other upload of the id.
             let _ = state.files.delete(&key).await;
-            return Err(delivered_first());
+            return Err(step_refused(state, &file).await);
         }
         Err(err) => {
             let _ = state.files.delete(&key).await;
@@ -441,16 +465,21 @@ async fn receive_as_object(
     complete(state, bucket, file).await
 }
 
-/// Fails unless every chunk of `file` has its row, in order.
-async fn check_chunk_rows(state: &AppState, file: &StoredFile) -> AppResult<Vec<store::Chunk>> {
-    let chunks = store::chunks(state.db.pool(), file).await?;
+/// Every chunk row of `file`, in order; a store failure unless there are all.
+async fn check_chunk_rows(
+    state: &AppState,
+    file: &StoredFile,
+) -> Result<Vec<store::Chunk>, FileError> {
+    let chunks = store::chunks(state.db.pool(), file)
+        .await
+        .map_err(|err| FileError::Store(err.into()))?;
     let complete = chunks.len() == file.chunks_total as usize
         && chunks
             .iter()
             .enumerate()
             .all(|(i, c)| c.index as usize == i);
     if !complete {
-        return Err(AppError::Internal(anyhow::anyhow!(
+        return Err(FileError::Store(anyhow::anyhow!(
             "upload {} has {} chunk rows for {} chunks",
             file.id,
             chunks.len(),
@@ -466,32 +495,39 @@ async fn complete(
     bucket: &super::Bucket,
     file: StoredFile,
 ) -> AppResult<StoredFile> {
-    let chunks = check_chunk_rows(state, &file).await?;
-    let files = state.files.clone();
-    let plain = Encoding {
-        compression: Compression::None,
-        salt: None,
-    };
-    let secret = state.secret.clone();
-    let stream = async_stream::try_stream! {
-        for chunk in chunks {
-            let key = Key::from_stored(&chunk.object_key).map_err(std::io::Error::other)?;
-            let mut part = files
-                .read(&key, &plain, &secret)
-                .await
-                .map_err(std::io::Error::other)?;
-            while let Some(bytes) = part.next().await {
-                yield bytes?;
+    let options = service::write_options(state, bucket);
+    let upload = file.clone();
+    service::finish_file(state, bucket, file, |key| async move {
+        // Read once the row is finishing: the chunk rows of its id are its own.
+        let chunks = check_chunk_rows(state, &upload).await?;
+        let files = state.files.clone();
+        let secret = state.secret.clone();
+        let plain = Encoding {
+            compression: Compression::None,
+            salt: None,
+        };
+        let stream = async_stream::try_stream! {
+            for chunk in chunks {
+                let key = Key::from_stored(&chunk.object_key).map_err(std::io::Error::other)?;
+                let mut part = files
+                    .read(&key, &plain, &secret)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                while let Some(bytes) = part.next().await {
+                    yield bytes?;
+                }
             }
-        }
-    };
-    let reader = StreamReader::new(Box::pin(stream) as ByteStream);
-    let stored = service::store_bytes(state, bucket, file, reader).await?;
-    forget_upload(state, &stored).await;
-    Ok(stored)
+        };
+        let reader = StreamReader::new(Box::pin(stream) as ByteStream);
+        let written = state.files.write(&key, reader, &options).await?;
+        forget_upload(state, &upload).await;
+        Ok(written)
+    })
+    .await
 }
 
-/// Removes what a completed upload kept on the way: its chunk rows and objects.
+/// Removes what an upload kept on the way once its file is written: its chunk rows
+/// and objects. Its row, finishing, still holds the id, so they are its own.
 async fn forget_upload(state: &AppState, stored: &StoredFile) {
     if let Err(err) = store::forget_chunks(state.db.pool(), stored).await {
         tracing::warn!(file = %stored.id, error = ?err, "could not forget the chunk rows of a completed upload");
@@ -581,18 +617,259 @@ pub async fn sweep_forever(state: AppState) {
     let mut ticks = tokio::time::interval(every);
     loop {
         ticks.tick().await;
-        let before = now_millis() - (state.config.upload_expiry_secs as i64) * 1000;
-        match store::stale_uploads(state.db.pool(), before, 100).await {
+        let horizons = SweepHorizons::at(&state, now_millis());
+        match store::stale_files(
+            state.db.pool(),
+            horizons.uploads,
+            horizons.abandoned,
+            SWEEP_BATCH,
+        )
+        .await
+        {
             Ok(stale) => {
-                for file in stale {
-                    if let Ok(key) = Key::file(&file.project_id, &file.bucket_id, &file.id) {
-                        tracing::info!(project = %file.project_id, bucket = %file.bucket_id,
-                            file = %file.id, "removing an upload left unfinished");
-                        service::discard(&state, &file, &key).await;
-                    }
-                }
+                remove_stale(&state, stale, horizons).await;
             }
             Err(err) => tracing::warn!(error = %err, "could not look for unfinished uploads"),
         }
+    }
+}
+
+/// Rows the sweeper looks at in one round.
+const SWEEP_BATCH: i64 = 100;
+
+/// How long a file may stay finishing or being removed before the sweeper takes
+/// it for abandoned (its request failed, or its server stopped), whatever the
+/// upload expiry: a write or a removal still running when its row is swept could
+/// land after another upload has claimed the id.
+const ABANDONED_AFTER_MILLIS: i64 = 3600 * 1000;
+
+/// What the sweeper takes for left behind: rows unchanged since these times.
+#[derive(Debug, Clone, Copy)]
+struct SweepHorizons {
+    /// Unfinished uploads.
+    uploads: i64,
+    /// Files finishing or being removed.
+    abandoned: i64,
+}
+
+impl SweepHorizons {
+    fn at(state: &AppState, now: i64) -> Self {
+        let uploads = now - (state.config.upload_expiry_secs as i64) * 1000;
+        SweepHorizons {
+            uploads,
+            abandoned: uploads.min(now - ABANDONED_AFTER_MILLIS),
+        }
+    }
+}
+
+/// Removes the files the sweeper found left behind, each only as it found it (the
+/// same claim, unchanged since its horizon): an upload that received a chunk, or
+/// an id deleted and claimed again, since it looked is left alone. Answers how many
+/// were removed.
+async fn remove_stale(state: &AppState, stale: Vec<StoredFile>, horizons: SweepHorizons) -> usize {
+    let mut removed = 0;
+    for file in stale {
+        let horizon = match file.status {
+            FileStatus::Uploading => horizons.uploads,
+            _ => horizons.abandoned,
+        };
+        if service::discard(state, &file, Some(horizon)).await {
+            tracing::info!(project = %file.project_id, bucket = %file.bucket_id,
+                file = %file.id, status = file.status.as_str(), "removed a file left behind");
+            removed += 1;
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::services::storage::Bucket;
+
+    const PROJECT: &str = crate::services::projects::DEFAULT_PROJECT;
+
+    /// A server's state over a fresh SQLite database and a local store, with a
+    /// bucket `b` and uploads kept `expiry_secs`.
+    async fn state_with_bucket(dir: &std::path::Path, expiry_secs: u64) -> AppState {
+        let mut config = Config::with_data_dir(dir);
+        config.upload_expiry_secs = expiry_secs;
+        let state = AppState::open(config).await.unwrap();
+        crate::services::projects::service::ensure_default_project(&state)
+            .await
+            .unwrap();
+        let bucket = Bucket {
+            project_id: PROJECT.into(),
+            id: "b".into(),
+            name: "b".into(),
+            enabled: true,
+            file_security: false,
+            permissions: Vec::new(),
+            maximum_file_size: 1 << 20,
+            allowed_file_extensions: Vec::new(),
+            compression: Compression::None,
+            encryption: false,
+            antivirus: false,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let mut conn = state.db.pool().acquire().await.unwrap();
+        store::insert_bucket(&mut conn, &bucket).await.unwrap();
+        state
+    }
+
+    /// An upload of `id` claimed at `created_at` and last changed at `updated_at`.
+    fn upload(id: &str, created_at: i64, updated_at: i64) -> StoredFile {
+        StoredFile {
+            project_id: PROJECT.into(),
+            bucket_id: "b".into(),
+            id: id.into(),
+            name: "f.bin".into(),
+            status: FileStatus::Uploading,
+            uploader: "user:u".into(),
+            size: 10,
+            stored_size: 0,
+            mime_type: "application/octet-stream".into(),
+            checksum: String::new(),
+            encoding: Encoding::plain(),
+            chunk_size: 65_536,
+            chunks_total: 1,
+            chunks_uploaded: 0,
+            permissions: Vec::new(),
+            created_at,
+            updated_at,
+        }
+    }
+
+    /// Claims `file`'s id and keeps a chunk of it in the store: the chunk's key.
+    async fn claimed_with_a_chunk(state: &AppState, file: &StoredFile) -> Key {
+        let mut conn = state.db.pool().acquire().await.unwrap();
+        store::insert_file(&mut conn, file).await.unwrap();
+        let key = Key::chunk(PROJECT, "b", &file.id, 0, &ids::generate()).unwrap();
+        let plain = WriteOptions {
+            max_size: 1 << 20,
+            compression: Compression::None,
+            encrypt: false,
+            secret: String::new(),
+        };
+        state
+            .files
+            .write(&key, &b"0123456789"[..], &plain)
+            .await
+            .unwrap();
+        key
+    }
+
+    async fn kept(state: &AppState, key: &Key) -> bool {
+        state
+            .files
+            .read(key, &Encoding::plain(), &state.secret)
+            .await
+            .is_ok()
+    }
+
+    async fn row(state: &AppState, id: &str) -> Option<StoredFile> {
+        store::find_file(state.db.pool(), PROJECT, "b", id)
+            .await
+            .unwrap()
+    }
+
+    /// What the sweeper finds left behind at `now`.
+    async fn found(state: &AppState, now: i64) -> (Vec<StoredFile>, SweepHorizons) {
+        let horizons = SweepHorizons::at(state, now);
+        let stale = store::stale_files(
+            state.db.pool(),
+            horizons.uploads,
+            horizons.abandoned,
+            SWEEP_BATCH,
+        )
+        .await
+        .unwrap();
+        (stale, horizons)
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_removes_an_upload_left_behind_with_its_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_with_bucket(dir.path(), 60).await;
+        let left = upload("left", 1_000, 1_000);
+        let chunk = claimed_with_a_chunk(&state, &left).await;
+        let (stale, horizons) = found(&state, now_millis()).await;
+        assert_eq!(stale.len(), 1);
+        assert_eq!(remove_stale(&state, stale, horizons).await, 1);
+        assert!(row(&state, "left").await.is_none());
+        assert!(!kept(&state, &chunk).await);
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_leaves_alone_an_id_claimed_again_after_it_looked() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_with_bucket(dir.path(), 60).await;
+        let old = upload("avatar", 1_000, 1_000);
+        claimed_with_a_chunk(&state, &old).await;
+        let (stale, horizons) = found(&state, now_millis()).await;
+        assert_eq!(stale.len(), 1);
+
+        // Before the sweeper acts, the upload is deleted and its id claimed again,
+        // by an upload as stale by the clock.
+        assert!(service::discard(&state, &old, None).await);
+        let newer = upload("avatar", 2_000, 2_000);
+        let chunk = claimed_with_a_chunk(&state, &newer).await;
+
+        assert_eq!(remove_stale(&state, stale, horizons).await, 0);
+        let standing = row(&state, "avatar").await.expect("the newer claim stands");
+        assert_eq!(standing.created_at, 2_000);
+        assert_eq!(standing.status, FileStatus::Uploading);
+        assert!(
+            kept(&state, &chunk).await,
+            "the newer claim's chunk is kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_leaves_alone_an_upload_that_received_a_chunk_after_it_looked() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_with_bucket(dir.path(), 60).await;
+        let slow = upload("slow", 1_000, 1_000);
+        let chunk = claimed_with_a_chunk(&state, &slow).await;
+        let (stale, horizons) = found(&state, now_millis()).await;
+        assert_eq!(stale.len(), 1);
+        assert!(
+            store::advance_upload(state.db.pool(), &slow, 0, now_millis())
+                .await
+                .unwrap()
+        );
+        assert_eq!(remove_stale(&state, stale, horizons).await, 0);
+        assert_eq!(row(&state, "slow").await.unwrap().chunks_uploaded, 1);
+        assert!(kept(&state, &chunk).await);
+    }
+
+    #[tokio::test]
+    async fn a_file_finishing_is_taken_for_abandoned_only_an_hour_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_with_bucket(dir.path(), 60).await;
+        let now = now_millis();
+        let minutes_ago = now - 5 * 60 * 1000;
+        let finishing = upload("finishing", minutes_ago, minutes_ago);
+        claimed_with_a_chunk(&state, &finishing).await;
+        assert!(
+            store::mark_finishing(state.db.pool(), &finishing, minutes_ago)
+                .await
+                .unwrap()
+        );
+        let idle = upload("idle", minutes_ago, minutes_ago);
+        claimed_with_a_chunk(&state, &idle).await;
+        let (stale, _) = found(&state, now).await;
+        let ids: Vec<&str> = stale.iter().map(|file| file.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["idle"],
+            "an upload idle past the expiry is; a write is not"
+        );
+        let (stale, horizons) = found(&state, now + ABANDONED_AFTER_MILLIS).await;
+        assert_eq!(stale.len(), 2);
+        assert_eq!(remove_stale(&state, stale, horizons).await, 2);
+        assert!(row(&state, "finishing").await.is_none());
     }
 }
