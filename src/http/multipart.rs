@@ -153,11 +153,7 @@ pub async fn receive(
         }
         let (file, path, fingerprint) =
             spool(&mut field, rule, &spool_dir, &state.secret, &unreadable).await?;
-        let known = Spooled {
-            path: path.to_path_buf(),
-            fingerprint,
-            salt: rule.seal.clone(),
-        };
+        let known = Spooled::new(path.to_path_buf(), fingerprint, rule.seal.clone());
         spooled.push(path);
         attach(
             &mut batch,
@@ -418,7 +414,7 @@ fn attach(
                 .entry(request_index)
                 .or_default()
                 .0
-                .insert(before, known.clone());
+                .insert(before, known.another_upload());
         }
     }
     Ok(())

@@ -493,6 +493,112 @@ async fn sixteen_previews_of_a_fifteen_mebibyte_png_keep_the_server_under_150_mi
     app.shutdown().await;
 }
 
+/// A multipart request of `query` with `variables`, whose one file (`bytes`) the
+/// map puts at `paths`, sent as the admin: the answer's body.
+async fn one_file_at(
+    app: &TestApp,
+    query: &str,
+    variables: Value,
+    paths: &[&str],
+    bytes: &[u8],
+) -> Value {
+    let mut body = operations(query, variables);
+    body.extend(map(json!({ "0": paths })));
+    body.extend(file_head("0", "big.bin"));
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    app.client
+        .post(format!("{}/v1/graphql", app.url))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .header("apollo-require-preflight", "true")
+        .header("x-nimbus-key", &app.admin_key)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The ids of the files in bucket `id`.
+async fn file_ids(app: &TestApp, id: &str) -> Vec<String> {
+    let listed = app
+        .admin(
+            "query($b: ID!) { files(bucketId: $b) { nodes { id } } }",
+            json!({ "b": id }),
+        )
+        .await
+        .ok();
+    listed["files"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|file| file["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_upload_becomes_one_file_however_many_aliases_name_it() {
+    let app = spawn_app().await;
+    bucket(
+        &app,
+        json!({"id": "packed", "name": "Packed", "compression": "GZIP", "antivirus": false}),
+    )
+    .await;
+    let bytes = vec![b'z'; 200_000];
+
+    // Aliases of one field, with one variable.
+    let aliased = one_file_at(
+        &app,
+        "mutation($input: CreateFileInput!) { a: createFile(input: $input) { id } b: createFile(input: $input) { id } c: createFile(input: $input) { id } }",
+        json!({"input": {"bucketId": "packed", "file": null}}),
+        &["variables.input.file"],
+        &bytes,
+    )
+    .await;
+    let first = aliased["data"]["a"]["id"]
+        .as_str()
+        .expect("the first alias takes the upload")
+        .to_string();
+    assert_eq!(aliased["data"]["b"], Value::Null, "{aliased:#}");
+    assert_eq!(aliased["data"]["c"], Value::Null, "{aliased:#}");
+    let errors = aliased["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{aliased:#}");
+    for (error, alias) in errors.iter().zip(["b", "c"]) {
+        assert_eq!(error["path"], json!([alias]), "{aliased:#}");
+        assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{aliased:#}");
+        assert_eq!(error["extensions"]["field"], "file", "{aliased:#}");
+    }
+    assert_eq!(file_ids(&app, "packed").await, std::slice::from_ref(&first));
+
+    // A part the map puts at two variables is two uploads (as the spec has it, and
+    // the map allows 8 at most): each makes one file, whatever aliases name it.
+    let mapped = one_file_at(
+        &app,
+        "mutation($x: CreateFileInput!, $y: CreateFileInput!) { x: createFile(input: $x) { id } x2: createFile(input: $x) { id } y: createFile(input: $y) { id } y2: createFile(input: $y) { id } }",
+        json!({"x": {"bucketId": "packed", "fileId": "x", "file": null},
+               "y": {"bucketId": "packed", "fileId": "y", "file": null}}),
+        &["variables.x.file", "variables.y.file"],
+        &bytes,
+    )
+    .await;
+    assert_eq!(mapped["data"]["x"]["id"], "x", "{mapped:#}");
+    assert_eq!(mapped["data"]["y"]["id"], "y", "{mapped:#}");
+    assert_eq!(mapped["data"]["x2"], Value::Null, "{mapped:#}");
+    assert_eq!(mapped["data"]["y2"], Value::Null, "{mapped:#}");
+    assert_eq!(mapped["errors"].as_array().unwrap().len(), 2, "{mapped:#}");
+    let mut ids = file_ids(&app, "packed").await;
+    ids.sort();
+    let mut expected = vec![first, "x".to_string(), "y".to_string()];
+    expected.sort();
+    assert_eq!(ids, expected, "nothing stored for the refused fields");
+    app.shutdown().await;
+}
+
 const START_UPLOAD: &str =
     "mutation($input: CreateFileUploadInput!) { createFileUpload(input: $input) { id } }";
 

@@ -682,7 +682,10 @@ pub async fn store_spooled(
     .await
 }
 
-/// A multipart request's file part, spooled to `path` and fingerprinted on the way.
+/// One upload of a multipart request: a file part, spooled to `path` and
+/// fingerprinted on the way, at one variable path of the map (a part the map puts
+/// at several paths is as many uploads, each taken once). Its clones share whether
+/// a `createFile` has taken it.
 #[derive(Debug, Clone)]
 pub struct Spooled {
     pub path: std::path::PathBuf,
@@ -690,6 +693,44 @@ pub struct Spooled {
     /// The salt the spool file is sealed under (`crypto`'s version 1), when it was
     /// sealed as it was spooled.
     pub salt: Option<String>,
+    taken: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Spooled {
+    /// An upload of a part just spooled, not taken yet.
+    pub fn new(path: std::path::PathBuf, fingerprint: Fingerprint, salt: Option<String>) -> Self {
+        Spooled {
+            path,
+            fingerprint,
+            salt,
+            taken: Default::default(),
+        }
+    }
+
+    /// The same part as an upload of its own (at another variable path).
+    pub fn another_upload(&self) -> Self {
+        Spooled::new(
+            self.path.clone(),
+            self.fingerprint.clone(),
+            self.salt.clone(),
+        )
+    }
+
+    /// Takes the upload for one file; fails when a `createFile` took it already.
+    /// Each file an upload becomes is a full write of it (compressed, sealed, sent
+    /// to S3), and aliases are many: one variable named by every alias of a
+    /// `createFile` must not become as many files. The first to ask takes it,
+    /// whatever then becomes of its file. (The map puts a part at 8 paths at most.)
+    fn take(&self) -> AppResult<()> {
+        use std::sync::atomic::Ordering;
+        if self.taken.swap(true, Ordering::AcqRel) {
+            return Err(AppError::invalid(
+                "file",
+                "this upload is already used by another `createFile` of the request; map the file to one variable for each file to create",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The spooled parts of one GraphQL request, by upload index (as async-graphql
@@ -833,6 +874,9 @@ pub async fn create_file(
     content: std::fs::File,
     spooled: Option<&Spooled>,
 ) -> AppResult<Option<StoredFile>> {
+    if let Some(spooled) = spooled {
+        spooled.take()?;
+    }
     let size = match spooled {
         Some(spooled) => Some(spooled.fingerprint.size),
         None => content.metadata().ok().map(|meta| meta.len()),
