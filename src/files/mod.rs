@@ -380,7 +380,7 @@ impl FileStore {
         let copied = async {
             let mut buffer = vec![0u8; READ_CHUNK];
             loop {
-                let read = spooled.read(&mut buffer).await.map_err(FileError::Input)?;
+                let read = spooled.read(&mut buffer).await.map_err(input_error)?;
                 if read == 0 {
                     break;
                 }
@@ -515,7 +515,7 @@ impl FileStore {
         let mut file = tokio::fs::File::from_std(file);
         file.seek(io::SeekFrom::Start(0)).await.map_err(io_error)?;
         let known = digest.map(Digest::finish);
-        self.write_known(key, file.take(size), options, known.as_ref())
+        self.write_known(key, OwnInput(file.take(size)), options, known.as_ref())
             .await
     }
 
@@ -683,7 +683,7 @@ async fn pump(
     let mut size = 0u64;
     let mut digest = Digest::default();
     loop {
-        let read = input.read(&mut buffer).await.map_err(FileError::Input)?;
+        let read = input.read(&mut buffer).await.map_err(input_error)?;
         if read == 0 {
             break;
         }
@@ -1224,6 +1224,54 @@ fn carries_store_error(error: &io::Error) -> bool {
     error
         .get_ref()
         .is_some_and(|inner| inner.is::<object_store::Error>())
+}
+
+fn carries_file_error(error: &io::Error) -> bool {
+    error.get_ref().is_some_and(|inner| inner.is::<FileError>())
+}
+
+/// Maps a failure to read a write's input. The input is the client's unless it
+/// says otherwise: its breaking off is `Input`, whose cause the client is told.
+/// The server's own input ([`OwnInput`]: a spool file, an upload's assembly or
+/// chunks) fails as the store failure it is, logged and never shown.
+fn input_error(error: io::Error) -> FileError {
+    if carries_file_error(&error) {
+        return match error
+            .into_inner()
+            .map(|inner| inner.downcast::<FileError>())
+        {
+            Some(Ok(failure)) => *failure,
+            _ => FileError::Store(anyhow::anyhow!("reading stored input failed")),
+        };
+    }
+    if carries_store_error(&error) {
+        return read_error(error);
+    }
+    FileError::Input(error)
+}
+
+/// Input the server reads from its own disk or store, not from a client: a
+/// failure to read it is carried as the [`FileError`] it is, so a write reports
+/// it as the server's (logged, never shown) rather than as the client's upload
+/// breaking off. Errors that already carry one pass as they are.
+pub struct OwnInput<R>(pub R);
+
+impl<R: AsyncRead + Unpin> AsyncRead for OwnInput<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.0)
+            .poll_read(cx, buf)
+            .map_err(|error| {
+                if carries_file_error(&error) {
+                    error
+                } else {
+                    io::Error::other(read_error(error))
+                }
+            })
+    }
 }
 
 /// Linux's errno values for "operation not permitted" (links refused), "no space

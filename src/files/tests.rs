@@ -375,6 +375,36 @@ async fn an_input_error_leaves_nothing_behind() {
 }
 
 #[tokio::test]
+async fn a_failure_reading_the_servers_own_input_is_the_stores_not_the_clients() {
+    let (dir, store) = local();
+    let plain = options(Compression::Gzip, true, 1 << 30);
+    // A spool file or an assembly that cannot be read.
+    let own = OwnInput(Trickle::failing(
+        random_bytes(100_000),
+        io::ErrorKind::Other,
+    ));
+    let error = store.write(&key("own"), own, &plain).await.unwrap_err();
+    assert!(matches!(error, FileError::Store(_)), "{error:?}");
+    // Stored chunks read back, one of them failing, with the store's own error.
+    let chunks = futures_util::stream::iter([
+        Ok(Bytes::from_static(b"first chunk")),
+        Err(io::Error::other(FileError::Store(anyhow::anyhow!(
+            "the S3 service said no"
+        )))),
+    ]);
+    let reader = OwnInput(tokio_util::io::StreamReader::new(chunks));
+    let error = store
+        .write(&key("chunks"), reader, &plain)
+        .await
+        .unwrap_err();
+    match error {
+        FileError::Store(cause) => assert!(format!("{cause:#}").contains("said no")),
+        other => panic!("{other:?}"),
+    }
+    assert!(files_under(dir.path()).is_empty());
+}
+
+#[tokio::test]
 async fn an_overwrite_that_fails_keeps_the_old_object() {
     let (_dir, store) = local();
     let old = text(10_000);

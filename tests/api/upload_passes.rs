@@ -3,7 +3,8 @@
 //! or an encrypted bucket, is stored as exactly the bytes sent and answers the
 //! checksum `sha256sum` gives; the sealed bytes at rest are AES-256-GCM exactly as
 //! files were sealed before (aead's STREAM over `aes-gcm`), so old files open; a
-//! client that breaks off a chunk leaves the upload free for the retry; and the
+//! client that breaks off a chunk leaves the upload free for the retry; a chunk the
+//! store loses is the server's failure, never told to the client; and the
 //! request-head limit, now apart from the connection's read buffer, is where it was.
 
 use std::time::Duration;
@@ -245,6 +246,54 @@ async fn a_chunk_broken_off_leaves_the_upload_free_for_its_retry_in_a_local_stor
 #[tokio::test]
 async fn a_chunk_broken_off_leaves_the_upload_free_for_its_retry_in_any_store() {
     a_broken_chunk_leaves_the_upload_free(false).await;
+}
+
+/// An S3 store's chunk object that cannot be read back when the upload completes
+/// is the server's failure: the last chunk is answered `INTERNAL`, with nothing of
+/// what the store said, and the upload is let go. (A local store keeps no chunk
+/// objects: its chunks are written in place.)
+#[tokio::test]
+async fn a_chunk_lost_from_the_store_is_the_servers_failure_and_not_told_in_any_store() {
+    let app = app_with(false).await;
+    let Some(location) = app.config.storage.clone() else {
+        app.shutdown().await;
+        return;
+    };
+    let bytes = content(2 * 1024 * 1024, 83);
+    let (url, chunk) = started(&app, "plain", "lost", bytes.len()).await;
+    let (status, answer) = put_bytes(&app, &url, &bytes, 0, chunk).await;
+    assert_eq!(status, 200, "{answer}");
+    let objects = stored_objects(&app).await;
+    let first: Vec<&String> = objects
+        .iter()
+        .filter(|key| key.contains("/uploads/lost/0-"))
+        .collect();
+    assert_eq!(first.len(), 1, "{objects:?}");
+    // The server's own view of the store, to take the chunk away from under it.
+    let store = nimbus::files::FileStore::from_url(&location).unwrap();
+    let stored = &first[0][first[0].find("projects/").unwrap()..];
+    let key = nimbus::files::Key::from_stored(stored).unwrap();
+    store.delete(&key).await.unwrap();
+    assert!(!stored_objects(&app).await.contains(first[0]));
+
+    let (status, answer) = put_bytes(&app, &url, &bytes, chunk, bytes.len()).await;
+    assert_eq!(status, 500, "{answer}");
+    assert_eq!(
+        answer["errors"][0]["extensions"]["code"], "INTERNAL",
+        "{answer}"
+    );
+    let told = answer.to_string().to_lowercase();
+    for internal in ["storage", "chunk", "s3", "nosuchkey", "missing", "upload"] {
+        assert!(!told.contains(internal), "`{internal}` in {answer}");
+    }
+    let gone = app
+        .admin(
+            "{ fileUpload(bucketId: \"plain\", fileId: \"lost\") { status } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(gone.code(), "UPLOAD_NOT_FOUND", "{:#}", gone.body);
+    app.shutdown().await;
 }
 
 /// Sends one request of `head_padding` header bytes on `stream`; the status.

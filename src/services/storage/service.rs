@@ -14,7 +14,9 @@ use crate::auth::{AdminGrant, Grant, ScopedAccess};
 use crate::bus::{BusMessage, log};
 use crate::db::{DbErrorExt as _, Page, ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
-use crate::files::{Compression, Encoding, FileError, Fingerprint, Key, WriteOptions, Written};
+use crate::files::{
+    Compression, Encoding, FileError, Fingerprint, Key, OwnInput, WriteOptions, Written,
+};
 
 use super::{Bucket, FileStatus, StoredFile, store};
 
@@ -655,26 +657,32 @@ pub async fn store_spooled(
         content
             .seek(std::io::SeekFrom::Start(0))
             .await
-            .map_err(FileError::Input)?;
+            .map_err(FileError::from_io)?;
         let known = Some(&spooled.fingerprint);
         match salt {
             // Sealed as the bucket stores it, in a store it cannot be linked into.
             Some(salt) if options.encrypt && options.compression == Compression::None => {
                 state
                     .files
-                    .write_sealed(&key, content, &spooled.fingerprint, salt, &options)
+                    .write_sealed(
+                        &key,
+                        OwnInput(content),
+                        &spooled.fingerprint,
+                        salt,
+                        &options,
+                    )
                     .await
             }
             // The bucket's settings changed since the part was sealed: its bytes
             // are opened on the way into the store.
             Some(salt) => {
-                let plain = crate::files::unsealed(content, &options.secret, salt)?;
+                let plain = OwnInput(crate::files::unsealed(content, &options.secret, salt)?);
                 state.files.write_known(&key, plain, &options, known).await
             }
             None => {
                 state
                     .files
-                    .write_known(&key, content, &options, known)
+                    .write_known(&key, OwnInput(content), &options, known)
                     .await
             }
         }
@@ -885,7 +893,10 @@ pub async fn create_file(
     claim_file(state, &file).await?;
     let file = match spooled {
         Some(spooled) => store_spooled(state, &bucket, file, spooled, content).await?,
-        None => store_bytes(state, &bucket, file, tokio::fs::File::from_std(content)).await?,
+        None => {
+            let content = OwnInput(tokio::fs::File::from_std(content));
+            store_bytes(state, &bucket, file, content).await?
+        }
     };
     Ok(readable_as_written(&bucket, access, file))
 }

@@ -26,7 +26,8 @@ use crate::auth::scopes::FilesWrite;
 use crate::db::{ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
 use crate::files::{
-    Assembly, ByteStream, ChunkSeal, Compression, Digest, Encoding, FileError, Key, WriteOptions,
+    Assembly, ByteStream, ChunkSeal, Compression, Digest, Encoding, FileError, Key, OwnInput,
+    WriteOptions,
 };
 
 use super::service::{self, Access, NewFile, claim_lost, file_error};
@@ -512,18 +513,32 @@ async fn complete(
                 let mut part = files
                     .read(&key, &plain, &secret)
                     .await
-                    .map_err(std::io::Error::other)?;
+                    .map_err(|err| std::io::Error::other(chunk_unreadable(err, &key)))?;
                 while let Some(bytes) = part.next().await {
                     yield bytes?;
                 }
             }
         };
-        let reader = StreamReader::new(Box::pin(stream) as ByteStream);
+        // The chunks are the server's own: failing to read them is not the client's
+        // upload breaking off, and what the store said is for the log alone.
+        let reader = OwnInput(StreamReader::new(Box::pin(stream) as ByteStream));
         let written = state.files.write(&key, reader, &options).await?;
         forget_upload(state, &upload).await;
         Ok(written)
     })
     .await
+}
+
+/// A chunk that cannot be read back: a missing one is said so in the log (to the
+/// client it is a failure of the server's like any other).
+fn chunk_unreadable(err: FileError, key: &Key) -> FileError {
+    match err {
+        FileError::NotFound => FileError::Store(anyhow::anyhow!(
+            "the chunk object {} of an upload is missing",
+            key.as_str()
+        )),
+        other => other,
+    }
 }
 
 /// Removes what an upload kept on the way once its file is written: its chunk rows
