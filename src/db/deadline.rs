@@ -27,7 +27,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Once};
 use std::time::{Duration, Instant};
 
-use sqlx::error::DatabaseError as _;
 use sqlx::{AnyConnection, Executor as _};
 
 use super::Dialect;
@@ -38,9 +37,6 @@ const LIMIT_FUNCTION: &std::ffi::CStr = c"nimbus_statement_limit";
 /// How many virtual machine steps SQLite runs between two looks at the clock:
 /// a point lookup finishes before the first look.
 const STEPS_BETWEEN_CHECKS: c_int = 1000;
-
-/// MariaDB's error number for a statement stopped by `max_statement_time`.
-const MARIADB_STATEMENT_TIMEOUT: u16 = 1969;
 
 /// How a new connection is set up: SQLite's pragmas and each backend's deadline.
 #[derive(Debug, Clone, Copy)]
@@ -97,18 +93,7 @@ impl Dialect {
     }
 }
 
-/// Whether `err` is a statement stopped by its deadline.
-pub fn is_timeout(err: &sqlx::Error) -> bool {
-    let Some(db) = err.as_database_error() else {
-        return false;
-    };
-    if let Some(mariadb) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
-        return mariadb.number() == MARIADB_STATEMENT_TIMEOUT;
-    }
-    db.try_downcast_ref::<sqlx::sqlite::SqliteError>()
-        .and_then(|sqlite| sqlite.code())
-        .is_some_and(|code| code.parse() == Ok(libsqlite3_sys::SQLITE_INTERRUPT))
-}
+pub use crate::error::is_statement_timeout as is_timeout;
 
 /// Installs the deadline's hooks on every SQLite connection this process opens
 /// from now on; each starts with no limit until [`Setup`] gives it one.

@@ -301,7 +301,7 @@ impl From<sqlx::Error> for DbError {
         match &err {
             sqlx::Error::RowNotFound => DbError::NotFound,
             sqlx::Error::Database(db) if db.is_unique_violation() => DbError::UniqueViolation,
-            _ if crate::db::deadline::is_timeout(&err) => DbError::TimedOut,
+            _ if is_statement_timeout(&err) => DbError::TimedOut,
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 DbError::Unavailable(err)
             }
@@ -336,6 +336,24 @@ impl From<sqlx::Error> for AppError {
     fn from(err: sqlx::Error) -> Self {
         DbError::from(err).into()
     }
+}
+
+/// MariaDB's error number for a statement stopped by `max_statement_time`.
+const MARIADB_STATEMENT_TIMEOUT: u16 = 1969;
+
+/// Whether `err` is a statement the database stopped at its deadline
+/// (`db::deadline`): MariaDB's `max_statement_time`, or SQLite's interrupt.
+pub fn is_statement_timeout(err: &sqlx::Error) -> bool {
+    use sqlx::error::DatabaseError as _;
+    let Some(db) = err.as_database_error() else {
+        return false;
+    };
+    if let Some(mariadb) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return mariadb.number() == MARIADB_STATEMENT_TIMEOUT;
+    }
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>()
+        .and_then(|sqlite| sqlite.code())
+        .is_some_and(|code| code.parse() == Ok(libsqlite3_sys::SQLITE_INTERRUPT))
 }
 
 /// Counts errors that may have broken connections; a connection lease (`db::lease`)
