@@ -1410,6 +1410,59 @@ fn bytes_of(value: &Value<'_>) -> Option<Vec<u8>> {
     unsafe { buffer.as_bytes() }.map(<[u8]>::to_vec)
 }
 
+/// `TextEncoder.encode`: the text as UTF-8 in a new ArrayBuffer. The buffer
+/// is allocated by the engine, so it counts against the memory limit; one
+/// made by Rust would be handed over with its own free and never be counted.
+fn encode<'js>(ctx: &Ctx<'js>, text: rquickjs::String<'js>) -> rquickjs::Result<ArrayBuffer<'js>> {
+    // QuickJS writes an ASCII string's UTF-8 as the string itself, and any
+    // other in its own heap: either way, no copy outside the meter.
+    let utf8 = text.to_cstring().map_err(|_| rquickjs::Error::Exception)?;
+    // SAFETY: `utf8` owns `len` bytes at `as_ptr` until it is dropped. They
+    // are read as bytes, not as `str`: a lone surrogate makes them invalid.
+    let bytes = unsafe { std::slice::from_raw_parts(utf8.as_ptr().cast::<u8>(), utf8.len()) };
+    let buffer = ArrayBuffer::new_copy(ctx.clone(), bytes)?;
+    if let Some(raw) = buffer.as_raw() {
+        // SAFETY: the buffer is new and no JavaScript has seen it yet.
+        replace_lone_surrogates(unsafe { &mut *raw.as_ptr() });
+    }
+    Ok(buffer)
+}
+
+/// Rewrites each lone surrogate in QuickJS's UTF-8 of a string, which it
+/// writes as the surrogate's own three bytes (`ED A0..BF 80..BF`), as U+FFFD
+/// (`EF BF BD`, as long), as `TextEncoder` and `fetch` write a string. A
+/// surrogate pair is already one four-byte character; valid UTF-8 is left as
+/// it is, after one check.
+fn replace_lone_surrogates(utf8: &mut [u8]) {
+    let Err(invalid) = std::str::from_utf8(utf8) else {
+        return;
+    };
+    let mut at = invalid.valid_up_to();
+    while at + 2 < utf8.len() {
+        if utf8[at] == 0xED && (0xA0..=0xBF).contains(&utf8[at + 1]) {
+            utf8[at..at + 3].copy_from_slice("\u{FFFD}".as_bytes());
+            at += 3;
+        } else {
+            at += 1;
+        }
+    }
+}
+
+/// `TextDecoder.decode`: the bytes of an ArrayBuffer as UTF-8, each invalid
+/// sequence a U+FFFD, read where they are and written straight into a string
+/// of the engine's (empty for anything else, or a detached buffer).
+fn decode<'js>(ctx: &Ctx<'js>, bytes: &Value<'js>) -> rquickjs::Result<rquickjs::String<'js>> {
+    let buffer = ArrayBuffer::from_value(bytes.clone());
+    // SAFETY: no JavaScript runs while the slice is read: making the string
+    // only allocates (a collection it starts runs no guest code, and the
+    // buffer is held).
+    let bytes = buffer
+        .as_ref()
+        .and_then(|b| unsafe { b.as_bytes() })
+        .unwrap_or_default();
+    rquickjs::String::from_str(ctx.clone(), &String::from_utf8_lossy(bytes))
+}
+
 /// The guest API's natives; each acts for the execution in `slot` when called.
 fn natives<'js>(ctx: &Ctx<'js>, slot: &Rc<Slot>) -> rquickjs::Result<Object<'js>> {
     let o = Object::new(ctx.clone())?;
@@ -1488,16 +1541,16 @@ fn natives<'js>(ctx: &Ctx<'js>, slot: &Rc<Slot>) -> rquickjs::Result<Object<'js>
     )?;
     o.set(
         "decode",
-        Function::new(ctx.clone(), move |value: Value<'js>| {
-            let bytes = bytes_of(&value).unwrap_or_default();
-            String::from_utf8_lossy(&bytes).into_owned()
+        Function::new(ctx.clone(), move |ctx: Ctx<'js>, bytes: Value<'js>| {
+            decode(&ctx, &bytes)
         })?,
     )?;
     o.set(
         "encode",
-        Function::new(ctx.clone(), move |ctx: Ctx<'js>, text: String| {
-            ArrayBuffer::new(ctx, text.into_bytes())
-        })?,
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, text: rquickjs::String<'js>| encode(&ctx, text),
+        )?,
     )?;
     Ok(o)
 }
@@ -1509,10 +1562,7 @@ fn deliver<'js>(ctx: &Ctx<'js>, api: &Api<'js>, id: u32, answer: Answer) -> rqui
             o.set("status", response.status as i32)?;
             o.set("url", response.url)?;
             o.set("headers", pairs(ctx, &response.headers)?)?;
-            o.set(
-                "body",
-                ArrayBuffer::new(ctx.clone(), response.body.to_vec())?,
-            )?;
+            o.set("body", ArrayBuffer::new_copy(ctx.clone(), &response.body)?)?;
             api.settle.call((id, true, o))
         }
         Answer::Fetch(Err(message)) | Answer::Refused(message) => {
@@ -1560,7 +1610,7 @@ fn invoke_args<'js>(
     args.push_arg(request.path)?;
     args.push_arg(request.query_string)?;
     args.push_arg(header_list(ctx, request.headers)?)?;
-    args.push_arg(ArrayBuffer::new(ctx.clone(), request.body.to_vec())?)?;
+    args.push_arg(ArrayBuffer::new_copy(ctx.clone(), &request.body)?)?;
     Ok(args)
 }
 
@@ -1660,4 +1710,15 @@ pub(crate) fn memory_figures(invocation: super::Invocation) -> (usize, usize) {
     let outcome = worker.execute(invocation, None, None);
     assert!(outcome.result.is_ok(), "{:?}", outcome.result);
     (idle, worker.memory().1)
+}
+
+/// One execution on an engine of its own, with no host: its outcome, and the
+/// most the engine's meter counted during it.
+#[cfg(test)]
+pub(crate) fn run_metered(invocation: super::Invocation) -> (Outcome, usize) {
+    let mut worker = Worker::new().expect("the engine starts");
+    // Held apart: an execution that fails replaces the worker's engine.
+    let meter = worker.meter.clone();
+    let outcome = worker.execute(invocation, None, None);
+    (outcome, meter.peak.get())
 }

@@ -395,6 +395,99 @@ async fn a_memory_bomb_hits_the_memory_limit() {
     next_one_succeeds(&pool).await;
 }
 
+/// Bytes the host makes for the guest (here `TextEncoder`'s) are the engine's
+/// own, so they count against the limit: 16 MiB encoded again and again under
+/// 40 MiB stops at the second copy, not after gigabytes outside the meter.
+#[test]
+fn encoded_text_counts_against_the_memory_limit() {
+    let limit = 40 << 20;
+    // Bounded, so that bytes outside the meter would end in a response here
+    // rather than in the test process running out of memory.
+    let program = compile(&source(
+        "export default ({ res }) => { const s = 'x'.repeat(16 << 20), k = []; \
+         for (let i = 0; i < 16; i++) k.push(new TextEncoder().encode(s)); \
+         return res.json(k.length); }",
+    ))
+    .unwrap();
+    let mut invocation = invocation(program);
+    invocation.limits.memory = limit;
+    let (outcome, peak) = engine::run_metered(invocation);
+    assert_eq!(outcome.result.unwrap_err(), Failure::MemoryLimit);
+    // The text and its first copy were counted, and nothing went past the limit.
+    assert!(peak >= 32 << 20, "peak {peak}");
+    assert!(peak <= limit, "peak {peak}");
+}
+
+/// A host whose fetch answers `size` bytes.
+struct BigAnswers(usize);
+
+impl Host for BigAnswers {
+    fn fetch(&self, request: FetchRequest) -> BoxFuture<'static, Result<FetchResponse, String>> {
+        let body = bytes::Bytes::from(vec![b'x'; self.0]);
+        Box::pin(async move {
+            Ok(FetchResponse {
+                status: 200,
+                url: request.url,
+                headers: Vec::new(),
+                body,
+            })
+        })
+    }
+
+    fn graphql(&self, _query: String, _variables: String) -> BoxFuture<'static, String> {
+        Box::pin(async { "null".to_string() })
+    }
+}
+
+#[tokio::test]
+async fn fetched_bodies_and_the_request_body_count_against_the_memory_limit() {
+    let pool = Pool::new(1, 1);
+    let outcome = run_with(
+        &pool,
+        "export default async ({ res }) => { const k = []; \
+         for (let i = 0; i < 16; i++) k.push(await fetch('https://api.example/big')); \
+         return res.json(k.length); }",
+        |i| {
+            i.host = Arc::new(BigAnswers(4 << 20));
+            i.limits.memory = 16 << 20;
+        },
+    )
+    .await;
+    assert_eq!(outcome.result.unwrap_err(), Failure::MemoryLimit);
+    let outcome = run_with(&pool, HELLO, |i| {
+        i.request.body = bytes::Bytes::from(vec![b'x'; 24 << 20]);
+        i.limits.memory = 16 << 20;
+    })
+    .await;
+    assert_eq!(outcome.result.unwrap_err(), Failure::MemoryLimit);
+    next_one_succeeds(&pool).await;
+}
+
+#[tokio::test]
+async fn text_encoder_writes_utf_8_and_a_lone_surrogate_as_a_replacement() {
+    let pool = Pool::new(1, 1);
+    let outcome = run(
+        &pool,
+        "export default ({ res }) => { const e = new TextEncoder(), d = new TextDecoder(); \
+         const bytes = (s) => [...e.encode(s)]; \
+         return res.json([bytes('a\\ud800b'), bytes('\\udc00'), bytes('\\ud83d\\ude00'), bytes('\u{e9}'), \
+           bytes(''), d.decode(e.encode('h\u{e9}llo \\ud83d\\ude00')), d.decode(new Uint8Array([0x61, 0xff]))]); }",
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body(&outcome)).unwrap(),
+        serde_json::json!([
+            [97, 239, 191, 189, 98],
+            [239, 191, 189],
+            [240, 159, 152, 128],
+            [195, 169],
+            [],
+            "h\u{e9}llo \u{1F600}",
+            "a\u{FFFD}",
+        ])
+    );
+}
+
 #[tokio::test]
 async fn deep_recursion_overflows_the_stack() {
     let pool = Pool::new(1, 1);
