@@ -411,9 +411,10 @@ struct Exec {
     log_used: Cell<usize>,
     truncated: Cell<bool>,
     next_id: Cell<u32>,
-    /// Every host call in flight; a call moved to the async runtime has the
-    /// handle that aborts it there.
-    calls: RefCell<HashMap<u32, Option<tokio::task::AbortHandle>>>,
+    /// The engine's meter, which also counts what host calls hold.
+    meter: Rc<Meter>,
+    /// Every host call in flight.
+    calls: RefCell<HashMap<u32, InFlight>>,
     /// Calls started since the engine last waited: not polled yet.
     fresh: RefCell<Vec<HostCall>>,
     /// Calls polled on this thread while the engine waits; handed to the async
@@ -445,6 +446,16 @@ enum Where {
     /// runtime: a next `fetch` made at once from here would race that and open
     /// a second connection.
     Runtime,
+}
+
+/// A host call in flight.
+struct InFlight {
+    /// Aborts it on the async runtime, once it runs there.
+    abort: Option<tokio::task::AbortHandle>,
+    /// Bytes of the guest's request the host holds until the call ends,
+    /// reserved on the meter: up to [`MAX_HOST_CALLS`] copies of a body or a
+    /// query would otherwise live outside the memory limit.
+    held: usize,
 }
 
 /// One host call's work, with the id its answer settles.
@@ -481,7 +492,12 @@ impl Wake for Unpark {
 }
 
 impl Exec {
-    fn new(host: Arc<dyn Host>, handle: Option<Handle>, log_limit: usize) -> Exec {
+    fn new(
+        host: Arc<dyn Host>,
+        handle: Option<Handle>,
+        log_limit: usize,
+        meter: Rc<Meter>,
+    ) -> Exec {
         let (tx, rx) = mpsc::unbounded_channel();
         Exec {
             host,
@@ -492,6 +508,7 @@ impl Exec {
             log_used: Cell::new(0),
             truncated: Cell::new(false),
             next_id: Cell::new(1),
+            meter,
             calls: RefCell::default(),
             fresh: RefCell::default(),
             polled: RefCell::default(),
@@ -539,10 +556,15 @@ impl Exec {
 
     /// Starts a host call: `Where::Here` runs it when the engine next waits
     /// (`wait`), `Where::Runtime` spawns it on the async runtime at once.
+    /// `held` is what `work` copies of the guest's request for the host: it
+    /// counts against the memory limit until the call ends, and a call it does
+    /// not fit under is refused with the engine's own out-of-memory error
+    /// before anything is copied.
     fn start(
         &self,
         ctx: &Ctx<'_>,
         place: Where,
+        held: usize,
         work: impl FnOnce(&dyn Host) -> BoxFuture<'static, Answer>,
     ) -> rquickjs::Result<u32> {
         if self.calls.borrow().len() >= MAX_HOST_CALLS {
@@ -552,6 +574,9 @@ impl Exec {
                     "at most {MAX_HOST_CALLS} fetch and nimbus.graphql calls can be pending at once"
                 ),
             ));
+        }
+        if !self.meter.reserve(held) {
+            return Err(rquickjs::Error::Allocation);
         }
         let id = self.id();
         let abort = match (&self.handle, place) {
@@ -577,10 +602,19 @@ impl Exec {
                 None
             }
         };
-        self.calls
-            .borrow_mut()
-            .insert(id, abort.map(|task| task.abort_handle()));
+        let abort = abort.map(|task| task.abort_handle());
+        self.calls.borrow_mut().insert(id, InFlight { abort, held });
         Ok(id)
+    }
+
+    /// Ends the call `id` has (its answer came), giving back what it held;
+    /// `false` when it has ended already (stopped).
+    fn end_call(&self, id: u32) -> bool {
+        let ended = self.calls.borrow_mut().remove(&id);
+        if let Some(call) = &ended {
+            self.meter.release(call.held);
+        }
+        ended.is_some()
     }
 
     /// Waits until `until` for one host call's answer. The calls started since
@@ -622,8 +656,8 @@ impl Exec {
             let task = handle.spawn(async move {
                 let _ = tx.send(call.await);
             });
-            if let Some(abort) = calls.get_mut(&id) {
-                *abort = Some(task.abort_handle());
+            if let Some(call) = calls.get_mut(&id) {
+                call.abort = Some(task.abort_handle());
             }
         }
     }
@@ -662,8 +696,11 @@ impl Exec {
     }
 
     fn stop_host_calls(&self) {
-        for abort in self.calls.borrow_mut().drain().filter_map(|(_, a)| a) {
-            abort.abort();
+        for (_, call) in self.calls.borrow_mut().drain() {
+            if let Some(abort) = call.abort {
+                abort.abort();
+            }
+            self.meter.release(call.held);
         }
         self.drop_local_calls();
     }
@@ -934,11 +971,6 @@ impl Worker {
         cancelled: Option<Box<dyn Watch>>,
     ) -> Outcome {
         let start = Instant::now();
-        let exec = Rc::new(Exec::new(
-            invocation.host.clone(),
-            handle,
-            invocation.limits.log,
-        ));
         let found = self
             .warm
             .iter()
@@ -949,6 +981,14 @@ impl Worker {
             // Made for another deployment, settings or variables: dropped here.
             _ => Warm::new(key),
         };
+        // Its host calls count against the warm context's own meter.
+        let meter = warm.as_ref().map_or(&self.meter, |w| &w.engine.meter);
+        let exec = Rc::new(Exec::new(
+            invocation.host.clone(),
+            handle,
+            invocation.limits.log,
+            meter.clone(),
+        ));
         let (result, keep) = match warm {
             Ok(mut warm) => {
                 let result = warm.run(&exec, invocation, start, cancelled);
@@ -1001,7 +1041,12 @@ impl Worker {
         self.set_limits(&limits);
         self.shared.arm(start, &limits, cancelled);
         *self.shared.program.borrow_mut() = Some(invocation.program.bytes.clone());
-        let exec = Rc::new(Exec::new(invocation.host.clone(), handle, limits.log));
+        let exec = Rc::new(Exec::new(
+            invocation.host.clone(),
+            handle,
+            limits.log,
+            self.meter.clone(),
+        ));
         let spare = self.spare.take();
         let made = match spare {
             Some(Spare { api, context }) => Ok((context, Some(api))),
@@ -1059,7 +1104,7 @@ impl Worker {
         self.set_limits(limits);
         self.shared.arm(Instant::now(), limits, None);
         *self.shared.program.borrow_mut() = Some(bytes.into());
-        let exec = Rc::new(Exec::new(Arc::new(NoHost), None, 0));
+        let exec = Rc::new(Exec::new(Arc::new(NoHost), None, 0, self.meter.clone()));
         let result = match Context::full(&self.runtime) {
             Ok(context) => context.with(|ctx| {
                 let failed = |caught: Caught| {
@@ -1333,7 +1378,7 @@ impl Worker {
             self.shared.waiting(false);
             self.shared.credit(now.elapsed());
             if let Some((id, answer)) = answer
-                && exec.calls.borrow_mut().remove(&id).is_some()
+                && exec.end_call(id)
             {
                 exec.hand_off();
                 deliver(ctx, api, id, answer).map_err(failed)?;
@@ -1400,27 +1445,44 @@ impl Host for NoHost {
     }
 }
 
-/// Bytes of an ArrayBuffer, or of a string as UTF-8.
-fn bytes_of(value: &Value<'_>) -> Option<Vec<u8>> {
-    if let Some(s) = value.as_string() {
-        return s.to_string().ok().map(String::into_bytes);
+/// Calls `read` with a guest value's bytes where they are, with no copy of the
+/// host's: an ArrayBuffer's own, or a string's UTF-8 as QuickJS writes it (in
+/// its own heap, for a string that is not ASCII; with a lone surrogate as its
+/// three bytes, see [`replace_lone_surrogates`]). Anything else, or a detached
+/// buffer, is no bytes.
+///
+/// # Safety
+///
+/// `read` must not run JavaScript, which could change or detach the buffer.
+unsafe fn with_bytes<R>(value: &Value<'_>, read: impl FnOnce(&[u8]) -> R) -> rquickjs::Result<R> {
+    if let Some(text) = value.as_string() {
+        // A failure leaves QuickJS's exception (out of memory) pending.
+        let utf8 = text
+            .clone()
+            .to_cstring()
+            .map_err(|_| rquickjs::Error::Exception)?;
+        // SAFETY: `utf8` owns `len` bytes at `as_ptr` until it is dropped.
+        // They are read as bytes, not as `str`: a lone surrogate makes them
+        // invalid UTF-8.
+        let bytes = unsafe { std::slice::from_raw_parts(utf8.as_ptr().cast::<u8>(), utf8.len()) };
+        return Ok(read(bytes));
     }
-    let buffer = ArrayBuffer::from_value(value.clone())?;
-    // SAFETY: copied at once, with no guest code running in between.
-    unsafe { buffer.as_bytes() }.map(<[u8]>::to_vec)
+    let buffer = ArrayBuffer::from_value(value.clone());
+    // SAFETY: the caller's `read` runs no JavaScript.
+    let bytes = buffer.as_ref().and_then(|b| unsafe { b.as_bytes() });
+    Ok(read(bytes.unwrap_or_default()))
 }
 
 /// `TextEncoder.encode`: the text as UTF-8 in a new ArrayBuffer. The buffer
 /// is allocated by the engine, so it counts against the memory limit; one
 /// made by Rust would be handed over with its own free and never be counted.
 fn encode<'js>(ctx: &Ctx<'js>, text: rquickjs::String<'js>) -> rquickjs::Result<ArrayBuffer<'js>> {
-    // QuickJS writes an ASCII string's UTF-8 as the string itself, and any
-    // other in its own heap: either way, no copy outside the meter.
-    let utf8 = text.to_cstring().map_err(|_| rquickjs::Error::Exception)?;
-    // SAFETY: `utf8` owns `len` bytes at `as_ptr` until it is dropped. They
-    // are read as bytes, not as `str`: a lone surrogate makes them invalid.
-    let bytes = unsafe { std::slice::from_raw_parts(utf8.as_ptr().cast::<u8>(), utf8.len()) };
-    let buffer = ArrayBuffer::new_copy(ctx.clone(), bytes)?;
+    // SAFETY: making the buffer only allocates.
+    let buffer = unsafe {
+        with_bytes(text.as_value(), |utf8| {
+            ArrayBuffer::new_copy(ctx.clone(), utf8)
+        })
+    }??;
     if let Some(raw) = buffer.as_raw() {
         // SAFETY: the buffer is new and no JavaScript has seen it yet.
         replace_lone_surrogates(unsafe { &mut *raw.as_ptr() });
@@ -1486,17 +1548,25 @@ fn natives<'js>(ctx: &Ctx<'js>, slot: &Rc<Slot>) -> rquickjs::Result<Object<'js>
                     serde_json::from_str(&headers).map_err(|_| {
                         Exception::throw_type(&ctx, "fetch: headers must be name/value pairs")
                     })?;
-                let body = bytes_of(&body).unwrap_or_default();
-                let request = FetchRequest {
-                    method,
-                    url,
-                    headers,
-                    body: Bytes::from(body),
+                let exec = slot_.exec(&ctx)?;
+                let text = body.is_string();
+                let start = |bytes: &[u8]| {
+                    exec.start(&ctx, Where::Runtime, bytes.len(), |host| {
+                        let mut body = bytes.to_vec();
+                        if text {
+                            replace_lone_surrogates(&mut body);
+                        }
+                        let call = host.fetch(FetchRequest {
+                            method,
+                            url,
+                            headers,
+                            body: Bytes::from(body),
+                        });
+                        Box::pin(async move { Answer::Fetch(call.await) })
+                    })
                 };
-                slot_.exec(&ctx)?.start(&ctx, Where::Runtime, move |host| {
-                    let call = host.fetch(request);
-                    Box::pin(async move { Answer::Fetch(call.await) })
-                })
+                // SAFETY: starting the call copies the body and runs no JavaScript.
+                unsafe { with_bytes(&body, start) }?
             },
         )?,
     )?;
@@ -1518,10 +1588,13 @@ fn natives<'js>(ctx: &Ctx<'js>, slot: &Rc<Slot>) -> rquickjs::Result<Object<'js>
                         }
                     },
                 };
-                slot_.exec(&ctx)?.start(&ctx, Where::Here, move |host| {
-                    let call = host.graphql(query, variables);
-                    Box::pin(async move { Answer::Graphql(call.await) })
-                })
+                let held = query.len() + variables.len();
+                slot_
+                    .exec(&ctx)?
+                    .start(&ctx, Where::Here, held, move |host| {
+                        let call = host.graphql(query, variables);
+                        Box::pin(async move { Answer::Graphql(call.await) })
+                    })
             },
         )?,
     )?;
@@ -1691,7 +1764,16 @@ fn response<'js>(ctx: &Ctx<'js>, value: Value<'js>, limit: usize) -> Result<Resp
     {
         return Err(Shaped::Failure(Failure::ResponseTooLarge));
     }
-    let body = bytes_of(&body).unwrap_or_default();
+    // SAFETY: copying runs no JavaScript.
+    let body = unsafe {
+        with_bytes(&body, |bytes| {
+            let mut copy = bytes.to_vec();
+            if body.is_string() {
+                replace_lone_surrogates(&mut copy);
+            }
+            copy
+        })
+    }?;
     if body.len() + size > limit {
         return Err(Shaped::Failure(Failure::ResponseTooLarge));
     }

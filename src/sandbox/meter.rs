@@ -26,6 +26,22 @@ impl Meter {
         self.peak.set(self.peak.get().max(used));
     }
 
+    /// Counts bytes the host holds for the guest outside the engine (a host
+    /// call's request, while the call runs) as the engine's own, when they fit
+    /// under the limit; when they do not, it is the limit reached.
+    pub fn reserve(&self, bytes: usize) -> bool {
+        let fits = self.admit(bytes);
+        if fits {
+            self.add(bytes);
+        }
+        fits
+    }
+
+    /// Gives back what [`Meter::reserve`] counted.
+    pub fn release(&self, bytes: usize) {
+        self.used.set(self.used.get().saturating_sub(bytes));
+    }
+
     fn admit(&self, more: usize) -> bool {
         let fits = self
             .used

@@ -55,7 +55,9 @@ pub use pool::Pool;
 /// Per-execution limits.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// The engine's heap.
+    /// The engine's heap, which holds every value and buffer the guest gets,
+    /// together with the host's copies of the requests of its host calls in
+    /// flight.
     pub memory: usize,
     /// Time spent running guest code (host calls excluded).
     pub cpu: Duration,

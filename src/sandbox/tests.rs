@@ -463,6 +463,71 @@ async fn fetched_bodies_and_the_request_body_count_against_the_memory_limit() {
     next_one_succeeds(&pool).await;
 }
 
+/// A host that never answers.
+struct Silent;
+
+impl Host for Silent {
+    fn fetch(&self, _request: FetchRequest) -> BoxFuture<'static, Result<FetchResponse, String>> {
+        Box::pin(std::future::pending())
+    }
+
+    fn graphql(&self, _query: String, _variables: String) -> BoxFuture<'static, String> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// The host's copies of the requests of calls in flight count against the
+/// memory limit: 64 calls of a 1 MiB body or query do not fit in 16 MiB.
+#[tokio::test]
+async fn requests_of_host_calls_in_flight_count_against_the_memory_limit() {
+    let pool = Pool::new(1, 1);
+    let code = "export default async ({ req, res }) => { \
+        const big = 'x'.repeat(1 << 20), calls = []; \
+        for (let i = 0; i < 64; i++) calls.push(req.path === '/fetch' \
+          ? fetch('https://api.example/', { method: 'POST', body: big }) : nimbus.graphql(big)); \
+        await Promise.all(calls); return res.empty(); }";
+    for path in ["/fetch", "/graphql"] {
+        let outcome = run_with(&pool, code, |i| {
+            i.request.path = path.into();
+            i.host = Arc::new(Silent);
+            i.limits.memory = 16 << 20;
+            i.limits.wall = Duration::from_secs(2);
+        })
+        .await;
+        assert_eq!(outcome.result.unwrap_err(), Failure::MemoryLimit, "{path}");
+    }
+    next_one_succeeds(&pool).await;
+}
+
+/// What a host call holds is given back when it ends, or when the execution
+/// does with the call still in flight.
+#[tokio::test]
+async fn host_calls_give_back_what_they_held() {
+    let pool = Pool::new(1, 1);
+    let sequential = "export default async ({ res }) => { const big = 'x'.repeat(1 << 20); \
+        for (let i = 0; i < 32; i++) { await fetch('https://api.example/', { method: 'POST', body: big }); \
+          await nimbus.graphql(big); } \
+        return res.json('done'); }";
+    let outcome = run_with(&pool, sequential, |i| {
+        i.host = Arc::new(BigAnswers(16));
+        i.limits.memory = 16 << 20;
+    })
+    .await;
+    assert_eq!(body(&outcome), "\"done\"");
+    // Left in flight: stopped with the execution, on an engine that is kept.
+    let left = "export default ({ res }) => { const big = 'x'.repeat(1 << 20); \
+        for (let i = 0; i < 8; i++) fetch('https://api.example/', { method: 'POST', body: big }); \
+        return res.json('left'); }";
+    for _ in 0..8 {
+        let outcome = run_with(&pool, left, |i| {
+            i.host = Arc::new(Silent);
+            i.limits.memory = 16 << 20;
+        })
+        .await;
+        assert_eq!(body(&outcome), "\"left\"");
+    }
+}
+
 #[tokio::test]
 async fn text_encoder_writes_utf_8_and_a_lone_surrogate_as_a_replacement() {
     let pool = Pool::new(1, 1);
