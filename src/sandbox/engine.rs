@@ -1496,6 +1496,10 @@ fn encode<'js>(ctx: &Ctx<'js>, text: rquickjs::String<'js>) -> rquickjs::Result<
 /// surrogate pair is already one four-byte character; valid UTF-8 is left as
 /// it is, after one check.
 fn replace_lone_surrogates(utf8: &mut [u8]) {
+    // Most text is ASCII, which is checked faster than UTF-8 is validated.
+    if utf8.is_ascii() {
+        return;
+    }
     let Err(invalid) = std::str::from_utf8(utf8) else {
         return;
     };
