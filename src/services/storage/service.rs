@@ -930,31 +930,44 @@ pub async fn update_file(
     permissions: Option<Vec<String>>,
 ) -> AppResult<Option<StoredFile>> {
     let bucket = visible_bucket(state, access, bucket_id).await?;
-    let mut file = find_ready_file(state, &bucket, id).await?;
-    if !may(&bucket, access, Action::Update, &file) {
-        return Err(denied_or_hidden(&bucket, access, &file, Action::Update));
+    // Checked and written over the file as read; read again when another write
+    // came between (a few times at most).
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut file = find_ready_file(state, &bucket, id).await?;
+        if !may(&bucket, access, Action::Update, &file) {
+            return Err(denied_or_hidden(&bucket, access, &file, Action::Update));
+        }
+        if let Some(name) = &name {
+            file.name = checked_file_name(name)?;
+            check_extension(&bucket, &file.name)?;
+        }
+        if let Some(given) = &permissions {
+            file.permissions =
+                access.permissions_replacing(given, &file.permissions, |action| {
+                    may(&bucket, access, action, &file)
+                })?;
+        }
+        let read_at = file.updated_at;
+        // Later than the version read, whatever the clock says.
+        file.updated_at = now_millis().max(read_at.saturating_add(1));
+        let mut tx = state.db.pool().begin().await?;
+        if !store::update_file(&mut tx, &file, read_at).await? {
+            drop(tx);
+            if attempts < 3 {
+                continue;
+            }
+            return Err(AppError::Busy { retry_after: 1 });
+        }
+        log::commit(
+            &state.bus,
+            tx,
+            vec![file_event(state, &bucket, &file, "update")],
+        )
+        .await?;
+        return Ok(readable_as_written(&bucket, access, file));
     }
-    if let Some(name) = name {
-        file.name = checked_file_name(&name)?;
-        check_extension(&bucket, &file.name)?;
-    }
-    if let Some(given) = permissions {
-        file.permissions = access.permissions_replacing(&given, &file.permissions, |action| {
-            may(&bucket, access, action, &file)
-        })?;
-    }
-    file.updated_at = now_millis();
-    let mut tx = state.db.pool().begin().await?;
-    if !store::update_file(&mut tx, &file).await? {
-        return Err(file_not_found(id));
-    }
-    log::commit(
-        &state.bus,
-        tx,
-        vec![file_event(state, &bucket, &file, "update")],
-    )
-    .await?;
-    Ok(readable_as_written(&bucket, access, file))
 }
 
 /// A caller that may read a file but not change it is told so; one that may not

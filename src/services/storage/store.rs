@@ -305,16 +305,27 @@ pub async fn mark_ready(conn: &mut AnyConnection, f: &StoredFile) -> Result<bool
 }
 
 /// Renames a file and replaces its permissions.
-pub async fn update_file(conn: &mut AnyConnection, f: &StoredFile) -> Result<bool, sqlx::Error> {
+/// Writes `f`'s name and permissions over the file as it was read (its claim,
+/// `created_at`, and `read_at`, its `updated_at` then): false when it changed
+/// since or is gone, so that permissions computed from an older copy never put
+/// back a grant another write removed.
+pub async fn update_file(
+    conn: &mut AnyConnection,
+    f: &StoredFile,
+    read_at: i64,
+) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
         "UPDATE storage_files SET name = ?, updated_at = ? \
-         WHERE project_id = ? AND bucket_id = ? AND id = ? AND status = 'ready'",
+         WHERE project_id = ? AND bucket_id = ? AND id = ? AND status = 'ready' \
+         AND created_at = ? AND updated_at = ?",
     )
     .bind(&f.name)
     .bind(f.updated_at)
     .bind(&f.project_id)
     .bind(&f.bucket_id)
     .bind(&f.id)
+    .bind(f.created_at)
+    .bind(read_at)
     .execute(&mut *conn)
     .await?
     .rows_affected()
