@@ -84,17 +84,13 @@ struct ResourceChannels;
 #[async_trait::async_trait]
 impl realtime::ResourceAccess for ResourceChannels {
     async fn check(&self, ctx: &ResolverContext<'_>, segments: &[&str]) -> Option<AppResult<()>> {
-        Some(match segments {
-            [
-                "databases",
+        Some(match ChannelResource::of(segments)? {
+            ChannelResource::Document {
                 database_id,
-                "collections",
                 collection_id,
-                "documents",
                 id,
-            ] => databases::schema::may_read_document(ctx, database_id, collection_id, id).await,
-            ["buckets", bucket_id, "files", id] => may_read_file(ctx, bucket_id, id).await,
-            _ => return None,
+            } => databases::schema::may_read_document(ctx, database_id, collection_id, id).await,
+            ChannelResource::File { bucket_id, id } => may_read_file(ctx, bucket_id, id).await,
         })
     }
 
@@ -104,15 +100,12 @@ impl realtime::ResourceAccess for ResourceChannels {
         reader: &crate::auth::Caller,
         segments: &[&str],
     ) -> Option<AppResult<()>> {
-        Some(match segments {
-            [
-                "databases",
+        Some(match ChannelResource::of(segments)? {
+            ChannelResource::Document {
                 database_id,
-                "collections",
                 collection_id,
-                "documents",
                 id,
-            ] => {
+            } => {
                 databases::schema::may_read_document_now(
                     state,
                     reader,
@@ -122,11 +115,45 @@ impl realtime::ResourceAccess for ResourceChannels {
                 )
                 .await
             }
-            ["buckets", bucket_id, "files", id] => {
+            ChannelResource::File { bucket_id, id } => {
                 may_read_file_now(state, reader, bucket_id, id).await
             }
-            _ => return None,
         })
+    }
+}
+
+/// The one resource a presence channel's segments name.
+enum ChannelResource<'a> {
+    Document {
+        database_id: &'a str,
+        collection_id: &'a str,
+        id: &'a str,
+    },
+    File {
+        bucket_id: &'a str,
+        id: &'a str,
+    },
+}
+
+impl<'a> ChannelResource<'a> {
+    /// `databases.D.collections.C.documents.ID` or `buckets.B.files.ID`.
+    fn of(segments: &[&'a str]) -> Option<Self> {
+        match *segments {
+            [
+                "databases",
+                database_id,
+                "collections",
+                collection_id,
+                "documents",
+                id,
+            ] => Some(ChannelResource::Document {
+                database_id,
+                collection_id,
+                id,
+            }),
+            ["buckets", bucket_id, "files", id] => Some(ChannelResource::File { bucket_id, id }),
+            _ => None,
+        }
     }
 }
 
