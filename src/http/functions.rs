@@ -289,8 +289,14 @@ fn respond(execution: &crate::services::functions::Execution, recorded: bool) ->
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, execution.response_body.clone()).into_response();
     // The function's type replaces the default rather than following it (a
-    // browser reads the last of two).
-    response.headers_mut().remove(header::CONTENT_TYPE);
+    // browser reads the last of two); without one the default stays.
+    if execution
+        .response_headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+    {
+        response.headers_mut().remove(header::CONTENT_TYPE);
+    }
     for (name, value) in &execution.response_headers {
         // `HeaderName` lower-cases as it parses.
         let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
