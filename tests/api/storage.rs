@@ -659,6 +659,17 @@ pub(crate) async fn stored_objects(app: &TestApp) -> Vec<String> {
         walk(&app.config.data_dir.join("files"), &mut found);
         return found;
     };
+    s3_keys(app, location, "list-type=2")
+        .await
+        .into_iter()
+        .filter(|key| !key.contains(".health-"))
+        .collect()
+}
+
+/// The keys an S3 listing (`list` names which: objects, or multipart uploads
+/// under way) shows under this server's prefix of the test store at
+/// `location`, asked over plain HTTP as the test S3 server allows.
+pub(crate) async fn s3_keys(app: &TestApp, location: &str, list: &str) -> Vec<String> {
     let url = url::Url::parse(location).unwrap();
     let bucket = url.host_str().unwrap();
     let prefix = url.path().trim_start_matches('/');
@@ -669,7 +680,7 @@ pub(crate) async fn stored_objects(app: &TestApp) -> Vec<String> {
         .expect("the test store names its endpoint");
     let listing = app
         .client
-        .get(format!("{endpoint}/{bucket}?list-type=2&prefix={prefix}/"))
+        .get(format!("{endpoint}/{bucket}?{list}&prefix={prefix}/"))
         .send()
         .await
         .unwrap()
@@ -680,7 +691,6 @@ pub(crate) async fn stored_objects(app: &TestApp) -> Vec<String> {
         .split("<Key>")
         .skip(1)
         .filter_map(|rest| rest.split("</Key>").next())
-        .filter(|key| !key.contains(".health-"))
         .map(str::to_string)
         .collect()
 }

@@ -60,29 +60,7 @@ async fn start_as(app: &TestApp, session: &str, id: &str, size: usize) -> String
 /// Keys of the multipart uploads under way in the test S3 bucket, under this
 /// server's prefix (listed over plain HTTP, as the test S3 server allows).
 async fn multipart_uploads(app: &TestApp, location: &str) -> Vec<String> {
-    let url = url::Url::parse(location).unwrap();
-    let bucket = url.host_str().unwrap();
-    let prefix = url.path().trim_start_matches('/');
-    let endpoint = url
-        .query_pairs()
-        .find(|(k, _)| k == "endpoint")
-        .map(|(_, v)| v.into_owned())
-        .expect("the test store names its endpoint");
-    let listing = app
-        .client
-        .get(format!("{endpoint}/{bucket}?uploads&prefix={prefix}/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    listing
-        .split("<Key>")
-        .skip(1)
-        .filter_map(|rest| rest.split("</Key>").next())
-        .map(str::to_string)
-        .collect()
+    crate::storage::s3_keys(app, location, "uploads").await
 }
 
 /// Whether the store shows bytes of a chunk of upload `id` being written: its
