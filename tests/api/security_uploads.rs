@@ -654,6 +654,34 @@ async fn unfinished_resumable_uploads_are_capped_per_uploader() {
     .await
     .ok();
     start(&ann, "a3", 100).await.ok();
+
+    // Started all at once, uploads still stay within the limit; the refused ones
+    // leave nothing holding their ids.
+    let cat = app.signed_in("cat@example.com").await;
+    let ids: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+    let answers = futures_util::future::join_all(ids.iter().map(|id| start(&cat, id, 100))).await;
+    let started: Vec<&String> = ids
+        .iter()
+        .zip(&answers)
+        .filter(|(_, answer)| answer.code() == "<none>")
+        .map(|(id, _)| id)
+        .collect();
+    for answer in &answers {
+        assert!(
+            ["<none>", "TOO_MANY_PENDING_UPLOADS"].contains(&answer.code()),
+            "{:#}",
+            answer.body
+        );
+    }
+    assert!(started.len() <= 2, "{started:?} started past a limit of 2");
+    let refused = ids.iter().find(|id| !started.contains(id)).unwrap();
+    let retried = start(&ann, refused, 100).await;
+    assert_eq!(
+        retried.code(),
+        "TOO_MANY_PENDING_UPLOADS",
+        "Ann's own limit refuses, not a claim left on the id: {:#}",
+        retried.body
+    );
     app.shutdown().await;
 }
 

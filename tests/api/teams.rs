@@ -249,3 +249,121 @@ async fn servers_manage_every_team_and_add_members_directly() {
     assert_eq!(guest.code(), "UNAUTHENTICATED");
     app.shutdown().await;
 }
+
+/// A user's change never leaves a team without an owner, even two owners stepping
+/// down at once; a server may.
+#[tokio::test]
+async fn a_team_keeps_an_owner_while_users_change_it() {
+    let app = spawn_app().await;
+    let (_, first) = signed_in_user(&app, "first-owner@example.com").await;
+    let (second_id, second) = signed_in_user(&app, "second-owner@example.com").await;
+    let key = app
+        .create_key("default", &["teams.read", "teams.write"])
+        .await;
+    app.as_session(
+        &first,
+        "mutation { createTeam(input: {id: \"guild\", name: \"Guild\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let own = |secret: String| {
+        let app = &app;
+        async move {
+            let listed = app
+                .as_session(
+                    &secret,
+                    "{ account { id } memberships(teamId: \"guild\") { id userId roles } }",
+                    json!({}),
+                )
+                .await
+                .ok();
+            let me = listed["account"]["id"].clone();
+            let mine = listed["memberships"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["userId"] == me)
+                .cloned()
+                .unwrap();
+            mine["id"].as_str().unwrap().to_string()
+        }
+    };
+    let first_membership = own(first.clone()).await;
+
+    let leave = "mutation($m: ID!) { deleteMembership(input: {teamId: \"guild\", membershipId: $m}) { deletedId } }";
+    let demote = "mutation($m: ID!) { updateMembership(input: {teamId: \"guild\", membershipId: $m, roles: [\"editor\"]}) { roles } }";
+    let alone = app
+        .as_session(&first, leave, json!({"m": first_membership}))
+        .await;
+    assert_eq!(alone.code(), "OPERATION_NOT_ALLOWED");
+    let demoted = app
+        .as_session(&first, demote, json!({"m": first_membership}))
+        .await;
+    assert_eq!(demoted.code(), "OPERATION_NOT_ALLOWED");
+
+    // A second owner: now either may step down, but not both at once.
+    app.as_key(&key, "default",
+        "mutation($u: ID!) { createMembership(input: {teamId: \"guild\", userId: $u, roles: [\"owner\"]}) { confirmed } }",
+        json!({"u": second_id}),
+    )
+    .await
+    .ok();
+    let second_membership = own(second.clone()).await;
+    let (a, b) = tokio::join!(
+        app.as_session(&first, leave, json!({"m": first_membership})),
+        app.as_session(&second, demote, json!({"m": second_membership})),
+    );
+    let refused = [a.code().to_string(), b.code().to_string()];
+    assert_eq!(
+        refused
+            .iter()
+            .filter(|c| c.as_str() == "OPERATION_NOT_ALLOWED")
+            .count(),
+        1,
+        "exactly one of two owners stepping down at once is refused: {refused:?}"
+    );
+    let left = app
+        .as_key(
+            &key,
+            "default",
+            "{ memberships(teamId: \"guild\") { roles } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    let owners = left["memberships"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["roles"].as_array().unwrap().contains(&json!("owner")))
+        .count();
+    assert_eq!(owners, 1, "{left}");
+
+    // A server is not held to it.
+    let ids = app
+        .as_key(
+            &key,
+            "default",
+            "{ memberships(teamId: \"guild\") { id } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    for membership in ids["memberships"].as_array().unwrap() {
+        app.as_key(&key, "default", leave, json!({"m": membership["id"]}))
+            .await
+            .ok();
+    }
+    let empty = app
+        .as_key(
+            &key,
+            "default",
+            "{ memberships(teamId: \"guild\") { id } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(empty["memberships"], json!([]));
+    app.shutdown().await;
+}

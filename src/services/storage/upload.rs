@@ -111,12 +111,15 @@ pub async fn start(
     {
         file.encoding.salt = Some(crate::files::new_salt());
     }
-    check_pending(state, &file, size).await?;
     let chunk_size = state.config.upload_chunk_size;
     file.chunk_size = chunk_size;
     file.chunks_total = u32::try_from(size.div_ceil(chunk_size))
         .map_err(|_| AppError::invalid("size", "too many chunks"))?;
     service::claim_file(state, &file).await?;
+    if let Err(err) = check_pending(state, &file).await {
+        service::discard(state, &file, None).await;
+        return Err(err);
+    }
     tracing::info!(project = %file.project_id, bucket = %file.bucket_id, file = %file.id,
         size, chunks = file.chunks_total, "resumable upload started");
     Ok(file)
@@ -126,7 +129,10 @@ pub async fn start(
 /// uploads or bytes as `NIMBUS_UPLOAD_MAX_PENDING` and
 /// `NIMBUS_UPLOAD_MAX_PENDING_BYTES` allow: their chunks stay on disk until they
 /// finish or expire, so starting uploads and never finishing them must not fill it.
-async fn check_pending(state: &AppState, file: &StoredFile, size: u64) -> AppResult<()> {
+/// Asked after `file` is claimed and counting it: of uploads started at once, the
+/// last to claim sees all the others, so together they never exceed the limits
+/// (each one over them is refused and its claim discarded).
+async fn check_pending(state: &AppState, file: &StoredFile) -> AppResult<()> {
     let config = &state.config;
     let pending = store::pending_upload_sizes(
         state.db.pool(),
@@ -135,9 +141,8 @@ async fn check_pending(state: &AppState, file: &StoredFile, size: u64) -> AppRes
         config.upload_max_pending + 1,
     )
     .await?;
-    let bytes = pending.iter().fold(size, |sum, s| sum.saturating_add(*s));
-    if pending.len() as u64 >= config.upload_max_pending || bytes > config.upload_max_pending_bytes
-    {
+    let bytes = pending.iter().fold(0u64, |sum, s| sum.saturating_add(*s));
+    if pending.len() as u64 > config.upload_max_pending || bytes > config.upload_max_pending_bytes {
         return Err(AppError::Invalid {
             code: codes::TOO_MANY_PENDING_UPLOADS,
             field: "size".into(),

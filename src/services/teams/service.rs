@@ -969,7 +969,11 @@ pub async fn update_membership_roles(
     membership.roles = check_roles(&roles)?;
     membership.updated_at = now_millis();
     let mut tx = state.db.pool().begin().await?;
+    let owners_kept = OwnersKept::lock(&mut tx, actor, &membership).await?;
     store::update_membership_roles(&mut *tx, &membership).await?;
+    owners_kept
+        .check(&mut tx, "remove the `owner` role of")
+        .await?;
     let mut messages = match &membership.user_id {
         Some(user_id) => user_changed(&mut tx, &membership.project_id, user_id).await?,
         None => Vec::new(),
@@ -977,6 +981,45 @@ pub async fn update_membership_roles(
     messages.push(membership_event(&membership, "update"));
     commit_logged(state, tx, messages).await?;
     Ok(membership)
+}
+
+/// A user's change of a membership must leave its team a confirmed owner: else no
+/// user could manage the team again (Appwrite refuses the same). Two owners
+/// stepping down at once would each see the other still there, so the change
+/// runs under the team's lock and counts after itself. A server may leave a team
+/// without an owner.
+struct OwnersKept<'a> {
+    /// The team, when the change is a user's.
+    team: Option<(&'a str, &'a str)>,
+}
+
+impl<'a> OwnersKept<'a> {
+    async fn lock<S: ScopeMarker>(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        actor: &Actor<'_, S>,
+        membership: &'a Membership,
+    ) -> AppResult<Self> {
+        let team = matches!(actor, Actor::User(_))
+            .then_some((membership.project_id.as_str(), membership.team_id.as_str()));
+        if let Some((project_id, team_id)) = team {
+            store::lock_team(tx, project_id, team_id).await?;
+        }
+        Ok(OwnersKept { team })
+    }
+
+    /// After the change: refused (and the transaction dropped) when no owner is left.
+    async fn check(self, tx: &mut sqlx::Transaction<'_, sqlx::Any>, doing: &str) -> AppResult<()> {
+        let Some((project_id, team_id)) = self.team else {
+            return Ok(());
+        };
+        if store::count_members_with_role(tx, project_id, team_id, OWNER).await? == 0 {
+            return Err(AppError::NotAllowed(format!(
+                "a team keeps at least one owner: make another member an owner before you \
+                 {doing} this membership, or delete the team"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Removes a membership: a server, an owner, or the member leaving.
@@ -1007,7 +1050,9 @@ pub async fn delete_membership(
         }
     };
     let mut tx = state.db.pool().begin().await?;
+    let owners_kept = OwnersKept::lock(&mut tx, actor, &membership).await?;
     store::delete_membership(&mut *tx, &project_id, &membership.id).await?;
+    owners_kept.check(&mut tx, "remove").await?;
     // Logged before the member's change, so the member may still read it.
     let mut messages = vec![membership_event(&membership, "delete")];
     if let Some(user_id) = &membership.user_id {

@@ -168,6 +168,44 @@ pub async fn rename_team<'e>(
         .map(|r| r.rows_affected() == 1)
 }
 
+/// Holds the team's row until the transaction ends: changes to who owns a team
+/// are made one at a time, each seeing the one before (the first statement of the
+/// transaction, so what it reads afterwards is read after the lock).
+pub async fn lock_team(
+    conn: &mut sqlx::AnyConnection,
+    project_id: &str,
+    id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE teams SET updated_at = updated_at WHERE project_id = ? AND id = ?")
+        .bind(project_id)
+        .bind(id)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// How many confirmed members of the team hold `role`.
+pub async fn count_members_with_role(
+    conn: &mut sqlx::AnyConnection,
+    project_id: &str,
+    team_id: &str,
+    role: &str,
+) -> Result<usize, sqlx::Error> {
+    let roles: Vec<String> = sqlx::query_scalar(
+        "SELECT roles FROM memberships WHERE project_id = ? AND team_id = ? AND confirmed = 1",
+    )
+    .bind(project_id)
+    .bind(team_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(roles
+        .iter()
+        .filter(|json| {
+            serde_json::from_str::<Vec<String>>(json).is_ok_and(|r| r.iter().any(|r| r == role))
+        })
+        .count())
+}
+
 /// Deletes the team and, by cascade, its memberships.
 pub async fn delete_team<'e>(
     pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
