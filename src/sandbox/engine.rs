@@ -40,7 +40,7 @@ use tokio::sync::mpsc;
 use super::meter::{Meter, Metered};
 use super::program::{self, Bundle};
 use super::{
-    Failure, FetchRequest, FetchResponse, Host, Limits, Outcome, Request, Response, WarmKey,
+    Failure, FetchRequest, FetchResponse, Held, Host, Limits, Outcome, Request, Response, WarmKey,
 };
 
 /// The host calls one execution may have in flight at once.
@@ -401,6 +401,17 @@ enum Answer {
     Refused(String),
 }
 
+impl Answer {
+    /// What the host counted of it on [`Held`] until it is delivered.
+    fn held_bytes(&self) -> usize {
+        match self {
+            Answer::Fetch(Ok(response)) => response.body.len(),
+            Answer::Graphql(text) => text.len(),
+            Answer::Fetch(Err(_)) | Answer::Refused(_) => 0,
+        }
+    }
+}
+
 /// The state of one execution that the guest API's native functions reach.
 struct Exec {
     host: Arc<dyn Host>,
@@ -413,6 +424,8 @@ struct Exec {
     next_id: Cell<u32>,
     /// The engine's meter, which also counts what host calls hold.
     meter: Rc<Meter>,
+    /// The answers the host holds until they are delivered, counted with the meter.
+    held: Held,
     /// Every host call in flight.
     calls: RefCell<HashMap<u32, InFlight>>,
     /// Calls started since the engine last waited: not polled yet.
@@ -496,10 +509,14 @@ impl Exec {
         host: Arc<dyn Host>,
         handle: Option<Handle>,
         log_limit: usize,
+        memory: usize,
         meter: Rc<Meter>,
     ) -> Exec {
         let (tx, rx) = mpsc::unbounded_channel();
+        let held = Held::new(memory);
+        *meter.outside.borrow_mut() = Some(held.clone());
         Exec {
+            held,
             host,
             handle,
             log_limit,
@@ -987,6 +1004,7 @@ impl Worker {
             invocation.host.clone(),
             handle,
             invocation.limits.log,
+            invocation.limits.memory,
             meter.clone(),
         ));
         let (result, keep) = match warm {
@@ -1045,6 +1063,7 @@ impl Worker {
             invocation.host.clone(),
             handle,
             limits.log,
+            limits.memory,
             self.meter.clone(),
         ));
         let spare = self.spare.take();
@@ -1104,7 +1123,7 @@ impl Worker {
         self.set_limits(limits);
         self.shared.arm(Instant::now(), limits, None);
         *self.shared.program.borrow_mut() = Some(bytes.into());
-        let exec = Rc::new(Exec::new(Arc::new(NoHost), None, 0, self.meter.clone()));
+        let exec = Rc::new(Exec::new(Arc::new(NoHost), None, 0, 0, self.meter.clone()));
         let result = match Context::full(&self.runtime) {
             Ok(context) => context.with(|ctx| {
                 let failed = |caught: Caught| {
@@ -1381,6 +1400,8 @@ impl Worker {
                 && exec.end_call(id)
             {
                 exec.hand_off();
+                // Copied into the engine next, where the meter counts it.
+                exec.held.give_back(answer.held_bytes());
                 deliver(ctx, api, id, answer).map_err(failed)?;
             }
         }
@@ -1561,6 +1582,7 @@ fn natives<'js>(ctx: &Ctx<'js>, slot: &Rc<Slot>) -> rquickjs::Result<Object<'js>
                             replace_lone_surrogates(&mut body);
                         }
                         let call = host.fetch(FetchRequest {
+                            held: exec.held.clone(),
                             method,
                             url,
                             headers,
@@ -1593,12 +1615,22 @@ fn natives<'js>(ctx: &Ctx<'js>, slot: &Rc<Slot>) -> rquickjs::Result<Object<'js>
                     },
                 };
                 let held = query.len() + variables.len();
-                slot_
-                    .exec(&ctx)?
-                    .start(&ctx, Where::Here, held, move |host| {
-                        let call = host.graphql(query, variables);
-                        Box::pin(async move { Answer::Graphql(call.await) })
+                let exec = slot_.exec(&ctx)?;
+                let answers = exec.held.clone();
+                exec.start(&ctx, Where::Here, held, move |host| {
+                    let call = host.graphql(query, variables);
+                    Box::pin(async move {
+                        let text = call.await;
+                        if answers.take(text.len()) {
+                            Answer::Graphql(text)
+                        } else {
+                            Answer::Refused(format!(
+                                "nimbus.graphql: the answer ({} bytes) does not fit under the function's memory limit",
+                                text.len()
+                            ))
+                        }
                     })
+                })
             },
         )?,
     )?;

@@ -17,6 +17,8 @@ pub(crate) struct Meter {
     pub peak: Cell<usize>,
     pub limit: Cell<usize>,
     pub refused: Cell<bool>,
+    /// What the host holds for the execution running now, outside the engine.
+    pub outside: std::cell::RefCell<Option<super::Held>>,
 }
 
 impl Meter {
@@ -47,6 +49,9 @@ impl Meter {
             .used
             .get()
             .checked_add(more)
+            .and_then(|total| {
+                total.checked_add(self.outside.borrow().as_ref().map_or(0, |h| h.bytes()))
+            })
             .is_some_and(|total| total <= self.limit.get());
         if !fits {
             self.refused.set(true);

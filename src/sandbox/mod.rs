@@ -208,9 +208,56 @@ pub struct Outcome {
     pub duration: Duration,
 }
 
+/// Bytes the host holds for one execution outside its engine, counted against
+/// its memory limit with what the engine allocates: answers of host calls read
+/// but not yet handed to the guest (up to 64 calls of several MiB each would
+/// otherwise live beside the limit, not under it). Shared with the host's
+/// futures, which run on other threads.
+#[derive(Debug, Clone)]
+pub struct Held {
+    bytes: Arc<std::sync::atomic::AtomicUsize>,
+    limit: usize,
+}
+
+impl Held {
+    pub(crate) fn new(limit: usize) -> Held {
+        Held {
+            bytes: Arc::default(),
+            limit,
+        }
+    }
+
+    /// Counts `n` more bytes, when they fit under the limit.
+    pub fn take(&self, n: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        self.bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(n).filter(|total| *total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Gives back bytes [`Held::take`] counted.
+    pub fn give_back(&self, n: usize) {
+        use std::sync::atomic::Ordering;
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                Some(held.saturating_sub(n))
+            });
+    }
+
+    /// The bytes held now.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// An outgoing request of the guest's `fetch`.
 #[derive(Debug, Clone)]
 pub struct FetchRequest {
+    /// Where the host counts the answer's bytes as it reads them.
+    pub held: Held,
     pub method: String,
     pub url: String,
     pub headers: Vec<(String, String)>,

@@ -499,6 +499,67 @@ async fn requests_of_host_calls_in_flight_count_against_the_memory_limit() {
     next_one_succeeds(&pool).await;
 }
 
+/// A host that counts its answers on the execution's [`crate::sandbox::Held`]
+/// as it reads them, as the functions service's `fetch` does.
+struct HeldAnswers(usize);
+
+impl Host for HeldAnswers {
+    fn fetch(&self, request: FetchRequest) -> BoxFuture<'static, Result<FetchResponse, String>> {
+        let size = self.0;
+        Box::pin(async move {
+            if !request.held.take(size) {
+                return Err("the answer does not fit under the memory limit".into());
+            }
+            Ok(FetchResponse {
+                status: 200,
+                url: request.url,
+                headers: Vec::new(),
+                body: bytes::Bytes::from(vec![b'x'; size]),
+            })
+        })
+    }
+
+    fn graphql(&self, _query: String, _variables: String) -> BoxFuture<'static, String> {
+        Box::pin(async { "null".to_string() })
+    }
+}
+
+/// Answers the host has read but the guest has not taken yet count against the
+/// memory limit: 64 fetches of 1 MiB that all arrive while the guest computes do
+/// not fit in 16 MiB (the answers past it are refused, or the guest runs out of
+/// memory beside them); taken one at a time, they do.
+#[tokio::test]
+async fn answers_waiting_for_the_guest_count_against_the_memory_limit() {
+    let pool = Pool::new(1, 1);
+    let code = "export default async ({ req, res }) => { \
+        if (req.path === '/one-by-one') { \
+          for (let i = 0; i < 64; i++) await fetch('https://api.example/'); return res.json(0); } \
+        const calls = []; \
+        for (let i = 0; i < 64; i++) calls.push(fetch('https://api.example/').then(() => 0, () => 1)); \
+        const until = Date.now() + 300; while (Date.now() < until) {} \
+        const refused = (await Promise.all(calls)).reduce((a, b) => a + b, 0); \
+        return res.json(refused); }";
+    let run = |path: &'static str| {
+        run_with(&pool, code, move |i| {
+            i.request.path = path.into();
+            i.host = Arc::new(HeldAnswers(1 << 20));
+            i.limits.memory = 16 << 20;
+            i.limits.wall = Duration::from_secs(5);
+            i.limits.cpu = Duration::from_secs(5);
+        })
+    };
+    let at_once = run("/at-once").await;
+    match &at_once.result {
+        Err(failure) => assert_eq!(*failure, Failure::MemoryLimit),
+        Ok(_) => {
+            let refused: u32 = body(&at_once).parse().unwrap();
+            assert!(refused >= 48, "{refused} refused");
+        }
+    }
+    assert_eq!(body(&run("/one-by-one").await), "0");
+    next_one_succeeds(&pool).await;
+}
+
 /// What a host call holds is given back when it ends, or when the execution
 /// does with the call still in flight.
 #[tokio::test]

@@ -298,6 +298,10 @@ async fn fetch(
             return Err(format!("the answer is over {FETCH_MAX_BYTES} bytes"));
         }
         let mut bytes = Vec::new();
+        let mut counted = Counted {
+            held: &request.held,
+            bytes: 0,
+        };
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk =
@@ -305,8 +309,17 @@ async fn fetch(
             if bytes.len() + chunk.len() > FETCH_MAX_BYTES {
                 return Err(format!("the answer is over {FETCH_MAX_BYTES} bytes"));
             }
+            if !counted.held.take(chunk.len()) {
+                return Err(format!(
+                    "the answer (over {} bytes so far) does not fit under the function's memory limit",
+                    bytes.len() + chunk.len()
+                ));
+            }
+            counted.bytes += chunk.len();
             bytes.extend_from_slice(&chunk);
         }
+        // Counted until the engine takes it.
+        counted.bytes = 0;
         return Ok(FetchResponse {
             status: code.as_u16(),
             url: final_url,
@@ -315,6 +328,19 @@ async fn fetch(
         });
     }
     Err(format!("more than {MAX_REDIRECTS} redirects"))
+}
+
+/// The part of a fetch answer counted on the execution's [`Held`], given back
+/// if the answer is dropped before it reaches the guest.
+struct Counted<'a> {
+    held: &'a crate::sandbox::Held,
+    bytes: usize,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.held.give_back(self.bytes);
+    }
 }
 
 /// A reqwest error's text without the URL (which the guest knows) or addresses.
