@@ -308,6 +308,88 @@ impl LoadProject for LoadedProject {
 mod tests {
     use super::*;
 
+    /// A project's schema builds whatever keys its attributes and relationships
+    /// have: every field a collection's generated types hold beside them is a key
+    /// they may not take. Found from the built schema, so a field added to the
+    /// generated types later is covered too.
+    #[test]
+    fn no_attribute_key_takes_a_generated_field() {
+        use async_graphql::registry::MetaType;
+        use databases::model::{Attribute, AttributeKind};
+        let config = Config::with_data_dir(std::env::temp_dir());
+        let project = Project::placeholder("default");
+        let attribute = |key: &str, kind| Attribute {
+            key: key.into(),
+            kind,
+            required: false,
+            array: false,
+            default: None,
+        };
+        let build = |attributes: Vec<Attribute>| {
+            let model = Arc::new(DataModel {
+                collections: vec![Arc::new(databases::test_collection(attributes))],
+            });
+            build_schema(&config, &project, &model, None).map(|_| ())
+        };
+        let ordinary = ["title", "votes"];
+        let model = Arc::new(DataModel {
+            collections: vec![Arc::new(databases::test_collection(vec![
+                attribute(ordinary[0], AttributeKind::String { size: 10 }),
+                attribute(
+                    ordinary[1],
+                    AttributeKind::Integer {
+                        min: None,
+                        max: None,
+                    },
+                ),
+            ]))],
+        });
+        let (schema, _) = build_schema(&config, &project, &model, None).unwrap();
+        let mut generated = std::collections::BTreeSet::new();
+        for (name, ty) in &schema.registry().types {
+            if core_names().contains(name) {
+                continue;
+            }
+            let fields: Vec<&String> = match ty {
+                MetaType::Object { fields, .. } => fields.keys().collect(),
+                MetaType::InputObject { input_fields, .. } => input_fields.keys().collect(),
+                _ => Vec::new(),
+            };
+            generated.extend(
+                fields
+                    .into_iter()
+                    .filter(|f| !ordinary.contains(&f.as_str()))
+                    .cloned(),
+            );
+        }
+        assert!(generated.contains("expectedUpdatedAt"), "{generated:?}");
+        // Keys taken before they were reserved still build.
+        build(vec![
+            attribute("and", AttributeKind::Boolean),
+            attribute("expectedUpdatedAt", AttributeKind::Boolean),
+        ])
+        .unwrap();
+        for key in generated {
+            for kind in [
+                AttributeKind::Boolean,
+                AttributeKind::Integer {
+                    min: None,
+                    max: None,
+                },
+            ] {
+                let taken = attribute(&key, kind);
+                if taken.validate().is_err() {
+                    continue;
+                }
+                let built = std::panic::catch_unwind(|| build(vec![taken]));
+                assert!(
+                    matches!(built, Ok(Ok(()))),
+                    "an attribute `{key}` is accepted but the schema does not build with it"
+                );
+            }
+        }
+    }
+
     #[test]
     fn core_names_hold_the_core_types_and_root_fields() {
         let names = core_names();

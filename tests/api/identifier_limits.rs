@@ -431,3 +431,70 @@ async fn one_past_the_longest_key_or_id_is_refused_for_what_the_client_named() {
     }
     app.shutdown().await;
 }
+
+/// A key the generated types already use beside the attributes (a filter's
+/// `and`/`or`/`not`, an update's `expectedUpdatedAt`) is refused for attributes
+/// and relationships alike: taken, it would leave the project without a schema,
+/// so every request to it would fail.
+#[tokio::test]
+async fn keys_of_generated_fields_are_refused_and_the_project_keeps_working() {
+    let app = spawn_app().await;
+    let key = app.create_key("default", &["databases.write"]).await;
+    let as_key = |query: &'static str, input: Value| {
+        let app = &app;
+        let key = key.clone();
+        async move {
+            app.as_key(&key, "default", query, json!({ "input": input }))
+                .await
+        }
+    };
+    admin_ok(
+        &app,
+        "mutation($input: CreateDatabaseInput!) { createDatabase(input: $input) { id } }",
+        json!({"id": "db", "name": "db"}),
+    )
+    .await;
+    for id in ["c", "other"] {
+        admin_ok(
+            &app,
+            "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+            json!({"databaseId": "db", "id": id, "name": id,
+                   "attributes": [{"key": "n", "type": "INTEGER"}]}),
+        )
+        .await;
+    }
+    for taken in ["and", "or", "not", "expectedUpdatedAt"] {
+        let attribute = as_key(
+            CREATE_ATTRIBUTE,
+            json!({"databaseId": "db", "collectionId": "c",
+                   "attribute": {"key": taken, "type": "STRING", "size": 10}}),
+        )
+        .await;
+        assert_eq!(
+            attribute.code(),
+            "ATTRIBUTE_INVALID",
+            "{taken}: {:#}",
+            attribute.body
+        );
+        for (key, back) in [(taken, "back"), ("there", taken)] {
+            let relationship = as_key(
+                CREATE_RELATIONSHIP,
+                json!({"databaseId": "db", "collectionId": "c", "relatedCollectionId": "other",
+                       "type": "MANY_TO_ONE", "key": key, "twoWayKey": back}),
+            )
+            .await;
+            assert_eq!(
+                relationship.code(),
+                "ATTRIBUTE_INVALID",
+                "{key}/{back}: {:#}",
+                relationship.body
+            );
+        }
+    }
+    let still = app
+        .as_key(&key, "default", "{ __typename }", json!({}))
+        .await
+        .ok();
+    assert_eq!(still["__typename"], "Query");
+    app.shutdown().await;
+}

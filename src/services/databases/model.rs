@@ -58,7 +58,20 @@ pub const MAX_URL_LEN: usize = 2048;
 pub const MAX_ATTRIBUTES: usize = 1000;
 
 /// Keys the document API uses for its own fields.
-const RESERVED_KEYS: [&str; 4] = ["id", "createdAt", "updatedAt", "permissions"];
+/// The document's own fields, and the fields its generated input types hold
+/// beside the attributes (`and`/`or`/`not` of a filter, `expectedUpdatedAt` of an
+/// update): an attribute of the same name would be a second field of that name,
+/// and the project's schema would not build.
+const RESERVED_KEYS: [&str; 8] = [
+    "id",
+    "createdAt",
+    "updatedAt",
+    "permissions",
+    "and",
+    "or",
+    "not",
+    "expectedUpdatedAt",
+];
 
 /// `0000-01-01T00:00:00.000Z` and `9999-12-31T23:59:59.999Z` in milliseconds:
 /// the datetimes that print back as RFC 3339 (four-digit years).
@@ -146,13 +159,20 @@ fn key_problem(key: &str) -> Option<String> {
             "a key starts with a letter and has 1 to {MAX_KEY_LEN} letters, digits and `_`"
         ));
     }
-    if RESERVED_KEYS.contains(&key) {
+    if is_reserved_key(key) {
         return Some(format!(
             "{} is reserved for the document's own field",
             shown(key)
         ));
     }
     None
+}
+
+/// Whether `key` is one no attribute or relationship may take now. A key taken
+/// before it was reserved keeps its column but no field in the generated input
+/// types that hold the reserved one, so the project's schema still builds.
+pub fn is_reserved_key(key: &str) -> bool {
+    RESERVED_KEYS.contains(&key)
 }
 
 /// Milliseconds since the Unix epoch of an RFC 3339 date-time, if it is one and
@@ -1262,6 +1282,10 @@ mod tests {
             "createdAt",
             "updatedAt",
             "permissions",
+            "and",
+            "or",
+            "not",
+            "expectedUpdatedAt",
             "a;DROP",
             &"k".repeat(MAX_KEY_LEN + 1),
         ] {

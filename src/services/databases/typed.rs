@@ -28,7 +28,7 @@ use super::filter::{
     Target, Use, cursor_error, list_signature,
 };
 use super::loader::{ListKey, ListLoader, ListSpec, RelatedLoader};
-use super::model::{Attribute, AttributeKind};
+use super::model::{Attribute, AttributeKind, is_reserved_key};
 use super::schema::{data_model, data_object, documents_of, request_tx};
 use super::service::References;
 use super::tx::Sharing;
@@ -745,13 +745,21 @@ fn filter_input(collection: &Collection, model: &DataModel) -> InputObject {
             InputValue::new("not", TypeRef::named(filter_name.as_str()))
                 .description("This does not hold."),
         );
-    for attribute in &collection.attributes {
+    for attribute in collection
+        .attributes
+        .iter()
+        .filter(|a| !is_reserved_key(&a.key))
+    {
         filter = filter.field(InputValue::new(
             attribute.key.as_str(),
             TypeRef::named(filter_type_of(attribute)),
         ));
     }
-    for relationship in &collection.relationships {
+    for relationship in collection
+        .relationships
+        .iter()
+        .filter(|r| !is_reserved_key(&r.key))
+    {
         if let Some(related) =
             model.collection(&collection.database_id, &relationship.related_collection)
         {
@@ -821,16 +829,21 @@ fn register_write_types(parts: &mut SchemaParts, collection: &Collection) {
             attribute.key.as_str(),
             create_type(attribute),
         ));
-        update = update.field(InputValue::new(
-            attribute.key.as_str(),
-            update_type(attribute),
-        ));
+        if !is_reserved_key(&attribute.key) {
+            update = update.field(InputValue::new(
+                attribute.key.as_str(),
+                update_type(attribute),
+            ));
+        }
     }
     for relationship in &collection.relationships {
         let (ty, about) = reference_input(relationship);
         create =
             create.field(InputValue::new(relationship.key.as_str(), ty.clone()).description(about));
-        update = update.field(InputValue::new(relationship.key.as_str(), ty).description(about));
+        if !is_reserved_key(&relationship.key) {
+            update =
+                update.field(InputValue::new(relationship.key.as_str(), ty).description(about));
+        }
     }
     parts.add_type(create);
     parts.add_type(update);
