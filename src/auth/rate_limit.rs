@@ -89,6 +89,9 @@ const SWEEP_AT: usize = 50_000;
 /// The in-memory windows. After a sweep the next one waits until the map has
 /// doubled: were every window live, sweeping at a fixed size would scan the whole
 /// map on every attempt, and one client's fresh keys would cost everyone that.
+/// Each window holds when it ends (its own limit's length after its first attempt)
+/// and its count: a sweep drops only windows that ended, whatever the limit of the
+/// attempt that set it off.
 #[derive(Default)]
 struct Windows {
     by_key: HashMap<String, (Instant, u32)>,
@@ -199,17 +202,16 @@ impl RateLimiter {
         };
         let now = Instant::now();
         if windows.by_key.len() >= windows.sweep_at {
-            windows
-                .by_key
-                .retain(|_, (started, _)| now.duration_since(*started) < limit.window);
+            windows.by_key.retain(|_, (ends, _)| *ends > now);
             windows.sweep_at = SWEEP_AT.max(windows.by_key.len() * 2);
         }
-        let entry = windows.by_key.entry(key.to_string()).or_insert((now, 0));
-        if now.duration_since(entry.0) >= limit.window {
-            *entry = (now, 0);
+        let ends = now + limit.window;
+        let entry = windows.by_key.entry(key.to_string()).or_insert((ends, 0));
+        if entry.0 <= now {
+            *entry = (ends, 0);
         }
         entry.1 = entry.1.saturating_add(1);
-        let left = limit.window.saturating_sub(now.duration_since(entry.0));
+        let left = entry.0.saturating_duration_since(now);
         (entry.1, left.as_secs())
     }
 }
@@ -230,6 +232,34 @@ mod tests {
             other => panic!("expected RATE_LIMITED, got {other:?}"),
         }
         limiter.hit("other key", limit).await.unwrap();
+    }
+
+    /// A sweep set off by an attempt under a short limit keeps the live windows
+    /// of longer ones: a per-minute limit hit by anyone must not reset the hourly
+    /// counts of password guesses.
+    #[tokio::test]
+    async fn a_sweep_keeps_every_window_that_has_not_ended() {
+        let limiter = RateLimiter::new(true, "t", None);
+        let hourly = Limit::per_hour(3);
+        let per_minute = Limit::per_minute(1_000_000);
+        for _ in 0..3 {
+            limiter.hit("guesses", hourly).await.unwrap();
+        }
+        {
+            let mut windows = limiter.local.lock().unwrap();
+            // As if the hourly window began two minutes ago.
+            let entry = windows.by_key.get_mut("guesses").unwrap();
+            entry.0 -= Duration::from_secs(120);
+            windows.sweep_at = 1;
+        }
+        limiter.hit("fresh", per_minute).await.unwrap();
+        assert!(
+            matches!(
+                limiter.hit("guesses", hourly).await,
+                Err(AppError::RateLimited { .. })
+            ),
+            "the hourly window was swept"
+        );
     }
 
     #[test]

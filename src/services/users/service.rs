@@ -1409,16 +1409,18 @@ pub async fn sign_in_with_password(
     // counted before any argon2 work.
     let from = client_key(&client.ip);
     let limiter = &state.rate_limiter;
-    limiter
-        .hit(
-            &format!("signin:{project_id}:{email}:{from}"),
-            SIGN_IN_LIMIT,
-        )
-        .await?;
+    // The client's own limit first: past it, a client's guesses at new addresses
+    // leave no window behind each.
     limiter
         .hit(
             &format!("signin-client:{project_id}:{from}"),
             SIGN_IN_PER_CLIENT,
+        )
+        .await?;
+    limiter
+        .hit(
+            &format!("signin:{project_id}:{email}:{from}"),
+            SIGN_IN_LIMIT,
         )
         .await?;
     limiter
