@@ -156,7 +156,7 @@ fn requested_range(headers: &HeaderMap, size: u64) -> AppResult<Option<std::ops:
         return Ok(None);
     };
     let range = match (start.parse::<u64>().ok(), end.parse::<u64>().ok()) {
-        (Some(start), Some(end)) if start <= end => start..(end + 1).min(size),
+        (Some(start), Some(end)) if start <= end => start..end.saturating_add(1).min(size),
         (Some(start), None) if end.is_empty() => start..size,
         (None, Some(suffix)) if start.is_empty() => size.saturating_sub(suffix)..size,
         _ => return Ok(None),
@@ -413,4 +413,29 @@ fn started(mut body: crate::files::ByteStream) -> crate::files::ByteStream {
             }
         })
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(value: &str, size: u64) -> AppResult<Option<std::ops::Range<u64>>> {
+        let mut headers = HeaderMap::new();
+        headers.insert("range", HeaderValue::from_str(value).unwrap());
+        requested_range(&headers, size)
+    }
+
+    #[test]
+    fn ranges_past_the_end_or_at_the_largest_number_are_cut_to_the_file() {
+        assert_eq!(
+            range("bytes=0-18446744073709551615", 10).unwrap(),
+            Some(0..10)
+        );
+        assert_eq!(range("bytes=2-99", 10).unwrap(), Some(2..10));
+        assert_eq!(range("bytes=-3", 10).unwrap(), Some(7..10));
+        assert_eq!(range("bytes=4-", 10).unwrap(), Some(4..10));
+        assert_eq!(range("bytes=0-1,3-4", 10).unwrap(), None);
+        assert!(range("bytes=10-", 10).is_err());
+        assert!(range("bytes=18446744073709551615-18446744073709551615", 10).is_err());
+    }
 }
