@@ -1681,12 +1681,12 @@ async fn related_list(
     scope: documents::ParentScope,
     scope_filter: Filter,
     parent: String,
-) -> AppResult<Value> {
+) -> async_graphql::Result<Value> {
     let paging = ["after", "before", "last"]
         .iter()
         .any(|name| ctx.args.get(name).is_some_and(|v| !v.is_null()));
     if paging {
-        return connection_of(ctx, listed, Some(scope_filter)).await;
+        return Ok(connection_of(ctx, listed, Some(scope_filter)).await?);
     }
     let access = Access::of(caller(ctx)?, documents::DOCUMENTS_READ)?;
     let model = data_model(ctx)?;
@@ -1720,15 +1720,12 @@ async fn related_list(
         }),
         parent,
     };
-    let page = loader
-        .load_one(key)
-        .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("{}", e.message)))?
-        .unwrap_or(documents::Listed {
-            documents: Vec::new(),
-            has_more: false,
-            total: want_total.then_some(0),
-        });
+    // The loader's error keeps its code (`DATABASE_TIMEOUT`, …).
+    let page = loader.load_one(key).await?.unwrap_or(documents::Listed {
+        documents: Vec::new(),
+        has_more: false,
+        total: want_total.then_some(0),
+    });
     let has_next = page.has_more;
     Ok(connection_value(
         listed,
