@@ -455,6 +455,24 @@ async fn mutations_answer_null_for_documents_the_caller_may_not_read() {
         ])
     );
 
+    // Whether a step passes a bound tells the value: only a reader may give one
+    // (an increment without one still works for Bob).
+    for query in [
+        "mutation { incrementDrop(input: {id: \"d1\", field: n, by: 1, max: 5}) { id } }",
+        "mutation { decrementDrop(input: {id: \"d1\", field: n, by: 1, min: 0}) { id } }",
+    ] {
+        let refused = app.as_session(&bob, query, json!({})).await;
+        assert_eq!(refused.code(), "PERMISSION_DENIED", "{:#}", refused.body);
+    }
+    let bounded = app
+        .admin(
+            "mutation { incrementDrop(input: {id: \"d1\", field: n, by: 1, max: 5}) { n } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(bounded["incrementDrop"]["n"], 2);
+
     // A document created with permissions that leave its creator out.
     let given = run("mutation { createNote(input: {id: \"gift\", text: \"for all\", permissions: [\"update(\\\"users\\\")\"]}) { id text } }").await;
     assert_eq!(given["createNote"], json!(null));

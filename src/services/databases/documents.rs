@@ -2477,8 +2477,14 @@ pub fn increment<'a>(
             });
         }
         let current = load_for_write(conn, collection, access, id, Action::Update).await?;
-        let before = current.data.get(key).and_then(Value::as_f64).unwrap_or(0.0);
-        let value = stepped_value(attribute, before, by, bound)?;
+        // Whether the result passes a bound tells the value, one bit a request
+        // (and the request can be made to roll back): only a reader may ask.
+        if bound.is_some() && !may(collection, access, Action::Read, &current.permissions) {
+            return Err(AppError::PermissionDenied {
+                reason: "a `max` or `min` needs permission to read the document".into(),
+            });
+        }
+        let value = stepped_value(attribute, current.data.get(key), by, bound)?;
         let updated_at = now_millis().max(current.updated_at + 1);
         let mut builder = QueryBuilder::<Any>::new(format!(
             "UPDATE {} SET {} = ",
@@ -2523,39 +2529,56 @@ fn numeric_attribute<'c>(collection: &'c Collection, key: &str) -> AppResult<&'c
 
 /// The stored value of `before + by`, refused past `bound` (a maximum when
 /// adding, a minimum when subtracting) or outside the attribute's own range.
-/// The reasons name no number: a caller that may update but not read the
-/// document must not learn its value from a refusal.
+/// An integer attribute steps in whole numbers, exactly (an `f64` sum would
+/// round past 2^53). The reasons name no number: a caller that may update but
+/// not read the document must not learn its value from a refusal.
 fn stepped_value(
     attribute: &Attribute,
-    before: f64,
+    before: Option<&Value>,
     by: f64,
     bound: Option<f64>,
 ) -> AppResult<SqlValue> {
     let key = &attribute.key;
-    let after = before + by;
-    let past_bound = match bound {
-        Some(max) if by >= 0.0 => after > max,
-        Some(min) => after < min,
-        None => false,
+    let out_of_range = |reason: &str| AppError::Invalid {
+        code: codes::VALUE_OUT_OF_RANGE,
+        field: key.to_string(),
+        reason: reason.into(),
     };
-    if past_bound {
-        return Err(AppError::Invalid {
-            code: codes::VALUE_OUT_OF_RANGE,
-            field: key.to_string(),
-            reason: "the result would pass the bound you gave".into(),
-        });
-    }
+    let past_bound = || out_of_range("the result would pass the bound you gave");
     let integer = matches!(attribute.kind, super::model::AttributeKind::Integer { .. });
     let after_json = if integer {
-        if after.fract() != 0.0 || !(i64::MIN as f64..=i64::MAX as f64).contains(&after) {
+        // `i64::MAX as f64` is 2^63, one past the largest i64.
+        if by.fract() != 0.0 || !(-(2f64.powi(63))..2f64.powi(63)).contains(&by) {
             return Err(AppError::Invalid {
                 code: codes::VALUE_INVALID,
                 field: "by".into(),
                 reason: "an integer attribute changes by whole numbers".into(),
             });
         }
-        Value::from(after as i64)
+        let before = before.and_then(Value::as_i64).unwrap_or(0);
+        let after = before
+            .checked_add(by as i64)
+            .ok_or_else(|| out_of_range("the result would leave the attribute's range"))?;
+        let passed = match bound {
+            // Whole numbers compared exactly: past `max` is past its floor.
+            Some(max) if by >= 0.0 => i128::from(after) > max.floor() as i128,
+            Some(min) => i128::from(after) < min.ceil() as i128,
+            None => false,
+        };
+        if passed {
+            return Err(past_bound());
+        }
+        Value::from(after)
     } else {
+        let after = before.and_then(Value::as_f64).unwrap_or(0.0) + by;
+        let passed = match bound {
+            Some(max) if by >= 0.0 => after > max,
+            Some(min) => after < min,
+            None => false,
+        };
+        if passed {
+            return Err(past_bound());
+        }
         serde_json::Number::from_f64(after)
             .map(Value::Number)
             .ok_or_else(|| AppError::invalid("by", "expected a finite number"))?
@@ -3108,6 +3131,38 @@ mod tests {
     use super::super::model::AttributeKind;
     use super::super::model::test_support::{self, TestDb, attribute as attr};
     use super::*;
+
+    /// Integers step exactly past 2^53, and overflow or a bound is refused
+    /// without naming the value.
+    #[test]
+    fn integers_step_exactly_and_refuse_overflow() {
+        let counter = attr(
+            "n",
+            AttributeKind::Integer {
+                min: None,
+                max: None,
+            },
+        );
+        let step = |before: i64, by: f64, bound: Option<f64>| {
+            stepped_value(&counter, Some(&Value::from(before)), by, bound)
+        };
+        let big = 9_007_199_254_740_993;
+        assert!(matches!(step(big, 1.0, None), Ok(SqlValue::Int(n)) if n == big + 1));
+        assert!(matches!(step(big, -1.0, None), Ok(SqlValue::Int(n)) if n == big - 1));
+        let overflow = step(i64::MAX, 1.0, None).unwrap_err();
+        assert_eq!(overflow.code(), codes::VALUE_OUT_OF_RANGE);
+        assert!(!overflow.message().contains(&i64::MAX.to_string()));
+        let past = step(10, 1.0, Some(10.5)).unwrap_err();
+        assert_eq!(past.code(), codes::VALUE_OUT_OF_RANGE);
+        assert!(matches!(step(10, 1.0, Some(11.5)), Ok(SqlValue::Int(11))));
+        assert!(step(10, -1.0, Some(9.5)).is_err());
+        assert!(matches!(step(10, -1.0, Some(8.5)), Ok(SqlValue::Int(9))));
+        assert_eq!(step(1, 0.5, None).unwrap_err().code(), codes::VALUE_INVALID);
+        assert_eq!(
+            step(1, 1e19, None).unwrap_err().code(),
+            codes::VALUE_INVALID
+        );
+    }
 
     #[test]
     fn a_page_drives_from_a_thousand_grants_in_a_small_collection_and_more_in_a_large_one() {
