@@ -75,6 +75,17 @@ async fn addressed(
         _ => Presented::from_headers(headers),
     };
     match identity::resolve(state, &presented).await {
+        Ok(addressed)
+            if presented.session_from_cookie
+                && !cookie_may_act(headers, &addressed.caller.project) =>
+        {
+            let guest = Presented {
+                session: None,
+                session_from_cookie: false,
+                ..presented
+            };
+            Ok((identity::resolve(state, &guest).await?, false))
+        }
         Ok(addressed) => {
             let session = matches!(addressed.caller.credential, Credential::Session(_));
             Ok((addressed, session))
@@ -92,6 +103,32 @@ async fn addressed(
             Ok((identity::resolve(state, &guest).await?, false))
         }
         Err(err) => Err(err),
+    }
+}
+
+/// Whether a request that carries the session cookie may act with it: a browser
+/// sends the cookie on another site's navigations and form posts too, which must
+/// not run a function as its user (a cross-site request forgery). The request
+/// must come from the server's own pages or the project's (`redirectHosts`), as
+/// its `Sec-Fetch-Site`, `Origin` or `Referer` says; a request with none of them
+/// is no browser's, and acts. Otherwise the caller is a guest.
+fn cookie_may_act(headers: &HeaderMap, project: &crate::services::projects::Project) -> bool {
+    let site = identity::header(headers, "sec-fetch-site");
+    if matches!(site, Some("same-origin" | "none")) {
+        return true;
+    }
+    let origin = identity::header(headers, "origin")
+        .map(str::to_string)
+        .or_else(|| {
+            identity::header(headers, "referer")
+                .and_then(|referer| url::Url::parse(referer).ok())
+                .map(|url| url.origin().ascii_serialization())
+        });
+    match origin {
+        Some(origin) => {
+            identity::origin_allowed(&origin, identity::header(headers, "host"), project)
+        }
+        None => site.is_none(),
     }
 }
 

@@ -1248,6 +1248,63 @@ async fn a_function_cannot_pose_as_nimbus_to_a_browser_or_to_its_own_code() {
     app.shutdown().await;
 }
 
+/// The session cookie acts on the plain HTTP route only for the server's own
+/// pages and the project's: another site's navigation or form post to a function
+/// runs it as a guest, not as the user whose browser sent the cookie.
+#[tokio::test]
+async fn another_sites_request_runs_a_function_as_a_guest() {
+    let app = spawn_app().await;
+    deployed(
+        &app,
+        "who",
+        json!({"execute": ["any"]}),
+        r#"export default async ({ req, res }) => res.json(req.headers['x-nimbus-user-id'] ?? null);"#,
+    )
+    .await;
+    let ann = app.signed_in("ann-csrf@example.com").await;
+    let ann_id = app
+        .as_session(&ann, "{ account { id } }", json!({}))
+        .await
+        .ok()["account"]["id"]
+        .clone();
+    let cookie = format!("nimbus_session_default={ann}");
+    let host = app.url.trim_start_matches("http://").to_string();
+    let own = format!("http://{host}");
+    let cases: [(&str, &[(&str, &str)], bool); 6] = [
+        ("GET", &[], true),
+        ("GET", &[("sec-fetch-site", "same-origin")], true),
+        ("GET", &[("sec-fetch-site", "none")], true),
+        ("GET", &[("sec-fetch-site", "cross-site")], false),
+        (
+            "POST",
+            &[
+                ("sec-fetch-site", "same-site"),
+                ("origin", "https://evil.example"),
+            ],
+            false,
+        ),
+        ("POST", &[("origin", own.as_str())], true),
+    ];
+    for (method, headers, acts) in cases {
+        let mut request = app
+            .client
+            .request(
+                method.parse().unwrap(),
+                format!("{}/v1/functions/who", app.url),
+            )
+            .header("cookie", &cookie);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{method} {headers:?}");
+        let seen: Value = response.json().await.unwrap();
+        let expected = if acts { ann_id.clone() } else { Value::Null };
+        assert_eq!(seen, expected, "{method} {headers:?}");
+    }
+    app.shutdown().await;
+}
+
 /// Every execution holds a sandbox thread or a queued job that all projects
 /// share: a user or a guest client starts at most 60 a minute, however it batches
 /// or aliases them; a key (a server) is not limited.
