@@ -1270,7 +1270,9 @@ async fn another_sites_request_runs_a_function_as_a_guest() {
     let cookie = format!("nimbus_session_default={ann}");
     let host = app.url.trim_start_matches("http://").to_string();
     let own = format!("http://{host}");
-    let cases: [(&str, &[(&str, &str)], bool); 6] = [
+    // A method, the browser's headers, and whether the cookie acts.
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], bool);
+    let cases: [Case; 6] = [
         ("GET", &[], true),
         ("GET", &[("sec-fetch-site", "same-origin")], true),
         ("GET", &[("sec-fetch-site", "none")], true),
