@@ -287,6 +287,11 @@ pub enum DbError {
     /// The statement ran past its deadline and the database stopped it.
     #[error("statement stopped at its deadline")]
     TimedOut,
+    /// The database gave the transaction up for another's sake (a deadlock, a lock
+    /// waited for too long, SQLite busy past its wait): nothing of it was kept, and
+    /// the same request may succeed when tried again.
+    #[error("transaction conflict: {0}")]
+    Conflict(sqlx::Error),
     /// The pool could not hand out a connection in time (database down or overloaded).
     #[error("database unavailable: {0}")]
     Unavailable(sqlx::Error),
@@ -302,6 +307,7 @@ impl From<sqlx::Error> for DbError {
             sqlx::Error::RowNotFound => DbError::NotFound,
             sqlx::Error::Database(db) if db.is_unique_violation() => DbError::UniqueViolation,
             _ if is_statement_timeout(&err) => DbError::TimedOut,
+            _ if is_conflict(&err) => DbError::Conflict(err),
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 DbError::Unavailable(err)
             }
@@ -320,6 +326,10 @@ impl From<DbError> for AppError {
             DbError::TimedOut => {
                 tracing::warn!("a statement ran past the statement deadline and was stopped");
                 AppError::DatabaseTimeout
+            }
+            DbError::Conflict(cause) => {
+                tracing::warn!(error = %cause, "a transaction gave way to another; the client may retry");
+                AppError::Busy { retry_after: 1 }
             }
             other => AppError::Db(other),
         }
@@ -354,6 +364,36 @@ pub fn is_statement_timeout(err: &sqlx::Error) -> bool {
     db.try_downcast_ref::<sqlx::sqlite::SqliteError>()
         .and_then(|sqlite| sqlite.code())
         .is_some_and(|code| code.parse() == Ok(libsqlite3_sys::SQLITE_INTERRUPT))
+}
+
+/// MariaDB's error numbers for a transaction rolled back as a deadlock's victim
+/// and for a lock waited on past `innodb_lock_wait_timeout`.
+const MARIADB_DEADLOCK: u16 = 1213;
+const MARIADB_LOCK_WAIT_TIMEOUT: u16 = 1205;
+
+/// Whether `err` is the database giving a transaction up for another's sake:
+/// a deadlock or a lock wait past its limit on MariaDB, `SQLITE_BUSY` or
+/// `SQLITE_LOCKED` (any extended code) on SQLite.
+pub fn is_conflict(err: &sqlx::Error) -> bool {
+    use sqlx::error::DatabaseError as _;
+    let Some(db) = err.as_database_error() else {
+        return false;
+    };
+    if let Some(mariadb) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return matches!(
+            mariadb.number(),
+            MARIADB_DEADLOCK | MARIADB_LOCK_WAIT_TIMEOUT
+        );
+    }
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>()
+        .and_then(|sqlite| sqlite.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| {
+            matches!(
+                code & 0xff,
+                libsqlite3_sys::SQLITE_BUSY | libsqlite3_sys::SQLITE_LOCKED
+            )
+        })
 }
 
 /// Counts errors that may have broken connections; a connection lease (`db::lease`)
@@ -398,5 +438,33 @@ mod tests {
         let err = AppError::Internal(anyhow::anyhow!("SELECT secret FROM keys failed"));
         let gql = err.to_graphql();
         assert_eq!(gql.message, "internal server error");
+    }
+
+    /// SQLite's busy answer (a writer that waited as long as it may) is a
+    /// conflict the client may retry, not an internal fault.
+    #[tokio::test]
+    async fn a_busy_database_is_a_conflict_to_retry() {
+        use sqlx::ConnectOptions as _;
+        use sqlx::Connection as _;
+        let dir = tempfile::tempdir().unwrap();
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("busy.db"))
+            .create_if_missing(true)
+            .busy_timeout(std::time::Duration::ZERO);
+        let mut holder = options.connect().await.unwrap();
+        sqlx::query("CREATE TABLE t (n INTEGER)")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        let mut waiter = options.connect().await.unwrap();
+        let _held = holder.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let err = sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut waiter)
+            .await
+            .unwrap_err();
+        assert!(is_conflict(&err), "{err}");
+        let app: AppError = err.into();
+        assert_eq!(app.code(), codes::SERVICE_UNAVAILABLE);
+        assert!(!is_conflict(&sqlx::Error::RowNotFound));
     }
 }

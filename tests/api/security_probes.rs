@@ -150,9 +150,11 @@ async fn refusals_to_a_writer_who_may_not_read_carry_no_value_of_the_document() 
             json!({}),
         )
         .await;
+    // Whether a bound is passed tells the value: a writer who may not read
+    // cannot give one.
     assert_eq!(
         past_bound.code(),
-        "VALUE_OUT_OF_RANGE",
+        "PERMISSION_DENIED",
         "{:#}",
         past_bound.body
     );

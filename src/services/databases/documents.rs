@@ -2787,7 +2787,7 @@ async fn check_references_to(
                     q(dialect, &relationship.column().column())
                 ),
             };
-            let used = sqlx::query(&sql)
+            let used = sqlx::query(&format!("{sql}{}", locking_read(dialect)))
                 .bind(id)
                 .fetch_optional(&mut **conn)
                 .await?
@@ -2861,8 +2861,9 @@ async fn apply_on_delete(
             Ok(Vec::new())
         }
         OnDelete::Cascade => Ok(sqlx::query_scalar(&format!(
-            "SELECT id FROM {} WHERE {column} = ?",
-            q(dialect, &holder.table)
+            "SELECT id FROM {} WHERE {column} = ?{}",
+            q(dialect, &holder.table),
+            locking_read(dialect)
         ))
         .bind(id)
         .fetch_all(&mut **conn)
@@ -2903,10 +2904,26 @@ async fn check_may_clear(
         .map_err(|err| AppError::Internal(anyhow::anyhow!("permission filter: {err}")))?;
     }
     builder.push(" LIMIT 1");
+    builder.push(locking_read(dialect));
     if builder.build().fetch_optional(&mut **conn).await?.is_some() {
         return Err(cascade_denied());
     }
     Ok(())
+}
+
+/// What makes a read in a write's transaction see, and hold, the rows as they
+/// are now. On MariaDB a plain read in a transaction reads its snapshot, so a
+/// check made by it could miss a row committed since, and the write it allows
+/// would act on rows it never checked: the reads that decide whether a delete
+/// may clear or cascade to the documents pointing at it, or whether a reference
+/// names a document that exists, lock what they read (and, through the index
+/// they use, keep new such rows out) until the transaction ends. SQLite writes
+/// one transaction at a time: a write's reads are current already.
+fn locking_read(dialect: SqlDialect) -> &'static str {
+    match dialect {
+        SqlDialect::MySql => " FOR UPDATE",
+        SqlDialect::Sqlite => "",
+    }
 }
 
 /// The most documents one many-to-many field links at once.
@@ -3015,6 +3032,11 @@ async fn count_readable(
     list.push_unseparated(")");
     if let Reach::PerItem(roles) = &reach {
         push_reach(&mut builder, dialect, collection, roles, Action::Read)?;
+    }
+    // Shared: a delete of one of them waits until this write has committed the
+    // reference, and then finds it.
+    if dialect == SqlDialect::MySql {
+        builder.push(" LOCK IN SHARE MODE");
     }
     let found: i64 = builder.build_query_scalar().fetch_one(&mut **conn).await?;
     Ok(usize::try_from(found).unwrap_or(0))
