@@ -176,6 +176,7 @@ codes! {
     ATTRIBUTE_LIMIT_EXCEEDED: 400 => "the attributes would make a row wider than the database allows";
     INDEX_NOT_FOUND: 404 => "the collection has no index with that key";
     INDEX_INVALID: 400 => "an index definition that is wrong";
+    TOO_MANY_LINKS: 400 => "a request would set more many-to-many links than one request may (10,000 in all)";
     INDEX_LIMIT_EXCEEDED: 400 => "the collection's table holds as many indexes as the database allows";
     INDEX_DUPLICATE_VALUES: 400 => "documents already hold duplicate values for a unique index";
     INVALID_GRAPHQL_NAME: 400 => "a collection or attribute key that is not a usable GraphQL name";

@@ -1289,6 +1289,57 @@ async fn upserts_bounded_increments_and_bulk_writes() {
     app.shutdown().await;
 }
 
+/// Each field of each document sets up to a thousand links, and a request writes
+/// many documents while its transaction holds the writer: a request sets at most
+/// 10,000 links in all, and one past them leaves nothing behind.
+#[tokio::test]
+async fn a_request_sets_a_bounded_number_of_links() {
+    let app = spawn_app().await;
+    blog(&app).await;
+    app.admin(
+        CREATE_COLLECTION,
+        json!({"input": {
+            "databaseId": "blog", "id": "labels", "name": "labels",
+            "permissions": ["read(\"any\")"],
+            "attributes": [{"key": "name", "type": "STRING", "size": 50, "required": true}]
+        }}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation { createRelationship(input: {databaseId: \"blog\", collectionId: \"posts\", key: \"labels\", relatedCollectionId: \"labels\", type: MANY_TO_MANY, twoWayKey: \"posts\", onDelete: SET_NULL}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let labels: Vec<Value> = (0..1000)
+        .map(|i| json!({"id": format!("l{i}"), "name": format!("label {i}")}))
+        .collect();
+    app.admin(
+        "mutation($input: [CreateLabelInput!]!) { createLabels(input: $input) { id } }",
+        json!({"input": labels}),
+    )
+    .await
+    .ok();
+    let ids: Vec<String> = (0..1000).map(|i| format!("l{i}")).collect();
+    let posts = |count: usize| -> Vec<Value> {
+        (0..count)
+            .map(|i| json!({"id": format!("p{i}"), "title": "linked", "labels": ids}))
+            .collect()
+    };
+    let create = "mutation($input: [CreatePostInput!]!) { createPosts(input: $input) { id } }";
+    let over = app.admin(create, json!({"input": posts(11)})).await;
+    assert_eq!(over.code(), "TOO_MANY_LINKS", "{:#}", over.body);
+    let none = app.admin("{ posts { totalCount } }", json!({})).await.ok();
+    assert_eq!(
+        none["posts"]["totalCount"], 0,
+        "nothing of the refused request stays"
+    );
+    let within = app.admin(create, json!({"input": posts(10)})).await.ok();
+    assert_eq!(within["createPosts"].as_array().unwrap().len(), 10);
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn many_to_many_links_list_both_ways_filter_and_unlink() {
     let app = spawn_app().await;

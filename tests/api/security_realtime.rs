@@ -223,7 +223,8 @@ async fn presence_on_a_document_ends_when_its_reader_may_no_longer_read_it() {
         "{ended}"
     );
 
-    // Out of the team that lets her read the other: both of her operations on it end.
+    // Out of the team that lets her read the other (removed by a server: as its
+    // only owner she may not leave it): both of her operations on it end.
     let memberships = app
         .as_session(&ann, "{ memberships(teamId: \"club\") { id } }", json!({}))
         .await
@@ -232,8 +233,7 @@ async fn presence_on_a_document_ends_when_its_reader_may_no_longer_read_it() {
         .as_str()
         .unwrap()
         .to_string();
-    app.as_session(
-        &ann,
+    app.admin(
         "mutation($m: ID!) { deleteMembership(input: {teamId: \"club\", membershipId: $m}) { deletedId } }",
         json!({"m": membership}),
     )

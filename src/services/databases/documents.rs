@@ -2970,6 +2970,7 @@ async fn write_links(
         if targets.len() > MAX_LINKS {
             return Err(invalid(format!("at most {MAX_LINKS} links at once")));
         }
+        conn.spend_links(targets.len())?;
         let related = model
             .collection(&collection.database_id, &relationship.related_collection)
             .ok_or_else(|| {

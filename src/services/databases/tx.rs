@@ -12,7 +12,7 @@
 //! others ([`super::create_batch`]), and runs again alone should it be undone.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use async_graphql::dataloader::DataLoader;
@@ -27,7 +27,7 @@ use crate::bus::{BusMessage, Event, log};
 use crate::db::event_log::{self, Entry};
 use crate::db::group_commit::{self, Batch, Outcome};
 use crate::db::lease::Lease;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, codes};
 
 use super::create_batch::Membership;
 use super::documents::PreparedCreate;
@@ -99,7 +99,14 @@ pub struct RequestTx {
     related: OnceLock<DataLoader<RelatedLoader>>,
     /// Batches the first pages of lists across relationships; made on first use.
     lists: OnceLock<DataLoader<ListLoader>>,
+    /// Links the request's writes have set so far ([`Conn::spend_links`]).
+    links: Arc<AtomicUsize>,
 }
+
+/// The most links (rows of many-to-many junctions) one request may set in all:
+/// each field of each document may set up to a thousand, and a request's
+/// documents are many, while its transaction holds SQLite's one writer.
+pub const MAX_LINKS_PER_REQUEST: usize = 10_000;
 
 /// A connection to run statements on, with the SQL dialect it speaks: the code
 /// that builds statements asks the connection, rather than looking the database
@@ -107,6 +114,7 @@ pub struct RequestTx {
 pub struct Conn<'a> {
     dialect: SqlDialect,
     held: Held<'a>,
+    links: Arc<AtomicUsize>,
 }
 
 /// What a [`Conn`] runs on: the request's transaction (its own, or its batch's),
@@ -121,6 +129,22 @@ impl Conn<'_> {
     /// The SQL dialect of the connection.
     pub fn dialect(&self) -> SqlDialect {
         self.dialect
+    }
+
+    /// Counts `count` links about to be set against the request's
+    /// [`MAX_LINKS_PER_REQUEST`]; refused past it (nothing of the request is kept).
+    pub fn spend_links(&self, count: usize) -> AppResult<()> {
+        let before = self.links.fetch_add(count, Ordering::Relaxed);
+        if before.saturating_add(count) > MAX_LINKS_PER_REQUEST {
+            return Err(AppError::Invalid {
+                code: codes::TOO_MANY_LINKS,
+                field: "input".into(),
+                reason: format!(
+                    "a request sets at most {MAX_LINKS_PER_REQUEST} many-to-many links in all"
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -226,6 +250,7 @@ impl RequestTx {
             wrote: AtomicBool::new(false),
             left: AtomicBool::new(false),
             first_write: AtomicBool::new(false),
+            links: Arc::default(),
             events: std::sync::Mutex::new(Vec::new()),
             encoded: std::sync::Mutex::new(None),
             turn: std::sync::Mutex::new(None),
@@ -387,6 +412,7 @@ impl RequestTx {
         Conn {
             dialect: self.dialect,
             held,
+            links: self.links.clone(),
         }
     }
 
