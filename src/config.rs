@@ -134,6 +134,21 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_GRAPHQL_MAX_QUERY_BYTES", default_value_t = 256 * 1024)]
     pub graphql_max_query_bytes: usize,
 
+    /// Most values (each number, string, list, object…) the variables of one request
+    /// may hold. Each use of a variable in the operation is a copy of it: the uses
+    /// together may add up to four times this.
+    #[arg(
+        long,
+        env = "NIMBUS_GRAPHQL_MAX_VARIABLE_VALUES",
+        default_value_t = 100_000
+    )]
+    pub graphql_max_variable_values: u64,
+
+    /// Most bytes of text (strings, enum values, object keys) the variables of one
+    /// request may hold; their uses together may add up to four times this.
+    #[arg(long, env = "NIMBUS_GRAPHQL_MAX_VARIABLES_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub graphql_max_variables_bytes: u64,
+
     /// Most operations in one batched (JSON array) request; 0 turns batching off.
     #[arg(long, env = "NIMBUS_GRAPHQL_MAX_BATCH", default_value_t = 10)]
     pub graphql_max_batch: usize,

@@ -84,12 +84,13 @@ codes! {
     QUERY_TOO_DEEP: 400 => "deeper than `NIMBUS_GRAPHQL_MAX_DEPTH`, counted with fragment spreads expanded";
     QUERY_TOO_COMPLEX: 400 => "over `NIMBUS_GRAPHQL_MAX_COMPLEXITY`, `NIMBUS_GRAPHQL_MAX_NODES` (pages nested in pages) or `NIMBUS_GRAPHQL_MAX_DIRECTIVES` (directives on one selection)";
     TOO_MANY_ALIASES: 400 => "more aliases than `NIMBUS_GRAPHQL_MAX_ALIASES`";
+    VARIABLES_TOO_LARGE: 400 => "the variables are over `NIMBUS_GRAPHQL_MAX_VARIABLE_VALUES` or `NIMBUS_GRAPHQL_MAX_VARIABLES_BYTES`, or the operation's uses of them, each a copy, over four times that";
     OPERATION_NOT_FOUND: 400 => "`operationName` names no operation of the document";
     OPERATION_NAME_REQUIRED: 400 => "the document has several operations and no `operationName`";
     BATCH_TOO_LARGE: 400 => "a batch longer than `NIMBUS_GRAPHQL_MAX_BATCH`";
     BATCHING_DISABLED: 400 => "a batch while `NIMBUS_GRAPHQL_MAX_BATCH` is 0";
     SUBSCRIPTION_OVER_HTTP: 400 => "a subscription sent over HTTP; use the WebSocket";
-    TOO_MANY_SUBSCRIPTIONS: 400 => "over the subscriptions a socket, client or server may hold";
+    TOO_MANY_SUBSCRIPTIONS: 400 => "over the subscriptions a socket, client or server may hold, in number or (per socket) in the bytes their queries and variables keep";
     SUBSCRIBER_TOO_SLOW: 503 => "the socket did not read its events in time and is closed (code 4008)";
     // Who may do what.
     UNAUTHENTICATED: 401 => "the operation needs an API key or a signed-in user";

@@ -52,6 +52,10 @@ pub struct QueryLimits {
     /// Most nodes an operation's paged lists may return, pages nested in pages
     /// multiplied ([`super::nodes`]).
     pub max_nodes: u64,
+    /// Most values the variables of a request may hold ([`super::budget`]).
+    pub max_variable_values: u64,
+    /// Most bytes of text the variables of a request may hold.
+    pub max_variables_bytes: u64,
     /// Longest a query operation may run (mutations and subscriptions excepted).
     pub query_timeout: Option<std::time::Duration>,
 }
@@ -66,6 +70,8 @@ impl QueryLimits {
             max_query_bytes: config.graphql_max_query_bytes,
             max_directives: config.graphql_max_directives,
             max_nodes: config.graphql_max_nodes,
+            max_variable_values: config.graphql_max_variable_values,
+            max_variables_bytes: config.graphql_max_variables_bytes,
             query_timeout: (config.graphql_query_timeout_ms > 0)
                 .then(|| std::time::Duration::from_millis(config.graphql_query_timeout_ms)),
         }
@@ -331,12 +337,23 @@ impl Extension for Limits {
         if request.query.len() > self.limits.max_query_bytes {
             return Err(too_large(request.query.len(), &self.limits));
         }
+        // Counted before anything reads them, on every transport: the HTTP and
+        // WebSocket handlers check them already (`ParsedQueries::prepare`), this
+        // holds for whatever else executes a request.
+        super::budget::check_size(&request.variables, &self.limits)?;
         let mut request = request;
         // A query that does not parse is left for `parse_query` to report.
         let operation_name = request.operation_name.take();
-        let variables = std::mem::take(&mut request.variables);
+        let mut variables = std::mem::take(&mut request.variables);
         if let Ok(document) = request.parsed_query() {
             measure(document, &self.limits)?;
+            super::budget::check_references(
+                document,
+                operation_name.as_deref(),
+                &variables,
+                &self.limits,
+            )?;
+            super::budget::keep_declared(document, operation_name.as_deref(), &mut variables);
             let is_query =
                 operation_type(document, operation_name.as_deref()) == Some(OperationType::Query);
             self.is_query
@@ -1034,6 +1051,8 @@ pub(crate) const TEST_LIMITS: QueryLimits = QueryLimits {
     max_query_bytes: 256 * 1024,
     max_directives: 16,
     max_nodes: 100_000,
+    max_variable_values: 100_000,
+    max_variables_bytes: 4 * 1024 * 1024,
     query_timeout: None,
 };
 

@@ -5,6 +5,7 @@
 //! the project changed. It knows no service: `services` lists them and assembles.
 
 pub mod alike;
+pub mod budget;
 pub mod input;
 pub mod limits;
 pub mod nodes;

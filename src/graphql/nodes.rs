@@ -64,7 +64,7 @@ struct Walk<'a> {
 /// got here is in a fragment cycle, which validation refuses.
 const MAX_WALK: usize = 256;
 
-impl Walk<'_> {
+impl<'a> Walk<'a> {
     /// The nodes `set` returns, selected from `ty` once for each of `pages` nodes.
     fn selection_set(
         &self,
@@ -161,14 +161,14 @@ impl Walk<'_> {
         }
     }
 
-    /// A variable's value as sent, or its default.
-    fn variable(&self, name: &Name) -> Option<ConstValue> {
-        self.variables.get(name).cloned().or_else(|| {
+    /// A variable's value as sent, or its default. Borrowed: a variable may be
+    /// named thousands of times, and counting must not copy it each time.
+    fn variable(&self, name: &Name) -> Option<&'a ConstValue> {
+        self.variables.get(name).or_else(|| {
             self.definitions
                 .iter()
                 .find(|definition| definition.node.name.node == *name)
                 .and_then(|definition| definition.node.default_value())
-                .cloned()
         })
     }
 
@@ -191,33 +191,30 @@ impl Walk<'_> {
         let Some((_, value)) = arguments.iter().find(|(name, _)| name.node == "queries") else {
             return APPWRITE_DEFAULT_LIMIT;
         };
-        let queries = match &value.node {
-            Value::List(items) => items
-                .iter()
-                .filter_map(|item| match item {
-                    Value::String(text) => Some(text.clone()),
-                    Value::Variable(name) => match self.variable(name)? {
-                        ConstValue::String(text) => Some(text),
-                        _ => None,
-                    },
+        // Each query text is read where it stands, in the document or in the
+        // variables; none is copied.
+        let texts: Box<dyn Iterator<Item = &str> + '_> = match &value.node {
+            Value::List(items) => Box::new(items.iter().filter_map(|item| match item {
+                Value::String(text) => Some(text.as_str()),
+                Value::Variable(name) => match self.variable(name)? {
+                    ConstValue::String(text) => Some(text.as_str()),
                     _ => None,
-                })
-                .collect(),
+                },
+                _ => None,
+            })),
             Value::Variable(name) => match self.variable(name) {
-                Some(ConstValue::List(items)) => items
-                    .into_iter()
-                    .filter_map(|item| match item {
-                        ConstValue::String(text) => Some(text),
+                Some(ConstValue::List(items)) => {
+                    Box::new(items.iter().filter_map(|item| match item {
+                        ConstValue::String(text) => Some(text.as_str()),
                         _ => None,
-                    })
-                    .collect(),
-                _ => Vec::new(),
+                    }))
+                }
+                _ => Box::new(std::iter::empty()),
             },
-            _ => Vec::new(),
+            _ => Box::new(std::iter::empty()),
         };
-        queries
-            .iter()
-            .filter_map(|text| limit_of(text))
+        texts
+            .filter_map(limit_of)
             .max()
             .unwrap_or(APPWRITE_DEFAULT_LIMIT)
             .min(APPWRITE_LARGEST_LIMIT)

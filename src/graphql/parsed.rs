@@ -6,7 +6,8 @@
 //! Every request passes here before anything parses its query, so this is where
 //! a text that parsing would be wasted on, or nested too deep to parse safely, is
 //! refused ([`check_text`]); a query found in the cache passed that check when it
-//! was first parsed.
+//! was first parsed. Variables over their bounds are refused here too
+//! ([`budget`]), before a transport copies or keeps them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{Request, ServerError};
 
+use super::budget;
 use super::limits::{QueryLimits, check_text};
 
 const MAX_ENTRIES: usize = 1024;
@@ -36,10 +38,35 @@ impl ParsedQueries {
     /// Gives `request` its parsed document, from the cache or by parsing (and then
     /// keeping) it. A query that does not parse is left for execution to report;
     /// one the limits refuse as written, or nested too deep to parse safely, is
-    /// refused unparsed, and must not be executed.
+    /// refused unparsed, and must not be executed. So are variables over their
+    /// bounds ([`budget`]), before anything copies them; the variables the
+    /// operation does not declare are dropped.
     pub fn prepare(&self, request: &mut Request) -> Result<(), ServerError> {
+        budget::check_size(&request.variables, &self.limits)?;
+        self.parse(request)?;
+        let operation_name = request.operation_name.take();
+        let mut variables = std::mem::take(&mut request.variables);
+        let checked = match request.parsed_query() {
+            Ok(document) => budget::check_references(
+                document,
+                operation_name.as_deref(),
+                &variables,
+                &self.limits,
+            )
+            .map(|()| budget::keep_declared(document, operation_name.as_deref(), &mut variables)),
+            Err(_) => Ok(()),
+        };
+        request.operation_name = operation_name;
+        request.variables = variables;
+        checked
+    }
+
+    fn parse(&self, request: &mut Request) -> Result<(), ServerError> {
         if request.query.len() > MAX_QUERY_BYTES {
-            return check_text(&request.query, &self.limits);
+            check_text(&request.query, &self.limits)?;
+            // Parsed once: the document stays with the request.
+            let _ = request.parsed_query();
+            return Ok(());
         }
         let cached = self
             .documents

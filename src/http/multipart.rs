@@ -469,11 +469,23 @@ fn targets_of(
     {
         return;
     }
+    // Read where they stand, never copied: an input may name a large variable,
+    // and a mutation may hold thousands of `createFile`s.
+    let variables = std::mem::take(&mut request.variables);
     let name = request.operation_name.clone();
-    let variables = request.variables.clone();
-    let Ok(document) = request.parsed_query() else {
-        return;
-    };
+    if let Ok(document) = request.parsed_query() {
+        targets_in(document, name, &variables, prefix, found);
+    }
+    request.variables = variables;
+}
+
+fn targets_in(
+    document: &async_graphql::parser::types::ExecutableDocument,
+    name: Option<String>,
+    variables: &async_graphql::Variables,
+    prefix: &str,
+    found: &mut HashMap<String, Target>,
+) {
     let operation = match (&document.operations, name) {
         (DocumentOperations::Single(op), _) => op,
         (DocumentOperations::Multiple(ops), Some(name)) => match ops.get(name.as_str()) {
@@ -485,9 +497,6 @@ fn targets_of(
     if operation.node.ty != OperationType::Mutation {
         return;
     }
-    let known = |name: async_graphql::Name| {
-        Ok::<_, ()>(variables.get(&name).cloned().unwrap_or(ConstValue::Null))
-    };
     for item in &operation.node.selection_set.node.items {
         let Selection::Field(field) = &item.node else {
             continue;
@@ -499,36 +508,61 @@ fn targets_of(
             continue;
         };
         let (path, input) = match &input.node {
-            Value::Variable(variable) => (
-                format!("{prefix}variables.{variable}.file"),
-                variables.get(variable).cloned(),
-            ),
+            Value::Variable(variable) => {
+                let Some(ConstValue::Object(input)) = variables.get(variable) else {
+                    continue;
+                };
+                (
+                    format!("{prefix}variables.{variable}.file"),
+                    Input::Sent(input),
+                )
+            }
             Value::Object(object) => match object.get("file") {
                 Some(Value::Variable(variable)) => (
                     format!("{prefix}variables.{variable}"),
-                    input.node.clone().into_const_with(known).ok(),
+                    Input::Written(object, variables),
                 ),
                 _ => continue,
             },
             _ => continue,
         };
-        let Some(ConstValue::Object(input)) = input else {
+        let Some(bucket_id) = input.text("bucketId") else {
             continue;
-        };
-        let Some(ConstValue::String(bucket_id)) = input.get("bucketId") else {
-            continue;
-        };
-        let name = match input.get("name") {
-            Some(ConstValue::String(name)) => Some(name.clone()),
-            _ => None,
         };
         found.insert(
             path,
             Target {
-                bucket_id: bucket_id.clone(),
-                name,
+                bucket_id,
+                name: input.text("name"),
             },
         );
+    }
+}
+
+/// A `createFile` input, as sent in a variable or written in the query.
+enum Input<'a> {
+    Sent(&'a async_graphql::indexmap::IndexMap<async_graphql::Name, ConstValue>),
+    Written(
+        &'a async_graphql::indexmap::IndexMap<async_graphql::Name, Value>,
+        &'a async_graphql::Variables,
+    ),
+}
+
+impl Input<'_> {
+    /// The text of its field `key`, when it is text.
+    fn text(&self, key: &str) -> Option<String> {
+        let value = match self {
+            Input::Sent(input) => input.get(key),
+            Input::Written(input, variables) => match input.get(key)? {
+                Value::Variable(name) => variables.get(name),
+                Value::String(text) => return Some(text.clone()),
+                _ => None,
+            },
+        };
+        match value? {
+            ConstValue::String(text) => Some(text.clone()),
+            _ => None,
+        }
     }
 }
 

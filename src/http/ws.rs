@@ -77,6 +77,7 @@ use crate::bus::{BusMessage, PacedReceiver, Published};
 use crate::db::now_millis;
 use crate::error::{AppError, AppResult, codes};
 use crate::gauge::GaugeGuard;
+use crate::graphql::budget::Size;
 use crate::graphql::limits::coded;
 use crate::http::graphql::plain_error;
 use crate::http::identity::{self, Addressed, KEY_HEADER, PROJECT_HEADER, Presented};
@@ -123,6 +124,12 @@ const CLOSE_FORBIDDEN: u16 = 4403;
 const CLOSE_INTERNAL: u16 = 4500;
 /// Longest operation id a client may give (graphql-ws uses UUIDs).
 const MAX_OPERATION_ID_BYTES: usize = 128;
+/// Most bytes the subscriptions of one socket may keep for their lifetime, their
+/// query texts and variables (counted as held, [`Size::memory`]) together: each
+/// is within the message size and the variables' bounds, but a hundred of them
+/// at those bounds would hold hundreds of megabytes for as long as the socket
+/// stays open. Real subscriptions keep a few kilobytes each.
+const MAX_KEPT_PER_SOCKET: u64 = 2 * 1024 * 1024;
 
 #[derive(Deserialize)]
 pub struct WsParams {
@@ -706,6 +713,27 @@ fn payload_value(payload: &serde_json::Value, name: &str) -> Option<String> {
     find(payload).or_else(|| payload.get("headers").and_then(find))
 }
 
+/// The bytes a subscription keeps while it lasts, its query text and variables
+/// as held; 0 for any other operation (it keeps nothing once answered).
+fn kept_by(request: &mut Request) -> u64 {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    let name = request.operation_name.clone();
+    let Ok(document) = request.parsed_query() else {
+        return 0;
+    };
+    let ty = match (&document.operations, name) {
+        (DocumentOperations::Single(operation), _) => Some(operation.node.ty),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations
+            .get(name.as_str())
+            .map(|operation| operation.node.ty),
+        (DocumentOperations::Multiple(_), None) => None,
+    };
+    if ty != Some(OperationType::Subscription) {
+        return 0;
+    }
+    (request.query.len() as u64).saturating_add(Size::of_variables(&request.variables).memory())
+}
+
 /// What an operation run as an async-graphql stream produces.
 enum Step {
     /// Boxed, as [`Incoming::Message`].
@@ -721,6 +749,8 @@ struct Started {
     query: String,
     operation_name: Option<String>,
     variables: async_graphql::Variables,
+    /// What it keeps while it lasts, in bytes ([`kept_by`]).
+    kept: u64,
 }
 
 /// A subscription the connection follows itself.
@@ -733,6 +763,8 @@ struct Watching {
     /// Log positions replayed from its `after:` cursor, not to be sent again live,
     /// in order (empty, with nothing allocated, when it did not resume).
     replayed: Box<[i64]>,
+    /// What it keeps, in bytes, counted against [`MAX_KEPT_PER_SOCKET`].
+    kept: u64,
     _active: GaugeGuard,
 }
 
@@ -1090,6 +1122,24 @@ impl Connection {
             self.link.send_response(&id, &refusal).await?;
             return self.link.send_complete(&id).await;
         }
+        let kept = kept_by(&mut request);
+        let held: u64 = self.watching.iter().map(|watching| watching.kept).sum();
+        if kept > 0 && held.saturating_add(kept) > MAX_KEPT_PER_SOCKET {
+            let refusal = Response::from_errors(vec![coded(
+                format!(
+                    "the subscriptions of a connection keep at most {MAX_KEPT_PER_SOCKET} bytes \
+                     of query text and variables; this one would add {kept} to {held}"
+                ),
+                codes::TOO_MANY_SUBSCRIPTIONS,
+            )]);
+            if let Some(usage) = &self.link.usage {
+                usage
+                    .counters()
+                    .operation(&[], usage::error_codes(&refusal));
+            }
+            self.link.send_response(&id, &refusal).await?;
+            return self.link.send_complete(&id).await;
+        }
         if let Some(usage) = &self.link.usage {
             let roots = usage::known_roots(self.schema(), usage::roots_of(&mut request));
             usage.counters().operation(&roots, std::iter::empty());
@@ -1104,6 +1154,7 @@ impl Connection {
             query: request.query.clone(),
             operation_name: request.operation_name.clone(),
             variables: request.variables.clone(),
+            kept,
         });
         let tx = RequestTx::new(&self.state, Mode::Exclusive);
         let request = request.data(tx.clone()).data(started.slot.clone());
@@ -1164,6 +1215,7 @@ impl Connection {
                     query,
                     operation_name,
                     variables,
+                    kept,
                 } = *started;
                 match slot.take() {
                     Some(watch) => {
@@ -1182,6 +1234,7 @@ impl Connection {
                             watch,
                             shape,
                             replayed: Box::default(),
+                            kept,
                             _active: GaugeGuard::raise("nimbus_subscriptions_active"),
                         };
                         if let Some(after) = watching.watch.resume_after()

@@ -1,6 +1,8 @@
 //! What one hostile client can cost a replica: documents whose fragments, directives
 //! or repeated fields expand to far more than their text (refused before
-//! execution, on every root and transport), slow and idle connections (closed by
+//! execution, on every root and transport), variables that are large held or
+//! named many times (each use a copy; refused before anything reads them), slow
+//! and idle connections (closed by
 //! the header, body and idle timeouts), too many connections (refused at the caps)
 //! and invented operation names (kept out of the metrics' labels).
 
@@ -779,6 +781,222 @@ async fn values_nested_thousands_deep_are_refused_before_parsing() {
         .post(json!({"query": "{ __typename @include(if: true) }"}), &[])
         .await;
     assert_eq!(answer.ok()["__typename"], "Query");
+    app.shutdown().await;
+}
+
+/// `n` uses of `$name`, comma-separated, for an argument list.
+fn uses(name: &str, n: usize) -> String {
+    vec![format!("${name}"); n].join(",")
+}
+
+#[tokio::test]
+async fn variables_named_many_times_are_refused_before_anything_copies_them() {
+    let app = spawn_app().await;
+    // 80,000 uses of a 1.7 MB string in one list (a body under 2 MiB, a query
+    // under its 256 KiB): each use was a copy of it while the query's lists were
+    // counted, some 136 GB, and the process aborted.
+    let query = format!(
+        "query($q: String) {{ documents(databaseId: \"x\", collectionId: \"x\", \
+         queries: [{}]) {{ total }} }}",
+        uses("q", 80_000)
+    );
+    let big = "a".repeat(1_700_000);
+    let started = Instant::now();
+    let answer = post_within_wait(&app, json!({"query": query, "variables": {"q": big}})).await;
+    assert_eq!(answer.code(), "VARIABLES_TOO_LARGE", "{:#}", answer.body);
+    assert!(answer.body.get("data").is_none(), "{:#}", answer.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A list of 90,000 (within the bound on variables) as both pages of 2,400
+    // lists: seconds of copying, with the request's own deadline not yet begun.
+    let query = format!(
+        "query($v: [Int]) {{ {} }}",
+        "users(first: $v, last: $v) { totalCount } ".repeat(2400)
+    );
+    let list = vec![0; 90_000];
+    let started = Instant::now();
+    let answer = app
+        .post(
+            json!({"query": query, "variables": {"v": list}}),
+            &[("accept", "application/graphql-response+json")],
+        )
+        .await;
+    assert_eq!(answer.status, 400, "{:#}", answer.body);
+    assert_eq!(answer.code(), "VARIABLES_TOO_LARGE", "{:#}", answer.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The same through a fragment spread many times, in a batch beside a
+    // harmless operation, which is answered.
+    let spread = format!(
+        "query($q: String) {{ {} }} fragment F on Query {{ a: documents(databaseId: \"x\", \
+         collectionId: \"x\", queries: [{}]) {{ total }} }}",
+        "...F ".repeat(100),
+        uses("q", 1000)
+    );
+    let answer = post_within_wait(
+        &app,
+        json!([
+            {"query": spread, "variables": {"q": "a".repeat(100_000)}},
+            {"query": "{ __typename }"},
+        ]),
+    )
+    .await;
+    assert_eq!(
+        answer.body[0]["errors"][0]["extensions"]["code"], "VARIABLES_TOO_LARGE",
+        "{:#}",
+        answer.body
+    );
+    assert_eq!(answer.body[1]["data"]["__typename"], "Query");
+
+    // A variable used a few times is what clients do.
+    let answer = app
+        .post(
+            json!({
+                "query": "query($n: Int, $s: Boolean!) { a: users(first: $n) { totalCount } \
+                          b: users(last: $n) @include(if: $s) { totalCount } }",
+                "variables": {"n": 5, "s": true},
+            }),
+            &[("x-nimbus-key", app.admin_key.as_str())],
+        )
+        .await;
+    assert_eq!(answer.ok()["b"]["totalCount"], 0);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn variables_over_their_bound_are_refused_and_undeclared_ones_dropped() {
+    let app = spawn_app().await;
+    // 150,000 values in 300 KB: each held as 72 bytes, some 11 MB.
+    let many = vec![0; 150_000];
+    for query in ["query($a: [Int]) { __typename }", "{ __typename }"] {
+        let answer =
+            post_within_wait(&app, json!({"query": query, "variables": {"a": many}})).await;
+        assert_eq!(
+            answer.code(),
+            "VARIABLES_TOO_LARGE",
+            "{query}: {:#}",
+            answer.body
+        );
+        let message = answer.body["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("150001 values"), "{message}");
+    }
+    // Text counts too: 4 MiB of it, over a body raised for the test.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.max_body_bytes = 8 * 1024 * 1024;
+    let wide = spawn_with(config, dir).await;
+    let text = "a".repeat(4 * 1024 * 1024 + 1);
+    let answer = wide
+        .post(
+            json!({"query": "query($t: String) { __typename }", "variables": {"t": text}}),
+            &[],
+        )
+        .await;
+    assert_eq!(answer.code(), "VARIABLES_TOO_LARGE", "{:#}", answer.body);
+    wide.shutdown().await;
+
+    // Within the bound, with variables the operation does not declare: answered,
+    // the extra ones ignored.
+    let answer = app
+        .post(
+            json!({
+                "query": "query($n: Int) { users(first: $n) { totalCount } }",
+                "variables": {"n": 1, "extra": vec![0; 50_000], "other": "x"},
+            }),
+            &[("x-nimbus-key", app.admin_key.as_str())],
+        )
+        .await;
+    assert_eq!(answer.ok()["users"]["totalCount"], 0);
+    // Still serving.
+    assert_eq!(
+        app.post(json!({"query": "{ __typename }"}), &[]).await.ok()["__typename"],
+        "Query"
+    );
+    app.shutdown().await;
+}
+
+/// The first message about operation `id` that is not its `complete`.
+async fn answer_to(ws: &mut WsClient, id: &str) -> Value {
+    loop {
+        let message = ws.next_json().await.expect("an answer, not a close");
+        if message["type"] != "complete" && message["type"] != "ka" {
+            assert_eq!(message["id"], id, "{message:#}");
+            return message;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_subscription_keeps_no_more_variables_than_its_socket_allows() {
+    let app = spawn_app().await;
+    let realtime = "subscription($c: [String!]!) { realtime(channels: $c) { events } }";
+    for legacy in [false, true] {
+        let kind = if legacy { "start" } else { "subscribe" };
+        let mut ws = WsClient::connect(&app.ws_url, legacy).await;
+        let ack = ws
+            .init(json!({"x-nimbus-key": app.admin_key}))
+            .await
+            .unwrap();
+        assert_eq!(ack["type"], "connection_ack");
+        // Over the bound on variables, within the message size.
+        let payload =
+            json!({"query": realtime, "variables": {"c": ["keys"], "x": vec![0; 120_000]}});
+        ws.send(json!({"id": "big", "type": kind, "payload": payload}))
+            .await;
+        let message = answer_to(&mut ws, "big").await;
+        assert_eq!(
+            message["payload"]["errors"][0]["extensions"]["code"], "VARIABLES_TOO_LARGE",
+            "{message:#}"
+        );
+        // Named many times.
+        let named = format!(
+            "subscription($c: String!) {{ realtime(channels: [{}]) {{ events }} }}",
+            uses("c", 20_000)
+        );
+        let payload = json!({"query": named, "variables": {"c": "k".repeat(1000)}});
+        ws.send(json!({"id": "named", "type": kind, "payload": payload}))
+            .await;
+        let message = answer_to(&mut ws, "named").await;
+        assert_eq!(
+            message["payload"]["errors"][0]["extensions"]["code"], "VARIABLES_TOO_LARGE",
+            "{message:#}"
+        );
+        // Within the bound on variables, more than a subscription may keep.
+        let channels = vec!["c"; 32_000];
+        let payload = json!({"query": realtime, "variables": {"c": channels}});
+        ws.send(json!({"id": "kept", "type": kind, "payload": payload}))
+            .await;
+        let message = answer_to(&mut ws, "kept").await;
+        assert_eq!(
+            message["payload"]["errors"][0]["extensions"]["code"], "TOO_MANY_SUBSCRIPTIONS",
+            "{message:#}"
+        );
+        // Undeclared variables are dropped before they are kept: as large, they
+        // do not count.
+        let payload = json!({"query": realtime, "variables": {"c": ["keys"], "x": channels}});
+        ws.send(json!({"id": "fine", "type": kind, "payload": payload}))
+            .await;
+        ws.ping_pong().await;
+        app.admin(
+            "mutation { createApiKey(input: {name: \"k\", scopes: [\"users.read\"]}) { apiKey { id } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+        let message = answer_to(&mut ws, "fine").await;
+        assert!(
+            message["payload"]["data"]["realtime"]["events"].is_array(),
+            "{message:#}"
+        );
+    }
     app.shutdown().await;
 }
 
