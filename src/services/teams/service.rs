@@ -298,8 +298,12 @@ pub async fn delete_team(
     id: &str,
 ) -> AppResult<()> {
     let team = managed_team(state, actor, id).await?;
-    let members = store::list_memberships(state.db.pool(), &team.project_id, &team.id).await?;
-    let mut tx = state.db.pool().begin().await?;
+    // Under the team's lock, which an acceptance takes too: a member who joins
+    // at this moment is either listed here (and loses the team's roles) or finds
+    // the team gone.
+    let mut tx = state.db.begin_write().await?;
+    store::lock_team(&mut tx, &team.project_id, &team.id).await?;
+    let members = store::list_memberships(&mut *tx, &team.project_id, &team.id).await?;
     store::delete_team(&mut *tx, &team.project_id, &team.id).await?;
     // Logged before the members' changes, so they may still read it.
     let mut messages = vec![team_event(&team, "delete")];
@@ -802,7 +806,9 @@ pub async fn accept_membership(
     }
     if !membership.confirmed {
         let now = now_millis();
-        let mut tx = state.db.pool().begin().await?;
+        let mut tx = state.db.begin_write().await?;
+        // Beside a deletion of the team ([`delete_team`]), one at a time.
+        store::lock_team(&mut tx, &membership.project_id, &membership.team_id).await?;
         let confirmed = store::confirm_membership(
             &mut *tx,
             &membership.project_id,
@@ -914,6 +920,8 @@ pub async fn accept_invitation(
     // are one write: a failed or replayed acceptance leaves no account behind, and
     // a crash cannot use up the link without signing the invitee in.
     let mut tx = state.db.begin_write().await?;
+    // Beside a deletion of the team ([`delete_team`]), one at a time.
+    store::lock_team(&mut tx, project_id, &membership.team_id).await?;
     let mut messages = Vec::new();
     let user = match existing {
         Some(user) => user,

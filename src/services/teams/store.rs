@@ -293,8 +293,8 @@ pub async fn membership_invited(
     .await
 }
 
-pub async fn list_memberships(
-    pool: &AnyPool,
+pub async fn list_memberships<'e>(
+    pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
     team_id: &str,
 ) -> Result<Vec<MembershipRow>, sqlx::Error> {
