@@ -188,13 +188,15 @@ impl<T: LoadProject> ProjectSchemas<T> {
             Some(cell) => cell,
             None => {
                 let mut map = self.loaded.write().await;
-                if !map.contains_key(id)
-                    && map.len() >= MAX_CACHED
-                    && let Some(evicted) = map.keys().next().cloned()
-                {
-                    map.remove(&evicted);
+                if map.contains_key(id) || map.len() < MAX_CACHED {
+                    map.entry(id.to_string()).or_default().clone()
+                } else {
+                    // Full: the project is loaded apart and takes another's place
+                    // only once it is known to exist, so requests naming unknown
+                    // ids cannot push loaded projects out.
+                    drop(map);
+                    return self.load_in_place_of_another(state, id).await;
                 }
-                map.entry(id.to_string()).or_default().clone()
             }
         };
         let loaded = cell
@@ -216,6 +218,25 @@ impl<T: LoadProject> ProjectSchemas<T> {
                 Err(err)
             }
         }
+    }
+
+    async fn load_in_place_of_another(&self, state: &AppState, id: &str) -> AppResult<Arc<T>> {
+        let loaded = Arc::new(
+            T::load(state, id)
+                .await?
+                .ok_or_else(|| AppError::ProjectNotFound { id: id.to_string() })?,
+        );
+        let mut map = self.loaded.write().await;
+        if !map.contains_key(id)
+            && map.len() >= MAX_CACHED
+            && let Some(evicted) = map.keys().next().cloned()
+        {
+            map.remove(&evicted);
+        }
+        let cell = map.entry(id.to_string()).or_default().clone();
+        // Loaded meanwhile by another request: theirs is kept, and answered.
+        let _ = cell.set(loaded.clone());
+        Ok(cell.get().cloned().unwrap_or(loaded))
     }
 
     /// Forgets project `id`; its next request reloads it. A load already under way
