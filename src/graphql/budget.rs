@@ -31,6 +31,7 @@ use async_graphql::{Name, ServerError, ServerResult, Value as ConstValue, Variab
 use async_graphql_value::Value;
 
 use super::limits::{QueryLimits, coded};
+use super::variables::selected_operations;
 use crate::error::codes;
 
 /// How many times its variables, counted once, an operation's references to them
@@ -152,7 +153,7 @@ pub fn check_references(
         fragments: HashMap::new(),
     };
     let mut total = Size::default();
-    for operation in operations_run(document, operation_name) {
+    for operation in selected_operations(document, operation_name) {
         let counts = counter.selection_set(&operation.selection_set.node, 0);
         let mut counts = counts;
         for directive in &operation.directives {
@@ -185,7 +186,7 @@ pub fn keep_declared(
     if variables.is_empty() {
         return;
     }
-    let declared: HashSet<&Name> = operations_run(document, operation_name)
+    let declared: HashSet<&Name> = selected_operations(document, operation_name)
         .flat_map(|operation| &operation.variable_definitions)
         .map(|definition| &definition.node.name.node)
         .collect();
@@ -207,22 +208,6 @@ pub fn check(
 
 fn too_large(message: String) -> ServerError {
     coded(message, codes::VARIABLES_TOO_LARGE)
-}
-
-/// The operations a request naming `operation_name` may run: that one, or all.
-fn operations_run<'d>(
-    document: &'d ExecutableDocument,
-    operation_name: Option<&'d str>,
-) -> impl Iterator<Item = &'d OperationDefinition> {
-    document
-        .operations
-        .iter()
-        .filter(move |(name, _)| {
-            operation_name
-                .zip(*name)
-                .is_none_or(|(selected, name)| selected == name.as_str())
-        })
-        .map(|(_, operation)| &operation.node)
 }
 
 /// The value a reference to `name` resolves to in `operation`: as sent, else its

@@ -110,14 +110,11 @@ impl VariableArguments {
     }
 }
 
-/// The operations of `document` a request naming `operation_name` runs (all of
-/// them when it names none), each with the root type it selects from. One whose
-/// root the schema lacks is left out: validation refuses it anyway.
-pub fn operations_run<'d>(
-    registry: &'d Registry,
+/// The operations a request naming `operation_name` runs: that one, or all.
+pub fn selected_operations<'d>(
     document: &'d ExecutableDocument,
     operation_name: Option<&'d str>,
-) -> impl Iterator<Item = (&'d OperationDefinition, &'d MetaType)> {
+) -> impl Iterator<Item = &'d OperationDefinition> {
     document
         .operations
         .iter()
@@ -126,15 +123,25 @@ pub fn operations_run<'d>(
                 .zip(*name)
                 .is_none_or(|(selected, name)| selected == name.as_str())
         })
-        .filter_map(|(_, operation)| {
-            let operation = &operation.node;
-            let root = match operation.ty {
-                OperationType::Query => Some(registry.query_type.as_str()),
-                OperationType::Mutation => registry.mutation_type.as_deref(),
-                OperationType::Subscription => registry.subscription_type.as_deref(),
-            }?;
-            Some((operation, registry.types.get(root)?))
-        })
+        .map(|(_, operation)| &operation.node)
+}
+
+/// The operations of `document` a request naming `operation_name` runs (all of
+/// them when it names none), each with the root type it selects from. One whose
+/// root the schema lacks is left out: validation refuses it anyway.
+pub fn operations_run<'d>(
+    registry: &'d Registry,
+    document: &'d ExecutableDocument,
+    operation_name: Option<&'d str>,
+) -> impl Iterator<Item = (&'d OperationDefinition, &'d MetaType)> {
+    selected_operations(document, operation_name).filter_map(|operation| {
+        let root = match operation.ty {
+            OperationType::Query => Some(registry.query_type.as_str()),
+            OperationType::Mutation => registry.mutation_type.as_deref(),
+            OperationType::Subscription => registry.subscription_type.as_deref(),
+        }?;
+        Some((operation, registry.types.get(root)?))
+    })
 }
 
 /// The walk over a document that finds its arguments naming variables, keeping

@@ -1289,13 +1289,8 @@ async fn upserts_bounded_increments_and_bulk_writes() {
     app.shutdown().await;
 }
 
-/// Each field of each document sets up to a thousand links, and a request writes
-/// many documents while its transaction holds the writer: a request sets at most
-/// 10,000 links in all, and one past them leaves nothing behind.
-#[tokio::test]
-async fn a_request_sets_a_bounded_number_of_links() {
-    let app = spawn_app().await;
-    blog(&app).await;
+/// A `labels` collection in `blog`, readable by anyone, for many-to-many links.
+async fn labels(app: &TestApp) {
     app.admin(
         CREATE_COLLECTION,
         json!({"input": {
@@ -1306,6 +1301,16 @@ async fn a_request_sets_a_bounded_number_of_links() {
     )
     .await
     .ok();
+}
+
+/// Each field of each document sets up to a thousand links, and a request writes
+/// many documents while its transaction holds the writer: a request sets at most
+/// 10,000 links in all, and one past them leaves nothing behind.
+#[tokio::test]
+async fn a_request_sets_a_bounded_number_of_links() {
+    let app = spawn_app().await;
+    blog(&app).await;
+    labels(&app).await;
     app.admin(
         "mutation { createRelationship(input: {databaseId: \"blog\", collectionId: \"posts\", key: \"labels\", relatedCollectionId: \"labels\", type: MANY_TO_MANY, twoWayKey: \"posts\", onDelete: SET_NULL}) { id } }",
         json!({}),
@@ -1344,16 +1349,7 @@ async fn a_request_sets_a_bounded_number_of_links() {
 async fn many_to_many_links_list_both_ways_filter_and_unlink() {
     let app = spawn_app().await;
     blog(&app).await;
-    app.admin(
-        CREATE_COLLECTION,
-        json!({"input": {
-            "databaseId": "blog", "id": "labels", "name": "labels",
-            "permissions": ["read(\"any\")"],
-            "attributes": [{"key": "name", "type": "STRING", "size": 50, "required": true}]
-        }}),
-    )
-    .await
-    .ok();
+    labels(&app).await;
     let related = app
         .admin(
             "mutation { createRelationship(input: {databaseId: \"blog\", collectionId: \"posts\", key: \"labels\", relatedCollectionId: \"labels\", type: MANY_TO_MANY, twoWayKey: \"posts\", onDelete: SET_NULL}) { relationships { key type twoWayKey } } }",

@@ -1278,17 +1278,12 @@ mod tests {
             "a-b",
             "a b",
             "é",
-            "id",
-            "createdAt",
-            "updatedAt",
-            "permissions",
-            "and",
-            "or",
-            "not",
-            "expectedUpdatedAt",
             "a;DROP",
             &"k".repeat(MAX_KEY_LEN + 1),
-        ] {
+        ]
+        .into_iter()
+        .chain(RESERVED_KEYS)
+        {
             let err = attr(bad, AttributeKind::Boolean).validate().unwrap_err();
             assert_eq!(err.code(), "ATTRIBUTE_INVALID", "{bad}");
         }
