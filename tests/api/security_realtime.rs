@@ -2,8 +2,10 @@
 //! needs a user (unless the project allows guests); presence on a document is for
 //! those who may read it; presences are capped per channel, user and client
 //! address, in state size and in what a new watcher is sent; WebSockets and
-//! subscriptions are capped per client address across sockets; and outgoing
-//! email is bounded per sender, per client address and per invited recipient.
+//! subscriptions are capped per client address across sockets; a resumed
+//! subscription's replay holds no socket past its credential and is bounded per
+//! client address; and outgoing email is bounded per sender, per client address
+//! and per invited recipient.
 
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -689,4 +691,203 @@ async fn presence_on_a_file_is_only_for_those_who_may_read_it() {
         refused(&mut bob_ws, "p", &presence(channel)).await,
         "FILE_NOT_FOUND"
     );
+}
+
+/// A WebSocket whose client reads slowly (a small TCP window): the server's
+/// buffers for it fill after tens of kilobytes, and every write then waits for
+/// the client to read.
+async fn slow_socket(app: &TestApp, payload: Value) -> WsClient {
+    let stream = crate::helpers::small_window_connection(app).await;
+    let mut request = app.ws_url.as_str().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let buffers = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (socket, _) = tokio_tungstenite::client_async_with_config(
+        request,
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+        Some(buffers),
+    )
+    .await
+    .expect("websocket connects");
+    let mut ws = WsClient {
+        socket,
+        legacy: false,
+    };
+    let ack = ws.init(payload).await.expect("ack");
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    ws
+}
+
+/// Starts `query` as `id`, resuming after `cursor`.
+async fn resume(ws: &mut WsClient, id: &str, query: &str, cursor: &str) {
+    ws.send(json!({"id": id, "type": "subscribe", "payload": {
+        "query": query, "variables": {"after": cursor},
+    }}))
+    .await;
+}
+
+/// Documents logged after the cursor [`long_history`] returns.
+const HISTORY: usize = 120;
+const FEED: &str = "databases.replay.collections.feed.documents";
+
+/// A collection every user may read, and the cursor of its first document's
+/// event followed by [`HISTORY`] more, each of 1.5 KB.
+async fn long_history(app: &TestApp) -> String {
+    app.admin(
+        "mutation { createDatabase(input: {id: \"replay\", name: \"Replay\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "replay", "id": "feed", "name": "feed",
+            "permissions": ["read(\"users\")"],
+            "attributes": [{"key": "text", "type": "STRING", "size": 2000}]
+        }}),
+    )
+    .await
+    .ok();
+    let mut key = socket(app, json!({"X-Nimbus-Key": app.admin_key})).await;
+    key.subscribe(
+        "k",
+        &format!("subscription {{ realtime(channels: [\"{FEED}\"]) {{ cursor }} }}"),
+    )
+    .await;
+    key.ping_pong().await;
+    let create = "mutation($id: ID!, $text: String!) { createDocument(input: {databaseId: \"replay\", collectionId: \"feed\", id: $id, data: {text: $text}}) { id } }";
+    app.admin(create, json!({"id": "start", "text": "start"}))
+        .await
+        .ok();
+    let heard = next_of(&mut key, "k").await;
+    let cursor = heard["payload"]["data"]["realtime"]["cursor"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a cursor: {heard}"))
+        .to_string();
+    let text = "x".repeat(1500);
+    for n in 0..HISTORY {
+        app.admin(create, json!({"id": format!("d{n}"), "text": text}))
+            .await
+            .ok();
+    }
+    cursor
+}
+
+/// The feed's events resumed after a cursor, each sent as some 30 KB (the
+/// payload twenty times), so that a slow client's buffers hold a few.
+fn fat_replay() -> String {
+    let copies: String = (0..20).map(|i| format!("p{i}: payload ")).collect();
+    format!(
+        "subscription($after: String) {{ realtime(channels: [\"{FEED}\"], after: $after) {{ cursor {copies} }} }}"
+    )
+}
+
+/// Reads `ws` to its close: how many events of operation `id` came first, and the
+/// close frame's code.
+async fn events_until_closed(ws: &mut WsClient, id: &str) -> (usize, u16) {
+    let mut events = 0;
+    loop {
+        match ws.next_json().await {
+            Ok(message) => {
+                if message["id"] == id && !message["payload"]["data"].is_null() {
+                    events += 1;
+                }
+            }
+            Err((code, _)) => return (events, code),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_socket_replaying_a_long_history_closes_as_soon_as_its_session_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    // The slow client is never too slow: only the sign-out may end it.
+    config.ws_send_timeout_secs = 120;
+    let app = spawn_with(config, dir).await;
+    let cursor = long_history(&app).await;
+    let ann = app.signed_in("ann-replaying@example.com").await;
+    let mut slow = slow_socket(&app, bearer(&ann)).await;
+    resume(&mut slow, "r", &fat_replay(), &cursor).await;
+    // The replay is under way: its first event came, and the rest cannot fit in
+    // the client's buffers while it does not read.
+    let first = next_of(&mut slow, "r").await;
+    assert!(!first["payload"]["data"]["realtime"].is_null(), "{first}");
+
+    let mut witness = socket(&app, bearer(&ann)).await;
+    app.as_session(
+        &ann,
+        "mutation { deleteSession(input: {id: \"current\"}) { __typename } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    // Her other socket closes: the sign-out was heard.
+    let (_, code) = events_until_closed(&mut witness, "none").await;
+    assert_eq!(code, 4403);
+    // The replaying one stops replaying and closes too: what was on its way when
+    // the sign-out was heard arrives, not the rest of the history.
+    let (events, code) = events_until_closed(&mut slow, "r").await;
+    assert_eq!(code, 4403);
+    assert!(
+        events < HISTORY / 2,
+        "{events} of {HISTORY} replayed events were sent after the session ended"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_address_replays_on_a_few_sockets_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.ws_send_timeout_secs = 120;
+    let app = spawn_with(config, dir).await;
+    let cursor = long_history(&app).await;
+    let key = json!({"X-Nimbus-Key": app.admin_key});
+    let mut replaying = Vec::new();
+    for _ in 0..2 {
+        let mut slow = slow_socket(&app, key.clone()).await;
+        resume(&mut slow, "r", &fat_replay(), &cursor).await;
+        let first = next_of(&mut slow, "r").await;
+        assert!(!first["payload"]["data"]["realtime"].is_null(), "{first}");
+        replaying.push(slow);
+    }
+    let plain = format!(
+        "subscription($after: String) {{ realtime(channels: [\"{FEED}\"], after: $after) {{ cursor }} }}"
+    );
+    let mut third = socket(&app, key.clone()).await;
+    resume(&mut third, "r", &plain, &cursor).await;
+    let refused = next_of(&mut third, "r").await;
+    assert_eq!(
+        error_code(&refused).as_deref(),
+        Some("RATE_LIMITED"),
+        "{refused}"
+    );
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["retryAfter"], 1,
+        "{refused}"
+    );
+
+    // One of them gone, the address may replay again.
+    drop(replaying.pop());
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut again = socket(&app, key.clone()).await;
+        resume(&mut again, "r", &plain, &cursor).await;
+        let answer = next_of(&mut again, "r").await;
+        match error_code(&answer).as_deref() {
+            None => break,
+            Some("RATE_LIMITED") if std::time::Instant::now() < deadline => {
+                // The server notices the dropped client when its next write fails.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => panic!("{other:?}: {answer}"),
+        }
+    }
+    app.shutdown().await;
 }
