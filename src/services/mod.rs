@@ -120,6 +120,14 @@ impl realtime::ResourceAccess for ResourceChannels {
             }
         })
     }
+
+    async fn hide_unreadable_references(
+        &self,
+        ctx: &ResolverContext<'_>,
+        payload: &mut serde_json::Value,
+    ) -> AppResult<()> {
+        databases::schema::hide_unreadable_references_in(ctx, payload).await
+    }
 }
 
 /// The one resource a presence channel's segments name.

@@ -4,8 +4,9 @@
 //! address, in state size and in what a new watcher is sent; WebSockets and
 //! subscriptions are capped per client address across sockets; a resumed
 //! subscription's replay holds no socket past its credential and is bounded per
-//! client address; and outgoing email is bounded per sender, per client address
-//! and per invited recipient.
+//! client address; realtime payloads show related ids only to who may read them;
+//! and outgoing email is bounded per sender, per client address and per invited
+//! recipient.
 
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -889,5 +890,111 @@ async fn a_client_address_replays_on_a_few_sockets_at_once() {
             other => panic!("{other:?}: {answer}"),
         }
     }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_realtime_payload_shows_a_related_id_only_to_who_may_read_that_document() {
+    let app = spawn_app().await;
+    app.admin(
+        "mutation { createDatabase(input: {id: \"refs\", name: \"Refs\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    for (id, permissions, document_security) in [
+        ("notes", json!([]), true),
+        ("boards", json!(["read(\"any\")"]), false),
+    ] {
+        app.admin(
+            "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+            json!({"input": {
+                "databaseId": "refs", "id": id, "name": id,
+                "documentSecurity": document_security, "permissions": permissions,
+                "attributes": [{"key": "text", "type": "STRING", "size": 200, "required": true}],
+            }}),
+        )
+        .await
+        .ok();
+    }
+    app.admin(
+        "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "refs", "collectionId": "boards", "key": "note",
+            "relatedCollectionId": "notes", "type": "MANY_TO_ONE", "onDelete": "SET_NULL"
+        }}),
+    )
+    .await
+    .ok();
+    let boards = "subscription($after: String) { realtime(channels: [\"databases.refs.collections.boards.documents\"], after: $after) { cursor payload } }";
+    let subscribe = async |payload: Value| {
+        let mut ws = socket(&app, payload).await;
+        ws.send(json!({"id": "b", "type": "subscribe", "payload": {"query": boards}}))
+            .await;
+        ws.ping_pong().await;
+        ws
+    };
+    // A guest and a key, asking alike: a render is not shared between them.
+    let mut guest = subscribe(json!({})).await;
+    let mut key = subscribe(json!({"X-Nimbus-Key": app.admin_key})).await;
+    app.admin(
+        "mutation { createBoard(input: {id: \"first\", text: \"b\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let first = next_of(&mut guest, "b").await;
+    let cursor = first["payload"]["data"]["realtime"]["cursor"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_string();
+    next_of(&mut key, "b").await;
+    for (id, permissions) in [("hidden", json!([])), ("open", json!(["read(\"any\")"]))] {
+        app.admin(
+            "mutation($id: ID!, $p: [String!]) { createNote(input: {id: $id, text: \"t\", permissions: $p}) { id } }",
+            json!({"id": id, "p": permissions}),
+        )
+        .await
+        .ok();
+        app.admin(
+            "mutation($id: ID!, $n: ID) { createBoard(input: {id: $id, text: \"b\", note: $n}) { id } }",
+            json!({"id": format!("on-{id}"), "n": id}),
+        )
+        .await
+        .ok();
+    }
+    let notes = |message: &Value| {
+        let payload = &message["payload"]["data"]["realtime"]["payload"];
+        (payload["$id"].clone(), payload["note"].clone())
+    };
+    let expected_by_guest = [
+        (json!("on-hidden"), Value::Null),
+        (json!("on-open"), json!("open")),
+    ];
+    let mut heard = Vec::new();
+    for _ in 0..2 {
+        heard.push(notes(&next_of(&mut guest, "b").await));
+    }
+    assert_eq!(heard, expected_by_guest, "live, to a guest");
+    let mut heard = Vec::new();
+    for _ in 0..2 {
+        heard.push(notes(&next_of(&mut key, "b").await));
+    }
+    assert_eq!(
+        heard,
+        [
+            (json!("on-hidden"), json!("hidden")),
+            (json!("on-open"), json!("open"))
+        ],
+        "live, to a key"
+    );
+    // Replayed alike.
+    let mut resumed = socket(&app, json!({})).await;
+    resume(&mut resumed, "r", boards, &cursor).await;
+    let mut heard = Vec::new();
+    for _ in 0..2 {
+        heard.push(notes(&next_of(&mut resumed, "r").await));
+    }
+    assert_eq!(heard, expected_by_guest, "replayed, to a guest");
     app.shutdown().await;
 }
