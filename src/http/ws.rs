@@ -1117,7 +1117,13 @@ impl Connection {
             let wanted = |event: &crate::bus::Event| watch.outcome(event).is_some();
             let page = replaying
                 .replay
-                .next_page(&self.state, &self.caller, &self.roles, wanted)
+                .next_page(
+                    &self.state,
+                    &self.caller,
+                    &self.roles,
+                    crate::services::resource_access(),
+                    wanted,
+                )
                 .await;
             match page {
                 Ok(Some(events)) => {

@@ -3,10 +3,10 @@
 //! those who may read it; presences are capped per channel, user and client
 //! address, in state size and in what a new watcher is sent; WebSockets and
 //! subscriptions are capped per client address across sockets; a resumed
-//! subscription's replay holds no socket past its credential and is bounded per
-//! client address; realtime payloads show related ids only to who may read them;
-//! and outgoing email is bounded per sender, per client address and per invited
-//! recipient.
+//! subscription's replay holds no socket past its credential, is bounded per client
+//! address, and sends only what the subscriber may read now, its payloads showing
+//! related ids only to who may read them; and outgoing email is bounded per
+//! sender, per client address and per invited recipient.
 
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -890,6 +890,98 @@ async fn a_client_address_replays_on_a_few_sockets_at_once() {
             other => panic!("{other:?}: {answer}"),
         }
     }
+    app.shutdown().await;
+}
+
+/// The `$id` of the document a `realtime` result carries.
+fn document_id(message: &Value) -> Option<&str> {
+    message["payload"]["data"]["realtime"]["payload"]["$id"].as_str()
+}
+
+#[tokio::test]
+async fn a_replay_sends_nothing_its_collection_no_longer_lets_the_subscriber_read() {
+    let app = spawn_app().await;
+    let ann = app.signed_in("ann-history@example.com").await;
+    let ann_id = user_id(&app, &ann).await;
+    app.admin(
+        "mutation { createDatabase(input: {id: \"hist\", name: \"Hist\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    // Three collections that let her read now, each to change before she
+    // resumes, and one that stays as it is.
+    for (id, permissions, document_security) in [
+        ("granted", json!(["read(\"users\")"]), false),
+        ("disabled", json!(["read(\"users\")"]), false),
+        ("owned", json!([]), true),
+        ("open", json!(["read(\"users\")"]), false),
+    ] {
+        app.admin(
+            "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+            json!({"input": {
+                "databaseId": "hist", "id": id, "name": id,
+                "documentSecurity": document_security, "permissions": permissions,
+                "attributes": [{"key": "text", "type": "STRING", "size": 20}]
+            }}),
+        )
+        .await
+        .ok();
+    }
+    let create = |collection: &str, id: &str| {
+        json!({"query": "mutation($c: String!, $id: ID!, $p: [String!]) { createDocument(input: {databaseId: \"hist\", collectionId: $c, id: $id, data: {text: \"t\"}, permissions: $p}) { id } }",
+               "variables": {"c": collection, "id": id, "p": [format!("read(\"user:{ann_id}\")")]}})
+    };
+    let admin = [("x-nimbus-key", app.admin_key.as_str())];
+    let channels: Vec<String> = ["granted", "disabled", "owned", "open"]
+        .iter()
+        .map(|c| format!("databases.hist.collections.{c}.documents"))
+        .collect();
+    let query = format!(
+        "subscription($after: String) {{ realtime(channels: {}, after: $after) {{ cursor payload }} }}",
+        serde_json::to_string(&channels).unwrap()
+    );
+
+    // She hears the first document live and keeps its cursor.
+    let mut ws = socket(&app, bearer(&ann)).await;
+    ws.send(json!({"id": "live", "type": "subscribe", "payload": {"query": query}}))
+        .await;
+    ws.ping_pong().await;
+    app.post(create("open", "o1"), &admin).await.ok();
+    let heard = next_of(&mut ws, "live").await;
+    assert_eq!(document_id(&heard), Some("o1"), "{heard}");
+    let cursor = heard["payload"]["data"]["realtime"]["cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(ws);
+
+    // While she is away: a document in each, then each collection changes.
+    for collection in ["granted", "disabled", "owned"] {
+        app.post(create(collection, &format!("{collection}-1")), &admin)
+            .await
+            .ok();
+    }
+    for change in [
+        "updateCollection(input: {databaseId: \"hist\", id: \"granted\", permissions: []}) { id }",
+        "updateCollection(input: {databaseId: \"hist\", id: \"disabled\", enabled: false}) { id }",
+        "updateCollection(input: {databaseId: \"hist\", id: \"owned\", documentSecurity: false}) { id }",
+    ] {
+        app.admin(&format!("mutation {{ {change} }}"), json!({}))
+            .await
+            .ok();
+    }
+    app.post(create("open", "o2"), &admin).await.ok();
+
+    // Resumed, she gets only what she may read now: the open collection's
+    // document, then the live ones.
+    let mut ws = socket(&app, bearer(&ann)).await;
+    resume(&mut ws, "r", &query, &cursor).await;
+    let replayed = next_of(&mut ws, "r").await;
+    assert_eq!(document_id(&replayed), Some("o2"), "{replayed}");
+    app.post(create("open", "o3"), &admin).await.ok();
+    let live = next_of(&mut ws, "r").await;
+    assert_eq!(document_id(&live), Some("o3"), "{live}");
     app.shutdown().await;
 }
 

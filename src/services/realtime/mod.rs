@@ -363,6 +363,21 @@ pub trait ResourceAccess: Send + Sync + 'static {
         segments: &[&str],
     ) -> Option<AppResult<()>>;
 
+    /// Of `events`, changes logged earlier that `reader` (with `roles`) may read as
+    /// they were logged, those it may still read as the document's collection or
+    /// the file's bucket is now: enabled, with its read permissions and its
+    /// document or file security (the item's own permissions as the event carries
+    /// them). An event keeps its `previous` only when that version passes too.
+    /// Events of other resources pass as they are; so does everything for a key,
+    /// which reaches disabled containers and reads by its scopes.
+    async fn still_readable(
+        &self,
+        state: &AppState,
+        reader: &Caller,
+        roles: &crate::auth::permissions::RoleNames,
+        events: Vec<Event>,
+    ) -> AppResult<Vec<Event>>;
+
     /// Clears in `payload`, the resource a realtime event carries, the references
     /// to other resources the caller may not read (a document's many-to-one and
     /// one-to-one fields), as reading the resource would show it.

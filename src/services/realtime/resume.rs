@@ -20,7 +20,11 @@
 //! are signed: a client resumes only from where it was), with `INVALID_CURSOR`.
 //!
 //! Filters and permissions are today's, not the log's: a replayed event goes
-//! through the subscription's watch and the caller's current roles.
+//! through the subscription's watch and the caller's current roles, and a
+//! document's or file's event also through its collection or bucket as it is now
+//! ([`super::ResourceAccess::still_readable`]): one disabled since, a grant removed,
+//! document or file security turned off, and its events are no longer replayed to
+//! those it no longer lets read.
 
 use std::sync::Arc;
 
@@ -289,13 +293,14 @@ impl Replay {
     }
 
     /// The next page's events that `wanted` (the subscription's watch) selects and
-    /// `reader` may read, in position order; possibly none. `None` once the replay
-    /// is over.
+    /// `reader` may still read (`access`: as their collection or bucket is now), in
+    /// position order; possibly none. `None` once the replay is over.
     pub async fn next_page(
         &mut self,
         state: &AppState,
         reader: &Caller,
         roles: &RoleNames,
+        access: &dyn super::ResourceAccess,
         wanted: impl Fn(&Event) -> bool,
     ) -> AppResult<Option<Vec<Arc<Published>>>> {
         let Some((from, upto)) = self.paging.next() else {
@@ -335,6 +340,7 @@ impl Replay {
                 kept.push(event);
             }
         }
+        let kept = access.still_readable(state, reader, roles, kept).await?;
         Ok(Some(
             kept.into_iter()
                 .map(|event| Published::new(BusMessage::Event(event)))

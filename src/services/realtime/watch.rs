@@ -22,6 +22,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::auth::access::may_see_previous;
 use crate::bus::{BusMessage, Event};
+use crate::error::AppError;
 
 /// What an event means to one subscription: an outcome such as `CREATE` or
 /// `LEAVE`, or `""` when there is only one kind.
@@ -90,11 +91,17 @@ pub fn follow<'a>(
     };
     let receiver = caller.clone();
     let after = watch.resume_after();
+    let resources = ctx.data::<Arc<dyn super::ResourceAccess>>().ok().cloned();
     // Live first, so that nothing logged while the replay is read falls between.
     let live = super::caller_events(state.clone(), caller.clone(), wanted);
-    let events = match after {
-        None => live.boxed(),
-        Some(after) => {
+    let events = match (after, resources) {
+        (None, _) => live.boxed(),
+        (Some(_), None) => {
+            let missing =
+                AppError::Internal(anyhow::anyhow!("resource access missing from schema data"));
+            stream::once(future::ready(Err(missing.to_graphql()))).boxed()
+        }
+        (Some(after), Some(resources)) => {
             let handover = super::resume::Handover::join(&state, after);
             let mut replay = super::resume::Replay::new(&caller.project.id, handover.clone());
             let roles = caller.roles().names();
@@ -109,7 +116,7 @@ pub fn follow<'a>(
                     }
                     let wanted = |event: &Event| watch.outcome(event).is_some();
                     let page = replay
-                        .next_page(&state, &caller, &roles, wanted)
+                        .next_page(&state, &caller, &roles, resources.as_ref(), wanted)
                         .await;
                     match page {
                         Ok(Some(events)) => {
