@@ -5,7 +5,8 @@
 //! `headers`, any case), else from `?project=` and the upgrade request's headers and
 //! that project's session cookie. The cookie is sent by the browser whichever page
 //! opens the socket, so an upgrade it authenticates must come from one of the
-//! project's origins (else HTTP 403 `ORIGIN_NOT_ALLOWED`, before the upgrade); a
+//! project's origins (else HTTP 403 `ORIGIN_NOT_ALLOWED`, before the upgrade; when
+//! those cannot be read, the upgrade is refused with the load error, not let through); a
 //! credential in `connection_init` is the page's own and needs no such check. The
 //! console's cookie counts only on an upgrade from the server's own origin, with its
 //! CSRF token in the `connection_init` payload (`csrf`); it is ignored otherwise. A
@@ -402,8 +403,17 @@ async fn foreign_cookie_upgrade(
     // ambient cookie.
     let origin = identity::header(headers, "origin")?;
     let project_id = presented.project.as_deref().unwrap_or(DEFAULT_PROJECT);
-    // An unknown project is refused at `connection_init`, as any other.
-    let loaded = state.schemas.get(state, project_id).await.ok()?;
+    let loaded = match state.schemas.get(state, project_id).await {
+        Ok(loaded) => loaded,
+        // An unknown project is refused at `connection_init`, as any other.
+        Err(AppError::ProjectNotFound { .. }) => return None,
+        // Its origins cannot be told now: the cookie does not get the benefit of
+        // the doubt.
+        Err(err) => {
+            tracing::warn!(project = %project_id, error = ?err, "refusing a cookie upgrade whose project's origins cannot be read");
+            return Some(plain_error(&err.code(), &err.message()));
+        }
+    };
     let host = identity::header(headers, "host");
     if identity::origin_allowed(origin, host, &loaded.project) {
         return None;
