@@ -511,11 +511,25 @@ enum Inbound {
     CatchUp,
 }
 
+/// How far this replica's relay has delivered, as a subscription joining the live
+/// stream sees it: what it must read from the log (at most `delivered`, leaving out
+/// `late`), and what the live stream will still bring (positions past `delivered`,
+/// and those of `late` that commit).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelayMark {
+    /// Every position up to this one was delivered or passed.
+    pub delivered: i64,
+    /// The passed positions still watched, in order: delivered late, live, should
+    /// they commit.
+    pub late: Arc<[i64]>,
+}
+
 /// A handle on this replica's relay: cheap to clone.
 #[derive(Clone)]
 pub struct RelayHandle {
     inbox: mpsc::Sender<Inbound>,
     task: Arc<JoinHandle<()>>,
+    mark: Arc<std::sync::Mutex<RelayMark>>,
 }
 
 impl RelayHandle {
@@ -525,6 +539,10 @@ impl RelayHandle {
         let head = event_log::head(db.pool()).await?;
         let late = uncommitted_below(&db, head).await?;
         let (inbox, received) = mpsc::channel(INBOX);
+        let mark = Arc::new(std::sync::Mutex::new(RelayMark {
+            delivered: head,
+            late: late.keys().copied().collect(),
+        }));
         let relay = Relay {
             db,
             local,
@@ -532,9 +550,16 @@ impl RelayHandle {
             waiting: BTreeMap::new(),
             gap: None,
             late,
+            mark: mark.clone(),
         };
         let task = Arc::new(tokio::spawn(relay.run(received)));
-        Ok(RelayHandle { inbox, task })
+        Ok(RelayHandle { inbox, task, mark })
+    }
+
+    /// How far the relay has delivered now. A receiver of the bus subscribed
+    /// before this is asked gets every message delivered after it.
+    pub(super) fn mark(&self) -> RelayMark {
+        self.mark.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// A notification of the message logged at `position`. Dropped when the relay
@@ -598,9 +623,28 @@ struct Relay {
     gap: Option<Gap>,
     /// Positions passed as gaps, by when: delivered late should they turn up.
     late: BTreeMap<i64, Instant>,
+    /// `delivered` and the keys of `late`, as [`RelayHandle::mark`] tells them.
+    mark: Arc<std::sync::Mutex<RelayMark>>,
 }
 
 impl Relay {
+    /// Moves the delivered mark to `position`, where resumptions see it too.
+    fn set_delivered(&mut self, position: i64) {
+        self.delivered = position;
+        self.mark
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .delivered = position;
+    }
+
+    /// Tells resumptions the passed positions watched now. Called before the
+    /// delivered mark moves past new ones: a resumption that sees the mark past a
+    /// position sees it among these if it was passed.
+    fn publish_late(&mut self) {
+        let late: Arc<[i64]> = self.late.keys().copied().collect();
+        self.mark.lock().unwrap_or_else(|e| e.into_inner()).late = late;
+    }
+
     async fn run(mut self, mut inbox: mpsc::Receiver<Inbound>) {
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -631,6 +675,7 @@ impl Relay {
             self.deliver_waiting();
         } else if self.late.remove(&position).is_some() {
             self.deliver_late(position, message);
+            self.publish_late();
         }
     }
 
@@ -657,7 +702,7 @@ impl Relay {
             let (position, message) = entry.remove_entry();
             match message {
                 Some(message) => self.deliver(position, message),
-                None => self.delivered = position,
+                None => self.set_delivered(position),
             }
             // Whatever gap there was is closed; the next one is timed afresh.
             self.gap = None;
@@ -668,8 +713,8 @@ impl Relay {
         if let BusMessage::Event(event) = &mut message {
             event.position = position;
         }
-        self.delivered = self.delivered.max(position);
         self.local.send(message);
+        self.set_delivered(self.delivered.max(position));
     }
 
     fn deliver_late(&mut self, position: i64, message: BusMessage) {
@@ -739,7 +784,8 @@ impl Relay {
             }
             self.late.insert(position, now);
         }
-        self.delivered = first - 1;
+        self.publish_late();
+        self.set_delivered(first - 1);
         self.gap = None;
         self.deliver_waiting();
     }
@@ -748,8 +794,12 @@ impl Relay {
     /// passed too long ago.
     async fn read_late(&mut self) {
         let now = Instant::now();
+        let before = self.late.len();
         self.late
             .retain(|_, passed| now.duration_since(*passed) < LATE_WATCH);
+        if self.late.len() != before {
+            self.publish_late();
+        }
         if self.late.is_empty() {
             return;
         }
@@ -761,11 +811,16 @@ impl Relay {
             .collect();
         match event_log::at(self.db.pool(), &positions).await {
             Ok(found) => {
+                let mut delivered = false;
                 for logged in found {
                     self.late.remove(&logged.position);
+                    delivered = true;
                     if let Some(message) = decode(&logged.project_id, &logged.body) {
                         self.deliver_late(logged.position, message);
                     }
+                }
+                if delivered {
+                    self.publish_late();
                 }
             }
             Err(err) => tracing::warn!(error = %err, "reading passed event log positions failed"),

@@ -484,6 +484,13 @@ impl Bus {
         }
     }
 
+    /// How far this replica's relay has delivered: a subscription that joined the
+    /// live stream before asking reads the rest from the log (see
+    /// `services::realtime::resume`).
+    pub fn relay_mark(&self) -> log::RelayMark {
+        self.relay.mark()
+    }
+
     /// The database whose log this bus relays.
     pub fn db(&self) -> &crate::db::Db {
         &self.db

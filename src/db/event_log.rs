@@ -157,19 +157,22 @@ pub async fn listed_after<'e>(
         .collect()
 }
 
-/// Up to `limit` entries of one project after `position`, in position order.
-pub async fn project_after<'e>(
+/// Up to `limit` entries of one project after `position` and at most `upto`, in
+/// position order.
+pub async fn project_between<'e>(
     db: impl sqlx::Executor<'e, Database = Any>,
     project_id: &str,
     position: i64,
+    upto: i64,
     limit: i64,
 ) -> Result<Vec<Logged>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT position, project_id, body FROM event_log WHERE project_id = ? AND position > ? \
-         ORDER BY position LIMIT ?",
+         AND position <= ? ORDER BY position LIMIT ?",
     )
     .bind(project_id)
     .bind(position)
+    .bind(upto)
     .bind(limit)
     .fetch_all(db)
     .await?;

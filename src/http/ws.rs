@@ -5,7 +5,8 @@
 //! `headers`, any case), else from `?project=` and the upgrade request's headers and
 //! that project's session cookie. The cookie is sent by the browser whichever page
 //! opens the socket, so an upgrade it authenticates must come from one of the
-//! project's origins (else HTTP 403 `ORIGIN_NOT_ALLOWED`, before the upgrade); a
+//! project's origins (else HTTP 403 `ORIGIN_NOT_ALLOWED`, before the upgrade; when
+//! those cannot be read, the upgrade is refused with the load error, not let through); a
 //! credential in `connection_init` is the page's own and needs no such check. The
 //! console's cookie counts only on an upgrade from the server's own origin, with its
 //! CSRF token in the `connection_init` payload (`csrf`); it is ignored otherwise. A
@@ -28,7 +29,12 @@
 //! checks once whether its caller may read the resource, and sends a response
 //! rendered once per operation and outcome for every subscriber that asked alike
 //! (see [`render`]). A watch resuming after a cursor is first sent what the event
-//! log holds since, then skips those positions live. Connections are woken for bus messages a
+//! log holds since, a page at a time, one step (an event sent, a page read) per
+//! turn of the connection's loop, so that a changed credential, an expiry or the
+//! client's messages are acted on between them; the bus waits meanwhile, and a
+//! client address replays on a bounded number of sockets at once
+//! (`RATE_LIMITED`). Live, the watch skips what the replay covered
+//! ([`resume::Handover`]). Connections are woken for bus messages a
 //! chunk at a time (`bus::paced`), so a fan-out to every socket does not hold up
 //! the replica's other work. Other operations run as async-graphql streams.
 //!
@@ -222,6 +228,8 @@ pub struct SocketsPerClient {
 struct Usage {
     sockets: usize,
     subscriptions: usize,
+    /// Its sockets replaying the event log for a resumed subscription.
+    replays: usize,
 }
 
 impl SocketsPerClient {
@@ -230,12 +238,19 @@ impl SocketsPerClient {
     }
 }
 
+/// Sockets of one client address replaying at once (each replays its resumed
+/// subscriptions one after another): a few, so that one address cannot take every
+/// turn to read the log (`resume`), whatever it resubscribes.
+const MAX_REPLAYS_PER_CLIENT: usize = 2;
+
 /// One socket's place under its client address's caps, given back when it closes.
 struct ClientShare {
     state: AppState,
     client: IpAddr,
     /// The subscriptions of this socket counted for the address.
     subscriptions: usize,
+    /// Whether this socket is counted as replaying for the address.
+    replaying: bool,
 }
 
 impl ClientShare {
@@ -251,7 +266,36 @@ impl ClientShare {
             state: state.clone(),
             client,
             subscriptions: 0,
+            replaying: false,
         })
+    }
+
+    /// Counts this socket as replaying (it may already be), unless its address has
+    /// [`MAX_REPLAYS_PER_CLIENT`] sockets replaying.
+    fn begin_replay(&mut self) -> bool {
+        if self.replaying {
+            return true;
+        }
+        let mut usage = self.state.ws_clients.lock();
+        let used = usage.entry(self.client).or_default();
+        if used.replays >= MAX_REPLAYS_PER_CLIENT {
+            return false;
+        }
+        used.replays += 1;
+        self.replaying = true;
+        true
+    }
+
+    /// Counts this socket as replaying or not, as `replaying` says (locks only on
+    /// a change).
+    fn settle_replay(&mut self, replaying: bool) {
+        if self.replaying && !replaying {
+            let mut usage = self.state.ws_clients.lock();
+            if let Some(used) = usage.get_mut(&self.client) {
+                used.replays = used.replays.saturating_sub(1);
+            }
+            self.replaying = false;
+        }
     }
 
     /// Counts `active` subscriptions for this socket (locks only on a change).
@@ -289,6 +333,7 @@ impl Drop for ClientShare {
         if let Some(used) = usage.get_mut(&self.client) {
             used.sockets = used.sockets.saturating_sub(1);
             used.subscriptions = used.subscriptions.saturating_sub(self.subscriptions);
+            used.replays = used.replays.saturating_sub(usize::from(self.replaying));
             if used.sockets == 0 {
                 usage.remove(&self.client);
             }
@@ -365,8 +410,17 @@ async fn foreign_cookie_upgrade(
     // ambient cookie.
     let origin = identity::header(headers, "origin")?;
     let project_id = presented.project.as_deref().unwrap_or(DEFAULT_PROJECT);
-    // An unknown project is refused at `connection_init`, as any other.
-    let loaded = state.schemas.get(state, project_id).await.ok()?;
+    let loaded = match state.schemas.get(state, project_id).await {
+        Ok(loaded) => loaded,
+        // An unknown project is refused at `connection_init`, as any other.
+        Err(AppError::ProjectNotFound { .. }) => return None,
+        // Its origins cannot be told now: the cookie does not get the benefit of
+        // the doubt.
+        Err(err) => {
+            tracing::warn!(project = %project_id, error = ?err, "refusing a cookie upgrade whose project's origins cannot be read");
+            return Some(plain_error(&err.code(), &err.message()));
+        }
+    };
     let host = identity::header(headers, "host");
     if identity::origin_allowed(origin, host, &loaded.project) {
         return None;
@@ -760,12 +814,21 @@ struct Watching {
     frame_prefix: Box<str>,
     watch: Box<dyn Watch>,
     shape: Arc<Shape>,
-    /// Log positions replayed from its `after:` cursor, not to be sent again live,
-    /// in order (empty, with nothing allocated, when it did not resume).
-    replayed: Box<[i64]>,
+    /// Resumed after a cursor: which events the live stream sends and which its
+    /// replay does (none when it did not resume).
+    handover: Option<Box<resume::Handover>>,
+    /// The replay under way, until it is over.
+    replaying: Option<Box<Replaying>>,
     /// What it keeps, in bytes, counted against [`MAX_KEPT_PER_SOCKET`].
     kept: u64,
     _active: GaugeGuard,
+}
+
+/// A replay under way: where it is in the log, and the events of the page read
+/// that are not sent yet (one page at most).
+struct Replaying {
+    replay: resume::Replay,
+    page: std::collections::VecDeque<Arc<Published>>,
 }
 
 /// One initialised connection.
@@ -1013,9 +1076,14 @@ impl Connection {
             // messages (a `complete`, a ping) back for long, every so many bus
             // messages the bus lets the other waits be looked at first.
             let give_way = self.bus_in_a_row >= BUS_TURNS_BEFORE_OTHERS;
+            // While a resumed subscription replays the log, the bus waits (its
+            // ring holds what comes meanwhile), so that nothing live overtakes
+            // the replay; everything else is attended to between the replay's
+            // steps, each one event sent or one page read.
+            let replaying = self.replaying();
             let step = tokio::select! {
                 biased;
-                received = recv_bus(&mut self.bus, give_way) => {
+                received = recv_bus(&mut self.bus, give_way), if !replaying => {
                     self.bus_in_a_row = if give_way { 0 } else { self.bus_in_a_row + 1 };
                     Box::pin(self.on_bus(received)).await
                 }
@@ -1028,12 +1096,94 @@ impl Connection {
                 Some((id, step)) = self.operations.next(), if !self.operations.is_empty() => {
                     Box::pin(self.on_step(id, step)).await
                 }
+                () = future::ready(()), if replaying => Box::pin(self.replay_step()).await,
             };
             if step.is_err() {
                 return;
             }
             self.share.settle(self.active());
+            let replaying = self.replaying();
+            self.share.settle_replay(replaying);
         }
+    }
+
+    /// Whether a resumed subscription is replaying the log.
+    fn replaying(&self) -> bool {
+        self.watching.iter().any(|w| w.replaying.is_some())
+    }
+
+    /// One step of the first replay under way: one event of the page read sent,
+    /// or the next page read; once the log is read up to its handover, the
+    /// subscription goes on live. One out of time, or that cannot read the log,
+    /// ends with the error.
+    async fn replay_step(&mut self) -> Result<(), Gone> {
+        let Some(index) = self.watching.iter().position(|w| w.replaying.is_some()) else {
+            return Ok(());
+        };
+        let watching = &mut self.watching[index];
+        let Some(replaying) = watching.replaying.as_mut() else {
+            return Ok(());
+        };
+        let error = if replaying.replay.overdue() {
+            resume::Replay::overdue_error()
+        } else if let Some(published) = replaying.page.pop_front() {
+            let BusMessage::Event(event) = &published.message else {
+                return Ok(());
+            };
+            let Some(outcome) = watching.watch.outcome(event) else {
+                return Ok(());
+            };
+            // The caller's roles may have changed since the page was read.
+            if !self.caller.may_receive(event, &self.roles) {
+                return Ok(());
+            }
+            let renderer = Renderer {
+                state: &self.state,
+                schema: &self.loaded.schema,
+                caller: &self.caller,
+                client: &self.client,
+            };
+            let frame = renderer
+                .frame(
+                    &published,
+                    event,
+                    watching.watch.as_ref(),
+                    &watching.shape,
+                    outcome,
+                    &watching.frame_prefix,
+                )
+                .await;
+            return self.link.send(Message::Text(frame)).await;
+        } else {
+            let watch = watching.watch.as_ref();
+            let wanted = |event: &crate::bus::Event| watch.outcome(event).is_some();
+            let page = replaying
+                .replay
+                .next_page(
+                    &self.state,
+                    &self.caller,
+                    &self.roles,
+                    crate::services::resource_access(),
+                    wanted,
+                )
+                .await;
+            match page {
+                Ok(Some(events)) => {
+                    replaying.page.extend(events);
+                    return Ok(());
+                }
+                Ok(None) => {
+                    watching.replaying = None;
+                    return Ok(());
+                }
+                Err(err) => err.to_graphql().into_server_error(Default::default()),
+            }
+        };
+        let ended = self.watching.remove(index);
+        self.release_bus();
+        let response = Response::from_errors(vec![error]);
+        self.link.send_response(&ended.id, &response).await?;
+        self.link.send_complete(&ended.id).await
     }
 
     async fn on_incoming(&mut self, incoming: Incoming) -> Result<(), Gone> {
@@ -1233,15 +1383,33 @@ impl Connection {
                             id,
                             watch,
                             shape,
-                            replayed: Box::default(),
+                            handover: None,
+                            replaying: None,
                             kept,
                             _active: GaugeGuard::raise("nimbus_subscriptions_active"),
                         };
-                        if let Some(after) = watching.watch.resume_after()
-                            && !self.replay(&mut watching, after).await?
-                        {
-                            self.release_bus();
-                            return Ok(());
+                        if let Some(after) = watching.watch.resume_after() {
+                            if !self.share.begin_replay() {
+                                self.release_bus();
+                                let refusal = Response::from_errors(vec![
+                                    AppError::RateLimited { retry_after: 1 }
+                                        .to_graphql()
+                                        .into_server_error(Default::default()),
+                                ]);
+                                self.link.send_response(&watching.id, &refusal).await?;
+                                return self.link.send_complete(&watching.id).await;
+                            }
+                            // The bus is listened to already (since the operation
+                            // started): what the relay delivers from now on reaches
+                            // this watch live, and the replay reads the rest.
+                            let handover = resume::Handover::join(&self.state, after);
+                            let replay =
+                                resume::Replay::new(&self.caller.project.id, handover.clone());
+                            watching.handover = Some(Box::new(handover));
+                            watching.replaying = Some(Box::new(Replaying {
+                                replay,
+                                page: Default::default(),
+                            }));
                         }
                         // Room for just this one: most connections hold one
                         // subscription, and a vector's first growth is to four.
@@ -1256,61 +1424,6 @@ impl Connection {
                 }
             }
         }
-    }
-
-    /// Sends a resuming watch what its project logged after `after` (the bus is
-    /// read from before the log, so nothing falls between), and notes the
-    /// positions so the live stream skips them. False when it cannot resume: the
-    /// subscription got its error and is over.
-    async fn replay(&mut self, watching: &mut Watching, after: i64) -> Result<bool, Gone> {
-        let project_id = self.caller.project.id.clone();
-        let (caller, roles, watch) = (&self.caller, &self.roles, watching.watch.as_ref());
-        let wanted = |event: &crate::bus::Event| {
-            watch.outcome(event).is_some() && caller.may_receive(event, roles)
-        };
-        let replayed = match resume::replay(&self.state, &project_id, after, wanted).await {
-            Ok(replayed) => replayed,
-            Err(err) => {
-                let response = Response::from_errors(vec![
-                    err.to_graphql().into_server_error(Default::default()),
-                ]);
-                self.link.send_response(&watching.id, &response).await?;
-                self.link.send_complete(&watching.id).await?;
-                return Ok(false);
-            }
-        };
-        let mut positions: Vec<i64> = replayed.positions.into_iter().collect();
-        positions.sort_unstable();
-        watching.replayed = positions.into();
-        let renderer = Renderer {
-            state: &self.state,
-            schema: &self.loaded.schema,
-            caller: &self.caller,
-            client: &self.client,
-        };
-        for published in &replayed.events {
-            let BusMessage::Event(event) = &published.message else {
-                continue;
-            };
-            let Some(outcome) = watching.watch.outcome(event) else {
-                continue;
-            };
-            if !self.caller.may_receive(event, &self.roles) {
-                continue;
-            }
-            let frame = renderer
-                .frame(
-                    published,
-                    event,
-                    watching.watch.as_ref(),
-                    &watching.shape,
-                    outcome,
-                    &watching.frame_prefix,
-                )
-                .await;
-            self.link.send(Message::Text(frame)).await?;
-        }
-        Ok(true)
     }
 
     /// Stops reading the bus when no watch needs it and none is starting (an
@@ -1373,9 +1486,16 @@ impl Connection {
                     caller: &self.caller,
                     client: &self.client,
                 };
-                for watching in &self.watching {
-                    if watching.replayed.binary_search(&event.position).is_ok() {
-                        continue;
+                for watching in &mut self.watching {
+                    if let Some(handover) = &watching.handover {
+                        if !handover.live(event.position) {
+                            continue;
+                        }
+                        // Past the replay, with nothing the relay may yet deliver
+                        // late: nothing more to tell apart.
+                        if handover.settled_by(event.position) {
+                            watching.handover = None;
+                        }
                     }
                     let Some(outcome) = watching.watch.outcome(event) else {
                         continue;

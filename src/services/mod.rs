@@ -20,7 +20,7 @@ pub mod usage;
 pub mod users;
 pub mod webhooks;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use async_graphql::dynamic::{ResolverContext, Schema};
@@ -120,6 +120,102 @@ impl realtime::ResourceAccess for ResourceChannels {
             }
         })
     }
+
+    async fn still_readable(
+        &self,
+        state: &AppState,
+        reader: &crate::auth::Caller,
+        roles: &crate::auth::permissions::RoleNames,
+        events: Vec<crate::bus::Event>,
+    ) -> AppResult<Vec<crate::bus::Event>> {
+        if reader.key().is_some() || events.is_empty() {
+            return Ok(events);
+        }
+        // The project's collections as this replica has them now: a change of
+        // one reaches every replica's cache through the event log.
+        let model = state
+            .schemas
+            .get(state, &reader.project.id)
+            .await?
+            .model
+            .clone();
+        let mut buckets: HashMap<String, Option<storage::Bucket>> = HashMap::new();
+        let mut kept = Vec::with_capacity(events.len());
+        for mut event in events {
+            let resource = event.channels.iter().find_map(|channel| {
+                let segments: Vec<&str> = channel.split('.').collect();
+                Some(match ChannelResource::of(&segments)? {
+                    ChannelResource::Document {
+                        database_id,
+                        collection_id,
+                        ..
+                    } => Container::Collection(database_id.to_string(), collection_id.to_string()),
+                    ChannelResource::File { bucket_id, .. } => {
+                        Container::Bucket(bucket_id.to_string())
+                    }
+                })
+            });
+            let readers_now =
+                |version: &serde_json::Value,
+                 buckets: &HashMap<String, Option<storage::Bucket>>| {
+                    match &resource {
+                        Some(Container::Collection(database_id, collection_id)) => model
+                            .collection(database_id, collection_id)
+                            .map(|c| databases::documents::read_roles_now(c, version))
+                            .unwrap_or_default(),
+                        Some(Container::Bucket(bucket_id)) => {
+                            storage::service::file_read_roles_now(
+                                buckets.get(bucket_id).and_then(Option::as_ref),
+                                version,
+                            )
+                        }
+                        None => Vec::new(),
+                    }
+                };
+            match &resource {
+                None => {
+                    kept.push(event);
+                    continue;
+                }
+                Some(Container::Bucket(bucket_id)) if !buckets.contains_key(bucket_id) => {
+                    let bucket =
+                        storage::service::bucket_now(state, &reader.project.id, bucket_id).await?;
+                    buckets.insert(bucket_id.clone(), bucket);
+                }
+                Some(_) => {}
+            }
+            let readable = |roles_now: Vec<String>| roles_now.iter().any(|r| roles.contains(r));
+            if !readable(readers_now(&event.payload, &buckets)) {
+                continue;
+            }
+            if let Some(previous) = &event.previous
+                && !readable(readers_now(previous, &buckets))
+            {
+                event.previous = None;
+            }
+            kept.push(event);
+        }
+        Ok(kept)
+    }
+
+    async fn hide_unreadable_references(
+        &self,
+        ctx: &ResolverContext<'_>,
+        payload: &mut serde_json::Value,
+    ) -> AppResult<()> {
+        databases::schema::hide_unreadable_references_in(ctx, payload).await
+    }
+}
+
+/// What decides who may read a document or a file: its collection or its bucket.
+enum Container {
+    Collection(String, String),
+    Bucket(String),
+}
+
+/// What realtime asks of the services owning resources, outside a schema.
+pub fn resource_access() -> &'static dyn realtime::ResourceAccess {
+    &ResourceChannels
 }
 
 /// The one resource a presence channel's segments name.

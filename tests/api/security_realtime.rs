@@ -2,8 +2,11 @@
 //! needs a user (unless the project allows guests); presence on a document is for
 //! those who may read it; presences are capped per channel, user and client
 //! address, in state size and in what a new watcher is sent; WebSockets and
-//! subscriptions are capped per client address across sockets; and outgoing
-//! email is bounded per sender, per client address and per invited recipient.
+//! subscriptions are capped per client address across sockets; a resumed
+//! subscription's replay holds no socket past its credential, is bounded per client
+//! address, and sends only what the subscriber may read now, its payloads showing
+//! related ids only to who may read them; and outgoing email is bounded per
+//! sender, per client address and per invited recipient.
 
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -689,4 +692,401 @@ async fn presence_on_a_file_is_only_for_those_who_may_read_it() {
         refused(&mut bob_ws, "p", &presence(channel)).await,
         "FILE_NOT_FOUND"
     );
+}
+
+/// A WebSocket whose client reads slowly (a small TCP window): the server's
+/// buffers for it fill after tens of kilobytes, and every write then waits for
+/// the client to read.
+async fn slow_socket(app: &TestApp, payload: Value) -> WsClient {
+    let stream = crate::helpers::small_window_connection(app).await;
+    let mut request = app.ws_url.as_str().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let buffers = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (socket, _) = tokio_tungstenite::client_async_with_config(
+        request,
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+        Some(buffers),
+    )
+    .await
+    .expect("websocket connects");
+    let mut ws = WsClient {
+        socket,
+        legacy: false,
+    };
+    let ack = ws.init(payload).await.expect("ack");
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    ws
+}
+
+/// Starts `query` as `id`, resuming after `cursor`.
+async fn resume(ws: &mut WsClient, id: &str, query: &str, cursor: &str) {
+    ws.send(json!({"id": id, "type": "subscribe", "payload": {
+        "query": query, "variables": {"after": cursor},
+    }}))
+    .await;
+}
+
+/// Documents logged after the cursor [`long_history`] returns.
+const HISTORY: usize = 120;
+const FEED: &str = "databases.replay.collections.feed.documents";
+
+/// A collection every user may read, and the cursor of its first document's
+/// event followed by [`HISTORY`] more, each of 1.5 KB.
+async fn long_history(app: &TestApp) -> String {
+    app.admin(
+        "mutation { createDatabase(input: {id: \"replay\", name: \"Replay\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "replay", "id": "feed", "name": "feed",
+            "permissions": ["read(\"users\")"],
+            "attributes": [{"key": "text", "type": "STRING", "size": 2000}]
+        }}),
+    )
+    .await
+    .ok();
+    let mut key = socket(app, json!({"X-Nimbus-Key": app.admin_key})).await;
+    key.subscribe(
+        "k",
+        &format!("subscription {{ realtime(channels: [\"{FEED}\"]) {{ cursor }} }}"),
+    )
+    .await;
+    key.ping_pong().await;
+    let create = "mutation($id: ID!, $text: String!) { createDocument(input: {databaseId: \"replay\", collectionId: \"feed\", id: $id, data: {text: $text}}) { id } }";
+    app.admin(create, json!({"id": "start", "text": "start"}))
+        .await
+        .ok();
+    let heard = next_of(&mut key, "k").await;
+    let cursor = heard["payload"]["data"]["realtime"]["cursor"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a cursor: {heard}"))
+        .to_string();
+    let text = "x".repeat(1500);
+    for n in 0..HISTORY {
+        app.admin(create, json!({"id": format!("d{n}"), "text": text}))
+            .await
+            .ok();
+    }
+    cursor
+}
+
+/// The feed's events resumed after a cursor, each sent as some 30 KB (the
+/// payload twenty times), so that a slow client's buffers hold a few.
+fn fat_replay() -> String {
+    let copies: String = (0..20).map(|i| format!("p{i}: payload ")).collect();
+    format!(
+        "subscription($after: String) {{ realtime(channels: [\"{FEED}\"], after: $after) {{ cursor {copies} }} }}"
+    )
+}
+
+/// Reads `ws` to its close: how many events of operation `id` came first, and the
+/// close frame's code.
+async fn events_until_closed(ws: &mut WsClient, id: &str) -> (usize, u16) {
+    let mut events = 0;
+    loop {
+        match ws.next_json().await {
+            Ok(message) => {
+                if message["id"] == id && !message["payload"]["data"].is_null() {
+                    events += 1;
+                }
+            }
+            Err((code, _)) => return (events, code),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_socket_replaying_a_long_history_closes_as_soon_as_its_session_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    // The slow client is never too slow: only the sign-out may end it.
+    config.ws_send_timeout_secs = 120;
+    let app = spawn_with(config, dir).await;
+    let cursor = long_history(&app).await;
+    let ann = app.signed_in("ann-replaying@example.com").await;
+    let mut slow = slow_socket(&app, bearer(&ann)).await;
+    resume(&mut slow, "r", &fat_replay(), &cursor).await;
+    // The replay is under way: its first event came, and the rest cannot fit in
+    // the client's buffers while it does not read.
+    let first = next_of(&mut slow, "r").await;
+    assert!(!first["payload"]["data"]["realtime"].is_null(), "{first}");
+
+    let mut witness = socket(&app, bearer(&ann)).await;
+    app.as_session(
+        &ann,
+        "mutation { deleteSession(input: {id: \"current\"}) { __typename } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    // Her other socket closes: the sign-out was heard.
+    let (_, code) = events_until_closed(&mut witness, "none").await;
+    assert_eq!(code, 4403);
+    // The replaying one stops replaying and closes too: what was on its way when
+    // the sign-out was heard arrives, not the rest of the history.
+    let (events, code) = events_until_closed(&mut slow, "r").await;
+    assert_eq!(code, 4403);
+    assert!(
+        events < HISTORY / 2,
+        "{events} of {HISTORY} replayed events were sent after the session ended"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_address_replays_on_a_few_sockets_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.ws_send_timeout_secs = 120;
+    let app = spawn_with(config, dir).await;
+    let cursor = long_history(&app).await;
+    let key = json!({"X-Nimbus-Key": app.admin_key});
+    let mut replaying = Vec::new();
+    for _ in 0..2 {
+        let mut slow = slow_socket(&app, key.clone()).await;
+        resume(&mut slow, "r", &fat_replay(), &cursor).await;
+        let first = next_of(&mut slow, "r").await;
+        assert!(!first["payload"]["data"]["realtime"].is_null(), "{first}");
+        replaying.push(slow);
+    }
+    let plain = format!(
+        "subscription($after: String) {{ realtime(channels: [\"{FEED}\"], after: $after) {{ cursor }} }}"
+    );
+    let mut third = socket(&app, key.clone()).await;
+    resume(&mut third, "r", &plain, &cursor).await;
+    let refused = next_of(&mut third, "r").await;
+    assert_eq!(
+        error_code(&refused).as_deref(),
+        Some("RATE_LIMITED"),
+        "{refused}"
+    );
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["retryAfter"], 1,
+        "{refused}"
+    );
+
+    // One of them gone, the address may replay again.
+    drop(replaying.pop());
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut again = socket(&app, key.clone()).await;
+        resume(&mut again, "r", &plain, &cursor).await;
+        let answer = next_of(&mut again, "r").await;
+        match error_code(&answer).as_deref() {
+            None => break,
+            Some("RATE_LIMITED") if std::time::Instant::now() < deadline => {
+                // The server notices the dropped client when its next write fails.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => panic!("{other:?}: {answer}"),
+        }
+    }
+    app.shutdown().await;
+}
+
+/// The `$id` of the document a `realtime` result carries.
+fn document_id(message: &Value) -> Option<&str> {
+    message["payload"]["data"]["realtime"]["payload"]["$id"].as_str()
+}
+
+#[tokio::test]
+async fn a_replay_sends_nothing_its_collection_no_longer_lets_the_subscriber_read() {
+    let app = spawn_app().await;
+    let ann = app.signed_in("ann-history@example.com").await;
+    let ann_id = user_id(&app, &ann).await;
+    app.admin(
+        "mutation { createDatabase(input: {id: \"hist\", name: \"Hist\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    // Three collections that let her read now, each to change before she
+    // resumes, and one that stays as it is.
+    for (id, permissions, document_security) in [
+        ("granted", json!(["read(\"users\")"]), false),
+        ("disabled", json!(["read(\"users\")"]), false),
+        ("owned", json!([]), true),
+        ("open", json!(["read(\"users\")"]), false),
+    ] {
+        app.admin(
+            "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+            json!({"input": {
+                "databaseId": "hist", "id": id, "name": id,
+                "documentSecurity": document_security, "permissions": permissions,
+                "attributes": [{"key": "text", "type": "STRING", "size": 20}]
+            }}),
+        )
+        .await
+        .ok();
+    }
+    let create = |collection: &str, id: &str| {
+        json!({"query": "mutation($c: String!, $id: ID!, $p: [String!]) { createDocument(input: {databaseId: \"hist\", collectionId: $c, id: $id, data: {text: \"t\"}, permissions: $p}) { id } }",
+               "variables": {"c": collection, "id": id, "p": [format!("read(\"user:{ann_id}\")")]}})
+    };
+    let admin = [("x-nimbus-key", app.admin_key.as_str())];
+    let channels: Vec<String> = ["granted", "disabled", "owned", "open"]
+        .iter()
+        .map(|c| format!("databases.hist.collections.{c}.documents"))
+        .collect();
+    let query = format!(
+        "subscription($after: String) {{ realtime(channels: {}, after: $after) {{ cursor payload }} }}",
+        serde_json::to_string(&channels).unwrap()
+    );
+
+    // She hears the first document live and keeps its cursor.
+    let mut ws = socket(&app, bearer(&ann)).await;
+    ws.send(json!({"id": "live", "type": "subscribe", "payload": {"query": query}}))
+        .await;
+    ws.ping_pong().await;
+    app.post(create("open", "o1"), &admin).await.ok();
+    let heard = next_of(&mut ws, "live").await;
+    assert_eq!(document_id(&heard), Some("o1"), "{heard}");
+    let cursor = heard["payload"]["data"]["realtime"]["cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(ws);
+
+    // While she is away: a document in each, then each collection changes.
+    for collection in ["granted", "disabled", "owned"] {
+        app.post(create(collection, &format!("{collection}-1")), &admin)
+            .await
+            .ok();
+    }
+    for change in [
+        "updateCollection(input: {databaseId: \"hist\", id: \"granted\", permissions: []}) { id }",
+        "updateCollection(input: {databaseId: \"hist\", id: \"disabled\", enabled: false}) { id }",
+        "updateCollection(input: {databaseId: \"hist\", id: \"owned\", documentSecurity: false}) { id }",
+    ] {
+        app.admin(&format!("mutation {{ {change} }}"), json!({}))
+            .await
+            .ok();
+    }
+    app.post(create("open", "o2"), &admin).await.ok();
+
+    // Resumed, she gets only what she may read now: the open collection's
+    // document, then the live ones.
+    let mut ws = socket(&app, bearer(&ann)).await;
+    resume(&mut ws, "r", &query, &cursor).await;
+    let replayed = next_of(&mut ws, "r").await;
+    assert_eq!(document_id(&replayed), Some("o2"), "{replayed}");
+    app.post(create("open", "o3"), &admin).await.ok();
+    let live = next_of(&mut ws, "r").await;
+    assert_eq!(document_id(&live), Some("o3"), "{live}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_realtime_payload_shows_a_related_id_only_to_who_may_read_that_document() {
+    let app = spawn_app().await;
+    app.admin(
+        "mutation { createDatabase(input: {id: \"refs\", name: \"Refs\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    for (id, permissions, document_security) in [
+        ("notes", json!([]), true),
+        ("boards", json!(["read(\"any\")"]), false),
+    ] {
+        app.admin(
+            "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+            json!({"input": {
+                "databaseId": "refs", "id": id, "name": id,
+                "documentSecurity": document_security, "permissions": permissions,
+                "attributes": [{"key": "text", "type": "STRING", "size": 200, "required": true}],
+            }}),
+        )
+        .await
+        .ok();
+    }
+    app.admin(
+        "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "refs", "collectionId": "boards", "key": "note",
+            "relatedCollectionId": "notes", "type": "MANY_TO_ONE", "onDelete": "SET_NULL"
+        }}),
+    )
+    .await
+    .ok();
+    let boards = "subscription($after: String) { realtime(channels: [\"databases.refs.collections.boards.documents\"], after: $after) { cursor payload } }";
+    let subscribe = async |payload: Value| {
+        let mut ws = socket(&app, payload).await;
+        ws.send(json!({"id": "b", "type": "subscribe", "payload": {"query": boards}}))
+            .await;
+        ws.ping_pong().await;
+        ws
+    };
+    // A guest and a key, asking alike: a render is not shared between them.
+    let mut guest = subscribe(json!({})).await;
+    let mut key = subscribe(json!({"X-Nimbus-Key": app.admin_key})).await;
+    app.admin(
+        "mutation { createBoard(input: {id: \"first\", text: \"b\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let first = next_of(&mut guest, "b").await;
+    let cursor = first["payload"]["data"]["realtime"]["cursor"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_string();
+    next_of(&mut key, "b").await;
+    for (id, permissions) in [("hidden", json!([])), ("open", json!(["read(\"any\")"]))] {
+        app.admin(
+            "mutation($id: ID!, $p: [String!]) { createNote(input: {id: $id, text: \"t\", permissions: $p}) { id } }",
+            json!({"id": id, "p": permissions}),
+        )
+        .await
+        .ok();
+        app.admin(
+            "mutation($id: ID!, $n: ID) { createBoard(input: {id: $id, text: \"b\", note: $n}) { id } }",
+            json!({"id": format!("on-{id}"), "n": id}),
+        )
+        .await
+        .ok();
+    }
+    let notes = |message: &Value| {
+        let payload = &message["payload"]["data"]["realtime"]["payload"];
+        (payload["$id"].clone(), payload["note"].clone())
+    };
+    let expected_by_guest = [
+        (json!("on-hidden"), Value::Null),
+        (json!("on-open"), json!("open")),
+    ];
+    let mut heard = Vec::new();
+    for _ in 0..2 {
+        heard.push(notes(&next_of(&mut guest, "b").await));
+    }
+    assert_eq!(heard, expected_by_guest, "live, to a guest");
+    let mut heard = Vec::new();
+    for _ in 0..2 {
+        heard.push(notes(&next_of(&mut key, "b").await));
+    }
+    assert_eq!(
+        heard,
+        [
+            (json!("on-hidden"), json!("hidden")),
+            (json!("on-open"), json!("open"))
+        ],
+        "live, to a key"
+    );
+    // Replayed alike.
+    let mut resumed = socket(&app, json!({})).await;
+    resume(&mut resumed, "r", boards, &cursor).await;
+    let mut heard = Vec::new();
+    for _ in 0..2 {
+        heard.push(notes(&next_of(&mut resumed, "r").await));
+    }
+    assert_eq!(heard, expected_by_guest, "replayed, to a guest");
+    app.shutdown().await;
 }

@@ -806,3 +806,64 @@ async fn a_collections_new_permissions_apply_to_sockets_opened_before() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_cookie_upgrade_is_refused_when_its_projects_origins_cannot_be_read() {
+    let app = spawn_app().await;
+    app.create_project("broken").await;
+    let ann = sign_up(&app, "ann-broken@example.com", "broken").await;
+    let key = app
+        .create_key("broken", &["databases.read", "databases.write"])
+        .await;
+    app.as_key(
+        &key,
+        "broken",
+        "mutation { createDatabase(input: {id: \"d\", name: \"D\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.as_key(
+        &key,
+        "broken",
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {"databaseId": "d", "id": "c", "name": "c", "permissions": [],
+            "attributes": [{"key": "text", "type": "STRING", "size": 20}]}}),
+    )
+    .await
+    .ok();
+    // A row the project cannot be loaded from (a hand edit, a bad restore), then
+    // a change that makes every replica load the project again.
+    let pool = app.server.as_ref().unwrap().state().db.pool();
+    sqlx::query("UPDATE db_collections SET permissions = 'not json' WHERE project_id = 'broken'")
+        .execute(pool)
+        .await
+        .unwrap();
+    app.admin(
+        "mutation { updateProjectAuth(input: {projectId: \"broken\", redirectHosts: [\"localhost\"]}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+
+    let cookie = format!("nimbus_session_broken={}", ann.secret);
+    let url = format!("{}?project=broken", app.ws_url);
+    let (status, body) = connect_with(
+        &url,
+        &[("cookie", &cookie), ("origin", "https://evil.example")],
+    )
+    .await
+    .err()
+    .expect("a cookie upgrade from another site is refused when the origins cannot be read");
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "INTERNAL",
+        "{body}"
+    );
+    // Without the cookie there is nothing to check: the socket opens (and the
+    // project's load error is told at `connection_init`).
+    connect_with(&url, &[("origin", "https://evil.example")])
+        .await
+        .expect("upgraded");
+    app.shutdown().await;
+}

@@ -3081,6 +3081,27 @@ async fn check_references(
 /// The roles that may read `document` of `collection`: those the collection
 /// grants `read`, and with document security those the document grants.
 fn read_roles(collection: &Collection, document: &Document) -> Vec<String> {
+    read_roles_with(collection, &document.permissions)
+}
+
+/// [`read_roles`] of a document as an event logged it (its JSON, whose
+/// `$permissions` are its own), by `collection` as it is now: who may still read
+/// that version. A permission that does not parse grants nothing.
+pub fn read_roles_now(collection: &Collection, logged: &serde_json::Value) -> Vec<String> {
+    let own: Vec<Permission> = logged
+        .get("$permissions")
+        .and_then(serde_json::Value::as_array)
+        .map(|permissions| {
+            permissions
+                .iter()
+                .filter_map(|p| p.as_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    read_roles_with(collection, &own)
+}
+
+fn read_roles_with(collection: &Collection, own: &[Permission]) -> Vec<String> {
     if !collection.enabled {
         return Vec::new();
     }
@@ -3092,9 +3113,7 @@ fn read_roles(collection: &Collection, document: &Document) -> Vec<String> {
         .collect();
     if collection.document_security {
         roles.extend(
-            document
-                .permissions
-                .iter()
+            own.iter()
                 .filter(|p| p.action == Action::Read)
                 .map(|p| p.role.to_string()),
         );

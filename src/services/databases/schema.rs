@@ -90,6 +90,71 @@ async fn may_read_document_in(
     found.map(|_| ()).ok_or_else(hidden)
 }
 
+/// Clears in `payload`, a document as a realtime event carries it, the
+/// many-to-one and one-to-one references the caller may not read, as the generic
+/// reads do ([`documents::hide_unreadable_references`]). A payload that holds a
+/// reference makes the render the caller's own: another subscriber may read other
+/// related documents. One that names no known collection, or holds no reference,
+/// is left as it is.
+pub async fn hide_unreadable_references_in(
+    ctx: &ResolverContext<'_>,
+    payload: &mut serde_json::Value,
+) -> AppResult<()> {
+    let Some(object) = payload.as_object_mut() else {
+        return Ok(());
+    };
+    let named = |key: &str| object.get(key).and_then(serde_json::Value::as_str);
+    let (Some(database_id), Some(collection_id)) = (named("$databaseId"), named("$collectionId"))
+    else {
+        return Ok(());
+    };
+    let model = data_model(ctx)?;
+    let Some(collection) = model.collection(database_id, collection_id).cloned() else {
+        return Ok(());
+    };
+    let references: serde_json::Map<String, serde_json::Value> = collection
+        .relationships
+        .iter()
+        .filter(|r| r.has_column())
+        .filter_map(|r| {
+            let value = object.get(&r.key)?;
+            value.is_string().then(|| (r.key.clone(), value.clone()))
+        })
+        .collect();
+    if references.is_empty() {
+        return Ok(());
+    }
+    crate::graphql::types::mark_caller_dependent(ctx);
+    let mut shown = [documents::Document {
+        id: String::new(),
+        created_at: 0,
+        updated_at: 0,
+        permissions: Vec::new(),
+        data: references,
+    }];
+    match crate::auth::access::Access::of(caller(ctx)?, documents::DOCUMENTS_READ) {
+        Ok(access) => {
+            let mut conn = request_tx(ctx)?.reader().await?;
+            documents::hide_unreadable_references(
+                &mut conn,
+                &collection,
+                &access,
+                model,
+                &mut shown,
+            )
+            .await?;
+        }
+        // Not a reader of documents at all: no related id is its to see.
+        Err(_) => shown[0]
+            .data
+            .values_mut()
+            .for_each(|v| *v = serde_json::Value::Null),
+    }
+    let [shown] = shown;
+    object.extend(shown.data);
+    Ok(())
+}
+
 pub(super) fn database_value(database: &Database) -> Value {
     object([
         ("id", Value::from(database.id.as_str())),

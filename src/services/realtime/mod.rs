@@ -4,7 +4,9 @@
 //! `SUBSCRIBER_TOO_SLOW` instead of buffering without bound; a key revoked while
 //! subscribed ends its subscriptions with `INVALID_API_KEY`; a session signed out, or
 //! its user blocked or deleted, ends them with that error; new team roles apply at
-//! once.
+//! once. A document's references in an event's `payload` show the related id only
+//! to subscribers who may read that document, as reading it would (the services
+//! owning resources say how, through [`ResourceAccess`]).
 //!
 //! Presence on a channel that names a document or file is for those who may read
 //! it; announcing needs a user or key unless the project lets guests in.
@@ -15,7 +17,8 @@ pub mod watch;
 
 use async_graphql::Value;
 use async_graphql::dynamic::{
-    Field, FieldValue, InputValue, Object, SubscriptionField, SubscriptionFieldFuture, TypeRef,
+    Field, FieldFuture, FieldValue, InputValue, Object, SubscriptionField, SubscriptionFieldFuture,
+    TypeRef,
 };
 use tokio::sync::broadcast::error::RecvError;
 
@@ -233,11 +236,38 @@ fn realtime_event_type() -> Object {
             TypeRef::named_nn(DATETIME),
             "When the change happened.",
         ))
-        .field(prop(
-            "payload",
-            TypeRef::named_nn(JSON),
-            "The resource after the change (before it, for a delete).",
-        ))
+        .field(
+            Field::new("payload", TypeRef::named_nn(JSON), |ctx| {
+                FieldFuture::new(async move { Ok(Some(FieldValue::value(payload(&ctx).await?))) })
+            })
+            .description("The resource after the change (before it, for a delete); a document's references to documents the subscriber may not read are null, as when reading it."),
+        )
+}
+
+/// An event's `payload`: the resource as logged, with what reading it would hide
+/// from the subscriber hidden (only a document's references, for now). Keys see it
+/// whole (they read every document); a payload with no reference is shared by
+/// every subscriber's render as it is.
+async fn payload(ctx: &async_graphql::dynamic::ResolverContext<'_>) -> AppResult<Value> {
+    let parent = crate::graphql::types::parent_value(ctx);
+    let field = |key: &str| match parent {
+        Some(Value::Object(object)) => object.get(key).cloned(),
+        _ => None,
+    };
+    let payload = field("payload").unwrap_or(Value::Null);
+    let of_a_document = matches!(field("channels"), Some(Value::List(channels))
+        if channels.iter().any(|c| matches!(c, Value::String(c) if c == "documents")));
+    if !of_a_document {
+        return Ok(payload);
+    }
+    let resources = ctx.data::<Arc<dyn ResourceAccess>>().map_err(|_| {
+        AppError::Internal(anyhow::anyhow!("resource access missing from schema data"))
+    })?;
+    let mut json = payload
+        .into_json()
+        .map_err(|e| AppError::Internal(e.into()))?;
+    resources.hide_unreadable_references(ctx, &mut json).await?;
+    Value::from_json(json).map_err(|e| AppError::Internal(e.into()))
 }
 
 fn realtime() -> SubscriptionField {
@@ -332,6 +362,30 @@ pub trait ResourceAccess: Send + Sync + 'static {
         reader: &Caller,
         segments: &[&str],
     ) -> Option<AppResult<()>>;
+
+    /// Of `events`, changes logged earlier that `reader` (with `roles`) may read as
+    /// they were logged, those it may still read as the document's collection or
+    /// the file's bucket is now: enabled, with its read permissions and its
+    /// document or file security (the item's own permissions as the event carries
+    /// them). An event keeps its `previous` only when that version passes too.
+    /// Events of other resources pass as they are; so does everything for a key,
+    /// which reaches disabled containers and reads by its scopes.
+    async fn still_readable(
+        &self,
+        state: &AppState,
+        reader: &Caller,
+        roles: &crate::auth::permissions::RoleNames,
+        events: Vec<Event>,
+    ) -> AppResult<Vec<Event>>;
+
+    /// Clears in `payload`, the resource a realtime event carries, the references
+    /// to other resources the caller may not read (a document's many-to-one and
+    /// one-to-one fields), as reading the resource would show it.
+    async fn hide_unreadable_references(
+        &self,
+        ctx: &async_graphql::dynamic::ResolverContext<'_>,
+        payload: &mut serde_json::Value,
+    ) -> AppResult<()>;
 }
 
 /// The channels whose change decides who may read the resource a presence

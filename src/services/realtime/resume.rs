@@ -1,14 +1,31 @@
 //! Resuming a subscription from a cursor: every delivered event carries its place in
 //! the event log as an opaque cursor, and a subscription given `after:` first
-//! replays from the log what its project logged since, then continues live,
-//! skipping what it replayed (the live stream is joined before the log is read, so
-//! nothing falls between the two). A cursor older than what the log keeps ends the
-//! subscription with `RESYNC_REQUIRED`; one that is malformed, from another
-//! project or not signed by this server (cursors are signed: a client resumes only
-//! from where it was), with `INVALID_CURSOR`. Filters and permissions are the live ones: a
-//! replayed event goes through the same watch and the same read check.
+//! replays from the log what its project logged since, then continues live. The
+//! live stream is joined before the log is read, and the relay's delivered mark at
+//! that moment is the handover ([`Handover`]): the replay reads the log after the
+//! cursor up to that mark, the live stream brings what the relay delivers after it
+//! (in the relay's order, so a position that commits late on MariaDB arrives live,
+//! in order, rather than in the replay), and nothing falls between or comes twice.
+//!
+//! A replay reads and decodes [`PAGE`] entries at a time, a few replays at once on a
+//! replica, and sends a page's events before reading the next: memory holds a
+//! page, and its connection attends to a changed credential, an expiry or the
+//! client's messages between steps. One that takes longer than
+//! [`REPLAY_DEADLINE`] (a client reading too slowly) ends with
+//! `SUBSCRIBER_TOO_SLOW`.
+//!
+//! A cursor older than what the log keeps ends the subscription with
+//! `RESYNC_REQUIRED`, and so does a replay past [`MAX_REPLAY`] entries; a cursor
+//! that is malformed, from another project or not signed by this server (cursors
+//! are signed: a client resumes only from where it was), with `INVALID_CURSOR`.
+//!
+//! Filters and permissions are today's, not the log's: a replayed event goes
+//! through the subscription's watch and the caller's current roles, and a
+//! document's or file's event also through its collection or bucket as it is now
+//! ([`super::ResourceAccess::still_readable`]): one disabled since, a grant removed,
+//! document or file security turned off, and its events are no longer replayed to
+//! those it no longer lets read.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -20,14 +37,16 @@ use async_graphql::Value;
 use async_graphql::dynamic::{InputValue, ResolverContext, TypeRef};
 
 use crate::AppState;
+use crate::auth::Caller;
+use crate::auth::permissions::RoleNames;
 use crate::bus::{BusMessage, Event, Published, log};
 use crate::db::event_log;
 use crate::error::{AppError, AppResult, codes};
 
 /// Most events one resumption replays; a client further behind re-queries.
 pub const MAX_REPLAY: usize = 100_000;
-/// Entries read from the log at a time.
-const PAGE: i64 = 1000;
+/// Entries read from the log, and decoded, at a time.
+const PAGE: i64 = 256;
 
 /// Makes and reads cursors. A cursor is signed with a key derived from the server
 /// secret: a client resumes only from a place it was given, never from one it made
@@ -139,72 +158,266 @@ fn resync() -> AppError {
     }
 }
 
-/// What a resumption replays: the events it keeps, in position order, and the
-/// position of every event it read (kept or not), for the live stream to skip.
-pub struct Replayed {
-    pub events: Vec<Arc<Published>>,
-    pub positions: HashSet<i64>,
+/// Where a resumed subscription's replay ends and its live stream takes over,
+/// taken from this replica's relay once the subscription listens to the bus: the
+/// replay reads the log after the cursor up to the relay's delivered mark, leaving
+/// out the positions the relay passed and still watches; the live stream brings
+/// everything else, in the relay's order. So neither sends a position the other
+/// does, and a subscription keeps two numbers (and the rare watched positions)
+/// rather than every position it replayed.
+#[derive(Debug, Clone)]
+pub struct Handover {
+    after: i64,
+    upto: i64,
+    late: Arc<[i64]>,
 }
 
-/// Resumptions reading the log at once on this replica; the others wait their turn.
-/// Each reads up to [`MAX_REPLAY`] entries: however many subscribers resume at once
-/// (a reconnecting crowd, or one client resubscribing in a loop), the log is read
-/// and decoded for a few at a time.
+impl Handover {
+    /// The handover of a subscription resuming after `after` that already listens
+    /// to the bus.
+    pub fn join(state: &AppState, after: i64) -> Handover {
+        let mark = state.bus.relay_mark();
+        Handover {
+            after,
+            upto: mark.delivered.max(after),
+            late: mark.late,
+        }
+    }
+
+    /// Whether the live stream sends the event at `position` (none at or below the
+    /// cursor, nor an event never logged, was the replay's to send).
+    pub fn live(&self, position: i64) -> bool {
+        position <= self.after || position > self.upto || self.late.binary_search(&position).is_ok()
+    }
+
+    /// Whether the live stream, now at `position`, is past every position the
+    /// replay sent and can bring none of them again.
+    pub fn settled_by(&self, position: i64) -> bool {
+        position > self.upto && self.late.is_empty()
+    }
+
+    /// Whether the replay sends the event at `position`.
+    fn replays(&self, position: i64) -> bool {
+        !self.live(position)
+    }
+}
+
+/// Resumptions reading a page of the log at once on this replica; the others wait
+/// their turn. However many subscribers resume at once (a reconnecting crowd, or
+/// one client resubscribing in a loop), the log is read and decoded a page at a
+/// time for a few of them; a client address holds at most a few replays at once
+/// (`http::ws`), so it cannot take every turn.
 static REPLAYS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 /// The longest a resumption waits for its turn to read the log.
 const REPLAY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The longest one replay may take, read and sent: a subscriber that cannot take
+/// its replay in that time (it reads too slowly) is ended with
+/// `SUBSCRIBER_TOO_SLOW`, rather than holding its place for as long as it reads.
+pub const REPLAY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The events `project_id` logged after `after` that `keep` wants (the
-/// subscription's watch and read check), in position order; the rest are read and
-/// let go page by page, so memory holds only what the subscriber will be sent.
-pub async fn replay(
-    state: &AppState,
-    project_id: &str,
-    after: i64,
-    keep: impl Fn(&Event) -> bool,
-) -> AppResult<Replayed> {
-    // A bounded wait: past it the subscriber is told to come back (busy, with a
-    // `retryAfter`) rather than held, its socket's other subscriptions with it.
-    let _turn = match tokio::time::timeout(REPLAY_WAIT, REPLAYS.acquire()).await {
-        Ok(Ok(turn)) => turn,
-        Ok(Err(_)) | Err(_) => return Err(AppError::Busy { retry_after: 1 }),
-    };
-    let pool = state.db.pool();
-    // Pruned past the cursor: what came between cannot be told.
-    match event_log::oldest(pool).await? {
-        Some(oldest) if oldest <= after + 1 => {}
-        _ if after == 0 => {}
-        _ => return Err(resync()),
+/// Where a replay is in the log: what to read next and how much it read, apart
+/// from the reading (so its paging is tested without a database).
+#[derive(Debug)]
+struct Paging {
+    /// The last position read.
+    from: i64,
+    upto: i64,
+    read: usize,
+    done: bool,
+}
+
+impl Paging {
+    /// After which position to read next, and up to which: none once done.
+    fn next(&self) -> Option<(i64, i64)> {
+        (!self.done && self.from < self.upto).then_some((self.from, self.upto))
     }
-    let mut replayed = Replayed {
-        events: Vec::new(),
-        positions: HashSet::new(),
-    };
-    let mut from = after;
-    loop {
-        let page = event_log::project_after(pool, project_id, from, PAGE).await?;
-        let full = page.len() as i64 == PAGE;
-        for logged in page {
-            from = logged.position;
-            if let Some(message @ BusMessage::Event(_)) = log::decode_at(&logged) {
-                replayed.positions.insert(logged.position);
-                if matches!(&message, BusMessage::Event(event) if keep(event)) {
-                    replayed.events.push(Published::new(message));
-                }
-            }
+
+    /// Takes the positions of a page read (in order, at most [`PAGE`]).
+    fn took(&mut self, positions: &[i64]) -> AppResult<()> {
+        if let Some(&last) = positions.last() {
+            self.from = last;
         }
-        if replayed.positions.len() > MAX_REPLAY {
+        self.read += positions.len();
+        if self.read > MAX_REPLAY {
             return Err(resync());
         }
-        if !full {
-            return Ok(replayed);
+        self.done = (positions.len() as i64) < PAGE;
+        Ok(())
+    }
+}
+
+/// A replay in progress: the events a resumed subscription missed, read from the
+/// log a page at a time. Memory holds one page's events at most, and between
+/// pages its connection attends to everything else (a changed credential, an
+/// expiry, the client's messages).
+pub struct Replay {
+    project_id: String,
+    handover: Handover,
+    paging: Paging,
+    /// Whether the log still held the cursor's successor when first read.
+    checked: bool,
+    deadline: tokio::time::Instant,
+}
+
+impl Replay {
+    /// The replay of what `project_id` logged after the handover's cursor.
+    pub fn new(project_id: &str, handover: Handover) -> Replay {
+        Replay {
+            project_id: project_id.to_string(),
+            paging: Paging {
+                from: handover.after,
+                upto: handover.upto,
+                read: 0,
+                done: false,
+            },
+            handover,
+            checked: false,
+            deadline: tokio::time::Instant::now() + REPLAY_DEADLINE,
         }
+    }
+
+    /// Whether the replay has run out of time.
+    pub fn overdue(&self) -> bool {
+        tokio::time::Instant::now() >= self.deadline
+    }
+
+    /// The error that ends a replay out of time.
+    pub fn overdue_error() -> async_graphql::ServerError {
+        crate::graphql::limits::coded(
+            format!(
+                "the replay after the cursor was not taken within {}s; re-query, then subscribe without the cursor",
+                REPLAY_DEADLINE.as_secs()
+            ),
+            codes::SUBSCRIBER_TOO_SLOW,
+        )
+    }
+
+    /// The next page's events that `wanted` (the subscription's watch) selects and
+    /// `reader` may still read (`access`: as their collection or bucket is now), in
+    /// position order; possibly none. `None` once the replay is over.
+    pub async fn next_page(
+        &mut self,
+        state: &AppState,
+        reader: &Caller,
+        roles: &RoleNames,
+        access: &dyn super::ResourceAccess,
+        wanted: impl Fn(&Event) -> bool,
+    ) -> AppResult<Option<Vec<Arc<Published>>>> {
+        let Some((from, upto)) = self.paging.next() else {
+            return Ok(None);
+        };
+        let page = {
+            // A bounded wait: past it the subscriber is told to come back (busy,
+            // with a `retryAfter`) rather than held.
+            let _turn = match tokio::time::timeout(REPLAY_WAIT, REPLAYS.acquire()).await {
+                Ok(Ok(turn)) => turn,
+                Ok(Err(_)) | Err(_) => return Err(AppError::Busy { retry_after: 1 }),
+            };
+            let pool = state.db.pool();
+            if !self.checked {
+                // Pruned past the cursor: what came between cannot be told.
+                match event_log::oldest(pool).await? {
+                    Some(oldest) if oldest <= from + 1 => {}
+                    _ if from == 0 => {}
+                    _ => return Err(resync()),
+                }
+                self.checked = true;
+            }
+            event_log::project_between(pool, &self.project_id, from, upto, PAGE).await?
+        };
+        let positions: Vec<i64> = page.iter().map(|logged| logged.position).collect();
+        self.paging.took(&positions)?;
+        let mut kept = Vec::new();
+        for logged in page {
+            if !self.handover.replays(logged.position) {
+                continue;
+            }
+            if let Some(BusMessage::Event(event)) = log::decode_at(&logged)
+                && event.project_id == reader.project.id
+                && wanted(&event)
+                && reader.may_receive(&event, roles)
+            {
+                kept.push(event);
+            }
+        }
+        let kept = access.still_readable(state, reader, roles, kept).await?;
+        Ok(Some(
+            kept.into_iter()
+                .map(|event| Published::new(BusMessage::Event(event)))
+                .collect(),
+        ))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn paging(from: i64, upto: i64) -> Paging {
+        Paging {
+            from,
+            upto,
+            read: 0,
+            done: false,
+        }
+    }
+
+    /// Reads a log holding every position after 0 with `paging`, as the replay
+    /// does; the pages read.
+    fn read_all(paging: &mut Paging) -> AppResult<Vec<Vec<i64>>> {
+        let mut pages = Vec::new();
+        while let Some((from, upto)) = paging.next() {
+            let page: Vec<i64> = ((from + 1)..=upto).take(PAGE as usize).collect();
+            paging.took(&page)?;
+            pages.push(page);
+        }
+        Ok(pages)
+    }
+
+    #[test]
+    fn a_replay_reads_the_log_a_page_at_a_time_up_to_its_handover() {
+        let upto = 10 + 2 * PAGE + 5;
+        let mut replay = paging(10, upto);
+        let pages = read_all(&mut replay).unwrap();
+        let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [PAGE as usize, PAGE as usize, 5]);
+        assert_eq!(pages.concat(), (11..=upto).collect::<Vec<_>>());
+        // Nothing after the handover: that is the live stream's.
+        assert_eq!(replay.next(), None);
+        assert_eq!(read_all(&mut paging(7, 7)).unwrap(), Vec::<Vec<i64>>::new());
+    }
+
+    #[test]
+    fn a_replay_longer_than_the_most_it_may_read_needs_a_resync() {
+        let mut replay = paging(0, MAX_REPLAY as i64 + 1);
+        let err = read_all(&mut replay).expect_err("too long");
+        assert_eq!(err.code(), codes::RESYNC_REQUIRED);
+        let mut replay = paging(0, MAX_REPLAY as i64);
+        assert!(read_all(&mut replay).is_ok());
+    }
+
+    #[test]
+    fn the_live_stream_sends_what_the_replay_does_not() {
+        let handover = Handover {
+            after: 10,
+            upto: 20,
+            late: Arc::from([15]),
+        };
+        let live: Vec<i64> = (0..=25).filter(|p| handover.live(*p)).collect();
+        assert_eq!(
+            live,
+            [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 21, 22, 23, 24, 25]
+        );
+        assert!((11..=20).all(|p| handover.replays(p) != (p == 15)));
+        // Past the handover, only a late position could still come twice.
+        assert!(!handover.settled_by(21));
+        let settled = Handover {
+            late: Arc::from([]),
+            ..handover
+        };
+        assert!(!settled.settled_by(20));
+        assert!(settled.settled_by(21));
+    }
 
     #[test]
     fn a_cursor_names_its_project_and_position_and_only_its_signer_reads_it() {

@@ -22,6 +22,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::auth::access::may_see_previous;
 use crate::bus::{BusMessage, Event};
+use crate::error::AppError;
 
 /// What an event means to one subscription: an outcome such as `CREATE` or
 /// `LEAVE`, or `""` when there is only one kind.
@@ -90,37 +91,55 @@ pub fn follow<'a>(
     };
     let receiver = caller.clone();
     let after = watch.resume_after();
-    let project_id = caller.project.id.clone();
+    let resources = ctx.data::<Arc<dyn super::ResourceAccess>>().ok().cloned();
     // Live first, so that nothing logged while the replay is read falls between.
     let live = super::caller_events(state.clone(), caller.clone(), wanted);
-    let events = match after {
-        None => live.boxed(),
-        Some(after) => {
-            let replaying = receiver.clone();
-            let watching = watch.clone();
-            stream::once(async move {
-                let roles = replaying.roles().names();
-                let wanted = |event: &Event| {
-                    event.project_id == replaying.project.id
-                        && watching.outcome(event).is_some()
-                        && replaying.may_receive(event, &roles)
-                };
-                let replayed = match super::resume::replay(&state, &project_id, after, wanted).await {
-                    Ok(replayed) => replayed,
-                    Err(err) => {
-                        return stream::once(future::ready(Err(err.to_graphql()))).boxed();
+    let events = match (after, resources) {
+        (None, _) => live.boxed(),
+        (Some(_), None) => {
+            let missing =
+                AppError::Internal(anyhow::anyhow!("resource access missing from schema data"));
+            stream::once(future::ready(Err(missing.to_graphql()))).boxed()
+        }
+        (Some(after), Some(resources)) => {
+            let handover = super::resume::Handover::join(&state, after);
+            let mut replay = super::resume::Replay::new(&caller.project.id, handover.clone());
+            let roles = caller.roles().names();
+            let watch = watch.clone();
+            // The replay a page at a time, each read once the one before was
+            // taken; then the live events it did not send.
+            async_stream::stream! {
+                loop {
+                    if replay.overdue() {
+                        yield Err(super::resume::Replay::overdue_error().into());
+                        return;
                     }
-                };
-                let skip = replayed.positions;
-                let replayed = replayed.events.into_iter();
-                let live = live.filter(move |item| {
-                    let replayed = matches!(item, Ok(published)
-                        if matches!(&published.message, BusMessage::Event(event) if skip.contains(&event.position)));
-                    future::ready(!replayed)
-                });
-                stream::iter(replayed.map(Ok)).chain(live).boxed()
-            })
-            .flatten()
+                    let wanted = |event: &Event| watch.outcome(event).is_some();
+                    let page = replay
+                        .next_page(&state, &caller, &roles, resources.as_ref(), wanted)
+                        .await;
+                    match page {
+                        Ok(Some(events)) => {
+                            for event in events {
+                                yield Ok(event);
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(err) => {
+                            yield Err(err.to_graphql());
+                            return;
+                        }
+                    }
+                }
+                let mut live = std::pin::pin!(live);
+                while let Some(item) = live.next().await {
+                    let replayed = matches!(&item, Ok(published)
+                        if matches!(&published.message, BusMessage::Event(event) if !handover.live(event.position)));
+                    if !replayed {
+                        yield item;
+                    }
+                }
+            }
             .boxed()
         }
     };

@@ -8,7 +8,7 @@ use std::future::Future;
 use tokio::io::{AsyncRead, AsyncSeekExt as _};
 
 use crate::AppState;
-use crate::auth::permissions::{Action, allows};
+use crate::auth::permissions::{Action, Permission, allows};
 use crate::auth::scopes::{BucketsRead, BucketsWrite, FilesRead, FilesWrite, ScopeMarker};
 use crate::auth::{AdminGrant, Grant, ScopedAccess};
 use crate::bus::{BusMessage, log};
@@ -1037,10 +1037,11 @@ pub async fn delete_file(
     Ok(())
 }
 
-/// The event subscribers see of a change to a file (`files`, `buckets.B.files`,
-/// `buckets.B.files.F`): those who may read it — through the bucket, or with
-/// `fileSecurity` through the file's own permissions — logged with the change.
-fn file_event(state: &AppState, bucket: &Bucket, file: &StoredFile, action: &str) -> BusMessage {
+/// The roles that may read a file of `bucket` whose own permissions are `own`.
+fn file_read_roles(bucket: &Bucket, own: &[Permission]) -> Vec<String> {
+    if !bucket.enabled {
+        return Vec::new();
+    }
     let mut read_roles: Vec<String> = bucket
         .permissions
         .iter()
@@ -1049,17 +1050,49 @@ fn file_event(state: &AppState, bucket: &Bucket, file: &StoredFile, action: &str
         .collect();
     if bucket.file_security {
         read_roles.extend(
-            file.permissions
-                .iter()
+            own.iter()
                 .filter(|p| p.action == Action::Read)
                 .map(|p| p.role.to_string()),
         );
     }
     read_roles.sort();
     read_roles.dedup();
-    if !bucket.enabled {
-        read_roles.clear();
+    read_roles
+}
+
+/// Who may read a file as an event logged it (its JSON, whose `permissions` are
+/// its own), by its bucket as it is now (`None`: deleted since, so nobody). A
+/// permission that does not parse grants nothing.
+pub fn file_read_roles_now(bucket: Option<&Bucket>, logged: &serde_json::Value) -> Vec<String> {
+    let Some(bucket) = bucket else {
+        return Vec::new();
+    };
+    let own: Vec<Permission> = logged
+        .get("permissions")
+        .and_then(serde_json::Value::as_array)
+        .map(|permissions| {
+            permissions
+                .iter()
+                .filter_map(|p| p.as_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    file_read_roles(bucket, &own)
+}
+
+/// Bucket `id` of `project_id` as it is now, if it exists.
+pub async fn bucket_now(state: &AppState, project_id: &str, id: &str) -> AppResult<Option<Bucket>> {
+    if ids::validate("bucketId", id).is_err() {
+        return Ok(None);
     }
+    Ok(store::find_bucket(state.db.pool(), project_id, id).await?)
+}
+
+/// The event subscribers see of a change to a file (`files`, `buckets.B.files`,
+/// `buckets.B.files.F`): those who may read it — through the bucket, or with
+/// `fileSecurity` through the file's own permissions — logged with the change.
+fn file_event(state: &AppState, bucket: &Bucket, file: &StoredFile, action: &str) -> BusMessage {
+    let read_roles = file_read_roles(bucket, &file.permissions);
     BusMessage::Event(crate::bus::Event {
         channels: vec![
             "files".into(),
