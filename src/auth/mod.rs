@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod caller;
+pub mod delegation;
 pub mod jwt;
 pub mod passwords;
 pub mod permissions;
@@ -18,3 +19,4 @@ pub mod totp;
 
 pub use access::{Access, Container, Reach, ScopedAccess};
 pub use caller::{Actor, AdminGrant, ApiKeyGrant, Caller, Credential, Grant, console_key_id};
+pub use delegation::Delegation;

@@ -39,6 +39,18 @@ pub(crate) async fn deploy_response(
     filename: &str,
     bytes: &[u8],
 ) -> reqwest::Response {
+    deploy_response_as(app, &app.admin_key, project, function, filename, bytes).await
+}
+
+/// The HTTP response to a `createDeployment` in `project`, with `key`.
+pub(crate) async fn deploy_response_as(
+    app: &TestApp,
+    key: &str,
+    project: &str,
+    function: &str,
+    filename: &str,
+    bytes: &[u8],
+) -> reqwest::Response {
     let boundary = "nimbus-functions-boundary-5c1e";
     let operations = json!({
         "query": "mutation($input: CreateDeploymentInput!) { createDeployment(input: $input) { id functionId modules sourceSize } }",
@@ -72,7 +84,7 @@ pub(crate) async fn deploy_response(
             format!("multipart/form-data; boundary={boundary}"),
         )
         .header("apollo-require-preflight", "true")
-        .header("x-nimbus-key", &app.admin_key)
+        .header("x-nimbus-key", key)
         .header("x-nimbus-project", project)
         .body(body)
         .send()

@@ -324,7 +324,10 @@ async fn deleting_a_project_drops_its_queued_jobs_and_webhooks() {
     let app = app_with_webhooks(|c| c.jobs_concurrency = 0).await;
     app.create_project("gone").await;
     let key = app
-        .create_key("gone", &["webhooks.write", "teams.write", "jobs.read"])
+        .create_key(
+            "gone",
+            &["webhooks.write", "teams.read", "teams.write", "jobs.read"],
+        )
         .await;
     app.as_key(
         &key,
@@ -337,8 +340,10 @@ async fn deleting_a_project_drops_its_queued_jobs_and_webhooks() {
     // This replica runs no background work, event log consumers included: the
     // delivery of an event is queued here as the webhooks consumer would.
     let state = app.server.as_ref().unwrap().state();
-    let event =
-        nimbus::bus::Event::change("gone", "teams.t", "teams.*", "create", json!({"id": "t"}));
+    let event = nimbus::bus::Event {
+        key_scope: "teams.read".into(),
+        ..nimbus::bus::Event::change("gone", "teams.t", "teams.*", "create", json!({"id": "t"}))
+    };
     let mut conn = state.db.pool().acquire().await.unwrap();
     let queued = nimbus::services::webhooks::service::queue_deliveries(
         state,

@@ -48,6 +48,7 @@ mod realtime_recovery;
 mod resolved_query;
 mod schema;
 mod security_accounts;
+mod security_delegation;
 mod security_documents;
 mod security_invitations;
 mod security_limits;

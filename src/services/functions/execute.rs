@@ -69,12 +69,18 @@ impl Identity {
                     credential: Credential::Session(delegated),
                 })
             }
+            // Made when the function was read; its key may have expired since.
+            _ if ready.function.reach.expired_at(crate::db::now_millis()) => {
+                Arc::new(Identity::function(&ready.function))
+            }
             _ => ready.identity.clone(),
         }
     }
 
-    /// The function's own identity: its scopes, nothing more.
+    /// The function's own identity: its scopes, nothing more, and none once the key
+    /// that gave them has expired.
     pub fn function(function: &Function) -> Identity {
+        let expired = function.reach.expired_at(crate::db::now_millis());
         Identity {
             project_id: function.project_id.clone(),
             credential: Credential::Key(Box::new(ApiKeyGrant {
@@ -83,10 +89,11 @@ impl Identity {
                 scopes: function
                     .scopes
                     .iter()
+                    .filter(|_| !expired)
                     .filter_map(|name| Scope::from_name(name))
                     .filter(|scope| *scope != Scope::Admin)
                     .collect(),
-                expires_at: None,
+                expires_at: function.reach.expires_at(),
             })),
         }
     }

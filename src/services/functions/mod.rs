@@ -119,6 +119,9 @@ pub struct Function {
     pub logging: bool,
     /// The API scopes its `nimbus.graphql` calls hold when no user called it.
     pub scopes: Vec<String>,
+    /// What the key that last changed its code or configuration may read, and until
+    /// when: the events that trigger it, and how long its scopes last.
+    pub reach: crate::auth::Delegation,
     /// The active deployment.
     pub deployment_id: Option<String>,
     pub created_at: i64,

@@ -851,6 +851,7 @@ fn create_deployment() -> Field {
             let deployment = service::create_deployment(
                 app(&ctx)?,
                 &grant,
+                key_of(&ctx)?,
                 &given.function_id,
                 filename,
                 bytes,
@@ -872,6 +873,7 @@ fn activate_deployment() -> Field {
             let function = service::activate_deployment(
                 app(&ctx)?,
                 &grant,
+                key_of(&ctx)?,
                 &given.function_id,
                 &given.deployment_id,
             )
@@ -1001,7 +1003,11 @@ struct ExecutionWatch {
 }
 
 impl crate::services::realtime::watch::Watch for ExecutionWatch {
-    fn outcome(&self, event: &crate::bus::Event) -> Option<&'static str> {
+    fn outcome(
+        &self,
+        event: &crate::bus::Event,
+        _caller: &crate::auth::Caller,
+    ) -> Option<&'static str> {
         event.action_on(&self.channel).map(|_| "")
     }
 

@@ -18,7 +18,7 @@ use crate::auth::scopes::{
     ExecutionsRead, ExecutionsWrite, FunctionsRead, FunctionsWrite, Scope, ScopeMarker,
 };
 use crate::auth::sealing::Sealer;
-use crate::auth::{Caller, Credential, Grant};
+use crate::auth::{Caller, Credential, Delegation, Grant};
 use crate::bus::{BusMessage, CAUSE, Cause, Event, log};
 use crate::db::{DbErrorExt as _, Page, ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
@@ -285,6 +285,22 @@ fn check_scopes(key: &ApiKeyGrant, scopes: &[String]) -> AppResult<Vec<String>> 
     Ok(checked)
 }
 
+/// What `key` hands on to a function whose code or configuration it changes: it
+/// must hold every scope the function holds (else its code could do, with them,
+/// what the key cannot), and from now on the function is triggered by the events
+/// the key may read, with scopes that last as long as the key.
+fn vouch(key: &ApiKeyGrant, function: &Function) -> AppResult<Delegation> {
+    if let Some(missing) = function.scopes.iter().find(|name| !key.holds_named(name)) {
+        return Err(AppError::PermissionDenied {
+            reason: format!(
+                "the function holds the scope `{missing}`, which this key does not: only a key \
+                 holding all of its scopes may change it"
+            ),
+        });
+    }
+    Ok(Delegation::of(key))
+}
+
 /// The schedule row of a function: ids of at most 64 bytes, whatever the
 /// project's and function's ids.
 pub fn schedule_id(project_id: &str, function_id: &str) -> String {
@@ -354,6 +370,7 @@ pub async fn create(
         warm: new.warm.unwrap_or(false),
         logging: new.logging.unwrap_or(true),
         scopes: check_scopes(key, &new.scopes)?,
+        reach: Delegation::of(key),
         deployment_id: None,
         created_at: now,
         updated_at: now,
@@ -383,6 +400,7 @@ pub async fn update(
     change: FunctionChange,
 ) -> AppResult<Function> {
     let mut function = load(state, grant.project(), id).await?;
+    function.reach = vouch(key, &function)?;
     if let Some(name) = change.name {
         check_name(&name)?;
         function.name = name;
@@ -864,12 +882,14 @@ fn compile_error(err: sandbox::CompileError) -> AppError {
 pub async fn create_deployment(
     state: &AppState,
     grant: &Grant<FunctionsWrite>,
+    key: &ApiKeyGrant,
     function_id: &str,
     filename: String,
     bytes: Vec<u8>,
     activate: bool,
 ) -> AppResult<Deployment> {
     let function = load(state, grant.project(), function_id).await?;
+    let reach = vouch(key, &function)?;
     // Before the expensive part: compiling costs up to two seconds of CPU.
     let per_minute = state.config.functions_deployments_per_minute;
     if per_minute > 0 {
@@ -926,6 +946,7 @@ pub async fn create_deployment(
             now_millis(),
         )
         .await?;
+        store::set_reach(&mut *tx, grant.project(), function_id, &reach).await?;
         let mut function = function;
         function.deployment_id = Some(deployment.id.clone());
         messages.push(function_event(&function, "update"));
@@ -997,10 +1018,12 @@ async fn load_deployment(
 pub async fn activate_deployment(
     state: &AppState,
     grant: &Grant<FunctionsWrite>,
+    key: &ApiKeyGrant,
     function_id: &str,
     deployment_id: &str,
 ) -> AppResult<Function> {
     let mut function = load(state, grant.project(), function_id).await?;
+    function.reach = vouch(key, &function)?;
     load_deployment(state, grant.project(), function_id, deployment_id).await?;
     function.deployment_id = Some(deployment_id.to_string());
     function.updated_at = now_millis();
@@ -1016,6 +1039,7 @@ pub async fn activate_deployment(
     {
         return Err(not_found(function_id));
     }
+    store::set_reach(&mut *tx, grant.project(), function_id, &function.reach).await?;
     log::commit(&state.bus, tx, vec![function_event(&function, "update")]).await?;
     state
         .functions
@@ -1591,6 +1615,7 @@ pub async fn queue_triggered(
             .cause
             .as_ref()
             .is_some_and(|cause| cause.function_id == function.id)
+            || !function.reach.covers(&event.key_scope, event.timestamp)
         {
             continue;
         }

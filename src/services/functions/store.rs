@@ -9,7 +9,7 @@ use crate::db::columns::{json, text};
 use super::{Deployment, Execution, Function, Variable};
 
 const COLUMNS: &str = "project_id, id, name, runtime, entrypoint, execute, events, schedule, \
-     timeout, memory, enabled, warm, logging, scopes, deployment_id, created_at, updated_at";
+     timeout, memory, enabled, warm, logging, scopes, reach, deployment_id, created_at, updated_at";
 
 /// A function as stored: lists are JSON arrays.
 #[derive(Debug, Clone)]
@@ -37,6 +37,9 @@ impl FromRow<'_, AnyRow> for FunctionRow {
             warm: row.try_get::<i16, _>("warm")? != 0,
             logging: row.try_get::<i16, _>("logging")? != 0,
             scopes: list_of(row, "scopes")?,
+            reach: crate::auth::Delegation::from_column(
+                row.try_get::<Option<String>, _>("reach")?.as_deref(),
+            ),
             deployment_id: row.try_get("deployment_id")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
@@ -49,7 +52,7 @@ pub async fn insert<'e>(
     f: &Function,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "INSERT INTO functions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO functions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(&f.project_id)
     .bind(&f.id)
@@ -65,6 +68,7 @@ pub async fn insert<'e>(
     .bind(i16::from(f.warm))
     .bind(i16::from(f.logging))
     .bind(json(&f.scopes))
+    .bind(f.reach.to_column())
     .bind(&f.deployment_id)
     .bind(f.created_at)
     .bind(f.updated_at)
@@ -81,7 +85,7 @@ pub async fn update<'e>(
     sqlx::query(
         "UPDATE functions SET name = ?, entrypoint = ?, execute = ?, events = ?, schedule = ?, \
          timeout = ?, memory = ?, enabled = ?, warm = ?, logging = ?, \
-         scopes = ?, deployment_id = ?, updated_at = ? \
+         scopes = ?, reach = ?, deployment_id = ?, updated_at = ? \
          WHERE project_id = ? AND id = ?",
     )
     .bind(&f.name)
@@ -95,6 +99,7 @@ pub async fn update<'e>(
     .bind(i16::from(f.warm))
     .bind(i16::from(f.logging))
     .bind(json(&f.scopes))
+    .bind(f.reach.to_column())
     .bind(&f.deployment_id)
     .bind(f.updated_at)
     .bind(&f.project_id)
@@ -426,6 +431,22 @@ pub async fn delete_deployment<'e>(
 }
 
 /// Makes `deployment_id` the function's active deployment (none: deactivates).
+/// Records who chose the code that runs from now on: what their key hands on.
+pub async fn set_reach<'e>(
+    db: impl Executor<'e, Database = Any>,
+    project_id: &str,
+    function_id: &str,
+    reach: &crate::auth::Delegation,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query("UPDATE functions SET reach = ? WHERE project_id = ? AND id = ?")
+        .bind(reach.to_column())
+        .bind(project_id)
+        .bind(function_id)
+        .execute(db)
+        .await
+        .map(|r| r.rows_affected() == 1)
+}
+
 pub async fn set_active<'e>(
     db: impl Executor<'e, Database = Any>,
     project_id: &str,

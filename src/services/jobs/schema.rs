@@ -37,10 +37,23 @@ fn job_value(job: &Job) -> Value {
             "lastError",
             job.last_error.as_deref().map_or(Value::Null, Value::from),
         ),
-        ("payload", json_value(&job.payload)),
+        ("payload", json_value(&shown_payload(job))),
         ("createdAt", datetime(job.created_at)),
         ("updatedAt", datetime(job.updated_at)),
     ])
+}
+
+/// A job's payload as `jobs.read` shows it: a delivery's event body is what the
+/// webhook's configuring key may read, not every holder of `jobs.read`, so it is
+/// named by its event id only.
+fn shown_payload(job: &Job) -> serde_json::Value {
+    let mut payload = job.payload.clone();
+    if job.kind == crate::services::webhooks::service::KIND
+        && let Some(fields) = payload.as_object_mut()
+    {
+        fields.remove("body");
+    }
+    payload
 }
 
 crate::graphql_input! {
@@ -94,7 +107,7 @@ fn job_type() -> Object {
         .field(prop("runAt", TypeRef::named_nn(DATETIME), "When the job runs next (or last ran)."))
         .field(prop("leaseExpiresAt", TypeRef::named(DATETIME), "While running: when another replica may take the job over."))
         .field(prop("lastError", TypeRef::named(TypeRef::STRING), "Why the last attempt failed."))
-        .field(prop("payload", TypeRef::named_nn(JSON), "What the job works on (emails are sealed: their links and codes are secrets)."))
+        .field(prop("payload", TypeRef::named_nn(JSON), "What the job works on (emails are sealed: their links and codes are secrets; a webhook delivery names its event by id, without its body)."))
         .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When the job was queued."))
         .field(prop("updatedAt", TypeRef::named_nn(DATETIME), "When the job last changed."))
 }

@@ -34,6 +34,9 @@ pub struct Webhook {
     pub tls_verify: bool,
     /// Consecutive failed deliveries.
     pub failures: i64,
+    /// What the key that last configured it may read, and until when: the events
+    /// it delivers.
+    pub reach: crate::auth::Delegation,
     pub created_at: i64,
     pub updated_at: i64,
 }

@@ -326,14 +326,15 @@ fn create_webhook() -> Field {
                 enabled: input.enabled.unwrap_or(true),
                 tls_verify: input.tls_verify.unwrap_or(true),
             };
-            let (hook, secret) = service::create(app(&ctx)?, &grant, new).await?;
+            let key = caller(&ctx)?.key().ok_or(AppError::Unauthenticated)?;
+            let (hook, secret) = service::create(app(&ctx)?, &grant, key, new).await?;
             Ok(Some(FieldValue::value(object([
                 ("webhook", webhook_value(&hook)),
                 ("secret", Value::from(secret)),
             ]))))
         })
     })
-    .description("Creates a webhook with a new signing secret, shown only in this answer (scope `webhooks.write`).")
+    .description("Creates a webhook with a new signing secret, shown only in this answer (scope `webhooks.write`). It delivers only events the creating key may read (their scope: `documents.read`, `users.read`, …; every event for an `admin` key or the console), and none made after that key expires.")
     .argument(CreateWebhookInput::argument())
 }
 
@@ -349,11 +350,12 @@ fn update_webhook() -> Field {
                 enabled: input.enabled,
                 tls_verify: input.tls_verify,
             };
-            let hook = service::update(app(&ctx)?, &grant, &input.id, change).await?;
+            let key = caller(&ctx)?.key().ok_or(AppError::Unauthenticated)?;
+            let hook = service::update(app(&ctx)?, &grant, key, &input.id, change).await?;
             Ok(Some(FieldValue::value(webhook_value(&hook))))
         })
     })
-    .description("Changes a webhook; `enabled: true` re-enables one disabled by failures (scope `webhooks.write`).")
+    .description("Changes a webhook; `enabled: true` re-enables one disabled by failures (scope `webhooks.write`). From then on it delivers only events the changing key may read, until that key expires.")
     .argument(UpdateWebhookInput::argument())
 }
 

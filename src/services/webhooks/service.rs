@@ -7,9 +7,9 @@ use base64::engine::general_purpose::STANDARD;
 use rand::RngCore as _;
 
 use crate::AppState;
-use crate::auth::Grant;
 use crate::auth::scopes::{WebhooksRead, WebhooksWrite};
 use crate::auth::sealing::Sealer;
+use crate::auth::{ApiKeyGrant, Delegation, Grant};
 use crate::bus::Event;
 use crate::db::{Page, ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
@@ -102,9 +102,11 @@ async fn check_url(state: &AppState, text: &str) -> AppResult<String> {
 }
 
 /// Creates a webhook; answers it and its secret, which is shown only now.
+/// It delivers the events `key` may read, while `key` works.
 pub async fn create(
     state: &AppState,
     grant: &Grant<WebhooksWrite>,
+    key: &ApiKeyGrant,
     new: NewWebhook,
 ) -> AppResult<(Webhook, String)> {
     let id = ids::resolve("id", new.id.as_deref())?;
@@ -121,6 +123,7 @@ pub async fn create(
         enabled: new.enabled,
         tls_verify: new.tls_verify,
         failures: 0,
+        reach: Delegation::of(key),
         created_at: now,
         updated_at: now,
     };
@@ -147,22 +150,25 @@ async fn load(state: &AppState, project_id: &str, id: &str) -> AppResult<Webhook
 }
 
 /// Changes a webhook. Enabling it (again) starts its count of failures afresh.
+/// From now on it delivers the events `key` may read, while `key` works: whoever
+/// last points it somewhere answers for what it sends there.
 pub async fn update(
     state: &AppState,
     grant: &Grant<WebhooksWrite>,
+    key: &ApiKeyGrant,
     id: &str,
     change: WebhookChange,
 ) -> AppResult<Webhook> {
     let mut webhook = load(state, grant.project(), id).await?;
-    if let Some(name) = change.name {
-        check_name(&name)?;
-        webhook.name = name;
+    if let Some(name) = &change.name {
+        check_name(name)?;
+        webhook.name = name.clone();
     }
-    if let Some(events) = change.events {
-        webhook.events = crate::bus::patterns::check_patterns(&events)?;
+    if let Some(events) = &change.events {
+        webhook.events = crate::bus::patterns::check_patterns(events)?;
     }
-    if let Some(url) = change.url {
-        webhook.url = check_url(state, &url).await?;
+    if let Some(url) = &change.url {
+        webhook.url = check_url(state, url).await?;
     }
     if let Some(tls_verify) = change.tls_verify {
         webhook.tls_verify = tls_verify;
@@ -173,11 +179,12 @@ pub async fn update(
         }
         webhook.enabled = enabled;
     }
+    webhook.reach = Delegation::of(key);
     webhook.updated_at = now_millis();
-    if !store::update(state.db.pool(), &webhook).await? {
+    if !store::update(state.db.pool(), &webhook, &change).await? {
         return Err(not_found(id));
     }
-    Ok(webhook)
+    load(state, grant.project(), id).await
 }
 
 /// Gives a webhook a new secret; answers it, shown only now. The old one stops
@@ -273,10 +280,17 @@ pub fn body_of(event: &Event) -> serde_json::Value {
     })
 }
 
-/// The enabled webhooks of the projects seen so far, with their patterns: read once
-/// per project for a batch of events.
+/// One enabled webhook, as deliveries need it.
+struct Hook {
+    id: String,
+    patterns: Vec<String>,
+    reach: Delegation,
+}
+
+/// The enabled webhooks of the projects seen so far: read once per project for a
+/// batch of events.
 #[derive(Default)]
-pub struct Hooks(std::collections::HashMap<String, Vec<(String, Vec<String>)>>);
+pub struct Hooks(std::collections::HashMap<String, Vec<Hook>>);
 
 /// Those of `projects` whose events may become deliveries (they have an enabled
 /// webhook): the event log consumer passes over the others' events unread.
@@ -288,7 +302,7 @@ pub async fn projects_to_deliver(
 }
 
 /// Queues one delivery of `event` per enabled webhook of its project whose patterns
-/// take it, through `conn` (the consumer's transaction): the one entry point from
+/// take it and whose configuring key could read it when it happened, through `conn` (the consumer's transaction): the one entry point from
 /// logged events to webhooks. Idempotent per webhook and event id. Answers how many
 /// deliveries were queued now.
 pub async fn queue_deliveries(
@@ -304,19 +318,26 @@ pub async fn queue_deliveries(
         let enabled = store::enabled(&mut *conn, &event.project_id)
             .await?
             .into_iter()
-            .map(|(id, patterns)| (id, serde_json::from_str(&patterns).unwrap_or_default()))
+            .map(|(id, patterns, reach)| Hook {
+                id,
+                patterns: serde_json::from_str(&patterns).unwrap_or_default(),
+                reach: Delegation::from_column(reach.as_deref()),
+            })
             .collect();
         hooks.0.insert(event.project_id.clone(), enabled);
     }
     let mut queued = 0;
     let mut body = None;
-    for (webhook_id, patterns) in &hooks.0[&event.project_id] {
-        if !patterns
+    for hook in &hooks.0[&event.project_id] {
+        if !hook
+            .patterns
             .iter()
             .any(|p| crate::bus::patterns::matches(p, name))
+            || !hook.reach.covers(&event.key_scope, event.timestamp)
         {
             continue;
         }
+        let webhook_id = &hook.id;
         let body = body.get_or_insert_with(|| body_of(event)).clone();
         let job = NewJob {
             project_id: event.project_id.clone(),

@@ -8,7 +8,7 @@ use crate::db::columns::text;
 
 use super::{Delivery, Webhook};
 
-const COLUMNS: &str = "project_id, id, name, url, events, enabled, tls_verify, secret, failures, created_at, updated_at";
+const COLUMNS: &str = "project_id, id, name, url, events, enabled, tls_verify, secret, failures, reach, created_at, updated_at";
 
 /// A webhook as stored; `secret` is sealed.
 #[derive(Debug, Clone)]
@@ -23,6 +23,8 @@ pub struct WebhookRow {
     pub tls_verify: i16,
     pub secret: String,
     pub failures: i64,
+    /// A [`crate::auth::Delegation`] as JSON; none for an operator's.
+    pub reach: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -39,6 +41,7 @@ impl FromRow<'_, AnyRow> for WebhookRow {
             tls_verify: row.try_get("tls_verify")?,
             secret: row.try_get("secret")?,
             failures: row.try_get("failures")?,
+            reach: row.try_get("reach")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
@@ -57,6 +60,7 @@ impl WebhookRow {
             enabled: self.enabled != 0,
             tls_verify: self.tls_verify != 0,
             failures: self.failures,
+            reach: crate::auth::Delegation::from_column(self.reach.as_deref()),
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
@@ -73,7 +77,7 @@ pub async fn insert<'e>(
     sealed_secret: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "INSERT INTO webhooks ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO webhooks ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(&webhook.project_id)
     .bind(&webhook.id)
@@ -84,6 +88,7 @@ pub async fn insert<'e>(
     .bind(i16::from(webhook.tls_verify))
     .bind(sealed_secret)
     .bind(webhook.failures)
+    .bind(webhook.reach.to_column())
     .bind(webhook.created_at)
     .bind(webhook.updated_at)
     .execute(db)
@@ -91,27 +96,48 @@ pub async fn insert<'e>(
     .map(|_| ())
 }
 
-/// Writes the changeable fields of `webhook`; false when it is gone.
+/// Writes the fields `change` names, and who configured it, to the stored webhook,
+/// leaving the rest as they are now (a delivery may be counting a failure): enabling
+/// it starts its count of failures afresh. False when it is gone.
 pub async fn update<'e>(
     db: impl Executor<'e, Database = Any>,
     webhook: &Webhook,
+    change: &super::service::WebhookChange,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query(
-        "UPDATE webhooks SET name = ?, url = ?, events = ?, enabled = ?, tls_verify = ?, \
-         failures = ?, updated_at = ? WHERE project_id = ? AND id = ?",
-    )
-    .bind(&webhook.name)
-    .bind(&webhook.url)
-    .bind(events_json(&webhook.events))
-    .bind(i16::from(webhook.enabled))
-    .bind(i16::from(webhook.tls_verify))
-    .bind(webhook.failures)
-    .bind(webhook.updated_at)
-    .bind(&webhook.project_id)
-    .bind(&webhook.id)
-    .execute(db)
-    .await
-    .map(|r| r.rows_affected() == 1)
+    let mut query = sqlx::QueryBuilder::<Any>::new("UPDATE webhooks SET reach = ");
+    query.push_bind(webhook.reach.to_column());
+    query.push(", updated_at = ").push_bind(webhook.updated_at);
+    if change.name.is_some() {
+        query.push(", name = ").push_bind(&webhook.name);
+    }
+    if change.url.is_some() {
+        query.push(", url = ").push_bind(&webhook.url);
+    }
+    if change.events.is_some() {
+        query
+            .push(", events = ")
+            .push_bind(events_json(&webhook.events));
+    }
+    if change.tls_verify.is_some() {
+        query
+            .push(", tls_verify = ")
+            .push_bind(i16::from(webhook.tls_verify));
+    }
+    if let Some(enabled) = change.enabled {
+        query.push(", enabled = ").push_bind(i16::from(enabled));
+        if enabled {
+            query.push(", failures = 0");
+        }
+    }
+    query
+        .push(" WHERE project_id = ")
+        .push_bind(&webhook.project_id);
+    query.push(" AND id = ").push_bind(&webhook.id);
+    query
+        .build()
+        .execute(db)
+        .await
+        .map(|r| r.rows_affected() == 1)
 }
 
 pub async fn set_secret(
@@ -166,17 +192,24 @@ pub async fn count(pool: &AnyPool, project_id: &str) -> Result<i64, sqlx::Error>
         .await
 }
 
-/// The project's enabled webhooks: id and patterns (JSON).
+/// The project's enabled webhooks: id, patterns (JSON) and reach (JSON).
 pub async fn enabled<'e>(
     db: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
-) -> Result<Vec<(String, String)>, sqlx::Error> {
-    let rows = sqlx::query("SELECT id, events FROM webhooks WHERE project_id = ? AND enabled = 1")
-        .bind(project_id)
-        .fetch_all(db)
-        .await?;
+) -> Result<Vec<(String, String, Option<String>)>, sqlx::Error> {
+    let rows =
+        sqlx::query("SELECT id, events, reach FROM webhooks WHERE project_id = ? AND enabled = 1")
+            .bind(project_id)
+            .fetch_all(db)
+            .await?;
     rows.iter()
-        .map(|row| Ok((row.try_get("id")?, text(row, "events")?)))
+        .map(|row| {
+            Ok((
+                row.try_get("id")?,
+                text(row, "events")?,
+                row.try_get("reach")?,
+            ))
+        })
         .collect()
 }
 

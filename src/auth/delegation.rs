@@ -1,0 +1,106 @@
+//! What a key hands on to what it configures to act after the request — a webhook
+//! that receives events, a function that is triggered by them and calls the API:
+//! no more than the key could read itself, and no longer than the key works. Kept
+//! with the webhook or function (`reach` column, JSON) and replaced by whoever
+//! changes it next; `NULL` (an operator's, or from before it was kept) is every
+//! event, for ever.
+
+use serde::{Deserialize, Serialize};
+
+use super::caller::ApiKeyGrant;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delegation {
+    /// The key's scopes; `None`: an `admin` key's, which hold every one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scopes: Option<Vec<String>>,
+    /// When the key stops working (milliseconds since the epoch); `None`: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
+}
+
+impl Delegation {
+    /// What `key` hands on. A console administrator's session ends when they sign
+    /// out, but what they configure is the operator's, and stays.
+    pub fn of(key: &ApiKeyGrant) -> Self {
+        let console = key.key_id.starts_with("admin:");
+        Delegation {
+            scopes: (!key.is_admin())
+                .then(|| key.scopes.iter().map(|s| s.name().to_string()).collect()),
+            expires_at: if console { None } else { key.expires_at },
+        }
+    }
+
+    /// Whether an event that keys holding `key_scope` may read, made at `at`, is
+    /// handed on.
+    pub fn covers(&self, key_scope: &str, at: i64) -> bool {
+        !self.expired_at(at)
+            && self
+                .scopes
+                .as_ref()
+                .is_none_or(|scopes| scopes.iter().any(|s| s == key_scope))
+    }
+
+    /// Whether the key it came from had stopped working at `at`.
+    pub fn expired_at(&self, at: i64) -> bool {
+        self.expires_at.is_some_and(|end| end <= at)
+    }
+
+    pub fn expires_at(&self) -> Option<i64> {
+        self.expires_at
+    }
+
+    /// As the column keeps it: `None` for an operator's.
+    pub fn to_column(&self) -> Option<String> {
+        (*self != Delegation::default()).then(|| serde_json::to_string(self).unwrap_or_default())
+    }
+
+    /// From the column; what does not parse hands on nothing.
+    pub fn from_column(column: Option<&str>) -> Self {
+        match column {
+            None => Delegation::default(),
+            Some(text) => serde_json::from_str(text).unwrap_or(Delegation {
+                scopes: Some(Vec::new()),
+                expires_at: None,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::auth::scopes::Scope;
+
+    fn key(scopes: &[Scope], expires_at: Option<i64>) -> ApiKeyGrant {
+        ApiKeyGrant {
+            key_id: "k1".into(),
+            project_id: "p".into(),
+            scopes: scopes.iter().copied().collect::<BTreeSet<_>>(),
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn a_key_hands_on_what_it_may_read_until_it_expires() {
+        let delegation =
+            Delegation::of(&key(&[Scope::from_name("teams.read").unwrap()], Some(100)));
+        assert!(delegation.covers("teams.read", 99));
+        assert!(!delegation.covers("teams.read", 100));
+        assert!(!delegation.covers("documents.read", 0));
+        let kept = Delegation::from_column(delegation.to_column().as_deref());
+        assert_eq!(kept, delegation);
+    }
+
+    #[test]
+    fn an_operator_hands_on_everything_and_a_bad_column_nothing() {
+        let console = ApiKeyGrant::console("p", "a@example.com", Some(5));
+        let delegation = Delegation::of(&console);
+        assert_eq!(delegation.to_column(), None);
+        assert!(delegation.covers("documents.read", i64::MAX));
+        assert!(!Delegation::from_column(Some("not json")).covers("teams.read", 0));
+    }
+}

@@ -1,0 +1,281 @@
+//! What a key hands on to what it configures: a webhook delivers, and a function is
+//! triggered by, only events that key may read; a function's code and settings are
+//! changed only by a key holding every scope the function holds; `jobs.read` does
+//! not show the events a delivery carries.
+
+use serde_json::{Value, json};
+
+use crate::functions::{CREATE, deploy_response_as};
+use crate::helpers::TestApp;
+use crate::webhooks::{Receiver, app_with_webhooks, create_team, eventually};
+
+const CREATE_WEBHOOK: &str =
+    "mutation($input: CreateWebhookInput!) { createWebhook(input: $input) { webhook { id } } }";
+
+async fn create_user(app: &TestApp, email: &str) {
+    app.admin(
+        "mutation($email: String!) { createUser(input: {email: $email, password: \"long-enough-1\"}) { id } }",
+        json!({"email": email}),
+    )
+    .await
+    .ok();
+}
+
+/// The `events` of every request `path` received, in order.
+fn names(receiver: &Receiver, path: &str) -> Vec<String> {
+    receiver
+        .requests_to(path)
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(&r.body).unwrap()["events"][0]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_webhook_delivers_only_the_events_its_key_may_read() {
+    let receiver = Receiver::start().await;
+    let app = app_with_webhooks(|_| {}).await;
+    // A key that may manage webhooks and read teams, but not users.
+    let key = app
+        .create_key("default", &["webhooks.write", "teams.read"])
+        .await;
+    let made = app
+        .as_key(
+            &key,
+            "default",
+            CREATE_WEBHOOK,
+            json!({"input": {"name": "all", "url": receiver.url("/ok/keyed"),
+                "events": ["users.*", "teams.*"]}}),
+        )
+        .await
+        .ok();
+    let hook = made["createWebhook"]["webhook"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The operator's webhook takes every event: the control.
+    crate::webhooks::create_webhook(&app, &receiver.url("/ok/operator"), &["users.*", "teams.*"])
+        .await;
+
+    create_user(&app, "ann-delegated@example.com").await;
+    create_team(&app, "first").await;
+    // Logged after the user: once the operator's webhook has both, the consumer
+    // has passed the user's event by the key's webhook too.
+    receiver.wait_for("/ok/operator", 2).await;
+    receiver.wait_for("/ok/keyed", 1).await;
+    assert_eq!(names(&receiver, "/ok/keyed"), ["teams.first.create"]);
+
+    // A key that may read users points it elsewhere: from then on users' events
+    // go, as that key may read them; teams' no longer do.
+    let other = app
+        .create_key("default", &["webhooks.write", "users.read"])
+        .await;
+    app.as_key(
+        &other,
+        "default",
+        "mutation($id: ID!, $url: String!) { updateWebhook(input: {id: $id, url: $url}) { id } }",
+        json!({"id": hook, "url": receiver.url("/ok/moved")}),
+    )
+    .await
+    .ok();
+    create_team(&app, "second").await;
+    create_user(&app, "bob-delegated@example.com").await;
+    receiver.wait_for("/ok/operator", 4).await;
+    receiver.wait_for("/ok/moved", 1).await;
+    let moved = names(&receiver, "/ok/moved");
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert!(
+        moved[0].starts_with("users.") && moved[0].ends_with(".create"),
+        "{moved:?}"
+    );
+
+    // `jobs.read` names each delivery's event, without the event itself.
+    let reader = app.create_key("default", &["jobs.read"]).await;
+    let jobs = app
+        .as_key(
+            &reader,
+            "default",
+            "{ jobs(kind: \"webhook\", first: 100) { nodes { payload } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    let payloads = jobs["jobs"]["nodes"].as_array().unwrap();
+    assert_eq!(payloads.len(), 6, "{jobs:#}");
+    for job in payloads {
+        assert!(job["payload"]["eventId"].is_string(), "{job:#}");
+        assert!(job["payload"].get("body").is_none(), "{job:#}");
+        assert!(
+            !job["payload"].to_string().contains("delegated@"),
+            "{job:#}"
+        );
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_webhook_keeps_its_failure_count_when_a_change_does_not_enable_it() {
+    let receiver = Receiver::start().await;
+    let app = app_with_webhooks(|_| {}).await;
+    let (hook, _) =
+        crate::webhooks::create_webhook(&app, &receiver.url("/fail"), &["teams.*"]).await;
+    create_team(&app, "failing").await;
+    eventually("a failure counted", || async {
+        let found = app
+            .admin(
+                "query($id: ID!) { webhook(id: $id) { failures } }",
+                json!({"id": hook}),
+            )
+            .await
+            .ok();
+        (found["webhook"]["failures"].as_i64() >= Some(1)).then_some(())
+    })
+    .await;
+    let renamed = app
+        .admin(
+            "mutation($id: ID!) { updateWebhook(input: {id: $id, name: \"renamed\"}) { name failures enabled } }",
+            json!({"id": hook}),
+        )
+        .await
+        .ok();
+    assert_eq!(renamed["updateWebhook"]["name"], "renamed");
+    assert!(
+        renamed["updateWebhook"]["failures"].as_i64() >= Some(1),
+        "a rename wiped the failure count: {renamed:#}"
+    );
+    let enabled = app
+        .admin(
+            "mutation($id: ID!) { updateWebhook(input: {id: $id, enabled: true}) { failures enabled } }",
+            json!({"id": hook}),
+        )
+        .await
+        .ok();
+    assert_eq!(enabled["updateWebhook"]["failures"], 0, "{enabled:#}");
+    assert_eq!(enabled["updateWebhook"]["enabled"], true);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_function_is_changed_only_by_a_key_holding_its_scopes() {
+    let app = crate::helpers::spawn_app().await;
+    let strong = app
+        .create_key("default", &["functions.write", "users.read", "users.write"])
+        .await;
+    let weak = app.create_key("default", &["functions.write"]).await;
+    app.as_key(
+        &strong,
+        "default",
+        CREATE,
+        json!({"input": {"id": "admin-tool", "name": "t", "entrypoint": "main.js",
+            "scopes": ["users.read", "users.write"]}}),
+    )
+    .await
+    .ok();
+    let code = b"export default async ({ res }) => res.empty();";
+
+    // Another key may not put its own code behind the function's scopes, change
+    // them, or choose which deployment runs.
+    let refused = deploy_response_as(&app, &weak, "default", "admin-tool", "main.js", code).await;
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "PERMISSION_DENIED",
+        "{body:#}"
+    );
+    let renamed = app
+        .as_key(
+            &weak,
+            "default",
+            "mutation { updateFunction(input: {id: \"admin-tool\", entrypoint: \"other.js\"}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(renamed.code(), "PERMISSION_DENIED", "{:#}", renamed.body);
+
+    // The key that holds them may.
+    let deployed =
+        deploy_response_as(&app, &strong, "default", "admin-tool", "main.js", code).await;
+    let body: Value = deployed.json().await.unwrap();
+    let deployment = body["data"]["createDeployment"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body:#}"))
+        .to_string();
+    let activated = app
+        .as_key(
+            &weak,
+            "default",
+            "mutation($f: ID!, $d: ID!) { activateDeployment(input: {functionId: $f, deploymentId: $d}) { id } }",
+            json!({"f": "admin-tool", "d": deployment}),
+        )
+        .await;
+    assert_eq!(
+        activated.code(),
+        "PERMISSION_DENIED",
+        "{:#}",
+        activated.body
+    );
+    let function = app
+        .admin(
+            "{ function(id: \"admin-tool\") { entrypoint deploymentId } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(function["function"]["entrypoint"], "main.js");
+    assert_eq!(function["function"]["deploymentId"], deployment.as_str());
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_function_is_triggered_only_by_events_its_key_may_read() {
+    let app = crate::helpers::spawn_app().await;
+    let key = app
+        .create_key("default", &["functions.write", "teams.read"])
+        .await;
+    app.as_key(
+        &key,
+        "default",
+        CREATE,
+        json!({"input": {"id": "listener", "name": "l", "entrypoint": "main.js",
+            "events": ["users.*.create", "teams.*.create"]}}),
+    )
+    .await
+    .ok();
+    let response = deploy_response_as(
+        &app,
+        &key,
+        "default",
+        "listener",
+        "main.js",
+        b"export default async ({ res }) => res.empty();",
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+
+    create_user(&app, "cy-delegated@example.com").await;
+    create_team(&app, "heard").await;
+    let executions = eventually("the team's event ran the function", || async {
+        let found = app
+            .admin(
+                "{ executions(functionId: \"listener\", first: 10) { nodes { requestHeaders { name value } } } }",
+                json!({}),
+            )
+            .await
+            .ok();
+        let nodes = found["executions"]["nodes"].as_array().unwrap().clone();
+        (!nodes.is_empty()).then_some(nodes)
+    })
+    .await;
+    // Each event is handled in log order: the user's came first.
+    let events: Vec<String> = executions
+        .iter()
+        .flat_map(|e| e["requestHeaders"].as_array().unwrap().clone())
+        .filter(|h| h["name"] == "x-nimbus-event")
+        .map(|h| h["value"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(events, ["teams.heard.create"]);
+    app.shutdown().await;
+}
