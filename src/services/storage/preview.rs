@@ -133,7 +133,17 @@ pub fn preview_error(err: PreviewError) -> AppError {
             field: (*name).to_string(),
             reason: err.to_string(),
         },
-        PreviewError::Encode(_) => AppError::Internal(anyhow::anyhow!("{err}")),
+        // The parameters asked for something the encoder cannot make (a size a
+        // format cannot hold): the client's to change, told as such, and logged in
+        // case it is ours.
+        PreviewError::Encode(reason) => {
+            tracing::warn!(%reason, "a preview could not be encoded");
+            AppError::Invalid {
+                code: err.code(),
+                field: "file".into(),
+                reason: err.to_string(),
+            }
+        }
         _ => AppError::Invalid {
             code: err.code(),
             field: "file".into(),

@@ -14,7 +14,8 @@
 //!    exactly `width`×`height`, keeping the part `gravity` names (ImageMagick's
 //!    `-resize WxH^ -gravity G -extent WxH`); with one of them set, scale to it keeping
 //!    the aspect ratio (the other side rounded to the nearest pixel, so 1200×800 at
-//!    width 400 gives 400×267); with neither, keep the original size. Images are scaled
+//!    width 400 gives 400×267); with neither, keep the original size, scaled down to
+//!    fit 4000×4000 when larger. Images are scaled
 //!    up as well as down, as Appwrite does, so the output is always the size asked
 //!    for. A side derived from the aspect ratio is capped at 4000 pixels too: a very
 //!    thin image then comes out smaller on the side that was asked for;
@@ -266,7 +267,12 @@ fn plan(src_w: u32, src_h: u32, params: &PreviewParams) -> Plan {
         crop: None,
     };
     match (u64::from(params.width), u64::from(params.height)) {
-        (0, 0) => fit(sw, sh),
+        // A preview is never larger than one asked for at the largest size: an
+        // image near the pixel limit would otherwise be turned, framed and encoded
+        // at full size, several times its decoded size in memory.
+        (0, 0) if sw <= max && sh <= max => fit(sw, sh),
+        (0, 0) if sw >= sh => fit(max, scale(sh, max, sw)),
+        (0, 0) => fit(scale(sw, max, sh), max),
         (w, 0) => {
             let h = scale(sh, w, sw);
             if h > max {
