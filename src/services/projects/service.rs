@@ -135,27 +135,53 @@ pub async fn list_projects(
     Ok((rows.into_iter().map(Project::from).collect(), total))
 }
 
+/// Applies `change` to the grant's project as it is when its row lock is held, and
+/// writes it: two administrators changing different settings at once both keep
+/// theirs.
+async fn change_project(
+    state: &AppState,
+    admin: &AdminGrant,
+    change: impl FnOnce(&mut Project) -> AppResult<()>,
+) -> AppResult<Project> {
+    let id = admin.project();
+    let not_found = || AppError::ProjectNotFound { id: id.into() };
+    ids::validate("project", id).map_err(|_| not_found())?;
+    let mut tx = state.db.begin_write().await?;
+    store::lock_project(&mut tx, id).await?;
+    let mut project = store::find_project(&mut *tx, id)
+        .await?
+        .map(Project::from)
+        .ok_or_else(not_found)?;
+    change(&mut project)?;
+    project.updated_at = now_millis();
+    if !store::update_project(&mut *tx, &project).await? {
+        return Err(not_found());
+    }
+    commit_change(state, tx, &project.id).await?;
+    Ok(project)
+}
+
 pub async fn update_project(
     state: &AppState,
     admin: &AdminGrant,
     changes: ProjectChanges,
 ) -> AppResult<Project> {
-    let mut project = get_project(state, admin).await?;
-    if let Some(name) = changes.name {
-        check_name(&name)?;
-        project.name = name;
+    if let Some(name) = &changes.name {
+        check_name(name)?;
     }
-    if let Some(description) = changes.description {
-        check_description(&description)?;
-        project.description = description;
+    if let Some(description) = &changes.description {
+        check_description(description)?;
     }
-    project.updated_at = now_millis();
-    let mut tx = state.db.pool().begin().await?;
-    if !store::update_project(&mut *tx, &project).await? {
-        return Err(AppError::ProjectNotFound { id: project.id });
-    }
-    commit_change(state, tx, &project.id).await?;
-    Ok(project)
+    change_project(state, admin, |project| {
+        if let Some(name) = changes.name {
+            project.name = name;
+        }
+        if let Some(description) = changes.description {
+            project.description = description;
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Changes to a project's sign-in policy; absent fields stay as they are.
@@ -197,8 +223,13 @@ pub async fn update_project_auth(
     admin: &AdminGrant,
     changes: AuthChanges,
 ) -> AppResult<Project> {
-    let mut project = get_project(state, admin).await?;
-    let auth = &mut project.auth;
+    change_project(state, admin, |project| {
+        change_auth(&mut project.auth, changes)
+    })
+    .await
+}
+
+fn change_auth(auth: &mut AuthSettings, changes: AuthChanges) -> AppResult<()> {
     if let Some(v) = changes.password_min_length {
         // Passwords are at most 256 bytes, so a longer minimum could never be met.
         auth.password_min_length = in_range("passwordMinLength", v, 6, 256)?;
@@ -261,13 +292,7 @@ pub async fn update_project_auth(
         }
         auth.redirect_hosts = normalized;
     }
-    project.updated_at = now_millis();
-    let mut tx = state.db.pool().begin().await?;
-    if !store::update_project(&mut *tx, &project).await? {
-        return Err(AppError::ProjectNotFound { id: project.id });
-    }
-    commit_change(state, tx, &project.id).await?;
-    Ok(project)
+    Ok(())
 }
 
 /// What other services keep of a project outside the rows that cascade with it.

@@ -69,11 +69,25 @@ async fn insert<'e>(
     .map(|_| ())
 }
 
-pub async fn find_project(pool: &AnyPool, id: &str) -> Result<Option<ProjectRow>, sqlx::Error> {
+pub async fn find_project<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    id: &str,
+) -> Result<Option<ProjectRow>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM projects WHERE id = ?"))
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(db)
         .await
+}
+
+/// Takes the project's row lock for the rest of the transaction (a no-op write,
+/// which both backends lock), so that a read-modify-write of its settings sees the
+/// last committed change.
+pub async fn lock_project(conn: &mut sqlx::AnyConnection, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE projects SET updated_at = updated_at WHERE id = ?")
+        .bind(id)
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 pub async fn list_projects(pool: &AnyPool, page: &Page) -> Result<Vec<ProjectRow>, sqlx::Error> {
