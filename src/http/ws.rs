@@ -1130,7 +1130,7 @@ impl Connection {
             let BusMessage::Event(event) = &published.message else {
                 return Ok(());
             };
-            let Some(outcome) = watching.watch.outcome(event) else {
+            let Some(outcome) = watching.watch.outcome(event, &self.caller) else {
                 return Ok(());
             };
             // The caller's roles may have changed since the page was read.
@@ -1156,7 +1156,7 @@ impl Connection {
             return self.link.send(Message::Text(frame)).await;
         } else {
             let watch = watching.watch.as_ref();
-            let wanted = |event: &crate::bus::Event| watch.outcome(event).is_some();
+            let wanted = |event: &crate::bus::Event| watch.outcome(event, &self.caller).is_some();
             let page = replaying
                 .replay
                 .next_page(
@@ -1497,7 +1497,7 @@ impl Connection {
                             watching.handover = None;
                         }
                     }
-                    let Some(outcome) = watching.watch.outcome(event) else {
+                    let Some(outcome) = watching.watch.outcome(event, &self.caller) else {
                         continue;
                     };
                     if !*readable.get_or_insert_with(|| self.caller.may_receive(event, &self.roles))

@@ -1793,16 +1793,19 @@ struct DocumentWatch {
     /// one's watch lives as long as it does.
     filter: Option<Box<ResolvedFilter>>,
     only: Option<String>,
-    /// The subscriber as it subscribed: whether a document left its set is
-    /// told only when it could read the version that was in the set.
-    subscriber: crate::auth::Caller,
     /// The position of `after:`, when resuming.
     after: Option<i64>,
     cursors: Arc<resume::Cursors>,
 }
 
 impl crate::services::realtime::watch::Watch for DocumentWatch {
-    fn outcome(&self, event: &crate::bus::Event) -> Option<&'static str> {
+    /// Whether a document left the set is told only when the caller, as it is
+    /// now, could read the version that was in it.
+    fn outcome(
+        &self,
+        event: &crate::bus::Event,
+        caller: &crate::auth::Caller,
+    ) -> Option<&'static str> {
         let action = event.action_on(&self.channel)?;
         let document = event.payload.as_object()?;
         let id = document.get("$id").and_then(Json::as_str);
@@ -1812,7 +1815,7 @@ impl crate::services::realtime::watch::Watch for DocumentWatch {
         let previous = event
             .previous
             .as_ref()
-            .filter(|_| crate::auth::access::may_see_previous(&self.subscriber, event))
+            .filter(|_| crate::auth::access::may_see_previous(caller, event))
             .and_then(Json::as_object);
         change_for(self.filter.as_deref(), action, document, previous)
     }
@@ -1902,7 +1905,7 @@ fn register_subscription(parts: &mut SchemaParts, collection: &Arc<Collection>) 
                     };
                     let after = resume::after_argument(&ctx, &caller.project.id)?;
                     let cursors = state.cursors.clone();
-                    let watch = DocumentWatch { channel: collection.channel(), filter, only, subscriber: caller.clone(), after, cursors };
+                    let watch = DocumentWatch { channel: collection.channel(), filter, only, after, cursors };
                     Ok(crate::services::realtime::watch::follow(&ctx, state, caller, watch))
                 })
             },

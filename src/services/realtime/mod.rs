@@ -189,7 +189,7 @@ struct ChannelWatch {
 }
 
 impl watch::Watch for ChannelWatch {
-    fn outcome(&self, event: &Event) -> Option<watch::Outcome> {
+    fn outcome(&self, event: &Event, _caller: &Caller) -> Option<watch::Outcome> {
         let wanted = event.channels.iter().any(|channel| {
             self.channels
                 .iter()

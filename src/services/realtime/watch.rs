@@ -30,9 +30,10 @@ pub type Outcome = &'static str;
 
 /// One subscription's view of the bus.
 pub trait Watch: Send + Sync + 'static {
-    /// `None` when `event` is not for this subscription; otherwise what it means.
+    /// `None` when `event` is not for this subscription; otherwise what it means to
+    /// `caller` as it is now (its roles may have changed since it subscribed).
     /// Whether the caller may read the resource is checked apart from this.
-    fn outcome(&self, event: &Event) -> Option<Outcome>;
+    fn outcome(&self, event: &Event, caller: &Caller) -> Option<Outcome>;
 
     /// The value the subscription field yields for `event` seen as `outcome`. It
     /// must depend on nothing else: subscribers of the same operation share it.
@@ -85,11 +86,12 @@ pub fn follow<'a>(
         return stream::empty().boxed();
     }
     let watch = Arc::new(watch);
+    let receiver = caller.clone();
     let wanted = {
         let watch = watch.clone();
-        move |event: &Event| watch.outcome(event).is_some()
+        let caller = caller.clone();
+        move |event: &Event| watch.outcome(event, &caller).is_some()
     };
-    let receiver = caller.clone();
     let after = watch.resume_after();
     let resources = ctx.data::<Arc<dyn super::ResourceAccess>>().ok().cloned();
     // Live first, so that nothing logged while the replay is read falls between.
@@ -114,7 +116,7 @@ pub fn follow<'a>(
                         yield Err(super::resume::Replay::overdue_error().into());
                         return;
                     }
-                    let wanted = |event: &Event| watch.outcome(event).is_some();
+                    let wanted = |event: &Event| watch.outcome(event, &caller).is_some();
                     let page = replay
                         .next_page(&state, &caller, &roles, resources.as_ref(), wanted)
                         .await;
@@ -148,7 +150,7 @@ pub fn follow<'a>(
             item.map(|published| match &published.message {
                 BusMessage::Event(event) if !may_see_previous(&receiver, event) => {
                     // The version before the change is not the caller's to see.
-                    let outcome = watch.outcome(event).unwrap_or_default();
+                    let outcome = watch.outcome(event, &receiver).unwrap_or_default();
                     let without = Event {
                         previous: None,
                         ..event.clone()
@@ -156,7 +158,7 @@ pub fn follow<'a>(
                     FieldValue::value(watch.value(&without, outcome))
                 }
                 BusMessage::Event(event) => {
-                    let outcome = watch.outcome(event).unwrap_or_default();
+                    let outcome = watch.outcome(event, &receiver).unwrap_or_default();
                     FieldValue::value(watch.value(event, outcome))
                 }
                 _ => FieldValue::NULL,

@@ -413,7 +413,11 @@ struct FileWatch {
 }
 
 impl crate::services::realtime::watch::Watch for FileWatch {
-    fn outcome(&self, event: &crate::bus::Event) -> Option<&'static str> {
+    fn outcome(
+        &self,
+        event: &crate::bus::Event,
+        _caller: &crate::auth::Caller,
+    ) -> Option<&'static str> {
         Some(match event.action_on(&self.channel)? {
             "create" => "CREATE",
             "delete" => "DELETE",
