@@ -16,6 +16,18 @@ pub fn text(row: &AnyRow, column: &str) -> Result<String, sqlx::Error> {
     }
 }
 
+/// A nullable text column, as [`text`] reads one.
+pub fn optional_text(row: &AnyRow, column: &str) -> Result<Option<String>, sqlx::Error> {
+    match row.try_get::<Option<String>, _>(column) {
+        Ok(text) => Ok(text),
+        Err(_) => row
+            .try_get::<Option<Vec<u8>>, _>(column)?
+            .map(String::from_utf8)
+            .transpose()
+            .map_err(|err| sqlx::Error::Decode(Box::new(err))),
+    }
+}
+
 /// The error of a stored value that does not parse back.
 pub fn corrupt(what: &str, err: impl std::fmt::Display) -> sqlx::Error {
     sqlx::Error::Decode(format!("stored {what} do not parse: {err}").into())

@@ -4,7 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Executor, FromRow, Row as _};
 
 use crate::db::Page;
-use crate::db::columns::{json, text};
+use crate::db::columns::{json, optional_text, text};
 
 use super::{Deployment, Execution, Function, Variable};
 
@@ -37,9 +37,7 @@ impl FromRow<'_, AnyRow> for FunctionRow {
             warm: row.try_get::<i16, _>("warm")? != 0,
             logging: row.try_get::<i16, _>("logging")? != 0,
             scopes: list_of(row, "scopes")?,
-            reach: crate::auth::Delegation::from_column(
-                row.try_get::<Option<String>, _>("reach")?.as_deref(),
-            ),
+            reach: crate::auth::Delegation::from_column(optional_text(row, "reach")?.as_deref()),
             deployment_id: row.try_get("deployment_id")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,

@@ -4,7 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Executor, FromRow, Row as _};
 
 use crate::db::Page;
-use crate::db::columns::text;
+use crate::db::columns::{optional_text, text};
 
 use super::{Delivery, Webhook};
 
@@ -41,7 +41,7 @@ impl FromRow<'_, AnyRow> for WebhookRow {
             tls_verify: row.try_get("tls_verify")?,
             secret: row.try_get("secret")?,
             failures: row.try_get("failures")?,
-            reach: row.try_get("reach")?,
+            reach: optional_text(row, "reach")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
@@ -207,7 +207,7 @@ pub async fn enabled<'e>(
             Ok((
                 row.try_get("id")?,
                 text(row, "events")?,
-                row.try_get("reach")?,
+                optional_text(row, "reach")?,
             ))
         })
         .collect()
