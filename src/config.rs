@@ -368,6 +368,17 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_PREVIEW_QUEUE", default_value_t = 32)]
     pub preview_queue: usize,
 
+    /// Previews one client address may have rendered per minute (previews read
+    /// from the cache are not counted), so that one client cannot keep the render
+    /// slots from everyone else; past it, 429 `RATE_LIMITED` with `Retry-After`.
+    #[arg(long, env = "NIMBUS_PREVIEW_RENDERS_PER_MINUTE", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub preview_renders_per_minute: u32,
+
+    /// Bytes of rendered previews a replica keeps on its disk; past them, the
+    /// previews of the files least recently previewed anew go first. 0: none kept.
+    #[arg(long, env = "NIMBUS_PREVIEW_CACHE_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
+    pub preview_cache_bytes: u64,
+
     /// Reverse proxies whose `X-Forwarded-For` gives the client address, as
     /// comma-separated addresses or CIDR networks (`127.0.0.1,10.0.0.0/8`). The header
     /// is read from the right past every listed hop; from any other peer it is

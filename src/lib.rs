@@ -86,6 +86,7 @@ pub struct AppInner {
     pub creates: Option<services::databases::create_batch::CreateBatches>,
     /// Turns to render image previews, and the queue for them.
     pub preview_turns: services::storage::preview::Turns,
+    pub preview_cache: Arc<services::storage::preview::CacheBudget>,
     /// Client address to country, for `locale`.
     pub geoip: services::locale::geoip::GeoIp,
     /// Avatars drawn lately, kept in memory.
@@ -161,6 +162,9 @@ impl AppState {
         let state = AppState(Arc::new(AppInner {
             creates,
             preview_turns,
+            preview_cache: Arc::new(services::storage::preview::CacheBudget::new(
+                config.preview_cache_bytes,
+            )),
             geoip,
             avatars: services::avatars::cache::AvatarCache::new(
                 usize::try_from(config.avatar_cache_entries).unwrap_or(usize::MAX),

@@ -287,6 +287,7 @@ const CACHED_PREVIEW_READ: usize = 512 * 1024;
 pub async fn preview(
     State(state): State<AppState>,
     Path(path): Path<FilePath>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {
@@ -299,7 +300,9 @@ pub async fn preview(
             .filter(|(k, _)| k != "project" && k != "token")
             .collect();
         let params = PreviewParams::from_query(&params_only).map_err(preview::preview_error)?;
-        let rendered = preview::preview(&state, &file, &params).await?;
+        let ip = super::client::client_ip(&state.config.trusted_proxies, peer.ip(), &headers);
+        let client = crate::auth::rate_limit::client_key(&ip.to_string());
+        let rendered = preview::preview(&state, &file, &params, &client).await?;
         let body = match rendered.body {
             PreviewBody::Cached(path) => {
                 let opened = tokio::fs::File::open(&path)

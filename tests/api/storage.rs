@@ -1335,6 +1335,45 @@ async fn previews_resize_images_once_and_refuse_bad_images_and_parameters() {
 }
 
 #[tokio::test]
+async fn a_client_has_a_bounded_number_of_previews_rendered_a_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.preview_renders_per_minute = 2;
+    let app = spawn_with(config, dir).await;
+    bucket(
+        &app,
+        json!({"id": "pics", "name": "Pictures", "permissions": ["read(\"any\")"]}),
+    )
+    .await;
+    let admin = admin_headers(&app);
+    let file = upload(
+        &app,
+        &borrowed(&admin),
+        json!({"bucketId": "pics", "fileId": "photo", "file": null}),
+        "photo.png",
+        "image/png",
+        &png(64, 48),
+    )
+    .await
+    .ok()["createFile"]
+        .clone();
+    let preview = file["previewUrl"].as_str().unwrap().to_string();
+    for width in [10, 20] {
+        let (status, _, body) = fetch(&app, &format!("{preview}&width={width}"), &[]).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    // A third size would be rendered: refused, with when to ask again.
+    let (status, headers, body) = fetch(&app, &format!("{preview}&width=30"), &[]).await;
+    assert_eq!((status, error_code(&body).as_str()), (429, "RATE_LIMITED"));
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
+    // One already rendered is read from the cache, uncounted.
+    let (status, _, body) = fetch(&app, &format!("{preview}&width=10"), &[]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(image::load_from_memory(&body).unwrap().width(), 10);
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn file_changes_reach_subscribers_who_may_read_them() {
     let app = spawn_app().await;
     let (ann, bob) = users_bucket(&app, "shared").await;

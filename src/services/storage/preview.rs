@@ -3,13 +3,17 @@
 //! memory-heavy; see [`Turns`]), and kept on local disk under
 //! `DATA_DIR/cache/previews`, keyed by the file's checksum and the canonical
 //! parameters, so later requests read it back. A file's cached previews go when
-//! the file (or its bucket) does. The previews of an encrypted file are kept
+//! the file (or its bucket) does, and the least recently written files' previews
+//! go when the cache passes `NIMBUS_PREVIEW_CACHE_BYTES` ([`CacheBudget`]). Each
+//! client address may have `NIMBUS_PREVIEW_RENDERS_PER_MINUTE` rendered (not read
+//! from the cache). The previews of an encrypted file are kept
 //! sealed (AES-256-GCM under a key derived from the server secret, bound to their
 //! name), so the cache holds no more plaintext than the store does.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::SystemTime;
 
 use futures_util::TryStreamExt as _;
 use sha2::{Digest as _, Sha256};
@@ -17,6 +21,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::AppState;
+use crate::auth::rate_limit::Limit;
 use crate::auth::sealing::Sealer;
 use crate::error::{AppError, AppResult, codes};
 use crate::files::Key;
@@ -71,6 +76,108 @@ impl Turn {
         .await
         .map_err(|err| AppError::Internal(anyhow::anyhow!("{what} task failed: {err}")))
     }
+}
+
+/// The disk this replica's preview cache may take. What it holds is counted as
+/// previews are written; the first write on a replica, and any that passes the
+/// budget, walks the cache to measure it and removes the previews of the files
+/// least recently previewed anew until a quarter of the budget is free. Between
+/// walks the count only grows (files deleted since are found by the next walk).
+pub struct CacheBudget {
+    max_bytes: u64,
+    used: AtomicU64,
+    measured: AtomicBool,
+    sweeping: AtomicBool,
+}
+
+impl CacheBudget {
+    pub fn new(max_bytes: u64) -> Self {
+        CacheBudget {
+            max_bytes,
+            used: AtomicU64::new(0),
+            measured: AtomicBool::new(false),
+            sweeping: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether previews are kept at all.
+    fn keeps(&self) -> bool {
+        self.max_bytes > 0
+    }
+
+    /// Counts `bytes` written to the cache under `root`; walks it, in the
+    /// background, when it has not been measured or may be over the budget.
+    fn wrote(self: &Arc<Self>, root: PathBuf, bytes: u64) {
+        let used = self.used.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        let measured = self.measured.load(Ordering::Acquire);
+        if (measured && used <= self.max_bytes) || self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let budget = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let kept = sweep(&root, budget.max_bytes);
+            budget.used.store(kept, Ordering::Release);
+            budget.measured.store(true, Ordering::Release);
+            budget.sweeping.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Measures the preview cache under `root` (`PROJECT/BUCKET/FILE/previews`) and,
+/// past `max_bytes`, removes whole files' previews, those written longest ago
+/// first, until three quarters of `max_bytes` remain. Answers the bytes kept.
+fn sweep(root: &std::path::Path, max_bytes: u64) -> u64 {
+    let dirs_in = |path: &std::path::Path| -> Vec<PathBuf> {
+        std::fs::read_dir(path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|entry| entry.path())
+            .collect()
+    };
+    // Each file's directory, with when a preview of it was last written and how
+    // many bytes its previews take.
+    let mut files: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+    for project in dirs_in(root) {
+        for bucket in dirs_in(&project) {
+            for file in dirs_in(&bucket) {
+                let mut newest = SystemTime::UNIX_EPOCH;
+                let mut bytes = 0u64;
+                for entry in std::fs::read_dir(&file).into_iter().flatten().flatten() {
+                    let Ok(meta) = entry.metadata() else { continue };
+                    bytes += meta.len();
+                    if let Ok(modified) = meta.modified() {
+                        newest = newest.max(modified);
+                    }
+                }
+                files.push((newest, bytes, file));
+            }
+        }
+    }
+    let mut total: u64 = files.iter().map(|(_, bytes, _)| bytes).sum();
+    if total <= max_bytes {
+        return total;
+    }
+    let target = max_bytes / 4 * 3;
+    files.sort();
+    let mut removed = 0usize;
+    for (_, bytes, path) in &files {
+        if total <= target {
+            break;
+        }
+        if std::fs::remove_dir_all(path).is_ok() {
+            total -= bytes;
+            removed += 1;
+        }
+    }
+    tracing::info!(
+        removed,
+        kept_bytes = total,
+        "the preview cache passed its budget; the previews of the files least recently previewed were removed"
+    );
+    metrics::counter!("nimbus_preview_cache_evictions_total").increment(removed as u64);
+    total
 }
 
 /// Seconds a refused preview is told to wait before asking again.
@@ -152,11 +259,13 @@ pub fn preview_error(err: PreviewError) -> AppError {
     }
 }
 
-/// The preview of `file` with `params`, rendered now or read from the cache.
+/// The preview of `file` with `params`, rendered now or read from the cache; a
+/// render counts against `client`'s (an address's limit key) renders per minute.
 pub async fn preview(
     state: &AppState,
     file: &StoredFile,
     params: &PreviewParams,
+    client: &str,
 ) -> AppResult<Preview> {
     let is_image = OutputFormat::from_mime_type(&file.mime_type).is_some();
     let mut hasher = Sha256::new();
@@ -194,6 +303,13 @@ pub async fn preview(
             mime_type: output.mime_type(),
         });
     }
+    state
+        .rate_limiter
+        .hit(
+            &format!("preview-renders:{client}"),
+            Limit::per_minute(state.config.preview_renders_per_minute),
+        )
+        .await?;
     // The turn comes before the source is read: a waiting request holds no image.
     let turn = state.preview_turns.take().await?;
     let source = if is_image {
@@ -236,9 +352,15 @@ pub async fn preview(
         .await?
         .map_err(preview_error)?;
     metrics::counter!("nimbus_previews_total", "source" => "rendered").increment(1);
+    if !state.preview_cache.keeps() {
+        return Ok(Preview {
+            body: PreviewBody::Fresh(rendered.bytes),
+            mime_type: rendered.mime_type,
+        });
+    }
     if let Some(sealer) = &sealer {
         let sealed = sealer.seal_bytes(&rendered.bytes, name.as_bytes());
-        if let Err(err) = keep(&dir, &path, &sealed).await {
+        if let Err(err) = keep(state, &dir, &path, &sealed).await {
             tracing::warn!(error = %err, "could not cache a preview");
         }
         return Ok(Preview {
@@ -246,7 +368,7 @@ pub async fn preview(
             mime_type: rendered.mime_type,
         });
     }
-    if let Err(err) = keep(&dir, &path, &rendered.bytes).await {
+    if let Err(err) = keep(state, &dir, &path, &rendered.bytes).await {
         tracing::warn!(error = %err, "could not cache a preview");
         return Ok(Preview {
             body: PreviewBody::Fresh(rendered.bytes),
@@ -277,7 +399,12 @@ async fn open_sealed(sealer: &Sealer, path: &PathBuf, name: &str) -> Option<Vec<
 
 /// Writes a preview under a temporary name and renames it into place, so a reader
 /// never sees half of one.
-async fn keep(dir: &PathBuf, path: &PathBuf, bytes: &[u8]) -> std::io::Result<()> {
+async fn keep(
+    state: &AppState,
+    dir: &PathBuf,
+    path: &PathBuf,
+    bytes: &[u8],
+) -> std::io::Result<()> {
     tokio::fs::create_dir_all(dir).await?;
     make_room(dir).await?;
     let temporary = dir.join(format!(".{}.partial", crate::db::ids::generate()));
@@ -290,6 +417,10 @@ async fn keep(dir: &PathBuf, path: &PathBuf, bytes: &[u8]) -> std::io::Result<()
     .await;
     if written.is_err() {
         let _ = tokio::fs::remove_file(&temporary).await;
+    } else {
+        state
+            .preview_cache
+            .wrote(state.config.preview_cache_dir(), bytes.len() as u64);
     }
     written
 }
@@ -371,5 +502,43 @@ mod tests {
         })
         .await;
         assert!(again.is_ok(), "the turn comes back once the render ends");
+    }
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::sweep;
+
+    fn preview(root: &std::path::Path, file: &str, bytes: usize, age_secs: u64) {
+        let dir = root.join("p").join("b").join(file);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x.png");
+        std::fs::write(&path, vec![0u8; bytes]).unwrap();
+        let written = SystemTime::now() - Duration::from_secs(age_secs);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(written)
+            .unwrap();
+    }
+
+    #[test]
+    fn the_files_previewed_longest_ago_go_first_until_a_quarter_is_free() {
+        let root = tempfile::tempdir().unwrap();
+        preview(root.path(), "oldest", 400, 300);
+        preview(root.path(), "older", 400, 200);
+        preview(root.path(), "newest", 400, 10);
+        assert_eq!(
+            sweep(root.path(), 2000),
+            1200,
+            "within the budget: nothing goes"
+        );
+        let kept = sweep(root.path(), 1000);
+        assert_eq!(kept, 400);
+        let left = |name: &str| root.path().join("p/b").join(name).exists();
+        assert!(!left("oldest") && !left("older") && left("newest"));
     }
 }
