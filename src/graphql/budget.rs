@@ -206,6 +206,65 @@ pub fn check(
     Ok(())
 }
 
+/// Values a JSON body may hold beside its variables: each request's own fields
+/// (`query`, `operationName`, `extensions` and what is in it).
+const ENVELOPE_VALUES: u64 = 64;
+
+/// Whether a JSON body holds more values than `limits` lets the variables of
+/// `requests` requests hold, counted as [`Size`] counts them (every scalar, list
+/// and object; an object's keys are not values) without parsing it: parsing is
+/// what costs, some 72 bytes a value, so a 2 MiB body of `0,` would hold 70 MB
+/// before its variables could be counted. The count of malformed JSON means
+/// nothing but stays bounded; the parser refuses it after.
+pub fn body_over(bytes: &[u8], limits: &QueryLimits, requests: usize) -> bool {
+    let requests = requests.max(1) as u64;
+    let limit = limits
+        .max_variable_values
+        .saturating_add(ENVELOPE_VALUES.saturating_mul(requests));
+    json_values_over(bytes, limit)
+}
+
+fn json_values_over(bytes: &[u8], limit: u64) -> bool {
+    let mut values = 0u64;
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'"' => {
+                at += 1;
+                while at < bytes.len() && bytes[at] != b'"' {
+                    // An escape's next byte is never the closing quote.
+                    at += if bytes[at] == b'\\' { 2 } else { 1 };
+                }
+                at += 1;
+                let next = bytes[at.min(bytes.len())..]
+                    .iter()
+                    .find(|b| !b.is_ascii_whitespace());
+                if next != Some(&b':') {
+                    values += 1;
+                }
+            }
+            b'[' | b'{' => {
+                values += 1;
+                at += 1;
+            }
+            b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
+                values += 1;
+                while at < bytes.len()
+                    && !matches!(bytes[at], b',' | b']' | b'}' | b':' | b'"' | b'[' | b'{')
+                    && !bytes[at].is_ascii_whitespace()
+                {
+                    at += 1;
+                }
+            }
+            _ => at += 1,
+        }
+        if values > limit {
+            return true;
+        }
+    }
+    false
+}
+
 fn too_large(message: String) -> ServerError {
     coded(message, codes::VARIABLES_TOO_LARGE)
 }
@@ -324,6 +383,24 @@ fn count_value<'d>(value: &'d Value, counts: &mut Counts<'d>) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_body_is_counted_as_its_variables_are_without_parsing_it() {
+        let body = br#"{"query": "q", "variables": {"ids": [1, -2.5e3, true, null, "a\"b:", {"k": "v", "n": [ ]}]}}"#;
+        let parsed: serde_json::Value = serde_json::from_slice(body).unwrap();
+        let variables = Variables::from_json(parsed["variables"].clone());
+        // The body adds its own object, the query string and the variables' object.
+        let counted = Size::of_variables(&variables).values + 3;
+        assert!(!json_values_over(body, counted));
+        assert!(json_values_over(body, counted - 1));
+        let many = format!("{{\"variables\": {{\"v\": [{}0]}}}}", "0,".repeat(200_000));
+        assert!(body_over(many.as_bytes(), &LIMITS, 1));
+        let some = format!("{{\"variables\": {{\"v\": [{}0]}}}}", "0,".repeat(1_000));
+        assert!(!body_over(some.as_bytes(), &LIMITS, 1));
+        // Unterminated strings and stray bytes end the count, not the server.
+        assert!(!json_values_over(br#"{"a": "unterminated\"#, 10));
+    }
+
     use super::*;
     use serde_json::json;
 

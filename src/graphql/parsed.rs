@@ -35,6 +35,11 @@ impl ParsedQueries {
         }
     }
 
+    /// The limits requests are held to.
+    pub fn limits(&self) -> &QueryLimits {
+        &self.limits
+    }
+
     /// Gives `request` its parsed document, from the cache or by parsing (and then
     /// keeping) it. A query that does not parse is left for execution to report;
     /// one the limits refuse as written, or nested too deep to parse safely, is

@@ -288,6 +288,17 @@ async fn json_batch(
     media: MediaType,
 ) -> Result<BatchRequest, Response> {
     let bytes = post_body(state, body, media).await?;
+    let limits = state.parsed_queries.limits();
+    if crate::graphql::budget::body_over(&bytes, limits, state.config.graphql_max_batch) {
+        return Err(error_response(
+            media,
+            codes::VARIABLES_TOO_LARGE,
+            &format!(
+                "the body holds more than {} values of variables",
+                limits.max_variable_values
+            ),
+        ));
+    }
     batch_from_json(&bytes).map_err(|err| {
         let reason = if err.is_syntax() || err.is_eof() {
             format!(
