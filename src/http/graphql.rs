@@ -216,6 +216,18 @@ pub(super) fn batch_from_json(bytes: &[u8]) -> serde_json::Result<BatchRequest> 
     }
 }
 
+/// Why a JSON request body is refused unparsed: it holds more values than its
+/// requests' variables may ([`crate::graphql::budget::body_over`]).
+pub(super) fn too_many_values(state: &AppState, bytes: &[u8]) -> Option<String> {
+    let limits = state.parsed_queries.limits();
+    crate::graphql::budget::body_over(bytes, limits, state.config.graphql_max_batch).then(|| {
+        format!(
+            "the body holds more than {} values of variables",
+            limits.max_variable_values
+        )
+    })
+}
+
 /// `POST /v1/graphql`.
 pub async fn graphql_post(
     State(state): State<AppState>,
@@ -288,16 +300,8 @@ async fn json_batch(
     media: MediaType,
 ) -> Result<BatchRequest, Response> {
     let bytes = post_body(state, body, media).await?;
-    let limits = state.parsed_queries.limits();
-    if crate::graphql::budget::body_over(&bytes, limits, state.config.graphql_max_batch) {
-        return Err(error_response(
-            media,
-            codes::VARIABLES_TOO_LARGE,
-            &format!(
-                "the body holds more than {} values of variables",
-                limits.max_variable_values
-            ),
-        ));
+    if let Some(reason) = too_many_values(state, &bytes) {
+        return Err(error_response(media, codes::VARIABLES_TOO_LARGE, &reason));
     }
     batch_from_json(&bytes).map_err(|err| {
         let reason = if err.is_syntax() || err.is_eof() {

@@ -195,6 +195,12 @@ async fn head(
 ) -> Result<(BatchRequest, HashMap<String, Vec<String>>), Refusal> {
     let config = &state.config;
     let operations = leading_part(multipart, "operations", unreadable).await?;
+    if let Some(message) = super::graphql::too_many_values(state, &operations) {
+        return Err(Refusal::Plain {
+            code: codes::VARIABLES_TOO_LARGE,
+            message,
+        });
+    }
     let batch = super::graphql::batch_from_json(&operations)
         .map_err(|_| bad("the `operations` part is not a GraphQL request"))?;
     let map = leading_part(multipart, "map", unreadable).await?;

@@ -889,6 +889,31 @@ async fn variables_over_their_bound_are_refused_and_undeclared_ones_dropped() {
         let message = answer.body["errors"][0]["message"].as_str().unwrap();
         assert!(message.contains("more than 100000 values"), "{message}");
     }
+    // The same in a multipart request's `operations`, counted before it is parsed.
+    let boundary = "nimbus-values-boundary";
+    let operations = json!({"query": "query($a: [Int]) { __typename }", "variables": {"a": many}});
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n{operations}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"map\"\r\n\r\n{{}}\r\n--{boundary}--\r\n"
+    );
+    let response = app
+        .client
+        .post(format!("{}/v1/graphql", app.url))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .header("apollo-require-preflight", "true")
+        .body(body)
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(response.status(), 400);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(
+        answer["errors"][0]["extensions"]["code"], "VARIABLES_TOO_LARGE",
+        "{answer:#}"
+    );
     // Text counts too: 4 MiB of it, over a body raised for the test.
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path()).await;
