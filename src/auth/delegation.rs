@@ -56,13 +56,13 @@ impl Delegation {
         (*self != Delegation::default()).then(|| serde_json::to_string(self).unwrap_or_default())
     }
 
-    /// From the column; what does not parse hands on nothing.
+    /// From the column; what does not parse hands on nothing, and has expired.
     pub fn from_column(column: Option<&str>) -> Self {
         match column {
             None => Delegation::default(),
             Some(text) => serde_json::from_str(text).unwrap_or(Delegation {
                 scopes: Some(Vec::new()),
-                expires_at: None,
+                expires_at: Some(0),
             }),
         }
     }
@@ -101,6 +101,8 @@ mod tests {
         let delegation = Delegation::of(&console);
         assert_eq!(delegation.to_column(), None);
         assert!(delegation.covers("documents.read", i64::MAX));
-        assert!(!Delegation::from_column(Some("not json")).covers("teams.read", 0));
+        let unreadable = Delegation::from_column(Some("not json"));
+        assert!(!unreadable.covers("teams.read", 0));
+        assert!(unreadable.expired_at(1));
     }
 }

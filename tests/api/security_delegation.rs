@@ -118,6 +118,46 @@ async fn a_webhook_delivers_only_the_events_its_key_may_read() {
 }
 
 #[tokio::test]
+async fn a_key_that_repoints_a_webhook_does_not_receive_what_was_queued_before() {
+    let receiver = Receiver::start().await;
+    let app = app_with_webhooks(|c| c.webhooks_failure_threshold = 100).await;
+    let (hook, _) =
+        crate::webhooks::create_webhook(&app, &receiver.url("/fail"), &["teams.*"]).await;
+    create_team(&app, "private-plans").await;
+    // The operator's delivery fails and waits for its retry.
+    receiver.wait_for("/fail", 1).await;
+    let key = app.create_key("default", &["webhooks.write"]).await;
+    app.as_key(
+        &key,
+        "default",
+        "mutation($id: ID!, $url: String!) { updateWebhook(input: {id: $id, url: $url}) { id } }",
+        json!({"id": hook, "url": receiver.url("/ok/stolen")}),
+    )
+    .await
+    .ok();
+    eventually("the queued delivery ended", || async {
+        let jobs = app
+            .admin(
+                "{ jobs(kind: \"webhook\", first: 10) { nodes { status } } }",
+                json!({}),
+            )
+            .await
+            .ok();
+        let nodes = jobs["jobs"]["nodes"].as_array().unwrap().clone();
+        nodes
+            .iter()
+            .all(|n| n["status"] == "DONE" || n["status"] == "DEAD")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        receiver.requests_to("/ok/stolen").is_empty(),
+        "the team's event reached the key that re-pointed the webhook"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_webhook_keeps_its_failure_count_when_a_change_does_not_enable_it() {
     let receiver = Receiver::start().await;
     let app = app_with_webhooks(|_| {}).await;
@@ -194,6 +234,16 @@ async fn a_function_is_changed_only_by_a_key_holding_its_scopes() {
         )
         .await;
     assert_eq!(renamed.code(), "PERMISSION_DENIED", "{:#}", renamed.body);
+    // Nor the variables its code reads.
+    let variable = app
+        .as_key(
+            &weak,
+            "default",
+            "mutation { createVariable(input: {functionId: \"admin-tool\", key: \"TARGET\", value: \"https://evil.example\"}) { key } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(variable.code(), "PERMISSION_DENIED", "{:#}", variable.body);
 
     // The key that holds them may.
     let deployed =

@@ -758,6 +758,7 @@ fn create_variable() -> Field {
                 let variable = service::create_variable(
                     app(&ctx)?,
                     &grant,
+                    key_of(&ctx)?,
                     &given.function_id,
                     &given.key,
                     &given.value,
@@ -782,6 +783,7 @@ fn update_variable() -> Field {
                 let variable = service::update_variable(
                     app(&ctx)?,
                     &grant,
+                    key_of(&ctx)?,
                     &given.function_id,
                     &given.key,
                     &given.value,
@@ -803,8 +805,14 @@ fn delete_variable() -> Field {
             FieldFuture::new(async move {
                 let grant = caller(&ctx)?.require::<FunctionsWrite>()?;
                 let given: DeleteVariableInput = input(&ctx)?;
-                service::delete_variable(app(&ctx)?, &grant, &given.function_id, &given.key)
-                    .await?;
+                service::delete_variable(
+                    app(&ctx)?,
+                    &grant,
+                    key_of(&ctx)?,
+                    &given.function_id,
+                    &given.key,
+                )
+                .await?;
                 Ok(Some(FieldValue::value(object([(
                     "deletedId",
                     Value::from(given.key),

@@ -567,11 +567,13 @@ pub async fn variables(
 pub async fn create_variable(
     state: &AppState,
     grant: &Grant<FunctionsWrite>,
+    by: &ApiKeyGrant,
     function_id: &str,
     key: &str,
     value: &str,
 ) -> AppResult<Variable> {
-    load(state, grant.project(), function_id).await?;
+    // The code reads its variables: changing them is changing the function.
+    let reach = vouch(by, &load(state, grant.project(), function_id).await?)?;
     check_variable_key(key)?;
     check_variable_value(state, grant.project(), function_id, key, value).await?;
     let now = now_millis();
@@ -591,18 +593,20 @@ pub async fn create_variable(
     )
     .await
     .conflict_as("variable", key)?;
-    variable_committed(state, grant.project(), tx, &variable, "create").await?;
+    variable_committed(state, grant.project(), tx, &variable, &reach, "create").await?;
     Ok(variable)
 }
 
 pub async fn update_variable(
     state: &AppState,
     grant: &Grant<FunctionsWrite>,
+    by: &ApiKeyGrant,
     function_id: &str,
     key: &str,
     value: &str,
 ) -> AppResult<Variable> {
-    load(state, grant.project(), function_id).await?;
+    // The code reads its variables: changing them is changing the function.
+    let reach = vouch(by, &load(state, grant.project(), function_id).await?)?;
     let missing = || AppError::NotFound {
         what: "variable",
         id: key.to_string(),
@@ -627,17 +631,19 @@ pub async fn update_variable(
     {
         return Err(missing());
     }
-    variable_committed(state, grant.project(), tx, &variable, "update").await?;
+    variable_committed(state, grant.project(), tx, &variable, &reach, "update").await?;
     Ok(variable)
 }
 
 pub async fn delete_variable(
     state: &AppState,
     grant: &Grant<FunctionsWrite>,
+    by: &ApiKeyGrant,
     function_id: &str,
     key: &str,
 ) -> AppResult<()> {
-    load(state, grant.project(), function_id).await?;
+    // The code reads its variables: changing them is changing the function.
+    let reach = vouch(by, &load(state, grant.project(), function_id).await?)?;
     let mut variable = store::variables(state.db.pool(), grant.project(), function_id)
         .await?
         .into_iter()
@@ -655,19 +661,21 @@ pub async fn delete_variable(
         });
     }
     variable.updated_at = now_millis();
-    variable_committed(state, grant.project(), tx, &variable, "delete").await?;
+    variable_committed(state, grant.project(), tx, &variable, &reach, "delete").await?;
     Ok(())
 }
 
 /// Commits a variable's change with its event, which tells every replica to
-/// read the function's variables again (this one at once).
+/// read the function's variables again (this one at once), and who changed it.
 async fn variable_committed(
     state: &AppState,
     project_id: &str,
-    tx: sqlx::Transaction<'static, sqlx::Any>,
+    mut tx: sqlx::Transaction<'static, sqlx::Any>,
     variable: &Variable,
+    reach: &Delegation,
     action: &str,
 ) -> AppResult<()> {
+    store::set_reach(&mut *tx, project_id, &variable.function_id, reach).await?;
     let name = format!(
         "functions.{}.variables.{}",
         variable.function_id, variable.key

@@ -428,8 +428,8 @@ pub async fn delete_deployment<'e>(
     .map(|r| r.rows_affected() == 1)
 }
 
-/// Makes `deployment_id` the function's active deployment (none: deactivates).
-/// Records who chose the code that runs from now on: what their key hands on.
+/// Records who changed what the function runs (its code, settings or variables):
+/// what their key hands on.
 pub async fn set_reach<'e>(
     db: impl Executor<'e, Database = Any>,
     project_id: &str,
@@ -445,6 +445,7 @@ pub async fn set_reach<'e>(
         .map(|r| r.rows_affected() == 1)
 }
 
+/// Makes `deployment_id` the function's active deployment (none: deactivates).
 pub async fn set_active<'e>(
     db: impl Executor<'e, Database = Any>,
     project_id: &str,

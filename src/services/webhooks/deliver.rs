@@ -88,6 +88,20 @@ impl Handler for WebhookJobs {
         if row.enabled == 0 {
             return Ok(());
         }
+        // Whoever configured the webhook last decides where it sends: a delivery
+        // queued under another's delegation goes only where that event could go
+        // now (a narrower key that re-points the webhook does not receive the
+        // deliveries still queued or retried).
+        let key_scope = job.payload.get("keyScope").and_then(|v| v.as_str());
+        let happened = body.get("timestamp").and_then(|v| v.as_i64());
+        let reach = crate::auth::Delegation::from_column(row.reach.as_deref());
+        if !key_scope
+            .zip(happened)
+            .is_some_and(|(scope, at)| reach.covers(scope, at))
+        {
+            tracing::info!(webhook = %webhook_id, event = %event_id, "a queued delivery is no longer the webhook's to send");
+            return Ok(());
+        }
         let secret = service::open_secret(state, &row.secret).ok_or_else(|| {
             Failure::Permanent("the webhook's secret does not open with this server secret".into())
         })?;

@@ -342,7 +342,12 @@ pub async fn queue_deliveries(
         let job = NewJob {
             project_id: event.project_id.clone(),
             kind: KIND,
-            payload: serde_json::json!({ "webhookId": webhook_id, "eventId": event.id, "body": body }),
+            payload: serde_json::json!({
+                "webhookId": webhook_id,
+                "eventId": event.id,
+                "keyScope": event.key_scope,
+                "body": body,
+            }),
             run_at: None,
             dedupe_key: Some(format!(
                 "webhook:{}:{webhook_id}:{}",
