@@ -622,7 +622,7 @@ async fn execute(
     )
     .await;
     if let Some(counters) = counters {
-        usage::count_answered(counters, headers, &response);
+        usage::count_answered(counters, headers, method == Method::Post, &response);
     }
     response
 }

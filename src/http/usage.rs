@@ -39,14 +39,25 @@ fn tag_with(response: &mut Response, counters: Arc<ProjectCounters>) {
 }
 
 /// Counts the bytes of a GraphQL exchange, whose lengths are known without
-/// wrapping either body: the request's `Content-Length` (the handler read all of
-/// it, or refused it), and the whole answer it built.
-pub fn count_answered(counters: &ProjectCounters, headers: &HeaderMap, response: &Response) {
-    let received = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
+/// wrapping either body: a POST's `Content-Length` (the handler read all of it,
+/// and the server holds a body to its declared length, or it refused it), and the
+/// whole answer it built. A GET's body is never read: a length it declares is
+/// not counted, or any client could make a project's usage whatever it liked.
+pub fn count_answered(
+    counters: &ProjectCounters,
+    headers: &HeaderMap,
+    body_read: bool,
+    response: &Response,
+) {
+    let received = if body_read {
+        headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    } else {
+        0
+    };
     let hint = response.body().size_hint();
     counters.http(received, hint.exact().unwrap_or(hint.lower()));
 }

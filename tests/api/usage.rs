@@ -633,3 +633,37 @@ async fn the_consoles_own_requests_count_in_the_project_they_act_on() {
     assert!(total(&counted, "BANDWIDTH_IN", "http") > 0.0, "{answer}");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_length_a_request_declares_but_does_not_send_is_not_counted() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = counting_app(1000).await;
+    app.create_project("victim").await;
+    // A GET whose body is never read, declaring an exabyte of it.
+    let address = app.url.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stream
+        .write_all(
+            b"GET /v1/graphql?query=%7B__typename%7D HTTP/1.1\r\nHost: localhost\r\n\
+              X-Nimbus-Project: victim\r\nContent-Length: 9223372036854775807\r\n\
+              Connection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 12];
+    stream.read_exact(&mut answer).await.unwrap();
+    assert_eq!(
+        &answer,
+        b"HTTP/1.1 200",
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop(stream);
+    let (counted, answer) = eventually("the answer counted", || async {
+        let (t, answer) = totals(&app, "victim", "HOUR").await;
+        (total(&t, "BANDWIDTH_OUT", "http") > 0.0).then_some((t, answer))
+    })
+    .await;
+    assert_eq!(total(&counted, "BANDWIDTH_IN", "http"), 0.0, "{answer}");
+    app.shutdown().await;
+}
