@@ -83,8 +83,21 @@ pub struct MailLimits {
     pub per_client: u32,
 }
 
+/// Guesses at sent secrets one client address may make per hour, whoever they
+/// name ([`RateLimiter::hit_secret_guess`]).
+const SECRET_GUESSES_PER_CLIENT: Limit = Limit::per_hour(100);
+
 /// Past this many tracked keys, expired windows are swept from memory.
 const SWEEP_AT: usize = 50_000;
+/// Most windows held in memory (some 40 MB). Full of live windows, an attempt
+/// under a key not yet counted is refused: forgetting a window to make room would
+/// hand its guesses back to whoever made them, and most keys name what the
+/// client chose (an email, a user id), so a crowd of clients could otherwise fill
+/// memory with them. The per-client limits each flow checks first keep one client
+/// from filling it alone.
+const MAX_WINDOWS: usize = 250_000;
+/// Seconds an attempt refused for want of room is told to wait.
+const FULL_RETRY_AFTER: u64 = 60;
 
 /// The in-memory windows. After a sweep the next one waits until the map has
 /// doubled: were every window live, sweeping at a fixed size would scan the whole
@@ -145,6 +158,18 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Counts one guess at a secret a user was sent (a link's, a code's, an
+    /// invitation's) against the client address it comes from, before any limit
+    /// keyed by what the client names (a user id, an email, an invitation): past
+    /// it, a client's guesses at ever new names leave no window behind each.
+    pub async fn hit_secret_guess(&self, project_id: &str, client_ip: &str) -> AppResult<()> {
+        self.hit(
+            &format!("secret-client:{project_id}:{}", client_key(client_ip)),
+            SECRET_GUESSES_PER_CLIENT,
+        )
+        .await
+    }
+
     /// Counts one outgoing email against its sender (when there is one) and the
     /// client address it was asked from; `RATE_LIMITED` past either bound.
     pub async fn hit_outgoing_mail(
@@ -201,9 +226,13 @@ impl RateLimiter {
             return (0, 0);
         };
         let now = Instant::now();
-        if windows.by_key.len() >= windows.sweep_at {
+        if windows.by_key.len() >= windows.sweep_at.min(MAX_WINDOWS) {
             windows.by_key.retain(|_, (ends, _)| *ends > now);
             windows.sweep_at = SWEEP_AT.max(windows.by_key.len() * 2);
+        }
+        if windows.by_key.len() >= MAX_WINDOWS && !windows.by_key.contains_key(key) {
+            metrics::counter!("nimbus_rate_limit_full_total").increment(1);
+            return (u32::MAX, FULL_RETRY_AFTER);
         }
         let ends = now + limit.window;
         let entry = windows.by_key.entry(key.to_string()).or_insert((ends, 0));
@@ -218,6 +247,28 @@ impl RateLimiter {
 
 #[cfg(test)]
 mod tests {
+
+    #[tokio::test]
+    async fn a_full_memory_refuses_new_keys_and_keeps_counting_the_old() {
+        let limiter = RateLimiter::new(true, "t", None);
+        let hour = Limit::per_hour(1000);
+        {
+            let mut windows = limiter.local.lock().unwrap();
+            let ends = Instant::now() + Duration::from_secs(3600);
+            for n in 0..MAX_WINDOWS {
+                windows.by_key.insert(format!("k{n}"), (ends, 1));
+            }
+        }
+        assert!(matches!(
+            limiter.hit("fresh", hour).await,
+            Err(AppError::RateLimited {
+                retry_after: FULL_RETRY_AFTER
+            })
+        ));
+        limiter.hit("k7", hour).await.unwrap();
+        assert_eq!(limiter.local.lock().unwrap().by_key["k7"].1, 2);
+    }
+
     use super::*;
 
     #[tokio::test]

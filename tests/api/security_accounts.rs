@@ -929,3 +929,40 @@ async fn a_change_read_before_a_block_cannot_undo_it() {
     assert!(after.blocked, "a later change keeps the block");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn one_client_guessing_secrets_for_ever_new_users_is_bounded() {
+    let app = spawn_app().await;
+    let guess = "mutation($u: ID!) { updateRecovery(input: {userId: $u, secret: \"guess\", password: \"long-enough-1\"}) }";
+    // Each user id its own: no per-user window could stop this alone.
+    for n in 0..100 {
+        let answer = app
+            .post(
+                json!({"query": guess, "variables": {"u": format!("nobody{n}")}}),
+                &[],
+            )
+            .await;
+        assert_eq!(
+            answer.code(),
+            "INVALID_TOKEN",
+            "guess {n}: {:#}",
+            answer.body
+        );
+    }
+    let answer = app
+        .post(
+            json!({"query": guess, "variables": {"u": "nobody-else"}}),
+            &[],
+        )
+        .await;
+    assert_eq!(answer.code(), "RATE_LIMITED", "{:#}", answer.body);
+    // Email codes count with them.
+    let answer = app
+        .post(
+            json!({"query": "mutation { createSession(input: {email: \"new@example.com\", secret: \"123456\"}) { secret } }"}),
+            &[],
+        )
+        .await;
+    assert_eq!(answer.code(), "RATE_LIMITED", "{:#}", answer.body);
+    app.shutdown().await;
+}

@@ -176,6 +176,10 @@ async fn find_token(
     ids::validate("userId", user_id).map_err(|_| invalid())?;
     state
         .rate_limiter
+        .hit_secret_guess(project_id, &client.ip)
+        .await?;
+    state
+        .rate_limiter
         .hit(
             &format!("token:{project_id}:{user_id}:{}", client_key(&client.ip)),
             TOKEN_ATTEMPTS_LIMIT,
@@ -546,6 +550,10 @@ pub async fn create_session_from_token(
                 Some(row) => row.id,
                 None => {
                     // Counted like any wrong secret, so unknown emails look the same.
+                    state
+                        .rate_limiter
+                        .hit_secret_guess(project_id, &client.ip)
+                        .await?;
                     state
                         .rate_limiter
                         .hit(

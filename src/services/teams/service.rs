@@ -861,6 +861,10 @@ pub async fn accept_invitation(
     ids::validate("membershipId", id)?;
     state
         .rate_limiter
+        .hit_secret_guess(project_id, &client.ip)
+        .await?;
+    state
+        .rate_limiter
         .hit(
             // Per client address: guesses from elsewhere do not lock the invitee out.
             &format!(
