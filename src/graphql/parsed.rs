@@ -1,7 +1,10 @@
 //! Parsed query documents, kept by their text: clients send the same few operations
 //! over and over, and parsing one costs far more (about 11 µs for a small query) than
-//! copying its parsed form (under 1 µs). Bounded: past `MAX_ENTRIES` the cache starts
-//! over, so a client sending ever new queries cannot grow it.
+//! copying its parsed form (under 1 µs). Bounded by entries and by the memory the
+//! parsed forms take (estimated from their text: a query of repeated fields parses
+//! to some hundred times its length); when full, the entries not read again since
+//! the last time it was full go, so a client sending ever new queries evicts its
+//! own, not the operations every client repeats.
 //!
 //! Every request passes here before anything parses its query, so this is where
 //! a text that parsing would be wasted on, or nested too deep to parse safely, is
@@ -10,6 +13,7 @@
 //! ([`budget`]), before a transport copies or keeps them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_graphql::parser::types::ExecutableDocument;
@@ -19,11 +23,72 @@ use super::budget;
 use super::limits::{QueryLimits, check_text};
 
 const MAX_ENTRIES: usize = 1024;
+/// Bytes a parsed document is taken to hold per byte of its text: `{ a a a … }`
+/// parses to about a hundred times its length, a typical operation to less.
+const PARSED_BYTES_PER_TEXT_BYTE: usize = 128;
+/// Most memory the parsed documents may be taken to hold.
+const MAX_PARSED_BYTES: usize = 64 * 1024 * 1024;
+
+/// A parsed document, what it is taken to cost, and whether it was read since the
+/// cache was last full.
+struct Entry {
+    document: Arc<ExecutableDocument>,
+    cost: usize,
+    read: AtomicBool,
+}
+
+#[derive(Default)]
+struct Documents {
+    by_text: HashMap<String, Entry>,
+    cost: usize,
+}
+
+impl Documents {
+    fn get(&self, text: &str) -> Option<Arc<ExecutableDocument>> {
+        let entry = self.by_text.get(text)?;
+        entry.read.store(true, Ordering::Relaxed);
+        Some(entry.document.clone())
+    }
+
+    fn insert(&mut self, text: String, document: Arc<ExecutableDocument>) {
+        let cost = text.len() * PARSED_BYTES_PER_TEXT_BYTE;
+        if self.by_text.len() >= MAX_ENTRIES || self.cost + cost > MAX_PARSED_BYTES {
+            // The entries read again since the cache was last full stay (marked
+            // unread again); if they alone fill it, it starts over.
+            self.by_text
+                .retain(|_, entry| entry.read.swap(false, Ordering::Relaxed));
+            self.cost = self.by_text.values().map(|entry| entry.cost).sum();
+            if self.by_text.len() >= MAX_ENTRIES || self.cost + cost > MAX_PARSED_BYTES {
+                self.by_text.clear();
+                self.cost = 0;
+            }
+        }
+        self.cost += cost;
+        let entry = Entry {
+            document,
+            cost,
+            read: AtomicBool::new(false),
+        };
+        if let Some(previous) = self.by_text.insert(text, entry) {
+            self.cost -= previous.cost;
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_text.len()
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.by_text.is_empty()
+    }
+}
 /// Longer queries are parsed every time: they are rare, and would hold memory.
 const MAX_QUERY_BYTES: usize = 8 * 1024;
 
 pub struct ParsedQueries {
-    documents: Mutex<HashMap<String, Arc<ExecutableDocument>>>,
+    documents: Mutex<Documents>,
     limits: QueryLimits,
 }
 
@@ -77,7 +142,7 @@ impl ParsedQueries {
             .documents
             .lock()
             .ok()
-            .and_then(|documents| documents.get(&request.query).cloned());
+            .and_then(|documents| documents.get(&request.query));
         if let Some(document) = cached {
             request.set_parsed_query((*document).clone());
             return Ok(());
@@ -88,9 +153,6 @@ impl ParsedQueries {
         };
         let document = Arc::new(document.clone());
         if let Ok(mut documents) = self.documents.lock() {
-            if documents.len() >= MAX_ENTRIES {
-                documents.clear();
-            }
             documents.insert(request.query.clone(), document);
         }
         Ok(())
@@ -133,14 +195,31 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_starts_over_when_full() {
+    fn when_full_the_cache_keeps_what_was_read_again() {
         let cache = cache();
-        for i in 0..=MAX_ENTRIES {
+        cache.prepare(&mut Request::new("{ kept }")).unwrap();
+        cache.prepare(&mut Request::new("{ kept }")).unwrap();
+        for i in 0..MAX_ENTRIES {
             cache
                 .prepare(&mut Request::new(format!("{{ a{i} }}")))
                 .unwrap();
         }
-        assert_eq!(cache.documents.lock().unwrap().len(), 1);
+        let documents = cache.documents.lock().unwrap();
+        assert_eq!(documents.len(), 2, "the repeated one and the newest");
+        assert!(documents.by_text.contains_key("{ kept }"));
+    }
+
+    #[test]
+    fn the_cache_is_bounded_by_what_its_documents_hold() {
+        let cache = cache();
+        // Queries of the longest kept length, each taken to hold 1 MiB parsed.
+        let long = |i: usize| format!("{{ a{i} {} }}", "b ".repeat(MAX_QUERY_BYTES / 2 - 16));
+        for i in 0..200 {
+            cache.prepare(&mut Request::new(long(i))).unwrap();
+        }
+        let documents = cache.documents.lock().unwrap();
+        assert!(documents.cost <= MAX_PARSED_BYTES, "{}", documents.cost);
+        assert!(documents.len() < 100, "{}", documents.len());
     }
 
     #[test]
