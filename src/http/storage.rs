@@ -304,10 +304,7 @@ pub async fn preview(
         let client = crate::auth::rate_limit::client_key(&ip.to_string());
         let rendered = preview::preview(&state, &file, &params, &client).await?;
         let body = match rendered.body {
-            PreviewBody::Cached(path) => {
-                let opened = tokio::fs::File::open(&path)
-                    .await
-                    .map_err(|err| AppError::Internal(err.into()))?;
+            PreviewBody::Cached(opened) => {
                 // In pieces as large as a download's, not ReaderStream's 4 KiB (each
                 // a blocking-pool round trip).
                 Body::from_stream(ReaderStream::with_capacity(opened, CACHED_PREVIEW_READ))

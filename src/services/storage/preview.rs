@@ -43,7 +43,8 @@ pub struct Preview {
 }
 
 pub enum PreviewBody {
-    Cached(PathBuf),
+    /// Opened: the cache may remove it after, and the open file stays readable.
+    Cached(tokio::fs::File),
     Fresh(Vec<u8>),
 }
 
@@ -296,10 +297,10 @@ pub async fn preview(
                 mime_type: output.mime_type(),
             });
         }
-    } else if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+    } else if let Ok(opened) = tokio::fs::File::open(&path).await {
         metrics::counter!("nimbus_previews_total", "source" => "cache").increment(1);
         return Ok(Preview {
-            body: PreviewBody::Cached(path),
+            body: PreviewBody::Cached(opened),
             mime_type: output.mime_type(),
         });
     }
@@ -358,25 +359,25 @@ pub async fn preview(
             mime_type: rendered.mime_type,
         });
     }
-    if let Some(sealer) = &sealer {
-        let sealed = sealer.seal_bytes(&rendered.bytes, name.as_bytes());
-        if let Err(err) = keep(state, &dir, &path, &sealed).await {
-            tracing::warn!(error = %err, "could not cache a preview");
+    // Sent from memory: the bytes are here already, and a cached copy may be
+    // swept before it could be read back.
+    let kept = match &sealer {
+        Some(sealer) => {
+            keep(
+                state,
+                &dir,
+                &path,
+                &sealer.seal_bytes(&rendered.bytes, name.as_bytes()),
+            )
+            .await
         }
-        return Ok(Preview {
-            body: PreviewBody::Fresh(rendered.bytes),
-            mime_type: rendered.mime_type,
-        });
-    }
-    if let Err(err) = keep(state, &dir, &path, &rendered.bytes).await {
+        None => keep(state, &dir, &path, &rendered.bytes).await,
+    };
+    if let Err(err) = kept {
         tracing::warn!(error = %err, "could not cache a preview");
-        return Ok(Preview {
-            body: PreviewBody::Fresh(rendered.bytes),
-            mime_type: rendered.mime_type,
-        });
     }
     Ok(Preview {
-        body: PreviewBody::Cached(path),
+        body: PreviewBody::Fresh(rendered.bytes),
         mime_type: rendered.mime_type,
     })
 }
