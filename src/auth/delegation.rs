@@ -18,6 +18,10 @@ pub struct Delegation {
     /// When the key stops working (milliseconds since the epoch); `None`: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expires_at: Option<i64>,
+    /// The key's id, so that revoking it ends what it handed on; `None` for the
+    /// console's and a function's own access.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_id: Option<String>,
 }
 
 impl Delegation {
@@ -29,6 +33,17 @@ impl Delegation {
             scopes: (!key.is_admin())
                 .then(|| key.scopes.iter().map(|s| s.name().to_string()).collect()),
             expires_at: if console { None } else { key.expires_at },
+            // Real key ids hold no `:` (the console's and functions' do).
+            key_id: (!key.key_id.contains(':')).then(|| key.key_id.clone()),
+        }
+    }
+
+    /// What is left of a delegation once its key is revoked: nothing, ended.
+    fn revoked(key_id: &str) -> Self {
+        Delegation {
+            scopes: Some(Vec::new()),
+            expires_at: Some(0),
+            key_id: Some(key_id.to_string()),
         }
     }
 
@@ -63,9 +78,39 @@ impl Delegation {
             Some(text) => serde_json::from_str(text).unwrap_or(Delegation {
                 scopes: Some(Vec::new()),
                 expires_at: Some(0),
+                key_id: None,
             }),
         }
     }
+}
+
+/// Ends, in `conn`'s transaction, what the key `key_id` of `project_id` handed on to
+/// webhooks and functions: revoking a key stops its webhooks' deliveries, its
+/// functions' triggers and their scopes, as its expiry would.
+pub async fn end_for_key(
+    conn: &mut sqlx::AnyConnection,
+    project_id: &str,
+    key_id: &str,
+) -> Result<(), sqlx::Error> {
+    // Key ids are `[A-Za-z0-9._-]`, kept in the JSON as they are; `_` is a LIKE
+    // wildcard, escaped.
+    let escaped = key_id
+        .replace('!', "!!")
+        .replace('_', "!_")
+        .replace('%', "!%");
+    let pattern = format!("%\"keyId\":\"{escaped}\"%");
+    let ended = Delegation::revoked(key_id).to_column();
+    for table in ["webhooks", "functions"] {
+        sqlx::query(&format!(
+            "UPDATE {table} SET reach = ? WHERE project_id = ? AND reach LIKE ? ESCAPE '!'"
+        ))
+        .bind(ended.as_deref())
+        .bind(project_id)
+        .bind(&pattern)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -93,6 +138,8 @@ mod tests {
         assert!(!delegation.covers("documents.read", 0));
         let kept = Delegation::from_column(delegation.to_column().as_deref());
         assert_eq!(kept, delegation);
+        assert!(delegation.to_column().unwrap().contains(r#""keyId":"k1""#));
+        assert!(!Delegation::revoked("k1").covers("teams.read", 0));
     }
 
     #[test]

@@ -158,6 +158,53 @@ async fn a_key_that_repoints_a_webhook_does_not_receive_what_was_queued_before()
 }
 
 #[tokio::test]
+async fn a_revoked_key_ends_what_it_handed_on() {
+    let receiver = Receiver::start().await;
+    let app = app_with_webhooks(|_| {}).await;
+    let created = app
+        .admin(
+            "mutation { createApiKey(input: {projectId: \"default\", name: \"hooks\", scopes: [\"webhooks.write\", \"teams.read\"]}) { secret apiKey { id } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    let key = created["createApiKey"]["secret"].as_str().unwrap();
+    let key_id = created["createApiKey"]["apiKey"]["id"].as_str().unwrap();
+    app.as_key(
+        key,
+        "default",
+        CREATE_WEBHOOK,
+        json!({"input": {"name": "keyed", "url": receiver.url("/ok/keyed"), "events": ["teams.*"]}}),
+    )
+    .await
+    .ok();
+    crate::webhooks::create_webhook(&app, &receiver.url("/ok/operator"), &["teams.*"]).await;
+    create_team(&app, "before").await;
+    receiver.wait_for("/ok/keyed", 1).await;
+
+    app.admin(
+        "mutation($id: ID!) { deleteApiKey(input: {id: $id}) { deletedId } }",
+        json!({"id": key_id}),
+    )
+    .await
+    .ok();
+    create_team(&app, "after").await;
+    receiver.wait_for("/ok/operator", 2).await;
+    // Both events were handled in one pass of the log: the revoked key's webhook
+    // got the first only.
+    let jobs = app
+        .admin(
+            "{ jobs(kind: \"webhook\", first: 10) { totalCount } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(jobs["jobs"]["totalCount"], 3, "{jobs:#}");
+    assert_eq!(names(&receiver, "/ok/keyed"), ["teams.before.create"]);
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_webhook_keeps_its_failure_count_when_a_change_does_not_enable_it() {
     let receiver = Receiver::start().await;
     let app = app_with_webhooks(|_| {}).await;

@@ -471,6 +471,9 @@ impl Runtime {
         for name in &event.events {
             if let Some(id) = changed_function(name) {
                 self.function_changed(&event.project_id, Some(id));
+            } else if name.starts_with("keys.") && name.ends_with(".delete") {
+                // A revoked key ends what it handed on to the project's functions.
+                self.function_changed(&event.project_id, None);
             }
         }
     }
