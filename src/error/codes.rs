@@ -172,6 +172,7 @@ codes! {
     RELATED_COLLECTION_NOT_FOUND: 404 => "a relationship names no collection of the database";
     COLLECTION_REFERENCED: 400 => "other collections' relationships point to this collection";
     COLLECTION_CHANGED: 409 => "the collection changed while the request ran; retry";
+    FUNCTION_CHANGED: 409 => "the function's scopes changed while the request ran; retry";
     ATTRIBUTE_NOT_FOUND: 404 => "the collection has no attribute with that key";
     ATTRIBUTE_INVALID: 400 => "an attribute definition that is wrong (kind, size, default, relation)";
     ATTRIBUTE_LIMIT_EXCEEDED: 400 => "the attributes would make a row wider than the database allows";

@@ -285,11 +285,19 @@ fn check_scopes(key: &ApiKeyGrant, scopes: &[String]) -> AppResult<Vec<String>> 
     Ok(checked)
 }
 
+/// What a key hands on to a function it changes, and the function's scopes it
+/// was checked against: the change is written only while they are still the
+/// function's ([`record`]).
+struct Vouched {
+    reach: Delegation,
+    scopes: Vec<String>,
+}
+
 /// What `key` hands on to a function whose code or configuration it changes: it
 /// must hold every scope the function holds (else its code could do, with them,
 /// what the key cannot), and from now on the function is triggered by the events
 /// the key may read, with scopes that last as long as the key.
-fn vouch(key: &ApiKeyGrant, function: &Function) -> AppResult<Delegation> {
+fn vouch(key: &ApiKeyGrant, function: &Function) -> AppResult<Vouched> {
     if let Some(missing) = function.scopes.iter().find(|name| !key.holds_named(name)) {
         return Err(AppError::PermissionDenied {
             reason: format!(
@@ -298,7 +306,42 @@ fn vouch(key: &ApiKeyGrant, function: &Function) -> AppResult<Delegation> {
             ),
         });
     }
-    Ok(Delegation::of(key))
+    Ok(Vouched {
+        reach: Delegation::of(key),
+        scopes: function.scopes.clone(),
+    })
+}
+
+/// The answer when the function's scopes changed between the check and the write.
+fn changed_meanwhile() -> AppError {
+    AppError::Invalid {
+        code: codes::FUNCTION_CHANGED,
+        field: "functionId".into(),
+        reason: "the function's scopes were changed by another request at the same time; try again"
+            .into(),
+    }
+}
+
+/// Records, in `conn`'s transaction, who changed what the function runs.
+async fn record(
+    conn: &mut sqlx::AnyConnection,
+    project_id: &str,
+    function_id: &str,
+    vouched: &Vouched,
+) -> AppResult<()> {
+    if store::set_reach(
+        conn,
+        project_id,
+        function_id,
+        &vouched.reach,
+        &vouched.scopes,
+    )
+    .await?
+    {
+        Ok(())
+    } else {
+        Err(changed_meanwhile())
+    }
 }
 
 /// The schedule row of a function: ids of at most 64 bytes, whatever the
@@ -400,7 +443,8 @@ pub async fn update(
     change: FunctionChange,
 ) -> AppResult<Function> {
     let mut function = load(state, grant.project(), id).await?;
-    function.reach = vouch(key, &function)?;
+    let vouched = vouch(key, &function)?;
+    function.reach = vouched.reach.clone();
     if let Some(name) = change.name {
         check_name(&name)?;
         function.name = name;
@@ -438,8 +482,8 @@ pub async fn update(
     }
     function.updated_at = now_millis();
     let mut tx = state.db.pool().begin().await?;
-    if !store::update(&mut *tx, &function).await? {
-        return Err(not_found(id));
+    if !store::update(&mut *tx, &function, &vouched.scopes).await? {
+        return Err(changed_meanwhile());
     }
     log::commit(&state.bus, tx, vec![function_event(&function, "update")]).await?;
     state
@@ -573,7 +617,7 @@ pub async fn create_variable(
     value: &str,
 ) -> AppResult<Variable> {
     // The code reads its variables: changing them is changing the function.
-    let reach = vouch(by, &load(state, grant.project(), function_id).await?)?;
+    let vouched = vouch(by, &load(state, grant.project(), function_id).await?)?;
     check_variable_key(key)?;
     check_variable_value(state, grant.project(), function_id, key, value).await?;
     let now = now_millis();
@@ -593,7 +637,7 @@ pub async fn create_variable(
     )
     .await
     .conflict_as("variable", key)?;
-    variable_committed(state, grant.project(), tx, &variable, &reach, "create").await?;
+    variable_committed(state, grant.project(), tx, &variable, &vouched, "create").await?;
     Ok(variable)
 }
 
@@ -606,7 +650,7 @@ pub async fn update_variable(
     value: &str,
 ) -> AppResult<Variable> {
     // The code reads its variables: changing them is changing the function.
-    let reach = vouch(by, &load(state, grant.project(), function_id).await?)?;
+    let vouched = vouch(by, &load(state, grant.project(), function_id).await?)?;
     let missing = || AppError::NotFound {
         what: "variable",
         id: key.to_string(),
@@ -631,7 +675,7 @@ pub async fn update_variable(
     {
         return Err(missing());
     }
-    variable_committed(state, grant.project(), tx, &variable, &reach, "update").await?;
+    variable_committed(state, grant.project(), tx, &variable, &vouched, "update").await?;
     Ok(variable)
 }
 
@@ -643,7 +687,7 @@ pub async fn delete_variable(
     key: &str,
 ) -> AppResult<()> {
     // The code reads its variables: changing them is changing the function.
-    let reach = vouch(by, &load(state, grant.project(), function_id).await?)?;
+    let vouched = vouch(by, &load(state, grant.project(), function_id).await?)?;
     let mut variable = store::variables(state.db.pool(), grant.project(), function_id)
         .await?
         .into_iter()
@@ -661,7 +705,7 @@ pub async fn delete_variable(
         });
     }
     variable.updated_at = now_millis();
-    variable_committed(state, grant.project(), tx, &variable, &reach, "delete").await?;
+    variable_committed(state, grant.project(), tx, &variable, &vouched, "delete").await?;
     Ok(())
 }
 
@@ -672,10 +716,10 @@ async fn variable_committed(
     project_id: &str,
     mut tx: sqlx::Transaction<'static, sqlx::Any>,
     variable: &Variable,
-    reach: &Delegation,
+    vouched: &Vouched,
     action: &str,
 ) -> AppResult<()> {
-    store::set_reach(&mut *tx, project_id, &variable.function_id, reach).await?;
+    record(&mut tx, project_id, &variable.function_id, vouched).await?;
     let name = format!(
         "functions.{}.variables.{}",
         variable.function_id, variable.key
@@ -897,7 +941,7 @@ pub async fn create_deployment(
     activate: bool,
 ) -> AppResult<Deployment> {
     let function = load(state, grant.project(), function_id).await?;
-    let reach = vouch(key, &function)?;
+    let vouched = vouch(key, &function)?;
     // Before the expensive part: compiling costs up to two seconds of CPU.
     let per_minute = state.config.functions_deployments_per_minute;
     if per_minute > 0 {
@@ -954,7 +998,7 @@ pub async fn create_deployment(
             now_millis(),
         )
         .await?;
-        store::set_reach(&mut *tx, grant.project(), function_id, &reach).await?;
+        record(&mut tx, grant.project(), function_id, &vouched).await?;
         let mut function = function;
         function.deployment_id = Some(deployment.id.clone());
         messages.push(function_event(&function, "update"));
@@ -1031,7 +1075,8 @@ pub async fn activate_deployment(
     deployment_id: &str,
 ) -> AppResult<Function> {
     let mut function = load(state, grant.project(), function_id).await?;
-    function.reach = vouch(key, &function)?;
+    let vouched = vouch(key, &function)?;
+    function.reach = vouched.reach.clone();
     load_deployment(state, grant.project(), function_id, deployment_id).await?;
     function.deployment_id = Some(deployment_id.to_string());
     function.updated_at = now_millis();
@@ -1047,7 +1092,7 @@ pub async fn activate_deployment(
     {
         return Err(not_found(function_id));
     }
-    store::set_reach(&mut *tx, grant.project(), function_id, &function.reach).await?;
+    record(&mut tx, grant.project(), function_id, &vouched).await?;
     log::commit(&state.bus, tx, vec![function_event(&function, "update")]).await?;
     state
         .functions

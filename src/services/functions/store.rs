@@ -75,16 +75,19 @@ pub async fn insert<'e>(
     .map(|_| ())
 }
 
-/// Writes the changeable fields of `f`; false when it is gone.
+/// Writes the changeable fields of `f` over the row whose scopes are still
+/// `vouched` (those the changing key was checked against); false when it is gone
+/// or they changed meanwhile.
 pub async fn update<'e>(
     db: impl Executor<'e, Database = Any>,
     f: &Function,
+    vouched: &[String],
 ) -> Result<bool, sqlx::Error> {
     sqlx::query(
         "UPDATE functions SET name = ?, entrypoint = ?, execute = ?, events = ?, schedule = ?, \
          timeout = ?, memory = ?, enabled = ?, warm = ?, logging = ?, \
          scopes = ?, reach = ?, deployment_id = ?, updated_at = ? \
-         WHERE project_id = ? AND id = ?",
+         WHERE project_id = ? AND id = ? AND scopes = ?",
     )
     .bind(&f.name)
     .bind(&f.entrypoint)
@@ -102,6 +105,7 @@ pub async fn update<'e>(
     .bind(f.updated_at)
     .bind(&f.project_id)
     .bind(&f.id)
+    .bind(json(&vouched))
     .execute(db)
     .await
     .map(|r| r.rows_affected() == 1)
@@ -429,17 +433,20 @@ pub async fn delete_deployment<'e>(
 }
 
 /// Records who changed what the function runs (its code, settings or variables):
-/// what their key hands on.
+/// what their key hands on, if its scopes are still `vouched` (those the key was
+/// checked against); false when the function is gone or they changed meanwhile.
 pub async fn set_reach<'e>(
     db: impl Executor<'e, Database = Any>,
     project_id: &str,
     function_id: &str,
     reach: &crate::auth::Delegation,
+    vouched: &[String],
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query("UPDATE functions SET reach = ? WHERE project_id = ? AND id = ?")
+    sqlx::query("UPDATE functions SET reach = ? WHERE project_id = ? AND id = ? AND scopes = ?")
         .bind(reach.to_column())
         .bind(project_id)
         .bind(function_id)
+        .bind(json(&vouched))
         .execute(db)
         .await
         .map(|r| r.rows_affected() == 1)
