@@ -368,9 +368,9 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_PREVIEW_QUEUE", default_value_t = 32)]
     pub preview_queue: usize,
 
-    /// Previews one client address may have rendered per minute (previews read
-    /// from the cache are not counted), so that one client cannot keep the render
-    /// slots from everyone else; past it, 429 `RATE_LIMITED` with `Retry-After`.
+    /// Previews and avatars one client address may have rendered per minute (those
+    /// read from a cache are not counted), so that one client cannot keep the
+    /// render slots from everyone else; past it, 429 `RATE_LIMITED` with `Retry-After`.
     #[arg(long, env = "NIMBUS_PREVIEW_RENDERS_PER_MINUTE", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub preview_renders_per_minute: u32,
 

@@ -135,6 +135,7 @@ fn pick_output(
 async fn answer(
     state: &AppState,
     headers: &HeaderMap,
+    client: &str,
     grant: AvatarGrant,
     etag: String,
     output: Output,
@@ -145,6 +146,7 @@ async fn answer(
     answer_with(
         state,
         headers,
+        client,
         (etag, cache_control(grant)),
         output,
         negotiated,
@@ -157,9 +159,11 @@ async fn answer(
 /// [`answer`] with the `Cache-Control` given: an image drawn from the caller's
 /// own account must not be kept by a shared cache. Callers hold an
 /// [`AvatarGrant`] for the request.
+#[allow(clippy::too_many_arguments)]
 async fn answer_with(
     state: &AppState,
     headers: &HeaderMap,
+    client: &str,
     (etag, cache_control): (String, &'static str),
     output: Output,
     negotiated: bool,
@@ -192,6 +196,7 @@ async fn answer_with(
             bytes
         }
         None => {
+            crate::services::storage::preview::count_render(state, client).await?;
             let turn = state.preview_turns.take().await?;
             let drawn: Arc<[u8]> = turn.run("avatar", draw).await??.into();
             state.avatars.put(etag.clone(), drawn.clone());
@@ -222,11 +227,13 @@ async fn answer_with(
 /// `GET /v1/avatars/qr?text&size&margin&output&download`.
 pub async fn qr(
     State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {
     let query = query_pairs(&uri);
     async {
+        let client = super::client::limit_key(&state.config, peer, &headers);
         let grant = admit(&state, &headers, &query).await?;
         let params = QrParams::new(
             param(&query, "text"),
@@ -242,6 +249,7 @@ pub async fn qr(
         answer(
             &state,
             &headers,
+            &client,
             grant,
             etag,
             output,
@@ -264,11 +272,13 @@ pub struct FlagPath {
 pub async fn flag(
     State(state): State<AppState>,
     axum::extract::Path(path): axum::extract::Path<FlagPath>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {
     let query = query_pairs(&uri);
     async {
+        let client = super::client::limit_key(&state.config, peer, &headers);
         let grant = admit(&state, &headers, &query).await?;
         let params = FlagParams::new(
             Some(&path.code),
@@ -282,6 +292,7 @@ pub async fn flag(
         answer(
             &state,
             &headers,
+            &client,
             grant,
             etag,
             output,
@@ -299,24 +310,45 @@ pub async fn flag(
 pub async fn browser(
     State(state): State<AppState>,
     axum::extract::Path(path): axum::extract::Path<FlagPath>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {
-    icon(&state, &icons::BROWSERS, &path.code, &headers, &uri).await
+    let client = super::client::limit_key(&state.config, peer, &headers);
+    icon(
+        &state,
+        &client,
+        &icons::BROWSERS,
+        &path.code,
+        &headers,
+        &uri,
+    )
+    .await
 }
 
 /// `GET /v1/avatars/credit-cards/{code}?width&height&quality&output`.
 pub async fn credit_card(
     State(state): State<AppState>,
     axum::extract::Path(path): axum::extract::Path<FlagPath>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {
-    icon(&state, &icons::CREDIT_CARDS, &path.code, &headers, &uri).await
+    let client = super::client::limit_key(&state.config, peer, &headers);
+    icon(
+        &state,
+        &client,
+        &icons::CREDIT_CARDS,
+        &path.code,
+        &headers,
+        &uri,
+    )
+    .await
 }
 
 async fn icon(
     state: &AppState,
+    client: &str,
     set: &'static IconSet,
     code: &str,
     headers: &HeaderMap,
@@ -338,6 +370,7 @@ async fn icon(
         answer(
             state,
             headers,
+            client,
             grant,
             etag,
             output,
@@ -374,11 +407,13 @@ async fn signed_in_name(
 /// `name`, the signed-in user's name or email.
 pub async fn initials(
     State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {
     let query = query_pairs(&uri);
     async {
+        let client = super::client::limit_key(&state.config, peer, &headers);
         let grant = admit(&state, &headers, &query).await?;
         let (name, own) = match param(&query, "name") {
             Some(name) => (Some(name.to_string()), false),
@@ -401,6 +436,7 @@ pub async fn initials(
         answer_with(
             &state,
             &headers,
+            &client,
             (etag, caching),
             output,
             negotiated,

@@ -29,6 +29,15 @@ pub fn client_info(config: &Config, peer: SocketAddr, headers: &HeaderMap) -> Cl
     }
 }
 
+/// The client of a request as limits key it ([`crate::auth::rate_limit::client_key`]).
+pub fn limit_key(config: &Config, peer: SocketAddr, headers: &HeaderMap) -> String {
+    crate::auth::rate_limit::client_key(&address_text(client_ip(
+        &config.trusted_proxies,
+        peer.ip(),
+        headers,
+    )))
+}
+
 /// The client address: `peer`, or when `peer` is a trusted proxy, the first
 /// address of `X-Forwarded-For`, from the right, that is not a trusted proxy. An
 /// entry that is not an address ends the walk at the last hop known good.

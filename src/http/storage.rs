@@ -300,8 +300,7 @@ pub async fn preview(
             .filter(|(k, _)| k != "project" && k != "token")
             .collect();
         let params = PreviewParams::from_query(&params_only).map_err(preview::preview_error)?;
-        let ip = super::client::client_ip(&state.config.trusted_proxies, peer.ip(), &headers);
-        let client = crate::auth::rate_limit::client_key(&ip.to_string());
+        let client = super::client::limit_key(&state.config, peer, &headers);
         let rendered = preview::preview(&state, &file, &params, &client).await?;
         let body = match rendered.body {
             PreviewBody::Cached(opened) => {

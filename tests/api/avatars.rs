@@ -1164,3 +1164,25 @@ async fn a_project_with_avatars_not_public_serves_them_only_to_users_and_keys() 
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_has_a_bounded_number_of_avatars_drawn_a_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(dir.path()).await;
+    config.preview_renders_per_minute = 2;
+    let app = crate::helpers::spawn_with(config, dir).await;
+    let key = [("x-nimbus-key", app.admin_key.as_str())];
+    for width in [40, 50] {
+        let path = format!("/v1/avatars/initials?name=Ada%20Lovelace&width={width}&output=png");
+        let (status, _, body) = fetch(&app, &path, &key).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    // A third drawing, of any kind, is refused; one already drawn is not drawn again.
+    let (status, headers, body) = fetch(&app, "/v1/avatars/flags/fr?width=30", &key).await;
+    assert_eq!((status, code_of(&body).as_str()), (429, "RATE_LIMITED"));
+    assert!(!header(&headers, "retry-after").is_empty());
+    let path = "/v1/avatars/initials?name=Ada%20Lovelace&width=40&output=png";
+    let (status, _, body) = fetch(&app, path, &key).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    app.shutdown().await;
+}

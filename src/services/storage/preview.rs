@@ -304,13 +304,7 @@ pub async fn preview(
             mime_type: output.mime_type(),
         });
     }
-    state
-        .rate_limiter
-        .hit(
-            &format!("preview-renders:{client}"),
-            Limit::per_minute(state.config.preview_renders_per_minute),
-        )
-        .await?;
+    count_render(state, client).await?;
     // The turn comes before the source is read: a waiting request holds no image.
     let turn = state.preview_turns.take().await?;
     let source = if is_image {
@@ -380,6 +374,18 @@ pub async fn preview(
         body: PreviewBody::Fresh(rendered.bytes),
         mime_type: rendered.mime_type,
     })
+}
+
+/// Counts one render (a preview, an avatar drawn) against `client`'s renders per
+/// minute: they share the render slots, so they share the client's allowance.
+pub async fn count_render(state: &AppState, client: &str) -> AppResult<()> {
+    state
+        .rate_limiter
+        .hit(
+            &format!("preview-renders:{client}"),
+            Limit::per_minute(state.config.preview_renders_per_minute),
+        )
+        .await
 }
 
 /// The purpose the cached previews of encrypted files are sealed for.
