@@ -57,6 +57,12 @@ impl ApiKeyGrant {
         self.scopes.contains(&Scope::Admin)
     }
 
+    /// Whether this is a console administrator's session: the operator, whose
+    /// session ends when they sign out but whose configuration does not.
+    pub fn is_console(&self) -> bool {
+        self.key_id.starts_with("admin:")
+    }
+
     /// Whether the key holds `scope`: `admin` holds every one.
     pub fn holds(&self, scope: Scope) -> bool {
         self.is_admin() || self.scopes.contains(&scope)

@@ -28,7 +28,7 @@ impl Delegation {
     /// What `key` hands on. A console administrator's session ends when they sign
     /// out, but what they configure is the operator's, and stays.
     pub fn of(key: &ApiKeyGrant) -> Self {
-        let console = key.key_id.starts_with("admin:");
+        let console = key.is_console();
         Delegation {
             scopes: (!key.is_admin())
                 .then(|| key.scopes.iter().map(|s| s.name().to_string()).collect()),

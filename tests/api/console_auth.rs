@@ -1459,3 +1459,43 @@ async fn a_console_session_used_only_over_a_websocket_stays_alive_past_its_idle_
     assert_eq!(after.code(), "UNAUTHENTICATED");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_administrator_signed_in_creates_keys_that_outlast_the_session() {
+    let app = spawn_app().await;
+    create_admin(&app, "keys@example.com").await;
+    let (cookie, csrf) = signed_in(&app, "keys@example.com").await;
+    let made = as_console(
+        &app,
+        &cookie,
+        Some(&csrf),
+        "default",
+        "mutation { createApiKey(input: {projectId: \"default\", name: \"ci\", scopes: [\"users.read\"]}) { secret apiKey { expiresAt } } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        made["createApiKey"]["apiKey"]["expiresAt"],
+        Value::Null,
+        "{made:#}"
+    );
+    // A key that expires still cannot.
+    let expiring = app
+        .admin(
+            "mutation { createApiKey(input: {projectId: \"default\", name: \"short\", scopes: [\"keys.write\", \"users.read\"], expiresAt: \"2999-01-01T00:00:00Z\"}) { secret } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    let refused = app
+        .as_key(
+            expiring["createApiKey"]["secret"].as_str().unwrap(),
+            "default",
+            "mutation { createApiKey(input: {projectId: \"default\", name: \"long\", scopes: [\"users.read\"]}) { secret } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(refused.code(), "PERMISSION_DENIED", "{:#}", refused.body);
+    app.shutdown().await;
+}

@@ -123,8 +123,10 @@ pub async fn create_key(
         });
     }
     // Nor time it does not have: a key made by an expiring one would otherwise
-    // carry its scopes past its end.
+    // carry its scopes past its end. A console session is the operator's, and
+    // ends when they sign out: their keys last as they ask.
     if let Some(key) = caller.key()
+        && !key.is_console()
         && let Some(ends) = key.expires_at
         && new.expires_at.is_none_or(|wanted| wanted > ends)
     {
