@@ -45,6 +45,11 @@ const SHARING_MESSAGES: usize = 32;
 /// ask for another do their own.
 const SHARED_PER_MESSAGE: usize = 1024;
 
+/// Bytes of shared renders one message may keep ([`Published::keep_bytes`]): the
+/// newest messages hold at most this many each, however many shapes of answer
+/// their subscribers ask for; past it, subscribers render for themselves.
+const SHARED_BYTES_PER_MESSAGE: usize = 4 * 1024 * 1024;
+
 /// What travels on the bus.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
@@ -203,6 +208,8 @@ pub struct Published {
     pub message: BusMessage,
     /// `None` once the message is no longer among the newest.
     shared: Mutex<Option<SharedWork>>,
+    /// Bytes the shared work holds, as its makers declared them.
+    shared_bytes: std::sync::atomic::AtomicUsize,
 }
 
 /// Shared work by key. The keys are hashes already (see their makers), and one
@@ -236,6 +243,7 @@ impl Published {
         Arc::new(Published {
             message,
             shared: Mutex::new(Some(SharedWork::default())),
+            shared_bytes: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -254,6 +262,18 @@ impl Published {
             .entry(key)
             .or_insert_with(|| Arc::new(T::default()) as Arc<dyn Any + Send + Sync>);
         entry.clone().downcast::<T>().unwrap_or_default()
+    }
+
+    /// Whether shared work of `bytes` more may be kept with this message: false
+    /// past [`SHARED_BYTES_PER_MESSAGE`], and the maker keeps it to itself.
+    pub fn keep_bytes(&self, bytes: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        let before = self.shared_bytes.fetch_add(bytes, Ordering::AcqRel);
+        if before.saturating_add(bytes) <= SHARED_BYTES_PER_MESSAGE {
+            return true;
+        }
+        self.shared_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        false
     }
 
     /// Drops the shared work and shares no more.

@@ -1057,3 +1057,56 @@ async fn protocol_violations_close_with_the_graphql_ws_codes() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_answer_too_large_for_one_event_is_refused_with_its_code() {
+    let app = spawn_app().await;
+    app.admin(
+        "mutation { createDatabase(input: {id: \"big\", name: \"Big\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {"databaseId": "big", "id": "notes", "name": "notes", "permissions": [],
+            "attributes": [{"key": "text", "type": "STRING", "size": 40000}]}}),
+    )
+    .await
+    .ok();
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({"X-Nimbus-Key": app.admin_key}))
+        .await
+        .expect("ack");
+    // The payload a hundred times: some 4 MB for a 40 KB document.
+    let aliases: String = (0..100).map(|n| format!(" a{n}: payload")).collect();
+    ws.subscribe(
+        "1",
+        &format!("subscription {{ realtime(channels: [\"documents\"]) {{{aliases} }} }}"),
+    )
+    .await;
+    let text = "x".repeat(40_000);
+    let deadline = std::time::Instant::now() + crate::helpers::WAIT;
+    let message = loop {
+        app.admin(
+            "mutation($text: String!) { createDocument(input: {databaseId: \"big\", collectionId: \"notes\", data: {text: $text}}) { id } }",
+            json!({"text": text}),
+        )
+        .await
+        .ok();
+        if let Some(message) = ws.socket_next_within_short_time().await {
+            break message;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no answer reached the subscriber"
+        );
+    };
+    assert_eq!(
+        message["payload"]["errors"][0]["extensions"]["code"],
+        "RESPONSE_TOO_LARGE",
+        "{}",
+        message.to_string().chars().take(400).collect::<String>()
+    );
+    app.shutdown().await;
+}

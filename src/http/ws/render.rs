@@ -154,6 +154,23 @@ fn framed(prefix: &str, payload: &str) -> Utf8Bytes {
     frame.into()
 }
 
+/// The largest answer a subscription gets for one event: one selecting the
+/// payload under a hundred aliases would otherwise be a hundred times the
+/// document, for every subscriber of that shape.
+const MAX_ANSWER_BYTES: usize = 2 * 1024 * 1024;
+
+/// The answer sent instead of one over [`MAX_ANSWER_BYTES`].
+fn too_large_answer() -> Arc<str> {
+    serde_json::json!({"errors": [{
+        "message": format!(
+            "the answer to this event is over {MAX_ANSWER_BYTES} bytes; select less"
+        ),
+        "extensions": {"code": crate::error::codes::RESPONSE_TOO_LARGE},
+    }]})
+    .to_string()
+    .into()
+}
+
 /// What a connection renders with.
 pub struct Renderer<'a> {
     pub state: &'a AppState,
@@ -186,7 +203,10 @@ impl Renderer<'_> {
                 let (payload, callers_own) = self
                     .render(event, watch, shape, outcome, previous_shown)
                     .await;
-                if callers_own {
+                // Kept twice (the answer and its first frame) while the message
+                // is among the newest: within the message's budget, else the
+                // subscribers of this shape render for themselves.
+                if callers_own || !published.keep_bytes(payload.len() * 2) {
                     own = Some(payload);
                     Rendered::CallersOwn
                 } else {
@@ -280,6 +300,10 @@ impl Renderer<'_> {
             let _ = tx.finish(false).await;
         }
         let payload = serde_json::to_string(&response).unwrap_or_else(|_| "null".into());
+        if payload.len() > MAX_ANSWER_BYTES {
+            metrics::counter!("nimbus_realtime_answers_too_large_total").increment(1);
+            return (too_large_answer(), false);
+        }
         (payload.into(), taint.is_marked())
     }
 }
