@@ -2478,13 +2478,20 @@ pub fn increment<'a>(
         }
         let current = load_for_write(conn, collection, access, id, Action::Update).await?;
         // Whether the result passes a bound tells the value, one bit a request
-        // (and the request can be made to roll back): only a reader may ask.
-        if bound.is_some() && !may(collection, access, Action::Read, &current.permissions) {
+        // (and the request can be made to roll back): only a reader may ask, and
+        // for a writer who may not read, the result is held within the
+        // attribute's range rather than refused for leaving it.
+        let reader = may(collection, access, Action::Read, &current.permissions);
+        if bound.is_some() && !reader {
             return Err(AppError::PermissionDenied {
                 reason: "a `max` or `min` needs permission to read the document".into(),
             });
         }
-        let value = stepped_value(attribute, current.data.get(key), by, bound)?;
+        let value = if reader {
+            stepped_value(attribute, current.data.get(key), by, bound)?
+        } else {
+            saturated_value(attribute, current.data.get(key), by)?
+        };
         let updated_at = now_millis().max(current.updated_at + 1);
         let mut builder = QueryBuilder::<Any>::new(format!(
             "UPDATE {} SET {} = ",
@@ -2547,21 +2554,14 @@ fn stepped_value(
     let past_bound = || out_of_range("the result would pass the bound you gave");
     let integer = matches!(attribute.kind, super::model::AttributeKind::Integer { .. });
     let after_json = if integer {
-        // `i64::MAX as f64` is 2^63, one past the largest i64.
-        if by.fract() != 0.0 || !(-(2f64.powi(63))..2f64.powi(63)).contains(&by) {
-            return Err(AppError::Invalid {
-                code: codes::VALUE_INVALID,
-                field: "by".into(),
-                reason: "an integer attribute changes by whole numbers".into(),
-            });
-        }
+        let by = integer_step(by)?;
         let before = before.and_then(Value::as_i64).unwrap_or(0);
         let after = before
-            .checked_add(by as i64)
+            .checked_add(by)
             .ok_or_else(|| out_of_range("the result would leave the attribute's range"))?;
         let passed = match bound {
             // Whole numbers compared exactly: past `max` is past its floor.
-            Some(max) if by >= 0.0 => i128::from(after) > max.floor() as i128,
+            Some(max) if by >= 0 => i128::from(after) > max.floor() as i128,
             Some(min) => i128::from(after) < min.ceil() as i128,
             None => false,
         };
@@ -2593,6 +2593,50 @@ fn stepped_value(
                 reason: "the result would leave the attribute's range".into(),
             },
         })
+}
+
+/// `by` as the whole number an integer attribute changes by.
+fn integer_step(by: f64) -> AppResult<i64> {
+    // `i64::MAX as f64` is 2^63, one past the largest i64.
+    if by.fract() != 0.0 || !(-(2f64.powi(63))..2f64.powi(63)).contains(&by) {
+        return Err(AppError::Invalid {
+            code: codes::VALUE_INVALID,
+            field: "by".into(),
+            reason: "an integer attribute changes by whole numbers".into(),
+        });
+    }
+    Ok(by as i64)
+}
+
+/// The value of a numeric attribute after a step by a writer who may not read
+/// it: held within the attribute's range (and an integer's) instead of refused
+/// for leaving it, since a refusal would tell the value.
+fn saturated_value(attribute: &Attribute, before: Option<&Value>, by: f64) -> AppResult<SqlValue> {
+    use super::model::AttributeKind;
+    let after_json = match &attribute.kind {
+        AttributeKind::Integer { min, max } => {
+            let after = before
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                .saturating_add(integer_step(by)?);
+            Value::from(
+                after
+                    .max(min.unwrap_or(i64::MIN))
+                    .min(max.unwrap_or(i64::MAX)),
+            )
+        }
+        AttributeKind::Float { min, max } => {
+            let after = before.and_then(Value::as_f64).unwrap_or(0.0) + by;
+            let held = after
+                .max(min.unwrap_or(f64::MIN))
+                .min(max.unwrap_or(f64::MAX));
+            serde_json::Number::from_f64(held)
+                .map(Value::Number)
+                .ok_or_else(|| AppError::invalid("by", "expected a finite number"))?
+        }
+        _ => return Err(AppError::invalid("field", "expected a numeric attribute")),
+    };
+    attribute.to_sql_value(&after_json).map_err(value_error)
 }
 
 /// Whether a document exists, whoever may read it: for upserts.
