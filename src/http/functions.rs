@@ -410,6 +410,18 @@ impl Gateway for FunctionsGateway {
             loaded,
             expires_at: None,
         };
+        // Counted before they are parsed, as a request body's are: parsed, each
+        // value takes some 72 bytes, outside the function's memory.
+        let limits = state.parsed_queries.limits();
+        if crate::graphql::budget::body_over(variables.as_bytes(), limits, 1) {
+            return refused(
+                codes::VARIABLES_TOO_LARGE,
+                format!(
+                    "the variables hold more than {} values",
+                    limits.max_variable_values
+                ),
+            );
+        }
         // Read straight into async-graphql's variables, with no JSON tree between;
         // text that is not an object is no variables, as `Variables::from_json`
         // makes of any other JSON value.

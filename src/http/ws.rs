@@ -862,6 +862,9 @@ struct Connection {
     /// Boxed: most connections hold a session, not a key.
     own_key_events: Option<Box<(String, String)>>,
     operations: StreamMap<String, BoxStream<'static, Step>>,
+    /// What the operations still streaming keep ([`kept_by`]), by id: counted
+    /// with the watches' against [`MAX_KEPT_PER_SOCKET`].
+    streaming_kept: HashMap<String, u64>,
     watching: Vec<Watching>,
     /// The bus, while some watch needs it (or a subscription is starting).
     bus: Option<PacedReceiver>,
@@ -917,6 +920,7 @@ impl Connection {
             link,
             loaded,
             operations: StreamMap::new(),
+            streaming_kept: HashMap::new(),
             watching: Vec::new(),
             bus: None,
             console_checked: None,
@@ -1198,6 +1202,7 @@ impl Connection {
         match *message {
             ClientMessage::Start { id, payload } => self.start(id, payload).await,
             ClientMessage::Stop { id } => {
+                self.streaming_kept.remove(&id);
                 let stopped = self.operations.remove(&id).is_some() || {
                     let before = self.watching.len();
                     self.watching.retain(|w| w.id != id);
@@ -1273,7 +1278,12 @@ impl Connection {
             return self.link.send_complete(&id).await;
         }
         let kept = kept_by(&mut request);
-        let held: u64 = self.watching.iter().map(|watching| watching.kept).sum();
+        let held: u64 = self
+            .watching
+            .iter()
+            .map(|watching| watching.kept)
+            .sum::<u64>()
+            + self.streaming_kept.values().sum::<u64>();
         if kept > 0 && held.saturating_add(kept) > MAX_KEPT_PER_SOCKET {
             let refusal = Response::from_errors(vec![coded(
                 format!(
@@ -1341,6 +1351,9 @@ impl Connection {
                 }
                 Some(None) => return Ok(()),
                 None => {
+                    if kept > 0 {
+                        self.streaming_kept.insert(id.clone(), kept);
+                    }
                     self.operations.insert(id, steps);
                     return Ok(());
                 }
@@ -1360,6 +1373,7 @@ impl Connection {
             }
             Step::End(started) => {
                 self.operations.remove(&id);
+                self.streaming_kept.remove(&id);
                 let Started {
                     slot,
                     query,

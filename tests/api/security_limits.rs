@@ -1169,3 +1169,32 @@ async fn a_query_past_the_operation_deadline_is_stopped_with_a_clear_code() {
     assert_eq!(answer["createNote"]["id"], "late");
     limited.shutdown().await;
 }
+
+#[tokio::test]
+async fn presence_subscriptions_count_toward_what_a_socket_keeps() {
+    let app = spawn_app().await;
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({"x-nimbus-key": app.admin_key}))
+        .await
+        .unwrap();
+    // Each some 200 KB of query text (a comment): ten fit in 2 MiB, the eleventh
+    // does not.
+    let padded = |n: usize| {
+        format!(
+            "subscription {{ presenceChanged(channel: \"room-{n}\") {{ type }} }} #{}",
+            "x".repeat(200_000)
+        )
+    };
+    for n in 0..10 {
+        ws.subscribe(&format!("p{n}"), &padded(n)).await;
+    }
+    ws.subscribe("p10", &padded(10)).await;
+    let message = answer_to(&mut ws, "p10").await;
+    assert_eq!(
+        message["payload"]["errors"][0]["extensions"]["code"],
+        "TOO_MANY_SUBSCRIPTIONS",
+        "{}",
+        message.to_string().chars().take(300).collect::<String>()
+    );
+    app.shutdown().await;
+}
