@@ -94,7 +94,14 @@ struct Bells {
     all: Vec<Arc<Bell>>,
     /// What the dispatcher rings, rebuilt from `all` after a change.
     snapshot: Option<Arc<[Arc<Bell>]>>,
+    /// How many bells `all` may hold before the gone ones are dropped as a new
+    /// one arrives: the dispatcher drops them only when it sends, and a quiet bus
+    /// sends nothing while receivers come and go.
+    prune_at: usize,
 }
+
+/// The fewest bells held before gone ones are dropped on arrival.
+const PRUNE_AT_LEAST: usize = 1024;
 
 impl Pacer {
     /// A paced receiver of everything sent on `sender` from now on.
@@ -108,6 +115,11 @@ impl Pacer {
         let bell = Arc::new(Bell::default());
         {
             let mut bells = self.bells.lock().unwrap_or_else(|e| e.into_inner());
+            if bells.all.len() >= bells.prune_at.max(PRUNE_AT_LEAST) {
+                bells.all.retain(|bell| !bell.gone.load(Ordering::Relaxed));
+                // Twice what is live: each drop is paid for by as many arrivals.
+                bells.prune_at = bells.all.len() * 2;
+            }
             bells.all.push(bell.clone());
             bells.snapshot = None;
         }
@@ -265,6 +277,19 @@ mod tests {
             BusMessage::ProjectChanged { project_id } => project_id,
             _ => "",
         }
+    }
+
+    #[tokio::test]
+    async fn receivers_that_come_and_go_on_a_quiet_bus_leave_no_bells_behind() {
+        let (sender, _) = broadcast::channel(16);
+        let pacer = Arc::new(Pacer::default());
+        let kept = pacer.subscribe(&sender);
+        for _ in 0..100_000 {
+            drop(pacer.subscribe(&sender));
+        }
+        let held = pacer.bells.lock().unwrap().all.len();
+        assert!(held <= 2 * PRUNE_AT_LEAST, "{held} bells held");
+        drop(kept);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
