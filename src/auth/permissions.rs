@@ -571,6 +571,21 @@ fn split_permission(s: &str) -> Result<(Kind, Role), String> {
 
 /// Parses a client's list of permissions with every action allowed; see
 /// [`parse_permissions_allowing`].
+/// The permissions a logged item's JSON holds under `field` (`$permissions` of a
+/// document, `permissions` of a file); one that does not parse grants nothing.
+pub fn logged_permissions(logged: &serde_json::Value, field: &str) -> Vec<Permission> {
+    logged
+        .get(field)
+        .and_then(serde_json::Value::as_array)
+        .map(|permissions| {
+            permissions
+                .iter()
+                .filter_map(|p| p.as_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn parse_permissions<S: AsRef<str>>(inputs: &[S]) -> Result<Vec<Permission>, PermissionError> {
     parse_permissions_allowing(inputs, &Action::ALL)
 }

@@ -3132,16 +3132,7 @@ fn read_roles(collection: &Collection, document: &Document) -> Vec<String> {
 /// `$permissions` are its own), by `collection` as it is now: who may still read
 /// that version. A permission that does not parse grants nothing.
 pub fn read_roles_now(collection: &Collection, logged: &serde_json::Value) -> Vec<String> {
-    let own: Vec<Permission> = logged
-        .get("$permissions")
-        .and_then(serde_json::Value::as_array)
-        .map(|permissions| {
-            permissions
-                .iter()
-                .filter_map(|p| p.as_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
+    let own = crate::auth::permissions::logged_permissions(logged, "$permissions");
     read_roles_with(collection, &own)
 }
 

@@ -1067,16 +1067,7 @@ pub fn file_read_roles_now(bucket: Option<&Bucket>, logged: &serde_json::Value) 
     let Some(bucket) = bucket else {
         return Vec::new();
     };
-    let own: Vec<Permission> = logged
-        .get("permissions")
-        .and_then(serde_json::Value::as_array)
-        .map(|permissions| {
-            permissions
-                .iter()
-                .filter_map(|p| p.as_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
+    let own = crate::auth::permissions::logged_permissions(logged, "permissions");
     file_read_roles(bucket, &own)
 }
 
