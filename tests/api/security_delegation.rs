@@ -376,3 +376,78 @@ async fn a_function_is_triggered_only_by_events_its_key_may_read() {
     assert_eq!(events, ["teams.heard.create"]);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_user_blocked_while_a_function_runs_as_them_stops_acting_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(dir.path()).await;
+    config.functions_allow_private = true;
+    let app = crate::helpers::spawn_with(config, dir).await;
+    let ann = app.signed_in("ann-running@example.com").await;
+    let me = app
+        .as_session(&ann, "{ account { id } }", json!({}))
+        .await
+        .ok();
+    let ann_id = me["account"]["id"].as_str().unwrap().to_string();
+
+    // A page the function fetches mid-run: answering it, the administrator
+    // blocks the user the function acts as.
+    let (url, admin_key) = (app.url.clone(), app.admin_key.clone());
+    let blocker = axum::Router::new().route(
+        "/block",
+        axum::routing::get(move || {
+            let (url, admin_key, ann_id) = (url.clone(), admin_key.clone(), ann_id.clone());
+            async move {
+                reqwest::Client::new()
+                    .post(format!("{url}/v1/graphql"))
+                    .header("x-nimbus-key", admin_key)
+                    .json(&json!({"query": "mutation($id: ID!) { updateUser(input: {id: $id, blocked: true}) { blocked } }", "variables": {"id": ann_id}}))
+                    .send()
+                    .await
+                    .unwrap();
+                "blocked"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let block_url = format!("http://{}/block", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, blocker).await });
+
+    crate::functions::deployed(
+        &app,
+        "as-ann",
+        json!({"execute": ["users"]}),
+        &format!(
+            r#"export default async ({{ res }}) => {{
+                const before = await nimbus.graphql('{{ account {{ id }} }}');
+                await fetch('{block_url}');
+                const after = await nimbus.graphql('{{ account {{ id }} }}');
+                return res.json({{ before, after }});
+            }};"#
+        ),
+    )
+    .await;
+    let bearer = format!("Bearer {ann}");
+    let answer = crate::functions::execute_as(
+        &app,
+        &[("authorization", bearer.as_str())],
+        json!({"functionId": "as-ann"}),
+    )
+    .await
+    .ok();
+    let body: Value =
+        serde_json::from_str(answer["createExecution"]["responseBody"].as_str().unwrap()).unwrap();
+    assert!(
+        body["before"]["data"]["account"]["id"].is_string(),
+        "{body:#}"
+    );
+    assert!(
+        body["after"]["data"].is_null() || body["after"]["data"]["account"].is_null(),
+        "{body:#}"
+    );
+    assert_eq!(
+        body["after"]["errors"][0]["extensions"]["code"], "USER_BLOCKED",
+        "{body:#}"
+    );
+    app.shutdown().await;
+}

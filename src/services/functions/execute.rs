@@ -152,6 +152,47 @@ pub struct FunctionHost {
     identity: Arc<Identity>,
     /// Stamped on the events its `nimbus.graphql` writes cause.
     cause: Cause,
+    /// For an execution acting as a user: what tells that their session may have
+    /// ended since it started.
+    session: Option<Arc<SessionWatch>>,
+}
+
+/// The user session an execution acts with, watched: a sign-out, a block, a new
+/// password or the session's end reaches its `nimbus.graphql` calls at once, as
+/// it reaches the user's open sockets, not when the execution ends.
+struct SessionWatch {
+    user_id: String,
+    session_id: String,
+    expires_at: i64,
+    changes: crate::auth::session_cache::Wakes,
+    seen: crate::auth::session_cache::Wake,
+}
+
+impl SessionWatch {
+    fn of(state: &AppState, identity: &Identity) -> Option<Arc<SessionWatch>> {
+        let Credential::Session(resolved) = &identity.credential else {
+            return None;
+        };
+        let changes = state
+            .sessions
+            .watch(crate::auth::session_cache::Holder::User {
+                project_id: identity.project_id.clone(),
+                user_id: resolved.user.id.clone(),
+            });
+        let seen = changes.now();
+        Some(Arc::new(SessionWatch {
+            user_id: resolved.user.id.clone(),
+            session_id: resolved.session.id.clone(),
+            expires_at: resolved.session.expires_at,
+            changes,
+            seen,
+        }))
+    }
+
+    /// Whether the session must be read again before it acts.
+    fn stale(&self) -> bool {
+        self.expires_at <= crate::db::now_millis() || self.changes.now() != self.seen
+    }
 }
 
 impl Host for FunctionHost {
@@ -169,16 +210,38 @@ impl Host for FunctionHost {
         let state = self.state.clone();
         let identity = self.identity.clone();
         let cause = self.cause.clone();
+        let session = self.session.clone();
         Box::pin(async move {
             match state.functions.gateway() {
                 Some(gateway) => {
+                    let mut credential = identity.credential.clone();
+                    if let Some(session) = session.filter(|session| session.stale()) {
+                        match gateway
+                            .delegated(
+                                &state,
+                                &identity.project_id,
+                                &session.user_id,
+                                &session.session_id,
+                            )
+                            .await
+                        {
+                            Ok(fresh) => credential = fresh,
+                            Err(err) => {
+                                return serde_json::json!({ "errors": [{
+                                    "message": err.message(),
+                                    "extensions": { "code": err.code() },
+                                }] })
+                                .to_string();
+                            }
+                        }
+                    }
                     CAUSE
                         .scope(
                             cause,
                             gateway.execute(
                                 &state,
                                 &identity.project_id,
-                                identity.credential.clone(),
+                                credential,
                                 query,
                                 variables,
                             ),
@@ -500,6 +563,7 @@ async fn run_deployment(
         limits: limits(function, wall),
         host: Arc::new(FunctionHost {
             state: state.clone(),
+            session: SessionWatch::of(state, &identity),
             identity,
             cause: Cause {
                 function_id: function.id.clone(),
