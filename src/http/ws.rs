@@ -824,6 +824,28 @@ struct Watching {
     _active: GaugeGuard,
 }
 
+impl Watching {
+    /// Its message for `event` seen as `outcome`, rendered (or shared) by `renderer`.
+    async fn frame(
+        &self,
+        renderer: &Renderer<'_>,
+        published: &Published,
+        event: &crate::bus::Event,
+        outcome: crate::services::realtime::watch::Outcome,
+    ) -> tokio_tungstenite::tungstenite::Utf8Bytes {
+        renderer
+            .frame(
+                published,
+                event,
+                self.watch.as_ref(),
+                &self.shape,
+                outcome,
+                &self.frame_prefix,
+            )
+            .await
+    }
+}
+
 /// A replay under way: where it is in the log, and the events of the page read
 /// that are not sent yet (one page at most).
 struct Replaying {
@@ -1147,16 +1169,7 @@ impl Connection {
                 caller: &self.caller,
                 client: &self.client,
             };
-            let frame = renderer
-                .frame(
-                    &published,
-                    event,
-                    watching.watch.as_ref(),
-                    &watching.shape,
-                    outcome,
-                    &watching.frame_prefix,
-                )
-                .await;
+            let frame = watching.frame(&renderer, &published, event, outcome).await;
             return self.link.send(Message::Text(frame)).await;
         } else {
             let watch = watching.watch.as_ref();
@@ -1518,16 +1531,7 @@ impl Connection {
                     {
                         return Ok(());
                     }
-                    let frame = renderer
-                        .frame(
-                            &published,
-                            event,
-                            watching.watch.as_ref(),
-                            &watching.shape,
-                            outcome,
-                            &watching.frame_prefix,
-                        )
-                        .await;
+                    let frame = watching.frame(&renderer, &published, event, outcome).await;
                     self.link.send(Message::Text(frame)).await?;
                 }
                 Ok(())
