@@ -452,6 +452,13 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_FUNCTIONS_QUEUE", default_value_t = 256)]
     pub functions_queue: usize,
 
+    /// Sandbox threads one project's executions run on at once on this replica;
+    /// 0: three quarters of them (all when there are fewer than four). A project
+    /// also holds at most three quarters of the queue: executions that sleep
+    /// until their timeout cannot take every thread from the other projects.
+    #[arg(long, env = "NIMBUS_FUNCTIONS_PER_PROJECT", default_value_t = 0)]
+    pub functions_per_project: usize,
+
     /// Let functions' `fetch` reach loopback, private, link-local and other reserved
     /// addresses. Off: such URLs are refused, also when a name resolves to one or a
     /// redirect leads to one.
@@ -643,6 +650,16 @@ impl Config {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
             n => n,
         }
+    }
+
+    /// What one project may hold of the sandbox threads and their queue.
+    pub fn functions_shares(&self) -> crate::sandbox::Shares {
+        let workers = self.functions_workers();
+        let mut shares = crate::sandbox::Shares::default_for(workers, self.functions_queue);
+        if self.functions_per_project > 0 {
+            shares.running = self.functions_per_project.min(workers);
+        }
+        shares
     }
 
     /// Where the files of multipart uploads wait while their request runs.

@@ -50,7 +50,7 @@ mod program;
 #[cfg(test)]
 mod tests;
 
-pub use pool::Pool;
+pub use pool::{Pool, Shares};
 
 /// Per-execution limits.
 #[derive(Debug, Clone)]
@@ -301,6 +301,9 @@ pub struct Invocation {
     /// executions (made when there is none); `None`: a fresh context, dropped
     /// after this one execution.
     pub warm: Option<WarmKey>,
+    /// Whose execution it is (a project): the pool shares its threads and queue
+    /// among tenants ([`Shares`]).
+    pub tenant: Arc<str>,
 }
 
 /// Which kept context an execution may reuse. A worker thread keeps at most one

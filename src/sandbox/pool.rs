@@ -2,10 +2,14 @@
 //! (never a tokio worker: guest code must not block the async runtime) with its
 //! own engine; the async side only queues a job and awaits its answer. A request
 //! finding the queue full is refused at once; background work may wait outside
-//! it for a place. How many run and wait is on `/metrics`
-//! (`nimbus_function_executions_running`, `…_waiting`).
+//! it for a place. The threads and the queue are shared among tenants
+//! (projects): one tenant runs on at most [`Shares::running`] threads and holds at
+//! most [`Shares::waiting`] places of the queue, and a freed thread takes the
+//! waiting job of the tenant running the fewest, so executions that sleep until
+//! their timeout cannot hold every thread of a replica. How many run and wait is
+//! on `/metrics` (`nimbus_function_executions_running`, `…_waiting`).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -27,8 +31,40 @@ struct Job {
     reply: oneshot::Sender<Outcome>,
 }
 
+/// How much of the pool one tenant may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shares {
+    /// Threads one tenant's executions run on at once.
+    pub running: usize,
+    /// Places of the queue one tenant's executions hold.
+    pub waiting: usize,
+}
+
+impl Shares {
+    /// A quarter of the threads and of the queue kept for the other tenants,
+    /// where there are enough to keep a quarter of (4 threads, 4 places).
+    pub fn default_for(workers: usize, queue: usize) -> Shares {
+        Shares {
+            running: workers - workers / 4,
+            waiting: queue - queue / 4,
+        }
+    }
+}
+
+/// One tenant's executions taken by a worker and waiting.
+#[derive(Default)]
+struct Load {
+    taken: usize,
+    waiting: usize,
+}
+
 struct Queue {
     jobs: VecDeque<Job>,
+    /// Per tenant with executions taken or waiting.
+    tenants: HashMap<Arc<str>, Load>,
+    /// Waiting jobs whose tenant is under its share of threads: those a worker
+    /// may take now.
+    ready: usize,
     /// Jobs a worker has taken and not finished.
     taken: usize,
     /// Workers asleep, each on its own [`Shared::bells`], the last to sleep
@@ -42,6 +78,63 @@ struct Queue {
 }
 
 impl Queue {
+    /// Counts the jobs a worker may take now, after a tenant's load changed.
+    fn recount(&mut self, shares: Shares) {
+        self.ready = self
+            .tenants
+            .values()
+            .filter(|load| load.taken < shares.running)
+            .map(|load| load.waiting)
+            .sum();
+    }
+
+    /// Takes the waiting job of the tenant with the fewest running, the
+    /// earliest of it; none while every waiting tenant holds its share.
+    fn take(&mut self, shares: Shares) -> Option<Job> {
+        if self.ready == 0 {
+            return None;
+        }
+        let at = if self.tenants.len() == 1 {
+            0
+        } else {
+            // Among the tenants running the fewest, first come first served.
+            let fewest = self
+                .tenants
+                .values()
+                .filter(|load| load.waiting > 0 && load.taken < shares.running)
+                .map(|load| load.taken)
+                .min()?;
+            let tenants = &self.tenants;
+            self.jobs.iter().position(|job| {
+                tenants
+                    .get(&job.invocation.tenant)
+                    .is_some_and(|load| load.taken == fewest)
+            })?
+        };
+        let job = self.jobs.remove(at)?;
+        let load = self
+            .tenants
+            .entry(job.invocation.tenant.clone())
+            .or_default();
+        load.waiting -= 1;
+        load.taken += 1;
+        self.taken += 1;
+        self.recount(shares);
+        Some(job)
+    }
+
+    /// A job taken ended (or was skipped).
+    fn release(&mut self, tenant: &Arc<str>, shares: Shares) {
+        self.taken -= 1;
+        if let Some(load) = self.tenants.get_mut(tenant) {
+            load.taken -= 1;
+            if load.taken == 0 && load.waiting == 0 {
+                self.tenants.remove(tenant);
+            }
+        }
+        self.recount(shares);
+    }
+
     /// Whether a job waits that no awake worker is about to take: every wake-up
     /// is a system call and often a context switch on the request's path, so a
     /// job is left to a worker that runs guest code (it takes the job when it
@@ -49,7 +142,7 @@ impl Queue {
     /// and a sleeping one is rung only when none runs, or to hand on.
     fn wants_a_sleeper(&self, handing_off: bool) -> bool {
         let running = self.taken - self.blocked.min(self.taken);
-        !self.jobs.is_empty() && !self.sleeping.is_empty() && (handing_off || running == 0)
+        self.ready > 0 && !self.sleeping.is_empty() && (handing_off || running == 0)
     }
 
     /// Rings one sleeping worker, if [`Queue::wants_a_sleeper`].
@@ -68,6 +161,7 @@ struct Shared {
     bells: Vec<Condvar>,
     workers: usize,
     capacity: usize,
+    shares: Shares,
     running: AtomicUsize,
     /// Moving average of execution time, in microseconds.
     average_us: AtomicU64,
@@ -75,7 +169,8 @@ struct Shared {
     handle: Option<Handle>,
     /// Rung whenever a place frees up, for [`Pool::run_when_free`].
     freed: tokio::sync::Notify,
-    /// How many jobs wait, read without the lock by [`hand_off`].
+    /// How many jobs a worker may take now ([`Queue::ready`]), read without the
+    /// lock by [`hand_off`].
     queued: AtomicUsize,
     /// Per worker, the owner prefixes of warm contexts to drop before its next
     /// execution ([`Pool::forget_warm`]).
@@ -97,16 +192,30 @@ impl Pool {
     /// `queue` executions waiting for one. Host calls run in the tokio runtime
     /// `new` is called in (if any): a `nimbus.graphql` call polled by the worker
     /// while its execution waits for it, else on the runtime's threads (ADR 42).
+    /// One tenant holds at most [`Shares::default_for`] of them.
     pub fn new(workers: usize, queue: usize) -> Pool {
-        Pool::with_handle(workers, queue, Handle::try_current().ok())
+        let shares = Shares::default_for(workers.max(1), queue);
+        Pool::with_handle(workers, queue, shares, Handle::try_current().ok())
     }
 
-    /// As [`Pool::new`], with the runtime host calls run in given explicitly.
-    pub fn with_handle(workers: usize, queue: usize, handle: Option<Handle>) -> Pool {
+    /// As [`Pool::new`], with each tenant's share and the runtime host calls
+    /// run in given explicitly. A share is at least one thread and one place.
+    pub fn with_handle(
+        workers: usize,
+        queue: usize,
+        shares: Shares,
+        handle: Option<Handle>,
+    ) -> Pool {
         let workers = workers.max(1);
+        let shares = Shares {
+            running: shares.running.clamp(1, workers),
+            waiting: shares.waiting.clamp(1, queue.max(1)),
+        };
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
+                tenants: HashMap::new(),
+                ready: 0,
                 taken: 0,
                 sleeping: Vec::with_capacity(workers),
                 blocked: 0,
@@ -115,6 +224,7 @@ impl Pool {
             bells: (0..workers).map(|_| Condvar::new()).collect(),
             workers,
             capacity: queue,
+            shares,
             running: AtomicUsize::new(0),
             average_us: AtomicU64::new(1_000),
             completed: AtomicU64::new(0),
@@ -174,7 +284,7 @@ impl Pool {
     }
 
     /// Queues `invocation`, or hands it back when every worker is busy and the
-    /// queue is full.
+    /// queue is full, or its tenant holds its share of both.
     #[allow(clippy::result_large_err)]
     fn enqueue(
         &self,
@@ -183,19 +293,29 @@ impl Pool {
         let (reply, answer) = oneshot::channel();
         {
             let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let shares = self.shared.shares;
+            let held = queue
+                .tenants
+                .get(&invocation.tenant)
+                .map_or(0, |load| load.taken + load.waiting);
             // Every worker runs one; past them, `capacity` wait.
             if queue.closed
                 || queue.jobs.len() + queue.taken >= self.shared.capacity + self.shared.workers
+                || held >= shares.running + shares.waiting
             {
                 let busy = Busy {
                     retry_after: self.retry_after(queue.jobs.len()),
                 };
                 return Err((busy, invocation));
             }
+            queue
+                .tenants
+                .entry(invocation.tenant.clone())
+                .or_default()
+                .waiting += 1;
             queue.jobs.push_back(Job { invocation, reply });
-            self.shared
-                .queued
-                .store(queue.jobs.len(), Ordering::Relaxed);
+            queue.recount(shares);
+            self.shared.queued.store(queue.ready, Ordering::Relaxed);
             self.shared.waiting_gauge.set(queue.jobs.len() as f64);
             queue.ring(&self.shared.bells, false);
         }
@@ -279,9 +399,8 @@ fn answered<E>(answer: Result<Outcome, E>) -> Outcome {
 fn next(shared: &Shared, n: usize) -> Option<Job> {
     let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
     loop {
-        if let Some(job) = queue.jobs.pop_front() {
-            queue.taken += 1;
-            shared.queued.store(queue.jobs.len(), Ordering::Relaxed);
+        if let Some(job) = queue.take(shared.shares) {
+            shared.queued.store(queue.ready, Ordering::Relaxed);
             shared.waiting_gauge.set(queue.jobs.len() as f64);
             return Some(job);
         }
@@ -333,9 +452,10 @@ impl Watch for Watcher {
     }
 }
 
-fn done(shared: &Shared) {
+fn done(shared: &Shared, tenant: &Arc<str>) {
     let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-    queue.taken -= 1;
+    queue.release(tenant, shared.shares);
+    shared.queued.store(queue.ready, Ordering::Relaxed);
     drop(queue);
     shared.freed.notify_waiters();
 }
@@ -358,8 +478,9 @@ fn work(shared: Arc<Shared>, n: usize) {
         for prefix in forgotten {
             worker.forget_warm(&prefix);
         }
+        let tenant = job.invocation.tenant.clone();
         if job.reply.is_closed() {
-            done(&shared);
+            done(&shared, &tenant);
             continue;
         }
         let running = shared.running.fetch_add(1, Ordering::Relaxed) + 1;
@@ -397,7 +518,7 @@ fn work(shared: Arc<Shared>, n: usize) {
         shared.completed.fetch_add(1, Ordering::Relaxed);
         let running = shared.running.fetch_sub(1, Ordering::Relaxed) - 1;
         shared.running_gauge.set(running as f64);
-        done(&shared);
+        done(&shared, &tenant);
         if let Ok(reply) = Rc::try_unwrap(reply) {
             let _ = reply.send(outcome);
         }

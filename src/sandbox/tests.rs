@@ -69,6 +69,7 @@ fn invocation(program: Program) -> Invocation {
         limits: Limits::default(),
         host: Arc::new(FAKE),
         warm: None,
+        tenant: Arc::from("project"),
     }
 }
 
@@ -1380,4 +1381,92 @@ async fn the_request_keeps_its_keys_and_joins_repeated_headers() {
             "plain": true,
         })
     );
+}
+
+/// An execution of `tenant` that waits `delay` on a fetch (a timer: no thread
+/// works meanwhile, as with a guest sleeping until its timeout).
+fn sleeping(tenant: &str, delay: Duration) -> Invocation {
+    let program = compile(&source(
+        "export default async ({ res }) => { await fetch('https://slow.example'); return res.text('slept'); }",
+    ))
+    .unwrap();
+    let mut invocation = invocation(program);
+    invocation.host = Arc::new(FakeHost { delay: Some(delay) });
+    invocation.tenant = Arc::from(tenant);
+    invocation
+}
+
+fn hello_of(tenant: &str) -> Invocation {
+    let mut invocation = invocation(compile(&source(HELLO)).unwrap());
+    invocation.tenant = Arc::from(tenant);
+    invocation
+}
+
+#[tokio::test]
+async fn one_tenant_cannot_hold_every_thread_or_the_whole_queue() {
+    let shares = Shares {
+        running: 1,
+        waiting: 2,
+    };
+    let pool = Pool::with_handle(2, 8, shares, tokio::runtime::Handle::try_current().ok());
+    let slow = Duration::from_millis(800);
+    let hog = [
+        pool.run(sleeping("hog", slow)),
+        pool.run(sleeping("hog", slow)),
+        pool.run(sleeping("hog", slow)),
+    ];
+    let others = async {
+        // Let the hog's first execution take a thread and the two others queue.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(pool.running(), 1, "the hog runs on its share of threads");
+        assert_eq!(pool.waiting(), 2);
+        // Past its share of the queue it is refused at once, though places are free.
+        let refused = pool.run(sleeping("hog", slow)).await;
+        assert!(refused.is_err(), "the hog's fourth execution is refused");
+        // Another tenant runs on the thread left, well before the hog's first ends.
+        let started = std::time::Instant::now();
+        let outcome = pool.run(hello_of("other")).await.expect("not busy");
+        assert_eq!(body(&outcome), "{\"ok\":true}");
+        started.elapsed()
+    };
+    let (hog, waited) = tokio::join!(futures_util::future::join_all(hog), others);
+    assert!(waited < Duration::from_millis(500), "{waited:?}");
+    for outcome in hog {
+        assert_eq!(body(&outcome.expect("not busy")), "slept");
+    }
+}
+
+#[tokio::test]
+async fn a_freed_thread_takes_the_tenant_running_the_fewest_first() {
+    let shares = Shares {
+        running: 2,
+        waiting: 8,
+    };
+    let pool = Pool::with_handle(2, 8, shares, tokio::runtime::Handle::try_current().ok());
+    let first = pool.run(sleeping("busy", Duration::from_millis(300)));
+    let second = pool.run(sleeping("busy", Duration::from_millis(900)));
+    let queued_first = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        let outcome = pool
+            .run(sleeping("busy", Duration::from_millis(600)))
+            .await
+            .expect("not busy");
+        assert_eq!(body(&outcome), "slept");
+        started.elapsed()
+    };
+    let queued_later = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(pool.waiting(), 1, "the busy tenant's third waits");
+        let started = std::time::Instant::now();
+        let outcome = pool.run(hello_of("quiet")).await.expect("not busy");
+        assert_eq!(body(&outcome), "{\"ok\":true}");
+        started.elapsed()
+    };
+    let (a, b, busy_third, quiet) = tokio::join!(first, second, queued_first, queued_later);
+    assert!(a.unwrap().result.is_ok() && b.unwrap().result.is_ok());
+    // The first thread freed (at about 300 ms) went to the quiet tenant, which
+    // queued after the busy one's third; that third then waited for the next.
+    assert!(quiet < Duration::from_millis(600), "{quiet:?}");
+    assert!(busy_third >= Duration::from_millis(800), "{busy_third:?}");
 }

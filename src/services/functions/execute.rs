@@ -547,6 +547,7 @@ async fn run_deployment(
         None => String::new(),
     };
     let invocation = Invocation {
+        tenant: function.project_id.as_str().into(),
         program,
         env,
         warm,

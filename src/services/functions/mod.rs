@@ -356,7 +356,12 @@ struct Records {
 impl Runtime {
     pub fn new(config: &Config) -> anyhow::Result<Runtime> {
         Ok(Runtime {
-            pool: Pool::new(config.functions_workers(), config.functions_queue),
+            pool: Pool::with_handle(
+                config.functions_workers(),
+                config.functions_queue,
+                config.functions_shares(),
+                tokio::runtime::Handle::try_current().ok(),
+            ),
             programs: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(CACHED_PROGRAMS).expect("not zero"),
             )),
