@@ -459,6 +459,13 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_FUNCTIONS_PER_PROJECT", default_value_t = 0)]
     pub functions_per_project: usize,
 
+    /// Asynchronous executions (`createExecution` with `async: true`, also those a
+    /// function queues) one project may have waiting; past them such a call is
+    /// refused with `TOO_MANY_EXECUTIONS`. Event triggers and schedules are not
+    /// refused.
+    #[arg(long, env = "NIMBUS_FUNCTIONS_MAX_WAITING", default_value_t = 10_000)]
+    pub functions_max_waiting: usize,
+
     /// Let functions' `fetch` reach loopback, private, link-local and other reserved
     /// addresses. Off: such URLs are refused, also when a name resolves to one or a
     /// redirect leads to one.

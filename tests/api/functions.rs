@@ -1349,3 +1349,66 @@ async fn executions_one_client_starts_are_limited_per_minute() {
     assert!(key.body.get("errors").is_none(), "{:#}", key.body);
     app.shutdown().await;
 }
+
+/// A key (or a function queueing its own executions, chain after chain) is not
+/// limited per minute, but what one project keeps waiting is bounded: past it an
+/// asynchronous execution is refused, nothing of it written, and the project's
+/// other work and other projects go on.
+#[tokio::test]
+async fn a_project_keeps_a_bounded_number_of_executions_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    // Nothing runs the queued executions: they stay waiting.
+    config.jobs_concurrency = 0;
+    config.functions_max_waiting = 3;
+    let app = spawn_with(config, dir).await;
+    deployed(
+        &app,
+        "ping",
+        json!({"execute": ["any"]}),
+        "export default async ({ res }) => res.text('pong')",
+    )
+    .await;
+    let fields: String = (0..5)
+        .map(|n| {
+            format!("e{n}: createExecution(input: {{functionId: \"ping\", async: true}}) {{ id status }} ")
+        })
+        .collect();
+    let answer = app
+        .admin(&format!("mutation {{ {fields} }}"), json!({}))
+        .await;
+    let errors = answer.body["errors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(errors.len(), 2, "{:#}", answer.body);
+    for error in &errors {
+        assert_eq!(
+            error["extensions"]["code"], "TOO_MANY_EXECUTIONS",
+            "{error:#}"
+        );
+        assert!(error["extensions"]["retryAfter"].as_u64().unwrap() >= 1);
+    }
+    for n in 0..3 {
+        assert_eq!(answer.body["data"][format!("e{n}")]["status"], "WAITING");
+    }
+    // Only the three accepted were recorded.
+    let listed = app
+        .admin(
+            "query { executions(functionId: \"ping\", first: 10) { totalCount } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(listed["executions"]["totalCount"], 3);
+    // A synchronous execution does not wait in the queue and still runs.
+    let now = app
+        .admin(
+            "mutation { createExecution(input: {functionId: \"ping\"}) { status responseBody } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(now["createExecution"]["responseBody"], "pong");
+    app.shutdown().await;
+}

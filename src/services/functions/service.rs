@@ -1580,6 +1580,15 @@ async fn queue(
             "functions that run each other form chains of at most {MAX_TRIGGER_DEPTH}"
         )));
     }
+    // Each call may queue another (a function's own calls, too, up to the chain's
+    // depth): what a project keeps waiting is bounded, not only how deep it goes.
+    // Counted before the transaction, whose first statement must be its write (a
+    // SQLite transaction that reads first cannot always write after); calls at the
+    // same moment may pass the bound by as many as they are.
+    let most = state.config.functions_max_waiting;
+    if store::count_waiting(state.db.pool(), &execution.project_id, most).await? >= most {
+        return Err(AppError::TooManyExecutions { retry_after: 60 });
+    }
     let mut tx = state.db.pool().begin().await?;
     // A function deleted since it was read takes no new execution.
     if !store::insert_execution_of(&mut *tx, execution, function_created_at, Some(body)).await? {

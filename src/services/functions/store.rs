@@ -520,6 +520,24 @@ fn kept_body(body: &[u8]) -> Vec<u8> {
     body[..body.len().min(super::service::KEPT_RESPONSE_BYTES)].to_vec()
 }
 
+/// How many of a project's executions wait to run, counted up to `up_to`.
+pub async fn count_waiting<'e>(
+    db: impl Executor<'e, Database = Any>,
+    project_id: &str,
+    up_to: usize,
+) -> Result<usize, sqlx::Error> {
+    let (count,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM function_executions \
+         WHERE project_id = ? AND status = ? LIMIT ?) AS waiting",
+    )
+    .bind(project_id)
+    .bind(super::status::WAITING)
+    .bind(up_to as i64)
+    .fetch_one(db)
+    .await?;
+    Ok(count.max(0) as usize)
+}
+
 /// Records a new execution if the function it runs as (created at
 /// `function_created_at`) still exists; false when it does not. `request_body` is
 /// kept only for one that runs later. The existence
