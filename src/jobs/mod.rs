@@ -267,6 +267,9 @@ pub fn next_tick(cron: &str, after: i64) -> anyhow::Result<i64> {
         .ok_or_else(|| anyhow::anyhow!("the CRON expression never fires"))
 }
 
+/// How many projects a replica remembers serving, for taking turns among them.
+const SERVED_KEPT: usize = 1024;
+
 /// Claims and runs due jobs on this replica until the server stops.
 pub async fn work_forever(state: AppState) {
     let jobs = &state.jobs;
@@ -288,6 +291,9 @@ pub async fn work_forever(state: AppState) {
     {
         tracing::warn!(error = %err, "cannot set up the pruning of finished jobs");
     }
+    // The projects this replica's claims served, the least recent first: a claim
+    // shares its room among projects running as many, in turn.
+    let mut served: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     loop {
         take_schedule_ticks(&state).await;
         let free = slots.available_permits();
@@ -303,11 +309,20 @@ pub async fn work_forever(state: AppState) {
                 free,
                 now,
                 lease_until,
+                served.make_contiguous(),
             )
             .await
             {
                 Ok(rows) => {
                     claimed_all = rows.len() == free;
+                    for row in &rows {
+                        if let Some(at) = served.iter().position(|p| *p == row.project_id) {
+                            served.remove(at);
+                        } else if served.len() >= SERVED_KEPT {
+                            served.pop_front();
+                        }
+                        served.push_back(row.project_id.clone());
+                    }
                     for row in rows {
                         let Ok(permit) = slots.clone().acquire_owned().await else {
                             return;

@@ -92,8 +92,17 @@ const DUE: [(&str, &str); 2] = [
     ("status = 'queued' AND run_at <= ?", "run_at"),
 ];
 
+/// The projects a claim shares its room among, at most; the room they leave goes
+/// first come, first served.
+const PROJECTS_PER_CLAIM: usize = 64;
+
 /// Leases at most `limit` due jobs to `owner` until `lease_until`, counting an
-/// attempt for each, and returns them. Jobs whose replica died go first.
+/// attempt for each, and returns them. Jobs whose replica died go first; then
+/// the room is shared among the projects with due jobs, the projects running the
+/// fewest first (among them, the one `served` least recently: `served` lists
+/// projects from the least to the most recently served), each its oldest, so one
+/// project's backlog does not hold back another's jobs; what is left goes in
+/// order of time.
 pub async fn claim(
     pool: &AnyPool,
     dialect: Dialect,
@@ -101,37 +110,30 @@ pub async fn claim(
     limit: usize,
     now: i64,
     lease_until: i64,
+    served: &[String],
 ) -> Result<Vec<JobRow>, sqlx::Error> {
-    let set = "SET status = 'running', lease_owner = ?, lease_expires_at = ?, \
-               attempts = attempts + 1, updated_at = ?";
-    let mut claimed = 0;
-    for (due, order) in DUE {
-        let room = limit.saturating_sub(claimed);
-        if room == 0 {
-            break;
-        }
-        // MariaDB takes ORDER BY and LIMIT on a single-table UPDATE, locks the rows
-        // of the index range it reads and re-reads the condition after a wait, so
-        // two replicas never take one row; SQLite needs a compile-time option for
-        // that, so it picks the rows in a subquery, which its single writer makes
-        // atomic.
-        let sql = match dialect {
-            Dialect::MySql => {
-                format!("UPDATE jobs {set} WHERE {due} ORDER BY {order} LIMIT {room}")
+    let lease = Lease {
+        pool,
+        dialect,
+        owner,
+        now,
+        lease_until,
+    };
+    let [expired, queued] = DUE;
+    let mut claimed = lease.take(expired, None, limit).await?;
+    let room = limit.saturating_sub(claimed);
+    if room > 0 {
+        let projects = due_projects(pool, dialect, now).await?;
+        if projects.len() > 1 {
+            let running = running_per_project(pool).await?;
+            for (project, share) in share_room(projects, &running, served, room) {
+                claimed += lease.take(queued, Some(&project), share).await?;
             }
-            Dialect::Sqlite => format!(
-                "UPDATE jobs {set} WHERE id IN \
-                 (SELECT id FROM jobs WHERE {due} ORDER BY {order} LIMIT {room})"
-            ),
-        };
-        claimed += sqlx::query(&sql)
-            .bind(owner)
-            .bind(lease_until)
-            .bind(now)
-            .bind(now)
-            .execute(pool)
-            .await?
-            .rows_affected() as usize;
+        }
+    }
+    let room = limit.saturating_sub(claimed);
+    if room > 0 {
+        claimed += lease.take(queued, None, room).await?;
     }
     if claimed == 0 {
         return Ok(Vec::new());
@@ -142,6 +144,207 @@ pub async fn claim(
     .bind(owner)
     .fetch_all(pool)
     .await
+}
+
+/// One claim's lease, written into the rows it takes.
+struct Lease<'a> {
+    pool: &'a AnyPool,
+    dialect: Dialect,
+    owner: &'a str,
+    now: i64,
+    lease_until: i64,
+}
+
+impl Lease<'_> {
+    /// Leases at most `room` rows meeting `due` (of `project`, if named), in
+    /// `order`; returns how many.
+    async fn take(
+        &self,
+        (due, order): (&str, &str),
+        project: Option<&str>,
+        room: usize,
+    ) -> Result<usize, sqlx::Error> {
+        if room == 0 {
+            return Ok(0);
+        }
+        let set = "SET status = 'running', lease_owner = ?, lease_expires_at = ?, \
+                   attempts = attempts + 1, updated_at = ?";
+        let of_project = if project.is_some() {
+            " AND project_id = ?"
+        } else {
+            ""
+        };
+        // MariaDB takes ORDER BY and LIMIT on a single-table UPDATE, locks the rows
+        // of the index range it reads and re-reads the condition after a wait, so
+        // two replicas never take one row; SQLite needs a compile-time option for
+        // that, so it picks the rows in a subquery, which its single writer makes
+        // atomic.
+        let sql = match self.dialect {
+            Dialect::MySql => {
+                format!("UPDATE jobs {set} WHERE {due}{of_project} ORDER BY {order} LIMIT {room}")
+            }
+            Dialect::Sqlite => format!(
+                "UPDATE jobs {set} WHERE id IN \
+                 (SELECT id FROM jobs WHERE {due}{of_project} ORDER BY {order} LIMIT {room})"
+            ),
+        };
+        let mut query = sqlx::query(&sql)
+            .bind(self.owner)
+            .bind(self.lease_until)
+            .bind(self.now)
+            .bind(self.now);
+        if let Some(project) = project {
+            query = query.bind(project);
+        }
+        Ok(query.execute(self.pool).await?.rows_affected() as usize)
+    }
+}
+
+/// The projects with queued jobs that are due, at most [`PROJECTS_PER_CLAIM`],
+/// each found by one seek of the `(status, project_id, run_at)` index however
+/// many jobs a project has queued: MariaDB skips through the index for a
+/// `GROUP BY` of its prefix, SQLite steps from one project to the next.
+async fn due_projects(
+    pool: &AnyPool,
+    dialect: Dialect,
+    now: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = match dialect {
+        Dialect::MySql => {
+            sqlx::query_as(&format!(
+                "SELECT project_id FROM jobs WHERE status = 'queued' \
+                 GROUP BY status, project_id HAVING MIN(run_at) <= ? LIMIT {PROJECTS_PER_CLAIM}"
+            ))
+            .bind(now)
+            .fetch_all(pool)
+            .await?
+        }
+        Dialect::Sqlite => {
+            sqlx::query_as(&format!(
+                "WITH RECURSIVE due(project_id, n) AS ( \
+                   SELECT (SELECT project_id FROM jobs WHERE status = 'queued' AND run_at <= ? \
+                           ORDER BY status, project_id LIMIT 1), 1 \
+                   UNION ALL \
+                   SELECT (SELECT j.project_id FROM jobs j \
+                           WHERE j.status = 'queued' AND j.run_at <= ? \
+                             AND j.project_id > due.project_id \
+                           ORDER BY j.status, j.project_id LIMIT 1), due.n + 1 \
+                   FROM due WHERE due.project_id IS NOT NULL AND due.n < {PROJECTS_PER_CLAIM}) \
+                 SELECT project_id FROM due WHERE project_id IS NOT NULL"
+            ))
+            .bind(now)
+            .bind(now)
+            .fetch_all(pool)
+            .await?
+        }
+    };
+    Ok(rows.into_iter().map(|(project,)| project).collect())
+}
+
+/// How many jobs each project has running, on every replica.
+async fn running_per_project(
+    pool: &AnyPool,
+) -> Result<std::collections::HashMap<String, usize>, sqlx::Error> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT project_id, COUNT(*) FROM jobs WHERE status = 'running' GROUP BY project_id",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(project, count)| (project, count.max(0) as usize))
+        .collect())
+}
+
+/// Hands out `room` places one at a time, each to the project running the
+/// fewest with the places it was given so far; among those, to the one served
+/// least recently (never served first, in a random order, so no project id is
+/// preferred).
+fn share_room(
+    mut projects: Vec<String>,
+    running: &std::collections::HashMap<String, usize>,
+    served: &[String],
+    room: usize,
+) -> Vec<(String, usize)> {
+    use rand::seq::SliceRandom as _;
+    projects.shuffle(&mut rand::rng());
+    // (project, load, when served: 0 never, else 1 + its place in `served`, given)
+    let mut shares: Vec<(String, usize, usize, usize)> = projects
+        .into_iter()
+        .map(|project| {
+            let load = running.get(&project).copied().unwrap_or(0);
+            let when = served
+                .iter()
+                .position(|p| *p == project)
+                .map_or(0, |at| at + 1);
+            (project, load, when, 0)
+        })
+        .collect();
+    for _ in 0..room {
+        let Some(next) = shares
+            .iter_mut()
+            .min_by_key(|(_, load, when, _)| (*load, *when))
+        else {
+            break;
+        };
+        next.1 += 1;
+        next.3 += 1;
+    }
+    shares
+        .into_iter()
+        .filter(|share| share.3 > 0)
+        .map(|(project, _, _, given)| (project, given))
+        .collect()
+}
+
+#[cfg(test)]
+mod share_tests {
+    use super::*;
+
+    #[test]
+    fn the_room_goes_to_the_projects_running_the_fewest() {
+        let running =
+            std::collections::HashMap::from([("busy".to_string(), 8), ("some".to_string(), 1)]);
+        let projects = vec!["busy".to_string(), "some".to_string(), "idle".to_string()];
+        let mut shares = share_room(projects, &running, &[], 4);
+        shares.sort();
+        // idle: 0 → 1 → 2 (ties with some at 1 and 2 split in turn), some: 1 → 2 → 3.
+        let given: usize = shares.iter().map(|(_, n)| n).sum();
+        assert_eq!(given, 4);
+        assert!(!shares.iter().any(|(p, _)| p == "busy"), "{shares:?}");
+        let idle = shares.iter().find(|(p, _)| p == "idle").unwrap().1;
+        let some = shares.iter().find(|(p, _)| p == "some").unwrap().1;
+        assert!(idle >= some && idle - some <= 1 + 1, "{shares:?}");
+        // With room enough, the busiest gets its turn too.
+        let shares = share_room(
+            vec!["busy".to_string(), "idle".to_string()],
+            &running,
+            &[],
+            12,
+        );
+        let busy = shares.iter().find(|(p, _)| p == "busy").map_or(0, |s| s.1);
+        assert_eq!(busy, 2, "{shares:?}");
+    }
+
+    #[test]
+    fn among_equals_the_place_goes_to_the_project_served_least_recently() {
+        let idle = std::collections::HashMap::new();
+        let projects = || vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let served = ["c".to_string(), "a".to_string(), "b".to_string()];
+        for _ in 0..20 {
+            assert_eq!(
+                share_room(projects(), &idle, &served, 1),
+                [("c".to_string(), 1)]
+            );
+        }
+        let served = ["a".to_string(), "b".to_string()];
+        for _ in 0..20 {
+            assert_eq!(
+                share_room(projects(), &idle, &served, 1),
+                [("c".to_string(), 1)]
+            );
+        }
+    }
 }
 
 /// Marks a job its owner ran as done; false when the owner lost it meanwhile.

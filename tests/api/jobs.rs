@@ -380,3 +380,51 @@ async fn deleting_a_project_drops_its_queued_jobs_and_webhooks() {
     assert!(left.is_none(), "{left:?}");
     app.shutdown().await;
 }
+
+/// A project's backlog does not hold back another project's jobs: the one
+/// runner takes the other project's delivery at its next claim, not after the
+/// backlog has drained.
+#[tokio::test]
+async fn one_projects_backlog_does_not_hold_back_anothers_jobs() {
+    let receiver = Receiver::start().await;
+    let app = app_with_webhooks(|c| c.jobs_concurrency = 1).await;
+    app.create_project("quiet").await;
+    let quiet = app
+        .create_key("quiet", &["webhooks.write", "teams.write", "teams.read"])
+        .await;
+    // The busy project: 20 deliveries of a quarter of a second each, one at a time.
+    create_webhook(&app, &receiver.url("/pause"), &["teams.*.create"]).await;
+    let teams: String = (0..20)
+        .map(|n| format!("t{n}: createTeam(input: {{id: \"busy{n}\", name: \"Team\"}}) {{ id }} "))
+        .collect();
+    app.admin(&format!("mutation {{ {teams} }}"), json!({}))
+        .await
+        .ok();
+    receiver.wait_for("/pause", 1).await;
+    // The quiet project's one delivery, queued behind the whole backlog.
+    app.as_key(
+        &quiet,
+        "quiet",
+        "mutation($input: CreateWebhookInput!) { createWebhook(input: $input) { webhook { id } } }",
+        json!({"input": {"name": "hook", "url": receiver.url("/quiet"), "events": ["teams.*.create"]}}),
+    )
+    .await
+    .ok();
+    app.as_key(
+        &quiet,
+        "quiet",
+        "mutation { createTeam(input: {id: \"mine\", name: \"Mine\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    receiver.wait_for("/quiet", 1).await;
+    let busy_done = receiver.requests_to("/pause").len();
+    assert!(
+        busy_done < 10,
+        "the quiet project's delivery waited for {busy_done} of the busy project's 20"
+    );
+    // The backlog still drains, every delivery once.
+    receiver.wait_for("/pause", 20).await;
+    app.shutdown().await;
+}

@@ -30,7 +30,7 @@ struct Log {
 /// A webhook receiver on 127.0.0.1 that records every request. Paths: `/ok…`
 /// answers 200, `/fail` 500, `/slow` never in time, `/big` 10 MB, `/redirect` a
 /// redirect to a private address, `/hang-once` hangs on its first request and
-/// answers 200 after.
+/// answers 200 after, `/pause` answers 200 after a quarter of a second.
 pub struct Receiver {
     pub base: String,
     log: Arc<Log>,
@@ -70,6 +70,10 @@ impl Receiver {
                     "/slow" => {
                         tokio::time::sleep(Duration::from_secs(60)).await;
                         "late".into_response()
+                    }
+                    "/pause" => {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        "thanks".into_response()
                     }
                     "/hang-once" if earlier == 0 => {
                         tokio::time::sleep(Duration::from_secs(600)).await;
