@@ -294,6 +294,11 @@ pub async fn work_forever(state: AppState) {
     // The projects this replica's claims served, the least recent first: a claim
     // shares its room among projects running as many, in turn.
     let mut served: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    // The jobs of each project running here: a quarter of the slots (of four or
+    // more) stays for the other projects, whatever one project's jobs wait on.
+    let held: Arc<std::sync::Mutex<HashMap<String, usize>>> = Arc::default();
+    let cap = jobs.concurrency - jobs.concurrency / 4;
+    let mut scan_after = String::new();
     loop {
         take_schedule_ticks(&state).await;
         let free = slots.available_permits();
@@ -302,17 +307,25 @@ pub async fn work_forever(state: AppState) {
             let now = now_millis();
             let owner = format!("{}:{}", jobs.replica, ids::generate());
             let lease_until = now + jobs.lease.as_millis() as i64;
-            match store::claim(
+            let held_now = held.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let mut turns = store::Turns {
+                served: served.make_contiguous(),
+                held: &held_now,
+                cap,
+                after: std::mem::take(&mut scan_after),
+            };
+            let claimed = store::claim(
                 state.db.pool(),
                 state.db.dialect(),
                 &owner,
                 free,
                 now,
                 lease_until,
-                served.make_contiguous(),
+                &mut turns,
             )
-            .await
-            {
+            .await;
+            scan_after = turns.after;
+            match claimed {
                 Ok(rows) => {
                     claimed_all = rows.len() == free;
                     for row in &rows {
@@ -329,8 +342,10 @@ pub async fn work_forever(state: AppState) {
                         };
                         let state = state.clone();
                         let owner = owner.clone();
+                        let holding = Holding::new(&held, &row.project_id);
                         tokio::spawn(async move {
                             run_one(&state, row.into(), &owner).await;
+                            drop(holding);
                             drop(permit);
                             state.jobs.wake();
                         });
@@ -347,6 +362,39 @@ pub async fn work_forever(state: AppState) {
         tokio::select! {
             _ = jobs.wake.notified() => {}
             _ = tokio::time::sleep(jobs.poll) => {}
+        }
+    }
+}
+
+/// One job of a project running here, counted in its project's share of this
+/// replica's slots until dropped (also should the job's task panic).
+struct Holding {
+    held: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    project: String,
+}
+
+impl Holding {
+    fn new(held: &Arc<std::sync::Mutex<HashMap<String, usize>>>, project: &str) -> Holding {
+        *held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(project.to_string())
+            .or_default() += 1;
+        Holding {
+            held: held.clone(),
+            project: project.to_string(),
+        }
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = held.get_mut(&self.project) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.project);
+            }
         }
     }
 }

@@ -3,6 +3,8 @@
 //! rows holding it; every later write of a job names that token, so a replica
 //! whose lease was taken over cannot overwrite the job's new owner.
 
+use std::collections::HashMap;
+
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Executor, FromRow, Row as _};
 
@@ -92,17 +94,29 @@ const DUE: [(&str, &str); 2] = [
     ("status = 'queued' AND run_at <= ?", "run_at"),
 ];
 
-/// The projects a claim shares its room among, at most; the room they leave goes
-/// first come, first served.
+/// The projects a claim shares its room among, at most; when there are more, the
+/// next claim goes on after the last of them ([`Turns::after`]).
 const PROJECTS_PER_CLAIM: usize = 64;
+
+/// What a replica's claims take turns by: the projects it served, from the least
+/// to the most recently served, and how many jobs of each it runs now, of which
+/// a project may hold at most `cap`.
+pub struct Turns<'a> {
+    pub served: &'a [String],
+    pub held: &'a HashMap<String, usize>,
+    pub cap: usize,
+    /// Where a claim starts looking for projects with due jobs (after this id;
+    /// `""`: from the first), and where the next should start: past the last
+    /// project looked at when there were more than one claim looks at.
+    pub after: String,
+}
 
 /// Leases at most `limit` due jobs to `owner` until `lease_until`, counting an
 /// attempt for each, and returns them. Jobs whose replica died go first; then
 /// the room is shared among the projects with due jobs, the projects running the
-/// fewest first (among them, the one `served` least recently: `served` lists
-/// projects from the least to the most recently served), each its oldest, so one
-/// project's backlog does not hold back another's jobs; what is left goes in
-/// order of time.
+/// fewest first (among them, the one served least recently), each its oldest, no
+/// project past its cap on this replica: one project's backlog, or its jobs
+/// waiting long, does not hold back another's jobs.
 pub async fn claim(
     pool: &AnyPool,
     dialect: Dialect,
@@ -110,7 +124,7 @@ pub async fn claim(
     limit: usize,
     now: i64,
     lease_until: i64,
-    served: &[String],
+    turns: &mut Turns<'_>,
 ) -> Result<Vec<JobRow>, sqlx::Error> {
     let lease = Lease {
         pool,
@@ -121,19 +135,39 @@ pub async fn claim(
     };
     let [expired, queued] = DUE;
     let mut claimed = lease.take(expired, None, limit).await?;
-    let room = limit.saturating_sub(claimed);
+    let mut room = limit.saturating_sub(claimed);
     if room > 0 {
-        let projects = due_projects(pool, dialect, now).await?;
-        if projects.len() > 1 {
-            let running = running_per_project(pool).await?;
-            for (project, share) in share_room(projects, &running, served, room) {
-                claimed += lease.take(queued, Some(&project), share).await?;
+        let mut projects = due_projects(pool, dialect, now, &turns.after).await?;
+        turns.after = if projects.len() >= PROJECTS_PER_CLAIM {
+            projects.last().cloned().unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let mut running = if projects.len() > 1 {
+            running_per_project(pool).await?
+        } else {
+            HashMap::new()
+        };
+        let mut held = turns.held.clone();
+        // Rounds until the room is full or no project can take more: a project
+        // with fewer due jobs than its share leaves the rest to the others.
+        while room > 0 {
+            projects.retain(|project| held.get(project).copied().unwrap_or(0) < turns.cap);
+            let shares = share_room(&projects, &running, &held, turns, room);
+            if shares.is_empty() {
+                break;
+            }
+            for (project, share) in shares {
+                let took = lease.take(queued, Some(&project), share).await?;
+                claimed += took;
+                room -= took;
+                *running.entry(project.clone()).or_default() += took;
+                *held.entry(project.clone()).or_default() += took;
+                if took < share {
+                    projects.retain(|p| *p != project);
+                }
             }
         }
-    }
-    let room = limit.saturating_sub(claimed);
-    if room > 0 {
-        claimed += lease.take(queued, None, room).await?;
     }
     if claimed == 0 {
         return Ok(Vec::new());
@@ -208,13 +242,15 @@ async fn due_projects(
     pool: &AnyPool,
     dialect: Dialect,
     now: i64,
+    after: &str,
 ) -> Result<Vec<String>, sqlx::Error> {
     let rows: Vec<(String,)> = match dialect {
         Dialect::MySql => {
             sqlx::query_as(&format!(
-                "SELECT project_id FROM jobs WHERE status = 'queued' \
+                "SELECT project_id FROM jobs WHERE status = 'queued' AND project_id > ? \
                  GROUP BY status, project_id HAVING MIN(run_at) <= ? LIMIT {PROJECTS_PER_CLAIM}"
             ))
+            .bind(after)
             .bind(now)
             .fetch_all(pool)
             .await?
@@ -223,7 +259,7 @@ async fn due_projects(
             sqlx::query_as(&format!(
                 "WITH RECURSIVE due(project_id, n) AS ( \
                    SELECT (SELECT project_id FROM jobs WHERE status = 'queued' AND run_at <= ? \
-                           ORDER BY status, project_id LIMIT 1), 1 \
+                           AND project_id > ? ORDER BY status, project_id LIMIT 1), 1 \
                    UNION ALL \
                    SELECT (SELECT j.project_id FROM jobs j \
                            WHERE j.status = 'queued' AND j.run_at <= ? \
@@ -233,6 +269,7 @@ async fn due_projects(
                  SELECT project_id FROM due WHERE project_id IS NOT NULL"
             ))
             .bind(now)
+            .bind(after)
             .bind(now)
             .fetch_all(pool)
             .await?
@@ -242,9 +279,7 @@ async fn due_projects(
 }
 
 /// How many jobs each project has running, on every replica.
-async fn running_per_project(
-    pool: &AnyPool,
-) -> Result<std::collections::HashMap<String, usize>, sqlx::Error> {
+async fn running_per_project(pool: &AnyPool) -> Result<HashMap<String, usize>, sqlx::Error> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT project_id, COUNT(*) FROM jobs WHERE status = 'running' GROUP BY project_id",
     )
@@ -259,41 +294,55 @@ async fn running_per_project(
 /// Hands out `room` places one at a time, each to the project running the
 /// fewest with the places it was given so far; among those, to the one served
 /// least recently (never served first, in a random order, so no project id is
-/// preferred).
+/// preferred); none past its cap on this replica.
 fn share_room(
-    mut projects: Vec<String>,
-    running: &std::collections::HashMap<String, usize>,
-    served: &[String],
+    projects: &[String],
+    running: &HashMap<String, usize>,
+    held: &HashMap<String, usize>,
+    turns: &Turns<'_>,
     room: usize,
 ) -> Vec<(String, usize)> {
     use rand::seq::SliceRandom as _;
-    projects.shuffle(&mut rand::rng());
-    // (project, load, when served: 0 never, else 1 + its place in `served`, given)
-    let mut shares: Vec<(String, usize, usize, usize)> = projects
-        .into_iter()
-        .map(|project| {
-            let load = running.get(&project).copied().unwrap_or(0);
-            let when = served
+    struct Share<'p> {
+        project: &'p String,
+        load: usize,
+        /// 0: never served; else 1 + its place in `served`.
+        when: usize,
+        room: usize,
+        given: usize,
+    }
+    let mut shares: Vec<Share> = projects
+        .iter()
+        .map(|project| Share {
+            project,
+            load: running.get(project).copied().unwrap_or(0),
+            when: turns
+                .served
                 .iter()
-                .position(|p| *p == project)
-                .map_or(0, |at| at + 1);
-            (project, load, when, 0)
+                .position(|p| p == project)
+                .map_or(0, |at| at + 1),
+            room: turns
+                .cap
+                .saturating_sub(held.get(project).copied().unwrap_or(0)),
+            given: 0,
         })
         .collect();
+    shares.shuffle(&mut rand::rng());
     for _ in 0..room {
         let Some(next) = shares
             .iter_mut()
-            .min_by_key(|(_, load, when, _)| (*load, *when))
+            .filter(|share| share.given < share.room)
+            .min_by_key(|share| (share.load, share.when))
         else {
             break;
         };
-        next.1 += 1;
-        next.3 += 1;
+        next.load += 1;
+        next.given += 1;
     }
     shares
         .into_iter()
-        .filter(|share| share.3 > 0)
-        .map(|(project, _, _, given)| (project, given))
+        .filter(|share| share.given > 0)
+        .map(|share| (share.project.clone(), share.given))
         .collect()
 }
 
@@ -301,49 +350,76 @@ fn share_room(
 mod share_tests {
     use super::*;
 
+    fn names(of: &[&str]) -> Vec<String> {
+        of.iter().map(|name| name.to_string()).collect()
+    }
+
+    fn share_of(shares: &[(String, usize)], project: &str) -> usize {
+        shares
+            .iter()
+            .find(|(p, _)| p == project)
+            .map_or(0, |(_, n)| *n)
+    }
+
     #[test]
     fn the_room_goes_to_the_projects_running_the_fewest() {
-        let running =
-            std::collections::HashMap::from([("busy".to_string(), 8), ("some".to_string(), 1)]);
-        let projects = vec!["busy".to_string(), "some".to_string(), "idle".to_string()];
-        let mut shares = share_room(projects, &running, &[], 4);
-        shares.sort();
-        // idle: 0 → 1 → 2 (ties with some at 1 and 2 split in turn), some: 1 → 2 → 3.
-        let given: usize = shares.iter().map(|(_, n)| n).sum();
-        assert_eq!(given, 4);
-        assert!(!shares.iter().any(|(p, _)| p == "busy"), "{shares:?}");
-        let idle = shares.iter().find(|(p, _)| p == "idle").unwrap().1;
-        let some = shares.iter().find(|(p, _)| p == "some").unwrap().1;
-        assert!(idle >= some && idle - some <= 1 + 1, "{shares:?}");
-        // With room enough, the busiest gets its turn too.
+        let running = HashMap::from([("busy".to_string(), 8), ("some".to_string(), 1)]);
+        let held = HashMap::new();
+        let turns = Turns {
+            served: &[],
+            held: &held,
+            cap: 100,
+            after: String::new(),
+        };
         let shares = share_room(
-            vec!["busy".to_string(), "idle".to_string()],
+            &names(&["busy", "some", "idle"]),
             &running,
-            &[],
-            12,
+            &held,
+            &turns,
+            4,
         );
-        let busy = shares.iter().find(|(p, _)| p == "busy").map_or(0, |s| s.1);
-        assert_eq!(busy, 2, "{shares:?}");
+        assert_eq!(shares.iter().map(|(_, n)| n).sum::<usize>(), 4);
+        assert_eq!(share_of(&shares, "busy"), 0, "{shares:?}");
+        let (idle, some) = (share_of(&shares, "idle"), share_of(&shares, "some"));
+        assert!(idle >= some && idle - some <= 2, "{shares:?}");
+        // With room enough, the busiest gets its turn too.
+        let shares = share_room(&names(&["busy", "idle"]), &running, &held, &turns, 12);
+        assert_eq!(share_of(&shares, "busy"), 2, "{shares:?}");
     }
 
     #[test]
     fn among_equals_the_place_goes_to_the_project_served_least_recently() {
-        let idle = std::collections::HashMap::new();
-        let projects = || vec!["a".to_string(), "b".to_string(), "c".to_string()];
-        let served = ["c".to_string(), "a".to_string(), "b".to_string()];
-        for _ in 0..20 {
-            assert_eq!(
-                share_room(projects(), &idle, &served, 1),
-                [("c".to_string(), 1)]
-            );
+        let idle = HashMap::new();
+        let projects = names(&["a", "b", "c"]);
+        for served in [names(&["c", "a", "b"]), names(&["a", "b"])] {
+            let turns = Turns {
+                served: &served,
+                held: &idle,
+                cap: 100,
+                after: String::new(),
+            };
+            for _ in 0..20 {
+                let shares = share_room(&projects, &idle, &idle, &turns, 1);
+                assert_eq!(shares, [("c".to_string(), 1)]);
+            }
         }
-        let served = ["a".to_string(), "b".to_string()];
-        for _ in 0..20 {
-            assert_eq!(
-                share_room(projects(), &idle, &served, 1),
-                [("c".to_string(), 1)]
-            );
-        }
+    }
+
+    #[test]
+    fn no_project_is_given_past_its_cap_on_the_replica() {
+        let held = HashMap::from([("hog".to_string(), 5)]);
+        let turns = Turns {
+            served: &[],
+            held: &held,
+            cap: 6,
+            after: String::new(),
+        };
+        let idle = HashMap::new();
+        let shares = share_room(&names(&["hog"]), &idle, &held, &turns, 3);
+        assert_eq!(shares, [("hog".to_string(), 1)]);
+        let shares = share_room(&names(&["hog", "other"]), &idle, &held, &turns, 8);
+        assert_eq!(share_of(&shares, "hog"), 1, "{shares:?}");
+        assert_eq!(share_of(&shares, "other"), 6, "{shares:?}");
     }
 }
 

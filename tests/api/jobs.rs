@@ -428,3 +428,58 @@ async fn one_projects_backlog_does_not_hold_back_anothers_jobs() {
     receiver.wait_for("/pause", 20).await;
     app.shutdown().await;
 }
+
+/// Jobs of one project that hang (deliveries to a receiver that never answers
+/// in time) hold at most three quarters of a replica's slots: another project's
+/// job runs at once beside them, not once theirs time out.
+#[tokio::test]
+async fn a_project_whose_jobs_hang_leaves_slots_for_the_others() {
+    let receiver = Receiver::start().await;
+    let app = app_with_webhooks(|c| {
+        c.jobs_concurrency = 4;
+        c.webhooks_timeout_secs = 12;
+    })
+    .await;
+    app.create_project("quiet").await;
+    let quiet = app
+        .create_key("quiet", &["webhooks.write", "teams.write", "teams.read"])
+        .await;
+    create_webhook(&app, &receiver.url("/slow"), &["teams.*.create"]).await;
+    let teams: String = (0..8)
+        .map(|n| format!("t{n}: createTeam(input: {{id: \"hung{n}\", name: \"Team\"}}) {{ id }} "))
+        .collect();
+    app.admin(&format!("mutation {{ {teams} }}"), json!({}))
+        .await
+        .ok();
+    // Three of the four slots take the hanging deliveries.
+    receiver.wait_for("/slow", 3).await;
+    app.as_key(
+        &quiet,
+        "quiet",
+        "mutation($input: CreateWebhookInput!) { createWebhook(input: $input) { webhook { id } } }",
+        json!({"input": {"name": "hook", "url": receiver.url("/quiet"), "events": ["teams.*.create"]}}),
+    )
+    .await
+    .ok();
+    let started = std::time::Instant::now();
+    app.as_key(
+        &quiet,
+        "quiet",
+        "mutation { createTeam(input: {id: \"mine\", name: \"Mine\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    receiver.wait_for("/quiet", 1).await;
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(8),
+        "the other project's delivery waited {waited:?}, for the hanging ones to time out"
+    );
+    assert_eq!(
+        receiver.requests_to("/slow").len(),
+        3,
+        "the hanging project held more than its share"
+    );
+    app.shutdown().await;
+}
