@@ -391,9 +391,10 @@ pub struct Config {
     )]
     pub trusted_proxies: TrustedProxies,
 
-    /// Background jobs (emails, webhook deliveries) one replica runs at once; 0: this
+    /// Background jobs (emails, webhook deliveries) one replica runs at once, one
+    /// project's at most three quarters of them (all with fewer than four); 0: this
     /// replica runs none (other replicas do).
-    #[arg(long, env = "NIMBUS_JOBS_CONCURRENCY", default_value_t = 8)]
+    #[arg(long, env = "NIMBUS_JOBS_CONCURRENCY", default_value_t = 12)]
     pub jobs_concurrency: usize,
 
     /// Attempts of a background job before it is dead-lettered (kept, listed by
