@@ -133,7 +133,7 @@ impl<'a> Walk<'a> {
         field: &async_graphql::parser::types::Field,
     ) -> Option<u64> {
         if is_list(declared) {
-            return Some(self.page_size(&field.arguments));
+            return Some(self.page_size(declared, &field.arguments));
         }
         if declared.args.contains_key("queries") {
             return Some(self.queries_limit(&field.arguments));
@@ -173,13 +173,22 @@ impl<'a> Walk<'a> {
     }
 
     /// The page a list field is asked for: `last` or `first` (the larger when
-    /// both are given, which the field refuses anyway), else the default.
-    fn page_size(&self, arguments: &[(Positioned<Name>, Positioned<Value>)]) -> u64 {
+    /// both are given, which the field refuses anyway), else the default its
+    /// `first` declares, else the schema's.
+    fn page_size(
+        &self,
+        declared: &MetaField,
+        arguments: &[(Positioned<Name>, Positioned<Value>)],
+    ) -> u64 {
         arguments
             .iter()
             .filter(|(name, _)| matches!(name.node.as_str(), "first" | "last"))
             .filter_map(|(_, value)| self.number(&value.node))
             .max()
+            .or_else(|| {
+                let first = declared.args.get("first")?;
+                first.default_value.as_deref()?.parse().ok()
+            })
             .unwrap_or(DEFAULT_PAGE)
             .min(LARGEST_PAGE)
     }
@@ -286,6 +295,15 @@ mod tests {
             .register(
                 Object::new("Query")
                     .field(list("posts", "Post"))
+                    .field(
+                        Field::new("members", TypeRef::named_nn_list_nn("Post"), |_| {
+                            FieldFuture::new(async { Ok(None::<async_graphql::Value>) })
+                        })
+                        .argument(
+                            InputValue::new("first", TypeRef::named(TypeRef::INT))
+                                .default_value(100),
+                        ),
+                    )
                     .field(one("post", "Post"))
                     .field(
                         Field::new("byIds", TypeRef::named_nn_list_nn("Post"), |_| {
@@ -360,6 +378,15 @@ mod tests {
                 serde_json::json!({})
             ),
             10 + 5 + 5 * DEFAULT_PAGE
+        );
+    }
+
+    #[test]
+    fn a_list_without_first_returns_the_page_its_first_declares() {
+        assert_eq!(nodes("{ members { id } }", serde_json::json!({})), 100);
+        assert_eq!(
+            nodes("{ members(first: 3) { id } }", serde_json::json!({})),
+            3
         );
     }
 

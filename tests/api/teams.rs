@@ -360,3 +360,88 @@ async fn a_team_keeps_an_owner_while_users_change_it() {
     assert_eq!(listed().await, json!([]));
     app.shutdown().await;
 }
+
+/// A team's memberships come a page at a time, oldest first: a team of
+/// thousands is never read whole by one field, and `after` goes on from the last
+/// membership of a page.
+#[tokio::test]
+async fn a_teams_memberships_are_listed_a_page_at_a_time() {
+    let app = spawn_app().await;
+    app.admin(
+        "mutation { createTeam(input: {id: \"big\", name: \"Big\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    // 105 members, each added by the server (confirmed at once).
+    for batch in 0..3 {
+        let fields: String = (batch * 35..(batch + 1) * 35)
+            .map(|n| {
+                format!(
+                    "u{n}: createUser(input: {{id: \"m{n:03}\", email: \"m{n}@example.com\"}}) {{ id }} \
+                     t{n}: createMembership(input: {{teamId: \"big\", userId: \"m{n:03}\", roles: [\"crew\"]}}) {{ id }} "
+                )
+            })
+            .collect();
+        app.admin(&format!("mutation {{ {fields} }}"), json!({}))
+            .await
+            .ok();
+    }
+    let page = |query: &'static str, variables: Value| {
+        let app = &app;
+        async move {
+            let answer = app.admin(query, variables).await;
+            answer.body.clone()
+        }
+    };
+    // Without `first`, a page of 100.
+    let first = page("{ memberships(teamId: \"big\") { id userId } }", json!({})).await;
+    let first = first["data"]["memberships"].as_array().unwrap().clone();
+    assert_eq!(first.len(), 100);
+    assert_eq!(first[0]["userId"], "m000");
+    assert_eq!(first[99]["userId"], "m099");
+    // The rest, after the last of that page, nothing twice.
+    let rest = page(
+        "query($a: ID) { memberships(teamId: \"big\", after: $a) { userId } }",
+        json!({"a": first[99]["id"]}),
+    )
+    .await;
+    let rest: Vec<&str> = rest["data"]["memberships"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["userId"].as_str().unwrap())
+        .collect();
+    assert_eq!(rest, ["m100", "m101", "m102", "m103", "m104"]);
+    // Smaller pages.
+    let two = page(
+        "{ memberships(teamId: \"big\", first: 2) { userId } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        two["data"]["memberships"],
+        json!([{"userId": "m000"}, {"userId": "m001"}])
+    );
+    // Hostile pages: too large, negative, a cursor from another team or none.
+    for (query, code) in [
+        (
+            "{ memberships(teamId: \"big\", first: 101) { id } }",
+            "BAD_USER_INPUT",
+        ),
+        (
+            "{ memberships(teamId: \"big\", first: -1) { id } }",
+            "BAD_USER_INPUT",
+        ),
+        (
+            "{ memberships(teamId: \"big\", after: \"nope\") { id } }",
+            "INVALID_CURSOR",
+        ),
+    ] {
+        let refused = page(query, json!({})).await;
+        let error = &refused["errors"][0];
+        assert_eq!(error["extensions"]["code"], code, "{query}: {refused:#}");
+        assert!(!error["message"].as_str().unwrap().contains("SELECT"));
+    }
+    app.shutdown().await;
+}

@@ -7,8 +7,9 @@ use async_graphql::dynamic::{Field, FieldFuture, FieldValue, InputValue, Object,
 
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
-    DATETIME, app, caller, connection, connection_types, datetime, deleted_payload_type, input,
-    object, opt_string, page_request, prop, wants_total_count, with_connection_args,
+    DATETIME, MAX_PAGE_SIZE, app, caller, connection, connection_types, count_arg, datetime,
+    deleted_payload_type, input, object, opt_string, page_request, prop, wants_total_count,
+    with_connection_args,
 };
 
 use super::service;
@@ -276,9 +277,17 @@ fn memberships() -> Field {
         |ctx| {
             FieldFuture::new(async move {
                 let team_id = opt_string(&ctx, "teamId")?.unwrap_or_default();
-                let memberships =
-                    service::list_memberships(app(&ctx)?, &caller(&ctx)?.actor()?, &team_id)
-                        .await?;
+                let first = count_arg(&ctx, "first", MAX_PAGE_SIZE)?
+                    .unwrap_or(service::MEMBERSHIPS_PAGE);
+                let after = opt_string(&ctx, "after")?;
+                let memberships = service::list_memberships(
+                    app(&ctx)?,
+                    &caller(&ctx)?.actor()?,
+                    &team_id,
+                    first,
+                    after.as_deref(),
+                )
+                .await?;
                 Ok(Some(FieldValue::list(
                     memberships
                         .iter()
@@ -287,8 +296,17 @@ fn memberships() -> Field {
             })
         },
     )
-    .description("A team's memberships, oldest first (a server with `teams.read`, or a member).")
+    .description("A team's memberships, oldest first, a page at a time (a server with `teams.read`, or a member).")
     .argument(InputValue::new("teamId", id()).description("The team."))
+    .argument(
+        InputValue::new("first", TypeRef::named(TypeRef::INT))
+            .default_value(service::MEMBERSHIPS_PAGE as i32)
+            .description("How many memberships, at most 100."),
+    )
+    .argument(
+        InputValue::new("after", TypeRef::named(TypeRef::ID))
+            .description("The id of the last membership of the page before: the page goes on after it."),
+    )
 }
 
 fn create_team() -> Field {

@@ -314,13 +314,40 @@ pub async fn delete_team(
     Ok(())
 }
 
+/// Memberships a page of `memberships` holds when the request does not say.
+pub const MEMBERSHIPS_PAGE: usize = 100;
+
+/// A page of a team's memberships, oldest first: `first` of them, after the
+/// membership `after` (the last of the page before) when given.
 pub async fn list_memberships(
     state: &AppState,
     actor: &Actor<'_, TeamsRead>,
     team_id: &str,
+    first: usize,
+    after: Option<&str>,
 ) -> AppResult<Vec<Membership>> {
     let (team, mine) = visible_team(state, actor, team_id).await?;
-    let rows = store::list_memberships(state.db.pool(), &team.project_id, &team.id).await?;
+    let after = match after {
+        Some(id) => {
+            let last = store::find_membership(state.db.pool(), &team.project_id, &team.id, id)
+                .await?
+                .ok_or_else(|| AppError::Invalid {
+                    code: codes::INVALID_CURSOR,
+                    field: "after".into(),
+                    reason: "not a membership of this team".into(),
+                })?;
+            Some((last.created_at, last.id))
+        }
+        None => None,
+    };
+    let rows = store::page_memberships(
+        state.db.pool(),
+        &team.project_id,
+        &team.id,
+        after.as_ref().map(|(at, id)| (*at, id.as_str())),
+        first,
+    )
+    .await?;
     // The address of an invitation by email is the invitee's, not the team's: only
     // owners (who invite) and servers see it; other members see that an invitation
     // waits, not to whom.

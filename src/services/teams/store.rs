@@ -307,6 +307,32 @@ pub async fn list_memberships<'e>(
     .await
 }
 
+/// A page of a team's memberships, oldest first: at most `limit`, after the
+/// membership created at `after`'s time with `after`'s id when given. One range of
+/// the `(project_id, team_id, created_at, id)` index, however large the team.
+pub async fn page_memberships(
+    pool: &AnyPool,
+    project_id: &str,
+    team_id: &str,
+    after: Option<(i64, &str)>,
+    limit: usize,
+) -> Result<Vec<MembershipRow>, sqlx::Error> {
+    let from = if after.is_some() {
+        " AND (created_at > ? OR (created_at = ? AND id > ?))"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT {MEMBERSHIP_COLUMNS} FROM memberships WHERE project_id = ? AND team_id = ?{from} \
+         ORDER BY created_at, id LIMIT {limit}"
+    );
+    let mut query = sqlx::query_as(&sql).bind(project_id).bind(team_id);
+    if let Some((created_at, id)) = after {
+        query = query.bind(created_at).bind(created_at).bind(id);
+    }
+    query.fetch_all(pool).await
+}
+
 /// A user's memberships: all of them, or only the confirmed ones (what their roles are
 /// made of).
 pub async fn memberships_of_user(
