@@ -16,8 +16,9 @@
 //!
 //! A cursor older than what the log keeps ends the subscription with
 //! `RESYNC_REQUIRED`, and so does a replay past [`MAX_REPLAY`] entries; a cursor
-//! that is malformed, from another project or not signed by this server (cursors
-//! are signed: a client resumes only from where it was), with `INVALID_CURSOR`.
+//! that is malformed, from another project or not made by this server (cursors
+//! are sealed: a client resumes only from where it was, and cannot read where that
+//! is in the log every project shares), with `INVALID_CURSOR`.
 //!
 //! Filters and permissions are today's, not the log's: a replayed event goes
 //! through the subscription's watch and the caller's current roles, and a
@@ -28,6 +29,8 @@
 
 use std::sync::Arc;
 
+use aes_gcm::aead::{Aead as _, KeyInit as _, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -48,22 +51,34 @@ pub const MAX_REPLAY: usize = 100_000;
 /// Entries read from the log, and decoded, at a time.
 const PAGE: i64 = 256;
 
-/// Makes and reads cursors. A cursor is signed with a key derived from the server
+/// Makes and reads cursors. A cursor is sealed with keys derived from the server
 /// secret: a client resumes only from a place it was given, never from one it made
-/// up (`after` the log's first position would replay a day of events).
+/// up (`after` the log's first position would replay a day of events), and it
+/// cannot read the position either: the log is shared by every project, so
+/// positions in the clear would tell a subscriber how much every other project
+/// writes. The position is encrypted (AES-256-GCM, the project as associated
+/// data) under a nonce derived from the project and the position (HMAC-SHA256):
+/// one event has one cursor however often it is rendered, and no two places share
+/// a nonce. Cursors of the earlier form (`ev2`, signed, the position readable)
+/// are still read.
 pub struct Cursors {
+    /// Signs `ev2` cursors; derives the nonces of `ev3` ones.
     key: Hmac<Sha256>,
+    cipher: Aes256Gcm,
 }
 
 impl Cursors {
     pub fn new(server_secret: &str) -> Self {
-        let mut derive = <Hmac<Sha256> as Mac>::new_from_slice(server_secret.as_bytes())
-            .expect("HMAC takes keys of any length");
-        derive.update(b"nimbus realtime cursor\0");
-        let key = derive.finalize().into_bytes();
+        let derive = |purpose: &[u8]| {
+            let mut derive = <Hmac<Sha256> as Mac>::new_from_slice(server_secret.as_bytes())
+                .expect("HMAC takes keys of any length");
+            derive.update(purpose);
+            derive.finalize().into_bytes()
+        };
         Cursors {
-            key: <Hmac<Sha256> as Mac>::new_from_slice(&key)
+            key: <Hmac<Sha256> as Mac>::new_from_slice(&derive(b"nimbus realtime cursor\0"))
                 .expect("HMAC takes keys of any length"),
+            cipher: Aes256Gcm::new(&derive(b"nimbus realtime cursor sealing\0")),
         }
     }
 
@@ -77,12 +92,26 @@ impl Cursors {
 
     /// The cursor of the event at `position` in `project_id`.
     pub fn cursor(&self, project_id: &str, position: i64) -> String {
-        let tag = self.tag(project_id, position).finalize().into_bytes();
-        let tag = URL_SAFE_NO_PAD.encode(&tag[..TAG_BYTES]);
-        URL_SAFE_NO_PAD.encode(format!("ev2:{project_id}:{position}:{tag}"))
+        let derived = self.tag(project_id, position).finalize().into_bytes();
+        let nonce = Nonce::from_slice(&derived[..NONCE_BYTES]);
+        let sealed = self
+            .cipher
+            .encrypt(
+                nonce,
+                Payload {
+                    msg: &position.to_be_bytes(),
+                    aad: project_id.as_bytes(),
+                },
+            )
+            .expect("AES-GCM encrypts any message under 64 GiB");
+        let mut bytes = Vec::with_capacity(SEALED_PREFIX.len() + NONCE_BYTES + sealed.len());
+        bytes.extend_from_slice(SEALED_PREFIX);
+        bytes.extend_from_slice(nonce);
+        bytes.extend_from_slice(&sealed);
+        URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    /// The position a cursor of `project_id` names, if this server signed it.
+    /// The position a cursor of `project_id` names, if this server made it.
     pub fn parse(&self, project_id: &str, cursor: &str) -> AppResult<i64> {
         let invalid = || AppError::Invalid {
             code: codes::INVALID_CURSOR,
@@ -92,26 +121,49 @@ impl Cursors {
         let bytes = URL_SAFE_NO_PAD
             .decode(cursor.trim())
             .map_err(|_| invalid())?;
-        let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-        let rest = text.strip_prefix("ev2:").ok_or_else(invalid)?;
-        let (rest, tag) = rest.rsplit_once(':').ok_or_else(invalid)?;
-        let (project, position) = rest.rsplit_once(':').ok_or_else(invalid)?;
-        if project != project_id {
-            return Err(invalid());
+        let position = match bytes.strip_prefix(SEALED_PREFIX) {
+            Some(sealed) => self.open(project_id, sealed),
+            None => self.parse_signed(project_id, bytes),
+        };
+        position.filter(|p| *p >= 0).ok_or_else(invalid)
+    }
+
+    fn open(&self, project_id: &str, sealed: &[u8]) -> Option<i64> {
+        if sealed.len() <= NONCE_BYTES {
+            return None;
         }
-        let position = position
-            .parse::<i64>()
-            .ok()
-            .filter(|p| *p >= 0)
-            .ok_or_else(invalid)?;
-        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| invalid())?;
+        let (nonce, sealed) = sealed.split_at(NONCE_BYTES);
+        let opened = self
+            .cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: project_id.as_bytes(),
+                },
+            )
+            .ok()?;
+        Some(i64::from_be_bytes(opened.try_into().ok()?))
+    }
+
+    /// An `ev2` cursor: `ev2:PROJECT:POSITION:TAG`, signed.
+    fn parse_signed(&self, project_id: &str, bytes: Vec<u8>) -> Option<i64> {
+        let text = String::from_utf8(bytes).ok()?;
+        let rest = text.strip_prefix("ev2:")?;
+        let (rest, tag) = rest.rsplit_once(':')?;
+        let (project, position) = rest.rsplit_once(':')?;
+        if project != project_id {
+            return None;
+        }
+        let position = position.parse::<i64>().ok()?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
         if tag.len() != TAG_BYTES {
-            return Err(invalid());
+            return None;
         }
         self.tag(project_id, position)
             .verify_truncated_left(&tag)
-            .map_err(|_| invalid())?;
-        Ok(position)
+            .ok()?;
+        Some(position)
     }
 
     /// The value of an event's `cursor` field (none before it was logged).
@@ -123,8 +175,12 @@ impl Cursors {
     }
 }
 
-/// Bytes of the signature a cursor carries.
+/// Bytes of the signature an `ev2` cursor carries.
 const TAG_BYTES: usize = 16;
+/// What a sealed cursor's bytes start with, before its nonce.
+const SEALED_PREFIX: &[u8] = b"ev3";
+/// Bytes of a sealed cursor's nonce.
+const NONCE_BYTES: usize = 12;
 
 /// What the `cursor` field of every event type says.
 pub const CURSOR_DESCRIPTION: &str = "The event's place in the project's event log: subscribe again with `after:` set to the last one received to miss nothing in between.";
@@ -420,13 +476,16 @@ mod tests {
     }
 
     #[test]
-    fn a_cursor_names_its_project_and_position_and_only_its_signer_reads_it() {
+    fn a_cursor_names_its_project_and_position_and_only_its_maker_reads_it() {
         let cursors = Cursors::new("a server secret of thirty-two bytes");
         let c = cursors.cursor("default", 42);
         assert_eq!(cursors.parse("default", &c).unwrap(), 42);
+        // One event, one cursor.
+        assert_eq!(cursors.cursor("default", 42), c);
         assert!(cursors.parse("other", &c).is_err());
         assert!(cursors.parse("default", "not a cursor").is_err());
-        // Made up, or signed by another server: refused.
+        assert!(cursors.parse("default", "").is_err());
+        // Made up, or made by another server: refused.
         let unsigned = URL_SAFE_NO_PAD.encode("ev1:default:0");
         assert!(cursors.parse("default", &unsigned).is_err());
         let elsewhere = Cursors::new("another server secret, also long enough");
@@ -435,11 +494,69 @@ mod tests {
                 .parse("default", &elsewhere.cursor("default", 42))
                 .is_err()
         );
-        // Another position under the same signature.
-        let text = String::from_utf8(URL_SAFE_NO_PAD.decode(&c).unwrap()).unwrap();
-        let moved = URL_SAFE_NO_PAD.encode(text.replace(":42:", ":0:"));
-        assert!(cursors.parse("default", &moved).is_err());
+        // Any byte changed: refused.
+        let bytes = URL_SAFE_NO_PAD.decode(&c).unwrap();
+        for at in 0..bytes.len() {
+            let mut changed = bytes.clone();
+            changed[at] ^= 1;
+            assert!(
+                cursors
+                    .parse("default", &URL_SAFE_NO_PAD.encode(changed))
+                    .is_err()
+            );
+        }
+        assert!(
+            cursors
+                .parse(
+                    "default",
+                    &URL_SAFE_NO_PAD.encode(&bytes[..bytes.len() - 1])
+                )
+                .is_err()
+        );
         let negative = cursors.cursor("default", -3);
         assert!(cursors.parse("default", &negative).is_err());
+    }
+
+    #[test]
+    fn a_cursor_does_not_tell_its_position() {
+        let cursors = Cursors::new("a server secret of thirty-two bytes");
+        for position in [1_i64, 42, 1 << 40] {
+            let bytes = URL_SAFE_NO_PAD
+                .decode(cursors.cursor("default", position))
+                .unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains(&position.to_string()), "{text}");
+            assert!(
+                !bytes.windows(8).any(|w| w == position.to_be_bytes()),
+                "the position is in the clear"
+            );
+        }
+        // Neighbouring positions share nothing but the prefix.
+        let a = URL_SAFE_NO_PAD
+            .decode(cursors.cursor("default", 1000))
+            .unwrap();
+        let b = URL_SAFE_NO_PAD
+            .decode(cursors.cursor("default", 1001))
+            .unwrap();
+        let same = a
+            .iter()
+            .zip(&b)
+            .skip(SEALED_PREFIX.len())
+            .filter(|(x, y)| x == y)
+            .count();
+        assert!(same < 8, "{same} bytes alike");
+    }
+
+    #[test]
+    fn a_signed_cursor_of_the_earlier_form_is_still_read() {
+        let cursors = Cursors::new("a server secret of thirty-two bytes");
+        let tag = cursors.tag("default", 42).finalize().into_bytes();
+        let tag = URL_SAFE_NO_PAD.encode(&tag[..TAG_BYTES]);
+        let earlier = URL_SAFE_NO_PAD.encode(format!("ev2:default:42:{tag}"));
+        assert_eq!(cursors.parse("default", &earlier).unwrap(), 42);
+        assert!(cursors.parse("other", &earlier).is_err());
+        // Another position under the same signature.
+        let moved = URL_SAFE_NO_PAD.encode(format!("ev2:default:0:{tag}"));
+        assert!(cursors.parse("default", &moved).is_err());
     }
 }
