@@ -1110,3 +1110,49 @@ async fn an_answer_too_large_for_one_event_is_refused_with_its_code() {
     );
     app.shutdown().await;
 }
+
+/// Channels named whole cost an event one comparison each; channels with a `*`
+/// segment are matched segment by segment, and a subscription gives at most ten
+/// of them. Both kinds still match.
+#[tokio::test]
+async fn a_subscription_gives_at_most_ten_channels_with_a_wildcard() {
+    let app = spawn_app().await;
+    let subscription = |channels: &[String]| {
+        format!(
+            "subscription {{ realtime(channels: {}) {{ channels }} }}",
+            serde_json::to_string(channels).unwrap()
+        )
+    };
+    let patterns: Vec<String> = (0..11).map(|n| format!("keys.*.x{n}")).collect();
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({"X-Nimbus-Key": app.admin_key}))
+        .await
+        .expect("ack");
+    ws.subscribe("many", &subscription(&patterns)).await;
+    let refused = ws.next_json().await.expect("an answer");
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "INVALID_CHANNEL",
+        "{refused}"
+    );
+    assert_eq!(ws.next_json().await.expect("complete")["type"], "complete");
+
+    // Ten patterns (one of which matches) and 90 names (none of which do).
+    let mut channels: Vec<String> = (0..9).map(|n| format!("keys.*.x{n}")).collect();
+    channels.push("keys.*".into());
+    channels.extend((0..90).map(|n| format!("keys.k{n}")));
+    ws.subscribe("patterns", &subscription(&channels)).await;
+    let message = first_event(&app, &mut ws, "by-pattern").await;
+    assert_eq!(message["id"], "patterns", "{message}");
+
+    // Names alone, the one that matches given twice.
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({"X-Nimbus-Key": app.admin_key}))
+        .await
+        .expect("ack");
+    let names: Vec<String> = ["keys.none", "keys", "keys"].map(String::from).to_vec();
+    ws.subscribe("names", &subscription(&names)).await;
+    let message = first_event(&app, &mut ws, "by-name").await;
+    assert_eq!(message["id"], "names", "{message}");
+    assert_eq!(realtime_event(&message)["channels"][0], "keys", "{message}");
+    app.shutdown().await;
+}
