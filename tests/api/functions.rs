@@ -1319,25 +1319,37 @@ async fn another_sites_request_runs_a_function_as_a_guest() {
     app.shutdown().await;
 }
 
+/// `ping`, a function anyone may execute, answering `pong`.
+async fn deployed_ping(app: &TestApp) {
+    deployed(
+        app,
+        "ping",
+        json!({"execute": ["any"]}),
+        "export default async ({ res }) => res.text('pong')",
+    )
+    .await;
+}
+
+/// A mutation of `count` asynchronous executions of `ping`, each selecting `fields`.
+fn async_pings(count: usize, fields: &str) -> String {
+    let executions: String = (0..count)
+        .map(|n| {
+            format!(
+                "e{n}: createExecution(input: {{functionId: \"ping\", async: true}}) {{ {fields} }} "
+            )
+        })
+        .collect();
+    format!("mutation {{ {executions} }}")
+}
+
 /// Every execution holds a sandbox thread or a queued job that all projects
 /// share: a user or a guest client starts at most 60 a minute, however it batches
 /// or aliases them; a key (a server) is not limited.
 #[tokio::test]
 async fn executions_one_client_starts_are_limited_per_minute() {
     let app = spawn_app().await;
-    deployed(
-        &app,
-        "ping",
-        json!({"execute": ["any"]}),
-        "export default async ({ res }) => res.text('pong')",
-    )
-    .await;
-    let fields: String = (0..61)
-        .map(|n| {
-            format!("e{n}: createExecution(input: {{functionId: \"ping\", async: true}}) {{ id }} ")
-        })
-        .collect();
-    let query = format!("mutation {{ {fields} }}");
+    deployed_ping(&app).await;
+    let query = async_pings(61, "id");
     let guest = app.post(json!({"query": query}), &[]).await;
     let refused: Vec<&Value> = guest.body["errors"]
         .as_array()
@@ -1362,21 +1374,8 @@ async fn a_project_keeps_a_bounded_number_of_executions_waiting() {
     config.jobs_concurrency = 0;
     config.functions_max_waiting = 3;
     let app = spawn_with(config, dir).await;
-    deployed(
-        &app,
-        "ping",
-        json!({"execute": ["any"]}),
-        "export default async ({ res }) => res.text('pong')",
-    )
-    .await;
-    let fields: String = (0..5)
-        .map(|n| {
-            format!("e{n}: createExecution(input: {{functionId: \"ping\", async: true}}) {{ id status }} ")
-        })
-        .collect();
-    let answer = app
-        .admin(&format!("mutation {{ {fields} }}"), json!({}))
-        .await;
+    deployed_ping(&app).await;
+    let answer = app.admin(&async_pings(5, "id status"), json!({})).await;
     let errors = answer.body["errors"]
         .as_array()
         .cloned()

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{ServeOptions, ServeProcess, WAIT, spawn_with, test_config};
+use crate::helpers::{ServeOptions, ServeProcess, TestApp, WAIT, spawn_with, test_config};
 use crate::smtp_server::TestSmtp;
 use crate::webhooks::{Receiver, app_with_webhooks, create_team, create_webhook, eventually};
 
@@ -381,27 +381,25 @@ async fn deleting_a_project_drops_its_queued_jobs_and_webhooks() {
     app.shutdown().await;
 }
 
-/// A project's backlog does not hold back another project's jobs: the one
-/// runner takes the other project's delivery at its next claim, not after the
-/// backlog has drained.
-#[tokio::test]
-async fn one_projects_backlog_does_not_hold_back_anothers_jobs() {
-    let receiver = Receiver::start().await;
-    let app = app_with_webhooks(|c| c.jobs_concurrency = 1).await;
+/// The busy project (the default one): a webhook to `path` on team creations,
+/// and `teams` teams created in one request.
+async fn busy_project_deliveries(app: &TestApp, receiver: &Receiver, path: &str, teams: usize) {
+    create_webhook(app, &receiver.url(path), &["teams.*.create"]).await;
+    let fields: String = (0..teams)
+        .map(|n| format!("t{n}: createTeam(input: {{id: \"busy{n}\", name: \"Team\"}}) {{ id }} "))
+        .collect();
+    app.admin(&format!("mutation {{ {fields} }}"), json!({}))
+        .await
+        .ok();
+}
+
+/// A second project, `quiet`, with a webhook to `/quiet` on team creations;
+/// returns the key that makes its one delivery ([`quiet_delivery`]).
+async fn quiet_project(app: &TestApp, receiver: &Receiver) -> String {
     app.create_project("quiet").await;
     let quiet = app
         .create_key("quiet", &["webhooks.write", "teams.write", "teams.read"])
         .await;
-    // The busy project: 20 deliveries of a quarter of a second each, one at a time.
-    create_webhook(&app, &receiver.url("/pause"), &["teams.*.create"]).await;
-    let teams: String = (0..20)
-        .map(|n| format!("t{n}: createTeam(input: {{id: \"busy{n}\", name: \"Team\"}}) {{ id }} "))
-        .collect();
-    app.admin(&format!("mutation {{ {teams} }}"), json!({}))
-        .await
-        .ok();
-    receiver.wait_for("/pause", 1).await;
-    // The quiet project's one delivery, queued behind the whole backlog.
     app.as_key(
         &quiet,
         "quiet",
@@ -410,14 +408,34 @@ async fn one_projects_backlog_does_not_hold_back_anothers_jobs() {
     )
     .await
     .ok();
+    quiet
+}
+
+/// Queues the quiet project's one delivery: a team created there.
+async fn quiet_delivery(app: &TestApp, key: &str) {
     app.as_key(
-        &quiet,
+        key,
         "quiet",
         "mutation { createTeam(input: {id: \"mine\", name: \"Mine\"}) { id } }",
         json!({}),
     )
     .await
     .ok();
+}
+
+/// A project's backlog does not hold back another project's jobs: the one
+/// runner takes the other project's delivery at its next claim, not after the
+/// backlog has drained.
+#[tokio::test]
+async fn one_projects_backlog_does_not_hold_back_anothers_jobs() {
+    let receiver = Receiver::start().await;
+    let app = app_with_webhooks(|c| c.jobs_concurrency = 1).await;
+    let quiet = quiet_project(&app, &receiver).await;
+    // The busy project: 20 deliveries of a quarter of a second each, one at a time.
+    busy_project_deliveries(&app, &receiver, "/pause", 20).await;
+    receiver.wait_for("/pause", 1).await;
+    // The quiet project's one delivery, queued behind the whole backlog.
+    quiet_delivery(&app, &quiet).await;
     receiver.wait_for("/quiet", 1).await;
     let busy_done = receiver.requests_to("/pause").len();
     assert!(
@@ -440,36 +458,12 @@ async fn a_project_whose_jobs_hang_leaves_slots_for_the_others() {
         c.webhooks_timeout_secs = 12;
     })
     .await;
-    app.create_project("quiet").await;
-    let quiet = app
-        .create_key("quiet", &["webhooks.write", "teams.write", "teams.read"])
-        .await;
-    create_webhook(&app, &receiver.url("/slow"), &["teams.*.create"]).await;
-    let teams: String = (0..8)
-        .map(|n| format!("t{n}: createTeam(input: {{id: \"hung{n}\", name: \"Team\"}}) {{ id }} "))
-        .collect();
-    app.admin(&format!("mutation {{ {teams} }}"), json!({}))
-        .await
-        .ok();
+    let quiet = quiet_project(&app, &receiver).await;
+    busy_project_deliveries(&app, &receiver, "/slow", 8).await;
     // Three of the four slots take the hanging deliveries.
     receiver.wait_for("/slow", 3).await;
-    app.as_key(
-        &quiet,
-        "quiet",
-        "mutation($input: CreateWebhookInput!) { createWebhook(input: $input) { webhook { id } } }",
-        json!({"input": {"name": "hook", "url": receiver.url("/quiet"), "events": ["teams.*.create"]}}),
-    )
-    .await
-    .ok();
     let started = std::time::Instant::now();
-    app.as_key(
-        &quiet,
-        "quiet",
-        "mutation { createTeam(input: {id: \"mine\", name: \"Mine\"}) { id } }",
-        json!({}),
-    )
-    .await
-    .ok();
+    quiet_delivery(&app, &quiet).await;
     receiver.wait_for("/quiet", 1).await;
     let waited = started.elapsed();
     assert!(
