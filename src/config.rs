@@ -467,6 +467,12 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_FUNCTIONS_MAX_WAITING", default_value_t = 10_000)]
     pub functions_max_waiting: usize,
 
+    /// Teams one user may be a confirmed member of (creating one makes its creator
+    /// a member): every request of a user carries the roles of all their teams.
+    /// 0: no bound.
+    #[arg(long, env = "NIMBUS_TEAMS_MAX_PER_USER", default_value_t = 1_000)]
+    pub teams_max_per_user: usize,
+
     /// Let functions' `fetch` reach loopback, private, link-local and other reserved
     /// addresses. Off: such URLs are refused, also when a name resolves to one or a
     /// redirect leads to one.

@@ -164,6 +164,7 @@ codes! {
     INVALID_CHANNEL: 400 => "a channel name that does not parse, or a presence channel that is not one document or file";
     PRESENCE_TOO_LARGE: 400 => "a presence state over `NIMBUS_PRESENCE_MAX_STATE_BYTES`";
     TOO_MANY_PRESENCES: 400 => "over the presences a client, user or channel may hold";
+    TOO_MANY_TEAMS: 400 => "the user is a confirmed member of as many teams as `NIMBUS_TEAMS_MAX_PER_USER` allows";
     RESYNC_REQUIRED: 410 => "a realtime cursor from before what the event log still keeps (`NIMBUS_EVENT_RETENTION`): re-query, then subscribe without it";
     // Databases: structure.
     DATABASE_NOT_FOUND: 404 => "no database has that id";
@@ -251,7 +252,7 @@ codes! {
     DEPLOYMENT_NOT_FOUND: 404 => "no deployment of the function has that id, or the function has no active deployment";
     DEPLOYMENT_INVALID: 400 => "uploaded code that does not compile (module and line in the message), is not JavaScript, lacks the entrypoint, or breaks the archive's limits";
     EXECUTION_NOT_FOUND: 404 => "no execution of the function has that id, or the caller may not read it";
-    TOO_MANY_EXECUTIONS: 429 => "every sandbox thread is busy and the queue is full (`NIMBUS_FUNCTIONS_QUEUE`); retry after `extensions.retryAfter` seconds";
+    TOO_MANY_EXECUTIONS: 429 => "every sandbox thread is busy and the queue is full (`NIMBUS_FUNCTIONS_QUEUE`), the project holds its share of them (`NIMBUS_FUNCTIONS_PER_PROJECT`), or it has `NIMBUS_FUNCTIONS_MAX_WAITING` asynchronous executions waiting; retry after `extensions.retryAfter` seconds";
     // How an execution failed: its `failure`, and the plain HTTP route's answer.
     EXECUTION_THREW: 500 => "the function threw, or its promise rejected";
     EXECUTION_CPU_LIMIT: 500 => "the function's code ran longer than its timeout";

@@ -445,3 +445,74 @@ async fn a_teams_memberships_are_listed_a_page_at_a_time() {
     }
     app.shutdown().await;
 }
+
+/// A user is a confirmed member of a bounded number of teams: every request of
+/// theirs carries the roles of all of them. Creating, being added by a server and
+/// accepting are refused past it, nothing written; an invitation waiting is not
+/// counted, so nobody fills another user's teams by inviting them.
+#[tokio::test]
+async fn a_user_is_a_member_of_a_bounded_number_of_teams() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(dir.path()).await;
+    config.teams_max_per_user = 3;
+    let app = crate::helpers::spawn_with(config, dir).await;
+    let (ann_id, ann) = signed_in_user(&app, "ann-teams@example.com").await;
+    let (_, bob) = signed_in_user(&app, "bob-teams@example.com").await;
+    let create = |id: &str| {
+        format!("mutation {{ createTeam(input: {{id: \"{id}\", name: \"T\"}}) {{ id }} }}")
+    };
+    // Bob's team invites Ann (waiting): it does not count.
+    app.as_session(&bob, &create("bobs"), json!({})).await.ok();
+    let invited = app
+        .as_session(
+            &bob,
+            "mutation($u: ID!) { createMembership(input: {teamId: \"bobs\", userId: $u, roles: []}) { id confirmed } }",
+            json!({"u": ann_id}),
+        )
+        .await
+        .ok();
+    assert_eq!(invited["createMembership"]["confirmed"], false);
+    let invitation = invited["createMembership"]["id"].clone();
+    for id in ["a1", "a2", "a3"] {
+        app.as_session(&ann, &create(id), json!({})).await.ok();
+    }
+    let refused = app.as_session(&ann, &create("a4"), json!({})).await;
+    assert_eq!(refused.code(), "TOO_MANY_TEAMS", "{:#}", refused.body);
+    // Nothing of the refused team was written.
+    let gone = app.admin("{ team(id: \"a4\") { id } }", json!({})).await;
+    assert_eq!(gone.code(), "TEAM_NOT_FOUND", "{:#}", gone.body);
+    // Nor may a server add her, nor may she accept the invitation.
+    app.admin(&create("srv"), json!({})).await.ok();
+    let added = app
+        .admin(
+            "mutation($u: ID!) { createMembership(input: {teamId: \"srv\", userId: $u, roles: []}) { id } }",
+            json!({"u": ann_id}),
+        )
+        .await;
+    assert_eq!(added.code(), "TOO_MANY_TEAMS", "{:#}", added.body);
+    let accept = "mutation($m: ID!) { updateMembershipStatus(input: {teamId: \"bobs\", membershipId: $m}) { membership { confirmed } } }";
+    let accepted = app.as_session(&ann, accept, json!({"m": invitation})).await;
+    assert_eq!(accepted.code(), "TOO_MANY_TEAMS", "{:#}", accepted.body);
+    // Leaving one makes room.
+    app.as_session(
+        &ann,
+        "mutation { deleteTeam(input: {id: \"a1\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let accepted = app
+        .as_session(&ann, accept, json!({"m": invitation}))
+        .await
+        .ok();
+    assert_eq!(
+        accepted["updateMembershipStatus"]["membership"]["confirmed"],
+        true
+    );
+    let teams = app
+        .as_session(&ann, "{ teams { totalCount } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(teams["teams"]["totalCount"], 3);
+    app.shutdown().await;
+}

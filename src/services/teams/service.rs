@@ -206,6 +206,10 @@ pub async fn create_team(
         created_at: now,
         updated_at: now,
     };
+    if let Actor::User(me) = actor {
+        let most = state.config.teams_max_per_user;
+        room_for_one_more_team(state.db.pool(), most, &team.project_id, &me.user.id).await?;
+    }
     let mut tx = state.db.pool().begin().await?;
     claimed_ids::claim(
         &mut *tx,
@@ -241,6 +245,26 @@ pub async fn create_team(
         commit_logged(state, tx, vec![team_event(&team, "create")]).await?;
     }
     Ok(team)
+}
+
+/// Refuses one more confirmed team for `user_id` once they are in
+/// `NIMBUS_TEAMS_MAX_PER_USER`: each of a user's requests carries the roles of every
+/// team they are in. Pending invitations do not count, so nobody fills another
+/// user's teams by inviting them.
+async fn room_for_one_more_team<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    most: usize,
+    project_id: &str,
+    user_id: &str,
+) -> AppResult<()> {
+    if most == 0 || store::count_confirmed_of_user(db, project_id, user_id, most).await? < most {
+        return Ok(());
+    }
+    Err(AppError::Invalid {
+        code: codes::TOO_MANY_TEAMS,
+        field: "teamId".into(),
+        reason: format!("a user is a member of at most {most} teams"),
+    })
 }
 
 pub async fn get_team(state: &AppState, actor: &Actor<'_, TeamsRead>, id: &str) -> AppResult<Team> {
@@ -556,6 +580,12 @@ async fn add_member(
         });
     }
     let renewed = pending.is_some();
+    // A server adds a member at once: the user's teams are counted now (an
+    // invitation is counted when it is accepted).
+    if by_server && let Some(user_id) = &user_id {
+        let most = state.config.teams_max_per_user;
+        room_for_one_more_team(state.db.pool(), most, &team.project_id, user_id).await?;
+    }
     // An invitation by email waits for the address until a user is known.
     let (email, invite_name) = match user_id {
         Some(_) => (None, None),
@@ -836,6 +866,8 @@ pub async fn accept_membership(
         let mut tx = state.db.begin_write().await?;
         // Beside a deletion of the team ([`delete_team`]), one at a time.
         store::lock_team(&mut tx, &membership.project_id, &membership.team_id).await?;
+        let most = state.config.teams_max_per_user;
+        room_for_one_more_team(&mut *tx, most, &membership.project_id, &me.user.id).await?;
         let confirmed = store::confirm_membership(
             &mut *tx,
             &membership.project_id,
@@ -964,6 +996,8 @@ pub async fn accept_invitation(
             user
         }
     };
+    let most = state.config.teams_max_per_user;
+    room_for_one_more_team(&mut *tx, most, project_id, &user.id).await?;
     // Whoever confirms first owns the secret: a replayed or re-sent link fails here.
     let confirmed =
         store::confirm_membership(&mut *tx, project_id, id, &user.id, Some(&digest), now)

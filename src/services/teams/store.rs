@@ -333,6 +333,25 @@ pub async fn page_memberships(
     query.fetch_all(pool).await
 }
 
+/// How many teams a user is a confirmed member of, counted up to `up_to`.
+pub async fn count_confirmed_of_user<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    project_id: &str,
+    user_id: &str,
+    up_to: usize,
+) -> Result<usize, sqlx::Error> {
+    let (count,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM memberships \
+         WHERE project_id = ? AND user_id = ? AND confirmed = 1 LIMIT ?) AS teams",
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .bind(up_to as i64)
+    .fetch_one(db)
+    .await?;
+    Ok(count.max(0) as usize)
+}
+
 /// A user's memberships: all of them, or only the confirmed ones (what their roles are
 /// made of).
 pub async fn memberships_of_user(
