@@ -207,8 +207,7 @@ pub async fn create_team(
         updated_at: now,
     };
     if let Actor::User(me) = actor {
-        let most = state.config.teams_max_per_user;
-        room_for_one_more_team(state.db.pool(), most, &team.project_id, &me.user.id).await?;
+        room_for_one_more_team(state.db.pool(), state, &team.project_id, &me.user.id).await?;
     }
     let mut tx = state.db.pool().begin().await?;
     claimed_ids::claim(
@@ -253,10 +252,11 @@ pub async fn create_team(
 /// user's teams by inviting them.
 async fn room_for_one_more_team<'e>(
     db: impl sqlx::Executor<'e, Database = sqlx::Any>,
-    most: usize,
+    state: &AppState,
     project_id: &str,
     user_id: &str,
 ) -> AppResult<()> {
+    let most = state.config.teams_max_per_user;
     if most == 0 || store::count_confirmed_of_user(db, project_id, user_id, most).await? < most {
         return Ok(());
     }
@@ -583,8 +583,7 @@ async fn add_member(
     // A server adds a member at once: the user's teams are counted now (an
     // invitation is counted when it is accepted).
     if by_server && let Some(user_id) = &user_id {
-        let most = state.config.teams_max_per_user;
-        room_for_one_more_team(state.db.pool(), most, &team.project_id, user_id).await?;
+        room_for_one_more_team(state.db.pool(), state, &team.project_id, user_id).await?;
     }
     // An invitation by email waits for the address until a user is known.
     let (email, invite_name) = match user_id {
@@ -866,8 +865,7 @@ pub async fn accept_membership(
         let mut tx = state.db.begin_write().await?;
         // Beside a deletion of the team ([`delete_team`]), one at a time.
         store::lock_team(&mut tx, &membership.project_id, &membership.team_id).await?;
-        let most = state.config.teams_max_per_user;
-        room_for_one_more_team(&mut *tx, most, &membership.project_id, &me.user.id).await?;
+        room_for_one_more_team(&mut *tx, state, &membership.project_id, &me.user.id).await?;
         let confirmed = store::confirm_membership(
             &mut *tx,
             &membership.project_id,
@@ -996,8 +994,7 @@ pub async fn accept_invitation(
             user
         }
     };
-    let most = state.config.teams_max_per_user;
-    room_for_one_more_team(&mut *tx, most, project_id, &user.id).await?;
+    room_for_one_more_team(&mut *tx, state, project_id, &user.id).await?;
     // Whoever confirms first owns the secret: a replayed or re-sent link fails here.
     let confirmed =
         store::confirm_membership(&mut *tx, project_id, id, &user.id, Some(&digest), now)
