@@ -437,6 +437,10 @@ async fn a_teams_memberships_are_listed_a_page_at_a_time() {
             "{ memberships(teamId: \"big\", after: \"nope\") { id } }",
             "INVALID_CURSOR",
         ),
+        (
+            "{ memberships(teamId: \"big\", after: \"../../etc\") { id } }",
+            "INVALID_CURSOR",
+        ),
     ] {
         let refused = page(query, json!({})).await;
         let error = &refused["errors"][0];

@@ -353,13 +353,15 @@ pub async fn list_memberships(
     let (team, mine) = visible_team(state, actor, team_id).await?;
     let after = match after {
         Some(id) => {
+            let not_one = || AppError::Invalid {
+                code: codes::INVALID_CURSOR,
+                field: "after".into(),
+                reason: "not a membership of this team".into(),
+            };
+            ids::validate("after", id).map_err(|_| not_one())?;
             let last = store::find_membership(state.db.pool(), &team.project_id, &team.id, id)
                 .await?
-                .ok_or_else(|| AppError::Invalid {
-                    code: codes::INVALID_CURSOR,
-                    field: "after".into(),
-                    reason: "not a membership of this team".into(),
-                })?;
+                .ok_or_else(not_one)?;
             Some((last.created_at, last.id))
         }
         None => None,
