@@ -520,3 +520,48 @@ async fn a_user_is_a_member_of_a_bounded_number_of_teams() {
     assert_eq!(teams["teams"]["totalCount"], 3);
     app.shutdown().await;
 }
+
+/// A server reads a user's memberships a page at a time too.
+#[tokio::test]
+async fn a_users_memberships_are_listed_a_page_at_a_time() {
+    let app = spawn_app().await;
+    let fields: String = (0..3)
+        .map(|n| {
+            format!(
+                "t{n}: createTeam(input: {{id: \"team{n}\", name: \"T\"}}) {{ id }} \
+                 m{n}: createMembership(input: {{teamId: \"team{n}\", userId: \"uma\", roles: []}}) {{ id }} "
+            )
+        })
+        .collect();
+    app.admin(
+        "mutation { createUser(input: {id: \"uma\", email: \"uma@example.com\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(&format!("mutation {{ {fields} }}"), json!({}))
+        .await
+        .ok();
+    let query = "query($f: Int, $a: ID) { userMemberships(userId: \"uma\", first: $f, after: $a) { id teamId } }";
+    let all = app.admin(query, json!({})).await.ok()["userMemberships"].clone();
+    let teams: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["teamId"].as_str().unwrap())
+        .collect();
+    assert_eq!(teams, ["team0", "team1", "team2"]);
+    let two = app.admin(query, json!({"f": 2})).await.ok()["userMemberships"].clone();
+    assert_eq!(two.as_array().unwrap().len(), 2);
+    let rest = app.admin(query, json!({"a": two[1]["id"]})).await.ok()["userMemberships"].clone();
+    assert_eq!(rest, json!([{"id": all[2]["id"], "teamId": "team2"}]));
+    assert_eq!(
+        app.admin(query, json!({"a": "nope"})).await.code(),
+        "INVALID_CURSOR"
+    );
+    assert_eq!(
+        app.admin(query, json!({"f": 101})).await.code(),
+        "BAD_USER_INPUT"
+    );
+    app.shutdown().await;
+}

@@ -11,8 +11,9 @@ use async_graphql::dynamic::{
 use crate::auth::scopes::{UsersRead, UsersWrite};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
-    DATETIME, JSON, app, caller, connection, connection_types, datetime, deleted_payload_type,
-    input, object, opt_string, page_request, prop, wants_total_count, with_connection_args,
+    DATETIME, JSON, MAX_PAGE_SIZE, app, caller, connection, connection_types, count_arg, datetime,
+    deleted_payload_type, input, object, opt_string, page_request, prop, wants_total_count,
+    with_connection_args,
 };
 
 use super::service::{self, ImportedHash, NewUser, UserChanges};
@@ -498,8 +499,12 @@ fn user_memberships() -> Field {
                 let caller = caller(&ctx)?;
                 let grant = caller.require::<UsersRead>()?;
                 let user_id = opt_string(&ctx, "userId")?.unwrap_or_default();
+                let first = count_arg(&ctx, "first", MAX_PAGE_SIZE)?.unwrap_or(MEMBERSHIPS_PAGE);
+                let after = opt_string(&ctx, "after")?;
                 let state = app(&ctx)?;
-                let memberships = service::user_memberships(state, &grant, &user_id).await?;
+                let memberships =
+                    service::user_memberships(state, &grant, &user_id, first, after.as_deref())
+                        .await?;
                 Ok(Some(FieldValue::list(
                     memberships
                         .iter()
@@ -508,9 +513,21 @@ fn user_memberships() -> Field {
             })
         },
     )
-    .description("A user's team memberships, confirmed or invited (scope `users.read`).")
+    .description("A user's team memberships, confirmed or invited, oldest first, a page at a time (scope `users.read`).")
     .argument(InputValue::new("userId", TypeRef::named_nn(TypeRef::ID)).description("The user."))
+    .argument(
+        InputValue::new("first", TypeRef::named(TypeRef::INT))
+            .default_value(MEMBERSHIPS_PAGE as i32)
+            .description("How many memberships, at most 100."),
+    )
+    .argument(
+        InputValue::new("after", TypeRef::named(TypeRef::ID))
+            .description("The id of the last membership of the page before: the page goes on after it."),
+    )
 }
+
+/// Memberships a page of `userMemberships` holds when the request does not say.
+const MEMBERSHIPS_PAGE: usize = 100;
 
 fn delete_user_payload_type() -> Object {
     deleted_payload_type(

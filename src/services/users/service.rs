@@ -1963,16 +1963,34 @@ async fn logs_of(
     Ok((rows, total))
 }
 
-/// A user's memberships (confirmed or invited), for a server.
+/// A page of a user's memberships (confirmed or invited), oldest first, for a
+/// server: `first` of them, after the membership `after` when given.
 pub async fn user_memberships(
     state: &AppState,
     grant: &Grant<UsersRead>,
     user_id: &str,
+    first: usize,
+    after: Option<&str>,
 ) -> AppResult<Vec<crate::auth::principal::Membership>> {
     let project_id = grant.project();
     load_user(state, project_id, user_id).await?;
-    state
+    let memberships = state
         .memberships
         .of_user(state, project_id, user_id, false)
-        .await
+        .await?;
+    let start = match after {
+        Some(id) => {
+            memberships
+                .iter()
+                .position(|m| m.id == id)
+                .ok_or_else(|| AppError::Invalid {
+                    code: codes::INVALID_CURSOR,
+                    field: "after".into(),
+                    reason: "not a membership of this user".into(),
+                })?
+                + 1
+        }
+        None => 0,
+    };
+    Ok(memberships.into_iter().skip(start).take(first).collect())
 }
