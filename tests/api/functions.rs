@@ -77,13 +77,7 @@ pub(crate) async fn deploy_response_as(
         bytes,
     );
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    app.client
-        .post(format!("{}/v1/graphql", app.url))
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .header("apollo-require-preflight", "true")
+    app.multipart_post(boundary)
         .header("x-nimbus-key", key)
         .header("x-nimbus-project", project)
         .body(body)

@@ -200,6 +200,18 @@ impl TestApp {
             .unwrap_or(0.0)
     }
 
+    /// A multipart GraphQL request (uploads) with `boundary`, as Apollo's and urql's
+    /// upload links send it; the caller adds its credential and body.
+    pub fn multipart_post(&self, boundary: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}/v1/graphql", self.url))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .header("apollo-require-preflight", "true")
+    }
+
     /// A query as the admin, on the default project.
     pub async fn admin(&self, query: &str, variables: Value) -> Answer {
         self.post(

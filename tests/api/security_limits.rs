@@ -897,13 +897,7 @@ async fn variables_over_their_bound_are_refused_and_undeclared_ones_dropped() {
          --{boundary}\r\nContent-Disposition: form-data; name=\"map\"\r\n\r\n{{}}\r\n--{boundary}--\r\n"
     );
     let response = app
-        .client
-        .post(format!("{}/v1/graphql", app.url))
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .header("apollo-require-preflight", "true")
+        .multipart_post(boundary)
         .body(body)
         .send()
         .await

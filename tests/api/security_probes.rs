@@ -231,13 +231,7 @@ async fn admin_file(app: &TestApp, bucket: &str, id: &str) {
     }
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     let response = app
-        .client
-        .post(format!("{}/v1/graphql", app.url))
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .header("apollo-require-preflight", "true")
+        .multipart_post(boundary)
         .header("x-nimbus-key", &app.admin_key)
         .body(body)
         .send()

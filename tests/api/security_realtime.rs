@@ -651,13 +651,7 @@ async fn admin_upload(app: &TestApp, bucket: &str, file: &str) {
          --{boundary}--\r\n"
     );
     let response = app
-        .client
-        .post(format!("{}/v1/graphql", app.url))
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .header("apollo-require-preflight", "true")
+        .multipart_post(boundary)
         .header("x-nimbus-key", &app.admin_key)
         .body(body)
         .send()

@@ -56,15 +56,7 @@ pub(crate) async fn upload(
         bytes,
     );
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    let mut request = app
-        .client
-        .post(format!("{}/v1/graphql", app.url))
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .header("apollo-require-preflight", "true")
-        .body(body);
+    let mut request = app.multipart_post(boundary).body(body);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }

@@ -185,14 +185,8 @@ async fn broken_off(local: bool) {
         head.extend_from_slice(&bytes[..(2 << 20) + 5]);
         let (release, released) = tokio::sync::oneshot::channel::<()>();
         let request = app
-            .client
-            .post(format!("{}/v1/graphql", app.url))
+            .multipart_post(boundary)
             .header("x-nimbus-key", &app.admin_key)
-            .header("apollo-require-preflight", "true")
-            .header(
-                "content-type",
-                format!("multipart/form-data; boundary={boundary}"),
-            )
             .body(broken_multipart(head, released))
             .send();
         let request = tokio::spawn(request);

@@ -233,14 +233,8 @@ async fn multipart_uploads_store_the_source_bytes_and_one_part_can_make_two_file
     }
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     let response = app
-        .client
-        .post(format!("{}/v1/graphql", app.url))
+        .multipart_post(boundary)
         .header("x-nimbus-key", &app.admin_key)
-        .header("apollo-require-preflight", "true")
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
         .body(body)
         .send()
         .await
