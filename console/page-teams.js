@@ -11,8 +11,31 @@ function splitRoles(text) {
     .filter(Boolean);
 }
 
+// Memberships shown on one page of a team; the API gives at most 100 at a time.
+const MEMBERS_PER_PAGE = 50;
+
+// Previous/Next over a list read a page at a time: `after` is the stack of cursors
+// that led to the page in view.
+function Pager({ after, setAfter, next }) {
+  return html`<div class="row">
+    <button class="secondary" disabled=${!after.length} onClick=${() => setAfter(after.slice(0, -1))}>Previous</button>
+    <button class="secondary" disabled=${!next} onClick=${() => setAfter([...after, next])}>Next</button>
+  </div>`;
+}
+
 export function Teams() {
-  const list = useAsync(() => api.gql("query ConsoleTeams { teams(first: 100) { totalCount nodes { id name createdAt } } }"), []);
+  const [after, setAfter] = useState([]);
+  const cursor = after[after.length - 1] || null;
+  const list = useAsync(
+    () =>
+      api.gql(
+        `query ConsoleTeams($after: String) {
+          teams(first: 50, after: $after) { totalCount pageInfo { hasNextPage endCursor } nodes { id name createdAt } }
+        }`,
+        { after: cursor },
+      ),
+    [cursor],
+  );
   return html`<section aria-labelledby="teams-title">
     <h1 id="teams-title">Teams</h1>
     <${NameAndIdForm}
@@ -31,22 +54,28 @@ export function Teams() {
         </li>`,
       )}
       ${!list.data.teams.nodes.length && html`<li class="muted">No teams yet.</li>`}
-    </ul>`}
+    </ul>
+    <${Pager} after=${after} setAfter=${setAfter} next=${list.data.teams.pageInfo.hasNextPage && list.data.teams.pageInfo.endCursor} />`}
   </section>`;
 }
 
 export function TeamPage({ teamId }) {
+  const [after, setAfter] = useState([]);
+  const cursor = after[after.length - 1] || null;
+  // One more than a page tells whether another page follows.
   const data = useAsync(
     () =>
       api.gql(
-        `query ConsoleTeam($id: ID!) {
+        `query ConsoleTeam($id: ID!, $first: Int!, $after: ID) {
           team(id: $id) { id name }
-          memberships(teamId: $id) { id userId email roles confirmed joinedAt }
+          memberships(teamId: $id, first: $first, after: $after) { id userId email roles confirmed joinedAt }
         }`,
-        { id: teamId },
+        { id: teamId, first: MEMBERS_PER_PAGE + 1, after: cursor },
       ),
-    [teamId],
+    [teamId, cursor],
   );
+  const members = data.data ? data.data.memberships.slice(0, MEMBERS_PER_PAGE) : [];
+  const next = data.data && data.data.memberships.length > MEMBERS_PER_PAGE ? members[members.length - 1].id : null;
   const [who, setWho] = useState("");
   const [roles, setRoles] = useState("member");
   const invite = useAction(() =>
@@ -86,7 +115,7 @@ export function TeamPage({ teamId }) {
             <tr><th scope="col">Member</th><th scope="col">Roles</th><th scope="col">Status</th><th scope="col"><span class="sr-only">Actions</span></th></tr>
           </thead>
           <tbody>
-            ${data.data.memberships.map(
+            ${members.map(
               (m) => html`<tr>
                 <td>${m.userId ? html`<a href=${href("users", m.userId)}>${m.email || m.userId}</a>` : m.email}</td>
                 <td>${m.roles.map((r) => html`<span class="badge">${r}</span> `)}</td>
@@ -97,6 +126,7 @@ export function TeamPage({ teamId }) {
           </tbody>
         </table>
       </div>
+      <${Pager} after=${after} setAfter=${setAfter} next=${next} />
       <form class="card" onSubmit=${submit} aria-labelledby="invite-title">
         <h2 id="invite-title">Invite</h2>
         <div class="row">

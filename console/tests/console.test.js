@@ -575,6 +575,32 @@ test("invites a new address to a team by email: a user is made for it and joins"
   assert.equal(memberships[0].userId, await userId(email), "the membership names the user made for the address");
 });
 
+test("pages through a team's members fifty at a time", async (t) => {
+  const { createTeam } = await gql(`mutation ($input: CreateTeamInput!) { createTeam(input: $input) { id } }`, { input: { name: unique("Crowd ") } });
+  const ids = [];
+  for (let i = 0; i < 52; i++) {
+    const email = `${unique(`crowd${String(i).padStart(2, "0")}-`)}@example.com`;
+    const { createUser } = await gql(`mutation ($input: CreateUserInput!) { createUser(input: $input) { id } }`, { input: { email } });
+    await gql(`mutation ($input: CreateMembershipInput!) { createMembership(input: $input) { id } }`, {
+      input: { teamId: createTeam.id, userId: createUser.id, roles: ["member"] },
+    });
+    ids.push(createUser.id);
+  }
+  await withPage(t, async (page) => {
+    await page.goto(`${BASE}/console#/teams/${createTeam.id}`);
+    const rows = page.getByRole("table").getByRole("row");
+    await page.getByRole("link", { name: ids[49] }).waitFor();
+    assert.equal(await rows.count(), 51, "a header and the first fifty members, oldest first");
+    assert.equal(await page.getByRole("link", { name: ids[50] }).count(), 0);
+    await page.getByRole("button", { name: "Next" }).click();
+    await page.getByRole("link", { name: ids[51] }).waitFor();
+    assert.equal(await rows.count(), 3, "a header and the last two members");
+    assert.equal(await page.getByRole("button", { name: "Next" }).isDisabled(), true);
+    await page.getByRole("button", { name: "Previous" }).click();
+    await page.getByRole("link", { name: ids[0] }).waitFor();
+  });
+});
+
 test("sets a user's verification flags and resets their MFA, removing the authenticator", async (t) => {
   const email = `${unique("mfa")}@example.com`;
   const password = "Console-Lost-Phone-81";
