@@ -217,6 +217,19 @@ impl Caller {
         Ok(session)
     }
 
+    /// The signed-in user's session, if the caller is one: None for a guest or a
+    /// key, `MFA_REQUIRED` while the session owes its second factor. Whatever acts
+    /// as, names or shows the user reads them through here (or
+    /// [`Caller::require_session`]), never from the credential itself: a password
+    /// alone does not make its holder the user.
+    pub fn signed_in(&self) -> AppResult<Option<&Arc<ResolvedSession>>> {
+        match &self.credential {
+            Credential::Session(session) if session.mfa_pending() => Err(AppError::MfaRequired),
+            Credential::Session(session) => Ok(Some(session)),
+            Credential::Anonymous | Credential::Key(_) => Ok(None),
+        }
+    }
+
     /// The session even while it owes its second factor: for the MFA challenge.
     pub fn require_session_owing_mfa(&self) -> AppResult<&ResolvedSession> {
         match &self.credential {

@@ -32,7 +32,7 @@ pub fn scalars() -> Vec<Type> {
         Scalar::new(DATETIME)
             .description("A date and time in RFC 3339 form with milliseconds, always UTC, e.g. `2026-01-31T12:00:00.000Z`.")
             .specified_by_url("https://datatracker.ietf.org/doc/html/rfc3339")
-            .validator(|value| matches!(value, Value::String(s) if chrono::DateTime::parse_from_rfc3339(s).is_ok()))
+            .validator(|value| matches!(value, Value::String(s) if rfc3339_to_millis(s).is_some()))
             .into(),
         Scalar::new(JSON)
             .description("Any JSON value.")
@@ -41,18 +41,49 @@ pub fn scalars() -> Vec<Type> {
     ]
 }
 
-/// The `DateTime` text of a stored millisecond timestamp.
-pub fn datetime(millis: i64) -> Value {
+/// `0000-01-01T00:00:00.000Z` and `9999-12-31T23:59:59.999Z` in milliseconds: the
+/// instants whose RFC 3339 form has a four-digit year. An offset can carry a text
+/// within those years outside them (`9999-12-31T23:59:59-23:59` is in year 10000
+/// in UTC), so the bound applies to the instant, not to the text.
+pub const MIN_DATETIME_MS: i64 = -62_167_219_200_000;
+pub const MAX_DATETIME_MS: i64 = 253_402_300_799_999;
+
+/// Milliseconds since the Unix epoch of an RFC 3339 date-time, if it is one and
+/// falls within years 0000 to 9999 in UTC. Sub-millisecond digits are dropped.
+pub fn rfc3339_to_millis(input: &str) -> Option<i64> {
+    let millis = chrono::DateTime::parse_from_rfc3339(input)
+        .ok()?
+        .timestamp_millis();
+    (MIN_DATETIME_MS..=MAX_DATETIME_MS)
+        .contains(&millis)
+        .then_some(millis)
+}
+
+/// The RFC 3339 form of a stored timestamp, in UTC with milliseconds and `Z`
+/// (`2024-05-01T12:00:00.000Z`): what `DateTime` shows. None outside years 0000 to
+/// 9999, which the scalar would not take back.
+pub fn millis_to_rfc3339(millis: i64) -> Option<String> {
+    if !(MIN_DATETIME_MS..=MAX_DATETIME_MS).contains(&millis) {
+        return None;
+    }
     chrono::DateTime::from_timestamp_millis(millis)
-        .map(|t| Value::String(t.to_rfc3339_opts(SecondsFormat::Millis, true)))
-        .unwrap_or(Value::Null)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// The `DateTime` value of a stored millisecond timestamp (null outside the years
+/// the scalar takes).
+pub fn datetime(millis: i64) -> Value {
+    millis_to_rfc3339(millis).map_or(Value::Null, Value::String)
 }
 
 /// Milliseconds of a `DateTime` argument, or a `BAD_USER_INPUT` error naming `field`.
 pub fn parse_datetime(field: &str, text: &str) -> AppResult<i64> {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.timestamp_millis())
-        .map_err(|_| AppError::invalid(field, "expected an RFC 3339 date-time"))
+    rfc3339_to_millis(text).ok_or_else(|| {
+        AppError::invalid(
+            field,
+            "expected an RFC 3339 date-time within years 0000 to 9999 in UTC",
+        )
+    })
 }
 
 /// A field that reads the entry `name` of its parent, a plain object value.

@@ -347,3 +347,63 @@ async fn odd_bytes_huge_pages_and_batches_are_coded_refusals() {
     assert_eq!(refused.code(), "BATCH_TOO_LARGE", "{:#}", refused.body);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_date_time_whose_offset_leaves_years_0000_to_9999_is_refused() {
+    let app = spawn_app().await;
+    let key = "mutation($at: DateTime) { createApiKey(input: {name: \"late\", scopes: [\"users.read\"], expiresAt: $at}) { apiKey { id expiresAt } } }";
+    // Texts within years 0000 to 9999 whose offsets carry them out in UTC.
+    for at in ["9999-12-31T23:59:59-23:59", "0000-01-01T00:00:00+00:01"] {
+        let answer = app.admin(key, json!({ "at": at })).await;
+        assert_eq!(
+            answer.code(),
+            "GRAPHQL_VALIDATION_FAILED",
+            "{at}: {:#}",
+            answer.body
+        );
+    }
+    let keys = app
+        .admin("{ apiKeys { nodes { name expiresAt } } }", json!({}))
+        .await
+        .ok();
+    assert!(
+        !keys["apiKeys"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["name"] == "late"),
+        "nothing was stored: {keys:#}"
+    );
+    let last = app
+        .admin(key, json!({ "at": "9999-12-31T23:59:59.999Z" }))
+        .await
+        .ok();
+    assert_eq!(
+        last["createApiKey"]["apiKey"]["expiresAt"],
+        "9999-12-31T23:59:59.999Z"
+    );
+    let usage = "query($from: DateTime) { usage(from: $from, interval: DAY) { from } }";
+    let answer = app
+        .admin(usage, json!({ "from": "0000-01-01T00:00:00+23:59" }))
+        .await;
+    assert_eq!(
+        answer.code(),
+        "GRAPHQL_VALIDATION_FAILED",
+        "{:#}",
+        answer.body
+    );
+    // Written in the query, the scalar's own check refuses it too.
+    let answer = app
+        .admin(
+            "{ usage(from: \"0000-01-01T00:00:00+23:59\", interval: DAY) { from } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        answer.code(),
+        "GRAPHQL_VALIDATION_FAILED",
+        "{:#}",
+        answer.body
+    );
+    app.shutdown().await;
+}

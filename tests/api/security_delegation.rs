@@ -451,3 +451,71 @@ async fn a_user_blocked_while_a_function_runs_as_them_stops_acting_at_once() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_session_owing_its_second_factor_neither_runs_functions_nor_reads_executions() {
+    let app = crate::helpers::spawn_app().await;
+    let full = app.signed_in("mia-mfa@example.com").await;
+    crate::helpers::enrol_totp(&app, &full).await;
+    app.as_session(
+        &full,
+        "mutation { updateMfa(input: {enabled: true}) { mfa } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    crate::functions::deployed(
+        &app,
+        "who",
+        json!({"execute": ["any"]}),
+        r#"export default async ({ req, res }) => res.text(req.headers["x-nimbus-user-id"] || "guest")"#,
+    )
+    .await;
+    let full_bearer = format!("Bearer {full}");
+    let own = crate::functions::execute_as(
+        &app,
+        &[("authorization", full_bearer.as_str())],
+        json!({"functionId": "who"}),
+    )
+    .await
+    .ok();
+    let mia = own["createExecution"]["responseBody"].as_str().unwrap();
+    assert_ne!(mia, "guest", "a full session runs as its user");
+
+    // The password alone: a session that still owes the authenticator's code.
+    let signed = app
+        .post(json!({"query": "mutation { createEmailPasswordSession(input: {email: \"mia-mfa@example.com\", password: \"db-password-1\"}) { secret } }"}), &[])
+        .await
+        .ok();
+    let owing = signed["createEmailPasswordSession"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let owing_bearer = format!("Bearer {owing}");
+    let headers = [("authorization", owing_bearer.as_str())];
+    let run = crate::functions::execute_as(&app, &headers, json!({"functionId": "who"})).await;
+    assert_eq!(run.code(), "MFA_REQUIRED", "{:?}", run.body);
+    let later =
+        crate::functions::execute_as(&app, &headers, json!({"functionId": "who", "async": true}))
+            .await;
+    assert_eq!(later.code(), "MFA_REQUIRED", "{:?}", later.body);
+    let id = own["createExecution"]["id"].as_str().unwrap();
+    for query in [
+        "{ executions(functionId: \"who\") { totalCount nodes { responseBody } } }".to_string(),
+        format!("{{ execution(functionId: \"who\", executionId: \"{id}\") {{ responseBody }} }}"),
+    ] {
+        let read = app.post(json!({ "query": query }), &headers).await;
+        assert_eq!(read.code(), "MFA_REQUIRED", "{query}: {:?}", read.body);
+    }
+    let route = reqwest::Client::new()
+        .get(format!("{}/v1/functions/who", app.url))
+        .header("authorization", &owing_bearer)
+        .send()
+        .await
+        .unwrap();
+    let status = route.status().as_u16();
+    let text = route.text().await.unwrap();
+    assert!(!text.contains(mia), "{status}: {text}");
+    assert_eq!(status, 401, "{text}");
+    app.shutdown().await;
+}

@@ -20,7 +20,6 @@
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::any::{AnyArguments, AnyRow};
@@ -29,6 +28,9 @@ use sqlx::query_builder::Separated;
 use sqlx::{Any, ColumnIndex, QueryBuilder, Row as _, ValueRef as _};
 
 use crate::error::codes;
+pub use crate::graphql::types::{
+    MAX_DATETIME_MS, MIN_DATETIME_MS, millis_to_rfc3339, rfc3339_to_millis,
+};
 
 /// Longest attribute or index key. The brief's pattern allows 64 characters, but
 /// the column is `a_<key>` and MariaDB identifiers have at most 64.
@@ -72,11 +74,6 @@ const RESERVED_KEYS: [&str; 8] = [
     "not",
     "expectedUpdatedAt",
 ];
-
-/// `0000-01-01T00:00:00.000Z` and `9999-12-31T23:59:59.999Z` in milliseconds:
-/// the datetimes that print back as RFC 3339 (four-digit years).
-const MIN_DATETIME_MS: i64 = -62_167_219_200_000;
-const MAX_DATETIME_MS: i64 = 253_402_300_799_999;
 
 /// Largest integer a JSON float carries exactly (2^53); `1e3` is accepted as an
 /// integer, `1e300` is not.
@@ -173,26 +170,6 @@ fn key_problem(key: &str) -> Option<String> {
 /// types that hold the reserved one, so the project's schema still builds.
 pub fn is_reserved_key(key: &str) -> bool {
     RESERVED_KEYS.contains(&key)
-}
-
-/// Milliseconds since the Unix epoch of an RFC 3339 date-time, if it is one and
-/// falls within years 0000 to 9999 in UTC. Sub-millisecond digits are dropped.
-pub fn rfc3339_to_millis(input: &str) -> Option<i64> {
-    let parsed = DateTime::parse_from_rfc3339(input).ok()?;
-    let millis = parsed.timestamp_millis();
-    (MIN_DATETIME_MS..=MAX_DATETIME_MS)
-        .contains(&millis)
-        .then_some(millis)
-}
-
-/// The RFC 3339 form of a stored timestamp, in UTC with milliseconds and `Z`
-/// (`2024-05-01T12:00:00.000Z`), the form GraphQL shows.
-pub fn millis_to_rfc3339(millis: i64) -> Option<String> {
-    if !(MIN_DATETIME_MS..=MAX_DATETIME_MS).contains(&millis) {
-        return None;
-    }
-    DateTime::<Utc>::from_timestamp_millis(millis)
-        .map(|d| d.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
 /// The type of an attribute, stored as JSON in the collection's metadata:

@@ -52,8 +52,10 @@ impl Identity {
     /// exactly the function's scopes, as an API key holding them would (made once
     /// per reading of the function).
     pub fn of(caller: &Caller, ready: &super::Ready) -> Arc<Identity> {
-        match &caller.credential {
-            Credential::Session(session) => {
+        // A session owing its second factor never gets here (`may_execute`); were
+        // it to, it would act with the function's scopes, not as the user.
+        match caller.signed_in().ok().flatten() {
+            Some(session) => {
                 let delegated = if session.by_jwt {
                     session.clone()
                 } else {

@@ -986,7 +986,9 @@ async fn limit_executions(
 ) -> AppResult<()> {
     let who = match &caller.credential {
         crate::auth::Credential::Key(_) => return Ok(()),
-        crate::auth::Credential::Session(session) => format!("user:{}", session.user.id),
+        crate::auth::Credential::Session(_) => {
+            format!("user:{}", caller.require_session()?.user.id)
+        }
         crate::auth::Credential::Anonymous => {
             let ip = ctx
                 .data_opt::<crate::services::users::service::ClientInfo>()

@@ -1238,7 +1238,7 @@ pub fn check_request(
     request
         .headers
         .retain(|(name, _)| !is_reserved_header(name));
-    if let Credential::Session(session) = &caller.credential {
+    if let Some(session) = caller.signed_in()? {
         request
             .headers
             .push(("x-nimbus-user-id".into(), session.user.id.clone()));
@@ -1255,12 +1255,13 @@ pub fn check_request(
 }
 
 /// Who started an execution, as the record names them.
-fn caller_name(caller: &Caller) -> Option<String> {
-    match &caller.credential {
-        Credential::Anonymous => None,
-        Credential::Key(key) => Some(key.actor()),
-        Credential::Session(session) => Some(format!("user:{}", session.user.id)),
+fn caller_name(caller: &Caller) -> AppResult<Option<String>> {
+    if let Some(key) = caller.key() {
+        return Ok(Some(key.actor()));
     }
+    Ok(caller
+        .signed_in()?
+        .map(|session| format!("user:{}", session.user.id)))
 }
 
 /// Whether `caller` may execute `function`: a key holding `executions.write`, or
@@ -1270,6 +1271,9 @@ fn may_execute(caller: &Caller, function: &Function) -> AppResult<()> {
         caller.require::<ExecutionsWrite>()?;
         return Ok(());
     }
+    // A session owing its second factor runs nothing, not even as a guest: the
+    // function would be told (and would record) the user's id.
+    caller.signed_in()?;
     let roles = caller.roles();
     let allowed = function
         .execute
@@ -1395,7 +1399,7 @@ pub async fn execute_now(
     let function = &ready.function;
     let mut execution = new_execution(
         function,
-        caller_name(caller),
+        caller_name(caller)?,
         trigger,
         &request,
         status::PROCESSING,
@@ -1539,20 +1543,19 @@ pub async fn execute_later(
 ) -> AppResult<Execution> {
     let execution = new_execution(
         function,
-        caller_name(caller),
+        caller_name(caller)?,
         trigger,
         &request,
         status::WAITING,
     );
     // A user's execution runs as that user when its job does: the job names the
     // session (ids, no secret), checked again then.
-    let on_behalf = match &caller.credential {
-        Credential::Session(session) => Some(serde_json::json!({
+    let on_behalf = caller.signed_in()?.map(|session| {
+        serde_json::json!({
             "userId": session.user.id,
             "sessionId": session.session.id,
-        })),
-        _ => None,
-    };
+        })
+    });
     queue(
         state,
         &execution,
@@ -1778,10 +1781,8 @@ fn may_read(caller: &Caller, execution: &Execution) -> AppResult<()> {
         caller.require::<ExecutionsRead>()?;
         return Ok(());
     }
-    match (&caller.credential, execution.caller.as_deref()) {
-        (Credential::Session(session), Some(who)) if who == format!("user:{}", session.user.id) => {
-            Ok(())
-        }
+    match (caller.signed_in()?, execution.caller.as_deref()) {
+        (Some(session), Some(who)) if who == format!("user:{}", session.user.id) => Ok(()),
         _ => Err(execution_not_found(&execution.id)),
     }
 }
@@ -1816,7 +1817,7 @@ pub async fn executions(
             caller.require::<ExecutionsRead>()?;
             None
         }
-        Credential::Session(session) => Some(format!("user:{}", session.user.id)),
+        Credential::Session(_) => Some(format!("user:{}", caller.require_session()?.user.id)),
         Credential::Anonymous => return Err(AppError::Unauthenticated),
     };
     let pool = state.db.pool();
