@@ -92,6 +92,10 @@ pub enum Credential {
 pub struct Caller {
     pub project: Arc<Project>,
     pub credential: Credential,
+    /// Where changes to credentials stood just before this one was checked
+    /// (`SessionCache::credential_changes`): what watches the credential from
+    /// later on checks it again if they have moved since.
+    pub checked_at: u64,
 }
 
 /// Proof that the caller's key holds the scope `S` in one project, which the grant

@@ -66,6 +66,11 @@ impl Delegation {
         self.expires_at
     }
 
+    /// The key it came from, if a key's.
+    pub fn key_id(&self) -> Option<&str> {
+        self.key_id.as_deref()
+    }
+
     /// As the column keeps it: `None` for an operator's.
     pub fn to_column(&self) -> Option<String> {
         (*self != Delegation::default()).then(|| serde_json::to_string(self).unwrap_or_default())
@@ -84,14 +89,11 @@ impl Delegation {
     }
 }
 
-/// Ends, in `conn`'s transaction, what the key `key_id` of `project_id` handed on to
-/// webhooks and functions: revoking a key stops its webhooks' deliveries, its
-/// functions' triggers and their scopes, as its expiry would.
-pub async fn end_for_key(
-    conn: &mut sqlx::AnyConnection,
-    project_id: &str,
-    key_id: &str,
-) -> Result<(), sqlx::Error> {
+/// Ends, in `conn`'s transaction, what the key `key_id` handed on to webhooks and
+/// functions, in every project (an `admin` key configures any): revoking a key
+/// stops its webhooks' deliveries, its functions' triggers and their scopes, as its
+/// expiry would.
+pub async fn end_for_key(conn: &mut sqlx::AnyConnection, key_id: &str) -> Result<(), sqlx::Error> {
     // Key ids are `[A-Za-z0-9._-]`, kept in the JSON as they are; `_` is a LIKE
     // wildcard, escaped.
     let escaped = key_id
@@ -102,10 +104,9 @@ pub async fn end_for_key(
     let ended = Delegation::revoked(key_id).to_column();
     for table in ["webhooks", "functions"] {
         sqlx::query(&format!(
-            "UPDATE {table} SET reach = ? WHERE project_id = ? AND reach LIKE ? ESCAPE '!'"
+            "UPDATE {table} SET reach = ? WHERE reach LIKE ? ESCAPE '!'"
         ))
         .bind(ended.as_deref())
-        .bind(project_id)
         .bind(&pattern)
         .execute(&mut *conn)
         .await?;

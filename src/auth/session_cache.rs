@@ -146,6 +146,10 @@ pub struct SessionCache {
     entries: RwLock<HashMap<SecretDigest, (Instant, Arc<ResolvedSession>)>>,
     /// Counts evictions, so a session loaded before one is not cached after it.
     generation: AtomicU64,
+    /// Counts every change to any credential heard (a user's, a key's, all of
+    /// them): a credential checked before one may be stale, and a watch begun after
+    /// the check would not hear it ([`SessionCache::credential_changes`]).
+    credential_changes: AtomicU64,
     holders: Mutex<Holders>,
 }
 
@@ -177,8 +181,16 @@ impl SessionCache {
         }
     }
 
+    /// Where changes to credentials stand: take it before checking a credential,
+    /// and compare once a watch of its holder is begun; if it moved, check again
+    /// (the change may have rung before the watch began).
+    pub fn credential_changes(&self) -> u64 {
+        self.credential_changes.load(Ordering::SeqCst)
+    }
+
     /// Forgets every session of one user, and wakes the connections holding one.
     pub fn evict_user(&self, project_id: &str, user_id: &str) {
+        self.credential_changes.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut entries) = self.entries.write() {
             self.generation.fetch_add(1, Ordering::SeqCst);
             entries.retain(|_, (_, r)| !(r.user.project_id == project_id && r.user.id == user_id));
@@ -211,6 +223,7 @@ impl SessionCache {
 
     /// Wakes the connections holding API key `key_id` (deleted or changed).
     pub fn key_changed(&self, key_id: &str) {
+        self.credential_changes.fetch_add(1, Ordering::SeqCst);
         self.wake(
             |holder| matches!(holder, Holder::Key { key_id: id, .. } if id == key_id),
             |bell| {
@@ -222,6 +235,7 @@ impl SessionCache {
     /// Forgets everything and wakes every connection to re-check its credential
     /// (after missed invalidations).
     pub fn clear(&self) {
+        self.credential_changes.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut entries) = self.entries.write() {
             self.generation.fetch_add(1, Ordering::SeqCst);
             entries.clear();

@@ -384,6 +384,8 @@ impl Gateway for FunctionsGateway {
         query: String,
         variables: String,
     ) -> String {
+        // The credential is the execution's, watched by its host from here on.
+        let checked_at = state.sessions.credential_changes();
         let refused = |code: &str, message: String| {
             serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] })
                 .to_string()
@@ -406,6 +408,7 @@ impl Gateway for FunctionsGateway {
             caller: Caller {
                 project: loaded.project.clone(),
                 credential,
+                checked_at,
             },
             loaded,
             expires_at: None,

@@ -194,6 +194,7 @@ async fn resolve_with(
     presented: &Presented,
     sessions: Sessions,
 ) -> AppResult<Addressed> {
+    let checked_at = state.sessions.credential_changes();
     let project = presented.project.as_deref();
     check_project_id(project)?;
     let project_id = project.unwrap_or(DEFAULT_PROJECT);
@@ -212,6 +213,7 @@ async fn resolve_with(
                     caller: Caller {
                         project: loaded.project.clone(),
                         credential: Credential::Key(Box::new(grant)),
+                        checked_at,
                     },
                     loaded,
                     expires_at: Some(expires_at),
@@ -256,6 +258,7 @@ async fn resolve_with(
         caller: Caller {
             project: loaded.project.clone(),
             credential,
+            checked_at,
         },
         loaded,
         expires_at,

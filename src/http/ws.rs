@@ -478,9 +478,14 @@ async fn open(opening: Box<Opening>, mut link: Box<Link>) -> Option<Box<Connecti
     else {
         return None;
     };
-    Some(Connection::new(
-        state, *link, addressed, presented, client, share,
-    ))
+    let mut connection = Connection::new(state, *link, addressed, presented, client, share);
+    // A sign-out, block or revocation heard between the credential's check and
+    // the watch begun in `new` rang no bell this connection hears: check again
+    // before the first operation runs.
+    if connection.state.sessions.credential_changes() != connection.caller.checked_at {
+        connection.recheck().await.ok()?;
+    }
+    Some(connection)
 }
 
 /// The connection is over: the client left, broke the protocol, or stopped reading.

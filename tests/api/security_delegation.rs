@@ -519,3 +519,143 @@ async fn a_session_owing_its_second_factor_neither_runs_functions_nor_reads_exec
     assert_eq!(status, 401, "{text}");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_revoked_admin_key_ends_what_it_handed_on_in_other_projects_at_once() {
+    let receiver = Receiver::start().await;
+    let app = app_with_webhooks(|config| config.functions_allow_private = true).await;
+    app.create_project("elsewhere").await;
+    let created = app
+        .admin(
+            "mutation { createApiKey(input: {projectId: \"default\", name: \"roaming\", scopes: [\"admin\"]}) { secret apiKey { id } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    let key = created["createApiKey"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key_id = created["createApiKey"]["apiKey"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.as_key(
+        &key,
+        "elsewhere",
+        CREATE_WEBHOOK,
+        json!({"input": {"name": "planted", "url": receiver.url("/ok/planted"), "events": ["teams.*"]}}),
+    )
+    .await
+    .ok();
+    let operator = app.admin_key.clone();
+    app.as_key(
+        &operator,
+        "elsewhere",
+        CREATE_WEBHOOK,
+        json!({"input": {"name": "operator", "url": receiver.url("/ok/operator"), "events": ["teams.*"]}}),
+    )
+    .await
+    .ok();
+
+    // A page the function fetches mid-run: answering it, the operator revokes the
+    // key that gave the function its scopes.
+    let (url, admin_key, revoked) = (app.url.clone(), app.admin_key.clone(), key_id.clone());
+    let revoker = axum::Router::new().route(
+        "/revoke",
+        axum::routing::get(move || {
+            let (url, admin_key, revoked) = (url.clone(), admin_key.clone(), revoked.clone());
+            async move {
+                reqwest::Client::new()
+                    .post(format!("{url}/v1/graphql"))
+                    .header("x-nimbus-key", admin_key)
+                    .json(&json!({"query": "mutation($id: ID!) { deleteApiKey(input: {id: $id}) { deletedId } }", "variables": {"id": revoked}}))
+                    .send()
+                    .await
+                    .unwrap();
+                "revoked"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let revoke_url = format!("http://{}/revoke", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, revoker).await });
+    app.as_key(
+        &key,
+        "elsewhere",
+        CREATE,
+        json!({"input": {"id": "counter", "name": "counter", "entrypoint": "main.js", "execute": ["any"], "scopes": ["teams.read"]}}),
+    )
+    .await
+    .ok();
+    let code = format!(
+        r#"export default async ({{ req, res }}) => {{
+            const before = await nimbus.graphql('{{ teams {{ totalCount }} }}');
+            if (req.path === '/revoke') await fetch('{revoke_url}');
+            const after = await nimbus.graphql('{{ teams {{ totalCount }} }}');
+            return res.json({{ before, after }});
+        }};"#
+    );
+    let deployed = deploy_response_as(
+        &app,
+        &key,
+        "elsewhere",
+        "counter",
+        "main.js",
+        code.as_bytes(),
+    )
+    .await;
+    assert!(deployed.status().is_success());
+
+    create_team_in(&app, "elsewhere", "before").await;
+    receiver.wait_for("/ok/planted", 1).await;
+    let run = |path: &'static str| {
+        let app = &app;
+        async move {
+            let answer = app
+                .post(
+                    json!({"query": crate::functions::EXECUTE, "variables": {"input": {"functionId": "counter", "path": path}}}),
+                    &[("x-nimbus-project", "elsewhere")],
+                )
+                .await
+                .ok();
+            serde_json::from_str::<Value>(
+                answer["createExecution"]["responseBody"].as_str().unwrap(),
+            )
+            .unwrap()
+        }
+    };
+    let body = run("/revoke").await;
+    assert_eq!(body["before"]["data"]["teams"]["totalCount"], 1, "{body:#}");
+    assert_eq!(
+        body["after"]["errors"][0]["extensions"]["code"], "SCOPE_MISSING",
+        "the revoked key's scopes ended inside the running execution: {body:#}"
+    );
+    let body = run("/").await;
+    assert_eq!(
+        body["before"]["errors"][0]["extensions"]["code"], "SCOPE_MISSING",
+        "{body:#}"
+    );
+
+    create_team_in(&app, "elsewhere", "after").await;
+    receiver.wait_for("/ok/operator", 2).await;
+    let planted = receiver.requests_to("/ok/planted");
+    assert_eq!(
+        planted.len(),
+        1,
+        "the planted webhook heard nothing after the revocation"
+    );
+    app.shutdown().await;
+}
+
+async fn create_team_in(app: &TestApp, project: &str, id: &str) {
+    let operator = app.admin_key.clone();
+    app.as_key(
+        &operator,
+        project,
+        "mutation($id: ID!) { createTeam(input: {id: $id, name: \"Team\"}) { id } }",
+        json!({"id": id}),
+    )
+    .await
+    .ok();
+}

@@ -867,3 +867,46 @@ async fn a_cookie_upgrade_is_refused_when_its_projects_origins_cannot_be_read() 
         .expect("upgraded");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_socket_opened_while_its_session_is_revoked_does_not_keep_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    // Few connections: a check waits for one, which widens the moment between a
+    // socket's check and its watch that a revocation may fall into.
+    config.database_max_connections = 2;
+    let app = spawn_with(config, dir).await;
+    let dan = sign_up(&app, "dan-racing@example.com", "default").await;
+    let openings: Vec<_> = (0..40)
+        .map(|_| {
+            let (url, payload) = (app.ws_url.clone(), bearer(&dan.secret));
+            tokio::spawn(async move {
+                let mut ws = WsClient::connect(&url, false).await;
+                match ws.init(payload).await {
+                    Ok(ack) if ack["type"] == "connection_ack" => Some(ws),
+                    _ => None,
+                }
+            })
+        })
+        .collect();
+    app.admin(
+        "mutation($id: ID!) { deleteUserSessions(input: {userId: $id}) { __typename } }",
+        json!({"id": dan.user_id}),
+    )
+    .await
+    .ok();
+    // However the openings and the revocation interleaved, none acts after it.
+    for opening in openings {
+        let Some(mut ws) = opening.await.unwrap() else {
+            continue;
+        };
+        let answer = try_query(&mut ws, "a", "{ account { id } }").await;
+        assert!(
+            answer
+                .as_ref()
+                .is_none_or(|a| a["data"]["account"].is_null()),
+            "a socket acted with the revoked session: {answer:?}"
+        );
+    }
+    app.shutdown().await;
+}

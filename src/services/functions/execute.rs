@@ -42,6 +42,10 @@ const MAX_FETCH_URL: usize = 8192;
 pub struct Identity {
     pub project_id: String,
     pub credential: Credential,
+    /// Where changes to credentials stood before a user's session was checked
+    /// ([`Caller::checked_at`]); unused for the function's own identity, which
+    /// the function's reading carries.
+    pub checked_at: u64,
 }
 
 impl Identity {
@@ -69,6 +73,7 @@ impl Identity {
                 Arc::new(Identity {
                     project_id: ready.function.project_id.clone(),
                     credential: Credential::Session(delegated),
+                    checked_at: caller.checked_at,
                 })
             }
             // Made when the function was read; its key may have expired since.
@@ -97,6 +102,7 @@ impl Identity {
                     .collect(),
                 expires_at: function.reach.expires_at(),
             })),
+            checked_at: 0,
         }
     }
 
@@ -132,18 +138,21 @@ impl Identity {
             return Ok(Identity {
                 project_id: function.project_id.clone(),
                 credential: Credential::Anonymous,
+                checked_at: 0,
             });
         };
         // The job's user is the execution's caller, whatever the payload says.
         if execution.caller.as_deref() != Some(format!("user:{user_id}").as_str()) {
             return Err(AppError::InvalidSession);
         }
+        let checked_at = state.sessions.credential_changes();
         let credential = gateway
             .delegated(state, &function.project_id, &user_id, &session_id)
             .await?;
         Ok(Identity {
             project_id: function.project_id.clone(),
             credential,
+            checked_at,
         })
     }
 }
@@ -157,6 +166,51 @@ pub struct FunctionHost {
     /// For an execution acting as a user: what tells that their session may have
     /// ended since it started.
     session: Option<Arc<SessionWatch>>,
+    /// For an execution acting with the function's own scopes: what they were
+    /// handed on by, compared with the function as this replica knows it now
+    /// before each call.
+    reach: Option<Arc<ReachCheck>>,
+}
+
+/// The function's own scopes as an execution started with them. A key revoked
+/// (its delegation ended), a key's expiry or the function's new scopes reach its
+/// `nimbus.graphql` calls at once, not when the execution ends: each call looks
+/// the function up in the replica's cache of functions, which drops a function
+/// when such a change is heard (on any replica, through the event log).
+struct ReachCheck {
+    function_id: String,
+    reach: crate::auth::Delegation,
+    scopes: Vec<String>,
+}
+
+impl ReachCheck {
+    fn of(identity: &Identity, function: &Function) -> Option<Arc<ReachCheck>> {
+        match &identity.credential {
+            Credential::Key(key) if key.key_id == format!("function:{}", function.id) => {
+                Some(Arc::new(ReachCheck {
+                    function_id: function.id.clone(),
+                    reach: function.reach.clone(),
+                    scopes: function.scopes.clone(),
+                }))
+            }
+            _ => None,
+        }
+    }
+
+    /// The credential to use now: `None` while the one the execution holds
+    /// stands.
+    async fn current(&self, state: &AppState, project_id: &str) -> AppResult<Option<Credential>> {
+        let ready = super::service::ready(state, project_id, &self.function_id).await?;
+        let now = crate::db::now_millis();
+        let function = &ready.function;
+        if function.reach == self.reach
+            && function.scopes == self.scopes
+            && !self.reach.expired_at(now)
+        {
+            return Ok(None);
+        }
+        Ok(Some(Identity::function(function).credential))
+    }
 }
 
 /// The user session an execution acts with, watched: a sign-out, a block, a new
@@ -168,6 +222,7 @@ struct SessionWatch {
     expires_at: i64,
     changes: crate::auth::session_cache::Wakes,
     seen: crate::auth::session_cache::Wake,
+    stale_from_start: bool,
 }
 
 impl SessionWatch {
@@ -182,18 +237,24 @@ impl SessionWatch {
                 user_id: resolved.user.id.clone(),
             });
         let seen = changes.now();
+        // A change heard between the session's check and this watch rang no
+        // bell it hears.
+        let stale_from_start = state.sessions.credential_changes() != identity.checked_at;
         Some(Arc::new(SessionWatch {
             user_id: resolved.user.id.clone(),
             session_id: resolved.session.id.clone(),
             expires_at: resolved.session.expires_at,
             changes,
             seen,
+            stale_from_start,
         }))
     }
 
     /// Whether the session must be read again before it acts.
     fn stale(&self) -> bool {
-        self.expires_at <= crate::db::now_millis() || self.changes.now() != self.seen
+        self.stale_from_start
+            || self.expires_at <= crate::db::now_millis()
+            || self.changes.now() != self.seen
     }
 }
 
@@ -213,10 +274,18 @@ impl Host for FunctionHost {
         let identity = self.identity.clone();
         let cause = self.cause.clone();
         let session = self.session.clone();
+        let reach = self.reach.clone();
         Box::pin(async move {
             match state.functions.gateway() {
                 Some(gateway) => {
                     let mut credential = identity.credential.clone();
+                    if let Some(reach) = reach {
+                        match reach.current(&state, &identity.project_id).await {
+                            Ok(None) => {}
+                            Ok(Some(now)) => credential = now,
+                            Err(err) => return refusal(&err),
+                        }
+                    }
                     if let Some(session) = session.filter(|session| session.stale()) {
                         match gateway
                             .delegated(
@@ -228,13 +297,7 @@ impl Host for FunctionHost {
                             .await
                         {
                             Ok(fresh) => credential = fresh,
-                            Err(err) => {
-                                return serde_json::json!({ "errors": [{
-                                    "message": err.message(),
-                                    "extensions": { "code": err.code() },
-                                }] })
-                                .to_string();
-                            }
+                            Err(err) => return refusal(&err),
                         }
                     }
                     CAUSE
@@ -257,6 +320,15 @@ impl Host for FunctionHost {
             }
         })
     }
+}
+
+/// A `nimbus.graphql` answer refusing the call with `err`.
+fn refusal(err: &AppError) -> String {
+    serde_json::json!({ "errors": [{
+        "message": err.message(),
+        "extensions": { "code": err.code() },
+    }] })
+    .to_string()
 }
 
 /// Headers a guest may not set on an outgoing request: the connection's own.
@@ -567,6 +639,7 @@ async fn run_deployment(
         host: Arc::new(FunctionHost {
             state: state.clone(),
             session: SessionWatch::of(state, &identity),
+            reach: ReachCheck::of(&identity, function),
             identity,
             cause: Cause {
                 function_id: function.id.clone(),

@@ -462,6 +462,25 @@ impl Runtime {
         }
     }
 
+    /// Forgets what the key `key_id` of `project_id` handed on: its project's
+    /// functions, and any other project's whose scopes it gave (an `admin` key
+    /// configures any project).
+    pub fn key_revoked(&self, project_id: &str, key_id: &str) {
+        self.function_changed(project_id, None);
+        let elsewhere: Vec<(String, String)> = {
+            let cache = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .entries
+                .iter()
+                .filter(|(_, ready)| ready.function.reach.key_id() == Some(key_id))
+                .map(|(key, _)| key.clone())
+                .collect()
+        };
+        for (project, id) in elsewhere {
+            self.function_changed(&project, Some(&id));
+        }
+    }
+
     /// Forgets every function kept: changes may have been missed.
     pub fn forget_ready(&self) {
         self.pool.forget_warm("");
@@ -476,9 +495,12 @@ impl Runtime {
         for name in &event.events {
             if let Some(id) = changed_function(name) {
                 self.function_changed(&event.project_id, Some(id));
-            } else if name.starts_with("keys.") && name.ends_with(".delete") {
-                // A revoked key ends what it handed on to the project's functions.
-                self.function_changed(&event.project_id, None);
+            } else if let Some(key_id) = name
+                .strip_prefix("keys.")
+                .and_then(|rest| rest.strip_suffix(".delete"))
+                .filter(|id| *id != "*")
+            {
+                self.key_revoked(&event.project_id, key_id);
             }
         }
     }

@@ -768,7 +768,7 @@ pub(super) async fn environment(
 /// The function `id` of a project with its variables opened: kept on this replica
 /// until a change to either is heard (on any replica, through the event log) or
 /// for [`super::READY_TTL`], else read and kept.
-async fn ready(
+pub(super) async fn ready(
     state: &AppState,
     project_id: &str,
     id: &str,

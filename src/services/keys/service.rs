@@ -222,13 +222,13 @@ pub async fn delete_key(
     if !store::delete_key(&mut *tx, id).await? {
         return Err(not_found());
     }
-    crate::auth::delegation::end_for_key(&mut tx, &key.project_id, &key.id).await?;
+    crate::auth::delegation::end_for_key(&mut tx, &key.id).await?;
     log::commit(&state.bus, tx, vec![event(&key, "delete")]).await?;
     tracing::info!(key = %key.id, project = %key.project_id, "API key deleted");
-    // This replica's connections holding the key hear of it at once; the others
-    // through the logged event above.
+    // This replica's connections and functions holding the key hear of it at
+    // once; the others through the logged event above.
     state.sessions.key_changed(&key.id);
-    state.functions.function_changed(&key.project_id, None);
+    state.functions.key_revoked(&key.project_id, &key.id);
     Ok(key)
 }
 
