@@ -242,6 +242,17 @@ pub struct Config {
     )]
     pub ws_max_subscriptions_per_client: usize,
 
+    /// Most text the filters of one client address's subscriptions may read of
+    /// each changed document, in characters, over all its WebSockets (each event
+    /// is matched against every filter of its collection in memory); 0 for no
+    /// such cap. Past it a subscription is refused with `TOO_MANY_SUBSCRIPTIONS`.
+    #[arg(
+        long,
+        env = "NIMBUS_WS_MAX_FILTER_TEXT_PER_CLIENT",
+        default_value_t = 64 << 20
+    )]
+    pub ws_max_filter_text_per_client: u64,
+
     /// Seconds a new WebSocket has to send `connection_init` before it is closed.
     #[arg(long, env = "NIMBUS_WS_INIT_TIMEOUT", default_value_t = 10)]
     pub ws_init_timeout_secs: u64,

@@ -91,7 +91,7 @@ codes! {
     BATCH_TOO_LARGE: 400 => "a batch longer than `NIMBUS_GRAPHQL_MAX_BATCH`";
     BATCHING_DISABLED: 400 => "a batch while `NIMBUS_GRAPHQL_MAX_BATCH` is 0";
     SUBSCRIPTION_OVER_HTTP: 400 => "a subscription sent over HTTP; use the WebSocket";
-    TOO_MANY_SUBSCRIPTIONS: 400 => "over the subscriptions a socket, client or server may hold, in number or (per socket) in the bytes their queries and variables keep";
+    TOO_MANY_SUBSCRIPTIONS: 400 => "over the subscriptions a socket, client or server may hold, in number, (per socket) in the bytes their queries and variables keep, or (per client) in the text their filters read of each change";
     SUBSCRIBER_TOO_SLOW: 503 => "the socket did not read its events in time and is closed (code 4008)";
     // Who may do what.
     UNAUTHENTICATED: 401 => "the operation needs an API key or a signed-in user";
@@ -198,7 +198,7 @@ codes! {
     VALUE_OUT_OF_RANGE: 400 => "a value outside its attribute's size, min or max";
     FILTER_INVALID: 400 => "a filter or order that does not apply to its field";
     FILTER_UNKNOWN_FIELD: 400 => "a filter or order on a field the collection does not have";
-    FILTER_TOO_COMPLEX: 400 => "a filter deeper or wider than allowed";
+    FILTER_TOO_COMPLEX: 400 => "a filter deeper or wider than allowed, or a subscription's filter that would read more text of each change than allowed";
     QUERY_INVALID: 400 => "an Appwrite query string that does not parse";
     SEARCH_NEEDS_FULLTEXT_INDEX: 400 => "`search` on an attribute without a fulltext index";
     // Storage.

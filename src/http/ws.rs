@@ -230,6 +230,9 @@ struct Usage {
     subscriptions: usize,
     /// Its sockets replaying the event log for a resumed subscription.
     replays: usize,
+    /// The text its subscriptions' filters may read of each event
+    /// (`Watch::scan_cost`).
+    filter_text: u64,
 }
 
 impl SocketsPerClient {
@@ -251,6 +254,8 @@ struct ClientShare {
     subscriptions: usize,
     /// Whether this socket is counted as replaying for the address.
     replaying: bool,
+    /// The filter text of this socket's subscriptions counted for the address.
+    filter_text: u64,
 }
 
 impl ClientShare {
@@ -267,6 +272,7 @@ impl ClientShare {
             client,
             subscriptions: 0,
             replaying: false,
+            filter_text: 0,
         })
     }
 
@@ -309,6 +315,25 @@ impl ClientShare {
         self.subscriptions = active;
     }
 
+    /// Counts `more` filter text for one more subscription (on top of `held`, the
+    /// socket's subscriptions'), unless the address's would then be over `max`
+    /// (0: no cap).
+    fn admit_filter_text(&mut self, held: u64, more: u64, max: u64) -> bool {
+        let mut usage = self.state.ws_clients.lock();
+        let used = usage.entry(self.client).or_default();
+        used.filter_text = (used.filter_text + held).saturating_sub(self.filter_text);
+        self.filter_text = held;
+        if more == 0 {
+            return true;
+        }
+        if max > 0 && used.filter_text.saturating_add(more) > max {
+            return false;
+        }
+        used.filter_text += more;
+        self.filter_text += more;
+        true
+    }
+
     /// Counts one more subscription (on top of `active`), unless the address holds
     /// `max` over all its sockets (0: no cap).
     fn admit(&mut self, active: usize, max: usize) -> bool {
@@ -334,12 +359,18 @@ impl Drop for ClientShare {
             used.sockets = used.sockets.saturating_sub(1);
             used.subscriptions = used.subscriptions.saturating_sub(self.subscriptions);
             used.replays = used.replays.saturating_sub(usize::from(self.replaying));
+            used.filter_text = used.filter_text.saturating_sub(self.filter_text);
             if used.sockets == 0 {
                 usage.remove(&self.client);
             }
         }
     }
 }
+
+/// Filter text an event's matching may read on one socket before the socket's
+/// task lets the runtime's other tasks run: a socket of many text filters does not
+/// hold a worker for the whole event.
+const YIELD_AFTER_SCAN: u64 = 1 << 20;
 
 /// `GET /v1/graphql/ws`: upgrades to a GraphQL WebSocket.
 pub async fn graphql_ws(
@@ -1401,6 +1432,19 @@ impl Connection {
                 } = *started;
                 match slot.take() {
                     Some(watch) => {
+                        let held = self.watching.iter().map(|w| w.watch.scan_cost()).sum();
+                        let max = self.state.config.ws_max_filter_text_per_client;
+                        if !self.share.admit_filter_text(held, watch.scan_cost(), max) {
+                            self.release_bus();
+                            let refusal = Response::from_errors(vec![coded(
+                                format!(
+                                    "the filters of a client address's subscriptions may read at most {max} characters of each changed document"
+                                ),
+                                codes::TOO_MANY_SUBSCRIPTIONS,
+                            )]);
+                            self.link.send_response(&id, &refusal).await?;
+                            return self.link.send_complete(&id).await;
+                        }
                         let shape = self.state.subscription_shapes.intern(Shape::new(
                             &self.loaded,
                             query,
@@ -1518,7 +1562,14 @@ impl Connection {
                     caller: &self.caller,
                     client: &self.client,
                 };
+                // Text read by filters since this task last let the others run.
+                let mut scanned = 0u64;
                 for watching in &mut self.watching {
+                    if scanned >= YIELD_AFTER_SCAN {
+                        scanned = 0;
+                        tokio::task::yield_now().await;
+                    }
+                    scanned += watching.watch.scan_cost();
                     if let Some(handover) = &watching.handover {
                         if !handover.live(event.position) {
                             continue;

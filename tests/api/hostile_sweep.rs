@@ -407,3 +407,96 @@ async fn a_date_time_whose_offset_leaves_years_0000_to_9999_is_refused() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn subscription_filters_read_a_bounded_amount_of_text_of_each_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(dir.path()).await;
+    // Two filters of one condition on a body of a million characters, not three.
+    config.ws_max_filter_text_per_client = 2_500_000;
+    let app = crate::helpers::spawn_with(config, dir).await;
+    app.admin(
+        "mutation { createDatabase(input: {id: \"db\", name: \"db\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {"databaseId": "db", "id": "essays", "name": "essays",
+                          "permissions": ["read(\"any\")", "create(\"any\")"],
+                          "attributes": [{"key": "body", "type": "STRING", "size": 1_000_000}]}}),
+    )
+    .await
+    .ok();
+    let conditions = |n: usize| {
+        let or: Vec<String> = (0..n)
+            .map(|i| format!("{{body: {{contains: \"zq{i}\"}}}}"))
+            .collect();
+        format!(
+            "subscription {{ essayChanged(filter: {{or: [{}]}}) {{ type node {{ id }} }} }}",
+            or.join(", ")
+        )
+    };
+    // Each condition may read the whole body of each changed essay: a hundred
+    // would read a hundred million characters per change.
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({})).await.unwrap();
+    ws.subscribe("wide", &conditions(100)).await;
+    let message = ws.next_json().await.unwrap();
+    assert_eq!(ws_code(&message), "FILTER_TOO_COMPLEX", "{message}");
+    assert_eq!(ws.next_json().await.unwrap()["type"], "complete");
+
+    ws.subscribe("one", &conditions(1)).await;
+    let mut other = WsClient::connect(&app.ws_url, false).await;
+    other.init(json!({})).await.unwrap();
+    other.subscribe("two", &conditions(1)).await;
+    other.subscribe("three", &conditions(1)).await;
+    let refused = other.next_json().await.unwrap();
+    assert_eq!(refused["id"], "three", "{refused}");
+    assert_eq!(ws_code(&refused), "TOO_MANY_SUBSCRIPTIONS", "{refused}");
+
+    // The two admitted still hear what matches them.
+    let body = format!("{} zq0", "word ".repeat(100_000));
+    app.post(
+        json!({"query": "mutation($b: String!) { createEssay(input: {id: \"e1\", body: $b}) { id } }", "variables": {"b": body}}),
+        &[],
+    )
+    .await
+    .ok();
+    for (socket, id) in [(&mut ws, "one"), (&mut other, "two")] {
+        let heard = loop {
+            let message = socket.next_json().await.unwrap();
+            if message["id"] == id && message["type"] == "next" {
+                break message;
+            }
+        };
+        assert_eq!(
+            heard["payload"]["data"]["essayChanged"]["node"]["id"], "e1",
+            "{heard}"
+        );
+    }
+    // A socket's share is given back when it closes.
+    drop(ws);
+    let mut attempt = 0;
+    crate::webhooks::eventually("the closed socket's share is freed", || {
+        attempt += 1;
+        let (app, query) = (&app, conditions(1));
+        async move {
+            let mut again = WsClient::connect(&app.ws_url, false).await;
+            again.init(json!({})).await.unwrap();
+            again.subscribe("again", &query).await;
+            let id = format!("later{attempt}");
+            app.post(
+                json!({"query": "mutation($id: ID!) { createEssay(input: {id: $id, body: \"zq0\"}) { id } }", "variables": {"id": id}}),
+                &[],
+            )
+            .await
+            .ok();
+            let message = again.next_json().await.unwrap();
+            (message["payload"]["data"]["essayChanged"]["node"]["id"] == id.as_str()).then_some(())
+        }
+    })
+    .await;
+    app.shutdown().await;
+}

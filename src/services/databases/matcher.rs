@@ -42,9 +42,12 @@ fn values_of(document: &Map<String, Value>, column: &Column) -> Vec<SqlValue> {
     }
 }
 
-fn text_of(document: &Map<String, Value>, column: &Column) -> Option<String> {
-    match values_of(document, column).into_iter().next() {
-        Some(SqlValue::Text(text)) => Some(text),
+/// A text column's value in a document, borrowed: the substring operators apply
+/// only to text columns (`Column::textual`), whose stored form is the text the
+/// server wrote. A document of megabytes is not copied for each condition.
+fn text_of<'d>(document: &'d Map<String, Value>, column: &Column) -> Option<&'d str> {
+    match entry(document, column) {
+        Some(Value::String(text)) if !column.is_array() => Some(text),
         _ => None,
     }
 }
@@ -64,11 +67,45 @@ fn compare(a: &SqlValue, b: &SqlValue) -> Option<Ordering> {
     }
 }
 
-fn words(text: &str) -> Vec<String> {
+/// The words of a text, as `search` splits it.
+fn words(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
+}
+
+/// Whether `word` starts with `prefix` (lower case), ignoring case, without
+/// making a lower-case copy of either.
+fn starts_with_folded(word: &str, prefix: &str) -> bool {
+    let mut have = word.chars().flat_map(char::to_lowercase);
+    prefix.chars().all(|want| have.next() == Some(want))
+}
+
+/// The most text matching a filter may read of one document: for each substring
+/// or search condition, its column's declared size, or `longest` (the largest
+/// text a document can hold) if less. What a subscription's filter costs each
+/// event of its collection, known before any.
+pub fn scan_cost(filter: &ResolvedFilter, longest: u64) -> u64 {
+    let size = |column: &Column| -> u64 {
+        let declared = match column.attribute().map(|a| &a.kind) {
+            Some(super::model::AttributeKind::String { size }) => u64::from(*size),
+            Some(kind) => kind.max_chars().map_or(u64::MAX, u64::from),
+            // An id.
+            None => 36,
+        };
+        declared.min(longest)
+    };
+    match filter {
+        ResolvedFilter::And(items) | ResolvedFilter::Or(items) => items
+            .iter()
+            .map(|item| scan_cost(item, longest))
+            .fold(0, u64::saturating_add),
+        ResolvedFilter::Not(inner) => scan_cost(inner, longest),
+        ResolvedFilter::StartsWith { column, .. }
+        | ResolvedFilter::EndsWith { column, .. }
+        | ResolvedFilter::Contains { column, .. }
+        | ResolvedFilter::Search { column, .. } => size(column),
+        _ => 0,
+    }
 }
 
 fn compares(op: CmpOp, order: Ordering) -> bool {
@@ -130,12 +167,12 @@ pub fn matches(filter: &ResolvedFilter, document: &Map<String, Value>) -> bool {
             let Some(text) = text_of(document, column) else {
                 return false;
             };
-            let have = words(&text);
-            let wanted = words(query);
-            !wanted.is_empty()
-                && wanted
-                    .iter()
-                    .all(|w| have.iter().any(|h| h.starts_with(w.as_str())))
+            // Folded a character at a time, as the document's words are.
+            let mut wanted = words(query)
+                .map(|w| w.chars().flat_map(char::to_lowercase).collect::<String>())
+                .peekable();
+            wanted.peek().is_some()
+                && wanted.all(|w| words(text).any(|h| starts_with_folded(h, &w)))
         }
         ResolvedFilter::Related { .. }
         | ResolvedFilter::RelatedThrough { .. }
@@ -398,5 +435,53 @@ mod tests {
             search.resolve(&target, Use::Query).unwrap_err().code(),
             "SEARCH_NEEDS_FULLTEXT_INDEX"
         );
+    }
+
+    #[test]
+    fn a_filter_costs_the_text_its_conditions_may_read() {
+        let target = Target::of(&collection());
+        let contains = |field: &str| Filter::Contains {
+            field: Field::attribute(field),
+            value: json!("x"),
+        };
+        let filter = Filter::Or(vec![
+            contains("title"),
+            Filter::Not(Box::new(Filter::Search {
+                field: Field::attribute("title"),
+                query: "Ünïcode words".into(),
+            })),
+            Filter::StartsWith {
+                field: Field::Id,
+                value: "a".into(),
+            },
+            // Comparisons and array elements read no text.
+            Filter::Cmp {
+                field: Field::attribute("views"),
+                op: CmpOp::Gt,
+                value: json!(1),
+            },
+            contains("tags"),
+        ])
+        .resolve(&target, Use::Match)
+        .unwrap();
+        assert_eq!(scan_cost(&filter, u64::MAX), 100 + 100 + 36);
+        assert_eq!(
+            scan_cost(&filter, 50),
+            50 + 50 + 36,
+            "at most the longest text"
+        );
+
+        // Words compare folded to lower case, a character at a time.
+        let search = Filter::Search {
+            field: Field::attribute("title"),
+            query: "ÜNÏ WORD".into(),
+        }
+        .resolve(&target, Use::Match)
+        .unwrap();
+        assert!(matches(
+            &search,
+            &doc(json!({"title": "some ünïcode Words"}))
+        ));
+        assert!(!matches(&search, &doc(json!({"title": "some ünïcode"}))));
     }
 }

@@ -1787,6 +1787,11 @@ fn change_for(
 
 /// A `postChanged(filter, id)` subscription: the changes to the documents of one
 /// collection in the filtered set (or the one with `id`).
+/// Most text a subscription's filter may read of each changed document, in
+/// characters (eight conditions on the longest text a request of the default
+/// `NIMBUS_MAX_BODY_BYTES` can write).
+pub const MAX_FILTER_SCAN: u64 = 16 << 20;
+
 struct DocumentWatch {
     channel: String,
     /// `None` for every document: most subscriptions have no filter, and each
@@ -1796,9 +1801,15 @@ struct DocumentWatch {
     /// The position of `after:`, when resuming.
     after: Option<i64>,
     cursors: Arc<resume::Cursors>,
+    /// [`super::matcher::scan_cost`] of the filter.
+    scan: u64,
 }
 
 impl crate::services::realtime::watch::Watch for DocumentWatch {
+    fn scan_cost(&self) -> u64 {
+        self.scan
+    }
+
     /// Whether a document left the set is told only when the caller, as it is
     /// now, could read the version that was in it.
     fn outcome(
@@ -1899,13 +1910,28 @@ fn register_subscription(parts: &mut SchemaParts, collection: &Arc<Collection>) 
                         ResolvedFilter::And(all) if all.is_empty() => None,
                         filter => Some(Box::new(filter)),
                     };
+                    // Each event of the collection is matched against the filter
+                    // in memory: its substring and search conditions read at most
+                    // so much text, whatever the documents hold.
+                    let longest = state.config.max_body_bytes as u64;
+                    let scan = filter.as_deref().map_or(0, |f| super::matcher::scan_cost(f, longest));
+                    if scan > MAX_FILTER_SCAN {
+                        return Err(AppError::Invalid {
+                            code: codes::FILTER_TOO_COMPLEX,
+                            field: "filter".into(),
+                            reason: format!(
+                                "its text conditions may read {scan} characters of each changed document; a subscription's may read at most {MAX_FILTER_SCAN}"
+                            ),
+                        }
+                        .into());
+                    }
                     let only = match ctx.args.get("id") {
                         Some(v) if !v.is_null() => Some(v.string()?.to_string()),
                         _ => None,
                     };
                     let after = resume::after_argument(&ctx, &caller.project.id)?;
                     let cursors = state.cursors.clone();
-                    let watch = DocumentWatch { channel: collection.channel(), filter, only, after, cursors };
+                    let watch = DocumentWatch { channel: collection.channel(), filter, only, after, cursors, scan };
                     Ok(crate::services::realtime::watch::follow(&ctx, state, caller, watch))
                 })
             },

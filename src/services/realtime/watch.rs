@@ -43,6 +43,13 @@ pub trait Watch: Send + Sync + 'static {
     fn resume_after(&self) -> Option<i64> {
         None
     }
+
+    /// The most text [`Watch::outcome`] may read of one event's resource, in
+    /// characters (a filter's substring and search conditions): what the
+    /// subscription costs each event, counted for its client.
+    fn scan_cost(&self) -> u64 {
+        0
+    }
 }
 
 /// Request data of a subscription started on a WebSocket: the resolver leaves its
