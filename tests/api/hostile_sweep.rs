@@ -500,3 +500,84 @@ async fn subscription_filters_read_a_bounded_amount_of_text_of_each_change() {
     .await;
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_bulk_deletes_filter_does_not_hold_up_other_writes() {
+    let app = spawn_app().await;
+    app.admin(
+        "mutation { createDatabase(input: {id: \"db\", name: \"db\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {"databaseId": "db", "id": "piles", "name": "piles",
+                          "permissions": ["read(\"any\")", "create(\"any\")", "delete(\"any\")"],
+                          "attributes": [{"key": "body", "type": "STRING", "size": 200000}]}}),
+    )
+    .await
+    .ok();
+    for round in 0..4 {
+        let piles: Vec<Value> = (0..15)
+            .map(|i| json!({"id": format!("p{round}x{i}"), "body": format!("{} {i}", "lorem ".repeat(16_000))}))
+            .collect();
+        app.admin(
+            "mutation($p: [CreatePileInput!]!) { createPiles(input: $p) { id } }",
+            json!({"p": piles}),
+        )
+        .await
+        .ok();
+    }
+    // Nothing matches, and finding that out reads every body ninety times over.
+    let or: Vec<String> = (0..90)
+        .map(|i| format!("{{body: {{contains: \"absent{i}\"}}}}"))
+        .collect();
+    let fields: Vec<String> = (0..3)
+        .map(|a| {
+            format!(
+                "a{a}: deletePiles(input: {{filter: {{or: [{}]}}}}) {{ deletedIds }}",
+                or.join(", ")
+            )
+        })
+        .collect();
+    let stall = format!("mutation {{ {} }}", fields.join(" "));
+    let deleting = {
+        let (url, stall) = (app.url.clone(), stall.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{url}/v1/graphql"))
+                .json(&json!({ "query": stall }))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    // Other clients' writes go on while the filter is read.
+    let mut written_meanwhile = 0;
+    let mut n = 0;
+    while !deleting.is_finished() {
+        n += 1;
+        let created = app
+            .post(
+                json!({"query": "mutation($id: ID!) { createPile(input: {id: $id, body: \"x\"}) { id } }", "variables": {"id": format!("meanwhile{n}")}}),
+                &[],
+            )
+            .await
+            .ok();
+        assert_eq!(created["createPile"]["id"], format!("meanwhile{n}"));
+        if !deleting.is_finished() {
+            written_meanwhile += 1;
+        }
+    }
+    let answer = deleting.await.unwrap();
+    assert_eq!(answer["data"]["a0"]["deletedIds"], json!([]), "{answer:#}");
+    assert!(
+        written_meanwhile >= 3,
+        "writes waited for the bulk delete's filter: {written_meanwhile} went through meanwhile"
+    );
+    app.shutdown().await;
+}

@@ -17,7 +17,7 @@ use crate::error::{AppError, AppResult, codes};
 use super::documents::{
     self, Access, Document, DocumentChanges, ListQuery, Listed, NewDocument, Paging,
 };
-use super::filter::{Filter, FilterError, OrderBy, Target, Use};
+use super::filter::{Field, Filter, FilterError, OrderBy, ResolvedFilter, Target, Use};
 use super::tx::{Conn, RequestTx, Sharing};
 use super::{Collection, DataModel};
 
@@ -360,25 +360,59 @@ impl<'r> Documents<'r> {
         collection: &Arc<Collection>,
         filter: Filter,
     ) -> AppResult<Vec<String>> {
-        let filter = filter
-            .resolve(&Target::of(collection), Use::Query)
+        let target = Target::of(collection);
+        let resolved = filter
+            .resolve(&target, Use::Query)
             .map_err(FilterError::into_app_error)?;
-        let query = ListQuery::first(filter, documents::MAX_BULK);
+        // What the filter costs is the client's choice: it runs on a reader (the
+        // request's transaction only if it wrote already), not under the one
+        // writer that every other write of the replica waits for. A filter
+        // matching nothing never takes the writer.
+        let candidates = {
+            let mut conn = self.tx.reader().await?;
+            let query = ListQuery::first(resolved.clone(), documents::MAX_BULK);
+            documents::list(&mut conn, collection, self.access, &query).await?
+        };
+        if candidates.has_more {
+            return Err(AppError::Invalid {
+                code: codes::TOO_MANY_DOCUMENTS,
+                field: "filter".into(),
+                reason: format!(
+                    "more than {} documents match; narrow the filter",
+                    documents::MAX_BULK
+                ),
+            });
+        }
+        if candidates.documents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Value> = candidates
+            .documents
+            .iter()
+            .map(|(document, _)| Value::String(document.id.clone()))
+            .collect();
         let mut op = self.tx.writer().await?;
         let result = async {
-            let matching = documents::list(&mut op, collection, self.access, &query).await?;
-            if matching.has_more {
-                return Err(AppError::Invalid {
-                    code: codes::TOO_MANY_DOCUMENTS,
-                    field: "filter".into(),
-                    reason: format!(
-                        "more than {} documents match; narrow the filter",
-                        documents::MAX_BULK
-                    ),
-                });
+            // Under the writer, the candidates that still match: looked up by id,
+            // so the filter meets at most the candidates' rows.
+            let mut matching = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(super::filter::MAX_IN_VALUES) {
+                let by_id = Filter::In {
+                    field: Field::Id,
+                    values: chunk.to_vec(),
+                    negate: false,
+                }
+                .resolve(&target, Use::Query)
+                .map_err(FilterError::into_app_error)?;
+                let query = ListQuery::first(
+                    ResolvedFilter::And(vec![by_id, resolved.clone()]),
+                    chunk.len(),
+                );
+                let listed = documents::list(&mut op, collection, self.access, &query).await?;
+                matching.extend(listed.documents);
             }
-            let mut deleted_ids = Vec::with_capacity(matching.documents.len());
-            for (document, _) in matching.documents {
+            let mut deleted_ids = Vec::with_capacity(matching.len());
+            for (document, _) in matching {
                 match documents::delete(&mut op, collection, self.access, &document.id, self.model)
                     .await
                 {
