@@ -126,6 +126,16 @@ pub struct Config {
     )]
     pub graphql_query_timeout_ms: u64,
 
+    /// Most bytes of values one query operation's answer may hold (strings and
+    /// numbers as they are produced, names aside); past it the operation is stopped
+    /// with `RESPONSE_TOO_LARGE`. 0 for no such limit.
+    #[arg(
+        long,
+        env = "NIMBUS_GRAPHQL_MAX_RESPONSE_BYTES",
+        default_value_t = 64 << 20
+    )]
+    pub graphql_max_response_bytes: u64,
+
     /// Most aliased fields a query document may contain.
     #[arg(long, env = "NIMBUS_GRAPHQL_MAX_ALIASES", default_value_t = 100)]
     pub graphql_max_aliases: usize,

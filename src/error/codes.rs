@@ -78,7 +78,7 @@ codes! {
     ORIGIN_NOT_ALLOWED: 403 => "a WebSocket upgrade from an origin the project does not allow";
     INVALID_MESSAGE: 400 => "a WebSocket message that is not graphql-ws (the socket closes)";
     // The GraphQL document.
-    RESPONSE_TOO_LARGE: 400 => "a subscription's answer to one event over 2 MiB: select less";
+    RESPONSE_TOO_LARGE: 400 => "a query's answer grew past `NIMBUS_GRAPHQL_MAX_RESPONSE_BYTES` (it was stopped), or a subscription's answer to one event over 2 MiB: select less";
     QUERY_TOO_LARGE: 400 => "the query text is over `NIMBUS_GRAPHQL_MAX_QUERY_BYTES`";
     GRAPHQL_PARSE_FAILED: 400 => "a syntax error";
     GRAPHQL_VALIDATION_FAILED: 400 => "unknown field, wrong argument or variable type, fragment cycle, …";

@@ -58,6 +58,8 @@ pub struct QueryLimits {
     pub max_variables_bytes: u64,
     /// Longest a query operation may run (mutations and subscriptions excepted).
     pub query_timeout: Option<std::time::Duration>,
+    /// Most bytes of values a query operation's answer may hold; 0: no limit.
+    pub max_response_bytes: u64,
 }
 
 impl QueryLimits {
@@ -74,6 +76,7 @@ impl QueryLimits {
             max_variables_bytes: config.graphql_max_variables_bytes,
             query_timeout: (config.graphql_query_timeout_ms > 0)
                 .then(|| std::time::Duration::from_millis(config.graphql_query_timeout_ms)),
+            max_response_bytes: config.graphql_max_response_bytes,
         }
     }
 }
@@ -221,6 +224,8 @@ impl ExtensionFactory for LimitsFactory {
             validated: self.validated.clone(),
             validation: std::sync::Mutex::new(Validation::Afresh),
             is_query: std::sync::atomic::AtomicBool::new(false),
+            answered: std::sync::atomic::AtomicU64::new(0),
+            too_large: tokio::sync::Notify::new(),
         })
     }
 }
@@ -248,6 +253,31 @@ struct Limits {
     validation: std::sync::Mutex<Validation>,
     /// Whether the operation to run is a query, as `prepare_request` found it.
     is_query: std::sync::atomic::AtomicBool,
+    /// Bytes of the values a query's fields produced so far ([`answer_bytes`]).
+    answered: std::sync::atomic::AtomicU64,
+    /// Told once a query's answer passed `max_response_bytes`: the operation stops.
+    too_large: tokio::sync::Notify,
+}
+
+/// About how many bytes `value`, a field's value, adds to an answer: its text and
+/// numbers. The fields of an object count themselves as they are resolved, so an
+/// object is counted only when it is a `JSON` scalar's value (`whole`).
+fn answer_bytes(value: &Value, whole: bool) -> u64 {
+    match value {
+        Value::String(text) => text.len() as u64,
+        Value::Enum(name) => name.len() as u64,
+        Value::Binary(bytes) => bytes.len() as u64,
+        Value::Null | Value::Number(_) | Value::Boolean(_) => 8,
+        Value::List(items) => items
+            .iter()
+            .map(|item| answer_bytes(item, whole))
+            .fold(0, u64::saturating_add),
+        Value::Object(entries) if whole => entries
+            .iter()
+            .map(|(key, item)| (key.len() as u64).saturating_add(answer_bytes(item, true)))
+            .fold(0, u64::saturating_add),
+        Value::Object(_) => 0,
+    }
 }
 
 impl Limits {
@@ -384,18 +414,52 @@ impl Extension for Limits {
         operation_name: Option<&str>,
         next: NextExecute<'_>,
     ) -> Response {
-        let deadline = self
-            .limits
-            .query_timeout
-            .filter(|_| self.is_query.load(std::sync::atomic::Ordering::Relaxed));
-        let Some(deadline) = deadline else {
+        if !self.is_query.load(std::sync::atomic::Ordering::Relaxed) {
             return next.run(ctx, operation_name).await;
+        }
+        let deadline = self.limits.query_timeout;
+        if deadline.is_none() && self.limits.max_response_bytes == 0 {
+            return next.run(ctx, operation_name).await;
+        }
+        // Dropping the operation drops its statements' futures (and the answer
+        // built so far); what the database is still running stops at the
+        // statement deadline (`db::deadline`).
+        let run = async {
+            match deadline {
+                Some(deadline) => tokio::time::timeout(deadline, next.run(ctx, operation_name))
+                    .await
+                    .ok(),
+                None => Some(next.run(ctx, operation_name).await),
+            }
         };
-        // Dropping the operation drops its statements' futures; what the database
-        // is still running stops at the statement deadline (`db::deadline`).
-        match tokio::time::timeout(deadline, next.run(ctx, operation_name)).await {
-            Ok(response) => response,
-            Err(_) => {
+        let stopped = tokio::select! {
+            biased;
+            () = self.too_large.notified() => None,
+            finished = run => Some(finished),
+        };
+        // It may have grown too large in the very step that finished it.
+        let max = self.limits.max_response_bytes;
+        let stopped = stopped.filter(|_| {
+            max == 0 || self.answered.load(std::sync::atomic::Ordering::Relaxed) <= max
+        });
+        let Some(finished) = stopped else {
+            tracing::warn!(
+                operation = operation_name.unwrap_or_default(),
+                max,
+                "a query's answer grew past the largest allowed and was stopped"
+            );
+            return Response::from_errors(vec![coded(
+                format!(
+                    "the answer grew past {max} bytes and was stopped; ask for less at once \
+                     (fewer fields or aliases, smaller pages)"
+                ),
+                codes::RESPONSE_TOO_LARGE,
+            )]);
+        };
+        match finished {
+            Some(response) => response,
+            None => {
+                let deadline = deadline.unwrap_or_default();
                 tracing::warn!(
                     operation = operation_name.unwrap_or_default(),
                     "a query ran past the query deadline and was stopped"
@@ -419,7 +483,20 @@ impl Extension for Limits {
         next: NextResolve<'_>,
     ) -> ServerResult<Option<Value>> {
         let at = info.path_node;
-        next.run(ctx, info).await.map_err(|mut err| {
+        let max = self.limits.max_response_bytes;
+        let counted = max > 0 && self.is_query.load(std::sync::atomic::Ordering::Relaxed);
+        let whole = counted && info.return_type.trim_matches(['[', ']', '!']) == super::types::JSON;
+        let value = next.run(ctx, info).await;
+        if counted && let Ok(Some(value)) = &value {
+            let bytes = answer_bytes(value, whole);
+            let before = self
+                .answered
+                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+            if before <= max && before.saturating_add(bytes) > max {
+                self.too_large.notify_one();
+            }
+        }
+        value.map_err(|mut err| {
             // The innermost field sets it; a parent an error reaches through a
             // non-null field keeps the child's.
             if err.path.is_empty() {
@@ -1054,6 +1131,7 @@ pub(crate) const TEST_LIMITS: QueryLimits = QueryLimits {
     max_variable_values: 100_000,
     max_variables_bytes: 4 * 1024 * 1024,
     query_timeout: None,
+    max_response_bytes: 0,
 };
 
 #[cfg(test)]

@@ -581,3 +581,73 @@ async fn a_bulk_deletes_filter_does_not_hold_up_other_writes() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_answer_that_grows_past_its_limit_is_stopped_with_a_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(dir.path()).await;
+    config.graphql_max_response_bytes = 1_000_000;
+    let app = crate::helpers::spawn_with(config, dir).await;
+    app.admin(
+        "mutation { createDatabase(input: {id: \"db\", name: \"db\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {"databaseId": "db", "id": "tomes", "name": "tomes",
+                          "permissions": ["read(\"any\")"],
+                          "attributes": [{"key": "body", "type": "STRING", "size": 100000}]}}),
+    )
+    .await
+    .ok();
+    let tomes: Vec<Value> = (0..4)
+        .map(|i| json!({"id": format!("t{i}"), "body": "a".repeat(100_000)}))
+        .collect();
+    app.admin(
+        "mutation($t: [CreateTomeInput!]!) { createTomes(input: $t) { id } }",
+        json!({"t": tomes}),
+    )
+    .await
+    .ok();
+    // 400 kB: within the limit.
+    let once = app
+        .post(
+            json!({"query": "{ tomes(first: 10) { nodes { body } } }"}),
+            &[],
+        )
+        .await
+        .ok();
+    assert_eq!(once["tomes"]["nodes"].as_array().unwrap().len(), 4);
+    // The same page under five aliases, typed and as the generic list's JSON.
+    let aliases = |field: &str| {
+        (0..5)
+            .map(|a| format!("a{a}: {field}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    for query in [
+        format!("{{ {} }}", aliases("tomes(first: 10) { nodes { body } }")),
+        format!(
+            "{{ {} }}",
+            aliases(
+                "documents(databaseId: \"db\", collectionId: \"tomes\") { documents { data } }"
+            )
+        ),
+    ] {
+        let (answer, took) = timed(&app, json!({ "query": query }), false).await;
+        assert_eq!(
+            answer.code(),
+            "RESPONSE_TOO_LARGE",
+            "{query}: {}",
+            answer.body["errors"]
+        );
+        assert!(
+            answer.body["data"].is_null(),
+            "nothing of the answer is sent"
+        );
+        assert!(took < QUICK, "{took:?}");
+    }
+    app.shutdown().await;
+}
