@@ -1558,8 +1558,18 @@ fn natives<'js>(ctx: &Ctx<'js>, slot: &Rc<Slot>) -> rquickjs::Result<Object<'js>
         "log",
         Function::new(
             ctx.clone(),
-            move |ctx: Ctx<'js>, stream: i32, text: String| {
-                Ok::<_, rquickjs::Error>(slot_.exec(&ctx)?.log(stream, &text))
+            // Taken as the engine's string, not converted to a Rust one: a lone
+            // surrogate (text cut inside an emoji) is logged as U+FFFD, as
+            // `TextEncoder` writes it, rather than making the call throw.
+            move |ctx: Ctx<'js>, stream: i32, text: rquickjs::String<'js>| {
+                // SAFETY: reading the bytes runs no JavaScript.
+                let mut utf8 = unsafe { with_bytes(text.as_value(), <[u8]>::to_vec) }?;
+                replace_lone_surrogates(&mut utf8);
+                Ok::<_, rquickjs::Error>(
+                    slot_
+                        .exec(&ctx)?
+                        .log(stream, &String::from_utf8_lossy(&utf8)),
+                )
             },
         )?,
     )?;

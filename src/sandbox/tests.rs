@@ -759,6 +759,15 @@ async fn a_megabyte_of_logs_is_cut_at_the_limit() {
 }
 
 #[tokio::test]
+async fn text_cut_inside_an_emoji_is_logged_not_thrown() {
+    let pool = Pool::new(1, 1);
+    let outcome = run(&pool, "export default ({ res, log, error }) => { const half = '😀'.slice(0, 1); log('name: ' + half); console.error(half, 'x'); return res.text('ok'); }").await;
+    assert_eq!(body(&outcome), "ok");
+    assert_eq!(outcome.logs, "name: \u{FFFD}\n");
+    assert_eq!(outcome.errors, "\u{FFFD} x\n");
+}
+
+#[tokio::test]
 async fn the_guest_sees_the_request_as_appwrite_describes_it() {
     let pool = Pool::new(1, 1);
     let code = r#"export default ({ req, res }) => {
