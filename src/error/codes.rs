@@ -135,7 +135,7 @@ codes! {
     PASSWORD_TOO_COMMON: 400 => "the password is in the list of common passwords";
     PASSWORD_PERSONAL_DATA: 400 => "the password contains the user's name, email or phone";
     PASSWORD_RECENTLY_USED: 400 => "the password is one of the user's recent ones";
-    PREFS_TOO_LARGE: 400 => "the preferences are over 64 KiB";
+    PREFS_TOO_LARGE: 400 => "the preferences are over 64 KiB, or nested more than 32 deep";
     INVALID_PASSWORD_HASH: 400 => "an imported password hash that does not parse";
     USER_NOT_FOUND: 404 => "no user has that id (or email)";
     USER_ALREADY_EXISTS: 409 => "a user has that id or email already";

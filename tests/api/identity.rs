@@ -315,6 +315,31 @@ async fn password_changes_need_the_old_password_and_replace_it() {
         )
         .await;
     assert_eq!(refused.code(), "PREFS_TOO_LARGE");
+    // Deep nesting is refused long before JSON readers of the user's events would
+    // refuse it (128 levels); 32 levels are kept.
+    let nested =
+        |depth: usize| (0..depth - 1).fold(json!({"leaf": true}), |inner, _| json!({ "n": inner }));
+    for (depth, code) in [
+        (33, Some("PREFS_TOO_LARGE")),
+        (100, Some("PREFS_TOO_LARGE")),
+        (32, None),
+    ] {
+        let answer = app
+            .as_session(
+                &secret,
+                "mutation($p: JSON!) { updatePrefs(input: {prefs: $p}) { id } }",
+                json!({"p": nested(depth)}),
+            )
+            .await;
+        match code {
+            Some(code) => assert_eq!(answer.code(), code, "{depth}"),
+            None => assert!(
+                answer.body["errors"].is_null(),
+                "{depth}: {:#}",
+                answer.body
+            ),
+        }
+    }
     let renamed = app
         .as_session(
             &secret,

@@ -22,6 +22,10 @@ use crate::services::projects::AuthSettings;
 const MAX_NAME: usize = 128;
 const MAX_EMAIL: usize = 320;
 const MAX_PREFS_BYTES: usize = 64 * 1024;
+/// Deepest the preferences may nest. They travel inside events (the user's, in the
+/// event log, to webhooks and functions), which JSON readers refuse past 128
+/// levels: kept far from that.
+const MAX_PREFS_DEPTH: usize = 32;
 const MAX_LABELS: usize = 100;
 /// Abuse limits, as Appwrite sets them.
 const SIGN_IN_LIMIT: Limit = Limit::per_hour(10);
@@ -316,7 +320,24 @@ fn check_prefs(prefs: &serde_json::Map<String, serde_json::Value>) -> AppResult<
             reason: format!("{size} bytes of JSON; the limit is {MAX_PREFS_BYTES}"),
         });
     }
+    let depth = prefs.values().map(nesting).max().unwrap_or(0) + 1;
+    if depth > MAX_PREFS_DEPTH {
+        return Err(AppError::Invalid {
+            code: codes::PREFS_TOO_LARGE,
+            field: "prefs".into(),
+            reason: format!("nested {depth} deep; the limit is {MAX_PREFS_DEPTH}"),
+        });
+    }
     Ok(())
+}
+
+/// How deep a JSON value nests: 0 for a scalar.
+fn nesting(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Array(items) => items.iter().map(nesting).max().unwrap_or(0) + 1,
+        serde_json::Value::Object(entries) => entries.values().map(nesting).max().unwrap_or(0) + 1,
+        _ => 0,
+    }
 }
 
 fn check_labels(labels: &[String]) -> AppResult<()> {
