@@ -30,6 +30,32 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// ` AND (…)`: one of `columns` starts with `search`, letters compared ignoring
+    /// case on both dialects, with the binds it takes. SQLite's `LIKE` ignores
+    /// ASCII case; MariaDB's tables compare bytes, so there both sides are lowered
+    /// (which also folds letters beyond ASCII).
+    pub fn starts_with_any(self, columns: &[&str], search: &str) -> (String, Vec<String>) {
+        let escaped = search
+            .replace('!', "!!")
+            .replace('%', "!%")
+            .replace('_', "!_");
+        let pattern = match self {
+            Dialect::Sqlite => format!("{escaped}%"),
+            Dialect::MySql => format!("{}%", escaped.to_lowercase()),
+        };
+        let conditions: Vec<String> = columns
+            .iter()
+            .map(|column| match self {
+                Dialect::Sqlite => format!("{column} LIKE ? ESCAPE '!'"),
+                Dialect::MySql => format!("LOWER({column}) LIKE ? ESCAPE '!'"),
+            })
+            .collect();
+        (
+            format!(" AND ({})", conditions.join(" OR ")),
+            vec![pattern; columns.len()],
+        )
+    }
+
     /// The dialect of a database URL, or an error naming the accepted schemes.
     pub fn of_url(url: &str) -> anyhow::Result<Self> {
         if url.starts_with("sqlite:") {

@@ -382,6 +382,20 @@ async fn servers_manage_users_and_a_block_ends_sessions_at_once() {
         .ok();
     assert_eq!(found["users"]["totalCount"], 1);
     assert_eq!(found["users"]["nodes"][0]["name"], "Frank");
+    // A name or email's start, letters in either case, on both databases.
+    for search in ["FRANK", "Fra", "FRANK@EXAMPLE"] {
+        let found = app
+            .as_key(
+                &key,
+                "default",
+                "query($s: String) { users(search: $s) { totalCount nodes { id } } }",
+                json!({ "s": search }),
+            )
+            .await
+            .ok();
+        assert_eq!(found["users"]["totalCount"], 1, "{search}");
+        assert_eq!(found["users"]["nodes"][0]["id"], "frank", "{search}");
+    }
     let wildcard = app
         .as_key(
             &key,

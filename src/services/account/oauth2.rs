@@ -1133,9 +1133,10 @@ pub async fn list_identities(
         return Err(AppError::invalid("search", "at most 256 characters"));
     }
     let pool = state.db.pool();
-    let identities = store::list_identities(pool, grant.project(), &filter, page).await?;
+    let identities =
+        store::list_identities(pool, state.db.dialect(), grant.project(), &filter, page).await?;
     let total = if with_total {
-        store::count_identities(pool, grant.project(), &filter).await?
+        store::count_identities(pool, state.db.dialect(), grant.project(), &filter).await?
     } else {
         0
     };
@@ -1433,12 +1434,13 @@ mod store {
     /// Identities by id, filtered as `filter` says.
     pub async fn list_identities(
         pool: &sqlx::AnyPool,
+        dialect: crate::db::Dialect,
         project_id: &str,
         filter: &IdentityFilter,
         page: &Page,
     ) -> AppResult<Vec<Identity>> {
         let (keyset, page_binds) = page.keyset_sql("id");
-        let (conditions, binds) = filtered(filter);
+        let (conditions, binds) = filtered(dialect, filter);
         let sql = format!(
             "SELECT {IDENTITY_COLUMNS} FROM identities WHERE project_id = ?{conditions}{keyset}"
         );
@@ -1454,10 +1456,11 @@ mod store {
 
     pub async fn count_identities(
         pool: &sqlx::AnyPool,
+        dialect: crate::db::Dialect,
         project_id: &str,
         filter: &IdentityFilter,
     ) -> AppResult<i64> {
-        let (conditions, binds) = filtered(filter);
+        let (conditions, binds) = filtered(dialect, filter);
         let sql = format!("SELECT COUNT(*) FROM identities WHERE project_id = ?{conditions}");
         let query = sqlx::query_scalar(&sql).bind(project_id);
         Ok(binds
@@ -1468,7 +1471,7 @@ mod store {
     }
 
     /// The conditions of `filter` after `project_id = ?`, with their binds.
-    fn filtered(filter: &IdentityFilter) -> (String, Vec<String>) {
+    fn filtered(dialect: crate::db::Dialect, filter: &IdentityFilter) -> (String, Vec<String>) {
         let mut sql = String::new();
         let mut binds = Vec::new();
         if let Some(user_id) = &filter.user_id {
@@ -1480,16 +1483,9 @@ mod store {
             binds.push(provider.clone());
         }
         if let Some(search) = &filter.search {
-            sql.push_str(" AND (subject LIKE ? ESCAPE '!' OR email LIKE ? ESCAPE '!')");
-            let pattern = format!(
-                "{}%",
-                search
-                    .replace('!', "!!")
-                    .replace('%', "!%")
-                    .replace('_', "!_")
-            );
-            binds.push(pattern.clone());
-            binds.push(pattern);
+            let (condition, patterns) = dialect.starts_with_any(&["subject", "email"], search);
+            sql.push_str(&condition);
+            binds.extend(patterns);
         }
         (sql, binds)
     }

@@ -960,9 +960,16 @@ pub async fn list_users(
     if search.is_some_and(|s| s.len() > 256) {
         return Err(AppError::invalid("search", "at most 256 characters"));
     }
-    let rows = store::list_users(state.db.pool(), project_id, search, page).await?;
+    let rows = store::list_users(
+        state.db.pool(),
+        state.db.dialect(),
+        project_id,
+        search,
+        page,
+    )
+    .await?;
     let total = if with_total {
-        store::count_users(state.db.pool(), project_id, search).await?
+        store::count_users(state.db.pool(), state.db.dialect(), project_id, search).await?
     } else {
         0
     };

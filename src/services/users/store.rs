@@ -2,7 +2,7 @@
 
 use sqlx::{Any, AnyPool, Executor, FromRow};
 
-use crate::db::Page;
+use crate::db::{Dialect, Page};
 
 use super::{Session, User};
 
@@ -145,54 +145,44 @@ pub async fn find_user_by_email<'e>(
 /// Users by id, optionally those whose name or email starts with `search`.
 pub async fn list_users(
     pool: &AnyPool,
+    dialect: Dialect,
     project_id: &str,
     search: Option<&str>,
     page: &Page,
 ) -> Result<Vec<UserRow>, sqlx::Error> {
-    let (keyset, binds) = page.keyset_sql("id");
-    let filter = if search.is_some() {
-        " AND (name LIKE ? ESCAPE '!' OR email LIKE ? ESCAPE '!')"
-    } else {
-        ""
-    };
+    let (keyset, page_binds) = page.keyset_sql("id");
+    let (filter, binds) = searched(dialect, search);
     let sql = format!("SELECT {USER_SELECT} FROM users WHERE project_id = ?{filter}{keyset}");
-    let mut query = sqlx::query_as(&sql).bind(project_id);
-    if let Some(search) = search {
-        let pattern = format!("{}%", like_escape(search));
-        query = query.bind(pattern.clone()).bind(pattern);
-    }
+    let query = sqlx::query_as(&sql).bind(project_id);
     binds
         .iter()
+        .chain(page_binds.iter())
         .fold(query, |q, b| q.bind(b))
         .fetch_all(pool)
         .await
 }
 
+/// The condition of a search of users by the start of their name or email.
+fn searched(dialect: Dialect, search: Option<&str>) -> (String, Vec<String>) {
+    search.map_or_else(Default::default, |search| {
+        dialect.starts_with_any(&["name", "email"], search)
+    })
+}
+
 pub async fn count_users(
     pool: &AnyPool,
+    dialect: Dialect,
     project_id: &str,
     search: Option<&str>,
 ) -> Result<i64, sqlx::Error> {
-    let filter = if search.is_some() {
-        " AND (name LIKE ? ESCAPE '!' OR email LIKE ? ESCAPE '!')"
-    } else {
-        ""
-    };
+    let (filter, binds) = searched(dialect, search);
     let sql = format!("SELECT COUNT(*) FROM users WHERE project_id = ?{filter}");
-    let mut query = sqlx::query_scalar(&sql).bind(project_id);
-    if let Some(search) = search {
-        let pattern = format!("{}%", like_escape(search));
-        query = query.bind(pattern.clone()).bind(pattern);
-    }
-    query.fetch_one(pool).await
-}
-
-/// `search` with LIKE's wildcards escaped (escape character `!`).
-fn like_escape(search: &str) -> String {
-    search
-        .replace('!', "!!")
-        .replace('%', "!%")
-        .replace('_', "!_")
+    let query = sqlx::query_scalar(&sql).bind(project_id);
+    binds
+        .iter()
+        .fold(query, |q, b| q.bind(b))
+        .fetch_one(pool)
+        .await
 }
 
 /// Writes every mutable field of the user; false when it does not exist.
