@@ -10,6 +10,12 @@
 //! a connection idle for a while is pinged when it is taken, and after any error
 //! that may mean broken connections ([`note_error`]), the connections in use at
 //! that moment are closed when they come back rather than reused. See ADR 6.
+//!
+//! Clients share the leases: a lease asked for on behalf of a client address
+//! ([`LEASE_CLIENT`], set around each GraphQL operation) is given beyond the
+//! client's share (a quarter of the leases) only while more than a quarter would
+//! stay free. A client alone may use three quarters; one whose queries run long
+//! waits for its own leases, not everyone's. See ADR 48.
 
 use std::str::FromStr as _;
 use std::sync::Arc;
@@ -27,6 +33,64 @@ pub use crate::error::note_error;
 const PING_AFTER_IDLE: Duration = Duration::from_secs(30);
 /// Idle longer than this, a connection is closed (MariaDB's `wait_timeout` is 8 h).
 const CLOSE_AFTER_IDLE: Duration = Duration::from_secs(600);
+
+tokio::task_local! {
+    /// The client address (as rate limits key it) a lease taken in this task is
+    /// for; none for the server's own work.
+    pub static LEASE_CLIENT: Arc<str>;
+}
+
+/// The leases each client holds now, and a wake-up for those waiting on theirs.
+#[derive(Default)]
+struct Shares {
+    held: std::sync::Mutex<std::collections::HashMap<Arc<str>, usize>>,
+    freed: tokio::sync::Notify,
+    /// Clients looking or waiting for theirs: a freed lease wakes them only then.
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// One client counted as waiting while it looks for its share.
+struct Waiting<'a>(&'a Shares);
+
+impl<'a> Waiting<'a> {
+    fn new(shares: &'a Shares) -> Self {
+        shares
+            .waiting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Waiting(shares)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0
+            .waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// One lease counted for its client until dropped.
+struct Share {
+    leases: Arc<Leases>,
+    client: Arc<str>,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut held = self
+            .leases
+            .shares
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = held.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.client);
+            }
+        }
+    }
+}
 
 /// What a connection is leased for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +120,7 @@ pub struct Leases {
     /// Connections for writes run with autocommit off (MariaDB); on SQLite they
     /// are ordinary connections whose transactions sqlx begins and ends.
     autocommit_off: bool,
+    shares: Shares,
 }
 
 struct Idle {
@@ -87,6 +152,7 @@ impl Leases {
             idle: std::sync::Mutex::new([Vec::new(), Vec::new()]),
             acquire_timeout,
             autocommit_off: !url.starts_with("sqlite:"),
+            shares: Shares::default(),
         }))
     }
 
@@ -95,13 +161,59 @@ impl Leases {
         self.lease_for(Purpose::Reads).await
     }
 
+    /// A client's share of the leases, and how many a client beyond its share
+    /// leaves free for the others.
+    fn share(&self) -> usize {
+        (self.max / 4).max(1)
+    }
+
+    /// Counts one more lease for `client`, waiting (up to `deadline`) while it
+    /// holds its share and taking one more would leave a share or less free.
+    async fn admit(
+        self: &Arc<Self>,
+        client: Arc<str>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Share, sqlx::Error> {
+        let share = self.share();
+        // Counted before looking: a lease freed after the look wakes it.
+        let _waiting = Waiting::new(&self.shares);
+        loop {
+            let freed = self.shares.freed.notified();
+            tokio::pin!(freed);
+            // Registered before looking, so a lease freed in between wakes it.
+            freed.as_mut().enable();
+            {
+                let mut held = self.shares.held.lock().unwrap_or_else(|e| e.into_inner());
+                let mine = held.get(&client).copied().unwrap_or(0);
+                if mine < share || self.permits.available_permits() > share {
+                    *held.entry(client.clone()).or_default() += 1;
+                    return Ok(Share {
+                        leases: self.clone(),
+                        client,
+                    });
+                }
+            }
+            tokio::time::timeout_at(deadline, freed)
+                .await
+                .map_err(|_| sqlx::Error::PoolTimedOut)?;
+        }
+    }
+
     /// A connection for `purpose`.
     pub async fn lease_for(self: &Arc<Self>, purpose: Purpose) -> Result<Lease, sqlx::Error> {
-        let permit =
-            tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned())
-                .await
-                .map_err(|_| sqlx::Error::PoolTimedOut)?
-                .map_err(|_| sqlx::Error::PoolClosed)?;
+        let deadline = tokio::time::Instant::now() + self.acquire_timeout;
+        let share = match LEASE_CLIENT.try_with(Arc::clone) {
+            Ok(client) => Some(self.admit(client, deadline).await?),
+            Err(_) => None,
+        };
+        let permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        let permit = Permit {
+            permit: Some(permit),
+            share,
+        };
         let epoch = broken_epoch();
         let other = match purpose {
             Purpose::Reads => Purpose::Writes,
@@ -161,7 +273,7 @@ impl Leases {
         self: &Arc<Self>,
         conn: AnyConnection,
         purpose: Purpose,
-        permit: OwnedSemaphorePermit,
+        permit: Permit,
         epoch: u64,
     ) -> Lease {
         Lease {
@@ -172,7 +284,7 @@ impl Leases {
             // from its first statement to `Lease::end`.
             open: purpose == Purpose::Writes && self.autocommit_off,
             epoch,
-            _permit: permit,
+            permit,
         }
     }
 
@@ -204,7 +316,30 @@ pub struct Lease {
     /// Inside a transaction sqlx does not know of ([`Purpose::Writes`]).
     open: bool,
     epoch: u64,
-    _permit: OwnedSemaphorePermit,
+    permit: Permit,
+}
+
+/// A lease's place in the pool, and in its client's share.
+struct Permit {
+    permit: Option<OwnedSemaphorePermit>,
+    share: Option<Share>,
+}
+
+impl Permit {
+    /// Gives the place back, then wakes the clients waiting for theirs: they
+    /// look at the free places, so the place is free before they do.
+    fn release(&mut self, leases: &Leases) {
+        drop(self.permit.take());
+        drop(self.share.take());
+        if leases
+            .shares
+            .waiting
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+        {
+            leases.shares.freed.notify_waiters();
+        }
+    }
 }
 
 impl Lease {
@@ -246,21 +381,21 @@ impl std::ops::DerefMut for Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else {
-            return;
-        };
-        let reusable = !self.open
-            && !conn.is_in_transaction()
-            && broken_epoch() == self.epoch
-            && !self.leases.permits.is_closed();
-        if reusable && let Ok(mut idle) = self.leases.idle.lock() {
-            idle[self.purpose as usize].push(Idle {
-                conn,
-                since: Instant::now(),
-            });
+        if let Some(conn) = self.conn.take() {
+            let reusable = !self.open
+                && !conn.is_in_transaction()
+                && broken_epoch() == self.epoch
+                && !self.leases.permits.is_closed();
+            if reusable && let Ok(mut idle) = self.leases.idle.lock() {
+                idle[self.purpose as usize].push(Idle {
+                    conn,
+                    since: Instant::now(),
+                });
+            }
+            // Otherwise dropped: the socket closes and MariaDB rolls back
+            // whatever it left open; SQLite's worker ends with its connection.
         }
-        // Otherwise dropped: the socket closes and MariaDB rolls back whatever
-        // it left open; SQLite's worker ends with its connection.
+        self.permit.release(&self.leases);
     }
 }
 
@@ -289,10 +424,15 @@ mod tests {
             .unwrap();
     }
 
+    /// Held by the tests that note a broken connection (which moves the
+    /// process-wide epoch) and by those that count on connections being reused.
+    static EPOCH: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     // Every assertion that depends on the broken-connection epoch sits in this one
     // test: the epoch is process-wide, and tests run in parallel.
     #[tokio::test]
     async fn a_returned_connection_is_reused_unless_in_a_transaction_or_after_a_broken_one() {
+        let _epoch = EPOCH.lock().await;
         let pool = leases(2);
         let mut first = pool.lease().await.unwrap();
         mark(&mut first).await;
@@ -338,6 +478,7 @@ mod tests {
 
     #[tokio::test]
     async fn on_sqlite_the_writer_gets_back_the_connection_that_wrote_last() {
+        let _epoch = EPOCH.lock().await;
         let pool = leases(3);
         let reading = pool.lease().await.unwrap();
         let mut writer = pool.lease_for(Purpose::Writes).await.unwrap();
@@ -433,6 +574,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_for_writes_keeps_nothing_unless_committed() {
+        let _epoch = EPOCH.lock().await;
         let Some(url) = mariadb_url().await else {
             return;
         };
@@ -499,5 +641,41 @@ mod tests {
             .execute(format!("DROP DATABASE {name}").as_str())
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_client_beyond_its_share_leaves_a_share_free_for_the_others() {
+        // Four leases: a share is one.
+        let pool = leases(4);
+        let (a, b): (Arc<str>, Arc<str>) = ("192.0.2.1".into(), "192.0.2.2".into());
+        let mut held = LEASE_CLIENT
+            .scope(a.clone(), async {
+                let mut held = Vec::new();
+                for _ in 0..3 {
+                    held.push(pool.lease().await.unwrap());
+                }
+                held
+            })
+            .await;
+        assert!(
+            matches!(
+                LEASE_CLIENT.scope(a.clone(), pool.lease()).await,
+                Err(sqlx::Error::PoolTimedOut)
+            ),
+            "a fourth would leave no place for another client"
+        );
+        let other = LEASE_CLIENT.scope(b.clone(), pool.lease()).await;
+        assert!(other.is_ok(), "the place kept free is another client's");
+        drop(other);
+
+        let waiting = tokio::spawn(LEASE_CLIENT.scope(a.clone(), {
+            let pool = pool.clone();
+            async move { pool.lease().await.map(drop) }
+        }));
+        drop(held.pop());
+        assert!(
+            waiting.await.unwrap().is_ok(),
+            "one of its own returned, the client's waiting lease is given"
+        );
     }
 }

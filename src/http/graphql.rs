@@ -533,16 +533,22 @@ async fn run_in(
         "graphql",
         operation = request.operation_name.as_deref().unwrap_or("")
     );
-    let mut response = addressed
-        .loaded
-        .schema
-        .execute(
-            request
-                .data(addressed.caller.clone())
-                .data(client.clone())
-                .data(tx.clone()),
+    // The database connections it leases count for its client's share.
+    let lease_client: std::sync::Arc<str> = crate::auth::rate_limit::client_key(&client.ip).into();
+    let mut response = crate::db::lease::LEASE_CLIENT
+        .scope(
+            lease_client,
+            addressed
+                .loaded
+                .schema
+                .execute(
+                    request
+                        .data(addressed.caller.clone())
+                        .data(client.clone())
+                        .data(tx.clone()),
+                )
+                .instrument(span),
         )
-        .instrument(span)
         .await;
     // Document writes of the request commit together, or not at all.
     match tx.finish(response.errors.is_empty()).await {
