@@ -114,13 +114,17 @@ fn headers_value(headers: &[(String, String)]) -> Value {
     )
 }
 
-/// The GraphQL value of an execution.
-pub fn execution_value(execution: &Execution) -> Value {
-    execution_fields(execution, &execution.response_body)
+/// An execution as `caller` is shown it: its logs and errors only to keys, as
+/// Appwrite shows them. A function's logs are its author's (they often hold
+/// what the function saw of other users, or secrets), not its caller's.
+fn execution_value_for(caller: &crate::auth::Caller, execution: &Execution) -> Value {
+    execution_fields(execution, &execution.response_body, caller.key().is_some())
 }
 
-/// The fields of an execution, with `body` as its response body.
-fn execution_fields(execution: &Execution, body: &[u8]) -> Value {
+/// The fields of an execution, with `body` as its response body; its logs and
+/// errors empty unless `logs`.
+fn execution_fields(execution: &Execution, body: &[u8], logs: bool) -> Value {
+    let shown = |text: &str| Value::from(if logs { text } else { "" });
     object([
         ("id", Value::from(execution.id.as_str())),
         ("functionId", Value::from(execution.function_id.as_str())),
@@ -149,9 +153,12 @@ fn execution_fields(execution: &Execution, body: &[u8]) -> Value {
             "responseBodyBase64",
             Value::from(base64::engine::general_purpose::STANDARD.encode(body)),
         ),
-        ("logs", Value::from(execution.logs.as_str())),
-        ("logsTruncated", Value::from(execution.logs_truncated)),
-        ("errors", Value::from(execution.errors.as_str())),
+        ("logs", shown(&execution.logs)),
+        (
+            "logsTruncated",
+            Value::from(logs && execution.logs_truncated),
+        ),
+        ("errors", shown(&execution.errors)),
         (
             "failure",
             execution
@@ -168,18 +175,20 @@ fn execution_fields(execution: &Execution, body: &[u8]) -> Value {
     ])
 }
 
-/// An execution as its realtime events carry it.
+/// An execution as its realtime events carry it: to its caller too, so without
+/// its logs and errors (keys read them with `execution`).
 pub fn execution_json(execution: &Execution) -> serde_json::Value {
     let body = &execution.response_body;
     execution_fields(
         execution,
         &body[..body.len().min(service::KEPT_RESPONSE_BYTES)],
+        false,
     )
     .into_json()
     .unwrap_or_default()
 }
 
-/// A published execution (the JSON of [`execution_value`]) as a value again: its
+/// A published execution (the JSON of [`execution_json`]) as a value again: its
 /// enum fields become enums.
 fn execution_from_payload(payload: &serde_json::Value) -> Value {
     let mut value = Value::from_json(payload.clone()).unwrap_or(Value::Null);
@@ -522,9 +531,9 @@ fn execution_type() -> Object {
         .field(prop("responseHeaders", TypeRef::named_nn_list_nn("ExecutionHeader"), "The headers it answered."))
         .field(prop("responseBody", string(), "The body it answered, as text (invalid UTF-8 replaced); records keep the first 64 KiB, a synchronous answer has all of it."))
         .field(prop("responseBodyBase64", string(), "The same body, in base64, for binary answers."))
-        .field(prop("logs", string(), "What it logged (`console.log`, `context.log`), cut at the log limit."))
-        .field(prop("logsTruncated", TypeRef::named_nn(TypeRef::BOOLEAN), "Whether its logs and errors went past the log limit (64 KiB) and were cut there."))
-        .field(prop("errors", string(), "What it logged as errors (`console.error`, `context.error`), and why it failed."))
+        .field(prop("logs", string(), "What it logged (`console.log`, `context.log`), cut at the log limit. Shown to keys only: empty for users and guests, and in realtime events."))
+        .field(prop("logsTruncated", TypeRef::named_nn(TypeRef::BOOLEAN), "Whether its logs and errors went past the log limit (64 KiB) and were cut there (false where they are not shown)."))
+        .field(prop("errors", string(), "What it logged as errors (`console.error`, `context.error`), and why it failed. Shown to keys only, as `logs`."))
         .field(prop("failure", TypeRef::named(TypeRef::STRING), "Why it failed, as a stable code: `EXECUTION_THREW`, `EXECUTION_CPU_LIMIT`, `EXECUTION_TIMEOUT`, `EXECUTION_MEMORY_LIMIT`, `EXECUTION_STACK_OVERFLOW`, `EXECUTION_NEVER_SETTLED`, `EXECUTION_RESPONSE_TOO_LARGE`, `EXECUTION_INVALID_RESPONSE`, `EXECUTION_CRASHED`."))
         .field(prop("duration", TypeRef::named_nn(TypeRef::FLOAT), "Seconds it ran."))
         .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When it was started."))
@@ -621,9 +630,11 @@ fn execution_field() -> Field {
         FieldFuture::new(async move {
             let function_id = required(&ctx, "functionId")?;
             let id = required(&ctx, "executionId")?;
-            let execution =
-                service::get_execution(app(&ctx)?, caller(&ctx)?, &function_id, &id).await?;
-            Ok(Some(FieldValue::value(execution_value(&execution))))
+            let caller = caller(&ctx)?;
+            let execution = service::get_execution(app(&ctx)?, caller, &function_id, &id).await?;
+            Ok(Some(FieldValue::value(execution_value_for(
+                caller, &execution,
+            ))))
         })
     })
     .description("One execution: its caller's own, or any with scope `executions.read`.")
@@ -639,9 +650,10 @@ fn executions_field() -> Field {
             FieldFuture::new(async move {
                 let function_id = required(&ctx, "functionId")?;
                 let page = page_request(&ctx)?;
+                let caller = caller(&ctx)?;
                 let (list, total) = service::executions(
                     app(&ctx)?,
-                    caller(&ctx)?,
+                    caller,
                     &function_id,
                     &page,
                     wants_total_count(&ctx),
@@ -652,7 +664,7 @@ fn executions_field() -> Field {
                     list,
                     total,
                     |e| &e.id,
-                    execution_value,
+                    |e| execution_value_for(caller, e),
                 ))))
             })
         },
@@ -958,11 +970,11 @@ fn create_execution() -> Field {
                 let execution =
                     service::execute_later(state, caller, &ready.function, Trigger::Graphql, request)
                         .await?;
-                execution_value(&execution)
+                execution_value_for(caller, &execution)
             } else {
                 let execution =
                     service::execute_now(state, caller, &ready, Trigger::Graphql, request).await?;
-                execution_value(&execution)
+                execution_value_for(caller, &execution)
             };
             Ok(Some(FieldValue::value(value)))
         })
