@@ -436,8 +436,11 @@ impl Gateway for FunctionsGateway {
         if let Err(refusal) = state.parsed_queries.prepare(&mut request) {
             return answer(&async_graphql::Response::from_errors(vec![refusal]));
         }
+        // The project's functions are one client of their own: what is bounded
+        // per client address (rate limits, a share of the database connections)
+        // is theirs, not shared with every other project's functions.
         let client = ClientInfo {
-            ip: "127.0.0.1".into(),
+            ip: format!("function:{project_id}"),
             user_agent: "nimbus-functions".into(),
             locale: String::new(),
         };
