@@ -488,7 +488,13 @@ fn serve_socket(opening: Box<Opening>, upgraded: Upgraded) -> impl Future<Output
         ))
         .await;
         if let Some(connection) = Box::pin(open(opening, link)).await {
-            connection.run().await;
+            // The database connections its operations lease count for its
+            // client's share (ADR 48).
+            let client: std::sync::Arc<str> =
+                crate::auth::rate_limit::client_key(&connection.client.ip).into();
+            crate::db::lease::LEASE_CLIENT
+                .scope(client, connection.run())
+                .await;
         }
     }
 }
