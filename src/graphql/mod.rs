@@ -156,12 +156,16 @@ pub trait LoadProject: Sized + Send + Sync + 'static {
 /// rebuilt on its next request).
 pub struct ProjectSchemas<T> {
     loaded: RwLock<HashMap<String, Arc<OnceCell<Arc<T>>>>>,
+    /// Counts invalidations: a project loaded apart from the map
+    /// ([`ProjectSchemas::load_in_place_of_another`]) across one is not kept.
+    invalidations: std::sync::atomic::AtomicU64,
 }
 
 impl<T> Default for ProjectSchemas<T> {
     fn default() -> Self {
         Self {
             loaded: RwLock::default(),
+            invalidations: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -221,12 +225,19 @@ impl<T: LoadProject> ProjectSchemas<T> {
     }
 
     async fn load_in_place_of_another(&self, state: &AppState, id: &str) -> AppResult<Arc<T>> {
+        use std::sync::atomic::Ordering;
+        let before = self.invalidations.load(Ordering::SeqCst);
         let loaded = Arc::new(
             T::load(state, id)
                 .await?
                 .ok_or_else(|| AppError::ProjectNotFound { id: id.to_string() })?,
         );
         let mut map = self.loaded.write().await;
+        // Changed while it loaded: answered, not kept (it may be older than the
+        // change).
+        if self.invalidations.load(Ordering::SeqCst) != before {
+            return Ok(loaded);
+        }
         if !map.contains_key(id)
             && map.len() >= MAX_CACHED
             && let Some(evicted) = map.keys().next().cloned()
@@ -242,13 +253,19 @@ impl<T: LoadProject> ProjectSchemas<T> {
     /// Forgets project `id`; its next request reloads it. A load already under way
     /// finishes for its waiters but is not kept.
     pub async fn invalidate(&self, id: &str) {
-        self.loaded.write().await.remove(id);
+        let mut map = self.loaded.write().await;
+        self.invalidations
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        map.remove(id);
     }
 }
 
 impl<T: LoadProject> ProjectSchemas<T> {
     /// Forgets every project.
     pub async fn invalidate_all(&self) {
-        self.loaded.write().await.clear();
+        let mut map = self.loaded.write().await;
+        self.invalidations
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        map.clear();
     }
 }
