@@ -235,7 +235,34 @@ pub fn input<T: serde::de::DeserializeOwned>(ctx: &ResolverContext<'_>) -> AppRe
     let json = value
         .into_json()
         .map_err(|e| AppError::invalid("input", e.to_string()))?;
-    serde_json::from_value(json).map_err(|e| AppError::invalid("input", e.to_string()))
+    serde_json::from_value(json).map_err(|e| AppError::invalid("input", plain_serde_message(&e)))
+}
+
+/// serde's message about a value that does not fit, with Rust's number types
+/// said as a client knows them (`expected u32` is a whole number from 0 to …).
+fn plain_serde_message(err: &serde_json::Error) -> String {
+    const NUMBERS: [(&str, &str); 9] = [
+        ("u8", "a whole number from 0 to 255"),
+        ("u16", "a whole number from 0 to 65535"),
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("u64", "a whole number from 0 to 18446744073709551615"),
+        ("usize", "a whole number of 0 or more"),
+        ("i32", "a whole number from -2147483648 to 2147483647"),
+        (
+            "i64",
+            "a whole number from -9223372036854775808 to 9223372036854775807",
+        ),
+        ("f32", "a number"),
+        ("f64", "a number"),
+    ];
+    let text = err.to_string();
+    NUMBERS
+        .iter()
+        .find_map(|(rust, plain)| {
+            text.strip_suffix(&format!("expected {rust}"))
+                .map(|head| format!("{head}expected {plain}"))
+        })
+        .unwrap_or(text)
 }
 
 /// The payload of a mutation that deletes one thing: `{ deletedId }`.
@@ -461,6 +488,22 @@ pub fn wants_total_count(ctx: &ResolverContext<'_>) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_number_that_does_not_fit_is_said_without_rust_types() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Sized {
+            size: u32,
+        }
+        let err = serde_json::from_value::<Sized>(serde_json::json!({"size": -1})).unwrap_err();
+        assert_eq!(
+            super::plain_serde_message(&err),
+            "invalid value: integer `-1`, expected a whole number from 0 to 4294967295"
+        );
+        let err = serde_json::from_value::<Sized>(serde_json::json!({})).unwrap_err();
+        assert_eq!(super::plain_serde_message(&err), "missing field `size`");
+    }
+
     #[test]
     fn json_converts_as_serde_would() {
         let json = serde_json::json!({
