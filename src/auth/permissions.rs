@@ -19,6 +19,7 @@
 //! helpers work unchanged: `read("user:abc")`, exactly, with double quotes and no
 //! spaces. A string this module accepts always prints back identically.
 
+use crate::error::shown;
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::str::FromStr;
@@ -95,27 +96,6 @@ impl PermissionError {
 
 fn at(index: Option<usize>) -> String {
     index.map_or_else(String::new, |i| format!("#{i} "))
-}
-
-/// A bounded, printable excerpt of client input for an error message: at most 64
-/// characters, with anything but printable ASCII escaped (control characters,
-/// bidirectional overrides and the like cannot reach a log or a UI raw).
-fn shown(input: &str) -> String {
-    const MAX: usize = 64;
-    let mut out = String::from("`");
-    for (i, c) in input.chars().enumerate() {
-        if i == MAX {
-            out.push('…');
-            break;
-        }
-        if c == ' ' || c.is_ascii_graphic() {
-            out.push(c);
-        } else {
-            out.extend(c.escape_default());
-        }
-    }
-    out.push('`');
-    out
 }
 
 /// An id or a team role name: 1 to 36 characters of `a-zA-Z0-9._-`, not starting

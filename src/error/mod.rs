@@ -251,6 +251,27 @@ impl From<AppError> for async_graphql::Error {
     }
 }
 
+/// A bounded, printable excerpt of client input for an error message: at most 64
+/// characters in backticks, anything but printable ASCII escaped (control
+/// characters, bidirectional overrides and the like cannot reach a log or a UI raw).
+pub fn shown(input: &str) -> String {
+    const MAX: usize = 64;
+    let mut out = String::from("`");
+    for (i, c) in input.chars().enumerate() {
+        if i == MAX {
+            out.push('…');
+            break;
+        }
+        if c == ' ' || c.is_ascii_graphic() {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    out.push('`');
+    out
+}
+
 /// The former names of `code`, which errors carry in `extensions.aliases` so that
 /// a client matching either keeps working while it moves: the registry's codes
 /// declared as an alias of it.

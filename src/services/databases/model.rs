@@ -28,6 +28,7 @@ use sqlx::query_builder::Separated;
 use sqlx::{Any, ColumnIndex, QueryBuilder, Row as _, ValueRef as _};
 
 use crate::error::codes;
+pub use crate::error::shown;
 pub use crate::graphql::types::{
     MAX_DATETIME_MS, MIN_DATETIME_MS, millis_to_rfc3339, rfc3339_to_millis,
 };
@@ -114,27 +115,6 @@ impl SqlDialect {
         }
         out.push(q);
     }
-}
-
-/// A bounded, printable excerpt of client input for an error message: at most 64
-/// characters in backticks, anything but printable ASCII escaped (as in
-/// `auth::permissions`).
-pub fn shown(input: &str) -> String {
-    const MAX: usize = 64;
-    let mut out = String::from("`");
-    for (i, c) in input.chars().enumerate() {
-        if i == MAX {
-            out.push('…');
-            break;
-        }
-        if c == ' ' || c.is_ascii_graphic() {
-            out.push(c);
-        } else {
-            out.extend(c.escape_default());
-        }
-    }
-    out.push('`');
-    out
 }
 
 /// Whether `key` is a well-formed attribute or index key:
