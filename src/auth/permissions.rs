@@ -19,7 +19,6 @@
 //! helpers work unchanged: `read("user:abc")`, exactly, with double quotes and no
 //! spaces. A string this module accepts always prints back identically.
 
-use crate::error::shown;
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::str::FromStr;
@@ -27,7 +26,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sqlx::{Any, QueryBuilder};
 
-use crate::error::codes;
+use crate::error::{codes, shown};
 
 /// Most permissions one resource may carry, before `write` is expanded (Appwrite's
 /// `APP_LIMIT_ARRAY_PARAMS_SIZE`).
