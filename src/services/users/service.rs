@@ -397,15 +397,31 @@ async fn on_password_threads<T: Send + 'static>(
         }
         std::sync::Mutex::new(sender)
     });
+    // Bounded: each waiting check is a request waiting (about 13 ms of a core
+    // each), and past this many a client waits seconds; it is told to come back.
+    static WAITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let most = 64 * std::thread::available_parallelism().map_or(2, |n| n.get());
+    if WAITING.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= most {
+        WAITING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        return Err(AppError::Busy { retry_after: 1 });
+    }
     let (done, result) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
-        let _ = done.send(work());
+        // The request that asked is gone (its client left, or its deadline
+        // passed): its hash would be thrown away.
+        if !done.is_closed() {
+            let _ = done.send(work());
+        }
+        WAITING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     });
-    queue
-        .lock()
-        .map_err(|_| AppError::Internal(anyhow::anyhow!("password queue poisoned")))?
-        .send(job)
-        .map_err(|_| AppError::Internal(anyhow::anyhow!("password threads are gone")))?;
+    let sent = queue.lock().is_ok_and(|sender| sender.send(job).is_ok());
+    if !sent {
+        // Never to run, so it never counts itself out.
+        WAITING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        return Err(AppError::Internal(anyhow::anyhow!(
+            "the password threads are gone"
+        )));
+    }
     result
         .await
         .map_err(|_| AppError::Internal(anyhow::anyhow!("password work was dropped")))
