@@ -12,10 +12,11 @@
 //! that moment are closed when they come back rather than reused. See ADR 6.
 //!
 //! Clients share the leases: a lease asked for on behalf of a client address
-//! ([`LEASE_CLIENT`], set around each GraphQL operation) is given beyond the
-//! client's share (a quarter of the leases) only while more than a quarter would
-//! stay free. A client alone may use three quarters; one whose queries run long
-//! waits for its own leases, not everyone's. See ADR 48.
+//! ([`LEASE_CLIENT`], set around each GraphQL operation) past the client's share
+//! (a quarter of the leases) takes a place beyond the shares, of which there are
+//! the leases less two shares, in turns: a client alone may use three quarters,
+//! and a share stays free of any one client, whose long queries wait for places
+//! of their own, not for everyone's. See ADR 48.
 
 use std::str::FromStr as _;
 use std::sync::Arc;
@@ -40,53 +41,34 @@ tokio::task_local! {
     pub static LEASE_CLIENT: Arc<str>;
 }
 
-/// The leases each client holds now, and a wake-up for those waiting on theirs.
-#[derive(Default)]
+/// How clients share the leases: the leases each holds of its own share, and the
+/// places beyond their shares, which all clients take in turns.
 struct Shares {
-    held: std::sync::Mutex<std::collections::HashMap<Arc<str>, usize>>,
-    freed: tokio::sync::Notify,
-    /// Clients looking or waiting for theirs: a freed lease wakes them only then.
-    waiting: std::sync::atomic::AtomicUsize,
+    own: std::sync::Mutex<std::collections::HashMap<Arc<str>, usize>>,
+    /// A client's leases past its share: at most the leases less two shares, so a
+    /// share stays free of any one client (ADR 48). First come, first served.
+    beyond: Arc<Semaphore>,
 }
 
-/// One client counted as waiting while it looks for its share.
-struct Waiting<'a>(&'a Shares);
-
-impl<'a> Waiting<'a> {
-    fn new(shares: &'a Shares) -> Self {
-        shares
-            .waiting
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Waiting(shares)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0
-            .waiting
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-/// One lease counted for its client until dropped.
-struct Share {
-    leases: Arc<Leases>,
-    client: Arc<str>,
+/// One lease counted for its client until dropped: of its own share, or a place
+/// beyond it.
+enum Share {
+    Own {
+        leases: Arc<Leases>,
+        client: Arc<str>,
+    },
+    Beyond(#[allow(dead_code)] OwnedSemaphorePermit),
 }
 
 impl Drop for Share {
     fn drop(&mut self) {
-        let mut held = self
-            .leases
-            .shares
-            .held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = held.get_mut(&self.client) {
-            *count -= 1;
-            if *count == 0 {
-                held.remove(&self.client);
+        if let Share::Own { leases, client } = self {
+            let mut own = leases.shares.own.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = own.get_mut(client) {
+                *count -= 1;
+                if *count == 0 {
+                    own.remove(client);
+                }
             }
         }
     }
@@ -136,6 +118,11 @@ impl std::fmt::Debug for Leases {
     }
 }
 
+/// A client's share of `max` leases: a quarter, at least one.
+fn share_of(max: usize) -> usize {
+    (max / 4).max(1)
+}
+
 impl Leases {
     /// A pool of at most `max` connections to `url`, each set up by `setup`.
     pub fn new(
@@ -152,7 +139,12 @@ impl Leases {
             idle: std::sync::Mutex::new([Vec::new(), Vec::new()]),
             acquire_timeout,
             autocommit_off: !url.starts_with("sqlite:"),
-            shares: Shares::default(),
+            shares: Shares {
+                own: Default::default(),
+                beyond: Arc::new(Semaphore::new(
+                    (max.max(1) as usize).saturating_sub(2 * share_of(max.max(1) as usize)),
+                )),
+            },
         }))
     }
 
@@ -161,42 +153,29 @@ impl Leases {
         self.lease_for(Purpose::Reads).await
     }
 
-    /// A client's share of the leases, and how many a client beyond its share
-    /// leaves free for the others.
-    fn share(&self) -> usize {
-        (self.max / 4).max(1)
-    }
-
-    /// Counts one more lease for `client`, waiting (up to `deadline`) while it
-    /// holds its share and taking one more would leave a share or less free.
+    /// Counts one more lease for `client`: of its own share while it holds less
+    /// than a share, else a place beyond it, waiting (up to `deadline`) for one.
     async fn admit(
         self: &Arc<Self>,
         client: Arc<str>,
         deadline: tokio::time::Instant,
     ) -> Result<Share, sqlx::Error> {
-        let share = self.share();
-        // Counted before looking: a lease freed after the look wakes it.
-        let _waiting = Waiting::new(&self.shares);
-        loop {
-            let freed = self.shares.freed.notified();
-            tokio::pin!(freed);
-            // Registered before looking, so a lease freed in between wakes it.
-            freed.as_mut().enable();
-            {
-                let mut held = self.shares.held.lock().unwrap_or_else(|e| e.into_inner());
-                let mine = held.get(&client).copied().unwrap_or(0);
-                if mine < share || self.permits.available_permits() > share {
-                    *held.entry(client.clone()).or_default() += 1;
-                    return Ok(Share {
-                        leases: self.clone(),
-                        client,
-                    });
-                }
+        {
+            let mut own = self.shares.own.lock().unwrap_or_else(|e| e.into_inner());
+            let mine = own.entry(client.clone()).or_default();
+            if *mine < share_of(self.max) {
+                *mine += 1;
+                return Ok(Share::Own {
+                    leases: self.clone(),
+                    client,
+                });
             }
-            tokio::time::timeout_at(deadline, freed)
-                .await
-                .map_err(|_| sqlx::Error::PoolTimedOut)?;
         }
+        let place = tokio::time::timeout_at(deadline, self.shares.beyond.clone().acquire_owned())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        Ok(Share::Beyond(place))
     }
 
     /// A connection for `purpose`.
@@ -210,10 +189,7 @@ impl Leases {
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
             .map_err(|_| sqlx::Error::PoolClosed)?;
-        let permit = Permit {
-            permit: Some(permit),
-            share,
-        };
+
         let epoch = broken_epoch();
         let other = match purpose {
             Purpose::Reads => Purpose::Writes,
@@ -237,7 +213,7 @@ impl Leases {
                 if waited > PING_AFTER_IDLE && conn.ping().await.is_err() {
                     continue;
                 }
-                return Ok(self.leased(conn, purpose, permit, epoch));
+                return Ok(self.leased(conn, purpose, permit, share, epoch));
             }
         }
         // Idle connections hold no permit: when those kept for the other purpose
@@ -262,7 +238,7 @@ impl Leases {
         let conn = tokio::time::timeout(self.acquire_timeout, connecting)
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)??;
-        Ok(self.leased(conn, purpose, permit, epoch))
+        Ok(self.leased(conn, purpose, permit, share, epoch))
     }
 
     fn take_idle(&self, purpose: Purpose) -> Option<Idle> {
@@ -273,7 +249,8 @@ impl Leases {
         self: &Arc<Self>,
         conn: AnyConnection,
         purpose: Purpose,
-        permit: Permit,
+        permit: OwnedSemaphorePermit,
+        share: Option<Share>,
         epoch: u64,
     ) -> Lease {
         Lease {
@@ -284,7 +261,8 @@ impl Leases {
             // from its first statement to `Lease::end`.
             open: purpose == Purpose::Writes && self.autocommit_off,
             epoch,
-            permit,
+            _permit: permit,
+            _share: share,
         }
     }
 
@@ -316,30 +294,10 @@ pub struct Lease {
     /// Inside a transaction sqlx does not know of ([`Purpose::Writes`]).
     open: bool,
     epoch: u64,
-    permit: Permit,
-}
-
-/// A lease's place in the pool, and in its client's share.
-struct Permit {
-    permit: Option<OwnedSemaphorePermit>,
-    share: Option<Share>,
-}
-
-impl Permit {
-    /// Gives the place back, then wakes the clients waiting for theirs: they
-    /// look at the free places, so the place is free before they do.
-    fn release(&mut self, leases: &Leases) {
-        drop(self.permit.take());
-        drop(self.share.take());
-        if leases
-            .shares
-            .waiting
-            .load(std::sync::atomic::Ordering::SeqCst)
-            > 0
-        {
-            leases.shares.freed.notify_waiters();
-        }
-    }
+    _permit: OwnedSemaphorePermit,
+    /// Dropped after the permit: the client's count goes down once the place is
+    /// free.
+    _share: Option<Share>,
 }
 
 impl Lease {
@@ -395,7 +353,6 @@ impl Drop for Lease {
             // Otherwise dropped: the socket closes and MariaDB rolls back
             // whatever it left open; SQLite's worker ends with its connection.
         }
-        self.permit.release(&self.leases);
     }
 }
 
