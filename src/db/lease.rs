@@ -37,8 +37,22 @@ const CLOSE_AFTER_IDLE: Duration = Duration::from_secs(600);
 
 tokio::task_local! {
     /// The client address (as rate limits key it) a lease taken in this task is
-    /// for; none for the server's own work.
-    pub static LEASE_CLIENT: Arc<str>;
+    /// for ([`lease_client`]); none for the server's own work.
+    pub static LEASE_CLIENT: Option<Arc<str>>;
+}
+
+/// Whom the leases of a request from `ip` count for: its address as rate limits
+/// key it, or none for a client on this host (a reverse proxy that forwards no
+/// trusted address, a local tool): everyone behind such a proxy would otherwise
+/// share one client's three quarters.
+pub fn lease_client(ip: &str) -> Option<Arc<str>> {
+    if ip
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+    {
+        return None;
+    }
+    Some(crate::auth::rate_limit::client_key(ip).into())
 }
 
 /// How clients share the leases: the leases each holds of its own share, and the
@@ -181,9 +195,9 @@ impl Leases {
     /// A connection for `purpose`.
     pub async fn lease_for(self: &Arc<Self>, purpose: Purpose) -> Result<Lease, sqlx::Error> {
         let deadline = tokio::time::Instant::now() + self.acquire_timeout;
-        let share = match LEASE_CLIENT.try_with(Arc::clone) {
-            Ok(client) => Some(self.admit(client, deadline).await?),
-            Err(_) => None,
+        let share = match LEASE_CLIENT.try_with(Clone::clone).ok().flatten() {
+            Some(client) => Some(self.admit(client, deadline).await?),
+            None => None,
         };
         let permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned())
             .await
@@ -606,7 +620,7 @@ mod tests {
         let pool = leases(4);
         let (a, b): (Arc<str>, Arc<str>) = ("192.0.2.1".into(), "192.0.2.2".into());
         let mut held = LEASE_CLIENT
-            .scope(a.clone(), async {
+            .scope(Some(a.clone()), async {
                 let mut held = Vec::new();
                 for _ in 0..3 {
                     held.push(pool.lease().await.unwrap());
@@ -616,16 +630,24 @@ mod tests {
             .await;
         assert!(
             matches!(
-                LEASE_CLIENT.scope(a.clone(), pool.lease()).await,
+                LEASE_CLIENT.scope(Some(a.clone()), pool.lease()).await,
                 Err(sqlx::Error::PoolTimedOut)
             ),
             "a fourth would leave no place for another client"
         );
-        let other = LEASE_CLIENT.scope(b.clone(), pool.lease()).await;
+        let other = LEASE_CLIENT.scope(Some(b.clone()), pool.lease()).await;
+        assert!(other.is_ok(), "the place kept free is another client's");
+        drop(other);
+        // A client on this host (a proxy forwarding no trusted address) counts for
+        // no one: everyone behind it would share one client's leases.
+        assert_eq!(lease_client("127.0.0.1"), None);
+        assert_eq!(lease_client("::1"), None);
+        assert_eq!(lease_client("192.0.2.7").as_deref(), Some("192.0.2.7"));
+        let other = LEASE_CLIENT.scope(lease_client("127.0.0.1"), pool.lease()).await;
         assert!(other.is_ok(), "the place kept free is another client's");
         drop(other);
 
-        let waiting = tokio::spawn(LEASE_CLIENT.scope(a.clone(), {
+        let waiting = tokio::spawn(LEASE_CLIENT.scope(Some(a.clone()), {
             let pool = pool.clone();
             async move { pool.lease().await.map(drop) }
         }));

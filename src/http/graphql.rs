@@ -534,10 +534,9 @@ async fn run_in(
         operation = request.operation_name.as_deref().unwrap_or("")
     );
     // The database connections it leases count for its client's share.
-    let lease_client: std::sync::Arc<str> = crate::auth::rate_limit::client_key(&client.ip).into();
     let mut response = crate::db::lease::LEASE_CLIENT
         .scope(
-            lease_client,
+            crate::db::lease::lease_client(&client.ip),
             addressed
                 .loaded
                 .schema
