@@ -643,7 +643,9 @@ mod tests {
         assert_eq!(lease_client("127.0.0.1"), None);
         assert_eq!(lease_client("::1"), None);
         assert_eq!(lease_client("192.0.2.7").as_deref(), Some("192.0.2.7"));
-        let other = LEASE_CLIENT.scope(lease_client("127.0.0.1"), pool.lease()).await;
+        let other = LEASE_CLIENT
+            .scope(lease_client("127.0.0.1"), pool.lease())
+            .await;
         assert!(other.is_ok(), "the place kept free is another client's");
         drop(other);
 
