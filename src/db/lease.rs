@@ -37,22 +37,8 @@ const CLOSE_AFTER_IDLE: Duration = Duration::from_secs(600);
 
 tokio::task_local! {
     /// The client address (as rate limits key it) a lease taken in this task is
-    /// for ([`lease_client`]); none for the server's own work.
+    /// for (`http::client::lease_client`); none for the server's own work.
     pub static LEASE_CLIENT: Option<Arc<str>>;
-}
-
-/// Whom the leases of a request from `ip` count for: its address as rate limits
-/// key it, or none for a client on this host (a reverse proxy that forwards no
-/// trusted address, a local tool): everyone behind such a proxy would otherwise
-/// share one client's three quarters.
-pub fn lease_client(ip: &str) -> Option<Arc<str>> {
-    if ip
-        .parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip.is_loopback())
-    {
-        return None;
-    }
-    Some(crate::auth::rate_limit::client_key(ip).into())
 }
 
 /// How clients share the leases: the leases each holds of its own share, and the
@@ -638,16 +624,10 @@ mod tests {
         let other = LEASE_CLIENT.scope(Some(b.clone()), pool.lease()).await;
         assert!(other.is_ok(), "the place kept free is another client's");
         drop(other);
-        // A client on this host (a proxy forwarding no trusted address) counts for
-        // no one: everyone behind it would share one client's leases.
-        assert_eq!(lease_client("127.0.0.1"), None);
-        assert_eq!(lease_client("::1"), None);
-        assert_eq!(lease_client("192.0.2.7").as_deref(), Some("192.0.2.7"));
-        let other = LEASE_CLIENT
-            .scope(lease_client("127.0.0.1"), pool.lease())
-            .await;
-        assert!(other.is_ok(), "the place kept free is another client's");
-        drop(other);
+        // The server's own work counts for no one.
+        let own = LEASE_CLIENT.scope(None, pool.lease()).await;
+        assert!(own.is_ok(), "the place kept free is not a client's");
+        drop(own);
 
         let waiting = tokio::spawn(LEASE_CLIENT.scope(Some(a.clone()), {
             let pool = pool.clone();

@@ -126,8 +126,34 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         .map(canonical)
 }
 
+/// Whom the leases of a request from `ip` count for: its address as rate limits
+/// key it, or none for a client on this host (a reverse proxy that forwards no
+/// trusted address, a local tool): everyone behind such a proxy would otherwise
+/// share one client's three quarters.
+pub fn lease_client(ip: &str) -> Option<std::sync::Arc<str>> {
+    if ip
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+    {
+        return None;
+    }
+    Some(crate::auth::rate_limit::client_key(ip).into())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_client_on_this_host_counts_for_no_share_of_the_connections() {
+        use super::lease_client;
+        assert_eq!(lease_client("127.0.0.1"), None);
+        assert_eq!(lease_client("::1"), None);
+        assert_eq!(lease_client("192.0.2.7").as_deref(), Some("192.0.2.7"));
+        assert_eq!(
+            lease_client("2001:db8:1:2:3:4:5:6").as_deref(),
+            Some("2001:db8:1:2::/64")
+        );
+    }
+
     use super::*;
 
     fn headers(forwarded: &[&str]) -> HeaderMap {

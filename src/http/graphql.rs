@@ -536,7 +536,7 @@ async fn run_in(
     // The database connections it leases count for its client's share.
     let mut response = crate::db::lease::LEASE_CLIENT
         .scope(
-            crate::db::lease::lease_client(&client.ip),
+            crate::http::client::lease_client(&client.ip),
             addressed
                 .loaded
                 .schema

@@ -490,7 +490,7 @@ fn serve_socket(opening: Box<Opening>, upgraded: Upgraded) -> impl Future<Output
         if let Some(connection) = Box::pin(open(opening, link)).await {
             // The database connections its operations lease count for its
             // client's share (ADR 48).
-            let client = crate::db::lease::lease_client(&connection.client.ip);
+            let client = crate::http::client::lease_client(&connection.client.ip);
             crate::db::lease::LEASE_CLIENT
                 .scope(client, connection.run())
                 .await;
