@@ -180,17 +180,8 @@ async fn a_warm_context_answers_each_caller_with_their_own_identity() {
                 serde_json::from_str(execution["responseBody"].as_str().unwrap()).unwrap();
             // The caller is not shown the function's logs; its author's key is.
             assert_eq!(execution["logs"], "", "{execution:#}");
-            let read = app
-                .admin(
-                    "query($id: ID!) { execution(functionId: \"mine\", executionId: $id) { logs } }",
-                    json!({"id": execution["id"]}),
-                )
-                .await
-                .ok();
-            (
-                body,
-                read["execution"]["logs"].as_str().unwrap().to_string(),
-            )
+            let id = execution["id"].as_str().unwrap();
+            (body, crate::functions::logs_of(app, "mine", id).await)
         }
     };
     let (first, logs) = run(ann.clone()).await;

@@ -125,6 +125,19 @@ pub(crate) async fn execute_as(app: &TestApp, headers: &[(&str, &str)], input: V
     .await
 }
 
+/// What execution `id` of `function` logged, as a key reads it (callers and events
+/// are not shown logs).
+pub(crate) async fn logs_of(app: &TestApp, function: &str, id: &str) -> String {
+    let read = app
+        .admin(
+            "query($f: ID!, $id: ID!) { execution(functionId: $f, executionId: $id) { logs } }",
+            json!({ "f": function, "id": id }),
+        )
+        .await
+        .ok();
+    read["execution"]["logs"].as_str().unwrap().to_string()
+}
+
 pub(crate) async fn execute(app: &TestApp, input: Value) -> Answer {
     let key = app.admin_key.clone();
     execute_as(app, &[("x-nimbus-key", &key)], input).await
@@ -723,19 +736,7 @@ async fn an_async_execution_is_queued_runs_as_a_job_and_is_announced() {
     .expect("the execution finishes in time");
     assert_eq!(finished["status"], "COMPLETED", "{finished:#}");
     assert_eq!(finished["logs"], "", "events carry no logs");
-    let read = app
-        .admin(
-            "query($id: ID!) { execution(functionId: \"later\", executionId: $id) { logs } }",
-            json!({ "id": id }),
-        )
-        .await
-        .ok();
-    assert!(
-        read["execution"]["logs"]
-            .as_str()
-            .unwrap()
-            .contains("ran later")
-    );
+    assert!(logs_of(&app, "later", &id).await.contains("ran later"));
     assert_eq!(finished["responseBody"], "{\"done\":true}");
     app.shutdown().await;
 }
@@ -1074,20 +1075,8 @@ async fn a_schedule_runs_the_function_and_removing_it_stops_the_ticks() {
     assert_eq!(ran["trigger"], "SCHEDULE", "{ran:#}");
     // Events carry no logs; a key reads them.
     assert_eq!(ran["logs"], "", "{ran:#}");
-    let read = app
-        .admin(
-            "query($id: ID!) { execution(functionId: \"ticker\", executionId: $id) { logs } }",
-            json!({"id": ran["id"]}),
-        )
-        .await
-        .ok();
-    assert!(
-        read["execution"]["logs"]
-            .as_str()
-            .unwrap()
-            .contains("tick POST"),
-        "{read:#}"
-    );
+    let logs = logs_of(&app, "ticker", ran["id"].as_str().unwrap()).await;
+    assert!(logs.contains("tick POST"), "{logs}");
 
     let pool = app.server.as_ref().unwrap().state().db.pool().clone();
     let schedules = || async {

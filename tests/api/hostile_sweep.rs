@@ -64,6 +64,24 @@ async fn notes(app: &TestApp) {
     .ok();
 }
 
+/// Database `db` with the collection `id`: one string attribute `body` of `size`
+/// characters, with `permissions`.
+async fn bodies(app: &TestApp, id: &str, permissions: Value, size: u32) {
+    app.admin(
+        "mutation { createDatabase(input: {id: \"db\", name: \"db\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {"databaseId": "db", "id": id, "name": id, "permissions": permissions,
+                          "attributes": [{"key": "body", "type": "STRING", "size": size}]}}),
+    )
+    .await
+    .ok();
+}
+
 #[tokio::test]
 async fn a_search_of_thousands_of_words_is_refused_before_it_reaches_the_index() {
     let app = spawn_app().await;
@@ -415,20 +433,13 @@ async fn subscription_filters_read_a_bounded_amount_of_text_of_each_change() {
     // Two filters of one condition on a body of a million characters, not three.
     config.ws_max_filter_text_per_client = 2_500_000;
     let app = crate::helpers::spawn_with(config, dir).await;
-    app.admin(
-        "mutation { createDatabase(input: {id: \"db\", name: \"db\"}) { id } }",
-        json!({}),
+    bodies(
+        &app,
+        "essays",
+        json!(["read(\"any\")", "create(\"any\")"]),
+        1_000_000,
     )
-    .await
-    .ok();
-    app.admin(
-        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
-        json!({"input": {"databaseId": "db", "id": "essays", "name": "essays",
-                          "permissions": ["read(\"any\")", "create(\"any\")"],
-                          "attributes": [{"key": "body", "type": "STRING", "size": 1_000_000}]}}),
-    )
-    .await
-    .ok();
+    .await;
     let conditions = |n: usize| {
         let or: Vec<String> = (0..n)
             .map(|i| format!("{{body: {{contains: \"zq{i}\"}}}}"))
@@ -504,20 +515,13 @@ async fn subscription_filters_read_a_bounded_amount_of_text_of_each_change() {
 #[tokio::test]
 async fn a_bulk_deletes_filter_does_not_hold_up_other_writes() {
     let app = spawn_app().await;
-    app.admin(
-        "mutation { createDatabase(input: {id: \"db\", name: \"db\"}) { id } }",
-        json!({}),
+    bodies(
+        &app,
+        "piles",
+        json!(["read(\"any\")", "create(\"any\")", "delete(\"any\")"]),
+        200000,
     )
-    .await
-    .ok();
-    app.admin(
-        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
-        json!({"input": {"databaseId": "db", "id": "piles", "name": "piles",
-                          "permissions": ["read(\"any\")", "create(\"any\")", "delete(\"any\")"],
-                          "attributes": [{"key": "body", "type": "STRING", "size": 200000}]}}),
-    )
-    .await
-    .ok();
+    .await;
     for round in 0..4 {
         let piles: Vec<Value> = (0..15)
             .map(|i| json!({"id": format!("p{round}x{i}"), "body": format!("{} {i}", "lorem ".repeat(16_000))}))
@@ -588,20 +592,7 @@ async fn an_answer_that_grows_past_its_limit_is_stopped_with_a_code() {
     let mut config = crate::helpers::test_config(dir.path()).await;
     config.graphql_max_response_bytes = 1_000_000;
     let app = crate::helpers::spawn_with(config, dir).await;
-    app.admin(
-        "mutation { createDatabase(input: {id: \"db\", name: \"db\"}) { id } }",
-        json!({}),
-    )
-    .await
-    .ok();
-    app.admin(
-        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
-        json!({"input": {"databaseId": "db", "id": "tomes", "name": "tomes",
-                          "permissions": ["read(\"any\")"],
-                          "attributes": [{"key": "body", "type": "STRING", "size": 100000}]}}),
-    )
-    .await
-    .ok();
+    bodies(&app, "tomes", json!(["read(\"any\")"]), 100000).await;
     let tomes: Vec<Value> = (0..4)
         .map(|i| json!({"id": format!("t{i}"), "body": "a".repeat(100_000)}))
         .collect();
