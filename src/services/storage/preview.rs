@@ -342,7 +342,7 @@ pub async fn preview(
     let max_pixels = state.config.preview_max_pixels;
     let rendered = turn
         .run("preview", move || {
-            render::render(&source, &mime_type, &params_owned, max_pixels)
+            render::render(source, &mime_type, &params_owned, max_pixels)
         })
         .await?
         .map_err(preview_error)?;

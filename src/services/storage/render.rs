@@ -114,9 +114,11 @@ impl PreviewError {
 /// they disagree); anything else gets [`render_icon`]. Images with more than
 /// `max_input_pixels` pixels are refused (normally [`MAX_INPUT_PIXELS`]).
 ///
-/// The default output format is the input's format.
+/// The default output format is the input's format. A source given as an owned
+/// buffer is let go once decoded: a large image's encoded bytes need not stay
+/// beside its pixels through the resize.
 pub fn render(
-    input: &[u8],
+    input: impl AsRef<[u8]>,
     mime_type: &str,
     params: &PreviewParams,
     max_input_pixels: u64,
@@ -124,7 +126,8 @@ pub fn render(
     let Some(claimed) = OutputFormat::from_mime_type(mime_type) else {
         return render_icon(mime_type, params);
     };
-    let (decoded, format) = decode(input, claimed, max_input_pixels)?;
+    let (decoded, format) = decode(input.as_ref(), claimed, max_input_pixels)?;
+    drop(input);
     let resized = resize(decoded, params)?;
     finish(resized, params, params.output.unwrap_or(format))
 }
