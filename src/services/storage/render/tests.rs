@@ -572,7 +572,7 @@ fn corrupt_input_is_an_error_not_a_panic() {
         }
     }
     // Only the header of a small PNG: dimensions fine, no data.
-    let err = render(&png_header_only(10, 10), "image/png", &p, MAX_INPUT_PIXELS).unwrap_err();
+    let err = render(png_header_only(10, 10), "image/png", &p, MAX_INPUT_PIXELS).unwrap_err();
     assert!(matches!(err, PreviewError::Corrupt(_)), "{err:?}");
 
     let img = DynamicImage::ImageRgb8(gradient(80, 60));
