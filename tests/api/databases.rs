@@ -445,8 +445,60 @@ async fn the_generic_api_takes_appwrite_queries() {
         next["documents"]["documents"],
         json!([{"id": "b"}, {"id": "c"}])
     );
+    let ids_and_data = |queries: Vec<&'static str>| {
+        let app = &app;
+        let key = &key;
+        async move {
+            let answer = app
+                .as_key(key, "default", "query($q: [String!]) { documents(databaseId: \"blog\", collectionId: \"posts\", queries: $q) { documents { id data } } }", json!({"q": queries}))
+                .await
+                .ok();
+            answer["documents"]["documents"].as_array().unwrap().clone()
+        }
+    };
+    let by_id = r#"{"method":"orderAsc","attribute":"$id"}"#;
+    for (negated, expected) in [
+        (
+            r#"{"method":"notBetween","attribute":"views","values":[15,25]}"#,
+            json!(["a", "c"]),
+        ),
+        (
+            r#"{"method":"notStartsWith","attribute":"title","values":["Tb"]}"#,
+            json!(["a", "c"]),
+        ),
+        (
+            r#"{"method":"notEndsWith","attribute":"title","values":["c"]}"#,
+            json!(["a", "b"]),
+        ),
+        (
+            r#"{"method":"notContains","attribute":"title","values":["a","c"]}"#,
+            json!(["b"]),
+        ),
+    ] {
+        let ids: Vec<Value> = ids_and_data(vec![negated, by_id])
+            .await
+            .iter()
+            .map(|d| d["id"].clone())
+            .collect();
+        assert_eq!(Value::from(ids), expected, "{negated}");
+    }
+    // `select` keeps the attributes it names; `*` keeps them all, system names none.
+    let selected = ids_and_data(vec![
+        r#"{"method":"select","values":["views","$id"]}"#,
+        by_id,
+    ])
+    .await;
+    assert_eq!(selected[0]["data"], json!({"views": 10}));
+    let everything = ids_and_data(vec![r#"{"method":"select","values":["*"]}"#, by_id]).await;
+    assert_eq!(everything[0]["data"]["title"], "Ta");
+    assert_eq!(everything[0]["data"]["views"], 10);
 
     for (bad, code) in [
+        (
+            r#"{"method":"select","values":["views","nope"]}"#,
+            "QUERY_INVALID",
+        ),
+        (r#"{"method":"limit","values":[1001]}"#, "QUERY_INVALID"),
         (
             r#"{"method":"equal","attribute":"nope","values":[1]}"#,
             "FILTER_UNKNOWN_FIELD",

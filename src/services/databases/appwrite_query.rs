@@ -29,8 +29,9 @@ pub const MAX_QUERY_LEN: usize = 4096;
 /// Most values in one query.
 pub const MAX_VALUES: usize = 100;
 
-/// Largest `limit`.
-pub const MAX_LIMIT: u32 = 5000;
+/// Largest `limit`: a list's largest page. A larger one is refused rather than cut
+/// short, so that paging by `offset` never skips documents.
+pub const MAX_LIMIT: u32 = super::documents::MAX_PAGE as u32;
 
 /// Deepest nesting of `and`/`or` inside a top-level query, so that the filter
 /// built stays within `filter::MAX_DEPTH` (the whole list is one `And`, and a
@@ -367,7 +368,28 @@ fn condition(
     attribute: Option<&str>,
     values: &[Value],
 ) -> Result<(Filter, usize), QueryError> {
-    let method = at.method;
+    condition_as(at, at.method, attribute, values)
+}
+
+/// The method a negated one negates: `notContains` → `contains`.
+fn positive_of(negated: &str) -> &'static str {
+    match negated {
+        "notContains" => "contains",
+        "notSearch" => "search",
+        "notBetween" => "between",
+        "notStartsWith" => "startsWith",
+        _ => "endsWith",
+    }
+}
+
+/// The condition of `method` (the query's own, or the one a negated method
+/// negates), its errors named after the query's method as written.
+fn condition_as(
+    at: &At<'_>,
+    method: &str,
+    attribute: Option<&str>,
+    values: &[Value],
+) -> Result<(Filter, usize), QueryError> {
     let filter = match method {
         "equal" | "notEqual" => {
             let field = field(at, attribute)?;
@@ -432,6 +454,12 @@ fn condition(
             }
         }
         "contains" => return contains(at, attribute, values),
+        // Appwrite's negated methods: documents the method would not match, those
+        // whose value is null included, as with `notEqual`.
+        "notContains" | "notSearch" | "notBetween" | "notStartsWith" | "notEndsWith" => {
+            let (filter, leaves) = condition_as(at, positive_of(method), attribute, values)?;
+            return Ok((Filter::Not(Box::new(filter)), leaves));
+        }
         _ => return Err(at.err(format!("unknown method {}", shown(method)))),
     };
     Ok((filter, 1))
@@ -701,10 +729,10 @@ mod tests {
         assert_eq!(before.filter, Filter::And(vec![]));
         assert_eq!(parse_queries(&[]).unwrap(), ParsedQueries::default());
         assert_eq!(
-            parse(json!([{"method": "limit", "values": [5000]}]))
+            parse(json!([{"method": "limit", "values": [1000]}]))
                 .unwrap()
                 .limit,
-            Some(5000)
+            Some(1000)
         );
     }
 
@@ -837,7 +865,13 @@ mod tests {
             assert!(message.contains(expected), "{query}: {message}");
             assert!(message.contains("#1"), "{query}: {message}");
         }
-        for (limit, ok) in [(0, false), (1, true), (5000, true), (5001, false)] {
+        for (limit, ok) in [
+            (0, false),
+            (1, true),
+            (1000, true),
+            (1001, false),
+            (5000, false),
+        ] {
             let result = parse(json!([{"method": "limit", "values": [limit]}]));
             assert_eq!(result.is_ok(), ok, "{limit}");
         }
@@ -894,7 +928,8 @@ mod tests {
     }
 
     /// Queries as an SDK sends them, parsed and run.
-    async fn parsed_queries_run(db: TestDb) {
+    /// Four documents of `title` and `n`: alpha 1, beta 2, gamma null, alps 4.
+    async fn seeded(db: &TestDb) -> Vec<Attribute> {
         let attrs = vec![
             Attribute {
                 key: "title".into(),
@@ -939,17 +974,17 @@ mod tests {
             .await
             .unwrap();
         }
-        let parsed = parse_query_strings(&[
-            r#"{"method":"or","values":[{"method":"startsWith","attribute":"title","values":["al"]},{"method":"isNull","attribute":"n"}]}"#,
-            r#"{"method":"notEqual","attribute":"n","values":[4]}"#,
-            r#"{"method":"orderDesc","attribute":"title"}"#,
-            r#"{"method":"limit","values":[10]}"#,
-        ])
-        .unwrap();
+        attrs
+    }
+
+    /// The ids of the seeded documents `queries` select, in their order.
+    async fn matching(db: &TestDb, attrs: &[Attribute], queries: &[&str]) -> Vec<String> {
+        let queries: Vec<String> = queries.iter().map(|q| q.to_string()).collect();
+        let parsed = parse_query_strings(&queries).unwrap();
         let mut builder = QueryBuilder::<Any>::new("SELECT d.id FROM c_q d WHERE ");
         let target = Target {
             table: "c_q".into(),
-            attrs: attrs.clone(),
+            attrs: attrs.to_vec(),
             searchable: Vec::new(),
         };
         let filter = parsed.filter.resolve(&target, Use::Query).unwrap();
@@ -958,14 +993,59 @@ mod tests {
             &mut builder,
             db.dialect,
             "d",
-            &attrs,
+            attrs,
             &parsed.orders,
             parsed.limit.unwrap_or(25) as usize,
             parsed.offset.unwrap_or(0) as usize,
         )
         .unwrap();
-        let ids: Vec<String> = builder.build_query_scalar().fetch_all(&pool).await.unwrap();
+        builder
+            .build_query_scalar()
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn parsed_queries_run(db: TestDb) {
+        let attrs = seeded(&db).await;
+        let ids = matching(
+            &db,
+            &attrs,
+            &[
+                r#"{"method":"or","values":[{"method":"startsWith","attribute":"title","values":["al"]},{"method":"isNull","attribute":"n"}]}"#,
+                r#"{"method":"notEqual","attribute":"n","values":[4]}"#,
+                r#"{"method":"orderDesc","attribute":"title"}"#,
+                r#"{"method":"limit","values":[10]}"#,
+            ],
+        )
+        .await;
         assert_eq!(ids, ["d2", "d0"]);
+        let by_id = r#"{"method":"orderAsc","attribute":"$id"}"#;
+        for (negated, expected) in [
+            (
+                r#"{"method":"notStartsWith","attribute":"title","values":["al"]}"#,
+                &["d1", "d2"][..],
+            ),
+            (
+                r#"{"method":"notEndsWith","attribute":"title","values":["a"]}"#,
+                &["d3"],
+            ),
+            (
+                r#"{"method":"notContains","attribute":"title","values":["ph","ta"]}"#,
+                &["d2", "d3"],
+            ),
+            // A null value is not between: the document is listed, as with notEqual.
+            (
+                r#"{"method":"notBetween","attribute":"n","values":[1,2]}"#,
+                &["d2", "d3"],
+            ),
+        ] {
+            assert_eq!(
+                matching(&db, &attrs, &[negated, by_id]).await,
+                expected,
+                "{negated}"
+            );
+        }
         db.close().await;
     }
 

@@ -1487,6 +1487,7 @@ fn documents_field() -> Field {
                 field: "queries".into(),
                 reason: err.to_string(),
             })?;
+            let kept = kept_attributes(&collection, parsed.select.as_deref())?;
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
             let request = ListByDocument {
                 filter: parsed.filter,
@@ -1501,10 +1502,10 @@ fn documents_field() -> Field {
             let mut documents_value = Vec::with_capacity(listed.documents.len());
             for (document, _) in &listed.documents {
                 let mut value = document_value(&collection, document);
-                if let (Some(select), Value::Object(map)) = (&parsed.select, &mut value)
+                if let (Some(kept), Value::Object(map)) = (&kept, &mut value)
                     && let Some(Value::Object(data)) = map.get_mut("data")
                 {
-                    data.retain(|k, _| select.iter().any(|s| s == k.as_str()));
+                    data.retain(|k, _| kept.iter().any(|s| s == k.as_str()));
                 }
                 documents_value.push(value);
             }
@@ -1517,7 +1518,40 @@ fn documents_field() -> Field {
     .description("Documents of any collection, found with Appwrite's query language: each query a JSON string such as `{\"method\":\"equal\",\"attribute\":\"title\",\"values\":[\"Hi\"]}`. Only documents the caller may read are returned and counted.")
     .argument(InputValue::new("databaseId", TypeRef::named_nn(TypeRef::ID)))
     .argument(InputValue::new("collectionId", TypeRef::named_nn(TypeRef::ID)))
-    .argument(InputValue::new("queries", TypeRef::named_nn_list(TypeRef::STRING)).description("Queries (filters, `orderAsc`, `cursorAfter`, `limit` ≤ 5000, default 25, `offset`, `select`, `and`, `or`)."))
+    .argument(InputValue::new("queries", TypeRef::named_nn_list(TypeRef::STRING)).description("Queries (filters, `orderAsc`, `cursorAfter`, `limit` ≤ 1000, default 25, `offset`, `select`, `and`, `or`)."))
+}
+
+/// The attributes of `data` that `select` queries keep: `None` for all of them
+/// (no `select`, or `*` among them). A `$` name is a system field, outside
+/// `data`, and keeps none of it; `author.name` keeps `author`. A name the
+/// collection has no attribute of is refused: a misspelt selection must not
+/// silently answer empty documents.
+fn kept_attributes(
+    collection: &Collection,
+    select: Option<&[String]>,
+) -> Result<Option<Vec<String>>, AppError> {
+    let Some(select) = select else {
+        return Ok(None);
+    };
+    if select.iter().any(|name| name == "*") {
+        return Ok(None);
+    }
+    let mut kept = Vec::with_capacity(select.len());
+    for name in select.iter().filter(|name| !name.starts_with('$')) {
+        let key = name.split_once('.').map_or(name.as_str(), |(key, _)| key);
+        if collection.attribute(key).is_none() {
+            return Err(AppError::Invalid {
+                code: codes::QUERY_INVALID,
+                field: "queries".into(),
+                reason: format!(
+                    "select names {}, which is not an attribute of the collection",
+                    super::model::shown(name)
+                ),
+            });
+        }
+        kept.push(key.to_string());
+    }
+    Ok(Some(kept))
 }
 
 fn document_field() -> Field {
