@@ -966,3 +966,58 @@ async fn one_client_guessing_secrets_for_ever_new_users_is_bounded() {
     assert_eq!(answer.code(), "RATE_LIMITED", "{:#}", answer.body);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn replacing_recovery_codes_takes_a_second_factor_now() {
+    let app = spawn_app().await;
+    sign_up(&app, "rc@example.com").await;
+    let secret = session(&app, "rc@example.com").await;
+    let codes = turn_mfa_on(&app, &secret).await;
+    let replace = "mutation($i: MfaCodeInput) { createMfaRecoveryCodes(input: $i) }";
+    // The session alone (a stolen cookie) cannot swap the owner's codes for its own.
+    for proof in [
+        json!(null),
+        json!({"code": "000000"}),
+        json!({"code": "not-a-code"}),
+    ] {
+        let answer = run(&app, Some(&secret), replace, json!({"i": proof})).await;
+        assert_eq!(
+            answer.code(),
+            "INVALID_MFA_CODE",
+            "{proof}: {:#}",
+            answer.body
+        );
+    }
+    let renewed: Vec<String> = serde_json::from_value(
+        run(
+            &app,
+            Some(&secret),
+            replace,
+            json!({"i": {"code": codes[0]}}),
+        )
+        .await
+        .ok()["createMfaRecoveryCodes"]
+            .clone(),
+    )
+    .unwrap();
+    assert_eq!(renewed.len(), 10);
+    assert!(renewed.iter().all(|code| !codes.contains(code)));
+    // The codes replaced prove nothing any more; the new ones do.
+    let answer = run(
+        &app,
+        Some(&secret),
+        replace,
+        json!({"i": {"code": codes[1]}}),
+    )
+    .await;
+    assert_eq!(answer.code(), "INVALID_MFA_CODE", "{:#}", answer.body);
+    run(
+        &app,
+        Some(&secret),
+        replace,
+        json!({"i": {"code": renewed[0]}}),
+    )
+    .await
+    .ok();
+    app.shutdown().await;
+}

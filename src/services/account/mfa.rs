@@ -152,6 +152,18 @@ async fn check_totp(
 ) -> AppResult<()> {
     count_attempt(state, me).await?;
     let row = mfa_row(state, me).await?;
+    use_totp(state, me, &row, code, tx).await
+}
+
+/// Uses up an authenticator code of `row`'s secret in `tx` (the attempt counted
+/// already).
+async fn use_totp(
+    state: &AppState,
+    me: &ResolvedSession,
+    row: &store::MfaRow,
+    code: &str,
+    tx: &mut sqlx::AnyConnection,
+) -> AppResult<()> {
     let secret = row
         .totp_secret
         .as_deref()
@@ -201,22 +213,47 @@ pub async fn delete_authenticator(
     .await
 }
 
-/// New recovery codes, replacing any old ones; shown only now.
+/// New recovery codes, replacing any old ones; shown only now. Replacing codes
+/// that are left takes a second factor now, as Appwrite asks a challenge to
+/// regenerate them: `proof`, a current authenticator code or one of the codes
+/// replaced. Else whoever holds a session (a stolen cookie) could swap the owner's
+/// codes for codes of their own, and sign in with the password and them for good.
 pub async fn create_recovery_codes(
     state: &AppState,
     me: &ResolvedSession,
+    proof: Option<&str>,
 ) -> AppResult<Vec<String>> {
+    let row = mfa_row(state, me).await?;
+    let stored = row.recovery_codes.clone().filter(|codes| codes != "[]");
+    let mut tx = state.db.pool().begin().await?;
+    if let Some(stored) = &stored {
+        let proof = proof.ok_or_else(|| AppError::Invalid {
+            code: codes::INVALID_MFA_CODE,
+            field: "code".into(),
+            reason: "replacing recovery codes takes a code from the authenticator app or one of the recovery codes left".into(),
+        })?;
+        count_attempt(state, me).await?;
+        let mut digests: Vec<String> = serde_json::from_str(stored).unwrap_or_default();
+        if !totp::consume_recovery_code(proof, &mut digests) {
+            use_totp(state, me, &row, proof, &mut tx).await?;
+        }
+    }
     let codes = totp::new_recovery_codes();
     let digests: Vec<String> = codes.iter().map(|c| totp::digest_code(c)).collect();
     let json = serde_json::to_string(&digests).map_err(anyhow::Error::from)?;
-    store::swap_recovery_codes(
-        state.db.pool(),
+    // Replaces the codes the proof was checked against, not others written since.
+    let swapped = store::swap_recovery_codes(
+        &mut *tx,
         &me.user.project_id,
         &me.user.id,
-        None,
+        stored.as_deref(),
         Some(&json),
     )
     .await?;
+    if stored.is_some() && !swapped {
+        return Err(invalid_code());
+    }
+    tx.commit().await?;
     Ok(codes)
 }
 

@@ -4,9 +4,12 @@
 //! `mfa`.
 
 use async_graphql::Value;
-use async_graphql::dynamic::{Enum, EnumItem, Field, FieldFuture, FieldValue, Object, TypeRef};
+use async_graphql::dynamic::{
+    Enum, EnumItem, Field, FieldFuture, FieldValue, InputValue, Object, TypeRef,
+};
 
 use crate::graphql::SchemaParts;
+use crate::graphql::input::GraphQLInput as _;
 use crate::graphql::types::{app, caller, input, object, prop};
 use crate::services::account::mfa;
 use crate::services::account::schema::session_by_secret;
@@ -165,14 +168,21 @@ fn create_mfa_recovery_codes() -> Field {
         |ctx| {
             FieldFuture::new(async move {
                 let me = session_by_secret(&ctx, "create recovery codes")?;
-                let codes = mfa::create_recovery_codes(app(&ctx)?, me).await?;
+                let proof: Option<MfaCodeInput> = input(&ctx)?;
+                let codes = mfa::create_recovery_codes(
+                    app(&ctx)?,
+                    me,
+                    proof.as_ref().map(|p| p.code.as_str()),
+                )
+                .await?;
                 Ok(Some(FieldValue::list(
                     codes.into_iter().map(FieldValue::value),
                 )))
             })
         },
     )
-    .description("Ten new recovery codes, replacing any old ones. Shown only now; each works once.")
+    .description("Ten new recovery codes, replacing any old ones. Shown only now; each works once. Replacing codes that are left takes `input.code`: a current code from the authenticator app, or one of the recovery codes left.")
+    .argument(InputValue::new("input", TypeRef::named(MfaCodeInput::NAME)))
 }
 
 fn update_mfa() -> Field {
