@@ -1499,3 +1499,63 @@ async fn an_administrator_signed_in_creates_keys_that_outlast_the_session() {
     assert_eq!(refused.code(), "PERMISSION_DENIED", "{:#}", refused.body);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn jwts_a_server_mints_do_not_count_towards_a_users_sessions() {
+    let app = spawn_app().await;
+    app.admin(
+        "mutation { updateProjectAuth(input: {projectId: \"default\", maxSessions: 2}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let (_, key) = key_with_id(&app, &["users.write"]).await;
+    app.as_key(
+        &key,
+        "default",
+        "mutation { createUser(input: {id: \"cara\", email: \"cara@example.com\", password: \"db-password-1\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let sign_in = || async {
+        app.post(
+            json!({"query": "mutation { createEmailPasswordSession(input: {email: \"cara@example.com\", password: \"db-password-1\"}) { secret } }"}),
+            &[],
+        )
+        .await
+        .ok()["createEmailPasswordSession"]["secret"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (first, second) = (sign_in().await, sign_in().await);
+    let jwt = app
+        .as_key(
+            &key,
+            "default",
+            CREATE_USER_JWT,
+            json!({"input": {"userId": "cara"}}),
+        )
+        .await
+        .ok()["createUserJWT"]["jwt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let third = sign_in().await;
+    let account = |secret: String| {
+        let app = &app;
+        async move {
+            app.as_session(&secret, "{ account { id } }", json!({}))
+                .await
+                .code()
+                .to_string()
+        }
+    };
+    // Two devices' sessions are kept: the newest two, the JWT's not among them.
+    assert_eq!(account(first).await, "INVALID_SESSION");
+    assert_eq!(account(second).await, "<none>");
+    assert_eq!(account(third).await, "<none>");
+    assert_eq!(account(jwt).await, "<none>");
+    app.shutdown().await;
+}

@@ -1571,7 +1571,12 @@ pub(crate) async fn insert_session_in(
     store::insert_session(&mut **tx, &session, &digest).await?;
     let mut messages = vec![session_event(&session, "create")];
     let sessions = store::list_sessions(&mut **tx, &user.project_id, &user.id).await?;
-    for old in sessions.iter().skip(policy.max_sessions.max(1) as usize) {
+    // A server's JWT rides on a session of provider `server` that does not count
+    // towards the limit: a backend minting JWTs must not sign its users out.
+    let counted = sessions
+        .iter()
+        .filter(|s| s.provider != SERVER_JWT_PROVIDER);
+    for old in counted.skip(policy.max_sessions.max(1) as usize) {
         if store::delete_session(&mut **tx, &user.project_id, &user.id, &old.id).await? {
             messages.push(session_event(&old.to_session(), "delete"));
         }
@@ -1716,6 +1721,9 @@ pub fn issue_jwt(state: &AppState, me: &ResolvedSession) -> AppResult<(String, i
     Ok((token, i64::try_from((now + ttl) * 1000).unwrap_or(i64::MAX)))
 }
 
+/// The provider of the session a server's JWT for a user rides on.
+const SERVER_JWT_PROVIDER: &str = "server";
+
 /// Longest a JWT a server mints for a user lasts.
 pub const USER_JWT_MAX_SECS: i64 = 3600;
 
@@ -1749,14 +1757,14 @@ pub async fn issue_user_jwt(
         return Err(AppError::UserBlocked);
     }
     let now_unix = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
-    let now = i64::try_from(now_unix.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let now = now_millis();
     let expires_at =
         i64::try_from(now_unix.saturating_add(ttl).saturating_mul(1000)).unwrap_or(i64::MAX);
     let session = Session {
         project_id: project_id.to_string(),
         id: ids::generate(),
         user_id: user.id.clone(),
-        provider: "server".into(),
+        provider: SERVER_JWT_PROVIDER.into(),
         ip: client.ip.chars().take(64).collect(),
         user_agent: client.user_agent.chars().take(512).collect(),
         expires_at,
