@@ -214,7 +214,7 @@ codes! {
     ANTIVIRUS_UNAVAILABLE: 502 => "the virus scanner did not answer; nothing was kept";
     INVALID_FILE_TOKEN: 400 => "a signed file URL that is not genuine or is for another file";
     FILE_TOKEN_EXPIRED: 400 => "a signed file URL that has expired";
-    RANGE_NOT_SATISFIABLE: 416 => "a `Range` outside the file";
+    RANGE_NOT_SATISFIABLE: 416 => "a `Range` outside the file, or malformed";
     UPLOAD_NOT_FOUND: 404 => "no pending upload has that id";
     UPLOAD_CHUNK_INVALID: 400 => "a chunk whose `Content-Range` or size does not fit the upload";
     UPLOAD_CHUNK_OUT_OF_ORDER: 409 => "a chunk that does not start where the upload stands";

@@ -135,8 +135,11 @@ pub async fn view(
         .unwrap_or_else(error)
 }
 
-/// A single byte range of a `Range` header; `None` when absent or not one simple
-/// range (then the whole file is served, as RFC 9110 allows).
+/// A single byte range of a `Range` header; `None` when absent, of another unit or
+/// of several ranges (then the whole file is served, as RFC 9110 allows). A byte
+/// range that cannot be read (`bytes=988`, `bytes=5-3`, past the end) is
+/// `RANGE_NOT_SATISFIABLE`, as Appwrite answers: the client meant a part, and a
+/// whole file in its place would be taken for that part.
 fn requested_range(headers: &HeaderMap, size: u64) -> AppResult<Option<std::ops::Range<u64>>> {
     let Some(value) = identity::header(headers, "range") else {
         return Ok(None);
@@ -153,13 +156,13 @@ fn requested_range(headers: &HeaderMap, size: u64) -> AppResult<Option<std::ops:
         reason: format!("the file has {size} bytes"),
     };
     let Some((start, end)) = spec.trim().split_once('-') else {
-        return Ok(None);
+        return Err(unsatisfiable());
     };
     let range = match (start.parse::<u64>().ok(), end.parse::<u64>().ok()) {
         (Some(start), Some(end)) if start <= end => start..end.saturating_add(1).min(size),
         (Some(start), None) if end.is_empty() => start..size,
         (None, Some(suffix)) if start.is_empty() => size.saturating_sub(suffix)..size,
-        _ => return Ok(None),
+        _ => return Err(unsatisfiable()),
     };
     if range.start >= size || range.is_empty() {
         return Err(unsatisfiable());
@@ -167,7 +170,8 @@ fn requested_range(headers: &HeaderMap, size: u64) -> AppResult<Option<std::ops:
     Ok(Some(range))
 }
 
-/// `filename="…"; filename*=UTF-8''…` with the name made safe for a header.
+/// `filename="…"` with the name made safe for a header, and `filename*=UTF-8''…`
+/// beside it when that changed the name.
 pub fn disposition(kind: &str, name: &str) -> HeaderValue {
     let ascii: String = name
         .chars()
@@ -179,6 +183,10 @@ pub fn disposition(kind: &str, name: &str) -> HeaderValue {
             }
         })
         .collect();
+    if ascii == name {
+        return HeaderValue::from_str(&format!("{kind}; filename=\"{ascii}\""))
+            .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
+    }
     let encoded: String = url::form_urlencoded::byte_serialize(name.as_bytes())
         .collect::<String>()
         .replace('+', "%20");
@@ -212,7 +220,18 @@ async fn serve_file(
     if identity::header(headers, "if-none-match") == Some(etag.as_str()) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
-    let range = requested_range(headers, file.size)?;
+    let range = match requested_range(headers, file.size) {
+        Ok(range) => range,
+        Err(err) => {
+            let mut refused = error(err);
+            refused.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{}", file.size))
+                    .unwrap_or_else(|_| HeaderValue::from_static("bytes */*")),
+            );
+            return Ok(refused);
+        }
+    };
     let key = Key::file(&file.project_id, &file.bucket_id, &file.id).map_err(file_error)?;
     let mut stream = match &range {
         Some(range) => state
@@ -261,14 +280,12 @@ async fn serve_file(
             ),
         );
     }
-    if attachment {
-        response = response.header(header::CONTENT_TYPE, "application/octet-stream");
-    } else {
-        response = response
-            .header(header::CONTENT_TYPE, file.mime_type.as_str())
-            // A viewed HTML or SVG file must not run script in the server's origin.
-            .header(header::CONTENT_SECURITY_POLICY, "sandbox");
-    }
+    // The file's own type, as Appwrite sends it, for a download too: the browser
+    // saves an attachment whatever its type. A viewed HTML or SVG file must not run
+    // script in the server's origin, whichever way it is opened.
+    response = response
+        .header(header::CONTENT_TYPE, file.mime_type.as_str())
+        .header(header::CONTENT_SECURITY_POLICY, "sandbox");
     if let Some(range) = &range {
         response = response.header(
             header::CONTENT_RANGE,
@@ -434,7 +451,11 @@ mod tests {
         assert_eq!(range("bytes=-3", 10).unwrap(), Some(7..10));
         assert_eq!(range("bytes=4-", 10).unwrap(), Some(4..10));
         assert_eq!(range("bytes=0-1,3-4", 10).unwrap(), None);
+        assert_eq!(range("items=0-1", 10).unwrap(), None);
         assert!(range("bytes=10-", 10).is_err());
+        for malformed in ["bytes=5", "bytes=5-3", "bytes=a-b", "bytes=-", "bytes=-0"] {
+            assert!(range(malformed, 10).is_err(), "{malformed}");
+        }
         assert!(range("bytes=18446744073709551615-18446744073709551615", 10).is_err());
     }
 }
