@@ -68,6 +68,15 @@ async fn a_user_creates_a_team_invites_a_member_who_accepts() {
         .unwrap()
         .to_string();
 
+    let total = app
+        .as_session(&owner, "{ team(id: \"crew\") { total } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(
+        total["team"]["total"], 1,
+        "an invitation waits outside the count"
+    );
+
     // An invitation grants nothing: the team stays invisible until accepted.
     let before = app
         .as_session(&member, "{ teams { totalCount } }", json!({}))
@@ -394,6 +403,9 @@ async fn a_teams_memberships_are_listed_a_page_at_a_time() {
             answer.body.clone()
         }
     };
+    // The team counts its members (the server's, created with it, is none).
+    let counted = page("{ team(id: \"big\") { total } }", json!({})).await;
+    assert_eq!(counted["data"]["team"]["total"], 105, "{counted}");
     // Without `first`, a page of 100.
     let first = page("{ memberships(teamId: \"big\") { id userId } }", json!({})).await;
     let first = first["data"]["memberships"].as_array().unwrap().clone();

@@ -8,8 +8,8 @@ use async_graphql::dynamic::{Field, FieldFuture, FieldValue, InputValue, Object,
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
     DATETIME, MAX_PAGE_SIZE, app, caller, connection, connection_types, count_arg, datetime,
-    deleted_payload_type, input, object, opt_string, page_request, prop, wants_total_count,
-    with_connection_args,
+    deleted_payload_type, input, object, opt_string, page_request, parent_value, prop,
+    wants_total_count, with_connection_args,
 };
 
 use super::service;
@@ -200,6 +200,29 @@ fn team_type() -> Object {
             TypeRef::named_nn(DATETIME),
             "When the team last changed.",
         ))
+        .field(
+            Field::new("total", TypeRef::named_nn(TypeRef::INT), |ctx| {
+                FieldFuture::new(async move {
+                    let Some(Value::String(team_id)) =
+                        parent_value(&ctx).and_then(|team| match team {
+                            Value::Object(team) => team.get("id"),
+                            _ => None,
+                        })
+                    else {
+                        return Ok(None);
+                    };
+                    let total = super::store::count_confirmed_members(
+                        app(&ctx)?.db.pool(),
+                        &caller(&ctx)?.project.id,
+                        team_id,
+                    )
+                    .await
+                    .map_err(AppError::from)?;
+                    Ok(Some(FieldValue::value(Value::from(total))))
+                })
+            })
+            .description("How many members the team has (confirmed memberships; invitations wait outside it), as Appwrite's `total`."),
+        )
 }
 
 fn membership_type() -> Object {

@@ -184,6 +184,21 @@ pub async fn lock_team(
         .map(drop)
 }
 
+/// How many confirmed members the team has.
+pub async fn count_confirmed_members<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    project_id: &str,
+    team_id: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM memberships WHERE project_id = ? AND team_id = ? AND confirmed = 1",
+    )
+    .bind(project_id)
+    .bind(team_id)
+    .fetch_one(db)
+    .await
+}
+
 /// How many confirmed members of the team hold `role`.
 pub async fn count_members_with_role(
     conn: &mut sqlx::AnyConnection,
