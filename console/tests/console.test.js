@@ -314,10 +314,13 @@ test("creates a project, then a collection with two attributes and a permission 
     await page.getByLabel("Project", { exact: true }).selectOption(projectId);
 
     await page.getByRole("link", { name: "Databases" }).click();
+    await page.getByRole("heading", { name: "Databases", exact: true }).waitFor();
     await page.getByLabel("Name").fill("Main");
     await page.getByLabel("Id (optional)").fill("main");
     await page.getByRole("button", { name: "Create database" }).click();
     await page.getByRole("link", { name: "Main" }).click();
+    // The database's page, not the list's form still showing, takes the name.
+    await page.getByRole("heading", { name: "Database main" }).waitFor();
 
     await page.getByLabel("Name").fill("Posts");
     await page.getByLabel("Id (optional)").fill("posts");
@@ -361,6 +364,7 @@ test("creates an API key with the scopes picked, whose secret is shown once and 
   const name = unique("key");
   await withPage(t, async (page) => {
     await page.getByRole("link", { name: "API keys" }).click();
+    await page.getByRole("heading", { name: /^API keys of / }).waitFor();
     await page.getByLabel("Name").fill(name);
     await page.getByLabel("databases.read", { exact: true }).check();
     await page.getByLabel("documents.read", { exact: true }).check();
@@ -503,6 +507,7 @@ test("creates a user, finds them, blocks them with labels and revokes their sess
   const email = `${name.slice(5)}@example.com`;
   await withPage(t, async (page) => {
     await page.getByRole("link", { name: "Users" }).click();
+    await page.getByRole("heading", { name: "Users", exact: true }).waitFor();
     await page.getByLabel("Email").fill(email);
     await page.getByLabel("Name", { exact: true }).fill(name);
     await page.getByLabel("Password").fill("console-user-password-1");
@@ -547,6 +552,7 @@ test("creates a team and adds a user to it with roles", async (t) => {
   });
   await withPage(t, async (page) => {
     await page.getByRole("link", { name: "Teams" }).click();
+    await page.getByRole("heading", { name: "Teams", exact: true }).waitFor();
     await page.getByLabel("Name").fill(teamName);
     await page.getByRole("button", { name: "Create team" }).click();
     await page.getByRole("link", { name: teamName }).click();
@@ -709,6 +715,7 @@ test("creates a webhook, shows its signing secret once, and lists it", async (t)
   const name = unique("hook");
   await withPage(t, async (page) => {
     await page.getByRole("link", { name: "Webhooks" }).click();
+    await page.getByRole("heading", { name: "Webhooks", exact: true }).waitFor();
     await page.getByLabel("Name").fill(name);
     await page.getByLabel("URL").fill("https://hooks.example.com/nimbus");
     await page.getByLabel("Events (comma-separated)").fill("users.*.create");
