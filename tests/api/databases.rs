@@ -482,6 +482,14 @@ async fn the_generic_api_takes_appwrite_queries() {
             .collect();
         assert_eq!(Value::from(ids), expected, "{negated}");
     }
+    // A date alone is a date-time at midnight UTC, as Appwrite reads it.
+    let since = ids_and_data(vec![
+        r#"{"method":"greaterThan","attribute":"$createdAt","values":["1976-06-12"]}"#,
+        r#"{"method":"lessThan","attribute":"$createdAt","values":["9999-12-31 23:59:59"]}"#,
+        by_id,
+    ])
+    .await;
+    assert_eq!(since.len(), 3, "{since:?}");
     // `select` keeps the attributes it names; `*` keeps them all, system names none.
     let selected = ids_and_data(vec![
         r#"{"method":"select","values":["views","$id"]}"#,

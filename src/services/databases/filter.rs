@@ -54,7 +54,8 @@ use crate::error::{AppError, codes};
 
 use super::Collection;
 use super::model::{
-    Attribute, SqlDialect, SqlValue, read_float, read_int, read_text, rfc3339_to_millis, shown,
+    Attribute, SqlDialect, SqlValue, document_datetime_to_millis, read_float, read_int, read_text,
+    shown,
 };
 
 /// Deepest nesting of `And`/`Or`/`Not` (a bare condition is depth 1).
@@ -502,7 +503,7 @@ impl Column {
             },
             Source::Timestamp => json
                 .as_str()
-                .and_then(rfc3339_to_millis)
+                .and_then(document_datetime_to_millis)
                 .map(SqlValue::Int)
                 .ok_or_else(|| {
                     self.invalid("expected an RFC 3339 date-time such as 2024-05-01T12:00:00.000Z")

@@ -33,6 +33,33 @@ pub use crate::graphql::types::{
     MAX_DATETIME_MS, MIN_DATETIME_MS, millis_to_rfc3339, rfc3339_to_millis,
 };
 
+/// Milliseconds of a date-time a document holds or a filter compares with: RFC
+/// 3339, or, as Appwrite takes them, a date alone (`2024-05-01`) or a date and
+/// time without an offset (`2024-05-01 14:00:00`, `2024-05-01T14:00:00.5`), both
+/// read as UTC. Years 0000 to 9999.
+pub fn document_datetime_to_millis(input: &str) -> Option<i64> {
+    if let Some(millis) = rfc3339_to_millis(input) {
+        return Some(millis);
+    }
+    let naive = [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .find_map(|format| chrono::NaiveDateTime::parse_from_str(input, format).ok())
+    .or_else(|| {
+        chrono::NaiveDate::parse_from_str(input, "%Y-%m-%d")
+            .ok()
+            .and_then(|date| date.and_hms_opt(0, 0, 0))
+    })?;
+    let millis = naive.and_utc().timestamp_millis();
+    (MIN_DATETIME_MS..=MAX_DATETIME_MS)
+        .contains(&millis)
+        .then_some(millis)
+}
+
 /// Longest attribute or index key. The brief's pattern allows 64 characters, but
 /// the column is `a_<key>` and MariaDB identifiers have at most 64.
 pub const MAX_KEY_LEN: usize = 62;
@@ -727,16 +754,19 @@ impl Attribute {
         Ok(())
     }
 
-    /// An RFC 3339 date-time, stored as milliseconds since the epoch.
+    /// A date-time ([`document_datetime_to_millis`]), stored as milliseconds since
+    /// the epoch.
     fn datetime_value(&self, json: &Value) -> Result<SqlValue, ValueError> {
         let s = self.text(json, "an RFC 3339 date-time string")?;
-        rfc3339_to_millis(s).map(SqlValue::Int).ok_or_else(|| {
-            self.invalid(format!(
-                "{} is not an RFC 3339 date-time such as 2024-05-01T12:00:00.000Z \
-                 (years 0000 to 9999)",
-                shown(s)
-            ))
-        })
+        document_datetime_to_millis(s)
+            .map(SqlValue::Int)
+            .ok_or_else(|| {
+                self.invalid(format!(
+                    "{} is not an RFC 3339 date-time such as 2024-05-01T12:00:00.000Z \
+                     (years 0000 to 9999; a date alone or a time without offset is UTC)",
+                    shown(s)
+                ))
+            })
     }
 
     fn ip_value(&self, json: &Value, strict: bool) -> Result<SqlValue, ValueError> {
@@ -1485,7 +1515,20 @@ mod tests {
                 .unwrap(),
             SqlValue::Int(1_714_564_800_123)
         );
-        assert_eq!(code(d, json!("2024-05-01")), "VALUE_INVALID");
+        // As Appwrite reads them: a date alone, or a time without an offset, in UTC.
+        for (lenient, millis) in [
+            ("2024-05-01", 1_714_521_600_000),
+            ("2024-05-01 14:00:00", 1_714_572_000_000),
+            ("2024-05-01T14:00:00.5", 1_714_572_000_500),
+        ] {
+            assert_eq!(
+                d.to_sql_value(&json!(lenient)).unwrap(),
+                SqlValue::Int(millis)
+            );
+        }
+        for refused in ["2024-05-32", "14:00", "2024-05-01 25:00:00", "yesterday"] {
+            assert_eq!(code(d, json!(refused)), "VALUE_INVALID", "{refused}");
+        }
         assert_eq!(code(d, json!("9999-12-31T23:59:59-01:00")), "VALUE_INVALID");
         assert_eq!(code(d, json!(1_714_564_800_123_i64)), "VALUE_INVALID");
 
