@@ -138,6 +138,12 @@ async fn a_collection_gets_its_own_types_and_typed_crud_with_filters_orders_and_
                 permissions.iter().all(|p| p.contains("user:")),
                 "{permissions:?}"
             );
+            // In Appwrite's order of the actions: read, (create), update, delete.
+            let actions: Vec<&str> = permissions
+                .iter()
+                .map(|p| p.split('(').next().unwrap())
+                .collect();
+            assert_eq!(actions, ["read", "update", "delete"]);
         }
     }
 

@@ -307,7 +307,7 @@ async fn load_permissions(
     }
     for document in documents.iter_mut() {
         let mut permissions = by_document.remove(&document.id).unwrap_or_default();
-        permissions.sort_by_key(|p| (p.action.as_str(), p.role.to_string()));
+        permissions.sort_by_key(|p| (p.action, p.role.to_string()));
         document.permissions = permissions;
     }
     Ok(())
@@ -2102,7 +2102,7 @@ impl PreparedCreate {
     pub fn to_document(&self) -> Document {
         let mut permissions = self.permissions.clone();
         // Each role written once, not once per comparison.
-        permissions.sort_by_cached_key(|p| (p.action.as_str(), p.role.to_string()));
+        permissions.sort_by_cached_key(|p| (p.action, p.role.to_string()));
         permissions.dedup();
         Document {
             id: self.row.id.clone(),
@@ -2116,7 +2116,7 @@ impl PreparedCreate {
     pub fn into_document(self) -> Document {
         let mut permissions = self.permissions;
         // Each role written once, not once per comparison.
-        permissions.sort_by_cached_key(|p| (p.action.as_str(), p.role.to_string()));
+        permissions.sort_by_cached_key(|p| (p.action, p.role.to_string()));
         permissions.dedup();
         Document {
             id: self.row.id,
