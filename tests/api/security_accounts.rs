@@ -1021,3 +1021,80 @@ async fn replacing_recovery_codes_takes_a_second_factor_now() {
     .ok();
     app.shutdown().await;
 }
+
+/// The id of the session `secret` opens.
+async fn current_session_id(app: &TestApp, secret: &str) -> String {
+    run(
+        app,
+        Some(secret),
+        "{ accountSession(id: \"current\") { id current } }",
+        json!({}),
+    )
+    .await
+    .ok()["accountSession"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_user_reads_one_session_and_a_server_ends_one_session_of_a_user() {
+    let app = spawn_app().await;
+    let dee = sign_up(&app, "dee@example.com").await;
+    sign_up(&app, "eve@example.com").await;
+    let (phone, laptop) = (
+        session(&app, "dee@example.com").await,
+        session(&app, "dee@example.com").await,
+    );
+    let eve = session(&app, "eve@example.com").await;
+    let phone_id = current_session_id(&app, &phone).await;
+    let laptop_id = current_session_id(&app, &laptop).await;
+    let one = "query($id: ID!) { accountSession(id: $id) { id current } }";
+    let read = run(&app, Some(&laptop), one, json!({"id": phone_id}))
+        .await
+        .ok();
+    assert_eq!(
+        read["accountSession"],
+        json!({"id": phone_id, "current": false})
+    );
+    // Another user's session is no session of the caller's.
+    let foreign = run(&app, Some(&eve), one, json!({"id": phone_id})).await;
+    assert_eq!(foreign.code(), "SESSION_NOT_FOUND", "{:#}", foreign.body);
+
+    let end = "mutation($u: ID!, $s: ID!) { deleteUserSession(input: {userId: $u, sessionId: $s}) { deletedId } }";
+    let reader = app.create_key("default", &["users.read"]).await;
+    let refused = app
+        .as_key(&reader, "default", end, json!({"u": dee, "s": phone_id}))
+        .await;
+    assert_eq!(refused.code(), "SCOPE_MISSING", "{:#}", refused.body);
+    let writer = app.create_key("default", &["users.write"]).await;
+    // A session is ended only through its own user.
+    let eve_id = current_session_id(&app, &eve).await;
+    let mismatched = app
+        .as_key(&writer, "default", end, json!({"u": dee, "s": eve_id}))
+        .await;
+    assert_eq!(
+        mismatched.code(),
+        "SESSION_NOT_FOUND",
+        "{:#}",
+        mismatched.body
+    );
+    assert_eq!(account_code(&app, &eve).await, "<none>");
+    let ended = app
+        .as_key(&writer, "default", end, json!({"u": dee, "s": phone_id}))
+        .await
+        .ok();
+    assert_eq!(ended["deleteUserSession"]["deletedId"], phone_id.as_str());
+    assert_eq!(account_code(&app, &phone).await, "INVALID_SESSION");
+    assert_eq!(account_code(&app, &laptop).await, "<none>");
+    assert_ne!(laptop_id, phone_id);
+    let again = app
+        .as_key(&writer, "default", end, json!({"u": dee, "s": phone_id}))
+        .await;
+    assert_eq!(again.code(), "SESSION_NOT_FOUND");
+    let hostile = app
+        .as_key(&writer, "default", end, json!({"u": dee, "s": "../../x"}))
+        .await;
+    assert_eq!(hostile.code(), "INVALID_ID", "{:#}", hostile.body);
+    app.shutdown().await;
+}

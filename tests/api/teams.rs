@@ -105,6 +105,23 @@ async fn a_user_creates_a_team_invites_a_member_who_accepts() {
         true
     );
     assert_eq!(accepted["updateMembershipStatus"]["session"], Value::Null);
+    // One membership, read by id by a member; nobody outside the team reads it.
+    let one =
+        "query($m: ID!) { membership(teamId: \"crew\", id: $m) { id userId roles confirmed } }";
+    let read = app
+        .as_session(&member, one, json!({"m": membership_id}))
+        .await
+        .ok();
+    assert_eq!(
+        read["membership"],
+        json!({"id": membership_id, "userId": member_id, "roles": ["editor"], "confirmed": true})
+    );
+    let outside = app
+        .as_session(&outsider, one, json!({"m": membership_id}))
+        .await;
+    assert_eq!(outside.code(), "TEAM_NOT_FOUND", "{:#}", outside.body);
+    let missing = app.as_session(&member, one, json!({"m": "nope"})).await;
+    assert_eq!(missing.code(), "MEMBERSHIP_NOT_FOUND", "{:#}", missing.body);
     let after = app
         .as_session(&member, "{ teams { nodes { id name } } }", json!({}))
         .await

@@ -16,8 +16,8 @@ use crate::error::{AppError, AppResult};
 use crate::graphql::SchemaParts;
 use crate::graphql::input::GraphQLInput;
 use crate::graphql::types::{
-    DATETIME, app, caller, connection, datetime, deleted_payload_type, input, object, page_request,
-    prop, wants_total_count, with_connection_args,
+    DATETIME, app, caller, connection, datetime, deleted_payload_type, input, object, opt_string,
+    page_request, prop, wants_total_count, with_connection_args,
 };
 use crate::services::account::cookies::{cleared_session_cookie, session_cookie};
 use crate::services::users::Session;
@@ -168,6 +168,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.query(account());
     parts.query(account_logs());
     parts.query(account_sessions());
+    parts.query(account_session());
     parts.mutation(create_jwt());
     parts.mutation(create_account());
     parts.mutation(create_email_password_session());
@@ -262,6 +263,39 @@ fn account_sessions() -> Field {
         },
     )
     .description("The signed-in user's sessions, newest first.")
+}
+
+fn account_session() -> Field {
+    Field::new("accountSession", TypeRef::named("Session"), |ctx| {
+        FieldFuture::new(async move {
+            let me = caller(&ctx)?.require_session()?;
+            let id = opt_string(&ctx, "id")?.unwrap_or_default();
+            let current = me.session.id.as_str();
+            let id = if id == "current" {
+                current
+            } else {
+                id.as_str()
+            };
+            let sessions = service::own_sessions(app(&ctx)?, me).await?;
+            let session =
+                sessions
+                    .iter()
+                    .find(|s| s.id == id)
+                    .ok_or_else(|| AppError::NotFound {
+                        what: "session",
+                        id: id.chars().take(64).collect(),
+                    })?;
+            Ok(Some(FieldValue::value(session_value(
+                session,
+                Some(current),
+            ))))
+        })
+    })
+    .description("One of the signed-in user's sessions (`current`: this one).")
+    .argument(
+        InputValue::new("id", TypeRef::named_nn(TypeRef::ID))
+            .description("The session, or `current`."),
+    )
 }
 
 fn create_jwt() -> Field {

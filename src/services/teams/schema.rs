@@ -168,6 +168,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.query(team());
     parts.query(teams());
     parts.query(memberships());
+    parts.query(membership());
     parts.mutation(create_team());
     parts.mutation(update_team_name());
     parts.mutation(delete_team());
@@ -291,6 +292,21 @@ fn teams() -> Field {
         })
     }))
     .description("Teams by id: every team for a server (scope `teams.read`); for a user, the teams they belong to.")
+}
+
+fn membership() -> Field {
+    Field::new("membership", TypeRef::named_nn("Membership"), |ctx| {
+        FieldFuture::new(async move {
+            let team_id = opt_string(&ctx, "teamId")?.unwrap_or_default();
+            let id = opt_string(&ctx, "id")?.unwrap_or_default();
+            let membership =
+                service::get_membership(app(&ctx)?, &caller(&ctx)?.actor()?, &team_id, &id).await?;
+            Ok(Some(FieldValue::value(membership_value(&membership))))
+        })
+    })
+    .description("One membership of a team (a server with `teams.read`, or a member).")
+    .argument(InputValue::new("teamId", id()).description("The team."))
+    .argument(InputValue::new("id", id()).description("The membership."))
 }
 
 fn memberships() -> Field {

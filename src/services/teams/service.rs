@@ -390,6 +390,31 @@ pub async fn list_memberships(
         .collect())
 }
 
+/// One membership of a team, to whoever may list the team's memberships, the
+/// invited address shown as [`list_memberships`] shows it.
+pub async fn get_membership(
+    state: &AppState,
+    actor: &Actor<'_, TeamsRead>,
+    team_id: &str,
+    id: &str,
+) -> AppResult<Membership> {
+    let (team, mine) = visible_team(state, actor, team_id).await?;
+    let not_found = || AppError::NotFound {
+        what: "membership",
+        id: id.chars().take(64).collect(),
+    };
+    ids::validate("id", id).map_err(|_| not_found())?;
+    let mut membership: Membership =
+        store::find_membership(state.db.pool(), &team.project_id, &team.id, id)
+            .await?
+            .ok_or_else(not_found)?
+            .into();
+    if !mine.is_none_or(|m| m.roles.iter().any(|r| r == OWNER)) {
+        membership.email = None;
+    }
+    Ok(membership)
+}
+
 /// A request to add someone to a team.
 #[derive(Debug, Default, Clone)]
 pub struct NewMembership {

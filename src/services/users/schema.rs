@@ -219,6 +219,16 @@ crate::graphql_input! {
 }
 
 crate::graphql_input! {
+    "One session of a user to end."
+    struct DeleteUserSessionInput {
+        "The user."
+        user_id: String as "ID",
+        "The session."
+        session_id: String as "ID",
+    }
+}
+
+crate::graphql_input! {
     "The user whose second factor is removed."
     struct DeleteUserMfaAuthenticatorInput {
         "The user."
@@ -429,6 +439,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.add_input::<UpdateUserInput>();
     parts.add_input::<DeleteUserInput>();
     parts.add_input::<DeleteUserSessionsInput>();
+    parts.add_input::<DeleteUserSessionInput>();
     parts.add_input::<DeleteUserMfaAuthenticatorInput>();
     parts.add_input::<CreateUserJWTInput>();
     parts.add_type(delete_user_payload_type());
@@ -441,6 +452,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.mutation(update_user());
     parts.mutation(delete_user());
     parts.mutation(delete_user_sessions());
+    parts.mutation(delete_user_session());
     parts.mutation(delete_user_mfa_authenticator());
     parts.mutation(create_user_jwt());
 }
@@ -735,6 +747,33 @@ fn delete_user_mfa_authenticator() -> Field {
         "Removes a user's authenticator app and recovery codes and turns MFA off, for a user who lost their device; they set it up again from their account (scope `users.write`).",
     )
     .argument(DeleteUserMfaAuthenticatorInput::argument())
+}
+
+fn delete_user_session() -> Field {
+    Field::new(
+        "deleteUserSession",
+        TypeRef::named_nn("DeleteSessionPayload"),
+        |ctx| {
+            FieldFuture::new(async move {
+                let caller = caller(&ctx)?;
+                let grant = caller.require::<UsersWrite>()?;
+                let input: DeleteUserSessionInput = input(&ctx)?;
+                let deleted = service::delete_user_session(
+                    app(&ctx)?,
+                    &grant,
+                    &input.user_id,
+                    &input.session_id,
+                )
+                .await?;
+                Ok(Some(FieldValue::value(object([(
+                    "deletedId",
+                    Value::from(deleted),
+                )]))))
+            })
+        },
+    )
+    .description("Signs a user out of one device: the session stops working at once, everywhere (scope `users.write`).")
+    .argument(DeleteUserSessionInput::argument())
 }
 
 fn delete_user_sessions() -> Field {

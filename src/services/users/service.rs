@@ -1393,6 +1393,29 @@ pub async fn delete_user_sessions(
     Ok(deleted)
 }
 
+/// `deleteUserSession`: ends one session of a user (a server signing out one
+/// device); answers its id.
+pub async fn delete_user_session(
+    state: &AppState,
+    grant: &Grant<UsersWrite>,
+    user_id: &str,
+    session_id: &str,
+) -> AppResult<String> {
+    let project_id = grant.project();
+    ids::validate("sessionId", session_id)?;
+    load_user(state, project_id, user_id).await?;
+    let mut tx = state.db.begin_write().await?;
+    let ended = end_sessions(&mut tx, project_id, user_id, Ending::One(session_id)).await?;
+    if ended.is_empty() {
+        return Err(AppError::NotFound {
+            what: "session",
+            id: session_id.to_string(),
+        });
+    }
+    commit_session_events(state, tx, project_id, user_id, ended).await?;
+    Ok(session_id.to_string())
+}
+
 // ---- the account side: the caller acting on itself ----
 
 /// `createAccount`: a new user with email and password.
