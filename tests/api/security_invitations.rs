@@ -538,3 +538,88 @@ async fn an_invitation_link_expires_and_dies_with_the_invitees_old_email() {
     );
     app.shutdown().await;
 }
+
+/// Any signed-in user can make a team and invite: an invitation by email must not
+/// tell them whether the address has an account, nor its id.
+#[tokio::test]
+async fn an_owners_invitation_by_email_tells_nothing_of_the_addresss_account() {
+    let smtp = TestSmtp::start().await;
+    let app = app_with_smtp(smtp.url.clone()).await;
+    let owner = owner_of(&app, "omar@example.com", "band").await;
+    let vera = app.signed_in("vera@example.com").await;
+    let vera_id = app
+        .as_session(&vera, "{ account { id } }", json!({}))
+        .await
+        .ok()["account"]["id"]
+        .clone();
+    let key = app.create_key("default", &["users.write"]).await;
+    app.as_key(
+        &key,
+        "default",
+        "mutation($u: ID!) { updateUser(input: {id: $u, emailVerified: true}) { id } }",
+        json!({"u": vera_id}),
+    )
+    .await
+    .ok();
+    let invite = |email: &'static str| {
+        let app = &app;
+        let owner = owner.clone();
+        async move {
+            app.as_session(&owner, INVITE, invitation("band", email, "keys"))
+                .await
+                .ok()["createMembership"]
+                .clone()
+        }
+    };
+    let verified = invite("vera@example.com").await;
+    let nobody = invite("nobody@example.com").await;
+    for (invited, email) in [
+        (&verified, "vera@example.com"),
+        (&nobody, "nobody@example.com"),
+    ] {
+        assert_eq!(
+            (&invited["userId"], &invited["email"], &invited["confirmed"]),
+            (&Value::Null, &json!(email), &json!(false)),
+            "{invited}"
+        );
+    }
+    let listed = app
+        .as_session(
+            &owner,
+            "{ memberships(teamId: \"band\") { userId email } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert!(
+        !listed.to_string().contains(vera_id.as_str().unwrap()),
+        "{listed}"
+    );
+    // Vera accepts signed in; inviting her address again is inviting a member.
+    let joined = app
+        .as_session(
+            &vera,
+            ACCEPT_SIGNED_IN,
+            json!({"t": "band", "m": verified["id"]}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        joined["updateMembershipStatus"]["membership"]["userId"],
+        vera_id
+    );
+    let again = app
+        .as_session(
+            &owner,
+            INVITE,
+            invitation("band", "vera@example.com", "keys"),
+        )
+        .await;
+    assert_eq!(
+        again.code(),
+        "MEMBERSHIP_ALREADY_EXISTS",
+        "{:#}",
+        again.body
+    );
+    app.shutdown().await;
+}

@@ -158,6 +158,40 @@ async fn a_user_creates_a_team_invites_a_member_who_accepts() {
         .ok();
     assert_eq!(renamed["updateTeamName"]["name"], "The Crew");
 
+    // Preferences: an owner sets them, every member reads them.
+    let prefs =
+        "mutation($p: JSON!) { updateTeamPrefs(input: {id: \"crew\", prefs: $p}) { prefs } }";
+    let unset = app
+        .as_session(&member, "{ team(id: \"crew\") { prefs } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(unset["team"]["prefs"], json!({}));
+    let refused = app
+        .as_session(&member, prefs, json!({"p": {"theme": "mine"}}))
+        .await;
+    assert_eq!(refused.code(), "PERMISSION_DENIED", "{:#}", refused.body);
+    let set = app
+        .as_session(
+            &owner,
+            prefs,
+            json!({"p": {"theme": "dark", "seats": [1, 2]}}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        set["updateTeamPrefs"]["prefs"],
+        json!({"theme": "dark", "seats": [1, 2]})
+    );
+    let read = app
+        .as_session(&member, "{ teams { nodes { prefs } } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(read["teams"]["nodes"][0]["prefs"]["theme"], "dark");
+    let huge = app
+        .as_session(&owner, prefs, json!({"p": {"blob": "x".repeat(70_000)}}))
+        .await;
+    assert_eq!(huge.code(), "PREFS_TOO_LARGE", "{:#}", huge.body);
+
     // The member leaves; the team is theirs no more.
     app.as_session(&member,
         "mutation($m: ID!) { deleteMembership(input: {teamId: \"crew\", membershipId: $m}) { deletedId } }",

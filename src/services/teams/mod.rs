@@ -19,6 +19,8 @@ pub struct Team {
     pub project_id: String,
     pub id: String,
     pub name: String,
+    /// The team's preferences as JSON text; none set: `None` (read as `{}`).
+    pub prefs: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }

@@ -7,7 +7,7 @@ use async_graphql::dynamic::{Field, FieldFuture, FieldValue, InputValue, Object,
 
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
-    DATETIME, MAX_PAGE_SIZE, app, caller, connection, connection_types, count_arg, datetime,
+    DATETIME, JSON, MAX_PAGE_SIZE, app, caller, connection, connection_types, count_arg, datetime,
     deleted_payload_type, input, object, opt_string, page_request, parent_value, prop,
     wants_total_count, with_connection_args,
 };
@@ -22,9 +22,20 @@ pub fn team_value(team: &Team) -> Value {
     object([
         ("id", Value::from(team.id.as_str())),
         ("name", Value::from(team.name.as_str())),
+        ("prefs", team_prefs(team)),
         ("createdAt", datetime(team.created_at)),
         ("updatedAt", datetime(team.updated_at)),
     ])
+}
+
+/// The team's preferences, `{}` when none are set (or the stored text does not
+/// parse, which a write never stores).
+fn team_prefs(team: &Team) -> Value {
+    team.prefs
+        .as_deref()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+        .and_then(|json| Value::from_json(json).ok())
+        .unwrap_or_else(|| Value::Object(Default::default()))
 }
 
 pub fn membership_value(membership: &Membership) -> Value {
@@ -71,6 +82,16 @@ crate::graphql_input! {
         name: String,
         "Roles the signed-in creator gets in the team besides `owner`, which they always get."
         roles: Option<Vec<String>>,
+    }
+}
+
+crate::graphql_input! {
+    "A team's new preferences."
+    struct UpdateTeamPrefsInput {
+        "The team."
+        id: String as "ID",
+        "A JSON object of at most 64 KiB; replaces the old one."
+        prefs: serde_json::Map<String, serde_json::Value>,
     }
 }
 
@@ -159,6 +180,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.add_type(delete_membership_payload_type());
     parts.add_input::<CreateTeamInput>();
     parts.add_input::<UpdateTeamNameInput>();
+    parts.add_input::<UpdateTeamPrefsInput>();
     parts.add_input::<DeleteTeamInput>();
     parts.add_input::<CreateMembershipInput>();
     parts.add_input::<UpdateMembershipInput>();
@@ -171,6 +193,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.query(membership());
     parts.mutation(create_team());
     parts.mutation(update_team_name());
+    parts.mutation(update_team_prefs());
     parts.mutation(delete_team());
     parts.mutation(create_membership());
     parts.mutation(update_membership());
@@ -200,6 +223,11 @@ fn team_type() -> Object {
             "updatedAt",
             TypeRef::named_nn(DATETIME),
             "When the team last changed.",
+        ))
+        .field(prop(
+            "prefs",
+            TypeRef::named_nn(JSON),
+            "The team's preferences, a JSON object its members read (`{}` when none are set).",
         ))
         .field(
             Field::new("total", TypeRef::named_nn(TypeRef::INT), |ctx| {
@@ -372,6 +400,24 @@ fn update_team_name() -> Field {
     })
     .description("Renames a team (a server with `teams.write`, or an owner).")
     .argument(UpdateTeamNameInput::argument())
+}
+
+fn update_team_prefs() -> Field {
+    Field::new("updateTeamPrefs", TypeRef::named_nn("Team"), |ctx| {
+        FieldFuture::new(async move {
+            let input: UpdateTeamPrefsInput = input(&ctx)?;
+            let team = service::update_team_prefs(
+                app(&ctx)?,
+                &caller(&ctx)?.actor()?,
+                &input.id,
+                input.prefs,
+            )
+            .await?;
+            Ok(Some(FieldValue::value(team_value(&team))))
+        })
+    })
+    .description("Replaces a team's preferences, which its members read (a server with `teams.write`, or an owner).")
+    .argument(UpdateTeamPrefsInput::argument())
 }
 
 fn delete_team() -> Field {

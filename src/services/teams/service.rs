@@ -203,6 +203,7 @@ pub async fn create_team(
         project_id: actor.project().to_string(),
         id: ids::resolve("id", id.as_deref())?,
         name,
+        prefs: None,
         created_at: now,
         updated_at: now,
     };
@@ -308,6 +309,30 @@ pub async fn rename_team(
         &team.project_id,
         &team.id,
         &team.name,
+        team.updated_at,
+    )
+    .await?;
+    commit_logged(state, tx, vec![team_event(&team, "update")]).await?;
+    Ok(team)
+}
+
+/// Replaces the team's preferences (an owner, or a server), at most 64 KiB of JSON.
+pub async fn update_team_prefs(
+    state: &AppState,
+    actor: &Actor<'_, TeamsWrite>,
+    id: &str,
+    prefs: serde_json::Map<String, serde_json::Value>,
+) -> AppResult<Team> {
+    let mut team = managed_team(state, actor, id).await?;
+    crate::services::users::service::check_prefs(&prefs)?;
+    team.prefs = Some(serde_json::Value::Object(prefs).to_string());
+    team.updated_at = now_millis();
+    let mut tx = state.db.pool().begin().await?;
+    store::set_team_prefs(
+        &mut *tx,
+        &team.project_id,
+        &team.id,
+        team.prefs.as_deref(),
         team.updated_at,
     )
     .await?;
@@ -455,10 +480,12 @@ enum Invitee {
 }
 
 /// The invitee: the user named, or the one with the email. An owner inviting an
-/// address whose account is missing or unverified gets an email-only invitation: no
-/// account is made for an address nobody proved, and whoever registered an address
-/// they do not hold cannot accept in its owner's place. A server adds the user with
-/// the email, created when missing, as it may create users.
+/// address gets an email-only invitation whatever account has it: no account is
+/// made for an address nobody proved, whoever registered an address they do not
+/// hold cannot accept in its owner's place, and the answer tells the owner nothing
+/// of the address's account (its id, or whether there is one: any signed-in user
+/// can make a team and invite). A server adds the user with the email, created when
+/// missing, as it may create users.
 async fn invitee(
     state: &AppState,
     project_id: &str,
@@ -486,7 +513,7 @@ async fn invitee(
                 .await?
                 .map(|row| row.to_user());
             match existing {
-                Some(user) if by_server || user.email_verified => return Ok(Invitee::User(user)),
+                Some(user) if by_server => return Ok(Invitee::User(user)),
                 _ if !by_server => {
                     return Ok(Invitee::Email {
                         email,
@@ -531,7 +558,22 @@ async fn existing_membership(
                 _ => return Ok(None),
             }
         }
-        Invitee::Email { email, .. } => email,
+        Invitee::Email { email, .. } => {
+            // The membership of the address's verified account: a member already is
+            // not invited again (the owner sees the team's members anyway).
+            let holder = users_store::find_user_by_email(pool, &team.project_id, email)
+                .await?
+                .map(|row| row.to_user())
+                .filter(|user| user.email_verified);
+            if let Some(holder) = holder {
+                let own =
+                    store::membership_of(pool, &team.project_id, &team.id, &holder.id).await?;
+                if own.is_some() {
+                    return Ok(own.map(Membership::from));
+                }
+            }
+            email
+        }
         Invitee::New(user) => user.email.as_deref().unwrap_or_default(),
     };
     Ok(

@@ -11,6 +11,8 @@ pub struct TeamRow {
     pub project_id: String,
     pub id: String,
     pub name: String,
+    /// JSON bytes, as a user's preferences are kept.
+    pub prefs: Option<Vec<u8>>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -21,6 +23,7 @@ impl From<TeamRow> for Team {
             project_id: row.project_id,
             id: row.id,
             name: row.name,
+            prefs: row.prefs.and_then(|bytes| String::from_utf8(bytes).ok()),
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
@@ -61,7 +64,7 @@ impl From<MembershipRow> for Membership {
     }
 }
 
-const TEAM_COLUMNS: &str = "project_id, id, name, created_at, updated_at";
+const TEAM_COLUMNS: &str = "project_id, id, name, prefs, created_at, updated_at";
 const MEMBERSHIP_COLUMNS: &str = "project_id, id, team_id, user_id, email, invite_name, roles, \
      confirmed, joined_at, created_at, updated_at";
 
@@ -70,11 +73,12 @@ pub async fn insert_team<'e>(
     team: &Team,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "INSERT INTO teams ({TEAM_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+        "INSERT INTO teams ({TEAM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
     ))
     .bind(&team.project_id)
     .bind(&team.id)
     .bind(&team.name)
+    .bind(team.prefs.as_deref().map(str::as_bytes))
     .bind(team.created_at)
     .bind(team.updated_at)
     .execute(db)
@@ -123,7 +127,7 @@ pub async fn list_teams(
 ) -> Result<Vec<TeamRow>, sqlx::Error> {
     let (keyset, binds) = page.keyset_sql("t.id");
     let sql = format!(
-        "SELECT t.project_id, t.id, t.name, t.created_at, t.updated_at{}{keyset}",
+        "SELECT t.project_id, t.id, t.name, t.prefs, t.created_at, t.updated_at{}{keyset}",
         teams_from(dialect, member.is_some())
     );
     let mut query = sqlx::query_as(&sql).bind(project_id);
@@ -164,6 +168,23 @@ pub async fn rename_team<'e>(
         .bind(project_id)
         .bind(id)
         .execute(pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+}
+
+pub async fn set_team_prefs<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    project_id: &str,
+    id: &str,
+    prefs: Option<&str>,
+    at: i64,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query("UPDATE teams SET prefs = ?, updated_at = ? WHERE project_id = ? AND id = ?")
+        .bind(prefs.map(str::as_bytes))
+        .bind(at)
+        .bind(project_id)
+        .bind(id)
+        .execute(db)
         .await
         .map(|r| r.rows_affected() == 1)
 }

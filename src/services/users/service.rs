@@ -309,7 +309,8 @@ pub(crate) async fn policy(state: &AppState, project_id: &str) -> AppResult<Auth
         .clone())
 }
 
-fn check_prefs(prefs: &serde_json::Map<String, serde_json::Value>) -> AppResult<()> {
+/// Refuses preferences (a user's or a team's) past 64 KiB of JSON or 32 levels deep.
+pub(crate) fn check_prefs(prefs: &serde_json::Map<String, serde_json::Value>) -> AppResult<()> {
     let size = serde_json::to_vec(prefs)
         .map(|v| v.len())
         .unwrap_or(usize::MAX);
