@@ -1557,5 +1557,41 @@ async fn jwts_a_server_mints_do_not_count_towards_a_users_sessions() {
     assert_eq!(account(second).await, "<none>");
     assert_eq!(account(third).await, "<none>");
     assert_eq!(account(jwt).await, "<none>");
+
+    // Nothing trims them, so an expired one goes as the next is minted.
+    app.as_key(
+        &key,
+        "default",
+        CREATE_USER_JWT,
+        json!({"input": {"userId": "cara", "duration": 1}}),
+    )
+    .await
+    .ok();
+    let server_sessions = || async {
+        app.admin("{ userSessions(userId: \"cara\") { provider } }", json!({}))
+            .await
+            .ok()["userSessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["provider"] == "server")
+            .count()
+    };
+    assert_eq!(server_sessions().await, 2);
+    // The one-second JWT's session expires: a matter of the clock, not of an event.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    app.as_key(
+        &key,
+        "default",
+        CREATE_USER_JWT,
+        json!({"input": {"userId": "cara"}}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        server_sessions().await,
+        2,
+        "the expired one went, the new one came"
+    );
     app.shutdown().await;
 }

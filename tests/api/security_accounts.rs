@@ -1019,6 +1019,37 @@ async fn replacing_recovery_codes_takes_a_second_factor_now() {
     )
     .await
     .ok();
+
+    // With MFA on and no codes yet, the first ones take a second factor too.
+    sign_up(&app, "rd@example.com").await;
+    let other = session(&app, "rd@example.com").await;
+    let added = run(
+        &app,
+        Some(&other),
+        "mutation { createMfaAuthenticator { secret } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let seed = added["createMfaAuthenticator"]["secret"].as_str().unwrap();
+    run(
+        &app,
+        Some(&other),
+        "mutation($c: String!) { verifyMfaAuthenticator(input: {code: $c}) }",
+        json!({"c": totp_now(seed)}),
+    )
+    .await
+    .ok();
+    run(
+        &app,
+        Some(&other),
+        "mutation { updateMfa(input: {enabled: true}) { mfa } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let first = run(&app, Some(&other), replace, json!({"i": null})).await;
+    assert_eq!(first.code(), "INVALID_MFA_CODE", "{:#}", first.body);
     app.shutdown().await;
 }
 

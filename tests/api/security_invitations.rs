@@ -595,7 +595,9 @@ async fn an_owners_invitation_by_email_tells_nothing_of_the_addresss_account() {
         !listed.to_string().contains(vera_id.as_str().unwrap()),
         "{listed}"
     );
-    // Vera accepts signed in; inviting her address again is inviting a member.
+    // Vera accepts signed in. Inviting her address again is an invitation like any
+    // other (that she is a member is not the inviter's to learn); accepting it is a
+    // conflict.
     let joined = app
         .as_session(
             &vera,
@@ -608,18 +610,50 @@ async fn an_owners_invitation_by_email_tells_nothing_of_the_addresss_account() {
         joined["updateMembershipStatus"]["membership"]["userId"],
         vera_id
     );
-    let again = app
+    let again = invite("vera@example.com").await;
+    assert_ne!(again["id"], verified["id"]);
+    assert_eq!(again["userId"], Value::Null);
+    let twice = app
         .as_session(
-            &owner,
-            INVITE,
-            invitation("band", "vera@example.com", "keys"),
+            &vera,
+            ACCEPT_SIGNED_IN,
+            json!({"t": "band", "m": again["id"]}),
         )
         .await;
     assert_eq!(
-        again.code(),
+        twice.code(),
         "MEMBERSHIP_ALREADY_EXISTS",
         "{:#}",
-        again.body
+        twice.body
     );
+    // Invited by id while the user's address has an invitation waiting: a membership
+    // of its own, not the address's (which would tell whose address it is).
+    let walt = app.signed_in("walt@example.com").await;
+    let walt_id = app
+        .as_session(&walt, "{ account { id } }", json!({}))
+        .await
+        .ok()["account"]["id"]
+        .clone();
+    app.as_key(
+        &key,
+        "default",
+        "mutation($u: ID!) { updateUser(input: {id: $u, emailVerified: true}) { id } }",
+        json!({"u": walt_id}),
+    )
+    .await
+    .ok();
+    let by_address = invite("walt@example.com").await;
+    let by_id = app
+        .as_session(
+            &owner,
+            INVITE,
+            json!({"input": {"teamId": "band", "userId": walt_id, "roles": ["keys"]}}),
+        )
+        .await
+        .ok()["createMembership"]
+        .clone();
+    assert_ne!(by_id["id"], by_address["id"]);
+    assert_eq!(by_id["userId"], walt_id);
+    assert_eq!(by_id["email"], Value::Null);
     app.shutdown().await;
 }

@@ -213,28 +213,36 @@ pub async fn delete_authenticator(
     .await
 }
 
-/// New recovery codes, replacing any old ones; shown only now. Replacing codes
-/// that are left takes a second factor now, as Appwrite asks a challenge to
-/// regenerate them: `proof`, a current authenticator code or one of the codes
-/// replaced. Else whoever holds a session (a stolen cookie) could swap the owner's
-/// codes for codes of their own, and sign in with the password and them for good.
+/// New recovery codes, replacing any old ones; shown only now. Once MFA is on, or
+/// while codes are left, they take a second factor now, as Appwrite asks a
+/// challenge to regenerate them: `proof`, a code of the confirmed authenticator or
+/// one of the codes replaced. Else whoever holds a session (a stolen cookie) could
+/// give themselves codes, and sign in with the password and them for good. Codes
+/// made while MFA is being set up (before `updateMfa` turns it on) need none.
 pub async fn create_recovery_codes(
     state: &AppState,
     me: &ResolvedSession,
     proof: Option<&str>,
 ) -> AppResult<Vec<String>> {
     let row = mfa_row(state, me).await?;
-    let stored = row.recovery_codes.clone().filter(|codes| codes != "[]");
+    let left = row.recovery_codes.as_deref().filter(|codes| *codes != "[]");
     let mut tx = state.db.pool().begin().await?;
-    if let Some(stored) = &stored {
+    if left.is_some() || row.mfa != 0 {
         let proof = proof.ok_or_else(|| AppError::Invalid {
             code: codes::INVALID_MFA_CODE,
             field: "code".into(),
-            reason: "replacing recovery codes takes a code from the authenticator app or one of the recovery codes left".into(),
+            reason: "new recovery codes take a code from the authenticator app or one of the recovery codes left".into(),
         })?;
         count_attempt(state, me).await?;
-        let mut digests: Vec<String> = serde_json::from_str(stored).unwrap_or_default();
+        let mut digests: Vec<String> = left
+            .map(|stored| serde_json::from_str(stored).unwrap_or_default())
+            .unwrap_or_default();
         if !totp::consume_recovery_code(proof, &mut digests) {
+            // Only a confirmed authenticator proves anything: one just added by
+            // whoever holds the session is theirs.
+            if row.totp_verified == 0 {
+                return Err(invalid_code());
+            }
             use_totp(state, me, &row, proof, &mut tx).await?;
         }
     }
@@ -246,11 +254,11 @@ pub async fn create_recovery_codes(
         &mut *tx,
         &me.user.project_id,
         &me.user.id,
-        stored.as_deref(),
+        row.recovery_codes.as_deref(),
         Some(&json),
     )
     .await?;
-    if stored.is_some() && !swapped {
+    if row.recovery_codes.is_some() && !swapped {
         return Err(invalid_code());
     }
     tx.commit().await?;

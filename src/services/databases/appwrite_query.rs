@@ -35,8 +35,9 @@ pub const MAX_LIMIT: u32 = super::documents::MAX_PAGE as u32;
 
 /// Deepest nesting of `and`/`or` inside a top-level query, so that the filter
 /// built stays within `filter::MAX_DEPTH` (the whole list is one `And`, and a
-/// `contains` with several values one more `Or`).
-pub const MAX_NESTING: usize = MAX_DEPTH - 3;
+/// `contains` with several values one more `Or`, and a negated one a `Not` around
+/// it).
+pub const MAX_NESTING: usize = MAX_DEPTH - 4;
 
 /// What a list of queries asks for.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -537,9 +537,11 @@ async fn invitee(
 }
 
 /// The team's pending or confirmed membership for the invitee: the user's own, or
-/// an invitation by email waiting for their address. An owner takes over that
-/// invitation only for a verified address: an account registered with an address
-/// its holder does not own must not inherit the invitation sent to the owner.
+/// an invitation by email waiting for the address. An owner's invitation never
+/// links a user to an address (neither by taking over the address's invitation
+/// nor by finding the address's user): an account registered with an address its
+/// holder does not own must not inherit the invitation sent to the owner, and the
+/// answer must not tell the inviter whose address it is.
 async fn existing_membership(
     state: &AppState,
     team: &Team,
@@ -553,27 +555,18 @@ async fn existing_membership(
             if own.is_some() {
                 return Ok(own.map(Membership::from));
             }
+            // A server's adding takes over the address's invitation; an owner's
+            // does not, or its answer would tell which user the invited address
+            // belongs to.
             match &user.email {
-                Some(email) if by_server || user.email_verified => email,
+                Some(email) if by_server => email,
                 _ => return Ok(None),
             }
         }
-        Invitee::Email { email, .. } => {
-            // The membership of the address's verified account: a member already is
-            // not invited again (the owner sees the team's members anyway).
-            let holder = users_store::find_user_by_email(pool, &team.project_id, email)
-                .await?
-                .map(|row| row.to_user())
-                .filter(|user| user.email_verified);
-            if let Some(holder) = holder {
-                let own =
-                    store::membership_of(pool, &team.project_id, &team.id, &holder.id).await?;
-                if own.is_some() {
-                    return Ok(own.map(Membership::from));
-                }
-            }
-            email
-        }
+        // Only the invitations to the address: which user has it, and whether they
+        // are a member or invited already, is not the inviter's to learn (accepting
+        // as a member already is a conflict then).
+        Invitee::Email { email, .. } => email,
         Invitee::New(user) => user.email.as_deref().unwrap_or_default(),
     };
     Ok(

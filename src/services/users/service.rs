@@ -1799,6 +1799,10 @@ pub async fn issue_user_jwt(
     // The session's own secret is thrown away: only the JWT opens it.
     let (_, digest) = secrets::new_secret(SecretKind::Session, &session.id);
     let mut tx = state.db.begin_write().await?;
+    // They count towards no limit, so a backend minting a JWT per request would
+    // keep every one: the expired ones go as the next is made.
+    store::delete_expired_sessions(&mut *tx, project_id, &user.id, SERVER_JWT_PROVIDER, now)
+        .await?;
     store::insert_session(&mut *tx, &session, &digest).await?;
     store::mark_session_mfa_verified(&mut *tx, project_id, &session.id).await?;
     commit_logged(state, tx, vec![session_event(&session, "create")]).await?;

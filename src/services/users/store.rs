@@ -399,6 +399,27 @@ pub async fn delete_session<'e>(
         .map(|r| r.rows_affected() == 1)
 }
 
+/// Deletes the user's sessions of `provider` that expired by `now`: those nothing
+/// else ends (no sign-in trims them), such as the sessions of a server's JWTs.
+pub async fn delete_expired_sessions<'e>(
+    db: impl Executor<'e, Database = Any>,
+    project_id: &str,
+    user_id: &str,
+    provider: &str,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM sessions WHERE project_id = ? AND user_id = ? AND provider = ? AND expires_at <= ?",
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .bind(provider)
+    .bind(now)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected())
+}
+
 /// Takes from an account whose email was never verified everything that signs in
 /// without that email: its password (and their history), second factor, sessions
 /// and linked provider accounts, and marks the email verified. For when the owner of
