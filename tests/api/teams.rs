@@ -628,3 +628,60 @@ async fn a_users_memberships_are_listed_a_page_at_a_time() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn teams_are_found_by_the_start_of_their_name_in_any_case() {
+    let app = spawn_app().await;
+    let (_, user) = signed_in_user(&app, "finder@example.com").await;
+    for (id, name) in [
+        ("t1", "Ops Crew"),
+        ("t2", "ops_100%"),
+        ("t3", "Design"),
+        ("t4", "Opsx"),
+    ] {
+        app.as_session(
+            &user,
+            "mutation($i: ID!, $n: String!) { createTeam(input: {id: $i, name: $n}) { id } }",
+            json!({"i": id, "n": name}),
+        )
+        .await
+        .ok();
+    }
+    // A team the user is not in is found by a server, never by the user.
+    app.admin(
+        "mutation { createTeam(input: {id: \"t5\", name: \"Ops elsewhere\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let search = "query($s: String) { teams(search: $s) { totalCount nodes { id } } }";
+    let ids = |answer: &Value| {
+        answer["teams"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let mine = app
+        .as_session(&user, search, json!({"s": "OPS"}))
+        .await
+        .ok();
+    assert_eq!(ids(&mine), ["t1", "t2", "t4"]);
+    assert_eq!(mine["teams"]["totalCount"], 3);
+    let all = app.admin(search, json!({"s": "ops"})).await.ok();
+    assert_eq!(ids(&all), ["t1", "t2", "t4", "t5"]);
+    // `%` and `_` are the name's own characters, not patterns.
+    let literal = app
+        .as_session(&user, search, json!({"s": "ops_1"}))
+        .await
+        .ok();
+    assert_eq!(ids(&literal), ["t2"]);
+    let none = app.as_session(&user, search, json!({"s": "o%"})).await.ok();
+    assert_eq!(ids(&none), Vec::<String>::new());
+    let long = app
+        .as_session(&user, search, json!({"s": "x".repeat(300)}))
+        .await;
+    assert_eq!(long.code(), "BAD_USER_INPUT", "{:#}", long.body);
+    app.shutdown().await;
+}

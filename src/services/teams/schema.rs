@@ -315,11 +315,16 @@ fn teams() -> Field {
     with_connection_args(Field::new("teams", TypeRef::named_nn("TeamConnection"), |ctx| {
         FieldFuture::new(async move {
             let page = page_request(&ctx)?;
-            let (teams, total) = service::list_teams(app(&ctx)?, &caller(&ctx)?.actor()?, &page, wants_total_count(&ctx)).await?;
+            let search = opt_string(&ctx, "search")?;
+            let (teams, total) = service::list_teams(app(&ctx)?, &caller(&ctx)?.actor()?, search.as_deref(), &page, wants_total_count(&ctx)).await?;
             Ok(Some(FieldValue::value(connection(&page, teams, total, |t| &t.id, team_value))))
         })
     }))
     .description("Teams by id: every team for a server (scope `teams.read`); for a user, the teams they belong to.")
+    .argument(
+        InputValue::new("search", TypeRef::named(TypeRef::STRING))
+            .description("Only teams whose name starts with this text (any case)."),
+    )
 }
 
 fn membership() -> Field {

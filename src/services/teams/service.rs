@@ -272,10 +272,12 @@ pub async fn get_team(state: &AppState, actor: &Actor<'_, TeamsRead>, id: &str) 
     visible_team(state, actor, id).await.map(|(team, _)| team)
 }
 
-/// Every team for a server; the teams they belong to for a user.
+/// Every team for a server; the teams they belong to for a user; only those whose
+/// name starts with `search` (any case) when given.
 pub async fn list_teams(
     state: &AppState,
     actor: &Actor<'_, TeamsRead>,
+    search: Option<&str>,
     page: &Page,
     with_total: bool,
 ) -> AppResult<(Vec<Team>, i64)> {
@@ -283,10 +285,15 @@ pub async fn list_teams(
         Actor::Server(_) => None,
         Actor::User(me) => Some(me.user.id.as_str()),
     };
+    let search = search.map(str::trim).filter(|s| !s.is_empty());
+    if search.is_some_and(|s| s.len() > 256) {
+        return Err(AppError::invalid("search", "at most 256 characters"));
+    }
     let pool = state.db.pool();
-    let rows = store::list_teams(pool, state.db.dialect(), actor.project(), member, page).await?;
+    let dialect = state.db.dialect();
+    let rows = store::list_teams(pool, dialect, actor.project(), member, search, page).await?;
     let total = if with_total {
-        store::count_teams(pool, state.db.dialect(), actor.project(), member).await?
+        store::count_teams(pool, dialect, actor.project(), member, search).await?
     } else {
         0
     };

@@ -117,17 +117,27 @@ fn teams_from(dialect: Dialect, member: bool) -> String {
     }
 }
 
-/// Teams by id; only those `member` belongs to (confirmed) when given.
+/// The condition of a search of teams by the start of their name.
+fn searched(dialect: Dialect, search: Option<&str>) -> (String, Vec<String>) {
+    search.map_or_else(Default::default, |search| {
+        dialect.starts_with_any(&["t.name"], search)
+    })
+}
+
+/// Teams by id; only those `member` belongs to (confirmed) when given, and those
+/// whose name starts with `search` (any case).
 pub async fn list_teams(
     pool: &AnyPool,
     dialect: Dialect,
     project_id: &str,
     member: Option<&str>,
+    search: Option<&str>,
     page: &Page,
 ) -> Result<Vec<TeamRow>, sqlx::Error> {
-    let (keyset, binds) = page.keyset_sql("t.id");
+    let (keyset, page_binds) = page.keyset_sql("t.id");
+    let (filter, binds) = searched(dialect, search);
     let sql = format!(
-        "SELECT t.project_id, t.id, t.name, t.prefs, t.created_at, t.updated_at{}{keyset}",
+        "SELECT t.project_id, t.id, t.name, t.prefs, t.created_at, t.updated_at{}{filter}{keyset}",
         teams_from(dialect, member.is_some())
     );
     let mut query = sqlx::query_as(&sql).bind(project_id);
@@ -136,6 +146,7 @@ pub async fn list_teams(
     }
     binds
         .iter()
+        .chain(page_binds.iter())
         .fold(query, |q, b| q.bind(b))
         .fetch_all(pool)
         .await
@@ -146,12 +157,18 @@ pub async fn count_teams(
     dialect: Dialect,
     project_id: &str,
     member: Option<&str>,
+    search: Option<&str>,
 ) -> Result<i64, sqlx::Error> {
-    let sql = format!("SELECT COUNT(*){}", teams_from(dialect, member.is_some()));
+    let (filter, binds) = searched(dialect, search);
+    let sql = format!(
+        "SELECT COUNT(*){}{filter}",
+        teams_from(dialect, member.is_some())
+    );
     let mut query = sqlx::query_scalar(&sql).bind(project_id);
     if let Some(member) = member {
         query = query.bind(member);
     }
+    let query = binds.iter().fold(query, |q, b| q.bind(b));
     query.fetch_one(pool).await
 }
 
