@@ -1518,17 +1518,7 @@ async fn jwts_a_server_mints_do_not_count_towards_a_users_sessions() {
     )
     .await
     .ok();
-    let sign_in = || async {
-        app.post(
-            json!({"query": "mutation { createEmailPasswordSession(input: {email: \"cara@example.com\", password: \"db-password-1\"}) { secret } }"}),
-            &[],
-        )
-        .await
-        .ok()["createEmailPasswordSession"]["secret"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let sign_in = || app.password_session("cara@example.com", "db-password-1");
     let (first, second) = (sign_in().await, sign_in().await);
     let jwt = app
         .as_key(

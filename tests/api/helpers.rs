@@ -258,8 +258,13 @@ impl TestApp {
         self.post(json!({"query": "mutation($e: String!) { createAccount(input: {email: $e, password: \"db-password-1\"}) { id } }", "variables": {"e": email}}), &[])
             .await
             .ok();
+        self.password_session(email, "db-password-1").await
+    }
+
+    /// A new session of the user with `email` and `password`: its secret.
+    pub async fn password_session(&self, email: &str, password: &str) -> String {
         let signed = self
-            .post(json!({"query": "mutation($e: String!) { createEmailPasswordSession(input: {email: $e, password: \"db-password-1\"}) { secret } }", "variables": {"e": email}}), &[])
+            .post(json!({"query": "mutation($e: String!, $p: String!) { createEmailPasswordSession(input: {email: $e, password: $p}) { secret } }", "variables": {"e": email, "p": password}}), &[])
             .await
             .ok();
         signed["createEmailPasswordSession"]["secret"]

@@ -539,16 +539,11 @@ async fn an_invitation_link_expires_and_dies_with_the_invitees_old_email() {
     app.shutdown().await;
 }
 
-/// Any signed-in user can make a team and invite: an invitation by email must not
-/// tell them whether the address has an account, nor its id.
-#[tokio::test]
-async fn an_owners_invitation_by_email_tells_nothing_of_the_addresss_account() {
-    let smtp = TestSmtp::start().await;
-    let app = app_with_smtp(smtp.url.clone()).await;
-    let owner = owner_of(&app, "omar@example.com", "band").await;
-    let vera = app.signed_in("vera@example.com").await;
-    let vera_id = app
-        .as_session(&vera, "{ account { id } }", json!({}))
+/// A signed-in user whose email a server marked verified: their session and id.
+async fn signed_in_verified(app: &TestApp, email: &str) -> (String, Value) {
+    let session = app.signed_in(email).await;
+    let id = app
+        .as_session(&session, "{ account { id } }", json!({}))
         .await
         .ok()["account"]["id"]
         .clone();
@@ -557,10 +552,21 @@ async fn an_owners_invitation_by_email_tells_nothing_of_the_addresss_account() {
         &key,
         "default",
         "mutation($u: ID!) { updateUser(input: {id: $u, emailVerified: true}) { id } }",
-        json!({"u": vera_id}),
+        json!({"u": id}),
     )
     .await
     .ok();
+    (session, id)
+}
+
+/// Any signed-in user can make a team and invite: an invitation by email must not
+/// tell them whether the address has an account, nor its id.
+#[tokio::test]
+async fn an_owners_invitation_by_email_tells_nothing_of_the_addresss_account() {
+    let smtp = TestSmtp::start().await;
+    let app = app_with_smtp(smtp.url.clone()).await;
+    let owner = owner_of(&app, "omar@example.com", "band").await;
+    let (vera, vera_id) = signed_in_verified(&app, "vera@example.com").await;
     let invite = |email: &'static str| {
         let app = &app;
         let owner = owner.clone();
@@ -628,20 +634,7 @@ async fn an_owners_invitation_by_email_tells_nothing_of_the_addresss_account() {
     );
     // Invited by id while the user's address has an invitation waiting: a membership
     // of its own, not the address's (which would tell whose address it is).
-    let walt = app.signed_in("walt@example.com").await;
-    let walt_id = app
-        .as_session(&walt, "{ account { id } }", json!({}))
-        .await
-        .ok()["account"]["id"]
-        .clone();
-    app.as_key(
-        &key,
-        "default",
-        "mutation($u: ID!) { updateUser(input: {id: $u, emailVerified: true}) { id } }",
-        json!({"u": walt_id}),
-    )
-    .await
-    .ok();
+    let (_, walt_id) = signed_in_verified(&app, "walt@example.com").await;
     let by_address = invite("walt@example.com").await;
     let by_id = app
         .as_session(

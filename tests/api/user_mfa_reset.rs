@@ -5,8 +5,6 @@ use serde_json::json;
 
 use crate::helpers::{enrol_totp, spawn_app};
 
-const SIGN_IN: &str = "mutation($e: String!, $p: String!) { createEmailPasswordSession(input: {email: $e, password: $p}) { secret } }";
-
 #[tokio::test]
 async fn a_server_removes_a_users_authenticator_and_recovery_codes() {
     let app = spawn_app().await;
@@ -19,17 +17,7 @@ async fn a_server_removes_a_users_authenticator_and_recovery_codes() {
     )
     .await
     .ok();
-    let sign_in = || async {
-        app.post(
-            json!({"query": SIGN_IN, "variables": {"e": email, "p": password}}),
-            &[],
-        )
-        .await
-        .ok()["createEmailPasswordSession"]["secret"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let sign_in = || app.password_session(email, password);
     let first = sign_in().await;
     enrol_totp(&app, &first).await;
     app.as_session(&first, "mutation { createMfaRecoveryCodes }", json!({}))
