@@ -570,10 +570,25 @@ async fn existing_membership(
                 _ => return Ok(None),
             }
         }
-        // Only the invitations to the address: which user has it, and whether they
-        // are a member or invited already, is not the inviter's to learn (accepting
-        // as a member already is a conflict then).
-        Invitee::Email { email, .. } => email,
+        // The invitations to the address, or the membership of a member who
+        // verified it (inviting a member is a conflict; the owner shares the team
+        // with them). A pending invitation of the address's user by id is not
+        // taken over: which user an address belongs to is not the inviter's to
+        // learn.
+        Invitee::Email { email, .. } => {
+            let holder = users_store::find_user_by_email(pool, &team.project_id, email)
+                .await?
+                .map(|row| row.to_user())
+                .filter(|user| user.email_verified);
+            if let Some(holder) = holder {
+                let own =
+                    store::membership_of(pool, &team.project_id, &team.id, &holder.id).await?;
+                if own.as_ref().is_some_and(|m| m.confirmed != 0) {
+                    return Ok(own.map(Membership::from));
+                }
+            }
+            email
+        }
         Invitee::New(user) => user.email.as_deref().unwrap_or_default(),
     };
     Ok(
