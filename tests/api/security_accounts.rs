@@ -1119,3 +1119,41 @@ async fn a_user_reads_one_session_and_a_server_ends_one_session_of_a_user() {
     assert_eq!(hostile.code(), "INVALID_ID", "{:#}", hostile.body);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_user_blocks_their_own_account_and_only_a_server_opens_it_again() {
+    let app = spawn_app().await;
+    let fay = sign_up(&app, "fay@example.com").await;
+    let (phone, laptop) = (
+        session(&app, "fay@example.com").await,
+        session(&app, "fay@example.com").await,
+    );
+    let block = "mutation { updateStatus { id blocked } }";
+    // A JWT is a backend's delegation: it does not close the account.
+    let jwt = jwt_of(&app, &phone).await;
+    let refused = run(&app, Some(&jwt), block, json!({})).await;
+    assert_eq!(refused.code(), "PERMISSION_DENIED", "{:#}", refused.body);
+    let blocked = run(&app, Some(&phone), block, json!({})).await.ok();
+    assert_eq!(blocked["updateStatus"], json!({"id": fay, "blocked": true}));
+    for secret in [&phone, &laptop, &jwt] {
+        assert_eq!(account_code(&app, secret).await, "USER_BLOCKED");
+    }
+    assert_eq!(
+        password_session(&app, "fay@example.com", PASSWORD)
+            .await
+            .code(),
+        "USER_BLOCKED"
+    );
+    let key = app.create_key("default", &["users.write"]).await;
+    app.as_key(
+        &key,
+        "default",
+        "mutation($u: ID!) { updateUser(input: {id: $u, blocked: false}) { blocked } }",
+        json!({"u": fay}),
+    )
+    .await
+    .ok();
+    let again = session(&app, "fay@example.com").await;
+    assert_eq!(account_code(&app, &again).await, "<none>");
+    app.shutdown().await;
+}

@@ -180,6 +180,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.mutation(update_password());
     parts.mutation(update_phone());
     parts.mutation(update_prefs());
+    parts.mutation(update_status());
 }
 
 fn session_payload_type() -> Object {
@@ -428,6 +429,18 @@ where
     })
     .description(description)
     .argument(InputValue::new("input", TypeRef::named_nn(T::NAME)))
+}
+
+fn update_status() -> Field {
+    Field::new("updateStatus", TypeRef::named_nn("User"), |ctx| {
+        FieldFuture::new(async move {
+            let me = caller(&ctx)?.require_session()?;
+            let user = service::block_own(app(&ctx)?, me).await?;
+            ctx.append_http_header("set-cookie", cleared_session_cookie(&me.session.project_id));
+            Ok(Some(FieldValue::value(user_value(&user))))
+        })
+    })
+    .description("Blocks the caller's own account: every session stops working at once and signing in is refused until a server unblocks it (`updateUser(input: {id, blocked: false})`).")
 }
 
 fn update_name() -> Field {

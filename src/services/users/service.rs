@@ -1921,6 +1921,21 @@ pub async fn delete_own_session(
     Ok(id)
 }
 
+/// `updateStatus`: the caller blocks their own account, as Appwrite's account
+/// status does: every session stops working at once (open sockets too), signing in
+/// is refused, and only a server unblocks it. Not through a JWT: a delegation to a
+/// backend does not close the account.
+pub async fn block_own(state: &AppState, me: &ResolvedSession) -> AppResult<User> {
+    require_session_secret(me, "block the account")?;
+    let changes = UserChanges {
+        blocked: Some(true),
+        ..Default::default()
+    };
+    let user = apply_changes(state, &me.user.project_id, &me.user.id, changes).await?;
+    record_own(state, me, "user.update.status").await;
+    Ok(user)
+}
+
 pub async fn delete_own_sessions(state: &AppState, me: &ResolvedSession) -> AppResult<u64> {
     let (project_id, user_id) = (&me.user.project_id, &me.user.id);
     let mut tx = state.db.begin_write().await?;
