@@ -122,6 +122,26 @@ async fn a_user_creates_a_team_invites_a_member_who_accepts() {
     assert_eq!(outside.code(), "TEAM_NOT_FOUND", "{:#}", outside.body);
     let missing = app.as_session(&member, one, json!({"m": "nope"})).await;
     assert_eq!(missing.code(), "MEMBERSHIP_NOT_FOUND", "{:#}", missing.body);
+    // The member's and the team's names come with it, as Appwrite's membership has them.
+    app.as_session(
+        &member,
+        "mutation { updateName(input: {name: \"Mia\"}) { name } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let named = app
+        .as_session(
+            &member,
+            "query($m: ID!) { membership(teamId: \"crew\", id: $m) { userName teamName } }",
+            json!({"m": membership_id}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        named["membership"],
+        json!({"userName": "Mia", "teamName": "Crew"})
+    );
     let after = app
         .as_session(&member, "{ teams { nodes { id name } } }", json!({}))
         .await

@@ -38,6 +38,17 @@ fn team_prefs(team: &Team) -> Value {
         .unwrap_or_else(|| Value::Object(Default::default()))
 }
 
+/// The text entry `key` of the parent object.
+fn parent_text(ctx: &async_graphql::dynamic::ResolverContext<'_>, key: &str) -> Option<String> {
+    match parent_value(ctx)? {
+        Value::Object(map) => match map.get(key)? {
+            Value::String(text) => Some(text.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 pub fn membership_value(membership: &Membership) -> Value {
     object([
         ("id", Value::from(membership.id.as_str())),
@@ -232,18 +243,13 @@ fn team_type() -> Object {
         .field(
             Field::new("total", TypeRef::named_nn(TypeRef::INT), |ctx| {
                 FieldFuture::new(async move {
-                    let Some(Value::String(team_id)) =
-                        parent_value(&ctx).and_then(|team| match team {
-                            Value::Object(team) => team.get("id"),
-                            _ => None,
-                        })
-                    else {
+                    let Some(team_id) = parent_text(&ctx, "id") else {
                         return Ok(None);
                     };
                     let total = super::store::count_confirmed_members(
                         app(&ctx)?.db.pool(),
                         &caller(&ctx)?.project.id,
-                        team_id,
+                        &team_id,
                     )
                     .await
                     .map_err(AppError::from)?;
@@ -259,13 +265,51 @@ fn membership_type() -> Object {
         .description("A user's place in a team. Until `confirmed`, it is an invitation and grants no roles.")
         .field(prop("id", TypeRef::named_nn(TypeRef::ID), "Unique id; gives its user the role `member:ID`."))
         .field(prop("teamId", TypeRef::named_nn(TypeRef::ID), "The team."))
-        .field(prop("userId", TypeRef::named(TypeRef::ID), "The member; null while an invitation by email waits for an address that has no verified account (its user is created or found when the invitation is accepted through the emailed link)."))
+        .field(prop("userId", TypeRef::named(TypeRef::ID), "The member; null while an owner's invitation by email waits to be accepted (its user is found or created then)."))
         .field(prop("email", TypeRef::named(TypeRef::STRING), "The invited address, while `userId` is null."))
         .field(prop("roles", TypeRef::named_nn_list_nn(TypeRef::STRING), "The member's roles in the team; `owner` manages it."))
         .field(prop("confirmed", TypeRef::named_nn(TypeRef::BOOLEAN), "Whether the user accepted (or a server added them)."))
         .field(prop("joinedAt", TypeRef::named(DATETIME), "When the membership was confirmed."))
         .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When the membership was created."))
         .field(prop("updatedAt", TypeRef::named_nn(DATETIME), "When the membership last changed."))
+        .field(
+            Field::new("userName", TypeRef::named(TypeRef::STRING), |ctx| {
+                FieldFuture::new(async move {
+                    let Some(user_id) = parent_text(&ctx, "userId") else {
+                        return Ok(None);
+                    };
+                    let user = crate::services::users::store::find_user(
+                        app(&ctx)?.db.pool(),
+                        &caller(&ctx)?.project.id,
+                        &user_id,
+                    )
+                    .await
+                    .map_err(AppError::from)?;
+                    Ok(user.map(|user| FieldValue::value(Value::from(user.name))))
+                })
+            })
+            .description("The member's name, as Appwrite's membership has it; null while `userId` is."),
+        )
+        .field(
+            Field::new("teamName", TypeRef::named_nn(TypeRef::STRING), |ctx| {
+                FieldFuture::new(async move {
+                    let Some(team_id) = parent_text(&ctx, "teamId") else {
+                        return Ok(None);
+                    };
+                    let team = super::store::find_team(
+                        app(&ctx)?.db.pool(),
+                        &caller(&ctx)?.project.id,
+                        &team_id,
+                    )
+                    .await
+                    .map_err(AppError::from)?;
+                    Ok(Some(FieldValue::value(Value::from(
+                        team.map(|team| team.name).unwrap_or_default(),
+                    ))))
+                })
+            })
+            .description("The team's name, as Appwrite's membership has it."),
+        )
 }
 
 fn delete_team_payload_type() -> Object {
