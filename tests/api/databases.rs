@@ -507,6 +507,22 @@ async fn the_generic_api_takes_appwrite_queries() {
     assert_eq!(everything[0]["data"]["title"], "Ta");
     assert_eq!(everything[0]["data"]["views"], 10);
 
+    // What is missing is named: the database, or the collection in it.
+    for (database, collection, code) in [
+        ("nowhere", "posts", "DATABASE_NOT_FOUND"),
+        ("blog", "nothing", "COLLECTION_NOT_FOUND"),
+    ] {
+        let answer = app
+            .as_key(
+                &key,
+                "default",
+                "query($d: ID!, $c: ID!) { documents(databaseId: $d, collectionId: $c) { total } }",
+                json!({"d": database, "c": collection}),
+            )
+            .await;
+        assert_eq!(answer.code(), code, "{:#}", answer.body);
+    }
+
     for (bad, code) in [
         (
             r#"{"method":"select","values":["views","nope"]}"#,

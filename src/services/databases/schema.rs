@@ -663,19 +663,30 @@ pub(crate) fn data_object(value: serde_json::Value) -> AppResult<Map<String, ser
     }
 }
 
-/// The collection a generic document operation names, from the project's model.
-fn model_collection(
+/// The collection a generic document operation names, from the project's model;
+/// when there is none, `DATABASE_NOT_FOUND` or `COLLECTION_NOT_FOUND` for what is
+/// missing, as Appwrite answers (the database is looked up on that path only).
+async fn model_collection(
     ctx: &ResolverContext<'_>,
     database_id: &str,
     collection_id: &str,
 ) -> AppResult<Arc<Collection>> {
-    data_model(ctx)?
-        .collection(database_id, collection_id)
-        .cloned()
-        .ok_or_else(|| AppError::NotFound {
+    if let Some(collection) = data_model(ctx)?.collection(database_id, collection_id) {
+        return Ok(collection.clone());
+    }
+    let database =
+        super::store::find_database(app(ctx)?.db.pool(), &caller(ctx)?.project.id, database_id)
+            .await?;
+    Err(match database {
+        Some(_) => AppError::NotFound {
             what: "collection",
             id: collection_id.chars().take(64).collect(),
-        })
+        },
+        None => AppError::NotFound {
+            what: "database",
+            id: database_id.chars().take(64).collect(),
+        },
+    })
 }
 
 fn document_value(collection: &Collection, document: &documents::Document) -> Value {
@@ -1481,7 +1492,7 @@ fn documents_field() -> Field {
         FieldFuture::new(async move {
             let database_id = opt_string(&ctx, "databaseId")?.unwrap_or_default();
             let collection_id = opt_string(&ctx, "collectionId")?.unwrap_or_default();
-            let collection = model_collection(&ctx, &database_id, &collection_id)?;
+            let collection = model_collection(&ctx, &database_id, &collection_id).await?;
             let parsed = parse_query_strings(&query_strings(&ctx)?).map_err(|err| AppError::Invalid {
                 code: err.code(),
                 field: "queries".into(),
@@ -1560,7 +1571,7 @@ fn document_field() -> Field {
             let database_id = opt_string(&ctx, "databaseId")?.unwrap_or_default();
             let collection_id = opt_string(&ctx, "collectionId")?.unwrap_or_default();
             let id = opt_string(&ctx, "id")?.unwrap_or_default();
-            let collection = model_collection(&ctx, &database_id, &collection_id)?;
+            let collection = model_collection(&ctx, &database_id, &collection_id).await?;
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
             let with_permissions = ctx.look_ahead().field("permissions").exists();
             let fields = DocumentFields::selected(ctx.field());
@@ -1580,7 +1591,7 @@ fn create_document_field() -> Field {
     Field::new("createDocument", TypeRef::named("Document"), |ctx| {
         FieldFuture::new(async move {
             let input: CreateDocumentInput = input(&ctx)?;
-            let collection = model_collection(&ctx, &input.database_id, &input.collection_id)?;
+            let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
             let new = NewDocument {
                 id: input.id,
@@ -1601,7 +1612,7 @@ fn update_document_field() -> Field {
     Field::new("updateDocument", TypeRef::named("Document"), |ctx| {
         FieldFuture::new(async move {
             let input: UpdateDocumentInput = input(&ctx)?;
-            let collection = model_collection(&ctx, &input.database_id, &input.collection_id)?;
+            let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
             let changes = DocumentChanges {
                 data: input.data.map(data_object).transpose()?.unwrap_or_default(),
@@ -1626,7 +1637,7 @@ fn delete_document_field() -> Field {
     Field::new("deleteDocument", TypeRef::named_nn("DeleteDocumentPayload"), |ctx| {
         FieldFuture::new(async move {
             let input: DocumentRefInput = input(&ctx)?;
-            let collection = model_collection(&ctx, &input.database_id, &input.collection_id)?;
+            let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
             documents_of(&ctx, &access)?.delete(&collection, &input.id).await?;
             Ok(Some(FieldValue::value(object([("deletedId", Value::from(input.id))]))))
