@@ -37,13 +37,18 @@ fn ws_code(message: &Value) -> &str {
         .unwrap_or("<none>")
 }
 
-async fn notes(app: &TestApp) {
+/// The database `db` the collections of these tests live in.
+async fn database_db(app: &TestApp) {
     app.admin(
         "mutation { createDatabase(input: {id: \"db\", name: \"db\"}) { id } }",
         json!({}),
     )
     .await
     .ok();
+}
+
+async fn notes(app: &TestApp) {
+    database_db(app).await;
     app.admin(
         "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
         json!({"input": {"databaseId": "db", "id": "notes", "name": "notes",
@@ -67,12 +72,7 @@ async fn notes(app: &TestApp) {
 /// Database `db` with the collection `id`: one string attribute `body` of `size`
 /// characters, with `permissions`.
 async fn bodies(app: &TestApp, id: &str, permissions: Value, size: u32) {
-    app.admin(
-        "mutation { createDatabase(input: {id: \"db\", name: \"db\"}) { id } }",
-        json!({}),
-    )
-    .await
-    .ok();
+    database_db(app).await;
     app.admin(
         "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
         json!({"input": {"databaseId": "db", "id": id, "name": id, "permissions": permissions,
@@ -150,12 +150,7 @@ const INTROSPECTION: &str = "__schema { types { name kind fields { name args { n
 #[tokio::test]
 async fn introspection_repeated_under_aliases_is_refused_for_any_caller() {
     let app = spawn_app().await;
-    app.admin(
-        "mutation { createDatabase(input: {id: \"db\", name: \"db\"}) { id } }",
-        json!({}),
-    )
-    .await
-    .ok();
+    database_db(&app).await;
     // A schema of some size: every collection adds types and root fields.
     for i in 0..30 {
         let attributes: Vec<Value> = (0..10)
