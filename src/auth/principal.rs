@@ -157,6 +157,9 @@ pub struct Membership {
     pub roles: Vec<String>,
     pub confirmed: bool,
     pub joined_at: Option<i64>,
+    /// When the invitation was last sent (for a member added by a server: when it
+    /// was added); its link expires a week after.
+    pub invited_at: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }

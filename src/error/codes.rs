@@ -109,6 +109,7 @@ codes! {
     INVALID_JWT: 401 => "the JWT is malformed, forged, for another project, or its session was signed out";
     JWT_EXPIRED: 401 => "the JWT outlived its 15 minutes; ask for a new one";
     AUTH_METHOD_DISABLED: 403 => "the project turned this sign-in method off";
+    SESSION_ALREADY_EXISTS: 409 => "the caller is signed in already; sign out before creating an anonymous user";
     MFA_REQUIRED: 401 => "the session must pass its second factor first";
     INVALID_MFA_CODE: 400 => "the TOTP or recovery code is wrong or already used";
     AUTHENTICATOR_ALREADY_EXISTS: 409 => "the account already has a verified authenticator";

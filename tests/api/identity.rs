@@ -1031,3 +1031,30 @@ async fn the_activity_log_records_sign_ins_changes_and_sign_outs() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_signed_in_caller_cannot_create_an_anonymous_user() {
+    let app = spawn_app().await;
+    sign_up(&app, "fay@example.com", "fay-password").await;
+    let secret = session_secret(&app, "fay@example.com", "fay-password").await;
+    let refused = app
+        .as_session(
+            &secret,
+            "mutation { createAnonymousSession { secret } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(refused.code(), "SESSION_ALREADY_EXISTS");
+    let users = app.admin("{ users { totalCount } }", json!({})).await.ok();
+    assert_eq!(
+        users["users"]["totalCount"], 1,
+        "no anonymous user was made"
+    );
+    // The session it was refused to still works.
+    let account = app
+        .as_session(&secret, "{ account { email } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(account["account"]["email"], "fay@example.com");
+    app.shutdown().await;
+}

@@ -474,8 +474,8 @@ async fn only_a_verified_address_or_the_link_accepts_an_invitation_by_email() {
     app.shutdown().await;
 }
 
-/// An invitation's link signs its holder in as the invitee: it works for a week,
-/// and not after the invitee's email or password changed (whoever still reads the
+/// An invitation's link signs its holder in as the invitee: it works for a week
+/// from when it was sent (a change of roles does not extend it), and not after the invitee's email or password changed (whoever still reads the
 /// old mailbox, or knew the old password, holds the old link).
 #[tokio::test]
 async fn an_invitation_link_expires_and_dies_with_the_invitees_old_email() {
@@ -522,12 +522,27 @@ async fn an_invitation_link_expires_and_dies_with_the_invitees_old_email() {
     let mail = smtp.wait_for_message_to("quin@example.com", WAIT).await;
     let secret = mail.link_param("secret").unwrap();
     let state = app.server.as_ref().unwrap().state().clone();
-    sqlx::query("UPDATE memberships SET updated_at = updated_at - ? WHERE id = ?")
+    sqlx::query("UPDATE memberships SET invited_at = invited_at - ? WHERE id = ?")
         .bind(8i64 * 24 * 3600 * 1000)
         .bind(invited["id"].as_str().unwrap())
         .execute(state.db.pool())
         .await
         .unwrap();
+    // A change of roles since is not a new invitation: the link stays expired.
+    let changed = app
+        .as_session(
+            &owner,
+            "mutation($t: ID!, $m: ID!) { updateMembership(input: {teamId: $t, membershipId: $m, roles: [\"helm\"]}) { roles invitedAt updatedAt } }",
+            json!({"t": "crew", "m": invited["id"]}),
+        )
+        .await
+        .ok()["updateMembership"]
+        .clone();
+    assert_eq!(changed["roles"], json!(["helm"]));
+    assert!(
+        changed["invitedAt"].as_str().unwrap() < changed["updatedAt"].as_str().unwrap(),
+        "{changed}"
+    );
     let expired = accept_link(&app, "crew", &invited["id"], &secret).await;
     assert_eq!(expired.code(), "INVALID_TOKEN", "{:#}", expired.body);
     assert!(

@@ -363,12 +363,21 @@ fn create_anonymous_session() -> Field {
         FieldFuture::new(async move {
             let caller = caller(&ctx)?;
             not_by_jwt(caller)?;
+            // As Appwrite does: an anonymous user made while signed in would
+            // replace the session's cookie and strand the signed-in account.
+            if let Credential::Session(me) = &caller.credential {
+                return Err(AppError::Conflict {
+                    what: "session",
+                    id: me.session.id.clone(),
+                }
+                .into());
+            }
             let (session, secret) =
                 service::sign_in_anonymously(app(&ctx)?, &caller.project.id, client(&ctx)).await?;
             signed_in(&ctx, &session, secret)
         })
     })
-    .description("Creates an anonymous user and signs it in; it becomes a full account by setting a password, then an email.")
+    .description("Creates an anonymous user and signs it in; it becomes a full account by setting a password, then an email. Refused to a caller that is signed in (`SESSION_ALREADY_EXISTS`).")
 }
 
 fn delete_session() -> Field {

@@ -79,6 +79,7 @@ pub fn membership_value(membership: &Membership) -> Value {
             "joinedAt",
             membership.joined_at.map_or(Value::Null, datetime),
         ),
+        ("invitedAt", datetime(membership.invited_at)),
         ("createdAt", datetime(membership.created_at)),
         ("updatedAt", datetime(membership.updated_at)),
     ])
@@ -270,6 +271,7 @@ fn membership_type() -> Object {
         .field(prop("roles", TypeRef::named_nn_list_nn(TypeRef::STRING), "The member's roles in the team; `owner` manages it."))
         .field(prop("confirmed", TypeRef::named_nn(TypeRef::BOOLEAN), "Whether the user accepted (or a server added them)."))
         .field(prop("joinedAt", TypeRef::named(DATETIME), "When the membership was confirmed."))
+        .field(prop("invitedAt", TypeRef::named_nn(DATETIME), "When the invitation was last sent (a member added by a server: when added). Its link works for a week from then; changing roles does not extend it."))
         .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When the membership was created."))
         .field(prop("updatedAt", TypeRef::named_nn(DATETIME), "When the membership last changed."))
         .field(

@@ -233,6 +233,7 @@ pub async fn create_team(
             roles,
             confirmed: true,
             joined_at: Some(now),
+            invited_at: now,
             created_at: now,
             updated_at: now,
         };
@@ -683,6 +684,7 @@ async fn add_member(
             roles,
             confirmed: by_server,
             joined_at: by_server.then_some(now),
+            invited_at: now,
             updated_at: now,
             ..pending
         },
@@ -696,6 +698,7 @@ async fn add_member(
             roles,
             confirmed: by_server,
             joined_at: by_server.then_some(now),
+            invited_at: now,
             created_at: now,
             updated_at: now,
         },
@@ -1020,7 +1023,7 @@ pub async fn accept_invitation(
         return Err(invalid());
     }
     // A link signs its holder in: it lasts as long as Appwrite's, not for ever.
-    if now_millis().saturating_sub(membership.updated_at) > INVITATION_LIFETIME_MS {
+    if now_millis().saturating_sub(membership.invited_at) > INVITATION_LIFETIME_MS {
         return Err(AppError::Invalid {
             code: codes::INVALID_TOKEN,
             field: "secret".into(),

@@ -41,6 +41,7 @@ pub struct MembershipRow {
     pub roles: String,
     pub confirmed: i16,
     pub joined_at: Option<i64>,
+    pub invited_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -58,6 +59,7 @@ impl From<MembershipRow> for Membership {
             roles: serde_json::from_str(&row.roles).unwrap_or_default(),
             confirmed: row.confirmed != 0,
             joined_at: row.joined_at,
+            invited_at: row.invited_at.unwrap_or(row.created_at),
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
@@ -66,7 +68,7 @@ impl From<MembershipRow> for Membership {
 
 const TEAM_COLUMNS: &str = "project_id, id, name, prefs, created_at, updated_at";
 const MEMBERSHIP_COLUMNS: &str = "project_id, id, team_id, user_id, email, invite_name, roles, \
-     confirmed, joined_at, created_at, updated_at";
+     confirmed, joined_at, invited_at, created_at, updated_at";
 
 pub async fn insert_team<'e>(
     db: impl Executor<'e, Database = Any>,
@@ -278,7 +280,7 @@ pub async fn insert_membership<'e>(
     membership: &Membership,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "INSERT INTO memberships ({MEMBERSHIP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO memberships ({MEMBERSHIP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(&membership.project_id)
     .bind(&membership.id)
@@ -289,6 +291,7 @@ pub async fn insert_membership<'e>(
     .bind(serde_json::to_string(&membership.roles).unwrap_or_else(|_| "[]".into()))
     .bind(i16::from(membership.confirmed))
     .bind(membership.joined_at)
+    .bind(membership.invited_at)
     .bind(membership.created_at)
     .bind(membership.updated_at)
     .execute(db)
@@ -501,7 +504,7 @@ pub async fn renew_invitation<'e>(
 ) -> Result<bool, sqlx::Error> {
     sqlx::query(
         "UPDATE memberships SET user_id = ?, email = ?, invite_name = ?, roles = ?, confirmed = ?, \
-         joined_at = ?, invite_secret_hash = ?, updated_at = ? \
+         joined_at = ?, invite_secret_hash = ?, invited_at = ?, updated_at = ? \
          WHERE project_id = ? AND id = ? AND confirmed = 0",
     )
     .bind(&membership.user_id)
@@ -511,6 +514,7 @@ pub async fn renew_invitation<'e>(
     .bind(i16::from(membership.confirmed))
     .bind(membership.joined_at)
     .bind(secret_hash)
+    .bind(membership.invited_at)
     .bind(membership.updated_at)
     .bind(&membership.project_id)
     .bind(&membership.id)
