@@ -245,10 +245,16 @@ async fn twins_follow_indexes_and_document_security_while_lists_stay_the_same() 
     check(ann_list.clone(), bob_list.clone()).await;
 
     // documentSecurity off: no twins, and the documents' own permissions no
-    // longer count; on again: all of them, and the same lists.
+    // longer count (the collection's grant no read: the list is refused); on
+    // again: all of them, and the same lists.
     document_security(&app, "notes", false).await;
     assert!(twins(&app, "notes").await.is_empty());
-    check(Vec::new(), Vec::new()).await;
+    for secret in [&ann, &bob] {
+        let refused = app
+            .as_session(secret, "{ notes(first: 50) { totalCount } }", json!({}))
+            .await;
+        assert_eq!(refused.code(), "PERMISSION_DENIED");
+    }
     document_security(&app, "notes", true).await;
     assert_eq!(twins(&app, "notes").await, ["by_title", "reader"]);
     check(ann_list.clone(), bob_list.clone()).await;

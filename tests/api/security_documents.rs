@@ -876,3 +876,72 @@ async fn a_right_to_update_grants_no_right_the_caller_lacks() {
     assert_eq!(deleted.code(), "PERMISSION_DENIED", "{:#}", deleted.body);
     app.shutdown().await;
 }
+
+/// A list the collection lets the caller read none of is refused, as Appwrite
+/// and PocketBase refuse it, rather than answered as an empty collection: by
+/// its permissions (`PERMISSION_DENIED`), or while it is disabled (not found);
+/// the same collection's documents inside a readable one stay hidden, not errors.
+#[tokio::test]
+async fn a_list_of_a_collection_the_caller_may_read_nothing_of_is_refused() {
+    let app = spawn_app().await;
+    setup(&app).await;
+    let bob = app.signed_in("bob-lists@example.com").await;
+    app.as_session(
+        &bob,
+        "mutation { createDrop(input: {id: \"d1\", text: \"t\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let typed = app
+        .as_session(&bob, "{ drops { totalCount nodes { id } } }", json!({}))
+        .await;
+    assert_eq!(typed.code(), "PERMISSION_DENIED", "{:#}", typed.body);
+    let generic = app
+        .as_session(
+            &bob,
+            "{ documents(databaseId: \"sec\", collectionId: \"drops\") { total } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(generic.code(), "PERMISSION_DENIED", "{:#}", generic.body);
+    let guest = app
+        .post(json!({"query": "{ drops { totalCount } }"}), &[])
+        .await;
+    assert_eq!(guest.code(), "PERMISSION_DENIED", "{:#}", guest.body);
+    // A server lists them.
+    let listed = app.admin("{ drops { totalCount } }", json!({})).await.ok();
+    assert_eq!(listed["drops"]["totalCount"], 1);
+
+    // Notes with document security: a list of only one's own, however few.
+    note(&app, &bob, "n1", None).await;
+    let own = app
+        .as_session(&bob, "{ notes { nodes { id } } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(own["notes"]["nodes"], json!([{"id": "n1"}]));
+    let stranger = app.signed_in("cy-lists@example.com").await;
+    let none = app
+        .as_session(&stranger, "{ notes { totalCount } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(none["notes"]["totalCount"], 0);
+
+    // Disabled: not found to clients, listed to servers.
+    app.admin(
+        "mutation { updateCollection(input: {databaseId: \"sec\", id: \"notes\", enabled: false}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    for query in [
+        "{ notes { totalCount } }",
+        "{ documents(databaseId: \"sec\", collectionId: \"notes\") { total } }",
+    ] {
+        let refused = app.as_session(&bob, query, json!({})).await;
+        assert_eq!(refused.code(), "COLLECTION_NOT_FOUND", "{:#}", refused.body);
+    }
+    let listed = app.admin("{ notes { totalCount } }", json!({})).await.ok();
+    assert_eq!(listed["notes"]["totalCount"], 1);
+    app.shutdown().await;
+}

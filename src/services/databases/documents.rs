@@ -120,6 +120,30 @@ pub fn may_read_any(collection: &Collection, access: &Access) -> bool {
     !matches!(reach(collection, access, Action::Read), Reach::None)
 }
 
+/// Refuses a list to a client the collection lets read none of its documents,
+/// as Appwrite and PocketBase do, rather than answering an empty page that
+/// looks like a collection with nothing in it: a disabled collection is not
+/// found, and one whose permissions grant the caller no read (with document
+/// security off) is `PERMISSION_DENIED`. A list inside a document (a
+/// relationship) stays empty instead, so that it does not fail the whole read.
+pub fn require_list_reach(collection: &Collection, access: &Access) -> AppResult<()> {
+    if !matches!(reach(collection, access, Action::Read), Reach::None) {
+        return Ok(());
+    }
+    if !collection.enabled {
+        return Err(AppError::NotFound {
+            what: "collection",
+            id: collection.id.clone(),
+        });
+    }
+    Err(AppError::PermissionDenied {
+        reason: format!(
+            "the permissions of collection `{}` let you read none of its documents",
+            collection.id
+        ),
+    })
+}
+
 /// Whether `access` may `action` a document with `permissions`: by the
 /// collection's permissions, or by the document's own with document security.
 fn may(

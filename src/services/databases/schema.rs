@@ -1500,6 +1500,7 @@ fn documents_field() -> Field {
             })?;
             let kept = kept_attributes(&collection, parsed.select.as_deref())?;
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
+            documents::require_list_reach(&collection, &access)?;
             let request = ListByDocument {
                 filter: parsed.filter,
                 orders: parsed.orders,
@@ -1526,7 +1527,7 @@ fn documents_field() -> Field {
             ]))))
         })
     })
-    .description("Documents of any collection, found with Appwrite's query language: each query a JSON string such as `{\"method\":\"equal\",\"attribute\":\"title\",\"values\":[\"Hi\"]}`. Only documents the caller may read are returned and counted.")
+    .description("Documents of any collection, found with Appwrite's query language: each query a JSON string such as `{\"method\":\"equal\",\"attribute\":\"title\",\"values\":[\"Hi\"]}`. Only documents the caller may read are returned and counted; `PERMISSION_DENIED` when the collection's permissions let the caller read none (document security off), `COLLECTION_NOT_FOUND` to a client while the collection is disabled.")
     .argument(InputValue::new("databaseId", TypeRef::named_nn(TypeRef::ID)))
     .argument(InputValue::new("collectionId", TypeRef::named_nn(TypeRef::ID)))
     .argument(InputValue::new("queries", TypeRef::named_nn_list(TypeRef::STRING)).description("Queries (filters, `orderAsc`, `cursorAfter`, `limit` ≤ 1000, default 25, `offset`, `select`, `and`, `or`)."))

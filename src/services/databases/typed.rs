@@ -899,11 +899,13 @@ fn list_field(collection: &Arc<Collection>) -> Field {
     list_arguments(Field::new(collection.names.plural.as_str(), TypeRef::named_nn(format!("{t}Connection")), move |ctx| {
         let collection = c.clone();
         FieldFuture::new(async move {
+            let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
+            documents::require_list_reach(&collection, &access)?;
             let value = connection_of(&ctx, &collection, None).await?;
             Ok(Some(FieldValue::value(value)))
         })
     })
-    .description(format!("`{t}` documents the caller may read, filtered, ordered and paged (Relay). `totalCount` is counted only when selected.")), &t)
+    .description(format!("`{t}` documents the caller may read, filtered, ordered and paged (Relay). `totalCount` is counted only when selected. `PERMISSION_DENIED` when the collection's permissions let the caller read none of them (document security off); `COLLECTION_NOT_FOUND` to a client while the collection is disabled.")), &t)
 }
 
 /// `createPost(input)`.
