@@ -23,6 +23,10 @@ pub struct ApiKeyGrant {
     pub scopes: BTreeSet<Scope>,
     /// When the key stops working (milliseconds since the epoch); `None`: never.
     pub expires_at: Option<i64>,
+    /// For a function's own access: the key whose scopes the function was given
+    /// (its `reach`), so that what the function configures in turn ends when that
+    /// key is revoked. `None` for keys and the console.
+    pub handed_on_by: Option<String>,
 }
 
 /// The key id a console administrator's session acts under: `admin:EMAIL`. Real key
@@ -40,6 +44,7 @@ impl ApiKeyGrant {
             project_id: project_id.to_string(),
             scopes: BTreeSet::from([Scope::Admin]),
             expires_at,
+            handed_on_by: None,
         }
     }
 

@@ -18,8 +18,9 @@ pub struct Delegation {
     /// When the key stops working (milliseconds since the epoch); `None`: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expires_at: Option<i64>,
-    /// The key's id, so that revoking it ends what it handed on; `None` for the
-    /// console's and a function's own access.
+    /// The key's id, so that revoking it ends what it handed on; for a function's
+    /// own access, the key that gave the function its scopes; `None` for the
+    /// console's (and for a function an operator configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     key_id: Option<String>,
 }
@@ -33,8 +34,14 @@ impl Delegation {
             scopes: (!key.is_admin())
                 .then(|| key.scopes.iter().map(|s| s.name().to_string()).collect()),
             expires_at: if console { None } else { key.expires_at },
-            // Real key ids hold no `:` (the console's and functions' do).
-            key_id: (!key.key_id.contains(':')).then(|| key.key_id.clone()),
+            // Real key ids hold no `:` (the console's and functions' do). A
+            // function hands on what its own key gave it: revoking that key ends
+            // both, however many hands it went through.
+            key_id: if key.key_id.contains(':') {
+                key.handed_on_by.clone()
+            } else {
+                Some(key.key_id.clone())
+            },
         }
     }
 
@@ -127,6 +134,7 @@ mod tests {
             project_id: "p".into(),
             scopes: scopes.iter().copied().collect::<BTreeSet<_>>(),
             expires_at,
+            handed_on_by: None,
         }
     }
 
@@ -141,6 +149,18 @@ mod tests {
         assert_eq!(kept, delegation);
         assert!(delegation.to_column().unwrap().contains(r#""keyId":"k1""#));
         assert!(!Delegation::revoked("k1").covers("teams.read", 0));
+    }
+
+    #[test]
+    fn a_function_hands_on_under_the_key_that_gave_it_its_scopes() {
+        let mut function = key(&[Scope::from_name("webhooks.write").unwrap()], Some(100));
+        function.key_id = "function:f1".into();
+        function.handed_on_by = Some("k1".into());
+        let delegation = Delegation::of(&function);
+        assert_eq!(delegation.key_id(), Some("k1"));
+        assert_eq!(delegation.expires_at(), Some(100));
+        function.handed_on_by = None;
+        assert_eq!(Delegation::of(&function).key_id(), None);
     }
 
     #[test]

@@ -659,3 +659,77 @@ async fn create_team_in(app: &TestApp, project: &str, id: &str) {
     .await
     .ok();
 }
+
+/// A function configures under the key that gave it its scopes: a webhook it
+/// creates through `nimbus.graphql` stops delivering when that key is revoked,
+/// as one the key made itself would (revoking must not be escaped by letting a
+/// function re-issue the key's reach without it).
+#[tokio::test]
+async fn what_a_function_hands_on_ends_with_the_key_that_configured_it() {
+    let receiver = Receiver::start().await;
+    let app = app_with_webhooks(|_| {}).await;
+    let created = app
+        .admin(
+            "mutation { createApiKey(input: {projectId: \"default\", name: \"deployer\", scopes: [\"functions.write\", \"webhooks.write\", \"teams.read\"]}) { secret apiKey { id } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    let key = created["createApiKey"]["secret"].as_str().unwrap();
+    let key_id = created["createApiKey"]["apiKey"]["id"].as_str().unwrap();
+    app.as_key(
+        key,
+        "default",
+        CREATE,
+        json!({"input": {"id": "hooker", "name": "hooker", "entrypoint": "main.js",
+            "scopes": ["webhooks.write", "teams.read"]}}),
+    )
+    .await
+    .ok();
+    let code = format!(
+        r#"export default async ({{ res }}) => {{
+            const made = await nimbus.graphql(
+                'mutation($input: CreateWebhookInput!) {{ createWebhook(input: $input) {{ webhook {{ id }} }} }}',
+                {{ input: {{ name: "laundered", url: "{}", events: ["teams.*"] }} }},
+            );
+            if (made.errors) throw new Error(JSON.stringify(made.errors));
+            return res.json(made.data);
+        }};"#,
+        receiver.url("/ok/laundered")
+    );
+    let deployed =
+        deploy_response_as(&app, key, "default", "hooker", "main.js", code.as_bytes()).await;
+    let body: Value = deployed.json().await.unwrap();
+    assert!(
+        body["data"]["createDeployment"]["id"].is_string(),
+        "{body:#}"
+    );
+    let ran = crate::functions::execute(&app, json!({"functionId": "hooker"}))
+        .await
+        .ok();
+    assert_eq!(ran["createExecution"]["responseStatusCode"], 200, "{ran:#}");
+    crate::webhooks::create_webhook(&app, &receiver.url("/ok/operator"), &["teams.*"]).await;
+    create_team(&app, "before").await;
+    receiver.wait_for("/ok/laundered", 1).await;
+
+    app.admin(
+        "mutation($id: ID!) { deleteApiKey(input: {id: $id}) { deletedId } }",
+        json!({"id": key_id}),
+    )
+    .await
+    .ok();
+    create_team(&app, "after").await;
+    receiver.wait_for("/ok/operator", 2).await;
+    // Both events were handled in one pass of the log: the function's webhook got
+    // the first only.
+    let jobs = app
+        .admin(
+            "{ jobs(kind: \"webhook\", first: 10) { totalCount } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(jobs["jobs"]["totalCount"], 3, "{jobs:#}");
+    assert_eq!(names(&receiver, "/ok/laundered"), ["teams.before.create"]);
+    app.shutdown().await;
+}

@@ -101,6 +101,7 @@ impl Identity {
                     .filter(|scope| *scope != Scope::Admin)
                     .collect(),
                 expires_at: function.reach.expires_at(),
+                handed_on_by: function.reach.key_id().map(String::from),
             })),
             checked_at: 0,
         }

@@ -50,6 +50,7 @@ pub async fn authenticate(
         project_id: key.project_id,
         scopes: key.scopes.into_iter().collect::<BTreeSet<_>>(),
         expires_at: key.expires_at,
+        handed_on_by: None,
     };
     if grant.project_id != project_id && !grant.is_admin() {
         return Err(AppError::InvalidApiKey);
