@@ -27,6 +27,14 @@ pub enum Access {
 }
 
 impl Access {
+    /// A caller that is not signed in.
+    pub fn guest() -> Access {
+        Access::Client {
+            roles: RoleSet::guest(),
+            user_id: None,
+        }
+    }
+
     /// The access of a caller; a key must hold the scope `S` (e.g. `DocumentsWrite`).
     pub fn of<S: ScopeMarker>(caller: &Caller, _key_scope: S) -> AppResult<Access> {
         Access::checked::<S>(caller)
@@ -64,6 +72,9 @@ pub struct ScopedAccess<S: ScopeMarker> {
     project: String,
     /// The server's key or the signed-in user, as `key:ID` or `user:ID`.
     actor: Option<String>,
+    /// Whether what a write leaves may be shown in its answer (see
+    /// [`ScopedAccess::answers`]).
+    answers: bool,
     scope: PhantomData<S>,
 }
 
@@ -82,8 +93,20 @@ impl<S: ScopeMarker> ScopedAccess<S> {
             access,
             project: caller.project.id.clone(),
             actor,
+            answers: caller.may_see_what_it_writes(S::SCOPE),
             scope: PhantomData,
         })
+    }
+
+    /// The access a write's answer is shown by: the caller's own, except for a
+    /// key without the service's read scope (`files.write` alone), which bypasses
+    /// permissions in what it changes but sees of it only what a guest may.
+    pub fn answered_as(&self) -> std::borrow::Cow<'_, Access> {
+        if self.answers {
+            std::borrow::Cow::Borrowed(&self.access)
+        } else {
+            std::borrow::Cow::Owned(Access::guest())
+        }
     }
 
     /// The project the access was checked in.

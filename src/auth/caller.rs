@@ -62,6 +62,16 @@ impl ApiKeyGrant {
         self.scopes.contains(&Scope::Admin)
     }
 
+    /// Whether the key may read what a write with `scope` leaves: it holds the
+    /// read scope of the same service (`documents.read` beside
+    /// `documents.write`), or `scope` reads already.
+    pub fn reads_what_it_writes(&self, scope: Scope) -> bool {
+        match scope.name().strip_suffix(".write") {
+            Some(service) => self.holds_named(&format!("{service}.read")),
+            None => self.holds(scope),
+        }
+    }
+
     /// Whether this is a console administrator's session: the operator, whose
     /// session ends when they sign out but whose configuration does not.
     pub fn is_console(&self) -> bool {
@@ -214,6 +224,13 @@ impl Caller {
             Credential::Key(key) => Some(key.as_ref()),
             _ => None,
         }
+    }
+
+    /// Whether a write this caller makes with `scope` may answer with what it
+    /// left: a client's answers are checked against its roles item by item; a
+    /// key, which bypasses permissions, must hold the service's read scope too.
+    pub fn may_see_what_it_writes(&self, scope: Scope) -> bool {
+        self.key().is_none_or(|key| key.reads_what_it_writes(scope))
     }
 
     /// The signed-in user's session, or `UNAUTHENTICATED` (`MFA_REQUIRED` while the

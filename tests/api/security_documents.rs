@@ -945,3 +945,103 @@ async fn a_list_of_a_collection_the_caller_may_read_nothing_of_is_refused() {
     assert_eq!(listed["notes"]["totalCount"], 1);
     app.shutdown().await;
 }
+
+/// A key bypasses document permissions, so what a write leaves is its answer only
+/// when the key may read documents too: `documents.write` alone is answered what a
+/// guest may read (here, nothing; a collection readable by `any` answers it).
+#[tokio::test]
+async fn a_key_that_may_only_write_documents_is_answered_nothing_it_wrote() {
+    let app = spawn_app().await;
+    setup(&app).await;
+    let bob = app.signed_in("bob-blind@example.com").await;
+    note(&app, &bob, "n1", None).await;
+    let writer = app.create_key("default", &["documents.write"]).await;
+    let both = app
+        .create_key("default", &["documents.write", "documents.read"])
+        .await;
+    let run = |key: String, query: &'static str| {
+        let app = &app;
+        async move { app.as_key(&key, "default", query, json!({})).await }
+    };
+    let refused = run(writer.clone(), "{ note(id: \"n1\") { text } }").await;
+    assert_eq!(refused.code(), "SCOPE_MISSING");
+    for (query, field) in [
+        (
+            "mutation { updateNote(input: {id: \"n1\", n: 1}) { text n } }",
+            "updateNote",
+        ),
+        (
+            "mutation { upsertNote(input: {id: \"n1\", text: \"t2\"}) { text } }",
+            "upsertNote",
+        ),
+        (
+            "mutation { createNote(input: {id: \"n2\", text: \"new\"}) { text } }",
+            "createNote",
+        ),
+        (
+            "mutation { updateDocument(input: {databaseId: \"sec\", collectionId: \"notes\", id: \"n1\", data: {}}) { data permissions } }",
+            "updateDocument",
+        ),
+        (
+            "mutation { createDocument(input: {databaseId: \"sec\", collectionId: \"notes\", id: \"n3\", data: {text: \"x\"}}) { data } }",
+            "createDocument",
+        ),
+    ] {
+        let answer = run(writer.clone(), query).await.ok();
+        assert_eq!(answer[field], Value::Null, "{query}: {answer:#}");
+    }
+    // The writes stood.
+    assert_eq!(admin_note(&app, "n1").await["text"], "t2");
+    assert_eq!(admin_note(&app, "n2").await["text"], "new");
+    // With `documents.read` too, the answer shows the document.
+    let answer = run(
+        both,
+        "mutation { updateNote(input: {id: \"n1\", n: 2}) { text n } }",
+    )
+    .await
+    .ok();
+    assert_eq!(answer["updateNote"], json!({"text": "t2", "n": 2}));
+    app.shutdown().await;
+}
+
+/// An upsert tells a caller no more of which ids exist than a create does: an
+/// existing document it may neither read nor update is answered as a missing id.
+#[tokio::test]
+async fn an_upsert_does_not_tell_whether_an_unreadable_document_exists() {
+    let app = spawn_app().await;
+    setup(&app).await;
+    let bob = app.signed_in("bob-upsert@example.com").await;
+    note(&app, &bob, "mine", None).await;
+    const UPSERT: &str =
+        "mutation($id: ID!) { upsertNote(input: {id: $id, text: \"guess\"}) { id } }";
+    // A guest may not create notes: the same refusal for an id that exists and
+    // one that does not.
+    let existing = app
+        .post(json!({"query": UPSERT, "variables": {"id": "mine"}}), &[])
+        .await;
+    let missing = app
+        .post(json!({"query": UPSERT, "variables": {"id": "nope"}}), &[])
+        .await;
+    assert_eq!(existing.code(), "PERMISSION_DENIED", "{:#}", existing.body);
+    assert_eq!(
+        shape(&existing, &["mine"]),
+        shape(&missing, &["nope"]),
+        "{:#} / {:#}",
+        existing.body,
+        missing.body
+    );
+    // A user who may create notes: taken, as `createNote` would say, and the
+    // note is unchanged.
+    let cy = app.signed_in("cy-upsert@example.com").await;
+    let taken = app.as_session(&cy, UPSERT, json!({"id": "mine"})).await;
+    assert_eq!(taken.code(), "DOCUMENT_ALREADY_EXISTS", "{:#}", taken.body);
+    assert_eq!(admin_note(&app, "mine").await["text"], "text of mine");
+    // Its owner updates it.
+    let own = app
+        .as_session(&bob, UPSERT, json!({"id": "mine"}))
+        .await
+        .ok();
+    assert_eq!(own["upsertNote"]["id"], "mine");
+    assert_eq!(admin_note(&app, "mine").await["text"], "guess");
+    app.shutdown().await;
+}

@@ -770,3 +770,33 @@ async fn a_file_update_read_before_a_revocation_cannot_undo_it() {
     );
     app.shutdown().await;
 }
+
+/// A key bypasses file permissions, so a file write answers with the file only
+/// to a key that may read files too: `files.write` alone is answered what a guest
+/// may read (here, nothing).
+#[tokio::test]
+async fn a_key_that_may_only_write_files_is_answered_nothing_it_wrote() {
+    let app = spawn_app().await;
+    create_bucket(
+        &app,
+        json!({"id": "docs", "name": "Docs", "fileSecurity": true, "permissions": []}),
+    )
+    .await;
+    admin_upload(&app, "docs", "f1", b"hello").await;
+    let rename = "mutation($n: String!) { updateFile(input: {bucketId: \"docs\", fileId: \"f1\", name: $n}) { name size } }";
+    let writer = app.create_key("default", &["files.write"]).await;
+    let blind = app
+        .as_key(&writer, "default", rename, json!({"n": "blind.txt"}))
+        .await
+        .ok();
+    assert_eq!(blind["updateFile"], Value::Null, "{blind:#}");
+    let both = app
+        .create_key("default", &["files.write", "files.read"])
+        .await;
+    let seen = app
+        .as_key(&both, "default", rename, json!({"n": "seen.txt"}))
+        .await
+        .ok();
+    assert_eq!(seen["updateFile"], json!({"name": "seen.txt", "size": 5}));
+    app.shutdown().await;
+}

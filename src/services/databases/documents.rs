@@ -2685,6 +2685,33 @@ pub fn exists<'a>(
     })
 }
 
+/// Whether an upsert of `id` by `access` updates (else it creates): the document
+/// exists and the caller may update or read it. One it may do neither with is,
+/// to it, an id it may only try to create, answered as a missing one would be
+/// (`PERMISSION_DENIED` without `create`, else the id is taken): an upsert tells
+/// no more of what exists than a create does.
+pub fn upsert_updates<'a>(
+    conn: &'a mut Conn<'_>,
+    collection: &'a Collection,
+    access: &'a Access,
+    id: &'a str,
+) -> BoxFuture<'a, AppResult<bool>> {
+    Box::pin(async move {
+        if matches!(access, Access::Server) {
+            return exists(conn, collection, id).await;
+        }
+        if ids::validate("id", id).is_err() {
+            return Ok(false);
+        }
+        Ok(load_locked(conn, collection, id)
+            .await?
+            .is_some_and(|document| {
+                may(collection, access, Action::Update, &document.permissions)
+                    || may(collection, access, Action::Read, &document.permissions)
+            }))
+    })
+}
+
 /// The documents one delete removed: the one asked for first, then those a
 /// cascade took along, each with its collection.
 pub type Deleted = Vec<(Arc<Collection>, Document)>;

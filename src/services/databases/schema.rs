@@ -1469,7 +1469,8 @@ pub(crate) fn documents_of<'a>(
     ctx: &ResolverContext<'a>,
     access: &'a Access,
 ) -> AppResult<Documents<'a>> {
-    Ok(Documents::new(request_tx(ctx)?, data_model(ctx)?, access))
+    let answers = caller(ctx)?.may_see_what_it_writes(crate::auth::scopes::Scope::DocumentsWrite);
+    Ok(Documents::new(request_tx(ctx)?, data_model(ctx)?, access).answering(answers))
 }
 
 /// `queries` of `documents`: a list of strings.

@@ -51,13 +51,37 @@ pub struct Documents<'r> {
     tx: &'r RequestTx,
     model: &'r DataModel,
     access: &'r Access,
+    /// Whether writes may answer with what they left (see [`Documents::answering`]).
+    answers: bool,
 }
 
 impl<'r> Documents<'r> {
     /// The documents of `model` as `access` may read and write them, in the
     /// request transaction `tx`.
     pub fn new(tx: &'r RequestTx, model: &'r DataModel, access: &'r Access) -> Self {
-        Documents { tx, model, access }
+        Documents {
+            tx,
+            model,
+            access,
+            answers: true,
+        }
+    }
+
+    /// Whether writes answer with the documents they leave by the caller's own
+    /// access: a key bypasses permissions, so one without `documents.read` is
+    /// answered only what a guest may read
+    /// ([`crate::auth::Caller::may_see_what_it_writes`]).
+    pub fn answering(self, answers: bool) -> Self {
+        Documents { answers, ..self }
+    }
+
+    /// Whether the caller may be answered with `document` as a write left it.
+    fn shows(&self, collection: &Collection, document: &Document) -> bool {
+        if self.answers {
+            documents::may_read(collection, self.access, document)
+        } else {
+            documents::may_read(collection, &Access::guest(), document)
+        }
     }
 
     /// A document by id, or `None` when it does not exist or the caller may not
@@ -194,9 +218,7 @@ impl<'r> Documents<'r> {
                 .shared_create(collection, &mut prepared, sharing, event)
                 .await?
             {
-                return Ok(
-                    documents::may_read(collection, self.access, &document).then_some(document)
-                );
+                return Ok(self.shows(collection, &document).then_some(document));
             }
         }
         let mut op = self.tx.tracked_writer().await?;
@@ -286,7 +308,7 @@ impl<'r> Documents<'r> {
     ) -> AppResult<Option<Document>> {
         let mut op = self.tx.writer().await?;
         let result = async {
-            if documents::exists(&mut op, collection, &id).await? {
+            if documents::upsert_updates(&mut op, collection, self.access, &id).await? {
                 let changes = DocumentChanges {
                     data,
                     permissions,
@@ -443,7 +465,7 @@ impl<'r> Documents<'r> {
     ) -> Option<Document> {
         self.tx
             .publish_after_commit(documents::event(collection, &document, action, previous));
-        documents::may_read(collection, self.access, &document).then_some(document)
+        self.shows(collection, &document).then_some(document)
     }
 
     /// Queues the events of a delete, cascades included.

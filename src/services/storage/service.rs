@@ -904,8 +904,12 @@ pub async fn create_file(
 /// The file a write answers with: only one the caller may read as the write left
 /// it (the write stands either way), so write permission shows nothing it does not
 /// already grant.
-fn readable_as_written(bucket: &Bucket, access: &Access, file: StoredFile) -> Option<StoredFile> {
-    may(bucket, access, Action::Read, &file).then_some(file)
+fn readable_as_written(
+    bucket: &Bucket,
+    access: &ScopedAccess<FilesWrite>,
+    file: StoredFile,
+) -> Option<StoredFile> {
+    may(bucket, &access.answered_as(), Action::Read, &file).then_some(file)
 }
 
 pub async fn get_file(
