@@ -245,7 +245,18 @@ pub fn is_public(ip: IpAddr) -> bool {
                     || v6.is_multicast()
                     || (first & 0xfe00) == 0xfc00
                     || (first & 0xffc0) == 0xfe80
-                    || first == 0x2001 && v6.segments()[1] == 0x0db8)
+                    // Site-local (deprecated, still routed inside some networks).
+                    || (first & 0xffc0) == 0xfec0
+                    // Local-use NAT64 (64:ff9b:1::/48): reaches the network's own
+                    // IPv4 addresses, wherever in it the IPv4 address sits.
+                    || segments[..3] == [0x64, 0xff9b, 1]
+                    // Teredo (2001::/32) carries an IPv4 address too, obfuscated.
+                    || first == 0x2001 && segments[1] == 0
+                    // Benchmarking (2001:2::/48), documentation (2001:db8::/32).
+                    || first == 0x2001 && segments[1] == 2 && segments[2] == 0
+                    || first == 0x2001 && segments[1] == 0x0db8
+                    // Discard-only (100::/64).
+                    || segments[..4] == [0x100, 0, 0, 0])
             }
         },
     }
@@ -268,6 +279,10 @@ mod tests {
             "http://[::1]/",
             "http://[::ffff:127.0.0.1]/",
             "http://[fd00::1]/",
+            "http://[fec0::1]/",
+            "http://[64:ff9b:1::7f00:1]/",
+            "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
+            "http://[100::1]/",
             "http://2130706433/",
         ] {
             let parsed = check_url(url, 2048).unwrap();
@@ -293,6 +308,18 @@ mod tests {
             check_url("http://example.com/aaaa", 10),
             Err(Refused::TooLong(10))
         );
+    }
+
+    #[test]
+    fn public_addresses_of_both_families_pass() {
+        for ip in [
+            "93.184.216.34",
+            "2606:4700::1111",
+            "2001:4860:4860::8888",
+            "2a00:1450::1",
+        ] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
     }
 
     #[tokio::test]

@@ -1058,3 +1058,51 @@ async fn a_signed_in_caller_cannot_create_an_anonymous_user() {
     assert_eq!(account["account"]["email"], "fay@example.com");
     app.shutdown().await;
 }
+
+/// A JWT acts as its user for a backend or a function, but does not sign them out
+/// or unlink how they sign in: those take the session's own secret.
+#[tokio::test]
+async fn a_jwt_signs_no_session_out() {
+    let app = spawn_app().await;
+    sign_up(&app, "gus@example.com", "gus-password").await;
+    let secret = session_secret(&app, "gus@example.com", "gus-password").await;
+    let other = session_secret(&app, "gus@example.com", "gus-password").await;
+    let jwt = app
+        .as_session(&secret, "mutation { createJWT { jwt } }", json!({}))
+        .await
+        .ok()["createJWT"]["jwt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for query in [
+        "mutation { deleteSessions { deletedCount } }",
+        "mutation { deleteSession(input: {id: \"current\"}) { deletedId } }",
+        "mutation { deleteIdentity(input: {id: \"any-identity\"}) { deletedId } }",
+    ] {
+        let refused = app.as_session(&jwt, query, json!({})).await;
+        assert_eq!(
+            refused.code(),
+            "PERMISSION_DENIED",
+            "{query}: {:#}",
+            refused.body
+        );
+    }
+    for session in [&secret, &other] {
+        let account = app
+            .as_session(session, "{ account { email } }", json!({}))
+            .await
+            .ok();
+        assert_eq!(account["account"]["email"], "gus@example.com");
+    }
+    // The session's own secret signs out.
+    let out = app
+        .as_session(
+            &secret,
+            "mutation { deleteSessions { deletedCount } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(out["deleteSessions"]["deletedCount"], 2);
+    app.shutdown().await;
+}

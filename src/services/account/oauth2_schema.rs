@@ -305,7 +305,7 @@ fn delete_identity() -> Field {
         TypeRef::named_nn("DeleteIdentityPayload"),
         |ctx| {
             FieldFuture::new(async move {
-                let me = caller(&ctx)?.require_session()?;
+                let me = super::schema::session_by_secret(&ctx, "unlink sign-in methods")?;
                 let input: DeleteIdentityInput = input(&ctx)?;
                 oauth2::delete_identity(app(&ctx)?, &me.user.project_id, &me.user.id, &input.id)
                     .await?;
@@ -316,7 +316,7 @@ fn delete_identity() -> Field {
             })
         },
     )
-    .description("Unlinks a provider account from the signed-in user.")
+    .description("Unlinks a provider account from the signed-in user. Not with a JWT (`PERMISSION_DENIED`): a backend or function acting as the user does not change how they sign in.")
     .argument(DeleteIdentityInput::argument())
 }
 

@@ -383,7 +383,7 @@ fn create_anonymous_session() -> Field {
 fn delete_session() -> Field {
     Field::new("deleteSession", TypeRef::named_nn("DeleteSessionPayload"), |ctx| {
         FieldFuture::new(async move {
-            let me = caller(&ctx)?.require_session()?;
+            let me = session_by_secret(&ctx, "sign sessions out")?;
             let input: DeleteSessionInput = input(&ctx)?;
             let deleted = service::delete_own_session(app(&ctx)?, me, &input.id).await?;
             if deleted == me.session.id {
@@ -392,7 +392,7 @@ fn delete_session() -> Field {
             Ok(Some(FieldValue::value(object([("deletedId", Value::from(deleted))]))))
         })
     })
-    .description("Signs out one session of the caller (`current`: this one). It stops working at once, everywhere.")
+    .description("Signs out one session of the caller (`current`: this one). It stops working at once, everywhere. Not with a JWT (`PERMISSION_DENIED`): a backend or function acting as the user does not sign them out.")
     .argument(DeleteSessionInput::argument())
 }
 
@@ -402,7 +402,7 @@ fn delete_sessions() -> Field {
         TypeRef::named_nn("DeleteSessionsPayload"),
         |ctx| {
             FieldFuture::new(async move {
-                let me = caller(&ctx)?.require_session()?;
+                let me = session_by_secret(&ctx, "sign sessions out")?;
                 let count = service::delete_own_sessions(app(&ctx)?, me).await?;
                 ctx.append_http_header(
                     "set-cookie",
@@ -415,7 +415,7 @@ fn delete_sessions() -> Field {
             })
         },
     )
-    .description("Signs the caller out of every device.")
+    .description("Signs the caller out of every device. Not with a JWT (`PERMISSION_DENIED`).")
 }
 
 /// A mutation on the signed-in user that returns the changed `User`: `changes`
