@@ -102,6 +102,33 @@ pub enum Credential {
     Session(Arc<ResolvedSession>),
 }
 
+impl Credential {
+    /// The roles permissions are checked against: a guest's, a signed-in user's
+    /// (none of a user's until a session owing its second factor passes it), none
+    /// for a key (which bypasses permissions instead).
+    pub fn roles(&self) -> RoleSet {
+        match self {
+            Credential::Anonymous => RoleSet::guest(),
+            Credential::Key(_) => RoleSet::from_iter([]),
+            // Until the second factor, a session holds no user roles.
+            Credential::Session(session) if session.mfa_pending() => RoleSet::guest(),
+            Credential::Session(session) => {
+                let user = &session.user;
+                let memberships: Vec<TeamMembership<'_>> = session
+                    .memberships
+                    .iter()
+                    .map(|m| TeamMembership {
+                        team_id: &m.team_id,
+                        membership_id: &m.id,
+                        roles: &m.roles,
+                    })
+                    .collect();
+                RoleSet::for_user(&user.id, user.verified(), &memberships, &user.labels)
+            }
+        }
+    }
+}
+
 /// The caller of one request or one WebSocket connection.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -338,25 +365,7 @@ impl Caller {
     /// The roles of the caller, in the permission model's terms. A key holds only
     /// `any`: keys bypass permissions through their scopes instead.
     pub fn roles(&self) -> RoleSet {
-        match &self.credential {
-            Credential::Anonymous => RoleSet::guest(),
-            Credential::Key(_) => RoleSet::from_iter([]),
-            // Until the second factor, a session holds no user roles.
-            Credential::Session(session) if session.mfa_pending() => RoleSet::guest(),
-            Credential::Session(session) => {
-                let user = &session.user;
-                let memberships: Vec<TeamMembership<'_>> = session
-                    .memberships
-                    .iter()
-                    .map(|m| TeamMembership {
-                        team_id: &m.team_id,
-                        membership_id: &m.id,
-                        roles: &m.roles,
-                    })
-                    .collect();
-                RoleSet::for_user(&user.id, user.verified(), &memberships, &user.labels)
-            }
-        }
+        self.credential.roles()
     }
 
     /// Whether this caller may receive `event`: keys need the event's scope; anyone

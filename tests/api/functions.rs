@@ -1419,3 +1419,105 @@ async fn a_project_keeps_a_bounded_number_of_executions_waiting() {
     assert_eq!(now["createExecution"]["responseBody"], "pong");
     app.shutdown().await;
 }
+
+/// Runs by hand, as a replica's job runner would, every queued execution job of
+/// the default project.
+async fn run_queued_executions(app: &TestApp) {
+    use nimbus::jobs::Handler as _;
+    let state = app.server.as_ref().unwrap().state();
+    let queued = app
+        .admin(
+            "{ jobs(kind: \"functions.execute\", first: 50) { nodes { id } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    for node in queued["jobs"]["nodes"].as_array().unwrap() {
+        let row =
+            nimbus::jobs::store::find(state.db.pool(), "default", node["id"].as_str().unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+        let job = nimbus::jobs::Job::from(row);
+        nimbus::services::functions::execute::ExecuteJobs
+            .run(state, &job)
+            .await
+            .unwrap();
+    }
+}
+
+/// Calls already queued obey the function as it is when they run: disabled, or
+/// with the caller's role taken off its execute roles, they fail and run no code;
+/// a deployment activated since runs in place of the one they were queued for.
+#[tokio::test]
+async fn queued_executions_obey_the_function_as_it_is_when_they_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    // Nothing runs the queued executions but the test.
+    config.jobs_concurrency = 0;
+    let app = spawn_with(config, dir).await;
+    deployed_ping(&app).await;
+    let queue =
+        "mutation { createExecution(input: {functionId: \"ping\", async: true}) { id status } }";
+    let guest = app.post(json!({"query": queue}), &[]).await.ok();
+    assert_eq!(guest["createExecution"]["status"], "WAITING");
+    let by_key = app.admin(queue, json!({})).await.ok();
+    app.admin(
+        "mutation { updateFunction(input: {id: \"ping\", enabled: false}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    run_queued_executions(&app).await;
+    let status = "query($id: ID!) { execution(functionId: \"ping\", executionId: $id) { status failure responseBody } }";
+    for queued in [&guest, &by_key] {
+        let id = &queued["createExecution"]["id"];
+        let ran = app.admin(status, json!({"id": id})).await.ok();
+        assert_eq!(
+            ran["execution"],
+            json!({"status": "FAILED", "failure": "FUNCTION_DISABLED", "responseBody": ""}),
+            "{ran:#}"
+        );
+    }
+
+    // Enabled again, but no longer for guests; and new code activated.
+    app.admin(
+        "mutation { updateFunction(input: {id: \"ping\", enabled: true}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let guest = app.post(json!({"query": queue}), &[]).await.ok();
+    let by_key = app.admin(queue, json!({})).await.ok();
+    app.admin(
+        "mutation { updateFunction(input: {id: \"ping\", execute: []}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    deploy(
+        &app,
+        "ping",
+        "main.js",
+        b"export default async ({ res }) => res.text('pong 2')",
+    )
+    .await
+    .ok();
+    run_queued_executions(&app).await;
+    let refused = app
+        .admin(status, json!({"id": guest["createExecution"]["id"]}))
+        .await
+        .ok();
+    assert_eq!(refused["execution"]["status"], "FAILED", "{refused:#}");
+    assert_eq!(refused["execution"]["failure"], "UNAUTHENTICATED");
+    let ran = app
+        .admin(status, json!({"id": by_key["createExecution"]["id"]}))
+        .await
+        .ok();
+    assert_eq!(
+        ran["execution"],
+        json!({"status": "COMPLETED", "failure": null, "responseBody": "pong 2"}),
+        "{ran:#}"
+    );
+    app.shutdown().await;
+}

@@ -730,6 +730,30 @@ fn retry(err: impl std::fmt::Display) -> Failure {
     Failure::Retry(format!("database: {err}"))
 }
 
+/// What a queued execution runs as, if it may still run: the function enabled
+/// with an active deployment, and a call by a guest or a user still allowed by
+/// the function's execute roles as they are now. Disabling a function, or taking
+/// a role off it, stops the calls already queued, as it stops new ones.
+async fn still_allowed(
+    state: &AppState,
+    function: &Function,
+    execution: &Execution,
+    job: &Job,
+) -> AppResult<Identity> {
+    service::can_run(function)?;
+    let identity = Identity::deferred(state, function, execution, job).await?;
+    let called = matches!(execution.trigger.as_str(), "http" | "graphql");
+    match execution.caller.as_deref() {
+        // Keys run any function (`executions.write`, checked when called).
+        Some(caller) if caller.starts_with("key:") => {}
+        Some(_) if called => service::may_execute_as(&identity.credential, function)?,
+        None if called => service::may_execute_as(&Credential::Anonymous, function)?,
+        // Schedules and events.
+        _ => {}
+    }
+    Ok(identity)
+}
+
 /// Runs asynchronous executions (`functions.execute` jobs).
 pub struct ExecuteJobs;
 
@@ -778,8 +802,13 @@ impl Handler for ExecuteJobs {
         };
         // The run must end within the job's lease.
         let wall = Duration::from_secs(state.config.jobs_lease_secs.saturating_sub(5).max(1));
-        match Identity::deferred(state, &function, &execution, job).await {
+        match still_allowed(state, &function, &execution, job).await {
             Ok(identity) => {
+                // The deployment active now: one replaced since the call was
+                // queued (its code found wanting) does not run any more.
+                if let Some(active) = &function.deployment_id {
+                    execution.deployment_id.clone_from(active);
+                }
                 let (env, warm) = service::environment(state, &function, &execution.deployment_id)
                     .await
                     .map_err(|err| Failure::Retry(err.message()))?;
@@ -807,8 +836,9 @@ impl Handler for ExecuteJobs {
                 };
                 apply(&mut execution, outcome);
             }
-            // Its user signed out, or was blocked or deleted, since: it does not
-            // run, and says why.
+            // Its user signed out, or was blocked or deleted, or lost the right
+            // to run it, or the function was disabled, since: it does not run,
+            // and says why.
             Err(err) if !err.http_status().is_server_error() => refuse(&mut execution, &err),
             Err(err) => return Err(Failure::Retry(err.message())),
         }

@@ -1274,7 +1274,13 @@ fn may_execute(caller: &Caller, function: &Function) -> AppResult<()> {
     // A session owing its second factor runs nothing, not even as a guest: the
     // function would be told (and would record) the user's id.
     caller.signed_in()?;
-    let roles = caller.roles();
+    may_execute_as(&caller.credential, function)
+}
+
+/// Whether a client with `credential` holds one of the function's execute roles:
+/// checked when a call is made, and again when a queued call is about to run.
+pub(crate) fn may_execute_as(credential: &Credential, function: &Function) -> AppResult<()> {
+    let roles = credential.roles();
     let allowed = function
         .execute
         .iter()
@@ -1283,7 +1289,7 @@ fn may_execute(caller: &Caller, function: &Function) -> AppResult<()> {
     if allowed {
         return Ok(());
     }
-    if matches!(caller.credential, Credential::Anonymous) {
+    if matches!(credential, Credential::Anonymous) {
         return Err(AppError::Unauthenticated);
     }
     Err(AppError::PermissionDenied {
@@ -1299,8 +1305,14 @@ pub async fn runnable(
     id: &str,
 ) -> AppResult<std::sync::Arc<super::Ready>> {
     let ready = ready(state, &caller.project.id, id).await?;
-    let function = &ready.function;
-    may_execute(caller, function)?;
+    may_execute(caller, &ready.function)?;
+    can_run(&ready.function)?;
+    Ok(ready)
+}
+
+/// Whether `function` can run now: enabled, with an active deployment. Checked
+/// when it is called, and again when a queued call is about to run.
+pub(crate) fn can_run(function: &Function) -> AppResult<&str> {
     if !function.enabled {
         return Err(AppError::Invalid {
             code: codes::FUNCTION_DISABLED,
@@ -1308,14 +1320,14 @@ pub async fn runnable(
             reason: "the function is disabled".into(),
         });
     }
-    if function.deployment_id.is_none() {
-        return Err(AppError::Invalid {
+    function
+        .deployment_id
+        .as_deref()
+        .ok_or_else(|| AppError::Invalid {
             code: codes::DEPLOYMENT_NOT_FOUND,
             field: "functionId".into(),
             reason: "the function has no active deployment".into(),
-        });
-    }
-    Ok(ready)
+        })
 }
 
 /// Where an execution's realtime events go: the executions channels, to its caller
