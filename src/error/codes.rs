@@ -193,7 +193,7 @@ codes! {
     DOCUMENT_CHANGED: 409 => "the document changed after the `ifUpdatedAt` the request gave";
     DOCUMENT_REFERENCED: 400 => "a restricting relationship still points to this document";
     RELATED_DOCUMENT_NOT_FOUND: 400 => "a relationship value names no document the caller may read";
-    TOO_MANY_DOCUMENTS: 400 => "over the documents one request may write";
+    TOO_MANY_DOCUMENTS: 400 => "over the documents one request may write, or its deletes may remove or change through their relationships (10,000)";
     VALUE_INVALID: 400 => "a value of the wrong type or format for its attribute";
     VALUE_REQUIRED: 400 => "a required attribute without a value";
     VALUE_OUT_OF_RANGE: 400 => "a value outside its attribute's size, min or max";

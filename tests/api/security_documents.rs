@@ -1045,3 +1045,63 @@ async fn an_upsert_does_not_tell_whether_an_unreadable_document_exists() {
     assert_eq!(admin_note(&app, "mine").await["text"], "guess");
     app.shutdown().await;
 }
+
+/// What one request's deletes remove or change through their relationships'
+/// on-delete rules is bounded (10,000 documents): past it the delete is refused
+/// whole, before it has held the writer for the lot.
+#[tokio::test]
+async fn a_requests_deletes_reach_at_most_ten_thousand_documents() {
+    let app = spawn_app().await;
+    setup(&app).await;
+    app.admin(
+        RELATE,
+        json!({"input": {
+            "databaseId": "sec", "collectionId": "boards", "key": "hub",
+            "relatedCollectionId": "notes", "type": "MANY_TO_ONE", "onDelete": "CASCADE"
+        }}),
+    )
+    .await
+    .ok();
+    let bob = app.signed_in("bob-cascade@example.com").await;
+    note(&app, &bob, "hub", None).await;
+    let boards: Vec<Value> = (0..1000)
+        .map(|n| json!({"name": format!("b{n}"), "hub": "hub"}))
+        .collect();
+    for _ in 0..10 {
+        app.as_session(
+            &bob,
+            "mutation($input: [CreateBoardInput!]!) { createBoards(input: $input) { id } }",
+            json!({"input": boards}),
+        )
+        .await
+        .ok();
+    }
+    const DELETE_HUB: &str = "mutation { deleteNote(input: {id: \"hub\"}) { deletedId } }";
+    // The note and its 10,000 boards: one too many.
+    let refused = app.as_session(&bob, DELETE_HUB, json!({})).await;
+    assert_eq!(refused.code(), "TOO_MANY_DOCUMENTS", "{:#}", refused.body);
+    let count = "{ boards { totalCount } note(id: \"hub\") { id } }";
+    let left = app.admin(count, json!({})).await.ok();
+    assert_eq!(
+        left,
+        json!({"boards": {"totalCount": 10000}, "note": {"id": "hub"}})
+    );
+    // One board fewer, and the whole cascade fits.
+    let one = app
+        .admin("{ boards(first: 1) { nodes { id } } }", json!({}))
+        .await
+        .ok()["boards"]["nodes"][0]["id"]
+        .clone();
+    app.as_session(
+        &bob,
+        "mutation($id: ID!) { deleteBoard(input: {id: $id}) { deletedId } }",
+        json!({"id": one}),
+    )
+    .await
+    .ok();
+    let deleted = app.as_session(&bob, DELETE_HUB, json!({})).await.ok();
+    assert_eq!(deleted["deleteNote"]["deletedId"], "hub");
+    let left = app.admin(count, json!({})).await.ok();
+    assert_eq!(left, json!({"boards": {"totalCount": 0}, "note": null}));
+    app.shutdown().await;
+}

@@ -2752,6 +2752,7 @@ async fn delete_impl(
         // Deleted by an earlier branch of the same cascade.
         return Ok(Vec::new());
     };
+    conn.spend_deletions(1)?;
     let cascade_linked = held_links(conn, collection, model, id).await?;
     let references: Vec<_> = model.references_to(collection).collect();
     check_references_to(conn, &references, access, id).await?;
@@ -2827,9 +2828,13 @@ async fn held_links(
         let Some(junction) = relationship.junction.as_deref() else {
             continue;
         };
+        // At most one more than the request may still delete: a cascade past
+        // it is refused before its ids are all read.
+        let left = conn.deletions_left();
         let linked: Vec<String> = sqlx::query_scalar(&format!(
-            "SELECT b_id FROM {} WHERE a_id = ?",
-            q(dialect, junction)
+            "SELECT b_id FROM {} WHERE a_id = ? LIMIT {}",
+            q(dialect, junction),
+            left.saturating_add(1)
         ))
         .bind(id)
         .fetch_all(&mut **conn)
@@ -2846,6 +2851,9 @@ async fn held_links(
                 });
             }
             OnDelete::Cascade => {
+                if linked.len() > left {
+                    return Err(super::tx::too_many_deletions());
+                }
                 if let Some(related) =
                     model.collection(&collection.database_id, &relationship.related_collection)
                 {
@@ -2945,6 +2953,18 @@ async fn apply_on_delete(
     match relationship.on_delete {
         OnDelete::Restrict => Ok(Vec::new()),
         OnDelete::SetNull => {
+            // The documents it changes count as the deletes': one statement,
+            // but as many rows (and the writer held) as point here.
+            let left = conn.deletions_left();
+            let pointing: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM {} WHERE {column} = ? LIMIT {}) pointing",
+                q(dialect, &holder.table),
+                left.saturating_add(1)
+            ))
+            .bind(id)
+            .fetch_one(&mut **conn)
+            .await?;
+            conn.spend_deletions(usize::try_from(pointing).unwrap_or(usize::MAX))?;
             sqlx::query(&format!(
                 "UPDATE {} SET {column} = NULL, updated_at = ? WHERE {column} = ?",
                 q(dialect, &holder.table)
@@ -2955,14 +2975,22 @@ async fn apply_on_delete(
             .await?;
             Ok(Vec::new())
         }
-        OnDelete::Cascade => Ok(sqlx::query_scalar(&format!(
-            "SELECT id FROM {} WHERE {column} = ?{}",
-            q(dialect, &holder.table),
-            locking_read(dialect)
-        ))
-        .bind(id)
-        .fetch_all(&mut **conn)
-        .await?),
+        OnDelete::Cascade => {
+            let left = conn.deletions_left();
+            let dependents: Vec<String> = sqlx::query_scalar(&format!(
+                "SELECT id FROM {} WHERE {column} = ? LIMIT {}{}",
+                q(dialect, &holder.table),
+                left.saturating_add(1),
+                locking_read(dialect)
+            ))
+            .bind(id)
+            .fetch_all(&mut **conn)
+            .await?;
+            if dependents.len() > left {
+                return Err(super::tx::too_many_deletions());
+            }
+            Ok(dependents)
+        }
     }
 }
 

@@ -101,7 +101,16 @@ pub struct RequestTx {
     lists: OnceLock<DataLoader<ListLoader>>,
     /// Links the request's writes have set so far ([`Conn::spend_links`]).
     links: Arc<AtomicUsize>,
+    /// Documents the request's deletes have removed or changed so far
+    /// ([`Conn::spend_deletions`]).
+    deletions: Arc<AtomicUsize>,
 }
+
+/// The most documents one request's deletes may remove or change, those their
+/// relationships' on-delete rules reach included: a cascade's size is the data's
+/// (a note with fifty thousand boards pointing at it), while its transaction
+/// holds SQLite's one writer, and its events are as many.
+pub const MAX_DELETIONS_PER_REQUEST: usize = 10_000;
 
 /// The most links (rows of many-to-many junctions) one request may set in all:
 /// each field of each document may set up to a thousand, and a request's
@@ -115,6 +124,7 @@ pub struct Conn<'a> {
     dialect: SqlDialect,
     held: Held<'a>,
     links: Arc<AtomicUsize>,
+    deletions: Arc<AtomicUsize>,
 }
 
 /// What a [`Conn`] runs on: the request's transaction (its own, or its batch's),
@@ -145,6 +155,34 @@ impl Conn<'_> {
             });
         }
         Ok(())
+    }
+
+    /// How many more documents the request's deletes may remove or change.
+    pub fn deletions_left(&self) -> usize {
+        MAX_DELETIONS_PER_REQUEST.saturating_sub(self.deletions.load(Ordering::Relaxed))
+    }
+
+    /// Counts `count` documents about to be removed or changed by a delete
+    /// against the request's [`MAX_DELETIONS_PER_REQUEST`]; refused past it
+    /// (nothing of the request is kept).
+    pub fn spend_deletions(&self, count: usize) -> AppResult<()> {
+        let before = self.deletions.fetch_add(count, Ordering::Relaxed);
+        if before.saturating_add(count) > MAX_DELETIONS_PER_REQUEST {
+            return Err(too_many_deletions());
+        }
+        Ok(())
+    }
+}
+
+/// A request whose deletes would reach more than [`MAX_DELETIONS_PER_REQUEST`]
+/// documents.
+pub fn too_many_deletions() -> AppError {
+    AppError::Invalid {
+        code: codes::TOO_MANY_DOCUMENTS,
+        field: "id".into(),
+        reason: format!(
+            "a request's deletes remove or change at most {MAX_DELETIONS_PER_REQUEST} documents, those their relationships' on-delete rules reach included; delete the dependents in smaller steps first"
+        ),
     }
 }
 
@@ -251,6 +289,7 @@ impl RequestTx {
             left: AtomicBool::new(false),
             first_write: AtomicBool::new(false),
             links: Arc::default(),
+            deletions: Arc::default(),
             events: std::sync::Mutex::new(Vec::new()),
             encoded: std::sync::Mutex::new(None),
             turn: std::sync::Mutex::new(None),
@@ -413,6 +452,7 @@ impl RequestTx {
             dialect: self.dialect,
             held,
             links: self.links.clone(),
+            deletions: self.deletions.clone(),
         }
     }
 
