@@ -153,14 +153,21 @@ pub async fn execute(
             method,
             uri,
             headers,
+            extensions,
             ..
         },
         body,
     ) = request.into_parts();
+    let client = match extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
+        Some(axum::extract::ConnectInfo(peer)) => {
+            crate::http::client::limit_key(&state.config, *peer, &headers)
+        }
+        None => String::new(),
+    };
     // Boxed: the router boxes the handler's future and moves it on every
     // request; holding the call's future (the execution's included) inline
     // would make it copy all of it each time.
-    Box::pin(run(&state, params, method, uri, headers, body))
+    Box::pin(run(&state, params, method, uri, headers, body, client))
         .await
         .unwrap_or_else(error)
 }
@@ -172,6 +179,7 @@ async fn run(
     uri: Uri,
     headers: HeaderMap,
     body: Body,
+    client: String,
 ) -> Result<Response, AppError> {
     let function_id = params.function;
     let project = uri.query().and_then(|q| {
@@ -254,9 +262,15 @@ async fn run(
             port,
         },
     )?;
-    let execution = service::execute_now(state, &caller, &ready, Trigger::Http, request).await?;
-
-    let recorded = service::is_recorded(&ready.function, &execution);
+    let (execution, recorded) = service::execute_now(
+        state,
+        &caller,
+        &ready,
+        Trigger::Http,
+        request,
+        Some(&client),
+    )
+    .await?;
     let response = respond(&execution, recorded);
     if let Some(counters) = state.usage.project(&caller.project.id) {
         super::usage::count_lengths(&counters, received, &response);

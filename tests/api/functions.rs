@@ -1521,3 +1521,44 @@ async fn queued_executions_obey_the_function_as_it_is_when_they_run() {
     );
     app.shutdown().await;
 }
+
+/// A client calling a public function over its HTTP route in a loop leaves at
+/// most 120 records a minute (each keeps its headers, body, response and logs
+/// for days): past them its calls still run and answer, unrecorded; a key's
+/// calls are always recorded.
+#[tokio::test]
+async fn one_client_leaves_a_bounded_number_of_records_a_minute() {
+    let app = spawn_app().await;
+    deployed_ping(&app).await;
+    let url = format!("{}/v1/functions/ping", app.url);
+    for n in 0..121 {
+        let response = app.client.get(&url).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "call {n}");
+        let recorded = response.headers().contains_key("x-nimbus-execution-id");
+        assert_eq!(recorded, n < 120, "call {n}");
+        assert_eq!(response.text().await.unwrap(), "pong");
+    }
+    let by_key = app
+        .client
+        .get(&url)
+        .header("x-nimbus-key", &app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert!(by_key.headers().contains_key("x-nimbus-execution-id"));
+    // Written behind their responses: wait for all of them.
+    crate::webhooks::eventually("121 records", || async {
+        let listed = app
+            .admin(
+                "{ executions(functionId: \"ping\", first: 1) { totalCount } }",
+                json!({}),
+            )
+            .await
+            .ok();
+        let count = listed["executions"]["totalCount"].as_i64().unwrap();
+        assert!(count <= 121, "{count} records");
+        (count == 121).then_some(())
+    })
+    .await;
+    app.shutdown().await;
+}

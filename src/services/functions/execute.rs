@@ -744,11 +744,12 @@ async fn still_allowed(
     let identity = Identity::deferred(state, function, execution, job).await?;
     let called = matches!(execution.trigger.as_str(), "http" | "graphql");
     match execution.caller.as_deref() {
-        // Keys run any function (`executions.write`, checked when called).
-        Some(caller) if caller.starts_with("key:") => {}
-        Some(_) if called => service::may_execute_as(&identity.credential, function)?,
+        Some(caller) if called && caller.starts_with("user:") => {
+            service::may_execute_as(&identity.credential, function)?;
+        }
         None if called => service::may_execute_as(&Credential::Anonymous, function)?,
-        // Schedules and events.
+        // Keys, functions and the console run any function (`executions.write`,
+        // checked when called); schedules and events are the function's own.
         _ => {}
     }
     Ok(identity)

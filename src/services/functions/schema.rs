@@ -972,8 +972,9 @@ fn create_execution() -> Field {
                         .await?;
                 execution_value_for(caller, &execution)
             } else {
-                let execution =
-                    service::execute_now(state, caller, &ready, Trigger::Graphql, request).await?;
+                let (execution, _) =
+                    service::execute_now(state, caller, &ready, Trigger::Graphql, request, None)
+                        .await?;
                 execution_value_for(caller, &execution)
             };
             Ok(Some(FieldValue::value(value)))

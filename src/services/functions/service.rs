@@ -1399,15 +1399,18 @@ pub fn is_recorded(function: &Function, execution: &Execution) -> bool {
 }
 
 /// Runs the function kept `ready` now for `caller` and records it (unless
-/// [`is_recorded`] says not): the execution, with its whole response body (the
-/// record keeps the first [`KEPT_RESPONSE_BYTES`]).
+/// [`is_recorded`] says not, or a call over the HTTP route from `client`, its
+/// limit key, has spent its [`RECORDS_PER_CLIENT`]): the execution, with its
+/// whole response body (the record keeps the first [`KEPT_RESPONSE_BYTES`]), and
+/// whether it was recorded.
 pub async fn execute_now(
     state: &AppState,
     caller: &Caller,
     ready: &super::Ready,
     trigger: Trigger,
     request: ExecutionRequest,
-) -> AppResult<std::sync::Arc<Execution>> {
+    client: Option<&str>,
+) -> AppResult<(std::sync::Arc<Execution>, bool)> {
     let function = &ready.function;
     let mut execution = new_execution(
         function,
@@ -1420,12 +1423,17 @@ pub async fn execute_now(
     let outcome = execute::run(state, ready, identity, request).await?;
     execute::apply(&mut execution, outcome);
     let execution = std::sync::Arc::new(execution);
-    if !is_recorded(function, &execution) {
+    let recorded = is_recorded(function, &execution)
+        && match client {
+            Some(client) => may_record_call(state, caller, client).await,
+            None => true,
+        };
+    if !recorded {
         // Usage counts executions by their `create` events; this one has none.
         if let Some(counters) = state.usage.project(&function.project_id) {
             counters.unrecorded_execution();
         }
-        return Ok(execution);
+        return Ok((execution, false));
     }
     // Over plain HTTP the record is written behind the response (ADR 24); a
     // `createExecution` caller may ask for it by id at once, so it is written first.
@@ -1435,14 +1443,41 @@ pub async fn execute_now(
     };
     let record = match trigger {
         Trigger::Http => match state.functions.record_later(record) {
-            Ok(()) => return Ok(execution),
+            Ok(()) => return Ok((execution, true)),
             Err(record) => record,
         },
         _ => record,
     };
     // Boxed, as the path an HTTP execution rarely takes.
     Box::pin(record_now(state, &record)).await?;
-    Ok(execution)
+    Ok((execution, true))
+}
+
+/// Records of calls over a function's HTTP route one client (a user, or a
+/// guest's address) leaves in a minute: each keeps up to 16 KiB of the caller's
+/// headers and 64 KiB each of body, response and logs for the retention's days,
+/// so a client calling a public function in a loop must not fill the disk.
+/// Calls past it run and answer as before, unrecorded.
+pub const RECORDS_PER_CLIENT: crate::auth::rate_limit::Limit =
+    crate::auth::rate_limit::Limit::per_minute(120);
+
+/// Whether a call over the HTTP route by `caller` from client address `client`
+/// (its limit key) may leave a record: keys always; clients within
+/// [`RECORDS_PER_CLIENT`]. Asked only when the call would be recorded.
+async fn may_record_call(state: &AppState, caller: &Caller, client: &str) -> bool {
+    let who = match &caller.credential {
+        Credential::Key(_) => return true,
+        Credential::Session(session) => format!("user:{}", session.user.id),
+        Credential::Anonymous => format!("client:{client}"),
+    };
+    let key = format!("function-records:{}:{who}", caller.project.id);
+    match state.rate_limiter.hit(&key, RECORDS_PER_CLIENT).await {
+        Ok(()) => true,
+        Err(_) => {
+            tracing::debug!(project = %caller.project.id, %who, "function call not recorded: the client's records per minute are spent");
+            false
+        }
+    }
 }
 
 /// Writes the record of a sync execution now, with its `create` event.
