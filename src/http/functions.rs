@@ -497,14 +497,14 @@ mod tests {
         {
             std::mem::size_of::<Fut>()
         }
-        fn size_6<F, A, B, C, D, E, G, Fut>(_: &F) -> usize
+        fn size_7<F, A, B, C, D, E, G, H, Fut>(_: &F) -> usize
         where
-            F: Fn(A, B, C, D, E, G) -> Fut,
+            F: Fn(A, B, C, D, E, G, H) -> Fut,
         {
             std::mem::size_of::<Fut>()
         }
         // The router boxes a handler's future and moves it, whole, on every
         // request: the call's future (the execution's within) is boxed apart.
-        assert!(size(&execute) < size_6(&run));
+        assert!(size(&execute) < size_7(&run));
     }
 }

@@ -157,6 +157,32 @@ async fn locale_translates_by_header_and_by_accept_language() {
     .await;
     assert_eq!(names(&japanese), ["フランス", "ドイツ", "日本"]);
 
+    // In Appwrite's order: places by their name in the language, as text;
+    // calling codes by code; the dollar, the Canadian dollar and the euro first.
+    let first = |list: &Value, field: &str| list[0][field].as_str().unwrap().to_string();
+    let english = public(&app, LISTS, &[]).await;
+    assert_eq!(first(&english["countries"], "code"), "AF");
+    assert_eq!(first(&english["continents"], "code"), "AF");
+    assert_eq!(first(&english["countriesEU"], "code"), "AT");
+    assert_eq!(first(&english["countriesPhones"], "code"), "+1");
+    assert_eq!(first(&english["countriesPhones"], "countryCode"), "CA");
+    let currencies: Vec<&str> = english["currencies"].as_array().unwrap()[..4]
+        .iter()
+        .map(|c| c["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(currencies, ["USD", "CAD", "EUR", "AED"]);
+    let spanish = public(&app, LISTS, &[("x-nimbus-locale", "es")]).await;
+    assert_eq!(first(&spanish["countries"], "name"), "Afganistán");
+    assert_eq!(first(&spanish["countriesEU"], "name"), "Alemania");
+    assert_eq!(first(&spanish["continents"], "name"), "América del Norte");
+    let names_in_order: Vec<&str> = german["countries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(names_in_order.windows(2).all(|w| w[0] <= w[1]));
+
     // The explicit header wins over the browser's.
     let both = public(
         &app,

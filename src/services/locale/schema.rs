@@ -124,46 +124,74 @@ fn code_and_name(code: &str, names: &Names, locale: Locale) -> Value {
     object([("code", text(code)), ("name", text(names.get(locale)))])
 }
 
+/// Places in the order Appwrite lists them: by their name in the request's
+/// language, compared as text (byte by byte, so `Österreich` after `Zypern`).
+fn by_name<'a, T>(places: impl Iterator<Item = &'a T>, name: impl Fn(&T) -> &str) -> Vec<&'a T>
+where
+    T: 'a,
+{
+    let mut sorted: Vec<&T> = places.collect();
+    sorted.sort_by(|a, b| name(a).cmp(name(b)));
+    sorted
+}
+
 fn countries(data: &LocaleData, locale: Locale) -> Vec<Value> {
-    data.countries
-        .iter()
+    by_name(data.countries.iter(), |c| c.names.get(locale))
+        .into_iter()
         .map(|c| code_and_name(&c.code, &c.names, locale))
         .collect()
 }
 
 fn countries_eu(data: &LocaleData, locale: Locale) -> Vec<Value> {
-    data.countries
-        .iter()
-        .filter(|c| c.eu)
-        .map(|c| code_and_name(&c.code, &c.names, locale))
-        .collect()
+    by_name(data.countries.iter().filter(|c| c.eu), |c| {
+        c.names.get(locale)
+    })
+    .into_iter()
+    .map(|c| code_and_name(&c.code, &c.names, locale))
+    .collect()
 }
 
+/// Calling codes in the order Appwrite lists them: by the code as text (`+1`,
+/// `+1242`, `+20`, …); countries sharing one in the order of their codes.
 fn countries_phones(data: &LocaleData, locale: Locale) -> Vec<Value> {
-    data.countries
+    let mut phones: Vec<(&str, &Country)> = data
+        .countries
         .iter()
-        .flat_map(|c| {
-            c.phones.iter().map(move |phone| {
-                object([
-                    ("code", text(phone)),
-                    ("countryCode", text(&c.code)),
-                    ("countryName", text(c.names.get(locale))),
-                ])
-            })
+        .flat_map(|c| c.phones.iter().map(move |phone| (phone.as_str(), c)))
+        .collect();
+    phones.sort_by(|a, b| a.0.cmp(b.0).then_with(|| a.1.code.cmp(&b.1.code)));
+    phones
+        .into_iter()
+        .map(|(phone, c)| {
+            object([
+                ("code", text(phone)),
+                ("countryCode", text(&c.code)),
+                ("countryName", text(c.names.get(locale))),
+            ])
         })
         .collect()
 }
 
 fn continents(data: &LocaleData, locale: Locale) -> Vec<Value> {
-    data.continents
-        .iter()
+    by_name(data.continents.iter(), |c| c.names.get(locale))
+        .into_iter()
         .map(|c| code_and_name(&c.code, &c.names, locale))
         .collect()
 }
 
+/// Currencies in the order Appwrite lists them: the US dollar, the Canadian
+/// dollar and the euro first, then by code.
 fn currencies(data: &LocaleData, locale: Locale) -> Vec<Value> {
-    data.currencies
-        .iter()
+    const FIRST: [&str; 3] = ["USD", "CAD", "EUR"];
+    let rank = |code: &str| FIRST.iter().position(|f| *f == code).unwrap_or(FIRST.len());
+    let mut sorted: Vec<_> = data.currencies.iter().collect();
+    sorted.sort_by(|a, b| {
+        rank(&a.code)
+            .cmp(&rank(&b.code))
+            .then_with(|| a.code.cmp(&b.code))
+    });
+    sorted
+        .into_iter()
         .map(|c| {
             object([
                 ("code", text(&c.code)),
