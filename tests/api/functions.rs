@@ -1411,12 +1411,14 @@ async fn a_project_keeps_a_bounded_number_of_executions_waiting() {
     // A synchronous execution does not wait in the queue and still runs.
     let now = app
         .admin(
-            "mutation { createExecution(input: {functionId: \"ping\"}) { status responseBody } }",
+            "mutation { createExecution(input: {functionId: \"ping\"}) { status responseBody duration } }",
             json!({}),
         )
         .await
         .ok();
     assert_eq!(now["createExecution"]["responseBody"], "pong");
+    // However quick, a run took time: at least a millisecond.
+    assert!(now["createExecution"]["duration"].as_f64().unwrap() >= 0.001);
     app.shutdown().await;
 }
 

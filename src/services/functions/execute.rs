@@ -681,7 +681,10 @@ pub fn apply(execution: &mut Execution, outcome: Outcome) {
             .errors
             .push_str("\n[logs were cut at the size limit]");
     }
-    execution.duration_ms = outcome.duration.as_millis() as i64;
+    // Rounded up: a run under a millisecond took time all the same, and reads as
+    // 0.001 s rather than none.
+    execution.duration_ms =
+        i64::try_from(outcome.duration.as_micros().div_ceil(1000)).unwrap_or(i64::MAX);
     execution.updated_at = now_millis();
     match outcome.result {
         Ok(response) => {

@@ -535,7 +535,7 @@ fn execution_type() -> Object {
         .field(prop("logsTruncated", TypeRef::named_nn(TypeRef::BOOLEAN), "Whether its logs and errors went past the log limit (64 KiB) and were cut there (false where they are not shown)."))
         .field(prop("errors", string(), "What it logged as errors (`console.error`, `context.error`), and why it failed. Shown to keys only, as `logs`."))
         .field(prop("failure", TypeRef::named(TypeRef::STRING), "Why it failed, as a stable code: `EXECUTION_THREW`, `EXECUTION_CPU_LIMIT`, `EXECUTION_TIMEOUT`, `EXECUTION_MEMORY_LIMIT`, `EXECUTION_STACK_OVERFLOW`, `EXECUTION_NEVER_SETTLED`, `EXECUTION_RESPONSE_TOO_LARGE`, `EXECUTION_INVALID_RESPONSE`, `EXECUTION_CRASHED`."))
-        .field(prop("duration", TypeRef::named_nn(TypeRef::FLOAT), "Seconds it ran."))
+        .field(prop("duration", TypeRef::named_nn(TypeRef::FLOAT), "Seconds it ran, rounded up to the millisecond (a run is never 0)."))
         .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When it was started."))
         .field(prop("updatedAt", TypeRef::named_nn(DATETIME), "When it last changed."))
 }
