@@ -337,12 +337,17 @@ async fn variables_over_the_size_limits_are_refused_and_the_function_still_runs(
     assert_eq!(ninth.code(), "INVALID_VARIABLE", "{:#}", ninth.body);
     let key = set("1BAD", "x".into()).await;
     assert_eq!(key.code(), "INVALID_VARIABLE", "{:#}", key.body);
+    // Nimbus's own are Nimbus's to set.
+    let reserved = set("APPWRITE_FUNCTION_ID", "spoofed".into()).await;
+    assert_eq!(reserved.code(), "INVALID_VARIABLE", "{:#}", reserved.body);
     let keys = run(&app, "env", "/keys").await;
     let keys: Vec<String> = serde_json::from_str(keys["responseBody"].as_str().unwrap()).unwrap();
-    assert_eq!(
-        keys,
-        (0..8).map(|n| format!("PART_{n}")).collect::<Vec<_>>()
-    );
+    let (own, set_by_nimbus): (Vec<String>, Vec<String>) = keys
+        .into_iter()
+        .partition(|key| !key.contains("_FUNCTION_"));
+    assert_eq!(own, (0..8).map(|n| format!("PART_{n}")).collect::<Vec<_>>());
+    assert!(set_by_nimbus.contains(&"APPWRITE_FUNCTION_ID".to_string()));
+    assert!(set_by_nimbus.contains(&"NIMBUS_FUNCTION_DEPLOYMENT".to_string()));
     still_fine(&app, "env").await;
     app.shutdown().await;
 }

@@ -1192,6 +1192,8 @@ async fn a_function_cannot_pose_as_nimbus_to_a_browser_or_to_its_own_code() {
                 user: req.headers['x-nimbus-user-id'] ?? null,
                 appwrite: req.headers['x-appwrite-user-id'] ?? null,
                 cookie: req.headers['cookie'] ?? null,
+                trigger: [req.headers['x-nimbus-trigger'], req.headers['x-appwrite-trigger']],
+                execution: req.headers['x-appwrite-execution-id'] ?? null,
             }),
             200,
             { 'content-type': 'text/html', 'set-cookie': 'nimbus_console=planted; Path=/' },
@@ -1218,10 +1220,15 @@ async fn a_function_cannot_pose_as_nimbus_to_a_browser_or_to_its_own_code() {
     assert!(policy.starts_with("sandbox ") && !policy.contains("allow-same-origin"));
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert!(headers.get("set-cookie").is_none(), "{headers:?}");
+    let execution = headers["x-nimbus-execution-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let seen: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
     assert_eq!(
         seen,
-        json!({"user": null, "appwrite": null, "cookie": "app=1"})
+        json!({"user": null, "appwrite": null, "cookie": "app=1",
+            "trigger": ["http", "http"], "execution": execution})
     );
 
     let ann = app.signed_in("ann-function@example.com").await;
@@ -1241,6 +1248,9 @@ async fn a_function_cannot_pose_as_nimbus_to_a_browser_or_to_its_own_code() {
     let seen: Value =
         serde_json::from_str(answer["createExecution"]["responseBody"].as_str().unwrap()).unwrap();
     assert_eq!(seen["user"], ann_id, "{seen:#}");
+    // Appwrite's names too, for code written for it; `createExecution` is its `http`.
+    assert_eq!(seen["appwrite"], ann_id, "{seen:#}");
+    assert_eq!(seen["trigger"], json!(["graphql", "http"]));
 
     // Run by Ann, code written by whoever deployed it acts on her data, not on
     // her credentials: no JWT of hers to carry away.

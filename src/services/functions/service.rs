@@ -561,6 +561,13 @@ fn check_variable_key(key: &str) -> AppResult<()> {
             format!("a key has 1 to {MAX_VARIABLE_KEY} of `A-Za-z0-9_`, not starting with a digit"),
         ));
     }
+    if is_reserved_variable(key) {
+        return Err(invalid_variable(
+            "key",
+            "`NIMBUS_FUNCTION_*` and `APPWRITE_FUNCTION_*` are set by Nimbus for every execution"
+                .into(),
+        ));
+    }
     Ok(())
 }
 
@@ -807,7 +814,10 @@ async fn open_variables(
     for row in store::variables(state.db.pool(), &function.project_id, &function.id).await? {
         match sealer.open(&row.sealed) {
             Ok(value) => {
-                env.insert(row.variable.key, value);
+                // What says which function runs is Nimbus's to set.
+                if !is_reserved_variable(&row.variable.key) {
+                    env.insert(row.variable.key, value);
+                }
             }
             Err(_) => tracing::warn!(
                 function = %function.id,
@@ -816,7 +826,33 @@ async fn open_variables(
             ),
         }
     }
+    let deployment = function.deployment_id.clone().unwrap_or_default();
+    for prefix in ["NIMBUS", "APPWRITE"] {
+        env.extend([
+            (format!("{prefix}_FUNCTION_ID"), function.id.clone()),
+            (format!("{prefix}_FUNCTION_NAME"), function.name.clone()),
+            (format!("{prefix}_FUNCTION_DEPLOYMENT"), deployment.clone()),
+            (
+                format!("{prefix}_FUNCTION_PROJECT_ID"),
+                function.project_id.clone(),
+            ),
+            (
+                format!("{prefix}_FUNCTION_RUNTIME_NAME"),
+                function.runtime.clone(),
+            ),
+            (
+                format!("{prefix}_FUNCTION_MEMORY"),
+                function.memory.to_string(),
+            ),
+        ]);
+    }
     Ok(env)
+}
+
+/// Whether a variable's key is one Nimbus sets itself (`NIMBUS_FUNCTION_ID`,
+/// `APPWRITE_FUNCTION_ID`, …): such a variable is not passed on over it.
+fn is_reserved_variable(key: &str) -> bool {
+    key.starts_with("NIMBUS_FUNCTION_") || key.starts_with("APPWRITE_FUNCTION_")
 }
 
 // ---------------------------------------------------------------------------
@@ -1239,9 +1275,10 @@ pub fn check_request(
         .headers
         .retain(|(name, _)| !is_reserved_header(name));
     if let Some(session) = caller.signed_in()? {
-        request
-            .headers
-            .push(("x-nimbus-user-id".into(), session.user.id.clone()));
+        request.headers.extend([
+            ("x-nimbus-user-id".into(), session.user.id.clone()),
+            ("x-appwrite-user-id".into(), session.user.id.clone()),
+        ]);
     }
     let max = state.config.functions_max_request_bytes;
     if request.body.len() > max {
@@ -1359,16 +1396,35 @@ pub(super) fn execution_event(execution: &Execution, action: &str) -> BusMessage
     })
 }
 
+/// A new execution of `function` for `request`, which gets the headers that
+/// tell the function how it runs: the trigger and the execution's id, under
+/// Nimbus's names and Appwrite's (where `createExecution` is `http`), so that
+/// code written for either reads them.
 fn new_execution(
     function: &Function,
     caller: Option<String>,
     trigger: Trigger,
-    request: &ExecutionRequest,
+    request: &mut ExecutionRequest,
     status: &str,
 ) -> Execution {
     let now = now_millis();
+    let id = ids::generate();
+    let appwrite_trigger = match trigger {
+        Trigger::Graphql | Trigger::Http => "http",
+        Trigger::Schedule => "schedule",
+        Trigger::Event => "event",
+    };
+    request.headers.extend([
+        ("x-nimbus-trigger".to_string(), trigger.as_str().to_string()),
+        ("x-nimbus-execution-id".to_string(), id.clone()),
+        (
+            "x-appwrite-trigger".to_string(),
+            appwrite_trigger.to_string(),
+        ),
+        ("x-appwrite-execution-id".to_string(), id.clone()),
+    ]);
     Execution {
-        id: ids::generate(),
+        id,
         project_id: function.project_id.clone(),
         function_id: function.id.clone(),
         deployment_id: function.deployment_id.clone().unwrap_or_default(),
@@ -1412,11 +1468,12 @@ pub async fn execute_now(
     client: Option<&str>,
 ) -> AppResult<(std::sync::Arc<Execution>, bool)> {
     let function = &ready.function;
+    let mut request = request;
     let mut execution = new_execution(
         function,
         caller_name(caller)?,
         trigger,
-        &request,
+        &mut request,
         status::PROCESSING,
     );
     let identity = execute::Identity::of(caller, ready);
@@ -1588,11 +1645,12 @@ pub async fn execute_later(
     trigger: Trigger,
     request: ExecutionRequest,
 ) -> AppResult<Execution> {
+    let mut request = request;
     let execution = new_execution(
         function,
         caller_name(caller)?,
         trigger,
-        &request,
+        &mut request,
         status::WAITING,
     );
     // A user's execution runs as that user when its job does: the job names the
@@ -1756,7 +1814,14 @@ pub async fn queue_triggered(
             headers,
             ..ExecutionRequest::default()
         };
-        let execution = new_execution(function, None, Trigger::Event, &request, status::WAITING);
+        let mut request = request;
+        let execution = new_execution(
+            function,
+            None,
+            Trigger::Event,
+            &mut request,
+            status::WAITING,
+        );
         let job = NewJob {
             project_id: execution.project_id.clone(),
             kind: EXECUTE_KIND,
@@ -1813,12 +1878,18 @@ fn event_body(state: &AppState, event: &Event) -> Vec<u8> {
 
 /// Queues a scheduled run of `function` (a CRON tick).
 pub(super) async fn execute_scheduled(state: &AppState, function: &Function) -> AppResult<()> {
-    let request = ExecutionRequest {
+    let mut request = ExecutionRequest {
         method: "POST".into(),
         path: "/".into(),
         ..ExecutionRequest::default()
     };
-    let execution = new_execution(function, None, Trigger::Schedule, &request, status::WAITING);
+    let execution = new_execution(
+        function,
+        None,
+        Trigger::Schedule,
+        &mut request,
+        status::WAITING,
+    );
     queue(state, &execution, function.created_at, &[], None).await
 }
 
