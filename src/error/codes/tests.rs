@@ -36,6 +36,8 @@ const NOT_CODES: &[&str] = &[
     "OUT_DIR",
     // The allocator's own setting, read from the environment.
     "MIMALLOC_PURGE_DELAY",
+    // The prefix of the variables a function's code reads, as Appwrite names them.
+    "APPWRITE_FUNCTION_",
 ];
 
 fn root() -> PathBuf {

@@ -208,6 +208,81 @@ fn delivery_event(project_id: &str, delivery: &Delivery) -> crate::bus::Event {
     }
 }
 
+/// The names Appwrite gives an event, from Nimbus's (`events`: its name, then
+/// the same with its last ids in turn written `*`): every mix of ids and `*`, for
+/// the name, the name without its action, and each parent resource, in the
+/// order Appwrite's `Event::generateEvents` lists them, so a receiver written
+/// for Appwrite finds the name it looks for in `X-Appwrite-Webhook-Events`.
+fn appwrite_event_names(events: &[String]) -> Vec<String> {
+    let Some(full) = events.first() else {
+        return Vec::new();
+    };
+    let ids = events.len().saturating_sub(1);
+    let segments: Vec<&str> = full.split('.').collect();
+    if ids == 0 || ids > 3 || segments.len() <= 2 * ids {
+        return events.to_vec();
+    }
+    let (resource, action) = segments.split_at(2 * ids);
+    // A pattern: the resource down to `depth` ids, then what follows it.
+    let mut patterns: Vec<(usize, &[&str])> = Vec::new();
+    let attribute = action.len() > 1;
+    if ids >= 2 {
+        if attribute {
+            patterns.push((ids, action));
+        }
+        patterns.push((ids, &action[..1]));
+        patterns.push((ids, &[]));
+    } else {
+        patterns.push((1, &action[..1]));
+    }
+    if attribute {
+        patterns.push((1, action));
+    }
+    patterns.extend((1..=ids).rev().map(|depth| (depth, &[][..])));
+    let mut unique: Vec<(usize, &[&str])> = Vec::new();
+    for pattern in patterns {
+        if !unique.contains(&pattern) {
+            unique.push(pattern);
+        }
+    }
+
+    // The pattern with the ids in `stars` (a bit per id) written `*`.
+    let render = |(depth, tail): (usize, &[&str]), stars: u32| -> String {
+        let mut parts: Vec<&str> = Vec::with_capacity(2 * depth + tail.len());
+        for (n, segment) in resource[..2 * depth].iter().enumerate() {
+            let starred = n % 2 == 1 && stars & (1 << (n / 2)) != 0;
+            parts.push(if starred { "*" } else { segment });
+        }
+        parts.extend_from_slice(tail);
+        parts.join(".")
+    };
+    let all = (1u32 << ids) - 1;
+    let mut names: Vec<String> = Vec::new();
+    let mut push = |name: String| {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    };
+    for pattern in unique {
+        push(render(pattern, 0));
+        push(render(pattern, all));
+        for key in 0..ids {
+            for current in 0..ids {
+                if ids == 3 {
+                    for sub in (0..ids).filter(|sub| *sub != current && *sub != key) {
+                        push(render(pattern, 1 << sub));
+                        push(render(pattern, (1 << sub) | (1 << current)));
+                        push(render(pattern, 1 << current));
+                    }
+                } else if current != key {
+                    push(render(pattern, 1 << current));
+                }
+            }
+        }
+    }
+    names
+}
+
 fn body_events(job: &Job) -> Vec<String> {
     job.payload
         .get("body")
@@ -307,7 +382,10 @@ async fn attempt(
         .header("X-Appwrite-Webhook-Id", &row.id)
         .header("X-Appwrite-Webhook-Name", header_text(&row.name))
         .header("X-Appwrite-Webhook-Project-Id", &row.project_id)
-        .header("X-Appwrite-Webhook-Events", events.join(","))
+        .header(
+            "X-Appwrite-Webhook-Events",
+            appwrite_event_names(events).join(","),
+        )
         .header(
             "X-Appwrite-Webhook-Signature",
             appwrite_signature(secret, url.as_str(), body),
@@ -413,6 +491,84 @@ mod tests {
             standard_signature(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
+    }
+
+    fn names(events: &[&str]) -> Vec<String> {
+        appwrite_event_names(&events.iter().map(|e| e.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn event_names_are_appwrites_every_mix_of_ids_and_wildcards() {
+        // Computed with Appwrite's `Event::generateEvents` from the same event.
+        assert_eq!(
+            names(&[
+                "databases.d.collections.c.documents.x.create",
+                "databases.d.collections.c.documents.*.create",
+                "databases.d.collections.*.documents.*.create",
+                "databases.*.collections.*.documents.*.create",
+            ]),
+            [
+                "databases.d.collections.c.documents.x.create",
+                "databases.*.collections.*.documents.*.create",
+                "databases.d.collections.*.documents.x.create",
+                "databases.*.collections.*.documents.x.create",
+                "databases.*.collections.c.documents.x.create",
+                "databases.d.collections.c.documents.*.create",
+                "databases.*.collections.c.documents.*.create",
+                "databases.d.collections.*.documents.*.create",
+                "databases.d.collections.c.documents.x",
+                "databases.*.collections.*.documents.*",
+                "databases.d.collections.*.documents.x",
+                "databases.*.collections.*.documents.x",
+                "databases.*.collections.c.documents.x",
+                "databases.d.collections.c.documents.*",
+                "databases.*.collections.c.documents.*",
+                "databases.d.collections.*.documents.*",
+                "databases.d.collections.c",
+                "databases.*.collections.*",
+                "databases.d.collections.*",
+                "databases.*.collections.c",
+                "databases.d",
+                "databases.*",
+            ]
+        );
+        assert_eq!(
+            names(&[
+                "teams.t.memberships.m.update.status",
+                "teams.t.memberships.*.update.status",
+                "teams.*.memberships.*.update.status",
+            ]),
+            [
+                "teams.t.memberships.m.update.status",
+                "teams.*.memberships.*.update.status",
+                "teams.t.memberships.*.update.status",
+                "teams.*.memberships.m.update.status",
+                "teams.t.memberships.m.update",
+                "teams.*.memberships.*.update",
+                "teams.t.memberships.*.update",
+                "teams.*.memberships.m.update",
+                "teams.t.memberships.m",
+                "teams.*.memberships.*",
+                "teams.t.memberships.*",
+                "teams.*.memberships.m",
+                "teams.t.update.status",
+                "teams.*.update.status",
+                "teams.t",
+                "teams.*",
+            ]
+        );
+        assert_eq!(
+            names(&["users.u.update.email", "users.*.update.email"]),
+            [
+                "users.u.update",
+                "users.*.update",
+                "users.u.update.email",
+                "users.*.update.email",
+                "users.u",
+                "users.*",
+            ]
+        );
+        assert!(names(&[]).is_empty());
     }
 
     #[test]
