@@ -1501,6 +1501,8 @@ async fn queued_executions_obey_the_function_as_it_is_when_they_run() {
     .ok();
     let guest = app.post(json!({"query": queue}), &[]).await.ok();
     let by_key = app.admin(queue, json!({})).await.ok();
+    let dee = app.signed_in("dee-queued@example.com").await;
+    let by_user = app.as_session(&dee, queue, json!({})).await.ok();
     app.admin(
         "mutation { updateFunction(input: {id: \"ping\", execute: []}) { id } }",
         json!({}),
@@ -1522,13 +1524,29 @@ async fn queued_executions_obey_the_function_as_it_is_when_they_run() {
         .ok();
     assert_eq!(refused["execution"]["status"], "FAILED", "{refused:#}");
     assert_eq!(refused["execution"]["failure"], "UNAUTHENTICATED");
-    let ran = app
-        .admin(status, json!({"id": by_key["createExecution"]["id"]}))
+    let refused = app
+        .admin(status, json!({"id": by_user["createExecution"]["id"]}))
         .await
         .ok();
     assert_eq!(
+        refused["execution"]["failure"], "PERMISSION_DENIED",
+        "{refused:#}"
+    );
+    let ran = app
+        .admin(
+            "query($id: ID!) { execution(functionId: \"ping\", executionId: $id) { status failure responseBody deploymentId } }",
+            json!({"id": by_key["createExecution"]["id"]}),
+        )
+        .await
+        .ok();
+    let active = app
+        .admin("{ function(id: \"ping\") { deploymentId } }", json!({}))
+        .await
+        .ok()["function"]["deploymentId"]
+        .clone();
+    assert_eq!(
         ran["execution"],
-        json!({"status": "COMPLETED", "failure": null, "responseBody": "pong 2"}),
+        json!({"status": "COMPLETED", "failure": null, "responseBody": "pong 2", "deploymentId": active}),
         "{ran:#}"
     );
     app.shutdown().await;

@@ -75,13 +75,14 @@ async fn a_disabled_database_serves_clients_nothing_until_enabled_again() {
     )
     .await
     .ok();
-    let listed = guest(&app, list).await.ok();
-    assert_eq!(listed["notes"]["nodes"], json!([]), "{listed:#}");
+    // Its lists are not found, as a disabled collection's are.
+    let listed = guest(&app, list).await;
+    assert_eq!(listed.code(), "COLLECTION_NOT_FOUND", "{:#}", listed.body);
     assert_eq!(guest(&app, one).await.ok()["note"], Value::Null);
     let generic_listed = guest(&app, generic).await;
-    let generic_ids = &generic_listed.body["data"]["documents"]["documents"];
-    assert!(
-        generic_ids.as_array().is_none_or(|ids| ids.is_empty()),
+    assert_eq!(
+        generic_listed.code(),
+        "COLLECTION_NOT_FOUND",
         "{:#}",
         generic_listed.body
     );

@@ -2851,6 +2851,7 @@ async fn held_links(
                 });
             }
             OnDelete::Cascade => {
+                // Each linked document is counted as its own delete begins.
                 if linked.len() > left {
                     return Err(super::tx::too_many_deletions());
                 }
@@ -2860,8 +2861,9 @@ async fn held_links(
                     cascade_linked.extend(linked.into_iter().map(|b| (related.clone(), b)));
                 }
             }
-            // The junction's foreign keys remove the links with the document.
-            _ => {}
+            // The junction's foreign keys remove the links with the document:
+            // as many rows as it holds.
+            _ => conn.spend_deletions(linked.len())?,
         }
     }
     Ok(cascade_linked)
@@ -2908,11 +2910,41 @@ async fn check_references_to(
                 });
             }
         }
+        // What the delete changes besides its documents counts against the
+        // request's deletions before any of it is looked at further: the
+        // references `SET_NULL` clears (one statement, but as many rows, and the
+        // writer held, as point here), and the links to the document that go with
+        // it.
+        match &relationship.junction {
+            Some(junction) => spend_pointing(conn, junction, "b_id", id).await?,
+            None if relationship.on_delete == OnDelete::SetNull && relationship.has_column() => {
+                let column = relationship.column().column();
+                spend_pointing(conn, &holder.table, &column, id).await?;
+            }
+            None => {}
+        }
         if relationship.on_delete == OnDelete::SetNull && relationship.has_column() {
             check_may_clear(conn, holder, relationship, access, id).await?;
         }
     }
     Ok(())
+}
+
+/// Counts the rows of `table` whose `column` is `id` (at most one more than the
+/// request may still spend) against the request's deletions.
+async fn spend_pointing(conn: &mut Conn<'_>, table: &str, column: &str, id: &str) -> AppResult<()> {
+    let dialect = conn.dialect();
+    let left = conn.deletions_left();
+    let pointing: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM {} WHERE {} = ? LIMIT {}) pointing",
+        q(dialect, table),
+        q(dialect, column),
+        left.saturating_add(1)
+    ))
+    .bind(id)
+    .fetch_one(&mut **conn)
+    .await?;
+    conn.spend_deletions(usize::try_from(pointing).unwrap_or(usize::MAX))
 }
 
 /// Deletes a document's row and its permissions.
@@ -2953,18 +2985,7 @@ async fn apply_on_delete(
     match relationship.on_delete {
         OnDelete::Restrict => Ok(Vec::new()),
         OnDelete::SetNull => {
-            // The documents it changes count as the deletes': one statement,
-            // but as many rows (and the writer held) as point here.
-            let left = conn.deletions_left();
-            let pointing: i64 = sqlx::query_scalar(&format!(
-                "SELECT COUNT(*) FROM (SELECT 1 FROM {} WHERE {column} = ? LIMIT {}) pointing",
-                q(dialect, &holder.table),
-                left.saturating_add(1)
-            ))
-            .bind(id)
-            .fetch_one(&mut **conn)
-            .await?;
-            conn.spend_deletions(usize::try_from(pointing).unwrap_or(usize::MAX))?;
+            // Counted against the request's deletions by `check_references_to`.
             sqlx::query(&format!(
                 "UPDATE {} SET {column} = NULL, updated_at = ? WHERE {column} = ?",
                 q(dialect, &holder.table)

@@ -75,13 +75,19 @@ impl<'r> Documents<'r> {
         Documents { answers, ..self }
     }
 
+    /// The access what is answered is shown by: the caller's, or a guest's for a
+    /// key that may not read documents.
+    fn answered_as(&self) -> std::borrow::Cow<'r, Access> {
+        if self.answers {
+            std::borrow::Cow::Borrowed(self.access)
+        } else {
+            std::borrow::Cow::Owned(Access::guest())
+        }
+    }
+
     /// Whether the caller may be answered with `document` as a write left it.
     fn shows(&self, collection: &Collection, document: &Document) -> bool {
-        if self.answers {
-            documents::may_read(collection, self.access, document)
-        } else {
-            documents::may_read(collection, &Access::guest(), document)
-        }
+        documents::may_read(collection, &self.answered_as(), document)
     }
 
     /// A document by id, or `None` when it does not exist or the caller may not
@@ -117,7 +123,7 @@ impl<'r> Documents<'r> {
             documents::hide_unreadable_references(
                 conn,
                 collection,
-                self.access,
+                &self.answered_as(),
                 self.model,
                 &mut shown,
             )

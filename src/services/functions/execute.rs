@@ -672,6 +672,12 @@ async fn run_deployment(
 }
 
 /// Writes how a run went into its record.
+/// A run's duration in whole milliseconds, rounded up: a run under a millisecond
+/// took time all the same, and reads as 0.001 s rather than none.
+fn whole_millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros().div_ceil(1000)).unwrap_or(i64::MAX)
+}
+
 pub fn apply(execution: &mut Execution, outcome: Outcome) {
     execution.logs = outcome.logs;
     execution.errors = outcome.errors;
@@ -681,10 +687,7 @@ pub fn apply(execution: &mut Execution, outcome: Outcome) {
             .errors
             .push_str("\n[logs were cut at the size limit]");
     }
-    // Rounded up: a run under a millisecond took time all the same, and reads as
-    // 0.001 s rather than none.
-    execution.duration_ms =
-        i64::try_from(outcome.duration.as_micros().div_ceil(1000)).unwrap_or(i64::MAX);
+    execution.duration_ms = whole_millis(outcome.duration);
     execution.updated_at = now_millis();
     match outcome.result {
         Ok(response) => {
@@ -914,5 +917,18 @@ impl Handler for PruneExecutions {
             .await
             .map(|_| ())
             .map_err(retry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_lasts_at_least_a_millisecond() {
+        assert_eq!(whole_millis(Duration::from_micros(180)), 1);
+        assert_eq!(whole_millis(Duration::from_micros(1_000)), 1);
+        assert_eq!(whole_millis(Duration::from_micros(1_001)), 2);
+        assert_eq!(whole_millis(Duration::ZERO), 0);
     }
 }

@@ -564,7 +564,8 @@ fn check_variable_key(key: &str) -> AppResult<()> {
     if is_reserved_variable(key) {
         return Err(invalid_variable(
             "key",
-            "`NIMBUS_FUNCTION_*` and `APPWRITE_FUNCTION_*` are set by Nimbus for every execution"
+            "Nimbus sets `ID`, `NAME`, `DEPLOYMENT`, `PROJECT_ID`, `RUNTIME_NAME` and `MEMORY` \
+             after `NIMBUS_FUNCTION_` and `APPWRITE_FUNCTION_` for every execution"
                 .into(),
         ));
     }
@@ -827,32 +828,45 @@ async fn open_variables(
         }
     }
     let deployment = function.deployment_id.clone().unwrap_or_default();
-    for prefix in ["NIMBUS", "APPWRITE"] {
-        env.extend([
-            (format!("{prefix}_FUNCTION_ID"), function.id.clone()),
-            (format!("{prefix}_FUNCTION_NAME"), function.name.clone()),
-            (format!("{prefix}_FUNCTION_DEPLOYMENT"), deployment.clone()),
-            (
-                format!("{prefix}_FUNCTION_PROJECT_ID"),
-                function.project_id.clone(),
-            ),
-            (
-                format!("{prefix}_FUNCTION_RUNTIME_NAME"),
-                function.runtime.clone(),
-            ),
-            (
-                format!("{prefix}_FUNCTION_MEMORY"),
-                function.memory.to_string(),
-            ),
-        ]);
+    let memory = function.memory.to_string();
+    for prefix in RESERVED_PREFIXES {
+        for (name, value) in [
+            ("ID", &function.id),
+            ("NAME", &function.name),
+            ("DEPLOYMENT", &deployment),
+            ("PROJECT_ID", &function.project_id),
+            ("RUNTIME_NAME", &function.runtime),
+            ("MEMORY", &memory),
+        ] {
+            debug_assert!(SET_BY_NIMBUS.contains(&name));
+            env.insert(format!("{prefix}{name}"), value.clone());
+        }
     }
     Ok(env)
 }
 
+/// The prefixes of what Nimbus sets in every function's `env`: its own, and
+/// Appwrite's for code written for it.
+const RESERVED_PREFIXES: [&str; 2] = ["NIMBUS_FUNCTION_", "APPWRITE_FUNCTION_"];
+
+/// What Nimbus sets after each of [`RESERVED_PREFIXES`].
+const SET_BY_NIMBUS: [&str; 6] = [
+    "ID",
+    "NAME",
+    "DEPLOYMENT",
+    "PROJECT_ID",
+    "RUNTIME_NAME",
+    "MEMORY",
+];
+
 /// Whether a variable's key is one Nimbus sets itself (`NIMBUS_FUNCTION_ID`,
-/// `APPWRITE_FUNCTION_ID`, …): such a variable is not passed on over it.
+/// `APPWRITE_FUNCTION_ID`, …): such a variable is not passed on over it. Other
+/// names under those prefixes (`APPWRITE_FUNCTION_API_ENDPOINT`) are the user's.
 fn is_reserved_variable(key: &str) -> bool {
-    key.starts_with("NIMBUS_FUNCTION_") || key.starts_with("APPWRITE_FUNCTION_")
+    RESERVED_PREFIXES
+        .iter()
+        .filter_map(|prefix| key.strip_prefix(prefix))
+        .any(|name| SET_BY_NIMBUS.contains(&name))
 }
 
 // ---------------------------------------------------------------------------
@@ -1954,5 +1968,31 @@ pub async fn executions(
 pub async fn forget_project(state: &AppState, admin: &crate::auth::AdminGrant) {
     if let Err(err) = store::delete_project_executions(state.db.pool(), admin.project()).await {
         tracing::warn!(error = %err, "cannot delete a deleted project's function executions");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_names_nimbus_sets_are_reserved() {
+        for key in [
+            "APPWRITE_FUNCTION_ID",
+            "NIMBUS_FUNCTION_DEPLOYMENT",
+            "APPWRITE_FUNCTION_MEMORY",
+        ] {
+            assert!(is_reserved_variable(key), "{key}");
+            assert!(check_variable_key(key).is_err(), "{key}");
+        }
+        for key in [
+            "APPWRITE_FUNCTION_API_ENDPOINT",
+            "NIMBUS_FUNCTION_IDS",
+            "FUNCTION_ID",
+            "API_TOKEN",
+        ] {
+            assert!(!is_reserved_variable(key), "{key}");
+            assert!(check_variable_key(key).is_ok(), "{key}");
+        }
     }
 }

@@ -664,7 +664,7 @@ pub async fn finish_execution<'e>(
     sqlx::query(
         "UPDATE function_executions SET status = ?, response_status = ?, response_headers = ?, \
          response_body = ?, logs = ?, errors = ?, logs_truncated = ?, failure = ?, duration_ms = ?, \
-         updated_at = ?, \
+         deployment_id = ?, updated_at = ?, \
          request_body = NULL \
          WHERE project_id = ? AND function_id = ? AND id = ? AND status IN ('waiting', 'processing')",
     )
@@ -677,6 +677,7 @@ pub async fn finish_execution<'e>(
     .bind(i16::from(e.logs_truncated))
     .bind(&e.failure)
     .bind(e.duration_ms)
+    .bind(&e.deployment_id)
     .bind(e.updated_at)
     .bind(&e.project_id)
     .bind(&e.function_id)
