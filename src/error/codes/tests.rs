@@ -36,8 +36,11 @@ const NOT_CODES: &[&str] = &[
     "OUT_DIR",
     // The allocator's own setting, read from the environment.
     "MIMALLOC_PURGE_DELAY",
-    // The prefix of the variables a function's code reads, as Appwrite names them.
+    // The variables a function's code reads, as Appwrite names them, and parts of
+    // their names.
     "APPWRITE_FUNCTION_",
+    "PROJECT_ID",
+    "RUNTIME_NAME",
 ];
 
 fn root() -> PathBuf {
