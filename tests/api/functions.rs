@@ -1592,3 +1592,71 @@ async fn one_client_leaves_a_bounded_number_of_records_a_minute() {
     .await;
     app.shutdown().await;
 }
+
+/// A deployment and a variable are read one at a time, and an ended execution's
+/// record can be deleted, as Appwrite's functions API allows; a queued one
+/// cannot (it would write its record again as it ends).
+#[tokio::test]
+async fn deployments_and_variables_read_one_at_a_time_and_ended_executions_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    // Asynchronous executions stay queued.
+    config.jobs_concurrency = 0;
+    let app = spawn_with(config, dir).await;
+    deployed_ping(&app).await;
+    let active = app
+        .admin("{ function(id: \"ping\") { deploymentId } }", json!({}))
+        .await
+        .ok()["function"]["deploymentId"]
+        .clone();
+    let deployment =
+        "query($d: ID!) { deployment(functionId: \"ping\", deploymentId: $d) { id functionId } }";
+    let one = app.admin(deployment, json!({"d": active})).await.ok();
+    assert_eq!(
+        one["deployment"],
+        json!({"id": active, "functionId": "ping"})
+    );
+    let missing = app.admin(deployment, json!({"d": "nope"})).await;
+    assert_eq!(missing.code(), "DEPLOYMENT_NOT_FOUND", "{:#}", missing.body);
+
+    app.admin(
+        VARIABLE,
+        json!({"input": {"functionId": "ping", "key": "API_TOKEN", "value": "secret"}}),
+    )
+    .await
+    .ok();
+    let variable = "query($k: String!) { functionVariable(functionId: \"ping\", key: $k) { key } }";
+    let found = app.admin(variable, json!({"k": "API_TOKEN"})).await.ok();
+    assert_eq!(found["functionVariable"]["key"], "API_TOKEN");
+    let missing = app.admin(variable, json!({"k": "OTHER"})).await;
+    assert_eq!(missing.code(), "VARIABLE_NOT_FOUND", "{:#}", missing.body);
+
+    let run = "mutation($a: Boolean) { createExecution(input: {functionId: \"ping\", async: $a}) { id status } }";
+    let ended = app.admin(run, json!({"a": false})).await.ok()["createExecution"]["id"].clone();
+    let queued = app.admin(run, json!({"a": true})).await.ok()["createExecution"]["id"].clone();
+    let delete = "mutation($e: ID!) { deleteExecution(input: {functionId: \"ping\", executionId: $e}) { deletedId } }";
+    let reader = app
+        .create_key("default", &["functions.read", "executions.read"])
+        .await;
+    let refused = app
+        .as_key(&reader, "default", delete, json!({"e": ended}))
+        .await;
+    assert_eq!(refused.code(), "SCOPE_MISSING", "{:#}", refused.body);
+    let not_ended = app.admin(delete, json!({"e": queued})).await;
+    assert_eq!(
+        not_ended.code(),
+        "OPERATION_NOT_ALLOWED",
+        "{:#}",
+        not_ended.body
+    );
+    let deleted = app.admin(delete, json!({"e": ended})).await.ok();
+    assert_eq!(deleted["deleteExecution"]["deletedId"], ended);
+    let read = "query($e: ID!) { execution(functionId: \"ping\", executionId: $e) { id } }";
+    let gone = app.admin(read, json!({"e": ended})).await;
+    assert_eq!(gone.code(), "EXECUTION_NOT_FOUND", "{:#}", gone.body);
+    let again = app.admin(delete, json!({"e": ended})).await;
+    assert_eq!(again.code(), "EXECUTION_NOT_FOUND", "{:#}", again.body);
+    // The queued one is still there.
+    app.admin(read, json!({"e": queued})).await.ok();
+    app.shutdown().await;
+}

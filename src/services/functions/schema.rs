@@ -309,6 +309,16 @@ crate::graphql_input! {
 }
 
 crate::graphql_input! {
+    "An execution of a function."
+    struct ExecutionRefInput {
+        "The function."
+        function_id: String as "ID",
+        "The execution."
+        execution_id: String as "ID",
+    }
+}
+
+crate::graphql_input! {
     "A deployment of a function."
     struct DeploymentRefInput {
         "The function."
@@ -351,7 +361,9 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.query(function_field());
     parts.query(functions_field());
     parts.query(variables_field());
+    parts.query(variable_field());
     parts.query(deployments_field());
+    parts.query(deployment_field());
     parts.query(execution_field());
     parts.query(executions_field());
     parts.mutation(create_function());
@@ -363,6 +375,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.mutation(create_deployment());
     parts.mutation(activate_deployment());
     parts.mutation(delete_deployment());
+    parts.mutation(delete_execution());
     parts.mutation(create_execution());
     parts.subscription(execution_changed());
 }
@@ -418,6 +431,7 @@ fn register_types(parts: &mut SchemaParts) {
     parts.add_input::<DeleteVariableInput>();
     parts.add_input::<CreateDeploymentInput>();
     parts.add_input::<DeploymentRefInput>();
+    parts.add_input::<ExecutionRefInput>();
     parts.add_input::<ExecutionHeaderInput>();
     parts.add_input::<CreateExecutionInput>();
     parts.add_type(deleted_payload_type(
@@ -429,6 +443,11 @@ fn register_types(parts: &mut SchemaParts) {
         "DeleteDeploymentPayload",
         "The result of `deleteDeployment`.",
         "Id of the deleted deployment.",
+    ));
+    parts.add_type(deleted_payload_type(
+        "DeleteExecutionPayload",
+        "The result of `deleteExecution`.",
+        "Id of the deleted execution.",
     ));
     parts.add_type(deleted_payload_type(
         "DeleteVariablePayload",
@@ -597,6 +616,36 @@ fn variables_field() -> Field {
     )
     .description("A function's variables, by key, without their values (scope `functions.read`).")
     .argument(InputValue::new("functionId", id()).description("The function."))
+}
+
+fn variable_field() -> Field {
+    Field::new("functionVariable", TypeRef::named_nn("FunctionVariable"), |ctx| {
+        FieldFuture::new(async move {
+            let grant = caller(&ctx)?.require::<FunctionsRead>()?;
+            let id = required(&ctx, "functionId")?;
+            let key = required(&ctx, "key")?;
+            let variable = service::variable(app(&ctx)?, &grant, &id, &key).await?;
+            Ok(Some(FieldValue::value(variable_value(&variable))))
+        })
+    })
+    .description("One variable of a function, without its value (scope `functions.read`); `VARIABLE_NOT_FOUND` when it has none of that key.")
+    .argument(InputValue::new("functionId", id()).description("The function."))
+    .argument(InputValue::new("key", TypeRef::named_nn(TypeRef::STRING)).description("The variable's key."))
+}
+
+fn deployment_field() -> Field {
+    Field::new("deployment", TypeRef::named_nn("Deployment"), |ctx| {
+        FieldFuture::new(async move {
+            let grant = caller(&ctx)?.require::<FunctionsRead>()?;
+            let function_id = required(&ctx, "functionId")?;
+            let id = required(&ctx, "deploymentId")?;
+            let deployment = service::deployment(app(&ctx)?, &grant, &function_id, &id).await?;
+            Ok(Some(FieldValue::value(deployment_value(&deployment))))
+        })
+    })
+    .description("One deployment of a function (scope `functions.read`).")
+    .argument(InputValue::new("functionId", id()).description("The function."))
+    .argument(InputValue::new("deploymentId", id()).description("The deployment."))
 }
 
 fn deployments_field() -> Field {
@@ -929,6 +978,32 @@ fn delete_deployment() -> Field {
     )
     .description("Deletes a deployment; deleting the active one leaves the function with none until another is activated (scope `functions.write`).")
     .argument(DeploymentRefInput::argument())
+}
+
+fn delete_execution() -> Field {
+    Field::new(
+        "deleteExecution",
+        TypeRef::named_nn("DeleteExecutionPayload"),
+        |ctx| {
+            FieldFuture::new(async move {
+                let grant = caller(&ctx)?.require::<FunctionsWrite>()?;
+                let given: ExecutionRefInput = input(&ctx)?;
+                service::delete_execution(
+                    app(&ctx)?,
+                    &grant,
+                    &given.function_id,
+                    &given.execution_id,
+                )
+                .await?;
+                Ok(Some(FieldValue::value(object([(
+                    "deletedId",
+                    Value::from(given.execution_id),
+                )]))))
+            })
+        },
+    )
+    .description("Deletes the record of an execution that has ended (scope `functions.write`); one still waiting or running is refused (`OPERATION_NOT_ALLOWED`).")
+    .argument(ExecutionRefInput::argument())
 }
 
 fn create_execution() -> Field {

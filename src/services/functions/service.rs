@@ -616,6 +616,23 @@ pub async fn variables(
     )
 }
 
+/// One variable of a function, without its value.
+pub async fn variable(
+    state: &AppState,
+    grant: &Grant<FunctionsRead>,
+    function_id: &str,
+    key: &str,
+) -> AppResult<Variable> {
+    variables(state, grant, function_id)
+        .await?
+        .into_iter()
+        .find(|variable| variable.key == key)
+        .ok_or_else(|| AppError::NotFound {
+            what: "variable",
+            id: key.chars().take(64).collect(),
+        })
+}
+
 pub async fn create_variable(
     state: &AppState,
     grant: &Grant<FunctionsWrite>,
@@ -1114,6 +1131,17 @@ async fn load_deployment(
     store::find_deployment(state.db.pool(), project_id, function_id, id)
         .await?
         .ok_or_else(|| deployment_not_found(id))
+}
+
+/// One deployment of a function.
+pub async fn deployment(
+    state: &AppState,
+    grant: &Grant<FunctionsRead>,
+    function_id: &str,
+    id: &str,
+) -> AppResult<Deployment> {
+    load(state, grant.project(), function_id).await?;
+    load_deployment(state, grant.project(), function_id, id).await
 }
 
 /// Makes a deployment the one executions run.
@@ -1932,6 +1960,32 @@ pub async fn get_execution(
         .ok_or_else(|| execution_not_found(id))?;
     may_read(caller, &execution)?;
     Ok(execution)
+}
+
+/// Deletes the record of an execution that has ended, with its `delete` event. A
+/// queued or running one is refused: it would write its record again as it ends.
+pub async fn delete_execution(
+    state: &AppState,
+    grant: &Grant<FunctionsWrite>,
+    function_id: &str,
+    id: &str,
+) -> AppResult<()> {
+    ids::validate("executionId", id).map_err(|_| execution_not_found(id))?;
+    load(state, grant.project(), function_id).await?;
+    let execution = store::find_execution(state.db.pool(), grant.project(), function_id, id)
+        .await?
+        .ok_or_else(|| execution_not_found(id))?;
+    if execution.status == status::WAITING || execution.status == status::PROCESSING {
+        return Err(AppError::NotAllowed(
+            "the execution has not ended yet; delete its record once it has".into(),
+        ));
+    }
+    let mut tx = state.db.pool().begin().await?;
+    if !store::delete_ended_execution(&mut *tx, grant.project(), function_id, id).await? {
+        return Err(execution_not_found(id));
+    }
+    log::commit(&state.bus, tx, vec![execution_event(&execution, "delete")]).await?;
+    Ok(())
 }
 
 /// The executions of a function the caller may read: all of them for a key

@@ -769,6 +769,26 @@ pub async fn count_executions(
     query.fetch_one(pool).await
 }
 
+/// Deletes one execution that has ended; false when there is none (or it has not
+/// ended: a queued or running one finishes into its record).
+pub async fn delete_ended_execution<'e>(
+    db: impl Executor<'e, Database = Any>,
+    project_id: &str,
+    function_id: &str,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM function_executions WHERE project_id = ? AND function_id = ? AND id = ? \
+         AND status IN ('completed', 'failed')",
+    )
+    .bind(project_id)
+    .bind(function_id)
+    .bind(id)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
 pub async fn delete_executions_of<'e>(
     db: impl Executor<'e, Database = Any>,
     project_id: &str,
