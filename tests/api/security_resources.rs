@@ -710,18 +710,24 @@ async fn an_expiring_key_cannot_make_a_key_that_outlives_it() {
     app.shutdown().await;
 }
 
+/// A bucket `docs` whose files only their own permissions open, holding `f1`
+/// (`hello`), which the admin uploaded with none.
+async fn private_file(app: &TestApp) {
+    create_bucket(
+        app,
+        json!({"id": "docs", "name": "Docs", "fileSecurity": true, "permissions": []}),
+    )
+    .await;
+    admin_upload(app, "docs", "f1", b"hello").await;
+}
+
 /// An update of a file's permissions computed from a copy read before an owner's
 /// revocation is written only over that copy: it finds the file changed and puts
 /// no grant back.
 #[tokio::test]
 async fn a_file_update_read_before_a_revocation_cannot_undo_it() {
     let app = spawn_app().await;
-    create_bucket(
-        &app,
-        json!({"id": "docs", "name": "Docs", "fileSecurity": true, "permissions": []}),
-    )
-    .await;
-    admin_upload(&app, "docs", "f1", b"hello").await;
+    private_file(&app).await;
     let state = app.server.as_ref().unwrap().state().clone();
     let find = nimbus::services::storage::store::find_file;
     let before = find(state.db.pool(), "default", "docs", "f1")
@@ -777,12 +783,7 @@ async fn a_file_update_read_before_a_revocation_cannot_undo_it() {
 #[tokio::test]
 async fn a_key_that_may_only_write_files_is_answered_nothing_it_wrote() {
     let app = spawn_app().await;
-    create_bucket(
-        &app,
-        json!({"id": "docs", "name": "Docs", "fileSecurity": true, "permissions": []}),
-    )
-    .await;
-    admin_upload(&app, "docs", "f1", b"hello").await;
+    private_file(&app).await;
     let rename = "mutation($n: String!) { updateFile(input: {bucketId: \"docs\", fileId: \"f1\", name: $n}) { name size } }";
     let writer = app.create_key("default", &["files.write"]).await;
     let blind = app
