@@ -1635,6 +1635,7 @@ async fn deployments_and_variables_read_one_at_a_time_and_ended_executions_delet
     let ended = app.admin(run, json!({"a": false})).await.ok()["createExecution"]["id"].clone();
     let queued = app.admin(run, json!({"a": true})).await.ok()["createExecution"]["id"].clone();
     let delete = "mutation($e: ID!) { deleteExecution(input: {functionId: \"ping\", executionId: $e}) { deletedId } }";
+    let read = "query($e: ID!) { execution(functionId: \"ping\", executionId: $e) { id } }";
     let reader = app
         .create_key("default", &["functions.read", "executions.read"])
         .await;
@@ -1642,6 +1643,13 @@ async fn deployments_and_variables_read_one_at_a_time_and_ended_executions_delet
         .as_key(&reader, "default", delete, json!({"e": ended}))
         .await;
     assert_eq!(refused.code(), "SCOPE_MISSING", "{:#}", refused.body);
+    // A signed-in user deletes no record, not even one of their own runs.
+    let eve = app.signed_in("eve-records@example.com").await;
+    let own =
+        app.as_session(&eve, run, json!({"a": false})).await.ok()["createExecution"]["id"].clone();
+    let refused = app.as_session(&eve, delete, json!({"e": own})).await;
+    assert_ne!(refused.body["errors"], Value::Null, "{:#}", refused.body);
+    app.admin(read, json!({"e": own})).await.ok();
     let not_ended = app.admin(delete, json!({"e": queued})).await;
     assert_eq!(
         not_ended.code(),
@@ -1651,7 +1659,6 @@ async fn deployments_and_variables_read_one_at_a_time_and_ended_executions_delet
     );
     let deleted = app.admin(delete, json!({"e": ended})).await.ok();
     assert_eq!(deleted["deleteExecution"]["deletedId"], ended);
-    let read = "query($e: ID!) { execution(functionId: \"ping\", executionId: $e) { id } }";
     let gone = app.admin(read, json!({"e": ended})).await;
     assert_eq!(gone.code(), "EXECUTION_NOT_FOUND", "{:#}", gone.body);
     let again = app.admin(delete, json!({"e": ended})).await;
