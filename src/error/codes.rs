@@ -109,7 +109,7 @@ codes! {
     INVALID_JWT: 401 => "the JWT is malformed, forged, for another project, or its session was signed out";
     JWT_EXPIRED: 401 => "the JWT outlived its 15 minutes; ask for a new one";
     AUTH_METHOD_DISABLED: 403 => "the project turned this sign-in method off";
-    SESSION_ALREADY_EXISTS: 409 => "the caller is signed in already; sign out before creating an anonymous user";
+    SESSION_ALREADY_EXISTS: 409 => "the caller is signed in already; sign out before signing in again";
     MFA_REQUIRED: 401 => "the session must pass its second factor first";
     INVALID_MFA_CODE: 400 => "the TOTP or recovery code is wrong or already used";
     AUTHENTICATOR_ALREADY_EXISTS: 409 => "the account already has a verified authenticator";
@@ -227,10 +227,9 @@ codes! {
     IMAGE_CORRUPT: 400 => "the file does not decode as the image it claims to be";
     PREVIEW_FAILED: 400 => "the preview could not be encoded";
     // Avatars.
-    INVALID_AVATAR_URL: 400 => "an image proxy URL that is not http(s), carries credentials, does not resolve, or points to a private, loopback or reserved address (every redirect is checked too)";
-    AVATAR_FETCH_FAILED: 502 => "the remote image did not arrive: no answer, an error status, too many redirects, too large, too slow, or not an image";
-    AVATAR_NOT_FOUND: 404 => "no avatar of that name (e.g. a country code with no flag)";
-    INVALID_AVATAR_PARAMETER: 400 => "an avatar parameter (text, size, margin, output, ...) out of range or of the wrong form";
+    INVALID_AVATAR_URL: 400 => "an image proxy URL that is not absolute http(s), or carries credentials (every redirect is checked too)";
+    AVATAR_FETCH_FAILED: 404 => "the remote image was not found: its host does not resolve or is private, loopback or reserved (every redirect is checked too), no answer, an error status, too many redirects, too large, too slow, or not an image";
+    INVALID_AVATAR_PARAMETER: 400 => "an avatar parameter (code, text, size, margin, output, ...) unknown, out of range or of the wrong form";
     AVATARS_NOT_PUBLIC: 401 => "the project turned public avatars off (`avatarsPublic`): present a signed-in user's session or an API key";
     // Webhooks and background jobs.
     WEBHOOK_NOT_FOUND: 404 => "no webhook has that id";

@@ -1033,7 +1033,7 @@ async fn the_activity_log_records_sign_ins_changes_and_sign_outs() {
 }
 
 #[tokio::test]
-async fn a_signed_in_caller_cannot_create_an_anonymous_user() {
+async fn a_signed_in_caller_cannot_sign_in_again() {
     let app = spawn_app().await;
     sign_up(&app, "fay@example.com", "fay-password").await;
     let secret = session_secret(&app, "fay@example.com", "fay-password").await;
@@ -1045,6 +1045,33 @@ async fn a_signed_in_caller_cannot_create_an_anonymous_user() {
         )
         .await;
     assert_eq!(refused.code(), "SESSION_ALREADY_EXISTS");
+    // Every way of signing in, the right password included: a new session's
+    // cookie would strand the one the caller holds.
+    let again = app
+        .as_session(
+            &secret,
+            "mutation { createEmailPasswordSession(input: {email: \"fay@example.com\", password: \"fay-password\"}) { secret } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(again.code(), "SESSION_ALREADY_EXISTS");
+    let by_token = app
+        .as_session(
+            &secret,
+            "mutation { createSession(input: {email: \"fay@example.com\", secret: \"123456\"}) { secret } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(by_token.code(), "SESSION_ALREADY_EXISTS");
+    let sessions = app
+        .as_session(&secret, "{ accountSessions { id } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(
+        sessions["accountSessions"].as_array().map(Vec::len),
+        Some(1),
+        "no session was opened beside the caller's"
+    );
     let users = app.admin("{ users { totalCount } }", json!({})).await.ok();
     assert_eq!(
         users["users"]["totalCount"], 1,

@@ -10,7 +10,7 @@ use crate::auth::{Caller, Credential};
 use crate::error::AppError;
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{DATETIME, app, caller, datetime, input, object, prop};
-use crate::services::account::schema::{client, not_by_jwt, signed_in};
+use crate::services::account::schema::{client, not_signed_in, signed_in};
 use crate::services::account::service::{self as account, IssuedToken, TokenOwner};
 use crate::services::users::schema::user_value;
 
@@ -243,7 +243,7 @@ fn create_session() -> Field {
     Field::new("createSession", TypeRef::named_nn("SessionPayload"), |ctx| {
         FieldFuture::new(async move {
             let caller = caller(&ctx)?;
-            not_by_jwt(caller)?;
+            not_signed_in(caller)?;
             let input: CreateSessionInput = input(&ctx)?;
             let owner = match (&input.user_id, &input.email) {
                 (Some(id), None) => TokenOwner::UserId(id),
@@ -265,6 +265,6 @@ fn create_session() -> Field {
             signed_in(&ctx, &session, secret)
         })
     })
-    .description("Signs in with a magic link's values or an emailed code. Each works once; the email becomes verified, and an account whose email was not verified before loses its password, second factor, other sessions and linked providers to the owner of the mailbox.")
+    .description("Signs in with a magic link's values or an emailed code. Each works once; the email becomes verified, and an account whose email was not verified before loses its password, second factor, other sessions and linked providers to the owner of the mailbox. Refused to a caller that is signed in (`SESSION_ALREADY_EXISTS`).")
     .argument(CreateSessionInput::argument())
 }

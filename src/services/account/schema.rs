@@ -117,10 +117,18 @@ pub(super) fn session_by_secret<'a>(
     Ok(me)
 }
 
-/// Refuses a sign-in to a caller holding a JWT: a JWT opens no sessions.
-pub(super) fn not_by_jwt(caller: &Caller) -> AppResult<()> {
+/// Refuses a sign-in to a caller that is signed in already, as Appwrite does: a
+/// new session's cookie would replace the one the caller holds and strand it,
+/// still valid, in no client. A JWT opens no sessions at all.
+pub(super) fn not_signed_in(caller: &Caller) -> AppResult<()> {
     match &caller.credential {
-        Credential::Session(me) => service::require_session_secret(me, "open sessions"),
+        Credential::Session(me) => {
+            service::require_session_secret(me, "open sessions")?;
+            Err(AppError::Conflict {
+                what: "session",
+                id: me.session.id.clone(),
+            })
+        }
         _ => Ok(()),
     }
 }
@@ -341,7 +349,7 @@ fn create_email_password_session() -> Field {
     Field::new("createEmailPasswordSession", TypeRef::named_nn("SessionPayload"), |ctx| {
         FieldFuture::new(async move {
             let caller = caller(&ctx)?;
-            not_by_jwt(caller)?;
+            not_signed_in(caller)?;
             let input: CreateEmailPasswordSessionInput = input(&ctx)?;
             let (session, secret) = service::sign_in_with_password(
                 app(&ctx)?,
@@ -354,7 +362,7 @@ fn create_email_password_session() -> Field {
             signed_in(&ctx, &session, secret)
         })
     })
-    .description("Signs in with email and password. Wrong email and wrong password give the same `INVALID_CREDENTIALS`.")
+    .description("Signs in with email and password. Wrong email and wrong password give the same `INVALID_CREDENTIALS`. Refused to a caller that is signed in (`SESSION_ALREADY_EXISTS`).")
     .argument(CreateEmailPasswordSessionInput::argument())
 }
 
@@ -362,16 +370,7 @@ fn create_anonymous_session() -> Field {
     Field::new("createAnonymousSession", TypeRef::named_nn("SessionPayload"), |ctx| {
         FieldFuture::new(async move {
             let caller = caller(&ctx)?;
-            not_by_jwt(caller)?;
-            // As Appwrite does: an anonymous user made while signed in would
-            // replace the session's cookie and strand the signed-in account.
-            if let Credential::Session(me) = &caller.credential {
-                return Err(AppError::Conflict {
-                    what: "session",
-                    id: me.session.id.clone(),
-                }
-                .into());
-            }
+            not_signed_in(caller)?;
             let (session, secret) =
                 service::sign_in_anonymously(app(&ctx)?, &caller.project.id, client(&ctx)).await?;
             signed_in(&ctx, &session, secret)

@@ -42,8 +42,8 @@ pub struct FlagParams {
 
 impl FlagParams {
     /// Checks raw parameters: a malformed code, size or quality is
-    /// `INVALID_AVATAR_PARAMETER`; a well-formed code with no flag is
-    /// `AVATAR_NOT_FOUND`. Without a height, the flag keeps its 4:3 shape.
+    /// `INVALID_AVATAR_PARAMETER`, as is a well-formed code with no flag
+    /// (Appwrite's whitelist). Without a height, the flag keeps its 4:3 shape.
     pub fn new(
         code: Option<&str>,
         width: Option<i64>,
@@ -60,10 +60,7 @@ impl FlagParams {
         }
         let code = code.to_ascii_lowercase();
         if svg(&code).is_none() {
-            return Err(AppError::NotFound {
-                what: "avatar",
-                id: format!("flag {}", code.to_ascii_uppercase()),
-            });
+            return Err(invalid("code", "no country has that code"));
         }
         let (width, height) = match (width, height) {
             (None, None) => (DEFAULT_WIDTH, DEFAULT_WIDTH * 3 / 4),
@@ -163,12 +160,11 @@ mod tests {
     fn codes_sizes_and_quality_are_checked() {
         let err = |r: Result<FlagParams, AppError>| match r {
             Err(AppError::Invalid { field, .. }) => field,
-            Err(AppError::NotFound { .. }) => "not found".into(),
             other => panic!("{other:?}"),
         };
         assert_eq!(
             err(FlagParams::new(Some("zz"), None, None, None, None)),
-            "not found"
+            "code"
         );
         assert_eq!(
             err(FlagParams::new(Some("deu"), None, None, None, None)),

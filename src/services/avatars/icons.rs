@@ -68,8 +68,8 @@ pub struct IconParams {
 
 impl IconParams {
     /// Checks raw parameters: a malformed code, size or quality is
-    /// `INVALID_AVATAR_PARAMETER`; a well-formed code with no icon is
-    /// `AVATAR_NOT_FOUND`. Without a height the box is square.
+    /// `INVALID_AVATAR_PARAMETER`, as is a well-formed code with no icon
+    /// (Appwrite's whitelist). Without a height the box is square.
     pub fn new(
         set: &'static IconSet,
         code: Option<&str>,
@@ -91,10 +91,7 @@ impl IconParams {
         }
         let code = code.to_ascii_lowercase();
         if set.svg(&code).is_none() {
-            return Err(AppError::NotFound {
-                what: "avatar",
-                id: format!("{} {code}", set.kind),
-            });
+            return Err(invalid("code", format!("no {} has that code", set.kind)));
         }
         let (width, height) = match (width, height) {
             (None, None) => (DEFAULT_SIZE, DEFAULT_SIZE),
@@ -191,7 +188,6 @@ mod tests {
     fn codes_sizes_and_quality_are_checked() {
         let err = |r: Result<IconParams, AppError>| match r {
             Err(AppError::Invalid { field, .. }) => field,
-            Err(AppError::NotFound { .. }) => "not found".into(),
             Ok(_) => "ok".into(),
             Err(other) => panic!("{other:?}"),
         };
@@ -201,7 +197,7 @@ mod tests {
             err(new(Some("Union-China-Pay"), None, None, None, None)),
             "ok"
         );
-        assert_eq!(err(new(Some("zz"), None, None, None, None)), "not found");
+        assert_eq!(err(new(Some("zz"), None, None, None, None)), "code");
         assert_eq!(err(new(Some("vi sa"), None, None, None, None)), "code");
         assert_eq!(err(new(Some("../visa"), None, None, None, None)), "code");
         assert_eq!(err(new(Some(""), None, None, None, None)), "code");

@@ -14,6 +14,9 @@ pub const MAX_TEXT_BYTES: usize = 2048;
 /// Widest quiet zone, in modules.
 pub const MAX_MARGIN: u32 = 10;
 pub const DEFAULT_SIZE: u32 = 400;
+/// Largest side, in pixels: Appwrite's bound for QR codes (other avatars take up
+/// to [`super::MAX_SIZE`]).
+pub const MAX_QR_SIZE: u32 = 1000;
 pub const DEFAULT_MARGIN: u32 = 1;
 /// The formats a QR code is answered in, the first by default.
 pub const OUTPUTS: &[Output] = &[Output::Png, Output::Svg, Output::Jpeg, Output::Webp];
@@ -60,9 +63,18 @@ impl QrParams {
                 ));
             }
         };
+        let size = match size_px {
+            Some(n) if n > i64::from(MAX_QR_SIZE) => {
+                return Err(invalid(
+                    "size",
+                    format!("must be 1 to {MAX_QR_SIZE} pixels"),
+                ));
+            }
+            given => size("size", given, DEFAULT_SIZE)?,
+        };
         Ok(QrParams {
             text: text.to_string(),
-            size: size("size", size_px, DEFAULT_SIZE)?,
+            size,
             margin,
             output: output.map(|o| Output::named(o, OUTPUTS)).transpose()?,
             download,
@@ -182,6 +194,7 @@ mod tests {
             (Some(long.as_str()), None, None, "text"),
             (Some("x"), Some(0), None, "size"),
             (Some("x"), Some(100_000), None, "size"),
+            (Some("x"), Some(1001), None, "size"),
             (Some("x"), None, Some(-1), "margin"),
             (Some("x"), None, Some(11), "margin"),
         ] {
@@ -191,7 +204,7 @@ mod tests {
             }
         }
         let longest = "é".repeat(MAX_TEXT_BYTES / 2);
-        let p = params(&longest, 2000, 0);
+        let p = params(&longest, 1000, 0);
         assert!(render(&p, Output::Svg).is_ok(), "the longest text encodes");
     }
 

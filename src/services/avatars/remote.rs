@@ -72,9 +72,11 @@ async fn allowed_addresses(
     url: &url::Url,
     allowed: fn(IpAddr) -> bool,
 ) -> Result<Vec<SocketAddr>, AppError> {
+    // Not found, as Appwrite answers a host it may not or cannot reach: the URL
+    // itself is well formed.
     outbound::allowed_addresses(url, allowed)
         .await
-        .map_err(|refused| bad_url(refused.to_string()))
+        .map_err(|refused| failed(refused.to_string()))
 }
 
 /// What a fetch brought: the URL it ended at (after redirects) and its bytes.
@@ -213,7 +215,9 @@ mod tests {
         ] {
             let parsed = check_url(url).unwrap();
             match allowed_addresses(&parsed, is_public).await {
-                Err(AppError::Invalid { code, .. }) => assert_eq!(code, codes::INVALID_AVATAR_URL),
+                Err(AppError::Upstream { code, .. }) => {
+                    assert_eq!(code, codes::AVATAR_FETCH_FAILED)
+                }
                 other => panic!("{url}: {other:?}"),
             }
         }
@@ -313,7 +317,7 @@ mod tests {
         // A redirect to a forbidden address or scheme is refused like a first URL.
         assert_eq!(
             code(get(&format!("{base}/private")).await),
-            codes::INVALID_AVATAR_URL
+            codes::AVATAR_FETCH_FAILED
         );
         assert_eq!(
             code(get(&format!("{base}/scheme")).await),

@@ -134,7 +134,7 @@ fn qr_field() -> Field {
     .argument(
         InputValue::new("size", TypeRef::named(TypeRef::INT)).description(format!(
             "Width and height in pixels, 1 to {}; {} by default.",
-            super::MAX_SIZE,
+            qr::MAX_QR_SIZE,
             qr::DEFAULT_SIZE
         )),
     )
@@ -184,7 +184,7 @@ fn flag_field() -> Field {
     })
     .description(
         "The URL of a country's flag (`/v1/avatars/flags/{code}`), scaled to cover the size \
-         asked for and centred. An unknown country is `AVATAR_NOT_FOUND`.",
+         asked for and centred. An unknown country is `INVALID_AVATAR_PARAMETER`.",
     )
     .argument(
         InputValue::new("code", TypeRef::named_nn(TypeRef::STRING))
@@ -239,7 +239,7 @@ fn icon_field(name: &str, set: &'static IconSet) -> Field {
     .description(format!(
         "The URL of a {what} icon (`/v1/avatars/{path}/{{code}}`): the brand's mark, or a \
          neutral badge with its name where no open mark exists, fitted inside the size asked \
-         for on a transparent background. An unknown code is `AVATAR_NOT_FOUND`.",
+         for on a transparent background. An unknown code is `INVALID_AVATAR_PARAMETER`.",
         what = set.kind,
         path = set.path
     ))
