@@ -90,14 +90,63 @@ const SECRET_GUESSES_PER_CLIENT: Limit = Limit::per_hour(100);
 /// Past this many tracked keys, expired windows are swept from memory.
 const SWEEP_AT: usize = 50_000;
 /// Most windows held in memory (some 40 MB). Full of live windows, an attempt
-/// under a key not yet counted is refused: forgetting a window to make room would
-/// hand its guesses back to whoever made them, and most keys name what the
-/// client chose (an email, a user id), so a crowd of clients could otherwise fill
-/// memory with them. The per-client limits each flow checks first keep one client
-/// from filling it alone.
+/// under a key not yet counted is counted in [`Overflow`] instead: forgetting a
+/// window to make room would hand its guesses back to whoever made them, and
+/// refusing every key not yet counted would let a crowd of clients (most keys
+/// name what the client chose: an email, a user id) lock every newcomer out.
 const MAX_WINDOWS: usize = 250_000;
-/// Seconds an attempt refused for want of room is told to wait.
-const FULL_RETRY_AFTER: u64 = 60;
+/// Counters per row of [`Overflow`].
+const OVERFLOW_SLOTS: usize = 1 << 18;
+/// Rows of [`Overflow`].
+const OVERFLOW_ROWS: usize = 4;
+
+/// Counts for keys that found the windows full (a count-min sketch): rows of
+/// counters, a key counted in one counter of each row (chosen by a hash seeded
+/// at random, so no client can pick keys that land on another's) and limited by
+/// the least of them. A counter shared by several keys only counts more within
+/// its window, never less, so past the bound of memory limits still hold, and a
+/// crowd filling the windows costs a newcomer a few of its attempts at most
+/// rather than all of them: with as many crowd keys as a row has counters, a
+/// newcomer finds its least counter at 5 or more about once in 5·10⁹.
+/// Fixed in size (8 MiB), made only when first needed.
+struct Overflow {
+    hashers: [std::collections::hash_map::RandomState; OVERFLOW_ROWS],
+    /// What the counters' times count from.
+    epoch: Instant,
+    /// When each counter's window ends (seconds after `epoch`), and its count.
+    counters: Vec<(u32, u32)>,
+}
+
+impl Overflow {
+    fn new(now: Instant) -> Overflow {
+        Overflow {
+            hashers: Default::default(),
+            epoch: now,
+            counters: vec![(0, 0); OVERFLOW_ROWS * OVERFLOW_SLOTS],
+        }
+    }
+
+    fn hit(&mut self, key: &str, limit: Limit, now: Instant) -> (u32, u64) {
+        use std::hash::BuildHasher as _;
+        let seconds = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        let now = seconds(now.saturating_duration_since(self.epoch));
+        let window = seconds(limit.window).max(1);
+        let mut least: Option<(u32, u64)> = None;
+        for (row, hasher) in self.hashers.iter().enumerate() {
+            let slot = (hasher.hash_one(key) as usize) % OVERFLOW_SLOTS;
+            let counter = &mut self.counters[row * OVERFLOW_SLOTS + slot];
+            if counter.0 <= now {
+                *counter = (now.saturating_add(window), 0);
+            }
+            counter.1 = counter.1.saturating_add(1);
+            let seen = (counter.1, u64::from(counter.0 - now));
+            if least.is_none_or(|(count, _)| seen.0 < count) {
+                least = Some(seen);
+            }
+        }
+        least.unwrap_or((0, 0))
+    }
+}
 
 /// The in-memory windows. After a sweep the next one waits until the map has
 /// doubled: were every window live, sweeping at a fixed size would scan the whole
@@ -109,7 +158,15 @@ const FULL_RETRY_AFTER: u64 = 60;
 struct Windows {
     by_key: HashMap<String, (Instant, u32)>,
     sweep_at: usize,
+    /// When the last sweep of full windows ran: a map full of live windows is
+    /// swept at most once a [`FULL_SWEEP_EVERY`], not on every attempt (each
+    /// sweep walks every window, under the lock every attempt takes).
+    full_swept_at: Option<Instant>,
+    overflow: Option<Box<Overflow>>,
 }
+
+/// How often a map full of windows is swept at most.
+const FULL_SWEEP_EVERY: Duration = Duration::from_secs(1);
 const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct RateLimiter {
@@ -130,6 +187,8 @@ impl RateLimiter {
             local: Mutex::new(Windows {
                 by_key: HashMap::new(),
                 sweep_at: SWEEP_AT,
+                full_swept_at: None,
+                overflow: None,
             }),
         }
     }
@@ -226,13 +285,23 @@ impl RateLimiter {
             return (0, 0);
         };
         let now = Instant::now();
-        if windows.by_key.len() >= windows.sweep_at.min(MAX_WINDOWS) {
+        let full = windows.by_key.len() >= MAX_WINDOWS;
+        let swept_lately = windows
+            .full_swept_at
+            .is_some_and(|at| now.saturating_duration_since(at) < FULL_SWEEP_EVERY);
+        if windows.by_key.len() >= windows.sweep_at.min(MAX_WINDOWS) && !(full && swept_lately) {
+            if full {
+                windows.full_swept_at = Some(now);
+            }
             windows.by_key.retain(|_, (ends, _)| *ends > now);
             windows.sweep_at = SWEEP_AT.max(windows.by_key.len() * 2);
         }
         if windows.by_key.len() >= MAX_WINDOWS && !windows.by_key.contains_key(key) {
             metrics::counter!("nimbus_rate_limit_full_total").increment(1);
-            return (u32::MAX, FULL_RETRY_AFTER);
+            return windows
+                .overflow
+                .get_or_insert_with(|| Box::new(Overflow::new(now)))
+                .hit(key, limit, now);
         }
         let ends = now + limit.window;
         let entry = windows.by_key.entry(key.to_string()).or_insert((ends, 0));
@@ -248,8 +317,11 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
 
+    /// Full windows neither lock newcomers out nor forget anyone's count: a key
+    /// not yet counted is limited in the overflow's counters, one counted before
+    /// goes on in its own window.
     #[tokio::test]
-    async fn a_full_memory_refuses_new_keys_and_keeps_counting_the_old() {
+    async fn a_full_memory_still_limits_new_keys_without_refusing_them() {
         let limiter = RateLimiter::new(true, "t", None);
         let hour = Limit::per_hour(1000);
         {
@@ -259,14 +331,27 @@ mod tests {
                 windows.by_key.insert(format!("k{n}"), (ends, 1));
             }
         }
-        assert!(matches!(
-            limiter.hit("fresh", hour).await,
-            Err(AppError::RateLimited {
-                retry_after: FULL_RETRY_AFTER
-            })
-        ));
+        // A crowd's fresh keys, as many as a row of the overflow has counters.
+        for n in 0..OVERFLOW_SLOTS {
+            let _ = limiter.hit(&format!("crowd{n}"), Limit::per_hour(1)).await;
+        }
+        let ten = Limit::per_hour(10);
+        let mut allowed = 0;
+        while limiter.hit("newcomer", ten).await.is_ok() {
+            allowed += 1;
+            assert!(allowed <= 10, "a newcomer passed its limit");
+        }
+        assert!(allowed >= 6, "a newcomer had {allowed} attempts of 10");
+        assert!(
+            matches!(
+                limiter.hit("newcomer", ten).await,
+                Err(AppError::RateLimited { retry_after }) if retry_after > 3500
+            ),
+            "past its limit, a newcomer is refused for the window's rest"
+        );
         limiter.hit("k7", hour).await.unwrap();
         assert_eq!(limiter.local.lock().unwrap().by_key["k7"].1, 2);
+        assert_eq!(limiter.local.lock().unwrap().by_key.len(), MAX_WINDOWS);
     }
 
     use super::*;

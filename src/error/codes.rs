@@ -145,6 +145,7 @@ codes! {
     TEAM_ALREADY_EXISTS: 409 => "a team has that id already";
     MEMBERSHIP_NOT_FOUND: 404 => "no membership has that id";
     MEMBERSHIP_ALREADY_EXISTS: 409 => "the user is a member or invited already";
+    TEAM_INVITE_MISMATCH: 403 => "an invitation link used while signed in as someone other than its invitee: sign out to accept it";
     // Projects and API keys.
     PROJECT_NOT_FOUND: 404 => "the `X-Nimbus-Project` header (or id) names no project";
     PROJECT_ALREADY_EXISTS: 409 => "a project has that id already";
@@ -213,7 +214,7 @@ codes! {
     FILE_UNREADABLE: 500 => "stored bytes do not decode (corrupt, or sealed under another server secret)";
     STORAGE_FULL: 507 => "the file store has no room left; nothing of the write was kept";
     ANTIVIRUS_UNAVAILABLE: 502 => "the virus scanner did not answer; nothing was kept";
-    INVALID_FILE_TOKEN: 400 => "a signed file URL that is not genuine or is for another file";
+    INVALID_FILE_TOKEN: 400 => "a signed file URL that is not genuine, is for another file, or whose maker's session or key no longer holds";
     FILE_TOKEN_EXPIRED: 400 => "a signed file URL that has expired";
     RANGE_NOT_SATISFIABLE: 416 => "a `Range` outside the file, or malformed";
     UPLOAD_NOT_FOUND: 404 => "no pending upload has that id";

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tokio_util::io::ReaderStream;
 
 use crate::AppState;
-use crate::auth::ScopedAccess;
+use crate::auth::{Caller, Credential, ScopedAccess};
 use crate::error::{AppError, AppResult, codes};
 use crate::files::Key;
 use crate::services::storage::preview::{self, PreviewBody};
@@ -95,11 +95,59 @@ async fn readable(
                 reason: "the signed URL is for another file".into(),
             });
         }
-        return service::signed_file(state, &grant).await;
+        return signed_file(state, &grant).await;
     }
     let addressed = identity::resolve(state, &presented(headers, param("project"))).await?;
     let access = ScopedAccess::of(&addressed.caller)?;
     service::readable_file(state, &access, &path.bucket, &path.file).await
+}
+
+/// The file a genuine token opens, while whoever minted it could still read it.
+async fn signed_file(state: &AppState, grant: &tokens::Grant) -> AppResult<(Bucket, StoredFile)> {
+    let revoked = || AppError::Invalid {
+        code: codes::INVALID_FILE_TOKEN,
+        field: "token".into(),
+        reason: "the signed URL was revoked: what made it no longer holds".into(),
+    };
+    let credential = match &grant.minted_by {
+        tokens::Minter::Operator => return service::signed_file(state, grant).await,
+        tokens::Minter::Key(key_id) => {
+            if !crate::services::keys::service::key_holds(state, key_id).await? {
+                return Err(revoked());
+            }
+            return service::signed_file(state, grant).await;
+        }
+        tokens::Minter::User {
+            user_id,
+            session_id,
+        } => crate::services::users::service::delegated_session(
+            state,
+            &grant.project_id,
+            user_id,
+            session_id,
+        )
+        .await
+        .map(Credential::Session)
+        .map_err(|err| match err {
+            AppError::Db(_) | AppError::Internal(_) | AppError::Unavailable => err,
+            _ => revoked(),
+        })?,
+        tokens::Minter::Guest => Credential::Anonymous,
+    };
+    // Read as the minter reads it now: its roles, the file's permissions today.
+    let loaded = state.schemas.get(state, &grant.project_id).await?;
+    let minter = Caller {
+        project: loaded.project.clone(),
+        credential,
+        checked_at: state.sessions.credential_changes(),
+    };
+    let access = ScopedAccess::of(&minter)?;
+    let (bucket, file) =
+        service::readable_file(state, &access, &grant.bucket_id, &grant.file_id).await?;
+    if file.created_at != grant.file_created_at {
+        return Err(service::file_not_found(&file.id));
+    }
+    Ok((bucket, file))
 }
 
 fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {

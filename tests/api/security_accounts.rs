@@ -815,6 +815,47 @@ async fn guessing_second_factors_from_elsewhere_does_not_lock_the_user_out() {
 }
 
 #[tokio::test]
+async fn a_session_owing_its_second_factor_signs_itself_out_and_nothing_else() {
+    let app = spawn_app().await;
+    sign_up(&app, "hal@example.com").await;
+    let first = session(&app, "hal@example.com").await;
+    turn_mfa_on(&app, &first).await;
+    let first_id = current_session_id(&app, &first).await;
+    let pending = session(&app, "hal@example.com").await;
+    assert_eq!(account_code(&app, &pending).await, "MFA_REQUIRED");
+    let sign_out = "mutation($id: ID!) { deleteSession(input: {id: $id}) { deletedId } }";
+
+    // A password alone signs no other device out, one or all.
+    let other = run(&app, Some(&pending), sign_out, json!({"id": first_id})).await;
+    assert_eq!(other.code(), "MFA_REQUIRED");
+    let all = run(
+        &app,
+        Some(&pending),
+        "mutation { deleteSessions { deletedCount } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(all.code(), "MFA_REQUIRED");
+    assert_eq!(account_code(&app, &first).await, "<none>");
+    // Nor may it sign in again on top of itself; it may end itself.
+    let again = run(
+        &app,
+        Some(&pending),
+        "mutation($e: String!, $p: String!) { createEmailPasswordSession(input: {email: $e, password: $p}) { secret } }",
+        json!({"e": "hal@example.com", "p": PASSWORD}),
+    )
+    .await;
+    assert_eq!(again.code(), "SESSION_ALREADY_EXISTS");
+    let ended = run(&app, Some(&pending), sign_out, json!({"id": "current"}))
+        .await
+        .ok();
+    assert!(ended["deleteSession"]["deletedId"].is_string());
+    assert_eq!(account_code(&app, &pending).await, "INVALID_SESSION");
+    assert_eq!(account_code(&app, &first).await, "<none>");
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn behind_an_https_public_url_cookies_are_secure() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path()).await;

@@ -331,6 +331,50 @@ async fn a_pending_email_invitation_is_renewed_deleted_and_announced_like_any_me
 }
 
 /// The next realtime event about a membership, within [`WAIT`].
+#[tokio::test]
+async fn an_invitation_link_used_while_signed_in_as_someone_else_is_refused() {
+    let smtp = TestSmtp::start().await;
+    let app = app_with_smtp(smtp.url.clone()).await;
+    // Mallory invites a mailbox of hers and hands the link to Alice, signed in.
+    let mallory = owner_of(&app, "mallory@example.com", "trap").await;
+    let invited = app
+        .as_session(
+            &mallory,
+            INVITE,
+            invitation("trap", "mallory-2@example.com", "member"),
+        )
+        .await
+        .ok()["createMembership"]
+        .clone();
+    let mail = smtp
+        .wait_for_message_to("mallory-2@example.com", WAIT)
+        .await;
+    let secret = mail.link_param("secret").unwrap();
+    let alice = app.signed_in("alice@example.com").await;
+    let variables = json!({"t": "trap", "m": invited["id"], "s": secret});
+    let refused = app.as_session(&alice, ACCEPT_LINK, variables.clone()).await;
+    assert_eq!(refused.code(), "TEAM_INVITE_MISMATCH");
+    assert!(
+        refused.body["data"].is_null() || refused.body["data"]["updateMembershipStatus"].is_null(),
+        "{}",
+        refused.body
+    );
+    // Alice stays herself, and the link was not used up.
+    let me = app
+        .as_session(&alice, "{ account { email } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(me["account"]["email"], "alice@example.com");
+    let accepted = accept_link(&app, "trap", &invited["id"], &secret)
+        .await
+        .ok();
+    assert_eq!(
+        accepted["updateMembershipStatus"]["membership"]["confirmed"],
+        true
+    );
+    app.shutdown().await;
+}
+
 async fn next_membership_event(ws: &mut WsClient) -> Value {
     loop {
         let message = tokio::time::timeout(WAIT, ws.next_json())

@@ -801,3 +801,86 @@ async fn a_key_that_may_only_write_files_is_answered_nothing_it_wrote() {
     assert_eq!(seen["updateFile"], json!({"name": "seen.txt", "size": 5}));
     app.shutdown().await;
 }
+
+/// A signed URL lends what its maker may read, no longer than they may: a user's
+/// ends with their session or their read permission, a key's with the key.
+#[tokio::test]
+async fn a_signed_url_holds_only_while_its_maker_could_read_the_file() {
+    let app = spawn_app().await;
+    private_file(&app).await;
+    let share = |permissions: Value| {
+        app.admin(
+            "mutation($p: [String!]) { updateFile(input: {bucketId: \"docs\", fileId: \"f1\", permissions: $p}) { id } }",
+            json!({"p": permissions}),
+        )
+    };
+    let mint = "mutation { createFileToken(input: {bucketId: \"docs\", fileId: \"f1\", expiresIn: 600}) { viewUrl } }";
+    let url_of = |answer: Answer| {
+        answer.ok()["createFileToken"]["viewUrl"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let opens = |url: String| {
+        let app = &app;
+        async move {
+            let (status, body) = fetch(app, &url, None).await;
+            (status, error_code(&body))
+        }
+    };
+
+    // Read taken away: the URL a user made no longer opens.
+    let ann = app.signed_in("ann@example.com").await;
+    let ann_id = user_id(&app, &ann).await;
+    share(json!([format!("read(\"user:{ann_id}\")")]))
+        .await
+        .ok();
+    let url = url_of(app.as_session(&ann, mint, json!({})).await);
+    assert_eq!(opens(url.clone()).await.0, 200);
+    share(json!([])).await.ok();
+    assert_eq!(opens(url.clone()).await, (404, "FILE_NOT_FOUND".into()));
+    share(json!([format!("read(\"user:{ann_id}\")")]))
+        .await
+        .ok();
+    assert_eq!(
+        opens(url.clone()).await.0,
+        200,
+        "given back, it opens again"
+    );
+
+    // Signed out: neither the URL made with the session nor one made by a JWT of it.
+    let jwt = app
+        .as_session(&ann, "mutation { createJWT { jwt } }", json!({}))
+        .await
+        .ok()["createJWT"]["jwt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let by_jwt = url_of(app.as_session(&jwt, mint, json!({})).await);
+    assert_eq!(opens(by_jwt.clone()).await.0, 200);
+    app.as_session(
+        &ann,
+        "mutation { deleteSession(input: {id: \"current\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    for url in [url, by_jwt] {
+        assert_eq!(opens(url).await, (400, "INVALID_FILE_TOKEN".into()));
+    }
+
+    // A key's URL ends with the key.
+    let (key_id, key) = key_with(&app, &["files.read"]).await;
+    let url = url_of(app.as_key(&key, "default", mint, json!({})).await);
+    assert_eq!(opens(url.clone()).await.0, 200);
+    app.admin(DELETE_KEY, json!({"id": key_id})).await.ok();
+    assert_eq!(opens(url).await, (400, "INVALID_FILE_TOKEN".into()));
+
+    // A guest's, with the file's public read.
+    share(json!(["read(\"any\")"])).await.ok();
+    let url = url_of(app.post(json!({"query": mint}), &[]).await);
+    assert_eq!(opens(url.clone()).await.0, 200);
+    share(json!([])).await.ok();
+    assert_eq!(opens(url).await.0, 404);
+    app.shutdown().await;
+}

@@ -382,8 +382,16 @@ fn create_anonymous_session() -> Field {
 fn delete_session() -> Field {
     Field::new("deleteSession", TypeRef::named_nn("DeleteSessionPayload"), |ctx| {
         FieldFuture::new(async move {
-            let me = session_by_secret(&ctx, "sign sessions out")?;
+            // A session still owing its second factor may end itself, as in
+            // Appwrite: else a half-finished sign-in could not be cleared from
+            // the device it was made on (its cookie is HTTP-only). A password
+            // alone signs no other device out.
+            let me = caller(&ctx)?.require_session_owing_mfa()?;
+            service::require_session_secret(me, "sign sessions out")?;
             let input: DeleteSessionInput = input(&ctx)?;
+            if me.mfa_pending() && input.id != "current" && input.id != me.session.id {
+                return Err(AppError::MfaRequired.into());
+            }
             let deleted = service::delete_own_session(app(&ctx)?, me, &input.id).await?;
             if deleted == me.session.id {
                 ctx.append_http_header("set-cookie", cleared_session_cookie(&me.session.project_id));
@@ -391,7 +399,7 @@ fn delete_session() -> Field {
             Ok(Some(FieldValue::value(object([("deletedId", Value::from(deleted))]))))
         })
     })
-    .description("Signs out one session of the caller (`current`: this one). It stops working at once, everywhere. Not with a JWT (`PERMISSION_DENIED`): a backend or function acting as the user does not sign them out.")
+    .description("Signs out one session of the caller (`current`: this one). It stops working at once, everywhere. A session still owing its second factor may sign itself out, no other (`MFA_REQUIRED`). Not with a JWT (`PERMISSION_DENIED`): a backend or function acting as the user does not sign them out.")
     .argument(DeleteSessionInput::argument())
 }
 

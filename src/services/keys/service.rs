@@ -61,6 +61,16 @@ pub async fn authenticate(
     Ok(grant)
 }
 
+/// Whether the key `key_id` still exists and has not expired: what it handed on
+/// (a signed file URL) holds only as long.
+pub async fn key_holds(state: &AppState, key_id: &str) -> AppResult<bool> {
+    if ids::validate("key", key_id).is_err() {
+        return Ok(false);
+    }
+    let row = store::find_key(state.db.pool(), key_id).await?;
+    Ok(row.is_some_and(|row| row.expires_at.is_none_or(|at| at > now_millis())))
+}
+
 /// The scopes a new key asks for, known and each once, by name; or `INVALID_SCOPE`.
 fn check_new_key(new: &NewApiKey) -> AppResult<Vec<Scope>> {
     let length = new.name.chars().count();

@@ -10,7 +10,8 @@ use async_graphql::dynamic::{
 use async_graphql::{Name, Value};
 
 use crate::AppState;
-use crate::auth::ScopedAccess;
+use crate::auth::delegation::Delegation;
+use crate::auth::{Credential, ScopedAccess};
 use crate::error::AppError;
 use crate::files::Compression;
 use crate::graphql::SchemaParts;
@@ -875,13 +876,26 @@ fn create_file_token() -> Field {
             if !(1..=tokens::MAX_LIFETIME_SECS).contains(&lifetime) {
                 return Err(AppError::invalid("expiresIn", format!("1 to {} seconds", tokens::MAX_LIFETIME_SECS)).into());
             }
-            let file = service::get_file(state, &ScopedAccess::of(caller(&ctx)?)?, &given.bucket_id, &given.file_id).await?;
+            let caller = caller(&ctx)?;
+            let file = service::get_file(state, &ScopedAccess::of(caller)?, &given.bucket_id, &given.file_id).await?;
+            let minted_by = match (&caller.credential, caller.key()) {
+                (Credential::Session(me), _) => tokens::Minter::User {
+                    user_id: me.user.id.clone(),
+                    session_id: me.session.id.clone(),
+                },
+                (_, Some(key)) => match Delegation::of(key).key_id() {
+                    Some(key_id) => tokens::Minter::Key(key_id.to_string()),
+                    None => tokens::Minter::Operator,
+                },
+                _ => tokens::Minter::Guest,
+            };
             let grant = tokens::Grant {
                 project_id: file.project_id.clone(),
                 bucket_id: file.bucket_id.clone(),
                 file_id: file.id.clone(),
                 file_created_at: file.created_at,
                 expires_at: crate::db::now_millis() + lifetime * 1000,
+                minted_by,
             };
             let token = tokens::mint(&state.secret, &grant);
             let with_token = |endpoint: &str| format!("{}&token={token}", file_url(state, &file, endpoint));
@@ -894,6 +908,6 @@ fn create_file_token() -> Field {
             ]))))
         })
     })
-    .description("Mints a signed URL for a file the caller may read, so that it can be used where no credentials travel (`<img src>`, a shared link). It works until it expires, whatever happens to the caller's session.")
+    .description("Mints a signed URL for a file the caller may read, so that it can be used where no credentials travel (`<img src>`, a shared link). It works until it expires, and only while its maker could still read the file: a user's session must still hold and the user's roles read the file as it is now, a key must still exist (`INVALID_FILE_TOKEN` once they do not).")
     .argument(CreateFileTokenInput::argument())
 }

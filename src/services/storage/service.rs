@@ -68,7 +68,7 @@ fn bucket_not_found(id: &str) -> AppError {
     }
 }
 
-fn file_not_found(id: &str) -> AppError {
+pub(crate) fn file_not_found(id: &str) -> AppError {
     AppError::NotFound {
         what: "file",
         id: id.chars().take(64).collect(),

@@ -4,16 +4,19 @@
 //! key derived from the server secret; the payload names the project, bucket, file,
 //! the file's creation time and the expiry. Ids are chosen by clients and free again
 //! once a file is deleted, so the creation time binds a token to one incarnation of
-//! the id: a file uploaded later under the same id does not open with it. A token is
-//! checked against the file's current permissions only when minted, so tokens are
-//! short-lived (at most a week).
+//! the id: a file uploaded later under the same id does not open with it. A token
+//! also names who minted it ([`Minter`]), and holds only as long as they could read
+//! the file themselves: at each use a user's session must still hold and its roles
+//! still read the file (signing out, a block, a lost membership or a changed
+//! permission end it), a key must still exist. Tokens are short-lived (at most a
+//! week); those of the format before minters were named (`v2`) no longer open.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 
-const VERSION: &str = "v2";
+const VERSION: &str = "v3";
 /// Longest lifetime a token may be minted with, in seconds.
 pub const MAX_LIFETIME_SECS: i64 = 7 * 24 * 3600;
 /// Lifetime when none is asked for.
@@ -30,6 +33,52 @@ pub struct Grant {
     pub file_created_at: i64,
     /// Milliseconds since the Unix epoch.
     pub expires_at: i64,
+    pub minted_by: Minter,
+}
+
+/// Who minted a token: what must still hold, each time it is used, for it to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Minter {
+    /// A console administrator, or a key handing on nothing revocable: the file's
+    /// bucket and incarnation alone decide.
+    Operator,
+    /// An API key (or the key that gave a function its scopes): it must still exist
+    /// and not have expired.
+    Key(String),
+    /// A signed-in user, through one of their sessions (or a JWT of it): the
+    /// session must still hold and the user's roles still read the file.
+    User { user_id: String, session_id: String },
+    /// A caller with no credential: a guest must still be able to read the file.
+    Guest,
+}
+
+impl Minter {
+    /// The payload's last three fields.
+    fn fields(&self) -> [&str; 3] {
+        match self {
+            Minter::Operator => ["o", "", ""],
+            Minter::Key(id) => ["k", id, ""],
+            Minter::User {
+                user_id,
+                session_id,
+            } => ["u", user_id, session_id],
+            Minter::Guest => ["g", "", ""],
+        }
+    }
+
+    fn from_fields(kind: &str, first: &str, second: &str) -> Option<Minter> {
+        let id = |text: &str| (!text.is_empty()).then(|| text.to_string());
+        Some(match (kind, first, second) {
+            ("o", "", "") => Minter::Operator,
+            ("k", key, "") => Minter::Key(id(key)?),
+            ("u", user, session) => Minter::User {
+                user_id: id(user)?,
+                session_id: id(session)?,
+            },
+            ("g", "", "") => Minter::Guest,
+            _ => return None,
+        })
+    }
 }
 
 fn mac(secret: &str) -> Hmac<Sha256> {
@@ -42,8 +91,9 @@ fn mac(secret: &str) -> Hmac<Sha256> {
 
 /// Mints a token for `grant`.
 pub fn mint(secret: &str, grant: &Grant) -> String {
+    let [kind, first, second] = grant.minted_by.fields();
     let payload = format!(
-        "{}/{}/{}/{}/{}",
+        "{}/{}/{}/{}/{}/{kind}/{first}/{second}",
         grant.project_id, grant.bucket_id, grant.file_id, grant.file_created_at, grant.expires_at
     );
     let mut mac = mac(secret);
@@ -86,17 +136,11 @@ pub fn verify(secret: &str, token: &str, now_millis: i64) -> Result<Grant, Token
     mac.update(&payload);
     mac.verify_slice(&tag).map_err(|_| TokenError::Invalid)?;
     let payload = String::from_utf8(payload).map_err(|_| TokenError::Invalid)?;
-    let mut fields = payload.split('/');
-    let (Some(project), Some(bucket), Some(file), Some(created), Some(expires), None) = (
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
-    ) else {
+    let fields: Vec<&str> = payload.split('/').collect();
+    let [project, bucket, file, created, expires, kind, first, second] = fields[..] else {
         return Err(TokenError::Invalid);
     };
+    let minted_by = Minter::from_fields(kind, first, second).ok_or(TokenError::Invalid)?;
     let file_created_at: i64 = created.parse().map_err(|_| TokenError::Invalid)?;
     let expires_at: i64 = expires.parse().map_err(|_| TokenError::Invalid)?;
     if expires_at <= now_millis {
@@ -108,6 +152,7 @@ pub fn verify(secret: &str, token: &str, now_millis: i64) -> Result<Grant, Token
         file_id: file.to_string(),
         file_created_at,
         expires_at,
+        minted_by,
     })
 }
 
@@ -122,6 +167,10 @@ mod tests {
             file_id: "cat".into(),
             file_created_at: 1_000,
             expires_at: 2_000,
+            minted_by: Minter::User {
+                user_id: "ann".into(),
+                session_id: "s1".into(),
+            },
         }
     }
 
@@ -146,12 +195,25 @@ mod tests {
         };
         let (_, tag) = token.rsplit_once('.').unwrap();
         let forged = format!(
-            "v2.{}.{tag}",
-            URL_SAFE_NO_PAD.encode("default/photos/dog/1000/2000")
+            "v3.{}.{tag}",
+            URL_SAFE_NO_PAD.encode("default/photos/dog/1000/2000/u/ann/s1")
         );
         assert_eq!(verify(&secret, &forged, 0), Err(TokenError::Invalid));
         assert_ne!(mint(&secret, &other), token);
-        for junk in ["", "v2", "v2..", "v1.a.b", "v2.!!.??", "v2.a.b.c"] {
+        // Another minter is another token: who minted it cannot be swapped.
+        let by_guest = Grant {
+            minted_by: Minter::Guest,
+            ..grant()
+        };
+        assert_ne!(mint(&secret, &by_guest), token);
+        assert_eq!(verify(&secret, &mint(&secret, &by_guest), 0), Ok(by_guest));
+        // The format before minters were named no longer opens.
+        let (_, rest) = token.split_once('.').unwrap();
+        assert_eq!(
+            verify(&secret, &format!("v2.{rest}"), 0),
+            Err(TokenError::Invalid)
+        );
+        for junk in ["", "v2", "v3..", "v1.a.b", "v3.!!.??", "v3.a.b.c"] {
             assert_eq!(verify(&secret, junk, 0), Err(TokenError::Invalid), "{junk}");
         }
     }

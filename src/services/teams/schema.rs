@@ -536,13 +536,24 @@ fn update_membership_status() -> Field {
                 let (membership, session) = match (input.user_id, input.secret) {
                     (user_id, Some(secret)) => {
                         let client = ctx.data::<ClientInfo>().cloned().unwrap_or_default();
+                        let signed_in = caller.require_session_owing_mfa().ok();
+                        if let Some(me) = signed_in {
+                            // The link opens a session, which a JWT may not.
+                            crate::services::users::service::require_session_secret(
+                                me,
+                                "accept invitations by link",
+                            )?;
+                        }
                         let (membership, session, secret) = service::accept_invitation(
                             state,
                             &caller.project.id,
                             &input.team_id,
                             &input.membership_id,
-                            user_id.as_deref(),
-                            &secret,
+                            service::InvitationLink {
+                                user_id: user_id.as_deref(),
+                                secret: &secret,
+                            },
+                            signed_in,
                             client,
                         )
                         .await?;
@@ -573,7 +584,7 @@ fn update_membership_status() -> Field {
             })
         },
     )
-    .description("Accepts an invitation: signed in as the invitee (or as the user whose verified email was invited), or with `secret` from the emailed link, which also signs the invitee in (session cookie, and `session.secret` for apps) and, for an invitation by email to an address without an account, creates their user with the email verified.")
+    .description("Accepts an invitation: signed in as the invitee (or as the user whose verified email was invited), or with `secret` from the emailed link, which also signs the invitee in (session cookie, and `session.secret` for apps; refused with `TEAM_INVITE_MISMATCH` to a caller signed in as someone else) and, for an invitation by email to an address without an account, creates their user with the email verified.")
     .argument(UpdateMembershipStatusInput::argument())
 }
 

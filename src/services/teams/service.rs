@@ -983,20 +983,28 @@ pub async fn accept_membership(
     Ok(membership)
 }
 
-/// The invitee accepts through the emailed link, signed in or not: the membership
-/// is confirmed, the email counts as verified (the link reached it; an unverified
-/// account with it is claimed) and the user gets a session. An invitation by email
-/// gets its user now: the one with the address, or a new one. `user_id`, which
-/// older links carried, must then name the membership's user.
+/// What an emailed invitation link carries back.
+pub struct InvitationLink<'a> {
+    /// The user, which older links named: it must then be the membership's.
+    pub user_id: Option<&'a str>,
+    pub secret: &'a str,
+}
+
+/// The invitee accepts through the emailed link, signed out or signed in as
+/// themselves: the membership is confirmed, the email counts as verified (the link
+/// reached it; an unverified account with it is claimed) and the user gets a
+/// session. An invitation by email gets its user now: the one with the address, or
+/// a new one.
 pub async fn accept_invitation(
     state: &AppState,
     project_id: &str,
     team_id: &str,
     id: &str,
-    user_id: Option<&str>,
-    secret: &str,
+    link: InvitationLink<'_>,
+    signed_in: Option<&ResolvedSession>,
     client: ClientInfo,
 ) -> AppResult<(Membership, Session, String)> {
+    let InvitationLink { user_id, secret } = link;
     let invalid = || AppError::Invalid {
         code: codes::INVALID_TOKEN,
         field: "secret".into(),
@@ -1047,6 +1055,18 @@ pub async fn accept_invitation(
         (None, None) => return Err(invalid()),
     }
     .map(|row| row.to_user());
+    // As Appwrite refuses it: the session the link opens would take the place of
+    // the signed-in caller's (a link sent to someone signed in would sign them into
+    // the sender's account), so only the invitee may use it while signed in.
+    if let Some(me) = signed_in
+        && existing.as_ref().map(|user| user.id.as_str()) != Some(me.user.id.as_str())
+    {
+        return Err(AppError::Invalid {
+            code: codes::TEAM_INVITE_MISMATCH,
+            field: "secret".into(),
+            reason: "the invitation is for someone else; sign out to accept it".into(),
+        });
+    }
     if existing.as_ref().is_some_and(|user| user.blocked) {
         return Err(AppError::UserBlocked);
     }

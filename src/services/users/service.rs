@@ -2025,7 +2025,16 @@ pub async fn own_logs(
     page: &Page,
     with_total: bool,
 ) -> AppResult<(Vec<store::LogRow>, i64)> {
-    logs_of(state, &me.user.project_id, &me.user.id, page, with_total).await
+    let (mut rows, total) =
+        logs_of(state, &me.user.project_id, &me.user.id, page, with_total).await?;
+    // What a server did to the user shows as a server's, without the operator's
+    // email, key or address: the user's log is theirs, the operator's is not.
+    for row in rows.iter_mut().filter(|row| !row.actor.is_empty()) {
+        row.actor = "server".into();
+        row.ip.clear();
+        row.user_agent.clear();
+    }
+    Ok((rows, total))
 }
 
 /// A user's activity log, for a server.
