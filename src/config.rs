@@ -564,6 +564,11 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_USAGE_DAILY_RETENTION_DAYS", default_value_t = 730, value_parser = clap::value_parser!(u32).range(1..=36500))]
     pub usage_daily_retention_days: u32,
 
+    /// Days users' activity log entries (sign-ins, changes, sign-outs) are kept;
+    /// Appwrite's audit retention.
+    #[arg(long, env = "NIMBUS_ACTIVITY_LOG_RETENTION_DAYS", default_value_t = 14, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub activity_log_retention_days: u32,
+
     /// A MaxMind DB file (e.g. GeoLite2-Country) that maps client addresses to
     /// countries for `locale`. Unset: the bundled database (CC0, by ip-location-db).
     #[arg(long, env = "NIMBUS_GEOIP_DB")]

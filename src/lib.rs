@@ -418,6 +418,24 @@ async fn start_jobs(state: &AppState) -> JoinHandle<()> {
         Arc::new(webhooks::deliver::PruneDeliveries),
     );
     {
+        use services::users::service::{PRUNE_LOGS_KIND, PruneActivityLogs};
+        handlers.insert(PRUNE_LOGS_KIND, Arc::new(PruneActivityLogs));
+        if let Err(err) = state
+            .jobs
+            .schedule(
+                state,
+                PRUNE_LOGS_KIND,
+                "",
+                PRUNE_LOGS_KIND,
+                serde_json::Value::Null,
+                "37 * * * *",
+            )
+            .await
+        {
+            tracing::warn!(error = %err, "cannot set up the pruning of activity logs");
+        }
+    }
+    {
         use services::functions::{execute, service};
         handlers.insert(service::EXECUTE_KIND, Arc::new(execute::ExecuteJobs));
         handlers.insert(service::SCHEDULE_KIND, Arc::new(execute::ScheduleJobs));

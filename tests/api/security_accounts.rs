@@ -1198,3 +1198,80 @@ async fn a_user_blocks_their_own_account_and_only_a_server_opens_it_again() {
     assert_eq!(account_code(&app, &again).await, "<none>");
     app.shutdown().await;
 }
+
+/// A user's activity log grows with every sign-in and change: entries older than
+/// the retention go, every user's, and newer ones stay.
+#[tokio::test]
+async fn activity_log_entries_past_the_retention_are_pruned() {
+    let app = spawn_app().await;
+    sign_up(&app, "old@example.com").await;
+    let me = session(&app, "old@example.com").await;
+    let logs = "{ accountLogs { totalCount nodes { event } } }";
+    let before = run(&app, Some(&me), logs, json!({})).await.ok();
+    let total = before["accountLogs"]["totalCount"].as_i64().unwrap();
+    assert!(total >= 2, "{before}");
+    let state = app.server.as_ref().unwrap().state().clone();
+    // Every entry but the newest, as if made fifteen days ago.
+    let fifteen_days_ago = nimbus::db::now_millis() - 15 * 86_400_000;
+    sqlx::query(
+        "UPDATE activity_logs SET created_at = ? WHERE id <> (SELECT id FROM (SELECT MAX(id) AS id FROM activity_logs) AS newest)",
+    )
+    .bind(fifteen_days_ago)
+    .execute(state.db.pool())
+    .await
+    .unwrap();
+    let pruned = nimbus::services::users::service::prune_activity_logs(&state)
+        .await
+        .unwrap();
+    assert_eq!(pruned as i64, total - 1);
+    let after = run(&app, Some(&me), logs, json!({})).await.ok();
+    assert_eq!(after["accountLogs"]["totalCount"], 1);
+    assert_eq!(
+        after["accountLogs"]["nodes"][0]["event"],
+        before["accountLogs"]["nodes"][total as usize - 1]["event"]
+    );
+    app.shutdown().await;
+}
+
+/// Asking for an emailed sign-in tells nobody that an address's account is
+/// blocked: the answer is any address's, and nothing is mailed to it.
+#[tokio::test]
+async fn an_emailed_sign_in_for_a_blocked_account_answers_like_any_other() {
+    let (app, smtp) = app_with_mail().await;
+    let blocked = sign_up(&app, "shut@example.com").await;
+    app.admin(
+        "mutation($u: ID!) { updateUser(input: {id: $u, blocked: true}) { blocked } }",
+        json!({"u": blocked}),
+    )
+    .await
+    .ok();
+    let ask = |email: &'static str, flow: &'static str| {
+        let app = &app;
+        async move {
+            let query = match flow {
+                "magic" => {
+                    "mutation($e: String!) { createMagicUrlToken(input: {email: $e, url: \"http://localhost/magic\"}) { userId } }"
+                }
+                _ => "mutation($e: String!) { createEmailToken(input: {email: $e}) { userId } }",
+            };
+            run(app, None, query, json!({"e": email})).await
+        }
+    };
+    for flow in ["magic", "code"] {
+        let answer = ask("shut@example.com", flow).await;
+        assert_eq!(answer.code(), "<none>", "{flow}: {:#}", answer.body);
+        let other = ask("open@example.com", flow).await;
+        assert_eq!(
+            answer.body["data"]
+                .as_object()
+                .map(|d| d.values().cloned().collect::<Vec<_>>()),
+            other.body["data"]
+                .as_object()
+                .map(|d| d.values().cloned().collect::<Vec<_>>()),
+            "{flow}: the same answer as an open address's"
+        );
+    }
+    smtp.wait_for_message_to("open@example.com", WAIT).await;
+    assert!(smtp.messages_to("shut@example.com").is_empty());
+    app.shutdown().await;
+}

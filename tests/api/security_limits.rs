@@ -1192,3 +1192,62 @@ async fn presence_subscriptions_count_toward_what_a_socket_keeps() {
     );
     app.shutdown().await;
 }
+
+/// A team's id stays claimed for good, and an invitation by user id tells whether
+/// the id exists: both are counted per user, whatever is deleted in between.
+#[tokio::test]
+async fn a_user_creating_teams_or_probing_user_ids_in_a_loop_is_rate_limited() {
+    let app = spawn_app().await;
+    let me = app.signed_in("loop@example.com").await;
+    let mut refused_at = None;
+    for n in 0..70 {
+        let created = app
+            .as_session(
+                &me,
+                "mutation($id: ID!) { createTeam(input: {id: $id, name: \"Loop\"}) { id } }",
+                json!({"id": format!("loop{n}")}),
+            )
+            .await;
+        if created.code() == "RATE_LIMITED" {
+            refused_at = Some(n);
+            break;
+        }
+        created.ok();
+        app.as_session(
+            &me,
+            "mutation($id: ID!) { deleteTeam(input: {id: $id}) { deletedId } }",
+            json!({"id": format!("loop{n}")}),
+        )
+        .await
+        .ok();
+    }
+    assert_eq!(refused_at, Some(60), "sixty teams an hour, deleted or not");
+
+    // An owner asking for ever new user ids is told `USER_NOT_FOUND` a bounded
+    // number of times.
+    let owner = app.signed_in("probe@example.com").await;
+    app.as_session(
+        &owner,
+        "mutation { createTeam(input: {id: \"probe\", name: \"Probe\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let mut answers = Vec::new();
+    for n in 0..55 {
+        let answer = app
+            .as_session(
+                &owner,
+                "mutation($u: ID!) { createMembership(input: {teamId: \"probe\", userId: $u, roles: [\"member\"]}) { id } }",
+                json!({"u": format!("nobody{n}")}),
+            )
+            .await;
+        answers.push(answer.code().to_string());
+    }
+    assert!(
+        answers[..50].iter().all(|code| code == "USER_NOT_FOUND"),
+        "{answers:?}"
+    );
+    assert_eq!(answers[50], "RATE_LIMITED", "{answers:?}");
+    app.shutdown().await;
+}

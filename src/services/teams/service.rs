@@ -208,6 +208,13 @@ pub async fn create_team(
         updated_at: now,
     };
     if let Actor::User(me) = actor {
+        state
+            .rate_limiter
+            .hit(
+                &format!("team-create:{}:{}", team.project_id, me.user.id),
+                TEAMS_PER_USER,
+            )
+            .await?;
         room_for_one_more_team(state.db.pool(), state, &team.project_id, &me.user.id).await?;
     }
     let mut tx = state.db.pool().begin().await?;
@@ -468,6 +475,12 @@ pub struct NewMembership {
 
 /// How long the invitation routes may be hit per team and hour.
 const INVITE_LIMIT: Limit = Limit::per_hour(50);
+/// Invitations one user may make per hour, in all their teams, mailed or not: each
+/// tells whether a user id exists, and names its user.
+const INVITES_PER_USER: Limit = Limit::per_hour(100);
+/// Teams one user may create per hour: each id stays claimed for good, so creating
+/// and deleting teams in a loop would grow the database without end.
+const TEAMS_PER_USER: Limit = Limit::per_hour(60);
 /// Invitations mailed to one address per hour, from all teams of a project: the
 /// same bound as every other email to one recipient.
 const INVITE_RECIPIENT_LIMIT: Limit = Limit::per_hour(10);
@@ -632,6 +645,10 @@ async fn add_member(
     let mail_to = invitation_page(&policy, &new, by_server)?;
     if mail_to.is_some() {
         count_invitation(state, actor, client, &team, new.email.as_deref()).await?;
+    } else if let Actor::User(me) = actor {
+        // Unmailed, an owner's invitation by user id still looks the id up.
+        count_team_invitation(state, &team).await?;
+        count_user_invitation(state, &me.user).await?;
     }
     let invitee = invitee(state, &team.project_id, &new, by_server).await?;
     let (user_id, address, invite_name) = match &invitee {
@@ -761,13 +778,10 @@ async fn count_invitation(
     team: &Team,
     email: Option<&str>,
 ) -> AppResult<()> {
-    state
-        .rate_limiter
-        .hit(
-            &format!("invite:{}:{}", team.project_id, team.id),
-            INVITE_LIMIT,
-        )
-        .await?;
+    count_team_invitation(state, team).await?;
+    if let Actor::User(me) = actor {
+        count_user_invitation(state, &me.user).await?;
+    }
     let sender = match actor {
         Actor::User(me) => Some(rate_limit::user_mail_sender(&me.user)),
         Actor::Server(_) => None,
@@ -778,6 +792,31 @@ async fn count_invitation(
         hit_invited_address(state, team, &email).await?;
     }
     Ok(())
+}
+
+/// Counts an invitation to `team`.
+async fn count_team_invitation(state: &AppState, team: &Team) -> AppResult<()> {
+    state
+        .rate_limiter
+        .hit(
+            &format!("invite:{}:{}", team.project_id, team.id),
+            INVITE_LIMIT,
+        )
+        .await
+}
+
+/// Counts an invitation a user makes, in any of their teams.
+async fn count_user_invitation(
+    state: &AppState,
+    user: &crate::auth::principal::User,
+) -> AppResult<()> {
+    state
+        .rate_limiter
+        .hit(
+            &format!("invite-by:{}:{}", user.project_id, user.id),
+            INVITES_PER_USER,
+        )
+        .await
 }
 
 /// Counts an invitation mailed to `email`, from any team of the project.

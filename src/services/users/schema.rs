@@ -462,7 +462,7 @@ fn log_type() -> Object {
         .description("An entry of a user's activity log.")
         .field(prop("id", TypeRef::named_nn(TypeRef::ID), "Unique id; ids grow with time."))
         .field(prop("event", TypeRef::named_nn(TypeRef::STRING), "What happened: `user.create`, `session.create.email`, `session.delete`, `user.update.password`, ..."))
-        .field(prop("actor", TypeRef::named(TypeRef::STRING), "Who did it when it was not the user: `key:ID` for an API key, `admin:EMAIL` for a console administrator; null for the user themself."))
+        .field(prop("actor", TypeRef::named(TypeRef::STRING), "Who did it when it was not the user: `key:ID` for an API key, `admin:EMAIL` for a console administrator (in the user's own `accountLogs`: `server`, with no address or user agent); null for the user themself."))
         .field(prop("ip", TypeRef::named_nn(TypeRef::STRING), "The IP address of the device."))
         .field(prop("userAgent", TypeRef::named_nn(TypeRef::STRING), "The user agent of the device."))
         .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When it happened."))

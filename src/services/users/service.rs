@@ -2037,6 +2037,32 @@ pub async fn own_logs(
     Ok((rows, total))
 }
 
+/// The kind of the hourly job that prunes activity logs.
+pub const PRUNE_LOGS_KIND: &str = "users.prune-logs";
+
+/// Deletes activity log entries past `NIMBUS_ACTIVITY_LOG_RETENTION_DAYS`: a
+/// user's log would otherwise grow with every sign-in and change, for ever.
+pub async fn prune_activity_logs(state: &AppState) -> Result<u64, sqlx::Error> {
+    let days = i64::from(state.config.activity_log_retention_days);
+    store::prune_logs(state.db.pool(), now_millis() - days * 86_400_000).await
+}
+
+/// The job that runs [`prune_activity_logs`].
+pub struct PruneActivityLogs;
+
+#[async_trait::async_trait]
+impl crate::jobs::Handler for PruneActivityLogs {
+    async fn run(
+        &self,
+        state: &AppState,
+        _job: &crate::jobs::Job,
+    ) -> Result<(), crate::jobs::Failure> {
+        prune_activity_logs(state).await.map(|_| ()).map_err(|err| {
+            crate::jobs::Failure::Retry(format!("cannot prune activity logs: {err}"))
+        })
+    }
+}
+
 /// A user's activity log, for a server.
 pub async fn user_logs(
     state: &AppState,

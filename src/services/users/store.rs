@@ -766,6 +766,15 @@ pub async fn list_logs(
         .await
 }
 
+/// Deletes the log entries made before `before` (milliseconds), every user's.
+pub async fn prune_logs(pool: &AnyPool, before: i64) -> Result<u64, sqlx::Error> {
+    sqlx::query("DELETE FROM activity_logs WHERE created_at < ?")
+        .bind(before)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected())
+}
+
 pub async fn count_logs(
     pool: &AnyPool,
     project_id: &str,
