@@ -374,6 +374,12 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_CLAMD")]
     pub clamd: Option<String>,
 
+    /// Largest file scanned for viruses, in bytes; larger files are kept unscanned,
+    /// as Appwrite does above its 20 MB (clamd's default `StreamMaxLength` is 25 MB,
+    /// and a scan it refuses refuses the upload). 0: scan every size.
+    #[arg(long, env = "NIMBUS_ANTIVIRUS_MAX_BYTES", default_value_t = 20_000_000)]
+    pub antivirus_max_bytes: u64,
+
     /// Largest image (in pixels) a preview decodes; larger ones are refused before
     /// their pixels are allocated.
     #[arg(long, env = "NIMBUS_PREVIEW_MAX_PIXELS", default_value_t = 50_000_000)]

@@ -181,6 +181,41 @@ impl Event {
         self
     }
 
+    /// The action Appwrite suffixes the event's channels with (`files.create`,
+    /// `teams.T.update`): the last segment of its most specific name, or the one
+    /// before it when a detail follows (`users.U.update.email`); none for a change
+    /// below a user (`users.U.sessions.S.create`), which is not the account's.
+    pub fn channel_action(&self) -> Option<&str> {
+        let name = self.events.first()?;
+        let mut parts = name.rsplit('.');
+        let last = parts.next()?;
+        let action = if CHANNEL_ACTIONS.contains(&last) {
+            last
+        } else {
+            parts.next().filter(|part| CHANNEL_ACTIONS.contains(part))?
+        };
+        let mut from_start = name.split('.');
+        if from_start.next() == Some("users") && from_start.nth(1) != Some(action) {
+            return None;
+        }
+        Some(action)
+    }
+
+    /// The event's channels as Appwrite lists them: each, then each channel of a
+    /// resource (`files`, `buckets.B.files.F`, `teams.T`) with the action after it.
+    pub fn channels_with_action(&self) -> Vec<String> {
+        let mut channels = self.channels.clone();
+        if let Some(action) = self.channel_action() {
+            for channel in self.channels.iter().filter(|c| takes_action(c)) {
+                let suffixed = format!("{channel}.{action}");
+                if !channels.contains(&suffixed) {
+                    channels.push(suffixed);
+                }
+            }
+        }
+        channels
+    }
+
     /// The action of the most specific event name (`create`, `update`, `delete`, …)
     /// when the event is on `channel`.
     pub fn action_on(&self, channel: &str) -> Option<&str> {
@@ -191,6 +226,28 @@ impl Event {
         // its detail, not its action.
         Some(self.events.last()?.rsplit('.').next().unwrap_or_default())
     }
+}
+
+/// The actions a channel may be suffixed with, as in Appwrite.
+pub const CHANNEL_ACTIONS: [&str; 4] = ["create", "update", "upsert", "delete"];
+
+/// Whether `channel` names a resource, or a kind of them, that Appwrite gives an
+/// action sibling (`documents.create`, `buckets.B.files.F.delete`).
+pub fn takes_action(channel: &str) -> bool {
+    const RESOURCES: [&str; 9] = [
+        "documents",
+        "rows",
+        "files",
+        "executions",
+        "functions",
+        "account",
+        "teams",
+        "memberships",
+        "presences",
+    ];
+    let mut segments = channel.rsplit('.');
+    let last = segments.next().unwrap_or_default();
+    RESOURCES.contains(&last) || segments.next().is_some_and(|s| RESOURCES.contains(&s))
 }
 
 fn is_zero(position: &i64) -> bool {
@@ -577,6 +634,52 @@ pub fn channel_matches(pattern: &str, channel: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channels_of_resources_get_their_actions_as_in_appwrite() {
+        let mut file = Event::change(
+            "p",
+            "buckets.b.files.f",
+            "buckets.*.files.*",
+            "create",
+            serde_json::Value::Null,
+        );
+        file.channels = vec![
+            "files".into(),
+            "buckets.b.files".into(),
+            "buckets.b.files.f".into(),
+        ];
+        assert_eq!(file.channel_action(), Some("create"));
+        assert_eq!(
+            file.channels_with_action(),
+            [
+                "files",
+                "buckets.b.files",
+                "buckets.b.files.f",
+                "files.create",
+                "buckets.b.files.create",
+                "buckets.b.files.f.create"
+            ]
+        );
+        let email = Event::change("p", "users.u", "users.*", "update", serde_json::Value::Null)
+            .detailed("email");
+        assert_eq!(email.channel_action(), Some("update"));
+        let session = Event::change(
+            "p",
+            "users.u.sessions.s",
+            "users.*.sessions.*",
+            "create",
+            serde_json::Value::Null,
+        );
+        assert_eq!(
+            session.channel_action(),
+            None,
+            "not the account's own change"
+        );
+        let mut key = Event::change("p", "keys.k", "keys.*", "delete", serde_json::Value::Null);
+        key.channels = vec!["keys".into(), "keys.k".into()];
+        assert_eq!(key.channels_with_action(), ["keys", "keys.k"]);
+    }
 
     #[test]
     fn wildcard_segments_match_exactly_one_segment() {

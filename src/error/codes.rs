@@ -179,9 +179,11 @@ codes! {
     FUNCTION_CHANGED: 409 => "the function's scopes changed while the request ran; retry";
     ATTRIBUTE_NOT_FOUND: 404 => "the collection has no attribute with that key";
     ATTRIBUTE_INVALID: 400 => "an attribute definition that is wrong (kind, size, default, relation)";
-    ATTRIBUTE_LIMIT_EXCEEDED: 400 => "the attributes would make a row wider than the database allows";
+    ATTRIBUTE_ALREADY_EXISTS: 409 => "the collection (or, for a two-way relationship, the related one) has a field with that key already (keys are compared ignoring case)";
+    ATTRIBUTE_LIMIT_EXCEEDED: 400 => "the attributes would make a row wider than the database allows, or be more than 1,000";
     INDEX_NOT_FOUND: 404 => "the collection has no index with that key";
     INDEX_INVALID: 400 => "an index definition that is wrong";
+    INDEX_ALREADY_EXISTS: 409 => "the collection has an index with that key already (compared ignoring case)";
     TOO_MANY_LINKS: 400 => "a request would set more many-to-many links than one request may (10,000 in all)";
     INDEX_LIMIT_EXCEEDED: 400 => "the collection's table holds as many indexes as the database allows";
     INDEX_DUPLICATE_VALUES: 400 => "documents already hold duplicate values for a unique index";

@@ -330,10 +330,18 @@ async fn serve_file(
     }
     // The file's own type, as Appwrite sends it, for a download too: the browser
     // saves an attachment whatever its type. A viewed HTML or SVG file must not run
-    // script in the server's origin, whichever way it is opened.
+    // script in the server's origin, whichever way it is opened. A sandboxed
+    // document loads no plugin, and browsers show PDFs with one: a PDF (its type is
+    // sniffed from its bytes, never taken from the client) gets Appwrite's policy
+    // instead, no script, which its viewer does not need.
+    let policy = if file.mime_type == "application/pdf" {
+        "script-src 'none'"
+    } else {
+        "sandbox"
+    };
     response = response
         .header(header::CONTENT_TYPE, file.mime_type.as_str())
-        .header(header::CONTENT_SECURITY_POLICY, "sandbox");
+        .header(header::CONTENT_SECURITY_POLICY, policy);
     if let Some(range) = &range {
         response = response.header(
             header::CONTENT_RANGE,

@@ -901,7 +901,19 @@ async fn relationships_resolve_both_ways_filter_across_and_keep_integrity() {
     let clash = app
         .admin(relate, json!({"input": {"databaseId": "blog", "collectionId": "posts", "key": "title", "relatedCollectionId": "authors", "type": "MANY_TO_ONE"}}))
         .await;
-    assert_eq!(clash.code(), "ATTRIBUTE_INVALID");
+    // A key taken is a conflict (409), as Appwrite answers it.
+    assert_eq!(clash.code(), "ATTRIBUTE_ALREADY_EXISTS");
+    let again = app
+        .admin(
+            "mutation { createAttribute(input: {databaseId: \"blog\", collectionId: \"posts\", attribute: {key: \"TITLE\", type: STRING, size: 10}}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(again.code(), "ATTRIBUTE_ALREADY_EXISTS");
+    let index = "mutation { createIndex(input: {databaseId: \"blog\", collectionId: \"posts\", index: {key: \"by_title\", type: KEY, attributes: [\"title\"]}}) { id } }";
+    app.admin(index, json!({})).await.ok();
+    let twice = app.admin(index, json!({})).await;
+    assert_eq!(twice.code(), "INDEX_ALREADY_EXISTS");
 
     let key = app
         .create_key("default", &["documents.read", "documents.write"])
@@ -1961,9 +1973,15 @@ async fn database_and_collection_changes_are_events_for_keys_with_databases_read
 
     blog(&app).await;
     let database = changed_realtime(&mut ws).await;
+    // Appwrite's names: every mix of the id and `*`, with and without the action.
     assert_eq!(
         database["events"],
-        json!(["databases.blog.create", "databases.*.create"])
+        json!([
+            "databases.blog.create",
+            "databases.*.create",
+            "databases.blog",
+            "databases.*"
+        ])
     );
     assert_eq!(database["channels"], json!(["databases", "databases.blog"]));
     assert_eq!(database["payload"]["name"], "Blog");
@@ -1972,7 +1990,15 @@ async fn database_and_collection_changes_are_events_for_keys_with_databases_read
         created["events"],
         json!([
             "databases.blog.collections.posts.create",
-            "databases.*.collections.*.create"
+            "databases.*.collections.*.create",
+            "databases.blog.collections.*.create",
+            "databases.*.collections.posts.create",
+            "databases.blog.collections.posts",
+            "databases.*.collections.*",
+            "databases.blog.collections.*",
+            "databases.*.collections.posts",
+            "databases.blog",
+            "databases.*"
         ])
     );
     assert_eq!(

@@ -69,7 +69,12 @@ async fn a_created_key_reaches_subscribers_on_both_subprotocols() {
         let id = event["payload"]["id"].as_str().unwrap();
         assert_eq!(
             event["events"],
-            json!([format!("keys.{id}.create"), "keys.*.create"])
+            json!([
+                format!("keys.{id}.create"),
+                "keys.*.create",
+                format!("keys.{id}"),
+                "keys.*"
+            ])
         );
         assert_eq!(event["channels"], json!(["keys", format!("keys.{id}")]));
         assert_eq!(event["payload"]["name"], "first");

@@ -1402,8 +1402,21 @@ async fn file_changes_reach_subscribers_who_may_read_them() {
             "subscription { realtime(channels: [\"files\"]) { events } }",
         )
         .await;
+    // Appwrite's action channels: this one takes deletions only.
+    let mut deletions = WsClient::connect(&app.ws_url, false).await;
+    deletions
+        .init(json!({"Authorization": format!("Bearer {ann}")}))
+        .await
+        .unwrap();
+    deletions
+        .subscribe(
+            "deletions",
+            "subscription { realtime(channels: [\"files.delete\"]) { events channels } }",
+        )
+        .await;
     ann_ws.ping_pong().await;
     bob_ws.ping_pong().await;
+    deletions.ping_pong().await;
 
     upload(
         &app,
@@ -1416,12 +1429,34 @@ async fn file_changes_reach_subscribers_who_may_read_them() {
     .await
     .ok();
     let event = next_event(&mut ann_ws).await;
+    // Every name Appwrite gives the event, and its channels with their action.
     assert_eq!(
         event["events"],
         json!([
             "buckets.shared.files.note.create",
-            "buckets.*.files.*.create"
+            "buckets.*.files.*.create",
+            "buckets.shared.files.*.create",
+            "buckets.*.files.note.create",
+            "buckets.shared.files.note",
+            "buckets.*.files.*",
+            "buckets.shared.files.*",
+            "buckets.*.files.note",
+            "buckets.shared",
+            "buckets.*"
         ])
+    );
+    let mut channels: Vec<String> = serde_json::from_value(event["channels"].clone()).unwrap();
+    channels.sort();
+    assert_eq!(
+        channels,
+        [
+            "buckets.shared.files",
+            "buckets.shared.files.create",
+            "buckets.shared.files.note",
+            "buckets.shared.files.note.create",
+            "files",
+            "files.create"
+        ]
     );
     assert_eq!(event["payload"]["name"], "note.txt");
     assert_eq!(event["payload"]["size"], 12);
@@ -1457,6 +1492,17 @@ async fn file_changes_reach_subscribers_who_may_read_them() {
     assert_eq!(
         next_event(&mut ann_ws).await["events"][0],
         "buckets.shared.files.note.delete"
+    );
+    // The first event on the action channel is the deletion: neither the create
+    // nor the update came on it.
+    let deleted = next_event(&mut deletions).await;
+    assert_eq!(deleted["events"][0], "buckets.shared.files.note.delete");
+    assert!(
+        deleted["channels"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("files.delete")),
+        "{deleted}"
     );
     let change = loop {
         let message = tokio::time::timeout(WAIT, typed.next_json())
@@ -1540,6 +1586,8 @@ async fn with_a_virus_scanner_infected_uploads_are_refused_and_clean_ones_kept()
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path()).await;
     config.clamd = Some(clamd);
+    // Larger files are kept unscanned, as Appwrite keeps those over 20 MB.
+    config.antivirus_max_bytes = 200;
     let app = spawn_with(config, dir).await;
     bucket(
         &app,
@@ -1597,6 +1645,22 @@ async fn with_a_virus_scanner_infected_uploads_are_refused_and_clean_ones_kept()
         EICAR.len(),
         "antivirus off for this bucket"
     );
+    let mut large = EICAR.to_vec();
+    large.extend_from_slice(&[b' '; 300]);
+    let over = upload(
+        &app,
+        &admin,
+        json!({"bucketId": "inbox", "fileId": "large", "file": null}),
+        "large.txt",
+        "text/plain",
+        &large,
+    )
+    .await;
+    assert_eq!(
+        over.ok()["createFile"]["size"],
+        large.len(),
+        "over the scanned size, kept unscanned"
+    );
     scanner.abort();
     let unavailable = upload(
         &app,
@@ -1612,7 +1676,7 @@ async fn with_a_virus_scanner_infected_uploads_are_refused_and_clean_ones_kept()
         .admin("{ files(bucketId: \"inbox\") { totalCount } }", json!({}))
         .await
         .ok();
-    assert_eq!(listed["files"]["totalCount"], 1);
+    assert_eq!(listed["files"]["totalCount"], 2);
     app.shutdown().await;
 }
 
@@ -1847,7 +1911,12 @@ async fn bucket_changes_are_events_for_keys_and_not_for_users() {
     let created = next_event(&mut admin_ws).await;
     assert_eq!(
         created["events"],
-        json!(["buckets.more.create", "buckets.*.create"])
+        json!([
+            "buckets.more.create",
+            "buckets.*.create",
+            "buckets.more",
+            "buckets.*"
+        ])
     );
     assert_eq!(created["channels"], json!(["buckets", "buckets.more"]));
     assert_eq!(created["payload"]["name"], "more");
@@ -1887,5 +1956,42 @@ async fn bucket_changes_are_events_for_keys_and_not_for_users() {
         next_event(&mut ann_ws).await["events"][0],
         "buckets.shared.files.mine.create"
     );
+    app.shutdown().await;
+}
+
+/// A viewed file runs no script in the server's origin: HTML and SVG in a
+/// sandbox, a PDF (which a sandbox would not let its viewer show) with no script.
+#[tokio::test]
+async fn a_viewed_pdf_is_shown_without_script_and_html_stays_sandboxed() {
+    let app = spawn_app().await;
+    bucket(&app, json!({"id": "docs", "name": "Docs"})).await;
+    let admin = admin_headers(&app);
+    let admin = borrowed(&admin);
+    let pdf = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n";
+    let html = b"<!doctype html><html><body><script>alert(1)</script></body></html>";
+    for (id, name, bytes) in [
+        ("paper", "paper.pdf", &pdf[..]),
+        ("page", "page.html", &html[..]),
+    ] {
+        upload(
+            &app,
+            &admin,
+            json!({"bucketId": "docs", "fileId": id, "file": null}),
+            name,
+            "application/octet-stream",
+            bytes,
+        )
+        .await
+        .ok();
+    }
+    let view = |id: &str| format!("/v1/storage/buckets/docs/files/{id}/view");
+    let (status, headers, _) = fetch(&app, &view("paper"), &admin).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/pdf");
+    assert_eq!(headers["content-security-policy"], "script-src 'none'");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    let (status, headers, _) = fetch(&app, &view("page"), &admin).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-security-policy"], "sandbox");
     app.shutdown().await;
 }

@@ -82,6 +82,9 @@ pub enum DdlError {
     /// `INDEX_INVALID`: an index definition was refused.
     #[error("invalid index {key}: {reason}")]
     InvalidIndex { key: String, reason: String },
+    /// `ATTRIBUTE_LIMIT_EXCEEDED`: a collection holds as many attributes as it may.
+    #[error("a collection has at most {max} attributes")]
+    TooManyAttributes { max: usize },
     /// `ATTRIBUTE_LIMIT_EXCEEDED`: the attributes would not fit in a MariaDB row
     /// (enforced on SQLite too, so that a collection moves between the two).
     #[error(
@@ -102,7 +105,9 @@ impl DdlError {
             DdlError::Attribute(err) => err.code(),
             DdlError::UnknownAttribute { .. } => codes::ATTRIBUTE_NOT_FOUND,
             DdlError::InvalidIndex { .. } => codes::INDEX_INVALID,
-            DdlError::TooWide { .. } => codes::ATTRIBUTE_LIMIT_EXCEEDED,
+            DdlError::TooWide { .. } | DdlError::TooManyAttributes { .. } => {
+                codes::ATTRIBUTE_LIMIT_EXCEEDED
+            }
         }
     }
 }
@@ -592,11 +597,9 @@ pub fn add_column_sql(
     check_table_name(table)?;
     attr.validate()?;
     if existing.len() >= MAX_ATTRIBUTES {
-        return Err(ValueError::InvalidAttribute {
-            key: shown(&attr.key),
-            reason: format!("a collection has at most {MAX_ATTRIBUTES} attributes"),
-        }
-        .into());
+        return Err(DdlError::TooManyAttributes {
+            max: MAX_ATTRIBUTES,
+        });
     }
     if existing
         .iter()

@@ -522,7 +522,7 @@ fn check_key_free(
         .any(|k| k.eq_ignore_ascii_case(key))
     {
         return Err(AppError::Invalid {
-            code: codes::ATTRIBUTE_INVALID,
+            code: codes::ATTRIBUTE_ALREADY_EXISTS,
             field: field.into(),
             reason: format!(
                 "`{}` already has a field `{key}` (keys are compared ignoring case)",
@@ -861,6 +861,17 @@ pub async fn create_index(
             code: codes::INDEX_INVALID,
             field: "index".into(),
             reason: format!("`{key}` already has a FULLTEXT index"),
+        });
+    }
+    if collection
+        .indexes
+        .iter()
+        .any(|existing| existing.key.eq_ignore_ascii_case(&index.key))
+    {
+        return Err(AppError::Invalid {
+            code: codes::INDEX_ALREADY_EXISTS,
+            field: "index".into(),
+            reason: format!("`{}` already has an index `{}`", collection.name, index.key),
         });
     }
     let dialect = sql_dialect(state.db.dialect());

@@ -88,13 +88,26 @@ fn is_pattern(channel: &str) -> bool {
     channel.split('.').any(|segment| segment == "*")
 }
 
+/// The event's names: its own, most specific first, then every other name Appwrite
+/// gives it (each mix of ids and `*`, without the action, the parents), so that a
+/// client written for Appwrite finds the one it looks for.
+fn event_names(event: &Event) -> Vec<String> {
+    let mut names = event.events.clone();
+    for name in crate::services::webhooks::deliver::appwrite_event_names(&event.events) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
 fn event_value(event: &Event, cursors: &resume::Cursors) -> Value {
     let strings =
         |items: &[String]| Value::List(items.iter().map(|s| Value::from(s.as_str())).collect());
     object([
         ("cursor", cursors.value(event)),
-        ("events", strings(&event.events)),
-        ("channels", strings(&event.channels)),
+        ("events", strings(&event_names(event))),
+        ("channels", strings(&event.channels_with_action())),
         ("timestamp", datetime(event.timestamp)),
         (
             "payload",
@@ -208,6 +221,9 @@ struct ChannelWatch {
     names: Vec<String>,
     /// The channels with a `*` segment ([`MAX_PATTERN_CHANNELS`] at most).
     patterns: Vec<String>,
+    /// The channels that end in an action (`files.create`), as a channel and the
+    /// action: they also take an event of that action on the channel before it.
+    with_action: Vec<(String, &'static str)>,
     /// The position of `after:`, when resuming.
     after: Option<i64>,
     cursors: Arc<resume::Cursors>,
@@ -222,7 +238,23 @@ impl watch::Watch for ChannelWatch {
                     .iter()
                     .any(|pattern| channel_matches(pattern, channel))
         });
-        wanted.then_some("")
+        if wanted {
+            return Some("");
+        }
+        if self.with_action.is_empty() {
+            return None;
+        }
+        let action = event.channel_action()?;
+        let on_action = event
+            .channels
+            .iter()
+            .filter(|channel| crate::bus::takes_action(channel))
+            .any(|channel| {
+                self.with_action.iter().any(|(wanted, wanted_action)| {
+                    *wanted_action == action && channel_matches(wanted, channel)
+                })
+            });
+        on_action.then_some("")
     }
 
     fn value(&self, event: &Event, _: watch::Outcome) -> Value {
@@ -313,6 +345,16 @@ fn realtime() -> SubscriptionField {
                 .map(|v| v.string().map(str::to_string))
                 .collect::<Result<_, _>>()?;
             check_channels(&channels)?;
+            let with_action: Vec<(String, &'static str)> = channels
+                .iter()
+                .filter_map(|channel| {
+                    let (before, last) = channel.rsplit_once('.')?;
+                    let action = crate::bus::CHANNEL_ACTIONS
+                        .iter()
+                        .find(|action| **action == last)?;
+                    Some((before.to_string(), *action))
+                })
+                .collect();
             let after = resume::after_argument(&ctx, &caller.project.id)?;
             let cursors = state.cursors.clone();
             let (patterns, mut names): (Vec<String>, Vec<String>) =
@@ -322,13 +364,14 @@ fn realtime() -> SubscriptionField {
             let watch = ChannelWatch {
                 names,
                 patterns,
+                with_action,
                 after,
                 cursors,
             };
             Ok(watch::follow(&ctx, state, caller, watch))
         })
     })
-    .description("Events on the given channels of the addressed project, e.g. `keys` or `keys.K`; a `*` segment matches any one segment (1 to 100 channels, at most 10 with a `*`). Only events the caller may read arrive.")
+    .description("Events on the given channels of the addressed project, e.g. `keys` or `keys.K`; a `*` segment matches any one segment (1 to 100 channels, at most 10 with a `*`). As in Appwrite, a resource's channel followed by an action (`files.create`, `teams.T.update`, `databases.D.collections.C.documents.delete`) takes only that action's events. Only events the caller may read arrive.")
     .argument(InputValue::new("channels", TypeRef::named_nn_list_nn(TypeRef::STRING)).description("Channels to watch, 1 to 100."))
     .argument(resume::after_input())
 }

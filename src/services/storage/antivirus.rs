@@ -1,8 +1,11 @@
 //! Virus scanning with a ClamAV daemon (`NIMBUS_CLAMD=host:port`) through its
 //! `INSTREAM` command: the stored file's original bytes are streamed to clamd in
-//! length-prefixed chunks and its verdict decides whether the file is kept. Every
-//! size is scanned; clamd's own `StreamMaxLength` must allow the buckets' largest
-//! files (a refusal counts as a failed scan, and the upload is refused).
+//! length-prefixed chunks and its verdict decides whether the file is kept. Files
+//! up to `NIMBUS_ANTIVIRUS_MAX_BYTES` (Appwrite's 20 MB) are scanned, larger ones
+//! kept unscanned: clamd's own `StreamMaxLength` must allow that size (a refusal
+//! counts as a failed scan, and the upload is refused). At most
+//! [`CONCURRENT_SCANS`] scans run at once, so a client finishing many uploads
+//! cannot take every one of clamd's threads from everyone else's.
 
 use std::time::Duration;
 
@@ -14,8 +17,12 @@ use crate::AppState;
 use crate::error::{AppError, AppResult, codes};
 use crate::files::{Key, Written};
 
-/// Longest a scan may take before the upload is refused.
+/// Longest a scan may take, its wait for a turn included, before the upload is
+/// refused.
 const SCAN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Scans this replica runs at once (clamd's default `MaxThreads` is 10).
+pub const CONCURRENT_SCANS: usize = 4;
+static SCANS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(CONCURRENT_SCANS);
 /// Longest verdict read back.
 const MAX_REPLY: usize = 4096;
 
@@ -30,6 +37,11 @@ pub enum Verdict {
 /// `FILE_INFECTED` (the caller removes it), an unreachable or failing clamd with
 /// `ANTIVIRUS_UNAVAILABLE`.
 pub async fn check(state: &AppState, address: &str, key: &Key, written: &Written) -> AppResult<()> {
+    let most = state.config.antivirus_max_bytes;
+    if most > 0 && written.size > most {
+        tracing::info!(key = %key.as_str(), size = written.size, "file kept unscanned: over NIMBUS_ANTIVIRUS_MAX_BYTES");
+        return Ok(());
+    }
     let unavailable = |detail: String| {
         tracing::error!(clamd = %address, error = %detail, "virus scan failed");
         AppError::Upstream {
@@ -37,12 +49,17 @@ pub async fn check(state: &AppState, address: &str, key: &Key, written: &Written
             reason: "the virus scanner could not check this file; try again later".into(),
         }
     };
+    let deadline = tokio::time::Instant::now() + SCAN_TIMEOUT;
+    let _turn = tokio::time::timeout_at(deadline, SCANS.acquire())
+        .await
+        .map_err(|_| unavailable("no turn to scan in time".into()))?
+        .map_err(|_| unavailable("scans closed".into()))?;
     let bytes = state
         .files
         .read(key, &written.encoding, &state.secret)
         .await
         .map_err(super::service::file_error)?;
-    let verdict = tokio::time::timeout(SCAN_TIMEOUT, scan(address, bytes))
+    let verdict = tokio::time::timeout_at(deadline, scan(address, bytes))
         .await
         .map_err(|_| unavailable("timed out".into()))?
         .map_err(|err| unavailable(err.to_string()))?;

@@ -213,12 +213,18 @@ fn delivery_event(project_id: &str, delivery: &Delivery) -> crate::bus::Event {
 /// the name, the name without its action, and each parent resource, in the
 /// order Appwrite's `Event::generateEvents` lists them, so a receiver written
 /// for Appwrite finds the name it looks for in `X-Appwrite-Webhook-Events`.
-fn appwrite_event_names(events: &[String]) -> Vec<String> {
+pub(crate) fn appwrite_event_names(events: &[String]) -> Vec<String> {
     let Some(full) = events.first() else {
         return Vec::new();
     };
-    let ids = events.len().saturating_sub(1);
     let segments: Vec<&str> = full.split('.').collect();
+    // A name is pairs of a kind and an id, then the action: the action's place
+    // tells how many ids (a file's events list fewer patterns than its ids).
+    let ids = segments
+        .iter()
+        .enumerate()
+        .find(|(n, segment)| *n > 0 && n % 2 == 0 && crate::bus::CHANNEL_ACTIONS.contains(segment))
+        .map_or(events.len().saturating_sub(1), |(n, _)| n / 2);
     if ids == 0 || ids > 3 || segments.len() <= 2 * ids {
         return events.to_vec();
     }
@@ -566,6 +572,23 @@ mod tests {
                 "users.*.update.email",
                 "users.u",
                 "users.*",
+            ]
+        );
+        // A file's event lists two patterns for its two ids (the order of a
+        // membership's, above).
+        assert_eq!(
+            names(&["buckets.b.files.f.create", "buckets.*.files.*.create"]),
+            [
+                "buckets.b.files.f.create",
+                "buckets.*.files.*.create",
+                "buckets.b.files.*.create",
+                "buckets.*.files.f.create",
+                "buckets.b.files.f",
+                "buckets.*.files.*",
+                "buckets.b.files.*",
+                "buckets.*.files.f",
+                "buckets.b",
+                "buckets.*",
             ]
         );
         assert!(names(&[]).is_empty());
