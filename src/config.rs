@@ -374,6 +374,12 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_CLAMD")]
     pub clamd: Option<String>,
 
+    /// Uploads one client (a signed-in user, or a guest's address; keys are not
+    /// counted) may start per minute, each file of a multipart request and each
+    /// resumable upload one, as Appwrite's `createFile` limits them; 0: no limit.
+    #[arg(long, env = "NIMBUS_UPLOADS_PER_MINUTE", default_value_t = 60)]
+    pub uploads_per_minute: u32,
+
     /// Largest file scanned for viruses, in bytes; larger files are kept unscanned,
     /// as Appwrite does above its 20 MB (clamd's default `StreamMaxLength` is 25 MB,
     /// and a scan it refuses refuses the upload). 0: scan every size.

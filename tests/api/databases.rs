@@ -914,6 +914,21 @@ async fn relationships_resolve_both_ways_filter_across_and_keep_integrity() {
     app.admin(index, json!({})).await.ok();
     let twice = app.admin(index, json!({})).await;
     assert_eq!(twice.code(), "INDEX_ALREADY_EXISTS");
+    // What an Appwrite client waits for is there at once.
+    let made = app
+        .admin(
+            "{ collection(databaseId: \"blog\", id: \"posts\") { attributes { status } indexes { key status } relationships { status } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    let statuses: Vec<&Value> = ["attributes", "indexes", "relationships"]
+        .iter()
+        .flat_map(|part| made["collection"][part].as_array().unwrap())
+        .map(|item| &item["status"])
+        .collect();
+    assert!(statuses.len() >= 3, "{made}");
+    assert!(statuses.iter().all(|s| *s == "available"), "{made}");
 
     let key = app
         .create_key("default", &["documents.read", "documents.write"])

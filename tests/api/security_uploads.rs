@@ -715,3 +715,63 @@ async fn spool_files_a_crash_left_behind_are_removed_at_start() {
     );
     app.shutdown().await;
 }
+
+/// One client starts a bounded number of uploads a minute, in one request or
+/// resumable, so it cannot fill the disk every project shares; servers' keys are
+/// not counted.
+#[tokio::test]
+async fn a_client_starts_a_bounded_number_of_uploads_a_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.uploads_per_minute = 3;
+    let app = spawn_with(config, dir).await;
+    bucket(
+        &app,
+        json!({"id": "drop", "name": "Drop", "permissions": ["create(\"users\")", "create(\"any\")"]}),
+    )
+    .await;
+    let upload_as = |headers: Vec<(&'static str, String)>| {
+        let app = &app;
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let answer = crate::storage::upload(
+                app,
+                &headers,
+                json!({"bucketId": "drop", "file": null}),
+                "a.txt",
+                "text/plain",
+                b"a",
+            )
+            .await;
+            answer.code().to_string()
+        }
+    };
+    let ann = app.signed_in("ann@example.com").await;
+    let as_ann = || vec![("authorization", format!("Bearer {ann}"))];
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(upload_as(as_ann()).await);
+    }
+    assert_eq!(codes, ["<none>", "<none>", "<none>", "RATE_LIMITED"]);
+    // A resumable upload is one more, refused alike.
+    let resumable = app
+        .as_session(
+            &ann,
+            "mutation { createFileUpload(input: {bucketId: \"drop\", name: \"b.txt\", size: 10}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(resumable.code(), "RATE_LIMITED");
+    // Guests count by their address, apart from Ann; a server is not counted.
+    for _ in 0..3 {
+        assert_eq!(upload_as(Vec::new()).await, "<none>");
+    }
+    for _ in 0..5 {
+        assert_eq!(
+            upload_as(vec![("x-nimbus-key", app.admin_key.clone())]).await,
+            "<none>"
+        );
+    }
+    app.shutdown().await;
+}

@@ -968,6 +968,17 @@ fn attribute_type() -> Object {
             TypeRef::named_nn_list(TypeRef::STRING),
             "ENUM: the allowed values.",
         ))
+        .field(available_status())
+}
+
+/// `status`, as Appwrite's attributes and indexes carry it: `available` once made.
+/// A change of structure here is made within its request (the table is altered
+/// before the answer), so there is no other state to wait through.
+fn available_status() -> Field {
+    Field::new("status", TypeRef::named_nn(TypeRef::STRING), |_| {
+        FieldFuture::from_value(Some(Value::from("available")))
+    })
+    .description("`available`: made, and usable at once (changes of structure finish within their request). Appwrite's clients that wait for it find it so.")
 }
 
 fn index_type() -> Object {
@@ -977,6 +988,7 @@ fn index_type() -> Object {
         .field(prop("type", TypeRef::named_nn("IndexType"), "What it does."))
         .field(prop("attributes", TypeRef::named_nn_list_nn(TypeRef::STRING), "The attribute keys it covers, in order (`$id`, `$createdAt`, `$updatedAt` for the system fields)."))
         .field(prop("orders", TypeRef::named_nn_list_nn("OrderDirection"), "The order of each attribute (empty: ascending)."))
+        .field(available_status())
 }
 
 fn relationship_type_type() -> Enum {
@@ -999,6 +1011,7 @@ fn relationship_type() -> Object {
         .field(prop("type", TypeRef::named_nn("RelationshipType"), "MANY_TO_ONE, ONE_TO_ONE or MANY_TO_MANY."))
         .field(prop("twoWayKey", TypeRef::named(TypeRef::STRING), "The field on the referenced collection that lists (or names) the documents pointing at it."))
         .field(prop("onDelete", TypeRef::named_nn("OnDeleteRule"), "What deleting a referenced document does."))
+        .field(available_status())
 }
 
 fn collection_type() -> Object {

@@ -834,7 +834,10 @@ fn create_file_upload() -> Field {
                 name: given.name,
                 permissions: given.permissions,
             };
-            let file = upload::start(state, &ScopedAccess::of(caller(&ctx)?)?, new, given.size).await?;
+            let access = ScopedAccess::of(caller(&ctx)?)?;
+            let client = ctx.data::<crate::services::users::service::ClientInfo>().map(|c| c.ip.clone()).unwrap_or_default();
+            service::count_upload(state, &access, &client).await?;
+            let file = upload::start(state, &access, new, given.size).await?;
             Ok(Some(FieldValue::value(file_value(state, &file))))
         })
     })

@@ -544,6 +544,32 @@ pub fn check_new_name(bucket: &Bucket, name: &str) -> AppResult<String> {
 /// Checks, before a file's bytes arrive, that the caller may create a file in
 /// `bucket_id`, named `name` when the name is already known. Answers the bucket,
 /// whose `maximum_file_size` bounds what may be received.
+/// Counts one upload started by `access`'s client against
+/// `NIMBUS_UPLOADS_PER_MINUTE`, before anything of it is read: a signed-in user
+/// by their id, a guest by their address (`client_ip`); keys are servers, and
+/// not counted. Without a bound, one client could fill the disk every project
+/// shares, a file at a time.
+pub async fn count_upload<S: crate::auth::scopes::ScopeMarker>(
+    state: &AppState,
+    access: &ScopedAccess<S>,
+    client_ip: &str,
+) -> AppResult<()> {
+    let per_minute = state.config.uploads_per_minute;
+    let client = match access.actor() {
+        _ if per_minute == 0 => return Ok(()),
+        Some(actor) if !actor.starts_with("user:") => return Ok(()),
+        Some(user) => user.to_string(),
+        None => format!("guest:{}", crate::auth::rate_limit::client_key(client_ip)),
+    };
+    state
+        .rate_limiter
+        .hit(
+            &format!("uploads:{}:{client}", access.project()),
+            crate::auth::rate_limit::Limit::per_minute(per_minute),
+        )
+        .await
+}
+
 pub async fn authorise_upload(
     state: &AppState,
     access: &ScopedAccess<FilesWrite>,
