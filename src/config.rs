@@ -374,16 +374,27 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_CLAMD")]
     pub clamd: Option<String>,
 
+    /// Teams one user may create per hour (each id stays claimed for good); 0: no
+    /// limit.
+    #[arg(long, env = "NIMBUS_TEAMS_PER_USER_PER_HOUR", default_value_t = 60)]
+    pub teams_per_user_per_hour: u32,
+
+    /// Invitations one user may make per hour, in all their teams (each tells
+    /// whether a user id exists); 0: no limit. Servers' keys are not counted.
+    #[arg(long, env = "NIMBUS_INVITES_PER_USER_PER_HOUR", default_value_t = 100)]
+    pub invites_per_user_per_hour: u32,
+
     /// Uploads one client (a signed-in user, or a guest's address; keys are not
     /// counted) may start per minute, each file of a multipart request and each
     /// resumable upload one, as Appwrite's `createFile` limits them; 0: no limit.
     #[arg(long, env = "NIMBUS_UPLOADS_PER_MINUTE", default_value_t = 60)]
     pub uploads_per_minute: u32,
 
-    /// Largest file scanned for viruses, in bytes; larger files are kept unscanned,
-    /// as Appwrite does above its 20 MB (clamd's default `StreamMaxLength` is 25 MB,
-    /// and a scan it refuses refuses the upload). 0: scan every size.
-    #[arg(long, env = "NIMBUS_ANTIVIRUS_MAX_BYTES", default_value_t = 20_000_000)]
+    /// Largest file scanned for viruses, in bytes; larger files are kept unscanned
+    /// (Appwrite's behaviour with 20000000: clamd's default `StreamMaxLength` is
+    /// 25 MB, and a scan it refuses refuses the upload). 0, the default: scan every
+    /// size, and clamd must take the buckets' largest files.
+    #[arg(long, env = "NIMBUS_ANTIVIRUS_MAX_BYTES", default_value_t = 0)]
     pub antivirus_max_bytes: u64,
 
     /// Largest image (in pixels) a preview decodes; larger ones are refused before

@@ -96,19 +96,22 @@ const SWEEP_AT: usize = 50_000;
 /// name what the client chose: an email, a user id) lock every newcomer out.
 const MAX_WINDOWS: usize = 250_000;
 /// Counters per row of [`Overflow`].
-const OVERFLOW_SLOTS: usize = 1 << 18;
+const OVERFLOW_SLOTS: usize = 1 << 17;
 /// Rows of [`Overflow`].
 const OVERFLOW_ROWS: usize = 4;
 
-/// Counts for keys that found the windows full (a count-min sketch): rows of
-/// counters, a key counted in one counter of each row (chosen by a hash seeded
-/// at random, so no client can pick keys that land on another's) and limited by
-/// the least of them. A counter shared by several keys only counts more within
-/// its window, never less, so past the bound of memory limits still hold, and a
-/// crowd filling the windows costs a newcomer a few of its attempts at most
-/// rather than all of them: with as many crowd keys as a row has counters, a
-/// newcomer finds its least counter at 5 or more about once in 5·10⁹.
-/// Fixed in size (8 MiB), made only when first needed.
+/// Counts for keys that found the windows full (a count-min sketch), one per
+/// length of window (a minute's counts never last an hour): rows of counters, a
+/// key counted in one counter of each row (chosen by a hash seeded at random, so
+/// no client can pick keys that land on another's) and limited by the least of
+/// them. An attempt past the limit adds nothing, and one within it raises only the
+/// counters at that least value (conservative update): a counter shared by several
+/// keys only counts more than each of them, never less, so past the bound of
+/// memory limits still hold. What a crowd costs a newcomer grows with the crowd's
+/// keys per window: with as many as a row has counters (131,072), its least
+/// counter is 5 or more less than once in 10⁹, so it keeps most of its attempts;
+/// a crowd of millions of keys an hour leaves newcomers fewer (at that scale,
+/// count in Redis). Fixed in size (4 MiB each), made only when first needed.
 struct Overflow {
     hashers: [std::collections::hash_map::RandomState; OVERFLOW_ROWS],
     /// What the counters' times count from.
@@ -126,25 +129,57 @@ impl Overflow {
         }
     }
 
-    fn hit(&mut self, key: &str, limit: Limit, now: Instant) -> (u32, u64) {
+    fn seconds(d: Duration) -> u32 {
+        u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// The key's counters, in `counters`.
+    fn slots(&self, key: &str) -> [usize; OVERFLOW_ROWS] {
         use std::hash::BuildHasher as _;
-        let seconds = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
-        let now = seconds(now.saturating_duration_since(self.epoch));
-        let window = seconds(limit.window).max(1);
-        let mut least: Option<(u32, u64)> = None;
-        for (row, hasher) in self.hashers.iter().enumerate() {
-            let slot = (hasher.hash_one(key) as usize) % OVERFLOW_SLOTS;
-            let counter = &mut self.counters[row * OVERFLOW_SLOTS + slot];
+        std::array::from_fn(|row| {
+            row * OVERFLOW_SLOTS + (self.hashers[row].hash_one(key) as usize) % OVERFLOW_SLOTS
+        })
+    }
+
+    /// The key's count now (its least live counter) and the seconds its window
+    /// has left; (0, 0) when none is live.
+    fn estimate(&self, key: &str, now: Instant) -> (u32, u64) {
+        let now = Self::seconds(now.saturating_duration_since(self.epoch));
+        self.slots(key)
+            .iter()
+            .map(|&slot| match self.counters[slot] {
+                (ends, count) if ends > now => (count, u64::from(ends - now)),
+                _ => (0, 0),
+            })
+            .min_by_key(|(count, _)| *count)
+            .unwrap_or((0, 0))
+    }
+
+    fn hit(&mut self, key: &str, limit: Limit, now: Instant) -> (u32, u64) {
+        let slots = self.slots(key);
+        let now = Self::seconds(now.saturating_duration_since(self.epoch));
+        let window = Self::seconds(limit.window).max(1);
+        for &slot in &slots {
+            let counter = &mut self.counters[slot];
             if counter.0 <= now {
                 *counter = (now.saturating_add(window), 0);
             }
-            counter.1 = counter.1.saturating_add(1);
-            let seen = (counter.1, u64::from(counter.0 - now));
-            if least.is_none_or(|(count, _)| seen.0 < count) {
-                least = Some(seen);
+        }
+        let (least, ends) = slots
+            .iter()
+            .map(|&slot| (self.counters[slot].1, self.counters[slot].0))
+            .min_by_key(|(count, _)| *count)
+            .unwrap_or((0, now));
+        let left = u64::from(ends.saturating_sub(now));
+        if least >= limit.attempts {
+            return (least.saturating_add(1), left);
+        }
+        for &slot in &slots {
+            if self.counters[slot].1 == least {
+                self.counters[slot].1 = least + 1;
             }
         }
-        least.unwrap_or((0, 0))
+        (least + 1, left)
     }
 }
 
@@ -162,7 +197,8 @@ struct Windows {
     /// swept at most once a [`FULL_SWEEP_EVERY`], not on every attempt (each
     /// sweep walks every window, under the lock every attempt takes).
     full_swept_at: Option<Instant>,
-    overflow: Option<Box<Overflow>>,
+    /// One sketch per length of window, made when the windows first fill.
+    overflows: Vec<(Duration, Box<Overflow>)>,
 }
 
 /// How often a map full of windows is swept at most.
@@ -188,7 +224,7 @@ impl RateLimiter {
                 by_key: HashMap::new(),
                 sweep_at: SWEEP_AT,
                 full_swept_at: None,
-                overflow: None,
+                overflows: Vec::new(),
             }),
         }
     }
@@ -296,15 +332,33 @@ impl RateLimiter {
             windows.by_key.retain(|_, (ends, _)| *ends > now);
             windows.sweep_at = SWEEP_AT.max(windows.by_key.len() * 2);
         }
+        let sketch = windows
+            .overflows
+            .iter()
+            .position(|(window, _)| *window == limit.window);
         if windows.by_key.len() >= MAX_WINDOWS && !windows.by_key.contains_key(key) {
             metrics::counter!("nimbus_rate_limit_full_total").increment(1);
-            return windows
-                .overflow
-                .get_or_insert_with(|| Box::new(Overflow::new(now)))
-                .hit(key, limit, now);
+            let sketch = match sketch {
+                Some(at) => at,
+                None => {
+                    let made = Box::new(Overflow::new(now));
+                    windows.overflows.push((limit.window, made));
+                    windows.overflows.len() - 1
+                }
+            };
+            return windows.overflows[sketch].1.hit(key, limit, now);
         }
+        // A key counted in a sketch while the windows were full goes on from its
+        // count there: room made later hands no attempts back.
+        let fresh = match sketch {
+            Some(at) if !windows.by_key.contains_key(key) => {
+                let (count, left) = windows.overflows[at].1.estimate(key, now);
+                (now + Duration::from_secs(left), count)
+            }
+            _ => (now + limit.window, 0),
+        };
         let ends = now + limit.window;
-        let entry = windows.by_key.entry(key.to_string()).or_insert((ends, 0));
+        let entry = windows.by_key.entry(key.to_string()).or_insert(fresh);
         if entry.0 <= now {
             *entry = (ends, 0);
         }
@@ -352,6 +406,18 @@ mod tests {
         limiter.hit("k7", hour).await.unwrap();
         assert_eq!(limiter.local.lock().unwrap().by_key["k7"].1, 2);
         assert_eq!(limiter.local.lock().unwrap().by_key.len(), MAX_WINDOWS);
+        // A minute's limit is counted apart from the hour's crowd: all of it.
+        let minute = Limit::per_minute(10);
+        for attempt in 0..10 {
+            assert!(limiter.hit("quick", minute).await.is_ok(), "{attempt}");
+        }
+        assert!(limiter.hit("quick", minute).await.is_err());
+        // Room made later hands the newcomer's refused attempts back to nobody.
+        limiter.local.lock().unwrap().by_key.clear();
+        assert!(
+            limiter.hit("newcomer", ten).await.is_err(),
+            "its count carried over from the sketch"
+        );
     }
 
     use super::*;

@@ -34,6 +34,10 @@ pub struct ResolvedSession {
     /// a 15-minute delegation that may act on the user's data but not on their
     /// credentials, sessions or JWTs.
     pub by_jwt: bool,
+    /// When the JWT it was presented as stops working (milliseconds since the
+    /// epoch): what it lends (a signed file URL) ends no later. `None` for the
+    /// session's own secret, and for a delegation held by a running function.
+    pub jwt_expires_at: Option<i64>,
 }
 
 impl ResolvedSession {

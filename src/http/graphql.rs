@@ -368,19 +368,17 @@ async fn post_multipart(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         response
     };
-    let client = crate::http::client::client_info(&state.config, peer, headers);
-    let received =
-        match multipart::receive(state, &addressed.caller, &client.ip, content_type, body).await {
-            Ok(received) => received,
-            Err(Refusal::App(err)) => return refused(app_error_response(&err, media)),
-            Err(Refusal::TimedOut) => {
-                let body_timeout = Duration::from_secs(state.config.http_body_timeout_secs);
-                return body_timeout_response(media, body_timeout);
-            }
-            Err(Refusal::Plain { code, message }) => {
-                return refused(error_response(media, code, &message));
-            }
-        };
+    let received = match multipart::receive(state, &addressed.caller, content_type, body).await {
+        Ok(received) => received,
+        Err(Refusal::App(err)) => return refused(app_error_response(&err, media)),
+        Err(Refusal::TimedOut) => {
+            let body_timeout = Duration::from_secs(state.config.http_body_timeout_secs);
+            return body_timeout_response(media, body_timeout);
+        }
+        Err(Refusal::Plain { code, message }) => {
+            return refused(error_response(media, code, &message));
+        }
+    };
     let multipart::Received { batch, spooled } = received;
     let response = execute(
         state,

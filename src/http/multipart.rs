@@ -101,7 +101,6 @@ struct Rule {
 pub async fn receive(
     state: &AppState,
     caller: &Caller,
-    client_ip: &str,
     content_type: &str,
     body: Body,
 ) -> Result<Received, Refusal> {
@@ -136,7 +135,7 @@ pub async fn receive(
 
     let (mut batch, map) = head(state, &mut multipart, &unreadable).await?;
     let targets = targets(state, &mut batch);
-    let rules = rules(state, caller, client_ip, &targets, map).await?;
+    let rules = rules(state, caller, &targets, map).await?;
 
     let spool_dir = config.upload_spool_dir();
     tokio::fs::create_dir_all(&spool_dir)
@@ -257,7 +256,6 @@ fn truncated(text: &str) -> &str {
 async fn rules(
     state: &AppState,
     caller: &Caller,
-    client_ip: &str,
     targets: &HashMap<String, Target>,
     map: HashMap<String, Vec<String>>,
 ) -> Result<HashMap<String, Rule>, Refusal> {
@@ -280,13 +278,10 @@ async fn rules(
                 }
                 continue;
             };
-            let access = ScopedAccess::of(caller).map_err(Refusal::App)?;
-            service::count_upload(state, &access, client_ip)
-                .await
-                .map_err(Refusal::App)?;
             let bucket = match authorised.get(&target.bucket_id) {
                 Some(bucket) => bucket.clone(),
                 None => {
+                    let access = ScopedAccess::of(caller).map_err(Refusal::App)?;
                     let bucket = service::authorise_upload(state, &access, &target.bucket_id, None)
                         .await
                         .map_err(Refusal::App)?;

@@ -856,7 +856,27 @@ async fn a_signed_url_holds_only_while_its_maker_could_read_the_file() {
         .as_str()
         .unwrap()
         .to_string();
-    let by_jwt = url_of(app.as_session(&jwt, mint, json!({})).await);
+    let minted_by_jwt = app
+        .as_session(
+            &jwt,
+            "mutation { createFileToken(input: {bucketId: \"docs\", fileId: \"f1\", expiresIn: 604800}) { viewUrl expiresAt } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    // A JWT lends no longer than it lives: fifteen minutes, not the week asked.
+    let ends = chrono::DateTime::parse_from_rfc3339(
+        minted_by_jwt["createFileToken"]["expiresAt"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let left = ends.timestamp() - chrono::Utc::now().timestamp();
+    assert!((0..=900).contains(&left), "{left} s left");
+    let by_jwt = minted_by_jwt["createFileToken"]["viewUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(opens(by_jwt.clone()).await.0, 200);
     app.as_session(
         &ann,

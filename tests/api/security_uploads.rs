@@ -763,6 +763,21 @@ async fn a_client_starts_a_bounded_number_of_uploads_a_minute() {
         )
         .await;
     assert_eq!(resumable.code(), "RATE_LIMITED");
+    // However the request names its createFile: here inside an inline fragment.
+    let mut body = operations(
+        "mutation($f: Upload!) { ... on Mutation { createFile(input: {bucketId: \"drop\", file: $f}) { id } } }",
+        json!({"f": null}),
+    );
+    body.extend(map(json!({"0": ["variables.f"]})));
+    body.extend(part(
+        "Content-Disposition: form-data; name=\"0\"; filename=\"f.txt\"\r\nContent-Type: text/plain",
+        b"f",
+    ));
+    body.extend(format!("--{BOUNDARY}--\r\n").into_bytes());
+    let bearer = format!("Bearer {ann}");
+    let mut stream = start_post(&app, &[("authorization", &bearer)], body.len(), &body).await;
+    let (_, _, fragment) = answer(&mut stream).await;
+    assert_eq!(code(&fragment), "RATE_LIMITED", "{fragment:#}");
     // Guests count by their address, apart from Ann; a server is not counted.
     for _ in 0..3 {
         assert_eq!(upload_as(Vec::new()).await, "<none>");

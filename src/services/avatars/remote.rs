@@ -74,9 +74,14 @@ async fn allowed_addresses(
 ) -> Result<Vec<SocketAddr>, AppError> {
     // Not found, as Appwrite answers a host it may not or cannot reach: the URL
     // itself is well formed.
+    // One message whatever the reason: telling a name that does not resolve from
+    // one that resolves to a private address would map the operator's network.
     outbound::allowed_addresses(url, allowed)
         .await
-        .map_err(|refused| failed(refused.to_string()))
+        .map_err(|refused| {
+            tracing::debug!(url = %url, reason = %refused, "avatar host refused");
+            failed("the remote image's host cannot be reached")
+        })
 }
 
 /// What a fetch brought: the URL it ended at (after redirects) and its bytes.

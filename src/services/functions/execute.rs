@@ -68,6 +68,7 @@ impl Identity {
                         user: session.user.clone(),
                         memberships: session.memberships.clone(),
                         by_jwt: true,
+                        jwt_expires_at: None,
                     })
                 };
                 Arc::new(Identity {

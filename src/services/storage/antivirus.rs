@@ -1,9 +1,10 @@
 //! Virus scanning with a ClamAV daemon (`NIMBUS_CLAMD=host:port`) through its
 //! `INSTREAM` command: the stored file's original bytes are streamed to clamd in
-//! length-prefixed chunks and its verdict decides whether the file is kept. Files
-//! up to `NIMBUS_ANTIVIRUS_MAX_BYTES` (Appwrite's 20 MB) are scanned, larger ones
-//! kept unscanned: clamd's own `StreamMaxLength` must allow that size (a refusal
-//! counts as a failed scan, and the upload is refused). At most
+//! length-prefixed chunks and its verdict decides whether the file is kept. Every
+//! size is scanned unless `NIMBUS_ANTIVIRUS_MAX_BYTES` says otherwise (larger files
+//! are then kept unscanned, as Appwrite keeps those over 20 MB): clamd's own
+//! `StreamMaxLength` must allow what is scanned (a refusal counts as a failed
+//! scan, and the upload is refused). At most
 //! [`CONCURRENT_SCANS`] scans run at once, so a client finishing many uploads
 //! cannot take every one of clamd's threads from everyone else's.
 
@@ -39,7 +40,7 @@ pub enum Verdict {
 pub async fn check(state: &AppState, address: &str, key: &Key, written: &Written) -> AppResult<()> {
     let most = state.config.antivirus_max_bytes;
     if most > 0 && written.size > most {
-        tracing::info!(key = %key.as_str(), size = written.size, "file kept unscanned: over NIMBUS_ANTIVIRUS_MAX_BYTES");
+        tracing::warn!(key = %key.as_str(), size = written.size, "file kept unscanned: over NIMBUS_ANTIVIRUS_MAX_BYTES");
         return Ok(());
     }
     let unavailable = |detail: String| {

@@ -803,6 +803,13 @@ fn delete_bucket() -> Field {
     .argument(DeleteBucketInput::argument())
 }
 
+/// The address of the request's client, as rate limits key guests.
+fn client_ip(ctx: &async_graphql::dynamic::ResolverContext<'_>) -> String {
+    ctx.data::<crate::services::users::service::ClientInfo>()
+        .map(|client| client.ip.clone())
+        .unwrap_or_default()
+}
+
 fn create_file() -> Field {
     Field::new("createFile", TypeRef::named("File"), |ctx| {
         FieldFuture::new(async move {
@@ -815,7 +822,11 @@ fn create_file() -> Field {
                 name: given.name.unwrap_or_else(|| upload.filename.clone()),
                 permissions: given.permissions,
             };
-            let file = service::create_file(state, &ScopedAccess::of(caller(&ctx)?)?, new, upload.content, spooled.as_ref()).await?;
+            let access = ScopedAccess::of(caller(&ctx)?)?;
+            // Counted where a file is made, however the request names it
+            // (aliases, fragments, one part for many paths).
+            service::count_upload(state, &access, &client_ip(&ctx)).await?;
+            let file = service::create_file(state, &access, new, upload.content, spooled.as_ref()).await?;
             Ok(file.map(|file| FieldValue::value(file_value(state, &file))))
         })
     })
@@ -835,8 +846,7 @@ fn create_file_upload() -> Field {
                 permissions: given.permissions,
             };
             let access = ScopedAccess::of(caller(&ctx)?)?;
-            let client = ctx.data::<crate::services::users::service::ClientInfo>().map(|c| c.ip.clone()).unwrap_or_default();
-            service::count_upload(state, &access, &client).await?;
+            service::count_upload(state, &access, &client_ip(&ctx)).await?;
             let file = upload::start(state, &access, new, given.size).await?;
             Ok(Some(FieldValue::value(file_value(state, &file))))
         })
@@ -892,12 +902,18 @@ fn create_file_token() -> Field {
                 },
                 _ => tokens::Minter::Guest,
             };
+            // A JWT lends no longer than it lives itself.
+            let jwt_ends = match &caller.credential {
+                Credential::Session(me) => me.jwt_expires_at,
+                _ => None,
+            };
+            let expires_at = (crate::db::now_millis() + lifetime * 1000).min(jwt_ends.unwrap_or(i64::MAX));
             let grant = tokens::Grant {
                 project_id: file.project_id.clone(),
                 bucket_id: file.bucket_id.clone(),
                 file_id: file.id.clone(),
                 file_created_at: file.created_at,
-                expires_at: crate::db::now_millis() + lifetime * 1000,
+                expires_at,
                 minted_by,
             };
             let token = tokens::mint(&state.secret, &grant);

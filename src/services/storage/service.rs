@@ -541,14 +541,10 @@ pub fn check_new_name(bucket: &Bucket, name: &str) -> AppResult<String> {
     Ok(name)
 }
 
-/// Checks, before a file's bytes arrive, that the caller may create a file in
-/// `bucket_id`, named `name` when the name is already known. Answers the bucket,
-/// whose `maximum_file_size` bounds what may be received.
-/// Counts one upload started by `access`'s client against
-/// `NIMBUS_UPLOADS_PER_MINUTE`, before anything of it is read: a signed-in user
-/// by their id, a guest by their address (`client_ip`); keys are servers, and
-/// not counted. Without a bound, one client could fill the disk every project
-/// shares, a file at a time.
+/// Counts one file a client makes (in one request or resumable) against
+/// `NIMBUS_UPLOADS_PER_MINUTE`: a signed-in user by their id, a guest by their
+/// address (`client_ip`); keys are servers, and not counted. Without a bound,
+/// one client could fill the disk every project shares, a file at a time.
 pub async fn count_upload<S: crate::auth::scopes::ScopeMarker>(
     state: &AppState,
     access: &ScopedAccess<S>,
@@ -570,6 +566,9 @@ pub async fn count_upload<S: crate::auth::scopes::ScopeMarker>(
         .await
 }
 
+/// Checks, before a file's bytes arrive, that the caller may create a file in
+/// `bucket_id`, named `name` when the name is already known. Answers the bucket,
+/// whose `maximum_file_size` bounds what may be received.
 pub async fn authorise_upload(
     state: &AppState,
     access: &ScopedAccess<FilesWrite>,

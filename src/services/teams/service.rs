@@ -207,14 +207,21 @@ pub async fn create_team(
         created_at: now,
         updated_at: now,
     };
-    if let Actor::User(me) = actor {
+    // Each id stays claimed for good: creating and deleting teams in a loop would
+    // grow the database without end (`NIMBUS_TEAMS_PER_USER_PER_HOUR`).
+    let per_hour = state.config.teams_per_user_per_hour;
+    if let Actor::User(me) = actor
+        && per_hour > 0
+    {
         state
             .rate_limiter
             .hit(
                 &format!("team-create:{}:{}", team.project_id, me.user.id),
-                TEAMS_PER_USER,
+                Limit::per_hour(per_hour),
             )
             .await?;
+    }
+    if let Actor::User(me) = actor {
         room_for_one_more_team(state.db.pool(), state, &team.project_id, &me.user.id).await?;
     }
     let mut tx = state.db.pool().begin().await?;
@@ -475,12 +482,7 @@ pub struct NewMembership {
 
 /// How long the invitation routes may be hit per team and hour.
 const INVITE_LIMIT: Limit = Limit::per_hour(50);
-/// Invitations one user may make per hour, in all their teams, mailed or not: each
-/// tells whether a user id exists, and names its user.
-const INVITES_PER_USER: Limit = Limit::per_hour(100);
-/// Teams one user may create per hour: each id stays claimed for good, so creating
-/// and deleting teams in a loop would grow the database without end.
-const TEAMS_PER_USER: Limit = Limit::per_hour(60);
+
 /// Invitations mailed to one address per hour, from all teams of a project: the
 /// same bound as every other email to one recipient.
 const INVITE_RECIPIENT_LIMIT: Limit = Limit::per_hour(10);
@@ -805,16 +807,21 @@ async fn count_team_invitation(state: &AppState, team: &Team) -> AppResult<()> {
         .await
 }
 
-/// Counts an invitation a user makes, in any of their teams.
+/// Counts an invitation a user makes, in any of their teams, mailed or not: each
+/// tells whether a user id exists (`NIMBUS_INVITES_PER_USER_PER_HOUR`).
 async fn count_user_invitation(
     state: &AppState,
     user: &crate::auth::principal::User,
 ) -> AppResult<()> {
+    let per_hour = state.config.invites_per_user_per_hour;
+    if per_hour == 0 {
+        return Ok(());
+    }
     state
         .rate_limiter
         .hit(
             &format!("invite-by:{}:{}", user.project_id, user.id),
-            INVITES_PER_USER,
+            Limit::per_hour(per_hour),
         )
         .await
 }

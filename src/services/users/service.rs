@@ -1703,6 +1703,7 @@ async fn load_resolved(state: &AppState, session: Session) -> AppResult<Resolved
         user,
         memberships,
         by_jwt: false,
+        jwt_expires_at: None,
     })
 }
 
@@ -1845,6 +1846,7 @@ pub async fn resolve_jwt(
     resolved.by_jwt = true;
     check_usable(&resolved)?;
     let expires_at = i64::try_from(claims.expires_at.saturating_mul(1000)).unwrap_or(i64::MAX);
+    resolved.jwt_expires_at = Some(expires_at);
     Ok((Arc::new(resolved), expires_at))
 }
 
@@ -1882,6 +1884,7 @@ pub async fn reload_session(
     let mut resolved = load_resolved(state, row.to_session()).await?;
     // A JWT's limits outlive a reload of the session it was minted from.
     resolved.by_jwt = current.by_jwt;
+    resolved.jwt_expires_at = current.jwt_expires_at;
     check_usable(&resolved)?;
     Ok(Arc::new(resolved))
 }
