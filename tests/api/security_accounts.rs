@@ -1275,3 +1275,42 @@ async fn an_emailed_sign_in_for_a_blocked_account_answers_like_any_other() {
     assert!(smtp.messages_to("shut@example.com").is_empty());
     app.shutdown().await;
 }
+
+/// Guesses at one account from many networks close it to strangers (its own limit,
+/// a hundred an hour), but not to the network its owner signs in from.
+#[tokio::test]
+async fn password_guesses_from_many_networks_do_not_lock_the_owner_out_at_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.trusted_proxies = "127.0.0.1".parse().unwrap();
+    let app = spawn_with(config, dir).await;
+    sign_up(&app, "uma@example.com").await;
+    let query = "mutation($p: String!) { createEmailPasswordSession(input: {email: \"uma@example.com\", password: $p}) { secret } }";
+    let from = |address: String, password: String| {
+        let app = &app;
+        async move {
+            app.post(
+                json!({"query": query, "variables": {"p": password}}),
+                &[("x-forwarded-for", &address)],
+            )
+            .await
+        }
+    };
+    let home = "198.51.100.7".to_string();
+    from(home.clone(), PASSWORD.into()).await.ok();
+    // The owner's sign-in and 99 guesses from ten networks: the account's hundred.
+    for guess in 0..99 {
+        let network = guess / 10;
+        let answer = from(format!("203.0.113.{network}"), format!("wrong-{guess}")).await;
+        assert_eq!(answer.code(), "INVALID_CREDENTIALS", "guess {guess}");
+    }
+    let stranger = from("192.0.2.50".into(), PASSWORD.into()).await;
+    assert_eq!(
+        stranger.code(),
+        "RATE_LIMITED",
+        "the account is closed to strangers"
+    );
+    let owner = from(home, PASSWORD.into()).await;
+    assert_eq!(owner.code(), "<none>", "{:#}", owner.body);
+    app.shutdown().await;
+}

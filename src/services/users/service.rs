@@ -1491,12 +1491,21 @@ pub async fn sign_in_with_password(
             SIGN_IN_LIMIT,
         )
         .await?;
-    limiter
+    let account_limit = limiter
         .hit(
             &format!("signin-account:{project_id}:{email}"),
             SIGN_IN_PER_ACCOUNT,
         )
-        .await?;
+        .await;
+    if let Err(refused) = account_limit {
+        // Guesses spread over many addresses close the account to strangers, not
+        // to where its owner signs in: an address one of the user's sessions was
+        // opened from keeps its own limits (the two above), so a crowd guessing a
+        // user's password does not lock the user out at home.
+        if !owner_signs_in_from(state, project_id, &email, &from).await? {
+            return Err(refused);
+        }
+    }
     if password.len() > passwords::MAX_PASSWORD_BYTES {
         return Err(invalid());
     }
@@ -1524,6 +1533,23 @@ pub async fn sign_in_with_password(
         store::rehash_password(state.db.pool(), project_id, &user.id, &stored, &rehashed).await?;
     }
     create_session(state, &user, "email", client).await
+}
+
+/// Whether a session of the user with `email` was opened from the client `from`
+/// (as [`client_key`] names it): their own device's network.
+async fn owner_signs_in_from(
+    state: &AppState,
+    project_id: &str,
+    email: &str,
+    from: &str,
+) -> AppResult<bool> {
+    let Some(row) = store::find_user_by_email(state.db.pool(), project_id, email).await? else {
+        return Ok(false);
+    };
+    let sessions = sessions_of(state, project_id, &row.to_user().id).await?;
+    Ok(sessions
+        .iter()
+        .any(|session| client_key(&session.ip) == from))
 }
 
 /// `createAnonymousSession`: a user with no email or password, signed in.
