@@ -42,6 +42,29 @@ async fn users(app: &TestApp) -> Value {
     app.admin(USERS, json!({})).await.ok()["users"].clone()
 }
 
+/// `owner` invites `email` to `team` by mail: the membership, and the secret of
+/// the link mailed.
+async fn invite_by_mail(
+    app: &TestApp,
+    smtp: &TestSmtp,
+    owner: &str,
+    team: &str,
+    email: &str,
+    role: &str,
+) -> (Value, String) {
+    let invited = app
+        .as_session(owner, INVITE, invitation(team, email, role))
+        .await
+        .ok()["createMembership"]
+        .clone();
+    let secret = smtp
+        .wait_for_message_to(email, WAIT)
+        .await
+        .link_param("secret")
+        .unwrap();
+    (invited, secret)
+}
+
 async fn accept_link(app: &TestApp, team: &str, membership: &Value, secret: &str) -> Answer {
     app.post(
         json!({"query": ACCEPT_LINK, "variables": {"t": team, "m": membership, "s": secret}}),
@@ -330,26 +353,21 @@ async fn a_pending_email_invitation_is_renewed_deleted_and_announced_like_any_me
     app.shutdown().await;
 }
 
-/// The next realtime event about a membership, within [`WAIT`].
 #[tokio::test]
 async fn an_invitation_link_used_while_signed_in_as_someone_else_is_refused() {
     let smtp = TestSmtp::start().await;
     let app = app_with_smtp(smtp.url.clone()).await;
     // Mallory invites a mailbox of hers and hands the link to Alice, signed in.
     let mallory = owner_of(&app, "mallory@example.com", "trap").await;
-    let invited = app
-        .as_session(
-            &mallory,
-            INVITE,
-            invitation("trap", "mallory-2@example.com", "member"),
-        )
-        .await
-        .ok()["createMembership"]
-        .clone();
-    let mail = smtp
-        .wait_for_message_to("mallory-2@example.com", WAIT)
-        .await;
-    let secret = mail.link_param("secret").unwrap();
+    let (invited, secret) = invite_by_mail(
+        &app,
+        &smtp,
+        &mallory,
+        "trap",
+        "mallory-2@example.com",
+        "member",
+    )
+    .await;
     let alice = app.signed_in("alice@example.com").await;
     let variables = json!({"t": "trap", "m": invited["id"], "s": secret});
     let refused = app.as_session(&alice, ACCEPT_LINK, variables.clone()).await;
@@ -375,6 +393,7 @@ async fn an_invitation_link_used_while_signed_in_as_someone_else_is_refused() {
     app.shutdown().await;
 }
 
+/// The next realtime event about a membership, within [`WAIT`].
 async fn next_membership_event(ws: &mut WsClient) -> Value {
     loop {
         let message = tokio::time::timeout(WAIT, ws.next_json())
@@ -397,20 +416,8 @@ async fn only_a_verified_address_or_the_link_accepts_an_invitation_by_email() {
     let smtp = TestSmtp::start().await;
     let app = app_with_smtp(smtp.url.clone()).await;
     let owner = owner_of(&app, "olga@example.com", "band").await;
-    let invited = app
-        .as_session(
-            &owner,
-            INVITE,
-            invitation("band", "vic@example.com", "drums"),
-        )
-        .await
-        .ok()["createMembership"]
-        .clone();
-    let secret = smtp
-        .wait_for_message_to("vic@example.com", WAIT)
-        .await
-        .link_param("secret")
-        .unwrap();
+    let (invited, secret) =
+        invite_by_mail(&app, &smtp, &owner, "band", "vic@example.com", "drums").await;
 
     // Someone registers the invited address without holding the mailbox: signed
     // in, they cannot accept, and inviting the address again does not link them.
