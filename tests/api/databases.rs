@@ -496,6 +496,28 @@ async fn the_generic_api_takes_appwrite_queries() {
     ])
     .await;
     assert_eq!(since.len(), 3, "{since:?}");
+    // A time zone's name reads the time as that zone's, as Appwrite's fixtures
+    // write them (1975-06-12 14:12:55 in New York is 18:12:55 UTC).
+    let zoned = ids_and_data(vec![
+        r#"{"method":"greaterThan","attribute":"$createdAt","values":["1975-06-12 14:12:55 America/New_York"]}"#,
+        by_id,
+    ])
+    .await;
+    assert_eq!(zoned.len(), 3, "{zoned:?}");
+    let unknown_zone = app
+        .as_key(
+            &key,
+            "default",
+            "query($q: [String!]) { documents(databaseId: \"blog\", collectionId: \"posts\", queries: $q) { total } }",
+            json!({"q": [r#"{"method":"greaterThan","attribute":"$createdAt","values":["1975-06-12 14:12:55 Mars/Olympus"]}"#]}),
+        )
+        .await;
+    assert_eq!(
+        unknown_zone.code(),
+        "FILTER_INVALID",
+        "{:#}",
+        unknown_zone.body
+    );
     // `select` keeps the attributes it names; `*` keeps them all, system names none.
     let selected = ids_and_data(vec![
         r#"{"method":"select","values":["views","$id"]}"#,
@@ -558,6 +580,14 @@ async fn the_generic_api_takes_appwrite_queries() {
         .ok();
     assert_eq!(updated["updateDocument"]["data"]["title"], "new");
     assert_eq!(updated["updateDocument"]["data"]["views"], 10);
+    let zoned = app
+        .as_key(&key, "default", "mutation { updateDocument(input: {databaseId: \"blog\", collectionId: \"posts\", id: \"b\", data: {publishedAt: \"1975-06-12 14:12:55 America/New_York\"}}) { data } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(
+        zoned["updateDocument"]["data"]["publishedAt"],
+        "1975-06-12T18:12:55.000Z"
+    );
     app.shutdown().await;
 }
 

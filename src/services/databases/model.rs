@@ -36,12 +36,34 @@ pub use crate::graphql::types::{
 /// Milliseconds of a date-time a document holds or a filter compares with: RFC
 /// 3339, or, as Appwrite takes them, a date alone (`2024-05-01`) or a date and
 /// time without an offset (`2024-05-01 14:00:00`, `2024-05-01T14:00:00.5`), both
-/// read as UTC. Years 0000 to 9999.
+/// read as UTC, or either followed by a time zone's IANA name
+/// (`1975-06-12 14:12:55 America/New_York`), read as that zone's local time (one
+/// that a change of clocks skips is refused; one it repeats is the earlier).
+/// Years 0000 to 9999.
 pub fn document_datetime_to_millis(input: &str) -> Option<i64> {
     if let Some(millis) = rfc3339_to_millis(input) {
         return Some(millis);
     }
-    let naive = [
+    let millis = match naive_datetime(input) {
+        Some(naive) => naive.and_utc().timestamp_millis(),
+        None => {
+            use chrono::TimeZone as _;
+            let (local, zone) = input.rsplit_once(' ')?;
+            let zone: chrono_tz::Tz = zone.parse().ok()?;
+            let local = naive_datetime(local)?;
+            zone.from_local_datetime(&local)
+                .earliest()?
+                .timestamp_millis()
+        }
+    };
+    (MIN_DATETIME_MS..=MAX_DATETIME_MS)
+        .contains(&millis)
+        .then_some(millis)
+}
+
+/// A date and time without an offset, or a date alone (its midnight).
+fn naive_datetime(input: &str) -> Option<chrono::NaiveDateTime> {
+    [
         "%Y-%m-%dT%H:%M:%S%.f",
         "%Y-%m-%d %H:%M:%S%.f",
         "%Y-%m-%dT%H:%M",
@@ -53,11 +75,7 @@ pub fn document_datetime_to_millis(input: &str) -> Option<i64> {
         chrono::NaiveDate::parse_from_str(input, "%Y-%m-%d")
             .ok()
             .and_then(|date| date.and_hms_opt(0, 0, 0))
-    })?;
-    let millis = naive.and_utc().timestamp_millis();
-    (MIN_DATETIME_MS..=MAX_DATETIME_MS)
-        .contains(&millis)
-        .then_some(millis)
+    })
 }
 
 /// Longest attribute or index key. The brief's pattern allows 64 characters, but
@@ -1453,6 +1471,38 @@ mod tests {
         match a.to_sql_value(&v) {
             Ok(_) => "OK",
             Err(e) => e.code(),
+        }
+    }
+
+    #[test]
+    fn date_times_take_appwrites_forms_a_named_time_zone_included() {
+        let at = |text: &str| document_datetime_to_millis(text).and_then(millis_to_rfc3339);
+        // Appwrite's own fixture: 14:12:55 in New York in June is 18:12:55 UTC.
+        assert_eq!(
+            at("1975-06-12 14:12:55 America/New_York").as_deref(),
+            Some("1975-06-12T18:12:55.000Z")
+        );
+        assert_eq!(
+            at("2024-01-15 09:30:00 Europe/Berlin").as_deref(),
+            Some("2024-01-15T08:30:00.000Z")
+        );
+        assert_eq!(
+            at("2024-05-01 UTC").as_deref(),
+            Some("2024-05-01T00:00:00.000Z")
+        );
+        assert_eq!(
+            at("2024-05-01 14:00:00").as_deref(),
+            Some("2024-05-01T14:00:00.000Z")
+        );
+        // A time the clocks skip, an unknown zone, and junk are refused.
+        for refused in [
+            "2024-03-31 02:30:00 Europe/Berlin",
+            "2024-05-01 14:00:00 Mars/Olympus",
+            "2024-05-01 14:00:00 America/New_York extra",
+            "America/New_York",
+            "",
+        ] {
+            assert_eq!(at(refused), None, "{refused}");
         }
     }
 
