@@ -110,6 +110,7 @@ codes! {
     JWT_EXPIRED: 401 => "the JWT outlived its 15 minutes; ask for a new one";
     AUTH_METHOD_DISABLED: 403 => "the project turned this sign-in method off";
     SESSION_ALREADY_EXISTS: 409 => "the caller is signed in already; sign out before signing in again";
+    EMAIL_ALREADY_VERIFIED: 409 => "the account's email is verified already: no verification is sent";
     MFA_REQUIRED: 401 => "the session must pass its second factor first";
     INVALID_MFA_CODE: 400 => "the TOTP or recovery code is wrong or already used";
     AUTHENTICATOR_ALREADY_EXISTS: 409 => "the account already has a verified authenticator";

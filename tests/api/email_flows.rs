@@ -89,6 +89,16 @@ async fn email_verification_arrives_by_mail_and_works_once() {
     )
     .await;
     assert_eq!(elsewhere.code(), "INVALID_REDIRECT_URL");
+    // A verified address is not mailed again, as Appwrite answers.
+    let again = run(
+        &app,
+        "mutation { createVerification(input: {url: \"http://localhost/verify\"}) { userId } }",
+        json!({}),
+        Some(&session),
+    )
+    .await;
+    assert_eq!(again.code(), "EMAIL_ALREADY_VERIFIED", "{:#}", again.body);
+    assert_eq!(smtp.messages_to("nora@example.com").len(), 1);
     app.shutdown().await;
 }
 

@@ -146,7 +146,7 @@ fn create_verification() -> Field {
             Ok(Some(token_value(caller, &token)))
         })
     })
-    .description("Emails the signed-in user a link that verifies their email (valid 7 days).")
+    .description("Emails the signed-in user a link that verifies their email (valid 7 days); `EMAIL_ALREADY_VERIFIED` once it is verified.")
     .argument(CreateVerificationInput::argument())
 }
 

@@ -319,6 +319,14 @@ pub async fn create_verification(
     let policy = policy(state, &user.project_id).await?;
     let secret = secrets::random_token();
     let link = link(&policy, url, &user.id, &secret)?;
+    // As Appwrite answers it: a verified address is not mailed again.
+    if user.email_verified {
+        return Err(AppError::Invalid {
+            code: codes::EMAIL_ALREADY_VERIFIED,
+            field: "email".into(),
+            reason: "the account's email is verified already".into(),
+        });
+    }
     let content = templates::verification(&project_name(state, &user.project_id).await?, &link);
     issue_and_mail(
         state,
