@@ -345,7 +345,7 @@ fn realtime() -> SubscriptionField {
                 .map(|v| v.string().map(str::to_string))
                 .collect::<Result<_, _>>()?;
             check_channels(&channels)?;
-            let with_action: Vec<(String, &'static str)> = channels
+            let mut with_action: Vec<(String, &'static str)> = channels
                 .iter()
                 .filter_map(|channel| {
                     let (before, last) = channel.rsplit_once('.')?;
@@ -355,6 +355,9 @@ fn realtime() -> SubscriptionField {
                     Some((before.to_string(), *action))
                 })
                 .collect();
+            // Each is compared with every event: once is enough.
+            with_action.sort_unstable();
+            with_action.dedup();
             let after = resume::after_argument(&ctx, &caller.project.id)?;
             let cursors = state.cursors.clone();
             let (patterns, mut names): (Vec<String>, Vec<String>) =
