@@ -907,6 +907,25 @@ async fn pages_nested_in_pages_are_refused_before_they_run() {
     );
     let counted = app.admin("{ posts { totalCount } }", json!({})).await.ok();
     assert_eq!(counted["posts"]["totalCount"], 0, "nothing was written");
+
+    // The generic API's `select` keeps a relationship's key like an attribute's.
+    app.admin(
+        "mutation { createAuthor(input: {id: \"ann\", name: \"Ann\"}) { id } createPost(input: {id: \"p\", title: \"T\", author: \"ann\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let selected = app
+        .admin(
+            "query($q: [String!]) { documents(databaseId: \"blog\", collectionId: \"posts\", queries: $q) { documents { data } } }",
+            json!({"q": [r#"{"method":"select","values":["title","author"]}"#]}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        selected["documents"]["documents"][0]["data"],
+        json!({"title": "T", "author": "ann"})
+    );
     app.shutdown().await;
 }
 

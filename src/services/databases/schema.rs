@@ -1565,12 +1565,12 @@ fn kept_attributes(
     let mut kept = Vec::with_capacity(select.len());
     for name in select.iter().filter(|name| !name.starts_with('$')) {
         let key = name.split_once('.').map_or(name.as_str(), |(key, _)| key);
-        if collection.attribute(key).is_none() {
+        if !collection.has_key(key) {
             return Err(AppError::Invalid {
                 code: codes::QUERY_INVALID,
                 field: "queries".into(),
                 reason: format!(
-                    "select names {}, which is not an attribute of the collection",
+                    "select names {}, which is not an attribute or relationship of the collection",
                     super::model::shown(name)
                 ),
             });
