@@ -249,7 +249,7 @@ codes! {
     FUNCTION_ALREADY_EXISTS: 409 => "a function has that id already";
     FUNCTION_DISABLED: 403 => "the function is disabled: it runs for no one";
     INVALID_FUNCTION_EVENTS: 400 => "more than 100 event patterns, or one that names no Appwrite event";
-    INVALID_SCHEDULE: 400 => "a schedule that is not a CRON expression of 5 (or 6, seconds first) fields";
+    INVALID_SCHEDULE: 400 => "a schedule that is not a CRON expression of 5 fields (or 6, seconds first) or a shorthand such as `@daily`";
     VARIABLE_NOT_FOUND: 404 => "the function has no variable with that key";
     VARIABLE_ALREADY_EXISTS: 409 => "the function has a variable with that key already";
     INVALID_VARIABLE: 400 => "a variable key that is not 1-128 of `A-Za-z0-9_`, or a value (or all values together) over the size limit";

@@ -248,12 +248,24 @@ impl Jobs {
 }
 
 /// The next tick of `cron` after `after` (milliseconds), or why the expression is
-/// not one. Five fields are read as standard CRON (minute first).
+/// not one. Five fields are read as standard CRON (minute first), six with
+/// seconds first; days of the week count as crontab counts them (0 or 7 is
+/// Sunday, 1 Monday), and `@hourly`, `@daily` (`@midnight`), `@weekly`,
+/// `@monthly` and `@yearly` (`@annually`) stand for their schedules.
 pub fn next_tick(cron: &str, after: i64) -> anyhow::Result<i64> {
-    let fields = cron.split_whitespace().count();
-    let expression = match fields {
-        5 => format!("0 {cron}"),
-        6 => cron.to_string(),
+    let fields: Vec<&str> = cron.split_whitespace().collect();
+    let expression = match fields.as_slice() {
+        ["@midnight"] => "@daily".to_string(),
+        ["@annually"] => "@yearly".to_string(),
+        [shorthand] if shorthand.starts_with('@') => shorthand.to_string(),
+        [minute, hour, day, month, weekday] => format!(
+            "0 {minute} {hour} {day} {month} {}",
+            crate_weekdays(weekday)?
+        ),
+        [second, minute, hour, day, month, weekday] => format!(
+            "{second} {minute} {hour} {day} {month} {}",
+            crate_weekdays(weekday)?
+        ),
         _ => anyhow::bail!("a CRON expression has 5 fields (or 6, seconds first)"),
     };
     let schedule = cron::Schedule::from_str(&expression)
@@ -265,6 +277,55 @@ pub fn next_tick(cron: &str, after: i64) -> anyhow::Result<i64> {
         .next()
         .map(|at| at.timestamp_millis())
         .ok_or_else(|| anyhow::anyhow!("the CRON expression never fires"))
+}
+
+/// A crontab day-of-week field (0–7, Sunday both 0 and 7) as the `cron` crate
+/// reads it (1–7 from Sunday): numeric items become the list of days they name,
+/// so that `1-5` keeps meaning Monday to Friday; names and `*` mean the same in
+/// both and pass as they are.
+fn crate_weekdays(field: &str) -> anyhow::Result<String> {
+    if field == "*" || field == "?" || field.bytes().any(|b| b.is_ascii_alphabetic()) {
+        return Ok(field.to_string());
+    }
+    let day = |text: &str| -> anyhow::Result<u8> {
+        match text.parse::<u8>() {
+            Ok(day) if day <= 7 => Ok(day),
+            _ => anyhow::bail!("a day of the week is 0 to 7 (0 and 7 are Sunday), not `{text}`"),
+        }
+    };
+    let mut days = [false; 7];
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((range, step)) => match step.parse::<u8>() {
+                Ok(step) if step > 0 => (range, step),
+                _ => anyhow::bail!("a step of days of the week is a positive number, not `{step}`"),
+            },
+            None => (item, 1),
+        };
+        let (first, last) = match range.split_once('-') {
+            _ if range == "*" => (0, 6),
+            Some((first, last)) => (day(first)?, day(last)?),
+            // `n/step` runs from `n` to the end of the week.
+            None if item.contains('/') => (day(range)?, 6),
+            None => {
+                let single = day(range)?;
+                (single, single)
+            }
+        };
+        if first > last {
+            anyhow::bail!("the days of the week `{range}` run backwards");
+        }
+        for weekday in (first..=last).step_by(usize::from(step)) {
+            days[usize::from(weekday % 7)] = true;
+        }
+    }
+    Ok(days
+        .iter()
+        .enumerate()
+        .filter(|(_, on)| **on)
+        .map(|(sunday_first, _)| (sunday_first + 1).to_string())
+        .collect::<Vec<_>>()
+        .join(","))
 }
 
 /// How many projects a replica remembers serving, for taking turns among them.
@@ -590,5 +651,59 @@ mod tests {
         assert_eq!(next - at, 10_000);
         assert!(next_tick("every minute", at).is_err());
         assert!(next_tick("61 * * * *", at).is_err());
+    }
+
+    fn next_at(cron: &str, after: &str) -> String {
+        let after = chrono::DateTime::parse_from_rfc3339(after)
+            .unwrap()
+            .timestamp_millis();
+        let next = next_tick(cron, after).unwrap_or_else(|err| panic!("{cron}: {err}"));
+        chrono::DateTime::from_timestamp_millis(next)
+            .unwrap()
+            .to_rfc3339()
+    }
+
+    #[test]
+    fn days_of_the_week_count_as_crontab_counts_them() {
+        // 2026-01-02 is a Friday.
+        let friday = "2026-01-02T10:00:00Z";
+        assert_eq!(next_at("0 9 * * 1-5", friday), "2026-01-05T09:00:00+00:00");
+        assert_eq!(
+            next_at("0 9 * * MON-FRI", friday),
+            "2026-01-05T09:00:00+00:00"
+        );
+        assert_eq!(next_at("0 0 * * 0", friday), "2026-01-04T00:00:00+00:00");
+        assert_eq!(next_at("0 0 * * 7", friday), "2026-01-04T00:00:00+00:00");
+        assert_eq!(next_at("0 0 * * 6", friday), "2026-01-03T00:00:00+00:00");
+        assert_eq!(next_at("0 0 * * 5-7", friday), "2026-01-03T00:00:00+00:00");
+        assert_eq!(next_at("0 0 * * 1,3", friday), "2026-01-05T00:00:00+00:00");
+        assert_eq!(
+            next_at("0 0 * * 1-5/2", "2026-01-05T10:00:00Z"),
+            "2026-01-07T00:00:00+00:00"
+        );
+        assert_eq!(next_at("0 0 * * */3", friday), "2026-01-03T00:00:00+00:00");
+        assert_eq!(next_at("0 0 0 * * 1", friday), "2026-01-05T00:00:00+00:00");
+        for bad in [
+            "0 0 * * 8",
+            "0 0 * * 5-1",
+            "0 0 * * 1/0",
+            "0 0 * * -1",
+            "0 0 * * 1,",
+        ] {
+            assert!(next_tick(bad, 0).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn shorthands_stand_for_their_schedules() {
+        let friday = "2026-01-02T10:00:00Z";
+        assert_eq!(next_at("@hourly", friday), "2026-01-02T11:00:00+00:00");
+        assert_eq!(next_at("@daily", friday), "2026-01-03T00:00:00+00:00");
+        assert_eq!(next_at("@midnight", friday), "2026-01-03T00:00:00+00:00");
+        assert_eq!(next_at("@weekly", friday), "2026-01-04T00:00:00+00:00");
+        assert_eq!(next_at("@monthly", friday), "2026-02-01T00:00:00+00:00");
+        assert_eq!(next_at("@yearly", friday), "2027-01-01T00:00:00+00:00");
+        assert_eq!(next_at("@annually", friday), "2027-01-01T00:00:00+00:00");
+        assert!(next_tick("@often", 0).is_err());
     }
 }

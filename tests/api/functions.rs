@@ -288,6 +288,26 @@ async fn functions_are_created_changed_listed_and_deleted_with_checked_settings(
         )
         .await;
     assert_eq!(bad.code(), "INVALID_SCHEDULE");
+    // crontab's shorthands and day numbers (0 and 7 are Sunday) are schedules.
+    for schedule in ["@daily", "0 9 * * 1-5", "30 6 * * 0,7"] {
+        let taken = app
+            .admin(
+                UPDATE,
+                json!({"input": {"id": "enrich", "schedule": schedule}}),
+            )
+            .await
+            .ok();
+        assert_eq!(taken["updateFunction"]["schedule"], schedule);
+    }
+    for schedule in ["0 9 * * 8", "@sometimes"] {
+        let bad = app
+            .admin(
+                UPDATE,
+                json!({"input": {"id": "enrich", "schedule": schedule}}),
+            )
+            .await;
+        assert_eq!(bad.code(), "INVALID_SCHEDULE", "{schedule}");
+    }
 
     create(
         &app,
