@@ -35,8 +35,9 @@ pub struct ResolvedSession {
     /// credentials, sessions or JWTs.
     pub by_jwt: bool,
     /// When the JWT it was presented as stops working (milliseconds since the
-    /// epoch): what it lends (a signed file URL) ends no later. `None` for the
-    /// session's own secret, and for a delegation held by a running function.
+    /// epoch): what it lends (a signed file URL, a function's execution) ends no
+    /// later. `None` for the session's own secret, and for a delegation a function
+    /// holds from a session's own secret.
     pub jwt_expires_at: Option<i64>,
 }
 

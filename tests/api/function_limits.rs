@@ -649,6 +649,91 @@ async fn an_async_execution_runs_as_the_user_who_started_it_if_they_still_may() 
 }
 
 #[tokio::test]
+async fn an_async_execution_started_with_a_jwt_acts_no_longer_than_the_jwt() {
+    let app = replica_without_jobs().await;
+    let ann = app.signed_in("ann@example.com").await;
+    let ann_id = user_id(&app, &ann).await;
+    let minted = app
+        .as_session(&ann, "mutation { createJWT { jwt expiresAt } }", json!({}))
+        .await
+        .ok();
+    let jwt = minted["createJWT"]["jwt"].as_str().unwrap().to_string();
+    let expires_at =
+        chrono::DateTime::parse_from_rfc3339(minted["createJWT"]["expiresAt"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis();
+    let in_time = later(&app, &jwt).await;
+    let too_late = later(&app, &jwt).await;
+    // The job carries the JWT's end; the second one's job runs past it.
+    let pool = app.server.as_ref().unwrap().state().db.pool().clone();
+    let payloads: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, payload FROM jobs WHERE kind = 'functions.execute'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(payloads.len(), 2);
+    for (job, payload) in payloads {
+        let mut payload: Value = serde_json::from_str(&payload).unwrap();
+        let carried = payload["caller"]["jwtExpiresAt"].as_i64().unwrap();
+        assert!((carried - expires_at).abs() < 1000, "{payload:#}");
+        if payload["executionId"] == too_late.as_str() {
+            payload["caller"]["jwtExpiresAt"] = json!(chrono::Utc::now().timestamp_millis() - 1);
+            sqlx::query("UPDATE jobs SET payload = ? WHERE id = ?")
+                .bind(payload.to_string())
+                .bind(job)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    }
+
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({"X-Nimbus-Key": app.admin_key}))
+        .await
+        .expect("ack");
+    ws.subscribe(
+        "x",
+        "subscription { executionChanged(functionId: \"whoami\") { id status } }",
+    )
+    .await;
+    let runner = replica_with_jobs(&app).await;
+    let mut ended = BTreeSet::new();
+    tokio::time::timeout(WAIT, async {
+        while ended.len() < 2 {
+            let message = ws.next_json().await.expect("an execution event");
+            let execution = message["payload"]["data"]["executionChanged"].clone();
+            if execution["status"] == "COMPLETED" || execution["status"] == "FAILED" {
+                ended.insert(execution["id"].as_str().unwrap().to_string());
+            }
+        }
+    })
+    .await
+    .expect("the two executions end in time");
+    let ended = |id: String| {
+        let app = &app;
+        async move {
+            app.admin(
+                "query($id: ID!) { execution(functionId: \"whoami\", executionId: $id) { status failure responseBody } }",
+                json!({"id": id}),
+            )
+            .await
+            .ok()["execution"]
+                .clone()
+        }
+    };
+    let ran = ended(in_time).await;
+    assert_eq!(ran["status"], "COMPLETED", "{ran:#}");
+    let answer: Value = serde_json::from_str(ran["responseBody"].as_str().unwrap()).unwrap();
+    assert_eq!(answer["me"], ann_id.as_str(), "{answer:#}");
+    let refused = ended(too_late).await;
+    assert_eq!(refused["status"], "FAILED", "{refused:#}");
+    assert_eq!(refused["failure"], "JWT_EXPIRED", "{refused:#}");
+    assert_eq!(refused["responseBody"], "", "{refused:#}");
+    runner.shutdown().await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn deployments_are_rate_limited_per_project_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path()).await;

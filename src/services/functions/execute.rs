@@ -147,16 +147,46 @@ impl Identity {
         if execution.caller.as_deref() != Some(format!("user:{user_id}").as_str()) {
             return Err(AppError::InvalidSession);
         }
+        // Started with a JWT, it acts no longer than the JWT would have.
+        let jwt_expires_at = job
+            .payload
+            .get("caller")
+            .and_then(|c| c.get("jwtExpiresAt"))
+            .and_then(serde_json::Value::as_i64);
         let checked_at = state.sessions.credential_changes();
         let credential = gateway
             .delegated(state, &function.project_id, &user_id, &session_id)
-            .await?;
+            .await
+            .and_then(|credential| within_jwt(credential, jwt_expires_at))?;
         Ok(Identity {
             project_id: function.project_id.clone(),
             credential,
             checked_at,
         })
     }
+}
+
+/// A user's credential lent to an execution, held to the JWT that started it:
+/// `JWT_EXPIRED` once that has passed, else the credential carrying its end.
+fn within_jwt(credential: Credential, jwt_expires_at: Option<i64>) -> AppResult<Credential> {
+    let Some(jwt_expires_at) = jwt_expires_at else {
+        return Ok(credential);
+    };
+    if jwt_expires_at <= crate::db::now_millis() {
+        return Err(AppError::JwtExpired);
+    }
+    Ok(match credential {
+        Credential::Session(resolved) => {
+            Credential::Session(Arc::new(crate::auth::session_cache::ResolvedSession {
+                session: resolved.session.clone(),
+                user: resolved.user.clone(),
+                memberships: resolved.memberships.clone(),
+                by_jwt: true,
+                jwt_expires_at: Some(jwt_expires_at),
+            }))
+        }
+        other => other,
+    })
 }
 
 /// What a guest reaches outside the sandbox during one execution.
@@ -221,7 +251,9 @@ impl ReachCheck {
 struct SessionWatch {
     user_id: String,
     session_id: String,
+    /// When the session ends, or the JWT that lent it, whichever comes first.
     expires_at: i64,
+    jwt_expires_at: Option<i64>,
     changes: crate::auth::session_cache::Wakes,
     seen: crate::auth::session_cache::Wake,
     stale_from_start: bool,
@@ -245,7 +277,11 @@ impl SessionWatch {
         Some(Arc::new(SessionWatch {
             user_id: resolved.user.id.clone(),
             session_id: resolved.session.id.clone(),
-            expires_at: resolved.session.expires_at,
+            expires_at: resolved
+                .session
+                .expires_at
+                .min(resolved.jwt_expires_at.unwrap_or(i64::MAX)),
+            jwt_expires_at: resolved.jwt_expires_at,
             changes,
             seen,
             stale_from_start,
@@ -289,7 +325,7 @@ impl Host for FunctionHost {
                         }
                     }
                     if let Some(session) = session.filter(|session| session.stale()) {
-                        match gateway
+                        let fresh = gateway
                             .delegated(
                                 &state,
                                 &identity.project_id,
@@ -297,7 +333,8 @@ impl Host for FunctionHost {
                                 &session.session_id,
                             )
                             .await
-                        {
+                            .and_then(|fresh| within_jwt(fresh, session.jwt_expires_at));
+                        match fresh {
                             Ok(fresh) => credential = fresh,
                             Err(err) => return refusal(&err),
                         }

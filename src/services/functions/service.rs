@@ -1697,10 +1697,12 @@ pub async fn execute_later(
     );
     // A user's execution runs as that user when its job does: the job names the
     // session (ids, no secret), checked again then.
+    // Started with a JWT, it runs within the JWT's minutes, not the session's.
     let on_behalf = caller.signed_in()?.map(|session| {
         serde_json::json!({
             "userId": session.user.id,
             "sessionId": session.session.id,
+            "jwtExpiresAt": session.jwt_expires_at,
         })
     });
     queue(
