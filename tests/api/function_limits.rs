@@ -667,10 +667,18 @@ async fn an_async_execution_started_with_a_jwt_acts_no_longer_than_the_jwt() {
     // The job carries the JWT's end; the second one's job runs past it.
     let pool = app.server.as_ref().unwrap().state().db.pool().clone();
     let payloads: Vec<(String, String)> =
-        sqlx::query_as("SELECT id, payload FROM jobs WHERE kind = 'functions.execute'")
+        sqlx::query("SELECT id, payload FROM jobs WHERE kind = 'functions.execute'")
             .fetch_all(&pool)
             .await
-            .unwrap();
+            .unwrap()
+            .iter()
+            .map(|row| {
+                (
+                    nimbus::db::columns::text(row, "id").unwrap(),
+                    nimbus::db::columns::text(row, "payload").unwrap(),
+                )
+            })
+            .collect();
     assert_eq!(payloads.len(), 2);
     for (job, payload) in payloads {
         let mut payload: Value = serde_json::from_str(&payload).unwrap();
@@ -729,6 +737,159 @@ async fn an_async_execution_started_with_a_jwt_acts_no_longer_than_the_jwt() {
     assert_eq!(refused["status"], "FAILED", "{refused:#}");
     assert_eq!(refused["failure"], "JWT_EXPIRED", "{refused:#}");
     assert_eq!(refused["responseBody"], "", "{refused:#}");
+    runner.shutdown().await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_scheduled_execution_waits_for_its_time_and_can_be_cancelled_before() {
+    let app = replica_without_jobs().await;
+    let ann = app.signed_in("ann@example.com").await;
+    let ann_id = user_id(&app, &ann).await;
+    let bearer = format!("Bearer {ann}");
+    let schedule = |input: Value| {
+        let bearer = bearer.clone();
+        let app = &app;
+        async move {
+            app.post(
+                json!({"query": "mutation($input: CreateExecutionInput!) { createExecution(input: $input) { id status scheduledAt } }", "variables": {"input": input}}),
+                &[("authorization", &bearer)],
+            )
+            .await
+        }
+    };
+    let in_minutes = |minutes: i64| {
+        (chrono::Utc::now() + chrono::Duration::minutes(minutes))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    // Refused: not in the background, too soon, too far, not a time.
+    for (input, code) in [
+        (
+            json!({"functionId": "whoami", "scheduledAt": in_minutes(5)}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            json!({"functionId": "whoami", "async": true, "scheduledAt": (chrono::Utc::now() + chrono::Duration::seconds(10)).to_rfc3339()}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            json!({"functionId": "whoami", "async": true, "scheduledAt": in_minutes(60 * 24 * 400)}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            json!({"functionId": "whoami", "async": true, "scheduledAt": "tomorrow"}),
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+    ] {
+        let refused = schedule(input.clone()).await;
+        assert_eq!(refused.code(), code, "{input}: {:#}", refused.body);
+    }
+    let at = in_minutes(5);
+    let mut scheduled = Vec::new();
+    for _ in 0..2 {
+        let made = schedule(json!({"functionId": "whoami", "async": true, "scheduledAt": at}))
+            .await
+            .ok()["createExecution"]
+            .clone();
+        assert_eq!(made["status"], "SCHEDULED", "{made:#}");
+        assert_eq!(made["scheduledAt"], at.as_str(), "{made:#}");
+        scheduled.push(made["id"].as_str().unwrap().to_string());
+    }
+    let (kept, cancelled) = (scheduled[0].clone(), scheduled[1].clone());
+    let cancel = app
+        .admin(
+            "mutation($id: ID!) { deleteExecution(input: {functionId: \"whoami\", executionId: $id}) { deletedId } }",
+            json!({"id": cancelled}),
+        )
+        .await
+        .ok();
+    assert_eq!(cancel["deleteExecution"]["deletedId"], cancelled.as_str());
+    // The jobs wait for the time asked; brought forward, they run now.
+    let pool = app.server.as_ref().unwrap().state().db.pool().clone();
+    let due: Vec<(i64,)> =
+        sqlx::query_as("SELECT run_at FROM jobs WHERE kind = 'functions.execute'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let at_millis = chrono::DateTime::parse_from_rfc3339(&at)
+        .unwrap()
+        .timestamp_millis();
+    assert_eq!(due, vec![(at_millis,), (at_millis,)]);
+    sqlx::query("UPDATE jobs SET run_at = ? WHERE kind = 'functions.execute'")
+        .bind(chrono::Utc::now().timestamp_millis())
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({"X-Nimbus-Key": app.admin_key}))
+        .await
+        .expect("ack");
+    ws.subscribe(
+        "x",
+        "subscription { executionChanged(functionId: \"whoami\") { id status } }",
+    )
+    .await;
+    let runner = replica_with_jobs(&app).await;
+    let finished = tokio::time::timeout(WAIT, async {
+        loop {
+            let message = ws.next_json().await.expect("an execution event");
+            let execution = message["payload"]["data"]["executionChanged"].clone();
+            if execution["status"] == "COMPLETED" || execution["status"] == "FAILED" {
+                return execution;
+            }
+        }
+    })
+    .await
+    .expect("the scheduled execution runs in time");
+    assert_eq!(finished["id"], kept.as_str());
+    let record = |id: String| {
+        let app = &app;
+        async move {
+            app.admin(
+                "query($id: ID!) { execution(functionId: \"whoami\", executionId: $id) { status scheduledAt responseBody requestHeaders { name value } } }",
+                json!({"id": id}),
+            )
+            .await
+            .ok()["execution"]
+                .clone()
+        }
+    };
+    let ran = record(kept).await;
+    assert_eq!(ran["status"], "COMPLETED", "{ran:#}");
+    assert_eq!(ran["scheduledAt"], at.as_str(), "{ran:#}");
+    let answer: Value = serde_json::from_str(ran["responseBody"].as_str().unwrap()).unwrap();
+    assert_eq!(answer["me"], ann_id.as_str(), "it ran as Ann: {answer:#}");
+    assert!(
+        ran["requestHeaders"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "x-appwrite-trigger", "value": "schedule"})),
+        "{ran:#}"
+    );
+    // The cancelled one's job found nothing to run, and wrote nothing back.
+    let pending = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM jobs WHERE kind = 'functions.execute' AND status IN ('queued', 'running')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    tokio::time::timeout(WAIT, async {
+        while pending().await > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("both jobs are done in time");
+    let gone = app
+        .admin(
+            "query($id: ID!) { execution(functionId: \"whoami\", executionId: $id) { id } }",
+            json!({"id": cancelled}),
+        )
+        .await;
+    assert_eq!(gone.code(), "EXECUTION_NOT_FOUND", "{:#}", gone.body);
     runner.shutdown().await;
     app.shutdown().await;
 }

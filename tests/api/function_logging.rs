@@ -366,6 +366,7 @@ async fn records_written_together_are_each_kept_only_under_the_function_they_ran
         logs_truncated: false,
         failure: None,
         duration_ms: 1,
+        scheduled_at: None,
         created_at,
         updated_at: created_at,
     };

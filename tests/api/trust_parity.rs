@@ -644,6 +644,7 @@ async fn records_queued_behind_their_response_never_outlive_their_function() {
         logs_truncated: false,
         failure: None,
         duration_ms: 1,
+        scheduled_at: None,
         created_at: created_at - 1,
         updated_at: created_at - 1,
     };

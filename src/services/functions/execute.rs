@@ -822,7 +822,7 @@ impl Handler for ExecuteJobs {
             // Deleted since (with its function, or pruned).
             return Ok(());
         };
-        if execution.status != status::WAITING && execution.status != status::PROCESSING {
+        if !status::is_pending(&execution.status) {
             // Ran already: a job runs at least once.
             return Ok(());
         }

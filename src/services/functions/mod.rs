@@ -162,6 +162,13 @@ pub mod status {
     pub const COMPLETED: &str = "completed";
     /// It threw, hit a limit, or could not run.
     pub const FAILED: &str = "failed";
+    /// Queued as a job that waits for its `scheduled_at`.
+    pub const SCHEDULED: &str = "scheduled";
+
+    /// Whether an execution in `status` has yet to run (a job will run it).
+    pub fn is_pending(status: &str) -> bool {
+        status == WAITING || status == PROCESSING || status == SCHEDULED
+    }
 }
 
 /// One execution, as recorded.
@@ -190,6 +197,9 @@ pub struct Execution {
     /// The failure's stable code (`EXECUTION_CPU_LIMIT`, …), when it failed.
     pub failure: Option<String>,
     pub duration_ms: i64,
+    /// When it was asked to run, if at a set time (`createExecution`'s
+    /// `scheduledAt`).
+    pub scheduled_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }

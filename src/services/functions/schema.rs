@@ -14,7 +14,8 @@ use crate::error::{AppError, AppResult};
 use crate::graphql::SchemaParts;
 use crate::graphql::types::{
     DATETIME, app, caller, connection, connection_types, datetime, deleted_payload_type, input,
-    object, opt_string, page_request, prop, wants_total_count, with_connection_args,
+    object, opt_string, page_request, parse_datetime, prop, wants_total_count,
+    with_connection_args,
 };
 
 use super::service::{self, ExecutionRequest, FunctionChange, NewFunction, Trigger};
@@ -169,6 +170,10 @@ fn execution_fields(execution: &Execution, body: &[u8], logs: bool) -> Value {
         (
             "duration",
             Value::from(execution.duration_ms as f64 / 1000.0),
+        ),
+        (
+            "scheduledAt",
+            execution.scheduled_at.map_or(Value::Null, datetime),
         ),
         ("createdAt", datetime(execution.created_at)),
         ("updatedAt", datetime(execution.updated_at)),
@@ -353,6 +358,8 @@ crate::graphql_input! {
         headers: Option<Vec<ExecutionHeaderInput>>,
         "Run it as a background job and answer at once with status `WAITING`; default false."
         r#async: Option<bool>,
+        "With `async: true`, run it at this time rather than as soon as possible (status `SCHEDULED` until then): at least a minute ahead, at most a year. Scheduled executions count towards the project's waiting ones (`NIMBUS_FUNCTIONS_MAX_WAITING`); `deleteExecution` cancels one before it runs."
+        scheduled_at: Option<String> as "DateTime",
     }
 }
 
@@ -392,6 +399,7 @@ fn register_types(parts: &mut SchemaParts) {
         Enum::new("ExecutionStatus")
             .description("Where an execution stands.")
             .item(EnumItem::new("WAITING").description("Queued to run as a background job."))
+            .item(EnumItem::new("SCHEDULED").description("Queued to run at its `scheduledAt`."))
             .item(EnumItem::new("PROCESSING").description("Running."))
             .item(EnumItem::new("COMPLETED").description("The function answered."))
             .item(
@@ -555,6 +563,7 @@ fn execution_type() -> Object {
         .field(prop("errors", string(), "What it logged as errors (`console.error`, `context.error`), and why it failed. Shown to keys only, as `logs`."))
         .field(prop("failure", TypeRef::named(TypeRef::STRING), "Why it failed, as a stable code: `EXECUTION_THREW`, `EXECUTION_CPU_LIMIT`, `EXECUTION_TIMEOUT`, `EXECUTION_MEMORY_LIMIT`, `EXECUTION_STACK_OVERFLOW`, `EXECUTION_NEVER_SETTLED`, `EXECUTION_RESPONSE_TOO_LARGE`, `EXECUTION_INVALID_RESPONSE`, `EXECUTION_CRASHED`."))
         .field(prop("duration", TypeRef::named_nn(TypeRef::FLOAT), "Seconds it ran, rounded up to the millisecond (a run is never 0)."))
+        .field(prop("scheduledAt", TypeRef::named(DATETIME), "When it was asked to run, for one started with `scheduledAt`."))
         .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When it was started."))
         .field(prop("updatedAt", TypeRef::named_nn(DATETIME), "When it last changed."))
 }
@@ -1002,7 +1011,7 @@ fn delete_execution() -> Field {
             })
         },
     )
-    .description("Deletes the record of an execution that has ended (scope `functions.write`); one still waiting or running is refused (`OPERATION_NOT_ALLOWED`).")
+    .description("Deletes the record of an execution that has ended, or cancels one `SCHEDULED` (scope `functions.write`); one still waiting or running is refused (`OPERATION_NOT_ALLOWED`).")
     .argument(ExecutionRefInput::argument())
 }
 
@@ -1033,6 +1042,11 @@ fn create_execution() -> Field {
                 },
             )?;
             let run_later = given.r#async.unwrap_or(false);
+            let at = given
+                .scheduled_at
+                .as_deref()
+                .map(|at| scheduled_time(at, run_later))
+                .transpose()?;
             if !run_later && ctx.data_opt::<super::InsideFunction>().is_some() {
                 // The calling execution holds a sandbox thread while it waits: chains
                 // of synchronous executions would hold them all, and wait on each other.
@@ -1043,7 +1057,7 @@ fn create_execution() -> Field {
             }
             let value = if run_later {
                 let execution =
-                    service::execute_later(state, caller, &ready.function, Trigger::Graphql, request)
+                    service::execute_later(state, caller, &ready.function, Trigger::Graphql, request, at)
                         .await?;
                 execution_value_for(caller, &execution)
             } else {
@@ -1057,6 +1071,31 @@ fn create_execution() -> Field {
     })
     .description("Runs a function: at once, answering its response, or (`async: true`) as a background job, answering `WAITING` (follow it with `executionChanged` or `execution`). Needs one of the function's execute roles, or a key with `executions.write`; `TOO_MANY_EXECUTIONS` when the server's sandbox queue is full.")
     .argument(CreateExecutionInput::argument())
+}
+
+/// Nearest a scheduled execution may be asked to run (Appwrite's minute).
+const SCHEDULE_AHEAD_MIN_MS: i64 = 60_000;
+/// Farthest ahead a scheduled execution may be asked to run: its record and job
+/// are kept until then.
+const SCHEDULE_AHEAD_MAX_MS: i64 = 366 * 24 * 3_600_000;
+
+/// A `scheduledAt` as the time to run at, if it is one `createExecution` takes.
+fn scheduled_time(at: &str, run_later: bool) -> AppResult<i64> {
+    if !run_later {
+        return Err(AppError::invalid(
+            "scheduledAt",
+            "a scheduled execution runs in the background: set `async: true`",
+        ));
+    }
+    let at = parse_datetime("scheduledAt", at)?;
+    let now = crate::db::now_millis();
+    if at < now + SCHEDULE_AHEAD_MIN_MS || at > now + SCHEDULE_AHEAD_MAX_MS {
+        return Err(AppError::invalid(
+            "scheduledAt",
+            "a scheduled execution runs at least a minute and at most a year from now",
+        ));
+    }
+    Ok(at)
 }
 
 /// `createExecution`s one user, or one guest client address, may start in a

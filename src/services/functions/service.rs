@@ -1447,11 +1447,13 @@ fn new_execution(
     caller: Option<String>,
     trigger: Trigger,
     request: &mut ExecutionRequest,
-    status: &str,
+    initial_status: &str,
 ) -> Execution {
     let now = now_millis();
     let id = ids::generate();
     let appwrite_trigger = match trigger {
+        // Appwrite calls a run at a set time a schedule's, whoever asked for it.
+        _ if initial_status == status::SCHEDULED => "schedule",
         Trigger::Graphql | Trigger::Http => "http",
         Trigger::Schedule => "schedule",
         Trigger::Event => "event",
@@ -1471,7 +1473,7 @@ fn new_execution(
         function_id: function.id.clone(),
         deployment_id: function.deployment_id.clone().unwrap_or_default(),
         trigger: trigger.as_str().into(),
-        status: status.into(),
+        status: initial_status.into(),
         caller,
         request_method: request.method.clone(),
         request_path: request.path.clone(),
@@ -1484,6 +1486,7 @@ fn new_execution(
         logs_truncated: false,
         failure: None,
         duration_ms: 0,
+        scheduled_at: None,
         created_at: now,
         updated_at: now,
     }
@@ -1678,23 +1681,29 @@ async fn write_records(state: &AppState, batch: &mut Vec<super::QueuedRecord>) {
     }
 }
 
-/// Records an execution as `waiting` and queues the job that runs it, in one
-/// transaction.
+/// Records an execution as `waiting` (`scheduled` when it runs `at` a set
+/// time) and queues the job that runs it, in one transaction.
 pub async fn execute_later(
     state: &AppState,
     caller: &Caller,
     function: &Function,
     trigger: Trigger,
     request: ExecutionRequest,
+    at: Option<i64>,
 ) -> AppResult<Execution> {
     let mut request = request;
-    let execution = new_execution(
+    let mut execution = new_execution(
         function,
         caller_name(caller)?,
         trigger,
         &mut request,
-        status::WAITING,
+        if at.is_some() {
+            status::SCHEDULED
+        } else {
+            status::WAITING
+        },
     );
+    execution.scheduled_at = at;
     // A user's execution runs as that user when its job does: the job names the
     // session (ids, no secret), checked again then.
     // Started with a JWT, it runs within the JWT's minutes, not the session's.
@@ -1755,7 +1764,7 @@ async fn queue(
             "depth": depth,
             "caller": on_behalf,
         }),
-        run_at: None,
+        run_at: execution.scheduled_at,
         dedupe_key: Some(format!(
             "execution:{}:{}",
             execution.project_id, execution.id
@@ -1964,8 +1973,10 @@ pub async fn get_execution(
     Ok(execution)
 }
 
-/// Deletes the record of an execution that has ended, with its `delete` event. A
-/// queued or running one is refused: it would write its record again as it ends.
+/// Deletes the record of an execution that has ended, with its `delete` event,
+/// or cancels one waiting for its scheduled time (its job then finds nothing to
+/// run). A queued or running one is refused: it would write its record again as
+/// it ends.
 pub async fn delete_execution(
     state: &AppState,
     grant: &Grant<FunctionsWrite>,

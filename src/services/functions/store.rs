@@ -477,7 +477,8 @@ pub async fn set_active<'e>(
 
 const EXECUTION_COLUMNS: &str = "project_id, function_id, id, deployment_id, trigger_kind, status, \
      caller, request_method, request_path, request_headers, response_status, response_headers, \
-     response_body, logs, errors, logs_truncated, failure, duration_ms, created_at, updated_at";
+     response_body, logs, errors, logs_truncated, failure, duration_ms, created_at, updated_at, \
+     scheduled_at";
 
 fn pairs_of(row: &AnyRow, column: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
     Ok(serde_json::from_str(&text(row, column)?).unwrap_or_default())
@@ -507,6 +508,7 @@ impl FromRow<'_, AnyRow> for ExecutionRow {
             logs_truncated: row.try_get::<i16, _>("logs_truncated")? != 0,
             failure: row.try_get("failure")?,
             duration_ms: row.try_get("duration_ms")?,
+            scheduled_at: row.try_get("scheduled_at")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         }))
@@ -528,10 +530,11 @@ pub async fn count_waiting<'e>(
 ) -> Result<usize, sqlx::Error> {
     let (count,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM (SELECT 1 FROM function_executions \
-         WHERE project_id = ? AND status = ? LIMIT ?) AS waiting",
+         WHERE project_id = ? AND status IN (?, ?) LIMIT ?) AS waiting",
     )
     .bind(project_id)
     .bind(super::status::WAITING)
+    .bind(super::status::SCHEDULED)
     .bind(up_to as i64)
     .fetch_one(db)
     .await?;
@@ -554,7 +557,7 @@ pub async fn insert_execution_of<'e>(
 ) -> Result<bool, sqlx::Error> {
     sqlx::query(&format!(
         "INSERT INTO function_executions ({EXECUTION_COLUMNS}, request_body) \
-         SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM functions \
+         SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM functions \
          WHERE project_id = ? AND id = ? AND created_at = ?"
     ))
     .bind(&e.project_id)
@@ -577,6 +580,7 @@ pub async fn insert_execution_of<'e>(
     .bind(e.duration_ms)
     .bind(e.created_at)
     .bind(e.updated_at)
+    .bind(e.scheduled_at)
     .bind(request_body.map(<[u8]>::to_vec))
     .bind(&e.project_id)
     .bind(&e.function_id)
@@ -635,6 +639,7 @@ pub async fn insert_executions_of(
                 .push_bind(e.duration_ms)
                 .push_bind(e.created_at)
                 .push_bind(e.updated_at)
+                .push_bind(e.scheduled_at)
                 .push("NULL");
             insert
                 .push(" FROM functions WHERE project_id = ")
@@ -666,7 +671,7 @@ pub async fn finish_execution<'e>(
          response_body = ?, logs = ?, errors = ?, logs_truncated = ?, failure = ?, duration_ms = ?, \
          deployment_id = ?, updated_at = ?, \
          request_body = NULL \
-         WHERE project_id = ? AND function_id = ? AND id = ? AND status IN ('waiting', 'processing')",
+         WHERE project_id = ? AND function_id = ? AND id = ? AND status IN ('waiting', 'processing', 'scheduled')",
     )
     .bind(&e.status)
     .bind(e.response_status)
@@ -769,8 +774,9 @@ pub async fn count_executions(
     query.fetch_one(pool).await
 }
 
-/// Deletes one execution that has ended; false when there is none (or it has not
-/// ended: a queued or running one finishes into its record).
+/// Deletes one execution that has ended, or waits for its scheduled time (its
+/// job then finds nothing to run); false when there is none (or it is queued or
+/// running: it finishes into its record).
 pub async fn delete_ended_execution<'e>(
     db: impl Executor<'e, Database = Any>,
     project_id: &str,
@@ -779,7 +785,7 @@ pub async fn delete_ended_execution<'e>(
 ) -> Result<bool, sqlx::Error> {
     sqlx::query(
         "DELETE FROM function_executions WHERE project_id = ? AND function_id = ? AND id = ? \
-         AND status IN ('completed', 'failed')",
+         AND status IN ('completed', 'failed', 'scheduled')",
     )
     .bind(project_id)
     .bind(function_id)
@@ -814,9 +820,14 @@ pub async fn delete_project_executions(
 }
 
 pub async fn prune_executions(pool: &AnyPool, before: i64) -> Result<u64, sqlx::Error> {
-    sqlx::query("DELETE FROM function_executions WHERE created_at < ?")
-        .bind(before)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected())
+    // A scheduled execution's retention starts when it is due to run.
+    sqlx::query(
+        "DELETE FROM function_executions WHERE created_at < ? \
+         AND (scheduled_at IS NULL OR scheduled_at < ?)",
+    )
+    .bind(before)
+    .bind(before)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected())
 }

@@ -1,0 +1,4 @@
+-- When an execution asked for with `scheduledAt` runs (milliseconds since the
+-- epoch); NULL for one that runs at once or as soon as it can. Its record is
+-- kept for the retention counted from then, not from when it was asked for.
+ALTER TABLE function_executions ADD COLUMN scheduled_at BIGINT;
