@@ -6,6 +6,7 @@ mod helpers;
 
 mod account_events;
 mod atomic_writes;
+mod attribute_updates;
 mod avatars;
 mod avatars_remote;
 mod cli;

@@ -26,7 +26,7 @@ async fn table_of(app: &TestApp, id: &str) -> String {
 
 /// The twins of collection `id`'s table, as the keys of the indexes they twin
 /// (`reader` for the collection's own), sorted.
-async fn twins(app: &TestApp, id: &str) -> Vec<String> {
+pub(crate) async fn twins(app: &TestApp, id: &str) -> Vec<String> {
     let table = table_of(app, id).await;
     let pool = app.server.as_ref().unwrap().state().db.pool();
     let (sql, own, prefix) = if on_mariadb(app) {

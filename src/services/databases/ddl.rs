@@ -621,6 +621,91 @@ pub fn add_column_sql(
     )])
 }
 
+/// The name a SQLite column takes for a moment while its attribute's column is
+/// made again ([`change_column_sql`]); no attribute's column can have it.
+const SWAP_COLUMN: &str = "nimbus_swap";
+
+/// The statements that change the column of attribute `old` into that of `new`
+/// (`columns` are the table's columns after the change, `new` among them), and
+/// those undoing them on MariaDB, where DDL is not transactional. The indexes
+/// that use the column are the caller's to drop before and make again after.
+///
+/// MariaDB redefines (and renames) the column in place. SQLite keeps no size,
+/// so only two changes reach its schema: a new key renames the column, and an
+/// attribute no longer required needs a column without the `NOT NULL` it was
+/// made with, which SQLite cannot drop: the column is made again beside the old
+/// one and the values copied. A newly required attribute is enforced by Nimbus's
+/// writes on SQLite (the caller checks that no document lacks a value).
+pub fn change_column_sql(
+    dialect: SqlDialect,
+    table: &str,
+    columns: &[Attribute],
+    old: &Attribute,
+    new: &Attribute,
+) -> Result<(Vec<String>, Vec<String>), DdlError> {
+    check_table_name(table)?;
+    validate_attributes(columns)?;
+    if !columns.iter().any(|column| column == new) {
+        return Err(DdlError::UnknownAttribute {
+            key: shown(&new.key),
+        });
+    }
+    check_width(columns)?;
+    let t = dialect.quote(table);
+    let (old_column, new_column) = (dialect.quote(&old.column()), dialect.quote(&new.column()));
+    match dialect {
+        SqlDialect::MySql => {
+            if column_def(dialect, old, false) == column_def(dialect, new, false) {
+                return Ok((Vec::new(), Vec::new()));
+            }
+            Ok((
+                vec![format!(
+                    "ALTER TABLE {t} CHANGE COLUMN {old_column} {}",
+                    column_def(dialect, new, false)
+                )],
+                vec![format!(
+                    "ALTER TABLE {t} CHANGE COLUMN {new_column} {}",
+                    column_def(dialect, old, false)
+                )],
+            ))
+        }
+        SqlDialect::Sqlite if old.required && !new.required => {
+            let swap = dialect.quote(SWAP_COLUMN);
+            Ok((
+                vec![
+                    format!("ALTER TABLE {t} RENAME COLUMN {old_column} TO {swap}"),
+                    format!(
+                        "ALTER TABLE {t} ADD COLUMN {}",
+                        column_def(dialect, new, true)
+                    ),
+                    format!("UPDATE {t} SET {new_column} = {swap}"),
+                    format!("ALTER TABLE {t} DROP COLUMN {swap}"),
+                ],
+                Vec::new(),
+            ))
+        }
+        SqlDialect::Sqlite if old.key != new.key => Ok((
+            vec![format!(
+                "ALTER TABLE {t} RENAME COLUMN {old_column} TO {new_column}"
+            )],
+            Vec::new(),
+        )),
+        SqlDialect::Sqlite => Ok((Vec::new(), Vec::new())),
+    }
+}
+
+/// The statement giving the documents that have no value of `attr` its
+/// default (none when it has no default): a default fills every document.
+pub fn fill_default_sql(dialect: SqlDialect, table: &str, attr: &Attribute) -> Option<String> {
+    let default = attr.default_sql_value()?;
+    let column = dialect.quote(&attr.column());
+    Some(format!(
+        "UPDATE {} SET {column} = {} WHERE {column} IS NULL",
+        dialect.quote(table),
+        literal(dialect, &default)
+    ))
+}
+
 /// The statements dropping the column of attribute `key`: first every index in
 /// `indexes` that uses it (SQLite cannot drop an indexed column, and MariaDB
 /// would silently narrow a composite index, turning `unique(a, b)` into
@@ -1655,6 +1740,76 @@ mod tests {
     }
 
     /// The index names of a table, sorted by byte.
+    #[test]
+    fn a_changed_column_is_redefined_on_mariadb_and_made_again_on_sqlite_only_when_it_must() {
+        let required = Attribute {
+            required: true,
+            ..attr("title", AttributeKind::String { size: 20 })
+        };
+        let optional = Attribute {
+            required: false,
+            ..required.clone()
+        };
+        let renamed = Attribute {
+            key: "heading".into(),
+            ..required.clone()
+        };
+        let longer = Attribute {
+            kind: AttributeKind::String { size: 40 },
+            ..required.clone()
+        };
+        let change = |dialect, old: &Attribute, new: &Attribute| {
+            change_column_sql(dialect, "c_1", std::slice::from_ref(new), old, new).unwrap()
+        };
+        let (run, undo) = change(SqlDialect::MySql, &required, &renamed);
+        assert_eq!(
+            run,
+            [
+                "ALTER TABLE `c_1` CHANGE COLUMN `a_title` `a_heading` VARCHAR(20) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL"
+            ]
+        );
+        assert_eq!(
+            undo,
+            [
+                "ALTER TABLE `c_1` CHANGE COLUMN `a_heading` `a_title` VARCHAR(20) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL"
+            ]
+        );
+        assert_eq!(change(SqlDialect::MySql, &required, &required).0.len(), 0);
+        assert_eq!(change(SqlDialect::MySql, &required, &longer).0.len(), 1);
+        // SQLite keeps no size, and renames in place.
+        assert!(change(SqlDialect::Sqlite, &required, &longer).0.is_empty());
+        assert_eq!(
+            change(SqlDialect::Sqlite, &required, &renamed).0,
+            ["ALTER TABLE \"c_1\" RENAME COLUMN \"a_title\" TO \"a_heading\""]
+        );
+        // Its NOT NULL cannot be dropped: the column is made again.
+        assert_eq!(
+            change(SqlDialect::Sqlite, &required, &optional).0,
+            [
+                "ALTER TABLE \"c_1\" RENAME COLUMN \"a_title\" TO \"nimbus_swap\"",
+                "ALTER TABLE \"c_1\" ADD COLUMN \"a_title\" TEXT",
+                "UPDATE \"c_1\" SET \"a_title\" = \"nimbus_swap\"",
+                "ALTER TABLE \"c_1\" DROP COLUMN \"nimbus_swap\"",
+            ]
+        );
+        // The new attribute must be among the columns, which must fit.
+        assert!(change_column_sql(SqlDialect::Sqlite, "c_1", &[], &required, &optional).is_err());
+    }
+
+    #[test]
+    fn a_new_default_fills_the_documents_without_a_value() {
+        let with_default = Attribute {
+            default: Some(json!("it's")),
+            ..attr("note", AttributeKind::String { size: 20 })
+        };
+        assert_eq!(
+            fill_default_sql(SqlDialect::Sqlite, "c_1", &with_default).as_deref(),
+            Some("UPDATE \"c_1\" SET \"a_note\" = 'it''s' WHERE \"a_note\" IS NULL")
+        );
+        let without = attr("note", AttributeKind::String { size: 20 });
+        assert_eq!(fill_default_sql(SqlDialect::MySql, "c_1", &without), None);
+    }
+
     async fn index_names(db: &TestDb, table: &str) -> Vec<String> {
         let sql = match db.dialect {
             SqlDialect::Sqlite => "SELECT name FROM pragma_index_list(?)",

@@ -583,6 +583,32 @@ crate::graphql_input! {
 }
 
 crate::graphql_input! {
+    "Changes to an attribute, as Appwrite's `update*Attribute` make them: `required` and `default` are set as given (no default when none is given); the other settings and the key stay unless given. Its type and whether it is a list do not change."
+    struct UpdateAttributeInput {
+        "The database."
+        database_id: String as "ID",
+        "The collection."
+        collection_id: String as "ID",
+        "The attribute's key."
+        key: String,
+        "Every document must have a value: refused while some document has none."
+        required: bool,
+        "The value of documents that give none (not with `required`); documents without a value get it now."
+        default: Option<serde_json::Value>,
+        "STRING: the most characters; refused below the longest stored value."
+        size: Option<u32>,
+        "INTEGER, FLOAT: the smallest value allowed; refused above a stored value."
+        min: Option<serde_json::Value>,
+        "INTEGER, FLOAT: the largest value allowed; refused below a stored value."
+        max: Option<serde_json::Value>,
+        "ENUM: the allowed values; refused without one that a document holds."
+        elements: Option<Vec<String>>,
+        "A new key: the column, the typed API's field and the indexes using it follow; old queries naming the key stop working."
+        new_key: Option<String>,
+    }
+}
+
+crate::graphql_input! {
     "An attribute to remove, with its values and the indexes using it."
     struct DeleteAttributeInput {
         "The database."
@@ -864,6 +890,7 @@ fn register_types(parts: &mut SchemaParts) {
     parts.add_input::<UpdateCollectionInput>();
     parts.add_input::<DeleteCollectionInput>();
     parts.add_input::<CreateAttributeInput>();
+    parts.add_input::<UpdateAttributeInput>();
     parts.add_input::<DeleteAttributeInput>();
     parts.add_input::<CreateIndexInput>();
     parts.add_input::<DeleteIndexInput>();
@@ -1070,6 +1097,7 @@ fn register_structure(parts: &mut SchemaParts) {
     parts.mutation(update_collection());
     parts.mutation(delete_collection());
     parts.mutation(create_attribute());
+    parts.mutation(update_attribute());
     parts.mutation(delete_attribute());
     parts.mutation(create_relationship());
     parts.mutation(create_index());
@@ -1279,6 +1307,38 @@ fn create_attribute() -> Field {
                     &input.database_id,
                     &input.collection_id,
                     attribute,
+                )
+                .await?;
+                Ok(Some(FieldValue::value(collection_value(&collection))))
+            })
+        },
+    )
+}
+
+fn update_attribute() -> Field {
+    structure_mutation(
+        "updateAttribute",
+        "Collection",
+        "UpdateAttributeInput",
+        "Changes an attribute's settings or key, keeping its values (scope `databases.write`). A change stored documents would break is refused (`ATTRIBUTE_INVALID`); a taken `newKey` is `ATTRIBUTE_ALREADY_EXISTS`. Publishes `databases.D.collections.C.attributes.KEY.update`.",
+        |ctx| {
+            FieldFuture::new(async move {
+                let input: UpdateAttributeInput = input(&ctx)?;
+                let collection = structure::update_attribute(
+                    app(&ctx)?,
+                    &caller(&ctx)?.require()?,
+                    &input.database_id,
+                    &input.collection_id,
+                    &input.key,
+                    structure::AttributeUpdate {
+                        required: input.required,
+                        default: input.default,
+                        size: input.size,
+                        min: input.min,
+                        max: input.max,
+                        elements: input.elements,
+                        new_key: input.new_key,
+                    },
                 )
                 .await?;
                 Ok(Some(FieldValue::value(collection_value(&collection))))

@@ -454,6 +454,348 @@ pub async fn create_attribute(
     Ok(collection)
 }
 
+/// What `updateAttribute` changes (Appwrite's `update*Attribute`): `required`
+/// and `default` are set as given (no default when none is), the kind's
+/// settings and the key stay unless given.
+#[derive(Debug, Default)]
+pub struct AttributeUpdate {
+    pub required: bool,
+    pub default: Option<serde_json::Value>,
+    pub size: Option<u32>,
+    pub min: Option<serde_json::Value>,
+    pub max: Option<serde_json::Value>,
+    pub elements: Option<Vec<String>>,
+    pub new_key: Option<String>,
+}
+
+/// Changes an attribute's settings, and its key with `new_key`, keeping its
+/// values. A change the stored documents would break is refused before
+/// anything changes: made required while some lack a value, a shorter size, a
+/// narrower range or fewer enum elements than a stored value needs (for a list
+/// attribute, any narrowing). A new default is given to the documents that have
+/// no value. The indexes using the attribute are made again over its new column.
+pub async fn update_attribute(
+    state: &AppState,
+    grant: &Grant<DatabasesWrite>,
+    database_id: &str,
+    collection_id: &str,
+    key: &str,
+    update: AttributeUpdate,
+) -> AppResult<Collection> {
+    let mut collection =
+        load_collection(state, grant.project(), database_id, collection_id).await?;
+    if collection.relationship(key).is_some() {
+        return Err(AppError::Invalid {
+            code: codes::ATTRIBUTE_INVALID,
+            field: "key".into(),
+            reason: format!(
+                "`{key}` is a relationship: delete it and create it again to change it"
+            ),
+        });
+    }
+    let Some(old) = collection.attribute(key).cloned() else {
+        return Err(AppError::NotFound {
+            what: "attribute",
+            id: key.chars().take(64).collect(),
+        });
+    };
+    let new = updated_attribute(&old, update)?;
+    if new.key != old.key {
+        let all = store::list_collections(state.db.pool(), &collection.project_id, None).await?;
+        if taken_keys(&all, &collection)
+            .iter()
+            .filter(|taken| taken.as_str() != old.key)
+            .any(|taken| taken.eq_ignore_ascii_case(&new.key))
+        {
+            return Err(AppError::Invalid {
+                code: codes::ATTRIBUTE_ALREADY_EXISTS,
+                field: "newKey".into(),
+                reason: format!(
+                    "`{}` already has a field `{}` (keys are compared ignoring case)",
+                    collection.name, new.key
+                ),
+            });
+        }
+    }
+    if new == old {
+        return Ok(collection);
+    }
+    check_stored_values(state, &collection, &old, &new).await?;
+
+    let dialect = sql_dialect(state.db.dialect());
+    let before = collection.clone();
+    let using: Vec<Index> = ddl::indexes_using(&collection.indexes, &old.key)
+        .cloned()
+        .collect();
+    // Between the two halves of the change the indexes using the column are
+    // gone, with their twins: a column an index (or a trigger) uses cannot be
+    // dropped or made again on SQLite.
+    let mut between = collection.clone();
+    between
+        .indexes
+        .retain(|index| !using.iter().any(|u| u.key == index.key));
+    if let Some(attribute) = collection.attributes.iter_mut().find(|a| a.key == old.key) {
+        *attribute = new.clone();
+    }
+    for index in &mut collection.indexes {
+        for attribute in &mut index.attributes {
+            if *attribute == old.key {
+                attribute.clone_from(&new.key);
+            }
+        }
+    }
+    let renamed: Vec<Index> = collection
+        .indexes
+        .iter()
+        .filter(|index| using.iter().any(|u| u.key == index.key))
+        .cloned()
+        .collect();
+
+    let columns = collection.columns();
+    let (change, change_undo) =
+        ddl::change_column_sql(dialect, &collection.table, &columns, &old, &new)
+            .map_err(ddl_error)?;
+    let mut first = Vec::new();
+    let mut first_undo = change_undo;
+    for index in &using {
+        first.extend(ddl::drop_index_sql(dialect, &collection.table, index).map_err(ddl_error)?);
+        first_undo.extend(
+            ddl::create_index_sql(dialect, &collection.table, &before.columns(), index)
+                .map_err(ddl_error)?,
+        );
+    }
+    first.extend(change);
+    if old.default_sql_value().is_none()
+        && let Some(fill) = ddl::fill_default_sql(dialect, &collection.table, &new)
+    {
+        first.push(fill);
+    }
+    let mut second = Vec::new();
+    let mut second_undo = Vec::new();
+    for index in &renamed {
+        second.extend(
+            ddl::create_index_sql(dialect, &collection.table, &columns, index)
+                .map_err(ddl_error)?,
+        );
+        second_undo
+            .extend(ddl::drop_index_sql(dialect, &collection.table, index).map_err(ddl_error)?);
+    }
+    let (mut statements, first_undo) =
+        with_twins(dialect, Some(&before), &between, &first, &first_undo)?;
+    let (second, mut undo) =
+        with_twins(dialect, Some(&between), &collection, &second, &second_undo)?;
+    statements.extend(second);
+    undo.extend(first_undo);
+
+    collection.version += 1;
+    collection.updated_at = now_millis();
+    let parts = vec![Part::attribute(&new, "update")];
+    run_change(
+        state,
+        &statements,
+        &undo,
+        Change::Update(&collection),
+        parts,
+    )
+    .await?;
+    Ok(collection)
+}
+
+/// `old` with `update` applied, validated.
+fn updated_attribute(old: &Attribute, update: AttributeUpdate) -> AppResult<Attribute> {
+    use super::model::AttributeKind;
+    let not_a_setting = |field: &str| AppError::Invalid {
+        code: codes::ATTRIBUTE_INVALID,
+        field: field.into(),
+        reason: format!("a {} attribute has no `{field}`", old.kind.name()),
+    };
+    let mut new = old.clone();
+    new.required = update.required;
+    new.default = update.default.filter(|d| !d.is_null());
+    let min = update.min.filter(|v| !v.is_null());
+    let max = update.max.filter(|v| !v.is_null());
+    fn parse<T: serde::de::DeserializeOwned>(
+        field: &str,
+        value: serde_json::Value,
+    ) -> AppResult<T> {
+        serde_json::from_value(value).map_err(|_| AppError::Invalid {
+            code: codes::ATTRIBUTE_INVALID,
+            field: field.into(),
+            reason: "not a number of the attribute's type".into(),
+        })
+    }
+    match &mut new.kind {
+        AttributeKind::String { size } => {
+            if let Some(given) = update.size {
+                *size = given;
+            }
+        }
+        AttributeKind::Integer {
+            min: low,
+            max: high,
+        } => {
+            if let Some(value) = min.clone() {
+                *low = Some(parse("min", value)?);
+            }
+            if let Some(value) = max.clone() {
+                *high = Some(parse("max", value)?);
+            }
+        }
+        AttributeKind::Float {
+            min: low,
+            max: high,
+        } => {
+            if let Some(value) = min.clone() {
+                *low = Some(parse("min", value)?);
+            }
+            if let Some(value) = max.clone() {
+                *high = Some(parse("max", value)?);
+            }
+        }
+        AttributeKind::Enum { elements } => {
+            if let Some(given) = update.elements.clone() {
+                *elements = given;
+            }
+        }
+        _ => {}
+    }
+    let kind = &new.kind;
+    if update.size.is_some() && !matches!(kind, AttributeKind::String { .. }) {
+        return Err(not_a_setting("size"));
+    }
+    let ranged = matches!(
+        kind,
+        AttributeKind::Integer { .. } | AttributeKind::Float { .. }
+    );
+    if min.is_some() && !ranged {
+        return Err(not_a_setting("min"));
+    }
+    if max.is_some() && !ranged {
+        return Err(not_a_setting("max"));
+    }
+    if update.elements.is_some() && !matches!(kind, AttributeKind::Enum { .. }) {
+        return Err(not_a_setting("elements"));
+    }
+    if let Some(new_key) = update.new_key {
+        new.key = new_key;
+    }
+    new.validate().map_err(value_error)?;
+    Ok(new)
+}
+
+/// Refuses a change to an attribute that documents as stored would break: made
+/// required while some have no value, or narrowed (size, range, enum elements)
+/// past a stored value; a list attribute is not narrowed at all.
+async fn check_stored_values(
+    state: &AppState,
+    collection: &Collection,
+    old: &Attribute,
+    new: &Attribute,
+) -> AppResult<()> {
+    use super::model::AttributeKind;
+    let refuse = |field: &str, reason: String| {
+        Err(AppError::Invalid {
+            code: codes::ATTRIBUTE_INVALID,
+            field: field.into(),
+            reason,
+        })
+    };
+    let dialect = sql_dialect(state.db.dialect());
+    let column = dialect.quote(&old.column());
+    let table = dialect.quote(&collection.table);
+    let found = |condition: String, binds: Vec<super::model::SqlValue>| {
+        let sql = format!("SELECT 1 FROM {table} WHERE {condition} LIMIT 1");
+        async move {
+            let mut query = sqlx::query(&sql);
+            for bind in binds {
+                query = match bind {
+                    super::model::SqlValue::Int(i) => query.bind(i),
+                    super::model::SqlValue::Float(f) => query.bind(f),
+                    super::model::SqlValue::Text(t) => query.bind(t),
+                    super::model::SqlValue::Bool(b) => query.bind(i16::from(b)),
+                    super::model::SqlValue::Null => query.bind(None::<String>),
+                };
+            }
+            Ok::<bool, AppError>(query.fetch_optional(state.db.pool()).await?.is_some())
+        }
+    };
+    if new.required && !old.required && found(format!("{column} IS NULL"), Vec::new()).await? {
+        return refuse(
+            "required",
+            "some documents have no value: give them one first".into(),
+        );
+    }
+    let narrowed = match (&old.kind, &new.kind) {
+        (AttributeKind::String { size: was }, AttributeKind::String { size: now }) => now < was,
+        (AttributeKind::Integer { min: a, max: b }, AttributeKind::Integer { min: c, max: d }) => {
+            c.unwrap_or(i64::MIN) > a.unwrap_or(i64::MIN)
+                || d.unwrap_or(i64::MAX) < b.unwrap_or(i64::MAX)
+        }
+        (AttributeKind::Float { min: a, max: b }, AttributeKind::Float { min: c, max: d }) => {
+            c.unwrap_or(f64::MIN) > a.unwrap_or(f64::MIN)
+                || d.unwrap_or(f64::MAX) < b.unwrap_or(f64::MAX)
+        }
+        (AttributeKind::Enum { elements: was }, AttributeKind::Enum { elements: now }) => {
+            was.iter().any(|element| !now.contains(element))
+        }
+        _ => false,
+    };
+    if !narrowed {
+        return Ok(());
+    }
+    if new.array {
+        return refuse(
+            "input",
+            "a list attribute's size, range or elements may grow, not narrow".into(),
+        );
+    }
+    let (field, outside, binds) = match &new.kind {
+        AttributeKind::String { size } => {
+            let length = match dialect {
+                super::model::SqlDialect::Sqlite => "length",
+                super::model::SqlDialect::MySql => "CHAR_LENGTH",
+            };
+            (
+                "size",
+                format!("{length}({column}) > ?"),
+                vec![super::model::SqlValue::Int(i64::from(*size))],
+            )
+        }
+        AttributeKind::Integer { min, max } => (
+            "min",
+            format!("({column} < ? OR {column} > ?)"),
+            vec![
+                super::model::SqlValue::Int(min.unwrap_or(i64::MIN)),
+                super::model::SqlValue::Int(max.unwrap_or(i64::MAX)),
+            ],
+        ),
+        AttributeKind::Float { min, max } => (
+            "min",
+            format!("({column} < ? OR {column} > ?)"),
+            vec![
+                super::model::SqlValue::Float(min.unwrap_or(f64::MIN)),
+                super::model::SqlValue::Float(max.unwrap_or(f64::MAX)),
+            ],
+        ),
+        AttributeKind::Enum { elements } => (
+            "elements",
+            format!("{column} NOT IN ({})", vec!["?"; elements.len()].join(", ")),
+            elements
+                .iter()
+                .map(|e| super::model::SqlValue::Text(e.clone()))
+                .collect(),
+        ),
+        _ => return Ok(()),
+    };
+    if found(outside, binds).await? {
+        return refuse(
+            field,
+            "a stored document's value would no longer be allowed: change it first".into(),
+        );
+    }
+    Ok(())
+}
+
 /// Removes an attribute, its column, and the indexes that use it.
 pub async fn delete_attribute(
     state: &AppState,

@@ -1,0 +1,367 @@
+//! `updateAttribute`: an attribute's settings and key change in place, its
+//! values and indexes kept, and a change stored documents would break refused.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+
+const UPDATE: &str = "mutation($input: UpdateAttributeInput!) { updateAttribute(input: $input) { attributes { key type required size min max default elements array } indexes { key attributes } } }";
+
+/// `posts` with a required title under a full-text index, views under a key
+/// index, an enum, a list of tags and an optional subtitle; three posts.
+async fn posts(app: &TestApp) {
+    app.admin(
+        "mutation { createDatabase(input: {id: \"blog\", name: \"Blog\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "blog", "id": "posts", "name": "posts",
+            // Per-document permissions: the indexes have twins led by the
+            // sole reader, made again with them.
+            "documentSecurity": true,
+            "permissions": ["read(\"any\")", "create(\"users\")"],
+            "attributes": [
+                {"key": "title", "type": "STRING", "size": 200, "required": true},
+                {"key": "views", "type": "INTEGER", "min": 0, "max": 1000000, "default": 0},
+                {"key": "kind", "type": "ENUM", "elements": ["note", "essay", "poem"]},
+                {"key": "tags", "type": "STRING", "size": 32, "array": true},
+                {"key": "subtitle", "type": "STRING", "size": 50}
+            ],
+            "indexes": [
+                {"key": "by_views", "type": "KEY", "attributes": ["views", "title"]},
+                {"key": "title_text", "type": "FULLTEXT", "attributes": ["title"]}
+            ]
+        }}),
+    )
+    .await
+    .ok();
+    for (id, title, views, kind) in [
+        ("a", "Rust and SQLite", 5, "note"),
+        ("b", "A much longer title than the others", 50, "essay"),
+        ("c", "Go", 7, "note"),
+    ] {
+        app.admin(
+            "mutation($input: CreatePostInput!) { createPost(input: $input) { id } }",
+            json!({"input": {"id": id, "title": title, "views": views, "kind": kind, "tags": ["x"]}}),
+        )
+        .await
+        .ok();
+    }
+}
+
+async fn update(app: &TestApp, changes: Value) -> crate::helpers::Answer {
+    let mut input = json!({"databaseId": "blog", "collectionId": "posts"});
+    input
+        .as_object_mut()
+        .unwrap()
+        .extend(changes.as_object().unwrap().clone());
+    app.admin(UPDATE, json!({"input": input})).await
+}
+
+fn attribute<'a>(updated: &'a Value, key: &str) -> &'a Value {
+    updated["updateAttribute"]["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["key"] == key)
+        .unwrap_or_else(|| panic!("no attribute {key}: {updated:#}"))
+}
+
+#[tokio::test]
+async fn an_attribute_changes_its_settings_and_key_keeping_its_values_and_indexes() {
+    let app = spawn_app().await;
+    posts(&app).await;
+    let twins = || crate::reader_twins::twins(&app, "posts");
+    assert_eq!(twins().await, ["by_views", "reader"]);
+
+    // A required title becomes optional: the column loses its NOT NULL (made
+    // again on SQLite), its values and its full-text index stay.
+    let optional = update(&app, json!({"key": "title", "required": false}))
+        .await
+        .ok();
+    assert_eq!(attribute(&optional, "title")["required"], false);
+    app.admin(
+        "mutation { createPost(input: {id: \"d\", views: 1}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let searched = app
+        .admin(
+            "{ posts(filter: {title: {search: \"SQLite\"}}) { nodes { id title } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        searched["posts"]["nodes"],
+        json!([{"id": "a", "title": "Rust and SQLite"}])
+    );
+
+    // `views` becomes `hits`: the values, the index and the typed field follow.
+    let renamed = update(
+        &app,
+        json!({"key": "views", "required": false, "default": 0, "newKey": "hits"}),
+    )
+    .await
+    .ok();
+    assert_eq!(attribute(&renamed, "hits")["default"], 0);
+    assert!(
+        renamed["updateAttribute"]["indexes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"key": "by_views", "attributes": ["hits", "title"]})),
+        "{renamed:#}"
+    );
+    let ordered = app
+        .admin(
+            "{ posts(orderBy: [{hits: DESC}], filter: {hits: {gt: 5}}) { nodes { id hits } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        ordered["posts"]["nodes"],
+        json!([{"id": "b", "hits": 50}, {"id": "c", "hits": 7}])
+    );
+    assert_eq!(twins().await, ["by_views", "reader"], "made again");
+    let old_field = app.admin("{ posts { nodes { views } } }", json!({})).await;
+    assert_eq!(old_field.code(), "GRAPHQL_VALIDATION_FAILED");
+    let generic = app
+        .admin(
+            "query($q: [String!]) { documents(databaseId: \"blog\", collectionId: \"posts\", queries: $q) { documents { id data } } }",
+            json!({"q": [r#"{"method":"equal","attribute":"hits","values":[50]}"#]}),
+        )
+        .await
+        .ok();
+    assert_eq!(generic["documents"]["documents"][0]["id"], "b");
+    assert_eq!(generic["documents"]["documents"][0]["data"]["hits"], 50);
+
+    // A new default reaches the documents that had no value.
+    let defaulted = update(
+        &app,
+        json!({"key": "subtitle", "required": false, "default": "none"}),
+    )
+    .await
+    .ok();
+    assert_eq!(attribute(&defaulted, "subtitle")["default"], "none");
+    let filled = app
+        .admin("{ post(id: \"a\") { subtitle } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(filled["post"]["subtitle"], "none");
+
+    // Widening always works; narrowing works while every stored value fits.
+    let sized = update(&app, json!({"key": "title", "required": false, "size": 40}))
+        .await
+        .ok();
+    assert_eq!(attribute(&sized, "title")["size"], 40);
+    let long = app
+        .admin(
+            "mutation { createPost(input: {title: \"This title is longer than forty characters\"}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(long.code(), "VALUE_OUT_OF_RANGE", "{:#}", long.body);
+    let ranged = update(
+        &app,
+        json!({"key": "hits", "required": false, "default": 0, "max": 100}),
+    )
+    .await
+    .ok();
+    assert_eq!(attribute(&ranged, "hits")["max"], 100);
+    let kinds = update(
+        &app,
+        json!({"key": "kind", "required": false, "elements": ["note", "essay"]}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        attribute(&kinds, "kind")["elements"],
+        json!(["note", "essay"])
+    );
+    let tags = update(&app, json!({"key": "tags", "required": false, "size": 64}))
+        .await
+        .ok();
+    assert_eq!(attribute(&tags, "tags")["size"], 64);
+
+    // Made required again once every document has a title.
+    app.admin(
+        "mutation { updatePost(input: {id: \"d\", title: \"Dee\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let required = update(&app, json!({"key": "title", "required": true}))
+        .await
+        .ok();
+    assert_eq!(attribute(&required, "title")["required"], true);
+    let untitled = app
+        .admin(
+            "mutation { createPost(input: {hits: 1}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert!(
+        ["VALUE_REQUIRED", "GRAPHQL_VALIDATION_FAILED"].contains(&untitled.code()),
+        "{:#}",
+        untitled.body
+    );
+    let everything = app
+        .admin(
+            "{ posts(orderBy: [{hits: ASC}]) { nodes { id title hits kind tags subtitle } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        everything["posts"]["nodes"],
+        json!([
+            {"id": "d", "title": "Dee", "hits": 1, "kind": null, "tags": null, "subtitle": "none"},
+            {"id": "a", "title": "Rust and SQLite", "hits": 5, "kind": "note", "tags": ["x"], "subtitle": "none"},
+            {"id": "c", "title": "Go", "hits": 7, "kind": "note", "tags": ["x"], "subtitle": "none"},
+            {"id": "b", "title": "A much longer title than the others", "hits": 50, "kind": "essay", "tags": ["x"], "subtitle": "none"}
+        ])
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_change_stored_documents_would_break_or_bad_input_is_refused_and_changes_nothing() {
+    let app = spawn_app().await;
+    posts(&app).await;
+    let refusals = [
+        // Made required while a document has none.
+        (
+            json!({"key": "subtitle", "required": true}),
+            "ATTRIBUTE_INVALID",
+        ),
+        // Narrower than a stored value.
+        (
+            json!({"key": "title", "required": true, "size": 20}),
+            "ATTRIBUTE_INVALID",
+        ),
+        (
+            json!({"key": "views", "required": false, "max": 10}),
+            "ATTRIBUTE_INVALID",
+        ),
+        (
+            json!({"key": "views", "required": false, "min": 6}),
+            "ATTRIBUTE_INVALID",
+        ),
+        (
+            json!({"key": "kind", "required": false, "elements": ["essay"]}),
+            "ATTRIBUTE_INVALID",
+        ),
+        // A list never narrows.
+        (
+            json!({"key": "tags", "required": false, "size": 16}),
+            "ATTRIBUTE_INVALID",
+        ),
+        // Settings of another kind, bad values, a default with `required`.
+        (
+            json!({"key": "views", "required": false, "size": 10}),
+            "ATTRIBUTE_INVALID",
+        ),
+        (
+            json!({"key": "title", "required": false, "min": 1}),
+            "ATTRIBUTE_INVALID",
+        ),
+        (
+            json!({"key": "views", "required": false, "default": "many"}),
+            "ATTRIBUTE_INVALID",
+        ),
+        (
+            json!({"key": "views", "required": false, "min": "low"}),
+            "ATTRIBUTE_INVALID",
+        ),
+        (
+            json!({"key": "title", "required": true, "default": "x"}),
+            "ATTRIBUTE_INVALID",
+        ),
+        (
+            json!({"key": "title", "required": true, "size": 0}),
+            "ATTRIBUTE_INVALID",
+        ),
+        (
+            json!({"key": "kind", "required": false, "elements": []}),
+            "ATTRIBUTE_INVALID",
+        ),
+        // Keys: unknown, taken (in any case), not a key.
+        (
+            json!({"key": "nope", "required": false}),
+            "ATTRIBUTE_NOT_FOUND",
+        ),
+        (
+            json!({"key": "views", "required": false, "newKey": "TITLE"}),
+            "ATTRIBUTE_ALREADY_EXISTS",
+        ),
+        (
+            json!({"key": "views", "required": false, "newKey": "bad key!"}),
+            "ATTRIBUTE_INVALID",
+        ),
+        (
+            json!({"key": "views", "required": false, "newKey": "x".repeat(300)}),
+            "ATTRIBUTE_INVALID",
+        ),
+    ];
+    for (changes, code) in refusals {
+        let refused = update(&app, changes.clone()).await;
+        assert_eq!(refused.code(), code, "{changes}: {:#}", refused.body);
+        let message = refused.body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            !message.contains("ALTER") && !message.contains("SELECT"),
+            "{message}"
+        );
+    }
+    // Nothing changed.
+    let collection = app
+        .admin(
+            "{ collection(databaseId: \"blog\", id: \"posts\") { attributes { key required size min max elements } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        collection["collection"]["attributes"],
+        json!([
+            {"key": "title", "required": true, "size": 200, "min": null, "max": null, "elements": null},
+            {"key": "views", "required": false, "size": null, "min": 0, "max": 1000000, "elements": null},
+            {"key": "kind", "required": false, "size": null, "min": null, "max": null, "elements": ["note", "essay", "poem"]},
+            {"key": "tags", "required": false, "size": 32, "min": null, "max": null, "elements": null},
+            {"key": "subtitle", "required": false, "size": 50, "min": null, "max": null, "elements": null}
+        ])
+    );
+
+    // Only a key holding `databases.write` changes structure.
+    let user = app.signed_in("ann@example.com").await;
+    let refused = app
+        .as_session(
+            &user,
+            UPDATE,
+            json!({"input": {"databaseId": "blog", "collectionId": "posts", "key": "title", "required": false}}),
+        )
+        .await;
+    assert!(
+        ["PERMISSION_DENIED", "UNAUTHENTICATED"].contains(&refused.code()),
+        "{:#}",
+        refused.body
+    );
+    let reader = app.create_key("default", &["databases.read"]).await;
+    let refused = app
+        .as_key(
+            &reader,
+            "default",
+            UPDATE,
+            json!({"input": {"databaseId": "blog", "collectionId": "posts", "key": "title", "required": false}}),
+        )
+        .await;
+    assert_eq!(refused.code(), "SCOPE_MISSING", "{:#}", refused.body);
+    app.shutdown().await;
+}
