@@ -365,3 +365,106 @@ async fn a_change_stored_documents_would_break_or_bad_input_is_refused_and_chang
     assert_eq!(refused.code(), "SCOPE_MISSING", "{:#}", refused.body);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_relationships_delete_rule_changes_from_either_side() {
+    let app = spawn_app().await;
+    posts(&app).await;
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "blog", "id": "authors", "name": "authors",
+            "permissions": ["read(\"any\")"],
+            "attributes": [{"key": "name", "type": "STRING", "size": 50}]
+        }}),
+    )
+    .await
+    .ok();
+    // Held by `posts` (the many side) as `author`; `authors` sees it as `posts`.
+    app.admin(
+        "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id } }",
+        json!({"input": {"databaseId": "blog", "collectionId": "authors", "key": "posts", "relatedCollectionId": "posts", "type": "ONE_TO_MANY", "twoWayKey": "author"}}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation { createAuthor(input: {id: \"ann\", name: \"Ann\"}) { id } updatePost(input: {id: \"a\", author: \"ann\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let delete_ann = "mutation { deleteAuthor(input: {id: \"ann\"}) { deletedId } }";
+    let restricted = app.admin(delete_ann, json!({})).await;
+    assert_eq!(
+        restricted.code(),
+        "DOCUMENT_REFERENCED",
+        "{:#}",
+        restricted.body
+    );
+
+    let relationship_update = "mutation($input: UpdateRelationshipInput!) { updateRelationship(input: $input) { id relationships { key onDelete } } }";
+    let change = |collection: &str, key: &str, rule: &str| json!({"input": {"databaseId": "blog", "collectionId": collection, "key": key, "onDelete": rule}});
+    // Named from the reverse side: the answer is the collection named.
+    let from_authors = app
+        .admin(relationship_update, change("authors", "posts", "SET_NULL"))
+        .await
+        .ok();
+    assert_eq!(from_authors["updateRelationship"]["id"], "authors");
+    let held = app
+        .admin(
+            "{ collection(databaseId: \"blog\", id: \"posts\") { relationships { key onDelete } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        held["collection"]["relationships"],
+        json!([{"key": "author", "onDelete": "SET_NULL"}])
+    );
+    app.admin(delete_ann, json!({})).await.ok();
+    let orphan = app
+        .admin("{ post(id: \"a\") { author { id } } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(orphan["post"]["author"], Value::Null);
+
+    // Named from the side holding it.
+    let from_posts = app
+        .admin(relationship_update, change("posts", "author", "CASCADE"))
+        .await
+        .ok();
+    assert_eq!(
+        from_posts["updateRelationship"]["relationships"],
+        json!([{"key": "author", "onDelete": "CASCADE"}])
+    );
+    app.admin(
+        "mutation { createAuthor(input: {id: \"bob\", name: \"Bob\"}) { id } updatePost(input: {id: \"b\", author: \"bob\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation { deleteAuthor(input: {id: \"bob\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let cascaded = app
+        .admin("{ post(id: \"b\") { id } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(cascaded["post"], Value::Null, "deleted with its author");
+
+    for (collection, key, rule, code) in [
+        ("posts", "title", "CASCADE", "ATTRIBUTE_INVALID"),
+        ("posts", "nope", "CASCADE", "ATTRIBUTE_NOT_FOUND"),
+        ("nothing", "author", "CASCADE", "COLLECTION_NOT_FOUND"),
+        ("posts", "author", "EXPLODE", "GRAPHQL_VALIDATION_FAILED"),
+    ] {
+        let refused = app
+            .admin(relationship_update, change(collection, key, rule))
+            .await;
+        assert_eq!(refused.code(), code, "{key} {rule}: {:#}", refused.body);
+    }
+    app.shutdown().await;
+}

@@ -609,6 +609,20 @@ crate::graphql_input! {
 }
 
 crate::graphql_input! {
+    "A change to a relationship (Appwrite's `updateRelationshipAttribute`)."
+    struct UpdateRelationshipInput {
+        "The database."
+        database_id: String as "ID",
+        "The collection with the field."
+        collection_id: String as "ID",
+        "The relationship's field on that collection (either side of a two-way relationship)."
+        key: String,
+        "What deleting a referenced document does from now on."
+        on_delete: String as "OnDeleteRule",
+    }
+}
+
+crate::graphql_input! {
     "An attribute to remove, with its values and the indexes using it."
     struct DeleteAttributeInput {
         "The database."
@@ -891,6 +905,7 @@ fn register_types(parts: &mut SchemaParts) {
     parts.add_input::<DeleteCollectionInput>();
     parts.add_input::<CreateAttributeInput>();
     parts.add_input::<UpdateAttributeInput>();
+    parts.add_input::<UpdateRelationshipInput>();
     parts.add_input::<DeleteAttributeInput>();
     parts.add_input::<CreateIndexInput>();
     parts.add_input::<DeleteIndexInput>();
@@ -1098,6 +1113,7 @@ fn register_structure(parts: &mut SchemaParts) {
     parts.mutation(delete_collection());
     parts.mutation(create_attribute());
     parts.mutation(update_attribute());
+    parts.mutation(update_relationship());
     parts.mutation(delete_attribute());
     parts.mutation(create_relationship());
     parts.mutation(create_index());
@@ -1379,18 +1395,7 @@ fn create_relationship() -> Field {
         |ctx| {
             FieldFuture::new(async move {
                 let input: CreateRelationshipInput = input(&ctx)?;
-                let on_delete = match input.on_delete.as_deref() {
-                    None | Some("RESTRICT") => OnDelete::Restrict,
-                    Some("CASCADE") => OnDelete::Cascade,
-                    Some("SET_NULL") => OnDelete::SetNull,
-                    Some(other) => {
-                        return Err(AppError::invalid(
-                            "onDelete",
-                            format!("unknown rule `{other}`"),
-                        )
-                        .into());
-                    }
-                };
+                let on_delete = on_delete_rule(input.on_delete.as_deref().unwrap_or("RESTRICT"))?;
                 let new = structure::NewRelationship {
                     database_id: input.database_id,
                     collection_id: input.collection_id,
@@ -1403,6 +1408,43 @@ fn create_relationship() -> Field {
                 let collection =
                     structure::create_relationship(app(&ctx)?, &caller(&ctx)?.require()?, new)
                         .await?;
+                Ok(Some(FieldValue::value(collection_value(&collection))))
+            })
+        },
+    )
+}
+
+fn on_delete_rule(name: &str) -> AppResult<OnDelete> {
+    match name {
+        "RESTRICT" => Ok(OnDelete::Restrict),
+        "CASCADE" => Ok(OnDelete::Cascade),
+        "SET_NULL" => Ok(OnDelete::SetNull),
+        other => Err(AppError::invalid(
+            "onDelete",
+            format!("unknown rule `{other}`"),
+        )),
+    }
+}
+
+fn update_relationship() -> Field {
+    structure_mutation(
+        "updateRelationship",
+        "Collection",
+        "UpdateRelationshipInput",
+        "Changes what deleting a referenced document does to a relationship (scope `databases.write`); returns the collection named. Publishes `databases.D.collections.C.attributes.KEY.update` on the collection holding it.",
+        |ctx| {
+            FieldFuture::new(async move {
+                let input: UpdateRelationshipInput = input(&ctx)?;
+                let on_delete = on_delete_rule(&input.on_delete)?;
+                let collection = structure::update_relationship(
+                    app(&ctx)?,
+                    &caller(&ctx)?.require()?,
+                    &input.database_id,
+                    &input.collection_id,
+                    &input.key,
+                    on_delete,
+                )
+                .await?;
                 Ok(Some(FieldValue::value(collection_value(&collection))))
             })
         },

@@ -1141,6 +1141,75 @@ fn junction_sql(
 
 /// Removes a relationship: its reference column and index (or its junction
 /// table), and the reverse field.
+/// Changes what deleting a referenced document does to a relationship named by
+/// `key` on collection `collection_id`: the field it holds, or the reverse field
+/// of one held by another collection (a one-to-many is held by its many side).
+/// Answers the collection named, as it now is.
+pub async fn update_relationship(
+    state: &AppState,
+    grant: &Grant<DatabasesWrite>,
+    database_id: &str,
+    collection_id: &str,
+    key: &str,
+    on_delete: OnDelete,
+) -> AppResult<Collection> {
+    let named = load_collection(state, grant.project(), database_id, collection_id).await?;
+    let held_here = named.relationship(key).is_some();
+    let mut holder = if held_here {
+        named.clone()
+    } else {
+        store::list_collections(state.db.pool(), &named.project_id, None)
+            .await?
+            .into_iter()
+            .find(|other| {
+                other.database_id == named.database_id
+                    && other.relationships.iter().any(|r| {
+                        r.related_collection == named.id && r.two_way_key.as_deref() == Some(key)
+                    })
+            })
+            .ok_or_else(|| {
+                if named.attribute(key).is_some() {
+                    AppError::Invalid {
+                        code: codes::ATTRIBUTE_INVALID,
+                        field: "key".into(),
+                        reason: format!(
+                            "`{key}` is an attribute, not a relationship: use updateAttribute"
+                        ),
+                    }
+                } else {
+                    AppError::NotFound {
+                        what: "attribute",
+                        id: key.chars().take(64).collect(),
+                    }
+                }
+            })?
+    };
+    let before = holder.clone();
+    let is_it = |r: &Relationship| {
+        if held_here {
+            r.key == key
+        } else {
+            r.related_collection == named.id && r.two_way_key.as_deref() == Some(key)
+        }
+    };
+    let Some(relationship) = holder.relationships.iter_mut().find(|r| is_it(r)) else {
+        return Err(AppError::NotFound {
+            what: "attribute",
+            id: key.chars().take(64).collect(),
+        });
+    };
+    if relationship.on_delete == on_delete {
+        return Ok(named);
+    }
+    relationship.on_delete = on_delete;
+    let parts = vec![Part::relationship(relationship, "update")];
+    apply_update(state, &before, &mut holder, &[], &[], parts).await?;
+    if held_here {
+        return Ok(holder);
+    }
+    load_collection(state, grant.project(), database_id, collection_id).await
+}
+
 async fn delete_relationship(
     state: &AppState,
     mut collection: Collection,
