@@ -406,6 +406,128 @@ async fn the_mutations_of_one_request_commit_together_or_not_at_all() {
 }
 
 #[tokio::test]
+async fn the_generic_api_reads_appwrite_system_fields_in_data() {
+    let app = spawn_app().await;
+    blog(&app).await;
+    let key = app
+        .create_key("default", &["documents.read", "documents.write"])
+        .await;
+    let create = "mutation($input: CreateDocumentInput!) { createDocument(input: $input) { id createdAt updatedAt permissions data } }";
+    // A document sent back as Appwrite's clients hold it: `$id` and
+    // `$permissions` stand for the arguments, a key's `$createdAt` and
+    // `$updatedAt` are kept (an import), the rest is left out.
+    let imported = app
+        .as_key(
+            &key,
+            "default",
+            create,
+            json!({"input": {"databaseId": "blog", "collectionId": "posts", "data": {
+                "$id": "imported", "$permissions": ["read(\"any\")"],
+                "$createdAt": "2020-01-02T03:04:05.678+00:00", "$updatedAt": "2021-06-07 08:09:10",
+                "$sequence": 7, "$databaseId": "blog", "$collectionId": "posts", "title": "Old"
+            }}}),
+        )
+        .await
+        .ok();
+    let imported = &imported["createDocument"];
+    assert_eq!(imported["id"], "imported");
+    assert_eq!(imported["createdAt"], "2020-01-02T03:04:05.678Z");
+    assert_eq!(imported["updatedAt"], "2021-06-07T08:09:10.000Z");
+    assert_eq!(imported["permissions"], json!(["read(\"any\")"]));
+    assert_eq!(imported["data"]["title"], "Old");
+    // Stored so: lists order and filter by the given times.
+    let listed = app
+        .as_key(
+            &key,
+            "default",
+            "query($q: [String!]) { documents(databaseId: \"blog\", collectionId: \"posts\", queries: $q) { documents { id } } }",
+            json!({"q": [r#"{"method":"lessThan","attribute":"$createdAt","values":["2020-12-31"]}"#]}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        listed["documents"]["documents"],
+        json!([{"id": "imported"}])
+    );
+    // A key's update may set them too; without them the update time is now.
+    let update = "mutation($input: UpdateDocumentInput!) { updateDocument(input: $input) { createdAt updatedAt data } }";
+    let moved = app
+        .as_key(
+            &key,
+            "default",
+            update,
+            json!({"input": {"databaseId": "blog", "collectionId": "posts", "id": "imported", "data": {"$updatedAt": "2022-01-01T00:00:00Z", "views": 3}}}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        moved["updateDocument"]["updatedAt"],
+        "2022-01-01T00:00:00.000Z"
+    );
+    assert_eq!(
+        moved["updateDocument"]["createdAt"],
+        "2020-01-02T03:04:05.678Z"
+    );
+    let touched = app
+        .as_key(
+            &key,
+            "default",
+            update,
+            json!({"input": {"databaseId": "blog", "collectionId": "posts", "id": "imported", "data": {"views": 4}}}),
+        )
+        .await
+        .ok();
+    assert!(
+        touched["updateDocument"]["updatedAt"]
+            .as_str()
+            .unwrap()
+            .starts_with("20")
+            && touched["updateDocument"]["updatedAt"].as_str().unwrap() > "2026",
+        "{touched:#}"
+    );
+
+    // A user's times are left out: the clock decides.
+    let ann = app.signed_in("ann@example.com").await;
+    let own = app
+        .as_session(
+            &ann,
+            create,
+            json!({"input": {"databaseId": "blog", "collectionId": "posts", "data": {"$createdAt": "2000-01-01T00:00:00Z", "title": "Mine"}}}),
+        )
+        .await
+        .ok();
+    assert!(
+        own["createDocument"]["createdAt"].as_str().unwrap() > "2026",
+        "{own:#}"
+    );
+    // Bad system values are refused; unknown `$` names too.
+    for (data, code) in [
+        (
+            json!({"$createdAt": "yesterday", "title": "x"}),
+            "BAD_USER_INPUT",
+        ),
+        (json!({"$createdAt": 12, "title": "x"}), "BAD_USER_INPUT"),
+        (
+            json!({"$permissions": "read(any)", "title": "x"}),
+            "BAD_USER_INPUT",
+        ),
+        (json!({"$id": 5, "title": "x"}), "BAD_USER_INPUT"),
+        (json!({"$secret": 1, "title": "x"}), "ATTRIBUTE_NOT_FOUND"),
+    ] {
+        let refused = app
+            .as_key(
+                &key,
+                "default",
+                create,
+                json!({"input": {"databaseId": "blog", "collectionId": "posts", "data": data}}),
+            )
+            .await;
+        assert_eq!(refused.code(), code, "{data}: {:#}", refused.body);
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_generic_api_takes_appwrite_queries() {
     let app = spawn_app().await;
     blog(&app).await;

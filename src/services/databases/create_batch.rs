@@ -500,6 +500,7 @@ mod tests {
         NewRow {
             id: id.into(),
             created_at: 1,
+            updated_at: 1,
             values: vec![SqlValue::Text(format!("title of {id}"))],
             grants: vec![(id.into(), "user:u1".into(), 13)],
             reader: Some("user:u1".into()),

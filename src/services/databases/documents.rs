@@ -1940,6 +1940,16 @@ pub struct NewDocument {
     pub id: Option<String>,
     pub data: Map<String, Value>,
     pub permissions: Option<Vec<String>>,
+    /// Its creation and update times as a server imports them (Appwrite's
+    /// `$createdAt` and `$updatedAt`); now when not given.
+    pub times: GivenTimes,
+}
+
+/// A document's times given by a server rather than taken from the clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GivenTimes {
+    pub created_at: Option<i64>,
+    pub updated_at: Option<i64>,
 }
 
 fn check_keys(collection: &Collection, data: &Map<String, Value>) -> AppResult<()> {
@@ -2057,6 +2067,7 @@ pub struct PreparedCreate {
 pub struct NewRow {
     pub id: String,
     pub created_at: i64,
+    pub updated_at: i64,
     pub values: Vec<SqlValue>,
     pub grants: Vec<(String, String, i64)>,
     /// The document's sole reader ([`sole_reader`]), kept in its row.
@@ -2069,7 +2080,7 @@ impl NewRow {
     pub fn push_values<'a>(&'a self, mut row: Separated<'_, 'a, Any, &str>) {
         row.push_bind(self.id.as_str())
             .push_bind(self.created_at)
-            .push_bind(self.created_at)
+            .push_bind(self.updated_at)
             .push_bind(self.reader.as_deref());
         for value in &self.values {
             value.push_bind_separated(&mut row);
@@ -2131,7 +2142,7 @@ impl PreparedCreate {
         Document {
             id: self.row.id.clone(),
             created_at: self.row.created_at,
-            updated_at: self.row.created_at,
+            updated_at: self.row.updated_at,
             permissions,
             data: self.data.clone(),
         }
@@ -2145,7 +2156,7 @@ impl PreparedCreate {
         Document {
             id: self.row.id,
             created_at: self.row.created_at,
-            updated_at: self.row.created_at,
+            updated_at: self.row.updated_at,
             permissions,
             data: self.data,
         }
@@ -2181,10 +2192,12 @@ pub fn prepare_create(
     }
     let grants = permission_grants(&id, &permissions);
     let reader = sole_reader(&permissions);
+    let now = now_millis();
     Ok(PreparedCreate {
         row: NewRow {
             id,
-            created_at: now_millis(),
+            created_at: new.times.created_at.unwrap_or(now),
+            updated_at: new.times.updated_at.unwrap_or(now),
             values,
             grants,
             reader,
@@ -2314,6 +2327,8 @@ pub struct DocumentChanges {
     pub permissions: Option<Vec<String>>,
     /// Refuse the change unless the document's `updatedAt` is still this.
     pub expected_updated_at: Option<i64>,
+    /// Times a server sets (else the update time is now, the creation time kept).
+    pub times: GivenTimes,
 }
 
 /// Loads a document with its permissions for a write, locking its row on
@@ -2429,14 +2444,22 @@ async fn update_impl(
         })
         .transpose()?;
     let columns = collection.columns();
-    // Strictly later than before, so `expectedUpdatedAt` tells every change apart.
-    let updated_at = now_millis().max(current.updated_at + 1);
+    // Strictly later than before, so `expectedUpdatedAt` tells every change
+    // apart; unless a server sets it.
+    let updated_at = changes
+        .times
+        .updated_at
+        .unwrap_or_else(|| now_millis().max(current.updated_at + 1));
     let mut builder = QueryBuilder::<Any>::new(format!(
         "UPDATE {} SET {} = ",
         q(dialect, &collection.table),
         q(dialect, "updated_at")
     ));
     builder.push_bind(updated_at);
+    if let Some(created_at) = changes.times.created_at {
+        builder.push(format!(", {} = ", q(dialect, "created_at")));
+        builder.push_bind(created_at);
+    }
     for (key, value) in &changes.data {
         let Some(attribute) = columns.iter().find(|a| &a.key == key) else {
             continue;

@@ -703,6 +703,60 @@ pub(crate) fn data_object(value: serde_json::Value) -> AppResult<Map<String, ser
     }
 }
 
+/// Appwrite's system fields in a document's `data`, as its clients send them
+/// back with a document: `$id` and `$permissions` stand for the arguments when
+/// those are not given (`$id` on a create only), `$createdAt` and `$updatedAt`
+/// set the document's times when a server key writes it (an import, as Appwrite
+/// lets keys do); `$sequence`, `$databaseId`, `$collectionId` and the times
+/// from anyone else are left out, as Appwrite leaves them out.
+struct SystemFields {
+    id: Option<String>,
+    permissions: Option<Vec<String>>,
+    times: documents::GivenTimes,
+}
+
+impl SystemFields {
+    fn take(data: &mut Map<String, serde_json::Value>, by_key: bool) -> AppResult<SystemFields> {
+        let time =
+            |data: &mut Map<String, serde_json::Value>, name: &str| -> AppResult<Option<i64>> {
+                match data.remove(name) {
+                    None | Some(serde_json::Value::Null) => Ok(None),
+                    Some(_) if !by_key => Ok(None),
+                    Some(serde_json::Value::String(text)) => {
+                        super::model::document_datetime_to_millis(&text)
+                            .map(Some)
+                            .ok_or_else(|| AppError::invalid(name, "expected a date-time"))
+                    }
+                    Some(_) => Err(AppError::invalid(name, "expected a date-time")),
+                }
+            };
+        let times = documents::GivenTimes {
+            created_at: time(data, "$createdAt")?,
+            updated_at: time(data, "$updatedAt")?,
+        };
+        for ignored in ["$sequence", "$databaseId", "$collectionId"] {
+            data.remove(ignored);
+        }
+        let id = match data.remove("$id") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(id)) => Some(id),
+            Some(_) => return Err(AppError::invalid("$id", "expected a string")),
+        };
+        let permissions = match data.remove("$permissions") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(value) => Some(
+                serde_json::from_value::<Vec<String>>(value)
+                    .map_err(|_| AppError::invalid("$permissions", "expected a list of strings"))?,
+            ),
+        };
+        Ok(SystemFields {
+            id,
+            permissions,
+            times,
+        })
+    }
+}
+
 /// The collection a generic document operation names, from the project's model;
 /// when there is none, `DATABASE_NOT_FOUND` or `COLLECTION_NOT_FOUND` for what is
 /// missing, as Appwrite answers (the database is looked up on that path only).
@@ -1709,11 +1763,15 @@ fn create_document_field() -> Field {
         FieldFuture::new(async move {
             let input: CreateDocumentInput = input(&ctx)?;
             let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
+            let by_key = caller(&ctx)?.key().is_some();
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
+            let mut data = data_object(input.data)?;
+            let system = SystemFields::take(&mut data, by_key)?;
             let new = NewDocument {
-                id: input.id,
-                data: data_object(input.data)?,
-                permissions: input.permissions,
+                id: input.id.or(system.id),
+                data,
+                permissions: input.permissions.or(system.permissions),
+                times: system.times,
             };
             let document = documents_of(&ctx, &access)?
                 .create(&collection, new, Sharing::Sole)
@@ -1730,10 +1788,14 @@ fn update_document_field() -> Field {
         FieldFuture::new(async move {
             let input: UpdateDocumentInput = input(&ctx)?;
             let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
+            let by_key = caller(&ctx)?.key().is_some();
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
+            let mut data = input.data.map(data_object).transpose()?.unwrap_or_default();
+            let system = SystemFields::take(&mut data, by_key)?;
             let changes = DocumentChanges {
-                data: input.data.map(data_object).transpose()?.unwrap_or_default(),
-                permissions: input.permissions,
+                data,
+                permissions: input.permissions.or(system.permissions),
+                times: system.times,
                 expected_updated_at: input
                     .expected_updated_at
                     .as_deref()

@@ -319,6 +319,7 @@ impl<'r> Documents<'r> {
                     data,
                     permissions,
                     expected_updated_at: None,
+                    times: Default::default(),
                 };
                 let (previous, document) =
                     documents::update(&mut op, collection, self.access, &id, changes, self.model)
@@ -329,6 +330,7 @@ impl<'r> Documents<'r> {
                     id: Some(id),
                     data,
                     permissions,
+                    times: Default::default(),
                 };
                 let first_write = op.first_write();
                 let document = documents::create(

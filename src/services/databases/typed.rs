@@ -1290,6 +1290,7 @@ fn new_document(input: Json) -> AppResult<NewDocument> {
         id,
         data,
         permissions,
+        times: Default::default(),
     })
 }
 
@@ -1308,6 +1309,7 @@ fn document_changes(input: Json) -> AppResult<(String, DocumentChanges)> {
             .as_deref()
             .map(|t| parse_datetime("expectedUpdatedAt", t))
             .transpose()?,
+        times: Default::default(),
     };
     Ok((id.unwrap_or_default(), changes))
 }
