@@ -248,27 +248,47 @@ impl Jobs {
 }
 
 /// The next tick of `cron` after `after` (milliseconds), or why the expression is
-/// not one. Five fields are read as standard CRON (minute first), six with
-/// seconds first; days of the week count as crontab counts them (0 or 7 is
-/// Sunday, 1 Monday), and `@hourly`, `@daily` (`@midnight`), `@weekly`,
-/// `@monthly` and `@yearly` (`@annually`) stand for their schedules.
+/// not one. Five fields are read as crontab reads them (minute first), six with
+/// seconds first: days of the week numbered 0 to 7 (0 and 7 Sunday, 1 Monday) or
+/// named, and a day that names both a day of the month and a day of the week
+/// when either matches. `@hourly`, `@daily` (`@midnight`), `@weekly`, `@monthly`
+/// and `@yearly` (`@annually`) stand for their schedules.
 pub fn next_tick(cron: &str, after: i64) -> anyhow::Result<i64> {
     let fields: Vec<&str> = cron.split_whitespace().collect();
-    let expression = match fields.as_slice() {
-        ["@midnight"] => "@daily".to_string(),
-        ["@annually"] => "@yearly".to_string(),
-        [shorthand] if shorthand.starts_with('@') => shorthand.to_string(),
-        [minute, hour, day, month, weekday] => format!(
-            "0 {minute} {hour} {day} {month} {}",
-            crate_weekdays(weekday)?
-        ),
-        [second, minute, hour, day, month, weekday] => format!(
-            "{second} {minute} {hour} {day} {month} {}",
-            crate_weekdays(weekday)?
-        ),
+    let (second, minute, hour, day, month, weekday) = match fields.as_slice() {
+        ["@midnight"] => return next_of("@daily", after),
+        ["@annually"] => return next_of("@yearly", after),
+        [shorthand] if shorthand.starts_with('@') => return next_of(shorthand, after),
+        [minute, hour, day, month, weekday] => ("0", *minute, *hour, *day, *month, *weekday),
+        [second, minute, hour, day, month, weekday] => {
+            (*second, *minute, *hour, *day, *month, *weekday)
+        }
         _ => anyhow::bail!("a CRON expression has 5 fields (or 6, seconds first)"),
     };
-    let schedule = cron::Schedule::from_str(&expression)
+    let weekdays = crate_weekdays(weekday)?;
+    let any = |field: &str| field == "*" || field == "?";
+    if any(day) || any(weekday) {
+        return next_of(
+            &format!("{second} {minute} {hour} {day} {month} {weekdays}"),
+            after,
+        );
+    }
+    // Both restricted: crontab runs on either, the `cron` crate on both.
+    let by_day = next_of(&format!("{second} {minute} {hour} {day} {month} *"), after);
+    let by_weekday = next_of(
+        &format!("{second} {minute} {hour} * {month} {weekdays}"),
+        after,
+    );
+    match (by_day, by_weekday) {
+        (Ok(a), Ok(b)) => Ok(a.min(b)),
+        (Ok(one), Err(_)) | (Err(_), Ok(one)) => Ok(one),
+        (Err(err), Err(_)) => Err(err),
+    }
+}
+
+/// The next tick after `after` of an expression the `cron` crate reads.
+fn next_of(expression: &str, after: i64) -> anyhow::Result<i64> {
+    let schedule = cron::Schedule::from_str(expression)
         .map_err(|err| anyhow::anyhow!("not a CRON expression: {err}"))?;
     let after = chrono::DateTime::from_timestamp_millis(after)
         .ok_or_else(|| anyhow::anyhow!("time out of range"))?;
@@ -279,18 +299,27 @@ pub fn next_tick(cron: &str, after: i64) -> anyhow::Result<i64> {
         .ok_or_else(|| anyhow::anyhow!("the CRON expression never fires"))
 }
 
-/// A crontab day-of-week field (0–7, Sunday both 0 and 7) as the `cron` crate
-/// reads it (1–7 from Sunday): numeric items become the list of days they name,
-/// so that `1-5` keeps meaning Monday to Friday; names and `*` mean the same in
-/// both and pass as they are.
+/// A crontab day-of-week field (0–7 with 0 and 7 Sunday, or three-letter names)
+/// as the `cron` crate reads it (1–7 from Sunday): every item, names included,
+/// becomes the list of days it means, so that `1-5` keeps meaning Monday to
+/// Friday and `MON,5` Monday and Friday.
 fn crate_weekdays(field: &str) -> anyhow::Result<String> {
-    if field == "*" || field == "?" || field.bytes().any(|b| b.is_ascii_alphabetic()) {
+    if field == "*" || field == "?" {
         return Ok(field.to_string());
     }
+    const NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
     let day = |text: &str| -> anyhow::Result<u8> {
+        if let Some(named) = NAMES
+            .iter()
+            .position(|name| name.eq_ignore_ascii_case(text))
+        {
+            return Ok(named as u8);
+        }
         match text.parse::<u8>() {
             Ok(day) if day <= 7 => Ok(day),
-            _ => anyhow::bail!("a day of the week is 0 to 7 (0 and 7 are Sunday), not `{text}`"),
+            _ => anyhow::bail!(
+                "a day of the week is 0 to 7 (0 and 7 are Sunday) or its name, not `{text}`"
+            ),
         }
     };
     let mut days = [false; 7];
@@ -303,10 +332,10 @@ fn crate_weekdays(field: &str) -> anyhow::Result<String> {
             None => (item, 1),
         };
         let (first, last) = match range.split_once('-') {
-            _ if range == "*" => (0, 6),
+            _ if range == "*" => (0, 7),
             Some((first, last)) => (day(first)?, day(last)?),
-            // `n/step` runs from `n` to the end of the week.
-            None if item.contains('/') => (day(range)?, 6),
+            // `n/step` runs to the end of the week, 7 (Sunday) included.
+            None if item.contains('/') => (day(range)?, 7),
             None => {
                 let single = day(range)?;
                 (single, single)
@@ -683,6 +712,19 @@ mod tests {
         );
         assert_eq!(next_at("0 0 * * */3", friday), "2026-01-03T00:00:00+00:00");
         assert_eq!(next_at("0 0 0 * * 1", friday), "2026-01-05T00:00:00+00:00");
+        // Names and numbers mix; `n/step` reaches Sunday as 7.
+        assert_eq!(
+            next_at("0 0 * * SUN,1-5", friday),
+            "2026-01-04T00:00:00+00:00"
+        );
+        assert_eq!(
+            next_at("0 0 * * MON,5", "2026-01-06T10:00:00Z"),
+            "2026-01-09T00:00:00+00:00"
+        );
+        assert_eq!(next_at("0 0 * * 1/3", friday), "2026-01-04T00:00:00+00:00");
+        // A day of the month and a day of the week: either one.
+        assert_eq!(next_at("0 0 15 * 1", friday), "2026-01-05T00:00:00+00:00");
+        assert_eq!(next_at("0 0 3 * 1", friday), "2026-01-03T00:00:00+00:00");
         for bad in [
             "0 0 * * 8",
             "0 0 * * 5-1",
