@@ -511,6 +511,13 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_FUNCTIONS_MAX_WAITING", default_value_t = 10_000)]
     pub functions_max_waiting: usize,
 
+    /// Executions asked for at a later time (`createExecution`'s `scheduledAt`)
+    /// one project may have waiting for their time; past them another is refused
+    /// with `TOO_MANY_EXECUTIONS`. Each user (and all guests together) may have at
+    /// most 100 of them.
+    #[arg(long, env = "NIMBUS_FUNCTIONS_MAX_SCHEDULED", default_value_t = 10_000)]
+    pub functions_max_scheduled: usize,
+
     /// Teams one user may be a confirmed member of (creating one makes its creator
     /// a member): every request of a user carries the roles of all their teams.
     /// 0: no bound.

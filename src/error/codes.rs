@@ -256,7 +256,7 @@ codes! {
     DEPLOYMENT_NOT_FOUND: 404 => "no deployment of the function has that id, or the function has no active deployment";
     DEPLOYMENT_INVALID: 400 => "uploaded code that does not compile (module and line in the message), is not JavaScript, lacks the entrypoint, or breaks the archive's limits";
     EXECUTION_NOT_FOUND: 404 => "no execution of the function has that id, or the caller may not read it";
-    TOO_MANY_EXECUTIONS: 429 => "every sandbox thread is busy and the queue is full (`NIMBUS_FUNCTIONS_QUEUE`), the project holds its share of them (`NIMBUS_FUNCTIONS_PER_PROJECT`), or it has `NIMBUS_FUNCTIONS_MAX_WAITING` asynchronous executions waiting; retry after `extensions.retryAfter` seconds";
+    TOO_MANY_EXECUTIONS: 429 => "every sandbox thread is busy and the queue is full (`NIMBUS_FUNCTIONS_QUEUE`), the project holds its share of them (`NIMBUS_FUNCTIONS_PER_PROJECT`), or it has `NIMBUS_FUNCTIONS_MAX_WAITING` asynchronous executions waiting (`NIMBUS_FUNCTIONS_MAX_SCHEDULED` scheduled ones, 100 of a user's); retry after `extensions.retryAfter` seconds";
     // How an execution failed: its `failure`, and the plain HTTP route's answer.
     EXECUTION_THREW: 500 => "the function threw, or its promise rejected";
     EXECUTION_CPU_LIMIT: 500 => "the function's code ran longer than its timeout";

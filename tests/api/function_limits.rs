@@ -769,6 +769,10 @@ async fn a_scheduled_execution_waits_for_its_time_and_can_be_cancelled_before() 
             "BAD_USER_INPUT",
         ),
         (
+            json!({"functionId": "whoami", "async": true, "scheduledAt": in_minutes(5), "body": "x".repeat(64 * 1024 + 1)}),
+            "BAD_USER_INPUT",
+        ),
+        (
             json!({"functionId": "whoami", "async": true, "scheduledAt": (chrono::Utc::now() + chrono::Duration::seconds(10)).to_rfc3339()}),
             "BAD_USER_INPUT",
         ),
@@ -891,6 +895,61 @@ async fn a_scheduled_execution_waits_for_its_time_and_can_be_cancelled_before() 
         .await;
     assert_eq!(gone.code(), "EXECUTION_NOT_FOUND", "{:#}", gone.body);
     runner.shutdown().await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn scheduled_executions_have_their_own_bound_and_a_jwt_schedules_only_within_its_life() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.functions_max_scheduled = 2;
+    config.functions_max_waiting = 100;
+    let app = spawn_with(config, dir).await;
+    deployed(
+        &app,
+        "later",
+        json!({"execute": ["users"]}),
+        "export default async ({ res }) => res.text('ran');",
+    )
+    .await;
+    let ann = app.signed_in("ann@example.com").await;
+    let in_minutes = |minutes: i64| {
+        (chrono::Utc::now() + chrono::Duration::minutes(minutes))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let run = |secret: String, input: Value| {
+        let app = &app;
+        async move {
+            let bearer = format!("Bearer {secret}");
+            execute_as(app, &[("authorization", &bearer)], input).await
+        }
+    };
+    let scheduled = json!({"functionId": "later", "async": true, "scheduledAt": in_minutes(10)});
+    for _ in 0..2 {
+        run(ann.clone(), scheduled.clone()).await.ok();
+    }
+    let full = run(ann.clone(), scheduled.clone()).await;
+    assert_eq!(full.code(), "TOO_MANY_EXECUTIONS", "{:#}", full.body);
+    // Executions that wait to run at once are counted apart, and still taken.
+    let queued = run(ann.clone(), json!({"functionId": "later", "async": true}))
+        .await
+        .ok();
+    assert_eq!(queued["createExecution"]["status"], "WAITING");
+
+    // A JWT lends at most its 15 minutes: a run after them is refused up front.
+    let jwt = app
+        .as_session(&ann, "mutation { createJWT { jwt } }", json!({}))
+        .await
+        .ok()["createJWT"]["jwt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let past_jwt = run(
+        jwt,
+        json!({"functionId": "later", "async": true, "scheduledAt": in_minutes(30)}),
+    )
+    .await;
+    assert_eq!(past_jwt.code(), "BAD_USER_INPUT", "{:#}", past_jwt.body);
     app.shutdown().await;
 }
 

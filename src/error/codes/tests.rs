@@ -32,6 +32,7 @@ const NOT_CODES: &[&str] = &[
     "SESSIONS_DELETED",
     // SQL.
     "STRAIGHT_JOIN",
+    "CHAR_LENGTH",
     // Cargo's build output directory, read with `env!`.
     "OUT_DIR",
     // The allocator's own setting, read from the environment.

@@ -826,6 +826,17 @@ impl Handler for ExecuteJobs {
             // Ran already: a job runs at least once.
             return Ok(());
         }
+        // A scheduled one is claimed before it runs: from then on it can no longer
+        // be cancelled (deleted), and one cancelled first does not run.
+        if execution.status == status::SCHEDULED {
+            if !store::start_scheduled(pool, &execution)
+                .await
+                .map_err(retry)?
+            {
+                return Ok(());
+            }
+            execution.status = status::PROCESSING.into();
+        }
         let Some(function) = store::find(pool, project, &function_id)
             .await
             .map_err(retry)?

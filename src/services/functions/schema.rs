@@ -358,7 +358,7 @@ crate::graphql_input! {
         headers: Option<Vec<ExecutionHeaderInput>>,
         "Run it as a background job and answer at once with status `WAITING`; default false."
         r#async: Option<bool>,
-        "With `async: true`, run it at this time rather than as soon as possible (status `SCHEDULED` until then): at least a minute ahead, at most a year. Scheduled executions count towards the project's waiting ones (`NIMBUS_FUNCTIONS_MAX_WAITING`); `deleteExecution` cancels one before it runs."
+        "With `async: true`, run it at this time rather than as soon as possible (status `SCHEDULED` until then): at least a minute ahead, at most a year (with a JWT: before it ends), a body of at most 64 KiB. A project holds at most `NIMBUS_FUNCTIONS_MAX_SCHEDULED` of them, a user (or all guests) 100 (`TOO_MANY_EXECUTIONS`); `deleteExecution` cancels one before it starts."
         scheduled_at: Option<String> as "DateTime",
     }
 }

@@ -1681,8 +1681,18 @@ async fn write_records(state: &AppState, batch: &mut Vec<super::QueuedRecord>) {
     }
 }
 
+/// Most executions one user (or all guests together) may have scheduled and
+/// not yet run in a project; keys are bounded by the project's
+/// `NIMBUS_FUNCTIONS_MAX_SCHEDULED` only.
+pub const MAX_SCHEDULED_PER_CALLER: usize = 100;
+
+/// Largest request body a scheduled execution keeps until it runs.
+pub const MAX_SCHEDULED_BODY: usize = 64 * 1024;
+
 /// Records an execution as `waiting` (`scheduled` when it runs `at` a set
-/// time) and queues the job that runs it, in one transaction.
+/// time) and queues the job that runs it, in one transaction. A scheduled one
+/// keeps a body of at most [`MAX_SCHEDULED_BODY`], and one started with a JWT
+/// runs before the JWT ends.
 pub async fn execute_later(
     state: &AppState,
     caller: &Caller,
@@ -1691,6 +1701,22 @@ pub async fn execute_later(
     request: ExecutionRequest,
     at: Option<i64>,
 ) -> AppResult<Execution> {
+    if let Some(at) = at {
+        if request.body.len() > MAX_SCHEDULED_BODY {
+            return Err(AppError::invalid(
+                "body",
+                format!("a scheduled execution keeps a body of at most {MAX_SCHEDULED_BODY} bytes"),
+            ));
+        }
+        if let Some(jwt_end) = caller.signed_in()?.and_then(|s| s.jwt_expires_at)
+            && at >= jwt_end
+        {
+            return Err(AppError::invalid(
+                "scheduledAt",
+                "started with a JWT, an execution runs before the JWT ends",
+            ));
+        }
+    }
     let mut request = request;
     let mut execution = new_execution(
         function,
@@ -1745,10 +1771,39 @@ async fn queue(
     // depth): what a project keeps waiting is bounded, not only how deep it goes.
     // Counted before the transaction, whose first statement must be its write (a
     // SQLite transaction that reads first cannot always write after); calls at the
-    // same moment may pass the bound by as many as they are.
-    let most = state.config.functions_max_waiting;
-    if store::count_waiting(state.db.pool(), &execution.project_id, most).await? >= most {
-        return Err(AppError::TooManyExecutions { retry_after: 60 });
+    // same moment may pass the bound by as many as they are. Scheduled calls have
+    // their own bounds (they may wait a year), per project and per caller; a
+    // schedule's tick is never refused.
+    let pool = state.db.pool();
+    let project = execution.project_id.as_str();
+    if execution.status == status::SCHEDULED {
+        let most = state.config.functions_max_scheduled;
+        if store::count_in_status(pool, project, status::SCHEDULED, None, most).await? >= most {
+            return Err(AppError::TooManyExecutions { retry_after: 60 });
+        }
+        if !execution
+            .caller
+            .as_deref()
+            .is_some_and(|c| c.starts_with("key:"))
+        {
+            let caller = execution.caller.as_deref().unwrap_or_default();
+            let own = store::count_in_status(
+                pool,
+                project,
+                status::SCHEDULED,
+                Some(caller),
+                MAX_SCHEDULED_PER_CALLER,
+            )
+            .await?;
+            if own >= MAX_SCHEDULED_PER_CALLER {
+                return Err(AppError::TooManyExecutions { retry_after: 60 });
+            }
+        }
+    } else if execution.trigger != Trigger::Schedule.as_str() {
+        let most = state.config.functions_max_waiting;
+        if store::count_in_status(pool, project, status::WAITING, None, most).await? >= most {
+            return Err(AppError::TooManyExecutions { retry_after: 60 });
+        }
     }
     let mut tx = state.db.pool().begin().await?;
     // A function deleted since it was read takes no new execution.

@@ -522,22 +522,31 @@ fn kept_body(body: &[u8]) -> Vec<u8> {
     body[..body.len().min(super::service::KEPT_RESPONSE_BYTES)].to_vec()
 }
 
-/// How many of a project's executions wait to run, counted up to `up_to`.
-pub async fn count_waiting<'e>(
+/// How many of a project's executions are in `status` (of one caller's, `user:ID`
+/// or `""` for guests, when `caller` is given), counted up to `up_to`.
+pub async fn count_in_status<'e>(
     db: impl Executor<'e, Database = Any>,
     project_id: &str,
+    status: &str,
+    caller: Option<&str>,
     up_to: usize,
 ) -> Result<usize, sqlx::Error> {
-    let (count,): (i64,) = sqlx::query_as(
+    let by_caller = match caller {
+        Some("") => " AND caller IS NULL",
+        Some(_) => " AND caller = ?",
+        None => "",
+    };
+    let sql = format!(
         "SELECT COUNT(*) FROM (SELECT 1 FROM function_executions \
-         WHERE project_id = ? AND status IN (?, ?) LIMIT ?) AS waiting",
-    )
-    .bind(project_id)
-    .bind(super::status::WAITING)
-    .bind(super::status::SCHEDULED)
-    .bind(up_to as i64)
-    .fetch_one(db)
-    .await?;
+         WHERE project_id = ? AND status = ?{by_caller} LIMIT ?) AS counted"
+    );
+    let mut query = sqlx::query_as::<_, (i64,)>(&sql)
+        .bind(project_id)
+        .bind(status);
+    if let Some(caller) = caller.filter(|c| !c.is_empty()) {
+        query = query.bind(caller);
+    }
+    let (count,) = query.bind(up_to as i64).fetch_one(db).await?;
     Ok(count.max(0) as usize)
 }
 
@@ -658,6 +667,24 @@ pub async fn insert_executions_of(
         );
     }
     Ok(written)
+}
+
+/// Marks a scheduled execution as running; false when it is no longer scheduled
+/// (cancelled, or claimed by another run of its job).
+pub async fn start_scheduled(pool: &AnyPool, e: &Execution) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE function_executions SET status = ?, updated_at = ? \
+         WHERE project_id = ? AND function_id = ? AND id = ? AND status = ?",
+    )
+    .bind(super::status::PROCESSING)
+    .bind(crate::db::now_millis())
+    .bind(&e.project_id)
+    .bind(&e.function_id)
+    .bind(&e.id)
+    .bind(super::status::SCHEDULED)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected() == 1)
 }
 
 /// Records how an execution ended (and forgets its request body); false when it is
