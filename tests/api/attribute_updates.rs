@@ -33,7 +33,9 @@ async fn posts(app: &TestApp) {
             ],
             "indexes": [
                 {"key": "by_views", "type": "KEY", "attributes": ["views", "title"]},
-                {"key": "title_text", "type": "FULLTEXT", "attributes": ["title"]}
+                {"key": "title_text", "type": "FULLTEXT", "attributes": ["title"]},
+                {"key": "one_title", "type": "UNIQUE", "attributes": ["title"]},
+                {"key": "one_subtitle", "type": "UNIQUE", "attributes": ["subtitle"]}
             ]
         }}),
     )
@@ -76,7 +78,10 @@ async fn an_attribute_changes_its_settings_and_key_keeping_its_values_and_indexe
     let app = spawn_app().await;
     posts(&app).await;
     let twins = || crate::reader_twins::twins(&app, "posts");
-    assert_eq!(twins().await, ["by_views", "reader"]);
+    assert_eq!(
+        twins().await,
+        ["by_views", "one_subtitle", "one_title", "reader"]
+    );
 
     // A required title becomes optional: the column loses its NOT NULL (made
     // again on SQLite), its values and its full-text index stay.
@@ -128,7 +133,11 @@ async fn an_attribute_changes_its_settings_and_key_keeping_its_values_and_indexe
         ordered["posts"]["nodes"],
         json!([{"id": "b", "hits": 50}, {"id": "c", "hits": 7}])
     );
-    assert_eq!(twins().await, ["by_views", "reader"], "made again");
+    assert_eq!(
+        twins().await,
+        ["by_views", "one_subtitle", "one_title", "reader"],
+        "made again"
+    );
     let old_field = app.admin("{ posts { nodes { views } } }", json!({})).await;
     assert_eq!(old_field.code(), "GRAPHQL_VALIDATION_FAILED");
     let generic = app
@@ -141,6 +150,25 @@ async fn an_attribute_changes_its_settings_and_key_keeping_its_values_and_indexe
     assert_eq!(generic["documents"]["documents"][0]["id"], "b");
     assert_eq!(generic["documents"]["documents"][0]["data"]["hits"], 50);
 
+    // A default that would give documents one value under a unique index is
+    // refused, and changes nothing.
+    let duplicated = update(
+        &app,
+        json!({"key": "subtitle", "required": false, "default": "none"}),
+    )
+    .await;
+    assert_eq!(
+        duplicated.code(),
+        "INDEX_DUPLICATE_VALUES",
+        "{:#}",
+        duplicated.body
+    );
+    app.admin(
+        "mutation { deleteIndex(input: {databaseId: \"blog\", collectionId: \"posts\", key: \"one_subtitle\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
     // A new default reaches the documents that had no value.
     let defaulted = update(
         &app,
@@ -167,6 +195,14 @@ async fn an_attribute_changes_its_settings_and_key_keeping_its_values_and_indexe
         )
         .await;
     assert_eq!(long.code(), "VALUE_OUT_OF_RANGE", "{:#}", long.body);
+    // Its unique index still holds after every change.
+    let twice = app
+        .admin(
+            "mutation { createPost(input: {title: \"Go\"}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(twice.code(), "DOCUMENT_NOT_UNIQUE", "{:#}", twice.body);
     let ranged = update(
         &app,
         json!({"key": "hits", "required": false, "default": 0, "max": 100}),

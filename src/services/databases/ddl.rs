@@ -644,7 +644,21 @@ pub fn change_column_sql(
     new: &Attribute,
 ) -> Result<(Vec<String>, Vec<String>), DdlError> {
     check_table_name(table)?;
-    validate_attributes(columns)?;
+    // Only the changed attribute is checked: an older one whose key has since
+    // become reserved must not hold every other change back.
+    new.validate()?;
+    if columns
+        .iter()
+        .filter(|column| column.key.eq_ignore_ascii_case(&new.key))
+        .count()
+        > 1
+    {
+        return Err(ValueError::InvalidAttribute {
+            key: shown(&new.key),
+            reason: "another attribute has the same key (keys are compared ignoring case)".into(),
+        }
+        .into());
+    }
     if !columns.iter().any(|column| column == new) {
         return Err(DdlError::UnknownAttribute {
             key: shown(&new.key),

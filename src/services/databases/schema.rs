@@ -1390,7 +1390,7 @@ fn update_attribute() -> Field {
         "updateAttribute",
         "Collection",
         "UpdateAttributeInput",
-        "Changes an attribute's settings or key, keeping its values (scope `databases.write`). A change stored documents would break is refused (`ATTRIBUTE_INVALID`); a taken `newKey` is `ATTRIBUTE_ALREADY_EXISTS`. Publishes `databases.D.collections.C.attributes.KEY.update`.",
+        "Changes an attribute's settings or key, keeping its values (scope `databases.write`). A change stored documents would break is refused (`ATTRIBUTE_INVALID`); a taken `newKey` is `ATTRIBUTE_ALREADY_EXISTS`. Publishes `databases.D.collections.C.attributes.KEY.update` under its key as changed.",
         |ctx| {
             FieldFuture::new(async move {
                 let input: UpdateAttributeInput = input(&ctx)?;

@@ -8,6 +8,8 @@
 
 use std::collections::HashSet;
 
+use futures_util::future::BoxFuture;
+
 use crate::AppState;
 use crate::auth::permissions::Permission;
 use crate::auth::scopes::{DatabasesRead, DatabasesWrite};
@@ -520,20 +522,8 @@ pub async fn update_attribute(
     if new == old {
         return Ok(collection);
     }
-    check_stored_values(state, &collection, &old, &new).await?;
-
     let dialect = sql_dialect(state.db.dialect());
     let before = collection.clone();
-    let using: Vec<Index> = ddl::indexes_using(&collection.indexes, &old.key)
-        .cloned()
-        .collect();
-    // Between the two halves of the change the indexes using the column are
-    // gone, with their twins: a column an index (or a trigger) uses cannot be
-    // dropped or made again on SQLite.
-    let mut between = collection.clone();
-    between
-        .indexes
-        .retain(|index| !using.iter().any(|u| u.key == index.key));
     if let Some(attribute) = collection.attributes.iter_mut().find(|a| a.key == old.key) {
         *attribute = new.clone();
     }
@@ -544,58 +534,112 @@ pub async fn update_attribute(
             }
         }
     }
-    let renamed: Vec<Index> = collection
-        .indexes
-        .iter()
-        .filter(|index| using.iter().any(|u| u.key == index.key))
-        .cloned()
-        .collect();
-
     let columns = collection.columns();
     let (change, change_undo) =
         ddl::change_column_sql(dialect, &collection.table, &columns, &old, &new)
             .map_err(ddl_error)?;
+    // The indexes using the column that the change does not carry along are made
+    // again: every one when SQLite makes the column again, a full-text one when
+    // its names or (on MariaDB) its search column follow the key, a MariaDB one
+    // whose key part changes (a string's indexed prefix).
+    let sqlite_remakes_column =
+        dialect == super::model::SqlDialect::Sqlite && old.required && !new.required;
+    let old_renamed = Attribute {
+        key: new.key.clone(),
+        ..old.clone()
+    };
+    let columns_renamed: Vec<Attribute> = before
+        .columns()
+        .into_iter()
+        .map(|column| {
+            if column.key == old.key {
+                old_renamed.clone()
+            } else {
+                column
+            }
+        })
+        .collect();
+    let mut remade: Vec<(Index, Index)> = Vec::new();
+    for (was, now) in before.indexes.iter().zip(&collection.indexes) {
+        if !was.attributes.contains(&old.key) {
+            continue;
+        }
+        let carried = match dialect {
+            super::model::SqlDialect::Sqlite => {
+                let fts_renamed = now.kind == IndexKind::Fulltext && new.key != old.key;
+                !(sqlite_remakes_column || fts_renamed)
+            }
+            super::model::SqlDialect::MySql if now.kind == IndexKind::Fulltext => change.is_empty(),
+            super::model::SqlDialect::MySql => {
+                ddl::create_index_sql(dialect, &collection.table, &columns_renamed, now)
+                    .map_err(ddl_error)?
+                    == ddl::create_index_sql(dialect, &collection.table, &columns, now)
+                        .map_err(ddl_error)?
+            }
+        };
+        if !carried {
+            remade.push((was.clone(), now.clone()));
+        }
+    }
+    // Between the two halves of the change the indexes made again are gone, with
+    // their twins: a column an index (or a trigger) uses cannot be dropped on
+    // SQLite.
+    let mut between = before.clone();
+    between
+        .indexes
+        .retain(|index| !remade.iter().any(|(was, _)| was.key == index.key));
     let mut first = Vec::new();
     let mut first_undo = change_undo;
-    for index in &using {
-        first.extend(ddl::drop_index_sql(dialect, &collection.table, index).map_err(ddl_error)?);
-        first_undo.extend(
-            ddl::create_index_sql(dialect, &collection.table, &before.columns(), index)
-                .map_err(ddl_error)?,
-        );
-    }
-    first.extend(change);
-    if old.default_sql_value().is_none()
-        && let Some(fill) = ddl::fill_default_sql(dialect, &collection.table, &new)
-    {
-        first.push(fill);
-    }
     let mut second = Vec::new();
     let mut second_undo = Vec::new();
-    for index in &renamed {
-        second.extend(
-            ddl::create_index_sql(dialect, &collection.table, &columns, index)
+    for (was, now) in &remade {
+        first.extend(ddl::drop_index_sql(dialect, &collection.table, was).map_err(ddl_error)?);
+        first_undo.extend(
+            ddl::create_index_sql(dialect, &collection.table, &before.columns(), was)
                 .map_err(ddl_error)?,
         );
+        second.extend(
+            ddl::create_index_sql(dialect, &collection.table, &columns, now).map_err(ddl_error)?,
+        );
         second_undo
-            .extend(ddl::drop_index_sql(dialect, &collection.table, index).map_err(ddl_error)?);
+            .extend(ddl::drop_index_sql(dialect, &collection.table, now).map_err(ddl_error)?);
     }
+    first.extend(change);
     let (mut statements, first_undo) =
         with_twins(dialect, Some(&before), &between, &first, &first_undo)?;
     let (second, mut undo) =
         with_twins(dialect, Some(&between), &collection, &second, &second_undo)?;
     statements.extend(second);
     undo.extend(first_undo);
+    // A new default reaches the documents without a value with the metadata, in
+    // its transaction.
+    let fill: Vec<String> = if old.default_sql_value().is_none() {
+        ddl::fill_default_sql(dialect, &collection.table, &new)
+            .into_iter()
+            .collect()
+    } else {
+        Vec::new()
+    };
 
     collection.version += 1;
     collection.updated_at = now_millis();
     let parts = vec![Part::attribute(&new, "update")];
-    run_change(
+    let table = collection.table.clone();
+    let (was, now) = (old.clone(), new.clone());
+    let check = stored_check(move |conn| {
+        let (table, was, now) = (table.clone(), was.clone(), now.clone());
+        Box::pin(async move { check_stored_values(conn, dialect, &table, &was, &now).await })
+    });
+    run_change_with(
         state,
         &statements,
         &undo,
         Change::Update(&collection),
         parts,
+        Alongside {
+            check: Some(&check),
+            data: &fill,
+        },
     )
     .await?;
     Ok(collection)
@@ -687,8 +731,9 @@ fn updated_attribute(old: &Attribute, update: AttributeUpdate) -> AppResult<Attr
 /// required while some have no value, or narrowed (size, range, enum elements)
 /// past a stored value; a list attribute is not narrowed at all.
 async fn check_stored_values(
-    state: &AppState,
-    collection: &Collection,
+    conn: &mut sqlx::AnyConnection,
+    dialect: super::model::SqlDialect,
+    table: &str,
     old: &Attribute,
     new: &Attribute,
 ) -> AppResult<()> {
@@ -700,26 +745,12 @@ async fn check_stored_values(
             reason,
         })
     };
-    let dialect = sql_dialect(state.db.dialect());
     let column = dialect.quote(&old.column());
-    let table = dialect.quote(&collection.table);
-    let found = |condition: String, binds: Vec<super::model::SqlValue>| {
-        let sql = format!("SELECT 1 FROM {table} WHERE {condition} LIMIT 1");
-        async move {
-            let mut query = sqlx::query(&sql);
-            for bind in binds {
-                query = match bind {
-                    super::model::SqlValue::Int(i) => query.bind(i),
-                    super::model::SqlValue::Float(f) => query.bind(f),
-                    super::model::SqlValue::Text(t) => query.bind(t),
-                    super::model::SqlValue::Bool(b) => query.bind(i16::from(b)),
-                    super::model::SqlValue::Null => query.bind(None::<String>),
-                };
-            }
-            Ok::<bool, AppError>(query.fetch_optional(state.db.pool()).await?.is_some())
-        }
-    };
-    if new.required && !old.required && found(format!("{column} IS NULL"), Vec::new()).await? {
+    let table = dialect.quote(table);
+    if new.required
+        && !old.required
+        && any_row(conn, &table, &format!("{column} IS NULL"), Vec::new()).await?
+    {
         return refuse(
             "required",
             "some documents have no value: give them one first".into(),
@@ -787,13 +818,34 @@ async fn check_stored_values(
         ),
         _ => return Ok(()),
     };
-    if found(outside, binds).await? {
+    if any_row(conn, &table, &outside, binds).await? {
         return refuse(
             field,
             "a stored document's value would no longer be allowed: change it first".into(),
         );
     }
     Ok(())
+}
+
+/// Whether a row of `table` meets `condition` (its `?`s bound to `binds`).
+async fn any_row(
+    conn: &mut sqlx::AnyConnection,
+    table: &str,
+    condition: &str,
+    binds: Vec<super::model::SqlValue>,
+) -> AppResult<bool> {
+    let sql = format!("SELECT 1 FROM {table} WHERE {condition} LIMIT 1");
+    let mut query = sqlx::query(&sql);
+    for bind in binds {
+        query = match bind {
+            super::model::SqlValue::Int(i) => query.bind(i),
+            super::model::SqlValue::Float(f) => query.bind(f),
+            super::model::SqlValue::Text(t) => query.bind(t),
+            super::model::SqlValue::Bool(b) => query.bind(i16::from(b)),
+            super::model::SqlValue::Null => query.bind(None::<String>),
+        };
+    }
+    Ok(query.fetch_optional(conn).await?.is_some())
 }
 
 /// Removes an attribute, its column, and the indexes that use it.
@@ -1564,13 +1616,7 @@ async fn write_metadata(conn: &mut sqlx::AnyConnection, change: &Change<'_>) -> 
             if store::update_collection(&mut *conn, c).await? {
                 Ok(())
             } else {
-                Err(AppError::Invalid {
-                    code: codes::COLLECTION_CHANGED,
-                    field: "collectionId".into(),
-                    reason:
-                        "the collection was changed by another request at the same time; try again"
-                            .into(),
-                })
+                Err(changed_meanwhile())
             }
         }
         Change::Delete(c) => {
@@ -1586,11 +1632,23 @@ fn ddl_failure(err: sqlx::Error) -> AppError {
     let unique = err
         .as_database_error()
         .is_some_and(|e| e.is_unique_violation() || e.code().as_deref() == Some("23000"));
+    // MariaDB's data exceptions (a value too long, a null, out of range) and
+    // truncation: a stored document does not fit a column redefined.
+    let unfit = err
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code.starts_with("22") || code == "01000");
     if unique {
         AppError::Invalid {
             code: codes::INDEX_DUPLICATE_VALUES,
             field: "attributes".into(),
             reason: "documents already hold duplicate values for a unique index".into(),
+        }
+    } else if unfit {
+        AppError::Invalid {
+            code: codes::ATTRIBUTE_INVALID,
+            field: "attributes".into(),
+            reason: "a stored document's value does not fit the attribute as changed".into(),
         }
     } else {
         AppError::Internal(anyhow::Error::new(err).context("collection DDL failed"))
@@ -1607,6 +1665,45 @@ async fn run_change(
     change: Change<'_>,
     parts: Vec<Part>,
 ) -> AppResult<()> {
+    run_change_with(state, statements, undo, change, parts, Alongside::default()).await
+}
+
+/// A check of the stored documents that a change needs to hold.
+type StoredCheck<'a> =
+    &'a (dyn for<'c> Fn(&'c mut sqlx::AnyConnection) -> BoxFuture<'c, AppResult<()>> + Sync);
+
+/// `check` as a [`StoredCheck`]: a closure's borrow of its connection is
+/// inferred for every lifetime only where the bound names it.
+fn stored_check<F>(check: F) -> F
+where
+    F: for<'c> Fn(&'c mut sqlx::AnyConnection) -> BoxFuture<'c, AppResult<()>> + Sync,
+{
+    check
+}
+
+/// What a change runs besides its DDL: a check of the stored documents, made
+/// where no write slips in before the change on SQLite (in its transaction) and
+/// under the project's structure lock on MariaDB (where the DDL enforces the rest),
+/// and data statements, committed with the metadata.
+#[derive(Default)]
+struct Alongside<'a> {
+    check: Option<StoredCheck<'a>>,
+    data: &'a [String],
+}
+
+/// [`run_change`] with what runs `alongside` it. On MariaDB the project's
+/// structure changes take turns (a named lock, across replicas), and a change to
+/// a collection read before another's committed is refused before its DDL runs
+/// (`COLLECTION_CHANGED`): its statements, and their undo, were made from what
+/// it read.
+async fn run_change_with(
+    state: &AppState,
+    statements: &[String],
+    undo: &[String],
+    change: Change<'_>,
+    parts: Vec<Part>,
+    alongside: Alongside<'_>,
+) -> AppResult<()> {
     let pool = state.db.pool();
     let project_id = change.project_id().to_string();
     let mut messages = vec![change_message(&project_id), collection_event(&change)];
@@ -1616,7 +1713,16 @@ async fn run_change(
     match state.db.dialect() {
         Dialect::Sqlite => {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            if let Some(check) = alongside.check {
+                check(&mut tx).await?;
+            }
             for statement in statements {
+                sqlx::query(statement)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(ddl_failure)?;
+            }
+            for statement in alongside.data {
                 sqlx::query(statement)
                     .execute(&mut *tx)
                     .await
@@ -1626,30 +1732,31 @@ async fn run_change(
             log::commit(&state.bus, tx, messages).await?;
         }
         Dialect::MySql => {
-            // DDL commits by itself on MariaDB; the metadata and its log entry
-            // commit together after it, or the DDL is undone.
             let mut conn = pool.acquire().await?;
-            let mut result = Ok(());
-            // An index built over a large collection may rightly run past the
-            // statement deadline; its undo too.
-            let dialect = state.db.dialect();
-            for statement in statements {
-                let statement = dialect.unbounded(statement);
-                if let Err(err) = sqlx::query(&statement).execute(&mut *conn).await {
-                    result = Err(ddl_failure(err));
-                    break;
-                }
+            let lock = format!("nimbus_ddl_{project_id}");
+            let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 60)")
+                .bind(&lock)
+                .fetch_one(&mut *conn)
+                .await?;
+            if locked != Some(1) {
+                return Err(AppError::Invalid {
+                    code: codes::COLLECTION_CHANGED,
+                    field: "collectionId".into(),
+                    reason: "another change to the project's collections took too long; try again"
+                        .into(),
+                });
             }
-            if result.is_ok() {
-                result = write_logged_metadata(state, &mut conn, &change, messages).await;
-            }
-            if result.is_err() {
-                for statement in undo {
-                    // Undo steps may find nothing to undo; that is fine.
-                    let _ = sqlx::query(&dialect.unbounded(statement))
-                        .execute(&mut *conn)
-                        .await;
-                }
+            let result = change_locked(
+                state, &mut conn, statements, undo, &change, messages, &alongside,
+            )
+            .await;
+            let released = sqlx::query("DO RELEASE_LOCK(?)")
+                .bind(&lock)
+                .execute(&mut *conn)
+                .await;
+            if released.is_err() {
+                // Closed, it holds the lock no longer.
+                let _ = conn.close().await;
             }
             result?;
         }
@@ -1658,14 +1765,83 @@ async fn run_change(
     Ok(())
 }
 
-/// The metadata of a change and its log entry, in one transaction on `conn`.
+/// The MariaDB half of [`run_change_with`], under the project's structure lock.
+async fn change_locked(
+    state: &AppState,
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+    statements: &[String],
+    undo: &[String],
+    change: &Change<'_>,
+    messages: Vec<crate::bus::BusMessage>,
+    alongside: &Alongside<'_>,
+) -> AppResult<()> {
+    if let Change::Update(collection) = change {
+        let stored: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM db_collections WHERE project_id = ? AND database_id = ? AND id = ?",
+        )
+        .bind(&collection.project_id)
+        .bind(&collection.database_id)
+        .bind(&collection.id)
+        .fetch_optional(&mut **conn)
+        .await?;
+        if stored != Some(collection.version - 1) {
+            return Err(changed_meanwhile());
+        }
+    }
+    if let Some(check) = alongside.check {
+        check(conn).await?;
+    }
+    // DDL commits by itself on MariaDB; the metadata and its log entry commit
+    // together after it, or the DDL is undone.
+    let mut result = Ok(());
+    // An index built over a large collection may rightly run past the statement
+    // deadline; its undo too.
+    let dialect = state.db.dialect();
+    for statement in statements {
+        let statement = dialect.unbounded(statement);
+        if let Err(err) = sqlx::query(&statement).execute(&mut **conn).await {
+            result = Err(ddl_failure(err));
+            break;
+        }
+    }
+    if result.is_ok() {
+        result = write_logged_metadata(state, conn, change, messages, alongside.data).await;
+    }
+    if result.is_err() {
+        for statement in undo {
+            // Undo steps may find nothing to undo; that is fine.
+            let _ = sqlx::query(&dialect.unbounded(statement))
+                .execute(&mut **conn)
+                .await;
+        }
+    }
+    result
+}
+
+fn changed_meanwhile() -> AppError {
+    AppError::Invalid {
+        code: codes::COLLECTION_CHANGED,
+        field: "collectionId".into(),
+        reason: "the collection was changed by another request at the same time; try again".into(),
+    }
+}
+
+/// The metadata of a change, its `data` statements and its log entry, in one
+/// transaction on `conn`.
 async fn write_logged_metadata(
     state: &AppState,
     conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
     change: &Change<'_>,
     messages: Vec<crate::bus::BusMessage>,
+    data: &[String],
 ) -> AppResult<()> {
     let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+    for statement in data {
+        sqlx::query(&state.db.dialect().unbounded(statement))
+            .execute(&mut *tx)
+            .await
+            .map_err(ddl_failure)?;
+    }
     write_metadata(&mut tx, change).await?;
     let logged = crate::db::event_log::append(&mut tx, log::entries(messages)).await?;
     tx.commit().await?;
