@@ -504,3 +504,71 @@ async fn a_relationships_delete_rule_changes_from_either_side() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_subscription_filtering_on_a_renamed_attribute_matches_nothing_rather_than_everything() {
+    let app = spawn_app().await;
+    posts(&app).await;
+    let mut ws = crate::helpers::WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({"X-Nimbus-Key": app.admin_key}))
+        .await
+        .expect("ack");
+    ws.subscribe(
+        "stale",
+        "subscription { postChanged(filter: {views: {ne: 5}}) { type node { id } } }",
+    )
+    .await;
+    ws.subscribe("all", "subscription { postChanged { type node { id } } }")
+        .await;
+    // Live once a write to `c` is heard of.
+    let deadline = std::time::Instant::now() + crate::helpers::WAIT;
+    for views in 10.. {
+        app.admin(
+            "mutation($v: Int) { updatePost(input: {id: \"c\", views: $v}) { id } }",
+            json!({"v": views}),
+        )
+        .await
+        .ok();
+        if let Some(message) = ws.socket_next_within_short_time().await
+            && message["id"] == "all"
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscriptions never went live"
+        );
+    }
+    update(
+        &app,
+        json!({"key": "views", "required": false, "default": 0, "newKey": "hits"}),
+    )
+    .await
+    .ok();
+    for hits in [8, 9] {
+        app.admin(
+            "mutation($h: Int) { updatePost(input: {id: \"a\", hits: $h}) { id } }",
+            json!({"h": hits}),
+        )
+        .await
+        .ok();
+    }
+    // Both writes reach the unfiltered subscription; the stale filter, which
+    // would read a missing `views` as not 5, hears neither.
+    let heard = tokio::time::timeout(crate::helpers::WAIT, async {
+        let mut heard = Vec::new();
+        while heard.iter().filter(|id| *id == "all").count() < 2 {
+            let message = ws.next_json().await.expect("an event");
+            if message["type"] == "next"
+                && message["payload"]["data"]["postChanged"]["node"]["id"] == "a"
+            {
+                heard.push(message["id"].as_str().unwrap_or_default().to_string());
+            }
+        }
+        heard
+    })
+    .await
+    .expect("the events arrive in time");
+    assert_eq!(heard, ["all", "all"]);
+    app.shutdown().await;
+}

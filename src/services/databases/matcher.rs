@@ -119,6 +119,35 @@ fn compares(op: CmpOp, order: Ordering) -> bool {
     }
 }
 
+/// Whether `filter` names an attribute that `document` (an event's, which has
+/// every attribute, null or not) does not have: the filter was resolved against
+/// the collection before one of its attributes was renamed or deleted, and no
+/// longer says anything about the documents.
+pub fn names_a_missing_attribute(filter: &ResolvedFilter, document: &Map<String, Value>) -> bool {
+    let missing = |column: &Column| match column.field() {
+        Field::Attribute(key) => !document.contains_key(key.as_str()),
+        _ => false,
+    };
+    match filter {
+        ResolvedFilter::And(items) | ResolvedFilter::Or(items) => items
+            .iter()
+            .any(|item| names_a_missing_attribute(item, document)),
+        ResolvedFilter::Not(inner) => names_a_missing_attribute(inner, document),
+        ResolvedFilter::Cmp { column, .. }
+        | ResolvedFilter::In { column, .. }
+        | ResolvedFilter::IsNull { column, .. }
+        | ResolvedFilter::Between { column, .. }
+        | ResolvedFilter::StartsWith { column, .. }
+        | ResolvedFilter::EndsWith { column, .. }
+        | ResolvedFilter::Contains { column, .. }
+        | ResolvedFilter::HasElement { column, .. }
+        | ResolvedFilter::Search { column, .. } => missing(column),
+        ResolvedFilter::Related { .. }
+        | ResolvedFilter::RelatedThrough { .. }
+        | ResolvedFilter::LinkedTo { .. } => false,
+    }
+}
+
 /// Whether `document` is in the set `filter` describes. Conditions across
 /// relationships match nothing: resolving for matching refuses them.
 pub fn matches(filter: &ResolvedFilter, document: &Map<String, Value>) -> bool {

@@ -1770,6 +1770,12 @@ fn change_for(
     document: &serde_json::Map<String, Json>,
     previous: Option<&serde_json::Map<String, Json>>,
 ) -> Option<&'static str> {
+    // A filter naming an attribute renamed or deleted since it was resolved
+    // matches nothing rather than what its missing values would say (`ne`
+    // would match every document).
+    if filter.is_some_and(|f| super::matcher::names_a_missing_attribute(f, document)) {
+        return None;
+    }
     let matches = |document: &serde_json::Map<String, Json>| {
         filter.is_none_or(|f| super::matcher::matches(f, document))
     };
