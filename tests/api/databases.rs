@@ -508,6 +508,10 @@ async fn the_generic_api_reads_appwrite_system_fields_in_data() {
         ),
         (json!({"$createdAt": 12, "title": "x"}), "BAD_USER_INPUT"),
         (
+            json!({"$updatedAt": "9999-12-31T23:59:59Z", "title": "x"}),
+            "BAD_USER_INPUT",
+        ),
+        (
             json!({"$permissions": "read(any)", "title": "x"}),
             "BAD_USER_INPUT",
         ),

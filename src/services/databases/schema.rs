@@ -722,10 +722,14 @@ impl SystemFields {
                 match data.remove(name) {
                     None | Some(serde_json::Value::Null) => Ok(None),
                     Some(_) if !by_key => Ok(None),
+                    // Short of the last day there is: later updates step past it.
                     Some(serde_json::Value::String(text)) => {
                         super::model::document_datetime_to_millis(&text)
+                            .filter(|&at| at < super::model::MAX_DATETIME_MS - 86_400_000)
                             .map(Some)
-                            .ok_or_else(|| AppError::invalid(name, "expected a date-time"))
+                            .ok_or_else(|| {
+                                AppError::invalid(name, "expected a date-time before 9999-12-31")
+                            })
                     }
                     Some(_) => Err(AppError::invalid(name, "expected a date-time")),
                 }

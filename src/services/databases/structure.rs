@@ -1191,8 +1191,6 @@ fn junction_sql(
     })
 }
 
-/// Removes a relationship: its reference column and index (or its junction
-/// table), and the reverse field.
 /// Changes what deleting a referenced document does to a relationship named by
 /// `key` on collection `collection_id`: the field it holds, or the reverse field
 /// of one held by another collection (a one-to-many is held by its many side).
@@ -1262,6 +1260,8 @@ pub async fn update_relationship(
     load_collection(state, grant.project(), database_id, collection_id).await
 }
 
+/// Removes a relationship: its reference column and index (or its junction
+/// table), and the reverse field.
 async fn delete_relationship(
     state: &AppState,
     mut collection: Collection,
@@ -1732,13 +1732,20 @@ async fn run_change_with(
             log::commit(&state.bus, tx, messages).await?;
         }
         Dialect::MySql => {
-            let mut conn = pool.acquire().await?;
-            let lock = format!("nimbus_ddl_{project_id}");
-            let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 60)")
-                .bind(&lock)
-                .fetch_one(&mut *conn)
-                .await?;
+            // A connection of its own, never handed back to the pool: the named
+            // lock is its session's, and goes with it, whether the change ends,
+            // fails or its request goes away mid-way.
+            let mut conn = pool.acquire().await?.detach();
+            // Named by the database and the project: lock names are the server's,
+            // shared by every database on it.
+            let locked: Option<i64> = sqlx::query_scalar(&state.db.dialect().unbounded(
+                "SELECT GET_LOCK(CONCAT('nimbus_ddl_', MD5(CONCAT(DATABASE(), ':', ?))), 60)",
+            ))
+            .bind(&project_id)
+            .fetch_one(&mut conn)
+            .await?;
             if locked != Some(1) {
+                let _ = sqlx::Connection::close(conn).await;
                 return Err(AppError::Invalid {
                     code: codes::COLLECTION_CHANGED,
                     field: "collectionId".into(),
@@ -1750,14 +1757,8 @@ async fn run_change_with(
                 state, &mut conn, statements, undo, &change, messages, &alongside,
             )
             .await;
-            let released = sqlx::query("DO RELEASE_LOCK(?)")
-                .bind(&lock)
-                .execute(&mut *conn)
-                .await;
-            if released.is_err() {
-                // Closed, it holds the lock no longer.
-                let _ = conn.close().await;
-            }
+            // Closing the session releases its lock.
+            let _ = sqlx::Connection::close(conn).await;
             result?;
         }
     }
@@ -1768,23 +1769,30 @@ async fn run_change_with(
 /// The MariaDB half of [`run_change_with`], under the project's structure lock.
 async fn change_locked(
     state: &AppState,
-    conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+    conn: &mut sqlx::AnyConnection,
     statements: &[String],
     undo: &[String],
     change: &Change<'_>,
     messages: Vec<crate::bus::BusMessage>,
     alongside: &Alongside<'_>,
 ) -> AppResult<()> {
-    if let Change::Update(collection) = change {
+    // The version the change was made from: one less for an update, the same
+    // for a delete.
+    let read = match change {
+        Change::Update(collection) => Some((collection, collection.version - 1)),
+        Change::Delete(collection) => Some((collection, collection.version)),
+        Change::Insert(_) => None,
+    };
+    if let Some((collection, version)) = read {
         let stored: Option<i64> = sqlx::query_scalar(
             "SELECT version FROM db_collections WHERE project_id = ? AND database_id = ? AND id = ?",
         )
         .bind(&collection.project_id)
         .bind(&collection.database_id)
         .bind(&collection.id)
-        .fetch_optional(&mut **conn)
+        .fetch_optional(&mut *conn)
         .await?;
-        if stored != Some(collection.version - 1) {
+        if stored != Some(version) {
             return Err(changed_meanwhile());
         }
     }
@@ -1799,7 +1807,7 @@ async fn change_locked(
     let dialect = state.db.dialect();
     for statement in statements {
         let statement = dialect.unbounded(statement);
-        if let Err(err) = sqlx::query(&statement).execute(&mut **conn).await {
+        if let Err(err) = sqlx::query(&statement).execute(&mut *conn).await {
             result = Err(ddl_failure(err));
             break;
         }
@@ -1811,7 +1819,7 @@ async fn change_locked(
         for statement in undo {
             // Undo steps may find nothing to undo; that is fine.
             let _ = sqlx::query(&dialect.unbounded(statement))
-                .execute(&mut **conn)
+                .execute(&mut *conn)
                 .await;
         }
     }
@@ -1830,12 +1838,12 @@ fn changed_meanwhile() -> AppError {
 /// transaction on `conn`.
 async fn write_logged_metadata(
     state: &AppState,
-    conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+    conn: &mut sqlx::AnyConnection,
     change: &Change<'_>,
     messages: Vec<crate::bus::BusMessage>,
     data: &[String],
 ) -> AppResult<()> {
-    let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     for statement in data {
         sqlx::query(&state.db.dialect().unbounded(statement))
             .execute(&mut *tx)

@@ -1708,8 +1708,9 @@ pub async fn execute_later(
                 format!("a scheduled execution keeps a body of at most {MAX_SCHEDULED_BODY} bytes"),
             ));
         }
+        // With a minute to spare: the job may start a little after its time.
         if let Some(jwt_end) = caller.signed_in()?.and_then(|s| s.jwt_expires_at)
-            && at >= jwt_end
+            && at >= jwt_end - 60_000
         {
             return Err(AppError::invalid(
                 "scheduledAt",
@@ -1781,11 +1782,13 @@ async fn queue(
         if store::count_in_status(pool, project, status::SCHEDULED, None, most).await? >= most {
             return Err(AppError::TooManyExecutions { retry_after: 60 });
         }
-        if !execution
+        // Users one by one, guests together; keys (a server's, the console's, a
+        // function's own) only by the project's bound.
+        let by_client = execution
             .caller
             .as_deref()
-            .is_some_and(|c| c.starts_with("key:"))
-        {
+            .is_none_or(|c| c.starts_with("user:"));
+        if by_client {
             let caller = execution.caller.as_deref().unwrap_or_default();
             let own = store::count_in_status(
                 pool,
