@@ -24,6 +24,7 @@ mod function_logging;
 mod function_triggers;
 mod function_warm;
 mod functions;
+mod generic_bulk;
 mod grants;
 mod grid_pages;
 mod hostile_sweep;

@@ -681,6 +681,80 @@ crate::graphql_input! {
 }
 
 crate::graphql_input! {
+    "Documents to create in one collection (Appwrite's `createDocuments`)."
+    struct CreateDocumentsInput {
+        "The database."
+        database_id: String as "ID",
+        "The collection."
+        collection_id: String as "ID",
+        "The documents, at most 1000: each an object of attribute values, with `$id` and `$permissions` as Appwrite's clients write them (and, from a key, `$createdAt` and `$updatedAt`)."
+        documents: Vec<serde_json::Value>,
+    }
+}
+
+crate::graphql_input! {
+    "A document to create, or to change when it exists (Appwrite's `upsertDocument`)."
+    struct UpsertDocumentInput {
+        "The database."
+        database_id: String as "ID",
+        "The collection."
+        collection_id: String as "ID",
+        "The document."
+        id: String as "ID",
+        "Attribute values by key (all of a new document's; those to set of one that exists)."
+        data: serde_json::Value,
+        "Its permissions; omitted: a new one's creator may read, update and delete it, an existing one's stay."
+        permissions: Option<Vec<String>>,
+    }
+}
+
+crate::graphql_input! {
+    "The same change to the documents that queries find (Appwrite's `updateDocuments`)."
+    struct UpdateDocumentsInput {
+        "The database."
+        database_id: String as "ID",
+        "The collection."
+        collection_id: String as "ID",
+        "Attribute values to set on each, by key."
+        data: Option<serde_json::Value>,
+        "Replace the permissions of each."
+        permissions: Option<Vec<String>>,
+        "Filter queries (Appwrite's query language): the documents to change, at most 1000; none: every document."
+        queries: Option<Vec<String>>,
+    }
+}
+
+crate::graphql_input! {
+    "The documents that queries find, to delete (Appwrite's `deleteDocuments`)."
+    struct DeleteDocumentsInput {
+        "The database."
+        database_id: String as "ID",
+        "The collection."
+        collection_id: String as "ID",
+        "Filter queries (Appwrite's query language): the documents to delete, at most 1000; none: every document."
+        queries: Option<Vec<String>>,
+    }
+}
+
+crate::graphql_input! {
+    "A step of a numeric attribute of one document (Appwrite's `incrementDocumentAttribute` and `decrementDocumentAttribute`)."
+    struct DocumentStepInput {
+        "The database."
+        database_id: String as "ID",
+        "The collection."
+        collection_id: String as "ID",
+        "The document."
+        id: String as "ID",
+        "The numeric attribute."
+        attribute: String,
+        "How much; default 1."
+        value: Option<f64>,
+        "The bound the result may not pass: the largest when incrementing, the smallest when decrementing."
+        limit: Option<f64>,
+    }
+}
+
+crate::graphql_input! {
     "A document to delete."
     struct DocumentRefInput as "DeleteDocumentInput" {
         "The database."
@@ -970,6 +1044,20 @@ fn register_types(parts: &mut SchemaParts) {
     parts.add_input::<CreateDocumentInput>();
     parts.add_input::<UpdateDocumentInput>();
     parts.add_input::<DocumentRefInput>();
+    parts.add_input::<CreateDocumentsInput>();
+    parts.add_input::<UpsertDocumentInput>();
+    parts.add_input::<UpdateDocumentsInput>();
+    parts.add_input::<DeleteDocumentsInput>();
+    parts.add_input::<DocumentStepInput>();
+    parts.add_type(
+        Object::new("DeleteDocumentsPayload")
+            .description("The result of `deleteDocuments`.")
+            .field(prop(
+                "deletedIds",
+                TypeRef::named_nn_list_nn(TypeRef::ID),
+                "The documents deleted (not those their relationships took along).",
+            )),
+    );
     for (name, about) in [
         ("DeleteDatabasePayload", "The result of `deleteDatabase`."),
         (
@@ -1634,6 +1722,12 @@ fn register_documents(parts: &mut SchemaParts) {
     parts.mutation(create_document_field());
     parts.mutation(update_document_field());
     parts.mutation(delete_document_field());
+    parts.mutation(create_documents_field());
+    parts.mutation(upsert_document_field());
+    parts.mutation(update_documents_field());
+    parts.mutation(delete_documents_field());
+    parts.mutation(step_document_field(true));
+    parts.mutation(step_document_field(false));
 }
 
 /// The documents service for the request being resolved, as `access` reaches
@@ -1814,6 +1908,174 @@ fn update_document_field() -> Field {
     })
     .description("Changes a document of any collection; needs `update` permission on the collection or (with document security) on the document. Answers null for a document the caller may not read once written.")
     .argument(UpdateDocumentInput::argument())
+}
+
+/// The filter of a bulk write's `queries`: filter queries only (a page, an
+/// order or a selection says nothing about which documents to write).
+fn filter_queries(queries: Option<Vec<String>>) -> AppResult<super::filter::Filter> {
+    let parsed =
+        parse_query_strings(&queries.unwrap_or_default()).map_err(|err| AppError::Invalid {
+            code: err.code(),
+            field: "queries".into(),
+            reason: err.to_string(),
+        })?;
+    let paged = parsed.select.is_some()
+        || !parsed.orders.is_empty()
+        || parsed.cursor_after.is_some()
+        || parsed.cursor_before.is_some()
+        || parsed.limit.is_some()
+        || parsed.offset.is_some();
+    if paged {
+        return Err(AppError::Invalid {
+            code: codes::QUERY_INVALID,
+            field: "queries".into(),
+            reason:
+                "a bulk write takes filter queries only (no select, order, cursor, limit or offset)"
+                    .into(),
+        });
+    }
+    Ok(parsed.filter)
+}
+
+fn create_documents_field() -> Field {
+    Field::new("createDocuments", TypeRef::named_nn_list_nn("Document"), |ctx| {
+        FieldFuture::new(async move {
+            let input: CreateDocumentsInput = input(&ctx)?;
+            if input.documents.len() > documents::MAX_BULK {
+                return Err(AppError::Invalid {
+                    code: codes::TOO_MANY_DOCUMENTS,
+                    field: "documents".into(),
+                    reason: format!("at most {} documents at once", documents::MAX_BULK),
+                }
+                .into());
+            }
+            let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
+            let by_key = caller(&ctx)?.key().is_some();
+            let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
+            let news = input
+                .documents
+                .into_iter()
+                .map(|document| {
+                    let mut data = data_object(document)?;
+                    let system = SystemFields::take(&mut data, by_key)?;
+                    Ok(NewDocument {
+                        id: system.id,
+                        data,
+                        permissions: system.permissions,
+                        times: system.times,
+                    })
+                })
+                .collect::<AppResult<Vec<_>>>()?;
+            let created = documents_of(&ctx, &access)?.create_many(&collection, news).await?;
+            Ok(Some(FieldValue::list(
+                created.iter().map(|d| FieldValue::value(document_value(&collection, d))),
+            )))
+        })
+    })
+    .description("Creates up to 1000 documents of one collection: all or none (Appwrite's `createDocuments`). Answers those the caller may read once written, in input order.")
+    .argument(CreateDocumentsInput::argument())
+}
+
+fn upsert_document_field() -> Field {
+    Field::new("upsertDocument", TypeRef::named("Document"), |ctx| {
+        FieldFuture::new(async move {
+            let input: UpsertDocumentInput = input(&ctx)?;
+            let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
+            let by_key = caller(&ctx)?.key().is_some();
+            let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
+            let mut data = data_object(input.data)?;
+            let system = SystemFields::take(&mut data, by_key)?;
+            if system.times != documents::GivenTimes::default() {
+                return Err(AppError::invalid(
+                    "data",
+                    "an upsert takes no `$createdAt` or `$updatedAt`; create or update the document",
+                )
+                .into());
+            }
+            let document = documents_of(&ctx, &access)?
+                .upsert(&collection, input.id, data, input.permissions.or(system.permissions))
+                .await?;
+            Ok(written(&collection, document))
+        })
+    })
+    .description("Creates the document with this id, or changes it when it exists (Appwrite's `upsertDocument`); needs `create` or `update` permission accordingly. Answers null for a document the caller may not read once written.")
+    .argument(UpsertDocumentInput::argument())
+}
+
+fn update_documents_field() -> Field {
+    Field::new("updateDocuments", TypeRef::named_nn_list_nn("Document"), |ctx| {
+        FieldFuture::new(async move {
+            let input: UpdateDocumentsInput = input(&ctx)?;
+            let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
+            let filter = filter_queries(input.queries)?;
+            let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
+            let mut data = input.data.map(data_object).transpose()?.unwrap_or_default();
+            let system = SystemFields::take(&mut data, false)?;
+            let updated = documents_of(&ctx, &access)?
+                .update_matching(&collection, filter, data, input.permissions.or(system.permissions))
+                .await?;
+            Ok(Some(FieldValue::list(
+                updated.iter().map(|d| FieldValue::value(document_value(&collection, d))),
+            )))
+        })
+    })
+    .description("Sets the same values on the documents that `queries` find and the caller may read, at most 1000 (more is `TOO_MANY_DOCUMENTS`): all or none, each needing its `update` permission (Appwrite's `updateDocuments`). Answers those the caller may read once written.")
+    .argument(UpdateDocumentsInput::argument())
+}
+
+fn delete_documents_field() -> Field {
+    Field::new("deleteDocuments", TypeRef::named_nn("DeleteDocumentsPayload"), |ctx| {
+        FieldFuture::new(async move {
+            let input: DeleteDocumentsInput = input(&ctx)?;
+            let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
+            let filter = filter_queries(input.queries)?;
+            let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
+            let deleted = documents_of(&ctx, &access)?
+                .delete_matching(&collection, filter)
+                .await?;
+            Ok(Some(FieldValue::value(object([(
+                "deletedIds",
+                Value::List(deleted.into_iter().map(Value::from).collect()),
+            )]))))
+        })
+    })
+    .description("Deletes the documents that `queries` find and the caller may read, at most 1000 (more is `TOO_MANY_DOCUMENTS`): all or none, each needing its `delete` permission (Appwrite's `deleteDocuments`).")
+    .argument(DeleteDocumentsInput::argument())
+}
+
+fn step_document_field(up: bool) -> Field {
+    let name = if up {
+        "incrementDocumentAttribute"
+    } else {
+        "decrementDocumentAttribute"
+    };
+    Field::new(name, TypeRef::named("Document"), move |ctx| {
+        FieldFuture::new(async move {
+            let input: DocumentStepInput = input(&ctx)?;
+            let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
+            let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
+            let by = input.value.unwrap_or(1.0);
+            if !by.is_finite() || by <= 0.0 {
+                return Err(AppError::invalid("value", "expected a positive number").into());
+            }
+            let document = documents_of(&ctx, &access)?
+                .increment(
+                    &collection,
+                    &input.id,
+                    &input.attribute,
+                    if up { by } else { -by },
+                    input.limit,
+                )
+                .await?;
+            Ok(written(&collection, document))
+        })
+    })
+    .description(if up {
+        "Adds `value` (default 1) to a numeric attribute of a document, atomically; refused past `limit` or the attribute's `max` (Appwrite's `incrementDocumentAttribute`). Needs `update` permission."
+    } else {
+        "Subtracts `value` (default 1) from a numeric attribute of a document, atomically; refused below `limit` or the attribute's `min` (Appwrite's `decrementDocumentAttribute`). Needs `update` permission."
+    })
+    .argument(DocumentStepInput::argument())
 }
 
 fn delete_document_field() -> Field {

@@ -382,6 +382,54 @@ impl<'r> Documents<'r> {
         Ok(())
     }
 
+    /// Sets the same `data` (and `permissions`, when given) on the documents
+    /// matching `filter` that the caller may read, at most [`documents::MAX_BULK`]
+    /// (more is refused): all or none, each needing its `update` permission.
+    /// Answers those the caller may read once written, in the filter's order.
+    pub async fn update_matching(
+        &self,
+        collection: &Collection,
+        filter: Filter,
+        data: Map<String, Value>,
+        permissions: Option<Vec<String>>,
+    ) -> AppResult<Vec<Document>> {
+        let target = Target::of(collection);
+        let resolved = filter
+            .resolve(&target, Use::Query)
+            .map_err(FilterError::into_app_error)?;
+        let candidates = {
+            let mut conn = self.tx.reader().await?;
+            let query = ListQuery::first(resolved, documents::MAX_BULK);
+            documents::list(&mut conn, collection, self.access, &query).await?
+        };
+        if candidates.has_more {
+            return Err(AppError::Invalid {
+                code: codes::TOO_MANY_DOCUMENTS,
+                field: "queries".into(),
+                reason: format!(
+                    "more than {} documents match; narrow the queries",
+                    documents::MAX_BULK
+                ),
+            });
+        }
+        let changes = candidates
+            .documents
+            .into_iter()
+            .map(|(document, _)| {
+                (
+                    document.id,
+                    DocumentChanges {
+                        data: data.clone(),
+                        permissions: permissions.clone(),
+                        expected_updated_at: None,
+                        times: Default::default(),
+                    },
+                )
+            })
+            .collect();
+        self.update_many(collection, changes).await
+    }
+
     /// Deletes the documents matching `filter` that the caller may read, at most
     /// [`documents::MAX_BULK`] (more is refused): all or none. Answers the ids of
     /// the documents matched, cascades not included.

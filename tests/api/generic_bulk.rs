@@ -1,0 +1,208 @@
+//! The generic API's bulk and atomic writes, as Appwrite names them:
+//! `createDocuments`, `upsertDocument`, `updateDocuments`, `deleteDocuments`,
+//! `incrementDocumentAttribute` and `decrementDocumentAttribute`.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+
+/// `shop.items`: anyone signed in may create and read; each item its creator's
+/// to change (document security).
+async fn items(app: &TestApp) {
+    app.admin(
+        "mutation { createDatabase(input: {id: \"shop\", name: \"Shop\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "shop", "id": "items", "name": "items",
+            "documentSecurity": true,
+            "permissions": ["read(\"users\")", "create(\"users\")"],
+            "attributes": [
+                {"key": "name", "type": "STRING", "size": 50, "required": true},
+                {"key": "stock", "type": "INTEGER", "min": 0, "max": 100, "default": 0},
+                {"key": "tag", "type": "STRING", "size": 20}
+            ]
+        }}),
+    )
+    .await
+    .ok();
+}
+
+const CREATE_MANY: &str = "mutation($d: [JSON!]!) { createDocuments(input: {databaseId: \"shop\", collectionId: \"items\", documents: $d}) { id permissions data } }";
+const UPDATE_MANY: &str = "mutation($data: JSON, $q: [String!]) { updateDocuments(input: {databaseId: \"shop\", collectionId: \"items\", data: $data, queries: $q}) { id data } }";
+const DELETE_MANY: &str = "mutation($q: [String!]) { deleteDocuments(input: {databaseId: \"shop\", collectionId: \"items\", queries: $q}) { deletedIds } }";
+const UPSERT: &str = "mutation($id: ID!, $data: JSON!) { upsertDocument(input: {databaseId: \"shop\", collectionId: \"items\", id: $id, data: $data}) { id data } }";
+const STEP_UP: &str = "mutation($id: ID!, $by: Float, $limit: Float) { incrementDocumentAttribute(input: {databaseId: \"shop\", collectionId: \"items\", id: $id, attribute: \"stock\", value: $by, limit: $limit}) { data } }";
+const STEP_DOWN: &str = "mutation($id: ID!, $by: Float, $limit: Float) { decrementDocumentAttribute(input: {databaseId: \"shop\", collectionId: \"items\", id: $id, attribute: \"stock\", value: $by, limit: $limit}) { data } }";
+
+async fn names(app: &TestApp, secret: &str) -> Vec<String> {
+    let listed = app
+        .as_session(
+            secret,
+            "query($q: [String!]) { documents(databaseId: \"shop\", collectionId: \"items\", queries: $q) { documents { data } } }",
+            json!({"q": [r#"{"method":"orderAsc","attribute":"name"}"#]}),
+        )
+        .await
+        .ok();
+    listed["documents"]["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            format!(
+                "{}:{}",
+                d["data"]["name"].as_str().unwrap(),
+                d["data"]["stock"]
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn documents_are_written_in_bulk_and_stepped_with_each_ones_permission() {
+    let app = spawn_app().await;
+    items(&app).await;
+    let ann = app.signed_in("ann@example.com").await;
+    let bob = app.signed_in("bob@example.com").await;
+
+    // Created together, with Appwrite's `$id` and `$permissions`.
+    let made = app
+        .as_session(
+            &ann,
+            CREATE_MANY,
+            json!({"d": [
+                {"$id": "apple", "name": "apple", "stock": 3, "tag": "fruit"},
+                {"$id": "pear", "name": "pear", "stock": 5, "tag": "fruit"},
+                {"name": "kale", "tag": "leaf", "$permissions": ["read(\"users\")"]}
+            ]}),
+        )
+        .await
+        .ok();
+    let made = made["createDocuments"].as_array().unwrap();
+    assert_eq!(made.len(), 3);
+    assert_eq!(made[0]["id"], "apple");
+    assert_eq!(made[2]["permissions"], json!(["read(\"users\")"]));
+    // All or none: one bad document writes nothing.
+    let refused = app
+        .as_session(
+            &ann,
+            CREATE_MANY,
+            json!({"d": [{"name": "plum"}, {"name": "fig", "stock": 1000}]}),
+        )
+        .await;
+    assert_eq!(refused.code(), "VALUE_OUT_OF_RANGE", "{:#}", refused.body);
+    assert_eq!(names(&app, &ann).await, ["apple:3", "kale:0", "pear:5"]);
+
+    // Bob's bulk update finds Ann's fruit but may change none of it: all or none.
+    let fruit = [r#"{"method":"equal","attribute":"tag","values":["fruit"]}"#];
+    let bobs = app
+        .as_session(&bob, UPDATE_MANY, json!({"data": {"stock": 0}, "q": fruit}))
+        .await;
+    assert_eq!(bobs.code(), "PERMISSION_DENIED", "{:#}", bobs.body);
+    let anns = app
+        .as_session(&ann, UPDATE_MANY, json!({"data": {"stock": 9}, "q": fruit}))
+        .await
+        .ok();
+    assert_eq!(anns["updateDocuments"].as_array().unwrap().len(), 2);
+    assert_eq!(names(&app, &ann).await, ["apple:9", "kale:0", "pear:9"]);
+
+    // An upsert changes what exists and creates what does not.
+    app.as_session(&ann, UPSERT, json!({"id": "apple", "data": {"stock": 1}}))
+        .await
+        .ok();
+    let new = app
+        .as_session(
+            &ann,
+            UPSERT,
+            json!({"id": "plum", "data": {"name": "plum", "stock": 2}}),
+        )
+        .await
+        .ok();
+    assert_eq!(new["upsertDocument"]["id"], "plum");
+    let bobs = app
+        .as_session(&bob, UPSERT, json!({"id": "plum", "data": {"stock": 50}}))
+        .await;
+    assert_eq!(bobs.code(), "PERMISSION_DENIED", "{:#}", bobs.body);
+    assert_eq!(
+        names(&app, &ann).await,
+        ["apple:1", "kale:0", "pear:9", "plum:2"]
+    );
+
+    // Steps are atomic and bounded by `limit` and the attribute's range.
+    let up = app
+        .as_session(&ann, STEP_UP, json!({"id": "plum", "by": 3}))
+        .await
+        .ok();
+    assert_eq!(up["incrementDocumentAttribute"]["data"]["stock"], 5);
+    let down = app
+        .as_session(&ann, STEP_DOWN, json!({"id": "plum"}))
+        .await
+        .ok();
+    assert_eq!(down["decrementDocumentAttribute"]["data"]["stock"], 4);
+    for (query, variables) in [
+        (STEP_UP, json!({"id": "plum", "by": 2, "limit": 5})),
+        (STEP_DOWN, json!({"id": "plum", "by": 5})),
+        (STEP_UP, json!({"id": "plum", "by": 200})),
+    ] {
+        let refused = app.as_session(&ann, query, variables.clone()).await;
+        assert_eq!(
+            refused.code(),
+            "VALUE_OUT_OF_RANGE",
+            "{variables}: {:#}",
+            refused.body
+        );
+    }
+    for bad in [
+        json!({"id": "plum", "by": 0}),
+        json!({"id": "plum", "by": -1}),
+    ] {
+        let refused = app.as_session(&ann, STEP_UP, bad.clone()).await;
+        assert_eq!(
+            refused.code(),
+            "BAD_USER_INPUT",
+            "{bad}: {:#}",
+            refused.body
+        );
+    }
+    let bobs = app.as_session(&bob, STEP_UP, json!({"id": "plum"})).await;
+    assert_eq!(bobs.code(), "PERMISSION_DENIED", "{:#}", bobs.body);
+    assert_eq!(
+        names(&app, &ann).await,
+        ["apple:1", "kale:0", "pear:9", "plum:4"]
+    );
+
+    // Bulk deletes take filter queries only, and each document's permission.
+    let paged = app
+        .as_session(
+            &ann,
+            DELETE_MANY,
+            json!({"q": [r#"{"method":"limit","values":[1]}"#]}),
+        )
+        .await;
+    assert_eq!(paged.code(), "QUERY_INVALID", "{:#}", paged.body);
+    let bobs = app.as_session(&bob, DELETE_MANY, json!({"q": fruit})).await;
+    assert_eq!(bobs.code(), "PERMISSION_DENIED", "{:#}", bobs.body);
+    let deleted = app
+        .as_session(&ann, DELETE_MANY, json!({"q": fruit}))
+        .await
+        .ok();
+    let mut ids: Vec<Value> = deleted["deleteDocuments"]["deletedIds"]
+        .as_array()
+        .unwrap()
+        .clone();
+    ids.sort_by_key(|id| id.to_string());
+    assert_eq!(ids, [json!("apple"), json!("pear")]);
+    assert_eq!(names(&app, &ann).await, ["kale:0", "plum:4"]);
+
+    // Too many at once is refused before anything is written.
+    let many: Vec<Value> = (0..1001)
+        .map(|i| json!({"name": format!("n{i}")}))
+        .collect();
+    let refused = app.as_session(&ann, CREATE_MANY, json!({"d": many})).await;
+    assert_eq!(refused.code(), "TOO_MANY_DOCUMENTS", "{:#}", refused.body);
+    app.shutdown().await;
+}
