@@ -243,13 +243,11 @@ impl PreviewParams {
         let mut params = PreviewParams::default();
         let mut seen: Vec<&str> = Vec::new();
         for (key, value) in pairs {
-            let name = param_name(key).ok_or_else(|| PreviewError::InvalidParam {
-                name: "query",
-                reason: format!(
-                    "unknown parameter `{key}`; expected one of {}",
-                    PARAM_NAMES.join(", ")
-                ),
-            })?;
+            // Other keys are left alone, as Appwrite leaves them (a cache-buster,
+            // an SDK's own): they change neither the image nor its cache key.
+            let Some(name) = param_name(key) else {
+                continue;
+            };
             if seen.contains(&name) {
                 return Err(invalid(name, "is given more than once"));
             }

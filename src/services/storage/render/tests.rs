@@ -199,12 +199,14 @@ fn gravity_output_and_colors() {
 
 #[test]
 fn unknown_repeated_and_token_keys() {
-    let err = q(&[("widht", "10")]).unwrap_err();
-    assert_eq!(err.code(), "INVALID_PREVIEW_PARAMETER");
-    assert!(err.to_string().contains("widht"), "{err}");
+    // Unknown keys are left alone, as Appwrite leaves them: a cache-buster
+    // changes neither the image nor its cache key.
+    let busted = params(&[("width", "10"), ("v", "1700000000")]);
+    assert_eq!(busted.width, 10);
+    assert_eq!(busted.cache_key(), params(&[("width", "10")]).cache_key());
     assert_eq!(invalid_name(&[("width", "10"), ("width", "20")]), "width");
-    // Keys are case-sensitive, as in Appwrite.
-    assert!(q(&[("Width", "10")]).is_err());
+    // Keys are case-sensitive, as in Appwrite: `Width` is not `width`.
+    assert_eq!(params(&[("Width", "10")]).width, 0);
     let p = params(&[("token", "anything at all"), ("width", "5")]);
     assert_eq!(p.width, 5);
 }
