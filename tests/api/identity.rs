@@ -1133,3 +1133,65 @@ async fn a_jwt_signs_no_session_out() {
     assert_eq!(out["deleteSessions"]["deletedCount"], 2);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_session_is_extended_by_its_own_secret_only() {
+    let app = spawn_app().await;
+    sign_up(&app, "gus@example.com", "gus-password").await;
+    let secret = session_secret(&app, "gus@example.com", "gus-password").await;
+    let id = app
+        .as_session(&secret, "{ accountSession(id: \"current\") { id } }", json!({}))
+        .await
+        .ok()["accountSession"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Near its end: a minute left.
+    let pool = app.server.as_ref().unwrap().state().db.pool().clone();
+    let soon = chrono::Utc::now().timestamp_millis() + 60_000;
+    sqlx::query("UPDATE sessions SET expires_at = ? WHERE id = ?")
+        .bind(soon)
+        .bind(&id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    app.server.as_ref().unwrap().state().sessions.clear();
+    let update = "mutation($id: ID!) { updateSession(input: {id: $id}) { id expiresAt current } }";
+    // A JWT does not renew the session it rides on.
+    let jwt = app
+        .as_session(&secret, "mutation { createJWT { jwt } }", json!({}))
+        .await
+        .ok()["createJWT"]["jwt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let refused = app.as_session(&jwt, update, json!({"id": "current"})).await;
+    assert_eq!(refused.code(), "PERMISSION_DENIED", "{:#}", refused.body);
+    // Another user's session is not found.
+    sign_up(&app, "hal@example.com", "hal-password").await;
+    let hal = session_secret(&app, "hal@example.com", "hal-password").await;
+    let theirs = app.as_session(&hal, update, json!({"id": id})).await;
+    assert_eq!(theirs.code(), "SESSION_NOT_FOUND", "{:#}", theirs.body);
+    // Its own secret extends it to the project's session length.
+    let extended = app
+        .as_session(&secret, update, json!({"id": "current"}))
+        .await
+        .ok();
+    assert_eq!(extended["updateSession"]["id"], id.as_str());
+    assert_eq!(extended["updateSession"]["current"], true);
+    let expires = chrono::DateTime::parse_from_rfc3339(
+        extended["updateSession"]["expiresAt"].as_str().unwrap(),
+    )
+    .unwrap()
+    .timestamp_millis();
+    assert!(expires > soon + 24 * 3_600_000, "{extended:#}");
+    let read = app
+        .as_session(&secret, "{ accountSession(id: \"current\") { expiresAt } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(
+        read["accountSession"]["expiresAt"],
+        extended["updateSession"]["expiresAt"]
+    );
+    app.shutdown().await;
+}

@@ -49,6 +49,14 @@ crate::graphql_input! {
 }
 
 crate::graphql_input! {
+    "A session of the caller to extend."
+    struct UpdateSessionInput {
+        "The session; `current` for the one in use."
+        id: String as "ID",
+    }
+}
+
+crate::graphql_input! {
     "A session of the caller."
     struct DeleteSessionInput {
         "The session; `current` for the one in use."
@@ -167,6 +175,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.add_type(delete_session_payload_type());
     parts.add_input::<CreateAccountInput>();
     parts.add_input::<CreateEmailPasswordSessionInput>();
+    parts.add_input::<UpdateSessionInput>();
     parts.add_input::<DeleteSessionInput>();
     parts.add_input::<UpdateNameInput>();
     parts.add_input::<UpdateEmailInput>();
@@ -181,6 +190,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.mutation(create_account());
     parts.mutation(create_email_password_session());
     parts.mutation(create_anonymous_session());
+    parts.mutation(update_session());
     parts.mutation(delete_session());
     parts.mutation(delete_sessions());
     parts.mutation(update_name());
@@ -377,6 +387,19 @@ fn create_anonymous_session() -> Field {
         })
     })
     .description("Creates an anonymous user and signs it in; it becomes a full account by setting a password, then an email. Refused to a caller that is signed in (`SESSION_ALREADY_EXISTS`).")
+}
+
+fn update_session() -> Field {
+    Field::new("updateSession", TypeRef::named_nn("Session"), |ctx| {
+        FieldFuture::new(async move {
+            let me = caller(&ctx)?.require_session()?;
+            let input: UpdateSessionInput = input(&ctx)?;
+            let session = service::extend_own_session(app(&ctx)?, me, &input.id).await?;
+            Ok(Some(FieldValue::value(session_value(&session, Some(&me.session.id)))))
+        })
+    })
+    .description("Extends one session of the caller (`current`: this one) to the project's session length from now, as Appwrite's `updateSession` does. Not with a JWT (`PERMISSION_DENIED`), nor a server's JWT session (`OPERATION_NOT_ALLOWED`).")
+    .argument(UpdateSessionInput::argument())
 }
 
 fn delete_session() -> Field {

@@ -1950,6 +1950,61 @@ pub async fn delete_own_session(
     Ok(id)
 }
 
+/// `updateSession`: one of the caller's sessions (`current`: this one) lasts the
+/// project's session length again from now, as Appwrite's `updateSession`
+/// extends it. Not through a JWT (it would renew the session it rides on past
+/// its minutes), and not a server's JWT session, which ends with its JWT.
+pub async fn extend_own_session(
+    state: &AppState,
+    me: &ResolvedSession,
+    id: &str,
+) -> AppResult<Session> {
+    require_session_secret(me, "extend a session")?;
+    let id = if id == "current" {
+        me.session.id.clone()
+    } else {
+        id.to_string()
+    };
+    ids::validate("id", &id)?;
+    let (project_id, user_id) = (&me.user.project_id, &me.user.id);
+    let not_found = || AppError::NotFound {
+        what: "session",
+        id: id.clone(),
+    };
+    let mut session = store::find_session(state.db.pool(), project_id, &id)
+        .await?
+        .filter(|row| &row.user_id == user_id)
+        .map(|row| row.to_session())
+        .filter(|session| session.expires_at > now_millis())
+        .ok_or_else(not_found)?;
+    if session.provider == SERVER_JWT_PROVIDER {
+        return Err(AppError::NotAllowed(
+            "a server's JWT session ends with its JWT".into(),
+        ));
+    }
+    let policy = policy(state, project_id).await?;
+    let lifetime_ms =
+        i64::try_from(policy.session_length_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let now = now_millis();
+    session.expires_at = now.saturating_add(lifetime_ms);
+    session.updated_at = now;
+    let mut tx = state.db.begin_write().await?;
+    if !store::extend_session(&mut *tx, &session).await? {
+        return Err(not_found());
+    }
+    commit_logged(
+        state,
+        tx,
+        vec![
+            session_event(&session, "update"),
+            user_cache_dropped(project_id, user_id),
+        ],
+    )
+    .await?;
+    record_own(state, me, "session.update").await;
+    Ok(session)
+}
+
 /// `updateStatus`: the caller blocks their own account, as Appwrite's account
 /// status does: every session stops working at once (open sockets too), signing in
 /// is refused, and only a server unblocks it. Not through a JWT: a delegation to a

@@ -353,6 +353,23 @@ pub async fn insert_session<'e>(
     .map(|_| ())
 }
 
+/// Sets a session's end and update time; false when it is gone.
+pub async fn extend_session<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    session: &Session,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE sessions SET expires_at = ?, updated_at = ? WHERE project_id = ? AND id = ?",
+    )
+    .bind(session.expires_at)
+    .bind(session.updated_at)
+    .bind(&session.project_id)
+    .bind(&session.id)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
 pub async fn find_session(
     pool: &AnyPool,
     project_id: &str,
