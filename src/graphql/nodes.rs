@@ -141,11 +141,52 @@ impl<'a> Walk<'a> {
         if !returns_list(&declared.ty) {
             return None;
         }
-        field
+        let listed = field
             .arguments
             .iter()
             .filter_map(|(_, value)| self.list_length(&value.node))
+            .max();
+        if listed.is_some() {
+            return listed;
+        }
+        // A bulk write whose argument is one input object: the longest list in
+        // it (`documents`), or, for one that finds its documents by `queries`
+        // (its input type has them, given or not), the most it writes.
+        field
+            .arguments
+            .iter()
+            .filter_map(|(name, value)| {
+                let declared_input = declared.args.get(name.node.as_str())?;
+                if let Some(MetaType::InputObject { input_fields, .. }) =
+                    self.registry.concrete_type_by_name(&declared_input.ty)
+                    && input_fields.contains_key("queries")
+                {
+                    return Some(LARGEST_PAGE);
+                }
+                self.longest_list_in(&value.node)
+            })
             .max()
+    }
+
+    /// The longest list among an input object's fields.
+    fn longest_list_in(&self, value: &Value) -> Option<u64> {
+        match value {
+            Value::Object(fields) => fields
+                .values()
+                .filter_map(|field| self.list_length(field))
+                .max(),
+            Value::Variable(name) => match self.variable(name)? {
+                ConstValue::Object(fields) => fields
+                    .values()
+                    .filter_map(|field| match field {
+                        ConstValue::List(items) => Some(items.len() as u64),
+                        _ => None,
+                    })
+                    .max(),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// The length of an argument's list, from the query text or the variables

@@ -206,3 +206,48 @@ async fn documents_are_written_in_bulk_and_stepped_with_each_ones_permission() {
     assert_eq!(refused.code(), "TOO_MANY_DOCUMENTS", "{:#}", refused.body);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn bulk_writes_count_towards_a_requests_nodes_and_need_the_collections_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(dir.path()).await;
+    config.graphql_max_nodes = 500;
+    let app = crate::helpers::spawn_with(config, dir).await;
+    items(&app).await;
+    let ann = app.signed_in("ann@example.com").await;
+    // A bulk write answers as many documents as it writes: counted before it
+    // runs, by its input's length or, by queries, the most it may write.
+    let many: Vec<Value> = (0..501).map(|i| json!({"name": format!("n{i}")})).collect();
+    let refused = app.as_session(&ann, CREATE_MANY, json!({"d": many})).await;
+    assert_eq!(refused.code(), "QUERY_TOO_COMPLEX", "{:#}", refused.body);
+    let few: Vec<Value> = (0..5).map(|i| json!({"name": format!("n{i}")})).collect();
+    app.as_session(&ann, CREATE_MANY, json!({"d": few}))
+        .await
+        .ok();
+    let refused = app
+        .as_session(&ann, UPDATE_MANY, json!({"data": {"stock": 1}, "q": []}))
+        .await;
+    assert_eq!(refused.code(), "QUERY_TOO_COMPLEX", "{:#}", refused.body);
+
+    // Without reach to the collection's documents, a bulk write by queries is
+    // refused as the list is, not answered empty.
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "shop", "id": "vault", "name": "vault",
+            "permissions": [],
+            "attributes": [{"key": "name", "type": "STRING", "size": 50}]
+        }}),
+    )
+    .await
+    .ok();
+    let hidden = app
+        .as_session(
+            &ann,
+            "mutation { deleteDocuments(input: {databaseId: \"shop\", collectionId: \"vault\"}) { deletedIds } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(hidden.code(), "PERMISSION_DENIED", "{:#}", hidden.body);
+    app.shutdown().await;
+}

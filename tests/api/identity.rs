@@ -1140,7 +1140,11 @@ async fn a_session_is_extended_by_its_own_secret_only() {
     sign_up(&app, "gus@example.com", "gus-password").await;
     let secret = session_secret(&app, "gus@example.com", "gus-password").await;
     let id = app
-        .as_session(&secret, "{ accountSession(id: \"current\") { id } }", json!({}))
+        .as_session(
+            &secret,
+            "{ accountSession(id: \"current\") { id } }",
+            json!({}),
+        )
         .await
         .ok()["accountSession"]["id"]
         .as_str()
@@ -1186,7 +1190,11 @@ async fn a_session_is_extended_by_its_own_secret_only() {
     .timestamp_millis();
     assert!(expires > soon + 24 * 3_600_000, "{extended:#}");
     let read = app
-        .as_session(&secret, "{ accountSession(id: \"current\") { expiresAt } }", json!({}))
+        .as_session(
+            &secret,
+            "{ accountSession(id: \"current\") { expiresAt } }",
+            json!({}),
+        )
         .await
         .ok();
     assert_eq!(

@@ -1937,6 +1937,20 @@ fn filter_queries(queries: Option<Vec<String>>) -> AppResult<super::filter::Filt
     Ok(parsed.filter)
 }
 
+/// What a bulk write by queries needs besides each document's permission, as
+/// the generic `documents` list needs it: to reach the collection's documents at
+/// all (`PERMISSION_DENIED`, or `COLLECTION_NOT_FOUND` while it is disabled), and
+/// to read every related document a condition on a relationship compares.
+fn bulk_reach(
+    ctx: &ResolverContext<'_>,
+    collection: &Collection,
+    access: &Access,
+    filter: &super::filter::Filter,
+) -> AppResult<()> {
+    documents::require_list_reach(collection, access)?;
+    documents::check_reference_conditions(collection, data_model(ctx)?, access, filter, &[])
+}
+
 fn create_documents_field() -> Field {
     Field::new("createDocuments", TypeRef::named_nn_list_nn("Document"), |ctx| {
         FieldFuture::new(async move {
@@ -1992,9 +2006,14 @@ fn upsert_document_field() -> Field {
                 )
                 .into());
             }
-            let document = documents_of(&ctx, &access)?
+            let documents = documents_of(&ctx, &access)?;
+            let document = documents
                 .upsert(&collection, input.id, data, input.permissions.or(system.permissions))
                 .await?;
+            let document = documents
+                .readable_references(&collection, document.into_iter().collect())
+                .await?
+                .pop();
             Ok(written(&collection, document))
         })
     })
@@ -2009,11 +2028,14 @@ fn update_documents_field() -> Field {
             let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
             let filter = filter_queries(input.queries)?;
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
+            bulk_reach(&ctx, &collection, &access, &filter)?;
             let mut data = input.data.map(data_object).transpose()?.unwrap_or_default();
             let system = SystemFields::take(&mut data, false)?;
-            let updated = documents_of(&ctx, &access)?
+            let documents = documents_of(&ctx, &access)?;
+            let updated = documents
                 .update_matching(&collection, filter, data, input.permissions.or(system.permissions))
                 .await?;
+            let updated = documents.readable_references(&collection, updated).await?;
             Ok(Some(FieldValue::list(
                 updated.iter().map(|d| FieldValue::value(document_value(&collection, d))),
             )))
@@ -2030,6 +2052,7 @@ fn delete_documents_field() -> Field {
             let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
             let filter = filter_queries(input.queries)?;
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
+            bulk_reach(&ctx, &collection, &access, &filter)?;
             let deleted = documents_of(&ctx, &access)?
                 .delete_matching(&collection, filter)
                 .await?;
@@ -2058,7 +2081,11 @@ fn step_document_field(up: bool) -> Field {
             if !by.is_finite() || by <= 0.0 {
                 return Err(AppError::invalid("value", "expected a positive number").into());
             }
-            let document = documents_of(&ctx, &access)?
+            if input.limit.is_some_and(|limit| !limit.is_finite()) {
+                return Err(AppError::invalid("limit", "expected a finite number").into());
+            }
+            let documents = documents_of(&ctx, &access)?;
+            let document = documents
                 .increment(
                     &collection,
                     &input.id,
@@ -2067,6 +2094,10 @@ fn step_document_field(up: bool) -> Field {
                     input.limit,
                 )
                 .await?;
+            let document = documents
+                .readable_references(&collection, document.into_iter().collect())
+                .await?
+                .pop();
             Ok(written(&collection, document))
         })
     })

@@ -110,6 +110,28 @@ impl<'r> Documents<'r> {
             .map(Some)
     }
 
+    /// `answers` with the references the caller may not read hidden, as a read
+    /// shows them: for answers of writes that keep references they did not set.
+    pub async fn readable_references(
+        &self,
+        collection: &Collection,
+        mut answers: Vec<Document>,
+    ) -> AppResult<Vec<Document>> {
+        if answers.is_empty() || !collection.relationships.iter().any(|r| r.has_column()) {
+            return Ok(answers);
+        }
+        let mut conn = self.tx.reader().await?;
+        documents::hide_unreadable_references(
+            &mut conn,
+            collection,
+            &self.answered_as(),
+            self.model,
+            &mut answers,
+        )
+        .await?;
+        Ok(answers)
+    }
+
     /// `document` with its references shown as `references` says.
     async fn shown(
         &self,
@@ -397,9 +419,10 @@ impl<'r> Documents<'r> {
         let resolved = filter
             .resolve(&target, Use::Query)
             .map_err(FilterError::into_app_error)?;
+        // Found on a reader, as `delete_matching` finds its candidates.
         let candidates = {
             let mut conn = self.tx.reader().await?;
-            let query = ListQuery::first(resolved, documents::MAX_BULK);
+            let query = ListQuery::first(resolved.clone(), documents::MAX_BULK);
             documents::list(&mut conn, collection, self.access, &query).await?
         };
         if candidates.has_more {
@@ -412,12 +435,48 @@ impl<'r> Documents<'r> {
                 ),
             });
         }
-        let changes = candidates
+        if candidates.documents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Value> = candidates
             .documents
+            .iter()
+            .map(|(document, _)| Value::String(document.id.clone()))
+            .collect();
+        // Under the writer, the candidates that still match: two such updates
+        // at once change a document once each only while it matches.
+        let matching = {
+            let mut op = self.tx.writer().await?;
+            let result = async {
+                let mut matching = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks(super::filter::MAX_IN_VALUES) {
+                    let by_id = Filter::In {
+                        field: Field::Id,
+                        values: chunk.to_vec(),
+                        negate: false,
+                    }
+                    .resolve(&target, Use::Query)
+                    .map_err(FilterError::into_app_error)?;
+                    let query = ListQuery::first(
+                        ResolvedFilter::And(vec![by_id, resolved.clone()]),
+                        chunk.len(),
+                    );
+                    let listed = documents::list(&mut op, collection, self.access, &query).await?;
+                    matching.extend(listed.documents.into_iter().map(|(d, _)| d.id));
+                }
+                // Counted with the request's deletes: aliases of one bulk write
+                // must not change a collection a thousand at a time, without end.
+                op.spend_deletions(matching.len())?;
+                Ok(matching)
+            }
+            .await;
+            op.end(result)?
+        };
+        let changes = matching
             .into_iter()
-            .map(|(document, _)| {
+            .map(|id| {
                 (
-                    document.id,
+                    id,
                     DocumentChanges {
                         data: data.clone(),
                         permissions: permissions.clone(),

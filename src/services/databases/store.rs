@@ -276,19 +276,26 @@ pub async fn mark_twins_made<'e>(
         .map(|_| ())
 }
 
+/// Deletes a collection's metadata if it is still at `version`; false when it
+/// changed since (or is gone).
 pub async fn delete_collection<'e>(
     db: impl Executor<'e, Database = Any>,
     project_id: &str,
     database_id: &str,
     id: &str,
+    version: i64,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query("DELETE FROM db_collections WHERE project_id = ? AND database_id = ? AND id = ?")
-        .bind(project_id)
-        .bind(database_id)
-        .bind(id)
-        .execute(db)
-        .await
-        .map(|r| r.rows_affected() == 1)
+    sqlx::query(
+        "DELETE FROM db_collections WHERE project_id = ? AND database_id = ? AND id = ? \
+         AND version = ?",
+    )
+    .bind(project_id)
+    .bind(database_id)
+    .bind(id)
+    .bind(version)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected() == 1)
 }
 
 /// The collections of a project, for building its schema and serving requests.

@@ -1620,8 +1620,13 @@ async fn write_metadata(conn: &mut sqlx::AnyConnection, change: &Change<'_>) -> 
             }
         }
         Change::Delete(c) => {
-            store::delete_collection(&mut *conn, &c.project_id, &c.database_id, &c.id).await?;
-            Ok(())
+            if store::delete_collection(&mut *conn, &c.project_id, &c.database_id, &c.id, c.version)
+                .await?
+            {
+                Ok(())
+            } else {
+                Err(changed_meanwhile())
+            }
         }
     }
 }
@@ -1732,20 +1737,21 @@ async fn run_change_with(
             log::commit(&state.bus, tx, messages).await?;
         }
         Dialect::MySql => {
-            // A connection of its own, never handed back to the pool: the named
-            // lock is its session's, and goes with it, whether the change ends,
-            // fails or its request goes away mid-way.
-            let mut conn = pool.acquire().await?.detach();
+            // Never handed back to the pool: the named lock is its session's, and
+            // goes with it, whether the change ends, fails or its request goes
+            // away mid-way. It keeps its place in the pool until closed.
+            let mut conn = pool.acquire().await?;
+            conn.close_on_drop();
             // Named by the database and the project: lock names are the server's,
             // shared by every database on it.
             let locked: Option<i64> = sqlx::query_scalar(&state.db.dialect().unbounded(
                 "SELECT GET_LOCK(CONCAT('nimbus_ddl_', MD5(CONCAT(DATABASE(), ':', ?))), 60)",
             ))
             .bind(&project_id)
-            .fetch_one(&mut conn)
+            .fetch_one(&mut *conn)
             .await?;
             if locked != Some(1) {
-                let _ = sqlx::Connection::close(conn).await;
+                let _ = conn.close().await;
                 return Err(AppError::Invalid {
                     code: codes::COLLECTION_CHANGED,
                     field: "collectionId".into(),
@@ -1758,7 +1764,7 @@ async fn run_change_with(
             )
             .await;
             // Closing the session releases its lock.
-            let _ = sqlx::Connection::close(conn).await;
+            let _ = conn.close().await;
             result?;
         }
     }

@@ -181,7 +181,7 @@ pub fn too_many_deletions() -> AppError {
         code: codes::TOO_MANY_DOCUMENTS,
         field: "id".into(),
         reason: format!(
-            "a request's deletes remove or change at most {MAX_DELETIONS_PER_REQUEST} documents, those their relationships' on-delete rules reach included; delete the dependents in smaller steps first"
+            "a request's deletes and updates by queries remove or change at most {MAX_DELETIONS_PER_REQUEST} documents, those relationships' on-delete rules reach included; write in smaller steps"
         ),
     }
 }
