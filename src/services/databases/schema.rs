@@ -1951,6 +1951,15 @@ fn bulk_reach(
     documents::check_reference_conditions(collection, data_model(ctx)?, access, filter, &[])
 }
 
+/// The documents a bulk write answers.
+fn written_list(collection: &Collection, documents: &[documents::Document]) -> FieldValue<'static> {
+    FieldValue::list(
+        documents
+            .iter()
+            .map(|d| FieldValue::value(document_value(collection, d))),
+    )
+}
+
 fn create_documents_field() -> Field {
     Field::new("createDocuments", TypeRef::named_nn_list_nn("Document"), |ctx| {
         FieldFuture::new(async move {
@@ -1981,9 +1990,7 @@ fn create_documents_field() -> Field {
                 })
                 .collect::<AppResult<Vec<_>>>()?;
             let created = documents_of(&ctx, &access)?.create_many(&collection, news).await?;
-            Ok(Some(FieldValue::list(
-                created.iter().map(|d| FieldValue::value(document_value(&collection, d))),
-            )))
+            Ok(Some(written_list(&collection, &created)))
         })
     })
     .description("Creates up to 1000 documents of one collection: all or none (Appwrite's `createDocuments`). Answers those the caller may read once written, in input order.")
@@ -2036,9 +2043,7 @@ fn update_documents_field() -> Field {
                 .update_matching(&collection, filter, data, input.permissions.or(system.permissions))
                 .await?;
             let updated = documents.readable_references(&collection, updated).await?;
-            Ok(Some(FieldValue::list(
-                updated.iter().map(|d| FieldValue::value(document_value(&collection, d))),
-            )))
+            Ok(Some(written_list(&collection, &updated)))
         })
     })
     .description("Sets the same values on the documents that `queries` find and the caller may read, at most 1000 (more is `TOO_MANY_DOCUMENTS`): all or none, each needing its `update` permission (Appwrite's `updateDocuments`). Answers those the caller may read once written.")

@@ -404,6 +404,66 @@ impl<'r> Documents<'r> {
         Ok(())
     }
 
+    /// The ids of the documents `resolved` finds that the caller may read, at
+    /// most [`documents::MAX_BULK`] (more is `TOO_MANY_DOCUMENTS`, naming `field`),
+    /// found on a reader.
+    async fn candidates(
+        &self,
+        collection: &Collection,
+        resolved: &ResolvedFilter,
+        field: &str,
+    ) -> AppResult<Vec<Value>> {
+        let candidates = {
+            let mut conn = self.tx.reader().await?;
+            let query = ListQuery::first(resolved.clone(), documents::MAX_BULK);
+            documents::list(&mut conn, collection, self.access, &query).await?
+        };
+        if candidates.has_more {
+            return Err(AppError::Invalid {
+                code: codes::TOO_MANY_DOCUMENTS,
+                field: field.into(),
+                reason: format!(
+                    "more than {} documents match; narrow the {field}",
+                    documents::MAX_BULK
+                ),
+            });
+        }
+        Ok(candidates
+            .documents
+            .iter()
+            .map(|(document, _)| Value::String(document.id.clone()))
+            .collect())
+    }
+
+    /// Those of the documents `ids` that `resolved` still finds, read on `op`
+    /// (the writer): looked up by id, so the filter meets at most their rows.
+    async fn still_matching(
+        &self,
+        op: &mut Conn<'_>,
+        collection: &Collection,
+        target: &Target,
+        resolved: &ResolvedFilter,
+        ids: &[Value],
+    ) -> AppResult<Vec<Document>> {
+        let mut matching = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(super::filter::MAX_IN_VALUES) {
+            let by_id = Filter::In {
+                field: Field::Id,
+                values: chunk.to_vec(),
+                negate: false,
+            }
+            .resolve(target, Use::Query)
+            .map_err(FilterError::into_app_error)?;
+            let query = ListQuery::first(
+                ResolvedFilter::And(vec![by_id, resolved.clone()]),
+                chunk.len(),
+            );
+            let listed = documents::list(op, collection, self.access, &query).await?;
+            matching.extend(listed.documents.into_iter().map(|(document, _)| document));
+        }
+        Ok(matching)
+    }
+
     /// Sets the same `data` (and `permissions`, when given) on the documents
     /// matching `filter` that the caller may read, at most [`documents::MAX_BULK`]
     /// (more is refused): all or none, each needing its `update` permission.
@@ -415,55 +475,19 @@ impl<'r> Documents<'r> {
         data: Map<String, Value>,
         permissions: Option<Vec<String>>,
     ) -> AppResult<Vec<Document>> {
-        let target = Target::of(collection);
-        let resolved = filter
-            .resolve(&target, Use::Query)
-            .map_err(FilterError::into_app_error)?;
-        // Found on a reader, as `delete_matching` finds its candidates.
-        let candidates = {
-            let mut conn = self.tx.reader().await?;
-            let query = ListQuery::first(resolved.clone(), documents::MAX_BULK);
-            documents::list(&mut conn, collection, self.access, &query).await?
-        };
-        if candidates.has_more {
-            return Err(AppError::Invalid {
-                code: codes::TOO_MANY_DOCUMENTS,
-                field: "queries".into(),
-                reason: format!(
-                    "more than {} documents match; narrow the queries",
-                    documents::MAX_BULK
-                ),
-            });
-        }
-        if candidates.documents.is_empty() {
+        let (target, resolved) = resolved_filter(collection, filter)?;
+        let ids = self.candidates(collection, &resolved, "queries").await?;
+        if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<Value> = candidates
-            .documents
-            .iter()
-            .map(|(document, _)| Value::String(document.id.clone()))
-            .collect();
         // Under the writer, the candidates that still match: two such updates
         // at once change a document once each only while it matches.
         let matching = {
             let mut op = self.tx.writer().await?;
             let result = async {
-                let mut matching = Vec::with_capacity(ids.len());
-                for chunk in ids.chunks(super::filter::MAX_IN_VALUES) {
-                    let by_id = Filter::In {
-                        field: Field::Id,
-                        values: chunk.to_vec(),
-                        negate: false,
-                    }
-                    .resolve(&target, Use::Query)
-                    .map_err(FilterError::into_app_error)?;
-                    let query = ListQuery::first(
-                        ResolvedFilter::And(vec![by_id, resolved.clone()]),
-                        chunk.len(),
-                    );
-                    let listed = documents::list(&mut op, collection, self.access, &query).await?;
-                    matching.extend(listed.documents.into_iter().map(|(d, _)| d.id));
-                }
+                let matching = self
+                    .still_matching(&mut op, collection, &target, &resolved, &ids)
+                    .await?;
                 // Counted with the request's deletes: aliases of one bulk write
                 // must not change a collection a thousand at a time, without end.
                 op.spend_deletions(matching.len())?;
@@ -474,9 +498,9 @@ impl<'r> Documents<'r> {
         };
         let changes = matching
             .into_iter()
-            .map(|id| {
+            .map(|document| {
                 (
-                    id,
+                    document.id,
                     DocumentChanges {
                         data: data.clone(),
                         permissions: permissions.clone(),
@@ -497,59 +521,22 @@ impl<'r> Documents<'r> {
         collection: &Arc<Collection>,
         filter: Filter,
     ) -> AppResult<Vec<String>> {
-        let target = Target::of(collection);
-        let resolved = filter
-            .resolve(&target, Use::Query)
-            .map_err(FilterError::into_app_error)?;
+        let (target, resolved) = resolved_filter(collection, filter)?;
         // What the filter costs is the client's choice: it runs on a reader (the
         // request's transaction only if it wrote already), not under the one
         // writer that every other write of the replica waits for. A filter
         // matching nothing never takes the writer.
-        let candidates = {
-            let mut conn = self.tx.reader().await?;
-            let query = ListQuery::first(resolved.clone(), documents::MAX_BULK);
-            documents::list(&mut conn, collection, self.access, &query).await?
-        };
-        if candidates.has_more {
-            return Err(AppError::Invalid {
-                code: codes::TOO_MANY_DOCUMENTS,
-                field: "filter".into(),
-                reason: format!(
-                    "more than {} documents match; narrow the filter",
-                    documents::MAX_BULK
-                ),
-            });
-        }
-        if candidates.documents.is_empty() {
+        let ids = self.candidates(collection, &resolved, "filter").await?;
+        if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<Value> = candidates
-            .documents
-            .iter()
-            .map(|(document, _)| Value::String(document.id.clone()))
-            .collect();
         let mut op = self.tx.writer().await?;
         let result = async {
-            // Under the writer, the candidates that still match: looked up by id,
-            // so the filter meets at most the candidates' rows.
-            let mut matching = Vec::with_capacity(ids.len());
-            for chunk in ids.chunks(super::filter::MAX_IN_VALUES) {
-                let by_id = Filter::In {
-                    field: Field::Id,
-                    values: chunk.to_vec(),
-                    negate: false,
-                }
-                .resolve(&target, Use::Query)
-                .map_err(FilterError::into_app_error)?;
-                let query = ListQuery::first(
-                    ResolvedFilter::And(vec![by_id, resolved.clone()]),
-                    chunk.len(),
-                );
-                let listed = documents::list(&mut op, collection, self.access, &query).await?;
-                matching.extend(listed.documents);
-            }
+            let matching = self
+                .still_matching(&mut op, collection, &target, &resolved, &ids)
+                .await?;
             let mut deleted_ids = Vec::with_capacity(matching.len());
-            for (document, _) in matching {
+            for document in matching {
                 match documents::delete(&mut op, collection, self.access, &document.id, self.model)
                     .await
                 {
@@ -590,4 +577,14 @@ impl<'r> Documents<'r> {
                 .publish_after_commit(documents::event(holder, document, "delete", None));
         }
     }
+}
+
+/// `filter` resolved against `collection` for a query, with the target it was
+/// resolved against.
+fn resolved_filter(collection: &Collection, filter: Filter) -> AppResult<(Target, ResolvedFilter)> {
+    let target = Target::of(collection);
+    let resolved = filter
+        .resolve(&target, Use::Query)
+        .map_err(FilterError::into_app_error)?;
+    Ok((target, resolved))
 }
