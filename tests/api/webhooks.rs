@@ -711,3 +711,74 @@ async fn delivery_attempts_can_be_watched_live() {
     assert_eq!(data["payload"]["success"], true);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn deliveries_carry_basic_credentials_whose_password_is_never_shown() {
+    let receiver = Receiver::start().await;
+    let app = app_with_webhooks(|_| {}).await;
+    let made = app
+        .admin(
+            "mutation($input: CreateWebhookInput!) { createWebhook(input: $input) { webhook { id httpUser } } }",
+            json!({"input": {"name": "hook", "url": receiver.url("/ok/basic"), "events": ["teams.*.create"], "httpUser": "ann", "httpPass": "s3cret pass"}}),
+        )
+        .await
+        .ok();
+    let hook = made["createWebhook"]["webhook"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(made["createWebhook"]["webhook"]["httpUser"], "ann");
+    assert!(!made.to_string().contains("s3cret"), "{made}");
+    create_team(&app, "basic").await;
+    let request = receiver.wait_for("/ok/basic", 1).await.remove(0);
+    assert_eq!(
+        header(&request, "authorization"),
+        format!("Basic {}", STANDARD.encode("ann:s3cret pass"))
+    );
+
+    // A new user keeps the password; no user, no credentials.
+    let update =
+        "mutation($input: UpdateWebhookInput!) { updateWebhook(input: $input) { httpUser } }";
+    app.admin(update, json!({"input": {"id": hook, "httpUser": "bob"}}))
+        .await
+        .ok();
+    create_team(&app, "basic2").await;
+    let request = receiver.wait_for("/ok/basic", 2).await.remove(1);
+    assert_eq!(
+        header(&request, "authorization"),
+        format!("Basic {}", STANDARD.encode("bob:s3cret pass"))
+    );
+    let cleared = app
+        .admin(update, json!({"input": {"id": hook, "httpUser": ""}}))
+        .await
+        .ok();
+    assert_eq!(cleared["updateWebhook"]["httpUser"], Value::Null);
+    create_team(&app, "basic3").await;
+    let request = receiver.wait_for("/ok/basic", 3).await.remove(2);
+    assert!(request.headers.get("authorization").is_none());
+
+    for (input, field) in [
+        (json!({"httpUser": "a:b", "httpPass": "x"}), "httpUser"),
+        (json!({"httpUser": "a\nb"}), "httpUser"),
+        (json!({"httpUser": "u".repeat(300)}), "httpUser"),
+        (json!({"httpPass": "only a password"}), "httpPass"),
+    ] {
+        let mut full = json!({"name": "h", "url": "http://example.com/", "events": ["users.*"]});
+        full.as_object_mut()
+            .unwrap()
+            .extend(input.as_object().unwrap().clone());
+        let refused = app.admin(CREATE, json!({"input": full})).await;
+        assert_eq!(
+            refused.code(),
+            "BAD_USER_INPUT",
+            "{input}: {:#}",
+            refused.body
+        );
+        assert_eq!(
+            refused.body["errors"][0]["extensions"]["field"], field,
+            "{:#}",
+            refused.body
+        );
+    }
+    app.shutdown().await;
+}

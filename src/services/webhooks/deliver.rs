@@ -376,7 +376,7 @@ async fn attempt(
         Err(err) => return failed(format!("cannot prepare the request: {err}")),
     };
     let timestamp = now_millis() / 1000;
-    let response = client
+    let mut request = client
         .post(url.clone())
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header("webhook-id", event_id)
@@ -396,9 +396,15 @@ async fn attempt(
             "X-Appwrite-Webhook-Signature",
             appwrite_signature(secret, url.as_str(), body),
         )
-        .body(body.to_string())
-        .send()
-        .await;
+        .body(body.to_string());
+    if let Some(user) = &row.http_user {
+        let password = row
+            .http_pass
+            .as_deref()
+            .and_then(|sealed| service::open_secret(state, sealed));
+        request = request.basic_auth(user, password);
+    }
+    let response = request.send().await;
     let response = match response {
         Ok(response) => response,
         Err(err) if err.is_timeout() => {

@@ -32,6 +32,9 @@ pub struct Webhook {
     pub enabled: bool,
     /// Whether the receiver's TLS certificate is checked (Appwrite's `security`).
     pub tls_verify: bool,
+    /// The user of the HTTP Basic credentials its deliveries carry (Appwrite's
+    /// `httpUser`); its password is kept sealed and never shown.
+    pub http_user: Option<String>,
     /// Consecutive failed deliveries.
     pub failures: i64,
     /// What the key that last configured it may read, and until when: the events

@@ -34,6 +34,13 @@ pub fn webhook_value(webhook: &Webhook) -> Value {
         ),
         ("enabled", Value::from(webhook.enabled)),
         ("tlsVerify", Value::from(webhook.tls_verify)),
+        (
+            "httpUser",
+            webhook
+                .http_user
+                .as_deref()
+                .map_or(Value::Null, Value::from),
+        ),
         ("failures", Value::from(webhook.failures)),
         ("createdAt", datetime(webhook.created_at)),
         ("updatedAt", datetime(webhook.updated_at)),
@@ -80,6 +87,10 @@ crate::graphql_input! {
         enabled: Option<bool>,
         "Whether the receiver's TLS certificate is checked; omitted: true."
         tls_verify: Option<bool>,
+        "The user of HTTP Basic credentials each delivery carries (Appwrite's `httpUser`); at most 256 characters, no `:`."
+        http_user: Option<String>,
+        "Their password (Appwrite's `httpPass`), kept sealed and never shown; at most 256 characters."
+        http_pass: Option<String>,
     }
 }
 
@@ -98,6 +109,10 @@ crate::graphql_input! {
         enabled: Option<bool>,
         "Whether the receiver's TLS certificate is checked."
         tls_verify: Option<bool>,
+        "The Basic user; empty: none (and no password)."
+        http_user: Option<String>,
+        "The Basic password; empty: none."
+        http_pass: Option<String>,
     }
 }
 
@@ -162,6 +177,7 @@ fn webhook_type() -> Object {
         .field(prop("events", TypeRef::named_nn_list_nn(TypeRef::STRING), "The event patterns it receives."))
         .field(prop("enabled", TypeRef::named_nn(TypeRef::BOOLEAN), "Whether events are delivered; false after too many consecutive failures, until an update enables it."))
         .field(prop("tlsVerify", TypeRef::named_nn(TypeRef::BOOLEAN), "Whether the receiver's TLS certificate is checked."))
+        .field(prop("httpUser", TypeRef::named(TypeRef::STRING), "The user of the HTTP Basic credentials its deliveries carry, if any (the password is never shown)."))
         .field(prop("failures", TypeRef::named_nn(TypeRef::INT), "Consecutive failed deliveries."))
         .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When the webhook was created."))
         .field(prop("updatedAt", TypeRef::named_nn(DATETIME), "When the webhook last changed."))
@@ -325,6 +341,8 @@ fn create_webhook() -> Field {
                 events: input.events,
                 enabled: input.enabled.unwrap_or(true),
                 tls_verify: input.tls_verify.unwrap_or(true),
+                http_user: input.http_user,
+                http_pass: input.http_pass,
             };
             let key = caller(&ctx)?.key().ok_or(AppError::Unauthenticated)?;
             let (hook, secret) = service::create(app(&ctx)?, &grant, key, new).await?;
@@ -349,6 +367,8 @@ fn update_webhook() -> Field {
                 events: input.events,
                 enabled: input.enabled,
                 tls_verify: input.tls_verify,
+                http_user: input.http_user,
+                http_pass: input.http_pass,
             };
             let key = caller(&ctx)?.key().ok_or(AppError::Unauthenticated)?;
             let hook = service::update(app(&ctx)?, &grant, key, &input.id, change).await?;

@@ -35,6 +35,9 @@ pub struct NewWebhook {
     pub events: Vec<String>,
     pub enabled: bool,
     pub tls_verify: bool,
+    /// HTTP Basic credentials for its deliveries; empty: none.
+    pub http_user: Option<String>,
+    pub http_pass: Option<String>,
 }
 
 /// Changes to a webhook; what is `None` stays.
@@ -45,6 +48,39 @@ pub struct WebhookChange {
     pub events: Option<Vec<String>>,
     pub enabled: Option<bool>,
     pub tls_verify: Option<bool>,
+    /// A new Basic user; empty: none (the password goes with it).
+    pub http_user: Option<String>,
+    /// A new Basic password; empty: none.
+    pub http_pass: Option<String>,
+}
+
+/// Most characters of a webhook's Basic user or password.
+const MAX_HTTP_CREDENTIAL: usize = 256;
+
+/// A Basic user or password as given: `None` for an empty one; refused when it
+/// is too long, holds a control character, or (a user) a colon, which Basic
+/// credentials cannot carry.
+fn check_http_credential(field: &str, value: &str) -> AppResult<Option<String>> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.chars().count() > MAX_HTTP_CREDENTIAL
+        || value.chars().any(char::is_control)
+        || (field == "httpUser" && value.contains(':'))
+    {
+        return Err(AppError::invalid(
+            field,
+            format!(
+                "at most {MAX_HTTP_CREDENTIAL} characters, no control characters{}",
+                if field == "httpUser" {
+                    " and no `:`"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    Ok(Some(value.to_string()))
 }
 
 fn not_found(id: &str) -> AppError {
@@ -113,6 +149,11 @@ pub async fn create(
     check_name(&new.name)?;
     let events = crate::bus::patterns::check_patterns(&new.events)?;
     let url = check_url(state, &new.url).await?;
+    let http_user = check_http_credential("httpUser", new.http_user.as_deref().unwrap_or(""))?;
+    let http_pass = check_http_credential("httpPass", new.http_pass.as_deref().unwrap_or(""))?;
+    if http_pass.is_some() && http_user.is_none() {
+        return Err(AppError::invalid("httpPass", "a password needs `httpUser`"));
+    }
     let now = now_millis();
     let webhook = Webhook {
         id,
@@ -122,13 +163,22 @@ pub async fn create(
         events,
         enabled: new.enabled,
         tls_verify: new.tls_verify,
+        http_user,
         failures: 0,
         reach: Delegation::of(key),
         created_at: now,
         updated_at: now,
     };
     let secret = new_secret();
-    if let Err(err) = store::insert(state.db.pool(), &webhook, &sealer(state).seal(&secret)).await {
+    let sealed_pass = http_pass.map(|pass| sealer(state).seal(&pass));
+    if let Err(err) = store::insert(
+        state.db.pool(),
+        &webhook,
+        &sealer(state).seal(&secret),
+        sealed_pass.as_deref(),
+    )
+    .await
+    {
         return Err(match crate::error::DbError::from(err) {
             crate::error::DbError::UniqueViolation => AppError::Conflict {
                 what: "webhook",
@@ -173,6 +223,23 @@ pub async fn update(
     if let Some(tls_verify) = change.tls_verify {
         webhook.tls_verify = tls_verify;
     }
+    // No user leaves no password; a new user keeps it unless one is given.
+    let mut sealed_pass: Option<Option<String>> = None;
+    if let Some(user) = &change.http_user {
+        webhook.http_user = check_http_credential("httpUser", user)?;
+    }
+    if let Some(pass) = &change.http_pass {
+        let pass = check_http_credential("httpPass", pass)?;
+        sealed_pass = Some(pass.map(|pass| sealer(state).seal(&pass)));
+    }
+    if webhook.http_user.is_none() {
+        if matches!(sealed_pass, Some(Some(_))) {
+            return Err(AppError::invalid("httpPass", "a password needs `httpUser`"));
+        }
+        if change.http_user.is_some() {
+            sealed_pass = Some(None);
+        }
+    }
     if let Some(enabled) = change.enabled {
         if enabled {
             webhook.failures = 0;
@@ -181,7 +248,8 @@ pub async fn update(
     }
     webhook.reach = Delegation::of(key);
     webhook.updated_at = now_millis();
-    if !store::update(state.db.pool(), &webhook, &change).await? {
+    let sealed_pass = sealed_pass.as_ref().map(Option::as_deref);
+    if !store::update(state.db.pool(), &webhook, &change, sealed_pass).await? {
         return Err(not_found(id));
     }
     load(state, grant.project(), id).await

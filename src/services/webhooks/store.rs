@@ -8,7 +8,7 @@ use crate::db::columns::{optional_text, text};
 
 use super::{Delivery, Webhook};
 
-const COLUMNS: &str = "project_id, id, name, url, events, enabled, tls_verify, secret, failures, reach, created_at, updated_at";
+const COLUMNS: &str = "project_id, id, name, url, events, enabled, tls_verify, secret, failures, reach, created_at, updated_at, http_user, http_pass";
 
 /// A webhook as stored; `secret` is sealed.
 #[derive(Debug, Clone)]
@@ -27,6 +27,9 @@ pub struct WebhookRow {
     pub reach: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    pub http_user: Option<String>,
+    /// Sealed, as `secret` is.
+    pub http_pass: Option<String>,
 }
 
 impl FromRow<'_, AnyRow> for WebhookRow {
@@ -44,6 +47,8 @@ impl FromRow<'_, AnyRow> for WebhookRow {
             reach: optional_text(row, "reach")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
+            http_user: optional_text(row, "http_user")?,
+            http_pass: optional_text(row, "http_pass")?,
         })
     }
 }
@@ -59,6 +64,7 @@ impl WebhookRow {
             events: serde_json::from_str(&self.events).unwrap_or_default(),
             enabled: self.enabled != 0,
             tls_verify: self.tls_verify != 0,
+            http_user: self.http_user.clone(),
             failures: self.failures,
             reach: crate::auth::Delegation::from_column(self.reach.as_deref()),
             created_at: self.created_at,
@@ -75,9 +81,10 @@ pub async fn insert<'e>(
     db: impl Executor<'e, Database = Any>,
     webhook: &Webhook,
     sealed_secret: &str,
+    sealed_http_pass: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "INSERT INTO webhooks ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO webhooks ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(&webhook.project_id)
     .bind(&webhook.id)
@@ -91,6 +98,8 @@ pub async fn insert<'e>(
     .bind(webhook.reach.to_column())
     .bind(webhook.created_at)
     .bind(webhook.updated_at)
+    .bind(webhook.http_user.as_deref())
+    .bind(sealed_http_pass)
     .execute(db)
     .await
     .map(|_| ())
@@ -103,6 +112,7 @@ pub async fn update<'e>(
     db: impl Executor<'e, Database = Any>,
     webhook: &Webhook,
     change: &super::service::WebhookChange,
+    sealed_http_pass: Option<Option<&str>>,
 ) -> Result<bool, sqlx::Error> {
     let mut query = sqlx::QueryBuilder::<Any>::new("UPDATE webhooks SET reach = ");
     query.push_bind(webhook.reach.to_column());
@@ -122,6 +132,14 @@ pub async fn update<'e>(
         query
             .push(", tls_verify = ")
             .push_bind(i16::from(webhook.tls_verify));
+    }
+    if change.http_user.is_some() {
+        query
+            .push(", http_user = ")
+            .push_bind(webhook.http_user.as_deref());
+    }
+    if let Some(sealed) = sealed_http_pass {
+        query.push(", http_pass = ").push_bind(sealed);
     }
     if let Some(enabled) = change.enabled {
         query.push(", enabled = ").push_bind(i16::from(enabled));
