@@ -438,6 +438,13 @@ async fn a_relationships_delete_rule_changes_from_either_side() {
         restricted.body
     );
 
+    // A server gave the post a time ahead of the clock.
+    app.admin(
+        "mutation($data: JSON) { updateDocument(input: {databaseId: \"blog\", collectionId: \"posts\", id: \"a\", data: $data}) { id } }",
+        json!({"data": {"$updatedAt": "2040-01-01T00:00:00Z"}}),
+    )
+    .await
+    .ok();
     let relationship_update = "mutation($input: UpdateRelationshipInput!) { updateRelationship(input: $input) { id relationships { key onDelete } } }";
     let change = |collection: &str, key: &str, rule: &str| json!({"input": {"databaseId": "blog", "collectionId": collection, "key": key, "onDelete": rule}});
     // Named from the reverse side: the answer is the collection named.
@@ -459,10 +466,12 @@ async fn a_relationships_delete_rule_changes_from_either_side() {
     );
     app.admin(delete_ann, json!({})).await.ok();
     let orphan = app
-        .admin("{ post(id: \"a\") { author { id } } }", json!({}))
+        .admin("{ post(id: \"a\") { author { id } updatedAt } }", json!({}))
         .await
         .ok();
     assert_eq!(orphan["post"]["author"], Value::Null);
+    // Cleared by the delete, it changed later than it last had, as any update.
+    assert_eq!(orphan["post"]["updatedAt"], "2040-01-01T00:00:00.001Z");
 
     // Named from the side holding it.
     let from_posts = app

@@ -3009,8 +3009,14 @@ async fn apply_on_delete(
         OnDelete::Restrict => Ok(Vec::new()),
         OnDelete::SetNull => {
             // Counted against the request's deletions by `check_references_to`.
+            // Strictly later than before, as every update is, whatever time a
+            // server gave the document.
+            let later = match dialect {
+                SqlDialect::Sqlite => "MAX(updated_at + 1, ?)",
+                SqlDialect::MySql => "GREATEST(updated_at + 1, ?)",
+            };
             sqlx::query(&format!(
-                "UPDATE {} SET {column} = NULL, updated_at = ? WHERE {column} = ?",
+                "UPDATE {} SET {column} = NULL, updated_at = {later} WHERE {column} = ?",
                 q(dialect, &holder.table)
             ))
             .bind(now_millis())
