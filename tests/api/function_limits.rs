@@ -533,6 +533,47 @@ async fn replica_with_jobs(app: &TestApp) -> TestApp {
     from_server(server, app.admin_key.clone(), config, dir)
 }
 
+/// A socket of the admin's hearing the `whoami` function's executions.
+async fn watch_whoami(app: &TestApp) -> WsClient {
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({"X-Nimbus-Key": app.admin_key}))
+        .await
+        .expect("ack");
+    ws.subscribe(
+        "x",
+        "subscription { executionChanged(functionId: \"whoami\") { id status } }",
+    )
+    .await;
+    ws
+}
+
+/// Waits until `count` executions have been heard ending.
+async fn ended_executions(ws: &mut WsClient, count: usize) {
+    let mut ended = BTreeSet::new();
+    tokio::time::timeout(WAIT, async {
+        while ended.len() < count {
+            let message = ws.next_json().await.expect("an execution event");
+            let execution = &message["payload"]["data"]["executionChanged"];
+            if execution["status"] == "COMPLETED" || execution["status"] == "FAILED" {
+                ended.insert(execution["id"].as_str().unwrap().to_string());
+            }
+        }
+    })
+    .await
+    .expect("the executions end in time");
+}
+
+/// Execution `id` of `whoami`, as the admin reads it.
+async fn whoami_execution(app: &TestApp, id: String) -> Value {
+    app.admin(
+        "query($id: ID!) { execution(functionId: \"whoami\", executionId: $id) { status failure scheduledAt responseStatusCode responseBody errors requestHeaders { name value } } }",
+        json!({"id": id}),
+    )
+    .await
+    .ok()["execution"]
+        .clone()
+}
+
 async fn user_id(app: &TestApp, secret: &str) -> String {
     app.as_session(secret, "{ account { id } }", json!({}))
         .await
@@ -595,41 +636,11 @@ async fn an_async_execution_runs_as_the_user_who_started_it_if_they_still_may() 
         assert!(!payloads.contains(secret.as_str()), "{payloads}");
     }
 
-    let mut ws = WsClient::connect(&app.ws_url, false).await;
-    ws.init(json!({"X-Nimbus-Key": app.admin_key}))
-        .await
-        .expect("ack");
-    ws.subscribe(
-        "x",
-        "subscription { executionChanged(functionId: \"whoami\") { id status } }",
-    )
-    .await;
+    let mut ws = watch_whoami(&app).await;
     let runner = replica_with_jobs(&app).await;
-    let mut ended = BTreeSet::new();
-    tokio::time::timeout(WAIT, async {
-        while ended.len() < 3 {
-            let message = ws.next_json().await.expect("an execution event");
-            let execution = &message["payload"]["data"]["executionChanged"];
-            if execution["status"] == "COMPLETED" || execution["status"] == "FAILED" {
-                ended.insert(execution["id"].as_str().unwrap().to_string());
-            }
-        }
-    })
-    .await
-    .expect("the three executions end in time");
+    ended_executions(&mut ws, 3).await;
 
-    let record = |id: String| {
-        let app = &app;
-        async move {
-            app.admin(
-                "query($id: ID!) { execution(functionId: \"whoami\", executionId: $id) { status failure responseStatusCode responseBody errors } }",
-                json!({"id": id}),
-            )
-            .await
-            .ok()["execution"]
-                .clone()
-        }
-    };
+    let record = |id: String| whoami_execution(&app, id);
     // Ann's ran as Ann, with what a JWT of her session may do, no more.
     let ann_ran = record(ann_run).await;
     assert_eq!(ann_ran["status"], "COMPLETED", "{ann_ran:#}");
@@ -695,40 +706,10 @@ async fn an_async_execution_started_with_a_jwt_acts_no_longer_than_the_jwt() {
         }
     }
 
-    let mut ws = WsClient::connect(&app.ws_url, false).await;
-    ws.init(json!({"X-Nimbus-Key": app.admin_key}))
-        .await
-        .expect("ack");
-    ws.subscribe(
-        "x",
-        "subscription { executionChanged(functionId: \"whoami\") { id status } }",
-    )
-    .await;
+    let mut ws = watch_whoami(&app).await;
     let runner = replica_with_jobs(&app).await;
-    let mut ended = BTreeSet::new();
-    tokio::time::timeout(WAIT, async {
-        while ended.len() < 2 {
-            let message = ws.next_json().await.expect("an execution event");
-            let execution = message["payload"]["data"]["executionChanged"].clone();
-            if execution["status"] == "COMPLETED" || execution["status"] == "FAILED" {
-                ended.insert(execution["id"].as_str().unwrap().to_string());
-            }
-        }
-    })
-    .await
-    .expect("the two executions end in time");
-    let ended = |id: String| {
-        let app = &app;
-        async move {
-            app.admin(
-                "query($id: ID!) { execution(functionId: \"whoami\", executionId: $id) { status failure responseBody } }",
-                json!({"id": id}),
-            )
-            .await
-            .ok()["execution"]
-                .clone()
-        }
-    };
+    ended_executions(&mut ws, 2).await;
+    let ended = |id: String| whoami_execution(&app, id);
     let ran = ended(in_time).await;
     assert_eq!(ran["status"], "COMPLETED", "{ran:#}");
     let answer: Value = serde_json::from_str(ran["responseBody"].as_str().unwrap()).unwrap();
@@ -825,15 +806,7 @@ async fn a_scheduled_execution_waits_for_its_time_and_can_be_cancelled_before() 
         .await
         .unwrap();
 
-    let mut ws = WsClient::connect(&app.ws_url, false).await;
-    ws.init(json!({"X-Nimbus-Key": app.admin_key}))
-        .await
-        .expect("ack");
-    ws.subscribe(
-        "x",
-        "subscription { executionChanged(functionId: \"whoami\") { id status } }",
-    )
-    .await;
+    let mut ws = watch_whoami(&app).await;
     let runner = replica_with_jobs(&app).await;
     let finished = tokio::time::timeout(WAIT, async {
         loop {
@@ -847,19 +820,7 @@ async fn a_scheduled_execution_waits_for_its_time_and_can_be_cancelled_before() 
     .await
     .expect("the scheduled execution runs in time");
     assert_eq!(finished["id"], kept.as_str());
-    let record = |id: String| {
-        let app = &app;
-        async move {
-            app.admin(
-                "query($id: ID!) { execution(functionId: \"whoami\", executionId: $id) { status scheduledAt responseBody requestHeaders { name value } } }",
-                json!({"id": id}),
-            )
-            .await
-            .ok()["execution"]
-                .clone()
-        }
-    };
-    let ran = record(kept).await;
+    let ran = whoami_execution(&app, kept).await;
     assert_eq!(ran["status"], "COMPLETED", "{ran:#}");
     assert_eq!(ran["scheduledAt"], at.as_str(), "{ran:#}");
     let answer: Value = serde_json::from_str(ran["responseBody"].as_str().unwrap()).unwrap();
