@@ -1082,5 +1082,34 @@ async fn a_realtime_payload_shows_a_related_id_only_to_who_may_read_that_documen
         heard.push(notes(&next_of(&mut resumed, "r").await));
     }
     assert_eq!(heard, expected_by_guest, "replayed, to a guest");
+    // Deleting a note clears the boards pointing at it (SET_NULL): that is an
+    // update of each, heard live and replayed like any other.
+    let deleted = app
+        .admin(
+            "mutation { deleteNote(input: {id: \"open\"}) { deletedId } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(deleted["deleteNote"]["deletedId"], "open");
+    let written = app
+        .admin("{ board(id: \"on-open\") { note { id } } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(written["board"]["note"], Value::Null);
+    for (ws, id) in [(&mut guest, "b"), (&mut key, "b"), (&mut resumed, "r")] {
+        let cleared = next_of(ws, id).await;
+        let payload = &cleared["payload"]["data"]["realtime"]["payload"];
+        assert_eq!(
+            notes(&cleared),
+            (json!("on-open"), Value::Null),
+            "{cleared}"
+        );
+        let (created, updated) = (
+            payload["$createdAt"].as_str().unwrap_or_default(),
+            payload["$updatedAt"].as_str().unwrap_or_default(),
+        );
+        assert!(updated > created, "{cleared}");
+    }
     app.shutdown().await;
 }

@@ -2735,9 +2735,23 @@ pub fn upsert_updates<'a>(
     })
 }
 
-/// The documents one delete removed: the one asked for first, then those a
-/// cascade took along, each with its collection.
-pub type Deleted = Vec<(Arc<Collection>, Document)>;
+/// What one delete changed, in the order it changed it: the document asked for
+/// first, then those a cascade took along and those whose reference a
+/// `SET_NULL` cleared, each with its collection.
+pub type Deleted = Vec<DeleteEffect>;
+
+/// One document a delete changed.
+pub enum DeleteEffect {
+    /// Deleted: the one asked for, or one a cascade took along.
+    Removed(Arc<Collection>, Document),
+    /// Its reference to a deleted document cleared (`SET_NULL`), as it was
+    /// before and as it is now.
+    Cleared {
+        holder: Arc<Collection>,
+        before: Document,
+        after: Document,
+    },
+}
 
 /// How deep deletes may cascade through relationships.
 const MAX_CASCADE_DEPTH: usize = 16;
@@ -2780,11 +2794,13 @@ async fn delete_impl(
     let references: Vec<_> = model.references_to(collection).collect();
     check_references_to(conn, &references, access, id).await?;
     delete_rows(conn, collection, id).await?;
-    let mut deleted = vec![(collection.clone(), current)];
+    let mut deleted = vec![DeleteEffect::Removed(collection.clone(), current)];
     // The document is gone before its dependents are visited, so a cycle of
     // cascades ends instead of coming back to it.
     for (holder, relationship) in references {
-        for dependent in apply_on_delete(conn, holder, relationship, id).await? {
+        let (dependents, cleared) = apply_on_delete(conn, holder, relationship, id).await?;
+        deleted.extend(cleared);
+        for dependent in dependents {
             let more = Box::pin(delete_impl(
                 conn,
                 holder,
@@ -2991,26 +3007,32 @@ async fn delete_rows(conn: &mut Conn<'_>, collection: &Collection, id: &str) -> 
 }
 
 /// Applies the on-delete rule of a reference column pointing at deleted
-/// document `id`: clears the references (`SET_NULL`), or answers the documents
-/// of `holder` to delete in turn (`CASCADE`). Links pointing here go with the
+/// document `id`: clears the references (`SET_NULL`, answering the documents
+/// cleared, as they were and are), or answers the ids of the documents of
+/// `holder` to delete in turn (`CASCADE`). Links pointing here go with the
 /// document (foreign keys).
 async fn apply_on_delete(
     conn: &mut Conn<'_>,
-    holder: &Collection,
+    holder: &Arc<Collection>,
     relationship: &super::Relationship,
     id: &str,
-) -> AppResult<Vec<String>> {
+) -> AppResult<(Vec<String>, Vec<DeleteEffect>)> {
     if !relationship.has_column() {
-        return Ok(Vec::new());
+        return Ok(Default::default());
     }
     let dialect = conn.dialect();
     let column = q(dialect, &relationship.column().column());
     match relationship.on_delete {
-        OnDelete::Restrict => Ok(Vec::new()),
+        OnDelete::Restrict => Ok(Default::default()),
         OnDelete::SetNull => {
-            // Counted against the request's deletions by `check_references_to`.
+            // Counted against the request's deletions by `check_references_to`,
+            // so as many as the request may still delete at most. Read (and
+            // held) before they change: their events carry both states, as an
+            // update's do.
+            let pointing = load_pointing_locked(conn, holder, &column, id).await?;
             // Strictly later than before, as every update is, whatever time a
             // server gave the document.
+            let now = now_millis();
             let later = match dialect {
                 SqlDialect::Sqlite => "MAX(updated_at + 1, ?)",
                 SqlDialect::MySql => "GREATEST(updated_at + 1, ?)",
@@ -3019,11 +3041,24 @@ async fn apply_on_delete(
                 "UPDATE {} SET {column} = NULL, updated_at = {later} WHERE {column} = ?",
                 q(dialect, &holder.table)
             ))
-            .bind(now_millis())
+            .bind(now)
             .bind(id)
             .execute(&mut **conn)
             .await?;
-            Ok(Vec::new())
+            let cleared = pointing
+                .into_iter()
+                .map(|before| {
+                    let mut after = before.clone();
+                    after.data.insert(relationship.key.clone(), Value::Null);
+                    after.updated_at = (before.updated_at + 1).max(now);
+                    DeleteEffect::Cleared {
+                        holder: holder.clone(),
+                        before,
+                        after,
+                    }
+                })
+                .collect();
+            Ok((Vec::new(), cleared))
         }
         OnDelete::Cascade => {
             let left = conn.deletions_left();
@@ -3039,9 +3074,35 @@ async fn apply_on_delete(
             if dependents.len() > left {
                 return Err(super::tx::too_many_deletions());
             }
-            Ok(dependents)
+            Ok((dependents, Vec::new()))
         }
     }
+}
+
+/// The documents of `holder` whose reference `column` (quoted) is `id`, with
+/// their permissions, locked until the transaction ends on MariaDB.
+async fn load_pointing_locked(
+    conn: &mut Conn<'_>,
+    holder: &Collection,
+    column: &str,
+    id: &str,
+) -> AppResult<Vec<Document>> {
+    let dialect = conn.dialect();
+    let mut builder = QueryBuilder::<Any>::new(select_from(dialect, holder));
+    builder
+        .push(format!(" WHERE {ALIAS}.{column} = "))
+        .push_bind(id.to_string());
+    builder.push(locking_read(dialect));
+    let rows = builder.build().fetch_all(&mut **conn).await?;
+    let columns = holder.columns();
+    let mut documents = rows
+        .iter()
+        .map(|row| document_from(SystemColumns::All, &columns, row))
+        .collect::<AppResult<Vec<_>>>()?;
+    for chunk in documents.chunks_mut(500) {
+        load_permissions(conn, holder, chunk).await?;
+    }
+    Ok(documents)
 }
 
 /// Refuses a delete whose `SET_NULL` would clear the reference of a document

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use crate::error::{AppError, AppResult, codes};
 
 use super::documents::{
-    self, Access, Document, DocumentChanges, ListQuery, Listed, NewDocument, Paging,
+    self, Access, DeleteEffect, Document, DocumentChanges, ListQuery, Listed, NewDocument, Paging,
 };
 use super::filter::{Field, Filter, FilterError, OrderBy, ResolvedFilter, Target, Use};
 use super::tx::{Conn, RequestTx, Sharing};
@@ -570,11 +570,21 @@ impl<'r> Documents<'r> {
         self.shows(collection, &document).then_some(document)
     }
 
-    /// Queues the events of a delete, cascades included.
+    /// Queues the events of a delete, in the order it made its changes:
+    /// cascades and cleared references included.
     fn announce_deleted(&self, deleted: documents::Deleted) {
-        for (holder, document) in &deleted {
-            self.tx
-                .publish_after_commit(documents::event(holder, document, "delete", None));
+        for effect in &deleted {
+            let event = match effect {
+                DeleteEffect::Removed(holder, document) => {
+                    documents::event(holder, document, "delete", None)
+                }
+                DeleteEffect::Cleared {
+                    holder,
+                    before,
+                    after,
+                } => documents::event(holder, after, "update", Some(before)),
+            };
+            self.tx.publish_after_commit(event);
         }
     }
 }
