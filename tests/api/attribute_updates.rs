@@ -581,3 +581,106 @@ async fn a_subscription_filtering_on_a_renamed_attribute_matches_nothing_rather_
     assert_eq!(heard, ["all", "all"]);
     app.shutdown().await;
 }
+
+/// A structure change whose client goes away while its DDL waits leaves
+/// nothing behind. MariaDB's DDL commits by itself: the column was added while
+/// the metadata that names it never was, and making the attribute again failed
+/// on the column left there. Now the change is settled on its own session (its
+/// undo runs), and the same attribute can be made next. SQLite's change is one
+/// transaction.
+#[tokio::test]
+async fn a_structure_change_whose_client_goes_away_mid_ddl_leaves_nothing_behind() {
+    let app = spawn_app().await;
+    posts(&app).await;
+    let db = app.server.as_ref().unwrap().state().db.clone();
+    let mysql = db.dialect() == nimbus::db::Dialect::MySql;
+    let table: String =
+        sqlx::query_scalar("SELECT table_name FROM db_collections WHERE id = 'posts'")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    // Holds the table: on MariaDB a reading transaction, whose metadata lock
+    // the ALTER waits for; on SQLite the write lock.
+    let url = app.config.effective_database_url();
+    let mut blocker = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let mut watcher = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    if mysql {
+        sqlx::raw_sql("BEGIN").execute(&mut blocker).await.unwrap();
+        sqlx::raw_sql(&format!("SELECT COUNT(*) FROM `{table}`"))
+            .execute(&mut blocker)
+            .await
+            .unwrap();
+    } else {
+        sqlx::raw_sql("BEGIN IMMEDIATE")
+            .execute(&mut blocker)
+            .await
+            .unwrap();
+    }
+    let create = json!({"query": "mutation { createAttribute(input: {databaseId: \"blog\", collectionId: \"posts\", attribute: {key: \"late\", type: STRING, size: 20}}) { attributes { key } } }"});
+    let gone = tokio::spawn(
+        app.client
+            .post(format!("{}/v1/graphql", app.url))
+            .header("x-nimbus-key", &app.admin_key)
+            .json(&create)
+            .send(),
+    );
+    if mysql {
+        // The change is at its DDL, waiting for the table.
+        let waiting = async {
+            loop {
+                let altering: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                     WHERE INFO LIKE '%ALTER TABLE%' AND STATE LIKE 'Waiting for table metadata lock%'",
+                )
+                .fetch_one(&mut watcher)
+                .await
+                .unwrap();
+                if altering > 0 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        if tokio::time::timeout(crate::helpers::WAIT, waiting).await.is_err() {
+            let rows: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
+                "SELECT CAST(STATE AS CHAR), CAST(INFO AS CHAR) FROM information_schema.PROCESSLIST",
+            )
+            .fetch_all(&mut watcher)
+            .await
+            .unwrap();
+            panic!("the ALTER waits for the table: {rows:?}");
+        }
+    }
+    // The client goes away: its connection closes with the request unanswered.
+    gone.abort();
+    let _ = gone.await;
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    drop(blocker);
+    let made = app
+        .admin(create["query"].as_str().unwrap(), json!({}))
+        .await
+        .ok();
+    let keys: Vec<&Value> = made["createAttribute"]["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["key"])
+        .collect();
+    assert_eq!(keys.iter().filter(|k| **k == "late").count(), 1, "{made}");
+    let written = app
+        .admin(
+            "mutation { createPost(input: {id: \"d\", title: \"Late\", late: \"yes\"}) { late } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(written["createPost"]["late"], "yes");
+    app.shutdown().await;
+}

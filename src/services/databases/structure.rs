@@ -1759,12 +1759,23 @@ async fn run_change_with(
                         .into(),
                 });
             }
+            let mut in_flight = InFlight {
+                conn: Some(conn),
+                state: state.clone(),
+                undo: undo.to_vec(),
+                landing: Landing::of(&change),
+                begun: false,
+            };
             let result = change_locked(
-                state, &mut conn, statements, undo, &change, messages, &alongside,
+                state,
+                &mut in_flight,
+                statements,
+                &change,
+                messages,
+                &alongside,
             )
             .await;
-            // Closing the session releases its lock.
-            let _ = conn.close().await;
+            in_flight.finish().await;
             result?;
         }
     }
@@ -1772,16 +1783,134 @@ async fn run_change_with(
     Ok(())
 }
 
+/// A MariaDB structure change on its locked session. DDL commits by itself, so
+/// a change its request dropped mid-way (the client went away) would leave a
+/// column or index the metadata does not name, and the next change of the same
+/// key failing on it: dropped before it ends, the change is settled by a task
+/// of its own on the same session (the lock still held): when its metadata did
+/// not commit, its undo runs; when it did, the project's cached structure is
+/// dropped as after any change.
+struct InFlight {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+    state: AppState,
+    undo: Vec<String>,
+    landing: Landing,
+    /// Whether its DDL began, and is not yet undone: only then is there
+    /// anything to settle.
+    begun: bool,
+}
+
+/// How to tell, from the stored metadata, whether a change committed.
+struct Landing {
+    project_id: String,
+    database_id: String,
+    collection_id: String,
+    /// The stored version once committed; `None` for a delete (no row).
+    version: Option<i64>,
+}
+
+impl Landing {
+    fn of(change: &Change<'_>) -> Self {
+        let (collection, version) = match change {
+            Change::Insert(c) | Change::Update(c) => (c, Some(c.version)),
+            Change::Delete(c) => (c, None),
+        };
+        Self {
+            project_id: collection.project_id.clone(),
+            database_id: collection.database_id.clone(),
+            collection_id: collection.id.clone(),
+            version,
+        }
+    }
+
+    async fn landed(&self, conn: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
+        let stored: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM db_collections WHERE project_id = ? AND database_id = ? AND id = ?",
+        )
+        .bind(&self.project_id)
+        .bind(&self.database_id)
+        .bind(&self.collection_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(stored == self.version)
+    }
+}
+
+impl InFlight {
+    fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        self.conn
+            .as_deref_mut()
+            .expect("the session is held until the change ends")
+    }
+
+    /// Ends the change: closing the session releases its lock.
+    async fn finish(mut self) {
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.close().await;
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        if !self.begun {
+            // Closed as it drops, which releases the lock.
+            return;
+        }
+        let state = self.state.clone();
+        let undo = std::mem::take(&mut self.undo);
+        let landing = Landing {
+            project_id: std::mem::take(&mut self.landing.project_id),
+            database_id: std::mem::take(&mut self.landing.database_id),
+            collection_id: std::mem::take(&mut self.landing.collection_id),
+            version: self.landing.version,
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            // What the dropped request still had running on the session ends
+            // first: the session answers in order.
+            match landing.landed(&mut conn).await {
+                Ok(true) => forget(&state, &landing.project_id).await,
+                Ok(false) => {
+                    tracing::warn!(
+                        project = %landing.project_id,
+                        collection = %landing.collection_id,
+                        "a structure change whose request went away is undone"
+                    );
+                    let dialect = state.db.dialect();
+                    for statement in &undo {
+                        let _ = sqlx::query(&dialect.unbounded(statement))
+                            .execute(&mut *conn)
+                            .await;
+                    }
+                }
+                Err(err) => tracing::error!(
+                    project = %landing.project_id,
+                    collection = %landing.collection_id,
+                    error = %err,
+                    "a structure change whose request went away could not be settled"
+                ),
+            }
+            let _ = conn.close().await;
+        });
+    }
+}
+
 /// The MariaDB half of [`run_change_with`], under the project's structure lock.
 async fn change_locked(
     state: &AppState,
-    conn: &mut sqlx::AnyConnection,
+    in_flight: &mut InFlight,
     statements: &[String],
-    undo: &[String],
     change: &Change<'_>,
     messages: Vec<crate::bus::BusMessage>,
     alongside: &Alongside<'_>,
 ) -> AppResult<()> {
+    let conn = in_flight.conn();
     // The version the change was made from: one less for an update, the same
     // for a delete.
     let read = match change {
@@ -1811,6 +1940,8 @@ async fn change_locked(
     // An index built over a large collection may rightly run past the statement
     // deadline; its undo too.
     let dialect = state.db.dialect();
+    in_flight.begun = true;
+    let conn = in_flight.conn();
     for statement in statements {
         let statement = dialect.unbounded(statement);
         if let Err(err) = sqlx::query(&statement).execute(&mut *conn).await {
@@ -1822,13 +1953,19 @@ async fn change_locked(
         result = write_logged_metadata(state, conn, change, messages, alongside.data).await;
     }
     if result.is_err() {
-        for statement in undo {
+        for statement in &in_flight.undo {
             // Undo steps may find nothing to undo; that is fine.
             let _ = sqlx::query(&dialect.unbounded(statement))
-                .execute(&mut *conn)
+                .execute(
+                    in_flight
+                        .conn
+                        .as_deref_mut()
+                        .expect("held until the change ends"),
+                )
                 .await;
         }
     }
+    in_flight.begun = false;
     result
 }
 
