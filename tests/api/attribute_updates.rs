@@ -645,7 +645,10 @@ async fn a_structure_change_whose_client_goes_away_mid_ddl_leaves_nothing_behind
                 tokio::task::yield_now().await;
             }
         };
-        if tokio::time::timeout(crate::helpers::WAIT, waiting).await.is_err() {
+        if tokio::time::timeout(crate::helpers::WAIT, waiting)
+            .await
+            .is_err()
+        {
             let rows: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
                 "SELECT CAST(STATE AS CHAR), CAST(INFO AS CHAR) FROM information_schema.PROCESSLIST",
             )
@@ -658,10 +661,7 @@ async fn a_structure_change_whose_client_goes_away_mid_ddl_leaves_nothing_behind
     // The client goes away: its connection closes with the request unanswered.
     gone.abort();
     let _ = gone.await;
-    sqlx::raw_sql("COMMIT")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    sqlx::raw_sql("COMMIT").execute(&mut blocker).await.unwrap();
     drop(blocker);
     let made = app
         .admin(create["query"].as_str().unwrap(), json!({}))

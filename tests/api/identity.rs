@@ -1201,5 +1201,19 @@ async fn a_session_is_extended_by_its_own_secret_only() {
         read["accountSession"]["expiresAt"],
         extended["updateSession"]["expiresAt"]
     );
+    // Ten extensions an hour per user, as Appwrite allows: each is a write and
+    // drops the user's cached sessions everywhere.
+    for _ in 1..10 {
+        app.as_session(&secret, update, json!({"id": "current"}))
+            .await
+            .ok();
+    }
+    let limited = app
+        .as_session(&secret, update, json!({"id": "current"}))
+        .await;
+    assert_eq!(limited.code(), "RATE_LIMITED", "{:#}", limited.body);
+    // Another user's own limit is untouched.
+    let theirs = app.as_session(&hal, update, json!({"id": "current"})).await;
+    assert_eq!(theirs.ok()["updateSession"]["current"], true);
     app.shutdown().await;
 }

@@ -38,6 +38,9 @@ const SIGN_IN_PER_ACCOUNT: Limit = Limit::per_hour(100);
 const SIGN_UP_LIMIT: Limit = Limit::per_hour(10);
 const ANONYMOUS_LIMIT: Limit = Limit::per_hour(50);
 const PASSWORD_CHANGE_LIMIT: Limit = Limit::per_hour(10);
+/// Session extensions one user may make in an hour (Appwrite's limit): each is a
+/// write and drops the user's cached sessions on every replica.
+const SESSION_EXTEND_LIMIT: Limit = Limit::per_hour(10);
 
 /// Where a request came from, recorded on its session.
 #[derive(Debug, Clone, Default)]
@@ -1967,6 +1970,13 @@ pub async fn extend_own_session(
     };
     ids::validate("id", &id)?;
     let (project_id, user_id) = (&me.user.project_id, &me.user.id);
+    state
+        .rate_limiter
+        .hit(
+            &format!("session-extend:{project_id}:{user_id}"),
+            SESSION_EXTEND_LIMIT,
+        )
+        .await?;
     let not_found = || AppError::NotFound {
         what: "session",
         id: id.clone(),
