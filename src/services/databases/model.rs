@@ -1114,7 +1114,7 @@ fn check_url(s: &str) -> Result<(), &'static str> {
 /// project's MariaDB pass, see `scripts/test`); the MariaDB tests pass without
 /// doing anything when it is not set.
 #[cfg(test)]
-pub(super) mod test_support {
+pub(crate) mod test_support {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use sqlx::AnyPool;
