@@ -1687,3 +1687,96 @@ async fn deployments_and_variables_read_one_at_a_time_and_ended_executions_delet
     app.admin(read, json!({"e": queued})).await.ok();
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn executions_are_listed_by_status_and_trigger_within_what_the_caller_may_read() {
+    let app = spawn_app().await;
+    deployed(
+        &app,
+        "picky",
+        json!({"execute": ["any"]}),
+        r#"export default async ({ req, res }) => {
+            if (req.path === '/fail') throw new Error('refused');
+            return res.text('ok');
+        };"#,
+    )
+    .await;
+    for path in ["/", "/fail"] {
+        let ran = execute(&app, json!({"functionId": "picky", "path": path}))
+            .await
+            .ok();
+        assert!(ran["createExecution"]["id"].is_string(), "{ran}");
+    }
+    let http = app
+        .client
+        .get(format!("{}/v1/functions/picky/fail", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(http.status().as_u16(), 500);
+    let ann = app.signed_in("ann@example.com").await;
+    let bearer = format!("Bearer {ann}");
+    execute_as(
+        &app,
+        &[("authorization", &bearer)],
+        json!({"functionId": "picky", "path": "/fail"}),
+    )
+    .await
+    .ok();
+    let listed = "query($status: ExecutionStatus, $trigger: ExecutionTrigger) { executions(functionId: \"picky\", status: $status, trigger: $trigger) { totalCount nodes { status trigger } } }";
+    let seen = |answer: Value| {
+        let executions = &answer["executions"];
+        let nodes: Vec<(String, String)> = executions["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                (
+                    n["status"].as_str().unwrap().to_string(),
+                    n["trigger"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(executions["totalCount"], nodes.len(), "{answer}");
+        nodes
+    };
+    let pair = |status: &str, trigger: &str| (status.to_string(), trigger.to_string());
+    for (variables, expected) in [
+        (
+            json!({"status": "FAILED"}),
+            vec![
+                pair("FAILED", "GRAPHQL"),
+                pair("FAILED", "HTTP"),
+                pair("FAILED", "GRAPHQL"),
+            ],
+        ),
+        (
+            json!({"status": "COMPLETED"}),
+            vec![pair("COMPLETED", "GRAPHQL")],
+        ),
+        (json!({"trigger": "HTTP"}), vec![pair("FAILED", "HTTP")]),
+        (
+            json!({"status": "FAILED", "trigger": "GRAPHQL"}),
+            vec![pair("FAILED", "GRAPHQL"), pair("FAILED", "GRAPHQL")],
+        ),
+        (json!({"status": "WAITING"}), vec![]),
+    ] {
+        let answer = app.admin(listed, variables.clone()).await.ok();
+        assert_eq!(seen(answer), expected, "{variables}");
+    }
+    // A user filters their own executions only.
+    for (variables, expected) in [
+        (json!({"status": "FAILED"}), vec![pair("FAILED", "GRAPHQL")]),
+        (json!({"status": "COMPLETED"}), vec![]),
+        (json!({"trigger": "HTTP"}), vec![]),
+    ] {
+        let answer = app.as_session(&ann, listed, variables.clone()).await.ok();
+        assert_eq!(seen(answer), expected, "{variables}");
+    }
+    // Only the enums' values.
+    for bad in [json!({"status": "failed"}), json!({"trigger": "CRON"})] {
+        let refused = app.admin(listed, bad.clone()).await;
+        assert_eq!(refused.code(), "GRAPHQL_VALIDATION_FAILED", "{bad}");
+    }
+    app.shutdown().await;
+}

@@ -19,6 +19,7 @@ use crate::graphql::types::{
 };
 
 use super::service::{self, ExecutionRequest, FunctionChange, NewFunction, Trigger};
+use super::store::ExecutionFilter;
 use super::{Deployment, Execution, Function, Variable};
 
 fn strings(list: &[String]) -> Value {
@@ -707,12 +708,20 @@ fn executions_field() -> Field {
         |ctx| {
             FieldFuture::new(async move {
                 let function_id = required(&ctx, "functionId")?;
+                let status = lowercase_enum(&ctx, "status")?;
+                let trigger = lowercase_enum(&ctx, "trigger")?;
+                let filter = ExecutionFilter {
+                    caller: None,
+                    status: status.as_deref(),
+                    trigger: trigger.as_deref(),
+                };
                 let page = page_request(&ctx)?;
                 let caller = caller(&ctx)?;
                 let (list, total) = service::executions(
                     app(&ctx)?,
                     caller,
                     &function_id,
+                    filter,
                     &page,
                     wants_total_count(&ctx),
                 )
@@ -729,6 +738,25 @@ fn executions_field() -> Field {
     ))
     .description("A function's executions, oldest first (`last` for the newest): a signed-in user's own, or all with scope `executions.read`.")
     .argument(InputValue::new("functionId", id()).description("The function."))
+    .argument(
+        InputValue::new("status", TypeRef::named("ExecutionStatus"))
+            .description("Only executions in this status (`FAILED` for the failures)."),
+    )
+    .argument(
+        InputValue::new("trigger", TypeRef::named("ExecutionTrigger"))
+            .description("Only executions started this way."),
+    )
+}
+
+/// An enum argument as its stored, lowercase name; `None` when not given.
+fn lowercase_enum(ctx: &ResolverContext<'_>, name: &str) -> AppResult<Option<String>> {
+    match ctx.args.get(name) {
+        Some(value) if !value.is_null() => value
+            .enum_name()
+            .map(|item| Some(item.to_ascii_lowercase()))
+            .map_err(|_| AppError::invalid(name, "expected one of its enum's values")),
+        _ => Ok(None),
+    }
 }
 
 /// The caller's key, which a key-only mutation has (its scope was just checked).

@@ -2065,6 +2065,7 @@ pub async fn executions(
     state: &AppState,
     caller: &Caller,
     function_id: &str,
+    filter: store::ExecutionFilter<'_>,
     page: &Page,
     with_total: bool,
 ) -> AppResult<(Vec<Execution>, i64)> {
@@ -2079,9 +2080,13 @@ pub async fn executions(
     };
     let pool = state.db.pool();
     let project = &caller.project.id;
-    let list = store::list_executions(pool, project, function_id, own.as_deref(), page).await?;
+    let filter = store::ExecutionFilter {
+        caller: own.as_deref(),
+        ..filter
+    };
+    let list = store::list_executions(pool, project, function_id, &filter, page).await?;
     let total = if with_total {
-        store::count_executions(pool, project, function_id, own.as_deref()).await?
+        store::count_executions(pool, project, function_id, &filter).await?
     } else {
         0
     };

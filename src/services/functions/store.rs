@@ -754,20 +754,50 @@ pub async fn request_body(
     .map(Option::flatten)
 }
 
-/// Executions of a function, newest last; only those of `caller` when given.
+/// Which of a function's executions a list or count takes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExecutionFilter<'a> {
+    /// Only those of this caller (`user:ID`).
+    pub caller: Option<&'a str>,
+    /// Only those in this status (one of [`super::status`]).
+    pub status: Option<&'a str>,
+    /// Only those started this way (`graphql`, `http`, `schedule`, `event`).
+    pub trigger: Option<&'a str>,
+}
+
+impl ExecutionFilter<'_> {
+    /// ` AND …` for the filter, with its binds in order.
+    fn sql(&self) -> (String, Vec<&str>) {
+        let mut sql = String::new();
+        let mut binds = Vec::new();
+        for (column, value) in [
+            ("caller", self.caller),
+            ("status", self.status),
+            ("trigger_kind", self.trigger),
+        ] {
+            if let Some(value) = value {
+                sql.push_str(&format!(" AND {column} = ?"));
+                binds.push(value);
+            }
+        }
+        (sql, binds)
+    }
+}
+
+/// Executions of a function, oldest first (the page's order), as `filter` takes
+/// them.
 pub async fn list_executions(
     pool: &AnyPool,
     project_id: &str,
     function_id: &str,
-    caller: Option<&str>,
+    filter: &ExecutionFilter<'_>,
     page: &Page,
 ) -> Result<Vec<Execution>, sqlx::Error> {
     let (keyset, binds) = page.keyset_sql("id");
-    let sql = list_executions_sql(caller.is_some(), &keyset);
-    let mut query = sqlx::query_as(&sql).bind(project_id).bind(function_id);
-    if let Some(caller) = caller {
-        query = query.bind(caller);
-    }
+    let (filtered, filter_binds) = filter.sql();
+    let sql = list_executions_sql(&filtered, &keyset);
+    let query = sqlx::query_as(&sql).bind(project_id).bind(function_id);
+    let query = filter_binds.iter().fold(query, |q, b| q.bind(*b));
     let rows: Vec<ExecutionRow> = binds
         .iter()
         .fold(query, |q, b| q.bind(b))
@@ -776,13 +806,12 @@ pub async fn list_executions(
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
-/// The list of a function's executions, the caller's own when `by_caller`, then
-/// the page's `keyset`; a caller's own come from their range of
+/// The list of a function's executions, `filtered` (its ` AND …`), then the
+/// page's `keyset`; a caller's own come from their range of
 /// `function_executions_by_function_caller`.
-fn list_executions_sql(by_caller: bool, keyset: &str) -> String {
-    let by_caller = if by_caller { " AND caller = ?" } else { "" };
+fn list_executions_sql(filtered: &str, keyset: &str) -> String {
     format!(
-        "SELECT {EXECUTION_COLUMNS} FROM function_executions WHERE project_id = ? AND function_id = ?{by_caller}{keyset}"
+        "SELECT {EXECUTION_COLUMNS} FROM function_executions WHERE project_id = ? AND function_id = ?{filtered}{keyset}"
     )
 }
 
@@ -790,18 +819,18 @@ pub async fn count_executions(
     pool: &AnyPool,
     project_id: &str,
     function_id: &str,
-    caller: Option<&str>,
+    filter: &ExecutionFilter<'_>,
 ) -> Result<i64, sqlx::Error> {
-    let sql = if caller.is_some() {
-        "SELECT COUNT(*) FROM function_executions WHERE project_id = ? AND function_id = ? AND caller = ?"
-    } else {
-        "SELECT COUNT(*) FROM function_executions WHERE project_id = ? AND function_id = ?"
-    };
-    let mut query = sqlx::query_scalar(sql).bind(project_id).bind(function_id);
-    if let Some(caller) = caller {
-        query = query.bind(caller);
-    }
-    query.fetch_one(pool).await
+    let (filtered, binds) = filter.sql();
+    let sql = format!(
+        "SELECT COUNT(*) FROM function_executions WHERE project_id = ? AND function_id = ?{filtered}"
+    );
+    let query = sqlx::query_scalar(&sql).bind(project_id).bind(function_id);
+    binds
+        .iter()
+        .fold(query, |q, b| q.bind(*b))
+        .fetch_one(pool)
+        .await
 }
 
 /// Deletes one execution that has ended, or waits for its scheduled time (its
@@ -884,7 +913,7 @@ mod tests {
         let (keyset, binds) = page.keyset_sql("id");
         let mut plans = Vec::new();
         for sql in [
-            list_executions_sql(true, &keyset),
+            list_executions_sql(" AND caller = ?", &keyset),
             "SELECT COUNT(*) FROM function_executions WHERE project_id = ? AND function_id = ? AND caller = ?".into(),
         ] {
             let explained = format!("{explain}{sql}");
