@@ -809,9 +809,16 @@ pub async fn list_executions(
 /// The list of a function's executions, `filtered` (its ` AND …`), then the
 /// page's `keyset`; a caller's own come from their range of
 /// `function_executions_by_function_caller`.
-fn list_executions_sql(filtered: &str, keyset: &str) -> String {
+pub(crate) fn list_executions_sql(filtered: &str, keyset: &str) -> String {
     format!(
         "SELECT {EXECUTION_COLUMNS} FROM function_executions WHERE project_id = ? AND function_id = ?{filtered}{keyset}"
+    )
+}
+
+/// The count of a function's executions, `filtered` (its ` AND …`).
+pub(crate) fn count_executions_sql(filtered: &str) -> String {
+    format!(
+        "SELECT COUNT(*) FROM function_executions WHERE project_id = ? AND function_id = ?{filtered}"
     )
 }
 
@@ -822,9 +829,7 @@ pub async fn count_executions(
     filter: &ExecutionFilter<'_>,
 ) -> Result<i64, sqlx::Error> {
     let (filtered, binds) = filter.sql();
-    let sql = format!(
-        "SELECT COUNT(*) FROM function_executions WHERE project_id = ? AND function_id = ?{filtered}"
-    );
+    let sql = count_executions_sql(&filtered);
     let query = sqlx::query_scalar(&sql).bind(project_id).bind(function_id);
     binds
         .iter()
@@ -889,84 +894,4 @@ pub async fn prune_executions(pool: &AnyPool, before: i64) -> Result<u64, sqlx::
     .execute(pool)
     .await
     .map(|r| r.rows_affected())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use sqlx::Row as _;
-
-    use super::*;
-    use crate::config::Config;
-    use crate::db::Db;
-
-    /// What the database plans for a user's own executions, a page of them and
-    /// their count: their own range of the caller's index, in its order.
-    async fn own_plans(pool: &AnyPool, explain: &str, detail: &str) -> Vec<String> {
-        let page = Page {
-            after: Some("e1".into()),
-            before: None,
-            limit: 20,
-            from_end: false,
-        };
-        let (keyset, binds) = page.keyset_sql("id");
-        let mut plans = Vec::new();
-        for sql in [
-            list_executions_sql(" AND caller = ?", &keyset),
-            "SELECT COUNT(*) FROM function_executions WHERE project_id = ? AND function_id = ? AND caller = ?".into(),
-        ] {
-            let explained = format!("{explain}{sql}");
-            let query = sqlx::query(&explained)
-                .bind("p")
-                .bind("f")
-                .bind("user:u");
-            let query = if sql.contains(" > ?") {
-                binds.iter().fold(query, |q, b| q.bind(b))
-            } else {
-                query
-            };
-            let rows = query.fetch_all(pool).await.unwrap();
-            plans.push(
-                rows.iter()
-                    .map(|row| row.try_get::<Option<String>, _>(detail).unwrap().unwrap_or_default())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            );
-        }
-        plans
-    }
-
-    #[tokio::test]
-    async fn a_users_own_executions_are_read_from_their_own_range() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config::with_data_dir(dir.path().to_path_buf());
-        let db = Db::connect(&config, Duration::from_secs(10)).await.unwrap();
-        db.migrate().await.unwrap();
-        for plan in own_plans(db.pool(), "EXPLAIN QUERY PLAN ", "detail").await {
-            assert!(
-                plan.contains("function_executions_by_function_caller"),
-                "{plan}"
-            );
-            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
-        }
-        db.close().await;
-        let Some(test) = crate::services::databases::model::test_support::mariadb().await else {
-            return;
-        };
-        let mut config = Config::with_data_dir(dir.path().to_path_buf());
-        config.database_url = Some(test.url.clone());
-        let db = Db::connect(&config, Duration::from_secs(10)).await.unwrap();
-        db.migrate().await.unwrap();
-        // An empty table has no statistics to choose by: the index is one the
-        // optimizer may take.
-        for plan in own_plans(db.pool(), "EXPLAIN ", "possible_keys").await {
-            assert!(
-                plan.contains("function_executions_by_function_caller"),
-                "{plan}"
-            );
-        }
-        db.close().await;
-        test.close().await;
-    }
 }

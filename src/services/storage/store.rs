@@ -668,6 +668,10 @@ pub async fn count_files(
     builder.build_query_scalar().fetch_one(pool).await
 }
 
+/// A user's unfinished uploads, from their range of `storage_files_by_uploader`.
+pub(crate) const PENDING_UPLOADS: &str = "SELECT size FROM storage_files \
+     WHERE project_id = ? AND uploader = ? AND status = 'uploading'";
+
 /// The announced sizes of up to `limit` unfinished resumable uploads of `uploader`
 /// in a project.
 pub async fn pending_upload_sizes(
@@ -676,14 +680,11 @@ pub async fn pending_upload_sizes(
     uploader: &str,
     limit: u64,
 ) -> Result<Vec<u64>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
-        "SELECT size FROM storage_files WHERE project_id = ? AND uploader = ? \
-         AND status = 'uploading' LIMIT {limit}"
-    ))
-    .bind(project_id)
-    .bind(uploader)
-    .fetch_all(pool)
-    .await?;
+    let rows = sqlx::query(&format!("{PENDING_UPLOADS} LIMIT {limit}"))
+        .bind(project_id)
+        .bind(uploader)
+        .fetch_all(pool)
+        .await?;
     rows.iter()
         .map(|row| row.try_get::<i64, _>("size").map(|size| size.max(0) as u64))
         .collect()

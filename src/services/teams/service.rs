@@ -1212,22 +1212,29 @@ pub async fn update_membership_roles(
 /// runs under the team's lock and counts after itself. A server may leave a team
 /// without an owner.
 struct OwnersKept<'a> {
-    /// The team, when the change is a user's.
+    /// The team, when the change is a user's to an owner's membership.
     team: Option<(&'a str, &'a str)>,
 }
 
 impl<'a> OwnersKept<'a> {
+    /// Before a user's change to `membership`: takes the team's lock, and
+    /// whether the membership is an owner's is read under it (a change to any
+    /// other membership leaves the owners as they are, and checks nothing: its
+    /// cost is not the team's size).
     async fn lock<S: ScopeMarker>(
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         actor: &Actor<'_, S>,
         membership: &'a Membership,
     ) -> AppResult<Self> {
-        let team = matches!(actor, Actor::User(_))
-            .then_some((membership.project_id.as_str(), membership.team_id.as_str()));
-        if let Some((project_id, team_id)) = team {
-            store::lock_team(tx, project_id, team_id).await?;
+        if !matches!(actor, Actor::User(_)) {
+            return Ok(OwnersKept { team: None });
         }
-        Ok(OwnersKept { team })
+        let (project_id, team_id) = (membership.project_id.as_str(), membership.team_id.as_str());
+        store::lock_team(tx, project_id, team_id).await?;
+        let owner = store::is_confirmed_owner(tx, project_id, &membership.id).await?;
+        Ok(OwnersKept {
+            team: owner.then_some((project_id, team_id)),
+        })
     }
 
     /// After the change: refused (and the transaction dropped) when no owner is left.
@@ -1235,7 +1242,7 @@ impl<'a> OwnersKept<'a> {
         let Some((project_id, team_id)) = self.team else {
             return Ok(());
         };
-        if store::count_members_with_role(tx, project_id, team_id, OWNER).await? == 0 {
+        if !store::has_owner(tx, project_id, team_id).await? {
             return Err(AppError::NotAllowed(format!(
                 "a team keeps at least one owner: make another member an owner before you \
                  {doing} this membership, or delete the team"

@@ -224,41 +224,61 @@ pub async fn lock_team(
         .map(drop)
 }
 
+/// A team's confirmed members, counted from `memberships_confirmed`.
+pub(crate) const CONFIRMED_MEMBERS: &str =
+    "SELECT COUNT(*) FROM memberships WHERE project_id = ? AND team_id = ? AND confirmed = 1";
+
 /// How many confirmed members the team has.
 pub async fn count_confirmed_members<'e>(
     db: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
     team_id: &str,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT COUNT(*) FROM memberships WHERE project_id = ? AND team_id = ? AND confirmed = 1",
-    )
-    .bind(project_id)
-    .bind(team_id)
-    .fetch_one(db)
-    .await
+    sqlx::query_scalar(CONFIRMED_MEMBERS)
+        .bind(project_id)
+        .bind(team_id)
+        .fetch_one(db)
+        .await
 }
 
-/// How many confirmed members of the team hold `role`.
-pub async fn count_members_with_role(
+/// Whether a confirmed member of the team is an owner. Roles are stored as a
+/// JSON list: the `LIKE` keeps all but the owners' rows in the database, and
+/// each row it keeps is read exactly.
+pub async fn has_owner(
     conn: &mut sqlx::AnyConnection,
     project_id: &str,
     team_id: &str,
-    role: &str,
-) -> Result<usize, sqlx::Error> {
-    let roles: Vec<String> = sqlx::query_scalar(
-        "SELECT roles FROM memberships WHERE project_id = ? AND team_id = ? AND confirmed = 1",
+) -> Result<bool, sqlx::Error> {
+    let owners: Vec<String> = sqlx::query_scalar(
+        "SELECT roles FROM memberships WHERE project_id = ? AND team_id = ? AND confirmed = 1 \
+         AND roles LIKE '%\"owner\"%'",
     )
     .bind(project_id)
     .bind(team_id)
     .fetch_all(conn)
     .await?;
-    Ok(roles
-        .iter()
-        .filter(|json| {
-            serde_json::from_str::<Vec<String>>(json).is_ok_and(|r| r.iter().any(|r| r == role))
-        })
-        .count())
+    Ok(owners.iter().any(|json| {
+        serde_json::from_str::<Vec<String>>(json).is_ok_and(|r| r.iter().any(|r| r == super::OWNER))
+    }))
+}
+
+/// Whether membership `id`, as stored now, is a confirmed owner's.
+pub async fn is_confirmed_owner(
+    conn: &mut sqlx::AnyConnection,
+    project_id: &str,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
+    let row: Option<(String, i16)> =
+        sqlx::query_as("SELECT roles, confirmed FROM memberships WHERE project_id = ? AND id = ?")
+            .bind(project_id)
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.is_some_and(|(roles, confirmed)| {
+        confirmed == 1
+            && serde_json::from_str::<Vec<String>>(&roles)
+                .is_ok_and(|r| r.iter().any(|r| r == super::OWNER))
+    }))
 }
 
 /// Deletes the team and, by cascade, its memberships.
