@@ -705,3 +705,75 @@ async fn teams_are_found_by_the_start_of_their_name_in_any_case() {
     assert_eq!(long.code(), "BAD_USER_INPUT", "{:#}", long.body);
     app.shutdown().await;
 }
+
+/// A deleted user's memberships go with them: each team hears of it as of any
+/// membership deleted, so a member's list of the team is never left with
+/// someone who no longer exists.
+#[tokio::test]
+async fn a_deleted_users_memberships_are_announced_to_their_teams() {
+    let app = spawn_app().await;
+    let (_, owner) = signed_in_user(&app, "crew-owner@example.com").await;
+    let (member_id, _) = signed_in_user(&app, "crew-member@example.com").await;
+    app.as_session(
+        &owner,
+        "mutation { createTeam(input: {id: \"crew\", name: \"Crew\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let added = app
+        .admin(
+            "mutation($u: ID!) { createMembership(input: {teamId: \"crew\", userId: $u, roles: [\"editor\"]}) { id } }",
+            json!({"u": member_id}),
+        )
+        .await
+        .ok();
+    let membership = added["createMembership"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut ws = crate::helpers::WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({"Authorization": format!("Bearer {owner}")}))
+        .await
+        .expect("ack");
+    ws.subscribe(
+        "crew",
+        "subscription { realtime(channels: [\"teams.crew\"]) { events payload } }",
+    )
+    .await;
+    ws.ping_pong().await;
+    app.admin(
+        "mutation($id: ID!) { deleteUser(input: {id: $id}) { deletedId } }",
+        json!({"id": member_id}),
+    )
+    .await
+    .ok();
+    let heard = loop {
+        let message = ws.next_json().await.expect("a message");
+        if message["id"] == "crew" {
+            break message;
+        }
+    };
+    let event = &heard["payload"]["data"]["realtime"];
+    let events: Vec<&str> = event["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        events.contains(&format!("teams.crew.memberships.{membership}.delete").as_str()),
+        "{heard}"
+    );
+    assert_eq!(event["payload"]["userId"], member_id.as_str(), "{heard}");
+    let left = app
+        .as_session(
+            &owner,
+            "{ memberships(teamId: \"crew\") { userId } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(left["memberships"].as_array().unwrap().len(), 1, "{left}");
+    app.shutdown().await;
+}

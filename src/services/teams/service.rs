@@ -77,6 +77,12 @@ fn membership_event(membership: &Membership, action: &str) -> BusMessage {
     })
 }
 
+/// The `delete` event of a membership that went with its user: the team's
+/// members and owners hear of it as of any membership deleted.
+pub(crate) fn membership_gone(membership: &Membership) -> BusMessage {
+    membership_event(membership, "delete")
+}
+
 /// `teams.T.memberships.M.update.status`: an invitation accepted (Appwrite's name).
 fn membership_accepted(membership: &Membership) -> BusMessage {
     match membership_event(membership, "update") {

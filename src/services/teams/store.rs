@@ -430,8 +430,8 @@ pub async fn count_confirmed_of_user<'e>(
 
 /// A user's memberships: all of them, or only the confirmed ones (what their roles are
 /// made of).
-pub async fn memberships_of_user(
-    pool: &AnyPool,
+pub async fn memberships_of_user<'e>(
+    pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
     user_id: &str,
     confirmed_only: bool,

@@ -758,17 +758,6 @@ pub(crate) async fn commit_logged(
     Ok(())
 }
 
-/// Commits `tx`, which changed the user, with the user's change logged
-/// ([`user_changed`]).
-pub(crate) async fn commit_user_change(
-    state: &AppState,
-    tx: sqlx::Transaction<'static, sqlx::Any>,
-    project_id: &str,
-    user_id: &str,
-) -> AppResult<()> {
-    commit_user_update(state, tx, project_id, user_id, &[], Vec::new()).await
-}
-
 /// Commits `tx`, which changed `fields` of the user, with the user's change
 /// logged ([`user_updated`]) and `also`, what else the change did.
 pub(crate) async fn commit_user_update(
@@ -1353,17 +1342,25 @@ async fn change_password(
 }
 
 /// Deletes a user with their sessions; their open sessions stop working at once.
+/// Their memberships go with them, each announced to its team as a deleted
+/// membership is.
 pub async fn delete_user(state: &AppState, grant: &Grant<UsersWrite>, id: &str) -> AppResult<()> {
     let project_id = grant.project();
     ids::validate("id", id)?;
     let mut tx = state.db.pool().begin().await?;
+    let memberships =
+        crate::services::teams::store::memberships_of_user(&mut *tx, project_id, id, false).await?;
     if !store::delete_user(&mut *tx, project_id, id).await? {
         return Err(AppError::NotFound {
             what: "user",
             id: id.into(),
         });
     }
-    commit_user_change(state, tx, project_id, id).await?;
+    let gone = memberships
+        .into_iter()
+        .map(|row| crate::services::teams::service::membership_gone(&row.into()))
+        .collect();
+    commit_user_update(state, tx, project_id, id, &[], gone).await?;
     Ok(())
 }
 
