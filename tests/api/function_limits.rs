@@ -544,6 +544,7 @@ async fn watch_whoami(app: &TestApp) -> WsClient {
         "subscription { executionChanged(functionId: \"whoami\") { id status } }",
     )
     .await;
+    ws.ping_pong().await;
     ws
 }
 
@@ -808,10 +809,12 @@ async fn a_scheduled_execution_waits_for_its_time_and_can_be_cancelled_before() 
 
     let mut ws = watch_whoami(&app).await;
     let runner = replica_with_jobs(&app).await;
+    let mut heard = Vec::new();
     let finished = tokio::time::timeout(WAIT, async {
         loop {
             let message = ws.next_json().await.expect("an execution event");
             let execution = message["payload"]["data"]["executionChanged"].clone();
+            heard.push(execution["status"].clone());
             if execution["status"] == "COMPLETED" || execution["status"] == "FAILED" {
                 return execution;
             }
@@ -820,6 +823,8 @@ async fn a_scheduled_execution_waits_for_its_time_and_can_be_cancelled_before() 
     .await
     .expect("the scheduled execution runs in time");
     assert_eq!(finished["id"], kept.as_str());
+    // Its watchers heard it start (no longer to be cancelled), then end.
+    assert_eq!(heard, [json!("PROCESSING"), json!("COMPLETED")]);
     let ran = whoami_execution(&app, kept).await;
     assert_eq!(ran["status"], "COMPLETED", "{ran:#}");
     assert_eq!(ran["scheduledAt"], at.as_str(), "{ran:#}");
@@ -1045,5 +1050,71 @@ async fn an_event_over_the_request_size_limit_is_not_passed_as_the_body() {
     let small = answers[1]["bytes"].as_u64().unwrap();
     assert!(small > 10 && small <= 1024, "{answers:#?}");
     assert_eq!(answers[1]["omitted"], Value::Null, "{answers:#?}");
+    app.shutdown().await;
+}
+
+/// Deleting a function takes its executions along: those yet to end are
+/// announced as deleted to whoever watches them, who would otherwise wait for an
+/// end that never comes.
+#[tokio::test]
+async fn executions_yet_to_end_are_announced_deleted_with_their_function() {
+    let app = replica_without_jobs().await;
+    let ann = app.signed_in("ann@example.com").await;
+    let bearer = format!("Bearer {ann}");
+    let at = (chrono::Utc::now() + chrono::Duration::minutes(5))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut pending = Vec::new();
+    for input in [
+        json!({"functionId": "whoami", "async": true, "scheduledAt": at}),
+        // Waits: no replica here runs jobs.
+        json!({"functionId": "whoami", "async": true}),
+    ] {
+        let made = app
+            .post(
+                json!({"query": "mutation($input: CreateExecutionInput!) { createExecution(input: $input) { id status } }", "variables": {"input": input}}),
+                &[("authorization", &bearer)],
+            )
+            .await
+            .ok();
+        pending.push(made["createExecution"]["id"].as_str().unwrap().to_string());
+    }
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({"Authorization": bearer}))
+        .await
+        .expect("ack");
+    ws.subscribe(
+        "mine",
+        "subscription { realtime(channels: [\"functions.whoami.executions\"]) { events } }",
+    )
+    .await;
+    ws.ping_pong().await;
+    app.admin(
+        "mutation { deleteFunction(input: {id: \"whoami\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let mut deleted = BTreeSet::new();
+    tokio::time::timeout(WAIT, async {
+        while deleted.len() < pending.len() {
+            let message = ws.next_json().await.expect("an execution event");
+            for name in message["payload"]["data"]["realtime"]["events"]
+                .as_array()
+                .unwrap()
+            {
+                let name = name.as_str().unwrap();
+                if let Some(id) = name
+                    .strip_prefix("functions.whoami.executions.")
+                    .and_then(|rest| rest.strip_suffix(".delete"))
+                    .filter(|id| *id != "*")
+                {
+                    deleted.insert(id.to_string());
+                }
+            }
+        }
+    })
+    .await
+    .expect("each pending execution is announced deleted");
+    assert_eq!(deleted, pending.into_iter().collect());
     app.shutdown().await;
 }

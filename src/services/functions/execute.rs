@@ -828,14 +828,33 @@ impl Handler for ExecuteJobs {
         }
         // A scheduled one is claimed before it runs: from then on it can no longer
         // be cancelled (deleted), and one cancelled first does not run.
+        // Its watchers hear that it started, and may no longer cancel it.
         if execution.status == status::SCHEDULED {
-            if !store::start_scheduled(pool, &execution)
+            let at = now_millis().max(execution.updated_at + 1);
+            let mut tx = pool.begin().await.map_err(retry)?;
+            if !store::start_scheduled(&mut *tx, &execution, at)
                 .await
                 .map_err(retry)?
             {
                 return Ok(());
             }
             execution.status = status::PROCESSING.into();
+            execution.updated_at = at;
+            let cause = Cause {
+                function_id: function_id.clone(),
+                depth,
+            };
+            CAUSE
+                .scope(
+                    cause,
+                    log::commit(
+                        &state.bus,
+                        tx,
+                        vec![service::execution_event(&execution, "update")],
+                    ),
+                )
+                .await
+                .map_err(retry)?;
         }
         let Some(function) = store::find(pool, project, &function_id)
             .await

@@ -505,9 +505,17 @@ pub async fn delete(
         return Err(not_found(id));
     }
     // In the delete's transaction: a record written behind its response either
-    // committed before (and goes here) or finds the function gone.
+    // committed before (and goes here) or finds the function gone. Those yet to
+    // end are announced as deleted: their watchers would otherwise wait for an
+    // end that never comes (a running one's end finds no record).
+    let pending = store::pending_executions_of(&mut *tx, grant.project(), id).await?;
     store::delete_executions_of(&mut *tx, grant.project(), id).await?;
-    log::commit(&state.bus, tx, vec![function_event(&function, "delete")]).await?;
+    let mut messages: Vec<_> = pending
+        .iter()
+        .map(|execution| execution_event(execution, "delete"))
+        .collect();
+    messages.push(function_event(&function, "delete"));
+    log::commit(&state.bus, tx, messages).await?;
     state.functions.function_changed(grant.project(), Some(id));
     if let Some(deployment) = &function.deployment_id {
         state.functions.forget(grant.project(), deployment);

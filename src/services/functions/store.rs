@@ -671,18 +671,22 @@ pub async fn insert_executions_of(
 
 /// Marks a scheduled execution as running; false when it is no longer scheduled
 /// (cancelled, or claimed by another run of its job).
-pub async fn start_scheduled(pool: &AnyPool, e: &Execution) -> Result<bool, sqlx::Error> {
+pub async fn start_scheduled<'e>(
+    db: impl Executor<'e, Database = Any>,
+    e: &Execution,
+    at: i64,
+) -> Result<bool, sqlx::Error> {
     sqlx::query(
         "UPDATE function_executions SET status = ?, updated_at = ? \
          WHERE project_id = ? AND function_id = ? AND id = ? AND status = ?",
     )
     .bind(super::status::PROCESSING)
-    .bind(crate::db::now_millis())
+    .bind(at)
     .bind(&e.project_id)
     .bind(&e.function_id)
     .bind(&e.id)
     .bind(super::status::SCHEDULED)
-    .execute(pool)
+    .execute(db)
     .await
     .map(|r| r.rows_affected() == 1)
 }
@@ -857,6 +861,27 @@ pub async fn delete_ended_execution<'e>(
     .execute(db)
     .await
     .map(|r| r.rows_affected() == 1)
+}
+
+/// The executions of a function yet to end (waiting, scheduled or running):
+/// those whose watchers are told when the function goes, with them.
+pub async fn pending_executions_of<'e>(
+    db: impl Executor<'e, Database = Any>,
+    project_id: &str,
+    function_id: &str,
+) -> Result<Vec<Execution>, sqlx::Error> {
+    let rows: Vec<ExecutionRow> = sqlx::query_as(&format!(
+        "SELECT {EXECUTION_COLUMNS} FROM function_executions \
+         WHERE project_id = ? AND status IN (?, ?, ?) AND function_id = ?"
+    ))
+    .bind(project_id)
+    .bind(super::status::WAITING)
+    .bind(super::status::SCHEDULED)
+    .bind(super::status::PROCESSING)
+    .bind(function_id)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
 pub async fn delete_executions_of<'e>(
