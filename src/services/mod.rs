@@ -291,6 +291,19 @@ impl users::TeamMemberships for MembershipsOfTeams {
     fn value(&self, membership: &teams::Membership) -> async_graphql::Value {
         teams::schema::membership_value(membership)
     }
+
+    async fn gone_with_user(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        project_id: &str,
+        user_id: &str,
+    ) -> AppResult<Vec<crate::bus::BusMessage>> {
+        let rows = teams::store::memberships_of_user(conn, project_id, user_id, false).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| teams::service::membership_gone(&row.into()))
+            .collect())
+    }
 }
 
 /// The team memberships users reads, as `AppState::memberships` holds them.
@@ -402,6 +415,79 @@ impl LoadProject for LoadedProject {
 
 #[cfg(test)]
 mod tests {
+    /// Statements a signed-in user's requests run, each with the index whose
+    /// range holds that user's rows: their cost is the user's rows, not
+    /// everyone's (a function's executions, a project's files, a team's
+    /// memberships).
+    #[tokio::test]
+    async fn user_scoped_lookups_read_from_their_own_index_ranges() {
+        use crate::db::Db;
+        use crate::services::{functions, storage, teams};
+        use sqlx::Row as _;
+        use std::time::Duration;
+        let own = " AND caller = ?";
+        let cases = [
+            (
+                functions::store::list_executions_sql(own, " AND id > ? ORDER BY id ASC LIMIT 21"),
+                "function_executions_by_function_caller",
+            ),
+            (
+                functions::store::count_executions_sql(own),
+                "function_executions_by_function_caller",
+            ),
+            (
+                storage::store::PENDING_UPLOADS.to_string(),
+                "storage_files_by_uploader",
+            ),
+            (
+                teams::store::CONFIRMED_MEMBERS.to_string(),
+                "memberships_confirmed",
+            ),
+        ];
+        let plans = async |db: &Db, explain: &str, column: &str| {
+            let mut plans = Vec::new();
+            for (sql, index) in &cases {
+                let explained = format!("{explain}{sql}");
+                let query =
+                    (0..sql.matches('?').count()).fold(sqlx::query(&explained), |q, _| q.bind("x"));
+                let rows = query.fetch_all(db.pool()).await.unwrap();
+                let plan: Vec<String> = rows
+                    .iter()
+                    .map(|row| {
+                        row.try_get::<Option<String>, _>(column)
+                            .unwrap()
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                plans.push((plan.join("; "), *index, sql.clone()));
+            }
+            plans
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::with_data_dir(dir.path().to_path_buf());
+        let db = Db::connect(&config, Duration::from_secs(10)).await.unwrap();
+        db.migrate().await.unwrap();
+        for (plan, index, sql) in plans(&db, "EXPLAIN QUERY PLAN ", "detail").await {
+            assert!(plan.contains(index), "{sql}: {plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{sql}: {plan}");
+        }
+        db.close().await;
+        let Some(test) = crate::services::databases::model::test_support::mariadb().await else {
+            return;
+        };
+        let mut config = Config::with_data_dir(dir.path().to_path_buf());
+        config.database_url = Some(test.url.clone());
+        let db = Db::connect(&config, Duration::from_secs(10)).await.unwrap();
+        db.migrate().await.unwrap();
+        // An empty table has no statistics to choose by: the index is one the
+        // optimizer may take.
+        for (plan, index, sql) in plans(&db, "EXPLAIN ", "possible_keys").await {
+            assert!(plan.contains(index), "{sql}: {plan}");
+        }
+        db.close().await;
+        test.close().await;
+    }
+
     use super::*;
 
     /// A project's schema builds whatever keys its attributes and relationships

@@ -1348,18 +1348,16 @@ pub async fn delete_user(state: &AppState, grant: &Grant<UsersWrite>, id: &str) 
     let project_id = grant.project();
     ids::validate("id", id)?;
     let mut tx = state.db.pool().begin().await?;
-    let memberships =
-        crate::services::teams::store::memberships_of_user(&mut *tx, project_id, id, false).await?;
+    let gone = state
+        .memberships
+        .gone_with_user(&mut tx, project_id, id)
+        .await?;
     if !store::delete_user(&mut *tx, project_id, id).await? {
         return Err(AppError::NotFound {
             what: "user",
             id: id.into(),
         });
     }
-    let gone = memberships
-        .into_iter()
-        .map(|row| crate::services::teams::service::membership_gone(&row.into()))
-        .collect();
     commit_user_update(state, tx, project_id, id, &[], gone).await?;
     Ok(())
 }
