@@ -25,6 +25,7 @@ mod function_triggers;
 mod function_warm;
 mod functions;
 mod generic_bulk;
+mod generic_relations;
 mod grants;
 mod grid_pages;
 mod hostile_sweep;

@@ -219,6 +219,29 @@ pub enum Filter {
     },
 }
 
+impl Filter {
+    /// The field a single condition compares; `None` for a combination or a
+    /// condition across a relationship.
+    pub fn field_mut(&mut self) -> Option<&mut Field> {
+        match self {
+            Filter::Cmp { field, .. }
+            | Filter::In { field, .. }
+            | Filter::IsNull { field, .. }
+            | Filter::Between { field, .. }
+            | Filter::StartsWith { field, .. }
+            | Filter::EndsWith { field, .. }
+            | Filter::Contains { field, .. }
+            | Filter::Search { field, .. } => Some(field),
+            Filter::And(_)
+            | Filter::Or(_)
+            | Filter::Not(_)
+            | Filter::Related { .. }
+            | Filter::RelatedThrough { .. }
+            | Filter::LinkedTo { .. } => None,
+        }
+    }
+}
+
 /// A junction table seen from one side: the column holding this side's ids
 /// (`near`) and the one holding the other side's (`far`). Names are the
 /// server's own, never client input.

@@ -1769,8 +1769,15 @@ fn documents_field() -> Field {
             let kept = kept_attributes(&collection, parsed.select.as_deref())?;
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
             documents::require_list_reach(&collection, &access)?;
+            let filter = super::typed::across_relationships(
+                &collection,
+                data_model(&ctx)?,
+                &access,
+                parsed.filter,
+                0,
+            )?;
             let request = ListByDocument {
-                filter: parsed.filter,
+                filter,
                 orders: parsed.orders,
                 cursor_after: parsed.cursor_after,
                 cursor_before: parsed.cursor_before,
@@ -1795,7 +1802,7 @@ fn documents_field() -> Field {
             ]))))
         })
     })
-    .description("Documents of any collection, found with Appwrite's query language: each query a JSON string such as `{\"method\":\"equal\",\"attribute\":\"title\",\"values\":[\"Hi\"]}`. Only documents the caller may read are returned and counted; `PERMISSION_DENIED` when the collection's permissions let the caller read none (document security off), `COLLECTION_NOT_FOUND` to a client while the collection is disabled.")
+    .description("Documents of any collection, found with Appwrite's query language: each query a JSON string such as `{\"method\":\"equal\",\"attribute\":\"title\",\"values\":[\"Hi\"]}`; an attribute may reach across a relationship (`author.name`) for a caller who may read every document of the related collection. Only documents the caller may read are returned and counted; `PERMISSION_DENIED` when the collection's permissions let the caller read none (document security off), `COLLECTION_NOT_FOUND` to a client while the collection is disabled.")
     .argument(InputValue::new("databaseId", TypeRef::named_nn(TypeRef::ID)))
     .argument(InputValue::new("collectionId", TypeRef::named_nn(TypeRef::ID)))
     .argument(InputValue::new("queries", TypeRef::named_nn_list(TypeRef::STRING)).description("Queries (filters, `orderAsc`, `cursorAfter`, `limit` ≤ 1000, default 25, `offset`, `select`, `and`, `or`)."))
@@ -1941,14 +1948,19 @@ fn filter_queries(queries: Option<Vec<String>>) -> AppResult<super::filter::Filt
 /// the generic `documents` list needs it: to reach the collection's documents at
 /// all (`PERMISSION_DENIED`, or `COLLECTION_NOT_FOUND` while it is disabled), and
 /// to read every related document a condition on a relationship compares.
+/// Answers the filter with its conditions across relationships (`author.name`)
+/// made conditions on the related documents.
 fn bulk_reach(
     ctx: &ResolverContext<'_>,
     collection: &Collection,
     access: &Access,
-    filter: &super::filter::Filter,
-) -> AppResult<()> {
+    filter: super::filter::Filter,
+) -> AppResult<super::filter::Filter> {
     documents::require_list_reach(collection, access)?;
-    documents::check_reference_conditions(collection, data_model(ctx)?, access, filter, &[])
+    let model = data_model(ctx)?;
+    let filter = super::typed::across_relationships(collection, model, access, filter, 0)?;
+    documents::check_reference_conditions(collection, model, access, &filter, &[])?;
+    Ok(filter)
 }
 
 /// The documents a bulk write answers.
@@ -2035,7 +2047,7 @@ fn update_documents_field() -> Field {
             let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
             let filter = filter_queries(input.queries)?;
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-            bulk_reach(&ctx, &collection, &access, &filter)?;
+            let filter = bulk_reach(&ctx, &collection, &access, filter)?;
             let mut data = input.data.map(data_object).transpose()?.unwrap_or_default();
             let system = SystemFields::take(&mut data, false)?;
             let documents = documents_of(&ctx, &access)?;
@@ -2057,7 +2069,7 @@ fn delete_documents_field() -> Field {
             let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
             let filter = filter_queries(input.queries)?;
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-            bulk_reach(&ctx, &collection, &access, &filter)?;
+            let filter = bulk_reach(&ctx, &collection, &access, filter)?;
             let deleted = documents_of(&ctx, &access)?
                 .delete_matching(&collection, filter)
                 .await?;

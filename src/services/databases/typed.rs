@@ -299,6 +299,20 @@ fn related_filter(
     value: &Json,
     depth: usize,
 ) -> AppResult<Filter> {
+    let (relationship, related) = readable_relation(collection, model, access, key)?;
+    let inner = filter_from_input(related, model, access, value, depth + 1)?;
+    Ok(across(relationship, related, inner))
+}
+
+/// The relationship `key` of `collection` and the collection it relates to,
+/// when the caller may read every document of that collection (a condition on
+/// related documents must not tell what one the caller cannot read holds).
+fn readable_relation<'c, 'm>(
+    collection: &'c Collection,
+    model: &'m DataModel,
+    access: &Access,
+    key: &str,
+) -> AppResult<(&'c super::Relationship, &'m Arc<Collection>)> {
     let relationship = collection
         .relationship(key)
         .ok_or_else(|| bad_filter(format!("`{key}` is not a relationship")))?;
@@ -321,8 +335,13 @@ fn related_filter(
             ),
         });
     }
-    let inner = filter_from_input(related, model, access, value, depth + 1)?;
-    Ok(match &relationship.junction {
+    Ok((relationship, related))
+}
+
+/// `inner`, a condition on documents of `related`, as a condition on the
+/// documents whose `relationship` points at or links one that meets it.
+fn across(relationship: &super::Relationship, related: &Collection, inner: Filter) -> Filter {
+    match &relationship.junction {
         Some(junction) => Filter::RelatedThrough {
             link: Link {
                 junction: junction.clone(),
@@ -333,10 +352,65 @@ fn related_filter(
             filter: Box::new(inner),
         },
         None => Filter::Related {
-            field: FilterField::attribute(key),
+            field: FilterField::attribute(&relationship.key),
             target: Target::of(related),
             filter: Box::new(inner),
         },
+    }
+}
+
+/// Appwrite's queries across relationships: a condition on `author.name`
+/// compares the `name` of the document `author` points at (or, for a
+/// many-to-many field, of any document it links), with the rules a typed filter
+/// across a relationship keeps. A dotted name whose first part is no
+/// relationship is left as it is (an unknown attribute, as before).
+pub fn across_relationships(
+    collection: &Collection,
+    model: &DataModel,
+    access: &Access,
+    filter: Filter,
+    depth: usize,
+) -> AppResult<Filter> {
+    if depth > MAX_FILTER_DEPTH {
+        return Err(AppError::Invalid {
+            code: codes::FILTER_TOO_COMPLEX,
+            field: "queries".into(),
+            reason: format!("queries nest at most {MAX_FILTER_DEPTH} levels deep"),
+        });
+    }
+    let each = |all: Vec<Filter>| {
+        all.into_iter()
+            .map(|inner| across_relationships(collection, model, access, inner, depth + 1))
+            .collect::<AppResult<Vec<_>>>()
+    };
+    Ok(match filter {
+        Filter::And(all) => Filter::And(each(all)?),
+        Filter::Or(all) => Filter::Or(each(all)?),
+        Filter::Not(inner) => Filter::Not(Box::new(across_relationships(
+            collection,
+            model,
+            access,
+            *inner,
+            depth + 1,
+        )?)),
+        mut leaf => {
+            let Some(FilterField::Attribute(name)) = leaf.field_mut() else {
+                return Ok(leaf);
+            };
+            let Some((key, rest)) = name.split_once('.') else {
+                return Ok(leaf);
+            };
+            if collection.relationship(key).is_none() {
+                return Ok(leaf);
+            }
+            let (key, rest) = (key.to_string(), super::appwrite_query::named_field(rest));
+            if let Some(field) = leaf.field_mut() {
+                *field = rest;
+            }
+            let (relationship, related) = readable_relation(collection, model, access, &key)?;
+            let inner = across_relationships(related, model, access, leaf, depth + 1)?;
+            across(relationship, related, inner)
+        }
     })
 }
 

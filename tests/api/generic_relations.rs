@@ -1,0 +1,211 @@
+//! The generic API's queries across relationships, as Appwrite writes them:
+//! `author.name` compares the name of the author a post points at,
+//! `tags.label` the labels of the tags it links, `author.$id` the author's id;
+//! allowed only to who may read every document of the related collection.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+
+/// `press`: authors (readable by any signed-in user, or by nobody but keys
+/// when `open_authors` is false), tags, and posts pointing at an author
+/// (many-to-one) and linking tags (many-to-many); three posts.
+async fn press(app: &TestApp, open_authors: bool) {
+    app.admin(
+        "mutation { createDatabase(input: {id: \"press\", name: \"Press\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let authors_read = if open_authors {
+        json!(["read(\"users\")"])
+    } else {
+        json!([])
+    };
+    for (id, permissions, key) in [
+        ("authors", authors_read, "name"),
+        ("tags", json!(["read(\"users\")"]), "label"),
+        ("posts", json!(["read(\"users\")"]), "title"),
+    ] {
+        app.admin(
+            "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+            json!({"input": {
+                "databaseId": "press", "id": id, "name": id, "permissions": permissions,
+                "attributes": [{"key": key, "type": "STRING", "size": 50, "required": true}],
+            }}),
+        )
+        .await
+        .ok();
+    }
+    let relate =
+        "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id } }";
+    for (key, related, kind) in [
+        ("author", "authors", "MANY_TO_ONE"),
+        ("tags", "tags", "MANY_TO_MANY"),
+    ] {
+        app.admin(
+            relate,
+            json!({"input": {
+                "databaseId": "press", "collectionId": "posts", "key": key,
+                "relatedCollectionId": related, "type": kind, "onDelete": "SET_NULL"
+            }}),
+        )
+        .await
+        .ok();
+    }
+    let create = "mutation($c: ID!, $id: ID!, $data: JSON!) { createDocument(input: {databaseId: \"press\", collectionId: $c, id: $id, data: $data}) { id } }";
+    for (collection, id, data) in [
+        ("authors", "ann", json!({"name": "Ann"})),
+        ("authors", "bob", json!({"name": "Bob"})),
+        ("tags", "rust", json!({"label": "rust"})),
+        ("tags", "go", json!({"label": "go"})),
+        (
+            "posts",
+            "p1",
+            json!({"title": "One", "author": "ann", "tags": ["rust"]}),
+        ),
+        (
+            "posts",
+            "p2",
+            json!({"title": "Two", "author": "bob", "tags": ["go", "rust"]}),
+        ),
+        (
+            "posts",
+            "p3",
+            json!({"title": "Three", "author": "ann", "tags": ["go"]}),
+        ),
+    ] {
+        app.admin(create, json!({"c": collection, "id": id, "data": data}))
+            .await
+            .ok();
+    }
+}
+
+const POSTS: &str = "query($q: [String!]) { documents(databaseId: \"press\", collectionId: \"posts\", queries: $q) { total documents { id } } }";
+
+fn query(method: &str, attribute: &str, values: Value) -> String {
+    json!({"method": method, "attribute": attribute, "values": values}).to_string()
+}
+
+/// The ids of the posts `queries` find for `secret` (a key when `None`), and the
+/// total they count.
+async fn found(app: &TestApp, secret: Option<&str>, queries: &[String]) -> Vec<String> {
+    let variables = json!({"q": queries});
+    let answer = match secret {
+        Some(secret) => app.as_session(secret, POSTS, variables).await,
+        None => app.admin(POSTS, variables).await,
+    };
+    let listed = answer.ok();
+    let mut ids: Vec<String> = listed["documents"]["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed["documents"]["total"], ids.len(), "{listed}");
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn queries_compare_the_fields_of_related_documents() {
+    let app = spawn_app().await;
+    press(&app, true).await;
+    let ann = app.signed_in("reader@example.com").await;
+    for (queries, expected) in [
+        (
+            vec![query("equal", "author.name", json!(["Ann"]))],
+            vec!["p1", "p3"],
+        ),
+        (
+            vec![query("equal", "author.$id", json!(["bob"]))],
+            vec!["p2"],
+        ),
+        (
+            vec![query("startsWith", "author.name", json!(["B"]))],
+            vec!["p2"],
+        ),
+        (
+            vec![query("notEqual", "author.name", json!(["Ann"]))],
+            vec!["p2"],
+        ),
+        (
+            vec![query("equal", "tags.label", json!(["rust"]))],
+            vec!["p1", "p2"],
+        ),
+        (
+            vec![
+                query("equal", "tags.label", json!(["go"])),
+                query("equal", "author.name", json!(["Ann"])),
+            ],
+            vec!["p3"],
+        ),
+        (
+            vec![
+                json!({"method": "or", "values": [
+                    {"method": "equal", "attribute": "author.name", "values": ["Bob"]},
+                    {"method": "equal", "attribute": "title", "values": ["One"]}
+                ]})
+                .to_string(),
+            ],
+            vec!["p1", "p2"],
+        ),
+    ] {
+        assert_eq!(
+            found(&app, Some(&ann), &queries).await,
+            expected,
+            "{queries:?}"
+        );
+        assert_eq!(found(&app, None, &queries).await, expected, "{queries:?}");
+    }
+    // Bulk writes find their documents the same way.
+    let updated = app
+        .admin(
+            "mutation($q: [String!]) { updateDocuments(input: {databaseId: \"press\", collectionId: \"posts\", data: {title: \"Bob's\"}, queries: $q}) { id } }",
+            json!({"q": [query("equal", "author.name", json!(["Bob"]))]}),
+        )
+        .await
+        .ok();
+    assert_eq!(updated["updateDocuments"], json!([{"id": "p2"}]));
+    // A dotted name whose first part is no relationship, or whose second part
+    // the related collection lacks, is refused as any unknown attribute is.
+    for attribute in ["title.name", "author.nope", "nope.name"] {
+        let refused = app
+            .admin(
+                POSTS,
+                json!({"q": [query("equal", attribute, json!(["x"]))]}),
+            )
+            .await;
+        assert_eq!(
+            refused.code(),
+            "FILTER_UNKNOWN_FIELD",
+            "{attribute}: {:#}",
+            refused.body
+        );
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_query_across_a_relationship_needs_every_related_document_readable() {
+    let app = spawn_app().await;
+    press(&app, false).await;
+    let reader = app.signed_in("reader@example.com").await;
+    // Authors are the keys' alone: a reader comparing their names would learn
+    // what they hold.
+    let across = [query("equal", "author.name", json!(["Ann"]))];
+    let refused = app.as_session(&reader, POSTS, json!({"q": across})).await;
+    assert_eq!(refused.code(), "PERMISSION_DENIED", "{:#}", refused.body);
+    assert_eq!(found(&app, None, &across).await, ["p1", "p3"]);
+    // Tags stay open to the reader.
+    assert_eq!(
+        found(
+            &app,
+            Some(&reader),
+            &[query("equal", "tags.label", json!(["go"]))]
+        )
+        .await,
+        ["p2", "p3"]
+    );
+    app.shutdown().await;
+}
