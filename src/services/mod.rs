@@ -205,6 +205,15 @@ impl realtime::ResourceAccess for ResourceChannels {
     ) -> AppResult<()> {
         databases::schema::hide_unreadable_references_in(ctx, payload).await
     }
+
+    fn document_filter(
+        &self,
+        ctx: &ResolverContext<'_>,
+        channels: &[String],
+        queries: &[String],
+    ) -> AppResult<Arc<dyn realtime::EventFilter>> {
+        databases::typed::queried_documents(ctx, channels, queries)
+    }
 }
 
 /// What decides who may read a document or a file: its collection or its bucket.

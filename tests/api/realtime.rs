@@ -1,7 +1,7 @@
 //! Subscriptions over both WebSocket subprotocols, across replicas, and through a
 //! Redis outage.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::{
     ServeOptions, ServeProcess, TestApp, WsClient, from_server, spawn_app, spawn_with, test_config,
@@ -1159,5 +1159,130 @@ async fn a_subscription_gives_at_most_ten_channels_with_a_wildcard() {
     let message = first_event(&app, &mut ws, "by-name").await;
     assert_eq!(message["id"], "names", "{message}");
     assert_eq!(realtime_event(&message)["channels"][0], "keys", "{message}");
+    app.shutdown().await;
+}
+
+/// Appwrite's realtime queries: a subscription on one collection's documents
+/// hears only the changes to documents that match its queries, before or after
+/// the change (one entering or leaving the set is heard too).
+#[tokio::test]
+async fn realtime_queries_deliver_only_the_documents_they_match() {
+    let app = spawn_app().await;
+    app.admin(
+        "mutation { createDatabase(input: {id: \"live\", name: \"Live\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    for id in ["posts", "notes"] {
+        app.admin(
+            "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+            json!({"input": {
+                "databaseId": "live", "id": id, "name": id, "permissions": ["read(\"any\")"],
+                "attributes": [
+                    {"key": "title", "type": "STRING", "size": 50, "required": true},
+                    {"key": "views", "type": "INTEGER", "default": 0}
+                ],
+            }}),
+        )
+        .await
+        .ok();
+    }
+    let popular =
+        json!({"method": "greaterThan", "attribute": "views", "values": [10]}).to_string();
+    let subscription = "subscription($channels: [String!]!, $queries: [String!]) { realtime(channels: $channels, queries: $queries) { events payload } }";
+    let mut ws = WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({})).await.expect("ack");
+    let start = |id: &str, channels: Value, queries: Value| json!({"id": id, "type": "subscribe", "payload": {"query": subscription, "variables": {"channels": channels, "queries": queries}}});
+    // Refused: other channels beside the collection's documents, a page, an
+    // unknown attribute, a condition across a relationship.
+    for (channels, queries, code) in [
+        (json!(["files"]), json!([popular]), "QUERY_INVALID"),
+        (
+            json!([
+                "databases.live.collections.posts.documents",
+                "databases.live.collections.notes.documents"
+            ]),
+            json!([popular]),
+            "QUERY_INVALID",
+        ),
+        (
+            json!(["databases.live.collections.*.documents"]),
+            json!([popular]),
+            "QUERY_INVALID",
+        ),
+        (
+            json!(["databases.live.collections.posts.documents"]),
+            json!([json!({"method": "limit", "values": [5]}).to_string()]),
+            "QUERY_INVALID",
+        ),
+        (
+            json!(["databases.live.collections.posts.documents"]),
+            json!([json!({"method": "equal", "attribute": "nope", "values": [1]}).to_string()]),
+            "FILTER_UNKNOWN_FIELD",
+        ),
+    ] {
+        ws.send(start("bad", channels.clone(), queries)).await;
+        let refused = ws.next_json().await.expect("an answer");
+        assert_eq!(
+            refused["payload"]["errors"][0]["extensions"]["code"], code,
+            "{channels}: {refused}"
+        );
+        assert_eq!(ws.next_json().await.expect("complete")["type"], "complete");
+    }
+    ws.send(start(
+        "popular",
+        json!(["databases.live.collections.posts.documents"]),
+        json!([popular]),
+    ))
+    .await;
+    ws.ping_pong().await;
+    let write = |query: &'static str, variables: Value| {
+        let app = &app;
+        async move { app.admin(query, variables).await.ok() }
+    };
+    let create = "mutation($c: ID!, $id: ID!, $views: Int!) { createDocument(input: {databaseId: \"live\", collectionId: $c, id: $id, data: {title: \"t\", views: $views}}) { id } }";
+    let update = "mutation($id: ID!, $views: Int!) { updateDocument(input: {databaseId: \"live\", collectionId: \"posts\", id: $id, data: {views: $views}}) { id } }";
+    let delete = "mutation($id: ID!) { deleteDocument(input: {databaseId: \"live\", collectionId: \"posts\", id: $id}) { deletedId } }";
+    write(create, json!({"c": "posts", "id": "quiet", "views": 5})).await;
+    write(create, json!({"c": "posts", "id": "hit", "views": 50})).await;
+    write(
+        create,
+        json!({"c": "notes", "id": "elsewhere", "views": 99}),
+    )
+    .await;
+    write(update, json!({"id": "quiet", "views": 20})).await;
+    write(update, json!({"id": "hit", "views": 1})).await;
+    write(update, json!({"id": "hit", "views": 2})).await;
+    write(delete, json!({"id": "quiet"})).await;
+    write(create, json!({"c": "posts", "id": "last", "views": 100})).await;
+    let mut heard = Vec::new();
+    while heard.len() < 5 {
+        let message = ws.next_json().await.expect("an event");
+        assert_eq!(message["id"], "popular", "{message}");
+        let event = realtime_event(&message);
+        let action = event["events"][0]
+            .as_str()
+            .unwrap()
+            .rsplit('.')
+            .next()
+            .unwrap()
+            .to_string();
+        heard.push((
+            event["payload"]["$id"].as_str().unwrap().to_string(),
+            action,
+        ));
+    }
+    let expected: Vec<(String, String)> = [
+        ("hit", "create"),
+        ("quiet", "update"),
+        ("hit", "update"),
+        ("quiet", "delete"),
+        ("last", "create"),
+    ]
+    .iter()
+    .map(|(id, action)| (id.to_string(), action.to_string()))
+    .collect();
+    assert_eq!(heard, expected);
     app.shutdown().await;
 }

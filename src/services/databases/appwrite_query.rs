@@ -56,6 +56,19 @@ pub struct ParsedQueries {
     pub offset: Option<u32>,
 }
 
+impl ParsedQueries {
+    /// Whether the queries only filter: no selection, order, cursor, limit or
+    /// offset (what a bulk write or a subscription takes).
+    pub fn only_filter(&self) -> bool {
+        self.select.is_none()
+            && self.orders.is_empty()
+            && self.cursor_after.is_none()
+            && self.cursor_before.is_none()
+            && self.limit.is_none()
+            && self.offset.is_none()
+    }
+}
+
 /// Why a list of queries was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {

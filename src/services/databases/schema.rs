@@ -1926,13 +1926,7 @@ fn filter_queries(queries: Option<Vec<String>>) -> AppResult<super::filter::Filt
             field: "queries".into(),
             reason: err.to_string(),
         })?;
-    let paged = parsed.select.is_some()
-        || !parsed.orders.is_empty()
-        || parsed.cursor_after.is_some()
-        || parsed.cursor_before.is_some()
-        || parsed.limit.is_some()
-        || parsed.offset.is_some();
-    if paged {
+    if !parsed.only_filter() {
         return Err(AppError::Invalid {
             code: codes::QUERY_INVALID,
             field: "queries".into(),

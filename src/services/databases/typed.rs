@@ -1936,6 +1936,121 @@ impl crate::services::realtime::watch::Watch for DocumentWatch {
     }
 }
 
+/// The documents of one collection that a `realtime` subscription's `queries`
+/// (Appwrite's) ask for: a change passes when the document matches them before
+/// or after it, as a typed subscription tells an UPDATE or a LEAVE.
+struct QueriedDocuments {
+    channel: String,
+    filter: ResolvedFilter,
+    scan: u64,
+}
+
+impl crate::services::realtime::EventFilter for QueriedDocuments {
+    fn passes(&self, event: &crate::bus::Event, caller: &crate::auth::Caller) -> bool {
+        let Some(action) = event.action_on(&self.channel) else {
+            return false;
+        };
+        let Some(document) = event.payload.as_object() else {
+            return false;
+        };
+        let previous = event
+            .previous
+            .as_ref()
+            .filter(|_| crate::auth::access::may_see_previous(caller, event))
+            .and_then(Json::as_object);
+        change_for(Some(&self.filter), action, document, previous).is_some()
+    }
+
+    fn scan_cost(&self) -> u64 {
+        self.scan
+    }
+}
+
+/// The filter of a `realtime` subscription's `queries`: every channel must be a
+/// documents channel of one collection (`databases.D.collections.C.documents`,
+/// then an id, an action or both), and the queries filters only, that a
+/// subscription can match in memory (no condition across a relationship).
+pub fn queried_documents(
+    ctx: &ResolverContext<'_>,
+    channels: &[String],
+    queries: &[String],
+) -> AppResult<Arc<dyn crate::services::realtime::EventFilter>> {
+    let invalid = |reason: String| AppError::Invalid {
+        code: codes::QUERY_INVALID,
+        field: "queries".into(),
+        reason,
+    };
+    let mut named: Option<(&str, &str)> = None;
+    for channel in channels {
+        let segments: Vec<&str> = channel.split('.').collect();
+        let one = match segments.as_slice() {
+            [
+                "databases",
+                database,
+                "collections",
+                collection,
+                "documents",
+                rest @ ..,
+            ] if rest.len() <= 2 && *database != "*" && *collection != "*" => {
+                Some((*database, *collection))
+            }
+            _ => None,
+        };
+        match (one, named) {
+            (Some(one), None) => named = Some(one),
+            (Some(one), Some(first)) if one == first => {}
+            _ => {
+                return Err(invalid(
+                    "queries filter the documents of one collection: give only its channels \
+                     (`databases.D.collections.C.documents`, then an id or an action)"
+                        .into(),
+                ));
+            }
+        }
+    }
+    let Some((database_id, collection_id)) = named else {
+        return Err(invalid("queries need a documents channel".into()));
+    };
+    let model = data_model(ctx)?;
+    let collection = model
+        .collection(database_id, collection_id)
+        .ok_or_else(|| AppError::NotFound {
+            what: "collection",
+            id: collection_id.to_string(),
+        })?;
+    let parsed =
+        super::appwrite_query::parse_query_strings(queries).map_err(|err| AppError::Invalid {
+            code: err.code(),
+            field: "queries".into(),
+            reason: err.to_string(),
+        })?;
+    if !parsed.only_filter() {
+        return Err(invalid(
+            "a subscription takes filter queries only (no select, order, cursor, limit or offset)"
+                .into(),
+        ));
+    }
+    let access = Access::of(caller(ctx)?, documents::DOCUMENTS_READ)?;
+    let filter = across_relationships(collection, model, &access, parsed.filter, 0)?;
+    let filter = resolve(collection, &filter, Use::Match)?;
+    let longest = app(ctx)?.config.max_body_bytes as u64;
+    let scan = super::matcher::scan_cost(&filter, longest);
+    if scan > MAX_FILTER_SCAN {
+        return Err(AppError::Invalid {
+            code: codes::FILTER_TOO_COMPLEX,
+            field: "queries".into(),
+            reason: format!(
+                "their text conditions may read {scan} characters of each changed document; a subscription's may read at most {MAX_FILTER_SCAN}"
+            ),
+        });
+    }
+    Ok(Arc::new(QueriedDocuments {
+        channel: collection.channel(),
+        filter,
+        scan,
+    }))
+}
+
 /// `postChanged(filter, id)`: the changes to the documents in a filtered set (or
 /// one document), typed like queries; a document leaving the set by an update
 /// arrives once as LEAVE.

@@ -215,6 +215,17 @@ async fn follow_user_change(
 }
 
 /// A `realtime(channels:)` subscription: the events on any of its channels.
+/// Which of the events a `realtime` subscription's channels carry it asked for
+/// with its `queries`: the documents of one collection that match them.
+pub trait EventFilter: Send + Sync + 'static {
+    /// Whether `event`, one the subscriber may read, is one it asked for.
+    fn passes(&self, event: &Event, caller: &Caller) -> bool;
+
+    /// What [`EventFilter::passes`] may read of one event, as
+    /// [`watch::Watch::scan_cost`] counts it.
+    fn scan_cost(&self) -> u64;
+}
+
 struct ChannelWatch {
     /// The channels named whole, each given once: compared to an event's in one
     /// step.
@@ -227,10 +238,13 @@ struct ChannelWatch {
     /// The position of `after:`, when resuming.
     after: Option<i64>,
     cursors: Arc<resume::Cursors>,
+    /// What its `queries` ask for, when it gave any.
+    filter: Option<Arc<dyn EventFilter>>,
 }
 
-impl watch::Watch for ChannelWatch {
-    fn outcome(&self, event: &Event, _caller: &Caller) -> Option<watch::Outcome> {
+impl ChannelWatch {
+    /// Whether `event` is on one of the channels.
+    fn on_channels(&self, event: &Event) -> bool {
         let wanted = event.channels.iter().any(|channel| {
             self.names.iter().any(|name| name == channel)
                 || self
@@ -239,13 +253,15 @@ impl watch::Watch for ChannelWatch {
                     .any(|pattern| channel_matches(pattern, channel))
         });
         if wanted {
-            return Some("");
+            return true;
         }
         if self.with_action.is_empty() {
-            return None;
+            return false;
         }
-        let action = event.channel_action()?;
-        let on_action = event
+        let Some(action) = event.channel_action() else {
+            return false;
+        };
+        event
             .channels
             .iter()
             .filter(|channel| crate::bus::takes_action(channel))
@@ -253,8 +269,22 @@ impl watch::Watch for ChannelWatch {
                 self.with_action.iter().any(|(wanted, wanted_action)| {
                     *wanted_action == action && channel_matches(wanted, channel)
                 })
-            });
-        on_action.then_some("")
+            })
+    }
+}
+
+impl watch::Watch for ChannelWatch {
+    fn outcome(&self, event: &Event, caller: &Caller) -> Option<watch::Outcome> {
+        let asked = self.on_channels(event)
+            && self
+                .filter
+                .as_ref()
+                .is_none_or(|filter| filter.passes(event, caller));
+        asked.then_some("")
+    }
+
+    fn scan_cost(&self) -> u64 {
+        self.filter.as_ref().map_or(0, |filter| filter.scan_cost())
     }
 
     fn value(&self, event: &Event, _: watch::Outcome) -> Value {
@@ -358,6 +388,22 @@ fn realtime() -> SubscriptionField {
             // Each is compared with every event: once is enough.
             with_action.sort_unstable();
             with_action.dedup();
+            let queries: Vec<String> = match ctx.args.get("queries") {
+                Some(list) if !list.is_null() => list
+                    .list()?
+                    .iter()
+                    .map(|v| v.string().map(str::to_string))
+                    .collect::<Result<_, _>>()?,
+                _ => Vec::new(),
+            };
+            let filter = if queries.is_empty() {
+                None
+            } else {
+                let resources = ctx.data::<Arc<dyn ResourceAccess>>().map_err(|_| {
+                    AppError::Internal(anyhow::anyhow!("resource access missing from schema data"))
+                })?;
+                Some(resources.document_filter(&ctx, &channels, &queries)?)
+            };
             let after = resume::after_argument(&ctx, &caller.project.id)?;
             let cursors = state.cursors.clone();
             let (patterns, mut names): (Vec<String>, Vec<String>) =
@@ -370,12 +416,14 @@ fn realtime() -> SubscriptionField {
                 with_action,
                 after,
                 cursors,
+                filter,
             };
             Ok(watch::follow(&ctx, state, caller, watch))
         })
     })
     .description("Events on the given channels of the addressed project, e.g. `keys` or `keys.K`; a `*` segment matches any one segment (1 to 100 channels, at most 10 with a `*`). As in Appwrite, a resource's channel followed by an action (`files.create`, `teams.T.update`, `databases.D.collections.C.documents.delete`) takes only that action's events. Only events the caller may read arrive.")
     .argument(InputValue::new("channels", TypeRef::named_nn_list_nn(TypeRef::STRING)).description("Channels to watch, 1 to 100."))
+    .argument(InputValue::new("queries", TypeRef::named_nn_list(TypeRef::STRING)).description("Appwrite's filter queries, as `documents` takes them (no order, page or selection), when every channel is a documents channel of one collection (`databases.D.collections.C.documents…`): only changes to documents that match them, before or after the change, arrive."))
     .argument(resume::after_input())
 }
 
@@ -468,6 +516,15 @@ pub trait ResourceAccess: Send + Sync + 'static {
         ctx: &async_graphql::dynamic::ResolverContext<'_>,
         payload: &mut serde_json::Value,
     ) -> AppResult<()>;
+
+    /// What a `realtime` subscription on `channels` asks for with `queries`:
+    /// refused unless every channel is a documents channel of one collection.
+    fn document_filter(
+        &self,
+        ctx: &async_graphql::dynamic::ResolverContext<'_>,
+        channels: &[String],
+        queries: &[String],
+    ) -> AppResult<Arc<dyn EventFilter>>;
 }
 
 /// The channels whose change decides who may read the resource a presence
