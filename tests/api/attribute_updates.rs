@@ -684,3 +684,63 @@ async fn a_structure_change_whose_client_goes_away_mid_ddl_leaves_nothing_behind
     assert_eq!(written["createPost"]["late"], "yes");
     app.shutdown().await;
 }
+
+/// Changes giving one collection the same key at once (an attribute, and the
+/// reverse fields of two relationships) are checked where they take turns:
+/// one wins, the others are refused, and the collection's type keeps one field
+/// of that name (the project's schema still builds).
+#[tokio::test]
+async fn changes_taking_one_key_at_once_leave_one_field() {
+    let app = spawn_app().await;
+    posts(&app).await;
+    for id in ["fans", "critics"] {
+        app.admin(
+            "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+            json!({"input": {
+                "databaseId": "blog", "id": id, "name": id,
+                "attributes": [{"key": "name", "type": "STRING", "size": 50}],
+            }}),
+        )
+        .await
+        .ok();
+    }
+    let relate =
+        "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id } }";
+    let reverse = |holder: &str, key: &str, back: &str| {
+        json!({"input": {
+            "databaseId": "blog", "collectionId": holder, "key": key,
+            "relatedCollectionId": "posts", "type": "MANY_TO_ONE",
+            "twoWayKey": back, "onDelete": "SET_NULL"
+        }})
+    };
+    let attribute = "mutation($key: String!) { createAttribute(input: {databaseId: \"blog\", collectionId: \"posts\", attribute: {key: $key, type: STRING, size: 10}}) { id } }";
+    for round in 0..4 {
+        let back = format!("taken{round}");
+        let key = format!("post{round}");
+        let (a, b, c) = tokio::join!(
+            app.admin(relate, reverse("fans", &key, &back)),
+            app.admin(relate, reverse("critics", &key, &back)),
+            app.admin(attribute, json!({"key": back})),
+        );
+        let codes = [a.code(), b.code(), c.code()];
+        assert_eq!(
+            codes.iter().filter(|code| **code == "<none>").count(),
+            1,
+            "round {round}: {codes:?}"
+        );
+        assert_eq!(
+            codes
+                .iter()
+                .filter(|code| **code == "ATTRIBUTE_ALREADY_EXISTS")
+                .count(),
+            2,
+            "round {round}: {codes:?}"
+        );
+    }
+    let still = app
+        .admin("{ posts(first: 1) { totalCount } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(still["posts"]["totalCount"], 3);
+    app.shutdown().await;
+}

@@ -224,8 +224,8 @@ pub async fn find_collection(
 }
 
 /// The collections of a project (of one database when given), by database and id.
-pub async fn list_collections(
-    pool: &AnyPool,
+pub async fn list_collections<'e>(
+    pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
     database_id: Option<&str>,
 ) -> Result<Vec<Collection>, sqlx::Error> {

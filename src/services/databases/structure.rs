@@ -451,8 +451,19 @@ pub async fn create_attribute(
         ddl::drop_column_sql(dialect, &collection.table, &attribute.key, &[]).map_err(ddl_error)?;
     let parts = vec![Part::attribute(&attribute, "create")];
     let before = collection.clone();
+    let (id, key) = (collection.id.clone(), attribute.key.clone());
     collection.attributes.push(attribute);
-    apply_update(state, &before, &mut collection, &statements, &undo, parts).await?;
+    let keys = [(id.as_str(), key.as_str(), "key")];
+    apply_update_keeping(
+        state,
+        &before,
+        &mut collection,
+        &statements,
+        &undo,
+        parts,
+        &keys,
+    )
+    .await?;
     Ok(collection)
 }
 
@@ -1115,12 +1126,27 @@ pub async fn create_relationship(
     }
     let dialect = sql_dialect(state.db.dialect());
     let before = holder.clone();
+    let (holder_id, key) = (holder.id.clone(), relationship.key.clone());
+    let reverse = relationship.two_way_key.clone();
+    let mut taken = vec![(holder_id.as_str(), key.as_str(), "key")];
+    if let Some(reverse) = &reverse {
+        taken.push((target.id.as_str(), reverse.as_str(), "twoWayKey"));
+    }
     if let Some(junction) = &relationship.junction {
         let statements = junction_sql(dialect, junction, &holder.table, &target.table)?;
         let undo = vec![format!("DROP TABLE {}", dialect.quote(junction))];
         let parts = vec![Part::relationship(&relationship, "create")];
         holder.relationships.push(relationship);
-        apply_update(state, &before, &mut holder, &statements, &undo, parts).await?;
+        apply_update_keeping(
+            state,
+            &before,
+            &mut holder,
+            &statements,
+            &undo,
+            parts,
+            &taken,
+        )
+        .await?;
         return Ok(holder);
     }
     let mut with_reference = holder.relationships.clone();
@@ -1148,7 +1174,16 @@ pub async fn create_relationship(
     );
     let parts = vec![Part::relationship(&relationship, "create")];
     holder.relationships.push(relationship);
-    apply_update(state, &before, &mut holder, &statements, &undo, parts).await?;
+    apply_update_keeping(
+        state,
+        &before,
+        &mut holder,
+        &statements,
+        &undo,
+        parts,
+        &taken,
+    )
+    .await?;
     Ok(holder)
 }
 
@@ -1404,12 +1439,66 @@ async fn apply_update(
     undo: &[String],
     parts: Vec<Part>,
 ) -> AppResult<()> {
+    apply_update_keeping(state, before, collection, statements, undo, parts, &[]).await
+}
+
+/// [`apply_update`] of a change that gives collections new keys (`keys`: the
+/// collection, the key, the input field naming it), checked free again where
+/// no other structure change slips in (SQLite's transaction, MariaDB's
+/// structure lock): two changes checked side by side could otherwise both
+/// take one key, and a collection's type would have the field twice.
+async fn apply_update_keeping(
+    state: &AppState,
+    before: &Collection,
+    collection: &mut Collection,
+    statements: &[String],
+    undo: &[String],
+    parts: Vec<Part>,
+    keys: &[(&str, &str, &'static str)],
+) -> AppResult<()> {
     collection.version += 1;
     collection.updated_at = now_millis();
     let dialect = sql_dialect(state.db.dialect());
     let (statements, undo) = with_twins(dialect, Some(before), collection, statements, undo)?;
-    run_change(state, &statements, &undo, Change::Update(collection), parts).await?;
-    Ok(())
+    let (project_id, database_id) = (
+        collection.project_id.clone(),
+        collection.database_id.clone(),
+    );
+    let keys: Vec<(String, String, &'static str)> = keys
+        .iter()
+        .map(|(collection_id, key, field)| (collection_id.to_string(), key.to_string(), *field))
+        .collect();
+    let check = stored_check(move |conn| {
+        let (project_id, database_id, keys) =
+            (project_id.clone(), database_id.clone(), keys.clone());
+        Box::pin(async move {
+            if keys.is_empty() {
+                return Ok(());
+            }
+            let all = store::list_collections(&mut *conn, &project_id, None).await?;
+            for (collection_id, key, field) in &keys {
+                if let Some(holder) = all
+                    .iter()
+                    .find(|c| c.database_id == database_id && &c.id == collection_id)
+                {
+                    check_key_free(&all, holder, key, field)?;
+                }
+            }
+            Ok(())
+        })
+    });
+    run_change_with(
+        state,
+        &statements,
+        &undo,
+        Change::Update(collection),
+        parts,
+        Alongside {
+            check: Some(&check),
+            data: &[],
+        },
+    )
+    .await
 }
 
 /// The relationships whose reference column, and so whose reference key, the
