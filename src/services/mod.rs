@@ -304,10 +304,12 @@ impl users::TeamMemberships for MembershipsOfTeams {
     async fn gone_with_user(
         &self,
         conn: &mut sqlx::AnyConnection,
+        dialect: crate::db::Dialect,
         project_id: &str,
         user_id: &str,
     ) -> AppResult<Vec<crate::bus::BusMessage>> {
-        let rows = teams::store::memberships_of_user(conn, project_id, user_id, false).await?;
+        let rows =
+            teams::store::memberships_of_user_held(conn, dialect, project_id, user_id).await?;
         Ok(rows
             .into_iter()
             .map(|row| teams::service::membership_gone(&row.into()))

@@ -197,6 +197,52 @@ async fn a_query_across_a_relationship_needs_every_related_document_readable() {
     let refused = app.as_session(&reader, POSTS, json!({"q": across})).await;
     assert_eq!(refused.code(), "PERMISSION_DENIED", "{:#}", refused.body);
     assert_eq!(found(&app, None, &across).await, ["p1", "p3"]);
+    // Nor one level down: authors open, their houses private, so comparing an
+    // author's house compares a reference the reader may not read.
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "press", "id": "houses", "name": "houses",
+            "attributes": [{"key": "name", "type": "STRING", "size": 50}],
+        }}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "press", "collectionId": "authors", "key": "house",
+            "relatedCollectionId": "houses", "type": "MANY_TO_ONE", "onDelete": "SET_NULL"
+        }}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: UpdateCollectionInput!) { updateCollection(input: $input) { id } }",
+        json!({"input": {"databaseId": "press", "id": "authors", "permissions": ["read(\"users\")"]}}),
+    )
+    .await
+    .ok();
+    for attribute in ["author.house", "author.house.name"] {
+        let deep = [query("equal", attribute, json!(["h1"]))];
+        let refused = app.as_session(&reader, POSTS, json!({"q": deep})).await;
+        assert_eq!(
+            refused.code(),
+            "PERMISSION_DENIED",
+            "{attribute}: {:#}",
+            refused.body
+        );
+        assert_eq!(found(&app, None, &deep).await, Vec::<String>::new());
+    }
+    assert_eq!(
+        found(
+            &app,
+            Some(&reader),
+            &[query("equal", "author.name", json!(["Ann"]))]
+        )
+        .await,
+        ["p1", "p3"]
+    );
     // Tags stay open to the reader.
     assert_eq!(
         found(

@@ -1188,6 +1188,25 @@ async fn realtime_queries_deliver_only_the_documents_they_match() {
         .await
         .ok();
     }
+    // A vault nobody but keys reads, which posts may point at.
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "live", "id": "vault", "name": "vault",
+            "attributes": [{"key": "secret", "type": "STRING", "size": 50}],
+        }}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "live", "collectionId": "posts", "key": "vault",
+            "relatedCollectionId": "vault", "type": "MANY_TO_ONE", "onDelete": "SET_NULL"
+        }}),
+    )
+    .await
+    .ok();
     let popular =
         json!({"method": "greaterThan", "attribute": "views", "values": [10]}).to_string();
     let subscription = "subscription($channels: [String!]!, $queries: [String!]) { realtime(channels: $channels, queries: $queries) { events payload } }";
@@ -1220,6 +1239,24 @@ async fn realtime_queries_deliver_only_the_documents_they_match() {
             json!(["databases.live.collections.posts.documents"]),
             json!([json!({"method": "equal", "attribute": "nope", "values": [1]}).to_string()]),
             "FILTER_UNKNOWN_FIELD",
+        ),
+        // A reference the subscriber may not read is not compared: a match
+        // would tell what it holds.
+        (
+            json!(["databases.live.collections.posts.documents"]),
+            json!([json!({"method": "equal", "attribute": "vault", "values": ["v1"]}).to_string()]),
+            "PERMISSION_DENIED",
+        ),
+        (
+            json!(["databases.live.collections.posts.documents"]),
+            json!([json!({"method": "isNull", "attribute": "vault"}).to_string()]),
+            "PERMISSION_DENIED",
+        ),
+        // Nor is a collection it may read nothing of.
+        (
+            json!(["databases.live.collections.vault.documents"]),
+            json!([json!({"method": "equal", "attribute": "secret", "values": ["x"]}).to_string()]),
+            "PERMISSION_DENIED",
         ),
     ] {
         ws.send(start("bad", channels.clone(), queries)).await;

@@ -475,15 +475,43 @@ pub fn check_reference_conditions(
     filter: &Filter,
     orders: &[OrderBy],
 ) -> AppResult<()> {
-    fn fields<'f>(filter: &'f Filter, out: &mut Vec<&'f str>) {
+    /// A condition on the documents a relationship reaches: by its key, or
+    /// (many-to-many) by its junction.
+    enum Via<'f> {
+        Key(&'f str),
+        Junction(&'f str),
+    }
+    fn fields<'f>(
+        filter: &'f Filter,
+        out: &mut Vec<&'f str>,
+        nested: &mut Vec<(Via<'f>, &'f Filter)>,
+    ) {
         let field = match filter {
             Filter::And(all) | Filter::Or(all) => {
                 for inner in all {
-                    fields(inner, out);
+                    fields(inner, out, nested);
                 }
                 return;
             }
-            Filter::Not(inner) => return fields(inner, out),
+            Filter::Not(inner) => return fields(inner, out, nested),
+            Filter::Related {
+                field,
+                filter: inner,
+                ..
+            } => {
+                if let super::filter::Field::Attribute(key) = field {
+                    nested.push((Via::Key(key), inner));
+                }
+                field
+            }
+            Filter::RelatedThrough {
+                link,
+                filter: inner,
+                ..
+            } => {
+                nested.push((Via::Junction(&link.junction), inner));
+                return;
+            }
             Filter::Cmp { field, .. }
             | Filter::In { field, .. }
             | Filter::IsNull { field, .. }
@@ -491,16 +519,16 @@ pub fn check_reference_conditions(
             | Filter::StartsWith { field, .. }
             | Filter::EndsWith { field, .. }
             | Filter::Contains { field, .. }
-            | Filter::Search { field, .. }
-            | Filter::Related { field, .. } => field,
-            Filter::RelatedThrough { .. } | Filter::LinkedTo { .. } => return,
+            | Filter::Search { field, .. } => field,
+            Filter::LinkedTo { .. } => return,
         };
         if let super::filter::Field::Attribute(key) = field {
             out.push(key.as_str());
         }
     }
     let mut keys = Vec::new();
-    fields(filter, &mut keys);
+    let mut nested = Vec::new();
+    fields(filter, &mut keys, &mut nested);
     for order in orders {
         if let filter::Field::Attribute(key) = &order.field {
             keys.push(key.as_str());
@@ -524,6 +552,20 @@ pub fn check_reference_conditions(
                 ),
             });
         }
+    }
+    // A condition on related documents holds them to the same rule: one
+    // comparing their own references reads those too.
+    for (via, inner) in nested {
+        let relationship = collection.relationships.iter().find(|r| match via {
+            Via::Key(key) => r.key == key,
+            Via::Junction(junction) => r.junction.as_deref() == Some(junction),
+        });
+        let Some(related) = relationship
+            .and_then(|r| model.collection(&collection.database_id, &r.related_collection))
+        else {
+            continue;
+        };
+        check_reference_conditions(related, model, access, inner, &[])?;
     }
     Ok(())
 }

@@ -2031,7 +2031,12 @@ pub fn queried_documents(
         ));
     }
     let access = Access::of(caller(ctx)?, documents::DOCUMENTS_READ)?;
+    // As a typed subscription: only on a collection the caller may read from,
+    // and comparing references only where it may read every related document
+    // (a match would tell what an unreadable reference holds).
+    documents::require_list_reach(collection, &access)?;
     let filter = across_relationships(collection, model, &access, parsed.filter, 0)?;
+    documents::check_reference_conditions(collection, model, &access, &filter, &[])?;
     let filter = resolve(collection, &filter, Use::Match)?;
     let longest = app(ctx)?.config.max_body_bytes as u64;
     let scan = super::matcher::scan_cost(&filter, longest);

@@ -451,6 +451,28 @@ pub async fn memberships_of_user<'e>(
     .await
 }
 
+/// Every membership of a user, held on MariaDB until the transaction ends (no
+/// membership of theirs is added meanwhile): read before the user is deleted,
+/// and their memberships with them.
+pub async fn memberships_of_user_held(
+    conn: &mut sqlx::AnyConnection,
+    dialect: crate::db::Dialect,
+    project_id: &str,
+    user_id: &str,
+) -> Result<Vec<MembershipRow>, sqlx::Error> {
+    let hold = match dialect {
+        crate::db::Dialect::MySql => " FOR UPDATE",
+        crate::db::Dialect::Sqlite => "",
+    };
+    sqlx::query_as(&format!(
+        "SELECT {MEMBERSHIP_COLUMNS} FROM memberships WHERE project_id = ? AND user_id = ?{hold}"
+    ))
+    .bind(project_id)
+    .bind(user_id)
+    .fetch_all(conn)
+    .await
+}
+
 pub async fn update_membership_roles<'e>(
     pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
     membership: &Membership,

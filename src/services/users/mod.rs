@@ -31,12 +31,14 @@ pub trait TeamMemberships: Send + Sync + 'static {
     /// A membership as the schema's `Membership` type shows it.
     fn value(&self, membership: &Membership) -> async_graphql::Value;
 
-    /// The `delete` events of every membership of a user, read on `conn` (the
-    /// transaction that deletes the user, and with them, by foreign key, their
-    /// memberships): each team hears of it as of any membership deleted.
+    /// The `delete` events of every membership of a user, read (and held) on
+    /// `conn`, the transaction that deletes the user and with them, by foreign
+    /// key, their memberships: each team hears of it as of any membership
+    /// deleted.
     async fn gone_with_user(
         &self,
         conn: &mut sqlx::AnyConnection,
+        dialect: crate::db::Dialect,
         project_id: &str,
         user_id: &str,
     ) -> AppResult<Vec<crate::bus::BusMessage>>;

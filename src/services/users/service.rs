@@ -1350,7 +1350,7 @@ pub async fn delete_user(state: &AppState, grant: &Grant<UsersWrite>, id: &str) 
     let mut tx = state.db.pool().begin().await?;
     let gone = state
         .memberships
-        .gone_with_user(&mut tx, project_id, id)
+        .gone_with_user(&mut tx, state.db.dialect(), project_id, id)
         .await?;
     if !store::delete_user(&mut *tx, project_id, id).await? {
         return Err(AppError::NotFound {
