@@ -512,15 +512,10 @@ pub fn check_reference_conditions(
                 nested.push((Via::Junction(&link.junction), inner));
                 return;
             }
-            Filter::Cmp { field, .. }
-            | Filter::In { field, .. }
-            | Filter::IsNull { field, .. }
-            | Filter::Between { field, .. }
-            | Filter::StartsWith { field, .. }
-            | Filter::EndsWith { field, .. }
-            | Filter::Contains { field, .. }
-            | Filter::Search { field, .. } => field,
-            Filter::LinkedTo { .. } => return,
+            leaf => match leaf.field() {
+                Some(field) => field,
+                None => return,
+            },
         };
         if let super::filter::Field::Attribute(key) = field {
             out.push(key.as_str());

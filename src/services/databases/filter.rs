@@ -222,6 +222,26 @@ pub enum Filter {
 impl Filter {
     /// The field a single condition compares; `None` for a combination or a
     /// condition across a relationship.
+    pub fn field(&self) -> Option<&Field> {
+        match self {
+            Filter::Cmp { field, .. }
+            | Filter::In { field, .. }
+            | Filter::IsNull { field, .. }
+            | Filter::Between { field, .. }
+            | Filter::StartsWith { field, .. }
+            | Filter::EndsWith { field, .. }
+            | Filter::Contains { field, .. }
+            | Filter::Search { field, .. } => Some(field),
+            Filter::And(_)
+            | Filter::Or(_)
+            | Filter::Not(_)
+            | Filter::Related { .. }
+            | Filter::RelatedThrough { .. }
+            | Filter::LinkedTo { .. } => None,
+        }
+    }
+
+    /// [`Filter::field`], to change it.
     pub fn field_mut(&mut self) -> Option<&mut Field> {
         match self {
             Filter::Cmp { field, .. }

@@ -1132,46 +1132,41 @@ pub async fn create_relationship(
     if let Some(reverse) = &reverse {
         taken.push((target.id.as_str(), reverse.as_str(), "twoWayKey"));
     }
-    if let Some(junction) = &relationship.junction {
-        let statements = junction_sql(dialect, junction, &holder.table, &target.table)?;
-        let undo = vec![format!("DROP TABLE {}", dialect.quote(junction))];
-        let parts = vec![Part::relationship(&relationship, "create")];
-        holder.relationships.push(relationship);
-        apply_update_keeping(
-            state,
-            &before,
-            &mut holder,
-            &statements,
-            &undo,
-            parts,
-            &taken,
-        )
-        .await?;
-        return Ok(holder);
-    }
-    let mut with_reference = holder.relationships.clone();
-    with_reference.push(relationship.clone());
-    check_key_room(&holder.indexes, &with_reference)?;
-    check_reference_names(
-        &holder.indexes,
-        &with_reference,
-        codes::ATTRIBUTE_INVALID,
-        "key",
-    )?;
-    let columns = holder.columns();
-    let mut statements =
-        ddl::add_column_sql(dialect, &holder.table, &columns, &relationship.column())
-            .map_err(ddl_error)?;
-    let mut with_column = columns;
-    with_column.push(relationship.column());
-    let index = reference_index(&relationship);
-    statements.extend(
-        ddl::create_index_sql(dialect, &holder.table, &with_column, &index).map_err(ddl_error)?,
-    );
-    let mut undo = ddl::drop_index_sql(dialect, &holder.table, &index).map_err(ddl_error)?;
-    undo.extend(
-        ddl::drop_column_sql(dialect, &holder.table, &relationship.key, &[]).map_err(ddl_error)?,
-    );
+    let (statements, undo) = match &relationship.junction {
+        Some(junction) => (
+            junction_sql(dialect, junction, &holder.table, &target.table)?,
+            vec![format!("DROP TABLE {}", dialect.quote(junction))],
+        ),
+        None => {
+            let mut with_reference = holder.relationships.clone();
+            with_reference.push(relationship.clone());
+            check_key_room(&holder.indexes, &with_reference)?;
+            check_reference_names(
+                &holder.indexes,
+                &with_reference,
+                codes::ATTRIBUTE_INVALID,
+                "key",
+            )?;
+            let columns = holder.columns();
+            let mut statements =
+                ddl::add_column_sql(dialect, &holder.table, &columns, &relationship.column())
+                    .map_err(ddl_error)?;
+            let mut with_column = columns;
+            with_column.push(relationship.column());
+            let index = reference_index(&relationship);
+            statements.extend(
+                ddl::create_index_sql(dialect, &holder.table, &with_column, &index)
+                    .map_err(ddl_error)?,
+            );
+            let mut undo =
+                ddl::drop_index_sql(dialect, &holder.table, &index).map_err(ddl_error)?;
+            undo.extend(
+                ddl::drop_column_sql(dialect, &holder.table, &relationship.key, &[])
+                    .map_err(ddl_error)?,
+            );
+            (statements, undo)
+        }
+    };
     let parts = vec![Part::relationship(&relationship, "create")];
     holder.relationships.push(relationship);
     apply_update_keeping(

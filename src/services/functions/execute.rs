@@ -840,21 +840,7 @@ impl Handler for ExecuteJobs {
             }
             execution.status = status::PROCESSING.into();
             execution.updated_at = at;
-            let cause = Cause {
-                function_id: function_id.clone(),
-                depth,
-            };
-            CAUSE
-                .scope(
-                    cause,
-                    log::commit(
-                        &state.bus,
-                        tx,
-                        vec![service::execution_event(&execution, "update")],
-                    ),
-                )
-                .await
-                .map_err(retry)?;
+            commit_execution_update(state, tx, &execution, depth).await?;
         }
         let Some(function) = store::find(pool, project, &function_id)
             .await
@@ -925,24 +911,36 @@ impl Handler for ExecuteJobs {
             .await
             .map_err(retry)?
         {
-            let cause = Cause {
-                function_id: function_id.clone(),
-                depth,
-            };
-            CAUSE
-                .scope(
-                    cause,
-                    log::commit(
-                        &state.bus,
-                        tx,
-                        vec![service::execution_event(&execution, "update")],
-                    ),
-                )
-                .await
-                .map_err(retry)?;
+            commit_execution_update(state, tx, &execution, depth).await?;
         }
         Ok(())
     }
+}
+
+/// Commits `tx`, which changed `execution`, with its `update` event, caused by
+/// its function at `depth` in a chain of event triggers (so the function's own
+/// event triggers stop where they must).
+async fn commit_execution_update(
+    state: &AppState,
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    execution: &Execution,
+    depth: u32,
+) -> Result<(), Failure> {
+    let cause = Cause {
+        function_id: execution.function_id.clone(),
+        depth,
+    };
+    CAUSE
+        .scope(
+            cause,
+            log::commit(
+                &state.bus,
+                tx,
+                vec![service::execution_event(execution, "update")],
+            ),
+        )
+        .await
+        .map_err(retry)
 }
 
 /// Turns a function's CRON tick into an execution (`functions.schedule` jobs).
