@@ -737,6 +737,26 @@ async fn changes_taking_one_key_at_once_leave_one_field() {
             "round {round}: {codes:?}"
         );
     }
+    // A rename to a key another collection's change gives the same collection
+    // at the same moment (a reverse field).
+    for round in 0..4 {
+        let spare = format!("spare{round}");
+        let wanted = format!("wanted{round}");
+        app.admin(attribute, json!({"key": spare})).await.ok();
+        let (created, renamed) = tokio::join!(
+            app.admin(relate, reverse("fans", &format!("again{round}"), &wanted)),
+            update(
+                &app,
+                json!({"key": spare, "required": false, "newKey": wanted})
+            ),
+        );
+        let codes = [created.code(), renamed.code()];
+        assert!(
+            codes == ["<none>", "ATTRIBUTE_ALREADY_EXISTS"]
+                || codes == ["ATTRIBUTE_ALREADY_EXISTS", "<none>"],
+            "round {round}: {codes:?}"
+        );
+    }
     let still = app
         .admin("{ posts(first: 1) { totalCount } }", json!({}))
         .await

@@ -515,20 +515,7 @@ pub async fn update_attribute(
     let new = updated_attribute(&old, update)?;
     if new.key != old.key {
         let all = store::list_collections(state.db.pool(), &collection.project_id, None).await?;
-        if taken_keys(&all, &collection)
-            .iter()
-            .filter(|taken| taken.as_str() != old.key)
-            .any(|taken| taken.eq_ignore_ascii_case(&new.key))
-        {
-            return Err(AppError::Invalid {
-                code: codes::ATTRIBUTE_ALREADY_EXISTS,
-                field: "newKey".into(),
-                reason: format!(
-                    "`{}` already has a field `{}` (keys are compared ignoring case)",
-                    collection.name, new.key
-                ),
-            });
-        }
+        check_new_key(&all, &collection, &old.key, &new.key)?;
     }
     if new == old {
         return Ok(collection);
@@ -637,9 +624,28 @@ pub async fn update_attribute(
     let parts = vec![Part::attribute(&new, "update")];
     let table = collection.table.clone();
     let (was, now) = (old.clone(), new.clone());
+    let (project_id, database_id, id) = (
+        collection.project_id.clone(),
+        collection.database_id.clone(),
+        collection.id.clone(),
+    );
     let check = stored_check(move |conn| {
         let (table, was, now) = (table.clone(), was.clone(), now.clone());
-        Box::pin(async move { check_stored_values(conn, dialect, &table, &was, &now).await })
+        let (project_id, database_id, id) = (project_id.clone(), database_id.clone(), id.clone());
+        Box::pin(async move {
+            // A new key is checked free again where changes take turns: another
+            // change may have taken it since it was first checked.
+            if now.key != was.key {
+                let all = store::list_collections(&mut *conn, &project_id, None).await?;
+                if let Some(stored) = all
+                    .iter()
+                    .find(|c| c.database_id == database_id && c.id == id)
+                {
+                    check_new_key(&all, stored, &was.key, &now.key)?;
+                }
+            }
+            check_stored_values(conn, dialect, &table, &was, &now).await
+        })
     });
     run_change_with(
         state,
@@ -931,6 +937,32 @@ fn check_key_free(
             field: field.into(),
             reason: format!(
                 "`{}` already has a field `{key}` (keys are compared ignoring case)",
+                collection.name
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses renaming `old_key` of `collection` to `new_key` when another field
+/// of the collection (its own, or a reverse field another collection gives it)
+/// has that key, ignoring case.
+fn check_new_key(
+    all: &[Collection],
+    collection: &Collection,
+    old_key: &str,
+    new_key: &str,
+) -> AppResult<()> {
+    if taken_keys(all, collection)
+        .iter()
+        .filter(|taken| taken.as_str() != old_key)
+        .any(|taken| taken.eq_ignore_ascii_case(new_key))
+    {
+        return Err(AppError::Invalid {
+            code: codes::ATTRIBUTE_ALREADY_EXISTS,
+            field: "newKey".into(),
+            reason: format!(
+                "`{}` already has a field `{new_key}` (keys are compared ignoring case)",
                 collection.name
             ),
         });
