@@ -508,7 +508,8 @@ pub async fn delete(
     // committed before (and goes here) or finds the function gone. Those yet to
     // end are announced as deleted: their watchers would otherwise wait for an
     // end that never comes (a running one's end finds no record).
-    let pending = store::pending_executions_of(&mut *tx, grant.project(), id).await?;
+    let pending =
+        store::pending_executions_of(&mut *tx, state.db.dialect(), grant.project(), id).await?;
     store::delete_executions_of(&mut *tx, grant.project(), id).await?;
     let mut messages: Vec<_> = pending
         .iter()

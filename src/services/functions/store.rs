@@ -864,15 +864,22 @@ pub async fn delete_ended_execution<'e>(
 }
 
 /// The executions of a function yet to end (waiting, scheduled or running):
-/// those whose watchers are told when the function goes, with them.
+/// those whose watchers are told when the function goes, with them. Held on
+/// MariaDB until the transaction ends, so a claim or an end meanwhile waits for
+/// the delete and finds them gone.
 pub async fn pending_executions_of<'e>(
     db: impl Executor<'e, Database = Any>,
+    dialect: crate::db::Dialect,
     project_id: &str,
     function_id: &str,
 ) -> Result<Vec<Execution>, sqlx::Error> {
+    let hold = match dialect {
+        crate::db::Dialect::MySql => " FOR UPDATE",
+        crate::db::Dialect::Sqlite => "",
+    };
     let rows: Vec<ExecutionRow> = sqlx::query_as(&format!(
         "SELECT {EXECUTION_COLUMNS} FROM function_executions \
-         WHERE project_id = ? AND status IN (?, ?, ?) AND function_id = ?"
+         WHERE project_id = ? AND status IN (?, ?, ?) AND function_id = ?{hold}"
     ))
     .bind(project_id)
     .bind(super::status::WAITING)
