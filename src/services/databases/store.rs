@@ -276,6 +276,23 @@ pub async fn mark_twins_made<'e>(
         .map(|_| ())
 }
 
+/// The stored version of a collection; `None` when there is none.
+pub async fn collection_version(
+    conn: &mut sqlx::AnyConnection,
+    project_id: &str,
+    database_id: &str,
+    id: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT version FROM db_collections WHERE project_id = ? AND database_id = ? AND id = ?",
+    )
+    .bind(project_id)
+    .bind(database_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
 /// Deletes a collection's metadata if it is still at `version`; false when it
 /// changed since (or is gone).
 pub async fn delete_collection<'e>(

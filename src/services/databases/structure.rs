@@ -1940,13 +1940,12 @@ impl Landing {
     }
 
     async fn landed(&self, conn: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
-        let stored: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM db_collections WHERE project_id = ? AND database_id = ? AND id = ?",
+        let stored = store::collection_version(
+            conn,
+            &self.project_id,
+            &self.database_id,
+            &self.collection_id,
         )
-        .bind(&self.project_id)
-        .bind(&self.database_id)
-        .bind(&self.collection_id)
-        .fetch_optional(&mut *conn)
         .await?;
         Ok(stored == self.version)
     }
@@ -2035,13 +2034,12 @@ async fn change_locked(
         Change::Insert(_) => None,
     };
     if let Some((collection, version)) = read {
-        let stored: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM db_collections WHERE project_id = ? AND database_id = ? AND id = ?",
+        let stored = store::collection_version(
+            conn,
+            &collection.project_id,
+            &collection.database_id,
+            &collection.id,
         )
-        .bind(&collection.project_id)
-        .bind(&collection.database_id)
-        .bind(&collection.id)
-        .fetch_optional(&mut *conn)
         .await?;
         if stored != Some(version) {
             return Err(changed_meanwhile());
