@@ -922,47 +922,46 @@ fn taken_keys(all: &[Collection], collection: &Collection) -> Vec<String> {
     keys
 }
 
+/// Refuses giving `collection` the field `key` (named by input `field`) when
+/// another of its fields (its own, or a reverse field another collection gives
+/// it) has that key, ignoring case.
 fn check_key_free(
     all: &[Collection],
     collection: &Collection,
     key: &str,
     field: &str,
 ) -> AppResult<()> {
-    if taken_keys(all, collection)
-        .iter()
-        .any(|k| k.eq_ignore_ascii_case(key))
-    {
-        return Err(AppError::Invalid {
-            code: codes::ATTRIBUTE_ALREADY_EXISTS,
-            field: field.into(),
-            reason: format!(
-                "`{}` already has a field `{key}` (keys are compared ignoring case)",
-                collection.name
-            ),
-        });
-    }
-    Ok(())
+    check_key_free_but(all, collection, key, field, None)
 }
 
-/// Refuses renaming `old_key` of `collection` to `new_key` when another field
-/// of the collection (its own, or a reverse field another collection gives it)
-/// has that key, ignoring case.
+/// [`check_key_free`] for renaming `old_key` of `collection` to `new_key`: its
+/// own old key does not count.
 fn check_new_key(
     all: &[Collection],
     collection: &Collection,
     old_key: &str,
     new_key: &str,
 ) -> AppResult<()> {
+    check_key_free_but(all, collection, new_key, "newKey", Some(old_key))
+}
+
+fn check_key_free_but(
+    all: &[Collection],
+    collection: &Collection,
+    key: &str,
+    field: &str,
+    except: Option<&str>,
+) -> AppResult<()> {
     if taken_keys(all, collection)
         .iter()
-        .filter(|taken| taken.as_str() != old_key)
-        .any(|taken| taken.eq_ignore_ascii_case(new_key))
+        .filter(|taken| Some(taken.as_str()) != except)
+        .any(|taken| taken.eq_ignore_ascii_case(key))
     {
         return Err(AppError::Invalid {
             code: codes::ATTRIBUTE_ALREADY_EXISTS,
-            field: "newKey".into(),
+            field: field.into(),
             reason: format!(
-                "`{}` already has a field `{new_key}` (keys are compared ignoring case)",
+                "`{}` already has a field `{key}` (keys are compared ignoring case)",
                 collection.name
             ),
         });
