@@ -1240,17 +1240,26 @@ async fn realtime_queries_deliver_only_the_documents_they_match() {
             json!([json!({"method": "equal", "attribute": "nope", "values": [1]}).to_string()]),
             "FILTER_UNKNOWN_FIELD",
         ),
-        // A reference the subscriber may not read is not compared: a match
-        // would tell what it holds.
+        // No condition on a relationship, as a typed subscription's filter:
+        // one on a reference would go on comparing it whoever may read it by
+        // then (here: nobody but keys).
         (
             json!(["databases.live.collections.posts.documents"]),
             json!([json!({"method": "equal", "attribute": "vault", "values": ["v1"]}).to_string()]),
-            "PERMISSION_DENIED",
+            "FILTER_INVALID",
         ),
         (
             json!(["databases.live.collections.posts.documents"]),
             json!([json!({"method": "isNull", "attribute": "vault"}).to_string()]),
-            "PERMISSION_DENIED",
+            "FILTER_INVALID",
+        ),
+        (
+            json!(["databases.live.collections.posts.documents"]),
+            json!([
+                json!({"method": "equal", "attribute": "vault.secret", "values": ["x"]})
+                    .to_string()
+            ]),
+            "FILTER_INVALID",
         ),
         // Nor is a collection it may read nothing of.
         (

@@ -2035,9 +2035,17 @@ pub fn queried_documents(
     // and comparing references only where it may read every related document
     // (a match would tell what an unreadable reference holds).
     documents::require_list_reach(collection, &access)?;
-    let filter = across_relationships(collection, model, &access, parsed.filter, 0)?;
-    documents::check_reference_conditions(collection, model, &access, &filter, &[])?;
-    let filter = resolve(collection, &filter, Use::Match)?;
+    // As a typed subscription's filter, no condition on a relationship: one on
+    // the reference itself would go on comparing it for as long as the
+    // subscription lasts, whoever may read the related documents by then.
+    if let Some(key) = relationship_named(collection, &parsed.filter) {
+        return Err(AppError::Invalid {
+            code: codes::FILTER_INVALID,
+            field: "queries".into(),
+            reason: format!("a subscription's queries cannot compare the relationship `{key}`"),
+        });
+    }
+    let filter = resolve(collection, &parsed.filter, Use::Match)?;
     let longest = app(ctx)?.config.max_body_bytes as u64;
     let scan = super::matcher::scan_cost(&filter, longest);
     if scan > MAX_FILTER_SCAN {
@@ -2054,6 +2062,24 @@ pub fn queried_documents(
         filter,
         scan,
     }))
+}
+
+/// The first relationship of `collection` a condition of `filter` compares,
+/// by its key or across it (`author.name`).
+fn relationship_named<'f>(collection: &Collection, filter: &'f Filter) -> Option<&'f str> {
+    match filter {
+        Filter::And(all) | Filter::Or(all) => all
+            .iter()
+            .find_map(|inner| relationship_named(collection, inner)),
+        Filter::Not(inner) => relationship_named(collection, inner),
+        leaf => match leaf.field()? {
+            FilterField::Attribute(name) => {
+                let key = name.split_once('.').map_or(name.as_str(), |(key, _)| key);
+                collection.relationship(key).is_some().then_some(key)
+            }
+            _ => None,
+        },
+    }
 }
 
 /// `postChanged(filter, id)`: the changes to the documents in a filtered set (or

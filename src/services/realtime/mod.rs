@@ -423,7 +423,7 @@ fn realtime() -> SubscriptionField {
     })
     .description("Events on the given channels of the addressed project, e.g. `keys` or `keys.K`; a `*` segment matches any one segment (1 to 100 channels, at most 10 with a `*`). As in Appwrite, a resource's channel followed by an action (`files.create`, `teams.T.update`, `databases.D.collections.C.documents.delete`) takes only that action's events. Only events the caller may read arrive.")
     .argument(InputValue::new("channels", TypeRef::named_nn_list_nn(TypeRef::STRING)).description("Channels to watch, 1 to 100."))
-    .argument(InputValue::new("queries", TypeRef::named_nn_list(TypeRef::STRING)).description("Appwrite's filter queries, as `documents` takes them (no order, page or selection), when every channel is a documents channel of one collection (`databases.D.collections.C.documents…`): only changes to documents that match them, before or after the change, arrive."))
+    .argument(InputValue::new("queries", TypeRef::named_nn_list(TypeRef::STRING)).description("Appwrite's filter queries, as `documents` takes them (no order, page or selection, no condition on a relationship), when every channel is a documents channel of one collection (`databases.D.collections.C.documents…`): only changes to documents that match them, before or after the change, arrive."))
     .argument(resume::after_input())
 }
 
