@@ -1233,6 +1233,47 @@ async fn activity_log_entries_past_the_retention_are_pruned() {
     app.shutdown().await;
 }
 
+/// Links and codes are kept a day past their end (answered `TOKEN_EXPIRED`
+/// meanwhile), then pruned: anyone may have a user's recovery link mailed, and
+/// each was kept for ever.
+#[tokio::test]
+async fn tokens_a_day_past_their_end_are_pruned() {
+    let app = spawn_app().await;
+    let user = sign_up(&app, "links@example.com").await;
+    let state = app.server.as_ref().unwrap().state().clone();
+    let now = nimbus::db::now_millis();
+    for (id, ended) in [
+        ("ended-long-ago", now - 2 * 86_400_000),
+        ("ended-lately", now - 3_600_000),
+        ("live", now + 3_600_000),
+    ] {
+        sqlx::query(
+            "INSERT INTO tokens (project_id, id, user_id, kind, secret_hash, expires_at, created_at) \
+             VALUES ('default', ?, ?, 'recovery', ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(&user)
+        .bind(format!("hash-of-{id}"))
+        .bind(ended)
+        .bind(ended - 3_600_000)
+        .execute(state.db.pool())
+        .await
+        .unwrap();
+    }
+    let pruned = nimbus::services::users::service::prune_expired_tokens(&state)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    let mut kept: Vec<String> = sqlx::query_scalar("SELECT id FROM tokens WHERE user_id = ?")
+        .bind(&user)
+        .fetch_all(state.db.pool())
+        .await
+        .unwrap();
+    kept.sort();
+    assert_eq!(kept, ["ended-lately", "live"]);
+    app.shutdown().await;
+}
+
 /// Asking for an emailed sign-in tells nobody that an address's account is
 /// blocked: the answer is any address's, and nothing is mailed to it.
 #[tokio::test]

@@ -2136,7 +2136,18 @@ pub async fn prune_activity_logs(state: &AppState) -> Result<u64, sqlx::Error> {
     store::prune_logs(state.db.pool(), now_millis() - days * 86_400_000).await
 }
 
-/// The job that runs [`prune_activity_logs`].
+/// How long a link or code is kept past its end: used in that time, it is
+/// answered `TOKEN_EXPIRED` rather than unknown.
+const EXPIRED_TOKENS_KEPT_MS: i64 = 86_400_000;
+
+/// Deletes the links and codes that ended more than a day ago: anyone may ask
+/// for a user's recovery or sign-in link to be mailed, and each one asked for
+/// was kept for ever.
+pub async fn prune_expired_tokens(state: &AppState) -> Result<u64, sqlx::Error> {
+    store::prune_tokens(state.db.pool(), now_millis() - EXPIRED_TOKENS_KEPT_MS).await
+}
+
+/// The job that runs [`prune_activity_logs`] and [`prune_expired_tokens`].
 pub struct PruneActivityLogs;
 
 #[async_trait::async_trait]
@@ -2146,9 +2157,15 @@ impl crate::jobs::Handler for PruneActivityLogs {
         state: &AppState,
         _job: &crate::jobs::Job,
     ) -> Result<(), crate::jobs::Failure> {
-        prune_activity_logs(state).await.map(|_| ()).map_err(|err| {
+        prune_activity_logs(state).await.map_err(|err| {
             crate::jobs::Failure::Retry(format!("cannot prune activity logs: {err}"))
-        })
+        })?;
+        prune_expired_tokens(state)
+            .await
+            .map(|_| ())
+            .map_err(|err| {
+                crate::jobs::Failure::Retry(format!("cannot prune expired tokens: {err}"))
+            })
     }
 }
 

@@ -783,6 +783,16 @@ pub async fn list_logs(
         .await
 }
 
+/// Deletes the tokens (links and codes) that ended before `before`
+/// (milliseconds), every user's.
+pub async fn prune_tokens(pool: &AnyPool, before: i64) -> Result<u64, sqlx::Error> {
+    sqlx::query("DELETE FROM tokens WHERE expires_at < ?")
+        .bind(before)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected())
+}
+
 /// Deletes the log entries made before `before` (milliseconds), every user's.
 pub async fn prune_logs(pool: &AnyPool, before: i64) -> Result<u64, sqlx::Error> {
     sqlx::query("DELETE FROM activity_logs WHERE created_at < ?")
