@@ -535,13 +535,19 @@ async fn replica_with_jobs(app: &TestApp) -> TestApp {
 
 /// A socket of the admin's hearing the `whoami` function's executions.
 async fn watch_whoami(app: &TestApp) -> WsClient {
+    watch_executions(app, "whoami", "id status").await
+}
+
+/// A socket of the admin's hearing `function`'s executions (`fields` of each),
+/// as operation `x`, subscribed once it answers.
+async fn watch_executions(app: &TestApp, function: &str, fields: &str) -> WsClient {
     let mut ws = WsClient::connect(&app.ws_url, false).await;
     ws.init(json!({"X-Nimbus-Key": app.admin_key}))
         .await
         .expect("ack");
     ws.subscribe(
         "x",
-        "subscription { executionChanged(functionId: \"whoami\") { id status } }",
+        &format!("subscription {{ executionChanged(functionId: \"{function}\") {{ {fields} }} }}"),
     )
     .await;
     ws.ping_pong().await;
@@ -1009,15 +1015,7 @@ async fn an_event_over_the_request_size_limit_is_not_passed_as_the_body() {
         });"#,
     )
     .await;
-    let mut ws = WsClient::connect(&app.ws_url, false).await;
-    ws.init(json!({"X-Nimbus-Key": app.admin_key}))
-        .await
-        .expect("ack");
-    ws.subscribe(
-        "x",
-        "subscription { executionChanged(functionId: \"sizes\") { id status responseBody } }",
-    )
-    .await;
+    let mut ws = watch_executions(&app, "sizes", "id status responseBody").await;
     for (id, size) in [("small", 10), ("large", 4000)] {
         app.admin(
             "mutation($id: ID!, $text: String!) { createDocument(input: {databaseId: \"app\", collectionId: \"notes\", id: $id, data: {text: $text}}) { id } }",
