@@ -257,6 +257,7 @@ pub struct Server {
     invalidations: JoinHandle<()>,
     presence: JoinHandle<()>,
     uploads: JoinHandle<()>,
+    structure: JoinHandle<()>,
     pruning: JoinHandle<()>,
     jobs: JoinHandle<()>,
     consumers: Consumers,
@@ -302,6 +303,7 @@ impl Server {
         let invalidations = tokio::spawn(follow_project_changes(state.clone()));
         let presence = tokio::spawn(services::realtime::presence::keep_alive(state.clone()));
         let uploads = tokio::spawn(services::storage::upload::sweep_forever(state.clone()));
+        let structure = tokio::spawn(services::databases::intents::settle_forever(state.clone()));
         let pruning = tokio::spawn(bus::log::prune_forever(
             state.db.clone(),
             Duration::from_secs(state.config.event_retention_secs),
@@ -353,6 +355,7 @@ impl Server {
             invalidations,
             presence,
             uploads,
+            structure,
             pruning,
             jobs,
             consumers,
@@ -383,6 +386,7 @@ impl Server {
         self.invalidations.abort();
         self.presence.abort();
         self.uploads.abort();
+        self.structure.abort();
         self.pruning.abort();
         self.jobs.abort();
         // Requests are done: the last counts are flushed.

@@ -764,3 +764,287 @@ async fn changes_taking_one_key_at_once_leave_one_field() {
     assert_eq!(still["posts"]["totalCount"], 3);
     app.shutdown().await;
 }
+
+/// Waits until no `ALTER` of `table` runs (or waits) on the server.
+async fn alter_ended(watcher: &mut sqlx::AnyConnection, table: &str) {
+    let ended = async {
+        loop {
+            let altering: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                 WHERE INFO LIKE '%ALTER TABLE%{table}%' AND ID <> CONNECTION_ID()"
+            ))
+            .fetch_one(&mut *watcher)
+            .await
+            .unwrap();
+            if altering == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(crate::helpers::WAIT, ended)
+        .await
+        .expect("the ALTER ends");
+}
+
+/// Waits until an `ALTER` of `table` waits for the table's metadata lock.
+async fn alter_waiting(watcher: &mut sqlx::AnyConnection, table: &str) {
+    let waiting = async {
+        loop {
+            let altering: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                 WHERE INFO LIKE '%ALTER TABLE%{table}%' \
+                 AND STATE LIKE 'Waiting for table metadata lock%'"
+            ))
+            .fetch_one(&mut *watcher)
+            .await
+            .unwrap();
+            if altering > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(crate::helpers::WAIT, waiting)
+        .await
+        .expect("the ALTER waits for the table");
+}
+
+/// Holds `notes`' metadata row: a change's DDL runs, its metadata waits.
+async fn hold_metadata(blocker: &mut sqlx::AnyConnection) {
+    sqlx::raw_sql("BEGIN").execute(&mut *blocker).await.unwrap();
+    sqlx::raw_sql("SELECT version FROM db_collections WHERE id = 'notes' FOR UPDATE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+}
+
+/// Waits until a change's metadata waits for its row (held by a blocker).
+async fn metadata_waiting(watcher: &mut sqlx::AnyConnection) {
+    let waiting = async {
+        loop {
+            let waits: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                 WHERE INFO LIKE 'UPDATE db_collections%' AND STATE = 'Updating'",
+            )
+            .fetch_one(&mut *watcher)
+            .await
+            .unwrap();
+            if waits > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(crate::helpers::WAIT, waiting)
+        .await
+        .is_err()
+    {
+        let rows: Vec<(Option<String>, Option<Vec<u8>>)> =
+            sqlx::query_as("SELECT STATE, INFO FROM information_schema.PROCESSLIST")
+                .fetch_all(&mut *watcher)
+                .await
+                .unwrap();
+        let rows: Vec<(Option<String>, String)> = rows
+            .into_iter()
+            .map(|(state, info)| {
+                (
+                    state,
+                    String::from_utf8_lossy(&info.unwrap_or_default()).into_owned(),
+                )
+            })
+            .collect();
+        panic!("the metadata waits for its row: {rows:?}");
+    }
+}
+
+async fn column_exists(watcher: &mut sqlx::AnyConnection, table: &str, column: &str) -> bool {
+    let found: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = ?",
+    )
+    .bind(table)
+    .bind(column)
+    .fetch_one(&mut *watcher)
+    .await
+    .unwrap();
+    found > 0
+}
+
+/// A replica killed between a structure change's DDL and its metadata (DDL
+/// commits by itself on MariaDB) leaves the change written down: the next
+/// change of the project settles it before its own (a required column the
+/// metadata never named is dropped, so the key can be made again), and a
+/// replica starting settles what a killed one left of a drop (which runs only
+/// once the metadata no longer names the column: reads never meet metadata
+/// naming a column that is gone).
+#[tokio::test]
+async fn a_change_whose_replica_dies_mid_ddl_is_settled_by_the_next_holder_of_the_lock() {
+    use crate::helpers::{ServeOptions, ServeProcess, WAIT, spawn_with, test_config};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    config.secret = Some("structure-tests-share-this-secret-0123456789".into());
+    let app = spawn_with(config, dir).await;
+    let db = app.server.as_ref().unwrap().state().db.clone();
+    if db.dialect() != nimbus::db::Dialect::MySql {
+        // SQLite's DDL is transactional, and its one file has no replicas.
+        app.shutdown().await;
+        return;
+    }
+    app.admin(
+        "mutation { createDatabase(input: {id: \"blog\", name: \"Blog\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "blog", "id": "notes", "name": "notes",
+            "permissions": ["read(\"any\")"],
+            "attributes": [{"key": "body", "type": "STRING", "size": 100}]
+        }}),
+    )
+    .await
+    .ok();
+    let table: String =
+        sqlx::query_scalar("SELECT table_name FROM db_collections WHERE id = 'notes'")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    let url = app.config.effective_database_url();
+    let connect = || async {
+        <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap()
+    };
+    let (mut blocker, mut watcher) = (connect().await, connect().await);
+    let intents = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM structure_intents")
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+    };
+    // Sends `query` to the replica as a client that never sees its answer.
+    let send = |replica: &ServeProcess, query: &str| {
+        let request = app
+            .client
+            .post(format!("{}/v1/graphql", replica.url))
+            .header("x-nimbus-key", &app.admin_key)
+            .json(&json!({"query": query}))
+            .send();
+        tokio::spawn(request)
+    };
+
+    // A required attribute: its column made, the replica killed before its metadata.
+    let mut replica = ServeProcess::start(&app, ServeOptions::default()).await;
+    hold_metadata(&mut blocker).await;
+    let create = "mutation { createAttribute(input: {databaseId: \"blog\", collectionId: \"notes\", attribute: {key: \"title\", type: STRING, size: 20, required: true}}) { attributes { key } } }";
+    let unanswered = send(&replica, create);
+    metadata_waiting(&mut watcher).await;
+    replica.kill();
+    let _ = unanswered.await;
+    sqlx::raw_sql("COMMIT").execute(&mut blocker).await.unwrap();
+    assert_eq!(
+        intents().await,
+        1,
+        "the change was written down before its DDL"
+    );
+    assert!(
+        column_exists(&mut watcher, &table, "a_title").await,
+        "a required column no metadata names"
+    );
+    // The next change settles it first: the key is free, and made once.
+    let made = app.admin(create, json!({})).await.ok();
+    let keys: Vec<&str> = made["createAttribute"]["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["key"].as_str())
+        .collect();
+    assert_eq!(keys, ["body", "title"], "{made}");
+    assert_eq!(intents().await, 0);
+    let written = app
+        .admin(
+            "mutation { createNote(input: {id: \"n1\", title: \"First\", body: \"text\"}) { title body } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(written["createNote"]["title"], "First", "{written}");
+
+    let read_body = || async {
+        app.admin(
+            "{ documents(databaseId: \"blog\", collectionId: \"notes\") { total documents { id data } } }",
+            json!({}),
+        )
+        .await
+        .ok()
+    };
+    let delete = "mutation { deleteAttribute(input: {databaseId: \"blog\", collectionId: \"notes\", key: \"body\"}) { attributes { key } } }";
+    // A drop whose replica is killed before its metadata: nothing is dropped,
+    // so the documents stay readable with the attribute the metadata names.
+    let mut replica = ServeProcess::start(&app, ServeOptions::default()).await;
+    hold_metadata(&mut blocker).await;
+    let unanswered = send(&replica, delete);
+    metadata_waiting(&mut watcher).await;
+    replica.kill();
+    let _ = unanswered.await;
+    sqlx::raw_sql("COMMIT").execute(&mut blocker).await.unwrap();
+    assert!(column_exists(&mut watcher, &table, "a_body").await);
+    let read = read_body().await;
+    assert_eq!(
+        read["documents"]["documents"][0]["data"]["body"], "text",
+        "{read}"
+    );
+
+    // A drop whose replica is killed once its metadata committed, its DDL
+    // waiting for a reader: the column waits to go, named by nothing.
+    let mut replica = ServeProcess::start(&app, ServeOptions::default()).await;
+    sqlx::raw_sql("BEGIN").execute(&mut blocker).await.unwrap();
+    sqlx::raw_sql(&format!("SELECT COUNT(*) FROM `{table}`"))
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let unanswered = send(&replica, delete);
+    alter_waiting(&mut watcher, &table).await;
+    replica.kill();
+    let _ = unanswered.await;
+    sqlx::raw_sql("COMMIT").execute(&mut blocker).await.unwrap();
+    alter_ended(&mut watcher, &table).await;
+    let attributes: Vec<u8> =
+        sqlx::query_scalar("SELECT attributes FROM db_collections WHERE id = 'notes'")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    let attributes = String::from_utf8(attributes).unwrap();
+    assert!(
+        !attributes.contains("\"body\""),
+        "the metadata went before the drop: {attributes}"
+    );
+    let read = read_body().await;
+    assert_eq!(read["documents"]["total"], 1, "{read}");
+    // A replica starting settles it: the drop runs again (or finds it done).
+    let _settler = ServeProcess::start(&app, ServeOptions::default()).await;
+    let settled = async {
+        while intents().await > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, settled)
+        .await
+        .expect("a starting replica settles the change");
+    assert!(!column_exists(&mut watcher, &table, "a_body").await);
+    let made = app
+        .admin(
+            "mutation { createAttribute(input: {databaseId: \"blog\", collectionId: \"notes\", attribute: {key: \"body\", type: INTEGER}}) { attributes { key type } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        made["createAttribute"]["attributes"][1]["type"], "INTEGER",
+        "{made}"
+    );
+    app.shutdown().await;
+}

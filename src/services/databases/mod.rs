@@ -8,6 +8,7 @@ pub mod create_batch;
 pub mod ddl;
 pub mod documents;
 pub mod filter;
+pub mod intents;
 pub mod loader;
 pub mod matcher;
 pub mod model;

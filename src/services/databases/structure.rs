@@ -3,8 +3,11 @@
 //! then runs its DDL (with the twin indexes it drops and makes, ADR 0022) and
 //! writes the metadata so that a failure leaves the collection as it was: on
 //! SQLite both happen in one transaction; on MariaDB, where DDL commits by
-//! itself, a failed metadata write undoes the DDL. The project's schema is
-//! rebuilt on every replica afterwards.
+//! itself, a failed metadata write undoes the DDL, drops run only once the
+//! metadata no longer names what they drop, and a change cut short by a dead
+//! replica or database is settled by the next holder of the project's lock
+//! ([`super::intents`]). The project's schema is rebuilt on every replica
+//! afterwards.
 
 use std::collections::HashSet;
 
@@ -22,7 +25,9 @@ use crate::services::projects::service::{change_message, forget};
 use super::ddl::{self, DdlError, Index, IndexKind};
 use super::model::{Attribute, ValueError};
 use super::naming::GraphqlNames;
-use super::{Collection, Database, OnDelete, RelationKind, Relationship, sql_dialect, store};
+use super::{
+    Collection, Database, OnDelete, RelationKind, Relationship, intents, sql_dialect, store,
+};
 
 const MAX_NAME: usize = 128;
 
@@ -408,12 +413,16 @@ async fn drop_collection(state: &AppState, collection: &Collection) -> AppResult
         }
     }
     statements.extend(ddl::drop_table_sql(dialect, &collection.table).map_err(ddl_error)?);
-    run_change(
+    run_change_with(
         state,
-        &statements,
+        &[],
         &[],
         Change::Delete(collection),
         Vec::new(),
+        Alongside {
+            drops: &statements,
+            ..Alongside::default()
+        },
     )
     .await
 }
@@ -458,8 +467,11 @@ pub async fn create_attribute(
         state,
         &before,
         &mut collection,
-        &statements,
-        &undo,
+        Ddl {
+            statements: &statements,
+            undo: &undo,
+            drops: &[],
+        },
         parts,
         &keys,
     )
@@ -656,6 +668,7 @@ pub async fn update_attribute(
         Alongside {
             check: Some(&check),
             data: &fill,
+            drops: &[],
         },
     )
     .await?;
@@ -891,7 +904,7 @@ pub async fn delete_attribute(
     let before = collection.clone();
     parts.extend(dropped_indexes(&mut collection, key));
     collection.attributes.retain(|a| a.key != key);
-    apply_update(state, &before, &mut collection, &statements, &[], parts).await?;
+    apply_drops(state, &before, &mut collection, &statements, parts).await?;
     Ok(collection)
 }
 
@@ -1204,8 +1217,11 @@ pub async fn create_relationship(
         state,
         &before,
         &mut holder,
-        &statements,
-        &undo,
+        Ddl {
+            statements: &statements,
+            undo: &undo,
+            drops: &[],
+        },
         parts,
         &taken,
     )
@@ -1335,7 +1351,7 @@ async fn delete_relationship(
         let statements = vec![format!("DROP TABLE {}", dialect.quote(junction))];
         let parts = vec![Part::relationship(relationship, "delete")];
         collection.relationships.retain(|r| r.key != key);
-        apply_update(state, &before, &mut collection, &statements, &[], parts).await?;
+        apply_drops(state, &before, &mut collection, &statements, parts).await?;
         return Ok(collection);
     }
     let mut statements =
@@ -1348,7 +1364,7 @@ async fn delete_relationship(
     let mut parts = vec![Part::relationship(relationship, "delete")];
     parts.extend(dropped_indexes(&mut collection, key));
     collection.relationships.retain(|r| r.key != key);
-    apply_update(state, &before, &mut collection, &statements, &[], parts).await?;
+    apply_drops(state, &before, &mut collection, &statements, parts).await?;
     Ok(collection)
 }
 
@@ -1438,7 +1454,7 @@ pub async fn delete_index(
     let before = collection.clone();
     collection.indexes.retain(|i| i.key != key);
     let parts = vec![Part::index(&index, "delete")];
-    apply_update(state, &before, &mut collection, &statements, &[], parts).await?;
+    apply_drops(state, &before, &mut collection, &statements, parts).await?;
     Ok(collection)
 }
 
@@ -1465,7 +1481,37 @@ async fn apply_update(
     undo: &[String],
     parts: Vec<Part>,
 ) -> AppResult<()> {
-    apply_update_keeping(state, before, collection, statements, undo, parts, &[]).await
+    let ddl = Ddl {
+        statements,
+        undo,
+        drops: &[],
+    };
+    apply_update_keeping(state, before, collection, ddl, parts, &[]).await
+}
+
+/// [`apply_update`] of a change that drops what the collection no longer
+/// names (`drops`, which cannot be undone: run once the metadata committed).
+async fn apply_drops(
+    state: &AppState,
+    before: &Collection,
+    collection: &mut Collection,
+    drops: &[String],
+    parts: Vec<Part>,
+) -> AppResult<()> {
+    let ddl = Ddl {
+        statements: &[],
+        undo: &[],
+        drops,
+    };
+    apply_update_keeping(state, before, collection, ddl, parts, &[]).await
+}
+
+/// A change's statements: those run before its metadata with what reverses
+/// them, and the drops run after it.
+struct Ddl<'a> {
+    statements: &'a [String],
+    undo: &'a [String],
+    drops: &'a [String],
 }
 
 /// [`apply_update`] of a change that gives collections new keys (`keys`: the
@@ -1477,15 +1523,15 @@ async fn apply_update_keeping(
     state: &AppState,
     before: &Collection,
     collection: &mut Collection,
-    statements: &[String],
-    undo: &[String],
+    ddl: Ddl<'_>,
     parts: Vec<Part>,
     keys: &[(&str, &str, &'static str)],
 ) -> AppResult<()> {
     collection.version += 1;
     collection.updated_at = now_millis();
     let dialect = sql_dialect(state.db.dialect());
-    let (statements, undo) = with_twins(dialect, Some(before), collection, statements, undo)?;
+    let (statements, undo) =
+        with_twins(dialect, Some(before), collection, ddl.statements, ddl.undo)?;
     let (project_id, database_id) = (
         collection.project_id.clone(),
         collection.database_id.clone(),
@@ -1522,6 +1568,7 @@ async fn apply_update_keeping(
         Alongside {
             check: Some(&check),
             data: &[],
+            drops: ddl.drops,
         },
     )
     .await
@@ -1804,11 +1851,17 @@ where
 /// What a change runs besides its DDL: a check of the stored documents, made
 /// where no write slips in before the change on SQLite (in its transaction) and
 /// under the project's structure lock on MariaDB (where the DDL enforces the rest),
-/// and data statements, committed with the metadata.
+/// data statements, committed with the metadata, and drops, run once the
+/// metadata no longer names what they drop.
 #[derive(Default)]
 struct Alongside<'a> {
     check: Option<StoredCheck<'a>>,
     data: &'a [String],
+    /// Statements that cannot be undone (dropped columns, indexes, tables):
+    /// on MariaDB they run after the metadata committed, so a change cut short
+    /// leaves at worst something unnamed, which the next holder of the lock
+    /// drops ([`intents`]), never metadata naming what is gone.
+    drops: &'a [String],
 }
 
 /// [`run_change`] with what runs `alongside` it. On MariaDB the project's
@@ -1849,6 +1902,12 @@ async fn run_change_with(
                     .map_err(ddl_failure)?;
             }
             write_metadata(&mut tx, &change).await?;
+            for statement in alongside.drops {
+                sqlx::query(statement)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(ddl_failure)?;
+            }
             log::commit(&state.bus, tx, messages).await?;
         }
         Dialect::MySql => {
@@ -1857,15 +1916,7 @@ async fn run_change_with(
             // away mid-way. It keeps its place in the pool until closed.
             let mut conn = pool.acquire().await?;
             conn.close_on_drop();
-            // Named by the database and the project: lock names are the server's,
-            // shared by every database on it.
-            let locked: Option<i64> = sqlx::query_scalar(&state.db.dialect().unbounded(
-                "SELECT GET_LOCK(CONCAT('nimbus_ddl_', MD5(CONCAT(DATABASE(), ':', ?))), 60)",
-            ))
-            .bind(&project_id)
-            .fetch_one(&mut *conn)
-            .await?;
-            if locked != Some(1) {
+            if !intents::lock_structure(state, &mut conn, &project_id, 60).await? {
                 let _ = conn.close().await;
                 return Err(AppError::Invalid {
                     code: codes::COLLECTION_CHANGED,
@@ -1874,11 +1925,15 @@ async fn run_change_with(
                         .into(),
                 });
             }
+            // A change whose replica or database died before it ended is
+            // settled before this one reads what it changes.
+            if intents::settle(state, &mut conn, &project_id).await? {
+                forget(state, &project_id).await;
+            }
             let mut in_flight = InFlight {
                 conn: Some(conn),
                 state: state.clone(),
-                undo: undo.to_vec(),
-                landing: Landing::of(&change),
+                intent: intent_of(&change, undo, alongside.drops),
                 begun: false,
             };
             let result = change_locked(
@@ -1902,52 +1957,16 @@ async fn run_change_with(
 /// a change its request dropped mid-way (the client went away) would leave a
 /// column or index the metadata does not name, and the next change of the same
 /// key failing on it: dropped before it ends, the change is settled by a task
-/// of its own on the same session (the lock still held): when its metadata did
-/// not commit, its undo runs; when it did, the project's cached structure is
-/// dropped as after any change.
+/// of its own on the same session (the lock still held), from its recorded
+/// intent. A replica that dies mid-way leaves the intent to the next holder of
+/// the lock ([`intents`]).
 struct InFlight {
     conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
     state: AppState,
-    undo: Vec<String>,
-    landing: Landing,
-    /// Whether its DDL began, and is not yet undone: only then is there
-    /// anything to settle.
+    intent: intents::Intent,
+    /// Whether its intent may be recorded, and is not yet cleared: only then
+    /// is there anything to settle.
     begun: bool,
-}
-
-/// How to tell, from the stored metadata, whether a change committed.
-struct Landing {
-    project_id: String,
-    database_id: String,
-    collection_id: String,
-    /// The stored version once committed; `None` for a delete (no row).
-    version: Option<i64>,
-}
-
-impl Landing {
-    fn of(change: &Change<'_>) -> Self {
-        let (collection, version) = match change {
-            Change::Insert(c) | Change::Update(c) => (c, Some(c.version)),
-            Change::Delete(c) => (c, None),
-        };
-        Self {
-            project_id: collection.project_id.clone(),
-            database_id: collection.database_id.clone(),
-            collection_id: collection.id.clone(),
-            version,
-        }
-    }
-
-    async fn landed(&self, conn: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
-        let stored = store::collection_version(
-            conn,
-            &self.project_id,
-            &self.database_id,
-            &self.collection_id,
-        )
-        .await?;
-        Ok(stored == self.version)
-    }
 }
 
 impl InFlight {
@@ -1975,39 +1994,20 @@ impl Drop for InFlight {
             return;
         }
         let state = self.state.clone();
-        let undo = std::mem::take(&mut self.undo);
-        let landing = Landing {
-            project_id: std::mem::take(&mut self.landing.project_id),
-            database_id: std::mem::take(&mut self.landing.database_id),
-            collection_id: std::mem::take(&mut self.landing.collection_id),
-            version: self.landing.version,
-        };
+        let project_id = self.intent.project_id.clone();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         runtime.spawn(async move {
             // What the dropped request still had running on the session ends
             // first: the session answers in order.
-            match landing.landed(&mut conn).await {
-                Ok(true) => forget(&state, &landing.project_id).await,
-                Ok(false) => {
-                    tracing::warn!(
-                        project = %landing.project_id,
-                        collection = %landing.collection_id,
-                        "a structure change whose request went away is undone"
-                    );
-                    let dialect = state.db.dialect();
-                    for statement in &undo {
-                        let _ = sqlx::query(&dialect.unbounded(statement))
-                            .execute(&mut *conn)
-                            .await;
-                    }
-                }
+            match intents::settle(&state, &mut conn, &project_id).await {
+                Ok(_) => forget(&state, &project_id).await,
                 Err(err) => tracing::error!(
-                    project = %landing.project_id,
-                    collection = %landing.collection_id,
+                    project = %project_id,
                     error = %err,
-                    "a structure change whose request went away could not be settled"
+                    "a structure change whose request went away could not be settled; \
+                     the next change of the project settles it"
                 ),
             }
             let _ = conn.close().await;
@@ -2047,14 +2047,17 @@ async fn change_locked(
     if let Some(check) = alongside.check {
         check(conn).await?;
     }
-    // DDL commits by itself on MariaDB; the metadata and its log entry commit
-    // together after it, or the DDL is undone.
-    let mut result = Ok(());
+    // DDL commits by itself on MariaDB: the intent is written down first, and
+    // the metadata and its log entry commit together after the DDL, or the DDL
+    // is undone.
+    in_flight.begun = true;
+    let InFlight { conn, intent, .. } = in_flight;
+    let conn = conn.as_deref_mut().expect("held until the change ends");
+    intent.record(conn).await?;
     // An index built over a large collection may rightly run past the statement
     // deadline; its undo too.
     let dialect = state.db.dialect();
-    in_flight.begun = true;
-    let conn = in_flight.conn();
+    let mut result = Ok(());
     for statement in statements {
         let statement = dialect.unbounded(statement);
         if let Err(err) = sqlx::query(&statement).execute(&mut *conn).await {
@@ -2065,21 +2068,36 @@ async fn change_locked(
     if result.is_ok() {
         result = write_logged_metadata(state, conn, change, messages, alongside.data).await;
     }
-    if result.is_err() {
-        for statement in &in_flight.undo {
-            // Undo steps may find nothing to undo; that is fine.
-            let _ = sqlx::query(&dialect.unbounded(statement))
-                .execute(
-                    in_flight
-                        .conn
-                        .as_deref_mut()
-                        .expect("held until the change ends"),
-                )
-                .await;
-        }
+    let settling = if result.is_ok() {
+        &intent.drops
+    } else {
+        &intent.undo
+    };
+    intents::run_tolerant(state, conn, settling).await;
+    // Left behind when the session failed: the next holder of the lock
+    // settles it again.
+    if let Err(err) = intents::clear(conn, &intent.project_id).await {
+        tracing::warn!(error = %err, "a structure change's intent stays for the next change to settle");
     }
     in_flight.begun = false;
     result
+}
+
+/// What settles `change` should it not end: `undo` until its metadata
+/// commits, `drops` after.
+fn intent_of(change: &Change<'_>, undo: &[String], drops: &[String]) -> intents::Intent {
+    let (collection, version) = match change {
+        Change::Insert(c) | Change::Update(c) => (c, Some(c.version)),
+        Change::Delete(c) => (c, None),
+    };
+    intents::Intent {
+        project_id: collection.project_id.clone(),
+        database_id: collection.database_id.clone(),
+        collection_id: collection.id.clone(),
+        version,
+        undo: undo.to_vec(),
+        drops: drops.to_vec(),
+    }
 }
 
 fn changed_meanwhile() -> AppError {
