@@ -7,6 +7,6 @@ CREATE TABLE structure_intents (
     collection_id   TEXT NOT NULL,
     version         INTEGER,
     undo_statements TEXT NOT NULL,
-    drop_statements TEXT NOT NULL,
+    finish_statements TEXT NOT NULL,
     created_at      INTEGER NOT NULL
 );

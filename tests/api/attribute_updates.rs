@@ -1048,3 +1048,111 @@ async fn a_change_whose_replica_dies_mid_ddl_is_settled_by_the_next_holder_of_th
     );
     app.shutdown().await;
 }
+
+/// A collection deleted while a relationship to it is made: whichever takes
+/// its turn first wins, and the other is refused where changes take turns
+/// (`COLLECTION_REFERENCED`, or `RELATED_COLLECTION_NOT_FOUND`), so no
+/// relationship is left pointing at a collection gone. On MariaDB both are
+/// held at the project's structure lock until each has passed its first
+/// checks.
+#[tokio::test]
+async fn a_collection_deleted_while_a_relationship_to_it_is_made_leaves_none_dangling() {
+    let app = spawn_app().await;
+    let db = app.server.as_ref().unwrap().state().db.clone();
+    let mysql = db.dialect() == nimbus::db::Dialect::MySql;
+    app.admin(
+        "mutation { createDatabase(input: {id: \"blog\", name: \"Blog\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    for id in ["authors", "books"] {
+        app.admin(
+            "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+            json!({"input": {
+                "databaseId": "blog", "id": id, "name": id,
+                "attributes": [{"key": "name", "type": "STRING", "size": 50}],
+            }}),
+        )
+        .await
+        .ok();
+    }
+    let project: String =
+        sqlx::query_scalar("SELECT project_id FROM db_collections WHERE id = 'authors'")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    let url = app.config.effective_database_url();
+    let mut holder = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    if mysql {
+        let locked: i64 = sqlx::query_scalar(
+            "SELECT GET_LOCK(CONCAT('nimbus_ddl_', MD5(CONCAT(DATABASE(), ':', ?))), 10)",
+        )
+        .bind(&project)
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+        assert_eq!(locked, 1);
+    }
+    let delete = app.admin(
+        "mutation { deleteCollection(input: {databaseId: \"blog\", id: \"authors\"}) { deletedId } }",
+        json!({}),
+    );
+    let relate = app.admin(
+        "mutation { createRelationship(input: {databaseId: \"blog\", collectionId: \"books\", relatedCollectionId: \"authors\", key: \"author\", type: MANY_TO_ONE}) { relationships { key } } }",
+        json!({}),
+    );
+    let release = async {
+        if mysql {
+            // Both wait for the lock, their first checks passed.
+            let waiting = async {
+                loop {
+                    let waiters: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE = 'User lock'",
+                    )
+                    .fetch_one(&mut holder)
+                    .await
+                    .unwrap();
+                    if waiters >= 2 {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            };
+            tokio::time::timeout(crate::helpers::WAIT, waiting)
+                .await
+                .expect("both changes wait for the project's structure lock");
+            sqlx::query("SELECT RELEASE_ALL_LOCKS()")
+                .execute(&mut holder)
+                .await
+                .unwrap();
+        }
+    };
+    let (deleted, related, ()) = tokio::join!(delete, relate, release);
+    let codes = (deleted.code(), related.code());
+    let books = app
+        .admin(
+            "{ collection(databaseId: \"blog\", id: \"books\") { relationships { key relatedCollectionId } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    let relationships = books["collection"]["relationships"].as_array().unwrap();
+    let authors = app
+        .admin(
+            "{ collection(databaseId: \"blog\", id: \"authors\") { id } }",
+            json!({}),
+        )
+        .await;
+    if relationships.is_empty() {
+        assert_eq!(authors.code(), "COLLECTION_NOT_FOUND", "{codes:?}");
+        assert_eq!(codes.1, "RELATED_COLLECTION_NOT_FOUND", "{codes:?}");
+    } else {
+        assert_eq!(relationships[0]["relatedCollectionId"], "authors");
+        assert_eq!(authors.ok()["collection"]["id"], "authors", "{codes:?}");
+        assert_eq!(codes.0, "COLLECTION_REFERENCED", "{codes:?}");
+    }
+    app.shutdown().await;
+}

@@ -8,7 +8,7 @@
 //! and clears it once done; whoever next holds that lock — the next change of
 //! the project, or the sweep every replica runs at start and every half
 //! minute — settles what is left: the undo when the metadata did not commit,
-//! the drops when it did.
+//! the drops (and what follows them) when it did.
 
 use std::time::Duration;
 
@@ -31,8 +31,9 @@ pub(super) struct Intent {
     pub version: Option<i64>,
     /// What reverses the statements run before the metadata.
     pub undo: Vec<String>,
-    /// What runs once the metadata committed: drops, which cannot be undone.
-    pub drops: Vec<String>,
+    /// What runs once the metadata committed: drops, which cannot be undone,
+    /// and the twin indexes made in the room they free.
+    pub finish: Vec<String>,
 }
 
 impl Intent {
@@ -43,7 +44,7 @@ impl Intent {
         };
         sqlx::query(
             "INSERT INTO structure_intents \
-             (project_id, database_id, collection_id, version, undo_statements, drop_statements, created_at) \
+             (project_id, database_id, collection_id, version, undo_statements, finish_statements, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&self.project_id)
@@ -51,7 +52,7 @@ impl Intent {
         .bind(&self.collection_id)
         .bind(self.version)
         .bind(encode(&self.undo))
-        .bind(encode(&self.drops))
+        .bind(encode(&self.finish))
         .bind(now_millis())
         .execute(conn)
         .await?;
@@ -110,7 +111,7 @@ pub(super) async fn settle(
     project_id: &str,
 ) -> Result<bool, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT database_id, collection_id, version, undo_statements, drop_statements \
+        "SELECT database_id, collection_id, version, undo_statements, finish_statements \
          FROM structure_intents WHERE project_id = ?",
     )
     .bind(project_id)
@@ -129,7 +130,7 @@ pub(super) async fn settle(
         collection_id: row.try_get("collection_id")?,
         version: row.try_get("version")?,
         undo: decode("undo_statements")?,
-        drops: decode("drop_statements")?,
+        finish: decode("finish_statements")?,
     };
     let landed = intent.landed(conn).await?;
     tracing::warn!(
@@ -138,7 +139,7 @@ pub(super) async fn settle(
         landed,
         "settling a structure change that did not end"
     );
-    let statements = if landed { &intent.drops } else { &intent.undo };
+    let statements = if landed { &intent.finish } else { &intent.undo };
     run_tolerant(state, conn, statements).await;
     clear(conn, project_id).await?;
     Ok(true)

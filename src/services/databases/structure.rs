@@ -165,7 +165,7 @@ pub async fn delete_database(
     let collections =
         store::list_collections(state.db.pool(), &database.project_id, Some(&database.id)).await?;
     for collection in &collections {
-        drop_collection(state, collection).await?;
+        drop_collection(state, collection, None).await?;
     }
     let mut tx = state.db.pool().begin().await?;
     store::delete_database(&mut *tx, &database.project_id, &database.id).await?;
@@ -202,7 +202,7 @@ fn database_event(database: &Database, action: &str) -> crate::bus::BusMessage {
 /// deleted.
 pub async fn drop_project_tables(state: &AppState, admin: &AdminGrant) -> AppResult<()> {
     for collection in store::list_collections(state.db.pool(), admin.project(), None).await? {
-        drop_collection(state, &collection).await?;
+        drop_collection(state, &collection, None).await?;
     }
     Ok(())
 }
@@ -372,27 +372,60 @@ pub async fn delete_collection(
 ) -> AppResult<()> {
     let collection = load_collection(state, grant.project(), database_id, id).await?;
     let all = store::list_collections(state.db.pool(), &collection.project_id, None).await?;
-    if let Some(holder) = all.iter().find(|c| {
+    check_unreferenced(&all, &collection)?;
+    // Checked again where relationships are made in turn: one made to it
+    // since would be left pointing at a table gone.
+    let (project_id, database_id, id) = (
+        collection.project_id.clone(),
+        collection.database_id.clone(),
+        collection.id.clone(),
+    );
+    let check = stored_check(move |conn| {
+        let (project_id, database_id, id) = (project_id.clone(), database_id.clone(), id.clone());
+        Box::pin(async move {
+            let all = store::list_collections(&mut *conn, &project_id, None).await?;
+            match all
+                .iter()
+                .find(|c| c.database_id == database_id && c.id == id)
+            {
+                Some(stored) => check_unreferenced(&all, stored),
+                None => Ok(()),
+            }
+        })
+    });
+    drop_collection(state, &collection, Some(&check)).await?;
+    Ok(())
+}
+
+/// Refuses to delete `collection` while another collection of its database
+/// has a relationship to it.
+fn check_unreferenced(all: &[Collection], collection: &Collection) -> AppResult<()> {
+    match all.iter().find(|c| {
         c.id != collection.id
             && c.database_id == collection.database_id
             && c.relationships
                 .iter()
                 .any(|r| r.related_collection == collection.id)
     }) {
-        return Err(AppError::Invalid {
+        Some(holder) => Err(AppError::Invalid {
             code: codes::COLLECTION_REFERENCED,
             field: "id".into(),
             reason: format!(
                 "`{}` has a relationship to this collection; delete that relationship first",
                 holder.name
             ),
-        });
+        }),
+        None => Ok(()),
     }
-    drop_collection(state, &collection).await?;
-    Ok(())
 }
 
-async fn drop_collection(state: &AppState, collection: &Collection) -> AppResult<()> {
+/// Drops a collection's tables and metadata, after `check` where changes take
+/// turns.
+async fn drop_collection(
+    state: &AppState,
+    collection: &Collection,
+    check: Option<StoredCheck<'_>>,
+) -> AppResult<()> {
     let dialect = sql_dialect(state.db.dialect());
     // Junction tables reference the collection's table: they go first.
     let mut statements: Vec<String> = collection
@@ -420,7 +453,8 @@ async fn drop_collection(state: &AppState, collection: &Collection) -> AppResult
         Change::Delete(collection),
         Vec::new(),
         Alongside {
-            drops: &statements,
+            check,
+            finish: &statements,
             ..Alongside::default()
         },
     )
@@ -462,7 +496,7 @@ pub async fn create_attribute(
     let before = collection.clone();
     let (id, key) = (collection.id.clone(), attribute.key.clone());
     collection.attributes.push(attribute);
-    let keys = [(id.as_str(), key.as_str(), "key")];
+    let keys = [(id.as_str(), Some(key.as_str()), "key")];
     apply_update_keeping(
         state,
         &before,
@@ -668,7 +702,7 @@ pub async fn update_attribute(
         Alongside {
             check: Some(&check),
             data: &fill,
-            drops: &[],
+            finish: &[],
         },
     )
     .await?;
@@ -1172,10 +1206,12 @@ pub async fn create_relationship(
     let before = holder.clone();
     let (holder_id, key) = (holder.id.clone(), relationship.key.clone());
     let reverse = relationship.two_way_key.clone();
-    let mut taken = vec![(holder_id.as_str(), key.as_str(), "key")];
-    if let Some(reverse) = &reverse {
-        taken.push((target.id.as_str(), reverse.as_str(), "twoWayKey"));
-    }
+    // The related collection, still there where changes take turns (its
+    // reverse key free too, for a two-way relationship).
+    let taken = [
+        (holder_id.as_str(), Some(key.as_str()), "key"),
+        (target.id.as_str(), reverse.as_deref(), "twoWayKey"),
+    ];
     let (statements, undo) = match &relationship.junction {
         Some(junction) => (
             junction_sql(dialect, junction, &holder.table, &target.table)?,
@@ -1518,27 +1554,46 @@ struct Ddl<'a> {
 /// collection, the key, the input field naming it), checked free again where
 /// no other structure change slips in (SQLite's transaction, MariaDB's
 /// structure lock): two changes checked side by side could otherwise both
-/// take one key, and a collection's type would have the field twice.
+/// take one key, and a collection's type would have the field twice. Each
+/// collection named must still be there (a key of `None`: only that), as a
+/// relationship's target deleted meanwhile would leave it pointing at nothing.
 async fn apply_update_keeping(
     state: &AppState,
     before: &Collection,
     collection: &mut Collection,
     ddl: Ddl<'_>,
     parts: Vec<Part>,
-    keys: &[(&str, &str, &'static str)],
+    keys: &[(&str, Option<&str>, &'static str)],
 ) -> AppResult<()> {
     collection.version += 1;
     collection.updated_at = now_millis();
     let dialect = sql_dialect(state.db.dialect());
-    let (statements, undo) =
-        with_twins(dialect, Some(before), collection, ddl.statements, ddl.undo)?;
+    let (statements, undo, finish) = if ddl.drops.is_empty() {
+        let (statements, undo) =
+            with_twins(dialect, Some(before), collection, ddl.statements, ddl.undo)?;
+        (statements, undo, Vec::new())
+    } else {
+        // Twins dropped go before the metadata (undone by making them again);
+        // those made take room (MariaDB's 64 keys a table) the drops free, so
+        // they follow them.
+        let (dropped, created) = twin_changes(dialect, Some(before), collection)?;
+        let mut statements: Vec<String> = dropped.iter().map(|twin| twin.drop.clone()).collect();
+        statements.extend_from_slice(ddl.statements);
+        let mut undo = ddl.undo.to_vec();
+        undo.extend(dropped.iter().map(|twin| twin.create.clone()));
+        let mut finish = ddl.drops.to_vec();
+        finish.extend(created.iter().map(|twin| twin.create.clone()));
+        (statements, undo, finish)
+    };
     let (project_id, database_id) = (
         collection.project_id.clone(),
         collection.database_id.clone(),
     );
-    let keys: Vec<(String, String, &'static str)> = keys
+    let keys: Vec<(String, Option<String>, &'static str)> = keys
         .iter()
-        .map(|(collection_id, key, field)| (collection_id.to_string(), key.to_string(), *field))
+        .map(|(collection_id, key, field)| {
+            (collection_id.to_string(), key.map(str::to_string), *field)
+        })
         .collect();
     let check = stored_check(move |conn| {
         let (project_id, database_id, keys) =
@@ -1549,10 +1604,22 @@ async fn apply_update_keeping(
             }
             let all = store::list_collections(&mut *conn, &project_id, None).await?;
             for (collection_id, key, field) in &keys {
-                if let Some(holder) = all
+                let Some(holder) = all
                     .iter()
                     .find(|c| c.database_id == database_id && &c.id == collection_id)
-                {
+                else {
+                    // Deleted since it was read: a relationship to it would
+                    // point at a table gone.
+                    return Err(AppError::NotFound {
+                        what: if *field == "key" {
+                            "collection"
+                        } else {
+                            "related collection"
+                        },
+                        id: collection_id.clone(),
+                    });
+                };
+                if let Some(key) = key {
                     check_key_free(&all, holder, key, field)?;
                 }
             }
@@ -1568,7 +1635,7 @@ async fn apply_update_keeping(
         Alongside {
             check: Some(&check),
             data: &[],
-            drops: ddl.drops,
+            finish: &finish,
         },
     )
     .await
@@ -1617,18 +1684,7 @@ fn with_twins(
     statements: &[String],
     undo: &[String],
 ) -> AppResult<(Vec<String>, Vec<String>)> {
-    let before_columns = before.map(Collection::columns);
-    let before_source = before
-        .zip(before_columns.as_deref())
-        .map(|(collection, columns)| twin_source(collection, columns));
-    let after_columns = after.columns();
-    let (dropped, created) = ddl::twin_changes(
-        dialect,
-        &after.table,
-        before_source.as_ref(),
-        &twin_source(after, &after_columns),
-    )
-    .map_err(ddl_error)?;
+    let (dropped, created) = twin_changes(dialect, before, after)?;
     let mut run: Vec<String> = dropped.iter().map(|twin| twin.drop.clone()).collect();
     run.extend_from_slice(statements);
     run.extend(created.iter().map(|twin| twin.create.clone()));
@@ -1636,6 +1692,26 @@ fn with_twins(
     reverse.extend_from_slice(undo);
     reverse.extend(dropped.iter().map(|twin| twin.create.clone()));
     Ok((run, reverse))
+}
+
+/// The twins a change from `before` to `after` drops and creates.
+fn twin_changes(
+    dialect: super::model::SqlDialect,
+    before: Option<&Collection>,
+    after: &Collection,
+) -> AppResult<(Vec<ddl::Twin>, Vec<ddl::Twin>)> {
+    let before_columns = before.map(Collection::columns);
+    let before_source = before
+        .zip(before_columns.as_deref())
+        .map(|(collection, columns)| twin_source(collection, columns));
+    let after_columns = after.columns();
+    ddl::twin_changes(
+        dialect,
+        &after.table,
+        before_source.as_ref(),
+        &twin_source(after, &after_columns),
+    )
+    .map_err(ddl_error)
 }
 
 /// An attribute (a relationship counts as one, as in Appwrite) or an index that
@@ -1857,11 +1933,12 @@ where
 struct Alongside<'a> {
     check: Option<StoredCheck<'a>>,
     data: &'a [String],
-    /// Statements that cannot be undone (dropped columns, indexes, tables):
-    /// on MariaDB they run after the metadata committed, so a change cut short
-    /// leaves at worst something unnamed, which the next holder of the lock
-    /// drops ([`intents`]), never metadata naming what is gone.
-    drops: &'a [String],
+    /// What runs once the metadata committed: statements that cannot be undone
+    /// (dropped columns, indexes, tables), and the twin indexes made in the
+    /// room they free. A change cut short leaves at worst something the
+    /// metadata does not name, which the next holder of the lock drops
+    /// ([`intents`]), never metadata naming what is gone.
+    finish: &'a [String],
 }
 
 /// [`run_change`] with what runs `alongside` it. On MariaDB the project's
@@ -1902,7 +1979,7 @@ async fn run_change_with(
                     .map_err(ddl_failure)?;
             }
             write_metadata(&mut tx, &change).await?;
-            for statement in alongside.drops {
+            for statement in alongside.finish {
                 sqlx::query(statement)
                     .execute(&mut *tx)
                     .await
@@ -1933,7 +2010,7 @@ async fn run_change_with(
             let mut in_flight = InFlight {
                 conn: Some(conn),
                 state: state.clone(),
-                intent: intent_of(&change, undo, alongside.drops),
+                intent: intent_of(&change, undo, alongside.finish),
                 begun: false,
             };
             let result = change_locked(
@@ -2069,7 +2146,7 @@ async fn change_locked(
         result = write_logged_metadata(state, conn, change, messages, alongside.data).await;
     }
     let settling = if result.is_ok() {
-        &intent.drops
+        &intent.finish
     } else {
         &intent.undo
     };
@@ -2084,8 +2161,8 @@ async fn change_locked(
 }
 
 /// What settles `change` should it not end: `undo` until its metadata
-/// commits, `drops` after.
-fn intent_of(change: &Change<'_>, undo: &[String], drops: &[String]) -> intents::Intent {
+/// commits, `finish` after.
+fn intent_of(change: &Change<'_>, undo: &[String], finish: &[String]) -> intents::Intent {
     let (collection, version) = match change {
         Change::Insert(c) | Change::Update(c) => (c, Some(c.version)),
         Change::Delete(c) => (c, None),
@@ -2096,7 +2173,7 @@ fn intent_of(change: &Change<'_>, undo: &[String], drops: &[String]) -> intents:
         collection_id: collection.id.clone(),
         version,
         undo: undo.to_vec(),
-        drops: drops.to_vec(),
+        finish: finish.to_vec(),
     }
 }
 
