@@ -614,6 +614,98 @@ async fn the_generic_api_takes_appwrite_queries() {
             .collect();
         assert_eq!(Value::from(ids), expected, "{negated}");
     }
+    // Appwrite's shorthands: any or all of several values, and the system
+    // dates compared by `created…`/`updated…` (bounds included in `…Between`).
+    for (query, expected) in [
+        (
+            r#"{"method":"containsAny","attribute":"title","values":["a","c"]}"#,
+            json!(["a", "c"]),
+        ),
+        (
+            r#"{"method":"containsAll","attribute":"title","values":["T","b"]}"#,
+            json!(["b"]),
+        ),
+    ] {
+        let ids: Vec<Value> = ids_and_data(vec![query, by_id])
+            .await
+            .iter()
+            .map(|d| d["id"].clone())
+            .collect();
+        assert_eq!(Value::from(ids), expected, "{query}");
+    }
+    let dated = app
+        .as_key(&key, "default", "{ documents(databaseId: \"blog\", collectionId: \"posts\") { documents { id createdAt updatedAt } } }", json!({}))
+        .await
+        .ok();
+    let dated = dated["documents"]["documents"].as_array().unwrap().clone();
+    let at = |id: &str, field: &str| {
+        dated.iter().find(|d| d["id"] == id).unwrap()[field]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (created_b, updated_b) = (at("b", "createdAt"), at("b", "updatedAt"));
+    // The same instant as Appwrite writes it.
+    let appwrite_b = created_b.replace('Z', "+00:00");
+    for (query, field, keep) in [
+        (
+            json!({"method": "createdBefore", "values": [appwrite_b]}).to_string(),
+            "createdAt",
+            &(|t: &str, b: &str| t < b) as &dyn Fn(&str, &str) -> bool,
+        ),
+        (
+            json!({"method": "createdAfter", "values": [created_b]}).to_string(),
+            "createdAt",
+            &|t: &str, b: &str| t > b,
+        ),
+        (
+            json!({"method": "createdBetween", "values": [created_b, created_b]}).to_string(),
+            "createdAt",
+            &|t: &str, b: &str| t == b,
+        ),
+        (
+            json!({"method": "updatedBefore", "values": [updated_b]}).to_string(),
+            "updatedAt",
+            &|t: &str, b: &str| t < b,
+        ),
+        (
+            json!({"method": "updatedAfter", "attribute": "$updatedAt", "values": [updated_b]})
+                .to_string(),
+            "updatedAt",
+            &|t: &str, b: &str| t > b,
+        ),
+        (
+            json!({"method": "updatedBetween", "values": ["2000-01-01", updated_b]}).to_string(),
+            "updatedAt",
+            &|t: &str, b: &str| t <= b,
+        ),
+    ] {
+        let bound = if field == "createdAt" {
+            &created_b
+        } else {
+            &updated_b
+        };
+        let expected: Vec<Value> = ["a", "b", "c"]
+            .into_iter()
+            .filter(|id| keep(&at(id, field), bound))
+            .map(Value::from)
+            .collect();
+        let found = app
+            .as_key(&key, "default", "query($q: [String!]) { documents(databaseId: \"blog\", collectionId: \"posts\", queries: $q) { documents { id } } }", json!({"q": [query, by_id]}))
+            .await
+            .ok();
+        let ids: Vec<Value> = found["documents"]["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].clone())
+            .collect();
+        assert_eq!(ids, expected, "{query}");
+    }
+    let misnamed = app
+        .as_key(&key, "default", "query($q: [String!]) { documents(databaseId: \"blog\", collectionId: \"posts\", queries: $q) { total } }", json!({"q": [r#"{"method":"createdBefore","attribute":"views","values":["2030-01-01"]}"#]}))
+        .await;
+    assert_eq!(misnamed.code(), "QUERY_INVALID", "{:#}", misnamed.body);
     // A date alone is a date-time at midnight UTC, as Appwrite reads it.
     let since = ids_and_data(vec![
         r#"{"method":"greaterThan","attribute":"$createdAt","values":["1976-06-12"]}"#,

@@ -467,7 +467,42 @@ fn condition_as(
                 },
             }
         }
-        "contains" => return contains(at, attribute, values),
+        "contains" | "containsAny" => return contains(at, attribute, values),
+        "containsAll" => {
+            let field = field(at, attribute)?;
+            let values = scalars(at, values, 1..=MAX_VALUES)?;
+            let leaves = values.len();
+            let all = values
+                .into_iter()
+                .map(|value| Filter::Contains {
+                    field: field.clone(),
+                    value,
+                })
+                .collect();
+            return Ok((Filter::And(all), leaves));
+        }
+        // Appwrite's shorthands (its SDKs since 1.8) for the system dates.
+        "createdBefore" | "createdAfter" | "updatedBefore" | "updatedAfter" => {
+            let field = system_date(at, attribute)?;
+            let mut values = scalars(at, values, 1..=1)?;
+            Filter::Cmp {
+                field,
+                op: if method.ends_with("Before") {
+                    CmpOp::Lt
+                } else {
+                    CmpOp::Gt
+                },
+                value: values.pop().unwrap_or(Value::Null),
+            }
+        }
+        "createdBetween" | "updatedBetween" => {
+            let field = system_date(at, attribute)?;
+            let mut values = scalars(at, values, 2..=2)?.into_iter();
+            let (Some(low), Some(high)) = (values.next(), values.next()) else {
+                return Err(at.err("takes two values"));
+            };
+            Filter::Between { field, low, high }
+        }
         // Appwrite's negated methods: documents the method would not match, those
         // whose value is null included, as with `notEqual`.
         "notContains" | "notSearch" | "notBetween" | "notStartsWith" | "notEndsWith" => {
@@ -479,7 +514,22 @@ fn condition_as(
     Ok((filter, 1))
 }
 
-/// `contains` with one value, or with several: any of them.
+/// The system date a `created…`/`updated…` shorthand compares: it names no
+/// attribute (or the one it stands for).
+fn system_date(at: &At<'_>, attribute: Option<&str>) -> Result<Field, QueryError> {
+    let (field, name) = if at.method.starts_with("created") {
+        (Field::CreatedAt, "$createdAt")
+    } else {
+        (Field::UpdatedAt, "$updatedAt")
+    };
+    match attribute {
+        None => Ok(field),
+        Some(given) if given == name => Ok(field),
+        Some(_) => Err(at.err(format!("compares {name} and takes no `attribute`"))),
+    }
+}
+
+/// `contains` (or `containsAny`) with one value, or with several: any of them.
 fn contains(
     at: &At<'_>,
     attribute: Option<&str>,
@@ -589,6 +639,52 @@ mod tests {
 
     fn attr(key: &str) -> Field {
         Field::attribute(key)
+    }
+
+    #[test]
+    fn appwrites_shorthands_parse_as_what_they_stand_for() {
+        let got = filters(json!([
+            {"method": "createdBefore", "values": ["2024-01-01T00:00:00.000+00:00"]},
+            {"method": "createdAfter", "attribute": "$createdAt", "values": ["2024-01-01"]},
+            {"method": "updatedBetween", "values": ["2024-01-01", "2024-02-01"]},
+            {"method": "containsAny", "attribute": "tags", "values": ["x", "y"]},
+            {"method": "containsAll", "attribute": "tags", "values": ["x", "y"]},
+        ]));
+        let contains = |value: &str| Filter::Contains {
+            field: attr("tags"),
+            value: json!(value),
+        };
+        assert_eq!(
+            got,
+            vec![
+                Filter::Cmp {
+                    field: Field::CreatedAt,
+                    op: CmpOp::Lt,
+                    value: json!("2024-01-01T00:00:00.000+00:00"),
+                },
+                Filter::Cmp {
+                    field: Field::CreatedAt,
+                    op: CmpOp::Gt,
+                    value: json!("2024-01-01"),
+                },
+                Filter::Between {
+                    field: Field::UpdatedAt,
+                    low: json!("2024-01-01"),
+                    high: json!("2024-02-01"),
+                },
+                Filter::Or(vec![contains("x"), contains("y")]),
+                Filter::And(vec![contains("x"), contains("y")]),
+            ]
+        );
+        for refused in [
+            json!({"method": "createdBefore", "attribute": "title", "values": ["2024-01-01"]}),
+            json!({"method": "updatedAfter", "attribute": "$createdAt", "values": ["2024-01-01"]}),
+            json!({"method": "createdBetween", "values": ["2024-01-01"]}),
+            json!({"method": "createdAfter", "values": []}),
+            json!({"method": "containsAll", "attribute": "tags", "values": []}),
+        ] {
+            assert!(parse(json!([refused])).is_err(), "{refused}");
+        }
     }
 
     #[test]
