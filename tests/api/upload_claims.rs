@@ -177,3 +177,74 @@ async fn a_chunk_of_a_deleted_upload_leaves_the_ids_next_claim_alone_in_a_local_
 async fn a_chunk_of_a_deleted_upload_leaves_the_ids_next_claim_alone_in_any_store() {
     a_chunk_of_a_deleted_upload_leaves_the_ids_next_claim_alone(false).await;
 }
+
+/// Refuses, until dropped, every upload's move to `finishing`: the database
+/// going away between the last chunk's record and its completion.
+async fn refuse_finishing(app: &TestApp, refuse: bool) {
+    let db = &app.server.as_ref().unwrap().state().db;
+    let mysql = db.dialect() == nimbus::db::Dialect::MySql;
+    let statement = match (refuse, mysql) {
+        (true, false) => {
+            "CREATE TRIGGER refuse_finishing BEFORE UPDATE OF status ON storage_files \
+             WHEN NEW.status = 'finishing' BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+        }
+        (true, true) => {
+            "CREATE TRIGGER refuse_finishing BEFORE UPDATE ON storage_files FOR EACH ROW \
+             BEGIN IF NEW.status = 'finishing' THEN \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'injected fault'; END IF; END"
+        }
+        (false, _) => "DROP TRIGGER refuse_finishing",
+    };
+    sqlx::raw_sql(statement).execute(db.pool()).await.unwrap();
+}
+
+/// An upload whose last chunk was recorded but whose completion broke off (the
+/// database went away in between; a server killed there leaves the same) is
+/// completed when the client sends that chunk again, from the bytes received,
+/// plain and encrypted: before, it stayed "uploading, every chunk received",
+/// refused the chunk as out of order, and was never a file.
+async fn an_upload_whose_completion_broke_off_completes_when_its_last_chunk_comes_again(
+    local: bool,
+) {
+    use crate::uploads::{put_bytes, start_upload};
+    let app = app_with(local).await;
+    for bucket in ["plain", "sealed"] {
+        let id = format!("broken-{bucket}");
+        let bytes = content(CHUNK + 100_000, 3);
+        let url = start_upload(&app, bucket, &id, bytes.len()).await["uploadUrl"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (status, _) = put_bytes(&app, &url, &bytes, 0, CHUNK).await;
+        assert_eq!(status, 200);
+        refuse_finishing(&app, true).await;
+        let (status, broke) = put_bytes(&app, &url, &bytes, CHUNK, bytes.len()).await;
+        refuse_finishing(&app, false).await;
+        assert_eq!(status, 500, "{broke}");
+        let standing = app
+            .admin(UPLOAD_STATUS, json!({"b": bucket, "f": id}))
+            .await
+            .ok();
+        assert_eq!(
+            standing["fileUpload"],
+            json!({"status": "UPLOADING", "size": bytes.len(), "chunksUploaded": 2})
+        );
+        let (status, done) = put_bytes(&app, &url, &bytes, CHUNK, bytes.len()).await;
+        assert_eq!(status, 201, "{done}");
+        assert_eq!(done["checksum"], sha256_hex(&bytes), "{done}");
+        assert!(downloaded(&app, bucket, &id).await == bytes, "{bucket}");
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upload_whose_completion_broke_off_completes_when_its_last_chunk_comes_again_in_a_local_store()
+ {
+    an_upload_whose_completion_broke_off_completes_when_its_last_chunk_comes_again(true).await;
+}
+
+#[tokio::test]
+async fn an_upload_whose_completion_broke_off_completes_when_its_last_chunk_comes_again_in_any_store()
+ {
+    an_upload_whose_completion_broke_off_completes_when_its_last_chunk_comes_again(false).await;
+}

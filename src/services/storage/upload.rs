@@ -219,6 +219,14 @@ pub async fn receive_chunk(
     }
     // Checked again for every chunk, not only when the upload started.
     service::check_upload_allowed(&bucket, access, &file)?;
+    if file.chunks_uploaded == file.chunks_total {
+        // Every chunk was recorded, but the file was never completed: the
+        // request of the last one broke off in between (its server died, or
+        // the database went away). The client sending it again completes it
+        // from what was received; this body is not needed.
+        drop(body);
+        return complete_received(state, &bucket, file).await;
+    }
     if range.total != file.size {
         return Err(chunk_error(format!(
             "this upload is {} bytes, not {}",
@@ -386,6 +394,48 @@ async fn receive_in_place(
         return Ok(file);
     }
     running.forget();
+    complete_in_place(state, bucket, file, assembly, digest).await
+}
+
+/// Completes an upload whose every chunk was received but whose completion never
+/// ran, from its assembly (hashed again) or its chunk objects.
+async fn complete_received(
+    state: &AppState,
+    bucket: &super::Bucket,
+    file: StoredFile,
+) -> AppResult<StoredFile> {
+    tracing::info!(project = %file.project_id, bucket = %file.bucket_id, file = %file.id,
+        "completing an upload whose last chunk's request broke off");
+    if !state.files.assembles_in_place() {
+        return complete(state, bucket, file).await;
+    }
+    let prefix =
+        Key::upload_prefix(&file.project_id, &file.bucket_id, &file.id).map_err(file_error)?;
+    let assembly = state
+        .files
+        .open_assembly(&prefix)
+        .await
+        .map_err(file_error)?;
+    let running = RunningDigest::of(&assembly, &file);
+    let in_place = in_place(state, &file, &running).await?;
+    running.forget();
+    if in_place {
+        complete_in_place(state, bucket, file, assembly, None).await
+    } else {
+        drop(assembly);
+        complete(state, bucket, file).await
+    }
+}
+
+/// Publishes an upload's assembly as its file: a rename, once hashed (`digest`,
+/// the running hash, or none to hash it again).
+async fn complete_in_place(
+    state: &AppState,
+    bucket: &super::Bucket,
+    file: StoredFile,
+    assembly: Assembly,
+    digest: Option<Digest>,
+) -> AppResult<StoredFile> {
     let options = service::write_options(state, bucket);
     let size = file.size;
     let sealed = file
