@@ -212,6 +212,21 @@ impl Jobs {
         payload: serde_json::Value,
         cron: &str,
     ) -> anyhow::Result<()> {
+        let mut conn = state.db.pool().acquire().await?;
+        Self::schedule_in(&mut conn, state, id, project_id, kind, payload, cron).await
+    }
+
+    /// [`Self::schedule`] on `conn`, e.g. in the transaction of what it
+    /// schedules, so that the two commit together.
+    pub async fn schedule_in(
+        conn: &mut sqlx::AnyConnection,
+        state: &AppState,
+        id: &str,
+        project_id: &str,
+        kind: &'static str,
+        payload: serde_json::Value,
+        cron: &str,
+    ) -> anyhow::Result<()> {
         let now = now_millis();
         let next = next_tick(cron, now)?;
         let row = store::ScheduleRow {
@@ -222,7 +237,7 @@ impl Jobs {
             cron: cron.to_string(),
             next_run_at: next,
         };
-        store::upsert_schedule(state.db.pool(), state.db.dialect(), &row, now).await?;
+        store::upsert_schedule(conn, state.db.dialect(), &row, now).await?;
         Ok(())
     }
 
@@ -230,6 +245,13 @@ impl Jobs {
     /// enqueued still runs).
     pub async fn unschedule(&self, state: &AppState, id: &str) -> anyhow::Result<()> {
         store::delete_schedule(state.db.pool(), id).await?;
+        Ok(())
+    }
+
+    /// [`Self::unschedule`] on `conn`, e.g. in the transaction of what it
+    /// unschedules.
+    pub async fn unschedule_in(conn: &mut sqlx::AnyConnection, id: &str) -> anyhow::Result<()> {
+        store::delete_schedule(conn, id).await?;
         Ok(())
     }
 

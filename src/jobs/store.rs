@@ -609,7 +609,7 @@ impl FromRow<'_, AnyRow> for ScheduleRow {
 /// Creates schedule `id`, or changes its expression and payload (the next tick is
 /// recomputed only when the expression changed).
 pub async fn upsert_schedule(
-    pool: &AnyPool,
+    conn: &mut sqlx::AnyConnection,
     dialect: Dialect,
     row: &ScheduleRow,
     now: i64,
@@ -627,7 +627,7 @@ pub async fn upsert_schedule(
     .bind(row.next_run_at)
     .bind(now)
     .bind(now)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?
     .rows_affected();
     if inserted == 0 {
@@ -643,17 +643,20 @@ pub async fn upsert_schedule(
         .bind(&row.cron)
         .bind(now)
         .bind(&row.id)
-        .execute(pool)
+        .execute(&mut *conn)
         .await?;
     }
     Ok(())
 }
 
 /// Removes schedule `id`; false when there was none.
-pub async fn delete_schedule(pool: &AnyPool, id: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete_schedule<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
     sqlx::query("DELETE FROM job_schedules WHERE id = ?")
         .bind(id)
-        .execute(pool)
+        .execute(db)
         .await
         .map(|r| r.rows_affected() == 1)
 }

@@ -1780,3 +1780,76 @@ async fn executions_are_listed_by_status_and_trigger_within_what_the_caller_may_
     }
     app.shutdown().await;
 }
+
+/// A function and its schedule commit together: when the schedule cannot be
+/// written (the database refusing it here; a server killed in between before),
+/// the function is not made either, so the same `createFunction` made again
+/// succeeds with its schedule, and an update whose schedule fails changes
+/// nothing.
+#[tokio::test]
+async fn a_function_and_its_schedule_commit_together() {
+    let app = spawn_app().await;
+    let db = app.server.as_ref().unwrap().state().db.clone();
+    let mysql = db.dialect() == nimbus::db::Dialect::MySql;
+    let refuse = |on: bool| {
+        let statement = match (on, mysql) {
+            (true, false) => {
+                "CREATE TRIGGER refuse_schedules BEFORE INSERT ON job_schedules \
+                 BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+            }
+            (true, true) => {
+                "CREATE TRIGGER refuse_schedules BEFORE INSERT ON job_schedules FOR EACH ROW \
+                 SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'injected fault'"
+            }
+            (false, _) => "DROP TRIGGER refuse_schedules",
+        };
+        let pool = db.pool().clone();
+        async move { sqlx::raw_sql(statement).execute(&pool).await.unwrap() }
+    };
+    let schedules = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM job_schedules WHERE kind = 'functions.schedule'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+    };
+    let input = json!({"input": {"id": "nightly", "name": "Nightly", "entrypoint": "main.js", "schedule": "0 3 * * *"}});
+    refuse(true).await;
+    let failed = app.admin(CREATE, input.clone()).await;
+    refuse(false).await;
+    assert_eq!(failed.code(), "INTERNAL", "{:#}", failed.body);
+    let missing = app
+        .admin("{ function(id: \"nightly\") { id } }", json!({}))
+        .await;
+    assert_eq!(missing.code(), "FUNCTION_NOT_FOUND", "{:#}", missing.body);
+    assert_eq!(schedules().await, 0);
+    let made = app.admin(CREATE, input).await.ok();
+    assert_eq!(made["createFunction"]["schedule"], "0 3 * * *");
+    assert_eq!(schedules().await, 1);
+
+    // An update dropping the schedule, then one setting it again that fails.
+    app.admin(UPDATE, json!({"input": {"id": "nightly", "schedule": ""}}))
+        .await
+        .ok();
+    assert_eq!(schedules().await, 0);
+    refuse(true).await;
+    let failed = app
+        .admin(
+            UPDATE,
+            json!({"input": {"id": "nightly", "schedule": "0 4 * * *", "name": "Later"}}),
+        )
+        .await;
+    refuse(false).await;
+    assert_eq!(failed.code(), "INTERNAL", "{:#}", failed.body);
+    let kept = app
+        .admin("{ function(id: \"nightly\") { name schedule } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(
+        kept["function"],
+        json!({"name": "Nightly", "schedule": null})
+    );
+    assert_eq!(schedules().await, 0);
+    app.shutdown().await;
+}

@@ -351,24 +351,29 @@ pub fn schedule_id(project_id: &str, function_id: &str) -> String {
     format!("functions:{}", &hex::encode(digest)[..40])
 }
 
-/// Makes the jobs schedule follow the function's: set, changed or removed.
-async fn sync_schedule(state: &AppState, function: &Function) -> AppResult<()> {
+/// Makes the jobs schedule follow the function's (set, changed or removed), in
+/// the transaction that writes the function: a schedule written after it
+/// commits would be missing for good should the server die in between.
+async fn sync_schedule(
+    state: &AppState,
+    conn: &mut sqlx::AnyConnection,
+    function: &Function,
+) -> AppResult<()> {
     let id = schedule_id(&function.project_id, &function.id);
     let result = match &function.schedule {
         Some(cron) => {
-            state
-                .jobs
-                .schedule(
-                    state,
-                    &id,
-                    &function.project_id,
-                    SCHEDULE_KIND,
-                    serde_json::json!({ "functionId": function.id }),
-                    cron,
-                )
-                .await
+            crate::jobs::Jobs::schedule_in(
+                conn,
+                state,
+                &id,
+                &function.project_id,
+                SCHEDULE_KIND,
+                serde_json::json!({ "functionId": function.id }),
+                cron,
+            )
+            .await
         }
-        None => state.jobs.unschedule(state, &id).await,
+        None => crate::jobs::Jobs::unschedule_in(conn, &id).await,
     };
     result.map_err(AppError::Internal)
 }
@@ -422,8 +427,8 @@ pub async fn create(
     store::insert(&mut *tx, &function)
         .await
         .conflict_as("function", &function.id)?;
+    sync_schedule(state, &mut tx, &function).await?;
     log::commit(&state.bus, tx, vec![function_event(&function, "create")]).await?;
-    sync_schedule(state, &function).await?;
     tracing::info!(function = %function.id, project = %function.project_id, "function created");
     Ok(function)
 }
@@ -485,11 +490,11 @@ pub async fn update(
     if !store::update(&mut *tx, &function, &vouched.scopes).await? {
         return Err(changed_meanwhile());
     }
+    sync_schedule(state, &mut tx, &function).await?;
     log::commit(&state.bus, tx, vec![function_event(&function, "update")]).await?;
     state
         .functions
         .function_changed(&function.project_id, Some(&function.id));
-    sync_schedule(state, &function).await?;
     Ok(function)
 }
 
