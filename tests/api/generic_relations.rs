@@ -255,3 +255,132 @@ async fn a_query_across_a_relationship_needs_every_related_document_readable() {
     );
     app.shutdown().await;
 }
+
+const POSTS_DATA: &str = "query($q: [String!]) { documents(databaseId: \"press\", collectionId: \"posts\", queries: $q) { documents { id data } } }";
+
+fn select(names: &[&str]) -> String {
+    json!({"method": "select", "values": names}).to_string()
+}
+
+/// The `data` of each post `queries` list for `secret`, by id.
+async fn posts_data(app: &TestApp, secret: &str, queries: &[String]) -> Vec<(String, Value)> {
+    let mut queries = queries.to_vec();
+    queries.push(json!({"method": "orderAsc", "attribute": "$id"}).to_string());
+    let listed = app
+        .as_session(secret, POSTS_DATA, json!({"q": queries}))
+        .await
+        .ok();
+    listed["documents"]["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["id"].as_str().unwrap().to_string(), d["data"].clone()))
+        .collect()
+}
+
+/// `select` nests related documents, as Appwrite's does: `author.*` puts the
+/// author in place of its id (in Appwrite's shape), `author.name` keeps its
+/// `name` alone, a many-to-many field and the reverse field of a two-way
+/// relationship nest lists, and a read by id takes the same selection. Only
+/// documents the reader may read are nested: an author it may not read is null.
+#[tokio::test]
+async fn select_nests_the_related_documents_the_reader_may_read() {
+    let app = spawn_app().await;
+    press(&app, true).await;
+    let reader = app.signed_in("reader@example.com").await;
+    let nested = posts_data(&app, &reader, &[select(&["title", "author.*"])]).await;
+    assert_eq!(nested.len(), 3);
+    let (id, first) = &nested[0];
+    assert_eq!(id, "p1");
+    assert_eq!(first["title"], "One");
+    assert_eq!(first["author"]["$id"], "ann");
+    assert_eq!(first["author"]["name"], "Ann");
+    assert_eq!(first["author"]["$collectionId"], "authors");
+    assert!(first["author"]["$createdAt"].is_string(), "{first}");
+    assert!(first.get("tags").is_none(), "{first}");
+    assert_eq!(nested[1].1["author"]["name"], "Bob");
+
+    // A field named past the dot keeps it alone (and the system fields).
+    let named = posts_data(&app, &reader, &[select(&["author.$id"])]).await;
+    let author = named[0].1["author"].as_object().unwrap();
+    assert_eq!(author["$id"], "ann");
+    assert!(!author.contains_key("name"), "{author:?}");
+    let misspelt = app
+        .as_session(&reader, POSTS_DATA, json!({"q": [select(&["author.nme"])]}))
+        .await;
+    assert_eq!(misspelt.code(), "QUERY_INVALID", "{:#}", misspelt.body);
+
+    // A many-to-many field nests a list.
+    let tagged = posts_data(&app, &reader, &[select(&["*", "tags.label"])]).await;
+    let labels = |data: &Value| -> Vec<String> {
+        let mut labels: Vec<String> = data["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["label"].as_str().unwrap().to_string())
+            .collect();
+        labels.sort();
+        labels
+    };
+    assert_eq!(labels(&tagged[1].1), ["go", "rust"]);
+    assert_eq!(tagged[1].1["title"], "Two", "`*` keeps the attributes");
+    assert_eq!(tagged[1].1["author"], "bob", "`*` leaves a reference an id");
+
+    // The reverse field of a two-way relationship nests the documents pointing here.
+    app.admin(
+        "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "press", "collectionId": "posts", "key": "editor",
+            "relatedCollectionId": "authors", "type": "MANY_TO_ONE",
+            "twoWayKey": "edited", "onDelete": "SET_NULL"
+        }}),
+    )
+    .await
+    .ok();
+    for post in ["p1", "p2"] {
+        app.admin(
+            "mutation($id: ID!) { updateDocument(input: {databaseId: \"press\", collectionId: \"posts\", id: $id, data: {editor: \"bob\"}}) { id } }",
+            json!({"id": post}),
+        )
+        .await
+        .ok();
+    }
+    let bob = app
+        .as_session(
+            &reader,
+            "query($q: [String!]) { document(databaseId: \"press\", collectionId: \"authors\", id: \"bob\", queries: $q) { data } }",
+            json!({"q": [select(&["name", "edited.title"])]}),
+        )
+        .await
+        .ok();
+    let mut edited: Vec<&str> = bob["document"]["data"]["edited"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    edited.sort();
+    assert_eq!(edited, ["One", "Two"], "{bob}");
+    assert_eq!(bob["document"]["data"]["name"], "Bob");
+    let filtered = app
+        .as_session(
+            &reader,
+            "query($q: [String!]) { document(databaseId: \"press\", collectionId: \"authors\", id: \"bob\", queries: $q) { data } }",
+            json!({"q": [query("equal", "name", json!(["Bob"]))]}),
+        )
+        .await;
+    assert_eq!(filtered.code(), "QUERY_INVALID", "{:#}", filtered.body);
+    app.shutdown().await;
+
+    // Authors no reader may read: nested as null, their ids not shown either.
+    let app = spawn_app().await;
+    press(&app, false).await;
+    let reader = app.signed_in("reader@example.com").await;
+    let hidden = posts_data(&app, &reader, &[select(&["title", "author.*"])]).await;
+    assert_eq!(hidden.len(), 3);
+    assert!(
+        hidden.iter().all(|(_, data)| data["author"].is_null()),
+        "{hidden:?}"
+    );
+    app.shutdown().await;
+}

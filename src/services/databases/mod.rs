@@ -13,6 +13,7 @@ pub mod loader;
 pub mod matcher;
 pub mod model;
 pub mod naming;
+pub mod nested;
 pub mod schema;
 pub mod service;
 pub mod store;

@@ -23,6 +23,7 @@ use super::appwrite_query::parse_query_strings;
 use super::ddl::{Index, IndexKind, IndexOrder};
 use super::documents::{self, Access, DocumentChanges, NewDocument};
 use super::model::{Attribute, AttributeKind};
+use super::nested::Nesting;
 use super::service::{Documents, ListByDocument, References};
 use super::structure::{self, CollectionChanges, NewCollection};
 use super::tx::{RequestTx, Sharing};
@@ -1766,7 +1767,8 @@ fn documents_field() -> Field {
                 field: "queries".into(),
                 reason: err.to_string(),
             })?;
-            let kept = kept_attributes(&collection, parsed.select.as_deref())?;
+            let nesting = Nesting::of(&collection, data_model(&ctx)?, parsed.select.as_deref())?;
+            let kept = kept_attributes(&collection, parsed.select.as_deref(), &nesting)?;
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
             documents::require_list_reach(&collection, &access)?;
             let filter = super::typed::across_relationships(
@@ -1785,7 +1787,10 @@ fn documents_field() -> Field {
                 offset: parsed.offset.map(|offset| offset as usize),
                 want_total: ctx.look_ahead().field("total").exists(),
             };
-            let listed = documents_of(&ctx, &access)?.list_by_document(&collection, request).await?;
+            let mut listed = documents_of(&ctx, &access)?.list_by_document(&collection, request).await?;
+            let mut page: Vec<&mut documents::Document> =
+                listed.documents.iter_mut().map(|(document, _)| document).collect();
+            nest(&ctx, &nesting, &access, &mut page).await?;
             let mut documents_value = Vec::with_capacity(listed.documents.len());
             for (document, _) in &listed.documents {
                 let mut value = document_value(&collection, document);
@@ -1808,14 +1813,54 @@ fn documents_field() -> Field {
     .argument(InputValue::new("queries", TypeRef::named_nn_list(TypeRef::STRING)).description("Queries (filters, `orderAsc`, `cursorAfter`, `limit` ≤ 1000, default 25, `offset`, `select`, `and`, `or`)."))
 }
 
+/// The `select` of a read by id's queries; any other query is refused.
+fn selection_only(queries: &[String]) -> AppResult<Option<Vec<String>>> {
+    let parsed = parse_query_strings(queries).map_err(|err| AppError::Invalid {
+        code: err.code(),
+        field: "queries".into(),
+        reason: err.to_string(),
+    })?;
+    let only_select = parsed.filter == super::filter::Filter::default()
+        && parsed.orders.is_empty()
+        && parsed.cursor_after.is_none()
+        && parsed.cursor_before.is_none()
+        && parsed.limit.is_none()
+        && parsed.offset.is_none();
+    if !only_select {
+        return Err(AppError::Invalid {
+            code: codes::QUERY_INVALID,
+            field: "queries".into(),
+            reason: "a document read by id takes `select` queries only".into(),
+        });
+    }
+    Ok(parsed.select)
+}
+
+/// Fills the related documents `nesting` asks for into `page`, read in the
+/// request's transaction as `access` may read them.
+async fn nest(
+    ctx: &ResolverContext<'_>,
+    nesting: &Nesting,
+    access: &Access,
+    page: &mut [&mut documents::Document],
+) -> AppResult<()> {
+    if nesting.is_empty() || page.is_empty() {
+        return Ok(());
+    }
+    let mut conn = request_tx(ctx)?.reader().await?;
+    nesting.fill(&mut conn, access, page).await
+}
+
 /// The attributes of `data` that `select` queries keep: `None` for all of them
 /// (no `select`, or `*` among them). A `$` name is a system field, outside
-/// `data`, and keeps none of it; `author.name` keeps `author`. A name the
-/// collection has no attribute of is refused: a misspelt selection must not
-/// silently answer empty documents.
+/// `data`, and keeps none of it; `author.name` keeps `author` (nested, by
+/// `nesting`, as a reverse field may be). A name the collection has no
+/// attribute of is refused: a misspelt selection must not silently answer
+/// empty documents.
 fn kept_attributes(
     collection: &Collection,
     select: Option<&[String]>,
+    nesting: &Nesting,
 ) -> Result<Option<Vec<String>>, AppError> {
     let Some(select) = select else {
         return Ok(None);
@@ -1826,7 +1871,7 @@ fn kept_attributes(
     let mut kept = Vec::with_capacity(select.len());
     for name in select.iter().filter(|name| !name.starts_with('$')) {
         let key = name.split_once('.').map_or(name.as_str(), |(key, _)| key);
-        if !collection.has_key(key) {
+        if !collection.has_key(key) && !nesting.covers(key) {
             return Err(AppError::Invalid {
                 code: codes::QUERY_INVALID,
                 field: "queries".into(),
@@ -1848,19 +1893,30 @@ fn document_field() -> Field {
             let collection_id = opt_string(&ctx, "collectionId")?.unwrap_or_default();
             let id = opt_string(&ctx, "id")?.unwrap_or_default();
             let collection = model_collection(&ctx, &database_id, &collection_id).await?;
+            let select = selection_only(&query_strings(&ctx)?)?;
+            let nesting = Nesting::of(&collection, data_model(&ctx)?, select.as_deref())?;
+            let kept = kept_attributes(&collection, select.as_deref(), &nesting)?;
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_READ)?;
             let with_permissions = ctx.look_ahead().field("permissions").exists();
             let fields = DocumentFields::selected(ctx.field());
-            let document = documents_of(&ctx, &access)?
+            let Some(mut document) = documents_of(&ctx, &access)?
                 .get(&collection, &id, with_permissions, References::ReadableOnly)
-                .await?;
-            Ok(document.map(|d| FieldValue::value(document_fields(&collection, &d, fields))))
+                .await?
+            else {
+                return Ok(None);
+            };
+            nest(&ctx, &nesting, &access, &mut [&mut document]).await?;
+            if let Some(kept) = &kept {
+                document.data.retain(|k, _| kept.iter().any(|s| s == k.as_str()));
+            }
+            Ok(Some(FieldValue::value(document_fields(&collection, &document, fields))))
         })
     })
     .description("A document of any collection, or null when it does not exist or the caller may not read it.")
     .argument(InputValue::new("databaseId", TypeRef::named_nn(TypeRef::ID)))
     .argument(InputValue::new("collectionId", TypeRef::named_nn(TypeRef::ID)))
     .argument(InputValue::new("id", TypeRef::named_nn(TypeRef::ID)))
+    .argument(InputValue::new("queries", TypeRef::named_nn_list(TypeRef::STRING)).description("`select` queries alone (Appwrite's `getDocument`): the attributes kept, and related documents nested (`author.*`, `author.name`)."))
 }
 
 fn create_document_field() -> Field {
