@@ -259,6 +259,21 @@ pub async fn receive_chunk(
     if !state.files.assembles_in_place() {
         return receive_as_object(state, &bucket, file, range, body).await;
     }
+    let (assembly, running) = open_assembly(state, &file).await?;
+    if in_place(state, &file, &running).await? {
+        receive_in_place(state, &bucket, file, range, body, assembly, running).await
+    } else {
+        drop(assembly);
+        receive_as_object(state, &bucket, file, range, body).await
+    }
+}
+
+/// The upload's one file in a local store, locked for this request, with the
+/// running hash this process kept of it.
+async fn open_assembly(
+    state: &AppState,
+    file: &StoredFile,
+) -> AppResult<(Assembly, RunningDigest)> {
     let prefix =
         Key::upload_prefix(&file.project_id, &file.bucket_id, &file.id).map_err(file_error)?;
     let assembly = state
@@ -266,13 +281,8 @@ pub async fn receive_chunk(
         .open_assembly(&prefix)
         .await
         .map_err(file_error)?;
-    let running = RunningDigest::of(&assembly, &file);
-    if in_place(state, &file, &running).await? {
-        receive_in_place(state, &bucket, file, range, body, assembly, running).await
-    } else {
-        drop(assembly);
-        receive_as_object(state, &bucket, file, range, body).await
-    }
+    let running = RunningDigest::of(&assembly, file);
+    Ok((assembly, running))
 }
 
 /// Whether the upload's chunks go into its one file (a local store): yes, unless its
@@ -409,14 +419,7 @@ async fn complete_received(
     if !state.files.assembles_in_place() {
         return complete(state, bucket, file).await;
     }
-    let prefix =
-        Key::upload_prefix(&file.project_id, &file.bucket_id, &file.id).map_err(file_error)?;
-    let assembly = state
-        .files
-        .open_assembly(&prefix)
-        .await
-        .map_err(file_error)?;
-    let running = RunningDigest::of(&assembly, &file);
+    let (assembly, running) = open_assembly(state, &file).await?;
     let in_place = in_place(state, &file, &running).await?;
     running.forget();
     if in_place {
