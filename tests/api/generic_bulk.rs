@@ -251,3 +251,144 @@ async fn bulk_writes_count_towards_a_requests_nodes_and_need_the_collections_rea
     assert_eq!(hidden.code(), "PERMISSION_DENIED", "{:#}", hidden.body);
     app.shutdown().await;
 }
+
+/// Appwrite's update operators (its SDKs send them as JSON strings in `data`)
+/// change a document's values from what they are, under the write's lock:
+/// concurrent increments all count, an upsert of an existing document and a
+/// bulk update apply them to each document's own values, and an operator that
+/// does not fit its attribute changes nothing.
+#[tokio::test]
+async fn update_operators_apply_to_the_current_values() {
+    let app = spawn_app().await;
+    items(&app).await;
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "shop", "id": "films", "name": "films",
+            "permissions": ["read(\"any\")"],
+            "attributes": [
+                {"key": "title", "type": "STRING", "size": 100, "required": true},
+                {"key": "year", "type": "INTEGER"},
+                {"key": "rating", "type": "FLOAT"},
+                {"key": "actors", "type": "STRING", "size": 20, "array": true},
+                {"key": "seen", "type": "BOOLEAN"},
+                {"key": "premiere", "type": "DATETIME"}
+            ]
+        }}),
+    )
+    .await
+    .ok();
+    let op = |method: &str, values: Value| json!({"method": method, "values": values}).to_string();
+    let create = "mutation($id: ID!, $data: JSON!) { createDocument(input: {databaseId: \"shop\", collectionId: \"films\", id: $id, data: $data}) { id } }";
+    for (id, year) in [("f1", 2020), ("f2", 1999)] {
+        app.admin(
+            create,
+            json!({"id": id, "data": {"title": "Operator Test", "year": year, "rating": 1.5,
+                "actors": ["A1", "A2"], "seen": false, "premiere": "2020-01-01 12:00:00"}}),
+        )
+        .await
+        .ok();
+    }
+    let update = "mutation($id: ID!, $data: JSON) { updateDocument(input: {databaseId: \"shop\", collectionId: \"films\", id: $id, data: $data}) { data } }";
+    let data_of = |answer: Value| answer["updateDocument"]["data"].clone();
+    let changed = data_of(
+        app.admin(
+            update,
+            json!({"id": "f1", "data": {
+                "year": op("increment", json!([5])),
+                // An object is taken too.
+                "rating": {"method": "multiply", "values": [2]},
+                "actors": op("arrayAppend", json!(["A3"])),
+                "title": op("stringConcat", json!([" Appended"])),
+                "seen": op("toggle", json!([])),
+                "premiere": op("dateAddDays", json!([2]))
+            }}),
+        )
+        .await
+        .ok(),
+    );
+    assert_eq!(changed["year"], 2025, "{changed}");
+    assert_eq!(changed["rating"], 3.0);
+    assert_eq!(changed["actors"], json!(["A1", "A2", "A3"]));
+    assert_eq!(changed["title"], "Operator Test Appended");
+    assert_eq!(changed["seen"], true);
+    assert_eq!(changed["premiere"], "2020-01-03T12:00:00.000Z");
+
+    // What does not fit is refused, and changes nothing.
+    for (data, field) in [
+        (
+            json!({"year": op("divide", json!([0])), "seen": false}),
+            "year",
+        ),
+        (json!({"title": op("increment", json!([1]))}), "title"),
+        (
+            json!({"actors": op("arrayInsert", json!([9, "X"]))}),
+            "actors",
+        ),
+    ] {
+        let refused = app.admin(update, json!({"id": "f1", "data": data})).await;
+        assert_eq!(refused.code(), "VALUE_INVALID", "{:#}", refused.body);
+        assert_eq!(
+            refused.body["errors"][0]["extensions"]["field"], field,
+            "{:#}",
+            refused.body
+        );
+    }
+    // A value naming no operator is the value itself.
+    let literal = r#"{"method":"nope","values":[1]}"#;
+    let kept = data_of(
+        app.admin(update, json!({"id": "f2", "data": {"title": literal}}))
+            .await
+            .ok(),
+    );
+    assert_eq!(kept["title"], literal);
+
+    // Ten increments at once all count.
+    let increments = (0..10).map(|_| {
+        app.admin(
+            update,
+            json!({"id": "f1", "data": {"year": op("increment", json!([1]))}}),
+        )
+    });
+    for answer in futures_util::future::join_all(increments).await {
+        answer.ok();
+    }
+    let read = "{ document(databaseId: \"shop\", collectionId: \"films\", id: \"f1\") { data } }";
+    let after = app.admin(read, json!({})).await.ok();
+    assert_eq!(after["document"]["data"]["year"], 2035, "{after}");
+    assert_eq!(
+        after["document"]["data"]["seen"], true,
+        "the refused changes left it"
+    );
+
+    // An upsert of an existing document, and a bulk update, each from its own value.
+    let upserted = app
+        .admin(
+            "mutation($data: JSON!) { upsertDocument(input: {databaseId: \"shop\", collectionId: \"films\", id: \"f1\", data: $data}) { data } }",
+            json!({"data": {"title": "Upserted", "year": op("increment", json!([5]))}}),
+        )
+        .await
+        .ok();
+    assert_eq!(upserted["upsertDocument"]["data"]["year"], 2040);
+    let bulk = app
+        .admin(
+            "mutation($data: JSON) { updateDocuments(input: {databaseId: \"shop\", collectionId: \"films\", data: $data}) { id data } }",
+            json!({"data": {"year": op("decrement", json!([10]))}}),
+        )
+        .await
+        .ok();
+    let mut years: Vec<(String, i64)> = bulk["updateDocuments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["id"].as_str().unwrap().to_string(),
+                d["data"]["year"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    years.sort();
+    assert_eq!(years, [("f1".to_string(), 2030), ("f2".to_string(), 1989)]);
+    app.shutdown().await;
+}

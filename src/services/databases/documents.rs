@@ -2446,7 +2446,7 @@ async fn update_impl(
     collection: &Collection,
     access: &Access,
     id: &str,
-    changes: DocumentChanges,
+    mut changes: DocumentChanges,
     model: &DataModel,
 ) -> AppResult<(Document, Document)> {
     let dialect = conn.dialect();
@@ -2469,6 +2469,8 @@ async fn update_impl(
             reason,
         });
     }
+    // Appwrite's operators apply to the values read under the write's lock.
+    super::operators::apply(collection, &current.data, &mut changes.data, now_millis())?;
     check_keys(collection, &changes.data)?;
     check_references(conn, collection, access, model, &changes.data).await?;
     let permissions = changes

@@ -14,6 +14,7 @@ pub mod matcher;
 pub mod model;
 pub mod naming;
 pub mod nested;
+pub mod operators;
 pub mod schema;
 pub mod service;
 pub mod store;

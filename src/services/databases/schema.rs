@@ -672,7 +672,7 @@ crate::graphql_input! {
         collection_id: String as "ID",
         "The document."
         id: String as "ID",
-        "Attribute values to set, by key."
+        "Attribute values to set, by key; a value may be one of Appwrite's operators (`{\"method\":\"increment\",\"values\":[1]}`), applied to the current value."
         data: Option<serde_json::Value>,
         "Replace its permissions."
         permissions: Option<Vec<String>>,
@@ -702,7 +702,7 @@ crate::graphql_input! {
         collection_id: String as "ID",
         "The document."
         id: String as "ID",
-        "Attribute values by key (all of a new document's; those to set of one that exists)."
+        "Attribute values by key (all of a new document's; those to set of one that exists, where a value may be one of Appwrite's operators)."
         data: serde_json::Value,
         "Its permissions; omitted: a new one's creator may read, update and delete it, an existing one's stay."
         permissions: Option<Vec<String>>,
@@ -716,7 +716,7 @@ crate::graphql_input! {
         database_id: String as "ID",
         "The collection."
         collection_id: String as "ID",
-        "Attribute values to set on each, by key."
+        "Attribute values to set on each, by key; a value may be one of Appwrite's operators, applied to each document's own value."
         data: Option<serde_json::Value>,
         "Replace the permissions of each."
         permissions: Option<Vec<String>>,
