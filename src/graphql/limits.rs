@@ -247,6 +247,11 @@ enum Validation {
 }
 
 /// The extension for one request.
+/// The deadline a client gives its query operations (`X-Nimbus-Timeout`), put
+/// in a request's data: the shorter of it and the server's applies.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientDeadline(pub std::time::Duration);
+
 struct Limits {
     limits: QueryLimits,
     validated: Arc<Validated>,
@@ -417,7 +422,12 @@ impl Extension for Limits {
         if !self.is_query.load(std::sync::atomic::Ordering::Relaxed) {
             return next.run(ctx, operation_name).await;
         }
-        let deadline = self.limits.query_timeout;
+        // A client may ask for less time than the server gives, never more.
+        let asked = ctx.data_opt::<ClientDeadline>().map(|asked| asked.0);
+        let deadline = match (self.limits.query_timeout, asked) {
+            (Some(server), Some(asked)) => Some(server.min(asked)),
+            (server, asked) => server.or(asked),
+        };
         if deadline.is_none() && self.limits.max_response_bytes == 0 {
             return next.run(ctx, operation_name).await;
         }

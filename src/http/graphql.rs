@@ -598,6 +598,34 @@ fn copy_request(request: &Request) -> Request {
     copy
 }
 
+/// Headers in which a client gives its queries a shorter deadline than the
+/// server's, in milliseconds: Nimbus's, and Appwrite's for its clients.
+const TIMEOUT_HEADERS: [&str; 2] = ["x-nimbus-timeout", "x-appwrite-timeout"];
+
+/// The deadline the client gives its query operations, if it gives one; why
+/// the value is refused, if it is not a whole number of milliseconds from 1.
+fn client_deadline(
+    headers: &HeaderMap,
+) -> Result<Option<crate::graphql::limits::ClientDeadline>, String> {
+    let Some((name, value)) = TIMEOUT_HEADERS
+        .iter()
+        .find_map(|name| headers.get(*name).map(|value| (*name, value)))
+    else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .filter(|millis| *millis > 0)
+        .map(|millis| {
+            Some(crate::graphql::limits::ClientDeadline(
+                Duration::from_millis(millis),
+            ))
+        })
+        .ok_or_else(|| format!("`{name}` is a whole number of milliseconds, from 1"))
+}
+
 /// Runs a request or batch: checks its shape, finds the caller when the body did
 /// not, refuses what must not run, runs the rest and answers them together.
 async fn execute(
@@ -610,10 +638,20 @@ async fn execute(
     addressed: Option<Addressed>,
 ) -> Response {
     let is_batch = matches!(batch, BatchRequest::Batch(_));
-    let requests = match requests_of(state, batch, media) {
+    let mut requests = match requests_of(state, batch, media) {
         Ok(requests) => requests,
         Err(response) => return *response,
     };
+    match client_deadline(headers) {
+        Ok(Some(deadline)) => {
+            requests = requests
+                .into_iter()
+                .map(|request| request.data(deadline))
+                .collect();
+        }
+        Ok(None) => {}
+        Err(reason) => return error_response(media, codes::BAD_REQUEST, &reason),
+    }
     let addressed = match addressed {
         Some(addressed) => addressed,
         None => match identity::from_headers(state, headers).await {

@@ -70,6 +70,8 @@ fn cors() -> CorsLayer {
             HeaderName::from_static(identity::PROJECT_HEADER),
             HeaderName::from_static(identity::KEY_HEADER),
             HeaderName::from_static("x-nimbus-locale"),
+            HeaderName::from_static("x-nimbus-timeout"),
+            HeaderName::from_static("x-appwrite-timeout"),
             HeaderName::from_static("apollo-require-preflight"),
             HeaderName::from_static("x-apollo-operation-name"),
             axum::http::header::CONTENT_RANGE,

@@ -1164,6 +1164,73 @@ async fn a_query_past_the_operation_deadline_is_stopped_with_a_clear_code() {
     limited.shutdown().await;
 }
 
+/// A client may give its queries a shorter deadline than the server's
+/// (`X-Nimbus-Timeout`, or Appwrite's `X-Appwrite-Timeout`, in milliseconds),
+/// answered `OPERATION_TIMEOUT` when it passes; never a longer one, and a value
+/// that is not a whole number of milliseconds from 1 is refused.
+#[tokio::test]
+async fn a_client_may_give_its_queries_a_shorter_deadline() {
+    let app = spawn_app().await;
+    let filter = notes_and_a_costly_filter(&app).await;
+    let post =
+        |header: &'static str, value: &'static str, query: &'static str, variables: Value| {
+            app.client
+                .post(format!("{}/v1/graphql", app.url))
+                .header("x-nimbus-key", &app.admin_key)
+                .header(header, value)
+                .json(&json!({"query": query, "variables": variables}))
+                .send()
+        };
+    for header in ["x-nimbus-timeout", "x-appwrite-timeout"] {
+        let started = Instant::now();
+        let response = post(header, "50", COSTLY_LIST, json!({"f": filter}))
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "OPERATION_TIMEOUT",
+            "{body:#}"
+        );
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("50 ms"),
+            "{body:#}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    let quick = post(
+        "x-nimbus-timeout",
+        "10000",
+        "{ notes(first: 1) { totalCount } }",
+        json!({}),
+    )
+    .await
+    .unwrap();
+    let body: Value = quick.json().await.unwrap();
+    assert!(
+        body["data"]["notes"]["totalCount"].as_i64().unwrap() > 0,
+        "{body:#}"
+    );
+    for bad in ["0", "-5", "soon", "1.5"] {
+        let refused = post("x-nimbus-timeout", bad, "{ __typename }", json!({}))
+            .await
+            .unwrap();
+        assert_eq!(refused.status().as_u16(), 400, "{bad}");
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_REQUEST",
+            "{body:#}"
+        );
+    }
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn presence_subscriptions_count_toward_what_a_socket_keeps() {
     let app = spawn_app().await;
