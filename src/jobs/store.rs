@@ -564,10 +564,13 @@ pub async fn delete(pool: &AnyPool, project_id: &str, id: &str) -> Result<bool, 
 
 /// Deletes every job of a project (deleted with it): a queued email or delivery of a
 /// project that no longer exists is not sent.
-pub async fn delete_project_jobs(pool: &AnyPool, project_id: &str) -> Result<u64, sqlx::Error> {
+pub async fn delete_project_jobs<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    project_id: &str,
+) -> Result<u64, sqlx::Error> {
     sqlx::query("DELETE FROM jobs WHERE project_id = ?")
         .bind(project_id)
-        .execute(pool)
+        .execute(db)
         .await
         .map(|r| r.rows_affected())
 }

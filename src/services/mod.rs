@@ -339,6 +339,22 @@ impl projects::service::ProjectData for ProjectRemains {
         jobs::service::forget_project(state, admin).await;
         usage::service::forget_project(state, admin).await;
     }
+
+    async fn clear_leftovers(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        project_id: &str,
+    ) -> AppResult<()> {
+        let jobs = crate::jobs::store::delete_project_jobs(&mut *conn, project_id).await?;
+        webhooks::store::delete_project_deliveries(&mut *conn, project_id).await?;
+        functions::store::delete_project_executions(&mut *conn, project_id).await?;
+        usage::store::delete_project(&mut *conn, project_id).await?;
+        if jobs > 0 {
+            tracing::warn!(project = %project_id, jobs,
+                "a project made again had rows of a deleted one of its id; they are removed");
+        }
+        Ok(())
+    }
 }
 
 /// The SDL of a project with no collections: what `schema/core.graphql` holds.

@@ -381,6 +381,66 @@ async fn deleting_a_project_drops_its_queued_jobs_and_webhooks() {
     app.shutdown().await;
 }
 
+/// A project deleted by a server that died between the delete's commit and
+/// the removal of its jobs (rows that do not cascade with it) hands none of
+/// them to a project made again with its id.
+#[tokio::test]
+async fn a_project_made_again_gets_nothing_a_deleted_one_of_its_id_left() {
+    let receiver = Receiver::start().await;
+    let app = app_with_webhooks(|c| c.jobs_concurrency = 0).await;
+    app.create_project("reborn").await;
+    let key = app
+        .create_key("reborn", &["webhooks.write", "teams.read", "jobs.read"])
+        .await;
+    app.as_key(
+        &key,
+        "reborn",
+        "mutation($url: String!) { createWebhook(input: {name: \"h\", url: $url, events: [\"teams.*\"]}) { webhook { id } } }",
+        json!({"url": receiver.url("/ok")}),
+    )
+    .await
+    .ok();
+    let state = app.server.as_ref().unwrap().state();
+    let event = nimbus::bus::Event {
+        key_scope: "teams.read".into(),
+        ..nimbus::bus::Event::change("reborn", "teams.t", "teams.*", "create", json!({"id": "t"}))
+    };
+    let mut conn = state.db.pool().acquire().await.unwrap();
+    let queued = nimbus::services::webhooks::service::queue_deliveries(
+        state,
+        &mut conn,
+        &mut Default::default(),
+        &event,
+    )
+    .await
+    .unwrap();
+    assert_eq!(queued, 1);
+    // The delete's own transaction, and nothing after it.
+    assert!(
+        nimbus::services::projects::store::delete_project(&mut *conn, "reborn")
+            .await
+            .unwrap()
+    );
+    drop(conn);
+    let left = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM jobs WHERE project_id = 'reborn'")
+            .fetch_one(state.db.pool())
+            .await
+            .unwrap()
+    };
+    assert_eq!(left().await, 1, "the delivery outlived its project");
+
+    app.create_project("reborn").await;
+    assert_eq!(left().await, 0);
+    let key = app.create_key("reborn", &["jobs.read"]).await;
+    let jobs = app
+        .as_key(&key, "reborn", "{ jobs { nodes { id } } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(jobs["jobs"]["nodes"], json!([]), "{jobs}");
+    app.shutdown().await;
+}
+
 /// The busy project (the default one): a webhook to `path` on team creations,
 /// and `teams` teams created in one request.
 async fn busy_project_deliveries(app: &TestApp, receiver: &Receiver, path: &str, teams: usize) {

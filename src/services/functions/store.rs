@@ -904,13 +904,13 @@ pub async fn delete_executions_of<'e>(
         .map(|_| ())
 }
 
-pub async fn delete_project_executions(
-    pool: &AnyPool,
+pub async fn delete_project_executions<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM function_executions WHERE project_id = ?")
         .bind(project_id)
-        .execute(pool)
+        .execute(db)
         .await
         .map(|_| ())
 }

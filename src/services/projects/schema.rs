@@ -256,6 +256,7 @@ fn create_project() -> Field {
         FieldFuture::new(async move {
             let admin = caller(&ctx)?.require_admin()?;
             let input: CreateProjectInput = input(&ctx)?;
+            let data = project_data(&ctx)?;
             let project = service::create_project(
                 app(&ctx)?,
                 &admin,
@@ -264,6 +265,7 @@ fn create_project() -> Field {
                     name: input.name,
                     description: input.description,
                 },
+                data.as_ref(),
             )
             .await?;
             Ok(Some(FieldValue::value(project_value(&project))))
@@ -329,14 +331,20 @@ fn update_project_auth() -> Field {
     .argument(UpdateProjectAuthInput::argument())
 }
 
+/// What other services keep of a project, as the registry attached it.
+fn project_data<'a>(
+    ctx: &async_graphql::dynamic::ResolverContext<'a>,
+) -> crate::error::AppResult<&'a Arc<dyn service::ProjectData>> {
+    ctx.data::<Arc<dyn service::ProjectData>>()
+        .map_err(|_| AppError::Internal(anyhow::anyhow!("ProjectData missing from schema data")))
+}
+
 fn delete_project() -> Field {
     Field::new("deleteProject", TypeRef::named_nn("DeleteProjectPayload"), |ctx| {
         FieldFuture::new(async move {
             let admin = caller(&ctx)?.require_admin()?;
             let input: DeleteProjectInput = input(&ctx)?;
-            let data = ctx.data::<Arc<dyn service::ProjectData>>().map_err(|_| {
-                AppError::Internal(anyhow::anyhow!("ProjectData missing from schema data"))
-            })?;
+            let data = project_data(&ctx)?;
             let admin = caller(&ctx)?.extend_to(admin, Some(&input.id))?;
             service::delete_project(app(&ctx)?, &admin, data.as_ref()).await?;
             Ok(Some(FieldValue::value(object([("deletedId", Value::from(input.id))]))))

@@ -91,6 +91,7 @@ pub async fn create_project(
     state: &AppState,
     _: &AdminGrant,
     new: NewProject,
+    data: &dyn ProjectData,
 ) -> AppResult<Project> {
     let id = ids::resolve("id", new.id.as_deref())?;
     check_name(&new.name)?;
@@ -105,9 +106,12 @@ pub async fn create_project(
         created_at: now,
         updated_at: now,
     };
-    store::insert_project(state.db.pool(), &project)
+    let mut tx = state.db.pool().begin().await?;
+    store::insert_project(&mut *tx, &project)
         .await
         .conflict_as("project", &project.id)?;
+    data.clear_leftovers(&mut tx, &project.id).await?;
+    tx.commit().await?;
     tracing::info!(project = %project.id, "project created");
     Ok(project)
 }
@@ -305,6 +309,16 @@ pub trait ProjectData: Send + Sync + 'static {
 
     /// Forgets what the grant's deleted project leaves (its stored files).
     async fn forget_after(&self, state: &AppState, admin: &AdminGrant);
+
+    /// Removes the rows a deleted project of the same id left in tables that
+    /// do not cascade with it (its jobs, webhook deliveries, executions,
+    /// usage), in the transaction that makes the project again: a delete cut
+    /// short after its commit must not hand them to the new project.
+    async fn clear_leftovers(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        project_id: &str,
+    ) -> AppResult<()>;
 }
 
 /// Deletes the project the grant names, with everything in it.

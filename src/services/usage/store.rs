@@ -188,10 +188,13 @@ pub async fn prune(pool: &AnyPool, period: &str, before: i64) -> Result<u64, sql
 }
 
 /// Deletes every bucket of a deleted project.
-pub async fn delete_project(pool: &AnyPool, project_id: &str) -> Result<(), sqlx::Error> {
+pub async fn delete_project<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    project_id: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM usage_counters WHERE project_id = ?")
         .bind(project_id)
-        .execute(pool)
+        .execute(db)
         .await?;
     Ok(())
 }

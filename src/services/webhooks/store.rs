@@ -423,13 +423,13 @@ pub async fn delete_deliveries_of<'e>(
 }
 
 /// Deletes the delivery log of a deleted project (its webhooks cascade).
-pub async fn delete_project_deliveries(
-    pool: &AnyPool,
+pub async fn delete_project_deliveries<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
     project_id: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM webhook_deliveries WHERE project_id = ?")
         .bind(project_id)
-        .execute(pool)
+        .execute(db)
         .await
         .map(|_| ())
 }
