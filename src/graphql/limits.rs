@@ -246,12 +246,12 @@ enum Validation {
     Known(Result<ValidationResult, Vec<ServerError>>),
 }
 
-/// The extension for one request.
 /// The deadline a client gives its query operations (`X-Nimbus-Timeout`), put
 /// in a request's data: the shorter of it and the server's applies.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientDeadline(pub std::time::Duration);
 
+/// The extension for one request.
 struct Limits {
     limits: QueryLimits,
     validated: Arc<Validated>,

@@ -334,6 +334,45 @@ async fn update_operators_apply_to_the_current_values() {
             refused.body
         );
     }
+    // A writer who may not read the document may not use operators: what one
+    // refuses would tell the value.
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "shop", "id": "vault", "name": "vault",
+            "documentSecurity": true, "permissions": [],
+            "attributes": [{"key": "amount", "type": "INTEGER"}]
+        }}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation { createDocument(input: {databaseId: \"shop\", collectionId: \"vault\", id: \"v\", data: {amount: 7}, permissions: [\"update(\\\"users\\\")\"]}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let writer = app.signed_in("writer@example.com").await;
+    let blind = app
+        .as_session(
+            &writer,
+            "mutation($data: JSON) { updateDocument(input: {databaseId: \"shop\", collectionId: \"vault\", id: \"v\", data: $data}) { id } }",
+            json!({"data": {"amount": op("increment", json!([1, 100]))}}),
+        )
+        .await;
+    assert_eq!(blind.code(), "PERMISSION_DENIED", "{:#}", blind.body);
+    // The typed API's inputs are typed: a text that looks like an operator is text.
+    let typed = app
+        .admin(
+            "mutation($t: String) { updateFilm(input: {id: \"f2\", title: $t}) { title } }",
+            json!({"t": op("stringConcat", json!(["!"]))}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        typed["updateFilm"]["title"],
+        op("stringConcat", json!(["!"]))
+    );
     // A value naming no operator is the value itself.
     let literal = r#"{"method":"nope","values":[1]}"#;
     let kept = data_of(

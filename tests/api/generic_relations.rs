@@ -287,6 +287,31 @@ async fn posts_data(app: &TestApp, secret: &str, queries: &[String]) -> Vec<(Str
 async fn select_nests_the_related_documents_the_reader_may_read() {
     let app = spawn_app().await;
     press(&app, true).await;
+    // Authors point at agents no reader may read.
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "press", "id": "agents", "name": "agents", "permissions": [],
+            "attributes": [{"key": "name", "type": "STRING", "size": 50}],
+        }}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "press", "collectionId": "authors", "key": "agent",
+            "relatedCollectionId": "agents", "type": "MANY_TO_ONE", "onDelete": "SET_NULL"
+        }}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation { createDocument(input: {databaseId: \"press\", collectionId: \"agents\", id: \"secret-agent\", data: {name: \"X\"}}) { id } updateDocument(input: {databaseId: \"press\", collectionId: \"authors\", id: \"ann\", data: {agent: \"secret-agent\"}}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
     let reader = app.signed_in("reader@example.com").await;
     let nested = posts_data(&app, &reader, &[select(&["title", "author.*"])]).await;
     assert_eq!(nested.len(), 3);
@@ -298,6 +323,9 @@ async fn select_nests_the_related_documents_the_reader_may_read() {
     assert_eq!(first["author"]["$collectionId"], "authors");
     assert!(first["author"]["$createdAt"].is_string(), "{first}");
     assert!(first.get("tags").is_none(), "{first}");
+    // A nested document's own reference to what the reader may not read is hidden.
+    assert!(first["author"]["agent"].is_null(), "{first}");
+    assert!(!first.to_string().contains("secret-agent"), "{first}");
     assert_eq!(nested[1].1["author"]["name"], "Bob");
 
     // A field named past the dot keeps it alone (and the system fields).

@@ -2366,6 +2366,8 @@ pub struct DocumentChanges {
     pub expected_updated_at: Option<i64>,
     /// Times a server sets (else the update time is now, the creation time kept).
     pub times: GivenTimes,
+    /// Whether `data`'s values may be Appwrite's operators ([`super::operators`]).
+    pub operators: bool,
 }
 
 /// Loads a document with its permissions for a write, locking its row on
@@ -2469,8 +2471,16 @@ async fn update_impl(
             reason,
         });
     }
-    // Appwrite's operators apply to the values read under the write's lock.
-    super::operators::apply(collection, &current.data, &mut changes.data, now_millis())?;
+    // Appwrite's operators apply to the values read under the write's lock,
+    // for a caller who may read them: what one refuses tells the value.
+    if changes.operators && super::operators::any(&changes.data) {
+        if !may_read(collection, access, &current) {
+            return Err(AppError::PermissionDenied {
+                reason: "update operators need permission to read the document".into(),
+            });
+        }
+        super::operators::apply(collection, &current.data, &mut changes.data, now_millis())?;
+    }
     check_keys(collection, &changes.data)?;
     check_references(conn, collection, access, model, &changes.data).await?;
     let permissions = changes

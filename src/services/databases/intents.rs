@@ -86,21 +86,53 @@ pub(super) async fn clear(
 
 /// Runs `statements` on `conn`, each past the statement deadline (an index
 /// over a large collection may rightly take longer). A statement that finds
-/// nothing to do (a drop of what a change never made) fails, which is fine.
+/// its work done or nothing to do (a drop of what a change never made, an
+/// index made again) fails, which is fine. One that may pass when tried again
+/// (a lock wait, a deadlock, a lost connection) stops them and is answered, so
+/// that the intent stays for the next holder of the lock; any other failure
+/// would fail every time, and is logged rather than left to refuse every
+/// later change of the project.
 pub(super) async fn run_tolerant(
     state: &AppState,
     conn: &mut sqlx::AnyConnection,
     statements: &[String],
-) {
+) -> Result<(), sqlx::Error> {
     let dialect = state.db.dialect();
     for statement in statements {
-        if let Err(err) = sqlx::query(&dialect.unbounded(statement))
+        match sqlx::query(&dialect.unbounded(statement))
             .execute(&mut *conn)
             .await
         {
-            tracing::debug!(error = %err, "a settling statement found nothing to do");
+            Ok(_) => {}
+            Err(err) if already_settled(&err) => {
+                tracing::debug!(error = %err, "a settling statement found nothing to do");
+            }
+            Err(err) if err.as_database_error().is_some() && !transient(&err) => {
+                tracing::error!(error = %err, statement = %statement,
+                    "a statement settling a structure change failed; the table may keep what it names");
+            }
+            Err(err) => return Err(err),
         }
     }
+    Ok(())
+}
+
+/// Whether a statement failed for a reason that may pass when it runs again:
+/// MariaDB's lock wait timeout and deadlock.
+fn transient(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|db| db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .is_some_and(|mariadb| matches!(mariadb.number(), 1205 | 1213))
+}
+
+/// Whether a DDL statement failed because what it does is done, or what it
+/// undoes was never made: MariaDB's unknown column, key or table, and its
+/// duplicate column, key or table.
+fn already_settled(err: &sqlx::Error) -> bool {
+    const SETTLED: [u16; 8] = [1050, 1051, 1054, 1060, 1061, 1091, 1146, 1176];
+    err.as_database_error()
+        .and_then(|db| db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .is_some_and(|mariadb| SETTLED.contains(&mariadb.number()))
 }
 
 /// Settles the project's intent left by a change that did not end, if any; on
@@ -140,7 +172,7 @@ pub(super) async fn settle(
         "settling a structure change that did not end"
     );
     let statements = if landed { &intent.finish } else { &intent.undo };
-    run_tolerant(state, conn, statements).await;
+    run_tolerant(state, conn, statements).await?;
     clear(conn, project_id).await?;
     Ok(true)
 }

@@ -116,36 +116,62 @@ impl Nesting {
     }
 
     /// Puts the related documents in `documents`' data, read on `conn` as
-    /// `access` may read them.
+    /// `access` may read them (their own references to documents it may not
+    /// read hidden, as on the page's).
     pub async fn fill(
         &self,
         conn: &mut Conn<'_>,
         access: &Access,
+        model: &DataModel,
         documents: &mut [&mut Document],
     ) -> AppResult<()> {
-        if documents.is_empty() {
+        if documents.is_empty() || self.fields.is_empty() {
             return Ok(());
         }
+        let per_document = self.per_document(documents.len())?;
+        for field in &self.fields {
+            match &field.reach {
+                Reach::Held => fill_held(conn, access, model, field, documents).await?,
+                Reach::Parents { scope, one } => {
+                    let limit = if *one { 1 } else { per_document };
+                    let listed = Listing {
+                        scope,
+                        one: *one,
+                        limit,
+                    };
+                    fill_listed(conn, access, model, field, &listed, documents).await?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// How many documents each nested list of a page of `page` documents may
+    /// hold: what the fields nesting one document each leave of
+    /// [`MAX_NESTED`], shared by the lists; refused when that is none.
+    fn per_document(&self, page: usize) -> AppResult<usize> {
         let lists = self
             .fields
             .iter()
             .filter(|f| matches!(f.reach, Reach::Parents { one: false, .. }))
             .count();
-        // Every list of the page shares what may be nested.
+        let singles = self.fields.len() - lists;
+        let left = MAX_NESTED.saturating_sub(singles * page);
         let per_document = match lists {
             0 => MAX_PER_DOCUMENT,
-            n => (MAX_NESTED / (n * documents.len())).clamp(1, MAX_PER_DOCUMENT),
+            lists => (left / (lists * page)).min(MAX_PER_DOCUMENT),
         };
-        for field in &self.fields {
-            match &field.reach {
-                Reach::Held => fill_held(conn, access, field, documents).await?,
-                Reach::Parents { scope, one } => {
-                    let limit = if *one { 1 } else { per_document };
-                    fill_listed(conn, access, field, scope, *one, limit, documents).await?
-                }
-            }
+        if (singles > 0 && singles * page > MAX_NESTED) || per_document == 0 {
+            return Err(AppError::Invalid {
+                code: codes::QUERY_INVALID,
+                field: "queries".into(),
+                reason: format!(
+                    "the selection would nest more than {MAX_NESTED} documents in a page: \
+                     nest fewer relationships, or ask for fewer documents (`limit`)"
+                ),
+            });
         }
-        Ok(())
+        Ok(per_document)
     }
 }
 
@@ -200,6 +226,7 @@ fn shown(nested: &Nested, document: &Document) -> Value {
 async fn fill_held(
     conn: &mut Conn<'_>,
     access: &Access,
+    model: &DataModel,
     field: &Nested,
     documents: &mut [&mut Document],
 ) -> AppResult<()> {
@@ -210,15 +237,14 @@ async fn fill_held(
         .collect();
     ids.sort();
     ids.dedup();
-    let found: HashMap<String, Document> = if ids.is_empty() {
-        HashMap::new()
+    let mut related = if ids.is_empty() {
+        Vec::new()
     } else {
-        documents::get_many(conn, &field.related, access, &ids)
-            .await?
-            .into_iter()
-            .map(|d| (d.id.clone(), d))
-            .collect()
+        documents::get_many(conn, &field.related, access, &ids).await?
     };
+    documents::hide_unreadable_references(conn, &field.related, access, model, &mut related)
+        .await?;
+    let found: HashMap<String, Document> = related.into_iter().map(|d| (d.id.clone(), d)).collect();
     for document in documents.iter_mut() {
         let Some(slot) = document.data.get_mut(&field.key) else {
             continue;
@@ -232,42 +258,59 @@ async fn fill_held(
     Ok(())
 }
 
+/// How a field's documents pointing at (or linked to) each document are read.
+struct Listing<'a> {
+    scope: &'a ParentScope,
+    /// At most one: a one-to-one's reverse side, nested as an object.
+    one: bool,
+    limit: usize,
+}
+
 async fn fill_listed(
     conn: &mut Conn<'_>,
     access: &Access,
+    model: &DataModel,
     field: &Nested,
-    scope: &ParentScope,
-    one: bool,
-    limit: usize,
+    listing: &Listing<'_>,
     documents: &mut [&mut Document],
 ) -> AppResult<()> {
     let parents: Vec<String> = documents.iter().map(|d| d.id.clone()).collect();
     let everything = Filter::default()
         .resolve(&Target::of(&field.related), Use::Query)
         .map_err(FilterError::into_app_error)?;
-    let mut pages = documents::list_for_parents(
+    let pages = documents::list_for_parents(
         conn,
         &field.related,
         access,
-        scope,
+        listing.scope,
         &everything,
         &[],
-        limit,
+        listing.limit,
         false,
         &parents,
     )
     .await?;
+    // Every page's documents at once, their references hidden in one pass.
+    let (owners, mut related): (Vec<String>, Vec<Document>) = pages
+        .into_iter()
+        .flat_map(|(parent, page)| {
+            page.documents
+                .into_iter()
+                .map(move |(related, _)| (parent.clone(), related))
+        })
+        .unzip();
+    documents::hide_unreadable_references(conn, &field.related, access, model, &mut related)
+        .await?;
+    let mut by_parent: HashMap<String, Vec<Value>> = HashMap::new();
+    for (parent, related) in owners.into_iter().zip(&related) {
+        by_parent
+            .entry(parent)
+            .or_default()
+            .push(shown(field, related));
+    }
     for document in documents.iter_mut() {
-        let listed: Vec<Value> = pages
-            .remove(&document.id)
-            .map(|page| {
-                page.documents
-                    .iter()
-                    .map(|(related, _)| shown(field, related))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let value = if one {
+        let listed = by_parent.remove(&document.id).unwrap_or_default();
+        let value = if listing.one {
             listed.into_iter().next().unwrap_or(Value::Null)
         } else {
             Value::Array(listed)

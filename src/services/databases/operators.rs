@@ -6,7 +6,9 @@
 //!
 //! A value is an operator only when it names one of the methods below and
 //! holds nothing but `method`, `values` (and `attribute`, which PHP's SDK
-//! sends empty); anything else is the value itself.
+//! sends empty); anything else is the value itself. Only the generic API's
+//! updates take them (the typed API's inputs are typed), and only from a
+//! caller who may read the document: what an operator refuses tells the value.
 
 use serde_json::{Map, Number, Value};
 
@@ -43,6 +45,9 @@ const MAX_VALUES: usize = 1000;
 
 const DAY_MILLIS: i64 = 86_400_000;
 
+/// Longest text an operator makes; the attribute's own size is checked after.
+const MAX_TEXT_BYTES: usize = 16 * 1024 * 1024;
+
 /// An operator: its method and values.
 struct Operator {
     method: &'static str,
@@ -74,6 +79,11 @@ fn operator_of(value: &Value) -> Option<Operator> {
         Some(_) => return None,
     };
     Some(Operator { method, values })
+}
+
+/// Whether any of `data`'s values is an operator.
+pub fn any(data: &Map<String, Value>) -> bool {
+    data.values().any(|value| operator_of(value).is_some())
 }
 
 /// Replaces every operator among `data`'s values with its result on
@@ -149,6 +159,16 @@ fn result(
                 ("stringReplace", [Value::String(search), Value::String(replace)])
                     if !search.is_empty() =>
                 {
+                    // Measured before it is built: replacing each of many
+                    // matches with a long text multiplies the value's size.
+                    let matches = text.matches(search.as_str()).count();
+                    let length = (text.len() - matches * search.len())
+                        .saturating_add(matches.saturating_mul(replace.len()));
+                    if length > MAX_TEXT_BYTES {
+                        return Err(format!(
+                            "the result would be longer than {MAX_TEXT_BYTES} bytes"
+                        ));
+                    }
                     Ok(Value::from(text.replace(search.as_str(), replace)))
                 }
                 ("stringConcat", _) => Err("takes one string".into()),
@@ -222,9 +242,9 @@ fn numeric(method: &str, integer: bool, before: &Value, values: &[Value]) -> Res
             "decrement" => a.checked_sub(b).ok_or_else(overflow)?,
             "multiply" => a.checked_mul(b).ok_or_else(overflow)?,
             "divide" if b == 0 => return Err("cannot divide by zero".into()),
-            "divide" => a.div_euclid(b),
+            "divide" => a.checked_div_euclid(b).ok_or_else(overflow)?,
             "modulo" if b == 0 => return Err("cannot divide by zero".into()),
-            "modulo" => a.rem_euclid(b),
+            "modulo" => a.checked_rem_euclid(b).ok_or_else(overflow)?,
             _ => {
                 let exponent = u32::try_from(b).map_err(|_| "takes a whole exponent from 0")?;
                 a.checked_pow(exponent).ok_or_else(overflow)?
@@ -402,6 +422,8 @@ mod tests {
         assert_eq!(run(&INT, "modulo", json!([3]), json!(7)), Ok(json!(1)));
         assert_eq!(run(&INT, "power", json!([3]), json!(2)), Ok(json!(8)));
         assert!(run(&INT, "divide", json!([0]), json!(7)).is_err());
+        assert!(run(&INT, "divide", json!([-1]), json!(i64::MIN)).is_err());
+        assert!(run(&INT, "modulo", json!([-1]), json!(i64::MIN)).is_err());
         assert!(run(&INT, "increment", json!([1]), json!(i64::MAX)).is_err());
         assert!(run(&INT, "increment", json!([1.5]), json!(1)).is_err());
         assert_eq!(
@@ -489,6 +511,8 @@ mod tests {
             text("stringReplace", json!(["i", "o"]), json!("bitter bit")),
             Ok(json!("botter bot"))
         );
+        let long = "x".repeat(64 * 1024);
+        assert!(text("stringReplace", json!(["a", long]), json!("a".repeat(1000))).is_err());
         assert!(text("arrayAppend", json!(["x"]), json!("a")).is_err());
         assert_eq!(
             result(

@@ -1848,7 +1848,9 @@ async fn nest(
         return Ok(());
     }
     let mut conn = request_tx(ctx)?.reader().await?;
-    nesting.fill(&mut conn, access, page).await
+    nesting
+        .fill(&mut conn, access, data_model(ctx)?, page)
+        .await
 }
 
 /// The attributes of `data` that `select` queries keep: `None` for all of them
@@ -1957,6 +1959,7 @@ fn update_document_field() -> Field {
                 data,
                 permissions: input.permissions.or(system.permissions),
                 times: system.times,
+                operators: true,
                 expected_updated_at: input
                     .expected_updated_at
                     .as_deref()
@@ -2077,7 +2080,7 @@ fn upsert_document_field() -> Field {
             }
             let documents = documents_of(&ctx, &access)?;
             let document = documents
-                .upsert(&collection, input.id, data, input.permissions.or(system.permissions))
+                .upsert(&collection, input.id, data, input.permissions.or(system.permissions), true)
                 .await?;
             let document = documents
                 .readable_references(&collection, document.into_iter().collect())

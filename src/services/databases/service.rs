@@ -326,13 +326,15 @@ impl<'r> Documents<'r> {
     }
 
     /// Creates the document `id`, or changes it when it exists (needing `create`
-    /// or `update` permission accordingly).
+    /// or `update` permission accordingly); `operators`: whether a change's
+    /// values may be Appwrite's operators (the generic API's).
     pub async fn upsert(
         &self,
         collection: &Collection,
         id: String,
         data: Map<String, Value>,
         permissions: Option<Vec<String>>,
+        operators: bool,
     ) -> AppResult<Option<Document>> {
         let mut op = self.tx.writer().await?;
         let result = async {
@@ -342,6 +344,7 @@ impl<'r> Documents<'r> {
                     permissions,
                     expected_updated_at: None,
                     times: Default::default(),
+                    operators,
                 };
                 let (previous, document) =
                     documents::update(&mut op, collection, self.access, &id, changes, self.model)
@@ -506,6 +509,8 @@ impl<'r> Documents<'r> {
                         permissions: permissions.clone(),
                         expected_updated_at: None,
                         times: Default::default(),
+                        // The generic API's: its values may be Appwrite's operators.
+                        operators: true,
                     },
                 )
             })

@@ -2150,11 +2150,15 @@ async fn change_locked(
     } else {
         &intent.undo
     };
-    intents::run_tolerant(state, conn, settling).await;
-    // Left behind when the session failed: the next holder of the lock
-    // settles it again.
-    if let Err(err) = intents::clear(conn, &intent.project_id).await {
-        tracing::warn!(error = %err, "a structure change's intent stays for the next change to settle");
+    // Left behind when a statement or the session failed: the next holder of
+    // the lock settles it again.
+    let settled = match intents::run_tolerant(state, conn, settling).await {
+        Ok(()) => intents::clear(conn, &intent.project_id).await,
+        Err(err) => Err(err),
+    };
+    if let Err(err) = settled {
+        tracing::warn!(project = %intent.project_id, error = %err,
+            "a structure change's intent stays for the next change to settle");
     }
     in_flight.begun = false;
     result

@@ -1164,7 +1164,7 @@ fn upsert_field(collection: &Arc<Collection>) -> Field {
             let id = id.unwrap_or_default();
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
             let document = documents_of(&ctx, &access)?
-                .upsert(&collection, id, data, permissions)
+                .upsert(&collection, id, data, permissions, false)
                 .await?;
             Ok(document.map(written))
         })
@@ -1384,6 +1384,7 @@ fn document_changes(input: Json) -> AppResult<(String, DocumentChanges)> {
             .map(|t| parse_datetime("expectedUpdatedAt", t))
             .transpose()?,
         times: Default::default(),
+        operators: false,
     };
     Ok((id.unwrap_or_default(), changes))
 }
