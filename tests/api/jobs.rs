@@ -317,32 +317,30 @@ async fn each_tick_of_a_schedule_is_taken_by_one_replica_only() {
     app.shutdown().await;
 }
 
-#[tokio::test]
-async fn deleting_a_project_drops_its_queued_jobs_and_webhooks() {
-    let receiver = Receiver::start().await;
-    // Nothing runs jobs here: the delivery stays queued.
-    let app = app_with_webhooks(|c| c.jobs_concurrency = 0).await;
-    app.create_project("gone").await;
-    let key = app
-        .create_key(
-            "gone",
-            &["webhooks.write", "teams.read", "teams.write", "jobs.read"],
-        )
-        .await;
+/// Project `project` with a key of `scopes` (answered) and a webhook on its
+/// team events to `receiver`, and one delivery of such an event queued. The
+/// replica runs no background work, event log consumers included: the delivery
+/// is queued here as the webhooks consumer would.
+async fn project_with_a_queued_delivery(
+    app: &TestApp,
+    receiver: &Receiver,
+    project: &str,
+    scopes: &[&str],
+) -> String {
+    app.create_project(project).await;
+    let key = app.create_key(project, scopes).await;
     app.as_key(
         &key,
-        "gone",
+        project,
         "mutation($url: String!) { createWebhook(input: {name: \"h\", url: $url, events: [\"teams.*\"]}) { webhook { id } } }",
         json!({"url": receiver.url("/ok")}),
     )
     .await
     .ok();
-    // This replica runs no background work, event log consumers included: the
-    // delivery of an event is queued here as the webhooks consumer would.
     let state = app.server.as_ref().unwrap().state();
     let event = nimbus::bus::Event {
         key_scope: "teams.read".into(),
-        ..nimbus::bus::Event::change("gone", "teams.t", "teams.*", "create", json!({"id": "t"}))
+        ..nimbus::bus::Event::change(project, "teams.t", "teams.*", "create", json!({"id": "t"}))
     };
     let mut conn = state.db.pool().acquire().await.unwrap();
     let queued = nimbus::services::webhooks::service::queue_deliveries(
@@ -354,7 +352,21 @@ async fn deleting_a_project_drops_its_queued_jobs_and_webhooks() {
     .await
     .unwrap();
     assert_eq!(queued, 1);
-    drop(conn);
+    key
+}
+
+#[tokio::test]
+async fn deleting_a_project_drops_its_queued_jobs_and_webhooks() {
+    let receiver = Receiver::start().await;
+    // Nothing runs jobs here: the delivery stays queued.
+    let app = app_with_webhooks(|c| c.jobs_concurrency = 0).await;
+    let key = project_with_a_queued_delivery(
+        &app,
+        &receiver,
+        "gone",
+        &["webhooks.write", "teams.read", "teams.write", "jobs.read"],
+    )
+    .await;
     let queued = app
         .as_key(
             &key,
@@ -388,33 +400,15 @@ async fn deleting_a_project_drops_its_queued_jobs_and_webhooks() {
 async fn a_project_made_again_gets_nothing_a_deleted_one_of_its_id_left() {
     let receiver = Receiver::start().await;
     let app = app_with_webhooks(|c| c.jobs_concurrency = 0).await;
-    app.create_project("reborn").await;
-    let key = app
-        .create_key("reborn", &["webhooks.write", "teams.read", "jobs.read"])
-        .await;
-    app.as_key(
-        &key,
+    project_with_a_queued_delivery(
+        &app,
+        &receiver,
         "reborn",
-        "mutation($url: String!) { createWebhook(input: {name: \"h\", url: $url, events: [\"teams.*\"]}) { webhook { id } } }",
-        json!({"url": receiver.url("/ok")}),
+        &["webhooks.write", "teams.read", "jobs.read"],
     )
-    .await
-    .ok();
+    .await;
     let state = app.server.as_ref().unwrap().state();
-    let event = nimbus::bus::Event {
-        key_scope: "teams.read".into(),
-        ..nimbus::bus::Event::change("reborn", "teams.t", "teams.*", "create", json!({"id": "t"}))
-    };
     let mut conn = state.db.pool().acquire().await.unwrap();
-    let queued = nimbus::services::webhooks::service::queue_deliveries(
-        state,
-        &mut conn,
-        &mut Default::default(),
-        &event,
-    )
-    .await
-    .unwrap();
-    assert_eq!(queued, 1);
     // The delete's own transaction, and nothing after it.
     assert!(
         nimbus::services::projects::store::delete_project(&mut *conn, "reborn")
