@@ -45,7 +45,8 @@ const MAX_VALUES: usize = 1000;
 
 const DAY_MILLIS: i64 = 86_400_000;
 
-/// Longest text an operator makes; the attribute's own size is checked after.
+/// Longest text an operator makes, and all of one update's together; the
+/// attribute's own size is checked after.
 const MAX_TEXT_BYTES: usize = 16 * 1024 * 1024;
 
 /// An operator: its method and values.
@@ -94,6 +95,7 @@ pub fn apply(
     data: &mut Map<String, Value>,
     now: i64,
 ) -> AppResult<()> {
+    let mut texts = 0usize;
     for (key, value) in data.iter_mut() {
         let Some(operator) = operator_of(value) else {
             continue;
@@ -117,6 +119,13 @@ pub fn apply(
         let before = current.get(key).cloned().unwrap_or(Value::Null);
         *value = result(&operator, &attribute.kind, attribute.array, before, now)
             .map_err(|reason| invalid(format!("{}: {reason}", operator.method)))?;
+        // Each text is measured before it is built; all of them together too.
+        texts = texts.saturating_add(value.as_str().map_or(0, str::len));
+        if texts > MAX_TEXT_BYTES {
+            return Err(invalid(format!(
+                "the operators' texts would be longer than {MAX_TEXT_BYTES} bytes in all"
+            )));
+        }
     }
     Ok(())
 }
