@@ -685,15 +685,9 @@ async fn a_structure_change_whose_client_goes_away_mid_ddl_leaves_nothing_behind
     app.shutdown().await;
 }
 
-/// Changes giving one collection the same key at once (an attribute, and the
-/// reverse fields of two relationships) are checked where they take turns:
-/// one wins, the others are refused, and the collection's type keeps one field
-/// of that name (the project's schema still builds).
-#[tokio::test]
-async fn changes_taking_one_key_at_once_leave_one_field() {
-    let app = spawn_app().await;
-    posts(&app).await;
-    for id in ["fans", "critics"] {
+/// Collections `ids` of database `blog`, a `name` each.
+async fn named_collections(app: &TestApp, ids: &[&str]) {
+    for id in ids {
         app.admin(
             "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
             json!({"input": {
@@ -704,6 +698,17 @@ async fn changes_taking_one_key_at_once_leave_one_field() {
         .await
         .ok();
     }
+}
+
+/// Changes giving one collection the same key at once (an attribute, and the
+/// reverse fields of two relationships) are checked where they take turns:
+/// one wins, the others are refused, and the collection's type keeps one field
+/// of that name (the project's schema still builds).
+#[tokio::test]
+async fn changes_taking_one_key_at_once_leave_one_field() {
+    let app = spawn_app().await;
+    posts(&app).await;
+    named_collections(&app, &["fans", "critics"]).await;
     let relate =
         "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id } }";
     let reverse = |holder: &str, key: &str, back: &str| {
@@ -1066,17 +1071,7 @@ async fn a_collection_deleted_while_a_relationship_to_it_is_made_leaves_none_dan
     )
     .await
     .ok();
-    for id in ["authors", "books"] {
-        app.admin(
-            "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
-            json!({"input": {
-                "databaseId": "blog", "id": id, "name": id,
-                "attributes": [{"key": "name", "type": "STRING", "size": 50}],
-            }}),
-        )
-        .await
-        .ok();
-    }
+    named_collections(&app, &["authors", "books"]).await;
     let project: String =
         sqlx::query_scalar("SELECT project_id FROM db_collections WHERE id = 'authors'")
             .fetch_one(db.pool())

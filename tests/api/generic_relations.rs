@@ -81,6 +81,29 @@ async fn press(app: &TestApp, open_authors: bool) {
     }
 }
 
+/// A collection `id` (a `name` each) no reader may read, and a many-to-one
+/// relationship `key` to it from `authors`.
+async fn private_to_authors(app: &TestApp, id: &str, key: &str) {
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "press", "id": id, "name": id, "permissions": [],
+            "attributes": [{"key": "name", "type": "STRING", "size": 50}],
+        }}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "press", "collectionId": "authors", "key": key,
+            "relatedCollectionId": id, "type": "MANY_TO_ONE", "onDelete": "SET_NULL"
+        }}),
+    )
+    .await
+    .ok();
+}
+
 const POSTS: &str = "query($q: [String!]) { documents(databaseId: \"press\", collectionId: \"posts\", queries: $q) { total documents { id } } }";
 
 fn query(method: &str, attribute: &str, values: Value) -> String {
@@ -199,24 +222,7 @@ async fn a_query_across_a_relationship_needs_every_related_document_readable() {
     assert_eq!(found(&app, None, &across).await, ["p1", "p3"]);
     // Nor one level down: authors open, their houses private, so comparing an
     // author's house compares a reference the reader may not read.
-    app.admin(
-        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
-        json!({"input": {
-            "databaseId": "press", "id": "houses", "name": "houses",
-            "attributes": [{"key": "name", "type": "STRING", "size": 50}],
-        }}),
-    )
-    .await
-    .ok();
-    app.admin(
-        "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id } }",
-        json!({"input": {
-            "databaseId": "press", "collectionId": "authors", "key": "house",
-            "relatedCollectionId": "houses", "type": "MANY_TO_ONE", "onDelete": "SET_NULL"
-        }}),
-    )
-    .await
-    .ok();
+    private_to_authors(&app, "houses", "house").await;
     app.admin(
         "mutation($input: UpdateCollectionInput!) { updateCollection(input: $input) { id } }",
         json!({"input": {"databaseId": "press", "id": "authors", "permissions": ["read(\"users\")"]}}),
@@ -288,24 +294,7 @@ async fn select_nests_the_related_documents_the_reader_may_read() {
     let app = spawn_app().await;
     press(&app, true).await;
     // Authors point at agents no reader may read.
-    app.admin(
-        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
-        json!({"input": {
-            "databaseId": "press", "id": "agents", "name": "agents", "permissions": [],
-            "attributes": [{"key": "name", "type": "STRING", "size": 50}],
-        }}),
-    )
-    .await
-    .ok();
-    app.admin(
-        "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id } }",
-        json!({"input": {
-            "databaseId": "press", "collectionId": "authors", "key": "agent",
-            "relatedCollectionId": "agents", "type": "MANY_TO_ONE", "onDelete": "SET_NULL"
-        }}),
-    )
-    .await
-    .ok();
+    private_to_authors(&app, "agents", "agent").await;
     app.admin(
         "mutation { createDocument(input: {databaseId: \"press\", collectionId: \"agents\", id: \"secret-agent\", data: {name: \"X\"}}) { id } updateDocument(input: {databaseId: \"press\", collectionId: \"authors\", id: \"ann\", data: {agent: \"secret-agent\"}}) { id } }",
         json!({}),
