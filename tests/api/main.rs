@@ -61,6 +61,7 @@ mod security_realtime;
 mod security_resources;
 mod security_sockets;
 mod security_uploads;
+mod sequences;
 mod smtp_server;
 mod sole_reader_plans;
 mod statements;

@@ -552,25 +552,28 @@ fn contains(
     Ok((Filter::Or(any), leaves))
 }
 
-/// The field a query names: `$id`, `$createdAt`, `$updatedAt`, or an attribute.
+/// The field a query names: `$id`, `$sequence`, `$createdAt`, `$updatedAt`, or
+/// an attribute.
 fn field(at: &At<'_>, attribute: Option<&str>) -> Result<Field, QueryError> {
     match attribute {
         None => Err(at.err("the query needs an `attribute`")),
-        Some(name @ ("$id" | "$createdAt" | "$updatedAt")) => Ok(named_field(name)),
+        Some(name @ ("$id" | "$sequence" | "$createdAt" | "$updatedAt")) => Ok(named_field(name)),
         Some(name) if name.starts_with('$') => Err(at.err(format!(
-            "{} cannot be queried; the system attributes are $id, $createdAt and $updatedAt",
+            "{} cannot be queried; the system attributes are $id, $sequence, $createdAt and \
+             $updatedAt",
             shown(name)
         ))),
         Some(name) => Ok(Field::Attribute(name.to_string())),
     }
 }
 
-/// The field `name` stands for: a system attribute (`$id`, `$createdAt`,
-/// `$updatedAt`) or an attribute (whose name, if unknown or a system one not
+/// The field `name` stands for: a system attribute (`$id`, `$sequence`,
+/// `$createdAt`, `$updatedAt`) or an attribute (whose name, if unknown or a system one not
 /// queried, is refused when the filter is resolved against its collection).
 pub fn named_field(name: &str) -> Field {
     match name {
         "$id" => Field::Id,
+        "$sequence" => Field::Sequence,
         "$createdAt" => Field::CreatedAt,
         "$updatedAt" => Field::UpdatedAt,
         name => Field::Attribute(name.to_string()),

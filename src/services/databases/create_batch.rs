@@ -30,7 +30,7 @@ use crate::db::lease::Lease;
 use crate::error::{AppError, AppResult};
 
 use super::ddl::perms_table;
-use super::documents::{GRANT_COLUMNS, NewRow, insert_columns};
+use super::documents::{GRANT_COLUMNS, NewRow, insert_columns, returning_sequence};
 use super::model::SqlDialect;
 use super::{Collection, sql_dialect};
 
@@ -66,6 +66,8 @@ impl std::fmt::Debug for CreateBatches {
 /// The creates waiting for one table with one set of columns.
 struct Queue {
     insert: String,
+    /// ` RETURNING rowid, id`: the sequences the rows were given, by id.
+    returning: String,
     insert_grants: String,
     columns: usize,
     max_placeholders: usize,
@@ -120,6 +122,9 @@ impl CreateBatches {
                     insert.push_str(" (");
                     insert.push_str(&insert_columns(dialect, collection));
                     insert.push_str(") ");
+                    let mut returning = returning_sequence(dialect);
+                    returning.push_str(", ");
+                    dialect.push_quoted(&mut returning, "", "id");
                     let mut insert_grants = String::from("INSERT INTO ");
                     dialect.push_quoted(&mut insert_grants, "", &perms_table(&collection.table));
                     insert_grants.push(' ');
@@ -127,6 +132,7 @@ impl CreateBatches {
                     insert_grants.push(' ');
                     Arc::new(Queue {
                         insert,
+                        returning,
                         insert_grants,
                         columns: collection.columns().len() + 4,
                         max_placeholders: match dialect {
@@ -221,7 +227,7 @@ impl Queue {
         let rows: Vec<&NewRow> = taken.iter().map(|waiting| &waiting.row).collect();
         let written = self.write(db, &rows, writer).await;
         drop(rows);
-        let (lease, writer) = match written {
+        let (lease, writer, sequences) = match written {
             Ok(written) => written,
             Err(err) => {
                 tracing::debug!(error = %err, rows = taken.len(), "a shared insert failed; its creates run alone");
@@ -252,6 +258,7 @@ impl Queue {
             let place = Membership {
                 flight: flight.clone(),
                 left: AtomicBool::new(false),
+                sequence: sequences.get(&waiting.row.id).copied().unwrap_or(0),
             };
             let _ = waiting.reply.send((waiting.row, Some(place)));
         }
@@ -266,7 +273,7 @@ impl Queue {
         db: &Db,
         rows: &[&NewRow],
         writer: Option<OwnedSemaphorePermit>,
-    ) -> Result<(Lease, Option<OwnedSemaphorePermit>), sqlx::Error> {
+    ) -> Result<(Lease, Option<OwnedSemaphorePermit>, HashMap<String, i64>), sqlx::Error> {
         let mut lease = match db.lease_for_writes().await {
             Some(lease) => lease?,
             None => {
@@ -278,17 +285,32 @@ impl Queue {
         };
         let mut documents = QueryBuilder::<Any>::new(self.insert.as_str());
         documents.push_values(rows.iter().copied(), |values, row| row.push_values(values));
-        let written = documents.build().execute(&mut *lease).await;
+        documents.push(self.returning.as_str());
+        // Matched by id: the order of a `RETURNING`'s rows is not promised.
+        let written = documents
+            .build_query_as::<(i64, String)>()
+            .fetch_all(&mut *lease)
+            .await
+            .map(|rows| {
+                rows.into_iter()
+                    .map(|(sequence, id)| (id, sequence))
+                    .collect::<HashMap<_, _>>()
+            })
+            .and_then(|sequences| match sequences.len() == rows.len() {
+                true => Ok(sequences),
+                // Not expected; the flight is undone and each row written alone.
+                false => Err(sqlx::Error::RowNotFound),
+            });
         let written = match written {
-            Ok(_) if rows.iter().any(|row| !row.grants.is_empty()) => {
+            Ok(sequences) if rows.iter().any(|row| !row.grants.is_empty()) => {
                 let mut grants = QueryBuilder::<Any>::new(self.insert_grants.as_str());
                 NewRow::push_all_grants(&mut grants, rows);
-                grants.build().execute(&mut *lease).await.map(drop)
+                grants.build().execute(&mut *lease).await.map(|_| sequences)
             }
-            other => other.map(drop),
+            other => other,
         };
         match written {
-            Ok(()) => Ok((lease, writer)),
+            Ok(sequences) => Ok((lease, writer, sequences)),
             Err(err) => {
                 // Rolled back in a task of its own, the writer's turn held until
                 // then; a connection that cannot is closed, and the database
@@ -350,6 +372,8 @@ impl std::fmt::Debug for Flight {
 pub struct Membership {
     flight: Arc<Flight>,
     left: AtomicBool,
+    /// The sequence the flight's insert gave the row.
+    pub sequence: i64,
 }
 
 impl std::fmt::Debug for Membership {
@@ -622,9 +646,20 @@ mod tests {
     /// Flights over the database of `config`, read back through `pool`.
     async fn flights_commit_together_or_not_at_all(config: &Config, pool: &sqlx::AnyPool) {
         let db = Db::connect(config, Duration::from_secs(10)).await.unwrap();
+        // SQLite's row id is the sequence; MariaDB needs its column.
+        let sequence = match db.dialect() {
+            crate::db::Dialect::Sqlite => String::new(),
+            crate::db::Dialect::MySql => format!(
+                ", {}, {}",
+                super::super::ddl::sequence_column_def(),
+                super::super::ddl::sequence_key_def()
+            ),
+        };
         for statement in [
-            "CREATE TABLE c_1 (id VARCHAR(36) NOT NULL PRIMARY KEY, created_at BIGINT NOT NULL, \
-             updated_at BIGINT NOT NULL, nimbus_reader VARCHAR(128), a_title VARCHAR(100))",
+            &format!(
+                "CREATE TABLE c_1 (id VARCHAR(36) NOT NULL PRIMARY KEY, created_at BIGINT NOT NULL, \
+                 updated_at BIGINT NOT NULL, nimbus_reader VARCHAR(128), a_title VARCHAR(100){sequence})"
+            ),
             "CREATE TABLE c_1_perms (resource_id VARCHAR(36) NOT NULL, role VARCHAR(128) NOT NULL, \
              actions SMALLINT NOT NULL, sole SMALLINT NOT NULL DEFAULT 0, \
              PRIMARY KEY (resource_id, role))",

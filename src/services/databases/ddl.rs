@@ -53,9 +53,10 @@ pub const MAX_INDEX_ATTRIBUTES: usize = 8;
 /// SQLite too so that a collection moves between the backends unchanged.
 pub const MAX_TABLE_KEYS: usize = 64;
 
-/// Keys every collection table has before any of its own: the primary key and
-/// the `created`/`updated` keys that lists page by.
-pub const BUILT_IN_TABLE_KEYS: usize = 3;
+/// Keys every collection table has before any of its own: the primary key, the
+/// `created`/`updated` keys that lists page by, and on MariaDB the key of the
+/// sequence ([`SEQUENCE_COLUMN`]), counted on SQLite too.
+pub const BUILT_IN_TABLE_KEYS: usize = 4;
 
 /// Characters of a long string column that a MariaDB key or unique index
 /// covers. A unique index on such a column compares only this prefix: two
@@ -247,7 +248,7 @@ fn mysql_column_width(attr: &Attribute) -> usize {
 /// MariaDB, system columns (the sole reader's `VARCHAR(128)` among them) and
 /// NULL bitmap included, against [`MAX_ROW_WIDTH`].
 pub fn row_width(attrs: &[Attribute]) -> usize {
-    let system = 145 + 8 + 8 + READER_WIDTH;
+    let system = 145 + 8 + 8 + READER_WIDTH + SEQUENCE_WIDTH;
     let nullable = attrs.iter().filter(|a| !a.required).count() + 1;
     system + attrs.iter().map(mysql_column_width).sum::<usize>() + nullable.div_ceil(8)
 }
@@ -258,6 +259,8 @@ const READER_WIDTH: usize = 128 * 4 + 2;
 /// What [`READER_COLUMN`] can take in its page: longer than 255 bytes, it can
 /// move off the page as a string attribute of more than 63 characters does.
 const READER_IN_PAGE: usize = 21;
+/// The bytes of [`SEQUENCE_COLUMN`] on MariaDB (a `BIGINT`), in its page too.
+const SEQUENCE_WIDTH: usize = 8;
 
 /// The bytes an attribute's column can take in its InnoDB page: a column of at
 /// most 255 bytes is stored there whole (with one length byte), a longer one
@@ -281,7 +284,7 @@ fn in_page_column_size(attr: &Attribute) -> usize {
 /// before the sole reader took its 21 bytes: 977 nullable integers fit and 978 did not;
 /// 43 IPs and 44; 376 long strings and 377.)
 pub fn in_page_size(attrs: &[Attribute]) -> usize {
-    let system = 5 + 145 + 13 + 16 + READER_IN_PAGE;
+    let system = 5 + 145 + 13 + 16 + READER_IN_PAGE + SEQUENCE_WIDTH;
     let nullable = attrs.iter().filter(|a| !a.required).count() + 1;
     system + nullable.div_ceil(8) + attrs.iter().map(in_page_column_size).sum::<usize>()
 }
@@ -334,6 +337,9 @@ pub fn create_table_sql(
     columns.push(format!("{} BIGINT NOT NULL", q("created_at")));
     columns.push(format!("{} BIGINT NOT NULL", q("updated_at")));
     columns.push(reader_column_def(dialect));
+    if dialect == SqlDialect::MySql {
+        columns.push(sequence_column_def());
+    }
     columns.extend(attrs.iter().map(|a| column_def(dialect, a, false)));
     let (id, created, updated) = (q("id"), q("created_at"), q("updated_at"));
     let mut statements = match dialect {
@@ -350,14 +356,42 @@ pub fn create_table_sql(
         ],
         SqlDialect::MySql => vec![format!(
             "CREATE TABLE {t} ({}, PRIMARY KEY ({id}), KEY {} ({created}, {id}), \
-                 KEY {} ({updated}, {id})) {MYSQL_TABLE_OPTIONS}",
+                 KEY {} ({updated}, {id}), {}) {MYSQL_TABLE_OPTIONS}",
             columns.join(", "),
             q("s_created"),
             q("s_updated"),
+            sequence_key_def(),
         )],
     };
     statements.extend(perms_table_sql(dialect, table, &perms_table(table)));
     Ok(statements)
+}
+
+/// The column of a collection table numbering its documents in the order they
+/// were made (`$sequence`): SQLite's own row id, which every table has and
+/// which keeps its values through `ALTER TABLE` (nothing here runs `VACUUM`,
+/// which may renumber it); on MariaDB an `AUTO_INCREMENT` column of the same
+/// name, so that statements name it alike on both. SQLite gives the next
+/// document the largest number plus one, so the number of the last document,
+/// once it is deleted, may be given again; MariaDB never gives one twice.
+pub const SEQUENCE_COLUMN: &str = "rowid";
+
+/// The definition of [`SEQUENCE_COLUMN`] on MariaDB.
+pub fn sequence_column_def() -> String {
+    format!(
+        "{} BIGINT NOT NULL AUTO_INCREMENT",
+        SqlDialect::MySql.quote(SEQUENCE_COLUMN)
+    )
+}
+
+/// The key MariaDB needs on an `AUTO_INCREMENT` column, which also serves
+/// orders and ranges on `$sequence`.
+pub fn sequence_key_def() -> String {
+    format!(
+        "KEY {} ({})",
+        SqlDialect::MySql.quote("s_sequence"),
+        SqlDialect::MySql.quote(SEQUENCE_COLUMN)
+    )
 }
 
 /// The column of a collection table holding each document's sole reader
@@ -1476,14 +1510,14 @@ mod tests {
                 format!(
                     "CREATE TABLE `c_1` (`id` VARCHAR(36) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, \
                      `created_at` BIGINT NOT NULL, `updated_at` BIGINT NOT NULL, \
-                     `nimbus_reader` VARCHAR(128), `a_title` VARCHAR(100) {text} NOT NULL, \
-                     `a_note` LONGTEXT {text} DEFAULT 'it''s a \\\\ test', \
+                     `nimbus_reader` VARCHAR(128), `rowid` BIGINT NOT NULL AUTO_INCREMENT, \
+                     `a_title` VARCHAR(100) {text} NOT NULL, `a_note` LONGTEXT {text} DEFAULT 'it''s a \\\\ test', \
                      `a_price` DOUBLE DEFAULT 1.5e-7, `a_done` SMALLINT DEFAULT 0, \
                      `a_due` BIGINT, `a_n` BIGINT, `a_mail` VARCHAR(255) {text}, \
                      `a_site` VARCHAR(2048) {text}, `a_addr` VARCHAR(45) {text}, \
                      `a_status` VARCHAR(255) {text}, `a_tags` LONGTEXT {text}, \
                      PRIMARY KEY (`id`), KEY `s_created` (`created_at`, `id`), \
-                     KEY `s_updated` (`updated_at`, `id`)) \
+                     KEY `s_updated` (`updated_at`, `id`), KEY `s_sequence` (`rowid`)) \
                      ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
                 ),
                 "CREATE TABLE `c_1_perms` (`resource_id` VARCHAR(36) NOT NULL, \
@@ -1718,10 +1752,10 @@ mod tests {
         };
         let long = AttributeKind::String { size: 20_000 };
         let fit = vec![
-            many(1, AttributeKind::String { size: 16_214 }),
-            many(975, int.clone()),
+            many(1, AttributeKind::String { size: 16_212 }),
+            many(974, int.clone()),
             many(43, AttributeKind::Ip),
-            many(375, long.clone()),
+            many(374, long.clone()),
             many(63, AttributeKind::Email),
             [
                 many(20, AttributeKind::String { size: 63 }),
@@ -1730,10 +1764,10 @@ mod tests {
             .concat(),
         ];
         let too_big = vec![
-            many(1, AttributeKind::String { size: 16_215 }),
-            many(976, int),
+            many(1, AttributeKind::String { size: 16_213 }),
+            many(975, int),
             many(44, AttributeKind::Ip),
-            many(376, long),
+            many(375, long),
             many(64, AttributeKind::Email),
             many(32, AttributeKind::String { size: 63 }),
         ];
@@ -2025,7 +2059,13 @@ mod tests {
                 "s_c_1__updated",
                 "sqlite_autoindex_c_1_1",
             ],
-            SqlDialect::MySql => &["PRIMARY", "i_by_note", "s_created", "s_updated"],
+            SqlDialect::MySql => &[
+                "PRIMARY",
+                "i_by_note",
+                "s_created",
+                "s_sequence",
+                "s_updated",
+            ],
         };
         assert_eq!(index_names(&db, "c_1").await, expected);
         run(&pool, &drop_index_sql(dialect, "c_1", &by_note).unwrap()).await;
@@ -2372,7 +2412,7 @@ mod tests {
             .map(|a| attr(&format!("n{a}"), int.clone()))
             .collect();
         attrs.push(attr("body", AttributeKind::String { size: 20_000 }));
-        let mut indexes = distinct_indexes(58);
+        let mut indexes = distinct_indexes(57);
         // A full-text index is a key of the table on MariaDB, and counts.
         indexes.insert(1, index("words", IndexKind::Fulltext, &["body"]));
         let source = |indexes: &[Index], references| {
@@ -2391,7 +2431,7 @@ mod tests {
             .map(|t| t.name)
             .collect::<Vec<_>>()
         };
-        // 59 of its own: room for two twins, the collection's and the first index's.
+        // 58 of its own: room for two twins, the collection's and the first index's.
         assert_eq!(
             source(&indexes, 0),
             [
@@ -2427,7 +2467,8 @@ mod tests {
         assert!(twins_of(&db, "c_2").await.is_empty());
         assert_eq!(
             index_names(&db, "c_2").await.len(),
-            MAX_TABLE_KEYS - usize::from(dialect == SqlDialect::Sqlite) // no FTS index
+            // SQLite has no FTS index, and its sequence is the row id, no key.
+            MAX_TABLE_KEYS - 2 * usize::from(dialect == SqlDialect::Sqlite)
         );
         // One dropped: its key goes to the collection's twin.
         let before = indexes.clone();

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::ddl::IndexKind;
-use super::ddl::{READER_COLUMN, perms_table};
+use super::ddl::{READER_COLUMN, SEQUENCE_COLUMN, perms_table};
 use super::filter::{
     self, Cursor, CursorColumns, Filter, FilterError, KeysetPart, OrderBy, ResolvedFilter,
     cursor_for_row,
@@ -48,6 +48,9 @@ const ALIAS: &str = "d";
 #[derive(Debug, Clone, PartialEq)]
 pub struct Document {
     pub id: String,
+    /// Its number in the order its collection's documents were made
+    /// (`$sequence`, [`super::ddl::SEQUENCE_COLUMN`]); 0 when not read.
+    pub sequence: i64,
     pub created_at: i64,
     pub updated_at: i64,
     pub permissions: Vec<Permission>,
@@ -55,11 +58,12 @@ pub struct Document {
 }
 
 impl Document {
-    /// Appwrite's shape: `$id`, `$createdAt`, `$updatedAt`, `$permissions`,
-    /// `$collectionId`, `$databaseId`, then the attributes.
+    /// Appwrite's shape: `$id`, `$sequence`, `$createdAt`, `$updatedAt`,
+    /// `$permissions`, `$collectionId`, `$databaseId`, then the attributes.
     pub fn to_json(&self, collection: &Collection) -> Value {
         let mut object = Map::new();
         object.insert("$id".into(), Value::from(self.id.as_str()));
+        object.insert("$sequence".into(), Value::from(self.sequence.to_string()));
         object.insert("$collectionId".into(), Value::from(collection.id.as_str()));
         object.insert(
             "$databaseId".into(),
@@ -189,7 +193,7 @@ fn q(dialect: SqlDialect, name: &str) -> String {
     dialect.quote(name)
 }
 
-/// `SELECT d.id, d.created_at, d.updated_at, d.a_… FROM <table> d`.
+/// `SELECT d.id, d.created_at, d.updated_at, d.rowid, d.a_… FROM <table> d`.
 fn select_from(dialect: SqlDialect, collection: &Collection) -> String {
     select_columns_from(dialect, collection, &collection.columns())
 }
@@ -211,7 +215,7 @@ fn select_columns_from(
     sql
 }
 
-/// `d.id, d.created_at, d.updated_at, d.a_…`: what a document is read from.
+/// `d.id, d.created_at, d.updated_at, d.rowid, d.a_…`: what a document is read from.
 fn selected_columns(dialect: SqlDialect, collection: &Collection) -> String {
     column_list(dialect, SystemColumns::All, &collection.columns())
 }
@@ -219,17 +223,17 @@ fn selected_columns(dialect: SqlDialect, collection: &Collection) -> String {
 /// Which of a document's own columns a read selects, before its attributes'.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SystemColumns {
-    /// `id`, `created_at`, `updated_at`.
+    /// `id`, `created_at`, `updated_at`, `rowid` (the sequence).
     All,
-    /// `id` alone, for a list whose caller shows neither time and wants no
-    /// cursors: its documents' times are 0.
+    /// `id` alone, for a list whose caller shows neither time nor the
+    /// sequence and wants no cursors: its documents' are 0.
     Id,
 }
 
 impl SystemColumns {
     fn count(self) -> usize {
         match self {
-            SystemColumns::All => 3,
+            SystemColumns::All => 4,
             SystemColumns::Id => 1,
         }
     }
@@ -260,6 +264,8 @@ fn push_column_list(
         column(sql, "", "created_at");
         sql.push_str(", ");
         column(sql, "", "updated_at");
+        sql.push_str(", ");
+        column(sql, "", SEQUENCE_COLUMN);
     }
     for attribute in columns {
         sql.push_str(", ");
@@ -285,12 +291,18 @@ fn document_from(
                 .map_err(value_error)?,
         );
     }
-    let (created_at, updated_at) = match system {
-        SystemColumns::All => (row.try_get(1)?, row.try_get(2)?),
-        SystemColumns::Id => (0, 0),
+    let (created_at, updated_at, sequence) = match system {
+        SystemColumns::All => (
+            row.try_get(1)?,
+            row.try_get(2)?,
+            // None only in a MariaDB table that had no room for its key.
+            row.try_get::<Option<i64>, _>(3)?.unwrap_or(0),
+        ),
+        SystemColumns::Id => (0, 0, 0),
     };
     Ok(Document {
         id: row.try_get(0)?,
+        sequence,
         created_at,
         updated_at,
         permissions: Vec::new(),
@@ -1403,13 +1415,13 @@ fn read_columns(columns: &[Attribute], query: &ListQuery) -> Vec<Attribute> {
     }
 }
 
-/// The system columns a list reads: the times only when shown or needed for
-/// cursors.
+/// The system columns a list reads: the times and the sequence only when
+/// shown or needed for cursors.
 fn system_columns(query: &ListQuery) -> SystemColumns {
     if query.want_cursors
         || query.only.as_ref().is_none_or(|only| {
             only.iter()
-                .any(|field| field == "createdAt" || field == "updatedAt")
+                .any(|field| field == "createdAt" || field == "updatedAt" || field == "sequence")
         })
     {
         SystemColumns::All
@@ -1741,7 +1753,7 @@ fn bounded_by_lead(
         filter::Field::Attribute(key) => matching.collection.indexes.iter().any(|index| {
             index.kind != IndexKind::Fulltext && index.attributes.first() == Some(key)
         }),
-        filter::Field::Id => false,
+        filter::Field::Id | filter::Field::Sequence => false,
     };
     let unfiltered = matches!(matching.filter, ResolvedFilter::And(all) if all.is_empty());
     let sorted_apart = first.desc || !rest.is_empty();
@@ -2169,8 +2181,8 @@ impl PreparedCreate {
             .any(|relationship| self.input.contains_key(&relationship.key))
     }
 
-    /// The created document, answered from what was written rather than read back.
-    /// The document as it will be created, its rows kept for the insert.
+    /// The document as it will be created, its rows kept for the insert: its
+    /// sequence is 0 until the insert gives it one.
     pub fn to_document(&self) -> Document {
         let mut permissions = self.permissions.clone();
         // Each role written once, not once per comparison.
@@ -2178,6 +2190,7 @@ impl PreparedCreate {
         permissions.dedup();
         Document {
             id: self.row.id.clone(),
+            sequence: 0,
             created_at: self.row.created_at,
             updated_at: self.row.updated_at,
             permissions,
@@ -2185,13 +2198,16 @@ impl PreparedCreate {
         }
     }
 
-    pub fn into_document(self) -> Document {
+    /// The created document, answered from what was written rather than read
+    /// back, with the `sequence` its insert was given.
+    pub fn into_document(self, sequence: i64) -> Document {
         let mut permissions = self.permissions;
         // Each role written once, not once per comparison.
         permissions.sort_by_cached_key(|p| (p.action, p.role.to_string()));
         permissions.dedup();
         Document {
             id: self.row.id,
+            sequence,
             created_at: self.row.created_at,
             updated_at: self.row.updated_at,
             permissions,
@@ -2279,6 +2295,11 @@ fn push_insert_columns(out: &mut String, dialect: SqlDialect, collection: &Colle
     }
 }
 
+/// ` RETURNING rowid`: what follows a document's insert, for its sequence.
+pub fn returning_sequence(dialect: SqlDialect) -> String {
+    format!(" RETURNING {}", dialect.quote(SEQUENCE_COLUMN))
+}
+
 /// `INSERT INTO <table> (<columns>) `, to which the values are pushed; with
 /// `grants`, the text that follows them for the permission rows' insert.
 fn create_statement(dialect: SqlDialect, collection: &Collection) -> String {
@@ -2306,6 +2327,7 @@ pub async fn create_prepared(
     let row = &prepared.row;
     let mut builder = QueryBuilder::<Any>::new(create_statement(dialect, collection));
     builder.push_values(std::iter::once(row), |values, row| row.push_values(values));
+    builder.push(returning_sequence(dialect));
     // SQLite takes both inserts in one round trip to its thread; MariaDB prepares
     // one statement at a time.
     let permissions_along = dialect == SqlDialect::Sqlite && !row.grants.is_empty();
@@ -2320,39 +2342,64 @@ pub async fn create_prepared(
         row.push_grants(&mut builder);
     }
     first_write.store(true, Ordering::SeqCst);
-    if let Err(err) = builder.build().execute(&mut **conn).await {
-        let perms_table = perms_table(&collection.table);
-        if is_unique_violation(&err) && !err.to_string().contains(perms_table.as_str()) {
-            // The document's own insert failed, whole: nothing was written.
-            first_write.store(false, Ordering::SeqCst);
-            let exists = sqlx::query(&format!(
-                "SELECT 1 FROM {} WHERE id = ?",
-                q(dialect, &collection.table)
-            ))
-            .bind(&row.id)
-            .fetch_optional(&mut **conn)
-            .await?
-            .is_some();
-            return Err(if exists {
-                AppError::Conflict {
-                    what: "document",
-                    id: row.id.clone(),
-                }
-            } else {
-                AppError::Invalid {
-                    code: codes::DOCUMENT_NOT_UNIQUE,
-                    field: "data".into(),
-                    reason: "another document holds the same values for a unique index".into(),
-                }
-            });
-        }
-        return Err(err.into());
-    }
+    let inserted = builder
+        .build_query_scalar::<i64>()
+        // All of it: the grants' statement runs after the document's.
+        .fetch_all(&mut **conn)
+        .await;
+    let sequence = match inserted {
+        Ok(sequences) => sequences
+            .first()
+            .copied()
+            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("an insert returned no sequence")))?,
+        Err(err) => return Err(create_failed(conn, collection, row, first_write, err).await),
+    };
     if !permissions_along {
         write_permissions(conn, collection, &row.id, &prepared.permissions, false).await?;
     }
     write_links(conn, collection, access, model, &row.id, &prepared.input).await?;
-    Ok(prepared.into_document())
+    Ok(prepared.into_document(sequence))
+}
+
+/// The error of a document's insert that failed: a conflict when its id is
+/// taken, a unique index's refusal, or the database's error.
+async fn create_failed(
+    conn: &mut Conn<'_>,
+    collection: &Collection,
+    row: &NewRow,
+    first_write: &AtomicBool,
+    err: sqlx::Error,
+) -> AppError {
+    let dialect = conn.dialect();
+    let perms_table = perms_table(&collection.table);
+    if is_unique_violation(&err) && !err.to_string().contains(perms_table.as_str()) {
+        // The document's own insert failed, whole: nothing was written.
+        first_write.store(false, Ordering::SeqCst);
+        let exists = match sqlx::query(&format!(
+            "SELECT 1 FROM {} WHERE id = ?",
+            q(dialect, &collection.table)
+        ))
+        .bind(&row.id)
+        .fetch_optional(&mut **conn)
+        .await
+        {
+            Ok(found) => found.is_some(),
+            Err(err) => return err.into(),
+        };
+        return if exists {
+            AppError::Conflict {
+                what: "document",
+                id: row.id.clone(),
+            }
+        } else {
+            AppError::Invalid {
+                code: codes::DOCUMENT_NOT_UNIQUE,
+                field: "data".into(),
+                reason: "another document holds the same values for a unique index".into(),
+            }
+        };
+    }
+    err.into()
 }
 
 /// A change to a document.

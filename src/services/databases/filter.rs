@@ -100,6 +100,8 @@ pub enum Field {
     CreatedAt,
     /// `$updatedAt`, column `updated_at` (milliseconds).
     UpdatedAt,
+    /// `$sequence`, column `rowid` (`ddl::SEQUENCE_COLUMN`).
+    Sequence,
     /// A user attribute by key, column `a_<key>`.
     Attribute(String),
 }
@@ -115,6 +117,7 @@ impl Field {
             Field::Id => "`$id`".into(),
             Field::CreatedAt => "`$createdAt`".into(),
             Field::UpdatedAt => "`$updatedAt`".into(),
+            Field::Sequence => "`$sequence`".into(),
             Field::Attribute(key) => shown(key),
         }
     }
@@ -417,6 +420,7 @@ fn internal(reason: impl ToString) -> FilterError {
 enum Source {
     Id,
     Timestamp,
+    Sequence,
     Attr(Attribute),
 }
 
@@ -443,6 +447,7 @@ impl Column {
             match field {
                 Field::Id => Source::Id,
                 Field::CreatedAt | Field::UpdatedAt => Source::Timestamp,
+                Field::Sequence => Source::Sequence,
                 Field::Attribute(key) => {
                     Source::Attr(attrs.iter().find(|a| &a.key == key).cloned().ok_or_else(
                         || FilterError::UnknownField {
@@ -475,6 +480,7 @@ impl Column {
             (_, Source::Attr(attr)) => attr.column(),
             (Field::CreatedAt, _) => "created_at".into(),
             (Field::UpdatedAt, _) => "updated_at".into(),
+            (Field::Sequence, _) => super::ddl::SEQUENCE_COLUMN.into(),
             _ => "id".into(),
         }
     }
@@ -501,7 +507,7 @@ impl Column {
     fn stored(&self) -> Stored {
         match &self.source {
             Source::Id => Stored::Text,
-            Source::Timestamp => Stored::Int,
+            Source::Timestamp | Source::Sequence => Stored::Int,
             Source::Attr(a) if a.kind.is_stored_as_integer() => Stored::Int,
             Source::Attr(a) if a.kind.is_textual() => Stored::Text,
             Source::Attr(_) => Stored::Float,
@@ -528,7 +534,9 @@ impl Column {
                 "{what} applies to string attributes, and this one is {}",
                 a.kind.name()
             ))),
-            Source::Timestamp => Err(self.invalid(format!("{what} applies to strings"))),
+            Source::Timestamp | Source::Sequence => {
+                Err(self.invalid(format!("{what} applies to strings")))
+            }
         }
     }
 
@@ -544,6 +552,15 @@ impl Column {
                 Value::String(s) => Ok(SqlValue::Text(s.clone())),
                 _ => Err(self.invalid("expected a string id")),
             },
+            // A decimal string, as documents show it, or a number.
+            Source::Sequence => match json {
+                Value::String(s) => s.parse::<i64>().ok(),
+                Value::Number(n) => n.as_i64(),
+                _ => None,
+            }
+            .filter(|n| *n >= 0)
+            .map(SqlValue::Int)
+            .ok_or_else(|| self.invalid("expected a sequence number such as \"12\"")),
             Source::Timestamp => json
                 .as_str()
                 .and_then(document_datetime_to_millis)
@@ -2679,6 +2696,7 @@ mod tests {
         match field {
             Field::Id => a.id.cmp(&b.id),
             Field::CreatedAt | Field::UpdatedAt => a.created.cmp(&b.created),
+            Field::Sequence => unreachable!(),
             Field::Attribute(key) => match key.as_str() {
                 "n" => a.n.cmp(&b.n),
                 "title" => a.title.cmp(&b.title),

@@ -17,12 +17,13 @@ use super::filter::{CmpOp, Column, Field, ResolvedFilter};
 use super::model::SqlValue;
 
 /// The document entry a column's value is in (the event form: `$id`,
-/// `$createdAt`, `$updatedAt`, then attributes by key).
+/// `$sequence`, `$createdAt`, `$updatedAt`, then attributes by key).
 fn entry<'d>(document: &'d Map<String, Value>, column: &Column) -> Option<&'d Value> {
     let name = match column.field() {
         Field::Id => "$id",
         Field::CreatedAt => "$createdAt",
         Field::UpdatedAt => "$updatedAt",
+        Field::Sequence => "$sequence",
         Field::Attribute(key) => key.as_str(),
     };
     document.get(name).filter(|v| !v.is_null())

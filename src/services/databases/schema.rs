@@ -128,6 +128,7 @@ pub async fn hide_unreadable_references_in(
     crate::graphql::types::mark_caller_dependent(ctx);
     let mut shown = [documents::Document {
         id: String::new(),
+        sequence: 0,
         created_at: 0,
         updated_at: 0,
         permissions: Vec::new(),
@@ -868,12 +869,12 @@ fn document_value(collection: &Collection, document: &documents::Document) -> Va
 
 /// Which fields of a `Document` a query selects, one bit each in the order of
 /// [`DocumentFields::NAMES`]: a read by id builds only those (their times
-/// formatted, their names allocated) instead of all seven.
+/// formatted, their names allocated) instead of all eight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct DocumentFields(u8);
 
 impl DocumentFields {
-    const NAMES: [&'static str; 7] = [
+    const NAMES: [&'static str; 8] = [
         "id",
         "databaseId",
         "collectionId",
@@ -881,8 +882,9 @@ impl DocumentFields {
         "updatedAt",
         "permissions",
         "data",
+        "sequence",
     ];
-    const ALL: DocumentFields = DocumentFields(0x7f);
+    const ALL: DocumentFields = DocumentFields(0xff);
 
     /// The fields under `field`, through its fragments too. A field named
     /// twice, aliased or in a fragment of another type counts as selected; a
@@ -927,13 +929,14 @@ fn document_fields(
                     .map(|p| Value::from(p.to_string()))
                     .collect(),
             ),
-            _ => Value::Object(
+            6 => Value::Object(
                 document
                     .data
                     .iter()
                     .map(|(k, v)| (Name::new(k), json_value(v)))
                     .collect(),
             ),
+            _ => Value::from(document.sequence.to_string()),
         };
         map.insert(Name::new(name), value);
     }
@@ -968,6 +971,7 @@ fn document_value_in_full(collection: &Collection, document: &documents::Documen
                     .collect(),
             ),
         ),
+        ("sequence", Value::from(document.sequence.to_string())),
     ])
 }
 
@@ -1220,10 +1224,14 @@ fn collection_type() -> Object {
         .field(prop("updatedAt", time(), "When it last changed."))
 }
 
+/// What a document's `sequence` field is, in the generic and the typed API.
+pub const SEQUENCE_DESCRIPTION: &str = "Its number in the order its collection's documents were made, as a decimal string (Appwrite's `$sequence`): a later document has a larger one. Filter and order by it as `$sequence`.";
+
 fn document_type() -> Object {
     Object::new("Document")
         .description("A document of any collection, in the generic API: its attribute values as one JSON object.")
         .field(prop("id", id(), "Unique id within its collection."))
+        .field(prop("sequence", string(), SEQUENCE_DESCRIPTION))
         .field(prop("databaseId", id(), "Its database."))
         .field(prop("collectionId", id(), "Its collection."))
         .field(prop("createdAt", time(), "When it was created."))
@@ -2200,6 +2208,7 @@ mod tests {
     fn document() -> documents::Document {
         documents::Document {
             id: "d1".into(),
+            sequence: 7,
             created_at: 1_000,
             updated_at: 2_000,
             permissions: crate::auth::permissions::parse_permissions(&["read(\"any\")"])

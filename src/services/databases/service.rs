@@ -239,13 +239,14 @@ impl<'r> Documents<'r> {
         if self.tx.may_share(collection, &prepared, sharing) {
             // The document and its event made before the shared insert, which
             // then takes only the row ([`RequestTx::shared_create`]).
-            let document = prepared.to_document();
+            let mut document = prepared.to_document();
             let event = documents::event(collection, &document, "create", None);
-            if self
+            if let Some(sequence) = self
                 .tx
                 .shared_create(collection, &mut prepared, sharing, event)
                 .await?
             {
+                document.sequence = sequence;
                 return Ok(self.shows(collection, &document).then_some(document));
             }
         }

@@ -362,10 +362,11 @@ impl RequestTx {
     }
 
     /// Offers a prepared create to a shared insert with other requests'
-    /// ([`RequestTx::may_share`]), with `event`, its event. True when the shared
-    /// insert wrote it and the request joined its flight, its event queued;
-    /// false when the create is to be inserted in the request's own
-    /// transaction (its row given back into `prepared`, its event dropped).
+    /// ([`RequestTx::may_share`]), with `event`, its event. The sequence the
+    /// insert gave the document when the shared insert wrote it and the
+    /// request joined its flight, its event queued; none when the create is to
+    /// be inserted in the request's own transaction (its row given back into
+    /// `prepared`, its event dropped).
     ///
     /// The event is encoded here, before the row is queued: a flight holds
     /// SQLite's writer from its insert until every member has answered, so
@@ -377,7 +378,7 @@ impl RequestTx {
         prepared: &'a mut PreparedCreate,
         sharing: Sharing,
         event: Event,
-    ) -> BoxFuture<'a, AppResult<bool>> {
+    ) -> BoxFuture<'a, AppResult<Option<i64>>> {
         Box::pin(async move {
             let Some(batches) = self
                 .state
@@ -385,7 +386,7 @@ impl RequestTx {
                 .as_ref()
                 .filter(|_| self.may_share(collection, prepared, sharing))
             else {
-                return Ok(false);
+                return Ok(None);
             };
             let entry = log::entry(BusMessage::Event(event));
             let (row, flight) = batches
@@ -394,8 +395,10 @@ impl RequestTx {
             prepared.row = row;
             let Some(flight) = flight else {
                 // The shared insert failed: this create alone gets its own answer.
-                return Ok(false);
+                return Ok(None);
             };
+            let sequence = flight.sequence;
+            let entry = entry.map(|entry| with_sequence(entry, sequence));
             // The created document is answered from what was written; nothing
             // else of this request reads the flight's uncommitted rows, as
             // nothing could refer to the document before it was created.
@@ -403,7 +406,7 @@ impl RequestTx {
             if let Ok(mut encoded) = self.encoded.lock() {
                 *encoded = entry;
             }
-            Ok(true)
+            Ok(Some(sequence))
         })
     }
 
@@ -684,4 +687,28 @@ impl Drop for RequestTx {
 
 fn vanished() -> AppError {
     AppError::Internal(anyhow::anyhow!("the request transaction vanished"))
+}
+
+/// A shared create's event, encoded before its insert with the sequence 0
+/// ([`super::documents::Document::to_json`]), given the one the insert gave the
+/// document: in its body, the first `"$sequence":"0"` (the document's own: the
+/// body holds no other document, and a string value holding those characters
+/// has its quotes escaped), and in the message it carries, the payload's. A
+/// few hundred bytes searched, where encoding the event again would take
+/// longer while the flight holds SQLite's writer.
+fn with_sequence(mut entry: Entry, sequence: i64) -> Entry {
+    const UNSET: &str = "\"$sequence\":\"0\"";
+    if let Some(at) = entry.body.find(UNSET) {
+        entry.body.replace_range(
+            at..at + UNSET.len(),
+            &format!("\"$sequence\":\"{sequence}\""),
+        );
+    }
+    if let Some(carried) = &mut entry.carried
+        && let Some(BusMessage::Event(event)) = carried.0.downcast_mut::<BusMessage>()
+        && let Some(payload) = event.payload.as_object_mut()
+    {
+        payload.insert("$sequence".into(), sequence.to_string().into());
+    }
+    entry
 }

@@ -480,7 +480,24 @@ fn condition(field: FilterField, op: &str, operand: &Json) -> AppResult<Filter> 
     })
 }
 
-fn orders_from_input(input: Option<&Json>) -> AppResult<Vec<OrderBy>> {
+/// The field an order of `collection`'s names: `sequence` is the document's
+/// own unless an attribute takes the name ([`shows_sequence`]).
+fn order_field(collection: &Collection, key: &str) -> FilterField {
+    match key {
+        "sequence" if shows_sequence(collection) => FilterField::Sequence,
+        key => field_of(key),
+    }
+}
+
+/// Whether the collection's type has the document's own `sequence` field: no
+/// attribute or relationship of its takes the name (`sequence` was no
+/// reserved key when it came; `$sequence` of the generic API always is it).
+fn shows_sequence(collection: &Collection) -> bool {
+    !collection.attributes.iter().any(|a| a.key == "sequence")
+        && !collection.relationships.iter().any(|r| r.key == "sequence")
+}
+
+fn orders_from_input(collection: &Collection, input: Option<&Json>) -> AppResult<Vec<OrderBy>> {
     let items = match input {
         None | Some(Json::Null) => return Ok(Vec::new()),
         Some(Json::Array(items)) => items.clone(),
@@ -499,7 +516,7 @@ fn orders_from_input(input: Option<&Json>) -> AppResult<Vec<OrderBy>> {
                 "each order names exactly one field, e.g. `{views: DESC}`; give several orders as a list",
             ));
         };
-        let field = field_of(key);
+        let field = order_field(collection, key);
         orders.push(match direction.as_str() {
             Some("DESC") => OrderBy::desc(field),
             _ => OrderBy::asc(field),
@@ -569,6 +586,10 @@ fn node_value_of(mut document: Document, fields: Option<&[Name]>) -> Value {
     let system = |name: &str, document: &Document| match name {
         "createdAt" => Some(datetime(document.created_at)),
         "updatedAt" => Some(datetime(document.updated_at)),
+        // Unless an attribute of that name holds it (`shows_sequence`).
+        "sequence" if !document.data.contains_key("sequence") => {
+            Some(Value::from(document.sequence.to_string()))
+        }
         "permissions" => Some(Value::List(
             document
                 .permissions
@@ -595,7 +616,7 @@ fn node_value_of(mut document: Document, fields: Option<&[Name]>) -> Value {
             }
         }
         None => {
-            for name in ["createdAt", "updatedAt", "permissions"] {
+            for name in ["createdAt", "updatedAt", "sequence", "permissions"] {
                 if let Some(value) = system(name, &document) {
                     map.insert(Name::new(name), value);
                 }
@@ -741,6 +762,17 @@ fn object_type(collection: &Collection, model: &DataModel) -> Object {
             TypeRef::named_nn_list_nn(TypeRef::STRING),
             "Its own permissions, e.g. `read(\"user:abc\")`.".into(),
         ));
+    if shows_sequence(collection)
+        && !model
+            .references_to(collection)
+            .any(|(_, relationship)| relationship.two_way_key.as_deref() == Some("sequence"))
+    {
+        object_type = object_type.field(entry(
+            "sequence".into(),
+            TypeRef::named_nn(TypeRef::STRING),
+            super::schema::SEQUENCE_DESCRIPTION.into(),
+        ));
+    }
     for attribute in &collection.attributes {
         object_type = object_type.field(entry(
             attribute.key.clone(),
@@ -869,6 +901,12 @@ fn order_input(collection: &Collection) -> InputObject {
             "updatedAt",
             TypeRef::named("OrderDirection"),
         ));
+    if shows_sequence(collection) {
+        order = order.field(InputValue::new(
+            "sequence",
+            TypeRef::named("OrderDirection"),
+        ));
+    }
     for attribute in collection.attributes.iter().filter(|a| orderable(a)) {
         order = order.field(InputValue::new(
             attribute.key.as_str(),
@@ -1408,7 +1446,7 @@ async fn connection_of(
         filter = Filter::And(vec![scope, filter]);
     }
     let filter = resolve(collection, &filter, Use::Query)?;
-    let orders = orders_from_input(arg_json(ctx, "orderBy")?.as_ref())?;
+    let orders = orders_from_input(collection, arg_json(ctx, "orderBy")?.as_ref())?;
     let first = count_arg(ctx, "first", MAX_FIRST)?;
     let last = count_arg(ctx, "last", MAX_FIRST)?;
     if first.is_some() && last.is_some() {
@@ -1775,7 +1813,7 @@ async fn related_list(
         None => Filter::default(),
     };
     let order_json = arg_json(ctx, "orderBy")?;
-    let orders = orders_from_input(order_json.as_ref())?;
+    let orders = orders_from_input(listed, order_json.as_ref())?;
     let first = count_arg(ctx, "first", MAX_FIRST)?.unwrap_or(DEFAULT_FIRST);
     let want_total = ctx.look_ahead().field("totalCount").exists();
     let signature = serde_json::to_string(&(&filter_json, &order_json, first, want_total))
@@ -1826,6 +1864,8 @@ fn node_value_from_event(payload: &Json) -> Value {
     for (key, value) in map {
         let name = match key.as_str() {
             "$id" => "id",
+            // Before the attributes: one named `sequence` takes its place.
+            "$sequence" => "sequence",
             "$createdAt" => "createdAt",
             "$updatedAt" => "updatedAt",
             "$permissions" => "permissions",

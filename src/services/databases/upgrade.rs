@@ -36,7 +36,11 @@ pub async fn permission_tables(db: &Db) -> anyhow::Result<()> {
     .await?;
     let result = match convert_all(&mut conn, dialect).await {
         Ok(()) => match sole_readers(&mut conn, dialect).await {
-            Ok(()) => reader_twins(&mut conn, dialect).await,
+            // The sequences first: one may give a twin's room to its key.
+            Ok(()) => match sequences(&mut conn, dialect).await {
+                Ok(()) => reader_twins(&mut conn, dialect).await,
+                Err(err) => Err(err),
+            },
             Err(err) => Err(err),
         },
         Err(err) => Err(err),
@@ -255,6 +259,87 @@ async fn reader_twins(conn: &mut AnyConnection, dialect: SqlDialect) -> anyhow::
                 store::mark_twins_made(&mut *conn, table).await?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Gives every MariaDB collection table made before `$sequence` its
+/// [`ddl::SEQUENCE_COLUMN`], numbering the documents it holds in the order they
+/// were made (creation time, then id), in three steps that a server stopped
+/// half-way takes up again at its next start: the column, without a value;
+/// the numbers; then `AUTO_INCREMENT` and its key, which give a row that
+/// another server inserted meanwhile a number of its own. A table with no room
+/// left for the key gives it one of its twins' (they only make lists cheaper,
+/// and are made again in the room left, [`reader_twins`]); one with no twin
+/// either (as many indexes as MariaDB allows) is left as it is, its documents
+/// shown with the sequence 0. SQLite's tables have theirs already: the row id.
+async fn sequences(conn: &mut AnyConnection, dialect: SqlDialect) -> anyhow::Result<()> {
+    if dialect != SqlDialect::MySql {
+        return Ok(());
+    }
+    // One question to `information_schema` for every table, as above.
+    let numbered: HashSet<String> = sqlx::query_scalar(
+        "SELECT TABLE_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
+         AND COLUMN_NAME = ? AND EXTRA LIKE '%auto_increment%'",
+    )
+    .bind(ddl::SEQUENCE_COLUMN)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+    let tables: Vec<String> = sqlx::query_scalar("SELECT table_name FROM db_collections")
+        .fetch_all(&mut *conn)
+        .await?;
+    let q = |name: &str| SqlDialect::MySql.quote(name);
+    let column = q(ddl::SEQUENCE_COLUMN);
+    for table in tables.iter().filter(|table| !numbered.contains(*table)) {
+        tracing::info!(table, "numbering the documents in the order they were made");
+        let t = q(table);
+        let keys = index_names(conn, dialect, table).await?;
+        if keys.len() >= ddl::MAX_TABLE_KEYS {
+            let Some(twin) = keys
+                .iter()
+                .filter(|name| ddl::is_twin_name(dialect, table, name))
+                .max()
+            else {
+                tracing::warn!(
+                    table,
+                    "the table has as many keys as MariaDB allows and none to spare: \
+                     its documents keep the sequence 0"
+                );
+                continue;
+            };
+            conn.execute(ddl::drop_twin_sql(dialect, table, twin).as_str())
+                .await?;
+            sqlx::query("UPDATE db_collections SET reader_twins = 0 WHERE table_name = ?")
+                .bind(table)
+                .execute(&mut *conn)
+                .await?;
+        }
+        if !has_column(conn, dialect, table, ddl::SEQUENCE_COLUMN).await? {
+            conn.execute(format!("ALTER TABLE {t} ADD COLUMN {column} BIGINT NULL").as_str())
+                .await
+                .with_context(|| format!("adding the sequence column to {table}"))?;
+        }
+        conn.execute(
+            format!(
+                "UPDATE {t} d JOIN (SELECT id, ROW_NUMBER() OVER (ORDER BY created_at, id) AS n \
+                 FROM {t}) o ON o.id = d.id SET d.{column} = o.n"
+            )
+            .as_str(),
+        )
+        .await
+        .with_context(|| format!("numbering the documents of {table}"))?;
+        conn.execute(
+            format!(
+                "ALTER TABLE {t} MODIFY {}, ADD {}",
+                ddl::sequence_column_def(),
+                ddl::sequence_key_def()
+            )
+            .as_str(),
+        )
+        .await
+        .with_context(|| format!("making the sequence of {table} count on"))?;
     }
     Ok(())
 }
@@ -937,6 +1022,63 @@ mod tests {
             .unwrap();
         reader_twins(&mut conn, dialect).await.unwrap();
         assert_eq!(twins(&mut conn, dialect, "c_4").await, names);
+        drop(conn);
+        db.close().await;
+    }
+
+    /// A table made before `$sequence`, its documents made in another order
+    /// than their ids', is numbered in the order they were made; a start cut
+    /// short after the column came is taken up again; the next insert counts
+    /// on from the last number.
+    #[tokio::test]
+    async fn mariadb_documents_made_before_sequences_are_numbered_at_start() {
+        let Some(db) = test_support::mariadb().await else {
+            return;
+        };
+        let mut conn = db.pool.acquire().await.unwrap();
+        for statement in [
+            "CREATE TABLE db_collections (table_name VARCHAR(64) NOT NULL)",
+            "INSERT INTO db_collections (table_name) VALUES ('c_1'), ('c_2')",
+            "CREATE TABLE c_1 (id VARCHAR(36) NOT NULL, created_at BIGINT NOT NULL, \
+             PRIMARY KEY (id)) ENGINE=InnoDB",
+            "INSERT INTO c_1 (id, created_at) VALUES ('a', 30), ('b', 10), ('c', 20), ('d', 10)",
+            // Cut short: the column there, without its numbers.
+            "CREATE TABLE c_2 (id VARCHAR(36) NOT NULL, created_at BIGINT NOT NULL, \
+             `rowid` BIGINT NULL, PRIMARY KEY (id)) ENGINE=InnoDB",
+            "INSERT INTO c_2 (id, created_at) VALUES ('x', 2), ('y', 1)",
+        ] {
+            conn.execute(statement).await.unwrap();
+        }
+        sequences(&mut conn, SqlDialect::MySql).await.unwrap();
+        async fn numbered(conn: &mut AnyConnection, table: &str) -> Vec<(String, i64)> {
+            sqlx::query_as::<_, (String, i64)>(&format!(
+                "SELECT id, `rowid` FROM {table} ORDER BY `rowid`"
+            ))
+            .fetch_all(conn)
+            .await
+            .unwrap()
+        }
+        let pairs = |list: &[(&str, i64)]| -> Vec<(String, i64)> {
+            list.iter().map(|(id, n)| (id.to_string(), *n)).collect()
+        };
+        assert_eq!(
+            numbered(&mut conn, "c_1").await,
+            pairs(&[("b", 1), ("d", 2), ("c", 3), ("a", 4)])
+        );
+        assert_eq!(
+            numbered(&mut conn, "c_2").await,
+            pairs(&[("y", 1), ("x", 2)])
+        );
+        let next: i64 = sqlx::query_scalar(
+            "INSERT INTO c_1 (id, created_at) VALUES ('e', 40) RETURNING `rowid`",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(next, 5);
+        // Done once: a later start changes nothing.
+        sequences(&mut conn, SqlDialect::MySql).await.unwrap();
+        assert_eq!(numbered(&mut conn, "c_1").await.len(), 5);
         drop(conn);
         db.close().await;
     }
