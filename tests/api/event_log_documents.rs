@@ -7,8 +7,8 @@
 use serde_json::json;
 
 use crate::event_log_rows::{
-    create_counter, document_subscriber, insert_text_row, live_counters, newest_body,
-    next_document_event,
+    create_counter, document_subscriber, first_replayed, insert_text_row, live_counters,
+    newest_body, next_document_event,
 };
 use crate::helpers::WAIT;
 
@@ -80,10 +80,7 @@ async fn a_change_row_written_with_its_ids_replays_as_it_was_written() {
     let written = r#"{"kind":"change","resource":"databases.log.collections.counters.documents.old","action":"create","id":"evt-with-ids","timestamp":1700000000000,"payload":{"$collectionId":"counters","$createdAt":"2023-11-14T22:13:20.000Z","$databaseId":"log","$id":"old","$permissions":[],"$updatedAt":"2023-11-14T22:13:20.000Z","n":3},"readRoles":["any"]}"#;
     insert_text_row(&app, written).await;
 
-    let mut resumed = document_subscriber(&app, Some(&cursor)).await;
-    let replayed = next_document_event(&mut resumed, WAIT)
-        .await
-        .expect("the replayed event");
+    let replayed = first_replayed(&app, &cursor).await;
     let written: serde_json::Value = serde_json::from_str(written).unwrap();
     assert_eq!(replayed["payload"], written["payload"]);
     app.shutdown().await;

@@ -51,6 +51,14 @@ pub(crate) async fn next_document_event(ws: &mut WsClient, wait: Duration) -> Op
     }
 }
 
+/// The first event a subscriber resuming after `cursor` is replayed.
+pub(crate) async fn first_replayed(app: &TestApp, cursor: &str) -> Value {
+    let mut resumed = document_subscriber(app, Some(cursor)).await;
+    next_document_event(&mut resumed, WAIT)
+        .await
+        .expect("the replayed event")
+}
+
 pub(crate) async fn create_counter(app: &TestApp, id: &str, n: i64) {
     app.admin(
         "mutation($id: ID!, $n: Int) { createCounter(input: {id: $id, n: $n}) { id } }",
@@ -164,10 +172,7 @@ async fn a_document_event_is_logged_without_what_its_resource_implies_and_replay
     }
 
     // Replayed from the log, it is the event the live subscriber received.
-    let mut resumed = document_subscriber(&app, Some(&cursor)).await;
-    let replayed = next_document_event(&mut resumed, WAIT)
-        .await
-        .expect("the replayed event");
+    let replayed = first_replayed(&app, &cursor).await;
     assert_eq!(replayed, heard);
     app.shutdown().await;
 }
@@ -196,10 +201,7 @@ async fn a_row_stored_whole_before_still_replays_as_it_was_written() {
     });
     insert_text_row(&app, &whole.to_string()).await;
 
-    let mut resumed = document_subscriber(&app, Some(&cursor)).await;
-    let replayed = next_document_event(&mut resumed, WAIT)
-        .await
-        .expect("the replayed event");
+    let replayed = first_replayed(&app, &cursor).await;
     assert_eq!(replayed["payload"]["n"], 3);
     // Its own names first, then the rest of Appwrite's; its channels, then the
     // same with the action.

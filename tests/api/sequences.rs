@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use crate::event_log_rows::{document_subscriber, live_counters, next_document_event};
+use crate::event_log_rows::{first_replayed, live_counters, next_document_event};
 use crate::helpers::{TestApp, WAIT};
 
 const CREATE: &str =
@@ -189,10 +189,6 @@ async fn documents_are_numbered_in_the_order_they_were_made() {
     );
 
     // Replayed from the log, the create's event still carries its number.
-    let mut resumed = document_subscriber(&app, Some(&cursor)).await;
-    let replayed = next_document_event(&mut resumed, WAIT)
-        .await
-        .expect("the replayed event");
-    assert_eq!(replayed, heard);
+    assert_eq!(first_replayed(&app, &cursor).await, heard);
     app.shutdown().await;
 }
