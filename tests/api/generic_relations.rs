@@ -401,3 +401,206 @@ async fn select_nests_the_related_documents_the_reader_may_read() {
     );
     app.shutdown().await;
 }
+
+const DOCUMENT: &str = "query($c: ID!, $id: ID!) { document(databaseId: \"press\", collectionId: $c, id: $id) { id updatedAt data } }";
+const CREATE_DOCUMENT: &str = "mutation($c: ID!, $id: ID!, $data: JSON!) { createDocument(input: {databaseId: \"press\", collectionId: $c, id: $id, data: $data}) { id data } }";
+
+/// A document as a key reads it, null when there is none.
+async fn stored(app: &TestApp, collection: &str, id: &str) -> Value {
+    app.admin(DOCUMENT, json!({"c": collection, "id": id}))
+        .await
+        .ok()["document"]
+        .clone()
+}
+
+#[tokio::test]
+async fn related_documents_given_inline_are_written_with_the_document() {
+    let app = spawn_app().await;
+    press(&app, true).await;
+
+    // A new author with its id, a new tag without one, a tag that exists
+    // changed, and one named by its id.
+    let made = app
+        .admin(
+            CREATE_DOCUMENT,
+            json!({"c": "posts", "id": "p4", "data": {
+                "title": "Four",
+                "author": {"$id": "cy", "name": "Cy", "$collectionId": "authors"},
+                "tags": ["rust", {"label": "zig"}, {"$id": "go", "label": "golang"}],
+            }}),
+        )
+        .await
+        .ok();
+    assert_eq!(made["createDocument"]["data"]["author"], "cy");
+    assert_eq!(stored(&app, "authors", "cy").await["data"]["name"], "Cy");
+    let linked = app
+        .admin(
+            "query($q: [String!]) { document(databaseId: \"press\", collectionId: \"posts\", id: \"p4\", queries: $q) { data } }",
+            json!({"q": [select(&["tags.$id"])]}),
+        )
+        .await
+        .ok();
+    let tags: Vec<String> = linked["document"]["data"]["tags"]
+        .as_array()
+        .expect("the post's tags")
+        .iter()
+        .map(|t| t["$id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(tags.len(), 3, "{tags:?}");
+    assert!(tags.contains(&"rust".into()) && tags.contains(&"go".into()));
+    let new_tag = tags.iter().find(|t| *t != "rust" && *t != "go").unwrap();
+    assert_eq!(stored(&app, "tags", new_tag).await["data"]["label"], "zig");
+    assert_eq!(stored(&app, "tags", "go").await["data"]["label"], "golang");
+
+    // An object holding an `$id` alone names the document and changes nothing.
+    let ann = stored(&app, "authors", "ann").await;
+    let named = app
+        .admin(
+            CREATE_DOCUMENT,
+            json!({"c": "posts", "id": "p5", "data": {"title": "Five", "author": {"$id": "ann"}}}),
+        )
+        .await
+        .ok();
+    assert_eq!(named["createDocument"]["data"]["author"], "ann");
+    assert_eq!(stored(&app, "authors", "ann").await, ann);
+    let missing = app
+        .admin(
+            CREATE_DOCUMENT,
+            json!({"c": "posts", "id": "p6", "data": {"title": "Six", "author": {"$id": "nobody"}}}),
+        )
+        .await;
+    assert_eq!(missing.code(), "RELATED_DOCUMENT_NOT_FOUND");
+
+    // A nested write that fails undoes the whole write, the nested ones before it too.
+    let failed = app
+        .admin(
+            CREATE_DOCUMENT,
+            json!({"c": "posts", "id": "p6", "data": {
+                "title": "Six",
+                "tags": [{"$id": "kept", "label": "kept"}],
+                "author": {"$id": "dee"},
+            }}),
+        )
+        .await;
+    assert_eq!(failed.code(), "RELATED_DOCUMENT_NOT_FOUND");
+    let failed = app
+        .admin(
+            CREATE_DOCUMENT,
+            json!({"c": "posts", "id": "p6", "data": {
+                "title": "Six",
+                "tags": [{"$id": "kept", "label": "kept"}],
+                "author": {"$id": "dee", "nickname": "D"},
+            }}),
+        )
+        .await;
+    assert_eq!(failed.code(), "ATTRIBUTE_NOT_FOUND", "{:#}", failed.body);
+    for (collection, id) in [("posts", "p6"), ("tags", "kept"), ("authors", "dee")] {
+        assert!(
+            stored(&app, collection, id).await.is_null(),
+            "{collection}/{id} was written"
+        );
+    }
+
+    // Each nested write is the caller's own: a user who may create posts but
+    // not authors creates neither.
+    app.admin(
+        "mutation { updateCollection(input: {databaseId: \"press\", id: \"posts\", permissions: [\"read(\\\"users\\\")\", \"create(\\\"users\\\")\"]}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let user = app.signed_in("nested-writer@example.com").await;
+    let own = app
+        .as_session(
+            &user,
+            CREATE_DOCUMENT,
+            json!({"c": "posts", "id": "p7", "data": {"title": "Seven", "author": "ann"}}),
+        )
+        .await
+        .ok();
+    assert_eq!(own["createDocument"]["id"], "p7");
+    let denied = app
+        .as_session(
+            &user,
+            CREATE_DOCUMENT,
+            json!({"c": "posts", "id": "p8", "data": {"title": "Eight", "author": {"name": "Eve"}}}),
+        )
+        .await;
+    assert_eq!(denied.code(), "PERMISSION_DENIED");
+    assert!(stored(&app, "posts", "p8").await.is_null());
+
+    // Bounded: three levels deep, a hundred documents.
+    app.admin(
+        "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id } }",
+        json!({"input": {
+            "databaseId": "press", "collectionId": "authors", "key": "mentor",
+            "relatedCollectionId": "authors", "type": "MANY_TO_ONE", "onDelete": "SET_NULL"
+        }}),
+    )
+    .await
+    .ok();
+    let chain = |levels: usize| {
+        let mut author = json!({"name": format!("level {levels}")});
+        for level in (1..levels).rev() {
+            author = json!({"name": format!("level {level}"), "mentor": author});
+        }
+        author
+    };
+    let deep = app
+        .admin(
+            CREATE_DOCUMENT,
+            json!({"c": "posts", "id": "p9", "data": {"title": "Nine", "author": chain(4)}}),
+        )
+        .await;
+    assert_eq!(deep.code(), "VALUE_INVALID", "{:#}", deep.body);
+    let three = app
+        .admin(
+            CREATE_DOCUMENT,
+            json!({"c": "posts", "id": "p9", "data": {"title": "Nine", "author": chain(3)}}),
+        )
+        .await
+        .ok();
+    let first = three["createDocument"]["data"]["author"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second = stored(&app, "authors", &first).await["data"]["mentor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        stored(&app, "authors", &second).await["data"]["name"],
+        "level 2"
+    );
+    let many: Vec<Value> = (0..101)
+        .map(|n| json!({"label": format!("t{n}")}))
+        .collect();
+    let too_many = app
+        .admin(
+            CREATE_DOCUMENT,
+            json!({"c": "posts", "id": "p10", "data": {"title": "Ten", "tags": many}}),
+        )
+        .await;
+    assert_eq!(too_many.code(), "TOO_MANY_DOCUMENTS", "{:#}", too_many.body);
+    assert!(stored(&app, "posts", "p10").await.is_null());
+
+    // An update and an upsert take them too.
+    let updated = app
+        .admin(
+            "mutation($data: JSON) { updateDocument(input: {databaseId: \"press\", collectionId: \"posts\", id: \"p1\", data: $data}) { data } }",
+            json!({"data": {"author": {"$id": "fay", "name": "Fay"}}}),
+        )
+        .await
+        .ok();
+    assert_eq!(updated["updateDocument"]["data"]["author"], "fay");
+    let upserted = app
+        .admin(
+            "mutation($data: JSON!) { upsertDocument(input: {databaseId: \"press\", collectionId: \"posts\", id: \"p11\", data: $data}) { data } }",
+            json!({"data": {"title": "Eleven", "author": {"$id": "gus", "name": "Gus"}}}),
+        )
+        .await
+        .ok();
+    assert_eq!(upserted["upsertDocument"]["data"]["author"], "gus");
+    assert_eq!(stored(&app, "authors", "gus").await["data"]["name"], "Gus");
+    app.shutdown().await;
+}

@@ -10,8 +10,10 @@
 
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use serde_json::{Map, Value};
 
+use crate::db::ids;
 use crate::error::{AppError, AppResult, codes};
 
 use super::documents::{
@@ -20,6 +22,20 @@ use super::documents::{
 use super::filter::{Field, Filter, FilterError, OrderBy, ResolvedFilter, Target, Use};
 use super::tx::{Conn, RequestTx, Sharing};
 use super::{Collection, DataModel};
+
+/// Most levels of related documents one write nests (Appwrite's depth).
+pub const MAX_NESTING: usize = 3;
+/// Most related documents one write creates or changes along with it.
+pub const MAX_NESTED: usize = 100;
+
+/// Whether a relationship's value holds a document to write rather than ids.
+fn holds_documents(value: &Value) -> bool {
+    match value {
+        Value::Object(_) => true,
+        Value::Array(items) => items.iter().any(Value::is_object),
+        _ => false,
+    }
+}
 
 /// How the references (many-to-one and one-to-one fields) of an answered
 /// document show.
@@ -232,9 +248,10 @@ impl<'r> Documents<'r> {
     pub async fn create(
         &self,
         collection: &Collection,
-        new: NewDocument,
+        mut new: NewDocument,
         sharing: Sharing,
     ) -> AppResult<Option<Document>> {
+        self.write_nested(collection, &mut new.data).await?;
         let mut prepared = documents::prepare_create(collection, self.access, new)?;
         if self.tx.may_share(collection, &prepared, sharing) {
             // The document and its event made before the shared insert, which
@@ -285,9 +302,10 @@ impl<'r> Documents<'r> {
         &self,
         collection: &Collection,
         id: &str,
-        changes: DocumentChanges,
+        mut changes: DocumentChanges,
         references: References,
     ) -> AppResult<Option<Document>> {
+        self.write_nested(collection, &mut changes.data).await?;
         let mut op = self.tx.writer().await?;
         let result = async {
             let (previous, document) =
@@ -333,10 +351,11 @@ impl<'r> Documents<'r> {
         &self,
         collection: &Collection,
         id: String,
-        data: Map<String, Value>,
+        mut data: Map<String, Value>,
         permissions: Option<Vec<String>>,
         operators: bool,
     ) -> AppResult<Option<Document>> {
+        self.write_nested(collection, &mut data).await?;
         let mut op = self.tx.writer().await?;
         let result = async {
             if documents::upsert_updates(&mut op, collection, self.access, &id).await? {
@@ -379,6 +398,160 @@ impl<'r> Documents<'r> {
             "create"
         };
         Ok(self.announce(collection, document, action, previous.as_ref()))
+    }
+
+    /// Appwrite's nested writes: a relationship's value given as a document (an
+    /// object, or objects among the ids of a many-to-many list) rather than an
+    /// id is written first, as the caller, with the permission checks of any
+    /// write: created (its `$id` generated when not given), or upserted when
+    /// its `$id` is given, with its own `$permissions`; an object holding its
+    /// `$id` alone only names that document. Its id then stands in its place.
+    /// Documents nest at most [`MAX_NESTING`] levels deep and [`MAX_NESTED`] in
+    /// one write; they commit with the write or not at all. A write with no
+    /// relationship set to an object passes through untouched.
+    async fn write_nested(
+        &self,
+        collection: &Collection,
+        data: &mut Map<String, Value>,
+    ) -> AppResult<()> {
+        if !collection
+            .relationships
+            .iter()
+            .any(|r| data.get(&r.key).is_some_and(holds_documents))
+        {
+            return Ok(());
+        }
+        let mut budget = MAX_NESTED;
+        self.nested_in(collection, data, 1, &mut budget).await
+    }
+
+    /// The nested documents of `data` (a document of `collection` at `depth`)
+    /// written, each replaced by its id.
+    fn nested_in<'a>(
+        &'a self,
+        collection: &'a Collection,
+        data: &'a mut Map<String, Value>,
+        depth: usize,
+        budget: &'a mut usize,
+    ) -> BoxFuture<'a, AppResult<()>> {
+        Box::pin(async move {
+            for relationship in &collection.relationships {
+                let Some(value) = data.get_mut(&relationship.key) else {
+                    continue;
+                };
+                if !holds_documents(value) {
+                    continue;
+                }
+                let related = self
+                    .model
+                    .collection(&collection.database_id, &relationship.related_collection)
+                    .ok_or_else(|| AppError::NotFound {
+                        what: "collection",
+                        id: relationship.related_collection.clone(),
+                    })?
+                    .clone();
+                match value {
+                    Value::Object(document) => {
+                        let document = std::mem::take(document);
+                        let id = self
+                            .nested_document(&related, &relationship.key, document, depth, budget)
+                            .await?;
+                        data.insert(relationship.key.clone(), Value::String(id));
+                    }
+                    Value::Array(items) => {
+                        for item in items.iter_mut() {
+                            if let Value::Object(document) = item {
+                                let document = std::mem::take(document);
+                                let id = self
+                                    .nested_document(
+                                        &related,
+                                        &relationship.key,
+                                        document,
+                                        depth,
+                                        budget,
+                                    )
+                                    .await?;
+                                *item = Value::String(id);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Writes one nested document of `related`, given for the field `field`;
+    /// answers its id.
+    async fn nested_document(
+        &self,
+        related: &Collection,
+        field: &str,
+        mut document: Map<String, Value>,
+        depth: usize,
+        budget: &mut usize,
+    ) -> AppResult<String> {
+        let invalid = |reason: String| AppError::Invalid {
+            code: codes::VALUE_INVALID,
+            field: field.to_string(),
+            reason,
+        };
+        if depth > MAX_NESTING {
+            return Err(invalid(format!(
+                "related documents nest at most {MAX_NESTING} levels deep"
+            )));
+        }
+        if *budget == 0 {
+            return Err(AppError::Invalid {
+                code: codes::TOO_MANY_DOCUMENTS,
+                field: field.to_string(),
+                reason: format!("at most {MAX_NESTED} related documents are written with one"),
+            });
+        }
+        *budget -= 1;
+        let given = match document.remove("$id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) => Some(id),
+            Some(_) => return Err(invalid("a related document's `$id` is a string".into())),
+        };
+        let permissions = match document.remove("$permissions") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(serde_json::from_value::<Vec<String>>(value).map_err(|_| {
+                invalid("a related document's `$permissions` is a list of strings".into())
+            })?),
+        };
+        // What Appwrite's clients send back with a document, and no write sets.
+        for system in [
+            "$sequence",
+            "$databaseId",
+            "$collectionId",
+            "$createdAt",
+            "$updatedAt",
+        ] {
+            document.remove(system);
+        }
+        self.nested_in(related, &mut document, depth + 1, budget)
+            .await?;
+        let id = ids::resolve(field, given.as_deref())?;
+        let named = given.as_deref().is_some_and(|given| given == id);
+        if named && document.is_empty() && permissions.is_none() {
+            // Names a document, as its id would; the write checks it exists.
+            return Ok(id);
+        }
+        if named {
+            self.upsert(related, id.clone(), document, permissions, false)
+                .await?;
+        } else {
+            let new = NewDocument {
+                id: Some(id.clone()),
+                data: document,
+                permissions,
+                times: Default::default(),
+            };
+            self.create(related, new, Sharing::Among).await?;
+        }
+        Ok(id)
     }
 
     /// Adds `by` (negative to subtract) to the numeric attribute `key`, refusing
