@@ -431,3 +431,79 @@ async fn update_operators_apply_to_the_current_values() {
     assert_eq!(years, [("f1".to_string(), 2030), ("f2".to_string(), 1989)]);
     app.shutdown().await;
 }
+
+const UPSERT_MANY: &str = "mutation($d: [JSON!]!) { upsertDocuments(input: {databaseId: \"shop\", collectionId: \"items\", documents: $d}) { id data } }";
+
+#[tokio::test]
+async fn documents_are_upserted_in_bulk_all_or_none_each_with_its_own_permission() {
+    let app = spawn_app().await;
+    items(&app).await;
+    let ann = app.signed_in("ann-upserts@example.com").await;
+    let bob = app.signed_in("bob-upserts@example.com").await;
+    app.as_session(
+        &ann,
+        CREATE_MANY,
+        json!({"d": [{"$id": "pen", "name": "pen", "stock": 1}]}),
+    )
+    .await
+    .ok();
+
+    // One changed, one made with its id, one with an id generated.
+    let written = app
+        .as_session(
+            &ann,
+            UPSERT_MANY,
+            json!({"d": [
+                {"$id": "pen", "stock": 5},
+                {"$id": "ink", "name": "ink", "stock": 2},
+                {"name": "nib", "stock": 3, "$createdAt": null},
+            ]}),
+        )
+        .await
+        .ok();
+    let written = written["upsertDocuments"].as_array().unwrap();
+    assert_eq!(written.len(), 3);
+    assert_eq!(written[0]["id"], "pen");
+    assert_eq!(written[0]["data"]["name"], "pen", "kept");
+    assert_eq!(written[0]["data"]["stock"], 5);
+    assert_eq!(written[1]["id"], "ink");
+    assert_eq!(written[2]["data"]["name"], "nib");
+    assert!(written[2]["id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert_eq!(names(&app, &ann).await, ["ink:2", "nib:3", "pen:5"]);
+
+    // Bob may create but not change Ann's: his whole batch is refused, his own
+    // new document in it too.
+    let refused = app
+        .as_session(
+            &bob,
+            UPSERT_MANY,
+            json!({"d": [{"$id": "cap", "name": "cap"}, {"$id": "pen", "stock": 0}]}),
+        )
+        .await;
+    assert_eq!(refused.code(), "PERMISSION_DENIED", "{:#}", refused.body);
+    assert_eq!(names(&app, &ann).await, ["ink:2", "nib:3", "pen:5"]);
+
+    // Bad input: a value out of range undoes the batch; times and too many are refused.
+    let out_of_range = app
+        .as_session(
+            &ann,
+            UPSERT_MANY,
+            json!({"d": [{"$id": "ink", "stock": 9}, {"$id": "pen", "stock": 101}]}),
+        )
+        .await;
+    assert_eq!(out_of_range.code(), "VALUE_OUT_OF_RANGE");
+    assert_eq!(names(&app, &ann).await, ["ink:2", "nib:3", "pen:5"]);
+    let timed = app
+        .admin(
+            UPSERT_MANY,
+            json!({"d": [{"$id": "ink", "$updatedAt": "2024-01-01T00:00:00.000Z"}]}),
+        )
+        .await;
+    assert_eq!(timed.code(), "BAD_USER_INPUT", "{:#}", timed.body);
+    let many: Vec<Value> = (0..1001)
+        .map(|n| json!({"name": format!("n{n}")}))
+        .collect();
+    let too_many = app.admin(UPSERT_MANY, json!({"d": many})).await;
+    assert_eq!(too_many.code(), "TOO_MANY_DOCUMENTS");
+    app.shutdown().await;
+}

@@ -583,6 +583,51 @@ async fn related_documents_given_inline_are_written_with_the_document() {
         .await;
     assert_eq!(too_many.code(), "TOO_MANY_DOCUMENTS", "{:#}", too_many.body);
     assert!(stored(&app, "posts", "p10").await.is_null());
+    // The bound is the request's, whatever the number of its writes.
+    let posts: Vec<Value> = (0..51)
+        .map(|n| json!({"$id": format!("bulk{n}"), "title": "Bulk", "tags": [{"label": "a"}, {"label": "b"}]}))
+        .collect();
+    let bulk = app
+        .admin(
+            "mutation($d: [JSON!]!) { createDocuments(input: {databaseId: \"press\", collectionId: \"posts\", documents: $d}) { id } }",
+            json!({"d": posts}),
+        )
+        .await;
+    assert_eq!(bulk.code(), "TOO_MANY_DOCUMENTS", "{:#}", bulk.body);
+    assert!(stored(&app, "posts", "bulk0").await.is_null());
+
+    // An update operator on a relationship is no document to write.
+    let operator = app
+        .admin(
+            "mutation($data: JSON) { updateDocument(input: {databaseId: \"press\", collectionId: \"posts\", id: \"p2\", data: $data}) { id } }",
+            json!({"data": {"tags": {"method": "arrayAppend", "values": ["rust"]}}}),
+        )
+        .await;
+    assert_eq!(operator.code(), "VALUE_INVALID", "{:#}", operator.body);
+    // A bulk update writes its related document once, for all it changes.
+    let bulk = app
+        .admin(
+            "mutation($data: JSON, $q: [String!]) { updateDocuments(input: {databaseId: \"press\", collectionId: \"posts\", data: $data, queries: $q}) { id data } }",
+            json!({
+                "data": {"author": {"name": "Hal"}},
+                "q": [query("equal", "$id", json!(["p2", "p3"]))],
+            }),
+        )
+        .await
+        .ok();
+    let changed = bulk["updateDocuments"].as_array().unwrap();
+    assert_eq!(changed.len(), 2);
+    let hal = changed[0]["data"]["author"].as_str().unwrap();
+    assert_eq!(changed[1]["data"]["author"], hal);
+    assert_eq!(stored(&app, "authors", hal).await["data"]["name"], "Hal");
+    let hals = app
+        .admin(
+            "query($q: [String!]) { documents(databaseId: \"press\", collectionId: \"authors\", queries: $q) { total } }",
+            json!({"q": [query("equal", "name", json!(["Hal"]))]}),
+        )
+        .await
+        .ok();
+    assert_eq!(hals["documents"]["total"], 1);
 
     // An update and an upsert take them too.
     let updated = app

@@ -288,12 +288,12 @@ impl Queue {
         documents.push(self.returning.as_str());
         // Matched by id: the order of a `RETURNING`'s rows is not promised.
         let written = documents
-            .build_query_as::<(i64, String)>()
+            .build_query_as::<(Option<i64>, String)>()
             .fetch_all(&mut *lease)
             .await
             .map(|rows| {
                 rows.into_iter()
-                    .map(|(sequence, id)| (id, sequence))
+                    .map(|(sequence, id)| (id, sequence.unwrap_or(0)))
                     .collect::<HashMap<_, _>>()
             })
             .and_then(|sequences| match sequences.len() == rows.len() {

@@ -295,7 +295,8 @@ fn document_from(
         SystemColumns::All => (
             row.try_get(1)?,
             row.try_get(2)?,
-            // None only in a MariaDB table that had no room for its key.
+            // None only in a MariaDB table that had no room for its key
+            // (`upgrade::sequences`).
             row.try_get::<Option<i64>, _>(3)?.unwrap_or(0),
         ),
         SystemColumns::Id => (0, 0, 0),
@@ -2343,15 +2344,17 @@ pub async fn create_prepared(
     }
     first_write.store(true, Ordering::SeqCst);
     let inserted = builder
-        .build_query_scalar::<i64>()
+        .build_query_scalar::<Option<i64>>()
         // All of it: the grants' statement runs after the document's.
         .fetch_all(&mut **conn)
         .await;
     let sequence = match inserted {
+        // None only in a MariaDB table that had no room for the sequence's key.
         Ok(sequences) => sequences
             .first()
             .copied()
-            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("an insert returned no sequence")))?,
+            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("an insert returned no sequence")))?
+            .unwrap_or(0),
         Err(err) => return Err(create_failed(conn, collection, row, first_write, err).await),
     };
     if !permissions_along {

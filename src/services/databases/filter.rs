@@ -497,7 +497,9 @@ impl Column {
     }
 
     fn nullable(&self) -> bool {
-        matches!(self.source, Source::Attr(_))
+        // The sequence too: a MariaDB table that had no room for its key has
+        // no number for documents made since (`upgrade::sequences`).
+        matches!(self.source, Source::Attr(_) | Source::Sequence)
     }
 
     pub fn is_array(&self) -> bool {

@@ -82,6 +82,11 @@ fn operator_of(value: &Value) -> Option<Operator> {
     Some(Operator { method, values })
 }
 
+/// Whether `value` is an operator.
+pub fn is_operator(value: &Value) -> bool {
+    operator_of(value).is_some()
+}
+
 /// Whether any of `data`'s values is an operator.
 pub fn any(data: &Map<String, Value>) -> bool {
     data.values().any(|value| operator_of(value).is_some())

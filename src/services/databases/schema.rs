@@ -695,6 +695,18 @@ crate::graphql_input! {
 }
 
 crate::graphql_input! {
+    "Documents to create, or to change where they exist, in one collection (Appwrite's `upsertDocuments`)."
+    struct UpsertDocumentsInput {
+        "The database."
+        database_id: String as "ID",
+        "The collection."
+        collection_id: String as "ID",
+        "The documents, at most 1000: each an object of attribute values, with `$id` (the document to change, or the id of the new one; generated when omitted) and `$permissions` as Appwrite's clients write them."
+        documents: Vec<serde_json::Value>,
+    }
+}
+
+crate::graphql_input! {
     "A document to create, or to change when it exists (Appwrite's `upsertDocument`)."
     struct UpsertDocumentInput {
         "The database."
@@ -1051,6 +1063,7 @@ fn register_types(parts: &mut SchemaParts) {
     parts.add_input::<DocumentRefInput>();
     parts.add_input::<CreateDocumentsInput>();
     parts.add_input::<UpsertDocumentInput>();
+    parts.add_input::<UpsertDocumentsInput>();
     parts.add_input::<UpdateDocumentsInput>();
     parts.add_input::<DeleteDocumentsInput>();
     parts.add_input::<DocumentStepInput>();
@@ -1733,6 +1746,7 @@ fn register_documents(parts: &mut SchemaParts) {
     parts.mutation(delete_document_field());
     parts.mutation(create_documents_field());
     parts.mutation(upsert_document_field());
+    parts.mutation(upsert_documents_field());
     parts.mutation(update_documents_field());
     parts.mutation(delete_documents_field());
     parts.mutation(step_document_field(true));
@@ -2099,6 +2113,50 @@ fn upsert_document_field() -> Field {
     })
     .description("Creates the document with this id, or changes it when it exists (Appwrite's `upsertDocument`); needs `create` or `update` permission accordingly. Answers null for a document the caller may not read once written.")
     .argument(UpsertDocumentInput::argument())
+}
+
+fn upsert_documents_field() -> Field {
+    Field::new("upsertDocuments", TypeRef::named_nn_list_nn("Document"), |ctx| {
+        FieldFuture::new(async move {
+            let input: UpsertDocumentsInput = input(&ctx)?;
+            if input.documents.len() > documents::MAX_BULK {
+                return Err(AppError::Invalid {
+                    code: codes::TOO_MANY_DOCUMENTS,
+                    field: "documents".into(),
+                    reason: format!("at most {} documents at once", documents::MAX_BULK),
+                }
+                .into());
+            }
+            let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
+            let by_key = caller(&ctx)?.key().is_some();
+            let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
+            let upserts = input
+                .documents
+                .into_iter()
+                .map(|document| {
+                    let mut data = data_object(document)?;
+                    let system = SystemFields::take(&mut data, by_key)?;
+                    if system.times != documents::GivenTimes::default() {
+                        return Err(AppError::invalid(
+                            "documents",
+                            "an upsert takes no `$createdAt` or `$updatedAt`; create or update the documents",
+                        ));
+                    }
+                    Ok(super::service::Upsert {
+                        id: crate::db::ids::resolve("$id", system.id.as_deref())?,
+                        data,
+                        permissions: system.permissions,
+                    })
+                })
+                .collect::<AppResult<Vec<_>>>()?;
+            let documents = documents_of(&ctx, &access)?;
+            let written = documents.upsert_many(&collection, upserts).await?;
+            let written = documents.readable_references(&collection, written).await?;
+            Ok(Some(written_list(&collection, &written)))
+        })
+    })
+    .description("Creates or changes up to 1000 documents of one collection: all or none (Appwrite's `upsertDocuments`), each needing `create` or `update` permission as `upsertDocument` does. Answers those the caller may read once written, in input order.")
+    .argument(UpsertDocumentsInput::argument())
 }
 
 fn update_documents_field() -> Field {

@@ -20,21 +20,30 @@ use super::documents::{
     self, Access, DeleteEffect, Document, DocumentChanges, ListQuery, Listed, NewDocument, Paging,
 };
 use super::filter::{Field, Filter, FilterError, OrderBy, ResolvedFilter, Target, Use};
+use super::operators::is_operator;
 use super::tx::{Conn, RequestTx, Sharing};
 use super::{Collection, DataModel};
 
 /// Most levels of related documents one write nests (Appwrite's depth).
 pub const MAX_NESTING: usize = 3;
-/// Most related documents one write creates or changes along with it.
-pub const MAX_NESTED: usize = 100;
 
-/// Whether a relationship's value holds a document to write rather than ids.
-fn holds_documents(value: &Value) -> bool {
+/// Whether a relationship's value holds a document to write rather than ids
+/// (an update operator, where operators are taken, is none).
+fn holds_documents(value: &Value, operators: bool) -> bool {
+    let document = |value: &Value| value.is_object() && !(operators && is_operator(value));
     match value {
-        Value::Object(_) => true,
-        Value::Array(items) => items.iter().any(Value::is_object),
-        _ => false,
+        Value::Array(items) => items.iter().any(document),
+        value => document(value),
     }
+}
+
+/// One document of [`Documents::upsert_many`].
+#[derive(Debug)]
+pub struct Upsert {
+    pub id: String,
+    /// Attribute values by key; where the document exists, those to set.
+    pub data: Map<String, Value>,
+    pub permissions: Option<Vec<String>>,
 }
 
 /// How the references (many-to-one and one-to-one fields) of an answered
@@ -251,7 +260,7 @@ impl<'r> Documents<'r> {
         mut new: NewDocument,
         sharing: Sharing,
     ) -> AppResult<Option<Document>> {
-        self.write_nested(collection, &mut new.data).await?;
+        self.write_nested(collection, &mut new.data, false).await?;
         let mut prepared = documents::prepare_create(collection, self.access, new)?;
         if self.tx.may_share(collection, &prepared, sharing) {
             // The document and its event made before the shared insert, which
@@ -305,7 +314,8 @@ impl<'r> Documents<'r> {
         mut changes: DocumentChanges,
         references: References,
     ) -> AppResult<Option<Document>> {
-        self.write_nested(collection, &mut changes.data).await?;
+        self.write_nested(collection, &mut changes.data, changes.operators)
+            .await?;
         let mut op = self.tx.writer().await?;
         let result = async {
             let (previous, document) =
@@ -355,7 +365,7 @@ impl<'r> Documents<'r> {
         permissions: Option<Vec<String>>,
         operators: bool,
     ) -> AppResult<Option<Document>> {
-        self.write_nested(collection, &mut data).await?;
+        self.write_nested(collection, &mut data, operators).await?;
         let mut op = self.tx.writer().await?;
         let result = async {
             if documents::upsert_updates(&mut op, collection, self.access, &id).await? {
@@ -406,23 +416,24 @@ impl<'r> Documents<'r> {
     /// write: created (its `$id` generated when not given), or upserted when
     /// its `$id` is given, with its own `$permissions`; an object holding its
     /// `$id` alone only names that document. Its id then stands in its place.
-    /// Documents nest at most [`MAX_NESTING`] levels deep and [`MAX_NESTED`] in
-    /// one write; they commit with the write or not at all. A write with no
-    /// relationship set to an object passes through untouched.
+    /// Documents nest at most [`MAX_NESTING`] levels deep, and a request writes
+    /// at most [`super::tx::MAX_NESTED_PER_REQUEST`] of them; they commit with the write
+    /// or not at all. `operators`: whether the write takes Appwrite's update
+    /// operators, which are no documents. A write with no relationship set to
+    /// an object passes through untouched.
     async fn write_nested(
         &self,
         collection: &Collection,
         data: &mut Map<String, Value>,
+        operators: bool,
     ) -> AppResult<()> {
-        if !collection
-            .relationships
-            .iter()
-            .any(|r| data.get(&r.key).is_some_and(holds_documents))
-        {
+        if !collection.relationships.iter().any(|r| {
+            data.get(&r.key)
+                .is_some_and(|value| holds_documents(value, operators))
+        }) {
             return Ok(());
         }
-        let mut budget = MAX_NESTED;
-        self.nested_in(collection, data, 1, &mut budget).await
+        self.nested_in(collection, data, 1, operators).await
     }
 
     /// The nested documents of `data` (a document of `collection` at `depth`)
@@ -432,14 +443,14 @@ impl<'r> Documents<'r> {
         collection: &'a Collection,
         data: &'a mut Map<String, Value>,
         depth: usize,
-        budget: &'a mut usize,
+        operators: bool,
     ) -> BoxFuture<'a, AppResult<()>> {
         Box::pin(async move {
             for relationship in &collection.relationships {
                 let Some(value) = data.get_mut(&relationship.key) else {
                     continue;
                 };
-                if !holds_documents(value) {
+                if !holds_documents(value, operators) {
                     continue;
                 }
                 let related = self
@@ -450,30 +461,25 @@ impl<'r> Documents<'r> {
                         id: relationship.related_collection.clone(),
                     })?
                     .clone();
+                let field = relationship.key.as_str();
                 match value {
-                    Value::Object(document) => {
-                        let document = std::mem::take(document);
-                        let id = self
-                            .nested_document(&related, &relationship.key, document, depth, budget)
-                            .await?;
-                        data.insert(relationship.key.clone(), Value::String(id));
-                    }
                     Value::Array(items) => {
                         for item in items.iter_mut() {
                             if let Value::Object(document) = item {
                                 let document = std::mem::take(document);
                                 let id = self
-                                    .nested_document(
-                                        &related,
-                                        &relationship.key,
-                                        document,
-                                        depth,
-                                        budget,
-                                    )
+                                    .nested_document(&related, field, document, depth)
                                     .await?;
                                 *item = Value::String(id);
                             }
                         }
+                    }
+                    Value::Object(document) => {
+                        let document = std::mem::take(document);
+                        let id = self
+                            .nested_document(&related, field, document, depth)
+                            .await?;
+                        data.insert(relationship.key.clone(), Value::String(id));
                     }
                     _ => {}
                 }
@@ -490,26 +496,12 @@ impl<'r> Documents<'r> {
         field: &str,
         mut document: Map<String, Value>,
         depth: usize,
-        budget: &mut usize,
     ) -> AppResult<String> {
         let invalid = |reason: String| AppError::Invalid {
             code: codes::VALUE_INVALID,
             field: field.to_string(),
             reason,
         };
-        if depth > MAX_NESTING {
-            return Err(invalid(format!(
-                "related documents nest at most {MAX_NESTING} levels deep"
-            )));
-        }
-        if *budget == 0 {
-            return Err(AppError::Invalid {
-                code: codes::TOO_MANY_DOCUMENTS,
-                field: field.to_string(),
-                reason: format!("at most {MAX_NESTED} related documents are written with one"),
-            });
-        }
-        *budget -= 1;
         let given = match document.remove("$id") {
             None | Some(Value::Null) => None,
             Some(Value::String(id)) => Some(id),
@@ -521,7 +513,8 @@ impl<'r> Documents<'r> {
                 invalid("a related document's `$permissions` is a list of strings".into())
             })?),
         };
-        // What Appwrite's clients send back with a document, and no write sets.
+        // What Appwrite's clients send back with a document, and no nested
+        // write sets.
         for system in [
             "$sequence",
             "$databaseId",
@@ -531,14 +524,20 @@ impl<'r> Documents<'r> {
         ] {
             document.remove(system);
         }
-        self.nested_in(related, &mut document, depth + 1, budget)
-            .await?;
         let id = ids::resolve(field, given.as_deref())?;
         let named = given.as_deref().is_some_and(|given| given == id);
         if named && document.is_empty() && permissions.is_none() {
             // Names a document, as its id would; the write checks it exists.
             return Ok(id);
         }
+        if depth > MAX_NESTING {
+            return Err(invalid(format!(
+                "related documents nest at most {MAX_NESTING} levels deep"
+            )));
+        }
+        self.tx.spend_nested(field)?;
+        self.nested_in(related, &mut document, depth + 1, false)
+            .await?;
         if named {
             self.upsert(related, id.clone(), document, permissions, false)
                 .await?;
@@ -552,6 +551,23 @@ impl<'r> Documents<'r> {
             self.create(related, new, Sharing::Among).await?;
         }
         Ok(id)
+    }
+
+    /// Upserts documents one after the other ([`Documents::upsert`]), all in the
+    /// request's transaction; answers those the caller may read, in input order.
+    pub async fn upsert_many(
+        &self,
+        collection: &Collection,
+        upserts: Vec<Upsert>,
+    ) -> AppResult<Vec<Document>> {
+        let mut written = Vec::with_capacity(upserts.len());
+        for upsert in upserts {
+            let answer = self
+                .upsert(collection, upsert.id, upsert.data, upsert.permissions, true)
+                .await?;
+            written.extend(answer);
+        }
+        Ok(written)
     }
 
     /// Adds `by` (negative to subtract) to the numeric attribute `key`, refusing
@@ -649,7 +665,7 @@ impl<'r> Documents<'r> {
         &self,
         collection: &Collection,
         filter: Filter,
-        data: Map<String, Value>,
+        mut data: Map<String, Value>,
         permissions: Option<Vec<String>>,
     ) -> AppResult<Vec<Document>> {
         let (target, resolved) = resolved_filter(collection, filter)?;
@@ -657,6 +673,9 @@ impl<'r> Documents<'r> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        // Once, before the change is copied to every document: they all point
+        // at the same related documents.
+        self.write_nested(collection, &mut data, true).await?;
         // Under the writer, the candidates that still match: two such updates
         // at once change a document once each only while it matches.
         let matching = {

@@ -104,7 +104,14 @@ pub struct RequestTx {
     /// Documents the request's deletes have removed or changed so far
     /// ([`Conn::spend_deletions`]).
     deletions: Arc<AtomicUsize>,
+    /// Related documents the request's writes have written inline so far
+    /// ([`RequestTx::spend_nested`]).
+    nested: AtomicUsize,
 }
+
+/// The most related documents one request writes inline with its documents
+/// (Appwrite's nested writes), whatever the number of its writes.
+pub const MAX_NESTED_PER_REQUEST: usize = 100;
 
 /// The most documents one request's deletes may remove or change, those their
 /// relationships' on-delete rules reach included: a cascade's size is the data's
@@ -290,6 +297,7 @@ impl RequestTx {
             first_write: AtomicBool::new(false),
             links: Arc::default(),
             deletions: Arc::default(),
+            nested: AtomicUsize::new(0),
             events: std::sync::Mutex::new(Vec::new()),
             encoded: std::sync::Mutex::new(None),
             turn: std::sync::Mutex::new(None),
@@ -359,6 +367,22 @@ impl RequestTx {
             && sharing == Sharing::Sole
             && !self.has_writes()
             && !prepared.sets_relationships(collection)
+    }
+
+    /// Counts one related document about to be written inline against the
+    /// request's [`MAX_NESTED_PER_REQUEST`]; refused past it (nothing of the
+    /// request is kept).
+    pub fn spend_nested(&self, field: &str) -> AppResult<()> {
+        if self.nested.fetch_add(1, Ordering::Relaxed) >= MAX_NESTED_PER_REQUEST {
+            return Err(AppError::Invalid {
+                code: codes::TOO_MANY_DOCUMENTS,
+                field: field.to_string(),
+                reason: format!(
+                    "a request writes at most {MAX_NESTED_PER_REQUEST} related documents inline"
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Offers a prepared create to a shared insert with other requests'

@@ -481,23 +481,31 @@ fn condition(field: FilterField, op: &str, operand: &Json) -> AppResult<Filter> 
 }
 
 /// The field an order of `collection`'s names: `sequence` is the document's
-/// own unless an attribute takes the name ([`shows_sequence`]).
-fn order_field(collection: &Collection, key: &str) -> FilterField {
+/// own unless a field of the collection takes the name ([`shows_sequence`]).
+fn order_field(collection: &Collection, model: &DataModel, key: &str) -> FilterField {
     match key {
-        "sequence" if shows_sequence(collection) => FilterField::Sequence,
+        "sequence" if shows_sequence(collection, model) => FilterField::Sequence,
         key => field_of(key),
     }
 }
 
 /// Whether the collection's type has the document's own `sequence` field: no
-/// attribute or relationship of its takes the name (`sequence` was no
-/// reserved key when it came; `$sequence` of the generic API always is it).
-fn shows_sequence(collection: &Collection) -> bool {
+/// attribute or relationship of its, nor the reverse field of one pointing at
+/// it, takes the name (`sequence` was no reserved key when it came;
+/// `$sequence` of the generic API always is it).
+fn shows_sequence(collection: &Collection, model: &DataModel) -> bool {
     !collection.attributes.iter().any(|a| a.key == "sequence")
         && !collection.relationships.iter().any(|r| r.key == "sequence")
+        && !model
+            .references_to(collection)
+            .any(|(_, relationship)| relationship.two_way_key.as_deref() == Some("sequence"))
 }
 
-fn orders_from_input(collection: &Collection, input: Option<&Json>) -> AppResult<Vec<OrderBy>> {
+fn orders_from_input(
+    collection: &Collection,
+    model: &DataModel,
+    input: Option<&Json>,
+) -> AppResult<Vec<OrderBy>> {
     let items = match input {
         None | Some(Json::Null) => return Ok(Vec::new()),
         Some(Json::Array(items)) => items.clone(),
@@ -516,7 +524,7 @@ fn orders_from_input(collection: &Collection, input: Option<&Json>) -> AppResult
                 "each order names exactly one field, e.g. `{views: DESC}`; give several orders as a list",
             ));
         };
-        let field = order_field(collection, key);
+        let field = order_field(collection, model, key);
         orders.push(match direction.as_str() {
             Some("DESC") => OrderBy::desc(field),
             _ => OrderBy::asc(field),
@@ -723,7 +731,7 @@ pub fn register_collection(
         &format!("documents of `{}`", collection.name),
     ));
     parts.add_type(filter_input(&collection, model));
-    parts.add_type(order_input(&collection));
+    parts.add_type(order_input(&collection, model));
     register_write_types(parts, &collection);
     parts.query(get_field(&collection));
     parts.query(list_field(&collection));
@@ -762,11 +770,7 @@ fn object_type(collection: &Collection, model: &DataModel) -> Object {
             TypeRef::named_nn_list_nn(TypeRef::STRING),
             "Its own permissions, e.g. `read(\"user:abc\")`.".into(),
         ));
-    if shows_sequence(collection)
-        && !model
-            .references_to(collection)
-            .any(|(_, relationship)| relationship.two_way_key.as_deref() == Some("sequence"))
-    {
+    if shows_sequence(collection, model) {
         object_type = object_type.field(entry(
             "sequence".into(),
             TypeRef::named_nn(TypeRef::STRING),
@@ -884,7 +888,7 @@ fn filter_input(collection: &Collection, model: &DataModel) -> InputObject {
 }
 
 /// `PostOrderBy`: one order, naming exactly one field.
-fn order_input(collection: &Collection) -> InputObject {
+fn order_input(collection: &Collection, model: &DataModel) -> InputObject {
     let t = &collection.names.type_name;
     let order_name = format!("{t}OrderBy");
     let mut order = InputObject::new(order_name.as_str())
@@ -901,7 +905,7 @@ fn order_input(collection: &Collection) -> InputObject {
             "updatedAt",
             TypeRef::named("OrderDirection"),
         ));
-    if shows_sequence(collection) {
+    if shows_sequence(collection, model) {
         order = order.field(InputValue::new(
             "sequence",
             TypeRef::named("OrderDirection"),
@@ -1446,7 +1450,7 @@ async fn connection_of(
         filter = Filter::And(vec![scope, filter]);
     }
     let filter = resolve(collection, &filter, Use::Query)?;
-    let orders = orders_from_input(collection, arg_json(ctx, "orderBy")?.as_ref())?;
+    let orders = orders_from_input(collection, model, arg_json(ctx, "orderBy")?.as_ref())?;
     let first = count_arg(ctx, "first", MAX_FIRST)?;
     let last = count_arg(ctx, "last", MAX_FIRST)?;
     if first.is_some() && last.is_some() {
@@ -1813,7 +1817,7 @@ async fn related_list(
         None => Filter::default(),
     };
     let order_json = arg_json(ctx, "orderBy")?;
-    let orders = orders_from_input(listed, order_json.as_ref())?;
+    let orders = orders_from_input(listed, model, order_json.as_ref())?;
     let first = count_arg(ctx, "first", MAX_FIRST)?.unwrap_or(DEFAULT_FIRST);
     let want_total = ctx.look_ahead().field("totalCount").exists();
     let signature = serde_json::to_string(&(&filter_json, &order_json, first, want_total))
@@ -1861,6 +1865,8 @@ fn node_value_from_event(payload: &Json) -> Value {
         return Value::Null;
     };
     let mut node = async_graphql::indexmap::IndexMap::new();
+    // An event logged before documents had numbers carries none.
+    node.insert(Name::new("sequence"), Value::from("0"));
     for (key, value) in map {
         let name = match key.as_str() {
             "$id" => "id",

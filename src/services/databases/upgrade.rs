@@ -271,8 +271,11 @@ async fn reader_twins(conn: &mut AnyConnection, dialect: SqlDialect) -> anyhow::
 /// another server inserted meanwhile a number of its own. A table with no room
 /// left for the key gives it one of its twins' (they only make lists cheaper,
 /// and are made again in the room left, [`reader_twins`]); one with no twin
-/// either (as many indexes as MariaDB allows) is left as it is, its documents
-/// shown with the sequence 0. SQLite's tables have theirs already: the row id.
+/// either (as many indexes as MariaDB allowed before) keeps the numbers of the
+/// documents it has, and those made later show 0. A table the change fails on
+/// (a row already at MariaDB's size limit) is logged and left, and the others
+/// go on; every start tries again. SQLite's tables have theirs already: the
+/// row id.
 async fn sequences(conn: &mut AnyConnection, dialect: SqlDialect) -> anyhow::Result<()> {
     if dialect != SqlDialect::MySql {
         return Ok(());
@@ -290,57 +293,72 @@ async fn sequences(conn: &mut AnyConnection, dialect: SqlDialect) -> anyhow::Res
     let tables: Vec<String> = sqlx::query_scalar("SELECT table_name FROM db_collections")
         .fetch_all(&mut *conn)
         .await?;
-    let q = |name: &str| SqlDialect::MySql.quote(name);
-    let column = q(ddl::SEQUENCE_COLUMN);
     for table in tables.iter().filter(|table| !numbered.contains(*table)) {
         tracing::info!(table, "numbering the documents in the order they were made");
-        let t = q(table);
-        let keys = index_names(conn, dialect, table).await?;
-        if keys.len() >= ddl::MAX_TABLE_KEYS {
-            let Some(twin) = keys
-                .iter()
-                .filter(|name| ddl::is_twin_name(dialect, table, name))
-                .max()
-            else {
-                tracing::warn!(
-                    table,
-                    "the table has as many keys as MariaDB allows and none to spare: \
-                     its documents keep the sequence 0"
-                );
-                continue;
-            };
-            conn.execute(ddl::drop_twin_sql(dialect, table, twin).as_str())
-                .await?;
-            sqlx::query("UPDATE db_collections SET reader_twins = 0 WHERE table_name = ?")
-                .bind(table)
-                .execute(&mut *conn)
-                .await?;
+        if let Err(err) = number_documents(conn, table).await {
+            tracing::error!(
+                table,
+                error = format!("{err:#}"),
+                "the documents of a collection could not be numbered; its reads fail until they are"
+            );
         }
-        if !has_column(conn, dialect, table, ddl::SEQUENCE_COLUMN).await? {
-            conn.execute(format!("ALTER TABLE {t} ADD COLUMN {column} BIGINT NULL").as_str())
-                .await
-                .with_context(|| format!("adding the sequence column to {table}"))?;
-        }
-        conn.execute(
-            format!(
-                "UPDATE {t} d JOIN (SELECT id, ROW_NUMBER() OVER (ORDER BY created_at, id) AS n \
-                 FROM {t}) o ON o.id = d.id SET d.{column} = o.n"
-            )
-            .as_str(),
-        )
-        .await
-        .with_context(|| format!("numbering the documents of {table}"))?;
-        conn.execute(
-            format!(
-                "ALTER TABLE {t} MODIFY {}, ADD {}",
-                ddl::sequence_column_def(),
-                ddl::sequence_key_def()
-            )
-            .as_str(),
-        )
-        .await
-        .with_context(|| format!("making the sequence of {table} count on"))?;
     }
+    Ok(())
+}
+
+/// [`sequences`] for one MariaDB table.
+async fn number_documents(conn: &mut AnyConnection, table: &str) -> anyhow::Result<()> {
+    let dialect = SqlDialect::MySql;
+    let q = |name: &str| dialect.quote(name);
+    let (t, column) = (q(table), q(ddl::SEQUENCE_COLUMN));
+    let keys = index_names(conn, dialect, table).await?;
+    let mut room = keys.len() < ddl::MAX_TABLE_KEYS;
+    if !room
+        && let Some(twin) = keys
+            .iter()
+            .filter(|name| ddl::is_twin_name(dialect, table, name))
+            .max()
+    {
+        conn.execute(ddl::drop_twin_sql(dialect, table, twin).as_str())
+            .await?;
+        sqlx::query("UPDATE db_collections SET reader_twins = 0 WHERE table_name = ?")
+            .bind(table)
+            .execute(&mut *conn)
+            .await?;
+        room = true;
+    }
+    if !has_column(conn, dialect, table, ddl::SEQUENCE_COLUMN).await? {
+        conn.execute(format!("ALTER TABLE {t} ADD COLUMN {column} BIGINT NULL").as_str())
+            .await
+            .context("adding the sequence column")?;
+    }
+    conn.execute(
+        format!(
+            "UPDATE {t} d JOIN (SELECT id, ROW_NUMBER() OVER (ORDER BY created_at, id) AS n \
+             FROM {t}) o ON o.id = d.id SET d.{column} = o.n"
+        )
+        .as_str(),
+    )
+    .await
+    .context("numbering the documents")?;
+    if !room {
+        tracing::warn!(
+            table,
+            "the table has as many keys as MariaDB allows and none to spare: \
+             documents made from now on show the sequence 0"
+        );
+        return Ok(());
+    }
+    conn.execute(
+        format!(
+            "ALTER TABLE {t} MODIFY {}, ADD {}",
+            ddl::sequence_column_def(),
+            ddl::sequence_key_def()
+        )
+        .as_str(),
+    )
+    .await
+    .context("making the sequence count on")?;
     Ok(())
 }
 
@@ -1079,6 +1097,35 @@ mod tests {
         // Done once: a later start changes nothing.
         sequences(&mut conn, SqlDialect::MySql).await.unwrap();
         assert_eq!(numbered(&mut conn, "c_1").await.len(), 5);
+
+        // A table with as many keys as MariaDB allows and no twin to give up
+        // keeps its documents' numbers; one made later reads none.
+        let keys: Vec<String> = (0..63).map(|n| format!("KEY k{n} (n{})", n % 8)).collect();
+        let columns: Vec<String> = (0..8).map(|n| format!("n{n} INT")).collect();
+        for statement in [
+            "INSERT INTO db_collections (table_name) VALUES ('c_3')".to_string(),
+            format!(
+                "CREATE TABLE c_3 (id VARCHAR(36) NOT NULL, created_at BIGINT NOT NULL, {}, \
+                 PRIMARY KEY (id), {}) ENGINE=InnoDB",
+                columns.join(", "),
+                keys.join(", ")
+            ),
+            "INSERT INTO c_3 (id, created_at) VALUES ('q', 2), ('p', 1)".to_string(),
+        ] {
+            conn.execute(statement.as_str()).await.unwrap();
+        }
+        sequences(&mut conn, SqlDialect::MySql).await.unwrap();
+        assert_eq!(
+            numbered(&mut conn, "c_3").await,
+            pairs(&[("p", 1), ("q", 2)])
+        );
+        let later: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO c_3 (id, created_at) VALUES ('r', 3) RETURNING `rowid`",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(later, None);
         drop(conn);
         db.close().await;
     }
