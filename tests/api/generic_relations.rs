@@ -494,6 +494,18 @@ async fn related_documents_given_inline_are_written_with_the_document() {
         )
         .await;
     assert_eq!(failed.code(), "ATTRIBUTE_NOT_FOUND", "{:#}", failed.body);
+    // Its error names the field by its path from the document written.
+    let wrong = app
+        .admin(
+            CREATE_DOCUMENT,
+            json!({"c": "posts", "id": "p6", "data": {"title": "Six", "author": {"name": 5}}}),
+        )
+        .await;
+    assert_eq!(
+        wrong.body["errors"][0]["extensions"]["field"], "author.name",
+        "{:#}",
+        wrong.body
+    );
     for (collection, id) in [("posts", "p6"), ("tags", "kept"), ("authors", "dee")] {
         assert!(
             stored(&app, collection, id).await.is_null(),

@@ -188,6 +188,19 @@ async fn documents_are_numbered_in_the_order_they_were_made() {
         json!([{"id": "a-fourth", "sequence": upserted["sequence"]}])
     );
 
+    // … and filters by it, a decimal string compared as a number.
+    let later = app
+        .admin(
+            "query($after: String) { counters(filter: {sequence: {gt: $after}}, orderBy: [{sequence: ASC}]) { nodes { id } } }",
+            json!({"after": many[0]["sequence"]}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        later["counters"]["nodes"],
+        json!([{"id": "b-third"}, {"id": "a-fourth"}])
+    );
+
     // Replayed from the log, the create's event still carries its number.
     assert_eq!(first_replayed(&app, &cursor).await, heard);
     app.shutdown().await;

@@ -536,20 +536,38 @@ impl<'r> Documents<'r> {
             )));
         }
         self.tx.spend_nested(field)?;
-        self.nested_in(related, &mut document, depth + 1, false)
-            .await?;
-        if named {
-            self.upsert(related, id.clone(), document, permissions, false)
+        let written = async {
+            self.nested_in(related, &mut document, depth + 1, false)
                 .await?;
-        } else {
-            let new = NewDocument {
-                id: Some(id.clone()),
-                data: document,
-                permissions,
-                times: Default::default(),
-            };
-            self.create(related, new, Sharing::Among).await?;
+            if named {
+                self.upsert(related, id.clone(), document, permissions, false)
+                    .await?;
+            } else {
+                let new = NewDocument {
+                    id: Some(id.clone()),
+                    data: document,
+                    permissions,
+                    times: Default::default(),
+                };
+                self.create(related, new, Sharing::Among).await?;
+            }
+            Ok(())
         }
+        .await;
+        // An error of the related document names its field by its path from
+        // the document written (`author.name`).
+        written.map_err(|err| match err {
+            AppError::Invalid {
+                code,
+                field: inner,
+                reason,
+            } => AppError::Invalid {
+                code,
+                field: format!("{field}.{inner}"),
+                reason,
+            },
+            other => other,
+        })?;
         Ok(id)
     }
 

@@ -147,6 +147,11 @@ pub fn register_shared(parts: &mut SchemaParts) {
             )
     };
     parts.add_type(comparisons("IDFilter", TypeRef::ID, "Conditions on an id."));
+    parts.add_type(comparisons(
+        "SequenceFilter",
+        TypeRef::STRING,
+        "Conditions on a document's sequence: decimal strings, compared as numbers.",
+    ));
     parts.add_type(
         Enum::new("DocumentChangeType")
             .description("What happened to a document in a watched set: created in it, changed in it (or changed into it), deleted, or changed out of it.")
@@ -276,7 +281,11 @@ pub fn filter_from_input(
                     )));
                 };
                 for (op, operand) in conditions {
-                    all.push(condition(field_of(field), op, operand)?);
+                    all.push(condition(
+                        named_field(collection, model, field),
+                        op,
+                        operand,
+                    )?);
                 }
             }
         }
@@ -480,9 +489,10 @@ fn condition(field: FilterField, op: &str, operand: &Json) -> AppResult<Filter> 
     })
 }
 
-/// The field an order of `collection`'s names: `sequence` is the document's
-/// own unless a field of the collection takes the name ([`shows_sequence`]).
-fn order_field(collection: &Collection, model: &DataModel, key: &str) -> FilterField {
+/// The field a filter or an order of `collection`'s names: `sequence` is the
+/// document's own unless a field of the collection takes the name
+/// ([`shows_sequence`]).
+fn named_field(collection: &Collection, model: &DataModel, key: &str) -> FilterField {
     match key {
         "sequence" if shows_sequence(collection, model) => FilterField::Sequence,
         key => field_of(key),
@@ -524,7 +534,7 @@ fn orders_from_input(
                 "each order names exactly one field, e.g. `{views: DESC}`; give several orders as a list",
             ));
         };
-        let field = order_field(collection, model, key);
+        let field = named_field(collection, model, key);
         orders.push(match direction.as_str() {
             Some("DESC") => OrderBy::desc(field),
             _ => OrderBy::asc(field),
@@ -855,6 +865,12 @@ fn filter_input(collection: &Collection, model: &DataModel) -> InputObject {
             InputValue::new("not", TypeRef::named(filter_name.as_str()))
                 .description("This does not hold."),
         );
+    if shows_sequence(collection, model) {
+        filter = filter.field(InputValue::new(
+            "sequence",
+            TypeRef::named("SequenceFilter"),
+        ));
+    }
     for attribute in collection
         .attributes
         .iter()
