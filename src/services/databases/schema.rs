@@ -2051,37 +2051,62 @@ fn create_documents_field() -> Field {
     Field::new("createDocuments", TypeRef::named_nn_list_nn("Document"), |ctx| {
         FieldFuture::new(async move {
             let input: CreateDocumentsInput = input(&ctx)?;
-            if input.documents.len() > documents::MAX_BULK {
-                return Err(AppError::Invalid {
-                    code: codes::TOO_MANY_DOCUMENTS,
-                    field: "documents".into(),
-                    reason: format!("at most {} documents at once", documents::MAX_BULK),
-                }
-                .into());
-            }
-            let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
-            let by_key = caller(&ctx)?.key().is_some();
-            let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-            let news = input
-                .documents
+            let (collection, access, given) = bulk_documents(
+                &ctx,
+                &input.database_id,
+                &input.collection_id,
+                input.documents,
+            )
+            .await?;
+            let news = given
                 .into_iter()
-                .map(|document| {
-                    let mut data = data_object(document)?;
-                    let system = SystemFields::take(&mut data, by_key)?;
-                    Ok(NewDocument {
-                        id: system.id,
-                        data,
-                        permissions: system.permissions,
-                        times: system.times,
-                    })
+                .map(|(data, system)| NewDocument {
+                    id: system.id,
+                    data,
+                    permissions: system.permissions,
+                    times: system.times,
                 })
-                .collect::<AppResult<Vec<_>>>()?;
+                .collect();
             let created = documents_of(&ctx, &access)?.create_many(&collection, news).await?;
             Ok(Some(written_list(&collection, &created)))
         })
     })
     .description("Creates up to 1000 documents of one collection: all or none (Appwrite's `createDocuments`). Answers those the caller may read once written, in input order.")
     .argument(CreateDocumentsInput::argument())
+}
+
+/// What a bulk write of whole documents starts from: at most
+/// [`documents::MAX_BULK`] of them, their collection, the caller's access to
+/// write, and each document's attribute values apart from its system fields.
+async fn bulk_documents(
+    ctx: &ResolverContext<'_>,
+    database_id: &str,
+    collection_id: &str,
+    given: Vec<serde_json::Value>,
+) -> AppResult<(
+    Arc<Collection>,
+    Access,
+    Vec<(Map<String, serde_json::Value>, SystemFields)>,
+)> {
+    if given.len() > documents::MAX_BULK {
+        return Err(AppError::Invalid {
+            code: codes::TOO_MANY_DOCUMENTS,
+            field: "documents".into(),
+            reason: format!("at most {} documents at once", documents::MAX_BULK),
+        });
+    }
+    let collection = model_collection(ctx, database_id, collection_id).await?;
+    let by_key = caller(ctx)?.key().is_some();
+    let access = Access::of(caller(ctx)?, documents::DOCUMENTS_WRITE)?;
+    let documents = given
+        .into_iter()
+        .map(|document| {
+            let mut data = data_object(document)?;
+            let system = SystemFields::take(&mut data, by_key)?;
+            Ok((data, system))
+        })
+        .collect::<AppResult<Vec<_>>>()?;
+    Ok((collection, access, documents))
 }
 
 fn upsert_document_field() -> Field {
@@ -2119,23 +2144,16 @@ fn upsert_documents_field() -> Field {
     Field::new("upsertDocuments", TypeRef::named_nn_list_nn("Document"), |ctx| {
         FieldFuture::new(async move {
             let input: UpsertDocumentsInput = input(&ctx)?;
-            if input.documents.len() > documents::MAX_BULK {
-                return Err(AppError::Invalid {
-                    code: codes::TOO_MANY_DOCUMENTS,
-                    field: "documents".into(),
-                    reason: format!("at most {} documents at once", documents::MAX_BULK),
-                }
-                .into());
-            }
-            let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
-            let by_key = caller(&ctx)?.key().is_some();
-            let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-            let upserts = input
-                .documents
+            let (collection, access, given) = bulk_documents(
+                &ctx,
+                &input.database_id,
+                &input.collection_id,
+                input.documents,
+            )
+            .await?;
+            let upserts = given
                 .into_iter()
-                .map(|document| {
-                    let mut data = data_object(document)?;
-                    let system = SystemFields::take(&mut data, by_key)?;
+                .map(|(data, system)| {
                     if system.times != documents::GivenTimes::default() {
                         return Err(AppError::invalid(
                             "documents",
