@@ -500,6 +500,15 @@ async fn documents_are_upserted_in_bulk_all_or_none_each_with_its_own_permission
         )
         .await;
     assert_eq!(timed.code(), "BAD_USER_INPUT", "{:#}", timed.body);
+    let twice = app
+        .as_session(
+            &ann,
+            UPSERT_MANY,
+            json!({"d": [{"$id": "ink", "stock": 7}, {"$id": "ink", "stock": 8}]}),
+        )
+        .await;
+    assert_eq!(twice.code(), "VALUE_INVALID", "{:#}", twice.body);
+    assert_eq!(names(&app, &ann).await, ["ink:2", "nib:3", "pen:5"]);
     let many: Vec<Value> = (0..1001)
         .map(|n| json!({"name": format!("n{n}")}))
         .collect();

@@ -26,7 +26,12 @@ fn entry<'d>(document: &'d Map<String, Value>, column: &Column) -> Option<&'d Va
         Field::Sequence => "$sequence",
         Field::Attribute(key) => key.as_str(),
     };
-    document.get(name).filter(|v| !v.is_null())
+    document
+        .get(name)
+        .filter(|v| !v.is_null())
+        // A document of a MariaDB table that had no room for its sequence's key
+        // shows 0 where the column holds none (`upgrade::sequences`).
+        .filter(|v| !(matches!(column.field(), Field::Sequence) && v.as_str() == Some("0")))
 }
 
 /// A column's values in a document, in stored form: none when null or absent,

@@ -2151,9 +2151,22 @@ fn upsert_documents_field() -> Field {
                 input.documents,
             )
             .await?;
+            let mut named = std::collections::HashSet::new();
             let upserts = given
                 .into_iter()
                 .map(|(data, system)| {
+                    if let Some(id) = system.id.as_deref().filter(|id| *id != crate::db::ids::UNIQUE)
+                        && !named.insert(id.to_string())
+                    {
+                        return Err(AppError::Invalid {
+                            code: codes::VALUE_INVALID,
+                            field: "documents".into(),
+                            reason: format!(
+                                "`{}` is given twice; each document once",
+                                id.chars().take(64).collect::<String>()
+                            ),
+                        });
+                    }
                     if system.times != documents::GivenTimes::default() {
                         return Err(AppError::invalid(
                             "documents",

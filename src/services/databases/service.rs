@@ -691,9 +691,6 @@ impl<'r> Documents<'r> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        // Once, before the change is copied to every document: they all point
-        // at the same related documents.
-        self.write_nested(collection, &mut data, true).await?;
         // Under the writer, the candidates that still match: two such updates
         // at once change a document once each only while it matches.
         let matching = {
@@ -710,6 +707,12 @@ impl<'r> Documents<'r> {
             .await;
             op.end(result)?
         };
+        if matching.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Once, before the change is copied to every document: they all point
+        // at the same related documents.
+        self.write_nested(collection, &mut data, true).await?;
         let changes = matching
             .into_iter()
             .map(|document| {

@@ -272,7 +272,8 @@ async fn reader_twins(conn: &mut AnyConnection, dialect: SqlDialect) -> anyhow::
 /// left for the key gives it one of its twins' (they only make lists cheaper,
 /// and are made again in the room left, [`reader_twins`]); one with no twin
 /// either (as many indexes as MariaDB allowed before) keeps the numbers of the
-/// documents it has, and those made later show 0. A table the change fails on
+/// documents it has, and those made later show 0 until the next start numbers
+/// them after the others. A table the change fails on
 /// (a row already at MariaDB's size limit) is logged and left, and the others
 /// go on; every start tries again. SQLite's tables have theirs already: the
 /// row id.
@@ -332,10 +333,15 @@ async fn number_documents(conn: &mut AnyConnection, table: &str) -> anyhow::Resu
             .await
             .context("adding the sequence column")?;
     }
+    // Only the documents without a number, after the largest given: a table
+    // with no room for the key is numbered again at each start, and a number
+    // once given stays.
     conn.execute(
         format!(
-            "UPDATE {t} d JOIN (SELECT id, ROW_NUMBER() OVER (ORDER BY created_at, id) AS n \
-             FROM {t}) o ON o.id = d.id SET d.{column} = o.n"
+            "UPDATE {t} d JOIN (SELECT s.id, b.base + ROW_NUMBER() OVER \
+             (ORDER BY s.created_at, s.id) AS n FROM {t} s, \
+             (SELECT COALESCE(MAX({column}), 0) AS base FROM {t}) b WHERE s.{column} IS NULL) o \
+             ON o.id = d.id SET d.{column} = o.n"
         )
         .as_str(),
     )
@@ -1126,6 +1132,12 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(later, None);
+        // The next start numbers it after the others, and keeps theirs.
+        sequences(&mut conn, SqlDialect::MySql).await.unwrap();
+        assert_eq!(
+            numbered(&mut conn, "c_3").await,
+            pairs(&[("p", 1), ("q", 2), ("r", 3)])
+        );
         drop(conn);
         db.close().await;
     }
