@@ -185,7 +185,7 @@ codes! {
     INDEX_NOT_FOUND: 404 => "the collection has no index with that key";
     INDEX_INVALID: 400 => "an index definition that is wrong";
     INDEX_ALREADY_EXISTS: 409 => "the collection has an index with that key already (compared ignoring case)";
-    TOO_MANY_LINKS: 400 => "a request would set more many-to-many links than one request may (10,000 in all)";
+    TOO_MANY_LINKS: 400 => "a request would set more links than one request may (10,000 in all: many-to-many links, and references set from a relationship's other side)";
     INDEX_LIMIT_EXCEEDED: 400 => "the collection's table holds as many indexes as the database allows";
     INDEX_DUPLICATE_VALUES: 400 => "documents already hold duplicate values for a unique index";
     INVALID_GRAPHQL_NAME: 400 => "a collection or attribute key that is not a usable GraphQL name";

@@ -26,6 +26,7 @@ mod function_warm;
 mod functions;
 mod generic_bulk;
 mod generic_relations;
+mod generic_reverse;
 mod grants;
 mod grid_pages;
 mod hostile_sweep;

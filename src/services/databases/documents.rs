@@ -3260,7 +3260,7 @@ fn locking_read(dialect: SqlDialect) -> &'static str {
 }
 
 /// The most documents one many-to-many field links at once.
-const MAX_LINKS: usize = 1000;
+pub const MAX_LINKS: usize = 1000;
 
 /// Replaces the links of the many-to-many fields `data` names (a list of ids;
 /// null or an empty list unlinks all), after checking every id exists.
@@ -3272,7 +3272,6 @@ async fn write_links(
     id: &str,
     data: &Map<String, Value>,
 ) -> AppResult<()> {
-    let dialect = conn.dialect();
     for relationship in collection.relationships.iter().filter(|r| !r.has_column()) {
         let (Some(value), Some(junction)) = (
             data.get(&relationship.key),
@@ -3285,7 +3284,7 @@ async fn write_links(
             field: relationship.key.clone(),
             reason,
         };
-        let mut targets: Vec<String> = match value {
+        let targets: Vec<String> = match value {
             Value::Null => Vec::new(),
             Value::Array(items) => items
                 .iter()
@@ -3298,44 +3297,80 @@ async fn write_links(
                 .collect::<AppResult<_>>()?,
             _ => return Err(invalid("expected a list of document ids".into())),
         };
-        targets.sort();
-        targets.dedup();
-        if targets.len() > MAX_LINKS {
-            return Err(invalid(format!("at most {MAX_LINKS} links at once")));
-        }
-        conn.spend_links(targets.len())?;
         let related = model
             .collection(&collection.database_id, &relationship.related_collection)
             .ok_or_else(|| {
                 AppError::Internal(anyhow::anyhow!("a relationship names a missing collection"))
             })?;
-        if !targets.is_empty() {
-            let found = count_readable(conn, related, access, &targets).await?;
-            if found != targets.len() {
-                return Err(AppError::Invalid {
-                    code: codes::RELATED_DOCUMENT_NOT_FOUND,
-                    field: relationship.key.clone(),
-                    reason: format!("some ids name no document of `{}`", related.name),
-                });
-            }
+        let links = Links {
+            junction,
+            own: "a_id",
+            other: "b_id",
+            field: &relationship.key,
+        };
+        replace_links(conn, &links, related, access, id, targets).await?;
+    }
+    Ok(())
+}
+
+/// The links of a many-to-many junction that one document's field lists.
+pub struct Links<'a> {
+    pub junction: &'a str,
+    /// The junction's column holding the document's id (`a_id` for the
+    /// collection holding the relationship, `b_id` for the related one).
+    pub own: &'static str,
+    /// The column holding the ids it links to.
+    pub other: &'static str,
+    /// The field, as errors name it.
+    pub field: &'a str,
+}
+
+/// Replaces the links of document `id` in `links` by links to `targets`, which
+/// must all name documents of `other` (the linked collection) the caller may
+/// read; at most [`MAX_LINKS`].
+pub async fn replace_links(
+    conn: &mut Conn<'_>,
+    links: &Links<'_>,
+    other: &Collection,
+    access: &Access,
+    id: &str,
+    mut targets: Vec<String>,
+) -> AppResult<()> {
+    let dialect = conn.dialect();
+    targets.sort();
+    targets.dedup();
+    if targets.len() > MAX_LINKS {
+        return Err(AppError::Invalid {
+            code: codes::VALUE_INVALID,
+            field: links.field.to_string(),
+            reason: format!("at most {MAX_LINKS} links at once"),
+        });
+    }
+    conn.spend_links(targets.len())?;
+    if !targets.is_empty() {
+        let found = count_readable(conn, other, access, &targets).await?;
+        if found != targets.len() {
+            return Err(AppError::Invalid {
+                code: codes::RELATED_DOCUMENT_NOT_FOUND,
+                field: links.field.to_string(),
+                reason: format!("some ids name no document of `{}`", other.name),
+            });
         }
-        sqlx::query(&format!(
-            "DELETE FROM {} WHERE a_id = ?",
-            q(dialect, junction)
-        ))
+    }
+    let junction = q(dialect, links.junction);
+    sqlx::query(&format!("DELETE FROM {junction} WHERE {} = ?", links.own))
         .bind(id)
         .execute(&mut **conn)
         .await?;
-        if !targets.is_empty() {
-            let mut insert = QueryBuilder::<Any>::new(format!(
-                "INSERT INTO {} (a_id, b_id) ",
-                q(dialect, junction)
-            ));
-            insert.push_values(targets, |mut b, target| {
-                b.push_bind(id.to_string()).push_bind(target);
-            });
-            insert.build().execute(&mut **conn).await?;
-        }
+    if !targets.is_empty() {
+        let mut insert = QueryBuilder::<Any>::new(format!(
+            "INSERT INTO {junction} ({}, {}) ",
+            links.own, links.other
+        ));
+        insert.push_values(targets, |mut b, target| {
+            b.push_bind(id.to_string()).push_bind(target);
+        });
+        insert.build().execute(&mut **conn).await?;
     }
     Ok(())
 }

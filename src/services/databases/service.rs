@@ -22,6 +22,8 @@ use super::documents::{
 use super::filter::{Field, Filter, FilterError, OrderBy, ResolvedFilter, Target, Use};
 use super::operators::is_operator;
 use super::tx::{Conn, RequestTx, Sharing};
+
+mod reverse;
 use super::{Collection, DataModel};
 
 /// Most levels of related documents one write nests (Appwrite's depth).
@@ -257,10 +259,41 @@ impl<'r> Documents<'r> {
     pub async fn create(
         &self,
         collection: &Collection,
-        mut new: NewDocument,
+        new: NewDocument,
         sharing: Sharing,
     ) -> AppResult<Option<Document>> {
-        self.write_nested(collection, &mut new.data, false).await?;
+        self.create_at(collection, new, sharing, 1).await
+    }
+
+    /// [`Documents::create`] of a document nested `depth` levels deep in its
+    /// request's write (1: the write's own).
+    async fn create_at(
+        &self,
+        collection: &Collection,
+        mut new: NewDocument,
+        sharing: Sharing,
+        depth: usize,
+    ) -> AppResult<Option<Document>> {
+        let inherited = new.permissions.clone();
+        self.write_nested(
+            collection,
+            &mut new.data,
+            false,
+            depth,
+            inherited.as_deref(),
+        )
+        .await?;
+        let reverse = self.take_reverse(collection, &mut new.data, false)?;
+        if !reverse.is_empty() {
+            // The documents pointing at this one are written after it, in the
+            // same transaction: its id is needed now, and no shared insert.
+            new.id = Some(ids::resolve("id", new.id.as_deref())?);
+        }
+        let sharing = if reverse.is_empty() {
+            sharing
+        } else {
+            Sharing::Among
+        };
         let mut prepared = documents::prepare_create(collection, self.access, new)?;
         if self.tx.may_share(collection, &prepared, sharing) {
             // The document and its event made before the shared insert, which
@@ -288,7 +321,12 @@ impl<'r> Documents<'r> {
         )
         .await;
         let document = op.end(result)?;
-        Ok(self.announce(collection, document, "create", None))
+        let id = document.id.clone();
+        let answer = self.announce(collection, document, "create", None);
+        let written = self
+            .write_reverse(&id, true, depth, inherited.as_deref(), reverse)
+            .await?;
+        Ok(answer.map(|document| with_reverse(document, written)))
     }
 
     /// Creates documents one after the other, all in the request's transaction;
@@ -314,8 +352,16 @@ impl<'r> Documents<'r> {
         mut changes: DocumentChanges,
         references: References,
     ) -> AppResult<Option<Document>> {
-        self.write_nested(collection, &mut changes.data, changes.operators)
-            .await?;
+        let inherited = changes.permissions.clone();
+        self.write_nested(
+            collection,
+            &mut changes.data,
+            changes.operators,
+            1,
+            inherited.as_deref(),
+        )
+        .await?;
+        let reverse = self.take_reverse(collection, &mut changes.data, changes.operators)?;
         let mut op = self.tx.writer().await?;
         let result = async {
             let (previous, document) =
@@ -334,7 +380,10 @@ impl<'r> Documents<'r> {
         .await;
         let (previous, document, shown) = op.end(result)?;
         let answer = self.announce(collection, document, "update", Some(&previous));
-        Ok(answer.map(|document| shown.unwrap_or(document)))
+        let written = self
+            .write_reverse(id, false, 1, inherited.as_deref(), reverse)
+            .await?;
+        Ok(answer.map(|document| with_reverse(shown.unwrap_or(document), written)))
     }
 
     /// Changes documents one after the other, all in the request's transaction;
@@ -361,11 +410,38 @@ impl<'r> Documents<'r> {
         &self,
         collection: &Collection,
         id: String,
-        mut data: Map<String, Value>,
+        data: Map<String, Value>,
         permissions: Option<Vec<String>>,
         operators: bool,
     ) -> AppResult<Option<Document>> {
-        self.write_nested(collection, &mut data, operators).await?;
+        self.upsert_at(collection, id, data, permissions, operators, 1, None)
+            .await
+    }
+
+    /// [`Documents::upsert`] of a document nested `depth` levels deep in its
+    /// request's write (1: the write's own); created without `permissions`, it
+    /// takes `fallback`'s.
+    #[allow(clippy::too_many_arguments)]
+    async fn upsert_at(
+        &self,
+        collection: &Collection,
+        id: String,
+        mut data: Map<String, Value>,
+        permissions: Option<Vec<String>>,
+        operators: bool,
+        depth: usize,
+        fallback: Option<&[String]>,
+    ) -> AppResult<Option<Document>> {
+        let inherited = permissions.clone();
+        self.write_nested(
+            collection,
+            &mut data,
+            operators,
+            depth,
+            inherited.as_deref(),
+        )
+        .await?;
+        let reverse = self.take_reverse(collection, &mut data, operators)?;
         let mut op = self.tx.writer().await?;
         let result = async {
             if documents::upsert_updates(&mut op, collection, self.access, &id).await? {
@@ -382,9 +458,9 @@ impl<'r> Documents<'r> {
                 Ok((Some(previous), document))
             } else {
                 let new = NewDocument {
-                    id: Some(id),
+                    id: Some(id.clone()),
                     data,
-                    permissions,
+                    permissions: permissions.or_else(|| fallback.map(<[String]>::to_vec)),
                     times: Default::default(),
                 };
                 let first_write = op.first_write();
@@ -402,30 +478,36 @@ impl<'r> Documents<'r> {
         }
         .await;
         let (previous, document) = op.end(result)?;
-        let action = if previous.is_some() {
-            "update"
-        } else {
-            "create"
-        };
-        Ok(self.announce(collection, document, action, previous.as_ref()))
+        let created = previous.is_none();
+        let action = if created { "create" } else { "update" };
+        let answer = self.announce(collection, document, action, previous.as_ref());
+        let written = self
+            .write_reverse(&id, created, depth, inherited.as_deref(), reverse)
+            .await?;
+        Ok(answer.map(|document| with_reverse(document, written)))
     }
 
     /// Appwrite's nested writes: a relationship's value given as a document (an
     /// object, or objects among the ids of a many-to-many list) rather than an
     /// id is written first, as the caller, with the permission checks of any
     /// write: created (its `$id` generated when not given), or upserted when
-    /// its `$id` is given, with its own `$permissions`; an object holding its
-    /// `$id` alone only names that document. Its id then stands in its place.
-    /// Documents nest at most [`MAX_NESTING`] levels deep, and a request writes
-    /// at most [`super::tx::MAX_NESTED_PER_REQUEST`] of them; they commit with the write
-    /// or not at all. `operators`: whether the write takes Appwrite's update
-    /// operators, which are no documents. A write with no relationship set to
-    /// an object passes through untouched.
+    /// its `$id` is given, with its own `$permissions` (without them, a
+    /// created one takes `inherited`, those the write gives its document, as
+    /// Appwrite's do); an object holding its `$id` alone only names that
+    /// document. Its id then stands in its place. Documents nest at most
+    /// [`MAX_NESTING`] levels deep, and a request writes at most
+    /// [`super::tx::MAX_NESTED_PER_REQUEST`] of them; they commit with the
+    /// write or not at all. `operators`: whether the write takes Appwrite's
+    /// update operators, which are no documents; `depth`: the write's own (1
+    /// for a request's). A write with no relationship set to an object passes
+    /// through untouched.
     async fn write_nested(
         &self,
         collection: &Collection,
         data: &mut Map<String, Value>,
         operators: bool,
+        depth: usize,
+        inherited: Option<&[String]>,
     ) -> AppResult<()> {
         if !collection.relationships.iter().any(|r| {
             data.get(&r.key)
@@ -433,142 +515,135 @@ impl<'r> Documents<'r> {
         }) {
             return Ok(());
         }
-        self.nested_in(collection, data, 1, operators).await
-    }
-
-    /// The nested documents of `data` (a document of `collection` at `depth`)
-    /// written, each replaced by its id.
-    fn nested_in<'a>(
-        &'a self,
-        collection: &'a Collection,
-        data: &'a mut Map<String, Value>,
-        depth: usize,
-        operators: bool,
-    ) -> BoxFuture<'a, AppResult<()>> {
-        Box::pin(async move {
-            for relationship in &collection.relationships {
-                let Some(value) = data.get_mut(&relationship.key) else {
-                    continue;
-                };
-                if !holds_documents(value, operators) {
-                    continue;
-                }
-                let related = self
-                    .model
-                    .collection(&collection.database_id, &relationship.related_collection)
-                    .ok_or_else(|| AppError::NotFound {
-                        what: "collection",
-                        id: relationship.related_collection.clone(),
-                    })?
-                    .clone();
-                let field = relationship.key.as_str();
-                match value {
-                    Value::Array(items) => {
-                        for item in items.iter_mut() {
-                            if let Value::Object(document) = item {
-                                let document = std::mem::take(document);
-                                let id = self
-                                    .nested_document(&related, field, document, depth)
-                                    .await?;
-                                *item = Value::String(id);
-                            }
+        let nesting = Nesting { depth, inherited };
+        for relationship in &collection.relationships {
+            let Some(value) = data.get_mut(&relationship.key) else {
+                continue;
+            };
+            if !holds_documents(value, operators) {
+                continue;
+            }
+            let related = self.related_of(collection, &relationship.related_collection)?;
+            let field = relationship.key.as_str();
+            match value {
+                Value::Array(items) => {
+                    for item in items.iter_mut() {
+                        if let Value::Object(document) = item {
+                            let document = std::mem::take(document);
+                            let id = self
+                                .nested_document(&related, field, document, nesting)
+                                .await?;
+                            *item = Value::String(id);
                         }
                     }
-                    Value::Object(document) => {
-                        let document = std::mem::take(document);
-                        let id = self
-                            .nested_document(&related, field, document, depth)
-                            .await?;
-                        data.insert(relationship.key.clone(), Value::String(id));
-                    }
-                    _ => {}
                 }
+                Value::Object(document) => {
+                    let document = std::mem::take(document);
+                    let id = self
+                        .nested_document(&related, field, document, nesting)
+                        .await?;
+                    data.insert(relationship.key.clone(), Value::String(id));
+                }
+                _ => {}
             }
-            Ok(())
-        })
+        }
+        Ok(())
+    }
+
+    /// The collection `id` of `collection`'s database, which a relationship of
+    /// the model names.
+    fn related_of(&self, collection: &Collection, id: &str) -> AppResult<Arc<Collection>> {
+        self.model
+            .collection(&collection.database_id, id)
+            .cloned()
+            .ok_or_else(|| AppError::NotFound {
+                what: "collection",
+                id: id.to_string(),
+            })
     }
 
     /// Writes one nested document of `related`, given for the field `field`;
     /// answers its id.
-    async fn nested_document(
-        &self,
-        related: &Collection,
-        field: &str,
+    fn nested_document<'a>(
+        &'a self,
+        related: &'a Collection,
+        field: &'a str,
         mut document: Map<String, Value>,
-        depth: usize,
-    ) -> AppResult<String> {
-        let invalid = |reason: String| AppError::Invalid {
-            code: codes::VALUE_INVALID,
-            field: field.to_string(),
-            reason,
-        };
-        let given = match document.remove("$id") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(id)) => Some(id),
-            Some(_) => return Err(invalid("a related document's `$id` is a string".into())),
-        };
-        let permissions = match document.remove("$permissions") {
-            None | Some(Value::Null) => None,
-            Some(value) => Some(serde_json::from_value::<Vec<String>>(value).map_err(|_| {
-                invalid("a related document's `$permissions` is a list of strings".into())
-            })?),
-        };
-        // What Appwrite's clients send back with a document, and no nested
-        // write sets.
-        for system in [
-            "$sequence",
-            "$databaseId",
-            "$collectionId",
-            "$createdAt",
-            "$updatedAt",
-        ] {
-            document.remove(system);
-        }
-        let id = ids::resolve(field, given.as_deref())?;
-        let named = given.as_deref().is_some_and(|given| given == id);
-        if named && document.is_empty() && permissions.is_none() {
-            // Names a document, as its id would; the write checks it exists.
-            return Ok(id);
-        }
-        if depth > MAX_NESTING {
-            return Err(invalid(format!(
-                "related documents nest at most {MAX_NESTING} levels deep"
-            )));
-        }
-        self.tx.spend_nested(field)?;
-        let written = async {
-            self.nested_in(related, &mut document, depth + 1, false)
-                .await?;
-            if named {
-                self.upsert(related, id.clone(), document, permissions, false)
-                    .await?;
-            } else {
-                let new = NewDocument {
-                    id: Some(id.clone()),
-                    data: document,
-                    permissions,
-                    times: Default::default(),
-                };
-                self.create(related, new, Sharing::Among).await?;
+        nesting: Nesting<'a>,
+    ) -> BoxFuture<'a, AppResult<String>> {
+        Box::pin(async move {
+            let invalid = |reason: String| AppError::Invalid {
+                code: codes::VALUE_INVALID,
+                field: field.to_string(),
+                reason,
+            };
+            let given = match document.remove("$id") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(id)) => Some(id),
+                Some(_) => return Err(invalid("a related document's `$id` is a string".into())),
+            };
+            let permissions = match document.remove("$permissions") {
+                None | Some(Value::Null) => None,
+                Some(value) => {
+                    Some(serde_json::from_value::<Vec<String>>(value).map_err(|_| {
+                        invalid("a related document's `$permissions` is a list of strings".into())
+                    })?)
+                }
+            };
+            // What Appwrite's clients send back with a document, and no nested
+            // write sets.
+            for system in [
+                "$sequence",
+                "$databaseId",
+                "$collectionId",
+                "$createdAt",
+                "$updatedAt",
+            ] {
+                document.remove(system);
             }
-            Ok(())
-        }
-        .await;
-        // An error of the related document names its field by its path from
-        // the document written (`author.name`).
-        written.map_err(|err| match err {
-            AppError::Invalid {
-                code,
-                field: inner,
-                reason,
-            } => AppError::Invalid {
-                code,
-                field: format!("{field}.{inner}"),
-                reason,
-            },
-            other => other,
-        })?;
-        Ok(id)
+            let id = ids::resolve(field, given.as_deref())?;
+            let named = given.as_deref().is_some_and(|given| given == id);
+            if named && document.is_empty() && permissions.is_none() {
+                // Names a document, as its id would; the write checks it exists.
+                return Ok(id);
+            }
+            if nesting.depth > MAX_NESTING {
+                return Err(invalid(format!(
+                    "related documents nest at most {MAX_NESTING} levels deep"
+                )));
+            }
+            self.tx.spend_nested(field)?;
+            let depth = nesting.depth + 1;
+            let written = async {
+                if named {
+                    self.upsert_at(
+                        related,
+                        id.clone(),
+                        document,
+                        permissions,
+                        false,
+                        depth,
+                        nesting.inherited,
+                    )
+                    .await?;
+                } else {
+                    let new = NewDocument {
+                        id: Some(id.clone()),
+                        data: document,
+                        permissions: permissions
+                            .or_else(|| nesting.inherited.map(<[String]>::to_vec)),
+                        times: Default::default(),
+                    };
+                    self.create_at(related, new, Sharing::Among, depth).await?;
+                }
+                Ok(())
+            }
+            .await;
+            // An error of the related document names its field by its path from
+            // the document written (`author.name`).
+            written.map_err(|err| within(field, err))?;
+            Ok(id)
+        })
     }
 
     /// Upserts documents one after the other ([`Documents::upsert`]), all in the
@@ -712,7 +787,17 @@ impl<'r> Documents<'r> {
         }
         // Once, before the change is copied to every document: they all point
         // at the same related documents.
-        self.write_nested(collection, &mut data, true).await?;
+        self.write_nested(collection, &mut data, true, 1, permissions.as_deref())
+            .await?;
+        if let Some(field) = self.reverse_field_in(collection, &data) {
+            return Err(AppError::Invalid {
+                code: codes::VALUE_INVALID,
+                field,
+                reason:
+                    "documents point at one document each: set this field one document at a time"
+                        .into(),
+            });
+        }
         let changes = matching
             .into_iter()
             .map(|document| {
@@ -806,6 +891,37 @@ impl<'r> Documents<'r> {
             self.tx.publish_after_commit(event);
         }
     }
+}
+
+/// Where a nested write is: how deep, and the permissions its document was
+/// given, which a related document created without its own takes.
+#[derive(Debug, Clone, Copy)]
+struct Nesting<'a> {
+    depth: usize,
+    inherited: Option<&'a [String]>,
+}
+
+/// `err`, of a related document written for `field`, naming its field by its
+/// path from the document written (`author.name`).
+fn within(field: &str, err: AppError) -> AppError {
+    match err {
+        AppError::Invalid {
+            code,
+            field: inner,
+            reason,
+        } => AppError::Invalid {
+            code,
+            field: format!("{field}.{inner}"),
+            reason,
+        },
+        other => other,
+    }
+}
+
+/// `document` as answered, with the reverse fields its write set.
+fn with_reverse(mut document: Document, written: Map<String, Value>) -> Document {
+    document.data.extend(written);
+    document
 }
 
 /// `filter` resolved against `collection` for a query, with the target it was

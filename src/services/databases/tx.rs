@@ -151,17 +151,7 @@ impl Conn<'_> {
     /// Counts `count` links about to be set against the request's
     /// [`MAX_LINKS_PER_REQUEST`]; refused past it (nothing of the request is kept).
     pub fn spend_links(&self, count: usize) -> AppResult<()> {
-        let before = self.links.fetch_add(count, Ordering::Relaxed);
-        if before.saturating_add(count) > MAX_LINKS_PER_REQUEST {
-            return Err(AppError::Invalid {
-                code: codes::TOO_MANY_LINKS,
-                field: "input".into(),
-                reason: format!(
-                    "a request sets at most {MAX_LINKS_PER_REQUEST} many-to-many links in all"
-                ),
-            });
-        }
-        Ok(())
+        spend_links(&self.links, count)
     }
 
     /// How many more documents the request's deletes may remove or change.
@@ -179,6 +169,22 @@ impl Conn<'_> {
         }
         Ok(())
     }
+}
+
+/// Counts `count` links against the request's `links` so far.
+fn spend_links(links: &AtomicUsize, count: usize) -> AppResult<()> {
+    let before = links.fetch_add(count, Ordering::Relaxed);
+    if before.saturating_add(count) > MAX_LINKS_PER_REQUEST {
+        return Err(AppError::Invalid {
+            code: codes::TOO_MANY_LINKS,
+            field: "input".into(),
+            reason: format!(
+                "a request sets at most {MAX_LINKS_PER_REQUEST} links in all: many-to-many \
+                 links, and references set from the other side of a relationship"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// A request whose deletes would reach more than [`MAX_DELETIONS_PER_REQUEST`]
@@ -372,6 +378,13 @@ impl RequestTx {
     /// Counts one related document about to be written inline against the
     /// request's [`MAX_NESTED_PER_REQUEST`]; refused past it (nothing of the
     /// request is kept).
+    /// Counts `count` references about to be set from the other side of their
+    /// relationships against the request's [`MAX_LINKS_PER_REQUEST`], with its
+    /// many-to-many links ([`Conn::spend_links`]).
+    pub fn spend_links(&self, count: usize) -> AppResult<()> {
+        spend_links(&self.links, count)
+    }
+
     pub fn spend_nested(&self, field: &str) -> AppResult<()> {
         if self.nested.fetch_add(1, Ordering::Relaxed) >= MAX_NESTED_PER_REQUEST {
             return Err(AppError::Invalid {
