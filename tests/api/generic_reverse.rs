@@ -14,8 +14,10 @@ const DOCUMENT: &str = "query($c: ID!, $id: ID!) { document(databaseId: \"town\"
 /// `town`: people, their libraries (a person owns many: ONE_TO_MANY
 /// `people.libraries`, kept as `libraries.person`), cards (ONE_TO_ONE
 /// `cards.owner`, seen from a person as `card`), genres (MANY_TO_MANY
-/// `libraries.genres`, seen from a genre as `libraries`), and vaults (ONE_TO_MANY
-/// `people.vaults`, kept as `vaults.keeper`). Signed-in users read and create
+/// `libraries.genres`, seen from a genre as `libraries`), vaults (ONE_TO_MANY
+/// `people.vaults`, kept as `vaults.keeper`; MANY_TO_MANY `vaults.genres`, seen
+/// from a genre as `vaults`), and a person's mentor (MANY_TO_ONE `people.mentor`,
+/// seen from the mentor as `mentees`). Signed-in users read and create
 /// everything but vaults, which they only create; documents carry their own
 /// permissions.
 async fn town(app: &TestApp) {
@@ -49,6 +51,8 @@ async fn town(app: &TestApp) {
         ("cards", "owner", "people", "ONE_TO_ONE", "card"),
         ("libraries", "genres", "genres", "MANY_TO_MANY", "libraries"),
         ("people", "vaults", "vaults", "ONE_TO_MANY", "keeper"),
+        ("vaults", "genres", "genres", "MANY_TO_MANY", "vaults"),
+        ("people", "mentor", "people", "MANY_TO_ONE", "mentees"),
     ] {
         app.admin(
             "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id } }",
@@ -406,5 +410,61 @@ async fn documents_pointing_at_a_document_are_written_from_its_side() {
         nested_ids(&app, "genres", "jazz", "libraries").await,
         ["l20"]
     );
+    // A link to a document the caller may not read is not its to remove.
+    app.admin(
+        CREATE,
+        json!({"c": "vaults", "id": "v3", "p": [], "data": {"label": "Sealed", "genres": ["jazz"]}}),
+    )
+    .await
+    .ok();
+    let unlinked = app
+        .as_session(
+            &ray,
+            UPDATE,
+            json!({"c": "genres", "id": "jazz", "data": {"vaults": []}}),
+        )
+        .await
+        .ok();
+    assert_eq!(unlinked["updateDocument"]["data"]["vaults"], json!([]));
+    assert_eq!(nested_ids(&app, "vaults", "v3", "genres").await, ["jazz"]);
+
+    // An upsert takes them too, its id made by the create.
+    let upserted = app
+        .as_session(
+            &ray,
+            "mutation($data: JSON!) { upsertDocument(input: {databaseId: \"town\", collectionId: \"people\", id: \"unique()\", data: $data}) { id data } }",
+            json!({"data": {"fullName": "Nat", "libraries": [{"libraryName": "Library 30"}]}}),
+        )
+        .await
+        .ok();
+    let nat = upserted["upsertDocument"]["id"].as_str().unwrap();
+    assert_ne!(nat, "unique()");
+    let library = upserted["upsertDocument"]["data"]["libraries"][0]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        stored(&app, "libraries", library).await["data"]["person"],
+        nat
+    );
+
+    // Both sides of a relationship of a collection with itself at once are refused.
+    let both = app
+        .as_session(
+            &ray,
+            UPDATE,
+            json!({"c": "people", "id": "ray", "data": {"mentor": "ray", "mentees": []}}),
+        )
+        .await;
+    assert_eq!(both.code(), "VALUE_INVALID", "{:#}", both.body);
+    assert_eq!(both.body["errors"][0]["extensions"]["field"], "mentees");
+    app.as_session(
+        &ray,
+        UPDATE,
+        json!({"c": "people", "id": "ray", "data": {"mentees": ["ray", nat]}}),
+    )
+    .await
+    .ok();
+    assert_eq!(stored(&app, "people", nat).await["data"]["mentor"], "ray");
+    assert_eq!(stored(&app, "people", "ray").await["data"]["mentor"], "ray");
     app.shutdown().await;
 }

@@ -3325,9 +3325,10 @@ pub struct Links<'a> {
     pub field: &'a str,
 }
 
-/// Replaces the links of document `id` in `links` by links to `targets`, which
-/// must all name documents of `other` (the linked collection) the caller may
-/// read; at most [`MAX_LINKS`].
+/// Replaces the links of document `id` in `links` to documents of `other` (the
+/// linked collection) that the caller may read by links to `targets`, which must
+/// all be such documents; at most [`MAX_LINKS`]. Links to documents it may not
+/// read stay.
 pub async fn replace_links(
     conn: &mut Conn<'_>,
     links: &Links<'_>,
@@ -3358,10 +3359,28 @@ pub async fn replace_links(
         }
     }
     let junction = q(dialect, links.junction);
-    sqlx::query(&format!("DELETE FROM {junction} WHERE {} = ?", links.own))
-        .bind(id)
-        .execute(&mut **conn)
-        .await?;
+    // Only the links to documents the caller may read are its to replace: the
+    // field it reads lists no other, and a link to a document it may not read
+    // is that document's as much as this one's.
+    let mut unlink =
+        QueryBuilder::<Any>::new(format!("DELETE FROM {junction} WHERE {} = ", links.own));
+    unlink.push_bind(id.to_string());
+    match reach(other, access, Action::Read) {
+        Reach::None => {}
+        Reach::All => {
+            unlink.build().execute(&mut **conn).await?;
+        }
+        Reach::PerItem(roles) => {
+            unlink.push(format!(
+                " AND {} IN (SELECT {ALIAS}.id FROM {} {ALIAS} WHERE 1 = 1",
+                links.other,
+                q(dialect, &other.table)
+            ));
+            push_reach(&mut unlink, dialect, other, &roles, Action::Read)?;
+            unlink.push(")");
+            unlink.build().execute(&mut **conn).await?;
+        }
+    }
     if !targets.is_empty() {
         let mut insert = QueryBuilder::<Any>::new(format!(
             "INSERT INTO {junction} ({}, {}) ",

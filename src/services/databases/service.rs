@@ -432,7 +432,10 @@ impl<'r> Documents<'r> {
         depth: usize,
         fallback: Option<&[String]>,
     ) -> AppResult<Option<Document>> {
-        let inherited = permissions.clone();
+        // Its related documents take what it takes.
+        let inherited = permissions
+            .clone()
+            .or_else(|| fallback.map(<[String]>::to_vec));
         self.write_nested(
             collection,
             &mut data,
@@ -480,6 +483,8 @@ impl<'r> Documents<'r> {
         let (previous, document) = op.end(result)?;
         let created = previous.is_none();
         let action = if created { "create" } else { "update" };
+        // Its id as written: the create makes `unique()` one.
+        let id = document.id.clone();
         let answer = self.announce(collection, document, action, previous.as_ref());
         let written = self
             .write_reverse(&id, created, depth, inherited.as_deref(), reverse)
@@ -761,6 +766,15 @@ impl<'r> Documents<'r> {
         mut data: Map<String, Value>,
         permissions: Option<Vec<String>>,
     ) -> AppResult<Vec<Document>> {
+        if let Some(field) = self.reverse_field_in(collection, &data) {
+            return Err(AppError::Invalid {
+                code: codes::VALUE_INVALID,
+                field,
+                reason:
+                    "documents point at one document each: set this field one document at a time"
+                        .into(),
+            });
+        }
         let (target, resolved) = resolved_filter(collection, filter)?;
         let ids = self.candidates(collection, &resolved, "queries").await?;
         if ids.is_empty() {
@@ -789,15 +803,6 @@ impl<'r> Documents<'r> {
         // at the same related documents.
         self.write_nested(collection, &mut data, true, 1, permissions.as_deref())
             .await?;
-        if let Some(field) = self.reverse_field_in(collection, &data) {
-            return Err(AppError::Invalid {
-                code: codes::VALUE_INVALID,
-                field,
-                reason:
-                    "documents point at one document each: set this field one document at a time"
-                        .into(),
-            });
-        }
         let changes = matching
             .into_iter()
             .map(|document| {

@@ -375,9 +375,6 @@ impl RequestTx {
             && !prepared.sets_relationships(collection)
     }
 
-    /// Counts one related document about to be written inline against the
-    /// request's [`MAX_NESTED_PER_REQUEST`]; refused past it (nothing of the
-    /// request is kept).
     /// Counts `count` references about to be set from the other side of their
     /// relationships against the request's [`MAX_LINKS_PER_REQUEST`], with its
     /// many-to-many links ([`Conn::spend_links`]).
@@ -385,6 +382,9 @@ impl RequestTx {
         spend_links(&self.links, count)
     }
 
+    /// Counts one related document about to be written inline against the
+    /// request's [`MAX_NESTED_PER_REQUEST`]; refused past it (nothing of the
+    /// request is kept).
     pub fn spend_nested(&self, field: &str) -> AppResult<()> {
         if self.nested.fetch_add(1, Ordering::Relaxed) >= MAX_NESTED_PER_REQUEST {
             return Err(AppError::Invalid {

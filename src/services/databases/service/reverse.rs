@@ -126,6 +126,16 @@ impl<'r> Documents<'r> {
             let Some(value) = data.remove(field) else {
                 continue;
             };
+            if holder.id == collection.id && data.contains_key(&relationship.key) {
+                // A relationship of the collection with itself, both sides set.
+                return Err(invalid(
+                    field,
+                    format!(
+                        "`{}` and `{field}` are two sides of one relationship: set one",
+                        relationship.key
+                    ),
+                ));
+            }
             if operators && is_operator(&value) {
                 return Err(invalid(
                     field,
