@@ -206,6 +206,12 @@ codes! {
     FILTER_TOO_COMPLEX: 400 => "a filter deeper or wider than allowed, or a subscription's filter that would read more text of each change than allowed";
     QUERY_INVALID: 400 => "an Appwrite query string that does not parse";
     SEARCH_NEEDS_FULLTEXT_INDEX: 400 => "`search` on an attribute without a fulltext index";
+    // Databases: transactions of document writes.
+    TRANSACTION_NOT_FOUND: 404 => "no transaction has that id, or it is not the caller's";
+    TRANSACTION_NOT_READY: 409 => "the transaction was committed, rolled back or failed already";
+    TRANSACTION_EXPIRED: 410 => "the transaction's time to live has passed";
+    TRANSACTION_LIMIT_EXCEEDED: 400 => "over a transaction's 100 operations, 1,000 documents of bulk creates and upserts or 4 MiB, or an owner's 100 open transactions";
+    TRANSACTION_CONFLICT: 409 => "the transaction changed while this request staged, committed or rolled it back";
     // Storage.
     BUCKET_NOT_FOUND: 404 => "no bucket has that id";
     BUCKET_ALREADY_EXISTS: 409 => "a bucket has that id already";

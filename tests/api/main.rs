@@ -69,6 +69,7 @@ mod statements;
 mod storage;
 mod storage_transfers;
 mod teams;
+mod transactions;
 mod transport;
 mod trust_parity;
 mod upload_claims;

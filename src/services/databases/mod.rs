@@ -19,9 +19,12 @@ pub mod schema;
 pub mod service;
 pub mod store;
 pub mod structure;
+pub mod transactions;
+pub mod transactions_schema;
 pub mod tx;
 pub mod typed;
 pub mod upgrade;
+pub mod writes;
 
 use std::sync::Arc;
 

@@ -26,7 +26,10 @@ use super::model::{Attribute, AttributeKind};
 use super::nested::Nesting;
 use super::service::{Documents, ListByDocument, References};
 use super::structure::{self, CollectionChanges, NewCollection};
+use super::transactions::Applied;
+use super::transactions_schema::stage_one;
 use super::tx::{RequestTx, Sharing};
+use super::writes::{SystemFields, bulk_reach, data_object, filter_queries};
 use super::{Collection, DataModel, Database, OnDelete, RelationKind, Relationship, typed};
 
 /// The request's transaction, which the HTTP and WebSocket handlers attach.
@@ -661,6 +664,8 @@ crate::graphql_input! {
         data: serde_json::Value,
         "Its permissions; omitted: the signed-in creator may read, update and delete it."
         permissions: Option<Vec<String>>,
+        "Stage this write in the transaction instead of making it now (`createTransaction`): it runs, to be checked, and is undone; the answer is what it did."
+        transaction_id: Option<String> as "ID",
     }
 }
 
@@ -679,6 +684,8 @@ crate::graphql_input! {
         permissions: Option<Vec<String>>,
         "Refuse (`DOCUMENT_CHANGED`) unless the document's `updatedAt` is still this."
         expected_updated_at: Option<String> as "DateTime",
+        "Stage this write in the transaction instead of making it now (`createTransaction`): it runs, to be checked, and is undone; the answer is what it did."
+        transaction_id: Option<String> as "ID",
     }
 }
 
@@ -691,6 +698,8 @@ crate::graphql_input! {
         collection_id: String as "ID",
         "The documents, at most 1000: each an object of attribute values, with `$id` and `$permissions` as Appwrite's clients write them (and, from a key, `$createdAt` and `$updatedAt`)."
         documents: Vec<serde_json::Value>,
+        "Stage this write in the transaction instead of making it now (`createTransaction`): it runs, to be checked, and is undone; the answer is what it did."
+        transaction_id: Option<String> as "ID",
     }
 }
 
@@ -703,6 +712,8 @@ crate::graphql_input! {
         collection_id: String as "ID",
         "The documents, at most 1000: each an object of attribute values, with `$id` (the document to change, or the id of the new one; generated when omitted) and `$permissions` as Appwrite's clients write them."
         documents: Vec<serde_json::Value>,
+        "Stage this write in the transaction instead of making it now (`createTransaction`): it runs, to be checked, and is undone; the answer is what it did."
+        transaction_id: Option<String> as "ID",
     }
 }
 
@@ -719,6 +730,8 @@ crate::graphql_input! {
         data: serde_json::Value,
         "Its permissions; omitted: a new one's creator may read, update and delete it, an existing one's stay."
         permissions: Option<Vec<String>>,
+        "Stage this write in the transaction instead of making it now (`createTransaction`): it runs, to be checked, and is undone; the answer is what it did."
+        transaction_id: Option<String> as "ID",
     }
 }
 
@@ -735,6 +748,8 @@ crate::graphql_input! {
         permissions: Option<Vec<String>>,
         "Filter queries (Appwrite's query language): the documents to change, at most 1000; none: every document."
         queries: Option<Vec<String>>,
+        "Stage this write in the transaction instead of making it now (`createTransaction`): it runs, to be checked, and is undone; the answer is what it did."
+        transaction_id: Option<String> as "ID",
     }
 }
 
@@ -747,6 +762,8 @@ crate::graphql_input! {
         collection_id: String as "ID",
         "Filter queries (Appwrite's query language): the documents to delete, at most 1000; none: every document."
         queries: Option<Vec<String>>,
+        "Stage this write in the transaction instead of making it now (`createTransaction`): it runs, to be checked, and is undone; the answer is what it did."
+        transaction_id: Option<String> as "ID",
     }
 }
 
@@ -765,6 +782,8 @@ crate::graphql_input! {
         value: Option<f64>,
         "The bound the result may not pass: the largest when incrementing, the smallest when decrementing."
         limit: Option<f64>,
+        "Stage this write in the transaction instead of making it now (`createTransaction`): it runs, to be checked, and is undone; the answer is what it did."
+        transaction_id: Option<String> as "ID",
     }
 }
 
@@ -777,75 +796,8 @@ crate::graphql_input! {
         collection_id: String as "ID",
         "The document."
         id: String as "ID",
-    }
-}
-
-/// `data` of a document write: a JSON object.
-pub(crate) fn data_object(value: serde_json::Value) -> AppResult<Map<String, serde_json::Value>> {
-    match value {
-        serde_json::Value::Object(map) => Ok(map),
-        _ => Err(AppError::invalid(
-            "data",
-            "expected a JSON object of attribute values",
-        )),
-    }
-}
-
-/// Appwrite's system fields in a document's `data`, as its clients send them
-/// back with a document: `$id` and `$permissions` stand for the arguments when
-/// those are not given (`$id` on a create only), `$createdAt` and `$updatedAt`
-/// set the document's times when a server key writes it (an import, as Appwrite
-/// lets keys do); `$sequence`, `$databaseId`, `$collectionId` and the times
-/// from anyone else are left out, as Appwrite leaves them out.
-struct SystemFields {
-    id: Option<String>,
-    permissions: Option<Vec<String>>,
-    times: documents::GivenTimes,
-}
-
-impl SystemFields {
-    fn take(data: &mut Map<String, serde_json::Value>, by_key: bool) -> AppResult<SystemFields> {
-        let time =
-            |data: &mut Map<String, serde_json::Value>, name: &str| -> AppResult<Option<i64>> {
-                match data.remove(name) {
-                    None | Some(serde_json::Value::Null) => Ok(None),
-                    Some(_) if !by_key => Ok(None),
-                    // Short of the last day there is: later updates step past it.
-                    Some(serde_json::Value::String(text)) => {
-                        super::model::document_datetime_to_millis(&text)
-                            .filter(|&at| at < super::model::MAX_DATETIME_MS - 86_400_000)
-                            .map(Some)
-                            .ok_or_else(|| {
-                                AppError::invalid(name, "expected a date-time before 9999-12-31")
-                            })
-                    }
-                    Some(_) => Err(AppError::invalid(name, "expected a date-time")),
-                }
-            };
-        let times = documents::GivenTimes {
-            created_at: time(data, "$createdAt")?,
-            updated_at: time(data, "$updatedAt")?,
-        };
-        for ignored in ["$sequence", "$databaseId", "$collectionId"] {
-            data.remove(ignored);
-        }
-        let id = match data.remove("$id") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(id)) => Some(id),
-            Some(_) => return Err(AppError::invalid("$id", "expected a string")),
-        };
-        let permissions = match data.remove("$permissions") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(value) => Some(
-                serde_json::from_value::<Vec<String>>(value)
-                    .map_err(|_| AppError::invalid("$permissions", "expected a list of strings"))?,
-            ),
-        };
-        Ok(SystemFields {
-            id,
-            permissions,
-            times,
-        })
+        "Stage this write in the transaction instead of making it now (`createTransaction`): it runs, to be checked, and is undone; the answer is what it did."
+        transaction_id: Option<String> as "ID",
     }
 }
 
@@ -987,6 +939,24 @@ fn document_value_in_full(collection: &Collection, document: &documents::Documen
     ])
 }
 
+/// What a document mutation staged in a transaction answers: the document as
+/// its run left it (null when the caller may not read it).
+fn staged_document(applied: Applied) -> async_graphql::Result<Option<FieldValue<'static>>> {
+    Ok(match applied {
+        Applied::One(collection, document) => written(&collection, document),
+        _ => None,
+    })
+}
+
+/// What a bulk mutation staged in a transaction answers: the documents as its
+/// run left them.
+fn staged_list(applied: Applied) -> async_graphql::Result<Option<FieldValue<'static>>> {
+    Ok(match applied {
+        Applied::Many(collection, documents) => Some(written_list(&collection, &documents)),
+        _ => Some(FieldValue::list(Vec::<FieldValue>::new())),
+    })
+}
+
 /// What a mutation answers for a document it wrote: the document, or null when
 /// the documents service answers none (the caller may not read it).
 fn written(
@@ -1025,6 +995,7 @@ pub fn register(parts: &mut SchemaParts, _project: &Project, model: &DataModel) 
     typed::register_shared(parts);
     register_structure(parts);
     register_documents(parts);
+    super::transactions_schema::register(parts);
     for collection in &model.collections {
         typed::register_collection(parts, collection.clone(), model);
     }
@@ -1947,6 +1918,14 @@ fn create_document_field() -> Field {
     Field::new("createDocument", TypeRef::named("Document"), |ctx| {
         FieldFuture::new(async move {
             let input: CreateDocumentInput = input(&ctx)?;
+            if let Some(transaction) = input.transaction_id.as_deref() {
+                let operation = serde_json::json!({
+                    "action": "create", "databaseId": input.database_id,
+                    "collectionId": input.collection_id, "documentId": input.id,
+                    "data": input.data, "permissions": input.permissions,
+                });
+                return staged_document(stage_one(&ctx, transaction, operation).await?);
+            }
             let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
             let by_key = caller(&ctx)?.key().is_some();
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
@@ -1972,6 +1951,21 @@ fn update_document_field() -> Field {
     Field::new("updateDocument", TypeRef::named("Document"), |ctx| {
         FieldFuture::new(async move {
             let input: UpdateDocumentInput = input(&ctx)?;
+            if let Some(transaction) = input.transaction_id.as_deref() {
+                if input.expected_updated_at.is_some() {
+                    return Err(AppError::invalid(
+                        "expectedUpdatedAt",
+                        "a staged write runs when its transaction commits: it takes no `expectedUpdatedAt`",
+                    )
+                    .into());
+                }
+                let operation = serde_json::json!({
+                    "action": "update", "databaseId": input.database_id,
+                    "collectionId": input.collection_id, "documentId": input.id,
+                    "data": input.data, "permissions": input.permissions,
+                });
+                return staged_document(stage_one(&ctx, transaction, operation).await?);
+            }
             let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
             let by_key = caller(&ctx)?.key().is_some();
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
@@ -1998,46 +1992,6 @@ fn update_document_field() -> Field {
     .argument(UpdateDocumentInput::argument())
 }
 
-/// The filter of a bulk write's `queries`: filter queries only (a page, an
-/// order or a selection says nothing about which documents to write).
-fn filter_queries(queries: Option<Vec<String>>) -> AppResult<super::filter::Filter> {
-    let parsed =
-        parse_query_strings(&queries.unwrap_or_default()).map_err(|err| AppError::Invalid {
-            code: err.code(),
-            field: "queries".into(),
-            reason: err.to_string(),
-        })?;
-    if !parsed.only_filter() {
-        return Err(AppError::Invalid {
-            code: codes::QUERY_INVALID,
-            field: "queries".into(),
-            reason:
-                "a bulk write takes filter queries only (no select, order, cursor, limit or offset)"
-                    .into(),
-        });
-    }
-    Ok(parsed.filter)
-}
-
-/// What a bulk write by queries needs besides each document's permission, as
-/// the generic `documents` list needs it: to reach the collection's documents at
-/// all (`PERMISSION_DENIED`, or `COLLECTION_NOT_FOUND` while it is disabled), and
-/// to read every related document a condition on a relationship compares.
-/// Answers the filter with its conditions across relationships (`author.name`)
-/// made conditions on the related documents.
-fn bulk_reach(
-    ctx: &ResolverContext<'_>,
-    collection: &Collection,
-    access: &Access,
-    filter: super::filter::Filter,
-) -> AppResult<super::filter::Filter> {
-    documents::require_list_reach(collection, access)?;
-    let model = data_model(ctx)?;
-    let filter = super::typed::across_relationships(collection, model, access, filter, 0)?;
-    documents::check_reference_conditions(collection, model, access, &filter, &[])?;
-    Ok(filter)
-}
-
 /// The documents a bulk write answers.
 fn written_list(collection: &Collection, documents: &[documents::Document]) -> FieldValue<'static> {
     FieldValue::list(
@@ -2051,6 +2005,13 @@ fn create_documents_field() -> Field {
     Field::new("createDocuments", TypeRef::named_nn_list_nn("Document"), |ctx| {
         FieldFuture::new(async move {
             let input: CreateDocumentsInput = input(&ctx)?;
+            if let Some(transaction) = input.transaction_id.as_deref() {
+                let operation = serde_json::json!({
+                    "action": "bulkCreate", "databaseId": input.database_id,
+                    "collectionId": input.collection_id, "data": input.documents,
+                });
+                return staged_list(stage_one(&ctx, transaction, operation).await?);
+            }
             let (collection, access, given) = bulk_documents(
                 &ctx,
                 &input.database_id,
@@ -2113,6 +2074,14 @@ fn upsert_document_field() -> Field {
     Field::new("upsertDocument", TypeRef::named("Document"), |ctx| {
         FieldFuture::new(async move {
             let input: UpsertDocumentInput = input(&ctx)?;
+            if let Some(transaction) = input.transaction_id.as_deref() {
+                let operation = serde_json::json!({
+                    "action": "upsert", "databaseId": input.database_id,
+                    "collectionId": input.collection_id, "documentId": input.id,
+                    "data": input.data, "permissions": input.permissions,
+                });
+                return staged_document(stage_one(&ctx, transaction, operation).await?);
+            }
             let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
             let by_key = caller(&ctx)?.key().is_some();
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
@@ -2144,6 +2113,13 @@ fn upsert_documents_field() -> Field {
     Field::new("upsertDocuments", TypeRef::named_nn_list_nn("Document"), |ctx| {
         FieldFuture::new(async move {
             let input: UpsertDocumentsInput = input(&ctx)?;
+            if let Some(transaction) = input.transaction_id.as_deref() {
+                let operation = serde_json::json!({
+                    "action": "bulkUpsert", "databaseId": input.database_id,
+                    "collectionId": input.collection_id, "data": input.documents,
+                });
+                return staged_list(stage_one(&ctx, transaction, operation).await?);
+            }
             let (collection, access, given) = bulk_documents(
                 &ctx,
                 &input.database_id,
@@ -2194,10 +2170,18 @@ fn update_documents_field() -> Field {
     Field::new("updateDocuments", TypeRef::named_nn_list_nn("Document"), |ctx| {
         FieldFuture::new(async move {
             let input: UpdateDocumentsInput = input(&ctx)?;
+            if let Some(transaction) = input.transaction_id.as_deref() {
+                let operation = serde_json::json!({
+                    "action": "bulkUpdate", "databaseId": input.database_id,
+                    "collectionId": input.collection_id, "permissions": input.permissions,
+                    "data": {"queries": input.queries, "data": input.data},
+                });
+                return staged_list(stage_one(&ctx, transaction, operation).await?);
+            }
             let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
             let filter = filter_queries(input.queries)?;
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-            let filter = bulk_reach(&ctx, &collection, &access, filter)?;
+            let filter = bulk_reach(data_model(&ctx)?, &collection, &access, filter)?;
             let mut data = input.data.map(data_object).transpose()?.unwrap_or_default();
             let system = SystemFields::take(&mut data, false)?;
             let documents = documents_of(&ctx, &access)?;
@@ -2216,10 +2200,24 @@ fn delete_documents_field() -> Field {
     Field::new("deleteDocuments", TypeRef::named_nn("DeleteDocumentsPayload"), |ctx| {
         FieldFuture::new(async move {
             let input: DeleteDocumentsInput = input(&ctx)?;
+            if let Some(transaction) = input.transaction_id.as_deref() {
+                let operation = serde_json::json!({
+                    "action": "bulkDelete", "databaseId": input.database_id,
+                    "collectionId": input.collection_id, "data": {"queries": input.queries},
+                });
+                let deleted = match stage_one(&ctx, transaction, operation).await? {
+                    Applied::Deleted(ids) => ids,
+                    _ => Vec::new(),
+                };
+                return Ok(Some(FieldValue::value(object([(
+                    "deletedIds",
+                    Value::List(deleted.into_iter().map(Value::from).collect()),
+                )]))));
+            }
             let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
             let filter = filter_queries(input.queries)?;
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
-            let filter = bulk_reach(&ctx, &collection, &access, filter)?;
+            let filter = bulk_reach(data_model(&ctx)?, &collection, &access, filter)?;
             let deleted = documents_of(&ctx, &access)?
                 .delete_matching(&collection, filter)
                 .await?;
@@ -2242,6 +2240,16 @@ fn step_document_field(up: bool) -> Field {
     Field::new(name, TypeRef::named("Document"), move |ctx| {
         FieldFuture::new(async move {
             let input: DocumentStepInput = input(&ctx)?;
+            if let Some(transaction) = input.transaction_id.as_deref() {
+                let bound = if up { "max" } else { "min" };
+                let operation = serde_json::json!({
+                    "action": if up { "increment" } else { "decrement" },
+                    "databaseId": input.database_id, "collectionId": input.collection_id,
+                    "documentId": input.id,
+                    "data": {"attribute": input.attribute, "value": input.value, bound: input.limit},
+                });
+                return staged_document(stage_one(&ctx, transaction, operation).await?);
+            }
             let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
             let by = input.value.unwrap_or(1.0);
@@ -2280,6 +2288,14 @@ fn delete_document_field() -> Field {
     Field::new("deleteDocument", TypeRef::named_nn("DeleteDocumentPayload"), |ctx| {
         FieldFuture::new(async move {
             let input: DocumentRefInput = input(&ctx)?;
+            if let Some(transaction) = input.transaction_id.as_deref() {
+                let operation = serde_json::json!({
+                    "action": "delete", "databaseId": input.database_id,
+                    "collectionId": input.collection_id, "documentId": input.id,
+                });
+                stage_one(&ctx, transaction, operation).await?;
+                return Ok(Some(FieldValue::value(object([("deletedId", Value::from(input.id))]))));
+            }
             let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
             documents_of(&ctx, &access)?.delete(&collection, &input.id).await?;

@@ -29,9 +29,10 @@ use super::filter::{
 };
 use super::loader::{ListKey, ListLoader, ListSpec, RelatedLoader};
 use super::model::{Attribute, AttributeKind, is_reserved_key};
-use super::schema::{data_model, data_object, documents_of, request_tx};
+use super::schema::{data_model, documents_of, request_tx};
 use super::service::References;
 use super::tx::Sharing;
+use super::writes::data_object;
 use crate::auth::permissions::{Action, allows};
 
 use super::{Collection, DataModel};

@@ -1,0 +1,961 @@
+//! Transactions of document writes, as Appwrite's transactions API has them: a
+//! client opens one, stages operations in it over several requests, then
+//! commits them all at once, or rolls them back.
+//!
+//! A transaction is a row holding its operations as given (Appwrite's shape:
+//! `action`, `databaseId`, `collectionId`, `documentId`, `data`), at most
+//! [`MAX_OPERATIONS`]. Staging checks every operation staged so far by running
+//! them all, as the caller, in a database transaction of their own that is then
+//! rolled back: whatever would refuse one at commit (a permission, a missing
+//! document, a bad value, a unique index) refuses it when it is staged, against
+//! the data as it is then. A commit runs them again, as the committing caller,
+//! in one database transaction that also marks the transaction committed; any
+//! refusal undoes all of them and marks it failed. A user sees only the
+//! transactions it opened; a key, every transaction of its project. Rows are
+//! kept until they expire, and pruned after.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use sqlx::Row;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::db::{ids, now_millis};
+use crate::error::{AppError, AppResult, codes};
+
+use super::documents::{self, Access, Document, DocumentChanges, GivenTimes, NewDocument};
+use super::service::{Documents, References, Upsert};
+use super::tx::{Mode, RequestTx, Sharing};
+use super::writes::{SystemFields, bulk_reach, data_object, filter_queries};
+use super::{Collection, DataModel};
+
+/// The most operations one transaction holds (Appwrite's
+/// `APP_DATABASE_TXN_MAX_OPERATIONS`).
+pub const MAX_OPERATIONS: usize = 100;
+/// The shortest and longest a transaction may stay open, in seconds.
+pub const MIN_TTL: i64 = 60;
+pub const MAX_TTL: i64 = 3600;
+/// How long a transaction stays open when the client does not say.
+pub const DEFAULT_TTL: i64 = 300;
+/// The most transactions one owner keeps at once (until they expire).
+pub const MAX_PER_OWNER: i64 = 100;
+/// The most bytes of operations one transaction holds, as stored.
+pub const MAX_STAGED_BYTES: usize = 4 << 20;
+
+/// Where a transaction stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Committed,
+    RolledBack,
+    Failed,
+}
+
+impl Status {
+    /// As Appwrite names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Committed => "committed",
+            Status::RolledBack => "rolledBack",
+            Status::Failed => "failed",
+        }
+    }
+
+    fn parse(stored: &str) -> Status {
+        match stored {
+            "committed" => Status::Committed,
+            "rolledBack" => Status::RolledBack,
+            "failed" => Status::Failed,
+            _ => Status::Pending,
+        }
+    }
+}
+
+/// A transaction as its clients see it.
+#[derive(Debug, Clone)]
+pub struct Transaction {
+    pub id: String,
+    pub status: Status,
+    /// How many operations it holds.
+    pub operations: usize,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub expires_at: i64,
+}
+
+/// What one operation did, as a mutation answers it.
+pub enum Applied {
+    /// A document written (none when the caller may not read it).
+    One(Arc<Collection>, Option<Document>),
+    /// Documents written by a bulk operation, those the caller may read.
+    Many(Arc<Collection>, Vec<Document>),
+    /// The ids of the documents deleted.
+    Deleted(Vec<String>),
+}
+
+/// Whose a caller's transactions are: `user:<id>` for a signed-in user, `None`
+/// for a key (which reaches every transaction of its project); a guest has none.
+fn owner_of(caller: &Caller) -> AppResult<Option<String>> {
+    if caller.key().is_some() {
+        return Ok(None);
+    }
+    match caller.signed_in()? {
+        Some(session) => Ok(Some(format!("user:{}", session.user.id))),
+        None => Err(AppError::Unauthenticated),
+    }
+}
+
+fn refused(code: &'static str, field: &str, reason: impl Into<String>) -> AppError {
+    AppError::Invalid {
+        code,
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn not_found(id: &str) -> AppError {
+    AppError::NotFound {
+        what: "transaction",
+        id: id.chars().take(64).collect(),
+    }
+}
+
+fn transaction_from(row: &sqlx::any::AnyRow) -> AppResult<Transaction> {
+    Ok(Transaction {
+        id: row.try_get("id")?,
+        status: Status::parse(&row.try_get::<String, _>("status")?),
+        operations: usize::try_from(row.try_get::<i64, _>("operations")?).unwrap_or(0),
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
+const COLUMNS: &str = "id, status, operations, created_at, updated_at, expires_at";
+
+/// Opens a transaction for `caller`, open `ttl` seconds (default
+/// [`DEFAULT_TTL`]). Prunes the project's expired ones first.
+pub async fn create(state: &AppState, caller: &Caller, ttl: Option<i64>) -> AppResult<Transaction> {
+    Access::of(caller, documents::DOCUMENTS_WRITE)?;
+    let owner = owner_of(caller)?.unwrap_or_else(|| "key".into());
+    let ttl = ttl.unwrap_or(DEFAULT_TTL);
+    if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
+        return Err(AppError::invalid(
+            "ttl",
+            format!("expected {MIN_TTL} to {MAX_TTL} seconds"),
+        ));
+    }
+    let project = &caller.project.id;
+    let now = now_millis();
+    let pool = state.db.pool();
+    sqlx::query("DELETE FROM document_transactions WHERE project_id = ? AND expires_at < ?")
+        .bind(project)
+        .bind(now)
+        .execute(pool)
+        .await?;
+    let held: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM document_transactions WHERE project_id = ? AND owner = ?",
+    )
+    .bind(project)
+    .bind(&owner)
+    .fetch_one(pool)
+    .await?;
+    if held >= MAX_PER_OWNER {
+        return Err(refused(
+            codes::TRANSACTION_LIMIT_EXCEEDED,
+            "ttl",
+            format!(
+                "at most {MAX_PER_OWNER} transactions open at once: commit, roll back or delete some"
+            ),
+        ));
+    }
+    let transaction = Transaction {
+        id: ids::generate(),
+        status: Status::Pending,
+        operations: 0,
+        created_at: now,
+        updated_at: now,
+        expires_at: now + ttl * 1000,
+    };
+    sqlx::query(
+        "INSERT INTO document_transactions \
+         (project_id, id, owner, status, operations, staged, created_at, updated_at, expires_at) \
+         VALUES (?, ?, ?, ?, 0, '[]', ?, ?, ?)",
+    )
+    .bind(project)
+    .bind(&transaction.id)
+    .bind(&owner)
+    .bind(Status::Pending.as_str())
+    .bind(now)
+    .bind(now)
+    .bind(transaction.expires_at)
+    .execute(pool)
+    .await?;
+    Ok(transaction)
+}
+
+/// The transaction `id` if the caller may reach it, with its operations.
+async fn load(state: &AppState, caller: &Caller, id: &str) -> AppResult<(Transaction, Vec<Value>)> {
+    Access::of(caller, documents::DOCUMENTS_WRITE)?;
+    let owner = owner_of(caller)?;
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS}, owner, staged FROM document_transactions WHERE project_id = ? AND id = ?"
+    ))
+    .bind(&caller.project.id)
+    .bind(id)
+    .fetch_optional(state.db.pool())
+    .await?
+    .ok_or_else(|| not_found(id))?;
+    let held_by: String = row.try_get("owner")?;
+    if owner.is_some_and(|owner| owner != held_by) {
+        return Err(not_found(id));
+    }
+    let staged = crate::db::columns::text(&row, "staged")?;
+    let staged: Vec<Value> = serde_json::from_str(&staged)
+        .map_err(|err| AppError::Internal(anyhow::anyhow!("a transaction's operations: {err}")))?;
+    Ok((transaction_from(&row)?, staged))
+}
+
+/// The transaction `id`, if the caller may reach it.
+pub async fn get(state: &AppState, caller: &Caller, id: &str) -> AppResult<Transaction> {
+    load(state, caller, id)
+        .await
+        .map(|(transaction, _)| transaction)
+}
+
+/// The caller's transactions (a key's: the project's), newest first, and how
+/// many there are.
+pub async fn list(
+    state: &AppState,
+    caller: &Caller,
+    limit: usize,
+    offset: usize,
+) -> AppResult<(Vec<Transaction>, i64)> {
+    Access::of(caller, documents::DOCUMENTS_WRITE)?;
+    let owner = owner_of(caller)?;
+    let project = &caller.project.id;
+    let pool = state.db.pool();
+    let by_owner = if owner.is_some() {
+        " AND owner = ?"
+    } else {
+        ""
+    };
+    let rows_sql = format!(
+        "SELECT {COLUMNS} FROM document_transactions WHERE project_id = ?{by_owner} \
+         ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+    );
+    let total_sql =
+        format!("SELECT COUNT(*) FROM document_transactions WHERE project_id = ?{by_owner}");
+    let mut rows = sqlx::query(&rows_sql).bind(project);
+    let mut total = sqlx::query_scalar(&total_sql).bind(project);
+    if let Some(owner) = &owner {
+        rows = rows.bind(owner);
+        total = total.bind(owner);
+    }
+    let rows = rows
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(pool)
+        .await?;
+    let total: i64 = total.fetch_one(pool).await?;
+    let transactions = rows
+        .iter()
+        .map(transaction_from)
+        .collect::<AppResult<_>>()?;
+    Ok((transactions, total))
+}
+
+/// Deletes the transaction `id` (its operations never run, if it was pending).
+pub async fn delete(state: &AppState, caller: &Caller, id: &str) -> AppResult<()> {
+    load(state, caller, id).await?;
+    sqlx::query("DELETE FROM document_transactions WHERE project_id = ? AND id = ?")
+        .bind(&caller.project.id)
+        .bind(id)
+        .execute(state.db.pool())
+        .await?;
+    Ok(())
+}
+
+/// Refuses a transaction that takes no more changes.
+fn check_open(transaction: &Transaction) -> AppResult<()> {
+    if transaction.status != Status::Pending {
+        return Err(refused(
+            codes::TRANSACTION_NOT_READY,
+            "transactionId",
+            format!("the transaction is {} already", transaction.status.as_str()),
+        ));
+    }
+    if transaction.expires_at < now_millis() {
+        return Err(refused(
+            codes::TRANSACTION_EXPIRED,
+            "transactionId",
+            "the transaction expired; open another",
+        ));
+    }
+    Ok(())
+}
+
+/// A transaction runs its operations on a database transaction of its own,
+/// which the request's own, once written to, would keep waiting: the writer's
+/// turn on SQLite, the rows it locked on MariaDB.
+fn check_alone(request: &RequestTx) -> AppResult<()> {
+    if request.has_writes() {
+        return Err(AppError::invalid(
+            "transactionId",
+            "stage, commit or roll back a transaction before any other write of the request, \
+             or in a request of its own",
+        ));
+    }
+    Ok(())
+}
+
+/// Adds `operations` to the transaction `id` once all of it runs as the
+/// caller; answers the transaction and what its new operations did.
+pub async fn stage(
+    state: &AppState,
+    caller: &Caller,
+    request: &RequestTx,
+    model: &DataModel,
+    id: &str,
+    operations: Vec<Value>,
+) -> AppResult<(Transaction, Vec<Applied>)> {
+    check_alone(request)?;
+    if operations.is_empty() {
+        return Err(AppError::invalid(
+            "operations",
+            "expected one operation or more",
+        ));
+    }
+    let (mut transaction, mut staged) = load(state, caller, id).await?;
+    check_open(&transaction)?;
+    let before = staged.len();
+    if before + operations.len() > MAX_OPERATIONS {
+        return Err(refused(
+            codes::TRANSACTION_LIMIT_EXCEEDED,
+            "operations",
+            format!("a transaction holds at most {MAX_OPERATIONS} operations"),
+        ));
+    }
+    staged.extend(operations.into_iter().map(with_ids));
+    let given: usize = staged.iter().map(documents_given).sum();
+    if given > documents::MAX_BULK {
+        return Err(refused(
+            codes::TRANSACTION_LIMIT_EXCEEDED,
+            "operations",
+            format!(
+                "a transaction's bulk creates and upserts give at most {} documents in all",
+                documents::MAX_BULK
+            ),
+        ));
+    }
+    let encoded = serde_json::to_string(&staged)
+        .map_err(|err| AppError::Internal(anyhow::anyhow!("encoding operations: {err}")))?;
+    if encoded.len() > MAX_STAGED_BYTES {
+        return Err(refused(
+            codes::TRANSACTION_LIMIT_EXCEEDED,
+            "operations",
+            format!(
+                "a transaction holds at most {} MiB of operations",
+                MAX_STAGED_BYTES >> 20
+            ),
+        ));
+    }
+    let run = RequestTx::new(state, Mode::Exclusive);
+    let applied = apply_all(&run, model, caller, &staged, before).await;
+    run.finish(false).await?;
+    let mut applied = applied?;
+    let now = now_millis();
+    // Only if no one staged, committed or rolled back meanwhile.
+    let saved = sqlx::query(
+        "UPDATE document_transactions SET staged = ?, operations = ?, updated_at = ? \
+         WHERE project_id = ? AND id = ? AND operations = ? AND status = ?",
+    )
+    .bind(&encoded)
+    .bind(i64::try_from(staged.len()).unwrap_or(i64::MAX))
+    .bind(now)
+    .bind(&caller.project.id)
+    .bind(id)
+    .bind(i64::try_from(before).unwrap_or(i64::MAX))
+    .bind(Status::Pending.as_str())
+    .execute(state.db.pool())
+    .await?;
+    if saved.rows_affected() != 1 {
+        return Err(refused(
+            codes::TRANSACTION_CONFLICT,
+            "transactionId",
+            "the transaction changed while this was staged; try again",
+        ));
+    }
+    transaction.operations = staged.len();
+    transaction.updated_at = now;
+    Ok((transaction, applied.split_off(before)))
+}
+
+/// Commits the transaction `id`: all its operations, as the caller, or none.
+pub async fn commit(
+    state: &AppState,
+    caller: &Caller,
+    request: &RequestTx,
+    model: &DataModel,
+    id: &str,
+) -> AppResult<Transaction> {
+    check_alone(request)?;
+    let (mut transaction, staged) = load(state, caller, id).await?;
+    check_open(&transaction)?;
+    let now = now_millis();
+    let run = RequestTx::new(state, Mode::Exclusive);
+    let result = async {
+        // Claimed first, in the same database transaction: a second commit, or
+        // a staging, waits for this one and then finds it no longer pending.
+        let mut op = run.writer().await?;
+        let claimed = sqlx::query(
+            "UPDATE document_transactions SET status = ?, updated_at = ? \
+             WHERE project_id = ? AND id = ? AND status = ? AND operations = ?",
+        )
+        .bind(Status::Committed.as_str())
+        .bind(now)
+        .bind(&caller.project.id)
+        .bind(id)
+        .bind(Status::Pending.as_str())
+        .bind(i64::try_from(staged.len()).unwrap_or(i64::MAX))
+        .execute(&mut **op)
+        .await
+        .map_err(AppError::from);
+        let claimed = op.end(claimed)?;
+        if claimed.rows_affected() != 1 {
+            return Err(refused(
+                codes::TRANSACTION_CONFLICT,
+                "transactionId",
+                "the transaction changed while this was committed; read it again",
+            ));
+        }
+        apply_all(&run, model, caller, &staged, 0).await
+    }
+    .await;
+    match result {
+        Ok(_) => {
+            run.finish(true).await?;
+            transaction.status = Status::Committed;
+            transaction.updated_at = now;
+            Ok(transaction)
+        }
+        Err(err) => {
+            run.finish(false).await?;
+            if !matches!(err, AppError::Internal(_) | AppError::Db(_))
+                && !matches!(&err, AppError::Invalid { code, .. } if *code == codes::TRANSACTION_CONFLICT)
+            {
+                set_status(state, caller, id, Status::Failed).await?;
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Rolls the transaction `id` back: none of its operations will run.
+pub async fn roll_back(state: &AppState, caller: &Caller, id: &str) -> AppResult<Transaction> {
+    let (mut transaction, _) = load(state, caller, id).await?;
+    check_open(&transaction)?;
+    if !set_status(state, caller, id, Status::RolledBack).await? {
+        return Err(refused(
+            codes::TRANSACTION_CONFLICT,
+            "transactionId",
+            "the transaction changed while this was rolled back; read it again",
+        ));
+    }
+    transaction.status = Status::RolledBack;
+    transaction.updated_at = now_millis();
+    Ok(transaction)
+}
+
+/// Moves a pending transaction to `status`; false when it was pending no more.
+async fn set_status(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    status: Status,
+) -> AppResult<bool> {
+    let changed = sqlx::query(
+        "UPDATE document_transactions SET status = ?, updated_at = ? \
+         WHERE project_id = ? AND id = ? AND status = ?",
+    )
+    .bind(status.as_str())
+    .bind(now_millis())
+    .bind(&caller.project.id)
+    .bind(id)
+    .bind(Status::Pending.as_str())
+    .execute(state.db.pool())
+    .await?;
+    Ok(changed.rows_affected() == 1)
+}
+
+/// How many documents a bulk create or upsert gives (every staging runs them
+/// all again, so a transaction's are bounded together).
+fn documents_given(operation: &Value) -> usize {
+    match operation.get("action").and_then(Value::as_str) {
+        Some("bulkCreate" | "bulkUpsert") => operation
+            .get("data")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len),
+        _ => 0,
+    }
+}
+
+/// `operation` with an id for each document it creates that has none (or
+/// `unique()`): made once, when staged, so that the staging's answer, a later
+/// operation of the transaction and the commit all name the same document.
+fn with_ids(mut operation: Value) -> Value {
+    let fresh = |id: Option<&Value>| match id {
+        Some(Value::String(id)) => id == ids::UNIQUE,
+        None | Some(Value::Null) => true,
+        Some(_) => false,
+    };
+    let Value::Object(raw) = &mut operation else {
+        return operation;
+    };
+    let action = raw
+        .get("action")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match action {
+        "create" | "upsert" => {
+            let given = ["documentId", "rowId"]
+                .iter()
+                .filter_map(|name| raw.get(*name))
+                .chain(raw.get("data").and_then(|data| data.get("$id")))
+                .find(|id| !fresh(Some(id)))
+                .cloned();
+            let id = given.unwrap_or_else(|| Value::String(ids::generate()));
+            raw.insert("documentId".into(), id);
+        }
+        "bulkCreate" | "bulkUpsert" => {
+            if let Some(Value::Array(items)) = raw.get_mut("data") {
+                for item in items.iter_mut() {
+                    if let Value::Object(document) = item
+                        && fresh(document.get("$id"))
+                    {
+                        document.insert("$id".into(), Value::String(ids::generate()));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    operation
+}
+
+/// Runs `operations` in order on `run`, as `caller`; an error names the
+/// operation (`operations[3].data`), counted from `first` on (the ones before
+/// ran before, when staged).
+async fn apply_all(
+    run: &RequestTx,
+    model: &DataModel,
+    caller: &Caller,
+    operations: &[Value],
+    first: usize,
+) -> AppResult<Vec<Applied>> {
+    let access = Access::of(caller, documents::DOCUMENTS_WRITE)?;
+    let answers = caller.may_see_what_it_writes(crate::auth::scopes::Scope::DocumentsWrite);
+    let documents = Documents::new(run, model, &access).answering(answers);
+    let by_key = caller.key().is_some();
+    let mut applied = Vec::with_capacity(operations.len());
+    for (index, raw) in operations.iter().enumerate() {
+        let done = async {
+            let operation = Operation::parse(raw.clone(), model, &access, by_key)?;
+            operation.apply(&documents).await
+        }
+        .await;
+        let done = done.map_err(|err| match err {
+            AppError::Invalid {
+                code,
+                field,
+                reason,
+            } => AppError::Invalid {
+                code,
+                field: format!("operations[{}].{field}", index.saturating_sub(first)),
+                reason,
+            },
+            other => other,
+        })?;
+        applied.push(done);
+    }
+    Ok(applied)
+}
+
+/// One operation, read against the data model as it is now.
+enum Operation {
+    Create(Arc<Collection>, NewDocument),
+    Update(Arc<Collection>, String, DocumentChanges),
+    Upsert(Arc<Collection>, Upsert),
+    Delete(Arc<Collection>, String),
+    Step {
+        collection: Arc<Collection>,
+        id: String,
+        attribute: String,
+        by: f64,
+        bound: Option<f64>,
+    },
+    CreateMany(Arc<Collection>, Vec<NewDocument>),
+    UpsertMany(Arc<Collection>, Vec<Upsert>),
+    UpdateMany(
+        Arc<Collection>,
+        super::filter::Filter,
+        Map<String, Value>,
+        Option<Vec<String>>,
+    ),
+    DeleteMany(Arc<Collection>, super::filter::Filter),
+}
+
+/// A string member of an operation, by any of `names` (Appwrite's and its
+/// TablesDB's: `collectionId` or `tableId`, `documentId` or `rowId`).
+fn member(raw: &Map<String, Value>, names: &[&str]) -> AppResult<Option<String>> {
+    for name in names {
+        match raw.get(*name) {
+            None | Some(Value::Null) => continue,
+            Some(Value::String(text)) if !text.trim().is_empty() => return Ok(Some(text.clone())),
+            Some(_) => return Err(AppError::invalid(*name, "expected a non-empty string")),
+        }
+    }
+    Ok(None)
+}
+
+fn required(raw: &Map<String, Value>, names: &[&str]) -> AppResult<String> {
+    member(raw, names)?.ok_or_else(|| AppError::invalid(names[0], "required"))
+}
+
+/// A document of a bulk create or upsert: its attribute values and system
+/// fields.
+fn documents_of(data: Value, by_key: bool) -> AppResult<Vec<(Map<String, Value>, SystemFields)>> {
+    let Value::Array(items) = data else {
+        return Err(AppError::invalid("data", "expected a list of documents"));
+    };
+    if items.len() > documents::MAX_BULK {
+        return Err(refused(
+            codes::TOO_MANY_DOCUMENTS,
+            "data",
+            format!("at most {} documents at once", documents::MAX_BULK),
+        ));
+    }
+    items
+        .into_iter()
+        .map(|item| {
+            let mut data = data_object(item)?;
+            let system = SystemFields::take(&mut data, by_key)?;
+            Ok((data, system))
+        })
+        .collect()
+}
+
+/// The queries of a bulk update or delete (`data.queries`), as its filter.
+fn queries_of(data: &mut Map<String, Value>) -> AppResult<super::filter::Filter> {
+    let queries = match data.remove("queries") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            serde_json::from_value::<Vec<String>>(value)
+                .map_err(|_| AppError::invalid("queries", "expected a list of query strings"))?,
+        ),
+    };
+    filter_queries(queries)
+}
+
+fn number(data: &Map<String, Value>, name: &str) -> AppResult<Option<f64>> {
+    match data.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_f64()
+            .filter(|n| n.is_finite())
+            .map(Some)
+            .ok_or_else(|| AppError::invalid(name, "expected a finite number")),
+    }
+}
+
+impl Operation {
+    fn parse(raw: Value, model: &DataModel, access: &Access, by_key: bool) -> AppResult<Operation> {
+        let Value::Object(mut raw) = raw else {
+            return Err(AppError::invalid("operation", "expected an object"));
+        };
+        let action = required(&raw, &["action"])?;
+        let database_id = required(&raw, &["databaseId"])?;
+        let collection_id = required(&raw, &["collectionId", "tableId"])?;
+        let document_id = member(&raw, &["documentId", "rowId"])?;
+        let collection = match model.collection(&database_id, &collection_id) {
+            Some(collection) => collection.clone(),
+            None if model
+                .collections
+                .iter()
+                .any(|c| c.database_id == database_id) =>
+            {
+                return Err(AppError::NotFound {
+                    what: "collection",
+                    id: collection_id.chars().take(64).collect(),
+                });
+            }
+            None => {
+                return Err(AppError::NotFound {
+                    what: "database",
+                    id: database_id.chars().take(64).collect(),
+                });
+            }
+        };
+        let data = raw.remove("data").unwrap_or(Value::Null);
+        let permissions = match raw.remove("permissions") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(
+                serde_json::from_value::<Vec<String>>(value)
+                    .map_err(|_| AppError::invalid("permissions", "expected a list of strings"))?,
+            ),
+        };
+        let id_of = |document_id: Option<String>| {
+            document_id.ok_or_else(|| AppError::invalid("documentId", "required for this action"))
+        };
+        let object = |data: Value| match data {
+            Value::Null => Ok(Map::new()),
+            data => data_object(data),
+        };
+        Ok(match action.as_str() {
+            "create" => {
+                let mut data = object(data)?;
+                let system = SystemFields::take(&mut data, by_key)?;
+                Operation::Create(
+                    collection,
+                    NewDocument {
+                        id: document_id.or(system.id),
+                        data,
+                        permissions: permissions.or(system.permissions),
+                        times: system.times,
+                    },
+                )
+            }
+            "update" => {
+                let mut data = object(data)?;
+                let system = SystemFields::take(&mut data, by_key)?;
+                Operation::Update(
+                    collection,
+                    id_of(document_id)?,
+                    DocumentChanges {
+                        data,
+                        permissions: permissions.or(system.permissions),
+                        times: system.times,
+                        operators: true,
+                        expected_updated_at: None,
+                    },
+                )
+            }
+            "upsert" => {
+                let mut data = object(data)?;
+                let system = SystemFields::take(&mut data, by_key)?;
+                let id = ids::resolve("documentId", Some(&id_of(document_id)?))?;
+                Operation::Upsert(
+                    collection,
+                    Upsert {
+                        id,
+                        data,
+                        permissions: permissions.or(system.permissions),
+                    },
+                )
+            }
+            "delete" => Operation::Delete(collection, id_of(document_id)?),
+            "increment" | "decrement" => {
+                let data = object(data)?;
+                let attribute = required(&data, &["attribute"])?;
+                let by = number(&data, "value")?.unwrap_or(1.0);
+                if by <= 0.0 {
+                    return Err(AppError::invalid("value", "expected a positive number"));
+                }
+                let up = action == "increment";
+                let bound = number(&data, if up { "max" } else { "min" })?;
+                Operation::Step {
+                    collection,
+                    id: id_of(document_id)?,
+                    attribute,
+                    by: if up { by } else { -by },
+                    bound,
+                }
+            }
+            "bulkCreate" => {
+                let news = documents_of(data, by_key)?
+                    .into_iter()
+                    .map(|(data, system)| NewDocument {
+                        id: system.id,
+                        data,
+                        permissions: system.permissions,
+                        times: system.times,
+                    })
+                    .collect();
+                Operation::CreateMany(collection, news)
+            }
+            "bulkUpsert" => {
+                let upserts = documents_of(data, by_key)?
+                    .into_iter()
+                    .map(|(data, system)| {
+                        if system.times != GivenTimes::default() {
+                            return Err(AppError::invalid(
+                                "data",
+                                "an upsert takes no `$createdAt` or `$updatedAt`",
+                            ));
+                        }
+                        Ok(Upsert {
+                            id: ids::resolve("$id", system.id.as_deref())?,
+                            data,
+                            permissions: system.permissions,
+                        })
+                    })
+                    .collect::<AppResult<_>>()?;
+                Operation::UpsertMany(collection, upserts)
+            }
+            "bulkUpdate" => {
+                let mut data = object(data)?;
+                let filter = queries_of(&mut data)?;
+                let filter = bulk_reach(model, &collection, access, filter)?;
+                let mut changes = match data.remove("data") {
+                    None | Some(Value::Null) => Map::new(),
+                    Some(changes) => data_object(changes)?,
+                };
+                let system = SystemFields::take(&mut changes, false)?;
+                Operation::UpdateMany(
+                    collection,
+                    filter,
+                    changes,
+                    permissions.or(system.permissions),
+                )
+            }
+            "bulkDelete" => {
+                let mut data = object(data)?;
+                let filter = queries_of(&mut data)?;
+                let filter = bulk_reach(model, &collection, access, filter)?;
+                Operation::DeleteMany(collection, filter)
+            }
+            other => {
+                return Err(AppError::invalid(
+                    "action",
+                    format!(
+                        "`{}` is none of create, update, upsert, delete, increment, decrement, \
+                         bulkCreate, bulkUpdate, bulkUpsert, bulkDelete",
+                        other.chars().take(32).collect::<String>()
+                    ),
+                ));
+            }
+        })
+    }
+
+    async fn apply(self, documents: &Documents<'_>) -> AppResult<Applied> {
+        Ok(match self {
+            Operation::Create(collection, new) => {
+                let document = documents.create(&collection, new, Sharing::Among).await?;
+                Applied::One(collection, document)
+            }
+            Operation::Update(collection, id, changes) => {
+                let document = documents
+                    .update(&collection, &id, changes, References::ReadableOnly)
+                    .await?;
+                Applied::One(collection, document)
+            }
+            Operation::Upsert(collection, upsert) => {
+                let document = documents
+                    .upsert(
+                        &collection,
+                        upsert.id,
+                        upsert.data,
+                        upsert.permissions,
+                        true,
+                    )
+                    .await?;
+                Applied::One(collection, document)
+            }
+            Operation::Delete(collection, id) => {
+                documents.delete(&collection, &id).await?;
+                Applied::Deleted(vec![id])
+            }
+            Operation::Step {
+                collection,
+                id,
+                attribute,
+                by,
+                bound,
+            } => {
+                let document = documents
+                    .increment(&collection, &id, &attribute, by, bound)
+                    .await?;
+                Applied::One(collection, document)
+            }
+            Operation::CreateMany(collection, news) => {
+                let created = documents.create_many(&collection, news).await?;
+                Applied::Many(collection, created)
+            }
+            Operation::UpsertMany(collection, upserts) => {
+                let written = documents.upsert_many(&collection, upserts).await?;
+                Applied::Many(collection, written)
+            }
+            Operation::UpdateMany(collection, filter, data, permissions) => {
+                let updated = documents
+                    .update_matching(&collection, filter, data, permissions)
+                    .await?;
+                Applied::Many(collection, updated)
+            }
+            Operation::DeleteMany(collection, filter) => {
+                let deleted = documents.delete_matching(&collection, filter).await?;
+                Applied::Deleted(deleted)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transaction(status: Status, expires_in: i64) -> Transaction {
+        let now = now_millis();
+        Transaction {
+            id: "t".into(),
+            status,
+            operations: 0,
+            created_at: now,
+            updated_at: now,
+            expires_at: now + expires_in,
+        }
+    }
+
+    fn code(result: AppResult<()>) -> String {
+        result.map_or_else(|err| err.code(), |()| "ok".into())
+    }
+
+    #[test]
+    fn only_a_pending_transaction_within_its_time_takes_changes() {
+        assert_eq!(
+            code(check_open(&transaction(Status::Pending, 60_000))),
+            "ok"
+        );
+        assert_eq!(
+            code(check_open(&transaction(Status::Pending, -1))),
+            codes::TRANSACTION_EXPIRED
+        );
+        for done in [Status::Committed, Status::RolledBack, Status::Failed] {
+            assert_eq!(
+                code(check_open(&transaction(done, 60_000))),
+                codes::TRANSACTION_NOT_READY
+            );
+        }
+    }
+
+    #[test]
+    fn documents_a_staged_operation_creates_are_named_once() {
+        let created = with_ids(serde_json::json!({"action": "create", "documentId": "unique()"}));
+        let id = created["documentId"].as_str().unwrap().to_string();
+        assert_ne!(id, "unique()");
+        assert_eq!(with_ids(created.clone())["documentId"], id.as_str());
+        let from_data = with_ids(serde_json::json!({"action": "upsert", "data": {"$id": "given"}}));
+        assert_eq!(from_data["documentId"], "given");
+        let bulk =
+            with_ids(serde_json::json!({"action": "bulkCreate", "data": [{"$id": "a"}, {}]}));
+        assert_eq!(bulk["data"][0]["$id"], "a");
+        assert!(
+            bulk["data"][1]["$id"]
+                .as_str()
+                .is_some_and(|id| id != "unique()")
+        );
+        let update = serde_json::json!({"action": "update", "documentId": "unique()"});
+        assert_eq!(with_ids(update.clone()), update);
+    }
+}
