@@ -210,7 +210,7 @@ codes! {
     TRANSACTION_NOT_FOUND: 404 => "no transaction has that id, or it is not the caller's";
     TRANSACTION_NOT_READY: 409 => "the transaction was committed, rolled back or failed already";
     TRANSACTION_EXPIRED: 410 => "the transaction's time to live has passed";
-    TRANSACTION_LIMIT_EXCEEDED: 400 => "over a transaction's 100 operations, 1,000 documents of bulk creates and upserts or 4 MiB, or an owner's 100 open transactions";
+    TRANSACTION_LIMIT_EXCEEDED: 400 => "over a transaction's 100 operations, 20 bulk updates and deletes, 1,000 documents of bulk creates and upserts or 1 MiB, or an owner's 50 pending transactions";
     TRANSACTION_CONFLICT: 409 => "the transaction changed while this request staged, committed or rolled it back";
     // Storage.
     BUCKET_NOT_FOUND: 404 => "no bucket has that id";

@@ -369,11 +369,49 @@ async fn document_mutations_stage_into_a_transaction_that_only_its_owner_reaches
         .await;
     assert_eq!(mixed.code(), "BAD_USER_INPUT", "{:#}", mixed.body);
 
+    // One transaction run a request: each starts the request's bounds afresh.
+    let twice = app
+        .as_session(
+            &ann,
+            "mutation($t: ID!, $ops: [JSON!]!) { a: createOperations(input: {transactionId: $t, operations: $ops}) { id } b: createOperations(input: {transactionId: $t, operations: $ops}) { id } }",
+            json!({"t": t, "ops": [op("create", None, json!({"name": "Twice"}))]}),
+        )
+        .await;
+    assert_eq!(twice.code(), "BAD_USER_INPUT", "{:#}", twice.body);
+    assert_eq!(
+        app.admin(READ, json!({"t": t})).await.ok()["transaction"]["operations"],
+        6
+    );
+
     let committed = app.as_session(&ann, COMMIT, json!({"t": t})).await.ok();
     assert_eq!(committed["updateTransaction"]["status"], "committed");
     let document = stored(&app, &id).await;
     assert_eq!(document["data"]["name"], "Bulk");
     assert_eq!(document["data"]["count"], 3);
     assert!(stored(&app, "brief").await.is_null());
+
+    // A key commits what a user staged, without the times only a key sets.
+    let t = app.as_session(&ann, OPEN, json!({})).await.ok()["createTransaction"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.as_session(
+        &ann,
+        STAGE,
+        json!({"t": t, "ops": [op("create", Some("dated"), json!({"name": "Dated", "$createdAt": "2001-01-01T00:00:00.000Z"}))]}),
+    )
+    .await
+    .ok();
+    let by_key = app.admin(COMMIT, json!({"t": t})).await.ok();
+    assert_eq!(by_key["updateTransaction"]["status"], "committed");
+    let dated = app
+        .admin(
+            "{ document(databaseId: \"ledger\", collectionId: \"notes\", id: \"dated\") { createdAt } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    let created = dated["document"]["createdAt"].as_str().unwrap();
+    assert!(!created.starts_with("2001"), "{created}");
     app.shutdown().await;
 }

@@ -38,10 +38,13 @@ pub const MIN_TTL: i64 = 60;
 pub const MAX_TTL: i64 = 3600;
 /// How long a transaction stays open when the client does not say.
 pub const DEFAULT_TTL: i64 = 300;
-/// The most transactions one owner keeps at once (until they expire).
-pub const MAX_PER_OWNER: i64 = 100;
+/// The most pending transactions one owner keeps at once.
+pub const MAX_PER_OWNER: i64 = 50;
+/// The most `bulkUpdate` and `bulkDelete` operations one transaction holds:
+/// each runs its filter, under the writer, at every staging and the commit.
+pub const MAX_BY_QUERIES: usize = 20;
 /// The most bytes of operations one transaction holds, as stored.
-pub const MAX_STAGED_BYTES: usize = 4 << 20;
+pub const MAX_STAGED_BYTES: usize = 1 << 20;
 
 /// Where a transaction stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +140,13 @@ const COLUMNS: &str = "id, status, operations, created_at, updated_at, expires_a
 
 /// Opens a transaction for `caller`, open `ttl` seconds (default
 /// [`DEFAULT_TTL`]). Prunes the project's expired ones first.
-pub async fn create(state: &AppState, caller: &Caller, ttl: Option<i64>) -> AppResult<Transaction> {
+pub async fn create(
+    state: &AppState,
+    caller: &Caller,
+    request: &RequestTx,
+    ttl: Option<i64>,
+) -> AppResult<Transaction> {
+    check_alone(request)?;
     Access::of(caller, documents::DOCUMENTS_WRITE)?;
     let owner = owner_of(caller)?.unwrap_or_else(|| "key".into());
     let ttl = ttl.unwrap_or(DEFAULT_TTL);
@@ -150,16 +159,19 @@ pub async fn create(state: &AppState, caller: &Caller, ttl: Option<i64>) -> AppR
     let project = &caller.project.id;
     let now = now_millis();
     let pool = state.db.pool();
+    let _turn = state.db.writer_turn().await;
     sqlx::query("DELETE FROM document_transactions WHERE project_id = ? AND expires_at < ?")
         .bind(project)
         .bind(now)
         .execute(pool)
         .await?;
     let held: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM document_transactions WHERE project_id = ? AND owner = ?",
+        "SELECT COUNT(*) FROM document_transactions \
+         WHERE project_id = ? AND owner = ? AND status = ?",
     )
     .bind(project)
     .bind(&owner)
+    .bind(Status::Pending.as_str())
     .fetch_one(pool)
     .await?;
     if held >= MAX_PER_OWNER {
@@ -268,8 +280,15 @@ pub async fn list(
 }
 
 /// Deletes the transaction `id` (its operations never run, if it was pending).
-pub async fn delete(state: &AppState, caller: &Caller, id: &str) -> AppResult<()> {
+pub async fn delete(
+    state: &AppState,
+    caller: &Caller,
+    request: &RequestTx,
+    id: &str,
+) -> AppResult<()> {
+    check_alone(request)?;
     load(state, caller, id).await?;
+    let _turn = state.db.writer_turn().await;
     sqlx::query("DELETE FROM document_transactions WHERE project_id = ? AND id = ?")
         .bind(&caller.project.id)
         .bind(id)
@@ -299,8 +318,16 @@ fn check_open(transaction: &Transaction) -> AppResult<()> {
 
 /// A transaction runs its operations on a database transaction of its own,
 /// which the request's own, once written to, would keep waiting: the writer's
-/// turn on SQLite, the rows it locked on MariaDB.
+/// turn on SQLite, the rows it locked on MariaDB. And it does so once a
+/// request: each run starts the request's bounds (links, deletions, related
+/// documents) afresh.
 fn check_alone(request: &RequestTx) -> AppResult<()> {
+    if !request.take_transaction_turn() {
+        return Err(AppError::invalid(
+            "transactionId",
+            "a request opens, stages in, commits, rolls back or deletes one transaction once",
+        ));
+    }
     if request.has_writes() {
         return Err(AppError::invalid(
             "transactionId",
@@ -338,7 +365,30 @@ pub async fn stage(
             format!("a transaction holds at most {MAX_OPERATIONS} operations"),
         ));
     }
-    staged.extend(operations.into_iter().map(with_ids));
+    let by_key = caller.key().is_some();
+    staged.extend(
+        operations
+            .into_iter()
+            .map(|operation| as_stored(operation, by_key)),
+    );
+    let by_queries = staged
+        .iter()
+        .filter(|op| {
+            matches!(
+                op.get("action").and_then(Value::as_str),
+                Some("bulkUpdate" | "bulkDelete")
+            )
+        })
+        .count();
+    if by_queries > MAX_BY_QUERIES {
+        return Err(refused(
+            codes::TRANSACTION_LIMIT_EXCEEDED,
+            "operations",
+            format!(
+                "a transaction holds at most {MAX_BY_QUERIES} bulkUpdate and bulkDelete operations"
+            ),
+        ));
+    }
     let given: usize = staged.iter().map(documents_given).sum();
     if given > documents::MAX_BULK {
         return Err(refused(
@@ -364,9 +414,11 @@ pub async fn stage(
     }
     let run = RequestTx::new(state, Mode::Exclusive);
     let applied = apply_all(&run, model, caller, &staged, before).await;
-    run.finish(false).await?;
+    let ended = run.finish(false).await;
     let mut applied = applied?;
+    ended?;
     let now = now_millis();
+    let _turn = state.db.writer_turn().await;
     // Only if no one staged, committed or rolled back meanwhile.
     let saved = sqlx::query(
         "UPDATE document_transactions SET staged = ?, operations = ?, updated_at = ? \
@@ -411,7 +463,7 @@ pub async fn commit(
         // a staging, waits for this one and then finds it no longer pending.
         let mut op = run.writer().await?;
         let claimed = sqlx::query(
-            "UPDATE document_transactions SET status = ?, updated_at = ? \
+            "UPDATE document_transactions SET status = ?, updated_at = ?, staged = '[]' \
              WHERE project_id = ? AND id = ? AND status = ? AND operations = ?",
         )
         .bind(Status::Committed.as_str())
@@ -442,22 +494,45 @@ pub async fn commit(
             Ok(transaction)
         }
         Err(err) => {
-            run.finish(false).await?;
-            if !matches!(err, AppError::Internal(_) | AppError::Db(_))
-                && !matches!(&err, AppError::Invalid { code, .. } if *code == codes::TRANSACTION_CONFLICT)
-            {
-                set_status(state, caller, id, Status::Failed).await?;
+            // The refusal is the answer, whatever ending the run says.
+            if let Err(ending) = run.finish(false).await {
+                tracing::warn!(error = ?ending, "rolling back a refused commit");
+            }
+            if is_refusal(&err) {
+                let _turn = state.db.writer_turn().await;
+                set_status(state, caller, id, Status::Failed, Some(staged.len())).await?;
             }
             Err(err)
         }
     }
 }
 
+/// Whether `err` refuses an operation for good (its data, a permission, a
+/// missing document), which fails the transaction; anything else (a lock, a
+/// deadline, the database away, a concurrent change) leaves it pending, to be
+/// committed again.
+fn is_refusal(err: &AppError) -> bool {
+    match err {
+        AppError::Invalid { code, .. } => *code != codes::TRANSACTION_CONFLICT,
+        AppError::NotFound { .. }
+        | AppError::PermissionDenied { .. }
+        | AppError::Conflict { .. } => true,
+        _ => false,
+    }
+}
+
 /// Rolls the transaction `id` back: none of its operations will run.
-pub async fn roll_back(state: &AppState, caller: &Caller, id: &str) -> AppResult<Transaction> {
+pub async fn roll_back(
+    state: &AppState,
+    caller: &Caller,
+    request: &RequestTx,
+    id: &str,
+) -> AppResult<Transaction> {
+    check_alone(request)?;
     let (mut transaction, _) = load(state, caller, id).await?;
     check_open(&transaction)?;
-    if !set_status(state, caller, id, Status::RolledBack).await? {
+    let _turn = state.db.writer_turn().await;
+    if !set_status(state, caller, id, Status::RolledBack, None).await? {
         return Err(refused(
             codes::TRANSACTION_CONFLICT,
             "transactionId",
@@ -469,24 +544,35 @@ pub async fn roll_back(state: &AppState, caller: &Caller, id: &str) -> AppResult
     Ok(transaction)
 }
 
-/// Moves a pending transaction to `status`; false when it was pending no more.
+/// Moves a pending transaction (holding `operations`, when given) to
+/// `status`; false when it was so no more.
 async fn set_status(
     state: &AppState,
     caller: &Caller,
     id: &str,
     status: Status,
+    operations: Option<usize>,
 ) -> AppResult<bool> {
-    let changed = sqlx::query(
-        "UPDATE document_transactions SET status = ?, updated_at = ? \
-         WHERE project_id = ? AND id = ? AND status = ?",
-    )
-    .bind(status.as_str())
-    .bind(now_millis())
-    .bind(&caller.project.id)
-    .bind(id)
-    .bind(Status::Pending.as_str())
-    .execute(state.db.pool())
-    .await?;
+    let held = if operations.is_some() {
+        " AND operations = ?"
+    } else {
+        ""
+    };
+    // An ended transaction keeps its count of operations, not the operations.
+    let sql = format!(
+        "UPDATE document_transactions SET status = ?, updated_at = ?, staged = '[]' \
+         WHERE project_id = ? AND id = ? AND status = ?{held}"
+    );
+    let mut update = sqlx::query(&sql)
+        .bind(status.as_str())
+        .bind(now_millis())
+        .bind(&caller.project.id)
+        .bind(id)
+        .bind(Status::Pending.as_str());
+    if let Some(operations) = operations {
+        update = update.bind(i64::try_from(operations).unwrap_or(i64::MAX));
+    }
+    let changed = update.execute(state.db.pool()).await?;
     Ok(changed.rows_affected() == 1)
 }
 
@@ -500,6 +586,32 @@ fn documents_given(operation: &Value) -> usize {
             .map_or(0, Vec::len),
         _ => 0,
     }
+}
+
+/// `operation` as a transaction keeps it: without the times only a key may
+/// set, when `by_key` is false (a key committing it later must not set them
+/// for a user), and with ids fixed ([`with_ids`]).
+fn as_stored(mut operation: Value, by_key: bool) -> Value {
+    if !by_key {
+        let strip = |document: &mut Value| {
+            if let Value::Object(fields) = document {
+                fields.remove("$createdAt");
+                fields.remove("$updatedAt");
+            }
+        };
+        if let Some(data) = operation.get_mut("data") {
+            match data {
+                Value::Array(documents) => documents.iter_mut().for_each(strip),
+                data => {
+                    if let Some(changes) = data.get_mut("data") {
+                        strip(changes);
+                    }
+                    strip(data);
+                }
+            }
+        }
+    }
+    with_ids(operation)
 }
 
 /// `operation` with an id for each document it creates that has none (or
@@ -566,6 +678,12 @@ async fn apply_all(
             operation.apply(&documents).await
         }
         .await;
+        // Named by its place among the operations given, or, for one staged
+        // before that no longer runs, in the transaction.
+        let named = match index.checked_sub(first) {
+            Some(given) => format!("operations[{given}]"),
+            None => format!("staged[{index}]"),
+        };
         let done = done.map_err(|err| match err {
             AppError::Invalid {
                 code,
@@ -573,8 +691,11 @@ async fn apply_all(
                 reason,
             } => AppError::Invalid {
                 code,
-                field: format!("operations[{}].{field}", index.saturating_sub(first)),
+                field: format!("{named}.{field}"),
                 reason,
+            },
+            AppError::PermissionDenied { reason } => AppError::PermissionDenied {
+                reason: format!("{named}: {reason}"),
             },
             other => other,
         })?;

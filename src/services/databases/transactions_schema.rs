@@ -199,7 +199,8 @@ fn create_transaction_field() -> Field {
                 Some(given) if !given.is_null() => input::<CreateTransactionInput>(&ctx)?.ttl,
                 _ => None,
             };
-            let transaction = transactions::create(app(&ctx)?, caller(&ctx)?, ttl).await?;
+            let transaction =
+                transactions::create(app(&ctx)?, caller(&ctx)?, request_tx(&ctx)?, ttl).await?;
             Ok(answer(&transaction))
         })
     })
@@ -265,7 +266,9 @@ fn update_transaction_field() -> Field {
                     )
                     .await?
                 }
-                (false, true) => transactions::roll_back(state, caller, &input.id).await?,
+                (false, true) => {
+                    transactions::roll_back(state, caller, request_tx(&ctx)?, &input.id).await?
+                }
                 _ => {
                     return Err(AppError::invalid(
                         "commit",
@@ -296,7 +299,8 @@ fn delete_transaction_field() -> Field {
         |ctx| {
             FieldFuture::new(async move {
                 let input: DeleteTransactionInput = input(&ctx)?;
-                transactions::delete(app(&ctx)?, caller(&ctx)?, &input.id).await?;
+                transactions::delete(app(&ctx)?, caller(&ctx)?, request_tx(&ctx)?, &input.id)
+                    .await?;
                 Ok(Some(FieldValue::value(object([(
                     "deletedId",
                     Value::from(input.id),

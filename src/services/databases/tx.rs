@@ -107,6 +107,9 @@ pub struct RequestTx {
     /// Related documents the request's writes have written inline so far
     /// ([`RequestTx::spend_nested`]).
     nested: AtomicUsize,
+    /// A transaction of document writes was run by this request
+    /// ([`RequestTx::take_transaction_turn`]).
+    ran_transaction: AtomicBool,
 }
 
 /// The most related documents one request writes inline with its documents
@@ -304,6 +307,7 @@ impl RequestTx {
             links: Arc::default(),
             deletions: Arc::default(),
             nested: AtomicUsize::new(0),
+            ran_transaction: AtomicBool::new(false),
             events: std::sync::Mutex::new(Vec::new()),
             encoded: std::sync::Mutex::new(None),
             turn: std::sync::Mutex::new(None),
@@ -380,6 +384,13 @@ impl RequestTx {
     /// many-to-many links ([`Conn::spend_links`]).
     pub fn spend_links(&self, count: usize) -> AppResult<()> {
         spend_links(&self.links, count)
+    }
+
+    /// Whether the request may run a transaction of document writes
+    /// ([`super::transactions`]) now: once per request, since each run counts
+    /// its writes apart from the request's.
+    pub fn take_transaction_turn(&self) -> bool {
+        !self.ran_transaction.swap(true, Ordering::SeqCst)
     }
 
     /// Counts one related document about to be written inline against the
