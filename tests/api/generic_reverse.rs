@@ -466,5 +466,36 @@ async fn documents_pointing_at_a_document_are_written_from_its_side() {
     .ok();
     assert_eq!(stored(&app, "people", nat).await["data"]["mentor"], "ray");
     assert_eq!(stored(&app, "people", "ray").await["data"]["mentor"], "ray");
+
+    // The typed API's inputs take them as ids.
+    let typed = app
+        .as_session(
+            &ray,
+            "mutation { createPerson(input: {id: \"tia\", fullName: \"Tia\", libraries: [\"l10\"], card: \"c1\"}) { id } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(typed["createPerson"]["id"], "tia");
+    assert_eq!(
+        stored(&app, "libraries", "l10").await["data"]["person"],
+        "tia"
+    );
+    assert_eq!(stored(&app, "cards", "c1").await["data"]["owner"], "tia");
+    app.as_session(
+        &ray,
+        "mutation { updatePerson(input: {id: \"tia\", libraries: [], card: null}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        stored(&app, "libraries", "l10").await["data"]["person"],
+        Value::Null
+    );
+    assert_eq!(
+        stored(&app, "cards", "c1").await["data"]["owner"],
+        Value::Null
+    );
     app.shutdown().await;
 }

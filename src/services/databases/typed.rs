@@ -743,14 +743,14 @@ pub fn register_collection(
     ));
     parts.add_type(filter_input(&collection, model));
     parts.add_type(order_input(&collection, model));
-    register_write_types(parts, &collection);
+    register_write_types(parts, &collection, model);
     parts.query(get_field(&collection));
     parts.query(list_field(&collection));
     parts.mutation(create_field(&collection));
     parts.mutation(create_many_field(&collection, &plural_cap));
     parts.mutation(update_field(&collection));
     parts.mutation(delete_field(&collection));
-    register_bulk_and_atomic(parts, &collection, &plural_cap);
+    register_bulk_and_atomic(parts, &collection, model, &plural_cap);
     register_subscription(parts, &collection);
 }
 
@@ -939,7 +939,7 @@ fn order_input(collection: &Collection, model: &DataModel) -> InputObject {
 
 /// `CreatePostInput`, `UpdatePostInput`, `DeletePostInput` and
 /// `DeletePostPayload`.
-fn register_write_types(parts: &mut SchemaParts, collection: &Collection) {
+fn register_write_types(parts: &mut SchemaParts, collection: &Collection, model: &DataModel) {
     let t = &collection.names.type_name;
     let mut create = InputObject::new(format!("Create{t}Input"))
         .description(format!("A new `{t}`."))
@@ -977,6 +977,10 @@ fn register_write_types(parts: &mut SchemaParts, collection: &Collection) {
             update =
                 update.field(InputValue::new(relationship.key.as_str(), ty).description(about));
         }
+    }
+    for (key, ty, about) in reverse_inputs(collection, model) {
+        create = create.field(InputValue::new(key.as_str(), ty.clone()).description(about));
+        update = update.field(InputValue::new(key.as_str(), ty).description(about));
     }
     parts.add_type(create);
     parts.add_type(update);
@@ -1138,9 +1142,10 @@ fn delete_field(collection: &Arc<Collection>) -> Field {
 fn register_bulk_and_atomic(
     parts: &mut SchemaParts,
     collection: &Arc<Collection>,
+    model: &DataModel,
     plural_cap: &str,
 ) {
-    register_bulk_types(parts, collection, plural_cap);
+    register_bulk_types(parts, collection, model, plural_cap);
     parts.mutation(upsert_field(collection));
     parts.mutation(update_many_field(collection, plural_cap));
     parts.mutation(delete_many_field(collection, plural_cap));
@@ -1172,7 +1177,12 @@ fn register_bulk_and_atomic(
 }
 
 /// `UpsertPostInput`, `DeletePostsInput` and `DeletePostsPayload`.
-fn register_bulk_types(parts: &mut SchemaParts, collection: &Collection, plural_cap: &str) {
+fn register_bulk_types(
+    parts: &mut SchemaParts,
+    collection: &Collection,
+    model: &DataModel,
+    plural_cap: &str,
+) {
     let t = &collection.names.type_name;
     let mut upsert = InputObject::new(format!("Upsert{t}Input"))
         .description(format!("A `{t}` to create, or to change when its id exists: given fields are set, others stay (or take their defaults when created)."))
@@ -1187,6 +1197,9 @@ fn register_bulk_types(parts: &mut SchemaParts, collection: &Collection, plural_
     for relationship in &collection.relationships {
         let (ty, about) = reference_input(relationship);
         upsert = upsert.field(InputValue::new(relationship.key.as_str(), ty).description(about));
+    }
+    for (key, ty, about) in reverse_inputs(collection, model) {
+        upsert = upsert.field(InputValue::new(key.as_str(), ty).description(about));
     }
     parts.add_type(upsert);
     parts.add_type(
@@ -1664,6 +1677,41 @@ fn reference_input(relationship: &super::Relationship) -> (TypeRef, &'static str
             "The id of the referenced document (null: none).",
         )
     }
+}
+
+/// The reverse fields of the two-way relationships pointing at `collection`
+/// that its write inputs take (ADR 54): each key, its input type and what it
+/// does.
+fn reverse_inputs(
+    collection: &Collection,
+    model: &DataModel,
+) -> Vec<(String, TypeRef, &'static str)> {
+    model
+        .references_to(collection)
+        .filter_map(|(_, relationship)| {
+            let key = relationship.two_way_key.clone()?;
+            if is_reserved_key(&key) {
+                return None;
+            }
+            Some(match relationship.kind {
+                super::RelationKind::OneToOne => (
+                    key,
+                    TypeRef::named(TypeRef::ID),
+                    "The id of the document to point at this one (null: none); the one pointing at it before, if the caller may read it, no longer does. Each is the caller's update.",
+                ),
+                super::RelationKind::ManyToOne => (
+                    key,
+                    TypeRef::named_nn_list(TypeRef::ID),
+                    "The ids of the documents to point at this one: those the caller may read that point at it and are left out no longer do. Each changed one is the caller's update.",
+                ),
+                super::RelationKind::ManyToMany => (
+                    key,
+                    TypeRef::named_nn_list(TypeRef::ID),
+                    "The ids of the documents to link to this one: replaces its links to documents the caller may read (empty or null: none).",
+                ),
+            })
+        })
+        .collect()
 }
 
 /// A many-to-many field (`post.tags`, or the reverse `tag.posts`): the linked
