@@ -157,6 +157,14 @@ async fn staged_writes_commit_together_or_not_at_all() {
         ),
         (op("fly", Some("x"), json!({})), "BAD_USER_INPUT"),
         (
+            op(
+                "bulkUpsert",
+                None,
+                json!([{"$id": "d", "name": "A"}, {"$id": "d", "name": "B"}]),
+            ),
+            "VALUE_INVALID",
+        ),
+        (
             json!({"action": "create", "databaseId": "ledger"}),
             "BAD_USER_INPUT",
         ),

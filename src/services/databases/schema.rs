@@ -29,7 +29,7 @@ use super::structure::{self, CollectionChanges, NewCollection};
 use super::transactions::Applied;
 use super::transactions_schema::stage_one;
 use super::tx::{RequestTx, Sharing};
-use super::writes::{SystemFields, bulk_reach, data_object, filter_queries};
+use super::writes::{SystemFields, bulk_reach, data_object, filter_queries, upserts_of};
 use super::{Collection, DataModel, Database, OnDelete, RelationKind, Relationship, typed};
 
 /// The request's transaction, which the HTTP and WebSocket handlers attach.
@@ -2021,12 +2021,7 @@ fn create_documents_field() -> Field {
             .await?;
             let news = given
                 .into_iter()
-                .map(|(data, system)| NewDocument {
-                    id: system.id,
-                    data,
-                    permissions: system.permissions,
-                    times: system.times,
-                })
+                .map(|(data, system)| system.into_new(data))
                 .collect();
             let created = documents_of(&ctx, &access)?.create_many(&collection, news).await?;
             Ok(Some(written_list(&collection, &created)))
@@ -2127,35 +2122,7 @@ fn upsert_documents_field() -> Field {
                 input.documents,
             )
             .await?;
-            let mut named = std::collections::HashSet::new();
-            let upserts = given
-                .into_iter()
-                .map(|(data, system)| {
-                    if let Some(id) = system.id.as_deref().filter(|id| *id != crate::db::ids::UNIQUE)
-                        && !named.insert(id.to_string())
-                    {
-                        return Err(AppError::Invalid {
-                            code: codes::VALUE_INVALID,
-                            field: "documents".into(),
-                            reason: format!(
-                                "`{}` is given twice; each document once",
-                                id.chars().take(64).collect::<String>()
-                            ),
-                        });
-                    }
-                    if system.times != documents::GivenTimes::default() {
-                        return Err(AppError::invalid(
-                            "documents",
-                            "an upsert takes no `$createdAt` or `$updatedAt`; create or update the documents",
-                        ));
-                    }
-                    Ok(super::service::Upsert {
-                        id: crate::db::ids::resolve("$id", system.id.as_deref())?,
-                        data,
-                        permissions: system.permissions,
-                    })
-                })
-                .collect::<AppResult<Vec<_>>>()?;
+            let upserts = upserts_of(given, "documents")?;
             let documents = documents_of(&ctx, &access)?;
             let written = documents.upsert_many(&collection, upserts).await?;
             let written = documents.readable_references(&collection, written).await?;

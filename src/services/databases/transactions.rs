@@ -24,10 +24,10 @@ use crate::auth::Caller;
 use crate::db::{ids, now_millis};
 use crate::error::{AppError, AppResult, codes};
 
-use super::documents::{self, Access, Document, DocumentChanges, GivenTimes, NewDocument};
+use super::documents::{self, Access, Document, DocumentChanges, NewDocument};
 use super::service::{Documents, References, Upsert};
 use super::tx::{Mode, RequestTx, Sharing};
-use super::writes::{SystemFields, bulk_reach, data_object, filter_queries};
+use super::writes::{SystemFields, bulk_reach, data_object, filter_queries, upserts_of};
 use super::{Collection, DataModel};
 
 /// The most operations one transaction holds (Appwrite's
@@ -897,32 +897,12 @@ impl Operation {
             "bulkCreate" => {
                 let news = documents_of(data, by_key)?
                     .into_iter()
-                    .map(|(data, system)| NewDocument {
-                        id: system.id,
-                        data,
-                        permissions: system.permissions,
-                        times: system.times,
-                    })
+                    .map(|(data, system)| system.into_new(data))
                     .collect();
                 Operation::CreateMany(collection, news)
             }
             "bulkUpsert" => {
-                let upserts = documents_of(data, by_key)?
-                    .into_iter()
-                    .map(|(data, system)| {
-                        if system.times != GivenTimes::default() {
-                            return Err(AppError::invalid(
-                                "data",
-                                "an upsert takes no `$createdAt` or `$updatedAt`",
-                            ));
-                        }
-                        Ok(Upsert {
-                            id: ids::resolve("$id", system.id.as_deref())?,
-                            data,
-                            permissions: system.permissions,
-                        })
-                    })
-                    .collect::<AppResult<_>>()?;
+                let upserts = upserts_of(documents_of(data, by_key)?, "data")?;
                 Operation::UpsertMany(collection, upserts)
             }
             "bulkUpdate" => {

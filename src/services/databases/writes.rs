@@ -8,7 +8,8 @@ use serde_json::Map;
 use crate::error::{AppError, AppResult, codes};
 
 use super::appwrite_query::parse_query_strings;
-use super::documents::{self, Access};
+use super::documents::{self, Access, NewDocument};
+use super::service::Upsert;
 use super::{Collection, DataModel};
 
 /// `data` of a document write: a JSON object.
@@ -120,4 +121,53 @@ pub(crate) fn bulk_reach(
     let filter = super::typed::across_relationships(collection, model, access, filter, 0)?;
     documents::check_reference_conditions(collection, model, access, &filter, &[])?;
     Ok(filter)
+}
+
+impl SystemFields {
+    /// The document to create from `data` and these system fields.
+    pub fn into_new(self, data: Map<String, serde_json::Value>) -> NewDocument {
+        NewDocument {
+            id: self.id,
+            data,
+            permissions: self.permissions,
+            times: self.times,
+        }
+    }
+}
+
+/// The documents of a bulk upsert, each id once (`field` names them in errors),
+/// none with times (an upsert takes none).
+pub(crate) fn upserts_of(
+    given: Vec<(Map<String, serde_json::Value>, SystemFields)>,
+    field: &str,
+) -> AppResult<Vec<Upsert>> {
+    let mut named = std::collections::HashSet::new();
+    given
+        .into_iter()
+        .map(|(data, system)| {
+            if let Some(id) = system.id.as_deref().filter(|id| *id != crate::db::ids::UNIQUE)
+                && !named.insert(id.to_string())
+            {
+                return Err(AppError::Invalid {
+                    code: codes::VALUE_INVALID,
+                    field: field.into(),
+                    reason: format!(
+                        "`{}` is given twice; each document once",
+                        id.chars().take(64).collect::<String>()
+                    ),
+                });
+            }
+            if system.times != documents::GivenTimes::default() {
+                return Err(AppError::invalid(
+                    field,
+                    "an upsert takes no `$createdAt` or `$updatedAt`; create or update the documents",
+                ));
+            }
+            Ok(Upsert {
+                id: crate::db::ids::resolve("$id", system.id.as_deref())?,
+                data,
+                permissions: system.permissions,
+            })
+        })
+        .collect()
 }
