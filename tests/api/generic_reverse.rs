@@ -499,3 +499,39 @@ async fn documents_pointing_at_a_document_are_written_from_its_side() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn each_document_a_reverse_field_changes_announces_its_update() {
+    use crate::event_log_rows::{live_counters, next_document_event};
+    use crate::helpers::WAIT;
+
+    let (app, mut live, _) = live_counters().await;
+    town(&app).await;
+    app.admin(
+        CREATE,
+        json!({"c": "libraries", "id": "lx", "p": ["read(\"any\")"], "data": {"libraryName": "X"}}),
+    )
+    .await
+    .ok();
+    app.admin(
+        CREATE,
+        json!({"c": "people", "id": "px", "p": ["read(\"any\")"], "data": {"fullName": "P", "libraries": ["lx"]}}),
+    )
+    .await
+    .ok();
+    let mut heard = Vec::new();
+    while heard.len() < 3 {
+        let event = next_document_event(&mut live, WAIT)
+            .await
+            .expect("the writes' events");
+        heard.push((
+            event["events"][0].as_str().unwrap_or_default().to_string(),
+            event["payload"].clone(),
+        ));
+    }
+    let (last, library) = &heard[2];
+    assert!(last.ends_with("documents.lx.update"), "{heard:?}");
+    assert_eq!(library["person"], "px");
+    assert!(heard[1].0.ends_with("documents.px.create"), "{heard:?}");
+    app.shutdown().await;
+}

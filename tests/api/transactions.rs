@@ -423,3 +423,64 @@ async fn document_mutations_stage_into_a_transaction_that_only_its_owner_reaches
     assert!(!created.starts_with("2001"), "{created}");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_transaction_announces_its_writes_when_committed_and_ends_when_it_expires() {
+    use crate::event_log_rows::{create_counter, live_counters, next_document_event};
+    use crate::helpers::WAIT;
+
+    let (app, mut live, _) = live_counters().await;
+    ledger(&app).await;
+
+    // Staging runs the writes and undoes them: nothing is heard of them then.
+    let t = open(&app).await;
+    app.admin(
+        STAGE,
+        json!({"t": t, "ops": [
+            op("create", Some("e1"), json!({"name": "One"})),
+            op("create", Some("e2"), json!({"name": "Two"})),
+        ]}),
+    )
+    .await
+    .ok();
+    create_counter(&app, "marker", 1).await;
+    let heard = next_document_event(&mut live, WAIT)
+        .await
+        .expect("the marker's event");
+    assert_eq!(heard["payload"]["$id"], "marker");
+
+    // Committed, each write is heard once, in order.
+    app.admin(COMMIT, json!({"t": t})).await.ok();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let event = next_document_event(&mut live, WAIT)
+            .await
+            .expect("a committed write's event");
+        ids.push(event["payload"]["$id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids, ["e1", "e2"]);
+
+    // Past its time it takes nothing, and the next one opened prunes it.
+    let late = open(&app).await;
+    let pool = app.server.as_ref().unwrap().state().db.pool();
+    sqlx::query("UPDATE document_transactions SET expires_at = 1 WHERE id = ?")
+        .bind(&late)
+        .execute(pool)
+        .await
+        .unwrap();
+    for (query, variables) in [
+        (COMMIT, json!({"t": late})),
+        (
+            STAGE,
+            json!({"t": late, "ops": [op("create", Some("e3"), json!({"name": "Three"}))]}),
+        ),
+    ] {
+        let expired = app.admin(query, variables).await;
+        assert_eq!(expired.code(), "TRANSACTION_EXPIRED", "{:#}", expired.body);
+    }
+    open(&app).await;
+    let pruned = app.admin(READ, json!({"t": late})).await;
+    assert_eq!(pruned.code(), "TRANSACTION_NOT_FOUND");
+    assert!(stored(&app, "e3").await.is_null());
+    app.shutdown().await;
+}
