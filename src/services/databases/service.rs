@@ -274,16 +274,20 @@ impl<'r> Documents<'r> {
         sharing: Sharing,
         depth: usize,
     ) -> AppResult<Option<Document>> {
-        let inherited = new.permissions.clone();
         self.write_nested(
             collection,
             &mut new.data,
             false,
             depth,
-            inherited.as_deref(),
+            new.permissions.as_deref(),
         )
         .await?;
         let reverse = self.take_reverse(collection, &mut new.data, false)?;
+        // Kept for the documents written after it, when there are some.
+        let inherited = match reverse.is_empty() {
+            true => None,
+            false => new.permissions.clone(),
+        };
         if !reverse.is_empty() {
             // The documents pointing at this one are written after it, in the
             // same transaction: its id is needed now, and no shared insert.
@@ -352,16 +356,20 @@ impl<'r> Documents<'r> {
         mut changes: DocumentChanges,
         references: References,
     ) -> AppResult<Option<Document>> {
-        let inherited = changes.permissions.clone();
         self.write_nested(
             collection,
             &mut changes.data,
             changes.operators,
             1,
-            inherited.as_deref(),
+            changes.permissions.as_deref(),
         )
         .await?;
         let reverse = self.take_reverse(collection, &mut changes.data, changes.operators)?;
+        // Kept for the documents written after it, when there are some.
+        let inherited = match reverse.is_empty() {
+            true => None,
+            false => changes.permissions.clone(),
+        };
         let mut op = self.tx.writer().await?;
         let result = async {
             let (previous, document) =
