@@ -467,6 +467,29 @@ async fn documents_pointing_at_a_document_are_written_from_its_side() {
     assert_eq!(stored(&app, "people", nat).await["data"]["mentor"], "ray");
     assert_eq!(stored(&app, "people", "ray").await["data"]["mentor"], "ray");
 
+    // A collection lists the relationships pointing at it, seen from its side.
+    let seen = app
+        .admin(
+            "{ collection(databaseId: \"town\", id: \"people\") { reverseRelationships { key relatedCollectionId type twoWayKey onDelete status } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    let mut sides: Vec<Value> = seen["collection"]["reverseRelationships"]
+        .as_array()
+        .unwrap()
+        .clone();
+    sides.sort_by_key(|side| side["key"].as_str().unwrap_or_default().to_string());
+    assert_eq!(
+        sides,
+        [
+            json!({"key": "card", "relatedCollectionId": "cards", "type": "ONE_TO_ONE", "twoWayKey": "owner", "onDelete": "SET_NULL", "status": "available"}),
+            json!({"key": "libraries", "relatedCollectionId": "libraries", "type": "ONE_TO_MANY", "twoWayKey": "person", "onDelete": "SET_NULL", "status": "available"}),
+            json!({"key": "mentees", "relatedCollectionId": "people", "type": "ONE_TO_MANY", "twoWayKey": "mentor", "onDelete": "SET_NULL", "status": "available"}),
+            json!({"key": "vaults", "relatedCollectionId": "vaults", "type": "ONE_TO_MANY", "twoWayKey": "keeper", "onDelete": "SET_NULL", "status": "available"}),
+        ]
+    );
+
     // The typed API's inputs take them as ids.
     let typed = app
         .as_session(

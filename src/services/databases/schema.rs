@@ -253,6 +253,71 @@ pub(super) fn index_value(index: &Index) -> Value {
     ])
 }
 
+/// `Collection.reverseRelationships`: the two-way relationships pointing at the
+/// collection, seen from its side, read from the stored structure when asked.
+fn reverse_relationships_field() -> Field {
+    Field::new(
+        "reverseRelationships",
+        TypeRef::named_nn_list_nn("Relationship"),
+        |ctx| {
+            FieldFuture::new(async move {
+                let entry = |key: &str| match crate::graphql::types::parent_value(&ctx) {
+                    Some(Value::Object(map)) => match map.get(key) {
+                        Some(Value::String(text)) => text.clone(),
+                        _ => String::new(),
+                    },
+                    _ => String::new(),
+                };
+                let (id, database_id) = (entry("id"), entry("databaseId"));
+                // What the structure queries need, wherever a collection shows.
+                let grant: crate::auth::Grant<crate::auth::scopes::DatabasesRead> =
+                    caller(&ctx)?.require()?;
+                let collections = super::store::list_collections(
+                    app(&ctx)?.db.pool(),
+                    grant.project(),
+                    Some(&database_id),
+                )
+                .await
+                .map_err(AppError::from)?;
+                let seen: Vec<Value> = collections
+                    .iter()
+                    .flat_map(|holder| {
+                        holder.relationships.iter().filter_map(|relationship| {
+                            let key = relationship.two_way_key.as_deref()?;
+                            (relationship.related_collection == id)
+                                .then(|| reverse_relationship_value(holder, relationship, key))
+                        })
+                    })
+                    .collect();
+                Ok(Some(FieldValue::value(Value::List(seen))))
+            })
+        },
+    )
+    .description("The two-way relationships pointing at it, seen from its side (Appwrite's other side of a relationship): `key` is its field (`libraries`), `type` as this side sees it (`ONE_TO_MANY` for the `MANY_TO_ONE` the other collection holds), `relatedCollectionId` the collection holding it, `twoWayKey` that collection's field. Write them as any field (the reverse fields of a write).")
+}
+
+/// A relationship `holder` holds, as the collection it points at sees it
+/// through its reverse field `key`.
+fn reverse_relationship_value(
+    holder: &Collection,
+    relationship: &Relationship,
+    key: &str,
+) -> Value {
+    let mirrored = Relationship {
+        key: key.to_string(),
+        related_collection: holder.id.clone(),
+        two_way_key: Some(relationship.key.clone()),
+        ..relationship.clone()
+    };
+    let mut value = relationship_value(&mirrored);
+    if relationship.kind == RelationKind::ManyToOne
+        && let Value::Object(map) = &mut value
+    {
+        map.insert(Name::new("type"), Value::Enum(Name::new("ONE_TO_MANY")));
+    }
+    value
+}
+
 pub(super) fn relationship_value(relationship: &Relationship) -> Value {
     let enum_value = |name: &str| Value::Enum(async_graphql::Name::new(name));
     object([
@@ -1185,7 +1250,7 @@ fn relationship_type() -> Object {
         .description("A reference from this collection's documents to another collection's: a column holding the referenced id.")
         .field(prop("key", string(), "The field holding the reference (`post.author`)."))
         .field(prop("relatedCollectionId", id(), "The referenced collection."))
-        .field(prop("type", TypeRef::named_nn("RelationshipType"), "MANY_TO_ONE, ONE_TO_ONE or MANY_TO_MANY."))
+        .field(prop("type", TypeRef::named_nn("RelationshipType"), "MANY_TO_ONE, ONE_TO_ONE or MANY_TO_MANY as its collection holds it; seen from the other side (`reverseRelationships`), ONE_TO_MANY for a MANY_TO_ONE."))
         .field(prop("twoWayKey", TypeRef::named(TypeRef::STRING), "The field on the referenced collection that lists (or names) the documents pointing at it."))
         .field(prop("onDelete", TypeRef::named_nn("OnDeleteRule"), "What deleting a referenced document does."))
         .field(available_status())
@@ -1204,6 +1269,7 @@ fn collection_type() -> Object {
         .field(prop("attributes", TypeRef::named_nn_list_nn("Attribute"), "Its attributes."))
         .field(prop("indexes", TypeRef::named_nn_list_nn("Index"), "Its indexes."))
         .field(prop("relationships", TypeRef::named_nn_list_nn("Relationship"), "The references its documents hold."))
+        .field(reverse_relationships_field())
         .field(prop("createdAt", time(), "When it was created."))
         .field(prop("updatedAt", time(), "When it last changed."))
 }
