@@ -27,7 +27,7 @@ use super::nested::Nesting;
 use super::service::{Documents, ListByDocument, References};
 use super::structure::{self, CollectionChanges, NewCollection};
 use super::transactions::Applied;
-use super::transactions_schema::stage_one;
+use super::transactions_schema::{operation, stage_one};
 use super::tx::{RequestTx, Sharing};
 use super::writes::{SystemFields, bulk_reach, data_object, filter_queries, upserts_of};
 use super::{Collection, DataModel, Database, OnDelete, RelationKind, Relationship, typed};
@@ -1985,11 +1985,9 @@ fn create_document_field() -> Field {
         FieldFuture::new(async move {
             let input: CreateDocumentInput = input(&ctx)?;
             if let Some(transaction) = input.transaction_id.as_deref() {
-                let operation = serde_json::json!({
-                    "action": "create", "databaseId": input.database_id,
-                    "collectionId": input.collection_id, "documentId": input.id,
-                    "data": input.data, "permissions": input.permissions,
-                });
+                let operation = operation("create", input.database_id, input.collection_id)
+                    .document(input.id)
+                    .data(input.data, input.permissions);
                 return staged_document(stage_one(&ctx, transaction, operation).await?);
             }
             let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
@@ -2025,11 +2023,9 @@ fn update_document_field() -> Field {
                     )
                     .into());
                 }
-                let operation = serde_json::json!({
-                    "action": "update", "databaseId": input.database_id,
-                    "collectionId": input.collection_id, "documentId": input.id,
-                    "data": input.data, "permissions": input.permissions,
-                });
+                let operation = operation("update", input.database_id, input.collection_id)
+                    .document(Some(input.id))
+                    .data(input.data.unwrap_or_default(), input.permissions);
                 return staged_document(stage_one(&ctx, transaction, operation).await?);
             }
             let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
@@ -2072,10 +2068,8 @@ fn create_documents_field() -> Field {
         FieldFuture::new(async move {
             let input: CreateDocumentsInput = input(&ctx)?;
             if let Some(transaction) = input.transaction_id.as_deref() {
-                let operation = serde_json::json!({
-                    "action": "bulkCreate", "databaseId": input.database_id,
-                    "collectionId": input.collection_id, "data": input.documents,
-                });
+                let operation = operation("bulkCreate", input.database_id, input.collection_id)
+                    .data(input.documents.into(), None);
                 return staged_list(stage_one(&ctx, transaction, operation).await?);
             }
             let (collection, access, given) = bulk_documents(
@@ -2136,11 +2130,9 @@ fn upsert_document_field() -> Field {
         FieldFuture::new(async move {
             let input: UpsertDocumentInput = input(&ctx)?;
             if let Some(transaction) = input.transaction_id.as_deref() {
-                let operation = serde_json::json!({
-                    "action": "upsert", "databaseId": input.database_id,
-                    "collectionId": input.collection_id, "documentId": input.id,
-                    "data": input.data, "permissions": input.permissions,
-                });
+                let operation = operation("upsert", input.database_id, input.collection_id)
+                    .document(Some(input.id))
+                    .data(input.data, input.permissions);
                 return staged_document(stage_one(&ctx, transaction, operation).await?);
             }
             let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
@@ -2175,10 +2167,8 @@ fn upsert_documents_field() -> Field {
         FieldFuture::new(async move {
             let input: UpsertDocumentsInput = input(&ctx)?;
             if let Some(transaction) = input.transaction_id.as_deref() {
-                let operation = serde_json::json!({
-                    "action": "bulkUpsert", "databaseId": input.database_id,
-                    "collectionId": input.collection_id, "data": input.documents,
-                });
+                let operation = operation("bulkUpsert", input.database_id, input.collection_id)
+                    .data(input.documents.into(), None);
                 return staged_list(stage_one(&ctx, transaction, operation).await?);
             }
             let (collection, access, given) = bulk_documents(
@@ -2204,11 +2194,11 @@ fn update_documents_field() -> Field {
         FieldFuture::new(async move {
             let input: UpdateDocumentsInput = input(&ctx)?;
             if let Some(transaction) = input.transaction_id.as_deref() {
-                let operation = serde_json::json!({
-                    "action": "bulkUpdate", "databaseId": input.database_id,
-                    "collectionId": input.collection_id, "permissions": input.permissions,
-                    "data": {"queries": input.queries, "data": input.data},
-                });
+                let operation = operation("bulkUpdate", input.database_id, input.collection_id)
+                    .data(
+                        serde_json::json!({"queries": input.queries, "data": input.data}),
+                        input.permissions,
+                    );
                 return staged_list(stage_one(&ctx, transaction, operation).await?);
             }
             let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
@@ -2234,10 +2224,8 @@ fn delete_documents_field() -> Field {
         FieldFuture::new(async move {
             let input: DeleteDocumentsInput = input(&ctx)?;
             if let Some(transaction) = input.transaction_id.as_deref() {
-                let operation = serde_json::json!({
-                    "action": "bulkDelete", "databaseId": input.database_id,
-                    "collectionId": input.collection_id, "data": {"queries": input.queries},
-                });
+                let operation = operation("bulkDelete", input.database_id, input.collection_id)
+                    .data(serde_json::json!({"queries": input.queries}), None);
                 let deleted = match stage_one(&ctx, transaction, operation).await? {
                     Applied::Deleted(ids) => ids,
                     _ => Vec::new(),
@@ -2275,12 +2263,13 @@ fn step_document_field(up: bool) -> Field {
             let input: DocumentStepInput = input(&ctx)?;
             if let Some(transaction) = input.transaction_id.as_deref() {
                 let bound = if up { "max" } else { "min" };
-                let operation = serde_json::json!({
-                    "action": if up { "increment" } else { "decrement" },
-                    "databaseId": input.database_id, "collectionId": input.collection_id,
-                    "documentId": input.id,
-                    "data": {"attribute": input.attribute, "value": input.value, bound: input.limit},
-                });
+                let action = if up { "increment" } else { "decrement" };
+                let operation = operation(action, input.database_id, input.collection_id)
+                    .document(Some(input.id))
+                    .data(
+                        serde_json::json!({"attribute": input.attribute, "value": input.value, bound: input.limit}),
+                        None,
+                    );
                 return staged_document(stage_one(&ctx, transaction, operation).await?);
             }
             let collection = model_collection(&ctx, &input.database_id, &input.collection_id).await?;
@@ -2322,10 +2311,8 @@ fn delete_document_field() -> Field {
         FieldFuture::new(async move {
             let input: DocumentRefInput = input(&ctx)?;
             if let Some(transaction) = input.transaction_id.as_deref() {
-                let operation = serde_json::json!({
-                    "action": "delete", "databaseId": input.database_id,
-                    "collectionId": input.collection_id, "documentId": input.id,
-                });
+                let operation = operation("delete", input.database_id, input.collection_id)
+                    .document(Some(input.id.clone()));
                 stage_one(&ctx, transaction, operation).await?;
                 return Ok(Some(FieldValue::value(object([("deletedId", Value::from(input.id))]))));
             }

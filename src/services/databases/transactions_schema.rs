@@ -90,14 +90,47 @@ fn answer(transaction: &Transaction) -> Option<FieldValue<'static>> {
     Some(FieldValue::value(transaction_value(transaction)))
 }
 
-/// Stages `operation` (Appwrite's shape) in transaction `id` instead of
-/// running it: what a document mutation given `transactionId` does. Answers
-/// what the operation did when it ran to be checked.
+/// An operation in Appwrite's shape, as a document mutation given
+/// `transactionId` stages it: `operation(action, database, collection)`, then
+/// its document and its data.
+pub(super) struct Operation(serde_json::Map<String, serde_json::Value>);
+
+pub(super) fn operation(action: &str, database_id: String, collection_id: String) -> Operation {
+    let mut fields = serde_json::Map::new();
+    fields.insert("action".into(), action.into());
+    fields.insert("databaseId".into(), database_id.into());
+    fields.insert("collectionId".into(), collection_id.into());
+    Operation(fields)
+}
+
+impl Operation {
+    /// The document it writes (none: an id is made when it is staged).
+    pub(super) fn document(mut self, id: Option<String>) -> Self {
+        self.0.insert("documentId".into(), id.into());
+        self
+    }
+
+    /// Its `data` and `permissions`.
+    pub(super) fn data(
+        mut self,
+        data: serde_json::Value,
+        permissions: Option<Vec<String>>,
+    ) -> Self {
+        self.0.insert("data".into(), data);
+        self.0.insert("permissions".into(), permissions.into());
+        self
+    }
+}
+
+/// Stages `operation` in transaction `id` instead of running it: what a
+/// document mutation given `transactionId` does. Answers what the operation did
+/// when it ran to be checked.
 pub(super) async fn stage_one(
     ctx: &async_graphql::dynamic::ResolverContext<'_>,
     id: &str,
-    operation: serde_json::Value,
+    operation: Operation,
 ) -> AppResult<Applied> {
+    let operation = serde_json::Value::Object(operation.0);
     let (_, mut applied) = transactions::stage(
         app(ctx)?,
         caller(ctx)?,
