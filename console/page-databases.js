@@ -129,7 +129,12 @@ const TYPE_HELP = {
   URL: "Text that must be a URL.",
   IP: "An IPv4 or IPv6 address.",
   ENUM: "One of a fixed list of elements.",
+  POINT: "A point [x, y]: longitude, latitude.",
+  LINE: "A line [[x, y], [x, y], …] of two points or more.",
+  POLYGON: "A polygon [[[x, y], …]]: closed rings, the first its outline.",
 };
+
+const SHAPES = ["POINT", "LINE", "POLYGON"];
 
 /** The JSON value typed in a default/min/max box, as the attribute's type wants it. */
 function typedValue(type, text) {
@@ -137,6 +142,13 @@ function typedValue(type, text) {
   if (type === "INTEGER") return Number.parseInt(text, 10);
   if (type === "FLOAT") return Number.parseFloat(text);
   if (type === "BOOLEAN") return text === "true";
+  if (SHAPES.includes(type)) {
+    try {
+      return JSON.parse(text);
+    } catch {
+      return text;
+    }
+  }
   return text;
 }
 
@@ -151,7 +163,7 @@ function AttributeForm({ databaseId, collectionId, onCreated }) {
   const [array, setArray] = useState(false);
   const [def, setDef] = useState("");
   const create = useAction(() => {
-    const attribute = { key, type, required, array };
+    const attribute = { key, type, required, array: array && !SHAPES.includes(type) };
     if (type === "STRING") attribute.size = Number.parseInt(size, 10);
     if (type === "INTEGER" || type === "FLOAT") {
       if (min !== "") attribute.min = typedValue(type, min);
@@ -189,7 +201,7 @@ function AttributeForm({ databaseId, collectionId, onCreated }) {
     <p class="muted">${TYPE_HELP[type]}</p>
     <div class="row">
       <${Check} label="Required" checked=${required} onChange=${setRequired} />
-      <${Check} label="Array" checked=${array} onChange=${setArray} />
+      ${!SHAPES.includes(type) && html`<${Check} label="Array" checked=${array} onChange=${setArray} />`}
       <button disabled=${create.pending}>Add attribute</button>
     </div>
     <${ErrorBox} error=${create.error} />
@@ -203,7 +215,12 @@ function IndexForm({ databaseId, collectionId, attributes, onCreated }) {
   const [order, setOrder] = useState("ASC");
   const create = useAction(() =>
     api.gql(`mutation ConsoleCreateIndex($input: CreateIndexInput!) { createIndex(input: $input) { id } }`, {
-      input: { databaseId, collectionId, index: { key, type, attributes: chosen, orders: chosen.map(() => order) } },
+      input: {
+        databaseId,
+        collectionId,
+        // Full-text and spatial indexes have no order.
+        index: { key, type, attributes: chosen, orders: type === "KEY" || type === "UNIQUE" ? chosen.map(() => order) : [] },
+      },
     }),
   );
   const submit = async (e) => {
@@ -218,7 +235,7 @@ function IndexForm({ databaseId, collectionId, attributes, onCreated }) {
     <h3 id="new-index">New index</h3>
     <div class="row">
       <${Field} label="Index key" value=${key} onInput=${setKey} required />
-      <${Select} label="Index type" value=${type} onChange=${setType} options=${["KEY", "UNIQUE", "FULLTEXT"]} />
+      <${Select} label="Index type" value=${type} onChange=${setType} options=${["KEY", "UNIQUE", "FULLTEXT", "SPATIAL"]} />
       <${Select} label="Order" value=${order} onChange=${setOrder} options=${["ASC", "DESC"]} />
     </div>
     <fieldset>

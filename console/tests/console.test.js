@@ -304,7 +304,7 @@ test("signs in as an administrator with email and password through an HttpOnly c
   );
 });
 
-test("creates a project, then a collection with two attributes and a permission in it", async (t) => {
+test("creates a project, then a collection with three attributes, a spatial index and a permission in it", async (t) => {
   const projectId = unique("p");
   await withPage(t, async (page) => {
     await page.getByLabel("Name").fill("Console test");
@@ -343,12 +343,24 @@ test("creates a project, then a collection with two attributes and a permission 
     await page.getByRole("button", { name: "Add attribute" }).click();
     await page.getByRole("cell", { name: "views", exact: true }).waitFor();
 
+    // A required point, and a spatial index on it (no order sent).
+    await page.getByLabel("Key", { exact: true }).fill("spot");
+    await page.getByLabel("Type", { exact: true }).selectOption("POINT");
+    await page.getByLabel("Required").check();
+    await page.getByRole("button", { name: "Add attribute" }).click();
+    await page.getByRole("cell", { name: "spot", exact: true }).waitFor();
+    await page.getByLabel("Index key").fill("near");
+    await page.getByLabel("Index type").selectOption("SPATIAL");
+    await page.getByLabel("spot", { exact: true }).check();
+    await page.getByRole("button", { name: "Add index" }).click();
+    await page.getByRole("button", { name: "Delete index near" }).waitFor();
+
     await page.getByText("Typed GraphQL operations and codegen").click();
     await page.locator("pre").filter({ hasText: "pageInfo { hasNextPage endCursor }" }).filter({ hasText: "title" }).waitFor();
   });
 
   const { collection } = await gql(
-    `{ collection(databaseId: "main", id: "posts") { permissions attributes { key type required size min } } }`,
+    `{ collection(databaseId: "main", id: "posts") { permissions attributes { key type required size min } indexes { key type attributes orders } } }`,
     {},
     projectId,
   );
@@ -356,7 +368,9 @@ test("creates a project, then a collection with two attributes and a permission 
   assert.deepEqual(collection.attributes, [
     { key: "title", type: "STRING", required: true, size: 120, min: null },
     { key: "views", type: "INTEGER", required: false, size: null, min: 0 },
+    { key: "spot", type: "POINT", required: true, size: null, min: null },
   ]);
+  assert.deepEqual(collection.indexes, [{ key: "near", type: "SPATIAL", attributes: ["spot"], orders: [] }]);
 });
 
 test("creates an API key with the scopes picked, whose secret is shown once and works", async (t) => {

@@ -65,6 +65,7 @@ mod security_uploads;
 mod sequences;
 mod smtp_server;
 mod sole_reader_plans;
+mod spatial;
 mod statements;
 mod storage;
 mod storage_transfers;

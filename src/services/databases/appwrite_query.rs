@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 
 use super::filter::{CmpOp, Field, Filter, MAX_CONDITIONS, MAX_DEPTH, OrderBy};
 use super::model::shown;
+use super::spatial::Relation;
 
 use crate::error::codes;
 
@@ -405,6 +406,54 @@ fn condition_as(
     values: &[Value],
 ) -> Result<(Filter, usize), QueryError> {
     let filter = match method {
+        // A point, line or polygon compared with shapes (Appwrite's spatial
+        // `equal`, `contains` and their negations).
+        "equal" | "notEqual" | "contains" | "containsAny"
+            if values.first().is_some_and(Value::is_array) =>
+        {
+            let relation = if method.starts_with("contains") {
+                Relation::Contains
+            } else {
+                Relation::Equals
+            };
+            let (filter, leaves) = shapes(at, attribute, values, relation)?;
+            return Ok(if method == "notEqual" {
+                (Filter::Not(Box::new(filter)), leaves)
+            } else {
+                (filter, leaves)
+            });
+        }
+        _ if Relation::of_method(method).is_some() => {
+            let (relation, negated) =
+                Relation::of_method(method).unwrap_or((Relation::Equals, false));
+            let field = field(at, attribute)?;
+            let filter = if relation.is_distance() {
+                let (shape, distance, meters) = distance_of(at, values)?;
+                Filter::Spatial {
+                    field,
+                    relation,
+                    shape,
+                    distance,
+                    meters,
+                }
+            } else {
+                let [shape] = values else {
+                    return Err(at.err(format!("takes one shape, got {} values", values.len())));
+                };
+                Filter::Spatial {
+                    field,
+                    relation,
+                    shape: shape.clone(),
+                    distance: 0.0,
+                    meters: false,
+                }
+            };
+            if negated {
+                Filter::Not(Box::new(filter))
+            } else {
+                filter
+            }
+        }
         "equal" | "notEqual" => {
             let field = field(at, attribute)?;
             let values = scalars(at, values, 1..=MAX_VALUES)?;
@@ -526,6 +575,56 @@ fn system_date(at: &At<'_>, attribute: Option<&str>) -> Result<Field, QueryError
         None => Ok(field),
         Some(given) if given == name => Ok(field),
         Some(_) => Err(at.err(format!("compares {name} and takes no `attribute`"))),
+    }
+}
+
+/// A spatial `equal` or `contains` with one shape, or with several: any of them.
+fn shapes(
+    at: &At<'_>,
+    attribute: Option<&str>,
+    values: &[Value],
+    relation: Relation,
+) -> Result<(Filter, usize), QueryError> {
+    let field = field(at, attribute)?;
+    if let Some(i) = values.iter().position(|v| !v.is_array()) {
+        return Err(at.err(format!(
+            "value #{i} must be a shape like the others: [x, y], [[x, y], …] or [[[x, y], …], …]"
+        )));
+    }
+    let mut any: Vec<Filter> = values
+        .iter()
+        .map(|shape| Filter::Spatial {
+            field: field.clone(),
+            relation,
+            shape: shape.clone(),
+            distance: 0.0,
+            meters: false,
+        })
+        .collect();
+    let leaves = any.len();
+    Ok(match any.len() {
+        1 => (any.pop().unwrap_or_default(), 1),
+        _ => (Filter::Or(any), leaves),
+    })
+}
+
+/// A distance query's one value: `[shape, distance]` or `[shape, distance,
+/// meters]`.
+fn distance_of(at: &At<'_>, values: &[Value]) -> Result<(Value, f64, bool), QueryError> {
+    let usage = || at.err("takes one value: [shape, distance] or [shape, distance, meters]");
+    let [Value::Array(parts)] = values else {
+        return Err(usage());
+    };
+    match parts.as_slice() {
+        [shape @ Value::Array(_), Value::Number(distance)] => {
+            Ok((shape.clone(), distance.as_f64().unwrap_or(f64::NAN), false))
+        }
+        [shape, Value::Number(distance), Value::Bool(meters)] => Ok((
+            shape.clone(),
+            distance.as_f64().unwrap_or(f64::NAN),
+            *meters,
+        )),
+        _ => Err(usage()),
     }
 }
 

@@ -154,7 +154,7 @@ fn column_type(dialect: SqlDialect, attr: &Attribute) -> String {
     match dialect {
         SqlDialect::Sqlite => match &attr.kind {
             _ if attr.array => "TEXT",
-            kind if kind.is_textual() => "TEXT",
+            kind if kind.is_textual() || kind.shape().is_some() => "TEXT",
             AttributeKind::Float { .. } => "REAL",
             _ => "INTEGER",
         }
@@ -170,6 +170,7 @@ fn column_type(dialect: SqlDialect, attr: &Attribute) -> String {
                 },
                 AttributeKind::Float { .. } => "DOUBLE".into(),
                 AttributeKind::Boolean => "SMALLINT".into(),
+                kind if kind.shape().is_some() => "LONGTEXT".into(),
                 _ => "BIGINT".into(),
             }
         }
@@ -797,6 +798,10 @@ pub enum IndexKind {
     /// Full-text search on string attributes. MariaDB only: on SQLite no
     /// statement is made, and search scans with `LIKE` (see `filter`).
     Fulltext,
+    /// One required point, line or polygon, as Appwrite's MariaDB takes it.
+    /// Kept in the collection's record only: no statement is made, and spatial
+    /// conditions compare each document the list's other conditions leave.
+    Spatial,
 }
 
 /// The order of one attribute in an index.
@@ -933,6 +938,30 @@ impl Index {
                     }
                 }
             }
+            IndexKind::Spatial => {
+                let [IndexColumn::Attr(attr)] = columns.as_slice() else {
+                    return Err(
+                        self.invalid("a spatial index covers one point, line or polygon attribute")
+                    );
+                };
+                if attr.kind.shape().is_none() {
+                    return Err(self.invalid(format!(
+                        "a spatial index covers a point, line or polygon attribute, and {} is {}",
+                        shown(&attr.key),
+                        attr.kind.name()
+                    )));
+                }
+                if !attr.required {
+                    return Err(self.invalid(format!(
+                        "a spatial index covers a required attribute (every document has a \
+                         shape), and {} is optional",
+                        shown(&attr.key)
+                    )));
+                }
+                if !self.orders.is_empty() {
+                    return Err(self.invalid("a spatial index has no order"));
+                }
+            }
             IndexKind::Key | IndexKind::Unique => {
                 if let Some(IndexColumn::Attr(attr)) = columns
                     .iter()
@@ -941,6 +970,16 @@ impl Index {
                     return Err(self.invalid(format!(
                         "{} is an array; arrays can only be searched with contains",
                         shown(&attr.key)
+                    )));
+                }
+                if let Some(IndexColumn::Attr(attr)) = columns
+                    .iter()
+                    .find(|c| matches!(c, IndexColumn::Attr(a) if a.kind.shape().is_some()))
+                {
+                    return Err(self.invalid(format!(
+                        "{} is a {}; shapes take a SPATIAL index",
+                        shown(&attr.key),
+                        attr.kind.name()
                     )));
                 }
                 let width: usize = columns.iter().map(IndexColumn::key_width).sum();
@@ -1066,6 +1105,9 @@ pub fn create_index_sql(
 ) -> Result<Vec<String>, DdlError> {
     check_table_name(table)?;
     index.validate(attrs)?;
+    if index.kind == IndexKind::Spatial {
+        return Ok(Vec::new());
+    }
     if index.kind == IndexKind::Fulltext && dialect == SqlDialect::Sqlite {
         let [key] = index.attributes.as_slice() else {
             return Err(index.invalid("a full-text index covers exactly one attribute"));
@@ -1111,6 +1153,7 @@ pub fn create_index_sql(
         IndexKind::Key => "INDEX",
         IndexKind::Unique => "UNIQUE INDEX",
         IndexKind::Fulltext => "FULLTEXT INDEX",
+        IndexKind::Spatial => return Ok(Vec::new()),
     };
     Ok(vec![format!(
         "CREATE {kind} {} ON {} ({})",
@@ -1228,7 +1271,7 @@ pub fn reader_twins(
     };
     let mut twins = vec![twin(collection_twin_name(dialect, table), &id)];
     for index in source.indexes {
-        if index.kind == IndexKind::Fulltext {
+        if matches!(index.kind, IndexKind::Fulltext | IndexKind::Spatial) {
             continue;
         }
         let columns = index.resolve(source.columns)?;
@@ -1314,6 +1357,7 @@ pub fn drop_index_sql(
     }
     let name = dialect.quote(&index_name(dialect, table, &index.key));
     Ok(match (dialect, index.kind) {
+        (_, IndexKind::Spatial) => Vec::new(),
         (SqlDialect::Sqlite, IndexKind::Fulltext) => match index.attributes.first() {
             Some(key) if is_valid_key(key) => {
                 let q = |name: &str| dialect.quote(name);

@@ -1752,7 +1752,8 @@ fn bounded_by_lead(
     let indexed = match &first.field {
         filter::Field::CreatedAt | filter::Field::UpdatedAt => true,
         filter::Field::Attribute(key) => matching.collection.indexes.iter().any(|index| {
-            index.kind != IndexKind::Fulltext && index.attributes.first() == Some(key)
+            matches!(index.kind, IndexKind::Key | IndexKind::Unique)
+                && index.attributes.first() == Some(key)
         }),
         filter::Field::Id | filter::Field::Sequence => false,
     };

@@ -57,6 +57,7 @@ use super::model::{
     Attribute, SqlDialect, SqlValue, document_datetime_to_millis, read_float, read_int, read_text,
     shown,
 };
+use super::spatial::{self, Checked, Relation, Shape};
 
 /// Deepest nesting of `And`/`Or`/`Not` (a bare condition is depth 1).
 pub const MAX_DEPTH: usize = 10;
@@ -201,6 +202,16 @@ pub enum Filter {
         field: Field,
         query: String,
     },
+    /// A point, line or polygon field relates to `shape` as `relation` says;
+    /// a distance relation compares with `distance` (in meters on the sphere
+    /// when `meters`, between points). Never true of a document with no shape.
+    Spatial {
+        field: Field,
+        relation: Relation,
+        shape: Value,
+        distance: f64,
+        meters: bool,
+    },
     /// The reference in `field` points at a document of `target` that matches
     /// `filter`: `field IN (SELECT id FROM table …)`.
     Related {
@@ -234,7 +245,8 @@ impl Filter {
             | Filter::StartsWith { field, .. }
             | Filter::EndsWith { field, .. }
             | Filter::Contains { field, .. }
-            | Filter::Search { field, .. } => Some(field),
+            | Filter::Search { field, .. }
+            | Filter::Spatial { field, .. } => Some(field),
             Filter::And(_)
             | Filter::Or(_)
             | Filter::Not(_)
@@ -254,7 +266,8 @@ impl Filter {
             | Filter::StartsWith { field, .. }
             | Filter::EndsWith { field, .. }
             | Filter::Contains { field, .. }
-            | Filter::Search { field, .. } => Some(field),
+            | Filter::Search { field, .. }
+            | Filter::Spatial { field, .. } => Some(field),
             Filter::And(_)
             | Filter::Or(_)
             | Filter::Not(_)
@@ -511,7 +524,7 @@ impl Column {
             Source::Id => Stored::Text,
             Source::Timestamp | Source::Sequence => Stored::Int,
             Source::Attr(a) if a.kind.is_stored_as_integer() => Stored::Int,
-            Source::Attr(a) if a.kind.is_textual() => Stored::Text,
+            Source::Attr(a) if a.kind.is_textual() || a.kind.shape().is_some() => Stored::Text,
             Source::Attr(_) => Stored::Float,
         }
     }
@@ -521,6 +534,13 @@ impl Column {
         if self.is_array() {
             return Err(self.invalid(format!(
                 "{what} does not apply to an array; use contains, isNull or isNotNull"
+            )));
+        }
+        if let Some(shape) = self.attribute().and_then(|a| a.kind.shape()) {
+            return Err(self.invalid(format!(
+                "{what} does not apply to a {}: compare it with a shape (equal, contains, \
+                 intersects, crosses, overlaps, touches, distance…)",
+                shape.name()
             )));
         }
         Ok(())
@@ -633,6 +653,15 @@ pub enum ResolvedFilter {
         column: Column,
         table: String,
         query: String,
+    },
+    /// A shape column relates to `shape` as `relation` says (see
+    /// [`Filter::Spatial`]).
+    Spatial {
+        column: Column,
+        relation: Relation,
+        shape: Checked,
+        distance: f64,
+        meters: bool,
     },
     /// The reference in `column` points at a document of `table` matching
     /// `filter`.
@@ -751,6 +780,13 @@ fn resolve_in(filter: &Filter, target: &Target, usage: Use) -> Result<ResolvedFi
         }
         Filter::Contains { field, value } => resolve_contains(column(field)?, value)?,
         Filter::Search { field, query } => resolve_search(column(field)?, target, query, usage)?,
+        Filter::Spatial {
+            field,
+            relation,
+            shape,
+            distance,
+            meters,
+        } => resolve_spatial(column(field)?, *relation, shape, *distance, *meters)?,
         Filter::Related { .. } | Filter::RelatedThrough { .. } | Filter::LinkedTo { .. } => {
             resolve_relationship(filter, target, usage)?
         }
@@ -796,6 +832,49 @@ fn resolve_contains(column: Column, value: &Value) -> Result<ResolvedFilter, Fil
     Ok(ResolvedFilter::Contains {
         column,
         value: needle.clone(),
+    })
+}
+
+fn resolve_spatial(
+    column: Column,
+    relation: Relation,
+    shape: &Value,
+    distance: f64,
+    meters: bool,
+) -> Result<ResolvedFilter, FilterError> {
+    let what = relation.name();
+    let Some(own) = column.attribute().and_then(|a| a.kind.shape()) else {
+        return Err(column.invalid(format!(
+            "{what} applies to point, line and polygon attributes"
+        )));
+    };
+    // A ring given alone is a polygon where a polygon is compared for equality.
+    let ring_alone = relation == Relation::Equals && own == Shape::Polygon;
+    let shape =
+        spatial::check_any(shape, ring_alone).map_err(|reason| FilterError::ValueInvalid {
+            field: column.shown(),
+            reason,
+        })?;
+    if relation.is_distance() {
+        if !distance.is_finite() || distance < 0.0 {
+            return Err(column.invalid(format!(
+                "{what} takes a distance that is a number of at least 0"
+            )));
+        }
+        if meters && (own != Shape::Point || shape.shape != Shape::Point) {
+            return Err(column.invalid(format!(
+                "a distance in meters is measured between points, not between a {} and a {}",
+                own.name(),
+                shape.shape.name()
+            )));
+        }
+    }
+    Ok(ResolvedFilter::Spatial {
+        column,
+        relation,
+        shape,
+        distance,
+        meters,
     })
 }
 
@@ -1052,6 +1131,13 @@ impl<'a> Table<'a> {
                 table,
                 query,
             } => self.compile_search(column, table, query, out),
+            ResolvedFilter::Spatial {
+                column,
+                relation,
+                shape,
+                distance,
+                meters,
+            } => self.compile_spatial(column, *relation, shape, *distance, *meters, out),
             ResolvedFilter::Related { .. }
             | ResolvedFilter::RelatedThrough { .. }
             | ResolvedFilter::LinkedTo { .. } => self.compile_relationship(filter, out),
@@ -1159,6 +1245,65 @@ impl<'a> Table<'a> {
                 out.sql(format!("JSON_CONTAINS({e}, "))
                     .bind(SqlValue::Text(json))
                     .sql(")");
+            }
+        }
+    }
+
+    /// SQLite asks [`spatial::SQLITE_FUNCTION`]; MariaDB reads the stored
+    /// coordinates as GeoJSON and asks its own `ST_` functions.
+    fn compile_spatial(
+        &self,
+        column: &Column,
+        relation: Relation,
+        shape: &Checked,
+        distance: f64,
+        meters: bool,
+        out: &mut Fragment,
+    ) {
+        let e = self.expr(column);
+        match self.dialect {
+            SqlDialect::Sqlite => {
+                out.sql(format!(
+                    "{}({}, {e}, ",
+                    spatial::SQLITE_FUNCTION,
+                    relation.code()
+                ))
+                .bind(SqlValue::Text(shape.text()))
+                .sql(", ")
+                .bind(SqlValue::Float(distance))
+                .sql(format!(", {}) = 1", i64::from(meters)));
+            }
+            SqlDialect::MySql => {
+                let own = column
+                    .attribute()
+                    .and_then(|a| a.kind.shape())
+                    .unwrap_or(Shape::Point);
+                let stored = format!(
+                    "ST_GeomFromGeoJSON(CONCAT('{{\"type\":\"{}\",\"coordinates\":', {e}, '}}'))",
+                    own.geojson_type()
+                );
+                if relation.is_distance() {
+                    let measure = if meters {
+                        format!("ST_Distance_Sphere({stored}, ST_GeomFromGeoJSON(")
+                    } else {
+                        format!("ST_Distance({stored}, ST_GeomFromGeoJSON(")
+                    };
+                    out.sql(measure).bind(SqlValue::Text(shape.geojson()));
+                    if meters {
+                        out.sql(format!("), {}", spatial::EARTH_RADIUS_METERS));
+                    } else {
+                        out.sql(")");
+                    }
+                    out.sql(format!(") {} ", relation.distance_operator()))
+                        .bind(SqlValue::Float(distance));
+                } else {
+                    out.sql(format!(
+                        "{}({stored}, ST_GeomFromGeoJSON(",
+                        relation.mysql_function()
+                    ))
+                    .bind(SqlValue::Text(shape.geojson()))
+                    .sql(")) = 1");
+                }
             }
         }
     }
@@ -1545,6 +1690,9 @@ fn order_columns(
             if let Some(attr) = column.attribute() {
                 if attr.array {
                     return Err(column.invalid("an array cannot be ordered by"));
+                }
+                if let Some(shape) = attr.kind.shape() {
+                    return Err(column.invalid(format!("a {} cannot be ordered by", shape.name())));
                 }
                 if attr.kind.is_textual() && attr.kind.max_chars().is_none() {
                     return Err(

@@ -110,6 +110,8 @@ pub fn scan_cost(filter: &ResolvedFilter, longest: u64) -> u64 {
         | ResolvedFilter::EndsWith { column, .. }
         | ResolvedFilter::Contains { column, .. }
         | ResolvedFilter::Search { column, .. } => size(column),
+        // A shape's text: at most its points, each two numbers.
+        ResolvedFilter::Spatial { .. } => (super::spatial::MAX_POINTS as u64 * 50).min(longest),
         _ => 0,
     }
 }
@@ -147,7 +149,8 @@ pub fn names_a_missing_attribute(filter: &ResolvedFilter, document: &Map<String,
         | ResolvedFilter::EndsWith { column, .. }
         | ResolvedFilter::Contains { column, .. }
         | ResolvedFilter::HasElement { column, .. }
-        | ResolvedFilter::Search { column, .. } => missing(column),
+        | ResolvedFilter::Search { column, .. }
+        | ResolvedFilter::Spatial { column, .. } => missing(column),
         ResolvedFilter::Related { .. }
         | ResolvedFilter::RelatedThrough { .. }
         | ResolvedFilter::LinkedTo { .. } => false,
@@ -208,6 +211,27 @@ pub fn matches(filter: &ResolvedFilter, document: &Map<String, Value>) -> bool {
                 .peekable();
             wanted.peek().is_some()
                 && wanted.all(|w| words(text).any(|h| starts_with_folded(h, &w)))
+        }
+        ResolvedFilter::Spatial {
+            column,
+            relation,
+            shape,
+            distance,
+            meters,
+        } => {
+            let own = column.attribute().and_then(|a| a.kind.shape());
+            let stored = entry(document, column)
+                .zip(own)
+                .and_then(|(value, own)| super::spatial::check(own, value).ok());
+            stored.is_some_and(|stored| {
+                super::spatial::holds(
+                    *relation,
+                    &stored.geometry(),
+                    &shape.geometry(),
+                    *distance,
+                    *meters,
+                ) == Some(true)
+            })
         }
         ResolvedFilter::Related { .. }
         | ResolvedFilter::RelatedThrough { .. }

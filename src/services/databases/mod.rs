@@ -17,6 +17,7 @@ pub mod nested;
 pub mod operators;
 pub mod schema;
 pub mod service;
+pub mod spatial;
 pub mod store;
 pub mod structure;
 pub mod transactions;

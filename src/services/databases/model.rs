@@ -27,6 +27,7 @@ use sqlx::query::Query;
 use sqlx::query_builder::Separated;
 use sqlx::{Any, ColumnIndex, QueryBuilder, Row as _, ValueRef as _};
 
+use super::spatial::{self, Shape};
 use crate::error::codes;
 pub use crate::error::shown;
 pub use crate::graphql::types::{
@@ -227,6 +228,12 @@ pub enum AttributeKind {
     Enum {
         elements: Vec<String>,
     },
+    /// A point `[x, y]`, stored as its JSON text (see `spatial`).
+    Point,
+    /// A line `[[x, y], …]` of at least two points.
+    Line,
+    /// A polygon `[[[x, y], …], …]`: closed rings, the first its outline.
+    Polygon,
 }
 
 impl AttributeKind {
@@ -242,6 +249,19 @@ impl AttributeKind {
             AttributeKind::Url => "url",
             AttributeKind::Ip => "ip",
             AttributeKind::Enum { .. } => "enum",
+            AttributeKind::Point => "point",
+            AttributeKind::Line => "line",
+            AttributeKind::Polygon => "polygon",
+        }
+    }
+
+    /// The shape a spatial attribute holds; `None` for the other kinds.
+    pub fn shape(&self) -> Option<Shape> {
+        match self {
+            AttributeKind::Point => Some(Shape::Point),
+            AttributeKind::Line => Some(Shape::Line),
+            AttributeKind::Polygon => Some(Shape::Polygon),
+            _ => None,
         }
     }
 
@@ -521,6 +541,14 @@ impl Attribute {
                 }
             }
             AttributeKind::Enum { elements } => self.validate_elements(elements)?,
+            AttributeKind::Point | AttributeKind::Line | AttributeKind::Polygon => {
+                if self.array {
+                    return Err(self.invalid_attribute(format!(
+                        "a {} attribute holds one shape; it cannot be an array",
+                        self.kind.name()
+                    )));
+                }
+            }
             AttributeKind::Boolean
             | AttributeKind::Datetime
             | AttributeKind::Email
@@ -699,6 +727,12 @@ impl Attribute {
             }
             AttributeKind::Ip => self.ip_value(json, strict),
             AttributeKind::Enum { elements } => self.enum_value(json, elements, strict),
+            AttributeKind::Point | AttributeKind::Line | AttributeKind::Polygon => {
+                let shape = self.kind.shape().unwrap_or(Shape::Point);
+                spatial::check(shape, json)
+                    .map(|checked| SqlValue::Text(checked.text()))
+                    .map_err(|reason| self.invalid(reason))
+            }
         }
     }
 
@@ -867,6 +901,10 @@ impl Attribute {
                     self.unreadable(format!("{millis} ms is not a printable datetime"))
                 })
             }
+            AttributeKind::Point | AttributeKind::Line | AttributeKind::Polygon => {
+                let text = read_text(row, column).map_err(|e| self.unreadable(e))?;
+                self.shape_from_stored(&text)
+            }
             _ => Err(self.unreadable("unknown kind")),
         }
     }
@@ -886,6 +924,7 @@ impl Attribute {
                     .map(Value::Array)
             }
             (SqlValue::Text(text), kind) if kind.is_textual() => Ok(Value::String(text.clone())),
+            (SqlValue::Text(text), kind) if kind.shape().is_some() => self.shape_from_stored(text),
             (SqlValue::Int(i), AttributeKind::Integer { .. }) => Ok(Value::from(*i)),
             (SqlValue::Int(i), AttributeKind::Float { .. }) => Ok(Value::from(*i as f64)),
             (SqlValue::Float(f), AttributeKind::Float { .. }) => serde_json::Number::from_f64(*f)
@@ -898,6 +937,11 @@ impl Attribute {
                 .ok_or_else(|| self.unreadable(format!("{millis} ms is not a printable datetime"))),
             _ => Err(self.unreadable("the stored form does not fit the attribute's type")),
         }
+    }
+
+    /// A stored shape as the client sees it: its coordinates.
+    fn shape_from_stored(&self, text: &str) -> Result<Value, ValueError> {
+        serde_json::from_str(text).map_err(|e| self.unreadable(format!("not a stored shape: {e}")))
     }
 
     /// One element of a stored array as the client sees it.

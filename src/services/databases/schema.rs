@@ -221,6 +221,7 @@ pub(super) fn index_value(index: &Index) -> Value {
         IndexKind::Key => "KEY",
         IndexKind::Unique => "UNIQUE",
         IndexKind::Fulltext => "FULLTEXT",
+        IndexKind::Spatial => "SPATIAL",
     };
     object([
         ("key", Value::from(index.key.as_str())),
@@ -466,6 +467,9 @@ impl AttributeInput {
             "ENUM" => AttributeKind::Enum {
                 elements: self.elements.unwrap_or_default(),
             },
+            "POINT" => AttributeKind::Point,
+            "LINE" => AttributeKind::Line,
+            "POLYGON" => AttributeKind::Polygon,
             other => {
                 return Err(AppError::Invalid {
                     code: codes::ATTRIBUTE_INVALID,
@@ -511,6 +515,7 @@ impl IndexInput {
             "KEY" => IndexKind::Key,
             "UNIQUE" => IndexKind::Unique,
             "FULLTEXT" => IndexKind::Fulltext,
+            "SPATIAL" => IndexKind::Spatial,
             other => return Err(invalid(format!("unknown index type `{other}`"))),
         };
         let orders = self
@@ -1133,13 +1138,14 @@ fn attribute_type_type() -> Enum {
         .description("The type of an attribute's values.")
         .items([
             "STRING", "INTEGER", "FLOAT", "BOOLEAN", "DATETIME", "EMAIL", "URL", "IP", "ENUM",
+            "POINT", "LINE", "POLYGON",
         ])
 }
 
 fn index_type_type() -> Enum {
     Enum::new("IndexType")
-        .description("What an index does: speed up lookups and orders (KEY), also refuse duplicates (UNIQUE), or serve `search` (FULLTEXT).")
-        .items(["KEY", "UNIQUE", "FULLTEXT"])
+        .description("What an index does: speed up lookups and orders (KEY), also refuse duplicates (UNIQUE), serve `search` (FULLTEXT), or cover one required point, line or polygon (SPATIAL: checked as Appwrite's MariaDB checks it; spatial conditions still compare each document).")
+        .items(["KEY", "UNIQUE", "FULLTEXT", "SPATIAL"])
 }
 
 fn order_direction_type() -> Enum {

@@ -578,6 +578,8 @@ pub async fn update_attribute(
             }
         }
     }
+    // A spatial index holds only required shapes.
+    ddl::validate_indexes(&collection.indexes, &collection.attributes).map_err(ddl_error)?;
     let columns = collection.columns();
     let (change, change_undo) =
         ddl::change_column_sql(dialect, &collection.table, &columns, &old, &new)

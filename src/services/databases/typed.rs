@@ -31,6 +31,7 @@ use super::loader::{ListKey, ListLoader, ListSpec, RelatedLoader};
 use super::model::{Attribute, AttributeKind, is_reserved_key};
 use super::schema::{data_model, documents_of, request_tx};
 use super::service::References;
+use super::spatial::{Relation, Shape};
 use super::tx::Sharing;
 use super::writes::data_object;
 use crate::auth::permissions::{Action, allows};
@@ -72,7 +73,28 @@ fn scalar_of(attribute: &Attribute) -> &'static str {
     }
 }
 
+/// The nested lists of floats a shape is written as: `[Float!]` for a point,
+/// `[[Float!]!]` for a line, `[[[Float!]!]!]` for a polygon's rings.
+fn shape_type(shape: Shape, non_null: bool) -> TypeRef {
+    let depth = match shape {
+        Shape::Point => 1,
+        Shape::Line => 2,
+        Shape::Polygon => 3,
+    };
+    let mut shape_type = TypeRef::NonNull(Box::new(TypeRef::named(TypeRef::FLOAT)));
+    for level in 1..=depth {
+        shape_type = TypeRef::List(Box::new(shape_type));
+        if level < depth || non_null {
+            shape_type = TypeRef::NonNull(Box::new(shape_type));
+        }
+    }
+    shape_type
+}
+
 fn filter_type_of(attribute: &Attribute) -> String {
+    if attribute.kind.shape().is_some() {
+        return SPATIAL_FILTER.into();
+    }
     let scalar = scalar_of(attribute);
     if attribute.array {
         format!("{scalar}ListFilter")
@@ -86,6 +108,9 @@ fn output_type(attribute: &Attribute) -> TypeRef {
     let scalar = scalar_of(attribute);
     // A default fills every document that gives no value (null included).
     let always = attribute.required || attribute.default.is_some();
+    if let Some(shape) = attribute.kind.shape() {
+        return shape_type(shape, always);
+    }
     match (attribute.array, always) {
         (true, true) => TypeRef::named_nn_list_nn(scalar),
         (true, false) => TypeRef::named_nn_list(scalar),
@@ -99,6 +124,9 @@ fn output_type(attribute: &Attribute) -> TypeRef {
 fn create_type(attribute: &Attribute) -> TypeRef {
     let scalar = scalar_of(attribute);
     let must = attribute.required && attribute.default.is_none();
+    if let Some(shape) = attribute.kind.shape() {
+        return shape_type(shape, must);
+    }
     match (attribute.array, must) {
         (true, true) => TypeRef::named_nn_list_nn(scalar),
         (true, false) => TypeRef::named_nn_list(scalar),
@@ -108,6 +136,9 @@ fn create_type(attribute: &Attribute) -> TypeRef {
 }
 
 fn update_type(attribute: &Attribute) -> TypeRef {
+    if let Some(shape) = attribute.kind.shape() {
+        return shape_type(shape, false);
+    }
     let scalar = scalar_of(attribute);
     if attribute.array {
         TypeRef::named_nn_list(scalar)
@@ -119,7 +150,7 @@ fn update_type(attribute: &Attribute) -> TypeRef {
 /// Whether a list can be ordered by the attribute (not arrays, not long text).
 fn orderable(attribute: &Attribute) -> bool {
     let long_text = attribute.kind.is_textual() && attribute.kind.max_chars().is_none();
-    !attribute.array && !long_text
+    !attribute.array && !long_text && attribute.kind.shape().is_none()
 }
 
 /// The types every project has: `BigInt`, the per-scalar filters, `IDFilter`.
@@ -148,6 +179,7 @@ pub fn register_shared(parts: &mut SchemaParts) {
             )
     };
     parts.add_type(comparisons("IDFilter", TypeRef::ID, "Conditions on an id."));
+    register_spatial_filter(parts);
     parts.add_type(comparisons(
         "SequenceFilter",
         TypeRef::STRING,
@@ -199,6 +231,167 @@ pub fn register_shared(parts: &mut SchemaParts) {
                 ),
         );
     }
+}
+
+/// The filter input of point, line and polygon fields.
+const SPATIAL_FILTER: &str = "SpatialFilter";
+
+/// The spatial conditions of [`SPATIAL_FILTER`] that take a shape: the field,
+/// the relation, and whether it is negated.
+const SPATIAL_CONDITIONS: [(&str, Relation, bool, &str); 12] = [
+    ("eq", Relation::Equals, false, "The same shape."),
+    (
+        "ne",
+        Relation::Equals,
+        true,
+        "Not the same shape (no shape included).",
+    ),
+    ("contains", Relation::Contains, false, "Contains the shape."),
+    (
+        "notContains",
+        Relation::Contains,
+        true,
+        "Does not contain the shape (no shape included).",
+    ),
+    (
+        "intersects",
+        Relation::Intersects,
+        false,
+        "Shares a point with the shape.",
+    ),
+    (
+        "notIntersects",
+        Relation::Intersects,
+        true,
+        "Shares no point with the shape (no shape included).",
+    ),
+    ("crosses", Relation::Crosses, false, "Crosses the shape."),
+    (
+        "notCrosses",
+        Relation::Crosses,
+        true,
+        "Does not cross the shape (no shape included).",
+    ),
+    ("overlaps", Relation::Overlaps, false, "Overlaps the shape."),
+    (
+        "notOverlaps",
+        Relation::Overlaps,
+        true,
+        "Does not overlap the shape (no shape included).",
+    ),
+    (
+        "touches",
+        Relation::Touches,
+        false,
+        "Touches the shape at its boundary only.",
+    ),
+    (
+        "notTouches",
+        Relation::Touches,
+        true,
+        "Does not touch the shape (no shape included).",
+    ),
+];
+
+/// The distance conditions of [`SPATIAL_FILTER`].
+const DISTANCE_CONDITIONS: [(&str, Relation, &str); 4] = [
+    (
+        "distanceEqual",
+        Relation::DistanceEqual,
+        "At exactly this distance.",
+    ),
+    (
+        "distanceNotEqual",
+        Relation::DistanceNotEqual,
+        "At any other distance.",
+    ),
+    (
+        "distanceGreaterThan",
+        Relation::DistanceGreaterThan,
+        "Farther than this.",
+    ),
+    (
+        "distanceLessThan",
+        Relation::DistanceLessThan,
+        "Nearer than this.",
+    ),
+];
+
+fn register_spatial_filter(parts: &mut SchemaParts) {
+    let shape_about = "a point `[x, y]`, a line `[[x, y], …]` or a polygon `[[[x, y], …], …]`";
+    parts.add_type(
+        InputObject::new("SpatialDistance")
+            .description("A distance from a shape.")
+            .field(
+                InputValue::new("shape", TypeRef::named_nn("JSON"))
+                    .description(format!("The shape: {shape_about}.")),
+            )
+            .field(
+                InputValue::new("distance", TypeRef::named_nn(TypeRef::FLOAT))
+                    .description("The distance: in the coordinates' units, or in meters."),
+            )
+            .field(
+                InputValue::new("meters", TypeRef::named(TypeRef::BOOLEAN)).description(
+                    "Measured in meters on the Earth's sphere, between points (default false).",
+                ),
+            ),
+    );
+    let mut filter = InputObject::new(SPATIAL_FILTER).description(format!(
+        "Conditions on a point, line or polygon field, each against a shape: {shape_about}; all given ones must hold. A document with no shape meets only the negated ones and `isNull`."
+    ));
+    for (name, _, _, about) in SPATIAL_CONDITIONS {
+        filter = filter.field(InputValue::new(name, TypeRef::named("JSON")).description(about));
+    }
+    for (name, _, about) in DISTANCE_CONDITIONS {
+        filter = filter
+            .field(InputValue::new(name, TypeRef::named("SpatialDistance")).description(about));
+    }
+    filter = filter.field(
+        InputValue::new("isNull", TypeRef::named(TypeRef::BOOLEAN))
+            .description("Has no value (true) or has one (false)."),
+    );
+    parts.add_type(filter);
+}
+
+/// A condition of [`SPATIAL_FILTER`], when `op` is one.
+fn spatial_condition(field: &FilterField, op: &str, operand: &Json) -> Option<AppResult<Filter>> {
+    let spatial = |relation, shape: Json, distance, meters| Filter::Spatial {
+        field: field.clone(),
+        relation,
+        shape,
+        distance,
+        meters,
+    };
+    if let Some((_, relation, negated, _)) =
+        SPATIAL_CONDITIONS.iter().find(|(name, ..)| *name == op)
+    {
+        // `eq`, `ne` and `contains` of the other filters take no list.
+        if !operand.is_array() {
+            return None;
+        }
+        let filter = spatial(*relation, operand.clone(), 0.0, false);
+        return Some(Ok(if *negated {
+            Filter::Not(Box::new(filter))
+        } else {
+            filter
+        }));
+    }
+    let (_, relation, _) = DISTANCE_CONDITIONS.iter().find(|(name, ..)| *name == op)?;
+    let Json::Object(distance) = operand else {
+        return Some(Err(bad_filter(format!(
+            "`{op}` takes {{shape, distance, meters}}"
+        ))));
+    };
+    let (Some(shape), Some(length)) = (
+        distance.get("shape"),
+        distance.get("distance").and_then(Json::as_f64),
+    ) else {
+        return Some(Err(bad_filter(format!(
+            "`{op}` takes a shape and a distance"
+        ))));
+    };
+    let meters = distance.get("meters").and_then(Json::as_bool) == Some(true);
+    Some(Ok(spatial(*relation, shape.clone(), length, meters)))
 }
 
 fn field_of(key: &str) -> FilterField {
@@ -438,6 +631,9 @@ fn condition(field: FilterField, op: &str, operand: &Json) -> AppResult<Filter> 
         Json::String(s) => Ok(s.clone()),
         _ => Err(bad_filter(format!("`{op}` takes a string"))),
     };
+    if let Some(spatial) = spatial_condition(&field, op, operand) {
+        return spatial;
+    }
     Ok(match op {
         "eq" if operand.is_null() => Filter::IsNull {
             field,

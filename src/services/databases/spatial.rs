@@ -1,0 +1,645 @@
+//! Spatial attributes as Appwrite's clients write them: a point `[x, y]`, a
+//! line `[[x, y], …]` and a polygon `[[[x, y], …], …]` (its rings, the first
+//! the outline; a single ring may be given without the outer list), x a
+//! longitude from -180 to 180 and y a latitude from -90 to 90.
+//!
+//! Values are stored as their JSON text on both backends. This module owns
+//! what they mean: checking a written value, the shape of a value in a
+//! condition, and the relations between two shapes (equals, contains,
+//! intersects, crosses, overlaps, touches, and distance, planar or in meters on
+//! a sphere). MariaDB answers conditions with its own `ST_` functions over the
+//! stored text; SQLite calls [`SQLITE_FUNCTION`], which this module registers
+//! on every connection and which answers with the same code a subscription's
+//! filter uses, so that a list and a subscription agree on SQLite.
+
+use std::ffi::{CStr, c_char, c_int, c_void};
+use std::sync::Once;
+
+use geo::{Coord, Distance, Euclidean, Geometry, LineString, Point, Polygon, Relate};
+use serde_json::Value;
+
+/// The radius a distance in meters is measured on (Appwrite's and MariaDB's
+/// `ST_Distance_Sphere` as Appwrite calls it).
+pub const EARTH_RADIUS_METERS: f64 = 6_371_000.0;
+
+/// The most points one shape holds, all rings counted: what bounds the work of
+/// comparing two shapes.
+pub const MAX_POINTS: usize = 10_000;
+
+/// The most rings of a polygon.
+pub const MAX_RINGS: usize = 100;
+
+/// The SQLite function answering one spatial condition:
+/// `nimbus_spatial(relation, stored, shape, distance)`, 1 or 0, or null when
+/// `stored` is null.
+pub const SQLITE_FUNCTION: &str = "nimbus_spatial";
+
+/// The kind of shape an attribute holds or a condition gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Point,
+    Line,
+    Polygon,
+}
+
+impl Shape {
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Point => "point",
+            Shape::Line => "line",
+            Shape::Polygon => "polygon",
+        }
+    }
+
+    /// The GeoJSON type of the shape.
+    pub fn geojson_type(self) -> &'static str {
+        match self {
+            Shape::Point => "Point",
+            Shape::Line => "LineString",
+            Shape::Polygon => "Polygon",
+        }
+    }
+
+    /// How the shape is written: what an error shows.
+    fn example(self) -> &'static str {
+        match self {
+            Shape::Point => "[x, y]",
+            Shape::Line => "[[x, y], [x, y], …]",
+            Shape::Polygon => "[[[x, y], …, the first point again], …]",
+        }
+    }
+}
+
+/// How a stored shape relates to the shape a condition gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation {
+    Equals,
+    Contains,
+    Intersects,
+    Crosses,
+    Overlaps,
+    Touches,
+    /// The distance compared with the condition's: `=`, `<>`, `>`, `<`.
+    DistanceEqual,
+    DistanceNotEqual,
+    DistanceGreaterThan,
+    DistanceLessThan,
+}
+
+impl Relation {
+    const ALL: [Relation; 10] = [
+        Relation::Equals,
+        Relation::Contains,
+        Relation::Intersects,
+        Relation::Crosses,
+        Relation::Overlaps,
+        Relation::Touches,
+        Relation::DistanceEqual,
+        Relation::DistanceNotEqual,
+        Relation::DistanceGreaterThan,
+        Relation::DistanceLessThan,
+    ];
+
+    /// The number the SQLite function takes for it.
+    pub fn code(self) -> i64 {
+        Relation::ALL
+            .iter()
+            .position(|r| *r == self)
+            .map_or(-1, |i| i as i64)
+    }
+
+    fn of_code(code: i64) -> Option<Relation> {
+        usize::try_from(code)
+            .ok()
+            .and_then(|i| Relation::ALL.get(i).copied())
+    }
+
+    /// Appwrite's method for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Relation::Equals => "equal",
+            Relation::Contains => "contains",
+            Relation::Intersects => "intersects",
+            Relation::Crosses => "crosses",
+            Relation::Overlaps => "overlaps",
+            Relation::Touches => "touches",
+            Relation::DistanceEqual => "distanceEqual",
+            Relation::DistanceNotEqual => "distanceNotEqual",
+            Relation::DistanceGreaterThan => "distanceGreaterThan",
+            Relation::DistanceLessThan => "distanceLessThan",
+        }
+    }
+
+    /// The relation of one of Appwrite's methods, with whether the method
+    /// negates it (`notIntersects`).
+    pub fn of_method(method: &str) -> Option<(Relation, bool)> {
+        let (positive, negated) = match method.strip_prefix("not") {
+            Some(rest) if !rest.is_empty() => {
+                let mut chars = rest.chars();
+                let first = chars.next().map(|c| c.to_ascii_lowercase());
+                (first.into_iter().chain(chars).collect::<String>(), true)
+            }
+            _ => (method.to_string(), false),
+        };
+        let relation = Relation::ALL.into_iter().find(|r| {
+            r.name() == positive
+                && !r.is_distance()
+                && !matches!(r, Relation::Equals | Relation::Contains)
+        });
+        relation.map(|r| (r, negated)).or_else(|| {
+            Relation::ALL
+                .into_iter()
+                .find(|r| r.is_distance() && r.name() == method)
+                .map(|r| (r, false))
+        })
+    }
+
+    pub fn is_distance(self) -> bool {
+        matches!(
+            self,
+            Relation::DistanceEqual
+                | Relation::DistanceNotEqual
+                | Relation::DistanceGreaterThan
+                | Relation::DistanceLessThan
+        )
+    }
+
+    /// MariaDB's function for a relation that is not a distance.
+    pub fn mysql_function(self) -> &'static str {
+        match self {
+            Relation::Equals => "ST_Equals",
+            Relation::Contains => "ST_Contains",
+            Relation::Intersects => "ST_Intersects",
+            Relation::Crosses => "ST_Crosses",
+            Relation::Overlaps => "ST_Overlaps",
+            _ => "ST_Touches",
+        }
+    }
+
+    /// The comparison of a distance relation.
+    pub fn distance_operator(self) -> &'static str {
+        match self {
+            Relation::DistanceEqual => "=",
+            Relation::DistanceNotEqual => "<>",
+            Relation::DistanceGreaterThan => ">",
+            _ => "<",
+        }
+    }
+}
+
+/// A shape checked and in canonical form: numbers as floats, a polygon as its
+/// list of rings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    pub shape: Shape,
+    pub value: Value,
+}
+
+impl Checked {
+    /// The stored form.
+    pub fn text(&self) -> String {
+        self.value.to_string()
+    }
+
+    /// The shape as a GeoJSON geometry (what MariaDB reads).
+    pub fn geojson(&self) -> String {
+        geojson(self.shape, &self.text())
+    }
+
+    pub fn geometry(&self) -> Geometry<f64> {
+        geometry(self.shape, &self.value).unwrap_or(Geometry::Point(Point::new(0.0, 0.0)))
+    }
+}
+
+/// A GeoJSON geometry of `shape` around its stored coordinates.
+pub fn geojson(shape: Shape, coordinates: &str) -> String {
+    format!(
+        r#"{{"type":"{}","coordinates":{coordinates}}}"#,
+        shape.geojson_type()
+    )
+}
+
+/// Checks a value written to an attribute holding `shape`.
+pub fn check(shape: Shape, value: &Value) -> Result<Checked, String> {
+    let mut points = 0;
+    let value = match shape {
+        Shape::Point => point(value, "the point", &mut points)?,
+        Shape::Line => line(value, &mut points)?,
+        Shape::Polygon => polygon(value, &mut points)?,
+    };
+    Ok(Checked { shape, value })
+}
+
+/// The shape a condition gives, told by how deeply its coordinates nest: a
+/// point, a line, or a polygon (rings, or one ring given alone when a line
+/// would not do: see `ring_alone`).
+pub fn check_any(value: &Value, ring_alone: bool) -> Result<Checked, String> {
+    let depth = nesting(value);
+    let shape = match depth {
+        1 => Shape::Point,
+        2 if ring_alone => Shape::Polygon,
+        2 => Shape::Line,
+        3 => Shape::Polygon,
+        _ => {
+            return Err(
+                "expected a point [x, y], a line [[x, y], …] or a polygon [[[x, y], …], …]".into(),
+            );
+        }
+    };
+    check(shape, value)
+}
+
+/// How many lists hold the first number: 1 for a point.
+fn nesting(value: &Value) -> usize {
+    let mut depth = 0;
+    let mut at = value;
+    while let Value::Array(items) = at {
+        depth += 1;
+        match items.first() {
+            Some(first) if depth < 4 => at = first,
+            _ => return if depth >= 4 { 0 } else { depth },
+        }
+    }
+    if at.is_number() { depth } else { 0 }
+}
+
+fn point(value: &Value, what: &str, points: &mut usize) -> Result<Value, String> {
+    let Value::Array(xy) = value else {
+        return Err(format!("{what} must be an array of two numbers [x, y]"));
+    };
+    let [x, y] = xy.as_slice() else {
+        return Err(format!("{what} must be an array of two numbers [x, y]"));
+    };
+    let (Some(x), Some(y)) = (x.as_f64(), y.as_f64()) else {
+        return Err(format!("the coordinates of {what} must be numbers"));
+    };
+    if !(-180.0..=180.0).contains(&x) {
+        return Err(format!(
+            "the longitude (x) of {what} must be between -180 and 180, got {x}"
+        ));
+    }
+    if !(-90.0..=90.0).contains(&y) {
+        return Err(format!(
+            "the latitude (y) of {what} must be between -90 and 90, got {y}"
+        ));
+    }
+    *points += 1;
+    if *points > MAX_POINTS {
+        return Err(format!("a shape has at most {MAX_POINTS} points"));
+    }
+    Ok(Value::Array(vec![float(x), float(y)]))
+}
+
+fn float(f: f64) -> Value {
+    serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+}
+
+fn points_of(value: &Value, what: &str, points: &mut usize) -> Result<Vec<Value>, String> {
+    let Value::Array(items) = value else {
+        return Err(format!("{what} must be an array of points [x, y]"));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| point(item, &format!("point #{i} of {what}"), points))
+        .collect()
+}
+
+fn line(value: &Value, points: &mut usize) -> Result<Value, String> {
+    let line = points_of(value, "the line", points)?;
+    if line.len() < 2 {
+        return Err("a line has at least two points".into());
+    }
+    Ok(Value::Array(line))
+}
+
+fn polygon(value: &Value, points: &mut usize) -> Result<Value, String> {
+    let Value::Array(rings) = value else {
+        return Err(format!("a polygon is written {}", Shape::Polygon.example()));
+    };
+    // One ring given alone: `[[x, y], …]`.
+    if nesting(value) == 2 {
+        return Ok(Value::Array(vec![ring(value, 0, points)?]));
+    }
+    if rings.is_empty() {
+        return Err("a polygon has at least one ring".into());
+    }
+    if rings.len() > MAX_RINGS {
+        return Err(format!("a polygon has at most {MAX_RINGS} rings"));
+    }
+    rings
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ring(r, i, points))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Value::Array)
+}
+
+fn ring(value: &Value, index: usize, points: &mut usize) -> Result<Value, String> {
+    let what = format!("ring #{index}");
+    let ring = points_of(value, &what, points)?;
+    if ring.len() < 4 {
+        return Err(format!(
+            "{what} must have at least 4 points to close a polygon"
+        ));
+    }
+    if ring.first() != ring.last() {
+        return Err(format!(
+            "{what} must be closed: its last point is its first"
+        ));
+    }
+    Ok(Value::Array(ring))
+}
+
+/// The geometry of a canonical value; `None` when it is not one (a stored
+/// value this module did not write).
+fn geometry(shape: Shape, value: &Value) -> Option<Geometry<f64>> {
+    fn coord(value: &Value) -> Option<Coord<f64>> {
+        match value.as_array()?.as_slice() {
+            [x, y] => Some(Coord {
+                x: x.as_f64()?,
+                y: y.as_f64()?,
+            }),
+            _ => None,
+        }
+    }
+    fn coords(value: &Value) -> Option<LineString<f64>> {
+        value
+            .as_array()?
+            .iter()
+            .map(coord)
+            .collect::<Option<Vec<_>>>()
+            .map(LineString::new)
+    }
+    Some(match shape {
+        Shape::Point => Geometry::Point(Point(coord(value)?)),
+        Shape::Line => Geometry::LineString(coords(value)?),
+        Shape::Polygon => {
+            let mut rings = value
+                .as_array()?
+                .iter()
+                .map(coords)
+                .collect::<Option<Vec<_>>>()?
+                .into_iter();
+            let exterior = rings.next()?;
+            Geometry::Polygon(Polygon::new(exterior, rings.collect()))
+        }
+    })
+}
+
+/// A stored value read back: the shape its nesting shows (a stored polygon
+/// always lists its rings).
+pub fn stored_geometry(text: &str) -> Option<Geometry<f64>> {
+    let value: Value = serde_json::from_str(text).ok()?;
+    let shape = match nesting(&value) {
+        1 => Shape::Point,
+        2 => Shape::Line,
+        3 => Shape::Polygon,
+        _ => return None,
+    };
+    geometry(shape, &value)
+}
+
+/// Whether `stored` relates to `given` as `relation` says, `distance` being the
+/// distance a distance relation compares with (in meters when `meters`, both
+/// then points). `None` when the comparison could not be made.
+pub fn holds(
+    relation: Relation,
+    stored: &Geometry<f64>,
+    given: &Geometry<f64>,
+    distance: f64,
+    meters: bool,
+) -> Option<bool> {
+    // The geometry code is not ours: a panic on a degenerate shape must fail
+    // one comparison, not the connection's thread or a subscription.
+    std::panic::catch_unwind(|| {
+        if relation.is_distance() {
+            let measured = if meters {
+                let (Geometry::Point(a), Geometry::Point(b)) = (stored, given) else {
+                    return None;
+                };
+                sphere_distance(*a, *b)
+            } else {
+                Euclidean.distance(stored, given)
+            };
+            return Some(match relation {
+                Relation::DistanceEqual => measured == distance,
+                Relation::DistanceNotEqual => measured != distance,
+                Relation::DistanceGreaterThan => measured > distance,
+                _ => measured < distance,
+            });
+        }
+        let matrix = stored.relate(given);
+        Some(match relation {
+            Relation::Equals => matrix.is_equal_topo(),
+            Relation::Contains => matrix.is_contains(),
+            Relation::Intersects => matrix.is_intersects(),
+            Relation::Crosses => matrix.is_crosses(),
+            Relation::Overlaps => matrix.is_overlaps(),
+            _ => matrix.is_touches(),
+        })
+    })
+    .ok()
+    .flatten()
+}
+
+/// The great-circle distance in meters between two points of longitude x and
+/// latitude y, by the haversine formula (as MariaDB's `ST_Distance_Sphere`).
+fn sphere_distance(a: Point<f64>, b: Point<f64>) -> f64 {
+    let (lat1, lat2) = (a.y().to_radians(), b.y().to_radians());
+    let half_lat = (lat2 - lat1) / 2.0;
+    let half_lon = (b.x() - a.x()).to_radians() / 2.0;
+    let h = half_lat.sin().powi(2) + lat1.cos() * lat2.cos() * half_lon.sin().powi(2);
+    2.0 * EARTH_RADIUS_METERS * h.sqrt().min(1.0).asin()
+}
+
+/// Registers [`SQLITE_FUNCTION`] on every SQLite connection this process opens
+/// from now on.
+pub fn install_sqlite_function() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `attach` has the signature SQLite calls an auto-extension with,
+        // and touches nothing but the connection it is given.
+        let rc = unsafe { libsqlite3_sys::sqlite3_auto_extension(Some(attach)) };
+        if rc != libsqlite3_sys::SQLITE_OK {
+            tracing::error!(
+                code = rc,
+                "SQLite's spatial function could not be installed"
+            );
+        }
+    });
+}
+
+const FUNCTION_NAME: &CStr = c"nimbus_spatial";
+const _: () = assert!(FUNCTION_NAME.to_bytes().len() == SQLITE_FUNCTION.len());
+
+unsafe extern "C" fn attach(
+    db: *mut libsqlite3_sys::sqlite3,
+    _error: *mut *mut c_char,
+    _api: *const libsqlite3_sys::sqlite3_api_routines,
+) -> c_int {
+    // SAFETY: `db` is the connection being opened; the function keeps no data.
+    unsafe {
+        libsqlite3_sys::sqlite3_create_function_v2(
+            db,
+            FUNCTION_NAME.as_ptr(),
+            5,
+            libsqlite3_sys::SQLITE_UTF8
+                | libsqlite3_sys::SQLITE_DETERMINISTIC
+                | libsqlite3_sys::SQLITE_DIRECTONLY,
+            std::ptr::null_mut::<c_void>(),
+            Some(relate_in_sqlite),
+            None,
+            None,
+            None,
+        )
+    }
+}
+
+/// `nimbus_spatial(relation, stored, shape, distance, meters)`.
+unsafe extern "C" fn relate_in_sqlite(
+    context: *mut libsqlite3_sys::sqlite3_context,
+    argc: c_int,
+    argv: *mut *mut libsqlite3_sys::sqlite3_value,
+) {
+    // SAFETY: SQLite passes `argc` valid arguments; texts live until return.
+    unsafe {
+        let text = |i: usize| -> Option<String> {
+            let value = *argv.add(i);
+            let ptr = libsqlite3_sys::sqlite3_value_text(value);
+            if ptr.is_null() {
+                return None;
+            }
+            let len = usize::try_from(libsqlite3_sys::sqlite3_value_bytes(value)).ok()?;
+            let bytes = std::slice::from_raw_parts(ptr, len);
+            std::str::from_utf8(bytes).ok().map(str::to_owned)
+        };
+        if argc != 5 {
+            libsqlite3_sys::sqlite3_result_null(context);
+            return;
+        }
+        let relation = Relation::of_code(libsqlite3_sys::sqlite3_value_int64(*argv));
+        let distance = libsqlite3_sys::sqlite3_value_double(*argv.add(3));
+        let meters = libsqlite3_sys::sqlite3_value_int64(*argv.add(4)) != 0;
+        let answer = match (relation, text(1), text(2)) {
+            (Some(relation), Some(stored), Some(given)) => {
+                match (stored_geometry(&stored), stored_geometry(&given)) {
+                    (Some(stored), Some(given)) => {
+                        holds(relation, &stored, &given, distance, meters)
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        match answer {
+            Some(yes) => libsqlite3_sys::sqlite3_result_int64(context, i64::from(yes)),
+            None => libsqlite3_sys::sqlite3_result_null(context),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn shape(value: Value) -> Geometry<f64> {
+        check_any(&value, false).unwrap().geometry()
+    }
+
+    #[test]
+    fn written_shapes_are_checked_and_made_canonical() {
+        let p = check(Shape::Point, &json!([40.7128, -74])).unwrap();
+        assert_eq!(p.text(), "[40.7128,-74.0]");
+        let one_ring = json!([[0, 0], [1, 0], [1, 1], [0, 0]]);
+        let poly = check(Shape::Polygon, &one_ring).unwrap();
+        assert_eq!(
+            poly.value,
+            json!([[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]])
+        );
+        for (shape, bad, says) in [
+            (Shape::Point, json!([1]), "two numbers"),
+            (Shape::Point, json!([1, "2"]), "must be numbers"),
+            (Shape::Point, json!([181, 0]), "longitude"),
+            (Shape::Point, json!([0, -91]), "latitude"),
+            (Shape::Line, json!([[0, 0]]), "at least two points"),
+            (Shape::Line, json!([0, 0]), "point #0"),
+            (
+                Shape::Polygon,
+                json!([[[0, 0], [1, 0], [1, 1]]]),
+                "at least 4 points",
+            ),
+            (
+                Shape::Polygon,
+                json!([[[0, 0], [1, 0], [1, 1], [0, 1]]]),
+                "closed",
+            ),
+            (Shape::Polygon, json!([]), "at least one ring"),
+            (Shape::Polygon, json!("POLYGON((0 0))"), "is written"),
+        ] {
+            let err = check(shape, &bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        let many = Value::Array(vec![json!([0, 0]); MAX_POINTS + 1]);
+        assert!(check(Shape::Line, &many).unwrap_err().contains("at most"));
+    }
+
+    #[test]
+    fn relations_follow_the_ogc_definitions() {
+        let square = shape(json!([[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]));
+        let corner = shape(json!([[[10, 10], [20, 10], [20, 20], [10, 20], [10, 10]]]));
+        let across = shape(json!([[[5, 5], [12, 5], [12, 12], [5, 12], [5, 5]]]));
+        let line = shape(json!([[1, 1], [1.1, 1.1], [2, 2]]));
+        let yes = |r, a: &Geometry<f64>, b: &Geometry<f64>| holds(r, a, b, 0.0, false).unwrap();
+        assert!(yes(Relation::Touches, &square, &corner));
+        assert!(!yes(Relation::Overlaps, &square, &corner));
+        assert!(yes(Relation::Overlaps, &square, &across));
+        assert!(yes(Relation::Intersects, &square, &shape(json!([5, 5]))));
+        assert!(!yes(Relation::Intersects, &square, &shape(json!([60, 60]))));
+        assert!(yes(Relation::Contains, &line, &shape(json!([1.1, 1.1]))));
+        assert!(yes(
+            Relation::Crosses,
+            &line,
+            &shape(json!([[1, 2], [2, 1]]))
+        ));
+        assert!(!yes(
+            Relation::Crosses,
+            &line,
+            &shape(json!([[0, 1], [0, 2]]))
+        ));
+        assert!(yes(Relation::Equals, &square, &square.clone()));
+        let near = |d, r| holds(r, &shape(json!([7, 6])), &shape(json!([6, 6])), d, false);
+        assert_eq!(near(1.0, Relation::DistanceEqual), Some(true));
+        assert_eq!(near(0.5, Relation::DistanceLessThan), Some(false));
+        let meters = |d, r| holds(r, &shape(json!([0.009, 0])), &shape(json!([0, 0])), d, true);
+        assert_eq!(meters(1500.0, Relation::DistanceLessThan), Some(true));
+        assert_eq!(meters(500.0, Relation::DistanceGreaterThan), Some(true));
+        // Meters only between points.
+        assert_eq!(
+            holds(Relation::DistanceLessThan, &square, &square, 1.0, true),
+            None
+        );
+    }
+
+    #[test]
+    fn a_conditions_shape_is_told_by_its_nesting() {
+        assert_eq!(
+            check_any(&json!([1, 2]), false).unwrap().shape,
+            Shape::Point
+        );
+        assert_eq!(
+            check_any(&json!([[1, 2], [3, 4]]), false).unwrap().shape,
+            Shape::Line
+        );
+        let ring = json!([[0, 0], [1, 0], [1, 1], [0, 0]]);
+        assert_eq!(check_any(&ring, true).unwrap().shape, Shape::Polygon);
+        assert!(check_any(&json!("x"), false).is_err());
+        assert!(check_any(&json!([[[[[1, 2]]]]]), false).is_err());
+        assert_eq!(
+            stored_geometry("[[[0.0,0.0],[1.0,0.0],[1.0,1.0],[0.0,0.0]]]")
+                .map(|g| matches!(g, Geometry::Polygon(_))),
+            Some(true)
+        );
+    }
+}
