@@ -114,6 +114,8 @@ impl AppState {
     pub async fn open(config: Config) -> anyhow::Result<Self> {
         // First: a wrong path is found before the database is touched.
         let geoip = services::locale::geoip::GeoIp::open(config.geoip_db.as_deref())?;
+        // Before the first SQLite connection opens: every one gets the function.
+        services::databases::spatial::install_sqlite_function();
         let db = Db::connect(&config, CONNECT_TIMEOUT).await?;
         db.migrate().await?;
         services::databases::upgrade::permission_tables(&db).await?;

@@ -169,7 +169,6 @@ impl Db {
             .idle_timeout(Duration::from_secs(600));
         if dialect == Dialect::Sqlite {
             deadline::install_sqlite_hooks();
-            crate::services::databases::spatial::install_sqlite_function();
         }
         let setup = deadline::Setup {
             dialect,

@@ -507,3 +507,139 @@ async fn spatial_indexes_and_defaults_follow_the_rules_of_appwrites_mariadb() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn shape_attributes_change_in_place_and_subscriptions_follow_a_region() {
+    let app = spawn_app().await;
+    geo_database(&app).await;
+    create_collection(
+        &app,
+        "zones",
+        "Zone",
+        json!([
+            {"key": "name", "type": "STRING", "size": 100},
+            {"key": "location", "type": "POINT", "required": true},
+            {"key": "route", "type": "LINE"},
+            {"key": "area", "type": "POLYGON", "required": true},
+        ]),
+    )
+    .await;
+    // Appwrite's `update*Attribute` on shapes: required, defaults, a new key.
+    const UPDATE: &str = "mutation($input: UpdateAttributeInput!) { updateAttribute(input: $input) { attributes { key required default } } }";
+    let update = |key: &str, rest: Value| {
+        let mut input = json!({"databaseId": "geo", "collectionId": "zones", "key": key});
+        input
+            .as_object_mut()
+            .unwrap()
+            .extend(rest.as_object().unwrap().clone());
+        json!({"input": input})
+    };
+    for (key, rest) in [
+        ("location", json!({"required": false, "default": null})),
+        (
+            "route",
+            json!({"required": false, "default": [[0, 0], [1, 1]]}),
+        ),
+        ("area", json!({"required": false, "newKey": "coverage"})),
+        ("location", json!({"required": false, "default": [0, 0]})),
+    ] {
+        app.admin(UPDATE, update(key, rest)).await.ok();
+    }
+    let refused = app
+        .admin(
+            UPDATE,
+            update("location", json!({"required": false, "default": [0, 100]})),
+        )
+        .await;
+    assert_eq!(refused.code(), "ATTRIBUTE_INVALID", "{:#}", refused.body);
+    let attributes = app
+        .admin("{ collection(databaseId: \"geo\", id: \"zones\") { attributes { key required default } } }", json!({}))
+        .await
+        .ok();
+    assert_eq!(
+        attributes["collection"]["attributes"],
+        json!([
+            {"key": "name", "required": false, "default": null},
+            {"key": "location", "required": false, "default": [0, 0]},
+            {"key": "route", "required": false, "default": [[0, 0], [1, 1]]},
+            {"key": "coverage", "required": false, "default": null},
+        ])
+    );
+    let ann = app.signed_in("ann@example.com").await;
+    let made = app
+        .as_session(
+            &ann,
+            CREATE,
+            json!({"c": "zones", "id": "z0", "data": {
+                "name": "Defaults", "coverage": [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]],
+            }}),
+        )
+        .await
+        .ok();
+    let data = &made["createDocument"]["data"];
+    assert_eq!(floats(&data["location"]), [0.0, 0.0]);
+    assert_eq!(floats(&data["route"]), [0.0, 0.0, 1.0, 1.0]);
+    assert_eq!(floats(&data["coverage"]).len(), 10);
+
+    // A typed subscription to the zones whose location lies in a square.
+    let mut ws = crate::helpers::WsClient::connect(&app.ws_url, false).await;
+    ws.init(json!({"Authorization": format!("Bearer {ann}")}))
+        .await
+        .expect("ack");
+    ws.subscribe(
+        "1",
+        "subscription { zoneChanged(filter: {location: {intersects: [[[2, 2], [20, 2], [20, 20], [2, 20], [2, 2]]]}}) { type node { id location } } }",
+    )
+    .await;
+    let create = |id: String, at: Value| {
+        let (app, ann) = (&app, ann.clone());
+        async move {
+            app.as_session(
+                &ann,
+                CREATE,
+                json!({"c": "zones", "id": id, "data": {"location": at}}),
+            )
+            .await
+            .ok()
+        }
+    };
+    // Live once a zone inside is heard of.
+    let deadline = std::time::Instant::now() + crate::helpers::WAIT;
+    let mut n = 0;
+    loop {
+        n += 1;
+        create(format!("warm{n}"), json!([5, 5])).await;
+        if let Some(message) = ws.socket_next_within_short_time().await {
+            assert_eq!(
+                message["payload"]["data"]["zoneChanged"]["type"], "CREATE",
+                "{message}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscription never went live"
+        );
+    }
+    while ws.socket_next_within_short_time().await.is_some() {}
+    let move_to = |at: Value| {
+        let (app, ann) = (&app, ann.clone());
+        async move {
+            app.as_session(&ann, "mutation($data: JSON) { updateDocument(input: {databaseId: \"geo\", collectionId: \"zones\", id: \"far\", data: $data}) { id } }", json!({"data": {"location": at}}))
+                .await
+                .ok()
+        }
+    };
+    create("far".into(), json!([50, 50])).await;
+    move_to(json!([6, 7])).await;
+    let entered = ws.next_json().await.expect("an event")["payload"]["data"]["zoneChanged"].clone();
+    assert_eq!(
+        entered,
+        json!({"type": "UPDATE", "node": {"id": "far", "location": [6.0, 7.0]}})
+    );
+    move_to(json!([60, 60])).await;
+    let left = ws.next_json().await.expect("an event")["payload"]["data"]["zoneChanged"].clone();
+    assert_eq!(left["type"], "LEAVE", "{left}");
+    assert_eq!(left["node"]["id"], "far", "{left}");
+    app.shutdown().await;
+}
