@@ -147,14 +147,6 @@ async fn staged_writes_commit_together_or_not_at_all() {
             op("update", Some("missing"), json!({"name": "X"})),
             "DOCUMENT_NOT_FOUND",
         ),
-        (
-            op("create", Some("x"), json!({"title": "X"})),
-            "ATTRIBUTE_NOT_FOUND",
-        ),
-        (
-            op("create", Some("doc1"), json!({"name": "again"})),
-            "DOCUMENT_ALREADY_EXISTS",
-        ),
         (op("fly", Some("x"), json!({})), "BAD_USER_INPUT"),
         (
             op(
@@ -215,6 +207,84 @@ async fn staged_writes_commit_together_or_not_at_all() {
     );
     assert!(stored(&app, "doc3").await.is_null());
     let failed = app.admin(READ, json!({"t": t})).await.ok();
+    assert_eq!(failed["transaction"]["status"], "failed");
+
+    // What the data makes of an operation refuses the commit, not the staging,
+    // as in Appwrite; through a document mutation it refuses at once.
+    for (operation, code, field) in [
+        (
+            op("create", Some("x"), json!({"title": "X"})),
+            "ATTRIBUTE_NOT_FOUND",
+            "operations[0].data",
+        ),
+        (
+            op("create", Some("doc1"), json!({"name": "again"})),
+            "DOCUMENT_ALREADY_EXISTS",
+            "<none>",
+        ),
+    ] {
+        let t = open(&app).await;
+        let staged = app
+            .admin(STAGE, json!({"t": t, "ops": [operation]}))
+            .await
+            .ok();
+        assert_eq!(staged["createOperations"]["operations"], 1);
+        let refused = app.admin(COMMIT, json!({"t": t})).await;
+        assert_eq!(refused.code(), code, "{:#}", refused.body);
+        assert_eq!(
+            refused.body["errors"][0]["extensions"]["field"]
+                .as_str()
+                .unwrap_or("<none>"),
+            field
+        );
+        let failed = app.admin(READ, json!({"t": t})).await.ok();
+        assert_eq!(failed["transaction"]["status"], "failed");
+        assert!(stored(&app, "x").await.is_null());
+        let at_once = app
+            .admin(
+                "mutation($t: ID!) { createDocument(input: {databaseId: \"ledger\", collectionId: \"notes\", id: \"doc1\", data: {name: \"again\"}, transactionId: $t}) { id } }",
+                json!({"t": open(&app).await}),
+            )
+            .await;
+        assert_eq!(
+            at_once.code(),
+            "DOCUMENT_ALREADY_EXISTS",
+            "{:#}",
+            at_once.body
+        );
+    }
+
+    // A document changed by someone else after its operation was staged
+    // refuses the commit (Appwrite's request timestamps), and the change stays.
+    let t = open(&app).await;
+    app.admin(
+        STAGE,
+        json!({"t": t, "ops": [op("update", Some("doc2"), json!({"count": 200}))]}),
+    )
+    .await
+    .ok();
+    let other = open(&app).await;
+    app.admin(
+        STAGE,
+        json!({"t": other, "ops": [op("update", Some("doc2"), json!({"count": 300}))]}),
+    )
+    .await
+    .ok();
+    let first = app.admin(COMMIT, json!({"t": t})).await.ok();
+    assert_eq!(first["updateTransaction"]["status"], "committed");
+    let conflict = app.admin(COMMIT, json!({"t": other})).await;
+    assert_eq!(
+        conflict.code(),
+        "TRANSACTION_CONFLICT",
+        "{:#}",
+        conflict.body
+    );
+    assert_eq!(
+        conflict.body["errors"][0]["extensions"]["field"],
+        "operations[0].documentId"
+    );
+    assert_eq!(stored(&app, "doc2").await["data"]["count"], 200);
+    let failed = app.admin(READ, json!({"t": other})).await.ok();
     assert_eq!(failed["transaction"]["status"], "failed");
 
     // Rolled back: nothing runs, nothing more is taken.

@@ -6,11 +6,17 @@
 //! `action`, `databaseId`, `collectionId`, `documentId`, `data`), at most
 //! [`MAX_OPERATIONS`]. Staging checks every operation staged so far by running
 //! them all, as the caller, in a database transaction of their own that is then
-//! rolled back: whatever would refuse one at commit (a permission, a missing
-//! document, a bad value, a unique index) refuses it when it is staged, against
-//! the data as it is then. A commit runs them again, as the committing caller,
-//! in one database transaction that also marks the transaction committed; any
-//! refusal undoes all of them and marks it failed. A user sees only the
+//! rolled back. What Appwrite's staging refuses (an operation's form, a missing
+//! document, a permission) refuses it then; what the data makes of it (a bad
+//! value, a unique index, an id taken, a related document) refuses it then
+//! when it comes from a document mutation given `transactionId`, which answers
+//! the document, and is left to the commit for `createOperations`, as Appwrite
+//! leaves it (the operations after such a one are checked at commit only). A
+//! commit runs them again, as the committing caller, in one database
+//! transaction that also marks the transaction committed; a document an
+//! operation changes that someone else changed after the operation was staged
+//! refuses it (`TRANSACTION_CONFLICT`, as Appwrite's request timestamps do), and
+//! any refusal undoes all of them and marks it failed. A user sees only the
 //! transactions it opened; a key, every transaction of its project. Rows are
 //! kept until they expire, and pruned after.
 
@@ -347,6 +353,7 @@ pub async fn stage(
     model: &DataModel,
     id: &str,
     operations: Vec<Value>,
+    data_at_commit: bool,
 ) -> AppResult<(Transaction, Vec<Applied>)> {
     check_alone(request)?;
     if operations.is_empty() {
@@ -366,10 +373,11 @@ pub async fn stage(
         ));
     }
     let by_key = caller.key().is_some();
+    let now = now_millis();
     staged.extend(
         operations
             .into_iter()
-            .map(|operation| as_stored(operation, by_key)),
+            .map(|operation| stamped(as_stored(operation, by_key), now)),
     );
     let by_queries = staged
         .iter()
@@ -412,12 +420,22 @@ pub async fn stage(
             ),
         ));
     }
+    // The form of each operation given is its own to answer for, whatever the
+    // data.
+    let access = Access::of(caller, documents::DOCUMENTS_WRITE)?;
+    for (index, raw) in staged.iter().enumerate().skip(before) {
+        Operation::parse(raw.clone(), model, &access, by_key)
+            .map_err(|err| named(err, before, index))?;
+    }
     let run = RequestTx::new(state, Mode::Exclusive);
-    let applied = apply_all(&run, model, caller, &staged, before).await;
+    let (mut applied, refusal) = apply_all(&run, model, caller, &staged, before, None).await;
     let ended = run.finish(false).await;
-    let mut applied = applied?;
+    match refusal {
+        Some(err) if data_at_commit && waits_for_commit(&err) => {}
+        Some(err) => return Err(err),
+        None => {}
+    }
     ended?;
-    let now = now_millis();
     let _turn = state.db.writer_turn().await;
     // Only if no one staged, committed or rolled back meanwhile.
     let saved = sqlx::query(
@@ -442,7 +460,7 @@ pub async fn stage(
     }
     transaction.operations = staged.len();
     transaction.updated_at = now;
-    Ok((transaction, applied.split_off(before)))
+    Ok((transaction, applied.split_off(before.min(applied.len()))))
 }
 
 /// Commits the transaction `id`: all its operations, as the caller, or none.
@@ -483,7 +501,10 @@ pub async fn commit(
                 "the transaction changed while this was committed; read it again",
             ));
         }
-        apply_all(&run, model, caller, &staged, 0).await
+        match apply_all(&run, model, caller, &staged, 0, Some(now)).await {
+            (applied, None) => Ok(applied),
+            (_, Some(err)) => Err(err),
+        }
     }
     .await;
     match result {
@@ -513,7 +534,11 @@ pub async fn commit(
 /// committed again.
 fn is_refusal(err: &AppError) -> bool {
     match err {
-        AppError::Invalid { code, .. } => *code != codes::TRANSACTION_CONFLICT,
+        // The transaction's own row changed: named by `transactionId`. A
+        // document changed since its operation was staged is a refusal.
+        AppError::Invalid { code, field, .. } => {
+            *code != codes::TRANSACTION_CONFLICT || field != "transactionId"
+        }
         AppError::NotFound { .. }
         | AppError::PermissionDenied { .. }
         | AppError::Conflict { .. } => true,
@@ -574,6 +599,79 @@ async fn set_status(
     }
     let changed = update.execute(state.db.pool()).await?;
     Ok(changed.rows_affected() == 1)
+}
+
+/// Whether a dry run's refusal of an operation waits for the commit when the
+/// operations come from `createOperations`: Appwrite's staging checks an
+/// operation's form, the documents it names and the caller's permissions, and
+/// leaves what the data makes of it (values, unique indexes, ids taken, related
+/// documents) to the commit. Queries and the transaction's own limits are
+/// form, and refuse at once.
+fn waits_for_commit(err: &AppError) -> bool {
+    match err {
+        AppError::Invalid { code, .. } => {
+            !code.starts_with("TRANSACTION_")
+                && !code.starts_with("FILTER_")
+                && !matches!(*code, codes::QUERY_INVALID | codes::INVALID_CURSOR)
+        }
+        AppError::Conflict { .. } => true,
+        _ => false,
+    }
+}
+
+/// The member of a staged operation holding when it was staged.
+const STAGED_AT: &str = "$stagedAt";
+
+/// `operation` with the time it is staged (what a client gave there replaced).
+fn stamped(mut operation: Value, now: i64) -> Value {
+    if let Value::Object(raw) = &mut operation {
+        raw.insert(STAGED_AT.into(), Value::from(now));
+    }
+    operation
+}
+
+/// The id of the document a single-document operation changes.
+fn changed_document(raw: &Value) -> Option<&str> {
+    let action = raw.get("action")?.as_str()?;
+    if !matches!(
+        action,
+        "update" | "upsert" | "delete" | "increment" | "decrement"
+    ) {
+        return None;
+    }
+    ["documentId", "rowId"]
+        .iter()
+        .find_map(|name| raw.get(*name)?.as_str())
+}
+
+/// Whether the document `id` of `collection` was changed by someone else after
+/// `staged_at` and before this commit began (`commit_at`): this commit's own
+/// writes are later. Its row stays locked on MariaDB until the commit ends.
+async fn changed_since(
+    run: &RequestTx,
+    collection: &Collection,
+    id: &str,
+    staged_at: i64,
+    commit_at: i64,
+) -> AppResult<bool> {
+    let mut op = run.writer().await?;
+    let dialect = op.dialect();
+    let lock = match dialect {
+        super::model::SqlDialect::MySql => " FOR UPDATE",
+        super::model::SqlDialect::Sqlite => "",
+    };
+    let sql = format!(
+        "SELECT updated_at FROM {} WHERE id = ?{lock}",
+        dialect.quote(&collection.table)
+    );
+    let row = sqlx::query(&sql)
+        .bind(id)
+        .fetch_optional(&mut **op)
+        .await
+        .map_err(AppError::from);
+    let row = op.end(row)?;
+    let updated_at = row.and_then(|row| row.try_get::<i64, _>(0).ok());
+    Ok(updated_at.is_some_and(|at| at > staged_at && at < commit_at))
 }
 
 /// How many documents a bulk create or upsert gives (every staging runs them
@@ -657,51 +755,85 @@ fn with_ids(mut operation: Value) -> Value {
     operation
 }
 
-/// Runs `operations` in order on `run`, as `caller`; an error names the
-/// operation (`operations[3].data`), counted from `first` on (the ones before
-/// ran before, when staged).
+/// `err`, refusing the operation at `index`, named by its place among the
+/// operations given (`operations[3].data`), counted from `first` on, or, for
+/// one staged before, in the transaction (`staged[1]`).
+fn named(err: AppError, first: usize, index: usize) -> AppError {
+    let named = match index.checked_sub(first) {
+        Some(given) => format!("operations[{given}]"),
+        None => format!("staged[{index}]"),
+    };
+    match err {
+        AppError::Invalid {
+            code,
+            field,
+            reason,
+        } => AppError::Invalid {
+            code,
+            field: format!("{named}.{field}"),
+            reason,
+        },
+        AppError::PermissionDenied { reason } => AppError::PermissionDenied {
+            reason: format!("{named}: {reason}"),
+        },
+        other => other,
+    }
+}
+
+/// Runs `operations` in order on `run`, as `caller`: what each did, up to the
+/// first refused, and that refusal ([`named`]). A commit (begun at
+/// `commit_at`) first refuses an operation whose document someone else
+/// changed after it was staged; the commit's own changes are later than its
+/// start, so an earlier operation of the transaction changing it is no
+/// conflict.
 async fn apply_all(
     run: &RequestTx,
     model: &DataModel,
     caller: &Caller,
     operations: &[Value],
     first: usize,
-) -> AppResult<Vec<Applied>> {
-    let access = Access::of(caller, documents::DOCUMENTS_WRITE)?;
+    commit_at: Option<i64>,
+) -> (Vec<Applied>, Option<AppError>) {
+    let mut applied = Vec::with_capacity(operations.len());
+    let access = match Access::of(caller, documents::DOCUMENTS_WRITE) {
+        Ok(access) => access,
+        Err(err) => return (applied, Some(err)),
+    };
     let answers = caller.may_see_what_it_writes(crate::auth::scopes::Scope::DocumentsWrite);
     let documents = Documents::new(run, model, &access).answering(answers);
     let by_key = caller.key().is_some();
-    let mut applied = Vec::with_capacity(operations.len());
     for (index, raw) in operations.iter().enumerate() {
         let done = async {
             let operation = Operation::parse(raw.clone(), model, &access, by_key)?;
+            let stale = match (
+                commit_at,
+                changed_document(raw),
+                raw.get(STAGED_AT).and_then(Value::as_i64),
+            ) {
+                (Some(commit_at), Some(id), Some(staged_at)) => {
+                    changed_since(run, operation.collection(), id, staged_at, commit_at).await?
+                }
+                _ => false,
+            };
+            if stale {
+                return Err(AppError::Invalid {
+                    code: codes::TRANSACTION_CONFLICT,
+                    field: "documentId".into(),
+                    reason: format!(
+                        "the document {} changed after this operation was staged",
+                        crate::error::shown(changed_document(raw).unwrap_or_default())
+                    ),
+                });
+            }
             operation.apply(&documents).await
         }
         .await;
-        // Named by its place among the operations given, or, for one staged
-        // before that no longer runs, in the transaction.
-        let named = match index.checked_sub(first) {
-            Some(given) => format!("operations[{given}]"),
-            None => format!("staged[{index}]"),
-        };
-        let done = done.map_err(|err| match err {
-            AppError::Invalid {
-                code,
-                field,
-                reason,
-            } => AppError::Invalid {
-                code,
-                field: format!("{named}.{field}"),
-                reason,
-            },
-            AppError::PermissionDenied { reason } => AppError::PermissionDenied {
-                reason: format!("{named}: {reason}"),
-            },
-            other => other,
-        })?;
-        applied.push(done);
+        match done {
+            Ok(done) => applied.push(done),
+            Err(err) => return (applied, Some(named(err, first, index))),
+        }
     }
-    Ok(applied)
+    (applied, None)
 }
 
 /// One operation, read against the data model as it is now.
@@ -792,6 +924,21 @@ fn number(data: &Map<String, Value>, name: &str) -> AppResult<Option<f64>> {
 }
 
 impl Operation {
+    /// The collection it writes.
+    fn collection(&self) -> &Collection {
+        match self {
+            Operation::Create(collection, _)
+            | Operation::Update(collection, ..)
+            | Operation::Upsert(collection, _)
+            | Operation::Delete(collection, _)
+            | Operation::Step { collection, .. }
+            | Operation::CreateMany(collection, _)
+            | Operation::UpsertMany(collection, _)
+            | Operation::UpdateMany(collection, ..)
+            | Operation::DeleteMany(collection, _) => collection,
+        }
+    }
+
     fn parse(raw: Value, model: &DataModel, access: &Access, by_key: bool) -> AppResult<Operation> {
         let Value::Object(mut raw) = raw else {
             return Err(AppError::invalid("operation", "expected an object"));

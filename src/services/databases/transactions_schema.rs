@@ -138,6 +138,7 @@ pub(super) async fn stage_one(
         data_model(ctx)?,
         id,
         vec![operation],
+        false,
     )
     .await?;
     applied
@@ -262,12 +263,13 @@ fn create_operations_field() -> Field {
                 data_model(&ctx)?,
                 &input.transaction_id,
                 input.operations,
+                true,
             )
             .await?;
             Ok(answer(&transaction))
         })
     })
-    .description("Stages operations in a pending transaction, once every operation it holds runs as the caller would run it now (each refusal is the operation's own: `operations[2].data`, …). At most 100 in a transaction (`TRANSACTION_LIMIT_EXCEEDED`).")
+    .description("Stages operations in a pending transaction, as Appwrite's staging checks them: each operation's form, the documents it names and the caller's permissions refuse it now (each refusal the operation's own: `operations[2].data`, …); what the data makes of it (a value, a unique index, an id taken, a related document) refuses the commit instead. At most 100 in a transaction (`TRANSACTION_LIMIT_EXCEEDED`).")
     .argument(CreateOperationsInput::argument())
 }
 
