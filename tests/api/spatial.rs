@@ -138,107 +138,121 @@ async fn shapes_are_written_read_and_compared_as_appwrite_compares_them() {
     let doc1 = vec!["doc1".to_string()];
     let all = vec!["doc1".to_string(), "doc2".into(), "doc3".into()];
     let square = json!([[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]);
-    for (queries, expected) in [
-        (
-            vec![query("equal", "polyAttr", json!([square]))],
-            doc1.clone(),
-        ),
-        (
-            vec![query("notEqual", "pointAttr", json!([[6, 6]]))],
-            vec!["doc2".into(), "doc3".into()],
-        ),
-        (
-            vec![query("contains", "lineAttr", json!([[1.1, 1.1]]))],
-            doc1.clone(),
-        ),
-        (
-            vec![query("notContains", "polyAttr", json!([[15, 15]]))],
-            all.clone(),
-        ),
-        (
-            vec![query("intersects", "polyAttr", json!([[5, 5]]))],
-            doc1.clone(),
-        ),
-        (
-            vec![query("notIntersects", "polyAttr", json!([[60, 60]]))],
-            all.clone(),
-        ),
-        (
-            vec![query(
-                "overlaps",
-                "polyAttr",
-                json!([[[[5, 5], [12, 5], [12, 12], [5, 12], [5, 5]]]]),
-            )],
-            doc1.clone(),
-        ),
-        (
-            vec![query(
-                "notOverlaps",
-                "polyAttr",
-                json!([[[[60, 60], [70, 60], [70, 70], [60, 70], [60, 60]]]]),
-            )],
-            all.clone(),
-        ),
-        (
-            vec![query("distanceEqual", "pointAttr", json!([[[6, 6], 1]]))],
-            vec!["doc2".into()],
-        ),
-        (
-            vec![query("distanceNotEqual", "pointAttr", json!([[[6, 6], 1]]))],
-            vec!["doc1".into(), "doc3".into()],
-        ),
-        (
-            vec![query(
-                "distanceGreaterThan",
-                "pointAttr",
-                json!([[[6, 6], 5]]),
-            )],
-            vec!["doc3".into()],
-        ),
-        (
-            vec![query(
-                "distanceLessThan",
-                "pointAttr",
-                json!([[[6, 6], 0.5]]),
-            )],
-            doc1.clone(),
-        ),
-        (
-            vec![query("crosses", "lineAttr", json!([[[1, 2], [2, 1]]]))],
-            doc1.clone(),
-        ),
-        (
-            vec![query("notCrosses", "lineAttr", json!([[[0, 1], [0, 2]]]))],
-            all.clone(),
-        ),
-        (
-            vec![query(
-                "touches",
-                "polyAttr",
-                json!([[[[10, 10], [20, 10], [20, 20], [10, 20], [10, 10]]]]),
-            )],
-            vec!["doc1".into(), "doc2".into()],
-        ),
-        (
-            vec![query(
-                "notTouches",
-                "polyAttr",
-                json!([[[[60, 60], [70, 60], [70, 70], [60, 70], [60, 60]]]]),
-            )],
-            all.clone(),
-        ),
-        // With other conditions and nested in `or`.
-        (
-            vec![json!({"method": "or", "values": [
-                query("equal", "name", json!(["Test doc3"])),
-                query("intersects", "polyAttr", json!([[5, 5]])),
-            ]})],
-            vec!["doc1".into(), "doc3".into()],
-        ),
-    ] {
-        let (found, total) = ids(&app, &ann, "places", &queries).await;
-        assert_eq!(found, expected, "{queries:?}");
-        assert_eq!(total, expected.len() as u64, "{queries:?}");
+    // Every answer the same with spatial indexes on the shapes (made over the
+    // documents there are), which narrow the candidates by bounding box.
+    for indexed in [false, true] {
+        if indexed {
+            for attribute in ["pointAttr", "lineAttr", "polyAttr"] {
+                app.admin(
+                    "mutation($input: CreateIndexInput!) { createIndex(input: $input) { id } }",
+                    json!({"input": {"databaseId": "geo", "collectionId": "places", "index": {"key": format!("near_{attribute}"), "type": "SPATIAL", "attributes": [attribute]}}}),
+                )
+                .await
+                .ok();
+            }
+        }
+        for (queries, expected) in [
+            (
+                vec![query("equal", "polyAttr", json!([square]))],
+                doc1.clone(),
+            ),
+            (
+                vec![query("notEqual", "pointAttr", json!([[6, 6]]))],
+                vec!["doc2".into(), "doc3".into()],
+            ),
+            (
+                vec![query("contains", "lineAttr", json!([[1.1, 1.1]]))],
+                doc1.clone(),
+            ),
+            (
+                vec![query("notContains", "polyAttr", json!([[15, 15]]))],
+                all.clone(),
+            ),
+            (
+                vec![query("intersects", "polyAttr", json!([[5, 5]]))],
+                doc1.clone(),
+            ),
+            (
+                vec![query("notIntersects", "polyAttr", json!([[60, 60]]))],
+                all.clone(),
+            ),
+            (
+                vec![query(
+                    "overlaps",
+                    "polyAttr",
+                    json!([[[[5, 5], [12, 5], [12, 12], [5, 12], [5, 5]]]]),
+                )],
+                doc1.clone(),
+            ),
+            (
+                vec![query(
+                    "notOverlaps",
+                    "polyAttr",
+                    json!([[[[60, 60], [70, 60], [70, 70], [60, 70], [60, 60]]]]),
+                )],
+                all.clone(),
+            ),
+            (
+                vec![query("distanceEqual", "pointAttr", json!([[[6, 6], 1]]))],
+                vec!["doc2".into()],
+            ),
+            (
+                vec![query("distanceNotEqual", "pointAttr", json!([[[6, 6], 1]]))],
+                vec!["doc1".into(), "doc3".into()],
+            ),
+            (
+                vec![query(
+                    "distanceGreaterThan",
+                    "pointAttr",
+                    json!([[[6, 6], 5]]),
+                )],
+                vec!["doc3".into()],
+            ),
+            (
+                vec![query(
+                    "distanceLessThan",
+                    "pointAttr",
+                    json!([[[6, 6], 0.5]]),
+                )],
+                doc1.clone(),
+            ),
+            (
+                vec![query("crosses", "lineAttr", json!([[[1, 2], [2, 1]]]))],
+                doc1.clone(),
+            ),
+            (
+                vec![query("notCrosses", "lineAttr", json!([[[0, 1], [0, 2]]]))],
+                all.clone(),
+            ),
+            (
+                vec![query(
+                    "touches",
+                    "polyAttr",
+                    json!([[[[10, 10], [20, 10], [20, 20], [10, 20], [10, 10]]]]),
+                )],
+                vec!["doc1".into(), "doc2".into()],
+            ),
+            (
+                vec![query(
+                    "notTouches",
+                    "polyAttr",
+                    json!([[[[60, 60], [70, 60], [70, 70], [60, 70], [60, 60]]]]),
+                )],
+                all.clone(),
+            ),
+            // With other conditions and nested in `or`.
+            (
+                vec![json!({"method": "or", "values": [
+                    query("equal", "name", json!(["Test doc3"])),
+                    query("intersects", "polyAttr", json!([[5, 5]])),
+                ]})],
+                vec!["doc1".into(), "doc3".into()],
+            ),
+        ] {
+            let (found, total) = ids(&app, &ann, "places", &queries).await;
+            assert_eq!(found, expected, "{queries:?}");
+            assert_eq!(total, expected.len() as u64, "{queries:?}");
+        }
     }
 
     // `select` keeps only the shapes named.
@@ -438,9 +452,63 @@ async fn spatial_indexes_and_defaults_follow_the_rules_of_appwrites_mariadb() {
             "{method} {distance}"
         );
     }
+    // A second spatial index on the shape is refused; renamed, the shape keeps
+    // its index; the index dropped, the answers stay.
+    let twice = app
+        .admin(CREATE_INDEX, index("by_loc_again", "SPATIAL", "loc"))
+        .await;
+    assert_eq!(twice.code(), "INDEX_INVALID", "{:#}", twice.body);
+    app.admin(
+        "mutation { updateAttribute(input: {databaseId: \"geo\", collectionId: \"spots\", key: \"loc\", required: true, newKey: \"place\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let near = query("distanceLessThan", "place", json!([[[0, 0], 500, true]]));
+    assert_eq!(
+        ids(&app, &ann, "spots", std::slice::from_ref(&near))
+            .await
+            .0,
+        ["p0"]
+    );
+    app.as_session(
+        &ann,
+        CREATE,
+        json!({"c": "spots", "id": "p9", "data": {"place": [0.001, 0.001]}}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        ids(&app, &ann, "spots", std::slice::from_ref(&near))
+            .await
+            .0,
+        ["p0", "p9"]
+    );
+    let indexes = app
+        .admin(
+            "{ collection(databaseId: \"geo\", id: \"spots\") { indexes { key attributes } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        indexes["collection"]["indexes"],
+        json!([{"key": "by_loc", "attributes": ["place"]}])
+    );
+    app.admin(
+        "mutation { deleteIndex(input: {databaseId: \"geo\", collectionId: \"spots\", key: \"by_loc\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    assert_eq!(ids(&app, &ann, "spots", &[near]).await.0, ["p0", "p9"]);
+
     // A shape with no value meets only the negated conditions.
     let no_shape = query("notIntersects", "maybe", json!([[0, 0]]));
-    assert_eq!(ids(&app, &ann, "spots", &[no_shape]).await.0, ["p0", "p1"]);
+    assert_eq!(
+        ids(&app, &ann, "spots", &[no_shape]).await.0,
+        ["p0", "p1", "p9"]
+    );
     let no_shape = query("intersects", "maybe", json!([[0, 0]]));
     assert!(ids(&app, &ann, "spots", &[no_shape]).await.0.is_empty());
 
@@ -478,7 +546,7 @@ async fn spatial_indexes_and_defaults_follow_the_rules_of_appwrites_mariadb() {
         .as_session(
             &ann,
             CREATE,
-            json!({"c": "spots", "id": "p2", "data": {"loc": [1, 1]}}),
+            json!({"c": "spots", "id": "p2", "data": {"place": [1, 1]}}),
         )
         .await
         .ok();

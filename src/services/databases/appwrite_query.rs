@@ -1208,6 +1208,7 @@ mod tests {
             table: "c_q".into(),
             attrs: attrs.to_vec(),
             searchable: Vec::new(),
+            spatial: Vec::new(),
         };
         let filter = parsed.filter.resolve(&target, Use::Query).unwrap();
         push_filter(&mut builder, db.dialect, "d", &filter).unwrap();

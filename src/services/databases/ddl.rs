@@ -798,9 +798,9 @@ pub enum IndexKind {
     /// Full-text search on string attributes. MariaDB only: on SQLite no
     /// statement is made, and search scans with `LIKE` (see `filter`).
     Fulltext,
-    /// One required point, line or polygon, as Appwrite's MariaDB takes it.
-    /// Kept in the collection's record only: no statement is made, and spatial
-    /// conditions compare each document the list's other conditions leave.
+    /// One required point, line or polygon, as Appwrite's MariaDB takes it:
+    /// an R-tree of the shapes (see [`create_index_sql`]) that spatial
+    /// conditions narrow by before comparing shapes.
     Spatial,
 }
 
@@ -998,10 +998,14 @@ impl Index {
 /// differ only in case (MariaDB index names ignore case).
 pub fn validate_indexes(indexes: &[Index], attrs: &[Attribute]) -> Result<(), DdlError> {
     let mut seen = HashSet::new();
+    let mut shapes = HashSet::new();
     for index in indexes {
         index.validate(attrs)?;
         if !seen.insert(index.key.to_ascii_lowercase()) {
             return Err(index.invalid("another index has the same key (compared ignoring case)"));
+        }
+        if index.kind == IndexKind::Spatial && !shapes.insert(index.attributes.first()) {
+            return Err(index.invalid("the attribute has a spatial index already"));
         }
     }
     Ok(())
@@ -1080,6 +1084,140 @@ fn sqlite_fts_sql(table: &str, key: &str) -> Vec<String> {
     ]
 }
 
+/// The geometry column a MariaDB spatial index on attribute `key` covers: the
+/// shape read from the attribute's coordinates, kept by triggers.
+pub fn shape_column(key: &str) -> String {
+    format!("g_{key}")
+}
+
+/// The R*Tree of a SQLite spatial index on attribute `key`: each document's
+/// bounding box, by the row id of its row.
+pub fn rtree_table(table: &str, key: &str) -> String {
+    format!("{table}_rtree_{key}")
+}
+
+/// A trigger keeping a spatial index on attribute `key`: named by a digest of
+/// the key, since the table's name and a key of 62 characters would pass
+/// MariaDB's 64 (trigger names are per schema there, not per table).
+fn spatial_trigger(table: &str, key: &str, which: &str) -> String {
+    use sha2::Digest as _;
+    let digest = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    format!("{table}_sp_{}_{which}", &digest[..12])
+}
+
+/// A spatial index (validated): on MariaDB a `GEOMETRY NOT NULL` column read
+/// from the coordinates, filled, kept by triggers before every insert and
+/// update, under a SPATIAL index (an R-tree); on SQLite an R*Tree of bounding
+/// boxes by row id, filled and kept by triggers. Every write path, in any
+/// transaction, keeps it without knowing of it, as the full-text indexes are.
+fn spatial_index_sql(
+    dialect: SqlDialect,
+    table: &str,
+    attr: &Attribute,
+    index: &Index,
+) -> Vec<String> {
+    let q = |name: &str| dialect.quote(name);
+    let shape = attr.kind.shape().unwrap_or(super::spatial::Shape::Point);
+    let (t, column) = (q(table), q(&attr.column()));
+    let trigger = |which: &str| q(&spatial_trigger(table, &attr.key, which));
+    match dialect {
+        SqlDialect::MySql => {
+            let g = q(&shape_column(&attr.key));
+            let read = |row: &str| super::spatial::mysql_geometry(shape, &format!("{row}{column}"));
+            vec![
+                format!("ALTER TABLE {t} ADD COLUMN {g} GEOMETRY NOT NULL"),
+                format!("UPDATE {t} SET {g} = {}", read("")),
+                format!(
+                    "CREATE TRIGGER {} BEFORE INSERT ON {t} FOR EACH ROW SET NEW.{g} = {}",
+                    trigger("bi"),
+                    read("NEW.")
+                ),
+                format!(
+                    "CREATE TRIGGER {} BEFORE UPDATE ON {t} FOR EACH ROW SET NEW.{g} = {}",
+                    trigger("bu"),
+                    read("NEW.")
+                ),
+                format!(
+                    "CREATE SPATIAL INDEX {} ON {t} ({g})",
+                    q(&index_name(dialect, table, &index.key))
+                ),
+            ]
+        }
+        SqlDialect::Sqlite => {
+            let rtree = q(&rtree_table(table, &attr.key));
+            let corners = |row: &str| {
+                (0..4)
+                    .map(|corner| {
+                        format!(
+                            "{}({row}{column}, {corner})",
+                            super::spatial::SQLITE_BOX_FUNCTION
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            vec![
+                format!("CREATE VIRTUAL TABLE {rtree} USING rtree(id, min_x, max_x, min_y, max_y)"),
+                format!(
+                    "INSERT INTO {rtree} SELECT rowid, {} FROM {t} WHERE {column} IS NOT NULL",
+                    corners("")
+                ),
+                format!(
+                    "CREATE TRIGGER {} AFTER INSERT ON {t} WHEN new.{column} IS NOT NULL BEGIN \
+                     INSERT INTO {rtree} VALUES (new.rowid, {}); END",
+                    trigger("ai"),
+                    corners("new.")
+                ),
+                format!(
+                    "CREATE TRIGGER {} AFTER UPDATE OF {column} ON {t} BEGIN \
+                     DELETE FROM {rtree} WHERE id = old.rowid; \
+                     INSERT INTO {rtree} SELECT new.rowid, {} WHERE new.{column} IS NOT NULL; END",
+                    trigger("au"),
+                    corners("new.")
+                ),
+                format!(
+                    "CREATE TRIGGER {} AFTER DELETE ON {t} BEGIN \
+                     DELETE FROM {rtree} WHERE id = old.rowid; END",
+                    trigger("ad")
+                ),
+            ]
+        }
+    }
+}
+
+/// The statements dropping a spatial index on attribute `key`.
+fn drop_spatial_sql(dialect: SqlDialect, table: &str, key: &str, index: &Index) -> Vec<String> {
+    let q = |name: &str| dialect.quote(name);
+    let trigger = |which: &str| {
+        format!(
+            "DROP TRIGGER IF EXISTS {}",
+            q(&spatial_trigger(table, key, which))
+        )
+    };
+    match dialect {
+        SqlDialect::MySql => vec![
+            trigger("bi"),
+            trigger("bu"),
+            format!(
+                "DROP INDEX {} ON {}",
+                q(&index_name(dialect, table, &index.key)),
+                q(table)
+            ),
+            format!(
+                "ALTER TABLE {} DROP COLUMN {}",
+                q(table),
+                q(&shape_column(key))
+            ),
+        ],
+        SqlDialect::Sqlite => vec![
+            trigger("ai"),
+            trigger("au"),
+            trigger("ad"),
+            format!("DROP TABLE IF EXISTS {}", q(&rtree_table(table, key))),
+        ],
+    }
+}
+
 /// The case-insensitive copy of a string attribute that a MariaDB full-text
 /// index covers (see [`create_index_sql`]).
 pub fn search_column(key: &str) -> String {
@@ -1106,7 +1244,11 @@ pub fn create_index_sql(
     check_table_name(table)?;
     index.validate(attrs)?;
     if index.kind == IndexKind::Spatial {
-        return Ok(Vec::new());
+        let columns = index.resolve(attrs)?;
+        let [IndexColumn::Attr(attr)] = columns.as_slice() else {
+            return Err(index.invalid("a spatial index covers one attribute"));
+        };
+        return Ok(spatial_index_sql(dialect, table, attr, index));
     }
     if index.kind == IndexKind::Fulltext && dialect == SqlDialect::Sqlite {
         let [key] = index.attributes.as_slice() else {
@@ -1357,7 +1499,10 @@ pub fn drop_index_sql(
     }
     let name = dialect.quote(&index_name(dialect, table, &index.key));
     Ok(match (dialect, index.kind) {
-        (_, IndexKind::Spatial) => Vec::new(),
+        (_, IndexKind::Spatial) => match index.attributes.first() {
+            Some(key) if is_valid_key(key) => drop_spatial_sql(dialect, table, key, index),
+            _ => Vec::new(),
+        },
         (SqlDialect::Sqlite, IndexKind::Fulltext) => match index.attributes.first() {
             Some(key) if is_valid_key(key) => {
                 let q = |name: &str| dialect.quote(name);

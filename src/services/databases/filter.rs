@@ -296,13 +296,15 @@ impl Default for Filter {
 }
 
 /// A collection's table as a filter sees it: its name (a collection table the
-/// server named), its stored columns, and the attributes a full-text index
-/// covers, which `search` needs.
+/// server named), its stored columns, the attributes a full-text index covers,
+/// which `search` needs, and those a spatial index covers, which spatial
+/// conditions narrow by.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
     pub table: String,
     pub attrs: Vec<Attribute>,
     pub searchable: Vec<String>,
+    pub spatial: Vec<String>,
 }
 
 impl Target {
@@ -313,10 +315,17 @@ impl Target {
             .filter(|a| super::ddl::fulltext_index_covers(&collection.indexes, &a.key))
             .map(|a| a.key.clone())
             .collect();
+        let spatial = collection
+            .indexes
+            .iter()
+            .filter(|i| i.kind == super::ddl::IndexKind::Spatial)
+            .filter_map(|i| i.attributes.first().cloned())
+            .collect();
         Target {
             table: collection.table.clone(),
             attrs,
             searchable,
+            spatial,
         }
     }
 }
@@ -654,15 +663,8 @@ pub enum ResolvedFilter {
         table: String,
         query: String,
     },
-    /// A shape column relates to `shape` as `relation` says (see
-    /// [`Filter::Spatial`]).
-    Spatial {
-        column: Column,
-        relation: Relation,
-        shape: Checked,
-        distance: f64,
-        meters: bool,
-    },
+    /// A shape column relates to a shape (see [`Filter::Spatial`]).
+    Spatial(SpatialCondition),
     /// The reference in `column` points at a document of `table` matching
     /// `filter`.
     Related {
@@ -681,6 +683,18 @@ pub enum ResolvedFilter {
         link: Link,
         id: String,
     },
+}
+
+/// A spatial condition checked against its collection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpatialCondition {
+    pub column: Column,
+    pub relation: Relation,
+    pub shape: Checked,
+    pub distance: f64,
+    pub meters: bool,
+    /// The table whose spatial index covers the column, when one does.
+    pub index: Option<String>,
 }
 
 impl Default for ResolvedFilter {
@@ -786,7 +800,10 @@ fn resolve_in(filter: &Filter, target: &Target, usage: Use) -> Result<ResolvedFi
             shape,
             distance,
             meters,
-        } => resolve_spatial(column(field)?, *relation, shape, *distance, *meters)?,
+        } => {
+            let resolved = resolve_spatial(column(field)?, *relation, shape, *distance, *meters)?;
+            with_spatial_index(resolved, target)
+        }
         Filter::Related { .. } | Filter::RelatedThrough { .. } | Filter::LinkedTo { .. } => {
             resolve_relationship(filter, target, usage)?
         }
@@ -869,13 +886,26 @@ fn resolve_spatial(
             )));
         }
     }
-    Ok(ResolvedFilter::Spatial {
+    Ok(ResolvedFilter::Spatial(SpatialCondition {
         column,
         relation,
         shape,
         distance,
         meters,
-    })
+        index: None,
+    }))
+}
+
+/// A resolved spatial condition with the table of `target` when a spatial
+/// index covers its column.
+fn with_spatial_index(mut resolved: ResolvedFilter, target: &Target) -> ResolvedFilter {
+    if let ResolvedFilter::Spatial(condition) = &mut resolved
+        && let Field::Attribute(key) = condition.column.field()
+        && target.spatial.contains(key)
+    {
+        condition.index = Some(target.table.clone());
+    }
+    resolved
 }
 
 fn resolve_search(
@@ -1131,13 +1161,15 @@ impl<'a> Table<'a> {
                 table,
                 query,
             } => self.compile_search(column, table, query, out),
-            ResolvedFilter::Spatial {
-                column,
-                relation,
-                shape,
-                distance,
-                meters,
-            } => self.compile_spatial(column, *relation, shape, *distance, *meters, out),
+            ResolvedFilter::Spatial(condition) => match self.narrow_spatial(condition) {
+                Some(narrowed) => {
+                    out.sql("(").append(narrowed);
+                    out.sql(" AND ");
+                    self.compile_spatial(condition, out);
+                    out.sql(")");
+                }
+                None => self.compile_spatial(condition, out),
+            },
             ResolvedFilter::Related { .. }
             | ResolvedFilter::RelatedThrough { .. }
             | ResolvedFilter::LinkedTo { .. } => self.compile_relationship(filter, out),
@@ -1249,17 +1281,90 @@ impl<'a> Table<'a> {
         }
     }
 
+    /// Through the spatial index on the condition's column, if any: the
+    /// documents whose bounding box meets the box the condition can hold
+    /// within, what the index finds without reading shapes. `None` without an
+    /// index, and for the conditions no box bounds (a distance greater than, or
+    /// other than, one).
+    fn narrow_spatial(&self, condition: &SpatialCondition) -> Option<Fragment> {
+        let SpatialCondition {
+            column,
+            relation,
+            shape,
+            distance,
+            meters,
+            index,
+        } = condition;
+        let (distance, meters) = (*distance, *meters);
+        let table = index.as_deref()?;
+        let [mut min_x, mut max_x, mut min_y, mut max_y] = shape.bounding_box();
+        match relation {
+            Relation::DistanceGreaterThan | Relation::DistanceNotEqual => return None,
+            Relation::DistanceLessThan | Relation::DistanceEqual if meters => {
+                // Every longitude: only the latitudes bound a distance on the sphere.
+                let reach = distance * spatial::LATITUDE_DEGREES_PER_METER;
+                (min_x, max_x) = (-180.0, 180.0);
+                (min_y, max_y) = (min_y - reach, max_y + reach);
+            }
+            Relation::DistanceLessThan | Relation::DistanceEqual => {
+                (min_x, max_x) = (min_x - distance, max_x + distance);
+                (min_y, max_y) = (min_y - distance, max_y + distance);
+            }
+            _ => {}
+        }
+        let key = match column.field() {
+            Field::Attribute(key) => key.as_str(),
+            _ => return None,
+        };
+        let mut out = Fragment::default();
+        match self.dialect {
+            SqlDialect::Sqlite => {
+                let rtree = self.q(&super::ddl::rtree_table(table, key));
+                out.sql(format!(
+                    "{} IN (SELECT id FROM {} WHERE rowid IN (SELECT id FROM {rtree} \
+                     WHERE max_x >= ",
+                    self.id(),
+                    self.q(table)
+                ))
+                .bind(SqlValue::Float(min_x))
+                .sql(" AND min_x <= ")
+                .bind(SqlValue::Float(max_x))
+                .sql(" AND max_y >= ")
+                .bind(SqlValue::Float(min_y))
+                .sql(" AND min_y <= ")
+                .bind(SqlValue::Float(max_y))
+                .sql("))");
+            }
+            SqlDialect::MySql => {
+                let g = format!(
+                    "{}.{}",
+                    self.q(self.alias),
+                    self.q(&super::ddl::shape_column(key))
+                );
+                out.sql(format!("MBRIntersects({g}, ST_GeomFromText("))
+                    .bind(SqlValue::Text(format!(
+                        "MULTIPOINT({min_x} {min_y},{max_x} {max_y})"
+                    )))
+                    .sql("))");
+            }
+        }
+        Some(out)
+    }
+
     /// SQLite asks [`spatial::SQLITE_FUNCTION`]; MariaDB reads the stored
-    /// coordinates as GeoJSON and asks its own `ST_` functions.
-    fn compile_spatial(
-        &self,
-        column: &Column,
-        relation: Relation,
-        shape: &Checked,
-        distance: f64,
-        meters: bool,
-        out: &mut Fragment,
-    ) {
+    /// coordinates as GeoJSON (or, under a spatial index, its geometry column)
+    /// and asks its own `ST_` functions.
+    fn compile_spatial(&self, condition: &SpatialCondition, out: &mut Fragment) {
+        let SpatialCondition {
+            column,
+            relation,
+            shape,
+            distance,
+            meters,
+            index,
+        } = condition;
+        let (relation, distance, meters, indexed) =
+            (*relation, *distance, *meters, index.is_some());
         let e = self.expr(column);
         match self.dialect {
             SqlDialect::Sqlite => {
@@ -1278,10 +1383,14 @@ impl<'a> Table<'a> {
                     .attribute()
                     .and_then(|a| a.kind.shape())
                     .unwrap_or(Shape::Point);
-                let stored = format!(
-                    "ST_GeomFromGeoJSON(CONCAT('{{\"type\":\"{}\",\"coordinates\":', {e}, '}}'))",
-                    own.geojson_type()
-                );
+                let stored = match column.field() {
+                    Field::Attribute(key) if indexed => format!(
+                        "{}.{}",
+                        self.q(self.alias),
+                        self.q(&super::ddl::shape_column(key))
+                    ),
+                    _ => spatial::mysql_geometry(own, &e),
+                };
                 if relation.is_distance() {
                     let measure = if meters {
                         format!("ST_Distance_Sphere({stored}, ST_GeomFromGeoJSON(")
@@ -2153,6 +2262,7 @@ mod tests {
             table: "c_t".into(),
             attrs: attrs(),
             searchable: vec!["body".into()],
+            spatial: Vec::new(),
         }
     }
 

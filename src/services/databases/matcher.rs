@@ -13,7 +13,7 @@ use std::cmp::Ordering;
 
 use serde_json::{Map, Value};
 
-use super::filter::{CmpOp, Column, Field, ResolvedFilter};
+use super::filter::{CmpOp, Column, Field, ResolvedFilter, SpatialCondition};
 use super::model::SqlValue;
 
 /// The document entry a column's value is in (the event form: `$id`,
@@ -111,7 +111,7 @@ pub fn scan_cost(filter: &ResolvedFilter, longest: u64) -> u64 {
         | ResolvedFilter::Contains { column, .. }
         | ResolvedFilter::Search { column, .. } => size(column),
         // A shape's text: at most its points, each two numbers.
-        ResolvedFilter::Spatial { .. } => (super::spatial::MAX_POINTS as u64 * 50).min(longest),
+        ResolvedFilter::Spatial(_) => (super::spatial::MAX_POINTS as u64 * 50).min(longest),
         _ => 0,
     }
 }
@@ -150,7 +150,7 @@ pub fn names_a_missing_attribute(filter: &ResolvedFilter, document: &Map<String,
         | ResolvedFilter::Contains { column, .. }
         | ResolvedFilter::HasElement { column, .. }
         | ResolvedFilter::Search { column, .. }
-        | ResolvedFilter::Spatial { column, .. } => missing(column),
+        | ResolvedFilter::Spatial(SpatialCondition { column, .. }) => missing(column),
         ResolvedFilter::Related { .. }
         | ResolvedFilter::RelatedThrough { .. }
         | ResolvedFilter::LinkedTo { .. } => false,
@@ -212,13 +212,14 @@ pub fn matches(filter: &ResolvedFilter, document: &Map<String, Value>) -> bool {
             wanted.peek().is_some()
                 && wanted.all(|w| words(text).any(|h| starts_with_folded(h, &w)))
         }
-        ResolvedFilter::Spatial {
+        ResolvedFilter::Spatial(SpatialCondition {
             column,
             relation,
             shape,
             distance,
             meters,
-        } => {
+            ..
+        }) => {
             let own = column.attribute().and_then(|a| a.kind.shape());
             let stored = entry(document, column)
                 .zip(own)

@@ -15,7 +15,7 @@
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::Once;
 
-use geo::{Coord, Distance, Euclidean, Geometry, LineString, Point, Polygon, Relate};
+use geo::{BoundingRect, Coord, Distance, Euclidean, Geometry, LineString, Point, Polygon, Relate};
 use serde_json::Value;
 
 /// The radius a distance in meters is measured on (Appwrite's and MariaDB's
@@ -33,6 +33,16 @@ pub const MAX_RINGS: usize = 100;
 /// `nimbus_spatial(relation, stored, shape, distance)`, 1 or 0, or null when
 /// `stored` is null.
 pub const SQLITE_FUNCTION: &str = "nimbus_spatial";
+
+/// The SQLite function giving a corner of a stored shape's bounding box, what
+/// a spatial index's R*Tree holds: `nimbus_bbox(stored, corner)`, corner 0 to 3
+/// for the least x, the most x, the least y, the most y; null for no shape.
+pub const SQLITE_BOX_FUNCTION: &str = "nimbus_bbox";
+
+/// Degrees of latitude in a meter on the sphere distances in meters are
+/// measured on: a great-circle distance is at least the radius times the
+/// difference of latitudes.
+pub const LATITUDE_DEGREES_PER_METER: f64 = 180.0 / (std::f64::consts::PI * EARTH_RADIUS_METERS);
 
 /// The kind of shape an attribute holds or a condition gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +219,26 @@ impl Checked {
     pub fn geometry(&self) -> Geometry<f64> {
         geometry(self.shape, &self.value).unwrap_or(Geometry::Point(Point::new(0.0, 0.0)))
     }
+
+    /// The least x, the most x, the least y and the most y of its points.
+    pub fn bounding_box(&self) -> [f64; 4] {
+        bounding_box(&self.geometry()).unwrap_or([0.0; 4])
+    }
+}
+
+/// The least x, the most x, the least y and the most y of a shape's points.
+fn bounding_box(geometry: &Geometry<f64>) -> Option<[f64; 4]> {
+    let rect = geometry.bounding_rect()?;
+    Some([rect.min().x, rect.max().x, rect.min().y, rect.max().y])
+}
+
+/// A MariaDB expression reading the stored coordinates in `column` (an SQL
+/// expression) as a geometry of `shape`.
+pub fn mysql_geometry(shape: Shape, column: &str) -> String {
+    format!(
+        r#"ST_GeomFromGeoJSON(CONCAT('{{"type":"{}","coordinates":', {column}, '}}'))"#,
+        shape.geojson_type()
+    )
 }
 
 /// A GeoJSON geometry of `shape` around its stored coordinates.
@@ -472,15 +502,17 @@ pub fn install_sqlite_function() {
 
 const FUNCTION_NAME: &CStr = c"nimbus_spatial";
 const _: () = assert!(FUNCTION_NAME.to_bytes().len() == SQLITE_FUNCTION.len());
+const BOX_FUNCTION_NAME: &CStr = c"nimbus_bbox";
+const _: () = assert!(BOX_FUNCTION_NAME.to_bytes().len() == SQLITE_BOX_FUNCTION.len());
 
 unsafe extern "C" fn attach(
     db: *mut libsqlite3_sys::sqlite3,
     _error: *mut *mut c_char,
     _api: *const libsqlite3_sys::sqlite3_api_routines,
 ) -> c_int {
-    // SAFETY: `db` is the connection being opened; the function keeps no data.
+    // SAFETY: `db` is the connection being opened; the functions keep no data.
     unsafe {
-        libsqlite3_sys::sqlite3_create_function_v2(
+        let rc = libsqlite3_sys::sqlite3_create_function_v2(
             db,
             FUNCTION_NAME.as_ptr(),
             5,
@@ -492,7 +524,76 @@ unsafe extern "C" fn attach(
             None,
             None,
             None,
+        );
+        if rc != libsqlite3_sys::SQLITE_OK {
+            return rc;
+        }
+        // Innocuous, not direct-only: a spatial index's triggers call it.
+        libsqlite3_sys::sqlite3_create_function_v2(
+            db,
+            BOX_FUNCTION_NAME.as_ptr(),
+            2,
+            libsqlite3_sys::SQLITE_UTF8
+                | libsqlite3_sys::SQLITE_DETERMINISTIC
+                | libsqlite3_sys::SQLITE_INNOCUOUS,
+            std::ptr::null_mut::<c_void>(),
+            Some(box_in_sqlite),
+            None,
+            None,
+            None,
         )
+    }
+}
+
+/// The text of argument `i` of a function call; `None` when null or not UTF-8.
+///
+/// # Safety
+/// `argv` holds more than `i` arguments of the call being answered.
+unsafe fn text_argument(argv: *mut *mut libsqlite3_sys::sqlite3_value, i: usize) -> Option<String> {
+    // SAFETY: as the caller promises; the text lives until the call returns.
+    unsafe {
+        let value = *argv.add(i);
+        let ptr = libsqlite3_sys::sqlite3_value_text(value);
+        if ptr.is_null() {
+            return None;
+        }
+        let len = usize::try_from(libsqlite3_sys::sqlite3_value_bytes(value)).ok()?;
+        let bytes = std::slice::from_raw_parts(ptr, len);
+        std::str::from_utf8(bytes).ok().map(str::to_owned)
+    }
+}
+
+/// `nimbus_bbox(stored, corner)`.
+unsafe extern "C" fn box_in_sqlite(
+    context: *mut libsqlite3_sys::sqlite3_context,
+    argc: c_int,
+    argv: *mut *mut libsqlite3_sys::sqlite3_value,
+) {
+    // SAFETY: SQLite passes `argc` valid arguments.
+    unsafe {
+        let corner = if argc == 2 {
+            usize::try_from(libsqlite3_sys::sqlite3_value_int64(*argv.add(1))).ok()
+        } else {
+            None
+        };
+        let found = match (
+            corner,
+            (argc == 2).then(|| text_argument(argv, 0)).flatten(),
+        ) {
+            (Some(corner), Some(stored)) => std::panic::catch_unwind(|| {
+                stored_geometry(&stored)
+                    .as_ref()
+                    .and_then(bounding_box)
+                    .and_then(|corners| corners.get(corner).copied())
+            })
+            .ok()
+            .flatten(),
+            _ => None,
+        };
+        match found {
+            Some(value) => libsqlite3_sys::sqlite3_result_double(context, value),
+            None => libsqlite3_sys::sqlite3_result_null(context),
+        }
     }
 }
 
@@ -504,16 +605,6 @@ unsafe extern "C" fn relate_in_sqlite(
 ) {
     // SAFETY: SQLite passes `argc` valid arguments; texts live until return.
     unsafe {
-        let text = |i: usize| -> Option<String> {
-            let value = *argv.add(i);
-            let ptr = libsqlite3_sys::sqlite3_value_text(value);
-            if ptr.is_null() {
-                return None;
-            }
-            let len = usize::try_from(libsqlite3_sys::sqlite3_value_bytes(value)).ok()?;
-            let bytes = std::slice::from_raw_parts(ptr, len);
-            std::str::from_utf8(bytes).ok().map(str::to_owned)
-        };
         if argc != 5 {
             libsqlite3_sys::sqlite3_result_null(context);
             return;
@@ -521,7 +612,7 @@ unsafe extern "C" fn relate_in_sqlite(
         let relation = Relation::of_code(libsqlite3_sys::sqlite3_value_int64(*argv));
         let distance = libsqlite3_sys::sqlite3_value_double(*argv.add(3));
         let meters = libsqlite3_sys::sqlite3_value_int64(*argv.add(4)) != 0;
-        let answer = match (relation, text(1), text(2)) {
+        let answer = match (relation, text_argument(argv, 1), text_argument(argv, 2)) {
             (Some(relation), Some(stored), Some(given)) => {
                 match (stored_geometry(&stored), stored_geometry(&given)) {
                     (Some(stored), Some(given)) => {

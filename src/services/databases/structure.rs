@@ -434,12 +434,12 @@ async fn drop_collection(
         .filter_map(|r| r.junction.as_deref())
         .map(|junction| format!("DROP TABLE {}", dialect.quote(junction)))
         .collect();
-    // SQLite's full-text indexes are tables of their own.
+    // SQLite's full-text and spatial indexes are tables of their own.
     if dialect == super::model::SqlDialect::Sqlite {
         for index in collection
             .indexes
             .iter()
-            .filter(|i| i.kind == IndexKind::Fulltext)
+            .filter(|i| matches!(i.kind, IndexKind::Fulltext | IndexKind::Spatial))
         {
             statements
                 .extend(ddl::drop_index_sql(dialect, &collection.table, index).map_err(ddl_error)?);
@@ -612,10 +612,16 @@ pub async fn update_attribute(
         }
         let carried = match dialect {
             super::model::SqlDialect::Sqlite => {
-                let fts_renamed = now.kind == IndexKind::Fulltext && new.key != old.key;
+                // Their tables and triggers are named after the key.
+                let fts_renamed = matches!(now.kind, IndexKind::Fulltext | IndexKind::Spatial)
+                    && new.key != old.key;
                 !(sqlite_remakes_column || fts_renamed)
             }
             super::model::SqlDialect::MySql if now.kind == IndexKind::Fulltext => change.is_empty(),
+            // Its geometry column and triggers are named after the key.
+            super::model::SqlDialect::MySql if now.kind == IndexKind::Spatial => {
+                change.is_empty() || new.key == old.key
+            }
             super::model::SqlDialect::MySql => {
                 ddl::create_index_sql(dialect, &collection.table, &columns_renamed, now)
                     .map_err(ddl_error)?
@@ -1439,6 +1445,20 @@ pub async fn create_index(
             code: codes::INDEX_INVALID,
             field: "index".into(),
             reason: format!("`{key}` already has a FULLTEXT index"),
+        });
+    }
+    // Its R-tree's column or table is named after the attribute.
+    if index.kind == IndexKind::Spatial
+        && let Some(key) = index.attributes.first()
+        && collection
+            .indexes
+            .iter()
+            .any(|i| i.kind == IndexKind::Spatial && i.attributes.first() == Some(key))
+    {
+        return Err(AppError::Invalid {
+            code: codes::INDEX_INVALID,
+            field: "index".into(),
+            reason: format!("`{key}` already has a SPATIAL index"),
         });
     }
     if collection
