@@ -609,11 +609,20 @@ async fn set_status(
 /// form, and refuse at once.
 fn waits_for_commit(err: &AppError) -> bool {
     match err {
-        AppError::Invalid { code, .. } => {
-            !code.starts_with("TRANSACTION_")
-                && !code.starts_with("FILTER_")
-                && !matches!(*code, codes::QUERY_INVALID | codes::INVALID_CURSOR)
-        }
+        AppError::Invalid { code, .. } => !matches!(
+            *code,
+            codes::TRANSACTION_NOT_FOUND
+                | codes::TRANSACTION_NOT_READY
+                | codes::TRANSACTION_EXPIRED
+                | codes::TRANSACTION_LIMIT_EXCEEDED
+                | codes::TRANSACTION_CONFLICT
+                | codes::QUERY_INVALID
+                | codes::INVALID_CURSOR
+                | codes::FILTER_INVALID
+                | codes::FILTER_UNKNOWN_FIELD
+                | codes::FILTER_TOO_COMPLEX
+                | codes::SEARCH_NEEDS_FULLTEXT_INDEX
+        ),
         AppError::Conflict { .. } => true,
         _ => false,
     }
