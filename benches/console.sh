@@ -43,15 +43,6 @@ else
 fi
 [[ -x $bin ]] || die "no nimbus binary at $bin"
 
-find_tool() {
-    local name
-    for name in "$@"; do
-        command -v "$name" 2>/dev/null && return 0
-        [[ -x /usr/sbin/$name ]] && { echo "/usr/sbin/$name"; return 0; }
-    done
-    return 1
-}
-
 work=$(mktemp -d)
 taken_ports=()
 started_pids=()

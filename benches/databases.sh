@@ -416,14 +416,6 @@ if want postgraphile; then
     say "PostgreSQL:    $pg_version ($pg_bin)"
     versions+=("PostGraphile $postgraphile_version (npm, amber preset) on Node.js $node_version (npm package \`node\`), PostgreSQL $pg_version (Debian)")
 fi
-find_tool() {
-    local name
-    for name in "$@"; do
-        command -v "$name" 2>/dev/null && return 0
-        [[ -x /usr/sbin/$name ]] && { echo "/usr/sbin/$name"; return 0; }
-    done
-    return 1
-}
 if want nimbus-mariadb; then
     mariadbd=$(find_tool mariadbd mysqld) || mariadbd=
     install_db=$(find_tool mariadb-install-db mysql_install_db) || install_db=
@@ -515,25 +507,7 @@ for system in $SYSTEMS; do
         ;;
     nimbus-mariadb)
         section "Nimbus on MariaDB $mariadb_version: start and seed"
-        free_port && mariadb_port=$REPLY
-        # As scripts/test starts it: no system configuration, root without a password
-        # over TCP (grant tables skipped), durability traded for speed.
-        "$install_db" --no-defaults --user="$(id -un)" --datadir="$dbwork/mariadb" \
-            --auth-root-authentication-method=normal --skip-test-db >"$work/mariadb-install.log" 2>&1 ||
-            { tail -n 30 "$work/mariadb-install.log"; die "mariadb-install-db failed"; }
-        "$mariadbd" --no-defaults --user="$(id -un)" --datadir="$dbwork/mariadb" \
-            --socket="$dbwork/mariadb.sock" --pid-file="$dbwork/mariadb.pid" --log-error="$work/mariadb.log" \
-            --port="$mariadb_port" --bind-address=127.0.0.1 \
-            --skip-grant-tables --skip-name-resolve --skip-log-bin \
-            --character-set-server=utf8mb4 --collation-server=utf8mb4_uca1400_ai_ci --default-time-zone=+00:00 \
-            --max-connections=1000 --innodb-buffer-pool-size=256M \
-            --innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 \
-            </dev/null >/dev/null 2>&1 &
-        mariadb_pid=$!
-        started_pids+=("$mariadb_pid")
-        wait_for_port "$mariadb_port" "$mariadb_pid" "$work/mariadb.log"
-        "$mariadb_client" --no-defaults --protocol=tcp -h 127.0.0.1 -P "$mariadb_port" -u root \
-            -e 'CREATE DATABASE nimbus_bench'
+        start_mariadb "$dbwork" "$work" nimbus_bench
         free_port && nimbus_port=$REPLY
         start_nimbus "$system" "$nimbus_port" "mysql://root@127.0.0.1:$mariadb_port/nimbus_bench"
         roots_of[$system]="$nimbus_pid $mariadb_pid"

@@ -81,15 +81,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-find_tool() {
-    local name
-    for name in "$@"; do
-        command -v "$name" 2>/dev/null && return 0
-        [[ -x /usr/sbin/$name ]] && { echo "/usr/sbin/$name"; return 0; }
-    done
-    return 1
-}
-
 if [[ $DATABASE == mariadb ]]; then
     mariadbd=$(find_tool mariadbd mysqld) || die "MariaDB's server is needed"
     install_db=$(find_tool mariadb-install-db mysql_install_db) || die "mariadb-install-db is needed"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Helpers shared by the benchmark scripts (benches/run.sh, databases.sh, realtime.sh, storage.sh,
-# abuse.sh):
-# output, free loopback ports, stopping processes, and how busy the machine is.
+# abuse.sh, spatial.sh):
+# output, free loopback ports, stopping processes, how busy the machine is, and a
+# private MariaDB.
 # Sourced, not run.
 
 say() { printf '%s\n' "$*"; }
@@ -169,4 +170,41 @@ load_binary() {
 nimbus_binary() {
     section "Build"
     release_copy bin nimbus "${NIMBUS_BIN:-}" "$1"
+}
+
+# `find_tool NAME...`: the path of the first of the programs NAME that is
+# installed (on PATH, or in /usr/sbin as Debian puts the MariaDB server).
+find_tool() {
+    local name
+    for name in "$@"; do
+        command -v "$name" 2>/dev/null && return 0
+        [[ -x /usr/sbin/$name ]] && { echo "/usr/sbin/$name"; return 0; }
+    done
+    return 1
+}
+
+# `start_mariadb DATA LOGS DATABASE`: a private MariaDB with its data in DATA and its
+# logs in LOGS, holding an empty DATABASE, started as scripts/test starts it (no
+# system configuration, root without a password over TCP, grant tables skipped,
+# durability traded for speed); sets mariadb_port and mariadb_pid (added to
+# started_pids). Needs $mariadbd, $install_db and $mariadb_client (find_tool).
+start_mariadb() {
+    local data=$1 logs=$2 database=$3
+    free_port && mariadb_port=$REPLY
+    "$install_db" --no-defaults --user="$(id -un)" --datadir="$data/mariadb" \
+        --auth-root-authentication-method=normal --skip-test-db >"$logs/mariadb-install.log" 2>&1 ||
+        { tail -n 30 "$logs/mariadb-install.log"; die "mariadb-install-db failed"; }
+    "$mariadbd" --no-defaults --user="$(id -un)" --datadir="$data/mariadb" \
+        --socket="$data/mariadb.sock" --pid-file="$data/mariadb.pid" --log-error="$logs/mariadb.log" \
+        --port="$mariadb_port" --bind-address=127.0.0.1 \
+        --skip-grant-tables --skip-name-resolve --skip-log-bin \
+        --character-set-server=utf8mb4 --collation-server=utf8mb4_uca1400_ai_ci --default-time-zone=+00:00 \
+        --max-connections=1000 --innodb-buffer-pool-size=256M \
+        --innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 \
+        </dev/null >/dev/null 2>&1 &
+    mariadb_pid=$!
+    started_pids+=("$mariadb_pid")
+    wait_for_port "$mariadb_port" "$mariadb_pid" "$logs/mariadb.log"
+    "$mariadb_client" --no-defaults --protocol=tcp -h 127.0.0.1 -P "$mariadb_port" -u root \
+        -e "CREATE DATABASE $database"
 }

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod account_events;
+mod appwrite_parity;
 mod atomic_writes;
 mod attribute_updates;
 mod avatars;

@@ -239,7 +239,7 @@ fn mysql_column_width(attr: &Attribute) -> usize {
             let bytes = n as usize * 4;
             bytes + if bytes > 255 { 2 } else { 1 }
         }
-        (kind, None) if kind.is_textual() => 12,
+        (kind, None) if kind.is_textual() || kind.shape().is_some() => 12,
         (AttributeKind::Boolean, None) => 2,
         _ => 8,
     }
@@ -273,7 +273,7 @@ fn in_page_column_size(attr: &Attribute) -> usize {
     match (&attr.kind, attr.kind.max_chars()) {
         (_, Some(n)) if n as usize * 4 <= 255 => n as usize * 4 + 1,
         (_, Some(_)) => 21,
-        (kind, None) if kind.is_textual() => 21,
+        (kind, None) if kind.is_textual() || kind.shape().is_some() => 21,
         (AttributeKind::Boolean, None) => 2,
         _ => 8,
     }

@@ -2661,8 +2661,18 @@ pub fn increment<'a>(
 
 /// The attribute `key` of an increment: a numeric one, not a list.
 fn numeric_attribute<'c>(collection: &'c Collection, key: &str) -> AppResult<&'c Attribute> {
-    collection
-        .attribute(key)
+    let attribute = collection.attribute(key);
+    if attribute.is_none() && collection.relationship(key).is_none() {
+        return Err(AppError::Invalid {
+            code: codes::ATTRIBUTE_NOT_FOUND,
+            field: "field".into(),
+            reason: format!(
+                "the collection has no attribute `{}`",
+                key.chars().take(64).collect::<String>()
+            ),
+        });
+    }
+    attribute
         .filter(|a| {
             !a.array
                 && matches!(

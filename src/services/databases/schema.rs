@@ -167,6 +167,8 @@ pub(super) fn database_value(database: &Database) -> Value {
         ("enabled", Value::from(database.enabled)),
         ("createdAt", datetime(database.created_at)),
         ("updatedAt", datetime(database.updated_at)),
+        ("type", Value::from("legacy")),
+        ("status", Value::from("ready")),
     ])
 }
 
@@ -395,6 +397,11 @@ pub(super) fn collection_value(collection: &Collection) -> Value {
                     .map(relationship_value)
                     .collect(),
             ),
+        ),
+        ("bytesMax", Value::from(super::ddl::MAX_ROW_WIDTH as u64)),
+        (
+            "bytesUsed",
+            Value::from(super::ddl::row_width(&collection.columns()) as u64),
         ),
         ("createdAt", datetime(collection.created_at)),
         ("updatedAt", datetime(collection.updated_at)),
@@ -638,8 +645,10 @@ crate::graphql_input! {
         related_collection_id: String as "ID",
         "How they refer to each other."
         r#type: String as "RelationshipType",
-        "The field on the other collection: the reverse list (or document); for ONE_TO_MANY the reference, required."
+        "The field on the other collection: the reverse list (or document); for ONE_TO_MANY the reference. Without it, a ONE_TO_MANY or a `twoWay` relationship names it after this collection's id, as Appwrite does."
         two_way_key: Option<String>,
+        "Give the other collection its field (Appwrite's `twoWay`; implied by `twoWayKey`)."
+        two_way: Option<bool>,
         "What deleting a referenced document does (default RESTRICT)."
         on_delete: Option<String> as "OnDeleteRule",
     }
@@ -1166,6 +1175,16 @@ fn database_type() -> Object {
         ))
         .field(prop("createdAt", time(), "When it was created."))
         .field(prop("updatedAt", time(), "When it last changed."))
+        .field(prop(
+            "type",
+            string(),
+            "`legacy`: Appwrite's name for a database of collections and documents.",
+        ))
+        .field(prop(
+            "status",
+            string(),
+            "`ready`: made, and usable at once (Appwrite's clients that wait for it find it so).",
+        ))
 }
 
 fn attribute_type() -> Object {
@@ -1277,6 +1296,16 @@ fn collection_type() -> Object {
         .field(prop("relationships", TypeRef::named_nn_list_nn("Relationship"), "The references its documents hold."))
         .field(reverse_relationships_field())
         .field(prop("createdAt", time(), "When it was created."))
+        .field(prop(
+            "bytesMax",
+            TypeRef::named_nn(TypeRef::INT),
+            "The most bytes a document's row may declare on MariaDB (Appwrite's `bytesMax`).",
+        ))
+        .field(prop(
+            "bytesUsed",
+            TypeRef::named_nn(TypeRef::INT),
+            "The bytes its attributes declare of a row, system columns included (Appwrite's `bytesUsed`).",
+        ))
         .field(prop("updatedAt", time(), "When it last changed."))
 }
 
@@ -1607,13 +1636,18 @@ fn create_relationship() -> Field {
             FieldFuture::new(async move {
                 let input: CreateRelationshipInput = input(&ctx)?;
                 let on_delete = on_delete_rule(input.on_delete.as_deref().unwrap_or("RESTRICT"))?;
+                // Appwrite names the other side after this collection.
+                let two_way_key = input.two_way_key.or_else(|| {
+                    (input.two_way == Some(true) || input.r#type == "ONE_TO_MANY")
+                        .then(|| input.collection_id.clone())
+                });
                 let new = structure::NewRelationship {
                     database_id: input.database_id,
                     collection_id: input.collection_id,
                     key: input.key,
                     related_collection_id: input.related_collection_id,
                     kind: input.r#type,
-                    two_way_key: input.two_way_key,
+                    two_way_key,
                     on_delete,
                 };
                 let collection =

@@ -12,10 +12,18 @@ use super::documents::{self, Access, NewDocument};
 use super::service::Upsert;
 use super::{Collection, DataModel};
 
-/// `data` of a document write: a JSON object.
+/// `data` of a document write: a JSON object, or, as Appwrite takes it, a JSON
+/// string holding one.
 pub(crate) fn data_object(value: serde_json::Value) -> AppResult<Map<String, serde_json::Value>> {
     match value {
         serde_json::Value::Object(map) => Ok(map),
+        serde_json::Value::String(text) => match serde_json::from_str(&text) {
+            Ok(serde_json::Value::Object(map)) => Ok(map),
+            _ => Err(AppError::invalid(
+                "data",
+                "expected a JSON object of attribute values (or a string holding one)",
+            )),
+        },
         _ => Err(AppError::invalid(
             "data",
             "expected a JSON object of attribute values",
