@@ -131,3 +131,108 @@ async fn databases_collections_and_documents_answer_as_appwrites_clients_expect(
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_write_answers_the_related_documents_it_was_given_inline() {
+    let app = spawn_app().await;
+    app.admin(
+        "mutation { createDatabase(input: {id: \"town\", name: \"Town\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    for (id, key) in [("people", "fullName"), ("libraries", "libraryName")] {
+        app.admin(
+            "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+            json!({"input": {"databaseId": "town", "id": id, "name": id,
+                "permissions": ["read(\"any\")", "create(\"any\")", "update(\"any\")"],
+                "attributes": [{"key": key, "type": "STRING", "size": 50}]}}),
+        )
+        .await
+        .ok();
+    }
+    app.admin(
+        "mutation($input: CreateRelationshipInput!) { createRelationship(input: $input) { id } }",
+        json!({"input": {"databaseId": "town", "collectionId": "people", "key": "library",
+            "relatedCollectionId": "libraries", "type": "ONE_TO_ONE", "twoWayKey": "person"}}),
+    )
+    .await
+    .ok();
+    const CREATE: &str = "mutation($c: ID!, $id: ID!, $data: JSON!) { createDocument(input: {databaseId: \"town\", collectionId: $c, id: $id, data: $data}) { id data } }";
+
+    // Given inline: answered nested, in Appwrite's shape.
+    let made = app
+        .admin(CREATE, json!({"c": "people", "id": "p1", "data": {"fullName": "Ann",
+            "library": {"$id": "library1", "$permissions": ["read(\"any\")"], "libraryName": "Library 1"}}}))
+        .await
+        .ok();
+    let library = &made["createDocument"]["data"]["library"];
+    assert_eq!(library["libraryName"], "Library 1", "{made}");
+    assert_eq!(library["$id"], "library1");
+    assert_eq!(library["$collectionId"], "libraries");
+    assert_eq!(library["$databaseId"], "town");
+    assert!(library["$sequence"].is_string(), "{library}");
+
+    // Given by id: the id, as before.
+    app.admin(
+        CREATE,
+        json!({"c": "libraries", "id": "library2", "data": {"libraryName": "Library 2"}}),
+    )
+    .await
+    .ok();
+    let by_id = app
+        .admin(
+            CREATE,
+            json!({"c": "people", "id": "p2", "data": {"fullName": "Bob", "library": "library2"}}),
+        )
+        .await
+        .ok();
+    assert_eq!(by_id["createDocument"]["data"]["library"], "library2");
+
+    // An update and an upsert given one inline answer it nested too.
+    let updated = app
+        .admin(
+            "mutation { updateDocument(input: {databaseId: \"town\", collectionId: \"people\", id: \"p2\", data: {library: {libraryName: \"Library 3\"}}}) { data } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        updated["updateDocument"]["data"]["library"]["libraryName"],
+        "Library 3"
+    );
+    let upserted = app
+        .admin(
+            "mutation($data: JSON!) { upsertDocument(input: {databaseId: \"town\", collectionId: \"people\", id: \"p3\", data: $data}) { data } }",
+            json!({"data": {"fullName": "Cy", "library": {"$id": "library4", "libraryName": "Library 4"}}}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        upserted["upsertDocument"]["data"]["library"]["$id"],
+        "library4"
+    );
+    // From the other side, a reverse field given inline.
+    let library = app
+        .admin(
+            CREATE,
+            json!({"c": "libraries", "id": "library5", "data": {"libraryName": "Library 5",
+            "person": {"$id": "p5", "fullName": "Dee"}}}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        library["createDocument"]["data"]["person"]["fullName"], "Dee",
+        "{library}"
+    );
+    // Read back without `select`, the related document is its id.
+    let read = app
+        .admin(
+            "{ document(databaseId: \"town\", collectionId: \"people\", id: \"p1\") { data } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(read["document"]["data"]["library"], "library1");
+    app.shutdown().await;
+}

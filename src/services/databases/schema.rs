@@ -1045,6 +1045,45 @@ fn written(
     document.map(|d| FieldValue::value(document_value(collection, &d)))
 }
 
+/// The related documents a write's `data` gave inline (an object, or a list
+/// holding one), as a `select` nesting them: Appwrite answers a write with
+/// the documents it nested, not their ids.
+fn given_inline(
+    collection: &Collection,
+    model: &DataModel,
+    data: &serde_json::Map<String, serde_json::Value>,
+) -> AppResult<Nesting> {
+    let inline = |value: &serde_json::Value| match value {
+        serde_json::Value::Object(_) => true,
+        serde_json::Value::Array(items) => items.iter().any(serde_json::Value::is_object),
+        _ => false,
+    };
+    let select: Vec<String> = data
+        .iter()
+        .filter(|(key, value)| !key.starts_with('$') && inline(value))
+        .map(|(key, _)| format!("{key}.*"))
+        .collect();
+    Nesting::of(collection, model, Some(&select))
+}
+
+/// [`written`], with the related documents the write gave inline nested in it,
+/// as the caller may read them.
+async fn written_nested(
+    ctx: &ResolverContext<'_>,
+    collection: &Collection,
+    nesting: &Nesting,
+    document: Option<documents::Document>,
+) -> AppResult<Option<FieldValue<'static>>> {
+    let Some(mut document) = document else {
+        return Ok(None);
+    };
+    if !nesting.is_empty() {
+        let access = Access::of(caller(ctx)?, documents::DOCUMENTS_READ)?;
+        nest(ctx, nesting, &access, &mut [&mut document]).await?;
+    }
+    Ok(written(collection, Some(document)))
+}
+
 crate::graphql_input! {
     "The database to delete, with its collections and documents."
     struct DeleteDatabaseInput {
@@ -2035,6 +2074,7 @@ fn create_document_field() -> Field {
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
             let mut data = data_object(input.data)?;
             let system = SystemFields::take(&mut data, by_key)?;
+            let nesting = given_inline(&collection, data_model(&ctx)?, &data)?;
             let new = NewDocument {
                 id: input.id.or(system.id),
                 data,
@@ -2044,7 +2084,7 @@ fn create_document_field() -> Field {
             let document = documents_of(&ctx, &access)?
                 .create(&collection, new, Sharing::Sole)
                 .await?;
-            Ok(written(&collection, document))
+            Ok(written_nested(&ctx, &collection, &nesting, document).await?)
         })
     })
     .description("Creates a document in any collection; needs the collection's `create` permission (or `documents.write`). All document writes of one request commit together or not at all. Answers null for a document the caller may not read once written.")
@@ -2073,6 +2113,7 @@ fn update_document_field() -> Field {
             let access = Access::of(caller(&ctx)?, documents::DOCUMENTS_WRITE)?;
             let mut data = input.data.map(data_object).transpose()?.unwrap_or_default();
             let system = SystemFields::take(&mut data, by_key)?;
+            let nesting = given_inline(&collection, data_model(&ctx)?, &data)?;
             let changes = DocumentChanges {
                 data,
                 permissions: input.permissions.or(system.permissions),
@@ -2087,7 +2128,7 @@ fn update_document_field() -> Field {
             let document = documents_of(&ctx, &access)?
                 .update(&collection, &input.id, changes, References::ReadableOnly)
                 .await?;
-            Ok(written(&collection, document))
+            Ok(written_nested(&ctx, &collection, &nesting, document).await?)
         })
     })
     .description("Changes a document of any collection; needs `update` permission on the collection or (with document security) on the document. Answers null for a document the caller may not read once written.")
@@ -2187,6 +2228,7 @@ fn upsert_document_field() -> Field {
                 )
                 .into());
             }
+            let nesting = given_inline(&collection, data_model(&ctx)?, &data)?;
             let documents = documents_of(&ctx, &access)?;
             let document = documents
                 .upsert(&collection, input.id, data, input.permissions.or(system.permissions), true)
@@ -2195,7 +2237,7 @@ fn upsert_document_field() -> Field {
                 .readable_references(&collection, document.into_iter().collect())
                 .await?
                 .pop();
-            Ok(written(&collection, document))
+            Ok(written_nested(&ctx, &collection, &nesting, document).await?)
         })
     })
     .description("Creates the document with this id, or changes it when it exists (Appwrite's `upsertDocument`); needs `create` or `update` permission accordingly. Answers null for a document the caller may not read once written.")
