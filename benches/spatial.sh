@@ -4,16 +4,16 @@
 # every client reads, and three lists through the generic API, each measured with
 # wrk (1 thread, CONNECTIONS keep-alive connections, DURATION) on the collection
 # without the index, then again once it is made, on SQLite and on a private MariaDB:
-#   near    distanceLessThan(loc, [10, 45], 1)             planar, within 1 degree
-#   box     intersects(loc, a 2 x 2 degree square at [10, 45])
-#   meters  distanceLessThan(loc, [10, 45], 100000, true)  within 100 km on the sphere
+#   near    distanceLessThan(loc, [10, 45], 3)             planar, within 3 degrees
+#   box     intersects(loc, a 6 x 6 degree square around [10, 45])
+#   meters  distanceLessThan(loc, [10, 45], 300000, true)  within 300 km on the sphere
 # Every answer is checked against the other system's and the other phase's (the same
 # ids in every one). Prints the machine, every figure and a Markdown block for
 # benches/RESULTS.md.
 #
 # Usage: benches/spatial.sh      (builds the release binary first, honouring
 #                                 CARGO_TARGET_DIR)
-# Knobs (environment): ROWS=20000 CONNECTIONS=8 DURATION=5s QUIET_WAIT=30
+# Knobs (environment): ROWS=50000 CONNECTIONS=8 DURATION=5s QUIET_WAIT=30
 #   SYSTEMS="sqlite mariadb"  NIMBUS_BIN=path (use this binary instead of building)
 # Needs wrk, curl, jq and python3 (and mariadb-server for the MariaDB system).
 set -euo pipefail
@@ -23,7 +23,7 @@ root=$PWD
 # shellcheck source=benches/lib.sh
 source "$root/benches/lib.sh"
 
-ROWS=${ROWS:-20000}
+ROWS=${ROWS:-50000}
 CONNECTIONS=${CONNECTIONS:-8}
 DURATION=${DURATION:-5s}
 QUIET_WAIT=${QUIET_WAIT:-30}
@@ -88,9 +88,9 @@ for i in range(0, rows, 1000):
 PY
 
 declare -A body=(
-    [near]='{"method":"distanceLessThan","attribute":"loc","values":[[[10,45],1]]}'
-    [box]='{"method":"intersects","attribute":"loc","values":[[[[9,44],[11,44],[11,46],[9,46],[9,44]]]]}'
-    [meters]='{"method":"distanceLessThan","attribute":"loc","values":[[[10,45],100000,true]]}'
+    [near]='{"method":"distanceLessThan","attribute":"loc","values":[[[10,45],3]]}'
+    [box]='{"method":"intersects","attribute":"loc","values":[[[[7,42],[13,42],[13,48],[7,48],[7,42]]]]}'
+    [meters]='{"method":"distanceLessThan","attribute":"loc","values":[[[10,45],300000,true]]}'
 )
 workloads="near box meters"
 declare -A rps=() p50=() found=() seeded=()
@@ -106,7 +106,7 @@ measure() {
         [[ -n ${found[$system/$phase/$name]} ]] || die "$name found nothing: $answer"
         cat >"$work/$name.lua" <<LUA
 wrk.method = "POST"
-wrk.body = [[$query]]
+wrk.body = [==[$query]==]
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-Nimbus-Key"] = "$admin_key"
 LUA

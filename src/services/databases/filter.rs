@@ -1301,10 +1301,7 @@ impl<'a> Table<'a> {
         match relation {
             Relation::DistanceGreaterThan | Relation::DistanceNotEqual => return None,
             Relation::DistanceLessThan | Relation::DistanceEqual if meters => {
-                // Every longitude: only the latitudes bound a distance on the sphere.
-                let reach = distance * spatial::LATITUDE_DEGREES_PER_METER;
-                (min_x, max_x) = (-180.0, 180.0);
-                (min_y, max_y) = (min_y - reach, max_y + reach);
+                [min_x, max_x, min_y, max_y] = spatial::sphere_box(min_x, min_y, distance);
             }
             Relation::DistanceLessThan | Relation::DistanceEqual => {
                 (min_x, max_x) = (min_x - distance, max_x + distance);

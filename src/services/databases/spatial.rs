@@ -39,11 +39,6 @@ pub const SQLITE_FUNCTION: &str = "nimbus_spatial";
 /// for the least x, the most x, the least y, the most y; null for no shape.
 pub const SQLITE_BOX_FUNCTION: &str = "nimbus_bbox";
 
-/// Degrees of latitude in a meter on the sphere distances in meters are
-/// measured on: a great-circle distance is at least the radius times the
-/// difference of latitudes.
-pub const LATITUDE_DEGREES_PER_METER: f64 = 180.0 / (std::f64::consts::PI * EARTH_RADIUS_METERS);
-
 /// The kind of shape an attribute holds or a condition gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
@@ -473,6 +468,31 @@ pub fn holds(
     .flatten()
 }
 
+/// The box of longitudes and latitudes (least x, most x, least y, most y) that
+/// holds every point within `meters` of the point (`x`, `y`) on the sphere: the
+/// latitudes the distance reaches, and, unless that takes in a pole or the
+/// longitudes cross the antimeridian, the longitudes of the circle's widest
+/// point (J. P. Matuschek's bounds for a spherical cap); every longitude
+/// otherwise. Grown by a hair so that rounding never leaves a point out.
+pub fn sphere_box(x: f64, y: f64, meters: f64) -> [f64; 4] {
+    const HAIR: f64 = 1e-9;
+    let reach = (meters / EARTH_RADIUS_METERS).to_degrees() + HAIR;
+    let (min_y, max_y) = (y - reach, y + reach);
+    let every = [-180.0, 180.0, min_y, max_y];
+    if min_y <= -90.0 || max_y >= 90.0 {
+        return every;
+    }
+    let ratio = (meters / EARTH_RADIUS_METERS).sin() / y.to_radians().cos();
+    if !(0.0..1.0).contains(&ratio) {
+        return every;
+    }
+    let spread = ratio.asin().to_degrees() + HAIR;
+    if x - spread < -180.0 || x + spread > 180.0 {
+        return every;
+    }
+    [x - spread, x + spread, min_y, max_y]
+}
+
 /// The great-circle distance in meters between two points of longitude x and
 /// latitude y, by the haversine formula (as MariaDB's `ST_Distance_Sphere`).
 fn sphere_distance(a: Point<f64>, b: Point<f64>) -> f64 {
@@ -711,6 +731,42 @@ mod tests {
             holds(Relation::DistanceLessThan, &square, &square, 1.0, true),
             None
         );
+    }
+
+    #[test]
+    fn a_box_on_the_sphere_holds_every_point_within_the_distance() {
+        // Points on the circle of 300 km around (10, 45), and near the poles and
+        // the antimeridian, all fall in their box.
+        for (x, y, meters) in [
+            (10.0, 45.0, 300_000.0),
+            (179.5, 10.0, 200_000.0),
+            (0.0, 89.0, 300_000.0),
+            (-60.0, -70.0, 1_000_000.0),
+        ] {
+            let [min_x, max_x, min_y, max_y] = sphere_box(x, y, meters);
+            let center = Point::new(x, y);
+            for step in 0..3600 {
+                let bearing = (step as f64 / 10.0).to_radians();
+                let d = meters / EARTH_RADIUS_METERS * 0.999_999;
+                let (lat, lon) = (y.to_radians(), x.to_radians());
+                let lat2 = (lat.sin() * d.cos() + lat.cos() * d.sin() * bearing.cos()).asin();
+                let lon2 = lon
+                    + (bearing.sin() * d.sin() * lat.cos()).atan2(d.cos() - lat.sin() * lat2.sin());
+                let (px, py) = (lon2.to_degrees(), lat2.to_degrees());
+                if !(-180.0..=180.0).contains(&px) {
+                    continue;
+                }
+                assert!(sphere_distance(center, Point::new(px, py)) < meters);
+                assert!(
+                    (min_x..=max_x).contains(&px) && (min_y..=max_y).contains(&py),
+                    "({px}, {py}) of ({x}, {y}, {meters}) outside {:?}",
+                    [min_x, max_x, min_y, max_y]
+                );
+            }
+        }
+        // Narrower than every longitude where it can be.
+        let [min_x, max_x, ..] = sphere_box(10.0, 45.0, 300_000.0);
+        assert!(max_x - min_x < 10.0, "{min_x} {max_x}");
     }
 
     #[test]
