@@ -129,6 +129,10 @@ const TYPE_HELP = {
   URL: "Text that must be a URL.",
   IP: "An IPv4 or IPv6 address.",
   ENUM: "One of a fixed list of elements.",
+  VARCHAR: "Text of at most Size characters (up to 16,381), as Appwrite's varchar.",
+  TEXT: "Text of at most 65,535 characters.",
+  MEDIUMTEXT: "Text of at most 16,777,215 characters.",
+  LONGTEXT: "Text of at most 1,073,741,824 characters.",
   POINT: "A point [x, y]: longitude, latitude.",
   LINE: "A line [[x, y], [x, y], …] of two points or more.",
   POLYGON: "A polygon [[[x, y], …]]: closed rings, the first its outline.",
@@ -164,7 +168,7 @@ function AttributeForm({ databaseId, collectionId, onCreated }) {
   const [def, setDef] = useState("");
   const create = useAction(() => {
     const attribute = { key, type, required, array: array && !SHAPES.includes(type) };
-    if (type === "STRING") attribute.size = Number.parseInt(size, 10);
+    if (type === "STRING" || type === "VARCHAR") attribute.size = Number.parseInt(size, 10);
     if (type === "INTEGER" || type === "FLOAT") {
       if (min !== "") attribute.min = typedValue(type, min);
       if (max !== "") attribute.max = typedValue(type, max);
@@ -191,7 +195,7 @@ function AttributeForm({ databaseId, collectionId, onCreated }) {
     <div class="row">
       <${Field} label="Key" value=${key} onInput=${setKey} required />
       <${Select} label="Type" value=${type} onChange=${setType} options=${Object.keys(TYPE_HELP)} />
-      ${type === "STRING" && html`<${Field} label="Size" type="number" min="1" value=${size} onInput=${setSize} required />`}
+      ${(type === "STRING" || type === "VARCHAR") && html`<${Field} label="Size" type="number" min="1" value=${size} onInput=${setSize} required />`}
       ${(type === "INTEGER" || type === "FLOAT") &&
       html`<${Field} label="Minimum" type="number" step="any" value=${min} onInput=${setMin} />
         <${Field} label="Maximum" type="number" step="any" value=${max} onInput=${setMax} />`}

@@ -236,3 +236,99 @@ async fn a_write_answers_the_related_documents_it_was_given_inline() {
     assert_eq!(read["document"]["data"]["library"], "library1");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn varchar_and_the_text_types_hold_strings_of_their_sizes() {
+    let app = spawn_app().await;
+    app.admin(
+        "mutation { createDatabase(input: {id: \"words\", name: \"Words\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let made = app
+        .admin(
+            "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { attributes { key type size required array default encrypt } } }",
+            json!({"input": {"databaseId": "words", "id": "notes", "name": "notes",
+                "permissions": ["read(\"any\")", "create(\"any\")"],
+                "attributes": [
+                    {"key": "title", "type": "VARCHAR", "size": 255},
+                    {"key": "greeting", "type": "VARCHAR", "size": 100, "default": "hello world"},
+                    {"key": "body", "type": "TEXT"},
+                    {"key": "chapter", "type": "MEDIUMTEXT"},
+                    {"key": "book", "type": "LONGTEXT", "default": "empty"},
+                    {"key": "lines", "type": "TEXT", "array": true},
+                ]}}),
+        )
+        .await
+        .ok();
+    let attributes = &made["createCollection"]["attributes"];
+    assert_eq!(
+        attributes[0],
+        json!({"key": "title", "type": "VARCHAR", "size": 255, "required": false, "array": false, "default": null, "encrypt": false})
+    );
+    assert_eq!(attributes[2]["type"], "TEXT");
+    assert_eq!(attributes[3]["type"], "MEDIUMTEXT");
+    assert_eq!(attributes[4]["default"], "empty");
+    assert_eq!(attributes[5]["array"], true);
+
+    // Sizes and options Appwrite refuses.
+    for attribute in [
+        json!({"key": "a", "type": "VARCHAR", "size": 0}),
+        json!({"key": "a", "type": "VARCHAR", "size": 16382}),
+        json!({"key": "a", "type": "VARCHAR"}),
+        json!({"key": "a", "type": "VARCHAR", "size": 5, "default": "too long"}),
+        json!({"key": "a", "type": "VARCHAR", "size": 256, "encrypt": true}),
+        json!({"key": "a", "type": "TEXT", "encrypt": true}),
+    ] {
+        let refused = app
+            .admin(
+                "mutation($input: CreateAttributeInput!) { createAttribute(input: $input) { id } }",
+                json!({"input": {"databaseId": "words", "collectionId": "notes", "attribute": attribute}}),
+            )
+            .await;
+        assert_eq!(
+            refused.code(),
+            "ATTRIBUTE_INVALID",
+            "{attribute}: {:#}",
+            refused.body
+        );
+    }
+
+    // Values up to each size; defaults; a text past its size is refused.
+    const CREATE: &str = "mutation($id: ID!, $data: JSON!) { createDocument(input: {databaseId: \"words\", collectionId: \"notes\", id: $id, data: $data}) { data } }";
+    let long = "é".repeat(20_000);
+    let written = app
+        .admin(CREATE, json!({"id": "n1", "data": {"title": "Title", "body": long, "chapter": long, "lines": ["a", "b"]}}))
+        .await
+        .ok();
+    let data = &written["createDocument"]["data"];
+    assert_eq!(data["greeting"], "hello world");
+    assert_eq!(data["book"], "empty");
+    assert_eq!(data["body"].as_str().unwrap().chars().count(), 20_000);
+    assert_eq!(data["lines"], json!(["a", "b"]));
+    for (key, value) in [("title", "t".repeat(256)), ("body", "b".repeat(65_536))] {
+        let refused = app
+            .admin(CREATE, json!({"id": "n2", "data": {key: value}}))
+            .await;
+        assert_eq!(
+            refused.code(),
+            "VALUE_OUT_OF_RANGE",
+            "{key}: {:#}",
+            refused.body
+        );
+    }
+    // They are strings in the typed API, filtered as strings.
+    let typed = app
+        .admin(
+            "{ notes(filter: {title: {startsWith: \"Ti\"}, body: {isNull: false}}) { nodes { id title greeting } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        typed["notes"]["nodes"],
+        json!([{"id": "n1", "title": "Title", "greeting": "hello world"}])
+    );
+    app.shutdown().await;
+}

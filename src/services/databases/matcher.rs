@@ -93,8 +93,10 @@ fn starts_with_folded(word: &str, prefix: &str) -> bool {
 pub fn scan_cost(filter: &ResolvedFilter, longest: u64) -> u64 {
     let size = |column: &Column| -> u64 {
         let declared = match column.attribute().map(|a| &a.kind) {
-            Some(super::model::AttributeKind::String { size }) => u64::from(*size),
-            Some(kind) => kind.max_chars().map_or(u64::MAX, u64::from),
+            Some(kind) => kind
+                .text_limit()
+                .or(kind.max_chars())
+                .map_or(u64::MAX, u64::from),
             // An id.
             None => 36,
         };

@@ -234,7 +234,24 @@ pub enum AttributeKind {
     Line,
     /// A polygon `[[[x, y], …], …]`: closed rings, the first its outline.
     Polygon,
+    /// Appwrite's string types by their MariaDB names: at most `size`
+    /// characters (up to [`MAX_APPWRITE_VARCHAR`]) in a `VARCHAR`, …
+    Varchar {
+        size: u32,
+    },
+    /// … and texts of at most [`MAX_TEXT`], [`MAX_MEDIUMTEXT`] and
+    /// [`MAX_STRING_SIZE`] characters, stored as `LONGTEXT`.
+    Text,
+    Mediumtext,
+    Longtext,
 }
+
+/// The most characters of a `VARCHAR` attribute, as Appwrite allows.
+pub const MAX_APPWRITE_VARCHAR: u32 = 16_381;
+/// The most characters of a `TEXT` attribute (MariaDB's `TEXT` holds 65,535 bytes).
+pub const MAX_TEXT: u32 = 65_535;
+/// The most characters of a `MEDIUMTEXT` attribute.
+pub const MAX_MEDIUMTEXT: u32 = 16_777_215;
 
 impl AttributeKind {
     /// The name used in messages and in the metadata's `type`.
@@ -252,6 +269,22 @@ impl AttributeKind {
             AttributeKind::Point => "point",
             AttributeKind::Line => "line",
             AttributeKind::Polygon => "polygon",
+            AttributeKind::Varchar { .. } => "varchar",
+            AttributeKind::Text => "text",
+            AttributeKind::Mediumtext => "mediumtext",
+            AttributeKind::Longtext => "longtext",
+        }
+    }
+
+    /// The most characters a value of a string kind holds; `None` for the
+    /// other kinds.
+    pub fn text_limit(&self) -> Option<u32> {
+        match self {
+            AttributeKind::String { size } | AttributeKind::Varchar { size } => Some(*size),
+            AttributeKind::Text => Some(MAX_TEXT),
+            AttributeKind::Mediumtext => Some(MAX_MEDIUMTEXT),
+            AttributeKind::Longtext => Some(MAX_STRING_SIZE),
+            _ => None,
         }
     }
 
@@ -271,6 +304,10 @@ impl AttributeKind {
         matches!(
             self,
             AttributeKind::String { .. }
+                | AttributeKind::Varchar { .. }
+                | AttributeKind::Text
+                | AttributeKind::Mediumtext
+                | AttributeKind::Longtext
                 | AttributeKind::Email
                 | AttributeKind::Url
                 | AttributeKind::Ip
@@ -291,7 +328,11 @@ impl AttributeKind {
     /// declares it; `None` for `LONGTEXT` strings and non-textual kinds.
     pub fn max_chars(&self) -> Option<u32> {
         match self {
-            AttributeKind::String { size } if *size <= MAX_VARCHAR_SIZE => Some(*size),
+            AttributeKind::String { size } | AttributeKind::Varchar { size }
+                if *size <= MAX_VARCHAR_SIZE =>
+            {
+                Some(*size)
+            }
             AttributeKind::Email | AttributeKind::Enum { .. } => Some(255),
             AttributeKind::Url => Some(2048),
             AttributeKind::Ip => Some(45),
@@ -541,6 +582,14 @@ impl Attribute {
                 }
             }
             AttributeKind::Enum { elements } => self.validate_elements(elements)?,
+            AttributeKind::Varchar { size } => {
+                if !(1..=MAX_APPWRITE_VARCHAR).contains(size) {
+                    return Err(self.invalid_attribute(format!(
+                        "the size of a varchar must be between 1 and {MAX_APPWRITE_VARCHAR}"
+                    )));
+                }
+            }
+            AttributeKind::Text | AttributeKind::Mediumtext | AttributeKind::Longtext => {}
             AttributeKind::Point | AttributeKind::Line | AttributeKind::Polygon => {
                 if self.array {
                     return Err(self.invalid_attribute(format!(
@@ -682,7 +731,12 @@ impl Attribute {
     fn scalar(&self, json: &Value, check: Check) -> Result<SqlValue, ValueError> {
         let strict = check == Check::Write;
         match &self.kind {
-            AttributeKind::String { size } => self.string_value(json, *size, strict),
+            AttributeKind::String { size } | AttributeKind::Varchar { size } => {
+                self.string_value(json, *size, strict)
+            }
+            AttributeKind::Text => self.string_value(json, MAX_TEXT, strict),
+            AttributeKind::Mediumtext => self.string_value(json, MAX_MEDIUMTEXT, strict),
+            AttributeKind::Longtext => self.string_value(json, MAX_STRING_SIZE, strict),
             AttributeKind::Integer { min, max } => {
                 let value = self.integer_value(json)?;
                 if strict {

@@ -160,6 +160,10 @@ fn result(
             if !matches!(
                 kind,
                 AttributeKind::String { .. }
+                    | AttributeKind::Varchar { .. }
+                    | AttributeKind::Text
+                    | AttributeKind::Mediumtext
+                    | AttributeKind::Longtext
                     | AttributeKind::Email
                     | AttributeKind::Url
                     | AttributeKind::Ip

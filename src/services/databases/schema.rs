@@ -174,7 +174,7 @@ pub(super) fn database_value(database: &Database) -> Value {
 
 pub(super) fn attribute_value(attribute: &Attribute) -> Value {
     let (size, min, max, elements) = match &attribute.kind {
-        AttributeKind::String { size } => {
+        AttributeKind::String { size } | AttributeKind::Varchar { size } => {
             (Value::from(*size), Value::Null, Value::Null, Value::Null)
         }
         AttributeKind::Integer { min, max } => (
@@ -415,7 +415,7 @@ crate::graphql_input! {
         key: String,
         "The type of its values."
         r#type: String as "AttributeType",
-        "STRING: the most characters (required)."
+        "STRING, VARCHAR: the most characters (required)."
         size: Option<u32>,
         "INTEGER, FLOAT: the smallest value allowed."
         min: Option<serde_json::Value>,
@@ -429,6 +429,8 @@ crate::graphql_input! {
         array: Option<bool>,
         "The value of documents that give none (not with `required`)."
         default: Option<serde_json::Value>,
+        "Appwrite's encryption of values at rest: not supported, `true` is refused."
+        encrypt: Option<bool>,
     }
 }
 
@@ -450,6 +452,15 @@ fn number_setting<T: serde::de::DeserializeOwned>(
 
 impl AttributeInput {
     fn into_attribute(self) -> AppResult<Attribute> {
+        if self.encrypt == Some(true) {
+            return Err(AppError::Invalid {
+                code: codes::ATTRIBUTE_INVALID,
+                field: "encrypt".into(),
+                reason: "attributes encrypted at rest are not supported; encrypt the value before \
+                         writing it, or keep it in a file of an encrypted bucket"
+                    .into(),
+            });
+        }
         let kind = match self.r#type.as_str() {
             "STRING" => AttributeKind::String {
                 size: self.size.ok_or_else(|| AppError::Invalid {
@@ -474,6 +485,16 @@ impl AttributeInput {
             "ENUM" => AttributeKind::Enum {
                 elements: self.elements.unwrap_or_default(),
             },
+            "VARCHAR" => AttributeKind::Varchar {
+                size: self.size.ok_or_else(|| AppError::Invalid {
+                    code: codes::ATTRIBUTE_INVALID,
+                    field: "size".into(),
+                    reason: "a varchar attribute needs its `size` (most characters)".into(),
+                })?,
+            },
+            "TEXT" => AttributeKind::Text,
+            "MEDIUMTEXT" => AttributeKind::Mediumtext,
+            "LONGTEXT" => AttributeKind::Longtext,
             "POINT" => AttributeKind::Point,
             "LINE" => AttributeKind::Line,
             "POLYGON" => AttributeKind::Polygon,
@@ -1185,8 +1206,22 @@ fn attribute_type_type() -> Enum {
     Enum::new("AttributeType")
         .description("The type of an attribute's values.")
         .items([
-            "STRING", "INTEGER", "FLOAT", "BOOLEAN", "DATETIME", "EMAIL", "URL", "IP", "ENUM",
-            "POINT", "LINE", "POLYGON",
+            "STRING",
+            "INTEGER",
+            "FLOAT",
+            "BOOLEAN",
+            "DATETIME",
+            "EMAIL",
+            "URL",
+            "IP",
+            "ENUM",
+            "POINT",
+            "LINE",
+            "POLYGON",
+            "VARCHAR",
+            "TEXT",
+            "MEDIUMTEXT",
+            "LONGTEXT",
         ])
 }
 
@@ -1257,7 +1292,7 @@ fn attribute_type() -> Object {
         .field(prop(
             "size",
             TypeRef::named(TypeRef::INT),
-            "STRING: the most characters.",
+            "STRING, VARCHAR: the most characters.",
         ))
         .field(prop(
             "min",
@@ -1274,6 +1309,12 @@ fn attribute_type() -> Object {
             TypeRef::named_nn_list(TypeRef::STRING),
             "ENUM: the allowed values.",
         ))
+        .field(
+            Field::new("encrypt", TypeRef::named_nn(TypeRef::BOOLEAN), |_| {
+                FieldFuture::from_value(Some(Value::from(false)))
+            })
+            .description("Whether its values are encrypted at rest (Appwrite's `encrypt`): never; such attributes are refused."),
+        )
         .field(available_status())
 }
 

@@ -741,7 +741,7 @@ fn updated_attribute(old: &Attribute, update: AttributeUpdate) -> AppResult<Attr
         })
     }
     match &mut new.kind {
-        AttributeKind::String { size } => {
+        AttributeKind::String { size } | AttributeKind::Varchar { size } => {
             if let Some(given) = update.size {
                 *size = given;
             }
@@ -776,7 +776,12 @@ fn updated_attribute(old: &Attribute, update: AttributeUpdate) -> AppResult<Attr
         _ => {}
     }
     let kind = &new.kind;
-    if update.size.is_some() && !matches!(kind, AttributeKind::String { .. }) {
+    if update.size.is_some()
+        && !matches!(
+            kind,
+            AttributeKind::String { .. } | AttributeKind::Varchar { .. }
+        )
+    {
         return Err(not_a_setting("size"));
     }
     let ranged = matches!(
@@ -829,7 +834,8 @@ async fn check_stored_values(
         );
     }
     let narrowed = match (&old.kind, &new.kind) {
-        (AttributeKind::String { size: was }, AttributeKind::String { size: now }) => now < was,
+        (AttributeKind::String { size: was }, AttributeKind::String { size: now })
+        | (AttributeKind::Varchar { size: was }, AttributeKind::Varchar { size: now }) => now < was,
         (AttributeKind::Integer { min: a, max: b }, AttributeKind::Integer { min: c, max: d }) => {
             c.unwrap_or(i64::MIN) > a.unwrap_or(i64::MIN)
                 || d.unwrap_or(i64::MAX) < b.unwrap_or(i64::MAX)
@@ -853,7 +859,7 @@ async fn check_stored_values(
         );
     }
     let (field, outside, binds) = match &new.kind {
-        AttributeKind::String { size } => {
+        AttributeKind::String { size } | AttributeKind::Varchar { size } => {
             let length = match dialect {
                 super::model::SqlDialect::Sqlite => "length",
                 super::model::SqlDialect::MySql => "CHAR_LENGTH",
