@@ -805,7 +805,7 @@ async fn the_generic_api_takes_appwrite_queries() {
         .ok();
     assert_eq!(
         zoned["updateDocument"]["data"]["publishedAt"],
-        "1975-06-12T18:12:55.000Z"
+        "1975-06-12T18:12:55.000+00:00"
     );
     app.shutdown().await;
 }

@@ -312,7 +312,7 @@ async fn update_operators_apply_to_the_current_values() {
     assert_eq!(changed["actors"], json!(["A1", "A2", "A3"]));
     assert_eq!(changed["title"], "Operator Test Appended");
     assert_eq!(changed["seen"], true);
-    assert_eq!(changed["premiere"], "2020-01-03T12:00:00.000Z");
+    assert_eq!(changed["premiere"], "2020-01-03T12:00:00.000+00:00");
 
     // What does not fit is refused, and changes nothing.
     for (data, field) in [

@@ -927,6 +927,33 @@ async fn model_collection(
     })
 }
 
+/// The keys of `collection`'s datetime attributes.
+fn datetime_keys(collection: &Collection) -> Vec<&str> {
+    collection
+        .attributes
+        .iter()
+        .filter(|a| a.kind == AttributeKind::Datetime)
+        .map(|a| a.key.as_str())
+        .collect()
+}
+
+/// A datetime value (or a list of them) of the generic API's `data` as
+/// Appwrite writes it, `1975-06-12T12:12:55.000+00:00`, where the typed API's
+/// `DateTime` writes `…Z`: the same instant, in the form Appwrite's clients
+/// compare.
+fn with_utc_offset(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::String(text) => match text.strip_suffix('Z') {
+            Some(local) => serde_json::Value::String(format!("{local}+00:00")),
+            None => value.clone(),
+        },
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(with_utc_offset).collect())
+        }
+        other => other.clone(),
+    }
+}
+
 fn document_value(collection: &Collection, document: &documents::Document) -> Value {
     document_fields(collection, document, DocumentFields::ALL)
 }
@@ -993,13 +1020,23 @@ fn document_fields(
                     .map(|p| Value::from(p.to_string()))
                     .collect(),
             ),
-            6 => Value::Object(
-                document
-                    .data
-                    .iter()
-                    .map(|(k, v)| (Name::new(k), json_value(v)))
-                    .collect(),
-            ),
+            6 => {
+                let dated = datetime_keys(collection);
+                Value::Object(
+                    document
+                        .data
+                        .iter()
+                        .map(|(k, v)| {
+                            let value = if dated.contains(&k.as_str()) {
+                                json_value(&with_utc_offset(v))
+                            } else {
+                                json_value(v)
+                            };
+                            (Name::new(k), value)
+                        })
+                        .collect(),
+                )
+            }
             _ => Value::from(document.sequence.to_string()),
         };
         map.insert(Name::new(name), value);
