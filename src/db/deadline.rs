@@ -99,17 +99,26 @@ pub use crate::error::is_statement_timeout as is_timeout;
 /// from now on; each starts with no limit until [`Setup`] gives it one.
 pub fn install_sqlite_hooks() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: `attach` has the signature SQLite calls an auto-extension with,
-        // and touches nothing but the connection it is given.
-        let rc = unsafe { libsqlite3_sys::sqlite3_auto_extension(Some(attach)) };
-        if rc != libsqlite3_sys::SQLITE_OK {
-            tracing::error!(
-                code = rc,
-                "SQLite statement deadline could not be installed"
-            );
-        }
-    });
+    ONCE.call_once(|| install_sqlite_extension(attach, "the statement deadline"));
+}
+
+/// The signature SQLite calls an auto-extension with.
+pub type SqliteExtension = unsafe extern "C" fn(
+    *mut libsqlite3_sys::sqlite3,
+    *mut *mut c_char,
+    *const libsqlite3_sys::sqlite3_api_routines,
+) -> c_int;
+
+/// Has SQLite run `attach` on every connection this process opens from now on
+/// (call it once: SQLite keeps each entry it is given); logs, naming `what`,
+/// when it cannot.
+pub fn install_sqlite_extension(attach: SqliteExtension, what: &str) {
+    // SAFETY: `attach` has the signature SQLite calls an auto-extension with;
+    // each one given touches nothing but the connection it is called for.
+    let rc = unsafe { libsqlite3_sys::sqlite3_auto_extension(Some(attach)) };
+    if rc != libsqlite3_sys::SQLITE_OK {
+        tracing::error!(code = rc, "SQLite could not install {what}");
+    }
 }
 
 /// A connection's deadline: its limit and when its current reading statement

@@ -1287,20 +1287,12 @@ impl<'a> Table<'a> {
     /// index, and for the conditions no box bounds (a distance greater than, or
     /// other than, one).
     fn narrow_spatial(&self, condition: &SpatialCondition) -> Option<Fragment> {
-        let SpatialCondition {
-            column,
-            relation,
-            shape,
-            distance,
-            meters,
-            index,
-        } = condition;
-        let (distance, meters) = (*distance, *meters);
-        let table = index.as_deref()?;
-        let [mut min_x, mut max_x, mut min_y, mut max_y] = shape.bounding_box();
-        match relation {
+        let (column, distance) = (&condition.column, condition.distance);
+        let table = condition.index.as_deref()?;
+        let [mut min_x, mut max_x, mut min_y, mut max_y] = condition.shape.bounding_box();
+        match condition.relation {
             Relation::DistanceGreaterThan | Relation::DistanceNotEqual => return None,
-            Relation::DistanceLessThan | Relation::DistanceEqual if meters => {
+            Relation::DistanceLessThan | Relation::DistanceEqual if condition.meters => {
                 [min_x, max_x, min_y, max_y] = spatial::sphere_box(min_x, min_y, distance);
             }
             Relation::DistanceLessThan | Relation::DistanceEqual => {
@@ -1352,16 +1344,9 @@ impl<'a> Table<'a> {
     /// coordinates as GeoJSON (or, under a spatial index, its geometry column)
     /// and asks its own `ST_` functions.
     fn compile_spatial(&self, condition: &SpatialCondition, out: &mut Fragment) {
-        let SpatialCondition {
-            column,
-            relation,
-            shape,
-            distance,
-            meters,
-            index,
-        } = condition;
-        let (relation, distance, meters, indexed) =
-            (*relation, *distance, *meters, index.is_some());
+        let (column, relation, shape) = (&condition.column, condition.relation, &condition.shape);
+        let (distance, meters) = (condition.distance, condition.meters);
+        let indexed = condition.index.is_some();
         let e = self.expr(column);
         match self.dialect {
             SqlDialect::Sqlite => {

@@ -508,15 +508,7 @@ fn sphere_distance(a: Point<f64>, b: Point<f64>) -> f64 {
 pub fn install_sqlite_function() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        // SAFETY: `attach` has the signature SQLite calls an auto-extension with,
-        // and touches nothing but the connection it is given.
-        let rc = unsafe { libsqlite3_sys::sqlite3_auto_extension(Some(attach)) };
-        if rc != libsqlite3_sys::SQLITE_OK {
-            tracing::error!(
-                code = rc,
-                "SQLite's spatial function could not be installed"
-            );
-        }
+        crate::db::deadline::install_sqlite_extension(attach, "the spatial functions")
     });
 }
 
