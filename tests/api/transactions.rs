@@ -161,6 +161,30 @@ async fn staged_writes_commit_together_or_not_at_all() {
             "BAD_USER_INPUT",
         ),
         (json!("create"), "BAD_USER_INPUT"),
+        // What Appwrite's validator of operations refuses.
+        (op("create", None, json!({"name": "X"})), "BAD_USER_INPUT"),
+        (
+            op("create", Some(""), json!({"name": "X"})),
+            "BAD_USER_INPUT",
+        ),
+        (op("create", Some("x"), json!(null)), "BAD_USER_INPUT"),
+        (
+            op("bulkCreate", None, json!("not a list")),
+            "BAD_USER_INPUT",
+        ),
+        (
+            op("bulkUpdate", None, json!({"data": {"name": "X"}})),
+            "BAD_USER_INPUT",
+        ),
+        (
+            op("bulkUpdate", None, json!({"queries": []})),
+            "BAD_USER_INPUT",
+        ),
+        (op("bulkDelete", None, json!({})), "BAD_USER_INPUT"),
+        (
+            op("increment", Some("doc2"), json!({"value": 1})),
+            "BAD_USER_INPUT",
+        ),
     ] {
         let refused = app.admin(STAGE, json!({"t": t, "ops": [operation]})).await;
         assert_eq!(refused.code(), code, "{operation}: {:#}", refused.body);
@@ -442,7 +466,7 @@ async fn document_mutations_stage_into_a_transaction_that_only_its_owner_reaches
         .as_session(
             &ann,
             "mutation($t: ID!, $ops: [JSON!]!) { createDocument(input: {databaseId: \"ledger\", collectionId: \"notes\", data: {name: \"Now\"}}) { id } createOperations(input: {transactionId: $t, operations: $ops}) { id } }",
-            json!({"t": t, "ops": [op("create", None, json!({"name": "Later"}))]}),
+            json!({"t": t, "ops": [op("create", Some("later"), json!({"name": "Later"}))]}),
         )
         .await;
     assert_eq!(mixed.code(), "BAD_USER_INPUT", "{:#}", mixed.body);
@@ -452,7 +476,7 @@ async fn document_mutations_stage_into_a_transaction_that_only_its_owner_reaches
         .as_session(
             &ann,
             "mutation($t: ID!, $ops: [JSON!]!) { a: createOperations(input: {transactionId: $t, operations: $ops}) { id } b: createOperations(input: {transactionId: $t, operations: $ops}) { id } }",
-            json!({"t": t, "ops": [op("create", None, json!({"name": "Twice"}))]}),
+            json!({"t": t, "ops": [op("create", Some("twice"), json!({"name": "Twice"}))]}),
         )
         .await;
     assert_eq!(twice.code(), "BAD_USER_INPUT", "{:#}", twice.body);

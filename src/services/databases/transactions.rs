@@ -372,6 +372,11 @@ pub async fn stage(
             format!("a transaction holds at most {MAX_OPERATIONS} operations"),
         ));
     }
+    if data_at_commit {
+        for (index, raw) in operations.iter().enumerate() {
+            check_given(raw).map_err(|err| named(err, 0, index))?;
+        }
+    }
     let by_key = caller.key().is_some();
     let now = now_millis();
     staged.extend(
@@ -625,6 +630,90 @@ fn waits_for_commit(err: &AppError) -> bool {
         ),
         AppError::Conflict { .. } => true,
         _ => false,
+    }
+}
+
+/// What Appwrite's validator of operations refuses before anything runs, and
+/// what would otherwise be filled in: the document's id of a single-document
+/// action (`documentId` or `rowId`, a non-empty string; `unique()` makes one),
+/// `data` for every action but `delete` (an object, a list for the bulk
+/// creates and upserts), `queries` in a bulk update's or delete's data and the
+/// changes (`data`) in a bulk update's, and the attribute of a step. A `null`
+/// counts as absent.
+fn check_given(raw: &Value) -> AppResult<()> {
+    let Value::Object(raw) = raw else {
+        return Err(AppError::invalid("operation", "expected an object"));
+    };
+    let present = |map: &Map<String, Value>, name: &str| {
+        map.get(name).filter(|value| !value.is_null()).cloned()
+    };
+    let action = raw
+        .get("action")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let single = matches!(
+        action,
+        "create" | "update" | "upsert" | "delete" | "increment" | "decrement"
+    );
+    let id = present(raw, "documentId").or_else(|| present(raw, "rowId"));
+    match id {
+        None if single => {
+            return Err(AppError::invalid(
+                "documentId",
+                format!("required for `{action}` (`unique()` makes one)"),
+            ));
+        }
+        Some(Value::String(id)) if id.trim().is_empty() => {
+            return Err(AppError::invalid("documentId", "must not be empty"));
+        }
+        Some(Value::String(_)) | None => {}
+        Some(_) => return Err(AppError::invalid("documentId", "expected a string")),
+    }
+    let data = present(raw, "data");
+    let bulk_list = matches!(action, "bulkCreate" | "bulkUpsert");
+    match (&data, action) {
+        (None, "delete") => return Ok(()),
+        (None, _) => {
+            return Err(AppError::invalid(
+                "data",
+                format!("required for `{action}`"),
+            ));
+        }
+        (Some(Value::Array(_)), _) if bulk_list => return Ok(()),
+        (Some(_), _) if bulk_list => {
+            return Err(AppError::invalid("data", "expected a list of documents"));
+        }
+        (Some(Value::Object(_)), _) => {}
+        (Some(_), _) => return Err(AppError::invalid("data", "expected an object")),
+    }
+    let Some(Value::Object(data)) = data else {
+        return Ok(());
+    };
+    let needs = |name: &str, what: &str| -> AppResult<()> {
+        match present(&data, name) {
+            Some(_) => Ok(()),
+            None => Err(AppError::invalid(
+                format!("data.{name}"),
+                format!("required for `{action}`: {what}"),
+            )),
+        }
+    };
+    match action {
+        "bulkUpdate" => {
+            needs("queries", "the queries finding the documents")?;
+            needs("data", "the changes")
+        }
+        "bulkDelete" => needs("queries", "the queries finding the documents"),
+        "increment" | "decrement" => {
+            if present(&data, "attribute").is_none() && present(&data, "column").is_none() {
+                return Err(AppError::invalid(
+                    "data.attribute",
+                    format!("required for `{action}`"),
+                ));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 
