@@ -287,6 +287,29 @@ async fn two_replicas_behind_one_redis_behave_as_one_server() {
 }
 
 impl WsClient {
+    /// Runs `write(1)`, `write(2)`, … until this socket hears a message (a
+    /// subscription is live once it hears its first event), for at most
+    /// `helpers::WAIT`; answers that message, the others heard drained.
+    pub async fn first_heard_while<F, Fut>(&mut self, mut write: F) -> serde_json::Value
+    where
+        F: FnMut(usize) -> Fut,
+        Fut: std::future::Future,
+    {
+        let deadline = std::time::Instant::now() + crate::helpers::WAIT;
+        for n in 1.. {
+            write(n).await;
+            if let Some(message) = self.socket_next_within_short_time().await {
+                while self.socket_next_within_short_time().await.is_some() {}
+                return message;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the subscription never went live"
+            );
+        }
+        unreachable!("counted past usize::MAX")
+    }
+
     /// The next message if one arrives within half a second.
     pub async fn socket_next_within_short_time(&mut self) -> Option<serde_json::Value> {
         use futures_util::StreamExt as _;
