@@ -412,33 +412,24 @@ impl FileStore {
     }
 
     /// The file of `upload`'s received bytes (a local store only), locked for the
-    /// caller alone: `Busy` when another request holds it.
+    /// caller alone: `Busy` when another request still holds it after
+    /// [`ASSEMBLY_LOCK_WAIT`]. The wait lets a client's retry through while the
+    /// request it gave up on is still ending on the server.
     pub async fn open_assembly(&self, upload: &Key) -> Result<Assembly, FileError> {
         let key = Key::from_stored(&format!("{}/{ASSEMBLY}", upload.as_str()))?;
         let path = self
             .local_path(&key)
             .ok_or_else(|| FileError::Store(anyhow::anyhow!("not a local file store")))?;
-        let file = tokio::task::spawn_blocking(move || {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
+        let give_up = tokio::time::Instant::now() + ASSEMBLY_LOCK_WAIT;
+        loop {
+            if let Some(file) = try_lock_assembly(path.clone()).await? {
+                return Ok(Assembly { file, path, key });
             }
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)?;
-            match file.try_lock() {
-                Ok(()) => Ok(Some((file, path))),
-                Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-                Err(std::fs::TryLockError::Error(error)) => Err(error),
+            if tokio::time::Instant::now() >= give_up {
+                return Err(FileError::Busy);
             }
-        })
-        .await
-        .map_err(|join| FileError::Store(anyhow::Error::new(join)))?
-        .map_err(io_error)?;
-        let (file, path) = file.ok_or(FileError::Busy)?;
-        Ok(Assembly { file, path, key })
+            tokio::time::sleep(ASSEMBLY_LOCK_POLL).await;
+        }
     }
 
     /// Publishes the `size` bytes of a complete assembly under `key`. A plain file,
@@ -776,6 +767,34 @@ fn rehash_sealed(
     }
     digest.update(&opener.finish()?);
     Ok(digest.finish())
+}
+
+/// How long a chunk waits for the request holding its upload to let go.
+const ASSEMBLY_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+const ASSEMBLY_LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Opens (creating) the assembly at `path` and takes its lock: `None` while
+/// another request holds it.
+async fn try_lock_assembly(path: PathBuf) -> Result<Option<std::fs::File>, FileError> {
+    tokio::task::spawn_blocking(move || {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(error)) => Err(error),
+        }
+    })
+    .await
+    .map_err(|join| FileError::Store(anyhow::Error::new(join)))?
+    .map_err(io_error)
 }
 
 /// The received bytes of one resumable upload in a local store, locked against

@@ -208,24 +208,13 @@ async fn a_broken_chunk_leaves_the_upload_free(local: bool) {
             assert_ne!(response.status().as_u16(), 200, "{bucket}: a cut chunk");
         }
         // The broken request may still be ending when the client has given up on it
-        // (409: another request is delivering this chunk); it must end, and let go.
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let retried = loop {
-            let answer = put_bytes(&app, &url, &bytes, 0, end).await;
-            if answer.0 != 409 {
-                break answer;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{bucket}: the broken chunk still holds the upload"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
+        // (409: another request is delivering a chunk); it must end, and let go.
+        let retried = put_once_free(&app, &url, &bytes, 0, end, bucket).await;
         assert_eq!(retried.0, 200, "{bucket}: {}", retried.1);
         let mut last = retried.1;
         for start in (end..bytes.len()).step_by(chunk) {
             let stop = (start + chunk).min(bytes.len());
-            let (status, answer) = put_bytes(&app, &url, &bytes, start, stop).await;
+            let (status, answer) = put_once_free(&app, &url, &bytes, start, stop, bucket).await;
             assert!(status == 200 || status == 201, "{bucket}: {answer}");
             last = answer;
         }
@@ -236,6 +225,31 @@ async fn a_broken_chunk_leaves_the_upload_free(local: bool) {
         );
     }
     app.shutdown().await;
+}
+
+/// `PUT`s a chunk, again while the server answers 409 (a request the client gave
+/// up on still holds the upload), until [`WAIT`] has passed.
+async fn put_once_free(
+    app: &TestApp,
+    url: &str,
+    bytes: &[u8],
+    start: usize,
+    stop: usize,
+    bucket: &str,
+) -> (u16, Value) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let answer = put_bytes(app, url, bytes, start, stop).await;
+        if answer.0 != 409 {
+            return answer;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{bucket}: the broken chunk still holds the upload: {}",
+            answer.1
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test]
