@@ -1,7 +1,7 @@
 //! Small things Appwrite's databases suites check and its clients rely on: the
 //! fields of a database and a collection, a relationship's other side named
-//! after the collection, `data` given as a JSON string, and the error of a step
-//! of an attribute that does not exist.
+//! after the collection, `data` given as a JSON string, the error of a step of
+//! an attribute that does not exist, and indexes' `lengths`.
 
 use serde_json::json;
 
@@ -330,5 +330,120 @@ async fn varchar_and_the_text_types_hold_strings_of_their_sizes() {
         typed["notes"]["nodes"],
         json!([{"id": "n1", "title": "Title", "greeting": "hello world"}])
     );
+    app.shutdown().await;
+}
+
+/// Appwrite's index `lengths`: kept and answered one per attribute (null where
+/// none was given), the characters of a string a MariaDB key covers (there a
+/// unique index compares only those; SQLite indexes whole values), and refused
+/// where Appwrite's validator refuses them.
+#[tokio::test]
+async fn index_lengths_are_kept_and_bound_what_a_mariadb_key_covers() {
+    let app = spawn_app().await;
+    app.admin(
+        "mutation { createDatabase(input: {id: \"films\", name: \"Films\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {"databaseId": "films", "id": "movies", "name": "movies",
+            "permissions": ["read(\"any\")", "create(\"any\")"],
+            "attributes": [
+                {"key": "title", "type": "STRING", "size": 256},
+                {"key": "description", "type": "STRING", "size": 512},
+                {"key": "tagline", "type": "STRING", "size": 512},
+                {"key": "year", "type": "INTEGER"},
+                {"key": "actors", "type": "STRING", "size": 64, "array": true}]}}),
+    )
+    .await
+    .ok();
+    const CREATE: &str = "mutation($index: IndexInput!) { createIndex(input: {databaseId: \"films\", collectionId: \"movies\", index: $index}) { indexes { key attributes lengths } } }";
+    let made = app
+        .admin(
+            CREATE,
+            json!({"index": {"key": "lengthTestIndex", "type": "KEY",
+                "attributes": ["title", "description", "year"], "lengths": [128, 200]}}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        made["createIndex"]["indexes"],
+        json!([{"key": "lengthTestIndex", "attributes": ["title", "description", "year"],
+            "lengths": [128, 200, null]}])
+    );
+    let unique = app
+        .admin(
+            CREATE,
+            json!({"index": {"key": "byTagline", "type": "UNIQUE",
+                "attributes": ["tagline"], "lengths": [3]}}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        unique["createIndex"]["indexes"][1]["lengths"],
+        json!([3]),
+        "{unique}"
+    );
+    let read = app
+        .admin(
+            "{ collection(databaseId: \"films\", id: \"movies\") { indexes { key lengths } } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        read["collection"]["indexes"],
+        json!([{"key": "lengthTestIndex", "lengths": [128, 200, null]},
+            {"key": "byTagline", "lengths": [3]}])
+    );
+
+    // On MariaDB the unique key covers three characters: two taglines sharing
+    // them collide there, and nowhere else.
+    const ADD: &str = "mutation($data: JSON!) { createDocument(input: {databaseId: \"films\", collectionId: \"movies\", data: $data}) { id } }";
+    app.admin(ADD, json!({"data": {"tagline": "abc one"}}))
+        .await
+        .ok();
+    let second = app
+        .admin(ADD, json!({"data": {"tagline": "abc two"}}))
+        .await;
+    if app.config.effective_database_url().starts_with("mysql") {
+        assert_eq!(second.code(), "DOCUMENT_NOT_UNIQUE", "{second:?}");
+    } else {
+        second.ok();
+    }
+
+    for (key, attributes, lengths) in [
+        // More lengths than attributes.
+        ("countExceeded", json!(["title"]), json!([128, 128])),
+        // Wider than a MariaDB key: 3 × 256 characters and an integer.
+        (
+            "tooLarge",
+            json!(["title", "description", "tagline", "year"]),
+            json!([256, 256, 256]),
+        ),
+        ("negative", json!(["title"]), json!([-1])),
+        ("pastSize", json!(["title"]), json!([257])),
+        ("onInteger", json!(["year"]), json!([4])),
+        ("onArray", json!(["actors"]), json!([120])),
+    ] {
+        let refused = app
+            .admin(
+                CREATE,
+                json!({"index": {"key": key, "type": "KEY", "attributes": attributes,
+                    "lengths": lengths}}),
+            )
+            .await;
+        assert_eq!(refused.code(), "INDEX_INVALID", "{key}: {refused:?}");
+    }
+    let full_text = app
+        .admin(
+            CREATE,
+            json!({"index": {"key": "words", "type": "FULLTEXT", "attributes": ["title"],
+                "lengths": [10]}}),
+        )
+        .await;
+    assert_eq!(full_text.code(), "INDEX_INVALID", "{full_text:?}");
     app.shutdown().await;
 }

@@ -814,7 +814,10 @@ pub enum IndexOrder {
 
 /// An index a collection declares, as stored in its metadata. `attributes`
 /// are attribute keys, or `$id`, `$createdAt`, `$updatedAt` for the system
-/// fields (as in Appwrite); `orders` is empty or one per attribute.
+/// fields (as in Appwrite); `orders` is empty or one per attribute; `lengths`
+/// (Appwrite's) at most one per attribute, by position: the characters of a
+/// string attribute a MariaDB key covers (none: the whole value, or the first
+/// [`INDEX_PREFIX_CHARS`] of a longer one). SQLite indexes whole values.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Index {
     pub key: String,
@@ -822,6 +825,8 @@ pub struct Index {
     pub attributes: Vec<String>,
     #[serde(default)]
     pub orders: Vec<IndexOrder>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lengths: Vec<Option<u32>>,
 }
 
 /// A column an index covers.
@@ -840,28 +845,35 @@ impl IndexColumn<'_> {
         }
     }
 
-    /// Characters of a MariaDB key or unique index on it, when a prefix is needed.
-    fn mysql_prefix(&self) -> Option<u32> {
+    /// Characters of a MariaDB key or unique index on it, when a prefix is needed:
+    /// `length` when given and shorter than the column, else the first
+    /// [`INDEX_PREFIX_CHARS`] of a longer column.
+    fn mysql_prefix(&self, length: Option<u32>) -> Option<u32> {
         match self {
-            IndexColumn::Attr(attr) if attr.kind.is_textual() => match attr.kind.max_chars() {
-                Some(n) if n <= INDEX_PREFIX_CHARS => None,
-                _ => Some(INDEX_PREFIX_CHARS),
-            },
+            IndexColumn::Attr(attr) if attr.kind.is_textual() => {
+                match (length, attr.kind.max_chars()) {
+                    (Some(length), Some(n)) if length >= n => None,
+                    (Some(length), _) => Some(length),
+                    (None, Some(n)) if n <= INDEX_PREFIX_CHARS => None,
+                    (None, _) => Some(INDEX_PREFIX_CHARS),
+                }
+            }
             _ => None,
         }
     }
 
-    /// Bytes of a MariaDB key on it (utf8mb4 text is 4 bytes a character).
-    fn key_width(&self) -> usize {
+    /// Bytes of a MariaDB key on it, covering `length` characters of a string
+    /// (utf8mb4 text is 4 bytes a character).
+    fn key_width(&self, length: Option<u32>) -> usize {
         match self {
             IndexColumn::Id => 36 * 4 + 2,
             IndexColumn::Timestamp(_) => 8,
-            IndexColumn::Attr(attr) => match attr.kind.max_chars() {
-                Some(n) => n.min(INDEX_PREFIX_CHARS) as usize * 4 + 2,
-                None if attr.kind.is_textual() => INDEX_PREFIX_CHARS as usize * 4 + 2,
-                None if attr.kind == AttributeKind::Boolean => 2,
-                None => 8,
-            },
+            IndexColumn::Attr(attr) if attr.kind.is_textual() => {
+                let chars = self.mysql_prefix(length).or(attr.kind.max_chars());
+                chars.unwrap_or(INDEX_PREFIX_CHARS) as usize * 4 + 2
+            }
+            IndexColumn::Attr(attr) if attr.kind == AttributeKind::Boolean => 2,
+            IndexColumn::Attr(_) => 8,
         }
     }
 }
@@ -872,6 +884,41 @@ impl Index {
             key: shown(&self.key),
             reason: reason.into(),
         }
+    }
+
+    /// The length given for the attribute at `position`, if any.
+    pub fn length(&self, position: usize) -> Option<u32> {
+        self.lengths.get(position).copied().flatten()
+    }
+
+    /// Lengths only on string attributes, none past the attribute's size.
+    fn check_lengths(&self, columns: &[IndexColumn<'_>]) -> Result<(), DdlError> {
+        for (i, column) in columns.iter().enumerate() {
+            let Some(length) = self.length(i) else {
+                continue;
+            };
+            let IndexColumn::Attr(attr) = column else {
+                return Err(self.invalid(format!(
+                    "a length applies to a string attribute, and {} is a system field",
+                    shown(&self.attributes[i])
+                )));
+            };
+            if !attr.kind.is_textual() {
+                return Err(self.invalid(format!(
+                    "a length applies to a string attribute, and {} is {}",
+                    shown(&attr.key),
+                    attr.kind.name()
+                )));
+            }
+            let size = attr.kind.text_limit().or(attr.kind.max_chars());
+            if let Some(size) = size.filter(|size| length > *size) {
+                return Err(self.invalid(format!(
+                    "the length {length} is more than the {size} characters of {}",
+                    shown(&attr.key)
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn resolve<'a>(&self, attrs: &'a [Attribute]) -> Result<Vec<IndexColumn<'a>>, DdlError> {
@@ -914,6 +961,14 @@ impl Index {
         }
         if !self.orders.is_empty() && self.orders.len() != self.attributes.len() {
             return Err(self.invalid("give one order per attribute, or none"));
+        }
+        if self.lengths.len() > self.attributes.len() {
+            return Err(self.invalid("give at most one length per attribute"));
+        }
+        if self.lengths.iter().any(|length| length.is_some())
+            && matches!(self.kind, IndexKind::Fulltext | IndexKind::Spatial)
+        {
+            return Err(self.invalid("lengths apply to key and unique indexes only"));
         }
         let columns = self.resolve(attrs)?;
         match self.kind {
@@ -982,7 +1037,12 @@ impl Index {
                         attr.kind.name()
                     )));
                 }
-                let width: usize = columns.iter().map(IndexColumn::key_width).sum();
+                self.check_lengths(&columns)?;
+                let width: usize = columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, column)| column.key_width(self.length(i)))
+                    .sum();
                 if width > MAX_INDEX_KEY_WIDTH {
                     return Err(self.invalid(format!(
                         "the key would be {width} bytes wide, more than {MAX_INDEX_KEY_WIDTH}"
@@ -1314,7 +1374,7 @@ fn key_parts(dialect: SqlDialect, index: &Index, columns: &[IndexColumn<'_>]) ->
         .map(|(i, column)| {
             let mut part = dialect.quote(&column.name());
             if dialect == SqlDialect::MySql
-                && let Some(prefix) = column.mysql_prefix()
+                && let Some(prefix) = column.mysql_prefix(index.length(i))
             {
                 part.push_str(&format!("({prefix})"));
             }
@@ -1419,11 +1479,15 @@ pub fn reader_twins(
         let columns = index.resolve(source.columns)?;
         let has_id = columns.iter().any(|c| matches!(c, IndexColumn::Id));
         let width = READER_KEY_WIDTH
-            + columns.iter().map(IndexColumn::key_width).sum::<usize>()
+            + columns
+                .iter()
+                .enumerate()
+                .map(|(i, column)| column.key_width(index.length(i)))
+                .sum::<usize>()
             + if has_id {
                 0
             } else {
-                IndexColumn::Id.key_width()
+                IndexColumn::Id.key_width(None)
             };
         if width > MAX_INDEX_KEY_WIDTH {
             continue;
@@ -1607,6 +1671,7 @@ mod tests {
             kind,
             attributes: attributes.iter().map(|a| a.to_string()).collect(),
             orders: Vec::new(),
+            lengths: Vec::new(),
         }
     }
 
@@ -1891,6 +1956,77 @@ mod tests {
             validate_indexes(&twins, &attrs).unwrap_err().code(),
             "INDEX_INVALID"
         );
+    }
+
+    /// Appwrite's `lengths`: a MariaDB prefix of each string attribute given one,
+    /// counted in the key's width; refused on other kinds, past the attribute's
+    /// size, more than the attributes, or on full-text and spatial indexes.
+    #[test]
+    fn index_lengths_are_prefixes_of_string_attributes() {
+        let attrs = collection();
+        let with = |key: &str, kind, attributes: &[&str], lengths: &[Option<u32>]| Index {
+            lengths: lengths.to_vec(),
+            ..index(key, kind, attributes)
+        };
+        let sql = |idx: &Index| create_index_sql(SqlDialect::MySql, "c_1", &attrs, idx).unwrap();
+        assert_eq!(
+            sql(&with(
+                "pair",
+                IndexKind::Key,
+                &["title", "body", "count"],
+                &[Some(40), Some(500)]
+            )),
+            ["CREATE INDEX `i_pair` ON `c_1` (`a_title`(40), `a_body`(500), `a_count`)"]
+        );
+        // A length the column does not exceed indexes it whole; none keeps the
+        // default prefix of a long column.
+        assert_eq!(
+            sql(&with(
+                "whole",
+                IndexKind::Unique,
+                &["title", "note"],
+                &[Some(100), None]
+            )),
+            ["CREATE UNIQUE INDEX `i_whole` ON `c_1` (`a_title`, `a_note`(191))"]
+        );
+        assert_eq!(
+            create_index_sql(
+                SqlDialect::Sqlite,
+                "c_1",
+                &attrs,
+                &with("pair", IndexKind::Key, &["title"], &[Some(40)])
+            )
+            .unwrap(),
+            ["CREATE INDEX \"i_c_1__pair\" ON \"c_1\" (\"a_title\", \"id\")"]
+        );
+        // 3 × 256 characters and more are wider than InnoDB's 3,072 bytes.
+        let wide = with(
+            "wide",
+            IndexKind::Key,
+            &["note", "body", "count"],
+            &[Some(256), Some(512)],
+        );
+        let fine = with(
+            "fine",
+            IndexKind::Key,
+            &["note", "body"],
+            &[Some(256), Some(500)],
+        );
+        assert!(fine.validate(&attrs).is_ok());
+        for idx in [
+            wide,
+            with("int", IndexKind::Key, &["count"], &[Some(4)]),
+            with("sys", IndexKind::Key, &["$id"], &[Some(4)]),
+            with("past", IndexKind::Key, &["title"], &[Some(101)]),
+            with("more", IndexKind::Key, &["title"], &[Some(10), Some(10)]),
+            with("text", IndexKind::Fulltext, &["body"], &[Some(10)]),
+        ] {
+            let err = idx.validate(&attrs).unwrap_err();
+            assert_eq!(err.code(), "INDEX_INVALID", "{idx:?}");
+        }
+        // Stored only when given: the metadata of indexes made before is unchanged.
+        let plain = serde_json::to_value(index("p", IndexKind::Key, &["title"])).unwrap();
+        assert!(plain.get("lengths").is_none(), "{plain}");
     }
 
     #[test]

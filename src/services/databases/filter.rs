@@ -2569,6 +2569,7 @@ mod tests {
             kind: IndexKind::Fulltext,
             attributes: vec!["body".into()],
             orders: vec![],
+            lengths: Vec::new(),
         };
         let mut statements = create_table_sql(db.dialect, "c_t", &attrs()).unwrap();
         statements.extend(create_index_sql(db.dialect, "c_t", &attrs(), &search).unwrap());
@@ -3195,6 +3196,7 @@ mod tests {
                 kind: IndexKind::Key,
                 attributes: attributes.into_iter().map(String::from).collect(),
                 orders,
+                lengths: Vec::new(),
             };
             for statement in create_index_sql(db.dialect, "c_t", &attrs(), &index).unwrap() {
                 sqlx::query(&statement).execute(&db.pool).await.unwrap();

@@ -253,6 +253,14 @@ pub(super) fn index_value(index: &Index) -> Value {
                     .collect(),
             ),
         ),
+        (
+            "lengths",
+            Value::List(
+                (0..index.attributes.len())
+                    .map(|i| index.length(i).map_or(Value::Null, Value::from))
+                    .collect(),
+            ),
+        ),
     ])
 }
 
@@ -529,6 +537,8 @@ crate::graphql_input! {
         attributes: Vec<String>,
         "The order of each attribute."
         orders: Option<Vec<String>> as "OrderDirection",
+        "At most one per attribute, by position: how many characters of a string attribute the index covers on MariaDB (null or 0: the whole value, or the first 191 of a longer one). Keys compare only these characters there (a unique index too); SQLite indexes whole values."
+        lengths: Option<Vec<Option<i64>>>,
     }
 }
 
@@ -556,11 +566,23 @@ impl IndexInput {
                 other => Err(invalid(format!("unknown order `{other}`"))),
             })
             .collect::<AppResult<Vec<_>>>()?;
+        let lengths = self
+            .lengths
+            .unwrap_or_default()
+            .into_iter()
+            .map(|length| match length {
+                None | Some(0) => Ok(None),
+                Some(length) => u32::try_from(length).map(Some).map_err(|_| {
+                    invalid(format!("a length is a number of characters, not {length}"))
+                }),
+            })
+            .collect::<AppResult<Vec<_>>>()?;
         Ok(Index {
             key: self.key,
             kind,
             attributes: self.attributes,
             orders,
+            lengths,
         })
     }
 }
@@ -1372,6 +1394,7 @@ fn index_type() -> Object {
         .field(prop("type", TypeRef::named_nn("IndexType"), "What it does."))
         .field(prop("attributes", TypeRef::named_nn_list_nn(TypeRef::STRING), "The attribute keys it covers, in order (`$id`, `$createdAt`, `$updatedAt` for the system fields)."))
         .field(prop("orders", TypeRef::named_nn_list_nn("OrderDirection"), "The order of each attribute (empty: ascending)."))
+        .field(prop("lengths", TypeRef::named_list_nn(TypeRef::INT), "One per attribute: the characters of it a MariaDB key covers, as given (null: the whole value, or the first 191 of a longer one)."))
         .field(available_status())
 }
 

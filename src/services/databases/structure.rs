@@ -1104,6 +1104,7 @@ fn reference_index(relationship: &Relationship) -> Index {
         },
         attributes: vec![relationship.key.clone()],
         orders: Vec::new(),
+        lengths: Vec::new(),
     }
 }
 

@@ -897,18 +897,21 @@ mod tests {
                 kind: ddl::IndexKind::Key,
                 attributes: vec!["title".into(), "$createdAt".into()],
                 orders: vec![ddl::IndexOrder::Asc, ddl::IndexOrder::Desc],
+                lengths: Vec::new(),
             },
             ddl::Index {
                 key: "words".into(),
                 kind: ddl::IndexKind::Fulltext,
                 attributes: vec!["title".into()],
                 orders: Vec::new(),
+                lengths: Vec::new(),
             },
             ddl::Index {
                 key: "by_views".into(),
                 kind: ddl::IndexKind::Unique,
                 attributes: vec!["views".into()],
                 orders: Vec::new(),
+                lengths: Vec::new(),
             },
         ];
         super::super::Collection {
