@@ -447,3 +447,79 @@ async fn index_lengths_are_kept_and_bound_what_a_mariadb_key_covers() {
     assert_eq!(full_text.code(), "INDEX_INVALID", "{full_text:?}");
     app.shutdown().await;
 }
+
+/// A query takes 500 values, as in Appwrite: three hundred ids in one `equal`
+/// find their documents, on both backends and for a reader who sees only some.
+#[tokio::test]
+async fn a_query_takes_five_hundred_values() {
+    let app = spawn_app().await;
+    app.admin(
+        "mutation { createDatabase(input: {id: \"notes\", name: \"Notes\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {"databaseId": "notes", "id": "notes", "name": "notes",
+            "documentSecurity": true, "permissions": ["create(\"users\")"],
+            "attributes": [{"key": "n", "type": "INTEGER"}]}}),
+    )
+    .await
+    .ok();
+    let session = app.signed_in("reader@example.com").await;
+    let me = app
+        .as_session(&session, "{ account { id } }", json!({}))
+        .await
+        .ok()["account"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Every third note is the reader's.
+    let notes: Vec<serde_json::Value> = (0..600)
+        .map(|n| {
+            let readers = if n % 3 == 0 {
+                json!([format!("read(\"user:{me}\")")])
+            } else {
+                json!([])
+            };
+            json!({"$id": format!("n{n}"), "n": n, "$permissions": readers})
+        })
+        .collect();
+    app.admin(
+        "mutation($d: [JSON!]!) { createDocuments(input: {databaseId: \"notes\", collectionId: \"notes\", documents: $d}) { id } }",
+        json!({"d": notes}),
+    )
+    .await
+    .ok();
+    let ids: Vec<String> = (0..300).map(|n| format!("n{}", n * 2)).collect();
+    let equal = json!({"method": "equal", "attribute": "$id", "values": ids}).to_string();
+    let limit = json!({"method": "limit", "values": [1000]}).to_string();
+    const LIST: &str = "query($q: [String!]) { documents(databaseId: \"notes\", collectionId: \"notes\", queries: $q) { total documents { id } } }";
+    let all = app.admin(LIST, json!({"q": [equal, limit]})).await.ok();
+    assert_eq!(all["documents"]["total"], 300, "{all}");
+    let mine = app
+        .as_session(&session, LIST, json!({"q": [equal, limit]}))
+        .await
+        .ok();
+    // Even ids below 600 that are multiples of three: multiples of six.
+    let mut found: Vec<String> = mine["documents"]["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect();
+    found.sort_by_key(|id| id[1..].parse::<u32>().unwrap());
+    let expected: Vec<String> = (0..100).map(|n| format!("n{}", n * 6)).collect();
+    assert_eq!(found, expected);
+
+    let too_many: Vec<u32> = (0..501).collect();
+    let refused = app
+        .admin(
+            LIST,
+            json!({"q": [json!({"method": "equal", "attribute": "n", "values": too_many}).to_string()]}),
+        )
+        .await;
+    assert_eq!(refused.code(), "QUERY_INVALID", "{refused:?}");
+    app.shutdown().await;
+}

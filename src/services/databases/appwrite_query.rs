@@ -27,8 +27,8 @@ pub const MAX_QUERIES: usize = 100;
 /// Longest query, as a JSON string or once serialized.
 pub const MAX_QUERY_LEN: usize = 4096;
 
-/// Most values in one query.
-pub const MAX_VALUES: usize = 100;
+/// Most values in one query, as in Appwrite.
+pub const MAX_VALUES: usize = 500;
 
 /// Largest `limit`: a list's largest page. A larger one is refused rather than cut
 /// short, so that paging by `offset` never skips documents.
@@ -1073,8 +1073,8 @@ mod tests {
                 "#1.0 (`bogus`)",
             ),
             (
-                json!({"method": "equal", "attribute": "a", "values": vec![1; 101]}),
-                "at most 100 values",
+                json!({"method": "equal", "attribute": "a", "values": vec![1; 501]}),
+                "at most 500 values",
             ),
             (Value::String("x".repeat(4097)), "at most 4096"),
             (

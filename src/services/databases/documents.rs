@@ -1192,10 +1192,10 @@ impl Matching<'_> {
 const MAX_READER_BRANCHES: usize = 16;
 
 /// The most values the branches of a list read by sole reader bind for their
-/// filter, all branches together (each repeats it). A filter holds at most
-/// 100 conditions of up to 100 values each: repeated in seventeen branches,
-/// the largest would pass both databases' limits on the values of one
-/// statement (32,766 on SQLite, 65,535 on MariaDB), and the statement would
+/// filter, all branches together (each repeats it). A filter binds at most
+/// 10,000 values (100 conditions, each 100 values of a list counting as one):
+/// repeated in seventeen branches, the largest would pass both databases'
+/// limits on the values of one statement (32,766 on SQLite, 65,535 on MariaDB), and the statement would
 /// grow as much. A filter past this keeps ADR 0017's plans, a statement with
 /// the filter once; a typical one (a few values) is far below it.
 const MAX_BRANCHED_VALUES: usize = 1_000;

@@ -65,8 +65,12 @@ pub const MAX_DEPTH: usize = 10;
 /// Most conditions in one filter.
 pub const MAX_CONDITIONS: usize = 100;
 
-/// Most values in one `In`.
-pub const MAX_IN_VALUES: usize = 100;
+/// Most values in one `In` (Appwrite's 500 values of a query).
+pub const MAX_IN_VALUES: usize = 500;
+
+/// Values of an `In` that count as one condition towards [`MAX_CONDITIONS`], so
+/// that a filter binds at most 10,000 values however its lists are cut.
+pub const IN_VALUES_PER_CONDITION: usize = 100;
 
 /// Most words in one `search`: each is a term of its own for the full-text
 /// index (a prefix match), so a search costs about its words times the index's
@@ -1021,6 +1025,17 @@ fn check_complexity(filter: &Filter, depth: usize, count: &mut usize) -> Result<
                 return Err(FilterError::TooComplex {
                     reason: format!(
                         "a filter has at most {MAX_CONDITIONS} conditions, counting each word searched for"
+                    ),
+                });
+            }
+        }
+        Filter::In { values, .. } => {
+            *count += values.len().div_ceil(IN_VALUES_PER_CONDITION).max(1);
+            if *count > MAX_CONDITIONS {
+                return Err(FilterError::TooComplex {
+                    reason: format!(
+                        "a filter has at most {MAX_CONDITIONS} conditions, counting each \
+                         {IN_VALUES_PER_CONDITION} values of a list as one"
                     ),
                 });
             }
@@ -2496,11 +2511,23 @@ mod tests {
             (
                 Filter::In {
                     field: f("n"),
-                    values: vec![json!(1); 101],
+                    values: vec![json!(1); 501],
                     negate: false,
                 },
                 "FILTER_TOO_COMPLEX",
                 "`n`",
+            ),
+            (
+                Filter::And(vec![
+                    Filter::In {
+                        field: f("n"),
+                        values: vec![json!(1); 500],
+                        negate: false,
+                    };
+                    21
+                ]),
+                "FILTER_TOO_COMPLEX",
+                "each 100 values",
             ),
             (
                 Filter::And(vec![cmp("n", CmpOp::Eq, json!(1)); 101]),
