@@ -62,12 +62,30 @@ pub enum Status {
 }
 
 impl Status {
-    /// As Appwrite names it.
+    /// As it is stored.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "pending",
             Status::Committed => "committed",
             Status::RolledBack => "rolledBack",
+            Status::Failed => "failed",
+        }
+    }
+
+    /// As Appwrite answers it: a transaction rolled back is `failed` there too.
+    pub fn answered(self) -> &'static str {
+        match self {
+            Status::RolledBack => Status::Failed.as_str(),
+            status => status.as_str(),
+        }
+    }
+
+    /// What a refusal says of it.
+    fn described(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Committed => "committed",
+            Status::RolledBack => "rolled back",
             Status::Failed => "failed",
         }
     }
@@ -309,7 +327,10 @@ fn check_open(transaction: &Transaction) -> AppResult<()> {
         return Err(refused(
             codes::TRANSACTION_NOT_READY,
             "transactionId",
-            format!("the transaction is {} already", transaction.status.as_str()),
+            format!(
+                "the transaction is {} already",
+                transaction.status.described()
+            ),
         ));
     }
     if transaction.expires_at < now_millis() {

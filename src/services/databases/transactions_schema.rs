@@ -25,7 +25,7 @@ pub fn register(parts: &mut SchemaParts) {
             .field(prop(
                 "status",
                 TypeRef::named_nn(TypeRef::STRING),
-                "`pending` (taking operations), `committed`, `rolledBack` or `failed` (its commit was refused, and nothing of it kept).",
+                "`pending` (taking operations), `committed`, or `failed`: rolled back, or its commit refused, nothing of it kept (as Appwrite answers both).",
             ))
             .field(prop(
                 "operations",
@@ -78,7 +78,7 @@ pub fn register(parts: &mut SchemaParts) {
 fn transaction_value(transaction: &Transaction) -> Value {
     object([
         ("id", Value::from(transaction.id.as_str())),
-        ("status", Value::from(transaction.status.as_str())),
+        ("status", Value::from(transaction.status.answered())),
         ("operations", Value::from(transaction.operations)),
         ("createdAt", datetime(transaction.created_at)),
         ("updatedAt", datetime(transaction.updated_at)),
