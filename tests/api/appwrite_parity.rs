@@ -523,3 +523,86 @@ async fn a_query_takes_five_hundred_values() {
     assert_eq!(refused.code(), "QUERY_INVALID", "{refused:?}");
     app.shutdown().await;
 }
+
+/// Appwrite's `listAttributes` and `listIndexes` take queries: a collection's
+/// attributes and indexes do too, filtered and paged as Appwrite's suites ask,
+/// and a query they cannot answer (a selection) is refused.
+#[tokio::test]
+async fn attributes_and_indexes_take_appwrites_queries() {
+    let app = spawn_app().await;
+    app.admin(
+        "mutation { createDatabase(input: {id: \"cinema\", name: \"Cinema\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {"databaseId": "cinema", "id": "movies", "name": "movies",
+            "permissions": ["read(\"any\")"],
+            "attributes": [
+                {"key": "title", "type": "STRING", "size": 256},
+                {"key": "releaseYear", "type": "INTEGER"},
+                {"key": "description", "type": "STRING", "size": 512},
+                {"key": "tagline", "type": "STRING", "size": 512},
+                {"key": "rating", "type": "FLOAT"}],
+            "indexes": [
+                {"key": "byTitle", "type": "KEY", "attributes": ["title"]},
+                {"key": "byYear", "type": "KEY", "attributes": ["releaseYear"]},
+                {"key": "uniqueTagline", "type": "UNIQUE", "attributes": ["tagline"]},
+                {"key": "byYearAndTitle", "type": "KEY", "attributes": ["releaseYear", "title"]}]}}),
+    )
+    .await
+    .ok();
+    const READ: &str = "query($a: [String!], $i: [String!]) { collection(databaseId: \"cinema\", id: \"movies\") { attributes(queries: $a) { key } indexes(queries: $i) { key } } }";
+    let q = |value: serde_json::Value| value.to_string();
+    let keys = |list: &serde_json::Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["key"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let read = app
+        .admin(
+            READ,
+            json!({
+                "a": [q(json!({"method": "equal", "attribute": "type", "values": ["string"]})),
+                      q(json!({"method": "limit", "values": [2]})),
+                      q(json!({"method": "cursorAfter", "values": ["title"]}))],
+                "i": [q(json!({"method": "equal", "attribute": "type", "values": ["key"]})),
+                      q(json!({"method": "limit", "values": [2]}))],
+            }),
+        )
+        .await
+        .ok();
+    let collection = &read["collection"];
+    assert_eq!(keys(&collection["attributes"]), ["description", "tagline"]);
+    assert_eq!(keys(&collection["indexes"]), ["byTitle", "byYear"]);
+    let covering = app
+        .admin(
+            READ,
+            json!({"i": [q(json!({"method": "contains", "attribute": "attributes", "values": ["releaseYear"]}))]}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        keys(&covering["collection"]["indexes"]),
+        ["byYear", "byYearAndTitle"]
+    );
+    assert_eq!(keys(&covering["collection"]["attributes"]).len(), 5);
+    for (name, variables) in [
+        (
+            "attributes",
+            json!({"a": [q(json!({"method": "select", "values": ["key"]}))]}),
+        ),
+        (
+            "indexes",
+            json!({"i": [q(json!({"method": "select", "values": ["key"]}))]}),
+        ),
+    ] {
+        let refused = app.admin(READ, variables).await;
+        assert_eq!(refused.code(), "QUERY_INVALID", "{name}: {refused:?}");
+    }
+    app.shutdown().await;
+}

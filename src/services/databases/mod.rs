@@ -20,6 +20,7 @@ pub mod service;
 pub mod spatial;
 pub mod store;
 pub mod structure;
+pub mod structure_queries;
 pub mod transactions;
 pub mod transactions_schema;
 pub mod tx;
