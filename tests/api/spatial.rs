@@ -276,10 +276,7 @@ async fn shapes_are_written_read_and_compared_as_appwrite_compares_them() {
             json!({"polyAttr": [[[0, 0], [1, 0], [1, 1], [0, 1]]]}),
             "closed",
         ),
-        (
-            json!({"polyAttr": "POLYGON((0 0, 1 0, 1 1, 0 0))"}),
-            "polygon",
-        ),
+        (json!({"polyAttr": "POINT(1 1)"}), "the WKT is a point"),
     ] {
         let answer = app
             .as_session(&ann, "mutation($data: JSON) { updateDocument(input: {databaseId: \"geo\", collectionId: \"places\", id: \"doc1\", data: $data}) { id } }", json!({"data": data}))
@@ -698,5 +695,74 @@ async fn shape_attributes_change_in_place_and_subscriptions_follow_a_region() {
     let left = ws.next_json().await.expect("an event")["payload"]["data"]["zoneChanged"].clone();
     assert_eq!(left["type"], "LEAVE", "{left}");
     assert_eq!(left["node"]["id"], "far", "{left}");
+    app.shutdown().await;
+}
+
+/// Shapes written as WKT, as Appwrite takes them too: stored and answered as
+/// coordinates, found by spatial queries like any other, a WKT of the wrong
+/// shape or none at all refused with `VALUE_INVALID`.
+#[tokio::test]
+async fn shapes_written_as_wkt_are_kept_as_coordinates() {
+    let app = spawn_app().await;
+    geo_database(&app).await;
+    create_collection(
+        &app,
+        "parcels",
+        "Parcel",
+        json!([
+            {"key": "spot", "type": "POINT"},
+            {"key": "path", "type": "LINE"},
+            {"key": "area", "type": "POLYGON"}]),
+    )
+    .await;
+    let session = app.signed_in("wkt@example.com").await;
+    let written = app
+        .as_session(
+            &session,
+            CREATE,
+            json!({"c": "parcels", "id": "p1", "data": {
+                "spot": "POINT(30 10)",
+                "path": "LINESTRING (30 10, 10 30, 40 40)",
+                "area": "POLYGON ((0 0, 10 0, 10 10, 0 10, 0 0))"}}),
+        )
+        .await
+        .ok();
+    let data = &written["createDocument"]["data"];
+    assert_eq!(floats(&data["spot"]), [30.0, 10.0], "{data}");
+    assert_eq!(floats(&data["path"]), [30.0, 10.0, 10.0, 30.0, 40.0, 40.0]);
+    assert_eq!(
+        floats(&data["area"]),
+        [0.0, 0.0, 10.0, 0.0, 10.0, 10.0, 0.0, 10.0, 0.0, 0.0]
+    );
+    assert!(data["area"][0][0].is_array(), "rings of points: {data}");
+    let (found, total) = ids(
+        &app,
+        &session,
+        "parcels",
+        &[query("contains", "area", json!([[5, 5]]))],
+    )
+    .await;
+    assert_eq!((found, total), (vec!["p1".to_string()], 1));
+    for (data, says) in [
+        (json!({"spot": "LINESTRING(0 0, 1 1)"}), "the WKT is a line"),
+        (json!({"spot": "somewhere"}), "WKT"),
+        (
+            json!({"area": "POLYGON((0 0, 1 0, 0 0))"}),
+            "at least 4 points",
+        ),
+    ] {
+        let refused = app
+            .as_session(
+                &session,
+                CREATE,
+                json!({"c": "parcels", "id": "bad", "data": data}),
+            )
+            .await;
+        assert_eq!(refused.code(), "VALUE_INVALID", "{refused:?}");
+        assert!(
+            refused.body.to_string().contains(says),
+            "{says}: {refused:?}"
+        );
+    }
     app.shutdown().await;
 }

@@ -244,8 +244,20 @@ pub fn geojson(shape: Shape, coordinates: &str) -> String {
     )
 }
 
-/// Checks a value written to an attribute holding `shape`.
+/// Checks a value written to an attribute holding `shape`: its coordinates, or
+/// the shape written as WKT (`POINT(30 10)`), as Appwrite takes it too.
 pub fn check(shape: Shape, value: &Value) -> Result<Checked, String> {
+    if let Value::String(text) = value {
+        let (written, coordinates) = from_wkt(text)?;
+        if written != shape {
+            return Err(format!(
+                "expected a {}, and the WKT is a {}",
+                shape.name(),
+                written.name()
+            ));
+        }
+        return check(shape, &coordinates);
+    }
     let mut points = 0;
     let value = match shape {
         Shape::Point => point(value, "the point", &mut points)?,
@@ -272,6 +284,41 @@ pub fn check_any(value: &Value, ring_alone: bool) -> Result<Checked, String> {
         }
     };
     check(shape, value)
+}
+
+/// A point, line or polygon written as WKT, with its coordinates as Appwrite's
+/// clients write them (a polygon's rings closed).
+fn from_wkt(text: &str) -> Result<(Shape, Value), String> {
+    use wkt::TryFromWkt as _;
+    let coordinates = |line: &LineString<f64>| {
+        Value::Array(
+            line.coords()
+                .map(|c| Value::Array(vec![float(c.x), float(c.y)]))
+                .collect(),
+        )
+    };
+    match Geometry::<f64>::try_from_wkt_str(text.trim()) {
+        Ok(Geometry::Point(point)) => Ok((
+            Shape::Point,
+            Value::Array(vec![float(point.x()), float(point.y())]),
+        )),
+        Ok(Geometry::LineString(line)) => Ok((Shape::Line, coordinates(&line))),
+        Ok(Geometry::Polygon(polygon)) => Ok((
+            Shape::Polygon,
+            Value::Array(
+                std::iter::once(polygon.exterior())
+                    .chain(polygon.interiors())
+                    .map(coordinates)
+                    .collect(),
+            ),
+        )),
+        Ok(_) => Err("a shape is a POINT, LINESTRING or POLYGON".into()),
+        Err(_) => Err(
+            "expected coordinates ([x, y], [[x, y], …], [[[x, y], …], …]) or WKT \
+             (POINT(x y), LINESTRING(x y, …), POLYGON((x y, …), …))"
+                .into(),
+        ),
+    }
 }
 
 /// How many lists hold the first number: 1 for a point.
@@ -679,13 +726,50 @@ mod tests {
                 "closed",
             ),
             (Shape::Polygon, json!([]), "at least one ring"),
-            (Shape::Polygon, json!("POLYGON((0 0))"), "is written"),
+            (Shape::Polygon, json!("POLYGON((0 0))"), "at least 4 points"),
+            (
+                Shape::Point,
+                json!("LINESTRING(0 0, 1 1)"),
+                "the WKT is a line",
+            ),
+            (
+                Shape::Point,
+                json!("MULTIPOINT((0 0))"),
+                "POINT, LINESTRING or POLYGON",
+            ),
+            (Shape::Point, json!("POINT(nan 1)"), "or WKT"),
+            (Shape::Point, json!("POINT(200 1)"), "longitude"),
+            (Shape::Point, json!("here"), "or WKT"),
         ] {
             let err = check(shape, &bad).unwrap_err();
             assert!(err.contains(says), "{bad}: {err}");
         }
         let many = Value::Array(vec![json!([0, 0]); MAX_POINTS + 1]);
         assert!(check(Shape::Line, &many).unwrap_err().contains("at most"));
+
+        // WKT, as Appwrite takes it too: stored as the coordinates.
+        let wkt = |shape, text: &str| check(shape, &json!(text)).unwrap().value;
+        assert_eq!(wkt(Shape::Point, " point(30 10) "), json!([30.0, 10.0]));
+        assert_eq!(
+            wkt(Shape::Line, "LINESTRING (30 10, 10 30, 40 40)"),
+            json!([[30.0, 10.0], [10.0, 30.0], [40.0, 40.0]])
+        );
+        assert_eq!(
+            wkt(
+                Shape::Polygon,
+                "POLYGON ((0 0, 10 0, 10 10, 0 10, 0 0), (2 2, 4 2, 4 4, 2 2))"
+            ),
+            json!([
+                [
+                    [0.0, 0.0],
+                    [10.0, 0.0],
+                    [10.0, 10.0],
+                    [0.0, 10.0],
+                    [0.0, 0.0]
+                ],
+                [[2.0, 2.0], [4.0, 2.0], [4.0, 4.0], [2.0, 2.0]]
+            ])
+        );
     }
 
     #[test]

@@ -297,7 +297,10 @@ mod tests {
             serde_json::json!({"method": "equal", "attribute": "type", "values": ["string"]}),
         );
         let run = |queries: &[String]| keys(&select(&items, queries, ATTRIBUTE_FIELDS).unwrap());
-        assert_eq!(run(std::slice::from_ref(&strings)), ["title", "plot", "tagline"]);
+        assert_eq!(
+            run(std::slice::from_ref(&strings)),
+            ["title", "plot", "tagline"]
+        );
         assert_eq!(
             run(&[
                 strings.clone(),
