@@ -290,6 +290,20 @@ pub fn check_any(value: &Value, ring_alone: bool) -> Result<Checked, String> {
 /// clients write them (a polygon's rings closed).
 fn from_wkt(text: &str) -> Result<(Shape, Value), String> {
     use wkt::TryFromWkt as _;
+    let text = text.trim();
+    // Checked before the parser sees it: the parser reads nested collections
+    // by recursion, without a bound, and a point, line or polygon nests two
+    // levels of parentheses at most.
+    let kind = text
+        .split(|c: char| c == '(' || c.is_whitespace())
+        .next()
+        .unwrap_or_default();
+    let known = ["POINT", "LINESTRING", "POLYGON"]
+        .iter()
+        .any(|name| kind.eq_ignore_ascii_case(name));
+    if !known || text.len() > MAX_WKT_BYTES || parenthesis_depth(text) > 2 {
+        return Err(wkt_expected());
+    }
     let coordinates = |line: &LineString<f64>| {
         Value::Array(
             line.coords()
@@ -297,7 +311,7 @@ fn from_wkt(text: &str) -> Result<(Shape, Value), String> {
                 .collect(),
         )
     };
-    match Geometry::<f64>::try_from_wkt_str(text.trim()) {
+    match Geometry::<f64>::try_from_wkt_str(text) {
         Ok(Geometry::Point(point)) => Ok((
             Shape::Point,
             Value::Array(vec![float(point.x()), float(point.y())]),
@@ -312,13 +326,38 @@ fn from_wkt(text: &str) -> Result<(Shape, Value), String> {
                     .collect(),
             ),
         )),
-        Ok(_) => Err("a shape is a POINT, LINESTRING or POLYGON".into()),
-        Err(_) => Err(
-            "expected coordinates ([x, y], [[x, y], …], [[[x, y], …], …]) or WKT \
-             (POINT(x y), LINESTRING(x y, …), POLYGON((x y, …), …))"
-                .into(),
-        ),
+        Ok(_) | Err(_) => Err(wkt_expected()),
     }
+}
+
+/// Longest shape written as WKT: its most points, each with two long numbers.
+const MAX_WKT_BYTES: usize = MAX_POINTS * 64;
+
+/// How deeply `text`'s parentheses nest (a closing one too many counts as
+/// deep, so that the parser refuses it).
+fn parenthesis_depth(text: &str) -> usize {
+    let mut depth = 0usize;
+    let mut deepest = 0;
+    for byte in text.bytes() {
+        match byte {
+            b'(' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b')' => match depth.checked_sub(1) {
+                Some(outer) => depth = outer,
+                None => return usize::MAX,
+            },
+            _ => {}
+        }
+    }
+    deepest
+}
+
+fn wkt_expected() -> String {
+    "expected coordinates ([x, y], [[x, y], …], [[[x, y], …], …]) or WKT of one shape \
+     (POINT(x y), LINESTRING(x y, …), POLYGON((x y, …), …))"
+        .into()
 }
 
 /// How many lists hold the first number: 1 for a point.
@@ -732,11 +771,18 @@ mod tests {
                 json!("LINESTRING(0 0, 1 1)"),
                 "the WKT is a line",
             ),
+            (Shape::Point, json!("MULTIPOINT((0 0))"), "WKT of one shape"),
             (
                 Shape::Point,
-                json!("MULTIPOINT((0 0))"),
-                "POINT, LINESTRING or POLYGON",
+                json!("GEOMETRYCOLLECTION(".repeat(100_000)),
+                "WKT of one shape",
             ),
+            (
+                Shape::Point,
+                json!(format!("POINT{}", "(".repeat(100_000))),
+                "WKT of one shape",
+            ),
+            (Shape::Point, json!("POINT(1 2))"), "WKT of one shape"),
             (Shape::Point, json!("POINT(nan 1)"), "or WKT"),
             (Shape::Point, json!("POINT(200 1)"), "longitude"),
             (Shape::Point, json!("here"), "or WKT"),
