@@ -253,6 +253,36 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Ends the window of `key`: what was counted there no longer counts (a
+    /// success that shows the attempts were the owner's, as Appwrite resets its
+    /// sign-in counter). Attempts counted in the overflow sketch stay counted:
+    /// its counters are shared with other keys. A failure only leaves the count
+    /// as it was.
+    pub async fn forget(&self, key: &str) {
+        if !self.enabled {
+            return;
+        }
+        match &self.redis {
+            Some(redis) => {
+                let mut redis = redis.clone();
+                let key = format!("{}{key}", self.prefix);
+                let deleted = tokio::time::timeout(
+                    REDIS_TIMEOUT,
+                    redis::cmd("DEL").arg(&key).query_async::<i64>(&mut redis),
+                )
+                .await;
+                if !matches!(deleted, Ok(Ok(_))) {
+                    tracing::debug!("a rate-limit window was not reset: Redis unavailable");
+                }
+            }
+            None => {
+                if let Ok(mut windows) = self.local.lock() {
+                    windows.by_key.remove(key);
+                }
+            }
+        }
+    }
+
     /// Counts one guess at a secret a user was sent (a link's, a code's, an
     /// invitation's) against the client address it comes from, before any limit
     /// keyed by what the client names (a user id, an email, an invitation): past

@@ -1345,8 +1345,22 @@ async fn change_password(
 /// Their memberships go with them, each announced to its team as a deleted
 /// membership is.
 pub async fn delete_user(state: &AppState, grant: &Grant<UsersWrite>, id: &str) -> AppResult<()> {
-    let project_id = grant.project();
     ids::validate("id", id)?;
+    remove_user(state, grant.project(), id).await
+}
+
+/// `deleteAccount`: the signed-in user deletes their own account, as a server's
+/// `deleteUser` would (sessions, memberships and identities go with it). Not
+/// with a JWT: a token handed to another service does not end its account.
+pub async fn delete_own_account(state: &AppState, me: &ResolvedSession) -> AppResult<String> {
+    require_session_secret(me, "delete the account")?;
+    remove_user(state, &me.user.project_id, &me.user.id).await?;
+    Ok(me.user.id.clone())
+}
+
+/// Deletes a user with what hangs on it, in one transaction, and tells every
+/// replica (its sessions stop working at once).
+async fn remove_user(state: &AppState, project_id: &str, id: &str) -> AppResult<()> {
     let mut tx = state.db.pool().begin().await?;
     let gone = state
         .memberships
@@ -1483,12 +1497,8 @@ pub async fn sign_in_with_password(
             SIGN_IN_PER_CLIENT,
         )
         .await?;
-    limiter
-        .hit(
-            &format!("signin:{project_id}:{email}:{from}"),
-            SIGN_IN_LIMIT,
-        )
-        .await?;
+    let attempts_here = format!("signin:{project_id}:{email}:{from}");
+    limiter.hit(&attempts_here, SIGN_IN_LIMIT).await?;
     let account_limit = limiter
         .hit(
             &format!("signin-account:{project_id}:{email}"),
@@ -1522,6 +1532,10 @@ pub async fn sign_in_with_password(
     if !verify(password.clone(), stored.clone()).await? {
         return Err(invalid());
     }
+    // The right password: the attempts from here were the owner's, and their
+    // count starts again (as Appwrite's), so signing in often never locks a user
+    // out; guesses still stop at the tenth wrong one in a row.
+    limiter.forget(&attempts_here).await;
     if user.blocked {
         return Err(AppError::UserBlocked);
     }
