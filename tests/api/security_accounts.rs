@@ -1199,6 +1199,63 @@ async fn a_user_blocks_their_own_account_and_only_a_server_opens_it_again() {
     app.shutdown().await;
 }
 
+/// A user deletes their own account (Appwrite's `DELETE /account`), even as the
+/// sole owner of a team: every session stops at once, the email is free to sign
+/// up again, and the team stays without them. A JWT cannot, nor can a guest.
+#[tokio::test]
+async fn a_user_deletes_their_own_account() {
+    let app = spawn_app().await;
+    let gus = sign_up(&app, "gus@example.com").await;
+    let (phone, laptop) = (
+        session(&app, "gus@example.com").await,
+        session(&app, "gus@example.com").await,
+    );
+    run(
+        &app,
+        Some(&phone),
+        "mutation { createTeam(input: {id: \"band\", name: \"Band\"}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let delete = "mutation { deleteAccount { deletedId } }";
+    let jwt = jwt_of(&app, &phone).await;
+    let refused = run(&app, Some(&jwt), delete, json!({})).await;
+    assert_eq!(refused.code(), "PERMISSION_DENIED", "{:#}", refused.body);
+    let guest = run(&app, None, delete, json!({})).await;
+    assert_eq!(guest.code(), "UNAUTHENTICATED", "{:#}", guest.body);
+    let deleted = run(&app, Some(&laptop), delete, json!({})).await.ok();
+    assert_eq!(deleted["deleteAccount"]["deletedId"], json!(gus));
+    for secret in [&phone, &laptop, &jwt] {
+        assert_ne!(account_code(&app, secret).await, "<none>");
+    }
+    let key = app
+        .create_key("default", &["users.read", "teams.read"])
+        .await;
+    let user = app
+        .as_key(
+            &key,
+            "default",
+            "query($u: ID!) { user(id: $u) { id } }",
+            json!({"u": gus}),
+        )
+        .await;
+    assert_eq!(user.code(), "USER_NOT_FOUND", "{:#}", user.body);
+    let team = app
+        .as_key(
+            &key,
+            "default",
+            "{ team(id: \"band\") { id total } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(team["team"], json!({"id": "band", "total": 0}));
+    let again = sign_up(&app, "gus@example.com").await;
+    assert_ne!(again, gus);
+    app.shutdown().await;
+}
+
 /// A user's activity log grows with every sign-in and change: entries older than
 /// the retention go, every user's, and newer ones stay.
 #[tokio::test]

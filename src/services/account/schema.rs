@@ -1,7 +1,7 @@
 //! GraphQL of the account: `account`, `accountLogs`, `accountSessions`, `createJWT`,
 //! `createAccount`, `createEmailPasswordSession`, `createAnonymousSession`,
-//! `deleteSession`, `deleteSessions`, `updateName`, `updateEmail`, `updatePassword`,
-//! `updatePhone`, `updatePrefs`; its `register` also adds the email flows
+//! `deleteAccount`, `deleteSession`, `deleteSessions`, `updateName`,
+//! `updateEmail`, `updatePassword`, `updatePhone`, `updatePrefs`; its `register` also adds the email flows
 //! (`email_schema`), MFA (`mfa_schema`) and OAuth2 (`oauth2_schema`). One function
 //! per root field, each only parsing, calling the service and mapping its answer.
 
@@ -199,6 +199,7 @@ pub fn register(parts: &mut SchemaParts, _project: &crate::services::projects::P
     parts.mutation(update_phone());
     parts.mutation(update_prefs());
     parts.mutation(update_status());
+    parts.mutation(delete_account());
 }
 
 fn session_payload_type() -> Object {
@@ -468,6 +469,21 @@ where
     })
     .description(description)
     .argument(InputValue::new("input", TypeRef::named_nn(T::NAME)))
+}
+
+fn delete_account() -> Field {
+    Field::new("deleteAccount", TypeRef::named_nn("DeleteUserPayload"), |ctx| {
+        FieldFuture::new(async move {
+            let me = caller(&ctx)?.require_session()?;
+            let deleted = service::delete_own_account(app(&ctx)?, me).await?;
+            ctx.append_http_header("set-cookie", cleared_session_cookie(&me.session.project_id));
+            Ok(Some(FieldValue::value(object([(
+                "deletedId",
+                Value::from(deleted),
+            )]))))
+        })
+    })
+    .description("Deletes the caller's own account (Appwrite's `DELETE /account`): the user, their sessions, identities and memberships, at once; a team they alone owned stays, without them. Not with a JWT (`PERMISSION_DENIED`).")
 }
 
 fn update_status() -> Field {
