@@ -88,7 +88,8 @@ fn starts_with_folded(word: &str, prefix: &str) -> bool {
 
 /// The most text matching a filter may read of one document: for each substring
 /// or search condition, its column's declared size, or `longest` (the largest
-/// text a document can hold) if less. What a subscription's filter costs each
+/// text a document can hold) if less; for each spatial condition, the segment
+/// pairs it may compare, weighed as text. What a subscription's filter costs each
 /// event of its collection, known before any.
 pub fn scan_cost(filter: &ResolvedFilter, longest: u64) -> u64 {
     let size = |column: &Column| -> u64 {
@@ -112,8 +113,14 @@ pub fn scan_cost(filter: &ResolvedFilter, longest: u64) -> u64 {
         | ResolvedFilter::EndsWith { column, .. }
         | ResolvedFilter::Contains { column, .. }
         | ResolvedFilter::Search { column, .. } => size(column),
-        // A shape's text: at most its points, each two numbers.
-        ResolvedFilter::Spatial(_) => (super::spatial::MAX_POINTS as u64 * 50).min(longest),
+        // Pairs of segments to compare (a document's shape holds at most
+        // `MAX_POINTS`), each counted as 20 characters read: about what one
+        // costs beside a character compared.
+        ResolvedFilter::Spatial(condition) => {
+            use geo::CoordsIter as _;
+            let given = condition.shape.geometry().coords_count() as u64;
+            given.saturating_mul(super::spatial::MAX_POINTS as u64 * 20)
+        }
         _ => 0,
     }
 }

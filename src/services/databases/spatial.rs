@@ -15,16 +15,29 @@
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::Once;
 
-use geo::{BoundingRect, Coord, Distance, Euclidean, Geometry, LineString, Point, Polygon, Relate};
+use geo::{
+    BoundingRect, Coord, CoordsIter, Distance, Euclidean, Geometry, LineString, Point, Polygon,
+    Relate,
+};
 use serde_json::Value;
 
 /// The radius a distance in meters is measured on (Appwrite's and MariaDB's
 /// `ST_Distance_Sphere` as Appwrite calls it).
 pub const EARTH_RADIUS_METERS: f64 = 6_371_000.0;
 
-/// The most points one shape holds, all rings counted: what bounds the work of
-/// comparing two shapes.
-pub const MAX_POINTS: usize = 10_000;
+/// The most points one shape holds, all rings counted. Comparing two shapes
+/// works through pairs of their segments (and records where they cross), so
+/// this and [`MAX_CONDITION_POINTS`] bound the work one document costs a
+/// spatial condition: at most 100,000 pairs.
+pub const MAX_POINTS: usize = 1_000;
+
+/// The most points of the shape a condition gives (a query's, a filter's, a
+/// subscription's), compared with every document's.
+pub const MAX_CONDITION_POINTS: usize = 100;
+
+/// The most times a line may cross itself (a track that loops back): each
+/// crossing is a node every comparison of the line records again.
+pub const MAX_LINE_CROSSINGS: usize = 100;
 
 /// The most rings of a polygon.
 pub const MAX_RINGS: usize = 100;
@@ -264,7 +277,73 @@ pub fn check(shape: Shape, value: &Value) -> Result<Checked, String> {
         Shape::Line => line(value, &mut points)?,
         Shape::Polygon => polygon(value, &mut points)?,
     };
-    Ok(Checked { shape, value })
+    let checked = Checked { shape, value };
+    check_crossings(&checked)?;
+    Ok(checked)
+}
+
+/// Refuses a polygon whose rings cross themselves or each other (touching at a
+/// point is allowed), and a line that crosses itself more than
+/// [`MAX_LINE_CROSSINGS`] times. Segments are swept in order of their least x,
+/// so only those whose spans of x overlap are compared.
+fn check_crossings(checked: &Checked) -> Result<(), String> {
+    use geo::line_intersection::{LineIntersection, line_intersection};
+    let rings: Vec<LineString<f64>> = match checked.geometry() {
+        Geometry::LineString(line) => vec![line],
+        Geometry::Polygon(polygon) => std::iter::once(polygon.exterior().clone())
+            .chain(polygon.interiors().iter().cloned())
+            .collect(),
+        _ => return Ok(()),
+    };
+    // (ring, index in the ring, segment), by least x.
+    let mut segments: Vec<(usize, usize, geo::Line<f64>)> = rings
+        .iter()
+        .enumerate()
+        .flat_map(|(r, ring)| ring.lines().enumerate().map(move |(i, l)| (r, i, l)))
+        .collect();
+    let least_x = |line: &geo::Line<f64>| line.start.x.min(line.end.x);
+    let most_x = |line: &geo::Line<f64>| line.start.x.max(line.end.x);
+    segments.sort_by(|a, b| least_x(&a.2).total_cmp(&least_x(&b.2)));
+    let polygon = checked.shape == Shape::Polygon;
+    let mut crossings = 0;
+    for (at, (ring, i, line)) in segments.iter().enumerate() {
+        for (other_ring, j, other) in &segments[at + 1..] {
+            if least_x(other) > most_x(line) {
+                break;
+            }
+            let segments_in_ring = rings[*ring].lines().len();
+            let adjacent = ring == other_ring
+                && (i.abs_diff(*j) == 1 || (polygon && i.abs_diff(*j) == segments_in_ring - 1));
+            let crosses = match line_intersection(*line, *other) {
+                Some(LineIntersection::SinglePoint { is_proper, .. }) => is_proper,
+                Some(LineIntersection::Collinear { intersection }) => {
+                    !adjacent || intersection.start != intersection.end
+                }
+                None => false,
+            };
+            if !crosses {
+                continue;
+            }
+            if polygon {
+                return Err(if ring == other_ring {
+                    format!("ring #{ring} of the polygon crosses itself")
+                } else {
+                    format!(
+                        "rings #{} and #{} of the polygon cross",
+                        ring.min(other_ring),
+                        ring.max(other_ring)
+                    )
+                });
+            }
+            crossings += 1;
+            if crossings > MAX_LINE_CROSSINGS {
+                return Err(format!(
+                    "a line crosses itself at most {MAX_LINE_CROSSINGS} times"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The shape a condition gives, told by how deeply its coordinates nest: a
@@ -283,7 +362,14 @@ pub fn check_any(value: &Value, ring_alone: bool) -> Result<Checked, String> {
             );
         }
     };
-    check(shape, value)
+    let checked = check(shape, value)?;
+    let points = checked.geometry().coords_count();
+    if points > MAX_CONDITION_POINTS {
+        return Err(format!(
+            "a condition's shape has at most {MAX_CONDITION_POINTS} points (this one {points})"
+        ));
+    }
+    Ok(checked)
 }
 
 /// A point, line or polygon written as WKT, with its coordinates as Appwrite's
@@ -792,6 +878,58 @@ mod tests {
         }
         let many = Value::Array(vec![json!([0, 0]); MAX_POINTS + 1]);
         assert!(check(Shape::Line, &many).unwrap_err().contains("at most"));
+
+        // Crossings, which every comparison of the shape would record again.
+        let bowtie = json!([[[0, 0], [2, 2], [2, 0], [0, 2], [0, 0]]]);
+        assert!(
+            check(Shape::Polygon, &bowtie)
+                .unwrap_err()
+                .contains("ring #0 of the polygon crosses itself")
+        );
+        let crossing_hole = json!([
+            [[0, 0], [4, 0], [4, 4], [0, 4], [0, 0]],
+            [[3, 1], [5, 1], [5, 2], [3, 2], [3, 1]]
+        ]);
+        assert!(
+            check(Shape::Polygon, &crossing_hole)
+                .unwrap_err()
+                .contains("rings #0 and #1 of the polygon cross")
+        );
+        let touching_hole = json!([
+            [[0, 0], [4, 0], [4, 4], [0, 4], [0, 0]],
+            [[0, 2], [2, 1], [2, 3], [0, 2]]
+        ]);
+        assert!(check(Shape::Polygon, &touching_hole).is_ok());
+        let spike = json!([[[0, 0], [4, 0], [2, 0], [2, 2], [0, 0]]]);
+        assert!(check(Shape::Polygon, &spike).is_err());
+        let loop_back = json!([[0, 0], [2, 2], [2, 0], [0, 2]]);
+        assert!(check(Shape::Line, &loop_back).is_ok());
+        // A zigzag over a zigzag: each of 50 strokes crosses the 50 of the
+        // other half, 2,500 times in all.
+        let mut zigzags: Vec<Value> = (0..51)
+            .map(|i| json!([i as f64 * 0.1, if i % 2 == 0 { 0 } else { 10 }]))
+            .collect();
+        zigzags.extend((0..51).map(|i| json!([if i % 2 == 0 { -1 } else { 6 }, i as f64 * 0.19])));
+        assert!(
+            check(Shape::Line, &Value::Array(zigzags))
+                .unwrap_err()
+                .contains("crosses itself at most")
+        );
+        // A condition's shape is compared with every document's: smaller.
+        let circle: Vec<Value> = (0..=MAX_CONDITION_POINTS)
+            .map(|i| {
+                let angle = i as f64 / MAX_CONDITION_POINTS as f64 * std::f64::consts::TAU;
+                json!([angle.cos(), angle.sin()])
+            })
+            .collect();
+        let mut closed = circle.clone();
+        closed[MAX_CONDITION_POINTS] = closed[0].clone();
+        assert!(check(Shape::Polygon, &json!([closed])).is_ok());
+        assert!(
+            check_any(&json!([closed]), false)
+                .unwrap_err()
+                .contains("at most 100 points")
+        );
 
         // WKT, as Appwrite takes it too: stored as the coordinates.
         let wkt = |shape, text: &str| check(shape, &json!(text)).unwrap().value;
