@@ -1,7 +1,8 @@
 //! Transactions of document writes, as Appwrite's clients use them: opened,
 //! staged across requests (`createOperations`, or `transactionId` on a document
 //! mutation), each staging checked as the caller; committed all or none, or
-//! rolled back; a user's own, a key's the project's.
+//! rolled back; a user's own (and committed only by them), a key's the
+//! project's.
 
 use serde_json::{Value, json};
 
@@ -495,7 +496,8 @@ async fn document_mutations_stage_into_a_transaction_that_only_its_owner_reaches
     assert_eq!(document["data"]["count"], 3);
     assert!(stored(&app, "brief").await.is_null());
 
-    // A key commits what a user staged, without the times only a key sets.
+    // Only the user commits what they staged (a key's reach is not theirs),
+    // without the times only a key sets.
     let t = app.as_session(&ann, OPEN, json!({})).await.ok()["createTransaction"]["id"]
         .as_str()
         .unwrap()
@@ -507,8 +509,10 @@ async fn document_mutations_stage_into_a_transaction_that_only_its_owner_reaches
     )
     .await
     .ok();
-    let by_key = app.admin(COMMIT, json!({"t": t})).await.ok();
-    assert_eq!(by_key["updateTransaction"]["status"], "committed");
+    let by_key = app.admin(COMMIT, json!({"t": t})).await;
+    assert_eq!(by_key.code(), "PERMISSION_DENIED", "{:#}", by_key.body);
+    let by_ann = app.as_session(&ann, COMMIT, json!({"t": t})).await.ok();
+    assert_eq!(by_ann["updateTransaction"]["status"], "committed");
     let dated = app
         .admin(
             "{ document(databaseId: \"ledger\", collectionId: \"notes\", id: \"dated\") { createdAt } }",
@@ -579,5 +583,107 @@ async fn a_transaction_announces_its_writes_when_committed_and_ends_when_it_expi
     let pruned = app.admin(READ, json!({"t": late})).await;
     assert_eq!(pruned.code(), "TRANSACTION_NOT_FOUND");
     assert!(stored(&app, "e3").await.is_null());
+    app.shutdown().await;
+}
+
+/// A commit runs its operations with the committer's permissions, so only the
+/// user who staged a transaction commits it (a key may read and roll it back),
+/// and a commit tells its user of a later change only to a document they may
+/// read: a change to one they may not is refused as its operation is, whatever
+/// staging let through behind an operation left to the commit.
+#[tokio::test]
+async fn a_users_transaction_is_committed_by_that_user_and_tells_nothing_unreadable() {
+    let app = spawn_app().await;
+    ledger(&app).await;
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": {"databaseId": "ledger", "id": "vault", "name": "vault", "permissions": [],
+            "attributes": [{"key": "name", "type": "STRING", "size": 50, "required": true}]}}),
+    )
+    .await
+    .ok();
+    const ADD: &str = "mutation($c: ID!, $id: ID!, $data: JSON!) { createDocument(input: {databaseId: \"ledger\", collectionId: $c, id: $id, data: $data}) { id } }";
+    app.admin(
+        ADD,
+        json!({"c": "vault", "id": "secret", "data": {"name": "gold"}}),
+    )
+    .await
+    .ok();
+    let uma = app.signed_in("uma@example.com").await;
+    let open_as_uma = || async {
+        app.as_session(&uma, OPEN, json!({})).await.ok()["createTransaction"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // Staged by a user, committed by a key: refused, and rolled back instead.
+    let t = open_as_uma().await;
+    app.as_session(
+        &uma,
+        STAGE,
+        json!({"t": t, "ops": [op("create", Some("u1"), json!({"name": "one"}))]}),
+    )
+    .await
+    .ok();
+    let by_key = app.admin(COMMIT, json!({"t": t})).await;
+    assert_eq!(by_key.code(), "PERMISSION_DENIED", "{:#}", by_key.body);
+    assert!(stored(&app, "u1").await.is_null());
+    let rolled = app.admin(ROLLBACK, json!({"t": t})).await.ok();
+    assert_eq!(rolled["updateTransaction"]["status"], "failed");
+
+    // What the user's own update of the vault is answered.
+    let vault_update = |id: &str| {
+        json!({"action": "update", "databaseId": "ledger", "collectionId": "vault",
+            "documentId": id, "data": {"name": "lead"}})
+    };
+    let direct = app
+        .as_session(
+            &uma,
+            "mutation { updateDocument(input: {databaseId: \"ledger\", collectionId: \"vault\", id: \"secret\", data: {name: \"lead\"}}) { id } }",
+            json!({}),
+        )
+        .await;
+    let refused_code = direct.code().to_string();
+    assert_ne!(refused_code, "<none>", "{:#}", direct.body);
+
+    // An id taken leaves the first operation to the commit; the vault update
+    // behind it is staged, the vault's document changes, the id is freed.
+    app.as_session(
+        &uma,
+        ADD,
+        json!({"c": "notes", "id": "mine", "data": {"name": "m"}}),
+    )
+    .await
+    .ok();
+    let t = open_as_uma().await;
+    app.as_session(
+        &uma,
+        STAGE,
+        json!({"t": t, "ops": [op("create", Some("mine"), json!({"name": "again"})), vault_update("secret")]}),
+    )
+    .await
+    .ok();
+    app.admin(
+        "mutation { updateDocument(input: {databaseId: \"ledger\", collectionId: \"vault\", id: \"secret\", data: {name: \"silver\"}}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    app.as_session(
+        &uma,
+        "mutation { deleteDocument(input: {databaseId: \"ledger\", collectionId: \"notes\", id: \"mine\"}) { deletedId } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let commit = app.as_session(&uma, COMMIT, json!({"t": t})).await;
+    assert_eq!(commit.code(), refused_code, "{:#}", commit.body);
+    let secret = app
+        .admin(DOCUMENT, json!({"c": "vault", "id": "secret"}))
+        .await
+        .ok();
+    assert_eq!(secret["document"]["data"]["name"], "silver");
+    assert!(stored(&app, "mine").await.is_null(), "nothing of it kept");
     app.shutdown().await;
 }

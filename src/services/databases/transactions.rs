@@ -234,6 +234,17 @@ pub async fn create(
 
 /// The transaction `id` if the caller may reach it, with its operations.
 async fn load(state: &AppState, caller: &Caller, id: &str) -> AppResult<(Transaction, Vec<Value>)> {
+    load_held(state, caller, id)
+        .await
+        .map(|(transaction, staged, _)| (transaction, staged))
+}
+
+/// [`load`], with whose the transaction is (`user:<id>`, or `key`).
+async fn load_held(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> AppResult<(Transaction, Vec<Value>, String)> {
     Access::of(caller, documents::DOCUMENTS_WRITE)?;
     let owner = owner_of(caller)?;
     let row = sqlx::query(&format!(
@@ -251,7 +262,7 @@ async fn load(state: &AppState, caller: &Caller, id: &str) -> AppResult<(Transac
     let staged = crate::db::columns::text(&row, "staged")?;
     let staged: Vec<Value> = serde_json::from_str(&staged)
         .map_err(|err| AppError::Internal(anyhow::anyhow!("a transaction's operations: {err}")))?;
-    Ok((transaction_from(&row)?, staged))
+    Ok((transaction_from(&row)?, staged, held_by))
 }
 
 /// The transaction `id`, if the caller may reach it.
@@ -498,8 +509,18 @@ pub async fn commit(
     id: &str,
 ) -> AppResult<Transaction> {
     check_alone(request)?;
-    let (mut transaction, staged) = load(state, caller, id).await?;
+    let (mut transaction, staged, held_by) = load_held(state, caller, id).await?;
     check_open(&transaction)?;
+    // A commit runs its operations with the committer's permissions: a key
+    // committing what a user staged would give the user's operations the
+    // key's reach. A key may read and roll back a user's transaction.
+    if caller.key().is_some() && held_by.starts_with("user:") {
+        return Err(AppError::PermissionDenied {
+            reason: "a user's transaction is committed by that user, whose permissions its \
+                     operations were staged with"
+                .into(),
+        });
+    }
     let now = now_millis();
     let run = RequestTx::new(state, Mode::Exclusive);
     let result = async {
@@ -930,7 +951,15 @@ async fn apply_all(
                 raw.get(STAGED_AT).and_then(Value::as_i64),
             ) {
                 (Some(commit_at), Some(id), Some(staged_at)) => {
-                    changed_since(run, operation.collection(), id, staged_at, commit_at).await?
+                    // Told only of a document the caller may read: the operation's
+                    // own refusal answers for one it may not, so a commit tells
+                    // no one of a change they could not see.
+                    changed_since(run, operation.collection(), id, staged_at, commit_at).await? && {
+                        let mut conn = run.reader().await?;
+                        documents::get(&mut conn, operation.collection(), &access, id, false)
+                            .await?
+                            .is_some()
+                    }
                 }
                 _ => false,
             };
