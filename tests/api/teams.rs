@@ -304,6 +304,15 @@ async fn servers_manage_every_team_and_add_members_directly() {
         .await
         .ok();
     assert_eq!(demoted["updateMembership"]["roles"], json!(["viewer"]));
+    // Roles keep the order given, as Appwrite keeps them; a repeated one counts once.
+    let ordered = app
+        .as_key(&key, "default", "mutation($m: ID!) { updateMembership(input: {teamId: \"ops\", membershipId: $m, roles: [\"writer\", \"viewer\", \"writer\", \"admin\"]}) { roles } }", json!({"m": membership_id}))
+        .await
+        .ok();
+    assert_eq!(
+        ordered["updateMembership"]["roles"],
+        json!(["writer", "viewer", "admin"])
+    );
     let not_owner = app
         .as_session(
             &user,

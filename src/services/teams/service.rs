@@ -122,10 +122,13 @@ fn check_roles(roles: &[String]) -> AppResult<Vec<String>> {
             )
         })?;
     }
-    let mut roles = roles.to_vec();
-    roles.sort();
-    roles.dedup();
-    Ok(roles)
+    // In the order given, as Appwrite keeps them; a role repeated counts once.
+    let mut seen = std::collections::HashSet::new();
+    Ok(roles
+        .iter()
+        .filter(|role| seen.insert(role.as_str()))
+        .cloned()
+        .collect())
 }
 
 async fn load_team(state: &AppState, project_id: &str, id: &str) -> AppResult<Team> {
