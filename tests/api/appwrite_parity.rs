@@ -5,7 +5,26 @@
 
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{TestApp, spawn_app};
+
+/// Makes the database `id` with one collection, `collection` its input (less
+/// the database).
+async fn database_with(app: &TestApp, id: &str, collection: serde_json::Value) {
+    app.admin(
+        "mutation($id: ID!) { createDatabase(input: {id: $id, name: $id}) { id } }",
+        json!({"id": id}),
+    )
+    .await
+    .ok();
+    let mut input = collection;
+    input["databaseId"] = json!(id);
+    app.admin(
+        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
+        json!({"input": input}),
+    )
+    .await
+    .ok();
+}
 
 #[tokio::test]
 async fn databases_collections_and_documents_answer_as_appwrites_clients_expect() {
@@ -340,25 +359,19 @@ async fn varchar_and_the_text_types_hold_strings_of_their_sizes() {
 #[tokio::test]
 async fn index_lengths_are_kept_and_bound_what_a_mariadb_key_covers() {
     let app = spawn_app().await;
-    app.admin(
-        "mutation { createDatabase(input: {id: \"films\", name: \"Films\"}) { id } }",
-        json!({}),
-    )
-    .await
-    .ok();
-    app.admin(
-        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
-        json!({"input": {"databaseId": "films", "id": "movies", "name": "movies",
+    database_with(
+        &app,
+        "films",
+        json!({"id": "movies", "name": "movies",
             "permissions": ["read(\"any\")", "create(\"any\")"],
             "attributes": [
                 {"key": "title", "type": "STRING", "size": 256},
                 {"key": "description", "type": "STRING", "size": 512},
                 {"key": "tagline", "type": "STRING", "size": 512},
                 {"key": "year", "type": "INTEGER"},
-                {"key": "actors", "type": "STRING", "size": 64, "array": true}]}}),
+                {"key": "actors", "type": "STRING", "size": 64, "array": true}]}),
     )
-    .await
-    .ok();
+    .await;
     const CREATE: &str = "mutation($index: IndexInput!) { createIndex(input: {databaseId: \"films\", collectionId: \"movies\", index: $index}) { indexes { key attributes lengths } } }";
     let made = app
         .admin(
@@ -453,20 +466,14 @@ async fn index_lengths_are_kept_and_bound_what_a_mariadb_key_covers() {
 #[tokio::test]
 async fn a_query_takes_five_hundred_values() {
     let app = spawn_app().await;
-    app.admin(
-        "mutation { createDatabase(input: {id: \"notes\", name: \"Notes\"}) { id } }",
-        json!({}),
-    )
-    .await
-    .ok();
-    app.admin(
-        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
-        json!({"input": {"databaseId": "notes", "id": "notes", "name": "notes",
+    database_with(
+        &app,
+        "notes",
+        json!({"id": "notes", "name": "notes",
             "documentSecurity": true, "permissions": ["create(\"users\")"],
-            "attributes": [{"key": "n", "type": "INTEGER"}]}}),
+            "attributes": [{"key": "n", "type": "INTEGER"}]}),
     )
-    .await
-    .ok();
+    .await;
     let session = app.signed_in("reader@example.com").await;
     let me = app
         .as_session(&session, "{ account { id } }", json!({}))
@@ -530,15 +537,10 @@ async fn a_query_takes_five_hundred_values() {
 #[tokio::test]
 async fn attributes_and_indexes_take_appwrites_queries() {
     let app = spawn_app().await;
-    app.admin(
-        "mutation { createDatabase(input: {id: \"cinema\", name: \"Cinema\"}) { id } }",
-        json!({}),
-    )
-    .await
-    .ok();
-    app.admin(
-        "mutation($input: CreateCollectionInput!) { createCollection(input: $input) { id } }",
-        json!({"input": {"databaseId": "cinema", "id": "movies", "name": "movies",
+    database_with(
+        &app,
+        "cinema",
+        json!({"id": "movies", "name": "movies",
             "permissions": ["read(\"any\")"],
             "attributes": [
                 {"key": "title", "type": "STRING", "size": 256},
@@ -550,10 +552,9 @@ async fn attributes_and_indexes_take_appwrites_queries() {
                 {"key": "byTitle", "type": "KEY", "attributes": ["title"]},
                 {"key": "byYear", "type": "KEY", "attributes": ["releaseYear"]},
                 {"key": "uniqueTagline", "type": "UNIQUE", "attributes": ["tagline"]},
-                {"key": "byYearAndTitle", "type": "KEY", "attributes": ["releaseYear", "title"]}]}}),
+                {"key": "byYearAndTitle", "type": "KEY", "attributes": ["releaseYear", "title"]}]}),
     )
-    .await
-    .ok();
+    .await;
     const READ: &str = "query($a: [String!], $i: [String!]) { collection(databaseId: \"cinema\", id: \"movies\") { attributes(queries: $a) { key } indexes(queries: $i) { key } } }";
     let q = |value: serde_json::Value| value.to_string();
     let keys = |list: &serde_json::Value| -> Vec<String> {

@@ -633,6 +633,39 @@ async fn a_jwt_acts_as_its_session_until_the_session_ends() {
         .ok();
     let jwt = issued["createJWT"]["jwt"].as_str().unwrap().to_string();
     assert_eq!(jwt.split('.').count(), 3);
+    // Appwrite's `duration`: seconds, 1 to 3600; 15 minutes without it.
+    let lifetime = |answer: &Value| {
+        let expires = chrono::DateTime::parse_from_rfc3339(
+            answer["createJWT"]["expiresAt"].as_str().unwrap(),
+        )
+        .unwrap();
+        (expires.timestamp() - chrono::Utc::now().timestamp()) as f64
+    };
+    assert!((lifetime(&issued) - 900.0).abs() <= 5.0, "{issued}");
+    let short = app
+        .as_session(
+            &secret,
+            "mutation { createJWT(duration: 60) { jwt expiresAt } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert!((lifetime(&short) - 60.0).abs() <= 5.0, "{short}");
+    for duration in [0, 3601, -5] {
+        let refused = app
+            .as_session(
+                &secret,
+                "mutation($d: Int) { createJWT(duration: $d) { jwt } }",
+                json!({"d": duration}),
+            )
+            .await;
+        assert_eq!(
+            refused.code(),
+            "BAD_USER_INPUT",
+            "{duration}: {:#}",
+            refused.body
+        );
+    }
     let account = app
         .as_session(&jwt, "{ account { email } }", json!({}))
         .await

@@ -322,14 +322,19 @@ fn create_jwt() -> Field {
     Field::new("createJWT", TypeRef::named_nn("JwtPayload"), |ctx| {
         FieldFuture::new(async move {
             let me = caller(&ctx)?.require_session()?;
-            let (jwt, expires_at) = service::issue_jwt(app(&ctx)?, me)?;
+            let duration = match ctx.args.get("duration") {
+                Some(value) if !value.is_null() => Some(value.i64()?),
+                _ => None,
+            };
+            let (jwt, expires_at) = service::issue_jwt(app(&ctx)?, me, duration)?;
             Ok(Some(FieldValue::value(object([
                 ("jwt", Value::from(jwt)),
                 ("expiresAt", datetime(expires_at)),
             ]))))
         })
     })
-    .description("A short-lived JWT (HS256, 15 minutes) for the caller's session, so a backend can act as this user. Only the session's own secret creates one: a JWT cannot create another (`PERMISSION_DENIED`), nor open sessions, manage MFA, or set credentials without the password.")
+    .description("A short-lived JWT (HS256, 15 minutes unless `duration` says otherwise) for the caller's session, so a backend can act as this user. Only the session's own secret creates one: a JWT cannot create another (`PERMISSION_DENIED`), nor open sessions, manage MFA, or set credentials without the password.")
+    .argument(InputValue::new("duration", TypeRef::named(TypeRef::INT)).description("Seconds the JWT works: 900 (15 minutes) when omitted, at most 3600 (Appwrite's `duration`)."))
 }
 
 fn create_account() -> Field {

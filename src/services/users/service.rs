@@ -1770,10 +1770,14 @@ pub fn require_session_secret(me: &ResolvedSession, what: &str) -> AppResult<()>
 
 /// A JWT for the caller's session: 15 minutes of acting as this user, for a backend.
 /// Only the session's own secret mints one.
-pub fn issue_jwt(state: &AppState, me: &ResolvedSession) -> AppResult<(String, i64)> {
+pub fn issue_jwt(
+    state: &AppState,
+    me: &ResolvedSession,
+    duration_secs: Option<i64>,
+) -> AppResult<(String, i64)> {
     require_session_secret(me, "create a JWT")?;
+    let ttl = jwt_ttl(duration_secs)?;
     let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
-    let ttl = crate::auth::jwt::DEFAULT_TTL_SECS;
     let token = state.jwt.issue(
         &me.session.project_id,
         &me.user.id,
@@ -1782,6 +1786,19 @@ pub fn issue_jwt(state: &AppState, me: &ResolvedSession) -> AppResult<(String, i
         ttl,
     );
     Ok((token, i64::try_from((now + ttl) * 1000).unwrap_or(i64::MAX)))
+}
+
+/// How long a JWT lasts: `duration_secs` (1 to [`USER_JWT_MAX_SECS`]), or 15
+/// minutes when none is given.
+fn jwt_ttl(duration_secs: Option<i64>) -> AppResult<u64> {
+    match duration_secs {
+        None => Ok(crate::auth::jwt::DEFAULT_TTL_SECS),
+        Some(secs) if (1..=USER_JWT_MAX_SECS).contains(&secs) => Ok(secs.unsigned_abs()),
+        Some(_) => Err(AppError::invalid(
+            "duration",
+            format!("between 1 and {USER_JWT_MAX_SECS} seconds"),
+        )),
+    }
 }
 
 /// The provider of the session a server's JWT for a user rides on.
@@ -1804,16 +1821,7 @@ pub async fn issue_user_jwt(
     actor: &str,
     client: &ClientInfo,
 ) -> AppResult<(String, i64)> {
-    let ttl = match duration_secs {
-        None => crate::auth::jwt::DEFAULT_TTL_SECS,
-        Some(secs) if (1..=USER_JWT_MAX_SECS).contains(&secs) => secs.unsigned_abs(),
-        Some(_) => {
-            return Err(AppError::invalid(
-                "duration",
-                format!("between 1 and {USER_JWT_MAX_SECS} seconds"),
-            ));
-        }
-    };
+    let ttl = jwt_ttl(duration_secs)?;
     let project_id = grant.project();
     let user = load_user(state, project_id, user_id).await?;
     if user.blocked {
