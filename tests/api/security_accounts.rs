@@ -228,9 +228,41 @@ async fn a_server_setting_a_password_ends_every_session_of_the_user() {
         .await
         .ok();
     assert_eq!(left["userSessions"], json!([]));
-    password_session(&app, "bob@example.com", "set-by-server-3")
+    let kept = password_session(&app, "bob@example.com", "set-by-server-3")
+        .await
+        .ok()["createEmailPasswordSession"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // An empty password takes it away (Appwrite's): no password signs in, and
+    // the sessions end as for a new one. A user cannot clear their own.
+    let own = run(
+        &app,
+        Some(&kept),
+        "mutation { updatePassword(input: {password: \"\", oldPassword: \"set-by-server-3\"}) { id } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(own.code(), "PASSWORD_TOO_SHORT", "{:#}", own.body);
+    let cleared = app
+        .admin(
+            "mutation($id: ID!) { updateUser(input: {id: $id, password: \"\"}) { passwordUpdatedAt } }",
+            json!({"id": id}),
+        )
         .await
         .ok();
+    assert_eq!(cleared["updateUser"]["passwordUpdatedAt"], json!(null));
+    assert_eq!(account_code(&app, &kept).await, "INVALID_SESSION");
+    for password in ["set-by-server-3", ""] {
+        assert_eq!(
+            password_session(&app, "bob@example.com", password)
+                .await
+                .code(),
+            "INVALID_CREDENTIALS",
+            "{password:?}"
+        );
+    }
     app.shutdown().await;
 }
 

@@ -193,7 +193,7 @@ crate::graphql_input! {
         email: Option<String>,
         "New phone number; clears `phoneVerified` when it changes. `\"\"` removes the number."
         phone: Option<String>,
-        "New password; every session of the user ends."
+        "New password; every session of the user ends. `\"\"` takes the password away: no password signs the user in."
         password: Option<String>,
         "Block (true) or unblock (false); a block ends the user's sessions at once."
         blocked: Option<bool>,

@@ -151,6 +151,9 @@ pub struct UserChanges {
     pub phone_verified: Option<bool>,
     pub labels: Option<Vec<String>>,
     pub prefs: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Takes the password away (servers only): no password signs the user in,
+    /// and, as for a new one, their sessions end unless the project keeps them.
+    pub clear_password: bool,
     /// Require a second factor (servers only; users go through `updateMfa`).
     pub mfa: Option<bool>,
     /// Removes the authenticator app and the recovery codes and turns MFA off
@@ -993,6 +996,13 @@ pub async fn update_user(
     changes: UserChanges,
 ) -> AppResult<User> {
     let project_id = grant.project();
+    let mut changes = changes;
+    // A server may take a user's password away (Appwrite's `password: ""`): the
+    // user then signs in only by other means.
+    if changes.password.as_deref() == Some("") {
+        changes.password = None;
+        changes.clear_password = true;
+    }
     apply_changes(state, project_id, id, changes).await
 }
 
@@ -1082,7 +1092,10 @@ pub(crate) async fn prepare_changes(
         ("name", changes.name.is_some()),
         ("email", changes.email.is_some()),
         ("phone", changes.phone.is_some()),
-        ("password", changes.password.is_some()),
+        (
+            "password",
+            changes.password.is_some() || changes.clear_password,
+        ),
         ("status", changes.blocked.is_some()),
         ("labels", changes.labels.is_some()),
         ("prefs", changes.prefs.is_some()),
@@ -1120,9 +1133,12 @@ pub(crate) async fn prepare_changes(
         user.name = name;
     }
     let email_changed = change_contact(&mut user, changes.email, changes.phone)?;
-    let password_changed = changes.password.is_some();
+    let password_changed = changes.password.is_some() || changes.clear_password;
     if let Some(password) = changes.password {
         change_password(state, project_id, &mut user, &mut history, password, now).await?;
+    } else if changes.clear_password {
+        user.password_hash = None;
+        user.password_updated_at = None;
     }
     if let Some(blocked) = changes.blocked {
         user.blocked = blocked;
