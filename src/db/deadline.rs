@@ -24,7 +24,7 @@
 
 use std::ffi::{c_char, c_int, c_uint, c_void};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{LazyLock, Once};
+use std::sync::{Arc, LazyLock, Once};
 use std::time::{Duration, Instant};
 
 use sqlx::{AnyConnection, Executor as _};
@@ -130,7 +130,40 @@ struct Watch {
     started: AtomicU64,
 }
 
+impl Watch {
+    /// Whether the reading statement running has passed the limit.
+    fn overdue(&self) -> bool {
+        let started = self.started.load(Ordering::Relaxed);
+        if started == 0 {
+            return false;
+        }
+        let limit_ns = self
+            .limit_ms
+            .load(Ordering::Relaxed)
+            .saturating_mul(1_000_000);
+        limit_ns > 0 && since_epoch().saturating_sub(started - 1) > limit_ns
+    }
+}
+
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+thread_local! {
+    /// The watch of the connection whose statement last began on this thread:
+    /// SQLite runs a statement's functions on the thread stepping it, so a
+    /// function that works long per row can look at its own deadline
+    /// ([`sqlite_statement_overdue`]). A counted reference, so that a connection
+    /// closed elsewhere leaves nothing dangling here.
+    static RUNNING: std::cell::RefCell<Option<Arc<Watch>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Whether the reading statement running on this thread (an SQLite
+/// connection's) has passed its connection's limit: for a function whose one
+/// call may work long, which SQLite's progress handler looks past (it runs
+/// between virtual machine steps). The caller then stops the statement with
+/// `sqlite3_interrupt`, which fails it as the deadline does.
+pub fn sqlite_statement_overdue() -> bool {
+    RUNNING.with(|running| running.borrow().as_deref().is_some_and(Watch::overdue))
+}
 
 fn since_epoch() -> u64 {
     u64::try_from(EPOCH.elapsed().as_nanos()).unwrap_or(u64::MAX)
@@ -143,10 +176,11 @@ unsafe extern "C" fn attach(
     _error: *mut *mut c_char,
     _api: *const libsqlite3_sys::sqlite3_api_routines,
 ) -> c_int {
-    let watch = Box::into_raw(Box::new(Watch {
+    let watch = Arc::into_raw(Arc::new(Watch {
         limit_ms: AtomicU64::new(0),
         started: AtomicU64::new(0),
     }))
+    .cast_mut()
     .cast::<c_void>();
     // SAFETY: `db` is the connection being opened; `watch` lives until the close
     // hook frees it, after which SQLite calls none of these.
@@ -163,7 +197,7 @@ unsafe extern "C" fn attach(
             None,
         );
         if rc != libsqlite3_sys::SQLITE_OK {
-            drop(Box::from_raw(watch.cast::<Watch>()));
+            drop(Arc::from_raw(watch.cast::<Watch>()));
             return rc;
         }
         libsqlite3_sys::sqlite3_progress_handler(db, STEPS_BETWEEN_CHECKS, Some(progress), watch);
@@ -208,7 +242,16 @@ unsafe extern "C" fn trace(
     if event == libsqlite3_sys::SQLITE_TRACE_CLOSE as c_uint {
         // SAFETY: the watch was made by `attach` for this connection, and the
         // connection calls no hook after closing.
-        unsafe { drop(Box::from_raw(context.cast::<Watch>())) };
+        let watch = unsafe { Arc::from_raw(context.cast::<Watch>()) };
+        RUNNING.with(|running| {
+            let mut running = running.borrow_mut();
+            if running
+                .as_ref()
+                .is_some_and(|held| Arc::ptr_eq(held, &watch))
+            {
+                *running = None;
+            }
+        });
         return 0;
     }
     // SAFETY: for a statement event SQLite passes the connection's watch, the
@@ -223,6 +266,22 @@ unsafe extern "C" fn trace(
             && libsqlite3_sys::sqlite3_stmt_readonly(statement.cast()) != 0;
         let started = if reads_only { since_epoch() + 1 } else { 0 };
         watch.started.store(started, Ordering::Relaxed);
+        if reads_only {
+            let this = context.cast::<Watch>().cast_const();
+            RUNNING.with(|running| {
+                let mut running = running.borrow_mut();
+                if !running
+                    .as_ref()
+                    .is_some_and(|held| std::ptr::eq(Arc::as_ptr(held), this))
+                {
+                    // SAFETY: `this` is the connection's counted watch, alive
+                    // while the connection is; the count taken here is this
+                    // thread's own.
+                    Arc::increment_strong_count(this);
+                    *running = Some(Arc::from_raw(this));
+                }
+            });
+        }
     }
     0
 }
@@ -232,15 +291,7 @@ unsafe extern "C" fn trace(
 unsafe extern "C" fn progress(context: *mut c_void) -> c_int {
     // SAFETY: SQLite passes the connection's watch, alive until it closes.
     let watch = unsafe { &*context.cast::<Watch>() };
-    let started = watch.started.load(Ordering::Relaxed);
-    if started == 0 {
-        return 0;
-    }
-    let limit_ns = watch
-        .limit_ms
-        .load(Ordering::Relaxed)
-        .saturating_mul(1_000_000);
-    c_int::from(limit_ns > 0 && since_epoch().saturating_sub(started - 1) > limit_ns)
+    c_int::from(watch.overdue())
 }
 
 #[cfg(test)]

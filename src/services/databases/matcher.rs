@@ -114,12 +114,12 @@ pub fn scan_cost(filter: &ResolvedFilter, longest: u64) -> u64 {
         | ResolvedFilter::Contains { column, .. }
         | ResolvedFilter::Search { column, .. } => size(column),
         // Pairs of segments to compare (a document's shape holds at most
-        // `MAX_POINTS`), each counted as 20 characters read: about what one
-        // costs beside a character compared.
+        // `MAX_POINTS`), each counted as 50 characters read: two shapes that
+        // cross at every pair cost about that much per pair.
         ResolvedFilter::Spatial(condition) => {
             use geo::CoordsIter as _;
             let given = condition.shape.geometry().coords_count() as u64;
-            given.saturating_mul(super::spatial::MAX_POINTS as u64 * 20)
+            given.saturating_mul(super::spatial::MAX_POINTS as u64 * 50)
         }
         _ => 0,
     }

@@ -793,6 +793,14 @@ unsafe extern "C" fn relate_in_sqlite(
             libsqlite3_sys::sqlite3_result_null(context);
             return;
         }
+        // One comparison may work for milliseconds, and SQLite looks at the
+        // deadline only between its own steps: past it, the statement stops
+        // here, failing as the deadline fails it.
+        if crate::db::deadline::sqlite_statement_overdue() {
+            libsqlite3_sys::sqlite3_interrupt(libsqlite3_sys::sqlite3_context_db_handle(context));
+            libsqlite3_sys::sqlite3_result_null(context);
+            return;
+        }
         let relation = Relation::of_code(libsqlite3_sys::sqlite3_value_int64(*argv));
         let distance = libsqlite3_sys::sqlite3_value_double(*argv.add(3));
         let meters = libsqlite3_sys::sqlite3_value_int64(*argv.add(4)) != 0;
@@ -1048,5 +1056,94 @@ mod tests {
                 .map(|g| matches!(g, Geometry::Polygon(_))),
             Some(true)
         );
+    }
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use std::time::{Duration, Instant};
+
+    use sqlx::Connection as _;
+
+    use super::*;
+    use crate::db::Dialect;
+    use crate::db::deadline::{Setup, install_sqlite_hooks, is_timeout};
+
+    /// A zigzag of `points` points over x 0..10, crossing a taller one often.
+    fn zigzag(points: usize, wide: bool) -> String {
+        let coordinates: Vec<Value> = (0..points)
+            .map(|i| {
+                let along = i as f64 * 10.0 / points as f64;
+                let across = if i % 2 == 0 { 0.0 } else { 10.0 };
+                match wide {
+                    true => serde_json::json!([along, across]),
+                    false => serde_json::json!([across, along]),
+                }
+            })
+            .collect();
+        Value::Array(coordinates).to_string()
+    }
+
+    /// One comparison of the largest shapes works for milliseconds, and SQLite
+    /// looks at the deadline only between its own steps: the function looks at
+    /// it too, so a scan of such comparisons stops near the limit, as any
+    /// reading statement does, and the connection goes on.
+    #[tokio::test]
+    async fn a_scan_of_heavy_comparisons_stops_at_the_statement_deadline() {
+        sqlx::any::install_default_drivers();
+        install_sqlite_hooks();
+        install_sqlite_function();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("d.db").display());
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        let limit = Duration::from_millis(100);
+        Setup {
+            dialect: Dialect::Sqlite,
+            statement_limit: limit,
+        }
+        .run(&mut conn)
+        .await
+        .unwrap();
+        let (stored, given) = (
+            zigzag(MAX_POINTS, true),
+            zigzag(MAX_CONDITION_POINTS, false),
+        );
+        let one = Instant::now();
+        let crosses: Option<i64> = sqlx::query_scalar("SELECT nimbus_spatial(?, ?, ?, 0, 0)")
+            .bind(Relation::Crosses.code())
+            .bind(&stored)
+            .bind(&given)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(crosses, Some(1));
+        let per_call = one.elapsed();
+        // The row's `x` in an argument: with constants only, SQLite would
+        // compute the deterministic function once.
+        let scan = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n \
+                    WHERE x < 1000000) SELECT COUNT(*) FROM n \
+                    WHERE nimbus_spatial(?, ?, ?, x * 0, 0) = 1";
+        let started = Instant::now();
+        let err = sqlx::query(scan)
+            .bind(Relation::Crosses.code())
+            .bind(&stored)
+            .bind(&given)
+            .execute(&mut conn)
+            .await
+            .unwrap_err();
+        assert!(is_timeout(&err), "{err:?}");
+        // The limit, and the call running when it passed (with room for a busy
+        // machine), not the hundred calls between two of SQLite's looks.
+        let bound = limit + per_call * 10 + Duration::from_millis(500);
+        assert!(
+            started.elapsed() < bound,
+            "{:?} for calls of {per_call:?}",
+            started.elapsed()
+        );
+        let one: i64 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(one, 1);
     }
 }
