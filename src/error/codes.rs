@@ -234,6 +234,7 @@ codes! {
     TOO_MANY_PENDING_UPLOADS: 400 => "over the unfinished uploads (count or bytes) the server holds";
     INVALID_PREVIEW_PARAMETER: 400 => "a preview parameter out of range or of the wrong form";
     IMAGE_TOO_LARGE: 400 => "an image over `NIMBUS_PREVIEW_MAX_PIXELS`, refused before it is decoded";
+    TRANSFORMATIONS_DISABLED: 403 => "a client asked for a preview in a bucket whose `transformations` are off";
     IMAGE_CORRUPT: 400 => "the file does not decode as the image it claims to be";
     PREVIEW_FAILED: 400 => "the preview could not be encoded";
     // Avatars.

@@ -66,6 +66,19 @@ async fn readable(
     path: &FilePath,
     query: &[(String, String)],
 ) -> AppResult<(Bucket, StoredFile)> {
+    readable_by(state, headers, path, query)
+        .await
+        .map(|(bucket, file, _)| (bucket, file))
+}
+
+/// [`readable`], and whether a server (an API key, the console) reads it rather
+/// than a client (a user, a guest, whoever holds a signed URL).
+async fn readable_by(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &FilePath,
+    query: &[(String, String)],
+) -> AppResult<(Bucket, StoredFile, bool)> {
     let param = |name: &str| {
         query
             .iter()
@@ -95,11 +108,14 @@ async fn readable(
                 reason: "the signed URL is for another file".into(),
             });
         }
-        return signed_file(state, &grant).await;
+        let (bucket, file) = signed_file(state, &grant).await?;
+        return Ok((bucket, file, false));
     }
     let addressed = identity::resolve(state, &presented(headers, param("project"))).await?;
     let access = ScopedAccess::of(&addressed.caller)?;
-    service::readable_file(state, &access, &path.bucket, &path.file).await
+    let server = matches!(*access, crate::auth::access::Access::Server);
+    let (bucket, file) = service::readable_file(state, &access, &path.bucket, &path.file).await?;
+    Ok((bucket, file, server))
 }
 
 /// The file a genuine token opens, while whoever minted it could still read it.
@@ -366,7 +382,14 @@ pub async fn preview(
 ) -> Response {
     let query = query_pairs(uri.query());
     async {
-        let (_, file) = readable(&state, &headers, &path, &query).await?;
+        let (bucket, file, server) = readable_by(&state, &headers, &path, &query).await?;
+        if !server && !bucket.transformations {
+            return Err(AppError::Invalid {
+                code: codes::TRANSFORMATIONS_DISABLED,
+                field: "bucketId".into(),
+                reason: "the bucket's images are not made into previews for clients".into(),
+            });
+        }
         let project_id = file.project_id.clone();
         let params_only: Vec<(String, String)> = query
             .into_iter()

@@ -1211,6 +1211,53 @@ async fn the_previews_of_encrypted_files_are_cached_sealed_and_rendered_again_if
     }
 }
 
+/// A bucket with `transformations` off (Appwrite's) makes no previews for
+/// clients, whoever they are, while its files still download; API keys preview
+/// as before, and turning it back on serves clients again.
+#[tokio::test]
+async fn a_bucket_without_transformations_makes_no_previews_for_clients() {
+    let app = spawn_app().await;
+    let made = app
+        .admin(
+            "mutation { createBucket(input: {id: \"raw\", name: \"Raw\", permissions: [\"read(\\\"any\\\")\"], transformations: false}) { transformations } }",
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(made["createBucket"]["transformations"], false);
+    let admin = admin_headers(&app);
+    let admin = borrowed(&admin);
+    let photo = upload(
+        &app,
+        &admin,
+        json!({"bucketId": "raw", "fileId": "photo", "file": null}),
+        "photo.png",
+        "image/png",
+        &png(64, 48),
+    )
+    .await
+    .ok()["createFile"]
+        .clone();
+    let preview = format!("{}&width=32", photo["previewUrl"].as_str().unwrap());
+    let (status, _, body) = fetch(&app, &preview, &[]).await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(error_code(&body), "TRANSFORMATIONS_DISABLED");
+    let (status, _, _) = fetch(&app, photo["downloadUrl"].as_str().unwrap(), &[]).await;
+    assert_eq!(status, 200, "a download is no transformation");
+    let (status, _, body) = fetch(&app, &preview, &admin).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(image::load_from_memory(&body).unwrap().width(), 32);
+    app.admin(
+        "mutation { updateBucket(input: {id: \"raw\", transformations: true}) { id } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let (status, _, _) = fetch(&app, &preview, &[]).await;
+    assert_eq!(status, 200);
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn previews_resize_images_once_and_refuse_bad_images_and_parameters() {
     let app = spawn_app().await;

@@ -35,6 +35,9 @@ pub struct Bucket {
     pub compression: Compression,
     pub encryption: bool,
     pub antivirus: bool,
+    /// Whether clients may have its images transformed into previews (API keys
+    /// and the console may either way).
+    pub transformations: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }

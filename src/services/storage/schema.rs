@@ -65,6 +65,7 @@ pub fn bucket_value(bucket: &Bucket) -> Value {
         ),
         ("encryption", Value::from(bucket.encryption)),
         ("antivirus", Value::from(bucket.antivirus)),
+        ("transformations", Value::from(bucket.transformations)),
         ("createdAt", datetime(bucket.created_at)),
         ("updatedAt", datetime(bucket.updated_at)),
     ])
@@ -161,6 +162,8 @@ crate::graphql_input! {
         encryption: Option<bool>,
         "Scan files when NIMBUS_CLAMD is set (default true)."
         antivirus: Option<bool>,
+        "Let clients have its images made into previews (default true; API keys and the console may either way)."
+        transformations: Option<bool>,
     }
 }
 
@@ -187,6 +190,8 @@ crate::graphql_input! {
         encryption: Option<bool>,
         "Scan files when NIMBUS_CLAMD is set (default true)."
         antivirus: Option<bool>,
+        "Let clients have its images made into previews (default true; API keys and the console may either way)."
+        transformations: Option<bool>,
     }
 }
 
@@ -210,6 +215,7 @@ struct BucketInput {
     compression: Option<String>,
     encryption: Option<bool>,
     antivirus: Option<bool>,
+    transformations: Option<bool>,
 }
 
 /// Both bucket inputs carry the same settings; `$id` and `$name` say how each
@@ -229,6 +235,7 @@ macro_rules! bucket_input_from {
                     compression: given.compression,
                     encryption: given.encryption,
                     antivirus: given.antivirus,
+                    transformations: given.transformations,
                 }
             }
         }
@@ -260,6 +267,7 @@ impl BucketInput {
                 compression,
                 encryption: self.encryption,
                 antivirus: self.antivirus,
+                transformations: self.transformations,
             },
         ))
     }
@@ -566,6 +574,7 @@ fn bucket_type() -> Object {
         .field(prop("compression", TypeRef::named_nn("FileCompression"), "How new files are compressed at rest."))
         .field(prop("encryption", boolean(), "Whether new files are encrypted at rest (AES-256-GCM)."))
         .field(prop("antivirus", boolean(), "Whether new files are scanned when the server has a virus scanner (`NIMBUS_CLAMD`)."))
+        .field(prop("transformations", boolean(), "Whether clients may have its images made into previews (Appwrite's `transformations`); API keys and the console may either way."))
         .field(prop("createdAt", TypeRef::named_nn(DATETIME), "When the bucket was created."))
         .field(prop("updatedAt", TypeRef::named_nn(DATETIME), "When the bucket last changed."))
 }

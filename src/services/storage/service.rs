@@ -103,6 +103,7 @@ pub struct BucketSettings {
     pub compression: Option<Compression>,
     pub encryption: Option<bool>,
     pub antivirus: Option<bool>,
+    pub transformations: Option<bool>,
 }
 
 fn apply_settings(state: &AppState, bucket: &mut Bucket, s: BucketSettings) -> AppResult<()> {
@@ -146,6 +147,9 @@ fn apply_settings(state: &AppState, bucket: &mut Bucket, s: BucketSettings) -> A
     }
     if let Some(flag) = s.antivirus {
         bucket.antivirus = flag;
+    }
+    if let Some(flag) = s.transformations {
+        bucket.transformations = flag;
     }
     Ok(())
 }
@@ -202,6 +206,7 @@ pub async fn create_bucket(
         compression: Compression::None,
         encryption: true,
         antivirus: true,
+        transformations: true,
         created_at: now,
         updated_at: now,
     };

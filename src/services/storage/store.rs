@@ -21,7 +21,8 @@ fn compression_from(row: &AnyRow) -> Result<Compression, sqlx::Error> {
 }
 
 const BUCKET_COLUMNS: &str = "project_id, id, name, enabled, file_security, permissions, \
-     maximum_file_size, allowed_file_extensions, compression, encryption, antivirus, created_at, updated_at";
+     maximum_file_size, allowed_file_extensions, compression, encryption, antivirus, \
+     transformations, created_at, updated_at";
 
 fn bucket_from(row: &AnyRow) -> Result<Bucket, sqlx::Error> {
     let permissions: Vec<String> =
@@ -39,6 +40,7 @@ fn bucket_from(row: &AnyRow) -> Result<Bucket, sqlx::Error> {
         compression: compression_from(row)?,
         encryption: row.try_get::<i16, _>("encryption")? != 0,
         antivirus: row.try_get::<i16, _>("antivirus")? != 0,
+        transformations: row.try_get::<i16, _>("transformations")? != 0,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -50,7 +52,7 @@ fn permission_strings(permissions: &[Permission]) -> Vec<String> {
 
 pub async fn insert_bucket(conn: &mut AnyConnection, b: &Bucket) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "INSERT INTO storage_buckets ({BUCKET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO storage_buckets ({BUCKET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(&b.project_id)
     .bind(&b.id)
@@ -63,6 +65,7 @@ pub async fn insert_bucket(conn: &mut AnyConnection, b: &Bucket) -> Result<(), s
     .bind(b.compression.as_str())
     .bind(i16::from(b.encryption))
     .bind(i16::from(b.antivirus))
+    .bind(i16::from(b.transformations))
     .bind(b.created_at)
     .bind(b.updated_at)
     .execute(conn)
@@ -75,7 +78,7 @@ pub async fn update_bucket(conn: &mut AnyConnection, b: &Bucket) -> Result<bool,
     sqlx::query(
         "UPDATE storage_buckets SET name = ?, enabled = ?, file_security = ?, permissions = ?, \
          maximum_file_size = ?, allowed_file_extensions = ?, compression = ?, encryption = ?, \
-         antivirus = ?, updated_at = ? WHERE project_id = ? AND id = ?",
+         antivirus = ?, transformations = ?, updated_at = ? WHERE project_id = ? AND id = ?",
     )
     .bind(&b.name)
     .bind(i16::from(b.enabled))
@@ -86,6 +89,7 @@ pub async fn update_bucket(conn: &mut AnyConnection, b: &Bucket) -> Result<bool,
     .bind(b.compression.as_str())
     .bind(i16::from(b.encryption))
     .bind(i16::from(b.antivirus))
+    .bind(i16::from(b.transformations))
     .bind(b.updated_at)
     .bind(&b.project_id)
     .bind(&b.id)

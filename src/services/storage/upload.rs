@@ -784,6 +784,7 @@ mod tests {
             compression: Compression::None,
             encryption: false,
             antivirus: false,
+            transformations: true,
             created_at: 0,
             updated_at: 0,
         };
