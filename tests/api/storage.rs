@@ -95,6 +95,27 @@ fn borrowed<'a>(headers: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a
     headers.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
+/// Uploads `photo.png`, a PNG of `width`×`height`, as the file `photo` of
+/// `bucket`: the file as `createFile` answers it.
+async fn upload_photo(
+    app: &TestApp,
+    headers: &[(&str, &str)],
+    bucket: &str,
+    (width, height): (u32, u32),
+) -> Value {
+    upload(
+        app,
+        headers,
+        json!({"bucketId": bucket, "fileId": "photo", "file": null}),
+        "photo.png",
+        "image/png",
+        &png(width, height),
+    )
+    .await
+    .ok()["createFile"]
+        .clone()
+}
+
 /// A GET of `path` (absolute URL or server path): status, headers and body.
 async fn fetch(
     app: &TestApp,
@@ -1156,17 +1177,7 @@ async fn the_previews_of_encrypted_files_are_cached_sealed_and_rendered_again_if
             json!({"id": id, "name": id, "encryption": encryption, "permissions": ["read(\"any\")"]}),
         )
         .await;
-        let file = upload(
-            &app,
-            &admin,
-            json!({"bucketId": id, "fileId": "photo", "file": null}),
-            "photo.png",
-            "image/png",
-            &png(320, 240),
-        )
-        .await
-        .ok()["createFile"]
-            .clone();
+        let file = upload_photo(&app, &admin, id, (320, 240)).await;
         assert_eq!(file["encrypted"], encryption);
         let preview = format!("{}&width=80", file["previewUrl"].as_str().unwrap());
         let (status, _, rendered) = fetch(&app, &preview, &[]).await;
@@ -1227,17 +1238,7 @@ async fn a_bucket_without_transformations_makes_no_previews_for_clients() {
     assert_eq!(made["createBucket"]["transformations"], false);
     let admin = admin_headers(&app);
     let admin = borrowed(&admin);
-    let photo = upload(
-        &app,
-        &admin,
-        json!({"bucketId": "raw", "fileId": "photo", "file": null}),
-        "photo.png",
-        "image/png",
-        &png(64, 48),
-    )
-    .await
-    .ok()["createFile"]
-        .clone();
+    let photo = upload_photo(&app, &admin, "raw", (64, 48)).await;
     let preview = format!("{}&width=32", photo["previewUrl"].as_str().unwrap());
     let (status, _, body) = fetch(&app, &preview, &[]).await;
     assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
@@ -1410,17 +1411,7 @@ async fn a_client_has_a_bounded_number_of_previews_rendered_a_minute() {
     )
     .await;
     let admin = admin_headers(&app);
-    let file = upload(
-        &app,
-        &borrowed(&admin),
-        json!({"bucketId": "pics", "fileId": "photo", "file": null}),
-        "photo.png",
-        "image/png",
-        &png(64, 48),
-    )
-    .await
-    .ok()["createFile"]
-        .clone();
+    let file = upload_photo(&app, &borrowed(&admin), "pics", (64, 48)).await;
     let preview = file["previewUrl"].as_str().unwrap().to_string();
     for width in [10, 20] {
         let (status, _, body) = fetch(&app, &format!("{preview}&width={width}"), &[]).await;
@@ -1903,17 +1894,7 @@ async fn deleting_a_project_removes_its_files_bytes_and_cached_previews() {
     )
     .await
     .ok();
-    let file = upload(
-        &app,
-        &headers,
-        json!({"bucketId": "pics", "fileId": "photo", "file": null}),
-        "photo.png",
-        "image/png",
-        &png(64, 48),
-    )
-    .await
-    .ok()["createFile"]
-        .clone();
+    let file = upload_photo(&app, &headers, "pics", (64, 48)).await;
     let (status, _, _) = fetch(
         &app,
         &format!("{}&width=32", file["previewUrl"].as_str().unwrap()),
