@@ -53,12 +53,7 @@ cleanup() {
 trap cleanup EXIT
 noisy=()
 
-section "Machine"
-describe_machine
-say "commit:   $commit"
-say "cpu:      $machine"
-say "memory:   $memory"
-say "kernel:   $(uname -sr)"
+report_machine
 say "wrk:      $(wrk --version 2>&1 | awk 'NR == 1 { print $2 }')"
 magick_version=$("$convert_bin" -version | awk 'NR == 1 { print $3 }')
 say "magick:   ImageMagick $magick_version"

@@ -58,12 +58,7 @@ cleanup() {
 trap cleanup EXIT
 noisy=()
 
-section "Machine"
-describe_machine
-say "commit:   $commit"
-say "cpu:      $machine"
-say "memory:   $memory"
-say "kernel:   $(uname -sr)"
+report_machine
 say "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
 say "wrk:      $(wrk --version 2>&1 | awk 'NR == 1 { print $2 }')"
 install_pocketbase

@@ -127,6 +127,17 @@ describe_machine() {
     memory=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 }
 
+# The "Machine" section a report opens with: the commit, CPU, memory and kernel
+# (describe_machine's figures, which stay set for the script).
+report_machine() {
+    section "Machine"
+    describe_machine
+    say "commit:   $commit"
+    say "cpu:      $machine"
+    say "memory:   $memory"
+    say "kernel:   $(uname -sr)"
+}
+
 # `admin_key_from OUT`: the admin key a first `nimbus serve` prints to its output OUT,
 # waited for up to 10 s; sets `admin_key`.
 admin_key_from() {

@@ -38,12 +38,7 @@ cleanup() {
 trap cleanup EXIT
 noisy=()
 
-section "Machine"
-describe_machine
-say "commit:   $commit"
-say "cpu:      $machine"
-say "memory:   $memory"
-say "kernel:   $(uname -sr)"
+report_machine
 say "wrk:      $(wrk --version 2>&1 | awk 'NR == 1 { print $2 }')"
 
 nimbus_binary "$work"

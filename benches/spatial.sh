@@ -40,12 +40,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-section "Machine"
-describe_machine
-say "commit:   $commit"
-say "cpu:      $machine"
-say "memory:   $memory"
-say "kernel:   $(uname -sr)"
+report_machine
 if [[ " $SYSTEMS " == *" mariadb "* ]]; then
     mariadbd=$(find_tool mariadbd mysqld) || mariadbd=
     install_db=$(find_tool mariadb-install-db mysql_install_db) || install_db=
