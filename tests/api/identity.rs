@@ -363,14 +363,31 @@ async fn servers_manage_users_and_a_block_ends_sessions_at_once() {
         .await
         .ok();
     assert_eq!(created["createUser"]["id"], "frank");
-    app.as_key(
-        &key,
-        "default",
-        "mutation { createUser(input: {email: \"grace@example.com\"}) { id } }",
-        json!({}),
-    )
-    .await
-    .ok();
+    let grace = app
+        .as_key(
+            &key,
+            "default",
+            "mutation { createUser(input: {email: \"grace@example.com\", phone: \"+14155550123\"}) { id } }",
+            json!({}),
+        )
+        .await
+        .ok()["createUser"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // By id or phone too, as Appwrite's search finds them.
+    for search in [grace.as_str(), "+1415555"] {
+        let found = app
+            .as_key(
+                &key,
+                "default",
+                "query($s: String) { users(search: $s) { nodes { id } } }",
+                json!({ "s": search }),
+            )
+            .await
+            .ok();
+        assert_eq!(found["users"]["nodes"], json!([{"id": grace}]), "{search}");
+    }
     let found = app
         .as_key(
             &key,

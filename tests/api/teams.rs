@@ -700,6 +700,9 @@ async fn teams_are_found_by_the_start_of_their_name_in_any_case() {
     assert_eq!(mine["teams"]["totalCount"], 3);
     let all = app.admin(search, json!({"s": "ops"})).await.ok();
     assert_eq!(ids(&all), ["t1", "t2", "t4", "t5"]);
+    // By id too, as Appwrite's search finds them.
+    let by_id = app.admin(search, json!({"s": "T5"})).await.ok();
+    assert_eq!(ids(&by_id), ["t5"]);
     // `%` and `_` are the name's own characters, not patterns.
     let literal = app
         .as_session(&user, search, json!({"s": "ops_1"}))

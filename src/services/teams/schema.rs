@@ -369,7 +369,7 @@ fn teams() -> Field {
     .description("Teams by id: every team for a server (scope `teams.read`); for a user, the teams they belong to.")
     .argument(
         InputValue::new("search", TypeRef::named(TypeRef::STRING))
-            .description("Only teams whose name starts with this text (any case)."),
+            .description("Only teams whose name or id starts with this text (any case)."),
     )
 }
 

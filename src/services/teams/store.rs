@@ -119,15 +119,15 @@ fn teams_from(dialect: Dialect, member: bool) -> String {
     }
 }
 
-/// The condition of a search of teams by the start of their name.
+/// The condition of a search of teams by the start of their name or id.
 fn searched(dialect: Dialect, search: Option<&str>) -> (String, Vec<String>) {
     search.map_or_else(Default::default, |search| {
-        dialect.starts_with_any(&["t.name"], search)
+        dialect.starts_with_any(&["t.name", "t.id"], search)
     })
 }
 
 /// Teams by id; only those `member` belongs to (confirmed) when given, and those
-/// whose name starts with `search` (any case).
+/// whose name or id starts with `search` (any case).
 pub async fn list_teams(
     pool: &AnyPool,
     dialect: Dialect,

@@ -603,8 +603,9 @@ fn users() -> Field {
     ))
     .description("The users of the addressed project, by id (scope `users.read`).")
     .argument(
-        InputValue::new("search", TypeRef::named(TypeRef::STRING))
-            .description("Only users whose name or email starts with this text."),
+        InputValue::new("search", TypeRef::named(TypeRef::STRING)).description(
+            "Only users whose name, email, phone or id starts with this text (any case).",
+        ),
     )
 }
 

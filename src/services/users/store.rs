@@ -142,7 +142,8 @@ pub async fn find_user_by_email<'e>(
     .await
 }
 
-/// Users by id, optionally those whose name or email starts with `search`.
+/// Users by id, optionally those whose name, email, phone or id starts with
+/// `search` (Appwrite's search finds users by their id too).
 pub async fn list_users(
     pool: &AnyPool,
     dialect: Dialect,
@@ -162,10 +163,11 @@ pub async fn list_users(
         .await
 }
 
-/// The condition of a search of users by the start of their name or email.
+/// The condition of a search of users by the start of their name, email, phone
+/// or id.
 fn searched(dialect: Dialect, search: Option<&str>) -> (String, Vec<String>) {
     search.map_or_else(Default::default, |search| {
-        dialect.starts_with_any(&["name", "email"], search)
+        dialect.starts_with_any(&["name", "email", "phone", "id"], search)
     })
 }
 
