@@ -103,15 +103,7 @@ done
 
 # The work directory holds the data directory and the server's temporary files
 # (multipart uploads are spooled there): all of it goes at the end.
-work=$(mktemp -d "${TMPDIR:-/tmp}/nimbus-abuse-bench.XXXXXX")
-started_pids=()
-taken_ports=()
-cleanup() {
-    local pid
-    for pid in "${started_pids[@]}"; do stop "$pid"; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+open_workspace abuse-bench
 trap 'exit 130' INT
 trap 'exit 143' TERM HUP
 

@@ -42,15 +42,7 @@ if [[ ! -x $convert_bin ]] || ! "$convert_bin" -version >/dev/null 2>&1; then
 fi
 font=$root/data/avatars/fonts/DejaVuSans-Bold-subset.ttf
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/nimbus-avatars-bench.XXXXXX")
-started_pids=()
-taken_ports=()
-cleanup() {
-    local pid
-    for pid in "${started_pids[@]}"; do stop "$pid"; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+open_workspace avatars-bench
 noisy=()
 
 report_machine

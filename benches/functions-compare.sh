@@ -33,15 +33,7 @@ BENCH_CACHE=${BENCH_CACHE:-$root/benches/.cache}
 [[ -x ${BEFORE_BIN:-} && -x ${AFTER_BIN:-} ]] || die "set BEFORE_BIN and AFTER_BIN to two nimbus binaries"
 for tool in wrk curl jq python3; do command -v "$tool" >/dev/null || die "$tool is needed"; done
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/nimbus-functions-compare.XXXXXX")
-started_pids=()
-taken_ports=()
-cleanup() {
-    local pid
-    for pid in "${started_pids[@]}"; do stop "$pid"; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+open_workspace functions-compare
 
 section "Machine"
 describe_machine

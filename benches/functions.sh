@@ -47,15 +47,7 @@ POCKETBASE_VERSION=${POCKETBASE_VERSION:-0.40.6}
 BENCH_CACHE=${BENCH_CACHE:-$root/benches/.cache}
 for tool in wrk curl jq python3; do command -v "$tool" >/dev/null || die "$tool is needed"; done
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/nimbus-functions-bench.XXXXXX")
-started_pids=()
-taken_ports=()
-cleanup() {
-    local pid
-    for pid in "${started_pids[@]}"; do stop "$pid"; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+open_workspace functions-bench
 noisy=()
 
 report_machine

@@ -127,6 +127,21 @@ describe_machine() {
     memory=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 }
 
+# `open_workspace NAME`: a scratch directory `work` (under TMPDIR), removed on exit
+# with every process in `started_pids` stopped; `taken_ports` starts empty.
+open_workspace() {
+    work=$(mktemp -d "${TMPDIR:-/tmp}/nimbus-$1.XXXXXX")
+    started_pids=()
+    taken_ports=()
+    trap close_workspace EXIT
+}
+
+close_workspace() {
+    local pid
+    for pid in "${started_pids[@]}"; do stop "$pid"; done
+    rm -rf "$work"
+}
+
 # The "Machine" section a report opens with: the commit, CPU, memory and kernel
 # (describe_machine's figures, which stay set for the script).
 report_machine() {

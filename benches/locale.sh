@@ -27,15 +27,7 @@ DURATION=${DURATION:-10s}
 QUIET_WAIT=${QUIET_WAIT:-60}
 for tool in wrk curl jq; do command -v "$tool" >/dev/null || die "$tool is needed"; done
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/nimbus-locale-bench.XXXXXX")
-started_pids=()
-taken_ports=()
-cleanup() {
-    local pid
-    for pid in "${started_pids[@]}"; do stop "$pid"; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+open_workspace locale-bench
 noisy=()
 
 report_machine

@@ -30,15 +30,7 @@ QUIET_WAIT=${QUIET_WAIT:-30}
 SYSTEMS=${SYSTEMS:-sqlite mariadb}
 for tool in wrk curl jq python3; do command -v "$tool" >/dev/null || die "$tool is needed"; done
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/nimbus-spatial-bench.XXXXXX")
-started_pids=()
-taken_ports=()
-cleanup() {
-    local pid
-    for pid in "${started_pids[@]}"; do stop "$pid"; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+open_workspace spatial-bench
 
 report_machine
 if [[ " $SYSTEMS " == *" mariadb "* ]]; then

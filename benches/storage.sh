@@ -63,15 +63,7 @@ fi
 for tool in curl jq; do command -v "$tool" >/dev/null || die "$tool is needed"; done
 
 # The work directory holds the data directory too: `cp` and Nimbus use the same disk.
-work=$(mktemp -d "${TMPDIR:-/tmp}/nimbus-storage-bench.XXXXXX")
-started_pids=()
-taken_ports=()
-cleanup() {
-    local pid
-    for pid in "${started_pids[@]}"; do stop "$pid"; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+open_workspace storage-bench
 
 noisy=()
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }

@@ -26,15 +26,7 @@ ROUNDS=${ROUNDS:-3}
 QUIET_WAIT=${QUIET_WAIT:-60}
 for tool in wrk curl jq; do command -v "$tool" >/dev/null || die "$tool is needed"; done
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/nimbus-usage-bench.XXXXXX")
-started_pids=()
-taken_ports=()
-cleanup() {
-    local pid
-    for pid in "${started_pids[@]}"; do stop "$pid"; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+open_workspace usage-bench
 noisy=()
 
 report_machine
